@@ -1,0 +1,83 @@
+# labelgate: `make run` starts the demo stack, `make test` runs every check.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+OPA_VERSION   := 1.22.3
+REGAL_VERSION := v0.42.0
+TOOLS         := $(CURDIR)/.tools/bin
+VENV          := $(CURDIR)/.venv
+PY            := $(VENV)/bin/python
+OPA           := $(TOOLS)/opa
+REGAL         := $(TOOLS)/regal
+REGO_COVERAGE := 95
+PYTHON        ?= python3
+export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
+export LABELGATE_OPA := $(OPA)
+
+.PHONY: help run test lint rego-test pytest proto proto-check bench bench-quick tools venv clean
+
+help:
+	@echo "make run    - demo backend (and gateway in front of it) on loopback"
+	@echo "make test   - install what is needed, then lint, Rego tests with coverage, pytest"
+	@echo "make lint | rego-test | pytest | proto | bench | tools | clean"
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+tools: $(OPA) regal
+$(OPA):
+	@mkdir -p $(TOOLS)
+	@if command -v opa >/dev/null 2>&1 && opa version 2>/dev/null | grep -q '^Version: $(OPA_VERSION)$$'; then \
+	  echo "using opa $(OPA_VERSION) from PATH: $$(command -v opa)"; ln -sf "$$(command -v opa)" $(OPA); \
+	else \
+	  echo "building opa v$(OPA_VERSION) with go install"; \
+	  GOBIN=$(TOOLS) go install github.com/open-policy-agent/opa@v$(OPA_VERSION); \
+	fi
+	@$(OPA) version | head -1
+
+# Regal is best effort: the build needs the module proxy and a new enough Go.
+.PHONY: regal
+regal:
+	@test -x $(REGAL) || GOBIN=$(TOOLS) go install github.com/open-policy-agent/regal@$(REGAL_VERSION) \
+	  || echo "regal $(REGAL_VERSION) could not be built here; Regal lint is skipped"
+
+proto: venv
+	$(PY) proto/generate.py
+
+proto-check: venv
+	$(PY) proto/generate.py --check
+
+lint: venv tools proto-check
+	$(VENV)/bin/ruff check proxy tests proto
+	$(VENV)/bin/ruff format --check proxy tests proto
+	$(OPA) fmt --fail --list rego
+	$(OPA) check --strict rego
+	@if [ -x $(REGAL) ]; then $(REGAL) lint rego; else echo "regal not installed: skipped"; fi
+
+rego-test: tools
+	$(OPA) test rego -v --coverage --threshold $(REGO_COVERAGE) --format json > .rego-coverage.json || \
+	  { $(OPA) test rego -v; $(PY) -c "import json;print('coverage', json.load(open('.rego-coverage.json')).get('coverage'))"; exit 1; }
+	$(OPA) test rego
+	@$(PY) -c "import json;print('rego coverage: %.1f%% (threshold $(REGO_COVERAGE)%%)' % json.load(open('.rego-coverage.json'))['coverage'])"
+
+pytest: venv tools
+	$(VENV)/bin/pytest
+
+test: lint rego-test pytest
+
+run: venv
+	$(VENV)/bin/labelgate quickstart
+
+bench: venv tools
+	$(PY) -m labelgate.bench
+
+bench-quick: venv tools
+	$(PY) -m labelgate.bench --quick
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .rego-coverage.json bench/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

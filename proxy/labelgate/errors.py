@@ -1,0 +1,75 @@
+"""One error vocabulary for the whole gateway.
+
+Every failure that can reach a caller is a ``LabelgateError`` with a stable ``reason``
+(machine-readable, used in gRPC ``ErrorInfo`` and in logs) and a message a person can
+read. The edges translate it: gRPC status, HTTP problem response, CLI exit code.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class LabelgateError(Exception):
+    """Base error: ``reason`` is a stable UPPER_SNAKE identifier."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    http_status: int = 500
+    exit_code: int = 1
+
+    def __init__(self, reason: str, message: str, **details: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class ConfigError(LabelgateError):
+    """The configuration can never work; every problem is in the message."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 500
+    exit_code = 2
+
+
+class InvalidInput(LabelgateError):
+    """The caller sent something malformed."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    exit_code = 2
+
+
+class NotFound(LabelgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+
+class Unauthenticated(LabelgateError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+
+
+class PermissionDenied(LabelgateError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+
+class PolicyUnavailable(LabelgateError):
+    """The policy engine could not give a valid decision: the call is denied."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class UpstreamError(LabelgateError):
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 502
+
+
+class ResourceExhausted(LabelgateError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
