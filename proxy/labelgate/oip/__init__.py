@@ -1,0 +1,1 @@
+"""Open Inference Protocol helpers: the tensor codec in ``labelgate.oip.tensors``."""

@@ -1,0 +1,373 @@
+"""The tensor codec: Open Inference Protocol tensors <-> plain Python values.
+
+Pure functions over the generated protobuf messages, no I/O. Used by the demo backend to
+read requests and write responses, and by the gateway to classify and mask responses.
+
+A tensor travels in one of two representations:
+
+- ``contents``: typed repeated fields of ``InferTensorContents`` (``int64_contents``, ...);
+- raw: one ``bytes`` entry per tensor in ``raw_input_contents`` / ``raw_output_contents``,
+  row-major, little-endian, no padding. BYTES elements are a 4-byte little-endian length
+  followed by that many bytes; BOOL is one byte (0 or 1) per element.
+
+A message uses one representation for all its tensors (the protocol gives raw entries by
+position, so mixing would be ambiguous). FP16 and BF16 have no contents field of their
+own; in ``contents`` they travel in ``fp32_contents`` (as MLServer does).
+
+Decoding validates everything a caller or upstream could get wrong and raises
+``InvalidInput`` with reason ``MALFORMED_TENSOR``. Encoding takes values from our own
+code, so a bad ``Tensor`` there is a programming error and raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.errors import InvalidInput
+
+MALFORMED_TENSOR = "MALFORMED_TENSOR"
+
+# Numeric datatypes as numpy little-endian dtypes (raw representation).
+_RAW_DTYPES: dict[str, str] = {
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+# The InferTensorContents field that carries each datatype.
+CONTENTS_FIELDS: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP16": "fp32_contents",
+    "BF16": "fp32_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+DATATYPES: frozenset[str] = frozenset(CONTENTS_FIELDS)
+
+# Narrow integer types share a wider contents field, so their range is checked by hand.
+_NARROW_INT_RANGES: dict[str, tuple[int, int]] = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+}
+
+_LENGTH_PREFIX = struct.Struct("<I")
+
+
+@dataclass
+class Tensor:
+    """One tensor: ``values`` is flat and row-major.
+
+    Values are Python ``int`` (integer types), ``float`` (FP16/BF16/FP32/FP64), ``bool``
+    (BOOL) or ``bytes`` (BYTES).
+    """
+
+    name: str
+    datatype: str
+    shape: list[int]
+    values: list[Any]
+
+
+def element_count(shape: Iterable[int]) -> int:
+    """Number of elements a shape holds (1 for the scalar shape ``[]``)."""
+    return math.prod(shape)
+
+
+# --- decoding --------------------------------------------------------------------------
+
+
+def uses_raw_outputs(response: pb.ModelInferResponse) -> bool:
+    """True when the response carries its outputs in ``raw_output_contents``."""
+    return len(response.raw_output_contents) > 0
+
+
+def uses_raw_inputs(request: pb.ModelInferRequest) -> bool:
+    """True when the request carries its inputs in ``raw_input_contents``."""
+    return len(request.raw_input_contents) > 0
+
+
+def decode_outputs(response: pb.ModelInferResponse) -> list[Tensor]:
+    """All outputs of a response as ``Tensor``s, from either representation."""
+    return _decode(response.outputs, response.raw_output_contents, "output")
+
+
+def decode_inputs(request: pb.ModelInferRequest) -> list[Tensor]:
+    """All inputs of a request as ``Tensor``s, from either representation."""
+    return _decode(request.inputs, request.raw_input_contents, "input")
+
+
+def _malformed(message: str) -> InvalidInput:
+    return InvalidInput(MALFORMED_TENSOR, message)
+
+
+def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Tensor]:
+    if raw and len(raw) != len(messages):
+        raise _malformed(
+            f"raw_{kind}_contents has {len(raw)} entries for {len(messages)} {kind}s; "
+            f"there must be exactly one per {kind}"
+        )
+    seen: set[str] = set()
+    tensors = []
+    for index, message in enumerate(messages):
+        where = f"{kind} '{message.name}'" if message.name else f"{kind} #{index}"
+        if not message.name:
+            raise _malformed(f"{where} has no name")
+        if message.name in seen:
+            # Name lookups (classification, masking) must be unambiguous.
+            raise _malformed(f"{where} appears more than once")
+        seen.add(message.name)
+        datatype = message.datatype
+        if datatype not in DATATYPES:
+            raise _malformed(
+                f"{where} has unknown datatype '{datatype}'; expected one of {', '.join(sorted(DATATYPES))}"
+            )
+        shape = list(message.shape)
+        if any(dim < 0 for dim in shape):
+            raise _malformed(f"{where} has a negative dimension in shape {shape}")
+        count = element_count(shape)
+        present = [field.name for field, _ in message.contents.ListFields()]
+        if raw:
+            if present:
+                raise _malformed(
+                    f"{where} has both raw_{kind}_contents and contents ({', '.join(present)}); "
+                    "use one representation"
+                )
+            values = _decode_raw(raw[index], datatype, count, shape, where)
+        else:
+            values = _decode_contents(message.contents, present, datatype, count, shape, where)
+        tensors.append(Tensor(message.name, datatype, shape, values))
+    return tensors
+
+
+def _decode_contents(
+    contents: pb.InferTensorContents,
+    present: list[str],
+    datatype: str,
+    count: int,
+    shape: list[int],
+    where: str,
+) -> list[Any]:
+    expected = CONTENTS_FIELDS[datatype]
+    wrong = [name for name in present if name != expected]
+    if wrong:
+        raise _malformed(f"{where} is {datatype} but carries {', '.join(wrong)}; expected {expected}")
+    values = list(getattr(contents, expected))
+    if len(values) != count:
+        raise _malformed(f"{where} has {len(values)} elements in {expected}; shape {shape} needs {count}")
+    bounds = _NARROW_INT_RANGES.get(datatype)
+    if bounds and values and (min(values) < bounds[0] or max(values) > bounds[1]):
+        raise _malformed(f"{where} has a value outside the {datatype} range {bounds[0]}..{bounds[1]}")
+    return values
+
+
+def _decode_raw(data: bytes, datatype: str, count: int, shape: list[int], where: str) -> list[Any]:
+    if datatype == "BYTES":
+        return split_raw_bytes(data, count, where)
+    itemsize = (
+        1 if datatype == "BOOL" else 2 if datatype == "BF16" else np.dtype(_RAW_DTYPES[datatype]).itemsize
+    )
+    if len(data) != count * itemsize:
+        raise _malformed(
+            f"{where} has {len(data)} raw bytes; {datatype} shape {shape} needs {count * itemsize} "
+            f"({count} x {itemsize})"
+        )
+    if datatype == "BOOL":
+        array = np.frombuffer(data, dtype=np.uint8)
+        if array.size and int(array.max()) > 1:
+            raise _malformed(f"{where} has a raw BOOL byte other than 0 or 1")
+        return (array != 0).tolist()
+    if datatype == "BF16":
+        # bfloat16 is the upper half of a float32.
+        widened = np.frombuffer(data, dtype="<u2").astype("<u4") << 16
+        return widened.view("<f4").tolist()
+    return np.frombuffer(data, dtype=_RAW_DTYPES[datatype]).tolist()
+
+
+def split_raw_bytes(data: bytes, count: int, where: str = "tensor") -> list[bytes]:
+    """Split a raw BYTES tensor (length-prefixed elements) into exactly ``count`` elements."""
+    values: list[bytes] = []
+    append, unpack = values.append, _LENGTH_PREFIX.unpack_from  # hot loop: skip attribute lookups
+    offset, end = 0, len(data)
+    for index in range(count):
+        if offset + 4 > end:
+            raise _malformed(
+                f"{where}: raw BYTES data ends at byte {end} inside the length prefix of element "
+                f"{index}; the shape needs {count} elements"
+            )
+        (length,) = unpack(data, offset)
+        offset += 4
+        if length > end - offset:
+            raise _malformed(
+                f"{where}: raw BYTES element {index} declares {length} bytes but only {end - offset} remain"
+            )
+        append(data[offset : offset + length])
+        offset += length
+    if offset != end:
+        raise _malformed(f"{where}: {end - offset} unexpected bytes after the {count} raw BYTES elements")
+    return values
+
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def tensor_to_raw(tensor: Tensor) -> bytes:
+    """The raw (``raw_*_contents``) bytes of a tensor."""
+    _check_encodable(tensor)
+    if tensor.datatype == "BYTES":
+        values = _bytes_values(tensor)
+        # Interleave length prefixes and elements without a Python-level loop (hot path).
+        prefixes = map(_LENGTH_PREFIX.pack, map(len, values))
+        return b"".join(itertools.chain.from_iterable(zip(prefixes, values, strict=True)))
+    if tensor.datatype == "BOOL":
+        return _bool_array(tensor).astype(np.uint8).tobytes()
+    if tensor.datatype == "BF16":
+        as_fp32 = _numeric_array(tensor, "<f4")
+        return (as_fp32.view("<u4") >> 16).astype("<u2").tobytes()
+    return _numeric_array(tensor, _RAW_DTYPES[tensor.datatype]).tobytes()
+
+
+def tensor_to_contents(tensor: Tensor) -> pb.InferTensorContents:
+    """The typed ``InferTensorContents`` of a tensor."""
+    _check_encodable(tensor)
+    contents = pb.InferTensorContents()
+    field = getattr(contents, CONTENTS_FIELDS[tensor.datatype])
+    if tensor.datatype == "BYTES":
+        field.extend(_bytes_values(tensor))
+    elif tensor.datatype == "BOOL":
+        field.extend(_bool_array(tensor).tolist())
+    else:
+        dtype = "<f4" if tensor.datatype == "BF16" else _RAW_DTYPES[tensor.datatype]
+        field.extend(_numeric_array(tensor, dtype).tolist())
+    return contents
+
+
+def encode_outputs(response: pb.ModelInferResponse, tensors: Sequence[Tensor], raw: bool) -> None:
+    """Rewrite ``response.outputs`` / ``raw_output_contents`` from ``tensors``, in place.
+
+    The outputs become exactly ``tensors``, in their order and in the chosen
+    representation. An output that already exists under a tensor's name keeps its
+    ``parameters`` and must keep its datatype and shape; an existing output with no tensor
+    is dropped. On error nothing is changed.
+    """
+    outputs, raws = _encode(response.outputs, tensors, raw, pb.ModelInferResponse.InferOutputTensor)
+    del response.outputs[:]
+    response.outputs.extend(outputs)
+    del response.raw_output_contents[:]
+    response.raw_output_contents.extend(raws)
+
+
+def encode_inputs(request: pb.ModelInferRequest, tensors: Sequence[Tensor], raw: bool) -> None:
+    """Like ``encode_outputs``, for a request's inputs and ``raw_input_contents``."""
+    inputs, raws = _encode(request.inputs, tensors, raw, pb.ModelInferRequest.InferInputTensor)
+    del request.inputs[:]
+    request.inputs.extend(inputs)
+    del request.raw_input_contents[:]
+    request.raw_input_contents.extend(raws)
+
+
+def _encode(existing: Sequence[Any], tensors: Sequence[Tensor], raw: bool, message_type: Any) -> tuple:
+    previous = {message.name: message for message in existing}
+    messages, raws = [], []
+    names: set[str] = set()
+    for tensor in tensors:
+        if tensor.name in names:
+            raise ValueError(f"tensor '{tensor.name}' given more than once")
+        names.add(tensor.name)
+        message = message_type(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        old = previous.get(tensor.name)
+        if old is not None:
+            if old.datatype != tensor.datatype or list(old.shape) != list(tensor.shape):
+                raise ValueError(
+                    f"tensor '{tensor.name}' is {tensor.datatype} {tensor.shape} but the message has "
+                    f"{old.datatype} {list(old.shape)}; encoding must not change datatype or shape"
+                )
+            for key, parameter in old.parameters.items():
+                message.parameters[key].CopyFrom(parameter)
+        if raw:
+            raws.append(tensor_to_raw(tensor))
+        else:
+            message.contents.CopyFrom(tensor_to_contents(tensor))
+        messages.append(message)
+    return messages, raws
+
+
+def _check_encodable(tensor: Tensor) -> None:
+    if tensor.datatype not in DATATYPES:
+        raise ValueError(f"tensor '{tensor.name}' has unknown datatype '{tensor.datatype}'")
+    if any(dim < 0 for dim in tensor.shape):
+        raise ValueError(f"tensor '{tensor.name}' has a negative dimension in shape {tensor.shape}")
+    count = element_count(tensor.shape)
+    if len(tensor.values) != count:
+        raise ValueError(
+            f"tensor '{tensor.name}' has {len(tensor.values)} values; shape {tensor.shape} needs {count}"
+        )
+
+
+def _bytes_values(tensor: Tensor) -> list[bytes]:
+    if set(map(type, tensor.values)) <= {bytes}:
+        return tensor.values
+    values = []
+    for value in tensor.values:
+        if isinstance(value, str):
+            value = value.encode()
+        elif not isinstance(value, bytes | bytearray | memoryview):
+            raise ValueError(f"BYTES tensor '{tensor.name}' has a {type(value).__name__} value")
+        values.append(bytes(value))
+    return values
+
+
+def _bool_array(tensor: Tensor) -> np.ndarray:
+    array = np.asarray(tensor.values)
+    if array.size and array.dtype.kind != "b":
+        raise ValueError(f"BOOL tensor '{tensor.name}' has non-bool values")
+    return array.astype(bool)
+
+
+def _numeric_array(tensor: Tensor, dtype_name: str) -> np.ndarray:
+    dtype = np.dtype(dtype_name)
+    if not tensor.values:
+        return np.empty(0, dtype=dtype)
+    if dtype.kind in "iu":
+        # Checked in Python: numpy would wrap, truncate floats, or fall back to object arrays.
+        if not set(map(type, tensor.values)) <= {int, bool} and not all(
+            isinstance(value, numbers.Integral) for value in tensor.values
+        ):
+            raise ValueError(f"{tensor.datatype} tensor '{tensor.name}' needs integers")
+        info = np.iinfo(dtype)
+        if min(tensor.values) < info.min or max(tensor.values) > info.max:
+            raise ValueError(
+                f"{tensor.datatype} tensor '{tensor.name}' has a value outside {info.min}..{info.max}"
+            )
+        return np.array(tensor.values, dtype=dtype)
+    array = np.asarray(tensor.values)
+    if array.dtype.kind not in "iubf":
+        raise ValueError(f"{tensor.datatype} tensor '{tensor.name}' needs numbers")
+    return array.astype(dtype)
