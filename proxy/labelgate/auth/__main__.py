@@ -1,0 +1,31 @@
+"""``python -m labelgate.auth generate-dev-keys DIR [--force]``: create the INSECURE quickstart key pair."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from labelgate.auth.devkeys import generate
+from labelgate.errors import LabelgateError
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m labelgate.auth")
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("generate-dev-keys", help="write a new INSECURE dev key pair and its JWKS")
+    make.add_argument("directory", type=Path)
+    make.add_argument("--force", action="store_true", help="replace an existing pair")
+    args = parser.parse_args(argv)
+    try:
+        paths = generate(args.directory, force=args.force)
+    except LabelgateError as error:
+        print(f"error: {error.message} ({error.reason})", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
+    for path in paths:
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Bearer JWT -> Subject.
+
+The token's header only selects a key: its ``alg`` must be on the allow-list and match the
+algorithm the key was loaded for, so ``alg: none`` and HS256-signed-with-the-RSA-public-key
+forgeries are refused before any signature maths. ``iss``, ``aud``, ``exp`` and ``nbf`` are
+required. Refusal messages are written here, never copied from PyJWT, so they can't echo
+the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from labelgate.auth import reasons
+from labelgate.auth.devkeys import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+from labelgate.auth.jwks import KeyIndex, TrustedKey, parse_jwks, read_jwks_file
+from labelgate.auth.remote_jwks import RemoteJwks
+from labelgate.auth.settings import JwtSettings
+from labelgate.auth.subject import Subject
+from labelgate.errors import ConfigError, Unauthenticated
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
+
+MAX_TOKEN_LENGTH = 16 * 1024
+MAX_GROUPS = 1000
+REQUIRED_CLAIMS = ("iss", "aud", "exp", "nbf")
+
+# Most specific first: InvalidSignatureError and friends subclass DecodeError.
+_REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
+    (jwt.ExpiredSignatureError, reasons.TOKEN_EXPIRED, "the token has expired"),
+    (jwt.ImmatureSignatureError, reasons.TOKEN_NOT_YET_VALID, "the token is not valid yet (nbf or iat)"),
+    (jwt.InvalidAudienceError, reasons.TOKEN_BAD_AUDIENCE, "the token is not for this gateway (aud)"),
+    (jwt.InvalidIssuerError, reasons.TOKEN_BAD_ISSUER, "the token's issuer is not trusted for its key (iss)"),
+    (jwt.InvalidSignatureError, reasons.TOKEN_BAD_SIGNATURE, "the token's signature does not verify"),
+    (jwt.InvalidAlgorithmError, reasons.TOKEN_ALGORITHM_NOT_ALLOWED, "the token's algorithm is not allowed"),
+    (
+        jwt.exceptions.InvalidSubjectError,
+        reasons.TOKEN_BAD_SUBJECT,
+        "the token's 'sub' claim is not a string",
+    ),
+    (jwt.PyJWTError, reasons.TOKEN_MALFORMED, "the token cannot be decoded"),
+)
+
+
+class JwtVerifier:
+    """Verifies tokens against local keys (file, dev) and, when configured, a remote JWKS."""
+
+    def __init__(
+        self,
+        local_keys: KeyIndex,
+        *,
+        algorithms: Sequence[str],
+        subject_claim: str = "sub",
+        groups_claim: str = "groups",
+        leeway_seconds: int = 30,
+        remote: RemoteJwks | None = None,
+    ) -> None:
+        self._local = local_keys
+        self._algorithms = frozenset(algorithms)
+        self._subject_claim = subject_claim
+        self._groups_claim = groups_claim
+        self._leeway = leeway_seconds
+        self.remote = remote
+        self._merged: tuple[KeyIndex | None, KeyIndex] = (None, local_keys)
+
+    @classmethod
+    def from_settings(cls, settings: JwtSettings) -> JwtVerifier:
+        """Read the local key files now (start-up), listing every problem in one ConfigError."""
+        keys: list[TrustedKey] = []
+        problems: list[str] = []
+
+        def load(path: Path, issuer: str, audience: str, source: str) -> None:
+            document, read_problems = read_jwks_file(path)
+            problems.extend(read_problems)
+            if document is not None:
+                found, parse_problems = parse_jwks(
+                    document, algorithms=settings.algorithms, issuer=issuer, audience=audience, source=source
+                )
+                keys.extend(found)
+                problems.extend(parse_problems)
+
+        if settings.jwks_file is not None:
+            load(settings.jwks_file, settings.issuer or "", settings.audience or "", "jwks_file")
+        if settings.trust_dev_key:
+            # The dev key vouches only for the dev issuer: it can't be used to claim the real one.
+            load(dev_jwks_path(settings.dev_keys_dir), DEV_ISSUER, DEV_AUDIENCE, "dev")
+            log.warning(
+                "dev_key_trusted",
+                issuer=DEV_ISSUER,
+                note="INSECURE: anyone with the repository can mint tokens",
+            )
+        dev_kids = {key.kid for key in keys if key.source == "dev"}
+        shared = sorted(
+            kid for kid in dev_kids if kid in {key.kid for key in keys if key.source == "jwks_file"}
+        )
+        if shared:
+            problems.append(f"the dev JWKS and jwks_file both publish kid {shared}")
+        if problems:
+            raise ConfigError("AUTH_CONFIG_INVALID", "JWT keys: " + "; ".join(problems))
+        remote = None
+        if settings.jwks_url is not None:
+            remote = RemoteJwks(
+                settings.jwks_url,
+                algorithms=settings.algorithms,
+                issuer=settings.issuer or "",
+                audience=settings.audience or "",
+                refresh_seconds=settings.jwks_refresh_seconds,
+                timeout_seconds=settings.jwks_timeout_seconds,
+            )
+        return cls(
+            KeyIndex(keys),
+            algorithms=settings.algorithms,
+            subject_claim=settings.subject_claim,
+            groups_claim=settings.groups_claim,
+            leeway_seconds=settings.leeway_seconds,
+            remote=remote,
+        )
+
+    async def start(self) -> None:
+        if self.remote is not None:
+            await self.remote.start()
+
+    async def close(self) -> None:
+        if self.remote is not None:
+            await self.remote.close()
+
+    def verify(self, token: str) -> Subject:
+        key = self._select_key(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key.jwk,
+                algorithms=[key.algorithm],
+                audience=key.audience,
+                issuer=key.issuer,
+                leeway=self._leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.MissingRequiredClaimError as error:
+            raise Unauthenticated(
+                reasons.TOKEN_MISSING_CLAIM, f"the token lacks the {error.claim!r} claim"
+            ) from None
+        except jwt.PyJWTError as error:
+            reason, message = next((r, m) for kind, r, m in _REFUSALS if isinstance(error, kind))
+            raise Unauthenticated(reason, message) from None
+        return Subject(
+            id=self._subject(claims),
+            groups=self._groups(claims),
+            auth="jwt",
+            attributes=_attributes(claims, key),
+        )
+
+    def _select_key(self, token: str) -> TrustedKey:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthenticated(
+                reasons.TOKEN_MALFORMED, f"the token is empty or longer than {MAX_TOKEN_LENGTH}"
+            )
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated(reasons.TOKEN_MALFORMED, "the token is not a signed JWT") from None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if not isinstance(algorithm, str) or (kid is not None and not isinstance(kid, str)):
+            raise Unauthenticated(
+                reasons.TOKEN_MALFORMED, "the token header's 'alg' or 'kid' is not a string"
+            )
+        if algorithm not in self._algorithms:
+            raise Unauthenticated(
+                reasons.TOKEN_ALGORITHM_NOT_ALLOWED,
+                f"the token's algorithm is not allowed (allowed: {', '.join(sorted(self._algorithms))})",
+            )
+        candidates = self._index().candidates(kid, algorithm)
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates and self.remote is not None:
+            self.remote.request_refresh()  # maybe the provider rotated keys; this token still fails
+        if not candidates:
+            raise Unauthenticated(
+                reasons.TOKEN_UNKNOWN_KEY, f"no trusted {algorithm} key has the token's kid"
+            )
+        raise Unauthenticated(
+            reasons.TOKEN_UNKNOWN_KEY,
+            "the token has no kid and several keys could verify it"
+            if kid is None
+            else "the token's kid is ambiguous",
+        )
+
+    def _index(self) -> KeyIndex:
+        if self.remote is None:
+            return self._local
+        remote = self.remote.index
+        if remote is None:
+            if not len(self._local):
+                raise Unauthenticated(
+                    reasons.TOKEN_KEYS_UNAVAILABLE, "the identity provider's keys are not loaded"
+                )
+            return self._local
+        if self._merged[0] is not remote:  # rebuilt once per refresh, not per call
+            self._merged = (remote, self._local.merged(remote))
+        return self._merged[1]
+
+    def _subject(self, claims: Mapping[str, Any]) -> str:
+        value = claims.get(self._subject_claim)
+        if value is None:
+            raise Unauthenticated(
+                reasons.TOKEN_MISSING_CLAIM, f"the token lacks the {self._subject_claim!r} claim"
+            )
+        if not isinstance(value, str) or not value.strip() or len(value) > 256:
+            raise Unauthenticated(
+                reasons.TOKEN_BAD_SUBJECT,
+                f"the {self._subject_claim!r} claim must be a string of 1 to 256 characters",
+            )
+        return value
+
+    def _groups(self, claims: Mapping[str, Any]) -> tuple[str, ...]:
+        value = claim_value(claims, self._groups_claim)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            names = value.replace(",", " ").split()
+        elif isinstance(value, list) and all(isinstance(name, str) for name in value):
+            names = [name.strip() for name in value]
+        else:
+            raise Unauthenticated(
+                reasons.TOKEN_BAD_GROUPS,
+                f"the {self._groups_claim!r} claim must be a list of strings or a string",
+            )
+        if "" in names or len(names) > MAX_GROUPS:
+            raise Unauthenticated(
+                reasons.TOKEN_BAD_GROUPS,
+                f"the {self._groups_claim!r} claim has an empty name or over {MAX_GROUPS}",
+            )
+        return tuple(names)
+
+
+def claim_value(claims: Mapping[str, Any], name: str) -> Any:
+    """``claims[name]``, else a dotted path into nested objects (``realm_access.roles``). The exact
+    name wins so that URL-style claim names (``https://example.com/groups``) work as they are."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _attributes(claims: Mapping[str, Any], key: TrustedKey) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"iss": claims["iss"], "exp": claims["exp"], "key_source": key.source}
+    if key.kid is not None:
+        attributes["kid"] = key.kid
+    for name in ("jti", "azp", "client_id"):
+        if isinstance(claims.get(name), str):
+            attributes[name] = claims[name]
+    return attributes

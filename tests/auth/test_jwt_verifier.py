@@ -1,0 +1,268 @@
+"""Bearer JWT verification: the accepted shapes, and every way a token is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from labelgate.auth import JwtSettings, reasons
+from labelgate.auth.jwks import KeyIndex, parse_jwks
+from labelgate.auth.jwt_verifier import JwtVerifier
+from labelgate.errors import ConfigError, Unauthenticated
+
+from tests.auth.conftest import AUDIENCE, ISSUER
+from tests.support.pki import (
+    SigningKey,
+    claims,
+    forge_alg_none,
+    forge_hs256_with_public_key,
+    jwks,
+    rsa_signing_key,
+    write_jwks,
+)
+
+
+def refused(verifier: JwtVerifier, token: str) -> Unauthenticated:
+    with pytest.raises(Unauthenticated) as caught:
+        verifier.verify(token)
+    error = caught.value
+    # Whatever went wrong, the refusal never carries the token or a piece of it.
+    text = f"{error} {error.message} {error.details}"
+    for piece in [token, *[part for part in token.split(".") if len(part) > 8]]:
+        assert piece not in text
+    return error
+
+
+def test_a_valid_rs256_token_gives_the_subject(verifier: JwtVerifier, rsa_key: SigningKey) -> None:
+    body = claims("alice", groups=["data-stewards", "analysts", "analysts"])
+    subject = verifier.verify(rsa_key.sign(body))
+    assert subject.id == "alice"
+    assert subject.auth == "jwt"
+    assert subject.groups == ("analysts", "data-stewards")
+    assert dict(subject.attributes) == {
+        "iss": ISSUER,
+        "exp": body["exp"],
+        "kid": "rsa-1",
+        "key_source": "jwks_file",
+        "jti": body["jti"],
+    }
+
+
+def test_a_valid_es256_token_gives_the_subject(verifier: JwtVerifier, ec_key: SigningKey) -> None:
+    assert verifier.verify(ec_key.sign(claims("bob", groups=[]))).id == "bob"
+
+
+def test_an_audience_list_that_includes_the_gateway_is_accepted(verifier, rsa_key) -> None:
+    assert verifier.verify(rsa_key.sign(claims(aud=["other", AUDIENCE]))).id == "alice"
+
+
+def test_clock_skew_within_the_leeway_is_tolerated(verifier, rsa_key) -> None:
+    now = time.time()
+    assert verifier.verify(rsa_key.sign(claims(now=now - 310, ttl=300))).id == "alice"  # expired 10 s ago
+    assert verifier.verify(rsa_key.sign(claims(now=now + 10))).id == "alice"  # valid in 10 s
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"now": time.time() - 3600}, reasons.TOKEN_EXPIRED),
+        ({"now": time.time() + 600}, reasons.TOKEN_NOT_YET_VALID),
+        ({"aud": "another-service"}, reasons.TOKEN_BAD_AUDIENCE),
+        ({"aud": ["x", "y"]}, reasons.TOKEN_BAD_AUDIENCE),
+        ({"iss": "https://evil.test"}, reasons.TOKEN_BAD_ISSUER),
+        ({"sub": 42}, reasons.TOKEN_BAD_SUBJECT),
+        ({"sub": ""}, reasons.TOKEN_BAD_SUBJECT),
+        ({"exp": "tomorrow"}, reasons.TOKEN_MALFORMED),
+    ],
+)
+def test_claims_that_are_refused(verifier, rsa_key, change, reason) -> None:
+    assert refused(verifier, rsa_key.sign(claims(**change))).reason == reason
+
+
+def test_a_token_not_yet_valid_by_nbf_alone_is_refused(verifier, rsa_key) -> None:
+    body = claims(nbf=int(time.time()) + 600)
+    assert refused(verifier, rsa_key.sign(body)).reason == reasons.TOKEN_NOT_YET_VALID
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iss", "aud", "sub"])
+def test_every_required_claim_must_be_present(verifier, rsa_key, claim) -> None:
+    body = claims()
+    del body[claim]
+    error = refused(verifier, rsa_key.sign(body))
+    assert error.reason == reasons.TOKEN_MISSING_CLAIM
+    assert repr(claim) in error.message
+
+
+def test_a_token_signed_by_another_key_under_a_trusted_kid_is_refused(verifier, stranger_key) -> None:
+    assert refused(verifier, stranger_key.sign(claims())).reason == reasons.TOKEN_BAD_SIGNATURE
+
+
+def test_a_token_with_an_unknown_kid_is_refused(verifier) -> None:
+    assert refused(verifier, rsa_signing_key("nobody").sign(claims())).reason == reasons.TOKEN_UNKNOWN_KEY
+
+
+def test_a_tampered_payload_is_refused(verifier, rsa_key) -> None:
+    header, _, signature = rsa_key.sign(claims("alice")).split(".")
+    other_payload = rsa_key.sign(claims("mallory", groups=["admins"])).split(".")[1]
+    assert refused(verifier, f"{header}.{other_payload}.{signature}").reason == reasons.TOKEN_BAD_SIGNATURE
+
+
+def test_alg_none_is_refused(verifier) -> None:
+    token = forge_alg_none(claims(), kid="rsa-1")
+    assert refused(verifier, token).reason == reasons.TOKEN_ALGORITHM_NOT_ALLOWED
+
+
+def test_hs256_signed_with_the_rsa_public_key_is_refused(verifier, rsa_key) -> None:
+    token = forge_hs256_with_public_key(claims(), rsa_key.public_pem, kid="rsa-1")
+    assert refused(verifier, token).reason == reasons.TOKEN_ALGORITHM_NOT_ALLOWED
+
+
+def test_hs256_confusion_fails_even_if_hs256_were_on_the_allow_list(rsa_key) -> None:
+    """Defence in depth below the settings check: a key is bound to one algorithm when loaded,
+    so an RSA key is never offered to HMAC whatever the allow-list says."""
+    algorithms = ["RS256", "HS256"]  # the settings refuse this mix; build the verifier by hand
+    keys, problems = parse_jwks(
+        jwks(rsa_key), algorithms=algorithms, issuer=ISSUER, audience=AUDIENCE, source="t"
+    )
+    assert problems == []
+    verifier = JwtVerifier(KeyIndex(keys), algorithms=algorithms)
+    token = forge_hs256_with_public_key(claims(), rsa_key.public_pem, kid="rsa-1")
+    assert refused(verifier, token).reason == reasons.TOKEN_UNKNOWN_KEY
+    assert verifier.verify(rsa_key.sign(claims())).id == "alice"  # the same verifier does work
+
+
+def test_an_algorithm_the_key_was_not_published_for_is_refused(tmp_path: Path, rsa_key) -> None:
+    # The JWK says alg RS256; a PS256 token under its kid must not be verified with it.
+    settings = JwtSettings(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_file=write_jwks(tmp_path / "k.json", rsa_key),
+        algorithms=["RS256", "PS256"],
+    )
+    verifier = JwtVerifier.from_settings(settings)
+    token = jwt.encode(claims(), rsa_key.key, algorithm="PS256", headers={"kid": "rsa-1"})
+    assert refused(verifier, token).reason == reasons.TOKEN_UNKNOWN_KEY
+
+
+def test_a_jwk_without_alg_serves_every_allowed_algorithm_of_its_type(tmp_path: Path, rsa_key) -> None:
+    path = write_jwks(tmp_path / "k.json", rsa_key, with_alg=False)
+    settings = JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, algorithms=["RS256", "PS256"])
+    verifier = JwtVerifier.from_settings(settings)
+    token = jwt.encode(claims(), rsa_key.key, algorithm="PS256", headers={"kid": "rsa-1"})
+    assert verifier.verify(token).id == "alice"
+
+
+def test_a_token_without_kid_is_accepted_only_when_one_key_fits(tmp_path: Path, rsa_key) -> None:
+    body = claims()
+    token = jwt.encode(body, rsa_key.key, algorithm="RS256")  # no kid
+    alone = JwtSettings(
+        issuer=ISSUER, audience=AUDIENCE, jwks_file=write_jwks(tmp_path / "one.json", rsa_key)
+    )
+    assert JwtVerifier.from_settings(alone).verify(token).id == "alice"
+    two = write_jwks(tmp_path / "two.json", rsa_key, rsa_signing_key("rsa-2"))
+    crowded = JwtVerifier.from_settings(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=two))
+    assert refused(crowded, token).reason == reasons.TOKEN_UNKNOWN_KEY
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-jwt",
+        "a.b.c",
+        "e30.e30.",  # {} header: no alg
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6MX0.e30.AAAA",  # kid is a number
+        "x" * 20000,
+    ],
+)
+def test_malformed_tokens_are_refused(verifier, token) -> None:
+    assert refused(verifier, token).reason == reasons.TOKEN_MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("groups_claim", "extra", "expected"),
+    [
+        ("groups", {"groups": ["b", "a", "a"]}, ("a", "b")),
+        ("groups", {"groups": "b a"}, ("a", "b")),
+        ("groups", {"groups": "b,a"}, ("a", "b")),
+        ("groups", {"groups": " b, a  c "}, ("a", "b", "c")),
+        ("groups", {"groups": ""}, ()),
+        ("groups", {}, ()),
+        ("roles", {"roles": ["r1"], "groups": ["ignored"]}, ("r1",)),
+        ("realm_access.roles", {"realm_access": {"roles": ["stewards"]}}, ("stewards",)),
+        ("https://labelgate.dev/groups", {"https://labelgate.dev/groups": ["ns"]}, ("ns",)),
+    ],
+)
+def test_groups_claim_variants(tmp_path, rsa_key, groups_claim, extra, expected) -> None:
+    settings = JwtSettings(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_file=write_jwks(tmp_path / "k.json", rsa_key),
+        groups_claim=groups_claim,
+    )
+    token = rsa_key.sign({**claims(groups=None), **extra})
+    assert JwtVerifier.from_settings(settings).verify(token).groups == expected
+
+
+@pytest.mark.parametrize("value", [42, ["ok", 7], {"a": 1}, ["ok", " "]])
+def test_groups_of_the_wrong_shape_are_refused(verifier, rsa_key, value) -> None:
+    assert refused(verifier, rsa_key.sign(claims(groups=value))).reason == reasons.TOKEN_BAD_GROUPS
+
+
+def test_a_custom_subject_claim(tmp_path, rsa_key) -> None:
+    path = write_jwks(tmp_path / "k.json", rsa_key)
+    verifier = JwtVerifier.from_settings(
+        JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, subject_claim="email")
+    )
+    assert verifier.verify(rsa_key.sign(claims(email="alice@example.com"))).id == "alice@example.com"
+    assert refused(verifier, rsa_key.sign(claims())).reason == reasons.TOKEN_MISSING_CLAIM
+
+
+def test_unusable_jwks_files_are_refused_at_start_with_every_problem(tmp_path: Path) -> None:
+    small = SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=1024), "small", "RS256")  # noqa: S505 - the weak key is the point
+    document = jwks(small)
+    document["keys"] += [
+        "not-an-object",
+        {"kty": "RSA", "kid": "broken", "n": "AQAB", "e": "AQAB", "alg": "RS256"},
+    ]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError) as caught:
+        JwtVerifier.from_settings(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path))
+    message = caught.value.message
+    assert "1024 bits" in message
+    assert "keys[1] is not an object" in message
+    assert "broken" in message
+
+
+def test_a_jwks_file_that_is_not_json_is_refused_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{nope")
+    with pytest.raises(ConfigError, match="not JSON"):
+        JwtVerifier.from_settings(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path))
+
+
+def test_a_jwks_with_no_key_for_the_allowed_algorithms_is_refused(tmp_path: Path, ec_key) -> None:
+    path = write_jwks(tmp_path / "ec.json", ec_key)
+    with pytest.raises(ConfigError, match="no signing key usable"):
+        JwtVerifier.from_settings(
+            JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, algorithms=["RS256"])
+        )
+
+
+def test_hmac_alone_works_with_a_shared_secret_jwks(tmp_path: Path) -> None:
+    secret = b"s" * 32
+    path = tmp_path / "hs.json"
+    key = {"kty": "oct", "kid": "h1", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}
+    path.write_text(json.dumps({"keys": [key]}))
+    settings = JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, algorithms=["HS256"])
+    verifier = JwtVerifier.from_settings(settings)
+    token = jwt.encode(claims(), secret, algorithm="HS256", headers={"kid": "h1"})
+    assert verifier.verify(token).id == "alice"
+    assert refused(
+        verifier, jwt.encode(claims(), b"t" * 32, algorithm="HS256", headers={"kid": "h1"})
+    ).reason == (reasons.TOKEN_BAD_SIGNATURE)
