@@ -1,0 +1,287 @@
+"""Decisions from an OPA server over its REST Data API, failing closed.
+
+The session comes from ``opa_client.AsyncOpaClient`` (bearer token header, one pooled
+aiohttp session, health check). The decision call itself goes straight through that
+client's session rather than ``AsyncOpaClient.query_rule``, because query_rule (via
+``_request``) was measured/read to:
+
+- retry 500/502/504 and every ``aiohttp.ClientConnectionError`` - which includes aiohttp's
+  own timeout errors - after a 0.3 s backoff sleep: longer than our whole 250 ms budget,
+  and a 500 from OPA (an evaluation error) is deterministic, so a retry only doubles load;
+- ``raise_for_status()`` on non-200, dropping OPA's error body and leaving us to parse
+  the status back out of an exception;
+- offer no per-call deadline (only a session-wide ``ClientTimeout``).
+
+``AsyncOpaClient._init_session`` also cannot take a CA file or turn verification off, so
+``_OpaSession`` overrides it to build the TLS context and a bounded connection pool.
+
+Retry policy on the data path: at most one retry, only for connection errors (connection
+refused, a pooled keep-alive socket the server already closed), never after a timeout:
+one deadline (``timeout``) covers all attempts, so a timed-out call has spent its budget.
+A decision is a read-only query, so repeating it is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from opa_client.opa_async import AsyncOpaClient
+from yarl import URL
+
+from labelgate.errors import ConfigError
+from labelgate.logs import get_logger
+from labelgate.policy.contract import (
+    POLICY_ERROR,
+    POLICY_TIMEOUT,
+    POLICY_UNAVAILABLE,
+    POLICY_UNDEFINED,
+    Decision,
+    validate_result,
+)
+from labelgate.policy.engine import DECISION_PATH
+
+log = get_logger(__name__)
+
+UNBUNDLED = "unbundled"
+UNKNOWN_REVISION = "unknown"
+# A data path no policy defines: answering it costs OPA nothing, and the reply still
+# carries provenance (bundle revisions), which is all start() wants.
+_REVISION_PROBE_PATH = "labelgate_revision_probe"
+
+
+class _OpaSession(AsyncOpaClient):
+    """AsyncOpaClient with our TLS settings and pool size, and no session-wide timeout."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None, pool_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ssl_context = ssl_context
+        self._pool_size = pool_size
+
+    async def _init_session(self) -> None:
+        self._connector = aiohttp.TCPConnector(
+            ssl=self._ssl_context if self._ssl_context is not None else True,
+            limit=self._pool_size,
+            keepalive_timeout=30,
+        )
+        # Deadlines are per call (asyncio.timeout in OpaEngine), never session-wide.
+        self._session = aiohttp.ClientSession(
+            headers=self.headers,
+            connector=self._connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=None),
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "session not opened"
+        return self._session
+
+
+def _ssl_context(
+    ca_file: Path | None, client_cert: Path | None, client_key: Path | None, verify: bool
+) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if client_cert is not None:
+            context.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError("POLICY_TLS_INVALID", f"cannot load OPA TLS files: {error}") from error
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def revision_from_provenance(provenance: Any) -> str:
+    """One string for the policy revision OPA reports.
+
+    One bundle: its revision. Several: ``name=revision`` pairs joined by ``;``, sorted by
+    name. No bundles (policy loaded from files or the Policy API): ``unbundled``.
+    """
+    if not isinstance(provenance, dict):
+        return UNKNOWN_REVISION
+    bundles = provenance.get("bundles")
+    if not isinstance(bundles, dict) or not bundles:
+        return UNBUNDLED
+    revisions = {name: str((info or {}).get("revision", "")) for name, info in bundles.items()}
+    if len(revisions) == 1:
+        return next(iter(revisions.values()))
+    return ";".join(f"{name}={rev}" for name, rev in sorted(revisions.items()))
+
+
+class OpaEngine:
+    """PolicyEngine backed by ``POST /v1/data/<decision_path>?provenance=true``."""
+
+    name = "opa"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.25,
+        retries: int = 1,
+        token: str | None = None,
+        ca_file: Path | None = None,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        verify: bool = True,
+        decision_path: str = DECISION_PATH,
+        pool_size: int = 64,
+        health_timeout: float = 1.0,
+    ) -> None:
+        base = URL(url.rstrip("/"))
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ConfigError("POLICY_URL_INVALID", f"OPA url must be http(s)://host[:port], got {url!r}")
+        if not 0 <= retries <= 1:
+            raise ConfigError("POLICY_CONFIG_INVALID", f"OPA retries must be 0 or 1, got {retries}")
+        if timeout <= 0:
+            raise ConfigError("POLICY_CONFIG_INVALID", f"OPA timeout must be > 0 s, got {timeout}")
+        self._base = str(base)
+        self._decision_url = f"{self._base}/v1/data/{decision_path.strip('/')}"
+        self._timeout = timeout
+        self._retries = retries
+        self._health_timeout = health_timeout
+        https = base.scheme == "https"
+        self._client = _OpaSession(
+            ssl_context=_ssl_context(ca_file, client_cert, client_key, verify) if https else None,
+            pool_size=pool_size,
+            host=base.raw_host or "",
+            port=base.port or (443 if https else 80),
+            ssl=https,
+            token=token,
+            retries=0,  # the client's own retry loop is not used on the data path (see above)
+        )
+        self._opened = False
+        self._revision = UNKNOWN_REVISION
+
+    @property
+    def revision(self) -> str:
+        """The revision OPA reported on its latest answer ("unknown" before the first one)."""
+        return self._revision
+
+    @property
+    def url(self) -> str:
+        return self._base
+
+    async def start(self) -> None:
+        """Open the pooled session and learn the revision. OPA being down is not fatal here:
+        it may come up later, and until then every decision fails closed."""
+        await self._open()
+        try:
+            async with asyncio.timeout(self._health_timeout):
+                status, body = await self._post(
+                    f"{self._base}/v1/data/{_REVISION_PROBE_PATH}", {"provenance": "true"}, {}
+                )
+            if status == 200:
+                self._note_revision(json.loads(body).get("provenance"))
+        except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as error:
+            log.warning("opa_unreachable_at_start", url=self._base, error_type=type(error).__name__)
+        log.info("policy_engine_started", engine=self.name, url=self._base, revision=self._revision)
+
+    async def close(self) -> None:
+        await self._client.close_connection()
+        self._opened = False
+
+    async def healthy(self) -> bool:
+        await self._open()
+        try:
+            async with asyncio.timeout(self._health_timeout):
+                return await self._client.check_health(diagnostic_url=f"{self._base}/health")
+        except TimeoutError:
+            return False
+
+    async def decide(self, input: dict[str, Any]) -> Decision:
+        body = await self._query(input, {"provenance": "true"})
+        if isinstance(body, Decision):
+            return body
+        decision_id = body.get("decision_id")
+        if "result" not in body:
+            # 200 {} : nothing is defined at the decision path for this input.
+            return self._deny(POLICY_UNDEFINED, decision_id)
+        return validate_result(
+            body["result"], engine=self.name, revision=self._revision, decision_id=decision_id
+        )
+
+    async def explain(self, input: dict[str, Any], mode: str = "full") -> dict[str, Any] | Decision:
+        """OPA's own answer with ``explain=<mode>`` (notes, fails, full, debug), for people.
+
+        Returns the raw body (``result``, ``explanation`` as text lines) or a fail-closed
+        Decision when OPA could not answer.
+        """
+        return await self._query(input, {"provenance": "true", "explain": mode, "pretty": "true"})
+
+    async def _query(self, input: dict[str, Any], params: dict[str, str]) -> dict[str, Any] | Decision:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._open()
+                status, raw = await self._post(self._decision_url, params, {"input": input})
+        except TimeoutError:
+            log.warning("opa_timeout", url=self._base, timeout_s=self._timeout)
+            return self._deny(POLICY_TIMEOUT)
+        except aiohttp.ClientConnectionError as error:
+            log.warning("opa_unavailable", url=self._base, error_type=type(error).__name__)
+            return self._deny(POLICY_UNAVAILABLE)
+        except (aiohttp.ClientError, TypeError, ValueError) as error:
+            # TypeError/ValueError: the input was not JSON-serialisable.
+            log.error("opa_request_failed", url=self._base, error_type=type(error).__name__)
+            return self._deny(POLICY_ERROR)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if status != 200:
+            details = body if isinstance(body, dict) else {}
+            errors = details.get("errors")
+            # OPA's messages can quote input values: log only the codes and locations.
+            log.error(
+                "opa_error_status",
+                url=self._base,
+                status=status,
+                code=details.get("code"),
+                errors=[
+                    (e.get("code"), e.get("location"))
+                    for e in (errors if isinstance(errors, list) else [])
+                    if isinstance(e, dict)
+                ],
+            )
+            return self._deny(f"POLICY_ERROR_{status}")
+        if not isinstance(body, dict):
+            log.error("opa_reply_not_json_object", url=self._base)
+            return self._deny(POLICY_ERROR)
+        self._note_revision(body.get("provenance"))
+        return body
+
+    async def _post(self, url: str, params: dict[str, str], payload: dict[str, Any]) -> tuple[int, bytes]:
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        session = self._client.session
+        for attempt in range(self._retries + 1):
+            try:
+                async with session.post(
+                    url, params=params, data=data, headers={"Content-Type": "application/json"}
+                ) as response:
+                    return response.status, await response.read()
+            except aiohttp.ServerTimeoutError:
+                raise  # a timeout is also a ClientConnectionError: never retried
+            except aiohttp.ClientConnectionError as error:
+                if attempt >= self._retries:
+                    raise
+                log.info("opa_retry", url=self._base, error_type=type(error).__name__)
+        raise AssertionError("unreachable")
+
+    async def _open(self) -> None:
+        if not self._opened:
+            await self._client._init_session()
+            self._opened = True
+
+    def _note_revision(self, provenance: Any) -> None:
+        revision = revision_from_provenance(provenance)
+        if revision != self._revision:
+            log.info("policy_revision_seen", engine=self.name, old=self._revision, new=revision)
+            self._revision = revision
+
+    def _deny(self, reason_code: str, decision_id: str | None = None) -> Decision:
+        return Decision.deny(reason_code, engine=self.name, revision=self._revision, decision_id=decision_id)

@@ -1,0 +1,139 @@
+"""What a policy is made of: Rego modules, one merged data document, and a revision.
+
+``PolicySource.from_dir`` reads a folder the way OPA loads a bundle: every ``*.rego``
+(except ``*_test.rego``) is a module, and every ``data.json`` / ``data.yaml`` is data at its
+directory path (``labelgate/tables/data.json`` -> ``data.labelgate.tables``). A bundle
+tarball (``.manifest`` + the same files) can produce the same PolicySource from its
+members, with the manifest's revision; that is the only piece a ``from_bundle`` needs.
+
+Blocking file I/O: call these from a worker thread on the data path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from labelgate.errors import ConfigError
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
+
+DATA_FILE_NAMES = ("data.json", "data.yaml", "data.yml")
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """Rego modules (relative path -> text), the merged data document, and its revision."""
+
+    modules: tuple[tuple[str, str], ...]
+    data: dict[str, Any]
+    revision: str
+    origin: str
+
+    @classmethod
+    def from_dir(cls, policy_dir: Path) -> PolicySource:
+        root = Path(policy_dir)
+        if not root.is_dir():
+            raise ConfigError("POLICY_DIR_MISSING", f"policy folder {root} does not exist")
+        return cls.from_files(_policy_files(root), origin=str(root))
+
+    @classmethod
+    def from_files(
+        cls, files: Iterable[tuple[str, bytes]], *, origin: str, revision: str | None = None
+    ) -> PolicySource:
+        """Build from (relative posix path, bytes) pairs: the common core of folder and bundle.
+
+        ``revision`` defaults to the content hash (a bundle passes its manifest revision).
+        """
+        ordered = sorted(files)
+        modules: list[tuple[str, str]] = []
+        data: dict[str, Any] = {}
+        digest = hashlib.sha256()
+        for rel, content in ordered:
+            digest.update(rel.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
+            path = PurePosixPath(rel)
+            if path.suffix == ".rego":
+                modules.append((rel, _decode(rel, content)))
+            else:
+                _merge(data, list(path.parent.parts), _parse_data(rel, content), rel)
+        if not modules:
+            raise ConfigError("POLICY_EMPTY", f"no .rego modules found in {origin}")
+        return cls(tuple(modules), data, revision or digest.hexdigest(), origin)
+
+
+def is_policy_file(rel: PurePosixPath) -> bool:
+    if rel.suffix == ".rego":
+        return not rel.name.endswith("_test.rego")
+    return rel.name in DATA_FILE_NAMES
+
+
+def _policy_files(root: Path) -> list[tuple[str, bytes]]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = PurePosixPath(path.relative_to(root).as_posix())
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if is_policy_file(rel):
+            files.append((str(rel), path.read_bytes()))
+        elif rel.suffix in (".json", ".yaml", ".yml"):
+            # `opa run DIR` (not bundle mode) would load this too; we follow bundle rules.
+            log.warning("policy_file_ignored", path=str(rel), why="only data.json/data.yaml are data")
+    return files
+
+
+def policy_fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detector (names, sizes, mtimes) for the folder watcher."""
+    entries = []
+    for path in root.rglob("*"):
+        rel = PurePosixPath(path.relative_to(root).as_posix())
+        if is_policy_file(rel) and not any(p.startswith(".") for p in rel.parts):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed while we looked: the next poll sees the final state
+            entries.append((str(rel), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+def _decode(rel: str, content: bytes) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError("POLICY_FILE_INVALID", f"{rel} is not UTF-8: {error}") from error
+
+
+def _parse_data(rel: str, content: bytes) -> Any:
+    try:
+        if rel.endswith(".json"):
+            return json.loads(content)
+        return yaml.safe_load(content)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError("POLICY_DATA_INVALID", f"{rel} is not valid data: {error}") from error
+
+
+def _merge(into: dict[str, Any], prefix: list[str], value: Any, rel: str) -> None:
+    """Place ``value`` at ``prefix`` and deep-merge objects; a clash is an error, as in OPA."""
+    for key in reversed(prefix):
+        value = {key: value}
+    if not isinstance(value, dict):
+        raise ConfigError("POLICY_DATA_INVALID", f"{rel}: data at the root must be an object")
+    _merge_objects(into, value, rel, [])
+
+
+def _merge_objects(into: dict[str, Any], value: dict[str, Any], rel: str, path: list[str]) -> None:
+    for key, item in value.items():
+        if key not in into:
+            into[key] = item
+        elif isinstance(into[key], dict) and isinstance(item, dict):
+            _merge_objects(into[key], item, rel, [*path, key])
+        else:
+            raise ConfigError(
+                "POLICY_DATA_CONFLICT", f"{rel}: data.{'.'.join([*path, key])} is defined twice"
+            )

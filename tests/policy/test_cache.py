@@ -1,0 +1,197 @@
+"""CachingEngine over a real EmbeddedEngine (counted), with an injected clock."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labelgate.policy.cache import CachingEngine, cache_key
+from labelgate.policy.contract import Decision
+from labelgate.policy.embedded import EmbeddedEngine
+from labelgate.policy.engine import PolicyEngine
+
+from tests.policy.conftest import write_policy
+
+# The input chooses the TTL; no input.ttl -> undefined -> a fail-closed deny.
+POLICY = """result := {
+	"allow": true,
+	"reason": concat("", [data.labelgate.tables.tag, input.subject.id]),
+	"mask": [],
+	"require_approval": null,
+	"cache_ttl_seconds": input.ttl,
+} if input.ttl >= 0
+"""
+
+
+class CountingEngine:
+    """Passes through to a real engine and counts the decisions it had to make."""
+
+    def __init__(self, inner: EmbeddedEngine) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.name = inner.name
+
+    @property
+    def revision(self) -> str:
+        return self.inner.revision
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def healthy(self) -> bool:
+        return await self.inner.healthy()
+
+    async def decide(self, input: dict[str, Any]) -> Decision:
+        self.calls += 1
+        return await self.inner.decide(input)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def counted(tmp_path: Path) -> AsyncIterator[CountingEngine]:
+    engine = CountingEngine(
+        EmbeddedEngine(write_policy(tmp_path, POLICY, data={"tag": "v1:"}), watch_interval=None)
+    )
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+def doc(subject: str = "alice", ttl: int | None = 60, **request: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "version": "labelgate.v1",
+        "subject": {"id": subject, "groups": [], "auth": "mtls", "attributes": {"team": "risk"}},
+        "request": {"service": "s", "method": "/s/M", "model": "m", "requested_outputs": [], **request},
+        "approval": {"state": "none"},
+        "context": {"time_ns": 1},
+    }
+    if ttl is not None:
+        out["ttl"] = ttl
+    return out
+
+
+async def test_a_repeated_input_is_served_from_the_cache(counted: CountingEngine) -> None:
+    cache = CachingEngine(counted, clock=Clock())
+    assert isinstance(cache, PolicyEngine) and isinstance(counted.inner, PolicyEngine)
+    first = await cache.decide(doc())
+    second = await cache.decide(doc())
+    assert counted.calls == 1
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert not first.cached and second.cached
+    assert second.to_result() == first.to_result() and second.revision == first.revision
+
+
+async def test_per_call_values_do_not_split_the_cache(counted: CountingEngine) -> None:
+    cache = CachingEngine(counted, clock=Clock())
+    await cache.decide(doc(request_id="r1", session_id="s1", peer="ipv4:10.0.0.1:5000"))
+    other_call = doc(request_id="r2", session_id="s2", peer="ipv4:10.0.0.2:6000")
+    other_call["context"]["time_ns"] = 999
+    assert (await cache.decide(other_call)).cached
+    assert counted.calls == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["subject"]["attributes"].update(team="fraud"),
+        lambda d: d["subject"].update(groups=["analysts"]),
+        lambda d: d.update(approval={"state": "granted", "grant_id": "g1"}),
+        lambda d: d["request"].update(requested_outputs=["ssn"]),
+        lambda d: d["request"].update(model_version="2"),
+    ],
+    ids=["attributes", "groups", "approval", "requested-outputs", "model-version"],
+)
+async def test_decision_relevant_changes_miss(counted: CountingEngine, change: Any) -> None:
+    cache = CachingEngine(counted, clock=Clock())
+    await cache.decide(doc())
+    changed = doc()
+    change(changed)
+    assert not (await cache.decide(changed)).cached
+    assert counted.calls == 2
+
+
+async def test_entries_expire_after_the_policys_ttl(counted: CountingEngine) -> None:
+    clock = Clock()
+    cache = CachingEngine(counted, clock=clock)
+    await cache.decide(doc(ttl=30))
+    clock.now += 29.9
+    assert (await cache.decide(doc(ttl=30))).cached
+    clock.now += 0.1
+    assert not (await cache.decide(doc(ttl=30))).cached
+    assert counted.calls == 2
+
+
+async def test_ttl_zero_is_never_cached(counted: CountingEngine) -> None:
+    cache = CachingEngine(counted, clock=Clock())
+    for _ in range(3):
+        decision = await cache.decide(doc(ttl=0))
+        assert decision.fail_reason is None and not decision.cached
+    assert counted.calls == 3 and len(cache) == 0
+
+
+async def test_fail_closed_denies_are_never_cached(counted: CountingEngine) -> None:
+    cache = CachingEngine(counted, clock=Clock())
+    for _ in range(3):
+        decision = await cache.decide(doc(ttl=None))
+        assert decision.fail_reason == "POLICY_UNDEFINED" and not decision.cached
+    assert counted.calls == 3 and len(cache) == 0
+
+
+async def test_a_new_revision_drops_everything(counted: CountingEngine, tmp_path: Path) -> None:
+    cache = CachingEngine(counted, clock=Clock())
+    await cache.decide(doc("alice"))
+    await cache.decide(doc("bob"))
+    assert len(cache) == 2
+    write_policy(tmp_path, POLICY, data={"tag": "v2:"})
+    assert await counted.inner.reload()
+    decision = await cache.decide(doc("alice"))
+    assert not decision.cached and decision.reason == "v2:alice"
+    assert len(cache) == 1 and cache.revision_drops == 1
+    assert not (await cache.decide(doc("bob"))).cached
+
+
+async def test_least_recently_used_entries_are_evicted(counted: CountingEngine) -> None:
+    cache = CachingEngine(counted, max_entries=2, clock=Clock())
+    await cache.decide(doc("a"))
+    await cache.decide(doc("b"))
+    assert (await cache.decide(doc("a"))).cached  # a is now the most recent
+    await cache.decide(doc("c"))  # evicts b
+    assert len(cache) == 2
+    assert (await cache.decide(doc("a"))).cached
+    assert not (await cache.decide(doc("b"))).cached
+    assert cache.stats() == {"hits": 2, "misses": 4, "entries": 2, "revision_drops": 0}
+
+
+async def test_an_input_that_is_not_json_bypasses_the_cache(counted: CountingEngine) -> None:
+    cache = CachingEngine(counted, clock=Clock())
+    odd = doc()
+    odd["subject"]["attributes"] = {"when": object()}
+    assert cache_key(odd) is None
+    assert (await cache.decide(odd)).fail_reason == "POLICY_ERROR"
+    assert len(cache) == 0
+
+
+def test_the_key_ignores_order_and_volatile_fields_only() -> None:
+    base = doc(request_id="1")
+    reordered = {k: base[k] for k in reversed(list(base))}
+    assert cache_key(reordered) == cache_key(base)
+    volatile = copy.deepcopy(base)
+    volatile["request"]["request_id"] = "2"
+    assert cache_key(volatile) == cache_key(base)
+    assert base["request"]["request_id"] == "1"  # the caller's input is not modified
+    relevant = copy.deepcopy(base)
+    relevant["request"]["model"] = "other"
+    assert cache_key(relevant) != cache_key(base)

@@ -1,0 +1,233 @@
+"""The decision contract: result validation (fail closed), input validation, input assembly."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import pytest
+from labelgate.errors import InvalidInput
+from labelgate.policy.contract import (
+    POLICY_RESULT_INVALID,
+    ApprovalRequirement,
+    Decision,
+    Mask,
+    build_input,
+    validate_input,
+    validate_result,
+)
+
+RESULT: dict[str, Any] = {
+    "allow": True,
+    "reason": "allowed; 2 field(s) masked",
+    "mask": [
+        {"path": "outputs.ssn", "strategy": "partial", "params": {"keep_last": 4}},
+        {"path": "outputs.notes{us_ssn}", "strategy": "redact", "params": {}},
+    ],
+    "require_approval": None,
+    "cache_ttl_seconds": 60,
+}
+
+HELD: dict[str, Any] = {
+    "allow": False,
+    "reason": "held for approval",
+    "mask": [],
+    "require_approval": {
+        "approver_groups": ["data-owners"],
+        "min_approvals": 1,
+        "grant_ttl_seconds": 900,
+        "reason": "confidential data needs 1 approval(s) from data-owners",
+    },
+    "cache_ttl_seconds": 0,
+}
+
+
+def field(path: str, *labels: str) -> dict[str, Any]:
+    return {"path": path, "labels": list(labels), "sources": {label: ["catalog"] for label in labels}}
+
+
+def good_input(**overrides: Any) -> dict[str, Any]:
+    doc = build_input(
+        phase="response",
+        subject={"id": "alice", "groups": ["analysts"], "auth": "mtls", "attributes": {"team": "risk"}},
+        request={
+            "service": "inference.GRPCInferenceService",
+            "method": "/inference.GRPCInferenceService/ModelInfer",
+            "model": "customer-profile",
+            "requested_outputs": [],
+            "request_id": "r-1",
+        },
+        fields=[field("outputs.ssn", "confidential"), field("outputs.name", "internal", "public")],
+        approval=None,
+        time_ns=1_700_000_000_000_000_000,
+    )
+    doc.update(overrides)
+    return doc
+
+
+def test_a_valid_result_becomes_a_decision_with_provenance() -> None:
+    decision = validate_result(RESULT, engine="opa", revision="rev-1", decision_id="d-1")
+    assert decision.allow is True
+    assert decision.masks == (
+        Mask("outputs.ssn", "partial", {"keep_last": 4}),
+        Mask("outputs.notes{us_ssn}", "redact", {}),
+    )
+    assert decision.require_approval is None
+    assert decision.cache_ttl_seconds == 60
+    assert (decision.engine, decision.revision, decision.decision_id, decision.fail_reason) == (
+        "opa",
+        "rev-1",
+        "d-1",
+        None,
+    )
+    assert decision.to_result() == RESULT
+
+
+def test_an_approval_requirement_round_trips() -> None:
+    decision = validate_result(HELD)
+    assert decision.require_approval == ApprovalRequirement(
+        ("data-owners",), 1, 900, "confidential data needs 1 approval(s) from data-owners"
+    )
+    assert decision.to_result() == HELD
+
+
+def test_decisions_are_immutable() -> None:
+    decision = validate_result(RESULT)
+    with pytest.raises(AttributeError):
+        decision.allow = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        decision.masks[0].params["keep_last"] = 0  # type: ignore[index]
+
+
+def _broken(mutate: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(RESULT)
+    mutate(doc)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param({"allow": "yes"}, id="allow-not-boolean"),
+        pytest.param(None, id="null"),
+        pytest.param([RESULT], id="array"),
+        pytest.param(_broken(lambda d: d.pop("reason")), id="missing-reason"),
+        pytest.param(_broken(lambda d: d.update(extra=1)), id="extra-key"),
+        pytest.param(_broken(lambda d: d.update(cache_ttl_seconds=-1)), id="negative-ttl"),
+        pytest.param(_broken(lambda d: d.update(allow=1)), id="allow-is-1"),
+        pytest.param(_broken(lambda d: d["mask"][0].update(strategy="shuffle")), id="unknown-strategy"),
+        pytest.param(_broken(lambda d: d["mask"][0].update(path="")), id="empty-mask-path"),
+        pytest.param(_broken(lambda d: d["mask"][0]["params"].update(keep_last="4")), id="keep-last-string"),
+        pytest.param(_broken(lambda d: d["mask"][0].pop("params")), id="mask-without-params"),
+        pytest.param(
+            _broken(lambda d: d.update(require_approval={**HELD["require_approval"], "min_approvals": 0})),
+            id="zero-approvals",
+        ),
+        pytest.param(
+            _broken(lambda d: d.update(require_approval={**HELD["require_approval"], "approver_groups": []})),
+            id="no-approver-groups",
+        ),
+        pytest.param(_broken(lambda d: d.update(cache_ttl_seconds=float("nan"))), id="nan-not-json"),
+    ],
+)
+def test_an_off_contract_result_is_a_fail_closed_deny(raw: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="labelgate.policy.contract"):
+        decision = validate_result(raw, engine="embedded", revision="r")
+    assert decision.allow is False
+    assert decision.fail_reason == POLICY_RESULT_INVALID
+    assert decision.masks == () and decision.require_approval is None and decision.cache_ttl_seconds == 0
+    # The caller sees a fixed sentence; the schema error only goes to the log.
+    assert decision.reason == "policy gave an invalid decision"
+    assert any(getattr(r, "error", "").startswith("result") for r in caplog.records)
+
+
+def test_the_validation_verdict_is_memoised_by_content_not_by_identity() -> None:
+    # Same content through different objects (and after mutation) must get the right verdict.
+    raw = copy.deepcopy(RESULT)
+    assert validate_result(raw).fail_reason is None
+    raw["allow"] = "yes"
+    assert validate_result(raw).fail_reason == POLICY_RESULT_INVALID
+    raw["allow"] = True
+    assert validate_result(raw).fail_reason is None
+
+
+def test_integral_floats_are_accepted_as_integers_and_kept_as_int() -> None:
+    raw = _broken(lambda d: d.update(cache_ttl_seconds=60.0))
+    raw["mask"][0]["params"]["keep_last"] = 4.0
+    decision = validate_result(raw)
+    assert decision.cache_ttl_seconds == 60 and type(decision.cache_ttl_seconds) is int
+    assert type(decision.masks[0].params["keep_last"]) is int
+
+
+def test_deny_constructor_is_fail_closed_with_a_stable_reason() -> None:
+    decision = Decision.deny("POLICY_TIMEOUT", engine="opa", revision="r")
+    assert decision.failed_closed and not decision.allow
+    assert decision.fail_reason == "POLICY_TIMEOUT"
+    assert decision.to_result() == {
+        "allow": False,
+        "reason": "policy engine did not answer in time",
+        "mask": [],
+        "require_approval": None,
+        "cache_ttl_seconds": 0,
+    }
+    assert Decision.deny("POLICY_ERROR_503").reason == "policy engine error"
+
+
+def test_build_input_assembles_a_valid_labelgate_v1_input() -> None:
+    doc = good_input()
+    validate_input(doc)
+    assert doc["version"] == "labelgate.v1"
+    assert doc["labels"] == ["confidential", "internal", "public"]
+    assert doc["approval"] == {"state": "none"}
+    assert doc["context"] == {"time_ns": 1_700_000_000_000_000_000}
+
+
+def test_build_input_with_no_fields_and_a_grant() -> None:
+    doc = build_input(
+        phase="request",
+        subject=None,
+        request={"service": "s", "method": "/s/M", "model": "", "requested_outputs": ["a"]},
+        fields=[],
+        approval={"state": "granted", "grant_id": "g-1", "approved_by": ["bob"]},
+        time_ns=0,
+    )
+    validate_input(doc)
+    assert doc["labels"] == [] and doc["subject"] is None and doc["approval"]["state"] == "granted"
+
+
+def test_build_input_rejects_an_unknown_phase() -> None:
+    with pytest.raises(ValueError, match="phase"):
+        build_input(phase="reply", subject=None, request={}, fields=[], approval=None, time_ns=0)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda d: d.update(version="labelgate.v2"), "input.version"),
+        (lambda d: d.pop("subject"), "input"),
+        (lambda d: d["subject"].update(auth="password"), "input.subject.auth"),
+        (lambda d: d["fields"][1].update(labels=["secret"]), "input.fields[1].labels[0]"),
+        (lambda d: d["fields"][0].update(path=""), "input.fields[0].path"),
+        (lambda d: d["request"].update(extra="x"), "input.request"),
+        (lambda d: d["context"].update(time_ns=-1), "input.context.time_ns"),
+        (lambda d: d.update(labels=["internal", "internal"]), "input.labels"),
+    ],
+)
+def test_validate_input_names_the_bad_path(mutate: Any, where: str) -> None:
+    doc = good_input()
+    mutate(doc)
+    with pytest.raises(InvalidInput) as caught:
+        validate_input(doc)
+    assert caught.value.reason == "INPUT_INVALID"
+    assert f"{where}: " in caught.value.message, caught.value.message
+    assert caught.value.exit_code == 2
+
+
+def test_the_log_names_the_rule_not_the_value(caplog: pytest.LogCaptureFixture) -> None:
+    raw = _broken(lambda d: d.update(allow="SSN 078-05-1120"))
+    with caplog.at_level(logging.ERROR, logger="labelgate.policy.contract"):
+        validate_result(raw)
+    (record,) = [r for r in caplog.records if r.getMessage() == "policy_result_invalid"]
+    assert record.error == 'result.allow: fails type "boolean"'
+    assert "078-05-1120" not in str(vars(record))

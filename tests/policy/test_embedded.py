@@ -1,0 +1,231 @@
+"""EmbeddedEngine (regopy / rego-cpp in process): decisions, fail-closed cases, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labelgate.errors import ConfigError
+from labelgate.policy.cache import CachingEngine
+from labelgate.policy.contract import build_input
+from labelgate.policy.embedded import EmbeddedEngine
+
+from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
+
+# Echoes parts of the input so a test can tell which input (and which revision) decided.
+ECHO = """result := {
+	"allow": input.subject.id in data.labelgate.tables.allowed,
+	"reason": concat("", [data.labelgate.tables.prefix, input.subject.id]),
+	"mask": [{"path": p, "strategy": "redact", "params": {}} | some p in input.paths],
+	"require_approval": null,
+	"cache_ttl_seconds": 60,
+} if input.subject.id
+"""
+TABLES = {"allowed": ["alice"], "prefix": "v1:"}
+
+
+def subject_input(subject_id: str, paths: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"subject": {"id": subject_id}, "paths": list(paths)}
+
+
+@pytest.fixture
+async def engine_for(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[EmbeddedEngine] = []
+
+    async def start(policy_dir: Path, **kwargs: Any) -> EmbeddedEngine:
+        kwargs.setdefault("watch_interval", None)
+        engine = EmbeddedEngine(policy_dir, **kwargs)
+        await engine.start()
+        started.append(engine)
+        return engine
+
+    yield start
+    for engine in started:
+        await engine.close()
+
+
+async def test_a_decision_echoing_the_input(tmp_path: Path, engine_for: Any) -> None:
+    engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES))
+    decision = await engine.decide(subject_input("alice", ("outputs.ssn",)))
+    assert decision.fail_reason is None
+    assert decision.to_result() == {
+        "allow": True,
+        "reason": "v1:alice",
+        "mask": [{"path": "outputs.ssn", "strategy": "redact", "params": {}}],
+        "require_approval": None,
+        "cache_ttl_seconds": 60,
+    }
+    assert (decision.engine, decision.revision, decision.decision_id) == ("embedded", engine.revision, None)
+    assert len(engine.revision) == 64
+    assert await engine.healthy()
+    assert (await engine.decide(subject_input("mallory"))).allow is False
+
+
+async def test_strings_needing_json_escapes_survive(tmp_path: Path, engine_for: Any) -> None:
+    # regopy's set_input would produce invalid JSON output for these; the engine must not.
+    engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES))
+    tricky = 'a"b\\c\nd\te/é☃😀'
+    decision = await engine.decide(subject_input(tricky, (f"outputs.{tricky}",)))
+    assert decision.fail_reason is None
+    assert decision.reason == f"v1:{tricky}"
+    assert decision.masks[0].path == f"outputs.{tricky}"
+
+
+@pytest.mark.parametrize("inline_budget", [0.0, 10.0], ids=["always-threaded", "inline-when-fast"])
+async def test_concurrent_decisions_do_not_mix_inputs(
+    tmp_path: Path, engine_for: Any, inline_budget: float
+) -> None:
+    engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES), inline_budget=inline_budget)
+    names = [f"user-{i}" for i in range(60)]
+    decisions = await asyncio.gather(*(engine.decide(subject_input(n, (f"outputs.{n}",))) for n in names))
+    assert [d.reason for d in decisions] == [f"v1:{n}" for n in names]
+    assert [d.masks[0].path for d in decisions] == [f"outputs.{n}" for n in names]
+
+
+async def test_undefined_is_policy_undefined(tmp_path: Path, engine_for: Any) -> None:
+    engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES))
+    decision = await engine.decide({"no": "subject"})
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_UNDEFINED")
+
+
+async def test_a_missing_decision_path_is_policy_undefined(tmp_path: Path, engine_for: Any) -> None:
+    engine = await engine_for(
+        write_policy(tmp_path, ECHO, data=TABLES), decision_path="labelgate/other/result"
+    )
+    assert (await engine.decide(subject_input("alice"))).fail_reason == "POLICY_UNDEFINED"
+
+
+async def test_schema_violating_result_is_policy_result_invalid(tmp_path: Path, engine_for: Any) -> None:
+    engine = await engine_for(write_policy(tmp_path, 'result := {"allow": "yes"}\n'))
+    decision = await engine.decide(subject_input("alice"))
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_RESULT_INVALID")
+
+
+async def test_an_evaluation_error_is_policy_error(tmp_path: Path, engine_for: Any) -> None:
+    conflict = result_rule(VALID_RESULT, "input.a") + result_rule({**VALID_RESULT, "reason": "b"}, "input.b")
+    engine = await engine_for(write_policy(tmp_path, conflict))
+    assert (await engine.decide({"a": True})).fail_reason is None
+    decision = await engine.decide({"a": True, "b": True})
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_ERROR")
+
+
+async def test_an_input_that_is_not_json_is_policy_error(tmp_path: Path, engine_for: Any) -> None:
+    engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES))
+    decision = await engine.decide({"subject": {"id": object()}})
+    assert decision.fail_reason == "POLICY_ERROR"
+
+
+async def test_before_start_every_decision_is_a_deny(tmp_path: Path) -> None:
+    engine = EmbeddedEngine(write_policy(tmp_path, ECHO, data=TABLES), watch_interval=None)
+    decision = await engine.decide(subject_input("alice"))
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_UNAVAILABLE")
+    assert await engine.healthy() is False
+
+
+async def test_a_policy_that_does_not_compile_fails_at_start(tmp_path: Path) -> None:
+    engine = EmbeddedEngine(write_policy(tmp_path, "result := {\n"), watch_interval=None)
+    with pytest.raises(ConfigError) as caught:
+        await engine.start()
+    assert caught.value.reason == "POLICY_COMPILE_FAILED"
+    assert "labelgate/decision/policy.rego:3:11: this is unclosed" in caught.value.message
+    await engine.close()
+
+
+async def test_reload_swaps_the_revision_and_drops_the_cache(tmp_path: Path, engine_for: Any) -> None:
+    policy = write_policy(tmp_path, ECHO, data=TABLES)
+    engine = await engine_for(policy)
+    cache = CachingEngine(engine)
+    first = await cache.decide(subject_input("bob"))
+    assert (await cache.decide(subject_input("bob"))).cached
+    assert await engine.reload() is False  # nothing changed: same revision, cache kept
+    assert len(cache) == 1
+
+    write_policy(tmp_path, ECHO, data={"allowed": ["alice", "bob"], "prefix": "v2:"})
+    assert await engine.reload() is True
+    assert engine.revision != first.revision
+    second = await cache.decide(subject_input("bob"))
+    assert not second.cached and second.allow is True and second.reason == "v2:bob"
+    assert second.revision == engine.revision
+    assert cache.revision_drops == 1
+
+
+async def test_a_broken_edit_keeps_the_last_good_revision(tmp_path: Path, engine_for: Any) -> None:
+    policy = write_policy(tmp_path, ECHO, data=TABLES)
+    engine = await engine_for(policy)
+    good = engine.revision
+    (policy / "labelgate" / "decision" / "broken.rego").write_text(
+        "package labelgate.decision\n\nresult := {\n"
+    )
+    with pytest.raises(ConfigError):
+        await engine.reload()
+    assert engine.revision == good
+    assert (await engine.decide(subject_input("alice"))).fail_reason is None
+
+
+async def test_the_watcher_picks_up_edits(tmp_path: Path, engine_for: Any) -> None:
+    policy = write_policy(tmp_path, ECHO, data=TABLES)
+    engine = await engine_for(policy, watch_interval=0.02)
+    old = engine.revision
+    write_policy(tmp_path, ECHO, data={**TABLES, "prefix": "v2:"})
+
+    for _ in range(500):  # up to 10 s; the watcher polls every 20 ms
+        if engine.revision != old:
+            break
+        await asyncio.sleep(0.02)
+    assert engine.revision != old, "the watcher never loaded the edited policy"
+    assert (await engine.decide(subject_input("alice"))).reason == "v2:alice"
+
+
+async def test_in_flight_decisions_finish_across_a_reload(tmp_path: Path, engine_for: Any) -> None:
+    policy = write_policy(tmp_path, ECHO, data=TABLES)
+    engine = await engine_for(policy, inline_budget=0.0)  # every decision in the thread pool
+    old = engine.revision
+    calls = [asyncio.ensure_future(engine.decide(subject_input(f"u{i}"))) for i in range(40)]
+    write_policy(tmp_path, ECHO, data={**TABLES, "prefix": "v2:"})
+    await engine.reload()
+    decisions = await asyncio.gather(*calls)
+    prefixes = {old: "v1:", engine.revision: "v2:"}
+    for i, decision in enumerate(decisions):
+        assert decision.fail_reason is None
+        assert decision.reason == f"{prefixes[decision.revision]}u{i}"  # one snapshot per decision
+
+
+async def test_explain_lists_the_rules_that_hold(tmp_path: Path, engine_for: Any) -> None:
+    body = (
+        ECHO
+        + '\nreasons contains "listed" if input.subject.id in data.labelgate.tables.allowed\n'
+        + "\nflagged if input.flag\n\nzero := 0\n\nhelper(x) := x\n"
+    )
+    engine = await engine_for(write_policy(tmp_path, body, data=TABLES))
+    explanation = engine.explain(subject_input("alice"))
+    assert explanation["matched"]["reasons"] == ["listed"]
+    assert explanation["matched"]["zero"] == 0
+    assert explanation["matched"]["result"]["reason"] == "v1:alice"
+    assert explanation["not_matched"] == {"flagged": "undefined"}
+    assert "helper" not in explanation["matched"]  # functions need arguments: not listed
+
+
+async def test_the_real_policy_pack_decides(engine_for: Any) -> None:
+    engine = await engine_for(REGO)
+    decision = await engine.decide(_public_only_input())
+    assert decision.fail_reason is None, decision
+    assert decision.allow is True and decision.masks == ()
+
+
+def _public_only_input() -> dict[str, Any]:
+    return build_input(
+        phase="response",
+        subject={"id": "alice", "groups": [], "auth": "mtls"},
+        request={
+            "service": "inference.GRPCInferenceService",
+            "method": "/inference.GRPCInferenceService/ModelInfer",
+            "model": "sentiment",
+            "requested_outputs": [],
+        },
+        fields=[{"path": "outputs.label", "labels": ["public"], "sources": {"public": ["catalog"]}}],
+        approval=None,
+        time_ns=1,
+    )

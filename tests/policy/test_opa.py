@@ -1,0 +1,345 @@
+"""OpaEngine against real `opa run --server` processes (and a raw socket server for the
+network failures OPA itself cannot produce on demand): every failure is a deny with its
+own fail_reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labelgate.errors import ConfigError
+from labelgate.policy.engine import PolicyEngine
+from labelgate.policy.opa import OpaEngine, revision_from_provenance
+
+from tests.policy.conftest import VALID_RESULT, opa, result_rule, write_policy
+from tests.support.pki import create_ca
+from tests.support.procs import free_port
+
+INPUT = {"subject": {"id": "alice"}, "a": True, "b": True}
+
+# Several packages in one OPA, each a way for a policy to answer; decision_path picks one.
+MODULES = {
+    "ok": result_rule(VALID_RESULT),
+    "invalid": 'result := {"allow": "yes"}\n',
+    # Two complete definitions with different values: OPA answers 500 (eval_conflict_error).
+    "conflict": "result := 1 if input.a\n\nresult := 2 if input.b\n",
+    # About 250k iterations of real evaluation: far beyond a 100 ms budget.
+    "slow": result_rule(
+        VALID_RESULT,
+        "count({i | some i in numbers.range(1, 500); some j in numbers.range(1, 500); i == j}) > 0",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("policies")
+    for name, body in MODULES.items():
+        module = root / name / "policy.rego"
+        module.parent.mkdir(parents=True)
+        module.write_text(f"package labelgate.{name}\n\n{body}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def logging_opa(policies: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with opa(tmp_path_factory.mktemp("log"), policies, args=("--set", "decision_logs.console=true")) as (
+        url,
+        _,
+    ):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def quiet_opa(policies: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with opa(tmp_path_factory.mktemp("quiet"), policies) as (url, _):
+        yield url
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[list[OpaEngine]]:
+    """Engines a test creates; all closed afterwards."""
+    created: list[OpaEngine] = []
+    yield created
+    for engine in created:
+        await engine.close()
+
+
+def make(engines: list[OpaEngine], url: str, **kwargs: Any) -> OpaEngine:
+    engine = OpaEngine(url, **kwargs)
+    engines.append(engine)
+    return engine
+
+
+async def test_a_real_decision_with_decision_id_and_revision(logging_opa: str, engines: list) -> None:
+    engine = make(engines, logging_opa, decision_path="labelgate/ok/result")
+    assert isinstance(engine, PolicyEngine)
+    await engine.start()
+    decision = await engine.decide(INPUT)
+    assert decision.fail_reason is None
+    assert decision.to_result() == VALID_RESULT
+    assert decision.engine == "opa"
+    assert decision.revision == "unbundled" == engine.revision
+    assert decision.decision_id and len(decision.decision_id) >= 16
+    assert await engine.healthy() is True
+
+
+async def test_no_decision_id_without_decision_logging(quiet_opa: str, engines: list) -> None:
+    decision = await make(engines, quiet_opa, decision_path="labelgate/ok/result").decide(INPUT)
+    assert decision.fail_reason is None
+    assert decision.decision_id is None
+
+
+async def test_undefined_result_is_policy_undefined(logging_opa: str, engines: list) -> None:
+    decision = await make(engines, logging_opa, decision_path="labelgate/nothing/result").decide(INPUT)
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_UNDEFINED")
+    assert decision.decision_id  # OPA still logged (and named) the undefined decision
+
+
+async def test_schema_violating_result_is_policy_result_invalid(logging_opa: str, engines: list) -> None:
+    decision = await make(engines, logging_opa, decision_path="labelgate/invalid/result").decide(INPUT)
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_RESULT_INVALID")
+
+
+async def test_opa_500_is_policy_error_500(logging_opa: str, engines: list) -> None:
+    engine = make(engines, logging_opa, decision_path="labelgate/conflict/result")
+    decision = await engine.decide(INPUT)
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_ERROR_500")
+    # The same policy without the conflict answers normally (so the 500 came from evaluation).
+    assert (await engine.decide({"a": True})).fail_reason == "POLICY_RESULT_INVALID"  # result 1: not a result
+
+
+async def test_opa_slower_than_the_timeout_is_policy_timeout(quiet_opa: str, engines: list) -> None:
+    engine = make(engines, quiet_opa, decision_path="labelgate/slow/result", timeout=0.1)
+    decision = await engine.decide(INPUT)
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_TIMEOUT")
+
+
+async def test_unused_port_is_policy_unavailable(engines: list) -> None:
+    engine = make(engines, f"http://127.0.0.1:{free_port()}")
+    await engine.start()  # OPA being down at start is not fatal
+    decision = await engine.decide(INPUT)
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_UNAVAILABLE")
+    assert await engine.healthy() is False
+
+
+async def test_stopped_opa_is_policy_unavailable(policies: Path, tmp_path: Path, engines: list) -> None:
+    with opa(tmp_path, policies) as (url, process):
+        engine = make(engines, url, decision_path="labelgate/ok/result")
+        assert (await engine.decide(INPUT)).fail_reason is None  # leaves a pooled keep-alive connection
+        process.stop()
+        decision = await engine.decide(INPUT)
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_UNAVAILABLE")
+    assert await engine.healthy() is False
+
+
+async def test_failures_have_distinct_reasons(logging_opa: str, quiet_opa: str, engines: list) -> None:
+    reasons = {
+        (await make(engines, logging_opa, decision_path=path, timeout=0.1).decide(INPUT)).fail_reason
+        for path in ("labelgate/nothing/result", "labelgate/invalid/result", "labelgate/conflict/result")
+    }
+    reasons.add(
+        (
+            await make(engines, quiet_opa, decision_path="labelgate/slow/result", timeout=0.1).decide(INPUT)
+        ).fail_reason
+    )
+    reasons.add((await make(engines, f"http://127.0.0.1:{free_port()}").decide(INPUT)).fail_reason)
+    assert reasons == {
+        "POLICY_UNDEFINED",
+        "POLICY_RESULT_INVALID",
+        "POLICY_ERROR_500",
+        "POLICY_TIMEOUT",
+        "POLICY_UNAVAILABLE",
+    }
+
+
+async def test_explain_returns_opas_trace(logging_opa: str, engines: list) -> None:
+    body = await make(engines, logging_opa, decision_path="labelgate/ok/result").explain(INPUT, "full")
+    assert isinstance(body, dict)
+    assert body["result"] == VALID_RESULT
+    assert any("data.labelgate.ok.result" in line for line in body["explanation"])
+
+
+# ------------------------------------------------------------------ revision from bundles
+
+
+async def test_bundle_revision_comes_from_provenance(tmp_path: Path, engines: list) -> None:
+    bundle = write_policy(tmp_path / "bundle", result_rule(VALID_RESULT))
+    (bundle / ".manifest").write_text(json.dumps({"revision": "rev-42", "roots": ["labelgate"]}))
+    with opa(tmp_path, bundle, args=("--bundle",)) as (url, _):
+        engine = make(engines, url)
+        await engine.start()
+        assert engine.revision == "rev-42"  # learnt at start, before any decision
+        decision = await engine.decide(INPUT)
+    assert decision.fail_reason is None
+    assert decision.revision == "rev-42"
+
+
+def test_revision_from_provenance_shapes() -> None:
+    assert revision_from_provenance({"version": "1.22.3"}) == "unbundled"
+    assert revision_from_provenance({"bundles": {"main": {"revision": "abc"}}}) == "abc"
+    two = {"bundles": {"z": {"revision": "2"}, "a": {"revision": "1"}}}
+    assert revision_from_provenance(two) == "a=1;z=2"
+    assert revision_from_provenance(None) == "unknown"
+
+
+# ------------------------------------------------------------------ TLS and bearer token
+
+AUTHZ = """package system.authz
+
+default allow := false
+
+allow if input.identity == "s3cret-token"
+"""
+
+
+async def test_tls_and_bearer_token(tmp_path: Path, engines: list) -> None:
+    ca = create_ca()
+    ca_file = ca.write(tmp_path / "pki")
+    cert, key = ca.server_cert().write(tmp_path / "pki", "opa")
+    policy = write_policy(tmp_path / "policy", result_rule(VALID_RESULT))
+    (policy / "authz.rego").write_text(AUTHZ)
+    args = (
+        "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
+        "--authentication=token", "--authorization=basic",
+    )  # fmt: skip
+    with opa(tmp_path, policy, args=args, scheme="https") as (url, _):
+        trusted = await make(engines, url, ca_file=ca_file, token="s3cret-token").decide(INPUT)
+        no_token = await make(engines, url, ca_file=ca_file).decide(INPUT)
+        wrong_token = await make(engines, url, ca_file=ca_file, token="guess").decide(INPUT)
+        untrusted_ca = await make(engines, url, token="s3cret-token").decide(INPUT)
+        unverified = await make(engines, url, verify=False, token="s3cret-token").decide(INPUT)
+    assert trusted.fail_reason is None and trusted.allow is True
+    assert no_token.fail_reason == "POLICY_ERROR_401"
+    assert wrong_token.fail_reason == "POLICY_ERROR_401"
+    assert untrusted_ca.fail_reason == "POLICY_UNAVAILABLE"  # certificate not trusted: no connection
+    assert unverified.fail_reason is None
+
+
+async def test_mutual_tls_client_certificate(tmp_path: Path, engines: list) -> None:
+    ca = create_ca()
+    ca_file = ca.write(tmp_path / "pki")
+    cert, key = ca.server_cert().write(tmp_path / "pki", "opa")
+    client_cert, client_key = ca.issue("labelgate-gateway").write(tmp_path / "pki", "client")
+    policy = write_policy(tmp_path / "policy", result_rule(VALID_RESULT))
+    args = (
+        "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
+        "--tls-ca-cert-file", str(ca_file), "--authentication=tls",
+    )  # fmt: skip
+    with opa(tmp_path, policy, args=args, scheme="https") as (url, _):
+        with_cert = await make(
+            engines, url, ca_file=ca_file, client_cert=client_cert, client_key=client_key
+        ).decide(INPUT)
+        without_cert = await make(engines, url, ca_file=ca_file).decide(INPUT)
+    assert with_cert.fail_reason is None
+    assert (without_cert.allow, without_cert.fail_reason) == (
+        False,
+        "POLICY_UNAVAILABLE",
+    )  # handshake refused
+
+
+# ------------------------------------------------------------------ retry policy, raw sockets
+
+
+class RawHttpServer:
+    """A loopback HTTP/1.1 server scripted per connection: "close" (hang up on the request),
+    "stall" (read it, never answer) or "answer" (reply with ``body``). Counts requests."""
+
+    def __init__(self, script: list[str], body: dict[str, Any]) -> None:
+        self.script = script
+        self.body = json.dumps(body).encode()
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+        self._stalled: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        for writer in self._stalled:
+            writer.close()
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            action = self.script[self.requests] if self.requests < len(self.script) else "answer"
+            self.requests += 1
+            if action == "close":
+                writer.close()
+                return
+            if action == "stall":
+                self._stalled.append(writer)
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(self.body)}\r\n\r\n".encode()
+                + self.body
+            )
+            await writer.drain()
+
+
+async def test_one_retry_after_a_dropped_connection(engines: list) -> None:
+    async with RawHttpServer(["close"], {"result": VALID_RESULT}) as url:
+        decision = await make(engines, url, retries=1).decide(INPUT)
+    assert decision.fail_reason is None and decision.allow is True
+
+
+async def test_no_retry_when_retries_is_zero(engines: list) -> None:
+    raw = RawHttpServer(["close"], {"result": VALID_RESULT})
+    async with raw as url:
+        decision = await make(engines, url, retries=0).decide(INPUT)
+    assert decision.fail_reason == "POLICY_UNAVAILABLE"
+    assert raw.requests == 1
+
+
+async def test_at_most_one_retry(engines: list) -> None:
+    raw = RawHttpServer(["close", "close", "close"], {"result": VALID_RESULT})
+    async with raw as url:
+        decision = await make(engines, url, retries=1).decide(INPUT)
+    assert decision.fail_reason == "POLICY_UNAVAILABLE"
+    assert raw.requests == 2
+
+
+async def test_a_timeout_is_not_retried(engines: list) -> None:
+    raw = RawHttpServer(["stall", "stall"], {"result": VALID_RESULT})
+    async with raw as url:
+        decision = await make(engines, url, retries=1, timeout=0.1).decide(INPUT)
+    assert decision.fail_reason == "POLICY_TIMEOUT"
+    assert raw.requests == 1
+
+
+async def test_a_reply_that_is_not_json_is_policy_error(engines: list) -> None:
+    raw = RawHttpServer([], {})
+    raw.body = b"<html>proxy error</html>"
+    async with raw as url:
+        decision = await make(engines, url).decide(INPUT)
+    assert decision.fail_reason == "POLICY_ERROR"
+
+
+def test_configuration_that_can_never_work_is_rejected() -> None:
+    with pytest.raises(ConfigError):
+        OpaEngine("127.0.0.1:8181")
+    with pytest.raises(ConfigError):
+        OpaEngine("http://127.0.0.1:8181", retries=2)
+    with pytest.raises(ConfigError):
+        OpaEngine("http://127.0.0.1:8181", timeout=0)
+    with pytest.raises(ConfigError):
+        OpaEngine("https://127.0.0.1:8181", ca_file=Path("/nonexistent/ca.pem"))

@@ -1,0 +1,94 @@
+"""Loading a policy folder the way OPA loads a bundle: modules, data at its directory path,
+a content-hash revision."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from labelgate.errors import ConfigError
+from labelgate.policy.source import PolicySource, policy_fingerprint
+
+
+def make_tree(root: Path) -> Path:
+    (root / "labelgate" / "decision").mkdir(parents=True)
+    (root / "labelgate" / "decision" / "main.rego").write_text("package labelgate.decision\n\nx := 1\n")
+    (root / "labelgate" / "decision" / "main_test.rego").write_text(
+        "package labelgate.decision\n\ntest_x if x == 1\n"
+    )
+    (root / "labelgate" / "tables").mkdir(parents=True)
+    (root / "labelgate" / "tables" / "data.json").write_text(json.dumps({"rank": {"public": 0}}))
+    (root / "labelgate" / "catalog").mkdir(parents=True)
+    (root / "labelgate" / "catalog" / "data.yaml").write_text("default_label: internal\n")
+    (root / "data.json").write_text(json.dumps({"labelgate": {"flags": {"strict": True}}, "top": 1}))
+    (root / ".git").mkdir()
+    (root / ".git" / "data.json").write_text('{"ignored": true}')
+    (root / "labelgate" / "notes.json").write_text('{"not": "data"}')
+    return root
+
+
+def test_modules_and_data_land_at_their_directory_paths(tmp_path: Path) -> None:
+    source = PolicySource.from_dir(make_tree(tmp_path / "p"))
+    assert [name for name, _ in source.modules] == ["labelgate/decision/main.rego"]  # *_test.rego excluded
+    assert source.data == {
+        "top": 1,
+        "labelgate": {
+            "flags": {"strict": True},
+            "tables": {"rank": {"public": 0}},
+            "catalog": {"default_label": "internal"},
+        },
+    }
+
+
+def test_revision_is_a_content_hash(tmp_path: Path) -> None:
+    first = PolicySource.from_dir(make_tree(tmp_path / "a"))
+    copy = PolicySource.from_dir(shutil.copytree(tmp_path / "a", tmp_path / "b"))
+    assert len(first.revision) == 64 and first.revision == copy.revision  # same bytes, same revision
+    (tmp_path / "b" / "labelgate" / "tables" / "data.json").write_text(json.dumps({"rank": {"public": 1}}))
+    assert PolicySource.from_dir(tmp_path / "b").revision != first.revision
+    # A test file or an ignored file changes nothing the engine loads, so not the revision.
+    (tmp_path / "a" / "labelgate" / "decision" / "main_test.rego").write_text("package labelgate.decision\n")
+    (tmp_path / "a" / "labelgate" / "notes.json").write_text("{}")
+    assert PolicySource.from_dir(tmp_path / "a").revision == first.revision
+
+
+def test_fingerprint_follows_loaded_files_only(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "p")
+    before = policy_fingerprint(root)
+    (root / "labelgate" / "notes.json").write_text('{"changed": true}')
+    assert policy_fingerprint(root) == before
+    (root / "labelgate" / "decision" / "extra.rego").write_text("package labelgate.decision\n\ny := 2\n")
+    assert policy_fingerprint(root) != before
+
+
+def test_conflicting_data_is_rejected(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "p")
+    (root / "data.json").write_text(json.dumps({"labelgate": {"tables": {"rank": 5}}}))
+    with pytest.raises(ConfigError) as caught:
+        PolicySource.from_dir(root)
+    assert caught.value.reason == "POLICY_DATA_CONFLICT"
+    assert "data.labelgate.tables.rank" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("files", "reason"),
+    [
+        ({"p.rego": "package x\n", "data.json": "{not json"}, "POLICY_DATA_INVALID"),
+        ({"p.rego": "package x\n", "data.json": "[1, 2]"}, "POLICY_DATA_INVALID"),
+        ({"data.json": "{}"}, "POLICY_EMPTY"),
+    ],
+)
+def test_broken_folders_are_configuration_errors(tmp_path: Path, files: dict[str, str], reason: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        PolicySource.from_dir(tmp_path)
+    assert caught.value.reason == reason
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        PolicySource.from_dir(tmp_path / "nope")
+    assert caught.value.reason == "POLICY_DIR_MISSING"
