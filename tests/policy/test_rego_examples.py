@@ -3,7 +3,8 @@
 Each example input in proto/labelgate/v1/schema/examples/ is evaluated by the pinned `opa`
 binary; the result must validate against result.json and equal the example's
 `*.expected.json`. The same inputs (and a generated sweep over personas, labels, phases and
-approval states) must give byte-identical JSON from regopy (rego-cpp), the in-process engine.
+approval states) must give the same JSON from regopy (rego-cpp), the in-process engine:
+same keys, values, number types and mask order.
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+# Requests: part of package labelgate.decision (see decision.rego).
+#
+# Decides which calls are denied for what they ask for, whatever their masks would be:
+# - Asking for a restricted output by name, with no way to see it, is denied outright and
+#   no approval is offered: asking is the signal. Only the whole output counts
+#   (input.request.requested_outputs holds "<name>" and a field "outputs.<name>" is
+#   governed by a label whose table entry says deny_when_requested); the same field merely
+#   present in a response is masked instead.
+# - An opaque call (the gateway cannot decode the method's messages, so no field is known)
+#   is denied unless tables.opaque_methods lists its method with one of the subject's
+#   groups, or with "*" for any authenticated subject. Unknown content is never allowed by
+#   default.
+package labelgate.decision
+
+denied_outputs contains name if {
+	some name in input.request.requested_outputs
+	path := concat("", ["outputs.", name])
+	label_spec(path_label[path]).deny_when_requested == true
+	not may_see(path_label[path])
+}
+
+# The subject can see the label now or after an approval.
+may_see(label) if label_treatment[label].see == true
+
+requested_reason := concat("", ["denied: the caller may not request ", concat(", ", sorted(denied_outputs))])
+
+opaque_denied if {
+	input.request.opaque == true
+	not opaque_allowed
+}
+
+opaque_allowed if "*" in tables.opaque_methods[input.request.method]
+
+opaque_allowed if {
+	some group in tables.opaque_methods[input.request.method]
+	group in input.subject.groups
+}
+
+opaque_reason := concat("", [
+	"denied: ", input.request.method,
+	" cannot be classified (opaque to the gateway) and is not allowed for this caller",
+])
