@@ -1,0 +1,252 @@
+"""Content detectors: find sensitive values in free text.
+
+Each built-in detector proposes candidates by shape and confirms them, with python-stdnum
+where a checksum or rule set exists:
+
+============  ==========================================================  ===============
+name          candidates                                                  confirmed by
+============  ==========================================================  ===============
+credit_card   13-19 digits starting 2-6 (ISO/IEC 7812 banking/financial     ``stdnum.luhn``
+              industries), contiguous or grouped 4-4-4-4(-n) / 4-6-5 /
+              4-6-4 with one consistent space or dash separator
+us_ssn        ``ddd-dd-dddd`` or ``ddd dd dddd`` (9 bare digits are too      ``stdnum.us.ssn``
+              common to flag)
+iban          capital country code, check digits, BBAN; contiguous or in    ``stdnum.iban``
+              groups of 4
+email         ``local@domain.tld`` (ASCII)                                  shape only
+phone         ``+`` then 10-15 digits (E.164, optionally grouped); US        digit count,
+              ``(ddd) ddd-dddd``, ``ddd-ddd-dddd``, ``ddd.ddd.dddd`` with     NANP rules
+              an optional ``+1``/``1-`` prefix. Bare digit runs never.
+ip_address    dotted quads; IPv6 forms with at least one decimal digit      ``ipaddress``
+              (``Foo::Bar`` and ``a::b`` in code are valid IPv6 text)
+============  ==========================================================  ===============
+
+Candidates must stand alone: an ASCII letter or digit right before or after (or a
+``-``/``.`` joining more digits) means the digits belong to something longer, such as an
+order number, a version string or a hash. A space does not join: "at 10:30 123 45 6789"
+is a time and an SSN, and missing a card costs more than masking a look-alike. Non-ASCII
+neighbours do not count, since in Chinese or Japanese text numbers often touch the words
+around them.
+
+How candidates are found fast is in ``labelgate.classify.patterns``. ``scan_many`` scans
+many short texts (a tensor's elements) in one go.
+
+``scan`` returns non-overlapping detections sorted by start; offsets index the given text
+(characters of a ``str``, bytes of a ``bytes``). Overlapping hits merge into one span
+covering them all, named after the most sensitive of them, so a merge never hides the
+stronger label.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import NamedTuple
+
+from labelgate.classify.labels import LABEL_RANK, LABELS, is_label
+from labelgate.classify.patterns import builtin_hits
+from labelgate.errors import ConfigError
+
+DETECTORS_INVALID = "DETECTORS_INVALID"
+
+BUILTIN_LABELS: dict[str, str] = {
+    "credit_card": "confidential",
+    "us_ssn": "confidential",
+    "iban": "confidential",
+    "email": "internal",
+    "phone": "internal",
+    "ip_address": "internal",
+}
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+class Detection(NamedTuple):
+    """``text[start:end]`` is what ``detector`` found; ``label`` is the detector's label."""
+
+    detector: str
+    label: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class CustomPattern:
+    """A user-defined detector: every non-empty match of ``regex`` is labelled ``label``."""
+
+    name: str
+    regex: str
+    label: str
+
+
+class DetectorSet:
+    """The enabled detectors and their labels; ``scan`` is pure and thread-safe."""
+
+    def __init__(
+        self, builtins: Mapping[str, str] | None = None, custom: Sequence[CustomPattern] = ()
+    ) -> None:
+        """``builtins`` maps each enabled built-in to its label (None: all, default labels)."""
+        problems: list[str] = []
+        chosen = dict(BUILTIN_LABELS) if builtins is None else dict(builtins)
+        for name, label in chosen.items():
+            if name not in BUILTIN_LABELS:
+                problems.append(
+                    f"unknown built-in detector {name!r}; expected one of {sorted(BUILTIN_LABELS)}"
+                )
+            elif not is_label(label):
+                problems.append(f"detector {name!r}: label {label!r} is not one of {list(LABELS)}")
+        self._builtins = frozenset(name for name in chosen if name in BUILTIN_LABELS)
+        self._custom: list[tuple[str, str, re.Pattern[str]]] = []
+        for pattern in custom:
+            taken = set(chosen) | {name for name, _, _ in self._custom}
+            compiled = _compile_custom(pattern, taken, problems)
+            if compiled is not None:
+                self._custom.append((pattern.name, pattern.label, compiled))
+        if problems:
+            raise ConfigError(DETECTORS_INVALID, "; ".join(problems))
+        self._labels = {name: chosen[name] for name in BUILTIN_LABELS if name in self._builtins}
+        self._labels.update({name: label for name, label, _ in self._custom})
+        self.names: tuple[str, ...] = tuple(self._labels)
+        self._order = {name: index for index, name in enumerate(self.names)}
+
+    @classmethod
+    def default(cls) -> DetectorSet:
+        return cls()
+
+    @classmethod
+    def none(cls) -> DetectorSet:
+        return cls(builtins={})
+
+    def label_of(self, detector: str) -> str:
+        return self._labels[detector]
+
+    def scan(self, text: str | bytes) -> list[Detection]:
+        """Detections in ``text``; a ``bytes`` text is read as UTF-8 and need not be valid."""
+        if isinstance(text, str):
+            ascii_only = text.isascii()
+            data = text.encode("ascii") if ascii_only else text.encode("utf-8", "surrogatepass")
+        else:
+            data, ascii_only = bytes(text), True  # byte offsets are what the caller wants
+        found: list[Detection] = []
+        if self._builtins:
+            labels = self._labels
+            found = [
+                Detection(name, labels[name], start, end)
+                for name, start, end in builtin_hits(data, self._builtins)
+            ]
+            if found and not ascii_only:
+                found = _bytes_to_chars(data, found)
+        if self._custom:
+            found.extend(self._scan_custom(text))
+        if len(found) < 2:
+            return found
+        return _merge_overlaps(found, self._order)
+
+    def scan_many(self, texts: Sequence[bytes]) -> list[list[Detection]]:
+        """``[scan(text) for text in texts]``, faster for many short texts (see ``scan_each``)."""
+        found = self.scan_each(texts)
+        return [found.get(index, []) for index in range(len(texts))]
+
+    def scan_each(self, texts: Sequence[bytes]) -> dict[int, list[Detection]]:
+        """The detections of each text that has any, by index; offsets are per text.
+
+        The built-ins run once over all texts joined by NUL bytes: no candidate form
+        contains a NUL, so nothing is found across two texts, and the fixed cost of a scan
+        is paid once instead of per element.
+        """
+        results: dict[int, list[Detection]] = {}
+        if self._builtins and texts:
+            starts = list(accumulate((len(text) + 1 for text in texts[:-1]), initial=0))
+            labels = self._labels
+            for name, start, end in builtin_hits(b"\x00".join(texts), self._builtins):
+                index = bisect_right(starts, start) - 1
+                offset = starts[index]
+                results.setdefault(index, []).append(
+                    Detection(name, labels[name], start - offset, end - offset)
+                )
+        if self._custom:
+            for index, text in enumerate(texts):
+                extra = self._scan_custom(text)
+                if extra:
+                    results.setdefault(index, []).extend(extra)
+        for index, found in results.items():
+            if len(found) > 1:
+                results[index] = _merge_overlaps(found, self._order)
+        return results
+
+    def _scan_custom(self, text: str | bytes) -> list[Detection]:
+        as_str = text if isinstance(text, str) else bytes(text).decode("utf-8", "surrogateescape")
+        found = [
+            Detection(name, label, match.start(), match.end())
+            for name, label, regex in self._custom
+            for match in regex.finditer(as_str)
+            if match.end() > match.start()
+        ]
+        if found and not isinstance(text, str) and not as_str.isascii():
+            found = _chars_to_bytes(as_str, found)
+        return found
+
+
+def _remap(hits: list[Detection], measure: Callable[[int, int], int]) -> list[Detection]:
+    """Translate offsets with ``measure(a, b)``, the length of [a, b) in the other unit."""
+    mapped: dict[int, int] = {}
+    previous, total = 0, 0
+    for offset in sorted({offset for hit in hits for offset in (hit.start, hit.end)}):
+        total += measure(previous, offset)
+        mapped[offset], previous = total, offset
+    return [hit._replace(start=mapped[hit.start], end=mapped[hit.end]) for hit in hits]
+
+
+def _bytes_to_chars(data: bytes, hits: list[Detection]) -> list[Detection]:
+    return _remap(hits, lambda a, b: len(data[a:b].decode("utf-8", "surrogatepass")))
+
+
+def _chars_to_bytes(text: str, hits: list[Detection]) -> list[Detection]:
+    return _remap(hits, lambda a, b: len(text[a:b].encode("utf-8", "surrogateescape")))
+
+
+def _merge_overlaps(found: list[Detection], order: Mapping[str, int]) -> list[Detection]:
+    found.sort(key=lambda hit: (hit.start, -hit.end, order[hit.detector]))
+    merged: list[Detection] = []
+    cluster = [found[0]]
+    end = found[0].end
+    for hit in found[1:]:
+        if hit.start < end:
+            cluster.append(hit)
+            end = max(end, hit.end)
+            continue
+        merged.append(_cluster_span(cluster, end, order))
+        cluster, end = [hit], hit.end
+    merged.append(_cluster_span(cluster, end, order))
+    return merged
+
+
+def _cluster_span(cluster: list[Detection], end: int, order: Mapping[str, int]) -> Detection:
+    if len(cluster) == 1:
+        return cluster[0]
+    strongest = max(
+        cluster, key=lambda hit: (LABEL_RANK[hit.label], hit.end - hit.start, -order[hit.detector])
+    )
+    return Detection(strongest.detector, strongest.label, cluster[0].start, end)
+
+
+def _compile_custom(pattern: CustomPattern, taken: set[str], problems: list[str]) -> re.Pattern[str] | None:
+    where = f"custom detector {pattern.name!r}"
+    before = len(problems)
+    if not isinstance(pattern.name, str) or not _NAME.fullmatch(pattern.name):
+        problems.append(f"{where}: the name must match {_NAME.pattern} (it appears in field paths)")
+    elif pattern.name in taken or pattern.name in BUILTIN_LABELS:
+        problems.append(f"{where}: the name is already used by another detector")
+    if not is_label(pattern.label):
+        problems.append(f"{where}: label {pattern.label!r} is not one of {list(LABELS)}")
+    try:
+        compiled = re.compile(pattern.regex)
+    except (re.error, TypeError) as error:
+        problems.append(f"{where}: invalid regex: {error}")
+        return None
+    if compiled.fullmatch("") is not None:
+        problems.append(f"{where}: the regex matches empty text")
+    return compiled if len(problems) == before else None

@@ -1,0 +1,112 @@
+"""Classified fields, and their shape in the policy input (``$defs/field`` of input.json)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from labelgate.classify.detectors import Detection
+from labelgate.classify.jsonpaths import Location
+
+SOURCE_CATALOG = "catalog"
+SOURCE_BACKEND = "backend"
+SOURCE_DEFAULT = "default"
+
+
+def detector_source(detector: str) -> str:
+    return f"detector:{detector}"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field path with its labels; ``sources`` maps each label to where it came from."""
+
+    path: str
+    labels: frozenset[str]
+    sources: dict[str, set[str]] = field(hash=False)
+
+
+class FieldSet:
+    """Collects labels per path from several sources, then closes with the default label.
+
+    Paths keep the order in which they were first seen, so the result is deterministic.
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[str, dict[str, set[str]]] = {}
+
+    def touch(self, path: str) -> None:
+        """Record that ``path`` exists even if no source labels it (it gets the default)."""
+        self._sources.setdefault(path, {})
+
+    def add(self, path: str, labels: Iterable[str], source: str) -> None:
+        by_label = self._sources.setdefault(path, {})
+        for label in labels:
+            by_label.setdefault(label, set()).add(source)
+
+    def fields(self, default_label: str) -> list[Field]:
+        result = []
+        for path, by_label in self._sources.items():
+            sources = {label: set(where) for label, where in by_label.items()}
+            if not sources:
+                # Unlabelled data is never public: it carries the catalog's default label.
+                sources = {default_label: {SOURCE_DEFAULT}}
+            result.append(Field(path, frozenset(sources), sources))
+        return result
+
+
+@dataclass(frozen=True)
+class LeafSpans:
+    """Detections in one string leaf of a JSON element or a generic message.
+
+    ``location`` walks from the root (keys / field names and list indices), ``path`` is
+    the leaf's field path, and detection offsets index the leaf's UTF-8 bytes.
+    """
+
+    location: Location
+    path: str
+    detections: tuple[Detection, ...]
+
+
+@dataclass
+class Classification:
+    """Fields for the policy, plus what enforcement needs to mask parts of values.
+
+    ``spans``: tensor -> element index -> detections in a plain-text element (byte offsets).
+    ``json_elements``: tensor -> index of every element read as a JSON object -> its leaves
+    with detections. ``element_counts``: tensor -> elements classified (masking refuses to
+    trust spans for a tensor whose size changed). ``message_spans``: string leaves of a
+    generic message with detections.
+    """
+
+    fields: list[Field]
+    spans: dict[str, dict[int, list[Detection]]] = field(default_factory=dict)
+    json_elements: dict[str, dict[int, list[LeafSpans]]] = field(default_factory=dict)
+    element_counts: dict[str, int] = field(default_factory=dict)
+    message_spans: list[LeafSpans] = field(default_factory=list)
+
+    def labels(self) -> set[str]:
+        return union_labels(self.fields)
+
+    def policy_fields(self) -> list[dict]:
+        return to_policy_fields(self.fields)
+
+
+def union_labels(fields: Iterable[Field]) -> set[str]:
+    """Every label any of ``fields`` carries (the input's ``labels``)."""
+    labels: set[str] = set()
+    for item in fields:
+        labels |= item.labels
+    return labels
+
+
+def to_policy_fields(fields: Iterable[Field]) -> list[dict]:
+    """Fields as the policy input wants them, with sorted lists so the input is deterministic."""
+    return [
+        {
+            "path": item.path,
+            "labels": sorted(item.labels),
+            "sources": {label: sorted(item.sources[label]) for label in sorted(item.sources)},
+        }
+        for item in fields
+    ]

@@ -1,0 +1,255 @@
+"""The built-in detectors' candidates and confirmations, over UTF-8 bytes. Pure.
+
+What each detector accepts is described in ``labelgate.classify.detectors``; this module
+is how, and it is built for speed (target: 50 MB/s of free text per core, measured by
+``tests/classify/bench_detectors.py``).
+
+Python's regex engine finds a literal prefix at memchr speed but steps through a class
+like ``[0-9]`` one character at a time, ten times slower. So candidates are searched in a
+"shape" of the bytes where every digit is ``0`` and every capital ``A`` ("DE89 3704" ->
+``AA00 0000``): cards, SSNs and US phone numbers then share the literal prefix ``000``
+and go in one pass, an IBAN starts with ``AA00``, and a count of digits plus cheap ``in``
+checks skip every pass whose tell-tale sequence is absent. The shape has the same
+length, so offsets carry over; validators (python-stdnum, ``ipaddress``) run only on
+candidates, after a cheap checksum has dropped most of them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+from stdnum.us import ssn as stdnum_ssn
+
+# --- candidates (on the shape: digits are 0, capitals A) -------------------------------
+
+_SHAPE = bytes.maketrans(b"123456789BCDEFGHIJKLMNOPQRSTUVWXYZ", b"000000000" + b"A" * 25)
+_DIGIT_LED = re.compile(
+    rb"000(?:"
+    rb"(?P<card>0(?:0{9,15}"  # 13-19 contiguous digits
+    rb"|(?P<a>[ -])0000(?P=a)0000(?P=a)0000(?P<tail>(?P=a)0{1,3})?"  # 4-4-4-4, up to 19 digits
+    rb"|(?P<b>[ -])000000(?P=b)0{4,5}))"  # 4-6-5 (Amex), 4-6-4 (Diners)
+    rb"|(?P<ssn>(?P<s>[- ])00(?P=s)0000)"
+    rb"|(?P<us>(?P<p>[-.])000(?P=p)0000)"
+    rb")"
+)
+_IPV4 = re.compile(rb"0\.0{1,3}\.0{1,3}\.0{1,3}")
+_IBAN = re.compile(rb"AA00(?:[A0]{11,30}|(?: [A0]{4}){2,7}(?: [A0]{1,4})?)")
+_PHONE_PAREN = re.compile(rb"\(000\) ?000[-. ]0000")
+_PHONE_PLUS = re.compile(rb"\+0{1,15}(?:[ .-]0{1,4}){0,6}")
+# On the bytes themselves:
+_EMAIL_LOCAL_REVERSED = re.compile(rb"[A-Za-z0-9._%+-]{1,64}")
+_EMAIL_DOMAIN = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+_IPV6_SEED = re.compile(rb":[0-9A-Fa-f]{0,4}:")
+_HEX_COLON = re.compile(rb"[0-9A-Fa-f:]{1,39}")
+_IPV6_BODY = re.compile(rb"[0-9A-Fa-f:.]{1,45}")
+
+_SEPARATOR = re.compile(rb"[^0-9A-Za-z]")
+_ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_DIGITS = frozenset(b"0123456789")
+_KEEP_ALL = bytes.maketrans(b"", b"")
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+Hit = tuple[str, int, int]  # (detector, start, end)
+
+
+def _isolated(data: bytes, start: int, end: int, joiners: bytes = b"-.") -> bool:
+    """True when nothing glues the candidate to neighbouring ASCII letters or digits."""
+    if start > 0:
+        before = data[start - 1]
+        if before in _ALNUM or (before in joiners and start > 1 and data[start - 2] in _DIGITS):
+            return False
+    if end < len(data):
+        after = data[end]
+        if after in _ALNUM or (after in joiners and end + 1 < len(data) and data[end + 1] in _DIGITS):
+            return False
+    return True
+
+
+def _digits(candidate: bytes) -> str:
+    return candidate.translate(_KEEP_ALL, b" -.()+").decode("ascii")
+
+
+def _card_ok(digits: str) -> bool:
+    values = [ord(char) - 48 for char in reversed(digits)]
+    # A quick Luhn sum drops nine in ten candidates before python-stdnum confirms the rest.
+    quick = (sum(values[0::2]) + sum(_DOUBLED[value] for value in values[1::2])) % 10 == 0
+    return quick and luhn.is_valid(digits)
+
+
+def _iban_ok(compact: str) -> bool:
+    # ISO 7064 mod 97-10 first (cheap); python-stdnum then checks the country's BBAN format.
+    rearranged = compact[4:] + compact[:4]
+    quick = int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+    return quick and stdnum_iban.is_valid(compact)
+
+
+def _nanp_ok(digits: str) -> bool:
+    """A 10-digit North American number: area code and exchange start 2-9 and are not N11."""
+    area, exchange = digits[:3], digits[3:6]
+    return area[0] >= "2" and exchange[0] >= "2" and area[1:] != "11" and exchange[1:] != "11"
+
+
+def _address_ok(candidate: bytes, kind: type) -> bool:
+    try:
+        kind(candidate.decode("ascii"))
+    except ValueError:
+        return False
+    return True
+
+
+def _with_country_code(data: bytes, start: int) -> int:
+    """Extend a US number backwards over a ``+1 `` / ``+1-`` / ``1-`` prefix."""
+    for prefix in (b"+1 ", b"+1-", b"+1.", b"+1", b"1-", b"1 "):
+        if start >= len(prefix) and data.startswith(prefix, start - len(prefix)):
+            return start - len(prefix)
+    return start
+
+
+def _confirmed(
+    pattern: re.Pattern[bytes],
+    data: bytes,
+    shape: bytes,
+    check: Callable[[bytes, re.Match[bytes]], Hit | None],
+    hits: list[Hit],
+) -> None:
+    """Every candidate of ``pattern`` in the shape that ``check`` confirms.
+
+    Unlike ``finditer``, a rejected candidate does not consume its text: the search goes
+    on at the next token, because a greedy candidate can swallow the start of a real one
+    ("#4521 5171 4992 5639 3378": "4521 5171 4992 5639" fails Luhn, the card is the rest).
+    """
+    position = 0
+    while (match := pattern.search(shape, position)) is not None:
+        hit = check(data, match)
+        if hit is not None:
+            hits.append(hit)
+            position = hit[2]
+        else:
+            boundary = _SEPARATOR.search(data, match.start() + 1)
+            position = boundary.end() if boundary else len(data)
+
+
+def _check_digit_led(wanted: frozenset[str]) -> Callable[[bytes, re.Match[bytes]], Hit | None]:
+    def check(data: bytes, match: re.Match[bytes]) -> Hit | None:
+        start, end = match.span()
+        kind = match.lastgroup  # the outer named group: it closes last
+        if kind == "card":
+            if "credit_card" not in wanted or data[start] not in b"23456":
+                return None
+            # "4111 1111 1111 1111 10:30": the optional fifth group may belong to what follows.
+            for card_end in (end, match.start("tail")) if match.group("tail") else (end,):
+                if _isolated(data, start, card_end) and _card_ok(_digits(data[start:card_end])):
+                    return ("credit_card", start, card_end)
+        elif kind == "ssn":
+            if (
+                "us_ssn" in wanted
+                and _isolated(data, start, end)
+                and stdnum_ssn.is_valid(_digits(data[start:end]))
+            ):
+                return ("us_ssn", start, end)
+        elif "phone" in wanted and _nanp_ok(_digits(data[start:end])):
+            start = _with_country_code(data, start)
+            if _isolated(data, start, end):
+                return ("phone", start, end)
+        return None
+
+    return check
+
+
+def _check_ipv4(data: bytes, match: re.Match[bytes]) -> Hit | None:
+    start, end = match.span()
+    # The match starts at the last digit of the first octet: take up to two more.
+    while start > 0 and match.start() - start < 2 and data[start - 1] in _DIGITS:
+        start -= 1
+    if _isolated(data, start, end, b".") and _address_ok(data[start:end], ipaddress.IPv4Address):
+        return ("ip_address", start, end)
+    return None
+
+
+def _check_iban(data: bytes, match: re.Match[bytes]) -> Hit | None:
+    start, end = match.span()
+    # A grouped IBAN may have swallowed a following 4-character word: drop groups until valid.
+    while end - start >= 15:
+        candidate = data[start:end].decode("ascii")
+        if _isolated(data, start, end, b"") and _iban_ok(candidate.replace(" ", "")):
+            return ("iban", start, end)
+        if " " not in candidate:
+            break
+        end = start + candidate.rindex(" ")
+    return None
+
+
+def _check_plus_phone(data: bytes, match: re.Match[bytes]) -> Hit | None:
+    start, end = match.span()
+    digits = _digits(data[start:end])
+    if 10 <= len(digits) <= 15 and digits[0] != "0" and _isolated(data, start, end, b"-. "):
+        return ("phone", start, end)
+    return None
+
+
+def _check_paren_phone(data: bytes, match: re.Match[bytes]) -> Hit | None:
+    end = match.end()
+    start = _with_country_code(data, match.start())
+    if _nanp_ok(_digits(data[match.start() : end])) and _isolated(data, start, end):
+        return ("phone", start, end)
+    return None
+
+
+def _emails(data: bytes, hits: list[Hit]) -> None:
+    at = data.find(b"@")
+    while at >= 0:
+        # The local part is matched backwards, on the reversed bytes before the '@'.
+        local = _EMAIL_LOCAL_REVERSED.match(data[max(0, at - 64) : at][::-1])
+        domain = _EMAIL_DOMAIN.match(data, at + 1)
+        if local and domain:
+            start = at - local.end()
+            while start < at and data[start] == 0x2E:  # a local part cannot start with '.'
+                start += 1
+            if start < at and _isolated(data, start, domain.end(), b""):
+                hits.append(("email", start, domain.end()))
+        at = data.find(b"@", at + 1)
+
+
+def _ipv6s(data: bytes, hits: list[Hit]) -> None:
+    position = 0
+    while (seed := _IPV6_SEED.search(data, position)) is not None:
+        left = _HEX_COLON.match(data[max(0, seed.start() - 39) : seed.start()][::-1])
+        start = seed.start() - (left.end() if left else 0)
+        body = _IPV6_BODY.match(data, seed.start())
+        end = body.end() if body else seed.end()
+        while end > seed.end() and data[end - 1] == 0x2E:  # a sentence's full stop
+            end -= 1
+        if (
+            _isolated(data, start, end, b"")
+            and any(char in _DIGITS for char in data[start:end])
+            and _address_ok(data[start:end], ipaddress.IPv6Address)
+        ):
+            hits.append(("ip_address", start, end))
+        position = max(end, seed.start() + 1)
+
+
+def builtin_hits(data: bytes, wanted: frozenset[str]) -> list[Hit]:
+    """(detector, start, end) of every confirmed candidate of the ``wanted`` built-ins."""
+    hits: list[Hit] = []
+    shape = data.translate(_SHAPE)
+    digits = shape.count(b"0")
+    if digits >= 9:  # an SSN's nine is the fewest of the digit-led forms
+        _confirmed(_DIGIT_LED, data, shape, _check_digit_led(wanted), hits)
+    if digits >= 4 and "ip_address" in wanted and b"0.0" in shape and shape.count(b".") >= 3:
+        _confirmed(_IPV4, data, shape, _check_ipv4, hits)
+    if digits >= 2 and "iban" in wanted and b"AA00" in shape:
+        _confirmed(_IBAN, data, shape, _check_iban, hits)
+    if digits >= 10 and "phone" in wanted:
+        if b"+0" in shape:
+            _confirmed(_PHONE_PLUS, data, shape, _check_plus_phone, hits)
+        if b"(000)" in shape:
+            _confirmed(_PHONE_PAREN, data, shape, _check_paren_phone, hits)
+    if "email" in wanted and b"@" in data:
+        _emails(data, hits)
+    if digits and "ip_address" in wanted and data.count(b":") >= 2:
+        _ipv6s(data, hits)
+    return hits

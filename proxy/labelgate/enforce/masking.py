@@ -1,0 +1,179 @@
+"""The enforce stage for inference outputs: apply the policy's masks to tensors. Pure.
+
+Path kinds (``docs/ARCHITECTURE.md``):
+
+- ``outputs.<t>``: every element. Numeric tensors become zeros whatever the strategy
+  (datatype and shape never change); BYTES elements are masked whole.
+- ``outputs.<t>{<detector>}``: only what the detector found. In a plain-text element the
+  spans are rewritten and the rest stays readable; in a JSON element the spans inside
+  its string leaves are rewritten and the element re-serialized, so it stays valid JSON.
+- ``outputs.<t>[].<key>...``: that node of every JSON element (a leaf, or a whole
+  object / array), re-serialized as JSON; ``null`` writes JSON ``null``.
+
+Mask paths may use ``*``/``?`` globs. A mask that matches nothing is a no-op. Whatever
+cannot be applied safely fails closed: an element that no longer parses as the JSON it
+was classified as, or a span that does not fit, becomes empty; a tensor whose element
+count differs from the classification, or that was never classified, is emptied whole
+when a partial mask targets it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from labelgate.classify import jsonpaths
+from labelgate.classify.catalog import OUTPUTS_PREFIX
+from labelgate.classify.fields import Classification, LeafSpans
+from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans, zero_of
+from labelgate.oip.tensors import Tensor
+
+
+def apply_masks(
+    tensors: Sequence[Tensor],
+    classification: Classification,
+    masks: Iterable[Mask | Mapping[str, Any]],
+    hash_key: bytes,
+) -> list[Tensor]:
+    """Masked copies of ``tensors``; never mutates them. Unmasked tensors are returned as is."""
+    mask_list = [Mask.coerce(mask) for mask in masks]
+    index = MaskIndex(mask_list)
+    if not index:
+        return list(tensors)
+    masker = Masker(hash_key, mask_list)
+    return [_mask_tensor(tensor, classification, index, masker) for tensor in tensors]
+
+
+def _mask_tensor(tensor: Tensor, classification: Classification, index: MaskIndex, masker: Masker) -> Tensor:
+    base = OUTPUTS_PREFIX + tensor.name
+    whole = index.lookup(base)
+    if tensor.datatype != "BYTES":
+        if whole is None:
+            return tensor
+        return replace(
+            tensor, values=[zero_of(tensor.datatype)] * len(tensor.values), shape=list(tensor.shape)
+        )
+    values = [value.encode() if isinstance(value, str) else bytes(value) for value in tensor.values]
+    if whole is not None:
+        return replace(
+            tensor, values=[masker.raw(value, whole) for value in values], shape=list(tensor.shape)
+        )
+
+    text_spans = classification.spans.get(tensor.name, {})
+    objects = classification.json_elements.get(tensor.name, {})
+    detectors = {hit.detector for found in text_spans.values() for hit in found}
+    detectors |= {hit.detector for leaves in objects.values() for leaf in leaves for hit in leaf.detections}
+    span_masks = {name: mask for name in detectors if (mask := index.lookup(f"{base}{{{name}}}")) is not None}
+    nested = index.any_under(base + "[]")
+    if not span_masks and not nested and not _targets_spans(index, base):
+        return tensor
+    if classification.element_counts.get(tensor.name) != len(values):
+        # Spans index the elements that were classified; on any other elements they could
+        # miss what they should hide.
+        return replace(tensor, values=[b""] * len(values), shape=list(tensor.shape))
+
+    masked = list(values)
+    for position, found in text_spans.items():
+        selected = [
+            (hit.start, hit.end, span_masks[hit.detector]) for hit in found if hit.detector in span_masks
+        ]
+        if selected:
+            rewritten = replace_spans(values[position], selected, masker)
+            masked[position] = b"" if rewritten is None else rewritten
+    if objects and (span_masks or nested):
+        for position, leaves in objects.items():
+            if nested or any(hit.detector in span_masks for leaf in leaves for hit in leaf.detections):
+                masked[position] = _mask_json(
+                    values[position], base + "[]", leaves, index, span_masks, masker
+                )
+    return replace(tensor, values=masked, shape=list(tensor.shape))
+
+
+def _targets_spans(index: MaskIndex, base: str) -> bool:
+    """A ``{detector}`` mask for a tensor with no detections is a no-op, but still needs the
+    element-count check: a tensor missing from the classification was never scanned."""
+    return index.any_under(base + "{")
+
+
+def _mask_json(
+    raw: bytes,
+    prefix: str,
+    leaves: list[LeafSpans],
+    index: MaskIndex,
+    span_masks: dict[str, Mask],
+    masker: Masker,
+) -> bytes:
+    parsed = jsonpaths.parse_object(raw)
+    if parsed is None:
+        return b""  # classified as a JSON object but no longer one: never guess
+    masked_at: list[jsonpaths.Location] = []
+    result: Any = _mask_nodes(parsed, prefix, (), index, masker, masked_at)
+    for leaf in leaves:
+        selected = [
+            (hit.start, hit.end, span_masks[hit.detector])
+            for hit in leaf.detections
+            if hit.detector in span_masks
+        ]
+        if not selected or any(leaf.location[: len(done)] == done for done in masked_at):
+            continue
+        if not _mask_leaf_spans(result, leaf.location, selected, masker):
+            return b""
+        masked_at.append(leaf.location)
+    if not masked_at:
+        return raw
+    return jsonpaths.dumps(result)
+
+
+def _mask_nodes(
+    value: Any,
+    path: str,
+    location: jsonpaths.Location,
+    index: MaskIndex,
+    masker: Masker,
+    masked_at: list[jsonpaths.Location],
+) -> Any:
+    """Mask every node a mask names (a masked node is not descended), in place."""
+    mask = index.lookup(path)
+    if mask is not None:
+        masked_at.append(location)
+        return masker.json_value(value, mask)
+    if isinstance(value, dict):
+        for key in value:
+            value[key] = _mask_nodes(value[key], f"{path}.{key}", (*location, key), index, masker, masked_at)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            value[position] = _mask_nodes(item, f"{path}[]", (*location, position), index, masker, masked_at)
+    return value
+
+
+def _mask_leaf_spans(
+    root: Any, location: jsonpaths.Location, spans: list[tuple[int, int, Mask]], masker: Masker
+) -> bool:
+    """Rewrite spans inside the string (or integer) at ``location``; False if it is not there."""
+    container = root
+    for step in location[:-1]:
+        if not _has(container, step):
+            return False
+        container = container[step]
+    if not location or not _has(container, location[-1]):
+        return False
+    text = jsonpaths.scannable(container[location[-1]])
+    if text is None:
+        return False
+    rewritten = replace_spans(text.encode("utf-8", "surrogatepass"), spans, masker)
+    if rewritten is None:
+        return False
+    try:
+        container[location[-1]] = rewritten.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _has(container: Any, step: str | int) -> bool:
+    if isinstance(container, dict):
+        return isinstance(step, str) and step in container
+    if isinstance(container, list):
+        return isinstance(step, int) and 0 <= step < len(container)
+    return False

@@ -1,0 +1,148 @@
+"""The enforce stage for generic protobuf messages: apply masks to a copy. Pure.
+
+Paths are those of ``labelgate.classify.messages`` (``name``, ``contact.email``,
+``items[].ssn``; a repeated field may be named with or without ``[]``), plus
+``<path>{<detector>}`` for detected spans in string fields. Per field type:
+
+- string: the strategy's string (``null``: empty); bytes: as a BYTES element;
+- numbers, bools, enums: zero, whatever the strategy (a type cannot change);
+- messages and maps: cleared, whatever the strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from labelgate.classify.fields import Classification
+from labelgate.classify.jsonpaths import Location
+from labelgate.classify.messages import is_map, is_message
+from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans
+
+_ZERO = {
+    FieldDescriptor.CPPTYPE_BOOL: False,
+    FieldDescriptor.CPPTYPE_FLOAT: 0.0,
+    FieldDescriptor.CPPTYPE_DOUBLE: 0.0,
+}
+
+
+def apply_message_masks(
+    message: Message,
+    classification: Classification,
+    masks: Iterable[Mask | Mapping[str, Any]],
+    hash_key: bytes,
+) -> Message:
+    """A masked copy of ``message`` (the original is never changed).
+
+    Unknown fields (numbers the descriptor does not know) are dropped from the copy: the
+    classifier could not see them, so nothing says they are safe to pass on.
+    """
+    mask_list = [Mask.coerce(mask) for mask in masks]
+    result = type(message)()
+    result.CopyFrom(message)
+    result.DiscardUnknownFields()
+    index = MaskIndex(mask_list)
+    if not index:
+        return result
+    masker = Masker(hash_key, mask_list)
+    masked_at: list[Location] = []
+    _mask_fields(result, "", (), index, masker, masked_at)
+    for leaf in classification.message_spans:
+        selected = [
+            (hit.start, hit.end, mask)
+            for hit in leaf.detections
+            if (mask := _span_mask(index, leaf.path, hit.detector)) is not None
+        ]
+        if not selected or any(leaf.location[: len(done)] == done for done in masked_at):
+            continue
+        _mask_string_spans(result, leaf.location, selected, masker)
+    return result
+
+
+def _span_mask(index: MaskIndex, path: str, detector: str) -> Mask | None:
+    mask = index.lookup(f"{path}{{{detector}}}")
+    if mask is None and path.endswith("[]"):  # a repeated field named without its []
+        mask = index.lookup(f"{path[:-2]}{{{detector}}}")
+    return mask
+
+
+def _mask_fields(
+    message: Message,
+    prefix: str,
+    location: Location,
+    index: MaskIndex,
+    masker: Masker,
+    masked_at: list[Location],
+) -> None:
+    for descriptor, value in message.ListFields():
+        if descriptor.is_extension:
+            continue
+        name = descriptor.name
+        path = prefix + name
+        here = (*location, name)
+        mask = index.lookup(path)
+        if mask is None and descriptor.is_repeated:
+            mask = index.lookup(path + "[]")
+        if mask is not None:
+            masked_at.append(here)
+            _mask_field(message, descriptor, value, mask, masker)
+        elif is_map(descriptor):
+            continue
+        elif is_message(descriptor):
+            if descriptor.is_repeated:
+                for position, item in enumerate(value):
+                    _mask_fields(item, path + "[].", (*here, position), index, masker, masked_at)
+            else:
+                _mask_fields(value, path + ".", here, index, masker, masked_at)
+
+
+def _mask_field(
+    message: Message, descriptor: FieldDescriptor, value: Any, mask: Mask, masker: Masker
+) -> None:
+    if is_message(descriptor):  # maps too: their entries are messages
+        message.ClearField(descriptor.name)
+    elif descriptor.is_repeated:
+        masked = [_masked_scalar(descriptor, item, mask, masker) for item in value]
+        del value[:]
+        value.extend(masked)
+    elif descriptor.cpp_type == FieldDescriptor.CPPTYPE_STRING:  # string and bytes
+        setattr(message, descriptor.name, _masked_scalar(descriptor, value, mask, masker))
+    else:
+        message.ClearField(descriptor.name)  # numbers, bools, enums: the zero value
+
+
+def _masked_scalar(descriptor: FieldDescriptor, value: Any, mask: Mask, masker: Masker) -> Any:
+    if descriptor.type == FieldDescriptor.TYPE_STRING:
+        return masker.text(value, mask)
+    if descriptor.type == FieldDescriptor.TYPE_BYTES:
+        return masker.raw(value, mask)
+    return _ZERO.get(descriptor.cpp_type, 0)
+
+
+def _mask_string_spans(
+    root: Message, location: Location, spans: list[tuple[int, int, Mask]], masker: Masker
+) -> None:
+    """Rewrite spans in the string at ``location``.
+
+    If the string is not where the classification saw it, or the spans do not fit, the
+    message is not the one classified: the top-level field holding it is cleared.
+    """
+    try:
+        holder: Any = root
+        for step in location[:-1]:
+            holder = holder[step] if isinstance(step, int) else getattr(holder, step)
+        last = location[-1]
+        current = holder[last] if isinstance(last, int) else getattr(holder, last)
+        rewritten = replace_spans(current.encode("utf-8", "surrogatepass"), spans, masker)
+        if rewritten is None:
+            raise ValueError("spans do not fit")
+        text = rewritten.decode("utf-8", "surrogatepass")
+        if isinstance(last, int):
+            holder[last] = text
+        else:
+            setattr(holder, last, text)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        root.ClearField(str(location[0]))

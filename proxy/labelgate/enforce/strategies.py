@@ -1,0 +1,226 @@
+"""Masks (``mask`` items of the policy result) and what each strategy does to a value.
+
+``redact``   the value becomes ``params.replacement`` (default ``[REDACTED]``)
+``partial``  every character but the last ``params.keep_last`` (default 4) becomes ``*``;
+             a value no longer than ``keep_last`` is starred entirely, never shown whole
+``hash``     ``hmac:`` + hex HMAC-SHA256 of the value's UTF-8 bytes with the gateway key:
+             the same value always gives the same text, so joins still work
+``null``     the type's zero value: empty bytes / string, 0, 0.0, false, JSON null
+
+A strategy that cannot apply to a type (anything but ``null`` on a number, ``partial`` on
+a JSON object) becomes ``null``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from labelgate.classify import jsonpaths
+from labelgate.classify.catalog import compile_glob, is_glob
+from labelgate.errors import ConfigError, PolicyUnavailable
+
+MASK_INVALID = "MASK_INVALID"
+HASH_KEY_INVALID = "HASH_KEY_INVALID"
+# Most protective first: when several masks name one path, the first of these wins.
+STRATEGIES = ("null", "redact", "hash", "partial")
+DEFAULT_REPLACEMENT = "[REDACTED]"
+DEFAULT_KEEP_LAST = 4
+HASH_PREFIX = "hmac:"
+# An HMAC key shorter than this makes hashed SSNs and card numbers easy to brute-force.
+MIN_HASH_KEY_BYTES = 16
+_PARAMS = frozenset({"keep_last", "replacement"})
+
+
+@dataclass(frozen=True)
+class Mask:
+    path: str
+    strategy: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problem = _problem(self)
+        if problem:
+            # The contract validator rejects such results first; reaching here means a bug
+            # upstream, and the answer must still be a deny rather than unmasked data.
+            raise PolicyUnavailable(MASK_INVALID, f"mask {self.path!r}: {problem}")
+
+    @classmethod
+    def coerce(cls, value: Mask | Mapping[str, Any]) -> Mask:
+        """A ``Mask`` from a policy result item (a dict), or the mask itself."""
+        if isinstance(value, Mask):
+            return value
+        if not isinstance(value, Mapping):
+            raise PolicyUnavailable(MASK_INVALID, f"a mask must be an object, got {type(value).__name__}")
+        return cls(value.get("path"), value.get("strategy"), value.get("params") or {})  # type: ignore[arg-type]
+
+    @property
+    def keep_last(self) -> int:
+        return int(self.params.get("keep_last", DEFAULT_KEEP_LAST))
+
+    @property
+    def replacement(self) -> str:
+        return str(self.params.get("replacement", DEFAULT_REPLACEMENT))
+
+    def strength(self) -> tuple[int, int, str]:
+        """Sort key: lower is more protective."""
+        return (STRATEGIES.index(self.strategy), self.keep_last, self.replacement)
+
+
+def _problem(mask: Mask) -> str | None:
+    if not isinstance(mask.path, str) or not mask.path:
+        return "path must be a non-empty string"
+    if mask.strategy not in STRATEGIES:
+        return f"unknown strategy {mask.strategy!r}; expected one of {list(STRATEGIES)}"
+    if not isinstance(mask.params, Mapping):
+        return "params must be an object"
+    unknown = sorted(set(mask.params) - _PARAMS)
+    if unknown:
+        return f"unknown params {unknown}; expected some of {sorted(_PARAMS)}"
+    keep_last = mask.params.get("keep_last", DEFAULT_KEEP_LAST)
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+        return "params.keep_last must be an integer >= 0"
+    if not isinstance(mask.params.get("replacement", DEFAULT_REPLACEMENT), str):
+        return "params.replacement must be a string"
+    return None
+
+
+def strongest(masks: Iterable[Mask]) -> dict[str, Mask]:
+    """One mask per path: the most protective of those naming it."""
+    chosen: dict[str, Mask] = {}
+    for mask in masks:
+        current = chosen.get(mask.path)
+        if current is None or mask.strength() < current.strength():
+            chosen[mask.path] = mask
+    return chosen
+
+
+class Masker:
+    """Applies strategies to values; holds the HMAC key."""
+
+    def __init__(self, hash_key: bytes, masks: Iterable[Mask] = ()) -> None:
+        if any(mask.strategy == "hash" for mask in masks) and len(hash_key) < MIN_HASH_KEY_BYTES:
+            raise ConfigError(
+                HASH_KEY_INVALID,
+                f"the hash mask strategy needs a key of at least {MIN_HASH_KEY_BYTES} bytes",
+            )
+        self._key = hash_key
+
+    def digest(self, data: bytes) -> str:
+        return HASH_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def text(self, value: str, mask: Mask) -> str:
+        """A masked string (``null`` gives the empty string)."""
+        if mask.strategy == "null":
+            return ""
+        if mask.strategy == "redact":
+            return mask.replacement
+        if mask.strategy == "hash":
+            return self.digest(value.encode("utf-8", "surrogatepass"))
+        return _partial(value, mask.keep_last)
+
+    def raw(self, value: bytes, mask: Mask) -> bytes:
+        """Masked bytes: a whole BYTES element or a span of one (``null`` gives ``b""``)."""
+        if mask.strategy == "null":
+            return b""
+        if mask.strategy == "redact":
+            return mask.replacement.encode("utf-8")
+        if mask.strategy == "hash":
+            return self.digest(value).encode("ascii")
+        # Undecodable bytes survive as surrogates and are starred like any character.
+        return _partial(value.decode("utf-8", "surrogateescape"), mask.keep_last).encode(
+            "utf-8", "surrogateescape"
+        )
+
+    def json_value(self, value: Any, mask: Mask) -> Any:
+        """A masked JSON value (any type) inside an element."""
+        if mask.strategy == "null" or value is None:
+            return None
+        if mask.strategy == "redact":
+            return mask.replacement
+        if mask.strategy == "hash":
+            data = (
+                value.encode("utf-8", "surrogatepass")
+                if isinstance(value, str)
+                else jsonpaths.canonical(value)
+            )
+            return self.digest(data)
+        if isinstance(value, dict | list):
+            return None  # partial has no meaning for an object or array
+        return _partial(
+            value if isinstance(value, str) else jsonpaths.canonical(value).decode(), mask.keep_last
+        )
+
+
+def _partial(value: str, keep_last: int) -> str:
+    if len(value) <= keep_last:
+        return "*" * len(value)
+    shown = value[len(value) - keep_last :] if keep_last else ""
+    return "*" * (len(value) - keep_last) + shown
+
+
+def zero_of(datatype: str) -> Any:
+    """The zero value of a numeric tensor datatype."""
+    if datatype == "BOOL":
+        return False
+    if datatype.startswith(("FP", "BF")):
+        return 0.0
+    return 0
+
+
+def replace_spans(data: bytes, spans: Iterable[tuple[int, int, Mask]], masker: Masker) -> bytes | None:
+    """``data`` with each ``[start, end)`` masked, or None when a span does not fit.
+
+    The text is rebuilt from the original offsets in one pass, so a replacement of a
+    different length never shifts a later span. Overlapping spans merge (the most
+    protective mask wins) so no byte of either escapes.
+    """
+    merged: list[list[Any]] = []
+    for start, end, mask in sorted(spans, key=lambda span: (span[0], span[1])):
+        if start < 0 or end > len(data) or start >= end:
+            return None
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            last[1] = max(last[1], end)
+            if mask.strength() < last[2].strength():
+                last[2] = mask
+        else:
+            merged.append([start, end, mask])
+    pieces, position = [], 0
+    for start, end, mask in merged:
+        pieces += [data[position:start], masker.raw(data[start:end], mask)]
+        position = end
+    pieces.append(data[position:])
+    return b"".join(pieces)
+
+
+class MaskIndex:
+    """Masks by path: exact paths, plus ``*``/``?`` globs (catalog glob rules) so that a
+    policy writing ``outputs.*`` masks everything rather than nothing."""
+
+    def __init__(self, masks: Iterable[Mask]) -> None:
+        exact, globbed = [], []
+        for mask in masks:
+            (globbed if is_glob(mask.path) else exact).append(mask)
+        self._exact = strongest(exact)
+        self._globs = [(compile_glob(path), mask) for path, mask in strongest(globbed).items()]
+
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._globs)
+
+    def lookup(self, path: str) -> Mask | None:
+        """The most protective mask naming ``path``, if any."""
+        exact = self._exact.get(path)
+        if not self._globs:
+            return exact
+        found = [mask for regex, mask in self._globs if regex.fullmatch(path)]
+        if exact is not None:
+            found.append(exact)
+        return min(found, key=Mask.strength) if found else None
+
+    def any_under(self, prefix: str) -> bool:
+        """Whether some mask may name a path starting with ``prefix`` (globs: assume yes)."""
+        return bool(self._globs) or any(path.startswith(prefix) for path in self._exact)

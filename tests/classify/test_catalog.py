@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from labelgate.classify.catalog import ALL_OUTPUTS, CATALOG_INVALID, Catalog, tensor_part
+from labelgate.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "rego" / "labelgate" / "catalog" / "data.json"
+
+
+def catalog(*entries: dict, default_label: str = "internal") -> Catalog:
+    return Catalog.from_data({"default_label": default_label, "entries": list(entries)})
+
+
+def by_path(fields: list) -> dict[str, tuple[set[str], dict[str, set[str]]]]:
+    return {field.path: (set(field.labels), field.sources) for field in fields}
+
+
+def test_the_shipped_catalog_loads() -> None:
+    shipped = Catalog.from_file(DATA)
+    assert shipped.default_label == "internal"
+    assert shipped.labels_for("customer-profile", "outputs.ssn") == {"confidential"}
+    assert shipped.labels_for("customer-profile", "outputs.account_secret") == {"restricted"}
+    assert shipped.labels_for("sentiment", "outputs.anything") == {"public"}
+    assert shipped.labels_for_message("labelgate.v1.demo.Customer", "notes") == {"internal"}
+    assert shipped.labels_for("customer-profile", "outputs.unknown") == frozenset()
+    assert shipped.labels_for("no-such-model", "outputs.ssn") == frozenset()
+
+
+def test_matching_labels_are_unioned_so_a_glob_never_weakens_an_exact_entry() -> None:
+    cat = catalog(
+        {"model": "m", "path": "outputs.*", "labels": ["public"]},
+        {"model": "m", "path": "outputs.ssn", "labels": ["confidential"]},
+    )
+    assert cat.labels_for("m", "outputs.ssn") == {"public", "confidential"}
+    assert cat.labels_for("m", "outputs.name") == {"public"}
+
+
+def test_brackets_and_braces_are_literal_in_globs() -> None:
+    # fnmatch would read "[].items[]" as a character class and match neither path.
+    cat = catalog(
+        {"model": "m", "path": "outputs.doc[].items[].ssn", "labels": ["confidential"]},
+        {"model": "m", "path": "outputs.doc[].*.email", "labels": ["internal"]},
+        {"model": "m", "path": "outputs.t?t", "labels": ["restricted"]},
+    )
+    assert cat.labels_for("m", "outputs.doc[].items[].ssn") == {"confidential"}
+    assert cat.labels_for("m", "outputs.doc[]x.items[].ssn") == frozenset()
+    assert cat.labels_for("m", "outputs.doc[].contact.email") == {"internal"}
+    assert cat.labels_for("m", "outputs.txt") == {"restricted"}
+    assert cat.labels_for("m", "outputs.text") == frozenset()
+
+
+def test_a_star_also_covers_nested_paths() -> None:
+    cat = catalog({"model": "m", "path": "outputs.*", "labels": ["public"]})
+    assert cat.labels_for("m", "outputs.doc[].a.b") == {"public"}
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            {"entries": [{"model": "m", "path": "outputs.x", "labels": ["secret"]}]},
+            "unknown labels ['secret']",
+        ),
+        ({"entries": [{"path": "outputs.x", "labels": ["public"]}]}, "neither 'model' nor 'message'"),
+        (
+            {"entries": [{"model": "m", "message": "a.B", "path": "x", "labels": ["public"]}]},
+            "both 'model' and 'message'",
+        ),
+        ({"entries": [{"model": "m", "path": "ssn", "labels": ["public"]}]}, "must start with 'outputs.'"),
+        ({"entries": [{"model": "m", "path": "outputs.x", "labels": []}]}, "non-empty list"),
+        (
+            {"entries": [{"model": "m", "path": "", "labels": ["public"]}]},
+            "'path' must be a non-empty string",
+        ),
+        ({"entries": [{"model": "", "path": "outputs.x", "labels": ["public"]}]}, "non-empty string"),
+        ({"entries": [{"model": "m", "path": "outputs.x", "lables": ["public"]}]}, "unknown keys ['lables']"),
+        ({"entries": ["outputs.x"]}, "expected an object"),
+        ({"entries": {"model": "m"}}, "entries must be a list"),
+        ({"default_label": "public", "entries": []}, "must not be 'public'"),
+        ({"default_label": "secret", "entries": []}, "default_label 'secret'"),
+        ({"entries": [], "extra": 1}, "unknown keys ['extra']"),
+    ],
+)
+def test_invalid_catalogs_are_rejected_with_the_reason(data: dict, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Catalog.from_data(data)
+    assert caught.value.reason == CATALOG_INVALID
+    assert problem in caught.value.message
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = {
+        "entries": [
+            {"model": "m", "path": "outputs.x", "labels": ["secret"]},
+            {"path": "outputs.y", "labels": ["public"]},
+        ]
+    }
+    with pytest.raises(ConfigError) as caught:
+        Catalog.from_data(data)
+    assert "entries[0]" in caught.value.message
+    assert "entries[1]" in caught.value.message
+
+
+def test_a_non_object_catalog_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        Catalog.from_data([])
+
+
+def test_from_file_reports_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read catalog file") as caught:
+        Catalog.from_file(tmp_path / "absent.json")
+    assert caught.value.reason == CATALOG_INVALID
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Catalog.from_file(broken)
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps({"entries": [{"model": "m", "path": "outputs.x", "labels": ["nope"]}]}))
+    with pytest.raises(ConfigError, match=str(invalid)):
+        Catalog.from_file(invalid)
+
+
+def test_default_label_defaults_to_internal() -> None:
+    assert Catalog.from_data({"entries": []}).default_label == "internal"
+
+
+def test_expected_fields_for_requested_outputs_expand_globs_and_default_the_unknown() -> None:
+    cat = catalog(
+        {"model": "m", "path": "outputs.*", "labels": ["public"]},
+        {"model": "m", "path": "outputs.ssn", "labels": ["confidential"]},
+        {"model": "m", "path": "outputs.doc[].ssn", "labels": ["confidential"]},
+        {"model": "m", "path": "outputs.other[].x", "labels": ["restricted"]},
+        {"model": "n", "path": "outputs.y", "labels": ["public"]},
+        default_label="confidential",
+    )
+    fields = by_path(cat.expected_fields("m", ["ssn", "doc", "ssn"]))
+    assert list(fields) == ["outputs.ssn", "outputs.doc", "outputs.doc[].ssn"]
+    assert fields["outputs.ssn"] == (
+        {"public", "confidential"},
+        {"public": {"catalog"}, "confidential": {"catalog"}},
+    )
+    assert fields["outputs.doc"] == ({"public"}, {"public": {"catalog"}})
+
+    strict = catalog(
+        {"model": "m", "path": "outputs.ssn", "labels": ["confidential"]}, default_label="restricted"
+    )
+    fields = by_path(strict.expected_fields("m", ["ssn", "free_text"]))
+    assert fields["outputs.free_text"] == ({"restricted"}, {"restricted": {"default"}})
+
+
+def test_expected_fields_without_requested_outputs_keep_the_catalog_paths() -> None:
+    cat = catalog(
+        {"model": "m", "path": "outputs.*", "labels": ["public"]},
+        {"model": "m", "path": "outputs.ssn", "labels": ["confidential"]},
+    )
+    assert by_path(cat.expected_fields("m")) == {
+        "outputs.*": ({"public"}, {"public": {"catalog"}}),
+        "outputs.ssn": ({"confidential"}, {"confidential": {"catalog"}}),
+    }
+
+
+def test_an_unknown_model_expects_every_output_at_the_default_label() -> None:
+    cat = catalog({"model": "m", "path": "outputs.x", "labels": ["public"]})
+    assert by_path(cat.expected_fields("other")) == {ALL_OUTPUTS: ({"internal"}, {"internal": {"default"}})}
+    assert by_path(cat.expected_fields("other", ["y"])) == {
+        "outputs.y": ({"internal"}, {"internal": {"default"}})
+    }
+
+
+def test_tensor_part() -> None:
+    assert tensor_part("outputs.doc[].ssn") == "doc"
+    assert tensor_part("outputs.notes{us_ssn}") == "notes"
+    assert tensor_part("outputs.a.b") == "a.b"

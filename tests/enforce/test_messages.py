@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from labelgate._proto.labelgate.v1 import demo_pb2
+from labelgate.classify import Catalog, DetectorSet, classify_message
+from labelgate.enforce import apply_message_masks
+from labelgate.enforce.strategies import MASK_INVALID
+from labelgate.errors import PolicyUnavailable
+
+from tests.classify.order_proto import Order
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
+DETECTORS = DetectorSet.default()
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+def mask(path: str, strategy: str, **params: object) -> dict:
+    return {"path": path, "strategy": strategy, "params": params}
+
+
+def masked(message, *masks: dict):
+    return apply_message_masks(message, classify_message(message, CATALOG, DETECTORS), list(masks), KEY)
+
+
+def customer() -> demo_pb2.Customer:
+    return demo_pb2.Customer(
+        customer_id=7,
+        name="Ann",
+        email="ann@example.com",
+        ssn="123-45-6789",
+        card_number="4111111111111111",
+        notes="paid with 4111 1111 1111 1111, ssn 123-45-6789",
+        account_secret="s3cret",
+    )
+
+
+def test_string_and_number_fields_per_strategy() -> None:
+    original = customer()
+    result = masked(
+        original,
+        mask("ssn", "partial", keep_last=4),
+        mask("card_number", "hash"),
+        mask("account_secret", "null"),
+        mask("name", "redact", replacement="<name>"),
+        mask("customer_id", "redact"),
+    )
+    assert result.ssn == "*******6789"
+    assert result.card_number.startswith("hmac:")
+    assert result.account_secret == ""
+    assert result.name == "<name>"
+    assert result.customer_id == 0
+    assert result.email == original.email
+    assert original == customer()  # the input is never changed
+
+
+def test_span_masks_rewrite_only_the_detected_parts_of_a_string() -> None:
+    result = masked(customer(), mask("notes{credit_card}", "partial"), mask("notes{us_ssn}", "redact"))
+    assert result.notes == "paid with ***************1111, ssn [REDACTED]"
+
+
+def test_a_field_mask_supersedes_its_span_masks_and_hashes_the_original() -> None:
+    result = masked(customer(), mask("ssn", "hash"), mask("ssn{us_ssn}", "null"))
+    assert result.ssn == masked(customer(), mask("ssn", "hash")).ssn != ""
+
+
+def test_nested_repeated_map_and_bytes_fields() -> None:
+    order = Order(
+        id="o-1",
+        items=[{"ssn": "123-45-6789", "note": "mail a@example.com", "quantity": 2}, {"ssn": "078-05-1121"}],
+        tags=["t 123-45-6789", "plain"],
+        attrs={"owner": "b@example.com"},
+        amount=5,
+        blob=b"\x00secret",
+        primary={"ssn": "x"},
+        paid=True,
+        scores=[0.5, 1.5],
+    )
+    result = masked(
+        order,
+        mask("items[].ssn", "partial", keep_last=2),
+        mask("items[].note{email}", "redact"),
+        mask("tags{us_ssn}", "null"),
+        mask("attrs", "hash"),
+        mask("amount", "partial"),
+        mask("blob", "partial", keep_last=2),
+        mask("primary", "redact"),
+        mask("paid", "hash"),
+        mask("scores[]", "redact"),
+        mask("items[].quantity", "null"),
+    )
+    assert [item.ssn for item in result.items] == ["*********89", "*********21"]
+    assert result.items[0].note == "mail [REDACTED]"
+    assert result.items[0].quantity == 0
+    assert list(result.tags) == ["t ", "plain"]
+    assert dict(result.attrs) == {}
+    assert result.amount == 0
+    assert result.blob == b"*****et"
+    assert not result.HasField("primary")
+    assert result.paid is False
+    assert list(result.scores) == [0.0, 0.0]
+    assert result.id == "o-1"
+
+
+def test_spans_that_no_longer_fit_clear_the_field_holding_them() -> None:
+    original = customer()
+    classification = classify_message(original, CATALOG, DETECTORS)
+    changed = customer()
+    changed.notes = "short"
+    result = apply_message_masks(changed, classification, [mask("notes{us_ssn}", "redact")], KEY)
+    assert result.notes == ""
+
+
+def test_unknown_strategies_raise() -> None:
+    with pytest.raises(PolicyUnavailable) as caught:
+        masked(customer(), mask("ssn", "rot13"))
+    assert caught.value.reason == MASK_INVALID
+
+
+def test_unknown_fields_are_dropped_because_nobody_classified_them() -> None:
+    secret = b"123-45-6789"
+    unknown = bytes([0x9A, 0x06, len(secret)]) + secret  # field 99, length-delimited
+    message = demo_pb2.Customer.FromString(demo_pb2.Customer(name="Ann").SerializeToString() + unknown)
+    assert secret in message.SerializeToString()
+    for masks in ([], [mask("name", "redact")]):
+        result = apply_message_masks(message, classify_message(message, CATALOG, DETECTORS), masks, KEY)
+        assert secret not in result.SerializeToString()
+    assert secret in message.SerializeToString()  # the input keeps them

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from labelgate.enforce.strategies import (
+    HASH_KEY_INVALID,
+    MASK_INVALID,
+    Mask,
+    Masker,
+    MaskIndex,
+    replace_spans,
+    strongest,
+    zero_of,
+)
+from labelgate.errors import ConfigError, PolicyUnavailable
+
+KEY = b"k" * 32
+
+
+def mask(strategy: str, **params: object) -> Mask:
+    return Mask("p", strategy, params)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"path": "p", "strategy": "shuffle", "params": {}}, "unknown strategy 'shuffle'"),
+        ({"path": "", "strategy": "null", "params": {}}, "non-empty string"),
+        ({"strategy": "null"}, "non-empty string"),
+        ({"path": "p", "strategy": "partial", "params": {"keep_last": -1}}, "keep_last"),
+        ({"path": "p", "strategy": "partial", "params": {"keep_last": True}}, "keep_last"),
+        ({"path": "p", "strategy": "redact", "params": {"replacement": 3}}, "replacement"),
+        ({"path": "p", "strategy": "redact", "params": {"colour": "red"}}, "unknown params ['colour']"),
+        ("outputs.x", "must be an object"),
+    ],
+)
+def test_invalid_masks_raise_a_deny(value: object, problem: str) -> None:
+    with pytest.raises(PolicyUnavailable) as caught:
+        Mask.coerce(value)  # type: ignore[arg-type]
+    assert caught.value.reason == MASK_INVALID
+    assert problem in caught.value.message
+
+
+def test_masks_coerce_from_policy_result_items() -> None:
+    item = {"path": "outputs.ssn", "strategy": "partial", "params": {"keep_last": 2}}
+    assert Mask.coerce(item) == Mask("outputs.ssn", "partial", {"keep_last": 2})
+    assert Mask.coerce({"path": "x", "strategy": "null"}).params == {}
+    same = Mask("x", "null")
+    assert Mask.coerce(same) is same
+
+
+def test_the_most_protective_mask_wins_per_path() -> None:
+    masks = [
+        Mask("a", "partial", {"keep_last": 4}),
+        Mask("a", "partial", {"keep_last": 2}),
+        Mask("b", "hash"),
+        Mask("b", "redact"),
+        Mask("c", "redact"),
+        Mask("c", "null"),
+    ]
+    chosen = strongest(masks)
+    assert chosen["a"].keep_last == 2
+    assert chosen["b"].strategy == "redact"
+    assert chosen["c"].strategy == "null"
+
+
+def test_mask_index_matches_exact_paths_and_globs() -> None:
+    index = MaskIndex(
+        [Mask("outputs.ssn", "hash"), Mask("outputs.*", "partial"), Mask("outputs.doc[].a", "null")]
+    )
+    assert index.lookup("outputs.ssn").strategy == "hash"  # type: ignore[union-attr]
+    assert index.lookup("outputs.name").strategy == "partial"  # type: ignore[union-attr]
+    assert index.lookup("outputs.doc[].a").strategy == "null"  # type: ignore[union-attr]
+    assert index.lookup("other") is None
+    assert not MaskIndex([])
+
+
+def test_redact() -> None:
+    masker = Masker(KEY)
+    assert masker.text("secret", mask("redact")) == "[REDACTED]"
+    assert masker.raw(b"secret", mask("redact", replacement="<gone>")) == b"<gone>"
+
+
+@pytest.mark.parametrize(
+    ("value", "keep_last", "expected"),
+    [
+        ("4111111111111111", 4, "************1111"),
+        ("123-45-6789", 4, "*******6789"),
+        ("abc", 4, "***"),
+        ("abcd", 4, "****"),
+        ("secret", 0, "******"),
+        ("", 4, ""),
+    ],
+)
+def test_partial_never_shows_a_whole_value(value: str, keep_last: int, expected: str) -> None:
+    assert Masker(KEY).text(value, mask("partial", keep_last=keep_last)) == expected
+
+
+def test_partial_defaults_to_the_last_four() -> None:
+    assert Masker(KEY).raw(b"4111111111111111", mask("partial")) == b"************1111"
+
+
+def test_partial_keeps_undecodable_bytes_intact_in_the_kept_tail() -> None:
+    assert Masker(KEY).raw(b"\xff\xfeabc\xff", mask("partial", keep_last=2)) == b"****c\xff"
+
+
+def test_hash_is_a_keyed_stable_hmac() -> None:
+    masker = Masker(KEY, [mask("hash")])
+    expected = "hmac:" + hmac.new(KEY, b"123-45-6789", hashlib.sha256).hexdigest()
+    assert masker.text("123-45-6789", mask("hash")) == expected
+    assert masker.raw(b"123-45-6789", mask("hash")) == expected.encode()
+    assert masker.json_value("123-45-6789", mask("hash")) == expected
+    assert Masker(b"other-key-of-16-bytes").text("123-45-6789", mask("hash")) != expected
+
+
+def test_hash_of_a_json_value_ignores_key_order() -> None:
+    masker = Masker(KEY)
+    assert masker.json_value({"a": 1, "b": 2}, mask("hash")) == masker.json_value(
+        {"b": 2, "a": 1}, mask("hash")
+    )
+
+
+def test_hash_needs_a_real_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Masker(b"short", [mask("hash")])
+    assert caught.value.reason == HASH_KEY_INVALID
+    Masker(b"", [mask("redact")])  # no hash mask, no key needed
+
+
+def test_null() -> None:
+    masker = Masker(KEY)
+    assert masker.text("x", mask("null")) == ""
+    assert masker.raw(b"x", mask("null")) == b""
+    assert masker.json_value({"a": 1}, mask("null")) is None
+
+
+def test_json_values_by_type() -> None:
+    masker = Masker(KEY)
+    assert masker.json_value(4111111111111111, mask("partial")) == "************1111"
+    assert masker.json_value({"nested": "x"}, mask("partial")) is None
+    assert masker.json_value([1, 2], mask("redact")) == "[REDACTED]"
+    assert masker.json_value(None, mask("redact")) is None
+
+
+def test_zero_values() -> None:
+    assert zero_of("BOOL") is False
+    assert zero_of("FP32") == 0.0 and isinstance(zero_of("BF16"), float)
+    assert zero_of("INT8") == 0 and isinstance(zero_of("UINT64"), int)
+
+
+def test_replace_spans_rewrites_from_original_offsets_and_merges_overlaps() -> None:
+    masker = Masker(KEY)
+    data = b"ssn 123-45-6789 and card 4111111111111111!"
+    spans = [(4, 15, mask("redact")), (25, 41, mask("partial", keep_last=4))]
+    assert replace_spans(data, spans, masker) == b"ssn [REDACTED] and card ************1111!"
+    overlapping = [(0, 6, mask("partial", keep_last=1)), (4, 10, mask("null"))]
+    assert replace_spans(b"abcdefghij", overlapping, masker) == b""
+    assert replace_spans(b"abc", [(1, 9, mask("null"))], masker) is None
+    assert replace_spans(b"abc", [(2, 2, mask("null"))], masker) is None
