@@ -1,0 +1,100 @@
+"""The source folder: what a snapshot holds, when an edit is noticed, and OPA's verdict on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from labelgate.bundle.build import build_bundle
+from labelgate.bundle.source import OpaValidator, PolicyRejected, fingerprint, read_snapshot
+from labelgate.errors import ConfigError
+
+from tests.bundle.helpers import set_plain_ttl, write_atomically
+from tests.support.procs import opa_binary
+
+
+def validate(source: Path) -> None:
+    snapshot = read_snapshot(source)
+    OpaValidator(opa_binary()).validate(snapshot, build_bundle(snapshot.files))
+
+
+def test_snapshot_holds_policy_data_and_tests_but_no_hidden_or_other_files(policy_source: Path) -> None:
+    (policy_source / ".git").mkdir()
+    (policy_source / ".git" / "x.rego").write_text("package x\n")
+    (policy_source / "labelgate" / ".decision.rego.swp").write_text("junk")
+    (policy_source / "README.md").write_text("# notes")
+    names = [name for name, _ in read_snapshot(policy_source).files]
+    assert names == sorted(names)
+    assert "labelgate/bundle_probe_test.rego" in names
+    assert "labelgate/tables/data.json" in names
+    assert not [name for name in names if name.startswith(".") or "/." in name or name.endswith(".md")]
+
+
+def test_fingerprint_notices_edits_additions_and_removals(policy_source: Path) -> None:
+    seen = fingerprint(policy_source)
+    assert fingerprint(policy_source) == seen
+    set_plain_ttl(policy_source, 61)
+    edited = fingerprint(policy_source)
+    assert edited != seen
+    extra = policy_source / "labelgate" / "extra.rego"
+    extra.write_text("package labelgate.extra\n")
+    added = fingerprint(policy_source)
+    assert added != edited
+    extra.unlink()
+    assert fingerprint(policy_source) == edited
+    (policy_source / "notes.txt").write_text("not policy")
+    assert fingerprint(policy_source) == edited
+
+
+def test_the_project_policy_copy_passes(policy_source: Path) -> None:
+    validate(policy_source)
+
+
+def test_a_syntax_error_fails_opa_check_with_the_file_named(policy_source: Path) -> None:
+    (policy_source / "labelgate" / "decision" / "broken.rego").write_text(
+        "package labelgate.decision\n\nbroken if {\n"
+    )
+    with pytest.raises(PolicyRejected) as error:
+        validate(policy_source)
+    assert error.value.reason == "POLICY_CHECK_FAILED"
+    assert "labelgate/decision/broken.rego" in error.value.message
+    assert "labelgate-bundle-" not in error.value.output  # scratch paths are not shown
+
+
+def test_a_strict_mode_error_fails_opa_check(policy_source: Path) -> None:
+    (policy_source / "labelgate" / "decision" / "sloppy.rego").write_text(
+        "package labelgate.decision\n\nsloppy if {\n\tunused := 1\n\ttrue\n}\n"
+    )
+    with pytest.raises(PolicyRejected) as error:
+        validate(policy_source)
+    assert error.value.reason == "POLICY_CHECK_FAILED"
+    assert "unused" in error.value.output
+
+
+def test_a_failing_test_fails_opa_test_with_the_test_named(policy_source: Path) -> None:
+    set_plain_ttl(policy_source, -5)
+    with pytest.raises(PolicyRejected) as error:
+        validate(policy_source)
+    assert error.value.reason == "POLICY_TEST_FAILED"
+    assert "test_plain_cache_ttl_is_not_negative" in error.value.message
+
+
+def test_data_that_clashes_with_a_rule_fails_opa_check(policy_source: Path) -> None:
+    """The bundle itself is checked, data included: data.labelgate.decision.result is a rule."""
+    write_atomically(policy_source / "labelgate" / "decision" / "data.json", b'{"result": 1}')
+    with pytest.raises(PolicyRejected) as error:
+        validate(policy_source)
+    assert error.value.reason == "POLICY_CHECK_FAILED"
+    assert "conflicting rule" in error.value.message
+
+
+def test_a_missing_opa_binary_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        OpaValidator(str(tmp_path / "no-opa"))
+    assert error.value.reason == "OPA_BINARY_MISSING"
+
+
+def test_a_missing_source_folder_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        read_snapshot(tmp_path / "nowhere")
+    assert error.value.reason == "BUNDLE_SOURCE_MISSING"
