@@ -3,7 +3,6 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 OPA_VERSION   := 1.22.3
-REGAL_VERSION := v0.42.0
 TOOLS         := $(CURDIR)/.tools/bin
 VENV          := $(CURDIR)/.venv
 PY            := $(VENV)/bin/python
@@ -39,11 +38,13 @@ $(OPA):
 	fi
 	@$(OPA) version | head -1
 
-# Regal is best effort: the build needs the module proxy and a new enough Go.
+# Regal has no `go install pkg@version` path here (the module proxy refuses its version
+# list, which `go install` reads for deprecation notices), so it is built from a pinned
+# module in deploy/tools/regal (go.mod + go.sum).
 .PHONY: regal
 regal:
-	@test -x $(REGAL) || GOBIN=$(TOOLS) go install github.com/open-policy-agent/regal@$(REGAL_VERSION) \
-	  || echo "regal $(REGAL_VERSION) could not be built here; Regal lint is skipped"
+	@test -x $(REGAL) || (cd deploy/tools/regal && GOBIN=$(TOOLS) go install github.com/open-policy-agent/regal)
+	@$(REGAL) version | grep -E '^(Version|OPA Version)' | tr '\n' ' '; echo
 
 proto: venv
 	$(PY) proto/generate.py
@@ -56,7 +57,7 @@ lint: venv tools proto-check
 	$(VENV)/bin/ruff format --check proxy tests proto
 	$(OPA) fmt --fail --list rego
 	$(OPA) check --strict rego
-	@if [ -x $(REGAL) ]; then $(REGAL) lint rego; else echo "regal not installed: skipped"; fi
+	$(REGAL) lint rego
 
 rego-test: tools
 	$(OPA) test rego -v --coverage --threshold $(REGO_COVERAGE) --format json > .rego-coverage.json || \

@@ -72,7 +72,9 @@ def _differences(left: Path, right: Path) -> list[str]:
     return sorted(
         str(n)
         for n in names
-        if not ((left / n).exists() and (right / n).exists() and filecmp.cmp(left / n, right / n, shallow=False))
+        if not (
+            (left / n).exists() and (right / n).exists() and filecmp.cmp(left / n, right / n, shallow=False)
+        )
     )
 
 

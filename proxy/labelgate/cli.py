@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from labelgate.bundle.cli import bundle_app, bundle_server_cli
 from labelgate.errors import LabelgateError
 
 app = typer.Typer(
@@ -22,6 +23,8 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Evaluate and inspect policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+app.add_typer(bundle_app, name="bundle")
+app.command("bundle-server")(bundle_server_cli)
 
 
 def _fail(error: LabelgateError) -> typer.Exit:
@@ -57,6 +60,77 @@ def policy_eval(
 
     try:
         evaluate(input_file, engine=engine, opa_url=opa_url, policy_dir=policy_dir, explain=explain)
+    except LabelgateError as error:
+        raise _fail(error) from None
+
+
+@app.command("serve")
+def serve(
+    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT for gRPC clients")] = None,
+    admin_listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for /healthz, /readyz, /metrics")
+    ] = None,
+    upstream: Annotated[str | None, typer.Option(help="HOST:PORT of the inference backend")] = None,
+    engine: Annotated[str | None, typer.Option(help="embedded or opa")] = None,
+    workers: Annotated[int | None, typer.Option(help="processes sharing the port (SO_REUSEPORT)")] = None,
+) -> None:
+    """Run the gateway."""
+    from labelgate.config import load_settings
+    from labelgate.gateway.server import run
+
+    overrides: dict = {"listen": listen, "admin_listen": admin_listen, "engine": engine, "workers": workers}
+    if upstream is not None:
+        overrides["upstream"] = {"address": upstream}
+    try:
+        settings = load_settings(config, **overrides)
+        run(settings)
+    except LabelgateError as error:
+        raise _fail(error) from None
+
+
+@app.command("dev-token")
+def dev_token(
+    sub: Annotated[str, typer.Option(help="subject (user id) of the token")],
+    groups: Annotated[str, typer.Option(help="comma-separated groups; none by default")] = "",
+    ttl: Annotated[str, typer.Option(help="lifetime, e.g. 1h, 30m, 3600")] = "1h",
+) -> None:
+    """Print a development JWT signed with the quickstart's INSECURE dev key."""
+    from labelgate.auth.devkeys import dev_token_command
+
+    try:
+        typer.echo(dev_token_command(sub, groups, ttl))
+    except LabelgateError as error:
+        raise _fail(error) from None
+
+
+@app.command("infer")
+def infer(
+    ids: Annotated[str, typer.Option(help="comma-separated customer ids")] = "1,2,3",
+    model: Annotated[str, typer.Option(help="model name")] = "customer-profile",
+    target: Annotated[str, typer.Option(help="gateway HOST:PORT")] = "127.0.0.1:8443",
+    token: Annotated[str | None, typer.Option(envvar="LABELGATE_TOKEN", help="bearer token")] = None,
+    outputs: Annotated[str, typer.Option(help="comma-separated outputs to ask for; all by default")] = "",
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Call ModelInfer through the gateway and show what came back."""
+    from labelgate.client import infer_command
+
+    try:
+        infer_command(target, model, ids, token, outputs, json_output)
+    except LabelgateError as error:
+        raise _fail(error) from None
+
+
+@app.command("quickstart")
+def quickstart(
+    config: Annotated[Path, typer.Option(help="gateway config")] = Path("deploy/quickstart/labelgate.yaml"),
+) -> None:
+    """Run the demo backend and the gateway in front of it, and print calls to try."""
+    from labelgate.quickstart import run_quickstart
+
+    try:
+        run_quickstart(config)
     except LabelgateError as error:
         raise _fail(error) from None
 

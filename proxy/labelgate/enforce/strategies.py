@@ -22,6 +22,7 @@ from typing import Any
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import compile_glob, is_glob
 from labelgate.errors import ConfigError, PolicyUnavailable
+from labelgate.policy.contract import Mask as ContractMask
 
 MASK_INVALID = "MASK_INVALID"
 HASH_KEY_INVALID = "HASH_KEY_INVALID"
@@ -49,10 +50,12 @@ class Mask:
             raise PolicyUnavailable(MASK_INVALID, f"mask {self.path!r}: {problem}")
 
     @classmethod
-    def coerce(cls, value: Mask | Mapping[str, Any]) -> Mask:
-        """A ``Mask`` from a policy result item (a dict), or the mask itself."""
+    def coerce(cls, value: Mask | ContractMask | Mapping[str, Any]) -> Mask:
+        """A ``Mask`` from a policy decision's mask, a result item (a dict), or the mask itself."""
         if isinstance(value, Mask):
             return value
+        if isinstance(value, ContractMask):
+            value = value.to_json()
         if not isinstance(value, Mapping):
             raise PolicyUnavailable(MASK_INVALID, f"a mask must be an object, got {type(value).__name__}")
         return cls(value.get("path"), value.get("strategy"), value.get("params") or {})  # type: ignore[arg-type]

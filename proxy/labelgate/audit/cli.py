@@ -1,0 +1,141 @@
+"""Commands: ``labelgate audit verify|keygen`` (``audit_app``) and ``labelgate audit-writer``.
+
+Register with ``app.add_typer(audit_app, name="audit")`` and
+``app.command("audit-writer")(audit_writer_command)``. Exit codes: 0 ok, 1 tampered (or
+the writer failed to write), 2 usage errors (missing file, bad key, bad settings, a log
+the writer refuses to continue).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from labelgate.errors import LabelgateError
+
+if TYPE_CHECKING:
+    from labelgate.audit.verify import VerifyReport
+
+audit_app = typer.Typer(help="The durable, tamper-evident audit log.", no_args_is_help=True)
+
+
+def _fail(error: LabelgateError) -> typer.Exit:
+    typer.echo(f"error: {error.message} ({error.reason})", err=True)
+    return typer.Exit(error.exit_code)
+
+
+@audit_app.command("verify")
+def verify_command(
+    path: Annotated[Path, typer.Argument(help="the audit log directory, or one audit-*.jsonl file")],
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="PEM Ed25519 public key that signs the checkpoints")
+    ] = None,
+) -> None:
+    """Recompute the hash chain and check the checkpoints; exit 1 on any tampering."""
+    from labelgate.audit.checkpoints import load_public_key
+    from labelgate.audit.verify import verify_log
+
+    try:
+        key = load_public_key(public_key) if public_key is not None else None
+        report = verify_log(path, key)
+    except LabelgateError as error:
+        raise _fail(error) from None
+    except OSError as error:
+        typer.echo(f"error: cannot read {error.filename or path}: {error.strerror}", err=True)
+        raise typer.Exit(2) from None
+    _print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_report(report: VerifyReport) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    # soft_wrap: one finding per line, also when the output goes to a file or a CI log.
+    console = Console(highlight=False, soft_wrap=True)
+    span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
+    console.print(
+        f"audit log {escape(str(report.target))}: {len(report.files)} file(s), {report.records} record(s) "
+        f"verified ({span}), {report.checkpoints} checkpoint(s)"
+    )
+    for problem in report.problems:
+        where, what = escape(problem.where()), escape(problem.message)
+        console.print(f"[bold red]TAMPERED[/] [red]{problem.kind}[/] at {where}: {what}")
+    if report.ok:
+        console.print(f"[bold green]OK[/] chain intact, head {report.head}")
+    last = report.last_verified
+    signed = "signature and head" if report.signatures_checked else "head only, signature not checked"
+    if last is not None:
+        console.print(
+            f"last verified checkpoint: #{last.number} at seq {last.seq} "
+            f"({last.time}, key {last.key_id}; {signed})"
+        )
+    else:
+        console.print("last verified checkpoint: none")
+    for note in report.notes:
+        console.print(f"[yellow]note[/] {escape(note)}")
+
+
+@audit_app.command("keygen")
+def keygen_command(
+    out: Annotated[Path, typer.Option("--out", help="directory for audit-signing.key and .pub")] = Path("."),
+    force: Annotated[bool, typer.Option(help="replace an existing key pair")] = False,
+) -> None:
+    """Create an Ed25519 key pair for signing checkpoints (the private key file is mode 0600)."""
+    from labelgate.audit.checkpoints import generate_keypair
+
+    try:
+        private_path, public_path, kid = generate_keypair(out, force=force)
+    except LabelgateError as error:
+        raise _fail(error) from None
+    typer.echo(f"signing key: {private_path}\npublic key:  {public_path}\nkey id:      {kid}")
+
+
+def audit_writer_command(
+    socket_path: Annotated[Path, typer.Option("--socket", help="Unix socket the gateway connects to")],
+    log_dir: Annotated[Path, typer.Option("--log-dir", help="directory of the audit log")],
+    signing_key: Annotated[
+        Path | None, typer.Option("--signing-key", help="PEM Ed25519 key that signs checkpoints")
+    ] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="sign a checkpoint every N records")] = 1000,
+    checkpoint_seconds: Annotated[float, typer.Option(help="...or after this many seconds")] = 10.0,
+    max_segment_bytes: Annotated[int, typer.Option(help="start a new log file past this size")] = 64 << 20,
+    max_batch: Annotated[int, typer.Option(help="most records one write+fsync covers")] = 4096,
+    no_fsync: Annotated[
+        bool, typer.Option("--no-fsync", help="BENCHMARKS ONLY: acknowledge before records are durable")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the audit writer: append events durably (group commit) and sign checkpoints."""
+    from labelgate.audit.writer import WriterSettings, run_writer
+    from labelgate.logs import configure
+
+    configure(log_level)
+    settings = WriterSettings(
+        socket_path=socket_path,
+        log_dir=log_dir,
+        signing_key=signing_key,
+        checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds,
+        max_segment_bytes=max_segment_bytes,
+        max_batch=max_batch,
+        fsync=not no_fsync,
+    )
+    try:
+        status = run_writer(settings)
+    except LabelgateError as error:
+        raise _fail(error) from None
+    if status:
+        raise typer.Exit(status)
+
+
+def writer_cli() -> None:
+    """``python -m labelgate.audit.writer``: the writer command on its own."""
+    typer.run(audit_writer_command)
+
+
+if __name__ == "__main__":
+    audit_app()

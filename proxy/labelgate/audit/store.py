@@ -1,0 +1,266 @@
+"""The files of an audit log directory, written by exactly one writer.
+
+    <log_dir>/audit-<first seq, 12 digits>.jsonl   records, append-only, rotated by size
+    <log_dir>/checkpoints.jsonl                    signed checkpoints
+    <log_dir>/.lock                                flock held by the running writer
+
+The chain runs across segments: a new segment's first record links to the previous
+segment's last hash, and its name says which seq it starts with. All methods here block
+(write, fsync); the writer calls ``append`` in a worker thread so the event loop keeps
+collecting the next batch while the disk works.
+
+Recovery on open: a final line without its newline is a write the crash interrupted
+(never acknowledged, since acknowledgement waits for fsync); it is cut off and reported.
+A complete line that does not parse, or a log shorter than its last checkpoint, is not
+something a crash produces: the writer refuses to start rather than extend, and sign,
+a chain it cannot vouch for (``labelgate audit verify`` says what is wrong).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labelgate.audit.records import GENESIS, RECORD_KEYS, is_hex_digest, record_hash
+from labelgate.errors import ConfigError, LabelgateError
+
+CHECKPOINTS_NAME = "checkpoints.jsonl"
+SEGMENT_PATTERN = re.compile(r"^audit-(\d{12})\.jsonl$")
+
+
+class AuditLogCorrupt(LabelgateError):
+    """The log on disk is not one this writer may continue: operator attention needed."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__("AUDIT_LOG_CORRUPT", message + " (run `labelgate audit verify` on the directory)")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"audit-{first_seq:012d}.jsonl"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """Segments sorted by the seq their name says they start with."""
+    found = []
+    for path in directory.iterdir():
+        match = SEGMENT_PATTERN.match(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A torn final line that recovery cut off."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    head: str
+
+
+def read_tail(path: Path) -> tuple[bytes | None, int, int]:
+    """(last complete line without newline or None, end offset of complete lines, file size)."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        buffer, position = b"", size
+        while True:
+            last_newline = buffer.rfind(b"\n")
+            if last_newline >= 0:
+                previous = buffer.rfind(b"\n", 0, last_newline)
+                if previous >= 0 or position == 0:
+                    return buffer[previous + 1 : last_newline], position + last_newline + 1, size
+            elif position == 0:
+                return None, 0, size
+            step = min(1 << 16, position)
+            position -= step
+            handle.seek(position)
+            buffer = handle.read(step) + buffer
+
+
+def parse_record(line: bytes) -> dict[str, Any] | None:
+    """A structurally valid record whose hash matches its own contents, else None."""
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or set(record) != RECORD_KEYS:
+        return None
+    seq, prev, digest, event = record["seq"], record["prev"], record["hash"], record["event"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(event, dict):
+        return None
+    if not (is_hex_digest(prev) and is_hex_digest(digest)) or record_hash(seq, prev, event) != digest:
+        return None
+    return record
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _sync(fd: int) -> None:
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a newly created file's name durable, not only its contents."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LogStore:
+    def __init__(self, directory: Path, max_segment_bytes: int = 64 << 20, fsync: bool = True) -> None:
+        self.directory = Path(directory)
+        self.max_segment_bytes = max_segment_bytes
+        self.fsync = fsync
+        self.fsyncs = 0
+        self.recovered_seq = 0
+        self.recovered_hash = GENESIS
+        self.last_checkpoint: Checkpoint | None = None
+        self.repairs: list[Repair] = []
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._size = 0
+        self._checkpoint_fd: int | None = None
+
+    # -- open and recover ------------------------------------------------------------
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._lock()
+        segments = list_segments(self.directory)
+        if segments:
+            self._repair_tail(segments[-1][1])
+            self._recover_head(segments)
+            _, current = segments[-1]
+            self._fd = os.open(current, os.O_WRONLY | os.O_APPEND)
+            self._size = os.fstat(self._fd).st_size
+        checkpoints = self.directory / CHECKPOINTS_NAME
+        if checkpoints.exists():
+            self._repair_tail(checkpoints)
+            self.last_checkpoint = self._last_checkpoint(checkpoints)
+            self._check_against_checkpoint(segments)
+        self._checkpoint_fd = os.open(checkpoints, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        _sync_directory(self.directory)
+
+    def _lock(self) -> None:
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                "AUDIT_LOG_LOCKED", f"another audit writer is using {self.directory}: one writer per log"
+            ) from None
+        self._lock_fd = fd
+
+    def _repair_tail(self, path: Path) -> None:
+        _, complete_end, size = read_tail(path)
+        if complete_end == size:
+            return
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, complete_end)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.repairs.append(Repair(path, complete_end, size - complete_end))
+
+    def _recover_head(self, segments: list[tuple[int, Path]]) -> None:
+        for first_seq, path in reversed(segments):
+            line, _, _ = read_tail(path)
+            if line is None:
+                continue  # a segment created just before a crash, nothing in it yet
+            record = parse_record(line)
+            if record is None or record["seq"] < first_seq:
+                raise AuditLogCorrupt(f"the last record of {path} is not a valid record")
+            self.recovered_seq, self.recovered_hash = record["seq"], record["hash"]
+            return
+
+    def _last_checkpoint(self, path: Path) -> Checkpoint | None:
+        line, _, _ = read_tail(path)
+        if line is None:
+            return None
+        try:
+            checkpoint = json.loads(line)
+            return Checkpoint(int(checkpoint["seq"]), str(checkpoint["head"]))
+        except (ValueError, KeyError, TypeError):
+            raise AuditLogCorrupt(f"the last checkpoint in {path} does not parse") from None
+
+    def _check_against_checkpoint(self, segments: list[tuple[int, Path]]) -> None:
+        checkpoint = self.last_checkpoint
+        if checkpoint is None:
+            return
+        if checkpoint.seq > self.recovered_seq:
+            raise AuditLogCorrupt(
+                f"the last checkpoint covers {checkpoint.seq} records but the log ends at seq "
+                f"{self.recovered_seq}: records are missing"
+            )
+        if self.find_hash(checkpoint.seq, segments) != checkpoint.head:
+            raise AuditLogCorrupt(f"record {checkpoint.seq} does not match the last checkpoint's head")
+
+    def find_hash(self, seq: int, segments: list[tuple[int, Path]]) -> str | None:
+        """The stored hash of record ``seq``: a scan of one segment, for startup checks only."""
+        candidates = [path for first, path in segments if first <= seq]
+        if not candidates:
+            return None
+        with open(candidates[-1], "rb") as handle:
+            for line in handle:
+                record = parse_record(line)
+                if record is not None and record["seq"] == seq:
+                    return record["hash"]
+        return None
+
+    # -- write -------------------------------------------------------------------------
+    def append(self, data: bytes, first_seq: int) -> None:
+        """Write whole lines for records ``first_seq``.. and make them durable (blocking)."""
+        if self._fd is None or self._size >= self.max_segment_bytes:
+            self._start_segment(first_seq)
+        assert self._fd is not None
+        _write_all(self._fd, data)
+        self._size += len(data)
+        if self.fsync:
+            _sync(self._fd)
+            self.fsyncs += 1
+
+    def _start_segment(self, first_seq: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+        self._fd = os.open(self.directory / segment_name(first_seq), flags, 0o640)
+        self._size = 0
+        _sync_directory(self.directory)
+
+    def append_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        assert self._checkpoint_fd is not None
+        line = json.dumps(checkpoint, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+        _write_all(self._checkpoint_fd, line)
+        if self.fsync:
+            _sync(self._checkpoint_fd)
+        self.last_checkpoint = Checkpoint(checkpoint["seq"], checkpoint["head"])
+
+    def close(self) -> None:
+        for fd in (self._fd, self._checkpoint_fd, self._lock_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._checkpoint_fd = self._lock_fd = None

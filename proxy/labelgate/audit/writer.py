@@ -1,0 +1,325 @@
+"""``labelgate audit-writer``: the one process that appends to the audit log.
+
+Group commit: connections put validated events on one pending list; a single committer
+task takes everything pending, chains it (seq, prev, hash), writes it with one ``write``
+and one ``fdatasync`` in a worker thread, and only then answers each request. Events that
+arrive while that fsync is in flight wait for the next batch, so under load one fsync
+covers many records, and a lone event is still written at once (no timer to wait for).
+
+If a write or fsync fails the file's state is unknown (a failed fsync may have dropped
+dirty pages), so the writer answers every waiting request with an error and exits
+non-zero; recovery on the next start cuts off any torn line.
+
+Run it as ``python -m labelgate.audit.writer --socket PATH --log-dir DIR ...`` or, once
+registered, ``labelgate audit-writer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from labelgate.audit.checkpoints import Signer, load_private_key
+from labelgate.audit.protocol import FrameError, encode, read_frame
+from labelgate.audit.records import make_line, validate_event
+from labelgate.audit.store import LogStore
+from labelgate.errors import ConfigError, LabelgateError
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
+# sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    socket_path: Path
+    log_dir: Path
+    signing_key: Path | None = None
+    checkpoint_every: int = 1000
+    checkpoint_seconds: float = 10.0
+    max_segment_bytes: int = 64 << 20
+    max_batch: int = 4096
+    # Benchmarks only: acknowledge after write() without fsync, so a crash can lose acked records.
+    fsync: bool = True
+
+    def check(self) -> None:
+        problems = []
+        if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH:
+            problems.append(f"socket path is longer than {MAX_SOCKET_PATH} bytes: {self.socket_path}")
+        if self.checkpoint_every < 1:
+            problems.append("checkpoint_every must be at least 1")
+        if self.checkpoint_seconds <= 0:
+            problems.append("checkpoint_seconds must be positive")
+        if self.max_batch < 1 or self.max_segment_bytes < 1:
+            problems.append("max_batch and max_segment_bytes must be positive")
+        if problems:
+            raise ConfigError("AUDIT_WRITER_CONFIG", "; ".join(problems))
+
+
+@dataclass
+class _Pending:
+    event: dict[str, Any]
+    connection: _Connection
+    request_id: Any
+
+
+@dataclass
+class _Connection:
+    writer: asyncio.StreamWriter
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode(message))
+
+
+@dataclass
+class _Stats:
+    records: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    checkpoints: int = 0
+    connections: int = 0
+    rejected: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditWriter:
+    def __init__(self, settings: WriterSettings) -> None:
+        settings.check()
+        self.settings = settings
+        self.signer = Signer(load_private_key(settings.signing_key) if settings.signing_key else None)
+        self.store = LogStore(settings.log_dir, settings.max_segment_bytes, settings.fsync)
+        self.stats = _Stats()
+        self.failed: BaseException | None = None
+        self._pending: list[_Pending] = []
+        self._work = asyncio.Event()
+        self._stopping = False
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+        self._last_checkpoint_at = time.monotonic()
+        self.seq, self.head = 0, ""  # set from the log on start()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.open)
+        self.seq, self.head = self.store.recovered_seq, self.store.recovered_hash
+        for repair in self.store.repairs:
+            log.warning(
+                "audit_torn_tail_removed", file=str(repair.path), offset=repair.offset, length=repair.length
+            )
+        if self.signer.private_key is None:
+            log.warning("audit_checkpoints_unsigned", hint="pass a signing key so truncation can be proven")
+        if not self.settings.fsync:
+            log.warning("audit_fsync_disabled", hint="benchmark mode: acknowledged records can be lost")
+        if self.seq > self._covered_seq:
+            # Records acknowledged before a crash but not yet covered: cover them now.
+            await self._checkpoint()
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self._claim_socket()))
+        os.chmod(self.settings.socket_path, 0o660)
+        log.info("audit_writer_ready", socket=str(self.settings.socket_path), seq=self.seq, head=self.head)
+
+    def _claim_socket(self) -> Path:
+        path = self.settings.socket_path
+        if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.stat().st_mode)):
+            raise ConfigError("AUDIT_SOCKET_INVALID", f"{path} exists and is not a socket: not replacing it")
+        if path.exists():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    path.unlink()  # left behind by a writer that died: nobody listens on it
+                else:
+                    raise ConfigError("AUDIT_SOCKET_IN_USE", f"another process is listening on {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self._work.set()
+
+    async def run(self) -> None:
+        """Serve until ``request_stop``; then finish pending work, checkpoint and close."""
+        await self.start()
+        ticker = asyncio.create_task(self._checkpoint_ticker())
+        try:
+            await self._commit_loop()
+        finally:
+            ticker.cancel()
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._connections):
+                writer.close()
+            with contextlib.suppress(OSError):
+                self.settings.socket_path.unlink()
+            self.store.close()
+            log.info("audit_writer_stopped", seq=self.seq, records=self.stats.records)
+
+    # -- connections -------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(writer)
+        self._connections.add(writer)
+        self.stats.connections += 1
+        try:
+            while (message := await read_frame(reader)) is not None:
+                self._handle(message, connection)
+        except FrameError as error:
+            log.warning("audit_frame_error", error=str(error))
+        except ConnectionError:
+            pass
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    def _handle(self, message: dict[str, Any], connection: _Connection) -> None:
+        request_id, op = message.get("id"), message.get("op")
+        if op == "stats":
+            connection.send({"id": request_id, "ok": True, "stats": self.snapshot()})
+            return
+        if op != "append":
+            connection.send(_error(request_id, "AUDIT_PROTOCOL", f"unknown op {str(op)[:40]!r}"))
+            return
+        if self._stopping:
+            connection.send(_error(request_id, "AUDIT_UNAVAILABLE", "the audit writer is shutting down"))
+            return
+        try:
+            event = validate_event(message.get("event"))
+        except LabelgateError as error:
+            self.stats.rejected += 1
+            connection.send(_error(request_id, error.reason, error.message))
+            return
+        self._pending.append(_Pending(event, connection, request_id))
+        self._work.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        last = self.store.last_checkpoint
+        return {
+            "records": self.stats.records,
+            "fsyncs": self.store.fsyncs,
+            "batches": self.stats.batches,
+            "largest_batch": self.stats.largest_batch,
+            "rejected": self.stats.rejected,
+            "checkpoints": self.stats.checkpoints,
+            "connections": self.stats.connections,
+            "pending": len(self._pending),
+            "seq": self.seq,
+            "head": self.head,
+            "last_checkpoint_seq": last.seq if last else 0,
+            "fsync": self.settings.fsync,
+            "uptime_s": round(time.monotonic() - self.stats.started, 3),
+        }
+
+    # -- group commit ------------------------------------------------------------------
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._pending:
+                batch = self._pending[: self.settings.max_batch]
+                del self._pending[: len(batch)]
+                if not await self._commit(batch):
+                    return
+            if self._checkpoint_due():
+                await self._checkpoint()
+            if self._stopping and not self._pending:
+                if self.seq > self._covered_seq and self.failed is None:
+                    await self._checkpoint()
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> bool:
+        lines, receipts, seq, head = [], [], self.seq, self.head
+        for item in batch:
+            seq += 1
+            line, head = make_line(seq, head, item.event)
+            lines.append(line)
+            receipts.append((seq, head))
+        try:
+            await asyncio.to_thread(self.store.append, b"".join(lines), self.seq + 1)
+        except OSError as error:
+            self._fail(error, batch)
+            return False
+        self.seq, self.head = seq, head
+        self.stats.records += len(batch)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for item, (record_seq, digest) in zip(batch, receipts, strict=True):
+            item.connection.send({"id": item.request_id, "ok": True, "seq": record_seq, "hash": digest})
+        if self.seq - self._covered_seq >= self.settings.checkpoint_every:
+            await self._checkpoint()
+        return True
+
+    def _fail(self, error: OSError, batch: list[_Pending]) -> None:
+        log.error("audit_write_failed", error=str(error), lost_requests=len(batch) + len(self._pending))
+        self.failed = error
+        self._stopping = True
+        for item in [*batch, *self._pending]:
+            item.connection.send(_error(item.request_id, "AUDIT_WRITE_FAILED", "the writer cannot write"))
+        self._pending.clear()
+
+    @property
+    def _covered_seq(self) -> int:
+        """How many records the last checkpoint covers."""
+        last = self.store.last_checkpoint
+        return last.seq if last else 0
+
+    def _checkpoint_due(self) -> bool:
+        covered = self._covered_seq
+        elapsed = time.monotonic() - self._last_checkpoint_at
+        return self.seq > covered and elapsed >= self.settings.checkpoint_seconds
+
+    async def _checkpoint(self) -> None:
+        checkpoint = self.signer.checkpoint(self.seq, self.head, _utc_now())
+        try:
+            await asyncio.to_thread(self.store.append_checkpoint, checkpoint)
+        except OSError as error:
+            # The records are durable, but the checkpoint file may now end in a torn line that
+            # the next append would bury mid-file: stop, and let recovery cut it on restart.
+            log.error("audit_checkpoint_failed", error=str(error), seq=self.seq)
+            self.failed = error
+            self.request_stop()
+            return
+        self._last_checkpoint_at = time.monotonic()
+        self.stats.checkpoints += 1
+
+    async def _checkpoint_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_seconds / 2)
+            if self._checkpoint_due():
+                self._work.set()
+
+
+def _error(request_id: Any, reason: str, message: str) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "reason": reason, "message": message}
+
+
+async def serve(settings: WriterSettings) -> int:
+    writer = AuditWriter(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, writer.request_stop)
+    await writer.run()
+    return 1 if writer.failed else 0
+
+
+def run_writer(settings: WriterSettings) -> int:
+    """Blocking entry point: serve until SIGTERM/SIGINT; the exit status for the process."""
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    from labelgate.audit.cli import writer_cli
+
+    writer_cli()

@@ -1,0 +1,244 @@
+"""The one configuration model of the gateway.
+
+Sources, strongest first: command-line flags, ``LABELGATE_*`` environment variables
+(nested with ``__``, e.g. ``LABELGATE_POLICY__TIMEOUT_MS=100``), the YAML file. Relative
+paths in the file are resolved against the file's folder, so a config works from any
+working directory. ``load_settings`` refuses a config that cannot work, listing every
+problem at once, including settings that could never take effect.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from labelgate.auth.settings import AuthSettings
+from labelgate.errors import ConfigError
+
+Label = Literal["public", "internal", "confidential", "restricted"]
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "labelgate_config_file", default=None
+)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return value
+
+
+class UpstreamSettings(Section):
+    address: str = "127.0.0.1:8001"
+    tls: bool = False
+    ca_file: Path | None = None
+    server_name: str | None = None
+    # The gateway's own credential for the upstream; the caller's is never forwarded.
+    token: SecretStr | None = None
+    timeout_seconds: float = Field(30.0, gt=0)
+
+    _check_address = field_validator("address")(classmethod(lambda cls, v: _host_port(v)))
+
+
+class ServerTlsSettings(Section):
+    """The gateway's own certificate. Client certificates are required when auth.mtls is set."""
+
+    cert_file: Path
+    key_file: Path
+
+
+class PolicySettings(Section):
+    dir: Path = Path("rego")
+    opa_url: str = "http://127.0.0.1:8181"
+    opa_token: SecretStr | None = None
+    opa_ca_file: Path | None = None
+    timeout_ms: int = Field(250, gt=0, le=60_000)
+    cache: bool = True
+    cache_max_entries: int = Field(10_000, ge=1)
+
+
+class CustomDetector(Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    pattern: str
+    label: Label = "confidential"
+
+
+class DetectorSettings(Section):
+    disabled: list[str] = []
+    labels: dict[str, Label] = {}
+    custom: list[CustomDetector] = []
+
+
+class ClassificationSettings(Section):
+    # The catalog also holds the default label of unlabelled fields (internal out of the box).
+    catalog_file: Path = Path("rego/labelgate/catalog/data.json")
+    detectors: DetectorSettings = DetectorSettings()
+
+
+class MaskingSettings(Section):
+    # Key of the `hash` strategy: stable across gateways so hashed values still join.
+    hash_key: SecretStr | None = None
+    hash_key_file: Path | None = None
+
+
+class RouteSettings(Section):
+    """A non-inference gRPC service routed by method name."""
+
+    method_prefix: str = Field(pattern=r"^/[\w.]+/")
+    upstream: str | None = None
+    descriptor_set: Path | None = None
+
+
+class LimitSettings(Section):
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELGATE_", env_nested_delimiter="__", extra="forbid")
+
+    listen: str = "127.0.0.1:8443"
+    admin_listen: str | None = "127.0.0.1:9090"
+    workers: int = Field(1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    upstream: UpstreamSettings = UpstreamSettings()
+    server_tls: ServerTlsSettings | None = None
+    engine: Literal["embedded", "opa"] = "embedded"
+    policy: PolicySettings = PolicySettings()
+    classification: ClassificationSettings = ClassificationSettings()
+    masking: MaskingSettings = MaskingSettings()
+    auth: AuthSettings = AuthSettings()
+    routes: list[RouteSettings] = []
+    limits: LimitSettings = LimitSettings()
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _check_admin(cls, value: str | None) -> str | None:
+        return None if value is None else _host_port(value)
+
+    @model_validator(mode="after")
+    def _settings_that_cannot_take_effect(self) -> GatewaySettings:
+        problems = []
+        if self.auth.mtls is not None and self.server_tls is None:
+            problems.append("auth.mtls is set but server_tls is not: no client certificate can arrive")
+        if not self.auth.enabled():
+            problems.append(
+                "auth: no method (jwt, mtls, api_keys) is configured, so every call would be refused"
+            )
+        if (
+            self.engine == "embedded"
+            and {"opa_url", "opa_token", "opa_ca_file"} & self.policy.model_fields_set
+        ):
+            problems.append("policy.opa_* is set but engine is 'embedded': it would never be used")
+        if self.masking.hash_key is not None and len(self.masking.hash_key.get_secret_value()) < 16:
+            problems.append("masking.hash_key must be at least 16 bytes")
+        if self.masking.hash_key is not None and self.masking.hash_key_file is not None:
+            problems.append("masking.hash_key and masking.hash_key_file are both set: choose one")
+        if self.workers > 1 and self.listen.endswith(":0"):
+            problems.append("workers > 1 needs a fixed listen port (SO_REUSEPORT shares one port)")
+        if self.admin_listen and self.admin_listen == self.listen:
+            problems.append("admin_listen must differ from listen")
+        if not self.upstream.tls and (self.upstream.ca_file or self.upstream.server_name):
+            problems.append("upstream.ca_file/server_name are set but upstream.tls is false")
+        prefixes = [route.method_prefix for route in self.routes]
+        if any(p.startswith("/inference.GRPCInferenceService/") for p in prefixes):
+            problems.append("routes: the Open Inference Protocol is built in; do not route it")
+        if len(set(prefixes)) != len(prefixes):
+            problems.append("routes: a method_prefix appears twice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFile(settings_cls))
+
+
+class _YamlFile(PydanticBaseSettingsSource):
+    """The YAML config file named by ``load_settings``, with paths made absolute."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file.get()
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as error:
+            raise ConfigError("CONFIG_UNREADABLE", f"cannot read {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError("CONFIG_INVALID", f"{path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("CONFIG_INVALID", f"{path} must hold a mapping at the top level")
+        return _resolve_paths(data, path.parent)
+
+
+_PATH_KEYS = {"dir", "descriptor_set"}
+
+
+def _resolve_paths(node: Any, base: Path) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: (
+                str((base / value).resolve())
+                if isinstance(value, str) and (key in _PATH_KEYS or key.endswith(("_file", "_dir")))
+                else _resolve_paths(value, base)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_resolve_paths(item, base) for item in node]
+    return node
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        message = problem["msg"].removeprefix("Value error, ")
+        for part in message.split("; "):
+            lines.append(f"  - {where}: {part}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Load and validate; raise ConfigError listing every problem."""
+    token = _config_file.set(config_file.resolve() if config_file else None)
+    try:
+        return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        count = error.error_count()
+        raise ConfigError(
+            "CONFIG_INVALID",
+            f"the configuration has {count} problem{'s' if count != 1 else ''}:\n"
+            + format_validation_error(error),
+        ) from None
+    finally:
+        _config_file.reset(token)

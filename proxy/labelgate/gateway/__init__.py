@@ -1,0 +1,1 @@
+"""The gRPC gateway: the pipeline (pipeline.py) and the edges around it."""

@@ -1,0 +1,200 @@
+"""Assemble the gateway from its settings and run it.
+
+``build_pipeline`` wires the stages; ``Gateway`` owns the I/O around them: the grpc.aio
+server (the inference proxy, routed services, health and reflection), the upstream
+channel, the policy engine's lifecycle and the admin listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from labelgate.auth import Authenticator, server_credentials
+from labelgate.config import GatewaySettings
+from labelgate.errors import ConfigError
+from labelgate.gateway.admin import build_admin_app, start_admin
+from labelgate.gateway.approval import RefuseUntilApproved
+from labelgate.gateway.classifier import ClassifierStage
+from labelgate.gateway.inference import SERVICE, InferenceProxy
+from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.record import LogAndMetricsRecorder
+from labelgate.gateway.upstream import Upstream
+from labelgate.logs import configure, get_logger
+from labelgate.policy.cache import CachingEngine
+from labelgate.policy.embedded import EmbeddedEngine
+from labelgate.policy.engine import PolicyEngine
+from labelgate.policy.opa import OpaEngine
+
+log = get_logger(__name__)
+HEALTH_INTERVAL_SECONDS = 2.0
+
+
+def build_engine(settings: GatewaySettings) -> PolicyEngine:
+    policy = settings.policy
+    engine: PolicyEngine
+    if settings.engine == "opa":
+        engine = OpaEngine(
+            policy.opa_url,
+            timeout=policy.timeout_ms / 1000,
+            token=policy.opa_token.get_secret_value() if policy.opa_token else None,
+            ca_file=policy.opa_ca_file,
+        )
+    else:
+        engine = EmbeddedEngine(policy.dir)
+    return CachingEngine(engine, max_entries=policy.cache_max_entries) if policy.cache else engine
+
+
+def hash_key(settings: GatewaySettings) -> bytes:
+    masking = settings.masking
+    if masking.hash_key is not None:
+        return masking.hash_key.get_secret_value().encode()
+    if masking.hash_key_file is not None:
+        try:
+            return masking.hash_key_file.read_bytes().strip()
+        except OSError as error:
+            raise ConfigError("HASH_KEY_UNREADABLE", f"cannot read masking.hash_key_file: {error}") from None
+    # A per-process random key still hides values; joins across restarts need a configured key.
+    import secrets
+
+    log.warning("masking.hash_key is not set: hashed values will not join across gateways or restarts")
+    return secrets.token_bytes(32)
+
+
+def build_pipeline(settings: GatewaySettings, engine: PolicyEngine) -> Pipeline:
+    return Pipeline(
+        authenticator=Authenticator(settings.auth),
+        classifier=ClassifierStage.from_settings(settings.classification),
+        engine=engine,
+        approvals=RefuseUntilApproved(),
+        recorder=LogAndMetricsRecorder(),
+        hash_key=hash_key(settings),
+    )
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.engine = build_engine(settings)
+        self.pipeline = build_pipeline(settings, self.engine)
+        self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
+        self.health = health.aio.HealthServicer()
+        limit = settings.limits.max_message_bytes
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.so_reuseport", 1),
+            ]
+        )
+        self.port = 0
+        self._tasks: list[asyncio.Task] = []
+        self._admin = None
+
+    async def start(self) -> None:
+        await self.engine.start()
+        await self.pipeline.authenticator.start()
+        self.pipeline.classifier.start()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        services = [
+            SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(services, self.server)
+        proxy = InferenceProxy(self.pipeline, self.upstream)
+        self.server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(SERVICE, proxy.handlers())]
+        )
+        self.port = self._bind()
+        await self.server.start()
+        await self._set_serving()
+        self._tasks.append(asyncio.create_task(self._watch_health()))
+        if self.settings.admin_listen:
+            self._admin = await start_admin(build_admin_app(self.ready_checks), self.settings.admin_listen)
+        log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
+
+    def _bind(self) -> int:
+        tls = self.settings.server_tls
+        if tls is None:
+            return self.server.add_insecure_port(self.settings.listen)
+        if self.settings.auth.mtls is not None:
+            credentials = server_credentials(self.settings.auth.mtls, tls.cert_file, tls.key_file)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
+            )
+        return self.server.add_secure_port(self.settings.listen, credentials)
+
+    async def ready_checks(self) -> dict[str, bool]:
+        engine_ok, upstream_ok = await asyncio.gather(self.engine.healthy(), self.upstream.reachable())
+        return {"policy_engine": engine_ok, "upstream": upstream_ok}
+
+    async def _set_serving(self) -> None:
+        ready = all((await self.ready_checks()).values())
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE):
+            await self.health.set(name, status)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
+            with contextlib.suppress(Exception):
+                await self._set_serving()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self._admin is not None:
+            await self._admin.cleanup()
+        await self.upstream.close()
+        await self.pipeline.authenticator.close()
+        self.pipeline.classifier.stop()
+        await self.engine.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def serve_forever(settings: GatewaySettings) -> None:
+    gateway = Gateway(settings)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("gateway stopping")
+    await gateway.stop()
+
+
+def _worker(settings: GatewaySettings) -> None:
+    configure(settings.log_level)
+    asyncio.run(serve_forever(settings))
+
+
+def run(settings: GatewaySettings) -> None:
+    """Run the gateway; with workers > 1, N processes share the port (SO_REUSEPORT)."""
+    configure(settings.log_level)
+    if settings.workers == 1:
+        asyncio.run(serve_forever(settings))
+        return
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(settings,), daemon=True) for _ in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    signal.signal(signal.SIGTERM, lambda *_: [w.terminate() for w in workers])
+    for worker in workers:
+        worker.join()

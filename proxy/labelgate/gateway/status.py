@@ -1,0 +1,51 @@
+"""Turn labelgate errors into gRPC statuses that carry a ``google.rpc.ErrorInfo``.
+
+Every refusal the caller sees has a code, a readable message and an ``ErrorInfo``
+(domain ``labelgate``) with a stable reason and, for policy outcomes, the decision id,
+so clients can act on it without parsing text.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from labelgate.errors import LabelgateError
+
+DOMAIN = "labelgate"
+
+
+def to_grpc_status(error: LabelgateError) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason,
+        domain=DOMAIN,
+        metadata={k: str(v) for k, v in error.details.items() if v is not None},
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, error.code.name),
+        message=error.message,
+        details=[detail],
+    )
+    return rpc_status.to_status(status)
+
+
+async def abort(context: grpc.aio.ServicerContext, error: LabelgateError) -> None:
+    """Abort the RPC with the error's status; never returns."""
+    await context.abort_with_status(to_grpc_status(error))
+
+
+def error_info(call: grpc.aio.Call | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo a labelgate refusal carries (clients and tests use this)."""
+    status = rpc_status.from_call(call)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None

@@ -1,0 +1,131 @@
+"""Audit test helpers: a real writer process on a Unix socket, valid events, reading the log back."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labelgate.audit.checkpoints import generate_keypair, load_public_key
+from labelgate.audit.store import list_segments
+
+from tests.support.procs import Process, wait_until
+
+_names = itertools.count(1)
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """An event shaped like the gateway's: names, labels, paths and reasons, no data values."""
+    event: dict[str, Any] = {
+        "time": "2026-01-01T00:00:00.000Z",
+        "event_id": str(uuid.uuid4()),
+        "session_id": "session-1",
+        "request_id": "request-1",
+        "subject": {"id": "alice", "groups": ["analysts"], "auth": "jwt"},
+        "peer": "ipv4:127.0.0.1:50000",
+        "service": "inference.GRPCInferenceService",
+        "method": "/inference.GRPCInferenceService/ModelInfer",
+        "model": "customer-profile",
+        "phase": "response",
+        "labels": ["confidential", "internal"],
+        "masked": [{"path": "outputs.ssn", "strategy": "redact", "label": "restricted"}],
+        "decision": "mask",
+        "reason": "restricted fields masked",
+        "engine": "embedded",
+        "policy_revision": "rev-1",
+        "decision_id": "decision-1",
+        "approval_id": None,
+        "approvers": [],
+        "upstream_status": "OK",
+        "latency_ms": 1.25,
+    }
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    """(signing key, public key) PEM files."""
+    private_path, public_path, _ = generate_keypair(tmp_path / "keys")
+    return private_path, public_path
+
+
+@pytest.fixture
+def public_key(keys: tuple[Path, Path]):
+    return load_public_key(keys[1])
+
+
+def socket_accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def writer_args(sock: Path, log_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "labelgate.audit.writer",
+        "--socket",
+        str(sock),
+        "--log-dir",
+        str(log_dir),
+        *extra,
+    ]
+
+
+@contextlib.contextmanager
+def writer_process(
+    sock: Path, log_dir: Path, *extra: str, max_file_kib: int | None = None
+) -> Iterator[Process]:
+    """``python -m labelgate.audit.writer`` as a real child process, ready when its socket accepts.
+
+    ``max_file_kib`` sets RLIMIT_FSIZE, so writes past that size fail with EFBIG (Python
+    ignores SIGXFSZ): a real I/O error without a full disk.
+    """
+    args = writer_args(sock, log_dir, *extra)
+    if max_file_kib is not None:
+        args = ["sh", "-c", f'ulimit -f {max_file_kib} && exec "$0" "$@"', *args]
+    process = Process(args, log_dir.parent / f"writer-{next(_names)}.log")
+
+    def ready() -> bool:
+        if not process.alive():
+            raise RuntimeError(f"audit writer exited early:\n{process.output()}")
+        return socket_accepts(sock)
+
+    try:
+        wait_until(ready, timeout=20, what="audit writer socket")
+        yield process
+    finally:
+        process.stop()
+
+
+def run_to_exit(sock: Path, log_dir: Path, *extra: str) -> tuple[int, str]:
+    """Start a writer that is expected to refuse to start; its exit status and output."""
+    process = Process(writer_args(sock, log_dir, *extra), log_dir.parent / f"writer-{next(_names)}.log")
+    try:
+        status = process.popen.wait(timeout=20)
+        return status, process.output()
+    finally:
+        process.stop()
+
+
+def read_records(log_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for _, path in list_segments(log_dir):
+        records.extend(json.loads(line) for line in path.read_bytes().splitlines())
+    return records
+
+
+def read_checkpoints(log_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (log_dir / "checkpoints.jsonl").read_bytes().splitlines()]

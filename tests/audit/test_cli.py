@@ -1,0 +1,88 @@
+"""``labelgate audit verify`` and ``keygen``: readable output and exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from labelgate.audit import AuditClient
+from labelgate.audit.cli import audit_app
+from typer.testing import CliRunner
+
+from tests.audit.conftest import make_event, writer_process
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def written(tmp_path: Path, keys: tuple[Path, Path]) -> Path:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+
+    async def fill() -> None:
+        async with AuditClient(sock) as client:
+            for _ in range(12):
+                await client.append(make_event())
+
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0]), "--checkpoint-every", "5"):
+        asyncio.run(fill())
+    return log_dir
+
+
+def test_verify_ok_names_the_last_checkpoint(written: Path, keys: tuple[Path, Path]) -> None:
+    result = runner.invoke(audit_app, ["verify", str(written), "--public-key", str(keys[1])])
+    assert result.exit_code == 0, result.output
+    assert "12 record(s) verified" in result.output
+    assert "OK chain intact" in result.output
+    assert "last verified checkpoint: #3 at seq 12" in result.output
+    assert "signature and head" in result.output
+
+
+def test_verify_without_key_warns_that_signatures_were_not_checked(written: Path) -> None:
+    result = runner.invoke(audit_app, ["verify", str(written)])
+    assert result.exit_code == 0
+    assert "signatures were NOT checked" in result.output
+
+
+def test_verify_tampered_exits_1_and_locates_the_record(written: Path, keys: tuple[Path, Path]) -> None:
+    (segment,) = written.glob("audit-*.jsonl")
+    content = segment.read_bytes().splitlines(keepends=True)
+    del content[6]
+    segment.write_bytes(b"".join(content))
+    result = runner.invoke(audit_app, ["verify", str(written), "--public-key", str(keys[1])])
+    assert result.exit_code == 1
+    assert f"TAMPERED sequence at {segment.name}, line 7, seq 8" in result.output
+    assert "last verified checkpoint: #1 at seq 5" in result.output
+
+
+def test_usage_errors_exit_2(written: Path, tmp_path: Path) -> None:
+    missing = runner.invoke(audit_app, ["verify", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    bad_key = tmp_path / "bad.pub"
+    bad_key.write_text("garbage")
+    result = runner.invoke(audit_app, ["verify", str(written), "--public-key", str(bad_key)])
+    assert result.exit_code == 2 and "AUDIT_KEY_INVALID" in result.output
+    absent_key = runner.invoke(audit_app, ["verify", str(written), "--public-key", str(tmp_path / "no.pub")])
+    assert absent_key.exit_code == 2
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    result = runner.invoke(audit_app, ["keygen", "--out", str(tmp_path / "k")])
+    assert result.exit_code == 0, result.output
+    assert os.stat(tmp_path / "k" / "audit-signing.key").st_mode & 0o777 == 0o600
+    assert "key id:" in result.output
+    again = runner.invoke(audit_app, ["keygen", "--out", str(tmp_path / "k")])
+    assert again.exit_code == 2 and "already exist" in again.output
+
+
+def test_verify_runs_as_a_module(written: Path, keys: tuple[Path, Path]) -> None:
+    args = [sys.executable, "-m", "labelgate.audit.cli", "verify", str(written), "--public-key", str(keys[1])]
+    assert subprocess.run(args, capture_output=True, check=False).returncode == 0
+    (segment,) = written.glob("audit-*.jsonl")
+    segment.write_bytes(segment.read_bytes().replace(b'"decision":"mask"', b'"decision":"deny"', 1))
+    tampered = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert tampered.returncode == 1
+    assert "hash_mismatch" in tampered.stdout and "line 1, seq 1" in tampered.stdout

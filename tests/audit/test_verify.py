@@ -1,0 +1,270 @@
+"""Tamper tests: every kind of meddling with a log the real writer wrote is detected and located."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from labelgate.audit import AuditClient
+from labelgate.audit.checkpoints import Signer, generate_keypair, load_private_key, load_public_key
+from labelgate.audit.records import canonical_json, make_line
+from labelgate.audit.verify import verify_log
+from labelgate.errors import ConfigError
+
+from tests.audit.conftest import make_event, writer_process
+
+RECORDS = 60  # checkpoints every 10 records: #1 at seq 10 ... #6 at seq 60
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(log dir, signing key, public key): 60 records written one by one by a real writer."""
+    base = tmp_path_factory.mktemp("sealed")
+    private_path, public_path, _ = generate_keypair(base / "keys")
+    sock, log_dir = base / "w.sock", base / "log"
+
+    async def fill() -> None:
+        async with AuditClient(sock) as client:
+            for n in range(RECORDS):
+                await client.append(make_event(request_id=f"request-{n + 1}"))
+
+    with writer_process(sock, log_dir, "--signing-key", str(private_path), "--checkpoint-every", "10"):
+        asyncio.run(fill())
+    (log_dir / ".lock").unlink()
+    return log_dir, private_path, public_path
+
+
+@pytest.fixture
+def log(sealed: tuple[Path, Path, Path], tmp_path: Path) -> Path:
+    """A fresh copy of the sealed log to tamper with."""
+    return Path(shutil.copytree(sealed[0], tmp_path / "log"))
+
+
+@pytest.fixture
+def key(sealed: tuple[Path, Path, Path]):
+    return load_public_key(sealed[2])
+
+
+def segment(log: Path) -> Path:
+    (path,) = log.glob("audit-*.jsonl")
+    return path
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def write_lines(path: Path, new: list[bytes]) -> None:
+    path.write_bytes(b"".join(new))
+
+
+def test_an_untouched_log_verifies(log: Path, key) -> None:
+    report = verify_log(log, key)
+    assert report.ok, report.problems
+    assert (report.records, report.checkpoints) == (RECORDS, 6)
+    assert report.last_verified is not None
+    assert (report.last_verified.number, report.last_verified.seq) == (6, RECORDS)
+
+
+def test_every_single_byte_edit_is_detected_at_its_line(log: Path, key) -> None:
+    path = segment(log)
+    original = lines(path)
+    size = len(original[24])
+    # Every byte of the chain fields at the end (hash, prev, seq, braces, newline) and a
+    # spread of bytes through the event: ~250 edits, each verified from scratch.
+    offsets = sorted({*range(0, size - 160, 7), *range(size - 160, size)})
+    missed = []
+    for offset in offsets:
+        line = bytearray(original[24])
+        line[offset] ^= 0x01  # a digit, hex letter, quote, brace or the newline: each flipped once
+        write_lines(path, [*original[:24], bytes(line), *original[25:]])
+        report = verify_log(log, key)
+        problem = report.record_problem
+        if (
+            problem is None
+            or problem.line != 25
+            or report.last_verified is None
+            or report.last_verified.seq != 20
+        ):
+            missed.append((offset, chr(original[24][offset]), problem))
+    assert missed == []
+
+
+def test_an_edited_value_is_a_hash_mismatch(log: Path, key) -> None:
+    path = segment(log)
+    content = lines(path)
+    content[24] = content[24].replace(b'"decision":"mask"', b'"decision":"deny"')
+    write_lines(path, content)
+    problem = verify_log(log, key).record_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("hash_mismatch", 25, 25)
+
+
+def test_a_deleted_record_is_located(log: Path, key) -> None:
+    path = segment(log)
+    content = lines(path)
+    del content[29]
+    write_lines(path, content)
+    report = verify_log(log, key)
+    problem = report.record_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("sequence", 30, 31)
+    assert "records 30..30 are missing" in problem.message
+    assert report.last_verified is not None and report.last_verified.seq == 20
+
+
+def test_an_inserted_copy_is_located(log: Path, key) -> None:
+    path = segment(log)
+    content = lines(path)
+    content.insert(20, content[9])
+    write_lines(path, content)
+    problem = verify_log(log, key).record_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("sequence", 21, 10)
+
+
+def test_an_inserted_record_with_a_valid_hash_is_located(log: Path, key) -> None:
+    # The forger knows the algorithm: seq 21, prev = hash of 20, hash recomputed.
+    path = segment(log)
+    content = lines(path)
+    prev = json.loads(content[19])["hash"]
+    forged, _ = make_line(21, prev, make_event(decision="allow", reason="nothing to see"))
+    content.insert(20, forged)
+    write_lines(path, content)
+    problem = verify_log(log, key).record_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("sequence", 22, 21)
+
+
+def test_two_swapped_records_are_located(log: Path, key) -> None:
+    path = segment(log)
+    content = lines(path)
+    content[29], content[30] = content[30], content[29]
+    write_lines(path, content)
+    problem = verify_log(log, key).record_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("sequence", 30, 31)
+
+
+def test_a_replaced_record_breaks_the_link(log: Path, key) -> None:
+    path = segment(log)
+    content = lines(path)
+    content[29], _ = make_line(30, "ab" * 32, make_event())
+    write_lines(path, content)
+    problem = verify_log(log, key).record_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("broken_link", 30, 30)
+
+
+@pytest.mark.parametrize("keep", [55, 50, 0])
+def test_a_truncated_tail_is_detected_by_the_checkpoints(log: Path, key, keep: int) -> None:
+    path = segment(log)
+    write_lines(path, lines(path)[:keep])
+    report = verify_log(log, key)
+    assert report.record_problem is None  # what is left is a valid chain...
+    problem = report.checkpoint_problem
+    assert problem is not None and problem.kind == "truncated"  # ...but shorter than signed
+    assert problem.seq == keep + 1
+    assert f"log ends at seq {keep}" in problem.message
+    last = report.last_verified
+    assert (last.seq if last else 0) == keep // 10 * 10
+
+
+def test_a_rewritten_chain_is_caught_at_the_next_checkpoint(log: Path, key) -> None:
+    # Edit record 25 and recompute every hash after it: the chain links again, the
+    # checkpoint signed at seq 30 does not.
+    path = segment(log)
+    content = lines(path)
+    prev = json.loads(content[23])["hash"]
+    for index in range(24, RECORDS):
+        record = json.loads(content[index])
+        if index == 24:
+            record["event"]["decision"] = "allow"
+        content[index], prev = make_line(record["seq"], prev, record["event"])
+    write_lines(path, content)
+    report = verify_log(log, key)
+    assert report.record_problem is None
+    problem = report.checkpoint_problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.line) == ("checkpoint_mismatch", 30, 30)
+    assert report.last_verified is not None and report.last_verified.seq == 20
+
+
+def test_an_edited_checkpoint_count_fails_its_signature(log: Path, key) -> None:
+    checkpoints = log / "checkpoints.jsonl"
+    content = lines(checkpoints)
+    last = json.loads(content[5])
+    last["seq"] = 55
+    content[5] = canonical_json(last) + b"\n"
+    write_lines(checkpoints, content)
+    report = verify_log(log, key)
+    problem = report.checkpoint_problem
+    assert problem is not None
+    assert (problem.kind, problem.file.name, problem.line) == ("checkpoint_signature", "checkpoints.jsonl", 6)
+    assert "forged or edited" in problem.message
+    # Even without the public key the edited count no longer matches the chain.
+    unsigned = verify_log(log, None).checkpoint_problem
+    assert unsigned is not None and unsigned.kind == "checkpoint_mismatch"
+
+
+def test_a_checkpoint_forged_with_another_key_is_refused(log: Path, key, tmp_path: Path) -> None:
+    # Cut the last 5 records and replace the last checkpoint by one that vouches for 55.
+    path = segment(log)
+    kept = lines(path)[:55]
+    write_lines(path, kept)
+    checkpoints = log / "checkpoints.jsonl"
+    forged = Signer(Ed25519PrivateKey.generate()).checkpoint(
+        55, json.loads(kept[-1])["hash"], "2026-01-01T00:00:00Z"
+    )
+    write_lines(checkpoints, [*lines(checkpoints)[:5], canonical_json(forged) + b"\n"])
+    report = verify_log(log, key)
+    problem = report.checkpoint_problem
+    assert problem is not None
+    assert (problem.kind, problem.line) == ("checkpoint_signature", 6)
+    assert "not by the given public key" in problem.message
+    assert report.last_verified is not None and report.last_verified.number == 5
+
+
+def test_a_checkpoint_with_the_right_key_id_but_a_made_up_signature_is_refused(
+    log: Path, key, sealed: tuple[Path, Path, Path]
+) -> None:
+    checkpoints = log / "checkpoints.jsonl"
+    content = lines(checkpoints)
+    fake = json.loads(content[2])
+    fake["signature"] = Signer(load_private_key(sealed[1])).checkpoint(1, "00" * 32, "x")["signature"]
+    content[2] = canonical_json(fake) + b"\n"
+    write_lines(checkpoints, content)
+    problem = verify_log(log, key).checkpoint_problem
+    assert problem is not None and (problem.kind, problem.line) == ("checkpoint_signature", 3)
+
+
+def test_removing_the_checkpoints_is_detected_when_a_key_is_given(log: Path, key) -> None:
+    (log / "checkpoints.jsonl").unlink()
+    report = verify_log(log, key)
+    assert report.checkpoint_problem is not None and report.checkpoint_problem.kind == "no_checkpoint"
+    assert verify_log(log, None).ok  # without a key there is nothing to demand
+
+
+def test_without_a_key_the_report_says_signatures_were_not_checked(log: Path) -> None:
+    report = verify_log(log, None)
+    assert report.ok and not report.signatures_checked
+    assert any("NOT checked" in note for note in report.notes)
+
+
+def test_a_single_segment_file_is_verified_against_its_directory(log: Path, key) -> None:
+    assert verify_log(segment(log), key).ok
+    path = segment(log)
+    write_lines(path, lines(path)[:45])
+    problem = verify_log(path, key).checkpoint_problem
+    assert problem is not None and problem.kind == "truncated"
+
+
+def test_missing_paths_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        verify_log(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match="no audit log"):
+        verify_log(tmp_path)

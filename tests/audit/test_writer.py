@@ -1,0 +1,262 @@
+"""The audit writer as a real process on a Unix socket, driven by the real client."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+from labelgate.audit import AuditClient, AuditRejected, AuditUnavailable
+from labelgate.audit.records import GENESIS
+from labelgate.audit.store import list_segments
+from labelgate.audit.verify import verify_log
+
+from tests.audit.conftest import make_event, read_checkpoints, read_records, run_to_exit, writer_process
+
+
+async def test_concurrent_appends_are_all_acknowledged_and_stored(tmp_path: Path, keys, public_key) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0])):
+        async with AuditClient(sock, timeout=10) as client:
+
+            async def task(n: int) -> list[tuple[str, int, str]]:
+                out = []
+                for _ in range(n):
+                    event = make_event()
+                    receipt = await client.append(event)
+                    out.append((event["event_id"], receipt.seq, receipt.hash))
+                return out
+
+            results = [r for batch in await asyncio.gather(*(task(10) for _ in range(50))) for r in batch]
+            stats = await client.stats()
+
+    assert len(results) == 500
+    assert sorted(seq for _, seq, _ in results) == list(range(1, 501))
+    stored = {r["event"]["event_id"]: (r["seq"], r["hash"]) for r in read_records(log_dir)}
+    assert len(stored) == 500
+    assert all(stored[event_id] == (seq, digest) for event_id, seq, digest in results)
+    # Group commit: one fsync covered many records while other appends were in flight.
+    assert stats["records"] == 500
+    assert stats["fsyncs"] < stats["records"], stats
+    assert stats["largest_batch"] > 1
+    report = verify_log(log_dir, public_key)
+    assert report.ok, report.problems
+    assert report.last_verified is not None and report.last_verified.seq == 500  # shutdown checkpoint
+
+
+async def test_a_lone_append_is_written_at_once_with_its_own_fsync(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        async with AuditClient(sock) as client:
+            for _ in range(5):
+                await client.append(make_event())
+                # Acknowledged means already on disk, not merely queued.
+                assert len(read_records(log_dir)) == (await client.stats())["records"]
+            stats = await client.stats()
+    assert stats["records"] == stats["fsyncs"] == stats["batches"] == 5
+
+
+async def test_invalid_events_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        async with AuditClient(sock) as client:
+            with pytest.raises(AuditRejected) as caught:
+                await client.append(make_event(details={"value": "123-45-6789"}))
+            assert caught.value.reason == "AUDIT_EVENT_INVALID"
+            with pytest.raises(AuditRejected, match="unknown event field"):
+                await client.append(make_event(ssn="123-45-6789"))
+            with pytest.raises(AuditRejected, match="not plain JSON"):
+                await client.append(make_event(latency_ms=float("inf")))
+            receipt = await client.append(make_event())  # the connection is still good
+            stats = await client.stats()
+    assert receipt.seq == 1
+    assert stats["rejected"] == 2
+    assert b"123-45-6789" not in b"".join(p.read_bytes() for p in log_dir.iterdir() if p.is_file())
+
+
+async def test_client_fails_closed_when_no_writer_listens(tmp_path: Path) -> None:
+    client = AuditClient(tmp_path / "nobody.sock", timeout=1)
+    with pytest.raises(AuditUnavailable) as caught:
+        await client.append(make_event())
+    assert caught.value.reason == "AUDIT_UNAVAILABLE"
+    await client.close()
+
+
+async def test_client_fails_closed_when_the_writer_stops_and_recovers_when_it_returns(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    client = AuditClient(sock, timeout=2)
+    with writer_process(sock, log_dir):
+        first = await client.append(make_event())
+    with pytest.raises(AuditUnavailable):
+        await client.append(make_event())
+    with writer_process(sock, log_dir):
+        again = await client.append(make_event())  # reconnects on its own
+    await client.close()
+    assert (first.seq, again.seq) == (1, 2)
+    records = read_records(log_dir)
+    assert records[1]["prev"] == records[0]["hash"] == first.hash  # the chain continues across restarts
+
+
+async def test_client_fails_closed_when_the_writer_hangs(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir) as process:
+        async with AuditClient(sock, timeout=0.5) as client:
+            await client.append(make_event())
+            process.signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(AuditUnavailable, match="no durable acknowledgement"):
+                    await client.append(make_event())
+            finally:
+                process.signal(signal.SIGCONT)
+
+
+async def test_a_write_error_fails_closed_and_loses_no_acknowledged_record(
+    tmp_path: Path, keys, public_key
+) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    acknowledged = []
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0]), max_file_kib=8) as process:
+        async with AuditClient(sock) as client:
+            with pytest.raises(AuditUnavailable):
+                for _ in range(100):  # ~850 bytes a record: the 8 KiB limit comes first
+                    acknowledged.append((await client.append(make_event())).seq)
+        assert process.popen.wait(timeout=10) == 1
+        assert "audit_write_failed" in process.output()
+    assert 0 < len(acknowledged) < 100
+
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0])) as process:
+        async with AuditClient(sock) as client:
+            after = await client.append(make_event())
+    assert [r["seq"] for r in read_records(log_dir)][: len(acknowledged)] == acknowledged
+    assert after.seq == len(read_records(log_dir))
+    assert verify_log(log_dir, public_key).ok
+
+
+async def test_a_broken_frame_closes_only_that_connection(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.connect(str(sock))
+            raw.sendall(struct.pack(">I", 10) + b"not json!!")
+            raw.settimeout(5)
+            assert raw.recv(100) == b""  # the writer hung up
+            raw2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        async with AuditClient(sock) as client:
+            assert (await client.append(make_event())).seq == 1
+        raw2.close()
+
+
+async def test_torn_final_line_is_cut_off_and_reported_on_restart(tmp_path: Path, keys, public_key) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0])):
+        async with AuditClient(sock) as client:
+            for _ in range(3):
+                last = await client.append(make_event())
+    segment = list_segments(log_dir)[0][1]
+    intact = segment.read_bytes()
+    # What a crash in the middle of a write leaves behind.
+    segment.write_bytes(intact + b'{"event":{"decision":"allow","event_id":"')
+    torn = verify_log(log_dir, public_key)
+    assert torn.record_problem is not None and torn.record_problem.kind == "torn_line"
+    assert torn.record_problem.line == 4
+
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0])) as process:
+        async with AuditClient(sock) as client:
+            after = await client.append(make_event())
+        output = process.output()
+    assert "audit_torn_tail_removed" in output
+    assert segment.read_bytes().startswith(intact)
+    assert (after.seq, read_records(log_dir)[3]["prev"]) == (4, last.hash)
+    assert verify_log(log_dir, public_key).ok
+
+
+async def test_checkpoints_every_n_records_are_signed_over_the_head(tmp_path: Path, keys, public_key) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0]), "--checkpoint-every", "4"):
+        async with AuditClient(sock) as client:
+            receipts = [await client.append(make_event()) for _ in range(9)]
+            stats = await client.stats()
+    checkpoints = read_checkpoints(log_dir)
+    by_seq = {r.seq: r.hash for r in receipts}
+    # Sequential appends: one every 4 records, then the shutdown checkpoint for the rest.
+    assert [c["seq"] for c in checkpoints] == [4, 8, 9]
+    assert all(c["head"] == by_seq[c["seq"]] for c in checkpoints)
+    assert stats["last_checkpoint_seq"] == 8
+    assert verify_log(log_dir, public_key).last_verified.seq == 9
+
+
+async def test_checkpoints_after_t_seconds_without_more_records(tmp_path: Path, keys) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    args = ("--signing-key", str(keys[0]), "--checkpoint-every", "1000", "--checkpoint-seconds", "0.2")
+    with writer_process(sock, log_dir, *args):
+        async with AuditClient(sock) as client:
+            await client.append(make_event())
+            for _ in range(100):  # polling with a deadline, not a timed assertion
+                if (await client.stats())["last_checkpoint_seq"] == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await client.stats())["last_checkpoint_seq"] == 1
+
+
+async def test_segments_rotate_by_size_and_the_chain_runs_across_them(
+    tmp_path: Path, public_key, keys
+) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    args = ("--signing-key", str(keys[0]), "--max-segment-bytes", "3000", "--checkpoint-every", "5")
+    with writer_process(sock, log_dir, *args):
+        async with AuditClient(sock) as client:
+            for _ in range(30):
+                await client.append(make_event())
+    segments = list_segments(log_dir)
+    assert len(segments) > 3
+    for first_seq, path in segments:
+        assert json.loads(path.read_bytes().splitlines()[0])["seq"] == first_seq
+    records = read_records(log_dir)
+    assert [r["seq"] for r in records] == list(range(1, 31))
+    assert records[0]["prev"] == GENESIS
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(records))
+    report = verify_log(log_dir, public_key)
+    assert report.ok and report.records == 30
+
+    segments[1][1].unlink()  # a whole middle file removed
+    report = verify_log(log_dir, public_key)
+    assert report.record_problem is not None and report.record_problem.kind == "sequence"
+    assert report.record_problem.file == segments[2][1] and report.record_problem.line == 1
+
+
+async def test_writer_refuses_a_log_shorter_than_its_last_checkpoint(tmp_path: Path, keys) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0])):
+        async with AuditClient(sock) as client:
+            for _ in range(5):
+                await client.append(make_event())
+    segment = list_segments(log_dir)[0][1]
+    segment.write_bytes(b"".join(segment.read_bytes().splitlines(keepends=True)[:3]))
+    status, output = run_to_exit(sock, log_dir, "--signing-key", str(keys[0]))
+    assert status == 2
+    assert "AUDIT_LOG_CORRUPT" in output and "records are missing" in output
+
+
+async def test_one_writer_per_log_directory_and_per_socket(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        status, output = run_to_exit(tmp_path / "other.sock", log_dir)
+        assert (status, "AUDIT_LOG_LOCKED" in output) == (2, True)
+        status, output = run_to_exit(sock, tmp_path / "other-log")
+        assert (status, "AUDIT_SOCKET_IN_USE" in output) == (2, True)
+        async with AuditClient(sock) as client:
+            assert (await client.append(make_event())).seq == 1  # the first writer is untouched
+
+
+def test_bad_settings_and_keys_are_usage_errors(tmp_path: Path) -> None:
+    bad_key = tmp_path / "bad.pem"
+    bad_key.write_text("not a key")
+    status, output = run_to_exit(tmp_path / "w.sock", tmp_path / "log", "--signing-key", str(bad_key))
+    assert (status, "AUDIT_KEY_INVALID" in output) == (2, True)
+    status, output = run_to_exit(tmp_path / ("x" * 120 + ".sock"), tmp_path / "log")
+    assert (status, "longer than 107 bytes" in output) == (2, True)
