@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from labelgate.audit.cli import audit_app, audit_writer_command
 from labelgate.bundle.cli import bundle_app, bundle_server_cli
 from labelgate.errors import LabelgateError
 
@@ -25,6 +26,8 @@ policy_app = typer.Typer(help="Evaluate and inspect policies.", no_args_is_help=
 app.add_typer(policy_app, name="policy")
 app.add_typer(bundle_app, name="bundle")
 app.command("bundle-server")(bundle_server_cli)
+app.add_typer(audit_app, name="audit")
+app.command("audit-writer")(audit_writer_command)
 
 
 def _fail(error: LabelgateError) -> typer.Exit:

@@ -84,18 +84,22 @@ def writer_args(sock: Path, log_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+# Sets RLIMIT_FSIZE, then becomes the writer: writes past the limit fail with EFBIG (Python
+# ignores SIGXFSZ), a real I/O error without filling a disk.
+_LIMIT_FILE_SIZE = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 @contextlib.contextmanager
 def writer_process(
-    sock: Path, log_dir: Path, *extra: str, max_file_kib: int | None = None
+    sock: Path, log_dir: Path, *extra: str, max_file_bytes: int | None = None
 ) -> Iterator[Process]:
-    """``python -m labelgate.audit.writer`` as a real child process, ready when its socket accepts.
-
-    ``max_file_kib`` sets RLIMIT_FSIZE, so writes past that size fail with EFBIG (Python
-    ignores SIGXFSZ): a real I/O error without a full disk.
-    """
+    """``python -m labelgate.audit.writer`` as a real child process, ready when its socket accepts."""
     args = writer_args(sock, log_dir, *extra)
-    if max_file_kib is not None:
-        args = ["sh", "-c", f'ulimit -f {max_file_kib} && exec "$0" "$@"', *args]
+    if max_file_bytes is not None:
+        args = [sys.executable, "-c", _LIMIT_FILE_SIZE, str(max_file_bytes), *args]
     process = Process(args, log_dir.parent / f"writer-{next(_names)}.log")
 
     def ready() -> bool:

@@ -120,7 +120,7 @@ async def test_a_write_error_fails_closed_and_loses_no_acknowledged_record(
 ) -> None:
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     acknowledged = []
-    with writer_process(sock, log_dir, "--signing-key", str(keys[0]), max_file_kib=8) as process:
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0]), max_file_bytes=8192) as process:
         async with AuditClient(sock) as client:
             with pytest.raises(AuditUnavailable):
                 for _ in range(100):  # ~850 bytes a record: the 8 KiB limit comes first

@@ -109,7 +109,7 @@ class AuditWriter:
         self._work = asyncio.Event()
         self._stopping = False
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
+        self._connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         self._last_checkpoint_at = time.monotonic()
         self.seq, self.head = 0, ""  # set from the log on start()
 
@@ -163,6 +163,9 @@ class AuditWriter:
                 self._server.close()
             for writer in list(self._connections):
                 writer.close()
+            if self._connections:
+                # Let each handler see its EOF and end, rather than be cancelled by asyncio.run.
+                await asyncio.wait(list(self._connections.values()), timeout=2)
             with contextlib.suppress(OSError):
                 self.settings.socket_path.unlink()
             self.store.close()
@@ -171,7 +174,9 @@ class AuditWriter:
     # -- connections -------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = _Connection(writer)
-        self._connections.add(writer)
+        task = asyncio.current_task()
+        assert task is not None  # a handler always runs as a task of start_unix_server
+        self._connections[writer] = task
         self.stats.connections += 1
         try:
             while (message := await read_frame(reader)) is not None:
@@ -181,7 +186,7 @@ class AuditWriter:
         except ConnectionError:
             pass
         finally:
-            self._connections.discard(writer)
+            self._connections.pop(writer, None)
             writer.close()
 
     def _handle(self, message: dict[str, Any], connection: _Connection) -> None:

@@ -1,0 +1,212 @@
+"""gRPC services other than the Open Inference Protocol, routed by method name.
+
+With descriptors (a FileDescriptorSet named in the route) the gateway knows each
+method's message types and cardinality: every response message is classified from its
+field options, the catalog and the detectors, then decided and masked on its own, and a
+refusal mid-stream ends the stream with that status. Without descriptors nothing can be
+classified, so the call is *opaque*: it passes through only if policy explicitly allows
+the method with no data labels (the default policy denies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from labelgate.config import RouteSettings
+from labelgate.errors import ConfigError, LabelgateError
+from labelgate.gateway import metrics
+from labelgate.gateway.inference import forwardable, make_call
+from labelgate.gateway.pipeline import Call, Pipeline, Target
+from labelgate.gateway.status import abort
+from labelgate.gateway.upstream import Upstream, upstream_error
+
+
+def load_descriptor_set(path: Path) -> dict[str, MethodDescriptor]:
+    """Methods (``/package.Service/Method``) of every service in a FileDescriptorSet."""
+    try:
+        files = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+    except (OSError, DecodeError) as error:
+        raise ConfigError("DESCRIPTOR_SET_INVALID", f"cannot read descriptor set {path}: {error}") from None
+    pool = descriptor_pool.Default()
+    methods: dict[str, MethodDescriptor] = {}
+    for file in files.file:
+        if _known(pool, file.name):
+            continue  # well-known types and protos this process already loaded
+        try:
+            pool.Add(file)
+        except (TypeError, ValueError) as error:
+            raise ConfigError("DESCRIPTOR_SET_INVALID", f"{path}: {file.name}: {error}") from None
+    for file in files.file:
+        for service in pool.FindFileByName(file.name).services_by_name.values():
+            for method in service.methods:
+                methods[f"/{service.full_name}/{method.name}"] = method
+    return methods
+
+
+def _known(pool: descriptor_pool.DescriptorPool, name: str) -> bool:
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Route:
+    settings: RouteSettings
+    upstream: Upstream
+    methods: dict[str, MethodDescriptor]
+
+
+class RoutedServices(grpc.GenericRpcHandler):
+    """Finds the route of a method and serves it, typed when descriptors are known."""
+
+    def __init__(self, pipeline: Pipeline, routes: list[Route]) -> None:
+        self.pipeline = pipeline
+        self.routes = routes
+
+    @classmethod
+    def from_settings(
+        cls, pipeline: Pipeline, routes: list[RouteSettings], upstream_for: Callable[[str | None], Upstream]
+    ) -> RoutedServices:
+        built = [
+            Route(
+                r, upstream_for(r.upstream), load_descriptor_set(r.descriptor_set) if r.descriptor_set else {}
+            )
+            for r in routes
+        ]
+        for route in built:
+            stray = [m for m in route.methods if not m.startswith(route.settings.method_prefix)]
+            if route.methods and len(stray) == len(route.methods):
+                raise ConfigError(
+                    "ROUTE_INVALID",
+                    f"route {route.settings.method_prefix}: no method of its descriptors is under it",
+                )
+        return cls(pipeline, built)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        route = next((r for r in self.routes if method.startswith(r.settings.method_prefix)), None)
+        if route is None:
+            return None
+        descriptor = route.methods.get(method)
+        if descriptor is None:
+            # A bound method: grpc.aio recognises async generator functions, not callable objects.
+            return grpc.stream_stream_rpc_method_handler(
+                OpaqueCall(self.pipeline, route.upstream, method).serve
+            )
+        return typed_handler(self.pipeline, route.upstream, method, descriptor)
+
+
+def _target(method: str, opaque: bool) -> Target:
+    return Target(service=method.split("/")[1], opaque=opaque)
+
+
+async def _admit(pipeline: Pipeline, call: Call, target: Target) -> Any:
+    """Authenticate and decide the request phase; returns the subject."""
+    async with pipeline.recording(call) as outcome:
+        subject = outcome.subject = pipeline.authenticate(call)
+        await pipeline.decide(call, subject, target, "request", [], outcome)
+    return subject
+
+
+class OpaqueCall:
+    """Bytes in, bytes out: only for methods that policy allows without knowing any labels."""
+
+    def __init__(self, pipeline: Pipeline, upstream: Upstream, method: str) -> None:
+        self.pipeline, self.upstream, self.method = pipeline, upstream, method
+
+    async def serve(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        call = make_call(context, self.method)
+        try:
+            await _admit(self.pipeline, call, _target(self.method, opaque=True))
+            stream = self.upstream.stream_stream(self.method, None, None)(
+                _relay(requests),
+                metadata=self.upstream.metadata(forwardable(call.metadata)),
+                timeout=self.upstream.timeout(context),
+            )
+            async for reply in stream:
+                yield reply
+        except LabelgateError as error:
+            await abort(context, error)
+        except grpc.aio.AioRpcError as error:
+            await abort(context, upstream_error(error))
+
+
+async def _relay(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield request
+
+
+def typed_handler(
+    pipeline: Pipeline, upstream: Upstream, method: str, descriptor: MethodDescriptor
+) -> grpc.RpcMethodHandler:
+    request_type = message_factory.GetMessageClass(descriptor.input_type)
+    response_type = message_factory.GetMessageClass(descriptor.output_type)
+    target = _target(method, opaque=False)
+    client_streams, server_streams = descriptor.client_streaming, descriptor.server_streaming
+    stub = getattr(
+        upstream, f"{'stream' if client_streams else 'unary'}_{'stream' if server_streams else 'unary'}"
+    )(method, _serialize, response_type.FromString)
+
+    async def responses(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        call = make_call(context, method)
+        subject = await _admit(pipeline, call, target)
+        options = {
+            "metadata": upstream.metadata(forwardable(call.metadata)),
+            "timeout": upstream.timeout(context),
+        }
+        if server_streams:
+            replies = stub(_relay(request) if client_streams else request, **options)
+        else:
+            replies = _one(stub(_relay(request) if client_streams else request, **options))
+        async for reply in replies:
+            async with pipeline.recording(call) as outcome:
+                outcome.subject = subject
+                yield await pipeline.release_message(call, subject, target, reply, outcome)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        metrics.ACTIVE_STREAMS.inc()
+        try:
+            async for reply in responses(request, context):
+                yield reply
+        except LabelgateError as error:
+            await abort(context, error)
+        except grpc.aio.AioRpcError as error:
+            await abort(context, upstream_error(error))
+        finally:
+            metrics.ACTIVE_STREAMS.dec()
+
+    async def single(request: Any, context: grpc.aio.ServicerContext) -> Message:
+        replies = [reply async for reply in streaming(request, context)]
+        return replies[0]
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(client_streams, server_streams)]
+    return make(
+        streaming if server_streams else single,
+        request_deserializer=request_type.FromString,
+        response_serializer=response_type.SerializeToString,
+    )
+
+
+async def _one(awaitable: Any) -> AsyncIterator[Any]:
+    yield await awaitable
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
