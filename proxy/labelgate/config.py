@@ -106,8 +106,76 @@ class RouteSettings(Section):
     descriptor_set: Path | None = None
 
 
+class AuditSettings(Section):
+    """Durable audit records through the audit-writer process (unset: structured logs only)."""
+
+    socket: Path | None = None
+    timeout_seconds: float = Field(2.0, gt=0, le=60)
+    # Let calls through when the writer is unreachable. Loud on purpose: records are lost.
+    fail_open: bool = False
+
+
 class LimitSettings(Section):
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+ApprovalEvent = Literal["requested", "granted", "denied", "expired", "abandoned"]
+
+
+class WebhookSettings(Section):
+    """Where approval notifications go. ``slack``: text + blocks with the deep link (Slack
+    incoming webhooks, Mattermost); ``generic``: the request as JSON."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    format: Literal["slack", "generic"] = "generic"
+    events: list[ApprovalEvent] = ["requested"]
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_seconds: float = Field(0.5, gt=0, le=60)
+
+
+class ApprovalSettings(Section):
+    """Just-in-time approvals: calls the policy holds wait here for approvers."""
+
+    # false: a call the policy holds is refused at once (reason APPROVAL_REQUIRED).
+    enabled: bool = True
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    # None: an in-memory database, lost on restart (one gateway process only).
+    sqlite_file: Path | None = None
+    postgres_dsn: SecretStr | None = None
+    hold_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    # A held call whose client deadline leaves less than this is refused at once (use async mode).
+    min_hold_seconds: float = Field(1.0, ge=0, le=60)
+    # Resolve a held call this long before the client's deadline, so the caller sees why.
+    deadline_margin_seconds: float = Field(0.25, ge=0, le=10)
+    retention_seconds: int = Field(7 * 86400, ge=0)
+    sweep_interval_seconds: float = Field(1.0, gt=0, le=60)
+    # Base URL of the web inbox in links (notifications, async answers); default: the admin listener.
+    public_url: str | None = Field(None, pattern=r"^https?://[^\s/]+")
+    # Names this gateway in held requests, so a restart can mark the calls it lost as abandoned.
+    node_id: str | None = Field(None, min_length=1, max_length=200)
+    # May see every request and deny any; approving still needs the policy's approver groups.
+    admin_groups: list[str] = []
+    webhooks: list[WebhookSettings] = []
+
+    def usable(self, *, workers: int, has_jwt: bool, admin_listen: str | None) -> bool:
+        return self.enabled and not self.problems(workers=workers, has_jwt=has_jwt, admin_listen=admin_listen)
+
+    def problems(self, *, workers: int, has_jwt: bool, admin_listen: str | None) -> list[str]:
+        found: list[str] = []
+        if not self.enabled:
+            return found
+        if self.store == "postgres" and self.postgres_dsn is None:
+            found.append("approvals.store is postgres but approvals.postgres_dsn is not set")
+        if self.store == "sqlite" and self.postgres_dsn is not None:
+            found.append("approvals.postgres_dsn is set but approvals.store is sqlite: it would never be used")
+        if self.store == "sqlite" and self.sqlite_file is None and workers > 1:
+            found.append("approvals: workers > 1 need a shared store (sqlite_file or postgres), not memory")
+        if not has_jwt:
+            found.append("approvals need auth.jwt: approvers sign in with the gateway's JWT configuration")
+        if self.public_url is None and admin_listen is None:
+            found.append("approvals need approvals.public_url or admin_listen for the inbox links")
+        return found
 
 
 class GatewaySettings(BaseSettings):
@@ -126,6 +194,7 @@ class GatewaySettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     routes: list[RouteSettings] = []
     limits: LimitSettings = LimitSettings()
+    audit: AuditSettings = AuditSettings()
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 
@@ -152,6 +221,10 @@ class GatewaySettings(BaseSettings):
             problems.append("masking.hash_key must be at least 16 bytes")
         if self.masking.hash_key is not None and self.masking.hash_key_file is not None:
             problems.append("masking.hash_key and masking.hash_key_file are both set: choose one")
+        if self.audit.fail_open and self.audit.socket is None:
+            problems.append(
+                "audit.fail_open is set but audit.socket is not: there is no writer to fail open from"
+            )
         if self.workers > 1 and self.listen.endswith(":0"):
             problems.append("workers > 1 needs a fixed listen port (SO_REUSEPORT shares one port)")
         if self.admin_listen and self.admin_listen == self.listen:
@@ -159,10 +232,19 @@ class GatewaySettings(BaseSettings):
         if not self.upstream.tls and (self.upstream.ca_file or self.upstream.server_name):
             problems.append("upstream.ca_file/server_name are set but upstream.tls is false")
         prefixes = [route.method_prefix for route in self.routes]
+        own = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+        if any(p.startswith(own) for p in prefixes):
+            problems.append(
+                "routes: health and reflection are the gateway's own services; a route there never runs"
+            )
         if any(p.startswith("/inference.GRPCInferenceService/") for p in prefixes):
             problems.append("routes: the Open Inference Protocol is built in; do not route it")
         if len(set(prefixes)) != len(prefixes):
             problems.append("routes: a method_prefix appears twice")
+        if "approvals" in self.model_fields_set:  # left out: holds are refused unless approvals can work
+            problems += self.approvals.problems(
+                workers=self.workers, has_jwt=self.auth.jwt is not None, admin_listen=self.admin_listen
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -200,7 +282,7 @@ class _YamlFile(PydanticBaseSettingsSource):
         return _resolve_paths(data, path.parent)
 
 
-_PATH_KEYS = {"dir", "descriptor_set"}
+_PATH_KEYS = {"dir", "descriptor_set", "socket"}
 
 
 def _resolve_paths(node: Any, base: Path) -> Any:

@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from labelgate.audit import AuditClient  # noqa: E402
-
 from tests.audit.conftest import make_event, writer_process  # noqa: E402
 
 MODES = {

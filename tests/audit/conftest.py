@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from labelgate.audit.checkpoints import generate_keypair, load_public_key
 from labelgate.audit.store import list_segments
-
 from tests.support.procs import Process, wait_until
 
 _names = itertools.count(1)

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from labelgate.audit import AuditClient
-from labelgate.audit.cli import audit_app
 from typer.testing import CliRunner
 
+from labelgate.audit import AuditClient
+from labelgate.audit.cli import audit_app
 from tests.audit.conftest import make_event, writer_process
 
 runner = CliRunner()

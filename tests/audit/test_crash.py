@@ -8,7 +8,6 @@ from pathlib import Path
 
 from labelgate.audit import AuditClient, AuditReceipt, AuditUnavailable
 from labelgate.audit.verify import verify_log
-
 from tests.audit.conftest import make_event, read_records, writer_process
 
 

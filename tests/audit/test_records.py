@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+
 from labelgate.audit.records import (
     GENESIS,
     AuditEventInvalid,
@@ -16,7 +17,6 @@ from labelgate.audit.records import (
     record_hash,
     validate_event,
 )
-
 from tests.audit.conftest import make_event
 
 

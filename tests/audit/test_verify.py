@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from labelgate.audit import AuditClient
 from labelgate.audit.checkpoints import Signer, generate_keypair, load_private_key, load_public_key
 from labelgate.audit.records import canonical_json, make_line
 from labelgate.audit.verify import verify_log
 from labelgate.errors import ConfigError
-
 from tests.audit.conftest import make_event, writer_process
 
 RECORDS = 60  # checkpoints every 10 records: #1 at seq 10 ... #6 at seq 60

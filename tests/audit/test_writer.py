@@ -11,11 +11,11 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from labelgate.audit import AuditClient, AuditRejected, AuditUnavailable
 from labelgate.audit.records import GENESIS
 from labelgate.audit.store import list_segments
 from labelgate.audit.verify import verify_log
-
 from tests.audit.conftest import make_event, read_checkpoints, read_records, run_to_exit, writer_process
 
 

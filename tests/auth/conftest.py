@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from labelgate.auth import Authenticator, AuthSettings, JwtSettings
 from labelgate.auth.jwt_verifier import JwtVerifier
-
 from tests.support.pki import SigningKey, ec_signing_key, rsa_signing_key, write_jwks
 
 ISSUER = "https://idp.test"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from labelgate.auth import ApiKeyStore, hash_api_key, mint_api_key, new_key_entry, reasons
 from labelgate.auth import api_keys as api_keys_module
 from labelgate.errors import ConfigError, Unauthenticated

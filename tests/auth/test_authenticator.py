@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from labelgate.auth import (
     ApiKeySettings,
     Authenticator,
@@ -18,7 +19,6 @@ from labelgate.auth import (
 from labelgate.auth.api_keys import ApiKeyStore
 from labelgate.auth.mtls import MtlsIdentifier
 from labelgate.errors import ConfigError, Unauthenticated
-
 from tests.support.pki import SigningKey, claims, create_ca
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+
 from labelgate.auth import (
     Authenticator,
     AuthSettings,
@@ -22,7 +23,6 @@ from labelgate.auth.__main__ import main as auth_main
 from labelgate.auth.devkeys import DEV_KID_PREFIX, JWKS_NAME, PRIVATE_KEY_NAME, generate
 from labelgate.auth.jwt_verifier import JwtVerifier
 from labelgate.errors import ConfigError, InvalidInput, Unauthenticated
-
 from tests.auth.conftest import AUDIENCE, ISSUER
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,11 +10,11 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from labelgate.auth import JwtSettings, reasons
 from labelgate.auth.jwks import KeyIndex, parse_jwks
 from labelgate.auth.jwt_verifier import JwtVerifier
 from labelgate.errors import ConfigError, Unauthenticated
-
 from tests.auth.conftest import AUDIENCE, ISSUER
 from tests.support.pki import (
     SigningKey,

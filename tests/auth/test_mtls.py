@@ -16,6 +16,7 @@ import grpc
 import pytest
 import yaml
 from cryptography.hazmat.primitives import hashes
+
 from labelgate.auth import (
     Authenticator,
     MtlsSettings,
@@ -29,7 +30,6 @@ from labelgate.auth.jwt_verifier import JwtVerifier
 from labelgate.auth.mtls import MtlsIdentifier
 from labelgate.auth.settings import JwtSettings
 from labelgate.errors import ConfigError, Unauthenticated
-
 from tests.support.pki import CertAuthority, IssuedCert, create_ca
 from tests.support.procs import free_port
 

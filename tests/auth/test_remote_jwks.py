@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
 from labelgate.auth import JwtSettings, reasons
 from labelgate.auth.jwt_verifier import JwtVerifier
 from labelgate.auth.remote_jwks import RemoteJwks
 from labelgate.errors import ConfigError, Unauthenticated
-
 from tests.auth.conftest import AUDIENCE, ISSUER
 from tests.support.pki import SigningKey, claims, jwks, rsa_signing_key
 from tests.support.procs import free_port

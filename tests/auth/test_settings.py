@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labelgate.auth import ApiKeySettings, AuthSettings, JwtSettings, MtlsSettings
 from pydantic import ValidationError
+
+from labelgate.auth import ApiKeySettings, AuthSettings, JwtSettings, MtlsSettings
 
 
 def problems_of(model: type, **fields) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 from labelgate.auth import Subject
 
 SCHEMA = json.loads(

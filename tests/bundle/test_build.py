@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from labelgate.bundle.build import (
     MANIFEST,
     build_bundle,
@@ -22,7 +23,6 @@ from labelgate.bundle.build import (
 )
 from labelgate.bundle.source import read_snapshot
 from labelgate.errors import InvalidInput
-
 from tests.bundle.helpers import REGO, TABLES, example_input
 from tests.support.procs import opa_binary
 

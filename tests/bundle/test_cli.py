@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from labelgate.bundle.build import read_tarball
 from labelgate.bundle.cli import command_line, parse_listen
 from labelgate.bundle.signing import verify_signatures
 from labelgate.errors import ConfigError
-from typer.testing import CliRunner
-
 from tests.bundle.helpers import KeyPair, set_plain_ttl
 from tests.support.procs import opa_binary
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from labelgate.bundle.build import read_tarball, write_tarball
 
+from labelgate.bundle.build import read_tarball, write_tarball
 from tests.bundle.helpers import (
     BundleServer,
     KeyPair,

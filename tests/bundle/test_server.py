@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from labelgate.bundle.build import read_tarball
 from labelgate.bundle.fleet import FleetStore
 from labelgate.bundle.server import BUNDLE_MEDIA_TYPE, ServerSettings, create_app, etag_matches, prefer_wait
 from labelgate.errors import ConfigError, InvalidInput
-
 from tests.bundle.helpers import TOKEN, set_plain_ttl
 from tests.support.procs import opa_binary
 

@@ -13,10 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from labelgate.bundle.build import SIGNATURES, build_bundle, read_tarball, write_tarball
 from labelgate.bundle.signing import Signer, canonical_json, file_hash, verify_signatures
 from labelgate.errors import ConfigError, InvalidInput
-
 from tests.bundle.helpers import TABLES, KeyPair, make_key_pair
 from tests.support.procs import opa_binary
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from labelgate.bundle.build import build_bundle
 from labelgate.bundle.source import OpaValidator, PolicyRejected, fingerprint, read_snapshot
 from labelgate.errors import ConfigError
-
 from tests.bundle.helpers import set_plain_ttl, write_atomically
 from tests.support.procs import opa_binary
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
+
 from labelgate._proto.labelgate.v1 import classification_pb2
 
 _OPTIONAL, _REPEATED = F.LABEL_OPTIONAL, F.LABEL_REPEATED

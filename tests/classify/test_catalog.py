@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from labelgate.classify.catalog import ALL_OUTPUTS, CATALOG_INVALID, Catalog, tensor_part
 from labelgate.errors import ConfigError
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import (
     Catalog,

@@ -4,6 +4,7 @@ import itertools
 import random
 
 import pytest
+
 from labelgate.classify.detectors import (
     BUILTIN_LABELS,
     DETECTORS_INVALID,
@@ -12,7 +13,6 @@ from labelgate.classify.detectors import (
     DetectorSet,
 )
 from labelgate.errors import ConfigError
-
 from tests.classify.sensitive import SENSITIVE_KINDS, card_value, filler, iban_value, ssn_value
 
 DETECTORS = DetectorSet.default()

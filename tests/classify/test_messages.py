@@ -3,11 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from labelgate._proto.labelgate.v1 import demo_pb2
 from labelgate.classify import Catalog, DetectorSet, classify_message, to_policy_fields
 from labelgate.classify.messages import FIELD_LABELS_INVALID
 from labelgate.errors import ConfigError
-
 from tests.classify.order_proto import BadLabels, Order
 
 REPO = Path(__file__).resolve().parents[2]

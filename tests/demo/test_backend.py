@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
 from labelgate.demo.data import customer
 from labelgate.demo.models import MAX_ROWS, sentiment_of
-
 from tests.support.procs import free_port, labelgate_command, running
 from tests.support.triton import probe_one, run_probe
 

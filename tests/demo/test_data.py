@@ -7,11 +7,12 @@ import random
 import re
 import struct
 
-from labelgate.demo import data
-from labelgate.demo.data import NOTE_KINDS, SEGMENTS, customer, note_kind
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.us import ssn as stdnum_ssn
+
+from labelgate.demo import data
+from labelgate.demo.data import NOTE_KINDS, SEGMENTS, customer, note_kind
 
 IDS = range(600)
 SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")

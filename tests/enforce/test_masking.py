@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, DetectorSet, classify_outputs
 from labelgate.enforce import apply_masks

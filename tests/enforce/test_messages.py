@@ -3,12 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from labelgate._proto.labelgate.v1 import demo_pb2
 from labelgate.classify import Catalog, DetectorSet, classify_message
 from labelgate.enforce import apply_message_masks
 from labelgate.enforce.strategies import MASK_INVALID
 from labelgate.errors import PolicyUnavailable
-
 from tests.classify.order_proto import Order
 
 REPO = Path(__file__).resolve().parents[2]

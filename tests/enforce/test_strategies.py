@@ -4,6 +4,7 @@ import hashlib
 import hmac
 
 import pytest
+
 from labelgate.enforce.strategies import (
     HASH_KEY_INVALID,
     MASK_INVALID,

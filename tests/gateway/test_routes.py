@@ -24,8 +24,8 @@ DIRECTORY = "/labelgate.v1.demo.CustomerDirectory/"
 def descriptor_set(tmp_path: Path) -> Path:
     out = tmp_path / "demo.binpb"
     include = Path(protoc.__file__).parent / "_proto"
-    args = ["protoc", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports", f"--descriptor_set_out={out}"]
-    assert protoc.main([*args, "labelgate/v1/demo.proto"]) == 0
+    args = ["protoc", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports"]
+    assert protoc.main([*args, f"--descriptor_set_out={out}", "labelgate/v1/demo.proto"]) == 0
     return out
 
 
@@ -104,9 +104,11 @@ def test_unary_method_is_classified_for_a_caller_without_groups(routed_gateway: 
 
 def test_opaque_method_is_denied_unless_policy_allows_it(tmp_path: Path, backend: str) -> None:
     """Without descriptors nothing can be classified: the default policy denies the method."""
-    with gateway_with_routes(tmp_path, backend, [{"method_prefix": DIRECTORY}]) as target:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            asyncio.run(list_customers(target, [1], token("ann", "analysts")))
+    with (
+        gateway_with_routes(tmp_path, backend, [{"method_prefix": DIRECTORY}]) as target,
+        pytest.raises(grpc.aio.AioRpcError) as caught,
+    ):
+        asyncio.run(list_customers(target, [1], token("ann", "analysts")))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     info = error_info(caught.value)
     assert info is not None and info.reason == "POLICY_DENIED"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput
 from labelgate.oip.tensors import (

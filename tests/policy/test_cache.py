@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from labelgate.policy.cache import CachingEngine, cache_key
 from labelgate.policy.contract import Decision
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
-
 from tests.policy.conftest import write_policy
 
 # The input chooses the TTL; no input.ttl -> undefined -> a fail-closed deny.

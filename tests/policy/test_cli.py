@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from labelgate.errors import ConfigError, InvalidInput, PolicyUnavailable
 from labelgate.policy.cli import evaluate
 from labelgate.policy.contract import build_input
-
 from tests.policy.conftest import VALID_RESULT, opa, result_rule, write_policy
 from tests.support.procs import REPO, free_port, labelgate_command
 

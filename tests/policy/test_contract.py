@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+
 from labelgate.errors import InvalidInput
 from labelgate.policy.contract import (
     POLICY_RESULT_INVALID,

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from labelgate.errors import InvalidInput
 from labelgate.policy.contract import Decision, build_input, validate_input
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.opa import OpaEngine
-
 from tests.policy.conftest import REGO, opa
 
 # LABELGATE_DIFF_REGO=<folder> compares the engines on another policy folder (e.g. a draft).

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from labelgate.errors import ConfigError
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import build_input
 from labelgate.policy.embedded import EmbeddedEngine
-
 from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
 
 # Echoes parts of the input so a test can tell which input (and which revision) decided.

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from labelgate.errors import ConfigError
 from labelgate.policy.engine import PolicyEngine
 from labelgate.policy.opa import OpaEngine, revision_from_provenance
-
 from tests.policy.conftest import VALID_RESULT, opa, result_rule, write_policy
 from tests.support.pki import create_ca
 from tests.support.procs import free_port

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from labelgate.errors import ConfigError
 from labelgate.policy.source import PolicySource, policy_fingerprint
 

@@ -115,8 +115,9 @@ class InferenceProxy:
             subject = outcome.subject = self.pipeline.authenticate(call)
             model = getattr(request, model_field) if model_field else ""
             target = Target(service=SERVICE, model=model)
+            outcome.model = model
             await self.pipeline.decide(call, subject, target, "request", [], outcome)
-            return await send(request)
+            return await self.pipeline.forward(send, request, outcome)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -145,7 +146,7 @@ class InferenceProxy:
                 async for request in requests:
                     target = infer_target(request, method)
                     async with self.pipeline.recording(call) as outcome:
-                        outcome.subject = subject
+                        outcome.subject, outcome.model = subject, target.model
                         await self.pipeline.check_request(call, subject, target, outcome)
                     targets[request.id] = target
                     await upstream_call.write(request)
@@ -159,7 +160,7 @@ class InferenceProxy:
                 response = reply.infer_response
                 target = targets.get(response.id) or Target(service=SERVICE, model=response.model_name)
                 async with self.pipeline.recording(call) as outcome:
-                    outcome.subject = subject
+                    outcome.subject, outcome.model, outcome.upstream_status = subject, target.model, "OK"
                     await self.pipeline.release_inference(call, subject, target, response, outcome)
                 yield reply
             await pump

@@ -11,6 +11,7 @@ the response is released only after the response-phase decision and the masks ap
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ from google.protobuf.message import Message
 from labelgate.auth import Authenticator, Subject
 from labelgate.classify import Classification, Field, to_policy_fields
 from labelgate.enforce import apply_masks, apply_message_masks
-from labelgate.errors import PermissionDenied, PolicyUnavailable
+from labelgate.errors import LabelgateError, PermissionDenied, PolicyUnavailable
 from labelgate.gateway.approval import ApprovalStage
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.record import Recorder
@@ -75,6 +76,9 @@ class Outcome:
     """What the record stage learns about a call."""
 
     subject: Subject | None = None
+    model: str = ""
+    upstream_status: str | None = None
+    started: float = field(default_factory=time.perf_counter)
     decisions: list[tuple[str, Decision]] = field(default_factory=list)
     masked: list[dict[str, str]] = field(default_factory=list)
     labels: set[str] = field(default_factory=set)
@@ -142,10 +146,18 @@ class Pipeline:
         outcome = Outcome()
         try:
             yield outcome
-        except BaseException as error:
-            self.recorder.record(call, outcome, error)
+        except asyncio.CancelledError as error:
+            # The caller is gone; record without holding up the cancellation.
+            task = asyncio.ensure_future(self.recorder.record(call, outcome, error))
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise
-        self.recorder.record(call, outcome, None)
+        except BaseException as error:
+            # The refusal stands whether or not its record could be written.
+            with contextlib.suppress(LabelgateError):
+                await self.recorder.record(call, outcome, error)
+            raise
+        # Nothing is released before its record is durable: a failure here fails the call.
+        await self.recorder.record(call, outcome, None)
 
     # -- the whole path for one inference call ------------------------------------
     async def model_infer(
@@ -154,9 +166,22 @@ class Pipeline:
         async with self.recording(call) as outcome:
             subject = outcome.subject = self.authenticate(call)
             target = infer_target(request, call.method)
+            outcome.model = target.model
             await self.check_request(call, subject, target, outcome)
-            response = await send(request)
+            response = await self.forward(send, request, outcome)
             return await self.release_inference(call, subject, target, response, outcome)
+
+    @staticmethod
+    async def forward(
+        send: Callable[[Message], Awaitable[Message]], request: Message, outcome: Outcome
+    ) -> Message:
+        try:
+            response = await send(request)
+        except LabelgateError as error:
+            outcome.upstream_status = error.code.name
+            raise
+        outcome.upstream_status = "OK"
+        return response
 
     async def check_request(self, call: Call, subject: Subject, target: Target, outcome: Outcome) -> None:
         """Request phase: deny or hold before the upstream runs a query the caller may not see."""

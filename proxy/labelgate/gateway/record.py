@@ -1,13 +1,18 @@
-"""Stage: record. Every call's outcome becomes a structured log line and metrics.
+"""Stage: record. Every call's outcome becomes a structured log line, metrics and, when
+configured, a durable audit record written by the separate audit-writer process.
 
-The durable, tamper-evident audit log plugs in behind the same ``Recorder`` interface.
-Records carry names, labels, paths and reasons, never a data value.
+The pipeline awaits the recorders before it releases a response, so with auditing on a
+caller never receives data whose audit record is not yet durable. Records carry names,
+labels, paths and reasons, never a data value.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
 
+from labelgate.audit import AuditClient
 from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
 from labelgate.logs import get_logger
@@ -19,7 +24,7 @@ log = get_logger("labelgate.decision")
 
 
 class Recorder(Protocol):
-    def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None: ...
+    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None: ...
 
 
 def outcome_name(outcome: Outcome, error: BaseException | None) -> str:
@@ -30,18 +35,51 @@ def outcome_name(outcome: Outcome, error: BaseException | None) -> str:
     return "error"
 
 
+def _reason(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return error.reason if isinstance(error, LabelgateError) else type(error).__name__
+
+
+def audit_event(call: Call, outcome: Outcome, error: BaseException | None) -> dict[str, Any]:
+    """The audit record of one call (or one streamed message): names and labels only."""
+    last = outcome.decisions[-1] if outcome.decisions else None
+    subject = outcome.subject
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        + f".{time.time_ns() % 10**9 // 10**6:03d}Z",
+        "event_id": str(uuid.uuid4()),
+        "session_id": call.session_id,
+        "request_id": call.request_id,
+        "subject": {"id": subject.id, "groups": list(subject.groups), "auth": subject.auth}
+        if subject
+        else None,
+        "peer": call.peer,
+        "service": call.method.split("/")[1] if call.method.count("/") >= 2 else call.method,
+        "method": call.method,
+        "model": outcome.model,
+        "phase": last[0] if last else "",
+        "labels": sorted(outcome.labels),
+        "masked": outcome.masked,
+        "decision": outcome_name(outcome, error),
+        "reason": _reason(error) or (last[1].reason if last else None),
+        "engine": last[1].engine if last else None,
+        "policy_revision": last[1].revision if last else None,
+        "decision_id": last[1].decision_id if last else None,
+        "upstream_status": outcome.upstream_status,
+        "latency_ms": round((time.perf_counter() - outcome.started) * 1000, 3),
+    }
+
+
 class LogAndMetricsRecorder:
-    def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
+    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
         result = outcome_name(outcome, error)
         metrics.CALLS.labels(method=call.method, outcome=result).inc()
         for masked in outcome.masked:
             metrics.MASKED_FIELDS.labels(label=masked["label"]).inc()
-        last = outcome.decisions[-1][1] if outcome.decisions else None
-        reason = (
-            error.reason if isinstance(error, LabelgateError) else type(error).__name__ if error else None
-        )
         if error is not None and not isinstance(error, LabelgateError):
             metrics.ERRORS.labels(kind=type(error).__name__).inc()
+        last = outcome.decisions[-1][1] if outcome.decisions else None
         log.info(
             "call",
             method=call.method,
@@ -51,7 +89,7 @@ class LogAndMetricsRecorder:
             subject=outcome.subject.id if outcome.subject else None,
             groups=list(outcome.subject.groups) if outcome.subject else None,
             outcome=result,
-            reason=reason,
+            reason=_reason(error),
             labels=sorted(outcome.labels),
             masked=outcome.masked,
             phases=[phase for phase, _ in outcome.decisions],
@@ -59,3 +97,37 @@ class LogAndMetricsRecorder:
             policy_revision=last.revision if last else None,
             decision_id=last.decision_id if last else None,
         )
+
+
+class AuditRecorder:
+    """Durable audit records; without a durable acknowledgement the call fails (closed).
+
+    ``fail_open`` lets calls through when the writer is unreachable: an operator's
+    explicit choice, logged at error level on every such call.
+    """
+
+    def __init__(self, client: AuditClient, fail_open: bool = False) -> None:
+        self.client = client
+        self.fail_open = fail_open
+
+    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
+        try:
+            await self.client.append(audit_event(call, outcome, error))
+        except LabelgateError as failure:
+            metrics.ERRORS.labels(kind=failure.reason).inc()
+            if not self.fail_open:
+                raise
+            log.error(
+                "audit record lost: fail_open is set", reason=failure.reason, request_id=call.request_id
+            )
+
+
+class Recorders:
+    """Several recorders in order; the first failure stops the call."""
+
+    def __init__(self, *recorders: Recorder) -> None:
+        self.recorders = recorders
+
+    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
+        for recorder in self.recorders:
+            await recorder.record(call, outcome, error)

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
 from labelgate.config import GatewaySettings
 from labelgate.errors import ConfigError
@@ -24,7 +25,8 @@ from labelgate.gateway.approval import RefuseUntilApproved
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.record import LogAndMetricsRecorder
+from labelgate.gateway.record import AuditRecorder, LogAndMetricsRecorder, Recorder, Recorders
+from labelgate.gateway.routes import RoutedServices
 from labelgate.gateway.upstream import Upstream
 from labelgate.logs import configure, get_logger
 from labelgate.policy.cache import CachingEngine
@@ -67,13 +69,25 @@ def hash_key(settings: GatewaySettings) -> bytes:
     return secrets.token_bytes(32)
 
 
+def build_recorder(settings: GatewaySettings) -> Recorder:
+    audit = settings.audit
+    if audit.socket is None:
+        return LogAndMetricsRecorder()
+    if audit.fail_open:
+        log.warning("audit.fail_open is set: calls proceed without an audit record when the writer is down")
+    return Recorders(
+        LogAndMetricsRecorder(),
+        AuditRecorder(AuditClient(audit.socket, audit.timeout_seconds), audit.fail_open),
+    )
+
+
 def build_pipeline(settings: GatewaySettings, engine: PolicyEngine) -> Pipeline:
     return Pipeline(
         authenticator=Authenticator(settings.auth),
         classifier=ClassifierStage.from_settings(settings.classification),
         engine=engine,
         approvals=RefuseUntilApproved(),
-        recorder=LogAndMetricsRecorder(),
+        recorder=build_recorder(settings),
         hash_key=hash_key(settings),
     )
 
@@ -96,6 +110,7 @@ class Gateway:
         self.port = 0
         self._tasks: list[asyncio.Task] = []
         self._admin = None
+        self._extra_upstreams: dict[str, Upstream] = {}
 
     async def start(self) -> None:
         await self.engine.start()
@@ -112,6 +127,9 @@ class Gateway:
         self.server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(SERVICE, proxy.handlers())]
         )
+        if self.settings.routes:
+            routed = RoutedServices.from_settings(self.pipeline, self.settings.routes, self._upstream_for)
+            self.server.add_generic_rpc_handlers([routed])
         self.port = self._bind()
         await self.server.start()
         await self._set_serving()
@@ -119,6 +137,13 @@ class Gateway:
         if self.settings.admin_listen:
             self._admin = await start_admin(build_admin_app(self.ready_checks), self.settings.admin_listen)
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
+
+    def _upstream_for(self, address: str | None) -> Upstream:
+        if address is None or address == self.upstream.address:
+            return self.upstream
+        return self._extra_upstreams.setdefault(
+            address, Upstream(self.settings.upstream, self.settings.limits.max_message_bytes, address)
+        )
 
     def _bind(self) -> int:
         tls = self.settings.server_tls
@@ -158,6 +183,8 @@ class Gateway:
         if self._admin is not None:
             await self._admin.cleanup()
         await self.upstream.close()
+        for extra in self._extra_upstreams.values():
+            await extra.close()
         await self.pipeline.authenticator.close()
         self.pipeline.classifier.stop()
         await self.engine.close()

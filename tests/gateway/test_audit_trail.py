@@ -1,0 +1,177 @@
+"""The gateway writes a durable audit record for every call through a real audit-writer
+process, releases nothing without one, and never writes a sensitive value."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
+from labelgate.audit.verify import verify_log
+from labelgate.auth import mint_dev_token
+from labelgate.demo.data import customer
+from labelgate.gateway.status import error_info
+from labelgate.oip.tensors import Tensor, encode_inputs
+from tests.support.procs import REPO, Process, free_port, labelgate_command, running, wait_until
+
+IDS = list(range(1, 13))
+
+
+def infer_request(ids: list[int]) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    request.inputs.add(name="customer_ids", datatype="INT64", shape=[len(ids)])
+    encode_inputs(request, [Tensor("customer_ids", "INT64", [len(ids)], ids)], raw=True)
+    return request
+
+
+def metadata(sub: str, *groups: str, session: str | None = None) -> tuple[tuple[str, str], ...]:
+    pairs = [("authorization", f"Bearer {mint_dev_token(sub, list(groups), 300)}")]
+    if session:
+        pairs.append(("x-labelgate-session", session))
+    return tuple(pairs)
+
+
+def secrets_of(ids: list[int]) -> list[str]:
+    values = []
+    for i in ids:
+        row = customer(i)
+        values += [row.ssn, row.card_number, row.account_secret]
+    return values
+
+
+@contextlib.contextmanager
+def writer(tmp: Path) -> Iterator[tuple[Path, Process]]:
+    socket, logs = tmp / "audit.sock", tmp / "audit"
+    command = labelgate_command("audit-writer", "--socket", str(socket), "--log-dir", str(logs))
+    with running(command, tmp / "writer.log") as process:
+        wait_until(socket.exists, what="the audit socket")
+        yield logs, process
+
+
+@contextlib.contextmanager
+def gateway(tmp: Path, backend: str, socket: Path, fail_open: bool = False) -> Iterator[tuple[str, Process]]:
+    port = free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "admin_listen": None,
+        "upstream": {"address": backend},
+        "policy": {"dir": str(REPO / "rego")},
+        "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        "masking": {"hash_key": "audit-test-hash-key"},
+        "auth": {"jwt": {"trust_dev_key": True}},
+        "audit": {"socket": str(socket), "timeout_seconds": 1.0, "fail_open": fail_open},
+    }
+    path = tmp / f"gateway-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with running(
+        labelgate_command("serve", "--config", str(path)), tmp / f"gateway-{port}.log", port=port
+    ) as p:
+        yield f"127.0.0.1:{port}", p
+
+
+def records(logs: Path) -> list[dict]:
+    return [json.loads(line)["event"] for file in sorted(logs.glob("audit-*.jsonl")) for line in file.open()]
+
+
+async def infer(target: str, md: tuple, ids: list[int] = IDS) -> pb.ModelInferResponse:
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            infer_request(ids), metadata=md, timeout=10
+        )
+
+
+def test_every_call_has_a_durable_record_without_values(tmp_path: Path, demo_backend: str) -> None:
+    with (
+        writer(tmp_path) as (logs, _),
+        gateway(tmp_path, demo_backend, tmp_path / "audit.sock") as (target, _),
+    ):
+        asyncio.run(infer(target, metadata("ann", "analysts", session="s-analyst")))
+        asyncio.run(infer(target, metadata("alice", session="s-plain")))
+        with pytest.raises(grpc.aio.AioRpcError):
+            asyncio.run(infer(target, metadata("sam", "data-stewards", session="s-steward")))
+        events = {event["session_id"]: event for event in records(logs)}
+    assert events["s-analyst"]["decision"] == "mask"
+    assert events["s-analyst"]["subject"] == {"id": "ann", "groups": ["analysts"], "auth": "jwt"}
+    assert {"path": "outputs.ssn", "strategy": "partial", "label": "confidential"} in events["s-analyst"][
+        "masked"
+    ]
+    assert (
+        events["s-analyst"]["upstream_status"] == "OK" and events["s-analyst"]["model"] == "customer-profile"
+    )
+    assert events["s-plain"]["decision"] == "mask"
+    assert events["s-steward"]["decision"] == "approval_required"
+    assert events["s-steward"]["upstream_status"] is None  # held before the query ran
+    text = "".join(p.read_text() for p in logs.iterdir())
+    leaked = [value for value in secrets_of(IDS) if value in text]
+    assert leaked == []
+    assert verify_log(logs).ok
+
+
+def test_writer_unreachable_fails_closed_and_fail_open_is_explicit(tmp_path: Path, demo_backend: str) -> None:
+    socket = tmp_path / "audit.sock"
+    with writer(tmp_path) as (_, process):
+        with gateway(tmp_path, demo_backend, socket) as (target, _):
+            asyncio.run(infer(target, metadata("ann", "analysts")))
+            process.signal(signal.SIGKILL)
+            process.popen.wait(timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                asyncio.run(infer(target, metadata("ann", "analysts")))
+        with gateway(tmp_path, demo_backend, socket, fail_open=True) as (target, _):
+            response = asyncio.run(infer(target, metadata("ann", "analysts")))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    info = error_info(caught.value)
+    assert info is not None and info.reason == "AUDIT_UNAVAILABLE"
+    assert not any(s.encode() in caught.value.details().encode() for s in secrets_of(IDS))
+    assert len(response.outputs) == 9
+
+
+def test_kill_9_gateway_mid_run_loses_no_record_of_a_delivered_response(
+    tmp_path: Path, demo_backend: str
+) -> None:
+    """Every response a client received has a durable record, even when the gateway dies."""
+    delivered: list[str] = []
+
+    enough = asyncio.Event()
+
+    async def client(target: str, stop: asyncio.Event) -> None:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            while not stop.is_set():
+                session = uuid.uuid4().hex
+                try:
+                    await stub.ModelInfer(
+                        infer_request([1, 2]), metadata=metadata("ann", "analysts", session=session)
+                    )
+                except grpc.aio.AioRpcError:
+                    return
+                delivered.append(session)
+                if len(delivered) >= 150:
+                    enough.set()
+
+    async def run(target: str, gateway_process: Process) -> None:
+        stop = asyncio.Event()
+        clients = [asyncio.create_task(client(target, stop)) for _ in range(4)]
+        await asyncio.wait_for(enough.wait(), timeout=60)
+        gateway_process.signal(signal.SIGKILL)
+        await asyncio.wait_for(asyncio.gather(*clients), timeout=20)
+
+    with (
+        writer(tmp_path) as (logs, _),
+        gateway(tmp_path, demo_backend, tmp_path / "audit.sock") as (target, gw),
+    ):
+        asyncio.run(run(target, gw))
+        recorded = {event["session_id"] for event in records(logs)}
+    missing = [session for session in delivered if session not in recorded]
+    assert len(delivered) >= 150
+    assert missing == []
+    assert verify_log(logs).ok
