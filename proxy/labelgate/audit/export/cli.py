@@ -1,0 +1,94 @@
+"""``labelgate audit-forwarder``: the forwarder process's command line.
+
+Register with ``app.command("audit-forwarder")(audit_forwarder_command)``; it also runs on
+its own as ``python -m labelgate.audit.export``. Exit codes: 0 stopped cleanly (with
+``--once``: everything delivered), 1 a destination could not be reached (``--once``),
+2 bad settings, or a log the forwarder will not follow without skipping records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labelgate.errors import LabelgateError
+
+
+def audit_forwarder_command(
+    log_dir: Annotated[Path, typer.Option("--log-dir", help="the audit log directory to follow")],
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="where each destination's cursor is kept")],
+    syslog: Annotated[
+        list[str] | None,
+        typer.Option("--syslog", help="tcp://HOST:PORT (RFC 6587 octet counting) or udp://HOST:PORT"),
+    ] = None,
+    http: Annotated[
+        list[str] | None, typer.Option("--http", help="URL that receives batches as JSON arrays")
+    ] = None,
+    jsonl_dir: Annotated[
+        list[Path] | None, typer.Option("--jsonl-dir", help="directory for rotated JSON-lines export files")
+    ] = None,
+    http_token_file: Annotated[
+        Path | None, typer.Option("--http-token-file", help="file holding a bearer token for --http")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="most records per delivery")] = 500,
+    poll_seconds: Annotated[float, typer.Option(help="how often to look for new records")] = 0.25,
+    retry_max_seconds: Annotated[float, typer.Option(help="longest wait between retries")] = 30.0,
+    timeout_seconds: Annotated[float, typer.Option(help="time limit of one delivery")] = 10.0,
+    start: Annotated[
+        str, typer.Option(help="where a destination without a cursor starts: beginning or end")
+    ] = "beginning",
+    hostname: Annotated[str | None, typer.Option(help="HOSTNAME of syslog messages")] = None,
+    facility: Annotated[int, typer.Option(help="syslog facility (13: log audit)")] = 13,
+    sd_id: Annotated[str, typer.Option(help="SD-ID of the structured data, NAME@PEN")] = "labelgate@32473",
+    max_datagram: Annotated[int, typer.Option(help="largest UDP syslog message in bytes")] = 8192,
+    jsonl_max_bytes: Annotated[int, typer.Option(help="start a new export file past this size")] = 64 << 20,
+    jsonl_keep: Annotated[int, typer.Option(help="export files to keep")] = 10,
+    once: Annotated[bool, typer.Option("--once", help="deliver what the log holds now, then exit")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Forward the audit log to SIEMs: syslog, HTTP and JSON-lines files, at least once."""
+    import socket
+
+    from labelgate.audit.export.forwarder import ForwarderSettings, run_forwarder
+    from labelgate.logs import configure
+
+    configure(log_level)
+    if start not in ("beginning", "end"):
+        typer.echo("error: --start is beginning or end", err=True)
+        raise typer.Exit(2)
+    settings = ForwarderSettings(
+        log_dir=log_dir,
+        state_dir=state_dir,
+        syslog=tuple(syslog or ()),
+        http=tuple(http or ()),
+        jsonl_dirs=tuple(jsonl_dir or ()),
+        http_token_file=http_token_file,
+        batch_size=batch_size,
+        poll_seconds=poll_seconds,
+        retry_max_seconds=retry_max_seconds,
+        timeout_seconds=timeout_seconds,
+        start=start,  # type: ignore[arg-type]
+        hostname=hostname or socket.gethostname(),
+        facility=facility,
+        sd_id=sd_id,
+        max_datagram=max_datagram,
+        jsonl_max_bytes=jsonl_max_bytes,
+        jsonl_keep=jsonl_keep,
+        once=once,
+    )
+    try:
+        status = run_forwarder(settings)
+    except LabelgateError as error:
+        typer.echo(f"error: {error.message} ({error.reason})", err=True)
+        raise typer.Exit(error.exit_code) from None
+    except OSError as error:
+        typer.echo(f"error: {error.filename or ''} {error.strerror or error}".strip(), err=True)
+        raise typer.Exit(2) from None
+    if status:
+        raise typer.Exit(status)
+
+
+def forwarder_cli() -> None:
+    typer.run(audit_forwarder_command)

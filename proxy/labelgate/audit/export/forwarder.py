@@ -1,0 +1,273 @@
+"""``labelgate audit-forwarder``: follow the audit log and deliver every record to each destination.
+
+Each destination has its own loop and its own cursor file in the state directory, so a
+receiver that is down holds up only itself:
+
+    read the batch after the cursor  ->  deliver it (retry the same batch with backoff until
+    it is delivered)  ->  save the cursor (atomically)  ->  next batch
+
+The cursor moves only after a delivery, and is saved before the next batch is read, so a
+crash or kill at any point re-sends at most the batch in flight: at-least-once, never a
+gap. While a destination is down, the backlog is simply the part of the log after its
+cursor: the audit log is the on-disk spool, already durable and hash-chained, and the
+forwarder holds no more than one batch in memory however long the outage lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import re
+import signal
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from labelgate.audit.export.destinations import (
+    DeliveryFailed,
+    Destination,
+    HttpBatch,
+    JsonlFiles,
+    SyslogTcp,
+    SyslogUdp,
+)
+from labelgate.audit.export.formats import DEFAULT_FACILITY, DEFAULT_SD_ID, check_sd_id
+from labelgate.audit.export.tail import (
+    Cursor,
+    CursorFile,
+    ExportLogBroken,
+    LogRecord,
+    end_cursor,
+    read_batch,
+)
+from labelgate.errors import ConfigError
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
+FIRST_RETRY_SECONDS = 0.2
+# --once: a destination that still fails after this many attempts makes the run fail.
+ONCE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ForwarderSettings:
+    log_dir: Path
+    state_dir: Path
+    syslog: tuple[str, ...] = ()  # tcp://host:port or udp://host:port
+    http: tuple[str, ...] = ()  # http(s)://host:port/path
+    jsonl_dirs: tuple[Path, ...] = ()
+    http_token_file: Path | None = None
+    batch_size: int = 500
+    poll_seconds: float = 0.25
+    retry_max_seconds: float = 30.0
+    timeout_seconds: float = 10.0
+    start: Literal["beginning", "end"] = "beginning"  # where a destination without a cursor starts
+    hostname: str = field(default_factory=socket.gethostname)
+    facility: int = DEFAULT_FACILITY
+    sd_id: str = DEFAULT_SD_ID
+    max_datagram: int = 8192
+    jsonl_max_bytes: int = 64 << 20
+    jsonl_keep: int = 10
+    once: bool = False  # deliver what the log holds now, then exit
+
+    def check(self) -> None:
+        problems = []
+        if not (self.syslog or self.http or self.jsonl_dirs):
+            problems.append("no destination: give --syslog, --http or --jsonl-dir")
+        for url in self.syslog:
+            scheme = urlsplit(url).scheme
+            if scheme not in ("tcp", "udp", "syslog+tcp", "syslog+udp"):
+                problems.append(f"--syslog {url!r}: use tcp://HOST:PORT or udp://HOST:PORT")
+        for url in self.http:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problems.append(f"--http {url!r}: use http(s)://HOST[:PORT]/PATH")
+        if self.batch_size < 1 or self.poll_seconds <= 0 or self.retry_max_seconds <= 0:
+            problems.append("batch size, poll interval and retry limit must be positive")
+        if self.timeout_seconds <= 0:
+            problems.append("the delivery timeout must be positive")
+        if not 0 <= self.facility <= 23:
+            problems.append("the syslog facility is 0..23")
+        if self.max_datagram < 480:
+            problems.append("a syslog datagram limit below 480 bytes is not allowed (RFC 5426)")
+        if self.jsonl_keep < 1 or self.jsonl_max_bytes < 1:
+            problems.append("jsonl keep and max bytes must be positive")
+        try:
+            check_sd_id(self.sd_id)
+        except ValueError as error:
+            problems.append(str(error))
+        if problems:
+            raise ConfigError("AUDIT_FORWARDER_CONFIG", "; ".join(problems))
+
+
+def destination_name(kind: str, target: str) -> str:
+    """A stable file-name-safe id for a destination: its cursor file is ``<name>.cursor.json``."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", target).strip("-")[:60]
+    return f"{kind}-{slug}-{hashlib.sha256(f'{kind} {target}'.encode()).hexdigest()[:8]}"
+
+
+def build_destinations(settings: ForwarderSettings) -> list[Destination]:
+    destinations: list[Destination] = []
+    token = settings.http_token_file.read_text().strip() if settings.http_token_file else None
+    for url in settings.syslog:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 514
+        common = {"hostname": settings.hostname, "facility": settings.facility, "sd_id": settings.sd_id}
+        if parts.scheme.endswith("udp"):
+            name = destination_name("syslog-udp", f"{host}:{port}")
+            destinations.append(SyslogUdp(name, host, port, max_datagram=settings.max_datagram, **common))
+        else:
+            name = destination_name("syslog-tcp", f"{host}:{port}")
+            destinations.append(SyslogTcp(name, host, port, timeout=settings.timeout_seconds, **common))
+    for url in settings.http:
+        parts = urlsplit(url)
+        shown = f"{parts.hostname}:{parts.port or ''}{parts.path}"  # no credentials or query in names
+        name = destination_name("http", shown)
+        destinations.append(HttpBatch(name, url, token=token, timeout=settings.timeout_seconds))
+    for directory in settings.jsonl_dirs:
+        directory = directory.resolve()
+        name = destination_name("jsonl", str(directory))
+        destinations.append(
+            JsonlFiles(name, directory, max_bytes=settings.jsonl_max_bytes, keep=settings.jsonl_keep)
+        )
+    names = [d.name for d in destinations]
+    if len(set(names)) != len(names):
+        raise ConfigError("AUDIT_FORWARDER_CONFIG", "the same destination is given twice")
+    return destinations
+
+
+class Forwarder:
+    def __init__(self, settings: ForwarderSettings, destinations: list[Destination] | None = None) -> None:
+        settings.check()
+        self.settings = settings
+        self.destinations = destinations if destinations is not None else build_destinations(settings)
+        self.stopping = asyncio.Event()
+        self.delivered: dict[str, int] = {d.name: 0 for d in self.destinations}
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> int:
+        """0: stopped (or, with ``once``, everything delivered); 1: undelivered; 2: the log is broken."""
+        if not self.settings.log_dir.is_dir():
+            raise ConfigError(
+                "AUDIT_FORWARDER_CONFIG", f"the audit log directory {self.settings.log_dir} does not exist"
+            )
+        tasks = [asyncio.create_task(self._follow(d), name=d.name) for d in self.destinations]
+        stopper = asyncio.create_task(self.stopping.wait())
+        try:
+            remaining: set[asyncio.Task] = set(tasks)
+            while remaining and not self.stopping.is_set():
+                done, remaining = await asyncio.wait(
+                    remaining | {stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                remaining.discard(stopper)
+                for task in done - {stopper}:
+                    if (failure := task.exception()) is not None:
+                        raise failure
+            if not self.settings.once:
+                return 0
+            finished = all(t.done() and not t.cancelled() and t.result() for t in tasks)
+            return 0 if finished else 1
+        except ExportLogBroken as error:
+            log.error("audit_export_stopped", reason=error.reason, error=error.message)
+            return 2
+        finally:
+            stopper.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for destination in self.destinations:
+                with contextlib.suppress(Exception):
+                    await destination.close()
+
+    async def _follow(self, destination: Destination) -> bool:
+        """Deliver batches to one destination until stopped (or, with ``once``, the log's end)."""
+        settings = self.settings
+        cursor_file = CursorFile(settings.state_dir / f"{destination.name}.cursor.json")
+        cursor = await asyncio.to_thread(cursor_file.load)
+        if cursor is None:
+            cursor = (
+                Cursor()
+                if settings.start == "beginning"
+                else await asyncio.to_thread(end_cursor, settings.log_dir)
+            )
+            await asyncio.to_thread(cursor_file.save, cursor, destination=destination.name)
+            log.info("audit_export_cursor_created", destination=destination.name, seq=cursor.seq)
+        while not self.stopping.is_set():
+            batch = await asyncio.to_thread(read_batch, settings.log_dir, cursor, settings.batch_size)
+            if not batch:
+                if settings.once:
+                    return True
+                await self._pause(settings.poll_seconds)
+                continue
+            if not await self._deliver(destination, batch):
+                return False
+            cursor = batch[-1].after
+            self.delivered[destination.name] += len(batch)
+            await asyncio.to_thread(
+                cursor_file.save,
+                cursor,
+                destination=destination.name,
+                updated=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            )
+            log.debug(
+                "audit_export_delivered", destination=destination.name, records=len(batch), seq=cursor.seq
+            )
+        return True
+
+    async def _deliver(self, destination: Destination, batch: list[LogRecord]) -> bool:
+        """Send the same batch until it is delivered; False only when stopping or out of attempts."""
+        failures = 0
+        while True:
+            try:
+                await destination.deliver(batch)
+            except DeliveryFailed as error:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "audit_export_destination_down",
+                        destination=destination.name,
+                        error=error.message,
+                        waiting_from_seq=batch[0].seq,
+                    )
+                if self.settings.once and failures >= ONCE_ATTEMPTS:
+                    log.error("audit_export_gave_up", destination=destination.name, attempts=failures)
+                    return False
+                delay = min(self.settings.retry_max_seconds, FIRST_RETRY_SECONDS * 2 ** (failures - 1))
+                await self._pause(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
+                if self.stopping.is_set():
+                    return False
+                continue
+            if failures:
+                log.info(
+                    "audit_export_destination_back", destination=destination.name, failed_attempts=failures
+                )
+            return True
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+
+async def serve(settings: ForwarderSettings) -> int:
+    forwarder = Forwarder(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, forwarder.request_stop)
+    log.info(
+        "audit_forwarder_started",
+        log_dir=str(settings.log_dir),
+        destinations=[d.name for d in forwarder.destinations],
+    )
+    return await forwarder.run()
+
+
+def run_forwarder(settings: ForwarderSettings) -> int:
+    """Blocking entry point; the exit status for the process."""
+    return asyncio.run(serve(settings))

@@ -1,0 +1,239 @@
+"""Follow the audit log segments from a cursor, and keep the cursor on disk.
+
+A ``Cursor`` names the last record a destination has received (``seq`` and its chain
+``hash``) and where the next one starts (``segment``: the first seq of its file, ``offset``:
+a byte offset in it). Reading from a cursor:
+
+- takes complete lines only: a line without its newline is a write in progress (or a torn
+  write the writer cuts off when it restarts) and is left for the next read;
+- checks every record's own hash and that it links to the one before (``prev`` equals the
+  cursor's hash), across files and across restarts of the forwarder. A link that does not
+  hold means the log was edited, or rewritten behind the cursor, and the forwarder stops
+  (``ExportLogBroken``) instead of shipping records it cannot vouch for;
+- never skips: if the next record's file is gone (segments archived away while a
+  destination was down) that is an ``ExportLogBroken`` too, with the missing range;
+- ``fsync``s the segment before handing records out, so nothing is exported that a power
+  loss could still take out of the log (the writer acknowledges only after its own fsync;
+  the forwarder may read a line a moment before that fsync returns).
+
+All of this blocks; the forwarder runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from labelgate.audit.records import GENESIS, is_hex_digest
+from labelgate.audit.store import list_segments, parse_record, segment_name
+from labelgate.errors import ConfigError, LabelgateError
+
+# One read takes at most this much of a segment; a batch never needs more.
+READ_CHUNK = 1 << 20
+
+
+class ExportLogBroken(LabelgateError):
+    """The log cannot be followed from the cursor without skipping or trusting a broken link."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            "AUDIT_EXPORT_LOG_BROKEN",
+            message + " (run `labelgate audit verify` on the log; the forwarder does not skip records)",
+        )
+
+
+@dataclass(frozen=True)
+class Cursor:
+    seq: int = 0  # the last record delivered (0: none yet)
+    hash: str = GENESIS  # its chain hash: the next record's ``prev``
+    segment: int | None = None  # first seq of the file holding the next record (None: find it)
+    offset: int = 0  # byte offset of the next record in that file
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    seq: int
+    hash: str
+    event: dict[str, Any]
+    after: Cursor  # the cursor once this record is delivered
+
+    def document(self) -> dict[str, Any]:
+        """The exported form: the event's fields plus its place in the chain."""
+        return {**self.event, "seq": self.seq, "hash": self.hash}
+
+
+def read_batch(
+    log_dir: Path, cursor: Cursor, max_records: int, max_bytes: int = READ_CHUNK
+) -> list[LogRecord]:
+    """The records after ``cursor`` (at most ``max_records``), checked, each with its next cursor."""
+    while True:
+        segments = list_segments(log_dir)  # listed BEFORE reading: see _next_segment
+        if not segments:
+            return []
+        if cursor.segment is None or not (log_dir / segment_name(cursor.segment)).exists():
+            cursor = _locate(log_dir, segments, cursor)
+            if cursor.segment is None:
+                return []
+        assert cursor.segment is not None
+        records = _read_from(log_dir / segment_name(cursor.segment), cursor, max_records, max_bytes)
+        if records:
+            return records
+        following = _next_segment(segments, cursor)
+        if following is None:
+            return []
+        # A newer file existed before we read this one to its end: the writer had finished
+        # with this one, so everything in it has been read. Move on.
+        if following != cursor.seq + 1:
+            raise ExportLogBroken(
+                f"records {cursor.seq + 1}..{following - 1} are missing: {segment_name(cursor.segment)} "
+                f"ends at seq {cursor.seq} and the next file starts at {following}"
+            )
+        cursor = Cursor(cursor.seq, cursor.hash, following, 0)
+
+
+def _next_segment(segments: list[tuple[int, Path]], cursor: Cursor) -> int | None:
+    later = [first for first, _ in segments if cursor.segment is not None and first > cursor.segment]
+    return min(later) if later else None
+
+
+def _locate(log_dir: Path, segments: list[tuple[int, Path]], cursor: Cursor) -> Cursor:
+    """Find the file and offset of record ``cursor.seq + 1`` by scanning (first read, or a stale cursor)."""
+    wanted = cursor.seq + 1
+    candidates = [first for first, _ in segments if first <= wanted]
+    if not candidates:
+        raise ExportLogBroken(
+            f"record {wanted} is not in the log: the oldest file starts at seq {segments[0][0]}"
+        )
+    first = max(candidates)
+    offset, seen = 0, cursor.seq < first  # the cursor's own record is in this file unless it precedes it
+    with open(log_dir / segment_name(first), "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            record = parse_record(line)
+            if record is None:
+                raise ExportLogBroken(f"{segment_name(first)} at byte {offset}: not a valid record")
+            if record["seq"] >= wanted:
+                break
+            if record["seq"] == cursor.seq and cursor.seq > 0 and record["hash"] != cursor.hash:
+                raise ExportLogBroken(
+                    f"record {cursor.seq} is not the one last delivered (hash differs): the log was "
+                    "rewritten behind the export cursor"
+                )
+            seen = seen or record["seq"] == cursor.seq
+            offset += len(line)
+    if not seen:
+        raise ExportLogBroken(f"the log ends before record {cursor.seq}, which was already delivered")
+    return Cursor(cursor.seq, cursor.hash, first, offset)
+
+
+def _read_from(path: Path, cursor: Cursor, max_records: int, max_bytes: int) -> list[LogRecord]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return []
+    try:
+        if os.fstat(fd).st_size < cursor.offset:
+            raise ExportLogBroken(
+                f"{path.name} is shorter than the export cursor (byte {cursor.offset}, after seq "
+                f"{cursor.seq}): the log was cut or rewritten behind it"
+            )
+        os.lseek(fd, cursor.offset, os.SEEK_SET)
+        data = os.read(fd, max_bytes)
+        complete = data[: data.rfind(b"\n") + 1]
+        if not complete and len(data) == max_bytes:
+            raise ExportLogBroken(
+                f"{path.name} at byte {cursor.offset}: a line longer than {max_bytes} bytes"
+            )
+        if complete:
+            # Make what we are about to export durable in the log first (usually a no-op: the
+            # writer's own fsync for these lines has returned or is about to).
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    records: list[LogRecord] = []
+    seq, prev, offset = cursor.seq, cursor.hash, cursor.offset
+    for line in complete.splitlines(keepends=True):
+        if len(records) >= max_records:
+            break
+        record = parse_record(line)
+        problem = _problem(record, seq, prev)
+        if problem is not None:
+            if records:
+                break  # deliver what is good first; the next read starts at the bad record
+            raise ExportLogBroken(f"{path.name} at byte {offset}: {problem}")
+        assert record is not None
+        seq, prev, offset = record["seq"], record["hash"], offset + len(line)
+        records.append(LogRecord(seq, prev, record["event"], Cursor(seq, prev, cursor.segment, offset)))
+    return records
+
+
+def _problem(record: dict[str, Any] | None, seq: int, prev: str) -> str | None:
+    if record is None:
+        return "not a valid record (its hash does not match its contents)"
+    if record["seq"] != seq + 1:
+        return f"expected seq {seq + 1}, found {record['seq']}"
+    if record["prev"] != prev:
+        return f"record {record['seq']} does not link to record {seq}"
+    return None
+
+
+def end_cursor(log_dir: Path) -> Cursor:
+    """A cursor after the last complete record: for a new destination that wants only what comes next."""
+    cursor = Cursor()
+    while batch := read_batch(log_dir, cursor, 10_000, 16 * READ_CHUNK):
+        cursor = batch[-1].after
+    return cursor
+
+
+class CursorFile:
+    """One destination's cursor, replaced atomically (write, fsync, rename, fsync the directory)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> Cursor | None:
+        try:
+            raw = json.loads(self.path.read_text())
+            cursor = Cursor(
+                seq=int(raw["seq"]),
+                hash=str(raw["hash"]),
+                segment=None if raw.get("segment") is None else int(raw["segment"]),
+                offset=int(raw.get("offset", 0)),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(
+                "AUDIT_EXPORT_CURSOR_INVALID", f"cannot read the export cursor {self.path}: {error}"
+            ) from None
+        if cursor.seq < 0 or cursor.offset < 0 or not is_hex_digest(cursor.hash):
+            raise ConfigError("AUDIT_EXPORT_CURSOR_INVALID", f"the export cursor {self.path} is not valid")
+        return cursor
+
+    def save(self, cursor: Cursor, **extra: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        data = json.dumps({**asdict(cursor), **extra}, sort_keys=True).encode() + b"\n"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

@@ -1,0 +1,67 @@
+"""Session recording with replay: every call of a session, as the caller experienced it.
+
+Each call (or streamed message) is recorded under its session id (the client's
+``x-labelgate-session``, else one per connection): time, request id, method, model,
+subject, the request summary (input names, datatypes and shapes; values only if
+``recording.record_input_values`` is set and the pipeline exposes the request), the
+decision (outcome, reason, per-phase results, masked paths, labels) and the response
+**exactly as delivered**, after masking: the protobuf bytes, base64, with the type name
+(``entries.py``). ``labelgate sessions list|show|replay`` reads them back (``cli.py``,
+``replay.py``).
+
+Decisions, and why:
+
+- **Not fatal, unlike the audit log.** The audit log is the system of record and fails
+  closed. A recording is evidence for replay: if it cannot be written (store down, queue
+  full, a bug) it is dropped, logged and counted, and the call goes on
+  (``recorder.py``). Place the ``SessionRecorder`` *after* the ``AuditRecorder`` in
+  ``Recorders(...)``: a call whose audit record failed was not delivered, and its
+  recording would claim a response nobody received.
+- **Off the event loop.** ``record`` only builds the entry and queues it (bounded); a
+  writer task appends batches (files in a worker thread, PostgreSQL async).
+- **Storage**: files by default, one JSONL file per session with a safe name derived from
+  the session id (``files.py``); PostgreSQL when ``recording.postgres_dsn`` is set
+  (``postgres.py``). Both lock per session so several gateways can share a store.
+- **Size cap per session** (``max_session_bytes``): the call that would exceed it is
+  replaced by one explicit ``truncated`` marker, and nothing later of that session is
+  recorded, so a replay says plainly that it is incomplete.
+- **Retention** (``retention_days``): a sweeper deletes sessions whose latest entry is
+  older than that, every ``sweep_interval_seconds`` (``SessionRecorder.sweep(now)``).
+- **What is at rest.** The masked response, as delivered: a caller without clearance has
+  no confidential or restricted value in it. A cleared caller (e.g. break-glass) received
+  real values, and the recording holds them, because it must show what was delivered; the
+  recording store is therefore sensitive (files 0640 in a 0750 directory, database
+  access control) and its retention should be short.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labelgate.recording.recorder import SessionRecorder, build_session_recorder
+    from labelgate.recording.settings import RecordingSettings
+    from labelgate.recording.store import SessionInfo, SessionStore
+
+# Imported on first use, so that `labelgate --help` (which registers `sessions`) stays fast.
+_EXPORTS = {
+    "RecordingSettings": "labelgate.recording.settings",
+    "SessionInfo": "labelgate.recording.store",
+    "SessionRecorder": "labelgate.recording.recorder",
+    "SessionStore": "labelgate.recording.store",
+    "build_session_recorder": "labelgate.recording.recorder",
+}
+__all__ = [
+    "RecordingSettings",
+    "SessionInfo",
+    "SessionRecorder",
+    "SessionStore",
+    "build_session_recorder",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

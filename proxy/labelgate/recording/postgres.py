@@ -1,0 +1,174 @@
+"""Session recordings in PostgreSQL, for gateways that share them (psycopg 3, async).
+
+Two tables (created if missing): ``labelgate_recording_sessions`` (one row per session:
+first and last time, entry count, bytes, truncated) and ``labelgate_recording_entries``
+(one row per entry, ``jsonb``, deleted with their session). An append locks the
+session's row (``SELECT ... FOR UPDATE``) so the size check and the insert are one step
+across gateways. The sweeper deletes sessions by ``last_at``; the index makes that cheap.
+
+One connection, used by the recorder's single writer task (and by the sweeper, under the
+same lock); after a connection error it is reopened on the next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from labelgate.recording.entries import (
+    Admission,
+    admit,
+    encode_line,
+    format_time,
+    parse_time,
+    truncation_marker,
+)
+from labelgate.recording.store import SessionInfo
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS labelgate_recording_sessions (
+    session_id text PRIMARY KEY,
+    started_at timestamptz NOT NULL,
+    last_at timestamptz NOT NULL,
+    entries integer NOT NULL DEFAULT 0,
+    calls integer NOT NULL DEFAULT 0,
+    bytes bigint NOT NULL DEFAULT 0,
+    truncated boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS labelgate_recording_sessions_last_at ON labelgate_recording_sessions (last_at);
+CREATE TABLE IF NOT EXISTS labelgate_recording_entries (
+    session_id text NOT NULL REFERENCES labelgate_recording_sessions (session_id) ON DELETE CASCADE,
+    seq integer NOT NULL,
+    at timestamptz NOT NULL,
+    entry jsonb NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+"""
+
+
+class PostgresSessionStore:
+    def __init__(self, dsn: str, *, connect_timeout: float = 5.0) -> None:
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
+            )
+        return self._conn
+
+    async def open(self) -> None:
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction():
+                # Several gateways may start at once: serialise the CREATE IF NOT EXISTS.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('labelgate_recording_schema'))")
+                await conn.execute(SCHEMA)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+    async def append(self, session_id: str, entries: Sequence[dict[str, Any]], limit: int) -> list[Admission]:
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction():
+                row = await self._locked_row(conn, session_id, entries[0]["time"])
+                count, calls, size, truncated = row
+                results: list[Admission] = []
+                rows: list[tuple[Any, ...]] = []
+                last = entries[0]["time"]
+                for entry in entries:
+                    length = len(encode_line(entry))
+                    result = admit(size, truncated, length, limit)
+                    results.append(result)
+                    if result == "drop":
+                        continue
+                    stored = entry if result == "store" else truncation_marker(entry, limit, size)
+                    count += 1
+                    rows.append((session_id, count, parse_time(stored["time"]), Jsonb(stored)))
+                    last = stored["time"]
+                    if result == "store":
+                        size += length
+                        calls += 1
+                    else:
+                        truncated = True
+                if rows:
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(
+                            "INSERT INTO labelgate_recording_entries (session_id, seq, at, entry) "
+                            "VALUES (%s, %s, %s, %s)",
+                            rows,
+                        )
+                    await conn.execute(
+                        "UPDATE labelgate_recording_sessions SET entries = %s, calls = %s, bytes = %s, "
+                        "truncated = %s, last_at = greatest(last_at, %s) WHERE session_id = %s",
+                        (count, calls, size, truncated, parse_time(last), session_id),
+                    )
+                return results
+
+    async def _locked_row(
+        self, conn: psycopg.AsyncConnection, session_id: str, time: str
+    ) -> tuple[int, int, int, bool]:
+        at = parse_time(time)
+        for _ in range(3):  # the sweeper may delete the row between the insert and the lock
+            await conn.execute(
+                "INSERT INTO labelgate_recording_sessions (session_id, started_at, last_at) "
+                "VALUES (%s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
+                (session_id, at, at),
+            )
+            cursor = await conn.execute(
+                "SELECT entries, calls, bytes, truncated FROM labelgate_recording_sessions "
+                "WHERE session_id = %s FOR UPDATE",
+                (session_id,),
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                return int(row[0]), int(row[1]), int(row[2]), bool(row[3])
+        raise psycopg.OperationalError(f"session row for {session_id!r} keeps disappearing")
+
+    async def sessions(self) -> list[SessionInfo]:
+        async with self._lock:
+            conn = await self._connection()
+            cursor = await conn.execute(
+                "SELECT session_id, started_at, last_at, calls, bytes, truncated "
+                "FROM labelgate_recording_sessions ORDER BY last_at DESC"
+            )
+            return [
+                SessionInfo(
+                    row[0], format_time(row[1]), format_time(row[2]), int(row[3]), int(row[4]), bool(row[5])
+                )
+                for row in await cursor.fetchall()
+            ]
+
+    async def entries(self, session_id: str) -> list[dict[str, Any]] | None:
+        async with self._lock:
+            conn = await self._connection()
+            cursor = await conn.execute(
+                "SELECT 1 FROM labelgate_recording_sessions WHERE session_id = %s", (session_id,)
+            )
+            if await cursor.fetchone() is None:
+                return None
+            cursor = await conn.execute(
+                "SELECT entry FROM labelgate_recording_entries WHERE session_id = %s ORDER BY seq",
+                (session_id,),
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def sweep(self, cutoff: datetime) -> int:
+        async with self._lock:
+            conn = await self._connection()
+            cursor = await conn.execute(
+                "DELETE FROM labelgate_recording_sessions WHERE last_at < %s", (cutoff,)
+            )
+            return cursor.rowcount

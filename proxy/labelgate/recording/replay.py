@@ -1,0 +1,223 @@
+"""Render recorded sessions for a terminal (rich): the list, a summary, and the replay timeline.
+
+The replay shows each call as it happened: time, method, model, who called, the decision
+(outcome, reason, per-phase results), the masked fields, what was asked (names and
+shapes), and the response exactly as delivered, decoded. Inference responses become a
+table (one column per output tensor, one row per element); masked columns are marked, and
+their cells show the masked values as the caller received them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from google.protobuf import text_format
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from labelgate.errors import InvalidInput
+from labelgate.oip.tensors import Tensor, decode_outputs
+from labelgate.recording.entries import decode_message
+from labelgate.recording.store import SessionInfo
+
+OUTCOME_STYLE = {
+    "allow": "green",
+    "mask": "yellow",
+    "deny": "bold red",
+    "approval_required": "magenta",
+    "error": "bold red",
+}
+_NARROW_FLOATS = {"FP32": np.float32, "FP16": np.float16}
+_TENSOR_OF_PATH = re.compile(r"^outputs\.([^.\[{]+)")
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def sessions_table(sessions: list[SessionInfo]) -> Table:
+    table = Table(title=f"{len(sessions)} recorded session(s)", title_justify="left")
+    for column in ("session", "started", "last", "calls", "size", "truncated"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("calls", "size") else "left")
+    for info in sessions:
+        table.add_row(
+            escape(info.session_id),
+            info.started,
+            info.last,
+            str(info.calls),
+            human_bytes(info.bytes),
+            "[bold red]yes[/]" if info.truncated else "no",
+        )
+    return table
+
+
+def calls_table(session_id: str, entries: list[dict[str, Any]]) -> Table:
+    """``sessions show``: one row per call."""
+    table = Table(title=f"session {escape(session_id)}", title_justify="left")
+    for column in ("#", "time", "method", "model", "subject", "decision", "masked", "response"):
+        table.add_column(column, overflow="fold")
+    number = 0
+    for entry in entries:
+        if entry.get("kind") == "truncated":
+            table.add_row("", entry["time"], "[bold red]TRUNCATED[/]", "", "", "", "", _marker_text(entry))
+            continue
+        if entry.get("kind") != "call":
+            table.add_row("", "", "[yellow]DAMAGED[/]", "", "", "", "", _damaged_text(entry))
+            continue
+        number += 1
+        decision = entry["decision"]
+        response = entry.get("response")
+        table.add_row(
+            str(number),
+            entry["time"],
+            escape(_short_method(entry["method"])),
+            escape(entry.get("model") or ""),
+            escape((entry.get("subject") or {}).get("id", "-")),
+            _outcome_text(decision),
+            str(len(decision.get("masked") or [])),
+            human_bytes(response["bytes"]) if response else "-",
+        )
+    return table
+
+
+def print_replay(console: Console, session_id: str, entries: list[dict[str, Any]]) -> None:
+    calls = [e for e in entries if e.get("kind") == "call"]
+    console.print(f"[bold]session {escape(session_id)}[/]: {len(calls)} call(s)")
+    number = 0
+    for entry in entries:
+        if entry.get("kind") == "truncated":
+            console.print(
+                Panel(_marker_text(entry), title="[bold red]recording truncated[/]", border_style="red")
+            )
+            continue
+        if entry.get("kind") != "call":
+            console.print(f"[yellow]{_damaged_text(entry)}[/]")
+            continue
+        number += 1
+        console.print(call_panel(number, entry))
+
+
+def call_panel(number: int, entry: dict[str, Any]) -> Panel:
+    decision = entry["decision"]
+    subject = entry.get("subject")
+    who = (
+        f"{escape(subject['id'])} (groups: {escape(', '.join(subject['groups']) or '-')}; {subject['auth']})"
+        if subject
+        else "unauthenticated"
+    )
+    lines = [
+        f"[bold]{escape(entry['method'])}[/]  model [cyan]{escape(entry.get('model') or '-')}[/]",
+        f"subject {who}   peer {escape(entry.get('peer') or '-')}   request {escape(entry['request_id'])}",
+        Text.assemble("decision ", _outcome_text(decision), f"   reason {decision.get('reason') or '-'}"),
+        f"labels {escape(', '.join(decision.get('labels') or []) or '-')}"
+        f"   upstream {escape(str(entry.get('upstream_status') or '-'))}",
+    ]
+    for phase in decision.get("phases") or []:
+        verdict = "allow" if phase["allow"] else "deny"
+        lines.append(
+            f"  {phase['phase']}: {verdict} ({escape(phase.get('reason') or '')}; "
+            f"{escape(phase.get('engine') or '')} {escape(phase.get('revision') or '')})"
+        )
+    masked = decision.get("masked") or []
+    if masked:
+        lines.append(
+            "masked "
+            + ", ".join(
+                f"[yellow]{escape(m['path'])}[/] ({m['strategy']}, {m.get('label', '?')})" for m in masked
+            )
+        )
+    lines.append(f"request {escape(_request_text(entry.get('request') or {}))}")
+    body: list[Any] = [line if isinstance(line, Text) else Text.from_markup(line) for line in lines]
+    body.append(_response_view(entry.get("response"), masked))
+    title = f"#{number}  {entry['time']}"
+    return Panel(Group(*body), title=title, title_align="left", border_style=_border(decision))
+
+
+def _border(decision: dict[str, Any]) -> str:
+    return OUTCOME_STYLE.get(decision.get("outcome", ""), "white").replace("bold ", "")
+
+
+def _outcome_text(decision: dict[str, Any]) -> Text:
+    outcome = decision.get("outcome", "?")
+    return Text(outcome.upper(), style=OUTCOME_STYLE.get(outcome, "white"))
+
+
+def _marker_text(entry: dict[str, Any]) -> str:
+    limit, recorded = human_bytes(entry["limit_bytes"]), human_bytes(entry["recorded_bytes"])
+    return (
+        f"size cap of {limit} reached after {recorded}: "
+        f"request {escape(str(entry.get('request_id')))} and every later call are not recorded"
+    )
+
+
+def _damaged_text(entry: dict[str, Any]) -> str:
+    return f"line {entry.get('line', '?')} of the recording does not parse (a write torn by a crash): skipped"
+
+
+def _short_method(method: str) -> str:
+    return method.rsplit("/", 1)[-1] or method
+
+
+def _request_text(summary: dict[str, Any]) -> str:
+    if not summary:
+        return "-"
+    inputs = ", ".join(f"{i['name']} {i['datatype']} {i['shape']}" for i in summary.get("inputs", []))
+    outputs = ", ".join(summary.get("outputs") or []) or "all"
+    return f"inputs {inputs or '-'}; outputs asked: {outputs}"
+
+
+def _response_view(stored: dict[str, Any] | None, masked: list[dict[str, Any]]) -> Any:
+    if not stored:
+        return Text("response: none delivered", style="dim")
+    heading = f"response as delivered ({stored['type']}, {human_bytes(stored['bytes'])})"
+    message = decode_message(stored)
+    if message is None:
+        return Text(f"{heading}: type not known here, not decoded", style="dim")
+    if message.DESCRIPTOR.full_name == "inference.ModelInferResponse":
+        try:
+            return Group(Text(heading), *tensor_tables(decode_outputs(message), masked))
+        except InvalidInput as error:
+            return Text(f"{heading}: outputs do not decode ({error.reason})", style="red")
+    return Group(Text(heading), Text(text_format.MessageToString(message, as_utf8=True)))
+
+
+def tensor_tables(tensors: list[Tensor], masked: list[dict[str, Any]]) -> list[Table]:
+    """One table per group of tensors with the same element count: a column each, a row per element."""
+    masks: dict[str, list[str]] = {}
+    for item in masked:
+        if match := _TENSOR_OF_PATH.match(item["path"]):
+            masks.setdefault(match.group(1), []).append(item["strategy"])
+    groups: dict[int, list[Tensor]] = {}
+    for tensor in tensors:
+        groups.setdefault(len(tensor.values), []).append(tensor)
+    tables = []
+    for count, members in groups.items():
+        table = Table(show_lines=False)
+        for tensor in members:
+            header = f"{tensor.name}\n{tensor.datatype} {tensor.shape}"
+            if tensor.name in masks:
+                header += f"\n[yellow]masked: {', '.join(sorted(set(masks[tensor.name])))}[/]"
+            table.add_column(header, overflow="fold", style="yellow" if tensor.name in masks else None)
+        for row in range(count):
+            table.add_row(*(escape(_cell(tensor.values[row], tensor.datatype)) for tensor in members))
+        tables.append(table)
+    return tables
+
+
+def _cell(value: Any, datatype: str) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if datatype in _NARROW_FLOATS:
+        # The shortest text that is this value at the tensor's precision: 0.0306, not 0.030600000172853470.
+        return str(_NARROW_FLOATS[datatype](value))
+    return str(value)

@@ -1,0 +1,43 @@
+"""The ``recording`` section of the gateway config.
+
+    recording:
+      dir: /var/lib/labelgate/sessions     # files (one JSONL file per session), or
+      postgres_dsn: postgresql://...       # PostgreSQL; not both
+      retention_days: 30
+      max_session_bytes: 16777216
+      record_input_values: false
+
+Neither ``dir`` nor ``postgres_dsn``: sessions are not recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class RecordingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path | None = None
+    postgres_dsn: SecretStr | None = None
+    # Sessions with no call for this long are deleted by the sweeper.
+    retention_days: float = Field(30.0, gt=0, le=3650)
+    # Past this, one truncation marker is written and the rest of the session is not recorded.
+    max_session_bytes: int = Field(16 << 20, ge=4096)
+    # Off: only input names, datatypes and shapes are kept, never the values a caller sent.
+    record_input_values: bool = False
+    # Calls waiting to be written; when full, recordings are dropped (and counted), calls are not held.
+    queue_size: int = Field(10_000, ge=1)
+    sweep_interval_seconds: float = Field(3600.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.dir is not None or self.postgres_dsn is not None
+
+    @model_validator(mode="after")
+    def _one_store(self) -> RecordingSettings:
+        if self.dir is not None and self.postgres_dsn is not None:
+            raise ValueError("recording.dir and recording.postgres_dsn are both set: choose one store")
+        return self

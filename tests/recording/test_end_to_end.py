@@ -1,0 +1,188 @@
+"""A real gateway (in process, grpc.aio) in front of the real demo backend, with a real audit
+writer process and the SessionRecorder in its record stage; then ``sessions replay``.
+
+"No secrets at rest": after calls by personas without clearance for raw values, while the
+backend sends every confidential and restricted value through the gateway, none of those
+values is in the recordings (decoded, not just the base64 text) or in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from pathlib import Path
+
+import grpc
+import pytest
+from typer.testing import CliRunner, Result
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
+from labelgate.auth import mint_dev_token
+from labelgate.config import GatewaySettings
+from labelgate.demo.data import customer
+from labelgate.gateway.record import Recorders
+from labelgate.gateway.server import Gateway
+from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
+from labelgate.recording import SessionRecorder
+from labelgate.recording.cli import sessions_app
+from labelgate.recording.entries import file_name
+from labelgate.recording.files import FileSessionStore
+from tests.audit.conftest import writer_process
+from tests.support.procs import REPO, free_port
+
+IDS = list(range(1, 13))  # every kind of notes (ssn, card, email, iban, json, plain), twice
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}\d{10,30}\b")
+
+
+def secrets_of(ids: list[int]) -> list[str]:
+    """Every raw confidential or restricted value of the rows, including those inside notes."""
+    found = []
+    for i in ids:
+        row = customer(i)
+        found += [row.ssn, row.card_number, row.account_secret, *_IBAN.findall(row.notes)]
+    return found
+
+
+def leaked(data: bytes, secrets: list[str]) -> list[str]:
+    return [secret for secret in secrets if secret.encode() in data]
+
+
+def infer_request(ids: list[int], request_id: str = "") -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="customer-profile", id=request_id)
+    request.inputs.add(name="customer_ids", datatype="INT64", shape=[len(ids)])
+    encode_inputs(request, [Tensor("customer_ids", "INT64", [len(ids)], ids)], raw=True)
+    return request
+
+
+def metadata(sub: str, *groups: str, session: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("authorization", f"Bearer {mint_dev_token(sub, list(groups), 300)}"),
+        ("x-labelgate-session", session),
+    )
+
+
+def at_rest(directory: Path) -> bytes:
+    """Every byte stored under a directory, plus every recorded message decoded from base64."""
+    blobs = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        blobs.append(data)
+        for line in data.splitlines():
+            entry = json.loads(line)
+            for key in ("response", "request_message"):
+                if isinstance(entry.get(key), dict):
+                    blobs.append(base64.b64decode(entry[key]["base64"]))
+    return b"\n".join(blobs)
+
+
+async def cli(*args: str) -> Result:
+    """``labelgate sessions ...`` (it runs its own event loop, so not on this one)."""
+    return await asyncio.to_thread(CliRunner().invoke, sessions_app, list(args), env={"COLUMNS": "220"})
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, demo_backend: str):
+    sock, audit_dir = tmp_path / "audit.sock", tmp_path / "audit"
+    settings = GatewaySettings(
+        listen=f"127.0.0.1:{free_port()}",
+        admin_listen=None,
+        upstream={"address": demo_backend},
+        policy={"dir": str(REPO / "rego")},
+        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        masking={"hash_key": "recording-test-hash-key"},
+        auth={"jwt": {"trust_dev_key": True}},
+        audit={"socket": str(sock), "timeout_seconds": 5},
+    )
+    recorder = SessionRecorder(FileSessionStore(tmp_path / "sessions"))
+    with writer_process(sock, audit_dir):
+        gw = Gateway(settings)
+        # After the audit recorder: only what was released (durably audited) is recorded.
+        gw.pipeline.recorder = Recorders(gw.pipeline.recorder, recorder)
+        await gw.start()
+        try:
+            yield f"127.0.0.1:{gw.port}", recorder
+        finally:
+            await gw.stop(0)
+            await recorder.close()
+
+
+async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
+    gateway, tmp_path: Path, demo_backend: str
+) -> None:
+    target, recorder = gateway
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        nora = await stub.ModelInfer(
+            infer_request(IDS), metadata=metadata("nora", session="s-nora"), timeout=10
+        )
+        ana = await stub.ModelInfer(infer_request(IDS), metadata=metadata("ana", "analysts", session="s-ana"))
+        with pytest.raises(grpc.aio.AioRpcError) as held:
+            await stub.ModelInfer(
+                infer_request(IDS), metadata=metadata("bea", "break-glass", session="s-ana")
+            )
+        stream = stub.ModelStreamInfer(metadata=metadata("ana", "analysts", session="s-stream"))
+        for number, ids in enumerate(([1, 2], [5])):
+            await stream.write(infer_request(ids, f"m{number}"))
+        streamed = [await stream.read() for _ in range(2)]
+        await stream.done_writing()
+    await recorder.flush()
+    assert held.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert recorder.counts == {"stored": 3 + 4}
+
+    store = recorder.store
+    nora_entries = await store.entries("s-nora")
+    ana_entries = await store.entries("s-ana")
+    # The response exactly as delivered: the same bytes the client received.
+    assert base64.b64decode(nora_entries[0]["response"]["base64"]) == nora.SerializeToString()
+    assert base64.b64decode(ana_entries[0]["response"]["base64"]) == ana.SerializeToString()
+    assert [e["decision"]["outcome"] for e in ana_entries] == ["mask", "approval_required"]
+    assert ana_entries[1]["response"] is None and ana_entries[1]["upstream_status"] is None
+    assert ana_entries[1]["subject"]["id"] == "bea"
+    stream_entries = await store.entries("s-stream")
+    assert [e["response"] is not None for e in stream_entries] == [False, False, True, True]
+    delivered_stream = {e["request_id"] for e in stream_entries}
+    assert len(delivered_stream) == 1  # one stream, one request id, every message recorded
+    assert {base64.b64decode(e["response"]["base64"]) for e in stream_entries if e["response"]} == {
+        reply.infer_response.SerializeToString() for reply in streamed
+    }
+
+    # Replay: the timeline, with the delivered tensors decoded as the caller saw them.
+    directory = str(tmp_path / "sessions")
+    replay = await cli("replay", "s-ana", "--dir", directory)
+    assert replay.exit_code == 0, replay.output
+    partial_ssn = next(t for t in decode_outputs(ana) if t.name == "ssn").values[0].decode()
+    assert partial_ssn.endswith(customer(1).ssn[-4:]) and partial_ssn != customer(1).ssn
+    for expected in (
+        "ModelInfer",
+        "customer-profile",
+        "MASK",
+        "APPROVAL_REQUIRED",
+        "outputs.ssn",
+        "masked: partial",
+        partial_ssn,
+        customer(1).name,  # internal, delivered to an analyst
+        "response: none delivered",
+    ):
+        assert expected in replay.output, expected
+    listed = await cli("list", "--dir", directory, "--json")
+    assert {s["session_id"]: s["calls"] for s in json.loads(listed.output)} == {
+        "s-nora": 1,
+        "s-ana": 2,
+        "s-stream": 4,
+    }
+    shown = await cli("show", "s-str", "--dir", directory)
+    assert shown.exit_code == 0 and "s-stream" in shown.output and "ModelStreamInfer" in shown.output
+
+    # No secrets at rest, while every one of them went through the gateway in flight.
+    secrets = secrets_of(IDS)
+    async with grpc.aio.insecure_channel(demo_backend) as channel:
+        raw = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(IDS))
+    assert sorted(leaked(raw.SerializeToString(), secrets)) == sorted(secrets)  # the scan can find them
+    recordings = at_rest(tmp_path / "sessions")
+    assert (tmp_path / "sessions" / file_name("s-nora")).exists()
+    assert customer(1).name.encode() in recordings  # decoded content is really scanned
+    assert leaked(recordings, secrets) == []
+    assert leaked(b"".join(p.read_bytes() for p in (tmp_path / "audit").iterdir()), secrets) == []

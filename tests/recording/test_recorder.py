@@ -1,0 +1,252 @@
+"""SessionRecorder over both real stores: files in a directory and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from labelgate.recording import RecordingSettings, SessionRecorder, build_session_recorder
+from labelgate.recording.entries import call_entry, encode_line, file_name
+from labelgate.recording.files import FileSessionStore
+from labelgate.recording.postgres import PostgresSessionStore
+from labelgate.recording.store import SessionStore
+from tests.recording.conftest import Clock, make_call, make_outcome
+from tests.support.postgres import PostgresServer
+
+StoreFactory = Callable[[], SessionStore]
+
+
+@pytest.fixture(params=["files", "postgres"])
+async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Makes stores that share one backing store, like several gateways would."""
+    made: list[SessionStore] = []
+    if request.param == "files":
+        directory = tmp_path / "sessions"
+
+        def factory() -> SessionStore:
+            made.append(FileSessionStore(directory))
+            return made[-1]
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        dsn = server.create_database()
+
+        def factory() -> SessionStore:
+            made.append(PostgresSessionStore(dsn))
+            return made[-1]
+
+    yield factory
+    for store in made:
+        await store.close()
+
+
+def entry_size(clock: Clock) -> int:
+    return len(
+        encode_line(call_entry(make_call(), make_outcome(), None, now=clock(), record_input_values=False))
+    )
+
+
+async def test_calls_are_recorded_in_order_under_their_sessions(new_store: StoreFactory) -> None:
+    clock = Clock()
+    recorder = SessionRecorder(new_store(), clock=clock)
+    calls = [make_call(session) for session in ("s-a", "s-b", "s-a", "s-a", "s-b")]
+    for call in calls:
+        clock.advance(seconds=1)
+        await recorder.record(call, make_outcome(), None)
+    await recorder.flush()
+    sessions = {info.session_id: info for info in await recorder.store.sessions()}
+    assert {k: v.calls for k, v in sessions.items()} == {"s-a": 3, "s-b": 2}
+    assert sessions["s-a"].started == "2026-01-01T09:00:01.000Z"
+    assert sessions["s-a"].last == "2026-01-01T09:00:04.000Z"
+    assert not sessions["s-a"].truncated and sessions["s-a"].bytes > 0
+    entries = await recorder.store.entries("s-a")
+    assert [e["request_id"] for e in entries] == [c.request_id for c in calls if c.session_id == "s-a"]
+    assert entries[0]["response"]["type"] == "inference.ModelInferResponse"
+    assert await recorder.store.entries("nope") is None
+    assert recorder.counts["stored"] == 5
+    await recorder.close()
+
+
+@pytest.mark.parametrize("flush_each", [False, True], ids=["one-batch", "batch-per-call"])
+async def test_the_size_cap_writes_one_explicit_marker_then_nothing(
+    new_store: StoreFactory, flush_each: bool
+) -> None:
+    clock = Clock()
+    cap = 2 * entry_size(clock) + 600  # room for the file header and two calls, not three
+    recorder = SessionRecorder(new_store(), max_session_bytes=cap, clock=clock)
+    calls = [make_call("big") for _ in range(5)]
+    for call in calls:
+        clock.advance(minutes=1)
+        await recorder.record(call, make_outcome(), None)
+        if flush_each:
+            await recorder.flush()
+    await recorder.record(make_call("small"), make_outcome(), None)
+    await recorder.flush()
+    entries = await recorder.store.entries("big")
+    assert [e["kind"] for e in entries] == ["call", "call", "truncated"]
+    marker = entries[-1]
+    assert marker["request_id"] == calls[2].request_id and marker["limit_bytes"] == cap
+    assert marker["time"] == "2026-01-01T09:03:00.000Z"
+    assert recorder.counts == {"stored": 3, "truncated": 1, "dropped_cap": 2}
+    sessions = {info.session_id: info for info in await recorder.store.sessions()}
+    assert sessions["big"].truncated and sessions["big"].calls == 2
+    assert sessions["big"].bytes <= cap
+    assert not sessions["small"].truncated
+    await recorder.close()
+
+
+async def test_retention_sweep_deletes_idle_sessions_by_their_last_call(new_store: StoreFactory) -> None:
+    clock = Clock()
+    recorder = SessionRecorder(new_store(), retention_days=30, clock=clock)
+    start = clock.now
+    await recorder.record(make_call("old"), make_outcome(), None)
+    await recorder.record(make_call("busy"), make_outcome(), None)
+    clock.advance(days=20)
+    await recorder.record(make_call("busy"), make_outcome(), None)  # busy was used since
+    await recorder.flush()
+    assert await recorder.sweep(start + timedelta(days=29)) == 0
+    assert await recorder.sweep(start + timedelta(days=31)) == 1
+    assert [info.session_id for info in await recorder.store.sessions()] == ["busy"]
+    assert await recorder.store.entries("old") is None
+    # A session recorded again after it was swept starts afresh.
+    await recorder.record(make_call("old"), make_outcome(), None)
+    await recorder.flush()
+    assert len(await recorder.store.entries("old")) == 1
+    await recorder.close()
+
+
+class ObservedStore:
+    """A real store that signals when a sweep deleted something."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self.swept = asyncio.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    async def sweep(self, cutoff):
+        removed = await self.store.sweep(cutoff)
+        if removed:
+            self.swept.set()
+        return removed
+
+
+async def test_the_periodic_sweeper_runs_on_its_own(new_store: StoreFactory) -> None:
+    clock = Clock()
+    store = ObservedStore(new_store())
+    recorder = SessionRecorder(store, retention_days=1, sweep_interval_seconds=0.05, clock=clock)
+    await recorder.record(make_call("stale"), make_outcome(), None)
+    await recorder.flush()
+    assert len(await store.sessions()) == 1
+    clock.advance(days=2)
+    await asyncio.wait_for(store.swept.wait(), 20)
+    assert await store.sessions() == []
+    await recorder.close()
+
+
+async def test_concurrent_writers_to_one_session_share_the_cap(new_store: StoreFactory) -> None:
+    """Two gateways recording the same session: the cap holds and there is one marker."""
+    clock = Clock()
+    cap = 10 * entry_size(clock)
+    stores = [new_store(), new_store()]
+    for store in stores:
+        await store.open()
+    entries = [
+        call_entry(make_call("shared"), make_outcome(), None, now=clock(), record_input_values=False)
+        for _ in range(40)
+    ]
+
+    async def gateway(store: SessionStore, mine: list[dict]) -> list[str]:
+        results = []
+        for entry in mine:
+            results += await store.append("shared", [entry], cap)
+        return results
+
+    halves = await asyncio.gather(gateway(stores[0], entries[::2]), gateway(stores[1], entries[1::2]))
+    results = halves[0] + halves[1]
+    stored = await stores[0].entries("shared")
+    assert [e["kind"] for e in stored].count("truncated") == 1 == results.count("truncate")
+    assert stored[-1]["kind"] == "truncated"
+    assert results.count("store") == len(stored) - 1 >= 8
+    info = (await stores[1].sessions())[0]
+    assert info.bytes <= cap
+
+
+async def test_file_appends_from_threads_share_the_cap(tmp_path: Path) -> None:
+    clock = Clock()
+    cap = 10 * entry_size(clock)
+    entries = [
+        call_entry(make_call("shared"), make_outcome(), None, now=clock(), record_input_values=False)
+        for _ in range(40)
+    ]
+    stores = [FileSessionStore(tmp_path), FileSessionStore(tmp_path)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(lambda i: stores[i % 2].append_blocking("shared", [entries[i]], cap)[0], range(40))
+        )
+    lines = [json.loads(line) for line in (tmp_path / file_name("shared")).read_text().splitlines()]
+    assert [line["kind"] for line in lines].count("session") == 1
+    assert [line["kind"] for line in lines].count("truncated") == 1 == results.count("truncate")
+    assert (tmp_path / file_name("shared")).stat().st_size <= cap + 1024
+
+
+async def test_a_recording_failure_is_counted_never_raised(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    (directory / file_name("broken")).mkdir(parents=True)  # the session's file cannot be opened
+    recorder = SessionRecorder(FileSessionStore(directory), clock=Clock())
+    await recorder.record(make_call("broken"), make_outcome(), None)
+    await recorder.record(make_call("fine"), make_outcome(), None)
+    not_a_message = make_outcome()
+    not_a_message.delivered = object()  # type: ignore[assignment]
+    await recorder.record(make_call("fine"), not_a_message, None)
+    await recorder.flush()
+    assert recorder.counts == {"failed": 2, "stored": 1}
+    assert [info.session_id for info in await recorder.store.sessions()] == ["fine"]
+    await recorder.close()
+
+
+async def test_a_full_queue_drops_recordings_instead_of_holding_calls(tmp_path: Path) -> None:
+    recorder = SessionRecorder(FileSessionStore(tmp_path), queue_size=2, clock=Clock())
+    for _ in range(5):  # no await yields in between: the writer task cannot drain yet
+        await recorder.record(make_call("s"), make_outcome(), None)
+    assert recorder.counts["dropped_queue_full"] == 3
+    await recorder.flush()
+    assert recorder.counts["stored"] == 2
+    await recorder.close()
+
+
+async def test_settings_choose_the_store(tmp_path: Path) -> None:
+    assert build_session_recorder(RecordingSettings()) is None
+    files = build_session_recorder(RecordingSettings(dir=tmp_path, retention_days=7, max_session_bytes=8192))
+    assert isinstance(files, SessionRecorder) and isinstance(files.store, FileSessionStore)
+    assert files.retention == timedelta(days=7) and files.max_session_bytes == 8192
+    database = build_session_recorder(RecordingSettings(postgres_dsn="postgresql://x@127.0.0.1:1/db"))
+    assert database is not None and isinstance(database.store, PostgresSessionStore)
+    with pytest.raises(ValueError, match="choose one store"):
+        RecordingSettings(dir=tmp_path, postgres_dsn="postgresql://x@127.0.0.1:1/db")
+    with pytest.raises(ValueError):
+        RecordingSettings(dir=tmp_path, unknown=1)
+
+
+async def test_a_line_torn_by_a_crash_is_skipped_not_glued_to(tmp_path: Path) -> None:
+    clock = Clock()
+    recorder = SessionRecorder(FileSessionStore(tmp_path), clock=clock)
+    first, second = make_call("s"), make_call("s")
+    await recorder.record(first, make_outcome(), None)
+    await recorder.flush()
+    with (tmp_path / file_name("s")).open("ab") as handle:
+        handle.write(b'{"kind":"call","time":"2026-01-01T09:00:00.000Z","sess')  # the crash
+    clock.advance(days=3)
+    await recorder.record(second, make_outcome(), None)
+    await recorder.flush()
+    entries = await recorder.store.entries("s")
+    assert [e["kind"] for e in entries] == ["call", "damaged", "call"]
+    assert [entries[0]["request_id"], entries[2]["request_id"]] == [first.request_id, second.request_id]
+    assert (await recorder.store.sessions())[0].last == "2026-01-04T09:00:00.000Z"
+    await recorder.close()
