@@ -23,10 +23,12 @@ from google.protobuf.message import Message
 from labelgate.auth import Authenticator, Subject
 from labelgate.classify import Classification, Field, to_policy_fields
 from labelgate.enforce import apply_masks, apply_message_masks
-from labelgate.errors import LabelgateError, PermissionDenied, PolicyUnavailable
+from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied, PolicyUnavailable
+from labelgate.gateway import metrics
 from labelgate.gateway.approval import ApprovalStage
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.record import Recorder
+from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.oip import tensors as oip
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.engine import PolicyEngine
@@ -79,6 +81,10 @@ class Outcome:
     model: str = ""
     upstream_status: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    # For session recording: what was asked (names and shapes, no values) and what the
+    # caller received, exactly as delivered (after masking).
+    request_summary: dict[str, Any] = field(default_factory=dict)
+    delivered: Message | None = None
     decisions: list[tuple[str, Decision]] = field(default_factory=list)
     masked: list[dict[str, str]] = field(default_factory=list)
     labels: set[str] = field(default_factory=set)
@@ -121,7 +127,11 @@ class Pipeline:
             )
 
         first = policy_input(None)
+        started = time.perf_counter()
         decision = await self.engine.decide(first)
+        metrics.DECISION_SECONDS.labels(engine=self.engine.name, phase=phase).observe(
+            time.perf_counter() - started
+        )
         if decision.require_approval is not None and not decision.allow:
             decision = await self.approvals.hold(
                 call, subject, first, decision, self._reevaluate(policy_input)
@@ -167,6 +177,7 @@ class Pipeline:
             subject = outcome.subject = self.authenticate(call)
             target = infer_target(request, call.method)
             outcome.model = target.model
+            outcome.request_summary = request_summary(request)
             await self.check_request(call, subject, target, outcome)
             response = await self.forward(send, request, outcome)
             return await self.release_inference(call, subject, target, response, outcome)
@@ -192,13 +203,18 @@ class Pipeline:
         self, call: Call, subject: Subject, target: Target, response: Message, outcome: Outcome
     ) -> Message:
         """Response phase for one inference response: classify, decide, enforce."""
-        tensors = oip.decode_outputs(response)
+        try:
+            tensors = oip.decode_outputs(response)
+        except InvalidInput as error:
+            # The upstream's message is broken, not the caller's: INTERNAL, nothing forwarded.
+            raise MalformedUpstream(f"the upstream response is malformed: {error.message}") from None
         classification = self.classifier.classify_outputs(target.model, response, tensors)
         decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
         if decision.masks:
             masked = apply_masks(tensors, classification, list(decision.masks), self.hash_key)
             oip.encode_outputs(response, masked, raw=oip.uses_raw_outputs(response))
             outcome.masked = masked_summary(decision, classification)
+        outcome.delivered = response
         return response
 
     async def release_message(
@@ -210,7 +226,18 @@ class Pipeline:
         if decision.masks:
             message = apply_message_masks(message, classification, list(decision.masks), self.hash_key)
             outcome.masked = masked_summary(decision, classification)
+        outcome.delivered = message
         return message
+
+
+def request_summary(request: Message) -> dict[str, Any]:
+    """An inference request without its values: model, input names, datatypes and shapes."""
+    return {
+        "model": request.model_name,
+        "model_version": request.model_version,
+        "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in request.inputs],
+        "outputs": [o.name for o in request.outputs],
+    }
 
 
 def infer_target(request: Message, method: str) -> Target:

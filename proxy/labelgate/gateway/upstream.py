@@ -8,7 +8,7 @@ call gets whatever time the caller has left, capped by the configured timeout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -58,19 +58,24 @@ class Upstream:
         limit = self.settings.timeout_seconds
         return limit if remaining is None else max(0.0, min(limit, remaining))
 
+    # grpc.aio does not fail a call whose response does not parse: it logs and hands back
+    # None (grpc._common.deserialize). These wrappers turn that None into MalformedUpstream,
+    # so a garbled upstream message is INTERNAL and never reaches the pipeline as a response.
     def unary_unary(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
-        return self.channel.unary_unary(
-            method, request_serializer=serialize, response_deserializer=deserialize
+        return _CheckedUnary(
+            self.channel.unary_unary(method, request_serializer=serialize, response_deserializer=deserialize)
         )
 
     def unary_stream(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
-        return self.channel.unary_stream(
-            method, request_serializer=serialize, response_deserializer=deserialize
+        return _CheckedStreams(
+            self.channel.unary_stream(method, request_serializer=serialize, response_deserializer=deserialize)
         )
 
     def stream_stream(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
-        return self.channel.stream_stream(
-            method, request_serializer=serialize, response_deserializer=deserialize
+        return _CheckedStreams(
+            self.channel.stream_stream(
+                method, request_serializer=serialize, response_deserializer=deserialize
+            )
         )
 
     async def reachable(self, within: float = 1.0) -> bool:
@@ -87,9 +92,19 @@ class Upstream:
 
 def upstream_error(error: grpc.aio.AioRpcError) -> LabelgateError:
     """Map an upstream failure: its status is kept; a garbled message is INTERNAL."""
-    if error.code() == grpc.StatusCode.INTERNAL and "deserializ" in (error.details() or "").lower():
+    details = error.details() or ""
+    if error.code() == grpc.StatusCode.INTERNAL and "deserializ" in details.lower():
         return MalformedUpstream("the upstream sent a message that does not parse")
-    return UpstreamStatus(error.code(), error.details() or error.code().name)
+    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and _LOCAL_SIZE_LIMIT in details:
+        # grpc words it from the gateway's side ("CLIENT: ..."), which misleads the caller.
+        return UpstreamStatus(
+            error.code(),
+            f"the upstream's response is larger than this gateway's limits.max_message_bytes ({details})",
+        )
+    return UpstreamStatus(error.code(), details or error.code().name)
+
+
+_LOCAL_SIZE_LIMIT = "CLIENT: Received message larger than max"
 
 
 class MalformedUpstream(LabelgateError):
@@ -97,3 +112,42 @@ class MalformedUpstream(LabelgateError):
 
     def __init__(self, message: str) -> None:
         super().__init__("UPSTREAM_MALFORMED", message)
+
+
+def _parsed(message: Any) -> Any:
+    if message is None:
+        raise MalformedUpstream("the upstream sent a message that does not parse")
+    return message
+
+
+class _CheckedUnary:
+    def __init__(self, multicallable: Any) -> None:
+        self._multicallable = multicallable
+
+    async def __call__(self, request: Any, **kwargs: Any) -> Any:
+        return _parsed(await self._multicallable(request, **kwargs))
+
+
+class _CheckedStreams:
+    def __init__(self, multicallable: Any) -> None:
+        self._multicallable = multicallable
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _CheckedStreamCall:
+        return _CheckedStreamCall(self._multicallable(*args, **kwargs))
+
+
+class _CheckedStreamCall:
+    """The upstream stream call (write, done_writing, cancel, ...) with checked replies."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._replies()
+
+    async def _replies(self) -> AsyncIterator[Any]:
+        async for reply in self._call:
+            yield _parsed(reply)
