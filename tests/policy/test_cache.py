@@ -195,3 +195,40 @@ def test_the_key_ignores_order_and_volatile_fields_only() -> None:
     relevant = copy.deepcopy(base)
     relevant["request"]["model"] = "other"
     assert cache_key(relevant) != cache_key(base)
+
+
+async def test_a_failing_engine_empties_the_cache() -> None:
+    """Fail closed: once the engine fails, nobody is served from what it said before."""
+    from labelgate.policy.contract import Decision
+
+    class Flaky:
+        name, revision = "flaky", "r1"
+        failing = False
+
+        async def start(self) -> None: ...
+        async def close(self) -> None: ...
+
+        async def healthy(self) -> bool:
+            return not self.failing
+
+        async def decide(self, input: dict) -> Decision:
+            if self.failing:
+                return Decision.deny("POLICY_UNAVAILABLE", engine="flaky", revision="r1")
+            return Decision(allow=True, reason="ok", cache_ttl_seconds=60, engine="flaky", revision="r1")
+
+    from labelgate.policy.cache import CachingEngine
+
+    inner = Flaky()
+    cache = CachingEngine(inner)
+    doc = {"version": "labelgate.v1", "phase": "request", "subject": {"id": "a"}, "fields": []}
+    other = {**doc, "subject": {"id": "b"}}
+    assert (await cache.decide(doc)).allow and (await cache.decide(other)).allow
+    assert (await cache.decide(doc)).cached
+    inner.failing = True
+    assert not (await cache.decide({**doc, "subject": {"id": "c"}})).allow
+    assert not (await cache.decide(doc)).allow  # no longer served from the cache
+    inner.failing = False
+    await cache.decide(other)
+    inner.failing = True
+    assert not await cache.healthy()
+    assert len(cache._entries) == 0

@@ -101,7 +101,12 @@ class CachingEngine:
         await self.inner.close()
 
     async def healthy(self) -> bool:
-        return await self.inner.healthy()
+        """The inner engine's health; an unhealthy engine also empties the cache (the
+        gateway checks every couple of seconds), so an outage is not hidden by old answers."""
+        ok = await self.inner.healthy()
+        if not ok:
+            self.clear()
+        return ok
 
     async def decide(self, input: dict[str, Any]) -> Decision:
         self._sync_revision()
@@ -117,15 +122,15 @@ class CachingEngine:
                 del self._entries[key]
         self.misses += 1
         decision = await self.inner.decide(input)
+        if decision.failed_closed:
+            # The engine is failing: stop answering from what it said while it was well, so
+            # every caller sees the outage (fail closed) rather than only the new ones.
+            self.clear()
+            return decision
         # The inner engine may have learnt of a new revision while deciding (OPA reports it
         # per answer): drop what the old one decided before storing anything.
         self._sync_revision()
-        if (
-            key is not None
-            and not decision.failed_closed
-            and decision.cache_ttl_seconds > 0
-            and decision.revision == self._revision
-        ):
+        if key is not None and decision.cache_ttl_seconds > 0 and decision.revision == self._revision:
             self._entries[key] = (
                 self._clock() + decision.cache_ttl_seconds,
                 dataclasses.replace(decision, cached=True),
