@@ -11,9 +11,12 @@ from typing import Annotated
 
 import typer
 
+from labelgate.approvals.cli import approvals_app, approvals_server_cli
 from labelgate.audit.cli import audit_app, audit_writer_command
+from labelgate.audit.export.cli import audit_forwarder_command
 from labelgate.bundle.cli import bundle_app, bundle_server_cli
 from labelgate.errors import LabelgateError
+from labelgate.recording.cli import sessions_app
 
 app = typer.Typer(
     name="labelgate",
@@ -26,8 +29,13 @@ policy_app = typer.Typer(help="Evaluate and inspect policies.", no_args_is_help=
 app.add_typer(policy_app, name="policy")
 app.add_typer(bundle_app, name="bundle")
 app.command("bundle-server")(bundle_server_cli)
+# Just-in-time approvals: review from the terminal, or serve the API and inbox on their own.
+app.add_typer(approvals_app, name="approvals")
+app.command("approvals-server")(approvals_server_cli)
 app.add_typer(audit_app, name="audit")
+app.add_typer(sessions_app, name="sessions")
 app.command("audit-writer")(audit_writer_command)
+app.command("audit-forwarder")(audit_forwarder_command)
 
 
 def _fail(error: LabelgateError) -> typer.Exit:

@@ -144,6 +144,8 @@ class ApprovalSettings(Section):
     sqlite_file: Path | None = None
     postgres_dsn: SecretStr | None = None
     hold_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    # How long a request made with `x-labelgate-approval: async` stays open (nobody is held).
+    async_timeout_seconds: float = Field(900.0, gt=0, le=7 * 86400)
     # A held call whose client deadline leaves less than this is refused at once (use async mode).
     min_hold_seconds: float = Field(1.0, ge=0, le=60)
     # Resolve a held call this long before the client's deadline, so the caller sees why.
@@ -168,7 +170,7 @@ class ApprovalSettings(Section):
         if self.store == "postgres" and self.postgres_dsn is None:
             found.append("approvals.store is postgres but approvals.postgres_dsn is not set")
         if self.store == "sqlite" and self.postgres_dsn is not None:
-            found.append("approvals.postgres_dsn is set but approvals.store is sqlite: it would never be used")
+            found.append("approvals.postgres_dsn is set but approvals.store is sqlite: it is never used")
         if self.store == "sqlite" and self.sqlite_file is None and workers > 1:
             found.append("approvals: workers > 1 need a shared store (sqlite_file or postgres), not memory")
         if not has_jwt:
@@ -195,6 +197,7 @@ class GatewaySettings(BaseSettings):
     routes: list[RouteSettings] = []
     limits: LimitSettings = LimitSettings()
     audit: AuditSettings = AuditSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 

@@ -1,8 +1,9 @@
 """Stage: hold for approval.
 
-The interface the pipeline uses when a decision says ``require_approval``. The
-just-in-time approval service (held calls, approvers, grants) plugs in here; until it
-exists the gateway refuses such calls, saying that approval is required.
+The interface the pipeline uses when a decision says ``require_approval``. The gateway
+plugs in ``labelgate.approvals.stage.HoldForApproval`` (held calls, approvers, grants);
+``RefuseUntilApproved`` is what it uses when approvals are off or not configured: such
+calls are refused at once, saying that approval is required.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class ApprovalStage(Protocol):
 
 
 class RefuseUntilApproved:
-    """No approval service yet: the call is refused with the policy's reason."""
+    """No approval service: the call is refused with the policy's reason (APPROVAL_REQUIRED)."""
 
     async def hold(
         self,

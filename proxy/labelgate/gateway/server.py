@@ -11,17 +11,22 @@ import asyncio
 import contextlib
 import multiprocessing
 import signal
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from labelgate.approvals.api import ApprovalsContext
+from labelgate.approvals.deadline import DeadlineInterceptor
+from labelgate.approvals.service import ApprovalService
+from labelgate.approvals.stage import HoldForApproval
 from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
 from labelgate.config import GatewaySettings
 from labelgate.errors import ConfigError
 from labelgate.gateway.admin import build_admin_app, start_admin
-from labelgate.gateway.approval import RefuseUntilApproved
+from labelgate.gateway.approval import ApprovalStage, RefuseUntilApproved
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.pipeline import Pipeline
@@ -81,12 +86,51 @@ def build_recorder(settings: GatewaySettings) -> Recorder:
     )
 
 
-def build_pipeline(settings: GatewaySettings, engine: PolicyEngine) -> Pipeline:
+def build_approvals(settings: GatewaySettings) -> ApprovalService | None:
+    """The approval service, or None when held calls are refused at once (approvals off or unusable)."""
+    approvals = settings.approvals
+    usable = approvals.usable(
+        workers=settings.workers, has_jwt=settings.auth.jwt is not None, admin_listen=settings.admin_listen
+    )
+    if not usable:
+        if approvals.enabled:
+            log.warning(
+                "approvals are not configured: calls the policy holds are refused (APPROVAL_REQUIRED)",
+                problems=approvals.problems(
+                    workers=settings.workers,
+                    has_jwt=settings.auth.jwt is not None,
+                    admin_listen=settings.admin_listen,
+                ),
+            )
+        return None
+    return ApprovalService.from_settings(
+        approvals,
+        node_id=f"{socket.gethostname()}/{settings.listen}",
+        link_base=f"http://{settings.admin_listen}",
+    )
+
+
+def approval_stage(settings: GatewaySettings, service: ApprovalService | None) -> ApprovalStage:
+    if service is None:
+        return RefuseUntilApproved()
+    approvals = settings.approvals
+    return HoldForApproval(
+        service,
+        hold_timeout_seconds=approvals.hold_timeout_seconds,
+        async_timeout_seconds=approvals.async_timeout_seconds,
+        min_hold_seconds=approvals.min_hold_seconds,
+        deadline_margin_seconds=approvals.deadline_margin_seconds,
+    )
+
+
+def build_pipeline(
+    settings: GatewaySettings, engine: PolicyEngine, approvals: ApprovalStage | None = None
+) -> Pipeline:
     return Pipeline(
         authenticator=Authenticator(settings.auth),
         classifier=ClassifierStage.from_settings(settings.classification),
         engine=engine,
-        approvals=RefuseUntilApproved(),
+        approvals=approvals or RefuseUntilApproved(),
         recorder=build_recorder(settings),
         hash_key=hash_key(settings),
     )
@@ -96,7 +140,8 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.engine = build_engine(settings)
-        self.pipeline = build_pipeline(settings, self.engine)
+        self.approvals = build_approvals(settings)
+        self.pipeline = build_pipeline(settings, self.engine, approval_stage(settings, self.approvals))
         self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
         self.health = health.aio.HealthServicer()
         limit = settings.limits.max_message_bytes
@@ -105,7 +150,9 @@ class Gateway:
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 1),
-            ]
+            ],
+            # Records each call's deadline: a call held for approval never outlives it.
+            interceptors=[DeadlineInterceptor()],
         )
         self.port = 0
         self._tasks: list[asyncio.Task] = []
@@ -116,6 +163,8 @@ class Gateway:
         await self.engine.start()
         await self.pipeline.authenticator.start()
         self.pipeline.classifier.start()
+        if self.approvals is not None:
+            await self.approvals.start()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         services = [
             SERVICE,
@@ -135,7 +184,14 @@ class Gateway:
         await self._set_serving()
         self._tasks.append(asyncio.create_task(self._watch_health()))
         if self.settings.admin_listen:
-            self._admin = await start_admin(build_admin_app(self.ready_checks), self.settings.admin_listen)
+            approvals = (
+                ApprovalsContext(self.approvals, self.pipeline.authenticator) if self.approvals else None
+            )
+            app = build_admin_app(self.ready_checks, approvals)
+            self._admin = await start_admin(app, self.settings.admin_listen)
+            if self.approvals is not None and self.settings.approvals.public_url is None:
+                host = self.settings.admin_listen.rpartition(":")[0]
+                self.approvals.link_base = f"http://{host}:{self._admin.port}"
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
 
     def _upstream_for(self, address: str | None) -> Upstream:
@@ -182,6 +238,8 @@ class Gateway:
         await self.server.stop(grace)
         if self._admin is not None:
             await self._admin.cleanup()
+        if self.approvals is not None:  # after the server: held calls mark their requests abandoned
+            await self.approvals.close()
         await self.upstream.close()
         for extra in self._extra_upstreams.values():
             await extra.close()

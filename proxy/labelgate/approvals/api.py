@@ -1,0 +1,238 @@
+"""The approvals REST API (FastAPI): list pending, show one, approve, deny with a reason.
+
+Approvers send ``Authorization: Bearer <jwt>``, verified with the gateway's own JWT
+configuration; the service checks group membership and separation of duties. Every
+error is an RFC 9457 problem response (``application/problem+json``) with a stable
+``reason``; no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
+from labelgate.approvals.service import ApprovalService
+from labelgate.auth import Authenticator, Subject
+from labelgate.errors import LabelgateError, Unauthenticated
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
+PROBLEM_TYPE = "application/problem+json"
+APPROVAL_ID = r"^apr-[0-9a-f]{16}$"
+
+
+@dataclasses.dataclass
+class ApprovalsContext:
+    """What the API and the inbox need, kept on ``app.state.approvals``."""
+
+    service: ApprovalService
+    authenticator: Authenticator
+
+    def identify(self, token: str) -> Subject:
+        if self.authenticator.jwt is None:
+            raise Unauthenticated(
+                "AUTH_METHOD_NOT_ENABLED", "approvers sign in with a JWT, and auth.jwt is not configured"
+            )
+        return self.authenticator.authenticate([("authorization", f"Bearer {token}")], None)
+
+
+def context(request: Request) -> ApprovalsContext:
+    return request.app.state.approvals
+
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT the gateway accepts (auth.jwt)")
+
+
+def approver(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Subject:
+    if credentials is None:
+        raise Unauthenticated("NO_CREDENTIALS", "send Authorization: Bearer <token>")
+    return context(request).identify(credentials.credentials)
+
+
+Approver = Annotated[Subject, Depends(approver)]
+ApprovalIdPath = Annotated[str, Path(pattern=APPROVAL_ID, description="The approval id (apr-...)")]
+
+
+# -- wire models (they make the published OpenAPI schema) ----------------------------------
+class FieldOut(BaseModel):
+    path: str
+    labels: list[str]
+
+
+class VoteOut(BaseModel):
+    approver: str
+    groups: list[str]
+    verdict: Literal["approve", "deny"]
+    reason: str
+    at: datetime
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    state: State
+    mode: Literal["hold", "async"]
+    requester: str
+    requester_groups: list[str]
+    method: str
+    model: str
+    phase: str
+    labels: list[str]
+    fields: list[FieldOut]
+    policy_reason: str
+    justification: str
+    approver_groups: list[str]
+    min_approvals: int
+    approvals: int = Field(description="Distinct people who approved so far")
+    grant_ttl_seconds: int
+    created_at: datetime
+    expires_at: datetime
+    resolved_at: datetime | None
+    resolution: str
+    grant_id: str | None
+    votes: list[VoteOut]
+    link: str = Field(description="The request's page in the web inbox")
+
+
+class ApprovalList(BaseModel):
+    items: list[ApprovalOut]
+
+
+class ApproveIn(BaseModel):
+    reason: str = Field("", max_length=1000, description="Why (recorded with the approval)")
+
+
+class DenyIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000, description="Why (the caller sees it)")
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    reason: str
+
+
+def _time(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def approval_out(request: ApprovalRequest, link: str) -> ApprovalOut:
+    data = request.to_json()
+    return ApprovalOut(
+        **{k: v for k, v in data.items() if k not in ("created_at", "expires_at", "resolved_at", "votes")},
+        approvals=len({v.approver for v in request.votes if v.verdict == "approve"}),
+        created_at=_time(request.created_at),
+        expires_at=_time(request.expires_at),
+        resolved_at=_time(request.resolved_at) if request.resolved_at is not None else None,
+        votes=[VoteOut(**{**v.to_json(), "at": _time(v.at)}) for v in request.votes],
+        link=link,
+    )
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM_TYPE: {}}} for code in (400, 401, 403, 404, 409, 503)
+}
+router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"], responses=_ERRORS)
+
+
+@router.get("", response_model=ApprovalList, summary="List approval requests you may see")
+async def list_approvals(
+    request: Request,
+    person: Approver,
+    state: Annotated[Literal["pending", "resolved", "all"], Query(description="Which requests")] = "pending",
+) -> ApprovalList:
+    states = {"pending": [State.PENDING], "resolved": sorted(RESOLVED), "all": list(State)}[state]
+    ctx = context(request)
+    found = await ctx.service.visible_to(person, states)
+    return ApprovalList(items=[approval_out(r, ctx.service.link(r.id)) for r in found])
+
+
+@router.get("/{approval_id}", response_model=ApprovalOut, summary="Show one approval request")
+async def show_approval(request: Request, person: Approver, approval_id: ApprovalIdPath) -> ApprovalOut:
+    service = context(request).service
+    return approval_out(await service.show(person, approval_id), service.link(approval_id))
+
+
+@router.post("/{approval_id}/approve", response_model=ApprovalOut, summary="Approve (one vote)")
+async def approve(
+    request: Request, person: Approver, approval_id: ApprovalIdPath, body: ApproveIn | None = None
+) -> ApprovalOut:
+    service = context(request).service
+    result = await service.approve(person, approval_id, (body or ApproveIn()).reason.strip())
+    return approval_out(result, service.link(approval_id))
+
+
+@router.post("/{approval_id}/deny", response_model=ApprovalOut, summary="Deny, with a reason")
+async def deny(request: Request, person: Approver, approval_id: ApprovalIdPath, body: DenyIn) -> ApprovalOut:
+    service = context(request).service
+    return approval_out(
+        await service.deny(person, approval_id, body.reason.strip()), service.link(approval_id)
+    )
+
+
+# -- problems ---------------------------------------------------------------------------------
+def problem(
+    status: int, title: str, detail: str, reason: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = Problem(title=title, status=status, detail=detail, reason=reason).model_dump()
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE, headers=headers)
+
+
+_TITLES = {
+    400: "bad request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not found",
+    405: "method not allowed",
+    409: "conflict",
+    500: "internal error",
+    503: "unavailable",
+}
+
+
+def _wants_html(request: Request) -> bool:
+    return request.url.path.startswith("/inbox")
+
+
+def install_problem_handlers(app: FastAPI, render_html_error: Any = None) -> None:
+    """Every error becomes a problem response (or, under /inbox, an error page)."""
+
+    def respond(
+        request: Request, status: int, detail: str, reason: str, headers: dict | None = None
+    ) -> Response:
+        if render_html_error is not None and _wants_html(request):
+            return render_html_error(request, status, detail, reason)
+        return problem(status, _TITLES.get(status, "error"), detail, reason, headers)
+
+    @app.exception_handler(LabelgateError)
+    async def labelgate_error(request: Request, error: LabelgateError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None
+        return respond(request, error.http_status, error.message, error.reason, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        # Where and what rule, never the offending value.
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        return respond(request, 400, "; ".join(parts), "INVALID_REQUEST")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
+        return respond(request, error.status_code, str(error.detail), reason)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, error: Exception) -> Response:
+        log.error("admin request failed", path=request.url.path, error_type=type(error).__name__)
+        return respond(request, 500, "the server could not complete the request", "INTERNAL")

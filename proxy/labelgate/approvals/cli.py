@@ -1,0 +1,183 @@
+"""``labelgate approvals list|show|approve|deny`` (a client of the REST API) and
+``labelgate approvals-server``.
+
+The API is the gateway's admin listener (or an approvals server): ``--url`` or
+``LABELGATE_APPROVALS_URL``. The token is the approver's JWT: ``--token`` or ``LABELGATE_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from labelgate.errors import LabelgateError
+
+approvals_app = typer.Typer(help="Review just-in-time approval requests.", no_args_is_help=True)
+
+Url = Annotated[
+    str, typer.Option(envvar="LABELGATE_APPROVALS_URL", help="approvals API (the gateway's admin listener)")
+]
+Token = Annotated[str | None, typer.Option(envvar="LABELGATE_TOKEN", help="your bearer token (JWT)")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+DEFAULT_URL = "http://127.0.0.1:9090"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One request to the approvals API; a problem response becomes ``ApiError``."""
+    if not token:
+        raise ApiError(401, "NO_CREDENTIALS", "no token: pass --token or set LABELGATE_TOKEN")
+    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own API
+        url.rstrip("/") + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        try:
+            problem = json.load(error)
+        except ValueError:
+            problem = {}
+        raise ApiError(
+            error.code, problem.get("reason", "HTTP_ERROR"), problem.get("detail", str(error))
+        ) from None
+    except urllib.error.URLError as error:
+        raise ApiError(0, "API_UNREACHABLE", f"cannot reach {url}: {error.reason}") from None
+
+
+def _left(item: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    seconds = datetime.fromisoformat(item["expires_at"]).timestamp() - time.time()
+    return f"{max(0, int(seconds))}s"
+
+
+def describe(item: dict[str, Any]) -> str:
+    lines = [
+        f"{item['id']}  {item['state']}  ({item['approvals']} of {item['min_approvals']} approval(s) "
+        f"from {', '.join(item['approver_groups'])})",
+        f"  requester:     {item['requester']} ({', '.join(item['requester_groups']) or 'no groups'})",
+        f"  call:          {item['method']} model {item['model'] or '-'}",
+        f"                 ({item['phase']} phase, {item['mode']})",
+        f"  labels:        {', '.join(item['labels'])}",
+        f"  why held:      {item['policy_reason']}",
+        f"  justification: {item['justification'] or '-'}",
+        f"  asked:         {item['created_at']}   expires: {item['expires_at']}",
+    ]
+    if item["resolution"]:
+        lines.append(f"  outcome:       {item['resolution']}")
+    for vote in item["votes"]:
+        why = vote["reason"] or "-"
+        lines.append(f"  vote:          {vote['verdict']} by {vote['approver']} at {vote['at']}: {why}")
+    lines.append(f"  inbox:         {item['link']}")
+    return "\n".join(lines)
+
+
+def _run(action: Any) -> None:
+    try:
+        action()
+    except ApiError as error:
+        typer.echo(f"error: {error.detail} ({error.reason})", err=True)
+        raise typer.Exit(2 if error.status in (400, 404, 409) else 1) from None
+
+
+@approvals_app.command("list")
+def list_command(
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    state: Annotated[str, typer.Option(help="pending, resolved or all")] = "pending",
+    json_output: JsonFlag = False,
+) -> None:
+    """List the requests you may see (pending by default)."""
+
+    def action() -> None:
+        items = call_api(url, token, f"/api/v1/approvals?state={state}")["items"]
+        if json_output:
+            typer.echo(json.dumps(items, indent=2))
+            return
+        if not items:
+            typer.echo(f"no {state} approval requests")
+        for item in items:
+            left = f"{_left(item)} left" if item["state"] == "pending" else item["state"]
+            typer.echo(
+                f"{item['id']}  {item['requester']:<24} {','.join(item['labels']):<40} "
+                f"{item['model'] or item['method']:<20} {item['approvals']}/{item['min_approvals']}  {left}"
+            )
+
+    _run(action)
+
+
+@approvals_app.command("show")
+def show_command(
+    approval_id: str, url: Url = DEFAULT_URL, token: Token = None, json_output: JsonFlag = False
+) -> None:
+    """Show one request with its votes."""
+
+    def action() -> None:
+        item = call_api(url, token, f"/api/v1/approvals/{approval_id}")
+        typer.echo(json.dumps(item, indent=2) if json_output else describe(item))
+
+    _run(action)
+
+
+@approvals_app.command("approve")
+def approve_command(
+    approval_id: str,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    reason: Annotated[str, typer.Option(help="why (recorded with your approval)")] = "",
+) -> None:
+    """Approve a request (one vote; some need several people)."""
+
+    def action() -> None:
+        item = call_api(url, token, f"/api/v1/approvals/{approval_id}/approve", {"reason": reason})
+        typer.echo(describe(item))
+
+    _run(action)
+
+
+@approvals_app.command("deny")
+def deny_command(
+    approval_id: str,
+    reason: Annotated[str, typer.Option(help="why (the caller sees it)")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Deny a request, with a reason."""
+
+    def action() -> None:
+        item = call_api(url, token, f"/api/v1/approvals/{approval_id}/deny", {"reason": reason})
+        typer.echo(describe(item))
+
+    _run(action)
+
+
+def approvals_server_cli(
+    config: Annotated[
+        Path | None, typer.Option(help="the gateway's YAML config (store and JWT settings)")
+    ] = None,
+    listen: Annotated[str, typer.Option(help="HOST:PORT for the API and the inbox")] = "127.0.0.1:9091",
+) -> None:
+    """Serve the approvals API and web inbox on their own (same store as the gateways)."""
+    from labelgate.approvals.server import run
+    from labelgate.config import load_settings
+
+    try:
+        run(load_settings(config), listen)
+    except LabelgateError as error:
+        typer.echo(f"error: {error.message} ({error.reason})", err=True)
+        raise typer.Exit(error.exit_code) from None

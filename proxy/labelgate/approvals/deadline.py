@@ -1,0 +1,78 @@
+"""The caller's gRPC deadline, as the approval stage needs it: a held call never outlives it.
+
+gRPC consumes ``grpc-timeout`` itself; only the servicer context knows the time left, and
+the pipeline's ``Call`` does not carry it. ``DeadlineInterceptor`` (installed on the
+gateway's server) records the absolute deadline in a context variable before each handler
+runs; the handler's task, and everything it awaits, reads it with ``seconds_left()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("labelgate_deadline", default=None)
+
+
+def seconds_left(now: float | None = None) -> float | None:
+    """Seconds until the current call's deadline; None when the caller set none."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return None
+    return deadline - (time.time() if now is None else now)
+
+
+def set_deadline(seconds: float | None) -> contextvars.Token:
+    return _deadline.set(None if seconds is None else time.time() + seconds)
+
+
+def _remember(context: grpc.aio.ServicerContext) -> None:
+    set_deadline(context.time_remaining())
+
+
+def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _remember(context)
+        return await behavior(request, context)
+
+    return wrapped
+
+
+def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    # A streaming handler is either an async generator or a coroutine that writes to the context;
+    # a synchronous handler (run in a thread by grpc) is left as it is.
+    if inspect.isasyncgenfunction(behavior):
+        return _streaming(behavior)
+    if inspect.iscoroutinefunction(behavior):
+        return _unary(behavior)
+    return behavior
+
+
+def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        _remember(context)
+        async for item in behavior(request, context):
+            yield item
+
+    return wrapped
+
+
+class DeadlineInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+        replacements = {
+            kind: _wrap(getattr(handler, kind)) for kind in kinds if getattr(handler, kind) is not None
+        }
+        return handler._replace(**replacements)

@@ -1,0 +1,29 @@
+"""Errors of the approval service, on top of the shared vocabulary in ``labelgate.errors``."""
+
+from __future__ import annotations
+
+import grpc
+
+from labelgate.errors import LabelgateError
+
+
+class ApprovalPending(LabelgateError):
+    """Async mode: the call waits for an approval; ``details`` carry ``approval_id`` and ``link``
+    (the gateway turns them into ErrorInfo metadata). Retry with ``x-labelgate-approval-id``."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+
+
+class ApprovalConflict(LabelgateError):
+    """The request is not in a state that allows this (already resolved, already voted)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+
+
+class ApprovalsUnavailable(LabelgateError):
+    """The approval store cannot be reached: held calls are refused (fail closed)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503

@@ -1,0 +1,149 @@
+"""What the approval service stores: requests, the votes on them, and the grants they produce.
+
+Times are seconds since the epoch (``time.time()``) so that replicas and the database agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    GRANTED = "granted"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    # The gateway that held the call went away (restart, crash) or the caller hung up.
+    ABANDONED = "abandoned"
+
+
+RESOLVED = frozenset({State.GRANTED, State.DENIED, State.EXPIRED, State.ABANDONED})
+Mode = Literal["hold", "async"]
+Verdict = Literal["approve", "deny"]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldAtStake:
+    path: str
+    labels: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "labels": list(self.labels)}
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a grant is bound to: who, which method and model, and exactly which labels."""
+
+    subject: str
+    method: str
+    model: str
+    labels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(sorted(set(self.labels))))
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """From the policy decision: ``min_approvals`` distinct people from ``approver_groups``."""
+
+    approver_groups: tuple[str, ...]
+    min_approvals: int
+    grant_ttl_seconds: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    approver: str
+    groups: tuple[str, ...]  # the approver's groups when they voted
+    verdict: Verdict
+    reason: str
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "approver": self.approver,
+            "groups": list(self.groups),
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    id: str
+    state: State
+    mode: Mode
+    binding: Binding
+    requester_groups: tuple[str, ...]
+    phase: str
+    fields: tuple[FieldAtStake, ...]
+    requirement: Requirement
+    justification: str
+    created_at: float
+    expires_at: float
+    node_id: str
+    call_request_id: str
+    session_id: str
+    resolved_at: float | None = None
+    resolution: str = ""
+    grant_id: str | None = None
+    votes: tuple[Vote, ...] = field(default=())
+
+    @property
+    def requester(self) -> str:
+        return self.binding.subject
+
+    @property
+    def pending(self) -> bool:
+        return self.state is State.PENDING
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "mode": self.mode,
+            "requester": self.requester,
+            "requester_groups": list(self.requester_groups),
+            "method": self.binding.method,
+            "model": self.binding.model,
+            "phase": self.phase,
+            "labels": list(self.binding.labels),
+            "fields": [f.to_json() for f in self.fields],
+            "policy_reason": self.requirement.reason,
+            "justification": self.justification,
+            "approver_groups": list(self.requirement.approver_groups),
+            "min_approvals": self.requirement.min_approvals,
+            "grant_ttl_seconds": self.requirement.grant_ttl_seconds,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "resolved_at": self.resolved_at,
+            "resolution": self.resolution,
+            "grant_id": self.grant_id,
+            "votes": [v.to_json() for v in self.votes],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A time-boxed permission for one binding, made by the people who approved it."""
+
+    id: str
+    request_id: str
+    binding: Binding
+    approvers: tuple[tuple[str, tuple[str, ...]], ...]  # (person, their groups when they approved)
+    created_at: float
+    expires_at: float
+
+    @property
+    def approved_by(self) -> list[str]:
+        return sorted(person for person, _ in self.approvers)
+
+    def to_policy(self) -> dict[str, Any]:
+        """The ``approval`` object of the policy input once this grant applies."""
+        return {"state": "granted", "grant_id": self.id, "approved_by": self.approved_by}

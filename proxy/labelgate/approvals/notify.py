@@ -1,0 +1,164 @@
+"""Webhook notifications: a Slack-compatible payload (text and blocks with the deep link) or
+the request as generic JSON.
+
+Deliveries run in background tasks with retries and exponential backoff. Nothing waits for
+them: a webhook that is down never delays a held call, an expiry or a denial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from prometheus_client import Counter
+
+from labelgate.approvals.model import ApprovalRequest, State
+from labelgate.config import WebhookSettings
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
+DELIVERIES = Counter(
+    "labelgate_approval_webhook_deliveries_total", "Webhook deliveries by outcome", ["outcome"]
+)
+MAX_BACKOFF_SECONDS = 30.0
+# The notification event for each state a request can reach.
+EVENTS = {
+    State.PENDING: "requested",
+    State.GRANTED: "granted",
+    State.DENIED: "denied",
+    State.EXPIRED: "expired",
+    State.ABANDONED: "abandoned",
+}
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def headline(request: ApprovalRequest) -> str:
+    labels = ", ".join(request.binding.labels)
+    target = request.binding.model or request.binding.method
+    if request.state is State.PENDING:
+        return f"Approval needed: {request.requester} asks to see {labels} data from {target}"
+    if request.state is State.GRANTED:
+        people = ", ".join(v.approver for v in request.votes if v.verdict == "approve")
+        return f"Approval {request.id} granted by {people}"
+    return f"Approval {request.id} {request.state.value}: {request.resolution}"
+
+
+def slack_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
+    escape = _slack_escape
+    needs = f"{request.requirement.min_approvals} approval(s) from " + ", ".join(
+        request.requirement.approver_groups
+    )
+    fields = [
+        {"type": "mrkdwn", "text": f"*Requester*\n{escape(request.requester)}"},
+        {"type": "mrkdwn", "text": f"*Model*\n`{escape(request.binding.model or '-')}`"},
+        {"type": "mrkdwn", "text": f"*Labels*\n{escape(', '.join(request.binding.labels))}"},
+        {"type": "mrkdwn", "text": f"*Needs*\n{escape(needs)}"},
+        {"type": "mrkdwn", "text": f"*Expires*\n{_when(request.expires_at)}"},
+        {"type": "mrkdwn", "text": f"*State*\n{request.state.value}"},
+    ]
+    why = request.justification or "(no justification given)"
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(headline(request))}*"}},
+        {"type": "section", "fields": fields},
+        {
+            "type": "context",
+            "elements": [
+                {"type": "mrkdwn", "text": f"Policy: {escape(request.requirement.reason)}"},
+                {"type": "mrkdwn", "text": f"Justification: {escape(why)}"},
+            ],
+        },
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Open in the approval inbox"},
+                    "url": link,
+                    **({"style": "primary"} if request.state is State.PENDING else {}),
+                }
+            ],
+        },
+    ]
+    return {"text": f"{headline(request)}: {link}", "blocks": blocks}
+
+
+def generic_payload(event: str, request: ApprovalRequest, link: str) -> dict[str, Any]:
+    return {"event": f"approval.{event}", "approval": request.to_json(), "link": link}
+
+
+class WebhookNotifier:
+    def __init__(self, hooks: Sequence[WebhookSettings]) -> None:
+        self.hooks = list(hooks)
+        self._tasks: set[asyncio.Task] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def notify(self, request: ApprovalRequest, link: str) -> None:
+        """Queue deliveries for the request's current state; returns at once."""
+        event = EVENTS[request.state]
+        for hook in self.hooks:
+            if event not in hook.events:
+                continue
+            body = (
+                slack_payload(request, link)
+                if hook.format == "slack"
+                else generic_payload(event, request, link)
+            )
+            task = asyncio.create_task(self._deliver(hook, body, request.id, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(
+        self, hook: WebhookSettings, body: dict[str, Any], approval_id: str, event: str
+    ) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        timeout = aiohttp.ClientTimeout(total=hook.timeout_seconds)
+        for attempt in range(1, hook.max_attempts + 1):
+            retryable = True
+            try:
+                async with self._session.post(hook.url, json=body, timeout=timeout) as response:
+                    if 200 <= response.status < 300:
+                        DELIVERIES.labels(outcome="delivered").inc()
+                        return
+                    retryable = response.status >= 500 or response.status == 429
+                    problem = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                problem = f"{type(error).__name__}: {error}"
+            DELIVERIES.labels(outcome="failed_attempt").inc()
+            log.warning(
+                "approval webhook failed",
+                approval_id=approval_id,
+                notification=event,
+                attempt=attempt,
+                problem=problem,
+                host=hook.url.split("/")[2],
+            )
+            if not retryable or attempt == hook.max_attempts:
+                break
+            await asyncio.sleep(min(hook.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+        DELIVERIES.labels(outcome="gave_up").inc()
+        log.error("approval webhook gave up", approval_id=approval_id, notification=event)
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Give deliveries in flight a moment, then cancel the rest."""
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

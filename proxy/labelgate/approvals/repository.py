@@ -1,0 +1,279 @@
+"""The approval tables and every statement on them (portable SQL: SQLite and PostgreSQL).
+
+Lists and objects are stored as JSON text; a grant's labels as the JSON of the sorted list,
+so "exactly this label set" is a plain equality.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from labelgate.approvals.db import Row, Tx
+from labelgate.approvals.model import (
+    ApprovalRequest,
+    Binding,
+    FieldAtStake,
+    Grant,
+    Requirement,
+    State,
+    Vote,
+)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS approval_requests (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        requester_groups TEXT NOT NULL,
+        method TEXT NOT NULL,
+        model TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        policy_reason TEXT NOT NULL,
+        justification TEXT NOT NULL,
+        approver_groups TEXT NOT NULL,
+        min_approvals INTEGER NOT NULL,
+        grant_ttl_seconds INTEGER NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        resolved_at DOUBLE PRECISION,
+        resolution TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        call_request_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        grant_id TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS approval_requests_state ON approval_requests (state, expires_at)",
+    """CREATE TABLE IF NOT EXISTS approval_votes (
+        request_id TEXT NOT NULL REFERENCES approval_requests (id) ON DELETE CASCADE,
+        approver TEXT NOT NULL,
+        approver_groups TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (request_id, approver)
+    )""",
+    """CREATE TABLE IF NOT EXISTS approval_grants (
+        id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        method TEXT NOT NULL,
+        model TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        approvers TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS approval_grants_binding ON approval_grants (subject, method, model, labels)",
+)
+# Two replicas starting at once must not race on CREATE TABLE (PostgreSQL).
+_SCHEMA_LOCK = 7_311_220_517
+
+
+async def create_schema(tx: Tx) -> None:
+    if tx.dialect == "postgres":
+        await tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+    for statement in SCHEMA:
+        await tx.execute(statement)
+
+
+def _labels_key(labels: Iterable[str]) -> str:
+    return json.dumps(sorted(set(labels)))
+
+
+async def insert_request(tx: Tx, request: ApprovalRequest) -> None:
+    await tx.execute(
+        """INSERT INTO approval_requests (id, state, mode, requester, requester_groups, method, model,
+            phase, labels, fields, policy_reason, justification, approver_groups, min_approvals,
+            grant_ttl_seconds, created_at, expires_at, resolved_at, resolution, node_id,
+            call_request_id, session_id, grant_id)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            request.id,
+            request.state.value,
+            request.mode,
+            request.requester,
+            json.dumps(list(request.requester_groups)),
+            request.binding.method,
+            request.binding.model,
+            request.phase,
+            _labels_key(request.binding.labels),
+            json.dumps([f.to_json() for f in request.fields]),
+            request.requirement.reason,
+            request.justification,
+            json.dumps(list(request.requirement.approver_groups)),
+            request.requirement.min_approvals,
+            request.requirement.grant_ttl_seconds,
+            request.created_at,
+            request.expires_at,
+            request.resolved_at,
+            request.resolution,
+            request.node_id,
+            request.call_request_id,
+            request.session_id,
+            request.grant_id,
+        ),
+    )
+    tx.changed(request.id)
+
+
+def _request(row: Row, votes: Sequence[Vote]) -> ApprovalRequest:
+    return ApprovalRequest(
+        id=row["id"],
+        state=State(row["state"]),
+        mode=row["mode"],
+        binding=Binding(row["requester"], row["method"], row["model"], tuple(json.loads(row["labels"]))),
+        requester_groups=tuple(json.loads(row["requester_groups"])),
+        phase=row["phase"],
+        fields=tuple(FieldAtStake(f["path"], tuple(f["labels"])) for f in json.loads(row["fields"])),
+        requirement=Requirement(
+            approver_groups=tuple(json.loads(row["approver_groups"])),
+            min_approvals=int(row["min_approvals"]),
+            grant_ttl_seconds=int(row["grant_ttl_seconds"]),
+            reason=row["policy_reason"],
+        ),
+        justification=row["justification"],
+        created_at=float(row["created_at"]),
+        expires_at=float(row["expires_at"]),
+        node_id=row["node_id"],
+        call_request_id=row["call_request_id"],
+        session_id=row["session_id"],
+        resolved_at=float(row["resolved_at"]) if row["resolved_at"] is not None else None,
+        resolution=row["resolution"],
+        grant_id=row["grant_id"],
+        votes=tuple(votes),
+    )
+
+
+def _vote(row: Row) -> Vote:
+    return Vote(
+        approver=row["approver"],
+        groups=tuple(json.loads(row["approver_groups"])),
+        verdict=row["verdict"],
+        reason=row["reason"],
+        at=float(row["at"]),
+    )
+
+
+async def _with_votes(tx: Tx, rows: list[Row]) -> list[ApprovalRequest]:
+    if not rows:
+        return []
+    ids = [row["id"] for row in rows]
+    marks = ", ".join("?" for _ in ids)
+    votes: dict[str, list[Vote]] = {request_id: [] for request_id in ids}
+    for vote_row in await tx.fetch(
+        f"SELECT * FROM approval_votes WHERE request_id IN ({marks}) ORDER BY at, approver",  # noqa: S608
+        ids,
+    ):
+        votes[vote_row["request_id"]].append(_vote(vote_row))
+    return [_request(row, votes[row["id"]]) for row in rows]
+
+
+async def get_request(tx: Tx, request_id: str, *, for_update: bool = False) -> ApprovalRequest | None:
+    lock = " FOR UPDATE" if for_update and tx.dialect == "postgres" else ""
+    rows = await tx.fetch(f"SELECT * FROM approval_requests WHERE id = ?{lock}", (request_id,))  # noqa: S608
+    found = await _with_votes(tx, rows)
+    return found[0] if found else None
+
+
+async def list_requests(tx: Tx, states: Sequence[State], limit: int) -> list[ApprovalRequest]:
+    marks = ", ".join("?" for _ in states)
+    rows = await tx.fetch(
+        f"SELECT * FROM approval_requests WHERE state IN ({marks}) "  # noqa: S608
+        "ORDER BY created_at DESC, id LIMIT ?",
+        [*(state.value for state in states), limit],
+    )
+    return await _with_votes(tx, rows)
+
+
+async def insert_vote(tx: Tx, request_id: str, vote: Vote) -> None:
+    await tx.execute(
+        "INSERT INTO approval_votes (request_id, approver, approver_groups, verdict, reason, at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (request_id, vote.approver, json.dumps(list(vote.groups)), vote.verdict, vote.reason, vote.at),
+    )
+    tx.changed(request_id)
+
+
+async def resolve(
+    tx: Tx, request_id: str, state: State, resolution: str, now: float, grant_id: str | None = None
+) -> bool:
+    """Move a *pending* request to ``state``; False when it was not pending any more."""
+    changed = await tx.execute(
+        "UPDATE approval_requests SET state = ?, resolution = ?, resolved_at = ?, grant_id = ? "
+        "WHERE id = ? AND state = ?",
+        (state.value, resolution, now, grant_id, request_id, State.PENDING.value),
+    )
+    if changed:
+        tx.changed(request_id)
+    return changed == 1
+
+
+async def pending_ids(tx: Tx, where: str, params: Sequence[Any]) -> list[str]:
+    rows = await tx.fetch(
+        f"SELECT id FROM approval_requests WHERE state = ? AND {where} ORDER BY id",  # noqa: S608
+        [State.PENDING.value, *params],
+    )
+    return [row["id"] for row in rows]
+
+
+async def insert_grant(tx: Tx, grant: Grant) -> None:
+    await tx.execute(
+        "INSERT INTO approval_grants (id, request_id, subject, method, model, labels, approvers, "
+        "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            grant.id,
+            grant.request_id,
+            grant.binding.subject,
+            grant.binding.method,
+            grant.binding.model,
+            _labels_key(grant.binding.labels),
+            json.dumps([[person, list(groups)] for person, groups in grant.approvers]),
+            grant.created_at,
+            grant.expires_at,
+        ),
+    )
+
+
+def _grant(row: Row) -> Grant:
+    return Grant(
+        id=row["id"],
+        request_id=row["request_id"],
+        binding=Binding(row["subject"], row["method"], row["model"], tuple(json.loads(row["labels"]))),
+        approvers=tuple((person, tuple(groups)) for person, groups in json.loads(row["approvers"])),
+        created_at=float(row["created_at"]),
+        expires_at=float(row["expires_at"]),
+    )
+
+
+async def get_grant(tx: Tx, grant_id: str) -> Grant | None:
+    rows = await tx.fetch("SELECT * FROM approval_grants WHERE id = ?", (grant_id,))
+    return _grant(rows[0]) if rows else None
+
+
+async def live_grants(tx: Tx, binding: Binding, now: float) -> list[Grant]:
+    rows = await tx.fetch(
+        "SELECT * FROM approval_grants WHERE subject = ? AND method = ? AND model = ? AND labels = ? "
+        "AND expires_at > ? ORDER BY expires_at DESC",
+        (binding.subject, binding.method, binding.model, _labels_key(binding.labels), now),
+    )
+    return [_grant(row) for row in rows]
+
+
+async def purge(tx: Tx, resolved_before: float) -> list[str]:
+    """Delete requests resolved, and grants ended, before ``resolved_before``."""
+    rows = await tx.fetch(
+        "SELECT id FROM approval_requests WHERE state <> ? AND resolved_at < ?",
+        (State.PENDING.value, resolved_before),
+    )
+    ids = [row["id"] for row in rows]
+    if ids:
+        marks = ", ".join("?" for _ in ids)
+        await tx.execute(f"DELETE FROM approval_votes WHERE request_id IN ({marks})", ids)  # noqa: S608
+        await tx.execute(f"DELETE FROM approval_requests WHERE id IN ({marks})", ids)  # noqa: S608
+    await tx.execute("DELETE FROM approval_grants WHERE expires_at < ?", (resolved_before,))
+    return ids

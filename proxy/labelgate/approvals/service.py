@@ -1,0 +1,381 @@
+"""The approval service: requests, votes, grants, expiry, and waking the calls that wait.
+
+One instance per process (a gateway, or ``labelgate approvals-server``), all sharing one
+store. Gateway side: ``open`` a request, ``wait`` for its outcome, ``find_grant`` for repeat
+calls. Approver side: ``visible_to``, ``show``, ``approve``, ``deny``. A sweeper expires pending
+requests on time and drops resolved ones after the retention period; when a gateway
+starts, the held requests its previous run left behind are marked ``abandoned``.
+
+Every change goes through ``_announce``: one structured event (the audit hook) and the
+webhook notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import Counter, Gauge
+
+from labelgate.approvals import events, rules
+from labelgate.approvals import repository as repo
+from labelgate.approvals.db import WAKE_ALL, Database, SqliteDatabase
+from labelgate.approvals.errors import ApprovalsUnavailable
+from labelgate.approvals.model import (
+    RESOLVED,
+    ApprovalRequest,
+    Binding,
+    FieldAtStake,
+    Grant,
+    Mode,
+    Requirement,
+    State,
+    Vote,
+)
+from labelgate.approvals.notify import WebhookNotifier
+from labelgate.auth import Subject
+from labelgate.config import ApprovalSettings
+from labelgate.errors import LabelgateError, NotFound
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
+TRANSITIONS = Counter("labelgate_approval_requests_total", "Approval requests by state reached", ["state"])
+HELD = Gauge("labelgate_approval_held_calls", "Calls this process holds for an approval")
+# Waiters re-check the store at least this often when the store cannot wake them from
+# another process (SQLite shared with a separate approvals-server) ...
+LOCAL_RECHECK_SECONDS = 0.5
+# ... and, as a safety net only, when it can (PostgreSQL NOTIFY is the main path).
+NOTIFY_RECHECK_SECONDS = 15.0
+PURGE_EVERY_SECONDS = 60.0
+LIST_LIMIT = 500
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Draft:
+    """What the gateway knows about a held call when it asks for approval."""
+
+    binding: Binding
+    requester_groups: tuple[str, ...]
+    phase: str
+    fields: tuple[FieldAtStake, ...]
+    requirement: Requirement
+    justification: str
+    mode: Mode
+    expires_at: float
+    call_request_id: str = ""
+    session_id: str = ""
+
+
+def open_database(settings: ApprovalSettings) -> Database:
+    if settings.store == "postgres":
+        # Imported here: psycopg is needed only by gateways that share a PostgreSQL store.
+        from labelgate.approvals.postgres import PostgresDatabase
+
+        assert settings.postgres_dsn is not None  # the config refuses postgres without a DSN
+        return PostgresDatabase(settings.postgres_dsn.get_secret_value())
+    return SqliteDatabase(settings.sqlite_file)
+
+
+class ApprovalService:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        node_id: str,
+        link_base: str,
+        retention_seconds: float = 7 * 86400,
+        sweep_interval_seconds: float = 1.0,
+        admin_groups: Iterable[str] = (),
+        notifier: WebhookNotifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.node_id = node_id
+        self.link_base = link_base.rstrip("/")
+        self.retention_seconds = retention_seconds
+        self.sweep_interval_seconds = sweep_interval_seconds
+        self.admin_groups = tuple(admin_groups)
+        self.notifier = notifier
+        self.clock = clock
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._held: set[str] = set()
+        self._sweeper: asyncio.Task | None = None
+        self._started_at = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: ApprovalSettings, *, node_id: str, link_base: str) -> ApprovalService:
+        return cls(
+            open_database(settings),
+            node_id=settings.node_id or node_id,
+            link_base=settings.public_url or link_base,
+            retention_seconds=settings.retention_seconds,
+            sweep_interval_seconds=settings.sweep_interval_seconds,
+            admin_groups=settings.admin_groups,
+            notifier=WebhookNotifier(settings.webhooks) if settings.webhooks else None,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self, *, sweep: bool = True, abandon_previous: bool = True) -> None:
+        self._started_at = self.clock()
+        await self.db.start()
+        async with self.db.transaction() as tx:
+            await repo.create_schema(tx)
+        self.db.on_change(self._wake)
+        if abandon_previous:
+            await self._abandon_previous_run()
+        if sweep:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for request_id in sorted(self._held):
+            with contextlib.suppress(LabelgateError):
+                await self.abandon(request_id, "the gateway holding the call shut down")
+        if self.notifier is not None:
+            await self.notifier.close()
+        await self.db.close()
+
+    async def healthy(self) -> bool:
+        try:
+            async with self.db.transaction() as tx:
+                await tx.fetch("SELECT 1 AS ok")
+        except LabelgateError:
+            return False
+        return True
+
+    def link(self, request_id: str) -> str:
+        return f"{self.link_base}/inbox/{request_id}"
+
+    # -- gateway side ---------------------------------------------------------------------
+    async def open(self, draft: Draft) -> ApprovalRequest:
+        request = ApprovalRequest(
+            id=new_id("apr"),
+            state=State.PENDING,
+            mode=draft.mode,
+            binding=draft.binding,
+            requester_groups=draft.requester_groups,
+            phase=draft.phase,
+            fields=draft.fields,
+            requirement=draft.requirement,
+            justification=draft.justification,
+            created_at=self.clock(),
+            expires_at=draft.expires_at,
+            node_id=self.node_id,
+            call_request_id=draft.call_request_id,
+            session_id=draft.session_id,
+        )
+        async with self.db.transaction() as tx:
+            await repo.insert_request(tx, request)
+        if draft.mode == "hold":
+            self._held.add(request.id)
+            HELD.inc()
+        self._announce("approval.requested", request, link=self.link(request.id))
+        return request
+
+    async def wait(self, request_id: str, until: float) -> ApprovalRequest:
+        """Until the request is resolved; at ``until`` it expires (unless a grant won the race)."""
+        event = asyncio.Event()
+        self._waiters.setdefault(request_id, set()).add(event)
+        recheck = NOTIFY_RECHECK_SECONDS if self.db.wakes_other_processes else LOCAL_RECHECK_SECONDS
+        try:
+            while True:
+                event.clear()  # before reading: a change after the read still wakes us
+                request = await self.get(request_id)
+                if request is None:
+                    raise ApprovalsUnavailable("APPROVAL_VANISHED", f"approval {request_id} disappeared")
+                if request.state in RESOLVED:
+                    return request
+                left = until - self.clock()
+                if left <= 0:
+                    await self.expire(request_id, "no decision before the call's time ran out")
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(left, recheck))
+        finally:
+            waiters = self._waiters.get(request_id, set())
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(request_id, None)
+            if request_id in self._held:
+                self._held.discard(request_id)
+                HELD.dec()
+
+    async def expire(self, request_id: str, why: str) -> None:
+        await self._resolve(request_id, State.EXPIRED, why)
+
+    async def abandon(self, request_id: str, why: str) -> None:
+        await self._resolve(request_id, State.ABANDONED, why)
+
+    async def get(self, request_id: str) -> ApprovalRequest | None:
+        async with self.db.transaction() as tx:
+            return await repo.get_request(tx, request_id)
+
+    async def get_grant(self, grant_id: str) -> Grant | None:
+        async with self.db.transaction() as tx:
+            return await repo.get_grant(tx, grant_id)
+
+    async def find_grant(self, binding: Binding, requirement: Requirement) -> Grant | None:
+        """A live grant for exactly this binding, approved by enough of the right people."""
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            grants = await repo.live_grants(tx, binding, now)
+        for grant in grants:
+            if rules.grant_mismatch(grant, binding, now) is None and rules.grant_satisfies(
+                grant, requirement
+            ):
+                return grant
+        return None
+
+    # -- approver side --------------------------------------------------------------------
+    async def visible_to(
+        self, viewer: Subject, states: Sequence[State] = (State.PENDING,)
+    ) -> list[ApprovalRequest]:
+        """The requests in ``states`` that ``viewer`` may see, newest first."""
+        async with self.db.transaction() as tx:
+            found = await repo.list_requests(tx, states, LIST_LIMIT)
+        return [r for r in found if rules.may_view(viewer, r, self.admin_groups)]
+
+    async def show(self, viewer: Subject, request_id: str) -> ApprovalRequest:
+        request = await self.get(request_id)
+        if request is None or not rules.may_view(viewer, request, self.admin_groups):
+            # The same answer whether it does not exist or is not theirs to see.
+            raise NotFound("APPROVAL_NOT_FOUND", f"no approval {request_id} that you may see")
+        return request
+
+    async def approve(self, approver: Subject, request_id: str, reason: str = "") -> ApprovalRequest:
+        return await self._vote(approver, request_id, "approve", reason)
+
+    async def deny(self, approver: Subject, request_id: str, reason: str) -> ApprovalRequest:
+        return await self._vote(approver, request_id, "deny", reason)
+
+    async def _vote(self, person: Subject, request_id: str, verdict: str, reason: str) -> ApprovalRequest:
+        now = self.clock()
+        refusal: LabelgateError | None = None
+        vote = Vote(approver=person.id, groups=person.groups, verdict=verdict, reason=reason, at=now)  # type: ignore[arg-type]
+        async with self.db.transaction() as tx:
+            request = await repo.get_request(tx, request_id, for_update=True)
+            if request is None or not rules.may_view(person, request, self.admin_groups):
+                raise NotFound("APPROVAL_NOT_FOUND", f"no approval {request_id} that you may see")
+            refusal = rules.vote_refusal(person, request, verdict, self.admin_groups, now)
+            if refusal is None:
+                await repo.insert_vote(tx, request_id, vote)
+                await self._settle(tx, dataclasses.replace(request, votes=(*request.votes, vote)), now)
+            elif request.pending and request.expires_at <= now:  # late vote: record the expiry now
+                await repo.resolve(tx, request_id, State.EXPIRED, "no decision before it expired", now)
+            final = await repo.get_request(tx, request_id)
+        assert final is not None
+        if refusal is not None:
+            if final.state is State.EXPIRED and request.pending:
+                self._announce("approval.expired", final)
+            events.record(
+                "approval.vote_refused", final, person=person.id, verdict=verdict, refusal=refusal.reason
+            )
+            raise refusal
+        events.record(
+            "approval.vote",
+            final,
+            approver=person.id,
+            groups=list(person.groups),
+            verdict=verdict,
+            reason=reason,
+            at=now,
+        )
+        if final.state in RESOLVED:
+            self._announce(f"approval.{final.state.value}", final)
+        return final
+
+    async def _settle(self, tx: repo.Tx, request: ApprovalRequest, now: float) -> None:
+        """Resolve the request if its votes now decide it; a grant is made in the same transaction."""
+        result = rules.outcome(request)
+        if result is State.DENIED:
+            denial = next(v for v in request.votes if v.verdict == "deny")
+            why = f"denied by {denial.approver}: {denial.reason or 'no reason given'}"
+            await repo.resolve(tx, request.id, State.DENIED, why, now)
+        elif result is State.GRANTED:
+            people = rules.counted_approvers(request.votes, request.requirement, request.requester)
+            grant = Grant(
+                id=new_id("grant"),
+                request_id=request.id,
+                binding=request.binding,
+                approvers=tuple(sorted(people.items())),
+                created_at=now,
+                expires_at=now + request.requirement.grant_ttl_seconds,
+            )
+            await repo.insert_grant(tx, grant)
+            why = f"approved by {', '.join(sorted(people))}"
+            await repo.resolve(tx, request.id, State.GRANTED, why, now, grant_id=grant.id)
+
+    # -- expiry, retention, restarts ----------------------------------------------------------
+    async def _resolve(self, request_id: str, state: State, why: str) -> None:
+        async with self.db.transaction() as tx:
+            changed = await repo.resolve(tx, request_id, state, why, self.clock())
+            final = await repo.get_request(tx, request_id) if changed else None
+        if final is not None:
+            self._announce(f"approval.{state.value}", final)
+
+    async def _resolve_many(self, where: str, params: Sequence[object], state: State, why: str) -> int:
+        now = self.clock()
+        resolved = []
+        async with self.db.transaction() as tx:
+            for request_id in await repo.pending_ids(tx, where, params):
+                if await repo.resolve(tx, request_id, state, why, now):
+                    resolved.append(await repo.get_request(tx, request_id))
+        for request in resolved:
+            if request is not None:
+                self._announce(f"approval.{state.value}", request)
+        return len(resolved)
+
+    async def _abandon_previous_run(self) -> None:
+        count = await self._resolve_many(
+            "mode = ? AND node_id = ? AND created_at < ?",
+            ("hold", self.node_id, self._started_at),
+            State.ABANDONED,
+            "the gateway holding the call restarted; the caller saw UNAVAILABLE",
+        )
+        if count:
+            log.warning("held approvals abandoned by a restart", count=count, node_id=self.node_id)
+
+    async def sweep(self, *, purge: bool = True) -> None:
+        now = self.clock()
+        await self._resolve_many("expires_at <= ?", (now,), State.EXPIRED, "no decision before it expired")
+        if purge:
+            async with self.db.transaction() as tx:
+                purged = await repo.purge(tx, now - self.retention_seconds)
+            if purged:
+                events.record("approval.purged", None, approval_ids=purged, count=len(purged))
+
+    async def _sweep_forever(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(self.sweep_interval_seconds)
+            try:
+                due = self.clock() - last_purge >= PURGE_EVERY_SECONDS
+                await self.sweep(purge=due)
+                if due:
+                    last_purge = self.clock()
+            except Exception as error:  # the store may be briefly unreachable; try again
+                log.warning("approval sweep failed", error=str(error))
+
+    # -- notifications --------------------------------------------------------------------
+    def _wake(self, request_id: str) -> None:
+        targets = self._waiters.values() if request_id == WAKE_ALL else [self._waiters.get(request_id, set())]
+        for waiters in targets:
+            for event in waiters:
+                event.set()
+
+    def _announce(self, event: str, request: ApprovalRequest, **fields: object) -> None:
+        TRANSITIONS.labels(state=request.state.value).inc()
+        events.record(event, request, resolution=request.resolution or None, **fields)
+        if self.notifier is not None:
+            self.notifier.notify(request, self.link(request.id))

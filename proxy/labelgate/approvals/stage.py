@@ -1,0 +1,274 @@
+"""The gateway's "hold for approval" stage, backed by the approval service.
+
+When a decision says ``require_approval``:
+
+1. a live grant for exactly this subject, method, model and label set that satisfies the
+   requirement lets the call through (repeat calls within ``grant_ttl_seconds``); with
+   ``x-labelgate-approval-id`` the client names the grant's request, which must be its own,
+   granted, and for exactly this call;
+2. otherwise a request is opened (justification from ``x-labelgate-justification``) and
+   - ``x-labelgate-approval: async``: the call ends at once with FAILED_PRECONDITION and an
+     ErrorInfo carrying ``approval_id`` and ``link``;
+   - by default the call is held until the request is granted, denied or expires (the
+     configured hold timeout, cut short by the client's deadline).
+
+Granted: the policy decides again with ``approval.state = granted`` and that decision is
+returned. Otherwise a decision that does not allow, whose reason says why; the pipeline
+turns it into PERMISSION_DENIED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from labelgate.approvals import deadline, events, rules
+from labelgate.approvals.errors import ApprovalPending
+from labelgate.approvals.model import Binding, FieldAtStake, Grant, Requirement, State
+from labelgate.approvals.service import ApprovalService, Draft
+from labelgate.errors import InvalidInput
+from labelgate.gateway.approval import Reevaluate
+from labelgate.policy.contract import ApprovalRequirement, Decision
+
+if TYPE_CHECKING:
+    from labelgate.auth import Subject
+    from labelgate.gateway.pipeline import Call
+
+MODE_HEADER = "x-labelgate-approval"
+APPROVAL_ID_HEADER = "x-labelgate-approval-id"
+JUSTIFICATION_HEADER = "x-labelgate-justification"
+MAX_JUSTIFICATION_CHARS = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_APPROVAL_ID = re.compile(r"apr-[0-9a-f]{16}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    mode: str = "hold"
+    approval_id: str | None = None
+    justification: str = ""
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def read_options(metadata: tuple[tuple[str, Any], ...]) -> Options:
+    values: dict[str, list[str]] = {}
+    for key, value in metadata:
+        if key.lower() in (MODE_HEADER, APPROVAL_ID_HEADER, JUSTIFICATION_HEADER):
+            values.setdefault(key.lower(), []).append(_text(value).strip())
+    for key, found in values.items():
+        if len(found) > 1:
+            raise InvalidInput("APPROVAL_OPTION_REPEATED", f"send {key} once, not {len(found)} times")
+    mode = values.get(MODE_HEADER, ["hold"])[0].lower() or "hold"
+    if mode not in ("hold", "wait", "async"):
+        raise InvalidInput("APPROVAL_MODE_INVALID", f"{MODE_HEADER} must be 'async' or 'wait', not {mode!r}")
+    approval_id = values.get(APPROVAL_ID_HEADER, [None])[0] or None
+    if approval_id is not None and not _APPROVAL_ID.fullmatch(approval_id):
+        raise InvalidInput("APPROVAL_ID_INVALID", f"{APPROVAL_ID_HEADER} is not an approval id (apr-...)")
+    justification = _CONTROL.sub(" ", values.get(JUSTIFICATION_HEADER, [""])[0])[:MAX_JUSTIFICATION_CHARS]
+    return Options(
+        mode="async" if mode == "async" else "hold", approval_id=approval_id, justification=justification
+    )
+
+
+def requirement_of(decision: Decision) -> Requirement:
+    needed: ApprovalRequirement | None = decision.require_approval
+    assert needed is not None, "hold() is only called for decisions that require approval"
+    return Requirement(
+        approver_groups=tuple(needed.approver_groups),
+        min_approvals=needed.min_approvals,
+        grant_ttl_seconds=needed.grant_ttl_seconds,
+        reason=needed.reason,
+    )
+
+
+def refusal(decision: Decision, code: str, message: str) -> Decision:
+    """A decision that does not allow: the pipeline answers PERMISSION_DENIED with ``message``."""
+    return Decision(
+        allow=False,
+        reason=message,
+        engine=decision.engine,
+        revision=decision.revision,
+        decision_id=decision.decision_id,
+        fail_reason=code,
+    )
+
+
+class HoldForApproval:
+    def __init__(
+        self,
+        service: ApprovalService,
+        *,
+        hold_timeout_seconds: float = 120.0,
+        async_timeout_seconds: float = 900.0,
+        min_hold_seconds: float = 1.0,
+        deadline_margin_seconds: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.hold_timeout_seconds = hold_timeout_seconds
+        self.async_timeout_seconds = async_timeout_seconds
+        self.min_hold_seconds = min_hold_seconds
+        self.deadline_margin_seconds = deadline_margin_seconds
+        self.clock = clock
+
+    async def hold(
+        self,
+        call: Call,
+        subject: Subject,
+        policy_input: dict[str, Any],
+        decision: Decision,
+        reevaluate: Reevaluate,
+    ) -> Decision:
+        options = read_options(call.metadata)
+        requirement = requirement_of(decision)
+        binding = Binding(
+            subject.id, call.method, policy_input["request"]["model"], tuple(policy_input["labels"])
+        )
+        if options.approval_id is not None:
+            named = await self._named_grant(options.approval_id, binding, requirement, decision, call)
+            if isinstance(named, Decision):
+                return named
+            grant = named
+        else:
+            grant = await self.service.find_grant(binding, requirement)
+        if grant is not None:
+            again = await reevaluate(grant.to_policy())
+            if again.require_approval is None:
+                events.record(
+                    "approval.grant_used",
+                    None,
+                    approval_id=grant.request_id,
+                    grant_id=grant.id,
+                    subject=subject.id,
+                    method=call.method,
+                    model=binding.model,
+                    labels=list(binding.labels),
+                    request_id=call.request_id,
+                )
+                return again
+            # The policy now asks for more than this grant gives: ask for a new approval.
+            decision, requirement = again, requirement_of(again)
+        return await self._ask(
+            call, subject, policy_input, decision, requirement, binding, options, reevaluate
+        )
+
+    async def _named_grant(
+        self, approval_id: str, binding: Binding, requirement: Requirement, decision: Decision, call: Call
+    ) -> Grant | Decision | None:
+        request = await self.service.get(approval_id)
+        if request is None or request.requester != binding.subject:
+            events.record(
+                "approval.grant_refused",
+                request,
+                subject=binding.subject,
+                method=call.method,
+                model=binding.model,
+                refusal="not the caller's approval",
+                request_id=call.request_id,
+            )
+            return refusal(
+                decision, "APPROVAL_NOT_YOURS", f"approval {approval_id} is not one of your approvals"
+            )
+        if request.state is State.PENDING:
+            raise ApprovalPending(
+                "APPROVAL_PENDING",
+                f"approval {approval_id} is still pending: {request.requirement.reason}",
+                approval_id=approval_id,
+                link=self.service.link(approval_id),
+            )
+        if request.state is not State.GRANTED or request.grant_id is None:
+            return refusal(
+                decision,
+                f"APPROVAL_{request.state.value.upper()}",
+                f"approval {approval_id} was {request.state.value}: {request.resolution}",
+            )
+        grant = await self.service.get_grant(request.grant_id)
+        mismatch = "the grant no longer exists" if grant is None else None
+        if grant is not None:
+            mismatch = rules.grant_mismatch(grant, binding, self.clock())
+        if mismatch is not None:
+            events.record(
+                "approval.grant_refused",
+                request,
+                subject=binding.subject,
+                method=call.method,
+                model=binding.model,
+                labels=list(binding.labels),
+                refusal=mismatch,
+                request_id=call.request_id,
+            )
+            return refusal(
+                decision,
+                "GRANT_NOT_APPLICABLE",
+                f"approval {approval_id} does not cover this call: {mismatch}",
+            )
+        assert grant is not None
+        return grant if rules.grant_satisfies(grant, requirement) else None
+
+    async def _ask(
+        self,
+        call: Call,
+        subject: Subject,
+        policy_input: dict[str, Any],
+        decision: Decision,
+        requirement: Requirement,
+        binding: Binding,
+        options: Options,
+        reevaluate: Reevaluate,
+    ) -> Decision:
+        now = self.clock()
+        if options.mode == "async":
+            until = now + self.async_timeout_seconds
+        else:
+            until = now + self.hold_timeout_seconds
+            left = deadline.seconds_left(now)
+            if left is not None:  # answer before the client gives up, so it learns why
+                until = min(until, now + left - self.deadline_margin_seconds)
+            if until - now < self.min_hold_seconds:
+                return refusal(
+                    decision,
+                    "APPROVAL_DEADLINE_TOO_SHORT",
+                    f"held for approval ({requirement.reason}) but the call's deadline leaves no time "
+                    f"to wait; set a longer deadline or send {MODE_HEADER}: async",
+                )
+        draft = Draft(
+            binding=binding,
+            requester_groups=subject.groups,
+            phase=policy_input["phase"],
+            fields=tuple(FieldAtStake(f["path"], tuple(f["labels"])) for f in policy_input["fields"]),
+            requirement=requirement,
+            justification=options.justification,
+            mode="async" if options.mode == "async" else "hold",
+            expires_at=until,
+            call_request_id=call.request_id,
+            session_id=call.session_id,
+        )
+        request = await self.service.open(draft)
+        link = self.service.link(request.id)
+        if options.mode == "async":
+            raise ApprovalPending(
+                "APPROVAL_PENDING",
+                f"held for approval: {requirement.reason}; call again with {APPROVAL_ID_HEADER}: "
+                f"{request.id} once it is granted ({link})",
+                approval_id=request.id,
+                link=link,
+            )
+        try:
+            final = await self.service.wait(request.id, until)
+        except asyncio.CancelledError:
+            # The caller hung up (or the gateway is stopping): nobody waits for this any more.
+            await asyncio.shield(self.service.abandon(request.id, "the caller went away before a decision"))
+            raise
+        if final.state is State.GRANTED and final.grant_id is not None:
+            grant = await self.service.get_grant(final.grant_id)
+            if grant is not None:
+                return await reevaluate(grant.to_policy())
+        code = f"APPROVAL_{final.state.value.upper()}"
+        return refusal(decision, code, f"approval {final.id} {final.state.value}: {final.resolution}")

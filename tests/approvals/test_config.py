@@ -1,0 +1,35 @@
+"""The ``approvals`` section of the gateway config: settings that cannot work are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from labelgate.config import GatewaySettings, load_settings
+from labelgate.errors import ConfigError
+from labelgate.gateway.approval import RefuseUntilApproved
+from labelgate.gateway.server import approval_stage, build_approvals
+
+JWT = {"jwt": {"trust_dev_key": True}}
+
+
+def test_a_postgres_store_needs_a_dsn_and_an_explicit_section_needs_jwt() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth={"api_keys": {}}, approvals={"store": "postgres"})
+    message = refused.value.message
+    assert "approvals.postgres_dsn is not set" in message
+    assert "approvals need auth.jwt" in message
+
+
+def test_several_workers_need_a_shared_store() -> None:
+    with pytest.raises(ConfigError, match="shared store"):
+        load_settings(auth=JWT, listen="127.0.0.1:8443", workers=2, approvals={"hold_timeout_seconds": 30})
+
+
+def test_without_a_usable_setup_held_calls_are_refused_at_once() -> None:
+    # No approvals section and no JWT: the gateway still starts, and holds become refusals.
+    settings = GatewaySettings(auth={"api_keys": {}})
+    assert build_approvals(settings) is None
+    assert isinstance(approval_stage(settings, None), RefuseUntilApproved)
+    off = GatewaySettings(auth=JWT, approvals={"enabled": False})
+    assert build_approvals(off) is None
+    assert build_approvals(GatewaySettings(auth=JWT)) is not None

@@ -1,0 +1,127 @@
+"""A real browser (Playwright driving Debian's Chromium) approves and denies held tritonclient calls.
+
+The approver follows the deep link from the Slack webhook, signs in by pasting a token,
+and clicks one button; the caller (a real ``tritonclient`` in a child process) is held
+until then.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.approvals.conftest import Stack, held, person, token
+from tests.support.procs import REPO
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with playwright.sync_playwright() as driver:
+        # A fresh profile folder per run; Playwright passes it as --user-data-dir.
+        context = driver.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 860},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def open_signed_in(page, link: str, bearer: str) -> None:
+    """Open a notification's deep link; sign in with the token when the inbox asks."""
+    page.goto(link)
+    if page.locator("textarea#token").count():
+        page.fill("textarea#token", bearer)
+        page.click("button:has-text('Sign in')")
+    page.wait_for_url(link)
+
+
+def link_from_slack(stack: Stack, requester: str) -> str:
+    slack = stack.receiver.wait_for(
+        "/slack", lambda b: requester in b["text"] and "Approval needed" in b["text"]
+    )
+    return next(
+        e["url"] for block in slack["blocks"] if block["type"] == "actions" for e in block["elements"]
+    )
+
+
+def test_an_approver_clicks_approve_and_the_held_call_sees_clear_values(
+    stack: Stack, browser, tmp_path: Path
+) -> None:
+    steward, owner = person("steward"), person("olivia")
+    owner_token = token(owner, "data-owners")
+    call = held(
+        stack.grpc,
+        token(steward, "data-stewards"),
+        timeout=60,
+        **{"x-labelgate-justification": "Chargeback dispute CS-1042: verify the card on file"},
+    )
+    link = link_from_slack(stack, steward)
+    approval_id = link.rsplit("/", 1)[1]
+
+    page = browser.new_page()
+    open_signed_in(page, link, owner_token)
+    assert page.locator("h1").inner_text().startswith(steward)
+    assert "Chargeback dispute CS-1042" in page.content()
+
+    page.goto(f"{stack.api.base}/inbox")
+    card = page.locator(f"li[data-approval-id='{approval_id}']")
+    assert "confidential" in card.inner_text() and "outputs.ssn" in card.inner_text()
+    page.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
+    shutil.copy(tmp_path / "inbox.png", REPO / "docs" / "approvals-inbox.png")
+    assert not call.done()
+
+    page.click(f"[data-testid='approve-{approval_id}']")
+    page.wait_for_url(re.compile(r"/inbox\?flash=granted"))
+    assert "held call is released" in page.locator(".alert.ok").inner_text()
+
+    result = call.result(timeout=60)
+    assert "error" not in result, result
+    assert all(SSN.match(value) for value in result["outputs"]["ssn"]["values"])
+    assert stack.api.show(approval_id, owner_token)["votes"][0]["approver"] == owner
+    page.close()
+
+
+def test_an_approver_clicks_deny_and_the_caller_gets_permission_denied(stack: Stack, browser) -> None:
+    steward, owner = person("steward"), person("omar")
+    call = held(stack.grpc, token(steward, "data-stewards"), timeout=60)
+    link = link_from_slack(stack, steward)
+    approval_id = link.rsplit("/", 1)[1]
+
+    page = browser.new_page()
+    open_signed_in(page, link, token(owner, "data-owners"))
+    page.goto(f"{stack.api.base}/inbox")
+    card = page.locator(f"li[data-approval-id='{approval_id}']")
+    card.locator("input[name=reason]").fill("not covered by a ticket")
+    card.locator(f"[data-testid='deny-{approval_id}']").click()
+    page.wait_for_url(re.compile(r"/inbox\?flash=denied"))
+
+    result = call.result(timeout=60)
+    assert result["error"]["code"] == "PERMISSION_DENIED"
+    assert "not covered by a ticket" in result["error"]["message"]
+    page.close()

@@ -1,0 +1,112 @@
+"""Who may approve, what counts, and what a grant covers: the pure rules."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from labelgate.approvals import rules
+from labelgate.approvals.model import ApprovalRequest, Binding, Grant, Requirement, State, Vote
+from labelgate.approvals.stage import read_options
+from labelgate.auth import Subject
+from labelgate.errors import InvalidInput
+
+NOW = 1_800_000_000.0
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+BINDING = Binding("bea", METHOD, "customer-profile", ("restricted", "public"))
+TWO_FROM_SECURITY = Requirement(("security",), 2, 900, "restricted data needs 2 approval(s) from security")
+
+
+def request(**changes) -> ApprovalRequest:
+    base = ApprovalRequest(
+        id="apr-0123456789abcdef",
+        state=State.PENDING,
+        mode="hold",
+        binding=BINDING,
+        requester_groups=("break-glass",),
+        phase="request",
+        fields=(),
+        requirement=TWO_FROM_SECURITY,
+        justification="",
+        created_at=NOW - 10,
+        expires_at=NOW + 60,
+        node_id="n",
+        call_request_id="r",
+        session_id="s",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def vote(person: str, *groups: str, verdict: str = "approve") -> Vote:
+    return Vote(person, groups, verdict, "", NOW)  # type: ignore[arg-type]
+
+
+def test_labels_are_a_set_in_a_binding() -> None:
+    assert Binding("a", "m", "x", ("public", "restricted", "public")).labels == ("public", "restricted")
+
+
+def test_approvals_count_distinct_people_in_the_required_groups_never_the_requester() -> None:
+    votes = [vote("sam", "security", "data-owners"), vote("bea", "security"), vote("olivia", "data-owners")]
+    assert set(rules.counted_approvers(votes, TWO_FROM_SECURITY, "bea")) == {"sam"}
+    assert rules.outcome(request(votes=tuple(votes))) is State.PENDING
+    assert rules.outcome(request(votes=(*votes, vote("sol", "security")))) is State.GRANTED
+    assert (
+        rules.outcome(request(votes=(vote("sam", "security"), vote("sol", "security", verdict="deny"))))
+        is State.DENIED
+    )
+
+
+def test_vote_refusals() -> None:
+    pending = request()
+    refusal = rules.vote_refusal(Subject("bea", ("security", "admins")), pending, "approve", ["admins"], NOW)
+    assert refusal is not None and refusal.reason == "SELF_APPROVAL"
+    refusal = rules.vote_refusal(Subject("root", ("admins",)), pending, "approve", ["admins"], NOW)
+    assert refusal is not None and refusal.reason == "NOT_AN_APPROVER"
+    assert rules.vote_refusal(Subject("root", ("admins",)), pending, "deny", ["admins"], NOW) is None
+    assert rules.vote_refusal(Subject("sam", ("security",)), pending, "approve", [], NOW) is None
+    voted = request(votes=(vote("sam", "security"),))
+    refusal = rules.vote_refusal(Subject("sam", ("security",)), voted, "approve", [], NOW)
+    assert refusal is not None and refusal.reason == "ALREADY_VOTED"
+    refusal = rules.vote_refusal(Subject("sam", ("security",)), pending, "approve", [], NOW + 61)
+    assert refusal is not None and refusal.reason == "APPROVAL_NOT_PENDING"
+    refusal = rules.vote_refusal(Subject("sam", ("security",)), request(state=State.DENIED), "deny", [], NOW)
+    assert refusal is not None and refusal.reason == "APPROVAL_NOT_PENDING"
+
+
+def test_what_a_grant_covers() -> None:
+    grant = Grant(
+        "grant-1", "apr-1", BINDING, (("sam", ("security",)), ("sol", ("security",))), NOW, NOW + 900
+    )
+    assert rules.grant_mismatch(grant, BINDING, NOW) is None
+    assert rules.grant_mismatch(grant, dataclasses.replace(BINDING, subject="eve"), NOW) == (
+        "the grant belongs to another subject"
+    )
+    assert rules.grant_mismatch(grant, dataclasses.replace(BINDING, model="sentiment"), NOW) == (
+        "the grant is for another model"
+    )
+    assert rules.grant_mismatch(grant, dataclasses.replace(BINDING, method="/a.B/C"), NOW) == (
+        "the grant is for another method"
+    )
+    wider = Binding("bea", METHOD, "customer-profile", ("restricted", "public", "confidential"))
+    assert rules.grant_mismatch(grant, wider, NOW) == "the grant is for another set of labels"
+    assert rules.grant_mismatch(grant, BINDING, NOW + 900) == "the grant has expired"
+    assert rules.grant_satisfies(grant, TWO_FROM_SECURITY)
+    one = dataclasses.replace(grant, approvers=(("sam", ("security",)),))
+    assert not rules.grant_satisfies(one, TWO_FROM_SECURITY)
+    # An approver who was not in the required groups when approving does not count.
+    wrong_group = dataclasses.replace(grant, approvers=(("sam", ("security",)), ("olivia", ("data-owners",))))
+    assert not rules.grant_satisfies(wrong_group, TWO_FROM_SECURITY)
+
+
+def test_client_options_from_metadata() -> None:
+    options = read_options((("x-labelgate-approval", "async"), ("x-labelgate-justification", b"ticket\n42")))
+    assert options.mode == "async" and options.justification == "ticket 42" and options.approval_id is None
+    assert read_options(()).mode == "hold"
+    with pytest.raises(InvalidInput, match="async"):
+        read_options((("x-labelgate-approval", "later"),))
+    with pytest.raises(InvalidInput):
+        read_options((("x-labelgate-approval-id", "apr-'; drop table"),))
+    with pytest.raises(InvalidInput):
+        read_options((("x-labelgate-approval-id", "apr-0123456789abcdef"),) * 2)
+    assert len(read_options((("x-labelgate-justification", "x" * 2000),)).justification) == 500
