@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from labelgate.auth.settings import AuthSettings
 from labelgate.errors import ConfigError
+from labelgate.recording.settings import RecordingSettings
 
 Label = Literal["public", "internal", "confidential", "restricted"]
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -198,6 +199,7 @@ class GatewaySettings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     audit: AuditSettings = AuditSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    recording: RecordingSettings = RecordingSettings()
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 

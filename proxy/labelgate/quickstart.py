@@ -57,33 +57,80 @@ def banner(settings: GatewaySettings) -> str:
         call("alice"),
         "  # analysts: internal in clear, confidential shows the last 4 characters",
         call("ann", "analysts"),
-        "  # data-stewards: confidential needs an approval from data-owners, so the call is refused",
-        call("sam", "data-stewards"),
         "  # asking for a restricted output by name is refused outright",
         call("alice", extra=" --outputs account_secret"),
+        "  # data-stewards: confidential needs an approval from data-owners: the call is held",
+        call("sam", "data-stewards"),
     ]
     if admin:
-        lines += ["", f"Metrics: curl -s {admin}/metrics | grep labelgate_   Ready: curl -s {admin}/readyz"]
-    lines += ["", "Ctrl-C stops both.", ""]
+        owner = f'"$({lg} dev-token --sub olivia --groups data-owners)"'
+        lines += [
+            "  # ...while it waits, approve it as a data owner: in the web inbox, or from a terminal",
+            f"  open {admin}/inbox  (sign in with: {lg} dev-token --sub olivia --groups data-owners)",
+            f"  {lg} approvals list --token {owner}",
+            f"  {lg} approvals approve APPROVAL_ID --token {owner} --reason 'chargeback dispute'",
+            "",
+            f"Metrics: curl -s {admin}/metrics | grep labelgate_   Ready: curl -s {admin}/readyz",
+        ]
+    if settings.audit.socket:
+        lines += [
+            f"Audit log: {lg} audit verify {settings.audit.socket.parent / 'audit'}"
+            f" --public-key {settings.audit.socket.parent / 'audit-signing.pub'}",
+        ]
+    if settings.recording.dir:
+        lines += [f"Sessions: {lg} sessions list --dir {settings.recording.dir}"]
+    lines += ["", "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
+
+
+def _start_audit_writer(socket_path: Path) -> subprocess.Popen:
+    """The audit log is written outside the gateway: the quickstart runs its writer too."""
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    from labelgate.audit.checkpoints import generate_keypair
+
+    state = socket_path.parent
+    if not (state / "audit-signing.key").exists():
+        generate_keypair(state)
+    command = [sys.executable, "-m", "labelgate.cli", "audit-writer", "--socket", str(socket_path)]
+    writer = subprocess.Popen(
+        [*command, "--log-dir", str(state / "audit"), "--signing-key", str(state / "audit-signing.key")]
+    )
+    deadline = time.monotonic() + 20
+    while not socket_path.exists():
+        if writer.poll() is not None or time.monotonic() > deadline:
+            raise ConfigError("AUDIT_WRITER_FAILED", f"the audit writer did not start on {socket_path}")
+        time.sleep(0.1)
+    return writer
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def run_quickstart(config: Path) -> None:
     from labelgate.gateway.server import run
 
     settings = load_settings(config)
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "labelgate.cli", "demo-backend", "--listen", settings.upstream.address]
-    )
+    for state in (settings.approvals.sqlite_file, settings.recording.dir):
+        if state is not None:
+            (state if state.suffix == "" else state.parent).mkdir(parents=True, exist_ok=True)
+    children: list[subprocess.Popen] = []
     try:
+        if settings.audit.socket is not None:
+            children.append(_start_audit_writer(settings.audit.socket))
+        backend = subprocess.Popen(
+            [sys.executable, "-m", "labelgate.cli", "demo-backend", "--listen", settings.upstream.address]
+        )
+        children.append(backend)
         _wait_for(settings.upstream.address, backend)
         print(banner(settings), file=sys.stderr, flush=True)
         run(settings)
     except KeyboardInterrupt:
         pass
     finally:
-        backend.terminate()
-        try:
-            backend.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            backend.kill()
+        for child in reversed(children):
+            _stop(child)

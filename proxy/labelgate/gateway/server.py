@@ -38,6 +38,7 @@ from labelgate.policy.cache import CachingEngine
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
 from labelgate.policy.opa import OpaEngine
+from labelgate.recording.recorder import SessionRecorder, build_session_recorder
 
 log = get_logger(__name__)
 HEALTH_INTERVAL_SECONDS = 2.0
@@ -74,16 +75,20 @@ def hash_key(settings: GatewaySettings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def build_recorder(settings: GatewaySettings) -> Recorder:
+def build_recorder(settings: GatewaySettings, sessions: SessionRecorder | None = None) -> Recorder:
+    """Logs and metrics, then the durable audit record, then the session recording: a call
+    refused for want of an audit record must not be recorded as delivered."""
+    recorders: list[Recorder] = [LogAndMetricsRecorder()]
     audit = settings.audit
-    if audit.socket is None:
-        return LogAndMetricsRecorder()
-    if audit.fail_open:
-        log.warning("audit.fail_open is set: calls proceed without an audit record when the writer is down")
-    return Recorders(
-        LogAndMetricsRecorder(),
-        AuditRecorder(AuditClient(audit.socket, audit.timeout_seconds), audit.fail_open),
-    )
+    if audit.socket is not None:
+        if audit.fail_open:
+            log.warning(
+                "audit.fail_open is set: calls proceed without an audit record when the writer is down"
+            )
+        recorders.append(AuditRecorder(AuditClient(audit.socket, audit.timeout_seconds), audit.fail_open))
+    if sessions is not None:
+        recorders.append(sessions)
+    return recorders[0] if len(recorders) == 1 else Recorders(*recorders)
 
 
 def build_approvals(settings: GatewaySettings) -> ApprovalService | None:
@@ -124,14 +129,17 @@ def approval_stage(settings: GatewaySettings, service: ApprovalService | None) -
 
 
 def build_pipeline(
-    settings: GatewaySettings, engine: PolicyEngine, approvals: ApprovalStage | None = None
+    settings: GatewaySettings,
+    engine: PolicyEngine,
+    approvals: ApprovalStage | None = None,
+    sessions: SessionRecorder | None = None,
 ) -> Pipeline:
     return Pipeline(
         authenticator=Authenticator(settings.auth),
         classifier=ClassifierStage.from_settings(settings.classification),
         engine=engine,
         approvals=approvals or RefuseUntilApproved(),
-        recorder=build_recorder(settings),
+        recorder=build_recorder(settings, sessions),
         hash_key=hash_key(settings),
     )
 
@@ -141,7 +149,10 @@ class Gateway:
         self.settings = settings
         self.engine = build_engine(settings)
         self.approvals = build_approvals(settings)
-        self.pipeline = build_pipeline(settings, self.engine, approval_stage(settings, self.approvals))
+        self.sessions = build_session_recorder(settings.recording)
+        self.pipeline = build_pipeline(
+            settings, self.engine, approval_stage(settings, self.approvals), self.sessions
+        )
         self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
         self.health = health.aio.HealthServicer()
         limit = settings.limits.max_message_bytes
@@ -165,6 +176,8 @@ class Gateway:
         self.pipeline.classifier.start()
         if self.approvals is not None:
             await self.approvals.start()
+        if self.sessions is not None:
+            self.sessions.start()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         services = [
             SERVICE,
@@ -240,6 +253,8 @@ class Gateway:
             await self._admin.cleanup()
         if self.approvals is not None:  # after the server: held calls mark their requests abandoned
             await self.approvals.close()
+        if self.sessions is not None:
+            await self.sessions.close()
         await self.upstream.close()
         for extra in self._extra_upstreams.values():
             await extra.close()

@@ -1,0 +1,69 @@
+"""`make run` as a user meets it: the quickstart starts, and the calls it prints work."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.support.procs import REPO, Process, free_port, labelgate_command, wait_until
+
+
+def quickstart_config(tmp_path: Path) -> Path:
+    config = yaml.safe_load((REPO / "deploy/quickstart/labelgate.yaml").read_text())
+    config["listen"] = f"127.0.0.1:{free_port()}"
+    config["admin_listen"] = f"127.0.0.1:{free_port()}"
+    config["upstream"]["address"] = f"127.0.0.1:{free_port()}"
+    config["policy"]["dir"] = str(REPO / "rego")
+    config["classification"]["catalog_file"] = str(REPO / "rego/labelgate/catalog/data.json")
+    config["audit"]["socket"] = str(tmp_path / "state/audit.sock")
+    config["approvals"]["sqlite_file"] = str(tmp_path / "state/approvals.db")
+    config["recording"]["dir"] = str(tmp_path / "state/sessions")
+    path = tmp_path / "labelgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def printed_call(banner: str, comment: str) -> str:
+    lines = banner.splitlines()
+    index = next(i for i, line in enumerate(lines) if comment in line)
+    return lines[index + 1].strip()
+
+
+def run_shell(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
+    config = quickstart_config(tmp_path)
+    process = Process(labelgate_command("quickstart", "--config", str(config)), tmp_path / "quickstart.log")
+    try:
+        wait_until(
+            lambda: "Ctrl-C stops" in process.output() or not process.alive(), 60, "the quickstart banner"
+        )
+        banner = process.output()
+        assert process.alive(), banner
+
+        analyst = printed_call(banner, "# analysts:")
+        done = run_shell(analyst.replace(" infer ", " infer --json --ids 1 ", 1))
+        assert done.returncode == 0, done.stderr
+        delivered = json.loads(done.stdout)
+        assert delivered["name"] != ["[REDACTED]"] and delivered["ssn"][0].startswith("*******")
+        assert delivered["account_secret"] == [""]
+
+        refused = run_shell(printed_call(banner, "# asking for a restricted output"))
+        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
+
+        audit_line = next(line for line in banner.splitlines() if line.startswith("Audit log:"))
+        verified = run_shell(audit_line.removeprefix("Audit log:").strip())
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "2 record(s) verified" in verified.stdout
+        sessions = run_shell(next(line for line in banner.splitlines() if line.startswith("Sessions:"))[9:])
+        assert sessions.returncode == 0 and "conn-" in sessions.stdout
+        assert shlex.split(analyst)[0].endswith("labelgate")
+    finally:
+        process.stop()
+    assert "Traceback" not in process.output()
