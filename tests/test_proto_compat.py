@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from google.protobuf import descriptor_pb2
+
 from labelgate._proto.inference import open_inference_pb2
 
 CHILD = """
