@@ -1,33 +1,49 @@
 """Decisions in process with regopy (rego-cpp), from the same Rego folder OPA loads.
 
 Compiled once per revision: ``Interpreter.build`` produces a Bundle holding the compiled
-policy and data; each decision is ``set_input_term`` + ``query_bundle`` on a runner
-interpreter, with no re-compilation. Compiling and file reads run in a worker thread, and
-a new revision is swapped in with one attribute assignment: a decision always runs
-against one complete snapshot, and in-flight decisions finish on the one they started with.
+policy, its data and a plan for one entrypoint (the decision rule); each decision sets the
+input on a runner interpreter and runs that entrypoint, with no re-compilation. Compiling
+and file reads run in a worker thread, and a new revision is swapped in with one
+attribute assignment: a decision always runs against one complete snapshot, and in-flight
+decisions finish on the one they started with.
 
-Where a decision runs: measured on this machine class, rego-cpp needs milliseconds per
-decision - about 1 ms just to parse a 1.4 KB input (whichever way it is handed over), then
-4-8 ms to evaluate the rego/ policy pack (0.2 ms for a constant policy) - far more than
-the ~60 µs quoted for a tiny input and policy. So a revision starts
-out evaluating in a small thread pool (ctypes releases the GIL, so the event loop keeps
-running and the second core works) and moves inline onto the event loop only once its
-measured average is under ``inline_budget`` - inline saves the ~50 µs thread hop.
+What a decision costs (regopy 1.5.2 on the 2-core reference machine; ``python -m
+labelgate.policy.profile_policy`` measures it): handing over a 1.7 KB input as JSON text
+(``set_input_term``) takes ~1-2 ms, because rego-cpp parses it with its full Rego parser;
+building the same input node by node through the C API takes ~0.3 ms (one ctypes call per
+value, see ``_InputBuilder``), so that is what this module does. Querying an entrypoint
+instead of a ``result = data...`` query saves ~40 µs of query planning and unification per
+decision. What is left is the policy itself (rego-cpp is ~5-10x slower per expression than
+OPA, and far slower on function calls and partial rules: the header of
+rego/labelgate/decision/clearance.rego has the cost model), so a decision of the default
+policy on 12 fields takes milliseconds, not the ~60 µs quoted for a tiny input and policy,
+and runs in a small thread pool (ctypes releases the GIL during the query, so the event
+loop keeps running and the second core works). The input dict is read in that thread, so
+callers must not change it while ``decide`` runs (the gateway builds one per call). A
+revision moves inline onto the event loop only once its measured average is under
+``inline_budget`` (100 µs): inline saves the ~50-100 µs thread hop, which only pays for a
+decision that blocks the loop no longer than the hop itself would cost.
 
 Thread safety, measured on regopy 1.5.2: building in one thread while another queries
 (separate interpreters, 1,200 builds / 5,300 queries) and three threads querying one shared
 Bundle through their own interpreters gave no wrong result. One interpreter is not safe to
-share (it holds the input between ``set_input_term`` and the query, and ctypes drops the
-GIL during both), so every thread gets its own runner interpreter per revision.
+share (it holds the input between setting it and the query, and ctypes drops the GIL during
+the query), so every thread gets its own runner interpreter per revision.
 
 rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
-- ``Interpreter.set_input`` (regopy's Python-side builder) stores strings unescaped, and the
-  output then is not valid JSON when an input string holds ``"``, ``\\`` or a newline; the
-  input therefore goes in as JSON text through ``set_input_term``, which escapes correctly
-  (UTF-8, not ``\\u`` escapes: rego-cpp counts a string's escaped bytes).
+- Strings are kept in their JSON-escaped form inside rego-cpp (``count`` of a string counts
+  its escaped bytes, OPA counts runes), and ``Interpreter.set_input`` (regopy's Python-side
+  builder) stores them unescaped, so the output is not valid JSON when an input string
+  holds ``"``, ``\\`` or a newline. ``_InputBuilder`` hands every string over escaped
+  exactly as ``json.dumps(ensure_ascii=False)`` would, which gives the very nodes
+  ``set_input_term`` builds from JSON text; floats (rego-cpp formats those itself, e.g.
+  ``1e-07`` becomes ``0``) and integers beyond 64 bits go in as JSON text instead.
 - ``sprintf("%s", [concat(...)])`` keeps the inner string's quotes and yields invalid JSON
-  output; iterating a set follows insertion order where OPA's is sorted; ``count`` of a
-  string counts bytes, OPA counts runes. The differential test catches such divergences.
+  output; iterating a set follows insertion order where OPA's is sorted. The differential
+  test catches such divergences.
+- Not parsed inside a comprehension ("Invalid collection"): ``some key, value in x`` (write
+  ``value := x[key]``) and a head that is an expression (``[n * 2 | ...]``: bind it in the
+  body). ``f(x)[0]`` does not parse anywhere (bind ``f(x)`` first).
 - Two ``add_data_json`` calls with the same top-level key do not merge (the second is
   dropped), hence one merged data document (see source.py).
 - Compile errors are printed to stdout unless the interpreter's log level is NONE.
@@ -37,17 +53,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
 import regopy
+import regopy.rego_shared
 
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
@@ -103,6 +123,132 @@ def _load(interpreter: regopy.Interpreter, source: PolicySource) -> None:
     interpreter.add_data_json(json.dumps(source.data))
 
 
+class _NotBuildable(Exception):
+    """A value the node-by-node input path does not take; the input goes in as JSON text."""
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_OK = 0
+# Escaped UTF-8 of strings seen before (object keys, labels, paths repeat call after call).
+_ESCAPED_LIMIT = 4096
+
+
+class _InputBuilder:
+    """Hands a JSON-like Python value to rego-cpp as input, node by node through its C API.
+
+    rego-cpp's input builder is a stack machine: push scalars, then ``regoInputArray(n)``
+    pops n values into an array, ``regoInputObjectItem`` pops a key and a value into an
+    item and ``regoInputObject(n)`` pops n items. The library is loaded a second time with
+    ``ctypes.PyDLL`` so these ~1 µs calls keep the GIL instead of dropping and retaking it
+    for each value; the query itself goes through regopy, which releases it.
+    """
+
+    def __init__(self) -> None:
+        lib = ctypes.PyDLL(regopy.rego_shared.path)
+        void_p, code = ctypes.c_void_p, ctypes.c_uint32
+        signatures: dict[str, tuple[Any, list[Any]]] = {
+            "regoNewInput": (void_p, []),
+            "regoFreeInput": (None, [void_p]),
+            "regoInputString": (code, [void_p, ctypes.c_char_p]),
+            "regoInputInt": (code, [void_p, ctypes.c_int64]),
+            "regoInputBoolean": (code, [void_p, ctypes.c_bool]),
+            "regoInputNull": (code, [void_p]),
+            "regoInputObjectItem": (code, [void_p]),
+            "regoInputObject": (code, [void_p, ctypes.c_uint32]),
+            "regoInputArray": (code, [void_p, ctypes.c_uint32]),
+            "regoSetInput": (code, [void_p, void_p]),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            function = getattr(lib, name)
+            function.restype, function.argtypes = restype, argtypes
+        self._lib = lib
+        self._escaped: dict[str, bytes] = {}
+
+    def set_input(self, runner: regopy.Interpreter, value: Any) -> None:
+        """Make ``value`` the runner's input; raises _NotBuildable for values it does not take."""
+        lib = self._lib
+        handle = lib.regoNewInput()
+        if not handle:
+            raise MemoryError("rego-cpp could not allocate an input")
+        try:
+            self._push(handle, value)
+            # regopy exposes no public handle to its interpreter; _impl is the rego-cpp pointer.
+            if lib.regoSetInput(runner._impl, handle) != _OK:
+                raise regopy.RegoError("rego-cpp rejected the input")
+        finally:
+            lib.regoFreeInput(handle)  # rego-cpp keeps its own copy of the nodes
+
+    def _push(self, handle: int, value: Any) -> None:
+        lib, kind = self._lib, type(value)
+        if kind is str:
+            status = lib.regoInputString(handle, self._escape(value))
+        elif kind is dict:
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise _NotBuildable("non-string key")
+                self._check(lib.regoInputString(handle, self._escape(key)))
+                self._push(handle, item)
+                self._check(lib.regoInputObjectItem(handle))
+            status = lib.regoInputObject(handle, len(value))
+        elif kind is list or kind is tuple:
+            for item in value:
+                self._push(handle, item)
+            status = lib.regoInputArray(handle, len(value))
+        elif kind is bool:
+            status = lib.regoInputBoolean(handle, value)
+        elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+            status = lib.regoInputInt(handle, value)
+        elif value is None:
+            status = lib.regoInputNull(handle)
+        else:  # floats, big integers, anything json.dumps may or may not take
+            raise _NotBuildable(kind.__name__)
+        self._check(status)
+
+    def _escape(self, text: str) -> bytes:
+        escaped = self._escaped.get(text)
+        if escaped is None:
+            # Exactly what json.dumps(ensure_ascii=False) writes between the quotes.
+            escaped = encode_basestring(text)[1:-1].encode("utf-8")
+            if len(self._escaped) >= _ESCAPED_LIMIT:
+                self._escaped.clear()
+            self._escaped[text] = escaped
+        return escaped
+
+    @staticmethod
+    def _check(status: int) -> None:
+        if status != _OK:
+            raise regopy.RegoError(f"rego-cpp refused an input value (code {status})")
+
+
+def _fast_input_builder() -> Callable[[regopy.Interpreter, Any], None] | None:
+    try:
+        return _InputBuilder().set_input
+    except (AttributeError, OSError):  # another regopy build: JSON text only
+        log.warning("policy_input_builder_unavailable", engine="embedded")
+        return None
+
+
+_set_input = _fast_input_builder()
+
+
+def set_policy_input(runner: regopy.Interpreter, value: Any) -> None:
+    """Make ``value`` (a JSON-like Python value) the runner's input, the fastest correct way."""
+    if _set_input is not None:
+        try:
+            _set_input(runner, value)
+            return
+        except _NotBuildable:
+            pass
+    runner.set_input_term(json.dumps(value, ensure_ascii=False, allow_nan=False))
+
+
+class _Undefined:
+    """The decision rule has no value for this input."""
+
+
+UNDEFINED = _Undefined()
+
+
 @dataclass
 class _Compiled:
     """One revision, compiled: immutable once built; each thread queries with its own runner."""
@@ -110,6 +256,7 @@ class _Compiled:
     source: PolicySource
     bundle: regopy.Bundle
     builder: regopy.Interpreter  # kept alive as long as the bundle it built
+    entrypoint: str
     # Moving average of evaluation time; None until measured (so: evaluate off the loop).
     average_seconds: float | None = None
     _local: threading.local = field(default_factory=threading.local)
@@ -119,34 +266,35 @@ class _Compiled:
         return self.source.revision
 
     @classmethod
-    def build(cls, source: PolicySource, query: str) -> _Compiled:
+    def build(cls, source: PolicySource, entrypoint: str) -> _Compiled:
         builder = _interpreter()
         try:
             _load(builder, source)
-            bundle = builder.build(query)
+            bundle = builder.build(None, [entrypoint])
         except regopy.RegoError as error:
             raise ConfigError(
                 "POLICY_COMPILE_FAILED", f"{source.origin}: {_summarise(error, source)}"
             ) from error
         if not bundle.ok():
             raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: rego-cpp could not build it")
-        return cls(source, bundle, builder)
+        return cls(source, bundle, builder, entrypoint)
 
-    def evaluate(self, input_json: str) -> dict[str, Any]:
-        """The query's bindings (empty when undefined). Raises on any evaluation error."""
+    def evaluate(self, value: Any) -> Any:
+        """The decision rule's value for input ``value``, or UNDEFINED. Raises on any error."""
         runner = getattr(self._local, "runner", None)
         if runner is None:
             runner = self._local.runner = _interpreter()
         started = time.perf_counter()
-        runner.set_input_term(input_json)
-        output = runner.query_bundle(self.bundle)  # parses rego-cpp's JSON: ValueError if invalid
+        set_policy_input(runner, value)
+        output = runner.query_bundle_entrypoint(self.bundle, self.entrypoint)  # ValueError if not JSON
         elapsed = time.perf_counter() - started
         previous = self.average_seconds
         # A lost update between threads only makes the average slightly stale: harmless.
         self.average_seconds = elapsed if previous is None else previous * 0.9 + elapsed * 0.1
         if not output.ok():
             raise regopy.RegoError("evaluation error")
-        return output.results[0].bindings if output.results else {}
+        expressions = output.results[0].expressions if output.results else []
+        return expressions[0] if expressions else UNDEFINED
 
 
 class EmbeddedEngine:
@@ -160,7 +308,7 @@ class EmbeddedEngine:
         *,
         watch_interval: float | None = 2.0,
         decision_path: str = DECISION_PATH,
-        inline_budget: float = 0.0005,
+        inline_budget: float = 0.0001,
         workers: int | None = None,
     ) -> None:
         segments = decision_path.strip("/").split("/")
@@ -169,7 +317,7 @@ class EmbeddedEngine:
         self._policy_dir = Path(policy_dir)
         self._package = segments[:-1]
         self._rule = segments[-1]
-        self._query = f"result = data.{'.'.join(segments)}"
+        self._entrypoint = "/".join(segments)
         self._watch_interval = watch_interval
         self._compiled: _Compiled | None = None
         self._reload_lock = asyncio.Lock()
@@ -216,7 +364,7 @@ class EmbeddedEngine:
             self._fingerprint = fingerprint
             if self._compiled is not None and source.revision == self._compiled.revision:
                 return False
-            compiled = await asyncio.to_thread(_Compiled.build, source, self._query)
+            compiled = await asyncio.to_thread(_Compiled.build, source, self._entrypoint)
             old = self.revision
             self._compiled = compiled  # the atomic swap: decisions read this once
             log.info(
@@ -236,21 +384,20 @@ class EmbeddedEngine:
             return Decision.deny(POLICY_UNAVAILABLE, engine=self.name, revision=self.revision)
         revision = compiled.revision
         try:
-            input_json = json.dumps(input, ensure_ascii=False, allow_nan=False)
             average = compiled.average_seconds
             if average is not None and average <= self._inline_budget:
-                bindings = compiled.evaluate(input_json)
+                value = compiled.evaluate(input)
             else:
                 loop = asyncio.get_running_loop()
-                bindings = await loop.run_in_executor(executor, compiled.evaluate, input_json)
+                value = await loop.run_in_executor(executor, compiled.evaluate, input)
         except Exception as error:  # fail closed on anything rego-cpp or the input conversion throws
             log.error(
                 "policy_eval_error", engine=self.name, revision=revision, error_type=type(error).__name__
             )
             return Decision.deny(POLICY_ERROR, engine=self.name, revision=revision)
-        if "result" not in bindings:
+        if value is UNDEFINED:
             return Decision.deny(POLICY_UNDEFINED, engine=self.name, revision=revision)
-        return validate_result(bindings["result"], engine=self.name, revision=revision)
+        return validate_result(value, engine=self.name, revision=revision)
 
     def explain(self, input: dict[str, Any]) -> dict[str, Any]:
         """Which named rules of the decision package hold for this input, with their values.
@@ -264,7 +411,7 @@ class EmbeddedEngine:
         names = _rule_names(compiled.source, package)
         interpreter = _interpreter()
         _load(interpreter, compiled.source)
-        interpreter.set_input_term(json.dumps(input, ensure_ascii=False))
+        set_policy_input(interpreter, input)
         matched: dict[str, Any] = {}
         not_matched: dict[str, str] = {}
         for name in names:

@@ -7,11 +7,21 @@
 # the tables outranks every known label and gets tables.unknown_label (fail closed).
 # Behaviour lives in the tables, so changing who sees what is a data edit.
 #
-# Per-label and per-path results are partial objects, so OPA computes each one once per
-# decision however many rules consult it.
+# Performance: decisions are on the data path of every call, twice, and rego-cpp (the
+# embedded engine) is slow at exactly the things Rego makes easy: it spends ~50 µs per
+# call of a user-defined function and ~20 µs per element of a partial rule, but only a few
+# microseconds per comprehension element. So the rules that run per field or per label
+# are complete rules built from comprehensions, with no helper functions; each field is
+# visited once to find its governing label, and each label once to find its treatment.
+# OPA gains from the same shape. That is why Regal's prefer-set-or-object-rule is silenced
+# on such rules, and prefer-some-in-iteration where a comprehension iterates an object:
+# rego-cpp 1.5.2 cannot parse `some key, value in` inside a comprehension. Measure with
+# `python -m labelgate.policy.profile_policy`.
 package labelgate.decision
 
-tables := data.labelgate.tables
+# The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).
+# regal ignore:unresolved-import
+import data.labelgate.tables
 
 # Both engines (OPA and rego-cpp) must produce identical JSON, and rego-cpp 1.5.2 differs
 # in two places: sort() of a set returns the set itself (unsorted; concat() then follows
@@ -20,94 +30,131 @@ tables := data.labelgate.tables
 sorted(values) := sort([value | some value in values])
 
 # The subject's groups in a fixed order, so ties between equal offers break by group name.
-sorted_groups := sorted(input.subject.groups)
+sorted_groups := sort(input.subject.groups)
 
-field_paths contains field.path if some field in input.fields
-
-input_labels contains label if {
-	some field in input.fields
-	some label in field.labels
-}
-
-# Every distinct field path with the labels given to it. A path listed twice is governed
-# by the union of its labels, so a duplicate can never weaken a field; the union costs a
-# pass over all fields per path, so it is only built when some path repeats.
-unique_paths if count(field_paths) == count(input.fields)
-
-path_labels[field.path] := field.labels if {
+# Every distinct field path with the label that governs it, as [path, label] pairs: the
+# one pass over the fields that the rest of the policy builds on. Most fields carry one
+# label, which needs no ranking; fields with several are only looked for when the first
+# pass left some field out.
+# regal ignore:messy-rule
+path_entries := single_label_entries if {
 	unique_paths
-	some field in input.fields
+	count(single_label_entries) == count(input.fields)
 }
 
-path_labels[path] := {label | some field in input.fields; field.path == path; some label in field.labels} if {
+# regal ignore:messy-rule
+path_entries := array.concat(single_label_entries, multi_label_entries) if {
+	unique_paths
+	count(single_label_entries) != count(input.fields)
+}
+
+# A path listed twice is governed by the union of its labels, so a duplicate can never
+# weaken a field. The union costs a pass over all fields per path, so it is only built
+# when some path repeats.
+path_entries := [[path, candidates[0]] |
+	some path in {field_path | some field_path in field_path_list}
+	labels := {label | some field in input.fields; field.path == path; some label in field.labels}
+	top := max([rank | some label in labels; rank := label_rank(label)])
+	candidates := sort([candidate | some candidate in labels; label_rank(candidate) == top])
+] if {
 	not unique_paths
-	some path in field_paths
 }
 
-label_spec(label) := tables.labels[label]
+# regal ignore:prefer-set-or-object-rule
+single_label_entries := [[field.path, field.labels[0]] | some field in input.fields; not field.labels[1]]
 
-label_spec(label) := tables.unknown_label if not tables.labels[label]
+# The most sensitive label governs a field with several; ties (two unknown labels) break
+# by name, so every engine picks the same one.
+# regal ignore:prefer-set-or-object-rule
+multi_label_entries := [[field.path, candidates[0]] |
+	some field in input.fields
+	field.labels[1]
+	top := max([rank | some label in field.labels; rank := multi_label_ranks[label]])
+	candidates := sort([candidate | some candidate in field.labels; multi_label_ranks[candidate] == top])
+]
 
-# Unknown labels rank above the most sensitive known label.
-unknown_rank := max({spec.rank | some spec in tables.labels}) + 1
+# label_rank() of every label of a field with several labels, looked up rather than called
+# per label (a call costs rego-cpp ~50-100 µs).
+# regal ignore:prefer-set-or-object-rule
+multi_label_ranks := object.union(
+	{label: unknown_rank | some label in multi_labels; not tables.labels[label]},
+	{label: rank | some label in multi_labels; rank := known_ranks[label]},
+)
 
-rank[label] := tables.labels[label].rank if some label in input_labels
+# regal ignore:prefer-set-or-object-rule
+multi_labels := {label | some field in input.fields; field.labels[1]; some label in field.labels}
 
-rank[label] := unknown_rank if {
-	some label in input_labels
-	not tables.labels[label]
-}
+unique_paths if count({field_path | some field_path in field_path_list}) == count(field_path_list)
 
-path_label[path] := label if {
-	some path, labels in path_labels
-	count(labels) == 1
-	some label in labels
-}
+# path -> governing label, for lookups by path (outputs requested by name).
+# regal ignore:prefer-set-or-object-rule
+path_label := {entry[0]: entry[1] | some entry in path_entries}
 
-path_label[path] := governing_label(labels) if {
-	some path, labels in path_labels
-	count(labels) > 1
-}
+# The labels that decide some field: only these need a treatment.
+# regal ignore:prefer-set-or-object-rule
+governing_labels := {entry[1] | some entry in path_entries}
 
-# The most sensitive label of a set; ties (e.g. two unknown labels) break by name, so every
-# engine picks the same one.
-governing_label(labels) := candidates[0] if {
-	top := max({label_rank | some label in labels; label_rank := rank[label]})
-	candidates := sorted({label | some label in labels; rank[label] == top})
-}
+# Sensitivity of a label; unknown labels rank above the most sensitive known label. (A
+# label of the tables without a rank has none, and never governs a field that has another
+# label.) Only fields with several labels and held calls need ranks, which keeps the cost
+# of a function call off the common path.
+label_rank(label) := known_ranks[label]
 
-# The labels that decide some field; only these need a treatment.
-governing_labels contains label if some label in path_label
+label_rank(label) := unknown_rank if not tables.labels[label]
 
-# What each label offers the subject: one offer per group of the subject that the label
-# names, in group order, then the label's default.
-offers[label] := array.concat(group_offers, [spec.default]) if {
+# regal ignore:prefer-set-or-object-rule
+known_ranks := {label: rank | rank := tables.labels[label].rank}
+
+unknown_rank := max([rank | some rank in known_ranks]) + 1
+
+# What each governing label offers the subject: one offer per group of the subject that
+# the label names, in group order, then the label's default; a label the tables do not
+# know offers what tables.unknown_label does. (Offers are looked up in the tables: copying
+# whole table entries into a rule value costs rego-cpp more than the lookups.)
+# regal ignore:prefer-set-or-object-rule
+label_offers := object.union(
+	{label: offers |
+		some label in governing_labels
+		not tables.labels[label]
+		group_offers := [offer | some group in sorted_groups; offer := tables.unknown_label.groups[group]]
+		offers := array.concat(group_offers, [tables.unknown_label.default])
+	},
+	{label: offers |
+		some label in governing_labels
+		group_offers := [offer | some group in sorted_groups; offer := tables.labels[label].groups[group]]
+		offers := array.concat(group_offers, [tables.labels[label].default])
+	},
+)
+
+# The treatment of every governing label: the most permissive offer among the subject's
+# groups that the label names (in group order), then the label's default; among equals the
+# first one, so a group's offer beats an equal default. Permissiveness: seeing in clear
+# (3000) beats seeing after approval (2000 - required approvals), which beats every mask
+# (1000 + tables.mask_permissiveness: a partial mask reveals more than null). An offer that
+# names a missing approval or strategy has no score and is ignored; a label left without
+# any scored offer (broken tables) has no treatment, and is masked with null.
+# regal ignore:prefer-set-or-object-rule
+label_treatment := {label: offers[best] |
 	some label in governing_labels
-	spec := label_spec(label)
-	group_offers := [offer | some group in sorted_groups; offer := spec.groups[group]]
-}
+	offers := label_offers[label]
 
-# The most permissive offer; among equals the first one (group offers before the default).
-label_treatment[label] := best[0] if {
-	some label, candidates in offers
-	scored := [[treatment_score(offer), offer] | some offer in candidates]
+	# [score, position] of every offer with a score; the three kinds exclude each other.
+	scored := [scored_offer |
+		some kind in [
+			[[3000, i] | see := offers[i]; see.see == true; not see.approval],
+			[[gated_score, j] |
+				gated := offers[j]
+				gated.see == true
+				gated_score := 2000 - tables.approvals[gated.approval].min_approvals
+			],
+			[[mask_score, k] |
+				mask := offers[k]
+				not mask.see
+				mask_score := 1000 + tables.mask_permissiveness[mask.mask.strategy]
+			],
+		]
+		some scored_offer in kind
+	]
 	top := max([pair[0] | some pair in scored])
-	best := [pair[1] | some pair in scored; pair[0] == top]
-}
-
-# Permissiveness: seeing in clear beats seeing after approval (fewer approvals first), which
-# beats every mask; masks rank by tables.mask_permissiveness (a partial mask reveals more
-# than null). An offer that names a missing approval or strategy has no score and is
-# ignored.
-treatment_score(treatment) := 3000 if {
-	treatment.see == true
-	not treatment.approval
-}
-
-treatment_score(treatment) := 2000 - tables.approvals[treatment.approval].min_approvals if {
-	treatment.see == true
-}
-
-treatment_score(treatment) := 1000 + tables.mask_permissiveness[treatment.mask.strategy] if {
-	not treatment.see
+	best := min([pair[1] | some pair in scored; pair[0] == top])
 }
