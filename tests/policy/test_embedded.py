@@ -229,3 +229,15 @@ def _public_only_input() -> dict[str, Any]:
         approval=None,
         time_ns=1,
     )
+
+
+@pytest.mark.parametrize(("value", "literal"), [(1e-07, "0.0000001"), (2**65, "36893488147419103232")])
+async def test_numbers_rego_cpp_would_reformat_arrive_exactly(
+    tmp_path: Path, engine_for: Any, value: float, literal: str
+) -> None:
+    # Built node by node, rego-cpp turns 1e-07 into 0 and cannot hold 2**65: such inputs
+    # must take the JSON-text route so the policy sees the number the gateway sent.
+    rule = result_rule(VALID_RESULT, f"input.v == {literal}")
+    engine = await engine_for(write_policy(tmp_path, rule))
+    assert (await engine.decide({"v": value})).allow is True
+    assert (await engine.decide({"v": 0})).fail_reason == "POLICY_UNDEFINED"

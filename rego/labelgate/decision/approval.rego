@@ -13,7 +13,6 @@
 package labelgate.decision
 
 # The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).
-# regal ignore:unresolved-import
 import data.labelgate.tables
 
 # The approvals (keys of tables.approvals) that the grant in the input satisfies: without

@@ -20,7 +20,6 @@
 package labelgate.decision
 
 # The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).
-# regal ignore:unresolved-import
 import data.labelgate.tables
 
 # Both engines (OPA and rego-cpp) must produce identical JSON, and rego-cpp 1.5.2 differs

@@ -11,7 +11,6 @@
 package labelgate.decision
 
 # The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).
-# regal ignore:unresolved-import
 import data.labelgate.tables
 
 # METADATA
