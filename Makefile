@@ -8,6 +8,8 @@ VENV          := $(CURDIR)/.venv
 PY            := $(VENV)/bin/python
 OPA           := $(TOOLS)/opa
 REGAL         := $(TOOLS)/regal
+GHZ_VERSION   := 0.120.0
+GHZ           := $(TOOLS)/ghz
 REGO_COVERAGE := 95
 PYTHON        ?= python3
 export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
@@ -24,10 +26,10 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-tools: $(OPA) regal
+tools: $(OPA) regal $(GHZ)
 $(OPA):
 	@mkdir -p $(TOOLS)
 	@if command -v opa >/dev/null 2>&1 && opa version 2>/dev/null | grep -q '^Version: $(OPA_VERSION)$$'; then \
@@ -37,6 +39,11 @@ $(OPA):
 	  GOBIN=$(TOOLS) go install github.com/open-policy-agent/opa@v$(OPA_VERSION); \
 	fi
 	@$(OPA) version | head -1
+
+# ghz drives the benchmarks (bench/); keep in step with GHZ_VERSION in labelgate/bench/load.py.
+$(GHZ):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@v$(GHZ_VERSION)
 
 # Regal has no `go install pkg@version` path here (the module proxy refuses its version
 # list, which `go install` reads for deprecation notices), so it is built from a pinned
