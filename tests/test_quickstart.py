@@ -57,6 +57,8 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         refused = run_shell(printed_call(banner, "# asking for a restricted output"))
         assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
 
+        checkpoints = tmp_path / "state/audit/checkpoints.jsonl"
+        wait_until(lambda: checkpoints.exists() and checkpoints.stat().st_size > 0, 20, "a signed checkpoint")
         audit_line = next(line for line in banner.splitlines() if line.startswith("Audit log:"))
         verified = run_shell(audit_line.removeprefix("Audit log:").strip())
         assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -93,7 +93,12 @@ def _start_audit_writer(socket_path: Path) -> subprocess.Popen:
         generate_keypair(state)
     command = [sys.executable, "-m", "labelgate.cli", "audit-writer", "--socket", str(socket_path)]
     writer = subprocess.Popen(
-        [*command, "--log-dir", str(state / "audit"), "--signing-key", str(state / "audit-signing.key")]
+        [
+            *command,
+            *("--log-dir", str(state / "audit"), "--signing-key", str(state / "audit-signing.key")),
+            # Frequent signed checkpoints, so `audit verify` anchors the demo's first calls at once.
+            *("--checkpoint-seconds", "1"),
+        ]
     )
     deadline = time.monotonic() + 20
     while not socket_path.exists():
