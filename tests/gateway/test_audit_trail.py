@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 import yaml
 
@@ -22,7 +23,7 @@ from labelgate.auth import mint_dev_token
 from labelgate.demo.data import customer
 from labelgate.gateway.status import error_info
 from labelgate.oip.tensors import Tensor, encode_inputs
-from tests.support.procs import REPO, Process, free_port, labelgate_command, running, wait_until
+from tests.support.procs import REPO, Process, free_port, labelgate_command, port_open, running, wait_until
 
 IDS = list(range(1, 13))
 
@@ -59,11 +60,13 @@ def writer(tmp: Path) -> Iterator[tuple[Path, Process]]:
 
 
 @contextlib.contextmanager
-def gateway(tmp: Path, backend: str, socket: Path, fail_open: bool = False) -> Iterator[tuple[str, Process]]:
+def gateway(
+    tmp: Path, backend: str, socket: Path, fail_open: bool = False, admin_port: int | None = None
+) -> Iterator[tuple[str, Process]]:
     port = free_port()
     config = {
         "listen": f"127.0.0.1:{port}",
-        "admin_listen": None,
+        "admin_listen": f"127.0.0.1:{admin_port}" if admin_port else None,
         "upstream": {"address": backend},
         "policy": {"dir": str(REPO / "rego")},
         "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
@@ -174,4 +177,45 @@ def test_kill_9_gateway_mid_run_loses_no_record_of_a_delivered_response(
     missing = [session for session in delivered if session not in recorded]
     assert len(delivered) >= 150
     assert missing == []
+    assert verify_log(logs).ok
+
+
+def test_approval_state_changes_join_the_audit_trail(tmp_path: Path, demo_backend: str) -> None:
+    admin = free_port()
+    owner = {"authorization": f"Bearer {mint_dev_token('olivia', ['data-owners'], 300)}"}
+    api = f"http://127.0.0.1:{admin}/api/v1/approvals"
+
+    async def held_then_granted(target: str) -> pb.ModelInferResponse:
+        call = asyncio.ensure_future(infer(target, metadata("sam", "data-stewards", session="s-held")))
+        async with httpx.AsyncClient(timeout=10) as http:
+            pending: list = []
+            while not pending:
+                await asyncio.sleep(0.1)
+                pending = (await http.get(api, headers=owner)).json()["items"]
+            granted = await http.post(
+                f"{api}/{pending[0]['id']}/approve", headers=owner, json={"reason": "ok"}
+            )
+            assert granted.status_code == 200, granted.text
+        return await asyncio.wait_for(call, timeout=20)
+
+    with (
+        writer(tmp_path) as (logs, _),
+        gateway(tmp_path, demo_backend, tmp_path / "audit.sock", admin_port=admin) as (
+            target,
+            _,
+        ),
+    ):
+        wait_until(lambda: port_open(admin), what="the admin listener")
+        response = asyncio.run(held_then_granted(target))
+        wait_until(
+            lambda: any(e["decision"] == "approval_granted" for e in records(logs)), what="the grant record"
+        )
+        events = records(logs)
+    assert len(response.outputs) == 9
+    by_decision = {event["decision"]: event for event in events}
+    assert by_decision["approval_held"]["subject"]["id"] == "sam"
+    assert by_decision["approval_granted"]["approval_id"] == by_decision["approval_held"]["approval_id"]
+    assert any(e["approvers"] == ["olivia"] for e in events if e["decision"] == "approval_held")
+    released = [e for e in events if e.get("session_id") == "s-held" and e["decision"] in ("allow", "mask")]
+    assert released, events
     assert verify_log(logs).ok

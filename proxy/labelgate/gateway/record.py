@@ -8,8 +8,10 @@ labels, paths and reasons, never a data value.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from labelgate.audit import AuditClient
@@ -131,3 +133,74 @@ class Recorders:
     async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
         for recorder in self.recorders:
             await recorder.record(call, outcome, error)
+
+
+# Approval state changes as audit decisions (the approval service's event names).
+_APPROVAL_DECISIONS = {
+    "approval.requested": "approval_held",
+    "approval.vote": "approval_held",
+    "approval.vote_refused": "approval_held",
+    "approval.granted": "approval_granted",
+    "approval.grant_used": "approval_granted",
+    "approval.denied": "approval_denied",
+    "approval.grant_refused": "approval_denied",
+    "approval.abandoned": "approval_denied",
+    "approval.expired": "approval_expired",
+}
+
+
+def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The audit record of one approval state change; None for housekeeping events."""
+    decision = _APPROVAL_DECISIONS.get(name)
+    if decision is None:
+        return None
+    requester = payload.get("requester") or payload.get("subject")
+    people = [p for p in (payload.get("approver"), payload.get("person")) if p]
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        + f".{time.time_ns() % 10**9 // 10**6:03d}Z",
+        "event_id": str(uuid.uuid4()),
+        "session_id": payload.get("session_id"),
+        "request_id": payload.get("request_id"),
+        "subject": {"id": requester, "groups": payload.get("requester_groups") or [], "auth": "jwt"}
+        if requester
+        else None,
+        "method": payload.get("method"),
+        "model": payload.get("model"),
+        "phase": payload.get("phase") or "",
+        "labels": payload.get("labels") or [],
+        "decision": decision,
+        "reason": payload.get("reason") or payload.get("refusal") or payload.get("resolution"),
+        "approval_id": payload.get("approval_id"),
+        "approvers": people,
+        "details": {"event": name, **({"verdict": payload["verdict"]} if "verdict" in payload else {})},
+    }
+
+
+def approval_audit_sink(client: AuditClient) -> Callable[[str, dict[str, Any]], None]:
+    """Feed approval state changes to the audit writer.
+
+    Approval events happen outside any one call's release path (an approver's click), so
+    they are appended in the background; a failure is logged and counted, while the call
+    a grant releases still writes its own audit record before anything is delivered.
+    """
+    pending: set[asyncio.Task] = set()
+
+    async def append(event: dict[str, Any]) -> None:
+        try:
+            await client.append(event)
+        except LabelgateError as failure:
+            metrics.ERRORS.labels(kind=failure.reason).inc()
+            log.error(
+                "approval audit record lost", reason=failure.reason, approval_id=event.get("approval_id")
+            )
+
+    def sink(name: str, payload: dict[str, Any]) -> None:
+        event = approval_audit_event(name, payload)
+        if event is None:
+            return
+        task = asyncio.get_running_loop().create_task(append(event))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return sink

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from labelgate.approvals import events as approval_events
 from labelgate.approvals.api import ApprovalsContext
 from labelgate.approvals.deadline import DeadlineInterceptor
 from labelgate.approvals.service import ApprovalService
@@ -30,7 +31,13 @@ from labelgate.gateway.approval import ApprovalStage, RefuseUntilApproved
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.record import AuditRecorder, LogAndMetricsRecorder, Recorder, Recorders
+from labelgate.gateway.record import (
+    AuditRecorder,
+    LogAndMetricsRecorder,
+    Recorder,
+    Recorders,
+    approval_audit_sink,
+)
 from labelgate.gateway.routes import RoutedServices
 from labelgate.gateway.upstream import Upstream
 from labelgate.logs import configure, get_logger
@@ -75,7 +82,16 @@ def hash_key(settings: GatewaySettings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def build_recorder(settings: GatewaySettings, sessions: SessionRecorder | None = None) -> Recorder:
+def build_audit_client(settings: GatewaySettings) -> AuditClient | None:
+    audit = settings.audit
+    return AuditClient(audit.socket, audit.timeout_seconds) if audit.socket is not None else None
+
+
+def build_recorder(
+    settings: GatewaySettings,
+    sessions: SessionRecorder | None = None,
+    audit_client: AuditClient | None = None,
+) -> Recorder:
     """Logs and metrics, then the durable audit record, then the session recording: a call
     refused for want of an audit record must not be recorded as delivered."""
     recorders: list[Recorder] = [LogAndMetricsRecorder()]
@@ -133,13 +149,14 @@ def build_pipeline(
     engine: PolicyEngine,
     approvals: ApprovalStage | None = None,
     sessions: SessionRecorder | None = None,
+    audit_client: AuditClient | None = None,
 ) -> Pipeline:
     return Pipeline(
         authenticator=Authenticator(settings.auth),
         classifier=ClassifierStage.from_settings(settings.classification),
         engine=engine,
         approvals=approvals or RefuseUntilApproved(),
-        recorder=build_recorder(settings, sessions),
+        recorder=build_recorder(settings, sessions, audit_client),
         hash_key=hash_key(settings),
     )
 
@@ -150,9 +167,11 @@ class Gateway:
         self.engine = build_engine(settings)
         self.approvals = build_approvals(settings)
         self.sessions = build_session_recorder(settings.recording)
+        self.audit_client = build_audit_client(settings)
         self.pipeline = build_pipeline(
-            settings, self.engine, approval_stage(settings, self.approvals), self.sessions
+            settings, self.engine, approval_stage(settings, self.approvals), self.sessions, self.audit_client
         )
+        self._approval_sink = None
         self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
         self.health = health.aio.HealthServicer()
         limit = settings.limits.max_message_bytes
@@ -175,6 +194,9 @@ class Gateway:
         await self.pipeline.authenticator.start()
         self.pipeline.classifier.start()
         if self.approvals is not None:
+            if self.audit_client is not None:  # every approval state change joins the audit trail
+                self._approval_sink = approval_audit_sink(self.audit_client)
+                approval_events.add_sink(self._approval_sink)
             await self.approvals.start()
         if self.sessions is not None:
             self.sessions.start()
@@ -253,6 +275,8 @@ class Gateway:
             await self._admin.cleanup()
         if self.approvals is not None:  # after the server: held calls mark their requests abandoned
             await self.approvals.close()
+        if self._approval_sink is not None:
+            approval_events.remove_sink(self._approval_sink)
         if self.sessions is not None:
             await self.sessions.close()
         await self.upstream.close()
