@@ -43,13 +43,17 @@ def _reason(error: BaseException | None) -> str | None:
     return error.reason if isinstance(error, LabelgateError) else type(error).__name__
 
 
+def _rfc3339_now() -> str:
+    now = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9 // 10**6:03d}Z"
+
+
 def audit_event(call: Call, outcome: Outcome, error: BaseException | None) -> dict[str, Any]:
     """The audit record of one call (or one streamed message): names and labels only."""
     last = outcome.decisions[-1] if outcome.decisions else None
     subject = outcome.subject
     return {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{time.time_ns() % 10**9 // 10**6:03d}Z",
+        "time": _rfc3339_now(),
         "event_id": str(uuid.uuid4()),
         "session_id": call.session_id,
         "request_id": call.request_id,
@@ -157,8 +161,7 @@ def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] |
     requester = payload.get("requester") or payload.get("subject")
     people = [p for p in (payload.get("approver"), payload.get("person")) if p]
     return {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{time.time_ns() % 10**9 // 10**6:03d}Z",
+        "time": _rfc3339_now(),
         "event_id": str(uuid.uuid4()),
         "session_id": payload.get("session_id"),
         "request_id": payload.get("request_id"),
