@@ -73,6 +73,38 @@ class PolicySettings(Section):
     timeout_ms: int = Field(250, gt=0, le=60_000)
     cache: bool = True
     cache_max_entries: int = Field(10_000, ge=1)
+    # Follow a bundle server (engine embedded): policy and catalog both come from its bundle.
+    bundle_url: str | None = Field(None, pattern=r"^https?://[^\s/]+")
+    bundle_name: str = Field("labelgate", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    bundle_token: SecretStr | None = None
+    # Set: only bundles signed with the matching private key load (unsigned ones are refused).
+    bundle_public_key_file: Path | None = None
+    bundle_signing_alg: Literal["RS256", "ES256"] = "RS256"
+    bundle_wait_seconds: int = Field(20, ge=0, le=300)
+    # How long start waits for the first good bundle before giving up (the gateway does not start).
+    bundle_start_timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    def bundle_problems(self, engine: str) -> list[str]:
+        """Bundle settings that cannot take effect with this engine."""
+        found: list[str] = []
+        bundle_only = {
+            "bundle_name",
+            "bundle_token",
+            "bundle_public_key_file",
+            "bundle_signing_alg",
+            "bundle_wait_seconds",
+            "bundle_start_timeout_seconds",
+        }
+        if self.bundle_url is None:
+            unused = sorted(bundle_only & self.model_fields_set)
+            if unused:
+                found.append(f"policy.{', policy.'.join(unused)} set but policy.bundle_url is not")
+            return found
+        if engine != "embedded":
+            found.append("policy.bundle_url needs engine 'embedded' (an OPA engine pulls its own bundles)")
+        if "dir" in self.model_fields_set:
+            found.append("policy.dir and policy.bundle_url are both set: the bundle replaces the folder")
+        return found
 
 
 class CustomDetector(Section):
@@ -222,6 +254,12 @@ class GatewaySettings(BaseSettings):
             and {"opa_url", "opa_token", "opa_ca_file"} & self.policy.model_fields_set
         ):
             problems.append("policy.opa_* is set but engine is 'embedded': it would never be used")
+        problems += self.policy.bundle_problems(self.engine)
+        if self.policy.bundle_url is not None and "catalog_file" in self.classification.model_fields_set:
+            problems.append(
+                "classification.catalog_file is set but policy.bundle_url is too: the catalog comes "
+                "from the bundle (data.labelgate.catalog)"
+            )
         if self.masking.hash_key is not None and len(self.masking.hash_key.get_secret_value()) < 16:
             problems.append("masking.hash_key must be at least 16 bytes")
         if self.masking.hash_key is not None and self.masking.hash_key_file is not None:

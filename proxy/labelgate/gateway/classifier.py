@@ -1,15 +1,17 @@
-"""The classify stage as the gateway runs it: the catalog follows its file without restart.
+"""The classify stage as the gateway runs it: the catalog follows its source without restart.
 
-The catalog file is re-read when its modification time changes (checked at most once a
-second, off the hot path by a background task); a catalog edit that does not validate is
-logged and the last good one stays in force.
+Either a file, re-read when its modification time changes (checked at most once a second,
+off the hot path by a background task; an edit that does not validate is logged and the last
+good one stays in force), or the policy bundle the embedded engine follows: ``bundle_hook``
+takes ``data.labelgate.catalog`` from every new bundle revision, and a bundle whose catalog
+does not validate is refused as a whole, so policy and catalog never drift apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,15 @@ from labelgate.classify import Catalog, Classification, Classifier, CustomPatter
 from labelgate.classify import backend_labels as read_backend_labels
 from labelgate.classify.detectors import BUILTIN_LABELS
 from labelgate.config import ClassificationSettings
-from labelgate.errors import LabelgateError
+from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import get_logger
 from labelgate.oip.tensors import Tensor
+from labelgate.policy.source import PolicySource
 
 log = get_logger(__name__)
 RELOAD_INTERVAL_SECONDS = 1.0
+# Where the catalog lives in the policy data (rego/labelgate/catalog/data.json).
+CATALOG_DATA_PATH = ("labelgate", "catalog")
 
 
 def build_detectors(settings: ClassificationSettings) -> DetectorSet:
@@ -36,27 +41,68 @@ def build_detectors(settings: ClassificationSettings) -> DetectorSet:
     return DetectorSet(builtins, custom)
 
 
+def bundle_catalog(source: PolicySource) -> Catalog:
+    """The catalog inside a policy revision (``data.labelgate.catalog``); ConfigError if absent or bad."""
+    node: Any = source.data
+    for key in CATALOG_DATA_PATH:
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(
+                "BUNDLE_CATALOG_MISSING",
+                f"{source.origin}: no data.{'.'.join(CATALOG_DATA_PATH)} in the bundle",
+            )
+        node = node[key]
+    return Catalog.from_data(node, source=f"{source.origin} revision {source.revision[:12]}")
+
+
 class ClassifierStage:
-    def __init__(self, catalog_file: Path, detectors: DetectorSet) -> None:
+    """The catalog comes from ``catalog_file``, or (None) from the bundle via ``bundle_hook``."""
+
+    def __init__(self, catalog_file: Path | None, detectors: DetectorSet) -> None:
         self.catalog_file = catalog_file
-        self._mtime = catalog_file.stat().st_mtime_ns
-        self.classifier = Classifier(self._load(), detectors)
+        if catalog_file is None:
+            # Until the first bundle: nothing catalogued, so every field gets the default label
+            # (internal, never public). The gateway does not serve before that bundle anyway.
+            self._mtime = 0
+            catalog = Catalog.from_data({})
+        else:
+            self._mtime = catalog_file.stat().st_mtime_ns
+            catalog = self._load()
+        self.classifier = Classifier(catalog, detectors)
+        self.revision: str | None = None  # the bundle revision the catalog came from
         self._watcher: asyncio.Task | None = None
 
     @classmethod
-    def from_settings(cls, settings: ClassificationSettings) -> ClassifierStage:
+    def from_settings(cls, settings: ClassificationSettings, *, from_bundle: bool = False) -> ClassifierStage:
+        if from_bundle:
+            return cls(None, build_detectors(settings))
         if not settings.catalog_file.is_file():
-            from labelgate.errors import ConfigError
-
             raise ConfigError(
                 "CATALOG_MISSING", f"classification.catalog_file {settings.catalog_file} does not exist"
             )
         return cls(settings.catalog_file, build_detectors(settings))
 
     def _load(self) -> Catalog:
+        assert self.catalog_file is not None
         return Catalog.from_file(self.catalog_file)
 
+    def bundle_hook(self, source: PolicySource) -> Callable[[], None]:
+        """An ``EmbeddedEngine`` revision hook: validate the bundle's catalog (raising refuses the
+        whole revision), then take it in right after the policy swap."""
+        catalog = bundle_catalog(source)
+
+        def commit() -> None:
+            self.use_catalog(catalog, source.revision)
+
+        return commit
+
+    def use_catalog(self, catalog: Catalog, revision: str | None = None) -> None:
+        self.classifier = Classifier(catalog, self.classifier.detectors)  # one assignment: atomic
+        self.revision = revision
+        log.info("catalog loaded from bundle", revision=revision)
+
     def reload_if_changed(self) -> bool:
+        if self.catalog_file is None:
+            return False
         mtime = self.catalog_file.stat().st_mtime_ns
         if mtime == self._mtime:
             return False
@@ -79,7 +125,8 @@ class ClassifierStage:
                 await asyncio.to_thread(self.reload_if_changed)
 
     def start(self) -> None:
-        self._watcher = asyncio.create_task(self.watch())
+        if self.catalog_file is not None:  # a bundle's catalog arrives through bundle_hook
+            self._watcher = asyncio.create_task(self.watch())
 
     def stop(self) -> None:
         if self._watcher is not None:

@@ -24,7 +24,7 @@ from labelgate.approvals.service import ApprovalService
 from labelgate.approvals.stage import HoldForApproval
 from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
-from labelgate.config import GatewaySettings
+from labelgate.config import GatewaySettings, PolicySettings
 from labelgate.errors import ConfigError
 from labelgate.gateway.admin import build_admin_app, start_admin
 from labelgate.gateway.approval import ApprovalStage, RefuseUntilApproved
@@ -41,10 +41,12 @@ from labelgate.gateway.record import (
 from labelgate.gateway.routes import RoutedServices
 from labelgate.gateway.upstream import Upstream
 from labelgate.logs import configure, get_logger
+from labelgate.policy.bundle_client import BundleClient
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
 from labelgate.policy.opa import OpaEngine
+from labelgate.policy.source import BundleKey
 from labelgate.recording.recorder import SessionRecorder, build_session_recorder
 
 log = get_logger(__name__)
@@ -61,9 +63,36 @@ def build_engine(settings: GatewaySettings) -> PolicyEngine:
             token=policy.opa_token.get_secret_value() if policy.opa_token else None,
             ca_file=policy.opa_ca_file,
         )
+    elif policy.bundle_url is not None:
+        engine = EmbeddedEngine(bundle=build_bundle_client(policy))
     else:
         engine = EmbeddedEngine(policy.dir)
     return CachingEngine(engine, max_entries=policy.cache_max_entries) if policy.cache else engine
+
+
+def build_bundle_client(policy: PolicySettings) -> BundleClient:
+    """The client the embedded engine follows the bundle server with (policy.bundle_url set)."""
+    assert policy.bundle_url is not None
+    key = None
+    if policy.bundle_public_key_file is not None:
+        key = BundleKey.from_file(policy.bundle_public_key_file, policy.bundle_signing_alg)
+    else:
+        log.warning("policy.bundle_public_key_file is not set: bundle signatures are not checked")
+    return BundleClient(
+        policy.bundle_url,
+        policy.bundle_name,
+        token=policy.bundle_token.get_secret_value() if policy.bundle_token else None,
+        key=key,
+        wait_seconds=policy.bundle_wait_seconds,
+        start_timeout=policy.bundle_start_timeout_seconds,
+    )
+
+
+def follow_bundle_catalog(engine: PolicyEngine, classifier: ClassifierStage) -> None:
+    """When the embedded engine follows a bundle, the classify stage takes its catalog from it."""
+    inner = engine.inner if isinstance(engine, CachingEngine) else engine
+    if isinstance(inner, EmbeddedEngine) and inner.bundle is not None:
+        inner.add_revision_hook(classifier.bundle_hook)
 
 
 def hash_key(settings: GatewaySettings) -> bytes:
@@ -153,7 +182,9 @@ def build_pipeline(
 ) -> Pipeline:
     return Pipeline(
         authenticator=Authenticator(settings.auth),
-        classifier=ClassifierStage.from_settings(settings.classification),
+        classifier=ClassifierStage.from_settings(
+            settings.classification, from_bundle=settings.policy.bundle_url is not None
+        ),
         engine=engine,
         approvals=approvals or RefuseUntilApproved(),
         recorder=build_recorder(settings, sessions, audit_client),
@@ -171,6 +202,7 @@ class Gateway:
         self.pipeline = build_pipeline(
             settings, self.engine, approval_stage(settings, self.approvals), self.sessions, self.audit_client
         )
+        follow_bundle_catalog(self.engine, self.pipeline.classifier)
         self._approval_sink = None
         self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
         self.health = health.aio.HealthServicer()

@@ -1,4 +1,5 @@
-"""Decisions in process with regopy (rego-cpp), from the same Rego folder OPA loads.
+"""Decisions in process with regopy (rego-cpp), from the same Rego folder OPA loads, or
+from the bundle server OPA pulls from (``bundle=BundleClient(...)``, see bundle_client.py).
 
 Compiled once per revision: ``Interpreter.build`` produces a Bundle holding the compiled
 policy, its data and a plan for one entrypoint (the decision rule); each decision sets the
@@ -64,7 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import regopy
 import regopy.rego_shared
@@ -81,7 +82,16 @@ from labelgate.policy.contract import (
 from labelgate.policy.engine import DECISION_PATH
 from labelgate.policy.source import PolicySource, policy_fingerprint
 
+if TYPE_CHECKING:
+    from labelgate.policy.bundle_client import BundleClient
+
 log = get_logger(__name__)
+
+# Runs in a worker thread with a revision about to be swapped in; raises to refuse the whole
+# revision, or returns what to do right after the swap (on the event loop, with no await in
+# between). The gateway's classify stage takes the bundle's catalog this way, so a call never
+# meets a new policy with an old catalog once both are in.
+RevisionHook = Callable[[PolicySource], Callable[[], None]]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A rule head at the start of a line: `name :=`, `name contains`, `name if`, `default name`,
@@ -298,14 +308,15 @@ class _Compiled:
 
 
 class EmbeddedEngine:
-    """PolicyEngine running the Rego in ``policy_dir`` in process."""
+    """PolicyEngine running, in process, the Rego in ``policy_dir`` or the bundles ``bundle`` follows."""
 
     name = "embedded"
 
     def __init__(
         self,
-        policy_dir: Path,
+        policy_dir: Path | None = None,
         *,
+        bundle: BundleClient | None = None,
         watch_interval: float | None = 2.0,
         decision_path: str = DECISION_PATH,
         inline_budget: float = 0.0001,
@@ -314,7 +325,13 @@ class EmbeddedEngine:
         segments = decision_path.strip("/").split("/")
         if not all(_IDENTIFIER.match(s) for s in segments):
             raise ConfigError("POLICY_CONFIG_INVALID", f"decision path {decision_path!r} is not a data path")
-        self._policy_dir = Path(policy_dir)
+        if (policy_dir is None) == (bundle is None):
+            raise ConfigError(
+                "POLICY_CONFIG_INVALID", "the embedded engine needs a policy folder or a bundle"
+            )
+        self._policy_dir = Path(policy_dir) if policy_dir is not None else None
+        self._bundle = bundle
+        self._hooks: list[RevisionHook] = []
         self._package = segments[:-1]
         self._rule = segments[-1]
         self._entrypoint = "/".join(segments)
@@ -331,10 +348,31 @@ class EmbeddedEngine:
     def revision(self) -> str:
         return self._compiled.revision if self._compiled else "unloaded"
 
+    @property
+    def bundle(self) -> BundleClient | None:
+        return self._bundle
+
+    def add_revision_hook(self, hook: RevisionHook) -> None:
+        """Have ``hook`` vet (and then follow) every new revision; see ``RevisionHook``."""
+        self._hooks.append(hook)
+
     async def start(self) -> None:
-        """Load and compile; a policy that cannot load is a configuration error."""
+        """Load and compile; a policy that cannot load is a configuration error.
+
+        Following a bundle, this waits for the first good bundle (``BundleClient.start_timeout``)
+        and raises ConfigError if none arrives, with the reason of the last failure.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="labelgate-rego")
+        if self._bundle is not None:
+            if self._watcher is None:
+                self._watcher = asyncio.create_task(self._bundle.follow(self.load), name="labelgate-bundle")
+            try:
+                await self._bundle.wait_first(self._watcher)
+            except BaseException:
+                await self.close()
+                raise
+            return
         await self.reload()
         if self._watch_interval and self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="labelgate-policy-watch")
@@ -358,24 +396,41 @@ class EmbeddedEngine:
         Raises ConfigError when the folder cannot be loaded or compiled; the previous
         revision (if any) keeps serving.
         """
+        if self._policy_dir is None:
+            return False  # following a bundle: new revisions arrive by themselves
         async with self._reload_lock:
             fingerprint = await asyncio.to_thread(policy_fingerprint, self._policy_dir)
             source = await asyncio.to_thread(PolicySource.from_dir, self._policy_dir)
             self._fingerprint = fingerprint
-            if self._compiled is not None and source.revision == self._compiled.revision:
-                return False
-            compiled = await asyncio.to_thread(_Compiled.build, source, self._entrypoint)
-            old = self.revision
-            self._compiled = compiled  # the atomic swap: decisions read this once
-            log.info(
-                "policy_loaded",
-                engine=self.name,
-                origin=source.origin,
-                old_revision=old,
-                revision=source.revision,
-                modules=len(source.modules),
-            )
-            return True
+            return await self._swap_in(source)
+
+    async def load(self, source: PolicySource) -> bool:
+        """Compile ``source`` (in a worker thread) and swap it in. True when the revision changed.
+
+        Raises ConfigError (or what a revision hook raises) when it cannot be used; the
+        previous revision keeps serving.
+        """
+        async with self._reload_lock:
+            return await self._swap_in(source)
+
+    async def _swap_in(self, source: PolicySource) -> bool:
+        if self._compiled is not None and source.revision == self._compiled.revision:
+            return False
+        compiled = await asyncio.to_thread(_Compiled.build, source, self._entrypoint)
+        commits = [await asyncio.to_thread(hook, source) for hook in self._hooks]
+        old = self.revision
+        self._compiled = compiled  # the atomic swap: decisions read this once
+        for commit in commits:
+            commit()
+        log.info(
+            "policy_loaded",
+            engine=self.name,
+            origin=source.origin,
+            old_revision=old,
+            revision=source.revision,
+            modules=len(source.modules),
+        )
+        return True
 
     async def decide(self, input: dict[str, Any]) -> Decision:
         compiled, executor = self._compiled, self._executor
@@ -441,7 +496,7 @@ class EmbeddedEngine:
         }
 
     async def _watch(self) -> None:
-        assert self._watch_interval
+        assert self._watch_interval and self._policy_dir is not None
         while True:
             await asyncio.sleep(self._watch_interval)
             try:

@@ -2,30 +2,70 @@
 
 ``PolicySource.from_dir`` reads a folder the way OPA loads a bundle: every ``*.rego``
 (except ``*_test.rego``) is a module, and every ``data.json`` / ``data.yaml`` is data at its
-directory path (``labelgate/tables/data.json`` -> ``data.labelgate.tables``). A bundle
-tarball (``.manifest`` + the same files) can produce the same PolicySource from its
-members, with the manifest's revision; that is the only piece a ``from_bundle`` needs.
+directory path (``labelgate/tables/data.json`` -> ``data.labelgate.tables``).
+``PolicySource.from_bundle`` reads an OPA bundle tarball (``.manifest`` + the same files,
+as ``labelgate.bundle`` builds it) into the same PolicySource, with the manifest's revision
+(the same content hash a folder gets); with a ``BundleKey`` the bundle must carry a
+``.signatures.json`` that verifies, exactly as OPA configured with that key would insist.
 
-Blocking file I/O: call these from a worker thread on the data path.
+Blocking file I/O and CPU work (gunzip, signature checks): call these from a worker thread
+on the data path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
 
 DATA_FILE_NAMES = ("data.json", "data.yaml", "data.yml")
+MANIFEST = ".manifest"
+SIGNATURES = ".signatures.json"
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BundleKey:
+    """The public key (PEM) and JWT algorithm a bundle's signature must verify with."""
+
+    public_key_pem: bytes
+    algorithm: str = "RS256"
+
+    @classmethod
+    def from_file(cls, path: Path, algorithm: str = "RS256") -> BundleKey:
+        from cryptography.hazmat.primitives import serialization
+
+        from labelgate.bundle.signing import ALGORITHMS
+
+        if algorithm not in ALGORITHMS:
+            raise ConfigError("SIGNING_ALG_UNSUPPORTED", f"signing algorithm {algorithm!r}: use {ALGORITHMS}")
+        try:
+            pem = Path(path).read_bytes()
+        except OSError as error:
+            raise ConfigError(
+                "BUNDLE_KEY_UNREADABLE", f"cannot read bundle public key {path}: {error}"
+            ) from error
+        try:
+            serialization.load_pem_public_key(pem)  # refuse a bad key at start, not at the first bundle
+        except (ValueError, TypeError) as error:
+            raise ConfigError("BUNDLE_KEY_INVALID", f"{path} is not a PEM public key: {error}") from error
+        return cls(pem, algorithm)
+
+    def verify(self, files: dict[str, bytes]) -> None:
+        """Raise InvalidInput (BUNDLE_UNSIGNED, BUNDLE_SIGNATURE_INVALID) unless the signature holds."""
+        from labelgate.bundle.signing import verify_signatures
+
+        verify_signatures(files, self.public_key_pem, self.algorithm)
 
 
 @dataclass(frozen=True)
@@ -43,6 +83,42 @@ class PolicySource:
         if not root.is_dir():
             raise ConfigError("POLICY_DIR_MISSING", f"policy folder {root} does not exist")
         return cls.from_files(_policy_files(root), origin=str(root))
+
+    @classmethod
+    def from_bundle(
+        cls,
+        tarball: bytes,
+        *,
+        verify: BundleKey | Callable[[dict[str, bytes]], None] | None = None,
+        origin: str = "bundle",
+        max_bytes: int = MAX_BUNDLE_BYTES,
+    ) -> PolicySource:
+        """Read an OPA bundle tarball; with ``verify`` its signature must hold (unsigned is refused).
+
+        Without ``verify`` a ``.signatures.json`` is ignored, as OPA does without a key. Raises
+        InvalidInput (BUNDLE_UNREADABLE, BUNDLE_MANIFEST_INVALID, BUNDLE_UNSIGNED,
+        BUNDLE_SIGNATURE_INVALID, ...) or ConfigError (a module or data file that does not load).
+        """
+        from labelgate.bundle.build import read_tarball
+
+        files = read_tarball(tarball, max_bytes)
+        if verify is not None:
+            (verify.verify if isinstance(verify, BundleKey) else verify)(files)
+        revision = _manifest_revision(files.get(MANIFEST))
+        members: list[tuple[str, bytes]] = []
+        for name, content in files.items():
+            rel = PurePosixPath(name)
+            if name in (MANIFEST, SIGNATURES):
+                continue
+            if ".." in rel.parts or any(part.startswith(".") for part in rel.parts):
+                raise InvalidInput(
+                    "BUNDLE_FILE_INVALID", f"bundle member {name!r} is not a plain relative path"
+                )
+            if is_policy_file(rel):
+                members.append((name, content))
+            else:
+                log.warning("bundle_file_ignored", path=name, why="only .rego and data.json/data.yaml load")
+        return cls.from_files(members, origin=origin, revision=revision)
 
     @classmethod
     def from_files(
@@ -66,6 +142,22 @@ class PolicySource:
         if not modules:
             raise ConfigError("POLICY_EMPTY", f"no .rego modules found in {origin}")
         return cls(tuple(modules), data, revision or digest.hexdigest(), origin)
+
+
+def _manifest_revision(manifest: bytes | None) -> str | None:
+    """The manifest's revision; None (content hash) when the bundle has no manifest or revision."""
+    if manifest is None:
+        return None
+    try:
+        value = json.loads(manifest)
+    except ValueError as error:
+        raise InvalidInput("BUNDLE_MANIFEST_INVALID", f".manifest is not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise InvalidInput("BUNDLE_MANIFEST_INVALID", ".manifest must be a JSON object")
+    revision = value.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        raise InvalidInput("BUNDLE_MANIFEST_INVALID", ".manifest revision must be a string")
+    return revision or None
 
 
 def is_policy_file(rel: PurePosixPath) -> bool:

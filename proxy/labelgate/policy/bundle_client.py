@@ -1,0 +1,228 @@
+"""Follow the bundle server the way OPA does: long-poll ``GET {url}/bundles/{name}``.
+
+Each request sends the ETag of the revision we hold (``If-None-Match``) and ``Prefer:
+modes=snapshot;wait=N``, so the server holds it until a new revision is published or N
+seconds pass (``304``, and we ask again at once). A ``200`` brings a tarball: it is read and
+its signature checked in a worker thread (``PolicySource.from_bundle``), then handed to
+``apply`` (``EmbeddedEngine.load``: compiled in a worker thread, swapped in atomically).
+
+Whatever goes wrong (server down, 4xx/5xx, a bad tarball, a bad signature, a policy that
+does not compile, a catalog that does not validate) is logged and counted, and the revision
+in force stays: the engine never goes back to having no policy. As OPA does, we keep asking
+with the ETag of the revision in force, backing off from ``retry_min`` to ``retry_max``
+seconds, so a refused bundle is fetched again until it is fixed (even when the fix, say the
+right signing key, keeps the same content and revision).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import grpc
+from prometheus_client import Counter, Gauge
+
+from labelgate.errors import ConfigError, LabelgateError
+from labelgate.logs import get_logger
+from labelgate.policy.source import MAX_BUNDLE_BYTES, BundleKey, PolicySource
+
+log = get_logger(__name__)
+
+BUNDLE_UPDATES = Counter(
+    "labelgate_policy_bundle_updates_total",
+    "Bundle polls by outcome: loaded, not_modified, refused (bad bundle), unavailable (no bundle got).",
+    ["outcome"],
+)
+BUNDLE_LAST_LOADED = Gauge(
+    "labelgate_policy_bundle_last_loaded_timestamp_seconds", "When the last new bundle revision was loaded."
+)
+
+# Time the server may take beyond the long-poll wait before we call the request lost.
+_REQUEST_MARGIN_SECONDS = 10.0
+
+
+@dataclass
+class FollowStatus:
+    """What the follower last saw; ``revision`` is the one in force (None before the first)."""
+
+    revision: str | None = None
+    loaded: int = 0
+    refused: int = 0
+    unavailable: int = 0
+    # The last failure's stable reason (e.g. BUNDLE_SIGNATURE_INVALID); kept after recovery.
+    last_error: str | None = None
+    last_error_detail: str | None = None
+    last_loaded_at: float | None = None
+    history: list[str] = field(default_factory=list)
+
+
+class BundleUnavailable(LabelgateError):
+    """No bundle could be fetched (network, HTTP status)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class BundleClient:
+    """Long-polls one bundle and hands every new, verified revision to ``apply``."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str = "labelgate",
+        *,
+        token: str | None = None,
+        key: BundleKey | None = None,
+        wait_seconds: int = 20,
+        start_timeout: float = 30.0,
+        retry_min: float = 0.5,
+        retry_max: float = 5.0,
+        max_bytes: int = MAX_BUNDLE_BYTES,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError("BUNDLE_URL_INVALID", f"bundle url {url!r} must start with http:// or https://")
+        if wait_seconds < 0 or start_timeout <= 0 or not 0 < retry_min <= retry_max:
+            raise ConfigError(
+                "BUNDLE_CLIENT_CONFIG_INVALID", "wait >= 0, start timeout > 0, 0 < retry min <= max"
+            )
+        self.url = f"{url.rstrip('/')}/bundles/{name}"
+        self.name = name
+        self.key = key
+        self.wait_seconds = wait_seconds
+        self.start_timeout = start_timeout
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.max_bytes = max_bytes
+        self.status = FollowStatus()
+        self._token = token
+        self._first = asyncio.Event()
+
+    def headers(self, etag: str | None) -> dict[str, str]:
+        headers = {"Prefer": f"modes=snapshot;wait={self.wait_seconds}", "Accept-Encoding": "identity"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    async def wait_first(self, follower: asyncio.Task[None]) -> None:
+        """Return once the first revision is in; ConfigError if none comes within ``start_timeout``."""
+        first = asyncio.ensure_future(self._first.wait())
+        try:
+            await asyncio.wait(
+                {first, follower}, timeout=self.start_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            first.cancel()
+        if self._first.is_set():
+            return
+        if follower.done() and follower.exception() is not None:
+            raise follower.exception()  # type: ignore[misc]  # a bug in follow(): surface it
+        raise ConfigError(
+            "POLICY_BUNDLE_UNAVAILABLE",
+            f"no usable bundle from {self.url} within {self.start_timeout:g}s: "
+            f"{self.status.last_error or 'no answer'}: {self.status.last_error_detail or ''}".rstrip(": "),
+        )
+
+    async def follow(self, apply: Callable[[PolicySource], Awaitable[bool]]) -> None:
+        """Poll forever (until cancelled); ``apply`` raises to refuse a revision."""
+        etag: str | None = None
+        delay = self.retry_min
+        timeout = aiohttp.ClientTimeout(total=self.wait_seconds + _REQUEST_MARGIN_SECONDS)
+        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+            while True:
+                try:
+                    asked = time.monotonic()
+                    fetched = await self._fetch(session, etag)
+                    if fetched is None:
+                        BUNDLE_UPDATES.labels(outcome="not_modified").inc()
+                        delay = self.retry_min
+                        if time.monotonic() - asked < self.retry_min:
+                            # A server that does not hold requests (no long polling, or wait 0):
+                            # poll every retry_min instead of spinning.
+                            await asyncio.sleep(self.retry_min)
+                        continue
+                    revision = await self._apply(fetched[1], apply)
+                except BundleUnavailable as error:
+                    self._failed("unavailable", error)
+                except Exception as error:  # a bad bundle never ends the loop
+                    if not isinstance(error, LabelgateError):
+                        error = LabelgateError("BUNDLE_APPLY_FAILED", f"{type(error).__name__}: {error}")
+                    self._failed("refused", error)
+                else:
+                    # Without an ETag header, the manifest revision is what the server would tag.
+                    etag, delay = fetched[0] or f'"{revision}"', self.retry_min
+                    continue
+                # etag stays the revision in force: a bad bundle is fetched again after the
+                # backoff (its fix may keep the same content, e.g. a corrected signing key).
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+
+    async def _fetch(self, session: aiohttp.ClientSession, etag: str | None) -> tuple[str, bytes] | None:
+        """(etag, tarball) for a new bundle, None for 304; raises BundleUnavailable."""
+        try:
+            async with session.get(self.url, headers=self.headers(etag)) as response:
+                if response.status == 304:
+                    return None
+                if response.status != 200:
+                    detail = await _problem_detail(response)
+                    raise BundleUnavailable(f"BUNDLE_HTTP_{response.status}", f"{self.url}: {detail}")
+                too_large = BundleUnavailable("BUNDLE_TOO_LARGE", f"{self.url}: over {self.max_bytes} bytes")
+                if (response.content_length or 0) > self.max_bytes:
+                    raise too_large
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise too_large
+                return response.headers.get("ETag", ""), bytes(body)
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            raise BundleUnavailable(
+                "BUNDLE_SERVER_UNREACHABLE", f"{self.url}: {type(error).__name__}: {error}"
+            ) from error
+
+    async def _apply(self, tarball: bytes, apply: Callable[[PolicySource], Awaitable[bool]]) -> str:
+        source = await asyncio.to_thread(
+            PolicySource.from_bundle, tarball, verify=self.key, origin=self.url, max_bytes=self.max_bytes
+        )
+        changed = await apply(source)
+        status = self.status
+        status.revision = source.revision
+        if changed:
+            status.loaded += 1
+            status.last_loaded_at = time.time()
+            status.history = [*status.history[-19:], source.revision]
+            BUNDLE_LAST_LOADED.set(status.last_loaded_at)
+            BUNDLE_UPDATES.labels(outcome="loaded").inc()
+            log.info("policy_bundle_loaded", url=self.url, revision=source.revision)
+        self._first.set()
+        return source.revision
+
+    def _failed(self, outcome: str, error: LabelgateError) -> None:
+        status = self.status
+        if outcome == "refused":
+            status.refused += 1
+        else:
+            status.unavailable += 1
+        status.last_error, status.last_error_detail = error.reason, error.message
+        BUNDLE_UPDATES.labels(outcome=outcome).inc()
+        log.error(
+            "policy_bundle_" + outcome,
+            url=self.url,
+            reason=error.reason,
+            error=error.message,
+            keeping_revision=status.revision,
+        )
+
+
+async def _problem_detail(response: aiohttp.ClientResponse) -> Any:
+    """The ``reason``/``detail`` of a problem+json reply, or its status text."""
+    try:
+        body = await response.json(content_type=None)
+        return f"{body.get('reason')}: {body.get('detail')}"
+    except (ValueError, aiohttp.ClientError, AttributeError):
+        return f"HTTP {response.status} {response.reason}"
