@@ -7,6 +7,13 @@ when the token does. Any replica can verify it, so there is no server-side sessi
 CSRF: every form carries a token derived from the session (HMAC keyed by the bearer token,
 so only someone holding the session can compute it); the sign-in form uses a double-submit
 cookie. Forms are also refused when the browser says they came from another origin.
+
+Recorded sessions (``/inbox/sessions``, ``/inbox/sessions/{id}``): the timeline of a
+session, call by call, with the response exactly as delivered. They live under ``/inbox``
+because that is where the session cookie is sent. Only signed-in members of
+``approvals.admin_groups`` may see them (no admin group configured: nobody may); the store
+is ``app.state.session_store`` (a ``labelgate.recording.SessionStore``), set by whoever
+builds the app from ``settings.recording``; without one the pages say recording is off.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from labelgate.approvals import rules
 from labelgate.approvals.api import APPROVAL_ID, ApprovalsContext, context
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.auth import Subject
-from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied, Unauthenticated
+from labelgate.errors import InvalidInput, LabelgateError, NotFound, PermissionDenied, Unauthenticated
+from labelgate.logs import get_logger
 
+log = get_logger(__name__)
 HERE = Path(__file__).parent
 SESSION_COOKIE = "labelgate_session"
 SIGNIN_COOKIE = "labelgate_signin"
@@ -57,6 +66,9 @@ _FLASH = {
 _APPROVAL_ID = re.compile(APPROVAL_ID)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(prefix="/inbox", include_in_schema=False)
+# Included before ``router``, whose ``/inbox/{approval_id}`` would otherwise take ``/inbox/sessions``.
+sessions_router = APIRouter(prefix="/inbox/sessions", include_in_schema=False)
+MAX_SESSION_ID = 256
 
 
 # -- formatting for the templates -------------------------------------------------------------
@@ -314,6 +326,164 @@ async def deny(request: Request, approval_id: str) -> Response:
     return await _vote(request, approval_id, "deny")
 
 
+# -- recorded sessions (admins and auditors only) ---------------------------------------------
+def _auditor(request: Request, next_url: str) -> tuple[Subject, str] | Response:
+    """The signed-in person if they may read recordings, the sign-in page if nobody is signed in."""
+    session = _session(request)
+    if session is None:
+        return _signin_page(request, next_url)
+    person, _ = session
+    admins = context(request).service.admin_groups
+    if not admins:
+        raise PermissionDenied(
+            "SESSIONS_NO_ADMIN_GROUP",
+            "recorded sessions are shown only to approvals.admin_groups, and none is set",
+        )
+    if not set(person.groups) & set(admins):
+        log.warning("session page refused", subject=person.id, reason="not in an admin group")
+        raise PermissionDenied(
+            "SESSIONS_ADMIN_ONLY", f"recorded sessions are shown only to members of {', '.join(admins)}"
+        )
+    return session
+
+
+_TENSOR_OF_PATH = re.compile(r"^outputs\.([^.\[{]+)")
+
+
+def timeline(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored entries as the session page shows them: calls numbered, markers and torn lines kept."""
+    items: list[dict[str, Any]] = []
+    number = 0
+    for entry in entries:
+        kind = entry.get("kind")
+        if kind == "call":
+            number += 1
+            items.append({"kind": "call", "number": number, **_call(entry)})
+        elif kind == "truncated":
+            items.append({"kind": "truncated", **entry})
+        elif kind != "session":
+            items.append({"kind": "damaged", "line": entry.get("line", "?")})
+    return items
+
+
+def _call(entry: dict[str, Any]) -> dict[str, Any]:
+    decision = entry.get("decision") or {}
+    masked = decision.get("masked") or []
+    summary = entry.get("request") or {}
+    return {
+        "e": entry,
+        "decision": decision,
+        "masked": masked,
+        "inputs": summary.get("inputs") or [],
+        "outputs_asked": summary.get("outputs") or [],
+        "response": _response(entry.get("response"), masked),
+    }
+
+
+def _response(stored: dict[str, Any] | None, masked: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The delivered response decoded: tensor tables for inference, protobuf text otherwise."""
+    # Imported here, not at the top: the replay code pulls in numpy and rich, which the
+    # gateway's admin app (it imports this module) should not pay for unless a page is shown.
+    from google.protobuf import text_format
+
+    from labelgate.oip.tensors import decode_outputs
+    from labelgate.recording.entries import decode_message
+    from labelgate.recording.replay import human_bytes
+
+    if not stored:
+        return None
+    view: dict[str, Any] = {"type": stored.get("type"), "size": human_bytes(stored.get("bytes", 0))}
+    message = decode_message(stored)
+    if message is None:
+        return {**view, "note": "type not known here, not decoded"}
+    if message.DESCRIPTOR.full_name != "inference.ModelInferResponse":
+        return {**view, "text": text_format.MessageToString(message, as_utf8=True)}
+    try:
+        tensors = decode_outputs(message)
+    except LabelgateError as error:
+        return {**view, "note": f"outputs do not decode ({error.reason})"}
+    strategies: dict[str, set[str]] = {}
+    for item in masked:
+        if match := _TENSOR_OF_PATH.match(item.get("path", "")):
+            strategies.setdefault(match.group(1), set()).add(item.get("strategy", "?"))
+    groups: dict[int, list[Any]] = {}  # a table per element count: one column per tensor, a row per element
+    for tensor in tensors:
+        groups.setdefault(len(tensor.values), []).append(tensor)
+    tables = []
+    for count, members in groups.items():
+        columns = [
+            {
+                "name": t.name,
+                "datatype": t.datatype,
+                "shape": t.shape,
+                "masked": sorted(strategies.get(t.name, ())),
+            }
+            for t in members
+        ]
+        rows = [[_cell(t.values[row], t.datatype) for t in members] for row in range(count)]
+        tables.append({"columns": columns, "rows": rows})
+    return {**view, "tables": tables}
+
+
+def _cell(value: Any, datatype: str) -> str:
+    """A delivered element as text: the CLI replay's rendering, but bytes that are not UTF-8 as hex."""
+    from labelgate.recording.replay import _cell as replay_cell
+
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return "0x" + value.hex()
+    return replay_cell(value, datatype)
+
+
+def _session_store(request: Request) -> Any:
+    store = getattr(request.app.state, "session_store", None)
+    if store is None:
+        raise NotFound("SESSIONS_NOT_RECORDED", "this server has no session recording store (recording: ...)")
+    return store
+
+
+@sessions_router.get("", response_class=HTMLResponse)
+async def sessions_list(request: Request) -> Response:
+    from labelgate.recording.replay import human_bytes
+
+    allowed = _auditor(request, f"{COOKIE_PATH}/sessions")
+    if isinstance(allowed, Response):
+        return allowed
+    person, token = allowed
+    found = sorted(await _session_store(request).sessions(), key=lambda info: info.last, reverse=True)
+    log.info("sessions listed", subject=person.id, count=len(found))
+    rows = [
+        {"info": info, "size": human_bytes(info.bytes), "href": quote(info.session_id, safe="")}
+        for info in found
+    ]
+    return _page(request, "sessions.html", person=person, csrf=csrf_token(token), sessions=rows)
+
+
+@sessions_router.get("/{session_id:path}", response_class=HTMLResponse)
+async def session_page(request: Request, session_id: str) -> Response:
+    if not session_id or len(session_id) > MAX_SESSION_ID:
+        raise InvalidInput("SESSION_ID_INVALID", f"a session id is 1 to {MAX_SESSION_ID} characters")
+    allowed = _auditor(request, f"{COOKIE_PATH}/sessions/{quote(session_id, safe='')}")
+    if isinstance(allowed, Response):
+        return allowed
+    person, token = allowed
+    entries = await _session_store(request).entries(session_id)
+    if entries is None:
+        raise NotFound("SESSION_NOT_FOUND", "no recorded session has that id")
+    log.info("session viewed", subject=person.id, session=session_id)
+    return _page(
+        request,
+        "session.html",
+        person=person,
+        csrf=csrf_token(token),
+        session_id=session_id,
+        items=timeline(entries),
+    )
+
+
 def mount_inbox(app: FastAPI) -> None:
+    app.include_router(sessions_router)
     app.include_router(router)
     app.mount(f"{COOKIE_PATH}/static", StaticFiles(directory=str(HERE / "static")), name="inbox-static")

@@ -11,6 +11,10 @@
   stored before the ``200`` (see ``fleet.py``).
 - ``GET /fleet``, ``GET /decisions/{decision_id}``, ``GET /status``: the views for people
   and for the gateway's audit; ``GET /healthz`` and ``GET /metrics`` without a token.
+- ``GET /fleet/page``: the fleet view as an HTML page (``templates/fleet.html``). It is
+  guarded like every other route: with a token configured, send ``Authorization: Bearer``
+  (a browser extension, or a reverse proxy that adds it); the token is never accepted in
+  the URL, where it would end up in access logs and browser history.
 
 Every error is an ``application/problem+json`` body with a stable ``reason``. A bearer
 token, when configured, guards everything except health and metrics.
@@ -22,21 +26,24 @@ import asyncio
 import hmac
 import json
 import re
+import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labelgate.bundle.fleet import FleetStore
+from labelgate.bundle.fleet import FleetStore, iso
 from labelgate.bundle.publisher import Publisher
 from labelgate.bundle.signing import Signer
 from labelgate.bundle.source import OpaValidator
@@ -56,6 +63,20 @@ BUNDLE_MEDIA_TYPE = "application/vnd.openpolicyagent.bundles"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _BUNDLE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_PAGES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"], default=True),
+)
+# The page has no script, form or image: inline styles are all it may load.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 class BundleUnavailable(LabelgateError):
@@ -171,6 +192,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
             {"bundle": {"name": settings.bundle_name, "revision": revision}, "instances": instances}
         )
 
+    @app.get("/fleet/page", dependencies=guarded, response_class=HTMLResponse)
+    async def get_fleet_page() -> HTMLResponse:
+        revision = _revision(publisher)
+        instances = await asyncio.to_thread(fleet.instances, settings.bundle_name, revision)
+        page = _PAGES.get_template("fleet.html").render(
+            bundle=settings.bundle_name,
+            revision=revision,
+            status=publisher.status(),
+            instances=[fleet_row(item, settings.bundle_name, time.time()) for item in instances],
+            now=iso(time.time()),
+        )
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
     @app.get("/decisions/{decision_id}", dependencies=guarded)
     async def get_decision(decision_id: str) -> JSONResponse:
         if not _DECISION_ID.match(decision_id):
@@ -190,6 +224,44 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def fleet_row(instance: dict[str, Any], bundle_name: str, now: float) -> dict[str, Any]:
+    """One instance of ``FleetStore.instances`` as the page shows it: ages instead of timestamps."""
+    ours = (instance.get("bundles") or {}).get(bundle_name) or {}
+    errors = ours.get("errors") or []
+    logs = instance.get("decision_logs") or {}
+    labels = instance.get("labels") or {}
+    return {
+        "id": instance["id"],
+        "labels": sorted((str(k), str(v)) for k, v in labels.items() if k != "id"),
+        "revision": instance.get("revision"),
+        "up_to_date": instance.get("up_to_date", False),
+        "last_checkin": instance.get("last_checkin"),
+        "age": age(instance.get("last_checkin"), now),
+        "reports": instance.get("status_reports", 0),
+        "decisions": logs.get("count", 0),
+        "decisions_last": logs.get("last_received"),
+        "decisions_age": age(logs.get("last_received"), now),
+        "plugin": (instance.get("plugins") or {}).get("bundle"),
+        "bundle_error": ours.get("message")
+        or "; ".join(str(e.get("message", e)) for e in errors[:3] if isinstance(e, dict)),
+    }
+
+
+def age(stamp: str | None, now: float) -> str:
+    """``"12 s"``, ``"4 min"``, ``"3 h 05 min"``, ``"2 d 4 h"`` since an ``iso()`` timestamp."""
+    if not stamp:
+        return ""
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    seconds = max(0, int(now - then))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
 def _check_settings(settings: ServerSettings) -> None:

@@ -255,6 +255,8 @@ class Gateway:
                 ApprovalsContext(self.approvals, self.pipeline.authenticator) if self.approvals else None
             )
             app = build_admin_app(self.ready_checks, approvals)
+            if self.sessions is not None:  # the inbox's session pages read what the recorder writes
+                app.state.session_store = self.sessions.store
             self._admin = await start_admin(app, self.settings.admin_listen)
             if self.approvals is not None and self.settings.approvals.public_url is None:
                 host = self.settings.admin_listen.rpartition(":")[0]

@@ -1,0 +1,122 @@
+"""The session pages of the web inbox, in process: the real admin app, real JWTs (dev key),
+a FileSessionStore written by the real SessionRecorder."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from labelgate.approvals.api import ApprovalsContext
+from labelgate.approvals.db import SqliteDatabase
+from labelgate.approvals.service import ApprovalService
+from labelgate.auth import Authenticator, Subject
+from labelgate.auth.devkeys import mint_dev_token
+from labelgate.auth.settings import AuthSettings, JwtSettings
+from labelgate.gateway.admin import build_admin_app
+from labelgate.recording import SessionRecorder
+from labelgate.recording.files import FileSessionStore
+from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
+
+ATTACK = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(2)>"
+
+
+async def _ready() -> dict[str, bool]:
+    return {"ok": True}
+
+
+def cookie(sub: str, *groups: str) -> dict[str, str]:
+    return {"cookie": f"labelgate_session={mint_dev_token(sub, list(groups), 600)}"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Two sessions recorded (one with hostile text in it), the admin app with admin group ``auditors``."""
+    recorder = SessionRecorder(FileSessionStore(tmp_path / "sessions"), clock=Clock())
+    await recorder.record(make_call("s-plain"), make_outcome(), None)
+    masked_only = make_outcome(delivered=delivered_response(notes="second call"))
+    await recorder.record(make_call("s-plain"), masked_only, None)
+    hostile = make_outcome(delivered=delivered_response(notes=IMG))
+    hostile.subject = Subject(ATTACK, ("analysts",), "jwt")
+    await recorder.record(make_call(f"s-{ATTACK}"), hostile, None)
+    await recorder.close()
+
+    service = ApprovalService(
+        SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors"]
+    )
+    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+    app = build_admin_app(_ready, ApprovalsContext(service, authenticator))
+    app.state.session_store = FileSessionStore(tmp_path / "sessions")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
+        yield http
+
+
+async def test_an_admin_sees_the_timeline_with_the_delivered_tensors(client: httpx.AsyncClient) -> None:
+    listing = await client.get("/inbox/sessions", headers=cookie("ana", "auditors"))
+    assert listing.status_code == 200
+    assert 'href="/inbox/sessions/s-plain"' in listing.text
+    page = await client.get("/inbox/sessions/s-plain", headers=cookie("ana", "auditors"))
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    html = page.text
+    assert html.count('class="card request"') == 2
+    first = html[html.index('id="call-1"') : html.index('id="call-2"')]
+    assert "2026-01-01T09:00:00.000Z" in first and "/inference.GRPCInferenceService/ModelInfer" in first
+    assert "<code>customer-profile</code>" in first
+    assert '<span class="state state-pending" data-testid="outcome">mask</span>' in first
+    assert re.search(
+        r'<code class="field field-confidential"[^>]*>outputs.ssn</code> <span class="muted">partial', first
+    )
+    # the delivered tensors, values exactly as delivered (after masking), FP32 at its own precision
+    cells = re.findall(r"<td>([^<]*)</td>", first)
+    assert cells == ["1", "***-**-6789", "0.5", "plain note", "2", "[REDACTED]", "0.25", "ok"]
+    assert "masked: partial" in first
+    assert "second call" in html[html.index('id="call-2"') :]
+
+
+async def test_a_signed_in_person_outside_the_admin_groups_gets_403(client: httpx.AsyncClient) -> None:
+    for path in ("/inbox/sessions", "/inbox/sessions/s-plain"):
+        refused = await client.get(path, headers=cookie("olga", "data-owners", "analysts"))
+        assert refused.status_code == 403, path
+        assert "SESSIONS_ADMIN_ONLY" in refused.text and "plain note" not in refused.text
+    anonymous = await client.get("/inbox/sessions/s-plain")
+    assert anonymous.status_code == 200 and "Sign in" in anonymous.text and "plain note" not in anonymous.text
+    missing = await client.get("/inbox/sessions/no-such-session", headers=cookie("ana", "auditors"))
+    assert missing.status_code == 404 and "SESSION_NOT_FOUND" in missing.text
+
+
+async def test_recorded_text_is_escaped(client: httpx.AsyncClient) -> None:
+    listing = (await client.get("/inbox/sessions", headers=cookie("ana", "auditors"))).text
+    assert ATTACK not in listing and "s-&lt;script&gt;alert(1)&lt;/script&gt;" in listing
+    href = re.search(r'href="(/inbox/sessions/s-%3Cscript[^"]+)"', listing)
+    assert href, "the hostile session id is linked, URL-encoded"
+    page = await client.get(href.group(1), headers=cookie("ana", "auditors"))
+    assert page.status_code == 200
+    assert ATTACK not in page.text and IMG not in page.text
+    assert "&lt;img src=x onerror=alert(2)&gt;" in page.text  # the delivered value, shown as text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text  # the subject id
+
+
+async def test_without_a_recording_store_the_page_says_so(tmp_path: Path) -> None:
+    service = ApprovalService(
+        SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors"]
+    )
+    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+    app = build_admin_app(_ready, ApprovalsContext(service, authenticator))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
+        page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors"))
+    assert page.status_code == 404 and "SESSIONS_NOT_RECORDED" in page.text
+
+
+async def test_with_no_admin_group_configured_nobody_sees_sessions(tmp_path: Path) -> None:
+    service = ApprovalService(SqliteDatabase(None), node_id="t", link_base="http://t")
+    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+    app = build_admin_app(_ready, ApprovalsContext(service, authenticator))
+    app.state.session_store = FileSessionStore(tmp_path)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
+        page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors", "admins"))
+    assert page.status_code == 403 and "SESSIONS_NO_ADMIN_GROUP" in page.text
