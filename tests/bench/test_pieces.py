@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from labelgate.bench.__main__ import parse_args
+from labelgate.bench.approvals import _p90
+from labelgate.bench.audit import _combine, _figures, audit_writer, filesystem_of, writer_stats
 from labelgate.bench.datapath import linearity
 from labelgate.bench.figures import Figure, Target, evaluate
-from labelgate.bench.load import parse_report, steady_rate
+from labelgate.bench.load import LoadRun, parse_report, steady_rate
+from labelgate.bench.procs import BenchError, enter_together
 from labelgate.bench.profile import stage_of, summarize
 
 
@@ -126,3 +129,77 @@ def test_flags(tmp_path) -> None:
     for bad in (["--rows", "0"], ["--rows", "a"], ["--only", "nope"], ["--duration", "0"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
+
+
+def _run(calls_per_s: float, ok: int = 10) -> LoadRun:
+    return parse_report(
+        {**_ghz_report({"OK": ok}), "total": int(ok / calls_per_s * 1e9)},
+        target="t", concurrency=1, elapsed=1.0, client_cpu_s=0.1, cpu_s={"gateway": 0.05},
+    )  # fmt: skip
+
+
+def test_audit_cost_is_the_share_of_throughput_lost() -> None:
+    off, on = [_run(100.0), _run(120.0)], [_run(88.0), _run(88.0)]
+    figures = {f.id.rpartition(".")[2]: f for f in _figures(32, off, on)}
+    assert figures["throughput"].value == 88.0 and figures["throughput"].baseline == 110.0
+    assert figures["throughput_cost"].value == pytest.approx(0.2)
+    assert figures["throughput_cost"].ratio == pytest.approx(0.2)  # baseline 1.0: reads the same
+    assert figures["p50_ms"].show_added
+
+
+def test_writer_counters_combine_into_records_per_fsync() -> None:
+    parts = [
+        {"calls_ok": 90, "records": 100, "fsyncs": 10, "batches": 10, "largest_batch_so_far": 20},
+        {"calls_ok": 100, "records": 100, "fsyncs": 0, "batches": 5, "largest_batch_so_far": 31},
+    ]
+    combined = _combine(parts)
+    assert combined["records_per_fsync"] == 20.0 and combined["records_per_batch"] == pytest.approx(13.33)
+    assert combined["records_per_call"] == pytest.approx(1.053) and combined["largest_batch_so_far"] == 31
+    assert _combine([{**parts[1], "calls_ok": 0}])["records_per_fsync"] is None
+
+
+def test_p90_of_few_samples() -> None:
+    assert _p90([5.0]) == 5.0
+    assert _p90([float(x) for x in range(1, 11)]) == pytest.approx(9.1)
+
+
+def test_filesystem_of_names_the_mount(tmp_path) -> None:
+    assert filesystem_of(tmp_path) != "unknown"
+    assert filesystem_of(tmp_path).endswith(")")
+
+
+def test_audit_writer_starts_answers_stats_and_stops(tmp_path) -> None:
+    with audit_writer(tmp_path) as (socket_path, log_dir, child):
+        stats = writer_stats(socket_path)
+        assert stats["records"] == 0 and stats["fsync"] is True
+        assert log_dir.is_dir() and child.alive()
+    assert not child.alive() and not socket_path.exists()
+    with pytest.raises(BenchError, match="audit writer"):
+        writer_stats(socket_path)
+
+
+def test_enter_together_exits_what_it_entered_when_one_fails() -> None:
+    import contextlib
+
+    exited: list[str] = []
+
+    @contextlib.contextmanager
+    def good(name: str):
+        try:
+            yield name
+        finally:
+            exited.append(name)
+
+    @contextlib.contextmanager
+    def bad():
+        raise BenchError("BENCH_PROCESS_EXITED", "did not start")
+        yield
+
+    with contextlib.ExitStack() as stack:
+        assert enter_together(stack, good("a"), good("b")) == ["a", "b"]
+        assert exited == []
+    assert sorted(exited) == ["a", "b"]
+    exited.clear()
+    with pytest.raises(BenchError, match="did not start"), contextlib.ExitStack() as stack:
+        enter_together(stack, good("a"), bad(), good("c"))
+    assert sorted(exited) == ["a", "c"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,10 +43,17 @@ class Bench:
         return path
 
     def measure(
-        self, target: str, rows: int, concurrency: int, seconds: float, watch: dict[str, int]
+        self,
+        target: str,
+        rows: int,
+        concurrency: int,
+        seconds: float,
+        watch: dict[str, int],
+        before_run: Callable[[], None] | None = None,
     ) -> LoadRun:
         """Warm up (one call per worker, then up to the plan's warm-up time), then measure for
-        ``seconds``, stretched so that at least MIN_CALLS complete."""
+        ``seconds``, stretched so that at least MIN_CALLS complete. ``before_run`` is called
+        after the warm-up, right before the measured run (e.g. to read a process's counters)."""
         request = self.request_file(rows)
         warm = self.ghz.run(target, request, self.metadata, concurrency=concurrency, calls=concurrency)
         remaining = self.plan.warmup_s - warm.seconds
@@ -56,6 +64,8 @@ class Bench:
         latency = (warm.slowest_ms or warm.mean_ms or 1.0) / 1000
         needed = latency * (1 + MIN_CALLS / concurrency) * 1.2
         seconds = min(max(seconds, needed), max(seconds, self.plan.max_run_s))
+        if before_run is not None:
+            before_run()
         return self.ghz.run(
             target,
             request,

@@ -27,6 +27,8 @@ class Plan:
     detector_bytes: int  # free text per detector case
     profile_s: float  # py-spy on the gateway; 0 turns profiling off
     drift_check: bool  # measure direct calls again at the end
+    audit_rounds: int = 2  # off/on measurement pairs per concurrency, interleaved against drift
+    approval_holds: int = 20  # held calls per approvals setup (one node, two replicas)
     charts: bool = True
     only: tuple[str, ...] = ()  # scenario names; empty means all
 
@@ -66,6 +68,8 @@ def quick(out_dir: Path) -> Plan:
         detector_bytes=200_000,
         profile_s=0.0,
         drift_check=False,
+        audit_rounds=1,
+        approval_holds=10,
     )
 
 
@@ -82,4 +86,6 @@ def custom(base: Plan, seconds: float) -> Plan:
         detector_s=seconds,
         detector_bytes=min(base.detector_bytes, 100_000),
         profile_s=min(base.profile_s, seconds),
+        audit_rounds=1,
+        approval_holds=min(base.approval_holds, max(3, round(seconds * 10))),
     )

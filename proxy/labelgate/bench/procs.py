@@ -16,7 +16,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from labelgate.errors import LabelgateError
 
@@ -112,9 +115,10 @@ class Child:
             time.sleep(0.05)
         raise BenchError("BENCH_PROCESS_TIMEOUT", f"{self.name} did not listen on port {port} in {timeout}s")
 
-    def stop(self) -> None:
+    def stop(self, first_signal: int = signal.SIGTERM) -> None:
+        """``first_signal``, then SIGKILL after 10 s (PostgreSQL wants SIGINT: fast shutdown)."""
         if self.alive():
-            self._signal(signal.SIGTERM)
+            self._signal(first_signal)
             try:
                 self.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -137,3 +141,20 @@ def running(name: str, args: list[str], log_path: Path, port: int, timeout: floa
         yield child
     finally:
         child.stop()
+
+
+def enter_together(stack: contextlib.ExitStack, *managers: AbstractContextManager[Any]) -> list[Any]:
+    """Enter the managers in parallel threads; each one entered is exited by ``stack``."""
+    with ThreadPoolExecutor(len(managers)) as pool:
+        futures = [pool.submit(manager.__enter__) for manager in managers]
+    values, failure = [], None
+    for manager, future in zip(managers, futures, strict=True):
+        error = future.exception()
+        if error is not None:
+            failure = failure or error
+            continue
+        stack.push(manager.__exit__)
+        values.append(future.result())
+    if failure is not None:
+        raise failure
+    return values

@@ -19,13 +19,14 @@ from typing import Any
 from rich.console import Console
 
 from labelgate.bench import charts, report
+from labelgate.bench.approvals import run_approvals
+from labelgate.bench.audit import run_audit
 from labelgate.bench.context import Bench
 from labelgate.bench.datapath import run_datapath, run_scaling
 from labelgate.bench.detectors import run_detectors
 from labelgate.bench.engines import run_engines
 from labelgate.bench.figures import Scenario
 from labelgate.bench.machine import describe_machine
-from labelgate.bench.pending import run_approvals, run_audit
 from labelgate.bench.plan import Plan
 from labelgate.bench.stack import REPO
 from labelgate.errors import LabelgateError

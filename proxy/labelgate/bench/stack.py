@@ -184,16 +184,25 @@ class Stack:
             yield f"http://127.0.0.1:{port}", child
 
     @contextlib.contextmanager
-    def gateway(self, variant: Variant, upstream: str, opa_url: str | None) -> Iterator[tuple[str, Child]]:
+    def gateway(
+        self,
+        variant: Variant,
+        upstream: str,
+        opa_url: str | None,
+        *,
+        extra: dict | None = None,
+        name: str | None = None,
+    ) -> Iterator[tuple[str, Child]]:
+        """``extra`` replaces top-level config sections (``audit``, ``approvals``, ...); ``name``
+        (default: the variant's) names the config and log files."""
         port = free_port()
         address = f"127.0.0.1:{port}"
-        config = gateway_config(variant, listen=address, upstream=upstream, opa_url=opa_url)
-        config_file = self.work_dir / f"gateway-{variant.name}.yaml"
+        config = gateway_config(variant, listen=address, upstream=upstream, opa_url=opa_url) | (extra or {})
+        name = name or variant.name
+        config_file = self.work_dir / f"gateway-{name}.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         args = labelgate_command("serve", "--config", str(config_file))
-        with running(
-            f"gateway ({variant.name})", args, self.work_dir / f"gateway-{variant.name}.log", port
-        ) as child:
+        with running(f"gateway ({name})", args, self.work_dir / f"gateway-{name}.log", port) as child:
             yield address, child
 
 
