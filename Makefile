@@ -75,7 +75,9 @@ rego-test: tools
 pytest: venv tools
 	$(VENV)/bin/pytest
 
-test: lint rego-test pytest
+# bench-quick is a smoke test of the benchmark harness (it checks that it works, not speed);
+# pytest runs last so its summary line closes the output.
+test: lint rego-test bench-quick pytest
 
 run: venv
 	$(VENV)/bin/labelgate quickstart
