@@ -176,3 +176,20 @@ def test_tensor_part() -> None:
     assert tensor_part("outputs.doc[].ssn") == "doc"
     assert tensor_part("outputs.notes{us_ssn}") == "notes"
     assert tensor_part("outputs.a.b") == "a.b"
+
+
+def test_lookups_are_remembered_within_bounds() -> None:
+    from labelgate.classify.catalog import LOOKUP_MEMO_SIZE
+
+    catalog = Catalog.from_data(
+        {"entries": [{"model": "m", "path": "outputs.*", "labels": ["public"]},
+                     {"model": "m", "path": "outputs.ssn", "labels": ["confidential"]}]}
+    )  # fmt: skip
+    first = catalog.labels_for("m", "outputs.ssn")
+    assert first == {"public", "confidential"}
+    assert catalog.labels_for("m", "outputs.ssn") is first
+    assert catalog.labels_for("other", "outputs.ssn") == frozenset()
+    for index in range(LOOKUP_MEMO_SIZE + 10):
+        assert catalog.labels_for("m", f"outputs.t{index}") == {"public"}
+    assert len(catalog._memo) <= LOOKUP_MEMO_SIZE
+    assert catalog.labels_for("m", "outputs.ssn") == {"public", "confidential"}

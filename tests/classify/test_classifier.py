@@ -157,6 +157,31 @@ def test_elements_that_are_not_plain_json_objects_are_scanned_as_text(element: b
     assert [element[hit.start : hit.end] for hit in result.spans["t"][0]] == [b"123-45-6789"]
 
 
+@pytest.mark.parametrize(
+    ("opening", "is_json"),
+    [(b"", True), (b" ", True), (b"\t\n\r", True), (b"\x0b", False), (b"\x0c", False), (b"x", False)],
+)
+def test_elements_are_read_as_json_only_when_they_open_an_object(opening: bytes, is_json: bool) -> None:
+    element = opening + b'{"id": "123-45-6789"}'
+    result = classify_outputs("m", [text("t", b"no braces here", element)], CATALOG, DETECTORS)
+    assert ("t" in result.json_elements) is is_json
+    assert ("outputs.t[].id" in labels_by_path(result)) is is_json
+    assert ("outputs.t{us_ssn}" in labels_by_path(result)) is not is_json
+
+
+def test_text_and_json_elements_mix_in_one_tensor() -> None:
+    tensor = text(
+        "t", "ssn 123-45-6789", '{"card": "4111 1111 1111 1111"}', "mail a@example.com", "{not json"
+    )
+    result = classify_outputs("m", [tensor], CATALOG, DETECTORS)
+    assert list(result.json_elements["t"]) == [1]
+    assert {index: [hit.detector for hit in hits] for index, hits in result.spans["t"].items()} == {
+        0: ["us_ssn"],
+        2: ["email"],
+    }
+    assert list(result.spans["t"]) == [0, 2]  # in element order, whatever the detector order
+
+
 def test_too_many_json_paths_fall_back_to_text() -> None:
     objects = [{f"user_{i}": "a@example.com"} for i in range(MAX_JSON_PATHS + 1)]
     result = classify_outputs("m", [doc("t", *objects)], CATALOG, DETECTORS)

@@ -38,6 +38,10 @@ OUTPUTS_PREFIX = "outputs."
 # The request-phase field for "every output of a model the catalog does not know".
 ALL_OUTPUTS = "outputs.*"
 
+# Lookups are memoized per catalog; past this many distinct paths the memo starts over, so
+# responses with ever-new tensor or key names cannot grow it without bound.
+LOOKUP_MEMO_SIZE = 4096
+
 _ENTRY_KEYS = frozenset({"model", "message", "path", "labels"})
 _TOP_KEYS = frozenset({"default_label", "entries"})
 
@@ -89,6 +93,9 @@ class Catalog:
                 self._by_model.setdefault(entry.model, []).append(entry)
             else:
                 self._by_message.setdefault(entry.message or "", []).append(entry)
+        # The entries never change after construction (a reload builds a new catalog), so the
+        # labels of a (model, path) can be remembered: every response asks for the same ones.
+        self._memo: dict[tuple[str, str], frozenset[str]] = {}
 
     @classmethod
     def from_file(cls, path: str | Path) -> Catalog:
@@ -136,7 +143,14 @@ class Catalog:
 
     def labels_for(self, model: str, path: str) -> frozenset[str]:
         """Union of the labels of every entry for ``model`` whose glob matches ``path``."""
-        return _union(self._by_model.get(model, ()), path)
+        key = (model, path)
+        labels = self._memo.get(key)
+        if labels is None:
+            labels = _union(self._by_model.get(model, ()), path)
+            if len(self._memo) >= LOOKUP_MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = labels
+        return labels
 
     def labels_for_message(self, message: str, path: str) -> frozenset[str]:
         """Like ``labels_for`` for a generic message's full name and field path."""

@@ -23,6 +23,8 @@ Classification and masking must see the same tensors: spans are offsets into the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from labelgate.classify import jsonpaths
@@ -136,39 +138,55 @@ def _classify_text_tensor(
     fields: FieldSet,
     result: Classification,
 ) -> None:
-    values = [value.encode() if isinstance(value, str) else bytes(value) for value in tensor.values]
-    objects = _json_objects(values, detectors)
-    text_indices = [index for index in range(len(values)) if index not in objects] if objects else None
-    if text_indices is None:
+    values = _element_bytes(tensor.values)
+    # Without a "{" anywhere no element is a JSON object: one C-level search spares the
+    # per-element checks for most tensors.
+    objects = _json_objects(values, detectors) if b"{" in b"".join(values) else {}
+    if not objects:
         spans = detectors.scan_each(values)
     else:
+        text_indices = [index for index in range(len(values)) if index not in objects]
         found = detectors.scan_each([values[index] for index in text_indices])
         spans = {text_indices[position]: hits for position, hits in found.items()}
-    for detector in sorted({hit.detector for hits in spans.values() for hit in hits}):
-        fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
     if spans:
+        for detector in sorted(set(map(itemgetter(0), chain.from_iterable(spans.values())))):
+            fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
         result.spans[tensor.name] = dict(sorted(spans.items()))
     if objects:
         result.json_elements[tensor.name] = _classify_json(model, path, objects, catalog, detectors, fields)
 
 
+def _element_bytes(values: Sequence[Any]) -> list[bytes]:
+    """The elements as ``bytes`` (decoded tensors already hold bytes: then no copy per element)."""
+    if set(map(type, values)) <= {bytes}:
+        return values if isinstance(values, list) else list(values)
+    return [value.encode() if isinstance(value, str) else bytes(value) for value in values]
+
+
 def _json_objects(values: list[bytes], detectors: DetectorSet) -> dict[int, list[jsonpaths.Leaf]]:
     """The leaves of each element to classify key by key (exceptions: module docstring)."""
     objects: dict[int, list[jsonpaths.Leaf]] = {}
-    keys: list[tuple[int, bytes]] = []
+    keys: list[bytes] = []
+    owners: list[int] = []  # the element each key in ``keys`` belongs to
     suffixes: set[str] = set()
-    for index, value in enumerate(values):
-        parsed = jsonpaths.parse_object(value, check_depth=False)
+    # Only an element starting with "{" (or whitespace) can be one: skip the rest unparsed.
+    openers = jsonpaths.OBJECT_OPENERS
+    for index in [index for index, value in enumerate(values) if value.startswith(openers)]:
+        parsed = jsonpaths.parse_object(values[index], check_depth=False)
         flat = jsonpaths.flatten(parsed) if parsed is not None else None
         if flat is None:
             continue
-        objects[index] = flat[0]
-        suffixes.update(suffix for _, suffix, _ in flat[0])
-        keys.extend((index, key.encode("utf-8", "surrogatepass")) for key in flat[1])
+        leaves, element_keys = flat
+        objects[index] = leaves
+        suffixes.update([suffix for _, suffix, _ in leaves])
+        keys += [key.encode("utf-8", "surrogatepass") for key in element_keys]
+        owners += [index] * len(element_keys)
     if len(suffixes) > MAX_JSON_PATHS:
         return {}
-    tainted = {keys[position][0] for position in detectors.scan_each([key for _, key in keys])}
-    return {index: leaves for index, leaves in objects.items() if index not in tainted}
+    if keys:
+        for position in detectors.scan_each(keys):
+            objects.pop(owners[position], None)
+    return objects
 
 
 def _classify_json(
@@ -183,6 +201,7 @@ def _classify_json(
     scanned: list[tuple[int, jsonpaths.Location, str]] = []
     texts: list[bytes] = []
     seen: set[str] = set()
+    scannable = jsonpaths.scannable
     for index, leaves in objects.items():
         for location, suffix, value in leaves:
             leaf_path = prefix + suffix
@@ -190,16 +209,19 @@ def _classify_json(
                 seen.add(leaf_path)
                 fields.touch(leaf_path)
                 fields.add(leaf_path, catalog.labels_for(model, leaf_path), SOURCE_CATALOG)
-            text = jsonpaths.scannable(value)
+            text = scannable(value)
             if text is not None:
                 scanned.append((index, location, leaf_path))
                 texts.append(text.encode("utf-8", "surrogatepass"))
     per_element: dict[int, list[LeafSpans]] = {index: [] for index in objects}
+    found_labels: dict[tuple[str, str, str], None] = {}  # (path, label, detector), in order
     for position, found in sorted(detectors.scan_each(texts).items()):
         index, location, leaf_path = scanned[position]
         per_element[index].append(LeafSpans(location, leaf_path, tuple(found)))
         for hit in found:
-            fields.add(leaf_path, [hit.label], detector_source(hit.detector))
+            found_labels[leaf_path, hit.label, hit.detector] = None
+    for leaf_path, label, detector in found_labels:
+        fields.add(leaf_path, (label,), detector_source(detector))
     return per_element
 
 

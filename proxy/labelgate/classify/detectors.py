@@ -1,7 +1,8 @@
 """Content detectors: find sensitive values in free text.
 
-Each built-in detector proposes candidates by shape and confirms them, with python-stdnum
-where a checksum or rule set exists:
+Each built-in detector proposes candidates by shape and confirms them, with python-stdnum's
+rules where a checksum or rule set exists (written out over bytes in
+``labelgate.classify.patterns`` for speed, and tested value by value against python-stdnum):
 
 ============  ==========================================================  ===============
 name          candidates                                                  confirmed by
@@ -47,7 +48,7 @@ from itertools import accumulate
 from typing import NamedTuple
 
 from labelgate.classify.labels import LABEL_RANK, LABELS, is_label
-from labelgate.classify.patterns import builtin_hits
+from labelgate.classify.patterns import Hit, builtin_hits
 from labelgate.errors import ConfigError
 
 DETECTORS_INVALID = "DETECTORS_INVALID"
@@ -159,14 +160,9 @@ class DetectorSet:
         """
         results: dict[int, list[Detection]] = {}
         if self._builtins and texts:
-            starts = list(accumulate((len(text) + 1 for text in texts[:-1]), initial=0))
-            labels = self._labels
-            for name, start, end in builtin_hits(b"\x00".join(texts), self._builtins):
-                index = bisect_right(starts, start) - 1
-                offset = starts[index]
-                results.setdefault(index, []).append(
-                    Detection(name, labels[name], start - offset, end - offset)
-                )
+            hits = builtin_hits(texts[0] if len(texts) == 1 else b"\x00".join(texts), self._builtins)
+            if hits:
+                _share_out(hits, texts, self._labels, results)
         if self._custom:
             for index, text in enumerate(texts):
                 extra = self._scan_custom(text)
@@ -188,6 +184,25 @@ class DetectorSet:
         if found and not isinstance(text, str) and not as_str.isascii():
             found = _chars_to_bytes(as_str, found)
         return found
+
+
+_new_tuple = tuple.__new__  # builds a Detection without the Python-level NamedTuple __new__
+
+
+def _share_out(
+    hits: list[Hit], texts: Sequence[bytes], labels: Mapping[str, str], results: dict[int, list[Detection]]
+) -> None:
+    """Hand each hit in the NUL-joined ``texts`` to the text it lies in, offsets made local."""
+    starts = list(accumulate([len(text) + 1 for text in texts[:-1]], initial=0))
+    for name, start, end in hits:
+        index = bisect_right(starts, start) - 1
+        offset = starts[index]
+        detection = _new_tuple(Detection, (name, labels[name], start - offset, end - offset))
+        found = results.get(index)
+        if found is None:
+            results[index] = [detection]
+        else:
+            found.append(detection)
 
 
 def _remap(hits: list[Detection], measure: Callable[[int, int], int]) -> list[Detection]:

@@ -10,19 +10,26 @@ like ``[0-9]`` one character at a time, ten times slower. So candidates are sear
 ``AA00 0000``): cards, SSNs and US phone numbers then share the literal prefix ``000``
 and go in one pass, an IBAN starts with ``AA00``, and a count of digits plus cheap ``in``
 checks skip every pass whose tell-tale sequence is absent. The shape has the same
-length, so offsets carry over; validators (python-stdnum, ``ipaddress``) run only on
-candidates, after a cheap checksum has dropped most of them.
+length, so offsets carry over; validators run only on candidates.
+
+The validators apply python-stdnum's rules (Luhn, the SSA's SSN rules, ISO 7064 mod 97-10
+and the IBAN registry's BBAN formats), but the simple ones are written out here over
+bytes: stdnum's generic cleaning and exception handling cost 10-100 µs per value, more
+than the scan of a whole element. ``tests/classify/test_patterns.py`` checks them
+against python-stdnum value by value; for IBANs of countries with national rules, stdnum
+itself still has the last word.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable
 
 from stdnum import iban as stdnum_iban
-from stdnum import luhn
-from stdnum.us import ssn as stdnum_ssn
+from stdnum import numdb
+from stdnum.util import get_cc_module
 
 # --- candidates (on the shape: digits are 0, capitals A) -------------------------------
 
@@ -41,7 +48,7 @@ _IBAN = re.compile(rb"AA00(?:[A0]{11,30}|(?: [A0]{4}){2,7}(?: [A0]{1,4})?)")
 _PHONE_PAREN = re.compile(rb"\(000\) ?000[-. ]0000")
 _PHONE_PLUS = re.compile(rb"\+0{1,15}(?:[ .-]0{1,4}){0,6}")
 # On the bytes themselves:
-_EMAIL_LOCAL_REVERSED = re.compile(rb"[A-Za-z0-9._%+-]{1,64}")
+_EMAIL_LOCAL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
 _EMAIL_DOMAIN = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 _IPV6_SEED = re.compile(rb":[0-9A-Fa-f]{0,4}:")
 _HEX_COLON = re.compile(rb"[0-9A-Fa-f:]{1,39}")
@@ -51,7 +58,19 @@ _SEPARATOR = re.compile(rb"[^0-9A-Za-z]")
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _DIGITS = frozenset(b"0123456789")
 _KEEP_ALL = bytes.maketrans(b"", b"")
-_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+# ASCII digit -> its value, and -> the Luhn "doubled" digit sum of its value (2d, minus 9 if > 9).
+_DIGIT_VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
+_LUHN_DOUBLED = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
+# ISO 7064 mod 97-10 reads letters as two-digit numbers: A=10 ... Z=35.
+_BASE36_DIGIT_PAIRS = {chr(code): str(code - 55) for code in range(ord("A"), ord("Z") + 1)}
+_BASE36_DIGITS = str.maketrans(_BASE36_DIGIT_PAIRS)
+# python-stdnum's list of SSNs that were published (in advertising) and are never valid.
+_SSN_DENIED = frozenset({b"078051120", b"457555462", b"219099999"})
+_SSN_DENIED_AREAS = frozenset(number[:3] for number in _SSN_DENIED)
+# The IBAN registry python-stdnum ships: country code -> properties including ``bban``.
+_IBAN_REGISTRY = numdb.get("iban")
+_BBAN_PART = re.compile(r"([1-9][0-9]*)!([nac])")
+_BBAN_CLASSES = {"n": "[0-9]", "a": "[A-Z]", "c": "[A-Za-z0-9]"}
 
 Hit = tuple[str, int, int]  # (detector, start, end)
 
@@ -69,28 +88,63 @@ def _isolated(data: bytes, start: int, end: int, joiners: bytes = b"-.") -> bool
     return True
 
 
-def _digits(candidate: bytes) -> str:
-    return candidate.translate(_KEEP_ALL, b" -.()+").decode("ascii")
+def _digits(candidate: bytes) -> bytes:
+    """The ASCII digits of a candidate, without its separators."""
+    return candidate.translate(_KEEP_ALL, b" -.()+")
 
 
-def _card_ok(digits: str) -> bool:
-    values = [ord(char) - 48 for char in reversed(digits)]
-    # A quick Luhn sum drops nine in ten candidates before python-stdnum confirms the rest.
-    quick = (sum(values[0::2]) + sum(_DOUBLED[value] for value in values[1::2])) % 10 == 0
-    return quick and luhn.is_valid(digits)
+def _card_ok(digits: bytes) -> bool:
+    """``stdnum.luhn.is_valid`` for a non-empty run of ASCII digits: the sum runs in C."""
+    odd = sum(digits[-1::-2].translate(_DIGIT_VALUE))  # the check digit and every second one
+    even = sum(digits[-2::-2].translate(_LUHN_DOUBLED))
+    return (odd + even) % 10 == 0
+
+
+def _ssn_ok(area: bytes, group: bytes, serial: bytes) -> bool:
+    """``stdnum.us.ssn.is_valid`` for ASCII digits: area not 000, 666 or 9xx, group not 00,
+    serial not 0000, and not one of the SSNs published in advertising."""
+    return (
+        area[0] != 0x39  # '9'
+        and area != b"000"
+        and area != b"666"
+        and group != b"00"
+        and serial != b"0000"
+        and (area not in _SSN_DENIED_AREAS or area + group + serial not in _SSN_DENIED)
+    )
 
 
 def _iban_ok(compact: str) -> bool:
-    # ISO 7064 mod 97-10 first (cheap); python-stdnum then checks the country's BBAN format.
-    rearranged = compact[4:] + compact[:4]
-    quick = int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
-    return quick and stdnum_iban.is_valid(compact)
+    """``stdnum.iban.is_valid`` for capitals and digits (the shape of an IBAN candidate)."""
+    bban = compact[4:]
+    if bban.isdigit():  # the usual case: only the country code needs spelling out as digits
+        number = bban + _BASE36_DIGIT_PAIRS[compact[0]] + _BASE36_DIGIT_PAIRS[compact[1]] + compact[2:4]
+    else:
+        number = (bban + compact[:4]).translate(_BASE36_DIGITS)
+    if int(number) % 97 != 1:
+        return False
+    pattern, national = _iban_country(compact[:2])
+    if national:
+        return stdnum_iban.is_valid(compact)  # national check digits or bank codes: stdnum's call
+    return pattern is not None and pattern.match(bban) is not None
 
 
-def _nanp_ok(digits: str) -> bool:
+@functools.cache
+def _iban_country(country: str) -> tuple[re.Pattern[str] | None, bool]:
+    """The BBAN format the IBAN registry gives ``country`` (None: not an IBAN country), and
+    whether python-stdnum has national rules for it. At most 26 * 26 entries."""
+    properties = _IBAN_REGISTRY.info(country)[0][1]
+    if not properties:
+        return None, False
+    parts = _BBAN_PART.sub(
+        lambda part: f"{_BBAN_CLASSES[part.group(2)]}{{{part.group(1)}}}", properties.get("bban", "")
+    )
+    return re.compile(f"^{parts}$"), get_cc_module(country, "iban") is not None
+
+
+def _nanp_ok(digits: bytes) -> bool:
     """A 10-digit North American number: area code and exchange start 2-9 and are not N11."""
     area, exchange = digits[:3], digits[3:6]
-    return area[0] >= "2" and exchange[0] >= "2" and area[1:] != "11" and exchange[1:] != "11"
+    return area[0] >= 0x32 and exchange[0] >= 0x32 and area[1:] != b"11" and exchange[1:] != b"11"
 
 
 def _address_ok(candidate: bytes, kind: type) -> bool:
@@ -123,16 +177,26 @@ def _confirmed(
     ("#4521 5171 4992 5639 3378": "4521 5171 4992 5639" fails Luhn, the card is the rest).
     """
     position = 0
-    while (match := pattern.search(shape, position)) is not None:
-        hit = check(data, match)
-        if hit is not None:
-            hits.append(hit)
-            position = hit[2]
+    while True:
+        # finditer resumes where a match ends, which is right while every candidate is
+        # confirmed whole (the common case, and cheaper than a search call per candidate).
+        for match in pattern.finditer(shape, position):
+            hit = check(data, match)
+            if hit is not None and hit[2] == match.end():
+                hits.append(hit)
+                continue
+            if hit is not None:  # confirmed shorter than the match: go on from its end
+                hits.append(hit)
+                position = hit[2]
+            else:
+                boundary = _SEPARATOR.search(data, match.start() + 1)
+                position = boundary.end() if boundary else len(data)
+            break
         else:
-            boundary = _SEPARATOR.search(data, match.start() + 1)
-            position = boundary.end() if boundary else len(data)
+            return
 
 
+@functools.lru_cache(maxsize=64)
 def _check_digit_led(wanted: frozenset[str]) -> Callable[[bytes, re.Match[bytes]], Hit | None]:
     def check(data: bytes, match: re.Match[bytes]) -> Hit | None:
         start, end = match.span()
@@ -142,13 +206,17 @@ def _check_digit_led(wanted: frozenset[str]) -> Callable[[bytes, re.Match[bytes]
                 return None
             # "4111 1111 1111 1111 10:30": the optional fifth group may belong to what follows.
             for card_end in (end, match.start("tail")) if match.group("tail") else (end,):
-                if _isolated(data, start, card_end) and _card_ok(_digits(data[start:card_end])):
+                if not _isolated(data, start, card_end):
+                    continue
+                # Cards are grouped by one space or dash, if at all (cheaper than _digits).
+                if _card_ok(data[start:card_end].replace(b" ", b"").replace(b"-", b"")):
                     return ("credit_card", start, card_end)
         elif kind == "ssn":
+            # "ddd-dd-dddd" or "ddd dd dddd": the parts sit at fixed offsets.
             if (
                 "us_ssn" in wanted
                 and _isolated(data, start, end)
-                and stdnum_ssn.is_valid(_digits(data[start:end]))
+                and _ssn_ok(data[start : start + 3], data[start + 4 : start + 6], data[start + 7 : end])
             ):
                 return ("us_ssn", start, end)
         elif "phone" in wanted and _nanp_ok(_digits(data[start:end])):
@@ -186,7 +254,7 @@ def _check_iban(data: bytes, match: re.Match[bytes]) -> Hit | None:
 def _check_plus_phone(data: bytes, match: re.Match[bytes]) -> Hit | None:
     start, end = match.span()
     digits = _digits(data[start:end])
-    if 10 <= len(digits) <= 15 and digits[0] != "0" and _isolated(data, start, end, b"-. "):
+    if 10 <= len(digits) <= 15 and digits[0] != 0x30 and _isolated(data, start, end, b"-. "):
         return ("phone", start, end)
     return None
 
@@ -202,11 +270,12 @@ def _check_paren_phone(data: bytes, match: re.Match[bytes]) -> Hit | None:
 def _emails(data: bytes, hits: list[Hit]) -> None:
     at = data.find(b"@")
     while at >= 0:
-        # The local part is matched backwards, on the reversed bytes before the '@'.
-        local = _EMAIL_LOCAL_REVERSED.match(data[max(0, at - 64) : at][::-1])
-        domain = _EMAIL_DOMAIN.match(data, at + 1)
-        if local and domain:
-            start = at - local.end()
+        # The local part: the run of local-part characters right before the '@' (64 at most).
+        before = data[max(0, at - 64) : at]
+        local = len(before) - len(before.rstrip(_EMAIL_LOCAL_CHARS))
+        domain = _EMAIL_DOMAIN.match(data, at + 1) if local else None
+        if domain:
+            start = at - local
             while start < at and data[start] == 0x2E:  # a local part cannot start with '.'
                 start += 1
             if start < at and _isolated(data, start, domain.end(), b""):

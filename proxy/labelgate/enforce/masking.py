@@ -54,11 +54,9 @@ def _mask_tensor(tensor: Tensor, classification: Classification, index: MaskInde
         return replace(
             tensor, values=[zero_of(tensor.datatype)] * len(tensor.values), shape=list(tensor.shape)
         )
-    values = [value.encode() if isinstance(value, str) else bytes(value) for value in tensor.values]
+    values = _element_bytes(tensor.values)
     if whole is not None:
-        return replace(
-            tensor, values=[masker.raw(value, whole) for value in values], shape=list(tensor.shape)
-        )
+        return replace(tensor, values=masker.raw_all(values, whole), shape=list(tensor.shape))
 
     text_spans = classification.spans.get(tensor.name, {})
     objects = classification.json_elements.get(tensor.name, {})
@@ -90,6 +88,13 @@ def _mask_tensor(tensor: Tensor, classification: Classification, index: MaskInde
     return replace(tensor, values=masked, shape=list(tensor.shape))
 
 
+def _element_bytes(values: Sequence[Any]) -> list[bytes]:
+    """The elements as ``bytes``; a list that already holds only bytes is used as is (read only)."""
+    if isinstance(values, list) and set(map(type, values)) <= {bytes}:
+        return values
+    return [value.encode() if isinstance(value, str) else bytes(value) for value in values]
+
+
 def _targets_spans(index: MaskIndex, base: str) -> bool:
     """A ``{detector}`` mask for a tensor with no detections is a no-op, but still needs the
     element-count check: a tensor missing from the classification was never scanned."""
@@ -108,7 +113,9 @@ def _mask_json(
     if parsed is None:
         return b""  # classified as a JSON object but no longer one: never guess
     masked_at: list[jsonpaths.Location] = []
-    result: Any = _mask_nodes(parsed, prefix, (), index, masker, masked_at)
+    result: Any = parsed
+    if index.may_name(prefix):
+        result = _mask_nodes(parsed, prefix, (), index, masker, masked_at)
     for leaf in leaves:
         selected = [
             (hit.start, hit.end, span_masks[hit.detector])
@@ -133,17 +140,26 @@ def _mask_nodes(
     masker: Masker,
     masked_at: list[jsonpaths.Location],
 ) -> Any:
-    """Mask every node a mask names (a masked node is not descended), in place."""
+    """Mask every node a mask names (a masked node is not descended), in place.
+
+    Only nodes at ``path`` for which ``index.may_name(path)`` are visited: below any other
+    node no mask applies, so most of a document is never walked.
+    """
     mask = index.lookup(path)
     if mask is not None:
         masked_at.append(location)
         return masker.json_value(value, mask)
+    may_name = index.may_name
     if isinstance(value, dict):
         for key in value:
-            value[key] = _mask_nodes(value[key], f"{path}.{key}", (*location, key), index, masker, masked_at)
+            child = f"{path}.{key}"
+            if may_name(child):
+                value[key] = _mask_nodes(value[key], child, (*location, key), index, masker, masked_at)
     elif isinstance(value, list):
-        for position, item in enumerate(value):
-            value[position] = _mask_nodes(item, f"{path}[]", (*location, position), index, masker, masked_at)
+        child = f"{path}[]"
+        if may_name(child):
+            for position, item in enumerate(value):
+                value[position] = _mask_nodes(item, child, (*location, position), index, masker, masked_at)
     return value
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,7 @@ class Mask:
             return value
         if isinstance(value, ContractMask):
             value = value.to_json()
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # skip the ABC check for dicts
             raise PolicyUnavailable(MASK_INVALID, f"a mask must be an object, got {type(value).__name__}")
         return cls(value.get("path"), value.get("strategy"), value.get("params") or {})  # type: ignore[arg-type]
 
@@ -78,11 +79,11 @@ def _problem(mask: Mask) -> str | None:
         return "path must be a non-empty string"
     if mask.strategy not in STRATEGIES:
         return f"unknown strategy {mask.strategy!r}; expected one of {list(STRATEGIES)}"
-    if not isinstance(mask.params, Mapping):
+    if type(mask.params) is not dict and not isinstance(mask.params, Mapping):
         return "params must be an object"
-    unknown = sorted(set(mask.params) - _PARAMS)
+    unknown = set(mask.params) - _PARAMS
     if unknown:
-        return f"unknown params {unknown}; expected some of {sorted(_PARAMS)}"
+        return f"unknown params {sorted(unknown)}; expected some of {sorted(_PARAMS)}"
     keep_last = mask.params.get("keep_last", DEFAULT_KEEP_LAST)
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
         return "params.keep_last must be an integer >= 0"
@@ -111,9 +112,16 @@ class Masker:
                 f"the hash mask strategy needs a key of at least {MIN_HASH_KEY_BYTES} bytes",
             )
         self._key = hash_key
+        self._keyed: hmac.HMAC | None = None
 
     def digest(self, data: bytes) -> str:
-        return HASH_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        # The keyed HMAC state is made once and copied per value: saves deriving the key
+        # pads again for every element.
+        if self._keyed is None:
+            self._keyed = hmac.new(self._key, digestmod=hashlib.sha256)
+        state = self._keyed.copy()
+        state.update(data)
+        return HASH_PREFIX + state.hexdigest()
 
     def text(self, value: str, mask: Mask) -> str:
         """A masked string (``null`` gives the empty string)."""
@@ -133,10 +141,18 @@ class Masker:
             return mask.replacement.encode("utf-8")
         if mask.strategy == "hash":
             return self.digest(value).encode("ascii")
-        # Undecodable bytes survive as surrogates and are starred like any character.
-        return _partial(value.decode("utf-8", "surrogateescape"), mask.keep_last).encode(
-            "utf-8", "surrogateescape"
-        )
+        return _partial_bytes(value, mask.keep_last)
+
+    def raw_all(self, values: list[bytes], mask: Mask) -> list[bytes]:
+        """``[raw(value, mask) for value in values]``, with the per-mask work done once."""
+        if mask.strategy == "null":
+            return [b""] * len(values)
+        if mask.strategy == "redact":
+            return [mask.replacement.encode("utf-8")] * len(values)  # bytes are immutable: share
+        if mask.strategy == "hash":
+            return [self.digest(value).encode("ascii") for value in values]
+        keep_last = mask.keep_last
+        return [_partial_bytes(value, keep_last) for value in values]
 
     def json_value(self, value: Any, mask: Mask) -> Any:
         """A masked JSON value (any type) inside an element."""
@@ -156,6 +172,15 @@ class Masker:
         return _partial(
             value if isinstance(value, str) else jsonpaths.canonical(value).decode(), mask.keep_last
         )
+
+
+def _partial_bytes(value: bytes, keep_last: int) -> bytes:
+    """``partial`` on bytes, counting characters of the UTF-8 text."""
+    if value.isascii():  # one byte per character: star the bytes directly
+        hidden = len(value) - keep_last
+        return b"*" * len(value) if hidden <= 0 else b"*" * hidden + value[hidden:]
+    # Undecodable bytes survive as surrogates and are starred like any character.
+    return _partial(value.decode("utf-8", "surrogateescape"), keep_last).encode("utf-8", "surrogateescape")
 
 
 def _partial(value: str, keep_last: int) -> str:
@@ -210,6 +235,7 @@ class MaskIndex:
             (globbed if is_glob(mask.path) else exact).append(mask)
         self._exact = strongest(exact)
         self._globs = [(compile_glob(path), mask) for path, mask in strongest(globbed).items()]
+        self._sorted_exact = sorted(self._exact)
 
     def __bool__(self) -> bool:
         return bool(self._exact or self._globs)
@@ -223,6 +249,14 @@ class MaskIndex:
         if exact is not None:
             found.append(exact)
         return min(found, key=Mask.strength) if found else None
+
+    def may_name(self, path: str) -> bool:
+        """Whether some mask may name ``path`` or a path that extends it (globs: assume yes)."""
+        if self._globs:
+            return True
+        # Exact paths starting with ``path`` sort right at or after it: look at that one.
+        position = bisect_left(self._sorted_exact, path)
+        return position < len(self._sorted_exact) and self._sorted_exact[position].startswith(path)
 
     def any_under(self, prefix: str) -> bool:
         """Whether some mask may name a path starting with ``prefix`` (globs: assume yes)."""

@@ -21,7 +21,6 @@ code, so a bad ``Tensor`` there is a programming error and raises ``ValueError``
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 import struct
@@ -136,24 +135,27 @@ def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Te
         )
     seen: set[str] = set()
     tensors = []
+    # Each field read on a protobuf message costs more than a Python attribute: read once.
     for index, message in enumerate(messages):
-        where = f"{kind} '{message.name}'" if message.name else f"{kind} #{index}"
-        if not message.name:
+        name = message.name
+        where = f"{kind} '{name}'" if name else f"{kind} #{index}"
+        if not name:
             raise _malformed(f"{where} has no name")
-        if message.name in seen:
+        if name in seen:
             # Name lookups (classification, masking) must be unambiguous.
             raise _malformed(f"{where} appears more than once")
-        seen.add(message.name)
+        seen.add(name)
         datatype = message.datatype
         if datatype not in DATATYPES:
             raise _malformed(
                 f"{where} has unknown datatype '{datatype}'; expected one of {', '.join(sorted(DATATYPES))}"
             )
-        shape = list(message.shape)
+        shape = message.shape[:]  # a list; twice as fast as list(message.shape)
         if any(dim < 0 for dim in shape):
             raise _malformed(f"{where} has a negative dimension in shape {shape}")
         count = element_count(shape)
-        present = [field.name for field, _ in message.contents.ListFields()]
+        contents = message.contents if message.HasField("contents") else None
+        present = [field.name for field, _ in contents.ListFields()] if contents is not None else []
         if raw:
             if present:
                 raise _malformed(
@@ -163,7 +165,7 @@ def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Te
             values = _decode_raw(raw[index], datatype, count, shape, where)
         else:
             values = _decode_contents(message.contents, present, datatype, count, shape, where)
-        tensors.append(Tensor(message.name, datatype, shape, values))
+        tensors.append(Tensor(name, datatype, shape, values))
     return tensors
 
 
@@ -213,8 +215,60 @@ def _decode_raw(data: bytes, datatype: str, count: int, shape: list[int], where:
 
 def split_raw_bytes(data: bytes, count: int, where: str = "tensor") -> list[bytes]:
     """Split a raw BYTES tensor (length-prefixed elements) into exactly ``count`` elements."""
+    values = _split_fixed_width(data, count)
+    if values is None:
+        values = _split_well_formed(data, count)
+    if values is None:
+        return _split_checked(data, count, where)  # raises, naming the first problem
+    return values
+
+
+# Below this many elements the checks cost more than reading the prefixes one by one.
+_FIXED_WIDTH_MIN_COUNT = 16
+
+
+def _split_fixed_width(data: bytes, count: int) -> list[bytes] | None:
+    """The elements when they all have one length (ids, codes, masked columns), else None.
+
+    Then every prefix sits at a multiple of ``4 + length`` and is the same four bytes, which
+    four strided slices check at C speed, and no prefix needs reading one by one.
+    """
+    if count < _FIXED_WIDTH_MIN_COUNT or len(data) < 4:
+        return None
+    prefix = data[:4]
+    stride = 4 + _LENGTH_PREFIX.unpack(prefix)[0]
+    if stride * count != len(data):
+        return None
+    if any(data[byte::stride] != prefix[byte : byte + 1] * count for byte in range(4)):
+        return None
+    length = stride - 4
+    return [data[offset : offset + length] for offset in range(4, len(data) + 1, stride)]
+
+
+def _split_well_formed(data: bytes, count: int) -> list[bytes] | None:
+    """The elements when ``data`` is well formed, else None; the hot path, so no check per element.
+
+    An element that claims more bytes than remain only shortens its slice, but pushes the
+    offset past the end, where the next prefix cannot be read (``struct.error``) and the
+    final offset cannot equal ``len(data)``: any malformed input comes back None.
+    """
     values: list[bytes] = []
-    append, unpack = values.append, _LENGTH_PREFIX.unpack_from  # hot loop: skip attribute lookups
+    append, unpack = values.append, _LENGTH_PREFIX.unpack_from
+    offset = 0
+    try:
+        for _ in range(count):
+            start = offset + 4
+            offset = start + unpack(data, offset)[0]
+            append(data[start:offset])
+    except struct.error:
+        return None
+    return values if offset == len(data) else None
+
+
+def _split_checked(data: bytes, count: int, where: str) -> list[bytes]:
+    """Element by element, checking each: for malformed data, to name its first problem."""
+    values: list[bytes] = []
+    append, unpack = values.append, _LENGTH_PREFIX.unpack_from
     offset, end = 0, len(data)
     for index in range(count):
         if offset + 4 > end:
@@ -243,9 +297,13 @@ def tensor_to_raw(tensor: Tensor) -> bytes:
     _check_encodable(tensor)
     if tensor.datatype == "BYTES":
         values = _bytes_values(tensor)
-        # Interleave length prefixes and elements without a Python-level loop (hot path).
-        prefixes = map(_LENGTH_PREFIX.pack, map(len, values))
-        return b"".join(itertools.chain.from_iterable(zip(prefixes, values, strict=True)))
+        pack = _LENGTH_PREFIX.pack
+        if len(set(map(len, values))) == 1:
+            # One length (ids, codes, masked columns): one prefix, joined at C speed.
+            prefix = pack(len(values[0]))
+            return prefix + prefix.join(values)
+        # Measured fastest of the pure-Python ways (map/zip interleaving, bytearray, numpy).
+        return b"".join([pack(len(value)) + value for value in values])
     if tensor.datatype == "BOOL":
         return _bool_array(tensor).astype(np.uint8).tobytes()
     if tensor.datatype == "BF16":
@@ -304,13 +362,14 @@ def _encode(existing: Sequence[Any], tensors: Sequence[Tensor], raw: bool, messa
         message = message_type(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         old = previous.get(tensor.name)
         if old is not None:
-            if old.datatype != tensor.datatype or list(old.shape) != list(tensor.shape):
+            if old.datatype != tensor.datatype or old.shape[:] != list(tensor.shape):
                 raise ValueError(
                     f"tensor '{tensor.name}' is {tensor.datatype} {tensor.shape} but the message has "
-                    f"{old.datatype} {list(old.shape)}; encoding must not change datatype or shape"
+                    f"{old.datatype} {old.shape[:]}; encoding must not change datatype or shape"
                 )
-            for key, parameter in old.parameters.items():
-                message.parameters[key].CopyFrom(parameter)
+            if old.parameters:  # most outputs have none: skip the slow map iteration
+                for key, parameter in old.parameters.items():
+                    message.parameters[key].CopyFrom(parameter)
         if raw:
             raws.append(tensor_to_raw(tensor))
         else:
