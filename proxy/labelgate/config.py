@@ -71,6 +71,9 @@ class PolicySettings(Section):
     opa_token: SecretStr | None = None
     opa_ca_file: Path | None = None
     timeout_ms: int = Field(250, gt=0, le=60_000)
+    # Any engine: a decision not made by then is a deny (POLICY_TIMEOUT), so a costly input
+    # never holds a call, or a worker thread's queue, for long.
+    decision_deadline_ms: int = Field(5_000, gt=0, le=60_000)
     cache: bool = True
     cache_max_entries: int = Field(10_000, ge=1)
     # Follow a bundle server (engine embedded): policy and catalog both come from its bundle.
@@ -149,7 +152,23 @@ class AuditSettings(Section):
 
 
 class LimitSettings(Section):
+    """Bounds checked before policy runs, so no caller or upstream can make a decision costly."""
+
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_requested_outputs: int = Field(256, ge=1, le=100_000)
+    max_fields: int = Field(4096, ge=1, le=1_000_000)
+    max_path_bytes: int = Field(512, ge=16, le=65_536)
+    # Streamed (decoupled) text is held back this many bytes per element, so a value split
+    # across replies is scanned whole; at least the longest detector match.
+    stream_carry_bytes: int = Field(256, ge=64, le=65_536)
+
+
+class ReleaseSettings(Section):
+    """What of an upstream reply's side channels may reach a caller, besides its outputs."""
+
+    # Reply and output parameters released, each with the label it carries (string values
+    # are also scanned by the detectors); every other parameter is dropped.
+    parameters: dict[str, Label] = {"triton_final_response": "public"}
 
 
 ApprovalEvent = Literal["requested", "granted", "denied", "expired", "abandoned"]
@@ -229,6 +248,7 @@ class GatewaySettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     routes: list[RouteSettings] = []
     limits: LimitSettings = LimitSettings()
+    release: ReleaseSettings = ReleaseSettings()
     audit: AuditSettings = AuditSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     recording: RecordingSettings = RecordingSettings()

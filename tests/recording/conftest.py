@@ -12,7 +12,7 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
-from labelgate.gateway.pipeline import Call, Outcome
+from labelgate.gateway.calls import Call, Outcome
 from labelgate.oip.tensors import Tensor, encode_outputs
 from labelgate.policy.contract import Decision, Mask
 from tests.support.postgres import PostgresServer, running_postgres

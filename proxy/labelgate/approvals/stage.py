@@ -36,7 +36,7 @@ from labelgate.policy.contract import ApprovalRequirement, Decision
 
 if TYPE_CHECKING:
     from labelgate.auth import Subject
-    from labelgate.gateway.pipeline import Call
+    from labelgate.gateway.calls import Call
 
 MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"

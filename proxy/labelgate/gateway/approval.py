@@ -15,7 +15,7 @@ from labelgate.policy.contract import Decision
 
 if TYPE_CHECKING:
     from labelgate.auth import Subject
-    from labelgate.gateway.pipeline import Call
+    from labelgate.gateway.calls import Call
 
 Reevaluate = Callable[[dict[str, Any]], Awaitable[Decision]]
 

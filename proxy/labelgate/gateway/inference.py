@@ -1,13 +1,13 @@
 """gRPC handlers for the Open Inference Protocol: the transport around the pipeline.
 
 Each handler turns the RPC into a ``Call``, runs it through the pipeline, and turns any
-``LabelgateError`` into a status with an ``ErrorInfo``. Health and metadata RPCs carry
-no data labels but still pass authentication and policy.
+``LabelgateError`` into a status with an ``ErrorInfo`` (``status.refusals``). Health and
+metadata RPCs are admitted on the method and their replies classified as messages (the
+catalog labels the OIP metadata messages), like any routed service.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,11 +17,11 @@ from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import strip_caller_metadata
-from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
-from labelgate.gateway.pipeline import Call, Pipeline, Target, infer_target
-from labelgate.gateway.status import abort
-from labelgate.gateway.upstream import Upstream, upstream_error
+from labelgate.gateway.calls import Call, Target
+from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.status import refusals
+from labelgate.gateway.upstream import Upstream
 from labelgate.logs import get_logger
 
 SERVICE = "inference.GRPCInferenceService"
@@ -61,6 +61,8 @@ def forwardable(metadata: tuple[tuple[str, Any], ...]) -> list[tuple[str, Any]]:
 
 
 class InferenceProxy:
+    """Adapts the OIP RPCs to the pipeline's call shapes; owns no stage of its own."""
+
     def __init__(self, pipeline: Pipeline, upstream: Upstream) -> None:
         self.pipeline = pipeline
         self.upstream = upstream
@@ -89,107 +91,44 @@ class InferenceProxy:
             call = make_call(context, method)
 
             async def send(message: Message) -> Message:
-                try:
-                    return await stub(
-                        message,
-                        metadata=self.upstream.metadata(forwardable(call.metadata)),
-                        timeout=self.upstream.timeout(context),
-                    )
-                except grpc.aio.AioRpcError as error:
-                    raise upstream_error(error) from None
+                return await stub(
+                    message,
+                    metadata=self.upstream.metadata(forwardable(call.metadata)),
+                    timeout=self.upstream.timeout(context),
+                )
 
-            try:
+            async with refusals(context):
                 if name == "ModelInfer":
-                    return await self.pipeline.model_infer(call, request, send)
-                return await self._metadata_call(call, request, model_field, send)
-            except LabelgateError as error:
-                await abort(context, error)
-                raise AssertionError("unreachable") from None
+                    return await self.pipeline.infer(call, request, send)
+                target = Target(service=SERVICE, model=getattr(request, model_field) if model_field else "")
+                return await self.pipeline.unary_message(call, target, request, send)
+            raise AssertionError("unreachable: refusals() aborts the call")
 
         return handle
-
-    async def _metadata_call(
-        self, call: Call, request: Message, model_field: str | None, send: Callable
-    ) -> Message:
-        async with self.pipeline.recording(call) as outcome:
-            subject = outcome.subject = self.pipeline.authenticate(call)
-            model = getattr(request, model_field) if model_field else ""
-            target = Target(service=SERVICE, model=model)
-            outcome.model = model
-            await self.pipeline.decide(call, subject, target, "request", [], outcome)
-            return await self.pipeline.forward(send, request, outcome)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Each request and each response is decided and enforced on its own.
-
-        A refusal of any message ends the whole stream with that status: the client
-        sees nothing the policy did not release.
-        """
+        """Each request and each reply is decided and enforced on its own; a refusal of any
+        message ends the whole stream with that status."""
         method = f"/{SERVICE}/{STREAM_METHOD}"
         call = make_call(context, method)
         metrics.ACTIVE_STREAMS.inc()
         upstream_call = None
-        pump: asyncio.Task | None = None
         try:
-            subject = self.pipeline.authenticate(call)
-            upstream_call = self.upstream.stream_stream(
-                method, _serialize, pb.ModelStreamInferResponse.FromString
-            )(
-                metadata=self.upstream.metadata(forwardable(call.metadata)),
-                timeout=self.upstream.timeout(context),
-            )
-            targets: dict[str, Target] = {}
-
-            async def forward_requests() -> None:
-                async for request in requests:
-                    target = infer_target(request, method)
-                    async with self.pipeline.recording(call) as outcome:
-                        outcome.subject, outcome.model = subject, target.model
-                        await self.pipeline.check_request(call, subject, target, outcome)
-                    targets[request.id] = target
-                    await upstream_call.write(request)
-                await upstream_call.done_writing()
-
-            pump = asyncio.create_task(forward_requests())
-            async for reply in _replies(upstream_call, pump):
-                if reply.error_message:
+            async with refusals(context):
+                upstream_call = self.upstream.stream_stream(
+                    method, _serialize, pb.ModelStreamInferResponse.FromString
+                )(
+                    metadata=self.upstream.metadata(forwardable(call.metadata)),
+                    timeout=self.upstream.timeout(context),
+                )
+                async for reply in self.pipeline.stream_infer(call, requests, upstream_call):
                     yield reply
-                    continue
-                response = reply.infer_response
-                target = targets.get(response.id) or Target(service=SERVICE, model=response.model_name)
-                async with self.pipeline.recording(call) as outcome:
-                    outcome.subject, outcome.model, outcome.upstream_status = subject, target.model, "OK"
-                    await self.pipeline.release_inference(call, subject, target, response, outcome)
-                yield reply
-            await pump
-        except LabelgateError as error:
-            await abort(context, error)
-        except grpc.aio.AioRpcError as error:
-            await abort(context, upstream_error(error))
         finally:
             metrics.ACTIVE_STREAMS.dec()
-            if pump is not None and not pump.done():
-                pump.cancel()
             if upstream_call is not None:
                 upstream_call.cancel()
-
-
-async def _replies(upstream_call: Any, pump: asyncio.Task) -> AsyncIterator[Any]:
-    """Upstream replies, surfacing a refusal raised while forwarding requests at once."""
-    reader = upstream_call.__aiter__()
-    while True:
-        read = asyncio.ensure_future(reader.__anext__())
-        done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
-        if pump in done and pump.exception() is not None:
-            read.cancel()
-            raise pump.exception()  # type: ignore[misc]
-        try:
-            reply = await read
-        except StopAsyncIteration:
-            return
-        yield reply
 
 
 def _serialize(message: Message) -> bytes:

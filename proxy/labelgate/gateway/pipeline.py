@@ -1,12 +1,18 @@
 """The stages every call goes through, in order, in one place.
 
-    authenticate -> decide (request phase) -> hold for approval -> call upstream
-    -> classify -> decide (response phase) -> hold for approval -> enforce -> record
+    authenticate -> admit (bounds, decide the request phase, hold for approval)
+    -> call upstream -> classify -> decide (response phase, hold) -> enforce -> record
 
-Each stage is its own module behind a small interface; this module only strings them
-together and owns no I/O of its own (the upstream call is passed in). Anything that
-goes wrong raises a ``LabelgateError`` and nothing from the upstream reaches the caller:
-the response is released only after the response-phase decision and the masks applied.
+Every call shape runs through these same stages: unary inference (``infer``), metadata
+and routed unary calls (``unary_message``), routed streams (``admit_stream`` then
+``release_reply`` per message) and ``ModelStreamInfer`` (``stream_infer``). The
+transports only adapt gRPC call shapes to these methods.
+
+Replies are built, never forwarded: the gateway makes each outgoing message itself from
+the parts it classified and decided (``labelgate.enforce.replies``), so nothing the
+classifier did not see (an id, a parameter, an unknown field, an error text) reaches the
+caller. Anything that goes wrong raises a ``LabelgateError``; nothing is released before
+its response-phase decision, its masks and its durable record.
 """
 
 from __future__ import annotations
@@ -14,80 +20,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Authenticator, Subject
-from labelgate.classify import Classification, Field, to_policy_fields
+from labelgate.classify import Field, backend_labels, to_policy_fields
+from labelgate.classify.carryover import CarryOver
+from labelgate.classify.parameters import classify_parameters, released_parameters
+from labelgate.config import LimitSettings, ReleaseSettings
 from labelgate.enforce import apply_masks, apply_message_masks
-from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied, PolicyUnavailable
+from labelgate.enforce import replies as build
+from labelgate.enforce.strategies import Mask, Masker, MaskIndex
+from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied, PolicyUnavailable, UpstreamError
 from labelgate.gateway import metrics
 from labelgate.gateway.approval import ApprovalStage
+from labelgate.gateway.bounds import check_fields, check_target
+from labelgate.gateway.calls import Call, Outcome, Target, infer_target, request_summary
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.record import Recorder
+from labelgate.gateway.streams import StreamLedger, is_final
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.oip import tensors as oip
+from labelgate.oip.tensors import Tensor
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.engine import PolicyEngine
 
 # Fail-closed decisions whose cause is the engine being unreachable, not the policy saying no.
 _UNAVAILABLE_REASONS = frozenset({"POLICY_UNAVAILABLE", "POLICY_TIMEOUT"})
-
-
-@dataclass(frozen=True)
-class Call:
-    """What the transport tells the pipeline about one RPC."""
-
-    method: str
-    peer: str
-    metadata: tuple[tuple[str, Any], ...]
-    auth_context: dict[str, list[bytes]]
-    session_id: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a call asks for: the model (or message type) and the outputs it names."""
-
-    service: str
-    model: str = ""
-    model_version: str = ""
-    requested_outputs: tuple[str, ...] = ()
-    opaque: bool = False
-
-    def to_policy(self, call: Call) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "method": call.method,
-            "model": self.model,
-            "model_version": self.model_version,
-            "requested_outputs": list(self.requested_outputs),
-            "request_id": call.request_id,
-            "session_id": call.session_id,
-            "peer": call.peer,
-            "opaque": self.opaque,
-        }
-
-
-@dataclass
-class Outcome:
-    """What the record stage learns about a call."""
-
-    subject: Subject | None = None
-    model: str = ""
-    upstream_status: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-    # For session recording: what was asked (names and shapes, no values) and what the
-    # caller received, exactly as delivered (after masking).
-    request_summary: dict[str, Any] = field(default_factory=dict)
-    delivered: Message | None = None
-    decisions: list[tuple[str, Decision]] = field(default_factory=list)
-    masked: list[dict[str, str]] = field(default_factory=list)
-    labels: set[str] = field(default_factory=set)
+Send = Callable[[Message], Awaitable[Message]]
 
 
 class Pipeline:
@@ -100,6 +63,9 @@ class Pipeline:
         approvals: ApprovalStage,
         recorder: Recorder,
         hash_key: bytes,
+        limits: LimitSettings | None = None,
+        release: ReleaseSettings | None = None,
+        decision_deadline_seconds: float = 5.0,
     ) -> None:
         self.authenticator = authenticator
         self.classifier = classifier
@@ -107,15 +73,165 @@ class Pipeline:
         self.approvals = approvals
         self.recorder = recorder
         self.hash_key = hash_key
+        self.limits = limits or LimitSettings()
+        self.release = release or ReleaseSettings()
+        self.decision_deadline_seconds = decision_deadline_seconds
+
+    # -- the call shapes ------------------------------------------------------------
+    async def infer(self, call: Call, request: pb.ModelInferRequest, send: Send) -> pb.ModelInferResponse:
+        target = infer_target(request, call.method)
+        async with self.recording(call, target) as outcome:
+            subject = outcome.subject = self.authenticate(call)
+            outcome.request_summary = request_summary(request)
+            await self.admit(call, subject, target, outcome, self.expected_fields(target))
+            response = await self.forward(send, request, outcome)
+            return await self.release_inference(call, subject, target, response, outcome)
+
+    async def unary_message(self, call: Call, target: Target, request: Message, send: Send) -> Message:
+        """Metadata RPCs and routed unary methods: admitted on the method, reply classified
+        as a message."""
+        async with self.recording(call, target) as outcome:
+            subject = outcome.subject = self.authenticate(call)
+            await self.admit(call, subject, target, outcome)
+            reply = await self.forward(send, request, outcome)
+            return await self.release_message(call, subject, target, reply, outcome)
+
+    async def admit_stream(self, call: Call, target: Target) -> Subject:
+        """Open a routed stream: authenticate and decide the request phase (recorded)."""
+        async with self.recording(call, target) as outcome:
+            subject = outcome.subject = self.authenticate(call)
+            await self.admit(call, subject, target, outcome)
+        return subject
+
+    async def release_reply(self, call: Call, subject: Subject, target: Target, reply: Message) -> Message:
+        """One message of a routed stream, decided and recorded on its own."""
+        async with self.recording(call, target) as outcome:
+            outcome.subject, outcome.upstream_status = subject, "OK"
+            return await self.release_message(call, subject, target, reply, outcome)
+
+    async def stream_infer(
+        self, call: Call, requests: AsyncIterator[pb.ModelInferRequest], upstream: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """``ModelStreamInfer``: each request admitted, each reply released, on its own.
+
+        ``upstream`` is the open upstream stream (``write``, ``done_writing``, async
+        iteration). Replies are matched to requests by ids the gateway chose
+        (``StreamLedger``), and streamed text is scanned across replies (``CarryOver``).
+        """
+        async with self.recording(call, Target(service=call.service)) as opening:
+            subject = opening.subject = self.authenticate(call)
+        ledger = StreamLedger(call.request_id[:8])
+        carry = CarryOver(self.classifier.classifier.detectors, self.limits.stream_carry_bytes)
+
+        async def forward_requests() -> None:
+            async for request in requests:
+                target = infer_target(request, call.method)
+                async with self.recording(call, target) as outcome:
+                    outcome.subject, outcome.request_summary = subject, request_summary(request)
+                    await self.admit(call, subject, target, outcome, self.expected_fields(target))
+                request.id = ledger.open(target)
+                await upstream.write(request)
+            await upstream.done_writing()
+
+        pump = asyncio.create_task(forward_requests())
+        try:
+            async for reply in self._replies(call, subject, upstream, pump):
+                yield await self._release_streamed(call, subject, ledger, carry, reply)
+            await pump
+            for upstream_id, tensors in carry.flush():
+                held = ledger.match(str(upstream_id))
+                ending = pb.ModelInferResponse(id=held.upstream_id)
+                ending.parameters["triton_final_response"].bool_param = True
+                async with self.recording(call, held.target) as outcome:
+                    outcome.subject, outcome.upstream_status = subject, "OK"
+                    released = await self.release_inference(
+                        call, subject, held.target, ending, outcome, tensors=tensors, backend=held.backend
+                    )
+                yield pb.ModelStreamInferResponse(infer_response=released)
+        finally:
+            if not pump.done():
+                pump.cancel()
+
+    async def _release_streamed(
+        self, call: Call, subject: Subject, ledger: StreamLedger, carry: CarryOver, reply: Any
+    ) -> pb.ModelStreamInferResponse:
+        response = reply.infer_response
+        try:
+            held = ledger.match(response.id)
+        except LabelgateError as error:
+            await self._record_failure(call, subject, Target(service=call.service), error)
+            raise
+        target = held.target
+        if reply.error_message:
+            # The upstream's text may name anything; the caller gets a stable one.
+            ledger.close(held)
+            carry.release(held.upstream_id, [], final=True)
+            outcome = Outcome(subject=subject, model=target.model, upstream_status=build.STREAM_ERROR_REASON)
+            await self.recorder.record(
+                call, outcome, UpstreamError(build.STREAM_ERROR_REASON, build.STREAM_ERROR_TEXT)
+            )
+            return build.stream_error(target.caller_id, target.model)
+        final = is_final(response)
+        async with self.recording(call, target) as outcome:
+            outcome.subject, outcome.upstream_status = subject, "OK"
+            held.backend.update(_merged(held.backend, backend_labels(response)))
+            tensors = carry.release(held.upstream_id, _decoded(response), final)
+            if final:
+                ledger.close(held)
+            released = await self.release_inference(
+                call, subject, target, response, outcome, tensors=tensors, backend=held.backend
+            )
+        return pb.ModelStreamInferResponse(infer_response=released)
+
+    async def _replies(
+        self, call: Call, subject: Subject, upstream: Any, pump: asyncio.Task
+    ) -> AsyncIterator[Any]:
+        """Upstream replies, surfacing a refusal raised while forwarding requests at once
+        (already recorded) and recording an upstream failure before it ends the stream."""
+        reader = upstream.__aiter__()
+        while True:
+            read = asyncio.ensure_future(reader.__anext__())
+            done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done and pump.exception() is not None:
+                read.cancel()
+                raise pump.exception()  # type: ignore[misc]
+            try:
+                reply = await read
+            except StopAsyncIteration:
+                return
+            except LabelgateError as error:
+                await self._record_failure(call, subject, Target(service=call.service), error)
+                raise
+            yield reply
+
+    async def _record_failure(
+        self, call: Call, subject: Subject, target: Target, error: LabelgateError
+    ) -> None:
+        outcome = Outcome(subject=subject, model=target.model, upstream_status=error.reason)
+        with contextlib.suppress(LabelgateError):
+            await self.recorder.record(call, outcome, error)
 
     # -- stage 1: authenticate -------------------------------------------------------
     def authenticate(self, call: Call) -> Subject:
         return self.authenticator.authenticate(call.metadata, call.auth_context)
 
-    # -- stages 2/3 and 6/7: decide, hold ------------------------------------------
+    # -- stages 2/3: admit -------------------------------------------------------------
+    def expected_fields(self, target: Target) -> list[Field]:
+        return self.classifier.expected_fields(target.model, list(target.requested_outputs))
+
+    async def admit(
+        self, call: Call, subject: Subject, target: Target, outcome: Outcome, fields: Sequence[Field] = ()
+    ) -> None:
+        """Request phase: bounds, then deny or hold before the upstream runs anything."""
+        check_target(target, self.limits)
+        await self.decide(call, subject, target, "request", list(fields), outcome)
+
+    # -- decide and hold (both phases) -------------------------------------------------
     async def decide(
         self, call: Call, subject: Subject, target: Target, phase: str, fields: list[Field], outcome: Outcome
     ) -> Decision:
+        check_fields(fields, self.limits)
+
         def policy_input(approval: dict[str, Any] | None) -> dict[str, Any]:
             return build_input(
                 phase=phase,
@@ -128,7 +244,7 @@ class Pipeline:
 
         first = policy_input(None)
         started = time.perf_counter()
-        decision = await self.engine.decide(first)
+        decision = await self._decide_within_deadline(first)
         metrics.DECISION_SECONDS.labels(engine=self.engine.name, phase=phase).observe(
             time.perf_counter() - started
         )
@@ -142,18 +258,26 @@ class Pipeline:
             raise _refusal(decision)
         return decision
 
+    async def _decide_within_deadline(self, policy_input: dict[str, Any]) -> Decision:
+        try:
+            async with asyncio.timeout(self.decision_deadline_seconds):
+                return await self.engine.decide(policy_input)
+        except TimeoutError:
+            return Decision.deny("POLICY_TIMEOUT", engine=self.engine.name, revision=self.engine.revision)
+
     def _reevaluate(
         self, policy_input: Callable[[dict[str, Any] | None], dict[str, Any]]
     ) -> Callable[[dict[str, Any]], Awaitable[Decision]]:
         async def again(approval: dict[str, Any]) -> Decision:
-            return await self.engine.decide(policy_input(approval))
+            return await self._decide_within_deadline(policy_input(approval))
 
         return again
 
+    # -- stage: record -------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def recording(self, call: Call) -> AsyncIterator[Outcome]:
-        """Stage 9, record: every call (or streamed message) is recorded, refused ones too."""
-        outcome = Outcome()
+    async def recording(self, call: Call, target: Target) -> AsyncIterator[Outcome]:
+        """Every call (or streamed message) is recorded, refused ones too."""
+        outcome = Outcome(model=target.model)
         try:
             yield outcome
         except asyncio.CancelledError as error:
@@ -169,23 +293,8 @@ class Pipeline:
         # Nothing is released before its record is durable: a failure here fails the call.
         await self.recorder.record(call, outcome, None)
 
-    # -- the whole path for one inference call ------------------------------------
-    async def model_infer(
-        self, call: Call, request: Message, send: Callable[[Message], Awaitable[Message]]
-    ) -> Message:
-        async with self.recording(call) as outcome:
-            subject = outcome.subject = self.authenticate(call)
-            target = infer_target(request, call.method)
-            outcome.model = target.model
-            outcome.request_summary = request_summary(request)
-            await self.check_request(call, subject, target, outcome)
-            response = await self.forward(send, request, outcome)
-            return await self.release_inference(call, subject, target, response, outcome)
-
     @staticmethod
-    async def forward(
-        send: Callable[[Message], Awaitable[Message]], request: Message, outcome: Outcome
-    ) -> Message:
+    async def forward(send: Send, request: Message, outcome: Outcome) -> Message:
         try:
             response = await send(request)
         except LabelgateError as error:
@@ -194,71 +303,89 @@ class Pipeline:
         outcome.upstream_status = "OK"
         return response
 
-    async def check_request(self, call: Call, subject: Subject, target: Target, outcome: Outcome) -> None:
-        """Request phase: deny or hold before the upstream runs a query the caller may not see."""
-        expected = self.classifier.expected_fields(target.model, list(target.requested_outputs))
-        await self.decide(call, subject, target, "request", expected, outcome)
-
+    # -- stages: classify, decide (response phase), enforce -------------------------------
     async def release_inference(
-        self, call: Call, subject: Subject, target: Target, response: Message, outcome: Outcome
-    ) -> Message:
-        """Response phase for one inference response: classify, decide, enforce."""
+        self,
+        call: Call,
+        subject: Subject,
+        target: Target,
+        response: pb.ModelInferResponse,
+        outcome: Outcome,
+        *,
+        tensors: list[Tensor] | None = None,
+        backend: Mapping[str, set[str]] | None = None,
+    ) -> pb.ModelInferResponse:
+        """The reply to one inference response, built from what was classified and decided."""
+        tensors = _decoded(response) if tensors is None else tensors
+        if target.requested_outputs:  # what the caller did not ask for is not released
+            tensors = [tensor for tensor in tensors if tensor.name in target.requested_outputs]
+        classifier = self.classifier.classifier  # one catalog snapshot for the whole reply
+        classification = classifier.classify_response(
+            target.model, tensors, backend=backend_labels(response) if backend is None else backend
+        )
+        released = self.release.parameters
+        parameters = classify_parameters(
+            released_parameters(response, released), released, classifier.detectors
+        )
+        fields = classification.fields + parameters.fields
+        decision = await self.decide(call, subject, target, "response", fields, outcome)
+        masks = [Mask.coerce(mask) for mask in decision.masks]
+        index = MaskIndex(masks)
+        masked = apply_masks(tensors, classification, masks, self.hash_key) if index else tensors
         try:
-            tensors = oip.decode_outputs(response)
-        except InvalidInput as error:
-            # The upstream's message is broken, not the caller's: INTERNAL, nothing forwarded.
-            raise MalformedUpstream(f"the upstream response is malformed: {error.message}") from None
-        classification = self.classifier.classify_outputs(target.model, response, tensors)
-        decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
-        if decision.masks:
-            masked = apply_masks(tensors, classification, list(decision.masks), self.hash_key)
-            oip.encode_outputs(response, masked, raw=oip.uses_raw_outputs(response))
-            outcome.masked = masked_summary(decision, classification)
-        outcome.delivered = response
-        return response
+            reply = build.infer_response(
+                model=target.model,
+                model_version=target.model_version,
+                caller_id=target.caller_id,
+                tensors=masked,
+                raw=oip.uses_raw_outputs(response),
+                parameters=build.decided_parameters(
+                    parameters, index, Masker(self.hash_key, masks) if index else None
+                ),
+                markers=build.masked_markers(tensors, masked, index),
+            )
+        except ValueError as error:
+            raise MalformedUpstream("the upstream response cannot be re-encoded") from error
+        if masks:
+            outcome.masked = masked_summary(masks, fields)
+        outcome.delivered = reply
+        return reply
 
     async def release_message(
         self, call: Call, subject: Subject, target: Target, message: Message, outcome: Outcome
     ) -> Message:
-        """Response phase for one message of a descriptor-aware generic service."""
-        classification: Classification = self.classifier.classify_message(message)
+        """The reply to one message of a typed (descriptor-aware) service or a metadata RPC."""
+        classification = self.classifier.classify_message(message)
         decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
+        released = build.without_extensions(
+            apply_message_masks(message, classification, list(decision.masks), self.hash_key)
+        )
         if decision.masks:
-            message = apply_message_masks(message, classification, list(decision.masks), self.hash_key)
-            outcome.masked = masked_summary(decision, classification)
-        outcome.delivered = message
-        return message
+            outcome.masked = masked_summary([Mask.coerce(m) for m in decision.masks], classification.fields)
+        outcome.delivered = released
+        return released
 
 
-def request_summary(request: Message) -> dict[str, Any]:
-    """An inference request without its values: model, input names, datatypes and shapes."""
-    return {
-        "model": request.model_name,
-        "model_version": request.model_version,
-        "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in request.inputs],
-        "outputs": [o.name for o in request.outputs],
-    }
+def _decoded(response: pb.ModelInferResponse) -> list[Tensor]:
+    try:
+        return oip.decode_outputs(response)
+    except InvalidInput as error:
+        # The upstream's message is broken, not the caller's: INTERNAL, nothing forwarded.
+        raise MalformedUpstream("the upstream response is malformed") from error
 
 
-def infer_target(request: Message, method: str) -> Target:
-    return Target(
-        service=method.split("/")[1] if method.count("/") >= 2 else method,
-        model=request.model_name,
-        model_version=request.model_version,
-        requested_outputs=tuple(output.name for output in request.outputs),
-    )
+def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """Backend labels stay with a streamed request: a later reply cannot lower them."""
+    return {name: set(sticky.get(name, ())) | set(new.get(name, ())) for name in {*sticky, *new}}
 
 
 _RANK = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 
 
-def masked_summary(decision: Decision, classification: Classification) -> list[dict[str, str]]:
+def masked_summary(masks: Sequence[Mask], fields: Sequence[Field]) -> list[dict[str, str]]:
     """Path, strategy and the most sensitive label of each masked field, for the record."""
-    labels = {f.path: max(f.labels, key=lambda label: _RANK.get(label, 99)) for f in classification.fields}
-    return [
-        {"path": m.path, "strategy": m.strategy, "label": labels.get(m.path, "unknown")}
-        for m in decision.masks
-    ]
+    labels = {f.path: max(f.labels, key=lambda label: _RANK.get(label, 99)) for f in fields}
+    return [{"path": m.path, "strategy": m.strategy, "label": labels.get(m.path, "unknown")} for m in masks]
 
 
 def _refusal(decision: Decision) -> PermissionDenied | PolicyUnavailable:

@@ -20,7 +20,7 @@ from labelgate.gateway import metrics
 from labelgate.logs import get_logger
 
 if TYPE_CHECKING:
-    from labelgate.gateway.pipeline import Call, Outcome
+    from labelgate.gateway.calls import Call, Outcome
 
 log = get_logger("labelgate.decision")
 

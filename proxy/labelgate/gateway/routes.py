@@ -21,12 +21,13 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from labelgate.config import RouteSettings
-from labelgate.errors import ConfigError, LabelgateError
+from labelgate.errors import ConfigError
 from labelgate.gateway import metrics
+from labelgate.gateway.calls import Call, Target
 from labelgate.gateway.inference import forwardable, make_call
-from labelgate.gateway.pipeline import Call, Pipeline, Target
-from labelgate.gateway.status import abort
-from labelgate.gateway.upstream import Upstream, upstream_error
+from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.status import refusals
+from labelgate.gateway.upstream import Upstream
 
 
 def load_descriptor_set(path: Path) -> dict[str, MethodDescriptor]:
@@ -110,14 +111,6 @@ def _target(method: str, opaque: bool) -> Target:
     return Target(service=method.split("/")[1], opaque=opaque)
 
 
-async def _admit(pipeline: Pipeline, call: Call, target: Target) -> Any:
-    """Authenticate and decide the request phase; returns the subject."""
-    async with pipeline.recording(call) as outcome:
-        subject = outcome.subject = pipeline.authenticate(call)
-        await pipeline.decide(call, subject, target, "request", [], outcome)
-    return subject
-
-
 class OpaqueCall:
     """Bytes in, bytes out: only for methods that policy allows without knowing any labels."""
 
@@ -128,8 +121,8 @@ class OpaqueCall:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         call = make_call(context, self.method)
-        try:
-            await _admit(self.pipeline, call, _target(self.method, opaque=True))
+        async with refusals(context):
+            await self.pipeline.admit_stream(call, _target(self.method, opaque=True))
             stream = self.upstream.stream_stream(self.method, None, None)(
                 _relay(requests),
                 metadata=self.upstream.metadata(forwardable(call.metadata)),
@@ -137,10 +130,6 @@ class OpaqueCall:
             )
             async for reply in stream:
                 yield reply
-        except LabelgateError as error:
-            await abort(context, error)
-        except grpc.aio.AioRpcError as error:
-            await abort(context, upstream_error(error))
 
 
 async def _relay(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -159,37 +148,33 @@ def typed_handler(
         upstream, f"{'stream' if client_streams else 'unary'}_{'stream' if server_streams else 'unary'}"
     )(method, _serialize, response_type.FromString)
 
-    async def responses(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
-        call = make_call(context, method)
-        subject = await _admit(pipeline, call, target)
-        options = {
+    def options(call: Call, context: grpc.aio.ServicerContext) -> dict[str, Any]:
+        return {
             "metadata": upstream.metadata(forwardable(call.metadata)),
             "timeout": upstream.timeout(context),
         }
-        if server_streams:
-            replies = stub(_relay(request) if client_streams else request, **options)
-        else:
-            replies = _one(stub(_relay(request) if client_streams else request, **options))
-        async for reply in replies:
-            async with pipeline.recording(call) as outcome:
-                outcome.subject = subject
-                yield await pipeline.release_message(call, subject, target, reply, outcome)
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        call = make_call(context, method)
         metrics.ACTIVE_STREAMS.inc()
         try:
-            async for reply in responses(request, context):
-                yield reply
-        except LabelgateError as error:
-            await abort(context, error)
-        except grpc.aio.AioRpcError as error:
-            await abort(context, upstream_error(error))
+            async with refusals(context):
+                subject = await pipeline.admit_stream(call, target)
+                replies = stub(_relay(request) if client_streams else request, **options(call, context))
+                async for reply in replies:
+                    yield await pipeline.release_reply(call, subject, target, reply)
         finally:
             metrics.ACTIVE_STREAMS.dec()
 
     async def single(request: Any, context: grpc.aio.ServicerContext) -> Message:
-        replies = [reply async for reply in streaming(request, context)]
-        return replies[0]
+        call = make_call(context, method)
+
+        async def send(message: Any) -> Message:
+            return await stub(_relay(message) if client_streams else message, **options(call, context))
+
+        async with refusals(context):
+            return await pipeline.unary_message(call, target, request, send)
+        raise AssertionError("unreachable: refusals() aborts the call")
 
     make = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -202,10 +187,6 @@ def typed_handler(
         request_deserializer=request_type.FromString,
         response_serializer=response_type.SerializeToString,
     )
-
-
-async def _one(awaitable: Any) -> AsyncIterator[Any]:
-    yield await awaitable
 
 
 def _serialize(message: Message) -> bytes:

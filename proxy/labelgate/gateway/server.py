@@ -189,6 +189,9 @@ def build_pipeline(
         approvals=approvals or RefuseUntilApproved(),
         recorder=build_recorder(settings, sessions, audit_client),
         hash_key=hash_key(settings),
+        limits=settings.limits,
+        release=settings.release,
+        decision_deadline_seconds=settings.policy.decision_deadline_ms / 1000,
     )
 
 

@@ -7,12 +7,16 @@ so clients can act on it without parsing text.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from labelgate.errors import LabelgateError
+from labelgate.gateway.upstream import upstream_error
 
 DOMAIN = "labelgate"
 
@@ -49,3 +53,16 @@ def error_info(call: grpc.aio.Call | grpc.RpcError) -> error_details_pb2.ErrorIn
             detail.Unpack(info)
             return info
     return None
+
+
+@contextlib.asynccontextmanager
+async def refusals(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """The one place a transport turns failures into statuses: a ``LabelgateError`` as
+    itself, an upstream failure the stub did not map as ``upstream_error`` (its text kept
+    out)."""
+    try:
+        yield
+    except LabelgateError as error:
+        await abort(context, error)
+    except grpc.aio.AioRpcError as error:
+        await abort(context, upstream_error(error))

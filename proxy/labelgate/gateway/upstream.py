@@ -8,6 +8,9 @@ call gets whatever time the caller has left, capped by the configured timeout.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -15,8 +18,14 @@ import grpc
 
 from labelgate.config import UpstreamSettings
 from labelgate.errors import LabelgateError
+from labelgate.logs import get_logger
 
 Metadata = Sequence[tuple[str, Any]]
+log = get_logger(__name__)
+# Upstream error texts are logged only as a keyed digest (same text, same digest, within one
+# process), so operators can group failures without the text, which may name data, or a
+# plain hash of it, which a short value like an SSN would not survive.
+_DIGEST_KEY = secrets.token_bytes(32)
 
 
 class UpstreamStatus(LabelgateError):
@@ -32,6 +41,7 @@ class Upstream:
         self, settings: UpstreamSettings, max_message_bytes: int, address: str | None = None
     ) -> None:
         self.settings = settings
+        self.max_message_bytes = max_message_bytes
         self.address = address or settings.address
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
@@ -63,19 +73,24 @@ class Upstream:
     # so a garbled upstream message is INTERNAL and never reaches the pipeline as a response.
     def unary_unary(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
         return _CheckedUnary(
-            self.channel.unary_unary(method, request_serializer=serialize, response_deserializer=deserialize)
+            self.channel.unary_unary(method, request_serializer=serialize, response_deserializer=deserialize),
+            self.max_message_bytes,
         )
 
     def unary_stream(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
         return _CheckedStreams(
-            self.channel.unary_stream(method, request_serializer=serialize, response_deserializer=deserialize)
+            self.channel.unary_stream(
+                method, request_serializer=serialize, response_deserializer=deserialize
+            ),
+            self.max_message_bytes,
         )
 
     def stream_stream(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
         return _CheckedStreams(
             self.channel.stream_stream(
                 method, request_serializer=serialize, response_deserializer=deserialize
-            )
+            ),
+            self.max_message_bytes,
         )
 
     async def reachable(self, within: float = 1.0) -> bool:
@@ -90,18 +105,28 @@ class Upstream:
         await self.channel.close()
 
 
-def upstream_error(error: grpc.aio.AioRpcError) -> LabelgateError:
-    """Map an upstream failure: its status is kept; a garbled message is INTERNAL."""
+def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = None) -> LabelgateError:
+    """Map an upstream failure: its status code is kept, its text never travels on.
+
+    The caller gets ``UPSTREAM_<CODE>`` and a message of the gateway's own; the log gets
+    the code and a keyed digest of the upstream's text."""
     details = error.details() or ""
-    if error.code() == grpc.StatusCode.INTERNAL and "deserializ" in details.lower():
+    code = error.code()
+    if code == grpc.StatusCode.INTERNAL and "deserializ" in details.lower():
         return MalformedUpstream("the upstream sent a message that does not parse")
-    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and _LOCAL_SIZE_LIMIT in details:
-        # grpc words it from the gateway's side ("CLIENT: ..."), which misleads the caller.
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _LOCAL_SIZE_LIMIT in details:
+        # grpc words it from the gateway's side ("CLIENT: ..."). Its text is not repeated: an
+        # upstream could send the same words followed by anything.
+        limit = f" ({max_message_bytes} bytes)" if max_message_bytes else ""
         return UpstreamStatus(
-            error.code(),
-            f"the upstream's response is larger than this gateway's limits.max_message_bytes ({details})",
+            code, f"the upstream's response is larger than this gateway's limits.max_message_bytes{limit}"
         )
-    return UpstreamStatus(error.code(), details or error.code().name)
+    log.warning("upstream error", code=code.name, text_digest=error_digest(details))
+    return UpstreamStatus(code, f"the upstream failed with {code.name}")
+
+
+def error_digest(text: str) -> str:
+    return hmac.new(_DIGEST_KEY, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
 _LOCAL_SIZE_LIMIT = "CLIENT: Received message larger than max"
@@ -121,26 +146,32 @@ def _parsed(message: Any) -> Any:
 
 
 class _CheckedUnary:
-    def __init__(self, multicallable: Any) -> None:
+    def __init__(self, multicallable: Any, limit: int) -> None:
         self._multicallable = multicallable
+        self._limit = limit
 
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
-        return _parsed(await self._multicallable(request, **kwargs))
+        try:
+            return _parsed(await self._multicallable(request, **kwargs))
+        except grpc.aio.AioRpcError as error:
+            raise upstream_error(error, self._limit) from None
 
 
 class _CheckedStreams:
-    def __init__(self, multicallable: Any) -> None:
+    def __init__(self, multicallable: Any, limit: int) -> None:
         self._multicallable = multicallable
+        self._limit = limit
 
     def __call__(self, *args: Any, **kwargs: Any) -> _CheckedStreamCall:
-        return _CheckedStreamCall(self._multicallable(*args, **kwargs))
+        return _CheckedStreamCall(self._multicallable(*args, **kwargs), self._limit)
 
 
 class _CheckedStreamCall:
     """The upstream stream call (write, done_writing, cancel, ...) with checked replies."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, limit: int) -> None:
         self._call = call
+        self._limit = limit
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)
@@ -148,6 +179,15 @@ class _CheckedStreamCall:
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._replies()
 
+    async def write(self, message: Any) -> None:
+        try:
+            await self._call.write(message)
+        except grpc.aio.AioRpcError as error:
+            raise upstream_error(error, self._limit) from None
+
     async def _replies(self) -> AsyncIterator[Any]:
-        async for reply in self._call:
-            yield _parsed(reply)
+        try:
+            async for reply in self._call:
+                yield _parsed(reply)
+        except grpc.aio.AioRpcError as error:
+            raise upstream_error(error, self._limit) from None

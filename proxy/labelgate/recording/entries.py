@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError, Message
 from labelgate.errors import LabelgateError
 
 if TYPE_CHECKING:
-    from labelgate.gateway.pipeline import Call, Outcome
+    from labelgate.gateway.calls import Call, Outcome
 
 FORMAT = 1
 Admission = Literal["store", "truncate", "drop"]

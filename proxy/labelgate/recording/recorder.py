@@ -31,7 +31,7 @@ from labelgate.recording.settings import RecordingSettings
 from labelgate.recording.store import SessionStore
 
 if TYPE_CHECKING:
-    from labelgate.gateway.pipeline import Call, Outcome
+    from labelgate.gateway.calls import Call, Outcome
 
 log = get_logger(__name__)
 ENTRIES = Counter(

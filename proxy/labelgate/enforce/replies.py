@@ -1,0 +1,144 @@
+"""Replies the gateway builds itself, from parts it classified and decided: pure.
+
+Nothing of an upstream message object is forwarded. A ``ModelInferResponse`` is made new:
+model name, version and id are the caller's own request values; outputs are the decided
+tensors; parameters are those released by configuration and not masked by policy, plus
+``labelgate.masked`` on every output the gateway masked (a masked FP32 is ``0.0``, and a
+client must be able to tell). Unknown fields and extensions of the upstream's message
+cannot survive, because no field of it is copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify.parameters import Parameter, ParameterClassification
+from labelgate.enforce.strategies import Masker, MaskIndex, replace_spans
+from labelgate.oip import tensors as oip
+from labelgate.oip.tensors import Tensor
+
+MASKED_PARAMETER = "labelgate.masked"
+# The marker of an output masked only in parts (spans of text, nested JSON keys).
+MASKED_IN_PARTS = "spans"
+STREAM_ERROR_REASON = "UPSTREAM_STREAM_ERROR"
+STREAM_ERROR_TEXT = f"the upstream reported an error ({STREAM_ERROR_REASON})"
+
+_INT64_MAX = 2**63 - 1
+
+
+def masked_markers(
+    original: Sequence[Tensor], released: Sequence[Tensor], index: MaskIndex
+) -> dict[str, str]:
+    """Output name -> the ``labelgate.masked`` value, for outputs enforcement changed.
+
+    ``apply_masks`` hands back an untouched tensor as the same object, so identity tells
+    what it changed."""
+    markers: dict[str, str] = {}
+    for before, after in zip(original, released, strict=True):
+        if after is before:
+            continue
+        whole = index.lookup(oip_path(before.name))
+        markers[before.name] = whole.strategy if whole is not None else MASKED_IN_PARTS
+    return markers
+
+
+def oip_path(name: str) -> str:
+    return f"outputs.{name}"
+
+
+def decided_parameters(
+    classified: ParameterClassification, index: MaskIndex, masker: Masker | None
+) -> list[Parameter]:
+    """The released parameters policy lets through: a mask on a parameter drops it; masks
+    on detector spans rewrite its text (or drop a number, whose type cannot carry a mask)."""
+    kept: list[Parameter] = []
+    for parameter in classified.parameters:
+        path = parameter.path
+        if index.lookup(path) is not None:
+            continue
+        hits = classified.spans.get(path, [])
+        spans = [
+            (hit.start, hit.end, mask)
+            for hit in hits
+            if (mask := index.lookup(f"{path}{{{hit.detector}}}")) is not None
+        ]
+        if not spans:
+            kept.append(parameter)
+        elif isinstance(parameter.value, str) and masker is not None:
+            rewritten = replace_spans(parameter.value.encode("utf-8", "surrogatepass"), spans, masker)
+            if rewritten is not None:
+                text = rewritten.decode("utf-8", "replace")
+                kept.append(Parameter(parameter.output, parameter.name, text))
+    return kept
+
+
+def set_parameter(target: pb.InferParameter, value: bool | int | float | str) -> None:
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        if value > _INT64_MAX:
+            target.uint64_param = value
+        else:
+            target.int64_param = value
+    elif isinstance(value, float):
+        target.double_param = value
+    else:
+        target.string_param = value
+
+
+def infer_response(
+    *,
+    model: str,
+    model_version: str,
+    caller_id: str,
+    tensors: Sequence[Tensor],
+    raw: bool,
+    parameters: Sequence[Parameter] = (),
+    markers: dict[str, str] | None = None,
+) -> pb.ModelInferResponse:
+    """A new ``ModelInferResponse`` holding exactly the decided parts."""
+    reply = pb.ModelInferResponse(model_name=model, model_version=model_version, id=caller_id)
+    oip.encode_outputs(reply, tensors, raw=raw)
+    outputs = {output.name: output for output in reply.outputs}
+    for parameter in parameters:
+        if not parameter.output:
+            set_parameter(reply.parameters[parameter.name], parameter.value)
+        elif parameter.output in outputs:
+            set_parameter(outputs[parameter.output].parameters[parameter.name], parameter.value)
+    for name, marker in (markers or {}).items():
+        if name in outputs:
+            outputs[name].parameters[MASKED_PARAMETER].string_param = marker
+    return reply
+
+
+def stream_error(caller_id: str, model: str) -> pb.ModelStreamInferResponse:
+    """What a caller receives for an upstream's streamed error: a stable text, its own id."""
+    return pb.ModelStreamInferResponse(
+        error_message=STREAM_ERROR_TEXT,
+        infer_response=pb.ModelInferResponse(model_name=model, id=caller_id),
+    )
+
+
+def without_extensions(message: Message) -> Message:
+    """``message`` with every extension removed, at any depth, in place.
+
+    The classifier walks a message's declared fields only, so an extension (like an unknown
+    field) is something it never saw."""
+    for descriptor, value in message.ListFields():
+        if descriptor.is_extension:
+            message.ClearExtension(descriptor)
+        elif descriptor.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
+            if descriptor.message_type.GetOptions().map_entry:
+                if descriptor.message_type.fields_by_name["value"].message_type is not None:
+                    for item in value.values():
+                        without_extensions(item)
+            elif descriptor.is_repeated:
+                for item in value:
+                    without_extensions(item)
+            else:
+                without_extensions(value)
+    return message

@@ -1,0 +1,41 @@
+"""Reply parameters: only released names are read, each labelled and scanned."""
+
+from __future__ import annotations
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify.detectors import DetectorSet
+from labelgate.classify.parameters import classify_parameters, released_parameters
+
+RELEASED = {"triton_final_response": "public", "note": "internal"}
+
+
+def response() -> pb.ModelInferResponse:
+    reply = pb.ModelInferResponse(model_name="m")
+    reply.parameters["triton_final_response"].bool_param = True
+    reply.parameters["note"].string_param = "ssn 123-45-6789 here"
+    reply.parameters["secret"].string_param = "sk_live_never"
+    reply.parameters["labelgate.labels"].string_param = "public"
+    output = reply.outputs.add(name="text", datatype="BYTES", shape=[1])
+    output.parameters["note"].int64_param = 4111111111111111
+    output.parameters["other"].string_param = "dropped"
+    return reply
+
+
+def test_only_released_names_are_read() -> None:
+    found = released_parameters(response(), RELEASED)
+    assert [(p.output, p.name) for p in found] == [
+        ("", "note"),
+        ("", "triton_final_response"),
+        ("text", "note"),
+    ]
+
+
+def test_released_parameters_are_labelled_and_scanned() -> None:
+    result = classify_parameters(released_parameters(response(), RELEASED), RELEASED, DetectorSet.default())
+    labels = {field.path: set(field.labels) for field in result.fields}
+    assert labels["parameters.triton_final_response"] == {"public"}
+    assert labels["parameters.note"] == {"internal"}
+    assert labels["parameters.note{us_ssn}"] == {"confidential"}
+    assert labels["outputs.text.parameters.note{credit_card}"] == {"confidential"}
+    assert [hit.detector for hit in result.spans["parameters.note"]] == ["us_ssn"]
+    assert not any("secret" in path or "other" in path for path in labels)

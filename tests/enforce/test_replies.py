@@ -1,0 +1,70 @@
+"""Replies are built from decided parts: nothing of the upstream's message object survives."""
+
+from __future__ import annotations
+
+from google.protobuf import descriptor_pb2
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify import Classification
+from labelgate.classify.detectors import DetectorSet
+from labelgate.classify.parameters import classify_parameters, released_parameters
+from labelgate.enforce import apply_masks
+from labelgate.enforce import replies as build
+from labelgate.enforce.strategies import Mask, Masker, MaskIndex
+from labelgate.oip.tensors import Tensor, decode_outputs
+
+KEY = b"replies-test-hash-key-0123456789"
+
+
+def test_the_reply_holds_the_callers_id_and_model_and_only_decided_parts() -> None:
+    tensors = [Tensor("score", "FP32", [2], [0.25, 0.5]), Tensor("text", "BYTES", [1], [b"hello"])]
+    reply = build.infer_response(
+        model="m", model_version="2", caller_id="caller-1", tensors=tensors, raw=True
+    )
+    assert (reply.model_name, reply.model_version, reply.id) == ("m", "2", "caller-1")
+    assert not reply.parameters
+    assert [t.values for t in decode_outputs(reply)] == [[0.25, 0.5], [b"hello"]]
+
+
+def test_masked_outputs_are_marked() -> None:
+    tensors = [Tensor("score", "FP32", [1], [0.75]), Tensor("ok", "INT64", [1], [3])]
+    masks = [Mask("outputs.score", "null")]
+    masked = apply_masks(tensors, Classification(fields=[]), masks, KEY)
+    markers = build.masked_markers(tensors, masked, MaskIndex(masks))
+    assert markers == {"score": "null"}
+    reply = build.infer_response(
+        model="m", model_version="", caller_id="", tensors=masked, raw=False, markers=markers
+    )
+    assert reply.outputs[0].parameters[build.MASKED_PARAMETER].string_param == "null"
+    assert build.MASKED_PARAMETER not in reply.outputs[1].parameters
+    assert reply.outputs[0].contents.fp32_contents[:] == [0.0]
+
+
+def test_parameters_masked_by_policy_are_dropped_or_rewritten() -> None:
+    upstream = pb.ModelInferResponse()
+    upstream.parameters["note"].string_param = "call 123-45-6789 now"
+    upstream.parameters["count"].int64_param = 123456789
+    released = {"note": "internal", "count": "internal"}
+    classified = classify_parameters(released_parameters(upstream, released), released, DetectorSet.default())
+    masks = [Mask("parameters.note{us_ssn}", "redact"), Mask("parameters.count", "null")]
+    kept = build.decided_parameters(classified, MaskIndex(masks), Masker(KEY, masks))
+    assert [(p.name, p.value) for p in kept] == [("note", "call [REDACTED] now")]
+
+
+def test_stream_errors_carry_a_stable_text_and_the_callers_id() -> None:
+    reply = build.stream_error("mine", "customer-profile")
+    assert reply.error_message == build.STREAM_ERROR_TEXT
+    assert (reply.infer_response.id, reply.infer_response.model_name) == ("mine", "customer-profile")
+    assert not reply.infer_response.outputs and not reply.infer_response.parameters
+
+
+def test_extensions_are_removed_at_any_depth() -> None:
+    # FieldOptions is extendable, and descriptor.proto's own tests do not depend on ours.
+    message = descriptor_pb2.FileDescriptorProto(name="a.proto")
+    field = message.message_type.add(name="M").field.add(name="f")
+    from labelgate._proto.labelgate.v1 import classification_pb2
+
+    field.options.Extensions[classification_pb2.labels].append("secret-label")
+    assert field.options.ListFields()
+    build.without_extensions(message)
+    assert not message.message_type[0].field[0].options.ListFields()
