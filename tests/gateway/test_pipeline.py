@@ -1,0 +1,354 @@
+"""The pipeline in process, with scripted stages: order, release, failure, streams.
+
+No server and no policy engine: an engine that answers from a table, a recorder that keeps
+a list, an upstream that is a coroutine. Every stage writes into one ``journal``, so a test
+can assert the order in which the stages ran, and what was (not) released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.auth import Subject
+from labelgate.classify import Catalog, DetectorSet
+from labelgate.enforce.replies import MASKED_PARAMETER, STREAM_ERROR_TEXT
+from labelgate.errors import LabelgateError, PermissionDenied, PolicyUnavailable, UpstreamError
+from labelgate.gateway.calls import Call, Outcome
+from labelgate.gateway.classifier import ClassifierStage
+from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.upstream import MalformedUpstream
+from labelgate.oip.tensors import Tensor, decode_outputs, encode_outputs
+from labelgate.policy.contract import Decision, Mask
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
+KEY = b"pipeline-test-hash-key-012345678"
+SSN = "123-45-6789"
+CATALOG = Catalog.from_data(
+    {
+        "default_label": "internal",
+        "entries": [
+            {"model": "customer-profile", "path": "outputs.ssn", "labels": ["confidential"]},
+            {"model": "customer-profile", "path": "outputs.account_secret", "labels": ["restricted"]},
+            {"model": "sentiment", "path": "outputs.*", "labels": ["public"]},
+        ],
+    }
+)
+
+
+class Journal(list):
+    def kinds(self) -> list[str]:
+        return [entry[0] for entry in self]
+
+
+class FakeAuthenticator:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def authenticate(self, metadata: Any, auth_context: Any) -> Subject:
+        self.journal.append(("authenticate",))
+        return Subject("nora", ())
+
+
+class TableEngine:
+    """Allows everything; masks every field whose labels ``mask_labels`` names (null), and
+    answers per phase from ``answers`` when a test sets one."""
+
+    name = "table"
+    revision = "r1"
+
+    def __init__(self, journal: Journal, mask_labels: frozenset[str] = frozenset()) -> None:
+        self.journal = journal
+        self.mask_labels = mask_labels
+        self.answers: dict[str, Decision] = {}
+        self.stall = asyncio.Event()
+        self.stalling = False
+
+    async def decide(self, input: dict[str, Any]) -> Decision:
+        phase = input["phase"]
+        self.journal.append(("decide", phase, [f["path"] for f in input["fields"]]))
+        if self.stalling:
+            await self.stall.wait()  # never set: a decision that does not come
+        if phase in self.answers:
+            return self.answers[phase]
+        masks = tuple(
+            Mask(f["path"], "null", {}) for f in input["fields"] if self.mask_labels & set(f["labels"])
+        )
+        return Decision(allow=True, reason="ok", masks=masks, engine=self.name, revision=self.revision)
+
+
+class ListRecorder:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.records: list[tuple[Outcome, BaseException | None]] = []
+        self.fail: LabelgateError | None = None
+
+    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
+        self.journal.append(("record", type(error).__name__ if error else None))
+        self.records.append((outcome, error))
+        if self.fail is not None:
+            raise self.fail
+
+
+class RefuseUntilApproved:
+    async def hold(
+        self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
+    ) -> Decision:
+        return decision
+
+
+def make_pipeline(mask_labels: frozenset[str] = frozenset({"confidential", "restricted"})) -> tuple:
+    journal = Journal()
+    stage = ClassifierStage(None, DetectorSet.default())
+    stage.use_catalog(CATALOG)
+    engine = TableEngine(journal, mask_labels)
+    recorder = ListRecorder(journal)
+    pipeline = Pipeline(
+        authenticator=FakeAuthenticator(journal),  # type: ignore[arg-type]
+        classifier=stage,
+        engine=engine,  # type: ignore[arg-type]
+        approvals=RefuseUntilApproved(),
+        recorder=recorder,
+        hash_key=KEY,
+        decision_deadline_seconds=0.05,
+    )
+    return pipeline, journal, engine, recorder
+
+
+def make_call(method: str = INFER) -> Call:
+    return Call(
+        method=method, peer="ipv4:127.0.0.1:1", metadata=(), auth_context={}, session_id="s", request_id="r"
+    )
+
+
+def request(model: str = "customer-profile", caller_id: str = "mine", outputs: tuple[str, ...] = ()) -> Any:
+    message = pb.ModelInferRequest(model_name=model, id=caller_id)
+    for name in outputs:
+        message.outputs.add(name=name)
+    return message
+
+
+def reply(model: str, tensors: list[Tensor], reply_id: str = "upstream-id", raw: bool = True) -> Any:
+    message = pb.ModelInferResponse(model_name=model, model_version="9", id=reply_id)
+    encode_outputs(message, tensors, raw=raw)
+    return message
+
+
+def customer_reply(reply_id: str = "upstream-id") -> Any:
+    return reply(
+        "customer-profile",
+        [
+            Tensor("customer_id", "INT64", [1], [1]),
+            Tensor("ssn", "BYTES", [1], [SSN.encode()]),
+            Tensor("score", "FP32", [1], [0.5]),
+        ],
+        reply_id,
+    )
+
+
+def upstream_returning(message: Any, journal: Journal) -> Callable:
+    async def send(sent: Any) -> Any:
+        journal.append(("upstream", sent.model_name))
+        return message
+
+    return send
+
+
+async def test_stages_run_in_order_and_the_record_comes_before_release() -> None:
+    pipeline, journal, _, _ = make_pipeline()
+    released = await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert journal.kinds() == ["authenticate", "decide", "upstream", "decide", "record"]
+    assert [entry[1] for entry in journal if entry[0] == "decide"] == ["request", "response"]
+    assert decode_outputs(released)[1].values == [b""], "the confidential ssn is masked"
+
+
+async def test_the_reply_is_built_from_decided_parts_only() -> None:
+    pipeline, journal, _, _ = make_pipeline(frozenset())
+    side_door = "sk_side_door_value"
+    upstream = customer_reply()
+    upstream.parameters["leak"].string_param = side_door
+    upstream.outputs[0].parameters["leak"].string_param = side_door
+    unknown_field = b"\xfa\x3f" + bytes([len(side_door)]) + side_door.encode()  # field 1023
+    parsed = pb.ModelInferResponse.FromString(upstream.SerializeToString() + unknown_field)
+    released = await pipeline.infer(
+        make_call(), request(caller_id="mine"), upstream_returning(parsed, journal)
+    )
+    assert (released.id, released.model_name, released.model_version) == ("mine", "customer-profile", "")
+    assert not released.parameters and all(not output.parameters for output in released.outputs)
+    assert side_door.encode() not in released.SerializeToString()
+    assert [t.values for t in decode_outputs(released)][:2] == [[1], [SSN.encode()]], "policy allowed these"
+
+
+async def test_masked_outputs_are_marked_for_the_client() -> None:
+    pipeline, journal, _, _ = make_pipeline()
+    released = await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    markers = {o.name: o.parameters[MASKED_PARAMETER].string_param for o in released.outputs if o.parameters}
+    assert markers == {"ssn": "null"}
+
+
+async def test_outputs_the_caller_did_not_ask_for_are_not_released() -> None:
+    pipeline, journal, _, _ = make_pipeline(frozenset())
+    released = await pipeline.infer(
+        make_call(), request(outputs=("customer_id",)), upstream_returning(customer_reply(), journal)
+    )
+    assert [output.name for output in released.outputs] == ["customer_id"]
+
+
+async def test_a_failed_record_releases_nothing() -> None:
+    pipeline, journal, _, recorder = make_pipeline()
+    recorder.fail = UpstreamError("AUDIT_UNAVAILABLE", "the audit writer is gone")
+    with pytest.raises(UpstreamError):
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+
+
+async def test_a_request_phase_deny_never_reaches_the_upstream() -> None:
+    pipeline, journal, engine, recorder = make_pipeline()
+    engine.answers["request"] = Decision(allow=False, reason="no", engine="table")
+    with pytest.raises(PermissionDenied):
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert "upstream" not in journal.kinds()
+    assert isinstance(recorder.records[-1][1], PermissionDenied)
+
+
+async def test_a_decision_past_its_deadline_is_a_deny() -> None:
+    pipeline, journal, engine, _recorder = make_pipeline()
+    engine.stalling = True
+    with pytest.raises(PolicyUnavailable) as refused:
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert refused.value.reason == "POLICY_TIMEOUT"
+    assert "upstream" not in journal.kinds()
+
+
+async def test_cancellation_is_recorded() -> None:
+    pipeline, _journal, _, recorder = make_pipeline()
+    started = asyncio.Event()
+
+    async def hanging(sent: Any) -> Any:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(pipeline.infer(make_call(), request(), hanging))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(10):  # the record is written beside the cancellation, not before it
+        await asyncio.sleep(0)
+    assert isinstance(recorder.records[-1][1], asyncio.CancelledError)
+
+
+async def test_too_many_requested_outputs_are_refused_before_policy() -> None:
+    pipeline, journal, _, _ = make_pipeline()
+    names = tuple(f"o{n}" for n in range(300))
+    with pytest.raises(LabelgateError) as refused:
+        await pipeline.infer(
+            make_call(), request(outputs=names), upstream_returning(customer_reply(), journal)
+        )
+    assert refused.value.reason == "TOO_MANY_OUTPUTS"
+    assert "decide" not in journal.kinds()
+
+
+# -- ModelStreamInfer -----------------------------------------------------------------------
+
+
+class FakeStream:
+    """An upstream stream: answers each request with whatever ``answer`` makes of it."""
+
+    def __init__(self, answer: Callable[[Any], list[Any]]) -> None:
+        self.answer = answer
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.sent: list[Any] = []
+
+    async def write(self, message: Any) -> None:
+        self.sent.append(pb.ModelInferRequest.FromString(message.SerializeToString()))
+        for item in self.answer(message):
+            await self.queue.put(item)
+
+    async def done_writing(self) -> None:
+        await self.queue.put(None)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[Any]:
+        while (item := await self.queue.get()) is not None:
+            yield item
+
+
+async def requests_of(*messages: Any) -> AsyncIterator[Any]:
+    for message in messages:
+        yield message
+
+
+def stream_reply(message: Any) -> Any:
+    return pb.ModelStreamInferResponse(infer_response=message)
+
+
+async def collect(pipeline: Pipeline, stream: FakeStream, *messages: Any) -> list[Any]:
+    return [r async for r in pipeline.stream_infer(make_call(STREAM), requests_of(*messages), stream)]
+
+
+async def test_streamed_replies_are_judged_by_their_own_request_not_the_callers_id() -> None:
+    pipeline, _, _, _ = make_pipeline()
+    secret = b"sk_restricted_value"
+
+    def answer(sent: Any) -> list[Any]:
+        # Whatever was asked, the upstream answers with the secret, claims "sentiment"
+        # (public) and echoes the id it was sent.
+        message = reply("sentiment", [Tensor("account_secret", "BYTES", [1], [secret])], sent.id)
+        return [stream_reply(message)]
+
+    stream = FakeStream(answer)
+    first, second = await collect(pipeline, stream, request("customer-profile", ""), request("sentiment", ""))
+    assert len({sent.id for sent in stream.sent}) == 2, "the upstream saw ids of the gateway's own"
+    assert (first.infer_response.id, second.infer_response.id) == ("", ""), "the caller's ids come back"
+    assert first.infer_response.model_name == "customer-profile"
+    assert secret not in first.SerializeToString(), "judged by the customer-profile catalog: restricted"
+    assert secret in second.SerializeToString(), "judged by the sentiment catalog: public"
+
+
+async def test_a_streamed_reply_naming_no_request_ends_the_stream() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+    stream = FakeStream(lambda sent: [stream_reply(customer_reply("forged"))])
+    with pytest.raises(MalformedUpstream):
+        await collect(pipeline, stream, request())
+    assert isinstance(recorder.records[-1][1], MalformedUpstream)
+
+
+async def test_a_streamed_error_is_released_as_a_stable_text() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+
+    def answer(sent: Any) -> list[Any]:
+        leak = pb.ModelStreamInferResponse(error_message=f"row for ssn {SSN} failed")
+        leak.infer_response.CopyFrom(customer_reply(sent.id))
+        return [leak]
+
+    (released,) = await collect(pipeline, FakeStream(answer), request(caller_id="c1"))
+    assert released.error_message == STREAM_ERROR_TEXT
+    assert released.infer_response.id == "c1" and not released.infer_response.outputs
+    assert SSN.encode() not in released.SerializeToString()
+    assert recorder.records[-1][1].reason == "UPSTREAM_STREAM_ERROR"
+
+
+async def test_a_card_split_across_decoupled_replies_is_masked_as_one_span() -> None:
+    pipeline, _, _, _ = make_pipeline()
+    pieces = [b"card 4111 11", b"11 1111 ", b"1111 thanks"]
+
+    def answer(sent: Any) -> list[Any]:
+        replies = []
+        for position, piece in enumerate(pieces):
+            message = reply("chat", [Tensor("text", "BYTES", [1], [piece])], sent.id)
+            message.parameters["triton_final_response"].bool_param = position == len(pieces) - 1
+            replies.append(stream_reply(message))
+        return replies
+
+    replies = await collect(pipeline, FakeStream(answer), request("chat"))
+    text = b"".join(decode_outputs(r.infer_response)[0].values[0] for r in replies)
+    assert text == b"card 4111 1111 1111 1111 thanks".replace(b"4111 1111 1111 1111", b"")
+    finals = [r.infer_response.parameters["triton_final_response"].bool_param for r in replies]
+    assert finals == [False, False, True]
