@@ -10,17 +10,23 @@ OPA           := $(TOOLS)/opa
 REGAL         := $(TOOLS)/regal
 GHZ_VERSION   := 0.120.0
 GHZ           := $(TOOLS)/ghz
+HELM_VERSION  := 4.3.2
+HELM          := $(TOOLS)/helm
+UV_VERSION    := 0.13.9
 REGO_COVERAGE := 95
 PYTHON        ?= python3
 export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
 export LABELGATE_OPA := $(OPA)
 
-.PHONY: help run test lint rego-test pytest proto proto-check bench bench-quick tools venv clean
+.PHONY: help run test check lint rego-test pytest proto proto-check bench bench-quick tools venv clean
+.PHONY: deploy-check lock k8s-render
 
 help:
 	@echo "make run    - demo backend (and gateway in front of it) on loopback"
 	@echo "make test   - install what is needed, then lint, Rego tests with coverage, pytest"
+	@echo "make check  - the edit loop: ruff, opa fmt/check, and the in-process tests (under a minute)"
 	@echo "make lint | rego-test | pytest | proto | bench | tools | clean"
+	@echo "make deploy-check (chart, manifests, Dockerfile, compose, configs) | lock | k8s-render"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -29,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-tools: $(OPA) regal $(GHZ)
+tools: $(OPA) regal $(GHZ) $(HELM)
 $(OPA):
 	@mkdir -p $(TOOLS)
 	@if command -v opa >/dev/null 2>&1 && opa version 2>/dev/null | grep -q '^Version: $(OPA_VERSION)$$'; then \
@@ -40,7 +46,12 @@ $(OPA):
 	fi
 	@$(OPA) version | head -1
 
-# ghz drives the benchmarks (bench/); keep in step with GHZ_VERSION in labelgate/bench/load.py.
+# helm renders and lints the chart in deploy/helm (tests/deploy); built once, like opa.
+$(HELM):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install helm.sh/helm/v4/cmd/helm@v$(HELM_VERSION)
+
+# ghz drives the benchmarks (bench/); keep in step with GHZ_VERSION in bench/load.py.
 $(GHZ):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@v$(GHZ_VERSION)
@@ -60,11 +71,13 @@ proto-check: venv
 	$(PY) proto/generate.py --check
 
 lint: venv tools proto-check
-	$(VENV)/bin/ruff check proxy tests proto
-	$(VENV)/bin/ruff format --check proxy tests proto
+	$(VENV)/bin/ruff check proxy tests proto bench
+	$(VENV)/bin/ruff format --check proxy tests proto bench
 	$(OPA) fmt --fail --list rego
 	$(OPA) check --strict rego
 	$(REGAL) lint rego
+	$(PY) deploy/lock.py --check
+	$(VENV)/bin/hadolint deploy/Dockerfile
 
 rego-test: tools
 	$(OPA) test rego -v --coverage --threshold $(REGO_COVERAGE) --format json > .rego-coverage.json || \
@@ -75,18 +88,46 @@ rego-test: tools
 pytest: venv tools
 	$(VENV)/bin/pytest
 
-# bench-quick is a smoke test of the benchmark harness (it checks that it works, not speed);
-# pytest runs last so its summary line closes the output.
-test: lint rego-test bench-quick pytest
+# The benchmark harness is smoke-tested once, by tests/bench (it checks that it works, not
+# speed); pytest runs last so its summary line closes the output.
+test: lint rego-test pytest
+
+# The fast lane: tests that start no process (pure stages, the pipeline with scripted stages,
+# the import layers). For the edit loop; `make test` is what CI runs.
+FAST_TESTS := tests/classify tests/enforce tests/oip tests/test_layers.py \
+	tests/gateway/test_pipeline.py tests/gateway/test_streams.py tests/gateway/test_bounds.py \
+	tests/policy/test_contract.py tests/policy/test_cache.py tests/recording/test_entries.py
+check: venv
+	$(VENV)/bin/ruff check proxy tests proto bench
+	$(VENV)/bin/ruff format --check proxy tests proto bench
+	@if [ -x $(OPA) ]; then $(OPA) fmt --fail --list rego && $(OPA) check --strict rego; fi
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(FAST_TESTS)
+
+# The deploy checks alone (pytest runs tests/deploy too): helm lint/template per profile,
+# manifests against the pinned Kubernetes schemas, compose against the Compose Specification,
+# hadolint, the lock, and `serve --check-config` on every rendered config.
+deploy-check: venv tools
+	$(PY) deploy/lock.py --check
+	$(VENV)/bin/hadolint deploy/Dockerfile
+	$(VENV)/bin/pytest tests/deploy -q
+
+# Re-resolve the image's dependencies (needs PyPI); `make lint` fails while the lock is stale.
+lock: venv
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(PY) deploy/lock.py
+
+# deploy/kubernetes/ is the chart rendered with its quickstart profile.
+k8s-render: venv tools
+	$(PY) -m tests.deploy.support --write
 
 run: venv
 	$(VENV)/bin/labelgate quickstart
 
 bench: venv tools
-	$(PY) -m labelgate.bench
+	$(PY) -m bench
 
 bench-quick: venv tools
-	$(PY) -m labelgate.bench --quick
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .rego-coverage.json bench/results

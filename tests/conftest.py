@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import Process, free_port, labelgate_command, opa_binary, running
+from tests.support.procs import PINNED_OPA, Process, free_port, labelgate_command, opa_binary, running
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# The package does not know where the repository is: it reads these (the Makefile exports
+# LABELGATE_OPA), and so do the processes the tests start. Set here too so that `pytest`
+# run by hand, from any folder, finds the pinned opa and the quickstart's dev keys.
+if PINNED_OPA.is_file():
+    os.environ.setdefault("LABELGATE_OPA", str(PINNED_OPA))
+os.environ.setdefault("LABELGATE_DEV_KEYS", str(REPO / "deploy" / "quickstart" / "dev-keys"))
 
 
 @pytest.hookimpl(hookwrapper=True)

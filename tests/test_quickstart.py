@@ -15,9 +15,11 @@ from tests.support.procs import REPO, Process, free_port, labelgate_command, wai
 def quickstart_config(tmp_path: Path) -> Path:
     config = yaml.safe_load((REPO / "deploy/quickstart/labelgate.yaml").read_text())
     config["listen"] = f"127.0.0.1:{free_port()}"
+    config["rest_listen"] = f"127.0.0.1:{free_port()}"
     config["admin_listen"] = f"127.0.0.1:{free_port()}"
     config["upstream"]["address"] = f"127.0.0.1:{free_port()}"
     config["policy"]["dir"] = str(REPO / "rego")
+    config["auth"]["jwt"]["dev_keys_dir"] = str(REPO / "deploy/quickstart/dev-keys")
     config["classification"]["catalog_file"] = str(REPO / "rego/labelgate/catalog/data.json")
     config["audit"]["socket"] = str(tmp_path / "state/audit.sock")
     config["approvals"]["sqlite_file"] = str(tmp_path / "state/approvals.db")
@@ -54,6 +56,11 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         assert delivered["name"] != ["[REDACTED]"] and delivered["ssn"][0].startswith("*******")
         assert delivered["account_secret"] == [""]
 
+        over_rest = run_shell(printed_call(banner, "# the same call over REST"))
+        assert over_rest.returncode == 0, over_rest.stderr
+        outputs = {o["name"]: o["data"] for o in json.loads(over_rest.stdout)["outputs"]}
+        assert outputs["ssn"][0].startswith("*******") and outputs["account_secret"] == [""]
+
         refused = run_shell(printed_call(banner, "# asking for a restricted output"))
         assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
 
@@ -62,7 +69,7 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         audit_line = next(line for line in banner.splitlines() if line.startswith("Audit log:"))
         verified = run_shell(audit_line.removeprefix("Audit log:").strip())
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert "2 record(s) verified" in verified.stdout
+        assert "3 record(s) verified" in verified.stdout  # gRPC, REST, and the refusal
         sessions = run_shell(next(line for line in banner.splitlines() if line.startswith("Sessions:"))[9:])
         assert sessions.returncode == 0 and "conn-" in sessions.stdout
         assert shlex.split(analyst)[0].endswith("labelgate")

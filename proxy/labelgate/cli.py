@@ -61,9 +61,11 @@ def demo_backend(
 @policy_app.command("eval")
 def policy_eval(
     input_file: Annotated[Path, typer.Option("--input", help="JSON file with a labelgate.v1 policy input")],
-    engine: Annotated[str, typer.Option(help="embedded or opa")] = "embedded",
+    engine: Annotated[str, typer.Option(help="embedded, wasm or opa")] = "embedded",
     opa_url: Annotated[str, typer.Option(help="OPA server URL for --engine opa")] = "http://127.0.0.1:8181",
-    policy_dir: Annotated[Path, typer.Option(help="Rego policy folder for --engine embedded")] = Path("rego"),
+    policy_dir: Annotated[Path, typer.Option(help="Rego policy folder for --engine embedded or wasm")] = Path(
+        "rego"
+    ),
     explain: Annotated[bool, typer.Option(help="Also print why the policy decided so")] = False,
 ) -> None:
     """Print the validated decision for one input as JSON."""
@@ -79,25 +81,64 @@ def policy_eval(
 def serve(
     config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
     listen: Annotated[str | None, typer.Option(help="HOST:PORT for gRPC clients")] = None,
+    rest_listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for REST clients (KServe v2, tritonclient.http, curl)")
+    ] = None,
     admin_listen: Annotated[
         str | None, typer.Option(help="HOST:PORT for /healthz, /readyz, /metrics")
     ] = None,
     upstream: Annotated[str | None, typer.Option(help="HOST:PORT of the inference backend")] = None,
-    engine: Annotated[str | None, typer.Option(help="embedded or opa")] = None,
+    engine: Annotated[str | None, typer.Option(help="embedded, wasm or opa")] = None,
     workers: Annotated[int | None, typer.Option(help="processes sharing the port (SO_REUSEPORT)")] = None,
+    check_config: Annotated[
+        bool,
+        typer.Option(
+            "--check-config",
+            help="load and validate the config and the files it names, then exit: 0 ok, 2 with every problem",
+        ),
+    ] = False,
 ) -> None:
     """Run the gateway."""
     from labelgate.config import load_settings
-    from labelgate.gateway.server import run
 
-    overrides: dict = {"listen": listen, "admin_listen": admin_listen, "engine": engine, "workers": workers}
+    overrides: dict = {
+        "listen": listen,
+        "rest_listen": rest_listen,
+        "admin_listen": admin_listen,
+        "engine": engine,
+        "workers": workers,
+    }
     if upstream is not None:
         overrides["upstream"] = {"address": upstream}
+    if check_config:
+        _check_config(config, overrides)
+        return
+    from labelgate.gateway.server import run
+
     try:
         settings = load_settings(config, **overrides)
         run(settings)
     except LabelgateError as error:
         raise _fail(error) from None
+
+
+def _check_config(config: Path | None, overrides: dict) -> None:
+    """``serve --check-config``: settings first (every problem at once), then what start-up reads."""
+    from labelgate.config import load_settings, startup_problems
+
+    where = str(config) if config is not None else "the defaults and LABELGATE_* variables"
+    try:
+        problems = startup_problems(load_settings(config, **overrides))
+    except LabelgateError as error:
+        typer.echo(f"{where}: {error.message} ({error.reason})", err=True)
+        raise typer.Exit(2) from None
+    if problems:
+        count = len(problems)
+        typer.echo(f"{where}: {count} problem{'s' if count != 1 else ''} at start-up:", err=True)
+        for problem in problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{where}: OK")
 
 
 @app.command("dev-token")

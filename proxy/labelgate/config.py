@@ -25,11 +25,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from labelgate.auth.assertion import SubjectAssertionSettings
 from labelgate.auth.settings import AuthSettings
+from labelgate.classify.labels import LABELS
 from labelgate.errors import ConfigError
 from labelgate.recording.settings import RecordingSettings
 
-Label = Literal["public", "internal", "confidential", "restricted"]
+# The vocabulary is defined once (classify/labels.py); subscripting with the tuple spells it out.
+Label = Literal[LABELS]  # type: ignore[valid-type]
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "labelgate_config_file", default=None
 )
@@ -54,6 +57,12 @@ class UpstreamSettings(Section):
     # The gateway's own credential for the upstream; the caller's is never forwarded.
     token: SecretStr | None = None
     timeout_seconds: float = Field(30.0, gt=0)
+    # Caller metadata that travels upstream, by name (lower case); nothing else does.
+    # Credentials and labelgate's own keys never travel, even if named here.
+    forward_metadata: list[str] = ["traceparent", "tracestate", "x-request-id"]
+    # A short-lived JWT about the caller, signed with the gateway's key, on every upstream call
+    # (labelgate.auth.assertion); its JWKS is at the admin listener's /.well-known/jwks.json.
+    subject_assertion: SubjectAssertionSettings = SubjectAssertionSettings()
 
     _check_address = field_validator("address")(classmethod(lambda cls, v: _host_port(v)))
 
@@ -103,8 +112,10 @@ class PolicySettings(Section):
             if unused:
                 found.append(f"policy.{', policy.'.join(unused)} set but policy.bundle_url is not")
             return found
-        if engine != "embedded":
-            found.append("policy.bundle_url needs engine 'embedded' (an OPA engine pulls its own bundles)")
+        if engine not in ("embedded", "wasm"):
+            found.append(
+                "policy.bundle_url needs engine 'embedded' or 'wasm' (an OPA engine pulls its own bundles)"
+            )
         if "dir" in self.model_fields_set:
             found.append("policy.dir and policy.bundle_url are both set: the bundle replaces the folder")
         return found
@@ -211,9 +222,22 @@ class ApprovalSettings(Section):
     public_url: str | None = Field(None, pattern=r"^https?://[^\s/]+")
     # Names this gateway in held requests, so a restart can mark the calls it lost as abandoned.
     node_id: str | None = Field(None, min_length=1, max_length=200)
-    # May see every request and deny any; approving still needs the policy's approver groups.
+    # Viewer groups: may see every request and the recorded sessions, and never vote (neither
+    # approve nor deny); only the approver groups the policy names vote.
+    viewer_groups: list[str] = []
+    # The former name of viewer_groups (same meaning, merged with it; both read the union).
     admin_groups: list[str] = []
     webhooks: list[WebhookSettings] = []
+    # Pending requests one requester (qualified subject id) may have open at once; the next
+    # call that would open one is refused with RESOURCE_EXHAUSTED (APPROVAL_REQUESTS_EXHAUSTED).
+    max_open_per_requester: int = Field(100, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_set_of_viewers(self) -> ApprovalSettings:
+        viewers = sorted(set(self.viewer_groups) | set(self.admin_groups))
+        self.viewer_groups = viewers
+        self.admin_groups = list(viewers)
+        return self
 
     def usable(self, *, workers: int, has_jwt: bool, admin_listen: str | None) -> bool:
         return self.enabled and not self.problems(workers=workers, has_jwt=has_jwt, admin_listen=admin_listen)
@@ -235,16 +259,52 @@ class ApprovalSettings(Section):
         return found
 
 
+class AdminSettings(Section):
+    """The admin listener (``admin_listen``): health, metrics, the approvals API and inbox.
+
+    It runs on an event loop (and thread) of its own, so nothing sent to it delays inference.
+    """
+
+    # Request bodies larger than this are refused (413) while they are read, never buffered.
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # A body not complete by then is refused (408): a slow sender holds no connection for long.
+    body_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # Connections (and requests in progress) beyond this get 503 at once.
+    max_connections: int = Field(64, ge=1, le=10_000)
+    # HTTPS for the listener: then session cookies are ``__Host-`` + Secure and HSTS is sent.
+    tls: ServerTlsSettings | None = None
+    # Swagger UI and ReDoc at /api-docs/ (local, pinned assets). Off unless asked for.
+    api_docs: bool = False
+    # Inbox sign-ins last as long as the token did, at most this.
+    session_max_seconds: int = Field(8 * 3600, ge=60, le=7 * 86400)
+    # The key that signs inbox session cookies (32+ bytes). Share it (file or env) between the
+    # replicas behind one inbox URL; unset: a random key per process (a restart signs everyone out).
+    session_key_file: Path | None = None
+    session_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AdminSettings:
+        if self.session_key is not None and self.session_key_file is not None:
+            raise ValueError("admin.session_key and admin.session_key_file are both set: choose one")
+        if self.session_key is not None and len(self.session_key.get_secret_value()) < 32:
+            raise ValueError("admin.session_key must be at least 32 bytes")
+        return self
+
+
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LABELGATE_", env_nested_delimiter="__", extra="forbid")
 
     listen: str = "127.0.0.1:8443"
+    # The Open Inference Protocol's REST binding (KServe v2), the same pipeline as gRPC; off unless set.
+    rest_listen: str | None = None
     admin_listen: str | None = "127.0.0.1:9090"
+    admin: AdminSettings = AdminSettings()
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     upstream: UpstreamSettings = UpstreamSettings()
     server_tls: ServerTlsSettings | None = None
-    engine: Literal["embedded", "opa"] = "embedded"
+    # embedded: regopy in process; wasm: OPA's Wasm target in process (wasmtime); opa: OPA over HTTP.
+    engine: Literal["embedded", "wasm", "opa"] = "embedded"
     policy: PolicySettings = PolicySettings()
     classification: ClassificationSettings = ClassificationSettings()
     masking: MaskingSettings = MaskingSettings()
@@ -258,7 +318,7 @@ class GatewaySettings(BaseSettings):
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 
-    @field_validator("admin_listen")
+    @field_validator("admin_listen", "rest_listen")
     @classmethod
     def _check_admin(cls, value: str | None) -> str | None:
         return None if value is None else _host_port(value)
@@ -272,11 +332,8 @@ class GatewaySettings(BaseSettings):
             problems.append(
                 "auth: no method (jwt, mtls, api_keys) is configured, so every call would be refused"
             )
-        if (
-            self.engine == "embedded"
-            and {"opa_url", "opa_token", "opa_ca_file"} & self.policy.model_fields_set
-        ):
-            problems.append("policy.opa_* is set but engine is 'embedded': it would never be used")
+        if self.engine != "opa" and {"opa_url", "opa_token", "opa_ca_file"} & self.policy.model_fields_set:
+            problems.append(f"policy.opa_* is set but engine is {self.engine!r}: it would never be used")
         problems += self.policy.bundle_problems(self.engine)
         if self.policy.bundle_url is not None and "catalog_file" in self.classification.model_fields_set:
             problems.append(
@@ -390,3 +447,87 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewayS
         ) from None
     finally:
         _config_file.reset(token)
+
+
+def startup_problems(settings: GatewaySettings) -> list[str]:
+    """What would still stop a gateway with these (valid) settings from starting, found without
+    the network (``labelgate serve --check-config``): every file it reads at start must be there
+    and load (catalog, policy folder, JWKS, keys, certificates, hash key), and the folders it
+    writes state into must be writable. [] when none."""
+    import os
+
+    from labelgate.auth import Authenticator
+    from labelgate.classify.catalog import Catalog
+    from labelgate.errors import LabelgateError
+    from labelgate.policy.source import BundleKey, PolicySource
+
+    problems: list[str] = []
+
+    def attempt(where: str, action: Any) -> None:
+        try:
+            action()
+        except LabelgateError as error:
+            problems.append(f"{where}: {error.message}")
+        except (OSError, ValueError) as error:
+            problems.append(f"{where}: {error}")
+
+    def readable(path: Path) -> None:
+        path.read_bytes()
+
+    def hash_key(path: Path) -> None:
+        if len(path.read_bytes().strip()) < 16:
+            raise ValueError(f"{path} holds fewer than 16 bytes")
+
+    def session_key(path: Path) -> None:
+        if len(path.read_bytes().strip()) < 32:
+            raise ValueError(f"{path} holds fewer than 32 bytes")
+
+    def policy_dir(path: Path) -> None:
+        if not any(name.endswith(".rego") for name, _ in PolicySource.from_dir(path).modules):
+            raise ValueError(f"policy folder {path} holds no .rego module")
+
+    def writable_folder(path: Path) -> None:
+        folder = path
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{path} cannot be created: {folder} is not a writable folder")
+
+    if settings.policy.bundle_url is None:
+        attempt(
+            "classification.catalog_file", lambda: Catalog.from_file(settings.classification.catalog_file)
+        )
+        if settings.engine in ("embedded", "wasm"):
+            attempt("policy.dir", lambda: policy_dir(settings.policy.dir))
+    if settings.policy.bundle_public_key_file is not None:
+        key_file = settings.policy.bundle_public_key_file
+        attempt(
+            "policy.bundle_public_key_file",
+            lambda: BundleKey.from_file(key_file, settings.policy.bundle_signing_alg),
+        )
+    files = {
+        "upstream.ca_file": settings.upstream.ca_file,
+        "policy.opa_ca_file": settings.policy.opa_ca_file,
+        "server_tls.cert_file": settings.server_tls.cert_file if settings.server_tls else None,
+        "server_tls.key_file": settings.server_tls.key_file if settings.server_tls else None,
+        "admin.tls.cert_file": settings.admin.tls.cert_file if settings.admin.tls else None,
+        "admin.tls.key_file": settings.admin.tls.key_file if settings.admin.tls else None,
+        **{f"routes[{i}].descriptor_set": r.descriptor_set for i, r in enumerate(settings.routes)},
+    }
+    for where, path in files.items():
+        if path is not None:
+            attempt(where, lambda path=path: readable(path))
+    if settings.masking.hash_key_file is not None:
+        attempt("masking.hash_key_file", lambda: hash_key(settings.masking.hash_key_file))
+    if settings.admin.session_key_file is not None:
+        key_file = settings.admin.session_key_file
+        attempt("admin.session_key_file", lambda: session_key(key_file))
+    attempt("auth", lambda: Authenticator(settings.auth))
+    if settings.audit.socket is not None and len(os.fsencode(settings.audit.socket)) > 107:
+        problems.append(f"audit.socket: the path is longer than 107 bytes: {settings.audit.socket}")
+    approvals = settings.approvals
+    if approvals.enabled and approvals.store == "sqlite" and approvals.sqlite_file is not None:
+        attempt("approvals.sqlite_file", lambda: writable_folder(approvals.sqlite_file.parent))
+    if settings.recording.dir is not None:
+        attempt("recording.dir", lambda: writable_folder(settings.recording.dir))
+    return problems

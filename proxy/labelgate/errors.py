@@ -73,3 +73,10 @@ class UpstreamError(LabelgateError):
 class ResourceExhausted(LabelgateError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     http_status = 413
+
+
+class Unsupported(LabelgateError):
+    """The caller asked for something the gateway cannot do safely (shared memory, ...)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 400

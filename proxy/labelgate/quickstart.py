@@ -62,6 +62,14 @@ def banner(settings: GatewaySettings) -> str:
         "  # data-stewards: confidential needs an approval from data-owners: the call is held",
         call("sam", "data-stewards"),
     ]
+    if settings.rest_listen:
+        body = '{"inputs":[{"name":"customer_ids","datatype":"INT64","shape":[1],"data":[1]}]}'
+        analyst = token.format(sub="ann", groups=" --groups analysts")[1:-1]  # without its quotes
+        lines += [
+            "  # the same call over REST (KServe v2), as an analyst",
+            f'  curl -s -H "authorization: Bearer {analyst}"'
+            f" -d '{body}' http://{settings.rest_listen}/v2/models/customer-profile/infer",
+        ]
     if admin:
         owner = f'"$({lg} dev-token --sub olivia --groups data-owners)"'
         lines += [
@@ -116,10 +124,37 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
+def _with_generated_keys(settings: GatewaySettings) -> GatewaySettings:
+    """The quickstart's keys, generated once in its state folder (next to the approvals
+    database) so they stay the same across ``make run``s: the subject assertion signing key
+    (its JWKS at the admin listener) and the recording encryption key."""
+    from labelgate.auth.assertion import write_key_file as write_assertion_key
+    from labelgate.recording.sealing import write_key_file as write_recording_key
+
+    state = settings.approvals.sqlite_file
+    if state is None:
+        return settings
+    assertion = settings.upstream.subject_assertion
+    if assertion.enabled and not assertion.key_file and not assertion.key:
+        key_file = write_assertion_key(state.parent / "subject-assertion-key.pem")
+        upstream = settings.upstream.model_copy(
+            update={"subject_assertion": assertion.model_copy(update={"key_file": key_file})}
+        )
+        settings = settings.model_copy(update={"upstream": upstream})
+    recording = settings.recording
+    if recording.enabled and recording.encryption_key_file is None:
+        key = state.parent / "recording.key"
+        if not key.exists():
+            write_recording_key(key)
+        recording = recording.model_copy(update={"encryption_key_file": key})
+        settings = settings.model_copy(update={"recording": recording})
+    return settings
+
+
 def run_quickstart(config: Path) -> None:
     from labelgate.gateway.server import run
 
-    settings = load_settings(config)
+    settings = _with_generated_keys(load_settings(config))
     for state in (settings.approvals.sqlite_file, settings.recording.dir):
         if state is not None:
             (state if state.suffix == "" else state.parent).mkdir(parents=True, exist_ok=True)

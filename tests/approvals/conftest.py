@@ -41,6 +41,11 @@ def token(sub: str, *groups: str, ttl: int = 900) -> str:
     return mint_dev_token(sub, list(groups), ttl)
 
 
+def dev_id(name: str) -> str:
+    """The qualified subject id of a development-key token for ``name``."""
+    return f"jwt:labelgate-dev#{name}"
+
+
 def person(prefix: str) -> str:
     """A subject name no other test uses (grants are per subject)."""
     return f"{prefix}-{uuid.uuid4().hex[:6]}@example.com"
@@ -168,12 +173,14 @@ class Api:
         return response.json()
 
     def pending_of(self, requester: str, bearer: str, timeout: float = 20) -> dict[str, Any]:
-        """Wait for a pending request by ``requester`` that ``bearer`` may see."""
+        """Wait for a pending request by ``requester`` (a qualified id, or the name of a
+        dev-token subject) that ``bearer`` may see."""
         found: list[dict] = []
+        wanted = requester if ":" in requester.partition("#")[0] else dev_id(requester)
 
         def appeared() -> bool:
             items = self.get("/api/v1/approvals", bearer).json()["items"]
-            found[:] = [item for item in items if item["requester"] == requester]
+            found[:] = [item for item in items if item["requester"] == wanted]
             return bool(found)
 
         wait_until(appeared, timeout, f"a pending approval by {requester}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from labelgate.approvals.hold import RefuseUntilApproved
 from labelgate.config import GatewaySettings, load_settings
 from labelgate.errors import ConfigError
-from labelgate.gateway.approval import RefuseUntilApproved
 from labelgate.gateway.server import approval_stage, build_approvals
 
 JWT = {"jwt": {"trust_dev_key": True}}

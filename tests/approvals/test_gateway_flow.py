@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.approvals.conftest import CUSTOMER, Stack, grpc_infer, held, infer, person, token
+from tests.approvals.conftest import CUSTOMER, Stack, dev_id, grpc_infer, held, infer, person, token
 
 SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 ASYNC = {"x-labelgate-approval": "async"}
@@ -37,7 +37,7 @@ def test_held_call_is_released_by_an_approval_and_then_sees_clear_values(stack: 
     approved = stack.api.approve(item["id"], owner_token, "ticket checked")
     assert approved.status_code == 200, approved.text
     assert approved.json()["state"] == "granted"
-    assert approved.json()["votes"][0]["approver"] == owner
+    assert approved.json()["votes"][0]["approver"] == dev_id(owner)
     assert approved.json()["votes"][0]["reason"] == "ticket checked"
 
     result = call.result(timeout=60)
@@ -88,7 +88,7 @@ def test_a_held_call_expires_before_the_clients_deadline_and_is_denied(stack: St
     assert answer.reason == "APPROVAL_EXPIRED"
     assert "expired" in answer.message
     items = stack.api.get("/api/v1/approvals?state=resolved", token(owner, "data-owners")).json()["items"]
-    mine = [i for i in items if i["requester"] == steward]
+    mine = [i for i in items if i["requester"] == dev_id(steward)]
     assert [i["state"] for i in mine] == ["expired"]
     stack.receiver.wait_for(
         "/generic", lambda b: b["event"] == "approval.expired" and b["approval"]["id"] == mine[0]["id"]
@@ -152,8 +152,13 @@ def test_nobody_approves_their_own_request_and_only_approvers_approve(stack: Sta
     assert admin.status_code == 403 and admin.json()["reason"] == "NOT_AN_APPROVER"
     assert stack.api.show(approval_id, ada_token)["state"] == "pending"
 
-    # An administrator may clear a request away, with a reason, but not grant it.
-    cleared = stack.api.deny(approval_id, admin_token, "duplicate request")
+    # A viewer group (the stack's ``admins``) sees the request and votes on nothing, not even a
+    # deny: only the policy's approver groups decide (issue 19, finding 7).
+    assert stack.api.show(approval_id, admin_token)["state"] == "pending"
+    not_theirs = stack.api.deny(approval_id, admin_token, "duplicate request")
+    assert not_theirs.status_code == 403 and not_theirs.json()["reason"] == "NOT_AN_APPROVER"
+    assert stack.api.show(approval_id, ada_token)["state"] == "pending"
+    cleared = stack.api.deny(approval_id, token(person("olivia"), "data-owners"), "duplicate request")
     assert cleared.status_code == 200 and cleared.json()["state"] == "denied"
     refused = grpc_infer(stack.grpc, ada_token, **{"x-labelgate-approval-id": approval_id})
     assert refused.code == "PERMISSION_DENIED" and "duplicate request" in refused.message

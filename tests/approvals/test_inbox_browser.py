@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.approvals.conftest import Stack, held, person, token
+from tests.approvals.conftest import Stack, dev_id, held, person, token
 from tests.support.procs import REPO
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -87,7 +87,7 @@ def test_an_approver_clicks_approve_and_the_held_call_sees_clear_values(
 
     page = browser.new_page()
     open_signed_in(page, link, owner_token)
-    assert page.locator("h1").inner_text().startswith(steward)
+    assert page.locator("h1").inner_text().startswith(dev_id(steward))
     assert "Chargeback dispute CS-1042" in page.content()
 
     page.goto(f"{stack.api.base}/inbox")
@@ -105,7 +105,7 @@ def test_an_approver_clicks_approve_and_the_held_call_sees_clear_values(
     result = call.result(timeout=60)
     assert "error" not in result, result
     assert all(SSN.match(value) for value in result["outputs"]["ssn"]["values"])
-    assert stack.api.show(approval_id, owner_token)["votes"][0]["approver"] == owner
+    assert stack.api.show(approval_id, owner_token)["votes"][0]["approver"] == dev_id(owner)
     page.close()
 
 

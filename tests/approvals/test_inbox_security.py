@@ -34,6 +34,8 @@ def signed_in(stack: Stack, bearer: str) -> Iterator[httpx.Client]:
         assert response.status_code == 303 and response.headers["location"] == "/inbox"
         cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and "session" in v)
         assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/inbox" in cookie
+        # A derived session token, never the bearer token (nor its signature).
+        assert bearer not in cookie and bearer.rsplit(".", 1)[1] not in cookie
         yield client
 
 

@@ -14,7 +14,7 @@ from labelgate.errors import InvalidInput
 
 NOW = 1_800_000_000.0
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
-BINDING = Binding("bea", METHOD, "customer-profile", ("restricted", "public"))
+BINDING = Binding("bea", METHOD, "customer-profile", ("restricted", "public"), "d" * 64)
 TWO_FROM_SECURITY = Requirement(("security",), 2, 900, "restricted data needs 2 approval(s) from security")
 
 
@@ -63,7 +63,11 @@ def test_vote_refusals() -> None:
     assert refusal is not None and refusal.reason == "SELF_APPROVAL"
     refusal = rules.vote_refusal(Subject("root", ("admins",)), pending, "approve", ["admins"], NOW)
     assert refusal is not None and refusal.reason == "NOT_AN_APPROVER"
-    assert rules.vote_refusal(Subject("root", ("admins",)), pending, "deny", ["admins"], NOW) is None
+    # Viewer groups see every request and vote on none: not even a deny.
+    refusal = rules.vote_refusal(Subject("root", ("admins",)), pending, "deny", ["admins"], NOW)
+    assert refusal is not None and refusal.reason == "NOT_AN_APPROVER"
+    assert "viewer groups" in refusal.message
+    assert rules.vote_refusal(Subject("sam", ("security",)), pending, "deny", ["admins"], NOW) is None
     assert rules.vote_refusal(Subject("sam", ("security",)), pending, "approve", [], NOW) is None
     voted = request(votes=(vote("sam", "security"),))
     refusal = rules.vote_refusal(Subject("sam", ("security",)), voted, "approve", [], NOW)
@@ -88,7 +92,7 @@ def test_what_a_grant_covers() -> None:
     assert rules.grant_mismatch(grant, dataclasses.replace(BINDING, method="/a.B/C"), NOW) == (
         "the grant is for another method"
     )
-    wider = Binding("bea", METHOD, "customer-profile", ("restricted", "public", "confidential"))
+    wider = Binding("bea", METHOD, "customer-profile", ("restricted", "public", "confidential"), "d" * 64)
     assert rules.grant_mismatch(grant, wider, NOW) == "the grant is for another set of labels"
     assert rules.grant_mismatch(grant, BINDING, NOW + 900) == "the grant has expired"
     assert rules.grant_satisfies(grant, TWO_FROM_SECURITY)
@@ -110,3 +114,68 @@ def test_client_options_from_metadata() -> None:
     with pytest.raises(InvalidInput):
         read_options((("x-labelgate-approval-id", "apr-0123456789abcdef"),) * 2)
     assert len(read_options((("x-labelgate-justification", "x" * 2000),)).justification) == 500
+
+
+def test_a_grant_covers_its_query_unless_the_policy_widened_it_to_the_model() -> None:
+    grant = Grant(
+        "grant-1", "apr-1", BINDING, (("sam", ("security",)), ("sol", ("security",))), NOW, NOW + 900
+    )
+    other_query = dataclasses.replace(BINDING, digest="e" * 64)
+    assert rules.grant_mismatch(grant, other_query, NOW) == (
+        "the grant is for another query (other inputs or outputs)"
+    )
+    # A call whose query is not known never rides on a query-scoped grant.
+    assert rules.grant_mismatch(grant, dataclasses.replace(BINDING, digest=""), NOW) is not None
+    model_wide = dataclasses.replace(grant, scope="model")
+    assert rules.grant_mismatch(model_wide, other_query, NOW) is None
+    # ... unless the policy now asks for query-scoped grants again.
+    assert rules.grant_mismatch(model_wide, other_query, NOW, TWO_FROM_SECURITY) is not None
+    widened = dataclasses.replace(TWO_FROM_SECURITY, grant_scope="model")
+    assert rules.grant_mismatch(model_wide, other_query, NOW, widened) is None
+
+
+def test_a_single_use_grant_covers_only_the_call_it_was_spent_on() -> None:
+    grant = Grant(
+        "grant-1",
+        "apr-1",
+        BINDING,
+        (("sam", ("security",)),),
+        NOW,
+        NOW + 900,
+        single_use=True,
+        used_by="call-1",
+    )
+    assert rules.grant_mismatch(grant, BINDING, NOW, None, "call-1") is None  # its other phase
+    assert rules.grant_mismatch(grant, BINDING, NOW, None, "call-2") == (
+        "the grant was for one call and has been used"
+    )
+    assert rules.spends(grant, None)
+    reusable = dataclasses.replace(grant, single_use=False, used_by=None)
+    assert not rules.spends(reusable, TWO_FROM_SECURITY)
+    assert rules.spends(reusable, dataclasses.replace(TWO_FROM_SECURITY, single_use=True))
+
+
+def test_one_name_proven_two_ways_is_one_person_for_separation_of_duties() -> None:
+    """Ids are qualified, so a dev-token ``bea`` is not the API key ``bea``; but neither may
+    vote on the other's request, and their two votes count once."""
+    mine = request(binding=dataclasses.replace(BINDING, subject="api_key:bea"))
+    dev_bea = Subject.proven("jwt", "bea", issuer="labelgate-dev", groups=("security",))
+    refusal = rules.vote_refusal(dev_bea, mine, "approve", [], NOW)
+    assert refusal is not None and refusal.reason == "SELF_APPROVAL"
+    sam_jwt, sam_mtls = "jwt:https://idp#sam", "mtls:sam"
+    votes = [vote(sam_jwt, "security"), vote(sam_mtls, "security")]
+    assert list(rules.counted_approvers(votes, TWO_FROM_SECURITY, "api_key:bea")) == [sam_jwt]
+    voted = request(votes=(vote(sam_jwt, "security"),))
+    refusal = rules.vote_refusal(
+        Subject.proven("mtls", "sam", groups=("security",)), voted, "approve", [], NOW
+    )
+    assert refusal is not None and refusal.reason == "ALREADY_VOTED"
+    grant = Grant(
+        "grant-1",
+        "apr-1",
+        dataclasses.replace(BINDING, subject="api_key:bea"),
+        ((sam_jwt, ("security",)), (sam_mtls, ("security",))),
+        NOW,
+        NOW + 900,
+    )
+    assert not rules.grant_satisfies(grant, TWO_FROM_SECURITY)

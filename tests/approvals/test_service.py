@@ -26,6 +26,7 @@ OWNERS = Requirement(("data-owners",), 1, 900, "confidential data needs 1 approv
 SECURITY = Requirement(("security",), 2, 900, "restricted data needs 2 approval(s) from security")
 STEVE = Subject("steve", ("data-stewards",))
 OLIVIA = Subject("olivia", ("data-owners",))
+DIGEST = "a" * 64  # the request digest of the held call
 
 
 class Clock:
@@ -66,9 +67,10 @@ def draft(
     seconds: float = 60,
     mode: str = "hold",
     labels: tuple[str, ...] = ("confidential", "public"),
+    digest: str = DIGEST,
 ) -> Draft:
     return Draft(
-        binding=Binding(subject.id, METHOD, model, labels),
+        binding=Binding(subject.id, METHOD, model, labels, digest),
         requester_groups=subject.groups,
         phase="request",
         fields=(
@@ -151,9 +153,15 @@ async def test_nobody_decides_their_own_request_admins_included(new_database: Ca
             await service.approve(outsider, request.id)
         assert [r.id for r in await service.visible_to(admin)] == [request.id]
         assert await service.visible_to(outsider) == []
-        denied = await service.deny(admin, request.id, "duplicate")
-        assert denied.state is State.DENIED and denied.resolution == "denied by root: duplicate"
-        assert [(v.approver, v.verdict, v.reason) for v in denied.votes] == [("root", "deny", "duplicate")]
+        # A viewer group (admin_groups, now viewer_groups) sees, and never votes: no deny either.
+        with pytest.raises(PermissionDenied) as refused:
+            await service.deny(admin, request.id, "duplicate")
+        assert refused.value.reason == "NOT_AN_APPROVER"
+        assert (await service.show(admin, request.id)).state is State.PENDING
+        owner = Subject("olivia", ("data-owners",))
+        denied = await service.deny(owner, request.id, "duplicate")
+        assert denied.state is State.DENIED and denied.resolution == "denied by olivia: duplicate"
+        assert [(v.approver, v.verdict, v.reason) for v in denied.votes] == [("olivia", "deny", "duplicate")]
 
 
 async def test_a_request_expires_on_its_own_and_late_votes_are_refused(
@@ -224,21 +232,33 @@ async def test_grants_are_bound_to_subject_method_model_and_labels(new_database:
     async with running_service(new_database, clock=clock) as service:
         request = await service.open(draft(mode="async"))
         await service.approve(OLIVIA, request.id)
-        binding = Binding("steve", METHOD, "customer-profile", ("public", "confidential"))
+        binding = Binding("steve", METHOD, "customer-profile", ("public", "confidential"), DIGEST)
         assert (await service.find_grant(binding, OWNERS)) is not None
         assert (
-            await service.find_grant(Binding("mallory", METHOD, "customer-profile", binding.labels), OWNERS)
-            is None
-        )
-        assert await service.find_grant(Binding("steve", METHOD, "sentiment", binding.labels), OWNERS) is None
-        assert (
-            await service.find_grant(Binding("steve", METHOD, "customer-profile", ("restricted",)), OWNERS)
+            await service.find_grant(
+                Binding("mallory", METHOD, "customer-profile", binding.labels, DIGEST), OWNERS
+            )
             is None
         )
         assert (
-            await service.find_grant(Binding("steve", "/x.Y/Z", "customer-profile", binding.labels), OWNERS)
+            await service.find_grant(Binding("steve", METHOD, "sentiment", binding.labels, DIGEST), OWNERS)
             is None
         )
+        assert (
+            await service.find_grant(
+                Binding("steve", METHOD, "customer-profile", ("restricted",), DIGEST), OWNERS
+            )
+            is None
+        )
+        assert (
+            await service.find_grant(
+                Binding("steve", "/x.Y/Z", "customer-profile", binding.labels, DIGEST), OWNERS
+            )
+            is None
+        )
+        # Another query (other inputs or outputs) is not covered: the grant is for this one.
+        other_query = Binding("steve", METHOD, "customer-profile", binding.labels, "b" * 64)
+        assert await service.find_grant(other_query, OWNERS) is None
         # A one-person grant never satisfies a two-person requirement.
         assert await service.find_grant(binding, SECURITY) is None
         clock.now += 901

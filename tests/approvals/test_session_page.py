@@ -4,20 +4,25 @@ a FileSessionStore written by the real SessionRecorder."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from labelgate.admin.app import build_admin_app
 from labelgate.approvals.api import ApprovalsContext
 from labelgate.approvals.db import SqliteDatabase
 from labelgate.approvals.service import ApprovalService
+from labelgate.approvals.web import issue_session
 from labelgate.auth import Authenticator, Subject
-from labelgate.auth.devkeys import mint_dev_token
 from labelgate.auth.settings import AuthSettings, JwtSettings
-from labelgate.gateway.admin import build_admin_app
+from labelgate.calls import CallRecord
 from labelgate.recording import SessionRecorder
+from labelgate.recording.entries import recording_key
 from labelgate.recording.files import FileSessionStore
 from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
 
@@ -29,27 +34,41 @@ async def _ready() -> dict[str, bool]:
     return {"ok": True}
 
 
+KEY = b"session-page-test-key-0123456789abcdef"
+PEER = make_call().peer
+# The recording key of nora's (make_outcome's subject) session "s-plain": bound to her.
+PLAIN = recording_key(make_outcome().subject, PEER, "s-plain")
+
+
+def context(service: ApprovalService, authenticator: Authenticator) -> ApprovalsContext:
+    return ApprovalsContext(service, authenticator, session_key=KEY)
+
+
 def cookie(sub: str, *groups: str) -> dict[str, str]:
-    return {"cookie": f"labelgate_session={mint_dev_token(sub, list(groups), 600)}"}
+    """A signed-in person's session cookie: a derived session token, never a bearer token."""
+    person = Subject(sub, groups, "jwt", {"iss": "labelgate-dev"})
+    value = issue_session(SimpleNamespace(session_key=KEY), person, time.time() + 600)
+    return {"cookie": f"labelgate_session={value}"}
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """Two sessions recorded (one with hostile text in it), the admin app with admin group ``auditors``."""
-    recorder = SessionRecorder(FileSessionStore(tmp_path / "sessions"), clock=Clock())
-    await recorder.record(make_call("s-plain"), make_outcome(), None)
+    clock = Clock()
+    recorder = SessionRecorder(FileSessionStore(tmp_path / "sessions"), clock=clock)
+    await recorder.record(CallRecord.of(make_call("s-plain"), make_outcome(), None, clock()))
     masked_only = make_outcome(delivered=delivered_response(notes="second call"))
-    await recorder.record(make_call("s-plain"), masked_only, None)
+    await recorder.record(CallRecord.of(make_call("s-plain"), masked_only, None, clock()))
     hostile = make_outcome(delivered=delivered_response(notes=IMG))
     hostile.subject = Subject(ATTACK, ("analysts",), "jwt")
-    await recorder.record(make_call(f"s-{ATTACK}"), hostile, None)
+    await recorder.record(CallRecord.of(make_call(f"s-{ATTACK}"), hostile, None, clock()))
     await recorder.close()
 
     service = ApprovalService(
         SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors"]
     )
     authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
-    app = build_admin_app(_ready, ApprovalsContext(service, authenticator))
+    app = build_admin_app(_ready, context(service, authenticator))
     app.state.session_store = FileSessionStore(tmp_path / "sessions")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
         yield http
@@ -58,8 +77,8 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 async def test_an_admin_sees_the_timeline_with_the_delivered_tensors(client: httpx.AsyncClient) -> None:
     listing = await client.get("/inbox/sessions", headers=cookie("ana", "auditors"))
     assert listing.status_code == 200
-    assert 'href="/inbox/sessions/s-plain"' in listing.text
-    page = await client.get("/inbox/sessions/s-plain", headers=cookie("ana", "auditors"))
+    assert f'href="/inbox/sessions/{quote(PLAIN, safe="")}"' in listing.text
+    page = await client.get(f"/inbox/sessions/{PLAIN}", headers=cookie("ana", "auditors"))
     assert page.status_code == 200
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
     html = page.text
@@ -79,11 +98,11 @@ async def test_an_admin_sees_the_timeline_with_the_delivered_tensors(client: htt
 
 
 async def test_a_signed_in_person_outside_the_admin_groups_gets_403(client: httpx.AsyncClient) -> None:
-    for path in ("/inbox/sessions", "/inbox/sessions/s-plain"):
+    for path in ("/inbox/sessions", f"/inbox/sessions/{PLAIN}"):
         refused = await client.get(path, headers=cookie("olga", "data-owners", "analysts"))
         assert refused.status_code == 403, path
         assert "SESSIONS_ADMIN_ONLY" in refused.text and "plain note" not in refused.text
-    anonymous = await client.get("/inbox/sessions/s-plain")
+    anonymous = await client.get(f"/inbox/sessions/{PLAIN}")
     assert anonymous.status_code == 200 and "Sign in" in anonymous.text and "plain note" not in anonymous.text
     missing = await client.get("/inbox/sessions/no-such-session", headers=cookie("ana", "auditors"))
     assert missing.status_code == 404 and "SESSION_NOT_FOUND" in missing.text
@@ -106,7 +125,7 @@ async def test_without_a_recording_store_the_page_says_so(tmp_path: Path) -> Non
         SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors"]
     )
     authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
-    app = build_admin_app(_ready, ApprovalsContext(service, authenticator))
+    app = build_admin_app(_ready, context(service, authenticator))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
         page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors"))
     assert page.status_code == 404 and "SESSIONS_NOT_RECORDED" in page.text
@@ -115,7 +134,7 @@ async def test_without_a_recording_store_the_page_says_so(tmp_path: Path) -> Non
 async def test_with_no_admin_group_configured_nobody_sees_sessions(tmp_path: Path) -> None:
     service = ApprovalService(SqliteDatabase(None), node_id="t", link_base="http://t")
     authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
-    app = build_admin_app(_ready, ApprovalsContext(service, authenticator))
+    app = build_admin_app(_ready, context(service, authenticator))
     app.state.session_store = FileSessionStore(tmp_path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
         page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors", "admins"))

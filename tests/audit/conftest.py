@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 
 from labelgate.audit.checkpoints import generate_keypair, load_public_key
 from labelgate.audit.store import list_segments
-from tests.support.procs import Process, wait_until
+from tests.support.procs import Process
 
 _names = itertools.count(1)
 
@@ -62,20 +61,11 @@ def public_key(keys: tuple[Path, Path]):
     return load_public_key(keys[1])
 
 
-def socket_accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
-
-
 def writer_args(sock: Path, log_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "labelgate.audit.writer",
+        "labelgate.audit",
         "--socket",
         str(sock),
         "--log-dir",
@@ -96,19 +86,13 @@ _LIMIT_FILE_SIZE = (
 def writer_process(
     sock: Path, log_dir: Path, *extra: str, max_file_bytes: int | None = None
 ) -> Iterator[Process]:
-    """``python -m labelgate.audit.writer`` as a real child process, ready when its socket accepts."""
+    """``python -m labelgate.audit`` as a real child process, ready when its socket accepts."""
     args = writer_args(sock, log_dir, *extra)
     if max_file_bytes is not None:
         args = [sys.executable, "-c", _LIMIT_FILE_SIZE, str(max_file_bytes), *args]
-    process = Process(args, log_dir.parent / f"writer-{next(_names)}.log")
-
-    def ready() -> bool:
-        if not process.alive():
-            raise RuntimeError(f"audit writer exited early:\n{process.output()}")
-        return socket_accepts(sock)
-
+    process = Process(args, log_dir.parent / f"writer-{next(_names)}.log", name="audit writer")
     try:
-        wait_until(ready, timeout=20, what="audit writer socket")
+        process.wait_for_socket(sock, timeout=20)
         yield process
     finally:
         process.stop()

@@ -46,15 +46,15 @@ def test_hash_is_plain_sha256_hex() -> None:
 def test_a_known_key_gives_its_subject(keys_file: Path, minted) -> None:
     store = ApiKeyStore.load(keys_file)
     subject = store.verify(minted[1][0])
-    assert (subject.id, subject.groups, subject.auth) == ("batch", ("a", "b"), "api_key")
+    assert (subject.name, subject.groups, subject.auth) == ("batch", ("a", "b"), "api_key")
     assert dict(subject.attributes) == {"key_id": "batch"}
-    assert store.verify(minted[0][0]).id == "ci-pipeline"
+    assert store.verify(minted[0][0]).name == "ci-pipeline"
 
 
 def test_a_json_keys_file_works_too(tmp_path: Path, minted) -> None:
     path = tmp_path / "keys.json"
     path.write_text(json.dumps({"keys": [entry for _, entry in minted]}))
-    assert ApiKeyStore.load(path).verify(minted[0][0]).id == "ci-pipeline"
+    assert ApiKeyStore.load(path).verify(minted[0][0]).name == "ci-pipeline"
 
 
 def test_an_unknown_key_is_refused_without_echoing_it(keys_file: Path) -> None:
@@ -96,7 +96,7 @@ def test_lookup_compares_every_entry_with_compare_digest(keys_file: Path, minted
 
     monkeypatch.setattr(api_keys_module.hmac, "compare_digest", recording)
     store = ApiKeyStore.load(keys_file)
-    assert store.verify(minted[0][0]).id == "ci-pipeline"
+    assert store.verify(minted[0][0]).name == "ci-pipeline"
     assert len(calls) == len(store) == 2
     calls.clear()
     with pytest.raises(Unauthenticated):

@@ -45,7 +45,7 @@ def refusal(authenticator: Authenticator, metadata, auth_context=None) -> str:
 
 def test_a_bearer_token(jwt_authenticator: Authenticator, rsa_key: SigningKey) -> None:
     subject = jwt_authenticator.authenticate([("authorization", f"Bearer {rsa_key.sign(claims())}")], None)
-    assert (subject.id, subject.auth) == ("alice", "jwt")
+    assert (subject.name, subject.auth) == ("alice", "jwt")
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
@@ -53,12 +53,12 @@ def test_the_bearer_scheme_is_case_insensitive_and_bytes_values_work(
     jwt_authenticator, rsa_key, scheme
 ) -> None:
     value = f"{scheme}  {rsa_key.sign(claims())} ".encode()
-    assert jwt_authenticator.authenticate([("authorization", value)], None).id == "alice"
+    assert jwt_authenticator.authenticate([("authorization", value)], None).name == "alice"
 
 
 def test_an_api_key(both: Authenticator, api_key) -> None:
     subject = both.authenticate([("x-api-key", api_key[0])], None)
-    assert (subject.id, subject.groups, subject.auth) == ("ci-pipeline", ("automation",), "api_key")
+    assert (subject.name, subject.groups, subject.auth) == ("ci-pipeline", ("automation",), "api_key")
 
 
 def test_no_credentials(both: Authenticator) -> None:
@@ -94,8 +94,9 @@ def test_several_credentials_must_all_be_valid(both: Authenticator, rsa_key, api
         == reasons.API_KEY_UNKNOWN
     )
     subject = both.authenticate([("x-api-key", api_key[0]), ("authorization", good_token)], None)
-    assert (subject.id, subject.auth) == ("alice", "jwt")  # jwt comes before api_key in the default order
-    assert subject.attributes["also_verified"] == {"api_key": "ci-pipeline"}
+    assert (subject.name, subject.auth) == ("alice", "jwt")  # jwt comes before api_key in the default order
+    assert subject.id == "jwt:https://idp.test#alice"
+    assert subject.attributes["also_verified"] == {"api_key": "api_key:ci-pipeline"}
 
 
 def test_the_configured_order_decides_the_subject(jwt_settings, api_key, rsa_key) -> None:
@@ -105,7 +106,10 @@ def test_the_configured_order_decides_the_subject(jwt_settings, api_key, rsa_key
     subject = Authenticator.from_settings(settings).authenticate(
         [("authorization", f"Bearer {rsa_key.sign(claims())}"), ("x-api-key", api_key[0])], None
     )
-    assert (subject.id, subject.attributes["also_verified"]) == ("ci-pipeline", {"jwt": "alice"})
+    assert (subject.name, subject.attributes["also_verified"]) == (
+        "ci-pipeline",
+        {"jwt": "jwt:https://idp.test#alice"},
+    )
 
 
 def test_credentials_for_methods_not_enabled_are_refused(jwt_authenticator, api_key, rsa_key) -> None:
@@ -130,7 +134,7 @@ def test_the_auth_context_shape_grpc_gives(tmp_path) -> None:
         "x509_common_name": [b"alice"],
         "x509_pem_cert": [cert.cert_pem],
     }
-    assert authenticator.authenticate([], context).id == "spiffe://t/alice"
+    assert authenticator.authenticate([], context).name == "spiffe://t/alice"
     garbage = {
         **context,
         "x509_pem_cert": [b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"],
@@ -174,6 +178,6 @@ def test_with_no_method_configured_every_call_is_refused(rsa_key, api_key) -> No
 def test_built_directly_from_settings(jwt_settings, rsa_key, api_key) -> None:
     authenticator = Authenticator(AuthSettings(jwt=jwt_settings))
     bearer = [("authorization", f"Bearer {rsa_key.sign(claims())}")]
-    assert authenticator.authenticate(bearer, None).id == "alice"
+    assert authenticator.authenticate(bearer, None).name == "alice"
     with pytest.raises(ValueError, match="not both"):
         Authenticator(AuthSettings(jwt=jwt_settings), api_keys=ApiKeyStore.load(api_key[1]))

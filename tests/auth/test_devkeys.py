@@ -29,8 +29,16 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "deploy" / "quickstart" / "dev-keys"
 
 
-def test_the_shipped_pair_is_where_the_code_looks_and_clearly_insecure() -> None:
+def test_the_shipped_pair_is_where_the_code_looks_and_clearly_insecure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without $LABELGATE_DEV_KEYS: the quickstart's folder under the working directory (the
+    # package itself does not know where the repository is).
+    monkeypatch.delenv("LABELGATE_DEV_KEYS", raising=False)
+    monkeypatch.chdir(REPO)
     assert default_dev_key_dir() == SHIPPED
+    monkeypatch.setenv("LABELGATE_DEV_KEYS", "/somewhere/else")
+    assert default_dev_key_dir() == Path("/somewhere/else")
     assert (SHIPPED / PRIVATE_KEY_NAME).is_file()
     assert "INSECURE" in PRIVATE_KEY_NAME
     (key,) = json.loads((SHIPPED / JWKS_NAME).read_text())["keys"]
@@ -41,7 +49,7 @@ def test_the_shipped_pair_is_where_the_code_looks_and_clearly_insecure() -> None
 def test_a_dev_token_verifies_when_the_dev_key_is_trusted() -> None:
     verifier = JwtVerifier.from_settings(JwtSettings(trust_dev_key=True))
     subject = verifier.verify(dev_token_command("alice", "analysts, data-stewards,,", "1h"))
-    assert subject.id == "alice"
+    assert subject.name == "alice"
     assert subject.groups == ("analysts", "data-stewards")
     assert subject.attributes["key_source"] == "dev"
     assert subject.attributes["iss"] == "labelgate-dev"
@@ -71,14 +79,14 @@ def test_the_dev_key_cannot_vouch_for_the_real_issuer(jwks_file: Path) -> None:
     with pytest.raises(Unauthenticated) as caught:
         verifier.verify(forged)
     assert caught.value.reason == reasons.TOKEN_BAD_ISSUER
-    assert verifier.verify(mint_dev_token("alice", [], 60)).id == "alice"
+    assert verifier.verify(mint_dev_token("alice", [], 60)).name == "alice"
 
 
 def test_dev_tokens_work_end_to_end_through_the_authenticator() -> None:
     authenticator = Authenticator.from_settings(AuthSettings(jwt={"trust_dev_key": True}))
     token = dev_token_command("bob", "analysts", "30m")
     subject = authenticator.authenticate([("authorization", f"Bearer {token}")], None)
-    assert (subject.id, subject.groups, subject.auth) == ("bob", ("analysts",), "jwt")
+    assert (subject.name, subject.groups, subject.auth) == ("bob", ("analysts",), "jwt")
 
 
 def test_dev_token_claims() -> None:
@@ -126,7 +134,7 @@ def test_generate_writes_a_pair_that_mints_and_verifies(tmp_path: Path) -> None:
     assert private.read_text().startswith("-----BEGIN PRIVATE KEY-----")
     token = mint_dev_token("carol", ["x"], 60, key_dir=tmp_path)
     verifier = JwtVerifier.from_settings(JwtSettings(trust_dev_key=True, dev_keys_dir=tmp_path))
-    assert verifier.verify(token).id == "carol"
+    assert verifier.verify(token).name == "carol"
     # ...and the shipped JWKS does not trust this new key.
     with pytest.raises(Unauthenticated):
         JwtVerifier.from_settings(JwtSettings(trust_dev_key=True)).verify(token)
@@ -162,7 +170,7 @@ def test_the_dev_key_dir_can_come_from_the_environment(tmp_path: Path, monkeypat
     monkeypatch.setenv("LABELGATE_DEV_KEYS", str(tmp_path))
     assert default_dev_key_dir() == tmp_path
     token = mint_dev_token("dave", [], 60)
-    assert JwtVerifier.from_settings(JwtSettings(trust_dev_key=True)).verify(token).id == "dave"
+    assert JwtVerifier.from_settings(JwtSettings(trust_dev_key=True)).verify(token).name == "dave"
 
 
 def test_the_generate_command(tmp_path: Path, capsys) -> None:
@@ -181,3 +189,25 @@ def test_a_jwks_file_reusing_the_dev_kid_is_refused(tmp_path: Path) -> None:
         JwtVerifier.from_settings(
             JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, trust_dev_key=True)
         )
+
+
+def test_a_dev_token_can_never_be_a_production_identity(jwks_file: Path, rsa_key) -> None:
+    """Both keys trusted, the same ``sub``: two different subjects (issue 13, gap 3)."""
+    from tests.support.pki import claims
+
+    verifier = JwtVerifier.from_settings(
+        JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwks_file, trust_dev_key=True)
+    )
+    dev = verifier.verify(mint_dev_token("olivia", ["data-owners"], 60))
+    real = verifier.verify(rsa_key.sign(claims("olivia")))
+    assert (dev.name, real.name) == ("olivia", "olivia")
+    assert dev.id == "jwt:labelgate-dev#olivia"
+    assert real.id == f"jwt:{ISSUER}#olivia"
+    assert dev.id != real.id
+
+
+def test_a_production_issuer_cannot_be_the_dev_issuer(jwks_file: Path) -> None:
+    with pytest.raises(ValueError, match="development key"):
+        JwtSettings(issuer="labelgate-dev", audience=AUDIENCE, jwks_file=jwks_file)
+    with pytest.raises(ValueError, match="must not contain '#'"):
+        JwtSettings(issuer="https://idp#x", audience=AUDIENCE, jwks_file=jwks_file)

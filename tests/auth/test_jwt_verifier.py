@@ -41,7 +41,7 @@ def refused(verifier: JwtVerifier, token: str) -> Unauthenticated:
 def test_a_valid_rs256_token_gives_the_subject(verifier: JwtVerifier, rsa_key: SigningKey) -> None:
     body = claims("alice", groups=["data-stewards", "analysts", "analysts"])
     subject = verifier.verify(rsa_key.sign(body))
-    assert subject.id == "alice"
+    assert subject.name == "alice"
     assert subject.auth == "jwt"
     assert subject.groups == ("analysts", "data-stewards")
     assert dict(subject.attributes) == {
@@ -54,17 +54,17 @@ def test_a_valid_rs256_token_gives_the_subject(verifier: JwtVerifier, rsa_key: S
 
 
 def test_a_valid_es256_token_gives_the_subject(verifier: JwtVerifier, ec_key: SigningKey) -> None:
-    assert verifier.verify(ec_key.sign(claims("bob", groups=[]))).id == "bob"
+    assert verifier.verify(ec_key.sign(claims("bob", groups=[]))).name == "bob"
 
 
 def test_an_audience_list_that_includes_the_gateway_is_accepted(verifier, rsa_key) -> None:
-    assert verifier.verify(rsa_key.sign(claims(aud=["other", AUDIENCE]))).id == "alice"
+    assert verifier.verify(rsa_key.sign(claims(aud=["other", AUDIENCE]))).name == "alice"
 
 
 def test_clock_skew_within_the_leeway_is_tolerated(verifier, rsa_key) -> None:
     now = time.time()
-    assert verifier.verify(rsa_key.sign(claims(now=now - 310, ttl=300))).id == "alice"  # expired 10 s ago
-    assert verifier.verify(rsa_key.sign(claims(now=now + 10))).id == "alice"  # valid in 10 s
+    assert verifier.verify(rsa_key.sign(claims(now=now - 310, ttl=300))).name == "alice"  # expired 10 s ago
+    assert verifier.verify(rsa_key.sign(claims(now=now + 10))).name == "alice"  # valid in 10 s
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_hs256_confusion_fails_even_if_hs256_were_on_the_allow_list(rsa_key) -> 
     verifier = JwtVerifier(KeyIndex(keys), algorithms=algorithms)
     token = forge_hs256_with_public_key(claims(), rsa_key.public_pem, kid="rsa-1")
     assert refused(verifier, token).reason == reasons.TOKEN_UNKNOWN_KEY
-    assert verifier.verify(rsa_key.sign(claims())).id == "alice"  # the same verifier does work
+    assert verifier.verify(rsa_key.sign(claims())).name == "alice"  # the same verifier does work
 
 
 def test_an_algorithm_the_key_was_not_published_for_is_refused(tmp_path: Path, rsa_key) -> None:
@@ -154,7 +154,7 @@ def test_a_jwk_without_alg_serves_every_allowed_algorithm_of_its_type(tmp_path: 
     settings = JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, algorithms=["RS256", "PS256"])
     verifier = JwtVerifier.from_settings(settings)
     token = jwt.encode(claims(), rsa_key.key, algorithm="PS256", headers={"kid": "rsa-1"})
-    assert verifier.verify(token).id == "alice"
+    assert verifier.verify(token).name == "alice"
 
 
 def test_a_token_without_kid_is_accepted_only_when_one_key_fits(tmp_path: Path, rsa_key) -> None:
@@ -163,7 +163,7 @@ def test_a_token_without_kid_is_accepted_only_when_one_key_fits(tmp_path: Path, 
     alone = JwtSettings(
         issuer=ISSUER, audience=AUDIENCE, jwks_file=write_jwks(tmp_path / "one.json", rsa_key)
     )
-    assert JwtVerifier.from_settings(alone).verify(token).id == "alice"
+    assert JwtVerifier.from_settings(alone).verify(token).name == "alice"
     two = write_jwks(tmp_path / "two.json", rsa_key, rsa_signing_key("rsa-2"))
     crowded = JwtVerifier.from_settings(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=two))
     assert refused(crowded, token).reason == reasons.TOKEN_UNKNOWN_KEY
@@ -218,7 +218,7 @@ def test_a_custom_subject_claim(tmp_path, rsa_key) -> None:
     verifier = JwtVerifier.from_settings(
         JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, subject_claim="email")
     )
-    assert verifier.verify(rsa_key.sign(claims(email="alice@example.com"))).id == "alice@example.com"
+    assert verifier.verify(rsa_key.sign(claims(email="alice@example.com"))).name == "alice@example.com"
     assert refused(verifier, rsa_key.sign(claims())).reason == reasons.TOKEN_MISSING_CLAIM
 
 
@@ -262,7 +262,7 @@ def test_hmac_alone_works_with_a_shared_secret_jwks(tmp_path: Path) -> None:
     settings = JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, algorithms=["HS256"])
     verifier = JwtVerifier.from_settings(settings)
     token = jwt.encode(claims(), secret, algorithm="HS256", headers={"kid": "h1"})
-    assert verifier.verify(token).id == "alice"
+    assert verifier.verify(token).name == "alice"
     assert refused(
         verifier, jwt.encode(claims(), b"t" * 32, algorithm="HS256", headers={"kid": "h1"})
     ).reason == (reasons.TOKEN_BAD_SIGNATURE)

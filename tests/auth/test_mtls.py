@@ -113,7 +113,8 @@ async def test_identity_from_the_uri_san(tmp_path, ca, alice, mtls_settings) -> 
     async with identity_server(mtls_only(mtls_settings), mtls_settings, ca, tmp_path) as server:
         reply = await server.call(alice)
     assert reply["subject"] == {
-        "id": ALICE_URI,
+        "id": f"mtls:{ALICE_URI}",
+        "name": ALICE_URI,
         "groups": ["analysts", "team-a"],
         "auth": "mtls",
         "attributes": {"cert_sha256": alice.cert.fingerprint(hashes.SHA256()).hex()},
@@ -124,14 +125,14 @@ async def test_identity_from_the_common_name(tmp_path, ca, alice, mtls_settings)
     settings = mtls_settings.model_copy(update={"identity_from": "cn"})
     async with identity_server(mtls_only(settings), settings, ca, tmp_path) as server:
         reply = await server.call(alice)
-    assert (reply["subject"]["id"], reply["subject"]["groups"]) == ("alice-cn", ["cn-group"])
+    assert (reply["subject"]["id"], reply["subject"]["groups"]) == ("mtls:alice-cn", ["cn-group"])
 
 
 async def test_identity_from_the_dns_san_without_a_group_mapping(tmp_path, ca, alice, mtls_settings) -> None:
     settings = mtls_settings.model_copy(update={"san_type": "dns"})
     async with identity_server(mtls_only(settings), settings, ca, tmp_path) as server:
         reply = await server.call(alice)
-    assert (reply["subject"]["id"], reply["subject"]["groups"]) == ("alice.test", [])
+    assert (reply["subject"]["id"], reply["subject"]["groups"]) == ("mtls:alice.test", [])
 
 
 @pytest.mark.parametrize(
@@ -198,10 +199,10 @@ async def test_with_a_certificate_and_a_token_the_order_picks_the_subject(
         mtls_and_jwt(mtls_settings, ["jwt", "mtls"]), mtls_settings, ca, tmp_path
     ) as server:
         user_first = (await server.call(alice, metadata))["subject"]
-    assert (workload_first["id"], workload_first["auth"]) == (ALICE_URI, "mtls")
-    assert workload_first["attributes"]["also_verified"] == {"jwt": "bob"}
-    assert (user_first["id"], user_first["auth"]) == ("bob", "jwt")
-    assert user_first["attributes"]["also_verified"] == {"mtls": ALICE_URI}
+    assert (workload_first["id"], workload_first["auth"]) == (f"mtls:{ALICE_URI}", "mtls")
+    assert workload_first["attributes"]["also_verified"] == {"jwt": "jwt:labelgate-dev#bob"}
+    assert (user_first["id"], user_first["auth"]) == ("jwt:labelgate-dev#bob", "jwt")
+    assert user_first["attributes"]["also_verified"] == {"mtls": f"mtls:{ALICE_URI}"}
 
 
 async def test_a_bad_token_next_to_a_good_certificate_is_refused(tmp_path, ca, alice, mtls_settings) -> None:

@@ -85,7 +85,7 @@ async def test_an_unknown_kid_triggers_one_early_refresh_and_rotation_is_picked_
             assert reason_of(verifier, token) == reasons.TOKEN_UNKNOWN_KEY  # this call still fails...
             assert verifier.remote is not None and verifier.remote.early_refresh is not None
             assert await verifier.remote.early_refresh  # ...but a refresh is under way
-            assert verifier.verify(token).id == "alice"
+            assert verifier.verify(token).name == "alice"
             # Invented kids can't make the gateway hammer the provider: one refresh per interval.
             requests = len(server.requests)
             for number in range(3):
@@ -106,7 +106,7 @@ async def test_a_failed_refresh_keeps_the_last_good_keys(rsa_key) -> None:
             assert verifier.remote is not None and not await verifier.remote.refresh()
             server.status, server.document = 200, {"keys": []}
             assert not await verifier.remote.refresh()  # an empty key set is a failure too
-            assert verifier.verify(rsa_key.sign(claims())).id == "alice"
+            assert verifier.verify(rsa_key.sign(claims())).name == "alice"
         finally:
             await verifier.close()
 

@@ -20,10 +20,13 @@ def test_groups_are_sorted_and_unique() -> None:
 
 
 def test_to_policy_matches_the_input_schema() -> None:
-    subject = Subject("alice", ("b", "a"), "mtls", {"cert_sha256": "ab", "also_verified": {"jwt": "x"}})
+    subject = Subject.proven(
+        "mtls", "alice", groups=("b", "a"), attributes={"cert_sha256": "ab", "also_verified": {"jwt": "x"}}
+    )
     policy = subject.to_policy()
     assert policy == {
-        "id": "alice",
+        "id": "mtls:alice",
+        "name": "alice",
         "groups": ["a", "b"],
         "auth": "mtls",
         "attributes": {"cert_sha256": "ab", "also_verified": {"jwt": "x"}},
@@ -53,3 +56,30 @@ def test_a_subject_is_immutable_and_hashable() -> None:
 def test_invalid_subjects_are_refused(kwargs) -> None:
     with pytest.raises(ValueError):
         Subject(**kwargs)
+
+
+def test_ids_are_qualified_by_how_they_were_proven() -> None:
+    jwt = Subject.proven("jwt", "olivia", issuer="https://idp.example.com")
+    dev = Subject.proven("jwt", "olivia", issuer="labelgate-dev")
+    mtls = Subject.proven("mtls", "olivia")
+    key = Subject.proven("api_key", "olivia")
+    assert [s.id for s in (jwt, dev, mtls, key)] == [
+        "jwt:https://idp.example.com#olivia",
+        "jwt:labelgate-dev#olivia",
+        "mtls:olivia",
+        "api_key:olivia",
+    ]
+    assert {s.name for s in (jwt, dev, mtls, key)} == {"olivia"}
+    assert len({s.id for s in (jwt, dev, mtls, key)}) == 4
+
+
+def test_the_short_name_is_derived_from_a_qualified_id() -> None:
+    assert Subject("jwt:iss#a#b").name == "a#b"  # issuers never hold '#': the first one splits
+    assert Subject("mtls:spiffe://t/x", auth="mtls").name == "spiffe://t/x"
+    assert Subject("plain").name == "plain"
+
+
+@pytest.mark.parametrize("issuer", [None, "", "https://idp#frag"])
+def test_a_jwt_subject_needs_an_issuer_without_a_hash(issuer) -> None:
+    with pytest.raises(ValueError):
+        Subject.proven("jwt", "olivia", issuer=issuer)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from labelgate.bench.runner import SCENARIO_NAMES
-from labelgate.bench.stack import FULL_VARIANTS, PROXY
-from labelgate.bench.targets import TARGETS
+from bench.runner import SCENARIO_NAMES
+from bench.stack import FULL_VARIANTS, PROXY
+from bench.targets import TARGETS
 from tests.support.procs import REPO
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
         pytest.skip(f"ghz is not built at {GHZ}: run `make tools`")
     out = tmp_path_factory.mktemp("bench")
     args = [
-        sys.executable, "-m", "labelgate.bench",
+        sys.executable, "-m", "bench",
         "--duration", "0.3",
         "--rows", ",".join(map(str, ROWS)),
         "--concurrency", ",".join(map(str, CONCURRENCY)),

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from labelgate.bench.__main__ import parse_args
-from labelgate.bench.approvals import _p90
-from labelgate.bench.audit import _combine, _figures, audit_writer, filesystem_of, writer_stats
-from labelgate.bench.datapath import linearity
-from labelgate.bench.figures import Figure, Target, evaluate
-from labelgate.bench.load import LoadRun, parse_report, steady_rate
-from labelgate.bench.procs import BenchError, enter_together
-from labelgate.bench.profile import stage_of, summarize
+from bench.__main__ import parse_args
+from bench.approvals import _p90
+from bench.audit import _combine, _figures, audit_writer, filesystem_of, writer_stats
+from bench.datapath import linearity
+from bench.figures import Figure, Target, evaluate
+from bench.load import LoadRun, parse_report, steady_rate
+from bench.procs import BenchError, enter_together
+from bench.profile import stage_of, summarize
 
 
 def _figure(value: float, baseline: float) -> Figure:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 REGO = REPO / "rego"
 EXAMPLES = REPO / "proto" / "labelgate" / "v1" / "schema" / "examples"
 TABLES = "labelgate/tables/data.json"
+# The bundle server's credentials in these tests: TOKEN is the one OPA instance ("opa") that
+# pulls bundles and posts reports, READER_TOKEN reads the fleet, decisions and status.
 TOKEN = "bundle-test-token"
+READER_TOKEN = "bundle-test-reader-token"
+INSTANCE = "opa"
 
 PROBE_TEST = """package labelgate.bundle_probe_test
 
@@ -103,14 +108,22 @@ def make_key_pair(algorithm: str = "RS256") -> KeyPair:
 # Real processes
 
 
+def write_tokens_file(path: Path, instances: dict[str, str], readers: dict[str, str]) -> Path:
+    path.write_text(yaml.safe_dump({"instances": instances, "readers": readers}))
+    return path
+
+
 @dataclass
 class BundleServer:
     url: str
     process: Process
+    verify: ssl.SSLContext | bool = True  # trusts the test CA when the server speaks TLS
 
-    def client(self, token: str | None = TOKEN) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+    def client(self, token: str | None = READER_TOKEN, **headers: str) -> httpx.Client:
+        """A client with a bearer token: the reader's unless told (pass ``TOKEN`` to act as OPA)."""
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=self.verify)
 
     def status(self) -> dict[str, Any]:
         with self.client() as client:
@@ -118,8 +131,15 @@ class BundleServer:
 
 
 @contextlib.contextmanager
-def bundle_server(log_dir: Path, source: Path, *args: str) -> Iterator[BundleServer]:
-    """``labelgate bundle-server`` as a child process on a free port (token from the environment)."""
+def bundle_server(
+    log_dir: Path, source: Path, *args: str, env: dict[str, str] | None = None, ca_file: Path | None = None
+) -> Iterator[BundleServer]:
+    """``labelgate bundle-server`` as a child process on a free port.
+
+    Credentials from the environment, as a deployment would pass them: ``TOKEN`` for the OPA
+    instance ``opa`` and ``READER_TOKEN`` for reading (``env`` replaces them, e.g. with
+    ``LABELGATE_BUNDLE_TOKENS_FILE``).
+    """
     port = free_port()
     command = [
         sys.executable,
@@ -136,9 +156,15 @@ def bundle_server(log_dir: Path, source: Path, *args: str) -> Iterator[BundleSer
         opa_binary(),
         *args,
     ]
-    env = {"LABELGATE_BUNDLE_TOKEN": TOKEN}
+    if env is None:
+        env = {"LABELGATE_BUNDLE_TOKEN": TOKEN, "LABELGATE_BUNDLE_READER_TOKEN": READER_TOKEN}
     with running(command, log_dir / f"bundle-server-{port}.log", port=port, env=env) as process:
-        yield BundleServer(f"http://127.0.0.1:{port}", process)
+        if ca_file is not None:  # started with --tls-cert-file/--tls-key-file
+            yield BundleServer(
+                f"https://localhost:{port}", process, ssl.create_default_context(cafile=ca_file)
+            )
+        else:
+            yield BundleServer(f"http://127.0.0.1:{port}", process)
 
 
 def opa_config(
@@ -148,6 +174,7 @@ def opa_config(
     token: str = TOKEN,
     public_key: KeyPair | None = None,
     key_id: str = "labelgate",
+    ca_file: Path | None = None,
 ) -> dict[str, Any]:
     """OPA pulling bundle ``labelgate`` with long polling; status and decision logs to ``control_url``."""
     bundle: dict[str, Any] = {
@@ -168,6 +195,9 @@ def opa_config(
             "reporting": {"min_delay_seconds": 1, "max_delay_seconds": 1},
         },
     }
+    if ca_file is not None:
+        for service in config["services"].values():
+            service["tls"] = {"ca_cert": str(ca_file)}
     if public_key is not None:
         config["keys"] = {key_id: {"key": public_key.public_pem.decode(), "algorithm": public_key.algorithm}}
         bundle["signing"] = {"keyid": key_id}

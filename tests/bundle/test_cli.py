@@ -63,3 +63,40 @@ def test_parse_listen() -> None:
     for bad in ("8282", ":8282", "host:0", "host:http", "host:70000"):
         with pytest.raises(ConfigError):
             parse_listen(bad)
+
+
+NO_BUNDLE_ENV = {
+    "LABELGATE_BUNDLE_TOKEN": None,
+    "LABELGATE_BUNDLE_READER_TOKEN": None,
+    "LABELGATE_BUNDLE_TOKENS_FILE": None,
+    "LABELGATE_BUNDLE_ALLOWED_HOSTS": None,
+}
+
+
+def serve(*args: str):
+    return CliRunner().invoke(command_line(), ["bundle-server", *args], env=NO_BUNDLE_ENV)
+
+
+def test_bundle_server_refuses_to_start_without_credentials(policy_source: Path, tmp_path: Path) -> None:
+    state = ("--state-dir", str(tmp_path / "state"))
+    result = serve("--source", str(policy_source), *state)
+    assert result.exit_code == 2
+    assert "BUNDLE_AUTH_REQUIRED" in result.output and "--insecure-no-auth" in result.output
+    both = serve("--source", str(policy_source), *state, "--token", "x" * 20, "--insecure-no-auth")
+    assert both.exit_code == 2 and "BUNDLE_AUTH_CONFLICT" in both.output
+    same = serve("--source", str(policy_source), *state, "--token", "x" * 20, "--reader-token", "x" * 20)
+    assert same.exit_code == 2 and "BUNDLE_TOKEN_REUSED" in same.output
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("instances:\n  opa: " + "y" * 20 + "\n")
+    clash = serve("--source", str(policy_source), *state, "--tokens-file", str(tokens), "--token", "y" * 20)
+    assert clash.exit_code == 2 and "BUNDLE_TOKEN_REUSED" in clash.output
+    half_tls = serve("--source", str(policy_source), *state, "--token", "x" * 20, "--tls-cert-file", "c.pem")
+    assert half_tls.exit_code == 2 and "BUNDLE_TLS_INVALID" in half_tls.output
+    assert not (tmp_path / "state").exists()  # refused before anything was written
+
+
+def test_bundle_server_help_names_the_credentials() -> None:
+    result = CliRunner().invoke(command_line(), ["bundle-server", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--tokens-file", "--token", "--reader-token", "--insecure-no-auth", "--allowed-host"):
+        assert option in result.output

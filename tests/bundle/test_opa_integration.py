@@ -23,6 +23,8 @@ import pytest
 
 from labelgate.bundle.build import read_tarball, write_tarball
 from tests.bundle.helpers import (
+    INSTANCE,
+    TOKEN,
     BundleServer,
     KeyPair,
     Opa,
@@ -72,7 +74,7 @@ def test_opa_follows_valid_edits_within_seconds(
         assert baseline["allow"] is True
 
         # The protocol as seen by any HTTP client: ETag, 304, token.
-        with server.client() as client:
+        with server.client(TOKEN) as client:
             etag = client.get("/bundles/labelgate").headers["etag"]
             assert etag == f'"{served}"'
             assert client.get("/bundles/labelgate", headers={"If-None-Match": etag}).status_code == 304
@@ -118,6 +120,9 @@ def test_opa_follows_valid_edits_within_seconds(
         instance = only_instance(server)
         assert instance is not None and instance["up_to_date"] is True
         assert instance["plugins"]["bundle"] == "OK"
+        # Filed under the credential OPA used, with the id OPA reports beside it.
+        assert instance["id"] == INSTANCE and instance["authenticated"] is True
+        assert instance["reported_id"] and instance["reported_id"] != INSTANCE
 
         def logged() -> bool:
             with server.client() as client:
@@ -125,7 +130,9 @@ def test_opa_follows_valid_edits_within_seconds(
 
         wait_for(logged, "the decision log to arrive")
         with server.client() as client:
-            event = client.get(f"/decisions/{decision['decision_id']}").json()["event"]
+            found = client.get(f"/decisions/{decision['decision_id']}").json()
+        assert found["instance"] == INSTANCE and found["conflict"] is False
+        event = found["event"]
         assert event["path"] == "labelgate/decision/result"
         assert event["result"] == decision["result"]
         assert event["bundles"]["labelgate"]["revision"] == served

@@ -18,20 +18,33 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from labelgate.bundle.access import Credentials
 from labelgate.bundle.build import read_tarball
 from labelgate.bundle.fleet import FleetStore
+from labelgate.bundle.reports import decision_events, status_report
 from labelgate.bundle.server import BUNDLE_MEDIA_TYPE, ServerSettings, create_app, etag_matches, prefer_wait
 from labelgate.errors import ConfigError, InvalidInput
-from tests.bundle.helpers import TOKEN, set_plain_ttl
+from tests.bundle.helpers import INSTANCE, READER_TOKEN, TOKEN, set_plain_ttl
 from tests.support.procs import opa_binary
 
 BUNDLE = "/bundles/labelgate"
+JSON = {"Content-Type": "application/json"}
+
+
+def credentials() -> Credentials:
+    creds = Credentials()
+    creds.add("instance", INSTANCE, TOKEN)
+    creds.add("reader", "auditor", READER_TOKEN)
+    return creds
 
 
 class Served:
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+    """The app in process; ``client`` acts as the OPA instance ``opa``, ``reader`` as a reader."""
+
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, reader: httpx.AsyncClient) -> None:
         self.app = app
         self.client = client
+        self.reader = reader
 
     @property
     def revision(self) -> str:
@@ -49,20 +62,28 @@ class Served:
 async def served(policy_source: Path, tmp_path: Path) -> AsyncIterator[Served]:
     settings = ServerSettings(
         source=policy_source,
-        token=TOKEN,
+        credentials=credentials(),
+        allowed_hosts=("bundles",),
         state_dir=tmp_path / "state",
         opa=opa_binary(),
         poll_interval=0.05,
         max_upload_bytes=64 * 1024,
+        max_events_per_batch=100,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://bundles", headers=headers
-        ) as client:
-            yield Served(app, client)
+        async with (
+            httpx.AsyncClient(
+                transport=transport, base_url="http://bundles", headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as client,
+            httpx.AsyncClient(
+                transport=transport,
+                base_url="http://bundles",
+                headers={"Authorization": f"Bearer {READER_TOKEN}"},
+            ) as reader,
+        ):
+            yield Served(app, client, reader)
 
 
 def assert_problem(response: httpx.Response, status: int, reason: str) -> dict[str, Any]:
@@ -125,21 +146,21 @@ async def test_a_rejected_edit_is_never_served_and_is_reported(served: Served, p
     broken.write_text("package labelgate.decision\n\nbroken if {\n")
     await served.wait(lambda: served.app.state.publisher.failure is not None, "the rejection")
     assert served.revision == before
-    status = (await served.client.get("/status")).json()
+    status = (await served.reader.get("/status")).json()
     assert status["healthy"] is False and status["revision"] == before
     assert status["error"]["reason"] == "POLICY_CHECK_FAILED"
     assert "broken.rego" in status["error"]["message"]
     response = await served.client.get(BUNDLE)
     assert response.headers["etag"] == f'"{before}"'
     assert "labelgate/decision/broken.rego" not in read_tarball(response.content)
-    metrics = (await served.client.get("/metrics")).text
+    metrics = (await served.reader.get("/metrics")).text
     assert "labelgate_bundle_source_rejected 1.0" in metrics
     assert 'labelgate_bundle_publish_total{outcome="rejected"} 1.0' in metrics
 
     broken.unlink()  # back to the served content: healthy again, same revision
     await served.wait(lambda: served.app.state.publisher.failure is None, "recovery")
     assert served.revision == before
-    assert "labelgate_bundle_source_rejected 0.0" in (await served.client.get("/metrics")).text
+    assert "labelgate_bundle_source_rejected 0.0" in (await served.reader.get("/metrics")).text
 
 
 async def test_a_failing_opa_test_is_never_served(served: Served, policy_source: Path) -> None:
@@ -147,7 +168,7 @@ async def test_a_failing_opa_test_is_never_served(served: Served, policy_source:
     set_plain_ttl(policy_source, -5)
     await served.wait(lambda: served.app.state.publisher.failure is not None, "the rejection")
     assert served.revision == before
-    error = (await served.client.get("/status")).json()["error"]
+    error = (await served.reader.get("/status")).json()["error"]
     assert error["reason"] == "POLICY_TEST_FAILED"
     assert "test_plain_cache_ttl_is_not_negative" in error["output"]
 
@@ -164,7 +185,7 @@ async def test_a_vanished_source_folder_keeps_the_served_revision(
     await asyncio.to_thread(moved.rename, policy_source)
     await served.wait(lambda: served.app.state.publisher.failure is None, "the source to come back")
     assert served.revision == before
-    metrics = (await served.client.get("/metrics")).text
+    metrics = (await served.reader.get("/metrics")).text
     assert 'labelgate_bundle_publish_total{outcome="rejected"} 1.0' in metrics  # reported once
 
 
@@ -187,23 +208,25 @@ async def test_malformed_requests_get_clear_problems(served: Served) -> None:
     assert_problem(await served.client.get(BUNDLE, headers={"Prefer": "wait=soon"}), 400, "PREFER_INVALID")
     assert_problem(await served.client.get("/nowhere"), 404, "HTTP_404")
     assert_problem(await served.client.delete(BUNDLE), 405, "HTTP_405")
-    assert_problem(await served.client.post("/logs", content=b"{not json"), 400, "BODY_NOT_JSON")
-    not_gzip = await served.client.post("/logs", content=b"[]", headers={"Content-Encoding": "gzip"})
+    assert_problem(
+        await served.client.post("/logs", content=b"{not json", headers=JSON), 400, "BODY_NOT_JSON"
+    )
+    not_gzip = await served.client.post("/logs", content=b"[]", headers={**JSON, "Content-Encoding": "gzip"})
     assert_problem(not_gzip, 400, "BODY_NOT_GZIP")
-    brotli = await served.client.post("/logs", content=b"[]", headers={"Content-Encoding": "br"})
+    brotli = await served.client.post("/logs", content=b"[]", headers={**JSON, "Content-Encoding": "br"})
     assert_problem(brotli, 400, "CONTENT_ENCODING_UNSUPPORTED")
     assert_problem(await served.client.post("/logs", json={"not": "a list"}), 400, "DECISION_LOGS_INVALID")
     assert_problem(await served.client.post("/logs", json=[{"no": "id"}]), 400, "DECISION_LOGS_INVALID")
-    assert_problem(await served.client.post("/status", json={"labels": {}}), 400, "STATUS_REPORT_INVALID")
-    assert_problem(await served.client.get("/decisions/bad id!"), 400, "DECISION_ID_INVALID")
-    assert_problem(await served.client.get("/decisions/unknown"), 404, "DECISION_NOT_FOUND")
+    assert_problem(await served.client.post("/status", json={"labels": []}), 400, "STATUS_REPORT_INVALID")
+    assert_problem(await served.reader.get("/decisions/bad id!"), 400, "DECISION_ID_INVALID")
+    assert_problem(await served.reader.get("/decisions/unknown"), 404, "DECISION_NOT_FOUND")
 
 
 async def test_oversized_and_gzip_bomb_bodies_are_refused(served: Served) -> None:
-    big = await served.client.post("/logs", content=b" " * (65 * 1024))
+    big = await served.client.post("/logs", content=b" " * (65 * 1024), headers=JSON)
     assert_problem(big, 413, "BODY_TOO_LARGE")
     bomb = gzip.compress(b"[" + b" " * (10 * 1024 * 1024) + b"]")  # tiny on the wire, 10 MiB inflated
-    response = await served.client.post("/logs", content=bomb, headers={"Content-Encoding": "gzip"})
+    response = await served.client.post("/logs", content=bomb, headers={**JSON, "Content-Encoding": "gzip"})
     assert_problem(response, 413, "BODY_TOO_LARGE")
 
 
@@ -220,14 +243,17 @@ async def test_decision_logs_are_stored_and_found_by_decision_id(served: Served)
         for n in range(3)
     ]
     body = gzip.compress(json.dumps(events).encode())
-    response = await served.client.post("/logs", content=body, headers={"Content-Encoding": "gzip"})
-    assert response.status_code == 200 and response.json() == {"received": 3, "stored": 3}
+    response = await served.client.post("/logs", content=body, headers={**JSON, "Content-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.json() == {"received": 3, "stored": 3, "duplicates": 0, "conflicts": 0}
     again = await served.client.post("/logs", json=events[:2])  # OPA re-sends after a failure
-    assert again.json() == {"received": 2, "stored": 0}
-    found = (await served.client.get("/decisions/d-1")).json()
-    assert found["decision_id"] == "d-1"
+    assert again.json() == {"received": 2, "stored": 0, "duplicates": 2, "conflicts": 0}
+    found = (await served.reader.get("/decisions/d-1")).json()
+    assert found["decision_id"] == "d-1" and found["conflict"] is False
+    assert found["instance"] == INSTANCE and found["authenticated"] is True  # the credential's name
     assert found["event"]["result"] == {"allow": False}
     assert found["event"]["bundles"]["labelgate"]["revision"] == served.revision
+    assert [v["instance"] for v in found["events"]] == [INSTANCE]
 
 
 async def test_status_reports_build_the_fleet_view(served: Served) -> None:
@@ -236,19 +262,24 @@ async def test_status_reports_build_the_fleet_view(served: Served) -> None:
         "bundles": {"labelgate": {"name": "labelgate", "active_revision": served.revision}},
         "plugins": {"bundle": {"state": "OK"}},
     }
-    assert (await served.client.post("/status", json=report)).json() == {"instance": "opa-1"}
+    # Stored under the credential's instance name, whatever id the report claims.
+    assert (await served.client.post("/status", json=report)).json() == {"instance": INSTANCE}
+    await served.client.post("/logs", json=[{"decision_id": "e-1", "labels": {"id": "opa-1"}}])
+    fleet = (await served.reader.get("/fleet")).json()
+    assert fleet["bundle"] == {"name": "labelgate", "revision": served.revision}
+    (ours,) = fleet["instances"]
+    assert ours["id"] == INSTANCE and ours["reported_id"] == "opa-1" and ours["authenticated"] is True
+    assert ours["revision"] == served.revision and ours["up_to_date"] is True
+    assert ours["plugins"] == {"bundle": "OK"}
+    assert ours["decision_logs"]["count"] == 1
+    assert ours["last_checkin"].endswith("Z")
     stale = {"labels": {"id": "opa-2"}, "bundles": {"labelgate": {"active_revision": "old", "code": "x"}}}
     await served.client.post("/status", json=stale)
-    await served.client.post("/logs", json=[{"decision_id": "e-1", "labels": {"id": "opa-1"}}])
-    fleet = (await served.client.get("/fleet")).json()
-    assert fleet["bundle"] == {"name": "labelgate", "revision": served.revision}
-    by_id = {instance["id"]: instance for instance in fleet["instances"]}
-    assert by_id["opa-1"]["revision"] == served.revision and by_id["opa-1"]["up_to_date"] is True
-    assert by_id["opa-1"]["plugins"] == {"bundle": "OK"}
-    assert by_id["opa-1"]["decision_logs"]["count"] == 1
-    assert by_id["opa-1"]["last_checkin"].endswith("Z")
-    assert by_id["opa-2"]["up_to_date"] is False
-    assert by_id["opa-2"]["bundles"]["labelgate"]["code"] == "x"
+    (ours,) = (await served.reader.get("/fleet")).json()["instances"]
+    assert ours["up_to_date"] is False and ours["reported_id"] == "opa-2"
+    assert ours["bundles"]["labelgate"]["code"] == "x"
+    history = (await served.reader.get(f"/fleet/{INSTANCE}/history")).json()["reports"]
+    assert [h["reported_id"] for h in history] == ["opa-2", "opa-1"]  # newest first
 
 
 async def test_a_source_that_never_passed_serves_nothing_until_fixed(
@@ -256,7 +287,14 @@ async def test_a_source_that_never_passed_serves_nothing_until_fixed(
 ) -> None:
     set_plain_ttl(policy_source, -5)
     app = create_app(
-        ServerSettings(source=policy_source, state_dir=tmp_path, opa=opa_binary(), poll_interval=0.05)
+        ServerSettings(
+            source=policy_source,
+            insecure_no_auth=True,
+            allowed_hosts=("bundles",),
+            state_dir=tmp_path,
+            opa=opa_binary(),
+            poll_interval=0.05,
+        )
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -267,16 +305,19 @@ async def test_a_source_that_never_passed_serves_nothing_until_fixed(
             assert (await client.get("/healthz")).status_code == 503
             assert (await client.get("/status")).json()["error"]["reason"] == "POLICY_TEST_FAILED"
             set_plain_ttl(policy_source, 60)
-            served = Served(app, client)
+            served = Served(app, client, client)
             await served.wait(lambda: app.state.publisher.current is not None, "the fixed source")
             assert (await client.get(BUNDLE)).status_code == 200
 
 
 def test_server_settings_are_checked(policy_source: Path, tmp_path: Path) -> None:
+    creds = credentials()
     bad = [
-        ServerSettings(source=tmp_path / "missing"),
-        ServerSettings(source=policy_source, bundle_name="a/b"),
-        ServerSettings(source=policy_source, poll_interval=0),
+        ServerSettings(source=tmp_path / "missing", credentials=creds),
+        ServerSettings(source=policy_source, bundle_name="a/b", credentials=creds),
+        ServerSettings(source=policy_source, poll_interval=0, credentials=creds),
+        ServerSettings(source=policy_source, max_events_per_batch=0, credentials=creds),
+        ServerSettings(source=policy_source, allowed_hosts=("evil.example:80",), credentials=creds),
     ]
     for settings in bad:
         with pytest.raises(ConfigError):
@@ -285,8 +326,8 @@ def test_server_settings_are_checked(policy_source: Path, tmp_path: Path) -> Non
 
 def test_fleet_store_survives_a_restart(tmp_path: Path) -> None:
     store = FleetStore(tmp_path / "fleet.sqlite3")
-    store.store_decisions([{"decision_id": "kept", "labels": {"id": "opa-1"}}])
-    store.record_status({"labels": {"id": "opa-1"}, "bundles": {}})
+    store.store_decisions(decision_events([{"decision_id": "kept"}], 10), "opa-1", authenticated=True)
+    store.record_status(status_report({"labels": {"id": "x"}, "bundles": {}}), "opa-1", authenticated=True)
     store.close()
     reopened = FleetStore(tmp_path / "fleet.sqlite3")
     assert reopened.decision("kept")["event"]["decision_id"] == "kept"

@@ -193,3 +193,39 @@ def test_lookups_are_remembered_within_bounds() -> None:
         assert catalog.labels_for("m", f"outputs.t{index}") == {"public"}
     assert len(catalog._memo) <= LOOKUP_MEMO_SIZE
     assert catalog.labels_for("m", "outputs.ssn") == {"public", "confidential"}
+
+
+def test_key_names_are_the_literal_key_segments_of_a_models_paths() -> None:
+    catalog = Catalog.from_data(
+        {
+            "entries": [
+                {"model": "m", "path": "outputs.doc[].contact.email", "labels": ["internal"]},
+                {"model": "m", "path": "outputs.doc[].items[].ssn", "labels": ["confidential"]},
+                {"model": "m", "path": "outputs.doc[].*", "labels": ["internal"]},
+                {"model": "m", "path": "outputs.*.phone", "labels": ["internal"]},
+                {"model": "m", "path": "outputs.doc[].e?", "labels": ["internal"]},
+                {"model": "m", "path": "outputs.notes{us_ssn}", "labels": ["internal"]},
+                {"model": "other", "path": "outputs.doc[].name", "labels": ["internal"]},
+            ]
+        }
+    )
+    assert catalog.key_names("m") == {"contact", "email", "items", "ssn", "phone"}
+    assert catalog.key_names("other") == {"name"}
+    assert catalog.key_names("unknown") == frozenset()
+
+
+def test_labels_at_or_under_a_tensor_include_globs_that_may_reach_it() -> None:
+    catalog = Catalog.from_data(
+        {
+            "entries": [
+                {"model": "m", "path": "outputs.doc", "labels": ["public"]},
+                {"model": "m", "path": "outputs.doc[].secret", "labels": ["restricted"]},
+                {"model": "m", "path": "outputs.d*[].x", "labels": ["confidential"]},
+                {"model": "m", "path": "outputs.notes*", "labels": ["internal"]},
+                {"model": "m", "path": "outputs.docs[].y", "labels": ["internal"]},
+            ]
+        }
+    )
+    assert catalog.labels_at_or_under("m", "doc") == {"public", "restricted", "confidential"}
+    assert catalog.labels_at_or_under("m", "notes") == {"internal"}
+    assert catalog.labels_at_or_under("m", "absent") == frozenset()

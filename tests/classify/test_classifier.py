@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from pathlib import Path
 
@@ -10,13 +12,16 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import (
     Catalog,
     Classifier,
+    Detection,
     DetectorSet,
     backend_labels,
     classify_outputs,
     to_policy_fields,
     union_labels,
 )
-from labelgate.classify.classifier import BACKEND_LABELS_INVALID, MAX_JSON_PATHS
+from labelgate.classify.classifier import BACKEND_LABELS_INVALID, KEY_DETECTED, MAX_JSON_PATHS, TOO_MANY_PATHS
+from labelgate.classify.fields import OPAQUE_JSON
+from labelgate.classify.jsonpaths import DUPLICATE_KEY, INVALID_JSON, TOO_DEEP, KeyNames
 from labelgate.errors import ConfigError, UpstreamError
 from labelgate.oip.tensors import Tensor
 
@@ -24,6 +29,12 @@ REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
 DETECTORS = DetectorSet.default()
 INPUT_SCHEMA = json.loads((REPO / "proto" / "labelgate" / "v1" / "schema" / "input.json").read_text())
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+def key(name: str, catalog: Catalog = CATALOG, model: str = "m") -> str:
+    """How an uncatalogued key is spelled in the paths ``classify_outputs`` writes by default."""
+    return KeyNames(catalog.key_names(model)).placeholder(name)
 
 
 def text(name: str, *values: str | bytes) -> Tensor:
@@ -120,41 +131,80 @@ def test_json_elements_are_classified_by_nested_key() -> None:
         {"name": "Bob", "tags": ["vip", "123-45-6789"], "empty": {}, "none": None},
     )
     result = classify_outputs("m", [profile], catalog, DETECTORS)
+    # contact and phone are catalogued: only they are spelled verbatim.
+    name, email, cards, pan = (key(k, catalog) for k in ("name", "email", "cards", "pan"))
     assert labels_by_path(result) == {
         "outputs.profile": {"internal": ["default"]},
-        "outputs.profile[].name": {"internal": ["default"]},
-        "outputs.profile[].contact.email": {"internal": ["detector:email"]},
+        f"outputs.profile[].{name}": {"internal": ["default"]},
+        f"outputs.profile[].contact.{email}": {"internal": ["detector:email"]},
         "outputs.profile[].contact.phone": {"confidential": ["catalog"]},
-        "outputs.profile[].cards[].pan": {"confidential": ["detector:credit_card"]},
-        "outputs.profile[].tags[]": {"confidential": ["detector:us_ssn"]},
-        "outputs.profile[].none": {"internal": ["default"]},
+        f"outputs.profile[].{cards}[].{pan}": {"confidential": ["detector:credit_card"]},
+        f"outputs.profile[].{key('tags', catalog)}[]": {"confidential": ["detector:us_ssn"]},
+        f"outputs.profile[].{key('none', catalog)}": {"internal": ["default"]},
     }
     assert result.spans == {}
     leaves = result.json_elements["profile"]
     assert [(leaf.location, leaf.path) for leaf in leaves[0]] == [
-        (("contact", "email"), "outputs.profile[].contact.email"),
-        (("cards", 0, "pan"), "outputs.profile[].cards[].pan"),
+        (("contact", "email"), f"outputs.profile[].contact.{email}"),
+        (("cards", 0, "pan"), f"outputs.profile[].{cards}[].{pan}"),
     ]
     assert [(leaf.location, [hit.detector for hit in leaf.detections]) for leaf in leaves[1]] == [
         (("tags", 1), ["us_ssn"])
     ]
 
 
-@pytest.mark.parametrize(
-    "element",
-    [
-        b'{"123-45-6789": "key holds an SSN"}',
-        b'{"ssn": "123-45-6789", "ssn": "x"}',
-        b'{"truncated": "123-45-6789"',
-        b'["an array", "123-45-6789"]',
-        b'{"deep": ' * 70 + b'"123-45-6789"' + b"}" * 70,
-    ],
-)
-def test_elements_that_are_not_plain_json_objects_are_scanned_as_text(element: bytes) -> None:
+def test_a_json_array_is_scanned_as_text() -> None:
+    element = b'["an array", "123-45-6789"]'
     result = classify_outputs("m", [text("t", element)], CATALOG, DETECTORS)
     assert "t" not in result.json_elements
-    assert "outputs.t{us_ssn}" in labels_by_path(result)
+    assert set(labels_by_path(result)) == {"outputs.t", "outputs.t{us_ssn}"}
     assert [element[hit.start : hit.end] for hit in result.spans["t"][0]] == [b"123-45-6789"]
+
+
+NESTED_CATALOG = Catalog.from_data(
+    {
+        "entries": [
+            {"model": "m", "path": "outputs.doc", "labels": ["internal"]},
+            {"model": "m", "path": "outputs.doc[].contact.email", "labels": ["confidential"]},
+            {"model": "m", "path": "outputs.doc[].secret", "labels": ["restricted"]},
+            {"model": "m", "path": "outputs.other[].x", "labels": ["public"]},
+        ]
+    }
+)
+OPAQUE_CASES = [
+    pytest.param(b'{"123-45-6789": "an SSN as a key", "secret": "s"}', KEY_DETECTED, id="key"),
+    pytest.param(b'{"ssn": "123-45-6789", "ssn": "x", "secret": "s"}', DUPLICATE_KEY, id="duplicate"),
+    pytest.param(b'{"secret": "s", "truncated": "123-45-6789"', INVALID_JSON, id="invalid"),
+    pytest.param(b'{"a": ' * 70 + b'"123-45-6789"' + b"}" * 70, TOO_DEEP, id="deep"),
+    pytest.param(b'{"secret": "\\u0031\\u0032\\u0033-45-6789", "secret": 1}', DUPLICATE_KEY, id="escaped"),
+    pytest.param(b'{"secret": "s", "note": "ssn\\n123-45-6789"', INVALID_JSON, id="newline-escape"),
+]
+
+
+@pytest.mark.parametrize(("element", "reason"), OPAQUE_CASES)
+def test_elements_not_classifiable_key_by_key_fail_closed(element: bytes, reason: str) -> None:
+    tensor = text("doc", "plain 078-05-1121", element, json.dumps({"secret": "fine"}))
+    result = classify_outputs("m", [tensor], NESTED_CATALOG, DETECTORS)
+    fields = labels_by_path(result)
+    # The most sensitive label the catalog gives at or under outputs.doc (not outputs.other).
+    assert fields[f"outputs.doc{{{OPAQUE_JSON}}}"] == {"restricted": [f"catalog:fail_closed:{reason}"]}
+    assert fields["outputs.doc{us_ssn}"] == {"confidential": ["detector:us_ssn"]}
+    assert list(result.json_elements["doc"]) == [2]
+    # The opaque element is spanned whole, by what was found in it and by its own field.
+    assert result.spans["doc"][1] == [
+        Detection("us_ssn", "confidential", 0, len(element)),
+        Detection(OPAQUE_JSON, "restricted", 0, len(element)),
+    ]
+    assert [hit.detector for hit in result.spans["doc"][0]] == ["us_ssn"]  # plain text: in place
+
+
+def test_the_fail_closed_label_is_at_least_the_default() -> None:
+    catalog = Catalog.from_data({"entries": [{"model": "m", "path": "outputs.*", "labels": ["public"]}]})
+    result = classify_outputs("m", [text("t", "{broken")], catalog, DETECTORS)
+    assert labels_by_path(result)[f"outputs.t{{{OPAQUE_JSON}}}"] == {
+        "internal": ["catalog:fail_closed:invalid_json"]
+    }
+    assert result.spans["t"] == {0: [Detection(OPAQUE_JSON, "internal", 0, 7)]}
 
 
 @pytest.mark.parametrize(
@@ -165,7 +215,7 @@ def test_elements_are_read_as_json_only_when_they_open_an_object(opening: bytes,
     element = opening + b'{"id": "123-45-6789"}'
     result = classify_outputs("m", [text("t", b"no braces here", element)], CATALOG, DETECTORS)
     assert ("t" in result.json_elements) is is_json
-    assert ("outputs.t[].id" in labels_by_path(result)) is is_json
+    assert (f"outputs.t[].{key('id')}" in labels_by_path(result)) is is_json
     assert ("outputs.t{us_ssn}" in labels_by_path(result)) is not is_json
 
 
@@ -178,15 +228,107 @@ def test_text_and_json_elements_mix_in_one_tensor() -> None:
     assert {index: [hit.detector for hit in hits] for index, hits in result.spans["t"].items()} == {
         0: ["us_ssn"],
         2: ["email"],
+        3: [OPAQUE_JSON],
     }
-    assert list(result.spans["t"]) == [0, 2]  # in element order, whatever the detector order
+    assert list(result.spans["t"]) == [0, 2, 3]  # in element order, whatever the detector order
 
 
-def test_too_many_json_paths_fall_back_to_text() -> None:
+def test_too_many_json_paths_make_every_json_element_opaque() -> None:
     objects = [{f"user_{i}": "a@example.com"} for i in range(MAX_JSON_PATHS + 1)]
-    result = classify_outputs("m", [doc("t", *objects)], CATALOG, DETECTORS)
-    assert "t" not in result.json_elements
-    assert set(labels_by_path(result)) == {"outputs.t", "outputs.t{email}"}
+    tensor = doc("doc", *objects, {"secret": "s"})
+    result = classify_outputs("m", [tensor, doc("other", {"x": 1})], NESTED_CATALOG, DETECTORS)
+    assert "doc" not in result.json_elements
+    fields = labels_by_path(result)
+    assert {path for path in fields if path.startswith("outputs.doc")} == {
+        "outputs.doc",
+        "outputs.doc{email}",
+        f"outputs.doc{{{OPAQUE_JSON}}}",
+    }
+    assert fields[f"outputs.doc{{{OPAQUE_JSON}}}"] == {
+        "restricted": [f"catalog:fail_closed:{TOO_MANY_PATHS}"]
+    }
+    assert len(result.spans["doc"]) == MAX_JSON_PATHS + 2
+    assert list(result.json_elements["other"]) == [0]  # the limit is per tensor
+
+
+def test_a_wide_object_alone_exceeds_the_limit() -> None:
+    wide = {f"k{i}": i for i in range(300)} | {"secret": "s"}
+    result = classify_outputs("m", [doc("doc", wide)], NESTED_CATALOG, DETECTORS)
+    assert labels_by_path(result)[f"outputs.doc{{{OPAQUE_JSON}}}"] == {
+        "restricted": [f"catalog:fail_closed:{TOO_MANY_PATHS}"]
+    }
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        b"call \\u0031\\u0032\\u0033-45-6789 now",
+        b'["\\u0031\\u0032\\u0033-45-6789"]',
+        b"ssn\\n123-45-6789",
+        b'{"note": "{\\"ssn\\": \\"\\\\u0031\\\\u0032\\\\u0033-45-6789\\"}"}',
+    ],
+    ids=["text", "array", "newline", "json-in-a-json-string"],
+)
+def test_escaped_values_are_found_and_span_what_holds_them(element: bytes) -> None:
+    result = classify_outputs("m", [text("t", element)], CATALOG, DETECTORS)
+    assert labels_by_path(result).get("outputs.t{us_ssn}") == {"confidential": ["detector:us_ssn"]} or (
+        labels_by_path(result).get(f"outputs.t[].{key('note')}") == {"confidential": ["detector:us_ssn"]}
+    )
+    if "t" in result.json_elements:  # the JSON string leaf is spanned whole
+        [leaf] = result.json_elements["t"][0]
+        assert [(hit.start, hit.end) for hit in leaf.detections] == [
+            (0, len('{"ssn": "\\u0031\\u0032\\u0033-45-6789"}'))
+        ]
+    else:
+        assert result.spans["t"][0] == [Detection("us_ssn", "confidential", 0, len(element))]
+
+
+def test_json_escapes_in_values_of_classified_elements_are_decoded_by_the_parser() -> None:
+    element = b'{"ssn": "\\u0031\\u0032\\u0033-45-6789", "note": "x\\/y \\"078-05-1121\\""}'
+    result = classify_outputs("m", [text("t", element)], CATALOG, DETECTORS)
+    leaves = result.json_elements["t"][0]
+    assert [(leaf.location, [hit.detector for hit in leaf.detections]) for leaf in leaves] == [
+        (("ssn",), ["us_ssn"]),
+        (("note",), ["us_ssn"]),
+    ]
+
+
+def test_keys_never_reach_a_path_verbatim_unless_catalogued() -> None:
+    named = {"sk_live_abc123": {"Ann Smith": "x"}, "contact": {"email": "e", "Bob": 2}}
+    carded = {"4111111111111111": "x"}  # a detector fires on the key: opaque
+    result = classify_outputs("m", [doc("doc", named, carded)], NESTED_CATALOG, DETECTORS)
+    paths = [field["path"] for field in result.policy_fields()]
+    assert not any(secret in path for path in paths for secret in ("sk_live", "4111", "Ann", "Bob"))
+    assert paths == [
+        "outputs.doc",
+        f"outputs.doc{{{OPAQUE_JSON}}}",
+        "outputs.doc{credit_card}",
+        f"outputs.doc[].{key('sk_live_abc123', NESTED_CATALOG)}.{key('Ann Smith', NESTED_CATALOG)}",
+        "outputs.doc[].contact.email",
+        f"outputs.doc[].contact.{key('Bob', NESTED_CATALOG)}",
+    ]
+
+
+def test_placeholders_are_stable_per_secret_and_differ_across_secrets() -> None:
+    tensor = doc("doc", {"sk_live_abc123": "x"})
+
+    def paths(secret: bytes) -> list[str]:
+        result = Classifier(CATALOG, DETECTORS, key_secret=secret).classify_response("m", [tensor])
+        return [field.path for field in result.fields]
+
+    expected = "<key:" + hmac.new(SECRET, b"sk_live_abc123", hashlib.sha256).hexdigest()[:8] + ">"
+    assert paths(SECRET) == paths(SECRET) == ["outputs.doc", f"outputs.doc[].{expected}"]
+    assert paths(b"another secret, 32 bytes long...") != paths(SECRET)
+
+
+def test_glob_catalog_entries_match_placeholder_paths() -> None:
+    catalog = Catalog.from_data(
+        {"entries": [{"model": "m", "path": "outputs.doc[].*", "labels": ["confidential"]}]}
+    )
+    result = classify_outputs("m", [doc("doc", {"sk_live_abc123": "x"})], catalog, DETECTORS)
+    assert labels_by_path(result)[f"outputs.doc[].{key('sk_live_abc123', catalog)}"] == {
+        "confidential": ["catalog"]
+    }
 
 
 def test_policy_fields_match_the_input_schema() -> None:
@@ -196,6 +338,13 @@ def test_policy_fields_match_the_input_schema() -> None:
     jsonschema.validate(result.policy_fields(), schema)
     labels_schema = {"$defs": INPUT_SCHEMA["$defs"], **INPUT_SCHEMA["properties"]["labels"]}
     jsonschema.validate(sorted(union_labels(result.fields)), labels_schema)
+
+
+def test_policy_fields_with_placeholders_and_opaque_elements_match_the_input_schema() -> None:
+    tensors = [text("doc", '{"sk_live_abc123": "x"}', "{broken 123-45-6789")]
+    result = classify_outputs("customer-profile", tensors, CATALOG, DETECTORS)
+    schema = {"$defs": INPUT_SCHEMA["$defs"], "type": "array", "items": {"$ref": "#/$defs/field"}}
+    jsonschema.validate(result.policy_fields(), schema)
 
 
 def test_classification_is_deterministic() -> None:
@@ -245,7 +394,7 @@ def test_backend_labels_come_from_output_and_response_parameters() -> None:
 @pytest.mark.parametrize(
     ("response", "problem"),
     [
-        (_response(a="confidential,secret"), "unknown labels ['secret']"),
+        (_response(a="confidential,secret"), "of output #0 names 1 unknown label(s)"),
         (_response(3), "must be a string"),
     ],
 )
@@ -254,3 +403,4 @@ def test_bad_backend_labels_are_an_upstream_error(response: pb.ModelInferRespons
         backend_labels(response)
     assert caught.value.reason == BACKEND_LABELS_INVALID
     assert problem in caught.value.message
+    assert "secret" not in caught.value.message, "the upstream's text is not quoted back"

@@ -14,7 +14,21 @@ from labelgate.errors import PolicyUnavailable
 from labelgate.oip.tensors import Tensor, decode_outputs, encode_outputs
 
 REPO = Path(__file__).resolve().parents[2]
-CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
+CATALOG_DATA = json.loads((REPO / "rego" / "labelgate" / "catalog" / "data.json").read_text())
+# The shipped catalog, plus entries naming the keys of the JSON documents below: only
+# catalogued keys are spelled verbatim in paths.
+CATALOG = Catalog.from_data(
+    {
+        **CATALOG_DATA,
+        "entries": [
+            *CATALOG_DATA["entries"],
+            *(
+                {"model": "customer-profile", "path": f"outputs.doc[].{path}", "labels": ["internal"]}
+                for path in ("contact.email", "contact.phone", "n", "ssn")
+            ),
+        ],
+    }
+)
 DETECTORS = DetectorSet.default()
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -214,3 +228,177 @@ def test_masked_tensors_encode_back_into_the_response(raw: bool) -> None:
     assert values["notes"][0].startswith(b"about hmac:")
     assert values["risk_score"] == [0.0]
     assert values["ok"] == [False]
+
+
+# --- fail closed: elements the classifier could not read key by key -------------------------
+
+SECRET_VALUE = "TOPSECRET-VALUE"
+SSN = "123-45-6789"
+ESCAPED_SSN = "\\u0031\\u0032\\u0033-45-6789"  # the JSON text of SSN with its first digits escaped
+TABLES = json.loads((REPO / "rego" / "labelgate" / "tables" / "data.json").read_text())
+# outputs.doc is public, so a no-group caller sees the tensor and only what policy masks.
+NESTED = Catalog.from_data(
+    {
+        "entries": [
+            {"model": "m", "path": "outputs.doc", "labels": ["public"]},
+            {"model": "m", "path": "outputs.doc[].contact.email", "labels": ["confidential"]},
+            {"model": "m", "path": "outputs.doc[].secret", "labels": ["restricted"]},
+            {"model": "m", "path": "outputs.doc[].note", "labels": ["public"]},
+            {"model": "m", "path": "outputs.wide", "labels": ["public"]},
+            {"model": "m", "path": "outputs.wide[].secret", "labels": ["restricted"]},
+        ]
+    }
+)
+DEEP = '{"secret": "' + SECRET_VALUE + '", "deep": ' + "[" * 70 + "1" + "]" * 70 + "}"
+FAILURE_MODES = {
+    "300 keys": json.dumps({"secret": SECRET_VALUE, **{f"k{i}": i for i in range(300)}}),
+    "detector on a key": json.dumps({SSN: "x", "secret": SECRET_VALUE}),
+    "duplicate key": '{"secret": "' + SECRET_VALUE + '", "secret": "other"}',
+    "too deep": DEEP,
+    "invalid JSON": '{"secret": "' + SECRET_VALUE + '", "note": "' + SSN,
+    "escaped SSN, invalid JSON": '{"secret": "' + SECRET_VALUE + '", "note": "' + ESCAPED_SSN + '"',
+    "escaped SSN, duplicate key": '{"note": "' + ESCAPED_SSN + '", "note": 1, "secret": "x"}',
+}
+
+
+def default_policy_masks(classification, groups: tuple[str, ...] = ()) -> list[dict]:
+    """The masks of the default tables for a caller in ``groups`` (the rules of decision.rego:
+    the most sensitive label governs a field, a group's offer beats the default)."""
+    masks = []
+    for field in classification.fields:
+        label = max(field.labels, key=lambda name: TABLES["labels"][name]["rank"])
+        entry = TABLES["labels"][label]
+        offers = [entry["groups"][group] for group in groups if group in entry["groups"]]
+        offer = next((offer for offer in offers if offer.get("see")), (offers or [entry["default"]])[0])
+        if not offer.get("see"):
+            masks.append({"path": field.path, **offer["mask"]})
+    return masks
+
+
+def released(tensors: list[Tensor], groups: tuple[str, ...] = ()) -> tuple[list[bytes], list[str]]:
+    classification = classify_outputs("m", tensors, NESTED, DETECTORS)
+    masks = default_policy_masks(classification, groups)
+    [result] = apply_masks(tensors, classification, masks, KEY)
+    return result.values, [mask["path"] for mask in masks]
+
+
+@pytest.mark.parametrize("groups", [(), ("analysts",)], ids=["no-group", "analysts"])
+@pytest.mark.parametrize("mode", list(FAILURE_MODES))
+def test_an_element_read_as_text_is_released_only_as_policy_saw_it(mode: str, groups: tuple) -> None:
+    element = FAILURE_MODES[mode]
+    values, masked_paths = released([text("doc", "plain words", element, '{"secret": "s2"}')], groups)
+    assert "outputs.doc{opaque-json}" in masked_paths
+    output = b"\n".join(values)
+    for hidden in (SECRET_VALUE, SSN, ESCAPED_SSN, "s2"):
+        assert hidden.encode() not in output, hidden
+    assert values[0] == b"plain words"
+    assert values[1] == b""  # restricted: emptied whole
+    if mode == "300 keys":  # the limit is per tensor: no JSON element of it was read key by key
+        assert values[2] == b""
+    else:
+        assert json.loads(values[2]) == {"secret": None}
+
+
+def test_a_valid_element_with_an_escaped_ssn_in_a_value_is_masked_in_place() -> None:
+    element = '{"note": "' + ESCAPED_SSN + '", "secret": "' + SECRET_VALUE + '"}'
+    values, masked_paths = released([text("doc", element)])
+    assert "outputs.doc{opaque-json}" not in masked_paths
+    assert json.loads(values[0]) == {"note": "[REDACTED]", "secret": None}
+
+
+def test_escaped_values_in_plain_text_mask_the_whole_element() -> None:
+    values, _ = released([text("doc", "call " + ESCAPED_SSN + " today", "ssn\\n" + SSN, "fine")])
+    assert values == [b"[REDACTED]", b"[REDACTED]", b"fine"]
+
+
+def test_opaque_elements_take_the_strongest_mask_naming_anything_inside_them() -> None:
+    tensor = text("doc", '{"secret": "a", "secret": "b"}', '{"secret": "c"}', "plain")
+    classification = classify_outputs("m", [tensor], NESTED, DETECTORS)
+    nested_only = [mask("outputs.doc[].contact.email", "partial"), mask("outputs.doc[].secret", "redact")]
+    [result] = apply_masks([tensor], classification, nested_only, KEY)
+    assert result.values == [b"[REDACTED]", b'{"secret":"[REDACTED]"}', b"plain"]
+    [result] = apply_masks([tensor], classification, [mask("outputs.doc{opaque-json}", "hash")], KEY)
+    assert result.values[0].startswith(b"hmac:") and result.values[1:] == tensor.values[1:]
+
+
+def test_an_opaque_element_that_changed_size_is_emptied() -> None:
+    classification = classify_outputs("m", [text("doc", '{"a": 1, "a": 2}')], NESTED, DETECTORS)
+    changed = text("doc", '{"a": 1, "a": 2, "b": "longer"}')
+    [result] = apply_masks([changed], classification, [mask("outputs.doc{opaque-json}", "redact")], KEY)
+    assert result.values == [b""]
+
+
+def test_masks_reach_keys_spelled_as_placeholders_and_through_globs() -> None:
+    element = json.dumps({"sk_live_abc123": "v", "contact": {"email": "e", "4111 1111": "w"}})
+    tensor = text("doc", element)
+    classification = classify_outputs("m", [tensor], NESTED, DETECTORS)
+    assert classification.json_keys is not None
+    placeholder = classification.json_keys.placeholder("sk_live_abc123")
+    paths = [field.path for field in classification.fields]
+    assert f"outputs.doc[].{placeholder}" in paths and not any("sk_live" in path for path in paths)
+
+    def apply(*masks: dict) -> object:
+        [result] = apply_masks([tensor], classification, list(masks), KEY)
+        return json.loads(result.values[0])
+
+    assert apply(mask(f"outputs.doc[].{placeholder}", "null")) == {
+        "sk_live_abc123": None,
+        "contact": {"email": "e", "4111 1111": "w"},
+    }
+    assert apply(mask("outputs.doc[].*", "redact")) == {
+        "sk_live_abc123": "[REDACTED]",
+        "contact": "[REDACTED]",
+    }
+    assert apply(mask("outputs.doc[].contact.<key:*>", "null")) == {
+        "sk_live_abc123": "v",
+        "contact": {"email": "e", "4111 1111": None},
+    }
+    # A mask spelling the key verbatim names a path no field has: it reaches nothing.
+    assert apply(mask("outputs.doc[].sk_live_abc123", "null"))["sk_live_abc123"] == "v"
+
+
+def test_the_real_policy_empties_opaque_elements_for_a_no_group_caller() -> None:
+    import asyncio
+    import time
+
+    from labelgate.classify import to_policy_fields
+    from labelgate.policy.contract import build_input
+    from labelgate.policy.embedded import EmbeddedEngine
+
+    modes = {mode: element for mode, element in FAILURE_MODES.items() if mode != "300 keys"}
+    tensors = [
+        text("doc", "plain words", *modes.values(), '{"secret": "s2"}'),
+        text("wide", FAILURE_MODES["300 keys"], "plain words"),
+    ]
+    classification = classify_outputs("m", tensors, NESTED, DETECTORS)
+    policy_input = build_input(
+        phase="response",
+        subject={"id": "nobody@example.com", "groups": [], "auth": "jwt"},
+        request={
+            "service": "inference.GRPCInferenceService",
+            "method": "/inference.GRPCInferenceService/ModelInfer",
+            "model": "m",
+            "requested_outputs": [],
+            "model_version": "1",
+            "request_id": "fail-closed",
+        },
+        fields=to_policy_fields(classification.fields),
+        approval=None,
+        time_ns=time.time_ns(),
+    )
+
+    async def decide() -> object:
+        engine = EmbeddedEngine(REPO / "rego", watch_interval=None)
+        await engine.start()
+        try:
+            return await engine.decide(policy_input)
+        finally:
+            await engine.close()
+
+    decision = asyncio.run(decide())
+    assert decision.allow
+    doc, wide = apply_masks(tensors, classification, list(decision.masks), KEY)
+    assert doc.values[0] == b"plain words"
+    assert doc.values[1:-1] == [b""] * len(modes)
+    assert json.loads(doc.values[-1]) == {"secret": None}
+    assert wide.values == [b"", b"plain words"]

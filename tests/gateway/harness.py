@@ -9,6 +9,8 @@ The in-process grpc.aio client is ``aio.py``; expected values are ``expected.py`
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import json
 import signal
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 
 import grpc
 import yaml
+from google.rpc import error_details_pb2, status_pb2
 
 from tests.support.pki import CertAuthority, SigningKey, claims, create_ca, write_jwks
 from tests.support.procs import Process, free_port, labelgate_command, opa_binary, running, wait_until
@@ -37,7 +41,7 @@ HASH_KEY = "gateway-test-hash-key-0123456789"
 UPSTREAM_TOKEN = "gateway-own-upstream-token"
 TLS_PROBE = Path(__file__).with_name("tls_probe.py")
 INFER = "/inference.GRPCInferenceService/ModelInfer"
-ENGINES = ("embedded", "opa")
+ENGINES = ("embedded", "wasm", "opa")
 
 # Personas of the default policy: persona -> (JWT subject and mTLS common name, groups).
 PERSONAS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -311,3 +315,264 @@ class GatewayPool:
         """Ask every gateway to stop at once; each takes a while to exit, so don't do it in turn."""
         for gateway in self._gateways.values():
             gateway.process.signal(signal.SIGTERM)
+
+
+# --- the planted upstream, the audit writer, what a caller and the disk hold ----------------
+# (for test_release.py and test_leak_fuzzer.py)
+
+PLANTED_UPSTREAM = Path(__file__).with_name("planted_upstream.py")
+STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+
+
+@contextlib.contextmanager
+def run_planted_upstream(directory: Path, name: str = "planted") -> Iterator[tuple[str, Process]]:
+    """A real ``planted_upstream.py`` process (see its docstring); yields (HOST:PORT, process)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(PLANTED_UPSTREAM), "--listen", address]
+    with running(command, directory / f"{name}.log", port=port) as process:
+        yield address, process
+
+
+@dataclass(frozen=True)
+class AuditFiles:
+    socket: Path
+    log_dir: Path
+    process: Process
+
+
+@contextlib.contextmanager
+def run_audit_writer(directory: Path, name: str = "audit") -> Iterator[AuditFiles]:
+    """A real ``labelgate audit-writer`` process, ready once its socket exists."""
+    directory.mkdir(parents=True, exist_ok=True)
+    socket, log_dir = directory / f"{name}.sock", directory / name
+    command = labelgate_command("audit-writer", "--socket", str(socket), "--log-dir", str(log_dir))
+    with running(command, directory / f"{name}-writer.log") as process:
+
+        def ready() -> bool:
+            if not process.alive():
+                raise RuntimeError(f"the audit writer exited early:\n{process.output()}")
+            return socket.exists()
+
+        wait_until(ready, 20, "the audit socket")
+        yield AuditFiles(socket, log_dir, process)
+
+
+def audit_records(log_dir: Path) -> list[dict[str, Any]]:
+    """Every audit event written so far, oldest first."""
+    return [
+        json.loads(line)["event"]
+        for path in sorted(log_dir.glob("audit-*.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
+
+
+def files_at_rest(*places: Path) -> bytes:
+    """Every byte stored in these files and folders, plus every base64 message a session
+    recording holds, decoded (a value must not hide in base64 either)."""
+    blobs: list[bytes] = []
+    for place in places:
+        paths = sorted(p for p in place.rglob("*") if p.is_file()) if place.is_dir() else [place]
+        for path in paths:
+            if not path.exists() or path.suffix in (".sock", ".db"):
+                continue
+            data = path.read_bytes()
+            blobs.append(data)
+            for line in data.splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if not isinstance(entry, dict):
+                        continue
+                    for key in ("response", "request_message"):
+                        if isinstance(entry.get(key), dict) and "base64" in entry[key]:
+                            blobs.append(base64.b64decode(entry[key]["base64"]))
+    return b"\n".join(blobs)
+
+
+def recorded_calls(recording_dir: Path, session_id: str) -> list[dict[str, Any]]:
+    """The ``call`` entries the client's ``session_id`` is recorded under (files store), oldest
+    first in each recording. A session is keyed ``<session id>~<digest of subject and id>``
+    (``recording.entries.recording_key``), so this matches on the ``<session id>~`` prefix:
+    give each caller its own session id (``AuditedStack.headers`` makes a fresh one)."""
+    prefix = f"{session_id}~"
+    entries = []
+    for path in sorted(recording_dir.rglob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            with contextlib.suppress(ValueError):  # a line still being written
+                entry = json.loads(line)
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("kind") == "call"
+                    and str(entry.get("session_id", "")).startswith(prefix)
+                ):
+                    entries.append(entry)
+    return entries
+
+
+@dataclass
+class Received:
+    """Everything a caller received on one call: each serialized message, the initial and
+    trailing metadata, and on failure the status code, message and details."""
+
+    messages: list[bytes] = field(default_factory=list)
+    initial_metadata: list[tuple[str, Any]] = field(default_factory=list)
+    trailing_metadata: list[tuple[str, Any]] = field(default_factory=list)
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    details: str = ""
+
+    def blob(self) -> bytes:
+        """All of it as one byte string, for leak checks."""
+        parts = [*self.messages, self.details.encode()]
+        for key, value in [*self.initial_metadata, *self.trailing_metadata]:
+            parts.append(key.encode())
+            parts.append(value if isinstance(value, bytes) else str(value).encode())
+        return b"\n".join(parts)
+
+    def status_details(self) -> Any:
+        """The ``google.rpc.Status`` of a failure (None when it carries none)."""
+        for key, value in self.trailing_metadata:
+            if key == "grpc-status-details-bin":
+                return status_pb2.Status.FromString(value)
+        return None
+
+    def reason(self) -> str | None:
+        """The ``ErrorInfo`` reason of a failure."""
+        status = self.status_details()
+        for detail in status.details if status is not None else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return info.reason
+        return None
+
+
+async def capture_unary(
+    address: str, request: Any, headers: dict[str, str] | None = None, deadline: float = 30.0
+) -> Received:
+    """Call ``ModelInfer`` and keep every byte the caller receives."""
+    received = Received()
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    ) as ch:
+        call = ch.unary_unary(INFER, request_serializer=lambda message: message.SerializeToString())(
+            request, metadata=tuple((headers or {}).items()), timeout=deadline
+        )
+        try:
+            received.messages.append(await call)
+        except grpc.aio.AioRpcError as error:
+            received.code, received.details = error.code(), error.details() or ""
+        received.initial_metadata = list(await call.initial_metadata() or ())
+        received.trailing_metadata = list(await call.trailing_metadata() or ())
+    return received
+
+
+async def capture_stream(
+    address: str, requests: Sequence[Any], headers: dict[str, str] | None = None, deadline: float = 30.0
+) -> Received:
+    """Send ``requests`` on one ``ModelStreamInfer`` stream, half-close, and keep every byte
+    the caller receives until the stream ends."""
+    received = Received()
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    ) as ch:
+        call = ch.stream_stream(STREAM_INFER, request_serializer=lambda message: message.SerializeToString())(
+            metadata=tuple((headers or {}).items()), timeout=deadline
+        )
+
+        async def send() -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.CancelledError):
+                for request in requests:
+                    await call.write(request)
+                await call.done_writing()
+
+        sender = asyncio.ensure_future(send())
+        try:
+            async for message in call:
+                received.messages.append(message)
+        except grpc.aio.AioRpcError as error:
+            received.code, received.details = error.code(), error.details() or ""
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        code = await call.code()
+        if code != grpc.StatusCode.OK and received.code == grpc.StatusCode.OK:
+            received.code, received.details = code, await call.details() or ""
+        received.initial_metadata = list(await call.initial_metadata() or ())
+        received.trailing_metadata = list(await call.trailing_metadata() or ())
+    return received
+
+
+SESSION_HEADER = "x-labelgate-session"
+
+
+@dataclass
+class AuditedStack:
+    """A gateway with a durable audit writer and session recording (files), in front of
+    ``upstream``; ``log_files`` are the gateway's and the audit writer's own logs."""
+
+    gateway: Gateway
+    upstream: str
+    audit: AuditFiles
+    recording_dir: Path
+    issuer: TokenIssuer
+
+    @property
+    def address(self) -> str:
+        return self.gateway.address
+
+    @property
+    def log_files(self) -> list[Path]:
+        return [self.gateway.process.log_path, self.audit.process.log_path]
+
+    def headers(self, persona: str, session: str | None = None) -> dict[str, str]:
+        """The persona's bearer token and a session id (fresh unless given)."""
+        return {**self.issuer.headers(persona), SESSION_HEADER: session or f"s-{uuid.uuid4().hex}"}
+
+    def records(self, session: str) -> list[dict[str, Any]]:
+        return [r for r in audit_records(self.audit.log_dir) if r.get("session_id") == session]
+
+    def at_rest(self) -> bytes:
+        """What the audit log, the recordings and the logs hold now (``files_at_rest``)."""
+        return files_at_rest(self.audit.log_dir, self.recording_dir, *self.log_files)
+
+    def at_rest_after(self, session: str, calls: int = 1) -> bytes:
+        """``at_rest`` once ``calls`` calls of ``session`` are recorded (recording is asynchronous)."""
+        wait_until(
+            lambda: len(recorded_calls(self.recording_dir, session)) >= calls,
+            20,
+            f"{calls} recorded call(s) of session {session}",
+        )
+        return self.at_rest()
+
+
+@contextlib.contextmanager
+def run_audited_gateway(
+    directory: Path,
+    upstream: str,
+    issuer: TokenIssuer,
+    catalog_entries: Sequence[dict[str, Any]] = (),
+    **sections: Any,
+) -> Iterator[AuditedStack]:
+    """An audit writer and a ``labelgate serve`` (embedded engine, JWT) with durable audit and
+    session recording; the catalog is the default one plus ``catalog_entries``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    catalog = json.loads(CATALOG.read_text())
+    catalog["entries"] += list(catalog_entries)
+    catalog_file = directory / "catalog.json"
+    catalog_file.write_text(json.dumps(catalog))
+    recording_dir = directory / "sessions"
+    with run_audit_writer(directory) as audit:
+        config = gateway_config(
+            upstream=upstream,
+            engine="embedded",
+            issuer=issuer,
+            audit={"socket": str(audit.socket), "timeout_seconds": 5},
+            recording={"dir": str(recording_dir)},
+            **sections,
+        )
+        config["classification"]["catalog_file"] = str(catalog_file)
+        with start_gateway(config, directory / "gateway") as gateway:
+            yield AuditedStack(gateway, upstream, audit, recording_dir, issuer)

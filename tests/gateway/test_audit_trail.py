@@ -104,7 +104,12 @@ def test_every_call_has_a_durable_record_without_values(tmp_path: Path, demo_bac
             asyncio.run(infer(target, metadata("sam", "data-stewards", session="s-steward")))
         events = {event["session_id"]: event for event in records(logs)}
     assert events["s-analyst"]["decision"] == "mask"
-    assert events["s-analyst"]["subject"] == {"id": "ann", "groups": ["analysts"], "auth": "jwt"}
+    assert events["s-analyst"]["subject"] == {
+        "id": "jwt:labelgate-dev#ann",
+        "name": "ann",
+        "groups": ["analysts"],
+        "auth": "jwt",
+    }
     assert {"path": "outputs.ssn", "strategy": "partial", "label": "confidential"} in events["s-analyst"][
         "masked"
     ]
@@ -213,9 +218,11 @@ def test_approval_state_changes_join_the_audit_trail(tmp_path: Path, demo_backen
         events = records(logs)
     assert len(response.outputs) == 9
     by_decision = {event["decision"]: event for event in events}
-    assert by_decision["approval_held"]["subject"]["id"] == "sam"
+    assert by_decision["approval_held"]["subject"]["id"] == "jwt:labelgate-dev#sam"
     assert by_decision["approval_granted"]["approval_id"] == by_decision["approval_held"]["approval_id"]
-    assert any(e["approvers"] == ["olivia"] for e in events if e["decision"] == "approval_held")
+    assert any(
+        e["approvers"] == ["jwt:labelgate-dev#olivia"] for e in events if e["decision"] == "approval_held"
+    )
     released = [e for e in events if e.get("session_id") == "s-held" and e["decision"] in ("allow", "mask")]
     assert released, events
     assert verify_log(logs).ok

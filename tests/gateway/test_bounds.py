@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from labelgate.calls import Target
 from labelgate.classify import Field
 from labelgate.config import LimitSettings
 from labelgate.errors import InvalidInput
 from labelgate.gateway.bounds import check_fields, check_target
-from labelgate.gateway.calls import Target
 
 LIMITS = LimitSettings(max_requested_outputs=3, max_fields=4, max_path_bytes=32)
 

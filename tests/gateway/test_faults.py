@@ -142,12 +142,14 @@ async def test_opa_killed_fails_closed_before_the_upstream_runs(
     opa_faults: OpaFaults, token_issuer: TokenIssuer
 ) -> None:
     marker = uuid.uuid4().hex
-    headers = [*fresh_analyst(token_issuer).items(), ("x-trace", marker)]
+    headers = [*fresh_analyst(token_issuer).items(), ("x-request-id", marker)]
     refusal = await refused(opa_faults.gateway.address, customer_request(IDS), headers)
     assert (refusal.code, refusal.reason) == (grpc.StatusCode.UNAVAILABLE, "POLICY_UNAVAILABLE")
     assert_no_secret(await infer_wire_bytes(opa_faults.gateway.address, customer_request(IDS), headers))
     seen = await backend_seen(opa_faults.backend)
-    assert not [call for call in seen if ["x-trace", marker] in call["metadata"]], "the upstream was called"
+    assert not [call for call in seen if ["x-request-id", marker] in call["metadata"]], (
+        "the upstream was called"
+    )
 
 
 async def test_health_is_not_serving_once_opa_is_gone(opa_faults: OpaFaults) -> None:

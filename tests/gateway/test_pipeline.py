@@ -8,6 +8,7 @@ can assert the order in which the stages ran, and what was (not) released.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,10 +16,16 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
+from labelgate.calls import Call, CallRecord
 from labelgate.classify import Catalog, DetectorSet
 from labelgate.enforce.replies import MASKED_PARAMETER, STREAM_ERROR_TEXT
-from labelgate.errors import LabelgateError, PermissionDenied, PolicyUnavailable, UpstreamError
-from labelgate.gateway.calls import Call, Outcome
+from labelgate.errors import (
+    LabelgateError,
+    PermissionDenied,
+    PolicyUnavailable,
+    Unauthenticated,
+    UpstreamError,
+)
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.upstream import MalformedUpstream
@@ -49,10 +56,11 @@ class Journal(list):
 class FakeAuthenticator:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self.attributes: dict[str, Any] = {}
 
     def authenticate(self, metadata: Any, auth_context: Any) -> Subject:
         self.journal.append(("authenticate",))
-        return Subject("nora", ())
+        return Subject("nora", (), attributes=self.attributes)
 
 
 class TableEngine:
@@ -85,12 +93,12 @@ class TableEngine:
 class ListRecorder:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        self.records: list[tuple[Outcome, BaseException | None]] = []
+        self.records: list[CallRecord] = []
         self.fail: LabelgateError | None = None
 
-    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
-        self.journal.append(("record", type(error).__name__ if error else None))
-        self.records.append((outcome, error))
+    async def record(self, entry: CallRecord) -> None:
+        self.journal.append(("record", entry.refusal))
+        self.records.append(entry)
         if self.fail is not None:
             raise self.fail
 
@@ -212,7 +220,7 @@ async def test_a_request_phase_deny_never_reaches_the_upstream() -> None:
     with pytest.raises(PermissionDenied):
         await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
     assert "upstream" not in journal.kinds()
-    assert isinstance(recorder.records[-1][1], PermissionDenied)
+    assert recorder.records[-1].outcome == "deny"
 
 
 async def test_a_decision_past_its_deadline_is_a_deny() -> None:
@@ -239,7 +247,7 @@ async def test_cancellation_is_recorded() -> None:
         await task
     for _ in range(10):  # the record is written beside the cancellation, not before it
         await asyncio.sleep(0)
-    assert isinstance(recorder.records[-1][1], asyncio.CancelledError)
+    assert recorder.records[-1].refusal == "CancelledError"
 
 
 async def test_too_many_requested_outputs_are_refused_before_policy() -> None:
@@ -317,7 +325,7 @@ async def test_a_streamed_reply_naming_no_request_ends_the_stream() -> None:
     stream = FakeStream(lambda sent: [stream_reply(customer_reply("forged"))])
     with pytest.raises(MalformedUpstream):
         await collect(pipeline, stream, request())
-    assert isinstance(recorder.records[-1][1], MalformedUpstream)
+    assert recorder.records[-1].refusal == "UPSTREAM_MALFORMED"
 
 
 async def test_a_streamed_error_is_released_as_a_stable_text() -> None:
@@ -332,7 +340,7 @@ async def test_a_streamed_error_is_released_as_a_stable_text() -> None:
     assert released.error_message == STREAM_ERROR_TEXT
     assert released.infer_response.id == "c1" and not released.infer_response.outputs
     assert SSN.encode() not in released.SerializeToString()
-    assert recorder.records[-1][1].reason == "UPSTREAM_STREAM_ERROR"
+    assert recorder.records[-1].refusal == "UPSTREAM_STREAM_ERROR"
 
 
 async def test_a_card_split_across_decoupled_replies_is_masked_as_one_span() -> None:
@@ -352,3 +360,15 @@ async def test_a_card_split_across_decoupled_replies_is_masked_as_one_span() -> 
     assert text == b"card 4111 1111 1111 1111 thanks".replace(b"4111 1111 1111 1111", b"")
     finals = [r.infer_response.parameters["triton_final_response"].bool_param for r in replies]
     assert finals == [False, False, True]
+
+
+async def test_a_stream_ends_when_its_token_expires() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+    # Valid when the stream opened (the authenticator said so); expired by the first message.
+    pipeline.authenticator.attributes = {"exp": time.time() - 1}
+    stream = FakeStream(lambda sent: [stream_reply(customer_reply(sent.id))])
+    with pytest.raises(Unauthenticated) as refused:
+        await collect(pipeline, stream, request())
+    assert refused.value.reason == "TOKEN_EXPIRED"
+    assert stream.sent == [], "nothing went upstream after the expiry"
+    assert recorder.records[-1].refusal == "TOKEN_EXPIRED"

@@ -85,7 +85,7 @@ def bad_credentials(issuer: TokenIssuer, stranger: SigningKey) -> dict[str, tupl
 
 
 def calls_with_marker(seen: list[dict], marker: str) -> list[dict]:
-    return [call for call in seen if ["x-trace", marker] in call["metadata"]]
+    return [call for call in seen if ["x-request-id", marker] in call["metadata"]]
 
 
 async def test_bad_tokens_are_unauthenticated_with_distinct_reasons(
@@ -95,7 +95,7 @@ async def test_bad_tokens_are_unauthenticated_with_distinct_reasons(
     reasons = {}
     for name, (headers, expected) in bad_credentials(token_issuer, stranger_key).items():
         refusal = await refused(
-            gateway.address, customer_request(IDS), [*headers.items(), ("x-trace", marker)]
+            gateway.address, customer_request(IDS), [*headers.items(), ("x-request-id", marker)]
         )
         assert refusal.code == grpc.StatusCode.UNAUTHENTICATED, name
         assert refusal.info is not None and refusal.info.domain == "labelgate", name
@@ -145,12 +145,25 @@ async def test_neither_spoofed_metadata_nor_the_callers_token_reach_the_backend(
 ) -> None:
     marker = uuid.uuid4().hex
     caller_token = token_issuer.token("ana", ["analysts"])
-    headers = [*bearer(caller_token).items(), *SPOOFED, ("x-labelgate-session", "s-1"), ("x-trace", marker)]
+    identities = [
+        ("x-forwarded-user", "mallory"),
+        ("x-goog-api-key", "AIza-k"),
+        ("authorization-bin", b"\x01"),
+    ]
+    headers = [
+        *bearer(caller_token).items(),
+        *SPOOFED,
+        *identities,
+        ("x-labelgate-session", "s-1"),
+        ("x-request-id", marker),  # allow-listed by default: it travels, and finds the call
+    ]
     await infer(gateway.address, customer_request(IDS), headers)
 
     (seen,) = calls_with_marker(await backend_seen(backend), marker)
     keys = [key for key, _ in seen["metadata"]]
-    assert not [key for key in keys if key.startswith("x-labelgate-")], keys
+    # The only x-labelgate- header upstream is the gateway's own signed subject assertion.
+    assert [key for key in keys if key.startswith("x-labelgate-")] == ["x-labelgate-subject-assertion"], keys
+    assert not {name for name, _ in identities} & set(keys), "only allow-listed metadata travels"
     assert dict(seen["metadata"]).get("authorization") == f"Bearer {UPSTREAM_TOKEN}", (
         "the gateway's own token"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.gateway.calls import Target
+from labelgate.calls import Target
 from labelgate.gateway.streams import StreamLedger, is_final
 from labelgate.gateway.upstream import MalformedUpstream
 

@@ -479,3 +479,25 @@ async def test_a_gateway_follows_the_bundle_server(
                 return (await seen())["segment"] == [last]
 
             await eventually(catalog_followed, "the catalog edit to reach the gateway's answers")
+
+
+async def test_a_revision_the_embedded_engine_cannot_evaluate_exactly_is_refused(
+    source: Path, tmp_path: Path, follow: Any
+) -> None:
+    with bundle_server(tmp_path, source) as server:
+        engine = await follow(server.url)
+        revision, before = engine.revision, await results(engine)
+        # Valid Rego that OPA (and so the bundle server) accepts, but regopy cannot run exactly.
+        extra = source / "labelgate" / "decision" / "lookup.rego"
+        write_atomically(extra, 'package labelgate.decision\n\nlookup := http.send({"method": "get"})\n')
+        assert engine.bundle is not None
+        status = engine.bundle.status
+
+        async def refused() -> bool:
+            return status.refused > 0
+
+        await eventually(refused, "the revision calling http.send to be refused")
+        assert status.last_error == "POLICY_UNSUPPORTED_BY_EMBEDDED"
+        assert "http.send" in (status.last_error_detail or "")
+        assert "labelgate/decision/lookup.rego:3" in (status.last_error_detail or "")
+        assert engine.revision == revision and await results(engine) == before

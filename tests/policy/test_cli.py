@@ -123,5 +123,5 @@ def test_missing_input_file_is_invalid_input(tmp_path: Path, policy: Path) -> No
 
 def test_unknown_engine_is_a_config_error(tmp_path: Path, policy: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        evaluate(tmp_path / "input.json", engine="wasm", opa_url="", policy_dir=policy, explain=False)
+        evaluate(tmp_path / "input.json", engine="regorus", opa_url="", policy_dir=policy, explain=False)
     assert caught.value.reason == "ENGINE_UNKNOWN" and caught.value.exit_code == 2

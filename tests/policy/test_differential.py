@@ -1,12 +1,14 @@
-"""The differential test: OPA and the embedded engine (rego-cpp) must decide identically.
+"""The differential test: OPA and the in-process engines (rego-cpp, OPA's Wasm target) must
+decide identically.
 
 Over 500 inputs, generated deterministically (seeded): every group combination, both
 phases, approvals none/granted (with and without approvers, self-approval), requested
 outputs empty / naming outputs / naming restricted or unknown outputs, multi-label fields,
 detector span fields (``outputs.notes{us_ssn}``), nested JSON paths, generic-message
 fields, random extra attributes and paths, and malformed inputs. Each goes to a real
-``opa run --server`` with rego/ loaded and to EmbeddedEngine(rego/); the validated results
-must be the same JSON, byte for byte (canonical form: sorted keys).
+``opa run --server`` with rego/ loaded, to EmbeddedEngine(rego/) and to WasmEngine(rego/);
+the validated results must be the same JSON, byte for byte (canonical form: sorted keys).
+A planted divergence (a wrong host sprintf in the wasm engine) must make the comparison fail.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from labelgate.errors import InvalidInput
 from labelgate.policy.contract import Decision, build_input, validate_input
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.opa import OpaEngine
+from labelgate.policy.wasm import WasmEngine
 from tests.policy.conftest import REGO, opa
+from tests.support.procs import opa_binary
 
 # LABELGATE_DIFF_REGO=<folder> compares the engines on another policy folder (e.g. a draft).
 POLICY_DIR = Path(os.environ.get("LABELGATE_DIFF_REGO") or REGO)
@@ -233,44 +237,105 @@ def test_the_generator_is_deterministic_and_covers_the_space() -> None:
     assert any("account_secret" in d["request"]["requested_outputs"] for d in well)
 
 
-async def test_opa_and_embedded_decide_identically(plain_opa: str) -> None:
-    inputs = generate_inputs()
-    opa_engine = OpaEngine(plain_opa, timeout=30.0, pool_size=16)
-    embedded = EmbeddedEngine(POLICY_DIR, watch_interval=None)
-    await embedded.start()
+async def _ask_opa(url: str, inputs: list[dict[str, Any]]) -> list[Decision]:
+    opa_engine = OpaEngine(url, timeout=30.0, pool_size=16)
+    limit = asyncio.Semaphore(16)
+
+    async def ask(doc: dict[str, Any]) -> Decision:
+        async with limit:
+            return await opa_engine.decide(doc)
+
     try:
-        limit = asyncio.Semaphore(16)
-
-        async def ask_opa(doc: dict[str, Any]) -> Decision:
-            async with limit:
-                return await opa_engine.decide(doc)
-
-        # One engine at a time: on 2 cores they would only slow each other down.
-        from_opa = await asyncio.gather(*(ask_opa(doc) for doc in inputs))
-        from_embedded = await asyncio.gather(*(embedded.decide(doc) for doc in inputs))
+        return list(await asyncio.gather(*(ask(doc) for doc in inputs)))
     finally:
         await opa_engine.close()
-        await embedded.close()
 
+
+@pytest.fixture(scope="module")
+def from_opa(plain_opa: str) -> list[Decision]:
+    """OPA's decisions on the generated inputs, asked once for every engine compared with it."""
+    inputs = generate_inputs()
+    decisions = asyncio.run(_ask_opa(plain_opa, inputs))
     # The policy always decides (malformed inputs included): a test where both engines
     # failed the same way would prove nothing.
-    undecided = [(doc, d.fail_reason) for doc, d in zip(inputs, from_opa, strict=True) if d.failed_closed]
+    undecided = [(doc, d.fail_reason) for doc, d in zip(inputs, decisions, strict=True) if d.failed_closed]
     assert not undecided, f"OPA failed closed on {len(undecided)} inputs, first: {undecided[0]}"
+    # Both kinds of outcome were exercised.
+    assert {d.allow for d in decisions} == {True, False}
+    assert any(d.require_approval for d in decisions) and any(d.masks for d in decisions)
+    return decisions
 
-    mismatches = [
+
+async def _decide_all(engine: EmbeddedEngine, inputs: list[dict[str, Any]]) -> list[Decision]:
+    # One engine at a time: on 2 cores they would only slow each other down.
+    await engine.start()
+    try:
+        return list(await asyncio.gather(*(engine.decide(doc) for doc in inputs)))
+    finally:
+        await engine.close()
+
+
+def mismatches(
+    inputs: list[dict[str, Any]], expected: list[Decision], got: list[Decision]
+) -> list[tuple[dict[str, Any], str, str]]:
+    return [
         (doc, canonical(a), canonical(b))
-        for doc, a, b in zip(inputs, from_opa, from_embedded, strict=True)
+        for doc, a, b in zip(inputs, expected, got, strict=True)
         if canonical(a) != canonical(b)
     ]
-    if mismatches:
+
+
+def _assert_identical(
+    inputs: list[dict[str, Any]], expected: list[Decision], got: list[Decision], name: str
+) -> None:
+    found = mismatches(inputs, expected, got)
+    if found:
         report = "\n\n".join(
-            f"input: {json.dumps(doc, sort_keys=True)}\nopa:      {a}\nembedded: {b}"
-            for doc, a, b in mismatches[:5]
+            f"input: {json.dumps(doc, sort_keys=True)}\nopa:      {a}\n{name}: {b}" for doc, a, b in found[:5]
         )
-        pytest.fail(f"{len(mismatches)} of {len(inputs)} inputs decided differently; first 5:\n\n{report}")
-    # Both kinds of outcome were exercised.
-    assert {d.allow for d in from_opa} == {True, False}
-    assert any(d.require_approval for d in from_opa) and any(d.masks for d in from_opa)
+        pytest.fail(f"{len(found)} of {len(inputs)} inputs decided differently; first 5:\n\n{report}")
+
+
+async def test_opa_and_embedded_decide_identically(from_opa: list[Decision]) -> None:
+    inputs = generate_inputs()
+    from_embedded = await _decide_all(EmbeddedEngine(POLICY_DIR, watch_interval=None), inputs)
+    _assert_identical(inputs, from_opa, from_embedded, "embedded")
+
+
+@pytest.fixture
+def _opa_for_wasm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELGATE_OPA", opa_binary())
+
+
+@pytest.mark.usefixtures("_opa_for_wasm")
+async def test_opa_and_wasm_decide_identically(from_opa: list[Decision]) -> None:
+    inputs = generate_inputs()
+    from_wasm = await _decide_all(WasmEngine(POLICY_DIR, watch_interval=None), inputs)
+    assert {d.engine for d in from_wasm} == {"wasm"}
+    _assert_identical(inputs, from_opa, from_wasm, "wasm")
+
+
+@pytest.mark.usefixtures("_opa_for_wasm")
+async def test_a_planted_divergence_fails_the_comparison(
+    from_opa: list[Decision], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host sprintf off by one character: the comparison must see it, with the input that shows it."""
+    import labelgate.policy.wasm_host as host
+
+    real = host.sprintf
+    monkeypatch.setattr(
+        host, "sprintf", lambda format, arguments: real(format, arguments).replace("(s)", "s")
+    )
+    inputs = generate_inputs()
+    planted = await _decide_all(WasmEngine(POLICY_DIR, watch_interval=None), inputs)
+    found = mismatches(inputs, from_opa, planted)
+    masked = [d for d in from_opa if d.allow and d.masks]  # "N field(s) masked" is a sprintf
+    assert len(found) >= len(masked) > 0
+    assert all("(s)" in a and a != b for _, a, b in found)
+    with pytest.raises(
+        pytest.fail.Exception, match=f"{len(found)} of {len(inputs)} inputs decided differently"
+    ):
+        _assert_identical(inputs, from_opa, planted, "wasm")
 
 
 def dump_inputs(path: Path) -> None:

@@ -5,7 +5,10 @@ own fail_reason."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,18 +30,50 @@ MODULES = {
     "invalid": 'result := {"allow": "yes"}\n',
     # Two complete definitions with different values: OPA answers 500 (eval_conflict_error).
     "conflict": "result := 1 if input.a\n\nresult := 2 if input.b\n",
-    # About 250k iterations of real evaluation: far beyond a 100 ms budget.
-    "slow": result_rule(
-        VALID_RESULT,
-        "count({i | some i in numbers.range(1, 500); some j in numbers.range(1, 500); i == j}) > 0",
-    ),
 }
+# Waits on a local server that never answers (``stalling_server``): slower than any budget
+# however fast the machine, so the timeout tests cannot pass or fail by the machine's speed.
+SLOW = """result := r if {{
+\thttp.send({{"method": "get", "url": "http://127.0.0.1:{port}/", "timeout": "60s"}})
+\tr := {result}
+}}
+"""
+
+
+class StallingServer:
+    """Accepts TCP connections and never answers, until closed."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                self.held.append(connection)
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def stalling_server() -> Iterator[StallingServer]:
+    server = StallingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory, stalling_server: StallingServer) -> Path:
     root = tmp_path_factory.mktemp("policies")
-    for name, body in MODULES.items():
+    modules = {**MODULES, "slow": SLOW.format(port=stalling_server.port, result=json.dumps(VALID_RESULT))}
+    for name, body in modules.items():
         module = root / name / "policy.rego"
         module.parent.mkdir(parents=True)
         module.write_text(f"package labelgate.{name}\n\n{body}")

@@ -12,13 +12,22 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
-from labelgate.gateway.calls import Call, Outcome
+from labelgate.calls import Call, Outcome
 from labelgate.oip.tensors import Tensor, encode_outputs
 from labelgate.policy.contract import Decision, Mask
+from labelgate.recording.entries import recording_key
 from tests.support.postgres import PostgresServer, running_postgres
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+PEER = "ipv4:127.0.0.1:50123"
+NORA = Subject.proven("jwt", "nora", issuer="labelgate-dev", groups=("analysts",))
 _requests = itertools.count(1)
+
+
+def key(session_id: str, subject: Subject | None = NORA, peer: str = PEER) -> str:
+    """The key a session is recorded under (``recording_key``): the client's id bound to the
+    caller; by default the caller of ``make_call`` and ``make_outcome`` (nora, over ``PEER``)."""
+    return recording_key(subject, peer, session_id)
 
 
 class Clock:
@@ -37,7 +46,7 @@ class Clock:
 def make_call(session_id: str = "session-a", method: str = INFER) -> Call:
     return Call(
         method=method,
-        peer="ipv4:127.0.0.1:50123",
+        peer=PEER,
         metadata=(("authorization", "Bearer not-recorded"),),
         auth_context={},
         session_id=session_id,
@@ -69,7 +78,7 @@ def make_outcome(delivered: Any = None, **overrides: Any) -> Outcome:
         decision_id="d-1",
     )
     outcome = Outcome(
-        subject=Subject("nora", ("analysts",), "jwt"),
+        subject=NORA,
         model="customer-profile",
         upstream_status="OK",
         request_summary={

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner, Result
 
+from labelgate.calls import CallRecord
 from labelgate.config import GatewaySettings
 from labelgate.errors import PermissionDenied
 from labelgate.recording import SessionRecorder
@@ -17,7 +18,7 @@ from labelgate.recording.entries import call_entry, encode_line
 from labelgate.recording.files import FileSessionStore
 from labelgate.recording.postgres import PostgresSessionStore
 from labelgate.recording.store import SessionStore
-from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
+from tests.recording.conftest import Clock, delivered_response, key, make_call, make_outcome
 from tests.support.postgres import PostgresServer
 from tests.support.procs import REPO
 
@@ -29,7 +30,9 @@ def invoke(*args: str) -> Result:
 def record_sample(store: SessionStore) -> None:
     """Session "alpha": a masked call and a refused one; "beta-session": two calls, then the cap."""
     one_call = len(
-        encode_line(call_entry(make_call(), make_outcome(), None, now=Clock()(), record_input_values=False))
+        encode_line(
+            call_entry(CallRecord.of(make_call(), make_outcome(), None, Clock()()), record_input_values=False)
+        )
     )
     max_session_bytes = 2 * one_call + 300
 
@@ -37,15 +40,19 @@ def record_sample(store: SessionStore) -> None:
         clock = Clock()
         recorder = SessionRecorder(store, clock=clock, max_session_bytes=max_session_bytes)
         await recorder.record(
-            make_call("alpha"), make_outcome(delivered_response("***-**-4321", "Call me")), None
+            CallRecord.of(
+                make_call("alpha"), make_outcome(delivered_response("***-**-4321", "Call me")), None, clock()
+            )
         )
         clock.advance(seconds=5)
         refused = make_outcome()
         refused.delivered, refused.decisions, refused.upstream_status = None, refused.decisions[:1], None
-        await recorder.record(make_call("alpha"), refused, PermissionDenied("POLICY_DENIED", "no"))
+        await recorder.record(
+            CallRecord.of(make_call("alpha"), refused, PermissionDenied("POLICY_DENIED", "no"), clock())
+        )
         clock.advance(seconds=5)
         for _ in range(3):
-            await recorder.record(make_call("beta-session"), make_outcome(), None)
+            await recorder.record(CallRecord.of(make_call("beta-session"), make_outcome(), None, clock()))
         await recorder.close()
 
     asyncio.run(run())
@@ -60,8 +67,9 @@ def test_list_show_and_replay_from_files(tmp_path: Path) -> None:
     sessions = {
         s["session_id"]: s for s in json.loads(invoke("list", "--dir", str(tmp_path), "--json").output)
     }
-    assert sessions["alpha"]["calls"] == 2 and not sessions["alpha"]["truncated"]
-    assert sessions["beta-session"]["truncated"] and sessions["beta-session"]["calls"] == 2
+    alpha, beta = sessions[key("alpha")], sessions[key("beta-session")]
+    assert alpha["calls"] == 2 and not alpha["truncated"]
+    assert beta["truncated"] and beta["calls"] == 2
 
     shown = invoke("show", "alpha", "--dir", str(tmp_path))
     assert shown.exit_code == 0
@@ -75,9 +83,9 @@ def test_list_show_and_replay_from_files(tmp_path: Path) -> None:
     replay = invoke("replay", "alpha", "--dir", str(tmp_path))
     assert replay.exit_code == 0, replay.output
     for expected in (
-        "session alpha: 2 call(s)",
+        f"session {key('alpha')}: 2 call(s)",
         "2026-01-01T09:00:00.000Z",
-        "subject nora (groups: analysts; jwt)",
+        "subject jwt:labelgate-dev#nora (groups: analysts; jwt)",
         "masked outputs.ssn (partial, confidential)",
         "masked: partial",  # the ssn column is marked...
         "***-**-4321",  # ...and shows the value as delivered
@@ -133,8 +141,8 @@ def test_list_and_replay_from_postgres(postgres: PostgresServer) -> None:
     record_sample(PostgresSessionStore(dsn))
     listed = json.loads(invoke("list", "--postgres-dsn", dsn, "--json").output)
     assert {s["session_id"]: (s["calls"], s["truncated"]) for s in listed} == {
-        "alpha": (2, False),
-        "beta-session": (2, True),
+        key("alpha"): (2, False),
+        key("beta-session"): (2, True),
     }
     replay = invoke("replay", "alpha", "--postgres-dsn", dsn)
     assert replay.exit_code == 0, replay.output

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
-from labelgate.auth import mint_dev_token
+from labelgate.auth import Subject, mint_dev_token
 from labelgate.config import GatewaySettings
 from labelgate.demo.data import customer
 from labelgate.gateway.record import Recorders
@@ -28,7 +28,7 @@ from labelgate.gateway.server import Gateway
 from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
 from labelgate.recording import SessionRecorder
 from labelgate.recording.cli import sessions_app
-from labelgate.recording.entries import file_name
+from labelgate.recording.entries import file_name, recording_key
 from labelgate.recording.files import FileSessionStore
 from tests.audit.conftest import writer_process
 from tests.support.procs import REPO, free_port
@@ -55,6 +55,12 @@ def infer_request(ids: list[int], request_id: str = "") -> pb.ModelInferRequest:
     request.inputs.add(name="customer_ids", datatype="INT64", shape=[len(ids)])
     encode_inputs(request, [Tensor("customer_ids", "INT64", [len(ids)], ids)], raw=True)
     return request
+
+
+def key_of(sub: str, session: str) -> str:
+    """The key a development-token caller's session is recorded under (the peer does not count
+    for an authenticated caller)."""
+    return recording_key(Subject.proven("jwt", sub, issuer="labelgate-dev"), "", session)
 
 
 def metadata(sub: str, *groups: str, session: str) -> tuple[tuple[str, str], ...]:
@@ -133,16 +139,26 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
     assert recorder.counts == {"stored": 3 + 4}
 
     store = recorder.store
-    nora_entries = await store.entries("s-nora")
-    ana_entries = await store.entries("s-ana")
+    nora_entries = await store.entries(key_of("nora", "s-nora"))
+    ana_entries = await store.entries(key_of("ana", "s-ana"))
+    # bea named ana's session: her call is recorded under her own key, never appended to ana's.
+    bea_entries = await store.entries(key_of("bea", "s-ana"))
+    assert key_of("bea", "s-ana") != key_of("ana", "s-ana")
     # The response exactly as delivered: the same bytes the client received.
     assert base64.b64decode(nora_entries[0]["response"]["base64"]) == nora.SerializeToString()
     assert base64.b64decode(ana_entries[0]["response"]["base64"]) == ana.SerializeToString()
-    assert [e["decision"]["outcome"] for e in ana_entries] == ["mask", "approval_required"]
-    assert ana_entries[1]["response"] is None and ana_entries[1]["upstream_status"] is None
-    assert ana_entries[1]["subject"]["id"] == "bea"
-    stream_entries = await store.entries("s-stream")
-    assert [e["response"] is not None for e in stream_entries] == [False, False, True, True]
+    assert [e["decision"]["outcome"] for e in ana_entries] == ["mask"]
+    assert {e["subject"]["id"] for e in ana_entries} == {"jwt:labelgate-dev#ana"}
+    assert [e["decision"]["outcome"] for e in bea_entries] == ["approval_required"]
+    assert bea_entries[0]["response"] is None and bea_entries[0]["upstream_status"] is None
+    assert bea_entries[0]["subject"]["id"] == "jwt:labelgate-dev#bea"
+    assert [e["client_session_id"] for e in ana_entries + bea_entries] == ["s-ana", "s-ana"]
+    stream_entries = await store.entries(key_of("ana", "s-stream"))
+    delivered = [e["response"] is not None for e in stream_entries]
+    # Two admitted requests (no response) and two released replies. The pump admits request 2
+    # while reply 1 may already be released, so they interleave; a reply never precedes its request.
+    assert sorted(delivered) == [False, False, True, True]
+    assert all(delivered[:i].count(False) > delivered[:i].count(True) for i, d in enumerate(delivered) if d)
     delivered_stream = {e["request_id"] for e in stream_entries}
     assert len(delivered_stream) == 1  # one stream, one request id, every message recorded
     assert {base64.b64decode(e["response"]["base64"]) for e in stream_entries if e["response"]} == {
@@ -151,7 +167,9 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
 
     # Replay: the timeline, with the delivered tensors decoded as the caller saw them.
     directory = str(tmp_path / "sessions")
-    replay = await cli("replay", "s-ana", "--dir", directory)
+    ambiguous = await cli("replay", "s-ana", "--dir", directory)  # two subjects, two recordings
+    assert ambiguous.exit_code == 1 and "no recorded session 's-ana'" in ambiguous.output
+    replay = await cli("replay", key_of("ana", "s-ana"), "--dir", directory)
     assert replay.exit_code == 0, replay.output
     partial_ssn = next(t for t in decode_outputs(ana) if t.name == "ssn").values[0].decode()
     assert partial_ssn.endswith(customer(1).ssn[-4:]) and partial_ssn != customer(1).ssn
@@ -159,19 +177,23 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
         "ModelInfer",
         "customer-profile",
         "MASK",
-        "APPROVAL_REQUIRED",
         "outputs.ssn",
         "masked: partial",
         partial_ssn,
         customer(1).name,  # internal, delivered to an analyst
-        "response: none delivered",
     ):
         assert expected in replay.output, expected
+    assert "APPROVAL_REQUIRED" not in replay.output  # bea's refused call is not in ana's session
+    held_replay = await cli("replay", key_of("bea", "s-ana"), "--dir", directory)
+    assert held_replay.exit_code == 0, held_replay.output
+    for expected in ("APPROVAL_REQUIRED", "response: none delivered"):
+        assert expected in held_replay.output, expected
     listed = await cli("list", "--dir", directory, "--json")
     assert {s["session_id"]: s["calls"] for s in json.loads(listed.output)} == {
-        "s-nora": 1,
-        "s-ana": 2,
-        "s-stream": 4,
+        key_of("nora", "s-nora"): 1,
+        key_of("ana", "s-ana"): 1,
+        key_of("bea", "s-ana"): 1,
+        key_of("ana", "s-stream"): 4,
     }
     shown = await cli("show", "s-str", "--dir", directory)
     assert shown.exit_code == 0 and "s-stream" in shown.output and "ModelStreamInfer" in shown.output
@@ -182,7 +204,7 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
         raw = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(IDS))
     assert sorted(leaked(raw.SerializeToString(), secrets)) == sorted(secrets)  # the scan can find them
     recordings = at_rest(tmp_path / "sessions")
-    assert (tmp_path / "sessions" / file_name("s-nora")).exists()
+    assert (tmp_path / "sessions" / file_name(key_of("nora", "s-nora"))).exists()
     assert customer(1).name.encode() in recordings  # decoded content is really scanned
     assert leaked(recordings, secrets) == []
     assert leaked(b"".join(p.read_bytes() for p in (tmp_path / "audit").iterdir()), secrets) == []

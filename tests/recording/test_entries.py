@@ -6,6 +6,7 @@ import base64
 import json
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.calls import CallRecord
 from labelgate.errors import PermissionDenied
 from labelgate.oip.tensors import decode_outputs
 from labelgate.recording.entries import (
@@ -17,20 +18,26 @@ from labelgate.recording.entries import (
     parse_time,
     truncation_marker,
 )
-from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
+from tests.recording.conftest import Clock, delivered_response, key, make_call, make_outcome
 
 
 def test_a_call_entry_holds_the_summary_the_decision_and_the_response_as_delivered() -> None:
     clock = Clock()
     call, outcome = make_call("s-1"), make_outcome()
-    entry = call_entry(call, outcome, None, now=clock(), record_input_values=False)
+    entry = call_entry(CallRecord.of(call, outcome, None, clock()), record_input_values=False)
     assert entry["kind"] == "call" and entry["time"] == "2026-01-01T09:00:00.000Z"
-    assert (entry["session_id"], entry["request_id"], entry["method"]) == (
+    assert (entry["session_id"], entry["client_session_id"], entry["request_id"], entry["method"]) == (
+        key("s-1"),
         "s-1",
         call.request_id,
         call.method,
     )
-    assert entry["subject"] == {"id": "nora", "groups": ["analysts"], "auth": "jwt"}
+    assert entry["subject"] == {
+        "id": "jwt:labelgate-dev#nora",
+        "name": "nora",
+        "groups": ["analysts"],
+        "auth": "jwt",
+    }
     assert entry["request"]["inputs"] == [{"name": "customer_ids", "datatype": "INT64", "shape": [2]}]
     decision = entry["decision"]
     assert decision["outcome"] == "mask" and decision["reason"] == "confidential fields masked"
@@ -58,7 +65,7 @@ def test_a_refused_call_has_its_reason_and_no_response() -> None:
     outcome.decisions = outcome.decisions[:1]
     outcome.upstream_status = None
     error = PermissionDenied("APPROVAL_REQUIRED", "needs approval")
-    entry = call_entry(make_call(), outcome, error, now=Clock()(), record_input_values=False)
+    entry = call_entry(CallRecord.of(make_call(), outcome, error, Clock()()), record_input_values=False)
     assert entry["decision"]["outcome"] == "approval_required"
     assert entry["decision"]["reason"] == "APPROVAL_REQUIRED"
     assert entry["response"] is None and entry["upstream_status"] is None
@@ -68,9 +75,9 @@ def test_input_values_only_when_allowed_and_exposed() -> None:
     request = pb.ModelInferRequest(model_name="customer-profile")
     request.raw_input_contents.append(b"\x01\x00\x00\x00\x00\x00\x00\x00")
     outcome = make_outcome()
-    outcome.request = request  # type: ignore[attr-defined]  # what the pipeline may expose
-    without = call_entry(make_call(), outcome, None, now=Clock()(), record_input_values=False)
-    with_values = call_entry(make_call(), outcome, None, now=Clock()(), record_input_values=True)
+    outcome.request = request  # what the pipeline may expose
+    without = call_entry(CallRecord.of(make_call(), outcome, None, Clock()()), record_input_values=False)
+    with_values = call_entry(CallRecord.of(make_call(), outcome, None, Clock()()), record_input_values=True)
     assert "request_message" not in without
     assert decode_message(with_values["request_message"]) == request
 
@@ -88,7 +95,7 @@ def test_admission_under_a_cap() -> None:
     assert admit(150, False, 50, 200) == "store"
     assert admit(151, False, 50, 200) == "truncate"
     assert admit(0, True, 1, 200) == "drop"
-    entry = call_entry(make_call(), make_outcome(), None, now=Clock()(), record_input_values=False)
+    entry = call_entry(CallRecord.of(make_call(), make_outcome(), None, Clock()()), record_input_values=False)
     marker = truncation_marker(entry, 200, 151)
     assert marker["kind"] == "truncated" and marker["request_id"] == entry["request_id"]
     assert parse_time(marker["time"]) == Clock()()

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from labelgate.calls import CallRecord
 from labelgate.recording import RecordingSettings, SessionRecorder, build_session_recorder
 from labelgate.recording.entries import call_entry, encode_line, file_name
 from labelgate.recording.files import FileSessionStore
 from labelgate.recording.postgres import PostgresSessionStore
 from labelgate.recording.store import SessionStore
-from tests.recording.conftest import Clock, make_call, make_outcome
+from tests.recording.conftest import Clock, key, make_call, make_outcome
 from tests.support.postgres import PostgresServer
 
 StoreFactory = Callable[[], SessionStore]
@@ -47,7 +48,9 @@ async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 def entry_size(clock: Clock) -> int:
     return len(
-        encode_line(call_entry(make_call(), make_outcome(), None, now=clock(), record_input_values=False))
+        encode_line(
+            call_entry(CallRecord.of(make_call(), make_outcome(), None, clock()), record_input_values=False)
+        )
     )
 
 
@@ -57,14 +60,14 @@ async def test_calls_are_recorded_in_order_under_their_sessions(new_store: Store
     calls = [make_call(session) for session in ("s-a", "s-b", "s-a", "s-a", "s-b")]
     for call in calls:
         clock.advance(seconds=1)
-        await recorder.record(call, make_outcome(), None)
+        await recorder.record(CallRecord.of(call, make_outcome(), None, clock()))
     await recorder.flush()
     sessions = {info.session_id: info for info in await recorder.store.sessions()}
-    assert {k: v.calls for k, v in sessions.items()} == {"s-a": 3, "s-b": 2}
-    assert sessions["s-a"].started == "2026-01-01T09:00:01.000Z"
-    assert sessions["s-a"].last == "2026-01-01T09:00:04.000Z"
-    assert not sessions["s-a"].truncated and sessions["s-a"].bytes > 0
-    entries = await recorder.store.entries("s-a")
+    assert {k: v.calls for k, v in sessions.items()} == {key("s-a"): 3, key("s-b"): 2}
+    assert sessions[key("s-a")].started == "2026-01-01T09:00:01.000Z"
+    assert sessions[key("s-a")].last == "2026-01-01T09:00:04.000Z"
+    assert not sessions[key("s-a")].truncated and sessions[key("s-a")].bytes > 0
+    entries = await recorder.store.entries(key("s-a"))
     assert [e["request_id"] for e in entries] == [c.request_id for c in calls if c.session_id == "s-a"]
     assert entries[0]["response"]["type"] == "inference.ModelInferResponse"
     assert await recorder.store.entries("nope") is None
@@ -82,21 +85,21 @@ async def test_the_size_cap_writes_one_explicit_marker_then_nothing(
     calls = [make_call("big") for _ in range(5)]
     for call in calls:
         clock.advance(minutes=1)
-        await recorder.record(call, make_outcome(), None)
+        await recorder.record(CallRecord.of(call, make_outcome(), None, clock()))
         if flush_each:
             await recorder.flush()
-    await recorder.record(make_call("small"), make_outcome(), None)
+    await recorder.record(CallRecord.of(make_call("small"), make_outcome(), None, clock()))
     await recorder.flush()
-    entries = await recorder.store.entries("big")
+    entries = await recorder.store.entries(key("big"))
     assert [e["kind"] for e in entries] == ["call", "call", "truncated"]
     marker = entries[-1]
     assert marker["request_id"] == calls[2].request_id and marker["limit_bytes"] == cap
     assert marker["time"] == "2026-01-01T09:03:00.000Z"
     assert recorder.counts == {"stored": 3, "truncated": 1, "dropped_cap": 2}
     sessions = {info.session_id: info for info in await recorder.store.sessions()}
-    assert sessions["big"].truncated and sessions["big"].calls == 2
-    assert sessions["big"].bytes <= cap
-    assert not sessions["small"].truncated
+    assert sessions[key("big")].truncated and sessions[key("big")].calls == 2
+    assert sessions[key("big")].bytes <= cap
+    assert not sessions[key("small")].truncated
     await recorder.close()
 
 
@@ -104,19 +107,21 @@ async def test_retention_sweep_deletes_idle_sessions_by_their_last_call(new_stor
     clock = Clock()
     recorder = SessionRecorder(new_store(), retention_days=30, clock=clock)
     start = clock.now
-    await recorder.record(make_call("old"), make_outcome(), None)
-    await recorder.record(make_call("busy"), make_outcome(), None)
+    await recorder.record(CallRecord.of(make_call("old"), make_outcome(), None, clock()))
+    await recorder.record(CallRecord.of(make_call("busy"), make_outcome(), None, clock()))
     clock.advance(days=20)
-    await recorder.record(make_call("busy"), make_outcome(), None)  # busy was used since
+    await recorder.record(
+        CallRecord.of(make_call("busy"), make_outcome(), None, clock())
+    )  # busy was used since
     await recorder.flush()
     assert await recorder.sweep(start + timedelta(days=29)) == 0
     assert await recorder.sweep(start + timedelta(days=31)) == 1
-    assert [info.session_id for info in await recorder.store.sessions()] == ["busy"]
-    assert await recorder.store.entries("old") is None
+    assert [info.session_id for info in await recorder.store.sessions()] == [key("busy")]
+    assert await recorder.store.entries(key("old")) is None
     # A session recorded again after it was swept starts afresh.
-    await recorder.record(make_call("old"), make_outcome(), None)
+    await recorder.record(CallRecord.of(make_call("old"), make_outcome(), None, clock()))
     await recorder.flush()
-    assert len(await recorder.store.entries("old")) == 1
+    assert len(await recorder.store.entries(key("old"))) == 1
     await recorder.close()
 
 
@@ -141,7 +146,7 @@ async def test_the_periodic_sweeper_runs_on_its_own(new_store: StoreFactory) -> 
     clock = Clock()
     store = ObservedStore(new_store())
     recorder = SessionRecorder(store, retention_days=1, sweep_interval_seconds=0.05, clock=clock)
-    await recorder.record(make_call("stale"), make_outcome(), None)
+    await recorder.record(CallRecord.of(make_call("stale"), make_outcome(), None, clock()))
     await recorder.flush()
     assert len(await store.sessions()) == 1
     clock.advance(days=2)
@@ -158,7 +163,9 @@ async def test_concurrent_writers_to_one_session_share_the_cap(new_store: StoreF
     for store in stores:
         await store.open()
     entries = [
-        call_entry(make_call("shared"), make_outcome(), None, now=clock(), record_input_values=False)
+        call_entry(
+            CallRecord.of(make_call("shared"), make_outcome(), None, clock()), record_input_values=False
+        )
         for _ in range(40)
     ]
 
@@ -182,7 +189,9 @@ async def test_file_appends_from_threads_share_the_cap(tmp_path: Path) -> None:
     clock = Clock()
     cap = 10 * entry_size(clock)
     entries = [
-        call_entry(make_call("shared"), make_outcome(), None, now=clock(), record_input_values=False)
+        call_entry(
+            CallRecord.of(make_call("shared"), make_outcome(), None, clock()), record_input_values=False
+        )
         for _ in range(40)
     ]
     stores = [FileSessionStore(tmp_path), FileSessionStore(tmp_path)]
@@ -198,23 +207,25 @@ async def test_file_appends_from_threads_share_the_cap(tmp_path: Path) -> None:
 
 async def test_a_recording_failure_is_counted_never_raised(tmp_path: Path) -> None:
     directory = tmp_path / "sessions"
-    (directory / file_name("broken")).mkdir(parents=True)  # the session's file cannot be opened
-    recorder = SessionRecorder(FileSessionStore(directory), clock=Clock())
-    await recorder.record(make_call("broken"), make_outcome(), None)
-    await recorder.record(make_call("fine"), make_outcome(), None)
+    (directory / file_name(key("broken"))).mkdir(parents=True)  # the session's file cannot be opened
+    clock = Clock()
+    recorder = SessionRecorder(FileSessionStore(directory), clock=clock)
+    await recorder.record(CallRecord.of(make_call("broken"), make_outcome(), None, clock()))
+    await recorder.record(CallRecord.of(make_call("fine"), make_outcome(), None, clock()))
     not_a_message = make_outcome()
     not_a_message.delivered = object()  # type: ignore[assignment]
-    await recorder.record(make_call("fine"), not_a_message, None)
+    await recorder.record(CallRecord.of(make_call("fine"), not_a_message, None, clock()))
     await recorder.flush()
     assert recorder.counts == {"failed": 2, "stored": 1}
-    assert [info.session_id for info in await recorder.store.sessions()] == ["fine"]
+    assert [info.session_id for info in await recorder.store.sessions()] == [key("fine")]
     await recorder.close()
 
 
 async def test_a_full_queue_drops_recordings_instead_of_holding_calls(tmp_path: Path) -> None:
-    recorder = SessionRecorder(FileSessionStore(tmp_path), queue_size=2, clock=Clock())
+    clock = Clock()
+    recorder = SessionRecorder(FileSessionStore(tmp_path), queue_size=2, clock=clock)
     for _ in range(5):  # no await yields in between: the writer task cannot drain yet
-        await recorder.record(make_call("s"), make_outcome(), None)
+        await recorder.record(CallRecord.of(make_call("s"), make_outcome(), None, clock()))
     assert recorder.counts["dropped_queue_full"] == 3
     await recorder.flush()
     assert recorder.counts["stored"] == 2
@@ -238,14 +249,14 @@ async def test_a_line_torn_by_a_crash_is_skipped_not_glued_to(tmp_path: Path) ->
     clock = Clock()
     recorder = SessionRecorder(FileSessionStore(tmp_path), clock=clock)
     first, second = make_call("s"), make_call("s")
-    await recorder.record(first, make_outcome(), None)
+    await recorder.record(CallRecord.of(first, make_outcome(), None, clock()))
     await recorder.flush()
-    with (tmp_path / file_name("s")).open("ab") as handle:
+    with (tmp_path / file_name(key("s"))).open("ab") as handle:
         handle.write(b'{"kind":"call","time":"2026-01-01T09:00:00.000Z","sess')  # the crash
     clock.advance(days=3)
-    await recorder.record(second, make_outcome(), None)
+    await recorder.record(CallRecord.of(second, make_outcome(), None, clock()))
     await recorder.flush()
-    entries = await recorder.store.entries("s")
+    entries = await recorder.store.entries(key("s"))
     assert [e["kind"] for e in entries] == ["call", "damaged", "call"]
     assert [entries[0]["request_id"], entries[2]["request_id"]] == [first.request_id, second.request_id]
     assert (await recorder.store.sessions())[0].last == "2026-01-04T09:00:00.000Z"

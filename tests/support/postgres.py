@@ -1,10 +1,12 @@
-"""A real, throwaway PostgreSQL server for tests (Debian's ``postgresql`` package).
+"""A real, throwaway PostgreSQL server for tests and the benchmark (Debian's ``postgresql`` package).
 
 ``running_postgres()`` runs ``initdb`` into a fresh temporary folder, starts ``postgres`` on a
 free loopback port with its Unix socket in that folder, yields a ``PostgresServer``, and
 stops it (fast shutdown) and deletes the folder afterwards. PostgreSQL refuses to run as
 root, so under root (here and in CI) it runs as the ``postgres`` user via ``runuser``.
-Durability is switched off (``fsync=off``): the data is thrown away anyway.
+Durability is off by default (``fsync=off``, the data is thrown away anyway); the benchmark
+asks for ``durable=True``, so the time from a grant to a released call includes the commit
+of the vote, as in a real deployment.
 
 Binaries: ``$LABELGATE_PG_BIN``, else the newest ``/usr/lib/postgresql/<version>/bin``.
 Use ``server.create_database()`` for an empty database per test.
@@ -58,6 +60,13 @@ class PostgresServer:
         except psycopg.OperationalError:  # "the database system is starting up"
             return False
 
+    def version(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "unknown"
+
     def create_database(self, name: str | None = None) -> str:
         """A new empty database; returns its DSN."""
         import psycopg
@@ -77,8 +86,16 @@ def _as_postgres_user(root: Path) -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+# Safe only for data that is thrown away: a crash can lose or corrupt committed transactions.
+_NOT_DURABLE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
+def running_postgres(
+    *, durable: bool = False, log_path: Path | None = None, timeout: float = 60.0
+) -> Iterator[PostgresServer]:
+    """``durable`` keeps PostgreSQL's defaults (fsync, synchronous commit); ``log_path`` (default:
+    inside the server's temporary folder, deleted with it) keeps the server's log."""
     binaries = postgres_bin()
     # Not pytest's tmp_path: its parents are private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="labelgate-pg-"))
@@ -86,53 +103,38 @@ def running_postgres() -> Iterator[PostgresServer]:
     sockets.mkdir()
     try:
         prefix = _as_postgres_user(root)
-        subprocess.run(
-            [
-                *prefix,
-                str(binaries / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        initdb = [
+            *prefix,
+            str(binaries / "initdb"),
+            "-D", str(data),
+            "-U", SUPERUSER,
+            "--auth=trust",
+            "-E", "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]  # fmt: skip
+        done = subprocess.run(initdb, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr[-1000:]}")
         port = free_port()
+        settings = ["listen_addresses=127.0.0.1", "max_connections=100"]
+        if not durable:
+            settings += _NOT_DURABLE
         args = [
             *prefix,
             str(binaries / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(sockets),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=100",
-        ]
-        process = Process(args, root / "postgres.log")
+            "-D", str(data),
+            "-p", str(port),
+            "-k", str(sockets),
+            *(arg for setting in settings for arg in ("-c", setting)),
+        ]  # fmt: skip
+        process = Process(args, log_path or root / "postgres.log", name="postgres")
         try:
-            process.wait_for_port(port, timeout=60)
+            process.wait_for_port(port, timeout)
             server = PostgresServer(port=port, socket_dir=sockets, process=process)
-            wait_until(server.accepts_connections, 60, "PostgreSQL to accept connections")
+            wait_until(server.accepts_connections, timeout, "PostgreSQL to accept connections")
             yield server
         finally:
-            process.signal(signal.SIGINT)  # fast shutdown: don't wait for clients to leave
-            process.stop()
+            process.stop(signal.SIGINT, grace=10.0)  # fast shutdown: don't wait for clients to leave
     finally:
         shutil.rmtree(root, ignore_errors=True)

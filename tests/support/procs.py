@@ -1,9 +1,19 @@
-"""Real processes on loopback for integration tests: free ports, start, wait, always clean up."""
+"""Real processes on loopback, for the tests and the benchmark harness (``bench/``) alike.
+
+Free ports, start a child in its own process group with its output in a log file, wait
+until it listens (a TCP port or a Unix socket), read its CPU time, and always stop it, by
+its own pid. Also where the tools are: ``REPO``, the ``labelgate`` command of this
+interpreter's environment, and the ``opa`` binary.
+
+This is development support, never shipped: the installed package knows nothing of the
+repository it was built from.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+PINNED_OPA = REPO / ".tools" / "bin" / "opa"  # what `make tools` installs
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_SIGTERM = signal.SIGTERM  # Process.signal hides the module inside the class body
 
 
 def free_port() -> int:
@@ -28,6 +41,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def socket_accepts(path: Path) -> bool:
+    """A Unix socket at ``path`` accepts connections."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(str(path)) == 0
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,11 +58,35 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "co
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-class Process:
-    """A child process whose output goes to a log file we can show when a test fails."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (``/proc/<pid>/stat``), in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name (field 2) may hold spaces; the fields after its closing paren are fixed.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+
+class Process:
+    """A child process whose output goes to a log file we can show when something fails.
+
+    It leads its own process group (``start_new_session``), and every signal goes to that
+    group, by its pid. ``name`` (default: the program) is what errors call it.
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        name: str | None = None,
+        cwd: Path | None = REPO,
+    ) -> None:
         self.args = args
+        self.name = name or Path(args[0]).name
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
@@ -49,35 +94,57 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
-            cwd=REPO,
+            cwd=cwd,
             start_new_session=True,
         )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
 
     def output(self) -> str:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def wait_for_port(self, port: int, timeout: float = 20.0) -> None:
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def _ready(self, check: Callable[[], bool], where: str) -> Callable[[], bool]:
         def ready() -> bool:
             if not self.alive():
-                raise RuntimeError(f"{self.args[0]} exited early:\n{self.output()}")
-            return port_open(port)
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.popen.returncode} before listening on {where}:\n"
+                    f"{self.tail()}"
+                )
+            return check()
 
-        wait_until(ready, timeout, f"{' '.join(self.args[:2])} on port {port}")
+        return ready
+
+    def wait_for_port(self, port: int, timeout: float = 20.0) -> None:
+        wait_until(
+            self._ready(lambda: port_open(port), f"port {port}"), timeout, f"{self.name} on port {port}"
+        )
+
+    def wait_for_socket(self, path: Path, timeout: float = 20.0) -> None:
+        wait_until(self._ready(lambda: socket_accepts(path), str(path)), timeout, f"{self.name} on {path}")
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
-    def stop(self) -> None:
+    def stop(self, first_signal: int = _SIGTERM, grace: float = 5.0) -> None:
+        """``first_signal`` (PostgreSQL wants SIGINT: fast shutdown), then SIGKILL after ``grace`` s."""
         if self.alive():
-            self.signal(signal.SIGTERM)
+            self.signal(first_signal)
             try:
-                self.popen.wait(timeout=5)
+                self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.popen.wait(timeout=5)
@@ -85,22 +152,38 @@ class Process:
 
 
 @contextlib.contextmanager
-def running(args: list[str], log_path: Path, port: int | None = None, **kwargs) -> Iterator[Process]:
+def running(
+    args: list[str], log_path: Path, port: int | None = None, *, timeout: float = 20.0, **kwargs
+) -> Iterator[Process]:
+    """Start a process, wait until it listens on ``port`` (if given), and always stop it."""
     process = Process(args, log_path, **kwargs)
     try:
         if port is not None:
-            process.wait_for_port(port)
+            process.wait_for_port(port, timeout)
         yield process
     finally:
         process.stop()
 
 
 def opa_binary() -> str:
-    candidate = os.environ.get("LABELGATE_OPA") or str(REPO / ".tools" / "bin" / "opa")
-    if not Path(candidate).exists():
-        raise FileNotFoundError(f"opa not found at {candidate}: run `make tools`")
-    return candidate
+    """``$LABELGATE_OPA`` (the Makefile exports it), else the pinned ``.tools/bin/opa``, else
+    ``opa`` on PATH."""
+    configured = os.environ.get("LABELGATE_OPA")
+    if configured:
+        if not Path(configured).exists():
+            raise FileNotFoundError(f"opa not found at {configured} ($LABELGATE_OPA): run `make tools`")
+        return configured
+    if PINNED_OPA.is_file():
+        return str(PINNED_OPA)
+    found = shutil.which("opa")
+    if found is None:
+        raise FileNotFoundError(f"opa not found at {PINNED_OPA} or on PATH: run `make tools`")
+    return found
 
 
 def labelgate_command(*args: str) -> list[str]:
-    return [str(VENV_BIN / "labelgate"), *args]
+    """The ``labelgate`` CLI of this interpreter's environment (``python -m`` if not installed)."""
+    script = VENV_BIN / "labelgate"
+    if script.is_file():
+        return [str(script), *args]
+    return [sys.executable, "-m", "labelgate.cli", *args]

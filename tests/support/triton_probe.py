@@ -27,6 +27,10 @@ Every call is an object with ``op`` and ``url`` (HOST:PORT), and optionally ``he
     ``requests``: a list of infer-like objects (no url/headers/timeout). Opens one
     ``ModelStreamInfer`` stream, sends them all, waits for as many responses.
     Result: ``{"responses": [infer result or {"error": ...}, ... in arrival order]}``.
+    With ``until_final: true`` (decoupled models) it reads instead until every request has
+    had its final response (``parameters["triton_final_response"]`` true, or absent) or the
+    stream failed; an ``error_message`` reply counts as one request's final response, and
+    nothing arriving for ``timeout`` seconds ends the reading with code ``PROBE_TIMEOUT``.
 ``is_server_live``, ``is_server_ready``, ``is_model_ready`` (``model``, ``version``?),
 ``get_server_metadata``, ``get_model_metadata`` (``model``, ``version``?)
     Result: ``{"value": bool}`` or ``{"value": <message as JSON, proto field names>}``.
@@ -185,6 +189,8 @@ def stream_infer(client: grpcclient.InferenceServerClient, call: dict[str, Any])
     try:
         for spec in call["requests"]:
             client.async_stream_infer(**infer_arguments(spec))
+        if call.get("until_final"):
+            return {"responses": _until_final(received, len(call["requests"]), call.get("timeout", 30))}
         responses = []
         for _ in call["requests"]:
             result, error = received.get(timeout=call.get("timeout", 30))
@@ -192,6 +198,28 @@ def stream_infer(client: grpcclient.InferenceServerClient, call: dict[str, Any])
     finally:
         client.stop_stream()
     return {"responses": responses}
+
+
+def _until_final(received: queue.Queue, pending: int, timeout: float) -> list[dict[str, Any]]:
+    """Responses of a decoupled stream until ``pending`` requests each had a final one."""
+    responses: list[dict[str, Any]] = []
+    while pending > 0:
+        try:
+            result, error = received.get(timeout=timeout)
+        except queue.Empty:
+            responses.append({"error": {"code": "PROBE_TIMEOUT", "message": f"nothing for {timeout}s"}})
+            break
+        if error is not None:
+            responses.append(error_result(error))
+            if responses[-1]["error"]["code"] is not None:  # the stream itself failed
+                break
+            pending -= 1
+            continue
+        responses.append(infer_result(result))
+        final = responses[-1]["parameters"].get("triton_final_response")
+        if final is None or final:
+            pending -= 1
+    return responses
 
 
 def run_call(call: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ error is an RFC 9457 problem response (``application/problem+json``) with a stab
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -32,10 +34,19 @@ APPROVAL_ID = r"^apr-[0-9a-f]{16}$"
 
 @dataclasses.dataclass
 class ApprovalsContext:
-    """What the API and the inbox need, kept on ``app.state.approvals``."""
+    """What the API and the inbox need, kept on ``app.state.approvals``.
+
+    ``service`` is the approval service or, when the web app runs on an event loop of its own
+    (the gateway's admin listener), a stand-in that runs each call on the service's loop
+    (``labelgate.admin.bridge``). ``session_key`` signs the inbox's session cookies (which
+    never hold the bearer token); ``secure`` makes them ``__Host-`` + ``Secure`` (HTTPS).
+    """
 
     service: ApprovalService
     authenticator: Authenticator
+    session_key: bytes = dataclasses.field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    secure: bool = False
+    session_max_seconds: int = 8 * 3600
 
     def identify(self, token: str) -> Subject:
         if self.authenticator.jwt is None:
@@ -44,20 +55,42 @@ class ApprovalsContext:
             )
         return self.authenticator.authenticate([("authorization", f"Bearer {token}")], None)
 
+    async def identify_off_loop(self, token: str) -> Subject:
+        """``identify`` in a worker thread: signature checks stay off the event loop, and a
+        verifier that wants an early key refresh finds no loop to start it on (it is the
+        gateway's job, on the gateway's loop)."""
+        return await asyncio.to_thread(self.identify, token)
+
 
 def context(request: Request) -> ApprovalsContext:
     return request.app.state.approvals
 
 
+# Where ``authenticate_first`` (the admin app's guard) leaves the subject it verified.
+SUBJECT_STATE = "labelgate_subject"
+API_PREFIX = "/api/v1/approvals"
 _bearer = HTTPBearer(auto_error=False, description="A JWT the gateway accepts (auth.jwt)")
 
 
-def approver(
+async def approver(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Subject:
+    verified = getattr(request.state, SUBJECT_STATE, None)
+    if isinstance(verified, Subject):
+        return verified
     if credentials is None:
         raise Unauthenticated("NO_CREDENTIALS", "send Authorization: Bearer <token>")
-    return context(request).identify(credentials.credentials)
+    return await context(request).identify_off_loop(credentials.credentials)
+
+
+async def authenticate_request(ctx: ApprovalsContext, authorization: str | None) -> Subject:
+    """The API's caller from an ``Authorization`` header, before anything of the body is read."""
+    if not authorization:
+        raise Unauthenticated("NO_CREDENTIALS", "send Authorization: Bearer <token>")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("NO_CREDENTIALS", "send Authorization: Bearer <token>")
+    return await ctx.identify_off_loop(token.strip())
 
 
 Approver = Annotated[Subject, Depends(approver)]
@@ -76,6 +109,20 @@ class VoteOut(BaseModel):
     verdict: Literal["approve", "deny"]
     reason: str
     at: datetime
+
+
+class InputOut(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class QueryOut(BaseModel):
+    """What the held call asked (no values) and how many rows it would release."""
+
+    inputs: list[InputOut]
+    requested_outputs: list[str] = Field(description="Outputs the caller named; empty: all")
+    rows: int | None = Field(description="Rows asked for (first dimension of the inputs)")
 
 
 class ApprovalOut(BaseModel):
@@ -102,10 +149,15 @@ class ApprovalOut(BaseModel):
     grant_id: str | None
     votes: list[VoteOut]
     link: str = Field(description="The request's page in the web inbox")
+    query: QueryOut
+    digest: str = Field(description="The request digest the grant is bound to (grant_scope query)")
+    grant_scope: Literal["query", "model"] = Field(description="What a grant releases: query or model")
+    single_use: bool = Field(description="The grant releases one call")
 
 
 class ApprovalList(BaseModel):
     items: list[ApprovalOut]
+    next: str | None = Field(None, description="Cursor of the next page (pass as ?cursor=); none: last page")
 
 
 class ApproveIn(BaseModel):
@@ -144,7 +196,7 @@ def approval_out(request: ApprovalRequest, link: str) -> ApprovalOut:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM_TYPE: {}}} for code in (400, 401, 403, 404, 409, 503)
 }
-router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"], responses=_ERRORS)
+router = APIRouter(prefix=API_PREFIX, tags=["approvals"], responses=_ERRORS)
 
 
 @router.get("", response_model=ApprovalList, summary="List approval requests you may see")
@@ -152,11 +204,13 @@ async def list_approvals(
     request: Request,
     person: Approver,
     state: Annotated[Literal["pending", "resolved", "all"], Query(description="Which requests")] = "pending",
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size, newest first")] = 100,
+    cursor: Annotated[str | None, Query(max_length=200, description="From a previous page's next")] = None,
 ) -> ApprovalList:
     states = {"pending": [State.PENDING], "resolved": sorted(RESOLVED), "all": list(State)}[state]
     ctx = context(request)
-    found = await ctx.service.visible_to(person, states)
-    return ApprovalList(items=[approval_out(r, ctx.service.link(r.id)) for r in found])
+    page = await ctx.service.page(person, states, limit=limit, cursor=cursor)
+    return ApprovalList(items=[approval_out(r, ctx.service.link(r.id)) for r in page.items], next=page.next)
 
 
 @router.get("/{approval_id}", response_model=ApprovalOut, summary="Show one approval request")
@@ -196,7 +250,9 @@ _TITLES = {
     403: "forbidden",
     404: "not found",
     405: "method not allowed",
+    408: "request timeout",
     409: "conflict",
+    413: "content too large",
     500: "internal error",
     503: "unavailable",
 }
@@ -212,8 +268,13 @@ def install_problem_handlers(app: FastAPI, render_html_error: Any = None) -> Non
     def respond(
         request: Request, status: int, detail: str, reason: str, headers: dict | None = None
     ) -> Response:
+        if status in (408, 413):  # a body left unread: close rather than drain it for keep-alive
+            headers = {**(headers or {}), "Connection": "close"}
         if render_html_error is not None and _wants_html(request):
-            return render_html_error(request, status, detail, reason)
+            page = render_html_error(request, status, detail, reason)
+            if status in (408, 413):
+                page.headers["Connection"] = "close"
+            return page
         return problem(status, _TITLES.get(status, "error"), detail, reason, headers)
 
     @app.exception_handler(LabelgateError)
@@ -229,7 +290,12 @@ def install_problem_handlers(app: FastAPI, render_html_error: Any = None) -> Non
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
+        reason = {
+            404: "NOT_FOUND",
+            405: "METHOD_NOT_ALLOWED",
+            408: "BODY_TIMEOUT",
+            413: "BODY_TOO_LARGE",
+        }.get(error.status_code, "HTTP_ERROR")
         return respond(request, error.status_code, str(error.detail), reason)
 
     @app.exception_handler(Exception)

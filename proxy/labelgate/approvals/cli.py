@@ -173,7 +173,7 @@ def approvals_server_cli(
     listen: Annotated[str, typer.Option(help="HOST:PORT for the API and the inbox")] = "127.0.0.1:9091",
 ) -> None:
     """Serve the approvals API and web inbox on their own (same store as the gateways)."""
-    from labelgate.approvals.server import run
+    from labelgate.admin.approvals_server import run
     from labelgate.config import load_settings
 
     try:

@@ -6,7 +6,8 @@ Events carry names, labels, paths, people and reasons, never a data value.
 
 Events: ``approval.requested``, ``approval.vote`` (one approver approved or denied),
 ``approval.granted``, ``approval.denied``, ``approval.expired``, ``approval.abandoned``,
-``approval.grant_used``, ``approval.grant_refused``, ``approval.purged``.
+``approval.grant_used``, ``approval.grant_refused``, ``approval.purged``, ``approval.refused``
+(a request not opened: its requester has too many open).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def summary(request: ApprovalRequest) -> dict[str, Any]:
         "phase": request.phase,
         "labels": list(request.binding.labels),
         "fields": [f.path for f in request.fields],
+        "digest": request.binding.digest,
+        "query": request.query.to_json(),
+        "grant_scope": request.requirement.grant_scope,
+        "single_use": request.requirement.single_use,
         "approver_groups": list(request.requirement.approver_groups),
         "min_approvals": request.requirement.min_approvals,
         "justification": request.justification,

@@ -35,25 +35,75 @@ class FieldAtStake:
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """What a grant is bound to: who, which method and model, and exactly which labels."""
+    """What a grant is bound to: who (qualified subject id), which method and model, exactly
+    which labels, and which query (``digest``: the request digest, "" when not known)."""
 
     subject: str
     method: str
     model: str
     labels: tuple[str, ...]
+    digest: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(sorted(set(self.labels))))
 
 
+GrantScope = Literal["query", "model"]
+
+
 @dataclass(frozen=True, slots=True)
 class Requirement:
-    """From the policy decision: ``min_approvals`` distinct people from ``approver_groups``."""
+    """From the policy decision: ``min_approvals`` distinct people from ``approver_groups``;
+    the grant covers the query (default) or the model, and may be single-use."""
 
     approver_groups: tuple[str, ...]
     min_approvals: int
     grant_ttl_seconds: int
     reason: str = ""
+    grant_scope: GrantScope = "query"
+    single_use: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InputSummary:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What the held call asked, as approvers see it: input names, datatypes and shapes (no
+    values), the outputs it named (none: all), and how many rows it asks for (the first
+    dimension of its inputs; None when it has none)."""
+
+    inputs: tuple[InputSummary, ...] = ()
+    requested_outputs: tuple[str, ...] = ()
+
+    @property
+    def rows(self) -> int | None:
+        firsts = [i.shape[0] for i in self.inputs if i.shape]
+        return max(firsts) if firsts else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "inputs": [i.to_json() for i in self.inputs],
+            "requested_outputs": list(self.requested_outputs),
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Query:
+        return cls(
+            inputs=tuple(
+                InputSummary(i["name"], i["datatype"], tuple(int(n) for n in i["shape"]))
+                for i in data.get("inputs", [])
+            ),
+            requested_outputs=tuple(data.get("requested_outputs", [])),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +144,7 @@ class ApprovalRequest:
     resolution: str = ""
     grant_id: str | None = None
     votes: tuple[Vote, ...] = field(default=())
+    query: Query = field(default_factory=Query)
 
     @property
     def requester(self) -> str:
@@ -115,6 +166,10 @@ class ApprovalRequest:
             "phase": self.phase,
             "labels": list(self.binding.labels),
             "fields": [f.to_json() for f in self.fields],
+            "digest": self.binding.digest,
+            "query": self.query.to_json(),
+            "grant_scope": self.requirement.grant_scope,
+            "single_use": self.requirement.single_use,
             "policy_reason": self.requirement.reason,
             "justification": self.justification,
             "approver_groups": list(self.requirement.approver_groups),
@@ -139,6 +194,9 @@ class Grant:
     approvers: tuple[tuple[str, tuple[str, ...]], ...]  # (person, their groups when they approved)
     created_at: float
     expires_at: float
+    scope: GrantScope = "query"  # query: releases only calls with binding.digest
+    single_use: bool = False
+    used_by: str | None = None  # the call (request id) a single-use grant was spent on
 
     @property
     def approved_by(self) -> list[str]:

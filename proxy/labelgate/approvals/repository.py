@@ -1,13 +1,17 @@
 """The approval tables and every statement on them (portable SQL: SQLite and PostgreSQL).
 
 Lists and objects are stored as JSON text; a grant's labels as the JSON of the sorted list,
-so "exactly this label set" is a plain equality.
+so "exactly this label set" is a plain equality. A request's approver groups are also kept
+one row per group (``approval_request_groups``), so an inbox is filtered in SQL by the
+viewer's groups (and own requests) and paginated by (created_at, id), however many
+requests one requester opened.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from labelgate.approvals.db import Row, Tx
@@ -16,6 +20,7 @@ from labelgate.approvals.model import (
     Binding,
     FieldAtStake,
     Grant,
+    Query,
     Requirement,
     State,
     Vote,
@@ -45,9 +50,20 @@ SCHEMA = (
         node_id TEXT NOT NULL,
         call_request_id TEXT NOT NULL,
         session_id TEXT NOT NULL,
-        grant_id TEXT
+        grant_id TEXT,
+        digest TEXT NOT NULL DEFAULT '',
+        query_summary TEXT NOT NULL DEFAULT '{}',
+        grant_scope TEXT NOT NULL DEFAULT 'query',
+        single_use INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS approval_requests_state ON approval_requests (state, expires_at)",
+    "CREATE INDEX IF NOT EXISTS approval_requests_listing ON approval_requests (state, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS approval_requests_requester ON approval_requests (requester, state)",
+    """CREATE TABLE IF NOT EXISTS approval_request_groups (
+        request_id TEXT NOT NULL REFERENCES approval_requests (id) ON DELETE CASCADE,
+        group_name TEXT NOT NULL,
+        PRIMARY KEY (group_name, request_id)
+    )""",
     """CREATE TABLE IF NOT EXISTS approval_votes (
         request_id TEXT NOT NULL REFERENCES approval_requests (id) ON DELETE CASCADE,
         approver TEXT NOT NULL,
@@ -66,7 +82,12 @@ SCHEMA = (
         labels TEXT NOT NULL,
         approvers TEXT NOT NULL,
         created_at DOUBLE PRECISION NOT NULL,
-        expires_at DOUBLE PRECISION NOT NULL
+        expires_at DOUBLE PRECISION NOT NULL,
+        digest TEXT NOT NULL DEFAULT '',
+        scope TEXT NOT NULL DEFAULT 'query',
+        single_use INTEGER NOT NULL DEFAULT 0,
+        used_by TEXT,
+        used_at DOUBLE PRECISION
     )""",
     "CREATE INDEX IF NOT EXISTS approval_grants_binding ON approval_grants (subject, method, model, labels)",
 )
@@ -74,11 +95,62 @@ SCHEMA = (
 _SCHEMA_LOCK = 7_311_220_517
 
 
+# Columns added after the first release: a store made by an older gateway gets them on start.
+_ADDED_COLUMNS = {
+    "approval_requests": (
+        ("digest", "TEXT NOT NULL DEFAULT ''"),
+        ("query_summary", "TEXT NOT NULL DEFAULT '{}'"),
+        ("grant_scope", "TEXT NOT NULL DEFAULT 'query'"),
+        ("single_use", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+    "approval_grants": (
+        ("digest", "TEXT NOT NULL DEFAULT ''"),
+        ("scope", "TEXT NOT NULL DEFAULT 'query'"),
+        ("single_use", "INTEGER NOT NULL DEFAULT 0"),
+        ("used_by", "TEXT"),
+        ("used_at", "DOUBLE PRECISION"),
+    ),
+}
+
+
 async def create_schema(tx: Tx) -> None:
     if tx.dialect == "postgres":
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
     for statement in SCHEMA:
         await tx.execute(statement)
+    migrated = False
+    for table, columns in _ADDED_COLUMNS.items():
+        present = await _columns(tx, table)
+        for name, definition in columns:
+            if name not in present:
+                await tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                migrated = True
+    if migrated:  # requests made before approval_request_groups existed: index their groups
+        rows = await tx.fetch(
+            "SELECT id, approver_groups FROM approval_requests WHERE id NOT IN "
+            "(SELECT request_id FROM approval_request_groups)"
+        )
+        for row in rows:
+            await _insert_groups(tx, row["id"], json.loads(row["approver_groups"]))
+
+
+async def _columns(tx: Tx, table: str) -> set[str]:
+    if tx.dialect == "postgres":
+        rows = await tx.fetch(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+    else:
+        rows = await tx.fetch(f"PRAGMA table_info({table})")
+    return {row["name"] for row in rows}
+
+
+async def _insert_groups(tx: Tx, request_id: str, groups: Iterable[str]) -> None:
+    for group in sorted(set(groups)):
+        await tx.execute(
+            "INSERT INTO approval_request_groups (request_id, group_name) VALUES (?, ?)", (request_id, group)
+        )
 
 
 def _labels_key(labels: Iterable[str]) -> str:
@@ -90,8 +162,8 @@ async def insert_request(tx: Tx, request: ApprovalRequest) -> None:
         """INSERT INTO approval_requests (id, state, mode, requester, requester_groups, method, model,
             phase, labels, fields, policy_reason, justification, approver_groups, min_approvals,
             grant_ttl_seconds, created_at, expires_at, resolved_at, resolution, node_id,
-            call_request_id, session_id, grant_id)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            call_request_id, session_id, grant_id, digest, query_summary, grant_scope, single_use)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             request.id,
             request.state.value,
@@ -116,8 +188,13 @@ async def insert_request(tx: Tx, request: ApprovalRequest) -> None:
             request.call_request_id,
             request.session_id,
             request.grant_id,
+            request.binding.digest,
+            json.dumps(request.query.to_json()),
+            request.requirement.grant_scope,
+            int(request.requirement.single_use),
         ),
     )
+    await _insert_groups(tx, request.id, request.requirement.approver_groups)
     tx.changed(request.id)
 
 
@@ -126,7 +203,9 @@ def _request(row: Row, votes: Sequence[Vote]) -> ApprovalRequest:
         id=row["id"],
         state=State(row["state"]),
         mode=row["mode"],
-        binding=Binding(row["requester"], row["method"], row["model"], tuple(json.loads(row["labels"]))),
+        binding=Binding(
+            row["requester"], row["method"], row["model"], tuple(json.loads(row["labels"])), row["digest"]
+        ),
         requester_groups=tuple(json.loads(row["requester_groups"])),
         phase=row["phase"],
         fields=tuple(FieldAtStake(f["path"], tuple(f["labels"])) for f in json.loads(row["fields"])),
@@ -135,6 +214,8 @@ def _request(row: Row, votes: Sequence[Vote]) -> ApprovalRequest:
             min_approvals=int(row["min_approvals"]),
             grant_ttl_seconds=int(row["grant_ttl_seconds"]),
             reason=row["policy_reason"],
+            grant_scope="model" if row["grant_scope"] == "model" else "query",
+            single_use=bool(row["single_use"]),
         ),
         justification=row["justification"],
         created_at=float(row["created_at"]),
@@ -146,6 +227,7 @@ def _request(row: Row, votes: Sequence[Vote]) -> ApprovalRequest:
         resolution=row["resolution"],
         grant_id=row["grant_id"],
         votes=tuple(votes),
+        query=Query.from_json(json.loads(row["query_summary"] or "{}")),
     )
 
 
@@ -180,14 +262,71 @@ async def get_request(tx: Tx, request_id: str, *, for_update: bool = False) -> A
     return found[0] if found else None
 
 
-async def list_requests(tx: Tx, states: Sequence[State], limit: int) -> list[ApprovalRequest]:
-    marks = ", ".join("?" for _ in states)
+@dataclass(frozen=True)
+class Viewer:
+    """Whose inbox: requests ``subject`` opened or that name one of ``groups`` as approvers;
+    ``everything`` (viewer/admin groups) sees all."""
+
+    subject: str
+    groups: tuple[str, ...] = ()
+    everything: bool = False
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the (created_at, id) of its last request, newest first."""
+
+    created_at: float
+    id: str
+
+
+async def list_requests(
+    tx: Tx,
+    states: Sequence[State],
+    limit: int,
+    viewer: Viewer | None = None,
+    after: Cursor | None = None,
+) -> list[ApprovalRequest]:
+    """Up to ``limit`` requests in ``states`` that ``viewer`` may see (None: everyone's),
+    newest first, starting after ``after``. Filtered and ordered in SQL, so one requester's
+    many requests never push another's out of a viewer's page."""
+    where = [f"state IN ({', '.join('?' for _ in states)})"]
+    params: list[Any] = [state.value for state in states]
+    if viewer is not None and not viewer.everything:
+        mine = ["requester = ?"]
+        params.append(viewer.subject)
+        if viewer.groups:
+            marks = ", ".join("?" for _ in viewer.groups)
+            mine.append(
+                f"id IN (SELECT request_id FROM approval_request_groups WHERE group_name IN ({marks}))"  # noqa: S608
+            )
+            params.extend(viewer.groups)
+        where.append(f"({' OR '.join(mine)})")
+    if after is not None:
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params.extend([after.created_at, after.created_at, after.id])
     rows = await tx.fetch(
-        f"SELECT * FROM approval_requests WHERE state IN ({marks}) "  # noqa: S608
-        "ORDER BY created_at DESC, id LIMIT ?",
-        [*(state.value for state in states), limit],
+        f"SELECT * FROM approval_requests WHERE {' AND '.join(where)} "  # noqa: S608
+        "ORDER BY created_at DESC, id DESC LIMIT ?",
+        [*params, limit],
     )
     return await _with_votes(tx, rows)
+
+
+async def open_count(tx: Tx, requester: str) -> int:
+    """How many pending requests ``requester`` has open."""
+    rows = await tx.fetch(
+        "SELECT COUNT(*) AS n FROM approval_requests WHERE requester = ? AND state = ?",
+        (requester, State.PENDING.value),
+    )
+    return int(rows[0]["n"])
+
+
+async def lock_requester(tx: Tx, requester: str) -> None:
+    """Serialise the open-request cap per requester across replicas (PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already serialises every writer)."""
+    if tx.dialect == "postgres":
+        await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"requester:{requester}",))
 
 
 async def insert_vote(tx: Tx, request_id: str, vote: Vote) -> None:
@@ -224,7 +363,8 @@ async def pending_ids(tx: Tx, where: str, params: Sequence[Any]) -> list[str]:
 async def insert_grant(tx: Tx, grant: Grant) -> None:
     await tx.execute(
         "INSERT INTO approval_grants (id, request_id, subject, method, model, labels, approvers, "
-        "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_at, expires_at, digest, scope, single_use, used_by) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             grant.id,
             grant.request_id,
@@ -235,6 +375,10 @@ async def insert_grant(tx: Tx, grant: Grant) -> None:
             json.dumps([[person, list(groups)] for person, groups in grant.approvers]),
             grant.created_at,
             grant.expires_at,
+            grant.binding.digest,
+            grant.scope,
+            int(grant.single_use),
+            grant.used_by,
         ),
     )
 
@@ -243,11 +387,26 @@ def _grant(row: Row) -> Grant:
     return Grant(
         id=row["id"],
         request_id=row["request_id"],
-        binding=Binding(row["subject"], row["method"], row["model"], tuple(json.loads(row["labels"]))),
+        binding=Binding(
+            row["subject"], row["method"], row["model"], tuple(json.loads(row["labels"])), row["digest"]
+        ),
         approvers=tuple((person, tuple(groups)) for person, groups in json.loads(row["approvers"])),
         created_at=float(row["created_at"]),
         expires_at=float(row["expires_at"]),
+        scope="model" if row["scope"] == "model" else "query",
+        single_use=bool(row["single_use"]),
+        used_by=row["used_by"],
     )
+
+
+async def spend_grant(tx: Tx, grant_id: str, call_request_id: str, now: float) -> bool:
+    """Mark a single-use grant as used by this call; False when another call used it first."""
+    changed = await tx.execute(
+        "UPDATE approval_grants SET used_by = ?, used_at = ? "
+        "WHERE id = ? AND (used_by IS NULL OR used_by = ?)",
+        (call_request_id, now, grant_id, call_request_id),
+    )
+    return changed == 1
 
 
 async def get_grant(tx: Tx, grant_id: str) -> Grant | None:
@@ -274,6 +433,10 @@ async def purge(tx: Tx, resolved_before: float) -> list[str]:
     if ids:
         marks = ", ".join("?" for _ in ids)
         await tx.execute(f"DELETE FROM approval_votes WHERE request_id IN ({marks})", ids)  # noqa: S608
+        await tx.execute(
+            f"DELETE FROM approval_request_groups WHERE request_id IN ({marks})",  # noqa: S608
+            ids,
+        )
         await tx.execute(f"DELETE FROM approval_requests WHERE id IN ({marks})", ids)  # noqa: S608
     await tx.execute("DELETE FROM approval_grants WHERE expires_at < ?", (resolved_before,))
     return ids

@@ -2,13 +2,22 @@
 
 The rules, all checked here and nowhere else:
 
-- a person never votes on their own request, whatever their groups (administrators too);
-- only members of the request's ``approver_groups`` vote; ``admin_groups`` may see every
-  request and deny any, but an approval still needs the policy's approver groups;
+- a person never votes on their own request, whatever their groups (administrators too).
+  People are known by qualified subject ids (``jwt:<iss>#<sub>``, ``mtls:<name>``,
+  ``api_key:<id>``), so a name proven one way is never mistaken for another's; separation
+  of duties is stricter still: a voter whose *name* (the short form) is the requester's is
+  refused too, because the same person may hold a token and an API key under one name;
+- only members of the request's ``approver_groups`` vote, to approve **or to deny**;
+  viewer groups (``approvals.viewer_groups``, formerly ``admin_groups``) may see every
+  request and the recorded sessions, and never vote: a read-only group such as
+  ``auditors`` cannot hold up or refuse anyone's call;
 - approvals count **people**: one person in two approver groups counts once, and a second
-  vote by the same person is refused;
-- a grant is bound to one subject, method, model and exact label set, and counts for a
-  requirement only when enough of its approvers were in the required groups when they voted.
+  vote by the same person (same id, or same name by another method) is refused;
+- a grant is bound to one subject (qualified id), method, model and exact label set, and,
+  unless the policy widened it to the model, to one query (the digest of the request's
+  inputs and requested outputs); it counts for a requirement only when enough of its
+  approvers were in the required groups when they voted; a single-use grant releases one
+  call.
 """
 
 from __future__ import annotations
@@ -18,43 +27,53 @@ from collections.abc import Iterable
 from labelgate.approvals.errors import ApprovalConflict
 from labelgate.approvals.model import ApprovalRequest, Binding, Grant, Requirement, State, Vote
 from labelgate.auth import Subject
+from labelgate.auth.subject import short_name
 from labelgate.errors import LabelgateError, PermissionDenied
 
 
-def is_admin(person: Subject, admin_groups: Iterable[str]) -> bool:
-    return bool(set(person.groups) & set(admin_groups))
+def same_person(one: str, other: str) -> bool:
+    """The same qualified id, or the same name proven another way (separation of duties)."""
+    return one == other or short_name(one) == short_name(other)
+
+
+def is_viewer(person: Subject, viewer_groups: Iterable[str]) -> bool:
+    """In a group that may see every request (and recorded sessions), never vote."""
+    return bool(set(person.groups) & set(viewer_groups))
 
 
 def is_approver(person: Subject, request: ApprovalRequest) -> bool:
     return bool(set(person.groups) & set(request.requirement.approver_groups))
 
 
-def may_view(person: Subject, request: ApprovalRequest, admin_groups: Iterable[str]) -> bool:
-    """Approvers and admins see a request; its requester sees it too (to follow it)."""
-    return person.id == request.requester or is_approver(person, request) or is_admin(person, admin_groups)
+def may_view(person: Subject, request: ApprovalRequest, viewer_groups: Iterable[str]) -> bool:
+    """Approvers and viewers see a request; its requester sees it too (to follow it)."""
+    return person.id == request.requester or is_approver(person, request) or is_viewer(person, viewer_groups)
 
 
 def vote_refusal(
-    person: Subject, request: ApprovalRequest, verdict: str, admin_groups: Iterable[str], now: float
+    person: Subject, request: ApprovalRequest, verdict: str, viewer_groups: Iterable[str], now: float
 ) -> LabelgateError | None:
-    """Why ``person`` may not cast ``verdict`` on ``request`` now, or None when they may."""
+    """Why ``person`` may not cast ``verdict`` on ``request`` now, or None when they may.
+
+    ``viewer_groups`` gives no vote of either kind: seeing a request is not deciding it."""
     if request.state is not State.PENDING:
         return ApprovalConflict(
             "APPROVAL_NOT_PENDING", f"approval {request.id} is already {request.state.value}"
         )
     if request.expires_at <= now:
         return ApprovalConflict("APPROVAL_NOT_PENDING", f"approval {request.id} has expired")
-    if person.id == request.requester:
+    if same_person(person.id, request.requester):
         return PermissionDenied(
             "SELF_APPROVAL", "nobody may approve or deny their own request, administrators included"
         )
-    allowed = is_approver(person, request) or (verdict == "deny" and is_admin(person, admin_groups))
-    if not allowed:
+    if not is_approver(person, request):
         groups = ", ".join(request.requirement.approver_groups)
         return PermissionDenied(
-            "NOT_AN_APPROVER", f"only members of {groups} may {verdict} approval {request.id}"
+            "NOT_AN_APPROVER",
+            f"only members of {groups} may {verdict} approval {request.id}"
+            + (" (viewer groups see requests, they do not vote)" if is_viewer(person, viewer_groups) else ""),
         )
-    if any(vote.approver == person.id for vote in request.votes):
+    if any(same_person(vote.approver, person.id) for vote in request.votes):
         return ApprovalConflict("ALREADY_VOTED", f"{person.id} has already voted on approval {request.id}")
     return None
 
@@ -65,11 +84,16 @@ def counted_approvers(
     """The distinct people whose approvals count: approve votes by someone other than the
     requester who was in an approver group when they voted. person -> their groups."""
     required = set(requirement.approver_groups)
-    return {
-        vote.approver: vote.groups
-        for vote in votes
-        if vote.verdict == "approve" and vote.approver != requester and required & set(vote.groups)
-    }
+    people: dict[str, tuple[str, ...]] = {}
+    for vote in votes:
+        if vote.verdict != "approve" or same_person(vote.approver, requester):
+            continue
+        if not required & set(vote.groups):
+            continue
+        if any(same_person(vote.approver, counted) for counted in people):
+            continue  # one name, two methods: one person
+        people[vote.approver] = vote.groups
+    return people
 
 
 def outcome(request: ApprovalRequest) -> State:
@@ -80,8 +104,19 @@ def outcome(request: ApprovalRequest) -> State:
     return State.GRANTED if len(people) >= request.requirement.min_approvals else State.PENDING
 
 
-def grant_mismatch(grant: Grant, binding: Binding, now: float) -> str | None:
-    """Why ``grant`` does not cover a call with ``binding`` (None when it does)."""
+def grant_mismatch(
+    grant: Grant,
+    binding: Binding,
+    now: float,
+    requirement: Requirement | None = None,
+    call_request_id: str = "",
+) -> str | None:
+    """Why ``grant`` does not cover a call with ``binding`` (None when it does).
+
+    A query-scoped grant covers only the query it was granted for (the same request
+    digest; an unknown digest never matches). A model-scoped grant covers every query to
+    the model, unless the policy now asks for a query-scoped one (``requirement``). A spent
+    single-use grant covers only the call it was spent on."""
     if grant.expires_at <= now:
         return "the grant has expired"
     if grant.binding.subject != binding.subject:
@@ -92,15 +127,31 @@ def grant_mismatch(grant: Grant, binding: Binding, now: float) -> str | None:
         return "the grant is for another model"
     if grant.binding.labels != binding.labels:
         return "the grant is for another set of labels"
+    wide = grant.scope == "model" and (requirement is None or requirement.grant_scope == "model")
+    if not wide and (not grant.binding.digest or grant.binding.digest != binding.digest):
+        return "the grant is for another query (other inputs or outputs)"
+    if grant_spent(grant, call_request_id):
+        return "the grant was for one call and has been used"
     return None
+
+
+def grant_spent(grant: Grant, call_request_id: str) -> bool:
+    """A single-use grant already used by another call."""
+    return grant.single_use and grant.used_by is not None and grant.used_by != call_request_id
+
+
+def spends(grant: Grant, requirement: Requirement | None) -> bool:
+    """Whether using ``grant`` spends it: it was granted single-use, or the policy now asks
+    for single-use grants."""
+    return grant.single_use or (requirement is not None and requirement.single_use)
 
 
 def grant_satisfies(grant: Grant, requirement: Requirement) -> bool:
     """Enough distinct approvers of ``grant`` were in the groups ``requirement`` names."""
     required = set(requirement.approver_groups)
-    people = {
-        person
+    names = {
+        short_name(person)
         for person, groups in grant.approvers
-        if person != grant.binding.subject and required & set(groups)
+        if not same_person(person, grant.binding.subject) and required & set(groups)
     }
-    return len(people) >= requirement.min_approvals
+    return len(names) >= requirement.min_approvals

@@ -13,6 +13,8 @@ webhook notifications.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import dataclasses
 import secrets
@@ -32,6 +34,7 @@ from labelgate.approvals.model import (
     FieldAtStake,
     Grant,
     Mode,
+    Query,
     Requirement,
     State,
     Vote,
@@ -39,19 +42,27 @@ from labelgate.approvals.model import (
 from labelgate.approvals.notify import WebhookNotifier
 from labelgate.auth import Subject
 from labelgate.config import ApprovalSettings
-from labelgate.errors import LabelgateError, NotFound
+from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExhausted
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
 TRANSITIONS = Counter("labelgate_approval_requests_total", "Approval requests by state reached", ["state"])
 HELD = Gauge("labelgate_approval_held_calls", "Calls this process holds for an approval")
+REFUSED = Counter(
+    "labelgate_approval_requests_refused_total", "Approval requests refused before they opened", ["reason"]
+)
 # Waiters re-check the store at least this often when the store cannot wake them from
 # another process (SQLite shared with a separate approvals-server) ...
 LOCAL_RECHECK_SECONDS = 0.5
 # ... and, as a safety net only, when it can (PostgreSQL NOTIFY is the main path).
 NOTIFY_RECHECK_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 60.0
+# One page of an inbox or of the API's list (``limit`` may ask for fewer, never more).
 LIST_LIMIT = 500
+DEFAULT_PAGE = 100
+# Open (pending) requests one requester may have at once, unless configured otherwise.
+MAX_OPEN_PER_REQUESTER = 100
+TOO_MANY_OPEN = "APPROVAL_REQUESTS_EXHAUSTED"
 
 
 def new_id(prefix: str) -> str:
@@ -72,6 +83,33 @@ class Draft:
     expires_at: float
     call_request_id: str = ""
     session_id: str = ""
+    query: Query = dataclasses.field(default_factory=Query)
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One page of requests, newest first; ``next`` is the cursor of the following page
+    (None on the last one)."""
+
+    items: list[ApprovalRequest]
+    next: str | None = None
+
+
+def encode_cursor(request: ApprovalRequest) -> str:
+    raw = f"{request.created_at!r}|{request.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> repo.Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        created, _, request_id = raw.partition("|")
+        cursor = repo.Cursor(float(created), request_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("CURSOR_INVALID", "the page cursor is not one this server gave") from None
+    if not request_id or len(request_id) > 64 or cursor.created_at != cursor.created_at:  # NaN
+        raise InvalidInput("CURSOR_INVALID", "the page cursor is not one this server gave")
+    return cursor
 
 
 def open_database(settings: ApprovalSettings) -> Database:
@@ -95,6 +133,7 @@ class ApprovalService:
         sweep_interval_seconds: float = 1.0,
         admin_groups: Iterable[str] = (),
         notifier: WebhookNotifier | None = None,
+        max_open_per_requester: int = MAX_OPEN_PER_REQUESTER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
@@ -104,6 +143,7 @@ class ApprovalService:
         self.sweep_interval_seconds = sweep_interval_seconds
         self.admin_groups = tuple(admin_groups)
         self.notifier = notifier
+        self.max_open_per_requester = max_open_per_requester
         self.clock = clock
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._held: set[str] = set()
@@ -120,6 +160,7 @@ class ApprovalService:
             sweep_interval_seconds=settings.sweep_interval_seconds,
             admin_groups=settings.admin_groups,
             notifier=WebhookNotifier(settings.webhooks) if settings.webhooks else None,
+            max_open_per_requester=settings.max_open_per_requester,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -174,9 +215,33 @@ class ApprovalService:
             node_id=self.node_id,
             call_request_id=draft.call_request_id,
             session_id=draft.session_id,
+            query=draft.query,
         )
         async with self.db.transaction() as tx:
-            await repo.insert_request(tx, request)
+            await repo.lock_requester(tx, request.requester)
+            open_now = await repo.open_count(tx, request.requester)
+            if open_now >= self.max_open_per_requester:
+                refused = True
+            else:
+                refused = False
+                await repo.insert_request(tx, request)
+        if refused:
+            REFUSED.labels(reason=TOO_MANY_OPEN).inc()
+            events.record(
+                "approval.refused",
+                None,
+                requester=request.requester,
+                method=request.binding.method,
+                model=request.binding.model,
+                refusal=TOO_MANY_OPEN,
+                open_requests=open_now,
+                request_id=draft.call_request_id,
+            )
+            raise ResourceExhausted(
+                TOO_MANY_OPEN,
+                f"you have {open_now} approval requests open (at most {self.max_open_per_requester}): "
+                "wait for some to be decided or to expire before asking again",
+            )
         if draft.mode == "hold":
             self._held.add(request.id)
             HELD.inc()
@@ -225,26 +290,59 @@ class ApprovalService:
         async with self.db.transaction() as tx:
             return await repo.get_grant(tx, grant_id)
 
-    async def find_grant(self, binding: Binding, requirement: Requirement) -> Grant | None:
-        """A live grant for exactly this binding, approved by enough of the right people."""
+    async def find_grant(
+        self, binding: Binding, requirement: Requirement, call_request_id: str = ""
+    ) -> Grant | None:
+        """A live grant for exactly this binding (subject, method, model, labels and, unless
+        it covers the model, the query), approved by enough of the right people, and not
+        spent on another call."""
         now = self.clock()
         async with self.db.transaction() as tx:
             grants = await repo.live_grants(tx, binding, now)
         for grant in grants:
-            if rules.grant_mismatch(grant, binding, now) is None and rules.grant_satisfies(
-                grant, requirement
-            ):
+            mismatch = rules.grant_mismatch(grant, binding, now, requirement, call_request_id)
+            if mismatch is None and rules.grant_satisfies(grant, requirement):
                 return grant
         return None
 
-    # -- approver side --------------------------------------------------------------------
-    async def visible_to(
-        self, viewer: Subject, states: Sequence[State] = (State.PENDING,)
-    ) -> list[ApprovalRequest]:
-        """The requests in ``states`` that ``viewer`` may see, newest first."""
+    async def use_grant(self, grant: Grant, requirement: Requirement | None, call_request_id: str) -> bool:
+        """Record that ``grant`` releases this call. A single-use grant (or one the policy now
+        wants single-use) is spent on the first call that uses it: False when another call
+        spent it first (the caller must ask again)."""
+        if not rules.spends(grant, requirement):
+            return True
         async with self.db.transaction() as tx:
-            found = await repo.list_requests(tx, states, LIST_LIMIT)
-        return [r for r in found if rules.may_view(viewer, r, self.admin_groups)]
+            return await repo.spend_grant(tx, grant.id, call_request_id, self.clock())
+
+    # -- approver side --------------------------------------------------------------------
+    def _viewer(self, viewer: Subject) -> repo.Viewer:
+        return repo.Viewer(viewer.id, viewer.groups, rules.is_viewer(viewer, self.admin_groups))
+
+    async def page(
+        self,
+        viewer: Subject,
+        states: Sequence[State] = (State.PENDING,),
+        *,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of the requests in ``states`` that ``viewer`` may see, newest first:
+        their own requests and those naming one of their groups as approvers (viewer groups:
+        all). Filtered in SQL, so nobody's requests hide anybody else's."""
+        limit = max(1, min(limit, LIST_LIMIT))
+        after = decode_cursor(cursor) if cursor else None
+        async with self.db.transaction() as tx:
+            found = await repo.list_requests(tx, states, limit + 1, self._viewer(viewer), after)
+        # The SQL filter and may_view say the same; the check stays as the one definition.
+        items = [r for r in found[:limit] if rules.may_view(viewer, r, self.admin_groups)]
+        more = len(found) > limit
+        return Page(items, encode_cursor(found[limit - 1]) if more else None)
+
+    async def visible_to(
+        self, viewer: Subject, states: Sequence[State] = (State.PENDING,), *, limit: int = LIST_LIMIT
+    ) -> list[ApprovalRequest]:
+        """The first ``limit`` requests in ``states`` that ``viewer`` may see, newest first."""
+        return (await self.page(viewer, states, limit=limit)).items
 
     async def show(self, viewer: Subject, request_id: str) -> ApprovalRequest:
         request = await self.get(request_id)
@@ -311,6 +409,8 @@ class ApprovalService:
                 approvers=tuple(sorted(people.items())),
                 created_at=now,
                 expires_at=now + request.requirement.grant_ttl_seconds,
+                scope=request.requirement.grant_scope,
+                single_use=request.requirement.single_use,
             )
             await repo.insert_grant(tx, grant)
             why = f"approved by {', '.join(sorted(people))}"

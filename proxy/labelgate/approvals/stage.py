@@ -2,15 +2,22 @@
 
 When a decision says ``require_approval``:
 
-1. a live grant for exactly this subject, method, model and label set that satisfies the
-   requirement lets the call through (repeat calls within ``grant_ttl_seconds``); with
-   ``x-labelgate-approval-id`` the client names the grant's request, which must be its own,
-   granted, and for exactly this call;
+1. a live grant for exactly this subject (qualified id), method, model, label set and
+   query (the request digest: same inputs and requested outputs; any query to the model
+   when the policy's ``require_approval.grant_scope`` is ``model``) that satisfies the
+   requirement lets the call through (repeat calls within ``grant_ttl_seconds``; a
+   single-use grant only the call it is spent on); with ``x-labelgate-approval-id`` the
+   client names the grant's request, which must be its own, granted, and for exactly this
+   call;
 2. otherwise a request is opened (justification from ``x-labelgate-justification``) and
    - ``x-labelgate-approval: async``: the call ends at once with FAILED_PRECONDITION and an
      ErrorInfo carrying ``approval_id`` and ``link``;
    - by default the call is held until the request is granted, denied or expires (the
      configured hold timeout, cut short by the client's deadline).
+   The request carries what approvers see of the query: input names, datatypes and shapes
+   (never values), the outputs named, the row count, and the fields and labels at stake.
+   A requester with ``approvals.max_open_per_requester`` requests open is refused
+   (RESOURCE_EXHAUSTED, APPROVAL_REQUESTS_EXHAUSTED).
 
 Granted: the policy decides again with ``approval.state = granted`` and that decision is
 returned. Otherwise a decision that does not allow, whose reason says why; the pipeline
@@ -28,15 +35,23 @@ from typing import TYPE_CHECKING, Any
 
 from labelgate.approvals import deadline, events, rules
 from labelgate.approvals.errors import ApprovalPending
-from labelgate.approvals.model import Binding, FieldAtStake, Grant, Requirement, State
+from labelgate.approvals.hold import Reevaluate
+from labelgate.approvals.model import (
+    Binding,
+    FieldAtStake,
+    Grant,
+    InputSummary,
+    Query,
+    Requirement,
+    State,
+)
 from labelgate.approvals.service import ApprovalService, Draft
 from labelgate.errors import InvalidInput
-from labelgate.gateway.approval import Reevaluate
 from labelgate.policy.contract import ApprovalRequirement, Decision
 
 if TYPE_CHECKING:
     from labelgate.auth import Subject
-    from labelgate.gateway.calls import Call
+    from labelgate.calls import Call
 
 MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"
@@ -85,6 +100,31 @@ def requirement_of(decision: Decision) -> Requirement:
         min_approvals=needed.min_approvals,
         grant_ttl_seconds=needed.grant_ttl_seconds,
         reason=needed.reason,
+        grant_scope="model" if needed.grant_scope == "model" else "query",
+        single_use=needed.single_use,
+    )
+
+
+def binding_of(subject: Subject, call: Call, policy_input: dict[str, Any]) -> Binding:
+    request = policy_input["request"]
+    return Binding(
+        subject.id,
+        call.method,
+        request["model"],
+        tuple(policy_input["labels"]),
+        request.get("digest", ""),
+    )
+
+
+def query_of(policy_input: dict[str, Any]) -> Query:
+    """What approvers see of the query: names, datatypes and shapes, never values."""
+    request = policy_input["request"]
+    return Query(
+        inputs=tuple(
+            InputSummary(str(i["name"]), str(i["datatype"]), tuple(int(n) for n in i["shape"]))
+            for i in request.get("inputs", [])
+        ),
+        requested_outputs=tuple(request.get("requested_outputs", [])),
     )
 
 
@@ -128,16 +168,16 @@ class HoldForApproval:
     ) -> Decision:
         options = read_options(call.metadata)
         requirement = requirement_of(decision)
-        binding = Binding(
-            subject.id, call.method, policy_input["request"]["model"], tuple(policy_input["labels"])
-        )
+        binding = binding_of(subject, call, policy_input)
         if options.approval_id is not None:
             named = await self._named_grant(options.approval_id, binding, requirement, decision, call)
             if isinstance(named, Decision):
                 return named
             grant = named
         else:
-            grant = await self.service.find_grant(binding, requirement)
+            grant = await self.service.find_grant(binding, requirement, call.request_id)
+        if grant is not None and not await self.service.use_grant(grant, requirement, call.request_id):
+            grant = None  # a single-use grant another call spent a moment ago
         if grant is not None:
             again = await reevaluate(grant.to_policy())
             if again.require_approval is None:
@@ -150,6 +190,9 @@ class HoldForApproval:
                     method=call.method,
                     model=binding.model,
                     labels=list(binding.labels),
+                    digest=binding.digest,
+                    grant_scope=grant.scope,
+                    single_use=grant.single_use,
                     request_id=call.request_id,
                 )
                 return again
@@ -192,7 +235,7 @@ class HoldForApproval:
         grant = await self.service.get_grant(request.grant_id)
         mismatch = "the grant no longer exists" if grant is None else None
         if grant is not None:
-            mismatch = rules.grant_mismatch(grant, binding, self.clock())
+            mismatch = rules.grant_mismatch(grant, binding, self.clock(), requirement, call.request_id)
         if mismatch is not None:
             events.record(
                 "approval.grant_refused",
@@ -201,6 +244,7 @@ class HoldForApproval:
                 method=call.method,
                 model=binding.model,
                 labels=list(binding.labels),
+                digest=binding.digest,
                 refusal=mismatch,
                 request_id=call.request_id,
             )
@@ -249,6 +293,7 @@ class HoldForApproval:
             expires_at=until,
             call_request_id=call.request_id,
             session_id=call.session_id,
+            query=query_of(policy_input),
         )
         request = await self.service.open(draft)
         link = self.service.link(request.id)
@@ -268,7 +313,8 @@ class HoldForApproval:
             raise
         if final.state is State.GRANTED and final.grant_id is not None:
             grant = await self.service.get_grant(final.grant_id)
-            if grant is not None:
+            # The held call is the grant's first use (a single-use grant is spent on it).
+            if grant is not None and await self.service.use_grant(grant, requirement, call.request_id):
                 return await reevaluate(grant.to_policy())
         code = f"APPROVAL_{final.state.value.upper()}"
         return refusal(decision, code, f"approval {final.id} {final.state.value}: {final.resolution}")

@@ -1,25 +1,38 @@
 """The web inbox: server-rendered pages (Jinja2) where approvers approve or deny in one click.
 
 Signing in: the approver pastes a bearer token (the same JWT the gateway accepts) once; it
-is verified and kept in an HttpOnly, SameSite=Strict cookie scoped to ``/inbox`` that ends
-when the token does. Any replica can verify it, so there is no server-side session.
+is verified, and the session cookie then holds a **derived session token**, never the
+bearer token: the verified subject and an expiry (the token's, at most
+``admin.session_max_seconds``), signed with HMAC-SHA256 under the session key
+(``ApprovalsContext.session_key``: ``admin.session_key[_file]``, shared by the replicas
+behind one inbox URL, else random per process). The cookie is HttpOnly and SameSite=Strict;
+over plain HTTP it is ``labelgate_session`` scoped to ``Path=/inbox``, and with HTTPS
+(``admin.tls``, or an ``https://`` ``approvals.public_url`` behind a TLS proxy) it is
+``__Host-labelgate_session`` with ``Secure`` and ``Path=/`` (the ``__Host-`` prefix demands
+both; the API docs page is sandboxed into an opaque origin, so it still cannot use it).
 
-CSRF: every form carries a token derived from the session (HMAC keyed by the bearer token,
-so only someone holding the session can compute it); the sign-in form uses a double-submit
-cookie. Forms are also refused when the browser says they came from another origin.
+CSRF: every form carries a token derived from the session (HMAC under the session key of
+the cookie's value, so only someone holding the session can compute it); the sign-in form
+uses a double-submit cookie. Forms are also refused when the browser says they came from
+another origin. A vote or sign-out is checked against the session cookie before its body is
+read; bodies are read with a bound (``MAX_FORM_BYTES``, 413 past it).
 
 Recorded sessions (``/inbox/sessions``, ``/inbox/sessions/{id}``): the timeline of a
 session, call by call, with the response exactly as delivered. They live under ``/inbox``
-because that is where the session cookie is sent. Only signed-in members of
-``approvals.admin_groups`` may see them (no admin group configured: nobody may); the store
+because that is where the session cookie is sent. Only signed-in members of the viewer
+groups (``approvals.viewer_groups``, formerly ``admin_groups``) may see them (none
+configured: nobody may); the store
 is ``app.state.session_store`` (a ``labelgate.recording.SessionStore``), set by whoever
 builds the app from ``settings.recording``; without one the pages say recording is off.
 """
 
 from __future__ import annotations
 
+import base64
+import collections
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
@@ -36,15 +49,28 @@ from labelgate.approvals import rules
 from labelgate.approvals.api import APPROVAL_ID, ApprovalsContext, context
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.auth import Subject
-from labelgate.errors import InvalidInput, LabelgateError, NotFound, PermissionDenied, Unauthenticated
+from labelgate.classify.labels import LABEL_RANK
+from labelgate.errors import (
+    InvalidInput,
+    LabelgateError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
 HERE = Path(__file__).parent
 SESSION_COOKIE = "labelgate_session"
 SIGNIN_COOKIE = "labelgate_signin"
+# With HTTPS: the browser accepts these only with Secure, Path=/ and no Domain.
+SECURE_SESSION_COOKIE = "__Host-labelgate_session"
+SECURE_SIGNIN_COOKIE = "__Host-labelgate_signin"
 COOKIE_PATH = "/inbox"
 MAX_FORM_BYTES = 16 * 1024
+MAX_COOKIE_BYTES = 3800
+SESSION_FORMAT = "v1"
 RECENT_LIMIT = 15
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -55,6 +81,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    # A page of another browsing context group (the sandboxed API docs, anything that opened
+    # the inbox in a window) gets no handle on an inbox window.
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
 _FLASH = {
     "approved": "You approved {id}.",
@@ -88,11 +118,11 @@ def clock_time(timestamp: float | None) -> str:
 
 
 # Most sensitive first; a label the inbox does not know sorts first (it is treated as the most sensitive).
-_RANK = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
+_RANK = collections.defaultdict(lambda: len(LABEL_RANK), LABEL_RANK)
 
 
 def by_sensitivity(labels: Any) -> list[str]:
-    return sorted(labels, key=lambda label: (-_RANK.get(label, 99), label))
+    return sorted(labels, key=lambda label: (-_RANK[label], label))
 
 
 def top_label(labels: Any) -> str:
@@ -100,7 +130,7 @@ def top_label(labels: Any) -> str:
 
 
 def fields_by_sensitivity(fields: Any) -> list[Any]:
-    return sorted(fields, key=lambda f: (-_RANK.get(top_label(f.labels), 99), f.path))
+    return sorted(fields, key=lambda f: (-_RANK[top_label(f.labels)], f.path))
 
 
 templates.env.filters["duration"] = duration
@@ -111,31 +141,90 @@ templates.env.filters["fields_by_sensitivity"] = fields_by_sensitivity
 
 
 # -- sessions and CSRF ------------------------------------------------------------------------
-def csrf_token(session_token: str) -> str:
-    return hmac.new(session_token.encode(), b"labelgate-inbox-csrf", hashlib.sha256).hexdigest()
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, purpose: bytes, data: str) -> bytes:
+    return hmac.new(key, purpose + b"\0" + data.encode(), hashlib.sha256).digest()
+
+
+def issue_session(ctx: ApprovalsContext, person: Subject, expires_at: float) -> str:
+    """A session token for ``person``: who they are and until when, signed. Not the bearer token."""
+    claims = {
+        "sub": person.to_policy(),
+        "exp": int(expires_at),
+        "sid": secrets.token_urlsafe(12),
+    }
+    payload = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    body = f"{SESSION_FORMAT}.{payload}"
+    return f"{body}.{_b64(_mac(ctx.session_key, b'session', body))}"
+
+
+def open_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> Subject | None:
+    """The subject of a session token this server (or a replica with the same key) issued and
+    that has not expired; None for anything else."""
+    if not value or len(value) > MAX_COOKIE_BYTES:
+        return None
+    body, _, mac = value.rpartition(".")
+    if not body.startswith(SESSION_FORMAT + "."):
+        return None
+    try:
+        if not hmac.compare_digest(_unb64(mac), _mac(ctx.session_key, b"session", body)):
+            return None
+        claims = json.loads(_unb64(body.partition(".")[2]))
+        if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
+            return None
+        if claims["exp"] <= (time.time() if now is None else now):
+            return None
+        sub = claims["sub"]
+        return Subject(
+            id=sub["id"], groups=tuple(sub["groups"]), auth=sub["auth"], attributes=sub["attributes"]
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def csrf_token(ctx: ApprovalsContext, session_value: str) -> str:
+    return _mac(ctx.session_key, b"labelgate-inbox-csrf", session_value).hex()
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    return context(request).secure
+
+
+def _cookie_names(request: Request) -> tuple[str, str, str]:
+    """(session cookie, sign-in cookie, cookie path) for this server."""
+    if _secure(request):
+        return SECURE_SESSION_COOKIE, SECURE_SIGNIN_COOKIE, "/"
+    return SESSION_COOKIE, SIGNIN_COOKIE, COOKIE_PATH
 
 
 def _session(request: Request) -> tuple[Subject, str] | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        return None
-    try:
-        return context(request).identify(token), token
-    except Unauthenticated:
-        return None  # expired or revoked: sign in again
+    value = request.cookies.get(_cookie_names(request)[0])
+    person = open_session(context(request), value)
+    return (person, value) if person is not None and value else None
 
 
 async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded form, read with a bound: past ``MAX_FORM_BYTES`` it is refused unread."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise InvalidInput("FORM_EXPECTED", "send the form as application/x-www-form-urlencoded")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise InvalidInput("FORM_TOO_LARGE", "the form is too large")
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise ResourceExhausted("FORM_TOO_LARGE", f"the form is larger than {MAX_FORM_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise ResourceExhausted("FORM_TOO_LARGE", f"the form is larger than {MAX_FORM_BYTES} bytes")
+        chunks.append(chunk)
+    fields = parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
     return {key: values[0] for key, values in fields.items()}
 
 
@@ -147,7 +236,7 @@ def _same_origin(request: Request) -> None:
 
 def _check_csrf(request: Request, form: dict[str, str], session_token: str) -> None:
     _same_origin(request)
-    if not hmac.compare_digest(form.get("csrf", ""), csrf_token(session_token)):
+    if not hmac.compare_digest(form.get("csrf", ""), csrf_token(context(request), session_token)):
         raise PermissionDenied(
             "CSRF_TOKEN_INVALID", "the form's CSRF token is missing or wrong: reload the page"
         )
@@ -169,13 +258,14 @@ def _page(request: Request, name: str, status: int = 200, **values: Any) -> HTML
 def _signin_page(request: Request, next_url: str, error: str = "", status: int = 200) -> HTMLResponse:
     nonce = secrets.token_urlsafe(24)
     response = _page(request, "signin.html", status, next=next_url, csrf=nonce, error=error)
+    _, signin_cookie, path = _cookie_names(request)
     response.set_cookie(
-        SIGNIN_COOKIE,
+        signin_cookie,
         nonce,
         httponly=True,
         samesite="strict",
         secure=_secure(request),
-        path=COOKIE_PATH,
+        path=path,
         max_age=3600,
     )
     return response
@@ -197,20 +287,20 @@ def render_error(request: Request, status: int, detail: str, reason: str) -> Res
         detail=detail,
         reason=reason,
         person=session[0] if session else None,
-        csrf=csrf_token(session[1]) if session else "",
+        csrf=csrf_token(context(request), session[1]) if session else "",
     )
 
 
 # -- pages ------------------------------------------------------------------------------------
 def _view(request: ApprovalRequest, person: Subject, ctx: ApprovalsContext, now: float) -> dict[str, Any]:
     approvals = [v for v in request.votes if v.verdict == "approve"]
-    admins = ctx.service.admin_groups
+    viewers = ctx.service.admin_groups  # the viewer groups: they see, they never vote
     return {
         "r": request,
         "approvals": len({v.approver for v in approvals}),
         "mine": request.requester == person.id,
-        "can_approve": rules.vote_refusal(person, request, "approve", admins, now) is None,
-        "can_deny": rules.vote_refusal(person, request, "deny", admins, now) is None,
+        "can_approve": rules.vote_refusal(person, request, "approve", viewers, now) is None,
+        "can_deny": rules.vote_refusal(person, request, "deny", viewers, now) is None,
         "voted": any(v.approver == person.id for v in request.votes),
         "age": now - request.created_at,
         "left": request.expires_at - now,
@@ -232,7 +322,7 @@ async def inbox(request: Request, flash: str = "", id: str = "") -> Response:
         request,
         "inbox.html",
         person=person,
-        csrf=csrf_token(token),
+        csrf=csrf_token(context(request), token),
         flash=message,
         pending=[_view(r, person, ctx, now) for r in pending],
         recent=[_view(r, person, ctx, now) for r in recent],
@@ -241,41 +331,59 @@ async def inbox(request: Request, flash: str = "", id: str = "") -> Response:
 
 @router.post("/signin")
 async def signin(request: Request) -> Response:
+    session_cookie, signin_cookie, path = _cookie_names(request)
+    # The sign-in form's own cookie first: a post without it is refused before its body is read.
+    expected = request.cookies.get(signin_cookie, "")
+    if not expected:
+        return _signin_page(request, COOKIE_PATH, "The sign-in form expired; please try again.", 403)
     form = await _form(request)
     _same_origin(request)
     next_url = _safe_next(form.get("next"))
-    expected = request.cookies.get(SIGNIN_COOKIE, "")
-    if not expected or not hmac.compare_digest(form.get("csrf", ""), expected):
+    if not hmac.compare_digest(form.get("csrf", ""), expected):
         return _signin_page(request, next_url, "The sign-in form expired; please try again.", 403)
     token = form.get("token", "").strip().removeprefix("Bearer ").strip()
+    ctx = context(request)
     try:
-        person = context(request).identify(token)
+        person = await ctx.identify_off_loop(token)
     except LabelgateError as error:
         return _signin_page(request, next_url, f"That token was refused: {error.message}.", 401)
+    now = time.time()
     exp = person.attributes.get("exp")
-    max_age = max(1, int(exp - time.time())) if isinstance(exp, int | float) else 3600
+    until = now + ctx.session_max_seconds
+    if isinstance(exp, int | float):
+        until = min(until, float(exp))
+    value = issue_session(ctx, person, until)
+    if len(value) > MAX_COOKIE_BYTES:
+        return _signin_page(
+            request, next_url, "That token names too many groups to keep in a session cookie.", 400
+        )
     response = _redirect(next_url)
     response.set_cookie(
-        SESSION_COOKIE,
-        token,
+        session_cookie,
+        value,
         httponly=True,
         samesite="strict",
         secure=_secure(request),
-        path=COOKIE_PATH,
-        max_age=max_age,
+        path=path,
+        max_age=max(1, int(until - now)),
     )
-    response.delete_cookie(SIGNIN_COOKIE, path=COOKIE_PATH)
+    response.delete_cookie(
+        signin_cookie, path=path, secure=_secure(request), httponly=True, samesite="strict"
+    )
+    log.info("inbox sign-in", subject=person.id, until=int(until))
     return response
 
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
-    form = await _form(request)
     session = _session(request)
-    if session is not None:
-        _check_csrf(request, form, session[1])
+    if session is not None:  # checked first: without a session the body is never read
+        _check_csrf(request, await _form(request), session[1])
+    session_cookie, _, path = _cookie_names(request)
     response = _redirect(f"{COOKIE_PATH}?flash=signed-out")
-    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    response.delete_cookie(
+        session_cookie, path=path, secure=_secure(request), httponly=True, samesite="strict"
+    )
     return response
 
 
@@ -291,17 +399,17 @@ async def detail(request: Request, approval_id: str) -> Response:
         request,
         "detail.html",
         person=person,
-        csrf=csrf_token(token),
+        csrf=csrf_token(context(request), token),
         item=_view(found, person, ctx, time.time()),
     )
 
 
 async def _vote(request: Request, approval_id: str, verdict: str) -> Response:
-    form = await _form(request)
-    session = _session(request)
+    session = _session(request)  # before the body is read
     if session is None:
         raise Unauthenticated("SESSION_EXPIRED", "your session has ended: sign in again")
     person, token = session
+    form = await _form(request)
     _check_csrf(request, form, token)
     if not _APPROVAL_ID.match(approval_id):
         raise InvalidInput("APPROVAL_ID_INVALID", "that is not an approval id")
@@ -326,23 +434,23 @@ async def deny(request: Request, approval_id: str) -> Response:
     return await _vote(request, approval_id, "deny")
 
 
-# -- recorded sessions (admins and auditors only) ---------------------------------------------
+# -- recorded sessions (viewer groups only) ---------------------------------------------------
 def _auditor(request: Request, next_url: str) -> tuple[Subject, str] | Response:
     """The signed-in person if they may read recordings, the sign-in page if nobody is signed in."""
     session = _session(request)
     if session is None:
         return _signin_page(request, next_url)
     person, _ = session
-    admins = context(request).service.admin_groups
-    if not admins:
+    viewers = context(request).service.admin_groups
+    if not viewers:
         raise PermissionDenied(
             "SESSIONS_NO_ADMIN_GROUP",
-            "recorded sessions are shown only to approvals.admin_groups, and none is set",
+            "recorded sessions are shown only to approvals.viewer_groups, and none is set",
         )
-    if not set(person.groups) & set(admins):
-        log.warning("session page refused", subject=person.id, reason="not in an admin group")
+    if not set(person.groups) & set(viewers):
+        log.warning("session page refused", subject=person.id, reason="not in a viewer group")
         raise PermissionDenied(
-            "SESSIONS_ADMIN_ONLY", f"recorded sessions are shown only to members of {', '.join(admins)}"
+            "SESSIONS_ADMIN_ONLY", f"recorded sessions are shown only to members of {', '.join(viewers)}"
         )
     return session
 
@@ -458,7 +566,9 @@ async def sessions_list(request: Request) -> Response:
         {"info": info, "size": human_bytes(info.bytes), "href": quote(info.session_id, safe="")}
         for info in found
     ]
-    return _page(request, "sessions.html", person=person, csrf=csrf_token(token), sessions=rows)
+    return _page(
+        request, "sessions.html", person=person, csrf=csrf_token(context(request), token), sessions=rows
+    )
 
 
 @sessions_router.get("/{session_id:path}", response_class=HTMLResponse)
@@ -477,7 +587,7 @@ async def session_page(request: Request, session_id: str) -> Response:
         request,
         "session.html",
         person=person,
-        csrf=csrf_token(token),
+        csrf=csrf_token(context(request), token),
         session_id=session_id,
         items=timeline(entries),
     )

@@ -107,6 +107,12 @@ def audit_writer_command(
     no_fsync: Annotated[
         bool, typer.Option("--no-fsync", help="BENCHMARKS ONLY: acknowledge before records are durable")
     ] = False,
+    allow_uid: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--allow-uid", help="user id that may append (repeatable; default: the writer's own user)"
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run the audit writer: append events durably (group commit) and sign checkpoints."""
@@ -123,6 +129,7 @@ def audit_writer_command(
         max_segment_bytes=max_segment_bytes,
         max_batch=max_batch,
         fsync=not no_fsync,
+        allowed_uids=frozenset(allow_uid) if allow_uid else None,
     )
     try:
         status = run_writer(settings)
@@ -133,7 +140,7 @@ def audit_writer_command(
 
 
 def writer_cli() -> None:
-    """``python -m labelgate.audit.writer``: the writer command on its own."""
+    """``python -m labelgate.audit``: the writer command on its own."""
     typer.run(audit_writer_command)
 
 

@@ -39,7 +39,7 @@ EVENT_FIELDS = frozenset(
         "event_id",  # UUID, unique per event: consumers de-duplicate on it
         "session_id",
         "request_id",
-        "subject",  # {"id", "groups", "auth"}
+        "subject",  # {"id" (qualified: jwt:<iss>#<sub>, mtls:<name>, api_key:<id>), "name", "groups", "auth"}
         "peer",
         "service",
         "method",

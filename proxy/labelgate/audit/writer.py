@@ -10,7 +10,7 @@ If a write or fsync fails the file's state is unknown (a failed fsync may have d
 dirty pages), so the writer answers every waiting request with an error and exits
 non-zero; recovery on the next start cuts off any torn line.
 
-Run it as ``python -m labelgate.audit.writer --socket PATH --log-dir DIR ...`` or, once
+Run it as ``python -m labelgate.audit --socket PATH --log-dir DIR ...`` or, once
 registered, ``labelgate audit-writer``.
 """
 
@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +52,13 @@ class WriterSettings:
     max_batch: int = 4096
     # Benchmarks only: acknowledge after write() without fsync, so a crash can lose acked records.
     fsync: bool = True
+    # Processes (by user id) that may append: the socket's file mode is one fence, the peer's
+    # credentials (SO_PEERCRED) the second. None: only the writer's own user (the gateway
+    # runs as the same user in every shipped deployment).
+    allowed_uids: frozenset[int] | None = None
+
+    def peer_allowed(self, uid: int) -> bool:
+        return uid in (self.allowed_uids if self.allowed_uids is not None else {os.getuid()})
 
     def check(self) -> None:
         problems = []
@@ -90,6 +98,7 @@ class _Stats:
     checkpoints: int = 0
     connections: int = 0
     rejected: int = 0
+    refused_peers: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -173,6 +182,14 @@ class AuditWriter:
 
     # -- connections -------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pid, uid, _ = peer_credentials(writer)
+        if not self.settings.peer_allowed(uid):
+            # Whoever can open the socket could otherwise add records (a forged approval)
+            # that the hash chain would then vouch for.
+            self.stats.refused_peers += 1
+            log.warning("audit_peer_refused", pid=pid, uid=uid)
+            writer.close()
+            return
         connection = _Connection(writer)
         task = asyncio.current_task()
         assert task is not None  # a handler always runs as a task of start_unix_server
@@ -219,6 +236,7 @@ class AuditWriter:
             "rejected": self.stats.rejected,
             "checkpoints": self.stats.checkpoints,
             "connections": self.stats.connections,
+            "refused_peers": self.stats.refused_peers,
             "pending": len(self._pending),
             "seq": self.seq,
             "head": self.head,
@@ -324,7 +342,11 @@ def run_writer(settings: WriterSettings) -> int:
     return asyncio.run(serve(settings))
 
 
-if __name__ == "__main__":
-    from labelgate.audit.cli import writer_cli
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
-    writer_cli()
+
+def peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
+    """The connecting process's (pid, uid, gid), as the kernel saw it at connect time."""
+    sock = writer.get_extra_info("socket")
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return _PEERCRED.unpack(data)

@@ -10,7 +10,7 @@ collide, no precomputed table covers a 256-bit space).
 Keys file (YAML or JSON)::
 
     keys:
-      - id: ci-pipeline              # becomes Subject.id
+      - id: ci-pipeline              # Subject.id api_key:ci-pipeline
         sha256: 3f5c...              # hash_api_key(key), 64 hex characters
         groups: [analysts]
 """
@@ -118,6 +118,6 @@ class ApiKeyStore:
                 match = entry
         if match is None:
             raise Unauthenticated(reasons.API_KEY_UNKNOWN, "the API key is not known")
-        return Subject(
-            id=match.id, groups=tuple(match.groups), auth="api_key", attributes={"key_id": match.id}
+        return Subject.proven(
+            "api_key", match.id, groups=tuple(match.groups), attributes={"key_id": match.id}
         )

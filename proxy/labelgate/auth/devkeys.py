@@ -1,8 +1,9 @@
 """The quickstart's DEVELOPMENT signing key: generate it once, mint short-lived dev tokens with it.
 
 INSECURE BY DESIGN. The private key is committed to the repository
-(``deploy/quickstart/dev-keys/``) so the quickstart works offline, which means anyone with a
-copy of the repository can mint tokens for any subject and any group. The gateway trusts
+(``deploy/quickstart/dev-keys/``, never shipped in the package) so the quickstart works
+offline, which means anyone with a copy of the repository can mint tokens for any subject
+and any group. The gateway trusts
 this key only when its config says ``jwt.trust_dev_key: true``, and then only for tokens
 with issuer ``labelgate-dev`` and audience ``labelgate`` (see ``JwtVerifier``). Never
 enable it in front of real data.
@@ -43,14 +44,20 @@ _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _GROUP_NAME = re.compile(r"[^\s,]+")
 
 
+# Relative to the working directory, like ``labelgate quickstart``'s default config: the
+# quickstart runs from the root of a checkout (``make run``).
+QUICKSTART_DEV_KEYS = Path("deploy") / "quickstart" / "dev-keys"
+
+
 def default_dev_key_dir() -> Path:
-    """``$LABELGATE_DEV_KEYS``, else the repository's ``deploy/quickstart/dev-keys`` (the package
-    is installed from a checkout; an image that wants dev tokens copies the folder and sets the
-    variable)."""
+    """``$LABELGATE_DEV_KEYS``, else ``deploy/quickstart/dev-keys`` under the current directory
+    (the root of a checkout, where the quickstart runs). The package itself holds no keys: an
+    image that wants dev tokens copies the folder and sets the variable, or its config sets
+    ``auth.jwt.dev_keys_dir``."""
     configured = os.environ.get(DEV_KEYS_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[3] / "deploy" / "quickstart" / "dev-keys"
+    return Path.cwd() / QUICKSTART_DEV_KEYS
 
 
 def dev_jwks_path(key_dir: Path | None = None) -> Path:

@@ -148,10 +148,16 @@ class JwtVerifier:
         except jwt.PyJWTError as error:
             reason, message = next((r, m) for kind, r, m in _REFUSALS if isinstance(error, kind))
             raise Unauthenticated(reason, message) from None
-        return Subject(
-            id=self._subject(claims),
+        # Qualified by the issuer the key vouches for (``jwt.decode`` checked ``iss`` against
+        # it): a dev-key token is ``jwt:labelgate-dev#<sub>`` and can never be a production id.
+        issuer = key.issuer or claims["iss"]
+        if not isinstance(issuer, str) or not issuer or "#" in issuer:
+            raise Unauthenticated(reasons.TOKEN_BAD_ISSUER, "the token's issuer cannot name a subject (iss)")
+        return Subject.proven(
+            "jwt",
+            self._subject(claims),
+            issuer=issuer,
             groups=self._groups(claims),
-            auth="jwt",
             attributes=_attributes(claims, key),
         )
 

@@ -109,10 +109,10 @@ class MtlsIdentifier:
                 reasons.CERT_AMBIGUOUS_IDENTITY, f"the client certificate has {len(names)} {where}s"
             )
         identity = names[0]
-        return Subject(
-            id=identity,
+        return Subject.proven(
+            "mtls",
+            identity,
             groups=self._groups.get(identity, ()),
-            auth="mtls",
             attributes={"cert_sha256": facts.sha256},
         )
 

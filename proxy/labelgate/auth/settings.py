@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labelgate.auth.devkeys import DEV_ALGORITHM, dev_jwks_path
+from labelgate.auth.devkeys import DEV_ALGORITHM, DEV_ISSUER, dev_jwks_path
 from labelgate.auth.jwks import ALGORITHM_KEY_TYPES, SYMMETRIC_ALGORITHMS
 from labelgate.auth.subject import AUTH_METHODS, AuthMethod
 
@@ -58,7 +58,9 @@ class JwtSettings(_Settings):
         False, description="INSECURE: also accept tokens minted by `labelgate dev-token`"
     )
     dev_keys_dir: Path | None = Field(
-        None, description="Where the dev jwks.json is; default: the repository's"
+        None,
+        description="Where the dev jwks.json is; default: $LABELGATE_DEV_KEYS, else "
+        "deploy/quickstart/dev-keys under the working directory",
     )
 
     @model_validator(mode="after")
@@ -78,6 +80,13 @@ class JwtSettings(_Settings):
                 for name in ("issuer", "audience")
                 if not getattr(self, name)
             ]
+        if self.issuer is not None and "#" in self.issuer:
+            problems.append("issuer must not contain '#' (subject ids are jwt:<issuer>#<sub>)")
+        if self.issuer == DEV_ISSUER:
+            problems.append(
+                f"issuer {DEV_ISSUER!r} is the development key's: a production issuer must differ, "
+                "so a dev token can never carry a production identity"
+            )
         problems += _missing_file("jwks_file", self.jwks_file)
         if self.jwks_url is not None:
             problems += _url_problems(self.jwks_url)

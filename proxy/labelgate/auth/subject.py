@@ -1,4 +1,18 @@
-"""The verified caller, as every later stage (policy, audit) sees it."""
+"""The verified caller, as every later stage (policy, approvals, audit) sees it.
+
+``Subject.id`` is *qualified* by how the identity was proven, so that names proven by
+different means can never meet in one namespace (approvals, grants, separation of duties,
+audit, policy input):
+
+- ``jwt:<issuer>#<sub>``: a bearer token, its verified ``iss`` and subject claim. Issuers
+  never contain ``#`` (the settings refuse one), so the split is unambiguous; a
+  development-key token has issuer ``labelgate-dev``, which no production issuer may use;
+- ``mtls:<name>``: the identity read from a verified client certificate (URI/DNS SAN or CN);
+- ``api_key:<id>``: the id of the matching entry in the API keys file.
+
+``Subject.name`` is the short form (``sub``, certificate name, key id), for policies and
+people to read; it is never used to decide *who* someone is.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +25,70 @@ AuthMethod = Literal["mtls", "jwt", "api_key"]
 AUTH_METHODS: tuple[AuthMethod, ...] = ("mtls", "jwt", "api_key")
 
 
+def qualified_id(auth: AuthMethod, name: str, issuer: str | None = None) -> str:
+    """The qualified subject id: ``jwt:<issuer>#<name>``, ``mtls:<name>``, ``api_key:<name>``."""
+    if auth not in AUTH_METHODS:
+        raise ValueError(f"unknown auth method {auth!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError("a subject needs a non-empty name")
+    if auth == "jwt":
+        if not issuer or "#" in issuer:
+            raise ValueError("a JWT subject needs an issuer without '#'")
+        return f"jwt:{issuer}#{name}"
+    return f"{auth}:{name}"
+
+
+def short_name(subject_id: str) -> str:
+    """The name part of a qualified id (the id itself when it is not qualified)."""
+    method, colon, rest = subject_id.partition(":")
+    if not colon or method not in AUTH_METHODS:
+        return subject_id
+    if method == "jwt":
+        _, hash_mark, name = rest.partition("#")
+        return name if hash_mark and name else subject_id
+    return rest or subject_id
+
+
 @dataclass(frozen=True)
 class Subject:
-    """Who is calling. ``groups`` is normalised to sorted unique names; ``attributes`` holds
-    non-secret facts about the credential (JWT ``iss``/``kid``, certificate fingerprint, key id)
-    and is read-only."""
+    """Who is calling. ``id`` is the qualified id (see the module docstring; the
+    authenticators build it with ``Subject.proven``), ``name`` its short form (derived from
+    ``id`` when not given). ``groups`` is normalised to sorted unique names; ``attributes``
+    holds non-secret facts about the credential (JWT ``iss``/``kid``, certificate
+    fingerprint, key id) and is read-only."""
 
     id: str
     groups: tuple[str, ...] = ()
     auth: AuthMethod = "jwt"
     attributes: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    name: str = ""
+
+    @classmethod
+    def proven(
+        cls,
+        auth: AuthMethod,
+        name: str,
+        *,
+        issuer: str | None = None,
+        groups: Iterable[str] = (),
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Subject:
+        """A subject whose id is qualified by how it was proven (``qualified_id``)."""
+        return cls(
+            id=qualified_id(auth, name, issuer),
+            groups=tuple(groups),
+            auth=auth,
+            attributes=dict(attributes or {}),
+            name=name,
+        )
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise ValueError("a subject needs a non-empty id")
         if self.auth not in AUTH_METHODS:
             raise ValueError(f"unknown auth method {self.auth!r}")
+        if not self.name:
+            object.__setattr__(self, "name", short_name(self.id))
         object.__setattr__(self, "groups", normalise_groups(self.groups))
         object.__setattr__(self, "attributes", MappingProxyType(dict(self.attributes)))
 
@@ -34,6 +96,7 @@ class Subject:
         """The ``subject`` object of the ``labelgate.v1`` policy input."""
         return {
             "id": self.id,
+            "name": self.name,
             "groups": list(self.groups),
             "auth": self.auth,
             "attributes": _plain(self.attributes),

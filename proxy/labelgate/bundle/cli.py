@@ -14,11 +14,15 @@ import typer
 from labelgate.errors import ConfigError, LabelgateError
 
 if TYPE_CHECKING:
+    from labelgate.bundle.access import Credentials
     from labelgate.bundle.signing import Signer
 
 bundle_app = typer.Typer(help="Build OPA policy bundles.", no_args_is_help=True)
 
 TOKEN_ENV = "LABELGATE_BUNDLE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
+READER_TOKEN_ENV = "LABELGATE_BUNDLE_READER_TOKEN"  # noqa: S105 - the name of the variable
+TOKENS_FILE_ENV = "LABELGATE_BUNDLE_TOKENS_FILE"
+ALLOWED_HOSTS_ENV = "LABELGATE_BUNDLE_ALLOWED_HOSTS"
 
 
 def _fail(error: LabelgateError) -> typer.Exit:
@@ -65,7 +69,7 @@ def build(
     signing_alg: Annotated[str, typer.Option(help="RS256 or ES256")] = "RS256",
     key_id: Annotated[str, typer.Option(help="key id OPA's config names the public key by")] = "default",
     check: Annotated[bool, typer.Option(help="run opa check --strict and opa test first")] = True,
-    opa: Annotated[str | None, typer.Option(help="opa binary (default: .tools/bin/opa or PATH)")] = None,
+    opa: Annotated[str | None, typer.Option(help="opa binary (default: $LABELGATE_OPA or PATH)")] = None,
 ) -> None:
     """Build a deterministic OPA bundle from SOURCE; print its revision."""
     try:
@@ -90,11 +94,38 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def server_credentials(
+    tokens_file: Path | None,
+    token: str | None,
+    token_instance: str,
+    reader_token: str | None,
+) -> Credentials:
+    """The credentials of ``--tokens-file``, ``--token`` and ``--reader-token`` together."""
+    from labelgate.bundle.access import Credentials
+
+    credentials = Credentials.from_file(tokens_file) if tokens_file is not None else Credentials()
+    extra = Credentials()
+    if token is not None:
+        if not token.strip():
+            raise ConfigError("BUNDLE_TOKEN_EMPTY", f"the bearer token is empty (check {TOKEN_ENV})")
+        extra.add("instance", token_instance, token)
+    if reader_token is not None:
+        if not reader_token.strip():
+            raise ConfigError("BUNDLE_TOKEN_EMPTY", f"the reader token is empty (check {READER_TOKEN_ENV})")
+        extra.add("reader", "reader", reader_token)
+    return credentials.merge(extra)
+
+
 def bundle_server_command(
     source: Path,
     listen: str,
     token: str | None,
     *,
+    reader_token: str | None = None,
+    token_instance: str = "opa",  # noqa: S107 - an instance name, not a secret
+    tokens_file: Path | None = None,
+    insecure_no_auth: bool = False,
+    allowed_hosts: tuple[str, ...] = (),
     bundle_name: str = "labelgate",
     state_dir: Path = Path(".labelgate/bundle-server"),
     opa: str | None = None,
@@ -102,29 +133,56 @@ def bundle_server_command(
     signing_alg: str = "RS256",
     key_id: str = "default",
     poll_interval: float = 0.5,
+    decision_retention_days: float = 30.0,
+    status_retention_days: float = 30.0,
+    max_decisions_per_instance: int = 5_000_000,
+    max_events_per_batch: int = 10_000,
+    max_upload_bytes: int = 8 * 1024 * 1024,
+    tls_cert_file: Path | None = None,
+    tls_key_file: Path | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve bundles built from ``source`` until interrupted."""
     import uvicorn
 
+    from labelgate.bundle.access import default_allowed_hosts
+    from labelgate.bundle.fleet import DAY, Retention
     from labelgate.bundle.server import ServerSettings, create_app
     from labelgate.logs import configure
 
     host, port = parse_listen(listen)
-    if token is not None and not token.strip():
-        raise ConfigError("BUNDLE_TOKEN_EMPTY", f"the bearer token is empty (check {TOKEN_ENV})")
+    credentials = server_credentials(tokens_file, token, token_instance, reader_token)
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise ConfigError("BUNDLE_TLS_INVALID", "give both --tls-cert-file and --tls-key-file, or neither")
+    names = tuple(n for value in allowed_hosts for n in value.replace(",", " ").split())
     configure(log_level)
     settings = ServerSettings(
         source=source,
         bundle_name=bundle_name,
-        token=token,
+        credentials=credentials,
+        insecure_no_auth=insecure_no_auth,
+        allowed_hosts=names or default_allowed_hosts(host),
         state_dir=state_dir,
         opa=opa,
         signer=_signer(signing_key, signing_alg, key_id),
         poll_interval=poll_interval,
+        max_upload_bytes=max_upload_bytes,
+        max_events_per_batch=max_events_per_batch,
+        retention=Retention(
+            decisions_seconds=decision_retention_days * DAY,
+            status_seconds=status_retention_days * DAY,
+            max_decisions_per_instance=max_decisions_per_instance,
+        ),
     )
     app = create_app(settings)
     publisher = app.state.publisher
+    if tls_cert_file is None and host not in ("127.0.0.1", "::1", "localhost"):
+        from labelgate.logs import get_logger
+
+        get_logger(__name__).warning(
+            "bundle_server_plain_http",
+            why=f"listening on {host} without --tls-cert-file: tokens and decision logs travel in clear",
+        )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
@@ -134,7 +192,17 @@ def bundle_server_command(
 
     # log_config=None: uvicorn's loggers go through labelgate's JSON handler.
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        ssl_certfile=str(tls_cert_file) if tls_cert_file else None,
+        ssl_keyfile=str(tls_key_file) if tls_key_file else None,
+        # Behind no proxy: never take the client address or scheme from X-Forwarded-* headers.
+        proxy_headers=False,
+        server_header=False,
     )
     Server(config).run()
 
@@ -142,9 +210,51 @@ def bundle_server_command(
 def bundle_server_cli(
     source: Annotated[Path, typer.Option(help="policy source folder to watch (rego + data.json)")],
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve on")] = "127.0.0.1:8282",
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=TOKENS_FILE_ENV,
+            help="YAML/JSON file: 'instances: {NAME: TOKEN}' (each OPA: pulls bundles, posts status and "
+            "logs, stored under NAME) and 'readers: {NAME: TOKEN}' (read fleet, decisions, status); a "
+            "token may be given as sha256:HEX",
+            show_default=False,
+        ),
+    ] = None,
     token: Annotated[
         str | None,
-        typer.Option(envvar=TOKEN_ENV, help="bearer token OPA clients must send", show_default=False),
+        typer.Option(
+            envvar=TOKEN_ENV,
+            help="bearer token of one OPA instance (pull bundles, post status and logs), "
+            "named by --token-instance",
+            show_default=False,
+        ),
+    ] = None,
+    token_instance: Annotated[str, typer.Option(help="instance name of --token")] = "opa",  # noqa: S107
+    reader_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=READER_TOKEN_ENV,
+            help="bearer token that reads the fleet, decisions and status (never pulls or posts)",
+            show_default=False,
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="run without credentials: anyone who reaches the server may pull, post and read "
+            "(a throwaway demo on loopback only)",
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar=ALLOWED_HOSTS_ENV,
+            help="a name clients use for this server, checked against Host (repeat, or comma-separate; "
+            "IP literals always pass). Default: localhost, the --listen name, and this machine's names "
+            "when listening on all addresses",
+            show_default=False,
+        ),
     ] = None,
     bundle_name: Annotated[str, typer.Option("--bundle", help="bundle name: served at /bundles/NAME")] = (
         "labelgate"
@@ -152,19 +262,40 @@ def bundle_server_cli(
     state_dir: Annotated[Path, typer.Option(help="folder for the fleet database")] = Path(
         ".labelgate/bundle-server"
     ),
-    opa: Annotated[str | None, typer.Option(help="opa binary (default: .tools/bin/opa or PATH)")] = None,
+    opa: Annotated[str | None, typer.Option(help="opa binary (default: $LABELGATE_OPA or PATH)")] = None,
     signing_key: Annotated[Path | None, typer.Option(help="PEM private key: sign every bundle")] = None,
     signing_alg: Annotated[str, typer.Option(help="RS256 or ES256")] = "RS256",
     key_id: Annotated[str, typer.Option(help="key id OPA's config names the public key by")] = "default",
     poll_interval: Annotated[float, typer.Option(help="seconds between source checks")] = 0.5,
+    decision_retention_days: Annotated[float, typer.Option(help="days decision-log events are kept")] = 30.0,
+    status_retention_days: Annotated[
+        float, typer.Option(help="days status history (and instances that stopped reporting) are kept")
+    ] = 30.0,
+    max_decisions_per_instance: Annotated[
+        int, typer.Option(help="decision events kept per instance; more are refused (507) until they expire")
+    ] = 5_000_000,
+    max_events_per_batch: Annotated[int, typer.Option(help="events one POST /logs may carry")] = 10_000,
+    max_upload_bytes: Annotated[
+        int, typer.Option(help="bytes of a POST body, on the wire and after gunzip")
+    ] = 8 * 1024 * 1024,
+    tls_cert_file: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS")] = None,
+    tls_key_file: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert-file")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
-    """Serve OPA bundles built from a policy folder; publish every edit that passes opa check and opa test."""
+    """Serve OPA bundles built from a policy folder; publish every edit that passes opa check and opa test.
+
+    Needs credentials (--tokens-file, or --token and --reader-token) unless --insecure-no-auth.
+    """
     try:
         bundle_server_command(
             source,
             listen,
             token,
+            reader_token=reader_token,
+            token_instance=token_instance,
+            tokens_file=tokens_file,
+            insecure_no_auth=insecure_no_auth,
+            allowed_hosts=tuple(allowed_host or ()),
             bundle_name=bundle_name,
             state_dir=state_dir,
             opa=opa,
@@ -172,6 +303,13 @@ def bundle_server_cli(
             signing_alg=signing_alg,
             key_id=key_id,
             poll_interval=poll_interval,
+            decision_retention_days=decision_retention_days,
+            status_retention_days=status_retention_days,
+            max_decisions_per_instance=max_decisions_per_instance,
+            max_events_per_batch=max_events_per_batch,
+            max_upload_bytes=max_upload_bytes,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
             log_level=log_level,
         )
     except LabelgateError as error:

@@ -7,30 +7,38 @@
   in its config it just polls on its usual schedule. With ``Prefer: ...wait=N`` and a
   matching ETag the request is held until a new revision is published or N seconds pass
   (then ``304``).
-- ``POST /status``, ``POST /logs``: OPA's reports and decision logs (gzip or plain JSON),
-  stored before the ``200`` (see ``fleet.py``).
-- ``GET /fleet``, ``GET /decisions/{decision_id}``, ``GET /status``: the views for people
-  and for the gateway's audit; ``GET /healthz`` and ``GET /metrics`` without a token.
-- ``GET /fleet/page``: the fleet view as an HTML page (``templates/fleet.html``). It is
-  guarded like every other route: with a token configured, send ``Authorization: Bearer``
-  (a browser extension, or a reverse proxy that adds it); the token is never accepted in
-  the URL, where it would end up in access logs and browser history.
+- ``POST /status``, ``POST /logs``: OPA's reports and decision logs (``Content-Type:
+  application/json``, gzip or plain), read strictly (``reports.py``) and stored under the
+  posting credential's instance before the ``200`` (see ``fleet.py``).
+- ``GET /fleet``, ``GET /fleet/{instance}/history``, ``GET /decisions/{decision_id}``,
+  ``GET /status``: the views for people and for the gateway's audit; ``GET /healthz`` and
+  ``GET /metrics`` without a token.
+- ``GET /fleet/page``: the fleet view as an HTML page (``templates/fleet.html``), guarded
+  like the other reader routes: send ``Authorization: Bearer`` (a browser extension, or a
+  reverse proxy that adds it); the token is never accepted in the URL, where it would end up
+  in access logs and browser history.
 
-Every error is an ``application/problem+json`` body with a stable ``reason``. A bearer
-token, when configured, guards everything except health and metrics.
+Who may call what (``access.py``): instance credentials pull bundles and post; reader
+credentials read the fleet, decisions and status; neither can do the other's part. Without
+credentials the server does not start unless ``insecure_no_auth`` is set. Before anything
+else, ``Host`` must name this server (DNS rebinding); ``POST`` bodies must be declared
+``application/json`` (a page's no-CORS request cannot), and are bounded on the wire, after
+gunzip, in depth and in events per batch.
+
+Every error is an ``application/problem+json`` body (RFC 7807) with a stable ``reason``;
+unexpected failures too (``500``, ``INTERNAL``), never a bare traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
+import contextlib
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -43,8 +51,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labelgate.bundle.fleet import FleetStore, iso
+from labelgate.bundle.access import ANONYMOUS, NAME, Credentials, HostCheck, Principal, Role
+from labelgate.bundle.fleet import FleetStore, Retention, clean, iso
 from labelgate.bundle.publisher import Publisher
+from labelgate.bundle.reports import DECISION_ID, decision_events, parse_json, status_report
 from labelgate.bundle.signing import Signer
 from labelgate.bundle.source import OpaValidator
 from labelgate.errors import (
@@ -53,7 +63,6 @@ from labelgate.errors import (
     LabelgateError,
     NotFound,
     ResourceExhausted,
-    Unauthenticated,
 )
 from labelgate.logs import get_logger
 
@@ -62,7 +71,7 @@ log = get_logger(__name__)
 BUNDLE_MEDIA_TYPE = "application/vnd.openpolicyagent.bundles"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _BUNDLE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_DECISION_ID = DECISION_ID
 _PAGES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"], default=True),
@@ -77,27 +86,48 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# Routes anyone who can reach the server may call, whatever Host they name: no data behind them.
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 
 
 class BundleUnavailable(LabelgateError):
     http_status = 503
 
 
+class UnsupportedMediaType(LabelgateError):
+    http_status = 415
+
+
+class MisdirectedRequest(LabelgateError):
+    http_status = 421
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     source: Path
     bundle_name: str = "labelgate"
-    token: str | None = None
+    # Who may call: required unless insecure_no_auth (then every caller may do everything).
+    credentials: Credentials | None = None
+    insecure_no_auth: bool = False
+    # Names a request's Host may carry (IP literals are always accepted; see access.py).
+    allowed_hosts: tuple[str, ...] = ("localhost",)
     state_dir: Path = Path(".labelgate/bundle-server")
     opa: str | None = None
     signer: Signer | None = None
     poll_interval: float = 0.5
     max_wait_seconds: int = 300
-    max_upload_bytes: int = 16 * 1024 * 1024
+    # Bytes of a POST body, on the wire and again after gunzip.
+    max_upload_bytes: int = 8 * 1024 * 1024
+    max_events_per_batch: int = 10_000
+    max_json_depth: int = 64
+    retention: Retention = field(default_factory=Retention)
+    prune_interval: float = 300.0
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
     _check_settings(settings)
+    credentials = settings.credentials or Credentials()
+    hosts = HostCheck.of(settings.allowed_hosts)
     registry = CollectorRegistry()
     publisher = Publisher(
         settings.source,
@@ -106,23 +136,57 @@ def create_app(settings: ServerSettings) -> FastAPI:
         poll_interval=settings.poll_interval,
         registry=registry,
     )
-    fleet = FleetStore(settings.state_dir / "fleet.sqlite3")
+    fleet = FleetStore(settings.state_dir / "fleet.sqlite3", settings.retention)
     requests = Counter(
         "labelgate_bundle_http_requests",
         "Requests by route and status code.",
         ["route", "code"],
         registry=registry,
     )
-    if settings.token is None:
-        log.warning("bundle_server_auth_disabled", why="no token configured: any client may pull and post")
+    conflicts = Counter(
+        "labelgate_bundle_decision_conflicts",
+        "Decision-log events stored beside another version of the same decision (possible forgery).",
+        registry=registry,
+    )
+    refused = Counter(
+        "labelgate_bundle_refused",
+        "Requests refused before reaching a route handler's work, by reason.",
+        ["reason"],
+        registry=registry,
+    )
+    if settings.insecure_no_auth:
+        log.warning(
+            "bundle_server_auth_disabled",
+            why="--insecure-no-auth: any client that reaches the server may pull, post and read",
+        )
+    else:
+        log.info(
+            "bundle_server_credentials",
+            instances=credentials.count("instance"),
+            readers=credentials.count("reader"),
+        )
+
+    async def prune_forever() -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(fleet.prune)
+                if any(removed.values()):
+                    log.info("bundle_server_pruned", **{k: str(v) for k, v in removed.items()})
+            except Exception as error:  # keep pruning on the next round
+                log.error("bundle_server_prune_failed", error=str(error))
+            await asyncio.sleep(settings.prune_interval)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await publisher.start()
+        pruner = asyncio.create_task(prune_forever())
         log.info("bundle_server_started", bundle=settings.bundle_name, revision=_revision(publisher))
         try:
             yield
         finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
             await publisher.stop()
             await asyncio.to_thread(fleet.close)
 
@@ -131,28 +195,34 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.publisher = publisher
     app.state.fleet = fleet
-    _install_error_handlers(app)
+    _install_error_handlers(app, refused)
 
     @app.middleware("http")
-    async def count_requests(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
+    async def host_and_count(request: Request, call_next: Any) -> Response:
+        if request.url.path not in OPEN_PATHS and not hosts.allows(request.headers.get("host")):
+            refused.labels(reason="HOST_NOT_ALLOWED").inc()
+            response: Response = problem(
+                421, "HOST_NOT_ALLOWED", "the Host header does not name this server (see --allowed-host)"
+            )
+        else:
+            response = await call_next(request)
         route = request.scope.get("route")
         requests.labels(route=getattr(route, "path", "unmatched"), code=str(response.status_code)).inc()
         return response
 
-    def authorized(request: Request) -> None:
-        if settings.token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise Unauthenticated("BUNDLE_TOKEN_MISSING", "send Authorization: Bearer <token>")
-        if not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
-            raise Unauthenticated("BUNDLE_TOKEN_INVALID", "the bearer token is not valid")
+    def role(needed: Role, what: str) -> Callable[[Request], Principal]:
+        async def authorized(request: Request) -> Principal:
+            if settings.insecure_no_auth:
+                return ANONYMOUS
+            return credentials.check(request.headers.get("authorization", ""), needed, what)
 
-    guarded = [Depends(authorized)]
+        return authorized
 
-    @app.get("/bundles/{name}", dependencies=guarded)
-    async def get_bundle(name: str, request: Request) -> Response:
+    as_instance = Depends(role("instance", "pull bundles or post reports"))
+    as_reader = Depends(role("reader", "read the fleet, decisions or status"))
+
+    @app.get("/bundles/{name}")
+    async def get_bundle(name: str, request: Request, _: Principal = as_instance) -> Response:
         if name != settings.bundle_name:
             raise NotFound("BUNDLE_NOT_FOUND", f"no bundle named {name!r}")
         wait = prefer_wait(request.headers.getlist("prefer"), settings.max_wait_seconds)
@@ -168,51 +238,87 @@ def create_app(settings: ServerSettings) -> FastAPI:
             bundle = newer
         return Response(bundle.tarball, headers=_bundle_headers(bundle.etag))
 
-    @app.post("/status", dependencies=guarded)
-    async def post_status(request: Request) -> JSONResponse:
-        report = await _read_json(request, settings.max_upload_bytes)
-        instance = await asyncio.to_thread(fleet.record_status, report)
+    @app.post("/status")
+    async def post_status(request: Request, who: Principal = as_instance) -> JSONResponse:
+        body = await _read_body(request, settings.max_upload_bytes)
+        report = await asyncio.to_thread(lambda: status_report(parse_json(body, settings.max_json_depth)))
+        instance = who.name if who.authenticated else report.reported_id
+        if not instance:
+            raise InvalidInput(
+                "STATUS_REPORT_INVALID", "a status report needs labels.id (the OPA instance id)"
+            )
+        await asyncio.to_thread(fleet.record_status, report, instance, authenticated=who.authenticated)
         return JSONResponse({"instance": instance})
 
-    @app.post("/logs", dependencies=guarded)
-    async def post_logs(request: Request) -> JSONResponse:
-        events = await _read_json(request, settings.max_upload_bytes)
-        stored = await asyncio.to_thread(fleet.store_decisions, events)
-        return JSONResponse({"received": len(events), "stored": stored})
+    @app.post("/logs")
+    async def post_logs(request: Request, who: Principal = as_instance) -> JSONResponse:
+        body = await _read_body(request, settings.max_upload_bytes)
+        events = await asyncio.to_thread(
+            lambda: decision_events(
+                parse_json(body, settings.max_json_depth, settings.max_events_per_batch),
+                settings.max_events_per_batch,
+            )
+        )
+        owner = who.name if who.authenticated else None
+        outcome = await asyncio.to_thread(
+            fleet.store_decisions, events, owner, authenticated=who.authenticated
+        )
+        if outcome.conflicts:
+            conflicts.inc(outcome.conflicts)
+            log.warning(
+                "decision_log_conflict",
+                instance=owner or "(unauthenticated)",
+                conflicts=str(outcome.conflicts),
+                why="an event arrived for a decision already held with other content: both are kept",
+            )
+        return JSONResponse(outcome.as_dict())
 
-    @app.get("/status", dependencies=guarded)
-    async def get_status() -> JSONResponse:
-        return JSONResponse({"bundle": settings.bundle_name, **publisher.status()})
+    @app.get("/status")
+    async def get_status(_: Principal = as_reader) -> JSONResponse:
+        return SafeJSONResponse({"bundle": settings.bundle_name, **publisher.status()})
 
-    @app.get("/fleet", dependencies=guarded)
-    async def get_fleet() -> JSONResponse:
+    @app.get("/fleet")
+    async def get_fleet(_: Principal = as_reader) -> JSONResponse:
         revision = _revision(publisher)
         instances = await asyncio.to_thread(fleet.instances, settings.bundle_name, revision)
-        return JSONResponse(
+        return SafeJSONResponse(
             {"bundle": {"name": settings.bundle_name, "revision": revision}, "instances": instances}
         )
 
-    @app.get("/fleet/page", dependencies=guarded, response_class=HTMLResponse)
-    async def get_fleet_page() -> HTMLResponse:
+    @app.get("/fleet/page", response_class=HTMLResponse)
+    async def get_fleet_page(_: Principal = as_reader) -> HTMLResponse:
         revision = _revision(publisher)
         instances = await asyncio.to_thread(fleet.instances, settings.bundle_name, revision)
         page = _PAGES.get_template("fleet.html").render(
             bundle=settings.bundle_name,
             revision=revision,
-            status=publisher.status(),
+            status=clean(publisher.status()),
             instances=[fleet_row(item, settings.bundle_name, time.time()) for item in instances],
             now=iso(time.time()),
         )
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
-    @app.get("/decisions/{decision_id}", dependencies=guarded)
-    async def get_decision(decision_id: str) -> JSONResponse:
+    @app.get("/fleet/{instance}/history")
+    async def get_history(instance: str, limit: int = 100, _: Principal = as_reader) -> JSONResponse:
+        if not NAME.match(instance) and not _DECISION_ID.match(instance):
+            raise InvalidInput("INSTANCE_INVALID", "an instance name is 1-128 of [A-Za-z0-9._:-]")
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("LIMIT_INVALID", "limit is 1-1000")
+        history = await asyncio.to_thread(fleet.history, instance, limit)
+        return SafeJSONResponse({"instance": instance, "reports": history})
+
+    @app.get("/decisions/{decision_id}")
+    async def get_decision(
+        decision_id: str, instance: str | None = None, _: Principal = as_reader
+    ) -> JSONResponse:
         if not _DECISION_ID.match(decision_id):
             raise InvalidInput("DECISION_ID_INVALID", "a decision id is 1-128 of [A-Za-z0-9._:-]")
-        found = await asyncio.to_thread(fleet.decision, decision_id)
+        if instance is not None and not _DECISION_ID.match(instance):
+            raise InvalidInput("INSTANCE_INVALID", "an instance name is 1-128 of [A-Za-z0-9._:-]")
+        found = await asyncio.to_thread(fleet.decision, decision_id, instance)
         if found is None:
             raise NotFound("DECISION_NOT_FOUND", f"no decision log with id {decision_id}")
-        return JSONResponse({"decision_id": decision_id, **found})
+        return SafeJSONResponse({"decision_id": decision_id, **found})
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -226,6 +332,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
     return app
 
 
+class SafeJSONResponse(JSONResponse):
+    """A JSON reply that cannot fail on its content: what no writer accepts is cleaned first."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (ValueError, UnicodeEncodeError):
+            return super().render(clean(content))
+
+
 def fleet_row(instance: dict[str, Any], bundle_name: str, now: float) -> dict[str, Any]:
     """One instance of ``FleetStore.instances`` as the page shows it: ages instead of timestamps."""
     ours = (instance.get("bundles") or {}).get(bundle_name) or {}
@@ -234,6 +350,9 @@ def fleet_row(instance: dict[str, Any], bundle_name: str, now: float) -> dict[st
     labels = instance.get("labels") or {}
     return {
         "id": instance["id"],
+        "authenticated": instance.get("authenticated", False),
+        "reported_id": instance.get("reported_id") if instance.get("reported_id") != instance["id"] else None,
+        "conflicts": logs.get("conflicts", 0),
         "labels": sorted((str(k), str(v)) for k, v in labels.items() if k != "id"),
         "revision": instance.get("revision"),
         "up_to_date": instance.get("up_to_date", False),
@@ -269,8 +388,30 @@ def _check_settings(settings: ServerSettings) -> None:
         raise ConfigError("BUNDLE_SOURCE_MISSING", f"policy source folder {settings.source} does not exist")
     if not _BUNDLE_NAME.match(settings.bundle_name):
         raise ConfigError("BUNDLE_NAME_INVALID", f"bundle name {settings.bundle_name!r}: use [A-Za-z0-9._-]")
-    if settings.poll_interval <= 0 or settings.max_wait_seconds < 0:
-        raise ConfigError("BUNDLE_SERVER_CONFIG_INVALID", "poll interval must be > 0, max wait >= 0")
+    if settings.poll_interval <= 0 or settings.max_wait_seconds < 0 or settings.prune_interval <= 0:
+        raise ConfigError(
+            "BUNDLE_SERVER_CONFIG_INVALID", "poll and prune intervals must be > 0, max wait >= 0"
+        )
+    if min(settings.max_upload_bytes, settings.max_events_per_batch, settings.max_json_depth) < 1:
+        raise ConfigError("BUNDLE_SERVER_CONFIG_INVALID", "upload, batch and depth limits must be >= 1")
+    retention = settings.retention
+    if (
+        min(retention.decisions_seconds, retention.status_seconds) <= 0
+        or retention.max_decisions_per_instance < 0
+    ):
+        raise ConfigError(
+            "BUNDLE_SERVER_CONFIG_INVALID", "retention must be > 0 (and the per-instance cap >= 0)"
+        )
+    if settings.insecure_no_auth and settings.credentials:
+        raise ConfigError(
+            "BUNDLE_AUTH_CONFLICT", "credentials are configured and insecure_no_auth is set: choose one"
+        )
+    if not settings.insecure_no_auth and not settings.credentials:
+        raise ConfigError(
+            "BUNDLE_AUTH_REQUIRED",
+            "no credentials: give --tokens-file (or --token and --reader-token); "
+            "--insecure-no-auth runs without any, for a throwaway demo on loopback only",
+        )
 
 
 def prefer_wait(values: list[str], maximum: int) -> int:
@@ -305,8 +446,29 @@ def _revision(publisher: Publisher) -> str | None:
     return publisher.current.revision if publisher.current else None
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, gunzipped when ``Content-Encoding: gzip``; bounded before and after."""
+def _require_json(request: Request) -> None:
+    """``Content-Type: application/json`` (``charset=utf-8`` at most): a page's no-CORS POST cannot."""
+    header = request.headers.get("content-type", "")
+    media, _, params = header.partition(";")
+    if media.strip().lower() != "application/json":
+        raise UnsupportedMediaType(
+            "CONTENT_TYPE_UNSUPPORTED", f"send Content-Type: application/json, not {header[:80]!r}"
+        )
+    for param in filter(None, (p.strip() for p in params.split(";"))):
+        key, _, value = param.partition("=")
+        if key.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
+            raise UnsupportedMediaType(
+                "CONTENT_TYPE_UNSUPPORTED", f"unsupported media type parameter {param[:80]!r}"
+            )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, gunzipped when ``Content-Encoding: gzip`` (as OPA sends its logs); bounded
+    before, while and after reading; declared as JSON before a byte of it is read."""
+    _require_json(request)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity", ""):
+        raise InvalidInput("CONTENT_ENCODING_UNSUPPORTED", f"Content-Encoding {encoding[:40]!r}: use gzip")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ResourceExhausted("BODY_TOO_LARGE", f"the body is over {limit} bytes")
@@ -315,15 +477,9 @@ async def _read_json(request: Request, limit: int) -> Any:
         body.extend(chunk)
         if len(body) > limit:
             raise ResourceExhausted("BODY_TOO_LARGE", f"the body is over {limit} bytes")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
-        body = bytearray(_gunzip(bytes(body), limit))
-    elif encoding not in ("identity", ""):
-        raise InvalidInput("CONTENT_ENCODING_UNSUPPORTED", f"Content-Encoding {encoding!r}: use gzip")
-    try:
-        return json.loads(body)
-    except ValueError as error:
-        raise InvalidInput("BODY_NOT_JSON", f"the body is not valid JSON: {error}") from error
+        return await asyncio.to_thread(_gunzip, bytes(body), limit)
+    return bytes(body)
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
@@ -338,6 +494,8 @@ def _gunzip(data: bytes, limit: int) -> bytes:
         raise ResourceExhausted("BODY_TOO_LARGE", f"the decompressed body is over {limit} bytes")
     if not inflater.eof:
         raise InvalidInput("BODY_NOT_GZIP", "the gzip body is truncated")
+    if inflater.unused_data:
+        raise InvalidInput("BODY_NOT_GZIP", "data follows the gzip stream (one gzip member is expected)")
     return out
 
 
@@ -352,14 +510,17 @@ def problem(status: int, reason: str, detail: str, headers: dict[str, str] | Non
     return JSONResponse(body, status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, refused: Counter) -> None:
     @app.exception_handler(LabelgateError)
     async def labelgate_error(_: Request, error: LabelgateError) -> JSONResponse:
+        refused.labels(reason=error.reason).inc()
         headers = (
             {"WWW-Authenticate": 'Bearer realm="labelgate-bundles"'} if error.http_status == 401 else None
         )
         if isinstance(error, BundleUnavailable):
             headers = {"Retry-After": "5"}
+        if error.http_status == 507:
+            headers = {"Retry-After": "300"}
         return problem(error.http_status, error.reason, error.message, headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -369,3 +530,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         return problem(400, "REQUEST_INVALID", "; ".join(str(e.get("msg")) for e in error.errors()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.error("bundle_server_error", error=type(error).__name__, detail=str(error)[:500])
+        return problem(500, "INTERNAL", "the bundle server failed on this request; see its log")

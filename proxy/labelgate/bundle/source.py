@@ -55,13 +55,9 @@ class SourceSnapshot:
 
 
 def default_opa_binary() -> str:
-    """``$LABELGATE_OPA``, else the pinned ``.tools/bin/opa`` of a checkout, else ``opa`` on PATH."""
+    """``$LABELGATE_OPA`` (the Makefile exports the pinned ``.tools/bin/opa``), else ``opa`` on PATH."""
     if os.environ.get("LABELGATE_OPA"):
         return os.environ["LABELGATE_OPA"]
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / ".tools" / "bin" / "opa"
-        if candidate.is_file():
-            return str(candidate)
     return shutil.which("opa") or "opa"
 
 

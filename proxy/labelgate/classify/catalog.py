@@ -56,6 +56,32 @@ def is_glob(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern
 
 
+def may_extend(pattern: str, prefix: str) -> bool:
+    """Whether ``pattern`` may match ``prefix`` or a path that extends it.
+
+    Exact for a plain path; for a glob, an over-approximation from the text before its
+    first wildcard, which errs towards "yes" (``outputs.*`` may extend anything).
+    """
+    if not is_glob(pattern):
+        return pattern.startswith(prefix)
+    literal = _WILDCARD.split(pattern, maxsplit=1)[0]
+    return literal.startswith(prefix) or prefix.startswith(literal)
+
+
+_WILDCARD = re.compile(r"[*?]")
+
+
+def key_segments(path: str) -> list[str]:
+    """The literal key names in a model entry's path: ``outputs.doc[].contact.email`` ->
+    ``contact``, ``email``. Not the tensor name, not a ``{detector}``, not a glob segment."""
+    rest = path[len(OUTPUTS_PREFIX) :] if path.startswith(OUTPUTS_PREFIX) else path
+    tensor = tensor_part(path)
+    if not is_glob(tensor):
+        rest = rest[len(tensor) :]
+    rest = rest.split("{", 1)[0]
+    return [part for part in rest.replace("[]", ".").split(".") if part and not is_glob(part)]
+
+
 def tensor_part(path: str) -> str:
     """``outputs.doc[].ssn`` -> ``doc``; ``outputs.notes{us_ssn}`` -> ``notes``."""
     rest = path[len(OUTPUTS_PREFIX) :] if path.startswith(OUTPUTS_PREFIX) else path
@@ -96,6 +122,11 @@ class Catalog:
         # The entries never change after construction (a reload builds a new catalog), so the
         # labels of a (model, path) can be remembered: every response asks for the same ones.
         self._memo: dict[tuple[str, str], frozenset[str]] = {}
+        self._key_names = {
+            model: frozenset(key for entry in entries for key in key_segments(entry.path))
+            for model, entries in self._by_model.items()
+        }
+        self._under_memo: dict[tuple[str, str], frozenset[str]] = {}
 
     @classmethod
     def from_file(cls, path: str | Path) -> Catalog:
@@ -150,6 +181,32 @@ class Catalog:
             if len(self._memo) >= LOOKUP_MEMO_SIZE:
                 self._memo.clear()
             self._memo[key] = labels
+        return labels
+
+    def key_names(self, model: str) -> frozenset[str]:
+        """Keys written literally in ``model``'s entry paths: only these appear verbatim in
+        field paths (``labelgate.classify.jsonpaths.KeyNames``)."""
+        return self._key_names.get(model, frozenset())
+
+    def labels_at_or_under(self, model: str, tensor: str) -> frozenset[str]:
+        """Every label an entry for ``model`` may give ``outputs.<tensor>`` or a path inside it
+        (``outputs.<tensor>[]...``, ``outputs.<tensor>{...}``); globs count when they may."""
+        key = (model, tensor)
+        labels = self._under_memo.get(key)
+        if labels is None:
+            base = OUTPUTS_PREFIX + tensor
+            found: set[str] = set()
+            for entry in self._by_model.get(model, ()):
+                if is_glob(entry.path):
+                    reaches = may_extend(entry.path, base)
+                else:
+                    reaches = tensor_part(entry.path) == tensor
+                if reaches:
+                    found |= entry.labels
+            labels = frozenset(found)
+            if len(self._under_memo) >= LOOKUP_MEMO_SIZE:
+                self._under_memo.clear()
+            self._under_memo[key] = labels
         return labels
 
     def labels_for_message(self, message: str, path: str) -> frozenset[str]:

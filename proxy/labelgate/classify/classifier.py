@@ -13,9 +13,21 @@ there. BYTES tensors are free text and go through the detectors too:
 - An element that is a JSON object is classified key by key: every leaf gets a field
   ``outputs.<tensor>[].<key>.<key>`` (``[]`` for array items) with the catalog's labels
   for that path and the labels of the detectors that fire in the leaf's value; spans per
-  leaf are kept as well. Should a detector fire in a key, the element is treated as plain
-  text instead, because keys become field paths that the policy engine and audit see.
-  So is a tensor whose elements use more than ``MAX_JSON_PATHS`` distinct paths.
+  leaf are kept as well. Keys the catalog does not name are spelled ``<key:xxxxxxxx>``
+  (``jsonpaths.KeyNames``): keys are data, and paths reach the policy, logs and audit.
+- An element that opens like a JSON object but cannot be classified key by key is opaque,
+  and fails closed: invalid JSON, a duplicate key, nesting deeper than
+  ``jsonpaths.MAX_DEPTH``, a detector firing in a key (masking rewrites values, never
+  keys), or a tensor whose elements use more than ``MAX_JSON_PATHS`` distinct paths (so
+  the policy input stays bounded). The catalog's nested labels cannot reach inside it, so
+  it gets the field ``outputs.<tensor>{opaque-json}`` with the most sensitive label any
+  catalog entry gives at or under the tensor (at least the default label, as its keys may
+  be ones no entry names), source ``catalog:fail_closed:<reason>``; and each detector
+  that fires in it, or in its text with JSON escapes decoded, spans all of it. A mask on
+  either path, or on any path inside the tensor's elements, rewrites it whole.
+- Escapes hide values from detectors reading raw text (``\\u0031\\u0032\\u0033-45-6789``), so
+  text with JSON escapes is scanned decoded as well; a value found only that way spans the
+  whole element (or leaf), since its offsets do not index the raw bytes.
 
 Classification and masking must see the same tensors: spans are offsets into them.
 """
@@ -29,8 +41,9 @@ from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
-from labelgate.classify.detectors import DetectorSet
+from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import (
+    OPAQUE_JSON,
     SOURCE_BACKEND,
     SOURCE_CATALOG,
     Classification,
@@ -38,19 +51,27 @@ from labelgate.classify.fields import (
     FieldSet,
     LeafSpans,
     detector_source,
+    fail_closed_source,
     to_policy_fields,
     union_labels,
 )
-from labelgate.classify.labels import LABELS, check_default_label, is_label
+from labelgate.classify.jsonpaths import KeyNames
+from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.messages import classify_message
 from labelgate.errors import UpstreamError
 from labelgate.oip.tensors import Tensor
 
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
 BACKEND_LABELS_INVALID = "BACKEND_LABELS_INVALID"
-# More distinct JSON paths than this in one tensor and its elements are scanned as text:
-# keeps the policy input bounded when a backend keys objects by data (ids, names).
+# More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
+# the policy input bounded when a backend keys objects by data (ids, names).
 MAX_JSON_PATHS = 256
+# Reasons an element is opaque, besides jsonpaths' (invalid JSON, duplicate key, too deep).
+TOO_MANY_PATHS = "too_many_paths"
+KEY_DETECTED = "key_detected"
+# Key spellings are kept per model; past this many models (names come from callers) the
+# memo starts over.
+MODEL_MEMO_SIZE = 1024
 
 __all__ = [
     "BACKEND_LABELS_PARAMETER",
@@ -75,8 +96,9 @@ def backend_labels(response: Any) -> dict[str, set[str]]:
     """
     shared = _parse_labels(response.parameters, "the response")
     result: dict[str, set[str]] = {}
-    for output in response.outputs:
-        labels = shared | _parse_labels(output.parameters, f"output '{output.name}'")
+    for position, output in enumerate(response.outputs):
+        # Named by position: an output's name is the upstream's text, and errors reach callers.
+        labels = shared | _parse_labels(output.parameters, f"output #{position}")
         if labels:
             result[output.name] = labels
     return result
@@ -92,11 +114,12 @@ def _parse_labels(parameters: Mapping[str, Any], where: str) -> set[str]:
             f"parameter '{BACKEND_LABELS_PARAMETER}' of {where} must be a string of comma-separated labels",
         )
     labels = {part.strip() for part in parameter.string_param.split(",") if part.strip()}
-    unknown = sorted(label for label in labels if not is_label(label))
+    unknown = [label for label in labels if not is_label(label)]
     if unknown:
+        # The unknown names are not quoted: they are the upstream's text, and may be data.
         raise UpstreamError(
             BACKEND_LABELS_INVALID,
-            f"parameter '{BACKEND_LABELS_PARAMETER}' of {where} names unknown labels {unknown}; "
+            f"parameter '{BACKEND_LABELS_PARAMETER}' of {where} names {len(unknown)} unknown label(s); "
             f"expected some of {list(LABELS)}",
         )
     return labels
@@ -109,13 +132,17 @@ def classify_outputs(
     detectors: DetectorSet,
     default_label: str | None = None,
     backend: Mapping[str, set[str]] | None = None,
+    keys: KeyNames | None = None,
 ) -> Classification:
     """Classify a response's outputs (see the module docstring).
 
-    ``default_label`` defaults to the catalog's; ``backend`` is ``backend_labels(response)``.
+    ``default_label`` defaults to the catalog's; ``backend`` is ``backend_labels(response)``;
+    ``keys`` spells JSON keys (default: the model's catalogued keys, the process secret).
     """
+    default = check_default_label(default_label or catalog.default_label)
+    keys = keys if keys is not None else KeyNames(catalog.key_names(model))
     fields = FieldSet()
-    result = Classification(fields=[])
+    result = Classification(fields=[], json_keys=keys)
     backend = backend or {}
     for tensor in tensors:
         path = OUTPUTS_PREFIX + tensor.name
@@ -124,8 +151,8 @@ def classify_outputs(
         fields.add(path, backend.get(tensor.name, ()), SOURCE_BACKEND)
         result.element_counts[tensor.name] = len(tensor.values)
         if tensor.datatype == "BYTES":
-            _classify_text_tensor(model, tensor, path, catalog, detectors, fields, result)
-    result.fields = fields.fields(check_default_label(default_label or catalog.default_label))
+            _classify_text_tensor(model, tensor, path, catalog, detectors, fields, result, default, keys)
+    result.fields = fields.fields(default)
     return result
 
 
@@ -137,19 +164,27 @@ def _classify_text_tensor(
     detectors: DetectorSet,
     fields: FieldSet,
     result: Classification,
+    default_label: str,
+    keys: KeyNames,
 ) -> None:
     values = _element_bytes(tensor.values)
+    joined = b"".join(values)
     # Without a "{" anywhere no element is a JSON object: one C-level search spares the
     # per-element checks for most tensors.
-    objects = _json_objects(values, detectors) if b"{" in b"".join(values) else {}
-    if not objects:
-        spans = detectors.scan_each(values)
+    objects, opaque = _json_objects(values, detectors, keys) if b"{" in joined else ({}, {})
+    if not objects and not opaque:
+        texts = list(range(len(values)))
     else:
-        text_indices = [index for index in range(len(values)) if index not in objects]
-        found = detectors.scan_each([values[index] for index in text_indices])
-        spans = {text_indices[position]: hits for position, hits in found.items()}
+        texts = [index for index in range(len(values)) if index not in objects and index not in opaque]
+    spans = _scan_texts(values, texts, detectors, escaped=b"\\" in joined)
+    if opaque:
+        label = most_sensitive(catalog.labels_at_or_under(model, tensor.name) | {default_label})
+        for reason in sorted(set(opaque.values())):
+            fields.add(f"{path}{{{OPAQUE_JSON}}}", (label,), fail_closed_source(reason))
+        spans.update(_opaque_spans(values, opaque, label, detectors))
     if spans:
-        for detector in sorted(set(map(itemgetter(0), chain.from_iterable(spans.values())))):
+        found = set(map(itemgetter(0), chain.from_iterable(spans.values()))) - {OPAQUE_JSON}
+        for detector in sorted(found):
             fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
         result.spans[tensor.name] = dict(sorted(spans.items()))
     if objects:
@@ -163,30 +198,93 @@ def _element_bytes(values: Sequence[Any]) -> list[bytes]:
     return [value.encode() if isinstance(value, str) else bytes(value) for value in values]
 
 
-def _json_objects(values: list[bytes], detectors: DetectorSet) -> dict[int, list[jsonpaths.Leaf]]:
-    """The leaves of each element to classify key by key (exceptions: module docstring)."""
+def _scan_texts(
+    values: list[bytes], indices: list[int], detectors: DetectorSet, escaped: bool
+) -> dict[int, list[Detection]]:
+    """Detections in the plain-text elements at ``indices``, by element index."""
+    texts = values if len(indices) == len(values) else [values[index] for index in indices]
+    found = detectors.scan_each(texts)
+    spans = {indices[position]: hits for position, hits in found.items()}
+    if escaped:
+        for index, hits in _hidden_by_escapes(texts, detectors).items():
+            spans.setdefault(indices[index], []).extend(hits)
+    return spans
+
+
+def _hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, list[Detection]]:
+    """For each text whose JSON escapes decode to something a detector finds: one detection
+    per such detector spanning the whole text (decoded offsets do not index the raw one)."""
+    forms: list[bytes] = []
+    owners: list[int] = []
+    for index, text in enumerate(texts):
+        if b"\\" in text:
+            decoded = jsonpaths.unescaped_forms(text)
+            forms += decoded
+            owners += [index] * len(decoded)
+    result: dict[int, dict[str, Detection]] = {}
+    for position, hits in detectors.scan_each(forms).items():
+        index = owners[position]
+        whole = result.setdefault(index, {})
+        for hit in hits:
+            whole.setdefault(hit.detector, Detection(hit.detector, hit.label, 0, len(texts[index])))
+    return {index: list(whole.values()) for index, whole in result.items()}
+
+
+def _opaque_spans(
+    values: list[bytes], opaque: dict[int, str], label: str, detectors: DetectorSet
+) -> dict[int, list[Detection]]:
+    """Opaque elements fail closed: every detector found in them (raw or decoded) and the
+    ``OPAQUE_JSON`` field span the whole element, so a mask on any of them rewrites it whole."""
+    indices = list(opaque)
+    texts = [values[index] for index in indices]
+    found: dict[int, set[str]] = {position: set() for position in range(len(texts))}
+    for position, hits in detectors.scan_each(texts).items():
+        found[position].update(hit.detector for hit in hits)
+    for position, hits in _hidden_by_escapes(texts, detectors).items():
+        found[position].update(hit.detector for hit in hits)
+    spans: dict[int, list[Detection]] = {}
+    for position, names in found.items():
+        size = len(texts[position])
+        whole = [Detection(name, detectors.label_of(name), 0, size) for name in sorted(names)]
+        spans[indices[position]] = [*whole, Detection(OPAQUE_JSON, label, 0, size)]
+    return spans
+
+
+def _json_objects(
+    values: list[bytes], detectors: DetectorSet, keys: KeyNames
+) -> tuple[dict[int, list[jsonpaths.Leaf]], dict[int, str]]:
+    """The leaves of each element to classify key by key, and the reason each opaque
+    element is not (see the module docstring)."""
     objects: dict[int, list[jsonpaths.Leaf]] = {}
-    keys: list[bytes] = []
-    owners: list[int] = []  # the element each key in ``keys`` belongs to
+    opaque: dict[int, str] = {}
+    found_keys: list[bytes] = []
+    owners: list[int] = []  # the element each key in ``found_keys`` belongs to
     suffixes: set[str] = set()
     # Only an element starting with "{" (or whitespace) can be one: skip the rest unparsed.
     openers = jsonpaths.OBJECT_OPENERS
-    for index in [index for index, value in enumerate(values) if value.startswith(openers)]:
-        parsed = jsonpaths.parse_object(values[index], check_depth=False)
-        flat = jsonpaths.flatten(parsed) if parsed is not None else None
+    candidates = [index for index, value in enumerate(values) if value.startswith(openers)]
+    for count, index in enumerate(candidates):
+        parsed, reason = jsonpaths.read_object(values[index], check_depth=False)
+        flat = jsonpaths.flatten(parsed, keys) if parsed is not None else None
         if flat is None:
+            if parsed is not None or reason is not None:
+                opaque[index] = reason or jsonpaths.TOO_DEEP
             continue
         leaves, element_keys = flat
         objects[index] = leaves
         suffixes.update([suffix for _, suffix, _ in leaves])
-        keys += [key.encode("utf-8", "surrogatepass") for key in element_keys]
+        if len(suffixes) > MAX_JSON_PATHS:
+            # Stop here: the rest would only cost key hashes for elements that are opaque anyway.
+            rest = [other for other in candidates[count + 1 :] if jsonpaths.opens_object(values[other])]
+            opaque.update(dict.fromkeys([*objects, *rest], TOO_MANY_PATHS))
+            return {}, dict(sorted(opaque.items()))
+        found_keys += [key.encode("utf-8", "surrogatepass") for key in element_keys]
         owners += [index] * len(element_keys)
-    if len(suffixes) > MAX_JSON_PATHS:
-        return {}
-    if keys:
-        for position in detectors.scan_each(keys):
-            objects.pop(owners[position], None)
-    return objects
+    if found_keys:
+        for position in detectors.scan_each(found_keys):
+            if objects.pop(owners[position], None) is not None:
+                opaque[owners[position]] = KEY_DETECTED
+    return objects, dict(sorted(opaque.items()))
 
 
 def _classify_json(
@@ -215,7 +313,11 @@ def _classify_json(
                 texts.append(text.encode("utf-8", "surrogatepass"))
     per_element: dict[int, list[LeafSpans]] = {index: [] for index in objects}
     found_labels: dict[tuple[str, str, str], None] = {}  # (path, label, detector), in order
-    for position, found in sorted(detectors.scan_each(texts).items()):
+    hits_per_text = detectors.scan_each(texts)
+    # A leaf is already decoded once by the parser; JSON inside a string is escaped again.
+    for position, hidden in _hidden_by_escapes(texts, detectors).items():
+        hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]
+    for position, found in sorted(hits_per_text.items()):
         index, location, leaf_path = scanned[position]
         per_element[index].append(LeafSpans(location, leaf_path, tuple(found)))
         for hit in found:
@@ -226,11 +328,28 @@ def _classify_json(
 
 
 class Classifier:
-    """The classify stage: a catalog and a detector set, with the two phase entry points."""
+    """The classify stage: a catalog and a detector set, with the two phase entry points.
 
-    def __init__(self, catalog: Catalog, detectors: DetectorSet) -> None:
+    ``key_secret`` keys the placeholders of uncatalogued JSON keys (``<key:xxxxxxxx>``);
+    None: a random secret per process.
+    """
+
+    def __init__(self, catalog: Catalog, detectors: DetectorSet, key_secret: bytes | None = None) -> None:
         self.catalog = catalog
         self.detectors = detectors
+        self.key_secret = key_secret
+        KeyNames((), key_secret)  # a bad secret is refused here, not on the first response
+        self._key_names: dict[str, KeyNames] = {}
+
+    def key_names(self, model: str) -> KeyNames:
+        """How ``model``'s JSON keys are spelled; one per model, so each key is hashed once."""
+        names = self._key_names.get(model)
+        if names is None:
+            names = KeyNames(self.catalog.key_names(model), self.key_secret)
+            if len(self._key_names) >= MODEL_MEMO_SIZE:
+                self._key_names.clear()
+            self._key_names[model] = names
+        return names
 
     def expected_fields(self, model: str, requested_outputs: Sequence[str] = ()) -> list[Field]:
         return self.catalog.expected_fields(model, requested_outputs)
@@ -238,7 +357,9 @@ class Classifier:
     def classify_response(
         self, model: str, tensors: Sequence[Tensor], backend: Mapping[str, set[str]] | None = None
     ) -> Classification:
-        return classify_outputs(model, tensors, self.catalog, self.detectors, backend=backend)
+        return classify_outputs(
+            model, tensors, self.catalog, self.detectors, backend=backend, keys=self.key_names(model)
+        )
 
     def classify_message(self, message: Any) -> Classification:
         return classify_message(message, self.catalog, self.detectors)

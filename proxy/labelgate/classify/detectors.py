@@ -160,7 +160,8 @@ class DetectorSet:
         """
         results: dict[int, list[Detection]] = {}
         if self._builtins and texts:
-            hits = builtin_hits(texts[0] if len(texts) == 1 else b"\x00".join(texts), self._builtins)
+            single = len(texts) == 1 and type(texts[0]) is bytes  # no join needed
+            hits = builtin_hits(texts[0] if single else b"\x00".join(texts), self._builtins)
             if hits:
                 _share_out(hits, texts, self._labels, results)
         if self._custom:

@@ -6,15 +6,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from labelgate.classify.detectors import Detection
-from labelgate.classify.jsonpaths import Location
+from labelgate.classify.jsonpaths import KeyNames, Location
 
 SOURCE_CATALOG = "catalog"
 SOURCE_BACKEND = "backend"
 SOURCE_DEFAULT = "default"
+# The span name (``outputs.<t>{opaque-json}``) of elements that open like a JSON object but
+# were not classified key by key; not a valid detector name, so no detector can clash.
+OPAQUE_JSON = "opaque-json"
 
 
 def detector_source(detector: str) -> str:
     return f"detector:{detector}"
+
+
+def fail_closed_source(reason: str) -> str:
+    """The source of an opaque element's label: the catalog, and why it could not be applied
+    key by key (``catalog:fail_closed:duplicate_key``)."""
+    return f"{SOURCE_CATALOG}:fail_closed:{reason}"
 
 
 @dataclass(frozen=True)
@@ -72,11 +81,14 @@ class LeafSpans:
 class Classification:
     """Fields for the policy, plus what enforcement needs to mask parts of values.
 
-    ``spans``: tensor -> element index -> detections in a plain-text element (byte offsets).
+    ``spans``: tensor -> element index -> detections in a plain-text element (byte offsets);
+    an opaque element (``OPAQUE_JSON``) has one span over all of it per detector found and
+    one named ``OPAQUE_JSON``, so each of their masks rewrites it whole.
     ``json_elements``: tensor -> index of every element read as a JSON object -> its leaves
     with detections. ``element_counts``: tensor -> elements classified (masking refuses to
     trust spans for a tensor whose size changed). ``message_spans``: string leaves of a
-    generic message with detections.
+    generic message with detections. ``json_keys``: how keys were spelled in the paths of
+    ``json_elements``, so masking spells them the same way.
     """
 
     fields: list[Field]
@@ -84,6 +96,7 @@ class Classification:
     json_elements: dict[str, dict[int, list[LeafSpans]]] = field(default_factory=dict)
     element_counts: dict[str, int] = field(default_factory=dict)
     message_spans: list[LeafSpans] = field(default_factory=list)
+    json_keys: KeyNames | None = None
 
     def labels(self) -> set[str]:
         return union_labels(self.fields)

@@ -8,7 +8,13 @@ Path kinds (``docs/ARCHITECTURE.md``):
   spans are rewritten and the rest stays readable; in a JSON element the spans inside
   its string leaves are rewritten and the element re-serialized, so it stays valid JSON.
 - ``outputs.<t>[].<key>...``: that node of every JSON element (a leaf, or a whole
-  object / array), re-serialized as JSON; ``null`` writes JSON ``null``.
+  object / array), re-serialized as JSON; ``null`` writes JSON ``null``. Keys are spelled
+  as the classifier spelled them (``Classification.json_keys``): ``.<key:xxxxxxxx>`` for a
+  key the catalog does not name.
+- ``outputs.<t>{opaque-json}``: every element that opened like a JSON object but was not
+  classified key by key, whole. Nested masks cannot find their nodes in such an element,
+  so the most protective mask that may name a path inside the tensor's elements rewrites
+  it whole as well; so does a ``{detector}`` mask for what was found in it.
 
 Mask paths may use ``*``/``?`` globs. A mask that matches nothing is a no-op. Whatever
 cannot be applied safely fails closed: an element that no longer parses as the JSON it
@@ -19,13 +25,13 @@ when a partial mask targets it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from labelgate.classify import jsonpaths
-from labelgate.classify.catalog import OUTPUTS_PREFIX
-from labelgate.classify.fields import Classification, LeafSpans
+from labelgate.classify.catalog import OUTPUTS_PREFIX, may_extend
+from labelgate.classify.fields import OPAQUE_JSON, Classification, LeafSpans
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans, zero_of
 from labelgate.oip.tensors import Tensor
 
@@ -42,10 +48,12 @@ def apply_masks(
     if not index:
         return list(tensors)
     masker = Masker(hash_key, mask_list)
-    return [_mask_tensor(tensor, classification, index, masker) for tensor in tensors]
+    return [_mask_tensor(tensor, classification, index, masker, mask_list) for tensor in tensors]
 
 
-def _mask_tensor(tensor: Tensor, classification: Classification, index: MaskIndex, masker: Masker) -> Tensor:
+def _mask_tensor(
+    tensor: Tensor, classification: Classification, index: MaskIndex, masker: Masker, masks: list[Mask]
+) -> Tensor:
     base = OUTPUTS_PREFIX + tensor.name
     whole = index.lookup(base)
     if tensor.datatype != "BYTES":
@@ -72,20 +80,46 @@ def _mask_tensor(tensor: Tensor, classification: Classification, index: MaskInde
         return replace(tensor, values=[b""] * len(values), shape=list(tensor.shape))
 
     masked = list(values)
+    inside = _strongest_inside(masks, base + "[]") if nested else None
     for position, found in text_spans.items():
         selected = [
             (hit.start, hit.end, span_masks[hit.detector]) for hit in found if hit.detector in span_masks
         ]
-        if selected:
+        opaque = bool(found) and found[-1].detector == OPAQUE_JSON  # the classifier puts it last
+        if opaque and inside is not None:
+            selected.append((found[-1].start, found[-1].end, inside))
+        if not selected:
+            continue
+        if opaque:
+            masked[position] = _mask_whole(values[position], found[-1].end, selected, masker)
+        else:
             rewritten = replace_spans(values[position], selected, masker)
             masked[position] = b"" if rewritten is None else rewritten
     if objects and (span_masks or nested):
+        keys = classification.json_keys or jsonpaths.KeyNames()
         for position, leaves in objects.items():
             if nested or any(hit.detector in span_masks for leaf in leaves for hit in leaf.detections):
                 masked[position] = _mask_json(
-                    values[position], base + "[]", leaves, index, span_masks, masker
+                    values[position], base + "[]", leaves, index, span_masks, masker, keys
                 )
     return replace(tensor, values=masked, shape=list(tensor.shape))
+
+
+def _strongest_inside(masks: list[Mask], prefix: str) -> Mask | None:
+    """The most protective mask that may name a node inside the elements (``prefix`` is
+    ``outputs.<t>[]``): what an opaque element, whose nodes cannot be found, gets whole."""
+    inside = [mask for mask in masks if may_extend(mask.path, prefix)]
+    return min(inside, key=Mask.strength) if inside else None
+
+
+def _mask_whole(
+    raw: bytes, classified_size: int, selected: list[tuple[int, int, Mask]], masker: Masker
+) -> bytes:
+    """An opaque element under the most protective of its masks; emptied if it is not the
+    element that was classified (its size changed), since its content was never mapped."""
+    if len(raw) != classified_size:
+        return b""
+    return masker.raw(raw, min((mask for _, _, mask in selected), key=Mask.strength))
 
 
 def _element_bytes(values: Sequence[Any]) -> list[bytes]:
@@ -108,6 +142,7 @@ def _mask_json(
     index: MaskIndex,
     span_masks: dict[str, Mask],
     masker: Masker,
+    keys: jsonpaths.KeyNames,
 ) -> bytes:
     parsed = jsonpaths.parse_object(raw)
     if parsed is None:
@@ -115,7 +150,7 @@ def _mask_json(
     masked_at: list[jsonpaths.Location] = []
     result: Any = parsed
     if index.may_name(prefix):
-        result = _mask_nodes(parsed, prefix, (), index, masker, masked_at)
+        result = _mask_nodes(parsed, prefix, (), index, masker, masked_at, keys.segment)
     for leaf in leaves:
         selected = [
             (hit.start, hit.end, span_masks[hit.detector])
@@ -139,11 +174,13 @@ def _mask_nodes(
     index: MaskIndex,
     masker: Masker,
     masked_at: list[jsonpaths.Location],
+    segment: Callable[[str], str],
 ) -> Any:
     """Mask every node a mask names (a masked node is not descended), in place.
 
     Only nodes at ``path`` for which ``index.may_name(path)`` are visited: below any other
-    node no mask applies, so most of a document is never walked.
+    node no mask applies, so most of a document is never walked. ``segment`` spells a key
+    as the classifier did, so a mask reaches the node whose path it names.
     """
     mask = index.lookup(path)
     if mask is not None:
@@ -152,14 +189,18 @@ def _mask_nodes(
     may_name = index.may_name
     if isinstance(value, dict):
         for key in value:
-            child = f"{path}.{key}"
+            child = path + segment(key)
             if may_name(child):
-                value[key] = _mask_nodes(value[key], child, (*location, key), index, masker, masked_at)
+                value[key] = _mask_nodes(
+                    value[key], child, (*location, key), index, masker, masked_at, segment
+                )
     elif isinstance(value, list):
         child = f"{path}[]"
         if may_name(child):
             for position, item in enumerate(value):
-                value[position] = _mask_nodes(item, child, (*location, position), index, masker, masked_at)
+                value[position] = _mask_nodes(
+                    item, child, (*location, position), index, masker, masked_at, segment
+                )
     return value
 
 

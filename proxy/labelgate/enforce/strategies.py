@@ -206,6 +206,12 @@ def replace_spans(data: bytes, spans: Iterable[tuple[int, int, Mask]], masker: M
     different length never shifts a later span. Overlapping spans merge (the most
     protective mask wins) so no byte of either escapes.
     """
+    spans = list(spans)
+    if len(spans) == 1:  # the usual case: nothing to sort or merge
+        start, end, mask = spans[0]
+        if start < 0 or end > len(data) or start >= end:
+            return None
+        return data[:start] + masker.raw(data[start:end], mask) + data[end:]
     merged: list[list[Any]] = []
     for start, end, mask in sorted(spans, key=lambda span: (span[0], span[1])):
         if start < 0 or end > len(data) or start >= end:

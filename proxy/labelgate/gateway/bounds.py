@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from labelgate.calls import Target
 from labelgate.classify import Field
 from labelgate.config import LimitSettings
 from labelgate.errors import InvalidInput
-from labelgate.gateway.calls import Target
 
 
 def check_target(target: Target, limits: LimitSettings) -> None:

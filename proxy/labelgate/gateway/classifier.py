@@ -57,7 +57,12 @@ def bundle_catalog(source: PolicySource) -> Catalog:
 class ClassifierStage:
     """The catalog comes from ``catalog_file``, or (None) from the bundle via ``bundle_hook``."""
 
-    def __init__(self, catalog_file: Path | None, detectors: DetectorSet) -> None:
+    def __init__(
+        self, catalog_file: Path | None, detectors: DetectorSet, key_secret: bytes | None = None
+    ) -> None:
+        # The secret of JSON key placeholders (``<key:xxxxxxxx>``) outlives catalog reloads, so
+        # a path means the same key before and after one. None: random, once per process.
+        self.key_secret = key_secret
         self.catalog_file = catalog_file
         if catalog_file is None:
             # Until the first bundle: nothing catalogued, so every field gets the default label
@@ -67,19 +72,23 @@ class ClassifierStage:
         else:
             self._mtime = catalog_file.stat().st_mtime_ns
             catalog = self._load()
-        self.classifier = Classifier(catalog, detectors)
+        self.classifier = Classifier(catalog, detectors, key_secret)
         self.revision: str | None = None  # the bundle revision the catalog came from
         self._watcher: asyncio.Task | None = None
 
     @classmethod
-    def from_settings(cls, settings: ClassificationSettings, *, from_bundle: bool = False) -> ClassifierStage:
+    def from_settings(
+        cls, settings: ClassificationSettings, *, from_bundle: bool = False, key_secret: bytes | None = None
+    ) -> ClassifierStage:
+        """``key_secret``: the masking hash key when one is configured (placeholders then join
+        across gateways and restarts, like hashed values), else None."""
         if from_bundle:
-            return cls(None, build_detectors(settings))
+            return cls(None, build_detectors(settings), key_secret)
         if not settings.catalog_file.is_file():
             raise ConfigError(
                 "CATALOG_MISSING", f"classification.catalog_file {settings.catalog_file} does not exist"
             )
-        return cls(settings.catalog_file, build_detectors(settings))
+        return cls(settings.catalog_file, build_detectors(settings), key_secret)
 
     def _load(self) -> Catalog:
         assert self.catalog_file is not None
@@ -96,7 +105,8 @@ class ClassifierStage:
         return commit
 
     def use_catalog(self, catalog: Catalog, revision: str | None = None) -> None:
-        self.classifier = Classifier(catalog, self.classifier.detectors)  # one assignment: atomic
+        # One assignment: atomic.
+        self.classifier = Classifier(catalog, self.classifier.detectors, self.key_secret)
         self.revision = revision
         log.info("catalog loaded from bundle", revision=revision)
 
@@ -114,7 +124,7 @@ class ClassifierStage:
                 "catalog reload refused; keeping the previous one", reason=error.reason, detail=error.message
             )
             return False
-        self.classifier = Classifier(catalog, self.classifier.detectors)
+        self.classifier = Classifier(catalog, self.classifier.detectors, self.key_secret)
         log.info("catalog reloaded", file=str(self.catalog_file))
         return True
 

@@ -8,17 +8,16 @@ catalog labels the OIP metadata messages), like any routed service.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.auth import strip_caller_metadata
+from labelgate.calls import Call, Target
 from labelgate.gateway import metrics
-from labelgate.gateway.calls import Call, Target
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Upstream
@@ -40,24 +39,33 @@ UNARY_METHODS: dict[str, tuple[type[Message], type[Message], str | None]] = {
 STREAM_METHOD = "ModelStreamInfer"
 
 
+MAX_SESSION_ID = 128
+_NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def client_session_id(metadata: tuple[tuple[str, object], ...], peer: str) -> str:
+    """The session the client names (``x-labelgate-session``: printable text, at most 128
+    characters), else one per connection. It is only a name the client chose: what the call is
+    recorded under is this bound to the verified caller (``recording.entries.recording_key``),
+    so naming another subject's session never reaches that subject's recording."""
+    named = next((value for key, value in metadata if key == SESSION_HEADER), None)
+    if isinstance(named, bytes):
+        named = named.decode("utf-8", errors="replace")
+    text = _NOT_PRINTABLE.sub(" ", str(named)).strip()[:MAX_SESSION_ID] if named is not None else ""
+    return text or f"conn-{uuid.uuid5(uuid.NAMESPACE_URL, peer).hex[:16]}"
+
+
 def make_call(context: grpc.aio.ServicerContext, method: str) -> Call:
     metadata = tuple(context.invocation_metadata() or ())
-    session = next((value for key, value in metadata if key == SESSION_HEADER), None)
     peer = context.peer() or ""
     return Call(
         method=method,
         peer=peer,
         metadata=metadata,
         auth_context={k: list(v) for k, v in (context.auth_context() or {}).items()},
-        # One session per connection unless the client names one.
-        session_id=str(session)[:128] if session else f"conn-{uuid.uuid5(uuid.NAMESPACE_URL, peer).hex[:16]}",
+        session_id=client_session_id(metadata, peer),
         request_id=uuid.uuid4().hex,
     )
-
-
-def forwardable(metadata: tuple[tuple[str, Any], ...]) -> list[tuple[str, Any]]:
-    """Caller metadata that may travel upstream: no credentials, nothing of labelgate's."""
-    return [(k, v) for k, v in strip_caller_metadata(metadata) if not k.startswith("x-labelgate-")]
 
 
 class InferenceProxy:
@@ -93,7 +101,7 @@ class InferenceProxy:
             async def send(message: Message) -> Message:
                 return await stub(
                     message,
-                    metadata=self.upstream.metadata(forwardable(call.metadata)),
+                    metadata=self.upstream.metadata(call.metadata),
                     timeout=self.upstream.timeout(context),
                 )
 
@@ -120,7 +128,7 @@ class InferenceProxy:
                 upstream_call = self.upstream.stream_stream(
                     method, _serialize, pb.ModelStreamInferResponse.FromString
                 )(
-                    metadata=self.upstream.metadata(forwardable(call.metadata)),
+                    metadata=self.upstream.metadata(call.metadata),
                     timeout=self.upstream.timeout(context),
                 )
                 async for reply in self.pipeline.stream_infer(call, requests, upstream_call):

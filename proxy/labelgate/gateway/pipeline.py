@@ -26,19 +26,36 @@ from typing import Any
 from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.approvals.hold import ApprovalStage
 from labelgate.auth import Authenticator, Subject
+from labelgate.calls import (
+    PROVEN,
+    Call,
+    CallRecord,
+    Outcome,
+    Proven,
+    Target,
+    infer_target,
+    request_summary,
+)
 from labelgate.classify import Field, backend_labels, to_policy_fields
 from labelgate.classify.carryover import CarryOver
+from labelgate.classify.labels import most_sensitive
 from labelgate.classify.parameters import classify_parameters, released_parameters
 from labelgate.config import LimitSettings, ReleaseSettings
 from labelgate.enforce import apply_masks, apply_message_masks
 from labelgate.enforce import replies as build
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex
-from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied, PolicyUnavailable, UpstreamError
+from labelgate.errors import (
+    InvalidInput,
+    LabelgateError,
+    PermissionDenied,
+    PolicyUnavailable,
+    Unauthenticated,
+    UpstreamError,
+)
 from labelgate.gateway import metrics
-from labelgate.gateway.approval import ApprovalStage
 from labelgate.gateway.bounds import check_fields, check_target
-from labelgate.gateway.calls import Call, Outcome, Target, infer_target, request_summary
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.record import Recorder
 from labelgate.gateway.streams import StreamLedger, is_final
@@ -107,6 +124,7 @@ class Pipeline:
         """One message of a routed stream, decided and recorded on its own."""
         async with self.recording(call, target) as outcome:
             outcome.subject, outcome.upstream_status = subject, "OK"
+            still_valid(subject)
             return await self.release_message(call, subject, target, reply, outcome)
 
     async def stream_infer(
@@ -118,8 +136,11 @@ class Pipeline:
         iteration). Replies are matched to requests by ids the gateway chose
         (``StreamLedger``), and streamed text is scanned across replies (``CarryOver``).
         """
-        async with self.recording(call, Target(service=call.service)) as opening:
-            subject = opening.subject = self.authenticate(call)
+        try:
+            subject = self.authenticate(call)
+        except LabelgateError as error:  # a refused stream is recorded; an admitted one by its messages
+            await self._record_failure(call, None, Target(service=call.service), error)
+            raise
         ledger = StreamLedger(call.request_id[:8])
         carry = CarryOver(self.classifier.classifier.detectors, self.limits.stream_carry_bytes)
 
@@ -128,6 +149,7 @@ class Pipeline:
                 target = infer_target(request, call.method)
                 async with self.recording(call, target) as outcome:
                     outcome.subject, outcome.request_summary = subject, request_summary(request)
+                    still_valid(subject)
                     await self.admit(call, subject, target, outcome, self.expected_fields(target))
                 request.id = ledger.open(target)
                 await upstream.write(request)
@@ -167,13 +189,13 @@ class Pipeline:
             ledger.close(held)
             carry.release(held.upstream_id, [], final=True)
             outcome = Outcome(subject=subject, model=target.model, upstream_status=build.STREAM_ERROR_REASON)
-            await self.recorder.record(
-                call, outcome, UpstreamError(build.STREAM_ERROR_REASON, build.STREAM_ERROR_TEXT)
-            )
+            error = UpstreamError(build.STREAM_ERROR_REASON, build.STREAM_ERROR_TEXT)
+            await self.recorder.record(CallRecord.of(call, outcome, error))
             return build.stream_error(target.caller_id, target.model)
         final = is_final(response)
         async with self.recording(call, target) as outcome:
             outcome.subject, outcome.upstream_status = subject, "OK"
+            still_valid(subject)
             held.backend.update(_merged(held.backend, backend_labels(response)))
             tensors = carry.release(held.upstream_id, _decoded(response), final)
             if final:
@@ -209,11 +231,13 @@ class Pipeline:
     ) -> None:
         outcome = Outcome(subject=subject, model=target.model, upstream_status=error.reason)
         with contextlib.suppress(LabelgateError):
-            await self.recorder.record(call, outcome, error)
+            await self.recorder.record(CallRecord.of(call, outcome, error))
 
     # -- stage 1: authenticate -------------------------------------------------------
     def authenticate(self, call: Call) -> Subject:
-        return self.authenticator.authenticate(call.metadata, call.auth_context)
+        subject = self.authenticator.authenticate(call.metadata, call.auth_context)
+        PROVEN.set(Proven(subject, call.request_id))  # for the upstream's subject assertion
+        return subject
 
     # -- stages 2/3: admit -------------------------------------------------------------
     def expected_fields(self, target: Target) -> list[Field]:
@@ -282,16 +306,16 @@ class Pipeline:
             yield outcome
         except asyncio.CancelledError as error:
             # The caller is gone; record without holding up the cancellation.
-            task = asyncio.ensure_future(self.recorder.record(call, outcome, error))
+            task = asyncio.ensure_future(self.recorder.record(CallRecord.of(call, outcome, error)))
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise
         except BaseException as error:
             # The refusal stands whether or not its record could be written.
             with contextlib.suppress(LabelgateError):
-                await self.recorder.record(call, outcome, error)
+                await self.recorder.record(CallRecord.of(call, outcome, error))
             raise
         # Nothing is released before its record is durable: a failure here fails the call.
-        await self.recorder.record(call, outcome, None)
+        await self.recorder.record(CallRecord.of(call, outcome, None))
 
     @staticmethod
     async def forward(send: Send, request: Message, outcome: Outcome) -> Message:
@@ -366,6 +390,13 @@ class Pipeline:
         return released
 
 
+def still_valid(subject: Subject) -> None:
+    """A stream outlives the token that opened it: each message checks the token's expiry."""
+    expires = subject.attributes.get("exp")
+    if isinstance(expires, int | float) and time.time() >= expires:
+        raise Unauthenticated("TOKEN_EXPIRED", "the token this stream was opened with has expired")
+
+
 def _decoded(response: pb.ModelInferResponse) -> list[Tensor]:
     try:
         return oip.decode_outputs(response)
@@ -379,12 +410,9 @@ def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict
     return {name: set(sticky.get(name, ())) | set(new.get(name, ())) for name in {*sticky, *new}}
 
 
-_RANK = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
-
-
 def masked_summary(masks: Sequence[Mask], fields: Sequence[Field]) -> list[dict[str, str]]:
     """Path, strategy and the most sensitive label of each masked field, for the record."""
-    labels = {f.path: max(f.labels, key=lambda label: _RANK.get(label, 99)) for f in fields}
+    labels = {f.path: most_sensitive(f.labels) for f in fields}
     return [{"path": m.path, "strategy": m.strategy, "label": labels.get(m.path, "unknown")} for m in masks]
 
 

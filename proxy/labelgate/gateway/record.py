@@ -9,99 +9,76 @@ labels, paths and reasons, never a data value.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from labelgate.audit import AuditClient
+from labelgate.calls import CallRecord
 from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
 from labelgate.logs import get_logger
-
-if TYPE_CHECKING:
-    from labelgate.gateway.calls import Call, Outcome
+from labelgate.timestamps import format_time, utc_now
 
 log = get_logger("labelgate.decision")
 
 
 class Recorder(Protocol):
-    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None: ...
+    async def record(self, entry: CallRecord) -> None: ...
 
 
-def outcome_name(outcome: Outcome, error: BaseException | None) -> str:
-    if error is None:
-        return "mask" if outcome.masked else "allow"
-    if isinstance(error, LabelgateError):
-        return "approval_required" if error.reason == "APPROVAL_REQUIRED" else "deny"
-    return "error"
-
-
-def _reason(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    return error.reason if isinstance(error, LabelgateError) else type(error).__name__
-
-
-def _rfc3339_now() -> str:
-    now = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9 // 10**6:03d}Z"
-
-
-def audit_event(call: Call, outcome: Outcome, error: BaseException | None) -> dict[str, Any]:
+def audit_event(entry: CallRecord) -> dict[str, Any]:
     """The audit record of one call (or one streamed message): names and labels only."""
-    last = outcome.decisions[-1] if outcome.decisions else None
-    subject = outcome.subject
+    last = entry.last_decision
+    call = entry.call
     return {
-        "time": _rfc3339_now(),
-        "event_id": str(uuid.uuid4()),
+        "time": format_time(entry.time),
+        "event_id": entry.event_id,
         "session_id": call.session_id,
         "request_id": call.request_id,
-        "subject": {"id": subject.id, "groups": list(subject.groups), "auth": subject.auth}
-        if subject
-        else None,
+        "subject": entry.subject_json(),
         "peer": call.peer,
-        "service": call.method.split("/")[1] if call.method.count("/") >= 2 else call.method,
+        "service": call.service,
         "method": call.method,
-        "model": outcome.model,
+        "model": entry.model,
         "phase": last[0] if last else "",
-        "labels": sorted(outcome.labels),
-        "masked": outcome.masked,
-        "decision": outcome_name(outcome, error),
-        "reason": _reason(error) or (last[1].reason if last else None),
+        "labels": list(entry.labels),
+        "masked": list(entry.masked),
+        "decision": entry.outcome,
+        "reason": entry.reason,
         "engine": last[1].engine if last else None,
         "policy_revision": last[1].revision if last else None,
         "decision_id": last[1].decision_id if last else None,
-        "upstream_status": outcome.upstream_status,
-        "latency_ms": round((time.perf_counter() - outcome.started) * 1000, 3),
+        "upstream_status": entry.upstream_status,
+        "latency_ms": entry.latency_ms,
     }
 
 
 class LogAndMetricsRecorder:
-    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
-        result = outcome_name(outcome, error)
-        metrics.CALLS.labels(method=call.method, outcome=result).inc()
-        for masked in outcome.masked:
+    async def record(self, entry: CallRecord) -> None:
+        call = entry.call
+        metrics.CALLS.labels(method=call.method, outcome=entry.outcome).inc()
+        for masked in entry.masked:
             metrics.MASKED_FIELDS.labels(label=masked["label"]).inc()
-        if error is not None and not isinstance(error, LabelgateError):
-            metrics.ERRORS.labels(kind=type(error).__name__).inc()
-        last = outcome.decisions[-1][1] if outcome.decisions else None
+        if entry.error_kind is not None:
+            metrics.ERRORS.labels(kind=entry.error_kind).inc()
+        last = entry.last_decision
         log.info(
             "call",
             method=call.method,
             peer=call.peer,
             session_id=call.session_id,
             request_id=call.request_id,
-            subject=outcome.subject.id if outcome.subject else None,
-            groups=list(outcome.subject.groups) if outcome.subject else None,
-            outcome=result,
-            reason=_reason(error),
-            labels=sorted(outcome.labels),
-            masked=outcome.masked,
-            phases=[phase for phase, _ in outcome.decisions],
-            engine=last.engine if last else None,
-            policy_revision=last.revision if last else None,
-            decision_id=last.decision_id if last else None,
+            subject=entry.subject.id if entry.subject else None,
+            groups=list(entry.subject.groups) if entry.subject else None,
+            outcome=entry.outcome,
+            reason=entry.refusal,
+            labels=list(entry.labels),
+            masked=list(entry.masked),
+            phases=[phase for phase, _ in entry.decisions],
+            engine=last[1].engine if last else None,
+            policy_revision=last[1].revision if last else None,
+            decision_id=last[1].decision_id if last else None,
         )
 
 
@@ -116,15 +93,15 @@ class AuditRecorder:
         self.client = client
         self.fail_open = fail_open
 
-    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
+    async def record(self, entry: CallRecord) -> None:
         try:
-            await self.client.append(audit_event(call, outcome, error))
+            await self.client.append(audit_event(entry))
         except LabelgateError as failure:
             metrics.ERRORS.labels(kind=failure.reason).inc()
             if not self.fail_open:
                 raise
             log.error(
-                "audit record lost: fail_open is set", reason=failure.reason, request_id=call.request_id
+                "audit record lost: fail_open is set", reason=failure.reason, request_id=entry.call.request_id
             )
 
 
@@ -134,9 +111,9 @@ class Recorders:
     def __init__(self, *recorders: Recorder) -> None:
         self.recorders = recorders
 
-    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
+    async def record(self, entry: CallRecord) -> None:
         for recorder in self.recorders:
-            await recorder.record(call, outcome, error)
+            await recorder.record(entry)
 
 
 # Approval state changes as audit decisions (the approval service's event names).
@@ -161,7 +138,7 @@ def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] |
     requester = payload.get("requester") or payload.get("subject")
     people = [p for p in (payload.get("approver"), payload.get("person")) if p]
     return {
-        "time": _rfc3339_now(),
+        "time": format_time(utc_now()),
         "event_id": str(uuid.uuid4()),
         "session_id": payload.get("session_id"),
         "request_id": payload.get("request_id"),

@@ -20,11 +20,11 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from labelgate.calls import Call, Target
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError
 from labelgate.gateway import metrics
-from labelgate.gateway.calls import Call, Target
-from labelgate.gateway.inference import forwardable, make_call
+from labelgate.gateway.inference import make_call
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Upstream
@@ -125,7 +125,7 @@ class OpaqueCall:
             await self.pipeline.admit_stream(call, _target(self.method, opaque=True))
             stream = self.upstream.stream_stream(self.method, None, None)(
                 _relay(requests),
-                metadata=self.upstream.metadata(forwardable(call.metadata)),
+                metadata=self.upstream.metadata(call.metadata),
                 timeout=self.upstream.timeout(context),
             )
             async for reply in stream:
@@ -150,7 +150,7 @@ def typed_handler(
 
     def options(call: Call, context: grpc.aio.ServicerContext) -> dict[str, Any]:
         return {
-            "metadata": upstream.metadata(forwardable(call.metadata)),
+            "metadata": upstream.metadata(call.metadata),
             "timeout": upstream.timeout(context),
         }
 

@@ -14,20 +14,21 @@ import signal
 import socket
 
 import grpc
+import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from labelgate.admin.app import add_jwks_route, admin_approvals_context, build_admin_app, start_admin
+from labelgate.admin.bridge import BridgedApprovalService, BridgedSessionStore, LoopBridge, bridged_ready
 from labelgate.approvals import events as approval_events
-from labelgate.approvals.api import ApprovalsContext
 from labelgate.approvals.deadline import DeadlineInterceptor
+from labelgate.approvals.hold import ApprovalStage, RefuseUntilApproved
 from labelgate.approvals.service import ApprovalService
 from labelgate.approvals.stage import HoldForApproval
 from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
 from labelgate.config import GatewaySettings, PolicySettings
 from labelgate.errors import ConfigError
-from labelgate.gateway.admin import build_admin_app, start_admin
-from labelgate.gateway.approval import ApprovalStage, RefuseUntilApproved
 from labelgate.gateway.classifier import ClassifierStage
 from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.pipeline import Pipeline
@@ -38,6 +39,7 @@ from labelgate.gateway.record import (
     Recorders,
     approval_audit_sink,
 )
+from labelgate.gateway.rest import RestGateway, start_rest
 from labelgate.gateway.routes import RoutedServices
 from labelgate.gateway.upstream import Upstream
 from labelgate.logs import configure, get_logger
@@ -47,6 +49,7 @@ from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
 from labelgate.policy.opa import OpaEngine
 from labelgate.policy.source import BundleKey
+from labelgate.policy.wasm import WasmEngine
 from labelgate.recording.recorder import SessionRecorder, build_session_recorder
 
 log = get_logger(__name__)
@@ -63,10 +66,13 @@ def build_engine(settings: GatewaySettings) -> PolicyEngine:
             token=policy.opa_token.get_secret_value() if policy.opa_token else None,
             ca_file=policy.opa_ca_file,
         )
-    elif policy.bundle_url is not None:
-        engine = EmbeddedEngine(bundle=build_bundle_client(policy))
     else:
-        engine = EmbeddedEngine(policy.dir)
+        # Both in-process engines follow a folder or the bundle server the same way.
+        in_process = WasmEngine if settings.engine == "wasm" else EmbeddedEngine
+        if policy.bundle_url is not None:
+            engine = in_process(bundle=build_bundle_client(policy))
+        else:
+            engine = in_process(policy.dir)
     return CachingEngine(engine, max_entries=policy.cache_max_entries) if policy.cache else engine
 
 
@@ -180,15 +186,16 @@ def build_pipeline(
     sessions: SessionRecorder | None = None,
     audit_client: AuditClient | None = None,
 ) -> Pipeline:
+    key = hash_key(settings)  # once: its random fallback must be the same for both uses
     return Pipeline(
         authenticator=Authenticator(settings.auth),
         classifier=ClassifierStage.from_settings(
-            settings.classification, from_bundle=settings.policy.bundle_url is not None
+            settings.classification, from_bundle=settings.policy.bundle_url is not None, key_secret=key
         ),
         engine=engine,
         approvals=approvals or RefuseUntilApproved(),
         recorder=build_recorder(settings, sessions, audit_client),
-        hash_key=hash_key(settings),
+        hash_key=key,
         limits=settings.limits,
         release=settings.release,
         decision_deadline_seconds=settings.policy.decision_deadline_ms / 1000,
@@ -222,6 +229,7 @@ class Gateway:
         self.port = 0
         self._tasks: list[asyncio.Task] = []
         self._admin = None
+        self._rest: tuple[uvicorn.Server, asyncio.Task] | None = None
         self._extra_upstreams: dict[str, Upstream] = {}
 
     async def start(self) -> None:
@@ -254,17 +262,32 @@ class Gateway:
         await self._set_serving()
         self._tasks.append(asyncio.create_task(self._watch_health()))
         if self.settings.admin_listen:
-            approvals = (
-                ApprovalsContext(self.approvals, self.pipeline.authenticator) if self.approvals else None
-            )
-            app = build_admin_app(self.ready_checks, approvals)
-            if self.sessions is not None:  # the inbox's session pages read what the recorder writes
-                app.state.session_store = self.sessions.store
-            self._admin = await start_admin(app, self.settings.admin_listen)
-            if self.approvals is not None and self.settings.approvals.public_url is None:
-                host = self.settings.admin_listen.rpartition(":")[0]
-                self.approvals.link_base = f"http://{host}:{self._admin.port}"
+            await self._start_admin(self.settings.admin_listen)
+        if self.settings.rest_listen:
+            rest = RestGateway(self.pipeline, self.upstream, self.settings.limits.max_message_bytes)
+            self._rest = await start_rest(rest, self.settings.rest_listen)
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
+
+    async def _start_admin(self, listen: str) -> None:
+        """The admin listener, on a thread and event loop of its own: nothing sent to it runs on
+        this loop. What it needs from here (the approval service, on which held calls wait;
+        the session store; the readiness checks) it reaches through a thread-safe bridge."""
+        admin = self.settings.admin
+        bridge = LoopBridge(asyncio.get_running_loop())
+        approvals = None
+        if self.approvals is not None:
+            approvals = admin_approvals_context(
+                BridgedApprovalService(self.approvals, bridge), self.pipeline.authenticator, self.settings
+            )
+        app = build_admin_app(bridged_ready(self.ready_checks, bridge), approvals, settings=admin)
+        if self.upstream.asserter is not None:  # upstreams verify the subject assertion with it
+            add_jwks_route(app, self.upstream.asserter.jwks())
+        if self.sessions is not None:  # the inbox's session pages read what the recorder writes
+            app.state.session_store = BridgedSessionStore(self.sessions.store, bridge)
+        self._admin = await start_admin(app, listen, admin)
+        if self.approvals is not None and self.settings.approvals.public_url is None:
+            scheme = "https" if admin.tls is not None else "http"
+            self.approvals.link_base = f"{scheme}://{listen.rpartition(':')[0]}:{self._admin.port}"
 
     def _upstream_for(self, address: str | None) -> Upstream:
         if address is None or address == self.upstream.address:
@@ -307,6 +330,10 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await self.health.enter_graceful_shutdown()
+        if self._rest is not None:
+            server, serving = self._rest
+            server.should_exit = True
+            await serving
         await self.server.stop(grace)
         if self._admin is not None:
             await self._admin.cleanup()
@@ -344,6 +371,21 @@ def _worker(settings: GatewaySettings) -> None:
     asyncio.run(serve_forever(settings))
 
 
+def shared_assertion_key(settings: GatewaySettings) -> GatewaySettings:
+    """Workers share the admin port, so they must sign subject assertions with one key (the
+    JWKS any of them publishes verifies them all): one made here when none is configured."""
+    assertion = settings.upstream.subject_assertion
+    if not assertion.enabled or assertion.key is not None or assertion.key_file is not None:
+        return settings
+    from pydantic import SecretStr
+
+    from labelgate.auth.assertion import generate_key_pem
+
+    key = assertion.model_copy(update={"key": SecretStr(generate_key_pem().decode())})
+    upstream = settings.upstream.model_copy(update={"subject_assertion": key})
+    return settings.model_copy(update={"upstream": upstream})
+
+
 def run(settings: GatewaySettings) -> None:
     """Run the gateway; with workers > 1, N processes share the port (SO_REUSEPORT)."""
     configure(settings.log_level)
@@ -351,6 +393,19 @@ def run(settings: GatewaySettings) -> None:
         asyncio.run(serve_forever(settings))
         return
     context = multiprocessing.get_context("spawn")
+    if (
+        settings.admin_listen
+        and settings.admin.session_key is None
+        and settings.admin.session_key_file is None
+    ):
+        # The workers share the admin port: they must share the inbox's cookie-signing key too.
+        import secrets
+
+        from pydantic import SecretStr
+
+        shared = settings.admin.model_copy(update={"session_key": SecretStr(secrets.token_urlsafe(48))})
+        settings = settings.model_copy(update={"admin": shared})
+    settings = shared_assertion_key(settings)
     workers = [
         context.Process(target=_worker, args=(settings,), daemon=True) for _ in range(settings.workers)
     ]

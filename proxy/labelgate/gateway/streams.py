@@ -16,8 +16,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from labelgate.calls import Target
 from labelgate.classify.parameters import parameter_value
-from labelgate.gateway.calls import Target
 from labelgate.gateway.upstream import MalformedUpstream
 
 FINAL_PARAMETER = "triton_final_response"

@@ -1,13 +1,17 @@
 """The edge toward the inference backend: one channel, the gateway's own credentials.
 
 The caller's credentials never travel upstream; the gateway presents its own (TLS trust
-and an optional bearer token from config). Deadlines follow the caller's: the upstream
-call gets whatever time the caller has left, capped by the configured timeout.
+and an optional bearer token from config), and says who asked in a signed subject
+assertion (``labelgate.auth.assertion``: a short-lived JWT, audience = this upstream,
+verifiable with the JWKS at the admin listener's ``/.well-known/jwks.json``). Deadlines
+follow the caller's: the upstream call gets whatever time the caller has left, capped by
+the configured timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -16,6 +20,9 @@ from typing import Any
 
 import grpc
 
+from labelgate.auth import strip_caller_metadata
+from labelgate.auth.assertion import SubjectAsserter, SubjectAssertionSettings
+from labelgate.calls import PROVEN
 from labelgate.config import UpstreamSettings
 from labelgate.errors import LabelgateError
 from labelgate.logs import get_logger
@@ -34,6 +41,13 @@ class UpstreamStatus(LabelgateError):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(f"UPSTREAM_{code.name}", message)
         self.code = code
+
+
+@functools.cache
+def shared_asserter(settings: SubjectAssertionSettings) -> SubjectAsserter | None:
+    """One asserter (one key) per process and settings: every upstream signs with it and the
+    admin listener publishes its JWKS."""
+    return SubjectAsserter.from_settings(settings)
 
 
 class Upstream:
@@ -59,9 +73,31 @@ class Upstream:
         self._credential: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
+        self._forward = frozenset(name.lower() for name in settings.forward_metadata)
+        self.asserter = shared_asserter(settings.subject_assertion)
+        # A caller's header of that name never travels, even if forward_metadata names it.
+        self._assertion_header = self.asserter.header if self.asserter else None
 
-    def metadata(self, forwarded: Metadata) -> tuple[tuple[str, Any], ...]:
-        return (*forwarded, *self._credential)
+    def metadata(self, caller: Metadata) -> tuple[tuple[str, Any], ...]:
+        """What the upstream gets: the allow-listed part of the caller's metadata, then the
+        gateway's own credential. An allow-list, because a deny-list misses the next header
+        that carries an identity (``x-forwarded-user``, ``x-goog-api-key``, ...)."""
+        allowed = self._forward
+        kept = [
+            (k, v)
+            for k, v in strip_caller_metadata(caller)
+            if k in allowed and not k.startswith("x-labelgate-") and k != self._assertion_header
+        ]
+        return (*kept, *self._credential, *self._assertion())
+
+    def _assertion(self) -> tuple[tuple[str, str], ...]:
+        """The signed subject assertion of the call being served (set by the authenticate
+        stage in this task); none before authentication, e.g. a stream opened upstream first."""
+        proven = PROVEN.get()
+        if self.asserter is None or proven is None:
+            return ()
+        token = self.asserter.assertion(proven.subject, proven.request_id, self.address)
+        return ((self.asserter.header, token),)
 
     def timeout(self, context: grpc.aio.ServicerContext) -> float:
         remaining = context.time_remaining()

@@ -50,6 +50,15 @@ _RAW_DTYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 
+# Built once: numpy's dtype and iinfo objects are slow to make for every tensor.
+_DTYPES = {code: np.dtype(code) for code in _RAW_DTYPES.values()}
+_ITEMSIZES = {datatype: _DTYPES[code].itemsize for datatype, code in _RAW_DTYPES.items()}
+_INT_BOUNDS = {
+    code: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for code, dtype in _DTYPES.items()
+    if dtype.kind in "iu"
+}
+
 # The InferTensorContents field that carries each datatype.
 CONTENTS_FIELDS: dict[str, str] = {
     "BOOL": "bool_contents",
@@ -193,9 +202,7 @@ def _decode_contents(
 def _decode_raw(data: bytes, datatype: str, count: int, shape: list[int], where: str) -> list[Any]:
     if datatype == "BYTES":
         return split_raw_bytes(data, count, where)
-    itemsize = (
-        1 if datatype == "BOOL" else 2 if datatype == "BF16" else np.dtype(_RAW_DTYPES[datatype]).itemsize
-    )
+    itemsize = 1 if datatype == "BOOL" else 2 if datatype == "BF16" else _ITEMSIZES[datatype]
     if len(data) != count * itemsize:
         raise _malformed(
             f"{where} has {len(data)} raw bytes; {datatype} shape {shape} needs {count * itemsize} "
@@ -210,7 +217,7 @@ def _decode_raw(data: bytes, datatype: str, count: int, shape: list[int], where:
         # bfloat16 is the upper half of a float32.
         widened = np.frombuffer(data, dtype="<u2").astype("<u4") << 16
         return widened.view("<f4").tolist()
-    return np.frombuffer(data, dtype=_RAW_DTYPES[datatype]).tolist()
+    return np.frombuffer(data, dtype=_DTYPES[_RAW_DTYPES[datatype]]).tolist()
 
 
 def split_raw_bytes(data: bytes, count: int, where: str = "tensor") -> list[bytes]:
@@ -411,7 +418,7 @@ def _bool_array(tensor: Tensor) -> np.ndarray:
 
 
 def _numeric_array(tensor: Tensor, dtype_name: str) -> np.ndarray:
-    dtype = np.dtype(dtype_name)
+    dtype = _DTYPES[dtype_name]
     if not tensor.values:
         return np.empty(0, dtype=dtype)
     if dtype.kind in "iu":
@@ -420,11 +427,9 @@ def _numeric_array(tensor: Tensor, dtype_name: str) -> np.ndarray:
             isinstance(value, numbers.Integral) for value in tensor.values
         ):
             raise ValueError(f"{tensor.datatype} tensor '{tensor.name}' needs integers")
-        info = np.iinfo(dtype)
-        if min(tensor.values) < info.min or max(tensor.values) > info.max:
-            raise ValueError(
-                f"{tensor.datatype} tensor '{tensor.name}' has a value outside {info.min}..{info.max}"
-            )
+        low, high = _INT_BOUNDS[dtype_name]
+        if min(tensor.values) < low or max(tensor.values) > high:
+            raise ValueError(f"{tensor.datatype} tensor '{tensor.name}' has a value outside {low}..{high}")
         return np.array(tensor.values, dtype=dtype)
     array = np.asarray(tensor.values)
     if array.dtype.kind not in "iubf":

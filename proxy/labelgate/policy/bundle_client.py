@@ -60,6 +60,30 @@ class FollowStatus:
     history: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BundleSource(PolicySource):
+    """A bundle's PolicySource plus the Wasm module ``opa build -t wasm`` put in it, if any.
+
+    The wasm engine uses ``wasm`` as it is (the bundle's signature, when checked, covers it)
+    instead of compiling the modules; the other engines ignore it.
+    """
+
+    wasm: bytes | None = None
+
+
+def read_bundle(
+    tarball: bytes, *, verify: BundleKey | None, origin: str, max_bytes: int = MAX_BUNDLE_BYTES
+) -> PolicySource:
+    """``PolicySource.from_bundle`` (signature checked), with ``/policy.wasm`` kept when present."""
+    from labelgate.bundle.build import read_tarball
+
+    source = PolicySource.from_bundle(tarball, verify=verify, origin=origin, max_bytes=max_bytes)
+    wasm = read_tarball(tarball, max_bytes).get("policy.wasm")
+    if wasm is None:
+        return source
+    return BundleSource(source.modules, source.data, source.revision, source.origin, wasm=wasm)
+
+
 class BundleUnavailable(LabelgateError):
     """No bundle could be fetched (network, HTTP status)."""
 
@@ -187,7 +211,7 @@ class BundleClient:
 
     async def _apply(self, tarball: bytes, apply: Callable[[PolicySource], Awaitable[bool]]) -> str:
         source = await asyncio.to_thread(
-            PolicySource.from_bundle, tarball, verify=self.key, origin=self.url, max_bytes=self.max_bytes
+            read_bundle, tarball, verify=self.key, origin=self.url, max_bytes=self.max_bytes
         )
         changed = await apply(source)
         status = self.status

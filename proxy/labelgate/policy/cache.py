@@ -2,7 +2,8 @@
 
 The key is the decision-relevant part of the input: everything except values that differ
 on every call without changing what the policy can decide (``request.request_id``,
-``request.session_id``, ``request.peer``, ``context.time_ns``), as canonical JSON, hashed.
+``request.session_id``, ``request.peer``, ``request.digest``, ``context.time_ns``), as
+canonical JSON, hashed.
 ``subject.attributes`` stay in the key: a policy may use them.
 
 The policy says how long its answer holds (``cache_ttl_seconds``; 0 means never cache) and
@@ -29,7 +30,9 @@ from labelgate.policy.engine import PolicyEngine
 
 log = get_logger(__name__)
 
-_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer"})
+# ``digest`` identifies the query for approval grants (input values included); the policy
+# may not decide on it (the contract says so), and keying on it would cache per query.
+_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer", "digest"})
 
 
 def cache_key(doc: dict[str, Any]) -> bytes | None:

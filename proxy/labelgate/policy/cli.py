@@ -22,7 +22,7 @@ from labelgate.errors import ConfigError, InvalidInput, PolicyUnavailable
 from labelgate.logs import configure
 from labelgate.policy.contract import Decision, validate_input
 
-ENGINES = ("embedded", "opa")
+ENGINES = ("embedded", "wasm", "opa")
 # A person is waiting, not a gateway call: give OPA more time than the data path does.
 CLI_OPA_TIMEOUT_SECONDS = 5.0
 
@@ -76,7 +76,13 @@ async def _evaluate(
     else:
         from labelgate.policy.embedded import EmbeddedEngine
 
-        embedded = EmbeddedEngine(policy_dir, watch_interval=None)
+        embedded: EmbeddedEngine
+        if engine == "wasm":
+            from labelgate.policy.wasm import WasmEngine
+
+            embedded = WasmEngine(policy_dir, watch_interval=None)
+        else:
+            embedded = EmbeddedEngine(policy_dir, watch_interval=None)
         await embedded.start()
         try:
             decision = await embedded.decide(doc)

@@ -78,22 +78,37 @@ class Mask:
         return {"path": self.path, "strategy": self.strategy, "params": dict(self.params)}
 
 
+GRANT_SCOPES = ("query", "model")
+
+
 @dataclass(frozen=True, slots=True)
 class ApprovalRequirement:
-    """The call may proceed once ``min_approvals`` people from ``approver_groups`` approve."""
+    """The call may proceed once ``min_approvals`` people from ``approver_groups`` approve.
+
+    ``grant_scope``: what the grant then releases: ``query`` (default) only calls with the
+    held call's request digest (same inputs and requested outputs), ``model`` any call of
+    the subject to the model and label set. ``single_use``: the grant releases one call."""
 
     approver_groups: tuple[str, ...]
     min_approvals: int
     grant_ttl_seconds: int
     reason: str
+    grant_scope: str = "query"
+    single_use: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "approver_groups": list(self.approver_groups),
             "min_approvals": self.min_approvals,
             "grant_ttl_seconds": self.grant_ttl_seconds,
             "reason": self.reason,
         }
+        # Defaults are left out, so results that do not use them read as the policy wrote them.
+        if self.grant_scope != "query":
+            out["grant_scope"] = self.grant_scope
+        if self.single_use:
+            out["single_use"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +226,8 @@ def validate_result(
             min_approvals=int(approval["min_approvals"]),
             grant_ttl_seconds=int(approval["grant_ttl_seconds"]),
             reason=approval["reason"],
+            grant_scope=approval.get("grant_scope", "query"),
+            single_use=bool(approval.get("single_use", False)),
         ),
         # JSON Schema's "integer" also admits 5.0: keep the Python type an int.
         cache_ttl_seconds=int(raw["cache_ttl_seconds"]),

@@ -48,6 +48,13 @@ rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
 - Two ``add_data_json`` calls with the same top-level key do not merge (the second is
   dropped), hence one merged data document (see source.py).
 - Compile errors are printed to stdout unless the interpreter's log level is NONE.
+
+Every revision is checked after compiling (capabilities.py, rego_text.py): a policy calling a
+builtin outside the verified allow-list, a sprintf
+verb other than ``%d``, or iterating a visible set where order shows, is refused with
+POLICY_UNSUPPORTED_BY_EMBEDDED and a pointer to ``--engine opa``. The divergences above
+that depend on runtime values (escaped strings) cannot be refused by name; they are listed in
+docs/EMBEDDED_COMPLIANCE.md with the compliance results the allow-list comes from.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ import regopy.rego_shared
 
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
+from labelgate.policy.capabilities import check_source
 from labelgate.policy.contract import (
     POLICY_ERROR,
     POLICY_UNAVAILABLE,
@@ -287,6 +295,9 @@ class _Compiled:
             ) from error
         if not bundle.ok():
             raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: rego-cpp could not build it")
+        # Refuse what regopy would evaluate differently from OPA (POLICY_UNSUPPORTED_BY_EMBEDDED):
+        # a revision that fails here never serves, so a followed bundle keeps its last good one.
+        check_source(source.modules, source.origin)
         return cls(source, bundle, builder, entrypoint)
 
     def evaluate(self, value: Any) -> Any:

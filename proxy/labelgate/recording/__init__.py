@@ -1,7 +1,10 @@
 """Session recording with replay: every call of a session, as the caller experienced it.
 
-Each call (or streamed message) is recorded under its session id (the client's
-``x-labelgate-session``, else one per connection): time, request id, method, model,
+Each call (or streamed message) is recorded under its recording key: the session id (the
+client's ``x-labelgate-session``, else one per connection) bound to the caller, ``<session
+id>~<digest of the qualified subject and the session id>`` (``entries.recording_key``), so a
+caller naming another subject's session id starts a session of its own and can never append
+to theirs. Each entry holds: time, request id, method, model,
 subject, the request summary (input names, datatypes and shapes; values only if
 ``recording.record_input_values`` is set and the pipeline exposes the request), the
 decision (outcome, reason, per-phase results, masked paths, labels) and the response

@@ -2,7 +2,10 @@
 
 Register with ``app.add_typer(sessions_app, name="sessions")``. Where the recordings are:
 ``--dir`` (files), ``--postgres-dsn`` (or ``LABELGATE_RECORDING__POSTGRES_DSN``), or
-``--config`` (the gateway config's ``recording`` section). A session id may be given by a
+``--config`` (the gateway config's ``recording`` section). Encrypted recordings are opened
+with the config's ``recording.encryption_key_file`` (and ``decryption_key_files``), or, with
+``--dir``/``--postgres-dsn``, the key file in ``LABELGATE_RECORDING__ENCRYPTION_KEY_FILE``.
+``labelgate sessions generate-key FILE`` writes a new key. A session id may be given by a
 unique prefix. Exit codes: 0 ok, 1 no such session, 2 usage errors.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -38,7 +42,44 @@ def _usage(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+KEY_ENV = "LABELGATE_RECORDING__ENCRYPTION_KEY_FILE"
+
+
 def open_store(directory: Path | None, dsn: str | None, config: Path | None) -> SessionStore:
+    """The store, opening sealed entries with the configured keys."""
+    from labelgate.recording.sealing import sealed
+
+    env_key = os.environ.get(KEY_ENV)
+    keys: tuple[Path | None, list[Path]] = (Path(env_key) if env_key else None, [])
+    if directory is None and dsn is None and config is not None:
+        from labelgate.config import load_settings
+
+        try:
+            recording = getattr(load_settings(config), "recording", None)
+        except LabelgateError as error:
+            raise _usage(f"{error.message} ({error.reason})") from None
+        if recording is not None:
+            keys = (recording.encryption_key_file, list(recording.decryption_key_files))
+    try:
+        return sealed(_plain_store(directory, dsn, config), *keys)
+    except LabelgateError as error:
+        raise _usage(f"{error.message} ({error.reason})") from None
+
+
+@sessions_app.command("generate-key")
+def generate_key_command(
+    file: Annotated[Path, typer.Argument(help="where to write the key (must not exist)")],
+) -> None:
+    """Write a new recording encryption key (32 random bytes, base64, mode 0600)."""
+    from labelgate.recording.sealing import write_key_file
+
+    try:
+        typer.echo(write_key_file(file))
+    except FileExistsError:
+        raise _usage(f"{file} exists: a key is never overwritten") from None
+
+
+def _plain_store(directory: Path | None, dsn: str | None, config: Path | None) -> SessionStore:
     if directory is not None and dsn is not None:
         raise _usage("give --dir or --postgres-dsn, not both")
     if directory is None and dsn is None and config is not None:

@@ -5,7 +5,8 @@ Every stored line (file) or row (PostgreSQL) is one JSON object with a ``kind``:
 ``session``   (files only, first line) ``{"kind", "format", "session_id", "started"}``
 ``call``      one call, or one message of a stream::
 
-    {"kind": "call", "time", "session_id", "request_id", "method", "peer",
+    {"kind": "call", "time", "session_id" (the recording key, ``recording_key``),
+     "client_session_id" (what the client sent), "request_id", "method", "peer",
      "subject": {"id", "groups", "auth"} | null, "model",
      "request": {"model", "model_version", "inputs": [{"name", "datatype", "shape"}], "outputs"},
      "request_message": {"type", "base64"}          (only with record_input_values)
@@ -29,32 +30,21 @@ import base64
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from labelgate.errors import LabelgateError
+from labelgate.timestamps import format_time, parse_time, utc_now
 
 if TYPE_CHECKING:
-    from labelgate.gateway.calls import Call, Outcome
+    from labelgate.auth import Subject
+    from labelgate.calls import CallRecord
+
+__all__ = ["format_time", "parse_time", "utc_now"]  # re-exported for the stores
 
 FORMAT = 1
 Admission = Literal["store", "truncate", "drop"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def encode_line(entry: dict[str, Any]) -> bytes:
@@ -71,36 +61,53 @@ def encode_message(message: Message) -> dict[str, Any]:
     }
 
 
-def _reason(outcome: Outcome, error: BaseException | None) -> str | None:
-    if error is not None:
-        return error.reason if isinstance(error, LabelgateError) else type(error).__name__
-    return outcome.decisions[-1][1].reason if outcome.decisions else None
+def qualified_subject(subject: Subject | None, peer: str) -> str:
+    """Who made a call, qualified by how it was proven, so that names from different methods
+    (a JWT ``sub``, an API key id, a certificate name) or issuers never coincide. A call that was
+    not authenticated belongs to its connection (``peer``) only."""
+    if subject is None:
+        return f"unauthenticated:{peer}"
+    if subject.id.startswith(f"{subject.auth}:"):  # already qualified (``auth.subject.qualified_id``)
+        return subject.id
+    if subject.auth == "jwt":
+        return f"jwt:{subject.attributes.get('iss', '')}#{subject.id}"
+    return f"{subject.auth}:{subject.id}"
 
 
-def call_entry(
-    call: Call, outcome: Outcome, error: BaseException | None, *, now: datetime, record_input_values: bool
-) -> dict[str, Any]:
-    """The recording of one call (or one streamed message)."""
-    from labelgate.gateway.record import outcome_name
+KEY_DIGEST_CHARS = 32
 
-    subject = outcome.subject
-    entry: dict[str, Any] = {
+
+def recording_key(subject: Subject | None, peer: str, session_id: str) -> str:
+    """The key a call is recorded under: the client's session id, then ``~`` and a digest of the
+    qualified subject and that id.
+
+    The client chooses the session id, never the key: the same id sent by two subjects gives two
+    keys, so a caller can never append to (or fill the size cap of) another subject's session.
+    The digest has a fixed length, so a key splits one way only (``session~digest``), and no
+    session id one subject can send yields another subject's key (short of a 128-bit collision)."""
+    material = json.dumps([qualified_subject(subject, peer), session_id], ensure_ascii=False).encode()
+    return f"{session_id}~{hashlib.sha256(material).hexdigest()[:KEY_DIGEST_CHARS]}"
+
+
+def call_entry(entry: CallRecord, *, record_input_values: bool) -> dict[str, Any]:
+    """The recording of one call (or one streamed message), under its ``recording_key``."""
+    call = entry.call
+    line: dict[str, Any] = {
         "kind": "call",
-        "time": format_time(now),
-        "session_id": call.session_id,
+        "time": format_time(entry.time),
+        "session_id": recording_key(entry.subject, call.peer, call.session_id),
+        "client_session_id": call.session_id,
         "request_id": call.request_id,
         "method": call.method,
         "peer": call.peer,
-        "subject": {"id": subject.id, "groups": list(subject.groups), "auth": subject.auth}
-        if subject
-        else None,
-        "model": outcome.model,
-        "request": outcome.request_summary,
+        "subject": entry.subject_json(),
+        "model": entry.model,
+        "request": entry.request_summary,
         "decision": {
-            "outcome": outcome_name(outcome, error),
-            "reason": _reason(outcome, error),
-            "labels": sorted(outcome.labels),
-            "masked": list(outcome.masked),
+            "outcome": entry.outcome,
+            "reason": entry.reason,
+            "labels": list(entry.labels),
+            "masked": list(entry.masked),
             "phases": [
                 {
                     "phase": phase,
@@ -110,19 +117,17 @@ def call_entry(
                     "revision": decision.revision,
                     "decision_id": decision.decision_id,
                 }
-                for phase, decision in outcome.decisions
+                for phase, decision in entry.decisions
             ],
         },
-        "upstream_status": outcome.upstream_status,
-        "response": encode_message(outcome.delivered) if outcome.delivered is not None else None,
+        "upstream_status": entry.upstream_status,
+        "response": encode_message(entry.delivered) if entry.delivered is not None else None,
     }
-    if record_input_values:
-        # The pipeline exposes the request only if it chooses to (``Outcome.request``); the
-        # summary above never holds values.
-        request = getattr(outcome, "request", None)
-        if isinstance(request, Message):
-            entry["request_message"] = encode_message(request)
-    return entry
+    # The pipeline exposes the request only if it chooses to (``Outcome.request``); the
+    # summary above never holds values.
+    if record_input_values and entry.request is not None:
+        line["request_message"] = encode_message(entry.request)
+    return line
 
 
 def session_header(session_id: str, started: str) -> dict[str, Any]:

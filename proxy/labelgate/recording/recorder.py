@@ -27,11 +27,12 @@ from prometheus_client import Counter
 
 from labelgate.logs import get_logger
 from labelgate.recording.entries import call_entry, utc_now
+from labelgate.recording.sealing import sealed
 from labelgate.recording.settings import RecordingSettings
 from labelgate.recording.store import SessionStore
 
 if TYPE_CHECKING:
-    from labelgate.gateway.calls import Call, Outcome
+    from labelgate.calls import CallRecord
 
 log = get_logger(__name__)
 ENTRIES = Counter(
@@ -69,11 +70,10 @@ class SessionRecorder:
         self._warned_no_request = False
 
     # -- the Recorder protocol -------------------------------------------------------------
-    async def record(self, call: Call, outcome: Outcome, error: BaseException | None) -> None:
+    async def record(self, record: CallRecord) -> None:
+        call = record.call
         try:
-            entry = call_entry(
-                call, outcome, error, now=self.clock(), record_input_values=self.record_input_values
-            )
+            entry = call_entry(record, record_input_values=self.record_input_values)
         except Exception as failure:
             self._count("failed")
             log.error("recording_entry_failed", request_id=call.request_id, error_type=type(failure).__name__)
@@ -83,11 +83,12 @@ class SessionRecorder:
             log.warning("recording_input_values_unavailable", hint="Outcome.request is not set")
         self.start()
         try:
-            self._queue.put_nowait((call.session_id, entry))
+            # Keyed by the recording key (subject + session id), never by the client's id alone.
+            self._queue.put_nowait((entry["session_id"], entry))
         except asyncio.QueueFull:
             self._count("dropped_queue_full")
             log.warning(
-                "recording_dropped_queue_full", session_id=call.session_id, request_id=call.request_id
+                "recording_dropped_queue_full", session_id=entry["session_id"], request_id=call.request_id
             )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -197,6 +198,9 @@ def build_session_recorder(settings: RecordingSettings) -> SessionRecorder | Non
         store = FileSessionStore(settings.dir)
     else:
         return None
+    if settings.encryption_key_file is None:
+        log.warning("recording_not_encrypted", note="recording.encryption_key_file is not set")
+    store = sealed(store, settings.encryption_key_file, settings.decryption_key_files)
     return SessionRecorder(
         store,
         max_session_bytes=settings.max_session_bytes,

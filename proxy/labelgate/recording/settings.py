@@ -6,8 +6,11 @@
       retention_days: 30
       max_session_bytes: 16777216
       record_input_values: false
+      encryption_key_file: /run/secrets/recording.key   # AES-256-GCM at rest (sealing.py)
+      decryption_key_files: [/run/secrets/recording-old.key]  # older keys, while rotating
 
-Neither ``dir`` nor ``postgres_dsn``: sessions are not recorded.
+Neither ``dir`` nor ``postgres_dsn``: sessions are not recorded. No ``encryption_key_file``:
+entries are stored in clear (the gateway warns).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ class RecordingSettings(BaseModel):
     # Calls waiting to be written; when full, recordings are dropped (and counted), calls are not held.
     queue_size: int = Field(10_000, ge=1)
     sweep_interval_seconds: float = Field(3600.0, gt=0)
+    # AES-256-GCM at rest: 32 random bytes as base64 or hex (`labelgate sessions generate-key`).
+    encryption_key_file: Path | None = None
+    # Keys of earlier entries (rotation): read, never written with.
+    decryption_key_files: list[Path] = []
 
     @property
     def enabled(self) -> bool:

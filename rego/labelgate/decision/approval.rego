@@ -93,13 +93,28 @@ held_approval_key := keys[0] if {
 
 held_requirement := tables.approvals[held_approval_key]
 
-require_approval := {
-	"approver_groups": held_requirement.approver_groups,
-	"min_approvals": held_requirement.min_approvals,
-	"grant_ttl_seconds": held_requirement.grant_ttl_seconds,
-	"reason": concat("", [
-		concat(", ", sort([label | some label in pending_labels])),
-		sprintf(" data needs %d approval(s) from ", [held_requirement.min_approvals]),
-		concat(", ", held_requirement.approver_groups),
-	]),
+require_approval := object.union(
+	{
+		"approver_groups": held_requirement.approver_groups,
+		"min_approvals": held_requirement.min_approvals,
+		"grant_ttl_seconds": held_requirement.grant_ttl_seconds,
+		"reason": concat("", [
+			concat(", ", sort([label | some label in pending_labels])),
+			sprintf(" data needs %d approval(s) from ", [held_requirement.min_approvals]),
+			concat(", ", held_requirement.approver_groups),
+		]),
+	},
+	grant_options,
+)
+
+# What the grant releases, when the approvals table says (result.json documents both):
+# grant_scope "query" (the gateway's default: only the held call's query, by request
+# digest) or "model" (any query to the model), and single_use (one call). Left out when
+# the table does not set them, so the default pack's decisions stay as they were.
+grant_option_names := {"grant_scope", "single_use"}
+
+# regal ignore:prefer-set-or-object-rule
+grant_options := {name: value |
+	some name in grant_option_names
+	value := held_requirement[name]
 }

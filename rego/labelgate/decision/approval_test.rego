@@ -74,3 +74,22 @@ test_an_unneeded_grant_is_not_mentioned_but_disables_caching if {
 		"cache_ttl_seconds": 0,
 	}
 }
+
+# Grant options in the approvals table travel in require_approval; without them nothing changes.
+widened_tables := object.union(data.labelgate.tables, {"approvals": object.union(
+	data.labelgate.tables.approvals,
+	{"data_owner_grant": object.union(
+		data.labelgate.tables.approvals.data_owner_grant,
+		{"grant_scope": "model", "single_use": true},
+	)},
+)})
+
+test_grant_options_from_the_tables_reach_the_requirement if {
+	result := decide(steward_call) with data.labelgate.tables as widened_tables
+	result.require_approval == object.union(owners_hold, {"grant_scope": "model", "single_use": true})
+}
+
+test_without_grant_options_the_requirement_has_none if {
+	not "grant_scope" in object.keys(decide(steward_call).require_approval)
+	not "single_use" in object.keys(decide(steward_call).require_approval)
+}

@@ -16,7 +16,7 @@
 # OPA gains from the same shape. That is why Regal's prefer-set-or-object-rule is silenced
 # on such rules, and prefer-some-in-iteration where a comprehension iterates an object:
 # rego-cpp 1.5.2 cannot parse `some key, value in` inside a comprehension. Measure with
-# `python -m labelgate.policy.profile_policy`.
+# `python -m bench.profile_policy` (from the repository root).
 package labelgate.decision
 
 # The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).

@@ -1,0 +1,261 @@
+{{/* Names and labels. */}}
+{{- define "labelgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "labelgate.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else if contains (include "labelgate.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "labelgate.name" .) | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "labelgate.labels" -}}
+app.kubernetes.io/name: {{ include "labelgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: labelgate
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* selectorLabels: call with (list $ "component"). */}}
+{{- define "labelgate.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "labelgate.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "labelgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "labelgate.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "labelgate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "labelgate.bundleUrl" -}}
+{{- printf "http://%s-bundles:8282" (include "labelgate.fullname" .) -}}
+{{- end -}}
+
+{{/* The names the bundle server answers to (its --allowed-host): the Service's, short and
+qualified, localhost for port-forward, and bundleServer.allowedHosts. OPA and the embedded
+engine use the short one (labelgate.bundleUrl). */}}
+{{- define "labelgate.bundleHosts" -}}
+{{- $service := printf "%s-bundles" (include "labelgate.fullname" .) -}}
+{{- $names := list $service (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.%s" $service .Release.Namespace .Values.bundleServer.clusterDomain) "localhost" -}}
+{{- concat $names .Values.bundleServer.allowedHosts | uniq | toJson -}}
+{{- end -}}
+
+{{/* Bundles are signed (bundleServer.signing.secretName): OPA and the embedded engine verify them. */}}
+{{- define "labelgate.bundleSigned" -}}
+{{- if and .Values.bundleServer.enabled .Values.bundleServer.signing.secretName -}}true{{- end -}}
+{{- end -}}
+
+{{- define "labelgate.approvalsUrl" -}}
+{{- default (printf "http://%s-approvals.%s.svc:%d" (include "labelgate.fullname" .) .Release.Namespace (int .Values.approvals.service.port)) .Values.approvals.publicUrl -}}
+{{- end -}}
+
+{{/* The approvals server runs beside the gateway (SQLite) or as its own Deployment (PostgreSQL). */}}
+{{- define "labelgate.approvalsSidecar" -}}
+{{- if and .Values.approvals.enabled (eq .Values.approvals.store "sqlite") -}}true{{- end -}}
+{{- end -}}
+{{- define "labelgate.approvalsDeployment" -}}
+{{- if and .Values.approvals.enabled (eq .Values.approvals.store "postgres") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Refuse combinations that could never work, before anything is applied. */}}
+{{- define "labelgate.validate" -}}
+{{- if and (include "labelgate.approvalsSidecar" .) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) -}}
+{{- fail "approvals.store sqlite keeps held calls in one pod's file: use approvals.store=postgres for more than one replica (or autoscaling)" -}}
+{{- end -}}
+{{- if and (eq .Values.engine "opa") (not .Values.bundleServer.enabled) -}}
+{{- fail "engine opa needs bundleServer.enabled: the OPA sidecars follow the bundle server" -}}
+{{- end -}}
+{{- if and (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) (not .Values.masking.hashKeySecret.name) -}}
+{{- fail "more than one replica needs masking.hashKeySecret.name: hashed values must join across replicas" -}}
+{{- end -}}
+{{- with .Values.bundleServer -}}
+{{- if and .enabled (not (and .tokenSecret.name .readerTokenSecret.name)) -}}
+{{- fail "bundleServer.enabled needs bundleServer.tokenSecret.name (the OPAs' instance token) and bundleServer.readerTokenSecret.name (the readers' token): the bundle server does not start without credentials" -}}
+{{- end -}}
+{{- if and .enabled (eq .tokenSecret.name .readerTokenSecret.name) (eq .tokenSecret.key .readerTokenSecret.key) -}}
+{{- fail "bundleServer.tokenSecret and bundleServer.readerTokenSecret name the same key: instances and readers need different tokens" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (include "labelgate.approvalsDeployment" .) (not .Values.approvals.postgres.dsnSecret.name) -}}
+{{- fail "approvals.store postgres needs approvals.postgres.dsnSecret.name (a Secret holding the DSN)" -}}
+{{- end -}}
+{{- if not (or .Values.auth.trustDevKey .Values.auth.jwt.jwksUrl .Values.auth.jwt.jwksSecret) -}}
+{{- fail "auth: set auth.jwt.jwksUrl or auth.jwt.jwksSecret (with auth.jwt.issuer), or auth.trustDevKey for a quickstart" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* securityContext of every container. */}}
+{{- define "labelgate.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "labelgate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The gateway's config (labelgate.yaml); absolute paths, so where the file is mounted does not matter. */}}
+{{- define "labelgate.configText" -}}
+listen: 0.0.0.0:8443
+admin_listen: 0.0.0.0:9090
+log_level: {{ .Values.logLevel }}
+upstream:
+  address: {{ .Values.upstream.address | quote }}
+  tls: {{ .Values.upstream.tls }}
+  {{- if .Values.upstream.caSecret }}
+  ca_file: /etc/labelgate/upstream-ca/ca.crt
+  {{- end }}
+  {{- if .Values.upstream.serverName }}
+  server_name: {{ .Values.upstream.serverName | quote }}
+  {{- end }}
+{{- if .Values.tls.secretName }}
+server_tls:
+  cert_file: /etc/labelgate/tls/tls.crt
+  key_file: /etc/labelgate/tls/tls.key
+{{- end }}
+engine: {{ .Values.engine }}
+policy:
+  {{- if eq .Values.engine "opa" }}
+  opa_url: http://127.0.0.1:8181
+  {{- else if .Values.bundleServer.enabled }}
+  bundle_url: {{ include "labelgate.bundleUrl" . }}
+  bundle_name: {{ .Values.bundleServer.bundleName }}
+  {{- if include "labelgate.bundleSigned" . }}
+  bundle_public_key_file: /etc/labelgate/bundle-key/{{ .Values.bundleServer.signing.publicKey }}
+  bundle_signing_alg: {{ .Values.bundleServer.signing.algorithm }}
+  {{- end }}
+  {{- else }}
+  dir: /etc/labelgate/rego
+  {{- end }}
+{{- if or (eq .Values.engine "opa") (not .Values.bundleServer.enabled) }}
+classification:
+  catalog_file: /etc/labelgate/rego/labelgate/catalog/data.json
+{{- end }}
+{{- if .Values.masking.hashKeySecret.name }}
+masking:
+  hash_key_file: /etc/labelgate/secrets/hash-key/{{ .Values.masking.hashKeySecret.key }}
+{{- end }}
+auth:
+  jwt:
+    {{- if or .Values.auth.jwt.jwksUrl .Values.auth.jwt.jwksSecret }}
+    issuer: {{ required "auth.jwt.issuer is required with a JWKS" .Values.auth.jwt.issuer | quote }}
+    audience: {{ .Values.auth.jwt.audience | quote }}
+    {{- if .Values.auth.jwt.jwksUrl }}
+    jwks_url: {{ .Values.auth.jwt.jwksUrl | quote }}
+    {{- else }}
+    jwks_file: /etc/labelgate/jwks/jwks.json
+    {{- end }}
+    {{- end }}
+    groups_claim: {{ .Values.auth.jwt.groupsClaim | quote }}
+    {{- if .Values.auth.trustDevKey }}
+    # INSECURE: accepts tokens minted by `labelgate dev-token` (quickstart only).
+    trust_dev_key: true
+    dev_keys_dir: /etc/labelgate/dev-keys
+    {{- end }}
+{{- if .Values.audit.enabled }}
+audit:
+  socket: /run/labelgate/audit/audit.sock
+{{- end }}
+approvals:
+  enabled: {{ .Values.approvals.enabled }}
+  {{- if .Values.approvals.enabled }}
+  store: {{ .Values.approvals.store }}
+  {{- if eq .Values.approvals.store "sqlite" }}
+  sqlite_file: /var/lib/labelgate/state/approvals.db
+  {{- end }}
+  public_url: {{ include "labelgate.approvalsUrl" . | quote }}
+  hold_timeout_seconds: {{ .Values.approvals.holdTimeoutSeconds }}
+  admin_groups: {{ toJson .Values.approvals.adminGroups }}
+  {{- end }}
+{{- end -}}
+
+{{- define "labelgate.config" -}}
+{{- $config := include "labelgate.configText" . | fromYaml -}}
+{{- $config = mergeOverwrite $config (deepCopy .Values.extraConfig) -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* OPA's config: bundles, status and decision logs all go to the bundle server's `bundles`
+service, with the instance token mounted from bundleServer.tokenSecret. With signing, the public
+key is read from its mounted Secret by `--set-file keys.<keyId>.key=...` (labelgate.opaArgs). */}}
+{{- define "labelgate.opaConfig" -}}
+services:
+  bundles:
+    url: {{ include "labelgate.bundleUrl" . }}
+    credentials:
+      bearer:
+        token_path: /etc/opa/token/{{ .Values.bundleServer.tokenSecret.key }}
+bundles:
+  {{ .Values.bundleServer.bundleName }}:
+    service: bundles
+    resource: bundles/{{ .Values.bundleServer.bundleName }}
+    persist: true
+    polling:
+      min_delay_seconds: 10
+      max_delay_seconds: 30
+      long_polling_timeout_seconds: 30
+    {{- if include "labelgate.bundleSigned" . }}
+    signing:
+      keyid: {{ .Values.bundleServer.signing.keyId }}
+    {{- end }}
+{{- if include "labelgate.bundleSigned" . }}
+keys:
+  {{ .Values.bundleServer.signing.keyId }}:
+    algorithm: {{ .Values.bundleServer.signing.algorithm }}
+{{- end }}
+persistence_directory: /var/opa
+status:
+  service: bundles
+{{- if .Values.opa.decisionLogs }}
+decision_logs:
+  service: bundles
+  reporting:
+    min_delay_seconds: 5
+    max_delay_seconds: 10
+{{- end }}
+{{- end -}}
+
+{{/* exec probe: the audit writer's socket accepts connections. */}}
+{{- define "labelgate.auditProbe" -}}
+exec:
+  command:
+    - python
+    - -c
+    - "import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect('/run/labelgate/audit/audit.sock')"
+{{- end -}}
+
+{{- define "labelgate.dnsEgress" -}}
+- to:
+    - namespaceSelector: {}
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end -}}

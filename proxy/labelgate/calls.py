@@ -1,0 +1,247 @@
+"""The call types every stage shares: what the transport saw (``Call``), what the call
+asks for (``Target``), what happened to it (``Outcome``, then the frozen ``CallRecord`` the
+record stage makes). Plain data: no I/O, no gRPC objects. It sits below the gateway,
+recording, audit and approvals packages, which all speak of calls.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.message import Message
+
+from labelgate.auth import Subject
+from labelgate.errors import LabelgateError
+from labelgate.policy.contract import Decision
+from labelgate.timestamps import utc_now
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the transport tells the pipeline about one RPC."""
+
+    method: str
+    peer: str
+    metadata: tuple[tuple[str, Any], ...]
+    auth_context: dict[str, list[bytes]]
+    session_id: str
+    request_id: str
+
+    @property
+    def service(self) -> str:
+        return self.method.split("/")[1] if self.method.count("/") >= 2 else self.method
+
+
+@dataclass(frozen=True)
+class Proven:
+    """Who the current call was proven to be, and the gateway's id of the call."""
+
+    subject: Subject
+    request_id: str
+
+
+# Set by the authenticate stage (``Pipeline.authenticate``) in the task serving the call; read
+# by the upstream edge to sign the subject assertion it adds to the upstream call.
+PROVEN: contextvars.ContextVar[Proven | None] = contextvars.ContextVar("labelgate_proven", default=None)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a call asks for: the model (or message type) and the outputs it names.
+
+    ``caller_id`` is the id the caller gave the request (OIP ``id``): it goes back to the
+    caller in the reply and never selects anything inside the gateway.
+
+    ``request_digest`` identifies the query (``request_digest()``: inputs with their values,
+    requested outputs, parameters; not the caller's id), so that an approval grant releases
+    the query it was granted for and no other; ``inputs`` are the input tensors as
+    ``(name, datatype, shape)``, without values. Both are set for inference requests only
+    (``infer_target``); empty means "not known" and a grant then never carries over to
+    another call.
+    """
+
+    service: str
+    model: str = ""
+    model_version: str = ""
+    requested_outputs: tuple[str, ...] = ()
+    opaque: bool = False
+    caller_id: str = ""
+    request_digest: str = ""
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+
+    def to_policy(self, call: Call) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "service": self.service,
+            "method": call.method,
+            "model": self.model,
+            "model_version": self.model_version,
+            "requested_outputs": list(self.requested_outputs),
+            "request_id": call.request_id,
+            "session_id": call.session_id,
+            "peer": call.peer,
+            "opaque": self.opaque,
+        }
+        if self.request_digest:
+            request["digest"] = self.request_digest
+            request["inputs"] = [
+                {"name": name, "datatype": datatype, "shape": list(shape)}
+                for name, datatype, shape in self.inputs
+            ]
+        return request
+
+
+@dataclass
+class Outcome:
+    """What the record stage learns about a call (or one streamed message)."""
+
+    subject: Subject | None = None
+    model: str = ""
+    upstream_status: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    # For session recording: what was asked (names and shapes, no values) and what the
+    # caller received, exactly as delivered (after masking).
+    request_summary: dict[str, Any] = field(default_factory=dict)
+    delivered: Message | None = None
+    # The request with its values, for recordings that opt into them (record_input_values);
+    # the pipeline leaves it unset.
+    request: Message | None = None
+    decisions: list[tuple[str, Decision]] = field(default_factory=list)
+    masked: list[dict[str, str]] = field(default_factory=list)
+    labels: set[str] = field(default_factory=set)
+
+
+def infer_target(request: Message, method: str) -> Target:
+    """The target of a ``ModelInferRequest``."""
+    return Target(
+        service=method.split("/")[1] if method.count("/") >= 2 else method,
+        model=request.model_name,
+        model_version=request.model_version,
+        requested_outputs=tuple(output.name for output in request.outputs),
+        caller_id=request.id,
+        request_digest=request_digest(request),
+        inputs=tuple((i.name, i.datatype, tuple(i.shape)) for i in request.inputs),
+    )
+
+
+_DIGEST_DOMAIN = b"labelgate.request-digest.v1"
+
+
+def request_digest(request: Message) -> str:
+    """sha256 (hex) of what a ``ModelInferRequest`` asks: model name and version, every input
+    tensor (name, datatype, shape, parameters, contents), ``raw_input_contents``, every
+    requested output (name and parameters) and the request parameters, each part
+    length-prefixed; the caller's ``id`` is left out (it names the call, not the query).
+    Protobuf's deterministic encoding makes equal requests hash equal; any change to what
+    is asked, however small, gives another digest."""
+    digest = hashlib.sha256(_DIGEST_DOMAIN)
+
+    def part(tag: bytes, data: bytes) -> None:
+        digest.update(tag + len(data).to_bytes(8, "big") + data)
+
+    part(b"M", request.model_name.encode())
+    part(b"V", request.model_version.encode())
+    for tensor in request.inputs:
+        part(b"I", tensor.SerializeToString(deterministic=True))
+    for raw in request.raw_input_contents:
+        part(b"R", raw)
+    for output in request.outputs:
+        part(b"O", output.SerializeToString(deterministic=True))
+    for name in sorted(request.parameters):
+        part(b"P", name.encode() + b"\x00" + request.parameters[name].SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+def request_summary(request: Message) -> dict[str, Any]:
+    """An inference request without its values: model, input names, datatypes and shapes."""
+    return {
+        "model": request.model_name,
+        "model_version": request.model_version,
+        "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in request.inputs],
+        "outputs": [o.name for o in request.outputs],
+    }
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What happened to one call (or one streamed message), made once by the record stage.
+
+    The log line, the audit record and the session recording are views of this one value
+    (``gateway/record.py``, ``recording/entries.py``), so they cannot disagree on the
+    outcome, the reason or the time.
+    """
+
+    time: datetime
+    event_id: str
+    call: Call
+    subject: Subject | None
+    model: str
+    request_summary: dict[str, Any]
+    decisions: tuple[tuple[str, Decision], ...]
+    labels: tuple[str, ...]
+    masked: tuple[dict[str, str], ...]
+    outcome: str  # allow | mask | deny | approval_required | error
+    refusal: str | None  # the stable reason of the error that ended the call, if any
+    upstream_status: str | None
+    latency_ms: float
+    delivered: Message | None
+    request: Message | None
+    error_kind: str | None  # the type of an unexpected (non-labelgate) error
+
+    @classmethod
+    def of(
+        cls, call: Call, outcome: Outcome, error: BaseException | None, now: datetime | None = None
+    ) -> CallRecord:
+        return cls(
+            time=now or utc_now(),
+            event_id=str(uuid.uuid4()),
+            call=call,
+            subject=outcome.subject,
+            model=outcome.model,
+            request_summary=dict(outcome.request_summary),
+            decisions=tuple(outcome.decisions),
+            labels=tuple(sorted(outcome.labels)),
+            masked=tuple(outcome.masked),
+            outcome=_outcome_name(outcome, error),
+            refusal=_refusal(error),
+            upstream_status=outcome.upstream_status,
+            latency_ms=round((time.perf_counter() - outcome.started) * 1000, 3),
+            delivered=outcome.delivered,
+            request=outcome.request,
+            error_kind=None if error is None or isinstance(error, LabelgateError) else type(error).__name__,
+        )
+
+    @property
+    def last_decision(self) -> tuple[str, Decision] | None:
+        return self.decisions[-1] if self.decisions else None
+
+    @property
+    def reason(self) -> str | None:
+        """Why: the refusal's reason, else what the last decision said."""
+        last = self.last_decision
+        return self.refusal or (last[1].reason if last else None)
+
+    def subject_json(self) -> dict[str, Any] | None:
+        subject = self.subject
+        if subject is None:
+            return None
+        return {"id": subject.id, "name": subject.name, "groups": list(subject.groups), "auth": subject.auth}
+
+
+def _outcome_name(outcome: Outcome, error: BaseException | None) -> str:
+    if error is None:
+        return "mask" if outcome.masked else "allow"
+    if isinstance(error, LabelgateError):
+        return "approval_required" if error.reason == "APPROVAL_REQUIRED" else "deny"
+    return "error"
+
+
+def _refusal(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return error.reason if isinstance(error, LabelgateError) else type(error).__name__

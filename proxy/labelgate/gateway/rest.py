@@ -1,0 +1,225 @@
+"""The Open Inference Protocol's REST binding (KServe v2): one more transport of the pipeline.
+
+Each route turns the HTTP request into the gRPC message the pipeline knows
+(``labelgate.oip.rest``), runs the same call shape the gRPC transport runs (``infer``,
+``unary_message``) with the same authentication (the ``Authorization`` header and API
+keys arrive as metadata), and turns the reply the pipeline built back into JSON (and
+Triton's binary tensors). The upstream is the same gRPC channel. Errors are the binding's
+``{"error": ...}`` with the stable reason beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import uvicorn
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.calls import Call, Target
+from labelgate.errors import LabelgateError, ResourceExhausted
+from labelgate.gateway.inference import SERVICE, client_session_id
+from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.upstream import Upstream, UpstreamStatus
+from labelgate.logs import get_logger
+from labelgate.oip import rest
+
+log = get_logger(__name__)
+
+# The HTTP status of a gRPC status code, for errors the upstream or the gateway raised.
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def error_response(error: LabelgateError) -> JSONResponse:
+    # An upstream's status keeps its code; the gateway's own errors know their HTTP status.
+    status = _HTTP_STATUS.get(error.code, 502) if isinstance(error, UpstreamStatus) else error.http_status
+    body = {"error": error.message, "reason": error.reason, **{k: str(v) for k, v in error.details.items()}}
+    return JSONResponse(body, status_code=status)
+
+
+class RestGateway:
+    def __init__(self, pipeline: Pipeline, upstream: Upstream, max_body_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.upstream = upstream
+        self.max_body_bytes = max_body_bytes
+        self._stubs: dict[str, Any] = {}
+
+    def app(self) -> Starlette:
+        model = "/v2/models/{model}"
+        versioned = "/v2/models/{model}/versions/{version}"
+        routes = [
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route(
+                "/v2/health/live", self.health("ServerLive", pb.ServerLiveRequest, "live"), methods=["GET"]
+            ),
+            Route(
+                "/v2/health/ready",
+                self.health("ServerReady", pb.ServerReadyRequest, "ready"),
+                methods=["GET"],
+            ),
+        ]
+        for path in (model, versioned):
+            routes += [
+                Route(path, self.model_metadata, methods=["GET"]),
+                Route(f"{path}/ready", self.model_ready, methods=["GET"]),
+                Route(f"{path}/infer", self.infer, methods=["POST"]),
+            ]
+        return Starlette(routes=routes)
+
+    # -- the call shapes ---------------------------------------------------------------
+    def _call(self, request: Request, method: str) -> Call:
+        metadata = tuple((key.lower(), value) for key, value in request.headers.items())
+        client = request.client
+        peer = f"ipv4:{client.host}:{client.port}" if client else "rest"
+        return Call(
+            method=f"/{SERVICE}/{method}",
+            peer=peer,
+            metadata=metadata,
+            auth_context={},
+            session_id=client_session_id(metadata, peer),
+            request_id=uuid.uuid4().hex,
+        )
+
+    def _send(self, method: str, response_type: type[Message], call: Call) -> Callable[[Message], Awaitable]:
+        stub = self._stubs.get(method)
+        if stub is None:
+            stub = self._stubs[method] = self.upstream.unary_unary(
+                f"/{SERVICE}/{method}", _serialize, response_type.FromString
+            )
+
+        async def send(message: Message) -> Message:
+            return await stub(
+                message,
+                metadata=self.upstream.metadata(call.metadata),
+                timeout=self.upstream.settings.timeout_seconds,
+            )
+
+        return send
+
+    async def _unary(
+        self, request: Request, method: str, message: Message, response_type: type[Message], model: str = ""
+    ) -> Message:
+        call = self._call(request, method)
+        target = Target(service=SERVICE, model=model)
+        return await self.pipeline.unary_message(
+            call, target, message, self._send(method, response_type, call)
+        )
+
+    # -- routes ------------------------------------------------------------------------
+    async def server_metadata(self, request: Request) -> Response:
+        try:
+            reply = await self._unary(
+                request, "ServerMetadata", pb.ServerMetadataRequest(), pb.ServerMetadataResponse
+            )
+        except LabelgateError as error:
+            return error_response(error)
+        return JSONResponse(rest.message_json(reply))
+
+    def health(self, method: str, request_type: type[Message], field: str) -> Callable:
+        response_type = getattr(pb, method + "Response")
+
+        async def route(request: Request) -> Response:
+            try:
+                reply = await self._unary(request, method, request_type(), response_type)
+            except LabelgateError as error:
+                return error_response(error)
+            state = bool(getattr(reply, field))
+            return JSONResponse({field: state}, status_code=200 if state else 503)
+
+        return route
+
+    async def model_metadata(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params.get("version", "")
+        message = pb.ModelMetadataRequest(name=name, version=version)
+        try:
+            reply = await self._unary(request, "ModelMetadata", message, pb.ModelMetadataResponse, name)
+        except LabelgateError as error:
+            return error_response(error)
+        return JSONResponse(rest.message_json(reply))
+
+    async def model_ready(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params.get("version", "")
+        message = pb.ModelReadyRequest(name=name, version=version)
+        try:
+            reply = await self._unary(request, "ModelReady", message, pb.ModelReadyResponse, name)
+        except LabelgateError as error:
+            return error_response(error)
+        return JSONResponse({"ready": reply.ready}, status_code=200 if reply.ready else 503)
+
+    async def infer(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params.get("version", "")
+        call = self._call(request, "ModelInfer")
+        try:
+            body = await self._body(request)
+            message, reply_format = rest.infer_request(
+                name, version, body, request.headers.get(rest.HEADER_LENGTH)
+            )
+            reply = await self.pipeline.infer(
+                call, message, self._send("ModelInfer", pb.ModelInferResponse, call)
+            )
+            content, header_length = rest.infer_response(reply, reply_format)
+        except LabelgateError as error:
+            return error_response(error)
+        headers = {rest.HEADER_LENGTH: str(header_length)} if header_length is not None else {}
+        media = "application/octet-stream" if header_length is not None else "application/json"
+        return Response(content, headers=headers, media_type=media)
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, read no further than the limit (a declared length is checked first)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        "REQUEST_TOO_LARGE", f"the body is larger than limits.max_message_bytes ({limit})"
+    )
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def start_rest(gateway: RestGateway, listen: str) -> tuple[uvicorn.Server, Any]:
+    """Serve the REST binding on ``listen`` (HOST:PORT) in this event loop; returns the server
+    and its serving task once it is listening."""
+    host, _, port = listen.rpartition(":")
+    config = uvicorn.Config(
+        gateway.app(), host=host, port=int(port), log_config=None, access_log=False, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it (a port in use)
+            raise RuntimeError("the REST listener stopped before it started")
+        await asyncio.sleep(0.01)
+    return server, task

@@ -1,0 +1,296 @@
+"""Decisions in process on OPA's own Wasm target (``opa build -t wasm``), run with wasmtime.
+
+The policy is compiled by OPA itself, so its semantics are OPA's compiler's and OPA's Wasm
+runtime's, not a reimplementation's. A policy folder is compiled when it loads (``opa build
+-t wasm -e labelgate/decision/result``, the binary from ``$LABELGATE_OPA`` or PATH, ~0.2 s);
+a followed bundle that already carries ``policy.wasm`` is used as it is (its signature covers
+it), otherwise it is compiled the same way. The data document (catalog included) is the
+policy source's, loaded into each instance once. The host side of the ABI is wasm_host.py.
+
+Exactness: builtins the module does not implement itself are called on the host (the
+``builtins`` export names them). The host implements only ``sprintf`` (wasm_sprintf.py:
+``%d``, ``%s``, ``%v``, ``%%`` in a literal format, on numbers, strings, booleans and null);
+a policy needing any other host builtin, or a sprintf format that is not a literal or uses
+anything else, is refused when it loads (POLICY_UNSUPPORTED_BY_WASM, naming it and pointing
+to ``--engine opa``), so a followed bundle keeps its last good revision. A sprintf argument
+that is an array, object or set fails the decision closed (POLICY_ERROR) rather than differ.
+
+Everything else is EmbeddedEngine's (this class extends it): folder watching, bundle
+following, revision hooks (the bundle's catalog), atomic swaps, and the inline budget: a
+decision runs on the event loop once its measured average is under ``inline_budget`` (a
+default-pack decision takes ~50-70 µs here), else in the worker pool. A wasmtime Store is not
+thread-safe, so each thread has its own instance per revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from labelgate.errors import ConfigError
+from labelgate.logs import get_logger
+from labelgate.policy.contract import (
+    POLICY_ERROR,
+    POLICY_UNAVAILABLE,
+    POLICY_UNDEFINED,
+    Decision,
+    validate_result,
+)
+from labelgate.policy.embedded import UNDEFINED, EmbeddedEngine
+from labelgate.policy.engine import DECISION_PATH
+from labelgate.policy.source import PolicySource
+from labelgate.policy.wasm_host import ADVICE, UNSUPPORTED, WasmEvalError, WasmInstance, WasmPolicy
+from labelgate.policy.wasm_sprintf import check_format
+
+if TYPE_CHECKING:
+    from labelgate.policy.bundle_client import BundleClient
+
+log = get_logger(__name__)
+
+COMPILE_TIMEOUT_SECONDS = 120.0
+_DECISION_MEMO_LIMIT = 4096
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def opa_binary(configured: str | None = None) -> str:
+    """The opa binary that compiles policies: ``configured``, ``$LABELGATE_OPA``, or ``opa`` on PATH."""
+    candidate = configured or os.environ.get("LABELGATE_OPA")
+    if candidate:
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+        raise ConfigError(
+            "OPA_BINARY_MISSING",
+            f"the wasm engine compiles policies with opa, and {candidate} ($LABELGATE_OPA) is not an "
+            "executable file: fix $LABELGATE_OPA, put opa on PATH, or run `make tools`",
+        )
+    found = shutil.which("opa")
+    if found is None:
+        raise ConfigError(
+            "OPA_BINARY_MISSING",
+            "the wasm engine compiles policies with opa: neither $LABELGATE_OPA is set nor `opa` on "
+            "PATH (`make tools` builds the pinned one into .tools/bin), or serve a bundle that "
+            "already holds policy.wasm",
+        )
+    return found
+
+
+def compile_wasm(source: PolicySource, entrypoint: str, opa: str | None = None) -> bytes:
+    """``opa build -t wasm -e ENTRYPOINT`` of the source's modules and data; the module's bytes."""
+    from labelgate.bundle.build import read_tarball
+
+    binary = opa_binary(opa)
+    with tempfile.TemporaryDirectory(prefix="labelgate-wasm-") as directory:
+        root = Path(directory) / "policy"
+        for rel, text in source.modules:
+            path = PurePosixPath(rel)
+            if path.is_absolute() or ".." in path.parts:
+                raise ConfigError(
+                    "POLICY_FILE_INVALID", f"{source.origin}: module path {rel!r} is not relative"
+                )
+            target = root / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        (root / "data.json").write_text(json.dumps(source.data), encoding="utf-8")
+        output = Path(directory) / "bundle.tar.gz"
+        command = [binary, "build", "-t", "wasm", "-e", entrypoint, "-o", str(output), str(root)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: {binary} build: {error}") from error
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).strip().replace(f"{root}/", "")
+            raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: opa build -t wasm: {message}")
+        files = read_tarball(output.read_bytes())
+    if "policy.wasm" not in files:
+        raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: opa build wrote no policy.wasm")
+    return files["policy.wasm"]
+
+
+def sprintf_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
+    """Where a module calls sprintf with a format the host cannot render exactly (or not a literal)."""
+    from labelgate.policy.rego_text import strip
+
+    found = []
+    for name, text in modules:
+        stripped, literals = strip(text)
+        for call in re.finditer(r"(?<![\w.])sprintf\s*\(\s*", stripped):
+            line = stripped.count("\n", 0, call.start()) + 1
+            literal = re.match(r'"(\d+)"\s*,', stripped[call.end() :])
+            if literal is None:
+                found.append(f"`sprintf` with a format that is not a string literal at {name}:{line}")
+                continue
+            token = literals[int(literal.group(1))]
+            format = token[1:-1] if token.startswith("`") else json.loads(token)
+            bad = check_format(format)
+            if bad is not None:
+                found.append(f"`sprintf` directive {bad!r} (only %d, %s, %v, %% are exact) at {name}:{line}")
+    return found
+
+
+class _WasmCompiled:
+    """One revision: the compiled module and its data; each thread evaluates on its own instance."""
+
+    def __init__(self, source: PolicySource, policy: WasmPolicy, data_json: bytes) -> None:
+        self.source = source
+        self.policy = policy
+        self.data_json = data_json
+        self.average_seconds: float | None = None
+        self._local = threading.local()
+        self._decisions: dict[bytes, Decision] = {}
+
+    @property
+    def revision(self) -> str:
+        return self.source.revision
+
+    @classmethod
+    def build(
+        cls, source: PolicySource, entrypoint: str, opa: str | None = None, wasm: bytes | None = None
+    ) -> _WasmCompiled:
+        """Compile (unless ``wasm`` is given), check what the host must provide, and load the data."""
+        if wasm is None:
+            wasm = compile_wasm(source, entrypoint, opa)
+        policy = WasmPolicy(wasm, entrypoint, source.origin)
+        if "sprintf" in policy.builtins.values():
+            findings = sprintf_findings(source.modules)
+            if findings:
+                raise ConfigError(
+                    UNSUPPORTED,
+                    f"{source.origin}: the wasm engine cannot evaluate this policy exactly as OPA does: "
+                    f"{'; '.join(findings)}; {ADVICE}",
+                )
+        compiled = cls(source, policy, json.dumps(source.data, ensure_ascii=False).encode("utf-8"))
+        compiled._instance()  # the data loads here, or the revision is refused
+        return compiled
+
+    def _instance(self) -> WasmInstance:
+        instance = getattr(self._local, "instance", None)
+        if instance is None:
+            try:
+                instance = self._local.instance = self.policy.instantiate(self.data_json)
+            except WasmEvalError as error:
+                raise ConfigError("POLICY_DATA_INVALID", f"{self.source.origin}: {error}") from error
+        return instance
+
+    def evaluate(self, value: Any) -> Any:
+        """The decision rule's value for input ``value``, or UNDEFINED. Raises on any error."""
+        results = json.loads(self.evaluate_text(value))
+        return results[0]["result"] if results else UNDEFINED
+
+    def decision(self, output: bytes, engine: str) -> Decision:
+        """The validated Decision for a result set as the module wrote it (memoised by its text).
+
+        A policy gives the same few results over and over, and turning the text into a
+        validated Decision is a pure function of it, so the text is the key; only good
+        decisions are kept, so every invalid result is logged as it happens.
+        """
+        decision = self._decisions.get(output)
+        if decision is not None:
+            return decision
+        results = json.loads(output)
+        if not results:
+            return Decision.deny(POLICY_UNDEFINED, engine=engine, revision=self.revision)
+        decision = validate_result(results[0]["result"], engine=engine, revision=self.revision)
+        if not decision.failed_closed:
+            if len(self._decisions) >= _DECISION_MEMO_LIMIT:
+                self._decisions.clear()
+            self._decisions[output] = decision
+        return decision
+
+    def evaluate_text(self, value: Any) -> bytes:
+        """The result set as JSON text (``[{"result": ...}]``, ``[]`` when undefined)."""
+        text = _ENCODER.encode(value).encode("utf-8")
+        instance = self._instance()
+        started = time.perf_counter()
+        try:
+            output = instance.evaluate(text)
+        except WasmEvalError:
+            self._local.instance = None  # a trap may leave the instance in any state: start afresh
+            raise
+        elapsed = time.perf_counter() - started
+        previous = self.average_seconds
+        # A lost update between threads only makes the average slightly stale: harmless.
+        self.average_seconds = elapsed if previous is None else previous * 0.9 + elapsed * 0.1
+        return output
+
+
+class WasmEngine(EmbeddedEngine):
+    """PolicyEngine on OPA's Wasm target, from ``policy_dir`` or the bundles ``bundle`` follows."""
+
+    name = "wasm"
+
+    def __init__(
+        self,
+        policy_dir: Path | None = None,
+        *,
+        bundle: BundleClient | None = None,
+        watch_interval: float | None = 2.0,
+        decision_path: str = DECISION_PATH,
+        inline_budget: float = 0.0001,
+        workers: int | None = None,
+        opa: str | None = None,
+    ) -> None:
+        super().__init__(
+            policy_dir,
+            bundle=bundle,
+            watch_interval=watch_interval,
+            decision_path=decision_path,
+            inline_budget=inline_budget,
+            workers=workers,
+        )
+        self._opa = opa
+        if policy_dir is not None:
+            opa_binary(opa)  # a missing compiler is a configuration error now, not at start
+
+    async def _swap_in(self, source: PolicySource) -> bool:  # type: ignore[override]
+        if self._compiled is not None and source.revision == self._compiled.revision:
+            return False
+        wasm = getattr(source, "wasm", None)
+        compiled = await asyncio.to_thread(_WasmCompiled.build, source, self._entrypoint, self._opa, wasm)
+        commits = [await asyncio.to_thread(hook, source) for hook in self._hooks]
+        old = self.revision
+        self._compiled = compiled  # type: ignore[assignment]  # the atomic swap
+        for commit in commits:
+            commit()
+        log.info(
+            "policy_loaded",
+            engine=self.name,
+            origin=source.origin,
+            old_revision=old,
+            revision=source.revision,
+            modules=len(source.modules),
+            compiled="bundle" if wasm is not None else "opa build",
+        )
+        return True
+
+    async def decide(self, input: dict[str, Any]) -> Decision:
+        compiled, executor = self._compiled, self._executor
+        if compiled is None or executor is None:
+            log.error("policy_not_loaded", engine=self.name)
+            return Decision.deny(POLICY_UNAVAILABLE, engine=self.name, revision=self.revision)
+        assert isinstance(compiled, _WasmCompiled)
+        try:
+            average = compiled.average_seconds
+            if average is not None and average <= self._inline_budget:
+                output = compiled.evaluate_text(input)
+            else:
+                loop = asyncio.get_running_loop()
+                output = await loop.run_in_executor(executor, compiled.evaluate_text, input)
+            return compiled.decision(output, self.name)
+        except Exception as error:  # fail closed on anything the module, the host or the input throws
+            log.error(
+                "policy_eval_error",
+                engine=self.name,
+                revision=compiled.revision,
+                error_type=type(error).__name__,
+                error=str(error) if isinstance(error, WasmEvalError) else None,
+            )
+            return Decision.deny(POLICY_ERROR, engine=self.name, revision=compiled.revision)

@@ -1,0 +1,145 @@
+"""The REST binding (KServe v2) through the same pipeline, with real clients: httpx as curl
+would send it (JSON), and ``tritonclient.http`` (binary tensors by default), against the
+real demo backend behind a gateway running in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from labelgate.auth import mint_dev_token
+from labelgate.config import GatewaySettings
+from labelgate.demo.data import customer
+from labelgate.gateway.server import Gateway
+from tests.gateway.harness import run_backend
+from tests.support.procs import REPO, free_port
+
+IDS = [1, 2, 3]
+MAX_BODY = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with run_backend(tmp_path_factory.mktemp("rest-backend")) as (address, _):
+        yield address
+
+
+@pytest.fixture
+async def rest_url(backend: str) -> AsyncIterator[str]:
+    """A gateway serving gRPC and, on ``rest_listen``, the REST binding."""
+    listen = f"127.0.0.1:{free_port()}"
+    settings = GatewaySettings(
+        listen=f"127.0.0.1:{free_port()}",
+        rest_listen=listen,
+        admin_listen=None,
+        upstream={"address": backend},
+        policy={"dir": str(REPO / "rego")},
+        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        masking={"hash_key": "rest-test-hash-key-0123456789"},
+        limits={"max_message_bytes": MAX_BODY},
+        auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(DEV_KEYS)}},
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        yield f"http://{listen}"
+    finally:
+        await gateway.stop(0)
+
+
+DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
+
+
+def token(sub: str, *groups: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {mint_dev_token(sub, list(groups), 300, DEV_KEYS)}"}
+
+
+def json_request(ids: list[int]) -> dict:
+    return {"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [len(ids)], "data": ids}]}
+
+
+async def test_curl_style_json_infer_is_masked_like_grpc(rest_url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            f"{rest_url}/v2/models/customer-profile/infer",
+            json=json_request(IDS),
+            headers=token("ana", "analysts"),
+        )
+    assert reply.status_code == 200, reply.text
+    outputs = {o["name"]: o for o in reply.json()["outputs"]}
+    rows = [customer(i) for i in IDS]
+    # Analysts see the last 4 characters of confidential values and nothing of restricted ones.
+    assert [value[-4:] for value in outputs["ssn"]["data"]] == [row.ssn[-4:] for row in rows]
+    assert all(row.ssn not in reply.text for row in rows)
+    assert outputs["account_secret"]["data"] == ["", "", ""]
+    assert outputs["account_secret"]["parameters"]["labelgate.masked"]
+    assert outputs["customer_id"]["data"] == IDS
+
+
+async def test_tritonclient_http_with_binary_outputs(rest_url: str) -> None:
+    import tritonclient.http as triton
+
+    def call() -> dict[str, list]:
+        client = triton.InferenceServerClient(rest_url.removeprefix("http://"))
+        infer_input = triton.InferInput("customer_ids", [len(IDS)], "INT64")
+        infer_input.set_data_from_numpy(np.array(IDS, dtype=np.int64))
+        result = client.infer("customer-profile", [infer_input], headers=token("nora"))
+        return {name: result.as_numpy(name).tolist() for name in ("customer_id", "ssn", "segment")}
+
+    outputs = await asyncio.to_thread(call)
+    assert outputs["customer_id"] == IDS
+    assert all(value != customer(i).ssn.encode() for value, i in zip(outputs["ssn"], IDS, strict=True))
+    assert outputs["segment"] == [customer(i).segment.encode() for i in IDS], "public fields pass"
+
+
+async def test_refusals_are_the_bindings_json_errors(rest_url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        no_token = await client.post(f"{rest_url}/v2/models/customer-profile/infer", json=json_request(IDS))
+        shared = await client.post(
+            f"{rest_url}/v2/models/customer-profile/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "customer_ids",
+                        "datatype": "INT64",
+                        "shape": [1],
+                        "parameters": {"shared_memory_region": "r0"},
+                    }
+                ]
+            },
+            headers=token("ana", "analysts"),
+        )
+        too_big = await client.post(
+            f"{rest_url}/v2/models/customer-profile/infer",
+            content=b"{" + b" " * MAX_BODY + b"}",
+            headers=token("ana", "analysts"),
+        )
+        unknown = await client.post(
+            f"{rest_url}/v2/models/no-such-model/infer",
+            json=json_request(IDS),
+            headers=token("ana", "analysts"),
+        )
+    assert (no_token.status_code, no_token.json()["reason"]) == (401, "NO_CREDENTIALS"), no_token.text
+    assert (shared.status_code, shared.json()["reason"]) == (400, "SHARED_MEMORY_UNSUPPORTED")
+    assert (too_big.status_code, too_big.json()["reason"]) == (413, "REQUEST_TOO_LARGE")
+    assert unknown.status_code == 404 and "error" in unknown.json()
+
+
+async def test_health_and_metadata(rest_url: str) -> None:
+    headers = token("ana", "analysts")
+    async with httpx.AsyncClient() as client:
+        live = await client.get(f"{rest_url}/v2/health/live", headers=headers)
+        ready = await client.get(f"{rest_url}/v2/health/ready", headers=headers)
+        metadata = await client.get(f"{rest_url}/v2/models/customer-profile", headers=headers)
+        model_ready = await client.get(f"{rest_url}/v2/models/customer-profile/ready", headers=headers)
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    assert metadata.json()["name"] == "customer-profile"
+    assert [i["name"] for i in metadata.json()["inputs"]] == ["customer_ids"]
+    assert model_ready.status_code == 200
+    assert json.loads(model_ready.text) == {"ready": True}

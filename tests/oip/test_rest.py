@@ -1,0 +1,177 @@
+"""The KServe v2 REST binding as pure conversions: JSON and Triton's binary extension."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.errors import InvalidInput, Unsupported
+from labelgate.oip import rest
+from labelgate.oip.tensors import Tensor, decode_inputs, encode_outputs, tensor_to_raw
+
+
+def body_of(document: dict, binary: bytes = b"") -> tuple[bytes, str | None]:
+    header = json.dumps(document).encode()
+    return header + binary, (str(len(header)) if binary else None)
+
+
+def test_json_inputs_become_the_grpc_request() -> None:
+    body, length = body_of(
+        {
+            "id": "r1",
+            "parameters": {"priority": 2},
+            "inputs": [
+                {"name": "ids", "datatype": "INT64", "shape": [2, 1], "data": [[1], [2]]},
+                {"name": "q", "datatype": "BYTES", "shape": [1], "data": ["héllo"]},
+            ],
+            "outputs": [{"name": "ssn"}],
+        }
+    )
+    request, reply_format = rest.infer_request("customer-profile", "", body, length)
+    assert (request.model_name, request.id) == ("customer-profile", "r1")
+    assert request.parameters["priority"].int64_param == 2
+    assert [(t.name, t.values) for t in decode_inputs(request)] == [
+        ("ids", [1, 2]),
+        ("q", ["héllo".encode()]),
+    ]
+    assert [o.name for o in request.outputs] == ["ssn"]
+    assert not reply_format.is_binary("ssn")
+
+
+def test_binary_inputs_are_read_in_order_as_tritonclient_sends_them() -> None:
+    ids = tensor_to_raw(Tensor("ids", "INT64", [3], [4, 5, 6]))
+    text = tensor_to_raw(Tensor("q", "BYTES", [2], [b"a", b"bc"]))
+    body, length = body_of(
+        {
+            "inputs": [
+                {
+                    "name": "ids",
+                    "datatype": "INT64",
+                    "shape": [3],
+                    "parameters": {"binary_data_size": len(ids)},
+                },
+                {
+                    "name": "q",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": len(text)},
+                },
+            ],
+            "parameters": {"binary_data_output": True},
+        },
+        ids + text,
+    )
+    request, reply_format = rest.infer_request("m", "1", body, length)
+    assert [t.values for t in decode_inputs(request)] == [[4, 5, 6], [b"a", b"bc"]]
+    assert "binary_data_size" not in request.inputs[0].parameters
+    assert "binary_data_output" not in request.parameters
+    assert reply_format.is_binary("anything")
+
+
+@pytest.mark.parametrize(
+    ("document", "binary", "length", "reason"),
+    [
+        ({"inputs": []}, b"", None, "REST_REQUEST_INVALID"),
+        (
+            {"inputs": [{"name": "x", "datatype": "NOPE", "shape": [1], "data": [1]}]},
+            b"",
+            None,
+            "REST_REQUEST_INVALID",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "x", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}}
+                ]
+            },
+            b"\x00" * 4,
+            "auto",
+            "REST_REQUEST_INVALID",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [1]}]},
+            b"extra",
+            "auto",
+            "REST_REQUEST_INVALID",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "INT64", "shape": [2], "data": [1]}]},
+            b"",
+            None,
+            "REST_REQUEST_INVALID",
+        ),
+    ],
+)
+def test_malformed_requests_are_clear_errors(
+    document: dict, binary: bytes, length: str | None, reason: str
+) -> None:
+    body, auto = body_of(document, binary)
+    with pytest.raises(InvalidInput) as refused:
+        rest.infer_request("m", "", body, auto if length == "auto" else length)
+    assert refused.value.reason == reason
+
+
+def test_not_json_and_nan_are_refused() -> None:
+    for body in (b"{not json", b'{"inputs": NaN}', b"\xff\xfe"):
+        with pytest.raises(InvalidInput):
+            rest.infer_request("m", "", body, None)
+
+
+def test_shared_memory_is_refused_as_uninspectable() -> None:
+    body, _ = body_of(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "INT64", "shape": [1], "parameters": {"shared_memory_region": "r"}}
+            ]
+        }
+    )
+    with pytest.raises(Unsupported) as refused:
+        rest.infer_request("m", "", body, None)
+    assert refused.value.reason == "SHARED_MEMORY_UNSUPPORTED"
+
+
+def reply() -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(model_name="m", model_version="1", id="r1")
+    encode_outputs(
+        message,
+        [Tensor("score", "FP32", [2], [0.5, 0.25]), Tensor("text", "BYTES", [1], [b"hi"])],
+        raw=True,
+    )
+    message.outputs[0].parameters["labelgate.masked"].string_param = "null"
+    return message
+
+
+def test_replies_in_json() -> None:
+    body, length = rest.infer_response(reply(), rest.ReplyFormat())
+    assert length is None
+    document = json.loads(body)
+    assert document["outputs"][0] == {
+        "name": "score",
+        "datatype": "FP32",
+        "shape": [2],
+        "data": [0.5, 0.25],
+        "parameters": {"labelgate.masked": "null"},
+    }
+    assert document["outputs"][1]["data"] == ["hi"]
+
+
+def test_replies_in_binary_follow_the_header() -> None:
+    body, length = rest.infer_response(reply(), rest.ReplyFormat(binary={"score"}))
+    assert length is not None
+    document = json.loads(body[:length])
+    size = document["outputs"][0]["parameters"]["binary_data_size"]
+    assert struct.unpack("<2f", body[length : length + size]) == (0.5, 0.25)
+    assert "data" not in document["outputs"][0] and document["outputs"][1]["data"] == ["hi"]
+
+
+def test_bytes_that_are_not_text_need_binary() -> None:
+    message = pb.ModelInferResponse(model_name="m")
+    encode_outputs(message, [Tensor("blob", "BYTES", [1], [b"\xff"])], raw=True)
+    with pytest.raises(InvalidInput) as refused:
+        rest.infer_response(message, rest.ReplyFormat())
+    assert refused.value.reason == "REST_OUTPUT_NOT_TEXT"
+    body, length = rest.infer_response(message, rest.ReplyFormat(all_binary=True))
+    assert body[length:] == b"\x01\x00\x00\x00\xff"

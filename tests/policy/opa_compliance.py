@@ -1,0 +1,469 @@
+"""OPA's own compliance cases (``v1/test/cases/testdata/v1`` of the pinned opa Go module), run
+against regopy the way the embedded engine runs a policy.
+
+Each case is compiled with ``Interpreter.build(query)`` (as ``_Compiled.build`` compiles a
+revision), its input is handed over with ``set_policy_input`` (the engine's own path; an
+``input_term`` goes in as Rego text), and the bundle is queried on a separate runner
+interpreter, as ``_Compiled.evaluate`` does. The result set is compared the way OPA's own
+harness (``v1/topdown/exported_test.go``) compares it: a set of binding objects, numbers by
+value, ``sort_bindings`` sorting each binding. A case that wants an error passes when rego-cpp
+reports any error: the gateway turns every evaluation error into a deny, so the error code
+and text do not change a decision.
+
+rego-cpp can crash or loop on odd input, so the cases run in one child process
+(``python -m tests.policy.opa_compliance run``) that prints one JSON line per case; the parent
+restarts it after the case that killed it, and gives each case ``CASE_TIMEOUT`` seconds.
+
+``python -m tests.policy.opa_compliance report`` rewrites docs/EMBEDDED_COMPLIANCE.md;
+``... failures`` prints the failing cases in the format of ``compliance_failures.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+OPA_VERSION = "v1.22.3"
+CASES_SUBDIR = "v1/test/cases/testdata/v1"
+FAILURES_FILE = Path(__file__).with_name("compliance_failures.yaml")
+REPORT_FILE = REPO / "docs" / "EMBEDDED_COMPLIANCE.md"
+CASE_TIMEOUT = 30.0  # generous: CI machines are shared
+# Cases the reviewed list says hang (replace_n with an empty key): their timeout is short.
+HANG_TIMEOUT = 3.0
+
+
+def cases_dir() -> Path | None:
+    """The compliance cases of the pinned OPA in the Go module cache (``make tools`` puts them there)."""
+    explicit = os.environ.get("LABELGATE_OPA_CASES")
+    if explicit:
+        return Path(explicit)
+    candidates = []
+    gomodcache = os.environ.get("GOMODCACHE")
+    if not gomodcache and shutil.which("go"):
+        gomodcache = subprocess.run(
+            ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    if gomodcache:
+        candidates.append(Path(gomodcache))
+    candidates.append(Path.home() / "go" / "pkg" / "mod")
+    for root in candidates:
+        path = root / "github.com" / "open-policy-agent" / f"opa@{OPA_VERSION}" / CASES_SUBDIR
+        if path.is_dir():
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class Case:
+    note: str
+    family: str  # the folder under testdata/v1: OPA groups cases by builtin or feature
+    file: str
+    spec: dict[str, Any]
+
+
+def load_cases(root: Path) -> list[Case]:
+    cases = []
+    for path in sorted(root.rglob("*.yaml")):
+        family = path.relative_to(root).parts[0]
+        document = yaml.safe_load(path.read_text()) or {}
+        for spec in document.get("cases") or []:
+            cases.append(Case(spec["note"], family, str(path.relative_to(root)), spec))
+    cases.sort(key=lambda case: case.note)  # stable: duplicates keep their file order
+    # A few notes repeat (in one file or across files): number the repeats to keep keys unique.
+    seen: Counter[str] = Counter()
+    unique = []
+    for case in cases:
+        seen[case.note] += 1
+        note = case.note if seen[case.note] == 1 else f"{case.note} #{seen[case.note]}"
+        unique.append(Case(note, case.family, case.file, case.spec))
+    return unique
+
+
+# ------------------------------------------------------------------------------------------
+# Comparing values as OPA does: numbers by value, objects by keys, sets of results.
+
+
+def canonical(value: Any) -> Any:
+    """A hashable form in which equal Rego values are equal (1 == 1.0; True != 1)."""
+    if isinstance(value, bool) or value is None:
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", Fraction(value) if value == value and abs(value) != float("inf") else str(value))
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, (list, tuple)):
+        return ("a", tuple(canonical(item) for item in value))
+    if isinstance(value, dict):
+        return ("o", tuple(sorted((str(k), canonical(v)) for k, v in value.items())))
+    raise TypeError(type(value).__name__)
+
+
+def _order_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def result_set(rows: list[dict[str, Any]], sort_bindings: bool) -> frozenset[Any]:
+    found = set()
+    for row in rows:
+        items = []
+        for name, value in row.items():
+            if sort_bindings and isinstance(value, list):
+                value = sorted(value, key=_order_key)
+            items.append((name, canonical(value)))
+        found.add(tuple(sorted(items)))
+    return frozenset(found)
+
+
+# ------------------------------------------------------------------------------------------
+# Running one case in this process (the child).
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    """{"outcome", "detail", "builtins", "scanner_missed"} for one case."""
+    result, missed = _run_case(case)
+    return {**result, "scanner_missed": missed}
+
+
+def _scanner_missed(spec: dict[str, Any], builtins: list[str]) -> list[str]:
+    """Builtins rego-cpp's plan calls that the load-time text scanner does not report.
+
+    Operators (``plus``, ``internal.member_2``, ...) are written as symbols, not calls, and
+    are all vetted through the plan here, so only builtins with a dotted or word name count.
+    """
+    from labelgate.policy.rego_text import own_names, scan_calls
+
+    modules = tuple((f"test-{i}.rego", text) for i, text in enumerate(spec.get("modules") or []))
+    own = own_names(modules)
+    seen = {name for _, text in modules for name, _ in scan_calls(text, own)}
+    seen |= {name for name, _ in scan_calls(spec["query"], own)}
+    return sorted(set(builtins) - seen - _OPERATORS)
+
+
+# How rego-cpp's plan names infix operators and `in`.
+_OPERATORS = frozenset(
+    {
+        "plus",
+        "minus",
+        "mul",
+        "div",
+        "rem",
+        "and",
+        "or",
+        "equal",
+        "neq",
+        "lt",
+        "lte",
+        "gt",
+        "gte",
+        "internal.member_2",
+        "internal.member_3",
+        "assign",
+        "eq",
+    }
+)
+
+
+def _run_case(case: Case) -> tuple[dict[str, Any], list[str]]:
+    import regopy
+
+    from labelgate.policy.capabilities import plan_builtins
+    from labelgate.policy.embedded import set_policy_input
+
+    spec = case.spec
+    builder = regopy.Interpreter()
+    builder.log_level = regopy.LogLevel.NONE
+    builder.strict_built_in_errors = bool(spec.get("strict_error"))
+    wants_error = "want_error" in spec or "want_error_code" in spec
+    builtins: list[str] = []
+    missed: list[str] = []
+    try:
+        for index, module in enumerate(spec.get("modules") or []):
+            builder.add_module(f"test-{index}.rego", module)
+        builder.add_data_json(json.dumps(spec.get("data") or {}))
+        bundle = builder.build(spec["query"], [])
+        if not bundle.ok():
+            raise regopy.RegoError("build failed")
+        builtins = sorted(plan_builtins(builder, bundle))
+        missed = _scanner_missed(spec, builtins)
+        runner = regopy.Interpreter()
+        runner.log_level = regopy.LogLevel.NONE
+        runner.strict_built_in_errors = builder.strict_built_in_errors
+        if spec.get("input_term") is not None:
+            runner.set_input_term(spec["input_term"])
+        elif "input" in spec:
+            set_policy_input(runner, spec["input"])
+        output = runner.query_bundle(bundle)
+        if not output.ok():
+            raise regopy.RegoError(str(output).splitlines()[0] if str(output) else "error")
+        rows = [result.bindings for result in output.results if result.bindings or result.expressions]
+    except (regopy.RegoError, ValueError, RuntimeError) as error:
+        if wants_error:
+            return {"outcome": "pass", "builtins": builtins}, missed
+        kind = "invalid JSON output" if isinstance(error, ValueError) else "error"
+        return {"outcome": "fail", "detail": f"{kind}: {_short(str(error))}", "builtins": builtins}, missed
+    if wants_error:
+        return {
+            "outcome": "fail",
+            "detail": f"no error; got {_short(json.dumps(rows))}",
+            "builtins": builtins,
+        }, missed
+    want = spec.get("want_result")
+    if want is None:
+        return {"outcome": "fail", "detail": "case has no want_result", "builtins": builtins}, missed
+    sort_bindings = bool(spec.get("sort_bindings"))
+    if result_set(rows, sort_bindings) != result_set(want, sort_bindings):
+        detail = f"got {_short(json.dumps(rows))} want {_short(json.dumps(want, default=str))}"
+        return {"outcome": "fail", "detail": detail, "builtins": builtins}, missed
+    return {"outcome": "pass", "builtins": builtins}, missed
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _child(root: Path, start: int) -> None:
+    cases = load_cases(root)
+    for index in range(start, len(cases)):
+        case = cases[index]
+        # Announce the case before running it, so the parent knows which one crashed.
+        print(json.dumps({"start": index}), flush=True)
+        os.environ.update({str(k): str(v) for k, v in (case.spec.get("env") or {}).items()})
+        result = run_case(case)
+        print(json.dumps({"index": index, **result}), flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Running every case (the parent).
+
+
+def run_all(root: Path) -> dict[str, dict[str, Any]]:
+    """note -> result for every case; crashes and timeouts are failures of that case."""
+    cases = load_cases(root)
+    results: dict[str, dict[str, Any]] = {}
+    start = 0
+    while start < len(cases):
+        start = _run_from(root, cases, start, results)
+    return results
+
+
+def _run_from(root: Path, cases: list[Case], start: int, results: dict[str, dict[str, Any]]) -> int:
+    command = [sys.executable, "-m", "tests.policy.opa_compliance", "child", str(root), str(start)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proxy")])}
+    with subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+    ) as child:
+        assert child.stdout is not None
+        # A reader thread, because select() does not see lines already in the pipe's buffer.
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(child.stdout, lines), daemon=True)
+        reader.start()
+        current = None
+        hanging = {note for note, entry in known_failures().items() if entry["reason"].startswith("hangs")}
+        while True:
+            timeout = HANG_TIMEOUT if current is not None and cases[current].note in hanging else CASE_TIMEOUT
+            try:
+                line = lines.get(timeout=timeout)
+            except queue.Empty:
+                child.kill()
+                return _lost(cases, current, start, results, f"no result within {timeout:g}s")
+            if not line:
+                child.wait()
+                if current is None:
+                    return len(cases)
+                return _lost(cases, current, start, results, f"rego-cpp crashed (exit {child.returncode})")
+            message = json.loads(line)
+            if "start" in message:
+                current = message["start"]
+                continue
+            case = cases[message.pop("index")]
+            results[case.note] = {**message, "family": case.family}
+            current = None
+
+
+def _pump(stream: Any, lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put("")  # end of output: the child exited or crashed
+
+
+def _lost(cases: list[Case], current: int | None, start: int, results: dict[str, Any], why: str) -> int:
+    index = start if current is None else current
+    case = cases[index]
+    results[case.note] = {"outcome": "fail", "detail": why, "builtins": [], "family": case.family}
+    return index + 1
+
+
+# ------------------------------------------------------------------------------------------
+# The reviewed list of failures and the report.
+
+
+def known_failures() -> dict[str, dict[str, str]]:
+    """note -> {"blame": builtin or "feature:<name>", "reason": one line}."""
+    if not FAILURES_FILE.exists():
+        return {}
+    return yaml.safe_load(FAILURES_FILE.read_text()) or {}
+
+
+def builtin_evidence(results: dict[str, dict[str, Any]]) -> dict[str, Counter[str]]:
+    """builtin -> Counter(pass=..., fail=...) over the cases that call it (from rego-cpp's plan)."""
+    evidence: dict[str, Counter[str]] = defaultdict(Counter)
+    for result in results.values():
+        for name in result.get("builtins", []):
+            evidence[name][result["outcome"]] += 1
+    return evidence
+
+
+def family_rates(results: dict[str, dict[str, Any]]) -> dict[str, Counter[str]]:
+    rates: dict[str, Counter[str]] = defaultdict(Counter)
+    for result in results.values():
+        rates[result["family"]][result["outcome"]] += 1
+    return dict(sorted(rates.items()))
+
+
+def render_report(results: dict[str, dict[str, Any]], seconds: float) -> str:
+    import regopy
+
+    from labelgate.policy.capabilities import SUPPORTED_BUILTINS
+
+    rates = family_rates(results)
+    passed = sum(r["outcome"] == "pass" for r in results.values())
+    failures = known_failures()
+    blamed = Counter(entry["blame"] for entry in failures.values())
+    lines = [
+        "# Embedded engine (regopy) against OPA's compliance suite",
+        "",
+        "Generated by `.venv/bin/python -m tests.policy.opa_compliance report` (do not edit by hand);",
+        "`tests/policy/test_opa_compliance.py` runs the same cases in CI and fails when the results",
+        "differ from `tests/policy/compliance_failures.yaml`, the reviewed list of cases regopy",
+        "cannot pass.",
+        "",
+        f"- OPA cases: `{CASES_SUBDIR}` of the opa {OPA_VERSION} Go module, {len(results)} cases",
+        f"- regopy {regopy.__version__ if hasattr(regopy, '__version__') else '1.5.2'}, "
+        f"run the way `proxy/labelgate/policy/embedded.py` runs a policy ({seconds:.0f} s on this machine)",
+        f"- passed: {passed} of {len(results)} ({100 * passed / max(1, len(results)):.1f}%)",
+        "",
+        "A case that wants an error passes when rego-cpp reports any error (the gateway denies on",
+        "every evaluation error, so the error's code and text never change a decision).",
+        "",
+        "The embedded engine loads only policies whose builtins are all in",
+        "`labelgate.policy.capabilities.SUPPORTED_BUILTINS`: a builtin is there only when no",
+        "listed failure is blamed on it and at least one passing case calls it",
+        f"({len(SUPPORTED_BUILTINS)} builtins today). Anything else needs `--engine opa`.",
+        "",
+        "What else is refused at load, and what is known but not refused (details in the",
+        "docstrings of `proxy/labelgate/policy/capabilities.py` and `rego_text.py`):",
+        "",
+        "- refused: `sprintf` with a verb other than `%d` or a non-literal format; `concat`/`sort`",
+        "  of a set, and an array comprehension over a set joined right into a string (rego-cpp",
+        "  iterates sets in insertion order, OPA in sorted order); builtins that depend on the",
+        "  outside world (`http.send`, `time.now_ns`, ...), whatever their cases say.",
+        "- not refused (cannot be seen by name): `count` and string builtins on runtime strings",
+        '  holding `"`, `\\` or control characters (rego-cpp counts escaped bytes); an array',
+        "  comprehension over a set whose order reaches the decision another way; the silent",
+        "  wrong result of the `indexing` failure below (a partial rule indexing `data` through a",
+        "  local bound to a constant). The differential test covers the default pack for these.",
+        "- compile errors in rego-cpp (the `and`/`or` keywords, `not { ... }`, `.0`) refuse the",
+        "  policy at load (POLICY_COMPILE_FAILED): different from OPA, but never a silent decision.",
+        "",
+        "## Pass rate per family",
+        "",
+        "A family is a folder of OPA's cases: one builtin (or builtin group) or one language feature.",
+        "",
+        "| family | passed | failed | pass rate |",
+        "|---|---:|---:|---:|",
+    ]
+    for family, counts in rates.items():
+        total = counts["pass"] + counts["fail"]
+        lines.append(
+            f"| {family} | {counts['pass']} | {counts['fail']} | {100 * counts['pass'] / total:.0f}% |"
+        )
+    lines += ["", "## Failures by what they are blamed on", "", "| blamed on | cases |", "|---|---:|"]
+    for name, count in sorted(blamed.items()):
+        lines.append(f"| `{name}` | {count} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def failures_yaml(results: dict[str, dict[str, Any]]) -> str:
+    """The failing cases as entries for compliance_failures.yaml (keeps reviewed entries)."""
+    known = known_failures()
+    entries = {}
+    for note, result in sorted(results.items()):
+        if result["outcome"] != "fail":
+            continue
+        entries[note] = known.get(note) or {
+            "blame": guess_blame(result),
+            "reason": result["detail"],
+        }
+    return yaml.safe_dump(entries, sort_keys=True, allow_unicode=True, width=200)
+
+
+def guess_blame(result: dict[str, Any]) -> str:
+    """A first guess for review: the family's builtin when the case calls one, else the feature."""
+    family = result["family"]
+    squashed = {re.sub(r"[^a-z0-9]", "", name): name for name in result.get("builtins", [])}
+    for key, name in squashed.items():
+        if key == family or family.startswith(key) or key.startswith(family):
+            return name
+    if len(result.get("builtins", [])) == 1:
+        return result["builtins"][0]
+    return f"feature:{family}"
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "report"
+    if command == "child":
+        _child(Path(argv[1]), int(argv[2]))
+        return 0
+    root = cases_dir()
+    if root is None:
+        print(f"OPA {OPA_VERSION} compliance cases not found: run `make tools` (go install)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    results = run_all(root)
+    seconds = time.monotonic() - started
+    if command == "report":
+        REPORT_FILE.write_text(render_report(results, seconds))
+        print(f"wrote {REPORT_FILE} ({seconds:.0f} s)")
+    elif command == "failures":
+        print(failures_yaml(results), end="")
+    elif command == "json":
+        json.dump(results, sys.stdout, indent=1, sort_keys=True)
+    else:
+        print(f"unknown command {command!r}: child | report | failures | json", file=sys.stderr)
+        return 2
+    return 0
+
+
+def iter_mismatches(results: dict[str, dict[str, Any]], known: dict[str, dict[str, str]]) -> Iterator[str]:
+    """Every way the results and the reviewed list disagree, one line each."""
+    for note, result in sorted(results.items()):
+        if result["outcome"] == "fail" and note not in known:
+            yield f"new failure {note!r} ({result['family']}): {result['detail']}"
+        elif result["outcome"] == "pass" and note in known:
+            yield f"listed case {note!r} now passes: remove it from {FAILURES_FILE.name}"
+    for note in sorted(set(known) - set(results)):
+        yield f"listed case {note!r} is not in OPA's cases any more: remove it"
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():  # keep rego-cpp's stray files out of the repo
+        sys.exit(main(sys.argv[1:]))

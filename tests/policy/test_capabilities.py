@@ -1,0 +1,97 @@
+"""The embedded engine refuses policies it cannot evaluate exactly as OPA does (issue 12).
+
+The allow-list itself is held to the compliance results in test_opa_compliance.py; here, what
+a user sees: a folder calling an unsupported builtin (or an inexact sprintf verb, or a set
+joined in insertion order) does not load, the message names the builtin, file and line and
+points at ``--engine opa``, and the default pack loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labelgate.errors import ConfigError
+from labelgate.policy.capabilities import SUPPORTED_BUILTINS, UNSUPPORTED
+from labelgate.policy.embedded import EmbeddedEngine
+from labelgate.policy.rego_text import scan_calls, strip, text_findings
+from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
+
+
+async def refusal(tmp_path: Path, body: str) -> str:
+    engine = EmbeddedEngine(write_policy(tmp_path, body + result_rule(VALID_RESULT)), watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    assert refused.value.reason == UNSUPPORTED
+    assert "--engine opa" in refused.value.message
+    return refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('lookup := http.send({"method": "get", "url": "http://x"})\n', "builtin `http.send`"),
+        ('parts := strings.split_n("a,b", ",", 1)\n', "builtin `strings.split_n`"),
+        ('cidr if net.cidr_contains("10.0.0.0/8", input.ip)\n', "builtin `net.cidr_contains`"),
+        ('ok if semver.is_valid("1.0.0")\n', "builtin `semver.is_valid`"),
+        ("now := time.now_ns()\n", "builtin `time.now_ns`"),
+        ('say := sprintf("%s", [input.x])\n', "`sprintf` verb %s"),
+        ('tags contains "b"\n\njoined := concat(",", tags)\n', "`concat` of a set"),
+    ],
+)
+async def test_a_folder_using_what_regopy_cannot_evaluate_exactly_is_refused(
+    tmp_path: Path, body: str, named: str
+) -> None:
+    message = await refusal(tmp_path, body)
+    assert named in message
+    line = 3 + body.count("\n") - 1  # the body starts on line 3, after the package header
+    assert f"labelgate/decision/policy.rego:{line}" in message
+
+
+async def test_the_refusal_names_every_finding_once(tmp_path: Path) -> None:
+    message = await refusal(
+        tmp_path, 'a := http.send({})\n\nb := http.send({"x": 1})\n\nc := graphql.parse("", "")\n'
+    )
+    assert (
+        "builtin `http.send` at labelgate/decision/policy.rego:3, labelgate/decision/policy.rego:5" in message
+    )
+    assert "builtin `graphql.parse` at labelgate/decision/policy.rego:7" in message
+
+
+async def test_the_default_pack_and_plain_policies_load(tmp_path: Path) -> None:
+    for folder in (
+        REGO,
+        write_policy(tmp_path, "n := count(input.x)\n\nf(v) := upper(v)\n" + result_rule(VALID_RESULT)),
+    ):
+        engine = EmbeddedEngine(folder, watch_interval=None)
+        await engine.start()
+        await engine.close()
+
+
+def test_calls_in_strings_comments_and_to_own_functions_are_not_builtins() -> None:
+    text = (
+        "package p\n\nimport data.lib.util as u\n\n"
+        "f(x) := x\n\n"
+        'a := f(1) # http.send({})\n\nb := "http.send({})"\n\n'
+        "c := u.g(1) + data.lib.h(2)\n\nd := `net.cidr_merge(x)`\n"
+    )
+    own = {"data", "input", "f", "a", "b", "c", "d", "u", "p"}
+    assert scan_calls(text, own) == []
+    assert scan_calls("package p\n\nx := trim_space(input.s)\n", {"x"}) == [("trim_space", 3)]
+    assert strip('x := "a#b" # c\n')[0].count("\n") == 1
+
+
+def test_sprintf_needs_a_literal_format_with_exact_verbs() -> None:
+    ok = text_findings("m.rego", 'package p\n\nx := sprintf("%d of %d, 100%%", [1, 2])\n')
+    assert ok == []
+    variable = text_findings("m.rego", "package p\n\nx := sprintf(input.f, [1])\n")
+    assert [f.what for f in variable] == ["`sprintf` with a format that is not a string literal"]
+
+
+def test_the_allow_list_keeps_out_what_depends_on_the_outside_world() -> None:
+    assert (
+        not {"http.send", "time.now_ns", "rand.intn", "opa.runtime", "net.lookup_ip_addr"}
+        & SUPPORTED_BUILTINS
+    )

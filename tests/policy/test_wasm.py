@@ -1,0 +1,290 @@
+"""The wasm engine: OPA's Wasm target in process. Its differential test against OPA is in
+test_differential.py; here: loading, refusals, the host's sprintf against OPA's, failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelgate.bundle.build import read_tarball
+from labelgate.errors import ConfigError
+from labelgate.policy.bundle_client import BundleSource, read_bundle
+from labelgate.policy.contract import POLICY_ERROR, validate_result
+from labelgate.policy.source import PolicySource
+from labelgate.policy.wasm import WasmEngine, _WasmCompiled, compile_wasm, opa_binary
+from labelgate.policy.wasm_host import UNSUPPORTED
+from labelgate.policy.wasm_sprintf import Unsupported, check_format, parse_arguments, sprintf
+from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
+from tests.support.procs import opa_binary as pinned_opa
+
+ENTRYPOINT = "labelgate/decision/result"
+
+
+@pytest.fixture(autouse=True)
+def _opa_on_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELGATE_OPA", pinned_opa())
+
+
+def _analyst_input() -> dict[str, Any]:
+    from bench.policy_engines import sample_input
+
+    return sample_input()
+
+
+async def test_the_default_pack_decides_and_validates() -> None:
+    engine = WasmEngine(REGO, watch_interval=None)
+    await engine.start()
+    try:
+        decision = await engine.decide(_analyst_input())
+        for _ in range(20):  # enough to measure an average and move inline
+            again = await engine.decide(_analyst_input())
+    finally:
+        await engine.close()
+    assert decision.engine == "wasm" and not decision.failed_closed
+    assert decision.allow and decision.reason == "allowed; 4 field(s) masked"  # sprintf on the host
+    # The contract's own validation gives the same decision from the same result object.
+    assert validate_result(decision.to_result(), engine="wasm", revision=decision.revision) == decision
+    assert again == decision
+
+
+async def test_a_result_off_contract_is_a_deny(tmp_path: Path) -> None:
+    write_policy(tmp_path, result_rule({**VALID_RESULT, "allow": "yes"}))
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    await engine.start()
+    try:
+        decision = await engine.decide({})
+    finally:
+        await engine.close()
+    assert decision.fail_reason == "POLICY_RESULT_INVALID" and not decision.allow
+
+
+async def test_an_evaluation_error_fails_closed_and_the_next_decision_works(tmp_path: Path) -> None:
+    ok, other = json.dumps(VALID_RESULT), json.dumps({**VALID_RESULT, "reason": "other"})
+    write_policy(tmp_path, f"result := {ok} if input.a\n\nresult := {other} if input.b\n")
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    await engine.start()
+    try:
+        conflict = await engine.decide({"a": 1, "b": 2})  # OPA: eval_conflict_error; here opa_abort
+        fine = await engine.decide({"a": 1})
+    finally:
+        await engine.close()
+    assert conflict.fail_reason == POLICY_ERROR
+    assert fine.allow and not fine.failed_closed
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('result := {"allow": true, "x": http.send({"method": "get", "url": input.u})}\n', "`http.send`"),
+        ('result := {"t": time.now_ns()}\n', "`time.now_ns`"),
+        ('result := {"y": yaml.marshal(input), "n": units.parse("1k")}\n', "`units.parse`, `yaml.marshal`"),
+        ('result := {"r": sprintf("%x", [input.n])}\n', "'%x'"),
+        ('result := {"r": sprintf("%5d", [input.n])}\n', "'%5d'"),
+        ('result := {"r": sprintf(input.f, [1])}\n', "not a string literal"),
+    ],
+)
+async def test_policies_needing_what_the_host_does_not_implement_are_refused(
+    tmp_path: Path, body: str, named: str
+) -> None:
+    write_policy(tmp_path, body)
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    with pytest.raises(ConfigError) as raised:
+        await engine.start()
+    await engine.close()
+    assert raised.value.reason == UNSUPPORTED
+    assert named in raised.value.message and "--engine opa" in raised.value.message
+
+
+def test_a_missing_opa_binary_is_a_clear_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LABELGATE_OPA")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError) as raised:
+        WasmEngine(REGO, watch_interval=None)
+    assert raised.value.reason == "OPA_BINARY_MISSING"
+    assert "$LABELGATE_OPA" in raised.value.message and "PATH" in raised.value.message
+    assert "make tools" in raised.value.message
+    monkeypatch.setenv("LABELGATE_OPA", "/nonexistent/opa")
+    with pytest.raises(ConfigError, match="not an executable"):
+        opa_binary()
+
+
+def test_a_compile_error_names_the_file(tmp_path: Path) -> None:
+    write_policy(tmp_path, "result := {\n")
+    with pytest.raises(ConfigError) as raised:
+        compile_wasm(PolicySource.from_dir(tmp_path), ENTRYPOINT)
+    assert raised.value.reason == "POLICY_COMPILE_FAILED"
+    assert "labelgate/decision/policy.rego" in raised.value.message
+
+
+def _opa_wasm_bundle(policy_dir: Path, out: Path) -> bytes:
+    tarball = out / "bundle.tar.gz"
+    subprocess.run(
+        [
+            pinned_opa(),
+            "build",
+            "-t",
+            "wasm",
+            "-e",
+            ENTRYPOINT,
+            "--ignore",
+            "*_test.rego",
+            "-o",
+            str(tarball),
+            str(policy_dir),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return tarball.read_bytes()
+
+
+async def test_a_bundle_holding_policy_wasm_is_used_without_compiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tarball = _opa_wasm_bundle(REGO, tmp_path)
+    opa = pinned_opa()
+    source = read_bundle(tarball, verify=None, origin="test-bundle")
+    assert isinstance(source, BundleSource) and source.wasm == read_tarball(tarball)["policy.wasm"]
+    assert source.data["labelgate"]["catalog"]  # the catalog comes from the bundle's data
+    monkeypatch.setenv("LABELGATE_OPA", "/nonexistent/opa")  # compiling would fail now
+    compiled = _WasmCompiled.build(source, ENTRYPOINT, wasm=source.wasm)
+    from_bundle = validate_result(compiled.evaluate(_analyst_input()))
+    monkeypatch.setenv("LABELGATE_OPA", opa)
+    from_folder = validate_result(
+        _WasmCompiled.build(PolicySource.from_dir(REGO), ENTRYPOINT).evaluate(_analyst_input())
+    )
+    assert from_bundle == from_folder
+
+
+def test_a_bundle_without_policy_wasm_reads_as_before(tmp_path: Path) -> None:
+    write_policy(tmp_path / "src", result_rule(VALID_RESULT))
+    tar = tmp_path / "plain.tar.gz"
+    subprocess.run(
+        [pinned_opa(), "build", "-o", str(tar), str(tmp_path / "src")], check=True, capture_output=True
+    )
+    source = read_bundle(tar.read_bytes(), verify=None, origin="plain")
+    assert type(source) is PolicySource
+
+
+# -- sprintf: the host's against OPA's own ----------------------------------------------------
+
+FORMATS = ["%d", "%s", "%v", "%%", "a%db", "%d %d", "%d%", "x %v y %s", "", "%d field(s) masked"]
+VALUES = [
+    "0",
+    "1",
+    "-5",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "1000000000000000000000000000000",
+    "1.5",
+    "-0.25",
+    "1e6",
+    "1E2",
+    "1.0",
+    "-0",
+    "-0.0",
+    "123456.0",
+    "1234567.0",
+    "1e-5",
+    "0.0001",
+    "1e21",
+    "1e-7",
+    "0.30000000000000004",
+    "1e300",
+    "1e400",
+    "1e-400",
+    "12345678901234567890.5",
+    "2.5e-10",
+    '"abc"',
+    '""',
+    '"\\u00e9 \\" \\\\ \\n"',
+    "true",
+    "false",
+    "null",
+]
+
+
+def _cases() -> list[tuple[str, str]]:
+    cases = [(f, f"[{v}]") for f in FORMATS for v in VALUES]
+    return cases + [(f, "[]") for f in FORMATS] + [(f, '[1,"x",2.5]') for f in FORMATS]
+
+
+def test_check_format_accepts_only_what_is_rendered_exactly() -> None:
+    assert all(check_format(f) is None for f in FORMATS)
+    for bad in ("%x", "%5d", "%-d", "%.2v", "%[1]d", "%q", "%t", "%f", "%+d", "% d"):
+        assert check_format(f"a {bad} b") == bad
+
+
+def test_sprintf_matches_opa_on_numbers_strings_and_mistakes(tmp_path: Path) -> None:
+    """Go's fmt through OPA, for the verbs the host implements, with the numbers' own text."""
+    cases = _cases()
+    doc = "[" + ",".join(f"[{json.dumps(f)},{args}]" for f, args in cases) + "]"
+    (tmp_path / "cases.json").write_text(doc)
+    done = subprocess.run(
+        [
+            pinned_opa(),
+            "eval",
+            "-f",
+            "json",
+            "-i",
+            str(tmp_path / "cases.json"),
+            "[sprintf(c[0], c[1]) | some c in input]",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    expected = json.loads(done.stdout)["result"][0]["expressions"][0]["value"]
+    mine = [sprintf(f, parse_arguments(args)) for f, args in cases]
+    wrong = [(c, e, m) for c, e, m in zip(cases, expected, mine, strict=True) if e != m]
+    assert not wrong, wrong[:10]
+
+
+def test_sprintf_refuses_what_it_cannot_render() -> None:
+    with pytest.raises(Unsupported):
+        sprintf("%v", parse_arguments("[[1, 2]]"))
+    with pytest.raises(Unsupported):
+        sprintf("%v", parse_arguments("set()"))
+    with pytest.raises(Unsupported):
+        sprintf("%x", [])
+    with pytest.raises(TypeError):
+        sprintf(1, [])
+
+
+def test_sprintf_in_the_module_matches_opa_for_input_numbers(tmp_path: Path) -> None:
+    """Numbers travel input -> Wasm value -> value dump -> host: their text must survive."""
+    formats = ["%d", "%v", "%s", "n=%d, s=%s"]
+    rules = "\n".join(f"out[{i}] := sprintf({json.dumps(f)}, input.args)" for i, f in enumerate(formats))
+    policy = tmp_path / "p"
+    (policy / "t").mkdir(parents=True)
+    (policy / "t" / "t.rego").write_text(f"package t\n\n{rules}\n")
+    compiled = _WasmCompiled.build(PolicySource.from_dir(policy), "t/out")
+    for raw in [*VALUES, '"x", 3', "2, true", "1.5, null"]:
+        text = f'{{"args": [{raw}]}}'
+        (tmp_path / "input.json").write_text(text)
+        done = subprocess.run(
+            [
+                pinned_opa(),
+                "eval",
+                "-f",
+                "json",
+                "-d",
+                str(policy),
+                "-i",
+                str(tmp_path / "input.json"),
+                "data.t.out",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        expected = json.loads(done.stdout)["result"][0]["expressions"][0]["value"]
+        # The same input text OPA read, so the numbers' text is the same on both sides.
+        results = json.loads(compiled._instance().evaluate(text.encode()))
+        got = results[0]["result"] if results else None
+        assert got == expected, (raw, got, expected)
