@@ -22,6 +22,7 @@ The inbox forms check their session cookie before reading their (bounded) body t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -81,6 +82,7 @@ class AdminGuard:
                     error.reason,
                     {"WWW-Authenticate": "Bearer", "Connection": "close"},
                 )
+                await self._discard_small_body(headers, receive)
                 await response(scope, receive, send)
                 return
             scope.setdefault("state", {})[SUBJECT_STATE] = subject
@@ -109,6 +111,18 @@ class AdminGuard:
             await response(scope, receive, send)
             return
         await self.app(scope, self._bounded(receive, path), send)
+
+    async def _discard_small_body(self, headers: dict[str, str], receive: Receive) -> None:
+        """Read (and drop, never parse) a body that is within the limit before refusing: closing
+        a connection with unread bytes makes the kernel reset it, and the client can lose the
+        refusal itself. Larger or unannounced bodies are not read at all."""
+        declared = headers.get("content-length", "")
+        if not declared.isdigit() or not 0 < int(declared) <= self.max_body_bytes:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.body_timeout_seconds):
+                while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+                    pass
 
     def _bounded(self, receive: Receive, path: str) -> Receive:
         loop = asyncio.get_running_loop()
