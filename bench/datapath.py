@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import statistics
+import time
+from pathlib import Path
 from typing import Any
 
 from bench.context import Bench
@@ -21,6 +25,8 @@ from bench.profile import profile_process
 from bench.stack import FULL_VARIANTS, PROXY, SCALING_VARIANT, Variant, describe, verify
 
 DIRECT = "direct"
+FLOOR = "bare-proxy"
+FSYNC_SAMPLES = 50
 # py-spy the pure proxy and the shipped configuration: what any call costs, and what the work adds.
 PROFILED = (PROXY, SCALING_VARIANT)
 # Per-row cost may grow this much from one size to the next and still count as linear:
@@ -45,6 +51,19 @@ def run_datapath(bench: Bench) -> Scenario:
         scenario.details["load_generator"] = load_generator_check(
             bench, direct, request.read_bytes(), results
         )
+        # The floor, in the same run: a bare pass-through proxy, and one fdatasync.
+        with bench.stack.bare_proxy(direct) as (floor_address, floor):
+            for concurrency in plan.concurrency:
+                results[FLOOR, concurrency] = run = bench.measure(
+                    floor_address,
+                    plan.datapath_rows,
+                    concurrency,
+                    plan.run_s,
+                    {**watch, "gateway": floor.pid},
+                )
+                runs.append({"config": FLOOR, **run.to_json()})
+        fdatasync_ms = measure_fdatasync(bench.stack.work_dir)
+        scenario.details["fdatasync_ms_median"] = round(fdatasync_ms, 3)
         for variant in variants:
             with _gateway(bench, variant, direct) as (address, watched):
                 verify(variant, direct, address, request.read_bytes(), bench.metadata)
@@ -58,17 +77,85 @@ def run_datapath(bench: Bench) -> Scenario:
                     profiles[variant.name] = _profile(bench, variant, address, watched["gateway"])
         if plan.drift_check:
             scenario.details["direct_drift"] = _drift(bench, direct, watch, results)
-    scenario.details["configs"] = {DIRECT: "client -> demo backend"} | {v.name: describe(v) for v in variants}
+    scenario.details["configs"] = {
+        DIRECT: "client -> demo backend",
+        FLOOR: "client -> bare grpc.aio pass-through proxy -> demo backend",
+    } | {v.name: describe(v) for v in variants}
     scenario.details["runs"] = runs
     scenario.details["load_generator"]["busiest_process"] = checks = bottleneck_check(runs)
     scenario.details["load_generator"]["client_was_busiest"] = [
         f"{row['config']} c={row['concurrency']}" for row in checks if row["busiest"] == "client (ghz)"
     ]
+    for concurrency in plan.concurrency:
+        scenario.figures += _compare(FLOOR, "bare pass-through proxy", concurrency, results)
     for variant in variants:
         for concurrency in plan.concurrency:
-            scenario.figures += _compare(variant, concurrency, results)
+            scenario.figures += _compare(variant.name, variant.title, concurrency, results)
+            scenario.figures += _against_floor(variant, concurrency, results, fdatasync_ms)
     scenario.note = errors_note(runs)
     return scenario
+
+
+def measure_fdatasync(directory: Path, samples: int = FSYNC_SAMPLES) -> float:
+    """Median ms of one fdatasync after a small append: what a durable audit record must wait for."""
+    path = directory / "fdatasync.probe"
+    times = []
+    with path.open("ab") as handle:
+        for _ in range(samples):
+            handle.write(b"x" * 200)
+            handle.flush()
+            started = time.perf_counter()
+            os.fdatasync(handle.fileno())
+            times.append((time.perf_counter() - started) * 1000)
+    path.unlink(missing_ok=True)
+    return statistics.median(times)
+
+
+def _against_floor(
+    variant: Variant, concurrency: int, results: dict[tuple[str, int], LoadRun], fdatasync_ms: float
+) -> list[Figure]:
+    """The issue-12 targets: each path against the bare proxy measured in the same run."""
+    run, floor, base = (
+        results[variant.name, concurrency],
+        results[FLOOR, concurrency],
+        results[DIRECT, concurrency],
+    )
+    prefix = f"datapath.{variant.name}.c{concurrency}"
+    where = f"{variant.title}, c={concurrency}"
+    figures = [
+        Figure(
+            f"{prefix}.cpu_vs_floor",
+            f"gateway CPU per call against the bare proxy's, {where}",
+            gateway_cpu_ms(run),
+            "CPU ms/call",
+            f"bare proxy CPU per call, c={concurrency}",
+            gateway_cpu_ms(floor),
+            "lower",
+        ),
+        Figure(
+            f"{prefix}.throughput_vs_floor",
+            f"throughput against the bare proxy's, {where}",
+            run.calls_per_s,
+            "calls/s",
+            f"bare proxy, c={concurrency}",
+            floor.calls_per_s,
+            "higher",
+        ),
+    ]
+    if concurrency == 1:
+        figures.append(
+            Figure(
+                f"{prefix}.added_p50_vs_floor",
+                f"added p50 against the floor (bare proxy's added p50 + one fdatasync), {where}",
+                run.p50_ms - base.p50_ms,
+                "ms",
+                "floor: bare proxy added p50 + fdatasync",
+                (floor.p50_ms - base.p50_ms) + fdatasync_ms,
+                "lower",
+                show_added=True,
+            )
+        )
+    return figures
 
 
 def errors_note(runs: list[dict[str, Any]]) -> str:
@@ -82,10 +169,12 @@ def errors_note(runs: list[dict[str, Any]]) -> str:
     return ("calls failed in: " + "; ".join(failed)) if failed else ""
 
 
-def _compare(variant: Variant, concurrency: int, results: dict[tuple[str, int], LoadRun]) -> list[Figure]:
-    run, base = results[variant.name, concurrency], results[DIRECT, concurrency]
-    prefix = f"datapath.{variant.name}.c{concurrency}"
-    where = f"{variant.title}, c={concurrency}"
+def _compare(
+    name: str, title: str, concurrency: int, results: dict[tuple[str, int], LoadRun]
+) -> list[Figure]:
+    run, base = results[name, concurrency], results[DIRECT, concurrency]
+    prefix = f"datapath.{name}.c{concurrency}"
+    where = f"{title}, c={concurrency}"
     figures = [
         Figure(
             f"{prefix}.throughput",

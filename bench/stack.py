@@ -11,6 +11,7 @@ stream of refusals.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,15 @@ class Stack:
         address = f"127.0.0.1:{port}"
         args = labelgate_command("demo-backend", "--listen", address)
         with running(args, self.work_dir / "backend.log", port, **_named("demo backend")) as child:
+            yield address, child
+
+    @contextlib.contextmanager
+    def bare_proxy(self, upstream: str) -> Iterator[tuple[str, Process]]:
+        """The floor: a bare grpc.aio pass-through proxy (``bench/bare_proxy.py``)."""
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        args = [sys.executable, "-m", "bench.bare_proxy", "--listen", address, "--upstream", upstream]
+        with running(args, self.work_dir / "bare-proxy.log", port, **_named("bare proxy")) as child:
             yield address, child
 
     @contextlib.contextmanager

@@ -114,6 +114,9 @@ class Outcome:
     decisions: list[tuple[str, Decision]] = field(default_factory=list)
     masked: list[dict[str, str]] = field(default_factory=list)
     labels: set[str] = field(default_factory=set)
+    # (phase, hash, input) of each decision: the input as the policy saw it, its hash the
+    # decision cache's key (hex); the audit record keeps the hashes, an input store the inputs.
+    decision_inputs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 def infer_target(request: Message, method: str) -> Target:
@@ -192,6 +195,8 @@ class CallRecord:
     delivered: Message | None
     request: Message | None
     error_kind: str | None  # the type of an unexpected (non-labelgate) error
+    decision_inputs: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    status_code: str = "OK"  # the gRPC status code name the caller got
 
     @classmethod
     def of(
@@ -214,6 +219,8 @@ class CallRecord:
             delivered=outcome.delivered,
             request=outcome.request,
             error_kind=None if error is None or isinstance(error, LabelgateError) else type(error).__name__,
+            decision_inputs=tuple(outcome.decision_inputs),
+            status_code=_status_code(error),
         )
 
     @property
@@ -231,6 +238,17 @@ class CallRecord:
         if subject is None:
             return None
         return {"id": subject.id, "name": subject.name, "groups": list(subject.groups), "auth": subject.auth}
+
+
+def _status_code(error: BaseException | None) -> str:
+    """The gRPC status code name of how a call ended (``OK`` when it did not fail)."""
+    if error is None:
+        return "OK"
+    code = getattr(error, "code", None)
+    if callable(code):  # a grpc.RpcError from the upstream
+        code = code()
+    name = getattr(code, "name", None)
+    return name if isinstance(name, str) else "UNKNOWN"
 
 
 def _outcome_name(outcome: Outcome, error: BaseException | None) -> str:

@@ -6,16 +6,19 @@ command only loads what it uses.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from labelgate import __version__
 from labelgate.approvals.cli import approvals_app, approvals_server_cli
 from labelgate.audit.cli import audit_app, audit_writer_command
 from labelgate.audit.export.cli import audit_forwarder_command
 from labelgate.bundle.cli import bundle_app, bundle_server_cli
 from labelgate.errors import LabelgateError
+from labelgate.logs import LogLevel
 from labelgate.recording.cli import sessions_app
 
 app = typer.Typer(
@@ -27,15 +30,42 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Evaluate and inspect policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+# Servers live under their groups (bundle serve, approvals serve, audit writer); the old
+# top-level names stay as hidden aliases for one release (deploy files still use them).
 app.add_typer(bundle_app, name="bundle")
-app.command("bundle-server")(bundle_server_cli)
+app.command("bundle-server", hidden=True)(bundle_server_cli)
 # Just-in-time approvals: review from the terminal, or serve the API and inbox on their own.
 app.add_typer(approvals_app, name="approvals")
-app.command("approvals-server")(approvals_server_cli)
+app.command("approvals-server", hidden=True)(approvals_server_cli)
 app.add_typer(audit_app, name="audit")
 app.add_typer(sessions_app, name="sessions")
-app.command("audit-writer")(audit_writer_command)
-app.command("audit-forwarder")(audit_forwarder_command)
+app.command("audit-writer", hidden=True)(audit_writer_command)
+audit_app.command("forwarder")(audit_forwarder_command)
+app.command("audit-forwarder", hidden=True)(audit_forwarder_command)
+
+
+class Engine(StrEnum):
+    """Policy engines."""
+
+    embedded = "embedded"
+    wasm = "wasm"
+    opa = "opa"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"labelgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """A data-classification gateway for inference services."""
 
 
 def _fail(error: LabelgateError) -> typer.Exit:
@@ -51,8 +81,10 @@ def demo_backend(
 ) -> None:
     """Serve the synthetic Open Inference Protocol backend (customer-profile, sentiment)."""
     from labelgate.demo.backend import run
+    from labelgate.gateway.ports import ensure_free
 
     try:
+        ensure_free(listen, "--listen")
         run(listen)
     except LabelgateError as error:
         raise _fail(error) from None
@@ -61,7 +93,7 @@ def demo_backend(
 @policy_app.command("eval")
 def policy_eval(
     input_file: Annotated[Path, typer.Option("--input", help="JSON file with a labelgate.v1 policy input")],
-    engine: Annotated[str, typer.Option(help="embedded, wasm or opa")] = "embedded",
+    engine: Annotated[Engine, typer.Option(help="policy engine")] = Engine.embedded,
     opa_url: Annotated[str, typer.Option(help="OPA server URL for --engine opa")] = "http://127.0.0.1:8181",
     policy_dir: Annotated[Path, typer.Option(help="Rego policy folder for --engine embedded or wasm")] = Path(
         "rego"
@@ -72,9 +104,50 @@ def policy_eval(
     from labelgate.policy.cli import evaluate
 
     try:
-        evaluate(input_file, engine=engine, opa_url=opa_url, policy_dir=policy_dir, explain=explain)
+        evaluate(input_file, engine=engine.value, opa_url=opa_url, policy_dir=policy_dir, explain=explain)
     except LabelgateError as error:
         raise _fail(error) from None
+
+
+@policy_app.command("impact")
+def policy_impact(
+    candidate: Annotated[Path, typer.Option(help="the candidate policy folder")],
+    inputs: Annotated[
+        Path,
+        typer.Option(help="decision inputs: the gateway's audit.inputs_file (SQLite) or a .jsonl sample"),
+    ],
+    current: Annotated[Path, typer.Option(help="the policy folder in production")] = Path("rego"),
+    since: Annotated[
+        str | None, typer.Option(help="only inputs seen in this window, e.g. 24h, 7d (default: all stored)")
+    ] = None,
+    engine: Annotated[Engine, typer.Option(help="the production engine")] = Engine.embedded,
+    json_output: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="print a Markdown summary (CI comments)")
+    ] = False,
+) -> None:
+    """Replay recorded decision inputs on the current and the candidate policy and report what
+    changes, by subject group, model and field. Exit 0: nothing changed; 3: something changed;
+    2: an error (a policy that does not load, unreadable inputs, a decision that failed closed)."""
+    from labelgate.policy.cli import IMPACT_ERROR, impact
+
+    if json_output and markdown:
+        typer.echo("error: --json and --markdown are exclusive", err=True)
+        raise typer.Exit(IMPACT_ERROR)
+    output = "json" if json_output else "markdown" if markdown else "table"
+    try:
+        code = impact(
+            candidate=candidate,
+            current=current,
+            inputs=inputs,
+            since=since,
+            engine=engine.value,
+            output=output,
+        )
+    except LabelgateError as error:
+        typer.echo(f"error: {error.message} ({error.reason})", err=True)
+        raise typer.Exit(IMPACT_ERROR) from None
+    raise typer.Exit(code)
 
 
 @app.command("serve")
@@ -88,8 +161,9 @@ def serve(
         str | None, typer.Option(help="HOST:PORT for /healthz, /readyz, /metrics")
     ] = None,
     upstream: Annotated[str | None, typer.Option(help="HOST:PORT of the inference backend")] = None,
-    engine: Annotated[str | None, typer.Option(help="embedded, wasm or opa")] = None,
+    engine: Annotated[Engine | None, typer.Option(help="policy engine")] = None,
     workers: Annotated[int | None, typer.Option(help="processes sharing the port (SO_REUSEPORT)")] = None,
+    log_level: Annotated[LogLevel | None, typer.Option(help="log level")] = None,
     check_config: Annotated[
         bool,
         typer.Option(
@@ -105,8 +179,9 @@ def serve(
         "listen": listen,
         "rest_listen": rest_listen,
         "admin_listen": admin_listen,
-        "engine": engine,
+        "engine": engine.value if engine is not None else None,
         "workers": workers,
+        "log_level": log_level.value if log_level is not None else None,
     }
     if upstream is not None:
         overrides["upstream"] = {"address": upstream}

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -65,6 +66,23 @@ class UpstreamSettings(Section):
     subject_assertion: SubjectAssertionSettings = SubjectAssertionSettings()
 
     _check_address = field_validator("address")(classmethod(lambda cls, v: _host_port(v)))
+
+
+class UpstreamConnection(UpstreamSettings):
+    """One of ``upstreams:``: a named inference service and the models it serves (fnmatch
+    globs, first match in config order wins). Address, TLS, the gateway's own token,
+    timeout and forwarded metadata are per upstream; the subject assertion is the gateway's
+    one key, set in ``upstream.subject_assertion``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    models: list[str] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: list[str]) -> list[str]:
+        if any(not glob.strip() for glob in value):
+            raise ValueError("a model glob is empty")
+        return value
 
 
 class ServerTlsSettings(Section):
@@ -160,6 +178,10 @@ class AuditSettings(Section):
     timeout_seconds: float = Field(2.0, gt=0, le=60)
     # Let calls through when the writer is unreachable. Loud on purpose: records are lost.
     fail_open: bool = False
+    # Every distinct decision input (names, labels, paths, subject; never a data value), kept
+    # once by its hash in this SQLite file for ``labelgate policy impact`` (unset: not kept).
+    inputs_file: Path | None = None
+    inputs_retention_days: int = Field(30, ge=1, le=3650)
 
 
 class LimitSettings(Section):
@@ -301,7 +323,11 @@ class GatewaySettings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The default route: every call when ``upstreams`` is empty; with ``upstreams``, the models
+    # no entry serves, only when ``upstream`` is set explicitly (else MODEL_NOT_ROUTED).
     upstream: UpstreamSettings = UpstreamSettings()
+    upstreams: list[UpstreamConnection] = []
+    _default_route: bool = PrivateAttr(default=True)
     server_tls: ServerTlsSettings | None = None
     # embedded: regopy in process; wasm: OPA's Wasm target in process (wasmtime); opa: OPA over HTTP.
     engine: Literal["embedded", "wasm", "opa"] = "embedded"
@@ -354,6 +380,8 @@ class GatewaySettings(BaseSettings):
             problems.append("admin_listen must differ from listen")
         if not self.upstream.tls and (self.upstream.ca_file or self.upstream.server_name):
             problems.append("upstream.ca_file/server_name are set but upstream.tls is false")
+        problems += self._upstreams_problems()
+        self._default_route = not self.upstreams or "upstream" in self.model_fields_set
         prefixes = [route.method_prefix for route in self.routes]
         own = ("/grpc.health.v1.Health/", "/grpc.reflection.")
         if any(p.startswith(own) for p in prefixes):
@@ -371,6 +399,27 @@ class GatewaySettings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _upstreams_problems(self) -> list[str]:
+        problems = []
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            problems.append("upstreams: a name appears twice")
+        for i, entry in enumerate(self.upstreams):
+            if not entry.tls and (entry.ca_file or entry.server_name):
+                problems.append(f"upstreams[{i}].ca_file/server_name are set but its tls is false")
+            if "subject_assertion" in entry.model_fields_set:
+                problems.append(
+                    f"upstreams[{i}].subject_assertion: the gateway signs with one key; "
+                    "set it in upstream.subject_assertion"
+                )
+        return problems
+
+    def default_route(self) -> bool:
+        """Whether ``upstream`` serves the models no entry of ``upstreams`` names: always
+        without ``upstreams``, else only when the config set ``upstream`` itself (fixed at
+        validation, so a later ``model_copy`` of the section does not turn it on)."""
+        return self._default_route
 
     @classmethod
     def settings_customise_sources(
@@ -513,6 +562,7 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
         "admin.tls.cert_file": settings.admin.tls.cert_file if settings.admin.tls else None,
         "admin.tls.key_file": settings.admin.tls.key_file if settings.admin.tls else None,
         **{f"routes[{i}].descriptor_set": r.descriptor_set for i, r in enumerate(settings.routes)},
+        **{f"upstreams[{i}].ca_file": u.ca_file for i, u in enumerate(settings.upstreams)},
     }
     for where, path in files.items():
         if path is not None:

@@ -8,11 +8,37 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from enum import StrEnum
 from typing import Any
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
+# Fields libraries add for their own terminal formatters (uvicorn's ANSI-coloured copy of the
+# message): never part of a JSON line.
+_DROPPED = {"color_message"}
+# ANSI escape sequences (CSI and OSC): a log line is data, not terminal output.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+class LogLevel(StrEnum):
+    """The levels every command's ``--log-level`` accepts."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ANSI.sub("", value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,9 +48,15 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": _plain(record.getMessage()),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")})
+        entry.update(
+            {
+                k: _plain(v)
+                for k, v in vars(record).items()
+                if k not in _RESERVED and k not in _DROPPED and not k.startswith("_")
+            }
+        )
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
         return json.dumps(entry, default=str, separators=(",", ":"))
@@ -43,9 +75,11 @@ def get_logger(name: str) -> StructuredLogger:
     return StructuredLogger(logging.getLogger(name), {})
 
 
-def configure(level: str = "info", stream: Any = None) -> None:
+def configure(level: str = LogLevel.info, stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(str(level).upper())
+    # Python warnings become log lines too, so every line on stderr is one JSON object.
+    logging.captureWarnings(True)

@@ -50,6 +50,7 @@ def test_measure_reports_every_stage() -> None:
         assert result[f"{stage}_us"] > 0
         assert 0 < result["min_us"][stage] <= result[f"{stage}_us"]
     assert result["total_us"] == round(sum(result[f"{stage}_us"] for stage in STAGES), 1)
-    assert result["fields"] == 21
-    assert result["masks"] == 11
+    # 17 fields: detectors do not scan outputs the catalog labels at or above their own label.
+    assert result["fields"] == 17
+    assert result["masks"] == 9
     assert result["bytes_elements"] > 0

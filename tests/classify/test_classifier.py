@@ -89,17 +89,42 @@ def test_numeric_tensors_are_never_scanned() -> None:
 def test_detections_in_text_get_their_own_span_field_and_do_not_raise_the_tensor() -> None:
     notes = text("notes", "call 212-555-1234 about 123-45-6789", "nothing here", "ssn 078-05-1121")
     result = classify_outputs("customer-profile", [notes], CATALOG, DETECTORS)
+    # The phone number is not scanned for: its label (internal) says no more than the output's.
     assert labels_by_path(result) == {
         "outputs.notes": {"internal": ["catalog"]},
-        "outputs.notes{phone}": {"internal": ["detector:phone"]},
         "outputs.notes{us_ssn}": {"confidential": ["detector:us_ssn"]},
     }
     spans = result.spans["notes"]
     assert sorted(spans) == [0, 2]
     assert [(hit.detector, notes.values[0][hit.start : hit.end]) for hit in spans[0]] == [
-        ("phone", b"212-555-1234"),
         ("us_ssn", b"123-45-6789"),
     ]
+
+
+def test_only_detectors_above_an_outputs_own_label_scan_it() -> None:
+    line = "call 212-555-1234 about 123-45-6789, card 4111 1111 1111 1111"
+    tensors = [text("notes", line), text("ssn", line), text("account_secret", line), text("free", line)]
+    found = {
+        path: sorted(sources[label][0] for label in sources)
+        for path, sources in labels_by_path(
+            classify_outputs("customer-profile", tensors, CATALOG, DETECTORS)
+        ).items()
+        if "{" in path
+    }
+    # notes is internal: confidential detectors run; ssn is confidential and account_secret
+    # restricted: nothing above them to find. An uncatalogued output gets the default label.
+    assert set(found) == {
+        "outputs.notes{us_ssn}",
+        "outputs.notes{credit_card}",
+        "outputs.free{us_ssn}",
+        "outputs.free{credit_card}",
+    }
+    public = classify_outputs("sentiment", [text("label", line)], CATALOG, DETECTORS)
+    assert {p for p in labels_by_path(public) if "{" in p} == {
+        "outputs.label{phone}",
+        "outputs.label{us_ssn}",
+        "outputs.label{credit_card}",
+    }, "a public output is scanned by every detector"
 
 
 def test_backend_labels_join_catalog_labels() -> None:
@@ -136,7 +161,8 @@ def test_json_elements_are_classified_by_nested_key() -> None:
     assert labels_by_path(result) == {
         "outputs.profile": {"internal": ["default"]},
         f"outputs.profile[].{name}": {"internal": ["default"]},
-        f"outputs.profile[].contact.{email}": {"internal": ["detector:email"]},
+        # The email leaf is not scanned for emails: internal says no more than its own label.
+        f"outputs.profile[].contact.{email}": {"internal": ["default"]},
         "outputs.profile[].contact.phone": {"confidential": ["catalog"]},
         f"outputs.profile[].{cards}[].{pan}": {"confidential": ["detector:credit_card"]},
         f"outputs.profile[].{key('tags', catalog)}[]": {"confidential": ["detector:us_ssn"]},
@@ -145,7 +171,6 @@ def test_json_elements_are_classified_by_nested_key() -> None:
     assert result.spans == {}
     leaves = result.json_elements["profile"]
     assert [(leaf.location, leaf.path) for leaf in leaves[0]] == [
-        (("contact", "email"), f"outputs.profile[].contact.{email}"),
         (("cards", 0, "pan"), f"outputs.profile[].{cards}[].{pan}"),
     ]
     assert [(leaf.location, [hit.detector for hit in leaf.detections]) for leaf in leaves[1]] == [
@@ -221,13 +246,17 @@ def test_elements_are_read_as_json_only_when_they_open_an_object(opening: bytes,
 
 def test_text_and_json_elements_mix_in_one_tensor() -> None:
     tensor = text(
-        "t", "ssn 123-45-6789", '{"card": "4111 1111 1111 1111"}', "mail a@example.com", "{not json"
+        "t",
+        "ssn 123-45-6789",
+        '{"card": "4111 1111 1111 1111"}',
+        "iban DE89 3704 0044 0532 0130 00",
+        "{not json",
     )
     result = classify_outputs("m", [tensor], CATALOG, DETECTORS)
     assert list(result.json_elements["t"]) == [1]
     assert {index: [hit.detector for hit in hits] for index, hits in result.spans["t"].items()} == {
         0: ["us_ssn"],
-        2: ["email"],
+        2: ["iban"],
         3: [OPAQUE_JSON],
     }
     assert list(result.spans["t"]) == [0, 2, 3]  # in element order, whatever the detector order
@@ -360,8 +389,8 @@ def test_the_classifier_object_wires_both_phases() -> None:
     assert [field.path for field in classifier.expected_fields("customer-profile", ["ssn"])] == [
         "outputs.ssn"
     ]
-    result = classifier.classify_response("customer-profile", [text("ssn", "123-45-6789")])
-    assert set(labels_by_path(result)) == {"outputs.ssn", "outputs.ssn{us_ssn}"}
+    result = classifier.classify_response("customer-profile", [text("notes", "123-45-6789")])
+    assert set(labels_by_path(result)) == {"outputs.notes", "outputs.notes{us_ssn}"}
 
 
 def _response(shared: object = None, **per_output: object) -> pb.ModelInferResponse:

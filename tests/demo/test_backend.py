@@ -272,7 +272,7 @@ def test_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
 def test_bad_listen_address_and_busy_port_fail_clearly(demo_backend: str) -> None:
     for listen, message in [
         ("nonsense", "must be HOST:PORT"),
-        (demo_backend, f"cannot listen on {demo_backend}"),
+        (demo_backend, f"--listen {demo_backend}: the address is already in use"),
     ]:
         completed = subprocess.run(
             labelgate_command("demo-backend", "--listen", listen), capture_output=True, text=True, timeout=30

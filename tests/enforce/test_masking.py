@@ -84,13 +84,15 @@ def test_whole_bytes_elements_per_strategy() -> None:
 
 
 def test_span_masks_rewrite_only_what_the_detector_found() -> None:
-    notes = text("notes", "call 212-555-1234 about 123-45-6789 today", "no numbers", "ssn 078-05-1121")
+    notes = text("notes", "card 4111 1111 1111 1111 about 123-45-6789 today", "no numbers", "ssn 078-05-1121")
     result = masked([notes], mask("outputs.notes{us_ssn}", "redact"))["notes"]
-    assert result == [b"call 212-555-1234 about [REDACTED] today", b"no numbers", b"ssn [REDACTED]"]
+    assert result == [b"card 4111 1111 1111 1111 about [REDACTED] today", b"no numbers", b"ssn [REDACTED]"]
     both = masked(
-        [notes], mask("outputs.notes{us_ssn}", "partial", keep_last=4), mask("outputs.notes{phone}", "null")
+        [notes],
+        mask("outputs.notes{us_ssn}", "partial", keep_last=4),
+        mask("outputs.notes{credit_card}", "null"),
     )["notes"]
-    assert both[0] == b"call  about *******6789 today"
+    assert both[0] == b"card  about *******6789 today"
 
 
 def test_a_whole_mask_supersedes_span_masks() -> None:

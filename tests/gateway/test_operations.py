@@ -10,7 +10,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
+from labelgate import __version__
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from tests.gateway.aio import channel, infer, refused
@@ -52,17 +54,37 @@ async def test_reflection_lists_the_gateways_services(gateway: Gateway) -> None:
     assert "grpc.health.v1.Health" in names
 
 
-def calls_by_outcome(gateway: Gateway) -> dict[str, float]:
+def scrape(gateway: Gateway) -> list[Sample]:
     status, body = gateway.get("/metrics")
     assert status == 200
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        if family.name != "labelgate_calls":
-            continue
-        for sample in family.samples:
-            if sample.name == "labelgate_calls_total" and sample.labels.get("method") == INFER:
-                counts[sample.labels["outcome"]] = sample.value
+    return [sample for family in text_string_to_metric_families(body.decode()) for sample in family.samples]
+
+
+def calls_by(gateway: Gateway, *labels: str) -> dict[tuple[str, ...], float]:
+    """``labelgate_calls_total`` of ModelInfer summed by ``labels``."""
+    counts: dict[tuple[str, ...], float] = {}
+    for sample in scrape(gateway):
+        if sample.name == "labelgate_calls_total" and sample.labels.get("method") == INFER:
+            key = tuple(sample.labels[label] for label in labels)
+            counts[key] = counts.get(key, 0) + sample.value
     return counts
+
+
+def calls_by_outcome(gateway: Gateway) -> dict[str, float]:
+    return {outcome: count for (outcome,), count in calls_by(gateway, "outcome").items()}
+
+
+def durations(gateway: Gateway) -> dict[tuple[str, str], float]:
+    """``labelgate_call_duration_seconds_count`` of ModelInfer by (model, outcome)."""
+    return {
+        (sample.labels["model"], sample.labels["outcome"]): sample.value
+        for sample in scrape(gateway)
+        if sample.name == "labelgate_call_duration_seconds_count" and sample.labels.get("method") == INFER
+    }
+
+
+def delta_of(before: dict, after: dict) -> dict:
+    return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
 
 
 async def test_metrics_count_calls_by_outcome(gateway: Gateway, token_issuer: TokenIssuer) -> None:
@@ -86,6 +108,38 @@ async def test_metrics_count_calls_by_outcome(gateway: Gateway, token_issuer: To
     assert f'labelgate_decision_seconds_count{{engine="{engine}",phase="response"}}' in text
     assert 'labelgate_masked_fields_total{label="confidential"}' in text
     assert "labelgate_active_streams" in text
+
+
+async def test_metrics_time_calls_and_carry_the_grpc_code(
+    gateway: Gateway, token_issuer: TokenIssuer
+) -> None:
+    """Scraped from a real gateway's admin listener after real calls: the end-to-end duration
+    histogram by method, model and outcome; the status code the caller got on the call
+    counter; the build info; and no ``_created`` series."""
+    codes_before, durations_before = calls_by(gateway, "outcome", "code"), durations(gateway)
+    await infer(gateway.address, customer_request([1, 2]), token_issuer.headers("analyst"))
+    await refused(gateway.address, customer_request([1], ["account_secret"]), token_issuer.headers("analyst"))
+    await refused(gateway.address, customer_request([1]))
+    codes = delta_of(codes_before, calls_by(gateway, "outcome", "code"))
+    assert codes == {("mask", "OK"): 1, ("deny", "PERMISSION_DENIED"): 1, ("deny", "UNAUTHENTICATED"): 1}, (
+        codes
+    )
+    timed = delta_of(durations_before, durations(gateway))
+    assert timed.get(("customer-profile", "mask")) == 1, timed
+    assert sum(timed.values()) == 3, timed
+
+    samples = scrape(gateway)
+    buckets = [
+        s
+        for s in samples
+        if s.name == "labelgate_call_duration_seconds_bucket" and s.labels["outcome"] == "mask"
+    ]
+    assert buckets and {"method", "model", "outcome", "le"} <= set(buckets[0].labels)
+    assert any(s.labels["le"] == "+Inf" and s.value >= 1 for s in buckets)
+    info = [s for s in samples if s.name == "labelgate_build_info"]
+    assert [(s.labels, s.value) for s in info] == [({"version": __version__}, 1.0)]
+    created = sorted({s.name for s in samples if s.name.endswith("_created")})
+    assert not created, created
 
 
 async def test_metadata_calls_pass_through_for_an_authenticated_caller(

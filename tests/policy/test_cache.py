@@ -232,3 +232,15 @@ async def test_a_failing_engine_empties_the_cache() -> None:
     inner.failing = True
     assert not await cache.healthy()
     assert len(cache._entries) == 0
+
+
+def test_a_new_token_of_the_same_person_is_the_same_key() -> None:
+    from labelgate.policy.cache import cache_key
+
+    def doc(jti: str, exp: int) -> dict:
+        return {
+            "subject": {"id": "jwt:i#ann", "groups": ["analysts"], "attributes": {"jti": jti, "exp": exp}}
+        }
+
+    assert cache_key(doc("a", 1)) == cache_key(doc("b", 2))
+    assert cache_key(doc("a", 1)) != cache_key({**doc("a", 1), "subject": {"id": "jwt:i#bob"}})

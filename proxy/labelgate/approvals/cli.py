@@ -1,5 +1,5 @@
 """``labelgate approvals list|show|approve|deny`` (a client of the REST API) and
-``labelgate approvals-server``.
+``labelgate approvals serve`` (``approvals-server``, its old name, is a hidden alias).
 
 The API is the gateway's admin listener (or an approvals server): ``--url`` or
 ``LABELGATE_APPROVALS_URL``. The token is the approver's JWT: ``--token`` or ``LABELGATE_TOKEN``.
@@ -11,6 +11,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,14 @@ Url = Annotated[
 Token = Annotated[str | None, typer.Option(envvar="LABELGATE_TOKEN", help="your bearer token (JWT)")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 DEFAULT_URL = "http://127.0.0.1:9090"
+
+
+class State(StrEnum):
+    """Which requests ``approvals list`` shows."""
+
+    pending = "pending"
+    resolved = "resolved"
+    all = "all"
 
 
 class ApiError(Exception):
@@ -95,28 +104,53 @@ def _run(action: Any) -> None:
         raise typer.Exit(2 if error.status in (400, 404, 409) else 1) from None
 
 
+def _table(items: list[dict[str, Any]], state: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a pipe or a file: wide enough that ids are never cut
+        console = Console(highlight=False, width=max(console.width, 200))
+    if not items:
+        console.print(f"no {state} approval requests")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True)
+    table.add_column("REQUESTER")
+    table.add_column("LABELS")
+    table.add_column("MODEL")
+    table.add_column("VOTES", justify="right", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    for item in items:
+        left = f"{_left(item)} left" if item["state"] == "pending" else item["state"]
+        cells = (
+            item["id"],
+            item["requester"],
+            ", ".join(item["labels"]),
+            item["model"] or item["method"],
+            f"{item['approvals']}/{item['min_approvals']}",
+            left,
+        )
+        table.add_row(*(Text(str(cell)) for cell in cells))  # names are text, never markup
+    console.print(table)
+
+
 @approvals_app.command("list")
 def list_command(
     url: Url = DEFAULT_URL,
     token: Token = None,
-    state: Annotated[str, typer.Option(help="pending, resolved or all")] = "pending",
+    state: Annotated[State, typer.Option(help="which requests")] = State.pending,
     json_output: JsonFlag = False,
 ) -> None:
     """List the requests you may see (pending by default)."""
 
     def action() -> None:
-        items = call_api(url, token, f"/api/v1/approvals?state={state}")["items"]
+        items = call_api(url, token, f"/api/v1/approvals?state={state.value}")["items"]
         if json_output:
             typer.echo(json.dumps(items, indent=2))
             return
-        if not items:
-            typer.echo(f"no {state} approval requests")
-        for item in items:
-            left = f"{_left(item)} left" if item["state"] == "pending" else item["state"]
-            typer.echo(
-                f"{item['id']}  {item['requester']:<24} {','.join(item['labels']):<40} "
-                f"{item['model'] or item['method']:<20} {item['approvals']}/{item['min_approvals']}  {left}"
-            )
+        _table(items, state.value)
 
     _run(action)
 
@@ -166,6 +200,7 @@ def deny_command(
     _run(action)
 
 
+@approvals_app.command("serve")
 def approvals_server_cli(
     config: Annotated[
         Path | None, typer.Option(help="the gateway's YAML config (store and JWT settings)")
@@ -175,8 +210,10 @@ def approvals_server_cli(
     """Serve the approvals API and web inbox on their own (same store as the gateways)."""
     from labelgate.admin.approvals_server import run
     from labelgate.config import load_settings
+    from labelgate.gateway.ports import ensure_free
 
     try:
+        ensure_free(listen, "--listen")
         run(load_settings(config), listen)
     except LabelgateError as error:
         typer.echo(f"error: {error.message} ({error.reason})", err=True)

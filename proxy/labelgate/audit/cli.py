@@ -1,9 +1,9 @@
-"""Commands: ``labelgate audit verify|keygen`` (``audit_app``) and ``labelgate audit-writer``.
+"""Commands: ``labelgate audit verify|keygen|writer`` (``audit_app``).
 
-Register with ``app.add_typer(audit_app, name="audit")`` and
-``app.command("audit-writer")(audit_writer_command)``. Exit codes: 0 ok, 1 tampered (or
-the writer failed to write), 2 usage errors (missing file, bad key, bad settings, a log
-the writer refuses to continue).
+Register with ``app.add_typer(audit_app, name="audit")``; ``labelgate audit-writer``, the
+old name of ``audit writer``, is ``app.command("audit-writer", hidden=True)(audit_writer_command)``.
+Exit codes: 0 ok, 1 tampered (or the writer failed to write), 2 usage errors (missing file,
+bad key, bad settings, a log the writer refuses to continue).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from labelgate.errors import LabelgateError
+from labelgate.logs import LogLevel
 
 if TYPE_CHECKING:
     from labelgate.audit.verify import VerifyReport
@@ -94,6 +95,7 @@ def keygen_command(
     typer.echo(f"signing key: {private_path}\npublic key:  {public_path}\nkey id:      {kid}")
 
 
+@audit_app.command("writer")
 def audit_writer_command(
     socket_path: Annotated[Path, typer.Option("--socket", help="Unix socket the gateway connects to")],
     log_dir: Annotated[Path, typer.Option("--log-dir", help="directory of the audit log")],
@@ -113,7 +115,7 @@ def audit_writer_command(
             "--allow-uid", help="user id that may append (repeatable; default: the writer's own user)"
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="log level")] = LogLevel.info,
 ) -> None:
     """Run the audit writer: append events durably (group commit) and sign checkpoints."""
     from labelgate.audit.writer import WriterSettings, run_writer

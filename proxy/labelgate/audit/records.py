@@ -53,6 +53,7 @@ EVENT_FIELDS = frozenset(
         "engine",
         "policy_revision",
         "decision_id",  # OPA's decision_id
+        "decision_inputs",  # [{"phase", "hash"}]: sha256 (hex) of each decision's input (the cache key)
         "approval_id",
         "approvers",
         "upstream_status",

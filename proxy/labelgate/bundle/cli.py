@@ -1,23 +1,34 @@
-"""Command line: ``labelgate bundle build`` (for CI) and ``labelgate bundle-server``.
+"""Command line: ``labelgate bundle build`` (for CI) and ``labelgate bundle serve``.
 
 ``bundle_app`` is registered by ``labelgate.cli`` as ``labelgate bundle``; ``bundle_server_cli``
-as ``labelgate bundle-server``. ``python -m labelgate.bundle.cli`` offers both on its own.
+is its ``serve`` command and, hidden, ``labelgate bundle-server`` (the old name).
+``python -m labelgate.bundle.cli`` offers them on its own.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from labelgate.errors import ConfigError, LabelgateError
+from labelgate.logs import LogLevel
 
 if TYPE_CHECKING:
     from labelgate.bundle.access import Credentials
     from labelgate.bundle.signing import Signer
 
-bundle_app = typer.Typer(help="Build OPA policy bundles.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Build and serve OPA policy bundles.", no_args_is_help=True)
+
+
+class SigningAlg(StrEnum):
+    """Bundle signature algorithms OPA verifies."""
+
+    RS256 = "RS256"
+    ES256 = "ES256"
+
 
 TOKEN_ENV = "LABELGATE_BUNDLE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 READER_TOKEN_ENV = "LABELGATE_BUNDLE_READER_TOKEN"  # noqa: S105 - the name of the variable
@@ -66,7 +77,7 @@ def build(
     source: Annotated[Path, typer.Argument(help="policy source folder (rego + data.json)")],
     output: Annotated[Path, typer.Option("-o", "--output", help="bundle file to write (.tar.gz)")],
     signing_key: Annotated[Path | None, typer.Option(help="PEM private key: sign the bundle")] = None,
-    signing_alg: Annotated[str, typer.Option(help="RS256 or ES256")] = "RS256",
+    signing_alg: Annotated[SigningAlg, typer.Option(help="signature algorithm")] = SigningAlg.RS256,
     key_id: Annotated[str, typer.Option(help="key id OPA's config names the public key by")] = "default",
     check: Annotated[bool, typer.Option(help="run opa check --strict and opa test first")] = True,
     opa: Annotated[str | None, typer.Option(help="opa binary (default: $LABELGATE_OPA or PATH)")] = None,
@@ -77,7 +88,7 @@ def build(
             source,
             output,
             signing_key=signing_key,
-            signing_alg=signing_alg,
+            signing_alg=signing_alg.value,
             key_id=key_id,
             check=check,
             opa=opa,
@@ -148,6 +159,7 @@ def bundle_server_command(
     from labelgate.bundle.access import default_allowed_hosts
     from labelgate.bundle.fleet import DAY, Retention
     from labelgate.bundle.server import ServerSettings, create_app
+    from labelgate.gateway.ports import ensure_free
     from labelgate.logs import configure
 
     host, port = parse_listen(listen)
@@ -156,6 +168,7 @@ def bundle_server_command(
         raise ConfigError("BUNDLE_TLS_INVALID", "give both --tls-cert-file and --tls-key-file, or neither")
     names = tuple(n for value in allowed_hosts for n in value.replace(",", " ").split())
     configure(log_level)
+    ensure_free(listen, "--listen")
     settings = ServerSettings(
         source=source,
         bundle_name=bundle_name,
@@ -207,6 +220,7 @@ def bundle_server_command(
     Server(config).run()
 
 
+@bundle_app.command("serve")
 def bundle_server_cli(
     source: Annotated[Path, typer.Option(help="policy source folder to watch (rego + data.json)")],
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve on")] = "127.0.0.1:8282",
@@ -264,7 +278,7 @@ def bundle_server_cli(
     ),
     opa: Annotated[str | None, typer.Option(help="opa binary (default: $LABELGATE_OPA or PATH)")] = None,
     signing_key: Annotated[Path | None, typer.Option(help="PEM private key: sign every bundle")] = None,
-    signing_alg: Annotated[str, typer.Option(help="RS256 or ES256")] = "RS256",
+    signing_alg: Annotated[SigningAlg, typer.Option(help="signature algorithm")] = SigningAlg.RS256,
     key_id: Annotated[str, typer.Option(help="key id OPA's config names the public key by")] = "default",
     poll_interval: Annotated[float, typer.Option(help="seconds between source checks")] = 0.5,
     decision_retention_days: Annotated[float, typer.Option(help="days decision-log events are kept")] = 30.0,
@@ -280,7 +294,7 @@ def bundle_server_cli(
     ] = 8 * 1024 * 1024,
     tls_cert_file: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS")] = None,
     tls_key_file: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert-file")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="log level")] = LogLevel.info,
 ) -> None:
     """Serve OPA bundles built from a policy folder; publish every edit that passes opa check and opa test.
 
@@ -300,7 +314,7 @@ def bundle_server_cli(
             state_dir=state_dir,
             opa=opa,
             signing_key=signing_key,
-            signing_alg=signing_alg,
+            signing_alg=signing_alg.value,
             key_id=key_id,
             poll_interval=poll_interval,
             decision_retention_days=decision_retention_days,
@@ -310,17 +324,17 @@ def bundle_server_cli(
             max_upload_bytes=max_upload_bytes,
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
-            log_level=log_level,
+            log_level=log_level.value,
         )
     except LabelgateError as error:
         raise _fail(error) from None
 
 
 def command_line() -> typer.Typer:
-    """Both commands on their own, as ``labelgate`` will have them."""
+    """The commands on their own, as ``labelgate`` has them."""
     app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
     app.add_typer(bundle_app, name="bundle")
-    app.command("bundle-server")(bundle_server_cli)
+    app.command("bundle-server", hidden=True)(bundle_server_cli)
     return app
 
 

@@ -148,10 +148,17 @@ def classify_outputs(
         path = OUTPUTS_PREFIX + tensor.name
         fields.touch(path)
         fields.add(path, catalog.labels_for(model, path), SOURCE_CATALOG)
+        own = catalog.labels_for(model, path) | backend.get(tensor.name, set())
         fields.add(path, backend.get(tensor.name, ()), SOURCE_BACKEND)
         result.element_counts[tensor.name] = len(tensor.values)
         if tensor.datatype == "BYTES":
-            _classify_text_tensor(model, tensor, path, catalog, detectors, fields, result, default, keys)
+            # Only detectors that could say more than the output's own label are run on its
+            # text (the response plan of issue 12: catalogued SSN and card columns are not
+            # scanned for what their label already says). JSON keys still meet every detector.
+            scanning = detectors.above(most_sensitive(own) if own else default)
+            _classify_text_tensor(
+                model, tensor, path, catalog, detectors, fields, result, default, keys, scanning
+            )
     result.fields = fields.fields(default)
     return result
 
@@ -166,7 +173,9 @@ def _classify_text_tensor(
     result: Classification,
     default_label: str,
     keys: KeyNames,
+    scanning: DetectorSet | None = None,
 ) -> None:
+    scanning = detectors if scanning is None else scanning
     values = _element_bytes(tensor.values)
     joined = b"".join(values)
     # Without a "{" anywhere no element is a JSON object: one C-level search spares the
@@ -176,7 +185,7 @@ def _classify_text_tensor(
         texts = list(range(len(values)))
     else:
         texts = [index for index in range(len(values)) if index not in objects and index not in opaque]
-    spans = _scan_texts(values, texts, detectors, escaped=b"\\" in joined)
+    spans = _scan_texts(values, texts, scanning, escaped=b"\\" in joined) if scanning else {}
     if opaque:
         label = most_sensitive(catalog.labels_at_or_under(model, tensor.name) | {default_label})
         for reason in sorted(set(opaque.values())):
@@ -188,7 +197,7 @@ def _classify_text_tensor(
             fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
         result.spans[tensor.name] = dict(sorted(spans.items()))
     if objects:
-        result.json_elements[tensor.name] = _classify_json(model, path, objects, catalog, detectors, fields)
+        result.json_elements[tensor.name] = _classify_json(model, path, objects, catalog, scanning, fields)
 
 
 def _element_bytes(values: Sequence[Any]) -> list[bytes]:

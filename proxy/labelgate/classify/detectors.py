@@ -40,6 +40,7 @@ stronger label.
 
 from __future__ import annotations
 
+import copy
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
@@ -116,6 +117,28 @@ class DetectorSet:
     @classmethod
     def default(cls) -> DetectorSet:
         return cls()
+
+    def above(self, label: str) -> DetectorSet:
+        """The detectors whose label is more sensitive than ``label`` (the same compiled
+        patterns; built once per label). On an output already labelled ``label`` the others
+        can only add spans at or below that label, which no label-monotone policy treats
+        differently from the output itself: scanning for them is work for nothing."""
+        memo = self.__dict__.setdefault("_above", {})
+        found = memo.get(label)
+        if found is None:
+            rank = LABEL_RANK[label]
+            found = copy.copy(self)
+            found._above = {}
+            found._builtins = frozenset(n for n in self._builtins if LABEL_RANK[self._labels[n]] > rank)
+            found._custom = [c for c in self._custom if LABEL_RANK[c[1]] > rank]
+            keep = found._builtins | {name for name, _, _ in found._custom}
+            found._labels = {n: lab for n, lab in self._labels.items() if n in keep}
+            found.names = tuple(found._labels)
+            memo[label] = found
+        return found
+
+    def __bool__(self) -> bool:
+        return bool(self._builtins or self._custom)
 
     @classmethod
     def none(cls) -> DetectorSet:

@@ -8,20 +8,24 @@ catalog labels the OIP metadata messages), like any routed service.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Call, Target
+from labelgate.errors import Unsupported
 from labelgate.gateway import metrics
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.status import refusals
-from labelgate.gateway.upstream import Upstream
+from labelgate.gateway.upstream import Router, Upstream
 from labelgate.logs import get_logger
+from labelgate.oip.rest import SHARED_MEMORY
 
 SERVICE = "inference.GRPCInferenceService"
 SESSION_HEADER = "x-labelgate-session"
@@ -36,6 +40,14 @@ UNARY_METHODS: dict[str, tuple[type[Message], type[Message], str | None]] = {
     "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse, "name"),
     "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse, "model_name"),
 }
+# A gateway cannot see what a client put in shared memory, so it cannot classify it: these are
+# refused (recorded, after authentication), never sent upstream.
+# Triton's shared-memory RPCs, served by name only (their messages are never parsed).
+SHARED_MEMORY_METHODS = tuple(
+    f"{kind}SharedMemory{action}"
+    for kind in ("System", "Cuda")
+    for action in ("Status", "Register", "Unregister")
+)
 STREAM_METHOD = "ModelStreamInfer"
 
 
@@ -68,12 +80,33 @@ def make_call(context: grpc.aio.ServicerContext, method: str) -> Call:
     )
 
 
-class InferenceProxy:
-    """Adapts the OIP RPCs to the pipeline's call shapes; owns no stage of its own."""
+def shared_memory_refusal() -> Unsupported:
+    return Unsupported(
+        "SHARED_MEMORY_UNSUPPORTED",
+        "a gateway cannot inspect shared memory, so it cannot classify what is there; "
+        "send the tensors in the request",
+    )
 
-    def __init__(self, pipeline: Pipeline, upstream: Upstream) -> None:
+
+def check_no_shared_memory(request: pb.ModelInferRequest) -> None:
+    """Refuse an inference request that points at shared memory (its tensors are not in it)."""
+    maps = [
+        request.parameters,
+        *(t.parameters for t in request.inputs),
+        *(o.parameters for o in request.outputs),
+    ]
+    if any(name in SHARED_MEMORY for parameters in maps for name in parameters):
+        raise shared_memory_refusal()
+
+
+class InferenceProxy:
+    """Adapts the OIP RPCs (and Triton's extensions) to the pipeline's call shapes, routing
+    each call to its upstream by model; owns no stage of its own."""
+
+    def __init__(self, pipeline: Pipeline, upstreams: Upstream | Router) -> None:
         self.pipeline = pipeline
-        self.upstream = upstream
+        self.router = upstreams if isinstance(upstreams, Router) else Router.single(upstreams)
+        self._stubs: dict[tuple[int, str], Any] = {}
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         handlers = {
@@ -84,6 +117,9 @@ class InferenceProxy:
             )
             for name, (request_type, response_type, model_field) in UNARY_METHODS.items()
         }
+        for name in SHARED_MEMORY_METHODS:
+            # Bytes in: nothing of the request is read, and nothing is ever sent back.
+            handlers[name] = grpc.unary_unary_rpc_method_handler(self._refuse_shared_memory(name))
         handlers[STREAM_METHOD] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer,
             request_deserializer=pb.ModelInferRequest.FromString,
@@ -91,25 +127,56 @@ class InferenceProxy:
         )
         return handlers
 
+    def stub(self, upstream: Upstream, name: str, response_type: type[Message]) -> Any:
+        key = (id(upstream), name)
+        found = self._stubs.get(key)
+        if found is None:
+            found = self._stubs[key] = upstream.unary_unary(
+                f"/{SERVICE}/{name}", _serialize, response_type.FromString
+            )
+        return found
+
     def _unary(self, name: str, response_type: type[Message], model_field: str | None) -> Callable:
         method = f"/{SERVICE}/{name}"
-        stub = self.upstream.unary_unary(method, _serialize, response_type.FromString)
 
         async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
             call = make_call(context, method)
+            model = getattr(request, model_field) if model_field else ""
 
             async def send(message: Message) -> Message:
-                return await stub(
+                upstream = self.router.for_model(model) if model_field else self.router.for_server()
+                return await self.stub(upstream, name, response_type)(
                     message,
-                    metadata=self.upstream.metadata(call.metadata),
-                    timeout=self.upstream.timeout(context),
+                    metadata=upstream.metadata(call.metadata),
+                    timeout=upstream.timeout(context),
                 )
 
             async with refusals(context):
                 if name == "ModelInfer":
-                    return await self.pipeline.infer(call, request, send)
-                target = Target(service=SERVICE, model=getattr(request, model_field) if model_field else "")
-                return await self.pipeline.unary_message(call, target, request, send)
+                    check_no_shared_memory(request)  # type: ignore[arg-type]
+                    return await self.pipeline.infer(call, request, send)  # type: ignore[arg-type]
+                return await self.pipeline.unary_message(
+                    call, Target(service=SERVICE, model=model), request, send
+                )
+            raise AssertionError("unreachable: refusals() aborts the call")
+
+        return handle
+
+    def _refuse_shared_memory(self, name: str) -> Callable:
+        method = f"/{SERVICE}/{name}"
+
+        async def refuse(message: bytes) -> Message:
+            raise shared_memory_refusal()
+
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> Message:
+            async with refusals(context):
+                # Authenticated, decided and recorded like any call; never sent upstream.
+                return await self.pipeline.unary_message(
+                    make_call(context, method),
+                    Target(service=SERVICE),
+                    request,
+                    refuse,  # type: ignore[arg-type]
+                )
             raise AssertionError("unreachable: refusals() aborts the call")
 
         return handle
@@ -118,25 +185,69 @@ class InferenceProxy:
         self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each request and each reply is decided and enforced on its own; a refusal of any
-        message ends the whole stream with that status."""
+        message ends the whole stream with that status. The upstream stream opens on the first
+        admitted request, to the upstream its model routes to."""
         method = f"/{SERVICE}/{STREAM_METHOD}"
         call = make_call(context, method)
         metrics.ACTIVE_STREAMS.inc()
-        upstream_call = None
+        upstream_call = RoutedStream(self.router, method, call, context)
         try:
             async with refusals(context):
-                upstream_call = self.upstream.stream_stream(
-                    method, _serialize, pb.ModelStreamInferResponse.FromString
-                )(
-                    metadata=self.upstream.metadata(call.metadata),
-                    timeout=self.upstream.timeout(context),
-                )
                 async for reply in self.pipeline.stream_infer(call, requests, upstream_call):
                     yield reply
         finally:
             metrics.ACTIVE_STREAMS.dec()
-            if upstream_call is not None:
-                upstream_call.cancel()
+            upstream_call.cancel()
+
+
+class RoutedStream:
+    """The upstream side of ``ModelStreamInfer``, opened on the first request to the upstream
+    its model routes to (so after the caller was authenticated: it carries the subject
+    assertion). One stream has one upstream: a request for a model another upstream serves
+    is refused (FAILED_PRECONDITION, ``STREAM_SPANS_UPSTREAMS``)."""
+
+    def __init__(self, router: Router, method: str, call: Call, context: grpc.aio.ServicerContext) -> None:
+        self.router, self.method, self.call, self.context = router, method, call, context
+        self.upstream: Upstream | None = None
+        self._stream: Any = None
+        self._opened = asyncio.Event()
+
+    async def write(self, request: pb.ModelInferRequest) -> None:
+        check_no_shared_memory(request)
+        upstream = self.router.for_model(request.model_name)
+        if self._stream is None:
+            self.upstream = upstream
+            self._stream = upstream.stream_stream(
+                self.method, _serialize, pb.ModelStreamInferResponse.FromString
+            )(metadata=upstream.metadata(self.call.metadata), timeout=upstream.timeout(self.context))
+            self._opened.set()
+        elif upstream is not self.upstream:
+            raise Unsupported(
+                "STREAM_SPANS_UPSTREAMS",
+                "this stream's models are served by different upstreams; "
+                "open one stream per model, or use ModelInfer",
+            )
+        await self._stream.write(request)
+
+    async def done_writing(self) -> None:
+        if self._stream is None:
+            self._opened.set()  # no request: the stream ends with no reply
+            return
+        await self._stream.done_writing()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._replies()
+
+    async def _replies(self) -> AsyncIterator[Any]:
+        await self._opened.wait()
+        if self._stream is None:
+            return
+        async for reply in self._stream:
+            yield reply
+
+    def cancel(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
 
 
 def _serialize(message: Message) -> bytes:

@@ -1,10 +1,28 @@
-"""Prometheus metrics of the gateway (served by the admin listener at /metrics)."""
+"""Prometheus metrics of the gateway (served by the admin listener at /metrics).
+
+No ``*_created`` series: they double every counter and histogram for a timestamp nobody
+graphs (``disable_created_metrics``).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
 
-CALLS = Counter("labelgate_calls_total", "Calls by method and outcome", ["method", "outcome"])
+from labelgate import __version__
+
+disable_created_metrics()
+
+CALLS = Counter(
+    "labelgate_calls_total",
+    "Calls by method, outcome and the gRPC status code returned",
+    ["method", "outcome", "code"],
+)
+CALL_SECONDS = Histogram(
+    "labelgate_call_duration_seconds",
+    "End-to-end time of a call in the gateway, from its arrival to its record",
+    ["method", "model", "outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 DECISION_SECONDS = Histogram(
     "labelgate_decision_seconds",
     "Time to a policy decision",
@@ -14,3 +32,5 @@ DECISION_SECONDS = Histogram(
 MASKED_FIELDS = Counter("labelgate_masked_fields_total", "Masked fields by their label", ["label"])
 ACTIVE_STREAMS = Gauge("labelgate_active_streams", "Streaming calls in progress")
 ERRORS = Counter("labelgate_errors_total", "Errors by kind", ["kind"])
+BUILD = Info("labelgate_build", "The running labelgate build")
+BUILD.info({"version": __version__})

@@ -62,6 +62,7 @@ from labelgate.gateway.streams import StreamLedger, is_final
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensors import Tensor
+from labelgate.policy.cache import cache_key
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.engine import PolicyEngine
 
@@ -267,6 +268,9 @@ class Pipeline:
             )
 
         first = policy_input(None)
+        key = cache_key(first)
+        if key is not None:  # kept by hash so the decision can be replayed (policy impact)
+            outcome.decision_inputs.append((phase, key.hex(), first))
         started = time.perf_counter()
         decision = await self._decide_within_deadline(first)
         metrics.DECISION_SECONDS.labels(engine=self.engine.name, phase=phase).observe(

@@ -9,8 +9,16 @@ labels, paths and reasons, never a data value.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from labelgate.audit import AuditClient
@@ -49,15 +57,38 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
         "engine": last[1].engine if last else None,
         "policy_revision": last[1].revision if last else None,
         "decision_id": last[1].decision_id if last else None,
+        "decision_inputs": [{"phase": phase, "hash": digest} for phase, digest, _ in entry.decision_inputs],
         "upstream_status": entry.upstream_status,
         "latency_ms": entry.latency_ms,
     }
 
 
 class LogAndMetricsRecorder:
+    """The log line and the metrics of each call.
+
+    The model label comes from the caller's request, so its values are bounded: the first
+    ``max_models`` distinct names (up to 128 characters) keep their own series, any other is
+    counted as ``other``.
+    """
+
+    def __init__(self, max_models: int = 64) -> None:
+        self.max_models = max_models
+        self._models: set[str] = set()
+
+    def _model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(model) > 128 or len(self._models) >= self.max_models:
+            return "other"
+        self._models.add(model)
+        return model
+
     async def record(self, entry: CallRecord) -> None:
         call = entry.call
-        metrics.CALLS.labels(method=call.method, outcome=entry.outcome).inc()
+        metrics.CALLS.labels(method=call.method, outcome=entry.outcome, code=entry.status_code).inc()
+        metrics.CALL_SECONDS.labels(
+            method=call.method, model=self._model_label(entry.model), outcome=entry.outcome
+        ).observe(entry.latency_ms / 1000)
         for masked in entry.masked:
             metrics.MASKED_FIELDS.labels(label=masked["label"]).inc()
         if entry.error_kind is not None:
@@ -72,6 +103,7 @@ class LogAndMetricsRecorder:
             subject=entry.subject.id if entry.subject else None,
             groups=list(entry.subject.groups) if entry.subject else None,
             outcome=entry.outcome,
+            code=entry.status_code,
             reason=entry.refusal,
             labels=list(entry.labels),
             masked=list(entry.masked),
@@ -103,6 +135,185 @@ class AuditRecorder:
             log.error(
                 "audit record lost: fail_open is set", reason=failure.reason, request_id=entry.call.request_id
             )
+
+
+# -- the decision-input store (for ``labelgate policy impact``) ----------------------------
+# Keys that differ on every call without changing what the policy decides: the decision
+# cache leaves them out of its key, and the store leaves them out of what it keeps
+# (``digest`` is a hash of the request's values, which has no place at rest here).
+_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer", "digest"})
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decision_inputs (
+    hash TEXT PRIMARY KEY,
+    phase TEXT NOT NULL,
+    input TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    seen INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decision_inputs_last_seen ON decision_inputs (last_seen);
+"""
+
+
+def replayable_input(doc: dict[str, Any]) -> dict[str, Any]:
+    """The decision-relevant part of an input (what ``policy.cache.cache_key`` hashes)."""
+    kept = dict(doc)
+    request = kept.get("request")
+    if isinstance(request, dict):
+        kept["request"] = {k: v for k, v in request.items() if k not in _VOLATILE_REQUEST_KEYS}
+    context = kept.get("context")
+    if isinstance(context, dict):
+        kept["context"] = {k: v for k, v in context.items() if k != "time_ns"}
+    return kept
+
+
+class InputStore:
+    """Distinct decision inputs in one SQLite file, keyed by their hash, with how often and
+    when they were seen; inputs not seen for ``retention_days`` are deleted."""
+
+    def __init__(self, path: Path, retention_days: int = 30) -> None:
+        self.path = Path(path)
+        self.retention_seconds = retention_days * 86400
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> InputStore:
+        """For readers (``policy impact``): no schema change, no retention, no writes."""
+        store = cls.__new__(cls)
+        store.path, store.retention_seconds = Path(path), 0
+        store._db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(
+        self, new: list[tuple[str, str, dict[str, Any], float]], seen: dict[str, tuple[int, float]]
+    ) -> None:
+        """Insert ``new`` inputs (hash, phase, input, time) and count ``seen`` ones (hash -> (n, last))."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO decision_inputs (hash, phase, input, first_seen, last_seen, seen)"
+                " VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT(hash) DO UPDATE SET"
+                " seen = seen + 1, last_seen = max(last_seen, excluded.last_seen)",
+                [
+                    (digest, phase, json.dumps(doc, sort_keys=True, separators=(",", ":")), at, at)
+                    for digest, phase, doc, at in new
+                ],
+            )
+            self._db.executemany(
+                "UPDATE decision_inputs SET seen = seen + ?, last_seen = max(last_seen, ?) WHERE hash = ?",
+                [(count, at, digest) for digest, (count, at) in seen.items()],
+            )
+
+    def expire(self, now: float | None = None) -> int:
+        cutoff = (time.time() if now is None else now) - self.retention_seconds
+        with self._transaction():
+            return self._db.execute("DELETE FROM decision_inputs WHERE last_seen < ?", (cutoff,)).rowcount
+
+    def read(self, since: float | None = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        """(hash, times seen, input) of every input seen at or after ``since`` (unix time), by hash."""
+        rows = self._db.execute(
+            "SELECT hash, seen, input FROM decision_inputs WHERE last_seen >= ? ORDER BY hash",
+            (since if since is not None else 0.0,),
+        )
+        for digest, seen, text in rows:
+            yield digest, seen, json.loads(text)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+class InputStoreRecorder:
+    """Keeps each distinct decision input in an ``InputStore``, off the hot path.
+
+    ``record`` only hands inputs to a writer thread through a bounded queue (a full queue
+    drops the input and counts ``INPUT_STORE_DROPPED``; the call is never held up or failed
+    for it); inputs whose hash was recently handed over are only counted. What is kept is
+    ``replayable_input``: names, labels, paths and the subject, never a data value.
+    """
+
+    def __init__(
+        self,
+        store: InputStore,
+        *,
+        queue_size: int = 1024,
+        known_size: int = 50_000,
+        flush_seconds: float = 0.2,
+        expire_seconds: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self._queue: queue.Queue[tuple[str, str, dict[str, Any], float]] = queue.Queue(queue_size)
+        self._known: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._known_size = known_size
+        self._seen: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+        self._flush_seconds = flush_seconds
+        self._expire_seconds = expire_seconds
+        self._stop = threading.Event()
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="labelgate-input-store", daemon=True)
+        self._thread.start()
+
+    async def record(self, entry: CallRecord) -> None:
+        now = time.time()
+        for phase, digest, doc in entry.decision_inputs:
+            if digest in self._known:
+                self._known.move_to_end(digest)
+                with self._lock:
+                    count, _ = self._seen.get(digest, (0, now))
+                    self._seen[digest] = (count + 1, now)
+                continue
+            try:
+                self._queue.put_nowait((digest, phase, replayable_input(doc), now))
+            except queue.Full:
+                self.dropped += 1
+                metrics.ERRORS.labels(kind="INPUT_STORE_DROPPED").inc()
+                continue
+            self._known[digest] = None
+            while len(self._known) > self._known_size:
+                self._known.popitem(last=False)
+
+    def close(self) -> None:
+        """Write what is pending and stop the writer thread."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.store.close()
+
+    def _run(self) -> None:
+        next_expiry = 0.0
+        while True:
+            stopping = self._stop.wait(self._flush_seconds)
+            try:
+                if time.monotonic() >= next_expiry:
+                    self.store.expire()
+                    next_expiry = time.monotonic() + self._expire_seconds
+                self._flush()
+            except sqlite3.Error as error:  # the data path goes on; the store catches up later
+                metrics.ERRORS.labels(kind="INPUT_STORE_ERROR").inc()
+                log.error("decision input store write failed", error=type(error).__name__)
+            if stopping:
+                return
+
+    def _flush(self) -> None:
+        new = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                new.append(self._queue.get_nowait())
+        with self._lock:
+            seen, self._seen = self._seen, {}
+        if new or seen:
+            self.store.add(new, seen)
 
 
 class Recorders:

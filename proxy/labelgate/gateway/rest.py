@@ -28,7 +28,7 @@ from labelgate.calls import Call, Target
 from labelgate.errors import LabelgateError, ResourceExhausted
 from labelgate.gateway.inference import SERVICE, client_session_id
 from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.upstream import Upstream, UpstreamStatus
+from labelgate.gateway.upstream import Router, Upstream, UpstreamStatus
 from labelgate.logs import get_logger
 from labelgate.oip import rest
 
@@ -58,9 +58,10 @@ def error_response(error: LabelgateError) -> JSONResponse:
 
 
 class RestGateway:
-    def __init__(self, pipeline: Pipeline, upstream: Upstream, max_body_bytes: int) -> None:
+    def __init__(self, pipeline: Pipeline, upstreams: Upstream | Router, max_body_bytes: int) -> None:
         self.pipeline = pipeline
-        self.upstream = upstream
+        # Calls route by model like gRPC's (``Router``); server-wide calls go to its default.
+        self.router = upstreams if isinstance(upstreams, Router) else Router.single(upstreams)
         self.max_body_bytes = max_body_bytes
         self._stubs: dict[str, Any] = {}
 
@@ -100,18 +101,22 @@ class RestGateway:
             request_id=uuid.uuid4().hex,
         )
 
-    def _send(self, method: str, response_type: type[Message], call: Call) -> Callable[[Message], Awaitable]:
-        stub = self._stubs.get(method)
-        if stub is None:
-            stub = self._stubs[method] = self.upstream.unary_unary(
-                f"/{SERVICE}/{method}", _serialize, response_type.FromString
-            )
-
+    def _send(
+        self, method: str, response_type: type[Message], call: Call, model: str | None = None
+    ) -> Callable[[Message], Awaitable]:
         async def send(message: Message) -> Message:
+            # Routed when sent: after authentication and the request phase, like gRPC's.
+            upstream = self.router.for_server() if model is None else self.router.for_model(model)
+            key = (id(upstream), method)
+            stub = self._stubs.get(key)
+            if stub is None:
+                stub = self._stubs[key] = upstream.unary_unary(
+                    f"/{SERVICE}/{method}", _serialize, response_type.FromString
+                )
             return await stub(
                 message,
-                metadata=self.upstream.metadata(call.metadata),
-                timeout=self.upstream.settings.timeout_seconds,
+                metadata=upstream.metadata(call.metadata),
+                timeout=upstream.settings.timeout_seconds,
             )
 
         return send
@@ -121,9 +126,8 @@ class RestGateway:
     ) -> Message:
         call = self._call(request, method)
         target = Target(service=SERVICE, model=model)
-        return await self.pipeline.unary_message(
-            call, target, message, self._send(method, response_type, call)
-        )
+        send = self._send(method, response_type, call, model or None)
+        return await self.pipeline.unary_message(call, target, message, send)
 
     # -- routes ------------------------------------------------------------------------
     async def server_metadata(self, request: Request) -> Response:
@@ -175,7 +179,7 @@ class RestGateway:
                 name, version, body, request.headers.get(rest.HEADER_LENGTH)
             )
             reply = await self.pipeline.infer(
-                call, message, self._send("ModelInfer", pb.ModelInferResponse, call)
+                call, message, self._send("ModelInfer", pb.ModelInferResponse, call, name)
             )
             content, header_length = rest.infer_response(reply, reply_format)
         except LabelgateError as error:

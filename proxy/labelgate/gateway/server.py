@@ -34,6 +34,8 @@ from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.record import (
     AuditRecorder,
+    InputStore,
+    InputStoreRecorder,
     LogAndMetricsRecorder,
     Recorder,
     Recorders,
@@ -41,7 +43,7 @@ from labelgate.gateway.record import (
 )
 from labelgate.gateway.rest import RestGateway, start_rest
 from labelgate.gateway.routes import RoutedServices
-from labelgate.gateway.upstream import Upstream
+from labelgate.gateway.upstream import Router, Upstream
 from labelgate.logs import configure, get_logger
 from labelgate.policy.bundle_client import BundleClient
 from labelgate.policy.cache import CachingEngine
@@ -137,6 +139,8 @@ def build_recorder(
                 "audit.fail_open is set: calls proceed without an audit record when the writer is down"
             )
         recorders.append(AuditRecorder(AuditClient(audit.socket, audit.timeout_seconds), audit.fail_open))
+    if audit.inputs_file is not None:  # off the hot path: a bounded queue to a writer thread
+        recorders.append(InputStoreRecorder(InputStore(audit.inputs_file, audit.inputs_retention_days)))
     if sessions is not None:
         recorders.append(sessions)
     return recorders[0] if len(recorders) == 1 else Recorders(*recorders)
@@ -215,13 +219,15 @@ class Gateway:
         follow_bundle_catalog(self.engine, self.pipeline.classifier)
         self._approval_sink = None
         self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
+        self.router = Router.from_settings(settings, self.upstream)  # by model, over `upstreams:`
         self.health = health.aio.HealthServicer()
         limit = settings.limits.max_message_bytes
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
-                ("grpc.so_reuseport", 1),
+                # Only workers share the port; a second gateway on it must fail, not share it.
+                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ],
             # Records each call's deadline: a call held for approval never outlives it.
             interceptors=[DeadlineInterceptor()],
@@ -250,21 +256,26 @@ class Gateway:
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(services, self.server)
-        proxy = InferenceProxy(self.pipeline, self.upstream)
+        proxy = InferenceProxy(self.pipeline, self.router)
         self.server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(SERVICE, proxy.handlers())]
         )
         if self.settings.routes:
             routed = RoutedServices.from_settings(self.pipeline, self.settings.routes, self._upstream_for)
             self.server.add_generic_rpc_handlers([routed])
-        self.port = self._bind()
+        try:
+            self.port = self._bind()
+        except RuntimeError:  # taken between check_listeners and here
+            raise ConfigError(
+                "LISTEN_IN_USE", f"listen {self.settings.listen}: the address is already in use"
+            ) from None
         await self.server.start()
         await self._set_serving()
         self._tasks.append(asyncio.create_task(self._watch_health()))
         if self.settings.admin_listen:
             await self._start_admin(self.settings.admin_listen)
         if self.settings.rest_listen:
-            rest = RestGateway(self.pipeline, self.upstream, self.settings.limits.max_message_bytes)
+            rest = RestGateway(self.pipeline, self.router, self.settings.limits.max_message_bytes)
             self._rest = await start_rest(rest, self.settings.rest_listen)
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
 
@@ -290,8 +301,12 @@ class Gateway:
             self.approvals.link_base = f"{scheme}://{listen.rpartition(':')[0]}:{self._admin.port}"
 
     def _upstream_for(self, address: str | None) -> Upstream:
+        """A route's upstream: the default, an entry of ``upstreams`` by name, or an address."""
         if address is None or address == self.upstream.address:
             return self.upstream
+        named = self.router.by_name(address)
+        if named is not None:
+            return named
         return self._extra_upstreams.setdefault(
             address, Upstream(self.settings.upstream, self.settings.limits.max_message_bytes, address)
         )
@@ -309,8 +324,8 @@ class Gateway:
         return self.server.add_secure_port(self.settings.listen, credentials)
 
     async def ready_checks(self) -> dict[str, bool]:
-        engine_ok, upstream_ok = await asyncio.gather(self.engine.healthy(), self.upstream.reachable())
-        return {"policy_engine": engine_ok, "upstream": upstream_ok}
+        engine_ok, upstreams = await asyncio.gather(self.engine.healthy(), self.router.ready())
+        return {"policy_engine": engine_ok, **upstreams}
 
     async def _set_serving(self) -> None:
         ready = all((await self.ready_checks()).values())
@@ -344,6 +359,7 @@ class Gateway:
         if self.sessions is not None:
             await self.sessions.close()
         await self.upstream.close()
+        await self.router.close()
         for extra in self._extra_upstreams.values():
             await extra.close()
         await self.pipeline.authenticator.close()
@@ -386,9 +402,22 @@ def shared_assertion_key(settings: GatewaySettings) -> GatewaySettings:
     return settings.model_copy(update={"upstream": upstream})
 
 
+def check_listeners(settings: GatewaySettings) -> None:
+    """Every address the gateway listens on is free now (``LISTEN_IN_USE`` otherwise): checked
+    once, before any worker starts, so a port held by another program is one clear error."""
+    from labelgate.gateway.ports import ensure_free
+
+    ensure_free(settings.listen, "listen")
+    if settings.admin_listen:
+        ensure_free(settings.admin_listen, "admin_listen")
+    if settings.rest_listen:
+        ensure_free(settings.rest_listen, "rest_listen")
+
+
 def run(settings: GatewaySettings) -> None:
     """Run the gateway; with workers > 1, N processes share the port (SO_REUSEPORT)."""
     configure(settings.log_level)
+    check_listeners(settings)
     if settings.workers == 1:
         asyncio.run(serve_forever(settings))
         return

@@ -11,6 +11,7 @@ the configured timeout.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import functools
 import hashlib
 import hmac
@@ -23,8 +24,8 @@ import grpc
 from labelgate.auth import strip_caller_metadata
 from labelgate.auth.assertion import SubjectAsserter, SubjectAssertionSettings
 from labelgate.calls import PROVEN
-from labelgate.config import UpstreamSettings
-from labelgate.errors import LabelgateError
+from labelgate.config import GatewaySettings, UpstreamSettings
+from labelgate.errors import LabelgateError, NotFound
 from labelgate.logs import get_logger
 
 Metadata = Sequence[tuple[str, Any]]
@@ -52,9 +53,15 @@ def shared_asserter(settings: SubjectAssertionSettings) -> SubjectAsserter | Non
 
 class Upstream:
     def __init__(
-        self, settings: UpstreamSettings, max_message_bytes: int, address: str | None = None
+        self,
+        settings: UpstreamSettings,
+        max_message_bytes: int,
+        address: str | None = None,
+        *,
+        name: str = "default",
     ) -> None:
         self.settings = settings
+        self.name = name
         self.max_message_bytes = max_message_bytes
         self.address = address or settings.address
         options = [
@@ -139,6 +146,85 @@ class Upstream:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+class ModelNotRouted(NotFound):
+    def __init__(self) -> None:
+        # The text names neither the model's would-be upstream nor any other: which upstreams
+        # exist is the operator's business, not the caller's.
+        super().__init__("MODEL_NOT_ROUTED", "no upstream serves this model")
+
+
+class Router:
+    """Which upstream serves a call: by model, over ``upstreams`` (fnmatch globs, first match
+    in config order) and then the default route (``upstream``, when the config has one).
+    Calls that name no model (``ServerLive``, ``ServerReady``, ``ServerMetadata``) go to the
+    default route, else to the first entry of ``upstreams``."""
+
+    def __init__(
+        self,
+        routes: Sequence[tuple[Upstream, Sequence[str]]],
+        default: Upstream | None,
+    ) -> None:
+        self.routes = [(upstream, tuple(globs)) for upstream, globs in routes]
+        self.default = default
+        if default is None and not self.routes:
+            raise ValueError("a router needs at least one upstream")
+
+    @classmethod
+    def single(cls, upstream: Upstream) -> Router:
+        return cls([], upstream)
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, default: Upstream) -> Router:
+        assertion = settings.upstream.subject_assertion
+        limit = settings.limits.max_message_bytes
+        routes = [
+            (
+                Upstream(entry.model_copy(update={"subject_assertion": assertion}), limit, name=entry.name),
+                entry.models,
+            )
+            for entry in settings.upstreams
+        ]
+        return cls(routes, default if settings.default_route() else None)
+
+    def for_model(self, model: str) -> Upstream:
+        for upstream, globs in self.routes:
+            if any(fnmatch.fnmatchcase(model, glob) for glob in globs):
+                return upstream
+        if self.default is None:
+            raise ModelNotRouted()
+        return self.default
+
+    def serves(self, upstream: Upstream, model: str) -> bool:
+        try:
+            return self.for_model(model) is upstream
+        except ModelNotRouted:
+            return False
+
+    def for_server(self) -> Upstream:
+        return self.default if self.default is not None else self.routes[0][0]
+
+    def by_name(self, name: str) -> Upstream | None:
+        return next((upstream for upstream, _ in self.routes if upstream.name == name), None)
+
+    def upstreams(self) -> list[Upstream]:
+        """Every upstream once, the default first."""
+        found = [self.default] if self.default is not None else []
+        return found + [upstream for upstream, _ in self.routes]
+
+    async def ready(self) -> dict[str, bool]:
+        """Reachability per upstream: ``upstream`` (the default route) and ``upstream:<name>``."""
+        upstreams = self.upstreams()
+        reached = await asyncio.gather(*(u.reachable() for u in upstreams))
+        return {
+            ("upstream" if u is self.default else f"upstream:{u.name}"): ok
+            for u, ok in zip(upstreams, reached, strict=True)
+        }
+
+    async def close(self) -> None:
+        for upstream, _ in self.routes:
+            await upstream.close()
 
 
 def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = None) -> LabelgateError:

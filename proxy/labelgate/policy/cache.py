@@ -33,6 +33,10 @@ log = get_logger(__name__)
 # ``digest`` identifies the query for approval grants (input values included); the policy
 # may not decide on it (the contract says so), and keying on it would cache per query.
 _VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer", "digest"})
+# Per-token claims: every new token of one person would otherwise be a new key (a cache miss,
+# and a new "distinct" input for impact analysis). Time is not a key either (``time_ns``):
+# a policy that decides on time or expiry must set a cache TTL that fits.
+_VOLATILE_SUBJECT_ATTRIBUTES = frozenset({"jti", "iat", "exp", "nbf"})
 
 
 def cache_key(doc: dict[str, Any]) -> bytes | None:
@@ -41,6 +45,10 @@ def cache_key(doc: dict[str, Any]) -> bytes | None:
     request = relevant.get("request")
     if isinstance(request, dict):
         relevant["request"] = {k: v for k, v in request.items() if k not in _VOLATILE_REQUEST_KEYS}
+    subject = relevant.get("subject")
+    if isinstance(subject, dict) and isinstance(subject.get("attributes"), dict):
+        attributes = {k: v for k, v in subject["attributes"].items() if k not in _VOLATILE_SUBJECT_ATTRIBUTES}
+        relevant["subject"] = {**subject, "attributes": attributes}
     context = relevant.get("context")
     if isinstance(context, dict):
         relevant["context"] = {k: v for k, v in context.items() if k != "time_ns"}

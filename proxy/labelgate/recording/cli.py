@@ -176,7 +176,7 @@ def show_command(
     config: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """One line per call of a session; ``--json`` prints the stored entries."""
+    """One line per call of a session; --json prints the stored entries."""
     from labelgate.recording.replay import calls_table
 
     found, entries = _session(open_store(directory, postgres_dsn, config), session_id)

@@ -4,7 +4,8 @@
 #   The entrypoint the gateway queries for every call, once per phase: may the verified
 #   subject receive these classified fields, and which must be masked? Precedence, most
 #   severe first, and each case stated in full so no case can fall through to another:
-#   malformed input (deny) > an opaque method not allowed (deny) > a restricted output
+#   malformed input (deny) > an opaque method not allowed (deny) > a model admin method
+#   (RepositoryModelLoad/Unload) by a subject outside its groups (deny) > a restricted output
 #   requested by name without clearance (deny, asking is the signal) > an approval-gated
 #   field without a grant (hold) > allow with masks. Anything else, including broken
 #   tables, leaves the default: deny.
@@ -29,6 +30,12 @@ result := deny(malformed_reason, tables.cache_ttl_seconds.malformed) if not well
 result := deny(opaque_reason, cache_ttl) if {
 	well_formed
 	opaque_denied
+}
+
+result := deny(model_admin_reason, cache_ttl) if {
+	well_formed
+	not opaque_denied
+	model_admin_denied
 }
 
 result := deny(requested_reason, cache_ttl) if {
@@ -60,10 +67,12 @@ result := {
 	count(pending_labels) == 0
 }
 
-# Well formed, and its fields are known (or its opaque method is allowed).
+# Well formed, its fields are known (or its opaque method is allowed), and a model admin
+# method comes from one of its groups.
 classifiable if {
 	well_formed
 	not opaque_denied
+	not model_admin_denied
 }
 
 # A denied or held call returns nothing, so it carries no masks.

@@ -10,6 +10,10 @@
 #   is denied unless tables.opaque_methods lists its method with one of the subject's
 #   groups, or with "*" for any authenticated subject. Unknown content is never allowed by
 #   default.
+# - A model admin method (Triton's RepositoryModelLoad and RepositoryModelUnload, which change
+#   what an upstream serves) is denied unless tables.model_admin_methods lists the method with
+#   one of the subject's groups. The methods are named here, not only in the tables, so tables
+#   that lack the entry deny them.
 package labelgate.decision
 
 # The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).
@@ -50,4 +54,24 @@ opaque_allowed if {
 opaque_reason := concat("", [
 	"denied: ", input.request.method,
 	" cannot be classified (opaque to the gateway) and is not allowed for this caller",
+])
+
+model_admin_methods := {
+	"/inference.GRPCInferenceService/RepositoryModelLoad",
+	"/inference.GRPCInferenceService/RepositoryModelUnload",
+}
+
+model_admin_denied if {
+	input.request.method in model_admin_methods
+	not model_admin_allowed
+}
+
+model_admin_allowed if {
+	some group in tables.model_admin_methods[input.request.method]
+	group in input.subject.groups
+}
+
+model_admin_reason := concat("", [
+	"denied: ", input.request.method,
+	" changes the models an upstream serves and needs a model admin group",
 ])

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from labelgate.errors import LabelgateError
+from labelgate.logs import LogLevel
 
 
 def audit_forwarder_command(
@@ -46,7 +47,7 @@ def audit_forwarder_command(
     jsonl_max_bytes: Annotated[int, typer.Option(help="start a new export file past this size")] = 64 << 20,
     jsonl_keep: Annotated[int, typer.Option(help="export files to keep")] = 10,
     once: Annotated[bool, typer.Option("--once", help="deliver what the log holds now, then exit")] = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="log level")] = LogLevel.info,
 ) -> None:
     """Forward the audit log to SIEMs: syslog, HTTP and JSON-lines files, at least once."""
     import socket

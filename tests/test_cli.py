@@ -1,0 +1,187 @@
+"""The ``labelgate`` command line as operators meet it: --version, servers under their groups
+(the old names still work, hidden), choices typer checks, help text without reST markup, and
+``approvals list`` as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import typer
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from labelgate import __version__
+from labelgate.approvals import cli as approvals_cli
+from labelgate.cli import app
+
+runner = CliRunner()
+ROOT: Any = get_command(app)  # typer's own (vendored) click group
+
+
+def walk(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found = [(path, command)]
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            found += walk(sub, (*path, name))
+    return found
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"labelgate {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("new", "old"),
+    [
+        (("audit", "writer"), "audit-writer"),
+        (("bundle", "serve"), "bundle-server"),
+        (("approvals", "serve"), "approvals-server"),
+        (("audit", "forwarder"), "audit-forwarder"),
+    ],
+)
+def test_servers_live_under_their_groups_with_the_old_names_hidden(new: tuple[str, ...], old: str) -> None:
+    group = ROOT.commands[new[0]]
+    command = group.commands[new[1]]
+    alias = ROOT.commands[old]
+    assert alias.hidden and not command.hidden
+    assert alias.help == command.help  # the same command under both names
+    assert [p.name for p in alias.params] == [p.name for p in command.params]
+    top_help = runner.invoke(app, ["--help"]).output
+    assert old not in top_help
+    assert new[1] in runner.invoke(app, [new[0], "--help"]).output
+    for args in ([*new, "--help"], [old, "--help"]):
+        assert runner.invoke(app, args).exit_code == 0, args
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "choices"),
+    [
+        (["serve", "--engine", "rego"], "--engine", ["embedded", "wasm", "opa"]),
+        (
+            ["policy", "eval", "--input", "x.json", "--engine", "rego"],
+            "--engine",
+            ["embedded", "wasm", "opa"],
+        ),
+        (["policy", "impact", "--candidate", "c", "--inputs", "i", "--engine", "rego"], "--engine", ["opa"]),
+        (["serve", "--log-level", "loud"], "--log-level", ["debug", "info", "warning", "error"]),
+        (
+            ["audit", "writer", "--socket", "s", "--log-dir", "d", "--log-level", "loud"],
+            "--log-level",
+            ["debug"],
+        ),
+        (["bundle", "serve", "--source", "rego", "--log-level", "loud"], "--log-level", ["debug"]),
+        (
+            ["audit", "forwarder", "--log-dir", "d", "--state-dir", "s", "--log-level", "x"],
+            "--log-level",
+            ["info"],
+        ),
+        (["approvals", "list", "--state", "open"], "--state", ["pending", "resolved", "all"]),
+        (
+            ["bundle", "build", "src", "-o", "b.tar.gz", "--signing-alg", "HS256"],
+            "--signing-alg",
+            ["RS256", "ES256"],
+        ),
+        (["bundle", "serve", "--source", "rego", "--signing-alg", "HS256"], "--signing-alg", ["RS256"]),
+    ],
+)
+def test_choices_are_checked_by_the_command_line(args: list[str], option: str, choices: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split()).replace("│", "")
+    assert f"Invalid value for '{option}'" in text, result.output
+    for choice in choices:
+        assert f"'{choice}'" in text, (choice, result.output)
+
+
+def test_serve_takes_log_level_and_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def load_settings(config: Any, **overrides: Any) -> str:
+        seen.update(overrides)
+        return "settings"
+
+    monkeypatch.setattr("labelgate.config.load_settings", load_settings)
+    monkeypatch.setattr("labelgate.gateway.server.run", lambda settings: seen.update(ran=settings))
+    result = runner.invoke(app, ["serve", "--log-level", "debug", "--engine", "wasm"])
+    assert result.exit_code == 0, result.output
+    assert seen["log_level"] == "debug" and type(seen["log_level"]) is str
+    assert seen["engine"] == "wasm" and type(seen["engine"]) is str
+    assert seen["ran"] == "settings"
+
+
+def test_help_text_has_no_rest_markup() -> None:
+    for path, command in walk(ROOT):
+        texts = [command.help or "", command.short_help or ""]
+        texts += [getattr(param, "help", None) or "" for param in command.params]
+        for text in texts:
+            assert "``" not in text, (" ".join(path), text)
+        if path:
+            output = runner.invoke(app, [*path, "--help"], terminal_width=200).output
+            assert "``" not in output, " ".join(path)
+
+
+ITEMS = [
+    {
+        "id": "6f1c2a3b-0000-4000-8000-000000000001",
+        "state": "pending",
+        "requester": "sam",
+        "labels": ["confidential"],
+        "model": "customer-profile",
+        "method": "/inference.GRPCInferenceService/ModelInfer",
+        "approvals": 0,
+        "min_approvals": 1,
+        "expires_at": "2999-01-01T00:00:00+00:00",
+    },
+    {
+        "id": "6f1c2a3b-0000-4000-8000-000000000002",
+        "state": "granted",
+        "requester": "[bold]eve[/bold]",
+        "labels": ["restricted", "confidential"],
+        "model": "",
+        "method": "/demo.CustomerDirectory/Get",
+        "approvals": 2,
+        "min_approvals": 2,
+        "expires_at": "2000-01-01T00:00:00+00:00",
+    },
+]
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    asked: list[str] = []
+
+    def call_api(url: str, token: str | None, path: str, body: Any = None) -> dict[str, Any]:
+        asked.append(path)
+        return {"items": [] if "state=resolved" in path else ITEMS}
+
+    monkeypatch.setattr(approvals_cli, "call_api", call_api)
+    return asked
+
+
+def test_approvals_list_is_a_table(api: list[str]) -> None:
+    result = runner.invoke(app, ["approvals", "list", "--token", "t", "--state", "all"])
+    assert result.exit_code == 0, result.output
+    assert api == ["/api/v1/approvals?state=all"]
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["ID", "REQUESTER", "LABELS", "MODEL", "VOTES", "STATE"]
+    assert ITEMS[0]["id"] in lines[1] and "customer-profile" in lines[1] and "0/1" in lines[1]
+    assert "left" in lines[1]
+    assert ITEMS[1]["id"] in lines[2] and "[bold]eve[/bold]" in lines[2]  # text, not markup
+    assert "restricted, confidential" in lines[2] and "/demo.CustomerDirectory/Get" in lines[2]
+
+
+def test_approvals_list_json_and_empty(api: list[str]) -> None:
+    result = runner.invoke(app, ["approvals", "list", "--token", "t", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == ITEMS
+    assert api == ["/api/v1/approvals?state=pending"]
+    empty = runner.invoke(app, ["approvals", "list", "--token", "t", "--state", "resolved"])
+    assert empty.exit_code == 0 and "no resolved approval requests" in empty.output
+
+
+def test_typer_app_is_the_entry_point() -> None:
+    assert isinstance(app, typer.Typer)
