@@ -120,7 +120,14 @@ lock: venv
 k8s-render: venv tools
 	$(PY) -m tests.deploy.support --write
 
-run: venv
+# The demo needs the package only: no test or bench extras (Playwright, matplotlib, ...).
+$(VENV)/.installed-app: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+run: $(VENV)/.installed-app
 	$(VENV)/bin/labelgate quickstart
 
 bench: venv tools
