@@ -125,6 +125,28 @@ def test_the_upstream_gets_a_verifiable_assertion_and_never_the_callers_credenti
         jwt.decode(values[0], key.key, algorithms=["ES256"], audience="127.0.0.1:1")
 
 
+def test_a_stream_carries_the_assertion_too(stack) -> None:
+    gateway, backend, admin = stack
+    caller_token = mint_dev_token("ann", ["analysts"], 300)
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    tensor = request.inputs.add(name="customer_ids", datatype="INT64", shape=[1])
+    tensor.contents.int64_contents.append(3)
+    with grpc.insecure_channel(gateway) as channel:
+        replies = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(
+            iter([request]), metadata=[("authorization", f"Bearer {caller_token}")], timeout=15
+        )
+        assert [reply.error_message for reply in replies] == [""]
+    seen = _last_call_seen_by(backend)
+    values = [value for key, value in seen if key == ASSERTION_HEADER]
+    assert len(values) == 1, "the stream opened upstream with the caller's assertion"
+    assert not any(caller_token in value for _, value in seen)
+    keys = jwt.PyJWKSet.from_dict(httpx.get(f"{admin}/.well-known/jwks.json", timeout=5).json())
+    kid = jwt.get_unverified_header(values[0])["kid"]
+    key = next(k for k in keys.keys if k.key_id == kid)
+    claims = jwt.decode(values[0], key.key, algorithms=["ES256"], audience=backend, issuer="labelgate")
+    assert claims["sub"] == "jwt:labelgate-dev#ann"
+
+
 def test_an_assertion_signed_with_another_key_does_not_verify(tmp_path: Path) -> None:
     mine = SubjectAsserter.from_settings(
         SubjectAssertionSettings(key_file=write_key_file(tmp_path / "a.pem"))
