@@ -16,7 +16,7 @@ import pytest
 
 from tests.admin.conftest import Admin
 from tests.approvals.conftest import grpc_infer, person, token
-from tests.approvals.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import chromium
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -40,19 +40,8 @@ PROBE_SCRIPT = """async () => {
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with playwright.sync_playwright() as driver:
-        context = driver.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-docs-profile")),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-docs-profile")) as context:
+        yield context
 
 
 def test_a_script_on_the_docs_page_cannot_reach_the_inbox(admin: Admin, browser) -> None:

@@ -16,41 +16,18 @@ from pathlib import Path
 import pytest
 
 from tests.approvals.conftest import Stack, dev_id, held, person, token
+from tests.support.browser import chromium
 from tests.support.procs import REPO
 
-playwright = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with playwright.sync_playwright() as driver:
-        # A fresh profile folder per run; Playwright passes it as --user-data-dir.
-        context = driver.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 860},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium(
+        tmp_path_factory.mktemp("chromium-profile"), viewport={"width": 1280, "height": 860}
+    ) as context:
+        yield context
 
 
 def open_signed_in(page, link: str, bearer: str) -> None:

@@ -166,7 +166,7 @@ def _set_order_findings(name: str, text: str) -> list[Finding]:
         if end < 0:
             continue
         inner = text[match.start() + 1 : end]
-        bar = _top_level_bar(inner)
+        bar = _top_level(inner, "|")
         if bar < 0 or not _iterates_set(inner[bar + 1 :], names):
             continue
         before = text[: match.start()].rstrip()
@@ -183,7 +183,7 @@ def _set_order_findings(name: str, text: str) -> list[Finding]:
         end = _closing(text, match.end() - 1)
         args = text[match.end() : end] if end > 0 else ""
         if match.group(1) == "concat":
-            comma = _top_level_comma(args)
+            comma = _top_level(args, ",")
             args = args[comma + 1 :] if comma >= 0 else ""
         if _is_set_expression(args.strip() + " ", 0, names) and args.strip():
             findings.append(
@@ -195,26 +195,15 @@ def _set_order_findings(name: str, text: str) -> list[Finding]:
     return findings
 
 
-def _top_level_bar(inner: str) -> int:
+def _top_level(text: str, separator: str) -> int:
+    """The index of the first ``separator`` outside any bracket, or -1."""
     depth = 0
-    for index, char in enumerate(inner):
+    for index, char in enumerate(text):
         if char in "([{":
             depth += 1
         elif char in ")]}":
             depth -= 1
-        elif char == "|" and depth == 0:
-            return index
-    return -1
-
-
-def _top_level_comma(args: str) -> int:
-    depth = 0
-    for index, char in enumerate(args):
-        if char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == "," and depth == 0:
+        elif char == separator and depth == 0:
             return index
     return -1
 
