@@ -14,18 +14,22 @@ HELM_VERSION  := 4.3.2
 HELM          := $(TOOLS)/helm
 UV_VERSION    := 0.13.9
 REGO_COVERAGE := 95
+# The policy input's JSON Schema, which `opa check` type-checks the policies against (the
+# pack's `# METADATA schemas` annotation names it schema.input).
+REGO_SCHEMAS  := proto/labelgate/v1/schema/opa
 PYTHON        ?= python3
 export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
 export LABELGATE_OPA := $(OPA)
 
 .PHONY: help run test check lint rego-test pytest proto proto-check bench bench-quick tools venv clean
-.PHONY: deploy-check lock k8s-render
+.PHONY: deploy-check lock k8s-render soak
 
 help:
 	@echo "make run    - demo backend (and gateway in front of it) on loopback"
 	@echo "make test   - install what is needed, then lint, Rego tests with coverage, pytest"
-	@echo "make check  - the edit loop: ruff, opa fmt/check, and the in-process tests (under a minute)"
+	@echo "make check  - the edit loop: ruff, mypy, opa fmt/check, and the in-process tests (under a minute)"
 	@echo "make lint | rego-test | pytest | proto | bench | tools | clean"
+	@echo "make soak   - the soak drill, DURATION seconds (default 600)"
 	@echo "make deploy-check (chart, manifests, Dockerfile, compose, configs) | lock | k8s-render"
 
 venv: $(VENV)/.installed
@@ -73,8 +77,9 @@ proto-check: venv
 lint: venv tools proto-check
 	$(VENV)/bin/ruff check proxy tests proto bench
 	$(VENV)/bin/ruff format --check proxy tests proto bench
+	$(VENV)/bin/mypy
 	$(OPA) fmt --fail --list rego
-	$(OPA) check --strict rego
+	$(OPA) check --strict --schema $(REGO_SCHEMAS) rego
 	$(REGAL) lint rego
 	$(PY) deploy/lock.py --check
 	$(VENV)/bin/hadolint deploy/Dockerfile
@@ -100,7 +105,8 @@ FAST_TESTS := tests/classify tests/enforce tests/oip tests/test_layers.py \
 check: venv
 	$(VENV)/bin/ruff check proxy tests proto bench
 	$(VENV)/bin/ruff format --check proxy tests proto bench
-	@if [ -x $(OPA) ]; then $(OPA) fmt --fail --list rego && $(OPA) check --strict rego; fi
+	$(VENV)/bin/mypy
+	@if [ -x $(OPA) ]; then $(OPA) fmt --fail --list rego && $(OPA) check --strict --schema $(REGO_SCHEMAS) rego; fi
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(FAST_TESTS)
 
 # The deploy checks alone (pytest runs tests/deploy too): helm lint/template per profile,
@@ -135,6 +141,12 @@ bench: venv tools
 
 bench-quick: venv tools
 	$(PY) -m bench --quick
+
+# The soak drill (bench/soak.py): DURATION seconds of mixed load with faults on a timeline,
+# loopback only; fails on growth, unexpected call outcomes or a broken audit trail.
+DURATION ?= 600
+soak: venv tools
+	$(PY) -m bench.soak --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .rego-coverage.json bench/results

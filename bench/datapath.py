@@ -21,7 +21,7 @@ from typing import Any
 from bench.context import Bench
 from bench.figures import Figure, Scenario
 from bench.load import GHZ_VERSION, LoadRun, python_client_probe
-from bench.profile import profile_process
+from bench.profile import profile_process, stage_budget
 from bench.stack import FULL_VARIANTS, PROXY, SCALING_VARIANT, Variant, describe, verify
 
 DIRECT = "direct"
@@ -74,7 +74,11 @@ def run_datapath(bench: Bench) -> Scenario:
                     runs.append({"config": variant.name, **run.to_json()})
                 if variant in PROFILED and plan.profile_s > 0:
                     profiles = bench.extras.setdefault("profiles", {})
-                    profiles[variant.name] = _profile(bench, variant, address, watched["gateway"])
+                    profiles[variant.name] = profile = _profile(bench, variant, address, watched["gateway"])
+                    if profile.get("status") == "ok":
+                        # The profile runs at the highest concurrency: so does the CPU it shares out.
+                        cpu_ms = gateway_cpu_ms(results[variant.name, max(plan.concurrency)])
+                        profile["budget_us_per_call"] = stage_budget(profile, cpu_ms)
         if plan.drift_check:
             scenario.details["direct_drift"] = _drift(bench, direct, watch, results)
     scenario.details["configs"] = {

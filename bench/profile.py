@@ -19,7 +19,7 @@ from typing import Any
 
 # First match wins, so the more specific gateway modules come before labelgate/gateway/.
 STAGES: tuple[tuple[str, str], ...] = (
-    ("labelgate/gateway/classifier.py", "classify"),
+    ("labelgate/gateway/classify_stage.py", "classify"),
     ("labelgate/classify/", "classify"),
     ("labelgate/enforce/", "enforce (masking)"),
     ("labelgate/policy/", "decide (policy engine)"),
@@ -114,3 +114,26 @@ def summarize(raw: str, top: int = 12) -> dict[str, Any]:
         "top_self": shares(leaf, top),
         "top_labelgate_inclusive": shares(inclusive, top),
     }
+
+
+# The per-call budget the issue asks for, in its seven stages: each profile stage above
+# counts for one of them; what is not one of the named stages is glue.
+BUDGET_STAGES: tuple[str, ...] = ("authenticate", "decide", "classify", "enforce", "codec", "record", "glue")
+_BUDGET_OF = {
+    "authenticate": "authenticate",
+    "decide (policy engine)": "decide",
+    "classify": "classify",
+    "enforce (masking)": "enforce",
+    "tensor decode/encode": "codec",
+    "record (logs, metrics)": "record",
+}
+
+
+def stage_budget(summary: dict[str, Any], cpu_ms_per_call: float) -> dict[str, float]:
+    """CPU µs per call by budget stage: the gateway's measured CPU per call shared out by the
+    profile's stage shares. An estimate: py-spy sees Python holding the GIL, while the CPU
+    figure also counts gRPC's C threads, which this charges to the stages pro rata."""
+    budget = dict.fromkeys(BUDGET_STAGES, 0.0)
+    for stage in summary.get("stages", []):
+        budget[_BUDGET_OF.get(stage["name"], "glue")] += stage["share"] * cpu_ms_per_call * 1000
+    return {name: round(value, 1) for name, value in budget.items()}

@@ -55,7 +55,7 @@ def customer_response(rows: int, raw: bool = True) -> pb.ModelInferResponse:
     return InferenceService({MODEL: CUSTOMER_PROFILE}, CallLog()).infer(request)
 
 
-def analyst_masks(classification: Classification, policy_dir: Path = POLICY_DIR) -> list[Any]:
+def analyst_masks(classification: Classification, policy_dir: Path = POLICY_DIR) -> tuple[Any, ...]:
     """The masks the real policy applies for an ``analysts`` caller on these fields."""
     from labelgate.policy.contract import build_input
     from labelgate.policy.embedded import EmbeddedEngine
@@ -87,7 +87,7 @@ def analyst_masks(classification: Classification, policy_dir: Path = POLICY_DIR)
     decision = asyncio.run(decide())
     if not decision.allow:
         raise RuntimeError(f"the policy denied the profiling call: {decision.reason}")
-    return list(decision.masks)
+    return decision.masks  # the decision's own tuple, as the pipeline passes it
 
 
 def _stage_times(

@@ -120,6 +120,10 @@ def print_summary(doc: dict[str, Any], console: Console) -> None:
     for profile in (doc.get("profiles") or {}).values():
         if isinstance(profile, dict) and profile.get("status") == "ok":
             console.print(f"Gateway CPU by stage ({profile['subject']}): {_stage_text(profile, 8)}")
+            budget = profile.get("budget_us_per_call")
+            if budget:
+                cells = ", ".join(f"{stage} {us:.0f}" for stage, us in budget.items())
+                console.print(f"  CPU µs per call: {cells}")
     console.print(_targets_table(doc["targets"]))
     notes = {
         row["figure"]: row["hint"] for row in doc["targets"] if row["status"] == "miss" and row.get("hint")

@@ -28,6 +28,8 @@ from bench.engines import run_engines
 from bench.figures import Scenario
 from bench.machine import describe_machine
 from bench.plan import Plan
+from bench.policy_replay import run_policy_replay
+from bench.rest_overhead import run_rest_overhead
 from labelgate.errors import LabelgateError
 from tests.support.procs import REPO, opa_binary
 
@@ -35,9 +37,11 @@ SCENARIOS: tuple[tuple[str, Callable[[Bench], Scenario]], ...] = (
     ("datapath", run_datapath),
     ("scaling", run_scaling),
     ("engines", run_engines),
+    ("policy_replay", run_policy_replay),
     ("detectors", run_detectors),
     ("audit", run_audit),
     ("approvals", run_approvals),
+    ("rest_overhead", run_rest_overhead),
 )
 SCENARIO_NAMES = tuple(name for name, _ in SCENARIOS)
 

@@ -22,8 +22,7 @@ import yaml
 from bench.procs import BenchError
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify.detectors import BUILTIN_LABELS
-from labelgate.client import build_request
-from labelgate.oip.tensors import decode_outputs
+from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
 from tests.support.procs import REPO, Process, free_port, labelgate_command, running
 
 DEFAULT_POLICY = REPO / "rego"
@@ -116,8 +115,11 @@ def gateway_config(variant: Variant, *, listen: str, upstream: str, opa_url: str
 
 def request_bytes(rows: int) -> bytes:
     """A ModelInfer request for ``rows`` customers (raw input, all outputs), as tritonclient sends."""
-    ids = ",".join(str(i) for i in range(rows))
-    return build_request(MODEL, ids, "").SerializeToString()
+    ids = list(range(rows))
+    request = pb.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="customer_ids", datatype="INT64", shape=[rows])
+    encode_inputs(request, [Tensor("customer_ids", "INT64", [rows], ids)], raw=True)
+    return request.SerializeToString()
 
 
 def bearer_token() -> str:

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "proxy" / "labelgate"
 # Lowest first. Command-line modules (``*/cli.py``, ``cli.py``, ``__main__``) form the top
 # layer: they wire everything together and nothing imports them.
 LAYERS: list[set[str]] = [
-    {"errors", "_proto"},
-    {"logs", "timestamps", "oip"},
+    {"errors", "reasons", "_proto"},
+    {"logs", "timestamps", "oip", "config_paths", "tracing", "retry"},
     {"auth", "classify", "bundle", "audit", "demo"},
     {"policy"},
     {"calls", "enforce"},

@@ -1,4 +1,8 @@
-"""Our Open Inference Protocol proto is wire-compatible with Triton's (as shipped in tritonclient).
+"""Our Open Inference Protocol protos are wire-compatible with Triton's (as shipped in tritonclient).
+
+Ours declare a subset of Triton's extension messages (``model_extensions.proto``): every field
+we declare must have Triton's name, number, type and label, and every enum value Triton's
+number, so a wrong number fails here; fields we leave out are simply dropped on the wire.
 
 tritonclient's protos cannot be imported next to ours (both register ``inference.*`` in
 protobuf's default pool), so a child process hands over tritonclient's serialized
@@ -16,12 +20,13 @@ import sys
 import pytest
 from google.protobuf import descriptor_pb2
 
-from labelgate._proto.inference import open_inference_pb2
+from labelgate._proto.inference import model_extensions_pb2, open_inference_pb2
 
 CHILD = """
 import base64, json, sys
-from tritonclient.grpc import service_pb2
-json.dump({"file": base64.b64encode(service_pb2.DESCRIPTOR.serialized_pb).decode()}, sys.stdout)
+from tritonclient.grpc import model_config_pb2, service_pb2
+files = [service_pb2.DESCRIPTOR.serialized_pb, model_config_pb2.DESCRIPTOR.serialized_pb]
+json.dump({"files": [base64.b64encode(f).decode() for f in files]}, sys.stdout)
 """
 
 # Fields of ours that Triton's proto does not have. Wire-compatible (parsers skip unknown
@@ -34,17 +39,43 @@ ONLY_IN_OURS = {
 FieldShape = tuple[int, int, int, str, str | None]
 
 
-def triton_file() -> descriptor_pb2.FileDescriptorProto:
+def triton_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    """Triton's grpc_service.proto, then its model_config.proto."""
     completed = subprocess.run(
         [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.returncode == 0, completed.stderr
-    serialized = base64.b64decode(json.loads(completed.stdout)["file"])
-    return descriptor_pb2.FileDescriptorProto.FromString(serialized)
+    return [
+        descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(serialized))
+        for serialized in json.loads(completed.stdout)["files"]
+    ]
 
 
-def our_file() -> descriptor_pb2.FileDescriptorProto:
-    return descriptor_pb2.FileDescriptorProto.FromString(open_inference_pb2.DESCRIPTOR.serialized_pb)
+def our_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    """Our service file, then the file of Triton's extension messages."""
+    return [
+        descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb)
+        for module in (open_inference_pb2, model_extensions_pb2)
+    ]
+
+
+def all_messages(files: list[descriptor_pb2.FileDescriptorProto]) -> dict[str, dict[str, FieldShape]]:
+    return {name: fields for file in files for name, fields in messages(file).items()}
+
+
+def enums(files: list[descriptor_pb2.FileDescriptorProto]) -> dict[str, dict[str, int]]:
+    """Full enum name (top level or nested in a message) -> value name -> number."""
+    found: dict[str, dict[str, int]] = {}
+
+    def walk(prefix: str, message_types, enum_types) -> None:
+        for enum in enum_types:
+            found[f"{prefix}.{enum.name}"] = {value.name: value.number for value in enum.value}
+        for message in message_types:
+            walk(f"{prefix}.{message.name}", message.nested_type, message.enum_type)
+
+    for file in files:
+        walk(f".{file.package}", file.message_type, file.enum_type)
+    return found
 
 
 def messages(file: descriptor_pb2.FileDescriptorProto) -> dict[str, dict[str, FieldShape]]:
@@ -82,17 +113,17 @@ def methods(file: descriptor_pb2.FileDescriptorProto) -> dict[str, tuple[str, st
 
 
 @pytest.fixture(scope="module")
-def files() -> tuple[descriptor_pb2.FileDescriptorProto, descriptor_pb2.FileDescriptorProto]:
-    return our_file(), triton_file()
+def files() -> tuple[list[descriptor_pb2.FileDescriptorProto], list[descriptor_pb2.FileDescriptorProto]]:
+    return our_files(), triton_files()
 
 
 def test_same_package(files) -> None:
     ours, triton = files
-    assert ours.package == triton.package == "inference"
+    assert {f.package for f in ours} == {f.package for f in triton} == {"inference"}
 
 
 def test_every_message_field_matches_triton(files) -> None:
-    ours, triton = messages(files[0]), messages(files[1])
+    ours, triton = all_messages(files[0]), all_messages(files[1])
     problems = []
     for message, fields in ours.items():
         if message in ONLY_IN_OURS:
@@ -118,21 +149,39 @@ def test_every_message_field_matches_triton(files) -> None:
                 )
     assert not problems, "\n".join(problems)
     # The comparison covered the messages that matter, so it can fail.
-    assert {".inference.ModelInferRequest.InferInputTensor", ".inference.ModelStreamInferResponse"} <= set(
-        ours
-    )
+    assert {
+        ".inference.ModelInferRequest.InferInputTensor",
+        ".inference.ModelStreamInferResponse",
+        ".inference.ModelConfig",
+        ".inference.ModelInput",
+        ".inference.ModelStatistics",
+        ".inference.InferStatistics",
+        ".inference.RepositoryIndexResponse.ModelIndex",
+        ".inference.RepositoryModelLoadRequest",
+        ".inference.ModelRepositoryParameter",
+    } <= set(ours)
+
+
+def test_every_enum_value_matches_triton(files) -> None:
+    ours, triton = enums(files[0]), enums(files[1])
+    assert {".inference.DataType", ".inference.ModelInput.Format"} <= set(ours)
+    for name, values in ours.items():
+        assert name in triton, f"{name}: not in Triton's protos"
+        assert values.items() <= triton[name].items(), f"{name}: ours {values}, Triton {triton[name]}"
 
 
 def test_every_method_matches_triton(files) -> None:
-    ours, triton = methods(files[0]), methods(files[1])
+    ours, triton = methods(files[0][0]), methods(files[1][0])
     assert "GRPCInferenceService.ModelStreamInfer" in ours
     for name, shape in ours.items():
         assert triton.get(name) == shape, f"{name}: ours {shape}, Triton {triton.get(name)}"
     assert ours["GRPCInferenceService.ModelStreamInfer"][2:] == (True, True)
+    extensions = ("ModelConfig", "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad")
+    assert {f"GRPCInferenceService.{name}" for name in extensions} <= set(ours)
 
 
 def test_allowed_divergences_are_still_divergences(files) -> None:
     # When Triton gains a field we list, the list must shrink (and be compared again).
-    triton = messages(files[1])
+    triton = all_messages(files[1])
     assert "properties" not in triton[".inference.ModelMetadataResponse"]
     assert ".inference.ModelMetadataResponse.PropertiesEntry" not in triton

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -18,6 +19,8 @@ def quickstart_config(tmp_path: Path) -> Path:
     config["rest_listen"] = f"127.0.0.1:{free_port()}"
     config["admin_listen"] = f"127.0.0.1:{free_port()}"
     config["upstream"]["address"] = f"127.0.0.1:{free_port()}"
+    for entry in config.get("upstreams", []):  # the second demo backend, routed by model
+        entry["address"] = f"127.0.0.1:{free_port()}"
     config["policy"]["dir"] = str(REPO / "rego")
     config["auth"]["jwt"]["dev_keys_dir"] = str(REPO / "deploy/quickstart/dev-keys")
     config["classification"]["catalog_file"] = str(REPO / "rego/labelgate/catalog/data.json")
@@ -52,7 +55,7 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         analyst = printed_call(banner, "# analysts:")
         done = run_shell(analyst.replace(" infer ", " infer --json --ids 1 ", 1))
         assert done.returncode == 0, done.stderr
-        delivered = json.loads(done.stdout)
+        delivered = {o["name"]: o["data"] for o in json.loads(done.stdout)["outputs"]}
         assert delivered["name"] != ["[REDACTED]"] and delivered["ssn"][0].startswith("*******")
         assert delivered["account_secret"] == [""]
 
@@ -60,6 +63,10 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         assert over_rest.returncode == 0, over_rest.stderr
         outputs = {o["name"]: o["data"] for o in json.loads(over_rest.stdout)["outputs"]}
         assert outputs["ssn"][0].startswith("*******") and outputs["account_secret"] == [""]
+
+        routed = run_shell(printed_call(banner, "# sentiment goes to the second upstream"))
+        assert routed.returncode == 0, routed.stderr
+        assert json.loads(routed.stdout)["model_name"] == "sentiment", routed.stdout
 
         refused = run_shell(printed_call(banner, "# asking for a restricted output"))
         assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
@@ -69,7 +76,9 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         audit_line = next(line for line in banner.splitlines() if line.startswith("Audit log:"))
         verified = run_shell(audit_line.removeprefix("Audit log:").strip())
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert "3 record(s) verified" in verified.stdout  # gRPC, REST, and the refusal
+        # At least gRPC, REST, sentiment and the refusal (`labelgate infer` may also ask metadata).
+        counted = re.search(r"(\d+) record\(s\) verified", verified.stdout)
+        assert counted is not None and int(counted.group(1)) >= 4, verified.stdout
         sessions = run_shell(next(line for line in banner.splitlines() if line.startswith("Sessions:"))[9:])
         assert sessions.returncode == 0 and "conn-" in sessions.stdout
         assert shlex.split(analyst)[0].endswith("labelgate")

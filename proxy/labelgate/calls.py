@@ -16,8 +16,10 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.errors import LabelgateError
+from labelgate.policy import reasons as policy_reasons
 from labelgate.policy.contract import Decision
 from labelgate.timestamps import utc_now
 
@@ -119,7 +121,7 @@ class Outcome:
     decision_inputs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
-def infer_target(request: Message, method: str) -> Target:
+def infer_target(request: pb.ModelInferRequest, method: str) -> Target:
     """The target of a ``ModelInferRequest``."""
     return Target(
         service=method.split("/")[1] if method.count("/") >= 2 else method,
@@ -135,7 +137,7 @@ def infer_target(request: Message, method: str) -> Target:
 _DIGEST_DOMAIN = b"labelgate.request-digest.v1"
 
 
-def request_digest(request: Message) -> str:
+def request_digest(request: pb.ModelInferRequest) -> str:
     """sha256 (hex) of what a ``ModelInferRequest`` asks: model name and version, every input
     tensor (name, datatype, shape, parameters, contents), ``raw_input_contents``, every
     requested output (name and parameters) and the request parameters, each part
@@ -160,7 +162,7 @@ def request_digest(request: Message) -> str:
     return digest.hexdigest()
 
 
-def request_summary(request: Message) -> dict[str, Any]:
+def request_summary(request: pb.ModelInferRequest) -> dict[str, Any]:
     """An inference request without its values: model, input names, datatypes and shapes."""
     return {
         "model": request.model_name,
@@ -255,7 +257,7 @@ def _outcome_name(outcome: Outcome, error: BaseException | None) -> str:
     if error is None:
         return "mask" if outcome.masked else "allow"
     if isinstance(error, LabelgateError):
-        return "approval_required" if error.reason == "APPROVAL_REQUIRED" else "deny"
+        return "approval_required" if error.reason == policy_reasons.APPROVAL_REQUIRED else "deny"
     return "error"
 
 

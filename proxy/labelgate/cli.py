@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from labelgate import __version__
+from labelgate import __version__, reasons
 from labelgate.approvals.cli import approvals_app, approvals_server_cli
 from labelgate.audit.cli import audit_app, audit_writer_command
 from labelgate.audit.export.cli import audit_forwarder_command
@@ -113,9 +113,23 @@ def policy_eval(
 def policy_impact(
     candidate: Annotated[Path, typer.Option(help="the candidate policy folder")],
     inputs: Annotated[
-        Path,
+        Path | None,
         typer.Option(help="decision inputs: the gateway's audit.inputs_file (SQLite) or a .jsonl sample"),
-    ],
+    ] = None,
+    from_source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="or the inputs of the decisions OPA logged to a bundle server: its URL (with a reader "
+            "token) or its fleet.sqlite3",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LABELGATE_BUNDLE_READER_TOKEN", help="reader token for --from URL", show_default=False
+        ),
+    ] = None,
     current: Annotated[Path, typer.Option(help="the policy folder in production")] = Path("rego"),
     since: Annotated[
         str | None, typer.Option(help="only inputs seen in this window, e.g. 24h, 7d (default: all stored)")
@@ -143,6 +157,8 @@ def policy_impact(
             since=since,
             engine=engine.value,
             output=output,
+            source=from_source,
+            token=token,
         )
     except LabelgateError as error:
         typer.echo(f"error: {error.message} ({error.reason})", err=True)
@@ -175,7 +191,7 @@ def serve(
     """Run the gateway."""
     from labelgate.config import load_settings
 
-    overrides: dict = {
+    overrides: dict[str, Any] = {
         "listen": listen,
         "rest_listen": rest_listen,
         "admin_listen": admin_listen,
@@ -197,7 +213,7 @@ def serve(
         raise _fail(error) from None
 
 
-def _check_config(config: Path | None, overrides: dict) -> None:
+def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
     """``serve --check-config``: settings first (every problem at once), then what start-up reads."""
     from labelgate.config import load_settings, startup_problems
 
@@ -233,18 +249,77 @@ def dev_token(
 
 @app.command("infer")
 def infer(
-    ids: Annotated[str, typer.Option(help="comma-separated customer ids")] = "1,2,3",
     model: Annotated[str, typer.Option(help="model name")] = "customer-profile",
-    target: Annotated[str, typer.Option(help="gateway HOST:PORT")] = "127.0.0.1:8443",
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            help='NAME=VALUE, repeated; VALUE is JSON (1, [1,2], "text") or plain text; the model\'s '
+            "metadata types and shapes it",
+        ),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option(help='JSON file: {"NAME": VALUE, ...} or KServe\'s {"inputs": [{"name", "data"}]}'),
+    ] = None,
+    ids: Annotated[
+        str | None, typer.Option(help="shortcut for --input customer_ids=[...]: comma-separated ids")
+    ] = None,
+    target: Annotated[str, typer.Option(help="gateway gRPC HOST:PORT")] = "127.0.0.1:8443",
+    rest: Annotated[
+        str | None, typer.Option(help="call the REST binding at this URL instead (http(s)://HOST:PORT)")
+    ] = None,
     token: Annotated[str | None, typer.Option(envvar="LABELGATE_TOKEN", help="bearer token")] = None,
     outputs: Annotated[str, typer.Option(help="comma-separated outputs to ask for; all by default")] = "",
-    json_output: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    tls: Annotated[bool, typer.Option("--tls", help="gRPC over TLS (REST: use an https URL)")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="CA certificate(s) to trust (PEM)")] = None,
+    server_name: Annotated[
+        str | None, typer.Option(help="the name the gRPC server's certificate has")
+    ] = None,
+    cert_file: Annotated[Path | None, typer.Option(help="client certificate (PEM), for mTLS")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="client key (PEM), for mTLS")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds each call may take")] = 30.0,
+    wait: Annotated[
+        float,
+        typer.Option(help="held for approval: seconds to wait for approvers (0: print its id, stop)"),
+    ] = 300.0,
+    approval_id: Annotated[
+        str | None, typer.Option(help="present this granted approval (apr-...) with the call")
+    ] = None,
+    justification: Annotated[str | None, typer.Option(help="why, for the approvers")] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="print KServe v2 JSON instead of a table")
+    ] = False,
 ) -> None:
-    """Call ModelInfer through the gateway and show what came back."""
-    from labelgate.client import infer_command
+    """Call a model through the gateway (gRPC or REST) and show what came back; a call held for
+    approval shows who must approve and the time left, and is made again once granted."""
+    from labelgate.client import InferRequest, Tls, infer_command, read_inputs
+    from labelgate.errors import InvalidInput
 
     try:
-        infer_command(target, model, ids, token, outputs, json_output)
+        pairs = list(inputs or [])
+        if ids is not None:
+            pairs.append(f"customer_ids=[{ids}]")
+        elif not pairs and inputs_file is None and model == "customer-profile":
+            pairs.append("customer_ids=[1,2,3]")  # the quickstart's model, as before
+        if timeout <= 0 or wait < 0:
+            raise InvalidInput(reasons.OPTION_INVALID, "--timeout must be above 0 and --wait at least 0")
+        if (cert_file is None) != (key_file is None):
+            raise InvalidInput(reasons.OPTION_INVALID, "--cert-file and --key-file go together")
+        ask = InferRequest(
+            model=model,
+            inputs=read_inputs(pairs, inputs_file),
+            outputs=[name.strip() for name in outputs.split(",") if name.strip()],
+            target=target,
+            rest=rest,
+            token=token,
+            tls=Tls(tls or ca_file is not None, ca_file, server_name, cert_file, key_file),
+            timeout=timeout,
+            wait_seconds=wait,
+            approval_id=approval_id,
+            justification=justification,
+        )
+        infer_command(ask, json_output)
     except LabelgateError as error:
         raise _fail(error) from None
 

@@ -1,61 +1,533 @@
-"""A small Open Inference Protocol client for people: `labelgate infer`."""
+"""`labelgate infer`: an Open Inference Protocol client for people, for any model.
+
+Inputs come as ``--input name=value`` (a JSON value: number, string, nested lists; anything
+that is not JSON is taken as a string) or a JSON file (``{"name": value}`` or KServe's
+``{"inputs": [{"name", "data", ...}]}``); the model's metadata, asked of the server first,
+gives each input its datatype and shape. Over gRPC (``--target``) or REST (``--rest URL``),
+with TLS, a timeout, and a table or ``--json`` (KServe v2's response JSON, either way).
+
+Held for approval: the call is made in async mode, so the gateway answers at once with the
+approval's id; a spinner then shows the id, who must approve and the time left (from the
+approvals API, where requesters may read their own requests) for up to ``--wait`` seconds,
+and once granted the call is made again presenting the approval (``--approval-id``).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import grpc
 from rich.console import Console
 from rich.table import Table
 
+from labelgate import reasons
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
-from labelgate.errors import InvalidInput, LabelgateError
+from labelgate.approvals import reasons as approvals_reasons
+from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied
 from labelgate.gateway.status import error_info
 from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
 
+MODE_HEADER = "x-labelgate-approval"
+APPROVAL_ID_HEADER = "x-labelgate-approval-id"
+PENDING_REASON = approvals_reasons.APPROVAL_PENDING
+POLL_SECONDS = 1.0
+INTEGER_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+FLOAT_TYPES = ("FP16", "FP32", "FP64", "BF16")
 
-def build_request(model: str, ids_csv: str, outputs_csv: str) -> pb.ModelInferRequest:
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS to the gateway: CA to trust (default: the system's), a name to expect, a client pair."""
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    server_name: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One input as the model's metadata describes it."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Answer:
+    """A successful reply, whichever transport brought it."""
+
+    model_name: str
+    model_version: str
+    outputs: list[Tensor] = field(default_factory=list)
+
+
+class HeldForApproval(LabelgateError):
+    """The gateway opened an approval request for this call (async mode)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    exit_code = 1
+
+
+class CallFailed(LabelgateError):
+    """The server refused or failed the call; the reason is the server's."""
+
+    exit_code = 1
+
+
+# -- inputs -----------------------------------------------------------------------------------
+def _value(text: str) -> Any:
     try:
-        ids = [int(part) for part in ids_csv.split(",") if part.strip()]
+        return json.loads(text)
     except ValueError:
-        raise InvalidInput("BAD_IDS", f"--ids must be comma-separated integers, got {ids_csv!r}") from None
-    request = pb.ModelInferRequest(model_name=model)
-    request.inputs.add(name="customer_ids", datatype="INT64", shape=[len(ids)])
-    encode_inputs(request, [Tensor("customer_ids", "INT64", [len(ids)], ids)], raw=True)
-    for name in filter(None, (part.strip() for part in outputs_csv.split(","))):
-        request.outputs.add(name=name)
-    return request
+        return text  # a bare word or sentence: a string
 
 
+def read_inputs(pairs: Sequence[str], inputs_file: Path | None) -> dict[str, Any]:
+    """Input name -> value (as given: scalars or nested lists), from the file then ``--input``s."""
+    values: dict[str, Any] = {}
+    if inputs_file is not None:
+        try:
+            document = json.loads(inputs_file.read_text())
+        except OSError as error:
+            raise InvalidInput(
+                reasons.INPUTS_FILE_UNREADABLE, f"cannot read {inputs_file}: {error.strerror}"
+            ) from None
+        except json.JSONDecodeError as error:
+            raise InvalidInput(
+                reasons.INPUTS_FILE_INVALID, f"{inputs_file} is not JSON ({error.msg})"
+            ) from None
+        except UnicodeDecodeError:
+            raise InvalidInput(reasons.INPUTS_FILE_INVALID, f"{inputs_file} is not UTF-8 text") from None
+        if isinstance(document, dict) and isinstance(document.get("inputs"), list):
+            for item in document["inputs"]:
+                if not isinstance(item, dict) or not isinstance(item.get("name"), str) or "data" not in item:
+                    raise InvalidInput(
+                        reasons.INPUTS_FILE_INVALID, f"{inputs_file}: every input needs a name and data"
+                    )
+                values[item["name"]] = item["data"]
+        elif isinstance(document, dict):
+            values.update(document)
+        else:
+            raise InvalidInput(
+                reasons.INPUTS_FILE_INVALID,
+                f'{inputs_file} must hold {{"name": value}} or {{"inputs": [...]}}',
+            )
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(reasons.INPUT_INVALID, f"--input takes NAME=VALUE, got {pair!r}")
+        values[name.strip()] = _value(text)
+    if not values:
+        raise InvalidInput(
+            reasons.NO_INPUTS, "give the model's inputs with --input NAME=VALUE or --inputs-file"
+        )
+    return values
+
+
+def _flatten(value: Any) -> tuple[list[Any], list[int]]:
+    """Flat row-major values and the shape of a nested list (a scalar is one value, shape [1])."""
+    if not isinstance(value, list):
+        return [value], []
+    if not value:
+        return [], [0]
+    parts = [_flatten(item) for item in value]
+    inner = parts[0][1]
+    if any(shape != inner for _, shape in parts):
+        raise ValueError("the nested lists are ragged")
+    return [v for flat, _ in parts for v in flat], [len(value), *inner]
+
+
+def _shape(name: str, declared: tuple[int, ...], nested: list[int], count: int) -> list[int]:
+    if not nested:
+        nested = [count]
+    if len(nested) == len(declared) and all(d in (-1, n) for d, n in zip(declared, nested, strict=True)):
+        return nested
+    if not declared:
+        return nested
+    free = [i for i, d in enumerate(declared) if d == -1]
+    fixed = math.prod(d for d in declared if d != -1)
+    if len(free) <= 1 and fixed and count % fixed == 0:
+        shape = list(declared)
+        if free:
+            shape[free[0]] = count // fixed
+        if math.prod(shape) == count:
+            return shape
+    raise InvalidInput(
+        reasons.INPUT_SHAPE_MISMATCH,
+        f"input {name}: {count} value(s) do not fit the model's shape {list(declared)}",
+    )
+
+
+def _convert(name: str, datatype: str, value: Any) -> Any:
+    if datatype == "BYTES":
+        if isinstance(value, str):
+            return value.encode()
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is BYTES: give strings")
+        return json.dumps(value).encode()
+    if datatype == "BOOL":
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1, "true", "false"):
+            return value in (1, "true")
+        raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is BOOL: give true or false")
+    if datatype in INTEGER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is {datatype}: give integers")
+        return value
+    if datatype in FLOAT_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is {datatype}: give numbers")
+        return float(value)
+    raise InvalidInput(
+        reasons.INPUT_TYPE_UNSUPPORTED, f"input {name} has datatype {datatype}, which infer cannot send"
+    )
+
+
+def typed_inputs(values: dict[str, Any], specs: Sequence[Spec]) -> list[Tensor]:
+    """The inputs as tensors typed and shaped by the model's metadata."""
+    known = {spec.name: spec for spec in specs}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InvalidInput(
+            reasons.INPUT_UNKNOWN,
+            f"the model has no input {', '.join(unknown)} (its inputs: {', '.join(known) or 'none'})",
+        )
+    missing = [name for name in known if name not in values]
+    if missing:
+        raise InvalidInput(reasons.INPUT_MISSING, f"the model also needs input {', '.join(missing)}")
+    tensors = []
+    for name, spec in known.items():
+        try:
+            flat, nested = _flatten(values[name])
+        except ValueError as error:
+            raise InvalidInput(reasons.INPUT_SHAPE_MISMATCH, f"input {name}: {error}") from None
+        shape = _shape(name, spec.shape, nested, len(flat))
+        tensors.append(Tensor(name, spec.datatype, shape, [_convert(name, spec.datatype, v) for v in flat]))
+    return tensors
+
+
+# -- transports -------------------------------------------------------------------------------
+class GrpcTransport:
+    def __init__(self, target: str, tls: Tls, token: str | None, timeout: float) -> None:
+        self.target = target
+        self.token = token
+        self.timeout = timeout
+        if tls.enabled:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls.ca_file),
+                private_key=_read(tls.key_file),
+                certificate_chain=_read(tls.cert_file),
+            )
+            options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def where(self) -> str:
+        return self.target
+
+    def _metadata(self, headers: dict[str, str]) -> list[tuple[str, str]]:
+        auth = [("authorization", f"Bearer {self.token}")] if self.token else []
+        return [*auth, *headers.items()]
+
+    def _failed(self, error: grpc.RpcError) -> LabelgateError:
+        info = error_info(error)
+        code = error.code().name
+        if info is not None and info.reason == PENDING_REASON:
+            return HeldForApproval(PENDING_REASON, error.details() or "", **dict(info.metadata))
+        reason = info.reason if info is not None else f"RPC_{code}"
+        if error.code() is grpc.StatusCode.INVALID_ARGUMENT:  # the caller's input: exit 2
+            return InvalidInput(reason, f"{code}: {error.details()}")
+        return CallFailed(reason, f"{code}: {error.details()}")
+
+    def specs(self, model: str) -> list[Spec]:
+        try:
+            reply = self.stub.ModelMetadata(
+                pb.ModelMetadataRequest(name=model), metadata=self._metadata({}), timeout=self.timeout
+            )
+        except grpc.RpcError as error:
+            raise self._failed(error) from None
+        return [Spec(t.name, t.datatype, tuple(t.shape)) for t in reply.inputs]
+
+    def infer(self, model: str, tensors: list[Tensor], outputs: list[str], headers: dict[str, str]) -> Answer:
+        request = pb.ModelInferRequest(model_name=model)
+        for tensor in tensors:
+            request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        encode_inputs(request, tensors, raw=True)
+        for name in outputs:
+            request.outputs.add(name=name)
+        try:
+            reply = self.stub.ModelInfer(request, metadata=self._metadata(headers), timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise self._failed(error) from None
+        return Answer(reply.model_name, reply.model_version, decode_outputs(reply))
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class RestTransport:
+    """KServe v2 JSON over HTTP(S), with the standard library (no binary tensors)."""
+
+    def __init__(self, url: str, tls: Tls, token: str | None, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput(reasons.REST_URL_INVALID, f"--rest takes http(s)://HOST:PORT, got {url!r}")
+        self.base = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self.context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file is not None:
+                self.context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+
+    def where(self) -> str:
+        return self.base
+
+    def _request(self, path: str, body: dict[str, Any] | None, headers: dict[str, str]) -> dict[str, Any]:
+        all_headers = {"accept": "application/json", **headers}
+        if self.token:
+            all_headers["authorization"] = f"Bearer {self.token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            all_headers["content-type"] = "application/json"
+        request = urllib.request.Request(f"{self.base}{path}", data=data, headers=all_headers)  # noqa: S310 - http(s) checked
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as answer:  # noqa: S310
+                return _json_object(answer.read())
+        except urllib.error.HTTPError as error:
+            problem = _json_object(error.read(), quiet=True)
+            reason = str(problem.get("reason") or f"HTTP_{error.code}")
+            message = str(problem.get("error") or error.reason)
+            if reason == PENDING_REASON:
+                details = {k: str(v) for k, v in problem.items() if k in ("approval_id", "link")}
+                raise HeldForApproval(PENDING_REASON, message, **details) from None
+            failure = InvalidInput if error.code == 400 else CallFailed  # the caller's input: exit 2
+            raise failure(reason, f"HTTP {error.code}: {message}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            why = getattr(error, "reason", error)
+            raise CallFailed(reasons.SERVER_UNREACHABLE, f"cannot reach {self.base}: {why}") from None
+
+    def specs(self, model: str) -> list[Spec]:
+        found = self._request(f"/v2/models/{quote(model, safe='')}", None, {})
+        inputs = found.get("inputs") or []
+        return [Spec(str(i["name"]), str(i["datatype"]), tuple(int(n) for n in i["shape"])) for i in inputs]
+
+    def infer(self, model: str, tensors: list[Tensor], outputs: list[str], headers: dict[str, str]) -> Answer:
+        body: dict[str, Any] = {
+            "inputs": [
+                {
+                    "name": t.name,
+                    "datatype": t.datatype,
+                    "shape": t.shape,
+                    "data": [v.decode() if isinstance(v, bytes) else v for v in t.values],
+                }
+                for t in tensors
+            ]
+        }
+        if outputs:
+            body["outputs"] = [{"name": name} for name in outputs]
+        found = self._request(f"/v2/models/{quote(model, safe='')}/infer", body, headers)
+        tensors_out = [
+            Tensor(str(o["name"]), str(o["datatype"]), [int(n) for n in o["shape"]], list(o.get("data", [])))
+            for o in found.get("outputs", [])
+        ]
+        return Answer(str(found.get("model_name", model)), str(found.get("model_version", "")), tensors_out)
+
+    def close(self) -> None:
+        pass
+
+
+def _read(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InvalidInput(reasons.TLS_FILE_UNREADABLE, f"cannot read {path}: {error.strerror}") from None
+
+
+def _json_object(raw: bytes, *, quiet: bool = False) -> dict[str, Any]:
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        found = None
+    if isinstance(found, dict):
+        return found
+    if quiet:
+        return {}
+    raise CallFailed(reasons.ANSWER_INVALID, "the server's answer is not a JSON object")
+
+
+# -- approvals --------------------------------------------------------------------------------
+def _approval_api(link: str, approval_id: str) -> str | None:
+    """The approvals API URL of a request, from its inbox link (``<base>/inbox/<id>``)."""
+    suffix = f"/inbox/{approval_id}"
+    if not link.endswith(suffix) or not link.startswith(("http://", "https://")):
+        return None
+    return f"{link.removesuffix(suffix)}/api/v1/approvals/{approval_id}"
+
+
+def _fetch_approval(url: str, token: str | None, timeout: float) -> dict[str, Any] | None:
+    headers = {"accept": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
+    try:
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - from the gateway's own link
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            return _json_object(answer.read(), quiet=True) or None
+    except (urllib.error.URLError, TimeoutError, OSError):
+        return None
+
+
+def _left(expires_at: str) -> str:
+    from datetime import datetime
+
+    try:
+        seconds = datetime.fromisoformat(expires_at).timestamp() - time.time()
+    except ValueError:
+        return "?"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def describe(approval_id: str, shown: dict[str, Any] | None, waited_left: float) -> str:
+    """The spinner's line: the id, who must approve, and the time left."""
+    if not shown:
+        return f"held for approval {approval_id} (waiting up to {int(waited_left)} s more)"
+    groups = ", ".join(shown.get("approver_groups", [])) or "?"
+    return (
+        f"held for approval {approval_id}: {shown.get('approvals', 0)} of {shown.get('min_approvals', '?')} "
+        f"approval(s) from {groups}; {_left(str(shown.get('expires_at', '')))} left"
+    )
+
+
+def wait_for_approval(
+    held: HeldForApproval,
+    token: str | None,
+    wait_seconds: float,
+    console: Console,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Show a spinner until approvers decide (the approval's id on a grant) or ``wait_seconds`` pass."""
+    approval_id = held.details.get("approval_id", "")
+    api = _approval_api(held.details.get("link", ""), approval_id)
+    until = clock() + wait_seconds
+    first = _fetch_approval(api, token, 5.0) if api else None
+    # One plain line first: a terminal that is not interactive (a log, CI) shows no spinner.
+    console.print(describe(approval_id, first, wait_seconds), highlight=False)
+    with console.status(describe(approval_id, first, wait_seconds)) as status:
+        while True:
+            shown = _fetch_approval(api, token, 5.0) if api else None
+            state = (shown or {}).get("state", "pending")
+            if state == "granted":
+                return approval_id
+            if state != "pending":
+                raise PermissionDenied(
+                    f"APPROVAL_{str(state).upper()}",
+                    f"approval {approval_id} {state}: {(shown or {}).get('resolution', '')}",
+                )
+            left = until - clock()
+            if left <= 0:
+                raise CallFailed(
+                    reasons.APPROVAL_STILL_PENDING,
+                    f"approval {approval_id} is still pending after {wait_seconds:g} s; "
+                    f"run again with --approval-id {approval_id} once it is granted "
+                    f"({held.details.get('link', '')})",
+                )
+            status.update(describe(approval_id, shown, left))
+            time.sleep(min(POLL_SECONDS, left))
+
+
+# -- the command ------------------------------------------------------------------------------
 def _show(value: object) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def infer_command(
-    target: str, model: str, ids_csv: str, token: str | None, outputs: str, as_json: bool
-) -> None:
-    request = build_request(model, ids_csv, outputs)
-    metadata = [("authorization", f"Bearer {token}")] if token else []
-    with grpc.insecure_channel(target) as channel:
-        try:
-            response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-                request, metadata=metadata, timeout=30
+def as_json(answer: Answer) -> dict[str, Any]:
+    """KServe v2's response JSON, whichever transport was used."""
+    return {
+        "model_name": answer.model_name,
+        "model_version": answer.model_version,
+        "outputs": [
+            {
+                "name": t.name,
+                "datatype": t.datatype,
+                "shape": list(t.shape),
+                "data": [_show(v) if isinstance(v, bytes) else v for v in t.values],
+            }
+            for t in answer.outputs
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    model: str
+    inputs: dict[str, Any]
+    outputs: list[str]
+    target: str
+    rest: str | None = None
+    token: str | None = None
+    tls: Tls = Tls()
+    timeout: float = 30.0
+    wait_seconds: float = 300.0
+    approval_id: str | None = None
+    justification: str | None = None
+
+
+def run_infer(ask: InferRequest, console: Console) -> Answer:
+    transport: GrpcTransport | RestTransport
+    if ask.rest is not None:
+        transport = RestTransport(ask.rest, ask.tls, ask.token, ask.timeout)
+    else:
+        transport = GrpcTransport(ask.target, ask.tls, ask.token, ask.timeout)
+    try:
+        tensors = typed_inputs(ask.inputs, transport.specs(ask.model))
+        headers = {"x-labelgate-justification": ask.justification} if ask.justification else {}
+        if ask.approval_id is not None:
+            return transport.infer(
+                ask.model, tensors, ask.outputs, {**headers, APPROVAL_ID_HEADER: ask.approval_id}
             )
-        except grpc.RpcError as error:
-            info = error_info(error)
-            reason = f" [{info.reason}]" if info else ""
-            raise LabelgateError(
-                f"RPC_{error.code().name}", f"{error.code().name}: {error.details()}{reason}"
-            ) from None
-    tensors = decode_outputs(response)
-    if as_json:
-        print(json.dumps({t.name: [_show(v) for v in t.values] for t in tensors}, indent=2))
+        try:
+            return transport.infer(ask.model, tensors, ask.outputs, {**headers, MODE_HEADER: "async"})
+        except HeldForApproval as held:
+            if ask.wait_seconds <= 0:
+                raise
+            granted = wait_for_approval(held, ask.token, ask.wait_seconds, console)
+            console.print(f"approval {granted} granted: calling again with it", style="green")
+            return transport.infer(ask.model, tensors, ask.outputs, {**headers, APPROVAL_ID_HEADER: granted})
+    finally:
+        transport.close()
+
+
+def infer_command(ask: InferRequest, json_output: bool) -> None:
+    errors = Console(stderr=True)
+    answer = run_infer(ask, errors)
+    if json_output:
+        print(json.dumps(as_json(answer), indent=2))
         return
-    table = Table(title=f"{model} through {target}")
-    for tensor in tensors:
+    transport = ask.rest or ask.target
+    table = Table(title=f"{answer.model_name or ask.model} through {transport}")
+    for tensor in answer.outputs:
         table.add_column(tensor.name, overflow="fold")
-    rows = max((len(t.values) for t in tensors), default=0)
+    rows = max((len(t.values) for t in answer.outputs), default=0)
     for row in range(rows):
-        table.add_row(*(_show(t.values[row]) if row < len(t.values) else "" for t in tensors))
+        table.add_row(*(_show(t.values[row]) if row < len(t.values) else "" for t in answer.outputs))
     Console().print(table)

@@ -1,15 +1,21 @@
 """The one configuration model of the gateway.
 
 Sources, strongest first: command-line flags, ``LABELGATE_*`` environment variables
-(nested with ``__``, e.g. ``LABELGATE_POLICY__TIMEOUT_MS=100``), the YAML file. Relative
-paths in the file are resolved against the file's folder, so a config works from any
-working directory. ``load_settings`` refuses a config that cannot work, listing every
-problem at once, including settings that could never take effect.
+(nested with ``__``, e.g. ``LABELGATE_POLICY__TIMEOUT_MS=100``), the YAML file (read by
+pydantic-settings' own YAML source). Path settings are typed ``ConfigPath``: relative ones
+(from any source) are resolved against the config file's folder when there is one, so a
+config works from any working directory.
+``load_settings`` refuses a config that cannot work, listing every problem at once,
+including settings that could never take effect: each section checks itself (its own
+``model_validator``), and the few checks that span sections are the small named functions
+in ``_CROSS_SECTION_CHECKS``.
 """
 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,13 +30,22 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
+from labelgate import reasons
 from labelgate.auth.assertion import SubjectAssertionSettings
 from labelgate.auth.settings import AuthSettings
 from labelgate.classify.labels import LABELS
+from labelgate.config_paths import ConfigPath, config_folder_context
 from labelgate.errors import ConfigError
 from labelgate.recording.settings import RecordingSettings
+from labelgate.retry import RetrySettings
+from labelgate.tracing import TracingSettings
 
 # The vocabulary is defined once (classify/labels.py); subscripting with the tuple spells it out.
 Label = Literal[LABELS]  # type: ignore[valid-type]
@@ -43,6 +58,12 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _refuse(problems: list[str]) -> None:
+    """A section's own check: every problem at once (``format_validation_error`` splits them)."""
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -53,7 +74,7 @@ def _host_port(value: str) -> str:
 class UpstreamSettings(Section):
     address: str = "127.0.0.1:8001"
     tls: bool = False
-    ca_file: Path | None = None
+    ca_file: ConfigPath | None = None
     server_name: str | None = None
     # The gateway's own credential for the upstream; the caller's is never forwarded.
     token: SecretStr | None = None
@@ -67,6 +88,12 @@ class UpstreamSettings(Section):
 
     _check_address = field_validator("address")(classmethod(lambda cls, v: _host_port(v)))
 
+    @model_validator(mode="after")
+    def _tls_settings_need_tls(self) -> UpstreamSettings:
+        if not self.tls and (self.ca_file or self.server_name):
+            _refuse(["ca_file/server_name are set but tls is false"])
+        return self
+
 
 class UpstreamConnection(UpstreamSettings):
     """One of ``upstreams:``: a named inference service and the models it serves (fnmatch
@@ -76,6 +103,9 @@ class UpstreamConnection(UpstreamSettings):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     models: list[str] = Field(min_length=1)
+    # How the gateway speaks to it: gRPC, or the KServe v2 REST binding (https when tls is set,
+    # trusting ca_file); callers of either binding reach either kind (gateway/rest_upstream.py).
+    protocol: Literal["grpc", "rest"] = "grpc"
 
     @field_validator("models")
     @classmethod
@@ -84,19 +114,27 @@ class UpstreamConnection(UpstreamSettings):
             raise ValueError("a model glob is empty")
         return value
 
+    @model_validator(mode="after")
+    def _one_assertion_key(self) -> UpstreamConnection:
+        if "subject_assertion" in self.model_fields_set:
+            _refuse(
+                ["subject_assertion: the gateway signs with one key; set it in upstream.subject_assertion"]
+            )
+        return self
+
 
 class ServerTlsSettings(Section):
     """The gateway's own certificate. Client certificates are required when auth.mtls is set."""
 
-    cert_file: Path
-    key_file: Path
+    cert_file: ConfigPath
+    key_file: ConfigPath
 
 
 class PolicySettings(Section):
-    dir: Path = Path("rego")
+    dir: ConfigPath = Path("rego")
     opa_url: str = "http://127.0.0.1:8181"
     opa_token: SecretStr | None = None
-    opa_ca_file: Path | None = None
+    opa_ca_file: ConfigPath | None = None
     timeout_ms: int = Field(250, gt=0, le=60_000)
     # Any engine: a decision not made by then is a deny (POLICY_TIMEOUT), so a costly input
     # never holds a call, or a worker thread's queue, for long.
@@ -108,15 +146,14 @@ class PolicySettings(Section):
     bundle_name: str = Field("labelgate", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     bundle_token: SecretStr | None = None
     # Set: only bundles signed with the matching private key load (unsigned ones are refused).
-    bundle_public_key_file: Path | None = None
+    bundle_public_key_file: ConfigPath | None = None
     bundle_signing_alg: Literal["RS256", "ES256"] = "RS256"
     bundle_wait_seconds: int = Field(20, ge=0, le=300)
     # How long start waits for the first good bundle before giving up (the gateway does not start).
     bundle_start_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
-    def bundle_problems(self, engine: str) -> list[str]:
-        """Bundle settings that cannot take effect with this engine."""
-        found: list[str] = []
+    @model_validator(mode="after")
+    def _bundle_settings_need_a_bundle(self) -> PolicySettings:
         bundle_only = {
             "bundle_name",
             "bundle_token",
@@ -125,18 +162,12 @@ class PolicySettings(Section):
             "bundle_wait_seconds",
             "bundle_start_timeout_seconds",
         }
-        if self.bundle_url is None:
-            unused = sorted(bundle_only & self.model_fields_set)
-            if unused:
-                found.append(f"policy.{', policy.'.join(unused)} set but policy.bundle_url is not")
-            return found
-        if engine not in ("embedded", "wasm"):
-            found.append(
-                "policy.bundle_url needs engine 'embedded' or 'wasm' (an OPA engine pulls its own bundles)"
-            )
-        if "dir" in self.model_fields_set:
-            found.append("policy.dir and policy.bundle_url are both set: the bundle replaces the folder")
-        return found
+        unused = sorted(bundle_only & self.model_fields_set)
+        if self.bundle_url is None and unused:
+            _refuse([f"policy.{', policy.'.join(unused)} set but policy.bundle_url is not"])
+        if self.bundle_url is not None and "dir" in self.model_fields_set:
+            _refuse(["policy.dir and policy.bundle_url are both set: the bundle replaces the folder"])
+        return self
 
 
 class CustomDetector(Section):
@@ -153,14 +184,24 @@ class DetectorSettings(Section):
 
 class ClassificationSettings(Section):
     # The catalog also holds the default label of unlabelled fields (internal out of the box).
-    catalog_file: Path = Path("rego/labelgate/catalog/data.json")
+    catalog_file: ConfigPath = Path("rego/labelgate/catalog/data.json")
     detectors: DetectorSettings = DetectorSettings()
 
 
 class MaskingSettings(Section):
     # Key of the `hash` strategy: stable across gateways so hashed values still join.
     hash_key: SecretStr | None = None
-    hash_key_file: Path | None = None
+    hash_key_file: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _one_usable_key(self) -> MaskingSettings:
+        problems = []
+        if self.hash_key is not None and len(self.hash_key.get_secret_value()) < 16:
+            problems.append("masking.hash_key must be at least 16 bytes")
+        if self.hash_key is not None and self.hash_key_file is not None:
+            problems.append("masking.hash_key and masking.hash_key_file are both set: choose one")
+        _refuse(problems)
+        return self
 
 
 class RouteSettings(Section):
@@ -168,20 +209,34 @@ class RouteSettings(Section):
 
     method_prefix: str = Field(pattern=r"^/[\w.]+/")
     upstream: str | None = None
-    descriptor_set: Path | None = None
+    descriptor_set: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _not_a_built_in_service(self) -> RouteSettings:
+        if self.method_prefix.startswith(("/grpc.health.v1.Health/", "/grpc.reflection.")):
+            _refuse(["health and reflection are the gateway's own services; a route there never runs"])
+        if self.method_prefix.startswith("/inference.GRPCInferenceService/"):
+            _refuse(["the Open Inference Protocol is built in; do not route it"])
+        return self
 
 
 class AuditSettings(Section):
     """Durable audit records through the audit-writer process (unset: structured logs only)."""
 
-    socket: Path | None = None
+    socket: ConfigPath | None = None
     timeout_seconds: float = Field(2.0, gt=0, le=60)
     # Let calls through when the writer is unreachable. Loud on purpose: records are lost.
     fail_open: bool = False
     # Every distinct decision input (names, labels, paths, subject; never a data value), kept
     # once by its hash in this SQLite file for ``labelgate policy impact`` (unset: not kept).
-    inputs_file: Path | None = None
+    inputs_file: ConfigPath | None = None
     inputs_retention_days: int = Field(30, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _fail_open_needs_a_writer(self) -> AuditSettings:
+        if self.fail_open and self.socket is None:
+            _refuse(["audit.fail_open is set but audit.socket is not: there is no writer to fail open from"])
+        return self
 
 
 class LimitSettings(Section):
@@ -220,6 +275,8 @@ class WebhookSettings(Section):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
     max_attempts: int = Field(5, ge=1, le=20)
     backoff_seconds: float = Field(0.5, gt=0, le=60)
+    # The one retry policy (labelgate/retry.py); set, it replaces max_attempts and backoff_seconds.
+    retry: RetrySettings | None = None
 
 
 class ApprovalSettings(Section):
@@ -229,7 +286,7 @@ class ApprovalSettings(Section):
     enabled: bool = True
     store: Literal["sqlite", "postgres"] = "sqlite"
     # None: an in-memory database, lost on restart (one gateway process only).
-    sqlite_file: Path | None = None
+    sqlite_file: ConfigPath | None = None
     postgres_dsn: SecretStr | None = None
     hold_timeout_seconds: float = Field(120.0, gt=0, le=3600)
     # How long a request made with `x-labelgate-approval: async` stays open (nobody is held).
@@ -281,6 +338,44 @@ class ApprovalSettings(Section):
         return found
 
 
+class OidcSettings(Section):
+    """Inbox sign-in with OpenID Connect (authorization code + PKCE, ``approvals/oidc.py``).
+
+    The approver becomes ``jwt:<issuer>#<sub>``: the same person as their API bearer token
+    when the identity provider issues both. Set, it replaces the token-paste sign-in.
+    """
+
+    # The provider's issuer URL (https; http only on loopback, for tests); discovery is read
+    # from <issuer>/.well-known/openid-configuration and must name the same issuer.
+    issuer: str = Field(pattern=r"^https?://[^\s#]+$")
+    client_id: str = Field(min_length=1, max_length=500)
+    # A confidential client's secret (client_secret_basic); unset: a public client (PKCE only).
+    client_secret: SecretStr | None = None
+    client_secret_file: ConfigPath | None = None
+    # Where the provider sends approvers back; default: <approvals.public_url>/inbox/oidc/callback,
+    # else the admin listener's own address as the browser reached it.
+    redirect_url: str | None = Field(None, pattern=r"^https?://[^\s#]+/inbox/oidc/callback$")
+    scopes: list[str] = ["openid", "groups"]
+    # Where the approver's groups are: a claim name, or a dotted path into nested claims.
+    groups_claim: str = Field("groups", min_length=1)
+    subject_claim: str = Field("sub", min_length=1)
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+    leeway_seconds: int = Field(30, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> OidcSettings:
+        from urllib.parse import urlsplit
+
+        if self.client_secret is not None and self.client_secret_file is not None:
+            raise ValueError("admin.oidc.client_secret and client_secret_file are both set: choose one")
+        parts = urlsplit(self.issuer)
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("admin.oidc.issuer must be https (http only for loopback)")
+        if "openid" not in self.scopes:
+            raise ValueError("admin.oidc: scopes must include openid")
+        return self
+
+
 class AdminSettings(Section):
     """The admin listener (``admin_listen``): health, metrics, the approvals API and inbox.
 
@@ -301,8 +396,10 @@ class AdminSettings(Section):
     session_max_seconds: int = Field(8 * 3600, ge=60, le=7 * 86400)
     # The key that signs inbox session cookies (32+ bytes). Share it (file or env) between the
     # replicas behind one inbox URL; unset: a random key per process (a restart signs everyone out).
-    session_key_file: Path | None = None
+    session_key_file: ConfigPath | None = None
     session_key: SecretStr | None = None
+    # Approvers sign in to the inbox with OpenID Connect (then the token-paste form is off).
+    oidc: OidcSettings | None = None
 
     @model_validator(mode="after")
     def _one_key(self) -> AdminSettings:
@@ -313,7 +410,19 @@ class AdminSettings(Section):
         return self
 
 
-class GatewaySettings(BaseSettings):
+class _ValidatedInConfigFolder(BaseModel):
+    """Validation with the config file's folder in the validation context, so ``ConfigPath``
+    settings resolve against it. ``BaseSettings.__init__`` merges its sources and hands the
+    values to ``BaseModel.__init__``, which takes no context; this class sits between the
+    two (``GatewaySettings``' bases) to add it, as pydantic's docs do for init context."""
+
+    def __init__(self, /, **data: Any) -> None:
+        config_file = _config_file.get()
+        context = config_folder_context(config_file.parent if config_file is not None else None)
+        self.__pydantic_validator__.validate_python(data, self_instance=self, context=context)
+
+
+class GatewaySettings(BaseSettings, _ValidatedInConfigFolder):
     model_config = SettingsConfigDict(env_prefix="LABELGATE_", env_nested_delimiter="__", extra="forbid")
 
     listen: str = "127.0.0.1:8443"
@@ -341,6 +450,8 @@ class GatewaySettings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     recording: RecordingSettings = RecordingSettings()
+    # OpenTelemetry spans per pipeline stage over OTLP (labelgate/tracing.py); off unless an endpoint is set.
+    tracing: TracingSettings = TracingSettings()
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
 
@@ -350,70 +461,14 @@ class GatewaySettings(BaseSettings):
         return None if value is None else _host_port(value)
 
     @model_validator(mode="after")
-    def _settings_that_cannot_take_effect(self) -> GatewaySettings:
-        problems = []
-        if self.auth.mtls is not None and self.server_tls is None:
-            problems.append("auth.mtls is set but server_tls is not: no client certificate can arrive")
-        if not self.auth.enabled():
-            problems.append(
-                "auth: no method (jwt, mtls, api_keys) is configured, so every call would be refused"
-            )
-        if self.engine != "opa" and {"opa_url", "opa_token", "opa_ca_file"} & self.policy.model_fields_set:
-            problems.append(f"policy.opa_* is set but engine is {self.engine!r}: it would never be used")
-        problems += self.policy.bundle_problems(self.engine)
-        if self.policy.bundle_url is not None and "catalog_file" in self.classification.model_fields_set:
-            problems.append(
-                "classification.catalog_file is set but policy.bundle_url is too: the catalog comes "
-                "from the bundle (data.labelgate.catalog)"
-            )
-        if self.masking.hash_key is not None and len(self.masking.hash_key.get_secret_value()) < 16:
-            problems.append("masking.hash_key must be at least 16 bytes")
-        if self.masking.hash_key is not None and self.masking.hash_key_file is not None:
-            problems.append("masking.hash_key and masking.hash_key_file are both set: choose one")
-        if self.audit.fail_open and self.audit.socket is None:
-            problems.append(
-                "audit.fail_open is set but audit.socket is not: there is no writer to fail open from"
-            )
-        if self.workers > 1 and self.listen.endswith(":0"):
-            problems.append("workers > 1 needs a fixed listen port (SO_REUSEPORT shares one port)")
-        if self.admin_listen and self.admin_listen == self.listen:
-            problems.append("admin_listen must differ from listen")
-        if not self.upstream.tls and (self.upstream.ca_file or self.upstream.server_name):
-            problems.append("upstream.ca_file/server_name are set but upstream.tls is false")
-        problems += self._upstreams_problems()
-        self._default_route = not self.upstreams or "upstream" in self.model_fields_set
-        prefixes = [route.method_prefix for route in self.routes]
-        own = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-        if any(p.startswith(own) for p in prefixes):
-            problems.append(
-                "routes: health and reflection are the gateway's own services; a route there never runs"
-            )
-        if any(p.startswith("/inference.GRPCInferenceService/") for p in prefixes):
-            problems.append("routes: the Open Inference Protocol is built in; do not route it")
-        if len(set(prefixes)) != len(prefixes):
-            problems.append("routes: a method_prefix appears twice")
-        if "approvals" in self.model_fields_set:  # left out: holds are refused unless approvals can work
-            problems += self.approvals.problems(
-                workers=self.workers, has_jwt=self.auth.jwt is not None, admin_listen=self.admin_listen
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
+    def _sections_agree(self) -> GatewaySettings:
+        _refuse([problem for check in _CROSS_SECTION_CHECKS for problem in check(self)])
         return self
 
-    def _upstreams_problems(self) -> list[str]:
-        problems = []
-        names = [u.name for u in self.upstreams]
-        if len(set(names)) != len(names):
-            problems.append("upstreams: a name appears twice")
-        for i, entry in enumerate(self.upstreams):
-            if not entry.tls and (entry.ca_file or entry.server_name):
-                problems.append(f"upstreams[{i}].ca_file/server_name are set but its tls is false")
-            if "subject_assertion" in entry.model_fields_set:
-                problems.append(
-                    f"upstreams[{i}].subject_assertion: the gateway signs with one key; "
-                    "set it in upstream.subject_assertion"
-                )
-        return problems
+    @model_validator(mode="after")
+    def _fix_default_route(self) -> GatewaySettings:
+        self._default_route = not self.upstreams or "upstream" in self.model_fields_set
+        return self
 
     def default_route(self) -> bool:
         """Whether ``upstream`` serves the models no entry of ``upstreams`` names: always
@@ -430,46 +485,118 @@ class GatewaySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlFile(settings_cls))
+        return (init_settings, env_settings, _ConfigFile(settings_cls, _config_file.get()))
 
 
-class _YamlFile(PydanticBaseSettingsSource):
-    """The YAML config file named by ``load_settings``, with paths made absolute."""
+def _client_certificates_can_arrive(settings: GatewaySettings) -> list[str]:
+    if settings.auth.mtls is not None and settings.server_tls is None:
+        return ["auth.mtls is set but server_tls is not: no client certificate can arrive"]
+    return []
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
 
-    def __call__(self) -> dict[str, Any]:
-        path = _config_file.get()
-        if path is None:
-            return {}
+def _some_auth_method(settings: GatewaySettings) -> list[str]:
+    # The gateway's requirement, not the auth section's: tools build an empty AuthSettings.
+    if not settings.auth.enabled():
+        return ["auth: no method (jwt, mtls, api_keys) is configured, so every call would be refused"]
+    return []
+
+
+def _opa_settings_need_opa(settings: GatewaySettings) -> list[str]:
+    if (
+        settings.engine != "opa"
+        and {"opa_url", "opa_token", "opa_ca_file"} & settings.policy.model_fields_set
+    ):
+        return [f"policy.opa_* is set but engine is {settings.engine!r}: it would never be used"]
+    return []
+
+
+def _bundles_need_an_in_process_engine(settings: GatewaySettings) -> list[str]:
+    if settings.policy.bundle_url is not None and settings.engine not in ("embedded", "wasm"):
+        return ["policy.bundle_url needs engine 'embedded' or 'wasm' (an OPA engine pulls its own bundles)"]
+    return []
+
+
+def _one_catalog_source(settings: GatewaySettings) -> list[str]:
+    if settings.policy.bundle_url is not None and "catalog_file" in settings.classification.model_fields_set:
+        return [
+            "classification.catalog_file is set but policy.bundle_url is too: the catalog comes "
+            "from the bundle (data.labelgate.catalog)"
+        ]
+    return []
+
+
+def _workers_share_a_fixed_port(settings: GatewaySettings) -> list[str]:
+    if settings.workers > 1 and settings.listen.endswith(":0"):
+        return ["workers > 1 needs a fixed listen port (SO_REUSEPORT shares one port)"]
+    return []
+
+
+def _admin_listens_apart(settings: GatewaySettings) -> list[str]:
+    if settings.admin_listen and settings.admin_listen == settings.listen:
+        return ["admin_listen must differ from listen"]
+    return []
+
+
+def _upstream_names_unique(settings: GatewaySettings) -> list[str]:
+    names = [entry.name for entry in settings.upstreams]
+    return ["upstreams: a name appears twice"] if len(set(names)) != len(names) else []
+
+
+def _route_prefixes_unique(settings: GatewaySettings) -> list[str]:
+    prefixes = [route.method_prefix for route in settings.routes]
+    return ["routes: a method_prefix appears twice"] if len(set(prefixes)) != len(prefixes) else []
+
+
+def _approvals_can_work(settings: GatewaySettings) -> list[str]:
+    if "approvals" not in settings.model_fields_set:  # left out: holds are refused unless approvals work
+        return []
+    return settings.approvals.problems(
+        workers=settings.workers, has_jwt=settings.auth.jwt is not None, admin_listen=settings.admin_listen
+    )
+
+
+# The checks that need more than one section; each section checks itself.
+_CROSS_SECTION_CHECKS: tuple[Callable[[GatewaySettings], list[str]], ...] = (
+    _client_certificates_can_arrive,
+    _some_auth_method,
+    _opa_settings_need_opa,
+    _bundles_need_an_in_process_engine,
+    _one_catalog_source,
+    _workers_share_a_fixed_port,
+    _admin_listens_apart,
+    _upstream_names_unique,
+    _route_prefixes_unique,
+    _approvals_can_work,
+)
+
+
+class _ConfigFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source over the file ``load_settings`` names, failing closed:
+    the library skips a missing file and lets parse errors through; here each is a
+    ConfigError with the file's name."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        if path is not None:
+            try:
+                path.open("rb").close()
+            except OSError as error:
+                raise ConfigError(
+                    reasons.CONFIG_UNREADABLE, f"cannot read {path}: {error.strerror}"
+                ) from None
+        super().__init__(settings_cls, yaml_file=path)
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data: object = super()._read_file(file_path)
         except OSError as error:
-            raise ConfigError("CONFIG_UNREADABLE", f"cannot read {path}: {error.strerror}") from None
+            raise ConfigError(
+                reasons.CONFIG_UNREADABLE, f"cannot read {file_path}: {error.strerror}"
+            ) from None
         except yaml.YAMLError as error:
-            raise ConfigError("CONFIG_INVALID", f"{path} is not valid YAML: {error}") from None
+            raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
-            raise ConfigError("CONFIG_INVALID", f"{path} must hold a mapping at the top level")
-        return _resolve_paths(data, path.parent)
-
-
-_PATH_KEYS = {"dir", "descriptor_set", "socket"}
-
-
-def _resolve_paths(node: Any, base: Path) -> Any:
-    if isinstance(node, dict):
-        return {
-            key: (
-                str((base / value).resolve())
-                if isinstance(value, str) and (key in _PATH_KEYS or key.endswith(("_file", "_dir")))
-                else _resolve_paths(value, base)
-            )
-            for key, value in node.items()
-        }
-    if isinstance(node, list):
-        return [_resolve_paths(item, base) for item in node]
-    return node
+            raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} must hold a mapping at the top level")
+        return data
 
 
 def format_validation_error(error: ValidationError) -> str:
@@ -488,11 +615,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewayS
     try:
         return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
-        count = error.error_count()
+        # One line per problem: a validator that finds several reports them as one error.
+        listed = format_validation_error(error)
+        count = listed.count("\n") + 1
         raise ConfigError(
-            "CONFIG_INVALID",
-            f"the configuration has {count} problem{'s' if count != 1 else ''}:\n"
-            + format_validation_error(error),
+            reasons.CONFIG_INVALID,
+            f"the configuration has {count} problem{'s' if count != 1 else ''}:\n{listed}",
         ) from None
     finally:
         _config_file.reset(token)

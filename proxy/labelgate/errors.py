@@ -58,6 +58,14 @@ class PermissionDenied(LabelgateError):
     http_status = 403
 
 
+class BundleUnavailable(LabelgateError):
+    """No policy bundle to be had: the bundle server has none ready yet, or a gateway
+    following one could not fetch it (network, HTTP status). Worth retrying later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
 class PolicyUnavailable(LabelgateError):
     """The policy engine could not give a valid decision: the call is denied."""
 

@@ -62,7 +62,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
-class StructuredLogger(logging.LoggerAdapter):
+class StructuredLogger(logging.LoggerAdapter[logging.Logger]):
     """``log.info("event", key=value)`` instead of ``extra={...}``."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:

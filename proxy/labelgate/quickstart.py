@@ -9,17 +9,18 @@ import sys
 import time
 from pathlib import Path
 
+from labelgate import reasons
 from labelgate.config import GatewaySettings, load_settings
 from labelgate.errors import ConfigError
 
 
-def _wait_for(address: str, process: subprocess.Popen, timeout: float = 20.0) -> None:
+def _wait_for(address: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ConfigError(
-                "DEMO_BACKEND_EXITED", f"the demo backend exited with code {process.returncode}"
+                reasons.DEMO_BACKEND_EXITED, f"the demo backend exited with code {process.returncode}"
             )
         with socket.socket() as sock:
             sock.settimeout(0.2)
@@ -27,7 +28,7 @@ def _wait_for(address: str, process: subprocess.Popen, timeout: float = 20.0) ->
                 return
         time.sleep(0.1)
     raise ConfigError(
-        "DEMO_BACKEND_TIMEOUT", f"the demo backend did not listen on {address} in {timeout:.0f}s"
+        reasons.DEMO_BACKEND_TIMEOUT, f"the demo backend did not listen on {address} in {timeout:.0f}s"
     )
 
 
@@ -51,6 +52,10 @@ def banner(settings: GatewaySettings) -> str:
         "",
         f"labelgate is up: gateway {settings.listen} -> demo backend {settings.upstream.address}"
         f" (engine: {settings.engine})",
+        *(
+            f"  routed by model: {', '.join(u.models)} -> {u.name} ({u.protocol}, {u.address})"
+            for u in settings.upstreams
+        ),
         "",
         "Try these (each persona of the default policy):",
         "  # no group: internal values redacted, confidential redacted, restricted emptied",
@@ -60,7 +65,11 @@ def banner(settings: GatewaySettings) -> str:
         "  # asking for a restricted output by name is refused outright",
         call("alice", extra=" --outputs account_secret"),
         "  # data-stewards: confidential needs an approval from data-owners: the call is held",
+        "  # (infer shows the approval id, who must approve and the time left; --wait SECONDS)",
         call("sam", "data-stewards"),
+        "  # once granted, the same query is released until the grant expires; another query",
+        "  # (other ids) is held again, as is any query after the grant's TTL:",
+        call("sam", "data-stewards", extra=" --ids 4,5"),
     ]
     if settings.rest_listen:
         body = '{"inputs":[{"name":"customer_ids","datatype":"INT64","shape":[1],"data":[1]}]}'
@@ -70,6 +79,13 @@ def banner(settings: GatewaySettings) -> str:
             f'  curl -s -H "authorization: Bearer {analyst}"'
             f" -d '{body}' http://{settings.rest_listen}/v2/models/customer-profile/infer",
         ]
+        if any("sentiment" in u.models for u in settings.upstreams):
+            text = '{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["great service"]}]}'
+            lines += [
+                "  # sentiment goes to the second upstream (routed by model), over REST too",
+                f'  curl -s -H "authorization: Bearer {analyst}"'
+                f" -d '{text}' http://{settings.rest_listen}/v2/models/sentiment/infer",
+            ]
     if admin:
         owner = f'"$({lg} dev-token --sub olivia --groups data-owners)"'
         lines += [
@@ -91,7 +107,7 @@ def banner(settings: GatewaySettings) -> str:
     return "\n".join(lines)
 
 
-def _start_audit_writer(socket_path: Path) -> subprocess.Popen:
+def _start_audit_writer(socket_path: Path) -> subprocess.Popen[bytes]:
     """The audit log is written outside the gateway: the quickstart runs its writer too."""
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     from labelgate.audit.checkpoints import generate_keypair
@@ -111,12 +127,12 @@ def _start_audit_writer(socket_path: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 20
     while not socket_path.exists():
         if writer.poll() is not None or time.monotonic() > deadline:
-            raise ConfigError("AUDIT_WRITER_FAILED", f"the audit writer did not start on {socket_path}")
+            raise ConfigError(reasons.AUDIT_WRITER_FAILED, f"the audit writer did not start on {socket_path}")
         time.sleep(0.1)
     return writer
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
         process.wait(timeout=5)
@@ -151,6 +167,11 @@ def _with_generated_keys(settings: GatewaySettings) -> GatewaySettings:
     return settings
 
 
+def _demo_addresses(settings: GatewaySettings) -> list[str]:
+    routed = [u.address for u in settings.upstreams if u.protocol == "grpc"]
+    return list(dict.fromkeys([settings.upstream.address, *routed]))
+
+
 def run_quickstart(config: Path) -> None:
     from labelgate.gateway.server import run
 
@@ -158,15 +179,17 @@ def run_quickstart(config: Path) -> None:
     for state in (settings.approvals.sqlite_file, settings.recording.dir):
         if state is not None:
             (state if state.suffix == "" else state.parent).mkdir(parents=True, exist_ok=True)
-    children: list[subprocess.Popen] = []
+    children: list[subprocess.Popen[bytes]] = []
     try:
         if settings.audit.socket is not None:
             children.append(_start_audit_writer(settings.audit.socket))
-        backend = subprocess.Popen(
-            [sys.executable, "-m", "labelgate.cli", "demo-backend", "--listen", settings.upstream.address]
-        )
-        children.append(backend)
-        _wait_for(settings.upstream.address, backend)
+        # One demo backend per gRPC connection: the default route and each `upstreams:` entry.
+        for address in _demo_addresses(settings):
+            backend = subprocess.Popen(
+                [sys.executable, "-m", "labelgate.cli", "demo-backend", "--listen", address]
+            )
+            children.append(backend)
+            _wait_for(address, backend)
         print(banner(settings), file=sys.stderr, flush=True)
         run(settings)
     except KeyboardInterrupt:

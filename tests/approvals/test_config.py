@@ -33,3 +33,33 @@ def test_without_a_usable_setup_held_calls_are_refused_at_once() -> None:
     off = GatewaySettings(auth=JWT, approvals={"enabled": False})
     assert build_approvals(off) is None
     assert build_approvals(GatewaySettings(auth=JWT)) is not None
+
+
+@pytest.mark.parametrize(
+    ("oidc", "problem"),
+    [
+        ({"issuer": "http://idp.example.com", "client_id": "inbox"}, r"https \(http only for loopback\)"),
+        (
+            {
+                "issuer": "https://idp.example.com",
+                "client_id": "inbox",
+                "client_secret": "s",
+                "client_secret_file": "f",
+            },
+            "both set",
+        ),
+        ({"issuer": "https://idp.example.com", "client_id": "inbox", "scopes": ["groups"]}, "include openid"),
+        ({"issuer": "https://idp.example.com#x", "client_id": "inbox"}, "issuer"),
+        ({"issuer": "https://idp.example.com"}, "client_id"),
+    ],
+)
+def test_an_inbox_oidc_section_that_cannot_work_is_refused(oidc: dict, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(auth=JWT, admin={"oidc": oidc})
+
+
+def test_an_inbox_oidc_section_that_can_work_loads() -> None:
+    settings = load_settings(
+        auth=JWT, admin={"oidc": {"issuer": "http://127.0.0.1:9000", "client_id": "inbox"}}
+    )
+    assert settings.admin.oidc is not None and settings.admin.oidc.scopes == ["openid", "groups"]

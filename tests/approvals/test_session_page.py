@@ -1,5 +1,6 @@
-"""The session pages of the web inbox, in process: the real admin app, real JWTs (dev key),
-a FileSessionStore written by the real SessionRecorder."""
+"""The session pages of the web inbox (``labelgate.recording.web``), in process: the real admin
+app, real JWTs (dev key), a FileSessionStore written by the real SessionRecorder, and each
+recorded response shown through the real embedded engine's replay decision for the viewer."""
 
 from __future__ import annotations
 
@@ -21,10 +22,15 @@ from labelgate.approvals.web import issue_session
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth.settings import AuthSettings, JwtSettings
 from labelgate.calls import CallRecord
+from labelgate.classify import Catalog, Classifier, DetectorSet
+from labelgate.policy.embedded import EmbeddedEngine
+from labelgate.policy.opa import OpaEngine
 from labelgate.recording import SessionRecorder
 from labelgate.recording.entries import recording_key
 from labelgate.recording.files import FileSessionStore
+from labelgate.recording.viewing import ReplayPolicy
 from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
+from tests.support.procs import REPO, free_port
 
 ATTACK = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(2)>"
@@ -51,9 +57,31 @@ def cookie(sub: str, *groups: str) -> dict[str, str]:
     return {"cookie": f"labelgate_session={value}"}
 
 
+def replay_policy(engine: EmbeddedEngine | OpaEngine) -> ReplayPolicy:
+    catalog = Catalog.from_file(REPO / "rego/labelgate/catalog/data.json")
+    return ReplayPolicy(
+        decide=engine.decide,
+        classifier=lambda: Classifier(catalog, DetectorSet.default()),
+        hash_key=b"session-page-hash-key-0123456789",
+        deadline_seconds=5,
+    )
+
+
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """Two sessions recorded (one with hostile text in it), the admin app with admin group ``auditors``."""
+async def engine() -> AsyncIterator[EmbeddedEngine]:
+    """The embedded engine on the repository's policy pack (``auditors`` may replay)."""
+    started = EmbeddedEngine(REPO / "rego", watch_interval=None)
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, engine: EmbeddedEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """Two sessions recorded (one with hostile text in it), the admin app with viewer groups
+    ``auditors`` and ``ops`` (whom the policy pack does not let replay)."""
     clock = Clock()
     recorder = SessionRecorder(FileSessionStore(tmp_path / "sessions"), clock=clock)
     await recorder.record(CallRecord.of(make_call("s-plain"), make_outcome(), None, clock()))
@@ -65,16 +93,19 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     await recorder.close()
 
     service = ApprovalService(
-        SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors"]
+        SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors", "ops"]
     )
     authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
     app = build_admin_app(_ready, context(service, authenticator))
     app.state.session_store = FileSessionStore(tmp_path / "sessions")
+    app.state.replay_policy = replay_policy(engine)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
         yield http
 
 
-async def test_an_admin_sees_the_timeline_with_the_delivered_tensors(client: httpx.AsyncClient) -> None:
+async def test_an_auditor_sees_the_timeline_with_the_tensors_as_policy_masks_them(
+    client: httpx.AsyncClient,
+) -> None:
     listing = await client.get("/inbox/sessions", headers=cookie("ana", "auditors"))
     assert listing.status_code == 200
     assert f'href="/inbox/sessions/{quote(PLAIN, safe="")}"' in listing.text
@@ -90,11 +121,38 @@ async def test_an_admin_sees_the_timeline_with_the_delivered_tensors(client: htt
     assert re.search(
         r'<code class="field field-confidential"[^>]*>outputs.ssn</code> <span class="muted">partial', first
     )
-    # the delivered tensors, values exactly as delivered (after masking), FP32 at its own precision
+    # nora (an analyst) got the last SSN digits, the notes and the score; an auditor's replay
+    # decision redacts confidential and internal values (FP32 zeroed), and shows public ones
     cells = re.findall(r"<td>([^<]*)</td>", first)
-    assert cells == ["1", "***-**-6789", "0.5", "plain note", "2", "[REDACTED]", "0.25", "ok"]
-    assert "masked: partial" in first
-    assert "second call" in html[html.index('id="call-2"') :]
+    assert cells == ["1", "[REDACTED]", "0.0", "[REDACTED]", "2", "[REDACTED]", "0.0", "[REDACTED]"]
+    assert "masked: redact" in first and "6789" not in first and "plain note" not in first
+    assert re.search(
+        r'data-testid="replay"><span class="state state-pending">masked</span>\s*allowed for replay', first
+    )
+    assert "second call" not in html
+
+
+async def test_the_viewers_clearance_decides_what_the_page_shows(client: httpx.AsyncClient) -> None:
+    analyst = (
+        await client.get(f"/inbox/sessions/{PLAIN}", headers=cookie("al", "auditors", "analysts"))
+    ).text
+    assert "plain note" in analyst and "second call" in analyst and "6789" in analyst  # partial: the last 4
+    steward = (
+        await client.get(f"/inbox/sessions/{PLAIN}", headers=cookie("sam", "auditors", "data-stewards"))
+    ).text
+    assert (
+        "Approval required" in steward and "confidential data needs 1 approval(s) from data-owners" in steward
+    )
+    assert "6789" not in steward and "plain note" in steward  # ssn nulled, internal notes in clear
+
+
+async def test_a_viewer_the_policy_denies_sees_none_of_the_values(client: httpx.AsyncClient) -> None:
+    page = await client.get(f"/inbox/sessions/{PLAIN}", headers=cookie("otto", "ops"))
+    assert page.status_code == 200  # a viewer group reaches the page ...
+    html = page.text
+    assert html.count('data-testid="withheld"') == 2  # ... and the policy shows them nothing
+    assert "may not view recorded calls" in html
+    assert "<td>" not in html and "plain note" not in html and "6789" not in html
 
 
 async def test_a_signed_in_person_outside_the_admin_groups_gets_403(client: httpx.AsyncClient) -> None:
@@ -108,12 +166,31 @@ async def test_a_signed_in_person_outside_the_admin_groups_gets_403(client: http
     assert missing.status_code == 404 and "SESSION_NOT_FOUND" in missing.text
 
 
+async def test_without_a_replay_policy_or_with_a_broken_engine_nothing_is_shown(
+    client: httpx.AsyncClient,
+) -> None:
+    app = client._transport.app  # type: ignore[attr-defined]
+    app.state.replay_policy = None
+    refused = await client.get(f"/inbox/sessions/{PLAIN}", headers=cookie("ana", "auditors"))
+    assert refused.status_code == 503 and "SESSIONS_NO_POLICY" in refused.text
+    assert "plain note" not in refused.text and "<td>" not in refused.text
+    dead = OpaEngine(f"http://127.0.0.1:{free_port()}", timeout=1, retries=0)
+    await dead.start()
+    try:
+        app.state.replay_policy = replay_policy(dead)
+        failed = await client.get(f"/inbox/sessions/{PLAIN}", headers=cookie("ana", "auditors"))
+    finally:
+        await dead.close()
+    assert failed.status_code == 200 and failed.text.count('data-testid="withheld"') == 2
+    assert "policy engine unavailable" in failed.text and "<td>" not in failed.text
+
+
 async def test_recorded_text_is_escaped(client: httpx.AsyncClient) -> None:
     listing = (await client.get("/inbox/sessions", headers=cookie("ana", "auditors"))).text
     assert ATTACK not in listing and "s-&lt;script&gt;alert(1)&lt;/script&gt;" in listing
     href = re.search(r'href="(/inbox/sessions/s-%3Cscript[^"]+)"', listing)
     assert href, "the hostile session id is linked, URL-encoded"
-    page = await client.get(href.group(1), headers=cookie("ana", "auditors"))
+    page = await client.get(href.group(1), headers=cookie("ana", "auditors", "analysts"))  # sees notes
     assert page.status_code == 200
     assert ATTACK not in page.text and IMG not in page.text
     assert "&lt;img src=x onerror=alert(2)&gt;" in page.text  # the delivered value, shown as text

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from labelgate.audit import AuditClient
-from labelgate.audit.checkpoints import Signer, generate_keypair, load_private_key, load_public_key
+from labelgate.audit.checkpoints import CheckpointSigner, generate_keypair, load_private_key, load_public_key
 from labelgate.audit.records import canonical_json, make_line
 from labelgate.audit.verify import verify_log
 from labelgate.errors import ConfigError
@@ -217,7 +217,7 @@ def test_a_checkpoint_forged_with_another_key_is_refused(log: Path, key, tmp_pat
     kept = lines(path)[:55]
     write_lines(path, kept)
     checkpoints = log / "checkpoints.jsonl"
-    forged = Signer(Ed25519PrivateKey.generate()).checkpoint(
+    forged = CheckpointSigner(Ed25519PrivateKey.generate()).checkpoint(
         55, json.loads(kept[-1])["hash"], "2026-01-01T00:00:00Z"
     )
     write_lines(checkpoints, [*lines(checkpoints)[:5], canonical_json(forged) + b"\n"])
@@ -235,7 +235,8 @@ def test_a_checkpoint_with_the_right_key_id_but_a_made_up_signature_is_refused(
     checkpoints = log / "checkpoints.jsonl"
     content = lines(checkpoints)
     fake = json.loads(content[2])
-    fake["signature"] = Signer(load_private_key(sealed[1])).checkpoint(1, "00" * 32, "x")["signature"]
+    signer = CheckpointSigner(load_private_key(sealed[1]))
+    fake["signature"] = signer.checkpoint(1, "00" * 32, "x")["signature"]
     content[2] = canonical_json(fake) + b"\n"
     write_lines(checkpoints, content)
     problem = verify_log(log, key).checkpoint_problem

@@ -11,7 +11,7 @@ from bench.datapath import linearity
 from bench.figures import Figure, Target, evaluate
 from bench.load import LoadRun, parse_report, steady_rate
 from bench.procs import BenchError, enter_together
-from bench.profile import stage_of, summarize
+from bench.profile import stage_budget, stage_of, summarize
 
 
 def _figure(value: float, baseline: float) -> Figure:
@@ -119,6 +119,11 @@ def test_profile_samples_are_charged_to_the_innermost_labelgate_stage() -> None:
     }
     assert not any("cli.py" in entry["name"] for entry in summary["top_labelgate_inclusive"])
     assert stage_of(["_run (asyncio/events.py:80)"]) == "event loop"
+    # The per-call budget shares the measured CPU out by stage; unnamed stages are glue.
+    budget = stage_budget(summary, cpu_ms_per_call=2.0)
+    assert list(budget) == ["authenticate", "decide", "classify", "enforce", "codec", "record", "glue"]
+    assert (budget["classify"], budget["enforce"], budget["glue"]) == (1200.0, 600.0, 200.0)
+    assert budget["authenticate"] == budget["codec"] == 0.0
 
 
 def test_flags(tmp_path) -> None:

@@ -26,11 +26,11 @@ from labelgate.errors import (
     Unauthenticated,
     UpstreamError,
 )
-from labelgate.gateway.classifier import ClassifierStage
+from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.oip.tensors import Tensor, decode_outputs, encode_outputs
-from labelgate.policy.contract import Decision, Mask
+from labelgate.policy.contract import DecidedMask, Decision
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -85,7 +85,7 @@ class TableEngine:
         if phase in self.answers:
             return self.answers[phase]
         masks = tuple(
-            Mask(f["path"], "null", {}) for f in input["fields"] if self.mask_labels & set(f["labels"])
+            DecidedMask(f["path"], "null", {}) for f in input["fields"] if self.mask_labels & set(f["labels"])
         )
         return Decision(allow=True, reason="ok", masks=masks, engine=self.name, revision=self.revision)
 

@@ -266,3 +266,20 @@ async def test_a_routed_service_may_name_an_upstreams_entry(backends: tuple[str,
     finally:
         await gateway.router.close()
         await gateway.upstream.close()
+
+
+async def test_a_rest_entry_becomes_a_rest_upstream() -> None:
+    from labelgate.gateway.rest_upstream import RestUpstream
+
+    entries = [
+        {"name": "a", "address": "127.0.0.1:1", "models": ["x"], "protocol": "rest"},
+        {"name": "b", "address": "127.0.0.1:2", "models": ["y"]},
+    ]
+    router = Router.from_settings(GatewaySettings(auth=AUTH, upstreams=entries), None)  # type: ignore[arg-type]
+    try:
+        assert isinstance(router.for_model("x"), RestUpstream) and router.for_model("x").protocol == "rest"
+        assert isinstance(router.for_model("y"), Upstream) and router.for_model("y").protocol == "grpc"
+    finally:
+        await router.close()
+    with pytest.raises(ValidationError):
+        GatewaySettings(auth=AUTH, upstreams=[{**entries[0], "protocol": "soap"}])

@@ -10,7 +10,7 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput, Unsupported
 from labelgate.oip import rest
-from labelgate.oip.tensors import Tensor, decode_inputs, encode_outputs, tensor_to_raw
+from labelgate.oip.tensors import Tensor, decode_inputs, decode_outputs, encode_outputs, tensor_to_raw
 
 
 def body_of(document: dict, binary: bytes = b"") -> tuple[bytes, str | None]:
@@ -175,3 +175,109 @@ def test_bytes_that_are_not_text_need_binary() -> None:
     assert refused.value.reason == "REST_OUTPUT_NOT_TEXT"
     body, length = rest.infer_response(message, rest.ReplyFormat(all_binary=True))
     assert body[length:] == b"\x01\x00\x00\x00\xff"
+
+
+# -- toward a REST upstream -------------------------------------------------------------------
+
+
+def test_an_admitted_request_becomes_plain_v2_json() -> None:
+    request = pb.ModelInferRequest(model_name="m", id="r9")
+    request.parameters["priority"].int64_param = 3
+    ids = request.inputs.add(name="ids", datatype="INT64", shape=[2])
+    ids.contents.int64_contents.extend([4, 5])
+    text = request.inputs.add(name="q", datatype="BYTES", shape=[1])
+    text.contents.bytes_contents.append("héllo".encode())
+    request.outputs.add(name="ssn")
+    assert json.loads(rest.upstream_infer_body(request)) == {
+        "id": "r9",
+        "parameters": {"priority": 3},
+        "inputs": [
+            {"name": "ids", "datatype": "INT64", "shape": [2], "data": [4, 5]},
+            {"name": "q", "datatype": "BYTES", "shape": [1], "data": ["héllo"]},
+        ],
+        "outputs": [{"name": "ssn"}],
+    }
+    binary = pb.ModelInferRequest(model_name="m")
+    binary.inputs.add(name="q", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"\xff")
+    with pytest.raises(InvalidInput) as caught:
+        rest.upstream_infer_body(binary)
+    assert caught.value.reason == "REST_UPSTREAM_INPUT_NOT_TEXT"
+
+
+def test_an_upstream_reply_keeps_only_what_the_protocol_names() -> None:
+    document = {
+        "model_name": "m",
+        "id": "x",
+        "parameters": {"trace": "t", "headers": {"x-a": "secret"}, "labelgate.labels": "restricted"},
+        "outputs": [
+            {"name": "n", "datatype": "INT64", "shape": [2, 1], "data": [[1], [2]], "debug": "secret"},
+            {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["ok"], "parameters": {"p": [1]}},
+        ],
+        "unknown": {"row": "secret"},
+    }
+    for raw in (True, False):
+        reply = rest.upstream_infer_reply(json.dumps(document).encode(), None, raw)
+        assert [(t.name, t.values) for t in decode_outputs(reply)] == [("n", [1, 2]), ("s", [b"ok"])]
+        assert bool(reply.raw_output_contents) == raw
+        assert set(reply.parameters) == {"trace", "labelgate.labels"}, "objects are left behind"
+        assert "secret" not in str(reply)
+
+
+def test_an_upstream_reply_with_binary_tensors() -> None:
+    header = json.dumps(
+        {
+            "outputs": [
+                {"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 11}}
+            ]
+        }
+    ).encode()
+    body = header + struct.pack("<I", 2) + b"ab" + struct.pack("<I", 1) + b"c"
+    reply = rest.upstream_infer_reply(body, str(len(header)), True)
+    assert decode_outputs(reply)[0].values == [b"ab", b"c"]
+
+
+@pytest.mark.parametrize(
+    ("body", "length"),
+    [
+        (b"not json", None),
+        (b"[1]", None),
+        (b'{"outputs": [{"name": "n", "datatype": "INT64", "shape": [3], "data": [1]}]}', None),
+        (b'{"outputs": [{"name": "n", "datatype": "NOPE", "shape": [1], "data": [1]}]}', None),
+        (b'{"outputs": [{"name": "n", "datatype": "INT64", "shape": [1], "data": ["1"]}]}', None),
+        (b'{"outputs": [{"name": "n", "datatype": "INT64", "shape": [1], "data": [1.5]}]}', None),
+        (b'{"outputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "data": [1]}]}', None),
+        (b'{"parameters": {"labelgate.labels": ["public"]}, "outputs": []}', None),
+        (b'{"outputs": []}trailing', "15"),
+        (b'{"outputs": []}', "PLTlength"),
+    ],
+)
+def test_an_upstream_reply_that_does_not_parse_is_malformed(body: bytes, length: str | None) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        rest.upstream_infer_reply(body, length, True)
+    assert caught.value.reason == "UPSTREAM_MALFORMED"
+
+
+def test_upstream_metadata_reads_the_protocols_keys_only() -> None:
+    body = json.dumps(
+        {
+            "name": "m",
+            "versions": ["1"],
+            "platform": "p",
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3], "parameters": {"a": "secret"}}],
+            "outputs": [],
+            "parameters": {"secret": "secret"},
+        }
+    ).encode()
+    message = rest.upstream_metadata(body, pb.ModelMetadataResponse)
+    assert message == pb.ModelMetadataResponse(
+        name="m",
+        versions=["1"],
+        platform="p",
+        inputs=[pb.ModelMetadataResponse.TensorMetadata(name="x", datatype="FP32", shape=[-1, 3])],
+    )
+    server = rest.upstream_metadata(
+        b'{"name": "s", "version": "1", "extensions": ["a"]}', pb.ServerMetadataResponse
+    )
+    assert server == pb.ServerMetadataResponse(name="s", version="1", extensions=["a"])
+    with pytest.raises(InvalidInput):
+        rest.upstream_metadata(b'{"name": 3}', pb.ModelMetadataResponse)

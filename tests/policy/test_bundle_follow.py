@@ -29,7 +29,7 @@ from labelgate.bundle.source import read_snapshot
 from labelgate.classify import Catalog
 from labelgate.config import ClassificationSettings, load_settings
 from labelgate.errors import ConfigError, InvalidInput
-from labelgate.gateway.classifier import ClassifierStage, build_detectors, bundle_catalog
+from labelgate.gateway.classify_stage import ClassifierStage, build_detectors, bundle_catalog
 from labelgate.policy.bundle_client import BundleClient
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.source import BundleKey, PolicySource

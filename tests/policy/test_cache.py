@@ -244,3 +244,60 @@ def test_a_new_token_of_the_same_person_is_the_same_key() -> None:
 
     assert cache_key(doc("a", 1)) == cache_key(doc("b", 2))
     assert cache_key(doc("a", 1)) != cache_key({**doc("a", 1), "subject": {"id": "jwt:i#bob"}})
+
+
+def test_the_cache_keys_on_the_same_relevant_part_as_the_canonical_key() -> None:
+    from labelgate.policy.cache import memo_key
+
+    base = doc(request_id="1", peer="ipv4:10.0.0.1:1")
+    volatile = doc(request_id="2", peer="ipv4:10.0.0.2:2")
+    volatile["context"]["time_ns"] = 2
+    assert memo_key(volatile) == memo_key(base)
+    assert base["request"]["request_id"] == "1"  # the caller's input is not modified
+    relevant = doc(request_id="1", peer="ipv4:10.0.0.1:1")
+    relevant["subject"]["attributes"]["team"] = "ops"
+    assert memo_key(relevant) != memo_key(base)
+
+
+def test_the_cache_key_never_confuses_values_of_different_types() -> None:
+    """Exact, never a false hit: 1, 1.0 and true are different inputs to a policy."""
+    from labelgate.policy.cache import memo_key
+
+    keys = set()
+    for value in (1, 1.0, True, "1", [1], None):
+        variant = doc()
+        variant["subject"]["attributes"] = {"level": value}
+        keys.add(memo_key(variant))
+    assert len(keys) == 6 and None not in keys
+    odd = doc()
+    odd["subject"]["attributes"] = {"when": object()}
+    assert memo_key(odd) is None
+
+
+def test_one_input_has_one_cache_key_however_its_objects_are_shared() -> None:
+    """The key depends on values only: not on whether equal strings are one object or
+    several (which changes reference counts, and some ``marshal`` formats with them)."""
+    from labelgate.policy.cache import memo_key
+
+    shared_label = "".join(["confid", "ential"])
+    fields = [{"path": f"outputs.c{n}", "labels": [shared_label]} for n in range(3)]
+    separate = [{"path": f"outputs.c{n}", "labels": ["".join(["confid", "ential"])]} for n in range(3)]
+    first, second = doc(), doc()
+    first["fields"], second["fields"] = fields, separate
+    assert memo_key(first) == memo_key(second)
+
+
+def test_a_remembered_canonical_key_is_the_computed_one() -> None:
+    """``cache_key`` remembers its answers by the exact in-process key: a repeated input gets
+    the same canonical key, and a different input never gets another's."""
+    from labelgate.policy import cache as cache_module
+
+    cache_module._canonical_keys.clear()
+    base = doc(request_id="1")
+    first = cache_key(base)
+    assert len(cache_module._canonical_keys) == 1
+    assert cache_key(doc(request_id="2")) == first  # volatile fields only: remembered
+    reordered = {k: base[k] for k in reversed(list(base))}
+    assert cache_key(reordered) == first  # another marshal key, the same canonical one
+    other = doc(subject="bob")
+    assert cache_key(other) not in (None, first)

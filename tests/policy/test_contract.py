@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,12 +14,13 @@ from labelgate.errors import InvalidInput
 from labelgate.policy.contract import (
     POLICY_RESULT_INVALID,
     ApprovalRequirement,
+    DecidedMask,
     Decision,
-    Mask,
     build_input,
     validate_input,
     validate_result,
 )
+from tests.support.procs import REPO, opa_binary
 
 RESULT: dict[str, Any] = {
     "allow": True,
@@ -71,8 +74,8 @@ def test_a_valid_result_becomes_a_decision_with_provenance() -> None:
     decision = validate_result(RESULT, engine="opa", revision="rev-1", decision_id="d-1")
     assert decision.allow is True
     assert decision.masks == (
-        Mask("outputs.ssn", "partial", {"keep_last": 4}),
-        Mask("outputs.notes{us_ssn}", "redact", {}),
+        DecidedMask("outputs.ssn", "partial", {"keep_last": 4}),
+        DecidedMask("outputs.notes{us_ssn}", "redact", {}),
     )
     assert decision.require_approval is None
     assert decision.cache_ttl_seconds == 60
@@ -202,6 +205,52 @@ def test_build_input_rejects_an_unknown_phase() -> None:
         build_input(phase="reply", subject=None, request={}, fields=[], approval=None, time_ns=0)
 
 
+RECORDED_CALL: dict[str, Any] = {
+    "subject": {"id": "jwt:labelgate-dev#bea", "name": "bea", "groups": ["break-glass"], "auth": "jwt"},
+    "request_id": "req-1",
+    "session_id": "s~0123",
+    "time": "2026-01-01T09:00:00.000Z",
+    "outcome": "allow",
+    "labels": ["confidential", "public"],
+    "requested_outputs": ["ssn"],
+}
+
+
+def replay_input(**recorded: Any) -> dict[str, Any]:
+    return build_input(
+        phase="replay",
+        subject={"id": "jwt:labelgate-dev#ada", "groups": ["auditors"], "auth": "jwt"},
+        request={"service": "s", "method": "/s/M", "model": "customer-profile", "requested_outputs": []},
+        fields=[field("outputs.ssn", "confidential")],
+        approval=None,
+        time_ns=5,
+        recorded_call={**RECORDED_CALL, **recorded},
+    )
+
+
+def test_a_replay_input_carries_the_recorded_call_in_its_context() -> None:
+    doc = replay_input()
+    validate_input(doc)
+    assert doc["phase"] == "replay" and doc["context"] == {"time_ns": 5, "recorded_call": RECORDED_CALL}
+    validate_input(replay_input(subject=None))  # an unauthenticated caller's recorded call
+
+
+def test_the_recorded_call_goes_with_the_replay_phase_only() -> None:
+    with pytest.raises(ValueError, match="recorded_call"):
+        build_input(phase="replay", subject=None, request={}, fields=[], approval=None, time_ns=0)
+    with pytest.raises(ValueError, match="recorded_call"):
+        build_input(
+            phase="response", subject=None, request={}, fields=[], approval=None, time_ns=0, recorded_call={}
+        )
+
+
+def test_a_bad_recorded_call_is_named() -> None:
+    doc = replay_input(outcome="fine")
+    with pytest.raises(InvalidInput) as caught:
+        validate_input(doc)
+    assert "input.context.recorded_call.outcome: " in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("mutate", "where"),
     [
@@ -232,3 +281,18 @@ def test_the_log_names_the_rule_not_the_value(caplog: pytest.LogCaptureFixture) 
     (record,) = [r for r in caplog.records if r.getMessage() == "policy_result_invalid"]
     assert record.error == 'result.allow: fails type "boolean"'
     assert "078-05-1120" not in str(vars(record))
+
+
+def test_opa_type_checks_the_policy_pack_against_the_input_schema(tmp_path: Path) -> None:
+    """The pack's ``# METADATA schemas`` annotation binds input.json: ``opa check --strict``
+    passes on the pack and names a misspelled input reference in any file of the package."""
+    schemas = REPO / "proto/labelgate/v1/schema/opa"
+    command = [opa_binary(), "check", "--strict", "--schema", str(schemas)]
+    clean = subprocess.run([*command, str(REPO / "rego")], capture_output=True, text=True, check=False)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    typo = tmp_path / "typo.rego"
+    typo.write_text('package labelgate.decision\n\n_typo if input.request.modle == "m"\n')
+    caught = subprocess.run(
+        [*command, str(REPO / "rego"), str(typo)], capture_output=True, text=True, check=False
+    )
+    assert caught.returncode != 0 and "undefined ref: input.request.modle" in caught.stdout + caught.stderr

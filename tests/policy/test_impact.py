@@ -32,7 +32,8 @@ from labelgate.classify.labels import most_sensitive
 from labelgate.cli import app
 from labelgate.gateway.record import InputStore, InputStoreRecorder, audit_event, replayable_input
 from labelgate.policy.cache import cache_key
-from labelgate.policy.contract import ApprovalRequirement, Decision, Mask, build_input
+from labelgate.policy.cli import replay_report
+from labelgate.policy.contract import ApprovalRequirement, DecidedMask, Decision, build_input
 from labelgate.policy.impact import (
     ALLOW_TO_DENY,
     APPROVAL_CHANGED,
@@ -46,6 +47,7 @@ from labelgate.policy.impact import (
     summarize,
     to_markdown,
 )
+from tests.bundle.helpers import READER_TOKEN, bundle_server, copy_source, opa_config, opa_with_config
 from tests.gateway.expected import CUSTOMER_OUTPUTS, customer_request
 from tests.gateway.harness import (
     PERSONAS,
@@ -73,7 +75,7 @@ PARTIAL4 = "partial(keep_last=4) -> (none)"
 # --- pure comparison ----------------------------------------------------------------------
 
 
-def allow(*masks: Mask) -> Decision:
+def allow(*masks: DecidedMask) -> Decision:
     return Decision(allow=True, reason="ok", masks=masks)
 
 
@@ -82,13 +84,13 @@ def held(groups: tuple[str, ...] = ("data-owners",), n: int = 1) -> Decision:
 
 
 def test_compare_names_each_kind_of_change() -> None:
-    partial = Mask("outputs.ssn", "partial", {"keep_last": 4})
+    partial = DecidedMask("outputs.ssn", "partial", {"keep_last": 4})
     assert compare(allow(partial), allow(partial)) == []
     assert [(c.kind, c.field, c.detail) for c in compare(allow(partial), allow())] == [
         (MASK_REMOVED, "outputs.ssn", PARTIAL4)
     ]
     assert [c.kind for c in compare(allow(), allow(partial))] == [MASK_ADDED]
-    redact = Mask("outputs.ssn", "redact")
+    redact = DecidedMask("outputs.ssn", "redact")
     assert [(c.kind, c.detail) for c in compare(allow(partial), allow(redact))] == [
         (MASK_CHANGED, "partial(keep_last=4) -> redact")
     ]
@@ -103,7 +105,7 @@ def test_summarize_groups_by_group_model_and_field_with_counts() -> None:
     def doc(groups: list[str], model: str) -> dict[str, Any]:
         return {"subject": {"id": "x", "groups": groups}, "request": {"model": model}}
 
-    partial = Mask("outputs.ssn", "partial", {"keep_last": 4})
+    partial = DecidedMask("outputs.ssn", "partial", {"keep_last": 4})
     report = summarize(
         [
             Replayed("b" * 64, 5, doc(["analysts"], "m"), allow(partial), allow()),
@@ -123,6 +125,7 @@ def test_summarize_groups_by_group_model_and_field_with_counts() -> None:
             "inputs": 2,
             "calls": 7,
             "example": "a" * 64,
+            "labels": [],
         }
     ]
     assert report.errors == [{"hash": "d" * 64, "side": "current", "reason": "POLICY_RESULT_INVALID"}]
@@ -154,7 +157,9 @@ def analyst_input(request_id: str, model: str = "customer-profile") -> dict[str,
             "digest": "f" * 64,
             "opaque": False,
         },
-        fields=[{"path": "outputs.ssn", "labels": ["confidential"], "sources": ["catalog"]}],
+        fields=[
+            {"path": "outputs.ssn", "labels": ["confidential"], "sources": {"confidential": ["catalog"]}}
+        ],
         approval=None,
         time_ns=123,
     )
@@ -332,7 +337,7 @@ def expected_changes(workload: Workload) -> dict[tuple[str, str, str], tuple[int
     return {key: (n, calls) for key, (n, calls) in found.items()}
 
 
-@pytest.mark.parametrize("engine", ["embedded", "wasm"])
+@pytest.mark.parametrize("engine", ["embedded", "wasm", "opa"])
 def test_unmasking_confidential_for_analysts_reports_exactly_those_changes(
     workload: Workload, engine: str
 ) -> None:
@@ -354,9 +359,10 @@ def test_unmasking_confidential_for_analysts_reports_exactly_those_changes(
     assert ("analysts", "customer-profile", "outputs.ssn") in got
     hashes = {h for h, _, _ in rows}
     assert all(c["example"] in hashes for c in report["changes"])
+    assert all(c["labels"] == ["confidential"] for c in report["changes"])
 
 
-@pytest.mark.parametrize("engine", ["embedded", "wasm"])
+@pytest.mark.parametrize("engine", ["embedded", "wasm", "opa"])
 def test_an_unchanged_candidate_reports_nothing_and_exits_0(workload: Workload, engine: str) -> None:
     candidate = unchanged_candidate(workload.directory / f"same-{engine}")
     code, out = run_impact(
@@ -381,6 +387,72 @@ def test_errors_exit_2(workload: Workload, tmp_path: Path) -> None:
     code, _ = run_impact("--candidate", str(broken), "--current", str(REGO), "--inputs", str(workload.store))
     assert code == 2
     code, _ = run_impact("--candidate", str(REGO), "--inputs", str(tmp_path / "missing.db"))
+    assert code == 2
+
+
+def test_the_opa_engine_replays_hundreds_of_inputs_without_failing_closed() -> None:
+    """Each policy's ``opa run --server`` answers every request of a long replay (its log
+    once filled an unread pipe after about a hundred requests, and then every decision
+    timed out)."""
+    stored = []
+    for n in range(400):
+        doc = replayable_input(analyst_input("r", f"model-{n}"))
+        stored.append((cache_key(doc).hex(), 1, doc))  # type: ignore[union-attr]
+    report = replay_report(REGO, REGO, stored, engine="opa")
+    assert (report.distinct, report.changed, report.errors) == (400, 0, [])
+
+
+# --- the bundle server's decision-log store ---------------------------------------------------------
+
+
+def test_from_the_bundle_servers_decision_logs_reports_the_same_changes(
+    workload: Workload, tmp_path: Path
+) -> None:
+    """A real OPA follows a bundle server and posts its decision logs there; the recorded
+    workload's inputs are asked of OPA as often as the gateway saw them. ``--from`` the
+    server's URL (reader token) and ``--from`` its fleet.sqlite3 report what ``--inputs`` does."""
+    rows = workload.rows()
+    candidate = candidate_unmasking_confidential_for_analysts(tmp_path)
+    source = copy_source(tmp_path / "source")
+    with bundle_server(tmp_path, source) as server:
+        wait_until(lambda: server.status()["revision"] is not None, 60, "the first revision")
+        with opa_with_config(tmp_path, opa_config(f"{server.url}/", f"{server.url}/")) as opa:
+            wait_until(opa.healthy, 60, "OPA to activate the bundle")
+            for _, seen, doc in rows:
+                for n in range(seen):  # as the gateway sends them: per-call values included
+                    logged = {**doc, "context": {**doc["context"], "time_ns": n + 1}}
+                    logged["request"] = {**doc["request"], "request_id": f"r{n}"}
+                    opa.decide(logged)
+            opa.decide({"not": "a labelgate input"})  # logged too, and never replayed
+
+            def all_logged() -> bool:
+                with server.client(READER_TOKEN) as client:
+                    inputs = client.get("/decisions/inputs").raise_for_status().json()["inputs"]
+                return sum(item["seen"] for item in inputs) == sum(seen for _, seen, _ in rows) + 1
+
+            wait_until(all_logged, 60, "every decision log at the bundle server")
+            state = next(tmp_path.glob("state-*/fleet.sqlite3"))
+            reports = []
+            for origin in ([server.url, "--token", READER_TOKEN], [str(state)]):
+                code, out = run_impact(
+                    "--current", str(REGO), "--candidate", str(candidate), "--from", *origin, "--json",
+                )  # fmt: skip
+                assert code == 3, out
+                reports.append(json.loads(out))
+            code, _ = run_impact(
+                "--candidate", str(candidate), "--from", server.url, "--token", "wrong-token"
+            )
+            assert code == 2
+    for report in reports:
+        assert (report["distinct"], report["inputs"]) == (len(rows), sum(seen for _, seen, _ in rows))
+        got = {(c["group"], c["model"], c["field"]): (c["inputs"], c["calls"]) for c in report["changes"]}
+        assert got == expected_changes(workload)
+
+
+def test_inputs_and_from_are_exclusive(workload: Workload) -> None:
+    code, _ = run_impact("--candidate", str(REGO), "--inputs", str(workload.store), "--from", "http://x")
+    assert code == 2
+    code, _ = run_impact("--candidate", str(REGO))
     assert code == 2
 
 

@@ -17,7 +17,7 @@ from labelgate.policy.contract import POLICY_ERROR, validate_result
 from labelgate.policy.source import PolicySource
 from labelgate.policy.wasm import WasmEngine, _WasmCompiled, compile_wasm, opa_binary
 from labelgate.policy.wasm_host import UNSUPPORTED
-from labelgate.policy.wasm_sprintf import Unsupported, check_format, parse_arguments, sprintf
+from labelgate.policy.wasm_sprintf import UnsupportedFormat, check_format, parse_arguments, sprintf
 from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
 from tests.support.procs import opa_binary as pinned_opa
 
@@ -246,11 +246,11 @@ def test_sprintf_matches_opa_on_numbers_strings_and_mistakes(tmp_path: Path) -> 
 
 
 def test_sprintf_refuses_what_it_cannot_render() -> None:
-    with pytest.raises(Unsupported):
+    with pytest.raises(UnsupportedFormat):
         sprintf("%v", parse_arguments("[[1, 2]]"))
-    with pytest.raises(Unsupported):
+    with pytest.raises(UnsupportedFormat):
         sprintf("%v", parse_arguments("set()"))
-    with pytest.raises(Unsupported):
+    with pytest.raises(UnsupportedFormat):
         sprintf("%x", [])
     with pytest.raises(TypeError):
         sprintf(1, [])

@@ -14,7 +14,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.calls import Call, Outcome
 from labelgate.oip.tensors import Tensor, encode_outputs
-from labelgate.policy.contract import Decision, Mask
+from labelgate.policy.contract import DecidedMask, Decision
 from labelgate.recording.entries import recording_key
 from tests.support.postgres import PostgresServer, running_postgres
 
@@ -72,7 +72,7 @@ def make_outcome(delivered: Any = None, **overrides: Any) -> Outcome:
     decision = Decision(
         allow=True,
         reason="confidential fields masked",
-        masks=(Mask("outputs.ssn", "partial", {"keep_last": 4}),),
+        masks=(DecidedMask("outputs.ssn", "partial", {"keep_last": 4}),),
         engine="embedded",
         revision="rev-7",
         decision_id="d-1",

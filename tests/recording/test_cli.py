@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.testing import CliRunner, Result
 
+from labelgate.auth import mint_dev_token
 from labelgate.calls import CallRecord
 from labelgate.config import GatewaySettings
 from labelgate.errors import PermissionDenied
+from labelgate.oip.tensors import decode_outputs
 from labelgate.recording import SessionRecorder
 from labelgate.recording.cli import sessions_app
-from labelgate.recording.entries import call_entry, encode_line
+from labelgate.recording.entries import call_entry, decode_message, encode_line
 from labelgate.recording.files import FileSessionStore
 from labelgate.recording.postgres import PostgresSessionStore
 from labelgate.recording.store import SessionStore
@@ -25,6 +28,23 @@ from tests.support.procs import REPO
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(sessions_app, list(args), env={"COLUMNS": "200"})
+
+
+def viewer(folder: Path, *groups: str) -> list[str]:
+    """``--config`` (the repository's policy pack on the embedded engine, dev-key JWTs) and
+    ``--token`` of a viewer in ``groups``: what ``show`` and ``replay`` need."""
+    config = folder / "viewer.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "policy": {"dir": str(REPO / "rego")},
+                "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+                "masking": {"hash_key": "cli-test-hash-key-0123456789"},
+                "auth": {"jwt": {"trust_dev_key": True}},
+            }
+        )
+    )
+    return ["--config", str(config), "--token", mint_dev_token("ada", list(groups), 300)]
 
 
 def record_sample(store: SessionStore) -> None:
@@ -71,42 +91,71 @@ def test_list_show_and_replay_from_files(tmp_path: Path) -> None:
     assert alpha["calls"] == 2 and not alpha["truncated"]
     assert beta["truncated"] and beta["calls"] == 2
 
-    shown = invoke("show", "alpha", "--dir", str(tmp_path))
+    # an auditor who is also an analyst: sees what nora (an analyst) was delivered
+    auditor = viewer(tmp_path, "auditors", "analysts")
+    shown = invoke("show", "alpha", "--dir", str(tmp_path), *auditor)
     assert shown.exit_code == 0
     assert "MASK" in shown.output and "DENY" in shown.output and "ModelInfer" in shown.output
     raw = [
         json.loads(line)
-        for line in invoke("show", "alpha", "--dir", str(tmp_path), "--json").output.splitlines()
+        for line in invoke("show", "alpha", "--dir", str(tmp_path), "--json", *auditor).output.splitlines()
     ]
     assert [entry["decision"]["outcome"] for entry in raw] == ["mask", "deny"]
+    assert [entry["replay"]["outcome"] for entry in raw] == ["masked", "no_response"]
 
-    replay = invoke("replay", "alpha", "--dir", str(tmp_path))
+    replay = invoke("replay", "alpha", "--dir", str(tmp_path), *auditor)
     assert replay.exit_code == 0, replay.output
     for expected in (
         f"session {key('alpha')}: 2 call(s)",
         "2026-01-01T09:00:00.000Z",
         "subject jwt:labelgate-dev#nora (groups: analysts; jwt)",
         "masked outputs.ssn (partial, confidential)",
-        "masked: partial",  # the ssn column is marked...
-        "***-**-4321",  # ...and shows the value as delivered
-        "[REDACTED]",
-        "Call me",
+        "shown to you: masked (allowed for replay; 1 field(s) masked)",
+        "masked: partial",  # the ssn column is marked for the viewer...
+        "*******4321",  # ...and shows the viewer's partial mask of what was delivered
+        "******TED]",
+        "Call me",  # internal: in clear for an analyst
         "0.25",  # FP32 shown at its precision
         "inputs customer_ids INT64 [2]",
         "POLICY_DENIED",
-        "response: none delivered",
+        "response: none shown",
     ):
         assert expected in replay.output, expected
 
-    cut = invoke("replay", "beta", "--dir", str(tmp_path))  # a unique prefix is enough
+    cut = invoke("replay", "beta", "--dir", str(tmp_path), *auditor)  # a unique prefix is enough
     assert cut.exit_code == 0 and "recording truncated" in cut.output and "every later call" in cut.output
+
+
+def test_show_and_replay_go_through_policy_for_the_viewer(tmp_path: Path) -> None:
+    record_sample(FileSessionStore(tmp_path))
+    for command in ("show", "replay"):
+        anonymous = invoke(command, "alpha", "--dir", str(tmp_path))
+        assert anonymous.exit_code == 2 and "give --config and --token" in anonymous.output
+    forged = invoke("show", "alpha", "--dir", str(tmp_path), *viewer(tmp_path, "auditors")[:3], "not-a-jwt")
+    assert forged.exit_code == 2 and "Traceback" not in forged.output
+
+    def shown(*groups: str) -> list[dict[str, Any]]:
+        result = invoke("show", "alpha", "--dir", str(tmp_path), "--json", *viewer(tmp_path, *groups))
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.output.splitlines()]
+
+    auditor = shown("auditors")[0]  # clearance of no group: confidential and internal redacted
+    message = decode_message(auditor["response"])
+    assert message is not None
+    values = {t.name: t.values for t in decode_outputs(message)}  # type: ignore[arg-type]
+    assert values["ssn"] == [b"[REDACTED]", b"[REDACTED]"] and values["notes"] == [b"[REDACTED]"] * 2
+    assert auditor["replay"]["outcome"] == "masked"
+    denied = shown("ops")  # not a replay viewer in the policy pack
+    assert [entry["response"] for entry in denied] == [None, None]
+    assert denied[0]["replay"]["outcome"] == "denied" and "request_message" not in denied[0]
 
 
 def test_errors_are_clear(tmp_path: Path) -> None:
     record_sample(FileSessionStore(tmp_path))
-    missing = invoke("replay", "nope", "--dir", str(tmp_path))
+    auditor = viewer(tmp_path, "auditors")
+    missing = invoke("replay", "nope", "--dir", str(tmp_path), *auditor)
     assert missing.exit_code == 1 and "no recorded session 'nope'" in missing.output
-    ambiguous = invoke("show", "", "--dir", str(tmp_path))
+    ambiguous = invoke("show", "", "--dir", str(tmp_path), *auditor)
     assert ambiguous.exit_code == 1
     nowhere = invoke("list")
     assert nowhere.exit_code == 2 and "--dir, --postgres-dsn or --config" in nowhere.output
@@ -136,7 +185,7 @@ def test_the_gateway_config_names_the_store(tmp_path: Path) -> None:
         assert result.exit_code == 2 and "recording" in result.output
 
 
-def test_list_and_replay_from_postgres(postgres: PostgresServer) -> None:
+def test_list_and_replay_from_postgres(postgres: PostgresServer, tmp_path: Path) -> None:
     dsn = postgres.create_database()
     record_sample(PostgresSessionStore(dsn))
     listed = json.loads(invoke("list", "--postgres-dsn", dsn, "--json").output)
@@ -144,10 +193,11 @@ def test_list_and_replay_from_postgres(postgres: PostgresServer) -> None:
         key("alpha"): (2, False),
         key("beta-session"): (2, True),
     }
-    replay = invoke("replay", "alpha", "--postgres-dsn", dsn)
+    auditor = viewer(tmp_path, "auditors", "analysts")
+    replay = invoke("replay", "alpha", "--postgres-dsn", dsn, *auditor)
     assert replay.exit_code == 0, replay.output
-    assert "***-**-4321" in replay.output and "POLICY_DENIED" in replay.output
-    cut = invoke("replay", "beta-session", "--postgres-dsn", dsn)
+    assert "*******4321" in replay.output and "POLICY_DENIED" in replay.output
+    cut = invoke("replay", "beta-session", "--postgres-dsn", dsn, *auditor)
     assert "recording truncated" in cut.output
     down = invoke("list", "--postgres-dsn", "postgresql://nobody@127.0.0.1:1/none")
     assert down.exit_code == 2 and "PostgreSQL" in down.output

@@ -84,6 +84,22 @@ def at_rest(directory: Path) -> bytes:
     return b"\n".join(blobs)
 
 
+def viewer(folder: Path, *groups: str) -> list[str]:
+    """``--config`` (the repository's policy pack) and ``--token`` of a viewer in ``groups``."""
+    config = folder / "viewer.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "policy": {"dir": str(REPO / "rego")},
+                "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+                "masking": {"hash_key": "recording-test-hash-key"},
+                "auth": {"jwt": {"trust_dev_key": True}},
+            }
+        )
+    )
+    return ["--config", str(config), "--token", mint_dev_token("ada", list(groups), 300)]
+
+
 async def cli(*args: str) -> Result:
     """``labelgate sessions ...`` (it runs its own event loop, so not on this one)."""
     return await asyncio.to_thread(CliRunner().invoke, sessions_app, list(args), env={"COLUMNS": "220"})
@@ -165,11 +181,13 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
         reply.infer_response.SerializeToString() for reply in streamed
     }
 
-    # Replay: the timeline, with the delivered tensors decoded as the caller saw them.
+    # Replay: the timeline, each response as the viewer's replay decision shows it; an auditor
+    # who is also an analyst sees what ana (an analyst) was delivered.
     directory = str(tmp_path / "sessions")
-    ambiguous = await cli("replay", "s-ana", "--dir", directory)  # two subjects, two recordings
+    auditor = viewer(tmp_path, "auditors", "analysts")
+    ambiguous = await cli("replay", "s-ana", "--dir", directory, *auditor)  # two subjects, two recordings
     assert ambiguous.exit_code == 1 and "no recorded session 's-ana'" in ambiguous.output
-    replay = await cli("replay", key_of("ana", "s-ana"), "--dir", directory)
+    replay = await cli("replay", key_of("ana", "s-ana"), "--dir", directory, *auditor)
     assert replay.exit_code == 0, replay.output
     partial_ssn = next(t for t in decode_outputs(ana) if t.name == "ssn").values[0].decode()
     assert partial_ssn.endswith(customer(1).ssn[-4:]) and partial_ssn != customer(1).ssn
@@ -184,9 +202,9 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
     ):
         assert expected in replay.output, expected
     assert "APPROVAL_REQUIRED" not in replay.output  # bea's refused call is not in ana's session
-    held_replay = await cli("replay", key_of("bea", "s-ana"), "--dir", directory)
+    held_replay = await cli("replay", key_of("bea", "s-ana"), "--dir", directory, *auditor)
     assert held_replay.exit_code == 0, held_replay.output
-    for expected in ("APPROVAL_REQUIRED", "response: none delivered"):
+    for expected in ("APPROVAL_REQUIRED", "response: none shown"):
         assert expected in held_replay.output, expected
     listed = await cli("list", "--dir", directory, "--json")
     assert {s["session_id"]: s["calls"] for s in json.loads(listed.output)} == {
@@ -195,7 +213,7 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
         key_of("bea", "s-ana"): 1,
         key_of("ana", "s-stream"): 4,
     }
-    shown = await cli("show", "s-str", "--dir", directory)
+    shown = await cli("show", "s-str", "--dir", directory, *auditor)
     assert shown.exit_code == 0 and "s-stream" in shown.output and "ModelStreamInfer" in shown.output
 
     # No secrets at rest, while every one of them went through the gateway in flight.

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from labelgate.auth import Subject
+from labelgate.auth import Subject, mint_dev_token
 from labelgate.calls import CallRecord
 from labelgate.recording import SessionRecorder
 from labelgate.recording.cli import sessions_app
@@ -103,16 +103,37 @@ def test_files_at_rest_hold_no_planted_value_and_the_readers_decrypt(tmp_path: P
         yaml.safe_dump(
             {
                 "policy": {"dir": str(REPO / "rego")},
+                "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
                 "auth": {"jwt": {"trust_dev_key": True}},
                 "recording": {"dir": str(sessions), "encryption_key_file": str(key)},
             }
         )
     )
-    replay = CliRunner().invoke(sessions_app, ["replay", "sealed-session", "--config", str(config)])
+    # Shown to an auditor who is an analyst: the note (internal) in clear, the SSN as the
+    # policy's partial mask for that viewer.
+    viewer = mint_dev_token("ada", ["auditors", "analysts"], 300)
+    replay = CliRunner().invoke(
+        sessions_app, ["replay", "sealed-session", "--config", str(config), "--token", viewer]
+    )
     assert replay.exit_code == 0, replay.output
-    assert SSN in replay.output and NOTE in replay.output and PERSON in replay.output
+    assert NOTE in replay.output and PERSON in replay.output
+    assert SSN not in replay.output and "*******6789" in replay.output
     # Without the key, a reader sees that entries are sealed, never their contents.
-    blind = CliRunner().invoke(sessions_app, ["show", "sealed-session", "--dir", str(sessions), "--json"])
+    # (--dir names the store, so the config lends only its policy and auth, not its key.)
+    blind = CliRunner().invoke(
+        sessions_app,
+        [
+            "show",
+            "sealed-session",
+            "--dir",
+            str(sessions),
+            "--json",
+            "--config",
+            str(config),
+            "--token",
+            viewer,
+        ],
+    )
     assert blind.exit_code == 0 and SSN not in blind.output and '"sealed"' in blind.output
 
 

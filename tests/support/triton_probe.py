@@ -34,6 +34,12 @@ Every call is an object with ``op`` and ``url`` (HOST:PORT), and optionally ``he
 ``is_server_live``, ``is_server_ready``, ``is_model_ready`` (``model``, ``version``?),
 ``get_server_metadata``, ``get_model_metadata`` (``model``, ``version``?)
     Result: ``{"value": bool}`` or ``{"value": <message as JSON, proto field names>}``.
+``get_model_config`` (``model``, ``version``?), ``get_inference_statistics`` (``model``?,
+``version``?), ``get_model_repository_index``
+    Result: ``{"value": <reply as tritonclient parsed it, as JSON: proto field names, 64-bit
+    integers as strings, fields at their default left out>}``.
+``load_model``, ``unload_model`` (``model``)
+    Result: ``{"value": null}``.
 
 A failed call gives ``{"error": {"code": "NOT_FOUND", "message": "..."}}`` (``code`` is
 the gRPC status name, or null when the server reported the error inside a stream).
@@ -222,6 +228,34 @@ def _until_final(received: queue.Queue, pending: int, timeout: float) -> list[di
     return responses
 
 
+def _as_dict(message: Any) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+# Triton's model extensions: op -> (client, call, headers, timeout) -> JSON value.
+EXTENSION_OPS = {
+    "get_model_config": lambda client, call, headers, timeout: _as_dict(
+        client.get_model_config(
+            call["model"], call.get("version", ""), headers=headers, client_timeout=timeout
+        )
+    ),
+    "get_inference_statistics": lambda client, call, headers, timeout: _as_dict(
+        client.get_inference_statistics(
+            call.get("model", ""), call.get("version", ""), headers=headers, client_timeout=timeout
+        )
+    ),
+    "get_model_repository_index": lambda client, call, headers, timeout: _as_dict(
+        client.get_model_repository_index(headers=headers, client_timeout=timeout)
+    ),
+    "load_model": lambda client, call, headers, timeout: client.load_model(
+        call["model"], headers=headers, client_timeout=timeout
+    ),
+    "unload_model": lambda client, call, headers, timeout: client.unload_model(
+        call["model"], headers=headers, client_timeout=timeout
+    ),
+}
+
+
 def run_call(call: dict[str, Any]) -> dict[str, Any]:
     op = call["op"]
     headers = call.get("headers")
@@ -245,6 +279,8 @@ def run_call(call: dict[str, Any]) -> dict[str, Any]:
             return {
                 "value": message_json(client.get_server_metadata(headers=headers, client_timeout=timeout))
             }
+        if op in EXTENSION_OPS:
+            return {"value": EXTENSION_OPS[op](client, call, headers, timeout)}
         if op == "get_model_metadata":
             metadata = client.get_model_metadata(
                 call["model"], call.get("version", ""), headers=headers, client_timeout=timeout

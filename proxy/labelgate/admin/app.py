@@ -18,20 +18,23 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from labelgate.admin import reasons
 from labelgate.admin.docs import mount_docs
 from labelgate.admin.guards import AdminGuard
 from labelgate.admin.listener import AdminListener
 from labelgate.approvals.api import ApprovalsContext, authenticate_request, install_problem_handlers
 from labelgate.approvals.api import router as approvals_router
+from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK_PATH
+from labelgate.approvals.oidc import OidcSignin
 from labelgate.approvals.web import mount_inbox, render_error
 from labelgate.auth import Authenticator, Subject
-from labelgate.config import AdminSettings, GatewaySettings
+from labelgate.config import AdminSettings, GatewaySettings, OidcSettings
 from labelgate.errors import ConfigError
 
 ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
-def _problem(status: int, title: str, detail: dict) -> Response:
+def _problem(status: int, title: str, detail: dict[str, bool]) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "checks": detail}
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
@@ -111,10 +114,33 @@ def admin_approvals_context(
     admin = settings.admin
     secure = admin.tls is not None or (settings.approvals.public_url or "").startswith("https://")
     key = session_key(admin)
-    extra = {"session_key": key} if key is not None else {}
+    extra: dict[str, Any] = {"session_key": key} if key is not None else {}
+    if admin.oidc is not None:
+        extra["oidc"] = OidcSignin(admin.oidc, oidc_client_secret(admin.oidc))
+        public = settings.approvals.public_url
+        extra["oidc_redirect_url"] = admin.oidc.redirect_url or (
+            public.rstrip("/") + OIDC_CALLBACK_PATH if public else None
+        )
     return ApprovalsContext(
         service, authenticator, secure=secure, session_max_seconds=admin.session_max_seconds, **extra
     )
+
+
+def oidc_client_secret(settings: OidcSettings) -> str | None:
+    """The inbox's OpenID Connect client secret (inline or from a file); None: a public client."""
+    if settings.client_secret is not None:
+        return settings.client_secret.get_secret_value()
+    if settings.client_secret_file is None:
+        return None
+    try:
+        secret = settings.client_secret_file.read_text().strip()
+    except OSError as error:
+        raise ConfigError(
+            reasons.OIDC_SECRET_UNREADABLE, f"cannot read admin.oidc.client_secret_file: {error}"
+        ) from None
+    if not secret:
+        raise ConfigError(reasons.OIDC_SECRET_EMPTY, "admin.oidc.client_secret_file is empty")
+    return secret
 
 
 def session_key(settings: AdminSettings) -> bytes | None:
@@ -126,10 +152,12 @@ def session_key(settings: AdminSettings) -> bytes | None:
             key = settings.session_key_file.read_bytes().strip()
         except OSError as error:
             raise ConfigError(
-                "SESSION_KEY_UNREADABLE", f"cannot read admin.session_key_file: {error}"
+                reasons.SESSION_KEY_UNREADABLE, f"cannot read admin.session_key_file: {error}"
             ) from None
         if len(key) < 32:
-            raise ConfigError("SESSION_KEY_TOO_SHORT", "admin.session_key_file must hold at least 32 bytes")
+            raise ConfigError(
+                reasons.SESSION_KEY_TOO_SHORT, "admin.session_key_file must hold at least 32 bytes"
+            )
         return key
     return None
 

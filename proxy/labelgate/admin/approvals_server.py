@@ -12,6 +12,7 @@ import asyncio
 import signal
 import socket
 
+from labelgate import reasons
 from labelgate.approvals.service import ApprovalService
 from labelgate.auth import Authenticator
 from labelgate.config import GatewaySettings
@@ -29,7 +30,7 @@ def check(settings: GatewaySettings) -> None:
     if approvals.store == "sqlite" and approvals.sqlite_file is None:
         problems.append("approvals.sqlite_file is not set: an in-memory store cannot be shared with gateways")
     if problems:
-        raise ConfigError("CONFIG_INVALID", "the approvals server cannot run: " + "; ".join(problems))
+        raise ConfigError(reasons.CONFIG_INVALID, "the approvals server cannot run: " + "; ".join(problems))
 
 
 async def serve(settings: GatewaySettings, listen: str) -> None:

@@ -55,14 +55,14 @@ class BridgedApprovalService:
 
     @property
     def admin_groups(self) -> tuple[str, ...]:
-        return self._service.admin_groups
+        return tuple(self._service.admin_groups)
 
     @property
     def link_base(self) -> str:
-        return self._service.link_base
+        return str(self._service.link_base)
 
     def link(self, request_id: str) -> str:
-        return self._service.link(request_id)
+        return str(self._service.link(request_id))
 
     async def visible_to(self, viewer: Any, states: Sequence[Any] = ()) -> Any:
         if states:
@@ -103,7 +103,7 @@ class BridgedSessionStore:
 
 
 def bridged_ready(
-    ready: Callable[[], Awaitable[dict[str, bool]]], bridge: LoopBridge
+    ready: Callable[[], Coroutine[Any, Any, dict[str, bool]]], bridge: LoopBridge
 ) -> Callable[[], Awaitable[dict[str, bool]]]:
     """``ready`` run on the gateway's loop, its answer reused for ``READY_CACHE_SECONDS``: an
     unauthenticated ``/readyz`` flood costs the gateway one check per second at most."""

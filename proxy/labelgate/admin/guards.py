@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from labelgate.approvals.api import API_PREFIX, PROBLEM_TYPE, SUBJECT_STATE
 from labelgate.auth import Subject
@@ -37,9 +37,6 @@ from labelgate.logs import get_logger
 log = get_logger(__name__)
 HSTS = "max-age=31536000"
 Authenticate = Callable[[str | None], Awaitable[Subject]]
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _problem(status: int, title: str, detail: str, reason: str, headers: dict[str, str]) -> JSONResponse:
@@ -129,7 +126,7 @@ class AdminGuard:
         deadline = loop.time() + self.body_timeout_seconds
         state = {"read": 0, "done": False}
 
-        async def bounded_receive() -> dict[str, Any]:
+        async def bounded_receive() -> Message:
             if state["done"]:  # the body is in: later receives only wait for a disconnect
                 return await receive()
             left = deadline - loop.time()
@@ -157,7 +154,7 @@ class AdminGuard:
 
 
 def _with_hsts(send: Send) -> Send:
-    async def sending(message: dict[str, Any]) -> None:
+    async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             message = {
                 **message,

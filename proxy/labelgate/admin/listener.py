@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ STOP_TIMEOUT_SECONDS = 5.0
 class _ThreadServer(uvicorn.Server):
     """uvicorn on a thread that is not the main one: the host process owns the signals."""
 
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def bind(listen: str) -> socket.socket:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.service import ApprovalService
 from labelgate.auth import Authenticator, Subject
+from labelgate.auth import reasons as auth_reasons
 from labelgate.errors import LabelgateError, Unauthenticated
 from labelgate.logs import get_logger
 
@@ -47,11 +48,16 @@ class ApprovalsContext:
     session_key: bytes = dataclasses.field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     secure: bool = False
     session_max_seconds: int = 8 * 3600
+    # OpenID Connect sign-in for the inbox (``admin.oidc``); None: approvers paste a token.
+    oidc: Any = None
+    # Where the provider sends approvers back; None: this listener as the browser reached it.
+    oidc_redirect_url: str | None = None
 
     def identify(self, token: str) -> Subject:
         if self.authenticator.jwt is None:
             raise Unauthenticated(
-                "AUTH_METHOD_NOT_ENABLED", "approvers sign in with a JWT, and auth.jwt is not configured"
+                auth_reasons.AUTH_METHOD_NOT_ENABLED,
+                "approvers sign in with a JWT, and auth.jwt is not configured",
             )
         return self.authenticator.authenticate([("authorization", f"Bearer {token}")], None)
 
@@ -63,7 +69,8 @@ class ApprovalsContext:
 
 
 def context(request: Request) -> ApprovalsContext:
-    return request.app.state.approvals
+    approvals: ApprovalsContext = request.app.state.approvals
+    return approvals
 
 
 # Where ``authenticate_first`` (the admin app's guard) leaves the subject it verified.
@@ -79,17 +86,17 @@ async def approver(
     if isinstance(verified, Subject):
         return verified
     if credentials is None:
-        raise Unauthenticated("NO_CREDENTIALS", "send Authorization: Bearer <token>")
+        raise Unauthenticated(auth_reasons.NO_CREDENTIALS, "send Authorization: Bearer <token>")
     return await context(request).identify_off_loop(credentials.credentials)
 
 
 async def authenticate_request(ctx: ApprovalsContext, authorization: str | None) -> Subject:
     """The API's caller from an ``Authorization`` header, before anything of the body is read."""
     if not authorization:
-        raise Unauthenticated("NO_CREDENTIALS", "send Authorization: Bearer <token>")
+        raise Unauthenticated(auth_reasons.NO_CREDENTIALS, "send Authorization: Bearer <token>")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("NO_CREDENTIALS", "send Authorization: Bearer <token>")
+        raise Unauthenticated(auth_reasons.NO_CREDENTIALS, "send Authorization: Bearer <token>")
     return await ctx.identify_off_loop(token.strip())
 
 
@@ -168,7 +175,7 @@ class DenyIn(BaseModel):
     reason: str = Field(min_length=1, max_length=1000, description="Why (the caller sees it)")
 
 
-class Problem(BaseModel):
+class ProblemDetails(BaseModel):
     type: str = "about:blank"
     title: str
     status: int
@@ -194,12 +201,20 @@ def approval_out(request: ApprovalRequest, link: str) -> ApprovalOut:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {PROBLEM_TYPE: {}}} for code in (400, 401, 403, 404, 409, 503)
+    code: {"model": ProblemDetails, "content": {PROBLEM_TYPE: {}}} for code in (400, 401, 403, 404, 409, 503)
 }
+# Every other error (405, 408, 413, 500) is a problem too. Declaring it also keeps FastAPI from
+# documenting a 422 the API never sends: a request that fails validation is a 400 problem.
+_ERRORS["default"] = {"model": ProblemDetails, "content": {PROBLEM_TYPE: {}}, "description": "A problem"}
 router = APIRouter(prefix=API_PREFIX, tags=["approvals"], responses=_ERRORS)
 
 
-@router.get("", response_model=ApprovalList, summary="List approval requests you may see")
+@router.get(
+    "",
+    response_model=ApprovalList,
+    summary="List approval requests you may see",
+    operation_id="listApprovals",
+)
 async def list_approvals(
     request: Request,
     person: Approver,
@@ -213,13 +228,23 @@ async def list_approvals(
     return ApprovalList(items=[approval_out(r, ctx.service.link(r.id)) for r in page.items], next=page.next)
 
 
-@router.get("/{approval_id}", response_model=ApprovalOut, summary="Show one approval request")
+@router.get(
+    "/{approval_id}",
+    response_model=ApprovalOut,
+    summary="Show one approval request",
+    operation_id="getApproval",
+)
 async def show_approval(request: Request, person: Approver, approval_id: ApprovalIdPath) -> ApprovalOut:
     service = context(request).service
     return approval_out(await service.show(person, approval_id), service.link(approval_id))
 
 
-@router.post("/{approval_id}/approve", response_model=ApprovalOut, summary="Approve (one vote)")
+@router.post(
+    "/{approval_id}/approve",
+    response_model=ApprovalOut,
+    summary="Approve (one vote)",
+    operation_id="approveApproval",
+)
 async def approve(
     request: Request, person: Approver, approval_id: ApprovalIdPath, body: ApproveIn | None = None
 ) -> ApprovalOut:
@@ -228,7 +253,12 @@ async def approve(
     return approval_out(result, service.link(approval_id))
 
 
-@router.post("/{approval_id}/deny", response_model=ApprovalOut, summary="Deny, with a reason")
+@router.post(
+    "/{approval_id}/deny",
+    response_model=ApprovalOut,
+    summary="Deny, with a reason",
+    operation_id="denyApproval",
+)
 async def deny(request: Request, person: Approver, approval_id: ApprovalIdPath, body: DenyIn) -> ApprovalOut:
     service = context(request).service
     return approval_out(
@@ -240,7 +270,7 @@ async def deny(request: Request, person: Approver, approval_id: ApprovalIdPath, 
 def problem(
     status: int, title: str, detail: str, reason: str, headers: dict[str, str] | None = None
 ) -> Response:
-    body = Problem(title=title, status=status, detail=detail, reason=reason).model_dump()
+    body = ProblemDetails(title=title, status=status, detail=detail, reason=reason).model_dump()
     return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE, headers=headers)
 
 
@@ -266,12 +296,12 @@ def install_problem_handlers(app: FastAPI, render_html_error: Any = None) -> Non
     """Every error becomes a problem response (or, under /inbox, an error page)."""
 
     def respond(
-        request: Request, status: int, detail: str, reason: str, headers: dict | None = None
+        request: Request, status: int, detail: str, reason: str, headers: dict[str, str] | None = None
     ) -> Response:
         if status in (408, 413):  # a body left unread: close rather than drain it for keep-alive
             headers = {**(headers or {}), "Connection": "close"}
         if render_html_error is not None and _wants_html(request):
-            page = render_html_error(request, status, detail, reason)
+            page: Response = render_html_error(request, status, detail, reason)
             if status in (408, 413):
                 page.headers["Connection"] = "close"
             return page

@@ -29,7 +29,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of te
 DEFAULT_URL = "http://127.0.0.1:9090"
 
 
-class State(StrEnum):
+class ListedState(StrEnum):
     """Which requests ``approvals list`` shows."""
 
     pending = "pending"
@@ -55,7 +55,8 @@ def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.load(response)
+            answer: dict[str, Any] = json.load(response)
+            return answer
     except urllib.error.HTTPError as error:
         try:
             problem = json.load(error)
@@ -140,7 +141,7 @@ def _table(items: list[dict[str, Any]], state: str) -> None:
 def list_command(
     url: Url = DEFAULT_URL,
     token: Token = None,
-    state: Annotated[State, typer.Option(help="which requests")] = State.pending,
+    state: Annotated[ListedState, typer.Option(help="which requests")] = ListedState.pending,
     json_output: JsonFlag = False,
 ) -> None:
     """List the requests you may see (pending by default)."""

@@ -20,8 +20,9 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from labelgate.approvals import reasons
 from labelgate.approvals.errors import ApprovalsUnavailable
 from labelgate.logs import get_logger
 
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 CHANNEL = "labelgate_approvals"
 # A change notice that wakes every waiter (after missed notifications) to re-check.
 WAKE_ALL = "*"
+T = TypeVar("T")
 Row = dict[str, Any]
 Params = Sequence[Any]
 ChangeCallback = Callable[[str], None]
@@ -102,11 +104,13 @@ class SqliteDatabase(_Subscribers):
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except sqlite3.Error as error:
-            raise ApprovalsUnavailable("APPROVALS_STORE_ERROR", f"approval store (SQLite): {error}") from None
+            raise ApprovalsUnavailable(
+                reasons.APPROVALS_STORE_ERROR, f"approval store (SQLite): {error}"
+            ) from None
 
     def _connect(self) -> None:
         target = str(self.path) if self.path is not None else ":memory:"
@@ -120,11 +124,11 @@ class SqliteDatabase(_Subscribers):
             conn.execute("PRAGMA journal_mode = WAL")
         self._conn = conn
 
-    def _fetch(self, sql: str, params: tuple) -> list[Row]:
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         assert self._conn is not None
         return [dict(row) for row in self._conn.execute(sql, params).fetchall()]
 
-    def _execute(self, sql: str, params: tuple) -> int:
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
         assert self._conn is not None
         return self._conn.execute(sql, params).rowcount
 
@@ -140,7 +144,7 @@ class SqliteDatabase(_Subscribers):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
         if self._conn is None:
-            raise ApprovalsUnavailable("APPROVALS_STORE_CLOSED", "the approval store is not open")
+            raise ApprovalsUnavailable(reasons.APPROVALS_STORE_CLOSED, "the approval store is not open")
         async with self._lock:
             # IMMEDIATE takes the write lock now: two processes on one file serialise cleanly.
             await self._run(self._execute, "BEGIN IMMEDIATE", ())

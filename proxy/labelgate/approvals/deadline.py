@@ -27,16 +27,16 @@ def seconds_left(now: float | None = None) -> float | None:
     return deadline - (time.time() if now is None else now)
 
 
-def set_deadline(seconds: float | None) -> contextvars.Token:
+def set_deadline(seconds: float | None) -> contextvars.Token[float | None]:
     return _deadline.set(None if seconds is None else time.time() + seconds)
 
 
-def _remember(context: grpc.aio.ServicerContext) -> None:
+def _remember(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     set_deadline(context.time_remaining())
 
 
 def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         _remember(context)
         return await behavior(request, context)
 
@@ -54,7 +54,7 @@ def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         _remember(context)
         async for item in behavior(request, context):
             yield item
@@ -65,9 +65,9 @@ def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Asy
 class DeadlineInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -75,4 +75,5 @@ class DeadlineInterceptor(grpc.aio.ServerInterceptor):
         replacements = {
             kind: _wrap(getattr(handler, kind)) for kind in kinds if getattr(handler, kind) is not None
         }
-        return handler._replace(**replacements)
+        # grpc's method handlers are namedtuples; the stubs declare only their fields.
+        return handler._replace(**replacements)  # type: ignore[attr-defined,no-any-return]

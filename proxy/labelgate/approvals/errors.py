@@ -27,3 +27,12 @@ class ApprovalsUnavailable(LabelgateError):
 
     code = grpc.StatusCode.UNAVAILABLE
     http_status = 503
+
+
+class HoldDeadlineExceeded(LabelgateError):
+    """A held call reached its caller's deadline before approvers decided: the approval request
+    is marked expired and the caller gets DEADLINE_EXCEEDED with this reason (sent just before
+    the deadline, so the caller learns why rather than seeing only its own timer fire)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504

@@ -54,7 +54,8 @@ GrantScope = Literal["query", "model"]
 @dataclass(frozen=True, slots=True)
 class Requirement:
     """From the policy decision: ``min_approvals`` distinct people from ``approver_groups``;
-    the grant covers the query (default) or the model, and may be single-use."""
+    the grant covers the query (default) or the model, may be single-use, and may release at
+    most ``row_budget`` rows in total (None: no budget)."""
 
     approver_groups: tuple[str, ...]
     min_approvals: int
@@ -62,6 +63,7 @@ class Requirement:
     reason: str = ""
     grant_scope: GrantScope = "query"
     single_use: bool = False
+    row_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ class ApprovalRequest:
             "query": self.query.to_json(),
             "grant_scope": self.requirement.grant_scope,
             "single_use": self.requirement.single_use,
+            "row_budget": self.requirement.row_budget,
             "policy_reason": self.requirement.reason,
             "justification": self.justification,
             "approver_groups": list(self.requirement.approver_groups),
@@ -197,6 +200,12 @@ class Grant:
     scope: GrantScope = "query"  # query: releases only calls with binding.digest
     single_use: bool = False
     used_by: str | None = None  # the call (request id) a single-use grant was spent on
+    row_budget: int | None = None  # rows the grant may release in total (None: no budget)
+    rows_used: int = 0  # rows charged so far, by the calls it released
+
+    @property
+    def rows_left(self) -> int | None:
+        return None if self.row_budget is None else max(0, self.row_budget - self.rows_used)
 
     @property
     def approved_by(self) -> list[str]:

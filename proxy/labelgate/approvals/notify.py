@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter
 
+from labelgate import retry
 from labelgate.approvals.model import ApprovalRequest, State
 from labelgate.config import WebhookSettings
 from labelgate.logs import get_logger
@@ -97,10 +98,31 @@ def generic_payload(event: str, request: ApprovalRequest, link: str) -> dict[str
     return {"event": f"approval.{event}", "approval": request.to_json(), "link": link}
 
 
+class _TryAgain(Exception):
+    """A failed delivery worth another attempt (a 5xx, 429, timeout or connection error)."""
+
+
+class _Refused(Exception):
+    """A delivery the receiver refused for good (any other status)."""
+
+
+def _retry_settings(hook: WebhookSettings) -> retry.RetrySettings:
+    """The hook's ``retry:``; unset, the older ``max_attempts`` and ``backoff_seconds``."""
+    if hook.retry is not None:
+        return hook.retry
+    initial = min(hook.backoff_seconds, MAX_BACKOFF_SECONDS)
+    return retry.RetrySettings(
+        max_attempts=hook.max_attempts,
+        initial_seconds=initial,
+        max_seconds=MAX_BACKOFF_SECONDS,
+        jitter_seconds=initial / 2,
+    )
+
+
 class WebhookNotifier:
     def __init__(self, hooks: Sequence[WebhookSettings]) -> None:
         self.hooks = list(hooks)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
     def notify(self, request: ApprovalRequest, link: str) -> None:
@@ -124,12 +146,13 @@ class WebhookNotifier:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=hook.timeout_seconds)
-        for attempt in range(1, hook.max_attempts + 1):
-            retryable = True
+        session, attempts = self._session, iter(range(1, 1_000_000))
+
+        async def attempt() -> None:
+            number, retryable = next(attempts), True
             try:
-                async with self._session.post(hook.url, json=body, timeout=timeout) as response:
+                async with session.post(hook.url, json=body, timeout=timeout) as response:
                     if 200 <= response.status < 300:
-                        DELIVERIES.labels(outcome="delivered").inc()
                         return
                     retryable = response.status >= 500 or response.status == 429
                     problem = f"HTTP {response.status}"
@@ -140,13 +163,18 @@ class WebhookNotifier:
                 "approval webhook failed",
                 approval_id=approval_id,
                 notification=event,
-                attempt=attempt,
+                attempt=number,
                 problem=problem,
                 host=hook.url.split("/")[2],
             )
-            if not retryable or attempt == hook.max_attempts:
-                break
-            await asyncio.sleep(min(hook.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+            raise (_TryAgain if retryable else _Refused)(problem)
+
+        try:
+            await retry.policy(_retry_settings(hook), _TryAgain)(attempt)
+            DELIVERIES.labels(outcome="delivered").inc()
+            return
+        except (_TryAgain, _Refused):
+            pass
         DELIVERIES.labels(outcome="gave_up").inc()
         log.error("approval webhook gave up", approval_id=approval_id, notification=event)
 

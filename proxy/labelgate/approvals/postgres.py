@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import psycopg
 from psycopg.rows import dict_row
 
+from labelgate.approvals import reasons
 from labelgate.approvals.db import CHANNEL, WAKE_ALL, Params, Row, _Subscribers, postgres_sql
 from labelgate.approvals.errors import ApprovalsUnavailable
 from labelgate.logs import get_logger
@@ -27,7 +28,7 @@ log = get_logger(__name__)
 class _PostgresTx:
     dialect = "postgres"
 
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Row]) -> None:
         self._conn = conn
         self.pending: list[str] = []
 
@@ -52,19 +53,19 @@ class PostgresDatabase(_Subscribers):
         super().__init__()
         self._dsn = dsn
         self._connect_timeout = connect_timeout
-        self._conn: psycopg.AsyncConnection | None = None
+        self._conn: psycopg.AsyncConnection[Row] | None = None
         self._lock = asyncio.Lock()
-        self._listener: asyncio.Task | None = None
+        self._listener: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
-    async def _connect(self) -> psycopg.AsyncConnection:
+    async def _connect(self) -> psycopg.AsyncConnection[Row]:
         try:
             return await psycopg.AsyncConnection.connect(
                 self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=int(self._connect_timeout)
             )
         except psycopg.Error as error:
             raise ApprovalsUnavailable(
-                "APPROVALS_STORE_UNREACHABLE", f"cannot reach the approval store (PostgreSQL): {error}"
+                reasons.APPROVALS_STORE_UNREACHABLE, f"cannot reach the approval store (PostgreSQL): {error}"
             ) from None
 
     async def start(self) -> None:
@@ -93,7 +94,7 @@ class PostgresDatabase(_Subscribers):
                         await self._conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, request_id))
             except psycopg.Error as error:
                 raise ApprovalsUnavailable(
-                    "APPROVALS_STORE_ERROR", f"approval store (PostgreSQL): {error}"
+                    reasons.APPROVALS_STORE_ERROR, f"approval store (PostgreSQL): {error}"
                 ) from None
         for request_id in dict.fromkeys(tx.pending):  # this process hears it at once
             self.publish(request_id)

@@ -54,7 +54,8 @@ SCHEMA = (
         digest TEXT NOT NULL DEFAULT '',
         query_summary TEXT NOT NULL DEFAULT '{}',
         grant_scope TEXT NOT NULL DEFAULT 'query',
-        single_use INTEGER NOT NULL DEFAULT 0
+        single_use INTEGER NOT NULL DEFAULT 0,
+        row_budget INTEGER
     )""",
     "CREATE INDEX IF NOT EXISTS approval_requests_state ON approval_requests (state, expires_at)",
     "CREATE INDEX IF NOT EXISTS approval_requests_listing ON approval_requests (state, created_at, id)",
@@ -87,9 +88,20 @@ SCHEMA = (
         scope TEXT NOT NULL DEFAULT 'query',
         single_use INTEGER NOT NULL DEFAULT 0,
         used_by TEXT,
-        used_at DOUBLE PRECISION
+        used_at DOUBLE PRECISION,
+        row_budget INTEGER,
+        rows_used INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS approval_grants_binding ON approval_grants (subject, method, model, labels)",
+    # One row per call a budgeted grant released: what it was charged, so a call is charged
+    # once (request and response phase) and the audit trail can be reconciled with the store.
+    """CREATE TABLE IF NOT EXISTS approval_grant_charges (
+        grant_id TEXT NOT NULL,
+        call_request_id TEXT NOT NULL,
+        rows_charged INTEGER NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (grant_id, call_request_id)
+    )""",
 )
 # Two replicas starting at once must not race on CREATE TABLE (PostgreSQL).
 _SCHEMA_LOCK = 7_311_220_517
@@ -102,6 +114,7 @@ _ADDED_COLUMNS = {
         ("query_summary", "TEXT NOT NULL DEFAULT '{}'"),
         ("grant_scope", "TEXT NOT NULL DEFAULT 'query'"),
         ("single_use", "INTEGER NOT NULL DEFAULT 0"),
+        ("row_budget", "INTEGER"),
     ),
     "approval_grants": (
         ("digest", "TEXT NOT NULL DEFAULT ''"),
@@ -109,6 +122,8 @@ _ADDED_COLUMNS = {
         ("single_use", "INTEGER NOT NULL DEFAULT 0"),
         ("used_by", "TEXT"),
         ("used_at", "DOUBLE PRECISION"),
+        ("row_budget", "INTEGER"),
+        ("rows_used", "INTEGER NOT NULL DEFAULT 0"),
     ),
 }
 
@@ -162,8 +177,9 @@ async def insert_request(tx: Tx, request: ApprovalRequest) -> None:
         """INSERT INTO approval_requests (id, state, mode, requester, requester_groups, method, model,
             phase, labels, fields, policy_reason, justification, approver_groups, min_approvals,
             grant_ttl_seconds, created_at, expires_at, resolved_at, resolution, node_id,
-            call_request_id, session_id, grant_id, digest, query_summary, grant_scope, single_use)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            call_request_id, session_id, grant_id, digest, query_summary, grant_scope, single_use,
+            row_budget)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             request.id,
             request.state.value,
@@ -192,6 +208,7 @@ async def insert_request(tx: Tx, request: ApprovalRequest) -> None:
             json.dumps(request.query.to_json()),
             request.requirement.grant_scope,
             int(request.requirement.single_use),
+            request.requirement.row_budget,
         ),
     )
     await _insert_groups(tx, request.id, request.requirement.approver_groups)
@@ -216,6 +233,7 @@ def _request(row: Row, votes: Sequence[Vote]) -> ApprovalRequest:
             reason=row["policy_reason"],
             grant_scope="model" if row["grant_scope"] == "model" else "query",
             single_use=bool(row["single_use"]),
+            row_budget=_optional_int(row["row_budget"]),
         ),
         justification=row["justification"],
         created_at=float(row["created_at"]),
@@ -273,7 +291,7 @@ class Viewer:
 
 
 @dataclass(frozen=True)
-class Cursor:
+class PageCursor:
     """Where a page ends: the (created_at, id) of its last request, newest first."""
 
     created_at: float
@@ -285,7 +303,7 @@ async def list_requests(
     states: Sequence[State],
     limit: int,
     viewer: Viewer | None = None,
-    after: Cursor | None = None,
+    after: PageCursor | None = None,
 ) -> list[ApprovalRequest]:
     """Up to ``limit`` requests in ``states`` that ``viewer`` may see (None: everyone's),
     newest first, starting after ``after``. Filtered and ordered in SQL, so one requester's
@@ -363,8 +381,8 @@ async def pending_ids(tx: Tx, where: str, params: Sequence[Any]) -> list[str]:
 async def insert_grant(tx: Tx, grant: Grant) -> None:
     await tx.execute(
         "INSERT INTO approval_grants (id, request_id, subject, method, model, labels, approvers, "
-        "created_at, expires_at, digest, scope, single_use, used_by) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_at, expires_at, digest, scope, single_use, used_by, row_budget, rows_used) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             grant.id,
             grant.request_id,
@@ -379,6 +397,8 @@ async def insert_grant(tx: Tx, grant: Grant) -> None:
             grant.scope,
             int(grant.single_use),
             grant.used_by,
+            grant.row_budget,
+            grant.rows_used,
         ),
     )
 
@@ -396,7 +416,13 @@ def _grant(row: Row) -> Grant:
         scope="model" if row["scope"] == "model" else "query",
         single_use=bool(row["single_use"]),
         used_by=row["used_by"],
+        row_budget=_optional_int(row["row_budget"]),
+        rows_used=int(row["rows_used"]),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 async def spend_grant(tx: Tx, grant_id: str, call_request_id: str, now: float) -> bool:
@@ -407,6 +433,35 @@ async def spend_grant(tx: Tx, grant_id: str, call_request_id: str, now: float) -
         (call_request_id, now, grant_id, call_request_id),
     )
     return changed == 1
+
+
+async def charged_rows(tx: Tx, grant_id: str, call_request_id: str) -> int | None:
+    """The rows ``grant_id`` was charged for this call, None when it was not charged."""
+    if not call_request_id:
+        return None
+    rows = await tx.fetch(
+        "SELECT rows_charged FROM approval_grant_charges WHERE grant_id = ? AND call_request_id = ?",
+        (grant_id, call_request_id),
+    )
+    return int(rows[0]["rows_charged"]) if rows else None
+
+
+async def charge_grant(tx: Tx, grant_id: str, call_request_id: str, rows: int, now: float) -> bool:
+    """Charge ``rows`` to a budgeted grant for this call; False when its budget cannot cover
+    them. One conditional UPDATE: PostgreSQL re-checks the condition on the row it locked
+    (and SQLite serialises writers), so replicas charging at once can never overspend."""
+    changed = await tx.execute(
+        "UPDATE approval_grants SET rows_used = rows_used + ? "
+        "WHERE id = ? AND row_budget IS NOT NULL AND rows_used + ? <= row_budget",
+        (rows, grant_id, rows),
+    )
+    if changed != 1:
+        return False
+    await tx.execute(
+        "INSERT INTO approval_grant_charges (grant_id, call_request_id, rows_charged, at) VALUES (?, ?, ?, ?)",
+        (grant_id, call_request_id, rows, now),
+    )
+    return True
 
 
 async def get_grant(tx: Tx, grant_id: str) -> Grant | None:
@@ -438,5 +493,10 @@ async def purge(tx: Tx, resolved_before: float) -> list[str]:
             ids,
         )
         await tx.execute(f"DELETE FROM approval_requests WHERE id IN ({marks})", ids)  # noqa: S608
+    await tx.execute(
+        "DELETE FROM approval_grant_charges WHERE grant_id IN "
+        "(SELECT id FROM approval_grants WHERE expires_at < ?)",
+        (resolved_before,),
+    )
     await tx.execute("DELETE FROM approval_grants WHERE expires_at < ?", (resolved_before,))
     return ids

@@ -17,13 +17,15 @@ The rules, all checked here and nowhere else:
   unless the policy widened it to the model, to one query (the digest of the request's
   inputs and requested outputs); it counts for a requirement only when enough of its
   approvers were in the required groups when they voted; a single-use grant releases one
-  call.
+  call; a grant with a row budget releases at most that many rows in total (each call is
+  charged its row count once, when the grant releases it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from labelgate.approvals import reasons
 from labelgate.approvals.errors import ApprovalConflict
 from labelgate.approvals.model import ApprovalRequest, Binding, Grant, Requirement, State, Vote
 from labelgate.auth import Subject
@@ -58,23 +60,25 @@ def vote_refusal(
     ``viewer_groups`` gives no vote of either kind: seeing a request is not deciding it."""
     if request.state is not State.PENDING:
         return ApprovalConflict(
-            "APPROVAL_NOT_PENDING", f"approval {request.id} is already {request.state.value}"
+            reasons.APPROVAL_NOT_PENDING, f"approval {request.id} is already {request.state.value}"
         )
     if request.expires_at <= now:
-        return ApprovalConflict("APPROVAL_NOT_PENDING", f"approval {request.id} has expired")
+        return ApprovalConflict(reasons.APPROVAL_NOT_PENDING, f"approval {request.id} has expired")
     if same_person(person.id, request.requester):
         return PermissionDenied(
-            "SELF_APPROVAL", "nobody may approve or deny their own request, administrators included"
+            reasons.SELF_APPROVAL, "nobody may approve or deny their own request, administrators included"
         )
     if not is_approver(person, request):
         groups = ", ".join(request.requirement.approver_groups)
         return PermissionDenied(
-            "NOT_AN_APPROVER",
+            reasons.NOT_AN_APPROVER,
             f"only members of {groups} may {verdict} approval {request.id}"
             + (" (viewer groups see requests, they do not vote)" if is_viewer(person, viewer_groups) else ""),
         )
     if any(same_person(vote.approver, person.id) for vote in request.votes):
-        return ApprovalConflict("ALREADY_VOTED", f"{person.id} has already voted on approval {request.id}")
+        return ApprovalConflict(
+            reasons.ALREADY_VOTED, f"{person.id} has already voted on approval {request.id}"
+        )
     return None
 
 
@@ -132,7 +136,28 @@ def grant_mismatch(
         return "the grant is for another query (other inputs or outputs)"
     if grant_spent(grant, call_request_id):
         return "the grant was for one call and has been used"
+    if requirement is not None and requirement.row_budget is not None:
+        if grant.row_budget is None or grant.row_budget > requirement.row_budget:
+            return f"the policy now allows at most {requirement.row_budget} rows per grant"
     return None
+
+
+def call_rows(rows: int | None) -> int:
+    """What a call is charged against a row budget: its row count (the first dimension of
+    its inputs); a call without one (scalar inputs, no inputs) counts as one row."""
+    return 1 if rows is None else rows
+
+
+def budget_shortfall(grant: Grant, rows: int, already_charged: bool) -> str | None:
+    """Why ``grant``'s row budget cannot release a call of ``rows`` rows (None when it can).
+    A call already charged (its response phase, after the request phase) is not charged again."""
+    left = grant.rows_left
+    if left is None or already_charged or rows <= left:
+        return None
+    return (
+        f"the grant's row budget is spent: {grant.rows_used} of {grant.row_budget} rows released, "
+        f"this call asks for {rows}"
+    )
 
 
 def grant_spent(grant: Grant, call_request_id: str) -> bool:

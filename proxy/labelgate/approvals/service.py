@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge
 
-from labelgate.approvals import events, rules
+from labelgate.approvals import events, reasons, rules
 from labelgate.approvals import repository as repo
-from labelgate.approvals.db import WAKE_ALL, Database, SqliteDatabase
+from labelgate.approvals.db import WAKE_ALL, Database, SqliteDatabase, Tx
 from labelgate.approvals.errors import ApprovalsUnavailable
 from labelgate.approvals.model import (
     RESOLVED,
@@ -62,7 +62,26 @@ LIST_LIMIT = 500
 DEFAULT_PAGE = 100
 # Open (pending) requests one requester may have at once, unless configured otherwise.
 MAX_OPEN_PER_REQUESTER = 100
-TOO_MANY_OPEN = "APPROVAL_REQUESTS_EXHAUSTED"
+TOO_MANY_OPEN = reasons.APPROVAL_REQUESTS_EXHAUSTED
+
+
+GRANT_SPENT = "GRANT_SPENT"
+
+
+class _BudgetShort(Exception):
+    """Rolls back a grant use whose rows its budget cannot cover."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GrantUse:
+    """What using a grant for one call did: released or not (``refusal``: GRANT_SPENT, or
+    APPROVAL_BUDGET_EXHAUSTED), and for a budgeted grant charged now, the rows charged and
+    the grant as it stands after the charge."""
+
+    released: bool
+    refusal: str | None = None
+    rows_charged: int | None = None
+    grant: Grant | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -100,15 +119,15 @@ def encode_cursor(request: ApprovalRequest) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> repo.Cursor:
+def decode_cursor(text: str) -> repo.PageCursor:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         created, _, request_id = raw.partition("|")
-        cursor = repo.Cursor(float(created), request_id)
+        cursor = repo.PageCursor(float(created), request_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("CURSOR_INVALID", "the page cursor is not one this server gave") from None
+        raise InvalidInput(reasons.CURSOR_INVALID, "the page cursor is not one this server gave") from None
     if not request_id or len(request_id) > 64 or cursor.created_at != cursor.created_at:  # NaN
-        raise InvalidInput("CURSOR_INVALID", "the page cursor is not one this server gave")
+        raise InvalidInput(reasons.CURSOR_INVALID, "the page cursor is not one this server gave")
     return cursor
 
 
@@ -147,7 +166,7 @@ class ApprovalService:
         self.clock = clock
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._held: set[str] = set()
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._started_at = 0.0
 
     @classmethod
@@ -258,7 +277,9 @@ class ApprovalService:
                 event.clear()  # before reading: a change after the read still wakes us
                 request = await self.get(request_id)
                 if request is None:
-                    raise ApprovalsUnavailable("APPROVAL_VANISHED", f"approval {request_id} disappeared")
+                    raise ApprovalsUnavailable(
+                        reasons.APPROVAL_VANISHED, f"approval {request_id} disappeared"
+                    )
                 if request.state in RESOLVED:
                     return request
                 left = until - self.clock()
@@ -291,28 +312,61 @@ class ApprovalService:
             return await repo.get_grant(tx, grant_id)
 
     async def find_grant(
-        self, binding: Binding, requirement: Requirement, call_request_id: str = ""
+        self, binding: Binding, requirement: Requirement, call_request_id: str = "", rows: int = 1
     ) -> Grant | None:
         """A live grant for exactly this binding (subject, method, model, labels and, unless
-        it covers the model, the query), approved by enough of the right people, and not
-        spent on another call."""
+        it covers the model, the query), approved by enough of the right people, not spent
+        on another call, and with a row budget (if any) that still covers ``rows``."""
         now = self.clock()
         async with self.db.transaction() as tx:
             grants = await repo.live_grants(tx, binding, now)
+            charged = {
+                grant.id
+                for grant in grants
+                if grant.row_budget is not None
+                and await repo.charged_rows(tx, grant.id, call_request_id) is not None
+            }
         for grant in grants:
             mismatch = rules.grant_mismatch(grant, binding, now, requirement, call_request_id)
             if mismatch is None and rules.grant_satisfies(grant, requirement):
-                return grant
+                if rules.budget_shortfall(grant, rows, grant.id in charged) is None:
+                    return grant
         return None
 
-    async def use_grant(self, grant: Grant, requirement: Requirement | None, call_request_id: str) -> bool:
-        """Record that ``grant`` releases this call. A single-use grant (or one the policy now
-        wants single-use) is spent on the first call that uses it: False when another call
-        spent it first (the caller must ask again)."""
-        if not rules.spends(grant, requirement):
-            return True
+    async def charged(self, grant: Grant, call_request_id: str) -> bool:
+        """Whether a budgeted ``grant`` has already been charged for this call."""
+        if grant.row_budget is None:
+            return False
         async with self.db.transaction() as tx:
-            return await repo.spend_grant(tx, grant.id, call_request_id, self.clock())
+            return await repo.charged_rows(tx, grant.id, call_request_id) is not None
+
+    async def use_grant(
+        self, grant: Grant, requirement: Requirement | None, call_request_id: str, rows: int = 1
+    ) -> GrantUse:
+        """Record that ``grant`` releases this call, in one transaction. A single-use grant (or
+        one the policy now wants single-use) is spent on the first call that uses it; a
+        budgeted grant is charged ``rows`` once per call (the response phase of a call already
+        charged is not charged again). Not released when another call spent the grant or its
+        budget first: the caller asks again."""
+        spends = rules.spends(grant, requirement)
+        if not spends and grant.row_budget is None:
+            return GrantUse(released=True)
+        now = self.clock()
+        try:
+            async with self.db.transaction() as tx:
+                if spends and not await repo.spend_grant(tx, grant.id, call_request_id, now):
+                    return GrantUse(released=False, refusal=GRANT_SPENT)
+                if grant.row_budget is None:
+                    return GrantUse(released=True)
+                if await repo.charged_rows(tx, grant.id, call_request_id) is not None:
+                    return GrantUse(released=True)
+                if not await repo.charge_grant(tx, grant.id, call_request_id or new_id("call"), rows, now):
+                    raise _BudgetShort  # undoes the single-use mark made above
+                charged = await repo.get_grant(tx, grant.id)
+        except _BudgetShort:
+            return GrantUse(released=False, refusal=reasons.APPROVAL_BUDGET_EXHAUSTED)
+        assert charged is not None
+        return GrantUse(released=True, rows_charged=rows, grant=charged)
 
     # -- approver side --------------------------------------------------------------------
     def _viewer(self, viewer: Subject) -> repo.Viewer:
@@ -348,7 +402,7 @@ class ApprovalService:
         request = await self.get(request_id)
         if request is None or not rules.may_view(viewer, request, self.admin_groups):
             # The same answer whether it does not exist or is not theirs to see.
-            raise NotFound("APPROVAL_NOT_FOUND", f"no approval {request_id} that you may see")
+            raise NotFound(reasons.APPROVAL_NOT_FOUND, f"no approval {request_id} that you may see")
         return request
 
     async def approve(self, approver: Subject, request_id: str, reason: str = "") -> ApprovalRequest:
@@ -364,7 +418,7 @@ class ApprovalService:
         async with self.db.transaction() as tx:
             request = await repo.get_request(tx, request_id, for_update=True)
             if request is None or not rules.may_view(person, request, self.admin_groups):
-                raise NotFound("APPROVAL_NOT_FOUND", f"no approval {request_id} that you may see")
+                raise NotFound(reasons.APPROVAL_NOT_FOUND, f"no approval {request_id} that you may see")
             refusal = rules.vote_refusal(person, request, verdict, self.admin_groups, now)
             if refusal is None:
                 await repo.insert_vote(tx, request_id, vote)
@@ -393,7 +447,7 @@ class ApprovalService:
             self._announce(f"approval.{final.state.value}", final)
         return final
 
-    async def _settle(self, tx: repo.Tx, request: ApprovalRequest, now: float) -> None:
+    async def _settle(self, tx: Tx, request: ApprovalRequest, now: float) -> None:
         """Resolve the request if its votes now decide it; a grant is made in the same transaction."""
         result = rules.outcome(request)
         if result is State.DENIED:
@@ -411,6 +465,7 @@ class ApprovalService:
                 expires_at=now + request.requirement.grant_ttl_seconds,
                 scope=request.requirement.grant_scope,
                 single_use=request.requirement.single_use,
+                row_budget=request.requirement.row_budget,
             )
             await repo.insert_grant(tx, grant)
             why = f"approved by {', '.join(sorted(people))}"

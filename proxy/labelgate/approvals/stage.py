@@ -12,8 +12,10 @@ When a decision says ``require_approval``:
 2. otherwise a request is opened (justification from ``x-labelgate-justification``) and
    - ``x-labelgate-approval: async``: the call ends at once with FAILED_PRECONDITION and an
      ErrorInfo carrying ``approval_id`` and ``link``;
-   - by default the call is held until the request is granted, denied or expires (the
-     configured hold timeout, cut short by the client's deadline).
+   - by default the call is held until the request is granted, denied or expires. The window
+     is the policy's ``require_approval.hold_seconds``, else ``approvals.hold_timeout_seconds``,
+     cut short by the client's deadline: when the deadline ends the hold, the request is
+     marked expired and the call ends with DEADLINE_EXCEEDED (APPROVAL_DEADLINE_EXCEEDED).
    The request carries what approvers see of the query: input names, datatypes and shapes
    (never values), the outputs named, the row count, and the fields and labels at stake.
    A requester with ``approvals.max_open_per_requester`` requests open is refused
@@ -33,8 +35,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from labelgate.approvals import deadline, events, rules
-from labelgate.approvals.errors import ApprovalPending
+from labelgate.approvals import deadline, events, reasons, rules
+from labelgate.approvals.errors import ApprovalPending, HoldDeadlineExceeded
 from labelgate.approvals.hold import Reevaluate
 from labelgate.approvals.model import (
     Binding,
@@ -79,13 +81,17 @@ def read_options(metadata: tuple[tuple[str, Any], ...]) -> Options:
             values.setdefault(key.lower(), []).append(_text(value).strip())
     for key, found in values.items():
         if len(found) > 1:
-            raise InvalidInput("APPROVAL_OPTION_REPEATED", f"send {key} once, not {len(found)} times")
+            raise InvalidInput(reasons.APPROVAL_OPTION_REPEATED, f"send {key} once, not {len(found)} times")
     mode = values.get(MODE_HEADER, ["hold"])[0].lower() or "hold"
     if mode not in ("hold", "wait", "async"):
-        raise InvalidInput("APPROVAL_MODE_INVALID", f"{MODE_HEADER} must be 'async' or 'wait', not {mode!r}")
+        raise InvalidInput(
+            reasons.APPROVAL_MODE_INVALID, f"{MODE_HEADER} must be 'async' or 'wait', not {mode!r}"
+        )
     approval_id = values.get(APPROVAL_ID_HEADER, [None])[0] or None
     if approval_id is not None and not _APPROVAL_ID.fullmatch(approval_id):
-        raise InvalidInput("APPROVAL_ID_INVALID", f"{APPROVAL_ID_HEADER} is not an approval id (apr-...)")
+        raise InvalidInput(
+            reasons.APPROVAL_ID_INVALID, f"{APPROVAL_ID_HEADER} is not an approval id (apr-...)"
+        )
     justification = _CONTROL.sub(" ", values.get(JUSTIFICATION_HEADER, [""])[0])[:MAX_JUSTIFICATION_CHARS]
     return Options(
         mode="async" if mode == "async" else "hold", approval_id=approval_id, justification=justification
@@ -158,6 +164,13 @@ class HoldForApproval:
         self.deadline_margin_seconds = deadline_margin_seconds
         self.clock = clock
 
+    def hold_window(self, decision: Decision) -> float:
+        """How long a held call waits: the policy's ``hold_seconds``, else the configured one."""
+        needed = decision.require_approval
+        if needed is not None and needed.hold_seconds is not None:
+            return float(needed.hold_seconds)
+        return self.hold_timeout_seconds
+
     async def hold(
         self,
         call: Call,
@@ -221,7 +234,7 @@ class HoldForApproval:
             )
         if request.state is State.PENDING:
             raise ApprovalPending(
-                "APPROVAL_PENDING",
+                reasons.APPROVAL_PENDING,
                 f"approval {approval_id} is still pending: {request.requirement.reason}",
                 approval_id=approval_id,
                 link=self.service.link(approval_id),
@@ -268,13 +281,16 @@ class HoldForApproval:
         reevaluate: Reevaluate,
     ) -> Decision:
         now = self.clock()
+        cut_by_deadline = False
         if options.mode == "async":
             until = now + self.async_timeout_seconds
         else:
-            until = now + self.hold_timeout_seconds
+            until = now + self.hold_window(decision)
             left = deadline.seconds_left(now)
-            if left is not None:  # answer before the client gives up, so it learns why
-                until = min(until, now + left - self.deadline_margin_seconds)
+            if left is not None and now + left - self.deadline_margin_seconds < until:
+                # Answer before the client gives up, so it learns why.
+                until = now + left - self.deadline_margin_seconds
+                cut_by_deadline = True
             if until - now < self.min_hold_seconds:
                 return refusal(
                     decision,
@@ -299,7 +315,7 @@ class HoldForApproval:
         link = self.service.link(request.id)
         if options.mode == "async":
             raise ApprovalPending(
-                "APPROVAL_PENDING",
+                reasons.APPROVAL_PENDING,
                 f"held for approval: {requirement.reason}; call again with {APPROVAL_ID_HEADER}: "
                 f"{request.id} once it is granted ({link})",
                 approval_id=request.id,
@@ -316,5 +332,13 @@ class HoldForApproval:
             # The held call is the grant's first use (a single-use grant is spent on it).
             if grant is not None and await self.service.use_grant(grant, requirement, call.request_id):
                 return await reevaluate(grant.to_policy())
+        if cut_by_deadline and final.state is State.EXPIRED:
+            raise HoldDeadlineExceeded(
+                reasons.APPROVAL_DEADLINE_EXCEEDED,
+                f"approval {final.id} was not decided before the call's deadline; it is expired "
+                f"(call again with a longer deadline, or send {MODE_HEADER}: async)",
+                approval_id=final.id,
+                link=link,
+            )
         code = f"APPROVAL_{final.state.value.upper()}"
         return refusal(decision, code, f"approval {final.id} {final.state.value}: {final.resolution}")

@@ -17,13 +17,11 @@ uses a double-submit cookie. Forms are also refused when the browser says they c
 another origin. A vote or sign-out is checked against the session cookie before its body is
 read; bodies are read with a bound (``MAX_FORM_BYTES``, 413 past it).
 
-Recorded sessions (``/inbox/sessions``, ``/inbox/sessions/{id}``): the timeline of a
-session, call by call, with the response exactly as delivered. They live under ``/inbox``
-because that is where the session cookie is sent. Only signed-in members of the viewer
-groups (``approvals.viewer_groups``, formerly ``admin_groups``) may see them (none
-configured: nobody may); the store
-is ``app.state.session_store`` (a ``labelgate.recording.SessionStore``), set by whoever
-builds the app from ``settings.recording``; without one the pages say recording is off.
+Recorded sessions (``/inbox/sessions``, ``/inbox/sessions/{id}``) are
+``labelgate.recording.web``, mounted here with the inbox's sign-in and layout: only
+signed-in members of the viewer groups (``approvals.viewer_groups``, formerly
+``admin_groups``) reach them (none configured: nobody may), and each recorded response is
+shown as the policy's replay decision for that viewer allows.
 """
 
 from __future__ import annotations
@@ -38,16 +36,18 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from labelgate.approvals import rules
+from labelgate.approvals import reasons, rules
 from labelgate.approvals.api import APPROVAL_ID, ApprovalsContext, context
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
+from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK
+from labelgate.approvals.oidc import PENDING_SECONDS, OidcSignin, seal, unseal
 from labelgate.auth import Subject
 from labelgate.classify.labels import LABEL_RANK
 from labelgate.errors import (
@@ -59,6 +59,7 @@ from labelgate.errors import (
     Unauthenticated,
 )
 from labelgate.logs import get_logger
+from labelgate.recording.web import InboxHooks, sessions_router
 
 log = get_logger(__name__)
 HERE = Path(__file__).parent
@@ -67,14 +68,21 @@ SIGNIN_COOKIE = "labelgate_signin"
 # With HTTPS: the browser accepts these only with Secure, Path=/ and no Domain.
 SECURE_SESSION_COOKIE = "__Host-labelgate_session"
 SECURE_SIGNIN_COOKIE = "__Host-labelgate_signin"
+OIDC_COOKIE = "labelgate_oidc"
+SECURE_OIDC_COOKIE = "__Host-labelgate_oidc"
 COOKIE_PATH = "/inbox"
 MAX_FORM_BYTES = 16 * 1024
 MAX_COOKIE_BYTES = 3800
 SESSION_FORMAT = "v1"
 RECENT_LIMIT = 15
+# Pending requests on one inbox page (``?limit=`` may ask for 1 to MAX_PAGE_SIZE).
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+# How often an open inbox page asks whether its pending list changed (``/inbox/live``).
+POLL_MILLISECONDS = 2000
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -96,9 +104,6 @@ _FLASH = {
 _APPROVAL_ID = re.compile(APPROVAL_ID)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(prefix="/inbox", include_in_schema=False)
-# Included before ``router``, whose ``/inbox/{approval_id}`` would otherwise take ``/inbox/sessions``.
-sessions_router = APIRouter(prefix="/inbox/sessions", include_in_schema=False)
-MAX_SESSION_ID = 256
 
 
 # -- formatting for the templates -------------------------------------------------------------
@@ -213,16 +218,16 @@ def _session(request: Request) -> tuple[Subject, str] | None:
 async def _form(request: Request) -> dict[str, str]:
     """The urlencoded form, read with a bound: past ``MAX_FORM_BYTES`` it is refused unread."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-        raise InvalidInput("FORM_EXPECTED", "send the form as application/x-www-form-urlencoded")
+        raise InvalidInput(reasons.FORM_EXPECTED, "send the form as application/x-www-form-urlencoded")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise ResourceExhausted("FORM_TOO_LARGE", f"the form is larger than {MAX_FORM_BYTES} bytes")
+        raise ResourceExhausted(reasons.FORM_TOO_LARGE, f"the form is larger than {MAX_FORM_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_FORM_BYTES:
-            raise ResourceExhausted("FORM_TOO_LARGE", f"the form is larger than {MAX_FORM_BYTES} bytes")
+            raise ResourceExhausted(reasons.FORM_TOO_LARGE, f"the form is larger than {MAX_FORM_BYTES} bytes")
         chunks.append(chunk)
     fields = parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
     return {key: values[0] for key, values in fields.items()}
@@ -231,14 +236,14 @@ async def _form(request: Request) -> dict[str, str]:
 def _same_origin(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-        raise PermissionDenied("CROSS_ORIGIN_FORM", "this form was sent from another site")
+        raise PermissionDenied(reasons.CROSS_ORIGIN_FORM, "this form was sent from another site")
 
 
 def _check_csrf(request: Request, form: dict[str, str], session_token: str) -> None:
     _same_origin(request)
     if not hmac.compare_digest(form.get("csrf", ""), csrf_token(context(request), session_token)):
         raise PermissionDenied(
-            "CSRF_TOKEN_INVALID", "the form's CSRF token is missing or wrong: reload the page"
+            reasons.CSRF_TOKEN_INVALID, "the form's CSRF token is missing or wrong: reload the page"
         )
 
 
@@ -256,6 +261,9 @@ def _page(request: Request, name: str, status: int = 200, **values: Any) -> HTML
 
 
 def _signin_page(request: Request, next_url: str, error: str = "", status: int = 200) -> HTMLResponse:
+    if context(request).oidc is not None:  # the provider's login, never a pasted token
+        oidc_url = f"{COOKIE_PATH}/oidc/login?next={quote(_safe_next(next_url), safe='')}"
+        return _page(request, "signin.html", status, next=next_url, oidc_url=oidc_url, error=error)
     nonce = secrets.token_urlsafe(24)
     response = _page(request, "signin.html", status, next=next_url, csrf=nonce, error=error)
     _, signin_cookie, path = _cookie_names(request)
@@ -307,16 +315,46 @@ def _view(request: ApprovalRequest, person: Subject, ctx: ApprovalsContext, now:
     }
 
 
+def _page_query(cursor: str, limit: int) -> str:
+    query = {"cursor": cursor} if cursor else {}
+    if limit != PAGE_SIZE:
+        query["limit"] = str(limit)
+    return urlencode(query)
+
+
+async def _pending_page(
+    request: Request, person: Subject, cursor: str, limit: int
+) -> tuple[list[dict[str, Any]], str | None, str]:
+    """One page of the pending requests the person may see (soonest to expire first within
+    it), the next page's cursor, and a signature that changes when the page would."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInput(reasons.LIMIT_INVALID, f"limit must be 1 to {MAX_PAGE_SIZE}")
+    ctx = context(request)
+    page = await ctx.service.page(person, [State.PENDING], limit=limit, cursor=cursor or None)
+    now = time.time()
+    pending = sorted(page.items, key=lambda r: r.expires_at)
+    signature = hashlib.sha256(
+        json.dumps([(r.id, r.state.value, len(r.votes)) for r in pending]).encode()
+    ).hexdigest()[:32]
+    return [_view(r, person, ctx, now) for r in pending], page.next, signature
+
+
 @router.get("", response_class=HTMLResponse)
-async def inbox(request: Request, flash: str = "", id: str = "") -> Response:
+async def inbox(
+    request: Request, flash: str = "", id: str = "", cursor: str = "", limit: int = PAGE_SIZE
+) -> Response:
     session = _session(request)
     if session is None:
         return _signin_page(request, COOKIE_PATH)
     person, token = session
     ctx = context(request)
+    pending, next_cursor, signature = await _pending_page(request, person, cursor, limit)
     now = time.time()
-    pending = sorted(await ctx.service.visible_to(person, [State.PENDING]), key=lambda r: r.expires_at)
-    recent = (await ctx.service.visible_to(person, sorted(RESOLVED)))[:RECENT_LIMIT]
+    recent = (
+        []
+        if cursor
+        else (await ctx.service.page(person, sorted(RESOLVED), limit=RECENT_LIMIT, cursor=None)).items
+    )
     message = _FLASH.get(flash, "").format(id=id if len(id) < 40 else "")
     return _page(
         request,
@@ -324,14 +362,40 @@ async def inbox(request: Request, flash: str = "", id: str = "") -> Response:
         person=person,
         csrf=csrf_token(context(request), token),
         flash=message,
-        pending=[_view(r, person, ctx, now) for r in pending],
+        pending=pending,
         recent=[_view(r, person, ctx, now) for r in recent],
+        signature=signature,
+        live_url=f"{COOKIE_PATH}/live?{_page_query(cursor, limit)}",
+        poll_ms=POLL_MILLISECONDS,
+        next_url=f"{COOKIE_PATH}?{_page_query(next_cursor, limit)}" if next_cursor else "",
     )
+
+
+@router.get("/live")
+async def live(request: Request, cursor: str = "", limit: int = PAGE_SIZE) -> Response:
+    """What the inbox page polls (``static/inbox.js``): the pending list's signature and, so
+    the page needs no second request, its HTML (rendered here with the page's own escaping)."""
+    session = _session(request)
+    if session is None:
+        raise Unauthenticated(reasons.SESSION_EXPIRED, "your session has ended: sign in again")
+    person, token = session
+    pending, _, signature = await _pending_page(request, person, cursor, limit)
+    html = templates.env.get_template("_pending.html").render(
+        pending=pending, csrf=csrf_token(context(request), token), now=time.time()
+    )
+    response = JSONResponse({"signature": signature, "count": len(pending), "html": html})
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 @router.post("/signin")
 async def signin(request: Request) -> Response:
-    session_cookie, signin_cookie, path = _cookie_names(request)
+    if context(request).oidc is not None:
+        raise PermissionDenied(
+            reasons.TOKEN_SIGNIN_DISABLED,
+            "this inbox signs approvers in with OpenID Connect, not pasted tokens",
+        )
+    _, signin_cookie, path = _cookie_names(request)
     # The sign-in form's own cookie first: a post without it is refused before its body is read.
     expected = request.cookies.get(signin_cookie, "")
     if not expected:
@@ -358,6 +422,16 @@ async def signin(request: Request) -> Response:
             request, next_url, "That token names too many groups to keep in a session cookie.", 400
         )
     response = _redirect(next_url)
+    _start_session(request, response, value, until - now)
+    response.delete_cookie(
+        signin_cookie, path=path, secure=_secure(request), httponly=True, samesite="strict"
+    )
+    log.info("inbox sign-in", subject=person.id, until=int(until))
+    return response
+
+
+def _start_session(request: Request, response: Response, value: str, seconds: float) -> None:
+    session_cookie, _, path = _cookie_names(request)
     response.set_cookie(
         session_cookie,
         value,
@@ -365,12 +439,65 @@ async def signin(request: Request) -> Response:
         samesite="strict",
         secure=_secure(request),
         path=path,
-        max_age=max(1, int(until - now)),
+        max_age=max(1, int(seconds)),
     )
-    response.delete_cookie(
-        signin_cookie, path=path, secure=_secure(request), httponly=True, samesite="strict"
+
+
+# -- OpenID Connect sign-in (admin.oidc) ------------------------------------------------------
+def _oidc_cookie(request: Request) -> tuple[str, str]:
+    _, _, path = _cookie_names(request)
+    return (SECURE_OIDC_COOKIE if _secure(request) else OIDC_COOKIE), path
+
+
+def _oidc(request: Request) -> OidcSignin:
+    signin = context(request).oidc
+    if signin is None:
+        raise NotFound(reasons.OIDC_NOT_CONFIGURED, "this inbox has no OpenID Connect sign-in (admin.oidc)")
+    return signin  # type: ignore[no-any-return]
+
+
+@router.get("/oidc/login")
+async def oidc_login(request: Request, next: str = COOKIE_PATH) -> Response:
+    signin = _oidc(request)
+    ctx = context(request)
+    redirect_uri = ctx.oidc_redirect_url or f"{request.url.scheme}://{request.url.netloc}{OIDC_CALLBACK}"
+    url, pending = await signin.begin(redirect_uri, _safe_next(next))
+    response = _redirect(url)
+    name, path = _oidc_cookie(request)
+    # Lax, not Strict: the provider's redirect back is a cross-site navigation that must carry it.
+    response.set_cookie(
+        name,
+        seal(ctx.session_key, pending),
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path=path,
+        max_age=PENDING_SECONDS,
     )
-    log.info("inbox sign-in", subject=person.id, until=int(until))
+    return response
+
+
+@router.get("/oidc/callback")
+async def oidc_callback(request: Request) -> Response:
+    signin = _oidc(request)
+    ctx = context(request)
+    name, path = _oidc_cookie(request)
+    pending = unseal(ctx.session_key, request.cookies.get(name))
+    params = {key: value for key, value in request.query_params.items() if len(value) <= 4096}
+    person = await signin.finish(pending, params)
+    assert pending is not None  # finish refuses a missing pending login
+    until = time.time() + ctx.session_max_seconds
+    value = issue_session(ctx, person, until)
+    if len(value) > MAX_COOKIE_BYTES:
+        raise InvalidInput(
+            reasons.SESSION_TOO_LARGE, "you belong to too many groups to keep in a session cookie"
+        )
+    # A page, not a redirect: the browser withholds SameSite=Strict cookies on a redirect chain
+    # that began at another site, so the inbox would not see the session just set.
+    response = _page(request, "signed_in.html", next=pending.next_url, person=None)
+    _start_session(request, response, value, ctx.session_max_seconds)
+    response.delete_cookie(name, path=path, secure=_secure(request), httponly=True, samesite="lax")
+    log.info("inbox sign-in", subject=person.id, via="oidc", until=int(until))
     return response
 
 
@@ -407,12 +534,12 @@ async def detail(request: Request, approval_id: str) -> Response:
 async def _vote(request: Request, approval_id: str, verdict: str) -> Response:
     session = _session(request)  # before the body is read
     if session is None:
-        raise Unauthenticated("SESSION_EXPIRED", "your session has ended: sign in again")
+        raise Unauthenticated(reasons.SESSION_EXPIRED, "your session has ended: sign in again")
     person, token = session
     form = await _form(request)
     _check_csrf(request, form, token)
     if not _APPROVAL_ID.match(approval_id):
-        raise InvalidInput("APPROVAL_ID_INVALID", "that is not an approval id")
+        raise InvalidInput(reasons.APPROVAL_ID_INVALID, "that is not an approval id")
     service = context(request).service
     reason = form.get("reason", "").strip()[:1000]
     if verdict == "approve":
@@ -444,156 +571,25 @@ def _auditor(request: Request, next_url: str) -> tuple[Subject, str] | Response:
     viewers = context(request).service.admin_groups
     if not viewers:
         raise PermissionDenied(
-            "SESSIONS_NO_ADMIN_GROUP",
+            reasons.SESSIONS_NO_ADMIN_GROUP,
             "recorded sessions are shown only to approvals.viewer_groups, and none is set",
         )
     if not set(person.groups) & set(viewers):
         log.warning("session page refused", subject=person.id, reason="not in a viewer group")
         raise PermissionDenied(
-            "SESSIONS_ADMIN_ONLY", f"recorded sessions are shown only to members of {', '.join(viewers)}"
+            reasons.SESSIONS_ADMIN_ONLY,
+            f"recorded sessions are shown only to members of {', '.join(viewers)}",
         )
     return session
 
 
-_TENSOR_OF_PATH = re.compile(r"^outputs\.([^.\[{]+)")
-
-
-def timeline(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stored entries as the session page shows them: calls numbered, markers and torn lines kept."""
-    items: list[dict[str, Any]] = []
-    number = 0
-    for entry in entries:
-        kind = entry.get("kind")
-        if kind == "call":
-            number += 1
-            items.append({"kind": "call", "number": number, **_call(entry)})
-        elif kind == "truncated":
-            items.append({"kind": "truncated", **entry})
-        elif kind != "session":
-            items.append({"kind": "damaged", "line": entry.get("line", "?")})
-    return items
-
-
-def _call(entry: dict[str, Any]) -> dict[str, Any]:
-    decision = entry.get("decision") or {}
-    masked = decision.get("masked") or []
-    summary = entry.get("request") or {}
-    return {
-        "e": entry,
-        "decision": decision,
-        "masked": masked,
-        "inputs": summary.get("inputs") or [],
-        "outputs_asked": summary.get("outputs") or [],
-        "response": _response(entry.get("response"), masked),
-    }
-
-
-def _response(stored: dict[str, Any] | None, masked: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The delivered response decoded: tensor tables for inference, protobuf text otherwise."""
-    # Imported here, not at the top: the replay code pulls in numpy and rich, which the
-    # gateway's admin app (it imports this module) should not pay for unless a page is shown.
-    from google.protobuf import text_format
-
-    from labelgate.oip.tensors import decode_outputs
-    from labelgate.recording.entries import decode_message
-    from labelgate.recording.replay import human_bytes
-
-    if not stored:
-        return None
-    view: dict[str, Any] = {"type": stored.get("type"), "size": human_bytes(stored.get("bytes", 0))}
-    message = decode_message(stored)
-    if message is None:
-        return {**view, "note": "type not known here, not decoded"}
-    if message.DESCRIPTOR.full_name != "inference.ModelInferResponse":
-        return {**view, "text": text_format.MessageToString(message, as_utf8=True)}
-    try:
-        tensors = decode_outputs(message)
-    except LabelgateError as error:
-        return {**view, "note": f"outputs do not decode ({error.reason})"}
-    strategies: dict[str, set[str]] = {}
-    for item in masked:
-        if match := _TENSOR_OF_PATH.match(item.get("path", "")):
-            strategies.setdefault(match.group(1), set()).add(item.get("strategy", "?"))
-    groups: dict[int, list[Any]] = {}  # a table per element count: one column per tensor, a row per element
-    for tensor in tensors:
-        groups.setdefault(len(tensor.values), []).append(tensor)
-    tables = []
-    for count, members in groups.items():
-        columns = [
-            {
-                "name": t.name,
-                "datatype": t.datatype,
-                "shape": t.shape,
-                "masked": sorted(strategies.get(t.name, ())),
-            }
-            for t in members
-        ]
-        rows = [[_cell(t.values[row], t.datatype) for t in members] for row in range(count)]
-        tables.append({"columns": columns, "rows": rows})
-    return {**view, "tables": tables}
-
-
-def _cell(value: Any, datatype: str) -> str:
-    """A delivered element as text: the CLI replay's rendering, but bytes that are not UTF-8 as hex."""
-    from labelgate.recording.replay import _cell as replay_cell
-
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return "0x" + value.hex()
-    return replay_cell(value, datatype)
-
-
-def _session_store(request: Request) -> Any:
-    store = getattr(request.app.state, "session_store", None)
-    if store is None:
-        raise NotFound("SESSIONS_NOT_RECORDED", "this server has no session recording store (recording: ...)")
-    return store
-
-
-@sessions_router.get("", response_class=HTMLResponse)
-async def sessions_list(request: Request) -> Response:
-    from labelgate.recording.replay import human_bytes
-
-    allowed = _auditor(request, f"{COOKIE_PATH}/sessions")
-    if isinstance(allowed, Response):
-        return allowed
-    person, token = allowed
-    found = sorted(await _session_store(request).sessions(), key=lambda info: info.last, reverse=True)
-    log.info("sessions listed", subject=person.id, count=len(found))
-    rows = [
-        {"info": info, "size": human_bytes(info.bytes), "href": quote(info.session_id, safe="")}
-        for info in found
-    ]
-    return _page(
-        request, "sessions.html", person=person, csrf=csrf_token(context(request), token), sessions=rows
-    )
-
-
-@sessions_router.get("/{session_id:path}", response_class=HTMLResponse)
-async def session_page(request: Request, session_id: str) -> Response:
-    if not session_id or len(session_id) > MAX_SESSION_ID:
-        raise InvalidInput("SESSION_ID_INVALID", f"a session id is 1 to {MAX_SESSION_ID} characters")
-    allowed = _auditor(request, f"{COOKIE_PATH}/sessions/{quote(session_id, safe='')}")
-    if isinstance(allowed, Response):
-        return allowed
-    person, token = allowed
-    entries = await _session_store(request).entries(session_id)
-    if entries is None:
-        raise NotFound("SESSION_NOT_FOUND", "no recorded session has that id")
-    log.info("session viewed", subject=person.id, session=session_id)
-    return _page(
-        request,
-        "session.html",
-        person=person,
-        csrf=csrf_token(context(request), token),
-        session_id=session_id,
-        items=timeline(entries),
-    )
+def _session_page(request: Request, name: str, person: Subject, token: str, **values: Any) -> Response:
+    """A session page (``labelgate.recording.web``) in the inbox's layout."""
+    return _page(request, name, person=person, csrf=csrf_token(context(request), token), **values)
 
 
 def mount_inbox(app: FastAPI) -> None:
-    app.include_router(sessions_router)
+    # The session pages first: ``/inbox/{approval_id}`` would otherwise take ``/inbox/sessions``.
+    app.include_router(sessions_router(InboxHooks(viewer=_auditor, render=_session_page)))
     app.include_router(router)
     app.mount(f"{COOKIE_PATH}/static", StaticFiles(directory=str(HERE / "static")), name="inbox-static")

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from labelgate.audit import reasons
 from labelgate.audit.records import canonical_json
 from labelgate.errors import ConfigError
 
@@ -43,7 +44,7 @@ def signed_bytes(seq: int, head: str, time: str, kid: str | None) -> bytes:
 
 
 @dataclass(frozen=True)
-class Signer:
+class CheckpointSigner:
     private_key: Ed25519PrivateKey | None
 
     @property
@@ -79,12 +80,16 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except OSError as error:
-        raise ConfigError("AUDIT_KEY_INVALID", f"cannot read signing key {path}: {error.strerror}") from None
+        raise ConfigError(
+            reasons.AUDIT_KEY_INVALID, f"cannot read signing key {path}: {error.strerror}"
+        ) from None
     except (ValueError, TypeError) as error:
         why = f"{path} is not a PEM private key without password: {error}"
-        raise ConfigError("AUDIT_KEY_INVALID", why) from None
+        raise ConfigError(reasons.AUDIT_KEY_INVALID, why) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError("AUDIT_KEY_INVALID", f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+        raise ConfigError(
+            reasons.AUDIT_KEY_INVALID, f"{path} holds a {type(key).__name__}, not an Ed25519 key"
+        )
     return key
 
 
@@ -92,11 +97,15 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except OSError as error:
-        raise ConfigError("AUDIT_KEY_INVALID", f"cannot read public key {path}: {error.strerror}") from None
+        raise ConfigError(
+            reasons.AUDIT_KEY_INVALID, f"cannot read public key {path}: {error.strerror}"
+        ) from None
     except (ValueError, TypeError) as error:
-        raise ConfigError("AUDIT_KEY_INVALID", f"{path} is not a PEM public key: {error}") from None
+        raise ConfigError(reasons.AUDIT_KEY_INVALID, f"{path} is not a PEM public key: {error}") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError("AUDIT_KEY_INVALID", f"{path} is a {type(key).__name__}, not an Ed25519 public key")
+        raise ConfigError(
+            reasons.AUDIT_KEY_INVALID, f"{path} is a {type(key).__name__}, not an Ed25519 public key"
+        )
     return key
 
 
@@ -106,7 +115,9 @@ def generate_keypair(directory: Path, force: bool = False) -> tuple[Path, Path, 
     private_path, public_path = directory / PRIVATE_KEY_NAME, directory / PUBLIC_KEY_NAME
     existing = [str(p) for p in (private_path, public_path) if p.exists()]
     if existing and not force:
-        raise ConfigError("AUDIT_KEY_EXISTS", f"{', '.join(existing)} already exist (use --force to replace)")
+        raise ConfigError(
+            reasons.AUDIT_KEY_EXISTS, f"{', '.join(existing)} already exist (use --force to replace)"
+        )
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

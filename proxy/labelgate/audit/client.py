@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from labelgate.audit import reasons
 from labelgate.audit.protocol import FrameError, encode, read_frame
 from labelgate.errors import LabelgateError
 
@@ -96,7 +97,8 @@ class AuditClient:
 
     async def stats(self) -> dict[str, Any]:
         """The writer's counters (records, fsyncs, batches, seq, head, ...)."""
-        return (await self._request({"op": "stats"}))["stats"]
+        stats: dict[str, Any] = (await self._request({"op": "stats"}))["stats"]
+        return stats
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -117,7 +119,7 @@ class AuditClient:
         try:
             frame = encode({**message, "id": request_id})
         except (TypeError, ValueError) as error:
-            raise AuditRejected("AUDIT_EVENT_INVALID", f"event is not plain JSON: {error}") from None
+            raise AuditRejected(reasons.AUDIT_EVENT_INVALID, f"event is not plain JSON: {error}") from None
         connection: _Connection | None = None
         try:
             async with asyncio.timeout(self.timeout):

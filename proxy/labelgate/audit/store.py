@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelgate.audit import reasons
 from labelgate.audit.records import GENESIS, RECORD_KEYS, is_hex_digest, record_hash
 from labelgate.errors import ConfigError, LabelgateError
 
@@ -168,7 +169,8 @@ class LogStore:
         except BlockingIOError:
             os.close(fd)
             raise ConfigError(
-                "AUDIT_LOG_LOCKED", f"another audit writer is using {self.directory}: one writer per log"
+                reasons.AUDIT_LOG_LOCKED,
+                f"another audit writer is using {self.directory}: one writer per log",
             ) from None
         self._lock_fd = fd
 
@@ -226,7 +228,7 @@ class LogStore:
             for line in handle:
                 record = parse_record(line)
                 if record is not None and record["seq"] == seq:
-                    return record["hash"]
+                    return str(record["hash"])
         return None
 
     # -- write -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from labelgate.audit import reasons
 from labelgate.audit.checkpoints import CHECKPOINT_KEYS, check_signature
 from labelgate.audit.records import GENESIS, RECORD_KEYS, canonical_json, is_hex_digest, record_hash
 from labelgate.audit.store import CHECKPOINTS_NAME, SEGMENT_PATTERN, list_segments
@@ -89,11 +90,13 @@ def verify_log(path: Path, public_key: Ed25519PublicKey | None = None) -> Verify
     if path.is_dir():
         files, checkpoints_file, anchored = [p for _, p in list_segments(path)], path / CHECKPOINTS_NAME, True
         if not files and not checkpoints_file.exists():
-            raise ConfigError("AUDIT_LOG_MISSING", f"{path} holds no audit log (no audit-*.jsonl files)")
+            raise ConfigError(
+                reasons.AUDIT_LOG_MISSING, f"{path} holds no audit log (no audit-*.jsonl files)"
+            )
     elif path.is_file():
         files, checkpoints_file, anchored = [path], path.parent / CHECKPOINTS_NAME, False
     else:
-        raise ConfigError("AUDIT_LOG_MISSING", f"{path} does not exist")
+        raise ConfigError(reasons.AUDIT_LOG_MISSING, f"{path} does not exist")
     report = VerifyReport(
         target=path,
         files=files,

@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from labelgate.audit.checkpoints import Signer, load_private_key
+from labelgate.audit import reasons
+from labelgate.audit.checkpoints import CheckpointSigner, load_private_key
 from labelgate.audit.protocol import FrameError, encode, read_frame
 from labelgate.audit.records import make_line, validate_event
 from labelgate.audit.store import LogStore
@@ -71,7 +72,7 @@ class WriterSettings:
         if self.max_batch < 1 or self.max_segment_bytes < 1:
             problems.append("max_batch and max_segment_bytes must be positive")
         if problems:
-            raise ConfigError("AUDIT_WRITER_CONFIG", "; ".join(problems))
+            raise ConfigError(reasons.AUDIT_WRITER_CONFIG, "; ".join(problems))
 
 
 @dataclass
@@ -110,7 +111,8 @@ class AuditWriter:
     def __init__(self, settings: WriterSettings) -> None:
         settings.check()
         self.settings = settings
-        self.signer = Signer(load_private_key(settings.signing_key) if settings.signing_key else None)
+        key = load_private_key(settings.signing_key) if settings.signing_key else None
+        self.signer = CheckpointSigner(key)
         self.store = LogStore(settings.log_dir, settings.max_segment_bytes, settings.fsync)
         self.stats = _Stats()
         self.failed: BaseException | None = None
@@ -144,7 +146,9 @@ class AuditWriter:
     def _claim_socket(self) -> Path:
         path = self.settings.socket_path
         if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.stat().st_mode)):
-            raise ConfigError("AUDIT_SOCKET_INVALID", f"{path} exists and is not a socket: not replacing it")
+            raise ConfigError(
+                reasons.AUDIT_SOCKET_INVALID, f"{path} exists and is not a socket: not replacing it"
+            )
         if path.exists():
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 try:
@@ -152,7 +156,7 @@ class AuditWriter:
                 except OSError:
                     path.unlink()  # left behind by a writer that died: nobody listens on it
                 else:
-                    raise ConfigError("AUDIT_SOCKET_IN_USE", f"another process is listening on {path}")
+                    raise ConfigError(reasons.AUDIT_SOCKET_IN_USE, f"another process is listening on {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

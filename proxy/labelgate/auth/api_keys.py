@@ -79,13 +79,15 @@ class ApiKeyStore:
         try:
             document = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as error:
-            raise ConfigError("AUTH_CONFIG_INVALID", f"API keys file {path}: cannot read ({error})") from None
+            raise ConfigError(
+                reasons.AUTH_CONFIG_INVALID, f"API keys file {path}: cannot read ({error})"
+            ) from None
         try:
             entries = _KeysFile.model_validate(document).keys
         except ValidationError as error:
             problems = [f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()]
             raise ConfigError(
-                "AUTH_CONFIG_INVALID", f"API keys file {path}: " + "; ".join(problems)
+                reasons.AUTH_CONFIG_INVALID, f"API keys file {path}: " + "; ".join(problems)
             ) from None
         problems = []
         ids = [entry.id for entry in entries]
@@ -97,7 +99,7 @@ class ApiKeyStore:
         if any(not name.strip() for entry in entries for name in entry.groups):
             problems.append("a group name is empty")
         if problems:
-            raise ConfigError("AUTH_CONFIG_INVALID", f"API keys file {path}: " + "; ".join(problems))
+            raise ConfigError(reasons.AUTH_CONFIG_INVALID, f"API keys file {path}: " + "; ".join(problems))
         return cls(entries)
 
     def __len__(self) -> int:

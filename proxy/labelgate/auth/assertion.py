@@ -41,7 +41,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from labelgate.auth import reasons
 from labelgate.auth.subject import Subject
+from labelgate.config_paths import ConfigPath
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
 
@@ -57,9 +59,9 @@ class SubjectAssertionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    key_file: Path | None = Field(None, description="PEM P-256 private key (PKCS#8)")
+    key_file: ConfigPath | None = Field(None, description="PEM P-256 private key (PKCS#8)")
     key: SecretStr | None = Field(None, description="The same PEM inline (e.g. from a secret)")
-    extra_jwks_file: Path | None = Field(
+    extra_jwks_file: ConfigPath | None = Field(
         None, description="More public keys to publish in the JWKS (the next or previous key, when rotating)"
     )
     issuer: str = Field(DEFAULT_ISSUER, min_length=1, max_length=256)
@@ -118,7 +120,7 @@ class SubjectAsserter:
         extra_keys: tuple[Mapping[str, Any], ...] = (),
     ) -> None:
         if not isinstance(key.curve, ec.SECP256R1):
-            raise ConfigError("ASSERTION_KEY_INVALID", "the subject assertion key must be a P-256 key")
+            raise ConfigError(reasons.ASSERTION_KEY_INVALID, "the subject assertion key must be a P-256 key")
         self._key = key
         self._jwk = public_jwk(key)
         self.kid = self._jwk["kid"]
@@ -139,7 +141,7 @@ class SubjectAsserter:
                 pem, where = settings.key_file.read_bytes(), str(settings.key_file)
             except OSError as error:
                 raise ConfigError(
-                    "ASSERTION_KEY_UNREADABLE", f"cannot read subject_assertion.key_file: {error}"
+                    reasons.ASSERTION_KEY_UNREADABLE, f"cannot read subject_assertion.key_file: {error}"
                 ) from None
         else:
             log.warning(
@@ -151,16 +153,16 @@ class SubjectAsserter:
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError):
-            raise ConfigError("ASSERTION_KEY_INVALID", f"{where} is not a PEM private key") from None
+            raise ConfigError(reasons.ASSERTION_KEY_INVALID, f"{where} is not a PEM private key") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ConfigError("ASSERTION_KEY_INVALID", f"{where} is not an EC (P-256) private key")
+            raise ConfigError(reasons.ASSERTION_KEY_INVALID, f"{where} is not an EC (P-256) private key")
         extra: tuple[Mapping[str, Any], ...] = ()
         if settings.extra_jwks_file is not None:
             try:
                 extra = tuple(json.loads(settings.extra_jwks_file.read_text())["keys"])
             except (OSError, ValueError, KeyError, TypeError) as error:
                 raise ConfigError(
-                    "ASSERTION_KEY_INVALID", f"subject_assertion.extra_jwks_file: {error}"
+                    reasons.ASSERTION_KEY_INVALID, f"subject_assertion.extra_jwks_file: {error}"
                 ) from None
         return cls(
             key,

@@ -165,7 +165,7 @@ def _build_parts(
     except ConfigError as error:
         problems.append(error.message)
     if problems:
-        raise ConfigError("AUTH_CONFIG_INVALID", "; ".join(problems))
+        raise ConfigError(reasons.AUTH_CONFIG_INVALID, "; ".join(problems))
     if not settings.enabled():
         log.warning("no_auth_method", note="no jwt, mtls or api_keys configured: every call is refused")
     return mtls, jwt, api_keys

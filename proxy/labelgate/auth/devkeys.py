@@ -27,6 +27,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from labelgate.auth import reasons
 from labelgate.auth.subject import normalise_groups
 from labelgate.errors import ConfigError, InvalidInput
 
@@ -71,7 +72,7 @@ def generate(directory: Path, *, force: bool = False) -> tuple[Path, Path]:
     existing = [str(path) for path in (private_path, jwks_path) if path.exists()]
     if existing and not force:
         raise ConfigError(
-            "DEV_KEYS_EXIST", f"refusing to overwrite {', '.join(existing)} (force replaces them)"
+            reasons.DEV_KEYS_EXIST, f"refusing to overwrite {', '.join(existing)} (force replaces them)"
         )
     key = ec.generate_private_key(ec.SECP256R1())
     public_jwk = _public_jwk(key)
@@ -91,12 +92,12 @@ def parse_ttl(text: str) -> int:
     match = _TTL.fullmatch(str(text).strip())
     if not match:
         raise InvalidInput(
-            "TTL_INVALID",
+            reasons.TTL_INVALID,
             f"cannot read TTL {text!r}: use seconds (3600) or a number with s, m, h or d (30m, 1h)",
         )
     seconds = int(match.group(1)) * _TTL_UNITS[match.group(2).lower()]
     if not 1 <= seconds <= MAX_DEV_TTL_SECONDS:
-        raise InvalidInput("TTL_INVALID", f"TTL {text!r} must be between 1 second and 7 days")
+        raise InvalidInput(reasons.TTL_INVALID, f"TTL {text!r} must be between 1 second and 7 days")
     return seconds
 
 
@@ -111,18 +112,18 @@ def mint_dev_token(
     """A JWT signed with the dev key: iss ``labelgate-dev``, aud ``labelgate``, ``kid`` of the
     shipped JWKS, valid from ``now`` for ``ttl_seconds``."""
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 256:
-        raise InvalidInput("DEV_TOKEN_BAD_SUBJECT", "the subject must be 1 to 256 characters")
+        raise InvalidInput(reasons.DEV_TOKEN_BAD_SUBJECT, "the subject must be 1 to 256 characters")
     bad = [group for group in groups if not _GROUP_NAME.fullmatch(group)]
     if bad:
         raise InvalidInput(
-            "DEV_TOKEN_BAD_GROUPS", f"group names must be non-empty without spaces or commas: {bad}"
+            reasons.DEV_TOKEN_BAD_GROUPS, f"group names must be non-empty without spaces or commas: {bad}"
         )
     if (
         isinstance(ttl_seconds, bool)
         or not isinstance(ttl_seconds, int)
         or not 1 <= ttl_seconds <= MAX_DEV_TTL_SECONDS
     ):
-        raise InvalidInput("TTL_INVALID", "ttl_seconds must be an integer from 1 to 7 days")
+        raise InvalidInput(reasons.TTL_INVALID, "ttl_seconds must be an integer from 1 to 7 days")
     key, kid = _load_signing_key(key_dir or default_dev_key_dir())
     issued = int(now if now is not None else time.time())
     claims = {
@@ -149,23 +150,27 @@ def _load_signing_key(key_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, str]:
     missing = [str(path) for path in (private_path, jwks_path) if not path.is_file()]
     if missing:
         raise ConfigError(
-            "DEV_KEYS_MISSING",
+            reasons.DEV_KEYS_MISSING,
             f"dev key files not found: {', '.join(missing)} (set {DEV_KEYS_ENV} to the dev-keys folder)",
         )
     try:
         key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
         document = json.loads(jwks_path.read_text())
     except ValueError as error:
-        raise ConfigError("DEV_KEYS_UNREADABLE", f"cannot read the dev keys in {key_dir}: {error}") from None
+        raise ConfigError(
+            reasons.DEV_KEYS_UNREADABLE, f"cannot read the dev keys in {key_dir}: {error}"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ConfigError("DEV_KEYS_UNREADABLE", f"{private_path} is not a P-256 private key")
+        raise ConfigError(reasons.DEV_KEYS_UNREADABLE, f"{private_path} is not a P-256 private key")
     public_jwk = _public_jwk(key)
     for entry in document.get("keys", []) if isinstance(document, dict) else []:
         if isinstance(entry, dict) and all(
             entry.get(name) == public_jwk[name] for name in ("kty", "crv", "x", "y")
         ):
             return key, str(entry["kid"])
-    raise ConfigError("DEV_KEYS_MISMATCH", f"{jwks_path} does not publish the public half of {private_path}")
+    raise ConfigError(
+        reasons.DEV_KEYS_MISMATCH, f"{jwks_path} does not publish the public half of {private_path}"
+    )
 
 
 def _public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:

@@ -8,7 +8,7 @@ key is never fed to HMAC (the HS256 confusion attack) and ``alg: none`` has no k
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ class KeyIndex:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[TrustedKey]:
         return iter(self._keys)
 
     def kids(self) -> set[str]:

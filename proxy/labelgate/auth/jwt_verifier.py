@@ -21,6 +21,7 @@ from labelgate.auth.jwks import KeyIndex, TrustedKey, parse_jwks, read_jwks_file
 from labelgate.auth.remote_jwks import RemoteJwks
 from labelgate.auth.settings import JwtSettings
 from labelgate.auth.subject import Subject
+from labelgate.auth.verified_tokens import VerifiedTokens
 from labelgate.errors import ConfigError, Unauthenticated
 from labelgate.logs import get_logger
 
@@ -67,6 +68,7 @@ class JwtVerifier:
         self._leeway = leeway_seconds
         self.remote = remote
         self._merged: tuple[KeyIndex | None, KeyIndex] = (None, local_keys)
+        self.verified = VerifiedTokens()
 
     @classmethod
     def from_settings(cls, settings: JwtSettings) -> JwtVerifier:
@@ -94,14 +96,14 @@ class JwtVerifier:
                 issuer=DEV_ISSUER,
                 note="INSECURE: anyone with the repository can mint tokens",
             )
-        dev_kids = {key.kid for key in keys if key.source == "dev"}
+        dev_kids = {key.kid for key in keys if key.source == "dev" and key.kid is not None}
         shared = sorted(
             kid for kid in dev_kids if kid in {key.kid for key in keys if key.source == "jwks_file"}
         )
         if shared:
             problems.append(f"the dev JWKS and jwks_file both publish kid {shared}")
         if problems:
-            raise ConfigError("AUTH_CONFIG_INVALID", "JWT keys: " + "; ".join(problems))
+            raise ConfigError(reasons.AUTH_CONFIG_INVALID, "JWT keys: " + "; ".join(problems))
         remote = None
         if settings.jwks_url is not None:
             remote = RemoteJwks(
@@ -130,6 +132,22 @@ class JwtVerifier:
             await self.remote.close()
 
     def verify(self, token: str) -> Subject:
+        keys = self._trusted_keys()
+        if keys is not None and isinstance(token, str):
+            cached = self.verified.get(token, keys)
+            if cached is not None:
+                return cached
+        subject, expires = self._verify(token)
+        if keys is not None:
+            self.verified.put(token, keys, subject, expires)
+        return subject
+
+    def _trusted_keys(self) -> object | None:
+        """What the verified-token memo is bound to: the key set in use (None: not loaded)."""
+        return self._local if self.remote is None else self.remote.index
+
+    def _verify(self, token: str) -> tuple[Subject, float]:
+        """The full check: the subject, and when the token expires (``exp``, no leeway)."""
         key = self._select_key(token)
         try:
             claims = jwt.decode(
@@ -153,13 +171,14 @@ class JwtVerifier:
         issuer = key.issuer or claims["iss"]
         if not isinstance(issuer, str) or not issuer or "#" in issuer:
             raise Unauthenticated(reasons.TOKEN_BAD_ISSUER, "the token's issuer cannot name a subject (iss)")
-        return Subject.proven(
+        subject = Subject.proven(
             "jwt",
             self._subject(claims),
             issuer=issuer,
             groups=self._groups(claims),
             attributes=_attributes(claims, key),
         )
+        return subject, float(claims["exp"])
 
     def _select_key(self, token: str) -> TrustedKey:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:

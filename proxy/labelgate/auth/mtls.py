@@ -122,12 +122,14 @@ def load_groups_file(path: Path) -> dict[str, tuple[str, ...]]:
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise ConfigError("AUTH_CONFIG_INVALID", f"mTLS groups file {path}: cannot read ({error})") from None
+        raise ConfigError(
+            reasons.AUTH_CONFIG_INVALID, f"mTLS groups file {path}: cannot read ({error})"
+        ) from None
     if document is None:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(
-            "AUTH_CONFIG_INVALID", f"mTLS groups file {path}: must map identity -> list of groups"
+            reasons.AUTH_CONFIG_INVALID, f"mTLS groups file {path}: must map identity -> list of groups"
         )
     problems = []
     groups: dict[str, tuple[str, ...]] = {}
@@ -139,7 +141,7 @@ def load_groups_file(path: Path) -> dict[str, tuple[str, ...]]:
         else:
             groups[identity] = tuple(names)
     if problems:
-        raise ConfigError("AUTH_CONFIG_INVALID", f"mTLS groups file {path}: " + "; ".join(problems))
+        raise ConfigError(reasons.AUTH_CONFIG_INVALID, f"mTLS groups file {path}: " + "; ".join(problems))
     return groups
 
 
@@ -149,5 +151,5 @@ def server_credentials(settings: MtlsSettings, cert_file: Path, key_file: Path) 
         pair = (key_file.read_bytes(), cert_file.read_bytes())
         ca = settings.ca_file.read_bytes()
     except OSError as error:
-        raise ConfigError("TLS_CONFIG_INVALID", f"cannot read TLS files: {error}") from None
+        raise ConfigError(reasons.TLS_CONFIG_INVALID, f"cannot read TLS files: {error}") from None
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)

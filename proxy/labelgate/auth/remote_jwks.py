@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from labelgate.auth import reasons
 from labelgate.auth.jwks import MAX_JWKS_BYTES, KeyIndex, parse_jwks
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
@@ -55,7 +56,7 @@ class RemoteJwks:
         problems = await self._fetch()
         if problems:
             raise ConfigError(
-                "JWKS_UNAVAILABLE", f"cannot load the JWKS from {self.url}: " + "; ".join(problems)
+                reasons.JWKS_UNAVAILABLE, f"cannot load the JWKS from {self.url}: " + "; ".join(problems)
             )
         self._task = asyncio.create_task(self._refresh_forever(), name="labelgate-jwks-refresh")
 

@@ -4,8 +4,8 @@ Each model checks everything it can without reading file contents and reports ev
 at once: a config that can never work should say all that is wrong in one go. File contents
 (JWKS, API keys, group mappings) are checked when the ``Authenticator`` is built.
 
-Relative paths are taken as given (relative to the working directory); the config loader
-resolves them against the config file first when it wants that.
+Paths are ``ConfigPath``: relative ones resolve against the config file's folder when the
+config loader gives one (``labelgate.config_paths``), else against the working directory.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from labelgate.auth.devkeys import DEV_ALGORITHM, DEV_ISSUER, dev_jwks_path
 from labelgate.auth.jwks import ALGORITHM_KEY_TYPES, SYMMETRIC_ALGORITHMS
 from labelgate.auth.subject import AUTH_METHODS, AuthMethod
+from labelgate.config_paths import ConfigPath
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -44,7 +45,7 @@ class JwtSettings(_Settings):
 
     issuer: str | None = Field(None, description="Required 'iss' of tokens verified with jwks_file/jwks_url")
     audience: str | None = Field(None, description="Required 'aud' (this gateway's name at the issuer)")
-    jwks_file: Path | None = None
+    jwks_file: ConfigPath | None = None
     jwks_url: str | None = Field(None, description="https URL (http only for loopback), fetched at start")
     jwks_refresh_seconds: float = Field(300.0, ge=10, le=86400)
     jwks_timeout_seconds: float = Field(5.0, gt=0, le=60)
@@ -57,7 +58,7 @@ class JwtSettings(_Settings):
     trust_dev_key: bool = Field(
         False, description="INSECURE: also accept tokens minted by `labelgate dev-token`"
     )
-    dev_keys_dir: Path | None = Field(
+    dev_keys_dir: ConfigPath | None = Field(
         None,
         description="Where the dev jwks.json is; default: $LABELGATE_DEV_KEYS, else "
         "deploy/quickstart/dev-keys under the working directory",
@@ -137,12 +138,12 @@ class MtlsSettings(_Settings):
     ``labelgate.auth.mtls.server_credentials``) requires and verifies them against ``ca_file``;
     this stage reads the identity from the verified certificate."""
 
-    ca_file: Path
+    ca_file: ConfigPath
     identity_from: Literal["san", "cn"] = "san"
     san_type: Literal["uri", "dns"] = Field(
         "uri", description="Which SAN names the client when identity_from=san"
     )
-    groups_file: Path | None = Field(None, description="YAML mapping identity -> list of groups")
+    groups_file: ConfigPath | None = Field(None, description="YAML mapping identity -> list of groups")
 
     @model_validator(mode="after")
     def _files(self) -> MtlsSettings:
@@ -153,7 +154,7 @@ class MtlsSettings(_Settings):
 class ApiKeySettings(_Settings):
     """API keys in ``x-api-key``, checked against the hashes in ``keys_file``."""
 
-    keys_file: Path | None = Field(
+    keys_file: ConfigPath | None = Field(
         None, description="YAML/JSON {keys: [{id, sha256, groups}]}; none: no key is valid"
     )
 

@@ -1,12 +1,17 @@
 """Who may do what on the bundle server: credentials, roles, and the ``Host`` check.
 
-Two roles, never one token for both:
+Three roles, never one token for two:
 
 - ``instance``: one OPA (or embedded gateway) per credential. It pulls bundles and posts its
   status reports and decision logs; everything it posts is stored under the credential's
   instance name, never under a name the body claims.
 - ``reader``: people and tools that read the fleet view, the decision logs and the publish
   status. A reader can neither pull bundles nor post.
+- ``publisher``: a person who authors policy changes. When the publish gate holds a revision
+  (``gate.py``), its author asks for its release (``POST /revisions/{revision}/approval``);
+  the approval request names the publisher as requester, so the approvals service refuses
+  the author's own vote. Name publishers by the short name their JWT carries (``sub``):
+  separation of duties compares short names, so ``alice`` cannot approve what ``alice`` asked.
 
 Credentials come from a tokens file (``--tokens-file``)::
 
@@ -16,6 +21,8 @@ Credentials come from a tokens file (``--tokens-file``)::
       opa-west-2: "sha256:9f86d08...0f00a08"   # the SHA-256 (hex) of the token, not the token
     readers:
       auditor: "sha256:..."
+    publishers:
+      alice: "sha256:..."
 
 or, for a single OPA, ``--token`` (instance, named by ``--token-instance``) and
 ``--reader-token``. Raw tokens must be at least ``MIN_TOKEN_CHARS`` long; no token may appear
@@ -40,14 +47,15 @@ from typing import Any, Literal
 
 import yaml
 
+from labelgate.bundle import reasons
 from labelgate.errors import ConfigError, PermissionDenied, Unauthenticated
 
-Role = Literal["instance", "reader"]
-ROLES: tuple[Role, ...] = ("instance", "reader")
+Role = Literal["instance", "reader", "publisher"]
+ROLES: tuple[Role, ...] = ("instance", "reader", "publisher")
 MIN_TOKEN_CHARS = 16
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
-_FILE_SECTIONS = {"instances": "instance", "readers": "reader"}
+_FILE_SECTIONS = {"instances": "instance", "readers": "reader", "publishers": "publisher"}
 
 
 @dataclass(frozen=True)
@@ -75,11 +83,13 @@ class Credentials:
 
     def add(self, role: Role, name: str, secret: str) -> None:
         if role not in ROLES:
-            raise ConfigError("BUNDLE_TOKENS_INVALID", f"unknown role {role!r}: use instance or reader")
+            raise ConfigError(reasons.BUNDLE_TOKENS_INVALID, f"unknown role {role!r}: use {', '.join(ROLES)}")
         if not isinstance(name, str) or not NAME.match(name):
-            raise ConfigError("BUNDLE_TOKENS_INVALID", f"{role} name {name!r}: use 1-64 of [A-Za-z0-9._-]")
+            raise ConfigError(
+                reasons.BUNDLE_TOKENS_INVALID, f"{role} name {name!r}: use 1-64 of [A-Za-z0-9._-]"
+            )
         if not isinstance(secret, str) or not secret.strip():
-            raise ConfigError("BUNDLE_TOKEN_EMPTY", f"the token of {role} {name!r} is empty")
+            raise ConfigError(reasons.BUNDLE_TOKEN_EMPTY, f"the token of {role} {name!r} is empty")
         secret = secret.strip()
         matched = _DIGEST.match(secret)
         if matched:
@@ -87,33 +97,40 @@ class Credentials:
         else:
             if len(secret) < MIN_TOKEN_CHARS:
                 raise ConfigError(
-                    "BUNDLE_TOKEN_WEAK",
+                    reasons.BUNDLE_TOKEN_WEAK,
                     f"the token of {role} {name!r} is shorter than {MIN_TOKEN_CHARS} characters",
                 )
             digest = token_digest(secret)
         if digest in self._by_digest:
             other = self._by_digest[digest]
             raise ConfigError(
-                "BUNDLE_TOKEN_REUSED",
+                reasons.BUNDLE_TOKEN_REUSED,
                 f"{role} {name!r} has the same token as {other.role} {other.name!r}: "
                 "one token per credential",
             )
         if any(p.role == role and p.name == name for p in self._by_digest.values()):
-            raise ConfigError("BUNDLE_TOKENS_INVALID", f"{role} {name!r} is named twice")
+            raise ConfigError(reasons.BUNDLE_TOKENS_INVALID, f"{role} {name!r} is named twice")
         self._by_digest[digest] = Principal(name=name, role=role)
 
     @classmethod
     def from_mapping(cls, data: Any, where: str = "the tokens file") -> Credentials:
         if not isinstance(data, Mapping):
-            raise ConfigError("BUNDLE_TOKENS_INVALID", f"{where}: expected a mapping with instances/readers")
+            raise ConfigError(
+                reasons.BUNDLE_TOKENS_INVALID,
+                f"{where}: expected a mapping with instances/readers/publishers",
+            )
         unknown = sorted(set(map(str, data)) - set(_FILE_SECTIONS))
         if unknown:
-            raise ConfigError("BUNDLE_TOKENS_INVALID", f"{where}: unknown section(s) {', '.join(unknown)}")
+            raise ConfigError(
+                reasons.BUNDLE_TOKENS_INVALID, f"{where}: unknown section(s) {', '.join(unknown)}"
+            )
         credentials = cls()
         for section, role in _FILE_SECTIONS.items():
             entries = data.get(section) or {}
             if not isinstance(entries, Mapping):
-                raise ConfigError("BUNDLE_TOKENS_INVALID", f"{where}: {section} must map names to tokens")
+                raise ConfigError(
+                    reasons.BUNDLE_TOKENS_INVALID, f"{where}: {section} must map names to tokens"
+                )
             for name, secret in entries.items():
                 credentials.add(role, str(name), secret)  # type: ignore[arg-type]
         return credentials
@@ -123,11 +140,11 @@ class Credentials:
         try:
             text = Path(path).read_text()
         except OSError as error:
-            raise ConfigError("BUNDLE_TOKENS_UNREADABLE", f"cannot read {path}: {error}") from None
+            raise ConfigError(reasons.BUNDLE_TOKENS_UNREADABLE, f"cannot read {path}: {error}") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ConfigError("BUNDLE_TOKENS_INVALID", f"{path} is not YAML/JSON: {error}") from None
+            raise ConfigError(reasons.BUNDLE_TOKENS_INVALID, f"{path} is not YAML/JSON: {error}") from None
         return cls.from_mapping(data, str(path))
 
     def merge(self, other: Credentials) -> Credentials:
@@ -135,7 +152,7 @@ class Credentials:
         for digest, principal in other._by_digest.items():
             if digest in merged._by_digest:
                 raise ConfigError(
-                    "BUNDLE_TOKEN_REUSED",
+                    reasons.BUNDLE_TOKEN_REUSED,
                     f"{principal.role} {principal.name!r} has the same token as another credential",
                 )
             merged._by_digest[digest] = principal
@@ -152,13 +169,13 @@ class Credentials:
         scheme, _, given = authorization.partition(" ")
         given = given.strip()
         if scheme.lower() != "bearer" or not given:
-            raise Unauthenticated("BUNDLE_TOKEN_MISSING", "send Authorization: Bearer <token>")
+            raise Unauthenticated(reasons.BUNDLE_TOKEN_MISSING, "send Authorization: Bearer <token>")
         principal = self._by_digest.get(token_digest(given))
         if principal is None:
-            raise Unauthenticated("BUNDLE_TOKEN_INVALID", "the bearer token is not valid")
+            raise Unauthenticated(reasons.BUNDLE_TOKEN_INVALID, "the bearer token is not valid")
         if principal.role != role:
             raise PermissionDenied(
-                "BUNDLE_ROLE_FORBIDDEN",
+                reasons.BUNDLE_ROLE_FORBIDDEN,
                 f"{principal.role} credential {principal.name!r} may not {what} (needs the {role} role)",
             )
         return principal
@@ -227,7 +244,9 @@ class HostCheck:
         )
         bad = sorted(n for n in cleaned if host_name(n) != n)
         if bad:
-            raise ConfigError("ALLOWED_HOST_INVALID", f"allowed host(s) {', '.join(bad)}: give a bare name")
+            raise ConfigError(
+                reasons.ALLOWED_HOST_INVALID, f"allowed host(s) {', '.join(bad)}: give a bare name"
+            )
         return cls(cleaned)
 
     def allows(self, header: str | None) -> bool:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+from labelgate.bundle import reasons
 from labelgate.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -92,14 +93,16 @@ def bundle_roots(files: Iterable[SourceFile]) -> tuple[str, ...]:
         if path.suffix == ".rego":
             match = _PACKAGE.search(content)
             if match is None:
-                raise InvalidInput("BUNDLE_PACKAGE_MISSING", f"{name}: no `package` declaration found")
+                raise InvalidInput(reasons.BUNDLE_PACKAGE_MISSING, f"{name}: no `package` declaration found")
             roots.add(match.group(1).decode())
         elif path.name == DATA_FILE:
             if len(path.parts) > 1:
                 roots.add(path.parts[0])
             else:
                 # data.json at the bundle root: each top-level key is its own namespace.
-                roots.update(_parse_json(name, content, require_object=True))
+                document = _parse_json(name, content, require_object=True)
+                assert isinstance(document, dict)  # require_object
+                roots.update(document)
     return tuple(sorted(roots))
 
 
@@ -146,22 +149,22 @@ def read_tarball(tarball: bytes, max_bytes: int = 64 * 1024 * 1024) -> dict[str,
                     continue
                 total += info.size
                 if total > max_bytes:
-                    raise InvalidInput("BUNDLE_TOO_LARGE", f"bundle holds more than {max_bytes} bytes")
+                    raise InvalidInput(reasons.BUNDLE_TOO_LARGE, f"bundle holds more than {max_bytes} bytes")
                 extracted = tar.extractfile(info)
                 assert extracted is not None  # a regular file always has content
                 files[info.name.lstrip("/")] = extracted.read()
     except (tarfile.TarError, OSError, EOFError) as error:
-        raise InvalidInput("BUNDLE_UNREADABLE", f"not a gzip tarball: {error}") from error
+        raise InvalidInput(reasons.BUNDLE_UNREADABLE, f"not a gzip tarball: {error}") from error
     return files
 
 
 def _check_files(served: list[SourceFile], every: list[SourceFile]) -> None:
     if not any(name.endswith(".rego") for name, _ in served):
-        raise InvalidInput("BUNDLE_EMPTY", "the source holds no .rego module (tests do not count)")
+        raise InvalidInput(reasons.BUNDLE_EMPTY, "the source holds no .rego module (tests do not count)")
     for name, content in every:
         if PurePosixPath(name).name in UNSUPPORTED_DATA_FILES:
             raise InvalidInput(
-                "BUNDLE_DATA_UNSUPPORTED", f"{name}: write data as data.json (YAML data is not bundled)"
+                reasons.BUNDLE_DATA_UNSUPPORTED, f"{name}: write data as data.json (YAML data is not bundled)"
             )
         if is_served_file(name) and name.endswith(".json"):
             _parse_json(name, content, require_object=PurePosixPath(name).parent == PurePosixPath("."))
@@ -169,16 +172,18 @@ def _check_files(served: list[SourceFile], every: list[SourceFile]) -> None:
             try:
                 content.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise InvalidInput("BUNDLE_FILE_INVALID", f"{name} is not UTF-8: {error}") from error
+                raise InvalidInput(reasons.BUNDLE_FILE_INVALID, f"{name} is not UTF-8: {error}") from error
 
 
-def _parse_json(name: str, content: bytes, *, require_object: bool) -> dict | object:
+def _parse_json(name: str, content: bytes, *, require_object: bool) -> object:
     try:
-        value = json.loads(content)
+        value: object = json.loads(content)
     except ValueError as error:
-        raise InvalidInput("BUNDLE_DATA_INVALID", f"{name} is not valid JSON: {error}") from error
+        raise InvalidInput(reasons.BUNDLE_DATA_INVALID, f"{name} is not valid JSON: {error}") from error
     if require_object and not isinstance(value, dict):
-        raise InvalidInput("BUNDLE_DATA_INVALID", f"{name}: data at the bundle root must be a JSON object")
+        raise InvalidInput(
+            reasons.BUNDLE_DATA_INVALID, f"{name}: data at the bundle root must be a JSON object"
+        )
     return value
 
 

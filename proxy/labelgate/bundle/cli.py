@@ -7,17 +7,21 @@ is its ``serve`` command and, hidden, ``labelgate bundle-server`` (the old name)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from labelgate.bundle import reasons as bundle_reasons
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import LogLevel
 
 if TYPE_CHECKING:
+    from labelgate.approvals.service import ApprovalService
     from labelgate.bundle.access import Credentials
+    from labelgate.bundle.gate import ApprovalRule, ApprovalState, ApprovalTicket, PublishGate
     from labelgate.bundle.signing import Signer
 
 bundle_app = typer.Typer(help="Build and serve OPA policy bundles.", no_args_is_help=True)
@@ -101,7 +105,7 @@ def build(
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise ConfigError("LISTEN_INVALID", f"--listen must be HOST:PORT, got {listen!r}")
+        raise ConfigError(bundle_reasons.LISTEN_INVALID, f"--listen must be HOST:PORT, got {listen!r}")
     return host.strip("[]"), int(port)
 
 
@@ -118,11 +122,15 @@ def server_credentials(
     extra = Credentials()
     if token is not None:
         if not token.strip():
-            raise ConfigError("BUNDLE_TOKEN_EMPTY", f"the bearer token is empty (check {TOKEN_ENV})")
+            raise ConfigError(
+                bundle_reasons.BUNDLE_TOKEN_EMPTY, f"the bearer token is empty (check {TOKEN_ENV})"
+            )
         extra.add("instance", token_instance, token)
     if reader_token is not None:
         if not reader_token.strip():
-            raise ConfigError("BUNDLE_TOKEN_EMPTY", f"the reader token is empty (check {READER_TOKEN_ENV})")
+            raise ConfigError(
+                bundle_reasons.BUNDLE_TOKEN_EMPTY, f"the reader token is empty (check {READER_TOKEN_ENV})"
+            )
         extra.add("reader", "reader", reader_token)
     return credentials.merge(extra)
 
@@ -152,6 +160,7 @@ def bundle_server_command(
     tls_cert_file: Path | None = None,
     tls_key_file: Path | None = None,
     log_level: str = "info",
+    publish_gate: Path | None = None,
 ) -> None:
     """Serve bundles built from ``source`` until interrupted."""
     import uvicorn
@@ -165,7 +174,9 @@ def bundle_server_command(
     host, port = parse_listen(listen)
     credentials = server_credentials(tokens_file, token, token_instance, reader_token)
     if (tls_cert_file is None) != (tls_key_file is None):
-        raise ConfigError("BUNDLE_TLS_INVALID", "give both --tls-cert-file and --tls-key-file, or neither")
+        raise ConfigError(
+            bundle_reasons.BUNDLE_TLS_INVALID, "give both --tls-cert-file and --tls-key-file, or neither"
+        )
     names = tuple(n for value in allowed_hosts for n in value.replace(",", " ").split())
     configure(log_level)
     ensure_free(listen, "--listen")
@@ -186,6 +197,7 @@ def bundle_server_command(
             status_seconds=status_retention_days * DAY,
             max_decisions_per_instance=max_decisions_per_instance,
         ),
+        publish_gate=load_publish_gate(publish_gate, state_dir) if publish_gate is not None else None,
     )
     app = create_app(settings)
     publisher = app.state.publisher
@@ -295,6 +307,15 @@ def bundle_server_cli(
     tls_cert_file: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS")] = None,
     tls_key_file: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert-file")] = None,
     log_level: Annotated[LogLevel, typer.Option(help="log level")] = LogLevel.info,
+    publish_gate: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file: replay stored decision inputs on every candidate revision, and hold the "
+            "ones whose impact exceeds its limits until someone other than the author approves "
+            "(docs/policy-ci.md)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve OPA bundles built from a policy folder; publish every edit that passes opa check and opa test.
 
@@ -325,9 +346,146 @@ def bundle_server_cli(
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
             log_level=log_level.value,
+            publish_gate=publish_gate,
         )
     except LabelgateError as error:
         raise _fail(error) from None
+
+
+# -- the publish gate's parts from the layers above bundle ---------------------------------------
+# The bundle package may not import policy or approvals (docs/ARCHITECTURE.md, layers); this
+# command module may, and hands the server an impact analyzer (the replay of ``labelgate
+# policy impact``) and an approvals client working on the approval store the gateways and
+# ``labelgate approvals-server`` share. Approvers vote where they always do (API, inbox); the
+# approvals service, not the bundle server, enforces that the author's own vote is refused.
+
+PUBLISH_METHOD = "labelgate.bundle/Publish"
+DECISION_LOGS = "decision-logs"  # ``inputs:`` value: the decision logs OPA posted to this server
+
+
+def load_publish_gate(path: Path, state_dir: Path) -> PublishGate:
+    """The gate described by ``--publish-gate FILE``; every problem is a ``ConfigError`` now."""
+    import yaml
+    from pydantic import ValidationError
+
+    from labelgate.bundle.gate import PublishGate, PublishGateSettings
+    from labelgate.policy.cli import parse_since
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        settings = PublishGateSettings.model_validate(data)
+    except OSError as error:
+        raise ConfigError(
+            bundle_reasons.PUBLISH_GATE_INVALID, f"--publish-gate: cannot read {path}: {error}"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            bundle_reasons.PUBLISH_GATE_INVALID, f"--publish-gate: {path} is not YAML: {error}"
+        ) from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(bundle_reasons.PUBLISH_GATE_INVALID, f"--publish-gate {path}: {problems}") from None
+    window = parse_since(settings.window)
+    inputs = settings.inputs
+    engine = settings.engine
+
+    def analyze(current: Path, candidate: Path) -> dict[str, object]:
+        from labelgate.policy.cli import load_decision_log_inputs, load_inputs, replay_report
+
+        if inputs == DECISION_LOGS:
+            stored = load_decision_log_inputs(str(state_dir / "fleet.sqlite3"), window)
+        else:
+            stored = load_inputs(Path(inputs), window)
+        report = replay_report(current, candidate, stored, engine=engine)
+        return {"engine": engine, "window": settings.window, **report.to_json()}
+
+    return PublishGate(analyze, settings.hold, ServiceApprovals(settings.approvals))
+
+
+class ServiceApprovals:
+    """``PublishApprovals`` on the shared approval store (``approvals:`` of a gateway config)."""
+
+    def __init__(self, rule: ApprovalRule) -> None:
+        import socket
+
+        from labelgate.approvals.service import ApprovalService
+        from labelgate.config import load_settings
+
+        approvals = load_settings(rule.config).approvals
+        if approvals.store == "sqlite" and approvals.sqlite_file is None:
+            raise ConfigError(
+                bundle_reasons.PUBLISH_GATE_INVALID,
+                f"{rule.config}: approvals.sqlite_file is unset; the gate needs the store approvers use",
+            )
+        self.rule = rule
+        self.service: ApprovalService = ApprovalService.from_settings(
+            approvals, node_id=f"bundle-server/{socket.gethostname()}", link_base=approvals.public_url or ""
+        )
+
+    async def start(self) -> None:
+        # It holds no calls (nothing to abandon); the gateways and approvals-server sweep expiry.
+        await self.service.start(sweep=False, abandon_previous=False)
+
+    async def close(self) -> None:
+        await self.service.close()
+
+    async def request(
+        self,
+        *,
+        author: str,
+        bundle: str,
+        revision: str,
+        report: Mapping[str, Any],
+        reasons: Sequence[str],
+    ) -> ApprovalTicket:
+        import time
+
+        from labelgate.approvals.model import Binding, FieldAtStake, Requirement
+        from labelgate.approvals.service import Draft
+        from labelgate.bundle.gate import ApprovalTicket
+
+        changes = list(report.get("changes", []))
+        labels = {str(label) for change in changes for label in change.get("labels") or ()}
+        fields = tuple(
+            FieldAtStake(
+                f"{c['kind']}: {c['group']} / {c['model']} / {c['field']}", tuple(c.get("labels") or ())
+            )
+            for c in changes[:100]
+        )
+        draft = Draft(
+            binding=Binding(author, PUBLISH_METHOD, bundle, tuple(labels), revision),
+            requester_groups=(),
+            phase="publish",
+            fields=fields,
+            requirement=Requirement(
+                tuple(self.rule.approver_groups),
+                self.rule.min_approvals,
+                self.rule.ttl_seconds,
+                reason="; ".join(reasons)[:1000],
+            ),
+            justification=(
+                f"publish policy revision {revision[:16]} of bundle {bundle}: {report.get('changed', 0)} of "
+                f"{report.get('distinct', 0)} distinct decision inputs change"
+            ),
+            mode="async",
+            expires_at=time.time() + self.rule.ttl_seconds,
+        )
+        opened = await self.service.open(draft)
+        return ApprovalTicket(opened.id, self.service.link(opened.id))
+
+    async def state(self, approval_id: str) -> ApprovalState:
+        import time
+
+        from labelgate.approvals.rules import counted_approvers
+        from labelgate.bundle.gate import ApprovalState
+
+        found = await self.service.get(approval_id)
+        if found is None:
+            return ApprovalState("abandoned", f"approval {approval_id} is no longer in the store")
+        if found.pending and found.expires_at <= time.time():
+            return ApprovalState("expired", "no decision before it expired")
+        people = counted_approvers(found.votes, found.requirement, found.requester)
+        return ApprovalState(found.state.value, found.resolution, tuple(sorted(people)))
 
 
 def command_line() -> typer.Typer:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelgate.bundle import reasons
 from labelgate.bundle.reports import DecisionEvent, StatusReport
 from labelgate.errors import LabelgateError
 
@@ -194,7 +195,7 @@ class FleetStore:
                 incoming = sum(1 for row in rows if row[0] == owner)
                 if limit and self._counts.get(owner, 0) + incoming > limit:
                     raise DecisionQuotaExceeded(
-                        "DECISION_QUOTA_EXCEEDED",
+                        reasons.DECISION_QUOTA_EXCEEDED,
                         f"instance {owner!r} holds {self._counts.get(owner, 0)} decision events, "
                         f"the most kept per instance is {limit}: older ones expire with retention",
                     )
@@ -353,6 +354,11 @@ class FleetStore:
             )
         return sorted(result, key=lambda item: str(item["id"]))
 
+    def logged_inputs(self, since_seconds: float | None = None) -> list[tuple[Any, int]]:
+        """The distinct decision inputs OPA logged (see ``distinct_inputs``)."""
+        with self._lock:
+            return distinct_inputs(self._db, since_seconds)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _count_events(self) -> dict[str, int]:
@@ -390,6 +396,41 @@ class FleetStore:
                     ),
                 )
             self._db.execute("DROP TABLE decisions")
+
+
+# The decisions the gateway asks OPA for (``/v1/data/labelgate/decision/result``).
+DECISION_PATH = "labelgate/decision/result"
+
+
+def distinct_inputs(
+    db: sqlite3.Connection, since_seconds: float | None, path: str = DECISION_PATH
+) -> list[tuple[Any, int]]:
+    """(input, times logged) of every distinct input of ``path`` decisions received within
+    ``since_seconds`` (None: all kept), deduplicated by the canonical JSON of the input as
+    logged; ``labelgate policy impact --from`` drops per-call values and deduplicates again
+    by the decision-cache key. Inputs hold names, labels and paths, never data values."""
+    since = 0.0 if since_seconds is None else time.time() - since_seconds
+    counted: dict[str, list[Any]] = {}
+    rows = db.execute(
+        "SELECT event FROM decision_events WHERE path = ? AND received_at >= ? ORDER BY seq", (path, since)
+    )
+    for (text,) in rows:
+        event = _load(text)
+        if not isinstance(event, dict) or not isinstance(event.get("input"), dict):
+            continue
+        key = hashlib.sha256(_dump(event["input"]).encode()).hexdigest()
+        entry = counted.setdefault(key, [event["input"], 0])
+        entry[1] += 1
+    return [(doc, seen) for doc, seen in counted.values()]
+
+
+def logged_inputs(path: Path, since_seconds: float | None) -> list[tuple[Any, int]]:
+    """``distinct_inputs`` of a bundle server's ``fleet.sqlite3`` (or a copy), opened read-only."""
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        return distinct_inputs(db, since_seconds)
+    finally:
+        db.close()
 
 
 def _logs(count: int, last: float | None, conflicts: int) -> dict[str, Any]:

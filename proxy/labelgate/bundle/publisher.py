@@ -5,6 +5,11 @@ only after ``opa check --strict`` and ``opa test`` pass on a snapshot of it; a r
 leaves the previous revision in place and is reported (log line, ``status()``, metrics)
 until a later edit passes. Long-polling requests wait on ``wait_for_change``.
 
+With a publish gate (``gate.py``), a validated revision is first replayed against the served
+one on stored decision inputs; the report is kept with the revision (``revisions.py``), and a
+revision whose impact exceeds the gate's limits is *held*: the previous revision stays served
+until a person other than its author approves the publish in the approvals service.
+
 Reading, building and running OPA happen in a worker thread (``asyncio.to_thread``), so the
 event loop keeps serving bundles and long polls while a build runs; one build at a time.
 """
@@ -13,15 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from labelgate.bundle import reasons as bundle_reasons
 from labelgate.bundle.build import Bundle, build_bundle
 from labelgate.bundle.fleet import iso
+from labelgate.bundle.gate import ApprovalState, PublishGate
+from labelgate.bundle.revisions import RevisionStore
 from labelgate.bundle.signing import Signer
 from labelgate.bundle.source import (
     Fingerprint,
@@ -31,7 +40,7 @@ from labelgate.bundle.source import (
     fingerprint,
     read_snapshot,
 )
-from labelgate.errors import ConfigError, LabelgateError
+from labelgate.errors import ConfigError, LabelgateError, NotFound
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
@@ -46,11 +55,28 @@ class PublishFailure:
     source_digest: str | None
 
 
+@dataclass
+class HeldRevision:
+    """A validated revision the gate holds until its publish is approved."""
+
+    bundle: Bundle
+    report: dict[str, Any]
+    reasons: list[str]
+    author: str | None = None
+    approval_id: str | None = None
+    approval_link: str | None = None
+    outcome: ApprovalState | None = field(default=None)
+
+
+class PublishHeld(LabelgateError):
+    http_status = 409
+
+
 class PublisherMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.outcomes = Counter(
             "labelgate_bundle_publish",
-            "Source snapshots judged, by outcome (published, rejected).",
+            "Source snapshots judged, by outcome (published, rejected, held for approval).",
             ["outcome"],
             registry=registry,
         )
@@ -75,8 +101,19 @@ class Publisher:
         signer: Signer | None = None,
         poll_interval: float = 0.5,
         registry: CollectorRegistry | None = None,
+        gate: PublishGate | None = None,
+        revisions: RevisionStore | None = None,
+        bundle_name: str = "labelgate",
     ) -> None:
+        if (gate is None) != (revisions is None):
+            raise ConfigError(
+                bundle_reasons.BUNDLE_SERVER_CONFIG_INVALID, "a publish gate needs a revision store"
+            )
         self.source = Path(source)
+        self.gate = gate
+        self.revisions = revisions
+        self.bundle_name = bundle_name
+        self._held: HeldRevision | None = None
         self.validator = validator
         self.signer = signer
         self.poll_interval = poll_interval
@@ -104,6 +141,9 @@ class Publisher:
     async def start(self) -> None:
         """Judge the source once (so the first request already has an answer), then watch it."""
         self._loop = asyncio.get_running_loop()
+        if self.gate is not None:
+            await self.gate.approvals.start()
+            await asyncio.to_thread(self._restore_published)
         await self.refresh()
         self._task = asyncio.create_task(self._watch(), name="bundle-source-watch")
 
@@ -113,6 +153,74 @@ class Publisher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.gate is not None:
+            await self.gate.approvals.close()
+
+    @property
+    def held(self) -> HeldRevision | None:
+        return self._held
+
+    async def request_release(self, revision: str, author: str) -> HeldRevision:
+        """Ask the approvals service to release the held ``revision``; ``author`` asks (and so
+        may not approve it). One open request per held revision."""
+        async with self._lock:
+            held = self._held
+            if self.gate is None or held is None or held.bundle.revision != revision:
+                raise NotFound(
+                    bundle_reasons.REVISION_NOT_HELD, f"revision {revision[:16]} is not held for approval"
+                )
+            if held.approval_id is not None and held.outcome is None:
+                raise PublishHeld(
+                    bundle_reasons.APPROVAL_ALREADY_REQUESTED,
+                    f"revision {revision[:16]} already waits for approval {held.approval_id}",
+                )
+            ticket = await self.gate.approvals.request(
+                author=author,
+                bundle=self.bundle_name,
+                revision=revision,
+                report=held.report,
+                reasons=held.reasons,
+            )
+            held.author, held.approval_id, held.approval_link = author, ticket.id, ticket.link
+            held.outcome = None
+            assert self.revisions is not None
+            await asyncio.to_thread(self.revisions.asked, revision, author, ticket.id, ticket.link)
+            log.info("bundle_publish_approval_asked", revision=revision, author=author, approval=ticket.id)
+            return held
+
+    async def check_release(self) -> None:
+        """Publish the held revision once its approval is granted; record a refusal."""
+        held = self._held
+        if self.gate is None or held is None or held.approval_id is None or held.outcome is not None:
+            return
+        outcome = await self.gate.approvals.state(held.approval_id)
+        if outcome.state == "pending":
+            return
+        async with self._lock:
+            if self._held is not held:
+                return  # a newer candidate replaced it meanwhile
+            assert self.revisions is not None
+            if outcome.state == "granted":
+                self._held = None
+                await asyncio.to_thread(
+                    self.revisions.released, held.bundle.revision, outcome.resolution, held.bundle.files
+                )
+                log.info(
+                    "bundle_publish_approved",
+                    revision=held.bundle.revision,
+                    author=held.author,
+                    approvers=",".join(outcome.approvers),
+                )
+                self._publish(held.bundle, 0.0)
+                return
+            held.outcome = outcome
+            await asyncio.to_thread(
+                self.revisions.refused, held.bundle.revision, outcome.state, outcome.resolution
+            )
+            log.warning(
+                "bundle_publish_refused", revision=held.bundle.revision, state=outcome.state,
+                resolution=outcome.resolution,
+            )  # fmt: skip
 
     def release_waiters_threadsafe(self) -> None:
         """Answer every held long poll now (with 304): the server is shutting down.
@@ -148,6 +256,20 @@ class Publisher:
             except LabelgateError as error:
                 self._reject(error, snapshot.digest)
                 return
+            if self.gate is not None and not self._is_current(bundle):
+                report, reasons = await asyncio.to_thread(self._assess, bundle)
+                assert self.revisions is not None
+                state = "held" if reasons else "published"
+                files = None if reasons else bundle.files
+                await asyncio.to_thread(self.revisions.judged, bundle.revision, state, report, reasons, files)
+                if reasons:
+                    self._hold(bundle, report, reasons)
+                    return
+                self._held = None
+            elif self._held is not None:  # the source went back to the served revision
+                self._held = None
+                assert self.revisions is not None
+                await asyncio.to_thread(self.revisions.supersede_held)
             self._accept(bundle, time.monotonic() - started)
 
     async def wait_for_change(self, revision: str | None, seconds: float) -> Bundle | None:
@@ -170,7 +292,19 @@ class Publisher:
 
     def status(self) -> dict[str, Any]:
         current = self._current
+        held = self._held
         return {
+            "held": (
+                {
+                    "revision": held.bundle.revision,
+                    "reasons": held.reasons,
+                    "author": held.author,
+                    "approval_id": held.approval_id,
+                    "approval_state": held.outcome.state if held.outcome else None,
+                }
+                if held
+                else None
+            ),
             "source": str(self.source),
             "revision": current.revision if current else None,
             "roots": list(current.roots) if current else [],
@@ -187,12 +321,55 @@ class Publisher:
         self.validator.validate(snapshot, bundle)
         return bundle
 
+    def _is_current(self, bundle: Bundle) -> bool:
+        return self._current is not None and self._current.revision == bundle.revision
+
+    def _assess(self, bundle: Bundle) -> tuple[dict[str, Any], list[str]]:
+        """The candidate's impact against the served revision (none served yet: nothing to compare)."""
+        assert self.gate is not None
+        if self._current is None:
+            return {"baseline": True, "changes": [], "errors": []}, []
+        with tempfile.TemporaryDirectory(prefix="labelgate-impact-") as scratch:
+            folders = []
+            for name, files in (("current", self._current.files), ("candidate", bundle.files)):
+                folder = Path(scratch) / name
+                for rel, content in files:
+                    target = folder / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
+                folders.append(folder)
+            return self.gate.assess(folders[0], folders[1])
+
+    def _hold(self, bundle: Bundle, report: dict[str, Any], reasons: list[str]) -> None:
+        self._failure = None
+        self.metrics.rejected.set(0)
+        self.metrics.outcomes.labels(outcome="held").inc()
+        self._held = HeldRevision(bundle, report, reasons)
+        log.warning(
+            "bundle_held",
+            revision=bundle.revision,
+            serving=self._current.revision if self._current else None,
+            reasons="; ".join(reasons),
+        )
+
+    def _restore_published(self) -> None:
+        """Serve the revision published before a restart: the source is judged against it."""
+        assert self.revisions is not None
+        files = self.revisions.last_published_files()
+        if files is not None:
+            self._current = build_bundle(files, self.signer)
+            self._published_at = time.time()
+            log.info("bundle_restored", revision=self._current.revision)
+
     def _accept(self, bundle: Bundle, took: float) -> None:
         self._failure = None
         self.metrics.rejected.set(0)
         if self._current is not None and self._current.revision == bundle.revision:
             log.info("bundle_source_validated", revision=bundle.revision, unchanged=True)
             return  # only tests changed: nothing new to serve
+        self._publish(bundle, took)
+
+    def _publish(self, bundle: Bundle, took: float) -> None:
         self._current = bundle
         self._published_at = time.time()
         self.metrics.outcomes.labels(outcome="published").inc()
@@ -226,7 +403,9 @@ class Publisher:
         # Forget what was seen, so the folder's return is judged afresh; report once, not per poll.
         self._fingerprint = self._snapshot_digest = None
         if not isinstance(error, LabelgateError):
-            error = ConfigError("BUNDLE_SOURCE_UNREADABLE", f"cannot read the policy source: {error}")
+            error = ConfigError(
+                bundle_reasons.BUNDLE_SOURCE_UNREADABLE, f"cannot read the policy source: {error}"
+            )
         if self._failure is None or self._failure.reason != error.reason:
             self._reject(error, None)
 
@@ -239,5 +418,6 @@ class Publisher:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.refresh()
+                await self.check_release()
             except Exception:  # the watcher must outlive any one bad poll; the error is logged
                 log.exception("bundle_watch_failed")

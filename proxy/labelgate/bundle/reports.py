@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from labelgate.bundle import reasons
 from labelgate.errors import InvalidInput, ResourceExhausted
 
 DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -67,10 +68,10 @@ def parse_json(body: bytes, max_depth: int, max_items: int | None = None) -> Any
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InvalidInput(
-            "BODY_NOT_JSON", f"the body is not UTF-8: {error.reason} at byte {error.start}"
+            reasons.BODY_NOT_JSON, f"the body is not UTF-8: {error.reason} at byte {error.start}"
         ) from None
     if text.startswith("\ufeff"):
-        raise InvalidInput("BODY_NOT_JSON", "the body starts with a byte order mark")
+        raise InvalidInput(reasons.BODY_NOT_JSON, "the body starts with a byte order mark")
     try:
         value = json.loads(
             text,
@@ -79,12 +80,12 @@ def parse_json(body: bytes, max_depth: int, max_items: int | None = None) -> Any
             object_pairs_hook=_no_duplicates,
         )
     except RecursionError:
-        raise InvalidInput("JSON_TOO_DEEP", f"the JSON nests deeper than {max_depth} levels") from None
+        raise InvalidInput(reasons.JSON_TOO_DEEP, f"the JSON nests deeper than {max_depth} levels") from None
     except ValueError as error:  # JSONDecodeError, _Refused, int digit limits
-        raise InvalidInput("BODY_NOT_JSON", f"the body is not valid JSON: {error}") from None
+        raise InvalidInput(reasons.BODY_NOT_JSON, f"the body is not valid JSON: {error}") from None
     if max_items is not None and isinstance(value, list) and len(value) > max_items:
         raise ResourceExhausted(
-            "TOO_MANY_EVENTS", f"a batch holds at most {max_items} events, got {len(value)}"
+            reasons.TOO_MANY_EVENTS, f"a batch holds at most {max_items} events, got {len(value)}"
         )
     check_tree(value, max_depth, surrogates=bool(_LONE_SURROGATE_ESCAPE.search(text)))
     return value
@@ -97,7 +98,7 @@ def check_tree(value: Any, max_depth: int, *, surrogates: bool = True) -> None:
         node, depth = stack.pop()
         if isinstance(node, dict):
             if depth > max_depth:
-                raise InvalidInput("JSON_TOO_DEEP", f"the JSON nests deeper than {max_depth} levels")
+                raise InvalidInput(reasons.JSON_TOO_DEEP, f"the JSON nests deeper than {max_depth} levels")
             for key, child in node.items():
                 if surrogates:
                     _utf8(key)
@@ -105,7 +106,7 @@ def check_tree(value: Any, max_depth: int, *, surrogates: bool = True) -> None:
                     stack.append((child, depth + 1))
         elif isinstance(node, list):
             if depth > max_depth:
-                raise InvalidInput("JSON_TOO_DEEP", f"the JSON nests deeper than {max_depth} levels")
+                raise InvalidInput(reasons.JSON_TOO_DEEP, f"the JSON nests deeper than {max_depth} levels")
             for child in node:
                 if isinstance(child, (dict, list)) or (surrogates and isinstance(child, str)):
                     stack.append((child, depth + 1))
@@ -117,7 +118,9 @@ def _utf8(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInput("BODY_NOT_JSON", "the JSON holds a lone surrogate (\\ud800-\\udfff)") from None
+        raise InvalidInput(
+            reasons.BODY_NOT_JSON, "the JSON holds a lone surrogate (\\ud800-\\udfff)"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +274,9 @@ def decision_events(events: Any, most: int) -> list[DecisionEvent]:
     if not isinstance(events, list):
         raise InvalidInput(reason, "decision logs are a JSON array of events")
     if len(events) > most:
-        raise ResourceExhausted("TOO_MANY_EVENTS", f"a batch holds at most {most} events, got {len(events)}")
+        raise ResourceExhausted(
+            reasons.TOO_MANY_EVENTS, f"a batch holds at most {most} events, got {len(events)}"
+        )
     checked = []
     for index, event in enumerate(events):
         where = f"event {index}"

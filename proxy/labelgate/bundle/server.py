@@ -13,6 +13,11 @@
 - ``GET /fleet``, ``GET /fleet/{instance}/history``, ``GET /decisions/{decision_id}``,
   ``GET /status``: the views for people and for the gateway's audit; ``GET /healthz`` and
   ``GET /metrics`` without a token.
+- ``GET /revisions`` (reader): the revisions the publish gate judged, with their impact
+  reports, hold reasons and approvals; ``POST /revisions/{revision}/approval`` (publisher):
+  ask the approvals service to release a held revision (see ``gate.py``).
+- ``GET /decisions/inputs?since_seconds=N`` (reader): the distinct inputs of the decisions OPA
+  logged here, with how often each was logged (``labelgate policy impact --from``).
 - ``GET /fleet/page``: the fleet view as an HTML page (``templates/fleet.html``), guarded
   like the other reader routes: send ``Authorization: Bearer`` (a browser extension, or a
   reverse proxy that adds it); the token is never accepted in the URL, where it would end up
@@ -36,7 +41,7 @@ import contextlib
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,18 +51,22 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labelgate.bundle import reasons
 from labelgate.bundle.access import ANONYMOUS, NAME, Credentials, HostCheck, Principal, Role
 from labelgate.bundle.fleet import FleetStore, Retention, clean, iso
+from labelgate.bundle.gate import PublishGate, kind_counts
 from labelgate.bundle.publisher import Publisher
 from labelgate.bundle.reports import DECISION_ID, decision_events, parse_json, status_report
+from labelgate.bundle.revisions import RevisionRecord, RevisionStore
 from labelgate.bundle.signing import Signer
 from labelgate.bundle.source import OpaValidator
 from labelgate.errors import (
+    BundleUnavailable,
     ConfigError,
     InvalidInput,
     LabelgateError,
@@ -72,6 +81,7 @@ BUNDLE_MEDIA_TYPE = "application/vnd.openpolicyagent.bundles"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _BUNDLE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _DECISION_ID = DECISION_ID
+_REVISION = re.compile(r"^[0-9a-f]{64}$")
 _PAGES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"], default=True),
@@ -90,8 +100,28 @@ PAGE_HEADERS = {
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 
 
-class BundleUnavailable(LabelgateError):
-    http_status = 503
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of the problems a route answers: ``codes``, and any other error
+    (``default``, e.g. 500). Declaring them also keeps FastAPI from documenting a 422 the server
+    never sends (a request that fails validation is a 400 problem)."""
+    entry = {
+        "description": "A problem (RFC 7807)",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
+    }
+    return {**{code: entry for code in codes}, "default": entry}
+
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "reason"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "reason": {"type": "string"},
+    },
+}
 
 
 class UnsupportedMediaType(LabelgateError):
@@ -122,6 +152,8 @@ class ServerSettings:
     max_json_depth: int = 64
     retention: Retention = field(default_factory=Retention)
     prune_interval: float = 300.0
+    # The impact rule before publishing (None: every validated revision is published).
+    publish_gate: PublishGate | None = None
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -129,12 +161,18 @@ def create_app(settings: ServerSettings) -> FastAPI:
     credentials = settings.credentials or Credentials()
     hosts = HostCheck.of(settings.allowed_hosts)
     registry = CollectorRegistry()
+    revisions = (
+        RevisionStore(settings.state_dir / "revisions.sqlite3") if settings.publish_gate is not None else None
+    )
     publisher = Publisher(
         settings.source,
         OpaValidator(settings.opa),
         signer=settings.signer,
         poll_interval=settings.poll_interval,
         registry=registry,
+        gate=settings.publish_gate,
+        revisions=revisions,
+        bundle_name=settings.bundle_name,
     )
     fleet = FleetStore(settings.state_dir / "fleet.sqlite3", settings.retention)
     requests = Counter(
@@ -171,7 +209,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             try:
                 removed = await asyncio.to_thread(fleet.prune)
                 if any(removed.values()):
-                    log.info("bundle_server_pruned", **{k: str(v) for k, v in removed.items()})
+                    pruned = {k: str(v) for k, v in removed.items()}
+                    log.info("bundle_server_pruned", **pruned)  # type: ignore[arg-type]  # log fields
             except Exception as error:  # keep pruning on the next round
                 log.error("bundle_server_prune_failed", error=str(error))
             await asyncio.sleep(settings.prune_interval)
@@ -189,6 +228,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 await pruner
             await publisher.stop()
             await asyncio.to_thread(fleet.close)
+            if revisions is not None:
+                await asyncio.to_thread(revisions.close)
 
     app = FastAPI(
         lifespan=lifespan, title="labelgate bundle server", docs_url=None, redoc_url=None, openapi_url=None
@@ -210,7 +251,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         requests.labels(route=getattr(route, "path", "unmatched"), code=str(response.status_code)).inc()
         return response
 
-    def role(needed: Role, what: str) -> Callable[[Request], Principal]:
+    def role(needed: Role, what: str) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
         async def authorized(request: Request) -> Principal:
             if settings.insecure_no_auth:
                 return ANONYMOUS
@@ -220,16 +261,20 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     as_instance = Depends(role("instance", "pull bundles or post reports"))
     as_reader = Depends(role("reader", "read the fleet, decisions or status"))
+    as_publisher = Depends(role("publisher", "ask for a held revision's release"))
 
-    @app.get("/bundles/{name}")
+    async def recent_revisions() -> list[RevisionRecord]:
+        return await asyncio.to_thread(revisions.recent) if revisions is not None else []
+
+    @app.get("/bundles/{name}", operation_id="getBundle", responses=problems(400, 401, 403, 404, 421, 503))
     async def get_bundle(name: str, request: Request, _: Principal = as_instance) -> Response:
         if name != settings.bundle_name:
-            raise NotFound("BUNDLE_NOT_FOUND", f"no bundle named {name!r}")
+            raise NotFound(reasons.BUNDLE_NOT_FOUND, f"no bundle named {name!r}")
         wait = prefer_wait(request.headers.getlist("prefer"), settings.max_wait_seconds)
         bundle = publisher.current
         if bundle is None:
             raise BundleUnavailable(
-                "BUNDLE_NOT_READY", "no source revision has passed validation yet (see GET /status)"
+                reasons.BUNDLE_NOT_READY, "no source revision has passed validation yet (see GET /status)"
             )
         if etag_matches(request.headers.get("if-none-match", ""), bundle.revision):
             newer = await publisher.wait_for_change(bundle.revision, wait) if wait else None
@@ -238,19 +283,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
             bundle = newer
         return Response(bundle.tarball, headers=_bundle_headers(bundle.etag))
 
-    @app.post("/status")
+    @app.post("/status", operation_id="postStatus", responses=problems(400, 401, 403, 413, 415, 421))
     async def post_status(request: Request, who: Principal = as_instance) -> JSONResponse:
         body = await _read_body(request, settings.max_upload_bytes)
         report = await asyncio.to_thread(lambda: status_report(parse_json(body, settings.max_json_depth)))
         instance = who.name if who.authenticated else report.reported_id
         if not instance:
             raise InvalidInput(
-                "STATUS_REPORT_INVALID", "a status report needs labels.id (the OPA instance id)"
+                reasons.STATUS_REPORT_INVALID, "a status report needs labels.id (the OPA instance id)"
             )
         await asyncio.to_thread(fleet.record_status, report, instance, authenticated=who.authenticated)
         return JSONResponse({"instance": instance})
 
-    @app.post("/logs")
+    @app.post("/logs", operation_id="postDecisionLogs", responses=problems(400, 401, 403, 413, 415, 421, 507))
     async def post_logs(request: Request, who: Principal = as_instance) -> JSONResponse:
         body = await _read_body(request, settings.max_upload_bytes)
         events = await asyncio.to_thread(
@@ -273,11 +318,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
             )
         return JSONResponse(outcome.as_dict())
 
-    @app.get("/status")
+    @app.get("/status", operation_id="getPublishStatus", responses=problems(401, 403, 421))
     async def get_status(_: Principal = as_reader) -> JSONResponse:
         return SafeJSONResponse({"bundle": settings.bundle_name, **publisher.status()})
 
-    @app.get("/fleet")
+    @app.get("/fleet", operation_id="getFleet", responses=problems(401, 403, 421))
     async def get_fleet(_: Principal = as_reader) -> JSONResponse:
         revision = _revision(publisher)
         instances = await asyncio.to_thread(fleet.instances, settings.bundle_name, revision)
@@ -285,47 +330,95 @@ def create_app(settings: ServerSettings) -> FastAPI:
             {"bundle": {"name": settings.bundle_name, "revision": revision}, "instances": instances}
         )
 
-    @app.get("/fleet/page", response_class=HTMLResponse)
+    @app.get(
+        "/fleet/page",
+        response_class=HTMLResponse,
+        operation_id="getFleetPage",
+        responses=problems(401, 403, 421),
+    )
     async def get_fleet_page(_: Principal = as_reader) -> HTMLResponse:
         revision = _revision(publisher)
         instances = await asyncio.to_thread(fleet.instances, settings.bundle_name, revision)
+        judged = await recent_revisions()
         page = _PAGES.get_template("fleet.html").render(
             bundle=settings.bundle_name,
             revision=revision,
+            gate=publisher.gate is not None,
+            revisions=[revision_row(record) for record in judged],
             status=clean(publisher.status()),
             instances=[fleet_row(item, settings.bundle_name, time.time()) for item in instances],
             now=iso(time.time()),
         )
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
-    @app.get("/fleet/{instance}/history")
+    @app.get(
+        "/fleet/{instance}/history", operation_id="getInstanceHistory", responses=problems(400, 401, 403, 421)
+    )
     async def get_history(instance: str, limit: int = 100, _: Principal = as_reader) -> JSONResponse:
         if not NAME.match(instance) and not _DECISION_ID.match(instance):
-            raise InvalidInput("INSTANCE_INVALID", "an instance name is 1-128 of [A-Za-z0-9._:-]")
+            raise InvalidInput(reasons.INSTANCE_INVALID, "an instance name is 1-128 of [A-Za-z0-9._:-]")
         if not 1 <= limit <= 1000:
-            raise InvalidInput("LIMIT_INVALID", "limit is 1-1000")
+            raise InvalidInput(reasons.LIMIT_INVALID, "limit is 1-1000")
         history = await asyncio.to_thread(fleet.history, instance, limit)
         return SafeJSONResponse({"instance": instance, "reports": history})
 
-    @app.get("/decisions/{decision_id}")
+    @app.get("/revisions", operation_id="getRevisions", responses=problems(401, 403, 421))
+    async def get_revisions(_: Principal = as_reader) -> JSONResponse:
+        judged = await recent_revisions()
+        return SafeJSONResponse(
+            {
+                "gate": publisher.gate is not None,
+                "serving": _revision(publisher),
+                "revisions": [record.to_json() for record in judged],
+            }
+        )
+
+    @app.post(
+        "/revisions/{revision}/approval",
+        operation_id="requestPublishApproval",
+        status_code=202,
+        responses=problems(400, 401, 403, 404, 409, 415, 421),
+    )
+    async def ask_release(revision: str, request: Request, who: Principal = as_publisher) -> JSONResponse:
+        await _read_body(request, settings.max_upload_bytes)  # declared JSON: no page can post here
+        if not _REVISION.match(revision):
+            raise InvalidInput(reasons.REVISION_INVALID, "a revision is 64 lowercase hex digits")
+        if not who.authenticated:
+            raise InvalidInput(
+                reasons.PUBLISHER_UNKNOWN, "without credentials no author is known: add publishers"
+            )
+        held = await publisher.request_release(revision, who.name)
+        body = {"revision": revision, "author": who.name, "approval_id": held.approval_id}
+        return JSONResponse({**body, "link": held.approval_link}, status_code=202)
+
+    @app.get("/decisions/inputs", operation_id="getLoggedInputs", responses=problems(400, 401, 403, 421))
+    async def get_logged_inputs(since_seconds: float | None = None, _: Principal = as_reader) -> JSONResponse:
+        if since_seconds is not None and not since_seconds > 0:
+            raise InvalidInput(reasons.SINCE_INVALID, "since_seconds must be > 0")
+        found = await asyncio.to_thread(fleet.logged_inputs, since_seconds)
+        return SafeJSONResponse({"inputs": [{"input": doc, "seen": seen} for doc, seen in found]})
+
+    @app.get(
+        "/decisions/{decision_id}", operation_id="getDecision", responses=problems(400, 401, 403, 404, 421)
+    )
     async def get_decision(
         decision_id: str, instance: str | None = None, _: Principal = as_reader
     ) -> JSONResponse:
         if not _DECISION_ID.match(decision_id):
-            raise InvalidInput("DECISION_ID_INVALID", "a decision id is 1-128 of [A-Za-z0-9._:-]")
+            raise InvalidInput(reasons.DECISION_ID_INVALID, "a decision id is 1-128 of [A-Za-z0-9._:-]")
         if instance is not None and not _DECISION_ID.match(instance):
-            raise InvalidInput("INSTANCE_INVALID", "an instance name is 1-128 of [A-Za-z0-9._:-]")
+            raise InvalidInput(reasons.INSTANCE_INVALID, "an instance name is 1-128 of [A-Za-z0-9._:-]")
         found = await asyncio.to_thread(fleet.decision, decision_id, instance)
         if found is None:
-            raise NotFound("DECISION_NOT_FOUND", f"no decision log with id {decision_id}")
+            raise NotFound(reasons.DECISION_NOT_FOUND, f"no decision log with id {decision_id}")
         return SafeJSONResponse({"decision_id": decision_id, **found})
 
-    @app.get("/healthz")
+    @app.get("/healthz", operation_id="healthz")
     async def healthz() -> JSONResponse:
         revision = _revision(publisher)
         return JSONResponse({"ok": revision is not None, "revision": revision}, 200 if revision else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", operation_id="metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -368,6 +461,21 @@ def fleet_row(instance: dict[str, Any], bundle_name: str, now: float) -> dict[st
     }
 
 
+def revision_row(record: RevisionRecord) -> dict[str, Any]:
+    """One judged revision as the page shows it: counts per change kind and the change groups."""
+    report = record.report
+    return {
+        **record.to_json(),
+        "kinds": sorted(kind_counts(report).items()),
+        "changes": report.get("changes", []),
+        "distinct": report.get("distinct", 0),
+        "decisions": report.get("inputs", 0),
+        "changed": report.get("changed", 0),
+        "baseline": bool(report.get("baseline")),
+        "error": report.get("error"),
+    }
+
+
 def age(stamp: str | None, now: float) -> str:
     """``"12 s"``, ``"4 min"``, ``"3 h 05 min"``, ``"2 d 4 h"`` since an ``iso()`` timestamp."""
     if not stamp:
@@ -385,30 +493,34 @@ def age(stamp: str | None, now: float) -> str:
 
 def _check_settings(settings: ServerSettings) -> None:
     if not Path(settings.source).is_dir():
-        raise ConfigError("BUNDLE_SOURCE_MISSING", f"policy source folder {settings.source} does not exist")
+        raise ConfigError(
+            reasons.BUNDLE_SOURCE_MISSING, f"policy source folder {settings.source} does not exist"
+        )
     if not _BUNDLE_NAME.match(settings.bundle_name):
-        raise ConfigError("BUNDLE_NAME_INVALID", f"bundle name {settings.bundle_name!r}: use [A-Za-z0-9._-]")
+        raise ConfigError(
+            reasons.BUNDLE_NAME_INVALID, f"bundle name {settings.bundle_name!r}: use [A-Za-z0-9._-]"
+        )
     if settings.poll_interval <= 0 or settings.max_wait_seconds < 0 or settings.prune_interval <= 0:
         raise ConfigError(
-            "BUNDLE_SERVER_CONFIG_INVALID", "poll and prune intervals must be > 0, max wait >= 0"
+            reasons.BUNDLE_SERVER_CONFIG_INVALID, "poll and prune intervals must be > 0, max wait >= 0"
         )
     if min(settings.max_upload_bytes, settings.max_events_per_batch, settings.max_json_depth) < 1:
-        raise ConfigError("BUNDLE_SERVER_CONFIG_INVALID", "upload, batch and depth limits must be >= 1")
+        raise ConfigError(reasons.BUNDLE_SERVER_CONFIG_INVALID, "upload, batch and depth limits must be >= 1")
     retention = settings.retention
     if (
         min(retention.decisions_seconds, retention.status_seconds) <= 0
         or retention.max_decisions_per_instance < 0
     ):
         raise ConfigError(
-            "BUNDLE_SERVER_CONFIG_INVALID", "retention must be > 0 (and the per-instance cap >= 0)"
+            reasons.BUNDLE_SERVER_CONFIG_INVALID, "retention must be > 0 (and the per-instance cap >= 0)"
         )
     if settings.insecure_no_auth and settings.credentials:
         raise ConfigError(
-            "BUNDLE_AUTH_CONFLICT", "credentials are configured and insecure_no_auth is set: choose one"
+            reasons.BUNDLE_AUTH_CONFLICT, "credentials are configured and insecure_no_auth is set: choose one"
         )
     if not settings.insecure_no_auth and not settings.credentials:
         raise ConfigError(
-            "BUNDLE_AUTH_REQUIRED",
+            reasons.BUNDLE_AUTH_REQUIRED,
             "no credentials: give --tokens-file (or --token and --reader-token); "
             "--insecure-no-auth runs without any, for a throwaway demo on loopback only",
         )
@@ -424,7 +536,7 @@ def prefer_wait(values: list[str], maximum: int) -> int:
                 continue
             raw = raw.strip().strip('"')
             if not raw.isdigit():
-                raise InvalidInput("PREFER_INVALID", f"Prefer wait must be whole seconds, got {raw!r}")
+                raise InvalidInput(reasons.PREFER_INVALID, f"Prefer wait must be whole seconds, got {raw!r}")
             wait = int(raw)
     return min(wait, maximum)
 
@@ -452,13 +564,13 @@ def _require_json(request: Request) -> None:
     media, _, params = header.partition(";")
     if media.strip().lower() != "application/json":
         raise UnsupportedMediaType(
-            "CONTENT_TYPE_UNSUPPORTED", f"send Content-Type: application/json, not {header[:80]!r}"
+            reasons.CONTENT_TYPE_UNSUPPORTED, f"send Content-Type: application/json, not {header[:80]!r}"
         )
     for param in filter(None, (p.strip() for p in params.split(";"))):
         key, _, value = param.partition("=")
         if key.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
             raise UnsupportedMediaType(
-                "CONTENT_TYPE_UNSUPPORTED", f"unsupported media type parameter {param[:80]!r}"
+                reasons.CONTENT_TYPE_UNSUPPORTED, f"unsupported media type parameter {param[:80]!r}"
             )
 
 
@@ -468,15 +580,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     _require_json(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("gzip", "identity", ""):
-        raise InvalidInput("CONTENT_ENCODING_UNSUPPORTED", f"Content-Encoding {encoding[:40]!r}: use gzip")
+        raise InvalidInput(
+            reasons.CONTENT_ENCODING_UNSUPPORTED, f"Content-Encoding {encoding[:40]!r}: use gzip"
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ResourceExhausted("BODY_TOO_LARGE", f"the body is over {limit} bytes")
+        raise ResourceExhausted(reasons.BODY_TOO_LARGE, f"the body is over {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > limit:
-            raise ResourceExhausted("BODY_TOO_LARGE", f"the body is over {limit} bytes")
+            raise ResourceExhausted(reasons.BODY_TOO_LARGE, f"the body is over {limit} bytes")
     if encoding == "gzip":
         return await asyncio.to_thread(_gunzip, bytes(body), limit)
     return bytes(body)
@@ -488,18 +602,20 @@ def _gunzip(data: bytes, limit: int) -> bytes:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as error:
         raise InvalidInput(
-            "BODY_NOT_GZIP", f"Content-Encoding is gzip but the body is not: {error}"
+            reasons.BODY_NOT_GZIP, f"Content-Encoding is gzip but the body is not: {error}"
         ) from error
     if len(out) > limit:
-        raise ResourceExhausted("BODY_TOO_LARGE", f"the decompressed body is over {limit} bytes")
+        raise ResourceExhausted(reasons.BODY_TOO_LARGE, f"the decompressed body is over {limit} bytes")
     if not inflater.eof:
-        raise InvalidInput("BODY_NOT_GZIP", "the gzip body is truncated")
+        raise InvalidInput(reasons.BODY_NOT_GZIP, "the gzip body is truncated")
     if inflater.unused_data:
-        raise InvalidInput("BODY_NOT_GZIP", "data follows the gzip stream (one gzip member is expected)")
+        raise InvalidInput(
+            reasons.BODY_NOT_GZIP, "data follows the gzip stream (one gzip member is expected)"
+        )
     return out
 
 
-def problem(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(status: int, reason: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,

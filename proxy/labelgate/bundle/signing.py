@@ -28,6 +28,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from labelgate.bundle import reasons
 from labelgate.errors import ConfigError, InvalidInput
 
 SIGNATURES = ".signatures.json"
@@ -46,7 +47,7 @@ def canonical_json(content: bytes) -> bytes:
     try:
         value = json.loads(content, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
     except ValueError as error:
-        raise InvalidInput("BUNDLE_DATA_INVALID", f"not valid JSON: {error}") from error
+        raise InvalidInput(reasons.BUNDLE_DATA_INVALID, f"not valid JSON: {error}") from error
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8")
@@ -78,21 +79,23 @@ class Signer:
     @classmethod
     def from_pem(cls, pem: bytes, algorithm: str = "RS256", key_id: str = "default") -> Signer:
         if algorithm not in ALGORITHMS:
-            raise ConfigError("SIGNING_ALG_UNSUPPORTED", f"signing algorithm {algorithm!r}: use {ALGORITHMS}")
+            raise ConfigError(
+                reasons.SIGNING_ALG_UNSUPPORTED, f"signing algorithm {algorithm!r}: use {ALGORITHMS}"
+            )
         if not key_id:
-            raise ConfigError("SIGNING_KEY_ID_EMPTY", "the signing key id must not be empty")
+            raise ConfigError(reasons.SIGNING_KEY_ID_EMPTY, "the signing key id must not be empty")
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as error:
             raise ConfigError(
-                "SIGNING_KEY_INVALID", f"not an unencrypted PEM private key: {error}"
+                reasons.SIGNING_KEY_INVALID, f"not an unencrypted PEM private key: {error}"
             ) from error
         if algorithm == "RS256" and not isinstance(key, rsa.RSAPrivateKey):
-            raise ConfigError("SIGNING_KEY_MISMATCH", "RS256 needs an RSA private key")
+            raise ConfigError(reasons.SIGNING_KEY_MISMATCH, "RS256 needs an RSA private key")
         if algorithm == "ES256" and not (
             isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
         ):
-            raise ConfigError("SIGNING_KEY_MISMATCH", "ES256 needs an EC P-256 private key")
+            raise ConfigError(reasons.SIGNING_KEY_MISMATCH, "ES256 needs an EC P-256 private key")
         return cls(key, algorithm, key_id)  # type: ignore[arg-type]  # narrowed by the checks above
 
     @classmethod
@@ -100,7 +103,9 @@ class Signer:
         try:
             pem = Path(path).read_bytes()
         except OSError as error:
-            raise ConfigError("SIGNING_KEY_UNREADABLE", f"cannot read signing key {path}: {error}") from error
+            raise ConfigError(
+                reasons.SIGNING_KEY_UNREADABLE, f"cannot read signing key {path}: {error}"
+            ) from error
         return cls.from_pem(pem, algorithm, key_id)
 
     def signatures_file(self, members: Iterable[tuple[str, bytes]]) -> bytes:
@@ -120,28 +125,30 @@ def verify_signatures(files: dict[str, bytes], public_key_pem: bytes, algorithm:
     For readers of bundle tarballs (the embedded engine, tests); OPA does its own checking.
     """
     if SIGNATURES not in files:
-        raise InvalidInput("BUNDLE_UNSIGNED", "the bundle has no .signatures.json")
+        raise InvalidInput(reasons.BUNDLE_UNSIGNED, "the bundle has no .signatures.json")
     try:
         tokens = json.loads(files[SIGNATURES])["signatures"]
     except (ValueError, KeyError, TypeError) as error:
-        raise InvalidInput("BUNDLE_SIGNATURE_INVALID", f".signatures.json is malformed: {error}") from error
+        raise InvalidInput(
+            reasons.BUNDLE_SIGNATURE_INVALID, f".signatures.json is malformed: {error}"
+        ) from error
     if not isinstance(tokens, list) or len(tokens) != 1:
-        raise InvalidInput("BUNDLE_SIGNATURE_INVALID", "expected exactly one signature")
+        raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, "expected exactly one signature")
     try:
         payload = jwt.decode(tokens[0], public_key_pem, algorithms=[algorithm])
     except jwt.PyJWTError as error:
-        raise InvalidInput("BUNDLE_SIGNATURE_INVALID", f"signature does not verify: {error}") from error
+        raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, f"signature does not verify: {error}") from error
     listed = {entry["name"]: entry for entry in payload.get("files", [])}
     present = {name for name in files if name != SIGNATURES}
     if set(listed) != present:
         raise InvalidInput(
-            "BUNDLE_SIGNATURE_INVALID",
+            reasons.BUNDLE_SIGNATURE_INVALID,
             f"signed files {sorted(listed)} differ from bundle files {sorted(present)}",
         )
     for name in sorted(present):
         entry = listed[name]
         if entry.get("algorithm") != HASH_ALGORITHM or entry.get("hash") != file_hash(name, files[name]):
-            raise InvalidInput("BUNDLE_SIGNATURE_INVALID", f"{name}: digest mismatch")
+            raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, f"{name}: digest mismatch")
 
 
 def _reject_constant(name: str) -> Any:

@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from labelgate.bundle import reasons
 from labelgate.bundle.build import DATA_FILE, UNSUPPORTED_DATA_FILES, Bundle, SourceFile, content_revision
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import get_logger
@@ -69,7 +70,7 @@ def _is_source_file(rel: PurePosixPath) -> bool:
 
 def _source_paths(root: Path) -> list[tuple[str, Path]]:
     if not root.is_dir():
-        raise ConfigError("BUNDLE_SOURCE_MISSING", f"policy source folder {root} does not exist")
+        raise ConfigError(reasons.BUNDLE_SOURCE_MISSING, f"policy source folder {root} does not exist")
     found = []
     for path in root.rglob("*"):
         rel = PurePosixPath(path.relative_to(root).as_posix())
@@ -102,7 +103,9 @@ class OpaValidator:
         self.opa = opa or default_opa_binary()
         self.timeout = timeout
         if shutil.which(self.opa) is None:
-            raise ConfigError("OPA_BINARY_MISSING", f"opa binary {self.opa!r} not found or not executable")
+            raise ConfigError(
+                reasons.OPA_BINARY_MISSING, f"opa binary {self.opa!r} not found or not executable"
+            )
 
     def validate(self, snapshot: SourceSnapshot, bundle: Bundle) -> None:
         """Raise ``PolicyRejected`` unless OPA compiles the bundle strictly and the tests pass."""
@@ -131,7 +134,7 @@ class OpaValidator:
         except subprocess.TimeoutExpired as error:
             raise PolicyRejected(reason, f"{what} took longer than {self.timeout:.0f}s", "") from error
         except OSError as error:
-            raise ConfigError("OPA_BINARY_MISSING", f"cannot run {self.opa}: {error}") from error
+            raise ConfigError(reasons.OPA_BINARY_MISSING, f"cannot run {self.opa}: {error}") from error
         if result.returncode != 0:
             # Paths inside the scratch folder read as paths inside the source folder.
             output = (result.stdout + result.stderr).decode(errors="replace")

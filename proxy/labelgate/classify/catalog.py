@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelgate.classify import reasons
 from labelgate.classify.fields import SOURCE_CATALOG, Field, FieldSet
 from labelgate.classify.labels import LABELS, is_label
 from labelgate.errors import ConfigError
 
-CATALOG_INVALID = "CATALOG_INVALID"
+CATALOG_INVALID = reasons.CATALOG_INVALID
 OUTPUTS_PREFIX = "outputs."
 # The request-phase field for "every output of a model the catalog does not know".
 ALL_OUTPUTS = "outputs.*"
@@ -295,4 +296,5 @@ def _parse_entry(raw: Any, where: str, problems: list[str]) -> CatalogEntry | No
             problems.append(f"{where}: unknown labels {unknown_labels}; expected some of {list(LABELS)}")
     if len(problems) > before:
         return None
+    assert isinstance(path, str) and isinstance(labels, list)  # for the type checker: checked above
     return CatalogEntry(model, message, path, frozenset(labels))

@@ -39,7 +39,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from labelgate.classify import jsonpaths
+from labelgate.classify import jsonpaths, reasons
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import (
@@ -62,7 +62,7 @@ from labelgate.errors import UpstreamError
 from labelgate.oip.tensors import Tensor
 
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
-BACKEND_LABELS_INVALID = "BACKEND_LABELS_INVALID"
+BACKEND_LABELS_INVALID = reasons.BACKEND_LABELS_INVALID
 # More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
 # the policy input bounded when a backend keys objects by data (ids, names).
 MAX_JSON_PATHS = 256

@@ -48,11 +48,12 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
+from labelgate.classify import reasons
 from labelgate.classify.labels import LABEL_RANK, LABELS, is_label
 from labelgate.classify.patterns import Hit, builtin_hits
 from labelgate.errors import ConfigError
 
-DETECTORS_INVALID = "DETECTORS_INVALID"
+DETECTORS_INVALID = reasons.DETECTORS_INVALID
 
 BUILTIN_LABELS: dict[str, str] = {
     "credit_card": "confidential",
@@ -113,6 +114,7 @@ class DetectorSet:
         self._labels.update({name: label for name, label, _ in self._custom})
         self.names: tuple[str, ...] = tuple(self._labels)
         self._order = {name: index for index, name in enumerate(self.names)}
+        self._above: dict[str, DetectorSet] = {}  # above()'s memo, by label
 
     @classmethod
     def default(cls) -> DetectorSet:
@@ -123,7 +125,7 @@ class DetectorSet:
         patterns; built once per label). On an output already labelled ``label`` the others
         can only add spans at or below that label, which no label-monotone policy treats
         differently from the output itself: scanning for them is work for nothing."""
-        memo = self.__dict__.setdefault("_above", {})
+        memo = self._above
         found = memo.get(label)
         if found is None:
             rank = LABEL_RANK[label]

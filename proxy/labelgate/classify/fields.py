@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from labelgate.classify.detectors import Detection
 from labelgate.classify.jsonpaths import KeyNames, Location
@@ -101,7 +102,7 @@ class Classification:
     def labels(self) -> set[str]:
         return union_labels(self.fields)
 
-    def policy_fields(self) -> list[dict]:
+    def policy_fields(self) -> list[dict[str, Any]]:
         return to_policy_fields(self.fields)
 
 
@@ -113,7 +114,7 @@ def union_labels(fields: Iterable[Field]) -> set[str]:
     return labels
 
 
-def to_policy_fields(fields: Iterable[Field]) -> list[dict]:
+def to_policy_fields(fields: Iterable[Field]) -> list[dict[str, Any]]:
     """Fields as the policy input wants them, with sorted lists so the input is deterministic."""
     return [
         {

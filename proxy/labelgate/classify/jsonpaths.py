@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from labelgate.classify import reasons
 from labelgate.errors import ConfigError
 
 # Deeper documents are not classified key by key (see ``read_object``).
@@ -31,7 +32,7 @@ INVALID_JSON = "invalid_json"
 DUPLICATE_KEY = "duplicate_key"
 TOO_DEEP = "too_deep"
 
-PLACEHOLDER_KEY_INVALID = "PLACEHOLDER_KEY_INVALID"
+PLACEHOLDER_KEY_INVALID = reasons.PLACEHOLDER_KEY_INVALID
 # A shorter secret would let anyone who sees a placeholder guess low-entropy keys (names).
 MIN_KEY_SECRET_BYTES = 16
 # One secret per process when none is configured: placeholders are stable within the

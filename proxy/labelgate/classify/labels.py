@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from labelgate.classify import reasons
 from labelgate.errors import ConfigError
 
 LABELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
@@ -23,7 +24,7 @@ def check_default_label(label: str) -> str:
     """The label for data no source labels: a known label, and never ``public``."""
     if not is_label(label) or label == "public":
         raise ConfigError(
-            "DEFAULT_LABEL_INVALID",
+            reasons.DEFAULT_LABEL_INVALID,
             f"default label {label!r} must be one of {list(LABELS[1:])}: unlabelled data is never public",
         )
     return label

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from labelgate._proto.labelgate.v1 import classification_pb2
+from labelgate.classify import reasons
 from labelgate.classify.catalog import Catalog
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.fields import (
@@ -35,7 +36,7 @@ from labelgate.classify.jsonpaths import Location
 from labelgate.classify.labels import LABELS, check_default_label, is_label
 from labelgate.errors import ConfigError
 
-FIELD_LABELS_INVALID = "FIELD_LABELS_INVALID"
+FIELD_LABELS_INVALID = reasons.FIELD_LABELS_INVALID
 
 _option_cache: dict[FieldDescriptor, frozenset[str]] = {}
 
@@ -44,7 +45,9 @@ def option_labels(descriptor: FieldDescriptor) -> frozenset[str]:
     """The ``(labelgate.v1.labels)`` option of a field; unknown labels are a ConfigError."""
     cached = _option_cache.get(descriptor)
     if cached is None:
-        labels = frozenset(descriptor.GetOptions().Extensions[classification_pb2.labels])
+        # The generated stubs type an extension as a plain FieldDescriptor.
+        option: list[str] = descriptor.GetOptions().Extensions[classification_pb2.labels]  # type: ignore[index]
+        labels: frozenset[str] = frozenset(option)
         unknown = sorted(label for label in labels if not is_label(label))
         if unknown:
             raise ConfigError(
@@ -62,6 +65,14 @@ def is_map(descriptor: FieldDescriptor) -> bool:
 
 def is_message(descriptor: FieldDescriptor) -> bool:
     return descriptor.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP)
+
+
+def message_type_of(descriptor: FieldDescriptor) -> Descriptor:
+    """The message type of a message (or map) field."""
+    message_type = descriptor.message_type
+    if message_type is None:
+        raise TypeError(f"{descriptor.full_name} is not a message field")
+    return message_type
 
 
 def classify_message(
@@ -102,7 +113,7 @@ class _Walker:
                 self._maps.append((path, _map_texts(descriptor, value)))
             elif is_message(descriptor):
                 self._label(path, labels, touch=False)
-                nested_scopes = [*scopes, (descriptor.message_type.full_name, "")]
+                nested_scopes = [*scopes, (message_type_of(descriptor).full_name, "")]
                 if descriptor.is_repeated:
                     for index, item in enumerate(value):
                         inner = path + "[]."
@@ -151,7 +162,7 @@ def _rebase(scopes: list[tuple[str, str]], nested_prefix: str) -> list[tuple[str
 
 
 def _map_texts(descriptor: FieldDescriptor, value: Any) -> list[bytes]:
-    value_field = descriptor.message_type.fields_by_name["value"]
+    value_field = message_type_of(descriptor).fields_by_name["value"]
     texts = [str(key).encode("utf-8", "surrogatepass") for key in value]
     if value_field.type == FieldDescriptor.TYPE_STRING:
         texts.extend(item.encode("utf-8", "surrogatepass") for item in value.values())

@@ -6,6 +6,10 @@ also start it in process (``start`` / ``serve``). It serves:
 - ``inference.GRPCInferenceService`` (Open Inference Protocol plus Triton's bidirectional
   ``ModelStreamInfer``) with the models ``customer-profile`` and ``sentiment``
   (``labelgate.demo.models``) and the test-support model ``_debug-metadata`` (below);
+- Triton's model extensions: ``ModelConfig`` (the models' tensors and a ``max_rows``
+  parameter), ``ModelStatistics`` (requests counted per model since start),
+  ``RepositoryIndex``, ``RepositoryModelLoad`` / ``Unload`` (an unloaded model is listed
+  ``UNAVAILABLE`` and every other call on it is ``NOT_FOUND`` until it is loaded again);
 - ``labelgate.v1.demo.CustomerDirectory`` (``ListCustomers`` streams, ``GetCustomer``);
 - ``grpc.health.v1.Health`` (SERVING) and server reflection.
 
@@ -55,8 +59,10 @@ import base64
 import collections
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -64,9 +70,11 @@ from grpc_reflection.v1alpha import reflection
 
 import labelgate
 from labelgate import logs
+from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
+from labelgate.demo import reasons
 from labelgate.demo.data import customer
 from labelgate.demo.models import (
     CUSTOMER_PROFILE,
@@ -105,7 +113,7 @@ class SeenCall:
         )
 
 
-def metadata_pairs(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+def metadata_pairs(context: Context) -> tuple[tuple[str, str], ...]:
     pairs = []
     for key, value in context.invocation_metadata() or ():
         text = base64.b64encode(value).decode() if isinstance(value, bytes) else value
@@ -121,7 +129,7 @@ class CallLog:
         default_factory=lambda: collections.deque(maxlen=CALL_LOG_SIZE)
     )
 
-    def record(self, method: str, context: grpc.aio.ServicerContext, model: str = "") -> SeenCall:
+    def record(self, method: str, context: Context, model: str = "") -> SeenCall:
         call = SeenCall(method, model, metadata_pairs(context))
         self.calls.append(call)
         return call
@@ -167,7 +175,7 @@ def wants_raw_outputs(request: pb.ModelInferRequest) -> bool:
     }
     if len(choices) > 1:
         raise InvalidInput(
-            "MIXED_REPRESENTATION",
+            reasons.MIXED_REPRESENTATION,
             "requested outputs disagree on binary_data; one response carries all outputs raw or all typed",
         )
     if choices:
@@ -177,27 +185,96 @@ def wants_raw_outputs(request: pb.ModelInferRequest) -> bool:
 
 def _bool_parameter(parameter: pb.InferParameter, what: str) -> bool:
     if parameter.WhichOneof("parameter_choice") != "bool_param":
-        raise InvalidInput("BAD_PARAMETER", f"{what} must be a bool_param")
+        raise InvalidInput(reasons.BAD_PARAMETER, f"{what} must be a bool_param")
     return parameter.bool_param
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+# OIP datatype -> the model configuration's DataType.
+CONFIG_TYPES = {"INT64": ext.TYPE_INT64, "FP32": ext.TYPE_FP32, "BYTES": ext.TYPE_STRING}
+
+
+@dataclass
+class ModelCounters:
+    """What ModelStatistics reports for one model: requests that succeeded or failed, with
+    their total time, and when the last one arrived (ms since the epoch)."""
+
+    success: int = 0
+    success_ns: int = 0
+    fail: int = 0
+    fail_ns: int = 0
+    last_inference_ms: int = 0
+
+    def statistics(self, name: str) -> ext.ModelStatistics:
+        stats = ext.ModelStatistics(
+            name=name,
+            version=VERSION,
+            last_inference=self.last_inference_ms,
+            inference_count=self.success,
+            execution_count=self.success,
+        )
+        stats.inference_stats.success.count, stats.inference_stats.success.ns = self.success, self.success_ns
+        stats.inference_stats.fail.count, stats.inference_stats.fail.ns = self.fail, self.fail_ns
+        return stats
+
+
+def model_config(model: DemoModel) -> ext.ModelConfig:
+    def tensors(specs: Sequence[TensorSpec], kind: type) -> list[Any]:
+        return [kind(name=s.name, data_type=CONFIG_TYPES[s.datatype], dims=[-1]) for s in specs]
+
+    config = ext.ModelConfig(
+        name=model.name,
+        platform=PLATFORM,
+        backend=PLATFORM,
+        max_batch_size=0,  # inputs are [N]; the demo models take no batch dimension
+        input=tensors(model.inputs, ext.ModelInput),
+        output=tensors(model.outputs, ext.ModelOutput),
+    )
+    config.instance_group.add(name=model.name, kind=ext.ModelInstanceGroup.KIND_CPU, count=1)
+    config.parameters["max_rows"].string_value = str(MAX_ROWS)
+    return config
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: dict[str, DemoModel], call_log: CallLog) -> None:
         self.models = models
         self.call_log = call_log
+        self.unloaded: set[str] = set()
+        self.counters: dict[str, ModelCounters] = {name: ModelCounters() for name in models}
 
     def model(self, name: str, version: str | None) -> DemoModel:
         model = self.models.get(name)
         if model is None:
             known = ", ".join(sorted(self.models))
-            raise NotFound("UNKNOWN_MODEL", f"no model named '{name}'; this server has: {known}")
+            raise NotFound(reasons.UNKNOWN_MODEL, f"no model named '{name}'; this server has: {known}")
+        if name in self.unloaded:
+            raise NotFound(
+                reasons.MODEL_UNLOADED, f"model '{name}' is unloaded; load it with RepositoryModelLoad"
+            )
         if version not in (None, "", VERSION):
             raise NotFound(
-                "UNKNOWN_VERSION", f"model '{name}' has no version '{version}'; versions: {VERSION}"
+                reasons.UNKNOWN_VERSION, f"model '{name}' has no version '{version}'; versions: {VERSION}"
             )
         return model
 
     def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """One request, counted in its model's statistics (a request for no known model is not)."""
+        counters = self.counters.get(request.model_name)
+        started = time.perf_counter_ns()
+        try:
+            response = self._infer(request)
+        except LabelgateError:
+            if counters is not None:
+                counters.fail += 1
+                counters.fail_ns += time.perf_counter_ns() - started
+            raise
+        if counters is not None:
+            counters.success += 1
+            counters.success_ns += time.perf_counter_ns() - started
+            counters.last_inference_ms = time.time_ns() // 1_000_000
+        return response
+
+    def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         model = self.model(
             request.model_name, request.model_version if request.HasField("model_version") else None
         )
@@ -207,29 +284,31 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         unknown = [name for name in names if name not in known]
         if unknown:
             raise InvalidInput(
-                "UNKNOWN_OUTPUT",
+                reasons.UNKNOWN_OUTPUT,
                 f"model '{model.name}' has no output '{unknown[0]}'; its outputs: {', '.join(known)}",
             )
         if len(set(names)) != len(names):
-            raise InvalidInput("DUPLICATE_OUTPUT", "an output is requested more than once")
+            raise InvalidInput(reasons.DUPLICATE_OUTPUT, "an output is requested more than once")
         raw = wants_raw_outputs(request)
         response = pb.ModelInferResponse(model_name=model.name, model_version=VERSION, id=request.id)
         encode_outputs(response, model.infer(inputs, names), raw=raw)
         return response
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
         self.call_log.record("ServerLive", context)
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
         self.call_log.record("ServerReady", context)
         return pb.ServerReadyResponse(ready=True)
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
         self.call_log.record("ServerMetadata", context)
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=labelgate.__version__, extensions=[])
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         self.call_log.record("ModelReady", context, request.name)
         try:
             self.model(request.name, request.version if request.HasField("version") else None)
@@ -237,7 +316,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(error.code, error.message)
         return pb.ModelReadyResponse(ready=True)
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
         self.call_log.record("ModelMetadata", context, request.name)
         try:
             model = self.model(request.name, request.version if request.HasField("version") else None)
@@ -252,7 +333,57 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor_metadata(name=s.name, datatype=s.datatype, shape=[-1]) for s in model.outputs],
         )
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+    async def ModelConfig(self, request: ext.ModelConfigRequest, context: Context) -> ext.ModelConfigResponse:
+        self.call_log.record("ModelConfig", context, request.name)
+        try:
+            model = self.model(request.name, request.version or None)
+        except LabelgateError as error:
+            await context.abort(error.code, error.message)
+        return ext.ModelConfigResponse(config=model_config(model))
+
+    async def ModelStatistics(
+        self, request: ext.ModelStatisticsRequest, context: Context
+    ) -> ext.ModelStatisticsResponse:
+        self.call_log.record("ModelStatistics", context, request.name)
+        if request.name:
+            try:
+                self.model(request.name, request.version or None)
+            except LabelgateError as error:
+                await context.abort(error.code, error.message)
+        names = [request.name] if request.name else sorted(set(self.models) - self.unloaded)
+        return ext.ModelStatisticsResponse(model_stats=[self.counters[n].statistics(n) for n in names])
+
+    async def RepositoryIndex(
+        self, request: ext.RepositoryIndexRequest, context: Context
+    ) -> ext.RepositoryIndexResponse:
+        self.call_log.record("RepositoryIndex", context)
+        index = ext.RepositoryIndexResponse()
+        for name in sorted(self.models):
+            if name not in self.unloaded:
+                index.models.add(name=name, version=VERSION, state="READY")
+            elif not request.ready:
+                index.models.add(name=name, version=VERSION, state="UNAVAILABLE", reason="unloaded")
+        return index
+
+    async def RepositoryModelLoad(
+        self, request: ext.RepositoryModelLoadRequest, context: Context
+    ) -> ext.RepositoryModelLoadResponse:
+        self.call_log.record("RepositoryModelLoad", context, request.model_name)
+        if request.model_name not in self.models:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model named '{request.model_name}' to load")
+        self.unloaded.discard(request.model_name)
+        return ext.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: ext.RepositoryModelUnloadRequest, context: Context
+    ) -> ext.RepositoryModelUnloadResponse:
+        self.call_log.record("RepositoryModelUnload", context, request.model_name)
+        if request.model_name not in self.models:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model named '{request.model_name}' to unload")
+        self.unloaded.add(request.model_name)
+        return ext.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         self.call_log.record("ModelInfer", context, request.model_name)
         try:
             return self.infer(request)
@@ -260,7 +391,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(error.code, error.message)
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         async for request in request_iterator:
             self.call_log.record("ModelStreamInfer", context, request.model_name)
@@ -290,10 +421,10 @@ def customer_message(customer_id: int) -> demo_pb2.Customer:
 
 def _check_ids(ids: Sequence[int]) -> None:
     if len(ids) > MAX_ROWS:
-        raise InvalidInput("TOO_MANY_ROWS", f"{len(ids)} customer ids; at most {MAX_ROWS} per call")
+        raise InvalidInput(reasons.TOO_MANY_ROWS, f"{len(ids)} customer ids; at most {MAX_ROWS} per call")
     negative = [i for i in ids if i < 0]
     if negative:
-        raise InvalidInput("BAD_VALUE", f"customer ids are non-negative; got {negative[0]}")
+        raise InvalidInput(reasons.BAD_VALUE, f"customer ids are non-negative; got {negative[0]}")
 
 
 class DirectoryService(demo_pb2_grpc.CustomerDirectoryServicer):
@@ -301,7 +432,7 @@ class DirectoryService(demo_pb2_grpc.CustomerDirectoryServicer):
         self.call_log = call_log
 
     async def ListCustomers(
-        self, request: demo_pb2.ListCustomersRequest, context
+        self, request: demo_pb2.ListCustomersRequest, context: Context
     ) -> AsyncIterator[demo_pb2.Customer]:
         self.call_log.record("ListCustomers", context)
         try:
@@ -311,7 +442,7 @@ class DirectoryService(demo_pb2_grpc.CustomerDirectoryServicer):
         for customer_id in request.customer_ids:
             yield customer_message(customer_id)
 
-    async def GetCustomer(self, request: demo_pb2.GetCustomerRequest, context) -> demo_pb2.Customer:
+    async def GetCustomer(self, request: demo_pb2.GetCustomerRequest, context: Context) -> demo_pb2.Customer:
         self.call_log.record("GetCustomer", context)
         try:
             _check_ids([request.customer_id])
@@ -337,7 +468,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ConfigError(
-            "INVALID_LISTEN_ADDRESS", f"--listen must be HOST:PORT (e.g. 127.0.0.1:8001), got '{listen}'"
+            reasons.INVALID_LISTEN_ADDRESS,
+            f"--listen must be HOST:PORT (e.g. 127.0.0.1:8001), got '{listen}'",
         )
     return host, int(port_text)
 
@@ -367,9 +499,9 @@ async def start(listen: str) -> DemoServer:
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError as error:
-        raise ConfigError("LISTEN_FAILED", f"cannot listen on {listen}: {error}") from None
+        raise ConfigError(reasons.LISTEN_FAILED, f"cannot listen on {listen}: {error}") from None
     if port == 0:
-        raise ConfigError("LISTEN_FAILED", f"cannot listen on {listen}")
+        raise ConfigError(reasons.LISTEN_FAILED, f"cannot listen on {listen}")
     await server.start()
     log.info("demo_backend_started", host=host, port=port, models=sorted(models))
     return DemoServer(server, port, call_log)

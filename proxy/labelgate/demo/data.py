@@ -151,4 +151,5 @@ def _notes(rng: random.Random, kind: str, *, ssn: str, card_number: str, email: 
 
 def as_fp32(value: float) -> float:
     """Round to the nearest float32 so values survive an FP32 tensor exactly."""
-    return struct.unpack("<f", struct.pack("<f", value))[0]
+    rounded: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    return rounded

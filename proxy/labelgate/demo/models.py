@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from labelgate.demo import reasons
 from labelgate.demo.data import as_fp32, customer
 from labelgate.errors import InvalidInput
 from labelgate.oip.tensors import Tensor
@@ -54,30 +55,34 @@ def validate_inputs(model: DemoModel, tensors: Sequence[Tensor]) -> dict[str, Te
     for name in by_name:
         if name not in expected:
             raise InvalidInput(
-                "UNKNOWN_INPUT", f"model '{model.name}' has no input '{name}'; its inputs: {signature}"
+                reasons.UNKNOWN_INPUT, f"model '{model.name}' has no input '{name}'; its inputs: {signature}"
             )
     lengths = set()
     for spec in model.inputs:
         tensor = by_name.get(spec.name)
         if tensor is None:
             raise InvalidInput(
-                "MISSING_INPUT",
+                reasons.MISSING_INPUT,
                 f"model '{model.name}' needs input '{spec.name}' ({spec.datatype}, shape [N])",
             )
         if tensor.datatype != spec.datatype:
             raise InvalidInput(
-                "WRONG_DATATYPE", f"input '{spec.name}' must be {spec.datatype}, got {tensor.datatype}"
+                reasons.WRONG_DATATYPE, f"input '{spec.name}' must be {spec.datatype}, got {tensor.datatype}"
             )
         if len(tensor.shape) != 1:
-            raise InvalidInput("WRONG_SHAPE", f"input '{spec.name}' must have shape [N], got {tensor.shape}")
+            raise InvalidInput(
+                reasons.WRONG_SHAPE, f"input '{spec.name}' must have shape [N], got {tensor.shape}"
+            )
         if tensor.shape[0] > MAX_ROWS:
             raise InvalidInput(
-                "TOO_MANY_ROWS",
+                reasons.TOO_MANY_ROWS,
                 f"input '{spec.name}' has {tensor.shape[0]} elements; at most {MAX_ROWS} per call",
             )
         lengths.add(tensor.shape[0])
     if len(lengths) > 1:
-        raise InvalidInput("WRONG_SHAPE", f"model '{model.name}' needs all inputs to have the same length")
+        raise InvalidInput(
+            reasons.WRONG_SHAPE, f"model '{model.name}' needs all inputs to have the same length"
+        )
     return by_name
 
 
@@ -112,7 +117,7 @@ def _customer_profile(inputs: dict[str, Tensor], outputs: Sequence[str]) -> list
     ids = inputs["customer_ids"].values
     negative = [i for i in ids if i < 0]
     if negative:
-        raise InvalidInput("BAD_VALUE", f"customer ids are non-negative; got {negative[0]}")
+        raise InvalidInput(reasons.BAD_VALUE, f"customer ids are non-negative; got {negative[0]}")
     rows = [_customer_columns(i) for i in ids]
     return [
         Tensor(name, _CUSTOMER_DATATYPES[name], [len(rows)], [row[name] for row in rows]) for name in outputs

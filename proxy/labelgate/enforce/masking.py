@@ -25,28 +25,30 @@ when a partial mask targets it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import OUTPUTS_PREFIX, may_extend
 from labelgate.classify.fields import OPAQUE_JSON, Classification, LeafSpans
+from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans, zero_of
+from labelgate.enforce.whole import mask_whole_bytes
 from labelgate.oip.tensors import Tensor
 
 
 def apply_masks(
     tensors: Sequence[Tensor],
     classification: Classification,
-    masks: Iterable[Mask | Mapping[str, Any]],
+    masks: Iterable[MaskLike],
     hash_key: bytes,
 ) -> list[Tensor]:
     """Masked copies of ``tensors``; never mutates them. Unmasked tensors are returned as is."""
-    mask_list = [Mask.coerce(mask) for mask in masks]
-    index = MaskIndex(mask_list)
+    compiled, index = compile_masks(masks)
     if not index:
         return list(tensors)
+    mask_list = list(compiled)
     masker = Masker(hash_key, mask_list)
     return [_mask_tensor(tensor, classification, index, masker, mask_list) for tensor in tensors]
 
@@ -64,7 +66,7 @@ def _mask_tensor(
         )
     values = _element_bytes(tensor.values)
     if whole is not None:
-        return replace(tensor, values=masker.raw_all(values, whole), shape=list(tensor.shape))
+        return mask_whole_bytes(tensor, values, whole, masker)
 
     text_spans = classification.spans.get(tensor.name, {})
     objects = classification.json_elements.get(tensor.name, {})

@@ -11,7 +11,7 @@ Paths are those of ``labelgate.classify.messages`` (``name``, ``contact.email``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from labelgate.classify.fields import Classification
 from labelgate.classify.jsonpaths import Location
 from labelgate.classify.messages import is_map, is_message
+from labelgate.enforce.compiled import MaskLike
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans
 
 _ZERO = {
@@ -32,7 +33,7 @@ _ZERO = {
 def apply_message_masks(
     message: Message,
     classification: Classification,
-    masks: Iterable[Mask | Mapping[str, Any]],
+    masks: Iterable[MaskLike],
     hash_key: bytes,
 ) -> Message:
     """A masked copy of ``message`` (the original is never changed).

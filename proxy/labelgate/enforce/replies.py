@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify.messages import is_message, message_type_of
 from labelgate.classify.parameters import Parameter, ParameterClassification
+from labelgate.enforce import reasons
 from labelgate.enforce.strategies import Masker, MaskIndex, replace_spans
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensors import Tensor
@@ -24,7 +25,7 @@ from labelgate.oip.tensors import Tensor
 MASKED_PARAMETER = "labelgate.masked"
 # The marker of an output masked only in parts (spans of text, nested JSON keys).
 MASKED_IN_PARTS = "spans"
-STREAM_ERROR_REASON = "UPSTREAM_STREAM_ERROR"
+STREAM_ERROR_REASON = reasons.UPSTREAM_STREAM_ERROR
 STREAM_ERROR_TEXT = f"the upstream reported an error ({STREAM_ERROR_REASON})"
 
 _INT64_MAX = 2**63 - 1
@@ -130,10 +131,11 @@ def without_extensions(message: Message) -> Message:
     field) is something it never saw."""
     for descriptor, value in message.ListFields():
         if descriptor.is_extension:
-            message.ClearExtension(descriptor)
-        elif descriptor.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
-            if descriptor.message_type.GetOptions().map_entry:
-                if descriptor.message_type.fields_by_name["value"].message_type is not None:
+            # ListFields() is typed as plain FieldDescriptors; this one is an extension's.
+            message.ClearExtension(descriptor)  # type: ignore[arg-type]
+        elif is_message(descriptor):
+            if message_type_of(descriptor).GetOptions().map_entry:
+                if message_type_of(descriptor).fields_by_name["value"].message_type is not None:
                     for item in value.values():
                         without_extensions(item)
             elif descriptor.is_repeated:

@@ -22,11 +22,12 @@ from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import compile_glob, is_glob
+from labelgate.enforce import reasons
 from labelgate.errors import ConfigError, PolicyUnavailable
-from labelgate.policy.contract import Mask as ContractMask
+from labelgate.policy.contract import DecidedMask
 
-MASK_INVALID = "MASK_INVALID"
-HASH_KEY_INVALID = "HASH_KEY_INVALID"
+MASK_INVALID = reasons.MASK_INVALID
+HASH_KEY_INVALID = reasons.HASH_KEY_INVALID
 # Most protective first: when several masks name one path, the first of these wins.
 STRATEGIES = ("null", "redact", "hash", "partial")
 DEFAULT_REPLACEMENT = "[REDACTED]"
@@ -35,6 +36,8 @@ HASH_PREFIX = "hmac:"
 # An HMAC key shorter than this makes hashed SSNs and card numbers easy to brute-force.
 MIN_HASH_KEY_BYTES = 16
 _PARAMS = frozenset({"keep_last", "replacement"})
+# Glob lookups remembered per MaskIndex (see ``MaskIndex.lookup``).
+GLOB_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,11 @@ class Mask:
             raise PolicyUnavailable(MASK_INVALID, f"mask {self.path!r}: {problem}")
 
     @classmethod
-    def coerce(cls, value: Mask | ContractMask | Mapping[str, Any]) -> Mask:
+    def coerce(cls, value: Mask | DecidedMask | Mapping[str, Any]) -> Mask:
         """A ``Mask`` from a policy decision's mask, a result item (a dict), or the mask itself."""
         if isinstance(value, Mask):
             return value
-        if isinstance(value, ContractMask):
+        if isinstance(value, DecidedMask):
             value = value.to_json()
         if type(value) is not dict and not isinstance(value, Mapping):  # skip the ABC check for dicts
             raise PolicyUnavailable(MASK_INVALID, f"a mask must be an object, got {type(value).__name__}")
@@ -236,12 +239,14 @@ class MaskIndex:
     policy writing ``outputs.*`` masks everything rather than nothing."""
 
     def __init__(self, masks: Iterable[Mask]) -> None:
-        exact, globbed = [], []
+        exact: list[Mask] = []
+        globbed: list[Mask] = []
         for mask in masks:
             (globbed if is_glob(mask.path) else exact).append(mask)
         self._exact = strongest(exact)
         self._globs = [(compile_glob(path), mask) for path, mask in strongest(globbed).items()]
         self._sorted_exact = sorted(self._exact)
+        self._glob_memo: dict[str, Mask | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self._exact or self._globs)
@@ -251,10 +256,19 @@ class MaskIndex:
         exact = self._exact.get(path)
         if not self._globs:
             return exact
+        # JSON elements repeat their paths element after element, and an index lives as long
+        # as its decision (``enforce.compiled``): match the globs once per path.
+        memo = self._glob_memo
+        if path in memo:
+            return memo[path]
         found = [mask for regex, mask in self._globs if regex.fullmatch(path)]
         if exact is not None:
             found.append(exact)
-        return min(found, key=Mask.strength) if found else None
+        chosen = min(found, key=Mask.strength) if found else None
+        if len(memo) >= GLOB_MEMO_SIZE:  # paths come from data: bounded
+            memo.clear()
+        memo[path] = chosen
+        return chosen
 
     def may_name(self, path: str) -> bool:
         """Whether some mask may name ``path`` or a path that extends it (globs: assume yes)."""

@@ -4,6 +4,12 @@ Each handler turns the RPC into a ``Call``, runs it through the pipeline, and tu
 ``LabelgateError`` into a status with an ``ErrorInfo`` (``status.refusals``). Health and
 metadata RPCs are admitted on the method and their replies classified as messages (the
 catalog labels the OIP metadata messages), like any routed service.
+
+Triton's model extensions the same way: ``ModelConfig`` and ``ModelStatistics`` are
+classified messages; ``RepositoryModelLoad`` / ``Unload`` are decided in the request phase
+(the default policy: ``model-admins`` only) before anything is sent; ``RepositoryIndex`` and
+statistics of every model ask every upstream and are narrowed to the models the caller may
+use (``gateway/repository.py``).
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Call, Target
 from labelgate.errors import Unsupported
-from labelgate.gateway import metrics
+from labelgate.gateway import metrics, reasons
 from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.repository import ModelDirectory, SendTo
 from labelgate.gateway.status import refusals
-from labelgate.gateway.upstream import Router, Upstream
+from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge
 from labelgate.logs import get_logger
 from labelgate.oip.rest import SHARED_MEMORY
 
@@ -39,6 +47,19 @@ UNARY_METHODS: dict[str, tuple[type[Message], type[Message], str | None]] = {
     "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse, "name"),
     "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse, "name"),
     "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse, "model_name"),
+    "ModelConfig": (ext.ModelConfigRequest, ext.ModelConfigResponse, "name"),
+    # Policy decides these on the method before the upstream sees them (model_admin_methods).
+    "RepositoryModelLoad": (ext.RepositoryModelLoadRequest, ext.RepositoryModelLoadResponse, "model_name"),
+    "RepositoryModelUnload": (
+        ext.RepositoryModelUnloadRequest,
+        ext.RepositoryModelUnloadResponse,
+        "model_name",
+    ),
+}
+# About many models at once: fanned out, merged and narrowed per caller (ModelDirectory).
+DIRECTORY_METHODS: dict[str, tuple[type[Message], type[Message]]] = {
+    "RepositoryIndex": (ext.RepositoryIndexRequest, ext.RepositoryIndexResponse),
+    "ModelStatistics": (ext.ModelStatisticsRequest, ext.ModelStatisticsResponse),
 }
 # A gateway cannot see what a client put in shared memory, so it cannot classify it: these are
 # refused (recorded, after authentication), never sent upstream.
@@ -67,7 +88,7 @@ def client_session_id(metadata: tuple[tuple[str, object], ...], peer: str) -> st
     return text or f"conn-{uuid.uuid5(uuid.NAMESPACE_URL, peer).hex[:16]}"
 
 
-def make_call(context: grpc.aio.ServicerContext, method: str) -> Call:
+def make_call(context: grpc.aio.ServicerContext[Any, Any], method: str) -> Call:
     metadata = tuple(context.invocation_metadata() or ())
     peer = context.peer() or ""
     return Call(
@@ -82,7 +103,7 @@ def make_call(context: grpc.aio.ServicerContext, method: str) -> Call:
 
 def shared_memory_refusal() -> Unsupported:
     return Unsupported(
-        "SHARED_MEMORY_UNSUPPORTED",
+        reasons.SHARED_MEMORY_UNSUPPORTED,
         "a gateway cannot inspect shared memory, so it cannot classify what is there; "
         "send the tensors in the request",
     )
@@ -106,9 +127,10 @@ class InferenceProxy:
     def __init__(self, pipeline: Pipeline, upstreams: Upstream | Router) -> None:
         self.pipeline = pipeline
         self.router = upstreams if isinstance(upstreams, Router) else Router.single(upstreams)
+        self.directory = ModelDirectory(pipeline, self.router)
         self._stubs: dict[tuple[int, str], Any] = {}
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 self._unary(name, response_type, model_field),
@@ -117,6 +139,12 @@ class InferenceProxy:
             )
             for name, (request_type, response_type, model_field) in UNARY_METHODS.items()
         }
+        for name, (request_type, response_type) in DIRECTORY_METHODS.items():
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                self._directory(name, response_type),
+                request_deserializer=request_type.FromString,
+                response_serializer=response_type.SerializeToString,
+            )
         for name in SHARED_MEMORY_METHODS:
             # Bytes in: nothing of the request is read, and nothing is ever sent back.
             handlers[name] = grpc.unary_unary_rpc_method_handler(self._refuse_shared_memory(name))
@@ -127,7 +155,7 @@ class InferenceProxy:
         )
         return handlers
 
-    def stub(self, upstream: Upstream, name: str, response_type: type[Message]) -> Any:
+    def stub(self, upstream: UpstreamEdge, name: str, response_type: type[Message]) -> Any:
         key = (id(upstream), name)
         found = self._stubs.get(key)
         if found is None:
@@ -136,20 +164,21 @@ class InferenceProxy:
             )
         return found
 
-    def _unary(self, name: str, response_type: type[Message], model_field: str | None) -> Callable:
+    def _unary(self, name: str, response_type: type[Message], model_field: str | None) -> Callable[..., Any]:
         method = f"/{SERVICE}/{name}"
 
-        async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             call = make_call(context, method)
             model = getattr(request, model_field) if model_field else ""
 
             async def send(message: Message) -> Message:
                 upstream = self.router.for_model(model) if model_field else self.router.for_server()
-                return await self.stub(upstream, name, response_type)(
+                reply: Message = await self.stub(upstream, name, response_type)(
                     message,
                     metadata=upstream.metadata(call.metadata),
                     timeout=upstream.timeout(context),
                 )
+                return reply
 
             async with refusals(context):
                 if name == "ModelInfer":
@@ -162,19 +191,47 @@ class InferenceProxy:
 
         return handle
 
-    def _refuse_shared_memory(self, name: str) -> Callable:
+    def send_to(
+        self, name: str, response_type: type[Message], call: Call, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> SendTo:
+        async def send(upstream: UpstreamEdge, message: Message) -> Message:
+            reply: Message = await self.stub(upstream, name, response_type)(
+                message,
+                metadata=upstream.metadata(call.metadata),
+                timeout=upstream.timeout(context),
+            )
+            return reply
+
+        return send
+
+    def _directory(self, name: str, response_type: type[Message]) -> Callable[..., Any]:
+        method = f"/{SERVICE}/{name}"
+
+        async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            call = make_call(context, method)
+            send_to = self.send_to(name, response_type, call, context)
+            async with refusals(context):
+                if isinstance(request, ext.RepositoryIndexRequest):
+                    return await self.directory.index(call, request, send_to)
+                assert isinstance(request, ext.ModelStatisticsRequest)
+                return await self.directory.statistics(call, request, send_to)
+            raise AssertionError("unreachable: refusals() aborts the call")
+
+        return handle
+
+    def _refuse_shared_memory(self, name: str) -> Callable[..., Any]:
         method = f"/{SERVICE}/{name}"
 
         async def refuse(message: bytes) -> Message:
             raise shared_memory_refusal()
 
-        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             async with refusals(context):
                 # Authenticated, decided and recorded like any call; never sent upstream.
                 return await self.pipeline.unary_message(
                     make_call(context, method),
                     Target(service=SERVICE),
-                    request,
+                    request,  # type: ignore[arg-type]
                     refuse,  # type: ignore[arg-type]
                 )
             raise AssertionError("unreachable: refusals() aborts the call")
@@ -182,7 +239,7 @@ class InferenceProxy:
         return handle
 
     async def model_stream_infer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each request and each reply is decided and enforced on its own; a refusal of any
         message ends the whole stream with that status. The upstream stream opens on the first
@@ -206,9 +263,11 @@ class RoutedStream:
     assertion). One stream has one upstream: a request for a model another upstream serves
     is refused (FAILED_PRECONDITION, ``STREAM_SPANS_UPSTREAMS``)."""
 
-    def __init__(self, router: Router, method: str, call: Call, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self, router: Router, method: str, call: Call, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
         self.router, self.method, self.call, self.context = router, method, call, context
-        self.upstream: Upstream | None = None
+        self.upstream: UpstreamEdge | None = None
         self._stream: Any = None
         self._opened = asyncio.Event()
 
@@ -223,7 +282,7 @@ class RoutedStream:
             self._opened.set()
         elif upstream is not self.upstream:
             raise Unsupported(
-                "STREAM_SPANS_UPSTREAMS",
+                reasons.STREAM_SPANS_UPSTREAMS,
                 "this stream's models are served by different upstreams; "
                 "open one stream per model, or use ModelInfer",
             )

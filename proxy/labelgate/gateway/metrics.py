@@ -6,11 +6,14 @@ graphs (``disable_created_metrics``).
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from labelgate import __version__
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 CALLS = Counter(
     "labelgate_calls_total",
@@ -31,6 +34,29 @@ DECISION_SECONDS = Histogram(
 )
 MASKED_FIELDS = Counter("labelgate_masked_fields_total", "Masked fields by their label", ["label"])
 ACTIVE_STREAMS = Gauge("labelgate_active_streams", "Streaming calls in progress")
+EVENT_LOOP_LAG = Gauge(
+    "labelgate_event_loop_lag_seconds",
+    "How late the event loop last ran a timer (a blocked loop delays every call)",
+)
 ERRORS = Counter("labelgate_errors_total", "Errors by kind", ["kind"])
+# Per upstream (``default`` is the ``upstream:`` route, others their ``upstreams:`` name).
+UPSTREAM_UP = Gauge(
+    "labelgate_upstream_up", "1 when the upstream answered the last readiness probe, else 0", ["upstream"]
+)
+UPSTREAM_SECONDS = Histogram(
+    "labelgate_upstream_call_duration_seconds",
+    "Time of a unary call to an upstream, by upstream and outcome (ok, or the status code)",
+    ["upstream", "protocol", "outcome"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 BUILD = Info("labelgate_build", "The running labelgate build")
 BUILD.info({"version": __version__})
+
+
+async def watch_loop_lag(interval: float = 1.0) -> None:
+    """Sleep ``interval`` seconds, again and again; the overshoot is the event loop's lag (what
+    a call arriving then would wait before the loop even looks at it)."""
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(interval)
+        EVENT_LOOP_LAG.set(max(0.0, time.monotonic() - started - interval))

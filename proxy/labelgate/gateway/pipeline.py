@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from google.protobuf.message import Message
 
+from labelgate import tracing
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.approvals.hold import ApprovalStage
 from labelgate.auth import Authenticator, Subject
+from labelgate.auth import reasons as auth_reasons
 from labelgate.calls import (
     PROVEN,
     Call,
@@ -45,7 +48,8 @@ from labelgate.classify.parameters import classify_parameters, released_paramete
 from labelgate.config import LimitSettings, ReleaseSettings
 from labelgate.enforce import apply_masks, apply_message_masks
 from labelgate.enforce import replies as build
-from labelgate.enforce.strategies import Mask, Masker, MaskIndex
+from labelgate.enforce.compiled import compile_masks
+from labelgate.enforce.strategies import Mask, Masker
 from labelgate.errors import (
     InvalidInput,
     LabelgateError,
@@ -56,19 +60,24 @@ from labelgate.errors import (
 )
 from labelgate.gateway import metrics
 from labelgate.gateway.bounds import check_fields, check_target
-from labelgate.gateway.classifier import ClassifierStage
+from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.record import Recorder
 from labelgate.gateway.streams import StreamLedger, is_final
 from labelgate.gateway.upstream import MalformedUpstream
+from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensors import Tensor
+from labelgate.policy import reasons as policy_reasons
 from labelgate.policy.cache import cache_key
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.engine import PolicyEngine
 
 # Fail-closed decisions whose cause is the engine being unreachable, not the policy saying no.
-_UNAVAILABLE_REASONS = frozenset({"POLICY_UNAVAILABLE", "POLICY_TIMEOUT"})
+_UNAVAILABLE_REASONS = frozenset({policy_reasons.POLICY_UNAVAILABLE, policy_reasons.POLICY_TIMEOUT})
 Send = Callable[[Message], Awaitable[Message]]
+# (subject, upstream reply) -> the reply without what the subject may not know about.
+Narrow = Callable[[Subject, Message], Awaitable[Message]]
+log = get_logger(__name__)
 
 
 class Pipeline:
@@ -102,17 +111,57 @@ class Pipeline:
             subject = outcome.subject = self.authenticate(call)
             outcome.request_summary = request_summary(request)
             await self.admit(call, subject, target, outcome, self.expected_fields(target))
-            response = await self.forward(send, request, outcome)
+            # send() is the ModelInfer stub: its replies are ModelInferResponses.
+            response = cast(pb.ModelInferResponse, await self.forward(send, request, outcome))
             return await self.release_inference(call, subject, target, response, outcome)
 
-    async def unary_message(self, call: Call, target: Target, request: Message, send: Send) -> Message:
+    async def unary_message(
+        self, call: Call, target: Target, request: Message, send: Send, narrow: Narrow | None = None
+    ) -> Message:
         """Metadata RPCs and routed unary methods: admitted on the method, reply classified
-        as a message."""
+        as a message. ``narrow`` (the repository index, statistics) takes out of the reply what
+        the subject may not know about before it is classified (``usable_models``)."""
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
             await self.admit(call, subject, target, outcome)
             reply = await self.forward(send, request, outcome)
+            if narrow is not None:
+                reply = await narrow(subject, reply)
             return await self.release_message(call, subject, target, reply, outcome)
+
+    async def usable_models(self, call: Call, subject: Subject, models: Iterable[str]) -> set[str]:
+        """The models among ``models`` the subject may call ``ModelInfer`` on: for each, the
+        policy decides that call's request phase (the catalog's fields, no outputs named) and
+        the model counts when it is allowed or offered an approval (nothing is held here).
+        Fail closed: a model whose decision fails, times out or exceeds the bounds is left out."""
+        infer_call = dataclasses.replace(call, method=f"/{call.service}/ModelInfer")
+        # A repository of hundreds of models must not open hundreds of decisions at once.
+        slots = asyncio.Semaphore(16)
+
+        async def usable(model: str) -> bool:
+            target = Target(service=call.service, model=model)
+            try:
+                fields = self.expected_fields(target)
+                check_fields(fields, self.limits)
+                async with slots:
+                    decision = await self._decide_within_deadline(
+                        build_input(
+                            phase="request",
+                            subject=subject.to_policy(),
+                            request=target.to_policy(infer_call),
+                            fields=to_policy_fields(fields),
+                            approval=None,
+                            time_ns=time.time_ns(),
+                        )
+                    )
+            except Exception as error:
+                log.warning("model left out: its decision failed", model=model, error=type(error).__name__)
+                return False
+            return decision.allow or decision.require_approval is not None
+
+        names = sorted(set(models))
+        verdicts = await asyncio.gather(*(usable(name) for name in names))
+        return {name for name, ok in zip(names, verdicts, strict=True) if ok}
 
     async def admit_stream(self, call: Call, target: Target) -> Subject:
         """Open a routed stream: authenticate and decide the request phase (recorded)."""
@@ -190,8 +239,8 @@ class Pipeline:
             ledger.close(held)
             carry.release(held.upstream_id, [], final=True)
             outcome = Outcome(subject=subject, model=target.model, upstream_status=build.STREAM_ERROR_REASON)
-            error = UpstreamError(build.STREAM_ERROR_REASON, build.STREAM_ERROR_TEXT)
-            await self.recorder.record(CallRecord.of(call, outcome, error))
+            stream_error = UpstreamError(build.STREAM_ERROR_REASON, build.STREAM_ERROR_TEXT)
+            await self.recorder.record(CallRecord.of(call, outcome, stream_error))
             return build.stream_error(target.caller_id, target.model)
         final = is_final(response)
         async with self.recording(call, target) as outcome:
@@ -207,7 +256,7 @@ class Pipeline:
         return pb.ModelStreamInferResponse(infer_response=released)
 
     async def _replies(
-        self, call: Call, subject: Subject, upstream: Any, pump: asyncio.Task
+        self, call: Call, subject: Subject, upstream: Any, pump: asyncio.Task[None]
     ) -> AsyncIterator[Any]:
         """Upstream replies, surfacing a refusal raised while forwarding requests at once
         (already recorded) and recording an upstream failure before it ends the stream."""
@@ -228,7 +277,7 @@ class Pipeline:
             yield reply
 
     async def _record_failure(
-        self, call: Call, subject: Subject, target: Target, error: LabelgateError
+        self, call: Call, subject: Subject | None, target: Target, error: LabelgateError
     ) -> None:
         outcome = Outcome(subject=subject, model=target.model, upstream_status=error.reason)
         with contextlib.suppress(LabelgateError):
@@ -236,7 +285,8 @@ class Pipeline:
 
     # -- stage 1: authenticate -------------------------------------------------------
     def authenticate(self, call: Call) -> Subject:
-        subject = self.authenticator.authenticate(call.metadata, call.auth_context)
+        with tracing.stage("authenticate"):
+            subject = self.authenticator.authenticate(call.metadata, call.auth_context)
         PROVEN.set(Proven(subject, call.request_id))  # for the upstream's subject assertion
         return subject
 
@@ -248,8 +298,9 @@ class Pipeline:
         self, call: Call, subject: Subject, target: Target, outcome: Outcome, fields: Sequence[Field] = ()
     ) -> None:
         """Request phase: bounds, then deny or hold before the upstream runs anything."""
-        check_target(target, self.limits)
-        await self.decide(call, subject, target, "request", list(fields), outcome)
+        with tracing.stage("admit"):
+            check_target(target, self.limits)
+            await self.decide(call, subject, target, "request", list(fields), outcome)
 
     # -- decide and hold (both phases) -------------------------------------------------
     async def decide(
@@ -272,14 +323,16 @@ class Pipeline:
         if key is not None:  # kept by hash so the decision can be replayed (policy impact)
             outcome.decision_inputs.append((phase, key.hex(), first))
         started = time.perf_counter()
-        decision = await self._decide_within_deadline(first)
+        with tracing.stage("decide", **{"labelgate.phase": phase}):
+            decision = await self._decide_within_deadline(first)
         metrics.DECISION_SECONDS.labels(engine=self.engine.name, phase=phase).observe(
             time.perf_counter() - started
         )
         if decision.require_approval is not None and not decision.allow:
-            decision = await self.approvals.hold(
-                call, subject, first, decision, self._reevaluate(policy_input)
-            )
+            with tracing.stage("hold"):
+                decision = await self.approvals.hold(
+                    call, subject, first, decision, self._reevaluate(policy_input)
+                )
         outcome.decisions.append((phase, decision))
         outcome.labels.update(first["labels"])
         if not decision.allow:
@@ -306,25 +359,27 @@ class Pipeline:
     async def recording(self, call: Call, target: Target) -> AsyncIterator[Outcome]:
         """Every call (or streamed message) is recorded, refused ones too."""
         outcome = Outcome(model=target.model)
-        try:
-            yield outcome
-        except asyncio.CancelledError as error:
-            # The caller is gone; record without holding up the cancellation.
-            task = asyncio.ensure_future(self.recorder.record(CallRecord.of(call, outcome, error)))
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-            raise
-        except BaseException as error:
-            # The refusal stands whether or not its record could be written.
-            with contextlib.suppress(LabelgateError):
-                await self.recorder.record(CallRecord.of(call, outcome, error))
-            raise
-        # Nothing is released before its record is durable: a failure here fails the call.
-        await self.recorder.record(CallRecord.of(call, outcome, None))
+        with tracing.call_span(call.method, target.model, call.metadata):
+            try:
+                yield outcome
+            except asyncio.CancelledError as error:
+                # The caller is gone; record without holding up the cancellation.
+                task = asyncio.ensure_future(self.recorder.record(CallRecord.of(call, outcome, error)))
+                task.add_done_callback(lambda done: done.cancelled() or done.exception())
+                raise
+            except BaseException as error:
+                # The refusal stands whether or not its record could be written.
+                with contextlib.suppress(LabelgateError):
+                    await self.recorder.record(CallRecord.of(call, outcome, error))
+                raise
+            # Nothing is released before its record is durable: a failure here fails the call.
+            await self.recorder.record(CallRecord.of(call, outcome, None))
 
     @staticmethod
     async def forward(send: Send, request: Message, outcome: Outcome) -> Message:
         try:
-            response = await send(request)
+            with tracing.stage("upstream"):
+                response = await send(request)
         except LabelgateError as error:
             outcome.upstream_status = error.code.name
             raise
@@ -348,18 +403,20 @@ class Pipeline:
         if target.requested_outputs:  # what the caller did not ask for is not released
             tensors = [tensor for tensor in tensors if tensor.name in target.requested_outputs]
         classifier = self.classifier.classifier  # one catalog snapshot for the whole reply
-        classification = classifier.classify_response(
-            target.model, tensors, backend=backend_labels(response) if backend is None else backend
-        )
+        with tracing.stage("classify"):
+            classification = classifier.classify_response(
+                target.model, tensors, backend=backend_labels(response) if backend is None else backend
+            )
         released = self.release.parameters
         parameters = classify_parameters(
             released_parameters(response, released), released, classifier.detectors
         )
         fields = classification.fields + parameters.fields
         decision = await self.decide(call, subject, target, "response", fields, outcome)
-        masks = [Mask.coerce(mask) for mask in decision.masks]
-        index = MaskIndex(masks)
-        masked = apply_masks(tensors, classification, masks, self.hash_key) if index else tensors
+        compiled, index = compile_masks(decision.masks)  # once per cached decision
+        masks = list(compiled)
+        with tracing.stage("enforce"):
+            masked = apply_masks(tensors, classification, decision.masks, self.hash_key) if index else tensors
         try:
             reply = build.infer_response(
                 model=target.model,
@@ -383,7 +440,8 @@ class Pipeline:
         self, call: Call, subject: Subject, target: Target, message: Message, outcome: Outcome
     ) -> Message:
         """The reply to one message of a typed (descriptor-aware) service or a metadata RPC."""
-        classification = self.classifier.classify_message(message)
+        with tracing.stage("classify"):
+            classification = self.classifier.classify_message(message)
         decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
         released = build.without_extensions(
             apply_message_masks(message, classification, list(decision.masks), self.hash_key)
@@ -398,7 +456,7 @@ def still_valid(subject: Subject) -> None:
     """A stream outlives the token that opened it: each message checks the token's expiry."""
     expires = subject.attributes.get("exp")
     if isinstance(expires, int | float) and time.time() >= expires:
-        raise Unauthenticated("TOKEN_EXPIRED", "the token this stream was opened with has expired")
+        raise Unauthenticated(auth_reasons.TOKEN_EXPIRED, "the token this stream was opened with has expired")
 
 
 def _decoded(response: pb.ModelInferResponse) -> list[Tensor]:
@@ -425,7 +483,9 @@ def _refusal(decision: Decision) -> PermissionDenied | PolicyUnavailable:
     if decision.fail_reason in _UNAVAILABLE_REASONS:
         return PolicyUnavailable(decision.fail_reason, "policy engine unavailable: call denied", **details)
     if decision.require_approval is not None:
-        return PermissionDenied("APPROVAL_REQUIRED", decision.reason or "approval required", **details)
+        return PermissionDenied(
+            policy_reasons.APPROVAL_REQUIRED, decision.reason or "approval required", **details
+        )
     return PermissionDenied(
         decision.fail_reason or "POLICY_DENIED", decision.reason or "denied by policy", **details
     )

@@ -12,12 +12,13 @@ import errno
 import socket
 
 from labelgate.errors import ConfigError
+from labelgate.gateway import reasons
 
 
 def split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ConfigError("LISTEN_INVALID", f"a listen address must be HOST:PORT, got {listen!r}")
+        raise ConfigError(reasons.LISTEN_INVALID, f"a listen address must be HOST:PORT, got {listen!r}")
     return host.strip("[]"), int(port)
 
 
@@ -29,7 +30,7 @@ def ensure_free(listen: str, what: str = "listen") -> None:
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise ConfigError("LISTEN_INVALID", f"{what} {listen}: {error.strerror}") from None
+        raise ConfigError(reasons.LISTEN_INVALID, f"{what} {listen}: {error.strerror}") from None
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
@@ -38,6 +39,7 @@ def ensure_free(listen: str, what: str = "listen") -> None:
             except OSError as error:
                 if error.errno == errno.EADDRINUSE:
                     raise ConfigError(
-                        "LISTEN_IN_USE", f"{what} {listen}: the address is already in use by another program"
+                        reasons.LISTEN_IN_USE,
+                        f"{what} {listen}: the address is already in use by another program",
                     ) from None
-                raise ConfigError("LISTEN_FAILED", f"{what} {listen}: {error.strerror}") from None
+                raise ConfigError(reasons.LISTEN_FAILED, f"{what} {listen}: {error.strerror}") from None

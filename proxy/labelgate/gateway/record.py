@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from labelgate import tracing
 from labelgate.audit import AuditClient
 from labelgate.calls import CallRecord
 from labelgate.errors import LabelgateError
@@ -323,8 +324,12 @@ class Recorders:
         self.recorders = recorders
 
     async def record(self, entry: CallRecord) -> None:
-        for recorder in self.recorders:
-            await recorder.record(entry)
+        # On the call's span: names and the stable reason, never a value.
+        tracing.annotate(**{"labelgate.outcome": entry.outcome, "labelgate.reason": entry.refusal or ""})
+        tracing.annotate(**{"labelgate.labels": list(entry.labels), "rpc.grpc.status": entry.status_code})
+        with tracing.stage("record"):
+            for recorder in self.recorders:
+                await recorder.record(entry)
 
 
 # Approval state changes as audit decisions (the approval service's event names).
@@ -375,7 +380,7 @@ def approval_audit_sink(client: AuditClient) -> Callable[[str, dict[str, Any]], 
     they are appended in the background; a failure is logged and counted, while the call
     a grant releases still writes its own audit record before anything is delivered.
     """
-    pending: set[asyncio.Task] = set()
+    pending: set[asyncio.Task[Any]] = set()
 
     async def append(event: dict[str, Any]) -> None:
         try:

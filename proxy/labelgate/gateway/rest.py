@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 import uvicorn
@@ -26,6 +26,7 @@ from starlette.routing import Route
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Call, Target
 from labelgate.errors import LabelgateError, ResourceExhausted
+from labelgate.gateway import reasons
 from labelgate.gateway.inference import SERVICE, client_session_id
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.upstream import Router, Upstream, UpstreamStatus
@@ -33,6 +34,7 @@ from labelgate.logs import get_logger
 from labelgate.oip import rest
 
 log = get_logger(__name__)
+Reply = TypeVar("Reply", bound=Message)
 
 # The HTTP status of a gRPC status code, for errors the upstream or the gateway raised.
 _HTTP_STATUS = {
@@ -63,7 +65,7 @@ class RestGateway:
         # Calls route by model like gRPC's (``Router``); server-wide calls go to its default.
         self.router = upstreams if isinstance(upstreams, Router) else Router.single(upstreams)
         self.max_body_bytes = max_body_bytes
-        self._stubs: dict[str, Any] = {}
+        self._stubs: dict[tuple[int, str], Any] = {}
 
     def app(self) -> Starlette:
         model = "/v2/models/{model}"
@@ -79,6 +81,11 @@ class RestGateway:
                 methods=["GET"],
             ),
         ]
+        # Triton's model extensions, before the model routes (``/v2/models/stats``). Imported
+        # here because that module builds on this one.
+        from labelgate.gateway.rest_extensions import ExtensionRoutes
+
+        routes += ExtensionRoutes(self).routes()
         for path in (model, versioned):
             routes += [
                 Route(path, self.model_metadata, methods=["GET"]),
@@ -103,7 +110,7 @@ class RestGateway:
 
     def _send(
         self, method: str, response_type: type[Message], call: Call, model: str | None = None
-    ) -> Callable[[Message], Awaitable]:
+    ) -> Callable[[Message], Awaitable[Message]]:
         async def send(message: Message) -> Message:
             # Routed when sent: after authentication and the request phase, like gRPC's.
             upstream = self.router.for_server() if model is None else self.router.for_model(model)
@@ -113,21 +120,23 @@ class RestGateway:
                 stub = self._stubs[key] = upstream.unary_unary(
                     f"/{SERVICE}/{method}", _serialize, response_type.FromString
                 )
-            return await stub(
+            reply: Message = await stub(
                 message,
                 metadata=upstream.metadata(call.metadata),
                 timeout=upstream.settings.timeout_seconds,
             )
+            return reply
 
         return send
 
     async def _unary(
-        self, request: Request, method: str, message: Message, response_type: type[Message], model: str = ""
-    ) -> Message:
+        self, request: Request, method: str, message: Message, response_type: type[Reply], model: str = ""
+    ) -> Reply:
         call = self._call(request, method)
         target = Target(service=SERVICE, model=model)
         send = self._send(method, response_type, call, model or None)
-        return await self.pipeline.unary_message(call, target, message, send)
+        # The reply is built from the upstream's, parsed as response_type.
+        return cast(Reply, await self.pipeline.unary_message(call, target, message, send))
 
     # -- routes ------------------------------------------------------------------------
     async def server_metadata(self, request: Request) -> Response:
@@ -139,7 +148,7 @@ class RestGateway:
             return error_response(error)
         return JSONResponse(rest.message_json(reply))
 
-    def health(self, method: str, request_type: type[Message], field: str) -> Callable:
+    def health(self, method: str, request_type: type[Message], field: str) -> Callable[..., Any]:
         response_type = getattr(pb, method + "Response")
 
         async def route(request: Request) -> Response:
@@ -204,7 +213,7 @@ class RestGateway:
 
 def _too_large(limit: int) -> ResourceExhausted:
     return ResourceExhausted(
-        "REQUEST_TOO_LARGE", f"the body is larger than limits.max_message_bytes ({limit})"
+        reasons.REQUEST_TOO_LARGE, f"the body is larger than limits.max_message_bytes ({limit})"
     )
 
 

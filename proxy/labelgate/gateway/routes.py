@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from labelgate.calls import Call, Target
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError
-from labelgate.gateway import metrics
+from labelgate.gateway import metrics, reasons
 from labelgate.gateway.inference import make_call
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.status import refusals
@@ -35,7 +35,9 @@ def load_descriptor_set(path: Path) -> dict[str, MethodDescriptor]:
     try:
         files = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
     except (OSError, DecodeError) as error:
-        raise ConfigError("DESCRIPTOR_SET_INVALID", f"cannot read descriptor set {path}: {error}") from None
+        raise ConfigError(
+            reasons.DESCRIPTOR_SET_INVALID, f"cannot read descriptor set {path}: {error}"
+        ) from None
     pool = descriptor_pool.Default()
     methods: dict[str, MethodDescriptor] = {}
     for file in files.file:
@@ -44,7 +46,7 @@ def load_descriptor_set(path: Path) -> dict[str, MethodDescriptor]:
         try:
             pool.Add(file)
         except (TypeError, ValueError) as error:
-            raise ConfigError("DESCRIPTOR_SET_INVALID", f"{path}: {file.name}: {error}") from None
+            raise ConfigError(reasons.DESCRIPTOR_SET_INVALID, f"{path}: {file.name}: {error}") from None
     for file in files.file:
         for service in pool.FindFileByName(file.name).services_by_name.values():
             for method in service.methods:
@@ -88,12 +90,14 @@ class RoutedServices(grpc.GenericRpcHandler):
             stray = [m for m in route.methods if not m.startswith(route.settings.method_prefix)]
             if route.methods and len(stray) == len(route.methods):
                 raise ConfigError(
-                    "ROUTE_INVALID",
+                    reasons.ROUTE_INVALID,
                     f"route {route.settings.method_prefix}: no method of its descriptors is under it",
                 )
         return cls(pipeline, built)
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         route = next((r for r in self.routes if method.startswith(r.settings.method_prefix)), None)
         if route is None:
@@ -118,7 +122,7 @@ class OpaqueCall:
         self.pipeline, self.upstream, self.method = pipeline, upstream, method
 
     async def serve(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         call = make_call(context, self.method)
         async with refusals(context):
@@ -139,7 +143,7 @@ async def _relay(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 def typed_handler(
     pipeline: Pipeline, upstream: Upstream, method: str, descriptor: MethodDescriptor
-) -> grpc.RpcMethodHandler:
+) -> grpc.RpcMethodHandler[Any, Any]:
     request_type = message_factory.GetMessageClass(descriptor.input_type)
     response_type = message_factory.GetMessageClass(descriptor.output_type)
     target = _target(method, opaque=False)
@@ -148,13 +152,13 @@ def typed_handler(
         upstream, f"{'stream' if client_streams else 'unary'}_{'stream' if server_streams else 'unary'}"
     )(method, _serialize, response_type.FromString)
 
-    def options(call: Call, context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    def options(call: Call, context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
         return {
             "metadata": upstream.metadata(call.metadata),
             "timeout": upstream.timeout(context),
         }
 
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+    async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         call = make_call(context, method)
         metrics.ACTIVE_STREAMS.inc()
         try:
@@ -166,11 +170,13 @@ def typed_handler(
         finally:
             metrics.ACTIVE_STREAMS.dec()
 
-    async def single(request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def single(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         call = make_call(context, method)
 
         async def send(message: Any) -> Message:
-            return await stub(_relay(message) if client_streams else message, **options(call, context))
+            outgoing = _relay(message) if client_streams else message
+            reply: Message = await stub(outgoing, **options(call, context))
+            return reply
 
         async with refusals(context):
             return await pipeline.unary_message(call, target, request, send)

@@ -12,14 +12,18 @@ import contextlib
 import multiprocessing
 import signal
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from labelgate import tracing
 from labelgate.admin.app import add_jwks_route, admin_approvals_context, build_admin_app, start_admin
 from labelgate.admin.bridge import BridgedApprovalService, BridgedSessionStore, LoopBridge, bridged_ready
+from labelgate.admin.listener import AdminListener
 from labelgate.approvals import events as approval_events
 from labelgate.approvals.deadline import DeadlineInterceptor
 from labelgate.approvals.hold import ApprovalStage, RefuseUntilApproved
@@ -29,8 +33,10 @@ from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
 from labelgate.config import GatewaySettings, PolicySettings
 from labelgate.errors import ConfigError
-from labelgate.gateway.classifier import ClassifierStage
+from labelgate.gateway import reasons
+from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.inference import SERVICE, InferenceProxy
+from labelgate.gateway.metrics import watch_loop_lag
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.record import (
     AuditRecorder,
@@ -53,6 +59,7 @@ from labelgate.policy.opa import OpaEngine
 from labelgate.policy.source import BundleKey
 from labelgate.policy.wasm import WasmEngine
 from labelgate.recording.recorder import SessionRecorder, build_session_recorder
+from labelgate.recording.viewing import ReplayPolicy
 
 log = get_logger(__name__)
 HEALTH_INTERVAL_SECONDS = 2.0
@@ -111,7 +118,9 @@ def hash_key(settings: GatewaySettings) -> bytes:
         try:
             return masking.hash_key_file.read_bytes().strip()
         except OSError as error:
-            raise ConfigError("HASH_KEY_UNREADABLE", f"cannot read masking.hash_key_file: {error}") from None
+            raise ConfigError(
+                reasons.HASH_KEY_UNREADABLE, f"cannot read masking.hash_key_file: {error}"
+            ) from None
     # A per-process random key still hides values; joins across restarts need a configured key.
     import secrets
 
@@ -143,7 +152,7 @@ def build_recorder(
         recorders.append(InputStoreRecorder(InputStore(audit.inputs_file, audit.inputs_retention_days)))
     if sessions is not None:
         recorders.append(sessions)
-    return recorders[0] if len(recorders) == 1 else Recorders(*recorders)
+    return Recorders(*recorders)  # also the record stage's span
 
 
 def build_approvals(settings: GatewaySettings) -> ApprovalService | None:
@@ -217,7 +226,7 @@ class Gateway:
             settings, self.engine, approval_stage(settings, self.approvals), self.sessions, self.audit_client
         )
         follow_bundle_catalog(self.engine, self.pipeline.classifier)
-        self._approval_sink = None
+        self._approval_sink: Callable[[str, dict[str, Any]], None] | None = None
         self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
         self.router = Router.from_settings(settings, self.upstream)  # by model, over `upstreams:`
         self.health = health.aio.HealthServicer()
@@ -233,9 +242,9 @@ class Gateway:
             interceptors=[DeadlineInterceptor()],
         )
         self.port = 0
-        self._tasks: list[asyncio.Task] = []
-        self._admin = None
-        self._rest: tuple[uvicorn.Server, asyncio.Task] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._admin: AdminListener | None = None
+        self._rest: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
         self._extra_upstreams: dict[str, Upstream] = {}
 
     async def start(self) -> None:
@@ -267,11 +276,12 @@ class Gateway:
             self.port = self._bind()
         except RuntimeError:  # taken between check_listeners and here
             raise ConfigError(
-                "LISTEN_IN_USE", f"listen {self.settings.listen}: the address is already in use"
+                reasons.LISTEN_IN_USE, f"listen {self.settings.listen}: the address is already in use"
             ) from None
         await self.server.start()
         await self._set_serving()
         self._tasks.append(asyncio.create_task(self._watch_health()))
+        self._tasks.append(asyncio.create_task(watch_loop_lag()))
         if self.settings.admin_listen:
             await self._start_admin(self.settings.admin_listen)
         if self.settings.rest_listen:
@@ -295,6 +305,15 @@ class Gateway:
             add_jwks_route(app, self.upstream.asserter.jwks())
         if self.sessions is not None:  # the inbox's session pages read what the recorder writes
             app.state.session_store = BridgedSessionStore(self.sessions.store, bridge)
+            # ... and show each recorded response only as this gateway's policy lets the viewer
+            # see it (the replay phase), decided by the engine on this loop.
+            pipeline = self.pipeline
+            app.state.replay_policy = ReplayPolicy(
+                decide=lambda doc: bridge.call(pipeline.engine.decide, doc),
+                classifier=lambda: pipeline.classifier.classifier,
+                hash_key=pipeline.hash_key,
+                deadline_seconds=pipeline.decision_deadline_seconds,
+            )
         self._admin = await start_admin(app, listen, admin)
         if self.approvals is not None and self.settings.approvals.public_url is None:
             scheme = "https" if admin.tls is not None else "http"
@@ -306,6 +325,10 @@ class Gateway:
             return self.upstream
         named = self.router.by_name(address)
         if named is not None:
+            if not isinstance(named, Upstream):  # a REST upstream cannot carry a gRPC service
+                raise ConfigError(
+                    reasons.ROUTE_INVALID, f"routes: upstream {address!r} is not a gRPC upstream"
+                )
             return named
         return self._extra_upstreams.setdefault(
             address, Upstream(self.settings.upstream, self.settings.limits.max_message_bytes, address)
@@ -371,6 +394,7 @@ class Gateway:
 
 
 async def serve_forever(settings: GatewaySettings) -> None:
+    stop_tracing = tracing.configure(settings.tracing)
     gateway = Gateway(settings)
     await gateway.start()
     stop = asyncio.Event()
@@ -380,6 +404,7 @@ async def serve_forever(settings: GatewaySettings) -> None:
     await stop.wait()
     log.info("gateway stopping")
     await gateway.stop()
+    stop_tracing()  # flushes the spans still batched
 
 
 def _worker(settings: GatewaySettings) -> None:
@@ -440,6 +465,11 @@ def run(settings: GatewaySettings) -> None:
     ]
     for worker in workers:
         worker.start()
-    signal.signal(signal.SIGTERM, lambda *_: [w.terminate() for w in workers])
+
+    def stop_workers(*_: object) -> None:
+        for worker in workers:
+            worker.terminate()
+
+    signal.signal(signal.SIGTERM, stop_workers)
     for worker in workers:
         worker.join()

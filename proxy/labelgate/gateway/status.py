@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -37,14 +38,16 @@ def to_grpc_status(error: LabelgateError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-async def abort(context: grpc.aio.ServicerContext, error: LabelgateError) -> None:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: LabelgateError) -> None:
     """Abort the RPC with the error's status; never returns."""
     await context.abort_with_status(to_grpc_status(error))
 
 
 def error_info(call: grpc.aio.Call | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo a labelgate refusal carries (clients and tests use this)."""
-    status = rpc_status.from_call(call)
+    # Callers pass a caught RpcError (sync, or grpc.aio's AioRpcError): either answers
+    # code() and trailing_metadata() synchronously, which is all from_call reads.
+    status = rpc_status.from_call(call)  # type: ignore[arg-type]
     if status is None:
         return None
     for detail in status.details:
@@ -56,7 +59,7 @@ def error_info(call: grpc.aio.Call | grpc.RpcError) -> error_details_pb2.ErrorIn
 
 
 @contextlib.asynccontextmanager
-async def refusals(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def refusals(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
     """The one place a transport turns failures into statuses: a ``LabelgateError`` as
     itself, an upstream failure the stub did not map as ``upstream_error`` (its text kept
     out)."""

@@ -16,19 +16,24 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 
+from labelgate import tracing
 from labelgate.auth import strip_caller_metadata
 from labelgate.auth.assertion import SubjectAsserter, SubjectAssertionSettings
 from labelgate.calls import PROVEN
 from labelgate.config import GatewaySettings, UpstreamSettings
 from labelgate.errors import LabelgateError, NotFound
+from labelgate.gateway import metrics
 from labelgate.logs import get_logger
 
 Metadata = Sequence[tuple[str, Any]]
+# A request serializer or response deserializer, as grpc.aio's multicallables take them.
+Codec = Callable[[Any], Any]
 log = get_logger(__name__)
 # Upstream error texts are logged only as a keyed digest (same text, same digest, within one
 # process), so operators can group failures without the text, which may name data, or a
@@ -51,7 +56,12 @@ def shared_asserter(settings: SubjectAssertionSettings) -> SubjectAsserter | Non
     return SubjectAsserter.from_settings(settings)
 
 
-class Upstream:
+class UpstreamEdge:
+    """What every upstream has, whatever it speaks: its name and address, the gateway's own
+    credential, the metadata allow-list, the subject assertion and the deadline."""
+
+    protocol = "grpc"
+
     def __init__(
         self,
         settings: UpstreamSettings,
@@ -64,18 +74,6 @@ class Upstream:
         self.name = name
         self.max_message_bytes = max_message_bytes
         self.address = address or settings.address
-        options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ]
-        if settings.tls:
-            root = settings.ca_file.read_bytes() if settings.ca_file else None
-            if settings.server_name:
-                options.append(("grpc.ssl_target_name_override", settings.server_name))
-            credentials = grpc.ssl_channel_credentials(root_certificates=root)
-            self.channel = grpc.aio.secure_channel(self.address, credentials, options=options)
-        else:
-            self.channel = grpc.aio.insecure_channel(self.address, options=options)
         token = settings.token.get_secret_value() if settings.token else None
         self._credential: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
@@ -95,7 +93,8 @@ class Upstream:
             for k, v in strip_caller_metadata(caller)
             if k in allowed and not k.startswith("x-labelgate-") and k != self._assertion_header
         ]
-        return (*kept, *self._credential, *self._assertion())
+        # Tracing on: the trace headers are the gateway's upstream span's, not the caller's.
+        return (*tracing.outgoing(kept, allowed), *self._credential, *self._assertion())
 
     def _assertion(self) -> tuple[tuple[str, str], ...]:
         """The signed subject assertion of the call being served (set by the authenticate
@@ -106,21 +105,70 @@ class Upstream:
         token = self.asserter.assertion(proven.subject, proven.request_id, self.address)
         return ((self.asserter.header, token),)
 
-    def timeout(self, context: grpc.aio.ServicerContext) -> float:
+    def timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         remaining = context.time_remaining()
         limit = self.settings.timeout_seconds
         return limit if remaining is None else max(0.0, min(limit, remaining))
 
+    def observe(self, seconds: float, outcome: str) -> None:
+        """One unary call's time, for ``labelgate_upstream_call_duration_seconds``."""
+        metrics.UPSTREAM_SECONDS.labels(upstream=self.name, protocol=self.protocol, outcome=outcome).observe(
+            seconds
+        )
+
+    # What the transports call; each kind of upstream speaks them its own way.
+    def unary_unary(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
+        raise NotImplementedError
+
+    def unary_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
+        raise NotImplementedError
+
+    def stream_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
+        raise NotImplementedError
+
+    async def reachable(self, within: float = 1.0) -> bool:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class Upstream(UpstreamEdge):
+    """A gRPC upstream: one channel."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        max_message_bytes: int,
+        address: str | None = None,
+        *,
+        name: str = "default",
+    ) -> None:
+        super().__init__(settings, max_message_bytes, address, name=name)
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if settings.tls:
+            root = settings.ca_file.read_bytes() if settings.ca_file else None
+            if settings.server_name:
+                options.append(("grpc.ssl_target_name_override", settings.server_name))
+            credentials = grpc.ssl_channel_credentials(root_certificates=root)
+            self.channel = grpc.aio.secure_channel(self.address, credentials, options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(self.address, options=options)
+
     # grpc.aio does not fail a call whose response does not parse: it logs and hands back
     # None (grpc._common.deserialize). These wrappers turn that None into MalformedUpstream,
     # so a garbled upstream message is INTERNAL and never reaches the pipeline as a response.
-    def unary_unary(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
+    def unary_unary(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         return _CheckedUnary(
             self.channel.unary_unary(method, request_serializer=serialize, response_deserializer=deserialize),
             self.max_message_bytes,
+            self,
         )
 
-    def unary_stream(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
+    def unary_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         return _CheckedStreams(
             self.channel.unary_stream(
                 method, request_serializer=serialize, response_deserializer=deserialize
@@ -128,7 +176,7 @@ class Upstream:
             self.max_message_bytes,
         )
 
-    def stream_stream(self, method: str, serialize: Callable | None, deserialize: Callable | None) -> Any:
+    def stream_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         return _CheckedStreams(
             self.channel.stream_stream(
                 method, request_serializer=serialize, response_deserializer=deserialize
@@ -163,8 +211,8 @@ class Router:
 
     def __init__(
         self,
-        routes: Sequence[tuple[Upstream, Sequence[str]]],
-        default: Upstream | None,
+        routes: Sequence[tuple[UpstreamEdge, Sequence[str]]],
+        default: UpstreamEdge | None,
     ) -> None:
         self.routes = [(upstream, tuple(globs)) for upstream, globs in routes]
         self.default = default
@@ -172,23 +220,24 @@ class Router:
             raise ValueError("a router needs at least one upstream")
 
     @classmethod
-    def single(cls, upstream: Upstream) -> Router:
+    def single(cls, upstream: UpstreamEdge) -> Router:
         return cls([], upstream)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, default: Upstream) -> Router:
         assertion = settings.upstream.subject_assertion
         limit = settings.limits.max_message_bytes
-        routes = [
-            (
-                Upstream(entry.model_copy(update={"subject_assertion": assertion}), limit, name=entry.name),
-                entry.models,
-            )
-            for entry in settings.upstreams
-        ]
+        # Imported here: the REST upstream builds on this module's errors and credentials.
+        from labelgate.gateway.rest_upstream import RestUpstream
+
+        routes: list[tuple[UpstreamEdge, Sequence[str]]] = []
+        for entry in settings.upstreams:
+            kind = RestUpstream if entry.protocol == "rest" else Upstream
+            own = entry.model_copy(update={"subject_assertion": assertion})
+            routes.append((kind(own, limit, name=entry.name), entry.models))
         return cls(routes, default if settings.default_route() else None)
 
-    def for_model(self, model: str) -> Upstream:
+    def for_model(self, model: str) -> UpstreamEdge:
         for upstream, globs in self.routes:
             if any(fnmatch.fnmatchcase(model, glob) for glob in globs):
                 return upstream
@@ -196,19 +245,19 @@ class Router:
             raise ModelNotRouted()
         return self.default
 
-    def serves(self, upstream: Upstream, model: str) -> bool:
+    def serves(self, upstream: UpstreamEdge, model: str) -> bool:
         try:
             return self.for_model(model) is upstream
         except ModelNotRouted:
             return False
 
-    def for_server(self) -> Upstream:
+    def for_server(self) -> UpstreamEdge:
         return self.default if self.default is not None else self.routes[0][0]
 
-    def by_name(self, name: str) -> Upstream | None:
+    def by_name(self, name: str) -> UpstreamEdge | None:
         return next((upstream for upstream, _ in self.routes if upstream.name == name), None)
 
-    def upstreams(self) -> list[Upstream]:
+    def upstreams(self) -> list[UpstreamEdge]:
         """Every upstream once, the default first."""
         found = [self.default] if self.default is not None else []
         return found + [upstream for upstream, _ in self.routes]
@@ -217,6 +266,8 @@ class Router:
         """Reachability per upstream: ``upstream`` (the default route) and ``upstream:<name>``."""
         upstreams = self.upstreams()
         reached = await asyncio.gather(*(u.reachable() for u in upstreams))
+        for upstream, ok in zip(upstreams, reached, strict=True):
+            metrics.UPSTREAM_UP.labels(upstream=upstream.name).set(1 if ok else 0)
         return {
             ("upstream" if u is self.default else f"upstream:{u.name}"): ok
             for u, ok in zip(upstreams, reached, strict=True)
@@ -268,15 +319,23 @@ def _parsed(message: Any) -> Any:
 
 
 class _CheckedUnary:
-    def __init__(self, multicallable: Any, limit: int) -> None:
+    def __init__(self, multicallable: Any, limit: int, upstream: UpstreamEdge) -> None:
         self._multicallable = multicallable
         self._limit = limit
+        self._upstream = upstream
 
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
         try:
-            return _parsed(await self._multicallable(request, **kwargs))
+            reply = _parsed(await self._multicallable(request, **kwargs))
         except grpc.aio.AioRpcError as error:
+            self._upstream.observe(time.perf_counter() - started, error.code().name)
             raise upstream_error(error, self._limit) from None
+        except MalformedUpstream:
+            self._upstream.observe(time.perf_counter() - started, "MALFORMED")
+            raise
+        self._upstream.observe(time.perf_counter() - started, "ok")
+        return reply
 
 
 class _CheckedStreams:

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput, Unsupported
+from labelgate.oip import reasons
 from labelgate.oip import tensors as oip
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -85,7 +86,7 @@ def set_parameters(target: Any, parameters: Mapping[str, Any], where: str) -> No
     for name, value in parameters.items():
         if name in SHARED_MEMORY:
             raise Unsupported(
-                "SHARED_MEMORY_UNSUPPORTED",
+                reasons.SHARED_MEMORY_UNSUPPORTED,
                 "a gateway cannot inspect shared memory, so it cannot classify what is there; "
                 "send the tensors in the request",
             )
@@ -124,7 +125,7 @@ def _flatten(data: Any) -> list[Any]:
 
 def _input_tensor(
     raw: dict[str, Any], position: int
-) -> tuple[pb.ModelInferRequest.InferInputTensor, int | None, list]:
+) -> tuple[pb.ModelInferRequest.InferInputTensor, int | None, list[Any]]:
     where = f"inputs[{position}]"
     name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
     if not isinstance(name, str) or not name:
@@ -194,11 +195,13 @@ def infer_request(
             raise _invalid(f"outputs[{position}].name must be a non-empty string")
         wanted = _object(output.get("parameters", {}), f"outputs[{position}].parameters")
         if wanted.get("classification"):
-            raise Unsupported("CLASSIFICATION_UNSUPPORTED", "the classification extension is not supported")
+            raise Unsupported(
+                reasons.CLASSIFICATION_UNSUPPORTED, "the classification extension is not supported"
+            )
         if "binary_data" in wanted:
             (reply.binary if wanted["binary_data"] is True else reply.json).add(name)
-        message = request.outputs.add(name=name)
-        set_parameters(message.parameters, wanted, f"outputs[{position}]")
+        requested = request.outputs.add(name=name)
+        set_parameters(requested.parameters, wanted, f"outputs[{position}]")
     return request, reply
 
 
@@ -268,3 +271,217 @@ def message_json(message: Message) -> dict[str, Any]:
 
 def _tensor_metadata(tensor: Any) -> dict[str, Any]:
     return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+
+
+# -- toward a REST upstream ------------------------------------------------------------------
+# The gateway speaks the binding to upstreams too (``gateway/rest_upstream.py``): the request
+# the pipeline admitted goes out as plain KServe v2 JSON, which every v2 server reads (MLServer
+# has no binary tensor extension), and the upstream's reply is parsed back into the gRPC
+# message the pipeline classifies. Whatever of that reply this parser does not read (unknown
+# keys, non-scalar parameters, headers) is simply never carried: replies are built, not
+# forwarded. A reply that does not parse raises ``InvalidInput`` with reason
+# ``UPSTREAM_MALFORMED``; the gateway turns it into its own error.
+
+UPSTREAM_MALFORMED = reasons.UPSTREAM_MALFORMED
+# Labels the upstream declares: never silently dropped, since dropping one could lower a label.
+_LABELS_PARAMETER = "labelgate.labels"
+
+
+def _malformed(message: str) -> InvalidInput:
+    return InvalidInput(UPSTREAM_MALFORMED, message)
+
+
+def upstream_infer_body(request: Any) -> bytes:
+    """The JSON body of ``POST .../infer`` for a ``ModelInferRequest`` the pipeline admitted."""
+    document: dict[str, Any] = {}
+    if request.id:
+        document["id"] = request.id
+    if request.parameters:
+        document["parameters"] = parameter_json(request.parameters)
+    inputs = []
+    for message, tensor in zip(request.inputs, oip.decode_inputs(request), strict=True):
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+        if message.parameters:
+            entry["parameters"] = parameter_json(message.parameters)
+        if tensor.datatype == "BYTES":
+            try:
+                entry["data"] = [bytes(value).decode("utf-8") for value in tensor.values]
+            except UnicodeDecodeError:
+                raise _invalid(
+                    f"input {tensor.name!r} is not UTF-8 text, which this REST upstream's JSON cannot carry",
+                    reasons.REST_UPSTREAM_INPUT_NOT_TEXT,
+                ) from None
+        else:
+            entry["data"] = list(tensor.values)
+        inputs.append(entry)
+    document["inputs"] = inputs
+    if request.outputs:
+        outputs = []
+        for output in request.outputs:
+            wanted: dict[str, Any] = {"name": output.name}
+            if output.parameters:
+                wanted["parameters"] = parameter_json(output.parameters)
+            outputs.append(wanted)
+        document["outputs"] = outputs
+    try:
+        return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        raise _invalid("an input holds NaN or infinity, which JSON cannot carry") from None
+
+
+def _reply_parameters(target: Any, parameters: Any, where: str) -> None:
+    """Scalar parameters of an upstream reply into an ``InferParameter`` map; the rest is
+    left behind (MLServer puts objects there), except a label declaration, which must parse."""
+    if not isinstance(parameters, dict):
+        raise _malformed(f"{where} parameters are not an object")
+    for name, value in parameters.items():
+        if name in BINDING_PARAMETERS:
+            continue
+        slot = None
+        if isinstance(value, bool):
+            slot = target[name]
+            slot.bool_param = value
+        elif isinstance(value, int) and -(2**63) <= value < 2**63:
+            slot = target[name]
+            slot.int64_param = value
+        elif isinstance(value, float):
+            slot = target[name]
+            slot.double_param = value
+        elif isinstance(value, str):
+            slot = target[name]
+            slot.string_param = value
+        if slot is None and name == _LABELS_PARAMETER:
+            raise _malformed(f"{where} {_LABELS_PARAMETER} is not a string")
+
+
+def _output_values(raw: dict[str, Any], datatype: str, where: str) -> list[Any]:
+    values = _flatten(raw["data"])
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in values):
+            raise _malformed(f"{where}: BYTES data must be strings")
+        return [v.encode("utf-8", "surrogatepass") for v in values]
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in values):
+            raise _malformed(f"{where}: BOOL data must be true or false")
+        return values
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        raise _malformed(f"{where}: {datatype} data must be numbers")
+    return values
+
+
+def upstream_infer_reply(body: bytes, header_length: str | None, raw: bool) -> Any:
+    """A ``ModelInferResponse`` from a REST upstream's ``.../infer`` reply (JSON, or JSON and
+    Triton's binary tensors); outputs as ``raw_output_contents`` when ``raw``, else typed."""
+    try:
+        header, binary = _split_body(body, header_length)
+        document = parse_json(header, "the upstream's reply")
+    except InvalidInput:
+        raise _malformed("the upstream's reply is not a KServe v2 JSON document") from None
+    if not isinstance(document, dict):
+        raise _malformed("the upstream's reply is not a JSON object")
+    reply = pb.ModelInferResponse()
+    for key in ("model_name", "model_version", "id"):
+        value = document.get(key)
+        if isinstance(value, str):
+            setattr(reply, key, value)
+    _reply_parameters(reply.parameters, document.get("parameters", {}), "the reply's")
+    outputs = document.get("outputs")
+    if not isinstance(outputs, list):
+        raise _malformed("the upstream's reply has no outputs list")
+    tensors, offset = [], 0
+    for position, raw_output in enumerate(outputs):
+        where = f"outputs[{position}]"
+        if not isinstance(raw_output, dict):
+            raise _malformed(f"{where} is not an object")
+        name, datatype, shape = raw_output.get("name"), raw_output.get("datatype"), raw_output.get("shape")
+        if not isinstance(name, str) or datatype not in oip.DATATYPES:
+            raise _malformed(f"{where} has no name or an unknown datatype")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise _malformed(f"{where}.shape is not a list of whole numbers")
+        message = reply.outputs.add(name=name, datatype=datatype, shape=shape)
+        parameters = raw_output.get("parameters", {})
+        _reply_parameters(message.parameters, parameters, where)
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary) - offset:
+                raise _malformed(f"{where}.binary_data_size does not fit the reply")
+            chunk = binary[offset : offset + size]
+            offset += size
+            single = pb.ModelInferResponse(raw_output_contents=[chunk])
+            single.outputs.add(name=name, datatype=datatype, shape=shape)
+            try:
+                values = oip.decode_outputs(single)[0].values
+            except InvalidInput:
+                raise _malformed(f"{where}'s binary data does not match its shape") from None
+        elif "data" in raw_output:
+            try:
+                values = _output_values(raw_output, datatype, where)
+            except InvalidInput as error:
+                raise _malformed(error.message) from None
+        else:
+            raise _malformed(f"{where} has neither data nor binary_data_size")
+        tensors.append(oip.Tensor(name, datatype, list(shape), values))
+    if offset != len(binary):
+        raise _malformed("the upstream's reply has binary bytes that belong to no output")
+    try:
+        oip.encode_outputs(reply, tensors, raw)
+    except (ValueError, TypeError, OverflowError):
+        raise _malformed("the upstream's outputs do not match their datatypes and shapes") from None
+    return reply
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _malformed(f"{where} is not a list of strings")
+    return value
+
+
+def _tensor_metadata_list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _malformed(f"{where} is not a list")
+    tensors = []
+    for position, raw in enumerate(value):
+        if not isinstance(raw, dict):
+            raise _malformed(f"{where}[{position}] is not an object")
+        name, datatype, shape = raw.get("name"), raw.get("datatype", ""), raw.get("shape", [])
+        if not isinstance(name, str) or not isinstance(datatype, str):
+            raise _malformed(f"{where}[{position}] has no name or datatype")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and -(2**63) <= d < 2**63 for d in shape
+        ):
+            raise _malformed(f"{where}[{position}].shape is not a list of whole numbers")
+        tensors.append(pb.ModelMetadataResponse.TensorMetadata(name=name, datatype=datatype, shape=shape))
+    return tensors
+
+
+def upstream_metadata(body: bytes, response_type: type[Message]) -> Message:
+    """A ``ModelMetadataResponse`` or ``ServerMetadataResponse`` from a REST upstream's JSON;
+    only the protocol's own keys are read."""
+    try:
+        document = parse_json(body, "the upstream's reply")
+    except InvalidInput:
+        raise _malformed("the upstream's metadata is not JSON") from None
+    if not isinstance(document, dict):
+        raise _malformed("the upstream's metadata is not a JSON object")
+    name = document.get("name", "")
+    if not isinstance(name, str):
+        raise _malformed("the upstream's metadata has no name")
+    if response_type is pb.ServerMetadataResponse:
+        version = document.get("version", "")
+        return pb.ServerMetadataResponse(
+            name=name,
+            version=version if isinstance(version, str) else "",
+            extensions=_strings(document.get("extensions", []), "extensions"),
+        )
+    if response_type is pb.ModelMetadataResponse:
+        platform = document.get("platform", "")
+        return pb.ModelMetadataResponse(
+            name=name,
+            versions=_strings(document.get("versions") or [], "versions"),
+            platform=platform if isinstance(platform, str) else "",
+            inputs=_tensor_metadata_list(document.get("inputs", []), "inputs"),
+            outputs=_tensor_metadata_list(document.get("outputs", []), "outputs"),
+        )
+    raise TypeError(f"no REST form for {response_type.DESCRIPTOR.full_name}")

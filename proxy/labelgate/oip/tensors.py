@@ -25,15 +25,16 @@ import math
 import numbers
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput
+from labelgate.oip import reasons
 
-MALFORMED_TENSOR = "MALFORMED_TENSOR"
+MALFORMED_TENSOR = reasons.MALFORMED_TENSOR
 
 # Numeric datatypes as numpy little-endian dtypes (raw representation).
 _RAW_DTYPES: dict[str, str] = {
@@ -102,6 +103,22 @@ class Tensor:
     datatype: str
     shape: list[int]
     values: list[Any]
+    # The raw form of exactly ``values`` when it is known without encoding them (decoding
+    # keeps the bytes it validated; a whole-output mask writes its own): encoding then costs
+    # nothing per element. Bound to the ``values`` object it describes, and not an init
+    # field, so ``dataclasses.replace`` (how masking makes changed tensors) never carries
+    # it over and assigning other values drops it. Values are never changed in place.
+    known_raw: tuple[list[Any], bytes] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def raw_form(self) -> bytes | None:
+        """The raw bytes of ``values`` if known (see ``known_raw``), else None."""
+        known = self.known_raw
+        return known[1] if known is not None and known[0] is self.values else None
+
+    def remember_raw(self, data: bytes) -> Tensor:
+        """Record that ``data`` is the raw form of ``values`` (the caller vouches); returns self."""
+        self.known_raw = (self.values, data)
+        return self
 
 
 def element_count(shape: Iterable[int]) -> int:
@@ -171,10 +188,13 @@ def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Te
                     f"{where} has both raw_{kind}_contents and contents ({', '.join(present)}); "
                     "use one representation"
                 )
-            values = _decode_raw(raw[index], datatype, count, shape, where)
+            data = raw[index]
+            values = _decode_raw(data, datatype, count, shape, where)
+            # Validated above: exactly ``values``, so encoding them again would give ``data``.
+            tensors.append(Tensor(name, datatype, shape, values).remember_raw(data))
         else:
             values = _decode_contents(message.contents, present, datatype, count, shape, where)
-        tensors.append(Tensor(name, datatype, shape, values))
+            tensors.append(Tensor(name, datatype, shape, values))
     return tensors
 
 
@@ -212,12 +232,15 @@ def _decode_raw(data: bytes, datatype: str, count: int, shape: list[int], where:
         array = np.frombuffer(data, dtype=np.uint8)
         if array.size and int(array.max()) > 1:
             raise _malformed(f"{where} has a raw BOOL byte other than 0 or 1")
-        return (array != 0).tolist()
+        values: list[Any] = (array != 0).tolist()  # numpy's tolist() is typed Any
+        return values
     if datatype == "BF16":
         # bfloat16 is the upper half of a float32.
         widened = np.frombuffer(data, dtype="<u2").astype("<u4") << 16
-        return widened.view("<f4").tolist()
-    return np.frombuffer(data, dtype=_DTYPES[_RAW_DTYPES[datatype]]).tolist()
+        values = widened.view("<f4").tolist()
+        return values
+    values = np.frombuffer(data, dtype=_DTYPES[_RAW_DTYPES[datatype]]).tolist()
+    return values
 
 
 def split_raw_bytes(data: bytes, count: int, where: str = "tensor") -> list[bytes]:
@@ -302,6 +325,9 @@ def _split_checked(data: bytes, count: int, where: str) -> list[bytes]:
 def tensor_to_raw(tensor: Tensor) -> bytes:
     """The raw (``raw_*_contents``) bytes of a tensor."""
     _check_encodable(tensor)
+    known = tensor.raw_form()
+    if known is not None:
+        return known
     if tensor.datatype == "BYTES":
         values = _bytes_values(tensor)
         pack = _LENGTH_PREFIX.pack
@@ -358,7 +384,9 @@ def encode_inputs(request: pb.ModelInferRequest, tensors: Sequence[Tensor], raw:
     request.raw_input_contents.extend(raws)
 
 
-def _encode(existing: Sequence[Any], tensors: Sequence[Tensor], raw: bool, message_type: Any) -> tuple:
+def _encode(
+    existing: Sequence[Any], tensors: Sequence[Tensor], raw: bool, message_type: Any
+) -> tuple[list[Any], list[bytes]]:
     previous = {message.name: message for message in existing}
     messages, raws = [], []
     names: set[str] = set()

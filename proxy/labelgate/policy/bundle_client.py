@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import grpc
 from prometheus_client import Counter, Gauge
 
-from labelgate.errors import ConfigError, LabelgateError
+from labelgate.errors import BundleUnavailable, ConfigError, LabelgateError
 from labelgate.logs import get_logger
+from labelgate.policy import reasons
 from labelgate.policy.source import MAX_BUNDLE_BYTES, BundleKey, PolicySource
 
 log = get_logger(__name__)
@@ -84,13 +84,6 @@ def read_bundle(
     return BundleSource(source.modules, source.data, source.revision, source.origin, wasm=wasm)
 
 
-class BundleUnavailable(LabelgateError):
-    """No bundle could be fetched (network, HTTP status)."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
-
-
 class BundleClient:
     """Long-polls one bundle and hands every new, verified revision to ``apply``."""
 
@@ -108,10 +101,12 @@ class BundleClient:
         max_bytes: int = MAX_BUNDLE_BYTES,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ConfigError("BUNDLE_URL_INVALID", f"bundle url {url!r} must start with http:// or https://")
+            raise ConfigError(
+                reasons.BUNDLE_URL_INVALID, f"bundle url {url!r} must start with http:// or https://"
+            )
         if wait_seconds < 0 or start_timeout <= 0 or not 0 < retry_min <= retry_max:
             raise ConfigError(
-                "BUNDLE_CLIENT_CONFIG_INVALID", "wait >= 0, start timeout > 0, 0 < retry min <= max"
+                reasons.BUNDLE_CLIENT_CONFIG_INVALID, "wait >= 0, start timeout > 0, 0 < retry min <= max"
             )
         self.url = f"{url.rstrip('/')}/bundles/{name}"
         self.name = name
@@ -147,7 +142,7 @@ class BundleClient:
         if follower.done() and follower.exception() is not None:
             raise follower.exception()  # type: ignore[misc]  # a bug in follow(): surface it
         raise ConfigError(
-            "POLICY_BUNDLE_UNAVAILABLE",
+            reasons.POLICY_BUNDLE_UNAVAILABLE,
             f"no usable bundle from {self.url} within {self.start_timeout:g}s: "
             f"{self.status.last_error or 'no answer'}: {self.status.last_error_detail or ''}".rstrip(": "),
         )
@@ -175,7 +170,9 @@ class BundleClient:
                     self._failed("unavailable", error)
                 except Exception as error:  # a bad bundle never ends the loop
                     if not isinstance(error, LabelgateError):
-                        error = LabelgateError("BUNDLE_APPLY_FAILED", f"{type(error).__name__}: {error}")
+                        error = LabelgateError(
+                            reasons.BUNDLE_APPLY_FAILED, f"{type(error).__name__}: {error}"
+                        )
                     self._failed("refused", error)
                 else:
                     # Without an ETag header, the manifest revision is what the server would tag.
@@ -195,7 +192,9 @@ class BundleClient:
                 if response.status != 200:
                     detail = await _problem_detail(response)
                     raise BundleUnavailable(f"BUNDLE_HTTP_{response.status}", f"{self.url}: {detail}")
-                too_large = BundleUnavailable("BUNDLE_TOO_LARGE", f"{self.url}: over {self.max_bytes} bytes")
+                too_large = BundleUnavailable(
+                    reasons.BUNDLE_TOO_LARGE, f"{self.url}: over {self.max_bytes} bytes"
+                )
                 if (response.content_length or 0) > self.max_bytes:
                     raise too_large
                 body = bytearray()
@@ -206,7 +205,7 @@ class BundleClient:
                 return response.headers.get("ETag", ""), bytes(body)
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             raise BundleUnavailable(
-                "BUNDLE_SERVER_UNREACHABLE", f"{self.url}: {type(error).__name__}: {error}"
+                reasons.BUNDLE_SERVER_UNREACHABLE, f"{self.url}: {type(error).__name__}: {error}"
             ) from error
 
     async def _apply(self, tarball: bytes, apply: Callable[[PolicySource], Awaitable[bool]]) -> str:

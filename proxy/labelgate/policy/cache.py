@@ -2,9 +2,17 @@
 
 The key is the decision-relevant part of the input: everything except values that differ
 on every call without changing what the policy can decide (``request.request_id``,
-``request.session_id``, ``request.peer``, ``request.digest``, ``context.time_ns``), as
-canonical JSON, hashed.
+``request.session_id``, ``request.peer``, ``request.digest``, ``context.time_ns``), hashed.
 ``subject.attributes`` stay in the key: a policy may use them.
+
+Two spellings of that part: ``cache_key`` is canonical JSON (sorted keys), stable across
+processes and key order, for what is stored and compared later (the decision-input store,
+``labelgate policy impact``); the cache itself keys on ``marshal`` (format 2) of the same
+part, several times cheaper than the JSON walk and still exact: equal bytes load back as
+equal values of equal types, so a hit is never a different input. Format 2 because later
+formats write back-references depending on reference counts, so one value could spell two
+ways; key order and whether a string is interned can still split one input into two keys,
+which costs a miss, never a wrong answer (the gateway builds every input the same way).
 
 The policy says how long its answer holds (``cache_ttl_seconds``; 0 means never cache) and
 fail-closed denies are never cached, so an outage is not remembered after it ends. The
@@ -19,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import marshal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,10 +46,50 @@ _VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer", "digest"
 # and a new "distinct" input for impact analysis). Time is not a key either (``time_ns``):
 # a policy that decides on time or expiry must set a cache TTL that fits.
 _VOLATILE_SUBJECT_ATTRIBUTES = frozenset({"jti", "iat", "exp", "nbf"})
+# The last ``marshal`` format without reference-count-dependent back-references.
+_MARSHAL_FORMAT = 2
+# ``cache_key`` answers remembered by ``memo_key`` (inputs come from data: bounded).
+CANONICAL_MEMO_SIZE = 4096
+_canonical_keys: dict[bytes, bytes] = {}
 
 
 def cache_key(doc: dict[str, Any]) -> bytes | None:
-    """sha256 of the canonical decision-relevant input; None when it is not JSON."""
+    """sha256 of the canonical decision-relevant input; None when it is not JSON.
+
+    The gateway asks this for every decision (the decision-input store and the audit record
+    name inputs by it) and its inputs repeat: the canonical JSON is remembered by the cheap
+    exact ``memo_key``, so a repeated input costs a ``marshal``, not a JSON walk.
+    """
+    fast = memo_key(doc)
+    if fast is not None:
+        known = _canonical_keys.get(fast)
+        if known is not None:
+            return known
+    try:
+        text = json.dumps(
+            _relevant(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError):
+        return None
+    key = hashlib.sha256(text.encode()).digest()
+    if fast is not None:
+        if len(_canonical_keys) >= CANONICAL_MEMO_SIZE:
+            _canonical_keys.clear()
+        _canonical_keys[fast] = key
+    return key
+
+
+def memo_key(doc: dict[str, Any]) -> bytes | None:
+    """The cache's own exact key for ``doc`` (in this process only); None when ``doc`` holds
+    something other than plain data (``marshal`` refuses it)."""
+    try:
+        return hashlib.sha256(marshal.dumps(_relevant(doc), _MARSHAL_FORMAT)).digest()
+    except ValueError:
+        return None
+
+
+def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` without its per-call values (a shallow copy: ``doc`` is not modified)."""
     relevant = dict(doc)
     request = relevant.get("request")
     if isinstance(request, dict):
@@ -52,13 +101,7 @@ def cache_key(doc: dict[str, Any]) -> bytes | None:
     context = relevant.get("context")
     if isinstance(context, dict):
         relevant["context"] = {k: v for k, v in context.items() if k != "time_ns"}
-    try:
-        text = json.dumps(
-            relevant, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError):
-        return None
-    return hashlib.sha256(text.encode()).digest()
+    return relevant
 
 
 class CachingEngine:
@@ -121,7 +164,7 @@ class CachingEngine:
 
     async def decide(self, input: dict[str, Any]) -> Decision:
         self._sync_revision()
-        key = cache_key(input)
+        key = memo_key(input)
         if key is not None:
             entry = self._entries.get(key)
             if entry is not None:

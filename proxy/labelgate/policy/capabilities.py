@@ -45,8 +45,9 @@ from typing import Any
 import regopy
 
 from labelgate.errors import ConfigError
+from labelgate.policy import reasons
 
-UNSUPPORTED = "POLICY_UNSUPPORTED_BY_EMBEDDED"
+UNSUPPORTED = reasons.POLICY_UNSUPPORTED_BY_EMBEDDED
 ADVICE = "run this policy with --engine opa, or rewrite it without these"
 
 # Every builtin (operators included) that passing compliance cases call and no known failure is
@@ -239,7 +240,8 @@ def read_plan(builder: regopy.Interpreter, bundle: regopy.Bundle) -> dict[str, A
     with tempfile.TemporaryDirectory(prefix="labelgate-plan-") as directory:
         target = Path(directory) / "bundle"
         builder.save_bundle(str(target), bundle)
-        return json.loads((target / "plan.json").read_text())
+        plan: dict[str, Any] = json.loads((target / "plan.json").read_text())
+        return plan
 
 
 def plan_builtins(builder: regopy.Interpreter, bundle: regopy.Bundle) -> set[str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from labelgate.errors import ConfigError, InvalidInput, PolicyUnavailable
 from labelgate.logs import configure
+from labelgate.policy import reasons
 from labelgate.policy.contract import Decision, validate_input
 
 ENGINES = ("embedded", "wasm", "opa")
@@ -31,22 +32,25 @@ def read_input(input_file: Path) -> dict[str, Any]:
     try:
         text = Path(input_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise InvalidInput("INPUT_INVALID", f"cannot read {input_file}: {error}") from error
+        raise InvalidInput(reasons.INPUT_INVALID, f"cannot read {input_file}: {error}") from error
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidInput(
-            "INPUT_INVALID",
+            reasons.INPUT_INVALID,
             f"{input_file} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
         ) from error
     validate_input(doc)
-    return doc
+    checked: dict[str, Any] = doc  # validate_input: a labelgate.v1 input object
+    return checked
 
 
 def evaluate(input_file: Path, *, engine: str, opa_url: str, policy_dir: Path, explain: bool) -> None:
     configure("warning")
     if engine not in ENGINES:
-        raise ConfigError("ENGINE_UNKNOWN", f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        raise ConfigError(
+            reasons.ENGINE_UNKNOWN, f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}"
+        )
     doc = read_input(input_file)
     output = asyncio.run(
         _evaluate(doc, engine=engine, opa_url=opa_url, policy_dir=policy_dir, explain=explain)
@@ -126,10 +130,10 @@ def parse_since(text: str | None) -> float | None:
         amount = float(number)
     except ValueError:
         raise ConfigError(
-            "SINCE_INVALID", f"--since: {text!r} is not a duration like 24h, 30m or 7d"
+            reasons.SINCE_INVALID, f"--since: {text!r} is not a duration like 24h, 30m or 7d"
         ) from None
     if amount <= 0:
-        raise ConfigError("SINCE_INVALID", "--since must be positive")
+        raise ConfigError(reasons.SINCE_INVALID, "--since must be positive")
     return amount * (unit or 1)
 
 
@@ -142,7 +146,7 @@ def load_inputs(path: Path, since_seconds: float | None) -> list[tuple[str, int,
 
     path = Path(path)
     if not path.is_file():
-        raise InvalidInput("INPUTS_UNREADABLE", f"--inputs: {path} is not a file")
+        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--inputs: {path} is not a file")
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         counted: dict[str, tuple[int, dict[str, Any]]] = {}
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -151,11 +155,13 @@ def load_inputs(path: Path, since_seconds: float | None) -> list[tuple[str, int,
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as error:
-                raise InvalidInput("INPUT_INVALID", f"{path}:{number}: not JSON ({error.msg})") from None
+                raise InvalidInput(
+                    reasons.INPUT_INVALID, f"{path}:{number}: not JSON ({error.msg})"
+                ) from None
             doc, seen = (entry["input"], int(entry.get("seen", 1))) if "input" in entry else (entry, 1)
             key = cache_key(doc)
             if key is None:
-                raise InvalidInput("INPUT_INVALID", f"{path}:{number}: not a JSON input")
+                raise InvalidInput(reasons.INPUT_INVALID, f"{path}:{number}: not a JSON input")
             count, _ = counted.get(key.hex(), (0, doc))
             counted[key.hex()] = (count + seen, doc)
         return [(digest, seen, doc) for digest, (seen, doc) in sorted(counted.items())]
@@ -171,37 +177,31 @@ def load_inputs(path: Path, since_seconds: float | None) -> list[tuple[str, int,
         finally:
             store.close()
     except (sqlite3.Error, json.JSONDecodeError) as error:
-        raise InvalidInput("INPUTS_UNREADABLE", f"--inputs: {path}: {error}") from None
+        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--inputs: {path}: {error}") from None
 
 
 def impact(
     *,
     candidate: Path,
     current: Path,
-    inputs: Path,
+    inputs: Path | None,
     since: str | None,
     engine: str,
     output: str,
+    source: str | None = None,
+    token: str | None = None,
 ) -> int:
     """Replay the stored inputs on both policies, print the report; returns the exit code."""
     configure("warning")
-    if engine not in ENGINES:
-        raise ConfigError("ENGINE_UNKNOWN", f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    for name, folder in (("--candidate", candidate), ("--current", current)):
-        if not Path(folder).is_dir():
-            raise ConfigError("POLICY_DIR_MISSING", f"{name}: {folder} is not a folder")
-    stored = load_inputs(inputs, parse_since(since))
-    import contextlib
-
-    from labelgate.policy.impact import summarize, to_markdown
-
-    with contextlib.ExitStack() as servers:
-        # OPA runs as a server per policy (started before the event loop: it blocks until ready).
-        urls = (
-            [servers.enter_context(_opa_server(f)) for f in (current, candidate)] if engine == "opa" else []
-        )
-        replays = asyncio.run(_replay(stored, engine=engine, folders=(current, candidate), urls=urls))
-    report = summarize(replays)
+    if (inputs is None) == (source is None):
+        raise ConfigError(reasons.INPUTS_MISSING, "give one of --inputs FILE or --from URL|FILE")
+    window = parse_since(since)
+    stored = (
+        load_inputs(inputs, window)
+        if inputs is not None
+        else load_decision_log_inputs(str(source), window, token=token)
+    )
+    report = replay_report(current, candidate, stored, engine=engine)
     if output == "json":
         document = {
             "engine": engine,
@@ -211,6 +211,8 @@ def impact(
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif output == "markdown":
+        from labelgate.policy.impact import to_markdown
+
         sys.stdout.write(to_markdown(report, current=str(current), candidate=str(candidate)))
     else:
         _print_table(report, engine=engine, current=current, candidate=candidate)
@@ -220,12 +222,114 @@ def impact(
     return IMPACT_CHANGED if report.groups else IMPACT_UNCHANGED
 
 
+def replay_report(
+    current: Path,
+    candidate: Path,
+    stored: list[tuple[str, int, dict[str, Any]]],
+    *,
+    engine: str,
+    timing: dict[str, float] | None = None,
+) -> Any:
+    """The ``ImpactReport`` of ``candidate`` against ``current`` over ``stored`` inputs.
+
+    Blocking (it runs its own event loop, and ``opa`` servers for ``engine="opa"``): the
+    bundle server's publish gate calls it from a worker thread. ``timing`` gets
+    ``replay_s``, the seconds spent deciding (both policies loaded), for ``bench``."""
+    import contextlib
+
+    from labelgate.policy.impact import summarize
+
+    if engine not in ENGINES:
+        raise ConfigError(
+            reasons.ENGINE_UNKNOWN, f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}"
+        )
+    for name, folder in (("--candidate", candidate), ("--current", current)):
+        if not Path(folder).is_dir():
+            raise ConfigError(reasons.POLICY_DIR_MISSING, f"{name}: {folder} is not a folder")
+    with contextlib.ExitStack() as servers:
+        # OPA runs as a server per policy (started before the event loop: it blocks until ready).
+        urls = (
+            [servers.enter_context(_opa_server(f)) for f in (current, candidate)] if engine == "opa" else []
+        )
+        replays = asyncio.run(
+            _replay(stored, engine=engine, folders=(current, candidate), urls=urls, timing=timing)
+        )
+    return summarize(replays)
+
+
+def load_decision_log_inputs(
+    source: str, since_seconds: float | None, *, token: str | None = None
+) -> list[tuple[str, int, dict[str, Any]]]:
+    """(hash, times seen, input) from the bundle server's decision-log store: its URL
+    (``GET /decisions/inputs``, a reader token) or its ``fleet.sqlite3`` file. The inputs OPA
+    logged carry per-call values (request id, time); they are dropped, as the gateway's own
+    input store drops them, and the rest is deduplicated by the decision-cache key."""
+    from labelgate.gateway.record import replayable_input
+    from labelgate.policy.cache import cache_key
+
+    if source.startswith(("http://", "https://")):
+        logged = _fetch_logged_inputs(source, since_seconds, token)
+    else:
+        logged = _read_logged_inputs(Path(source), since_seconds)
+    counted: dict[str, tuple[int, dict[str, Any]]] = {}
+    for doc, seen in logged:
+        # OPA logs every query, including ones no gateway made: only contract inputs replay.
+        try:
+            validate_input(doc)
+        except InvalidInput:
+            continue
+        stored = replayable_input(doc)
+        key = cache_key(stored)
+        if key is None:
+            continue
+        count, _ = counted.get(key.hex(), (0, stored))
+        counted[key.hex()] = (count + seen, stored)
+    return [(digest, seen, doc) for digest, (seen, doc) in sorted(counted.items())]
+
+
+def _read_logged_inputs(path: Path, since_seconds: float | None) -> list[tuple[Any, int]]:
+    import sqlite3
+
+    from labelgate.bundle.fleet import logged_inputs
+
+    if not path.is_file():
+        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: {path} is not a file or an http(s) URL")
+    try:
+        return logged_inputs(path, since_seconds)
+    except (sqlite3.Error, json.JSONDecodeError) as error:
+        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: {path}: {error}") from None
+
+
+def _fetch_logged_inputs(url: str, since_seconds: float | None, token: str | None) -> list[tuple[Any, int]]:
+    import httpx
+
+    params = {} if since_seconds is None else {"since_seconds": str(int(since_seconds))}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/decisions/inputs", params=params, headers=headers, timeout=60)
+    except httpx.HTTPError as error:
+        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: cannot reach {url}: {error}") from None
+    if answer.status_code != 200:
+        try:
+            detail = answer.json().get("detail", "")
+        except ValueError:
+            detail = ""
+        raise InvalidInput(
+            reasons.INPUTS_UNREADABLE, f"--from: {url} answered {answer.status_code}: {str(detail)[:200]}"
+        )
+    try:
+        return [(item["input"], int(item["seen"])) for item in answer.json()["inputs"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: {url} sent no input list ({error})") from None
+
+
 async def _replay(
     stored: list[tuple[str, int, dict[str, Any]]],
     *,
     engine: str,
     folders: tuple[Path, Path],
     urls: list[str],
+    timing: dict[str, float] | None = None,
 ) -> list[Any]:
     import contextlib
     import time
@@ -238,6 +342,7 @@ async def _replay(
             for i, folder in enumerate(folders)
         ]
         replays = []
+        began = time.perf_counter()
         for digest, seen, stored_input in stored:
             context = stored_input.get("context") or {}
             doc = {**stored_input, "context": {**context, "time_ns": time.time_ns()}}
@@ -245,6 +350,8 @@ async def _replay(
             before = await engines[0].decide(doc)
             after = await engines[1].decide(doc)
             replays.append(Replayed(digest, seen, stored_input, before, after))
+        if timing is not None:
+            timing["replay_s"] = time.perf_counter() - began
         return replays
 
 
@@ -284,6 +391,7 @@ def _opa_server(folder: Path) -> Any:
     import contextlib
     import socket
     import subprocess
+    import tempfile
     import time
     import urllib.request
 
@@ -295,35 +403,40 @@ def _opa_server(folder: Path) -> Any:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        process = subprocess.Popen(
-            [opa_binary(), "run", "--server", "--addr", f"127.0.0.1:{port}", str(folder)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                if process.poll() is not None:
-                    problem = (process.stderr.read() if process.stderr else b"").decode(errors="replace")
-                    raise ConfigError(
-                        "POLICY_COMPILE_FAILED", f"opa could not load {folder}: {problem[:2000]}"
-                    )
-                with (
-                    contextlib.suppress(OSError),
-                    urllib.request.urlopen(f"{url}/health", timeout=1) as answer,  # noqa: S310 - loopback
-                ):
-                    if answer.status == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise PolicyUnavailable("POLICY_UNAVAILABLE", f"opa did not start for {folder}")
-                time.sleep(0.05)
-            yield url
-        finally:
-            process.terminate()
+        # Errors only, into a file: an unread pipe fills after a few hundred requests and
+        # OPA then blocks on its own log, which the replay would see as timeouts.
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                [opa_binary(), "run", "--server", "--log-level", "error", "--addr", f"127.0.0.1:{port}",
+                 str(folder)],
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )  # fmt: skip
             try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                deadline = time.monotonic() + 20
+                while True:
+                    if process.poll() is not None:
+                        errors.seek(0)
+                        problem = errors.read().decode(errors="replace")
+                        raise ConfigError(
+                            reasons.POLICY_COMPILE_FAILED, f"opa could not load {folder}: {problem[:2000]}"
+                        )
+                    with (
+                        contextlib.suppress(OSError),
+                        urllib.request.urlopen(f"{url}/health", timeout=1) as answer,  # noqa: S310 - loopback
+                    ):
+                        if answer.status == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise PolicyUnavailable(reasons.POLICY_UNAVAILABLE, f"opa did not start for {folder}")
+                    time.sleep(0.05)
+                yield url
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
     return server()
 

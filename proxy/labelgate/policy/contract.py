@@ -21,19 +21,24 @@ from jsonschema.exceptions import best_match
 
 from labelgate.errors import InvalidInput
 from labelgate.logs import get_logger
+from labelgate.policy import reasons
 
 log = get_logger(__name__)
 
 CONTRACT_VERSION = "labelgate.v1"
-PHASES = ("request", "response")
+PHASES = ("request", "response", "replay")
+# Viewing a recorded call: the subject is the viewer, the fields are the recorded call's,
+# and ``context.recorded_call`` says whose call it was (``labelgate.recording.viewing``).
+REPLAY = "replay"
 
-# Stable reasons for fail-closed denies (Decision.fail_reason). POLICY_ERROR_<status> is
-# built from OPA's HTTP status, e.g. POLICY_ERROR_500.
-POLICY_UNAVAILABLE = "POLICY_UNAVAILABLE"
-POLICY_TIMEOUT = "POLICY_TIMEOUT"
-POLICY_UNDEFINED = "POLICY_UNDEFINED"
-POLICY_RESULT_INVALID = "POLICY_RESULT_INVALID"
-POLICY_ERROR = "POLICY_ERROR"
+# Stable reasons for fail-closed denies (Decision.fail_reason), defined in reasons.py and
+# re-exported here for the engines. POLICY_ERROR_<status> is built from OPA's HTTP status,
+# e.g. POLICY_ERROR_500.
+POLICY_UNAVAILABLE = reasons.POLICY_UNAVAILABLE
+POLICY_TIMEOUT = reasons.POLICY_TIMEOUT
+POLICY_UNDEFINED = reasons.POLICY_UNDEFINED
+POLICY_RESULT_INVALID = reasons.POLICY_RESULT_INVALID
+POLICY_ERROR = reasons.POLICY_ERROR
 
 # What a caller sees when the policy could not decide: never the internal cause.
 _FAIL_CLOSED_MESSAGES = {
@@ -67,7 +72,7 @@ def _describe_without_values(error: jsonschema.ValidationError, root: str) -> st
 
 
 @dataclass(frozen=True, slots=True)
-class Mask:
+class DecidedMask:
     """Rewrite the data at ``path`` with ``strategy`` (redact, partial, hash, null)."""
 
     path: str
@@ -95,6 +100,8 @@ class ApprovalRequirement:
     reason: str
     grant_scope: str = "query"
     single_use: bool = False
+    # The hold window the policy asks for (None: the config's approvals.hold_timeout_seconds).
+    hold_seconds: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -108,6 +115,8 @@ class ApprovalRequirement:
             out["grant_scope"] = self.grant_scope
         if self.single_use:
             out["single_use"] = True
+        if self.hold_seconds is not None:
+            out["hold_seconds"] = self.hold_seconds
         return out
 
 
@@ -121,7 +130,7 @@ class Decision:
 
     allow: bool
     reason: str
-    masks: tuple[Mask, ...] = ()
+    masks: tuple[DecidedMask, ...] = ()
     require_approval: ApprovalRequirement | None = None
     cache_ttl_seconds: int = 0
     engine: str = ""
@@ -218,7 +227,7 @@ def validate_result(
     return Decision(
         allow=raw["allow"],
         reason=raw["reason"],
-        masks=tuple(Mask(m["path"], m["strategy"], _mask_params(m["params"])) for m in raw["mask"]),
+        masks=tuple(DecidedMask(m["path"], m["strategy"], _mask_params(m["params"])) for m in raw["mask"]),
         require_approval=None
         if approval is None
         else ApprovalRequirement(
@@ -228,6 +237,7 @@ def validate_result(
             reason=approval["reason"],
             grant_scope=approval.get("grant_scope", "query"),
             single_use=bool(approval.get("single_use", False)),
+            hold_seconds=int(approval["hold_seconds"]) if "hold_seconds" in approval else None,
         ),
         # JSON Schema's "integer" also admits 5.0: keep the Python type an int.
         cache_ttl_seconds=int(raw["cache_ttl_seconds"]),
@@ -242,7 +252,7 @@ def validate_input(doc: Any) -> None:
     error = best_match(_validator("input.json").iter_errors(doc))
     if error is not None:
         where = _describe(error, "input")
-        raise InvalidInput("INPUT_INVALID", f"policy input does not match labelgate.v1: {where}")
+        raise InvalidInput(reasons.INPUT_INVALID, f"policy input does not match labelgate.v1: {where}")
 
 
 def build_input(
@@ -253,16 +263,24 @@ def build_input(
     fields: Iterable[dict[str, Any]],
     approval: dict[str, Any] | None,
     time_ns: int,
+    recorded_call: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble one labelgate.v1 input. ``labels`` is the sorted union of the fields' labels.
 
+    ``recorded_call`` (the replay phase only, where it is required): the recorded call's
+    original caller and facts, for ``context.recorded_call``.
     Not validated here (the data path should not pay for a schema walk per call); tests and
     the CLI call :func:`validate_input`.
     """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    if (phase == REPLAY) != (recorded_call is not None):
+        raise ValueError("recorded_call is given with the replay phase, and only with it")
     field_list = list(fields)
     labels = sorted({label for f in field_list for label in f["labels"]})
+    context: dict[str, Any] = {"time_ns": time_ns}
+    if recorded_call is not None:
+        context["recorded_call"] = recorded_call
     return {
         "version": CONTRACT_VERSION,
         "phase": phase,
@@ -271,5 +289,5 @@ def build_input(
         "fields": field_list,
         "labels": labels,
         "approval": approval if approval is not None else {"state": "none"},
-        "context": {"time_ns": time_ns},
+        "context": context,
     }

@@ -79,6 +79,7 @@ import regopy.rego_shared
 
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
+from labelgate.policy import reasons
 from labelgate.policy.capabilities import check_source
 from labelgate.policy.contract import (
     POLICY_ERROR,
@@ -291,10 +292,10 @@ class _Compiled:
             bundle = builder.build(None, [entrypoint])
         except regopy.RegoError as error:
             raise ConfigError(
-                "POLICY_COMPILE_FAILED", f"{source.origin}: {_summarise(error, source)}"
+                reasons.POLICY_COMPILE_FAILED, f"{source.origin}: {_summarise(error, source)}"
             ) from error
         if not bundle.ok():
-            raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: rego-cpp could not build it")
+            raise ConfigError(reasons.POLICY_COMPILE_FAILED, f"{source.origin}: rego-cpp could not build it")
         # Refuse what regopy would evaluate differently from OPA (POLICY_UNSUPPORTED_BY_EMBEDDED):
         # a revision that fails here never serves, so a followed bundle keeps its last good one.
         check_source(source.modules, source.origin)
@@ -335,10 +336,12 @@ class EmbeddedEngine:
     ) -> None:
         segments = decision_path.strip("/").split("/")
         if not all(_IDENTIFIER.match(s) for s in segments):
-            raise ConfigError("POLICY_CONFIG_INVALID", f"decision path {decision_path!r} is not a data path")
+            raise ConfigError(
+                reasons.POLICY_CONFIG_INVALID, f"decision path {decision_path!r} is not a data path"
+            )
         if (policy_dir is None) == (bundle is None):
             raise ConfigError(
-                "POLICY_CONFIG_INVALID", "the embedded engine needs a policy folder or a bundle"
+                reasons.POLICY_CONFIG_INVALID, "the embedded engine needs a policy folder or a bundle"
             )
         self._policy_dir = Path(policy_dir) if policy_dir is not None else None
         self._bundle = bundle
@@ -472,7 +475,7 @@ class EmbeddedEngine:
         """
         compiled = self._compiled
         if compiled is None:
-            raise ConfigError("POLICY_NOT_LOADED", "the embedded engine has no policy loaded")
+            raise ConfigError(reasons.POLICY_NOT_LOADED, "the embedded engine has no policy loaded")
         package = ".".join(self._package)
         names = _rule_names(compiled.source, package)
         interpreter = _interpreter()

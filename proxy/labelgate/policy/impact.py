@@ -17,11 +17,12 @@ Kinds of change:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelgate.policy.contract import Decision, Mask
+from labelgate.policy.contract import DecidedMask, Decision
 
 CALL = "(call)"  # the "field" of a change that concerns the whole call
 NO_GROUP = "(no group)"
@@ -63,7 +64,7 @@ def outcome_of(decision: Decision) -> str:
     return "held" if decision.require_approval is not None else "deny"
 
 
-def describe_mask(mask: Mask | None) -> str:
+def describe_mask(mask: DecidedMask | None) -> str:
     if mask is None:
         return "(none)"
     params = ",".join(f"{k}={v}" for k, v in sorted(mask.params.items()))
@@ -132,6 +133,9 @@ class ChangeGroup:
     inputs: int = 0  # distinct inputs
     calls: int = 0  # decisions seen on them (each input counts as often as it was seen)
     example: str = ""  # the smallest input hash of the group
+    # Labels of the changed field (of every field the call decides on, for a call change),
+    # over every input of the group: what a publish gate's rule looks at.
+    labels: set[str] = dataclasses.field(default_factory=set)  # `field` is a column here
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,7 +147,21 @@ class ChangeGroup:
             "inputs": self.inputs,
             "calls": self.calls,
             "example": self.example,
+            "labels": sorted(self.labels),
         }
+
+
+def field_labels(doc: Mapping[str, Any], path: str) -> set[str]:
+    """Labels of the input's fields at ``path`` or inside it (every field for ``CALL``)."""
+    found: set[str] = set()
+    for entry in doc.get("fields") or ():
+        if not isinstance(entry, Mapping):
+            continue
+        where = str(entry.get("path", ""))
+        inside = where == path or (where.startswith(path) and where[len(path) : len(path) + 1] in ".[{")
+        if path == CALL or inside:
+            found.update(str(label) for label in entry.get("labels") or ())
+    return found
 
 
 @dataclass
@@ -201,6 +219,7 @@ def summarize(replays: Iterable[Replayed]) -> ImpactReport:
                 entry = groups[key] = ChangeGroup(change.kind, group, model, change.field, change.detail)
             entry.inputs += 1
             entry.calls += replay.seen
+            entry.labels |= field_labels(replay.input, change.field)
             if not entry.example or replay.hash < entry.example:
                 entry.example = replay.hash
     order = {kind: rank for rank, kind in enumerate(KINDS)}

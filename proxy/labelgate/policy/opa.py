@@ -35,6 +35,7 @@ from yarl import URL
 
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
+from labelgate.policy import reasons
 from labelgate.policy.contract import (
     POLICY_ERROR,
     POLICY_TIMEOUT,
@@ -54,7 +55,7 @@ UNKNOWN_REVISION = "unknown"
 _REVISION_PROBE_PATH = "labelgate_revision_probe"
 
 
-class _OpaSession(AsyncOpaClient):
+class _OpaSession(AsyncOpaClient):  # type: ignore[misc]  # opa-python-client ships no types
     """AsyncOpaClient with our TLS settings and pool size, and no session-wide timeout."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None, pool_size: int, **kwargs: Any) -> None:
@@ -89,7 +90,7 @@ def _ssl_context(
         if client_cert is not None:
             context.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
     except (OSError, ssl.SSLError) as error:
-        raise ConfigError("POLICY_TLS_INVALID", f"cannot load OPA TLS files: {error}") from error
+        raise ConfigError(reasons.POLICY_TLS_INVALID, f"cannot load OPA TLS files: {error}") from error
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -135,11 +136,13 @@ class OpaEngine:
     ) -> None:
         base = URL(url.rstrip("/"))
         if base.scheme not in ("http", "https") or not base.host:
-            raise ConfigError("POLICY_URL_INVALID", f"OPA url must be http(s)://host[:port], got {url!r}")
+            raise ConfigError(
+                reasons.POLICY_URL_INVALID, f"OPA url must be http(s)://host[:port], got {url!r}"
+            )
         if not 0 <= retries <= 1:
-            raise ConfigError("POLICY_CONFIG_INVALID", f"OPA retries must be 0 or 1, got {retries}")
+            raise ConfigError(reasons.POLICY_CONFIG_INVALID, f"OPA retries must be 0 or 1, got {retries}")
         if timeout <= 0:
-            raise ConfigError("POLICY_CONFIG_INVALID", f"OPA timeout must be > 0 s, got {timeout}")
+            raise ConfigError(reasons.POLICY_CONFIG_INVALID, f"OPA timeout must be > 0 s, got {timeout}")
         self._base = str(base)
         self._decision_url = f"{self._base}/v1/data/{decision_path.strip('/')}"
         self._timeout = timeout
@@ -190,7 +193,7 @@ class OpaEngine:
         await self._open()
         try:
             async with asyncio.timeout(self._health_timeout):
-                return await self._client.check_health(diagnostic_url=f"{self._base}/health")
+                return bool(await self._client.check_health(diagnostic_url=f"{self._base}/health"))
         except TimeoutError:
             return False
 

@@ -25,6 +25,7 @@ import yaml
 
 from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
+from labelgate.policy import reasons
 
 log = get_logger(__name__)
 
@@ -48,17 +49,21 @@ class BundleKey:
         from labelgate.bundle.signing import ALGORITHMS
 
         if algorithm not in ALGORITHMS:
-            raise ConfigError("SIGNING_ALG_UNSUPPORTED", f"signing algorithm {algorithm!r}: use {ALGORITHMS}")
+            raise ConfigError(
+                reasons.SIGNING_ALG_UNSUPPORTED, f"signing algorithm {algorithm!r}: use {ALGORITHMS}"
+            )
         try:
             pem = Path(path).read_bytes()
         except OSError as error:
             raise ConfigError(
-                "BUNDLE_KEY_UNREADABLE", f"cannot read bundle public key {path}: {error}"
+                reasons.BUNDLE_KEY_UNREADABLE, f"cannot read bundle public key {path}: {error}"
             ) from error
         try:
             serialization.load_pem_public_key(pem)  # refuse a bad key at start, not at the first bundle
         except (ValueError, TypeError) as error:
-            raise ConfigError("BUNDLE_KEY_INVALID", f"{path} is not a PEM public key: {error}") from error
+            raise ConfigError(
+                reasons.BUNDLE_KEY_INVALID, f"{path} is not a PEM public key: {error}"
+            ) from error
         return cls(pem, algorithm)
 
     def verify(self, files: dict[str, bytes]) -> None:
@@ -81,7 +86,7 @@ class PolicySource:
     def from_dir(cls, policy_dir: Path) -> PolicySource:
         root = Path(policy_dir)
         if not root.is_dir():
-            raise ConfigError("POLICY_DIR_MISSING", f"policy folder {root} does not exist")
+            raise ConfigError(reasons.POLICY_DIR_MISSING, f"policy folder {root} does not exist")
         return cls.from_files(_policy_files(root), origin=str(root))
 
     @classmethod
@@ -112,7 +117,7 @@ class PolicySource:
                 continue
             if ".." in rel.parts or any(part.startswith(".") for part in rel.parts):
                 raise InvalidInput(
-                    "BUNDLE_FILE_INVALID", f"bundle member {name!r} is not a plain relative path"
+                    reasons.BUNDLE_FILE_INVALID, f"bundle member {name!r} is not a plain relative path"
                 )
             if is_policy_file(rel):
                 members.append((name, content))
@@ -140,7 +145,7 @@ class PolicySource:
             else:
                 _merge(data, list(path.parent.parts), _parse_data(rel, content), rel)
         if not modules:
-            raise ConfigError("POLICY_EMPTY", f"no .rego modules found in {origin}")
+            raise ConfigError(reasons.POLICY_EMPTY, f"no .rego modules found in {origin}")
         return cls(tuple(modules), data, revision or digest.hexdigest(), origin)
 
 
@@ -151,12 +156,12 @@ def _manifest_revision(manifest: bytes | None) -> str | None:
     try:
         value = json.loads(manifest)
     except ValueError as error:
-        raise InvalidInput("BUNDLE_MANIFEST_INVALID", f".manifest is not JSON: {error}") from error
+        raise InvalidInput(reasons.BUNDLE_MANIFEST_INVALID, f".manifest is not JSON: {error}") from error
     if not isinstance(value, dict):
-        raise InvalidInput("BUNDLE_MANIFEST_INVALID", ".manifest must be a JSON object")
+        raise InvalidInput(reasons.BUNDLE_MANIFEST_INVALID, ".manifest must be a JSON object")
     revision = value.get("revision")
     if revision is not None and not isinstance(revision, str):
-        raise InvalidInput("BUNDLE_MANIFEST_INVALID", ".manifest revision must be a string")
+        raise InvalidInput(reasons.BUNDLE_MANIFEST_INVALID, ".manifest revision must be a string")
     return revision or None
 
 
@@ -198,7 +203,7 @@ def _decode(rel: str, content: bytes) -> str:
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigError("POLICY_FILE_INVALID", f"{rel} is not UTF-8: {error}") from error
+        raise ConfigError(reasons.POLICY_FILE_INVALID, f"{rel} is not UTF-8: {error}") from error
 
 
 def _parse_data(rel: str, content: bytes) -> Any:
@@ -207,7 +212,7 @@ def _parse_data(rel: str, content: bytes) -> Any:
             return json.loads(content)
         return yaml.safe_load(content)
     except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError("POLICY_DATA_INVALID", f"{rel} is not valid data: {error}") from error
+        raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel} is not valid data: {error}") from error
 
 
 def _merge(into: dict[str, Any], prefix: list[str], value: Any, rel: str) -> None:
@@ -215,7 +220,7 @@ def _merge(into: dict[str, Any], prefix: list[str], value: Any, rel: str) -> Non
     for key in reversed(prefix):
         value = {key: value}
     if not isinstance(value, dict):
-        raise ConfigError("POLICY_DATA_INVALID", f"{rel}: data at the root must be an object")
+        raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel}: data at the root must be an object")
     _merge_objects(into, value, rel, [])
 
 
@@ -227,5 +232,5 @@ def _merge_objects(into: dict[str, Any], value: dict[str, Any], rel: str, path: 
             _merge_objects(into[key], item, rel, [*path, key])
         else:
             raise ConfigError(
-                "POLICY_DATA_CONFLICT", f"{rel}: data.{'.'.join([*path, key])} is defined twice"
+                reasons.POLICY_DATA_CONFLICT, f"{rel}: data.{'.'.join([*path, key])} is defined twice"
             )

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
+from labelgate.policy import reasons
 from labelgate.policy.contract import (
     POLICY_ERROR,
     POLICY_UNAVAILABLE,
@@ -68,14 +69,14 @@ def opa_binary(configured: str | None = None) -> str:
         if Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
         raise ConfigError(
-            "OPA_BINARY_MISSING",
+            reasons.OPA_BINARY_MISSING,
             f"the wasm engine compiles policies with opa, and {candidate} ($LABELGATE_OPA) is not an "
             "executable file: fix $LABELGATE_OPA, put opa on PATH, or run `make tools`",
         )
     found = shutil.which("opa")
     if found is None:
         raise ConfigError(
-            "OPA_BINARY_MISSING",
+            reasons.OPA_BINARY_MISSING,
             "the wasm engine compiles policies with opa: neither $LABELGATE_OPA is set nor `opa` on "
             "PATH (`make tools` builds the pinned one into .tools/bin), or serve a bundle that "
             "already holds policy.wasm",
@@ -94,7 +95,7 @@ def compile_wasm(source: PolicySource, entrypoint: str, opa: str | None = None) 
             path = PurePosixPath(rel)
             if path.is_absolute() or ".." in path.parts:
                 raise ConfigError(
-                    "POLICY_FILE_INVALID", f"{source.origin}: module path {rel!r} is not relative"
+                    reasons.POLICY_FILE_INVALID, f"{source.origin}: module path {rel!r} is not relative"
                 )
             target = root / path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,13 +106,15 @@ def compile_wasm(source: PolicySource, entrypoint: str, opa: str | None = None) 
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS)
         except (OSError, subprocess.TimeoutExpired) as error:
-            raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: {binary} build: {error}") from error
+            raise ConfigError(
+                reasons.POLICY_COMPILE_FAILED, f"{source.origin}: {binary} build: {error}"
+            ) from error
         if done.returncode != 0:
             message = (done.stderr or done.stdout).strip().replace(f"{root}/", "")
-            raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: opa build -t wasm: {message}")
+            raise ConfigError(reasons.POLICY_COMPILE_FAILED, f"{source.origin}: opa build -t wasm: {message}")
         files = read_tarball(output.read_bytes())
     if "policy.wasm" not in files:
-        raise ConfigError("POLICY_COMPILE_FAILED", f"{source.origin}: opa build wrote no policy.wasm")
+        raise ConfigError(reasons.POLICY_COMPILE_FAILED, f"{source.origin}: opa build wrote no policy.wasm")
     return files["policy.wasm"]
 
 
@@ -177,7 +180,7 @@ class _WasmCompiled:
             try:
                 instance = self._local.instance = self.policy.instantiate(self.data_json)
             except WasmEvalError as error:
-                raise ConfigError("POLICY_DATA_INVALID", f"{self.source.origin}: {error}") from error
+                raise ConfigError(reasons.POLICY_DATA_INVALID, f"{self.source.origin}: {error}") from error
         return instance
 
     def evaluate(self, value: Any) -> Any:
@@ -250,7 +253,7 @@ class WasmEngine(EmbeddedEngine):
         if policy_dir is not None:
             opa_binary(opa)  # a missing compiler is a configuration error now, not at start
 
-    async def _swap_in(self, source: PolicySource) -> bool:  # type: ignore[override]
+    async def _swap_in(self, source: PolicySource) -> bool:
         if self._compiled is not None and source.revision == self._compiled.revision:
             return False
         wasm = getattr(source, "wasm", None)

@@ -33,9 +33,10 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from labelgate.errors import ConfigError
-from labelgate.policy.wasm_sprintf import Unsupported, parse_arguments, sprintf
+from labelgate.policy import reasons
+from labelgate.policy.wasm_sprintf import UnsupportedFormat, parse_arguments, sprintf
 
-UNSUPPORTED = "POLICY_UNSUPPORTED_BY_WASM"
+UNSUPPORTED = reasons.POLICY_UNSUPPORTED_BY_WASM
 ADVICE = "run this policy with --engine opa"
 # Host builtins implemented here, exactly as OPA does (wasm_sprintf.py says for which formats).
 HOST_BUILTINS = frozenset({"sprintf"})
@@ -84,7 +85,9 @@ class _Exports:
     def func(self, name: str) -> Callable[..., int]:
         export = self._exports[name]
         if not isinstance(export, wasmtime.Func):
-            raise ConfigError("POLICY_WASM_INVALID", f"the policy module's export {name!r} is not a function")
+            raise ConfigError(
+                reasons.POLICY_WASM_INVALID, f"the policy module's export {name!r} is not a function"
+            )
         handle = export._func  # kept alive by the closure: its address is what the call takes
         func_addr, context, raised, call = ctypes.addressof(handle), self._context, self._raised, _CALL
         # One raw array per export: arguments in, the result out (calls nest, never the same one).
@@ -129,19 +132,21 @@ class WasmPolicy:
         try:
             self.module = wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as error:
-            raise ConfigError("POLICY_WASM_INVALID", f"{origin}: not a Wasm module: {error}") from error
+            raise ConfigError(reasons.POLICY_WASM_INVALID, f"{origin}: not a Wasm module: {error}") from error
         self.origin = origin
         imports = {(i.module, i.name) for i in self.module.imports}
         unknown = sorted(f"{m}.{n}" for m, n in imports if m != "env" or n not in _IMPORT_NAMES)
         if unknown:
             raise ConfigError(
-                "POLICY_WASM_INVALID", f"{origin}: the module imports what OPA's ABI does not: {unknown}"
+                reasons.POLICY_WASM_INVALID,
+                f"{origin}: the module imports what OPA's ABI does not: {unknown}",
             )
         probe = WasmInstance(self, b"{}", _probe=True)
         abi = probe.abi_version()
         if abi[0] != 1 or abi[1] < 2:
             raise ConfigError(
-                "POLICY_WASM_INVALID", f"{origin}: Wasm ABI {abi[0]}.{abi[1]}, this host needs 1.2 or later"
+                reasons.POLICY_WASM_INVALID,
+                f"{origin}: Wasm ABI {abi[0]}.{abi[1]}, this host needs 1.2 or later",
             )
         self.builtins: dict[int, str] = {ident: name for name, ident in probe.dump_json("builtins").items()}
         missing = sorted(set(self.builtins.values()) - HOST_BUILTINS)
@@ -155,7 +160,7 @@ class WasmPolicy:
         entrypoints = probe.dump_json("entrypoints")
         if entrypoint not in entrypoints:
             raise ConfigError(
-                "POLICY_WASM_ENTRYPOINT_MISSING",
+                reasons.POLICY_WASM_ENTRYPOINT_MISSING,
                 f"{origin}: the module has no entrypoint {entrypoint!r} (it has {sorted(entrypoints)})",
             )
         self.entrypoint_id = int(entrypoints[entrypoint])
@@ -184,7 +189,7 @@ class WasmInstance:
             if imported.name == "memory":
                 externs.append(self.memory)
             else:
-                externs.append(self._host_function(imported.name))
+                externs.append(self._host_function(imported.name or ""))
         self.instance = wasmtime.Instance(store, policy.module, externs)
         exports = self.exports = _Exports(store, self.instance, self._raised)
         self._malloc = exports.func("opa_malloc")
@@ -283,7 +288,7 @@ class WasmInstance:
         handler = getattr(self, f"_{name.removeprefix('opa_').rstrip('01234')}")
         indexes = range(len(params))
 
-        @ffi.wasmtime_func_unchecked_callback_t
+        @ffi.wasmtime_func_unchecked_callback_t  # type: ignore[untyped-decorator]  # a ctypes CFUNCTYPE
         def callback(env: Any, caller: Any, values: Any, size: int) -> int:
             try:
                 out = handler(*[values[i].i32 for i in indexes])
@@ -332,6 +337,6 @@ def _sprintf_json(format_dump: bytes, arguments_dump: bytes) -> bytes:
         text = sprintf(json.loads(format_dump), parse_arguments(arguments_dump.decode("utf-8")))
     except (TypeError, ValueError):
         return b""  # OPA: a builtin's type error makes the expression undefined
-    except Unsupported as error:
+    except UnsupportedFormat as error:
         raise WasmEvalError(f"sprintf: {error} is not implemented exactly; {ADVICE}") from error
     return json.dumps(text, ensure_ascii=False).encode("utf-8")

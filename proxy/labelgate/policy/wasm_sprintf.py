@@ -14,7 +14,7 @@ float64 (its text, as a string, when it does not fit one), any other number an i
   (``%!(EXTRA int64=1, string=x)``).
 
 An argument that is an array, object or set (Go would print its Rego text, which this module
-does not reproduce) raises ``Unsupported``: the decision fails closed instead of differing.
+does not reproduce) raises ``UnsupportedFormat``: the decision fails closed instead of differing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _DIRECTIVE = re.compile(r"%(?P<spec>[-+# 0]*(?:\[\d*\])?\d*(?:\.\d*)?(?:\[\d*\])
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-class Unsupported(Exception):
+class UnsupportedFormat(Exception):
     """A format or argument whose Go rendering this module does not reproduce exactly."""
 
 
@@ -67,7 +67,7 @@ def parse_arguments(dumped: str) -> list[Any]:
     try:
         value = json.loads(dumped, parse_float=_Float, parse_int=_Int, parse_constant=_Float)
     except ValueError as error:  # a set (`set()`, `{1, 2}`) is Rego, not JSON
-        raise Unsupported("a set argument") from error
+        raise UnsupportedFormat("a set argument") from error
     if not isinstance(value, list):
         raise TypeError("sprintf: operand 2 must be an array")
     return value
@@ -92,7 +92,7 @@ def _go_value(value: Any) -> tuple[str, Any]:
         return "string", "false"
     if value is None:
         return "string", "null"
-    raise Unsupported(f"a {type(value).__name__} argument")
+    raise UnsupportedFormat(f"a {type(value).__name__} argument")
 
 
 def go_float(number: float) -> str:
@@ -133,14 +133,14 @@ def _render(verb: str, kind: str, value: Any) -> str:
 def sprintf(format: Any, arguments: list[Any]) -> str:
     """Go's fmt.Sprintf of ``format`` with OPA's conversion of ``arguments``.
 
-    Raises TypeError for a format that is not a string (OPA: undefined), Unsupported for
+    Raises TypeError for a format that is not a string (OPA: undefined), UnsupportedFormat for
     anything outside this module's subset.
     """
     if not isinstance(format, str):
         raise TypeError("sprintf: operand 1 must be a string")
     unsupported = check_format(format)
     if unsupported is not None:
-        raise Unsupported(f"format directive {unsupported!r}")
+        raise UnsupportedFormat(f"format directive {unsupported!r}")
     values = [_go_value(argument) for argument in arguments]
     out: list[str] = []
     position = used = 0

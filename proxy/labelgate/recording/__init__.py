@@ -9,8 +9,10 @@ subject, the request summary (input names, datatypes and shapes; values only if
 ``recording.record_input_values`` is set and the pipeline exposes the request), the
 decision (outcome, reason, per-phase results, masked paths, labels) and the response
 **exactly as delivered**, after masking: the protobuf bytes, base64, with the type name
-(``entries.py``). ``labelgate sessions list|show|replay`` reads them back (``cli.py``,
-``replay.py``).
+(``entries.py``). ``labelgate sessions list|show|replay`` and the inbox's session pages
+(``cli.py``, ``replay.py``, ``web.py``) show them back only through the policy's replay phase
+for the viewer (``viewing.py``): the policy's masks for the viewer are applied to the recorded
+response, and a deny or an engine error shows none of its values.
 
 Decisions, and why:
 

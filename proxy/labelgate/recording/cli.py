@@ -7,6 +7,11 @@ with the config's ``recording.encryption_key_file`` (and ``decryption_key_files`
 ``--dir``/``--postgres-dsn``, the key file in ``LABELGATE_RECORDING__ENCRYPTION_KEY_FILE``.
 ``labelgate sessions generate-key FILE`` writes a new key. A session id may be given by a
 unique prefix. Exit codes: 0 ok, 1 no such session, 2 usage errors.
+
+``show`` and ``replay`` show recorded calls to a viewer, so they need one: ``--token`` (or
+``LABELGATE_TOKEN``), a bearer token the gateway config's ``auth`` verifies, and ``--config``
+for the policy. Each recorded response is then shown as that policy's replay decision for the
+viewer allows (``viewing.py``), with the engine the config names (embedded, wasm or OPA).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +28,8 @@ import typer
 from labelgate.errors import LabelgateError
 
 if TYPE_CHECKING:
+    from labelgate.auth import Subject
+    from labelgate.config import GatewaySettings
     from labelgate.recording.store import SessionStore
 
 sessions_app = typer.Typer(help="Recorded sessions: list, show, replay.", no_args_is_help=True)
@@ -35,6 +43,15 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="gateway config with a recording section")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="LABELGATE_TOKEN",
+        help="the viewer's bearer token (verified with the config's auth)",
+        show_default=False,
+    ),
+]
 
 
 def _usage(message: str) -> typer.Exit:
@@ -135,12 +152,69 @@ async def _resolve(store: SessionStore, wanted: str) -> tuple[str, list[dict[str
     return (matches[0], found) if found is not None else None
 
 
-def _session(store: SessionStore, session_id: str) -> tuple[str, list[dict[str, Any]]]:
-    resolved = _run(store, lambda s: _resolve(s, session_id))
+@dataclass(frozen=True)
+class _Viewer:
+    """Who is looking, and the gateway's policy setup that decides what they see."""
+
+    subject: Subject
+    settings: GatewaySettings
+
+
+def _viewer(config: Path | None, token: str | None) -> _Viewer:
+    """The viewer's verified identity under the config's auth; exit 2 without one."""
+    from labelgate.auth import Authenticator
+    from labelgate.config import load_settings
+
+    if config is None or not token:
+        raise _usage("recorded calls are shown only through policy: give --config and --token (the viewer)")
+    try:
+        settings = load_settings(config)
+        subject = Authenticator(settings.auth).authenticate([("authorization", f"Bearer {token}")], None)
+    except LabelgateError as error:
+        raise _usage(f"{error.message} ({error.reason})") from None
+    return _Viewer(subject, settings)
+
+
+async def _view(store: SessionStore, wanted: str, viewer: _Viewer) -> tuple[str, list[dict[str, Any]]] | None:
+    """The session's entries as the viewer may see them, decided by the config's engine."""
+    from labelgate.gateway.classify_stage import ClassifierStage
+    from labelgate.gateway.server import build_engine, follow_bundle_catalog, hash_key
+    from labelgate.recording.viewing import ReplayPolicy, view_entries
+
+    resolved = await _resolve(store, wanted)
+    if resolved is None:
+        return None
+    settings = viewer.settings
+    key = hash_key(settings)  # the gateway's classifier and masking key, as build_pipeline sets them
+    classifier = ClassifierStage.from_settings(
+        settings.classification, from_bundle=settings.policy.bundle_url is not None, key_secret=key
+    )
+    engine = build_engine(settings)
+    follow_bundle_catalog(engine, classifier)
+    await engine.start()
+    try:
+        policy = ReplayPolicy(
+            decide=engine.decide,
+            classifier=lambda: classifier.classifier,
+            hash_key=key,
+            deadline_seconds=settings.policy.decision_deadline_ms / 1000,
+        )
+        return resolved[0], await view_entries(policy, viewer.subject, resolved[1])
+    finally:
+        await engine.close()
+
+
+def _viewed_session(
+    store: SessionStore, session_id: str, viewer: _Viewer
+) -> tuple[str, list[dict[str, Any]]]:
+    try:
+        resolved = _run(store, lambda s: _view(s, session_id, viewer))
+    except LabelgateError as error:
+        raise _usage(f"{error.message} ({error.reason})") from None
     if resolved is None:
         typer.echo(f"error: no recorded session {session_id!r} (or the prefix is not unique)", err=True)
         raise typer.Exit(1)
-    return resolved
+    return resolved  # type: ignore[no-any-return]
 
 
 def _console() -> Any:
@@ -175,11 +249,13 @@ def show_command(
     postgres_dsn: DsnOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
+    token: TokenOption = None,
 ) -> None:
-    """One line per call of a session; --json prints the stored entries."""
+    """One line per call of a session; --json prints the entries as the viewer may see them."""
     from labelgate.recording.replay import calls_table
 
-    found, entries = _session(open_store(directory, postgres_dsn, config), session_id)
+    viewer = _viewer(config, token)
+    found, entries = _viewed_session(open_store(directory, postgres_dsn, config), session_id, viewer)
     if json_output:
         for entry in entries:
             typer.echo(json.dumps(entry, sort_keys=True))
@@ -193,9 +269,11 @@ def replay_command(
     directory: DirOption = None,
     postgres_dsn: DsnOption = None,
     config: ConfigOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """The session's timeline, call by call, with each response decoded as it was delivered."""
+    """The session's timeline, call by call, each response as the viewer's replay decision allows."""
     from labelgate.recording.replay import print_replay
 
-    found, entries = _session(open_store(directory, postgres_dsn, config), session_id)
+    viewer = _viewer(config, token)
+    found, entries = _viewed_session(open_store(directory, postgres_dsn, config), session_id, viewer)
     print_replay(_console(), found, entries)

@@ -11,6 +11,7 @@ Every stored line (file) or row (PostgreSQL) is one JSON object with a ``kind``:
      "request": {"model", "model_version", "inputs": [{"name", "datatype", "shape"}], "outputs"},
      "request_message": {"type", "base64"}          (only with record_input_values)
      "decision": {"outcome", "reason", "labels", "masked": [{"path", "strategy", "label"}],
+                  "fields": [{"path", "labels"}]   (the response phase's, as classified then)
                   "phases": [{"phase", "allow", "reason", "engine", "revision", "decision_id"}]},
      "upstream_status", "latency_ms",
      "response": {"type": "inference.ModelInferResponse", "base64", "bytes"} | null}
@@ -108,6 +109,7 @@ def call_entry(entry: CallRecord, *, record_input_values: bool) -> dict[str, Any
             "reason": entry.reason,
             "labels": list(entry.labels),
             "masked": list(entry.masked),
+            "fields": response_fields(entry),
             "phases": [
                 {
                     "phase": phase,
@@ -128,6 +130,16 @@ def call_entry(entry: CallRecord, *, record_input_values: bool) -> dict[str, Any
     if record_input_values and entry.request is not None:
         line["request_message"] = encode_message(entry.request)
     return line
+
+
+def response_fields(entry: CallRecord) -> list[dict[str, Any]]:
+    """Path and labels of each field the response-phase decision saw: a replay is decided on
+    these (with what the recorded response classifies as now), so labels that only the call
+    knew (a backend's ``labelgate.labels``, which is not delivered) still govern its replay."""
+    for phase, _, policy_input in reversed(entry.decision_inputs):
+        if phase == "response":
+            return [{"path": f["path"], "labels": list(f["labels"])} for f in policy_input.get("fields", [])]
+    return []
 
 
 def session_header(session_id: str, started: str) -> dict[str, Any]:

@@ -175,7 +175,7 @@ def _tail_line(path: Path) -> bytes:
 
 def _ends_with_marker(path: Path) -> bool:
     with contextlib.suppress(ValueError, AttributeError):
-        return json.loads(_tail_line(path)).get("kind") == "truncated"
+        return bool(json.loads(_tail_line(path)).get("kind") == "truncated")
     return False
 
 
@@ -183,7 +183,7 @@ def _last_time(path: Path) -> str:
     """Time of the session's latest entry (the file's mtime if that line was torn by a crash)."""
     try:
         last = json.loads(_tail_line(path))
-        return last.get("time") or last["started"]
+        return str(last.get("time") or last["started"])
     except (ValueError, KeyError, AttributeError):
         return format_time(datetime.fromtimestamp(path.stat().st_mtime, UTC))
 

@@ -2,9 +2,9 @@
 
 The replay shows each call as it happened: time, method, model, who called, the decision
 (outcome, reason, per-phase results), the masked fields, what was asked (names and
-shapes), and the response exactly as delivered, decoded. Inference responses become a
-table (one column per output tensor, one row per element); masked columns are marked, and
-their cells show the masked values as the caller received them.
+shapes), and the response as the viewer's replay decision allows (``viewing.py`` has
+already masked it, or left it out), decoded. Inference responses become a table (one
+column per output tensor, one row per element); columns masked for the viewer are marked.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput
 from labelgate.oip.tensors import Tensor, decode_outputs
 from labelgate.recording.entries import decode_message
@@ -64,15 +65,17 @@ def sessions_table(sessions: list[SessionInfo]) -> Table:
 def calls_table(session_id: str, entries: list[dict[str, Any]]) -> Table:
     """``sessions show``: one row per call."""
     table = Table(title=f"session {escape(session_id)}", title_justify="left")
-    for column in ("#", "time", "method", "model", "subject", "decision", "masked", "response"):
+    for column in ("#", "time", "method", "model", "subject", "decision", "masked", "response", "shown"):
         table.add_column(column, overflow="fold")
     number = 0
     for entry in entries:
         if entry.get("kind") == "truncated":
-            table.add_row("", entry["time"], "[bold red]TRUNCATED[/]", "", "", "", "", _marker_text(entry))
+            table.add_row(
+                "", entry["time"], "[bold red]TRUNCATED[/]", "", "", "", "", _marker_text(entry), ""
+            )
             continue
         if entry.get("kind") != "call":
-            table.add_row("", "", "[yellow]DAMAGED[/]", "", "", "", "", _damaged_text(entry))
+            table.add_row("", "", "[yellow]DAMAGED[/]", "", "", "", "", _damaged_text(entry), "")
             continue
         number += 1
         decision = entry["decision"]
@@ -86,6 +89,7 @@ def calls_table(session_id: str, entries: list[dict[str, Any]]) -> Table:
             _outcome_text(decision),
             str(len(decision.get("masked") or [])),
             human_bytes(response["bytes"]) if response else "-",
+            escape((entry.get("replay") or {}).get("outcome", "-")),
         )
     return table
 
@@ -115,7 +119,7 @@ def call_panel(number: int, entry: dict[str, Any]) -> Panel:
         if subject
         else "unauthenticated"
     )
-    lines = [
+    lines: list[str | Text] = [
         f"[bold]{escape(entry['method'])}[/]  model [cyan]{escape(entry.get('model') or '-')}[/]",
         f"subject {who}   peer {escape(entry.get('peer') or '-')}   request {escape(entry['request_id'])}",
         Text.assemble("decision ", _outcome_text(decision), f"   reason {decision.get('reason') or '-'}"),
@@ -137,8 +141,14 @@ def call_panel(number: int, entry: dict[str, Any]) -> Panel:
             )
         )
     lines.append(f"request {escape(_request_text(entry.get('request') or {}))}")
+    replay = entry.get("replay") or {}
+    lines.append(f"shown to you: {escape(replay.get('outcome', '-'))} ({escape(replay.get('reason') or '')})")
+    if replay.get("approval"):
+        lines.append(
+            f"[magenta]approval required[/] to see the masked values in clear: {escape(replay['approval'])}"
+        )
     body: list[Any] = [line if isinstance(line, Text) else Text.from_markup(line) for line in lines]
-    body.append(_response_view(entry.get("response"), masked))
+    body.append(_response_view(entry.get("response"), replay.get("masked") or []))
     title = f"#{number}  {entry['time']}"
     return Panel(Group(*body), title=title, title_align="left", border_style=_border(decision))
 
@@ -178,12 +188,12 @@ def _request_text(summary: dict[str, Any]) -> str:
 
 def _response_view(stored: dict[str, Any] | None, masked: list[dict[str, Any]]) -> Any:
     if not stored:
-        return Text("response: none delivered", style="dim")
-    heading = f"response as delivered ({stored['type']}, {human_bytes(stored['bytes'])})"
+        return Text("response: none shown", style="dim")
+    heading = f"response as shown to you ({stored['type']}, {human_bytes(stored['bytes'])})"
     message = decode_message(stored)
     if message is None:
         return Text(f"{heading}: type not known here, not decoded", style="dim")
-    if message.DESCRIPTOR.full_name == "inference.ModelInferResponse":
+    if isinstance(message, pb.ModelInferResponse):
         try:
             return Group(Text(heading), *tensor_tables(decode_outputs(message), masked))
         except InvalidInput as error:
@@ -209,12 +219,12 @@ def tensor_tables(tensors: list[Tensor], masked: list[dict[str, Any]]) -> list[T
                 header += f"\n[yellow]masked: {', '.join(sorted(set(masks[tensor.name])))}[/]"
             table.add_column(header, overflow="fold", style="yellow" if tensor.name in masks else None)
         for row in range(count):
-            table.add_row(*(escape(_cell(tensor.values[row], tensor.datatype)) for tensor in members))
+            table.add_row(*(escape(cell_text(tensor.values[row], tensor.datatype)) for tensor in members))
         tables.append(table)
     return tables
 
 
-def _cell(value: Any, datatype: str) -> str:
+def cell_text(value: Any, datatype: str) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if datatype in _NARROW_FLOATS:

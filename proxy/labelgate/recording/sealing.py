@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from labelgate.errors import ConfigError
+from labelgate.recording import reasons
 from labelgate.recording.entries import Admission
 from labelgate.recording.store import SessionInfo, SessionStore
 
@@ -53,15 +54,17 @@ def read_key(path: Path) -> bytes:
     try:
         text = path.read_bytes().strip()
     except OSError as error:
-        raise ConfigError("RECORDING_KEY_UNREADABLE", f"cannot read recording key {path}: {error}") from None
+        raise ConfigError(
+            reasons.RECORDING_KEY_UNREADABLE, f"cannot read recording key {path}: {error}"
+        ) from None
     for decode in (bytes.fromhex, base64.b64decode, base64.urlsafe_b64decode):
         try:
-            key = decode(text.decode("ascii"))  # type: ignore[operator]
+            key = decode(text.decode("ascii"))
         except (ValueError, binascii.Error, UnicodeDecodeError):
             continue
         if len(key) == 32:
             return key
-    raise ConfigError("RECORDING_KEY_INVALID", f"recording key {path}: not 32 bytes as base64 or hex")
+    raise ConfigError(reasons.RECORDING_KEY_INVALID, f"recording key {path}: not 32 bytes as base64 or hex")
 
 
 def write_key_file(path: Path) -> Path:

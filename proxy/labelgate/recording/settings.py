@@ -15,15 +15,15 @@ entries are stored in clear (the gateway warns).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from labelgate.config_paths import ConfigPath
 
 
 class RecordingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dir: Path | None = None
+    dir: ConfigPath | None = None
     postgres_dsn: SecretStr | None = None
     # Sessions with no call for this long are deleted by the sweeper.
     retention_days: float = Field(30.0, gt=0, le=3650)
@@ -35,9 +35,9 @@ class RecordingSettings(BaseModel):
     queue_size: int = Field(10_000, ge=1)
     sweep_interval_seconds: float = Field(3600.0, gt=0)
     # AES-256-GCM at rest: 32 random bytes as base64 or hex (`labelgate sessions generate-key`).
-    encryption_key_file: Path | None = None
+    encryption_key_file: ConfigPath | None = None
     # Keys of earlier entries (rotation): read, never written with.
-    decryption_key_files: list[Path] = []
+    decryption_key_files: list[ConfigPath] = []
 
     @property
     def enabled(self) -> bool:

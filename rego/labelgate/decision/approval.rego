@@ -17,10 +17,12 @@ import data.labelgate.tables
 
 # The approvals (keys of tables.approvals) that the grant in the input satisfies: without
 # approved_by the policy trusts the state (for requirements of at least one approval);
-# with it, only distinct approvers other than the subject count.
+# with it, only distinct approvers other than the subject count. A replay never uses a grant:
+# grants are for calls, not for viewing recordings of them.
 # regal ignore:prefer-set-or-object-rule
-satisfied_approvals := {key |
+_satisfied_approvals := {key |
 	input.approval.state == "granted"
+	input.phase != "replay"
 
 	# regal ignore:prefer-some-in-iteration
 	requirement := tables.approvals[key]
@@ -28,93 +30,95 @@ satisfied_approvals := {key |
 	requirement.min_approvals >= 1
 } | {key |
 	input.approval.state == "granted"
+	input.phase != "replay"
 
 	# regal ignore:prefer-some-in-iteration
 	requirement := tables.approvals[key]
-	count(independent_approvers) >= requirement.min_approvals
+	count(_independent_approvers) >= requirement.min_approvals
 }
 
 # regal ignore:prefer-set-or-object-rule
-independent_approvers := {person | some person in input.approval.approved_by; person != input.subject.id}
+_independent_approvers := {person | some person in input.approval.approved_by; person != input.subject.id}
 
 # Governing labels the subject sees in clear now: without approval, or with a satisfied one.
 # regal ignore:prefer-set-or-object-rule
-visible_labels := {label |
+_visible_labels := {label |
 	# regal ignore:prefer-some-in-iteration
-	treatment := label_treatment[label]
+	treatment := _label_treatment[label]
 	treatment.see == true
 	not treatment.approval
 } | {label |
 	# regal ignore:prefer-some-in-iteration
-	treatment := label_treatment[label]
+	treatment := _label_treatment[label]
 	treatment.see == true
-	treatment.approval in satisfied_approvals
+	treatment.approval in _satisfied_approvals
 }
 
 # Governing labels the subject could see once an approval is granted, but not yet.
 # regal ignore:prefer-set-or-object-rule
-pending_labels := {label |
+_pending_labels := {label |
 	# regal ignore:prefer-some-in-iteration
-	treatment := label_treatment[label]
+	treatment := _label_treatment[label]
 	treatment.see == true
 	treatment.approval
-	not label in visible_labels
+	not label in _visible_labels
 }
 
 # The mask of every governing label that is not visible. A label without a usable
 # treatment (broken tables, or an unknown label) is nulled rather than shown.
 # regal ignore:prefer-set-or-object-rule
-label_mask := {label: mask |
-	some label in governing_labels
-	not label in visible_labels
-	mask := object.get(treatment_masks, label, {"strategy": "null", "params": {}})
+_label_mask := {label: mask |
+	some label in _governing_labels
+	not label in _visible_labels
+	mask := object.get(_treatment_masks, label, {"strategy": "null", "params": {}})
 }
 
 # regal ignore:prefer-set-or-object-rule
-treatment_masks := {label: {"strategy": mask.strategy, "params": object.get(mask, "params", {})} |
-	mask := label_treatment[label].mask
+_treatment_masks := {label: {"strategy": mask.strategy, "params": object.get(mask, "params", {})} |
+	mask := _label_treatment[label].mask
 }
 
 # Some field is visible only because a grant was counted.
-grant_used if {
-	some label in visible_labels
-	label_treatment[label].approval
+_grant_used if {
+	some label in _visible_labels
+	_label_treatment[label].approval
 }
 
-top_pending_rank := max([rank | some label in pending_labels; rank := label_rank(label)])
+_top_pending_rank := max([rank | some label in _pending_labels; rank := _label_rank(label)])
 
-held_approval_key := keys[0] if {
+_held_approval_key := keys[0] if {
 	keys := sort([key |
-		some label in pending_labels
-		label_rank(label) == top_pending_rank
-		key := label_treatment[label].approval
+		some label in _pending_labels
+		_label_rank(label) == _top_pending_rank
+		key := _label_treatment[label].approval
 	])
 }
 
-held_requirement := tables.approvals[held_approval_key]
+_held_requirement := tables.approvals[_held_approval_key]
 
-require_approval := object.union(
+_requirement := object.union(
 	{
-		"approver_groups": held_requirement.approver_groups,
-		"min_approvals": held_requirement.min_approvals,
-		"grant_ttl_seconds": held_requirement.grant_ttl_seconds,
+		"approver_groups": _held_requirement.approver_groups,
+		"min_approvals": _held_requirement.min_approvals,
+		"grant_ttl_seconds": _held_requirement.grant_ttl_seconds,
 		"reason": concat("", [
-			concat(", ", sort([label | some label in pending_labels])),
-			sprintf(" data needs %d approval(s) from ", [held_requirement.min_approvals]),
-			concat(", ", held_requirement.approver_groups),
+			concat(", ", sort([label | some label in _pending_labels])),
+			sprintf(" data needs %d approval(s) from ", [_held_requirement.min_approvals]),
+			concat(", ", _held_requirement.approver_groups),
 		]),
 	},
-	grant_options,
+	_grant_options,
 )
 
 # What the grant releases, when the approvals table says (result.json documents both):
 # grant_scope "query" (the gateway's default: only the held call's query, by request
-# digest) or "model" (any query to the model), and single_use (one call). Left out when
+# digest) or "model" (any query to the model), single_use (one call), and hold_seconds (how
+# long a held call waits; result.json). Left out when
 # the table does not set them, so the default pack's decisions stay as they were.
-grant_option_names := {"grant_scope", "single_use"}
+_grant_option_names := {"grant_scope", "single_use", "hold_seconds"}
 
 # regal ignore:prefer-set-or-object-rule
-grant_options := {name: value |
-	some name in grant_option_names
-	value := held_requirement[name]
+_grant_options := {name: value |
+	some name in _grant_option_names
+	value := _held_requirement[name]
 }

@@ -80,16 +80,18 @@ widened_tables := object.union(data.labelgate.tables, {"approvals": object.union
 	data.labelgate.tables.approvals,
 	{"data_owner_grant": object.union(
 		data.labelgate.tables.approvals.data_owner_grant,
-		{"grant_scope": "model", "single_use": true},
+		{"grant_scope": "model", "single_use": true, "hold_seconds": 45},
 	)},
 )})
 
 test_grant_options_from_the_tables_reach_the_requirement if {
 	result := decide(steward_call) with data.labelgate.tables as widened_tables
-	result.require_approval == object.union(owners_hold, {"grant_scope": "model", "single_use": true})
+	options := {"grant_scope": "model", "single_use": true, "hold_seconds": 45}
+	result.require_approval == object.union(owners_hold, options)
 }
 
 test_without_grant_options_the_requirement_has_none if {
 	not "grant_scope" in object.keys(decide(steward_call).require_approval)
 	not "single_use" in object.keys(decide(steward_call).require_approval)
+	not "hold_seconds" in object.keys(decide(steward_call).require_approval)
 }

@@ -44,7 +44,7 @@ test_unknown_label_requested_by_name_is_denied if {
 }
 
 governing_label(labels) := label if {
-	label := data.labelgate.decision.path_label["outputs.x"] with input as call([], [field("outputs.x", labels)])
+	label := data.labelgate.decision._path_label["outputs.x"] with input as call([], [field("outputs.x", labels)])
 }
 
 test_two_unknown_labels_pick_one_deterministically if {

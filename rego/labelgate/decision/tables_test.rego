@@ -104,3 +104,13 @@ test_opaque_methods_map_full_methods_to_group_lists if {
 		}
 	}
 }
+
+# The offer scores rank every kind of offer above the next whatever its details: seeing in
+# clear beats any gated offer, and any gated offer (less its required approvals) beats any mask.
+test_offer_scores_keep_the_kinds_apart if {
+	scores := tables.offer_scores
+	scores.see > scores.see_after_approval
+	most_approvals := max([approval.min_approvals | some approval in tables.approvals])
+	most_permissive_mask := max([score | some score in tables.mask_permissiveness])
+	scores.see_after_approval - most_approvals > scores.mask + most_permissive_mask
+}

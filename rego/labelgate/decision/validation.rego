@@ -8,23 +8,19 @@
 # never a value from it.
 package labelgate.decision
 
-contract_version := "labelgate.v1"
+_contract_version := "labelgate.v1"
 
-phases := {"request", "response"}
+_phases := {"request", "response", "replay"}
 
-approval_states := {"none", "granted"}
+_approval_states := {"none", "granted"}
 
 # The fast path: the whole contract the policy relies on, checked in one rule, so a
 # well-formed input costs little. Only a malformed input evaluates `problems` below, which
-# names each defect; the tests pin every check to its problem.
-# Performance: rego-cpp spends ~10-20 µs per builtin call and ~50 µs per call of a
-# user-defined function (more than on a whole pass over the fields), so checks over many
-# values are folded into a few builtins that loop natively, and no helper is called.
-# array.concat() is defined only for arrays and concat() only for strings (an argument of
-# another type leaves them undefined), so one expression checks every string list.
-well_formed if {
-	input.version == contract_version
-	input.phase in phases
+# names each defect; the tests pin every check to its problem. Folded into a few builtins
+# for the engines' sake (engines.rego, 2.).
+_well_formed if {
+	input.version == _contract_version
+	input.phase in _phases
 	is_string(input.subject.id)
 	input.subject.id != ""
 
@@ -36,16 +32,16 @@ well_formed if {
 	)))
 	is_boolean(object.get(input.request, "opaque", false))
 	is_object(input.context)
-	input.approval.state in approval_states
-	fields_well_formed
+	input.approval.state in _approval_states
+	_fields_well_formed
 }
 
 # Every field has a non-empty string path and a non-empty array of string labels.
-fields_well_formed if {
+_fields_well_formed if {
 	is_array(input.fields)
-	count(field_path_list) == count(input.fields)
-	is_string(concat("", field_path_list))
-	not "" in field_path_list
+	count(_field_path_list) == count(input.fields)
+	is_string(concat("", _field_path_list))
+	not "" in _field_path_list
 	label_lists := [field.labels | some field in input.fields]
 	count(label_lists) == count(input.fields)
 
@@ -55,93 +51,93 @@ fields_well_formed if {
 }
 
 # The path of every field that has one, in input order.
-field_path_list := [field.path | some field in input.fields]
+_field_path_list := [field.path | some field in input.fields]
 
-# problems: one short sentence per defect in the input; each matches a check above.
+# _problems: one short sentence per defect in the input; each matches a check above.
 # Each check is a rule that is negated as a whole: `not f(input.x)` is undefined (not true)
 # in OPA when input.x is missing, so a missing key must never reach a negated call.
-problems contains "input must be a JSON object" if not input_is_object
+_problems contains "input must be a JSON object" if not _input_is_object
 
-problems contains concat("", [`version must be "`, contract_version, `"`]) if not version_ok
+_problems contains concat("", [`version must be "`, _contract_version, `"`]) if not _version_ok
 
-problems contains `phase must be "request" or "response"` if not phase_ok
+_problems contains `phase must be "request", "response" or "replay"` if not _phase_ok
 
-problems contains "subject is missing: the caller is not authenticated" if not subject_present
+_problems contains "subject is missing: the caller is not authenticated" if not _subject_present
 
-problems contains "subject.id must be a non-empty string" if {
-	subject_present
-	not subject_id_ok
+_problems contains "subject.id must be a non-empty string" if {
+	_subject_present
+	not _subject_id_ok
 }
 
-problems contains "subject.groups must be an array of strings" if {
-	subject_present
-	not subject_groups_ok
+_problems contains "subject.groups must be an array of strings" if {
+	_subject_present
+	not _subject_groups_ok
 }
 
-problems contains "request.requested_outputs must be an array of strings" if not requested_outputs_ok
+_problems contains "request.requested_outputs must be an array of strings" if not _requested_outputs_ok
 
-problems contains "request.opaque must be a boolean" if {
-	requested_outputs_ok
-	not opaque_ok
+_problems contains "request.opaque must be a boolean" if {
+	_requested_outputs_ok
+	not _opaque_ok
 }
 
-problems contains "labels must be an array of strings" if not labels_ok
+_problems contains "labels must be an array of strings" if not _labels_ok
 
-problems contains "context must be an object" if not context_ok
+_problems contains "context must be an object" if not _context_ok
 
-problems contains "fields must be an array" if not fields_ok
+_problems contains "fields must be an array" if not _fields_ok
 
-problems contains sprintf("fields[%d] needs a non-empty path and a non-empty array of labels", [i]) if {
-	fields_ok
+_problems contains sprintf("fields[%d] needs a non-empty path and a non-empty array of labels", [i]) if {
+	_fields_ok
 	some i, field in input.fields
-	not valid_field(field)
+	not _valid_field(field)
 }
 
-problems contains `approval.state must be "none" or "granted"` if not approval_state_ok
+_problems contains `approval.state must be "none" or "granted"` if not _approval_state_ok
 
-problems contains "approval.approved_by must be an array of strings" if {
-	approval_state_ok
-	not approved_by_ok
+_problems contains "approval.approved_by must be an array of strings" if {
+	_approval_state_ok
+	not _approved_by_ok
 }
 
-input_is_object if is_object(input)
+_input_is_object if is_object(input)
 
-version_ok if input.version == contract_version
+_version_ok if input.version == _contract_version
 
-phase_ok if input.phase in phases
+_phase_ok if input.phase in _phases
 
-subject_present if is_object(input.subject)
+_subject_present if is_object(input.subject)
 
-subject_id_ok if non_empty_string(input.subject.id)
+_subject_id_ok if _non_empty_string(input.subject.id)
 
-subject_groups_ok if string_array(input.subject.groups)
+_subject_groups_ok if _string_array(input.subject.groups)
 
-requested_outputs_ok if string_array(input.request.requested_outputs)
+_requested_outputs_ok if _string_array(input.request.requested_outputs)
 
-opaque_ok if is_boolean(object.get(input.request, "opaque", false))
+_opaque_ok if is_boolean(object.get(input.request, "opaque", false))
 
-labels_ok if string_array(input.labels)
+_labels_ok if _string_array(input.labels)
 
-context_ok if is_object(input.context)
+_context_ok if is_object(input.context)
 
-fields_ok if is_array(input.fields)
+_fields_ok if is_array(input.fields)
 
-approval_state_ok if input.approval.state in approval_states
+_approval_state_ok if input.approval.state in _approval_states
 
-approved_by_ok if string_array(object.get(input.approval, "approved_by", []))
+_approved_by_ok if _string_array(object.get(input.approval, "approved_by", []))
 
-valid_field(field) if {
-	non_empty_string(field.path)
-	string_array(field.labels)
+_valid_field(field) if {
+	_non_empty_string(field.path)
+	_string_array(field.labels)
 	count(field.labels) > 0
 }
 
-non_empty_string(value) if {
+_non_empty_string(value) if {
 	is_string(value)
 	value != ""
 }
 
-string_array(value) if {
+_string_array(value) if {
 	is_array(value)
 	every item in value {
 		is_string(item)

@@ -39,7 +39,9 @@ from labelgate.audit.export.tail import LogRecord
 from labelgate.errors import LabelgateError
 
 try:
-    from termios import TIOCOUTQ
+    from termios import TIOCOUTQ as _TIOCOUTQ
+
+    TIOCOUTQ: int | None = _TIOCOUTQ
 except ImportError:  # pragma: no cover - not Linux: the kernel cannot tell us what was acknowledged
     TIOCOUTQ = None
 
@@ -122,7 +124,9 @@ class SyslogTcp:
 
 def _unacknowledged(fd: int) -> int:
     """Bytes in the socket's send queue the peer has not acknowledged yet (Linux SIOCOUTQ)."""
-    return struct.unpack("i", fcntl.ioctl(fd, TIOCOUTQ, b"\0\0\0\0"))[0]
+    assert TIOCOUTQ is not None  # callers check it first
+    queued: int = struct.unpack("i", fcntl.ioctl(fd, TIOCOUTQ, b"\0\0\0\0"))[0]
+    return queued
 
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:

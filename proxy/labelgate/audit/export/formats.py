@@ -106,7 +106,8 @@ def syslog_message(
     ).encode()
     body = json_line(document)[:-1]
     if max_bytes is not None and len(head) + len(body) > max_bytes:
-        compact = {key: document[key] for key in ("event_id", "seq", "hash", "decision") if key in document}
+        kept = ("event_id", "seq", "hash", "decision")
+        compact: dict[str, Any] = {key: document[key] for key in kept if key in document}
         body = json_line({**compact, "truncated": True})[:-1]
     return head + body
 

@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import random
 import re
 import signal
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from labelgate import retry
+from labelgate.audit import reasons
 from labelgate.audit.export.destinations import (
     DeliveryFailed,
     Destination,
@@ -47,6 +48,7 @@ from labelgate.audit.export.tail import (
 )
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
+from labelgate.retry import RetrySettings
 
 log = get_logger(__name__)
 FIRST_RETRY_SECONDS = 0.2
@@ -74,6 +76,8 @@ class ForwarderSettings:
     jsonl_max_bytes: int = 64 << 20
     jsonl_keep: int = 10
     once: bool = False  # deliver what the log holds now, then exit
+    # The one retry policy (labelgate/retry.py); its max_attempts counts only with --once.
+    retry: RetrySettings | None = None
 
     def check(self) -> None:
         problems = []
@@ -102,7 +106,7 @@ class ForwarderSettings:
         except ValueError as error:
             problems.append(str(error))
         if problems:
-            raise ConfigError("AUDIT_FORWARDER_CONFIG", "; ".join(problems))
+            raise ConfigError(reasons.AUDIT_FORWARDER_CONFIG, "; ".join(problems))
 
 
 def destination_name(kind: str, target: str) -> str:
@@ -117,7 +121,11 @@ def build_destinations(settings: ForwarderSettings) -> list[Destination]:
     for url in settings.syslog:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 514
-        common = {"hostname": settings.hostname, "facility": settings.facility, "sd_id": settings.sd_id}
+        common: dict[str, Any] = {
+            "hostname": settings.hostname,
+            "facility": settings.facility,
+            "sd_id": settings.sd_id,
+        }
         if parts.scheme.endswith("udp"):
             name = destination_name("syslog-udp", f"{host}:{port}")
             destinations.append(SyslogUdp(name, host, port, max_datagram=settings.max_datagram, **common))
@@ -137,7 +145,7 @@ def build_destinations(settings: ForwarderSettings) -> list[Destination]:
         )
     names = [d.name for d in destinations]
     if len(set(names)) != len(names):
-        raise ConfigError("AUDIT_FORWARDER_CONFIG", "the same destination is given twice")
+        raise ConfigError(reasons.AUDIT_FORWARDER_CONFIG, "the same destination is given twice")
     return destinations
 
 
@@ -156,12 +164,13 @@ class Forwarder:
         """0: stopped (or, with ``once``, everything delivered); 1: undelivered; 2: the log is broken."""
         if not self.settings.log_dir.is_dir():
             raise ConfigError(
-                "AUDIT_FORWARDER_CONFIG", f"the audit log directory {self.settings.log_dir} does not exist"
+                reasons.AUDIT_FORWARDER_CONFIG,
+                f"the audit log directory {self.settings.log_dir} does not exist",
             )
         tasks = [asyncio.create_task(self._follow(d), name=d.name) for d in self.destinations]
         stopper = asyncio.create_task(self.stopping.wait())
         try:
-            remaining: set[asyncio.Task] = set(tasks)
+            remaining: set[asyncio.Task[Any]] = set(tasks)
             while remaining and not self.stopping.is_set():
                 done, remaining = await asyncio.wait(
                     remaining | {stopper}, return_when=asyncio.FIRST_COMPLETED
@@ -224,7 +233,9 @@ class Forwarder:
     async def _deliver(self, destination: Destination, batch: list[LogRecord]) -> bool:
         """Send the same batch until it is delivered; False only when stopping or out of attempts."""
         failures = 0
-        while True:
+
+        async def attempt() -> None:
+            nonlocal failures
             try:
                 await destination.deliver(batch)
             except DeliveryFailed as error:
@@ -236,19 +247,35 @@ class Forwarder:
                         error=error.message,
                         waiting_from_seq=batch[0].seq,
                     )
-                if self.settings.once and failures >= ONCE_ATTEMPTS:
-                    log.error("audit_export_gave_up", destination=destination.name, attempts=failures)
-                    return False
-                delay = min(self.settings.retry_max_seconds, FIRST_RETRY_SECONDS * 2 ** (failures - 1))
-                await self._pause(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
-                if self.stopping.is_set():
-                    return False
-                continue
-            if failures:
-                log.info(
-                    "audit_export_destination_back", destination=destination.name, failed_attempts=failures
-                )
-            return True
+                raise
+
+        # Until delivered (nothing is dropped), or out of attempts with --once, or stopping.
+        settings = self.retry_settings()
+        try:
+            await retry.policy(
+                settings,
+                DeliveryFailed,
+                forever=not self.settings.once,
+                stopping=self.stopping.is_set,
+                sleep=self._pause,
+            )(attempt)
+        except DeliveryFailed:
+            if not self.stopping.is_set():
+                log.error("audit_export_gave_up", destination=destination.name, attempts=failures)
+            return False
+        if failures:
+            log.info("audit_export_destination_back", destination=destination.name, failed_attempts=failures)
+        return True
+
+    def retry_settings(self) -> RetrySettings:
+        """``retry``, else the older ``retry_max_seconds`` with the first wait of 0.2 s."""
+        if self.settings.retry is not None:
+            return self.settings.retry
+        longest = self.settings.retry_max_seconds
+        first = min(FIRST_RETRY_SECONDS, longest)
+        return RetrySettings(
+            max_attempts=ONCE_ATTEMPTS, initial_seconds=first, max_seconds=longest, jitter_seconds=first
+        )
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

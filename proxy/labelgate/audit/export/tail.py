@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from labelgate.audit import reasons
 from labelgate.audit.records import GENESIS, is_hex_digest
 from labelgate.audit.store import list_segments, parse_record, segment_name
 from labelgate.errors import ConfigError, LabelgateError
@@ -211,10 +212,12 @@ class CursorFile:
             return None
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ConfigError(
-                "AUDIT_EXPORT_CURSOR_INVALID", f"cannot read the export cursor {self.path}: {error}"
+                reasons.AUDIT_EXPORT_CURSOR_INVALID, f"cannot read the export cursor {self.path}: {error}"
             ) from None
         if cursor.seq < 0 or cursor.offset < 0 or not is_hex_digest(cursor.hash):
-            raise ConfigError("AUDIT_EXPORT_CURSOR_INVALID", f"the export cursor {self.path} is not valid")
+            raise ConfigError(
+                reasons.AUDIT_EXPORT_CURSOR_INVALID, f"the export cursor {self.path} is not valid"
+            )
         return cursor
 
     def save(self, cursor: Cursor, **extra: Any) -> None:

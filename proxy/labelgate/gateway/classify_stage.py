@@ -20,6 +20,7 @@ from labelgate.classify import backend_labels as read_backend_labels
 from labelgate.classify.detectors import BUILTIN_LABELS
 from labelgate.config import ClassificationSettings
 from labelgate.errors import ConfigError, LabelgateError
+from labelgate.gateway import reasons
 from labelgate.logs import get_logger
 from labelgate.oip.tensors import Tensor
 from labelgate.policy.source import PolicySource
@@ -47,7 +48,7 @@ def bundle_catalog(source: PolicySource) -> Catalog:
     for key in CATALOG_DATA_PATH:
         if not isinstance(node, dict) or key not in node:
             raise ConfigError(
-                "BUNDLE_CATALOG_MISSING",
+                reasons.BUNDLE_CATALOG_MISSING,
                 f"{source.origin}: no data.{'.'.join(CATALOG_DATA_PATH)} in the bundle",
             )
         node = node[key]
@@ -74,7 +75,7 @@ class ClassifierStage:
             catalog = self._load()
         self.classifier = Classifier(catalog, detectors, key_secret)
         self.revision: str | None = None  # the bundle revision the catalog came from
-        self._watcher: asyncio.Task | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(
@@ -86,7 +87,7 @@ class ClassifierStage:
             return cls(None, build_detectors(settings), key_secret)
         if not settings.catalog_file.is_file():
             raise ConfigError(
-                "CATALOG_MISSING", f"classification.catalog_file {settings.catalog_file} does not exist"
+                reasons.CATALOG_MISSING, f"classification.catalog_file {settings.catalog_file} does not exist"
             )
         return cls(settings.catalog_file, build_detectors(settings), key_secret)
 

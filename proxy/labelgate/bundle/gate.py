@@ -1,0 +1,159 @@
+"""The publish gate's impact rule: what a candidate revision changes, and whether that holds it.
+
+Before a validated revision replaces the served one, the publisher asks an ``ImpactAnalyzer``
+what the candidate would decide differently on stored decision inputs (the report of
+``labelgate policy impact``: counts per change kind, subject group, model and field, an
+example input hash, never a data value). ``hold_reasons`` applies the configured limits to
+that report; a held revision is served only after a person who is not its author approves
+the publish through the approvals service (``PublishApprovals``).
+
+The bundle package sits low in the layer table (below ``policy`` and ``approvals``), so it
+defines only these interfaces and the pure rule; ``labelgate.bundle.cli`` (the command
+layer) plugs in the policy replay and an approvals client on the shared approval store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from labelgate.errors import LabelgateError
+
+MASK_REMOVED = "mask removed"
+# A call that was refused or held and now goes through releases every field it asks for.
+RELEASING_KINDS = ("deny -> allow", "no longer held")
+
+# (current policy folder, candidate policy folder) -> the impact report as JSON
+ImpactAnalyzer = Callable[[Path, Path], dict[str, Any]]
+
+
+class HoldRule(BaseModel):
+    """When a candidate waits for approval instead of being published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Hold when a field with one of these labels loses its mask (or its call is newly released).
+    unmasked_labels: list[str] = Field(default_factory=lambda: ["confidential", "restricted"])
+    # Hold when more distinct inputs than this would be decided differently (None: no limit).
+    max_changed_inputs: int | None = Field(None, ge=0)
+
+
+class ApprovalRule(BaseModel):
+    """Who releases a held publish, in the approvals service the gateways use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A gateway config file: its ``approvals`` section names the shared store (PostgreSQL or
+    # the SQLite file ``labelgate approvals-server`` serves), its ``auth`` the approvers' JWTs.
+    config: Path
+    approver_groups: list[str] = Field(min_length=1)
+    min_approvals: int = Field(1, ge=1)
+    ttl_seconds: int = Field(86400, ge=60)
+
+
+class PublishGateSettings(BaseModel):
+    """``--publish-gate FILE`` (YAML): the impact rule of the bundle server's publish gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Stored decision inputs: a gateway's ``audit.inputs_file`` (SQLite) or a copy, or a
+    # ``.jsonl`` sample; ``decision-logs`` reads the inputs OPA posted to this server.
+    inputs: str
+    window: str = "24h"
+    engine: str = Field("embedded", pattern="^(embedded|wasm|opa)$")
+    hold: HoldRule = Field(default_factory=HoldRule)
+    approvals: ApprovalRule
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    state: str  # pending, granted, denied, expired, abandoned
+    resolution: str = ""
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApprovalTicket:
+    id: str
+    link: str
+
+
+class PublishApprovals(Protocol):
+    """The approvals service as the publish gate needs it (see ``labelgate.bundle.cli``)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def request(
+        self, *, author: str, bundle: str, revision: str, report: Mapping[str, Any], reasons: Sequence[str]
+    ) -> ApprovalTicket: ...
+
+    async def state(self, approval_id: str) -> ApprovalState: ...
+
+
+class PublishGate:
+    """The analyzer, the rule and the approvals client, as the publisher uses them."""
+
+    def __init__(self, analyzer: ImpactAnalyzer, hold: HoldRule, approvals: PublishApprovals) -> None:
+        self.analyzer = analyzer
+        self.hold = hold
+        self.approvals = approvals
+
+    def assess(self, current: Path, candidate: Path) -> tuple[dict[str, Any], list[str]]:
+        """The report and the reasons to hold (none: publish). Blocking: call from a worker thread.
+
+        A report that cannot be made holds the candidate (fail closed), with the reason."""
+        try:
+            report = self.analyzer(current, candidate)
+        except LabelgateError as error:
+            return {"error": {"reason": error.reason, "message": error.message}}, [
+                f"the impact could not be computed ({error.reason}): {error.message}"
+            ]
+        return report, hold_reasons(report, self.hold)
+
+
+def hold_reasons(report: Mapping[str, Any], rule: HoldRule) -> list[str]:
+    """Why ``report`` exceeds ``rule``'s limits; empty when the candidate may be published."""
+    reasons: list[str] = []
+    watched = set(rule.unmasked_labels)
+    exposed = sorted(
+        {
+            f"{change['kind']} {change['field']} for {change['group']} on {change['model']}"
+            for change in report.get("changes", [])
+            if _releases(change, watched)
+        }
+    )
+    if exposed:
+        more = f" and {len(exposed) - 5} more" if len(exposed) > 5 else ""
+        labels = ", ".join(sorted(watched & _labels(report)))
+        reasons.append(f"releases {labels} data: {'; '.join(exposed[:5])}{more}")
+    changed = int(report.get("changed", 0))
+    if rule.max_changed_inputs is not None and changed > rule.max_changed_inputs:
+        reasons.append(f"{changed} distinct inputs change, the limit is {rule.max_changed_inputs}")
+    if report.get("errors"):
+        reasons.append(f"{len(report['errors'])} decision(s) failed closed during the replay")
+    return reasons
+
+
+def _releases(change: Mapping[str, Any], watched: set[str]) -> bool:
+    """A mask removed from a watched field, or a call with watched fields now released."""
+    if change.get("kind") not in (MASK_REMOVED, *RELEASING_KINDS):
+        return False
+    return bool(set(change.get("labels") or ()) & watched)
+
+
+def _labels(report: Mapping[str, Any]) -> set[str]:
+    return {label for change in report.get("changes", []) for label in change.get("labels") or ()}
+
+
+def kind_counts(report: Mapping[str, Any]) -> dict[str, int]:
+    """Distinct inputs per change kind, for the page's summary line."""
+    counts: dict[str, int] = {}
+    for change in report.get("changes", []):
+        counts[change["kind"]] = counts.get(change["kind"], 0) + int(change.get("inputs", 0))
+    return counts

@@ -1,0 +1,14 @@
+"""Stable reasons of the ``classify`` package's errors (``LabelgateError.reason``).
+
+Callers, logs and dashboards key on these strings, so they never change meaning; a reason
+used by several packages means the same thing in each (``tests/test_reasons.py``).
+"""
+
+from __future__ import annotations
+
+DEFAULT_LABEL_INVALID = "DEFAULT_LABEL_INVALID"
+FIELD_LABELS_INVALID = "FIELD_LABELS_INVALID"
+DETECTORS_INVALID = "DETECTORS_INVALID"
+CATALOG_INVALID = "CATALOG_INVALID"
+BACKEND_LABELS_INVALID = "BACKEND_LABELS_INVALID"
+PLACEHOLDER_KEY_INVALID = "PLACEHOLDER_KEY_INVALID"

@@ -1,0 +1,105 @@
+"""Triton's repository index and model statistics behind the gateway: ask, merge, narrow.
+
+A repository index, and statistics asked for no model by name, are about every model, so
+they go to every upstream (``Router.upstreams()``, the default route first) and the replies
+are merged. A model is kept only from the upstream its name routes to: an upstream that also
+lists a model routed elsewhere (a stale copy) does not add it, and a model no route serves is
+not listed at all, since no call could reach it. One upstream failing fails the call (its
+status, ``UPSTREAM_<CODE>``): a partial list would look like a complete one.
+
+Then the reply is narrowed to the models the caller may use (``Pipeline.usable_models``: the
+policy's request-phase decision of ``ModelInfer`` on each), before it is classified, decided
+and rebuilt like any metadata reply. Statistics that name a model go to that model's upstream
+only, and are narrowed the same way. Both run through ``Pipeline.unary_message``, so they are
+authenticated, admitted, recorded and released like every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+from labelgate._proto.inference import model_extensions_pb2 as ext
+from labelgate.auth import Subject
+from labelgate.calls import Call, Target
+from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.upstream import Router, UpstreamEdge
+
+# Sends one message to one upstream (the transport's stub, metadata and deadline).
+SendTo = Callable[[UpstreamEdge, Message], Awaitable[Message]]
+
+
+class ModelDirectory:
+    """``RepositoryIndex`` and ``ModelStatistics`` for any transport that can send to an
+    upstream (gRPC and REST alike)."""
+
+    def __init__(self, pipeline: Pipeline, router: Router) -> None:
+        self.pipeline = pipeline
+        self.router = router
+
+    async def index(
+        self, call: Call, request: ext.RepositoryIndexRequest, send_to: SendTo
+    ) -> ext.RepositoryIndexResponse:
+        async def send(message: Message) -> Message:
+            upstreams = self.router.upstreams()
+            replies = await asyncio.gather(*(send_to(upstream, message) for upstream in upstreams))
+            return merged_index(self.router, list(zip(upstreams, replies, strict=True)))
+
+        async def narrow(subject: Subject, reply: Message) -> Message:
+            assert isinstance(reply, ext.RepositoryIndexResponse)
+            usable = await self.pipeline.usable_models(call, subject, (m.name for m in reply.models))
+            kept = [model for model in reply.models if model.name in usable]
+            return ext.RepositoryIndexResponse(models=kept)
+
+        target = Target(service=call.service)
+        reply = await self.pipeline.unary_message(call, target, request, send, narrow)
+        assert isinstance(reply, ext.RepositoryIndexResponse)
+        return reply
+
+    async def statistics(
+        self, call: Call, request: ext.ModelStatisticsRequest, send_to: SendTo
+    ) -> ext.ModelStatisticsResponse:
+        async def send(message: Message) -> Message:
+            # Routed when sent (after authentication and the request phase), like every call.
+            upstreams = [self.router.for_model(request.name)] if request.name else self.router.upstreams()
+            replies = await asyncio.gather(*(send_to(upstream, message) for upstream in upstreams))
+            return merged_statistics(self.router, list(zip(upstreams, replies, strict=True)))
+
+        async def narrow(subject: Subject, reply: Message) -> Message:
+            assert isinstance(reply, ext.ModelStatisticsResponse)
+            usable = await self.pipeline.usable_models(call, subject, (s.name for s in reply.model_stats))
+            kept = [stats for stats in reply.model_stats if stats.name in usable]
+            return ext.ModelStatisticsResponse(model_stats=kept)
+
+        target = Target(service=call.service, model=request.name, model_version=request.version)
+        reply = await self.pipeline.unary_message(call, target, request, send, narrow)
+        assert isinstance(reply, ext.ModelStatisticsResponse)
+        return reply
+
+
+def merged_index(
+    router: Router, replies: Sequence[tuple[UpstreamEdge, Message]]
+) -> ext.RepositoryIndexResponse:
+    """One index from every upstream's: each model from the upstream it routes to, once per
+    version, in name order."""
+    entries = _routed(router, replies, "models")
+    return ext.RepositoryIndexResponse(models=entries)
+
+
+def merged_statistics(
+    router: Router, replies: Sequence[tuple[UpstreamEdge, Message]]
+) -> ext.ModelStatisticsResponse:
+    return ext.ModelStatisticsResponse(model_stats=_routed(router, replies, "model_stats"))
+
+
+def _routed(router: Router, replies: Iterable[tuple[UpstreamEdge, Message]], field: str) -> list[Any]:
+    found: dict[tuple[str, str], Any] = {}
+    for upstream, reply in replies:
+        for entry in getattr(reply, field):
+            key = (entry.name, entry.version)
+            if key not in found and router.serves(upstream, entry.name):
+                found[key] = entry
+    return [found[key] for key in sorted(found)]

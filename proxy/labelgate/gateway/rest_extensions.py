@@ -1,0 +1,129 @@
+"""Triton's model extensions on the REST binding: the same calls as gRPC's, same pipeline.
+
+- ``GET /v2/models/{m}[/versions/{v}]/config``: ``ModelConfig`` (the configuration itself);
+- ``GET /v2/models/stats`` and ``GET /v2/models/{m}[/versions/{v}]/stats``: ``ModelStatistics``
+  (``{"model_stats": [...]}``), narrowed like gRPC's (``gateway/repository.py``);
+- ``POST /v2/repository/index`` (``{"ready": bool}``): the index as a JSON list, narrowed;
+- ``POST /v2/repository/models/{m}/load`` and ``.../unload`` (``{"parameters": {...}}``):
+  decided by policy before anything is sent (default: ``model-admins``); ``200`` with an
+  empty body when done.
+
+Each route makes the gRPC request, runs the call shape the gRPC transport runs, and writes the
+reply the pipeline built as JSON (``labelgate.oip.extensions``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from labelgate._proto.inference import model_extensions_pb2 as ext
+from labelgate.calls import Call
+from labelgate.errors import LabelgateError
+from labelgate.gateway.inference import SERVICE
+from labelgate.gateway.repository import ModelDirectory, SendTo
+from labelgate.gateway.rest import RestGateway, error_response
+from labelgate.gateway.upstream import UpstreamEdge
+from labelgate.oip import extensions as json_form
+
+
+class ExtensionRoutes:
+    def __init__(self, gateway: RestGateway) -> None:
+        self.gateway = gateway
+        self.directory = ModelDirectory(gateway.pipeline, gateway.router)
+        self._stubs: dict[tuple[int, str], Any] = {}
+
+    def routes(self) -> list[Route]:
+        """Before the model routes: ``/v2/models/stats`` is not a model named ``stats``."""
+        routes = [
+            Route("/v2/models/stats", self.statistics, methods=["GET"]),
+            Route("/v2/repository/index", self.index, methods=["POST"]),
+            Route("/v2/repository/models/{model}/load", self.load, methods=["POST"]),
+            Route("/v2/repository/models/{model}/unload", self.unload, methods=["POST"]),
+        ]
+        for path in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            routes += [
+                Route(f"{path}/config", self.config, methods=["GET"]),
+                Route(f"{path}/stats", self.statistics, methods=["GET"]),
+            ]
+        return routes
+
+    def _send_to(self, method: str, response_type: type[Message], call: Call) -> SendTo:
+        async def send(upstream: UpstreamEdge, message: Message) -> Message:
+            key = (id(upstream), method)
+            stub = self._stubs.get(key)
+            if stub is None:
+                stub = self._stubs[key] = upstream.unary_unary(
+                    f"/{SERVICE}/{method}", _serialize, response_type.FromString
+                )
+            reply: Message = await stub(
+                message,
+                metadata=upstream.metadata(call.metadata),
+                timeout=upstream.settings.timeout_seconds,
+            )
+            return reply
+
+        return send
+
+    # -- routes ------------------------------------------------------------------------
+    async def config(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params.get("version", "")
+        message = ext.ModelConfigRequest(name=name, version=version)
+        return await _answer(
+            lambda: self.gateway._unary(request, "ModelConfig", message, ext.ModelConfigResponse, name),
+            lambda reply: JSONResponse(json_form.config_json(reply)),
+        )
+
+    async def statistics(self, request: Request) -> Response:
+        name, version = request.path_params.get("model", ""), request.path_params.get("version", "")
+        message = ext.ModelStatisticsRequest(name=name, version=version)
+        call = self.gateway._call(request, "ModelStatistics")
+        send_to = self._send_to("ModelStatistics", ext.ModelStatisticsResponse, call)
+        return await _answer(
+            lambda: self.directory.statistics(call, message, send_to),
+            lambda reply: JSONResponse(json_form.message_json(reply)),
+        )
+
+    async def index(self, request: Request) -> Response:
+        call = self.gateway._call(request, "RepositoryIndex")
+        send_to = self._send_to("RepositoryIndex", ext.RepositoryIndexResponse, call)
+
+        async def run() -> Message:
+            message = json_form.index_request(await self.gateway._body(request))
+            return await self.directory.index(call, message, send_to)
+
+        return await _answer(run, lambda reply: JSONResponse(json_form.index_json(reply)))
+
+    async def load(self, request: Request) -> Response:
+        return await self._repository(request, "RepositoryModelLoad", ext.RepositoryModelLoadRequest)
+
+    async def unload(self, request: Request) -> Response:
+        return await self._repository(request, "RepositoryModelUnload", ext.RepositoryModelUnloadRequest)
+
+    async def _repository(self, request: Request, method: str, request_type: type[Any]) -> Response:
+        name = request.path_params["model"]
+        response_type: type[Message] = getattr(ext, method + "Response")
+
+        async def run() -> Message:
+            message: Any = request_type(model_name=name)
+            json_form.repository_parameters(await self.gateway._body(request), message.parameters)
+            return await self.gateway._unary(request, method, message, response_type, name)
+
+        return await _answer(run, lambda _: Response(status_code=200))
+
+
+async def _answer(run: Callable[[], Awaitable[Any]], render: Callable[[Any], Response]) -> Response:
+    try:
+        reply = await run()
+    except LabelgateError as error:
+        return error_response(error)
+    return render(reply)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()

@@ -1,0 +1,86 @@
+"""``ModelStreamInfer`` toward a REST upstream, which has no streams of its own.
+
+Each streamed request becomes one REST infer call (``RestUpstream``'s, so bounded, translated
+and checked like a unary one), and its reply goes back on the stream as soon as it is ready,
+under the request's own id: the id the gateway's ledger gave it (``gateway/streams.py``),
+never what the upstream echoes. A REST model answers once, so every reply is final
+(``triton_final_response`` is set here, whatever the upstream said). A call the upstream
+fails becomes a reply with ``error_message``, as Triton reports a failed request on a stream
+(the pipeline releases only its own text for it, ``UPSTREAM_STREAM_ERROR``); a reply that
+does not parse ends the stream (``UPSTREAM_MALFORMED``), as one from a gRPC upstream does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.errors import LabelgateError
+from labelgate.gateway.streams import FINAL_PARAMETER
+from labelgate.gateway.upstream import UpstreamStatus
+
+Infer = Callable[..., Awaitable[Any]]
+_WAKE = object()  # done_writing's nudge to a reader waiting on no outstanding call
+
+
+class RestStream:
+    """The upstream side of one ``ModelStreamInfer`` (``write``, ``done_writing``, async
+    iteration, ``cancel``), as ``RoutedStream`` uses a gRPC stream call."""
+
+    def __init__(self, infer: Infer, metadata: Any, timeout: float) -> None:
+        self._infer = infer
+        self._metadata = metadata
+        self._deadline = asyncio.get_running_loop().time() + timeout
+        self._replies: asyncio.Queue[Any] = asyncio.Queue()
+        self._calls: set[asyncio.Task[None]] = set()
+        self._outstanding = 0
+        self._writing = True
+
+    async def write(self, request: pb.ModelInferRequest) -> None:
+        self._outstanding += 1
+        call = asyncio.ensure_future(self._one(request))
+        self._calls.add(call)
+        call.add_done_callback(self._calls.discard)
+
+    async def done_writing(self) -> None:
+        self._writing = False
+        self._replies.put_nowait(_WAKE)
+
+    async def _one(self, request: pb.ModelInferRequest) -> None:
+        remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
+        reply: Any
+        try:
+            response: pb.ModelInferResponse = await self._infer(
+                request, metadata=self._metadata, timeout=remaining
+            )
+        except UpstreamStatus:
+            reply = pb.ModelStreamInferResponse(
+                error_message="the upstream failed this request",
+                infer_response=pb.ModelInferResponse(id=request.id, model_name=request.model_name),
+            )
+        except LabelgateError as error:  # a reply that does not parse: the stream ends
+            reply = error
+        else:
+            response.id = request.id
+            response.parameters[FINAL_PARAMETER].bool_param = True
+            reply = pb.ModelStreamInferResponse(infer_response=response)
+        self._replies.put_nowait(reply)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[Any]:
+        while self._writing or self._outstanding or not self._replies.empty():
+            item = await self._replies.get()
+            if item is _WAKE:
+                continue
+            self._outstanding -= 1
+            if isinstance(item, LabelgateError):
+                raise item
+            yield item
+
+    def cancel(self) -> None:
+        for call in list(self._calls):
+            call.cancel()

@@ -1,0 +1,15 @@
+"""Stable reasons of the ``oip`` package's errors (``LabelgateError.reason``).
+
+Callers, logs and dashboards key on these strings, so they never change meaning; a reason
+used by several packages means the same thing in each (``tests/test_reasons.py``).
+"""
+
+from __future__ import annotations
+
+CLASSIFICATION_UNSUPPORTED = "CLASSIFICATION_UNSUPPORTED"
+REST_REQUEST_INVALID = "REST_REQUEST_INVALID"
+# A REST upstream: an input its JSON cannot carry.
+REST_UPSTREAM_INPUT_NOT_TEXT = "REST_UPSTREAM_INPUT_NOT_TEXT"
+SHARED_MEMORY_UNSUPPORTED = "SHARED_MEMORY_UNSUPPORTED"
+MALFORMED_TENSOR = "MALFORMED_TENSOR"
+UPSTREAM_MALFORMED = "UPSTREAM_MALFORMED"

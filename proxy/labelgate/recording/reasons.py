@@ -1,0 +1,14 @@
+"""Stable reasons of the ``recording`` package's errors (``LabelgateError.reason``).
+
+Callers, logs and dashboards key on these strings, so they never change meaning; a reason
+used by several packages means the same thing in each (``tests/test_reasons.py``).
+"""
+
+from __future__ import annotations
+
+RECORDING_KEY_INVALID = "RECORDING_KEY_INVALID"
+RECORDING_KEY_UNREADABLE = "RECORDING_KEY_UNREADABLE"
+SESSIONS_NOT_RECORDED = "SESSIONS_NOT_RECORDED"
+SESSIONS_NO_POLICY = "SESSIONS_NO_POLICY"
+SESSION_ID_INVALID = "SESSION_ID_INVALID"
+SESSION_NOT_FOUND = "SESSION_NOT_FOUND"

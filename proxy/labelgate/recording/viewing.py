@@ -1,0 +1,274 @@
+"""Showing a recorded call is a policy decision for the viewer (phase ``replay``).
+
+A recording holds the response as delivered to its caller, who may have been cleared (or
+approved) to see real values. Nobody who reads the recording later inherits that clearance:
+every call entry is classified again (the recorded response, plus the fields its
+response-phase decision saw, ``decision.fields``), the policy decides for the *viewer*
+(subject = the viewer, the recorded call's model and fields, the original caller in
+``context.recorded_call``), and the policy's masks are applied to the recorded response
+before anything shows it (``labelgate.enforce``, as on the data path).
+
+Fail closed, per call: a deny, an engine error or timeout, a response that does not decode
+or classify, leaves the call's response out (``response: null``) and says why. A
+``require_approval`` result shows the values masked (the policy's masks; every field nulled
+when the policy allowed nothing) and names the approval; never clear values. Request values
+(``request_message``, kept only with ``recording.record_input_values``) are never classified,
+so no view shows them.
+
+``ReplayPolicy`` is handed in by whoever runs the viewer (the gateway's admin app, the CLI)
+with the engine the gateway runs; this module never builds one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.auth import Subject
+from labelgate.classify import Classification, Classifier, Field, to_policy_fields
+from labelgate.classify.labels import LABEL_RANK
+from labelgate.enforce import Mask, MaskIndex, apply_masks, apply_message_masks
+from labelgate.enforce.replies import infer_response, masked_markers
+from labelgate.errors import LabelgateError
+from labelgate.logs import get_logger
+from labelgate.oip.tensors import Tensor, decode_outputs, uses_raw_outputs
+from labelgate.policy.contract import POLICY_ERROR, POLICY_TIMEOUT, REPLAY, Decision, build_input
+from labelgate.recording.entries import decode_message, encode_message
+
+log = get_logger(__name__)
+
+Decide = Callable[[dict[str, Any]], Awaitable[Decision]]
+# What each way of showing a call is called in ``replay.outcome``.
+SHOWN, MASKED, APPROVAL_REQUIRED, DENIED, FAILED, NOTHING = (
+    "shown",
+    "masked",
+    "approval_required",
+    "denied",
+    "error",
+    "no_response",
+)
+
+
+@dataclass(frozen=True)
+class ReplayPolicy:
+    """What a viewer needs: the gateway's engine (``decide``), its classifier as it is now
+    (a callable, since the catalog follows its bundle), the masking hash key, and the
+    decision deadline (``policy.decision_deadline_ms``)."""
+
+    decide: Decide
+    classifier: Callable[[], Classifier]
+    hash_key: bytes
+    deadline_seconds: float
+
+
+@dataclass(frozen=True)
+class _Response:
+    """A recorded response decoded and classified, ready for masks."""
+
+    message: Message
+    classification: Classification
+    tensors: list[Tensor] | None  # inference responses only
+
+
+async def view_entries(
+    policy: ReplayPolicy, viewer: Subject, entries: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The entries of a session as ``viewer`` may see them; markers and torn lines as they are."""
+    return [
+        await view_call(policy, viewer, entry) if entry.get("kind") == "call" else entry for entry in entries
+    ]
+
+
+async def view_call(policy: ReplayPolicy, viewer: Subject, entry: dict[str, Any]) -> dict[str, Any]:
+    """One call entry as ``viewer`` may see it: ``response`` masked (or null) and ``replay``
+    saying what the policy decided."""
+    shown = {key: value for key, value in entry.items() if key not in ("response", "request_message")}
+    shown["response"] = None
+    stored = entry.get("response")
+    if not stored:
+        shown["replay"] = _verdict(NOTHING, "no response was delivered")
+        return shown
+    response = _classified(policy, entry, stored)
+    if response is None:
+        shown["replay"] = _verdict(FAILED, "the recorded response cannot be classified, so it is not shown")
+        return shown
+    fields = _merged_fields(response.classification.fields, _recorded_fields(entry))
+    decision = await _decide(policy, _replay_input(viewer, entry, fields))
+    log.info(
+        "recording viewed",
+        subject=viewer.id,
+        request_id=entry.get("request_id"),
+        allow=decision.allow,
+        approval=decision.require_approval is not None,
+        fail_reason=decision.fail_reason,
+    )
+    if decision.failed_closed:
+        shown["replay"] = _verdict(FAILED, decision.reason, decision)
+        return shown
+    if not decision.allow and decision.require_approval is None:
+        shown["replay"] = _verdict(DENIED, decision.reason, decision)
+        return shown
+    try:
+        if decision.allow:
+            masks = [Mask.coerce(mask) for mask in decision.masks]
+        else:  # held, with nothing allowed: the viewer may see none of the values yet
+            masks = [Mask(item.path, "null") for item in fields]
+        shown["response"] = encode_message(_masked(policy, response, masks))
+    except (LabelgateError, ValueError) as error:
+        log.error(
+            "recording view failed", request_id=entry.get("request_id"), error_type=type(error).__name__
+        )
+        shown["replay"] = _verdict(FAILED, "the recorded response cannot be masked, so it is not shown")
+        return shown
+    outcome = APPROVAL_REQUIRED if decision.require_approval else MASKED if masks else SHOWN
+    shown["replay"] = _verdict(outcome, decision.reason, decision, _summary(masks, fields))
+    return shown
+
+
+def _verdict(
+    outcome: str,
+    reason: str,
+    decision: Decision | None = None,
+    masked: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    approval = decision.require_approval if decision is not None else None
+    return {
+        "outcome": outcome,
+        "reason": reason,
+        "masked": masked or [],
+        "approval": approval.reason if approval is not None else None,
+        "approver_groups": list(approval.approver_groups) if approval is not None else [],
+        "engine": decision.engine if decision is not None else "",
+        "revision": decision.revision if decision is not None else "",
+    }
+
+
+def _classified(policy: ReplayPolicy, entry: dict[str, Any], stored: dict[str, Any]) -> _Response | None:
+    message = decode_message(stored)
+    if message is None:
+        return None
+    classifier = policy.classifier()
+    try:
+        if isinstance(message, pb.ModelInferResponse):
+            tensors = decode_outputs(message)
+            model = str(entry.get("model") or message.model_name)
+            return _Response(message, classifier.classify_response(model, tensors), tensors)
+        return _Response(message, classifier.classify_message(message), None)
+    except LabelgateError as error:
+        log.warning(
+            "recorded response not classified", request_id=entry.get("request_id"), reason=error.reason
+        )
+        return None
+
+
+def _recorded_fields(entry: dict[str, Any]) -> list[Field]:
+    """What the call's own response-phase decision saw, and the labels of what it masked."""
+    decision = entry.get("decision") or {}
+    found: list[Field] = []
+    for item in [*(decision.get("fields") or []), *(decision.get("masked") or [])]:
+        path = item.get("path") if isinstance(item, dict) else None
+        labels = item.get("labels", [item.get("label")]) if isinstance(item, dict) else []
+        labels = [label for label in labels or [] if isinstance(label, str) and label]
+        if isinstance(path, str) and path and labels:
+            found.append(Field(path, frozenset(labels), {label: {"recording"} for label in labels}))
+    return found
+
+
+def _merged_fields(classified: Iterable[Field], recorded: Iterable[Field]) -> list[Field]:
+    """One field per path with the union of its labels: a replay is never governed by fewer
+    labels than the call was, nor than the recorded response classifies as today."""
+    merged: dict[str, dict[str, set[str]]] = {}
+    for item in [*classified, *recorded]:
+        sources = merged.setdefault(item.path, {})
+        for label in item.labels:
+            sources.setdefault(label, set()).update(item.sources.get(label, ()))
+    return [Field(path, frozenset(sources), sources) for path, sources in merged.items()]
+
+
+def _replay_input(viewer: Subject, entry: dict[str, Any], fields: list[Field]) -> dict[str, Any]:
+    method = str(entry.get("method") or "")
+    summary = entry.get("request") or {}
+    decision = entry.get("decision") or {}
+    request: dict[str, Any] = {
+        "service": method.strip("/").split("/", 1)[0],
+        "method": method,
+        "model": str(entry.get("model") or ""),
+        "requested_outputs": [],  # the viewer asks for nothing by name
+    }
+    if summary.get("model_version"):
+        request["model_version"] = str(summary["model_version"])
+    caller = entry.get("subject")
+    recorded_call = {
+        "subject": {
+            "id": str(caller.get("id", "")),
+            "name": str(caller.get("name") or ""),
+            "groups": [str(group) for group in caller.get("groups") or []],
+            "auth": str(caller.get("auth", "")),
+        }
+        if isinstance(caller, dict)
+        else None,
+        "request_id": str(entry.get("request_id") or ""),
+        "session_id": str(entry.get("session_id") or ""),
+        "time": str(entry.get("time") or ""),
+        "outcome": str(decision.get("outcome") or "error"),
+        "labels": [str(label) for label in decision.get("labels") or []],
+        "requested_outputs": [str(name) for name in summary.get("outputs") or []],
+    }
+    return build_input(
+        phase=REPLAY,
+        subject=viewer.to_policy(),
+        request=request,
+        fields=to_policy_fields(fields),
+        approval=None,  # a replay never uses a grant
+        time_ns=time.time_ns(),
+        recorded_call=recorded_call,
+    )
+
+
+async def _decide(policy: ReplayPolicy, policy_input: dict[str, Any]) -> Decision:
+    try:
+        async with asyncio.timeout(policy.deadline_seconds):
+            return await policy.decide(policy_input)
+    except TimeoutError:
+        return Decision.deny(POLICY_TIMEOUT)
+    except Exception as error:  # an engine that raises instead of failing closed itself
+        log.error("replay decision failed", error_type=type(error).__name__)
+        return Decision.deny(POLICY_ERROR)
+
+
+def _masked(policy: ReplayPolicy, response: _Response, masks: list[Mask]) -> Message:
+    if response.tensors is None:
+        return apply_message_masks(response.message, response.classification, masks, policy.hash_key)
+    message = response.message
+    assert isinstance(message, pb.ModelInferResponse)
+    index = MaskIndex(masks)
+    masked = (
+        apply_masks(response.tensors, response.classification, masks, policy.hash_key)
+        if index
+        else response.tensors
+    )
+    # Rebuilt from the masked tensors, like a reply on the data path: nothing else of the
+    # recorded message (its parameters) is carried over.
+    return infer_response(
+        model=message.model_name,
+        model_version=message.model_version,
+        caller_id=message.id,
+        tensors=masked,
+        raw=uses_raw_outputs(message),
+        markers=masked_markers(response.tensors, masked, index),
+    )
+
+
+def _summary(masks: Sequence[Mask], fields: Sequence[Field]) -> list[dict[str, str]]:
+    # A label the gateway does not know ranks above every known one, as in the policy.
+    labels = {
+        item.path: max(item.labels, key=lambda label: LABEL_RANK.get(label, len(LABEL_RANK)))
+        for item in fields
+    }
+    return [{"path": m.path, "strategy": m.strategy, "label": labels.get(m.path, "unknown")} for m in masks]

@@ -1,0 +1,145 @@
+"""OpenTelemetry tracing: a span per pipeline stage, W3C trace context in and out.
+
+Off unless ``tracing.endpoint`` is set; then every call is one span (``labelgate.call``,
+the child of the caller's ``traceparent`` when it sent one) with a child span per stage
+(``authenticate``, ``admit``, ``decide``, ``hold``, ``upstream``, ``classify``, ``enforce``,
+``record``), exported over OTLP. The upstream gets the ``traceparent`` of the gateway's own
+``upstream`` span, never the caller's header, so its spans hang under the gateway's.
+
+Attributes name things, never data: method, model, phase, outcome, reason, labels. A value
+a caller or an upstream sent never becomes an attribute, so a trace store is no place a
+masked value can leak to.
+
+Zero cost when off: ``stage()`` hands back one shared no-op context manager and nothing
+from the SDK is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# W3C trace context headers (gRPC metadata keys and HTTP header names, lower case).
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+_NOTHING = contextlib.nullcontext()
+_tracer: Any = None  # an opentelemetry Tracer while tracing is on; None is off
+
+
+class TracingSettings(BaseModel):
+    """``tracing:`` in the gateway's configuration; no ``endpoint`` means tracing is off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # OTLP receiver: ``host:port`` (protocol grpc) or ``http(s)://host:port`` (protocol http,
+    # ``/v1/traces`` is added when the URL has no path).
+    endpoint: str | None = Field(None, min_length=1)
+    protocol: Literal["grpc", "http"] = "grpc"
+    service_name: str = Field("labelgate", min_length=1, max_length=128)
+    # Share of new traces kept; a caller's sampled flag is honoured (parent-based).
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    # How often finished spans are sent in a batch.
+    export_interval_ms: int = Field(1000, ge=10, le=60_000)
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def configure(settings: TracingSettings) -> Callable[[], None]:
+    """Start exporting spans (when an endpoint is set); returns what flushes and stops it."""
+    global _tracer
+    if settings.endpoint is None:
+        return lambda: None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
+    provider.add_span_processor(
+        BatchSpanProcessor(_exporter(settings), schedule_delay_millis=settings.export_interval_ms)
+    )
+    # The provider is ours, not the process-wide global: a library's spans do not ride along.
+    _tracer = provider.get_tracer("labelgate")
+
+    def shutdown() -> None:
+        global _tracer
+        _tracer = None
+        provider.shutdown()  # flushes what is still batched
+
+    return shutdown
+
+
+def _exporter(settings: TracingSettings) -> Any:
+    endpoint = settings.endpoint or ""
+    if settings.protocol == "http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        if endpoint.count("/") <= 2:  # scheme://host:port with no path
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
+        return HttpExporter(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    secure = endpoint.startswith("https://")
+    return GrpcExporter(endpoint=endpoint, insecure=not secure)
+
+
+def call_span(
+    method: str, model: str, metadata: Sequence[tuple[str, Any]]
+) -> contextlib.AbstractContextManager[Any]:
+    """The span of one call (or streamed message), the child of the caller's trace context."""
+    if _tracer is None:
+        return _NOTHING
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {k: v for k, v in metadata if k in TRACE_HEADERS and isinstance(v, str)}
+    parent = TraceContextTextMapPropagator().extract(carrier) if carrier else None
+    return _tracer.start_as_current_span(  # type: ignore[no-any-return]
+        "labelgate.call",
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"rpc.method": method, "labelgate.model": model},
+        # An exception's text may quote what a caller or upstream sent: the outcome and the
+        # stable reason are set instead (``annotate``).
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+def stage(name: str, **attributes: str) -> contextlib.AbstractContextManager[Any]:
+    """A child span of the current call for one stage; attributes are names, never values."""
+    if _tracer is None:
+        return _NOTHING
+    return _tracer.start_as_current_span(  # type: ignore[no-any-return]
+        name, attributes=attributes, record_exception=False, set_status_on_exception=False
+    )
+
+
+def annotate(**attributes: str | Sequence[str]) -> None:
+    """Attributes on the current span (the call's outcome, reason, labels)."""
+    if _tracer is None:
+        return
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    span.set_attributes({key: value for key, value in attributes.items() if value is not None})
+
+
+def outgoing(metadata: Sequence[tuple[str, Any]], allowed: frozenset[str]) -> tuple[tuple[str, Any], ...]:
+    """The upstream's metadata with the caller's trace headers replaced by the current span's
+    (the gateway's ``upstream`` span), for the trace headers the allow-list forwards."""
+    if _tracer is None:
+        return tuple(metadata)
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    kept = [(k, v) for k, v in metadata if k not in TRACE_HEADERS]
+    return (*kept, *((k, v) for k, v in carrier.items() if k in allowed))

@@ -1,0 +1,37 @@
+# Engines: part of package labelgate.decision (see decision.rego).
+#
+# The one place for what the policy does because of the engines that run it. Every other
+# file is written for readers; where a rule has an odd shape, it points here.
+#
+# 1. Identical answers. The gateway runs this pack on OPA, on OPA's Wasm target and on
+#    rego-cpp (the embedded engine, regopy), and tests/policy/test_differential.py holds
+#    them to byte-identical results. rego-cpp 1.5.2 differs from OPA in two places:
+#    sort() of a set returns the set itself (unsorted, and concat() then follows insertion
+#    order), and sprintf's %s quotes some strings. So sets are sorted as arrays
+#    (_sorted below), strings are joined with concat(), and sprintf is used for %d only.
+#    rego-cpp 1.5.2 also cannot parse `some key, value in` inside a comprehension, so a
+#    comprehension that iterates an object indexes it instead (Regal's
+#    prefer-some-in-iteration is silenced there). The embedded engine refuses any builtin
+#    outside labelgate/policy/capabilities.py.
+#
+# 2. Speed. Decisions are on the data path of every call, twice, and rego-cpp is slow at
+#    exactly the things Rego makes easy: ~50 µs per call of a user-defined function, ~20 µs
+#    per element of a partial rule and ~10-20 µs per builtin call, but only a few
+#    microseconds per comprehension element. So:
+#    - the rules that run per field or per label are complete rules built from
+#      comprehensions, with no helper functions (Regal's prefer-set-or-object-rule is
+#      silenced on them); each field is visited once to find its governing label
+#      (clearance.rego: _path_entries), and each label once to find its treatment;
+#    - label ranks are looked up in a table (_multi_label_ranks) rather than computed by
+#      calling _label_rank per label, which only the rare paths (several labels on one
+#      field, held calls) call;
+#    - validation has a fast path (_well_formed) that folds the checks over many values into
+#      a few builtins that loop natively (array.concat() is defined only for arrays and
+#      concat() only for strings, so one expression checks every string list); only a
+#      malformed input evaluates _problems, which names each defect.
+#    OPA gains from the same shapes. Measure with `python -m bench.profile_policy` (from the
+#    repository root).
+package labelgate.decision
+
+# Values of a set in sorted order, the same on every engine.
+_sorted(values) := sort([value | some value in values])

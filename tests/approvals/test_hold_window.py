@@ -1,0 +1,109 @@
+"""How long a held call waits: the policy's ``hold_seconds`` (else the config's), cut short by
+the caller's deadline, which then ends the call with DEADLINE_EXCEEDED and expires the request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from labelgate.approvals import deadline
+from labelgate.approvals.db import SqliteDatabase
+from labelgate.approvals.errors import HoldDeadlineExceeded
+from labelgate.approvals.model import State
+from labelgate.approvals.service import ApprovalService
+from labelgate.approvals.stage import HoldForApproval
+from labelgate.auth import Subject
+from labelgate.calls import Call
+from labelgate.policy.contract import Decision, validate_result
+from tests.approvals.conftest import Stack, grpc_infer, person, token
+
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STEVE = Subject.proven("jwt", "steve", issuer="https://idp.test", groups=["data-stewards"])
+POLICY_INPUT = {
+    "phase": "request",
+    "labels": ["confidential"],
+    "fields": [{"path": "outputs.ssn", "labels": ["confidential"]}],
+    "request": {"model": "customer-profile", "digest": "d" * 64, "inputs": [], "requested_outputs": []},
+}
+
+
+def held_decision(**extra: object) -> Decision:
+    requirement = {
+        "approver_groups": ["data-owners"],
+        "min_approvals": 1,
+        "grant_ttl_seconds": 900,
+        "reason": "confidential data needs 1 approval(s) from data-owners",
+        **extra,
+    }
+    result = {
+        "allow": True,
+        "reason": "",
+        "mask": [],
+        "require_approval": requirement,
+        "cache_ttl_seconds": 0,
+    }
+    return validate_result(result)
+
+
+def call() -> Call:
+    return Call(METHOD, "ipv4:127.0.0.1:1", (), {}, "sess-1", f"req-{time.monotonic_ns()}")
+
+
+async def never(_: dict) -> Decision:
+    raise AssertionError("nothing was granted: the policy is not asked again")
+
+
+@pytest.fixture
+async def stage(tmp_path: Path) -> AsyncIterator[HoldForApproval]:
+    service = ApprovalService(SqliteDatabase(tmp_path / "a.db"), node_id="n", link_base="http://inbox.test")
+    await service.start(sweep=False)
+    try:
+        yield HoldForApproval(service, hold_timeout_seconds=60, deadline_margin_seconds=0.25)
+    finally:
+        await service.close()
+
+
+def test_the_result_schema_accepts_a_hold_window_and_refuses_a_bad_one() -> None:
+    assert held_decision(hold_seconds=5).require_approval.hold_seconds == 5  # type: ignore[union-attr]
+    assert held_decision().require_approval.hold_seconds is None  # type: ignore[union-attr]
+    assert held_decision(hold_seconds=0).fail_reason == "POLICY_RESULT_INVALID"
+    assert held_decision(hold_seconds="5").fail_reason == "POLICY_RESULT_INVALID"
+
+
+async def test_the_policy_window_replaces_the_configured_one(stage: HoldForApproval) -> None:
+    decision = held_decision(hold_seconds=1)
+    assert stage.hold_window(decision) == 1.0
+    assert stage.hold_window(held_decision()) == 60.0
+    answer = await stage.hold(call(), STEVE, POLICY_INPUT, decision, never)
+    assert not answer.allow and answer.fail_reason == "APPROVAL_EXPIRED"
+    [request] = await stage.service.visible_to(STEVE, [State.EXPIRED])
+    assert request.expires_at - request.created_at == pytest.approx(1.0, abs=0.2)
+
+
+async def test_a_client_deadline_shorter_than_the_window_ends_the_hold_there(
+    stage: HoldForApproval,
+) -> None:
+    token = deadline.set_deadline(1.5)
+    try:
+        with pytest.raises(HoldDeadlineExceeded) as raised:
+            await stage.hold(call(), STEVE, POLICY_INPUT, held_decision(hold_seconds=30), never)
+    finally:
+        deadline._deadline.reset(token)
+    assert raised.value.reason == "APPROVAL_DEADLINE_EXCEEDED"
+    request = await stage.service.get(raised.value.details["approval_id"])
+    assert request is not None and request.state is State.EXPIRED
+    assert request.expires_at - request.created_at == pytest.approx(1.25, abs=0.2)
+
+
+def test_a_grpc_client_deadline_ends_the_held_call_with_deadline_exceeded(stack: Stack) -> None:
+    steward, owner = person("steward"), person("olivia")
+    answer = grpc_infer(stack.grpc, token(steward, "data-stewards"), timeout=3)
+    assert answer.code == "DEADLINE_EXCEEDED", answer
+    assert answer.reason == "APPROVAL_DEADLINE_EXCEEDED"
+    approval_id = answer.metadata["approval_id"]
+    shown = stack.api.show(approval_id, token(owner, "data-owners"))
+    assert shown["state"] == "expired"
+    assert "deadline" in answer.message

@@ -1,0 +1,208 @@
+"""Viewing a recorded call is a policy decision for the viewer (phase ``replay``), made by the
+real engines on the real policy pack, and fails closed.
+
+The recorded call is nora's (an analyst) response as ``make_outcome`` delivers it; here it
+holds a clear SSN, as a cleared caller would have received it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelgate.auth import Subject
+from labelgate.calls import CallRecord
+from labelgate.classify import Catalog, Classifier, DetectorSet
+from labelgate.oip.tensors import decode_outputs
+from labelgate.policy.contract import ApprovalRequirement, Decision
+from labelgate.policy.embedded import EmbeddedEngine
+from labelgate.policy.engine import PolicyEngine
+from labelgate.policy.opa import OpaEngine
+from labelgate.policy.wasm import WasmEngine
+from labelgate.recording.entries import call_entry, decode_message
+from labelgate.recording.viewing import ReplayPolicy, view_call, view_entries
+from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
+from tests.support.procs import REPO, free_port
+
+CLEAR_SSN = "536-22-1234"
+HASH_KEY = b"viewing-test-hash-key-0123456789"
+AUDITOR = Subject.proven("jwt", "ada", issuer="labelgate-dev", groups=("auditors",))
+STEWARD_AUDITOR = Subject.proven("jwt", "sam", issuer="labelgate-dev", groups=("auditors", "data-stewards"))
+ANALYST = Subject.proven("jwt", "ana", issuer="labelgate-dev", groups=("analysts",))
+
+
+def classifier() -> Classifier:
+    return Classifier(Catalog.from_file(REPO / "rego/labelgate/catalog/data.json"), DetectorSet.default())
+
+
+def recorded(**overrides: Any) -> dict[str, Any]:
+    """A recorded call whose delivered response holds a clear SSN (as a cleared caller got it)."""
+    outcome = make_outcome(delivered_response(ssn=CLEAR_SSN, notes=f"call me, SSN {CLEAR_SSN}"), masked=[])
+    entry = call_entry(CallRecord.of(make_call(), outcome, None, Clock()()), record_input_values=False)
+    entry.update(overrides)
+    return entry
+
+
+def policy_of(decide: Callable[[dict[str, Any]], Any]) -> ReplayPolicy:
+    return ReplayPolicy(decide=decide, classifier=classifier, hash_key=HASH_KEY, deadline_seconds=5)
+
+
+def shown(view: dict[str, Any]) -> dict[str, list[Any]]:
+    message = decode_message(view["response"])
+    assert message is not None
+    return {t.name: t.values for t in decode_outputs(message)}  # type: ignore[arg-type]
+
+
+ENGINES = ["embedded", "wasm", "opa"]
+
+
+@pytest.fixture(params=ENGINES)
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[PolicyEngine]:
+    """Each engine the gateway can run, on the repository's policy pack."""
+    made: PolicyEngine
+    if request.param == "embedded":
+        made = EmbeddedEngine(REPO / "rego", watch_interval=None)
+    elif request.param == "wasm":
+        made = WasmEngine(REPO / "rego")
+    else:
+        url, _ = request.getfixturevalue("opa_server")  # a real `opa run --server` on rego/
+        made = OpaEngine(url, timeout=5)
+    await made.start()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def test_an_auditor_sees_the_policy_masks_not_the_delivered_values(engine: PolicyEngine) -> None:
+    view = await view_call(policy_of(engine.decide), AUDITOR, recorded())
+    values = shown(view)
+    assert values["customer_id"] == [1, 2]  # public
+    assert values["ssn"] == [b"[REDACTED]", b"[REDACTED]"]  # confidential, redacted for auditors
+    assert values["notes"] == [b"[REDACTED]", b"[REDACTED]"]  # internal
+    assert values["risk_score"] == [0.0, 0.0]  # internal FP32: zeroed
+    assert CLEAR_SSN.encode() not in json.dumps(view).encode()
+    assert view["replay"]["outcome"] == "masked" and view["replay"]["approval"] is None
+    assert {m["path"]: m["strategy"] for m in view["replay"]["masked"]} == {
+        "outputs.notes": "redact",
+        "outputs.notes{us_ssn}": "redact",  # the SSN found in the notes: confidential
+        "outputs.risk_score": "redact",
+        "outputs.ssn": "redact",
+    }
+    assert "request_message" not in view
+
+
+async def test_an_approval_gated_viewer_sees_masked_values_and_is_told_so(engine: PolicyEngine) -> None:
+    view = await view_call(policy_of(engine.decide), STEWARD_AUDITOR, recorded())
+    values = shown(view)
+    assert values["ssn"] == [b"", b""]  # nulled until an approval, never clear
+    # notes are internal (in clear for stewards), but the SSN found in them is confidential
+    assert values["notes"][0].startswith(b"call me, SSN ") and CLEAR_SSN.encode() not in values["notes"][0]
+    assert view["replay"]["outcome"] == "approval_required"
+    assert view["replay"]["approval"] == "confidential data needs 1 approval(s) from data-owners"
+    assert view["replay"]["approver_groups"] == ["data-owners"]
+
+
+async def test_a_viewer_the_policy_denies_sees_none_of_the_values(engine: PolicyEngine) -> None:
+    view = await view_call(policy_of(engine.decide), ANALYST, recorded())
+    assert view["response"] is None
+    assert view["replay"]["outcome"] == "denied"
+    assert "may not view recorded calls" in view["replay"]["reason"]
+    assert CLEAR_SSN not in json.dumps(view)
+
+
+async def test_labels_the_call_saw_still_govern_the_replay(engine: PolicyEngine) -> None:
+    """A backend labelled customer_id restricted at call time (not delivered): the catalog says
+    public, yet the replay masks it."""
+    entry = recorded()
+    entry["decision"]["fields"].append({"path": "outputs.customer_id", "labels": ["restricted"]})
+    values = shown(await view_call(policy_of(engine.decide), AUDITOR, entry))
+    assert values["customer_id"] == [0, 0]
+
+
+async def test_an_unreachable_engine_fails_closed() -> None:
+    dead = OpaEngine(f"http://127.0.0.1:{free_port()}", timeout=1, retries=0)
+    await dead.start()
+    try:
+        view = await view_call(policy_of(dead.decide), AUDITOR, recorded())
+    finally:
+        await dead.close()
+    assert view["response"] is None and view["replay"]["outcome"] == "error"
+    assert view["replay"]["reason"] == "policy engine unavailable"
+
+
+async def test_an_engine_that_raises_or_hangs_fails_closed() -> None:
+    async def raises(_: dict[str, Any]) -> Decision:
+        raise RuntimeError("engine bug")
+
+    async def hangs(_: dict[str, Any]) -> Decision:
+        import asyncio
+
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    for decide in (raises, hangs):
+        policy = ReplayPolicy(decide=decide, classifier=classifier, hash_key=HASH_KEY, deadline_seconds=0.05)
+        view = await view_call(policy, AUDITOR, recorded())
+        assert view["response"] is None and view["replay"]["outcome"] == "error", decide
+
+
+async def test_a_policy_that_does_not_know_the_replay_phase_shows_nothing(tmp_path: Path) -> None:
+    """A pack written before the replay phase: it allows calls and knows nothing else."""
+    (tmp_path / "old.rego").write_text(
+        "package labelgate.decision\n\n"
+        'default result := {"allow": false, "reason": "unknown phase", "mask": [],'
+        ' "require_approval": null, "cache_ttl_seconds": 0}\n\n'
+        'result := {"allow": true, "reason": "ok", "mask": [], "require_approval": null,'
+        ' "cache_ttl_seconds": 0} if input.phase in {"request", "response"}\n'
+    )
+    engine = EmbeddedEngine(tmp_path, watch_interval=None)
+    await engine.start()
+    try:
+        view = await view_call(policy_of(engine.decide), AUDITOR, recorded())
+    finally:
+        await engine.close()
+    assert view["response"] is None and view["replay"]["outcome"] == "denied"
+
+
+async def test_a_response_that_cannot_be_decoded_is_not_shown() -> None:
+    async def allow_all(_: dict[str, Any]) -> Decision:
+        return Decision(allow=True, reason="everything")
+
+    entry = recorded()
+    entry["response"] = {**entry["response"], "base64": "bm90IGEgcHJvdG9idWY="}
+    view = await view_call(policy_of(allow_all), AUDITOR, entry)
+    assert view["response"] is None and view["replay"]["outcome"] == "error"
+    unknown = recorded()
+    unknown["response"] = {**unknown["response"], "type": "nobody.Knows"}
+    assert (await view_call(policy_of(allow_all), AUDITOR, unknown))["response"] is None
+
+
+async def test_markers_and_refused_calls_pass_through() -> None:
+    async def never(_: dict[str, Any]) -> Decision:
+        raise AssertionError("no decision is needed")
+
+    marker = {"kind": "truncated", "time": "t", "session_id": "s", "limit_bytes": 1, "recorded_bytes": 2}
+    refused = recorded(response=None)
+    viewed = await view_entries(policy_of(never), AUDITOR, [marker, refused])
+    assert viewed[0] == marker
+    assert viewed[1]["response"] is None and viewed[1]["replay"]["outcome"] == "no_response"
+
+
+async def test_a_held_result_with_nothing_allowed_shows_every_value_nulled() -> None:
+    """A pack may answer a replay with the held shape (allow false, no masks): the values exist,
+    none may be seen yet, so every field is nulled and the approval is named."""
+
+    async def held(_: dict[str, Any]) -> Decision:
+        requirement = ApprovalRequirement(("data-owners",), 1, 900, "replays need a data owner")
+        return Decision(allow=False, reason="held for approval", require_approval=requirement)
+
+    view = await view_call(policy_of(held), AUDITOR, recorded())
+    values = shown(view)
+    assert values == {"customer_id": [0, 0], "ssn": [b"", b""], "risk_score": [0.0, 0.0], "notes": [b"", b""]}
+    assert view["replay"]["outcome"] == "approval_required"
+    assert view["replay"]["approval"] == "replays need a data owner"

@@ -1,0 +1,180 @@
+"""The configuration model: sources, typed paths, and each section's own checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, get_args, get_origin
+
+import pytest
+import yaml
+from pydantic import AfterValidator, BaseModel, ValidationError
+
+from labelgate.config import GatewaySettings, load_settings
+from labelgate.config_paths import ConfigPath
+from labelgate.errors import ConfigError
+
+AUTH = {"api_keys": {}}
+
+
+def write(folder: Path, config: dict[str, object]) -> Path:
+    path = folder / "labelgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_relative_paths_resolve_against_the_config_folder_by_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "keys.yaml").write_text("keys: []\n")
+    config = write(
+        tmp_path,
+        {
+            "auth": {"api_keys": {"keys_file": "keys.yaml"}},
+            "policy": {"dir": "policy"},
+            "audit": {"socket": "run/audit.sock", "inputs_file": "/abs/inputs.db"},
+            "routes": [{"method_prefix": "/demo.Svc/", "descriptor_set": "svc.pb"}],
+            "recording": {"dir": "sessions", "decryption_key_files": ["old.key"]},
+            # Not a path, though it looks like one: kept as written.
+            "upstream": {"address": "backend:8001", "server_name": "x_file", "tls": True},
+        },
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(Path(os.path.relpath(config, elsewhere)))
+    assert settings.auth.api_keys is not None and settings.auth.api_keys.keys_file == tmp_path / "keys.yaml"
+    assert settings.policy.dir == tmp_path / "policy"
+    assert settings.audit.socket == tmp_path / "run" / "audit.sock"
+    assert settings.audit.inputs_file == Path("/abs/inputs.db")
+    assert settings.routes[0].descriptor_set == tmp_path / "svc.pb"
+    assert settings.recording.dir == tmp_path / "sessions"
+    assert settings.recording.decryption_key_files == [tmp_path / "old.key"]
+    assert settings.upstream.server_name == "x_file"
+
+
+def test_without_a_config_file_paths_stay_as_given() -> None:
+    settings = GatewaySettings(auth=AUTH, policy={"dir": "policy"})
+    assert settings.policy.dir == Path("policy")
+    assert load_settings(auth=AUTH, policy={"dir": "policy"}).policy.dir == Path("policy")
+
+
+def test_environment_variables_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write(tmp_path, {"auth": AUTH, "policy": {"timeout_ms": 100}, "workers": 2})
+    monkeypatch.setenv("LABELGATE_POLICY__TIMEOUT_MS", "300")
+    settings = load_settings(config, workers=3)
+    assert settings.policy.timeout_ms == 300
+    assert settings.workers == 3, "flags are stronger than the file"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "says"),
+    [
+        ("listen: [unclosed\n", "CONFIG_INVALID", "is not valid YAML"),
+        ("- a\n- b\n", "CONFIG_INVALID", "must hold a mapping at the top level"),
+    ],
+)
+def test_a_file_that_is_not_a_config_is_refused(tmp_path: Path, content: str, reason: str, says: str) -> None:
+    config = tmp_path / "labelgate.yaml"
+    config.write_text(content)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert refused.value.reason == reason and says in refused.value.message
+
+
+def test_a_missing_or_unreadable_file_is_refused(tmp_path: Path) -> None:
+    for path in (tmp_path / "absent.yaml", tmp_path):
+        with pytest.raises(ConfigError) as refused:
+            load_settings(path)
+        assert refused.value.reason == "CONFIG_UNREADABLE"
+        assert f"cannot read {path}" in refused.value.message
+
+
+def test_an_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "labelgate.yaml"
+    config.write_text("")
+    with pytest.raises(ConfigError, match="no method"):
+        load_settings(config)
+    assert load_settings(config, auth=AUTH).listen == "127.0.0.1:8443"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where", "says"),
+    [
+        ({"masking": {"hash_key": "short"}}, "masking", "at least 16 bytes"),
+        ({"masking": {"hash_key": "k" * 16, "hash_key_file": "/k"}}, "masking", "choose one"),
+        ({"audit": {"fail_open": True}}, "audit", "no writer to fail open from"),
+        ({"upstream": {"ca_file": "/ca.pem"}}, "upstream", "tls is false"),
+        (
+            {"upstreams": [{"name": "a", "models": ["m"], "server_name": "a"}]},
+            "upstreams.0",
+            "tls is false",
+        ),
+        ({"routes": [{"method_prefix": "/grpc.health.v1.Health/"}]}, "routes.0", "gateway's own services"),
+        ({"routes": [{"method_prefix": "/inference.GRPCInferenceService/"}]}, "routes.0", "built in"),
+        ({"policy": {"bundle_token": "t"}}, "policy", "set but policy.bundle_url is not"),
+    ],
+)
+def test_each_section_checks_itself(overrides: dict[str, object], where: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH, **overrides)
+    assert f"  - {where}: " in refused.value.message and says in refused.value.message
+
+
+def test_cross_section_problems_are_listed_together() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            auth=AUTH,
+            engine="opa",
+            policy={"bundle_url": "http://127.0.0.1:1"},
+            listen="127.0.0.1:9090",
+            routes=[{"method_prefix": "/a.B/"}, {"method_prefix": "/a.B/"}],
+        )
+    message = refused.value.message
+    for says in (
+        "needs engine 'embedded' or 'wasm'",
+        "admin_listen must differ from listen",
+        "a method_prefix appears twice",
+    ):
+        assert says in message, message
+    assert "the configuration has 3 problems" in message
+
+
+def test_no_auth_method_is_a_problem_of_the_gateway_not_the_section() -> None:
+    with pytest.raises(ValidationError, match="no method"):
+        GatewaySettings()
+    assert GatewaySettings(auth=AUTH).auth.enabled() == ["api_key"]
+
+
+def _untyped_paths(model: type[BaseModel], where: str) -> list[str]:
+    """Settings typed ``Path`` without ``ConfigPath``'s resolution, anywhere in ``model``."""
+    resolves = next(m for m in get_args(ConfigPath)[1:] if isinstance(m, AfterValidator))
+
+    def walk(annotation: object, metadata: list[object], at: str) -> list[str]:
+        if get_origin(annotation) is Annotated:
+            inner, *extra = get_args(annotation)
+            return walk(inner, [*metadata, *extra], at)
+        if annotation is Path:
+            return [] if resolves in metadata else [at]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return _untyped_paths(annotation, at)
+        return [found for arg in get_args(annotation) for found in walk(arg, [], at)]
+
+    return [
+        found
+        for name, field in model.model_fields.items()
+        for found in walk(field.annotation, list(field.metadata), f"{where}.{name}")
+    ]
+
+
+def test_every_path_setting_is_a_config_path() -> None:
+    # A plain Path would be read relative to the working directory, not the config file.
+    assert _untyped_paths(GatewaySettings, "config") == []
+
+
+def test_the_path_check_sees_a_plain_path() -> None:
+    class Loose(BaseModel):
+        typed: ConfigPath | None = None
+        plain: list[Path] = []
+
+    assert _untyped_paths(Loose, "x") == ["x.plain"]
