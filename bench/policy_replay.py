@@ -33,8 +33,13 @@ from labelgate.policy.cli import replay_report
 from tests.support.procs import REPO
 
 ENGINES = (("embedded", "embedded (regopy)"), ("wasm", "wasm (OPA's Wasm target)"), ("opa", "OPA over HTTP"))
-GROUPS = (["analysts"], ["data-stewards"], ["break-glass"], [])
-OUTPUT_SETS = ([], ["customer_id", "ssn"], ["name", "email", "notes"], ["customer_id", "card_number"])
+GROUPS: tuple[list[str], ...] = (["analysts"], ["data-stewards"], ["break-glass"], [])
+OUTPUT_SETS: tuple[list[str], ...] = (
+    [],
+    ["customer_id", "ssn"],
+    ["name", "email", "notes"],
+    ["customer_id", "card_number"],
+)
 FULL_INPUTS, QUICK_INPUTS = 200, 40
 
 

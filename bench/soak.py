@@ -497,7 +497,11 @@ async def load(run: Run, stack: Stack, workers: int, pause: float, seed: int) ->
     weights = [WEIGHTS[kind] for kind in kinds]
     async with (
         grpc.aio.insecure_channel(stack.grpc_address) as channel,
-        httpx.AsyncClient(base_url=stack.admin_url, timeout=10) as client,
+        # A fresh connection per request: a kept-alive one the listener closes as idle (its
+        # keep-alive timeout) can race a new request and fail it in the driver, not the gateway.
+        httpx.AsyncClient(
+            base_url=stack.admin_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+        ) as client,
     ):
         caller, approvals = Caller(channel), Approvals(client)
 

@@ -8,7 +8,7 @@ from typing import Annotated, get_args, get_origin
 
 import pytest
 import yaml
-from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from labelgate.config import GatewaySettings, load_settings
 from labelgate.config_paths import ConfigPath
@@ -57,6 +57,26 @@ def test_without_a_config_file_paths_stay_as_given() -> None:
     settings = GatewaySettings(auth=AUTH, policy={"dir": "policy"})
     assert settings.policy.dir == Path("policy")
     assert load_settings(auth=AUTH, policy={"dir": "policy"}).policy.dir == Path("policy")
+
+
+def test_paths_from_the_environment_or_code_stay_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what the config file says resolves against its folder: a relative path in an
+    environment variable or an override means the working directory, as it always did."""
+    config = write(tmp_path, {"auth": AUTH, "policy": {"dir": "from-file"}, "recording": {"dir": "rec"}})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("LABELGATE_POLICY__DIR", "from-env")
+    monkeypatch.setenv("LABELGATE_CLASSIFICATION__CATALOG_FILE", "catalog.json")
+    settings = load_settings(config, audit={"socket": "run/audit.sock"})
+    assert settings.policy.dir == Path("from-env")
+    assert settings.classification.catalog_file == Path("catalog.json")
+    assert settings.audit.socket == Path("run/audit.sock")
+    assert settings.recording.dir == tmp_path / "rec"  # the file's own value still resolves
+    monkeypatch.delenv("LABELGATE_POLICY__DIR")
+    assert load_settings(config).policy.dir == tmp_path / "from-file"
 
 
 def test_environment_variables_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,7 +168,7 @@ def test_no_auth_method_is_a_problem_of_the_gateway_not_the_section() -> None:
 
 def _untyped_paths(model: type[BaseModel], where: str) -> list[str]:
     """Settings typed ``Path`` without ``ConfigPath``'s resolution, anywhere in ``model``."""
-    resolves = next(m for m in get_args(ConfigPath)[1:] if isinstance(m, AfterValidator))
+    resolves = next(m for m in get_args(ConfigPath)[1:] if isinstance(m, BeforeValidator))
 
     def walk(annotation: object, metadata: list[object], at: str) -> list[str]:
         if get_origin(annotation) is Annotated:

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "proxy" / "labelgate"
 # layer: they wire everything together and nothing imports them.
 LAYERS: list[set[str]] = [
     {"errors", "reasons", "_proto"},
-    {"logs", "timestamps", "oip", "config_paths", "tracing", "retry"},
+    {"logs", "timestamps", "oip", "config_paths", "tracing", "retry", "terminal_log", "migrations"},
     {"auth", "classify", "bundle", "audit", "demo"},
     {"policy"},
     {"calls", "enforce"},

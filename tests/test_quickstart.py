@@ -82,6 +82,12 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         sessions = run_shell(next(line for line in banner.splitlines() if line.startswith("Sessions:"))[9:])
         assert sessions.returncode == 0 and "conn-" in sessions.stdout
         assert shlex.split(analyst)[0].endswith("labelgate")
+        # The full JSON log is in the state folder; the terminal has a short line per call.
+        logged = [json.loads(line) for line in (tmp_path / "state/gateway.log").read_text().splitlines()]
+        assert any(entry.get("event") == "call" and entry.get("reason") for entry in logged)
+        terminal = process.output()
+        assert re.search(r"\d\d:\d\d:\d\d deny +ModelInfer customer-profile subject=", terminal), terminal
+        assert '"event"' not in terminal.split("Ctrl-C stops", 1)[1], "JSON log lines on the terminal"
     finally:
         process.stop()
     assert "Traceback" not in process.output()

@@ -41,7 +41,7 @@ from labelgate import reasons
 from labelgate.auth.assertion import SubjectAssertionSettings
 from labelgate.auth.settings import AuthSettings
 from labelgate.classify.labels import LABELS
-from labelgate.config_paths import ConfigPath, config_folder_context
+from labelgate.config_paths import ConfigPath, config_folder_context, from_config_file
 from labelgate.errors import ConfigError
 from labelgate.recording.settings import RecordingSettings
 from labelgate.retry import RetrySettings
@@ -97,12 +97,21 @@ class UpstreamSettings(Section):
 
 class UpstreamConnection(UpstreamSettings):
     """One of ``upstreams:``: a named inference service and the models it serves (fnmatch
-    globs, first match in config order wins). Address, TLS, the gateway's own token,
-    timeout and forwarded metadata are per upstream; the subject assertion is the gateway's
-    one key, set in ``upstream.subject_assertion``."""
+    globs, first match in config order wins), or, with ``discover: true``, the READY models
+    its repository index lists (``gateway/discovery.py``). Address, TLS, the gateway's own
+    token, timeout and forwarded metadata are per upstream; the subject assertion is the
+    gateway's one key, set in ``upstream.subject_assertion``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    models: list[str] = Field(min_length=1)
+    # Globs this entry routes; with discover, only which discovered names it may claim.
+    models: list[str] = []
+    # Ask the upstream's RepositoryIndex at start and every discover_interval_seconds. An
+    # explicit glob entry always wins over a discovered name; a name two discovering
+    # upstreams list is routed to neither.
+    discover: bool = False
+    discover_interval_seconds: float = Field(30.0, gt=0, le=86_400)
+    # A failed refresh keeps the last good list until it is this old, then routes none of it.
+    discover_max_stale_seconds: float = Field(120.0, gt=0, le=7 * 86_400)
     # How the gateway speaks to it: gRPC, or the KServe v2 REST binding (https when tls is set,
     # trusting ca_file); callers of either binding reach either kind (gateway/rest_upstream.py).
     protocol: Literal["grpc", "rest"] = "grpc"
@@ -113,6 +122,14 @@ class UpstreamConnection(UpstreamSettings):
         if any(not glob.strip() for glob in value):
             raise ValueError("a model glob is empty")
         return value
+
+    @model_validator(mode="after")
+    def _models_or_discovery(self) -> UpstreamConnection:
+        if not self.models and not self.discover:
+            _refuse(["models: list the models this upstream serves, or set discover: true"])
+        if self.discover and self.discover_max_stale_seconds < self.discover_interval_seconds:
+            _refuse(["discover_max_stale_seconds: at least discover_interval_seconds"])
+        return self
 
     @model_validator(mode="after")
     def _one_assertion_key(self) -> UpstreamConnection:
@@ -136,6 +153,9 @@ class PolicySettings(Section):
     opa_token: SecretStr | None = None
     opa_ca_file: ConfigPath | None = None
     timeout_ms: int = Field(250, gt=0, le=60_000)
+    # engine opa: retries of a refused or dropped connection (labelgate/retry.py), never past
+    # timeout_ms; unset: one retry at once.
+    opa_retry: RetrySettings | None = None
     # Any engine: a decision not made by then is a deny (POLICY_TIMEOUT), so a costly input
     # never holds a call, or a worker thread's queue, for long.
     decision_deadline_ms: int = Field(5_000, gt=0, le=60_000)
@@ -151,6 +171,8 @@ class PolicySettings(Section):
     bundle_wait_seconds: int = Field(20, ge=0, le=300)
     # How long start waits for the first good bundle before giving up (the gateway does not start).
     bundle_start_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # Backoff after a failed poll (labelgate/retry.py; attempts are unlimited, the client follows for good).
+    bundle_retry: RetrySettings | None = None
 
     @model_validator(mode="after")
     def _bundle_settings_need_a_bundle(self) -> PolicySettings:
@@ -161,6 +183,7 @@ class PolicySettings(Section):
             "bundle_signing_alg",
             "bundle_wait_seconds",
             "bundle_start_timeout_seconds",
+            "bundle_retry",
         }
         unused = sorted(bundle_only & self.model_fields_set)
         if self.bundle_url is None and unused:
@@ -252,6 +275,9 @@ class LimitSettings(Section):
     # Streamed (decoupled) text is held back this many bytes per element, so a value split
     # across replies is scanned whole; at least the longest detector match.
     stream_carry_bytes: int = Field(256, ge=64, le=65_536)
+    # A repository index or statistics reply is narrowed by one policy decision per model it
+    # lists; more distinct models than this fail the call (RESOURCE_EXHAUSTED).
+    max_index_models: int = Field(1024, ge=1, le=100_000)
 
 
 class ReleaseSettings(Section):
@@ -596,7 +622,9 @@ class _ConfigFile(YamlConfigSettingsSource):
             raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
             raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} must hold a mapping at the top level")
-        return data
+        # Marked, so its relative paths (only these) resolve against its folder (config_paths).
+        marked: dict[str, Any] = from_config_file(data)
+        return marked
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -75,8 +75,21 @@ def get_logger(name: str) -> StructuredLogger:
     return StructuredLogger(logging.getLogger(name), {})
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the line, not at configure time:
+    a test runner or a daemoniser that swaps stderr must not leave logging on a closed file."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure(level: str = LogLevel.info, stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -12,6 +12,7 @@ from pathlib import Path
 from labelgate import reasons
 from labelgate.config import GatewaySettings, load_settings
 from labelgate.errors import ConfigError
+from labelgate.terminal_log import CallSummaryStream
 
 
 def _wait_for(address: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -167,6 +168,14 @@ def _with_generated_keys(settings: GatewaySettings) -> GatewaySettings:
     return settings
 
 
+def _state_folder(settings: GatewaySettings) -> Path:
+    """Where the quickstart keeps its state (``.labelgate/``): next to its approvals database."""
+    for state in (settings.approvals.sqlite_file, settings.audit.socket):
+        if state is not None:
+            return state.parent
+    return Path(".labelgate")
+
+
 def _demo_addresses(settings: GatewaySettings) -> list[str]:
     routed = [u.address for u in settings.upstreams if u.protocol == "grpc"]
     return list(dict.fromkeys([settings.upstream.address, *routed]))
@@ -190,7 +199,11 @@ def run_quickstart(config: Path) -> None:
             )
             children.append(backend)
             _wait_for(address, backend)
+        log_file = _state_folder(settings) / "gateway.log"
+        print(f"Gateway log: {log_file} (a short line per call below)", file=sys.stderr, flush=True)
         print(banner(settings), file=sys.stderr, flush=True)
+        # The gateway's log handler writes to sys.stderr: the full JSON goes to the file.
+        sys.stderr = CallSummaryStream(log_file, sys.__stderr__ or sys.stderr)
         run(settings)
     except KeyboardInterrupt:
         pass

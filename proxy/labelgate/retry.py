@@ -97,7 +97,7 @@ def policy(
     return AsyncRetrying(
         stop=stop,
         wait=wait_exponential_jitter(
-            initial=settings.initial_seconds, max=settings.max_seconds, jitter=settings.jitter_seconds
+            multiplier=settings.initial_seconds, max=settings.max_seconds, jitter=settings.jitter_seconds
         ),
         retry=retry_if_exception_type(retry_on),
         sleep=sleep,

@@ -83,6 +83,23 @@ async def test_the_policy_window_replaces_the_configured_one(stage: HoldForAppro
     assert request.expires_at - request.created_at == pytest.approx(1.0, abs=0.2)
 
 
+async def test_the_configured_window_caps_a_longer_policy_window(tmp_path: Path) -> None:
+    """A policy may ask for up to 86400 s; the operator's ``hold_timeout_seconds`` is the
+    ceiling: the call is held no longer, and its request expires with it."""
+    service = ApprovalService(SqliteDatabase(tmp_path / "a.db"), node_id="n", link_base="http://inbox.test")
+    await service.start(sweep=False)
+    try:
+        capped = HoldForApproval(service, hold_timeout_seconds=1, deadline_margin_seconds=0.25)
+        decision = held_decision(hold_seconds=86400)
+        assert capped.hold_window(decision) == 1.0
+        answer = await capped.hold(call(), STEVE, POLICY_INPUT, decision, never)
+        assert not answer.allow and answer.fail_reason == "APPROVAL_EXPIRED"
+        [request] = await service.visible_to(STEVE, [State.EXPIRED])
+        assert request.expires_at - request.created_at == pytest.approx(1.0, abs=0.2)
+    finally:
+        await service.close()
+
+
 async def test_a_client_deadline_shorter_than_the_window_ends_the_hold_there(
     stage: HoldForApproval,
 ) -> None:

@@ -43,7 +43,7 @@ from tests.bundle.helpers import (
     write_atomically,
 )
 from tests.support.postgres import running_postgres
-from tests.support.procs import free_port, labelgate_command, running
+from tests.support.procs import REPO, free_port, labelgate_command, running
 
 PUBLISHER_TOKENS = {"alice": "alice-publisher-token-0123456789", "bob": "bob-publisher-token-0123456789"}
 APPROVERS = "policy-approvers"
@@ -343,3 +343,24 @@ def test_publishers_are_a_role_of_their_own() -> None:
     assert credentials.check(f"Bearer {PUBLISHER_TOKENS['alice']}", "publisher", "ask").name == "alice"
     with pytest.raises(PermissionDenied):
         credentials.check(f"Bearer {PUBLISHER_TOKENS['alice']}", "reader", "read")
+
+
+def test_an_unreachable_approval_store_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = approvals_config(tmp_path, f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(
+        yaml.safe_dump(
+            {"inputs": "decision-logs", "approvals": {"config": str(config), "approver_groups": ["a"]}}
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "labelgate.bundle.cli", "bundle-server", "--source", str(tmp_path),
+         "--insecure-no-auth", "--publish-gate", str(gate), "--listen", f"127.0.0.1:{free_port()}",
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "(APPROVALS_STORE_UNREACHABLE)" in result.stderr and "Traceback" not in result.stderr

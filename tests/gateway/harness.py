@@ -203,15 +203,18 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def start_gateway(config: dict[str, Any], directory: Path, name: str = "gateway") -> Iterator[Gateway]:
-    """Write ``config`` (plus free listen/admin ports) and run ``labelgate serve`` until ready."""
+def start_gateway(
+    config: dict[str, Any], directory: Path, name: str = "gateway", env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
+    """Write ``config`` (plus free listen/admin ports) and run ``labelgate serve`` until ready
+    (``env`` on top of this process's, e.g. ``PYTHONPATH`` for a baseline source tree)."""
     port, admin_port = free_port(), free_port()
     config = {**config, "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin_port}"}
     directory.mkdir(parents=True, exist_ok=True)
     config_file = directory / f"{name}.yaml"
     config_file.write_text(yaml.safe_dump(config))
     command = labelgate_command("serve", "--config", str(config_file))
-    with running(command, directory / f"{name}.log", port=port) as process:
+    with running(command, directory / f"{name}.log", port=port, env=env) as process:
         gateway = Gateway(f"127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, config)
 
         def ready() -> bool:

@@ -1,10 +1,11 @@
-"""A real OTLP/HTTP trace receiver for the tracing tests, run as its own process.
+"""A real OTLP trace receiver for the tracing tests, run as its own process.
 
-    python -m tests.gateway.otlp_receiver PORT OUT_FILE
+    python -m tests.gateway.otlp_receiver PORT OUT_FILE [http|grpc]
 
-It accepts ``POST /v1/traces`` (``application/x-protobuf``), decodes each export with
-opentelemetry-proto's generated ``ExportTraceServiceRequest``, and appends one JSON line
-per span to OUT_FILE: service name, span name, ids (hex), parent id, kind and attributes.
+http (default) accepts ``POST /v1/traces`` (``application/x-protobuf``); grpc serves
+``opentelemetry.proto.collector.trace.v1.TraceService/Export``. Each export is decoded with
+opentelemetry-proto's generated ``ExportTraceServiceRequest`` and one JSON line per span is
+appended to OUT_FILE: service name, span name, ids (hex), parent id, kind and attributes.
 """
 
 from __future__ import annotations
@@ -74,5 +75,26 @@ def serve(port: int, out: Path) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
+def serve_grpc(port: int, out: Path) -> None:
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
+            with out.open("a") as sink:
+                for span in spans_of(request):
+                    sink.write(json.dumps(span) + "\n")
+            return ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), Path(sys.argv[2]))
+    mode = sys.argv[3] if len(sys.argv) > 3 else "http"
+    (serve_grpc if mode == "grpc" else serve)(int(sys.argv[1]), Path(sys.argv[2]))

@@ -91,8 +91,9 @@ def as_admin() -> dict[str, str]:
     return {"authorization": f"Bearer {token('max', 'model-admins', 'analysts')}"}
 
 
-def settings(upstreams: list[dict[str, Any]]) -> GatewaySettings:
+def settings(upstreams: list[dict[str, Any]], **extra: Any) -> GatewaySettings:
     return GatewaySettings(
+        **extra,
         listen=f"127.0.0.1:{free_port()}",
         rest_listen=f"127.0.0.1:{free_port()}",
         admin_listen=None,
@@ -166,7 +167,7 @@ async def test_model_config_reaches_tritonclient_classified(gateway: Gateway) ->
     analyst, no_group = await probe(
         gateway,
         {"op": "get_model_config", "model": "customer-profile", "headers": as_analyst()},
-        {"op": "get_model_config", "model": "customer-profile", "headers": as_no_group()},
+        {"op": "get_model_config", "model": "sentiment", "headers": as_no_group()},
     )
     config = analyst["value"]["config"]
     assert (config["name"], config["platform"], config["backend"]) == (
@@ -179,8 +180,56 @@ async def test_model_config_reaches_tritonclient_classified(gateway: Gateway) ->
     assert config["instance_group"] == [{"name": "customer-profile", "kind": "KIND_CPU", "count": 1}]
     # parameters are catalogued internal: analysts see them, a caller with no group does not.
     assert config["parameters"] == {"max_rows": {"string_value": "100000"}}
+    assert no_group["value"]["config"]["name"] == "sentiment"
     assert "parameters" not in no_group["value"]["config"]
-    assert no_group["value"]["config"]["input"] == config["input"]
+
+
+async def grpc_refusal(gateway: Gateway, method: str, request: Any) -> tuple[Any, str, str]:
+    """(code, reason, text) of a refused call to ``method`` as a caller with no group."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        stub = channel.unary_unary(f"{SERVICE}/{method}", request_serializer=type(request).SerializeToString)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub(request, metadata=tuple(as_no_group().items()))
+    info = error_info(caught.value)
+    assert info is not None
+    return caught.value.code(), info.reason, caught.value.details() or ""
+
+
+async def test_a_model_the_caller_may_not_use_is_refused_as_an_unknown_model_is(
+    gateway: Gateway, backends: tuple[str, str]
+) -> None:
+    """customer-profile exists but is not the no-group caller's to use: its configuration and
+    named statistics answer exactly what a model that does not exist answers, on both
+    bindings, and neither request reaches its upstream."""
+    profiles, _ = backends
+    expected = (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_ROUTED", "no upstream serves this model")
+    await seen_calls(profiles)  # a mark: the newest call the backend saw
+    for method, request_type, field in (
+        ("ModelConfig", ext.ModelConfigRequest, "name"),
+        ("ModelStatistics", ext.ModelStatisticsRequest, "name"),
+    ):
+        hidden = await grpc_refusal(gateway, method, request_type(**{field: "customer-profile"}))
+        unknown = await grpc_refusal(gateway, method, request_type(**{field: "no-such-model"}))
+        assert hidden == unknown == expected, method
+    # Nothing reached the backend since the mark.
+    assert (await seen_calls(profiles))[0] == ("ModelInfer", "_debug-metadata")
+    # An analyst may use it: the same calls are answered.
+    config, stats = await probe(
+        gateway,
+        {"op": "get_model_config", "model": "customer-profile", "headers": as_analyst()},
+        {"op": "get_inference_statistics", "model": "customer-profile", "headers": as_analyst()},
+    )
+    assert config["value"]["config"]["name"] == "customer-profile"
+    assert [s["name"] for s in stats["value"]["model_stats"]] == ["customer-profile"]
+
+    url = f"http://{gateway.settings.rest_listen}"
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for suffix in ("config", "stats"):
+            hidden_rest = await client.get(f"/v2/models/customer-profile/{suffix}", headers=as_no_group())
+            unknown_rest = await client.get(f"/v2/models/no-such-model/{suffix}", headers=as_no_group())
+            assert hidden_rest.status_code == unknown_rest.status_code == 404, suffix
+            assert hidden_rest.json() == unknown_rest.json(), suffix
+            assert hidden_rest.json()["reason"] == "MODEL_NOT_ROUTED"
 
 
 async def test_the_index_lists_each_model_once_from_its_route_narrowed_per_caller(
@@ -406,6 +455,39 @@ async def test_the_index_takes_each_model_from_its_route_and_leaves_out_failed_d
     assert [m["name"] for m in no_group["value"]["models"]] == ["sentiment"]
 
 
+async def test_an_index_listing_more_models_than_the_bound_fails_closed() -> None:
+    """Narrowing runs one decision per listed model: past ``limits.max_index_models`` the
+    call fails (RESOURCE_EXHAUSTED ``INDEX_TOO_MANY_MODELS``) instead of running them all."""
+    upstream = PlantedUpstream([f"model-{n}" for n in range(4)], "1")
+    await upstream.server.start()
+    gateway = await started(
+        Gateway(
+            settings(
+                [{"name": "a", "address": upstream.address, "models": ["*"]}], limits={"max_index_models": 4}
+            )
+        )
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            index = channel.unary_unary(
+                f"{SERVICE}/RepositoryIndex",
+                request_serializer=ext.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=ext.RepositoryIndexResponse.FromString,
+            )
+            metadata = tuple(as_analyst().items())
+            at_bound = await index(ext.RepositoryIndexRequest(), metadata=metadata)
+            assert [m.name for m in at_bound.models] == [f"model-{n}" for n in range(4)]
+            upstream.models.append("model-4")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await index(ext.RepositoryIndexRequest(), metadata=metadata)
+        info = error_info(caught.value)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info is not None and info.reason == "INDEX_TOO_MANY_MODELS"
+    finally:
+        await gateway.stop(0)
+        await upstream.server.stop(0)
+
+
 # --- the REST binding -------------------------------------------------------------------------
 
 
@@ -442,3 +524,35 @@ async def test_rest_routes_serve_the_same_extensions(gateway: Gateway) -> None:
     assert [m["name"] for m in index.json()] == ["sentiment"]
     assert refused.status_code == 403 and refused.json()["reason"] == "POLICY_DENIED"
     assert (unloaded.status_code, loaded.status_code, ready.status_code) == (200, 200, 200)
+
+
+async def test_rest_extension_bodies_are_read_only_after_authentication_and_never_fail_500(
+    gateway: Gateway,
+) -> None:
+    """Bodies of the index, load and unload routes: an unauthenticated request is refused
+    before its body is parsed (a body that would be a 400 is a 401); an authenticated one
+    with JSON nested too deep or an integer beyond 64 bits is a 400 with a reason, never a
+    500."""
+    nested = b"[" * 50_000 + b"]" * 50_000
+    huge = b'{"parameters": {"a": 99999999999999999999999}}'
+    url = f"http://{gateway.settings.rest_listen}"
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for path in ("/v2/repository/index", "/v2/repository/models/sentiment/load"):
+            for body in (nested, huge, b"not json"):
+                anonymous = await client.post(path, content=body)
+                assert anonymous.status_code == 401, (path, body[:20])
+                assert anonymous.json()["reason"] == "NO_CREDENTIALS", (path, body[:20])
+        for path, body in (
+            ("/v2/repository/index", nested),
+            ("/v2/repository/models/sentiment/load", nested),
+            ("/v2/repository/models/sentiment/unload", nested),
+            ("/v2/repository/models/sentiment/load", huge),
+            ("/v2/repository/models/sentiment/load", b'{"parameters": {"a": -9223372036854775809}}'),
+        ):
+            refused = await client.post(path, content=body, headers=as_admin())
+            assert refused.status_code == 400, (path, body[:20])
+            assert refused.json()["reason"] == "REST_REQUEST_INVALID", (path, body[:20])
+        # The largest 64-bit integer is a parameter like any other.
+        edge = b'{"parameters": {"a": 9223372036854775807}}'
+        loaded = await client.post("/v2/repository/models/sentiment/load", content=edge, headers=as_admin())
+        assert loaded.status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -143,3 +144,20 @@ async def test_health_and_metadata(rest_url: str) -> None:
     assert [i["name"] for i in metadata.json()["inputs"]] == ["customer_ids"]
     assert model_ready.status_code == 200
     assert json.loads(model_ready.text) == {"ready": True}
+
+
+async def test_the_peer_is_the_socket_not_a_forwarded_header(
+    rest_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loopback caller's X-Forwarded-For does not choose the peer the audit record and the
+    session id are made from (uvicorn's proxy headers are off); nor does the reply say what
+    serves it."""
+    headers = {**token("ana", "analysts"), "x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https"}
+    with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(f"{rest_url}/v2/health/live", headers=headers)
+    assert reply.status_code == 200
+    assert "server" not in reply.headers
+    peers = [record.peer for record in caplog.records if record.getMessage() == "call"]  # type: ignore[attr-defined]
+    assert peers and all(peer.startswith("ipv4:127.0.0.1:") for peer in peers), peers
+    assert "203.0.113.9" not in caplog.text

@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 from pydantic import ValidationError
 
+from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings
+from labelgate.errors import InvalidInput
+from labelgate.gateway.discovery import Discovery
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
 from labelgate.gateway.upstream import ModelNotRouted, Router, Upstream
+from labelgate.oip.rest import upstream_index
 from tests.gateway.harness import run_backend
+from tests.support.mlserver import run_mlserver
 from tests.support.procs import REPO, free_port
 
 DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
@@ -83,6 +89,15 @@ def sentiment_request(text: str = "great service") -> pb.ModelInferRequest:
 
 async def recent_models(address: str) -> list[str]:
     """The models of the calls a backend saw, newest first (its ``_debug-metadata`` model)."""
+    return [model for _, model in await recent_calls(address)]
+
+
+async def inferred_models(address: str) -> list[str]:
+    """The models of the ModelInfer calls a backend saw (not its load/unload calls)."""
+    return [model for method, model in await recent_calls(address) if method == "ModelInfer"]
+
+
+async def recent_calls(address: str) -> list[tuple[str, str]]:
     async with grpc.aio.insecure_channel(address) as channel:
         reply = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
             pb.ModelInferRequest(model_name="_debug-metadata", outputs=[{"name": "recent"}])
@@ -94,7 +109,7 @@ async def recent_models(address: str) -> list[str]:
             size = int.from_bytes(raw[:4], "little")
             recent.append(raw[4 : 4 + size])
             raw = raw[4 + size :]
-    return [json.loads(entry)["model"] for entry in recent]
+    return [(json.loads(entry)["method"], json.loads(entry)["model"]) for entry in recent]
 
 
 async def test_calls_route_by_model_to_their_upstream(gateway: Gateway, backends: tuple[str, str]) -> None:
@@ -283,3 +298,219 @@ async def test_a_rest_entry_becomes_a_rest_upstream() -> None:
         await router.close()
     with pytest.raises(ValidationError):
         GatewaySettings(auth=AUTH, upstreams=[{**entries[0], "protocol": "soap"}])
+
+
+# -- models discovered from each upstream's repository index ----------------------------------
+
+
+async def set_loaded(address: str, model: str, loaded: bool) -> None:
+    """Load or unload a model on a demo backend directly (its RepositoryModelLoad/Unload)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        if loaded:
+            load = channel.unary_unary(
+                "/inference.GRPCInferenceService/RepositoryModelLoad",
+                request_serializer=ext.RepositoryModelLoadRequest.SerializeToString,
+                response_deserializer=ext.RepositoryModelLoadResponse.FromString,
+            )
+            await load(ext.RepositoryModelLoadRequest(model_name=model))
+        else:
+            unload = channel.unary_unary(
+                "/inference.GRPCInferenceService/RepositoryModelUnload",
+                request_serializer=ext.RepositoryModelUnloadRequest.SerializeToString,
+                response_deserializer=ext.RepositoryModelUnloadResponse.FromString,
+            )
+            await unload(ext.RepositoryModelUnloadRequest(model_name=model))
+
+
+@pytest.fixture
+async def discovery_backends(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """Two fresh demo backends, each serving every demo model until a test unloads one."""
+    with run_backend(tmp_path, "first") as (first, _), run_backend(tmp_path, "second") as (second, _):
+        yield first, second
+
+
+def discovering(first: str, second: str) -> list[dict[str, object]]:
+    return [
+        {"name": "first", "address": first, "discover": True},
+        {"name": "second", "address": second, "discover": True},
+    ]
+
+
+async def refused_as_not_routed(stub: pb_grpc.GRPCInferenceServiceStub, request: pb.ModelInferRequest) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ModelInfer(request, metadata=headers())
+    info = error_info(caught.value)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info is not None and info.reason == "MODEL_NOT_ROUTED"
+    return (caught.value.details() or "") + repr(dict(info.metadata))
+
+
+async def test_discovered_models_route_where_they_are_ready_and_follow_an_unload(
+    discovery_backends: tuple[str, str],
+) -> None:
+    first, second = discovery_backends
+    gateway = Gateway(settings(discovery_backends, upstreams=discovering(first, second)))
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            # Both list every model: a name two upstreams claim goes to neither.
+            text = await refused_as_not_routed(stub, sentiment_request())
+            for secret in ("first", "second", first, second):
+                assert secret not in text, f"the refusal names {secret!r}"
+            assert "sentiment" not in await recent_models(first) + await recent_models(second)
+
+            await set_loaded(first, "sentiment", False)
+            await set_loaded(second, "customer-profile", False)
+            await gateway.router.refresh()
+            await stub.ModelInfer(sentiment_request(), metadata=headers())
+            assert (await recent_models(second))[0] == "sentiment"
+            await stub.ModelInfer(profile_request([1]), metadata=headers())
+            assert (await recent_models(first))[0] == "customer-profile"
+
+            # The model moves; after the next refresh, routing follows it.
+            await set_loaded(first, "sentiment", True)
+            await set_loaded(second, "sentiment", False)
+            await gateway.router.refresh()
+            await stub.ModelInfer(sentiment_request(), metadata=headers())
+            assert (await recent_models(first))[0] == "sentiment"
+            assert (await inferred_models(second)).count("sentiment") == 1, "one call before the move"
+
+        # REST callers route by the same table.
+        async with httpx.AsyncClient() as client:
+            mood = await client.post(
+                f"http://{gateway.settings.rest_listen}/v2/models/sentiment/infer",
+                json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["fine"]}]},
+                headers=dict(headers()),
+            )
+        assert mood.status_code == 200, mood.text
+        assert (await recent_models(first))[0] == "sentiment"
+    finally:
+        await gateway.stop(0)
+
+
+async def test_an_explicit_entry_wins_over_a_discovered_name(discovery_backends: tuple[str, str]) -> None:
+    first, second = discovery_backends
+    upstreams = [
+        {"name": "explicit", "address": second, "models": ["sentiment"]},
+        # Lists sentiment too, and may claim only customer-* names.
+        {"name": "finder", "address": first, "discover": True, "models": ["customer-*", "sentiment"]},
+    ]
+    gateway = Gateway(settings(discovery_backends, upstreams=upstreams))
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await stub.ModelInfer(sentiment_request(), metadata=headers())
+            assert (await recent_models(second))[0] == "sentiment"
+            await stub.ModelInfer(profile_request([3]), metadata=headers())
+            assert (await recent_models(first))[0] == "customer-profile"
+            # `_debug-metadata` is READY on `first` but outside the names it may claim.
+            await refused_as_not_routed(stub, pb.ModelInferRequest(model_name="_debug-metadata"))
+        assert "sentiment" not in await recent_models(first)
+    finally:
+        await gateway.stop(0)
+
+
+class SteppedClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_failed_refresh_keeps_the_last_list_until_it_is_stale(tmp_path: Path) -> None:
+    clock = SteppedClock()
+    base = GatewaySettings(auth=AUTH).upstream
+    with run_backend(tmp_path, "short-lived") as (address, _):
+        upstream = Upstream(base, 1 << 20, address, name="finder")
+        discovery = Discovery(upstream, interval=10, max_stale=60, clock=clock)
+        router = Router([], None, [discovery])
+        try:
+            assert await discovery.refresh()
+            router.discovered.rebuild()
+            assert router.for_model("sentiment") is upstream
+            assert router.serves(upstream, "customer-profile")
+        except BaseException:
+            await router.close()
+            raise
+    try:
+        # The backend is gone: refreshes fail and the last good list stands ...
+        clock.now += 60
+        assert not await discovery.refresh()
+        router.discovered.rebuild()
+        assert router.for_model("sentiment") is upstream
+        # ... until it is older than the bound: then nothing routes there.
+        clock.now += 1
+        await router.refresh()
+        with pytest.raises(ModelNotRouted):
+            router.for_model("sentiment")
+        assert router.for_server() is upstream
+    finally:
+        await router.close()
+
+
+async def test_an_upstream_that_never_answered_routes_nothing(backends: tuple[str, str]) -> None:
+    profiles, _ = backends
+    dead = f"127.0.0.1:{free_port()}"
+    upstreams = [
+        {"name": "profiles", "address": profiles, "models": ["customer-*"]},
+        {"name": "gone", "address": dead, "discover": True},
+    ]
+    gateway = Gateway(settings(backends, upstream={"address": profiles}, upstreams=upstreams))
+    await gateway.start()  # a failed first discovery does not stop the gateway
+    try:
+        assert gateway.router.by_name("gone") is not None
+        # The default route still serves what no entry lists.
+        assert gateway.router.for_model("sentiment") is gateway.upstream
+    finally:
+        await gateway.stop(0)
+
+
+def test_the_index_of_a_rest_upstream_is_read_strictly() -> None:
+    body = json.dumps(
+        [
+            {"name": "a", "version": "1", "state": "READY", "reason": "", "extra": {"x": 1}},
+            {"name": "b", "state": 7},
+        ]
+    ).encode()
+    index = upstream_index(body)
+    assert [(m.name, m.version, m.state) for m in index.models] == [("a", "1", "READY"), ("b", "", "")]
+    for broken in (b"{}", b"[{}]", b'[{"name": 3}]', b"not json", b'["a"]'):
+        with pytest.raises(InvalidInput):
+            upstream_index(broken)
+
+
+def test_discovery_config_is_checked() -> None:
+    entry = {"name": "a", "address": "127.0.0.1:1"}
+    with pytest.raises(ValidationError, match="discover: true"):
+        GatewaySettings(auth=AUTH, upstreams=[entry])
+    found = GatewaySettings(auth=AUTH, upstreams=[{**entry, "discover": True}]).upstreams[0]
+    assert found.models == [] and found.discover_interval_seconds <= found.discover_max_stale_seconds
+    with pytest.raises(ValidationError, match="at least discover_interval_seconds"):
+        GatewaySettings(
+            auth=AUTH,
+            upstreams=[
+                {**entry, "discover": True, "discover_interval_seconds": 60, "discover_max_stale_seconds": 30}
+            ],
+        )
+
+
+async def test_a_rest_upstream_is_discovered_through_its_repository_index(tmp_path: Path) -> None:
+    """MLServer answers ``POST /v2/repository/index``; unloading its model there drops the route."""
+    with run_mlserver(tmp_path) as server:
+        upstreams = [{"name": "mls", "address": server.rest, "protocol": "rest", "discover": True}]
+        gateway = Gateway(settings(("unused:1", "unused:2"), upstreams=upstreams))
+        await gateway.start()
+        try:
+            mls = gateway.router.by_name("mls")
+            assert mls is not None and gateway.router.for_model("mls-profile") is mls
+            async with httpx.AsyncClient() as client:
+                url = f"{server.url}/v2/repository/models/mls-profile/unload"
+                assert (await client.post(url)).status_code == 200
+            await gateway.router.refresh()
+            with pytest.raises(ModelNotRouted):
+                gateway.router.for_model("mls-profile")
+        finally:
+            await gateway.stop(0)

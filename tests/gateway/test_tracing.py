@@ -35,7 +35,16 @@ STAGES = {"authenticate", "admit", "decide", "upstream", "classify", "enforce", 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    folder: Path = tmp_path_factory.mktemp("tracing")
+    yield from _stack(tmp_path_factory, "http")
+
+
+@pytest.fixture(scope="module")
+def grpc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    yield from _stack(tmp_path_factory, "grpc")
+
+
+def _stack(tmp_path_factory: pytest.TempPathFactory, protocol: str) -> Iterator[dict[str, Any]]:
+    folder: Path = tmp_path_factory.mktemp(f"tracing-{protocol}")
     spans_file = folder / "spans.jsonl"
     spans_file.touch()
     receiver_port, backend_port, port, rest_port = free_port(), free_port(), free_port(), free_port()
@@ -55,15 +64,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "auth": {"jwt": {"trust_dev_key": True}},
                 "approvals": {"enabled": False},
                 "tracing": {
-                    "endpoint": f"http://127.0.0.1:{receiver_port}",
-                    "protocol": "http",
+                    "endpoint": f"http://127.0.0.1:{receiver_port}"
+                    if protocol == "http"
+                    else f"127.0.0.1:{receiver_port}",
+                    "protocol": protocol,
                     "service_name": "labelgate-under-test",
                     "export_interval_ms": 100,
                 },
             }
         )
     )
-    receiver = [sys.executable, "-m", "tests.gateway.otlp_receiver", str(receiver_port), str(spans_file)]
+    receiver = [
+        *(sys.executable, "-m", "tests.gateway.otlp_receiver"),
+        *(str(receiver_port), str(spans_file), protocol),
+    ]
     with (
         running(receiver, folder / "receiver.log", port=receiver_port, name="otlp-receiver"),
         running(
@@ -179,6 +193,19 @@ def test_a_grpc_call_is_traced_under_the_callers_trace_and_passed_upstream(stack
     texts = _attribute_texts(spans)
     leaked = {value for value in _customer_values(stack["backend"]) if any(value in t for t in texts)}
     assert not leaked, f"span attributes carry data values: {leaked}"
+
+
+def test_spans_go_to_an_otlp_grpc_receiver_too(grpc_stack) -> None:
+    trace_id, caller_span, traceparent = _caller_context()
+    request = pb.ModelInferRequest(model_name="sentiment")
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(f"great {PLANTED}".encode())
+    metadata = [("authorization", _token()), ("traceparent", traceparent)]
+    with grpc.insecure_channel(grpc_stack["grpc"]) as channel:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=15)
+    spans = _traced(grpc_stack["spans"], trace_id)
+    _check_trace(spans, caller_span, _traceparents_seen_by(grpc_stack["backend"]), trace_id)
+    assert not [text for text in _attribute_texts(spans) if PLANTED in text]
 
 
 def test_a_rest_call_is_traced_and_planted_text_is_in_no_span(stack) -> None:

@@ -17,13 +17,14 @@ import pytest
 from labelgate.auth import Subject
 from labelgate.calls import CallRecord
 from labelgate.classify import Catalog, Classifier, DetectorSet
-from labelgate.oip.tensors import decode_outputs
-from labelgate.policy.contract import ApprovalRequirement, Decision
+from labelgate.enforce.replies import infer_response
+from labelgate.oip.tensors import Tensor, decode_outputs
+from labelgate.policy.contract import ApprovalRequirement, DecidedMask, Decision
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
 from labelgate.policy.opa import OpaEngine
 from labelgate.policy.wasm import WasmEngine
-from labelgate.recording.entries import call_entry, decode_message
+from labelgate.recording.entries import call_entry, decode_message, encode_message
 from labelgate.recording.viewing import ReplayPolicy, view_call, view_entries
 from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
 from tests.support.procs import REPO, free_port
@@ -206,3 +207,79 @@ async def test_a_held_result_with_nothing_allowed_shows_every_value_nulled() -> 
     assert values == {"customer_id": [0, 0], "ssn": [b"", b""], "risk_score": [0.0, 0.0], "notes": [b"", b""]}
     assert view["replay"]["outcome"] == "approval_required"
     assert view["replay"]["approval"] == "replays need a data owner"
+
+
+def _recorded_sentiment(label: bytes, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    """A recorded ``sentiment`` call delivered in clear to a restricted reader, whose
+    response-phase decision saw ``fields``."""
+    response = infer_response(
+        model="sentiment",
+        model_version="",
+        caller_id="1",
+        tensors=[Tensor("label", "BYTES", [1], [label])],
+        raw=False,
+    )
+    return {
+        "kind": "call",
+        "request_id": "r",
+        "session_id": "s",
+        "method": "/inference.GRPCInferenceService/ModelInfer",
+        "model": "sentiment",
+        "subject": {"id": "jwt:x#boss", "groups": ["restricted-readers"], "auth": "jwt"},
+        "request": {"model": "sentiment", "outputs": ["label"]},
+        "decision": {"outcome": "allowed", "labels": ["restricted"], "masked": [], "fields": fields},
+        "response": encode_message(response),
+    }
+
+
+async def test_a_recorded_span_todays_detectors_miss_masks_the_whole_field(engine: PolicyEngine) -> None:
+    """The call's detector (since disabled or renamed) found a restricted span in
+    ``outputs.label`` that today's detectors do not: the policy masks that span, which today's
+    classification cannot locate, so the whole tensor is nulled rather than shown in clear."""
+    secret = b"badge EMP-778812 cleared"
+    entry = _recorded_sentiment(
+        secret,
+        [
+            {"path": "outputs.label", "labels": ["public"]},
+            {"path": "outputs.label{employee_id}", "labels": ["restricted"]},
+        ],
+    )
+    view = await view_call(policy_of(engine.decide), AUDITOR, entry)
+    assert shown(view) == {"label": [b""]}
+    assert b"EMP-778812" not in json.dumps(view).encode()
+    assert view["replay"]["outcome"] == "masked"
+    assert {"path": "outputs.label", "strategy": "null", "label": "restricted"} in view["replay"]["masked"]
+
+
+async def test_a_recorded_json_node_todays_classification_lacks_masks_the_whole_field() -> None:
+    """A mask on a JSON node (or by a glob on a recorded span) that today's classification
+    did not find is widened to the whole tensor too."""
+
+    async def masks(_: dict[str, Any]) -> Decision:
+        return Decision(
+            allow=True,
+            reason="masked",
+            masks=(
+                DecidedMask("outputs.label[].secret", "redact"),
+                DecidedMask("outputs.*{employee_id}", "hash"),
+            ),
+        )
+
+    entry = _recorded_sentiment(
+        b"plain words", [{"path": "outputs.label[].secret", "labels": ["restricted"]}]
+    )
+    assert shown(await view_call(policy_of(masks), AUDITOR, entry)) == {"label": [b""]}
+    entry = _recorded_sentiment(
+        b"badge EMP-1", [{"path": "outputs.label{employee_id}", "labels": ["restricted"]}]
+    )
+    view = await view_call(policy_of(masks), AUDITOR, entry)
+    assert shown(view) == {"label": [b""]}
+
+    async def held(_: dict[str, Any]) -> Decision:  # nothing allowed: every field nulled
+        requirement = ApprovalRequirement(("data-owners",), 1, 900, "replays need a data owner")
+        return Decision(allow=False, reason="held for approval", require_approval=requirement)
+
+    only_span = _recorded_sentiment(
+        b"badge EMP-1", [{"path": "outputs.label{employee_id}", "labels": ["restricted"]}]
+    )
+    assert shown(await view_call(policy_of(held), AUDITOR, only_span)) == {"label": [b""]}

@@ -160,6 +160,9 @@ class ApprovalOut(BaseModel):
     digest: str = Field(description="The request digest the grant is bound to (grant_scope query)")
     grant_scope: Literal["query", "model"] = Field(description="What a grant releases: query or model")
     single_use: bool = Field(description="The grant releases one call")
+    row_budget: int | None = Field(
+        None, description="The grant releases at most this many rows in total (none: no budget)"
+    )
 
 
 class ApprovalList(BaseModel):

@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 from labelgate.approvals import reasons
 from labelgate.approvals.errors import ApprovalsUnavailable
 from labelgate.logs import get_logger
+from labelgate.migrations import upgrade_sqlite
 
 log = get_logger(__name__)
 CHANNEL = "labelgate_approvals"
@@ -51,6 +52,8 @@ class Database(Protocol):
     wakes_other_processes: bool
 
     async def start(self) -> None: ...
+
+    async def migrate(self) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -134,6 +137,10 @@ class SqliteDatabase(_Subscribers):
 
     async def start(self) -> None:
         await self._run(self._connect)
+
+    async def migrate(self) -> None:
+        """The versioned schema (labelgate/migrations/approvals), on this store's own thread."""
+        await self._run(lambda: upgrade_sqlite(self._conn, "approvals") if self._conn else None)
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -48,6 +48,7 @@ def summary(request: ApprovalRequest) -> dict[str, Any]:
         "query": request.query.to_json(),
         "grant_scope": request.requirement.grant_scope,
         "single_use": request.requirement.single_use,
+        "row_budget": request.requirement.row_budget,
         "approver_groups": list(request.requirement.approver_groups),
         "min_approvals": request.requirement.min_approvals,
         "justification": request.justification,

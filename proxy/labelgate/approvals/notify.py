@@ -146,10 +146,11 @@ class WebhookNotifier:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=hook.timeout_seconds)
-        session, attempts = self._session, iter(range(1, 1_000_000))
+        session, number = self._session, 0
 
         async def attempt() -> None:
-            number, retryable = next(attempts), True
+            nonlocal number
+            number, retryable = number + 1, True
             try:
                 async with session.post(hook.url, json=body, timeout=timeout) as response:
                     if 200 <= response.status < 300:

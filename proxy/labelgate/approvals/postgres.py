@@ -21,6 +21,7 @@ from labelgate.approvals import reasons
 from labelgate.approvals.db import CHANNEL, WAKE_ALL, Params, Row, _Subscribers, postgres_sql
 from labelgate.approvals.errors import ApprovalsUnavailable
 from labelgate.logs import get_logger
+from labelgate.migrations import upgrade_postgres
 
 log = get_logger(__name__)
 
@@ -71,6 +72,15 @@ class PostgresDatabase(_Subscribers):
     async def start(self) -> None:
         self._conn = await self._connect()
         self._listener = asyncio.create_task(self._listen())
+
+    async def migrate(self) -> None:
+        """The versioned schema (labelgate/migrations/approvals), in a worker thread (yoyo is sync)."""
+        try:
+            await asyncio.to_thread(upgrade_postgres, self._dsn, "approvals")
+        except psycopg.Error as error:
+            raise ApprovalsUnavailable(
+                reasons.APPROVALS_STORE_ERROR, f"approval store (PostgreSQL) schema: {error}"
+            ) from None
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -26,6 +26,8 @@ from labelgate.approvals.model import (
     Vote,
 )
 
+# The schema before versioning. Stores now open through labelgate/migrations/approvals (yoyo):
+# a schema change is a new numbered migration there, not an edit here.
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS approval_requests (
         id TEXT PRIMARY KEY,
@@ -458,7 +460,8 @@ async def charge_grant(tx: Tx, grant_id: str, call_request_id: str, rows: int, n
     if changed != 1:
         return False
     await tx.execute(
-        "INSERT INTO approval_grant_charges (grant_id, call_request_id, rows_charged, at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO approval_grant_charges (grant_id, call_request_id, rows_charged, at) "
+        "VALUES (?, ?, ?, ?)",
         (grant_id, call_request_id, rows, now),
     )
     return True

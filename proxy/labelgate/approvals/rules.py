@@ -136,9 +136,9 @@ def grant_mismatch(
         return "the grant is for another query (other inputs or outputs)"
     if grant_spent(grant, call_request_id):
         return "the grant was for one call and has been used"
-    if requirement is not None and requirement.row_budget is not None:
-        if grant.row_budget is None or grant.row_budget > requirement.row_budget:
-            return f"the policy now allows at most {requirement.row_budget} rows per grant"
+    tighter = requirement.row_budget if requirement is not None else None
+    if tighter is not None and (grant.row_budget is None or grant.row_budget > tighter):
+        return f"the policy now allows at most {tighter} rows per grant"
     return None
 
 

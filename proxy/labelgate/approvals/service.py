@@ -186,8 +186,7 @@ class ApprovalService:
     async def start(self, *, sweep: bool = True, abandon_previous: bool = True) -> None:
         self._started_at = self.clock()
         await self.db.start()
-        async with self.db.transaction() as tx:
-            await repo.create_schema(tx)
+        await self.db.migrate()  # versioned schema: labelgate/migrations/approvals
         self.db.on_change(self._wake)
         if abandon_previous:
             await self._abandon_previous_run()
@@ -328,9 +327,12 @@ class ApprovalService:
             }
         for grant in grants:
             mismatch = rules.grant_mismatch(grant, binding, now, requirement, call_request_id)
-            if mismatch is None and rules.grant_satisfies(grant, requirement):
-                if rules.budget_shortfall(grant, rows, grant.id in charged) is None:
-                    return grant
+            if (
+                mismatch is None
+                and rules.grant_satisfies(grant, requirement)
+                and rules.budget_shortfall(grant, rows, grant.id in charged) is None
+            ):
+                return grant
         return None
 
     async def charged(self, grant: Grant, call_request_id: str) -> bool:

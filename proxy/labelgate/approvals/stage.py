@@ -6,16 +6,20 @@ When a decision says ``require_approval``:
    query (the request digest: same inputs and requested outputs; any query to the model
    when the policy's ``require_approval.grant_scope`` is ``model``) that satisfies the
    requirement lets the call through (repeat calls within ``grant_ttl_seconds``; a
-   single-use grant only the call it is spent on); with ``x-labelgate-approval-id`` the
-   client names the grant's request, which must be its own, granted, and for exactly this
-   call;
+   single-use grant only the call it is spent on; a grant with ``row_budget`` only while
+   its budget covers the call's rows, charged once per call when it is released: a call
+   over budget is asked for anew, or refused with APPROVAL_BUDGET_EXHAUSTED when it names
+   the grant, or when it asks for more rows than any grant may release); with
+   ``x-labelgate-approval-id`` the client names the grant's request, which must be its own,
+   granted, and for exactly this call;
 2. otherwise a request is opened (justification from ``x-labelgate-justification``) and
    - ``x-labelgate-approval: async``: the call ends at once with FAILED_PRECONDITION and an
      ErrorInfo carrying ``approval_id`` and ``link``;
    - by default the call is held until the request is granted, denied or expires. The window
-     is the policy's ``require_approval.hold_seconds``, else ``approvals.hold_timeout_seconds``,
-     cut short by the client's deadline: when the deadline ends the hold, the request is
-     marked expired and the call ends with DEADLINE_EXCEEDED (APPROVAL_DEADLINE_EXCEEDED).
+     is the policy's ``require_approval.hold_seconds`` capped at ``approvals.hold_timeout_seconds``
+     (that alone when the policy names none), cut short by the client's deadline: when the
+     deadline ends the hold, the request is marked expired and the call ends with
+     DEADLINE_EXCEEDED (APPROVAL_DEADLINE_EXCEEDED).
    The request carries what approvers see of the query: input names, datatypes and shapes
    (never values), the outputs named, the row count, and the fields and labels at stake.
    A requester with ``approvals.max_open_per_requester`` requests open is refused
@@ -47,7 +51,7 @@ from labelgate.approvals.model import (
     Requirement,
     State,
 )
-from labelgate.approvals.service import ApprovalService, Draft
+from labelgate.approvals.service import ApprovalService, Draft, GrantUse
 from labelgate.errors import InvalidInput
 from labelgate.policy.contract import ApprovalRequirement, Decision
 
@@ -108,6 +112,7 @@ def requirement_of(decision: Decision) -> Requirement:
         reason=needed.reason,
         grant_scope="model" if needed.grant_scope == "model" else "query",
         single_use=needed.single_use,
+        row_budget=needed.row_budget,
     )
 
 
@@ -132,6 +137,19 @@ def query_of(policy_input: dict[str, Any]) -> Query:
         ),
         requested_outputs=tuple(request.get("requested_outputs", [])),
     )
+
+
+def charge_fields(use: GrantUse, rows: int) -> dict[str, Any]:
+    """What the audit trail records of a row-budget charge (nothing for unbudgeted grants)."""
+    grant = use.grant
+    if use.rows_charged is None or grant is None:
+        return {}
+    return {
+        "rows": rows,
+        "rows_charged": use.rows_charged,
+        "rows_used": grant.rows_used,
+        "row_budget": grant.row_budget,
+    }
 
 
 def refusal(decision: Decision, code: str, message: str) -> Decision:
@@ -165,10 +183,12 @@ class HoldForApproval:
         self.clock = clock
 
     def hold_window(self, decision: Decision) -> float:
-        """How long a held call waits: the policy's ``hold_seconds``, else the configured one."""
+        """How long a held call waits: the policy's ``hold_seconds``, never longer than the
+        configured ``hold_timeout_seconds`` (the operator's ceiling), which applies alone when
+        the policy names none."""
         needed = decision.require_approval
         if needed is not None and needed.hold_seconds is not None:
-            return float(needed.hold_seconds)
+            return min(float(needed.hold_seconds), self.hold_timeout_seconds)
         return self.hold_timeout_seconds
 
     async def hold(
@@ -182,41 +202,93 @@ class HoldForApproval:
         options = read_options(call.metadata)
         requirement = requirement_of(decision)
         binding = binding_of(subject, call, policy_input)
+        rows = rules.call_rows(query_of(policy_input).rows)
         if options.approval_id is not None:
-            named = await self._named_grant(options.approval_id, binding, requirement, decision, call)
+            named = await self._named_grant(options.approval_id, binding, requirement, decision, call, rows)
             if isinstance(named, Decision):
                 return named
             grant = named
         else:
-            grant = await self.service.find_grant(binding, requirement, call.request_id)
-        if grant is not None and not await self.service.use_grant(grant, requirement, call.request_id):
-            grant = None  # a single-use grant another call spent a moment ago
+            grant = await self.service.find_grant(binding, requirement, call.request_id, rows)
         if grant is not None:
             again = await reevaluate(grant.to_policy())
             if again.require_approval is None:
-                events.record(
-                    "approval.grant_used",
-                    None,
-                    approval_id=grant.request_id,
-                    grant_id=grant.id,
-                    subject=subject.id,
-                    method=call.method,
-                    model=binding.model,
-                    labels=list(binding.labels),
-                    digest=binding.digest,
-                    grant_scope=grant.scope,
-                    single_use=grant.single_use,
-                    request_id=call.request_id,
-                )
-                return again
-            # The policy now asks for more than this grant gives: ask for a new approval.
-            decision, requirement = again, requirement_of(again)
+                if not again.allow:
+                    return again  # refused anyway: nothing released, nothing spent or charged
+                # Spent and charged only now that the grant does release the call.
+                use = await self.service.use_grant(grant, requirement, call.request_id, rows)
+                if use.released:
+                    events.record(
+                        "approval.grant_used",
+                        None,
+                        approval_id=grant.request_id,
+                        grant_id=grant.id,
+                        subject=subject.id,
+                        method=call.method,
+                        model=binding.model,
+                        labels=list(binding.labels),
+                        digest=binding.digest,
+                        grant_scope=grant.scope,
+                        single_use=grant.single_use,
+                        request_id=call.request_id,
+                        **charge_fields(use, rows),
+                    )
+                    return again
+                if options.approval_id is not None and use.refusal == reasons.APPROVAL_BUDGET_EXHAUSTED:
+                    # Another call took the named grant's last rows a moment ago.
+                    fresh = await self.service.get_grant(grant.id)
+                    return self._over_budget(fresh or grant, binding, decision, call, rows)
+                # A single-use grant (or a budget) another call spent a moment ago: ask again.
+            else:
+                # The policy now asks for more than this grant gives: ask for a new approval.
+                decision, requirement = again, requirement_of(again)
+        if requirement.row_budget is not None and rows > requirement.row_budget:
+            # No grant under this policy could ever release the call: do not ask approvers.
+            return refusal(
+                decision,
+                reasons.APPROVAL_BUDGET_EXHAUSTED,
+                f"this call asks for {rows} rows; a grant for it may release at most "
+                f"{requirement.row_budget} rows in total (ask for fewer rows per call)",
+            )
         return await self._ask(
-            call, subject, policy_input, decision, requirement, binding, options, reevaluate
+            call, subject, policy_input, decision, requirement, binding, options, reevaluate, rows
+        )
+
+    def _over_budget(
+        self, grant: Grant, binding: Binding, decision: Decision, call: Call, rows: int
+    ) -> Decision:
+        """The named grant's row budget cannot cover this call: refused, and audited."""
+        why = rules.budget_shortfall(grant, rows, already_charged=False) or "the grant's row budget is spent"
+        events.record(
+            "approval.grant_refused",
+            None,
+            approval_id=grant.request_id,
+            grant_id=grant.id,
+            subject=binding.subject,
+            method=call.method,
+            model=binding.model,
+            labels=list(binding.labels),
+            digest=binding.digest,
+            refusal=why,
+            rows=rows,
+            rows_used=grant.rows_used,
+            row_budget=grant.row_budget,
+            request_id=call.request_id,
+        )
+        return refusal(
+            decision,
+            reasons.APPROVAL_BUDGET_EXHAUSTED,
+            f"approval {grant.request_id} does not cover this call: {why}; ask for a new approval",
         )
 
     async def _named_grant(
-        self, approval_id: str, binding: Binding, requirement: Requirement, decision: Decision, call: Call
+        self,
+        approval_id: str,
+        binding: Binding,
+        requirement: Requirement,
+        decision: Decision,
+        call: Call,
+        rows: int,
     ) -> Grant | Decision | None:
         request = await self.service.get(approval_id)
         if request is None or request.requester != binding.subject:
@@ -267,6 +339,9 @@ class HoldForApproval:
                 f"approval {approval_id} does not cover this call: {mismatch}",
             )
         assert grant is not None
+        charged = await self.service.charged(grant, call.request_id)
+        if rules.budget_shortfall(grant, rows, charged) is not None:
+            return self._over_budget(grant, binding, decision, call, rows)
         return grant if rules.grant_satisfies(grant, requirement) else None
 
     async def _ask(
@@ -279,6 +354,7 @@ class HoldForApproval:
         binding: Binding,
         options: Options,
         reevaluate: Reevaluate,
+        rows: int,
     ) -> Decision:
         now = self.clock()
         cut_by_deadline = False
@@ -329,9 +405,28 @@ class HoldForApproval:
             raise
         if final.state is State.GRANTED and final.grant_id is not None:
             grant = await self.service.get_grant(final.grant_id)
-            # The held call is the grant's first use (a single-use grant is spent on it).
-            if grant is not None and await self.service.use_grant(grant, requirement, call.request_id):
-                return await reevaluate(grant.to_policy())
+            if grant is not None:
+                again = await reevaluate(grant.to_policy())
+                if not again.allow:
+                    return again
+                # The held call is the grant's first use (a single-use grant is spent on it,
+                # a budgeted one charged its rows).
+                use = await self.service.use_grant(grant, requirement, call.request_id, rows)
+                if use.released:
+                    if use.rows_charged is not None:
+                        events.record(
+                            "approval.grant_used",
+                            final,
+                            grant_id=grant.id,
+                            subject=subject.id,
+                            **charge_fields(use, rows),
+                        )
+                    return again
+                return refusal(
+                    decision,
+                    use.refusal or "GRANT_NOT_APPLICABLE",
+                    f"approval {final.id} was granted, but another call used its grant first; ask again",
+                )
         if cut_by_deadline and final.state is State.EXPIRED:
             raise HoldDeadlineExceeded(
                 reasons.APPROVAL_DEADLINE_EXCEEDED,

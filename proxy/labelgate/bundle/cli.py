@@ -399,7 +399,21 @@ def load_publish_gate(path: Path, state_dir: Path) -> PublishGate:
         report = replay_report(current, candidate, stored, engine=engine)
         return {"engine": engine, "window": settings.window, **report.to_json()}
 
+    _probe_approvals(settings.approvals)
     return PublishGate(analyze, settings.hold, ServiceApprovals(settings.approvals))
+
+
+def _probe_approvals(rule: ApprovalRule) -> None:
+    """Reach the approval store once before serving: an unreachable store is a one-line error
+    at start, not a failed application start-up. (The server's own client runs on its loop.)"""
+    import asyncio
+
+    async def probe() -> None:
+        approvals = ServiceApprovals(rule)
+        await approvals.start()
+        await approvals.close()
+
+    asyncio.run(probe())
 
 
 class ServiceApprovals:

@@ -29,7 +29,7 @@ from labelgate.calls import Call, Target
 from labelgate.errors import Unsupported
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.repository import ModelDirectory, SendTo
+from labelgate.gateway.repository import ModelDirectory, SendTo, usable_or_unknown
 from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge
 from labelgate.logs import get_logger
@@ -184,8 +184,10 @@ class InferenceProxy:
                 if name == "ModelInfer":
                     check_no_shared_memory(request)  # type: ignore[arg-type]
                     return await self.pipeline.infer(call, request, send)  # type: ignore[arg-type]
+                # A hidden model's configuration is refused as an unknown model's is.
+                gate = usable_or_unknown(self.pipeline, call, model) if name == "ModelConfig" else None
                 return await self.pipeline.unary_message(
-                    call, Target(service=SERVICE, model=model), request, send
+                    call, Target(service=SERVICE, model=model), request, send, gate=gate
                 )
             raise AssertionError("unreachable: refusals() aborts the call")
 

@@ -55,10 +55,12 @@ from labelgate.errors import (
     LabelgateError,
     PermissionDenied,
     PolicyUnavailable,
+    ResourceExhausted,
     Unauthenticated,
     UpstreamError,
 )
 from labelgate.gateway import metrics
+from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.record import Recorder
@@ -77,6 +79,8 @@ _UNAVAILABLE_REASONS = frozenset({policy_reasons.POLICY_UNAVAILABLE, policy_reas
 Send = Callable[[Message], Awaitable[Message]]
 # (subject, upstream reply) -> the reply without what the subject may not know about.
 Narrow = Callable[[Subject, Message], Awaitable[Message]]
+# Runs after the request phase admitted the call, before anything is sent; raises to refuse.
+Gate = Callable[[Subject], Awaitable[None]]
 log = get_logger(__name__)
 
 
@@ -116,14 +120,23 @@ class Pipeline:
             return await self.release_inference(call, subject, target, response, outcome)
 
     async def unary_message(
-        self, call: Call, target: Target, request: Message, send: Send, narrow: Narrow | None = None
+        self,
+        call: Call,
+        target: Target,
+        request: Message,
+        send: Send,
+        narrow: Narrow | None = None,
+        gate: Gate | None = None,
     ) -> Message:
         """Metadata RPCs and routed unary methods: admitted on the method, reply classified
         as a message. ``narrow`` (the repository index, statistics) takes out of the reply what
-        the subject may not know about before it is classified (``usable_models``)."""
+        the subject may not know about before it is classified (``usable_models``); ``gate``
+        (a model named by ``ModelConfig`` or ``ModelStatistics``) may refuse it before it is sent."""
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
             await self.admit(call, subject, target, outcome)
+            if gate is not None:
+                await gate(subject)
             reply = await self.forward(send, request, outcome)
             if narrow is not None:
                 reply = await narrow(subject, reply)
@@ -133,7 +146,9 @@ class Pipeline:
         """The models among ``models`` the subject may call ``ModelInfer`` on: for each, the
         policy decides that call's request phase (the catalog's fields, no outputs named) and
         the model counts when it is allowed or offered an approval (nothing is held here).
-        Fail closed: a model whose decision fails, times out or exceeds the bounds is left out."""
+        Fail closed: a model whose decision fails, times out or exceeds the bounds is left out,
+        and more than ``limits.max_index_models`` names fail the call (RESOURCE_EXHAUSTED
+        ``INDEX_TOO_MANY_MODELS``) rather than run a decision for each."""
         infer_call = dataclasses.replace(call, method=f"/{call.service}/ModelInfer")
         # A repository of hundreds of models must not open hundreds of decisions at once.
         slots = asyncio.Semaphore(16)
@@ -160,6 +175,11 @@ class Pipeline:
             return decision.allow or decision.require_approval is not None
 
         names = sorted(set(models))
+        if len(names) > self.limits.max_index_models:
+            raise ResourceExhausted(
+                gateway_reasons.INDEX_TOO_MANY_MODELS,
+                f"the upstreams list more than {self.limits.max_index_models} models",
+            )
         verdicts = await asyncio.gather(*(usable(name) for name in names))
         return {name for name, ok in zip(names, verdicts, strict=True) if ok}
 

@@ -27,6 +27,7 @@ from labelgate.calls import CallRecord
 from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
 from labelgate.logs import get_logger
+from labelgate.migrations import upgrade_sqlite
 from labelgate.timestamps import format_time, utc_now
 
 log = get_logger("labelgate.decision")
@@ -98,6 +99,7 @@ class LogAndMetricsRecorder:
         log.info(
             "call",
             method=call.method,
+            model=entry.model,
             peer=call.peer,
             session_id=call.session_id,
             request_id=call.request_id,
@@ -143,17 +145,6 @@ class AuditRecorder:
 # cache leaves them out of its key, and the store leaves them out of what it keeps
 # (``digest`` is a hash of the request's values, which has no place at rest here).
 _VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer", "digest"})
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decision_inputs (
-    hash TEXT PRIMARY KEY,
-    phase TEXT NOT NULL,
-    input TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    seen INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS decision_inputs_last_seen ON decision_inputs (last_seen);
-"""
 
 
 def replayable_input(doc: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +169,7 @@ class InputStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        upgrade_sqlite(self._db, "inputs")  # versioned schema: labelgate/migrations/inputs
 
     @classmethod
     def open_readonly(cls, path: Path) -> InputStore:
@@ -346,6 +337,11 @@ _APPROVAL_DECISIONS = {
 }
 
 
+# Carried into an approval record's details when the event has them: the verdict of a vote,
+# and a row-budget charge (rows asked, charged, used so far, the budget) or refusal.
+_AUDITED_DETAILS = ("verdict", "grant_id", "rows", "rows_charged", "rows_used", "row_budget")
+
+
 def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     """The audit record of one approval state change; None for housekeeping events."""
     decision = _APPROVAL_DECISIONS.get(name)
@@ -369,7 +365,10 @@ def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] |
         "reason": payload.get("reason") or payload.get("refusal") or payload.get("resolution"),
         "approval_id": payload.get("approval_id"),
         "approvers": people,
-        "details": {"event": name, **({"verdict": payload["verdict"]} if "verdict" in payload else {})},
+        "details": {
+            "event": name,
+            **{key: payload[key] for key in _AUDITED_DETAILS if payload.get(key) is not None},
+        },
     }
 
 

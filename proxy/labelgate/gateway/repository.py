@@ -9,9 +9,13 @@ status, ``UPSTREAM_<CODE>``): a partial list would look like a complete one.
 
 Then the reply is narrowed to the models the caller may use (``Pipeline.usable_models``: the
 policy's request-phase decision of ``ModelInfer`` on each), before it is classified, decided
-and rebuilt like any metadata reply. Statistics that name a model go to that model's upstream
-only, and are narrowed the same way. Both run through ``Pipeline.unary_message``, so they are
-authenticated, admitted, recorded and released like every call.
+and rebuilt like any metadata reply. Statistics that name a model, and a model's
+configuration (``ModelConfig``), are about that model alone: before anything is sent, a model
+the caller may not use is refused exactly as a model no route serves is (NOT_FOUND
+``MODEL_NOT_ROUTED``, ``usable_or_unknown``), so neither call tells a caller that a model it
+may not use exists. Named statistics go to that model's upstream only. Both run through
+``Pipeline.unary_message``, so they are authenticated, admitted, recorded and released like
+every call.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from google.protobuf.message import Message
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate.auth import Subject
 from labelgate.calls import Call, Target
-from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.upstream import Router, UpstreamEdge
+from labelgate.gateway.pipeline import Gate, Pipeline
+from labelgate.gateway.upstream import ModelNotRouted, Router, UpstreamEdge
 
 # Sends one message to one upstream (the transport's stub, metadata and deadline).
 SendTo = Callable[[UpstreamEdge, Message], Awaitable[Message]]
@@ -75,9 +79,21 @@ class ModelDirectory:
             return ext.ModelStatisticsResponse(model_stats=kept)
 
         target = Target(service=call.service, model=request.name, model_version=request.version)
-        reply = await self.pipeline.unary_message(call, target, request, send, narrow)
+        gate = usable_or_unknown(self.pipeline, call, request.name) if request.name else None
+        reply = await self.pipeline.unary_message(call, target, request, send, narrow, gate)
         assert isinstance(reply, ext.ModelStatisticsResponse)
         return reply
+
+
+def usable_or_unknown(pipeline: Pipeline, call: Call, model: str) -> Gate:
+    """Refuses ``model`` unless the subject may use it (``Pipeline.usable_models``), with the
+    very error a model no route serves gets: its existence is not the caller's to learn."""
+
+    async def gate(subject: Subject) -> None:
+        if model not in await pipeline.usable_models(call, subject, [model]):
+            raise ModelNotRouted()
+
+    return gate
 
 
 def merged_index(

@@ -9,7 +9,9 @@
   empty body when done.
 
 Each route makes the gRPC request, runs the call shape the gRPC transport runs, and writes the
-reply the pipeline built as JSON (``labelgate.oip.extensions``).
+reply the pipeline built as JSON (``labelgate.oip.extensions``). A body (index, load, unload) is
+read only once the caller is authenticated: an unauthenticated request is refused (and
+recorded) without its body being read or parsed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
-from labelgate.calls import Call
+from labelgate.calls import Call, Target
 from labelgate.errors import LabelgateError
 from labelgate.gateway.inference import SERVICE
-from labelgate.gateway.repository import ModelDirectory, SendTo
+from labelgate.gateway.repository import ModelDirectory, SendTo, usable_or_unknown
 from labelgate.gateway.rest import RestGateway, error_response
 from labelgate.gateway.upstream import UpstreamEdge
 from labelgate.oip import extensions as json_form
@@ -74,10 +76,17 @@ class ExtensionRoutes:
     async def config(self, request: Request) -> Response:
         name, version = request.path_params["model"], request.path_params.get("version", "")
         message = ext.ModelConfigRequest(name=name, version=version)
-        return await _answer(
-            lambda: self.gateway._unary(request, "ModelConfig", message, ext.ModelConfigResponse, name),
-            lambda reply: JSONResponse(json_form.config_json(reply)),
-        )
+        call = self.gateway._call(request, "ModelConfig")
+        send = self.gateway._send("ModelConfig", ext.ModelConfigResponse, call, name)
+        pipeline = self.gateway.pipeline
+
+        async def run() -> Message:
+            # As gRPC's: a hidden model's configuration is refused as an unknown model's is.
+            gate = usable_or_unknown(pipeline, call, name)
+            target = Target(service=SERVICE, model=name)
+            return await pipeline.unary_message(call, target, message, send, gate=gate)
+
+        return await _answer(run, lambda reply: JSONResponse(json_form.config_json(reply)))
 
     async def statistics(self, request: Request) -> Response:
         name, version = request.path_params.get("model", ""), request.path_params.get("version", "")
@@ -94,7 +103,7 @@ class ExtensionRoutes:
         send_to = self._send_to("RepositoryIndex", ext.RepositoryIndexResponse, call)
 
         async def run() -> Message:
-            message = json_form.index_request(await self.gateway._body(request))
+            message = json_form.index_request(await self._authenticated_body(request, call))
             return await self.directory.index(call, message, send_to)
 
         return await _answer(run, lambda reply: JSONResponse(json_form.index_json(reply)))
@@ -109,12 +118,28 @@ class ExtensionRoutes:
         name = request.path_params["model"]
         response_type: type[Message] = getattr(ext, method + "Response")
 
+        call = self.gateway._call(request, method)
+        send = self.gateway._send(method, response_type, call, name)
+
         async def run() -> Message:
             message: Any = request_type(model_name=name)
-            json_form.repository_parameters(await self.gateway._body(request), message.parameters)
-            return await self.gateway._unary(request, method, message, response_type, name)
+            json_form.repository_parameters(await self._authenticated_body(request, call), message.parameters)
+            target = Target(service=SERVICE, model=name)
+            return await self.gateway.pipeline.unary_message(call, target, message, send)
 
         return await _answer(run, lambda _: Response(status_code=200))
+
+    async def _authenticated_body(self, request: Request, call: Call) -> bytes:
+        """The body, read only once ``call``'s caller is authenticated; a refusal is recorded
+        like any refused call's and the body is never read."""
+        pipeline = self.gateway.pipeline
+        try:
+            pipeline.authenticate(call)
+        except LabelgateError as error:
+            target = Target(service=SERVICE, model=call_model(request))
+            await pipeline._record_failure(call, None, target, error)
+            raise
+        return await self.gateway._body(request)
 
 
 async def _answer(run: Callable[[], Awaitable[Any]], render: Callable[[Any], Response]) -> Response:
@@ -123,6 +148,10 @@ async def _answer(run: Callable[[], Awaitable[Any]], render: Callable[[Any], Res
     except LabelgateError as error:
         return error_response(error)
     return render(reply)
+
+
+def call_model(request: Request) -> str:
+    return str(request.path_params.get("model", ""))
 
 
 def _serialize(message: Message) -> bytes:

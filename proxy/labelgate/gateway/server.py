@@ -74,6 +74,7 @@ def build_engine(settings: GatewaySettings) -> PolicyEngine:
             timeout=policy.timeout_ms / 1000,
             token=policy.opa_token.get_secret_value() if policy.opa_token else None,
             ca_file=policy.opa_ca_file,
+            retry=policy.opa_retry,
         )
     else:
         # Both in-process engines follow a folder or the bundle server the same way.
@@ -100,6 +101,7 @@ def build_bundle_client(policy: PolicySettings) -> BundleClient:
         key=key,
         wait_seconds=policy.bundle_wait_seconds,
         start_timeout=policy.bundle_start_timeout_seconds,
+        retry=policy.bundle_retry,
     )
 
 
@@ -278,6 +280,7 @@ class Gateway:
             raise ConfigError(
                 reasons.LISTEN_IN_USE, f"listen {self.settings.listen}: the address is already in use"
             ) from None
+        await self.router.start()  # discovered models are routed before the first call
         await self.server.start()
         await self._set_serving()
         self._tasks.append(asyncio.create_task(self._watch_health()))

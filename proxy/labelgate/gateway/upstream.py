@@ -29,6 +29,7 @@ from labelgate.calls import PROVEN
 from labelgate.config import GatewaySettings, UpstreamSettings
 from labelgate.errors import LabelgateError, NotFound
 from labelgate.gateway import metrics
+from labelgate.gateway.discovery import DiscoveredRoutes, Discovery
 from labelgate.logs import get_logger
 
 Metadata = Sequence[tuple[str, Any]]
@@ -204,19 +205,23 @@ class ModelNotRouted(NotFound):
 
 
 class Router:
-    """Which upstream serves a call: by model, over ``upstreams`` (fnmatch globs, first match
-    in config order) and then the default route (``upstream``, when the config has one).
-    Calls that name no model (``ServerLive``, ``ServerReady``, ``ServerMetadata``) go to the
-    default route, else to the first entry of ``upstreams``."""
+    """Which upstream serves a call, by model: ``upstreams`` entries with globs (fnmatch,
+    first match in config order), then the names discovering entries found in their
+    repository index (``gateway/discovery.py``; a name two of them list is refused), then the
+    default route (``upstream``, when the config has one). Calls that name no model
+    (``ServerLive``, ``ServerReady``, ``ServerMetadata``) go to the default route, else to the
+    first entry of ``upstreams``."""
 
     def __init__(
         self,
         routes: Sequence[tuple[UpstreamEdge, Sequence[str]]],
         default: UpstreamEdge | None,
+        discoveries: Sequence[Discovery] = (),
     ) -> None:
         self.routes = [(upstream, tuple(globs)) for upstream, globs in routes]
         self.default = default
-        if default is None and not self.routes:
+        self.discovered = DiscoveredRoutes(discoveries)
+        if default is None and not self.routes and not discoveries:
             raise ValueError("a router needs at least one upstream")
 
     @classmethod
@@ -231,17 +236,32 @@ class Router:
         from labelgate.gateway.rest_upstream import RestUpstream
 
         routes: list[tuple[UpstreamEdge, Sequence[str]]] = []
+        discoveries: list[Discovery] = []
         for entry in settings.upstreams:
             kind = RestUpstream if entry.protocol == "rest" else Upstream
             own = entry.model_copy(update={"subject_assertion": assertion})
-            routes.append((kind(own, limit, name=entry.name), entry.models))
-        return cls(routes, default if settings.default_route() else None)
+            upstream = kind(own, limit, name=entry.name)
+            if entry.discover:
+                discoveries.append(
+                    Discovery(
+                        upstream,
+                        allowed=entry.models,
+                        interval=entry.discover_interval_seconds,
+                        max_stale=entry.discover_max_stale_seconds,
+                    )
+                )
+            else:
+                routes.append((upstream, entry.models))
+        return cls(routes, default if settings.default_route() else None, discoveries)
 
     def for_model(self, model: str) -> UpstreamEdge:
         for upstream, globs in self.routes:
             if any(fnmatch.fnmatchcase(model, glob) for glob in globs):
                 return upstream
-        if self.default is None:
+        listed, discovered = self.discovered.lookup(model)
+        if discovered is not None:
+            return discovered
+        if listed or self.default is None:  # listed without an upstream: two claim it
             raise ModelNotRouted()
         return self.default
 
@@ -252,15 +272,29 @@ class Router:
             return False
 
     def for_server(self) -> UpstreamEdge:
-        return self.default if self.default is not None else self.routes[0][0]
+        if self.default is not None:
+            return self.default
+        return self.routes[0][0] if self.routes else self.discovered.discoveries[0].upstream
 
     def by_name(self, name: str) -> UpstreamEdge | None:
-        return next((upstream for upstream, _ in self.routes if upstream.name == name), None)
+        return next((upstream for upstream in self._entries() if upstream.name == name), None)
+
+    def _entries(self) -> list[UpstreamEdge]:
+        return [upstream for upstream, _ in self.routes] + [d.upstream for d in self.discovered.discoveries]
 
     def upstreams(self) -> list[UpstreamEdge]:
         """Every upstream once, the default first."""
         found = [self.default] if self.default is not None else []
-        return found + [upstream for upstream, _ in self.routes]
+        return found + self._entries()
+
+    async def start(self) -> None:
+        """Discovering entries ask their index now (before calls are served), then on their
+        interval."""
+        await self.discovered.start()
+
+    async def refresh(self) -> None:
+        """Every discovering entry asks its index now (the loop's work, driven explicitly)."""
+        await self.discovered.refresh()
 
     async def ready(self) -> dict[str, bool]:
         """Reachability per upstream: ``upstream`` (the default route) and ``upstream:<name>``."""
@@ -274,7 +308,8 @@ class Router:
         }
 
     async def close(self) -> None:
-        for upstream, _ in self.routes:
+        await self.discovered.stop()
+        for upstream in self._entries():
             await upstream.close()
 
 

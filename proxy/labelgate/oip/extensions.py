@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -22,6 +21,7 @@ from google.protobuf.message import Message
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate.errors import InvalidInput
 from labelgate.oip import reasons
+from labelgate.oip.rest import parse_json
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -78,21 +78,18 @@ def repository_parameters(body: bytes, into: Any) -> None:
                 raise _invalid(f"parameter '{name}' must be base64") from None
         elif isinstance(value, bool):
             parameter.bool_param = value
-        elif isinstance(value, int):
+        elif isinstance(value, int) and -(2**63) <= value < 2**63:
             parameter.int64_param = value
         elif isinstance(value, str):
             parameter.string_param = value
         else:
-            raise _invalid(f"parameter '{name}' must be a string, boolean or integer")
+            raise _invalid(f"parameter '{name}' must be a string, boolean or 64-bit integer")
 
 
 def _object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(reasons.REST_REQUEST_INVALID, "the body is not JSON") from None
+    data = parse_json(body, "the body")  # deep nesting, bad UTF-8: REST_REQUEST_INVALID
     if not isinstance(data, dict):
         raise InvalidInput(reasons.REST_REQUEST_INVALID, "the body must be a JSON object")
     return data

@@ -21,6 +21,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput, Unsupported
 from labelgate.oip import reasons
@@ -485,3 +486,22 @@ def upstream_metadata(body: bytes, response_type: type[Message]) -> Message:
             outputs=_tensor_metadata_list(document.get("outputs", []), "outputs"),
         )
     raise TypeError(f"no REST form for {response_type.DESCRIPTOR.full_name}")
+
+
+def upstream_index(body: bytes) -> ext.RepositoryIndexResponse:
+    """A ``RepositoryIndexResponse`` from a REST upstream's ``POST /v2/repository/index``
+    (a JSON list); only each entry's ``name``, ``version``, ``state`` and ``reason`` are read."""
+    try:
+        document = parse_json(body, "the upstream's reply")
+    except InvalidInput:
+        raise _malformed("the upstream's repository index is not JSON") from None
+    if not isinstance(document, list):
+        raise _malformed("the upstream's repository index is not a JSON list")
+    index = ext.RepositoryIndexResponse()
+    for entry in document:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            raise _malformed("an entry of the upstream's repository index has no name")
+        texts = {key: entry.get(key) for key in ("version", "state", "reason")}
+        index.models.add(name=name, **{k: v for k, v in texts.items() if isinstance(v, str)})
+    return index

@@ -25,10 +25,12 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter, Gauge
 
+from labelgate import retry
 from labelgate.errors import BundleUnavailable, ConfigError, LabelgateError
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
 from labelgate.policy.source import MAX_BUNDLE_BYTES, BundleKey, PolicySource
+from labelgate.retry import RetrySettings
 
 log = get_logger(__name__)
 
@@ -84,6 +86,10 @@ def read_bundle(
     return BundleSource(source.modules, source.data, source.revision, source.origin, wasm=wasm)
 
 
+class _PollFailed(Exception):
+    """One poll failed (already logged and counted): the retry policy waits, then asks again."""
+
+
 class BundleClient:
     """Long-polls one bundle and hands every new, verified revision to ``apply``."""
 
@@ -99,6 +105,7 @@ class BundleClient:
         retry_min: float = 0.5,
         retry_max: float = 5.0,
         max_bytes: int = MAX_BUNDLE_BYTES,
+        retry: RetrySettings | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -115,6 +122,10 @@ class BundleClient:
         self.start_timeout = start_timeout
         self.retry_min = retry_min
         self.retry_max = retry_max
+        # The one retry policy (labelgate/retry.py); by default from retry_min to retry_max.
+        self.retry = retry or RetrySettings(
+            initial_seconds=retry_min, max_seconds=retry_max, jitter_seconds=retry_min / 2
+        )
         self.max_bytes = max_bytes
         self.status = FollowStatus()
         self._token = token
@@ -150,38 +161,44 @@ class BundleClient:
     async def follow(self, apply: Callable[[PolicySource], Awaitable[bool]]) -> None:
         """Poll forever (until cancelled); ``apply`` raises to refuse a revision."""
         etag: str | None = None
-        delay = self.retry_min
         timeout = aiohttp.ClientTimeout(total=self.wait_seconds + _REQUEST_MARGIN_SECONDS)
         async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
             while True:
-                try:
-                    asked = time.monotonic()
-                    fetched = await self._fetch(session, etag)
-                    if fetched is None:
-                        BUNDLE_UPDATES.labels(outcome="not_modified").inc()
-                        delay = self.retry_min
-                        if time.monotonic() - asked < self.retry_min:
-                            # A server that does not hold requests (no long polling, or wait 0):
-                            # poll every retry_min instead of spinning.
-                            await asyncio.sleep(self.retry_min)
-                        continue
-                    revision = await self._apply(fetched[1], apply)
-                except BundleUnavailable as error:
-                    self._failed("unavailable", error)
-                except Exception as error:  # a bad bundle never ends the loop
-                    if not isinstance(error, LabelgateError):
-                        error = LabelgateError(
-                            reasons.BUNDLE_APPLY_FAILED, f"{type(error).__name__}: {error}"
-                        )
-                    self._failed("refused", error)
-                else:
-                    # Without an ETag header, the manifest revision is what the server would tag.
-                    etag, delay = fetched[0] or f'"{revision}"', self.retry_min
-                    continue
-                # etag stays the revision in force: a bad bundle is fetched again after the
-                # backoff (its fix may keep the same content, e.g. a corrected signing key).
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+                # A failed poll is tried again with the backoff of the one retry policy, with
+                # etag still the revision in force: a bad bundle is fetched again (its fix may
+                # keep the same content, e.g. a corrected signing key). A good poll resets it.
+                etag = await retry.policy(self.retry, _PollFailed, forever=True)(
+                    self._poll, session, etag, apply
+                )
+
+    async def _poll(
+        self,
+        session: aiohttp.ClientSession,
+        etag: str | None,
+        apply: Callable[[PolicySource], Awaitable[bool]],
+    ) -> str | None:
+        """One long poll: the ETag to ask with next; ``_PollFailed`` when it failed."""
+        try:
+            asked = time.monotonic()
+            fetched = await self._fetch(session, etag)
+            if fetched is None:
+                BUNDLE_UPDATES.labels(outcome="not_modified").inc()
+                if time.monotonic() - asked < self.retry_min:
+                    # A server that does not hold requests (no long polling, or wait 0):
+                    # poll every retry_min instead of spinning.
+                    await asyncio.sleep(self.retry_min)
+                return etag
+            revision = await self._apply(fetched[1], apply)
+        except BundleUnavailable as error:
+            self._failed("unavailable", error)
+            raise _PollFailed from error
+        except Exception as error:  # a bad bundle never ends the loop
+            if not isinstance(error, LabelgateError):
+                error = LabelgateError(reasons.BUNDLE_APPLY_FAILED, f"{type(error).__name__}: {error}")
+            self._failed("refused", error)
+            raise _PollFailed from error
+        # Without an ETag header, the manifest revision is what the server would tag.
+        return fetched[0] or f'"{revision}"'
 
     async def _fetch(self, session: aiohttp.ClientSession, etag: str | None) -> tuple[str, bytes] | None:
         """(etag, tarball) for a new bundle, None for 304; raises BundleUnavailable."""

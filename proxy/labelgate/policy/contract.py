@@ -92,7 +92,9 @@ class ApprovalRequirement:
 
     ``grant_scope``: what the grant then releases: ``query`` (default) only calls with the
     held call's request digest (same inputs and requested outputs), ``model`` any call of
-    the subject to the model and label set. ``single_use``: the grant releases one call."""
+    the subject to the model and label set. ``single_use``: the grant releases one call.
+    ``row_budget``: the grant releases at most that many rows in total (each call is charged
+    its row count, the first dimension of its inputs)."""
 
     approver_groups: tuple[str, ...]
     min_approvals: int
@@ -102,6 +104,7 @@ class ApprovalRequirement:
     single_use: bool = False
     # The hold window the policy asks for (None: the config's approvals.hold_timeout_seconds).
     hold_seconds: int | None = None
+    row_budget: int | None = None  # None: the grant releases any number of rows
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -117,6 +120,8 @@ class ApprovalRequirement:
             out["single_use"] = True
         if self.hold_seconds is not None:
             out["hold_seconds"] = self.hold_seconds
+        if self.row_budget is not None:
+            out["row_budget"] = self.row_budget
         return out
 
 
@@ -238,6 +243,7 @@ def validate_result(
             grant_scope=approval.get("grant_scope", "query"),
             single_use=bool(approval.get("single_use", False)),
             hold_seconds=int(approval["hold_seconds"]) if "hold_seconds" in approval else None,
+            row_budget=int(approval["row_budget"]) if "row_budget" in approval else None,
         ),
         # JSON Schema's "integer" also admits 5.0: keep the Python type an int.
         cache_ttl_seconds=int(raw["cache_ttl_seconds"]),

@@ -26,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from opa_client.opa_async import AsyncOpaClient
+from tenacity import RetryCallState
 from yarl import URL
 
+from labelgate import retry
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
@@ -45,6 +48,7 @@ from labelgate.policy.contract import (
     validate_result,
 )
 from labelgate.policy.engine import DECISION_PATH
+from labelgate.retry import RetrySettings
 
 log = get_logger(__name__)
 
@@ -114,6 +118,10 @@ def revision_from_provenance(provenance: Any) -> str:
     return ";".join(f"{name}={rev}" for name, rev in sorted(revisions.items()))
 
 
+class _Reconnect(Exception):
+    """A connection error worth another attempt (refused, or a pooled socket already closed)."""
+
+
 class OpaEngine:
     """PolicyEngine backed by ``POST /v1/data/<decision_path>?provenance=true``."""
 
@@ -133,6 +141,7 @@ class OpaEngine:
         decision_path: str = DECISION_PATH,
         pool_size: int = 64,
         health_timeout: float = 1.0,
+        retry: RetrySettings | None = None,
     ) -> None:
         base = URL(url.rstrip("/"))
         if base.scheme not in ("http", "https") or not base.host:
@@ -147,6 +156,10 @@ class OpaEngine:
         self._decision_url = f"{self._base}/v1/data/{decision_path.strip('/')}"
         self._timeout = timeout
         self._retries = retries
+        # The one retry policy; by default ``retries`` more attempts at once (a few ms apart).
+        self._retry = retry or RetrySettings(
+            max_attempts=retries + 1, initial_seconds=0.005, max_seconds=0.05, jitter_seconds=0.005
+        )
         self._health_timeout = health_timeout
         https = base.scheme == "https"
         self._client = _OpaSession(
@@ -261,7 +274,8 @@ class OpaEngine:
     async def _post(self, url: str, params: dict[str, str], payload: dict[str, Any]) -> tuple[int, bytes]:
         data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         session = self._client.session
-        for attempt in range(self._retries + 1):
+
+        async def attempt() -> tuple[int, bytes]:
             try:
                 async with session.post(
                     url, params=params, data=data, headers={"Content-Type": "application/json"}
@@ -270,10 +284,19 @@ class OpaEngine:
             except aiohttp.ServerTimeoutError:
                 raise  # a timeout is also a ClientConnectionError: never retried
             except aiohttp.ClientConnectionError as error:
-                if attempt >= self._retries:
-                    raise
-                log.info("opa_retry", url=self._base, error_type=type(error).__name__)
-        raise AssertionError("unreachable")
+                raise _Reconnect from error
+
+        def note(state: RetryCallState) -> None:
+            failed = state.outcome.exception() if state.outcome else None
+            cause = failed.__cause__ if failed is not None else None
+            log.info("opa_retry", url=self._base, error_type=type(cause).__name__)
+
+        # One deadline covers every attempt: no retry starts, or waits, past the decision's.
+        deadline = time.monotonic() + self._timeout
+        try:
+            return await retry.policy(self._retry, _Reconnect, deadline=deadline, before_sleep=note)(attempt)
+        except _Reconnect as failed:
+            raise failed.__cause__ from None  # type: ignore[misc]
 
     async def _open(self) -> None:
         if not self._opened:

@@ -15,6 +15,13 @@ when the policy allowed nothing) and names the approval; never clear values. Req
 (``request_message``, kept only with ``recording.record_input_values``) are never classified,
 so no view shows them.
 
+The policy decides on the recorded fields as well as today's, but masks are applied against
+today's classification of the response: a mask on a detector span (``outputs.t{d}``) or a
+JSON node (``outputs.t[].k``) that today's classification did not find would be a no-op. So
+such a mask, and a glob mask for each recorded field it names that today's classification
+lacks, becomes a ``null`` mask on the whole field it is part of (``outputs.t``; for a
+message, the field before ``{``): fail closed.
+
 ``ReplayPolicy`` is handed in by whoever runs the viewer (the gateway's admin app, the CLI)
 with the engine the gateway runs; this module never builds one.
 """
@@ -32,6 +39,7 @@ from google.protobuf.message import Message
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.classify import Classification, Classifier, Field, to_policy_fields
+from labelgate.classify.catalog import OUTPUTS_PREFIX, compile_glob, is_glob, tensor_part
 from labelgate.classify.labels import LABEL_RANK
 from labelgate.enforce import Mask, MaskIndex, apply_masks, apply_message_masks
 from labelgate.enforce.replies import infer_response, masked_markers
@@ -119,6 +127,7 @@ async def view_call(policy: ReplayPolicy, viewer: Subject, entry: dict[str, Any]
             masks = [Mask.coerce(mask) for mask in decision.masks]
         else:  # held, with nothing allowed: the viewer may see none of the values yet
             masks = [Mask(item.path, "null") for item in fields]
+        decided, masks = masks, _applicable(masks, response, fields)
         shown["response"] = encode_message(_masked(policy, response, masks))
     except (LabelgateError, ValueError) as error:
         log.error(
@@ -127,7 +136,8 @@ async def view_call(policy: ReplayPolicy, viewer: Subject, entry: dict[str, Any]
         shown["replay"] = _verdict(FAILED, "the recorded response cannot be masked, so it is not shown")
         return shown
     outcome = APPROVAL_REQUIRED if decision.require_approval else MASKED if masks else SHOWN
-    shown["replay"] = _verdict(outcome, decision.reason, decision, _summary(masks, fields))
+    widened = {mask.path for mask in masks if mask not in decided}
+    shown["replay"] = _verdict(outcome, decision.reason, decision, _summary(masks, fields, widened))
     return shown
 
 
@@ -242,6 +252,41 @@ async def _decide(policy: ReplayPolicy, policy_input: dict[str, Any]) -> Decisio
         return Decision.deny(POLICY_ERROR)
 
 
+def _applicable(masks: list[Mask], response: _Response, fields: Sequence[Field]) -> list[Mask]:
+    """The masks, each one that could miss a value widened to its whole field (``null``).
+
+    A partial mask (a ``{detector}`` span, a JSON node) only reaches what today's
+    classification found; one whose path today's fields do not hold, e.g. a span a detector
+    found when the call was made, would leave the value in clear.
+    """
+    today = {item.path for item in response.classification.fields}
+    tensors = response.tensors is not None
+    applicable: list[Mask] = []
+    for mask in masks:
+        whole = _whole_path(mask.path, tensors)
+        if mask.path in today or whole == mask.path:
+            applicable.append(mask)
+        elif not is_glob(mask.path):
+            applicable.append(Mask(whole, "null"))
+        else:  # kept for what it matches today, and widened for every recorded path it names
+            applicable.append(mask)
+            pattern = compile_glob(mask.path)
+            for item in fields:
+                if item.path not in today and pattern.fullmatch(item.path):
+                    widened = _whole_path(item.path, tensors)
+                    if widened != item.path:
+                        applicable.append(Mask(widened, "null"))
+    return applicable
+
+
+def _whole_path(path: str, tensors: bool) -> str:
+    """The whole field a path is part of: ``outputs.t`` for ``outputs.t{d}`` or
+    ``outputs.t[].k`` (an inference response); the field before ``{`` in a message."""
+    if tensors and path.startswith(OUTPUTS_PREFIX):
+        return OUTPUTS_PREFIX + tensor_part(path)
+    return path.split("{", 1)[0]
+
+
 def _masked(policy: ReplayPolicy, response: _Response, masks: list[Mask]) -> Message:
     if response.tensors is None:
         return apply_message_masks(response.message, response.classification, masks, policy.hash_key)
@@ -265,10 +310,25 @@ def _masked(policy: ReplayPolicy, response: _Response, masks: list[Mask]) -> Mes
     )
 
 
-def _summary(masks: Sequence[Mask], fields: Sequence[Field]) -> list[dict[str, str]]:
+def _summary(masks: Sequence[Mask], fields: Sequence[Field], widened: set[str]) -> list[dict[str, str]]:
     # A label the gateway does not know ranks above every known one, as in the policy.
-    labels = {
-        item.path: max(item.labels, key=lambda label: LABEL_RANK.get(label, len(LABEL_RANK)))
-        for item in fields
-    }
-    return [{"path": m.path, "strategy": m.strategy, "label": labels.get(m.path, "unknown")} for m in masks]
+    def rank(label: str) -> int:
+        return LABEL_RANK.get(label, len(LABEL_RANK))
+
+    labels = {item.path: max(item.labels, key=rank) for item in fields}
+    # A mask widened to a whole field (``_applicable``) is there for what was found inside it.
+    inside: dict[str, str] = {}
+    for item in fields:
+        for whole in {_whole_path(item.path, True), _whole_path(item.path, False)} - {item.path}:
+            if whole not in inside or rank(labels[item.path]) > rank(inside[whole]):
+                inside[whole] = labels[item.path]
+    summary = []
+    for m in masks:
+        found = [
+            label
+            for label in (labels.get(m.path), inside.get(m.path) if m.path in widened else None)
+            if label
+        ]
+        label = max(found, key=rank) if found else "unknown"
+        summary.append({"path": m.path, "strategy": m.strategy, "label": label})
+    return summary

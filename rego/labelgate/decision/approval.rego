@@ -113,9 +113,9 @@ _requirement := object.union(
 # What the grant releases, when the approvals table says (result.json documents both):
 # grant_scope "query" (the gateway's default: only the held call's query, by request
 # digest) or "model" (any query to the model), single_use (one call), and hold_seconds (how
-# long a held call waits; result.json). Left out when
+# long a held call waits; result.json), row_budget (rows the grant releases in total). Left out when
 # the table does not set them, so the default pack's decisions stay as they were.
-_grant_option_names := {"grant_scope", "single_use", "hold_seconds"}
+_grant_option_names := {"grant_scope", "single_use", "hold_seconds", "row_budget"}
 
 # regal ignore:prefer-set-or-object-rule
 _grant_options := {name: value |

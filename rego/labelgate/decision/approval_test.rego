@@ -95,3 +95,17 @@ test_without_grant_options_the_requirement_has_none if {
 	not "single_use" in object.keys(decide(steward_call).require_approval)
 	not "hold_seconds" in object.keys(decide(steward_call).require_approval)
 }
+
+# A row budget in the approvals table travels in require_approval as it is.
+test_a_row_budget_from_the_tables_reaches_the_requirement if {
+	budgeted := object.union(data.labelgate.tables, {"approvals": object.union(
+		data.labelgate.tables.approvals,
+		{"data_owner_grant": object.union(data.labelgate.tables.approvals.data_owner_grant, {"row_budget": 3})},
+	)})
+	result := decide(steward_call) with data.labelgate.tables as budgeted
+	result.require_approval == object.union(owners_hold, {"row_budget": 3})
+}
+
+test_without_a_row_budget_the_requirement_has_none if {
+	not "row_budget" in object.keys(decide(steward_call).require_approval)
+}

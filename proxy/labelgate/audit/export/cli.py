@@ -36,6 +36,10 @@ def audit_forwarder_command(
     batch_size: Annotated[int, typer.Option(help="most records per delivery")] = 500,
     poll_seconds: Annotated[float, typer.Option(help="how often to look for new records")] = 0.25,
     retry_max_seconds: Annotated[float, typer.Option(help="longest wait between retries")] = 30.0,
+    retry_first_seconds: Annotated[float, typer.Option(help="first wait between retries")] = 0.2,
+    retry_attempts: Annotated[
+        int, typer.Option(help="with --once: attempts per batch before the run fails")
+    ] = 5,
     timeout_seconds: Annotated[float, typer.Option(help="time limit of one delivery")] = 10.0,
     start: Annotated[
         str, typer.Option(help="where a destination without a cursor starts: beginning or end")
@@ -59,6 +63,23 @@ def audit_forwarder_command(
     if start not in ("beginning", "end"):
         typer.echo("error: --start is beginning or end", err=True)
         raise typer.Exit(2)
+    from pydantic import ValidationError
+
+    from labelgate.retry import RetrySettings
+
+    # A short --retry-max-seconds alone also shortens the first wait.
+    first = min(retry_first_seconds, retry_max_seconds) if retry_max_seconds > 0 else retry_first_seconds
+    try:
+        retry = RetrySettings(
+            max_attempts=retry_attempts,
+            initial_seconds=first,
+            max_seconds=retry_max_seconds,
+            jitter_seconds=first,
+        )
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'retry'}: {e['msg']}" for e in error.errors())
+        typer.echo(f"error: retry settings: {problems}", err=True)
+        raise typer.Exit(2) from None
     settings = ForwarderSettings(
         log_dir=log_dir,
         state_dir=state_dir,
@@ -78,6 +99,7 @@ def audit_forwarder_command(
         jsonl_max_bytes=jsonl_max_bytes,
         jsonl_keep=jsonl_keep,
         once=once,
+        retry=retry,
     )
     try:
         status = run_forwarder(settings)

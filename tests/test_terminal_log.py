@@ -1,0 +1,43 @@
+"""The quickstart's log split (labelgate/terminal_log.py): whole JSON lines to the file, a
+short line per call and per problem to the terminal, partial writes joined."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from labelgate.terminal_log import CallSummaryStream, summary
+
+CALL = {
+    "ts": "2026-12-05T01:02:03.456Z",
+    "level": "info",
+    "event": "call",
+    "method": "/inference.GRPCInferenceService/ModelInfer",
+    "model": "customer-profile",
+    "subject": "jwt:dev#ann",
+    "outcome": "deny",
+    "reason": "POLICY_DENIED",
+}
+
+
+def test_a_call_is_one_short_line_and_quiet_events_are_not_shown() -> None:
+    assert summary(json.dumps(CALL)) == (
+        "01:02:03 deny              ModelInfer customer-profile subject=jwt:dev#ann reason=POLICY_DENIED"
+    )
+    assert summary(json.dumps({"ts": CALL["ts"], "level": "info", "event": "gateway started"})) is None
+    loud = summary(json.dumps({"ts": CALL["ts"], "level": "error", "event": "opa_unavailable"}))
+    assert loud == "01:02:03 error: opa_unavailable (details in the gateway log)"
+    assert summary("error: the port is in use (LISTEN_IN_USE)") == "error: the port is in use (LISTEN_IN_USE)"
+
+
+def test_the_file_gets_every_line_whole_and_the_terminal_the_summaries(tmp_path: Path) -> None:
+    terminal = io.StringIO()
+    stream = CallSummaryStream(tmp_path / "state" / "gateway.log", terminal)
+    line = json.dumps(CALL)
+    stream.write(line[:10])  # a handler may write a line in pieces
+    stream.write(line[10:] + "\n" + json.dumps({"level": "debug", "event": "x"}) + "\n")
+    stream.close()
+    logged = (tmp_path / "state" / "gateway.log").read_text().splitlines()
+    assert [json.loads(entry)["event"] for entry in logged] == ["call", "x"]
+    assert terminal.getvalue().count("\n") == 1 and "ModelInfer customer-profile" in terminal.getvalue()
