@@ -124,7 +124,7 @@ async def measure(stack: Stack, rows: int, seconds: float, warmup: float) -> dic
         infer = "/inference.GRPCInferenceService/ModelInfer"
 
         def grpc_call(channel: grpc.aio.Channel, request: pb.ModelInferRequest, metadata: Any) -> Call:
-            stub = channel.unary_unary(
+            stub: Any = channel.unary_unary(
                 infer, request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=None
             )
 
@@ -145,7 +145,7 @@ async def measure(stack: Stack, rows: int, seconds: float, warmup: float) -> dic
             return call
 
         def health_call(channel: grpc.aio.Channel, metadata: Any) -> Call:
-            stub = channel.unary_unary(
+            stub: Any = channel.unary_unary(
                 "/inference.GRPCInferenceService/ServerReady",
                 request_serializer=pb.ServerReadyRequest.SerializeToString,
                 response_deserializer=None,

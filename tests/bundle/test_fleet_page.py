@@ -113,6 +113,37 @@ async def test_instance_labels_are_escaped(policy_source: Path, tmp_path: Path) 
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in html
 
 
+async def test_an_instances_bundle_errors_show_each_file_and_line(
+    policy_source: Path, tmp_path: Path
+) -> None:
+    """OPA's status names each activation error with its location; the page shows those, not
+    OPA's "2 errors occurred" summary."""
+    async with serving(policy_source, tmp_path / "state") as (_app, client):
+        sent = report("opa-east-1", "r-broken")
+        sent["bundles"]["labelgate"].update(
+            message="bundle labelgate: 2 errors occurred",
+            errors=[
+                {
+                    "code": "rego_type_error",
+                    "message": "undefined function lower2",
+                    "location": {"file": "labelgate/decision/x.rego", "row": 7, "col": 3},
+                },
+                {
+                    "code": "rego_unsafe_var_error",
+                    "message": "var y is unsafe",
+                    "location": {"file": "labelgate/decision/y.rego", "row": 12, "col": 1},
+                },
+            ],
+        )
+        assert (await client(EAST).post("/status", json=sent)).status_code == 200
+        html = (await client(READER_TOKEN).get(PAGE)).text
+    row = html[html.index('data-instance="opa-east-1"') :]
+    row = row[: row.index("</tr>")]
+    assert "labelgate/decision/x.rego:7: undefined function lower2" in row
+    assert "labelgate/decision/y.rego:12: var y is unsafe" in row
+    assert "errors occurred" not in row
+
+
 async def test_the_page_needs_a_reader_token(policy_source: Path, tmp_path: Path) -> None:
     async with serving(policy_source, tmp_path / "state") as (_, client):
         anonymous = client(None)

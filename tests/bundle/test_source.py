@@ -71,6 +71,20 @@ def test_a_strict_mode_error_fails_opa_check(policy_source: Path) -> None:
     assert "unused" in error.value.output
 
 
+def test_each_check_error_is_named_with_its_file_and_line(policy_source: Path) -> None:
+    """Not OPA's "2 errors occurred": each error, as file:line: message, in the one line that
+    the status and the fleet page show."""
+    (policy_source / "labelgate" / "decision" / "twice.rego").write_text(
+        "package labelgate.decision\n\nfirst if {\n\tx := 1\n\ttrue\n}\n\nsecond if {\n\ty := 2\n\ttrue\n}\n"
+    )
+    with pytest.raises(PolicyRejected) as error:
+        validate(policy_source)
+    assert error.value.reason == "POLICY_CHECK_FAILED"
+    assert "errors occurred" not in error.value.message
+    assert "labelgate/decision/twice.rego:4: " in error.value.message
+    assert "labelgate/decision/twice.rego:9: " in error.value.message
+
+
 def test_a_failing_test_fails_opa_test_with_the_test_named(policy_source: Path) -> None:
     set_plain_ttl(policy_source, -5)
     with pytest.raises(PolicyRejected) as error:

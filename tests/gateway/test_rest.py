@@ -161,3 +161,31 @@ async def test_the_peer_is_the_socket_not_a_forwarded_header(
     peers = [record.peer for record in caplog.records if record.getMessage() == "call"]  # type: ignore[attr-defined]
     assert peers and all(peer.startswith("ipv4:127.0.0.1:") for peer in peers), peers
     assert "203.0.113.9" not in caplog.text
+
+
+async def test_a_tritonclient_timeout_is_the_calls_deadline(rest_url: str) -> None:
+    """``tritonclient.http``'s ``infer(timeout=µs)`` (the request parameter ``timeout``) bounds
+    the call like a gRPC deadline: one microsecond has run out before the upstream is asked."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    def call(timeout: int) -> tuple[str, str]:
+        client = triton.InferenceServerClient(rest_url.removeprefix("http://"))
+        infer_input = triton.InferInput("customer_ids", [len(IDS)], "INT64")
+        infer_input.set_data_from_numpy(np.array(IDS, dtype=np.int64))
+        try:
+            result = client.infer("customer-profile", [infer_input], headers=token("nora"), timeout=timeout)
+        except InferenceServerException as error:
+            return str(error.status()), str(error.message())
+        return "200", str(result.as_numpy("customer_id").tolist())
+
+    assert await asyncio.to_thread(call, 60_000_000) == ("200", str(IDS))
+    status, message = await asyncio.to_thread(call, 1)
+    assert status == "504", message
+    async with httpx.AsyncClient() as client:
+        late = await client.post(
+            f"{rest_url}/v2/models/customer-profile/infer",
+            json={**json_request(IDS), "parameters": {"timeout": 1}},
+            headers=token("ana", "analysts"),
+        )
+    assert (late.status_code, late.json()["reason"]) == (504, "UPSTREAM_DEADLINE_EXCEEDED"), late.text

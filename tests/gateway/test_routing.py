@@ -385,6 +385,16 @@ async def test_discovered_models_route_where_they_are_ready_and_follow_an_unload
             )
         assert mood.status_code == 200, mood.text
         assert (await recent_models(first))[0] == "sentiment"
+
+        # The gateway's own index lists each model once, from the upstream it routes to.
+        async with httpx.AsyncClient() as client:
+            index = await client.post(
+                f"http://{gateway.settings.rest_listen}/v2/repository/index", json={}, headers=dict(headers())
+            )
+        assert index.status_code == 200, index.text
+        names = [entry["name"] for entry in index.json()]
+        assert names.count("sentiment") == 1 and names.count("customer-profile") == 1, names
+        assert "_debug-metadata" not in names, "both upstreams list it: routed to neither, listed by neither"
     finally:
         await gateway.stop(0)
 

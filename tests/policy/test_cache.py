@@ -301,3 +301,82 @@ def test_a_remembered_canonical_key_is_the_computed_one() -> None:
     assert cache_key(reordered) == first  # another marshal key, the same canonical one
     other = doc(subject="bob")
     assert cache_key(other) not in (None, first)
+
+
+def test_cache_keys_gives_both_keys_from_one_marshal() -> None:
+    """The gateway's one call: the cache's exact key and the store's canonical key, the same
+    as asking each; the exact key is the input's own bytes, so it cannot collide."""
+    from labelgate.policy.cache import cache_keys, memo_key
+
+    base = doc(request_id="1")
+    memo, canonical = cache_keys(base)
+    assert memo == memo_key(base) and canonical == cache_key(base)
+    assert memo is not None and b"alice" in memo
+    other = doc(subject="bob")
+    assert cache_keys(other) != (memo, canonical)
+    odd = doc()
+    odd["subject"]["attributes"] = {"when": object()}
+    assert cache_keys(odd) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(phase="response"),
+        lambda d: d["subject"].update(id="bob"),
+        lambda d: d["subject"].update(groups=["analysts"]),
+        lambda d: d["subject"].update(auth="jwt"),
+        lambda d: d["subject"]["attributes"].update(team="fraud"),
+        lambda d: d["request"].update(model="other"),
+        lambda d: d["request"].update(method="/s/Other"),
+        lambda d: d["request"].update(requested_outputs=["ssn"]),
+        lambda d: d.update(fields=[{"path": "outputs.a", "labels": ["internal"], "sources": {}}]),
+        lambda d: d["fields"][0].update(path="outputs.b"),
+        lambda d: d["fields"][0].update(labels=["confidential"]),
+        lambda d: d["fields"][0].update(sources={"public": ["detector:us_ssn"]}),
+        lambda d: d.update(labels=["public", "internal"]),
+        lambda d: d.update(approval={"state": "granted", "grant_id": "g1"}),
+        lambda d: d["context"].update(recorded_call={"subject": "x"}),
+        lambda d: d.update(ttl=60.0),
+    ],
+    ids=[
+        "phase",
+        "subject-id",
+        "groups",
+        "auth",
+        "attributes",
+        "model",
+        "method",
+        "requested-outputs",
+        "fields",
+        "field-path",
+        "field-labels",
+        "field-sources",
+        "labels",
+        "approval",
+        "context",
+        "number-type",
+    ],
+)
+async def test_any_change_of_any_part_misses_with_the_gateways_key(
+    counted: CountingEngine, change: Any
+) -> None:
+    """The gateway hands ``decide`` the key from ``cache_keys``: every part of the input is in it."""
+    from labelgate.policy.cache import cache_keys
+
+    def full() -> dict[str, Any]:
+        out = doc()
+        out["phase"] = "request"
+        out["fields"] = [{"path": "outputs.a", "labels": ["public"], "sources": {"public": ["catalog"]}}]
+        out["labels"] = ["public"]
+        return out
+
+    cache = CachingEngine(counted, clock=Clock())
+    first = full()
+    await cache.decide(first, key=cache_keys(first)[0])
+    again = full()
+    assert (await cache.decide(again, key=cache_keys(again)[0])).cached
+    changed = full()
+    change(changed)
+    assert not (await cache.decide(changed, key=cache_keys(changed)[0])).cached
+    assert counted.calls == 2

@@ -8,7 +8,7 @@ detector span fields (``outputs.notes{us_ssn}``), nested JSON paths, generic-mes
 fields, random extra attributes and paths, and malformed inputs. Each goes to a real
 ``opa run --server`` with rego/ loaded, to EmbeddedEngine(rego/) and to WasmEngine(rego/);
 the validated results must be the same JSON, byte for byte (canonical form: sorted keys).
-A planted divergence (a wrong host sprintf in the wasm engine) must make the comparison fail.
+A planted divergence (a Wasm result off by one character) must make the comparison fail.
 """
 
 from __future__ import annotations
@@ -319,17 +319,17 @@ async def test_opa_and_wasm_decide_identically(from_opa: list[Decision]) -> None
 async def test_a_planted_divergence_fails_the_comparison(
     from_opa: list[Decision], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A host sprintf off by one character: the comparison must see it, with the input that shows it."""
+    """A Wasm result off by one character: the comparison must see it, with the input that shows it."""
     import labelgate.policy.wasm_host as host
 
-    real = host.sprintf
+    real = host.WasmInstance.evaluate
     monkeypatch.setattr(
-        host, "sprintf", lambda format, arguments: real(format, arguments).replace("(s)", "s")
+        host.WasmInstance, "evaluate", lambda self, text: real(self, text).replace(b"(s)", b"s")
     )
     inputs = generate_inputs()
     planted = await _decide_all(WasmEngine(POLICY_DIR, watch_interval=None), inputs)
     found = mismatches(inputs, from_opa, planted)
-    masked = [d for d in from_opa if d.allow and d.masks]  # "N field(s) masked" is a sprintf
+    masked = [d for d in from_opa if d.allow and d.masks]  # reason "allowed; N field(s) masked"
     assert len(found) >= len(masked) > 0
     assert all("(s)" in a and a != b for _, a, b in found)
     with pytest.raises(

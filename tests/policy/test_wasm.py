@@ -42,10 +42,14 @@ async def test_the_default_pack_decides_and_validates() -> None:
         decision = await engine.decide(_analyst_input())
         for _ in range(20):  # enough to measure an average and move inline
             again = await engine.decide(_analyst_input())
+        compiled = engine._compiled
     finally:
         await engine.close()
     assert decision.engine == "wasm" and not decision.failed_closed
-    assert decision.allow and decision.reason == "allowed; 4 field(s) masked"  # sprintf on the host
+    assert decision.allow and decision.reason == "allowed; 4 field(s) masked"
+    # The default pack writes numbers with json.marshal, which the module implements itself:
+    # no call back into the host on the hot path (sprintf cost ~10 µs a decision there).
+    assert isinstance(compiled, _WasmCompiled) and compiled.policy.builtins == {}
     # The contract's own validation gives the same decision from the same result object.
     assert validate_result(decision.to_result(), engine="wasm", revision=decision.revision) == decision
     assert again == decision
@@ -288,3 +292,28 @@ def test_sprintf_in_the_module_matches_opa_for_input_numbers(tmp_path: Path) -> 
         results = json.loads(compiled._instance().evaluate(text.encode()))
         got = results[0]["result"] if results else None
         assert got == expected, (raw, got, expected)
+
+
+def test_the_input_encoding_is_the_plain_json_and_never_a_remembered_other() -> None:
+    """``fields`` JSON is remembered by its marshal bytes: the text parses to exactly what the
+    plain encoder writes, and a changed field (value or type) is encoded afresh."""
+    from labelgate.policy.wasm import _ENCODER
+
+    compiled = _WasmCompiled.__new__(_WasmCompiled)
+    compiled._fields_json = {}
+    base = _analyst_input()
+    variants: list[Any] = [base, {}, {"fields": []}, {"fields": "x"}, {"a": 1, "fields": [{"p": None}]}]
+    for value in (1, True, 1.0, "1", [1], None, "é\u2028"):
+        variants.append({**base, "fields": [{**base["fields"][0], "labels": [value]}]})
+    texts = set()
+    for value in variants + variants:  # the second pass is served from the memo
+        text = compiled.encode_input(value)
+        expected = _ENCODER.encode(value).encode()
+        # Canonical text, not parsed values: 1 == True == 1.0 in Python.
+        canonical = json.dumps(json.loads(expected), sort_keys=True)
+        assert json.dumps(json.loads(text), sort_keys=True) == canonical
+        texts.add(text)
+    assert len(texts) == len(variants)  # 1, true and 1.0 are different inputs
+    assert len(compiled._fields_json) == len(variants) - 2  # {} and "x" have no list to remember
+    with pytest.raises(ValueError):
+        compiled.encode_input({"fields": [float("nan")]})  # as the plain encoder: fails closed

@@ -85,7 +85,7 @@ def test_list_show_and_replay_from_files(tmp_path: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert "2 recorded session(s)" in listed.output and "alpha" in listed.output
     sessions = {
-        s["session_id"]: s for s in json.loads(invoke("list", "--dir", str(tmp_path), "--json").output)
+        s["session_id"]: s for s in json.loads(invoke("list", "--dir", str(tmp_path), "--json").stdout)
     }
     alpha, beta = sessions[key("alpha")], sessions[key("beta-session")]
     assert alpha["calls"] == 2 and not alpha["truncated"]
@@ -98,7 +98,7 @@ def test_list_show_and_replay_from_files(tmp_path: Path) -> None:
     assert "MASK" in shown.output and "DENY" in shown.output and "ModelInfer" in shown.output
     raw = [
         json.loads(line)
-        for line in invoke("show", "alpha", "--dir", str(tmp_path), "--json", *auditor).output.splitlines()
+        for line in invoke("show", "alpha", "--dir", str(tmp_path), "--json", *auditor).stdout.splitlines()
     ]
     assert [entry["decision"]["outcome"] for entry in raw] == ["mask", "deny"]
     assert [entry["replay"]["outcome"] for entry in raw] == ["masked", "no_response"]
@@ -137,7 +137,7 @@ def test_show_and_replay_go_through_policy_for_the_viewer(tmp_path: Path) -> Non
     def shown(*groups: str) -> list[dict[str, Any]]:
         result = invoke("show", "alpha", "--dir", str(tmp_path), "--json", *viewer(tmp_path, *groups))
         assert result.exit_code == 0, result.output
-        return [json.loads(line) for line in result.output.splitlines()]
+        return [json.loads(line) for line in result.stdout.splitlines()]
 
     auditor = shown("auditors")[0]  # clearance of no group: confidential and internal redacted
     message = decode_message(auditor["response"])
@@ -188,7 +188,7 @@ def test_the_gateway_config_names_the_store(tmp_path: Path) -> None:
 def test_list_and_replay_from_postgres(postgres: PostgresServer, tmp_path: Path) -> None:
     dsn = postgres.create_database()
     record_sample(PostgresSessionStore(dsn))
-    listed = json.loads(invoke("list", "--postgres-dsn", dsn, "--json").output)
+    listed = json.loads(invoke("list", "--postgres-dsn", dsn, "--json").stdout)
     assert {s["session_id"]: (s["calls"], s["truncated"]) for s in listed} == {
         key("alpha"): (2, False),
         key("beta-session"): (2, True),

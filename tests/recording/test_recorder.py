@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from labelgate.calls import CallRecord
+from labelgate.errors import ResourceExhausted
+from labelgate.gateway.record import Recorders
 from labelgate.recording import RecordingSettings, SessionRecorder, build_session_recorder
 from labelgate.recording.entries import call_entry, encode_line, file_name
 from labelgate.recording.files import FileSessionStore
@@ -221,15 +223,54 @@ async def test_a_recording_failure_is_counted_never_raised(tmp_path: Path) -> No
     await recorder.close()
 
 
-async def test_a_full_queue_drops_recordings_instead_of_holding_calls(tmp_path: Path) -> None:
+async def test_a_full_queue_refuses_the_call_instead_of_releasing_it_unrecorded(tmp_path: Path) -> None:
     clock = Clock()
     recorder = SessionRecorder(FileSessionStore(tmp_path), queue_size=2, clock=clock)
+    refused = 0
     for _ in range(5):  # no await yields in between: the writer task cannot drain yet
-        await recorder.record(CallRecord.of(make_call("s"), make_outcome(), None, clock()))
-    assert recorder.counts["dropped_queue_full"] == 3
+        try:
+            await recorder.record(CallRecord.of(make_call("s"), make_outcome(), None, clock()))
+        except ResourceExhausted as error:
+            assert error.reason == "RECORDING_BACKLOG"
+            refused += 1
+    assert refused == 3 and recorder.counts["refused_queue_full"] == 3
     await recorder.flush()
     assert recorder.counts["stored"] == 2
     await recorder.close()
+
+
+class _Audit:
+    """An audit recorder that keeps what it made durable, or fails like a writer that is gone."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.durable: list[CallRecord] = []
+
+    async def record(self, entry: CallRecord) -> None:
+        if self.fail:
+            raise ResourceExhausted("AUDIT_UNAVAILABLE", "no writer")
+        self.durable.append(entry)
+
+
+async def test_room_is_reserved_before_the_audit_record_so_no_delivery_is_audited_then_refused(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    sessions = SessionRecorder(FileSessionStore(tmp_path), queue_size=1, clock=clock)
+    audit = _Audit()
+    recorders = Recorders(audit, sessions)
+    await recorders.record(CallRecord.of(make_call("s"), make_outcome(), None, clock()))
+    with pytest.raises(ResourceExhausted):  # the queue is full: refused before the audit write
+        await recorders.record(CallRecord.of(make_call("s"), make_outcome(), None, clock()))
+    assert len(audit.durable) == 1
+    await sessions.flush()
+    # A call whose audit record fails gives its reservation back.
+    failing = Recorders(_Audit(fail=True), sessions)
+    with pytest.raises(ResourceExhausted):
+        await failing.record(CallRecord.of(make_call("s"), make_outcome(), None, clock()))
+    await recorders.record(CallRecord.of(make_call("s"), make_outcome(), None, clock()))
+    assert len(audit.durable) == 2
+    await sessions.close()
 
 
 async def test_settings_choose_the_store(tmp_path: Path) -> None:

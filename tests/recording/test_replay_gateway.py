@@ -136,7 +136,7 @@ def show(config: Path, session_key: str, *groups: str) -> Result:
 
 def shown_values(result: Result) -> dict[str, list[Any]]:
     assert result.exit_code == 0, result.output
-    (entry,) = [json.loads(line) for line in result.output.splitlines()]
+    (entry,) = [json.loads(line) for line in result.stdout.splitlines()]
     message = decode_message(entry["response"])
     assert message is not None, entry["replay"]
     return {t.name: t.values for t in decode_outputs(message)}  # type: ignore[arg-type]
@@ -170,7 +170,7 @@ def test_an_auditor_sees_the_policy_masks_of_a_clear_call(served: Served) -> Non
     assert values["ssn"] == [b"[REDACTED]", b"[REDACTED]"]
     denied = show(served.config, key, "ops")
     assert denied.exit_code == 0 and not [ssn for ssn in ssns if ssn in denied.output]
-    assert json.loads(denied.output)["replay"]["outcome"] == "denied"
+    assert json.loads(denied.stdout)["replay"]["outcome"] == "denied"
 
     # An engine that cannot be reached (OPA at a port nobody serves): nothing of the values.
     settings = yaml.safe_load(served.config.read_text())
@@ -179,6 +179,6 @@ def test_an_auditor_sees_the_policy_masks_of_a_clear_call(served: Served) -> Non
     dead.write_text(yaml.safe_dump(settings))
     failed = show(dead, key, "auditors")
     assert failed.exit_code == 0, failed.output
-    entry = json.loads(failed.output)
+    entry = json.loads(failed.stdout)
     assert entry["response"] is None and entry["replay"]["outcome"] == "error"
     assert not [ssn for ssn in ssns if ssn in failed.output]

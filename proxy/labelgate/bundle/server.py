@@ -456,9 +456,22 @@ def fleet_row(instance: dict[str, Any], bundle_name: str, now: float) -> dict[st
         "decisions_last": logs.get("last_received"),
         "decisions_age": age(logs.get("last_received"), now),
         "plugin": (instance.get("plugins") or {}).get("bundle"),
-        "bundle_error": ours.get("message")
-        or "; ".join(str(e.get("message", e)) for e in errors[:3] if isinstance(e, dict)),
+        "bundle_error": _bundle_error(ours.get("message"), errors),
     }
+
+
+def _bundle_error(message: str | None, errors: list[Any]) -> str | None:
+    """What an OPA reported about our bundle, as people fix it: each error as
+    ``file:line: message`` when OPA located it (its own summary, "2 errors occurred", names
+    nothing), else its summary."""
+    located = [
+        f"{e['location']['file']}:{e['location']['row']}: {e.get('message', '')}"
+        if isinstance(e.get("location"), dict) and e["location"].get("file")
+        else str(e.get("message", ""))
+        for e in errors[:5]
+        if isinstance(e, dict)
+    ]
+    return "; ".join(located) if located else message
 
 
 def revision_row(record: RevisionRecord) -> dict[str, Any]:

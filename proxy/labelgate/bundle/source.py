@@ -36,6 +36,9 @@ log = get_logger(__name__)
 OPA_TIMEOUT_SECONDS = 120.0
 OUTPUT_LIMIT = 8000
 _TEST_RESULT = re.compile(r"^data\.\S+: (FAIL|ERROR)")
+# ``opa check`` names each error as ``path/to/file.rego:12: rego_type_error: ...``.
+_LOCATED_ERROR = re.compile(r"^\S+\.(rego|json|yaml|yml):\d+: \S")
+_MOST_LOCATED = 5
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
@@ -145,9 +148,16 @@ class OpaValidator:
 
 
 def _summary(output: str) -> str:
-    """One line for logs and status: the failing tests, else OPA's first line."""
-    failing = [line.split(": ")[0] for line in output.splitlines() if _TEST_RESULT.match(line)]
+    """One line for logs, status and the fleet page: the failing tests, else each of OPA's
+    ``file:line: message`` errors (its "2 errors occurred" header says nothing one can fix),
+    else OPA's first line."""
+    lines = output.splitlines()
+    failing = [line.split(": ")[0] for line in lines if _TEST_RESULT.match(line)]
     if failing:
         more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
         return f"failing: {', '.join(failing[:3])}{more}"
-    return next((line for line in output.splitlines() if line.strip()), "no output")
+    located = [line.strip() for line in lines if _LOCATED_ERROR.match(line.strip())]
+    if located:
+        more = f"; and {len(located) - _MOST_LOCATED} more" if len(located) > _MOST_LOCATED else ""
+        return "; ".join(located[:_MOST_LOCATED]) + more
+    return next((line for line in lines if line.strip()), "no output")

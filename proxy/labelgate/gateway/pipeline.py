@@ -70,7 +70,7 @@ from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensors import Tensor
 from labelgate.policy import reasons as policy_reasons
-from labelgate.policy.cache import cache_key
+from labelgate.policy.cache import CachingEngine, cache_keys
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.engine import PolicyEngine
 
@@ -339,12 +339,12 @@ class Pipeline:
             )
 
         first = policy_input(None)
-        key = cache_key(first)
+        memo, key = cache_keys(first)  # one marshal for both: the cache's key and the store's
         if key is not None:  # kept by hash so the decision can be replayed (policy impact)
             outcome.decision_inputs.append((phase, key.hex(), first))
         started = time.perf_counter()
         with tracing.stage("decide", **{"labelgate.phase": phase}):
-            decision = await self._decide_within_deadline(first)
+            decision = await self._decide_within_deadline(first, memo)
         metrics.DECISION_SECONDS.labels(engine=self.engine.name, phase=phase).observe(
             time.perf_counter() - started
         )
@@ -359,10 +359,16 @@ class Pipeline:
             raise _refusal(decision)
         return decision
 
-    async def _decide_within_deadline(self, policy_input: dict[str, Any]) -> Decision:
+    async def _decide_within_deadline(
+        self, policy_input: dict[str, Any], memo: bytes | None = None
+    ) -> Decision:
+        """``memo``: ``memo_key(policy_input)`` when the caller has it (the cache's own key)."""
+        engine = self.engine
         try:
             async with asyncio.timeout(self.decision_deadline_seconds):
-                return await self.engine.decide(policy_input)
+                if memo is not None and isinstance(engine, CachingEngine):
+                    return await engine.decide(policy_input, key=memo)
+                return await engine.decide(policy_input)
         except TimeoutError:
             return Decision.deny("POLICY_TIMEOUT", engine=self.engine.name, revision=self.engine.revision)
 

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from labelgate import tracing
 from labelgate.audit import AuditClient
@@ -34,6 +34,15 @@ log = get_logger("labelgate.decision")
 
 
 class Recorder(Protocol):
+    async def record(self, entry: CallRecord) -> None: ...
+
+
+@runtime_checkable
+class Reserving(Protocol):
+    """A recorder that must promise room before the call's other records are written."""
+
+    def reserve(self) -> None: ...
+    def unreserve(self) -> None: ...
     async def record(self, entry: CallRecord) -> None: ...
 
 
@@ -319,8 +328,25 @@ class Recorders:
         tracing.annotate(**{"labelgate.outcome": entry.outcome, "labelgate.reason": entry.refusal or ""})
         tracing.annotate(**{"labelgate.labels": list(entry.labels), "rpc.grpc.status": entry.status_code})
         with tracing.stage("record"):
-            for recorder in self.recorders:
-                await recorder.record(entry)
+            # Recorders that queue (the session recorder) promise their room first, so a later
+            # "no room" cannot follow a durable audit record of a delivery that never happened.
+            reserving = [r for r in self.recorders if isinstance(r, Reserving)]
+            for done, reserver in enumerate(reserving):
+                try:
+                    reserver.reserve()
+                except BaseException:
+                    for earlier in reserving[:done]:
+                        earlier.unreserve()
+                    raise
+            pending = list(reserving)
+            try:
+                for recorder in self.recorders:
+                    if recorder in pending:
+                        pending.remove(recorder)
+                    await recorder.record(entry)
+            finally:
+                for left in pending:
+                    left.unreserve()
 
 
 # Approval state changes as audit decisions (the approval service's event names).

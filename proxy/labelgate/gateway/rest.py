@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.approvals.deadline import seconds_left, set_deadline
 from labelgate.calls import Call, Target
 from labelgate.errors import LabelgateError, ResourceExhausted
 from labelgate.gateway import reasons
@@ -120,11 +121,13 @@ class RestGateway:
                 stub = self._stubs[key] = upstream.unary_unary(
                     f"/{SERVICE}/{method}", _serialize, response_type.FromString
                 )
-            reply: Message = await stub(
-                message,
-                metadata=upstream.metadata(call.metadata),
-                timeout=upstream.settings.timeout_seconds,
-            )
+            timeout = _within_deadline(upstream.settings.timeout_seconds)
+            if timeout <= 0:  # a grpc.aio call with timeout 0 was seen to succeed: refuse here
+                raise UpstreamStatus(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "the caller's deadline passed before the upstream was asked",
+                )
+            reply: Message = await stub(message, metadata=upstream.metadata(call.metadata), timeout=timeout)
             return reply
 
         return send
@@ -187,6 +190,9 @@ class RestGateway:
             message, reply_format = rest.infer_request(
                 name, version, body, request.headers.get(rest.HEADER_LENGTH)
             )
+            deadline = client_deadline(message)
+            if deadline is not None:  # this request's own task: the context variable is its own
+                set_deadline(deadline)
             reply = await self.pipeline.infer(
                 call, message, self._send("ModelInfer", pb.ModelInferResponse, call, name)
             )
@@ -209,6 +215,24 @@ class RestGateway:
                 raise _too_large(self.max_body_bytes)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def client_deadline(message: pb.ModelInferRequest) -> float | None:
+    """The caller's deadline in seconds, from the request parameter ``timeout`` (microseconds),
+    which is what ``tritonclient.http`` sends for ``infer(timeout=...)``. HTTP has no deadline
+    header of its own; gRPC callers' ``grpc-timeout`` is read by ``DeadlineInterceptor``. It
+    bounds an approval hold and the upstream call like a gRPC deadline (the parameter still
+    travels upstream, where Triton applies it to its queue)."""
+    parameter = message.parameters.get("timeout")
+    if parameter is None or parameter.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+        return None
+    micros = parameter.int64_param or parameter.uint64_param
+    return micros / 1_000_000 if micros > 0 else None
+
+
+def _within_deadline(limit: float) -> float:
+    left = seconds_left()
+    return limit if left is None else max(0.0, min(limit, left))
 
 
 def _too_large(limit: int) -> ResourceExhausted:

@@ -12,8 +12,10 @@ it; a test holds the list to that. Builtins whose value depends on the outside w
 differential test assume a decision depends on the input and the policy only.
 
 At load time the gateway cannot read that plan: ``Interpreter.save_bundle`` corrupts the heap
-(``double free``) once grpc's libraries are loaded before regopy's, which they always are in
-the gateway. So ``check_source`` scans the text instead (rego_text.py: comments and strings
+(``double free``) once grpc's libraries are loaded before regopy's (libstdc++ then allocates
+with ``malloc`` what rego-cpp frees with its own snmalloc; ``labelgate/__init__.py`` now loads
+rego-cpp first for that reason, but a process importing grpc before labelgate still has the
+mismatch). So ``check_source`` scans the text instead (rego_text.py: comments and strings
 removed, every ``name(`` / ``a.b.c(`` that is not a function of the policy itself is a
 builtin call), and the compliance test checks that the scanner finds every builtin the plan
 names in all of OPA's cases: a name it missed would be a call it cannot vet.

@@ -14,6 +14,8 @@ a policy needing any other host builtin, or a sprintf format that is not a liter
 anything else, is refused when it loads (POLICY_UNSUPPORTED_BY_WASM, naming it and pointing
 to ``--engine opa``), so a followed bundle keeps its last good revision. A sprintf argument
 that is an array, object or set fails the decision closed (POLICY_ERROR) rather than differ.
+The default pack needs no host builtin at all (it writes numbers with ``json.marshal``, which
+the module implements): a decision is one ``opa_eval`` call (rego/labelgate/decision/engines.rego).
 
 Everything else is EmbeddedEngine's (this class extends it): folder watching, bundle
 following, revision hooks (the bundle's catalog), atomic swaps, and the inline budget: a
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import marshal
 import os
 import re
 import shutil
@@ -59,7 +62,9 @@ log = get_logger(__name__)
 
 COMPILE_TIMEOUT_SECONDS = 120.0
 _DECISION_MEMO_LIMIT = 4096
+_FIELDS_MEMO_LIMIT = 1024
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_MARSHAL_FORMAT = 2  # no back-references: the bytes depend on the values only (policy/cache.py)
 
 
 def opa_binary(configured: str | None = None) -> str:
@@ -149,6 +154,7 @@ class _WasmCompiled:
         self.average_seconds: float | None = None
         self._local = threading.local()
         self._decisions: dict[bytes, Decision] = {}
+        self._fields_json: dict[bytes, str] = {}
 
     @property
     def revision(self) -> str:
@@ -208,9 +214,36 @@ class _WasmCompiled:
             self._decisions[output] = decision
         return decision
 
+    def encode_input(self, value: Any) -> bytes:
+        """``value`` as the module's JSON input text.
+
+        ``fields``, two thirds of a default-pack input and the same list call after call for a
+        model, is encoded once per distinct value: its JSON is remembered by its ``marshal``
+        bytes (format 2: equal bytes load back as equal values of equal types, so they encode
+        to the same JSON; a value ``marshal`` refuses is encoded afresh) and spliced in as the
+        object's last member. Member order means nothing to OPA's JSON parser. ~3 µs for the
+        key against ~11 µs for the encoding (``python -m bench.policy_engines``).
+        """
+        fields = value.get("fields") if type(value) is dict else None
+        if type(fields) is not list:
+            return _ENCODER.encode(value).encode("utf-8")
+        try:
+            key = marshal.dumps(fields, _MARSHAL_FORMAT)
+        except ValueError:
+            return _ENCODER.encode(value).encode("utf-8")
+        fields_json = self._fields_json.get(key)
+        if fields_json is None:
+            fields_json = _ENCODER.encode(fields)
+            if len(self._fields_json) >= _FIELDS_MEMO_LIMIT:
+                self._fields_json.clear()
+            self._fields_json[key] = fields_json
+        rest = _ENCODER.encode({k: v for k, v in value.items() if k != "fields"})
+        separator = "," if len(rest) > 2 else ""
+        return f'{rest[:-1]}{separator}"fields":{fields_json}}}'.encode()
+
     def evaluate_text(self, value: Any) -> bytes:
         """The result set as JSON text (``[{"result": ...}]``, ``[]`` when undefined)."""
-        text = _ENCODER.encode(value).encode("utf-8")
+        text = self.encode_input(value)
         instance = self._instance()
         started = time.perf_counter()
         try:

@@ -6,6 +6,7 @@ used by several packages means the same thing in each (``tests/test_reasons.py``
 
 from __future__ import annotations
 
+RECORDING_BACKLOG = "RECORDING_BACKLOG"
 RECORDING_KEY_INVALID = "RECORDING_KEY_INVALID"
 RECORDING_KEY_UNREADABLE = "RECORDING_KEY_UNREADABLE"
 SESSIONS_NOT_RECORDED = "SESSIONS_NOT_RECORDED"

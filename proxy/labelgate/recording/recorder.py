@@ -4,12 +4,14 @@
 one writer task drains the queue in batches into the store (files in a worker thread,
 PostgreSQL over its async driver). So a call never waits for a disk or a database.
 
-**A recording failure never fails the call.** The audit log is the system of record and
-fails closed: no durable audit record, no response. A recording is evidence for replay:
-when the store is down, slow (queue full) or an entry cannot be built, the recording is
-dropped, logged and counted (``labelgate_recording_entries_total{result=...}``), and the
-call proceeds. Refusing calls because a replay aid is unavailable would turn a
-convenience into an outage; the audit record still proves what happened.
+**Every released call is recorded, or it is not released.** The queue is bounded; when the
+store is down or slower than the traffic the queue fills, and a call that finds no room is
+refused (RESOURCE_EXHAUSTED ``RECORDING_BACKLOG``, counted as ``refused_queue_full``)
+before anything is released. The room is reserved (``reserve``) before the durable audit
+record is written and filled after it (``record``), so the audit log never says "delivered"
+for a call the recorder then refused, and a call refused for want of an audit record is
+never recorded as delivered. An entry that cannot be built (a bug, never the caller's
+input) is dropped, logged and counted as ``failed``: by then the audit record is durable.
 
 A periodic sweeper deletes sessions whose latest entry is older than the retention.
 """
@@ -25,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
+from labelgate.errors import ResourceExhausted
 from labelgate.logs import get_logger
+from labelgate.recording import reasons
 from labelgate.recording.entries import call_entry, utc_now
 from labelgate.recording.sealing import sealed
 from labelgate.recording.settings import RecordingSettings
@@ -38,7 +42,7 @@ log = get_logger(__name__)
 ENTRIES = Counter(
     "labelgate_recording_entries_total",
     "Session recording entries by result: stored, truncated (the marker), dropped_cap, "
-    "dropped_queue_full, failed",
+    "refused_queue_full (the call was refused), failed",
     ["result"],
 )
 SWEPT = Counter("labelgate_recording_sessions_swept_total", "Sessions deleted by the retention sweeper")
@@ -68,10 +72,29 @@ class SessionRecorder:
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._warned_no_request = False
+        self._reserved = 0  # room promised by ``reserve`` to calls whose ``record`` is still to come
 
     # -- the Recorder protocol -------------------------------------------------------------
+    def reserve(self) -> None:
+        """Promise room on the queue for one call's entry, or refuse the call (fail closed)."""
+        if self._queue.maxsize and self._queue.qsize() + self._reserved >= self._queue.maxsize:
+            self._count("refused_queue_full")
+            log.warning("recording_queue_full", queued=self._queue.qsize(), reserved=self._reserved)
+            raise ResourceExhausted(
+                reasons.RECORDING_BACKLOG,
+                "the session recorder is behind (its store is down or slow); the call was not released",
+            )
+        self._reserved += 1
+
+    def unreserve(self) -> None:
+        """Give back a reservation whose call ended before ``record`` (an earlier recorder failed)."""
+        self._reserved = max(0, self._reserved - 1)
+
     async def record(self, record: CallRecord) -> None:
         call = record.call
+        if self._reserved == 0:
+            self.reserve()  # used directly, without a reservation: the same rule, no room no release
+        self._reserved -= 1
         try:
             entry = call_entry(record, record_input_values=self.record_input_values)
         except Exception as failure:
@@ -82,14 +105,9 @@ class SessionRecorder:
             self._warned_no_request = True
             log.warning("recording_input_values_unavailable", hint="Outcome.request is not set")
         self.start()
-        try:
-            # Keyed by the recording key (subject + session id), never by the client's id alone.
-            self._queue.put_nowait((entry["session_id"], entry))
-        except asyncio.QueueFull:
-            self._count("dropped_queue_full")
-            log.warning(
-                "recording_dropped_queue_full", session_id=entry["session_id"], request_id=call.request_id
-            )
+        # Keyed by the recording key (subject + session id), never by the client's id alone.
+        # The room was reserved (or checked just above, with no await since), so this fits.
+        self._queue.put_nowait((entry["session_id"], entry))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:

@@ -103,7 +103,9 @@ _requirement := object.union(
 		"grant_ttl_seconds": _held_requirement.grant_ttl_seconds,
 		"reason": concat("", [
 			concat(", ", sort([label | some label in _pending_labels])),
-			sprintf(" data needs %d approval(s) from ", [_held_requirement.min_approvals]),
+			" data needs ",
+			json.marshal(_held_requirement.min_approvals),
+			" approval(s) from ",
 			concat(", ", _held_requirement.approver_groups),
 		]),
 	},

@@ -155,7 +155,7 @@ _grant_note := " under an approval grant" if _grant_used
 
 _mask_note := "every field is visible" if count(_masks) == 0
 
-else := sprintf("%d field(s) masked", [count(_masks)])
+else := concat("", [json.marshal(count(_masks)), " field(s) masked"])
 
 # Results that depend on a grant must not outlive it.
 _cache_ttl := tables.cache_ttl_seconds.approval if input.approval.state == "granted"

@@ -87,7 +87,10 @@ _problems contains "context must be an object" if not _context_ok
 
 _problems contains "fields must be an array" if not _fields_ok
 
-_problems contains sprintf("fields[%d] needs a non-empty path and a non-empty array of labels", [i]) if {
+_problems contains concat("", [
+	"fields[", json.marshal(i),
+	"] needs a non-empty path and a non-empty array of labels",
+]) if {
 	_fields_ok
 	some i, field in input.fields
 	not _valid_field(field)
