@@ -2,7 +2,7 @@
 every row, on SQLite and on a real PostgreSQL.
 
 "Today's schema" is made by the code that made it before versioning (the approvals
-repository's ``create_schema``, still in the tree) and filled through the service; the
+``create_schema``, kept in tests/approvals/legacy_schema.py) and filled through the service; the
 decision-input store's pre-versioning DDL is frozen below. Then the store opens the way it
 does now (migrations applied) and the same rows read back the same.
 """
@@ -23,6 +23,7 @@ from labelgate.approvals.postgres import PostgresDatabase
 from labelgate.approvals.service import ApprovalService
 from labelgate.gateway.record import InputStore
 from labelgate.migrations import applied, folder, upgrade_postgres, upgrade_sqlite
+from tests.approvals import legacy_schema
 from tests.approvals.test_notify import OWNER, draft
 from tests.support.postgres import PostgresServer, running_postgres
 
@@ -65,7 +66,7 @@ async def _todays_store(db: SqliteDatabase | PostgresDatabase) -> list[str]:
     """A store made and filled by the pre-versioning code; the ids of its requests."""
     await db.start()
     async with db.transaction() as tx:
-        await repo.create_schema(tx)
+        await legacy_schema.create_schema(tx)
     service = ApprovalService(db, node_id="old", link_base="https://gw.example")
     pending = await service.open(draft())
     denied = await service.open(draft())
