@@ -162,3 +162,45 @@ async def test_metadata_calls_pass_through_for_an_authenticated_caller(
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         else:
             raise AssertionError("ServerLive without credentials was answered")
+
+
+def grpc_handled(gateway: Gateway) -> dict[tuple[str, ...], float]:
+    """``grpc_server_handled_total`` by (type, service, method, code)."""
+    counts: dict[tuple[str, ...], float] = {}
+    for sample in scrape(gateway):
+        if sample.name == "grpc_server_handled_total":
+            key = tuple(sample.labels[k] for k in ("grpc_type", "grpc_service", "grpc_method", "grpc_code"))
+            counts[key] = counts.get(key, 0) + sample.value
+    return counts
+
+
+def grpc_started(gateway: Gateway) -> float:
+    return sum(s.value for s in scrape(gateway) if s.name == "grpc_server_started_total")
+
+
+async def test_the_standard_grpc_server_metrics_count_every_rpc_with_its_code(
+    gateway: Gateway, token_issuer: TokenIssuer
+) -> None:
+    """go-grpc-prometheus names, so existing gRPC dashboards work: started, handled by code,
+    handling time; refusals and the gateway's own services (health) are counted too."""
+    handled_before, started_before = grpc_handled(gateway), grpc_started(gateway)
+    await infer(gateway.address, customer_request([1, 2]), token_issuer.headers("analyst"))
+    await refused(gateway.address, customer_request([1], ["account_secret"]), token_issuer.headers("analyst"))
+    await refused(gateway.address, customer_request([1]))
+    async with channel(gateway.address) as opened:
+        await health_pb2_grpc.HealthStub(opened).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    handled = delta_of(handled_before, grpc_handled(gateway))
+    service = "inference.GRPCInferenceService"
+    assert handled == {
+        ("unary", service, "ModelInfer", "OK"): 1,
+        ("unary", service, "ModelInfer", "PERMISSION_DENIED"): 1,
+        ("unary", service, "ModelInfer", "UNAUTHENTICATED"): 1,
+        ("unary", "grpc.health.v1.Health", "Check", "OK"): 1,
+    }, handled
+    assert grpc_started(gateway) - started_before == 4
+    seconds = [
+        s
+        for s in scrape(gateway)
+        if s.name == "grpc_server_handling_seconds_count" and s.labels["grpc_method"] == "ModelInfer"
+    ]
+    assert seconds and sum(s.value for s in seconds) >= 3

@@ -35,6 +35,7 @@ from labelgate.config import GatewaySettings, PolicySettings
 from labelgate.errors import ConfigError
 from labelgate.gateway import reasons
 from labelgate.gateway.classify_stage import ClassifierStage
+from labelgate.gateway.grpc_metrics import GrpcServerMetrics
 from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.metrics import watch_loop_lag
 from labelgate.gateway.pipeline import Pipeline
@@ -241,7 +242,7 @@ class Gateway:
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ],
             # Records each call's deadline: a call held for approval never outlives it.
-            interceptors=[DeadlineInterceptor()],
+            interceptors=[GrpcServerMetrics(), DeadlineInterceptor()],
         )
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []

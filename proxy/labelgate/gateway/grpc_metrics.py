@@ -1,0 +1,138 @@
+"""The standard gRPC server metrics, named as go-grpc-prometheus and its ports name them, so
+the dashboards and alerts operators already have for gRPC services work on the gateway too:
+
+- ``grpc_server_started_total{grpc_type, grpc_service, grpc_method}``
+- ``grpc_server_handled_total{grpc_type, grpc_service, grpc_method, grpc_code}``
+- ``grpc_server_handling_seconds{grpc_type, grpc_service, grpc_method}`` (histogram)
+- ``grpc_server_msg_sent_total{grpc_type, grpc_service, grpc_method}`` (streamed replies)
+
+Every RPC the gRPC listener serves is counted (inference, routed services, health,
+reflection), refused ones too. The labelgate-specific view of a call (outcome, model, the
+decision) stays in ``labelgate_calls_total`` and ``labelgate_call_duration_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+STARTED = Counter("grpc_server_started_total", "RPCs started on the server", _LABELS)
+HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server, by status code", [*_LABELS, "grpc_code"]
+)
+HANDLING_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from the start of an RPC to its status",
+    _LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+MSG_SENT = Counter("grpc_server_msg_sent_total", "Messages sent by the server on streaming RPCs", _LABELS)
+
+
+def split_method(full: str) -> tuple[str, str]:
+    """``/package.Service/Method`` -> (``package.Service``, ``Method``); anything else is
+    counted under ``unknown`` rather than trusted as a label."""
+    parts = full.split("/")
+    if len(parts) == 3 and not parts[0] and parts[1] and parts[2]:
+        return parts[1], parts[2]
+    return "unknown", "unknown"
+
+
+def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if failed is not None and not isinstance(failed, grpc.aio.AbortError):
+        # An exception the handler did not turn into a status: grpc answers UNKNOWN, or
+        # CANCELLED when the caller went away.
+        return "CANCELLED" if isinstance(failed, asyncio.CancelledError) else "UNKNOWN"
+    return "OK"
+
+
+class _Measured:
+    """The labels of one method and the bookkeeping of one of its RPCs."""
+
+    def __init__(self, grpc_type: str, full_method: str) -> None:
+        service, method = split_method(full_method)
+        self.labels = (grpc_type, service, method)
+
+    def start(self) -> float:
+        STARTED.labels(*self.labels).inc()
+        return time.perf_counter()
+
+    def finish(self, started: float, context: Any, failed: BaseException | None) -> None:
+        HANDLED.labels(*self.labels, _code_name(context, failed)).inc()
+        HANDLING_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
+
+
+def _unary_response(measured: _Measured, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def wrapped(request: Any, context: Any) -> Any:
+        started, failed = measured.start(), None
+        try:
+            return await behaviour(request, context)
+        except BaseException as error:
+            failed = error
+            raise
+        finally:
+            measured.finish(started, context, failed)
+
+    return wrapped
+
+
+def _streamed_response(measured: _Measured, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    if not inspect.isasyncgenfunction(behaviour):  # writes with context.write: a coroutine
+        return _unary_response(measured, behaviour)
+
+    async def wrapped(request: Any, context: Any) -> AsyncIterator[Any]:
+        started, failed = measured.start(), None
+        try:
+            async for reply in behaviour(request, context):
+                MSG_SENT.labels(*measured.labels).inc()
+                yield reply
+        except BaseException as error:
+            failed = error
+            raise
+        finally:
+            measured.finish(started, context, failed)
+
+    return wrapped
+
+
+class GrpcServerMetrics(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: grpc answers UNIMPLEMENTED itself
+            return handler
+        method = handler_call_details.method
+        serialize = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary_response(_Measured("unary", method), handler.unary_unary), **serialize
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary_response(_Measured("client_stream", method), handler.stream_unary), **serialize
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _streamed_response(_Measured("server_stream", method), handler.unary_stream), **serialize
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _streamed_response(_Measured("bidi_stream", method), handler.stream_stream), **serialize
+            )
+        return handler
