@@ -94,7 +94,8 @@ async def test_a_refusal_mid_stream_ends_the_stream(gateway: Gateway, token_issu
 
 
 async def first_reply_refusal(gateway: Gateway, headers: dict[str, str]) -> Refusal:
-    """Open a stream, send one request and expect the stream to end with a refusal."""
+    """Open a stream, send one request and expect the stream to end with a refusal (one the
+    gateway makes once it has read that request; see ``refusal_before_any_request``)."""
     async with channel(gateway.address) as opened:
         stream = pb_grpc.GRPCInferenceServiceStub(opened).ModelStreamInfer(
             metadata=tuple(headers.items()), timeout=10
@@ -112,6 +113,27 @@ async def test_a_stream_of_a_steward_needs_an_approval(gateway: Gateway, token_i
     assert (refusal.code, refusal.reason) == (grpc.StatusCode.PERMISSION_DENIED, "APPROVAL_REQUIRED")
 
 
+async def refusal_before_any_request(gateway: Gateway, headers: dict[str, str]) -> Refusal:
+    """Open a stream and read, writing nothing: for a refusal the gateway makes before it reads
+    any request (authentication), which must reach the caller on its own.
+
+    Writing first would race that refusal: a grpc.aio ``write()`` that reaches grpc's core
+    after the server's status has ended the stream fails, and grpc.aio then reports INTERNAL
+    ("Internal error from Core", ``Failed "execute_batch": (...SendMessageOperation...)``) in
+    place of the status the server sent (grpc/grpc#36066), also to a later ``read()`` or
+    ``code()``. The gateway sent and recorded the refusal either way.
+    """
+    async with channel(gateway.address) as opened:
+        stream = pb_grpc.GRPCInferenceServiceStub(opened).ModelStreamInfer(
+            metadata=tuple(headers.items()), timeout=10
+        )
+        try:
+            reply = await stream.read()
+        except grpc.aio.AioRpcError as error:
+            return refusal_of(error)
+    raise AssertionError(f"the stream was answered: {reply}")
+
+
 async def test_a_stream_without_credentials_is_unauthenticated(gateway: Gateway) -> None:
-    refusal = await first_reply_refusal(gateway, {})
+    refusal = await refusal_before_any_request(gateway, {})
     assert (refusal.code, refusal.reason) == (grpc.StatusCode.UNAUTHENTICATED, "NO_CREDENTIALS")
