@@ -22,7 +22,12 @@ from labelgate.admin import reasons
 from labelgate.admin.docs import mount_docs
 from labelgate.admin.guards import AdminGuard
 from labelgate.admin.listener import AdminListener
-from labelgate.approvals.api import ApprovalsContext, authenticate_request, install_problem_handlers
+from labelgate.approvals.api import (
+    PROBLEM_TYPE,
+    ApprovalsContext,
+    authenticate_request,
+    install_problem_handlers,
+)
 from labelgate.approvals.api import router as approvals_router
 from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK_PATH
 from labelgate.approvals.oidc import OidcSignin
@@ -36,7 +41,7 @@ ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 def _problem(status: int, title: str, detail: dict[str, bool]) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "checks": detail}
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE)
 
 
 def build_admin_app(

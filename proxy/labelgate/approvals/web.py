@@ -27,7 +27,6 @@ shown as the policy's replay decision for that viewer allows.
 from __future__ import annotations
 
 import base64
-import collections
 import hashlib
 import hmac
 import json
@@ -49,7 +48,7 @@ from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK
 from labelgate.approvals.oidc import PENDING_SECONDS, OidcSignin, seal, unseal
 from labelgate.auth import Subject
-from labelgate.classify.labels import LABEL_RANK
+from labelgate.classify.labels import rank
 from labelgate.errors import (
     InvalidInput,
     LabelgateError,
@@ -122,12 +121,8 @@ def clock_time(timestamp: float | None) -> str:
     return "" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
-# Most sensitive first; a label the inbox does not know sorts first (it is treated as the most sensitive).
-_RANK = collections.defaultdict(lambda: len(LABEL_RANK), LABEL_RANK)
-
-
 def by_sensitivity(labels: Any) -> list[str]:
-    return sorted(labels, key=lambda label: (-_RANK[label], label))
+    return sorted(labels, key=lambda label: (-rank(label), label))
 
 
 def top_label(labels: Any) -> str:
@@ -135,7 +130,7 @@ def top_label(labels: Any) -> str:
 
 
 def fields_by_sensitivity(fields: Any) -> list[Any]:
-    return sorted(fields, key=lambda f: (-_RANK[top_label(f.labels)], f.path))
+    return sorted(fields, key=lambda f: (-rank(top_label(f.labels)), f.path))
 
 
 templates.env.filters["duration"] = duration

@@ -128,10 +128,6 @@ class UnsupportedMediaType(LabelgateError):
     http_status = 415
 
 
-class MisdirectedRequest(LabelgateError):
-    http_status = 421
-
-
 @dataclass(frozen=True)
 class ServerSettings:
     source: Path

@@ -170,9 +170,6 @@ class Catalog:
 
     # --- lookups ------------------------------------------------------------------------
 
-    def has_model(self, model: str) -> bool:
-        return model in self._by_model
-
     def labels_for(self, model: str, path: str) -> frozenset[str]:
         """Union of the labels of every entry for ``model`` whose glob matches ``path``."""
         key = (model, path)

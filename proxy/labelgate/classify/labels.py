@@ -15,6 +15,12 @@ def is_label(value: object) -> bool:
     return isinstance(value, str) and value in LABEL_RANK
 
 
+def rank(label: str) -> int:
+    """A label's sensitivity; one the gateway does not know ranks above every known one (a
+    label nobody defined is treated as the most sensitive, never the least)."""
+    return LABEL_RANK.get(label, len(LABEL_RANK))
+
+
 def most_sensitive(labels: Iterable[str]) -> str:
     """The most sensitive of ``labels`` (which must be known and non-empty)."""
     return max(labels, key=LABEL_RANK.__getitem__)

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from labelgate.classify.fields import Classification
 from labelgate.classify.jsonpaths import Location
 from labelgate.classify.messages import is_map, is_message
-from labelgate.enforce.compiled import MaskLike
+from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans
 
 _ZERO = {
@@ -41,14 +41,13 @@ def apply_message_masks(
     Unknown fields (numbers the descriptor does not know) are dropped from the copy: the
     classifier could not see them, so nothing says they are safe to pass on.
     """
-    mask_list = [Mask.coerce(mask) for mask in masks]
+    compiled, index = compile_masks(masks)  # memoized for a cached decision's masks tuple
     result = type(message)()
     result.CopyFrom(message)
     result.DiscardUnknownFields()
-    index = MaskIndex(mask_list)
     if not index:
         return result
-    masker = Masker(hash_key, mask_list)
+    masker = Masker(hash_key, list(compiled))
     masked_at: list[Location] = []
     _mask_fields(result, "", (), index, masker, masked_at)
     for leaf in classification.message_spans:

@@ -470,10 +470,11 @@ class Pipeline:
             classification = self.classifier.classify_message(message)
         decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
         released = build.without_extensions(
-            apply_message_masks(message, classification, list(decision.masks), self.hash_key)
+            apply_message_masks(message, classification, decision.masks, self.hash_key)
         )
         if decision.masks:
-            outcome.masked = masked_summary([Mask.coerce(m) for m in decision.masks], classification.fields)
+            compiled, _ = compile_masks(decision.masks)  # the memo apply_message_masks filled
+            outcome.masked = masked_summary(list(compiled), classification.fields)
         outcome.delivered = released
         return released
 

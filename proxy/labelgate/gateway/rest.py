@@ -30,7 +30,7 @@ from labelgate.errors import LabelgateError, ResourceExhausted
 from labelgate.gateway import reasons
 from labelgate.gateway.inference import SERVICE, client_session_id
 from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.upstream import Router, Upstream, UpstreamStatus
+from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge, UpstreamStatus
 from labelgate.logs import get_logger
 from labelgate.oip import rest
 
@@ -115,22 +115,29 @@ class RestGateway:
         async def send(message: Message) -> Message:
             # Routed when sent: after authentication and the request phase, like gRPC's.
             upstream = self.router.for_server() if model is None else self.router.for_model(model)
-            key = (id(upstream), method)
-            stub = self._stubs.get(key)
-            if stub is None:
-                stub = self._stubs[key] = upstream.unary_unary(
-                    f"/{SERVICE}/{method}", _serialize, response_type.FromString
-                )
-            timeout = _within_deadline(upstream.settings.timeout_seconds)
-            if timeout <= 0:  # a grpc.aio call with timeout 0 was seen to succeed: refuse here
-                raise UpstreamStatus(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    "the caller's deadline passed before the upstream was asked",
-                )
-            reply: Message = await stub(message, metadata=upstream.metadata(call.metadata), timeout=timeout)
-            return reply
+            return await self.send_upstream(upstream, method, response_type, call, message)
 
         return send
+
+    async def send_upstream(
+        self, upstream: UpstreamEdge, method: str, response_type: type[Message], call: Call, message: Message
+    ) -> Message:
+        """One unary call to ``upstream``, within the caller's deadline (the ``timeout``
+        parameter) and the upstream's own timeout."""
+        key = (id(upstream), method)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = upstream.unary_unary(
+                f"/{SERVICE}/{method}", _serialize, response_type.FromString
+            )
+        timeout = _within_deadline(upstream.settings.timeout_seconds)
+        if timeout <= 0:  # a grpc.aio call with timeout 0 was seen to succeed: refuse here
+            raise UpstreamStatus(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the caller's deadline passed before the upstream was asked",
+            )
+        reply: Message = await stub(message, metadata=upstream.metadata(call.metadata), timeout=timeout)
+        return reply
 
     async def _unary(
         self, request: Request, method: str, message: Message, response_type: type[Reply], model: str = ""

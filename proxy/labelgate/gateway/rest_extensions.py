@@ -38,7 +38,6 @@ class ExtensionRoutes:
     def __init__(self, gateway: RestGateway) -> None:
         self.gateway = gateway
         self.directory = ModelDirectory(gateway.pipeline, gateway.router)
-        self._stubs: dict[tuple[int, str], Any] = {}
 
     def routes(self) -> list[Route]:
         """Before the model routes: ``/v2/models/stats`` is not a model named ``stats``."""
@@ -57,18 +56,7 @@ class ExtensionRoutes:
 
     def _send_to(self, method: str, response_type: type[Message], call: Call) -> SendTo:
         async def send(upstream: UpstreamEdge, message: Message) -> Message:
-            key = (id(upstream), method)
-            stub = self._stubs.get(key)
-            if stub is None:
-                stub = self._stubs[key] = upstream.unary_unary(
-                    f"/{SERVICE}/{method}", _serialize, response_type.FromString
-                )
-            reply: Message = await stub(
-                message,
-                metadata=upstream.metadata(call.metadata),
-                timeout=upstream.settings.timeout_seconds,
-            )
-            return reply
+            return await self.gateway.send_upstream(upstream, method, response_type, call, message)
 
         return send
 

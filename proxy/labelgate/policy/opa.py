@@ -155,7 +155,6 @@ class OpaEngine:
         self._base = str(base)
         self._decision_url = f"{self._base}/v1/data/{decision_path.strip('/')}"
         self._timeout = timeout
-        self._retries = retries
         # The one retry policy; by default ``retries`` more attempts at once (a few ms apart).
         self._retry = retry or RetrySettings(
             max_attempts=retries + 1, initial_seconds=0.005, max_seconds=0.05, jitter_seconds=0.005

@@ -40,7 +40,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.classify import Classification, Classifier, Field, to_policy_fields
 from labelgate.classify.catalog import OUTPUTS_PREFIX, compile_glob, is_glob, tensor_part
-from labelgate.classify.labels import LABEL_RANK
+from labelgate.classify.labels import rank
 from labelgate.enforce import Mask, MaskIndex, apply_masks, apply_message_masks
 from labelgate.enforce.replies import infer_response, masked_markers
 from labelgate.errors import LabelgateError
@@ -311,10 +311,6 @@ def _masked(policy: ReplayPolicy, response: _Response, masks: list[Mask]) -> Mes
 
 
 def _summary(masks: Sequence[Mask], fields: Sequence[Field], widened: set[str]) -> list[dict[str, str]]:
-    # A label the gateway does not know ranks above every known one, as in the policy.
-    def rank(label: str) -> int:
-        return LABEL_RANK.get(label, len(LABEL_RANK))
-
     labels = {item.path: max(item.labels, key=rank) for item in fields}
     # A mask widened to a whole field (``_applicable``) is there for what was found inside it.
     inside: dict[str, str] = {}
