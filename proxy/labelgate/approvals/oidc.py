@@ -18,10 +18,7 @@ gets, so an approver is one person whether they use the inbox or the API; groups
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -35,7 +32,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from labelgate.approvals import reasons
+from labelgate.approvals import reasons, signed
 from labelgate.auth import Subject
 from labelgate.auth.jwt_verifier import claim_value
 from labelgate.config import OidcSettings
@@ -69,16 +66,7 @@ class Pending:
     expires_at: float
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, body: str) -> bytes:
-    return hmac.new(key, b"labelgate-oidc-pending\0" + body.encode(), hashlib.sha256).digest()
+_PENDING_PURPOSE = b"labelgate-oidc-pending"
 
 
 def seal(key: bytes, pending: Pending) -> str:
@@ -91,22 +79,16 @@ def seal(key: bytes, pending: Pending) -> str:
         "r": pending.redirect_uri,
         "e": int(pending.expires_at),
     }
-    body = f"{_PENDING_FORMAT}.{_b64(json.dumps(payload, separators=(',', ':')).encode())}"
-    return f"{body}.{_b64(_mac(key, body))}"
+    return signed.sign(key, _PENDING_PURPOSE, _PENDING_FORMAT, payload)
 
 
 def unseal(key: bytes, value: str | None, now: float | None = None) -> Pending | None:
     """The pending login this inbox (or a replica with its key) began and that has not
     expired; None for anything else."""
-    if not value or len(value) > 2048:
-        return None
-    body, _, mac = value.rpartition(".")
-    if not body.startswith(_PENDING_FORMAT + "."):
+    data = signed.verify(key, _PENDING_PURPOSE, _PENDING_FORMAT, value, max_bytes=2048)
+    if data is None:
         return None
     try:
-        if not hmac.compare_digest(_unb64(mac), _mac(key, body)):
-            return None
-        data = json.loads(_unb64(body.partition(".")[2]))
         pending = Pending(
             str(data["s"]), str(data["n"]), str(data["v"]), str(data["x"]), str(data["r"]), float(data["e"])
         )

@@ -26,7 +26,6 @@ shown as the policy's replay decision for that viewer allows.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -42,7 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from labelgate.approvals import reasons, rules
+from labelgate.approvals import reasons, rules, signed
 from labelgate.approvals.api import APPROVAL_ID, ApprovalsContext, context
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK
@@ -141,18 +140,6 @@ templates.env.filters["fields_by_sensitivity"] = fields_by_sensitivity
 
 
 # -- sessions and CSRF ------------------------------------------------------------------------
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, purpose: bytes, data: str) -> bytes:
-    return hmac.new(key, purpose + b"\0" + data.encode(), hashlib.sha256).digest()
-
-
 def issue_session(ctx: ApprovalsContext, person: Subject, expires_at: float) -> str:
     """A session token for ``person``: who they are and until when, signed. Not the bearer token."""
     claims = {
@@ -160,25 +147,16 @@ def issue_session(ctx: ApprovalsContext, person: Subject, expires_at: float) -> 
         "exp": int(expires_at),
         "sid": secrets.token_urlsafe(12),
     }
-    payload = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
-    body = f"{SESSION_FORMAT}.{payload}"
-    return f"{body}.{_b64(_mac(ctx.session_key, b'session', body))}"
+    return signed.sign(ctx.session_key, b"session", SESSION_FORMAT, claims)
 
 
 def open_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> Subject | None:
     """The subject of a session token this server (or a replica with the same key) issued and
     that has not expired; None for anything else."""
-    if not value or len(value) > MAX_COOKIE_BYTES:
-        return None
-    body, _, mac = value.rpartition(".")
-    if not body.startswith(SESSION_FORMAT + "."):
+    claims = signed.verify(ctx.session_key, b"session", SESSION_FORMAT, value, MAX_COOKIE_BYTES)
+    if claims is None or not isinstance(claims.get("exp"), int):
         return None
     try:
-        if not hmac.compare_digest(_unb64(mac), _mac(ctx.session_key, b"session", body)):
-            return None
-        claims = json.loads(_unb64(body.partition(".")[2]))
-        if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
-            return None
         if claims["exp"] <= (time.time() if now is None else now):
             return None
         sub = claims["sub"]
@@ -190,7 +168,7 @@ def open_session(ctx: ApprovalsContext, value: str | None, now: float | None = N
 
 
 def csrf_token(ctx: ApprovalsContext, session_value: str) -> str:
-    return _mac(ctx.session_key, b"labelgate-inbox-csrf", session_value).hex()
+    return signed.mac(ctx.session_key, b"labelgate-inbox-csrf", session_value).hex()
 
 
 def _secure(request: Request) -> bool:

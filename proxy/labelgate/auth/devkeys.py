@@ -13,8 +13,6 @@ Regenerate (replaces the committed pair): ``python -m labelgate.auth generate-de
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import re
@@ -28,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from labelgate.auth import reasons
+from labelgate.auth.assertion import public_jwk
 from labelgate.auth.subject import normalise_groups
 from labelgate.errors import ConfigError, InvalidInput
 
@@ -75,14 +74,15 @@ def generate(directory: Path, *, force: bool = False) -> tuple[Path, Path]:
             reasons.DEV_KEYS_EXIST, f"refusing to overwrite {', '.join(existing)} (force replaces them)"
         )
     key = ec.generate_private_key(ec.SECP256R1())
-    public_jwk = _public_jwk(key)
+    # The same JWK the gateway publishes for its own key (RFC 7638 thumbprint as kid), prefixed.
+    jwk = public_jwk(key)
     directory.mkdir(parents=True, exist_ok=True)
     private_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    document = {"keys": [{**public_jwk, "kid": DEV_KID_PREFIX + _thumbprint(public_jwk)[:16]}]}
+    document = {"keys": [{**jwk, "kid": DEV_KID_PREFIX + jwk["kid"][:16]}]}
     jwks_path.write_text(json.dumps(document, indent=2) + "\n")
     return private_path, jwks_path
 
@@ -162,34 +162,10 @@ def _load_signing_key(key_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, str]:
         ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ConfigError(reasons.DEV_KEYS_UNREADABLE, f"{private_path} is not a P-256 private key")
-    public_jwk = _public_jwk(key)
+    jwk = public_jwk(key)
     for entry in document.get("keys", []) if isinstance(document, dict) else []:
-        if isinstance(entry, dict) and all(
-            entry.get(name) == public_jwk[name] for name in ("kty", "crv", "x", "y")
-        ):
+        if isinstance(entry, dict) and all(entry.get(name) == jwk[name] for name in ("kty", "crv", "x", "y")):
             return key, str(entry["kid"])
     raise ConfigError(
         reasons.DEV_KEYS_MISMATCH, f"{jwks_path} does not publish the public half of {private_path}"
     )
-
-
-def _public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
-    numbers = key.public_key().public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": _b64(numbers.x.to_bytes(32, "big")),
-        "y": _b64(numbers.y.to_bytes(32, "big")),
-        "use": "sig",
-        "alg": DEV_ALGORITHM,
-    }
-
-
-def _thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace."""
-    required = {name: jwk[name] for name in ("crv", "kty", "x", "y")}
-    return _b64(hashlib.sha256(json.dumps(required, separators=(",", ":"), sort_keys=True).encode()).digest())
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
