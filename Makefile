@@ -32,11 +32,18 @@ help:
 	@echo "make soak   - the soak drill, DURATION seconds (default 600)"
 	@echo "make deploy-check (chart, manifests, Dockerfile, compose, configs) | lock | k8s-render"
 
+# The built-in detectors in Rust (proxy/native, a pyo3 extension built by maturin). The tests
+# require it; `make run` falls back to the pure-Python detectors when there is no cargo.
+# rustup installs cargo in ~/.cargo/bin, which need not be on PATH.
+NATIVE_SOURCES := $(wildcard proxy/native/Cargo.toml proxy/native/Cargo.lock proxy/native/pyproject.toml proxy/native/src/*.rs)
+CARGO_PATH     := $(HOME)/.cargo/bin:$(PATH)
+
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(NATIVE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	PATH="$(CARGO_PATH)" $(PY) -m pip install --quiet ./proxy/native
 	touch $@
 
 tools: $(OPA) regal $(GHZ) $(HELM)
@@ -127,10 +134,15 @@ k8s-render: venv tools
 	$(PY) -m tests.deploy.support --write
 
 # The demo needs the package only: no test or bench extras (Playwright, matplotlib, ...).
-$(VENV)/.installed-app: pyproject.toml
+$(VENV)/.installed-app: pyproject.toml $(NATIVE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	@if PATH="$(CARGO_PATH)" command -v cargo >/dev/null 2>&1; then \
+	  PATH="$(CARGO_PATH)" $(PY) -m pip install --quiet ./proxy/native; \
+	else \
+	  echo "no cargo found: the pure-Python detectors are used (install Rust to build proxy/native)"; \
+	fi
 	touch $@
 
 run: $(VENV)/.installed-app

@@ -1,74 +1,42 @@
-"""Decision-cache hit cost, old key against new, same run (``python -m bench.cache_key``).
+"""Decision-cache hit cost, a baseline against this tree, same run (``python -m bench.cache_key``).
 
-Old (before issue 12): the cache keyed on sha256 of ``marshal`` (format 2) of the
-decision-relevant input, and the gateway computed it twice per decision (once in
-``cache_key`` for the decision-input store, once more in ``CachingEngine.decide``). New: the
-``marshal`` bytes are the key as they are, computed once per decision (``cache_keys``) and
-handed to ``CachingEngine.decide(key=...)``, and ``_relevant`` copies only the parts that hold
-a per-call value. Both variants run the same CachingEngine code on the same input
-(``bench.policy_engines.sample_input``); rounds alternate A/B and each figure is the median
-over rounds of CPU time per operation (``time.thread_time``), so other load on the machine
-counts as little as it can. Nothing here asserts on the figures.
+The baseline is either another tree's ``labelgate.policy.cache`` (and ``contract``), loaded
+side by side under other module names (``--baseline /tmp/cache-base/proxy`` after
+``git archive HEAD | tar -x -C /tmp/cache-base``), or, by default, this tree's cache keyed
+the way it was before the pickle key: ``marshal`` format 2 of the decision-relevant part.
+Both run the same kind of inner engine on the same input
+(``bench.policy_engines.sample_input``, with the per-call values the gateway adds); rounds
+alternate A/B (order flipped every round) and each figure is the median over rounds of CPU
+time per operation (``time.thread_time``), so other load on the machine counts as little as
+it can. Nothing here asserts on the figures.
 
-- ``hit``: ``await cache.decide(doc)`` on a cached input (the engine computes the key);
-- ``gateway_hit``: what the gateway's decide stage does per decision on a hit: the store's
-  canonical key plus the cache lookup (old: two keys; new: one, shared).
+- ``hit``: ``await cache.decide(doc)`` on a cached input (the engine computes the key), what
+  the engines scenario times as ``cache_hit_c1``;
+- ``gateway_hit``: the decide stage's own work on a hit: ``cache_keys`` (the cache's key and
+  the store's canonical key) plus ``decide(doc, key=...)``;
+- ``gateway_build_hit``: the same, starting from the call's parts (``build_input``), as
+  ``Pipeline.decide`` does.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
+import importlib.util
 import json
 import marshal
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from bench.policy_engines import sample_input
-from labelgate.policy import cache
+from labelgate.policy import cache, contract
 from labelgate.policy.contract import Decision
-
-_OLD_CANONICAL: dict[bytes, bytes] = {}
-
-
-def old_relevant(doc: dict[str, Any]) -> dict[str, Any]:
-    """``cache._relevant`` as it was: every part copied by a comprehension."""
-    relevant = dict(doc)
-    request = relevant.get("request")
-    if isinstance(request, dict):
-        relevant["request"] = {k: v for k, v in request.items() if k not in cache._VOLATILE_REQUEST_KEYS}
-    subject = relevant.get("subject")
-    if isinstance(subject, dict) and isinstance(subject.get("attributes"), dict):
-        volatile = cache._VOLATILE_SUBJECT_ATTRIBUTES
-        attributes = {k: v for k, v in subject["attributes"].items() if k not in volatile}
-        relevant["subject"] = {**subject, "attributes": attributes}
-    context = relevant.get("context")
-    if isinstance(context, dict):
-        relevant["context"] = {k: v for k, v in context.items() if k != "time_ns"}
-    return relevant
-
-
-def old_memo_key(doc: dict[str, Any]) -> bytes | None:
-    """The key as it was: sha256 of the marshal bytes."""
-    try:
-        return hashlib.sha256(marshal.dumps(old_relevant(doc), 2)).digest()
-    except ValueError:
-        return None
-
-
-def old_cache_key(doc: dict[str, Any]) -> bytes | None:
-    """``cache_key`` as it was: the canonical key remembered by the old memo key."""
-    fast = old_memo_key(doc)
-    if fast is not None and fast in _OLD_CANONICAL:
-        return _OLD_CANONICAL[fast]
-    text = json.dumps(old_relevant(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    key = hashlib.sha256(text.encode()).digest()
-    if fast is not None:
-        _OLD_CANONICAL[fast] = key
-    return key
 
 
 class _Fixed:
@@ -85,9 +53,48 @@ class _Fixed:
         return Decision(allow=True, reason="ok", cache_ttl_seconds=3600, engine="fixed", revision="r1")
 
 
-class _OldCachingEngine(cache.CachingEngine):
-    async def decide(self, input: dict[str, Any], *, key: bytes | None = None) -> Decision:
-        return await super().decide(input, key=old_memo_key(input))
+class _MarshalKeys:
+    """This tree's cache keyed as before the pickle key: ``marshal`` format 2."""
+
+    def __init__(self) -> None:
+        self._canonical: dict[bytes, bytes] = {}
+        outer = self
+
+        class Engine(cache.CachingEngine):
+            async def decide(self, input: dict[str, Any], *, key: bytes | None = None) -> Decision:
+                return await super().decide(input, key=outer.memo_key(input) if key is None else key)
+
+        self.CachingEngine = Engine
+
+    @staticmethod
+    def memo_key(doc: dict[str, Any]) -> bytes | None:
+        try:
+            return marshal.dumps(cache._relevant(doc), 2)
+        except ValueError:
+            return None
+
+    def cache_keys(self, doc: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
+        fast = self.memo_key(doc)
+        if fast is not None and fast in self._canonical:
+            return fast, self._canonical[fast]
+        text = json.dumps(cache._relevant(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        key = hashlib.sha256(text.encode()).digest()
+        if fast is not None:
+            self._canonical[fast] = key
+        return fast, key
+
+
+def _load(tree: Path, name: str) -> ModuleType:
+    """``labelgate/policy/<name>.py`` of another tree, as a module of its own."""
+    spec = importlib.util.spec_from_file_location(
+        f"baseline_{name}", tree / "labelgate" / "policy" / f"{name}.py"
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no labelgate/policy/{name}.py under {tree}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 async def _cpu_per_op(operation: Callable[[], Awaitable[Any]], count: int) -> float:
@@ -97,50 +104,70 @@ async def _cpu_per_op(operation: Callable[[], Awaitable[Any]], count: int) -> fl
     return (time.thread_time() - started) / count
 
 
-async def _run(rounds: int, count: int) -> dict[str, Any]:
+def _variants(
+    keys: Any, build: Callable[..., dict[str, Any]]
+) -> tuple[cache.CachingEngine, dict[str, Callable[[], Awaitable[Decision]]]]:
     doc = sample_input()
-    old, new = _OldCachingEngine(_Fixed()), cache.CachingEngine(_Fixed())
+    # What the gateway adds per call (left out of the key, so they cost a copy).
+    doc["request"].update(session_id="s-1", peer="ipv4:10.0.0.1:50000", model_version="", opaque=None)
+    doc["subject"]["attributes"] = {"team": "risk"}
+    parts = {k: doc[k] for k in ("phase", "subject", "request", "fields")} | {"approval": None}
+    engine: cache.CachingEngine = keys.CachingEngine(_Fixed())
 
-    async def old_hit() -> Decision:
-        return await old.decide(doc)
+    async def hit() -> Decision:
+        return await engine.decide(doc)
 
-    async def new_hit() -> Decision:
-        return await new.decide(doc)
+    async def gateway_hit() -> Decision:
+        memo, _ = keys.cache_keys(doc)
+        return await engine.decide(doc, key=memo)
 
-    async def old_gateway_hit() -> Decision:
-        old_cache_key(doc)
-        return await old.decide(doc)
+    async def gateway_build_hit() -> Decision:
+        built = build(**parts, time_ns=time.time_ns())
+        memo, _ = keys.cache_keys(built)
+        return await engine.decide(built, key=memo)
 
-    async def new_gateway_hit() -> Decision:
-        memo, _ = cache.cache_keys(doc)
-        return await new.decide(doc, key=memo)
+    return engine, {"hit": hit, "gateway_hit": gateway_hit, "gateway_build_hit": gateway_build_hit}
 
-    variants = {
-        "hit": (old_hit, new_hit),
-        "gateway_hit": (old_gateway_hit, new_gateway_hit),
-    }
-    samples: dict[str, list[float]] = {f"{name}_{v}": [] for name in variants for v in ("old", "new")}
-    for operation in (old_hit, new_hit, old_gateway_hit, new_gateway_hit):
+
+async def _run(rounds: int, count: int, baseline_tree: Path | None) -> dict[str, Any]:
+    old_keys: Any
+    if baseline_tree is None:
+        baseline_name, old_keys, old_build = "marshal format 2 key", _MarshalKeys(), contract.build_input
+    else:
+        baseline_name = str(baseline_tree)
+        old_keys, old_build = _load(baseline_tree, "cache"), _load(baseline_tree, "contract").build_input
+    old_engine, old = _variants(old_keys, old_build)
+    new_engine, new = _variants(cache, contract.build_input)
+    samples: dict[str, list[float]] = {f"{name}_{v}": [] for name in new for v in ("old", "new")}
+    for operation in (*old.values(), *new.values()):
         await operation()  # fill the caches and the canonical memos
     for round_ in range(rounds):
-        for name, (before, after) in variants.items():
-            pairs = [("old", before), ("new", after)]
+        for name in new:
+            pairs = [("old", old[name]), ("new", new[name])]
             for label, operation in pairs if round_ % 2 == 0 else reversed(pairs):
                 samples[f"{name}_{label}"].append(await _cpu_per_op(operation, count))
-    if new.hits < rounds * count or old.hits < rounds * count:
+    if new_engine.hits < rounds * count or old_engine.hits < rounds * count:
         raise RuntimeError("the benchmark's decisions were not cache hits")
-    results: dict[str, Any] = {"rounds": rounds, "operations_per_round": count}
+    results: dict[str, Any] = {"baseline": baseline_name, "rounds": rounds, "operations_per_round": count}
     for key, values in samples.items():
         results[f"{key}_us"] = round(statistics.median(values) * 1e6, 2)
-    for name in variants:
-        results[f"{name}_old_over_new"] = round(results[f"{name}_old_us"] / results[f"{name}_new_us"], 2)
+    for name in new:
+        ratios = [a / b for a, b in zip(samples[f"{name}_old"], samples[f"{name}_new"], strict=True)]
+        results[f"{name}_old_over_new"] = round(statistics.median(ratios), 3)
     return results
 
 
-def run_cache_key_bench(rounds: int = 10, count: int = 20_000) -> dict[str, Any]:
-    return asyncio.run(_run(rounds, count))
+def run_cache_key_bench(
+    rounds: int = 10, count: int = 20_000, baseline_tree: Path | None = None
+) -> dict[str, Any]:
+    return asyncio.run(_run(rounds, count, baseline_tree))
 
 
 if __name__ == "__main__":
-    json.dump(run_cache_key_bench(), sys.stdout, indent=2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, help="another tree's proxy folder (holds labelgate/)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--count", type=int, default=20_000)
+    args = parser.parse_args()
+    json.dump(run_cache_key_bench(args.rounds, args.count, args.baseline), sys.stdout, indent=2)
     sys.stdout.write("\n")

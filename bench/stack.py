@@ -86,6 +86,8 @@ FULL_VARIANTS = (
     full_path("opa", False),
     full_path("embedded", True),
     full_path("embedded", False),
+    # OPA's Wasm target in process: the engine that meets the uncached decisions/s target.
+    full_path("wasm", False),
 )
 # The configuration `make run` ships (embedded engine, cache on): the scaling scenario's subject.
 SCALING_VARIANT = full_path("embedded", True)

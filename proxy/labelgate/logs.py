@@ -18,6 +18,10 @@ _RESERVED = set(vars(logging.makeLogRecord({})))
 # Fields libraries add for their own terminal formatters (uvicorn's ANSI-coloured copy of the
 # message): never part of a JSON line.
 _DROPPED = {"color_message"}
+_NOT_FIELDS = frozenset(_RESERVED | _DROPPED)
+_SCALARS = frozenset({int, float, bool})  # nothing in them to make plain
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 # ANSI escape sequences (CSI and OSC): a log line is data, not terminal output.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -33,7 +37,8 @@ class LogLevel(StrEnum):
 
 def _plain(value: Any) -> Any:
     if isinstance(value, str):
-        return _ANSI.sub("", value)
+        # Every sequence _ANSI matches starts with ESC: a string without one is already plain.
+        return _ANSI.sub("", value) if "\x1b" in value else value
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     if isinstance(value, dict):
@@ -42,33 +47,56 @@ def _plain(value: Any) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
+    # (whole second, its text): lines come many to a second, strftime once per second.
+    _second: tuple[int, str] = (-1, "")
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached, text = self._second
+        if cached != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": _plain(record.getMessage()),
         }
-        entry.update(
-            {
-                k: _plain(v)
-                for k, v in vars(record).items()
-                if k not in _RESERVED and k not in _DROPPED and not k.startswith("_")
-            }
-        )
+        for key, value in vars(record).items():
+            if key in _NOT_FIELDS or key.startswith("_"):
+                continue
+            entry[key] = value if value is None or type(value) in _SCALARS else _plain(value)
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        return _ENCODER.encode(entry)
+
+
+_LOGGING_KWARGS = ("exc_info", "stack_info", "stacklevel")
 
 
 class StructuredLogger(logging.LoggerAdapter[logging.Logger]):
     """``log.info("event", key=value)`` instead of ``extra={...}``."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        fields = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("exc_info", "stack_info", "stacklevel")}
+        fields = {k: kwargs.pop(k) for k in list(kwargs) if k not in _LOGGING_KWARGS}
         kwargs["extra"] = fields
         return msg, kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(level):
+            return
+        if any(k in kwargs for k in _LOGGING_KWARGS):
+            super().log(level, msg, *args, **kwargs)
+            return
+        # The record the standard path makes, less the caller's file and line: finding them
+        # walks the stack on every line, and no line labelgate writes shows them.
+        logger.handle(
+            logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None, None, kwargs)
+        )
 
 
 def get_logger(name: str) -> StructuredLogger:

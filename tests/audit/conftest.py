@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from labelgate.audit.checkpoints import generate_keypair, load_public_key
 from labelgate.audit.store import list_segments
@@ -57,7 +58,7 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def public_key(keys: tuple[Path, Path]):
+def public_key(keys: tuple[Path, Path]) -> Ed25519PublicKey:
     return load_public_key(keys[1])
 
 
@@ -109,7 +110,7 @@ def run_to_exit(sock: Path, log_dir: Path, *extra: str) -> tuple[int, str]:
 
 
 def read_records(log_dir: Path) -> list[dict[str, Any]]:
-    records = []
+    records: list[dict[str, Any]] = []
     for _, path in list_segments(log_dir):
         records.extend(json.loads(line) for line in path.read_bytes().splitlines())
     return records

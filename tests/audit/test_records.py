@@ -102,3 +102,43 @@ def test_names_that_only_contain_the_word_are_allowed() -> None:
 def test_an_event_must_be_an_object() -> None:
     with pytest.raises(AuditEventInvalid, match="JSON object"):
         validate_event(["not", "an", "object"])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"reason": 'quote " backslash \\ tab \t nul \x00 line \u2028 emoji \U0001f600 café'},
+        {"details": {"z": 1, "a": [1.5, -0.0, 1e300, 2**70], "m": {"y": None, "b": True}}},
+        {"latency_ms": 0.1 + 0.2, "labels": []},
+    ],
+)
+@pytest.mark.parametrize("seq", [1, 9, 10, 123_456_789_012])
+def test_stored_line_and_hash_match_their_definition_byte_for_byte(changes: dict, seq: int) -> None:
+    # make_line serialises the event once and splices it; verify recomputes from the definition.
+    event, prev = make_event(**changes), hashlib.sha256(str(seq).encode()).hexdigest()
+    line, digest = make_line(seq, prev, event)
+    assert digest == record_hash(seq, prev, event)
+    assert line == canonical_json({"seq": seq, "prev": prev, "hash": digest, "event": event}) + b"\n"
+
+
+def test_events_at_the_limits_are_valid() -> None:
+    nested: dict = {"e": 1}  # the 1 sits at depth 6, the deepest allowed
+    for key in "dcb":
+        nested = {key: nested}
+    validate_event(make_event(reason="x" * 4096, labels=["l"] * 1024, details={"a": nested}))
+
+
+def test_a_data_named_key_is_refused_every_time_it_is_seen() -> None:
+    for _ in range(3):
+        with pytest.raises(AuditEventInvalid, match="never data"):
+            validate_event(make_event(details={"nested": [{"payload": "x"}]}))
+
+
+def test_values_of_json_subclasses_are_judged_like_their_base_types() -> None:
+    class Name(str):
+        pass
+
+    validate_event(make_event(reason=Name("fine")))
+    with pytest.raises(AuditEventInvalid, match="never data"):
+        validate_event(make_event(details={Name("value"): 1}))

@@ -115,6 +115,27 @@ async def test_client_fails_closed_when_the_writer_hangs(tmp_path: Path) -> None
                 process.signal(signal.SIGCONT)
 
 
+async def test_a_writer_that_stops_reading_fails_every_waiting_append_closed(tmp_path: Path) -> None:
+    # Far more bytes than the socket and the client's transport hold: some appends wait to be
+    # sent at all, the rest for an acknowledgement; each must fail within the timeout.
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    bulky = {"names": ["n" * 4000] * 10}  # about 40 kB an event
+    with writer_process(sock, log_dir) as process:
+        async with AuditClient(sock, timeout=1) as client:
+            await client.append(make_event())
+            process.signal(signal.SIGSTOP)
+            try:
+                outcomes = await asyncio.gather(
+                    *(client.append(make_event(details=bulky)) for _ in range(100)), return_exceptions=True
+                )
+            finally:
+                process.signal(signal.SIGCONT)
+            assert all(isinstance(outcome, AuditUnavailable) for outcome in outcomes), outcomes
+            after = await client.append(make_event())  # the writer caught up; appends work again
+            stats = await client.stats()
+    assert after.seq == stats["seq"] and len(read_records(log_dir)) == stats["records"]
+
+
 async def test_a_write_error_fails_closed_and_loses_no_acknowledged_record(
     tmp_path: Path, keys, public_key
 ) -> None:

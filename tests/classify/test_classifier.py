@@ -433,3 +433,70 @@ def test_bad_backend_labels_are_an_upstream_error(response: pb.ModelInferRespons
     assert caught.value.reason == BACKEND_LABELS_INVALID
     assert problem in caught.value.message
     assert "secret" not in caught.value.message, "the upstream's text is not quoted back"
+
+
+# --- JSON shapes are remembered per Classifier: reuse must never change a result ----------
+
+MIXED_ROWS = [
+    {"contact": {"ssn": "123-45-6789", "email": "a@example.com"}, "n": 1},
+    "plain text with 4111 1111 1111 1111",
+    {"contact": {"ssn": "n/a", "email": "b@example.com"}, "n": 2},
+    {"contact": {"email": "c@example.com", "ssn": "987-65-4321"}, "n": 3},  # keys in another order
+    {"contact": {"ssn": "555-12-3456", "email": "d@example.com"}, "n": "4111111111111111"},
+    {"4111111111111111": "a detector fires on this key"},
+    {"contact": {"ssn": "123-45-6789", "email": "a@example.com"}, "n": 1, "n2": {"x": [1, "2"]}},
+    {"rows": [{"iban": "DE89370400440532013000"}, {"iban": "none"}]},
+    {"rows": [{"iban": "none"}]},
+]
+
+
+def mixed_tensor(rows: list[object]) -> Tensor:
+    return text("doc", *(row if isinstance(row, str) else json.dumps(row) for row in rows))
+
+
+def outcome(result) -> tuple[object, ...]:
+    return (to_policy_fields(result.fields), result.spans, result.json_elements, result.element_counts)
+
+
+def test_a_second_call_reusing_shapes_classifies_exactly_as_the_first() -> None:
+    classifier = Classifier(NESTED_CATALOG, DETECTORS, key_secret=SECRET)
+    tensor = mixed_tensor(MIXED_ROWS)
+    first = classifier.classify_response("m", [tensor])
+    second = classifier.classify_response("m", [tensor])
+    fresh = Classifier(NESTED_CATALOG, DETECTORS, key_secret=SECRET).classify_response("m", [tensor])
+    assert outcome(first) == outcome(second) == outcome(fresh)
+    assert first.spans["doc"][5][-1].detector == OPAQUE_JSON  # the detected key: opaque
+    # The same shapes in another order and mixed with new ones: each element as if alone.
+    reordered = mixed_tensor(list(reversed(MIXED_ROWS)))
+    again = classifier.classify_response("m", [reordered])
+    assert outcome(again) == outcome(
+        Classifier(NESTED_CATALOG, DETECTORS, key_secret=SECRET).classify_response("m", [reordered])
+    )
+    for position, row in enumerate(MIXED_ROWS):  # and element by element, alone
+        alone = classifier.classify_response("m", [mixed_tensor([row])])
+        leaves = first.json_elements["doc"].get(position)
+        assert alone.json_elements.get("doc", {}).get(0) == leaves
+
+
+def test_a_catalog_revision_never_reuses_the_previous_shapes() -> None:
+    tensor = mixed_tensor(MIXED_ROWS[:3])
+    before = Classifier(Catalog.from_data({"entries": []}), DETECTORS, key_secret=SECRET)
+    revised = Catalog.from_data(
+        {"entries": [{"model": "m", "path": "outputs.doc[].contact.email", "labels": ["confidential"]}]}
+    )
+    assert "outputs.doc[].contact.email" not in labels_by_path(before.classify_response("m", [tensor]))
+    after = Classifier(revised, DETECTORS, key_secret=SECRET)  # what a bundle with it builds
+    paths = labels_by_path(after.classify_response("m", [tensor]))
+    assert paths["outputs.doc[].contact.email"] == {"confidential": ["catalog"]}
+    placeholder = KeyNames((), SECRET).placeholder("contact")
+    assert not any(path.startswith(f"outputs.doc[].{placeholder}") for path in paths)
+
+
+def test_every_element_of_a_shape_with_a_detected_key_is_opaque_and_only_those() -> None:
+    rows = [{"4111111111111111": "x", "a": 1}, {"a": 1}, {"4111111111111111": "y", "a": 2}, {"a": 3}]
+    result = classify_outputs("m", [mixed_tensor(rows)], NESTED_CATALOG, DETECTORS)
+    assert sorted(result.json_elements["doc"]) == [1, 3]
+    assert sorted(result.spans["doc"]) == [0, 2]
+    assert labels_by_path(result)["outputs.doc{opaque-json}"] == {
+        "restricted": [f"catalog:fail_closed:{KEY_DETECTED}"]  # the most any entry under doc gives
+    }

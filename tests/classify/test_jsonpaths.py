@@ -122,3 +122,138 @@ def test_unescaped_forms_decode_every_level_of_json_escapes() -> None:
     ]
     assert jsonpaths.unescaped_forms(b"\\\\u0031") == [b"\\u0031", b"1"]  # JSON in JSON
     assert jsonpaths.unescaped_forms(b"C:\\Users") == []  # not a JSON escape
+
+
+# --- shapes: read_shaped must say exactly what read_object + flatten say -----------------
+
+SHAPED_ELEMENTS = [
+    b'{"a": 1}',
+    b'{"a": "x", "b": {"c": [1, "two", 3.5, null, true, {"d": "e"}], "f": {}}, "g": []}',
+    b'{"b": {"c": [1, "two", 3.5, null, true, {"d": "e"}], "f": {}}, "a": "x", "g": []}',  # key order
+    b'{"a": {"b": 1}}',
+    b'{"a": [{"b": 1}]}',  # the same keys, nested differently
+    b'{"a": [1, 2]}',
+    b'{"a": [1, 2, 3]}',  # another array length
+    b'{"a": "1"}',
+    b'{"a": true}',  # bool, not int: never scanned
+    b'{"a": 1.0}',
+    b'{"a": NaN, "b": -Infinity}',
+    b'{"a": "\\ud800", "\\udc00": "lone surrogates"}',
+    b'{"k": "\\u0031\\u0032\\u0033-45-6789", "k2": "\\"quoted\\""}',
+    b' \t{"a": 1} \n',  # JSON whitespace around
+    b'{"a": 1} ',
+    b'{"a": 1} x',
+    b'{"a": 1, "a": 2}',
+    b'{"a": {"b": 1, "b": 1}}',
+    b'{"a": ',
+    b'{"a": "\xff"}',
+    b'\x0b{"a": 1}',
+    b'[{"a": 1}]',
+    b"plain text",
+    b"",
+    json.dumps({"root": nested(MAX_DEPTH - 1, "x", "dict")}).encode(),
+    json.dumps({"root": nested(MAX_DEPTH, "x", "dict")}).encode(),
+    json.dumps({"root": nested(MAX_DEPTH - 1, [], "list")}).encode(),
+    json.dumps({"root": nested(MAX_DEPTH, [], "list")}).encode(),
+    b'{"a": ' * 1200 + b"1" + b"}" * 1200,  # deeper than the recursion limit
+]
+
+
+def exact(element: bytes, names: KeyNames) -> object:
+    """What read_object then flatten say of ``element``, in read_shaped's terms."""
+    parsed, reason = jsonpaths.read_object(element, check_depth=False)
+    if parsed is None:
+        return reason
+    flat = jsonpaths.flatten(parsed, names)
+    if flat is None:
+        return jsonpaths.TOO_DEEP
+    leaves, keys = flat
+    texts = [
+        text.encode("utf-8", "surrogatepass") for *_, value in leaves if (text := jsonpaths.scannable(value))
+    ]
+    return (
+        [(location, suffix) for location, suffix, _ in leaves],
+        [value for *_, value in leaves],
+        set(keys),
+        texts,
+    )
+
+
+def shaped(element: bytes, names: KeyNames) -> object:
+    read = jsonpaths.read_shaped(element, names)
+    if not isinstance(read, tuple):
+        return read
+    shape, values = read
+    keys = {key.decode("utf-8", "surrogatepass") for key in shape.keys}
+    return (list(zip(shape.locations, shape.suffixes, strict=True)), values, keys, shape.texts(values))
+
+
+def same(left: object, right: object) -> bool:
+    # NaN is not equal to itself: compare such values by their JSON spelling.
+    def plain(value: object) -> object:
+        return sorted(value) if isinstance(value, set) else list(value)  # type: ignore[call-overload]
+
+    return json.dumps(left, default=plain) == json.dumps(right, default=plain)
+
+
+@pytest.mark.parametrize("element", SHAPED_ELEMENTS, ids=lambda element: repr(element[:40]))
+def test_read_shaped_says_what_read_object_and_flatten_say(element: bytes) -> None:
+    names = KeyNames({"a", "k"}, SECRET)
+    expected = exact(element, names)
+    assert same(shaped(element, names), expected)  # learns the shape
+    assert same(shaped(element, names), expected)  # and reuses it
+
+
+def test_elements_of_one_shape_share_it_and_others_get_their_own() -> None:
+    names = KeyNames(set(), SECRET)
+    first = jsonpaths.read_shaped(b'{"a": {"b": "x"}, "c": 1}', names)
+    second = jsonpaths.read_shaped(b'{"a":{"b":"other value"},"c":22}', names)
+    assert isinstance(first, tuple) and isinstance(second, tuple)
+    assert first[0] is second[0]
+    assert second[1] == ["other value", 22]
+    for element in SHAPED_ELEMENTS:  # every other shape, read after these, still reads right
+        assert same(shaped(element, names), exact(element, names))
+    assert same(shaped(b'{"a": {"b": "x"}, "c": 1}', names), exact(b'{"a": {"b": "x"}, "c": 1}', names))
+
+
+def test_shapes_belong_to_their_key_names() -> None:
+    """A catalog revision builds new KeyNames: a key it catalogues is spelled verbatim at once,
+    never by a shape the previous names learned."""
+    element = b'{"email": "a@example.com"}'
+    before, after = KeyNames(set(), SECRET), KeyNames({"email"}, SECRET)
+    old = jsonpaths.read_shaped(element, before)
+    new = jsonpaths.read_shaped(element, after)
+    assert isinstance(old, tuple) and isinstance(new, tuple)
+    assert old[0].suffixes == ("." + before.placeholder("email"),)
+    assert new[0].suffixes == (".email",)
+
+
+def test_a_duplicate_key_is_refused_every_time_even_once_its_shape_is_known() -> None:
+    names = KeyNames(set(), SECRET)
+    for _ in range(3):
+        assert jsonpaths.read_shaped(b'{"a": 1, "a": 2}', names) == jsonpaths.DUPLICATE_KEY
+    assert isinstance(jsonpaths.read_shaped(b'{"a": 1, "b": 2}', names), tuple)
+
+
+def test_the_shape_memo_is_bounded_in_shapes_and_in_tokens() -> None:
+    names = KeyNames(set(), SECRET)
+    for number in range(jsonpaths.SHAPE_MEMO_SIZE + 10):
+        element = json.dumps({f"key{number}": number}).encode()
+        assert same(shaped(element, names), exact(element, names))
+        assert 0 < len(names._shapes) <= jsonpaths.SHAPE_MEMO_SIZE
+    wide = {f"k{key}": key for key in range(150)}  # about 300 tokens a shape
+    for number in range(2 * jsonpaths.SHAPE_MEMO_TOKENS // 300):
+        element = json.dumps({**wide, f"last{number}": "x"}).encode()
+        assert same(shaped(element, names), exact(element, names))
+        assert sum(map(len, names._shapes)) == names._shape_tokens <= jsonpaths.SHAPE_MEMO_TOKENS
+    too_wide = json.dumps({f"k{key}": key for key in range(jsonpaths.SHAPE_MEMO_MAX_TOKENS)}).encode()
+    before = dict(names._shapes)
+    assert same(shaped(too_wide, names), exact(too_wide, names))  # read, not remembered
+    assert names._shapes == before
+
+
+@pytest.mark.parametrize("element", SHAPED_ELEMENTS, ids=lambda element: repr(element[:40]))
+def test_parse_classified_reads_an_object_as_parse_object_does(element: bytes) -> None:
+    expected = jsonpaths.parse_object(element)
+    if expected is not None:
+        assert same(jsonpaths.parse_classified(element), expected)

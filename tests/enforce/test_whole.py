@@ -9,6 +9,7 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.enforce.strategies import Mask, Masker
 from labelgate.enforce.whole import mask_whole_bytes
+from labelgate.oip import native
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensors import Tensor
 
@@ -39,9 +40,15 @@ def decoded(values: list[bytes]) -> Tensor:
     return result
 
 
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
 @pytest.mark.parametrize("column", COLUMNS)
 @pytest.mark.parametrize("mask", MASKS, ids=lambda mask: f"{mask.strategy}{dict(mask.params)}")
-def test_a_whole_output_mask_equals_masking_each_element(column: str, mask: Mask) -> None:
+def test_a_whole_output_mask_equals_masking_each_element(column: str, mask: Mask, use_native: bool) -> None:
+    with native.forced(use_native):
+        _check_whole_mask(column, mask)
+
+
+def _check_whole_mask(column: str, mask: Mask) -> None:
     tensor = decoded(COLUMNS[column])
     masker = Masker(KEY, [mask])
     masked = mask_whole_bytes(tensor, tensor.values, mask, masker)
@@ -66,6 +73,18 @@ def test_a_raw_buffer_that_is_not_these_elements_is_not_used() -> None:
     (which decoding never produces) falls back to element by element, never guesses."""
     values = COLUMNS["ssns"]
     tensor = Tensor("t", "BYTES", [len(values)], values).remember_raw(b"\x00" * 7)
-    masked = mask_whole_bytes(tensor, values, Mask("outputs.t", "partial"), Masker(KEY))
+    with native.forced(False):
+        masked = mask_whole_bytes(tensor, values, Mask("outputs.t", "partial"), Masker(KEY))
     assert masked.raw_form() is None
     assert masked.values == Masker(KEY).raw_all(values, Mask("outputs.t", "partial"))
+
+
+def test_the_native_path_writes_its_raw_form_from_the_elements_not_the_buffer() -> None:
+    values = COLUMNS["ssns"]
+    tensor = Tensor("t", "BYTES", [len(values)], values).remember_raw(b"\x00" * 7)
+    with native.forced(True):
+        masked = mask_whole_bytes(tensor, values, Mask("outputs.t", "partial"), Masker(KEY))
+    expected = Masker(KEY).raw_all(values, Mask("outputs.t", "partial"))
+    assert masked.values == expected
+    with native.forced(False):
+        assert masked.raw_form() == oip.tensor_to_raw(Tensor("t", "BYTES", [len(values)], expected))

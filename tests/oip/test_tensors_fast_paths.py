@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from labelgate.errors import InvalidInput
-from labelgate.oip.tensors import Tensor, split_raw_bytes, tensor_to_raw
+from labelgate.oip.tensors import Tensor, fixed_width_elements, split_raw_bytes, tensor_to_raw
 
 MANY = 40  # above the count where one-length tensors take the fast path
 
@@ -106,3 +106,21 @@ def test_random_buffers_split_exactly_like_the_reference() -> None:
 )
 def test_bytes_encode_like_the_reference(values: list[bytes]) -> None:
     assert tensor_to_raw(Tensor("t", "BYTES", [len(values)], values)) == encode(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b"\x00\x00\x00"] * MANY,  # NULs only: kept, never stripped
+        [b"a\x00\x00", b"\x00b\x00"] * (MANY // 2),
+        [bytes([byte, 0, 255]) for byte in range(MANY)],
+        [b""] * MANY,
+        [b"x"] * MANY,
+    ],
+    ids=["nuls", "trailing-nuls", "high-bytes", "empty", "one-byte"],
+)
+def test_one_length_elements_keep_every_byte(values: list[bytes]) -> None:
+    data = encode(values)
+    assert split_raw_bytes(data, len(values)) == reference_split(data, len(values)) == values
+    assert fixed_width_elements(data, len(values), len(values[0])) == values
+    assert all(type(value) is bytes for value in split_raw_bytes(data, len(values)))

@@ -211,7 +211,7 @@ async def test_a_failing_engine_empties_the_cache() -> None:
         async def healthy(self) -> bool:
             return not self.failing
 
-        async def decide(self, input: dict) -> Decision:
+        async def decide(self, input: dict[str, Any]) -> Decision:
             if self.failing:
                 return Decision.deny("POLICY_UNAVAILABLE", engine="flaky", revision="r1")
             return Decision(allow=True, reason="ok", cache_ttl_seconds=60, engine="flaky", revision="r1")
@@ -237,7 +237,7 @@ async def test_a_failing_engine_empties_the_cache() -> None:
 def test_a_new_token_of_the_same_person_is_the_same_key() -> None:
     from labelgate.policy.cache import cache_key
 
-    def doc(jti: str, exp: int) -> dict:
+    def doc(jti: str, exp: int) -> dict[str, Any]:
         return {
             "subject": {"id": "jwt:i#ann", "groups": ["analysts"], "attributes": {"jti": jti, "exp": exp}}
         }

@@ -1,8 +1,10 @@
 """The gateway's side: ``await AuditClient(path).append(event)`` returns once the record is durable.
 
 One Unix-socket connection per client, opened on first use and reopened after it breaks.
-Concurrent appends share it: each request carries an id and a reader task hands every
-reply to the request that is waiting for it, so the writer can batch them into one fsync.
+Concurrent appends share it: each request carries an id and the connection's protocol
+hands every reply to the future of the request waiting for it, so the writer can batch
+them into one fsync. Per append: one encode, one timer, one future, no task; the frames
+queued in one turn of the event loop leave in one write.
 
 Every failure to get a durable acknowledgement (no writer, connection lost, no answer
 within ``timeout``, writer unable to write) raises ``AuditUnavailable`` with reason
@@ -16,7 +18,6 @@ less.) An event the writer refuses raises ``AuditRejected`` with the writer's re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 import grpc
 
 from labelgate.audit import reasons
-from labelgate.audit.protocol import FrameError, encode, read_frame
+from labelgate.audit.protocol import FrameError, FrameProtocol, encode
 from labelgate.errors import LabelgateError
 
 
@@ -54,32 +55,82 @@ class AuditReceipt:
     hash: str
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
+class _Connection(FrameProtocol):
+    """The client's end: each reply resolves the future of the request with its id.
+
+    Replies are matched in the protocol's callback, so a reply costs no task wake-up of
+    its own; only the caller awaiting that future resumes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transport: asyncio.Transport | None = None
         self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.closed = False
-        self.task = asyncio.create_task(self._read(reader))
+        self._writable: asyncio.Future[None] | None = None  # set while the kernel buffer is full
+        self._outbox: list[bytes] = []
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        why = "the audit writer closed the connection"
-        try:
-            while (message := await read_frame(reader)) is not None:
-                future = self.waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
-                if future is not None and not future.done():
-                    future.set_result(message)
-        except (FrameError, ConnectionError) as error:
-            why = f"connection to the audit writer broke: {error}"
-        finally:
-            self.close(why)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def message_received(self, message: dict[str, Any]) -> None:
+        future = self.waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def frame_error(self, error: FrameError) -> None:
+        self.close(f"connection to the audit writer broke: {error}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self.close("the audit writer closed the connection")
+        else:
+            self.close(f"connection to the audit writer broke: {exc}")
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame; every frame queued in one turn of the event loop goes in one write."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(frame)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self.transport is not None and not self.closed and not self.transport.is_closing():
+            self.transport.write(b"".join(frames))  # else close() has failed their requests
+
+    @property
+    def paused(self) -> bool:
+        return self._writable is not None
+
+    async def writable(self) -> None:
+        """Return once the writer takes more bytes (a writer that stopped reading: wait)."""
+        while (writable := self._writable) is not None and not self.closed:
+            await asyncio.shield(writable)
 
     def close(self, why: str) -> None:
         self.closed = True
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
+        self.resume_writing()
         waiting, self.waiting = self.waiting, {}
         for future in waiting.values():
             if not future.done():
                 future.set_exception(AuditUnavailable(why))
+
+
+def _expire(future: asyncio.Future[dict[str, Any]], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(AuditUnavailable(f"no durable acknowledgement within {timeout}s"))
 
 
 class AuditClient:
@@ -92,21 +143,18 @@ class AuditClient:
 
     async def append(self, event: dict[str, Any]) -> AuditReceipt:
         """Return only when the event is durable in the log; raise ``AuditUnavailable`` otherwise."""
-        reply = await self._request({"op": "append", "event": event})
+        reply = await self._request("append", event)
         return AuditReceipt(seq=int(reply["seq"]), hash=str(reply["hash"]))
 
     async def stats(self) -> dict[str, Any]:
         """The writer's counters (records, fsyncs, batches, seq, head, ...)."""
-        stats: dict[str, Any] = (await self._request({"op": "stats"}))["stats"]
+        stats: dict[str, Any] = (await self._request("stats", None))["stats"]
         return stats
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close("client closed")
-            connection.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection.task
 
     async def __aenter__(self) -> AuditClient:
         return self
@@ -114,32 +162,38 @@ class AuditClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, op: str, event: dict[str, Any] | None) -> dict[str, Any]:
         request_id = next(self._ids)
+        message: dict[str, Any] = {"id": request_id, "op": op}
+        if event is not None:
+            message["event"] = event
         try:
-            frame = encode({**message, "id": request_id})
+            frame = encode(message)
         except (TypeError, ValueError) as error:
             raise AuditRejected(reasons.AUDIT_EVENT_INVALID, f"event is not plain JSON: {error}") from None
-        connection: _Connection | None = None
+        loop = asyncio.get_running_loop()
+        # One deadline for connecting, sending and the durable acknowledgement together.
+        deadline = loop.time() + self.timeout
+        connection = self._usable()
         try:
-            async with asyncio.timeout(self.timeout):
-                connection = await self._connect()
-                if connection.closed:  # broke between connecting and now: nothing would answer
-                    raise AuditUnavailable("connection to the audit writer broke")
-                future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-                connection.waiting[request_id] = future
-                connection.writer.write(frame)
-                await connection.writer.drain()
-                reply = await future
+            if connection is None or connection.paused:
+                async with asyncio.timeout_at(deadline):
+                    connection = connection or await self._connect()
+                    await connection.writable()
         except TimeoutError:
             raise AuditUnavailable(f"no durable acknowledgement within {self.timeout}s") from None
-        except ConnectionError as error:
-            if connection is not None:
-                connection.close(f"connection to the audit writer broke: {error}")
-            raise AuditUnavailable(f"connection to the audit writer broke: {error}") from None
+        if connection.closed:  # broke between connecting and now: nothing would answer
+            raise AuditUnavailable("connection to the audit writer broke")
+        assert connection.transport is not None
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        connection.waiting[request_id] = future
+        timer = loop.call_at(deadline, _expire, future, self.timeout)
+        try:
+            connection.send(frame)
+            reply = await future
         finally:
-            if connection is not None:
-                connection.waiting.pop(request_id, None)
+            timer.cancel()
+            connection.waiting.pop(request_id, None)
         if not reply.get("ok"):
             reason, text = str(reply.get("reason", "AUDIT_PROTOCOL")), str(reply.get("message", ""))
             if reason in ("AUDIT_UNAVAILABLE", "AUDIT_WRITE_FAILED"):
@@ -149,7 +203,9 @@ class AuditClient:
 
     def _usable(self) -> _Connection | None:
         connection = self._connection
-        if connection is None or connection.closed or connection.writer.is_closing():
+        if connection is None or connection.closed or connection.transport is None:
+            return None
+        if connection.transport.is_closing():
             return None
         return connection
 
@@ -160,10 +216,12 @@ class AuditClient:
             if (connection := self._usable()) is not None:
                 return connection
             try:
-                reader, writer = await asyncio.open_unix_connection(self.socket_path)
+                _, connection = await asyncio.get_running_loop().create_unix_connection(
+                    _Connection, self.socket_path
+                )
             except OSError as error:
                 raise AuditUnavailable(
                     f"cannot reach the audit writer at {self.socket_path}: {error.strerror or error}"
                 ) from None
-            self._connection = _Connection(reader, writer)
-            return self._connection
+            self._connection = connection
+            return connection

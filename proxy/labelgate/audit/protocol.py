@@ -20,6 +20,11 @@ HEADER = struct.Struct(">I")
 # Events are a few hundred bytes; the cap keeps a broken or hostile peer from making the
 # writer allocate without bound.
 MAX_FRAME = 256 * 1024
+# What one receive may fill. A reused buffer, not asyncio's default of a fresh 256 KiB
+# allocation (an mmap and munmap) for every read.
+READ_CHUNK = 64 * 1024
+# One encoder for every frame: ``json.dumps`` with options builds a new one each call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class FrameError(Exception):
@@ -28,27 +33,13 @@ class FrameError(Exception):
 
 def encode(message: dict[str, Any]) -> bytes:
     """Raises ``ValueError`` (or ``TypeError``) for anything that is not plain, finite JSON."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    body = _ENCODER.encode(message).encode("utf-8")
     if len(body) > MAX_FRAME:
         raise ValueError(f"frame of {len(body)} bytes is larger than {MAX_FRAME}")
     return HEADER.pack(len(body)) + body
 
 
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    """The next message, or None when the peer closed the connection between frames."""
-    try:
-        header = await reader.readexactly(HEADER.size)
-    except asyncio.IncompleteReadError as error:
-        if error.partial:
-            raise FrameError("connection closed inside a frame header") from None
-        return None
-    (length,) = HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise FrameError(f"frame of {length} bytes is larger than {MAX_FRAME}")
-    try:
-        body = await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        raise FrameError("connection closed inside a frame") from None
+def decode(body: bytes | bytearray) -> dict[str, Any]:
     try:
         message = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -56,3 +47,79 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     if not isinstance(message, dict):
         raise FrameError("frame is not a JSON object")
     return message
+
+
+class FrameProtocol(asyncio.BufferedProtocol):
+    """Receives into one reusable buffer and hands each whole message to ``message_received``.
+
+    Every message that one receive completes is handled in that same callback: no task,
+    no coroutine per frame. A broken frame calls ``frame_error`` and reads nothing more.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(READ_CHUNK)
+        self._start = 0  # first byte not yet parsed
+        self._end = 0  # end of the bytes received
+        self._broken = False
+
+    def message_received(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def frame_error(self, error: FrameError) -> None:
+        raise NotImplementedError
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Only here may the buffer move: asyncio still holds the view it filled while it
+        # calls buffer_updated.
+        buffer, start, end = self._buffer, self._start, self._end
+        if start:
+            pending = end - start
+            buffer[:pending] = buffer[start:end]
+            self._start = 0
+            self._end = end = pending
+        needed = self._frame_end() - self._start
+        if end == len(buffer) or needed > len(buffer):
+            grown = bytearray(max(needed, len(buffer) + READ_CHUNK, READ_CHUNK))
+            grown[:end] = buffer[:end]
+            self._buffer = buffer = grown
+        return memoryview(buffer)[end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        buffer = self._buffer
+        while not self._broken and self._end - self._start >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, self._start)
+            if length > MAX_FRAME:
+                self._fail(FrameError(f"frame of {length} bytes is larger than {MAX_FRAME}"))
+                return
+            stop = self._start + HEADER.size + length
+            if stop > self._end:
+                return
+            body = buffer[self._start + HEADER.size : stop]
+            self._start = stop
+            try:
+                message = decode(body)
+            except FrameError as error:
+                self._fail(error)
+                return
+            self.message_received(message)
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def eof_received(self) -> bool:
+        if self._end > self._start:
+            self._fail(FrameError("connection closed inside a frame"))
+        return False  # close the transport
+
+    def _frame_end(self) -> int:
+        """Where the frame being received ends (or its header, before that is complete)."""
+        if self._end - self._start < HEADER.size:
+            return self._start + HEADER.size
+        length: int = HEADER.unpack_from(self._buffer, self._start)[0]
+        return self._start + HEADER.size + min(length, MAX_FRAME)
+
+    def _fail(self, error: FrameError) -> None:
+        # After a framing error nothing that follows can be trusted to start at a boundary.
+        self._broken = True
+        self._start = self._end = 0
+        self.frame_error(error)

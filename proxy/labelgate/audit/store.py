@@ -6,8 +6,8 @@
 
 The chain runs across segments: a new segment's first record links to the previous
 segment's last hash, and its name says which seq it starts with. All methods here block
-(write, fsync); the writer calls ``append`` in a worker thread so the event loop keeps
-collecting the next batch while the disk works.
+(write, fsync); the writer calls ``append`` on its event loop's thread, and what arrives
+meanwhile waits in the socket buffers to form the next batch.
 
 Recovery on open: a final line without its newline is a write the crash interrupted
 (never acknowledged, since acknowledgement waits for fsync); it is cut off and reported.

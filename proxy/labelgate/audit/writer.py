@@ -1,10 +1,12 @@
 """``labelgate audit-writer``: the one process that appends to the audit log.
 
-Group commit: connections put validated events on one pending list; a single committer
-task takes everything pending, chains it (seq, prev, hash), writes it with one ``write``
-and one ``fdatasync`` in a worker thread, and only then answers each request. Events that
-arrive while that fsync is in flight wait for the next batch, so under load one fsync
-covers many records, and a lone event is still written at once (no timer to wait for).
+Group commit: connections put validated events on one pending list; one commit callback
+takes everything pending, chains it (seq, prev, hash), writes it with one ``write`` and one
+``fdatasync``, and only then answers each request (one write per connection). The sync runs
+on the event loop's own thread: handing it to a worker thread and back cost about as much
+CPU as the sync itself. Events that arrive while it runs wait in the socket buffers and are
+all read as the next batch, so under load one fsync covers many records, and a lone event
+is still written at once (no timer to wait for).
 
 If a write or fsync fails the file's state is unknown (a failed fsync may have dropped
 dirty pages), so the writer answers every waiting request with an error and exits
@@ -31,7 +33,7 @@ from typing import Any
 
 from labelgate.audit import reasons
 from labelgate.audit.checkpoints import CheckpointSigner, load_private_key
-from labelgate.audit.protocol import FrameError, encode, read_frame
+from labelgate.audit.protocol import HEADER, FrameError, FrameProtocol, encode
 from labelgate.audit.records import make_line, validate_event
 from labelgate.audit.store import LogStore
 from labelgate.errors import ConfigError, LabelgateError
@@ -75,20 +77,54 @@ class WriterSettings:
             raise ConfigError(reasons.AUDIT_WRITER_CONFIG, "; ".join(problems))
 
 
-@dataclass
-class _Pending:
-    event: dict[str, Any]
-    connection: _Connection
-    request_id: Any
+class _Connection(FrameProtocol):
+    """One client's connection: frames in, replies out."""
 
+    def __init__(self, owner: AuditWriter) -> None:
+        super().__init__()
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-@dataclass
-class _Connection:
-    writer: asyncio.StreamWriter
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.owner.connection_made(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.connections.discard(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def message_received(self, message: dict[str, Any]) -> None:
+        self.owner.handle(message, self)
+
+    def frame_error(self, error: FrameError) -> None:
+        log.warning("audit_frame_error", error=str(error))
+        self.close()
 
     def send(self, message: dict[str, Any]) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(encode(message))
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+# (event, connection, request id) of an append waiting for its batch.
+_Pending = tuple[dict[str, Any], _Connection, Any]
+
+
+def _acknowledgement(request_id: Any, seq: int, digest: str) -> bytes:
+    """The frame of ``{"id", "ok": true, "seq", "hash"}``: the one reply sent per record."""
+    if type(request_id) is not int:  # the client's ids are ints; anything else takes the general path
+        return encode({"id": request_id, "ok": True, "seq": seq, "hash": digest})
+    body = b'{"id":%d,"ok":true,"seq":%d,"hash":"%s"}' % (request_id, seq, digest.encode("ascii"))
+    return HEADER.pack(len(body)) + body
 
 
 @dataclass
@@ -116,16 +152,19 @@ class AuditWriter:
         self.store = LogStore(settings.log_dir, settings.max_segment_bytes, settings.fsync)
         self.stats = _Stats()
         self.failed: BaseException | None = None
+        self.connections: set[_Connection] = set()
         self._pending: list[_Pending] = []
-        self._work = asyncio.Event()
+        self._commit_scheduled = False
         self._stopping = False
+        self._stopped: asyncio.Future[None] | None = None
         self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         self._last_checkpoint_at = time.monotonic()
         self.seq, self.head = 0, ""  # set from the log on start()
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
         await asyncio.to_thread(self.store.open)
         self.seq, self.head = self.store.recovered_seq, self.store.recovered_hash
         for repair in self.store.repairs:
@@ -138,8 +177,9 @@ class AuditWriter:
             log.warning("audit_fsync_disabled", hint="benchmark mode: acknowledged records can be lost")
         if self.seq > self._covered_seq:
             # Records acknowledged before a crash but not yet covered: cover them now.
-            await self._checkpoint()
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self._claim_socket()))
+            self._checkpoint()
+        path = self._claim_socket()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), path=str(path))
         os.chmod(self.settings.socket_path, 0o660)
         log.info("audit_writer_ready", socket=str(self.settings.socket_path), seq=self.seq, head=self.head)
 
@@ -162,55 +202,49 @@ class AuditWriter:
 
     def request_stop(self) -> None:
         self._stopping = True
-        self._work.set()
+        self._schedule_commit()
 
     async def run(self) -> None:
         """Serve until ``request_stop``; then finish pending work, checkpoint and close."""
         await self.start()
+        assert self._stopped is not None
         ticker = asyncio.create_task(self._checkpoint_ticker())
         try:
-            await self._commit_loop()
+            if self._stopping:  # asked to stop before the server was up
+                self._schedule_commit()
+            await self._stopped
         finally:
             ticker.cancel()
             if self._server is not None:
                 self._server.close()
-            for writer in list(self._connections):
-                writer.close()
-            if self._connections:
-                # Let each handler see its EOF and end, rather than be cancelled by asyncio.run.
-                await asyncio.wait(list(self._connections.values()), timeout=2)
+            connections = list(self.connections)
+            for connection in connections:
+                connection.close()  # sends what is buffered (the last replies), then closes
+            if connections:
+                await asyncio.wait([connection.lost for connection in connections], timeout=2)
             with contextlib.suppress(OSError):
                 self.settings.socket_path.unlink()
             self.store.close()
             log.info("audit_writer_stopped", seq=self.seq, records=self.stats.records)
 
     # -- connections -------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pid, uid, _ = peer_credentials(writer)
+    def connection_made(self, connection: _Connection) -> None:
+        assert connection.transport is not None
+        pid, uid, _ = peer_credentials(connection.transport)
         if not self.settings.peer_allowed(uid):
             # Whoever can open the socket could otherwise add records (a forged approval)
             # that the hash chain would then vouch for.
             self.stats.refused_peers += 1
             log.warning("audit_peer_refused", pid=pid, uid=uid)
-            writer.close()
+            connection.transport.pause_reading()  # not one frame of theirs is read
+            connection.close()
             return
-        connection = _Connection(writer)
-        task = asyncio.current_task()
-        assert task is not None  # a handler always runs as a task of start_unix_server
-        self._connections[writer] = task
+        self.connections.add(connection)
         self.stats.connections += 1
-        try:
-            while (message := await read_frame(reader)) is not None:
-                self._handle(message, connection)
-        except FrameError as error:
-            log.warning("audit_frame_error", error=str(error))
-        except ConnectionError:
-            pass
-        finally:
-            self._connections.pop(writer, None)
-            writer.close()
 
-    def _handle(self, message: dict[str, Any], connection: _Connection) -> None:
+    def handle(self, message: dict[str, Any], connection: _Connection) -> None:
+        if connection not in self.connections:  # refused peer: its frames are never handled
+            return
         request_id, op = message.get("id"), message.get("op")
         if op == "stats":
             connection.send({"id": request_id, "ok": True, "stats": self.snapshot()})
@@ -227,8 +261,8 @@ class AuditWriter:
             self.stats.rejected += 1
             connection.send(_error(request_id, error.reason, error.message))
             return
-        self._pending.append(_Pending(event, connection, request_id))
-        self._work.set()
+        self._pending.append((event, connection, request_id))
+        self._schedule_commit()
 
     def snapshot(self) -> dict[str, Any]:
         last = self.store.last_checkpoint
@@ -250,31 +284,55 @@ class AuditWriter:
         }
 
     # -- group commit ------------------------------------------------------------------
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._work.wait()
-            self._work.clear()
+    def _schedule_commit(self) -> None:
+        # After the callbacks already due: every frame that one wake-up of the loop read
+        # (from any connection) joins the same batch.
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+
+    def _commit_pending(self) -> None:
+        self._commit_scheduled = False
+        batch: list[_Pending] = []
+        try:
             while self._pending:
                 batch = self._pending[: self.settings.max_batch]
                 del self._pending[: len(batch)]
-                if not await self._commit(batch):
-                    return
-            if self._checkpoint_due():
-                await self._checkpoint()
+                if not self._commit(batch):
+                    break
+                batch = []
+            if self.failed is None and self._checkpoint_due():
+                self._checkpoint()
             if self._stopping and not self._pending:
                 if self.seq > self._covered_seq and self.failed is None:
-                    await self._checkpoint()
-                return
+                    self._checkpoint()
+                self._set_stopped(None)
+        except Exception as error:
+            # A bug, not an I/O error: answer everyone with an error and let run() raise it.
+            self.failed = error
+            self._stopping = True
+            # ``batch`` left ``_pending`` before the failure: its callers are answered too.
+            self._refuse_pending(batch, "AUDIT_WRITE_FAILED", "the writer failed")
+            self._set_stopped(error)
 
-    async def _commit(self, batch: list[_Pending]) -> bool:
-        lines, receipts, seq, head = [], [], self.seq, self.head
-        for item in batch:
+    def _set_stopped(self, error: BaseException | None) -> None:
+        if self._stopped is None or self._stopped.done():
+            return
+        if error is None:
+            self._stopped.set_result(None)
+        else:
+            self._stopped.set_exception(error)
+
+    def _commit(self, batch: list[_Pending]) -> bool:
+        lines, replies, seq, head = [], [], self.seq, self.head
+        for event, connection, request_id in batch:
             seq += 1
-            line, head = make_line(seq, head, item.event)
+            line, head = make_line(seq, head, event)
             lines.append(line)
-            receipts.append((seq, head))
+            replies.append((connection, _acknowledgement(request_id, seq, head)))
         try:
-            await asyncio.to_thread(self.store.append, b"".join(lines), self.seq + 1)
+            # Blocks the loop for the write and the fsync; see the module's docstring.
+            self.store.append(b"".join(lines), self.seq + 1)
         except OSError as error:
             self._fail(error, batch)
             return False
@@ -282,18 +340,25 @@ class AuditWriter:
         self.stats.records += len(batch)
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        for item, (record_seq, digest) in zip(batch, receipts, strict=True):
-            item.connection.send({"id": item.request_id, "ok": True, "seq": record_seq, "hash": digest})
+        # Durable now: answer, one write per connection.
+        by_connection: dict[_Connection, list[bytes]] = {}
+        for connection, reply in replies:
+            by_connection.setdefault(connection, []).append(reply)
+        for connection, frames in by_connection.items():
+            connection.send_bytes(b"".join(frames))
         if self.seq - self._covered_seq >= self.settings.checkpoint_every:
-            await self._checkpoint()
+            self._checkpoint()
         return True
 
     def _fail(self, error: OSError, batch: list[_Pending]) -> None:
         log.error("audit_write_failed", error=str(error), lost_requests=len(batch) + len(self._pending))
         self.failed = error
         self._stopping = True
-        for item in [*batch, *self._pending]:
-            item.connection.send(_error(item.request_id, "AUDIT_WRITE_FAILED", "the writer cannot write"))
+        self._refuse_pending(batch, "AUDIT_WRITE_FAILED", "the writer cannot write")
+
+    def _refuse_pending(self, batch: list[_Pending], reason: str, message: str) -> None:
+        for _, connection, request_id in [*batch, *self._pending]:
+            connection.send(_error(request_id, reason, message))
         self._pending.clear()
 
     @property
@@ -307,10 +372,10 @@ class AuditWriter:
         elapsed = time.monotonic() - self._last_checkpoint_at
         return self.seq > covered and elapsed >= self.settings.checkpoint_seconds
 
-    async def _checkpoint(self) -> None:
+    def _checkpoint(self) -> None:
         checkpoint = self.signer.checkpoint(self.seq, self.head, _utc_now())
         try:
-            await asyncio.to_thread(self.store.append_checkpoint, checkpoint)
+            self.store.append_checkpoint(checkpoint)
         except OSError as error:
             # The records are durable, but the checkpoint file may now end in a torn line that
             # the next append would bury mid-file: stop, and let recovery cut it on restart.
@@ -325,7 +390,7 @@ class AuditWriter:
         while True:
             await asyncio.sleep(self.settings.checkpoint_seconds / 2)
             if self._checkpoint_due():
-                self._work.set()
+                self._schedule_commit()
 
 
 def _error(request_id: Any, reason: str, message: str) -> dict[str, Any]:
@@ -349,8 +414,8 @@ def run_writer(settings: WriterSettings) -> int:
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-def peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
+def peer_credentials(transport: asyncio.BaseTransport) -> tuple[int, int, int]:
     """The connecting process's (pid, uid, gid), as the kernel saw it at connect time."""
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     return _PEERCRED.unpack(data)

@@ -30,15 +30,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from labelgate.auth import reasons
@@ -129,6 +129,10 @@ class SubjectAsserter:
         self.header = header
         self.audience = audience
         self._extra = tuple(dict(k) for k in extra_keys if k.get("kid") != self.kid)
+        # The JWS header is the same on every assertion: encoded once (keys sorted, as PyJWT does).
+        jws_header = {"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}
+        self._jws_header = _b64(json.dumps(jws_header, separators=(",", ":"), sort_keys=True).encode())
+        self._ecdsa = ec.ECDSA(hashes.SHA256())
 
     @classmethod
     def from_settings(cls, settings: SubjectAssertionSettings) -> SubjectAsserter | None:
@@ -177,6 +181,12 @@ class SubjectAsserter:
         return {"keys": [dict(self._jwk), *(dict(k) for k in self._extra)]}
 
     def assertion(self, subject: Subject, request_id: str, audience: str, *, now: float | None = None) -> str:
+        """A new assertion for each upstream call, never one reused: it names the call
+        (``request_id``, which an upstream may match against the audit log) and has its own
+        ``jti``, so a cached one would tell the upstream about another call.
+
+        Signed here rather than by ``jwt.encode``: the same RFC 7515 compact ES256 JWS (the
+        fixed header encoded once), without PyJWT's per-call header and key preparation."""
         issued = int(now if now is not None else time.time())
         claims = {
             "iss": self.issuer,
@@ -189,9 +199,12 @@ class SubjectAsserter:
             "iat": issued,
             "nbf": issued,
             "exp": issued + self.ttl_seconds,
-            "jti": uuid.uuid4().hex,
+            "jti": secrets.token_hex(16),
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": "JWT"})
+        signing_input = f"{self._jws_header}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode(), self._ecdsa))
+        # JWS ES256 signatures are R || S, each 32 bytes big-endian (RFC 7518 3.4), not DER.
+        return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 def _b64(data: bytes) -> str:

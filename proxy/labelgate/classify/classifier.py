@@ -35,7 +35,7 @@ Classification and masking must see the same tensors: spans are offsets into the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import chain
+from itertools import chain, filterfalse
 from operator import itemgetter
 from typing import Any
 
@@ -55,7 +55,7 @@ from labelgate.classify.fields import (
     to_policy_fields,
     union_labels,
 )
-from labelgate.classify.jsonpaths import KeyNames
+from labelgate.classify.jsonpaths import JsonShape, KeyNames
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.messages import classify_message
 from labelgate.errors import UpstreamError
@@ -72,6 +72,7 @@ KEY_DETECTED = "key_detected"
 # Key spellings are kept per model; past this many models (names come from callers) the
 # memo starts over.
 MODEL_MEMO_SIZE = 1024
+_new_tuple = tuple.__new__  # builds a LeafSpans without the Python-level NamedTuple __new__
 
 __all__ = [
     "BACKEND_LABELS_PARAMETER",
@@ -184,7 +185,8 @@ def _classify_text_tensor(
     if not objects and not opaque:
         texts = list(range(len(values)))
     else:
-        texts = [index for index in range(len(values)) if index not in objects and index not in opaque]
+        taken = objects.keys() | opaque.keys()
+        texts = list(filterfalse(taken.__contains__, range(len(values))))
     spans = _scan_texts(values, texts, scanning, escaped=b"\\" in joined) if scanning else {}
     if opaque:
         label = most_sensitive(catalog.labels_at_or_under(model, tensor.name) | {default_label})
@@ -198,6 +200,10 @@ def _classify_text_tensor(
         result.spans[tensor.name] = dict(sorted(spans.items()))
     if objects:
         result.json_elements[tensor.name] = _classify_json(model, path, objects, catalog, scanning, fields)
+        # What enforce needs to mask these elements without reading them again key by key.
+        result.json_shapes[tensor.name] = {
+            index: (values[index], shape) for index, (shape, _) in objects.items()
+        }
 
 
 def _element_bytes(values: Sequence[Any]) -> list[bytes]:
@@ -261,74 +267,91 @@ def _opaque_spans(
 
 def _json_objects(
     values: list[bytes], detectors: DetectorSet, keys: KeyNames
-) -> tuple[dict[int, list[jsonpaths.Leaf]], dict[int, str]]:
-    """The leaves of each element to classify key by key, and the reason each opaque
-    element is not (see the module docstring)."""
-    objects: dict[int, list[jsonpaths.Leaf]] = {}
+) -> tuple[dict[int, tuple[JsonShape, list[Any]]], dict[int, str]]:
+    """The shape and leaf values of each element to classify key by key, and the reason
+    each opaque element is not (see the module docstring)."""
+    objects: dict[int, tuple[JsonShape, list[Any]]] = {}
     opaque: dict[int, str] = {}
-    found_keys: list[bytes] = []
-    owners: list[int] = []  # the element each key in ``found_keys`` belongs to
+    shapes: dict[JsonShape, None] = {}  # the distinct shapes met, in order
     suffixes: set[str] = set()
     # Only an element starting with "{" (or whitespace) can be one: skip the rest unparsed.
-    openers = jsonpaths.OBJECT_OPENERS
-    candidates = [index for index, value in enumerate(values) if value.startswith(openers)]
+    openers = jsonpaths.OBJECT_FIRST_BYTES  # a set of one-byte bytes: faster than startswith
+    candidates = [index for index, value in enumerate(values) if value[:1] in openers]
+    read_shaped = jsonpaths.read_shaped
     for count, index in enumerate(candidates):
-        parsed, reason = jsonpaths.read_object(values[index], check_depth=False)
-        flat = jsonpaths.flatten(parsed, keys) if parsed is not None else None
-        if flat is None:
-            if parsed is not None or reason is not None:
-                opaque[index] = reason or jsonpaths.TOO_DEEP
+        read = read_shaped(values[index], keys)
+        if read is None:
+            continue  # plain text
+        if isinstance(read, str):
+            opaque[index] = read
             continue
-        leaves, element_keys = flat
-        objects[index] = leaves
-        suffixes.update([suffix for _, suffix, _ in leaves])
+        objects[index] = read
+        shape = read[0]
+        if shape in shapes:
+            continue  # its paths are counted already
+        shapes[shape] = None
+        suffixes |= shape.suffix_set
         if len(suffixes) > MAX_JSON_PATHS:
             # Stop here: the rest would only cost key hashes for elements that are opaque anyway.
             rest = [other for other in candidates[count + 1 :] if jsonpaths.opens_object(values[other])]
             opaque.update(dict.fromkeys([*objects, *rest], TOO_MANY_PATHS))
             return {}, dict(sorted(opaque.items()))
-        found_keys += [key.encode("utf-8", "surrogatepass") for key in element_keys]
-        owners += [index] * len(element_keys)
-    if found_keys:
-        for position in detectors.scan_each(found_keys):
-            if objects.pop(owners[position], None) is not None:
-                opaque[owners[position]] = KEY_DETECTED
+    if shapes:
+        # Keys repeat from element to element: each distinct key is scanned once.
+        distinct = list(dict.fromkeys(chain.from_iterable(shape.keys for shape in shapes)))
+        detected = {distinct[position] for position in detectors.scan_each(distinct)}
+        if detected:
+            flagged = {shape for shape in shapes if not detected.isdisjoint(shape.keys)}
+            for index in [index for index, (shape, _) in objects.items() if shape in flagged]:
+                del objects[index]
+                opaque[index] = KEY_DETECTED
     return objects, dict(sorted(opaque.items()))
 
 
 def _classify_json(
     model: str,
     path: str,
-    objects: dict[int, list[jsonpaths.Leaf]],
+    objects: dict[int, tuple[JsonShape, list[Any]]],
     catalog: Catalog,
     detectors: DetectorSet,
     fields: FieldSet,
 ) -> dict[int, list[LeafSpans]]:
     prefix = path + "[]"
-    scanned: list[tuple[int, jsonpaths.Location, str]] = []
     texts: list[bytes] = []
+    # Per text in ``texts``: its element's index, and its leaf's (location, path).
+    text_elements: list[int] = []
+    text_leaves: list[tuple[jsonpaths.Location, str]] = []
+    leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]] = {}
     seen: set[str] = set()
-    scannable = jsonpaths.scannable
-    for index, leaves in objects.items():
-        for location, suffix, value in leaves:
-            leaf_path = prefix + suffix
-            if leaf_path not in seen:
-                seen.add(leaf_path)
-                fields.touch(leaf_path)
-                fields.add(leaf_path, catalog.labels_for(model, leaf_path), SOURCE_CATALOG)
-            text = scannable(value)
-            if text is not None:
-                scanned.append((index, location, leaf_path))
-                texts.append(text.encode("utf-8", "surrogatepass"))
+    for index, (shape, values) in objects.items():
+        scanned_leaves = leaves_of.get(shape)
+        if scanned_leaves is None:
+            leaf_paths = [prefix + suffix for suffix in shape.suffixes]
+            # Fields in the order their paths first appear, element by element.
+            for leaf_path in leaf_paths:
+                if leaf_path not in seen:
+                    seen.add(leaf_path)
+                    fields.touch(leaf_path)
+                    fields.add(leaf_path, catalog.labels_for(model, leaf_path), SOURCE_CATALOG)
+            scanned_leaves = leaves_of[shape] = tuple(
+                [(shape.locations[leaf], leaf_paths[leaf]) for leaf in shape.scanned]
+            )
+        if scanned_leaves:
+            texts += shape.texts(values)
+            text_leaves += scanned_leaves
+            text_elements += [index] * len(scanned_leaves)
     per_element: dict[int, list[LeafSpans]] = {index: [] for index in objects}
     found_labels: dict[tuple[str, str, str], None] = {}  # (path, label, detector), in order
     hits_per_text = detectors.scan_each(texts)
     # A leaf is already decoded once by the parser; JSON inside a string is escaped again.
-    for position, hidden in _hidden_by_escapes(texts, detectors).items():
-        hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]
+    if texts and b"\\" in b"".join(texts):
+        for position, hidden in _hidden_by_escapes(texts, detectors).items():
+            hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]
     for position, found in sorted(hits_per_text.items()):
-        index, location, leaf_path = scanned[position]
-        per_element[index].append(LeafSpans(location, leaf_path, tuple(found)))
+        location, leaf_path = text_leaves[position]
+        per_element[text_elements[position]].append(
+            _new_tuple(LeafSpans, (location, leaf_path, tuple(found)))
+        )
         for hit in found:
             found_labels[leaf_path, hit.label, hit.detector] = None
     for leaf_path, label, detector in found_labels:

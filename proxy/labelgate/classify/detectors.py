@@ -29,8 +29,9 @@ is a time and an SSN, and missing a card costs more than masking a look-alike. N
 neighbours do not count, since in Chinese or Japanese text numbers often touch the words
 around them.
 
-How candidates are found fast is in ``labelgate.classify.patterns``. ``scan_many`` scans
-many short texts (a tensor's elements) in one go.
+How candidates are found fast is in ``labelgate.classify.patterns``; with the optional
+Rust extension installed, ``labelgate.classify.native`` runs the same rules natively.
+``scan_many`` scans many short texts (a tensor's elements) in one go.
 
 ``scan`` returns non-overlapping detections sorted by start; offsets index the given text
 (characters of a ``str``, bytes of a ``bytes``). Overlapping hits merge into one span
@@ -48,8 +49,9 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
-from labelgate.classify import reasons
+from labelgate.classify import native, reasons
 from labelgate.classify.labels import LABEL_RANK, LABELS, is_label
+from labelgate.classify.native import ElementHit
 from labelgate.classify.patterns import Hit, builtin_hits
 from labelgate.errors import ConfigError
 
@@ -161,7 +163,7 @@ class DetectorSet:
             labels = self._labels
             found = [
                 Detection(name, labels[name], start, end)
-                for name, start, end in builtin_hits(data, self._builtins)
+                for name, start, end in native.builtin_hits(data, self._builtins)
             ]
             if found and not ascii_only:
                 found = _bytes_to_chars(data, found)
@@ -181,14 +183,19 @@ class DetectorSet:
 
         The built-ins run once over all texts joined by NUL bytes: no candidate form
         contains a NUL, so nothing is found across two texts, and the fixed cost of a scan
-        is paid once instead of per element.
+        is paid once instead of per element. The native scan (when active) goes element by
+        element instead, at no per-element cost worth joining for.
         """
         results: dict[int, list[Detection]] = {}
         if self._builtins and texts:
-            single = len(texts) == 1 and type(texts[0]) is bytes  # no join needed
-            hits = builtin_hits(texts[0] if single else b"\x00".join(texts), self._builtins)
-            if hits:
-                _share_out(hits, texts, self._labels, results)
+            per_element = native.hits_each(texts, self._builtins)  # None: the Python scan
+            if per_element is not None:
+                _share_out_each(per_element, self._labels, results)
+            else:
+                single = len(texts) == 1 and type(texts[0]) is bytes  # no join needed
+                hits = builtin_hits(texts[0] if single else b"\x00".join(texts), self._builtins)
+                if hits:
+                    _share_out(hits, texts, self._labels, results)
         if self._custom:
             for index, text in enumerate(texts):
                 extra = self._scan_custom(text)
@@ -224,6 +231,19 @@ def _share_out(
         index = bisect_right(starts, start) - 1
         offset = starts[index]
         detection = _new_tuple(Detection, (name, labels[name], start - offset, end - offset))
+        found = results.get(index)
+        if found is None:
+            results[index] = [detection]
+        else:
+            found.append(detection)
+
+
+def _share_out_each(
+    hits: list[ElementHit], labels: Mapping[str, str], results: dict[int, list[Detection]]
+) -> None:
+    """Hand each (element index, detector, start, end) hit to its element's detections."""
+    for index, name, start, end in hits:
+        detection = _new_tuple(Detection, (name, labels[name], start, end))
         found = results.get(index)
         if found is None:
             results[index] = [detection]

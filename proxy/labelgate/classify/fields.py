@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from labelgate.classify.detectors import Detection
-from labelgate.classify.jsonpaths import KeyNames, Location
+from labelgate.classify.jsonpaths import JsonShape, KeyNames, Location
 
 SOURCE_CATALOG = "catalog"
 SOURCE_BACKEND = "backend"
@@ -65,9 +65,9 @@ class FieldSet:
         return result
 
 
-@dataclass(frozen=True)
-class LeafSpans:
-    """Detections in one string leaf of a JSON element or a generic message.
+class LeafSpans(NamedTuple):
+    """Detections in one string leaf of a JSON element or a generic message (a named tuple:
+    one is made per leaf with detections, and a frozen dataclass costs several times more).
 
     ``location`` walks from the root (keys / field names and list indices), ``path`` is
     the leaf's field path, and detection offsets index the leaf's UTF-8 bytes.
@@ -89,7 +89,9 @@ class Classification:
     with detections. ``element_counts``: tensor -> elements classified (masking refuses to
     trust spans for a tensor whose size changed). ``message_spans``: string leaves of a
     generic message with detections. ``json_keys``: how keys were spelled in the paths of
-    ``json_elements``, so masking spells them the same way.
+    ``json_elements``, so masking spells them the same way. ``json_shapes``: tensor -> index
+    of each element of ``json_elements`` -> (the bytes classified, their ``JsonShape``), so
+    masking finds the nodes a mask names once per shape, for elements that are still those bytes.
     """
 
     fields: list[Field]
@@ -98,6 +100,7 @@ class Classification:
     element_counts: dict[str, int] = field(default_factory=dict)
     message_spans: list[LeafSpans] = field(default_factory=list)
     json_keys: KeyNames | None = None
+    json_shapes: dict[str, dict[int, tuple[bytes, JsonShape]]] = field(default_factory=dict)
 
     def labels(self) -> set[str]:
         return union_labels(self.fields)

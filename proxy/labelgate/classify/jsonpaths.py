@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import json.scanner
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from labelgate.classify import reasons
@@ -62,6 +64,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 # Bytes that may start an element holding a JSON object: "{" or ASCII whitespace.
 OBJECT_OPENERS = (b"{", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c")
+OBJECT_FIRST_BYTES = frozenset(OBJECT_OPENERS)  # the same, for ``element[:1] in``
 _JSON_SPACE = b" \t\n\r"
 
 
@@ -158,6 +161,154 @@ class _TooDeep(Exception):
     pass
 
 
+# --- shapes: what flatten gives from keys alone, worked out once per key structure ---------
+#
+# A backend's JSON elements mostly share a few shapes (the same keys, in the same order,
+# holding values of the same types). The locations, path suffixes and keys of an element
+# depend on its shape alone, so they are computed (by ``flatten`` itself) for the first
+# element of a shape and reused for the next; each element is then parsed by the C scanner
+# and walked once to find its shape and its leaf values. Anything out of the ordinary
+# (leading whitespace, invalid JSON, a duplicate key, too deep) takes the exact path above.
+
+# Shapes remembered per KeyNames; past this many, or past this many signature tokens in
+# all, the memo starts over (shapes come from data: memory stays bounded per model).
+SHAPE_MEMO_SIZE = 256
+SHAPE_MEMO_TOKENS = 32_768
+# Signatures longer than this are not remembered at all (one wide element, read the slow way).
+SHAPE_MEMO_MAX_TOKENS = 1024
+
+# Tokens of a signature besides keys (str) and leaf types (type objects): never equal to either.
+_OBJECT, _ARRAY, _END = 0, 1, 2
+_JSON_SPACE_TEXT = " \t\n\r"
+# The C scanners behind json.loads, called directly: decode() adds two regex matches and
+# two Python calls per element. Objects as (key, value) tuples read fastest for the walk.
+Scanner = Callable[[str, int], tuple[Any, int]]  # (text, start) -> (value, end)
+
+
+def _scanner(decoder: json.JSONDecoder) -> Scanner:
+    scan: Scanner = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]  # typeshed's context type
+    return scan
+
+
+_SCAN_PAIRS = _scanner(json.JSONDecoder(object_pairs_hook=tuple))
+_SCAN_DICTS = _scanner(json.JSONDecoder())
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class JsonShape:
+    """What ``flatten`` says of every element of one shape, values aside.
+
+    Per leaf in document order: ``locations`` and ``suffixes``; ``scanned``: the positions of
+    the leaves detectors read (strings and integers, see ``scannable``), ``numbers``: whether
+    any of those is an integer. ``keys``: the distinct keys as UTF-8. ``skeleton``: the
+    object with every leaf ``None``, where enforce finds the nodes a mask names.
+    """
+
+    locations: tuple[Location, ...]
+    suffixes: tuple[str, ...]
+    suffix_set: frozenset[str]
+    keys: tuple[bytes, ...]
+    scanned: tuple[int, ...]
+    numbers: bool
+    skeleton: dict[str, Any]
+
+    def texts(self, values: list[Any]) -> list[bytes]:
+        """The UTF-8 text of each scanned leaf among ``values`` (an element's leaf values)."""
+        if not self.numbers:
+            return [values[position].encode("utf-8", "surrogatepass") for position in self.scanned]
+        return [str(values[position]).encode("utf-8", "surrogatepass") for position in self.scanned]
+
+
+def _shape(parsed: dict[str, Any], leaves: list[Leaf], keys: list[str]) -> JsonShape:
+    scanned = tuple(position for position, leaf in enumerate(leaves) if scannable(leaf[2]) is not None)
+    return JsonShape(
+        locations=tuple(location for location, _, _ in leaves),
+        suffixes=tuple(suffix for _, suffix, _ in leaves),
+        suffix_set=frozenset(suffix for _, suffix, _ in leaves),
+        keys=tuple(key.encode("utf-8", "surrogatepass") for key in dict.fromkeys(keys)),
+        scanned=scanned,
+        numbers=any(not isinstance(leaves[position][2], str) for position in scanned),
+        skeleton=_skeleton(parsed),
+    )
+
+
+def _skeleton(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _skeleton(child) for key, child in node.items()}
+    if isinstance(node, list):
+        return [_skeleton(child) for child in node]
+    return None
+
+
+def _signature(
+    node: Any, depth: int, add_token: Callable[[Any], None], add_value: Callable[[Any], None]
+) -> None:
+    """Add ``node``'s shape to the tokens and its leaf values to the values, in document
+    order; raise ``_TooDeep`` where ``flatten`` would give up. Objects are (key, value) tuples.
+
+    Tokens, in prefix order: ``_OBJECT`` key child ... ``_END``, ``_ARRAY`` child ... ``_END``,
+    and a leaf's type: so equal signatures mean the same keys, array lengths and leaf types.
+    """
+    if depth >= MAX_DEPTH and node:
+        raise _TooDeep  # its children would lie deeper than MAX_DEPTH
+    if type(node) is tuple:
+        add_token(_OBJECT)
+        for key, child in node:
+            add_token(key)
+            kind = type(child)
+            if kind is tuple or kind is list:
+                _signature(child, depth + 1, add_token, add_value)
+            else:
+                add_token(kind)
+                add_value(child)
+    else:
+        add_token(_ARRAY)
+        for child in node:
+            kind = type(child)
+            if kind is tuple or kind is list:
+                _signature(child, depth + 1, add_token, add_value)
+            else:
+                add_token(kind)
+                add_value(child)
+    add_token(_END)
+
+
+def read_shaped(element: bytes, names: KeyNames) -> tuple[JsonShape, list[Any]] | str | None:
+    """An element as ``read_object`` then ``flatten`` see it: ``(shape, leaf values)`` for an
+    object to classify key by key, the reason for one that opens like an object but is not
+    (``TOO_DEEP`` included), None for anything else."""
+    if element[:1] == b"{":
+        found = names.shaped(element)
+        if found is not None:
+            return found
+    parsed, reason = read_object(element, check_depth=False)
+    if parsed is None:
+        return reason
+    flat = flatten(parsed, names)
+    if flat is None:
+        return TOO_DEEP
+    leaves, keys = flat
+    return _shape(parsed, leaves, keys), [value for _, _, value in leaves]
+
+
+def parse_classified(element: bytes) -> dict[str, Any] | None:
+    """The object in an element already read as one (``read_shaped``), parsed without the
+    duplicate-key and depth checks that reading passed; None if it is not one after all."""
+    try:
+        text = element.decode("utf-8")
+        start = 0 if text[:1] == "{" else len(text) - len(text.lstrip(_JSON_SPACE_TEXT))
+        value, end = _SCAN_DICTS(text, start)
+    except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if (end != len(text) and len(text.rstrip(_JSON_SPACE_TEXT)) != end) or not isinstance(value, dict):
+        return None
+    return value
+
+
+# Remembered for a signature whose element the exact path does not classify key by key.
+_NOT_SHAPED = object()
+
+
 class KeyNames:
     """How object keys are spelled in the field paths of one model's JSON elements.
 
@@ -175,6 +326,10 @@ class KeyNames:
         self.catalogued = frozenset(catalogued)
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
         self._memo: dict[str, str] = {}
+        # Shapes spell keys with this object's names, so they are remembered here, and a
+        # catalog revision (new Classifier, new KeyNames) never sees another's.
+        self._shapes: dict[tuple[Any, ...], Any] = {}
+        self._shape_tokens = 0  # tokens in the signatures of ``_shapes``
 
     def placeholder(self, key: str) -> str:
         """``<key:xxxxxxxx>``: the first 8 hex digits of HMAC-SHA256(secret, key as UTF-8)."""
@@ -191,6 +346,53 @@ class KeyNames:
                 self._memo.clear()
             self._memo[key] = spelled
         return spelled
+
+    def shaped(self, element: bytes) -> tuple[JsonShape, list[Any]] | None:
+        """``(shape, leaf values)`` of an element that starts with ``{`` and holds an object to
+        classify key by key; None when only the exact path (``read_shaped``) can tell."""
+        try:
+            text = element.decode("utf-8")
+            tree, end = _SCAN_PAIRS(text, 0)
+        except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError is a ValueError
+            return None
+        if type(tree) is not tuple or (end != len(text) and len(text.rstrip(_JSON_SPACE_TEXT)) != end):
+            return None
+        tokens: list[Any] = []
+        values: list[Any] = []
+        try:
+            _signature(tree, 0, tokens.append, values.append)
+        except _TooDeep:
+            return None
+        signature = tuple(tokens)
+        shape = self._shapes.get(signature)
+        if shape is None:
+            shape = self._learn_shape(element, values)
+            if len(signature) <= SHAPE_MEMO_MAX_TOKENS and shape is not None:
+                if (
+                    len(self._shapes) >= SHAPE_MEMO_SIZE
+                    or self._shape_tokens + len(signature) > SHAPE_MEMO_TOKENS
+                ):
+                    self._shapes.clear()
+                    self._shape_tokens = 0
+                self._shapes[signature] = shape
+                self._shape_tokens += len(signature)
+        if not isinstance(shape, JsonShape):
+            return None  # not to be remembered, or _NOT_SHAPED
+        return shape, values
+
+    def _learn_shape(self, element: bytes, values: list[Any]) -> JsonShape | object | None:
+        """The shape of a new signature, from the exact path; ``_NOT_SHAPED`` when that path
+        refuses the element for its keys (a duplicate), None when not to remember it."""
+        parsed, reason = read_object(element, check_depth=False)
+        if parsed is None:
+            return _NOT_SHAPED if reason == DUPLICATE_KEY else None
+        flat = flatten(parsed, self)
+        if flat is None:
+            return None
+        leaves, keys = flat
+        if list(map(type, values)) != [type(value) for _, _, value in leaves]:
+            return None  # the two walks disagree: never reuse what cannot be trusted
+        return _shape(parsed, leaves, keys)
 
 
 # The escapes of a JSON string. Matches run left to right and never overlap, so "\\u0031"
@@ -263,8 +465,26 @@ _ENCODERS = {
 }
 
 
+# The C encoder those build on every encode() call, built once. Without a markers dict
+# (no check for circular references: parsed JSON has none) the output is the same.
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODERS: dict[bool, Callable[[Any, int], Any]] = (
+    {
+        sort_keys: _C_MAKE_ENCODER(
+            None, encoder.default, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True
+        )
+        for sort_keys, encoder in _ENCODERS.items()
+    }
+    if _C_MAKE_ENCODER is not None
+    else {}
+)
+
+
 def _encode(value: Any, sort_keys: bool) -> bytes:
     try:
+        fast = _C_ENCODERS.get(sort_keys)
+        if fast is not None:
+            return "".join(fast(value, 0)).encode("utf-8")
         return _ENCODERS[sort_keys].encode(value).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate (from a "\ud800" escape) has no UTF-8 form: keep it escaped.

@@ -27,15 +27,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import OUTPUTS_PREFIX, may_extend
 from labelgate.classify.fields import OPAQUE_JSON, Classification, LeafSpans
+from labelgate.classify.jsonpaths import JsonShape
 from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans, zero_of
 from labelgate.enforce.whole import mask_whole_bytes
 from labelgate.oip.tensors import Tensor
+
+_DETECTOR = attrgetter("detector")
+_DETECTIONS = attrgetter("detections")
 
 
 def apply_masks(
@@ -64,18 +70,25 @@ def _mask_tensor(
         return replace(
             tensor, values=[zero_of(tensor.datatype)] * len(tensor.values), shape=list(tensor.shape)
         )
-    values = _element_bytes(tensor.values)
     if whole is not None:
-        return mask_whole_bytes(tensor, values, whole, masker)
+        # null and redact write one element per element whatever they held: not read.
+        unread = whole.strategy in ("null", "redact")
+        return mask_whole_bytes(
+            tensor, tensor.values if unread else _element_bytes(tensor.values), whole, masker
+        )
 
     text_spans = classification.spans.get(tensor.name, {})
     objects = classification.json_elements.get(tensor.name, {})
-    detectors = {hit.detector for found in text_spans.values() for hit in found}
-    detectors |= {hit.detector for leaves in objects.values() for leaf in leaves for hit in leaf.detections}
+    # Every detector found in the tensor (attribute getters and chains: no Python per hit).
+    detectors = set(map(_DETECTOR, chain.from_iterable(text_spans.values())))
+    detectors.update(
+        map(_DETECTOR, chain.from_iterable(map(_DETECTIONS, chain.from_iterable(objects.values()))))
+    )
     span_masks = {name: mask for name in detectors if (mask := index.lookup(f"{base}{{{name}}}")) is not None}
     nested = index.any_under(base + "[]")
     if not span_masks and not nested and not _targets_spans(index, base):
-        return tensor
+        return tensor  # no mask reaches it: its elements are not even looked at
+    values = _element_bytes(tensor.values)
     if classification.element_counts.get(tensor.name) != len(values):
         # Spans index the elements that were classified; on any other elements they could
         # miss what they should hide.
@@ -84,6 +97,13 @@ def _mask_tensor(
     masked = list(values)
     inside = _strongest_inside(masks, base + "[]") if nested else None
     for position, found in text_spans.items():
+        if len(found) == 1 and found[0].detector != OPAQUE_JSON:  # the usual text element
+            hit = found[0]
+            only = span_masks.get(hit.detector)
+            if only is not None:
+                rewritten = replace_spans(values[position], [(hit.start, hit.end, only)], masker)
+                masked[position] = b"" if rewritten is None else rewritten
+            continue
         selected = [
             (hit.start, hit.end, span_masks[hit.detector]) for hit in found if hit.detector in span_masks
         ]
@@ -99,12 +119,48 @@ def _mask_tensor(
             masked[position] = b"" if rewritten is None else rewritten
     if objects and (span_masks or nested):
         keys = classification.json_keys or jsonpaths.KeyNames()
+        shapes = classification.json_shapes.get(tensor.name, {})
+        known_of: dict[JsonShape, KnownNodes] = {}  # where masks land, per shape
         for position, leaves in objects.items():
             if nested or any(hit.detector in span_masks for leaf in leaves for hit in leaf.detections):
                 masked[position] = _mask_json(
-                    values[position], base + "[]", leaves, index, span_masks, masker, keys
+                    values[position],
+                    base + "[]",
+                    leaves,
+                    index,
+                    span_masks,
+                    masker,
+                    keys,
+                    _known_nodes(values[position], shapes.get(position), base + "[]", index, keys, known_of),
                 )
     return replace(tensor, values=masked, shape=list(tensor.shape))
+
+
+MaskedNode = tuple[jsonpaths.Location, Mask]
+# The masked nodes of one shape, and which leaf locations lie inside them (filled as asked).
+KnownNodes = tuple[list[MaskedNode], dict[jsonpaths.Location, bool]]
+
+
+def _known_nodes(
+    raw: bytes,
+    shaped: tuple[bytes, JsonShape] | None,
+    prefix: str,
+    index: MaskIndex,
+    keys: jsonpaths.KeyNames,
+    known_of: dict[JsonShape, KnownNodes],
+) -> KnownNodes | None:
+    """The nodes masks name in ``raw``, from its shape, when ``raw`` is exactly the element
+    the classifier read (then it has that shape); None otherwise (read it again)."""
+    if shaped is None or not (raw is shaped[0] or raw == shaped[0]):
+        return None
+    shape = shaped[1]
+    known = known_of.get(shape)
+    if known is None:
+        nodes = (
+            _masked_nodes(shape.skeleton, prefix, (), index, keys.segment) if index.may_name(prefix) else []
+        )
+        known = known_of[shape] = (nodes, {})
+    return known
 
 
 def _strongest_inside(masks: list[Mask], prefix: str) -> Mask | None:
@@ -145,65 +201,120 @@ def _mask_json(
     span_masks: dict[str, Mask],
     masker: Masker,
     keys: jsonpaths.KeyNames,
+    known: KnownNodes | None = None,
 ) -> bytes:
+    """``raw`` with the nodes masks name and the spans of ``leaves`` masked, re-serialized;
+    ``raw`` itself when nothing in it is masked. ``known``: the masked nodes, when the
+    element's shape gave them (``_known_nodes``)."""
+    if known is not None:
+        nodes, under = known
+        spans = _leaf_spans(leaves, span_masks, nodes, under)
+        if not nodes and not spans:
+            return raw  # as the walk below would find: nothing to mask
+        parsed = jsonpaths.parse_classified(raw)
+        if parsed is not None:
+            return _rewrite(raw, parsed, nodes, spans, masker)
     parsed = jsonpaths.parse_object(raw)
     if parsed is None:
         return b""  # classified as a JSON object but no longer one: never guess
-    masked_at: list[jsonpaths.Location] = []
-    result: Any = parsed
-    if index.may_name(prefix):
-        result = _mask_nodes(parsed, prefix, (), index, masker, masked_at, keys.segment)
+    nodes = _masked_nodes(parsed, prefix, (), index, keys.segment) if index.may_name(prefix) else []
+    return _rewrite(raw, parsed, nodes, _leaf_spans(leaves, span_masks, nodes, {}), masker)
+
+
+LeafSelection = tuple[jsonpaths.Location, list[tuple[int, int, Mask]]]
+
+
+def _leaf_spans(
+    leaves: list[LeafSpans],
+    span_masks: dict[str, Mask],
+    nodes: list[MaskedNode],
+    under: dict[jsonpaths.Location, bool],
+) -> list[LeafSelection]:
+    """Per leaf outside every masked node, in order, the spans its masks select (if any).
+    ``under`` remembers which locations lie inside a masked node (per shape)."""
+    node_locations = [location for location, _ in nodes]
+    result = []
     for leaf in leaves:
+        location = leaf.location
+        if node_locations:
+            inside = under.get(location)
+            if inside is None:
+                inside = under[location] = any(location[: len(done)] == done for done in node_locations)
+            if inside:
+                continue
         selected = [
             (hit.start, hit.end, span_masks[hit.detector])
             for hit in leaf.detections
             if hit.detector in span_masks
         ]
-        if not selected or any(leaf.location[: len(done)] == done for done in masked_at):
+        if selected:
+            result.append((location, selected))
+    return result
+
+
+def _rewrite(
+    raw: bytes, parsed: Any, nodes: list[MaskedNode], spans: list[LeafSelection], masker: Masker
+) -> bytes:
+    """``parsed`` (the object ``raw`` holds) with ``nodes`` and then ``spans`` masked, as JSON;
+    ``raw`` if nothing was; empty if a span cannot be applied (never guess)."""
+    result = _apply_nodes(parsed, nodes, masker)
+    done: list[jsonpaths.Location] = []
+    for location, selected in spans:
+        if done and any(location[: len(leaf)] == leaf for leaf in done):
             continue
-        if not _mask_leaf_spans(result, leaf.location, selected, masker):
+        if not _mask_leaf_spans(result, location, selected, masker):
             return b""
-        masked_at.append(leaf.location)
-    if not masked_at:
+        done.append(location)
+    if not nodes and not done:
         return raw
     return jsonpaths.dumps(result)
 
 
-def _mask_nodes(
+def _masked_nodes(
     value: Any,
     path: str,
     location: jsonpaths.Location,
     index: MaskIndex,
-    masker: Masker,
-    masked_at: list[jsonpaths.Location],
     segment: Callable[[str], str],
-) -> Any:
-    """Mask every node a mask names (a masked node is not descended), in place.
+    found: list[MaskedNode] | None = None,
+) -> list[MaskedNode]:
+    """Every node a mask names, with its mask, in document order (a masked node is not
+    descended). Reads keys and array lengths only, so an element's shape (leaves ``None``)
+    gives the same answer as the element.
 
     Only nodes at ``path`` for which ``index.may_name(path)`` are visited: below any other
     node no mask applies, so most of a document is never walked. ``segment`` spells a key
     as the classifier did, so a mask reaches the node whose path it names.
     """
+    found = [] if found is None else found
     mask = index.lookup(path)
     if mask is not None:
-        masked_at.append(location)
-        return masker.json_value(value, mask)
+        found.append((location, mask))
+        return found
     may_name = index.may_name
     if isinstance(value, dict):
-        for key in value:
+        for key, child_value in value.items():
             child = path + segment(key)
             if may_name(child):
-                value[key] = _mask_nodes(
-                    value[key], child, (*location, key), index, masker, masked_at, segment
-                )
+                _masked_nodes(child_value, child, (*location, key), index, segment, found)
     elif isinstance(value, list):
         child = f"{path}[]"
         if may_name(child):
             for position, item in enumerate(value):
-                value[position] = _mask_nodes(
-                    item, child, (*location, position), index, masker, masked_at, segment
-                )
-    return value
+                _masked_nodes(item, child, (*location, position), index, segment, found)
+    return found
+
+
+def _apply_nodes(root: Any, nodes: list[MaskedNode], masker: Masker) -> Any:
+    """``root`` with each node of ``nodes`` masked, in place (nodes never nest)."""
+    for location, mask in nodes:
+        if not location:
+            return masker.json_value(root, mask)  # the whole element: nothing else was visited
+        container = root
+        for step in location[:-1]:
+            container = container[step]
+        container[location[-1]] = masker.json_value(container[location[-1]], mask)
+    return root
 
 
 def _mask_leaf_spans(

@@ -18,12 +18,14 @@ import hmac
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import compile_glob, is_glob
 from labelgate.enforce import reasons
 from labelgate.errors import ConfigError, PolicyUnavailable
+from labelgate.oip import native
 from labelgate.policy.contract import DecidedMask
 
 MASK_INVALID = reasons.MASK_INVALID
@@ -64,17 +66,23 @@ class Mask:
             raise PolicyUnavailable(MASK_INVALID, f"a mask must be an object, got {type(value).__name__}")
         return cls(value.get("path"), value.get("strategy"), value.get("params") or {})  # type: ignore[arg-type]
 
-    @property
+    # Cached: read for every masked value, and a mask never changes (params included: the
+    # policy's result is not edited after the decision).
+    @cached_property
     def keep_last(self) -> int:
         return int(self.params.get("keep_last", DEFAULT_KEEP_LAST))
 
-    @property
+    @cached_property
     def replacement(self) -> str:
         return str(self.params.get("replacement", DEFAULT_REPLACEMENT))
 
+    @cached_property
+    def _strength(self) -> tuple[int, int, str]:
+        return (STRATEGIES.index(self.strategy), self.keep_last, self.replacement)
+
     def strength(self) -> tuple[int, int, str]:
         """Sort key: lower is more protective."""
-        return (STRATEGIES.index(self.strategy), self.keep_last, self.replacement)
+        return self._strength
 
 
 def _problem(mask: Mask) -> str | None:
@@ -209,11 +217,16 @@ def replace_spans(data: bytes, spans: Iterable[tuple[int, int, Mask]], masker: M
     different length never shifts a later span. Overlapping spans merge (the most
     protective mask wins) so no byte of either escapes.
     """
-    spans = list(spans)
+    if type(spans) is not list:
+        spans = list(spans)
     if len(spans) == 1:  # the usual case: nothing to sort or merge
         start, end, mask = spans[0]
         if start < 0 or end > len(data) or start >= end:
             return None
+        if mask.strategy == "partial":
+            starred = native.partial_span(data, start, end, mask.keep_last)  # None: not ASCII, or off
+            if starred is not None:
+                return starred
         return data[:start] + masker.raw(data[start:end], mask) + data[end:]
     merged: list[list[Any]] = []
     for start, end, mask in sorted(spans, key=lambda span: (span[0], span[1])):

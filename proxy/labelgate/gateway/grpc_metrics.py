@@ -17,10 +17,12 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from prometheus_client import Counter, Histogram
+
+from labelgate.gateway.metrics import child
 
 _LABELS = ["grpc_type", "grpc_service", "grpc_method"]
 STARTED = Counter("grpc_server_started_total", "RPCs started on the server", _LABELS)
@@ -64,12 +66,12 @@ class _Measured:
         self.labels = (grpc_type, service, method)
 
     def start(self) -> float:
-        STARTED.labels(*self.labels).inc()
+        child(STARTED, *self.labels).inc()
         return time.perf_counter()
 
     def finish(self, started: float, context: Any, failed: BaseException | None) -> None:
-        HANDLED.labels(*self.labels, _code_name(context, failed)).inc()
-        HANDLING_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
+        child(HANDLED, *self.labels, _code_name(context, failed)).inc()
+        child(HANDLING_SECONDS, *self.labels).observe(time.perf_counter() - started)
 
 
 def _unary_response(measured: _Measured, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
@@ -94,7 +96,7 @@ def _streamed_response(measured: _Measured, behaviour: Callable[..., Any]) -> Ca
         started, failed = measured.start(), None
         try:
             async for reply in behaviour(request, context):
-                MSG_SENT.labels(*measured.labels).inc()
+                child(MSG_SENT, *measured.labels).inc()
                 yield reply
         except BaseException as error:
             failed = error
@@ -105,34 +107,55 @@ def _streamed_response(measured: _Measured, behaviour: Callable[..., Any]) -> Ca
     return wrapped
 
 
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
+# Methods whose measured handler is remembered; past this many (a route's opaque methods are
+# named by callers) a handler is measured afresh on each call instead.
+MAX_REMEMBERED = 512
+
+
 class GrpcServerMetrics(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # method -> (the handler grpc found, its measured wrapper). grpc asks the interceptor on
+        # every call; a service's handler is the same object each time, its wrapper can be too.
+        self._measured: dict[str, tuple[Handler, Handler]] = {}
+
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED itself
             return handler
         method = handler_call_details.method
-        serialize = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary_response(_Measured("unary", method), handler.unary_unary), **serialize
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _unary_response(_Measured("client_stream", method), handler.stream_unary), **serialize
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _streamed_response(_Measured("server_stream", method), handler.unary_stream), **serialize
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _streamed_response(_Measured("bidi_stream", method), handler.stream_stream), **serialize
-            )
-        return handler
+        known = self._measured.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        measured = _measured_handler(method, handler)
+        if known is not None or len(self._measured) < MAX_REMEMBERED:
+            self._measured[method] = (handler, measured)
+        return measured
+
+
+def _measured_handler(method: str, handler: Handler) -> Handler:
+    serialize = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary_response(_Measured("unary", method), handler.unary_unary), **serialize
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _unary_response(_Measured("client_stream", method), handler.stream_unary), **serialize
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _streamed_response(_Measured("server_stream", method), handler.unary_stream), **serialize
+        )
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(
+            _streamed_response(_Measured("bidi_stream", method), handler.stream_stream), **serialize
+        )
+    return handler

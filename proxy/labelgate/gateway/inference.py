@@ -15,6 +15,7 @@ use (``gateway/repository.py``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -85,7 +86,14 @@ def client_session_id(metadata: tuple[tuple[str, object], ...], peer: str) -> st
     if isinstance(named, bytes):
         named = named.decode("utf-8", errors="replace")
     text = _NOT_PRINTABLE.sub(" ", str(named)).strip()[:MAX_SESSION_ID] if named is not None else ""
-    return text or f"conn-{uuid.uuid5(uuid.NAMESPACE_URL, peer).hex[:16]}"
+    return text or connection_session_id(peer)
+
+
+@functools.lru_cache(maxsize=4096)
+def connection_session_id(peer: str) -> str:
+    """The session of a client that names none: one per connection (remembered: a
+    connection's calls come one after another)."""
+    return f"conn-{uuid.uuid5(uuid.NAMESPACE_URL, peer).hex[:16]}"
 
 
 def make_call(context: grpc.aio.ServicerContext[Any, Any], method: str) -> Call:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
 
 from labelgate import __version__
 
@@ -51,6 +53,26 @@ UPSTREAM_SECONDS = Histogram(
 )
 BUILD = Info("labelgate_build", "The running labelgate build")
 BUILD.info({"version": __version__})
+
+
+Metric = TypeVar("Metric", bound=MetricWrapperBase)
+# (metric, label values) -> its child. ``labels()`` validates and locks on every call; a
+# child never changes once made (nothing here removes one), so each is looked up once.
+_CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+# Label values come from bounded sets (methods, outcomes, codes, the models' own bound), but
+# past this many the lookup is simply not remembered rather than grow without end.
+_MAX_CHILDREN = 8192
+
+
+def child(metric: Metric, *values: str) -> Metric:
+    """``metric.labels(*values)`` (positional, in the metric's label order), remembered."""
+    key = (metric, values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = metric.labels(*values)
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[key] = found
+    return cast(Metric, found)
 
 
 async def watch_loop_lag(interval: float = 1.0) -> None:

@@ -345,7 +345,7 @@ class Pipeline:
         started = time.perf_counter()
         with tracing.stage("decide", **{"labelgate.phase": phase}):
             decision = await self._decide_within_deadline(first, memo)
-        metrics.DECISION_SECONDS.labels(engine=self.engine.name, phase=phase).observe(
+        metrics.child(metrics.DECISION_SECONDS, self.engine.name, phase).observe(
             time.perf_counter() - started
         )
         if decision.require_approval is not None and not decision.allow:

@@ -96,14 +96,14 @@ class LogAndMetricsRecorder:
 
     async def record(self, entry: CallRecord) -> None:
         call = entry.call
-        metrics.CALLS.labels(method=call.method, outcome=entry.outcome, code=entry.status_code).inc()
-        metrics.CALL_SECONDS.labels(
-            method=call.method, model=self._model_label(entry.model), outcome=entry.outcome
+        metrics.child(metrics.CALLS, call.method, entry.outcome, entry.status_code).inc()
+        metrics.child(
+            metrics.CALL_SECONDS, call.method, self._model_label(entry.model), entry.outcome
         ).observe(entry.latency_ms / 1000)
         for masked in entry.masked:
-            metrics.MASKED_FIELDS.labels(label=masked["label"]).inc()
+            metrics.child(metrics.MASKED_FIELDS, masked["label"]).inc()
         if entry.error_kind is not None:
-            metrics.ERRORS.labels(kind=entry.error_kind).inc()
+            metrics.child(metrics.ERRORS, entry.error_kind).inc()
         last = entry.last_decision
         log.info(
             "call",
@@ -322,15 +322,17 @@ class Recorders:
 
     def __init__(self, *recorders: Recorder) -> None:
         self.recorders = recorders
+        # Found once: a runtime_checkable isinstance inspects every member on every call.
+        self._reserving = tuple(r for r in recorders if isinstance(r, Reserving))
 
     async def record(self, entry: CallRecord) -> None:
-        # On the call's span: names and the stable reason, never a value.
-        tracing.annotate(**{"labelgate.outcome": entry.outcome, "labelgate.reason": entry.refusal or ""})
-        tracing.annotate(**{"labelgate.labels": list(entry.labels), "rpc.grpc.status": entry.status_code})
+        if tracing.enabled():  # on the call's span: names and the stable reason, never a value
+            tracing.annotate(**{"labelgate.outcome": entry.outcome, "labelgate.reason": entry.refusal or ""})
+            tracing.annotate(**{"labelgate.labels": list(entry.labels), "rpc.grpc.status": entry.status_code})
         with tracing.stage("record"):
             # Recorders that queue (the session recorder) promise their room first, so a later
             # "no room" cannot follow a durable audit record of a delivery that never happened.
-            reserving = [r for r in self.recorders if isinstance(r, Reserving)]
+            reserving = self._reserving
             for done, reserver in enumerate(reserving):
                 try:
                     reserver.reserve()

@@ -113,9 +113,7 @@ class UpstreamEdge:
 
     def observe(self, seconds: float, outcome: str) -> None:
         """One unary call's time, for ``labelgate_upstream_call_duration_seconds``."""
-        metrics.UPSTREAM_SECONDS.labels(upstream=self.name, protocol=self.protocol, outcome=outcome).observe(
-            seconds
-        )
+        metrics.child(metrics.UPSTREAM_SECONDS, self.name, self.protocol, outcome).observe(seconds)
 
     # What the transports call; each kind of upstream speaks them its own way.
     def unary_unary(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:

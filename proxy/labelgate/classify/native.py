@@ -1,0 +1,155 @@
+"""The built-in detectors' scan in Rust (the optional ``labelgate_native`` extension).
+
+``proxy/native`` ports ``labelgate.classify.patterns`` rule for rule for cards, SSNs,
+phones, e-mail addresses and dotted quads, and scans element by element without the GIL
+for large batches. Two confirmations stay in Python: IBANs (python-stdnum has the last
+word on national rules) and IPv6 text (``ipaddress``); the extension only names the
+elements where those passes could find something (``AA00`` in the shape and two digits;
+a digit and an ``_IPV6_SEED`` match), and the passes run here on those elements alone,
+NUL-joined as ``DetectorSet.scan_each`` joins them. Hits come back in the order
+``patterns.builtin_hits`` finds them in the joined elements, so even the order of
+``scan_each``'s result is the Python one.
+
+The Python code stays the reference and the fallback: without the extension (or with
+``LABELGATE_NATIVE=0`` in the environment) ``builtin_hits`` and ``hits_each`` are the pure
+Python scan. ``tests/classify/test_native.py`` checks that both give the same detections.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import accumulate
+from typing import Protocol, cast
+
+from labelgate.classify import patterns
+from labelgate.classify.patterns import Hit
+
+ElementHit = tuple[int, str, int, int]  # (element index, detector, start, end)
+
+
+class Kernel(Protocol):
+    """What ``labelgate_native`` exports."""
+
+    DETECTORS: tuple[str, ...]
+
+    def scan_elements(
+        self, texts: Sequence[bytes], wanted: int, /
+    ) -> tuple[list[ElementHit], int, list[int], list[int]]: ...
+
+
+def _load() -> Kernel | None:
+    try:
+        kernel = cast(Kernel, importlib.import_module("labelgate_native"))
+    except ImportError:
+        return None
+    if kernel.DETECTORS != _DETECTORS:  # an extension built from other sources: do not guess
+        return None
+    return kernel
+
+
+# Bit i of the extension's ``wanted`` is detector i.
+_DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address")
+_BITS = {name: 1 << bit for bit, name in enumerate(_DETECTORS)}
+_KERNEL = _load()
+_active = _KERNEL is not None and os.environ.get("LABELGATE_NATIVE", "1") != "0"
+
+
+def available() -> bool:
+    """Whether the extension is installed (and built from these detectors' sources)."""
+    return _KERNEL is not None
+
+
+def active() -> bool:
+    """Whether the built-ins go through the extension now."""
+    return _active
+
+
+@contextmanager
+def forced(use_native: bool) -> Iterator[None]:
+    """Scan with (True) or without (False) the extension inside the block: for benchmarks
+    and tests, which compare the two in one process. Not thread-safe; not for the gateway."""
+    global _active
+    if use_native and _KERNEL is None:
+        raise RuntimeError("labelgate_native is not installed (pip install ./proxy/native)")
+    before, _active = _active, use_native
+    try:
+        yield
+    finally:
+        _active = before
+
+
+def builtin_hits(data: bytes, wanted: frozenset[str]) -> list[Hit]:
+    """``patterns.builtin_hits``: the same hits in the same order, by the extension when active."""
+    if not _active:
+        return patterns.builtin_hits(data, wanted)
+    return [(name, start, end) for _, name, start, end in _scan([data], wanted)]
+
+
+def hits_each(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit] | None:
+    """The built-ins' hits in each of ``texts``, offsets per text, in the order
+    ``patterns.builtin_hits`` finds them in the NUL-joined texts; None when the extension
+    is not active (the caller then runs the Python scan)."""
+    if not _active:
+        return None
+    return _scan(texts, wanted)
+
+
+def _scan(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit]:
+    kernel = cast(Kernel, _KERNEL)
+    mask = _mask(wanted)
+    try:
+        hits, iban_at, iban_pending, ipv6_pending = kernel.scan_elements(texts, mask)
+    except TypeError:  # bytes-likes other than bytes/bytearray (memoryview, ...): as the join reads them
+        texts = [bytes(memoryview(text)) for text in texts]
+        hits, iban_at, iban_pending, ipv6_pending = kernel.scan_elements(texts, mask)
+    # The passes left to Python go where builtin_hits runs them: IBANs after the dotted quads.
+    if iban_pending:
+        hits[iban_at:iban_at] = _pass_over(texts, iban_pending, _iban_hits)
+    if ipv6_pending:
+        hits += _pass_over(texts, ipv6_pending, _ipv6_hits)
+    return hits
+
+
+def _pass_over(
+    texts: Sequence[bytes], indices: list[int], run: Callable[[bytes], list[Hit]]
+) -> list[ElementHit]:
+    """``run`` over the texts at ``indices`` joined by NUL bytes, as ``DetectorSet.scan_each``
+    joins them (one call instead of one per text), hits handed back per text."""
+    if len(indices) == 1:
+        return [(indices[0], *hit) for hit in run(bytes(texts[indices[0]]))]
+    chosen = [texts[index] for index in indices]
+    starts = list(accumulate([len(text) + 1 for text in chosen[:-1]], initial=0))
+    found: list[ElementHit] = []
+    for name, start, end in run(b"\x00".join(chosen)):
+        position = bisect_right(starts, start) - 1
+        offset = starts[position]
+        found.append((indices[position], name, start - offset, end - offset))
+    return found
+
+
+_MASKS: dict[frozenset[str], int] = {}
+
+
+def _mask(wanted: frozenset[str]) -> int:
+    mask = _MASKS.get(wanted)
+    if mask is None:
+        mask = _MASKS[wanted] = sum(_BITS[name] for name in wanted)
+    return mask
+
+
+def _iban_hits(data: bytes) -> list[Hit]:
+    """``builtin_hits``' IBAN pass alone."""
+    hits: list[Hit] = []
+    patterns._confirmed(patterns._IBAN, data, data.translate(patterns._SHAPE), patterns._check_iban, hits)
+    return hits
+
+
+def _ipv6_hits(data: bytes) -> list[Hit]:
+    """``builtin_hits``' IPv6 pass alone."""
+    hits: list[Hit] = []
+    patterns._ipv6s(data, hits)
+    return hits

@@ -1,0 +1,103 @@
+//! labelgate's built-in content detectors over bytes, element by element, with exactly the
+//! semantics of `labelgate.classify.patterns` (its Python code is the reference; the tests
+//! in `tests/classify/test_native.py` compare the two). Pure: no state, no I/O.
+//!
+//! Also the per-element work on raw BYTES tensors (`tensors`: splitting, joining, the
+//! `partial` mask on ASCII elements), with the semantics of `labelgate.oip.tensors` and
+//! `labelgate.enforce.strategies`.
+
+mod bytes;
+mod digit_led;
+mod email;
+mod forms;
+mod rules;
+mod scan;
+mod tensors;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyList, PyTuple};
+
+use scan::{Found, Wanted, DETECTORS, IPV4_PASS};
+
+/// `scan_elements`' result: `(hits, iban_at, iban_pending, ipv6_pending)`.
+type Scanned<'py> = (
+    Bound<'py, PyList>,
+    usize,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+);
+
+/// Above this many bytes in a call, the scan runs without the GIL (the bytes are immutable
+/// and kept alive by `PyBackedBytes`); below, releasing and taking it back costs more.
+const RELEASE_GIL_BYTES: usize = 64 * 1024;
+
+fn scan_all(texts: &[PyBackedBytes], wanted: Wanted) -> Found {
+    let mut found = Found::default();
+    for (index, text) in texts.iter().enumerate() {
+        scan::scan(text, index, wanted, &mut found);
+    }
+    found
+}
+
+/// Scan each of `texts` (bytes, read as UTF-8 that need not be valid) for the built-ins whose
+/// bit is set in `wanted` (bit i: `DETECTORS[i]`).
+///
+/// Returns `(hits, iban_at, iban_pending, ipv6_pending)`. `hits` are `(index, detector, start,
+/// end)`, offsets into `texts[index]`, in the order `patterns.builtin_hits` finds them in the
+/// NUL-joined texts, except that its IBAN pass would go in at `iban_at` and its IPv6 pass at
+/// the end: those passes stay in Python, which must run them on the elements listed in
+/// `iban_pending` and `ipv6_pending` (where their cheap pre-checks hold).
+#[pyfunction]
+fn scan_elements<'py>(
+    py: Python<'py>,
+    texts: Vec<PyBackedBytes>,
+    wanted: u32,
+) -> PyResult<Scanned<'py>> {
+    let wanted = Wanted(wanted);
+    let total: usize = texts.iter().map(|text| text.len()).sum();
+    let found = if total >= RELEASE_GIL_BYTES {
+        py.allow_threads(|| scan_all(&texts, wanted))
+    } else {
+        scan_all(&texts, wanted)
+    };
+    let names = [
+        intern!(py, "credit_card"),
+        intern!(py, "us_ssn"),
+        intern!(py, "iban"),
+        intern!(py, "email"),
+        intern!(py, "phone"),
+        intern!(py, "ip_address"),
+    ];
+    let iban_at = found.passes[..=IPV4_PASS].iter().map(Vec::len).sum();
+    let mut tuples = Vec::with_capacity(found.passes.iter().map(Vec::len).sum());
+    for &(index, hit) in found.passes.iter().flatten() {
+        tuples.push(PyTuple::new(
+            py,
+            [
+                index.into_pyobject(py)?.into_any(),
+                names[usize::from(hit.detector)].clone().into_any(),
+                hit.start.into_pyobject(py)?.into_any(),
+                hit.end.into_pyobject(py)?.into_any(),
+            ],
+        )?);
+    }
+    Ok((
+        PyList::new(py, tuples)?,
+        iban_at,
+        PyList::new(py, found.iban_pending)?,
+        PyList::new(py, found.ipv6_pending)?,
+    ))
+}
+
+#[pymodule]
+fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(scan_elements, module)?)?;
+    module.add_function(wrap_pyfunction!(tensors::split_bytes, module)?)?;
+    module.add_function(wrap_pyfunction!(tensors::join_bytes, module)?)?;
+    module.add_function(wrap_pyfunction!(tensors::partial_all, module)?)?;
+    module.add_function(wrap_pyfunction!(tensors::partial_span, module)?)?;
+    module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! One element's scan: `patterns.builtin_hits` without the IBAN and IPv6 confirmations,
+//! which stay in Python (national IBAN rules are python-stdnum's, IPv6 text is `ipaddress`'s);
+//! for those the scan only says whether `builtin_hits` would have looked at all.
+
+use crate::bytes::{find_byte, is_digit, past_next_separator};
+use crate::{digit_led, email, forms};
+
+/// Detector ids: bit positions in `Wanted`, indexes into `DETECTORS`.
+pub const CREDIT_CARD: u8 = 0;
+pub const US_SSN: u8 = 1;
+pub const IBAN: u8 = 2;
+pub const EMAIL: u8 = 3;
+pub const PHONE: u8 = 4;
+pub const IP_ADDRESS: u8 = 5;
+pub const DETECTORS: [&str; 6] = [
+    "credit_card",
+    "us_ssn",
+    "iban",
+    "email",
+    "phone",
+    "ip_address",
+];
+
+#[derive(Clone, Copy)]
+pub struct Wanted(pub u32);
+
+impl Wanted {
+    #[inline]
+    pub fn has(self, detector: u8) -> bool {
+        self.0 & (1 << detector) != 0
+    }
+}
+
+/// `data[start..end]` is what `detector` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub detector: u8,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A regex match in `patterns`' terms: its span, and what the check needs to know of it.
+pub struct Candidate<K> {
+    pub start: usize,
+    pub end: usize,
+    pub kind: K,
+}
+
+/// The passes of `builtin_hits` this scan runs, in its order (the IBAN pass, between the
+/// dotted quads and the E.164 numbers, and the IPv6 pass, last, are Python's).
+pub const DIGIT_LED_PASS: usize = 0;
+pub const IPV4_PASS: usize = 1;
+pub const PLUS_PHONE_PASS: usize = 2;
+pub const PAREN_PHONE_PASS: usize = 3;
+pub const EMAIL_PASS: usize = 4;
+pub const PASSES: usize = 5;
+
+/// What the scan of many elements found: each pass's (element index, hit), in the order
+/// `builtin_hits` finds them over the NUL-joined elements (pass by pass, then element by
+/// element), and the elements in which Python must still run the IBAN and IPv6 passes.
+#[derive(Default)]
+pub struct Found {
+    pub passes: [Vec<(usize, Hit)>; PASSES],
+    pub iban_pending: Vec<usize>,
+    pub ipv6_pending: Vec<usize>,
+}
+
+/// `patterns._confirmed`: every candidate `find` proposes that `check` confirms; after a
+/// confirmed hit the search goes on at its end, after a rejected candidate just past the
+/// next separator after its start (a greedy candidate may have swallowed a real one's start).
+fn confirmed<K>(
+    data: &[u8],
+    find: impl Fn(&[u8], usize) -> Option<Candidate<K>>,
+    check: impl Fn(&[u8], &Candidate<K>) -> Option<Hit>,
+    index: usize,
+    hits: &mut Vec<(usize, Hit)>,
+) {
+    let mut position = 0;
+    while let Some(candidate) = find(data, position) {
+        match check(data, &candidate) {
+            Some(hit) => {
+                position = hit.end;
+                hits.push((index, hit));
+            }
+            None => position = past_next_separator(data, candidate.start),
+        }
+    }
+}
+
+/// Scan element `index`, with `builtin_hits`' gates (each a necessary condition for its
+/// pass to find anything, so gating per element finds what gating the join does).
+pub fn scan(data: &[u8], index: usize, wanted: Wanted, found: &mut Found) {
+    let Counts {
+        digits,
+        dots,
+        colons,
+        at_signs,
+    } = counts(data);
+    let passes = &mut found.passes;
+    if digits >= 9 && (wanted.has(CREDIT_CARD) || wanted.has(US_SSN) || wanted.has(PHONE)) {
+        let check = |data: &[u8], candidate: &_| digit_led::check(data, candidate, wanted);
+        confirmed(
+            data,
+            digit_led::find,
+            check,
+            index,
+            &mut passes[DIGIT_LED_PASS],
+        );
+    }
+    if digits >= 4 && wanted.has(IP_ADDRESS) && dots >= 3 {
+        confirmed(
+            data,
+            forms::find_ipv4,
+            forms::check_ipv4,
+            index,
+            &mut passes[IPV4_PASS],
+        );
+    }
+    if digits >= 2 && wanted.has(IBAN) && has_iban_start(data) {
+        found.iban_pending.push(index);
+    }
+    if digits >= 10 && wanted.has(PHONE) {
+        let (find, check) = (forms::find_plus_phone, forms::check_plus_phone);
+        confirmed(data, find, check, index, &mut passes[PLUS_PHONE_PASS]);
+        let (find, check) = (forms::find_paren_phone, forms::check_paren_phone);
+        confirmed(data, find, check, index, &mut passes[PAREN_PHONE_PASS]);
+    }
+    if at_signs > 0 && wanted.has(EMAIL) {
+        email::emails(data, index, &mut passes[EMAIL_PASS]);
+    }
+    if digits >= 1 && wanted.has(IP_ADDRESS) && colons >= 2 && has_ipv6_seed(data) {
+        found.ipv6_pending.push(index);
+    }
+}
+
+/// `b"AA00" in shape`: two capitals, then two digits.
+fn has_iban_start(data: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(capital) = find_byte(data, from, |byte| byte.is_ascii_uppercase()) {
+        let rest = data.get(capital + 1..capital + 4);
+        if rest.is_some_and(|rest| {
+            rest[0].is_ascii_uppercase() && is_digit(rest[1]) && is_digit(rest[2])
+        }) {
+            return true;
+        }
+        from = capital + 1;
+    }
+    false
+}
+
+/// `_IPV6_SEED` (`:[0-9A-Fa-f]{0,4}:`) matches somewhere: `_ipv6s` has a candidate only then.
+fn has_ipv6_seed(data: &[u8]) -> bool {
+    data.iter().enumerate().any(|(colon, &byte)| {
+        byte == b':' && {
+            let hex = data[colon + 1..]
+                .iter()
+                .take(5)
+                .take_while(|byte| byte.is_ascii_hexdigit())
+                .count();
+            hex <= 4 && data.get(colon + 1 + hex) == Some(&b':')
+        }
+    })
+}
+
+/// How many of each byte the gates look at.
+struct Counts {
+    digits: usize,
+    dots: usize,
+    colons: usize,
+    at_signs: usize,
+}
+
+fn counts(data: &[u8]) -> Counts {
+    let mut totals = Counts {
+        digits: 0,
+        dots: 0,
+        colons: 0,
+        at_signs: 0,
+    };
+    // Byte-wide counters over chunks that cannot overflow them: the loop vectorizes.
+    for chunk in data.chunks(255) {
+        let (mut digits, mut dots, mut colons, mut at_signs) = (0u8, 0u8, 0u8, 0u8);
+        for &byte in chunk {
+            digits += u8::from(byte.wrapping_sub(b'0') < 10);
+            dots += u8::from(byte == b'.');
+            colons += u8::from(byte == b':');
+            at_signs += u8::from(byte == b'@');
+        }
+        totals.digits += usize::from(digits);
+        totals.dots += usize::from(dots);
+        totals.colons += usize::from(colons);
+        totals.at_signs += usize::from(at_signs);
+    }
+    totals
+}

@@ -1,0 +1,85 @@
+"""Frame parsing: whole messages out of a byte stream, however the reads split it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from labelgate.audit.protocol import HEADER, MAX_FRAME, READ_CHUNK, FrameError, FrameProtocol, encode
+from tests.audit.conftest import make_event
+
+
+class Collecting(FrameProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[dict[str, Any]] = []
+        self.errors: list[FrameError] = []
+
+    def message_received(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def frame_error(self, error: FrameError) -> None:
+        self.errors.append(error)
+
+
+def feed(protocol: FrameProtocol, data: bytes, step: int) -> None:
+    """Deliver ``data`` the way the transport does: into get_buffer's view, ``step`` bytes at a time."""
+    while data:
+        view = protocol.get_buffer(-1)
+        chunk = data[: min(step, len(view))]
+        view[: len(chunk)] = chunk
+        del view  # asyncio drops its view before the next get_buffer, as here
+        protocol.buffer_updated(len(chunk))
+        data = data[len(chunk) :]
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 700, READ_CHUNK])
+def test_messages_come_out_whole_however_the_reads_split_them(step: int) -> None:
+    sent = [{"id": n, "op": "append", "event": make_event(reason="é" * n)} for n in range(40)]
+    protocol = Collecting()
+    feed(protocol, b"".join(encode(message) for message in sent), step)
+    assert protocol.messages == sent and not protocol.errors
+
+
+def test_a_frame_larger_than_the_read_buffer_is_received_whole() -> None:
+    big = {"id": 1, "op": "append", "event": make_event(details={"names": ["n" * 1000] * 200})}
+    frame = encode(big)
+    assert len(frame) > 2 * READ_CHUNK
+    protocol = Collecting()
+    feed(protocol, frame + encode({"id": 2, "op": "stats"}), READ_CHUNK // 3)
+    assert [m["id"] for m in protocol.messages] == [1, 2]
+    assert protocol.messages[0] == big
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (HEADER.pack(10) + b"not json!!", "not JSON"),
+        (HEADER.pack(2) + b"[]", "not a JSON object"),
+        (HEADER.pack(MAX_FRAME + 1), "larger than"),
+    ],
+)
+def test_a_broken_frame_stops_the_reading(data: bytes, message: str) -> None:
+    protocol = Collecting()
+    feed(protocol, data + encode({"id": 1, "op": "stats"}), 5)
+    assert len(protocol.errors) == 1 and message in str(protocol.errors[0])
+    assert protocol.messages == []  # nothing after a broken frame is trusted
+
+
+def test_eof_inside_a_frame_is_an_error_and_between_frames_is_not() -> None:
+    protocol = Collecting()
+    feed(protocol, encode({"id": 1, "op": "stats"}), 100)
+    assert protocol.eof_received() is False and not protocol.errors
+    feed(protocol, encode({"id": 2, "op": "stats"})[:-1], 100)
+    protocol.eof_received()
+    assert "inside a frame" in str(protocol.errors[0])
+
+
+def test_encode_refuses_what_is_not_plain_json() -> None:
+    with pytest.raises(ValueError):
+        encode({"x": float("nan")})
+    with pytest.raises(TypeError):
+        encode({"x": b"bytes"})
+    assert json.loads(encode({"x": "café"})[HEADER.size :]) == {"x": "café"}

@@ -1,0 +1,291 @@
+"""The native scan (``labelgate_native``) finds exactly what the Python reference finds.
+
+``labelgate.classify.patterns`` is the reference: for every text and every subset of the
+built-ins, the extension must give the same hits in the same order (and so ``DetectorSet``
+the same detections), for a hand corpus of edge cases and for generated texts. The
+detector tests of ``test_detectors`` run here once more on each path.
+
+The extension is required: the Makefile installs it, and a missing one fails here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stdnum import luhn
+
+from labelgate.classify import native, patterns
+from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
+from tests.classify import test_detectors as detector_tests
+from tests.classify.sensitive import card_value, iban_value, ssn_value
+
+BUILTINS = sorted(BUILTIN_LABELS)
+EVERY_SUBSET = [
+    frozenset(subset)
+    for size in range(len(BUILTINS) + 1)
+    for subset in itertools.combinations(BUILTINS, size)
+]
+
+# --- the detector tests, on both paths ---------------------------------------------------
+
+for _name in dir(detector_tests):
+    if _name.startswith("test_"):
+        globals()[_name] = getattr(detector_tests, _name)
+
+
+@pytest.fixture(autouse=True)
+def scan_path(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The path the imported detector tests take (the tests of this module choose their own)."""
+    path = getattr(request, "param", None)
+    if path is None:
+        yield
+        return
+    with native.forced(path == "native"):
+        yield
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.function.__module__ == detector_tests.__name__:
+        metafunc.parametrize("scan_path", ["native", "python"], indirect=True)
+
+
+# --- the reference ---------------------------------------------------------------------
+
+
+def reference_each(texts: Sequence[bytes], wanted: frozenset[str]) -> list[tuple[int, str, int, int]]:
+    """What the Python scan finds in ``texts`` (NUL-joined, as ``DetectorSet.scan_each``
+    scans them), as (element index, detector, start, end)."""
+    starts = list(itertools.accumulate([len(text) + 1 for text in texts[:-1]], initial=0))
+    found = []
+    for name, start, end in patterns.builtin_hits(b"\x00".join(texts), wanted):
+        index = bisect_right(starts, start) - 1
+        found.append((index, name, start - starts[index], end - starts[index]))
+    return found
+
+
+def native_each(texts: Sequence[bytes], wanted: frozenset[str]) -> list[tuple[int, str, int, int]]:
+    with native.forced(True):
+        found = native.hits_each(texts, wanted)
+    assert found is not None
+    return found
+
+
+def scan_each_on(path: str, detectors: DetectorSet, texts: Sequence[bytes]) -> list[tuple[int, Any]]:
+    with native.forced(path == "native"):
+        return list(detectors.scan_each(texts).items())
+
+
+def assert_same(texts: Sequence[bytes], wanted: frozenset[str]) -> None:
+    expected = reference_each(texts, wanted)
+    assert native_each(texts, wanted) == expected, (texts, sorted(wanted))
+    for index, text in enumerate(texts):
+        alone = [(name, start, end) for at, name, start, end in expected if at == index]
+        with native.forced(True):
+            assert native.builtin_hits(text, wanted) == alone, (text, sorted(wanted))
+    # And through DetectorSet: the same detections, merged, in the same dict order.
+    detectors = DetectorSet({name: BUILTIN_LABELS[name] for name in wanted})
+    assert scan_each_on("native", detectors, texts) == scan_each_on("python", detectors, texts)
+
+
+def test_the_extension_is_installed_and_active_unless_turned_off() -> None:
+    assert native.available(), "labelgate_native is missing: pip install ./proxy/native (make venv does)"
+    assert native.active() == (os.environ.get("LABELGATE_NATIVE", "1") != "0")
+
+
+def test_forcing_a_path_lasts_for_the_block() -> None:
+    before = native.active()
+    with native.forced(False):
+        assert not native.active()
+        assert native.hits_each([b"123-45-6789"], frozenset(BUILTINS)) is None
+    with native.forced(True):
+        assert native.active()
+        assert native.hits_each([b"123-45-6789"], frozenset(BUILTINS)) == [(0, "us_ssn", 0, 11)]
+    assert native.active() == before
+
+
+# --- a hand corpus of edge cases --------------------------------------------------------
+
+_RNG = random.Random(20240611)
+_CARD = card_value(_RNG)
+LONG = (
+    " ".join(f"x{index} {ssn_value(_RNG)} {card_value(_RNG, 'spaces')} a@b.io" for index in range(3000))
+).encode()
+
+CORPUS: list[bytes] = [
+    # Cards: grouped with a fifth group (swallowed or not), Luhn failing then a real card.
+    b"card 4111 1111 1111 1111 10:30",
+    b"card 4111 1111 1111 1111 123",
+    b"card 4111-1111-1111-1111-1",
+    b"card 4111-1111-1111-1111-12345",
+    b"#4521 5171 4992 5639 3378",
+    b"4111111111111112 4111111111111111",
+    b"41111111111111124111111111111111",
+    b"4111 1111 1111 1112 4111 1111 1111 1111",
+    b"3782 822463 10005 3782-822463-10005 3782 822463 1000 3056 930902 5904",
+    b"1111111111111117 9111111111111111 2221000000000009 6011000000000004",
+    f"{_CARD} {_CARD}-{_CARD}.{_CARD}x{_CARD}".encode(),
+    b"4111111111111111111111 41111111111111111111",
+    b"4111 1111 1111 1111 1111 1111",
+    b"4111 1111-1111 1111 4111  1111 1111 1111",
+    # SSNs: the denylist, 000/666/9xx areas, 00 groups, 0000 serials, separators.
+    b"078-05-1120 457-55-5462 219-09-9999 078-05-1121 219 09 9998",
+    b"666-12-3456 900-12-3456 999 12 3456 000-12-3456 123-00-4567 123-45-0000 665-12-3456",
+    b"123-45 6789 123 45-6789 123-45-6789-0 0-123-45-6789 123-45-67890 1.123-45-6789",
+    b"at 10:30 123 45 6789 was given",
+    # US phones: +1 prefixes, parens, N11, glued.
+    b"+1 212-555-1234 +1-212-555-1234 +1.212.555.1234 +1212-555-1234 1-212-555-1234 1 212.555.1234",
+    b"(212) 555-1234 (212)555.1234 +1 (212) 555 1234 1 (212) 555-1234 (211) 555-1234 (212) 511-1234",
+    b"(212)  555-1234 (21) 555-1234 x(212) 555-1234 (212) 555-12345 5-(212) 555-1234",
+    b"212-555-1234 212.555.1234 212-555.1234 112-555-1234 212-155-1234 2-212-555-1234",
+    b"+44 20 7946 0958 +14155552671 +0123456789012 +1 2 3 4 5 6 7 8 9 0 +123456789012345678",
+    b"+44-20-7946-0958-1-2 +4420 7946 0958. +44 20 7946 0958- 9 1+44 20 7946 0958",
+    # A rejected candidate resumes the search past the next separator: here a '+'.
+    b"+12+14155552671 +1-2+1 415 555 2671 (211) 555-1234(212) 555-1234 ++14155552671",
+    # E-mails: leading dots, long local parts, trailing dots, several '@'.
+    b"mail ..bob@example.com .a@b.co a.@b.co @example.com bob@ bob@example bob@example.c",
+    b"bob.smith+tag@mail.example.co.uk. x@a-b.example.org x@-ab.org x@ab-.org x@a..org",
+    b"a@b.co@c.de a@@b.co 123-45-6789@corp.example.com a@b.c0m a@b.com1 a@b.com.x1",
+    ("l" * 70 + "@example.com " + "m" * 64 + "@example.com").encode(),
+    ("a@" + "b" * 63 + ".com a@" + "c" * 64 + ".com a@b." + "t" * 63 + " a@b." + "t" * 64).encode(),
+    # IPv4: leading zeros, four-digit octets, more octets, glued.
+    b"from 192.168.1.10 and 8.8.8.8. 01.02.03.04 10.0.0.01 1.2.3.4.5 256.1.1.1 1.2.3.4000",
+    b"1234.1.1.1 1.1234.1.1 1.1.1.1234 12345.1.1.1 v1.2.3.4 1.2.3.4-5 1-1.2.3.4 0.0.0.0 255.255.255.255",
+    b"10.0.0.1:8080 [10.0.0.1] 10.0.0.1.5 1.2.3 999.999.999.999 100.200.250.255",
+    # IPv6 and IBANs (still confirmed in Python) next to the native forms.
+    b"v6 fe80::1ff:fe23:4567:890a, ::1 and 2001:db8::8a2e:370:7334. 10.0.0.1 a::b",
+    b"2001:0db8:85a3:0000:0000:8a2e:0370:7334 1:2 10:30:45 1:abcde:f 1:abcd:f",
+    b"pay DE89 3704 0044 0532 0130 00 now GB82WEST12345698765432. 123-45-6789",
+    f"iban {iban_value(_RNG, grouped=True)} ABCD 4111111111111111".encode(),
+    # Non-ASCII neighbours, invalid UTF-8, NUL bytes inside elements.
+    "电话号码 123-45-6789，邮箱 é@example.com 和 a@example.com 卡4111111111111111号".encode(),
+    b"\xff\xfe ssn 123-45-6789 \xc3\xa9212-555-1234\xc3",
+    b"123-45-6789\x00212-555-1234\x004111111111111111\x00a@b.co\x0010.0.0.1\x00",
+    b"123-45\x00-6789 4111 1111\x00 1111 1111 a\x00@b.co",
+    # Digits glued by '-' or '.'.
+    b"1-123-45-6789 123-45-6789-1 1.123-45-6789 123-45-6789.1 a-123-45-6789 123-45-6789-a",
+    b"9-4111111111111111 4111111111111111.9 1.212.555.1234 212.555.1234.5",
+    b"",
+    b" ",
+    b"\x00",
+    LONG,
+]
+
+
+@pytest.mark.parametrize("text", CORPUS, ids=range(len(CORPUS)))
+def test_the_hand_corpus_agrees_for_every_subset_of_detectors(text: bytes) -> None:
+    for wanted in EVERY_SUBSET:
+        assert_same([text], wanted)
+
+
+def test_the_hand_corpus_agrees_as_one_tensor() -> None:
+    texts = [text for text in CORPUS if text is not LONG]
+    for wanted in EVERY_SUBSET:
+        assert_same(texts, wanted)
+    assert_same(CORPUS, frozenset(BUILTINS))  # with the long element: the GIL-free scan
+
+
+def test_the_corpus_finds_what_the_rules_say() -> None:
+    """The reference is not vacuous: the corpus exercises every native detector."""
+    found = {name for _, name, _, _ in reference_each(CORPUS, frozenset(BUILTINS))}
+    assert found == set(BUILTINS)
+
+
+def test_other_bytes_likes_are_read_as_the_join_reads_them() -> None:
+    texts: list[Any] = [bytearray(b"ssn 123-45-6789"), memoryview(b"card 4111111111111111"), b"a@b.co"]
+    wanted = frozenset(BUILTINS)
+    assert native_each(texts, wanted) == reference_each([bytes(text) for text in texts], wanted)
+    with native.forced(True), pytest.raises(TypeError):
+        native.hits_each(["a str is not bytes"], wanted)  # type: ignore[list-item]
+
+
+# --- generated texts ---------------------------------------------------------------------
+
+_LUHN_BODIES = st.text(alphabet="0123456789", min_size=12, max_size=18)
+_VALID_CARDS = _LUHN_BODIES.map(lambda body: body + luhn.calc_check_digit(body))
+
+
+def _grouped(digits: str, separator: str) -> str:
+    return separator.join(digits[index : index + 4] for index in range(0, len(digits), 4))
+
+
+_TOKENS = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=20),
+    st.sampled_from([" ", "-", ".", "(", ")", "+", ":", "@", "_", "%", "\x00", "é", "号", "  ", "+1 ", "1-"]),
+    st.sampled_from(["a", "Z", "DE", "GB", "ex", "example", "com", "co", "x.y", "fe80", "::", "AB12", "ff"]),
+    _VALID_CARDS,
+    st.tuples(_VALID_CARDS, st.sampled_from(" -")).map(lambda card: _grouped(*card)),
+    st.builds(
+        lambda area, group, serial, separator: f"{area:03d}{separator}{group:02d}{separator}{serial:04d}",
+        st.integers(0, 999),
+        st.integers(0, 99),
+        st.integers(0, 9999),
+        st.sampled_from("- "),
+    ),
+    st.builds(
+        lambda area, exchange, line, form: form.format(area, exchange, line),
+        st.integers(100, 999),
+        st.integers(100, 999),
+        st.integers(0, 9999),
+        st.sampled_from(
+            ["{}-{}-{:04d}", "{}.{}.{:04d}", "({}) {}-{:04d}", "({}){}.{:04d}", "+1 {} {} {:04d}"]
+        ),
+    ),
+    st.builds(
+        lambda octets, zero: ".".join(
+            ("0" if zero and i == 1 else "") + str(o) for i, o in enumerate(octets)
+        ),
+        st.lists(st.integers(0, 1100), min_size=3, max_size=5),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda local, domain: f"{local}@{domain}",
+        st.text(alphabet="ab.+_-%9", min_size=0, max_size=8),
+        st.text(alphabet="ab-.c9", min_size=0, max_size=12),
+    ),
+)
+_TEXTS = st.lists(_TOKENS, max_size=25).map(lambda tokens: "".join(tokens).encode("utf-8", "surrogatepass"))
+_RAW = st.binary(max_size=60)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(st.one_of(_TEXTS, _RAW), min_size=1, max_size=6),
+    wanted=st.sets(st.sampled_from(BUILTINS)).map(frozenset),
+)
+def test_generated_texts_agree(texts: list[bytes], wanted: frozenset[str]) -> None:
+    assert_same(texts, wanted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_TEXTS)
+def test_generated_texts_agree_for_every_subset_of_detectors(text: bytes) -> None:
+    for wanted in EVERY_SUBSET:
+        assert native_each([text], wanted) == reference_each([text], wanted)
+
+
+def test_the_order_of_hits_within_an_element_does_not_change_the_merged_detections() -> None:
+    """``scan_each`` merges each element's hits after sorting them, so the native scan could
+    hand them over in any order: shuffled, the merged detections stay the same."""
+    rng = random.Random(11)
+    detectors = DetectorSet.default()
+    order = {name: index for index, name in enumerate(detectors.names)}
+    texts = [*CORPUS, b"write 123-45-6789@corp.example.com 4111111111111111 10.0.0.1"]
+    for text in texts:
+        found = [
+            Detection(name, BUILTIN_LABELS[name], start, end)
+            for name, start, end in patterns.builtin_hits(text, frozenset(BUILTINS))
+        ]
+        if len(found) < 2:
+            continue
+        expected = _merge_overlaps(list(found), order)
+        for _ in range(5):
+            rng.shuffle(found)
+            assert _merge_overlaps(list(found), order) == expected, text

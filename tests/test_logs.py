@@ -1,0 +1,57 @@
+"""One JSON object per line, with the fields a log call passes, whichever path made its record."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from labelgate import logs
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out = io.StringIO()
+    logs.configure("info", stream=out)
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_fields_become_keys_and_control_sequences_are_dropped(stream: io.StringIO) -> None:
+    log = logs.get_logger("labelgate.test")
+    log.info("call", model="m\x1b[31mred", groups=["a", "b\x1b]0;t\x07"], code=7, reason=None, ok=True)
+    log.debug("not at info")
+    (line,) = _lines(stream)
+    assert line["event"] == "call" and line["level"] == "info" and line["logger"] == "labelgate.test"
+    assert line["model"] == "mred" and line["groups"] == ["a", "b"]
+    assert line["code"] == 7 and line["reason"] is None and line["ok"] is True
+    assert str(line["ts"]).endswith("Z") and len(str(line["ts"])) == len("2026-01-01T00:00:00.000Z")
+    assert not {"pathname", "lineno", "funcName", "msg", "args"} & set(line)
+
+
+def test_an_exception_is_logged_by_its_type_only(stream: io.StringIO) -> None:
+    log = logs.get_logger("labelgate.test")
+    try:
+        raise ValueError("secret value 123-45-6789")
+    except ValueError:
+        log.exception("failed", step="decode")
+    (line,) = _lines(stream)
+    assert line["error_type"] == "ValueError" and line["step"] == "decode"
+    assert "123-45-6789" not in stream.getvalue()
+
+
+def test_records_keep_their_fields_for_other_handlers(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="labelgate.test"):
+        logs.get_logger("labelgate.test").info("call", peer="ipv4:127.0.0.1:1")
+    (record,) = [r for r in caplog.records if r.getMessage() == "call"]
+    assert record.peer == "ipv4:127.0.0.1:1"  # type: ignore[attr-defined]
