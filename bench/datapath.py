@@ -223,7 +223,7 @@ def gateway_cpu_figure(figure_id: str, where: str, run: LoadRun, direct: LoadRun
 
 def gateway_cpu_ms(run: LoadRun) -> float:
     spent = run.cpu_ms_per_call()
-    return spent.get("gateway", 0.0) + spent.get("opa", 0.0)
+    return spent.get("gateway", 0.0) + spent.get("opa", 0.0) + spent.get("audit-writer", 0.0)
 
 
 @contextlib.contextmanager
@@ -235,7 +235,14 @@ def _gateway(bench: Bench, variant: Variant, upstream: str):
         if variant.engine == "opa":
             opa_url, opa = stack.enter_context(bench.stack.opa(variant.policy_dir))
             watched["opa"] = opa.pid
-        address, gateway = stack.enter_context(bench.stack.gateway(variant, upstream, opa_url))
+        extra = None
+        if variant.audit:
+            from bench.audit import audit_writer  # bench.audit builds on this module
+
+            socket_path, _, writer = stack.enter_context(audit_writer(bench.work_dir))
+            extra = {"audit": {"socket": str(socket_path)}}
+            watched["audit-writer"] = writer.pid
+        address, gateway = stack.enter_context(bench.stack.gateway(variant, upstream, opa_url, extra=extra))
         watched["gateway"] = gateway.pid
         yield address, watched
 

@@ -241,3 +241,13 @@ def test_a_partial_span_never_shows_a_short_value() -> None:
     with native.forced(True):
         assert replace_spans(b"id 123 ok", [(3, 6, mask)], Masker(KEY)) == b"id *** ok"
         assert replace_spans(b"ssn 123-45-6789.", [(4, 15, mask)], Masker(KEY)) == b"ssn *******6789."
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_a_shape_past_any_machine_integer_is_malformed_not_an_overflow(use_native: bool) -> None:
+    reply = pb.ModelInferResponse()
+    reply.outputs.add(name="t", datatype="BYTES", shape=[2**35, 2**35])
+    reply.raw_output_contents.append(b"\x00\x00\x00\x00")
+    with native.forced(use_native), pytest.raises(InvalidInput) as raised:
+        oip.decode_outputs(reply)
+    assert raised.value.reason == oip.MALFORMED_TENSOR

@@ -17,16 +17,14 @@ Python scan. ``tests/classify/test_native.py`` checks that both give the same de
 
 from __future__ import annotations
 
-import importlib
-import os
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import Protocol, cast
 
 from labelgate.classify import patterns
 from labelgate.classify.patterns import Hit
+from labelgate.native import NativeSwitch
 
 ElementHit = tuple[int, str, int, int]  # (element index, detector, start, end)
 
@@ -41,50 +39,22 @@ class Kernel(Protocol):
     ) -> tuple[list[ElementHit], int, list[int], list[int]]: ...
 
 
-def _load() -> Kernel | None:
-    try:
-        kernel = cast(Kernel, importlib.import_module("labelgate_native"))
-    except ImportError:
-        return None
-    if kernel.DETECTORS != _DETECTORS:  # an extension built from other sources: do not guess
-        return None
-    return kernel
-
-
 # Bit i of the extension's ``wanted`` is detector i.
 _DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address")
 _BITS = {name: 1 << bit for bit, name in enumerate(_DETECTORS)}
-_KERNEL = _load()
-_active = _KERNEL is not None and os.environ.get("LABELGATE_NATIVE", "1") != "0"
-
-
-def available() -> bool:
-    """Whether the extension is installed (and built from these detectors' sources)."""
-    return _KERNEL is not None
+_SWITCH: NativeSwitch[Kernel] = NativeSwitch(lambda module: getattr(module, "DETECTORS", None) == _DETECTORS)
+available = _SWITCH.available
+forced = _SWITCH.forced
 
 
 def active() -> bool:
     """Whether the built-ins go through the extension now."""
-    return _active
-
-
-@contextmanager
-def forced(use_native: bool) -> Iterator[None]:
-    """Scan with (True) or without (False) the extension inside the block: for benchmarks
-    and tests, which compare the two in one process. Not thread-safe; not for the gateway."""
-    global _active
-    if use_native and _KERNEL is None:
-        raise RuntimeError("labelgate_native is not installed (pip install ./proxy/native)")
-    before, _active = _active, use_native
-    try:
-        yield
-    finally:
-        _active = before
+    return _SWITCH.on
 
 
 def builtin_hits(data: bytes, wanted: frozenset[str]) -> list[Hit]:
     """``patterns.builtin_hits``: the same hits in the same order, by the extension when active."""
-    if not _active:
+    if not _SWITCH.on:
         return patterns.builtin_hits(data, wanted)
     return [(name, start, end) for _, name, start, end in _scan([data], wanted)]
 
@@ -93,13 +63,13 @@ def hits_each(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit
     """The built-ins' hits in each of ``texts``, offsets per text, in the order
     ``patterns.builtin_hits`` finds them in the NUL-joined texts; None when the extension
     is not active (the caller then runs the Python scan)."""
-    if not _active:
+    if not _SWITCH.on:
         return None
     return _scan(texts, wanted)
 
 
 def _scan(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit]:
-    kernel = cast(Kernel, _KERNEL)
+    kernel = cast(Kernel, _SWITCH.kernel)
     mask = _mask(wanted)
     try:
         hits, iban_at, iban_pending, ipv6_pending = kernel.scan_elements(texts, mask)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import signal
 import socket
@@ -291,6 +292,7 @@ class Gateway:
         if self.settings.rest_listen:
             rest = RestGateway(self.pipeline, self.router, self.settings.limits.max_message_bytes)
             self._rest = await start_rest(rest, self.settings.rest_listen)
+        freeze_startup_heap()
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
 
     async def _start_admin(self, listen: str) -> None:
@@ -395,6 +397,16 @@ class Gateway:
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
+
+
+def freeze_startup_heap() -> None:
+    """Move what startup built (modules, protobuf descriptors, catalogs, policy) out of the
+    cyclic collector's sight. A large reply allocates enough containers to set off full
+    collections, and each one walked this whole heap again: measured on a 10,000-row call,
+    a third of the gateway's CPU per row. It all lives as long as the process, so the
+    collector has nothing to find in it; reference counting still frees what is dropped."""
+    gc.collect()
+    gc.freeze()
 
 
 async def serve_forever(settings: GatewaySettings) -> None:
