@@ -90,6 +90,9 @@ lint: venv tools proto-check
 	$(REGAL) lint rego
 	$(PY) deploy/lock.py --check
 	$(VENV)/bin/hadolint deploy/Dockerfile
+	cd proxy/native && PATH="$(CARGO_PATH)" cargo fmt --check
+	cd proxy/native && PATH="$(CARGO_PATH)" cargo clippy --locked --quiet -- -D warnings
+	cd proxy/native && PATH="$(CARGO_PATH)" cargo test --locked --quiet
 
 rego-test: tools
 	$(OPA) test rego -v --coverage --threshold $(REGO_COVERAGE) --format json > .rego-coverage.json || \

@@ -7,7 +7,7 @@ from google.protobuf import descriptor_pb2
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Classification
 from labelgate.classify.detectors import DetectorSet
-from labelgate.classify.parameters import classify_parameters, released_parameters
+from labelgate.classify.parameters import Parameter, classify_parameters, released_parameters
 from labelgate.enforce import apply_masks
 from labelgate.enforce import replies as build
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex
@@ -68,3 +68,47 @@ def test_extensions_are_removed_at_any_depth() -> None:
     assert field.options.ListFields()
     build.without_extensions(message)
     assert not message.message_type[0].field[0].options.ListFields()
+
+
+def _large_reply() -> pb.ModelInferResponse:
+    rows = 20_000  # raw outputs past the size from which they are joined, not re-buffered
+    tensors = [
+        Tensor("id", "INT64", [rows], list(range(rows))),
+        Tensor("note", "BYTES", [rows], [f"row {i} ".encode() * (i % 7) for i in range(rows)]),
+        Tensor("empty", "BYTES", [0], []),
+    ]
+    parameters = [
+        Parameter("", "sequence_end", True),
+        Parameter("note", "source", "crm"),
+    ]
+    return build.infer_response(
+        model="customer-profile",
+        model_version="3",
+        caller_id="caller-7",
+        tensors=tensors,
+        raw=True,
+        parameters=parameters,
+        markers={"note": build.MASKED_IN_PARTS},
+    )
+
+
+def test_a_large_reply_serializes_to_the_bytes_upb_writes() -> None:
+    reply = _large_reply()
+    assert sum(len(content) for content in reply.raw_output_contents) > 256 * 1024
+    assert build.serialized_infer_response(reply) == reply.SerializeToString()
+
+
+def test_a_large_reply_parses_back_to_the_same_message() -> None:
+    reply = _large_reply()
+    again = pb.ModelInferResponse.FromString(build.serialized_infer_response(reply))
+    assert again == reply
+    assert again.outputs[1].parameters[build.MASKED_PARAMETER].string_param == build.MASKED_IN_PARTS
+    assert [t.values for t in decode_outputs(again)] == [t.values for t in decode_outputs(reply)]
+
+
+def test_small_and_typed_replies_serialize_as_upb_does() -> None:
+    tensors = [Tensor("score", "FP32", [2], [0.25, 0.5]), Tensor("text", "BYTES", [1], [b"hello"])]
+    for raw in (True, False):
+        reply = build.infer_response(model="m", model_version="", caller_id="c", tensors=tensors, raw=raw)
+        assert build.serialized_infer_response(reply) == reply.SerializeToString()
+    assert build.serialized_infer_response(pb.ModelInferResponse()) == b""

@@ -36,7 +36,7 @@ from google.protobuf import unknown_fields
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.demo.data import customer
 from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
-from tests.gateway.expected import customer_request, partial
+from tests.gateway.expected import confidential_and_restricted, customer_request, partial
 from tests.gateway.harness import (
     AuditedStack,
     Received,
@@ -731,3 +731,24 @@ async def test_8_masked_outputs_say_how(planted: AuditedStack, raw: bool) -> Non
     (output,) = response.outputs
     assert parameter_values(output.parameters) == {MASKED_PARAMETER: "spans"}
     assert text_values(outputs(response)["note"]) == [f"ssn {partial(SSN)} on file", "nothing here"]
+
+
+# --- a large reply ----------------------------------------------------------------------------------
+
+
+async def test_a_large_reply_arrives_masked_and_as_upb_would_write_it(demo: AuditedStack) -> None:
+    """3,000 rows make a reply past the size from which the gateway joins the raw outputs
+    itself instead of letting upb re-buffer them (``replies.serialized_infer_response``):
+    the bytes received are exactly the message's own serialization, and masked."""
+    request = customer_request(MANY_ROWS, request_id="caller-large")
+    received = await capture_unary(demo.address, request, demo.headers("analyst"), deadline=60)
+    assert received.code == grpc.StatusCode.OK, (received.code, received.details)
+    (blob,) = received.messages
+    response = pb.ModelInferResponse.FromString(blob)
+    assert response.SerializeToString() == blob
+    assert response.id == "caller-large" and len(response.raw_output_contents) == len(response.outputs)
+    by_name = outputs(response)
+    assert by_name["customer_id"].values == MANY_ROWS
+    assert text_values(by_name["ssn"]) == [partial(customer(i).ssn) for i in MANY_ROWS]
+    for secret in confidential_and_restricted(MANY_ROWS[:50]):
+        assert secret.encode() not in blob

@@ -116,6 +116,50 @@ def infer_response(
     return reply
 
 
+# The fields infer_response sets; raw_output_contents has the highest number, so its
+# entries written after the others are the bytes upb would write (fields in number order).
+_RESPONSE_FIELDS = frozenset(
+    {"model_name", "model_version", "id", "parameters", "outputs", "raw_output_contents"}
+)
+# Below this, upb's own buffer is as cheap as copying the small part into a new message.
+_JOIN_FROM_BYTES = 256 * 1024
+_RAW_OUTPUT_TAG = bytes([pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER << 3 | 2])  # length-delimited
+
+
+def serialized_infer_response(reply: pb.ModelInferResponse) -> bytes:
+    """``reply.SerializeToString()``; a large reply's raw outputs joined in one copy.
+
+    upb grows its output buffer step by step and copies the raw outputs into each new one,
+    in fresh pages: for a 2.5 MB reply of 10,000 rows that is most of a millisecond's
+    worth of page faults per megabyte, in the gRPC server's send. Here only the small part
+    (names, shapes, parameters) goes through upb; the raw outputs are appended as
+    length-delimited entries of their field. A message holding any other field (one this
+    module never sets) is serialized by upb as it is; unknown fields, which a reply built
+    here cannot hold, are not written."""
+    raw = list(reply.raw_output_contents)  # each a copy out of upb: the join's parts
+    if sum(map(len, raw)) < _JOIN_FROM_BYTES or any(
+        field.name not in _RESPONSE_FIELDS for field, _ in reply.ListFields()
+    ):
+        return reply.SerializeToString()
+    head = pb.ModelInferResponse(model_name=reply.model_name, model_version=reply.model_version, id=reply.id)
+    for name, value in reply.parameters.items():
+        head.parameters[name].CopyFrom(value)
+    head.outputs.extend(reply.outputs)
+    parts = [head.SerializeToString()]
+    for content in raw:
+        parts += (_RAW_OUTPUT_TAG, _varint(len(content)), content)
+    return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def stream_error(caller_id: str, model: str) -> pb.ModelStreamInferResponse:
     """What a caller receives for an upstream's streamed error: a stable text, its own id."""
     return pb.ModelStreamInferResponse(

@@ -27,6 +27,7 @@ from google.protobuf.message import Message
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Call, Target
+from labelgate.enforce import replies
 from labelgate.errors import Unsupported
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.pipeline import Pipeline
@@ -71,6 +72,8 @@ SHARED_MEMORY_METHODS = tuple(
     for action in ("Status", "Register", "Unregister")
 )
 STREAM_METHOD = "ModelStreamInfer"
+# Replies whose size grows with the rows: serialized without upb's growing buffer.
+_SERIALIZERS: dict[str, Callable[[Any], bytes]] = {"ModelInfer": replies.serialized_infer_response}
 
 
 MAX_SESSION_ID = 128
@@ -143,7 +146,7 @@ class InferenceProxy:
             name: grpc.unary_unary_rpc_method_handler(
                 self._unary(name, response_type, model_field),
                 request_deserializer=request_type.FromString,
-                response_serializer=response_type.SerializeToString,
+                response_serializer=_SERIALIZERS.get(name, response_type.SerializeToString),
             )
             for name, (request_type, response_type, model_field) in UNARY_METHODS.items()
         }
