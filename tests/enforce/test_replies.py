@@ -95,7 +95,7 @@ def _large_reply() -> pb.ModelInferResponse:
 def test_a_large_reply_serializes_to_the_bytes_upb_writes() -> None:
     reply = _large_reply()
     assert sum(len(content) for content in reply.raw_output_contents) > 256 * 1024
-    assert build.serialized_infer_response(reply) == reply.SerializeToString()
+    assert build.serialized_infer_response(reply) == reply.SerializeToString(deterministic=True)
 
 
 def test_a_large_reply_parses_back_to_the_same_message() -> None:
@@ -110,5 +110,47 @@ def test_small_and_typed_replies_serialize_as_upb_does() -> None:
     tensors = [Tensor("score", "FP32", [2], [0.25, 0.5]), Tensor("text", "BYTES", [1], [b"hello"])]
     for raw in (True, False):
         reply = build.infer_response(model="m", model_version="", caller_id="c", tensors=tensors, raw=raw)
-        assert build.serialized_infer_response(reply) == reply.SerializeToString()
+        assert build.serialized_infer_response(reply) == reply.SerializeToString(deterministic=True)
     assert build.serialized_infer_response(pb.ModelInferResponse()) == b""
+
+
+def test_parameters_are_written_in_key_order() -> None:
+    # upb's own order follows its hash tables: two routes over equal replies could differ.
+    reply = _large_reply()
+    keys = [f"k{i:03d}" for i in range(64)]
+    for key in reversed(keys):
+        reply.parameters[key].string_param = key
+    again = pb.ModelInferResponse()
+    again.CopyFrom(reply)
+    assert build.serialized_infer_response(reply) == build.serialized_infer_response(again)
+    small = pb.ModelInferResponse(model_name="m")
+    for key in reversed(keys):
+        small.parameters[key].string_param = key
+    written = build.serialized_infer_response(small)
+    assert [p.key for p in _parameter_entries(written)] == sorted(keys)
+
+
+def _parameter_entries(data: bytes) -> list[pb.ModelInferResponse.ParametersEntry]:
+    """The parameters map entries in the order they were written (field 4)."""
+    entries = []
+    position = 0
+    while position < len(data):
+        tag, position = _read_varint(data, position)
+        length, position = _read_varint(data, position)
+        if tag >> 3 == 4:
+            entries.append(
+                pb.ModelInferResponse.ParametersEntry.FromString(data[position : position + length])
+            )
+        position += length
+    return entries
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, position
