@@ -148,3 +148,33 @@ def test_random_documents_mask_like_a_full_walk() -> None:
         index = MaskIndex([Mask.coerce(mask) for mask in masks])
         expected = [reference(d, "outputs.doc[]", index, Masker(KEY)) for d in documents]
         assert classify_and_mask(documents, *masks) == expected, (documents, masks)
+
+
+@pytest.mark.parametrize("mask", MASKS, ids=lambda mask: f"{mask.strategy}{dict(mask.params)}")
+def test_one_span_text_elements_mask_like_replace_spans(mask: Mask) -> None:
+    # _mask_tensor stars a lone partial span itself; it must give what replace_spans gives,
+    # ASCII or not (non-ASCII spans take the full path).
+    from labelgate.enforce.strategies import replace_spans
+
+    values = [
+        b"SSN 123-45-6789 on file",
+        "caf\u00e9 123-45-6789 \u00fcber".encode(),
+        "n\u00b0 123\u201145\u20116789".encode(),
+        b"no ssn here",
+        b"123-45-6789",
+    ]
+    tensor = Tensor("notes", "BYTES", [len(values)], values)
+    classification = classify_outputs("support-chat", [tensor], CATALOG, DetectorSet.default())
+    spans = classification.spans["notes"]
+    assert {len(found) for found in spans.values()} == {1}
+    assert len(spans) >= 3
+    span_mask = Mask("outputs.notes{us_ssn}", mask.strategy, mask.params)
+    masker = Masker(KEY, [span_mask])
+    expected = list(values)
+    for position, (hit,) in spans.items():
+        rewritten = replace_spans(values[position], [(hit.start, hit.end, span_mask)], masker)
+        assert rewritten is not None
+        expected[position] = rewritten
+    (masked,) = apply_masks([tensor], classification, [span_mask], KEY)
+    assert masked.values == expected
+    assert masked.values != values
