@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "proxy" / "labelgate"
 # Lowest first. Command-line modules (``*/cli.py``, ``cli.py``, ``__main__``) form the top
 # layer: they wire everything together and nothing imports them.
 LAYERS: list[set[str]] = [
-    {"errors", "reasons", "_proto", "native"},
+    {"errors", "reasons", "_proto"},
+    {"native"},
     {"logs", "timestamps", "oip", "config_paths", "tracing", "retry", "terminal_log", "migrations"},
     {"auth", "classify", "bundle", "audit", "demo"},
     {"policy"},

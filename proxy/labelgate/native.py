@@ -15,9 +15,17 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Generic, TypeVar, cast
 
+from labelgate import reasons
+from labelgate.errors import LabelgateError
+
 MODULE = "labelgate_native"
+# The interface version the extension exports as ``ABI`` (``proxy/native/src/lib.rs``):
+# raised with any change of a function's signature or results, so that an extension built
+# from other sources is not used (each area then runs its Python code) instead of failing.
+ABI = 3
 # Set to 0 to measure or run without the extension (same results, the Python code's cost).
 SWITCH_VARIABLE = "LABELGATE_NATIVE"
+NATIVE_KERNEL_FAILED = reasons.NATIVE_KERNEL_FAILED
 
 Kernel = TypeVar("Kernel")
 
@@ -37,7 +45,8 @@ class NativeSwitch(Generic[Kernel]):
 
     def __init__(self, fits: Callable[[ModuleType], bool]) -> None:
         module = _import()
-        self.kernel: Kernel | None = cast(Kernel, module) if module is not None and fits(module) else None
+        usable = module is not None and getattr(module, "ABI", None) == ABI and fits(module)
+        self.kernel: Kernel | None = cast(Kernel, module) if usable else None
         self.on = self.kernel is not None and os.environ.get(SWITCH_VARIABLE, "1") != "0"
 
     def available(self) -> bool:
@@ -55,3 +64,14 @@ class NativeSwitch(Generic[Kernel]):
             yield
         finally:
             self.on = before
+
+
+def raise_if_panic(error: BaseException) -> None:
+    """Turn a Rust panic into a fail-closed ``LabelgateError`` (INTERNAL: the call is refused).
+
+    pyo3 raises a panic as ``PanicException``, a ``BaseException``: left as it is, it would
+    pass every ``except Exception`` on its way and leave the call without a status until its
+    deadline. Anything else is left for the caller to re-raise.
+    """
+    if not isinstance(error, Exception) and type(error).__name__ == "PanicException":
+        raise LabelgateError(NATIVE_KERNEL_FAILED, "internal error in the native extension") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import string
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stdnum import iban as stdnum_iban
 from stdnum import luhn
+from stdnum.iso7064 import mod_97_10
 
 from labelgate.classify import native, patterns
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
@@ -289,3 +292,184 @@ def test_the_order_of_hits_within_an_element_does_not_change_the_merged_detectio
         for _ in range(5):
             rng.shuffle(found)
             assert _merge_overlaps(list(found), order) == expected, text
+
+
+# --- IBANs: every registry country, national rules, the shapes of the candidate regex -------
+
+_REGISTRY_FORMATS, _PYTHON_DECIDES = native.iban_registry()
+_BBAN_CHARS = {
+    "n": "0123456789",
+    "a": "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "c": "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+}
+# Valid IBANs of the countries where python-stdnum has national rules (from its tests).
+NATIONAL_IBANS = ["BE71096123456769", "ES9121000418450200051332", "NO9386011117947", "ME25505000012345678951"]
+
+
+def _with_check_digits(country: str, bban: str) -> str:
+    return country + mod_97_10.calc_check_digits(bban + country) + bban
+
+
+def _random_bban(rng: random.Random, runs: list[tuple[int, str]]) -> str:
+    return "".join(rng.choice(_BBAN_CHARS[kind]) for count, kind in runs for _ in range(count))
+
+
+def _grouped_iban(value: str) -> str:
+    return " ".join(value[index : index + 4] for index in range(0, len(value), 4))
+
+
+def _corrupted(rng: random.Random, value: str) -> str:
+    """One character of the BBAN or check digits changed (mod 97 then fails, or the format)."""
+    position = rng.randrange(2, len(value))
+    replacement = rng.choice([char for char in "0123456789AZ" if char != value[position]])
+    return value[:position] + replacement + value[position + 1 :]
+
+
+def _iban_variants(rng: random.Random, value: str) -> list[bytes]:
+    grouped = _grouped_iban(value)
+    texts = [
+        value,
+        grouped,
+        f"pay {grouped} ABCD now",  # a swallowed trailing word
+        f"{grouped} ABCD EFGH 12",
+        f"iban:{value}. and {_corrupted(rng, value)} then {_grouped_iban(_corrupted(rng, value))}",
+        f"x{value} {value}9 9{grouped} {value.lower()} {grouped.lower()}",
+        f"{value[:2].lower()}{value[2:]} {value}-{value} {value}.{value}",
+        f"{value}{value} {grouped} {grouped}",
+        f"{_corrupted(rng, value)} {value[:-1]} {grouped[:-2]} {value[4:]}",
+        f"{value}\x00{grouped}\x00{value}é {grouped}号",
+    ]
+    return [text.encode() for text in texts]
+
+
+def _country_ibans(rng: random.Random) -> dict[str, list[str]]:
+    ibans = {
+        country: [_with_check_digits(country, _random_bban(rng, runs)) for _ in range(2)]
+        for country, runs in _REGISTRY_FORMATS
+    }
+    for value in NATIONAL_IBANS:
+        ibans[value[:2]] = [value]
+    for country in sorted(_PYTHON_DECIDES - {value[:2] for value in NATIONAL_IBANS}):
+        ibans[country] = []
+    return ibans
+
+
+_IBAN_RNG = random.Random(20261205)
+COUNTRY_IBANS = _country_ibans(_IBAN_RNG)
+IBAN_TEXTS = {
+    country: [text for value in values for text in _iban_variants(_IBAN_RNG, value)]
+    for country, values in COUNTRY_IBANS.items()
+}
+
+
+def test_the_registry_handed_to_the_extension_covers_stdnum_and_the_valid_ibans_are_valid() -> None:
+    assert {country for country, _ in _REGISTRY_FORMATS} | _PYTHON_DECIDES == {
+        country
+        for country in map("".join, itertools.product(string.ascii_uppercase, repeat=2))
+        if patterns._iban_country(country)[0] is not None
+    }
+    assert {value[:2] for value in NATIONAL_IBANS} <= _PYTHON_DECIDES
+    for values in COUNTRY_IBANS.values():
+        for value in values:
+            assert stdnum_iban.is_valid(value), value
+
+
+IBAN_EDGE_CASES = [
+    # A rejected grouped candidate resumes past its first group: it swallowed a real start.
+    b"DE12 DE89 3704 0044 0532 0130 00 and DE12 3456 DE89 3704 0044 0532 0130 00",
+    b"GB82 WEST 1234 5698 7654 32 DE89 3704 0044 0532 0130 00 ABCD EFGH",
+    b"DE89370400440532013000DE89370400440532013000 DE8937040044053201300 DE893704004405320130000",
+    b"BE71 0961 2345 6769 DE89 3704 0044 0532 0130 00 BE71096123456768 ES91 2100 0418 4502 0005 1332",
+    b"NO9386011117947 1 ME25505000012345678951 AB00 1234 5678 9012 3 ZZ00123456789012345",
+    b"de89 3704 0044 0532 0130 00 DE89 3704 0044 0532 0130 00x xDE89 3704 0044 0532 0130 00",
+]
+
+
+@pytest.mark.parametrize("text", IBAN_EDGE_CASES, ids=range(len(IBAN_EDGE_CASES)))
+def test_iban_edge_cases_agree_for_every_subset_of_detectors(text: bytes) -> None:
+    for wanted in EVERY_SUBSET:
+        assert_same([text], wanted)
+    assert_same(IBAN_EDGE_CASES, frozenset({"iban"}))
+
+
+@pytest.mark.parametrize("country", sorted(IBAN_TEXTS))
+def test_every_registry_country_agrees_for_every_subset_of_detectors(country: str) -> None:
+    texts = IBAN_TEXTS[country]
+    for wanted in EVERY_SUBSET:
+        assert_same(texts, wanted)
+    found = reference_each(texts, frozenset({"iban"}))
+    assert bool(found) == bool(COUNTRY_IBANS[country]), country  # the corpus is not vacuous
+
+
+def test_all_countries_agree_as_one_tensor() -> None:
+    texts = [text for country in sorted(IBAN_TEXTS) for text in IBAN_TEXTS[country]]
+    for wanted in (frozenset({"iban"}), frozenset(BUILTINS), frozenset({"iban", "ip_address"})):
+        assert_same(texts, wanted)
+    random.Random(3).shuffle(texts)  # national-rule elements between the extension's own
+    assert_same(texts, frozenset(BUILTINS))
+
+
+def _kernel_scan(
+    texts: list[bytes],
+) -> tuple[list[tuple[int, str, int, int]], int, int, list[int], list[int]]:
+    kernel = native._SWITCH.kernel
+    assert kernel is not None
+    return kernel.scan_elements(texts, native._mask(frozenset({"iban"})))
+
+
+def test_the_extension_confirms_ibans_itself_and_defers_only_national_rules() -> None:
+    own = [_grouped_iban(values[0]).encode() for _, values in sorted(COUNTRY_IBANS.items()) if values]
+    own = [text for text in own if text[:2].decode() not in _PYTHON_DECIDES]
+    hits, iban_at, iban_count, iban_pending, _ = _kernel_scan(own)
+    assert (iban_at, iban_count, iban_pending) == (0, len(own), [])
+    assert [index for index, *_ in hits] == list(range(len(own)))
+    national = [f"a {value} b".encode() for value in NATIONAL_IBANS]
+    # A national-rule candidate that fails mod 97 needs no national rule.
+    failing = [_corrupted(random.Random(index), value).encode() for index, value in enumerate(NATIONAL_IBANS)]
+    hits, _, iban_count, iban_pending, _ = _kernel_scan([own[0], *national, *failing])
+    assert (iban_count, iban_pending) == (1, [1, 2, 3, 4])
+    assert native_each([own[0], *national], frozenset({"iban"})) == [
+        (0, "iban", 0, len(own[0])),
+        *((index, "iban", 2, 2 + len(value)) for index, value in enumerate(NATIONAL_IBANS, start=1)),
+    ]
+
+
+def test_a_bad_registry_is_refused_and_the_registry_can_be_handed_over_again() -> None:
+    kernel = native._SWITCH.kernel
+    assert kernel is not None
+    try:
+        with pytest.raises(ValueError, match="class"):
+            kernel.set_iban_registry([("DE", [(18, "x")])], set())
+        with pytest.raises(ValueError, match="country code"):
+            kernel.set_iban_registry([("de", [(18, "n")])], set())
+        with pytest.raises(ValueError, match="country code"):
+            kernel.set_iban_registry([], {"DEU"})
+        kernel.set_iban_registry([], set())  # no IBAN country at all
+        assert native_each([b"DE89370400440532013000"], frozenset({"iban"})) == []
+    finally:
+        kernel.set_iban_registry(*native.iban_registry())
+    assert native_each([b"DE89370400440532013000"], frozenset({"iban"})) == [(0, "iban", 0, 22)]
+
+
+_ANY_IBAN = st.sampled_from([value for values in COUNTRY_IBANS.values() for value in values])
+_IBAN_TOKENS = st.one_of(
+    _ANY_IBAN,
+    _ANY_IBAN.map(_grouped_iban),
+    st.tuples(_ANY_IBAN, st.randoms(use_true_random=False)).map(lambda pair: _corrupted(pair[1], pair[0])),
+    _ANY_IBAN.map(lambda value: value[: len(value) - 3]),
+    st.text(alphabet="0123456789", min_size=1, max_size=6),
+    st.text(alphabet="ABCDEZ019 ", min_size=1, max_size=8),
+    st.sampled_from([" ", "  ", "-", ".", "\x00", "é", "x", "DE89", " 3704", " ABCD", " 12", "be71", "ES91"]),
+)
+_IBAN_HEAVY = st.lists(_IBAN_TOKENS, max_size=12).map(lambda tokens: "".join(tokens).encode())
+_IBAN_SHAPES = st.text(alphabet="AZ09 a.\x00", max_size=80).map(str.encode)  # random shapes
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(st.one_of(_IBAN_HEAVY, _IBAN_SHAPES), min_size=1, max_size=6),
+    wanted=st.sets(st.sampled_from(BUILTINS)).map(frozenset),
+)
+def test_generated_iban_texts_agree(texts: list[bytes], wanted: frozenset[str]) -> None:
+    assert_same(texts, wanted | {"iban"})
+    assert_same(texts, wanted)

@@ -1,14 +1,16 @@
 """The built-in detectors' scan in Rust (the optional ``labelgate_native`` extension).
 
 ``proxy/native`` ports ``labelgate.classify.patterns`` rule for rule for cards, SSNs,
-phones, e-mail addresses and dotted quads, and scans element by element without the GIL
-for large batches. Two confirmations stay in Python: IBANs (python-stdnum has the last
-word on national rules) and IPv6 text (``ipaddress``); the extension only names the
-elements where those passes could find something (``AA00`` in the shape and two digits;
-a digit and an ``_IPV6_SEED`` match), and the passes run here on those elements alone,
-NUL-joined as ``DetectorSet.scan_each`` joins them. Hits come back in the order
-``patterns.builtin_hits`` finds them in the joined elements, so even the order of
-``scan_each``'s result is the Python one.
+phones, e-mail addresses, dotted quads and IBANs, and scans element by element without
+the GIL for large batches. IBAN formats come from python-stdnum's registry, handed to the
+extension at import (``set_iban_registry``). Two things stay in Python: IPv6 text
+(``ipaddress``) and IBANs of countries where python-stdnum has national rules (its
+``is_valid`` has the last word). For those the extension names the elements where the
+pass must run (a digit and an ``_IPV6_SEED`` match; a national-rule candidate that
+passed every other check), and the passes run here on those elements alone, NUL-joined as
+``DetectorSet.scan_each`` joins them. Hits come back in the order ``patterns.builtin_hits``
+finds them in the joined elements, so even the order of ``scan_each``'s result is the
+Python one.
 
 The Python code stays the reference and the fallback: without the extension (or with
 ``LABELGATE_NATIVE=0`` in the environment) ``builtin_hits`` and ``hits_each`` are the pure
@@ -17,16 +19,20 @@ Python scan. ``tests/classify/test_native.py`` checks that both give the same de
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import string
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from itertools import accumulate
+from operator import itemgetter
 from typing import Protocol, cast
 
 from labelgate.classify import patterns
 from labelgate.classify.patterns import Hit
-from labelgate.native import NativeSwitch
+from labelgate.native import NativeSwitch, raise_if_panic
 
 ElementHit = tuple[int, str, int, int]  # (element index, detector, start, end)
+BbanFormat = list[tuple[int, str]]  # (count, class: n, a or c) runs
 
 
 class Kernel(Protocol):
@@ -36,15 +42,44 @@ class Kernel(Protocol):
 
     def scan_elements(
         self, texts: Sequence[bytes], wanted: int, /
-    ) -> tuple[list[ElementHit], int, list[int], list[int]]: ...
+    ) -> tuple[list[ElementHit], int, int, list[int], list[int]]: ...
+
+    def set_iban_registry(self, formats: list[tuple[str, BbanFormat]], national: set[str], /) -> None: ...
 
 
 # Bit i of the extension's ``wanted`` is detector i.
 _DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address")
 _BITS = {name: 1 << bit for bit, name in enumerate(_DETECTORS)}
-_SWITCH: NativeSwitch[Kernel] = NativeSwitch(lambda module: getattr(module, "DETECTORS", None) == _DETECTORS)
+_SWITCH: NativeSwitch[Kernel] = NativeSwitch(
+    lambda module: getattr(module, "DETECTORS", None) == _DETECTORS and hasattr(module, "set_iban_registry")
+)
 available = _SWITCH.available
 forced = _SWITCH.forced
+
+
+def iban_registry() -> tuple[list[tuple[str, BbanFormat]], set[str]]:
+    """python-stdnum's IBAN registry as ``patterns._iban_country`` reads it: each country's
+    BBAN runs, and the countries left to Python (national rules, or a BBAN pattern that is
+    not plain runs of classes, which the extension would not match exactly)."""
+    formats: list[tuple[str, BbanFormat]] = []
+    python_decides: set[str] = set()
+    for first, second in itertools.product(string.ascii_uppercase, repeat=2):
+        country = first + second
+        pattern, national = patterns._iban_country(country)
+        if pattern is None:
+            continue
+        bban = patterns._IBAN_REGISTRY.info(country)[0][1].get("bban", "")
+        runs = [(int(count), kind) for count, kind in patterns._BBAN_PART.findall(bban)]
+        rebuilt = "".join(f"{patterns._BBAN_CLASSES[kind]}{{{count}}}" for count, kind in runs)
+        if national or pattern.pattern != f"^{rebuilt}$":
+            python_decides.add(country)
+        else:
+            formats.append((country, runs))
+    return formats, python_decides
+
+
+if _SWITCH.kernel is not None:
+    _SWITCH.kernel.set_iban_registry(*iban_registry())
 
 
 def active() -> bool:
@@ -72,13 +107,21 @@ def _scan(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit]:
     kernel = cast(Kernel, _SWITCH.kernel)
     mask = _mask(wanted)
     try:
-        hits, iban_at, iban_pending, ipv6_pending = kernel.scan_elements(texts, mask)
-    except TypeError:  # bytes-likes other than bytes/bytearray (memoryview, ...): as the join reads them
-        texts = [bytes(memoryview(text)) for text in texts]
-        hits, iban_at, iban_pending, ipv6_pending = kernel.scan_elements(texts, mask)
-    # The passes left to Python go where builtin_hits runs them: IBANs after the dotted quads.
+        try:
+            hits, iban_at, iban_count, iban_pending, ipv6_pending = kernel.scan_elements(texts, mask)
+        except TypeError:  # bytes-likes other than bytes/bytearray (memoryview, ...): as the join reads them
+            texts = [bytes(memoryview(text)) for text in texts]
+            hits, iban_at, iban_count, iban_pending, ipv6_pending = kernel.scan_elements(texts, mask)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+    # The passes left to Python go where builtin_hits runs them: IBANs after the dotted quads,
+    # element by element (no element is in both lists, and each is in element order).
     if iban_pending:
-        hits[iban_at:iban_at] = _pass_over(texts, iban_pending, _iban_hits)
+        iban_end = iban_at + iban_count
+        hits[iban_at:iban_end] = heapq.merge(
+            hits[iban_at:iban_end], _pass_over(texts, iban_pending, _iban_hits), key=itemgetter(0)
+        )
     if ipv6_pending:
         hits += _pass_over(texts, ipv6_pending, _ipv6_hits)
     return hits
@@ -92,7 +135,7 @@ def _pass_over(
     if len(indices) == 1:
         return [(indices[0], *hit) for hit in run(bytes(texts[indices[0]]))]
     chosen = [texts[index] for index in indices]
-    starts = list(accumulate([len(text) + 1 for text in chosen[:-1]], initial=0))
+    starts = list(itertools.accumulate([len(text) + 1 for text in chosen[:-1]], initial=0))
     found: list[ElementHit] = []
     for name, start, end in run(b"\x00".join(chosen)):
         position = bisect_right(starts, start) - 1

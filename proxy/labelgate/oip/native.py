@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Protocol, cast
 
-from labelgate.native import NativeSwitch
+from labelgate.native import NativeSwitch, raise_if_panic
 
 
 class TensorKernel(Protocol):
@@ -53,9 +53,13 @@ def split_bytes(data: bytes, count: int) -> list[bytes] | None:
     when it does not, or when the extension is off or ``data`` is not ``bytes``."""
     if not _SWITCH.on or type(data) is not bytes:
         return None
-    if count > len(data) >> 2:  # each element needs its 4-byte prefix: malformed
+    if not 0 <= count <= len(data) >> 2:  # each element needs its 4-byte prefix: malformed
         return None
-    return cast(TensorKernel, _SWITCH.kernel).split_bytes(data, count)
+    try:
+        return cast(TensorKernel, _SWITCH.kernel).split_bytes(data, count)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
 
 
 def join_bytes(values: list[bytes]) -> bytes | None:
@@ -63,26 +67,38 @@ def join_bytes(values: list[bytes]) -> bytes | None:
     a value is not ``bytes`` or too long, or the extension is off."""
     if not _SWITCH.on or type(values) is not list:
         return None
-    return cast(TensorKernel, _SWITCH.kernel).join_bytes(values)
+    try:
+        return cast(TensorKernel, _SWITCH.kernel).join_bytes(values)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
 
 
 def partial_all(values: list[bytes], keep_last: int) -> tuple[list[bytes], bytes] | None:
     """``partial`` on every element: (masked elements, their raw BYTES form); None unless
     every element is ASCII ``bytes`` and the extension is on."""
-    if not _SWITCH.on or type(values) is not list:
+    if not _SWITCH.on or type(values) is not list or keep_last < 0:
         return None
-    return cast(TensorKernel, _SWITCH.kernel).partial_all(values, _bounded(keep_last))
+    try:
+        return cast(TensorKernel, _SWITCH.kernel).partial_all(values, _bounded(keep_last))
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
 
 
 def partial_span(data: bytes, start: int, end: int, keep_last: int) -> bytes | None:
     """``data`` with ``[start, end)`` masked by ``partial``; None unless the span is ASCII,
     inside ``data`` and not empty, and the extension is on."""
     # Called once per masked span: the checks are inline, not helper calls.
-    if not _SWITCH.on or type(data) is not bytes or not 0 <= start < end <= len(data):
+    if not _SWITCH.on or type(data) is not bytes or not 0 <= start < end <= len(data) or keep_last < 0:
         return None
-    return cast(TensorKernel, _SWITCH.kernel).partial_span(
-        data, start, end, keep_last if keep_last <= _MAX_KEEP_LAST else _MAX_KEEP_LAST
-    )
+    try:
+        return cast(TensorKernel, _SWITCH.kernel).partial_span(
+            data, start, end, keep_last if keep_last <= _MAX_KEEP_LAST else _MAX_KEEP_LAST
+        )
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
 
 
 # Past any element's length keep_last makes no difference (all is starred), and it must

@@ -10,20 +10,25 @@ mod bytes;
 mod digit_led;
 mod email;
 mod forms;
+mod iban;
 mod rules;
 mod scan;
 mod tensors;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyList, PyTuple};
 
-use scan::{Found, Wanted, DETECTORS, IPV4_PASS};
+use iban::{Class, Country, Registry};
 
-/// `scan_elements`' result: `(hits, iban_at, iban_pending, ipv6_pending)`.
+use scan::{Found, Wanted, DETECTORS, IBAN_PASS, IPV4_PASS};
+
+/// `scan_elements`' result: `(hits, iban_at, iban_count, iban_pending, ipv6_pending)`.
 type Scanned<'py> = (
     Bound<'py, PyList>,
+    usize,
     usize,
     Bound<'py, PyList>,
     Bound<'py, PyList>,
@@ -35,8 +40,9 @@ const RELEASE_GIL_BYTES: usize = 64 * 1024;
 
 fn scan_all(texts: &[PyBackedBytes], wanted: Wanted) -> Found {
     let mut found = Found::default();
+    let ibans = iban::registry();
     for (index, text) in texts.iter().enumerate() {
-        scan::scan(text, index, wanted, &mut found);
+        scan::scan(text, index, wanted, ibans.as_deref(), &mut found);
     }
     found
 }
@@ -44,11 +50,12 @@ fn scan_all(texts: &[PyBackedBytes], wanted: Wanted) -> Found {
 /// Scan each of `texts` (bytes, read as UTF-8 that need not be valid) for the built-ins whose
 /// bit is set in `wanted` (bit i: `DETECTORS[i]`).
 ///
-/// Returns `(hits, iban_at, iban_pending, ipv6_pending)`. `hits` are `(index, detector, start,
-/// end)`, offsets into `texts[index]`, in the order `patterns.builtin_hits` finds them in the
-/// NUL-joined texts, except that its IBAN pass would go in at `iban_at` and its IPv6 pass at
-/// the end: those passes stay in Python, which must run them on the elements listed in
-/// `iban_pending` and `ipv6_pending` (where their cheap pre-checks hold).
+/// Returns `(hits, iban_at, iban_count, iban_pending, ipv6_pending)`. `hits` are `(index,
+/// detector, start, end)`, offsets into `texts[index]`, in the order `patterns.builtin_hits`
+/// finds them in the NUL-joined texts, except for what stays in Python: its IPv6 pass (at the
+/// end), run on the elements of `ipv6_pending`, and the IBAN pass of the elements of
+/// `iban_pending` (national rules, or no registry set), whose hits merge by element index
+/// into the `iban_count` IBAN hits from `iban_at`.
 #[pyfunction]
 fn scan_elements<'py>(
     py: Python<'py>,
@@ -71,6 +78,7 @@ fn scan_elements<'py>(
         intern!(py, "ip_address"),
     ];
     let iban_at = found.passes[..=IPV4_PASS].iter().map(Vec::len).sum();
+    let iban_count = found.passes[IBAN_PASS].len();
     let mut tuples = Vec::with_capacity(found.passes.iter().map(Vec::len).sum());
     for &(index, hit) in found.passes.iter().flatten() {
         tuples.push(PyTuple::new(
@@ -86,18 +94,58 @@ fn scan_elements<'py>(
     Ok((
         PyList::new(py, tuples)?,
         iban_at,
+        iban_count,
         PyList::new(py, found.iban_pending)?,
         PyList::new(py, found.ipv6_pending)?,
     ))
 }
 
+/// Hand over python-stdnum's IBAN registry: each country's BBAN as `(count, class)` runs
+/// (class `n` digits, `a` capitals, `c` letters or digits), and the countries whose IBANs
+/// python-stdnum checks by national rules (those stay Python's call). Replaces any earlier one.
+#[pyfunction]
+fn set_iban_registry(
+    formats: Vec<(String, Vec<(usize, char)>)>,
+    national: std::collections::HashSet<String>,
+) -> PyResult<()> {
+    let mut registry = Registry::new();
+    for (code, parts) in formats {
+        let format = parts
+            .into_iter()
+            .map(|(count, code)| {
+                Class::from_code(code)
+                    .map(|class| (count, class))
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown BBAN class {code:?}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        if !registry.set(code.as_bytes(), Country::Format(format)) {
+            return Err(PyValueError::new_err(format!(
+                "not a country code: {code:?}"
+            )));
+        }
+    }
+    for code in national {
+        if !registry.set(code.as_bytes(), Country::Python) {
+            return Err(PyValueError::new_err(format!(
+                "not a country code: {code:?}"
+            )));
+        }
+    }
+    iban::install(registry);
+    Ok(())
+}
+
 #[pymodule]
 fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(scan_elements, module)?)?;
+    module.add_function(wrap_pyfunction!(set_iban_registry, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::split_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::join_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_all, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_span, module)?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
+    // The interface version `labelgate.native.ABI` expects: raise both with any change of a
+    // function's signature or results (a mismatched build is then not used at all).
+    module.add("ABI", 3)?;
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! One element's scan: `patterns.builtin_hits` without the IBAN and IPv6 confirmations,
-//! which stay in Python (national IBAN rules are python-stdnum's, IPv6 text is `ipaddress`'s);
-//! for those the scan only says whether `builtin_hits` would have looked at all.
+//! One element's scan: `patterns.builtin_hits` without the IPv6 confirmations and the IBAN
+//! checks of countries with national rules, which stay in Python (IPv6 text is `ipaddress`'s,
+//! national IBAN rules are python-stdnum's); for those the scan only names the elements
+//! where Python must run the pass.
 
 use crate::bytes::{find_byte, is_digit, past_next_separator};
+use crate::iban::{self, Pass, Registry};
 use crate::{digit_led, email, forms};
 
 /// Detector ids: bit positions in `Wanted`, indexes into `DETECTORS`.
@@ -46,14 +48,15 @@ pub struct Candidate<K> {
     pub kind: K,
 }
 
-/// The passes of `builtin_hits` this scan runs, in its order (the IBAN pass, between the
-/// dotted quads and the E.164 numbers, and the IPv6 pass, last, are Python's).
+/// The passes of `builtin_hits` this scan runs, in its order (the IPv6 pass, last, is
+/// Python's; so is the IBAN pass of an element `iban::pass` defers).
 pub const DIGIT_LED_PASS: usize = 0;
 pub const IPV4_PASS: usize = 1;
-pub const PLUS_PHONE_PASS: usize = 2;
-pub const PAREN_PHONE_PASS: usize = 3;
-pub const EMAIL_PASS: usize = 4;
-pub const PASSES: usize = 5;
+pub const IBAN_PASS: usize = 2;
+pub const PLUS_PHONE_PASS: usize = 3;
+pub const PAREN_PHONE_PASS: usize = 4;
+pub const EMAIL_PASS: usize = 5;
+pub const PASSES: usize = 6;
 
 /// What the scan of many elements found: each pass's (element index, hit), in the order
 /// `builtin_hits` finds them over the NUL-joined elements (pass by pass, then element by
@@ -89,7 +92,14 @@ fn confirmed<K>(
 
 /// Scan element `index`, with `builtin_hits`' gates (each a necessary condition for its
 /// pass to find anything, so gating per element finds what gating the join does).
-pub fn scan(data: &[u8], index: usize, wanted: Wanted, found: &mut Found) {
+/// `ibans`: the registry Python handed over; without it, every IBAN pass is Python's.
+pub fn scan(
+    data: &[u8],
+    index: usize,
+    wanted: Wanted,
+    ibans: Option<&Registry>,
+    found: &mut Found,
+) {
     let Counts {
         digits,
         dots,
@@ -117,7 +127,12 @@ pub fn scan(data: &[u8], index: usize, wanted: Wanted, found: &mut Found) {
         );
     }
     if digits >= 2 && wanted.has(IBAN) && has_iban_start(data) {
-        found.iban_pending.push(index);
+        let done = ibans.is_some_and(|registry| {
+            iban::pass(registry, data, index, &mut passes[IBAN_PASS]) == Pass::Done
+        });
+        if !done {
+            found.iban_pending.push(index);
+        }
     }
     if digits >= 10 && wanted.has(PHONE) {
         let (find, check) = (forms::find_plus_phone, forms::check_plus_phone);
