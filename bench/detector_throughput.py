@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from bench.detectors import prose, throughput
+from bench.detectors import prose_cases, throughput
 from labelgate.classify.detectors import DetectorSet
 
 SECONDS = 1.5
@@ -28,13 +28,7 @@ def main() -> None:
     def scan_many(texts: Sequence[bytes]) -> int:
         return sum(len(found) for found in detectors.scan_many(texts))
 
-    cases = {
-        "1 MB prose, no digits": [prose(rng, 1_000_000, None, digits=False)],
-        "1 MB prose with numbers, no matches": [prose(rng, 1_000_000, None)],
-        "1 MB prose, a match every ~500 B": [prose(rng, 1_000_000, 500)],
-        "5000 x 200 B elements, numbers, no matches": [prose(rng, 200, None) for _ in range(5000)],
-        "5000 x 200 B elements, one match each": [prose(rng, 200, 100) for _ in range(5000)],
-    }
+    cases = prose_cases(rng)
     for name, texts in cases.items():
         rate, hits = throughput(scan, texts, SECONDS)
         print(f"{name:45s} scan       {rate:8.1f} MB/s  ({hits} detections per pass)")

@@ -55,6 +55,18 @@ def prose(rng: random.Random, size: int, sensitive_every: int | None, digits: bo
     return " ".join(parts)[:size].encode()
 
 
+def prose_cases(rng: random.Random) -> dict[str, list[bytes]]:
+    """The texts ``detector_throughput`` and ``native_scan`` time: one large text and many
+    small elements, with and without matches."""
+    return {
+        "1 MB prose, no digits": [prose(rng, 1_000_000, None, digits=False)],
+        "1 MB prose with numbers, no matches": [prose(rng, 1_000_000, None)],
+        "1 MB prose, a match every ~500 B": [prose(rng, 1_000_000, 500)],
+        "5000 x 200 B elements, numbers, no matches": [prose(rng, 200, None) for _ in range(5000)],
+        "5000 x 200 B elements, one match each": [prose(rng, 200, 100) for _ in range(5000)],
+    }
+
+
 def cases(size: int) -> dict[str, tuple[str, list[bytes]]]:
     """name -> (description, texts). One long text, and the same volume as tensor elements."""
     rng = random.Random(7)  # noqa: S311 - reproducible synthetic text, not secrets

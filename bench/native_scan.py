@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from bench.detectors import prose
+from bench.detectors import prose, prose_cases
 from bench.profile_response import CATALOG_FILE, MODEL, customer_response
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import native
@@ -57,14 +57,8 @@ def _interleaved(actions: dict[str, Callable[[], object]], rounds: int) -> dict[
 def throughput(rounds: int) -> None:
     rng = random.Random(7)  # noqa: S311 - reproducible synthetic text, not secrets
     detectors = DetectorSet.default()
-    cases = {
-        "1 MB prose, no digits": [prose(rng, 1_000_000, None, digits=False)],
-        "1 MB prose with numbers, no matches": [prose(rng, 1_000_000, None)],
-        "1 MB prose, a match every ~500 B": [prose(rng, 1_000_000, 500)],
-        "5000 x 200 B elements, numbers, no matches": [prose(rng, 200, None) for _ in range(5000)],
-        "5000 x 200 B elements, one match each": [prose(rng, 200, 100) for _ in range(5000)],
-        "100 x 40 B elements, one match each": [prose(rng, 40, 20) for _ in range(100)],
-    }
+    cases = prose_cases(rng)
+    cases["100 x 40 B elements, one match each"] = [prose(rng, 40, 20) for _ in range(100)]
     print("DetectorSet.scan_many, MB/s of CPU time (median of rounds), Python vs native")
     for name, texts in cases.items():
         size = sum(map(len, texts))
