@@ -3,6 +3,9 @@ with the published JWKS, one per call (its own ``jti`` and the call's ``request_
 
 from __future__ import annotations
 
+import base64
+import json
+
 import jwt
 import pytest
 
@@ -45,3 +48,37 @@ def test_a_changed_claim_does_not_verify(asserter: SubjectAsserter) -> None:
     (published,) = jwt.PyJWKSet.from_dict(asserter.jwks()).keys
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(f"{header}.{other}.{signature}", published.key, algorithms=["ES256"], audience="backend:1")
+
+
+def _payload(token: str) -> bytes:
+    encoded = token.split(".")[1]
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+
+
+def test_the_claims_are_each_calls_own_and_written_as_json_dumps_writes_them(
+    asserter: SubjectAsserter,
+) -> None:
+    """The subject's part of the claims is made once: it must still follow the subject, its
+    groups and the audience of each call, and the whole stay exactly JSON."""
+    ann = Subject.proven("jwt", "ann", issuer="idp", groups=["analysts"])
+    cases = [
+        (ann, 'r"1\\é', "backend:1"),
+        (ann, "r2", "backend:2"),
+        (Subject.proven("jwt", "ann", issuer="idp", groups=["admins"]), "r3", "backend:1"),
+        (Subject("api_key:bob", auth="api_key", name='Bøb "the" builder'), "r4", "backend:1"),
+        (ann, "r5", "backend:1"),
+    ]
+    for subject, request_id, audience in cases:
+        payload = _payload(asserter.assertion(subject, request_id, audience, now=1_700_000_000))
+        claims = json.loads(payload)
+        assert list(claims) == [
+            "iss", "aud", "sub", "name", "auth", "groups", "request_id", "iat", "nbf", "exp", "jti",
+        ]  # fmt: skip
+        assert payload == json.dumps(claims, separators=(",", ":")).encode()
+        assert (claims["sub"], claims["name"], claims["auth"], claims["groups"]) == (
+            subject.id,
+            subject.name,
+            subject.auth,
+            list(subject.groups),
+        )
+        assert (claims["request_id"], claims["aud"]) == (request_id, audience)

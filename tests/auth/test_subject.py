@@ -35,6 +35,29 @@ def test_to_policy_matches_the_input_schema() -> None:
     json.dumps(policy)  # plain JSON, no read-only proxies
 
 
+def test_each_policy_subject_is_a_copy_of_its_own() -> None:
+    """Every decision gets its own subject object: changing one (which nothing should) can
+    never reach the next decision, nor the subject."""
+    subject = Subject.proven("mtls", "alice", attributes={"aud": ("a", "b"), "nested": {"k": ["v"]}})
+    first = subject.to_policy()
+    expected = {
+        "id": "mtls:alice",
+        "name": "alice",
+        "groups": [],
+        "auth": "mtls",
+        "attributes": {"aud": ["a", "b"], "nested": {"k": ["v"]}},
+    }
+    assert first == expected
+    first["groups"].append("admins")
+    first["attributes"]["aud"].append("c")
+    first["attributes"]["nested"]["k"].append("w")
+    first["attributes"]["extra"] = 1
+    assert subject.to_policy() == expected
+    assert subject.attributes["aud"] == ("a", "b") and subject == Subject.proven(
+        "mtls", "alice", attributes={"aud": ("a", "b"), "nested": {"k": ["v"]}}
+    )
+
+
 def test_a_subject_is_immutable_and_hashable() -> None:
     subject = Subject("alice", (), "api_key", {"key_id": "k"})
     with pytest.raises(AttributeError):

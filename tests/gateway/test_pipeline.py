@@ -30,6 +30,7 @@ from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.oip.tensors import Tensor, decode_outputs, encode_outputs
+from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import DecidedMask, Decision
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -230,6 +231,27 @@ async def test_a_decision_past_its_deadline_is_a_deny() -> None:
         await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
     assert refused.value.reason == "POLICY_TIMEOUT"
     assert "upstream" not in journal.kinds()
+
+
+async def test_a_cached_decision_answers_without_the_engine_and_a_miss_keeps_its_deadline() -> None:
+    pipeline, journal, engine, recorder = make_pipeline()
+    cache = pipeline.engine = CachingEngine(engine)  # type: ignore[arg-type]
+    for phase in ("request", "response"):
+        engine.answers[phase] = Decision(
+            allow=True, reason="ok", engine="table", revision=engine.revision, cache_ttl_seconds=60
+        )
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert (cache.hits, cache.misses) == (0, 2)
+    engine.stalling = True  # the engine no longer answers: only the cache can
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert (cache.hits, cache.misses) == (2, 2)
+    assert recorder.records[-1].outcome == "allow"
+    with pytest.raises(PolicyUnavailable) as refused:  # another query misses: still bounded
+        await pipeline.infer(
+            make_call(), request(outputs=("ssn",)), upstream_returning(customer_reply(), journal)
+        )
+    assert refused.value.reason == "POLICY_TIMEOUT"
+    assert recorder.records[-1].outcome == "deny"
 
 
 async def test_cancellation_is_recorded() -> None:

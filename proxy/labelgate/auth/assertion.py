@@ -133,6 +133,7 @@ class SubjectAsserter:
         jws_header = {"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}
         self._jws_header = _b64(json.dumps(jws_header, separators=(",", ":"), sort_keys=True).encode())
         self._ecdsa = ec.ECDSA(hashes.SHA256())
+        self._claims_openings: dict[tuple[str, str, str, tuple[str, ...], str], str] = {}
 
     @classmethod
     def from_settings(cls, settings: SubjectAssertionSettings) -> SubjectAsserter | None:
@@ -188,23 +189,41 @@ class SubjectAsserter:
         Signed here rather than by ``jwt.encode``: the same RFC 7515 compact ES256 JWS (the
         fixed header encoded once), without PyJWT's per-call header and key preparation."""
         issued = int(now if now is not None else time.time())
-        claims = {
-            "iss": self.issuer,
-            "aud": self.audience or audience,
-            "sub": subject.id,
-            "name": subject.name,
-            "auth": subject.auth,
-            "groups": list(subject.groups),
-            "request_id": request_id,
-            "iat": issued,
-            "nbf": issued,
-            "exp": issued + self.ttl_seconds,
-            "jti": secrets.token_hex(16),
-        }
-        signing_input = f"{self._jws_header}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
+        # The claims as json.dumps(claims, separators=(",", ":")) writes them, in this order:
+        # the subject's part made once per subject and audience, the call's part here.
+        payload = (
+            f"{self._subject_claims(subject, self.audience or audience)}"
+            f'"request_id":{_json_string(request_id)},"iat":{issued},"nbf":{issued},'
+            f'"exp":{issued + self.ttl_seconds},"jti":"{secrets.token_hex(16)}"}}'
+        )
+        signing_input = f"{self._jws_header}.{_b64(payload.encode())}"
         r, s = decode_dss_signature(self._key.sign(signing_input.encode(), self._ecdsa))
         # JWS ES256 signatures are R || S, each 32 bytes big-endian (RFC 7518 3.4), not DER.
         return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def _subject_claims(self, subject: Subject, audience: str) -> str:
+        """The opening of the claims up to ``request_id``: ``{"iss":..,..,"groups":[..],``."""
+        key = (subject.id, subject.name, subject.auth, subject.groups, audience)
+        found = self._claims_openings.get(key)
+        if found is None:
+            if len(self._claims_openings) >= _MAX_CLAIMS_OPENINGS:
+                self._claims_openings.clear()
+            static = {
+                "iss": self.issuer,
+                "aud": audience,
+                "sub": subject.id,
+                "name": subject.name,
+                "auth": subject.auth,
+                "groups": list(subject.groups),
+            }
+            found = self._claims_openings[key] = json.dumps(static, separators=(",", ":"))[:-1] + ","
+        return found
+
+
+# Subjects (with their audience) whose claims opening is kept; past this the memo starts over.
+_MAX_CLAIMS_OPENINGS = 4096
+# json.dumps's own string encoder (ASCII-only output, as json.dumps writes by default).
+_json_string = json.encoder.encode_basestring_ascii
 
 
 def _b64(data: bytes) -> str:

@@ -93,13 +93,20 @@ class Subject:
         object.__setattr__(self, "attributes", MappingProxyType(dict(self.attributes)))
 
     def to_policy(self) -> dict[str, Any]:
-        """The ``subject`` object of the ``labelgate.v1`` policy input."""
+        """The ``subject`` object of the ``labelgate.v1`` policy input: a new one on each
+        call, sharing nothing with the last (each decision of a call asks for it)."""
+        # The JSON-ready form of the (read-only) attributes is worked out once per subject and
+        # copied from then on: a copy of plain dicts and lists skips _plain's ABC checks.
+        plain = self.__dict__.get("_policy_attributes")
+        if plain is None:
+            plain = _plain(self.attributes)
+            object.__setattr__(self, "_policy_attributes", plain)  # a memo, not a field
         return {
             "id": self.id,
             "name": self.name,
             "groups": list(self.groups),
             "auth": self.auth,
-            "attributes": _plain(self.attributes),
+            "attributes": _copied(plain),
         }
 
 
@@ -110,6 +117,15 @@ def normalise_groups(groups: Iterable[str]) -> tuple[str, ...]:
     if "" in names:
         raise ValueError("group names must not be empty")
     return tuple(sorted(names))
+
+
+def _copied(value: Any) -> Any:
+    """A copy of ``_plain``'s output (dicts, lists and immutable scalars) sharing no container."""
+    if type(value) is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copied(item) for item in value]
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -27,6 +27,8 @@ from labelgate.policy.source import PolicySource
 
 log = get_logger(__name__)
 RELOAD_INTERVAL_SECONDS = 1.0
+# (model, requested outputs) whose request-phase fields are remembered per catalog.
+MAX_EXPECTED_MEMO = 1024
 # Where the catalog lives in the policy data (rego/labelgate/catalog/data.json).
 CATALOG_DATA_PATH = ("labelgate", "catalog")
 
@@ -75,6 +77,9 @@ class ClassifierStage:
             catalog = self._load()
         self.classifier = Classifier(catalog, detectors, key_secret)
         self.revision: str | None = None  # the bundle revision the catalog came from
+        # expected_fields' memo, and the classifier (catalog) it was worked out with.
+        self._expected_by: Classifier | None = None
+        self._expected: dict[tuple[str, tuple[str, ...]], list[Field]] = {}
         self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -145,7 +150,20 @@ class ClassifierStage:
 
     # -- the stage interface used by the pipeline ----------------------------------
     def expected_fields(self, model: str, requested_outputs: Sequence[str]) -> list[Field]:
-        return self.classifier.expected_fields(model, requested_outputs)
+        """The catalog's request-phase fields, worked out once per model and requested outputs
+        for each catalog in force (a reload or a new bundle makes a new ``Classifier``, and so
+        a new memo). ``Field`` values are never changed after they are made: shared safely."""
+        classifier = self.classifier
+        if self._expected_by is not classifier:
+            self._expected_by, self._expected = classifier, {}
+        key = (model, tuple(requested_outputs))
+        found = self._expected.get(key)
+        if found is None:
+            found = classifier.expected_fields(model, requested_outputs)
+            if len(self._expected) >= MAX_EXPECTED_MEMO:  # model names come from callers
+                self._expected.clear()
+            self._expected[key] = found
+        return list(found)
 
     def classify_outputs(self, model: str, response: Any, tensors: Sequence[Tensor]) -> Classification:
         return self.classifier.classify_response(model, tensors, backend=read_backend_labels(response))

@@ -39,7 +39,7 @@ from labelgate.calls import (
     Proven,
     Target,
     infer_target,
-    request_summary,
+    target_summary,
 )
 from labelgate.classify import Field, backend_labels, to_policy_fields
 from labelgate.classify.carryover import CarryOver
@@ -113,7 +113,7 @@ class Pipeline:
         target = infer_target(request, call.method)
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
-            outcome.request_summary = request_summary(request)
+            outcome.request_summary = target_summary(target)
             await self.admit(call, subject, target, outcome, self.expected_fields(target))
             # send() is the ModelInfer stub: its replies are ModelInferResponses.
             response = cast(pb.ModelInferResponse, await self.forward(send, request, outcome))
@@ -218,7 +218,7 @@ class Pipeline:
             async for request in requests:
                 target = infer_target(request, call.method)
                 async with self.recording(call, target) as outcome:
-                    outcome.subject, outcome.request_summary = subject, request_summary(request)
+                    outcome.subject, outcome.request_summary = subject, target_summary(target)
                     still_valid(subject)
                     await self.admit(call, subject, target, outcome, self.expected_fields(target))
                 request.id = ledger.open(target)
@@ -364,10 +364,16 @@ class Pipeline:
     ) -> Decision:
         """``memo``: ``memo_key(policy_input)`` when the caller has it (the cache's own key)."""
         engine = self.engine
+        cache = engine if memo is not None and isinstance(engine, CachingEngine) else None
+        if cache is not None and memo is not None:
+            # A hit waits on nothing, so it needs no deadline timer (armed per decision otherwise).
+            hit = cache.cached(memo)
+            if hit is not None:
+                return hit
         try:
             async with asyncio.timeout(self.decision_deadline_seconds):
-                if memo is not None and isinstance(engine, CachingEngine):
-                    return await engine.decide(policy_input, key=memo)
+                if cache is not None:
+                    return await cache.decide(policy_input, key=memo)
                 return await engine.decide(policy_input)
         except TimeoutError:
             return Decision.deny("POLICY_TIMEOUT", engine=self.engine.name, revision=self.engine.revision)

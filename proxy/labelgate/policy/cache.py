@@ -246,19 +246,14 @@ class CachingEngine:
     async def decide(self, input: dict[str, Any], *, key: bytes | None = None) -> Decision:
         """The cached decision for ``input``, else the inner engine's. ``key``, when given, must
         be ``memo_key(input)`` (the gateway has it from ``cache_keys``: not computed twice)."""
-        if self.inner.revision != self._revision:  # inlined: on the path of every hit
-            self._sync_revision()
         if key is None:
             key = memo_key(input)
         if key is not None:
-            entry = self._entries.get(key)
-            if entry is not None:
-                expires, decision = entry
-                if self._clock() < expires:
-                    self._entries.move_to_end(key)
-                    self.hits += 1
-                    return decision
-                del self._entries[key]
+            hit = self.cached(key)
+            if hit is not None:
+                return hit
+        else:
+            self._sync_revision()
         self.misses += 1
         decision = await self.inner.decide(input)
         if decision.failed_closed:
@@ -278,6 +273,23 @@ class CachingEngine:
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
         return decision
+
+    def cached(self, key: bytes) -> Decision | None:
+        """The unexpired decision stored under ``key`` (``memo_key`` of an input) for the current
+        revision, counted as a hit; None (nothing counted) when ``decide`` must ask the engine.
+        Synchronous, so the gateway can answer a hit without arming its decision deadline."""
+        if self.inner.revision != self._revision:  # inlined: on the path of every hit
+            self._sync_revision()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, decision = entry
+        if self._clock() < expires:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return decision
+        del self._entries[key]
+        return None
 
     def _sync_revision(self) -> None:
         revision = self.inner.revision

@@ -1,0 +1,47 @@
+"""The call types' shortcuts agree with their plain definitions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.auth import Subject
+from labelgate.calls import Call, CallRecord, Outcome, infer_target, request_summary, target_summary
+from labelgate.errors import PermissionDenied
+from labelgate.policy.contract import Decision
+
+CALL = Call(
+    method="/inference.GRPCInferenceService/ModelInfer",
+    peer="ipv4:127.0.0.1:1",
+    metadata=(("authorization", "Bearer x"),),
+    auth_context={},
+    session_id="s",
+    request_id="r",
+)
+
+
+def test_a_record_made_by_of_is_the_one_its_fields_make() -> None:
+    outcome = Outcome(subject=Subject("nora", ("analysts",)), model="m", upstream_status="OK")
+    outcome.decisions.append(("request", Decision(allow=True, reason="ok")))
+    outcome.labels.update({"restricted", "internal"})
+    outcome.masked.append({"path": "outputs.ssn", "strategy": "null", "label": "restricted"})
+    for error in (None, PermissionDenied("POLICY_DENIED", "no"), RuntimeError("boom")):
+        record = CallRecord.of(CALL, outcome, error)
+        values = {f.name: getattr(record, f.name) for f in dataclasses.fields(CallRecord)}
+        assert CallRecord(**values) == record
+        assert set(vars(record)) == set(values)  # every field set, nothing else
+    assert not hasattr(CallRecord, "__post_init__")  # of() skips __init__: nothing to skip
+    assert CallRecord.of(CALL, outcome, None).labels == ("internal", "restricted")
+
+
+def test_a_target_summary_is_the_request_summary() -> None:
+    request = pb.ModelInferRequest(model_name="customer-profile", model_version="2", id="mine")
+    request.inputs.add(name="customer_ids", datatype="INT64", shape=[2, 3])
+    request.inputs.add(name="note", datatype="BYTES", shape=[1])
+    request.outputs.add(name="ssn")
+    request.outputs.add(name="customer_id")
+    summary = request_summary(request)
+    assert target_summary(infer_target(request, CALL.method)) == summary
+    assert summary["inputs"][0]["shape"] == [2, 3]
+    empty = pb.ModelInferRequest(model_name="m")
+    assert target_summary(infer_target(empty, CALL.method)) == request_summary(empty)
