@@ -15,7 +15,9 @@ machine lands on every arm alike. Arms:
   before/after figures of a change;
 - ``uvloop`` (``--uvloop``): this tree with uvloop's event loop policy installed first;
 - ``workers<N>`` (``--workers N``): this tree with N worker processes (CPU is summed over
-  them).
+  them);
+- ``typed-proxy`` (``--typed-floor``): the bare proxy parsing and re-serializing ModelInfer
+  messages, nothing else (what no pipeline work can get under).
 
 Prints medians over rounds of calls/s, p50 and gateway CPU per call, each also as a ratio
 to the bare proxy's figure of the same round; ``--json`` writes them all. Nothing asserts.
@@ -112,6 +114,9 @@ def main() -> None:
     parser.add_argument("--baseline-src", help="a source tree's proxy/ folder to import labelgate from")
     parser.add_argument("--uvloop", action="store_true", help="add an arm with uvloop's event loop")
     parser.add_argument("--workers", type=int, default=1, help="add an arm with this many workers")
+    parser.add_argument(
+        "--typed-floor", action="store_true", help="add the pass-through that parses ModelInfer messages"
+    )
     # Audited variants need an audit writer, which this harness does not start.
     names = [variant.name for variant in (PROXY, *FULL_VARIANTS) if not variant.audit]
     parser.add_argument("--variant", default="full_embedded_cache", choices=names)
@@ -133,6 +138,9 @@ def main() -> None:
         upstream, _ = stack.enter_context(bench.stack.backend())
         floor_address, floor = stack.enter_context(bench.stack.bare_proxy(upstream))
         targets = {FLOOR: (floor_address, floor.pid)}
+        if args.typed_floor:
+            typed_address, typed = stack.enter_context(bench.stack.bare_proxy(upstream, typed=True))
+            targets["typed-proxy"] = (typed_address, typed.pid)
         request = bench.request_file(args.rows).read_bytes()
         for arm in arms:
             address, child = stack.enter_context(start_arm(bench, arm, variant, upstream))

@@ -179,12 +179,16 @@ class Stack:
             yield address, child
 
     @contextlib.contextmanager
-    def bare_proxy(self, upstream: str) -> Iterator[tuple[str, Process]]:
-        """The floor: a bare grpc.aio pass-through proxy (``bench/bare_proxy.py``)."""
+    def bare_proxy(self, upstream: str, typed: bool = False) -> Iterator[tuple[str, Process]]:
+        """The floor: a bare grpc.aio pass-through proxy (``bench/bare_proxy.py``); ``typed``:
+        the one that parses and re-serializes ModelInfer messages and does nothing else."""
         port = free_port()
         address = f"127.0.0.1:{port}"
         args = [sys.executable, "-m", "bench.bare_proxy", "--listen", address, "--upstream", upstream]
-        with running(args, self.work_dir / "bare-proxy.log", port, **_named("bare proxy")) as child:
+        name = "typed-proxy" if typed else "bare-proxy"
+        with running(
+            [*args, "--typed"] if typed else args, self.work_dir / f"{name}.log", port, **_named(name)
+        ) as child:
             yield address, child
 
     @contextlib.contextmanager
