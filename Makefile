@@ -32,8 +32,9 @@ help:
 	@echo "make soak   - the soak drill, DURATION seconds (default 600)"
 	@echo "make deploy-check (chart, manifests, Dockerfile, compose, configs) | lock | k8s-render"
 
-# The built-in detectors in Rust (proxy/native, a pyo3 extension built by maturin). The tests
-# require it; `make run` falls back to the pure-Python detectors when there is no cargo.
+# The built-in detectors and the BYTES tensor kernels in Rust (proxy/native, a pyo3 extension
+# built by maturin). The tests require it; `make run` falls back to the same code in Python
+# when there is no cargo.
 # rustup installs cargo in ~/.cargo/bin, which need not be on PATH.
 NATIVE_SOURCES := $(wildcard proxy/native/Cargo.toml proxy/native/Cargo.lock proxy/native/pyproject.toml proxy/native/src/*.rs)
 CARGO_PATH     := $(HOME)/.cargo/bin:$(PATH)
@@ -90,9 +91,9 @@ lint: venv tools proto-check
 	$(REGAL) lint rego
 	$(PY) deploy/lock.py --check
 	$(VENV)/bin/hadolint deploy/Dockerfile
-	cd proxy/native && PATH="$(CARGO_PATH)" cargo fmt --check
-	cd proxy/native && PATH="$(CARGO_PATH)" cargo clippy --locked --quiet -- -D warnings
-	cd proxy/native && PATH="$(CARGO_PATH)" cargo test --locked --quiet
+	@echo "cargo fmt --check, clippy -D warnings, test (proxy/native)"
+	@cd proxy/native && export PATH="$(CARGO_PATH)" && cargo fmt --check \
+	  && cargo clippy --locked --quiet -- -D warnings && cargo test --locked --quiet
 
 rego-test: tools
 	$(OPA) test rego -v --coverage --threshold $(REGO_COVERAGE) --format json > .rego-coverage.json || \
@@ -144,7 +145,7 @@ $(VENV)/.installed-app: pyproject.toml $(NATIVE_SOURCES)
 	@if PATH="$(CARGO_PATH)" command -v cargo >/dev/null 2>&1; then \
 	  PATH="$(CARGO_PATH)" $(PY) -m pip install --quiet ./proxy/native; \
 	else \
-	  echo "no cargo found: the pure-Python detectors are used (install Rust to build proxy/native)"; \
+	  echo "no cargo found: the Python detectors and tensor code are used (install Rust to build proxy/native)"; \
 	fi
 	touch $@
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
-from labelgate.calls import Call, CallRecord, Outcome, infer_target, request_summary, target_summary
+from labelgate.calls import Call, CallRecord, Outcome, infer_target, target_summary
 from labelgate.errors import PermissionDenied
 from labelgate.policy.contract import Decision
 
@@ -45,3 +46,13 @@ def test_a_target_summary_is_the_request_summary() -> None:
     assert summary["inputs"][0]["shape"] == [2, 3]
     empty = pb.ModelInferRequest(model_name="m")
     assert target_summary(infer_target(empty, CALL.method)) == request_summary(empty)
+
+
+def request_summary(request: pb.ModelInferRequest) -> dict[str, Any]:
+    """The plain definition ``target_summary`` must agree with, read from the request itself."""
+    return {
+        "model": request.model_name,
+        "model_version": request.model_version,
+        "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in request.inputs],
+        "outputs": [o.name for o in request.outputs],
+    }

@@ -54,12 +54,15 @@ def test_the_environment_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_panic_becomes_a_refusal_and_anything_else_is_left_alone() -> None:
-    # pyo3's PanicException derives from BaseException and is recognised by its name.
-    panic = type("PanicException", (BaseException,), {})
+    # pyo3's PanicException derives from BaseException and is recognised by its full name.
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
     with pytest.raises(LabelgateError) as refused:
         native.raise_if_panic(panic("index out of bounds"))
     assert refused.value.reason == native.NATIVE_KERNEL_FAILED
     assert "index out of bounds" not in str(refused.value)  # no text from inside the kernel
     native.raise_if_panic(ValueError("a Python error"))
     native.raise_if_panic(KeyboardInterrupt())
-    native.raise_if_panic(type("PanicException", (Exception,), {})("an Exception of that name"))
+    native.raise_if_panic(
+        type("PanicException", (Exception,), {"__module__": "pyo3_runtime"})("an Exception")
+    )
+    native.raise_if_panic(type("PanicException", (BaseException,), {})("another module's"))

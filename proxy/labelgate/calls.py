@@ -163,8 +163,9 @@ def request_digest(request: pb.ModelInferRequest) -> str:
 
 
 def target_summary(target: Target) -> dict[str, Any]:
-    """``request_summary`` of the request ``target`` was made from (``infer_target``), from
-    what the target already read: the request is not walked again."""
+    """The request ``target`` was made from (``infer_target``) without its values: model,
+    input names, datatypes and shapes, requested outputs; from what the target already read,
+    so the request is not walked again."""
     return {
         "model": target.model,
         "model_version": target.model_version,
@@ -173,16 +174,6 @@ def target_summary(target: Target) -> dict[str, Any]:
             for name, datatype, shape in target.inputs
         ],
         "outputs": list(target.requested_outputs),
-    }
-
-
-def request_summary(request: pb.ModelInferRequest) -> dict[str, Any]:
-    """An inference request without its values: model, input names, datatypes and shapes."""
-    return {
-        "model": request.model_name,
-        "model_version": request.model_version,
-        "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in request.inputs],
-        "outputs": [o.name for o in request.outputs],
     }
 
 

@@ -26,6 +26,8 @@ ABI = 3
 # Set to 0 to measure or run without the extension (same results, the Python code's cost).
 SWITCH_VARIABLE = "LABELGATE_NATIVE"
 NATIVE_KERNEL_FAILED = reasons.NATIVE_KERNEL_FAILED
+# pyo3 creates its panic type at run time, outside any module one could import it from.
+_PANIC = ("pyo3_runtime", "PanicException")
 
 Kernel = TypeVar("Kernel")
 
@@ -73,5 +75,6 @@ def raise_if_panic(error: BaseException) -> None:
     pass every ``except Exception`` on its way and leave the call without a status until its
     deadline. Anything else is left for the caller to re-raise.
     """
-    if not isinstance(error, Exception) and type(error).__name__ == "PanicException":
+    kind = type(error)
+    if not isinstance(error, Exception) and (kind.__module__, kind.__name__) == _PANIC:
         raise LabelgateError(NATIVE_KERNEL_FAILED, "internal error in the native extension") from None

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Iterator
 
 import pytest
 
 from labelgate.errors import InvalidInput
+from labelgate.oip import native
 from labelgate.oip.tensors import Tensor, fixed_width_elements, split_raw_bytes, tensor_to_raw
 
 MANY = 40  # above the count where one-length tensors take the fast path
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def kernel_path(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test on both paths: the native kernels, and the Python fast paths they replace
+    (the one-length numpy split and join, the unchecked split), which run without them."""
+    with native.forced(request.param == "native"):
+        yield
 
 
 def reference_split(data: bytes, count: int) -> list[bytes] | str:

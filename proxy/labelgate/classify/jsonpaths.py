@@ -1,7 +1,9 @@
 """JSON objects inside BYTES elements: parsing and leaf paths, shared by classify and enforce.
 
 Both sides must read an element the same way, or a mask could miss what the classifier
-saw; so both use ``parse_object`` and the same path spelling (``KeyNames.segment``):
+saw; so both read it the same way (``read_object``, or for a shape already seen
+``KeyNames.shaped`` and ``parse_classified``, which reuse what ``read_object`` and
+``flatten`` worked out for that shape) and spell paths the same way (``KeyNames.segment``):
 ``.key`` for an object key the catalog names, ``.<key:xxxxxxxx>`` for any other key, and
 ``[]`` for every item of an array (``outputs.doc[].items[].ssn``).
 
@@ -251,6 +253,8 @@ def _signature(
     """
     if depth >= MAX_DEPTH and node:
         raise _TooDeep  # its children would lie deeper than MAX_DEPTH
+    # The object and array loops are written out twice on purpose: this runs per element on
+    # every call, and one shared loop over (key, child) pairs costs a tuple per child.
     if type(node) is tuple:
         add_token(_OBJECT)
         for key, child in node:

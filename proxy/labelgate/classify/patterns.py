@@ -2,7 +2,9 @@
 
 What each detector accepts is described in ``labelgate.classify.detectors``; this module
 is how, and it is built for speed (target: 50 MB/s of free text per core, measured by
-``python -m bench.detector_throughput``).
+``LABELGATE_NATIVE=0 python -m bench.detector_throughput``). It is the reference the Rust
+port in ``proxy/native`` is tested against, and the fallback when that is off
+(``labelgate.classify.native``).
 
 Python's regex engine finds a literal prefix at memchr speed but steps through a class
 like ``[0-9]`` one character at a time, ten times slower. So candidates are searched in a

@@ -17,6 +17,9 @@ own; in ``contents`` they travel in ``fp32_contents`` (as MLServer does).
 Decoding validates everything a caller or upstream could get wrong and raises
 ``InvalidInput`` with reason ``MALFORMED_TENSOR``. Encoding takes values from our own
 code, so a bad ``Tensor`` there is a programming error and raises ``ValueError``.
+
+BYTES splitting and joining go through ``labelgate.oip.native`` when the extension is
+installed; this code is the reference and raises every error.
 """
 
 from __future__ import annotations
@@ -488,3 +491,12 @@ def _numeric_array(tensor: Tensor, dtype_name: str) -> np.ndarray:
     if array.dtype.kind not in "iubf":
         raise ValueError(f"{tensor.datatype} tensor '{tensor.name}' needs numbers")
     return array.astype(dtype)
+
+
+def bytes_elements(values: Sequence[Any]) -> list[bytes]:
+    """A BYTES tensor's values as a list of ``bytes``: a decoded tensor's own list when it
+    already is one (no copy per element; callers only read it), else converted."""
+    # Counting type objects (compared by identity) is about 3x faster than a set of them.
+    if list(map(type, values)).count(bytes) == len(values):
+        return values if isinstance(values, list) else list(values)
+    return [value.encode() if isinstance(value, str) else bytes(value) for value in values]

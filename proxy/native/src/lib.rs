@@ -1,6 +1,7 @@
 //! labelgate's built-in content detectors over bytes, element by element, with exactly the
 //! semantics of `labelgate.classify.patterns` (its Python code is the reference; the tests
-//! in `tests/classify/test_native.py` compare the two). Pure: no state, no I/O.
+//! in `tests/classify/test_native.py` compare the two). No I/O; the one piece of state is
+//! the IBAN registry `set_iban_registry` installs.
 //!
 //! Also the per-element work on raw BYTES tensors (`tensors`: splitting, joining, the
 //! `partial` mask on ASCII elements), with the semantics of `labelgate.oip.tensors` and
