@@ -254,7 +254,16 @@ class RestUpstream(UpstreamEdge):
                 timeout=max(seconds, 0.001),
                 extensions=self._extensions,
             )
-            response = await self.client.send(request, stream=True)
+            try:
+                response = await self.client.send(request, stream=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # No answer at all, typically a kept-alive connection the upstream closed just
+                # as it was reused (MLServer after an error reply). Once more on a fresh one;
+                # a second failure is the caller's UNAVAILABLE.
+                log.info(
+                    "upstream dropped the connection before answering; sent once more", upstream=self.name
+                )
+                response = await self.client.send(request, stream=True)
             try:
                 content = await self._bounded(response)
             finally:
