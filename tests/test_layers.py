@@ -19,7 +19,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "proxy" / "labelgate"
 LAYERS: list[set[str]] = [
     {"errors", "reasons", "_proto"},
     {"native"},
-    {"logs", "timestamps", "oip", "config_paths", "tracing", "retry", "terminal_log", "migrations"},
+    {
+        "logs",
+        "timestamps",
+        "oip",
+        "config_paths",
+        "tracing",
+        "retry",
+        "terminal_log",
+        "migrations",
+        "interceptors",
+    },
     {"auth", "classify", "bundle", "audit", "demo"},
     {"policy"},
     {"calls", "enforce"},

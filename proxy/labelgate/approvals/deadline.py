@@ -12,9 +12,11 @@ import contextvars
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
+
+from labelgate.interceptors import Handler, WrappingInterceptor
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("labelgate_deadline", default=None)
 
@@ -62,36 +64,14 @@ def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Asy
     return wrapped
 
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-# Methods whose wrapped handler is remembered; past this many (a route's opaque methods are
-# named by callers) a handler is wrapped afresh on each call instead.
-MAX_REMEMBERED = 512
 
 
-class DeadlineInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
-        # method -> (the handler grpc found, its wrapper). grpc asks the interceptor on every
-        # call; a service's handler is the same object each time, its wrapper can be too.
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
+class DeadlineInterceptor(WrappingInterceptor):
+    def wrap(self, method: str, handler: Handler) -> Handler:
         replacements = {
             kind: _wrap(getattr(handler, kind)) for kind in _KINDS if getattr(handler, kind) is not None
         }
         # grpc's method handlers are namedtuples; the stubs declare only their fields.
         wrapped: Handler = handler._replace(**replacements)  # type: ignore[attr-defined]
-        if known is not None or len(self._wrapped) < MAX_REMEMBERED:
-            self._wrapped[method] = (handler, wrapped)
         return wrapped

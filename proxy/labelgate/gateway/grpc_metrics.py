@@ -17,12 +17,13 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram
 
 from labelgate.gateway.metrics import child
+from labelgate.interceptors import Handler, WrappingInterceptor
 
 _LABELS = ["grpc_type", "grpc_service", "grpc_method"]
 STARTED = Counter("grpc_server_started_total", "RPCs started on the server", _LABELS)
@@ -107,34 +108,9 @@ def _streamed_response(measured: _Measured, behaviour: Callable[..., Any]) -> Ca
     return wrapped
 
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
-# Methods whose measured handler is remembered; past this many (a route's opaque methods are
-# named by callers) a handler is measured afresh on each call instead.
-MAX_REMEMBERED = 512
-
-
-class GrpcServerMetrics(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
-        # method -> (the handler grpc found, its measured wrapper). grpc asks the interceptor on
-        # every call; a service's handler is the same object each time, its wrapper can be too.
-        self._measured: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # no such method: grpc answers UNIMPLEMENTED itself
-            return handler
-        method = handler_call_details.method
-        known = self._measured.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        measured = _measured_handler(method, handler)
-        if known is not None or len(self._measured) < MAX_REMEMBERED:
-            self._measured[method] = (handler, measured)
-        return measured
+class GrpcServerMetrics(WrappingInterceptor):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return _measured_handler(method, handler)
 
 
 def _measured_handler(method: str, handler: Handler) -> Handler:
