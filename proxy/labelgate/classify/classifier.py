@@ -30,6 +30,12 @@ there. BYTES tensors are free text and go through the detectors too:
   whole element (or leaf), since its offsets do not index the raw bytes.
 
 Classification and masking must see the same tensors: spans are offsets into them.
+
+With the native extension active and no custom detector to scan with, JSON elements are
+first read by ``native.json_reads``: one pass parses each element it can vouch for and scans
+its leaves; the element's shape comes from a memo per native signature whose entries the
+exact path learnt (``KeyNames.native_shape``). Every other element takes the Python path,
+and the result is the same either way (``tests/classify/test_native_json.py``).
 """
 
 from __future__ import annotations
@@ -39,9 +45,9 @@ from itertools import chain, filterfalse
 from operator import itemgetter
 from typing import Any
 
-from labelgate.classify import jsonpaths, reasons
+from labelgate.classify import jsonpaths, native, reasons
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
-from labelgate.classify.detectors import Detection, DetectorSet
+from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
 from labelgate.classify.fields import (
     OPAQUE_JSON,
     SOURCE_BACKEND,
@@ -181,7 +187,9 @@ def _classify_text_tensor(
     joined = b"".join(values)
     # Without a "{" anywhere no element is a JSON object: one C-level search spares the
     # per-element checks for most tensors.
-    objects, opaque = _json_objects(values, detectors, keys) if b"{" in joined else ({}, {})
+    objects, opaque, leaf_hits = (
+        _json_objects(values, detectors, keys, scanning) if b"{" in joined else ({}, {}, {})
+    )
     if not objects and not opaque:
         texts = list(range(len(values)))
     else:
@@ -199,7 +207,9 @@ def _classify_text_tensor(
             fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
         result.spans[tensor.name] = dict(sorted(spans.items()))
     if objects:
-        result.json_elements[tensor.name] = _classify_json(model, path, objects, catalog, scanning, fields)
+        result.json_elements[tensor.name] = _classify_json(
+            model, path, objects, leaf_hits, catalog, scanning, fields
+        )
         # What enforce needs to mask these elements without reading them again key by key.
         result.json_shapes[tensor.name] = {
             index: (values[index], shape) for index, (shape, _) in objects.items()
@@ -258,28 +268,46 @@ def _opaque_spans(
     return spans
 
 
+# An element classified key by key: its shape, and its leaf values when the Python path read
+# it (None when the native reader did: its hits are in the ``LeafHits`` beside).
+JsonObjects = dict[int, tuple[JsonShape, list[Any] | None]]
+LeafHits = dict[int, native.JsonRead]  # element index -> what the native reader found, if anything
+
+
 def _json_objects(
-    values: list[bytes], detectors: DetectorSet, keys: KeyNames
-) -> tuple[dict[int, tuple[JsonShape, list[Any]]], dict[int, str]]:
-    """The shape and leaf values of each element to classify key by key, and the reason
-    each opaque element is not (see the module docstring)."""
-    objects: dict[int, tuple[JsonShape, list[Any]]] = {}
+    values: list[bytes], detectors: DetectorSet, keys: KeyNames, scanning: DetectorSet
+) -> tuple[JsonObjects, dict[int, str], LeafHits]:
+    """The shape and leaf values (or native hits) of each element to classify key by key,
+    and the reason each opaque element is not (see the module docstring)."""
+    objects: JsonObjects = {}
     opaque: dict[int, str] = {}
+    leaf_hits: LeafHits = {}
     shapes: dict[JsonShape, None] = {}  # the distinct shapes met, in order
     suffixes: set[str] = set()
     # Only an element starting with "{" (or whitespace) can be one: skip the rest unparsed.
     openers = jsonpaths.OBJECT_FIRST_BYTES  # a set of one-byte bytes: faster than startswith
     candidates = [index for index, value in enumerate(values) if value[:1] in openers]
     read_shaped = jsonpaths.read_shaped
+    native_shape = keys.native_shape
+    reads = _native_reads(values, candidates, scanning)
     for count, index in enumerate(candidates):
-        read = read_shaped(values[index], keys)
-        if read is None:
-            continue  # plain text
-        if isinstance(read, str):
-            opaque[index] = read
-            continue
-        objects[index] = read
-        shape = read[0]
+        shape: JsonShape | None = None
+        read_natively = reads[count] if reads is not None else None
+        if read_natively is not None:
+            shape = native_shape(values[index], read_natively[0])
+            if shape is not None:
+                objects[index] = (shape, None)
+                if read_natively[1]:
+                    leaf_hits[index] = read_natively
+        if shape is None:
+            read = read_shaped(values[index], keys)
+            if read is None:
+                continue  # plain text
+            if isinstance(read, str):
+                opaque[index] = read
+                continue
+            objects[index] = read
+            shape = read[0]
         if shape in shapes:
             continue  # its paths are counted already
         shapes[shape] = None
@@ -288,7 +316,7 @@ def _json_objects(
             # Stop here: the rest would only cost key hashes for elements that are opaque anyway.
             rest = [other for other in candidates[count + 1 :] if jsonpaths.opens_object(values[other])]
             opaque.update(dict.fromkeys([*objects, *rest], TOO_MANY_PATHS))
-            return {}, dict(sorted(opaque.items()))
+            return {}, dict(sorted(opaque.items())), {}
     if shapes:
         # Keys repeat from element to element: each distinct key is scanned once.
         distinct = list(dict.fromkeys(chain.from_iterable(shape.keys for shape in shapes)))
@@ -297,23 +325,34 @@ def _json_objects(
             flagged = {shape for shape in shapes if not detected.isdisjoint(shape.keys)}
             for index in [index for index, (shape, _) in objects.items() if shape in flagged]:
                 del objects[index]
+                leaf_hits.pop(index, None)
                 opaque[index] = KEY_DETECTED
-    return objects, dict(sorted(opaque.items()))
+    return objects, dict(sorted(opaque.items())), leaf_hits
+
+
+def _native_reads(
+    values: list[bytes], candidates: list[int], scanning: DetectorSet
+) -> list[native.JsonRead | None] | None:
+    """The native reader's answer per candidate, or None when it is not to be used: off, or
+    custom detectors to scan with (regexes, Python's). Its scan is the built-ins'; every name
+    of ``scanning`` is a built-in's (custom names never are) or the reader is not asked."""
+    if not candidates or not BUILTIN_LABELS.keys() >= set(scanning.names):
+        return None
+    return native.json_reads([values[index] for index in candidates], frozenset(scanning.names))
 
 
 def _classify_json(
     model: str,
     path: str,
-    objects: dict[int, tuple[JsonShape, list[Any]]],
+    objects: JsonObjects,
+    leaf_hits: LeafHits,
     catalog: Catalog,
     detectors: DetectorSet,
     fields: FieldSet,
 ) -> dict[int, list[LeafSpans]]:
     prefix = path + "[]"
-    texts: list[bytes] = []
-    # Per text in ``texts``: its element's index, and its leaf's (location, path).
-    text_elements: list[int] = []
-    text_leaves: list[tuple[jsonpaths.Location, str]] = []
+    texts: list[bytes] = []  # the scanned leaves of the elements the Python path read
+    first_text: dict[int, int] = {}  # such an element's index -> its first text in ``texts``
     leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]] = {}
     seen: set[str] = set()
     for index, (shape, values) in objects.items():
@@ -329,27 +368,99 @@ def _classify_json(
             scanned_leaves = leaves_of[shape] = tuple(
                 [(shape.locations[leaf], leaf_paths[leaf]) for leaf in shape.scanned]
             )
-        if scanned_leaves:
+        if values is not None and scanned_leaves:
+            first_text[index] = len(texts)
             texts += shape.texts(values)
-            text_leaves += scanned_leaves
-            text_elements += [index] * len(scanned_leaves)
     per_element: dict[int, list[LeafSpans]] = {index: [] for index in objects}
     found_labels: dict[tuple[str, str, str], None] = {}  # (path, label, detector), in order
-    hits_per_text = detectors.scan_each(texts)
+    hits_per_text = detectors.scan_each(texts) if texts else {}
     # A leaf is already decoded once by the parser; JSON inside a string is escaped again.
+    # (The native reader leaves every leaf with a backslash to the Python path.)
     if texts and b"\\" in b"".join(texts):
         for position, hidden in _hidden_by_escapes(texts, detectors).items():
             hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]
-    for position, found in sorted(hits_per_text.items()):
-        location, leaf_path = text_leaves[position]
-        per_element[text_elements[position]].append(
-            _new_tuple(LeafSpans, (location, leaf_path, tuple(found)))
-        )
-        for hit in found:
-            found_labels[leaf_path, hit.label, hit.detector] = None
+    # Per detector bit of a native hit, its name and label (a hit of a detector not wanted
+    # would be a KeyError: refused, never labelled by guess), and the detectors' order for
+    # merging overlaps (relative order is all the merge looks at).
+    wanted = detectors.names
+    named = {
+        bit: (name, detectors.label_of(name))
+        for bit, name in enumerate(native.DETECTOR_BITS)
+        if name in wanted
+    }
+    order = {name: position for position, name in enumerate(wanted)}
+    # A leaf's single native hit, as LeafSpans, per shape and hit: elements of one shape often
+    # hold a value alone in a leaf (same detector, same offsets), and LeafSpans are immutable.
+    # A hit met again adds no new label either: its (path, label, detector) is in already.
+    single_of: dict[JsonShape, dict[native.LeafHit, LeafSpans]] = {}
+    # Element by element, leaf by leaf: the order the spans and labels would have if every
+    # element's leaves had been scanned together.
+    for index in objects if hits_per_text else leaf_hits:
+        shape, values = objects[index]
+        scanned_leaves = leaves_of[shape]
+        spans = per_element[index]
+        if values is None:
+            read = leaf_hits.get(index)
+            if read is None:
+                continue
+            _, hits, several = read
+            if not several:
+                # One hit per leaf, nothing to merge: the common case, written out for speed.
+                singles = single_of.get(shape)
+                if singles is None:
+                    singles = single_of[shape] = {}
+                for single in hits:
+                    leaf_spans = singles.get(single)
+                    if leaf_spans is None:
+                        leaf, bit, start, end = single
+                        location, leaf_path = scanned_leaves[leaf]
+                        name, label = named[bit]
+                        detection = _new_tuple(Detection, (name, label, start, end))
+                        leaf_spans = singles[single] = _new_tuple(
+                            LeafSpans, (location, leaf_path, (detection,))
+                        )
+                        found_labels[leaf_path, label, name] = None
+                    spans.append(leaf_spans)
+                continue
+            found_per_leaf = _native_detections(hits, named, order)
+        elif index in first_text:
+            found_per_leaf = _python_detections(hits_per_text, first_text[index], len(scanned_leaves))
+        else:
+            continue
+        for leaf, found in found_per_leaf:
+            location, leaf_path = scanned_leaves[leaf]
+            spans.append(_new_tuple(LeafSpans, (location, leaf_path, tuple(found))))
+            for hit in found:
+                found_labels[leaf_path, hit.label, hit.detector] = None
     for leaf_path, label, detector in found_labels:
         fields.add(leaf_path, (label,), detector_source(detector))
     return per_element
+
+
+def _python_detections(
+    hits_per_text: dict[int, list[Detection]], first: int, count: int
+) -> list[tuple[int, list[Detection]]]:
+    """The Python scan's detections of one element's ``count`` leaves from text ``first``,
+    as (scanned leaf ordinal, detections) per leaf with any."""
+    return [(leaf, found) for leaf in range(count) if (found := hits_per_text.get(first + leaf)) is not None]
+
+
+def _native_detections(
+    hits: tuple[native.LeafHit, ...], named: dict[int, tuple[str, str]], order: dict[str, int]
+) -> list[tuple[int, list[Detection]]]:
+    """The native reader's hits of one element as (scanned leaf ordinal, detections) per
+    leaf with any, overlaps merged as ``DetectorSet.scan_each`` merges them."""
+    per_leaf: list[tuple[int, list[Detection]]] = []
+    current = -1
+    found: list[Detection] = []
+    for leaf, bit, start, end in hits:
+        if leaf != current:
+            found = []
+            per_leaf.append((leaf, found))
+            current = leaf
+        name, label = named[bit]
+        found.append(_new_tuple(Detection, (name, label, start, end)))
+    return [(leaf, _merge_overlaps(found, order) if len(found) > 1 else found) for leaf, found in per_leaf]
 
 
 class Classifier:

@@ -2,10 +2,10 @@
 
 Both sides must read an element the same way, or a mask could miss what the classifier
 saw; so both read it the same way (``read_object``, or for a shape already seen
-``KeyNames.shaped`` and ``parse_classified``, which reuse what ``read_object`` and
-``flatten`` worked out for that shape) and spell paths the same way (``KeyNames.segment``):
-``.key`` for an object key the catalog names, ``.<key:xxxxxxxx>`` for any other key, and
-``[]`` for every item of an array (``outputs.doc[].items[].ssn``).
+``KeyNames.shaped`` or ``KeyNames.native_shape`` and ``parse_classified``, which reuse what
+``read_object`` and ``flatten`` worked out for that shape) and spell paths the same way
+(``KeyNames.segment``): ``.key`` for an object key the catalog names, ``.<key:xxxxxxxx>``
+for any other key, and ``[]`` for every item of an array (``outputs.doc[].items[].ssn``).
 
 Keys are data (a customer's name, an API key used as a key), and paths go into the policy
 input, audit records, logs and approval requests; so a key is written verbatim only when
@@ -312,6 +312,49 @@ def parse_classified(element: bytes) -> dict[str, Any] | None:
 # Remembered for a signature whose element the exact path does not classify key by key.
 _NOT_SHAPED = object()
 
+# --- shapes by the native reader's signature ----------------------------------------------
+#
+# The native extension (``labelgate_native.json_elements``) reads the elements it can vouch
+# for in one pass and names each one's shape by a signature of its own (``native_signature``).
+# A new signature's shape is learnt here once, from the exact path on the element that
+# brought it, and trusted only if the exact path reads that element to the same signature;
+# otherwise the signature stays Python's (remembered as not shaped). The memo is bounded as
+# ``_shapes`` is: past NATIVE_MEMO_SIZE signatures or NATIVE_MEMO_BYTES of them it starts over.
+NATIVE_MEMO_SIZE = SHAPE_MEMO_SIZE
+NATIVE_MEMO_BYTES = 256 * 1024
+# A longer signature is not remembered: its element is read the exact way.
+NATIVE_MEMO_MAX_BYTES = 8 * 1024
+# A leaf's token in a native signature, by the type Python's json gives it.
+_LEAF_TOKENS: dict[type, bytes] = {str: b"s", int: b"i", float: b"f", bool: b"b", type(None): b"n"}
+
+
+def native_signature(value: dict[str, Any]) -> bytes:
+    """The signature the native reader gives a parsed object (``proxy/native/src/json.rs``):
+    ``{``, per member ``:`` + the key's UTF-8 length (4 bytes, little-endian) + the key +
+    its value, ``}``; ``[``, items, ``]``; a leaf's type token. A key with a lone surrogate
+    raises ``UnicodeEncodeError`` (the native reader refuses such elements)."""
+    out = bytearray()
+    _native_tokens(value, out)
+    return bytes(out)
+
+
+def _native_tokens(node: Any, out: bytearray) -> None:
+    kind = type(node)
+    if kind is dict:
+        out += b"{"
+        for key, child in node.items():
+            raw = key.encode("utf-8")
+            out += b":" + len(raw).to_bytes(4, "little") + raw
+            _native_tokens(child, out)
+        out += b"}"
+    elif kind is list:
+        out += b"["
+        for child in node:
+            _native_tokens(child, out)
+        out += b"]"
+    else:
+        out += _LEAF_TOKENS[kind]
+
 
 class KeyNames:
     """How object keys are spelled in the field paths of one model's JSON elements.
@@ -334,6 +377,8 @@ class KeyNames:
         # catalog revision (new Classifier, new KeyNames) never sees another's.
         self._shapes: dict[tuple[Any, ...], Any] = {}
         self._shape_tokens = 0  # tokens in the signatures of ``_shapes``
+        self._native_shapes: dict[bytes, Any] = {}  # by native signature (``native_shape``)
+        self._native_bytes = 0  # bytes in the signatures of ``_native_shapes``
 
     def placeholder(self, key: str) -> str:
         """``<key:xxxxxxxx>``: the first 8 hex digits of HMAC-SHA256(secret, key as UTF-8)."""
@@ -383,6 +428,42 @@ class KeyNames:
         if not isinstance(shape, JsonShape):
             return None  # not to be remembered, or _NOT_SHAPED
         return shape, values
+
+    def native_shape(self, element: bytes, signature: bytes) -> JsonShape | None:
+        """The shape of an element the native reader read to ``signature``; None when the
+        exact path (``read_shaped``) must read it (see ``native_signature``)."""
+        shape = self._native_shapes.get(signature)
+        if shape is None:
+            if len(signature) > NATIVE_MEMO_MAX_BYTES:
+                return None
+            shape = self._learn_native(element, signature)
+            if (
+                len(self._native_shapes) >= NATIVE_MEMO_SIZE
+                or self._native_bytes + len(signature) > NATIVE_MEMO_BYTES
+            ):
+                self._native_shapes.clear()
+                self._native_bytes = 0
+            self._native_shapes[signature] = shape
+            self._native_bytes += len(signature)
+        return shape if type(shape) is JsonShape else None
+
+    def _learn_native(self, element: bytes, signature: bytes) -> JsonShape | object:
+        """The shape of a new native signature, from the exact path; ``_NOT_SHAPED`` unless
+        that path classifies the element key by key and reads it to the same signature."""
+        parsed, _ = read_object(element, check_depth=False)
+        if parsed is None:
+            return _NOT_SHAPED
+        flat = flatten(parsed, self)
+        if flat is None:
+            return _NOT_SHAPED
+        try:
+            agree = native_signature(parsed) == signature
+        except UnicodeEncodeError:  # a lone surrogate in a key
+            agree = False
+        if not agree:
+            return _NOT_SHAPED  # never reuse what cannot be trusted
+        leaves, keys = flat
+        return _shape(parsed, leaves, keys)
 
     def _learn_shape(self, element: bytes, values: list[Any]) -> JsonShape | object | None:
         """The shape of a new signature, from the exact path; ``_NOT_SHAPED`` when that path

@@ -15,6 +15,11 @@ Python one.
 The Python code stays the reference and the fallback: without the extension (or with
 ``LABELGATE_NATIVE=0`` in the environment) ``builtin_hits`` and ``hits_each`` are the pure
 Python scan. ``tests/classify/test_native.py`` checks that both give the same detections.
+
+``json_reads`` reads JSON-object elements and scans their leaves in one native pass, for
+the elements the extension can vouch for reading as Python's ``json`` does (the classifier
+runs its Python path on the others); ``tests/classify/test_native_json.py`` compares the
+classifications with and without it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from labelgate.classify.patterns import Hit
 from labelgate.native import NativeSwitch, raise_if_panic
 
 ElementHit = tuple[int, str, int, int]  # (element index, detector, start, end)
+LeafHit = tuple[int, int, int, int]  # (scanned leaf ordinal, detector bit, start, end)
+# An element the extension read: its signature, its leaves' hits (leaf by leaf, not merged),
+# and whether some leaf has several (which may overlap).
+JsonRead = tuple[bytes, tuple[LeafHit, ...], bool]
 BbanFormat = list[tuple[int, str]]  # (count, class: n, a or c) runs
 
 
@@ -46,6 +55,8 @@ class Kernel(Protocol):
 
     def set_iban_registry(self, formats: list[tuple[str, BbanFormat]], national: set[str], /) -> None: ...
 
+    def json_elements(self, elements: Sequence[bytes], wanted: int, /) -> list[JsonRead | None]: ...
+
 
 # Bit i of the extension's ``wanted`` is detector i.
 _DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address")
@@ -55,6 +66,14 @@ _SWITCH: NativeSwitch[Kernel] = NativeSwitch(
 )
 available = _SWITCH.available
 forced = _SWITCH.forced
+# The JSON reader has a switch of its own (it scans with the detectors', so it runs only
+# when both are on): tests compare it alone against the Python reading, detectors native.
+_JSON_SWITCH: NativeSwitch[Kernel] = NativeSwitch(
+    lambda module: getattr(module, "DETECTORS", None) == _DETECTORS and hasattr(module, "json_elements")
+)
+json_forced = _JSON_SWITCH.forced
+# The detector of each bit of a ``LeafHit``.
+DETECTOR_BITS = _DETECTORS
 
 
 def iban_registry() -> tuple[list[tuple[str, BbanFormat]], set[str]]:
@@ -101,6 +120,24 @@ def hits_each(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit
     if not _SWITCH.on:
         return None
     return _scan(texts, wanted)
+
+
+def json_reads(elements: Sequence[bytes], wanted: frozenset[str]) -> list[JsonRead | None] | None:
+    """Per element: ``(signature, hits, several)`` when the extension read it as a JSON object
+    and scanned its leaves for the built-ins ``wanted`` (hits as ``LeafHit``s, leaf by leaf,
+    each leaf's in ``DetectorSet.scan_each``'s order, overlaps not merged; ``several``: some
+    leaf has more than one), None when Python must read it; None for all when the extension
+    is not active (see ``KeyNames.native_shape``)."""
+    if not (_SWITCH.on and _JSON_SWITCH.on):
+        return None
+    kernel = cast(Kernel, _JSON_SWITCH.kernel)
+    try:
+        return kernel.json_elements(elements, _mask(wanted))
+    except TypeError:  # an element other than bytes: the Python path reads them all
+        return None
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
 
 
 def _scan(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit]:

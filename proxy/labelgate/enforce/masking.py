@@ -28,13 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import OUTPUTS_PREFIX, may_extend
 from labelgate.classify.fields import OPAQUE_JSON, Classification, LeafSpans
 from labelgate.classify.jsonpaths import JsonShape
+from labelgate.enforce import native as json_native
 from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial, replace_spans, zero_of
 from labelgate.enforce.whole import mask_whole_bytes
@@ -43,6 +44,7 @@ from labelgate.oip.tensors import Tensor, bytes_elements
 
 _DETECTOR = attrgetter("detector")
 _DETECTIONS = attrgetter("detections")
+_SHAPE = itemgetter(1)  # of a (classified bytes, shape) pair
 
 
 def apply_masks(
@@ -82,9 +84,13 @@ def _mask_tensor(
     objects = classification.json_elements.get(tensor.name, {})
     # Every detector found in the tensor (attribute getters and chains: no Python per hit).
     detectors = set(map(_DETECTOR, chain.from_iterable(text_spans.values())))
-    detectors.update(
-        map(_DETECTOR, chain.from_iterable(map(_DETECTIONS, chain.from_iterable(objects.values()))))
-    )
+    in_objects = json_native.detectors(objects) if objects else None  # None: off or unsure
+    if in_objects is None:
+        detectors.update(
+            map(_DETECTOR, chain.from_iterable(map(_DETECTIONS, chain.from_iterable(objects.values()))))
+        )
+    else:
+        detectors |= in_objects
     span_masks = {name: mask for name in detectors if (mask := index.lookup(f"{base}{{{name}}}")) is not None}
     nested = index.any_under(base + "[]")
     if not span_masks and not nested and not _targets_spans(index, base):
@@ -129,20 +135,37 @@ def _mask_tensor(
     if objects and (span_masks or nested):
         keys = classification.json_keys or jsonpaths.KeyNames()
         shapes = classification.json_shapes.get(tensor.name, {})
-        known_of: dict[JsonShape, KnownNodes] = {}  # where masks land, per shape
-        for position, leaves in objects.items():
-            if nested or any(hit.detector in span_masks for leaf in leaves for hit in leaf.detections):
-                masked[position] = _mask_json(
-                    values[position],
-                    base + "[]",
-                    leaves,
-                    index,
-                    span_masks,
-                    masker,
-                    keys,
-                    _known_nodes(values[position], shapes.get(position), base + "[]", index, keys, known_of),
-                )
+        _mask_objects(values, masked, objects, shapes, keys, base + "[]", nested, index, span_masks, masker)
     return replace(tensor, values=masked, shape=list(tensor.shape))
+
+
+def _mask_objects(
+    values: list[bytes],
+    masked: list[bytes],
+    objects: dict[int, list[LeafSpans]],
+    shapes: dict[int, tuple[bytes, JsonShape]],
+    keys: jsonpaths.KeyNames,
+    prefix: str,
+    nested: bool,
+    index: MaskIndex,
+    span_masks: dict[str, Mask],
+    masker: Masker,
+) -> None:
+    """Mask the JSON-object elements of one tensor into ``masked``: with the extension on,
+    those it can mask exactly in one native call (``enforce.native``), the rest here."""
+    known_of: dict[JsonShape, KnownNodes] = {}  # where masks land, per shape
+    left: Iterable[int] = objects
+    if json_native.active() and shapes:
+        plans = json_native.JsonPlans(span_masks)
+        for shape in dict.fromkeys(map(_SHAPE, shapes.values())):  # each distinct shape once
+            plans.add(shape, _shape_nodes(shape, prefix, index, keys, known_of)[0])
+        left = plans.run(values, masked, objects, shapes, nested)
+    for position in left:
+        leaves = objects[position]
+        if nested or any(hit.detector in span_masks for leaf in leaves for hit in leaf.detections):
+            raw = values[position]
+            known = _known_nodes(raw, shapes.get(position), prefix, index, keys, known_of)
+            masked[position] = _mask_json(raw, prefix, leaves, index, span_masks, masker, keys, known)
 
 
 MaskedNode = tuple[jsonpaths.Location, Mask]
@@ -162,7 +185,17 @@ def _known_nodes(
     the classifier read (then it has that shape); None otherwise (read it again)."""
     if shaped is None or not (raw is shaped[0] or raw == shaped[0]):
         return None
-    shape = shaped[1]
+    return _shape_nodes(shaped[1], prefix, index, keys, known_of)
+
+
+def _shape_nodes(
+    shape: JsonShape,
+    prefix: str,
+    index: MaskIndex,
+    keys: jsonpaths.KeyNames,
+    known_of: dict[JsonShape, KnownNodes],
+) -> KnownNodes:
+    """The nodes masks name in every element of ``shape`` (remembered in ``known_of``)."""
     known = known_of.get(shape)
     if known is None:
         nodes = (

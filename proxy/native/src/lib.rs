@@ -5,22 +5,28 @@
 //!
 //! Also the per-element work on raw BYTES tensors (`tensors`: splitting, joining, the
 //! `partial` mask on ASCII elements), with the semantics of `labelgate.oip.tensors` and
-//! `labelgate.enforce.strategies`.
+//! `labelgate.enforce.strategies`; and JSON-object elements read and scanned in one pass
+//! (`json`), for the elements it can vouch for reading as Python's `json` does; and such
+//! elements masked and written back (`json_mask`), as `labelgate.enforce.masking` does.
 
 mod bytes;
 mod digit_led;
 mod email;
 mod forms;
 mod iban;
+mod json;
+mod json_mask;
 mod rules;
 mod scan;
 mod tensors;
+
+use std::collections::HashMap;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyList, PyTuple};
 
 use iban::{Class, Country, Registry};
 
@@ -101,6 +107,95 @@ fn scan_elements<'py>(
     ))
 }
 
+/// What `json_elements` found, before it becomes Python objects: the distinct signatures,
+/// and per element the index of its signature and its hits (`None`: Python's to read).
+#[derive(Default)]
+struct JsonReads {
+    signatures: Vec<Vec<u8>>,
+    elements: Vec<Option<(usize, Vec<json::LeafHit>)>>,
+}
+
+fn read_all(elements: &[PyBackedBytes], wanted: Wanted) -> JsonReads {
+    let ibans = iban::registry();
+    let mut reader = json::Reader::default();
+    let mut reads = JsonReads::default();
+    let mut known: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut last = usize::MAX; // the previous element's signature: most often the next one's
+    for element in elements {
+        let read = reader.read(element, wanted, ibans.as_deref()).map(|hits| {
+            let signature = reader.signature();
+            if reads
+                .signatures
+                .get(last)
+                .is_none_or(|previous| previous != signature)
+            {
+                let next = reads.signatures.len();
+                last = *known.entry(signature.to_vec()).or_insert(next);
+                if last == next {
+                    reads.signatures.push(signature.to_vec());
+                }
+            }
+            (last, hits)
+        });
+        reads.elements.push(read);
+    }
+    reads
+}
+
+/// Read each of `elements` that holds a JSON object (starts with `{`) and scan its leaves for
+/// the built-ins whose bit is set in `wanted` (as `scan_elements`).
+///
+/// Per element: `None` when Python must read it (anything the reader cannot vouch for reading
+/// as Python's `json` does, or a scan that leaves a pass to Python; see `json.rs`), else
+/// `(signature, hits, several)`: the element's shape as bytes (one `bytes` object per distinct
+/// signature in a call); a tuple of `(scanned leaf ordinal, detector bit, start, end)` per hit,
+/// offsets into the leaf's UTF-8 text, leaf by leaf in `DetectorSet.scan_each`'s order (not
+/// merged); and whether some leaf has several hits (then they may overlap and need merging).
+#[pyfunction]
+fn json_elements<'py>(
+    py: Python<'py>,
+    elements: Vec<PyBackedBytes>,
+    wanted: u32,
+) -> PyResult<Bound<'py, PyList>> {
+    let wanted = Wanted(wanted);
+    let total: usize = elements.iter().map(|element| element.len()).sum();
+    let reads = if total >= RELEASE_GIL_BYTES {
+        py.allow_threads(|| read_all(&elements, wanted))
+    } else {
+        read_all(&elements, wanted)
+    };
+    let signatures: Vec<Bound<'py, PyBytes>> = reads
+        .signatures
+        .iter()
+        .map(|signature| PyBytes::new(py, signature))
+        .collect();
+    let mut items = Vec::with_capacity(reads.elements.len());
+    for read in &reads.elements {
+        let Some((signature, hits)) = read else {
+            items.push(py.None().into_bound(py));
+            continue;
+        };
+        let signature = signatures[*signature].clone();
+        let several = hits.windows(2).any(|pair| pair[0].0 == pair[1].0);
+        let hits = hits
+            .iter()
+            .map(|&(leaf, detector, start, end)| (leaf, detector, start, end).into_pyobject(py))
+            .collect::<PyResult<Vec<_>>>()?;
+        items.push(
+            PyTuple::new(
+                py,
+                [
+                    signature.into_any(),
+                    PyTuple::new(py, hits)?.into_any(),
+                    PyBool::new(py, several).to_owned().into_any(),
+                ],
+            )?
+            .into_any(),
+        );
+    }
+    PyList::new(py, items)
+}
+
 /// Hand over python-stdnum's IBAN registry: each country's BBAN as `(count, class)` runs
 /// (class `n` digits, `a` capitals, `c` letters or digits), and the countries whose IBANs
 /// python-stdnum checks by national rules (those stay Python's call). Replaces any earlier one.
@@ -140,6 +235,9 @@ fn set_iban_registry(
 fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(scan_elements, module)?)?;
     module.add_function(wrap_pyfunction!(set_iban_registry, module)?)?;
+    module.add_function(wrap_pyfunction!(json_elements, module)?)?;
+    module.add_function(wrap_pyfunction!(json_mask::mask_json, module)?)?;
+    module.add_function(wrap_pyfunction!(json_mask::json_detectors, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::split_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::join_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_all, module)?)?;
@@ -147,6 +245,6 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 3)?;
+    module.add("ABI", 5)?;
     Ok(())
 }
