@@ -25,8 +25,15 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.iso7064 import mod_97_10
 
-from labelgate.classify import native, patterns
-from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
+from labelgate.classify import Catalog, classify_outputs, native, patterns
+from labelgate.classify.detectors import (
+    BUILTIN_LABELS,
+    CustomPattern,
+    Detection,
+    DetectorSet,
+    _merge_overlaps,
+)
+from labelgate.oip.tensors import Tensor
 from tests.classify import test_detectors as detector_tests
 from tests.classify.sensitive import card_value, iban_value, ssn_value
 
@@ -473,3 +480,104 @@ _IBAN_SHAPES = st.text(alphabet="AZ09 a.\x00", max_size=80).map(str.encode)  # r
 def test_generated_iban_texts_agree(texts: list[bytes], wanted: frozenset[str]) -> None:
     assert_same(texts, wanted | {"iban"})
     assert_same(texts, wanted)
+
+
+# --- spans built natively (DetectorSet.spans_at: the classifier's plain-text elements) ----
+
+
+def spans_both_ways(
+    detectors: DetectorSet, texts: Sequence[bytes], keys: list[int] | None = None
+) -> dict[int, list[Detection]]:
+    """``spans_at`` natively against ``scan_each`` in Python, re-keyed and in key order:
+    the same detections (``Detection``s, merged), in the same order, the same names."""
+    keys = list(range(len(texts))) if keys is None else keys
+    with native.forced(True):
+        built = detectors.spans_at(texts, keys)
+    assert built is not None
+    with native.forced(False):
+        assert detectors.spans_at(texts, keys) is None  # the classifier then runs scan_each
+        expected = {keys[index]: hits for index, hits in sorted(detectors.scan_each(texts).items())}
+    spans, names = built
+    assert list(spans.items()) == list(expected.items()), texts
+    assert all(type(hit) is Detection for hits in spans.values() for hit in hits)
+    assert names == {hit.detector for hits in expected.values() for hit in hits}
+    return spans
+
+
+# Several hits in one element, overlapping or not; passes left to Python (IPv6, IBANs of
+# national rules) in elements with and without native hits; hits at both edges.
+SPAN_CORPUS = [
+    *(text for text in CORPUS if text is not LONG),
+    b"123-45-6789",
+    b"4111111111111111 123-45-6789 212-555-1234 a@b.co 10.0.0.1",
+    b"+1 4111111111111111",  # a phone inside a card: merged under the card
+    b"v6 2001:db8::1 and 123-45-6789",
+    b"only v6 fe80::1ff:fe23:4567:890a",
+    *(f"pay {value} now".encode() for value in NATIONAL_IBANS),
+    *(f"{value} 123-45-6789 {value}".encode() for value in NATIONAL_IBANS),
+    "é 123-45-6789 号".encode(),
+]
+
+
+def test_native_spans_agree_for_the_hand_corpus() -> None:
+    every = DetectorSet()
+    spans = spans_both_ways(every, SPAN_CORPUS)
+    assert any(len(hits) > 1 for hits in spans.values())  # merging is exercised
+    # Keys other than positions, each subset of the built-ins, one element at a time.
+    spans_both_ways(every, SPAN_CORPUS, [3 * index + 2 for index in range(len(SPAN_CORPUS))])
+    for wanted in EVERY_SUBSET[1:]:
+        detectors = DetectorSet({name: BUILTIN_LABELS[name] for name in wanted})
+        spans_both_ways(detectors, SPAN_CORPUS)
+    for text in SPAN_CORPUS:
+        spans_both_ways(every, [text])
+    spans_both_ways(every, [LONG, b"123-45-6789"])  # the GIL-free scan
+
+
+def test_native_spans_give_way_to_custom_detectors_and_other_bytes_likes_are_read() -> None:
+    custom = DetectorSet(custom=[CustomPattern("ticket", r"T-\d+", "internal")])
+    with native.forced(True):
+        assert custom.spans_at([b"T-1 123-45-6789"], [0]) is None
+        assert DetectorSet.none().spans_at([b"123-45-6789"], [0]) is None
+    texts: list[Any] = [bytearray(b"ssn 123-45-6789"), memoryview(b"card 4111111111111111"), b"a@b.co"]
+    with native.forced(True):
+        built = DetectorSet().spans_at(texts, [0, 1, 2])
+    assert built is not None
+    assert built[0] == DetectorSet().scan_each([bytes(text) for text in texts])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(st.one_of(_TEXTS, _IBAN_HEAVY, _RAW), min_size=1, max_size=8),
+    wanted=st.sets(st.sampled_from(BUILTINS), min_size=1).map(frozenset),
+    gaps=st.lists(st.integers(0, 3), min_size=8, max_size=8),
+)
+def test_generated_native_spans_agree(texts: list[bytes], wanted: frozenset[str], gaps: list[int]) -> None:
+    keys = list(itertools.accumulate(gap + 1 for gap in gaps[: len(texts)]))
+    spans_both_ways(DetectorSet({name: BUILTIN_LABELS[name] for name in wanted}), texts, keys)
+
+
+def classified_both_ways(elements: list[bytes]) -> None:
+    """A text tensor classified with the native scan and without: the same fields, and the
+    same spans in the same order."""
+    tensor = Tensor("t", "BYTES", [len(elements)], elements)
+    results = []
+    for use_native in (True, False):
+        with native.forced(use_native):
+            results.append(classify_outputs("m", [tensor], Catalog.from_data({"entries": []}), DetectorSet()))
+    on, off = results
+    assert on.fields == off.fields
+    assert [(name, list(spans.items())) for name, spans in on.spans.items()] == [
+        (name, list(spans.items())) for name, spans in off.spans.items()
+    ]
+    assert on.json_elements == off.json_elements
+
+
+def test_text_tensors_classify_the_same_with_native_spans() -> None:
+    plain = [text for text in SPAN_CORPUS if b"{" not in text and b"\\" not in text]
+    classified_both_ways(plain)
+    json = [b'{"a": "123-45-6789"}', b'{"a": 1.5, "b": "4111111111111111"}', b'{"a": "\\ud800 x"}']
+    escaped = [b"esc \\u0031\\u0032\\u0033-45-6789", b'{"a": "\\u0031"} 123-45-6789']
+    classified_both_ways([*json, *plain, *json])
+    classified_both_ways([*plain[:5], *escaped, *plain[5:]])
+    classified_both_ways([b"{ not json 123-45-6789", *plain])
+    classified_both_ways([b"nothing here", b"nor here"])

@@ -195,17 +195,22 @@ def _classify_text_tensor(
     else:
         taken = objects.keys() | opaque.keys()
         texts = list(filterfalse(taken.__contains__, range(len(values))))
-    spans = _scan_texts(values, texts, scanning, escaped=b"\\" in joined) if scanning else {}
+    # found: the detectors the spans name, when _scan_texts knows them (and the spans are
+    # then in element order); None: count them here, and sort.
+    spans, found = _scan_texts(values, texts, scanning, escaped=b"\\" in joined) if scanning else ({}, None)
     if opaque:
         label = most_sensitive(catalog.labels_at_or_under(model, tensor.name) | {default_label})
         for reason in sorted(set(opaque.values())):
             fields.add(f"{path}{{{OPAQUE_JSON}}}", (label,), fail_closed_source(reason))
         spans.update(_opaque_spans(values, opaque, label, detectors))
+        found = None
     if spans:
-        found = set(map(itemgetter(0), chain.from_iterable(spans.values()))) - {OPAQUE_JSON}
+        ordered = found is not None
+        if found is None:
+            found = set(map(itemgetter(0), chain.from_iterable(spans.values()))) - {OPAQUE_JSON}
         for detector in sorted(found):
             fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
-        result.spans[tensor.name] = dict(sorted(spans.items()))
+        result.spans[tensor.name] = spans if ordered else dict(sorted(spans.items()))
     if objects:
         result.json_elements[tensor.name] = _classify_json(
             model, path, objects, leaf_hits, catalog, scanning, fields
@@ -218,15 +223,21 @@ def _classify_text_tensor(
 
 def _scan_texts(
     values: list[bytes], indices: list[int], detectors: DetectorSet, escaped: bool
-) -> dict[int, list[Detection]]:
-    """Detections in the plain-text elements at ``indices``, by element index."""
+) -> tuple[dict[int, list[Detection]], set[str] | None]:
+    """Detections in the plain-text elements at ``indices`` (ascending), by element index;
+    and, when the native scan built them (in element order, no escapes to add), the
+    detectors they name (else None)."""
     texts = values if len(indices) == len(values) else [values[index] for index in indices]
+    if not escaped:
+        built = detectors.spans_at(texts, indices)
+        if built is not None:
+            return built
     found = detectors.scan_each(texts)
     spans = {indices[position]: hits for position, hits in found.items()}
     if escaped:
         for index, hits in _hidden_by_escapes(texts, detectors).items():
             spans.setdefault(indices[index], []).extend(hits)
-    return spans
+    return spans, None
 
 
 def _hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, list[Detection]]:

@@ -206,6 +206,38 @@ class DetectorSet:
                 results[index] = _merge_overlaps(found, self._order)
         return results
 
+    def spans_at(
+        self, texts: Sequence[bytes], keys: list[int]
+    ) -> tuple[dict[int, list[Detection]], set[str]] | None:
+        """``scan_each(texts)`` keyed by ``keys[i]`` (ascending) instead of ``i``, in key
+        order, and the detectors its detections name; None when the native scan is not
+        active or custom detectors are set (then ``scan_each`` it is).
+
+        The extension builds the detections and lists; Python merges only the elements with
+        several hits and adds the hits of the passes left to it. Merging sorts each
+        element's hits, so their order before it does not matter."""
+        if self._custom or not self._builtins:
+            return None
+        scanned = native.spans_each(texts, self._builtins, keys, Detection, self._labels)
+        if scanned is None:
+            return None
+        (spans, several, bits, _, _), left = scanned
+        order = self._order
+        if left:  # rare: the passes Python runs add hits, maybe to new elements
+            labels = self._labels
+            for position, name, start, end in left:
+                spans.setdefault(keys[position], []).append(Detection(name, labels[name], start, end))
+            spans = dict(sorted(spans.items()))
+            for key, found in spans.items():
+                if len(found) > 1:
+                    spans[key] = _merge_overlaps(found, order)
+            return spans, {hit.detector for found in spans.values() for hit in found}
+        names = set(native.names_of(bits))
+        for key in several:
+            merged = spans[key] = _merge_overlaps(spans[key], order)
+            names.update(hit.detector for hit in merged)
+        return spans, names
+
     def _scan_custom(self, text: str | bytes) -> list[Detection]:
         as_str = text if isinstance(text, str) else bytes(text).decode("utf-8", "surrogateescape")
         found = [

@@ -16,6 +16,10 @@ The Python code stays the reference and the fallback: without the extension (or 
 ``LABELGATE_NATIVE=0`` in the environment) ``builtin_hits`` and ``hits_each`` are the pure
 Python scan. ``tests/classify/test_native.py`` checks that both give the same detections.
 
+``spans_each`` scans a tensor's plain-text elements straight into ``Detection`` lists keyed
+by element index (``DetectorSet.spans_at``), so the classifier spends no Python step per hit
+on the usual element; ``tests/classify/test_native.py`` compares it with ``scan_each``.
+
 ``json_reads`` reads JSON-object elements and scans their leaves in one native pass, for
 the elements the extension can vouch for reading as Python's ``json`` does (the classifier
 runs its Python path on the others); ``tests/classify/test_native_json.py`` compares the
@@ -28,9 +32,9 @@ import heapq
 import itertools
 import string
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from labelgate.classify import patterns
 from labelgate.classify.patterns import Hit
@@ -42,6 +46,9 @@ LeafHit = tuple[int, int, int, int]  # (scanned leaf ordinal, detector bit, star
 # and whether some leaf has several (which may overlap).
 JsonRead = tuple[bytes, tuple[LeafHit, ...], bool]
 BbanFormat = list[tuple[int, str]]  # (count, class: n, a or c) runs
+# ``scan_spans``' result: detections by key (not merged, key order), the keys with several,
+# the detector bits of the elements with one, the elements whose IBAN / IPv6 pass is Python's.
+ScannedSpans = tuple[dict[int, list[Any]], list[int], int, list[int], list[int]]
 
 
 class Kernel(Protocol):
@@ -57,12 +64,26 @@ class Kernel(Protocol):
 
     def json_elements(self, elements: Sequence[bytes], wanted: int, /) -> list[JsonRead | None]: ...
 
+    def scan_spans(
+        self,
+        texts: Sequence[bytes],
+        wanted: int,
+        keys: list[int],
+        detection: type,
+        labels: tuple[str | None, ...],
+        /,
+    ) -> ScannedSpans: ...
+
 
 # Bit i of the extension's ``wanted`` is detector i.
 _DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address")
 _BITS = {name: 1 << bit for bit, name in enumerate(_DETECTORS)}
 _SWITCH: NativeSwitch[Kernel] = NativeSwitch(
-    lambda module: getattr(module, "DETECTORS", None) == _DETECTORS and hasattr(module, "set_iban_registry")
+    lambda module: (
+        getattr(module, "DETECTORS", None) == _DETECTORS
+        and hasattr(module, "set_iban_registry")
+        and hasattr(module, "scan_spans")
+    )
 )
 available = _SWITCH.available
 forced = _SWITCH.forced
@@ -120,6 +141,45 @@ def hits_each(texts: Sequence[bytes], wanted: frozenset[str]) -> list[ElementHit
     if not _SWITCH.on:
         return None
     return _scan(texts, wanted)
+
+
+def spans_each(
+    texts: Sequence[bytes],
+    wanted: frozenset[str],
+    keys: list[int],
+    detection: type,
+    labels: Mapping[str, str],
+) -> tuple[ScannedSpans, list[ElementHit]] | None:
+    """The built-ins' hits in ``texts`` as ``detection`` tuples ``(detector, label, start,
+    end)``, one list per text with any, keyed by ``keys[i]`` (ascending) in key order (see
+    ``scan_spans`` in ``proxy/native/src/spans.rs``), and the hits of the passes left to
+    Python (``hits_each``' form); None when the extension is not active."""
+    if not _SWITCH.on:
+        return None
+    kernel = cast(Kernel, _SWITCH.kernel)
+    mask = _mask(wanted)
+    by_bit = tuple(labels.get(name) for name in _DETECTORS)
+    try:
+        try:
+            scanned = kernel.scan_spans(texts, mask, keys, detection, by_bit)
+        except TypeError:  # bytes-likes other than bytes/bytearray: as the join reads them
+            texts = [bytes(memoryview(text)) for text in texts]
+            scanned = kernel.scan_spans(texts, mask, keys, detection, by_bit)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+    iban_pending, ipv6_pending = scanned[3], scanned[4]
+    left: list[ElementHit] = []
+    if iban_pending:
+        left += _pass_over(texts, iban_pending, _iban_hits)
+    if ipv6_pending:
+        left += _pass_over(texts, ipv6_pending, _ipv6_hits)
+    return scanned, left
+
+
+def names_of(bits: int) -> list[str]:
+    """The detectors of the set bits of ``bits``."""
+    return [name for bit, name in enumerate(_DETECTORS) if bits >> bit & 1]
 
 
 def json_reads(elements: Sequence[bytes], wanted: frozenset[str]) -> list[JsonRead | None] | None:

@@ -33,6 +33,7 @@ from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import OUTPUTS_PREFIX, may_extend
+from labelgate.classify.detectors import Detection
 from labelgate.classify.fields import OPAQUE_JSON, Classification, LeafSpans
 from labelgate.classify.jsonpaths import JsonShape
 from labelgate.enforce import native as json_native
@@ -103,7 +104,20 @@ def _mask_tensor(
 
     masked = list(values)
     inside = _strongest_inside(masks, base + "[]") if nested else None
-    for position, found in text_spans.items():
+    # The single-hit partial masks of the whole tensor in one native call; the elements it
+    # leaves (anything else, or the extension off) take the loop below, as before.
+    left = None
+    if text_spans:
+        # OPAQUE_JSON spans are never the usual element: left out of both, they stay Python's.
+        partial = {
+            name: mask.keep_last
+            for name, mask in span_masks.items()
+            if mask.strategy == "partial" and name != OPAQUE_JSON
+        }
+        unmasked = detectors - span_masks.keys() - {OPAQUE_JSON}
+        left = native.partial_spans(values, masked, text_spans, partial, unmasked, Detection)
+    for position in text_spans if left is None else left:
+        found = text_spans[position]
         if len(found) == 1 and found[0].detector != OPAQUE_JSON:  # the usual text element
             hit = found[0]
             only = span_masks.get(hit.detector)

@@ -16,7 +16,9 @@ agree. ``LABELGATE_NATIVE=0`` in the environment turns the extension off.
 from __future__ import annotations
 
 import sys
-from typing import Protocol, cast
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any, Protocol, cast
 
 from labelgate.native import NativeSwitch, raise_if_panic
 
@@ -32,8 +34,19 @@ class TensorKernel(Protocol):
 
     def partial_span(self, data: bytes, start: int, end: int, keep_last: int, /) -> bytes | None: ...
 
+    def partial_spans(
+        self,
+        values: list[bytes],
+        masked: list[bytes],
+        spans: dict[int, Any],
+        partial: dict[str, int],
+        unmasked: AbstractSet[str],
+        detection: type,
+        /,
+    ) -> list[int]: ...
 
-_FUNCTIONS = ("split_bytes", "join_bytes", "partial_all", "partial_span")
+
+_FUNCTIONS = ("split_bytes", "join_bytes", "partial_all", "partial_span", "partial_spans")
 
 
 _SWITCH: NativeSwitch[TensorKernel] = NativeSwitch(
@@ -95,6 +108,33 @@ def partial_span(data: bytes, start: int, end: int, keep_last: int) -> bytes | N
     try:
         return cast(TensorKernel, _SWITCH.kernel).partial_span(
             data, start, end, keep_last if keep_last <= _MAX_KEEP_LAST else _MAX_KEEP_LAST
+        )
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+
+
+def partial_spans(
+    values: list[bytes],
+    masked: list[bytes],
+    spans: Mapping[int, Any],
+    partial: Mapping[str, int],
+    unmasked: AbstractSet[str],
+    detection: type,
+) -> list[int] | None:
+    """``partial_span`` for every element of ``spans`` (position -> ``detection``s) with one
+    detection of a detector ``partial`` names (with its ``keep_last``), written into
+    ``masked``; an element with one detection of an ``unmasked`` detector stays as it is.
+    Returns the positions left to the caller (anything else: several detections, another
+    detector, a span ``partial_span`` refuses, a value that is not ``bytes``); None (all
+    left) when the extension is off."""
+    if not _SWITCH.on or type(values) is not list or type(masked) is not list or type(spans) is not dict:
+        return None
+    # Masks whose keep_last the extension cannot take stay out: their elements are left.
+    keeps = {name: _bounded(keep) for name, keep in partial.items() if type(keep) is int and keep >= 0}
+    try:
+        return cast(TensorKernel, _SWITCH.kernel).partial_spans(
+            values, masked, spans, keeps, unmasked, detection
         )
     except BaseException as error:
         raise_if_panic(error)

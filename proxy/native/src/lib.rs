@@ -18,6 +18,7 @@ mod json;
 mod json_mask;
 mod rules;
 mod scan;
+mod spans;
 mod tensors;
 
 use std::collections::HashMap;
@@ -242,9 +243,11 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(tensors::join_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_all, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_span, module)?)?;
+    module.add_function(wrap_pyfunction!(tensors::partial_spans, module)?)?;
+    module.add_function(wrap_pyfunction!(spans::scan_spans, module)?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 5)?;
+    module.add("ABI", 6)?;
     Ok(())
 }

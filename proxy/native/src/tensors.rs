@@ -8,7 +8,7 @@
 //! raises the error with its own message. Nothing is ever half done.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
 
 const PREFIX: usize = 4;
 
@@ -165,6 +165,110 @@ pub fn partial_span<'py>(
         Ok(())
     })?;
     Ok(Some(masked))
+}
+
+/// The single-hit elements of a tensor's text spans masked by `partial`, written into
+/// `masked`: what `enforce.masking._mask_tensor` does element by element with
+/// `partial_span`, in one call.
+///
+/// `spans` maps element positions (of `values`) to their `Detection`s (`detection` is the
+/// type); `partial` maps the detectors whose mask is `partial` to its `keep_last`;
+/// `unmasked` holds the detectors no mask names (a single hit of one leaves its element
+/// as it is). Returns the positions left to Python: every one whose detections are not
+/// exactly one such `Detection` of such a detector, whose span is empty, out of the
+/// element or not ASCII, or whose element or position is not what it should be.
+#[pyfunction]
+pub fn partial_spans<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyList>,
+    masked: &Bound<'py, PyList>,
+    spans: &Bound<'py, PyDict>,
+    partial: &Bound<'py, PyDict>,
+    unmasked: &Bound<'py, PyAny>,
+    detection: &Bound<'py, PyType>,
+) -> PyResult<Bound<'py, PyList>> {
+    let left = PyList::empty(py);
+    if masked.len() != values.len() {
+        for key in spans.keys() {
+            left.append(key)?;
+        }
+        return Ok(left);
+    }
+    for (key, found) in spans.iter() {
+        if !partial_one(
+            py, values, masked, &key, &found, partial, unmasked, detection,
+        )? {
+            left.append(key)?;
+        }
+    }
+    Ok(left)
+}
+
+/// One element of `partial_spans`: whether it was done (masked, or left as it is).
+#[allow(clippy::too_many_arguments)]
+fn partial_one<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyList>,
+    masked: &Bound<'py, PyList>,
+    key: &Bound<'py, PyAny>,
+    found: &Bound<'py, PyAny>,
+    partial: &Bound<'py, PyDict>,
+    unmasked: &Bound<'py, PyAny>,
+    detection: &Bound<'py, PyType>,
+) -> PyResult<bool> {
+    let Ok(found) = found.downcast_exact::<PyList>() else {
+        return Ok(false);
+    };
+    if found.len() != 1 {
+        return Ok(false);
+    }
+    let hit = found.get_item(0)?;
+    if !hit.get_type().is(detection) {
+        return Ok(false);
+    }
+    let Ok(hit) = hit.downcast::<PyTuple>() else {
+        return Ok(false);
+    };
+    if hit.len() != 4 {
+        return Ok(false);
+    }
+    let name = hit.get_item(0)?;
+    if !name.is_exact_instance_of::<PyString>() {
+        return Ok(false);
+    }
+    let Some(keep_last) = partial.get_item(&name)? else {
+        return unmasked.contains(&name);
+    };
+    let (Ok(keep_last), Ok(start), Ok(end), Ok(position)) = (
+        keep_last.extract::<usize>(),
+        hit.get_item(2)?.extract::<usize>(),
+        hit.get_item(3)?.extract::<usize>(),
+        exact_index(key),
+    ) else {
+        return Ok(false);
+    };
+    if position >= values.len() {
+        return Ok(false);
+    }
+    let value = values.get_item(position)?;
+    let Ok(data) = value.downcast_exact::<PyBytes>() else {
+        return Ok(false);
+    };
+    match partial_span(py, data.as_bytes(), start, end, keep_last)? {
+        Some(rewritten) => {
+            masked.set_item(position, rewritten)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// `key` as a list position if it is exactly an `int` that fits one.
+fn exact_index(key: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if !key.is_exact_instance_of::<PyInt>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err("not an int"));
+    }
+    key.extract::<usize>()
 }
 
 #[cfg(test)]
