@@ -1,6 +1,6 @@
 """A/B in one run: gateway arms against the bare proxy and each other, interleaved.
 
-    .venv/bin/python -m bench.ab [--baseline-src DIR] [--uvloop] [--workers 2]
+    .venv/bin/python -m bench.ab [--baseline-src DIR] [--current-src DIR] [--uvloop] [--workers 2]
                                  [--variant full_opa_cache] [--rows 100] [--concurrency 1,32]
                                  [--seconds 5] [--rounds 2]
 
@@ -10,12 +10,15 @@ in turns (round by round, arm after arm at each concurrency) with ghz, so drift 
 machine lands on every arm alike. Arms:
 
 - ``current``: the gateway of this tree, as ``make bench`` runs it (asyncio, one worker);
+  with ``--current-src``, importing ``labelgate`` from that source tree instead (so a change
+  can be measured apart from others in the working tree: both arms from trees made for it);
 - ``baseline`` (``--baseline-src``): the same, importing ``labelgate`` from another source
   tree (e.g. ``git archive HEAD | tar -x -C /tmp/base`` then ``/tmp/base/proxy``), for
   before/after figures of a change;
-- ``uvloop`` (``--uvloop``): this tree with uvloop's event loop policy installed first;
-- ``workers<N>`` (``--workers N``): this tree with N worker processes (CPU is summed over
-  them);
+- ``uvloop`` (``--uvloop``): the current arm's tree with uvloop's event loop policy installed
+  first;
+- ``workers<N>`` (``--workers N``): the current arm's tree with N worker processes (CPU is
+  summed over them);
 - ``typed-proxy`` (``--typed-floor``): the bare proxy parsing and re-serializing ModelInfer
   messages, nothing else (what no pipeline work can get under).
 
@@ -59,15 +62,22 @@ class Arm:
     workers: int = 1
 
 
+def from_source(name: str, source: str, workers: int = 1) -> Arm:
+    """An arm importing ``labelgate`` from ``source`` (a tree's ``proxy/`` folder)."""
+    path = str(Path(source).resolve())
+    return Arm(name, [sys.executable, "-m", "labelgate.cli"], {"PYTHONPATH": path}, workers)
+
+
 def arms_from(args: argparse.Namespace) -> list[Arm]:
-    arms = [Arm("current", labelgate_command())]
+    source = getattr(args, "current_src", None)
+    current = from_source("current", source) if source else Arm("current", labelgate_command())
+    arms = [current]
     if args.baseline_src:
-        source = str(Path(args.baseline_src).resolve())
-        arms.insert(0, Arm("baseline", [sys.executable, "-m", "labelgate.cli"], {"PYTHONPATH": source}))
+        arms.insert(0, from_source("baseline", args.baseline_src))
     if args.uvloop:
-        arms.append(Arm("uvloop", [sys.executable, "-c", _UVLOOP_LAUNCHER]))
+        arms.append(Arm("uvloop", [sys.executable, "-c", _UVLOOP_LAUNCHER], current.env))
     if args.workers > 1:
-        arms.append(Arm(f"workers{args.workers}", labelgate_command(), workers=args.workers))
+        arms.append(Arm(f"workers{args.workers}", current.command_prefix, current.env, args.workers))
     return arms
 
 
@@ -112,6 +122,9 @@ def summarize(run: LoadRun) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-src", help="a source tree's proxy/ folder to import labelgate from")
+    parser.add_argument(
+        "--current-src", help="the current arm's source tree (proxy/ folder); default: this tree"
+    )
     parser.add_argument("--uvloop", action="store_true", help="add an arm with uvloop's event loop")
     parser.add_argument("--workers", type=int, default=1, help="add an arm with this many workers")
     parser.add_argument(

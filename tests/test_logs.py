@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,26 @@ def test_records_keep_their_fields_for_other_handlers(caplog: pytest.LogCaptureF
         logs.get_logger("labelgate.test").info("call", peer="ipv4:127.0.0.1:1")
     (record,) = [r for r in caplog.records if r.getMessage() == "call"]
     assert record.peer == "ipv4:127.0.0.1:1"  # type: ignore[attr-defined]
+
+
+def test_a_line_is_the_same_whether_or_not_it_had_control_sequences_to_drop(stream: io.StringIO) -> None:
+    log = logs.get_logger("labelgate.test")
+    # Plain text that spells the encoder's escape of ESC takes the careful path, unchanged.
+    log.info("call", spelled="a\\u001bb", nested=[{"path": "outputs.x", "n": 1}], key_only={"k": "v"})
+    log.info("call", nested=[{"path": "outputs.\x1b[31mx"}], spelled="a\\u001bb", plain="p")
+    log.info("call", nested=[{"path": "outputs.x"}], spelled="ab", plain="p")
+    first, second, third = _lines(stream)
+    assert first["spelled"] == "a\\u001bb" and first["nested"] == [{"path": "outputs.x", "n": 1}]
+    assert first["key_only"] == {"k": "v"}
+    assert second["nested"] == [{"path": "outputs.x"}] and second["spelled"] == "a\\u001bb"
+    assert list(second) == list(third)  # the same keys in the same order either way
+    assert "\x1b" not in stream.getvalue() and "\\u001b[31m" not in stream.getvalue()
+
+
+def test_a_field_named_like_a_record_attribute_is_refused_as_logging_refuses_it(stream: io.StringIO) -> None:
+    log = logs.get_logger("labelgate.test")
+    for name in ("name", "message", "asctime", "levelname"):
+        field: dict[str, Any] = {name: "x"}
+        with pytest.raises(KeyError, match="Attempt to overwrite"):
+            log.info("call", **field)
+    assert stream.getvalue() == ""

@@ -22,6 +22,7 @@ _NOT_FIELDS = frozenset(_RESERVED | _DROPPED)
 _SCALARS = frozenset({int, float, bool})  # nothing in them to make plain
 # One encoder for every line: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+_ESCAPED_ESC = "\\u001b"  # how the encoder writes ESC (ensure_ascii or not)
 # ANSI escape sequences (CSI and OSC): a log line is data, not terminal output.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -59,19 +60,30 @@ class JsonFormatter(logging.Formatter):
         return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
+        text = _ENCODER.encode(self._entry(record, plain=False))
+        # The encoder writes an ESC in any string as \u001b, so a line without that text has
+        # no control sequence to drop (and strings that merely spell it take the slow way).
+        if _ESCAPED_ESC in text:
+            text = _ENCODER.encode(self._entry(record, plain=True))
+        return text
+
+    def _entry(self, record: logging.LogRecord, *, plain: bool) -> dict[str, Any]:
+        message = record.getMessage()
         entry: dict[str, Any] = {
             "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": _plain(record.getMessage()),
+            "event": _plain(message) if plain else message,
         }
         for key, value in vars(record).items():
             if key in _NOT_FIELDS or key.startswith("_"):
                 continue
-            entry[key] = value if value is None or type(value) in _SCALARS else _plain(value)
+            if plain and value is not None and type(value) not in _SCALARS:
+                value = _plain(value)
+            entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
-        return _ENCODER.encode(entry)
+        return entry
 
 
 _LOGGING_KWARGS = ("exc_info", "stack_info", "stacklevel")
@@ -94,9 +106,14 @@ class StructuredLogger(logging.LoggerAdapter[logging.Logger]):
             return
         # The record the standard path makes, less the caller's file and line: finding them
         # walks the stack on every line, and no line labelgate writes shows them.
-        logger.handle(
-            logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None, None, kwargs)
-        )
+        record = logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None, None)
+        fields = record.__dict__
+        if "message" in kwargs or "asctime" in kwargs or not fields.keys().isdisjoint(kwargs):
+            # A field that would overwrite the record's own: makeRecord refuses it (KeyError).
+            record = logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None, None, kwargs)
+        else:
+            fields.update(kwargs)  # what makeRecord does with ``extra``, without a check per key
+        logger.handle(record)
 
 
 def get_logger(name: str) -> StructuredLogger:

@@ -21,6 +21,16 @@ def test_the_arms_follow_the_flags() -> None:
     assert arms[-1].workers == 2
 
 
+def test_the_current_arm_can_come_from_another_tree() -> None:
+    both = argparse.Namespace(
+        baseline_src="/tmp/base/proxy", current_src="/tmp/new/proxy", uvloop=True, workers=2
+    )
+    arms = arms_from(both)
+    assert [arm.name for arm in arms] == ["baseline", "current", "uvloop", "workers2"]
+    assert [arm.env["PYTHONPATH"] for arm in arms] == ["/tmp/base/proxy"] + ["/tmp/new/proxy"] * 3
+    assert arms[1].command_prefix[-2:] == ["-m", "labelgate.cli"]
+
+
 def test_cpu_per_call_sums_every_gateway_process() -> None:
     run = parse_report(
         _ghz_report({"OK": 10}),

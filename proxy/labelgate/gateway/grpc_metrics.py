@@ -65,14 +65,17 @@ class _Measured:
     def __init__(self, grpc_type: str, full_method: str) -> None:
         service, method = split_method(full_method)
         self.labels = (grpc_type, service, method)
+        # The method's own series, found once (children are never removed).
+        self._started = child(STARTED, *self.labels)
+        self._seconds = child(HANDLING_SECONDS, *self.labels)
 
     def start(self) -> float:
-        child(STARTED, *self.labels).inc()
+        self._started.inc()
         return time.perf_counter()
 
     def finish(self, started: float, context: Any, failed: BaseException | None) -> None:
         child(HANDLED, *self.labels, _code_name(context, failed)).inc()
-        child(HANDLING_SECONDS, *self.labels).observe(time.perf_counter() - started)
+        self._seconds.observe(time.perf_counter() - started)
 
 
 def _unary_response(measured: _Measured, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.calls import Call, Target
+from labelgate.calls import Call, Target, uuid4_hex
 from labelgate.enforce import replies
 from labelgate.errors import Unsupported
 from labelgate.gateway import metrics, reasons
@@ -108,7 +108,7 @@ def make_call(context: grpc.aio.ServicerContext[Any, Any], method: str) -> Call:
         metadata=metadata,
         auth_context={k: list(v) for k, v in (context.auth_context() or {}).items()},
         session_id=client_session_id(metadata, peer),
-        request_id=uuid.uuid4().hex,
+        request_id=uuid4_hex(),
     )
 
 

@@ -506,9 +506,15 @@ def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict
 
 
 def masked_summary(masks: Sequence[Mask], fields: Sequence[Field]) -> list[dict[str, str]]:
-    """Path, strategy and the most sensitive label of each masked field, for the record."""
-    labels = {f.path: most_sensitive(f.labels) for f in fields}
-    return [{"path": m.path, "strategy": m.strategy, "label": labels.get(m.path, "unknown")} for m in masks]
+    """Path, strategy and the most sensitive label of each masked field, for the record (a
+    path's label is that of its last field); only the masked paths' labels are ranked."""
+    labels = {f.path: f.labels for f in fields}
+    summary = []
+    for mask in masks:
+        found = labels.get(mask.path)
+        label = "unknown" if found is None else most_sensitive(found)
+        summary.append({"path": mask.path, "strategy": mask.strategy, "label": label})
+    return summary
 
 
 def _refusal(decision: Decision) -> PermissionDenied | PolicyUnavailable:

@@ -100,8 +100,13 @@ class LogAndMetricsRecorder:
         metrics.child(
             metrics.CALL_SECONDS, call.method, self._model_label(entry.model), entry.outcome
         ).observe(entry.latency_ms / 1000)
-        for masked in entry.masked:
-            metrics.child(metrics.MASKED_FIELDS, masked["label"]).inc()
+        if entry.masked:  # one increment per label, by the number of its masked fields
+            per_label: dict[str, int] = {}
+            for masked in entry.masked:
+                label = masked["label"]
+                per_label[label] = per_label.get(label, 0) + 1
+            for label, count in per_label.items():
+                metrics.child(metrics.MASKED_FIELDS, label).inc(count)
         if entry.error_kind is not None:
             metrics.child(metrics.ERRORS, entry.error_kind).inc()
         last = entry.last_decision
