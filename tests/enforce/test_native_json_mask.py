@@ -480,3 +480,23 @@ def test_leaves_of_other_types_are_read_by_python_only() -> None:
         assert json_native.detectors({0: [(("a",), "", ())]}) is None  # type: ignore[list-item]
     with json_native.forced(False):
         assert json_native.detectors({0: [shared]}) is None  # off: the caller's Python reads them
+
+
+def test_the_shape_memo_keeps_no_wide_shape_and_stays_within_its_leaf_bound() -> None:
+    # A backend can send a wide element on every call (the classifier keeps no shape that
+    # wide, so each call brings a new one): the plans' memo must not keep them alive.
+    json_native._SHAPES.clear()
+    json_native._shape_leaves = 0
+    wide = json.dumps({"a": SSN, "b": list(range(json_native.SHAPE_MEMO_MAX_LEAVES + 1))}).encode()
+    for _ in range(3):
+        classification = classify([wide])
+        masked = masked_both_ways([wide], classification, [{"path": "outputs.doc[].a", "strategy": "null"}])
+        assert json.loads(masked[0])["a"] is None
+    assert json_native._SHAPES == {}
+    # Narrower shapes are kept, and all together never past SHAPE_MEMO_LEAVES leaves.
+    width = json_native.SHAPE_MEMO_MAX_LEAVES - 1
+    for extra in range(json_native.SHAPE_MEMO_LEAVES // width + 3):
+        element = json.dumps({"a": SSN, f"k{extra}": list(range(width - 1))}).encode()
+        masked_both_ways([element], classify([element]), [{"path": "outputs.doc[].a", "strategy": "null"}])
+        kept = sum(len(shape.locations) for shape in json_native._SHAPES)
+        assert 0 < kept == json_native._shape_leaves <= json_native.SHAPE_MEMO_LEAVES

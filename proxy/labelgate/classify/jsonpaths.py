@@ -320,10 +320,13 @@ _NOT_SHAPED = object()
 # brought it, and trusted only if the exact path reads that element to the same signature;
 # otherwise the signature stays Python's (remembered as not shaped). The memo is bounded as
 # ``_shapes`` is: past NATIVE_MEMO_SIZE signatures or NATIVE_MEMO_BYTES of them it starts over.
+# A signature spends a byte per leaf and container mark and 5 plus its length per key, so
+# these bound the shapes kept (and the memory their locations and paths take) about as the
+# token bounds of ``_shapes`` do.
 NATIVE_MEMO_SIZE = SHAPE_MEMO_SIZE
-NATIVE_MEMO_BYTES = 256 * 1024
+NATIVE_MEMO_BYTES = 64 * 1024
 # A longer signature is not remembered: its element is read the exact way.
-NATIVE_MEMO_MAX_BYTES = 8 * 1024
+NATIVE_MEMO_MAX_BYTES = 2 * 1024
 # A leaf's token in a native signature, by the type Python's json gives it.
 _LEAF_TOKENS: dict[type, bytes] = {str: b"s", int: b"i", float: b"f", bool: b"b", type(None): b"n"}
 

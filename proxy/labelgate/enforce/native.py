@@ -38,9 +38,15 @@ PYTHON = 2
 # Past any value's length keep_last makes no difference, and it must fit a usize.
 _MAX_KEEP_LAST = sys.maxsize
 # Per shape (identity), its ordinals and skeleton signature (None: a key with a lone
-# surrogate, never native). Shapes are few and memoized by the classifier: bounded all the same.
+# surrogate, never native). Bounded by shapes and by the leaves they hold together: the
+# classifier does not keep wide shapes, so a wide element brings a new shape on every call,
+# and each entry keeps its shape alive. A shape wider than SHAPE_MEMO_MAX_LEAVES is worked
+# out per call and not kept.
 SHAPE_MEMO_SIZE = 256
+SHAPE_MEMO_LEAVES = 32_768
+SHAPE_MEMO_MAX_LEAVES = 1024
 _SHAPES: dict[JsonShape, tuple[dict[Location, int], bytes] | None] = {}
+_shape_leaves = 0  # leaves of the shapes in _SHAPES
 
 
 class MaskKernel(Protocol):
@@ -184,7 +190,13 @@ def _shape_of(shape: JsonShape) -> tuple[dict[Location, int], bytes] | None:
         )
     except UnicodeEncodeError:  # a key with a lone surrogate: the reader refuses those
         known = None
-    if len(_SHAPES) >= SHAPE_MEMO_SIZE:
+    global _shape_leaves
+    leaves = len(shape.locations)
+    if leaves > SHAPE_MEMO_MAX_LEAVES:
+        return known
+    if len(_SHAPES) >= SHAPE_MEMO_SIZE or _shape_leaves + leaves > SHAPE_MEMO_LEAVES:
         _SHAPES.clear()
+        _shape_leaves = 0
     _SHAPES[shape] = known
+    _shape_leaves += leaves
     return known
