@@ -183,6 +183,20 @@ def _classify_text_tensor(
     scanning: DetectorSet | None = None,
 ) -> None:
     scanning = detectors if scanning is None else scanning
+    raw = tensor.raw_form()
+    if raw is not None and scanning:
+        # A decoded tensor's raw buffer, scanned in one native call. Without a "{" (so no JSON
+        # object) or a "\" (so no escapes) in any element, all the path below does is these
+        # spans; an element with either, or a buffer the extension refuses, takes that path.
+        # The raw form is bound to exactly these values (a list of bytes, as decoded).
+        built = scanning.spans_raw(raw, tensor.values, stop=b"{\\")
+        if built is not None:
+            spans, names = built
+            for detector in sorted(names):
+                fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
+            if spans:
+                result.spans[tensor.name] = spans
+            return
     values = bytes_elements(tensor.values)
     joined = b"".join(values)
     # Without a "{" anywhere no element is a JSON object: one C-level search spares the

@@ -219,14 +219,31 @@ class DetectorSet:
         if self._custom or not self._builtins:
             return None
         scanned = native.spans_each(texts, self._builtins, keys, Detection, self._labels)
-        if scanned is None:
+        return None if scanned is None else self._finished(scanned, keys)
+
+    def spans_raw(
+        self, raw: bytes, texts: Sequence[bytes], stop: bytes = b""
+    ) -> tuple[dict[int, list[Detection]], set[str]] | None:
+        """``spans_at(texts, list(range(len(texts))))`` read from ``raw``, the raw form of
+        exactly ``texts`` (``Tensor.raw_form``), in one native call; None as ``spans_at``, and
+        when ``raw`` is not that well formed or some text holds a byte of ``stop``."""
+        if self._custom or not self._builtins:
             return None
+        scanned = native.spans_raw(raw, texts, self._builtins, stop, Detection, self._labels)
+        return None if scanned is None else self._finished(scanned, None)
+
+    def _finished(
+        self, scanned: tuple[native.ScannedSpans, list[native.ElementHit]], keys: list[int] | None
+    ) -> tuple[dict[int, list[Detection]], set[str]]:
+        """The native scan's spans completed: the passes left to Python added (``keys[i]``
+        names text i; None: i itself), the elements with several detections merged."""
         (spans, several, bits, _, _), left = scanned
         order = self._order
         if left:  # rare: the passes Python runs add hits, maybe to new elements
             labels = self._labels
             for position, name, start, end in left:
-                spans.setdefault(keys[position], []).append(Detection(name, labels[name], start, end))
+                key = position if keys is None else keys[position]
+                spans.setdefault(key, []).append(Detection(name, labels[name], start, end))
             spans = dict(sorted(spans.items()))
             for key, found in spans.items():
                 if len(found) > 1:

@@ -19,6 +19,9 @@ Python scan. ``tests/classify/test_native.py`` checks that both give the same de
 ``spans_each`` scans a tensor's plain-text elements straight into ``Detection`` lists keyed
 by element index (``DetectorSet.spans_at``), so the classifier spends no Python step per hit
 on the usual element; ``tests/classify/test_native.py`` compares it with ``scan_each``.
+``spans_raw`` does the same from a decoded tensor's raw buffer (``Tensor.raw_form``), which
+the extension splits and checks itself: no Python object per element crosses over;
+``tests/classify/test_native_raw_scan.py`` compares it with the per-element call.
 
 ``json_reads`` reads JSON-object elements and scans their leaves in one native pass, for
 the elements the extension can vouch for reading as Python's ``json`` does (the classifier
@@ -74,6 +77,17 @@ class Kernel(Protocol):
         /,
     ) -> ScannedSpans: ...
 
+    def scan_spans_raw(
+        self,
+        data: bytes,
+        count: int,
+        wanted: int,
+        stop: bytes,
+        detection: type,
+        labels: tuple[str | None, ...],
+        /,
+    ) -> ScannedSpans | None: ...
+
 
 # Bit i of the extension's ``wanted`` is detector i.
 _DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address")
@@ -83,6 +97,7 @@ _SWITCH: NativeSwitch[Kernel] = NativeSwitch(
         getattr(module, "DETECTORS", None) == _DETECTORS
         and hasattr(module, "set_iban_registry")
         and hasattr(module, "scan_spans")
+        and hasattr(module, "scan_spans_raw")
     )
 )
 available = _SWITCH.available
@@ -168,6 +183,39 @@ def spans_each(
     except BaseException as error:
         raise_if_panic(error)
         raise
+    iban_pending, ipv6_pending = scanned[3], scanned[4]
+    left: list[ElementHit] = []
+    if iban_pending:
+        left += _pass_over(texts, iban_pending, _iban_hits)
+    if ipv6_pending:
+        left += _pass_over(texts, ipv6_pending, _ipv6_hits)
+    return scanned, left
+
+
+def spans_raw(
+    data: bytes,
+    texts: Sequence[bytes],
+    wanted: frozenset[str],
+    stop: bytes,
+    detection: type,
+    labels: Mapping[str, str],
+) -> tuple[ScannedSpans, list[ElementHit]] | None:
+    """``spans_each(texts, wanted, list(range(len(texts))), ...)`` read from ``data``, the raw
+    form (4-byte little-endian length, then the bytes, per element) of exactly ``texts``: one
+    buffer crosses into the extension instead of a ``bytes`` object per element. None when
+    the extension is not active, when ``data`` is not ``len(texts)`` well-formed elements,
+    or when an element holds a byte of ``stop``: the caller then takes its other path."""
+    if not _SWITCH.on or type(data) is not bytes:
+        return None
+    kernel = cast(Kernel, _SWITCH.kernel)
+    by_bit = tuple(labels.get(name) for name in _DETECTORS)
+    try:
+        scanned = kernel.scan_spans_raw(data, len(texts), _mask(wanted), stop, detection, by_bit)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+    if scanned is None:
+        return None
     iban_pending, ipv6_pending = scanned[3], scanned[4]
     left: list[ElementHit] = []
     if iban_pending:

@@ -46,11 +46,11 @@ type Scanned<'py> = (
 /// and kept alive by `PyBackedBytes`); below, releasing and taking it back costs more.
 const RELEASE_GIL_BYTES: usize = 64 * 1024;
 
-fn scan_all(texts: &[PyBackedBytes], wanted: Wanted) -> Found {
+fn scan_all<T: AsRef<[u8]>>(texts: &[T], wanted: Wanted) -> Found {
     let mut found = Found::default();
     let ibans = iban::registry();
     for (index, text) in texts.iter().enumerate() {
-        scan::scan(text, index, wanted, ibans.as_deref(), &mut found);
+        scan::scan(text.as_ref(), index, wanted, ibans.as_deref(), &mut found);
     }
     found
 }
@@ -245,9 +245,10 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(tensors::partial_span, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_spans, module)?)?;
     module.add_function(wrap_pyfunction!(spans::scan_spans, module)?)?;
+    module.add_function(wrap_pyfunction!(spans::scan_spans_raw, module)?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 6)?;
+    module.add("ABI", 7)?;
     Ok(())
 }

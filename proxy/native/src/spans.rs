@@ -12,7 +12,8 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
-use crate::scan::{Hit, Wanted, DETECTORS};
+use crate::bytes::find_byte;
+use crate::scan::{Found, Hit, Wanted, DETECTORS};
 use crate::{scan_all, RELEASE_GIL_BYTES};
 
 /// `scan_spans`' result: `(spans, several, found, iban_pending, ipv6_pending)`.
@@ -54,6 +55,103 @@ pub fn scan_spans<'py>(
     } else {
         scan_all(&texts, wanted)
     };
+    let (spans, several, bits) =
+        built(py, &found, |index| keys.get_item(index), detection, labels)?;
+    Ok((
+        spans,
+        PyList::new(py, several)?,
+        bits,
+        PyList::new(py, found.iban_pending)?,
+        PyList::new(py, found.ipv6_pending)?,
+    ))
+}
+
+/// `scan_spans` over the `count` elements of a raw BYTES tensor (`data`: each element a
+/// 4-byte little-endian length, then its bytes; nothing after the last), keyed by element
+/// index: the same result as `scan_spans(split(data), wanted, list(range(count)), ...)`,
+/// without a Python object per element on the way in.
+///
+/// `None` when `data` is not exactly `count` well-formed elements (the caller does not trust
+/// it then), or when some element holds one of the bytes of `stop` (the caller has other
+/// work for such tensors first: JSON objects, escapes).
+#[pyfunction]
+pub fn scan_spans_raw<'py>(
+    py: Python<'py>,
+    data: PyBackedBytes,
+    count: usize,
+    wanted: u32,
+    stop: &[u8],
+    detection: &Bound<'py, PyType>,
+    labels: &Bound<'py, PyTuple>,
+) -> PyResult<Option<Spans<'py>>> {
+    if labels.len() != DETECTORS.len() {
+        return Err(PyValueError::new_err("labels do not match the detectors"));
+    }
+    // One search of the whole buffer settles the usual tensor; a stop byte there may be a
+    // length prefix's, so then each element decides (the first with one ends the walk).
+    let stopper = |byte: u8| stop.contains(&byte);
+    let any_stop = find_byte(&data, 0, stopper).is_some();
+    let Some(texts) = split(&data, count, |text| {
+        any_stop && find_byte(text, 0, stopper).is_some()
+    }) else {
+        return Ok(None);
+    };
+    let wanted = Wanted(wanted);
+    let found = if data.len() >= RELEASE_GIL_BYTES {
+        py.allow_threads(|| scan_all(&texts, wanted))
+    } else {
+        scan_all(&texts, wanted)
+    };
+    let (spans, several, bits) = built(
+        py,
+        &found,
+        |index| Ok(index.into_pyobject(py)?.into_any()),
+        detection,
+        labels,
+    )?;
+    Ok(Some((
+        spans,
+        PyList::new(py, several)?,
+        bits,
+        PyList::new(py, &found.iban_pending)?,
+        PyList::new(py, &found.ipv6_pending)?,
+    )))
+}
+
+/// The elements of raw BYTES `data` when it is exactly `count` length-prefixed elements and
+/// `refuse` refuses none of them, else `None`.
+fn split(data: &[u8], count: usize, refuse: impl Fn(&[u8]) -> bool) -> Option<Vec<&[u8]>> {
+    // Each element needs its prefix: checked before a huge `count` sizes the vector.
+    if count > data.len() / 4 {
+        return None;
+    }
+    let mut texts = Vec::with_capacity(count);
+    let mut rest = data;
+    for _ in 0..count {
+        let (prefix, after) = rest.split_first_chunk::<4>()?;
+        let length = usize::try_from(u32::from_le_bytes(*prefix)).ok()?;
+        if length > after.len() {
+            return None;
+        }
+        let (text, after) = after.split_at(length);
+        if refuse(text) {
+            return None;
+        }
+        texts.push(text);
+        rest = after;
+    }
+    rest.is_empty().then_some(texts)
+}
+
+/// The detections of `found` by element, keyed by `key(element index)`: `(spans, several,
+/// bits)` as `scan_spans` describes them.
+fn built<'py>(
+    py: Python<'py>,
+    found: &Found,
+    key: impl Fn(usize) -> PyResult<Bound<'py, PyAny>>,
+    detection: &Bound<'py, PyType>,
+    labels: &Bound<'py, PyTuple>,
+) -> PyResult<(Bound<'py, PyDict>, Vec<Bound<'py, PyAny>>, u32)> {
     // Each pass is in element order: a stable sort groups each element's hits, pass order kept.
     let mut hits: Vec<(usize, Hit)> = found.passes.iter().flatten().copied().collect();
     hits.sort_by_key(|&(index, _)| index);
@@ -95,7 +193,7 @@ pub fn scan_spans<'py>(
             };
             detections.push(made_one);
         }
-        let key = keys.get_item(group[0].0)?;
+        let key = key(group[0].0)?;
         if let [(_, hit)] = group {
             bits |= 1 << hit.detector;
         } else {
@@ -103,11 +201,42 @@ pub fn scan_spans<'py>(
         }
         spans.set_item(key, PyList::new(py, detections)?)?;
     }
-    Ok((
-        spans,
-        PyList::new(py, several)?,
-        bits,
-        PyList::new(py, found.iban_pending)?,
-        PyList::new(py, found.ipv6_pending)?,
-    ))
+    Ok((spans, several, bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    fn raw(elements: &[&[u8]]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for element in elements {
+            data.extend_from_slice(&u32::try_from(element.len()).unwrap().to_le_bytes());
+            data.extend_from_slice(element);
+        }
+        data
+    }
+
+    #[test]
+    fn splits_well_formed_buffers() {
+        let elements: [&[u8]; 4] = [b"", b"a\x00b", "é".as_bytes(), b"123-45-6789"];
+        assert_eq!(
+            split(&raw(&elements), 4, |_| false),
+            Some(elements.to_vec())
+        );
+        assert_eq!(split(b"", 0, |_| false), Some(vec![]));
+        assert_eq!(split(&raw(&elements), 4, |text| text == b"a\x00b"), None);
+    }
+
+    #[test]
+    fn refuses_malformed_buffers() {
+        let data = raw(&[b"ab", b"cd"]);
+        assert_eq!(split(&data, 1, |_| false), None); // bytes after the last element
+        assert_eq!(split(&data, 3, |_| false), None); // too few elements
+        assert_eq!(split(&data[..data.len() - 1], 2, |_| false), None); // a short element
+        assert_eq!(split(&data[..7], 2, |_| false), None); // inside a prefix
+        assert_eq!(split(&[0xff, 0xff, 0xff, 0xff, b'a'], 1, |_| false), None); // a huge length
+        assert_eq!(split(&data, usize::MAX, |_| false), None);
+        assert_eq!(split(b"", 1, |_| false), None);
+    }
 }
