@@ -183,13 +183,7 @@ def spans_each(
     except BaseException as error:
         raise_if_panic(error)
         raise
-    iban_pending, ipv6_pending = scanned[3], scanned[4]
-    left: list[ElementHit] = []
-    if iban_pending:
-        left += _pass_over(texts, iban_pending, _iban_hits)
-    if ipv6_pending:
-        left += _pass_over(texts, ipv6_pending, _ipv6_hits)
-    return scanned, left
+    return scanned, _python_passes(texts, scanned[3], scanned[4])
 
 
 def spans_raw(
@@ -216,13 +210,19 @@ def spans_raw(
         raise
     if scanned is None:
         return None
-    iban_pending, ipv6_pending = scanned[3], scanned[4]
+    return scanned, _python_passes(texts, scanned[3], scanned[4])
+
+
+def _python_passes(
+    texts: Sequence[bytes], iban_pending: list[int], ipv6_pending: list[int]
+) -> list[ElementHit]:
+    """The hits of the passes the extension leaves to Python, on the elements it names."""
     left: list[ElementHit] = []
     if iban_pending:
         left += _pass_over(texts, iban_pending, _iban_hits)
     if ipv6_pending:
         left += _pass_over(texts, ipv6_pending, _ipv6_hits)
-    return scanned, left
+    return left
 
 
 def names_of(bits: int) -> list[str]:

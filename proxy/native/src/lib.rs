@@ -27,7 +27,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBool, PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
 use iban::{Class, Country, Registry};
 
@@ -55,6 +55,18 @@ fn scan_all<T: AsRef<[u8]>>(texts: &[T], wanted: Wanted) -> Found {
     found
 }
 
+/// The detectors' names as Python strings, interned (indexed like `DETECTORS`).
+pub(crate) fn detector_names(py: Python<'_>) -> [&Bound<'_, PyString>; 6] {
+    [
+        intern!(py, "credit_card"),
+        intern!(py, "us_ssn"),
+        intern!(py, "iban"),
+        intern!(py, "email"),
+        intern!(py, "phone"),
+        intern!(py, "ip_address"),
+    ]
+}
+
 /// Scan each of `texts` (bytes, read as UTF-8 that need not be valid) for the built-ins whose
 /// bit is set in `wanted` (bit i: `DETECTORS[i]`).
 ///
@@ -77,14 +89,7 @@ fn scan_elements<'py>(
     } else {
         scan_all(&texts, wanted)
     };
-    let names = [
-        intern!(py, "credit_card"),
-        intern!(py, "us_ssn"),
-        intern!(py, "iban"),
-        intern!(py, "email"),
-        intern!(py, "phone"),
-        intern!(py, "ip_address"),
-    ];
+    let names = detector_names(py);
     let iban_at = found.passes[..=IPV4_PASS].iter().map(Vec::len).sum();
     let iban_count = found.passes[IBAN_PASS].len();
     let mut tuples = Vec::with_capacity(found.passes.iter().map(Vec::len).sum());

@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
 use crate::bytes::find_byte;
 use crate::scan::{Found, Hit, Wanted, DETECTORS};
-use crate::{scan_all, RELEASE_GIL_BYTES};
+use crate::{detector_names, scan_all, RELEASE_GIL_BYTES};
 
 /// `scan_spans`' result: `(spans, several, found, iban_pending, ipv6_pending)`.
 type Spans<'py> = (
@@ -155,14 +155,7 @@ fn built<'py>(
     // Each pass is in element order: a stable sort groups each element's hits, pass order kept.
     let mut hits: Vec<(usize, Hit)> = found.passes.iter().flatten().copied().collect();
     hits.sort_by_key(|&(index, _)| index);
-    let names = [
-        intern!(py, "credit_card"),
-        intern!(py, "us_ssn"),
-        intern!(py, "iban"),
-        intern!(py, "email"),
-        intern!(py, "phone"),
-        intern!(py, "ip_address"),
-    ];
+    let names = detector_names(py);
     // `tuple.__new__(Detection, fields)`: what `detectors._new_tuple` does, without Python.
     let new = py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?;
     let mut made: HashMap<(u8, usize, usize), Bound<'py, PyAny>> = HashMap::new();
