@@ -16,7 +16,7 @@ less (it still does: a VM's CPU time includes time stolen by its neighbours; ``m
 is the steadier floor). Nothing here asserts on them.
 
 Run from the command line, the process first sets its heap up as the gateway does at start
-(``freeze_startup_heap``: startup's objects out of the collector's sight, a large reply's
+(``gateway.heap.prepare_heap``: startup's objects out of the collector's sight, a large reply's
 memory kept mapped between calls); without that a 10,000-row call spends about a third of its
 decode and over half its encode faulting pages in. ``--default-heap`` measures without it.
 """
@@ -171,9 +171,9 @@ def main() -> None:
     parser.add_argument("--default-heap", action="store_true", help="skip the gateway's heap set-up")
     args = parser.parse_args()
     if not args.default_heap:
-        from labelgate.gateway.server import freeze_startup_heap
+        from labelgate.gateway.heap import prepare_heap
 
-        freeze_startup_heap()
+        prepare_heap()
     results = []
     for rows in (int(part) for part in args.rows.split(",")):
         repeats = args.repeats or max(5, min(300, 20_000 // max(rows, 1)))

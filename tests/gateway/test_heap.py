@@ -1,5 +1,5 @@
 """Startup's heap is taken out of the cyclic collector's sight, and a large reply's memory
-stays mapped between calls (``freeze_startup_heap``).
+stays mapped between calls (``labelgate.gateway.heap``).
 
 Each check runs in a fresh interpreter: freezing the heap and tuning the allocators are
 process-wide, and the test process must not carry them into other tests.
@@ -31,7 +31,7 @@ def test_garbage_is_collected_then_what_lives_is_frozen() -> None:
     collected, frozen = _run(
         """
         import gc, json, weakref
-        from labelgate.gateway.server import freeze_startup_heap
+        from labelgate.gateway.heap import freeze_startup_heap
 
         class Cycle:
             def __init__(self):
@@ -49,7 +49,7 @@ def test_garbage_is_collected_then_what_lives_is_frozen() -> None:
 
 _LARGE_REPLY = """
     import json, resource
-    from labelgate.gateway import server
+    from labelgate.gateway import heap
 
     def large_reply():
         # What a large reply allocates and frees: one small bytes per element (pymalloc) and
@@ -64,7 +64,7 @@ _LARGE_REPLY = """
         return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
 
     if KEEP:
-        server.keep_reply_memory()
+        heap.keep_reply_memory()
     large_reply()  # the first call may still map memory the reserve does not cover
     print(json.dumps([page_faults() for _ in range(3)]))
 """

@@ -38,6 +38,7 @@ from labelgate.classify.fields import OPAQUE_JSON, Classification, LeafSpans
 from labelgate.classify.jsonpaths import JsonShape
 from labelgate.enforce import native as json_native
 from labelgate.enforce.compiled import MaskLike, compile_masks
+from labelgate.enforce.native import MaskedNode
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial, replace_spans, zero_of
 from labelgate.enforce.whole import mask_whole_bytes
 from labelgate.oip import native
@@ -122,15 +123,8 @@ def _mask_tensor(
             hit = found[0]
             only = span_masks.get(hit.detector)
             if only is not None:
-                # replace_spans' own first step for one partial span, without its call and
-                # list per element; None (not ASCII, out of bounds, off) takes the full path.
-                rewritten = (
-                    native.partial_span(values[position], hit.start, hit.end, only.keep_last)
-                    if only.strategy == "partial"
-                    else None
-                )
-                if rewritten is None:
-                    rewritten = replace_spans(values[position], [(hit.start, hit.end, only)], masker)
+                # What partial_spans left (not ASCII, out of bounds, another strategy, off).
+                rewritten = replace_spans(values[position], [(hit.start, hit.end, only)], masker)
                 masked[position] = b"" if rewritten is None else rewritten
             continue
         selected = [
@@ -182,7 +176,6 @@ def _mask_objects(
             masked[position] = _mask_json(raw, prefix, leaves, index, span_masks, masker, keys, known)
 
 
-MaskedNode = tuple[jsonpaths.Location, Mask]
 # The masked nodes of one shape, and which leaf locations lie inside them (filled as asked).
 KnownNodes = tuple[list[MaskedNode], dict[jsonpaths.Location, bool]]
 

@@ -17,7 +17,6 @@ elements itself (no Python per element), writes what it masks and names what it 
 
 from __future__ import annotations
 
-import sys
 from typing import Protocol, cast
 
 from labelgate.classify.detectors import Detection
@@ -25,6 +24,7 @@ from labelgate.classify.fields import LeafSpans
 from labelgate.classify.jsonpaths import JsonShape, Location, native_signature
 from labelgate.enforce.strategies import Mask
 from labelgate.native import NativeSwitch, raise_if_panic
+from labelgate.oip.native import MAX_KEEP_LAST
 
 # A plan: the shape's leaf ordinals by location, (leaf ordinal, mask index) per masked
 # leaf, the skeleton signature. A mask: (strategy code, keep_last, replacement, rank).
@@ -35,8 +35,6 @@ MaskedNode = tuple[Location, Mask]
 # Strategy codes of ``json_mask.rs``; PYTHON: left to the Python path (hash's HMAC).
 _CODES = {"null": 0, "redact": 1, "hash": 2, "partial": 3}
 PYTHON = 2
-# Past any value's length keep_last makes no difference, and it must fit a usize.
-_MAX_KEEP_LAST = sys.maxsize
 # Per shape (identity), its ordinals and skeleton signature (None: a key with a lone
 # surrogate, never native). Bounded by shapes and by the leaves they hold together: the
 # classifier does not keep wide shapes, so a wide element brings a new shape on every call,
@@ -173,7 +171,7 @@ def _code(mask: Mask) -> tuple[int, int, bytes]:
         replacement = mask.replacement.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: Python's to refuse or escape
         return PYTHON, 0, b""
-    return _CODES[mask.strategy], min(mask.keep_last, _MAX_KEEP_LAST), replacement
+    return _CODES[mask.strategy], min(mask.keep_last, MAX_KEEP_LAST), replacement
 
 
 def _shape_of(shape: JsonShape) -> tuple[dict[Location, int], bytes] | None:

@@ -7,10 +7,11 @@ Python step per element. The extension is the one the detectors use
 so a benchmark can switch one without the other.
 
 Every function here answers None when the extension is off or not sure (malformed data,
-values that are not ``bytes``, non-ASCII text, numbers past its integer range); the caller
-then runs the Python code, which stays the reference: it gives the result, or raises the
-error with its own message. ``tests/oip/test_native_tensors.py`` checks that both paths
-agree. ``LABELGATE_NATIVE=0`` in the environment turns the extension off.
+values that are not ``bytes``, non-ASCII text, numbers past its integer range), or, for
+``partial_spans``, names the elements it left; the caller then runs the Python code, which
+stays the reference: it gives the result, or raises the error with its own message.
+``tests/oip/test_native_tensors.py`` checks that both paths agree. ``LABELGATE_NATIVE=0``
+in the environment turns the extension off.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def partial_span(data: bytes, start: int, end: int, keep_last: int) -> bytes | N
         return None
     try:
         return cast(TensorKernel, _SWITCH.kernel).partial_span(
-            data, start, end, keep_last if keep_last <= _MAX_KEEP_LAST else _MAX_KEEP_LAST
+            data, start, end, keep_last if keep_last <= MAX_KEEP_LAST else MAX_KEEP_LAST
         )
     except BaseException as error:
         raise_if_panic(error)
@@ -143,8 +144,8 @@ def partial_spans(
 
 # Past any element's length keep_last makes no difference (all is starred), and it must
 # fit the extension's integers.
-_MAX_KEEP_LAST = sys.maxsize
+MAX_KEEP_LAST = sys.maxsize
 
 
 def _bounded(keep_last: int) -> int:
-    return min(keep_last, _MAX_KEEP_LAST)
+    return min(keep_last, MAX_KEEP_LAST)
