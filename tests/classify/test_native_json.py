@@ -425,6 +425,24 @@ def test_generated_documents_are_mostly_read_natively() -> None:
     assert reads is not None and all(read is not None for read in reads)
 
 
+def test_shapes_taking_turns_with_repeated_hits() -> None:
+    """Every element read natively, shapes taking turns and hits met again (within a shape and
+    across shapes: the extension hands one tuple per distinct hit): the same answers."""
+    shapes = [
+        lambda value: {"a": value, "b": "x"},
+        lambda value: {"b": "x", "a": value},
+        lambda value: {"a": value, "c": {"d": value}},
+    ]
+    values = [SSN, CARD, f"{SSN} {CARD}", "x.y@example.com", "none"]  # the email alone only
+    elements = [json.dumps(shapes[index % 3](values[index % 5])).encode() for index in range(45)]
+    reads = json_reads(elements, frozenset(EVERY_BUILTIN.names))
+    assert reads is not None and all(read is not None for read in reads)
+    first, again = reads[0], reads[15]  # one shape, one value
+    assert first is not None and again is not None and first[1] == again[1] and first[1]
+    assert_same_everywhere([tensor("doc", elements)], detectors=EVERY_BUILTIN)
+    assert_same_everywhere([tensor("doc", elements), tensor("notes", elements[::-1])])
+
+
 def test_a_large_tensor_is_read_without_the_gil() -> None:
     """Past 64 KiB in a call the extension reads without the GIL: the same answers."""
     elements = [*READ_NATIVELY, *LEFT_TO_PYTHON, *PLAIN] * 40

@@ -41,7 +41,7 @@ and the result is the same either way (``tests/classify/test_native_json.py``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import chain, filterfalse
+from itertools import chain, filterfalse, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -315,15 +315,29 @@ def _json_objects(
     read_shaped = jsonpaths.read_shaped
     native_shape = keys.native_shape
     reads = _native_reads(values, candidates, scanning)
-    for count, index in enumerate(candidates):
+    # Signatures repeat from element to element: each distinct one is looked up once here
+    # (to its element entry, or None), and an element of a shape met already needs no more.
+    by_signature: dict[bytes, tuple[JsonShape, None] | None] = {}
+    for count, (index, read_natively) in enumerate(
+        zip(candidates, reads if reads is not None else repeat(None, len(candidates)), strict=True)
+    ):
         shape: JsonShape | None = None
-        read_natively = reads[count] if reads is not None else None
         if read_natively is not None:
-            shape = native_shape(values[index], read_natively[0])
-            if shape is not None:
-                objects[index] = (shape, None)
-                if read_natively[1]:
-                    leaf_hits[index] = read_natively
+            signature = read_natively[0]
+            if signature in by_signature:
+                entry = by_signature[signature]
+                if entry is not None:
+                    objects[index] = entry
+                    if read_natively[1]:
+                        leaf_hits[index] = read_natively
+                    continue  # its paths are counted already
+            else:
+                shape = native_shape(values[index], signature)
+                entry = by_signature[signature] = None if shape is None else (shape, None)
+                if entry is not None:
+                    objects[index] = entry
+                    if read_natively[1]:
+                        leaf_hits[index] = read_natively
         if shape is None:
             read = read_shaped(values[index], keys)
             if read is None:
@@ -363,7 +377,9 @@ def _native_reads(
     of ``scanning`` is a built-in's (custom names never are) or the reader is not asked."""
     if not candidates or not BUILTIN_LABELS.keys() >= set(scanning.names):
         return None
-    return native.json_reads([values[index] for index in candidates], frozenset(scanning.names))
+    # Candidates are ascending indices: as many as the values are all of them.
+    elements = values if len(candidates) == len(values) else [values[index] for index in candidates]
+    return native.json_reads(elements, frozenset(scanning.names))
 
 
 def _classify_json(
@@ -380,22 +396,22 @@ def _classify_json(
     first_text: dict[int, int] = {}  # such an element's index -> its first text in ``texts``
     leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]] = {}
     seen: set[str] = set()
-    for index, (shape, values) in objects.items():
-        scanned_leaves = leaves_of.get(shape)
-        if scanned_leaves is None:
-            leaf_paths = [prefix + suffix for suffix in shape.suffixes]
-            # Fields in the order their paths first appear, element by element.
-            for leaf_path in leaf_paths:
-                if leaf_path not in seen:
-                    seen.add(leaf_path)
-                    fields.touch(leaf_path)
-                    fields.add(leaf_path, catalog.labels_for(model, leaf_path), SOURCE_CATALOG)
-            scanned_leaves = leaves_of[shape] = tuple(
-                [(shape.locations[leaf], leaf_paths[leaf]) for leaf in shape.scanned]
-            )
-        if values is not None and scanned_leaves:
-            first_text[index] = len(texts)
-            texts += shape.texts(values)
+    # Fields in the order their paths first appear, element by element: shape by shape, in
+    # the order each shape first appears.
+    for shape in dict.fromkeys(map(itemgetter(0), objects.values())):
+        leaf_paths = [prefix + suffix for suffix in shape.suffixes]
+        for leaf_path in leaf_paths:
+            if leaf_path not in seen:
+                seen.add(leaf_path)
+                fields.touch(leaf_path)
+                fields.add(leaf_path, catalog.labels_for(model, leaf_path), SOURCE_CATALOG)
+        leaves_of[shape] = tuple([(shape.locations[leaf], leaf_paths[leaf]) for leaf in shape.scanned])
+    # The leaves of the elements the Python path read (the native reader's have no values).
+    if any(map(itemgetter(1), objects.values())):
+        for index, (shape, values) in objects.items():
+            if values is not None and leaves_of[shape]:
+                first_text[index] = len(texts)
+                texts += shape.texts(values)
     per_element: dict[int, list[LeafSpans]] = {index: [] for index in objects}
     found_labels: dict[tuple[str, str, str], None] = {}  # (path, label, detector), in order
     hits_per_text = detectors.scan_each(texts) if texts else {}
@@ -418,9 +434,12 @@ def _classify_json(
     # hold a value alone in a leaf (same detector, same offsets), and LeafSpans are immutable.
     # A hit met again adds no new label either: its (path, label, detector) is in already.
     single_of: dict[JsonShape, dict[native.LeafHit, LeafSpans]] = {}
+    if not hits_per_text:
+        # Every hit is the native reader's: only its elements with hits to walk.
+        _native_leaf_spans(objects, leaf_hits, leaves_of, named, order, per_element, found_labels)
     # Element by element, leaf by leaf: the order the spans and labels would have if every
     # element's leaves had been scanned together.
-    for index in objects if hits_per_text else leaf_hits:
+    for index in objects if hits_per_text else ():
         shape, values = objects[index]
         scanned_leaves = leaves_of[shape]
         spans = per_element[index]
@@ -460,6 +479,54 @@ def _classify_json(
     for leaf_path, label, detector in found_labels:
         fields.add(leaf_path, (label,), detector_source(detector))
     return per_element
+
+
+def _native_leaf_spans(
+    objects: JsonObjects,
+    leaf_hits: LeafHits,
+    leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]],
+    named: dict[int, tuple[str, str]],
+    order: dict[str, int],
+    per_element: dict[int, list[LeafSpans]],
+    found_labels: dict[tuple[str, str, str], None],
+) -> None:
+    """``_classify_json``'s walk when the native reader read every element with hits: into
+    ``per_element`` and ``found_labels``, element by element, leaf by leaf, as that walk does.
+    Elements of one shape usually follow one another: the per-shape tables are looked up
+    when the shape changes."""
+    single_of: dict[JsonShape, dict[native.LeafHit, LeafSpans]] = {}
+    last: bytes | None = None  # one bytes object per distinct signature in a native read
+    scanned_leaves: tuple[tuple[jsonpaths.Location, str], ...] = ()
+    singles: dict[native.LeafHit, LeafSpans] = {}
+    for index, (signature, hits, several) in leaf_hits.items():
+        if signature is not last:
+            # One signature, one shape (``_json_objects`` looks each signature up once).
+            last = signature
+            shape = objects[index][0]
+            scanned_leaves = leaves_of[shape]
+            singles = single_of.setdefault(shape, {})
+        if not several:
+            # One hit per leaf, nothing to merge: the common case, written out for speed. A
+            # leaf's single hit, as LeafSpans, is memoised per shape (LeafSpans are immutable;
+            # one met again adds no new label either).
+            spans = per_element[index]
+            for single in hits:
+                leaf_spans = singles.get(single)
+                if leaf_spans is None:
+                    leaf, bit, start, end = single
+                    location, leaf_path = scanned_leaves[leaf]
+                    name, label = named[bit]
+                    detection = _new_tuple(Detection, (name, label, start, end))
+                    leaf_spans = singles[single] = _new_tuple(LeafSpans, (location, leaf_path, (detection,)))
+                    found_labels[leaf_path, label, name] = None
+                spans.append(leaf_spans)
+            continue
+        spans = per_element[index]
+        for leaf, found in _native_detections(hits, named, order):
+            location, leaf_path = scanned_leaves[leaf]
+            spans.append(_new_tuple(LeafSpans, (location, leaf_path, tuple(found))))
+            for hit in found:
+                found_labels[leaf_path, hit.label, hit.detector] = None
 
 
 def _python_detections(

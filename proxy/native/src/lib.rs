@@ -176,6 +176,9 @@ fn json_elements<'py>(
         .map(|signature| PyBytes::new(py, signature))
         .collect();
     let mut items = Vec::with_capacity(reads.elements.len());
+    // Hits repeat from element to element (a value alone in a leaf of one shape): one tuple
+    // per distinct hit, shared, as the signatures are.
+    let mut made: HashMap<json::LeafHit, Bound<'py, PyTuple>> = HashMap::new();
     for read in &reads.elements {
         let Some((signature, hits)) = read else {
             items.push(py.None().into_bound(py));
@@ -185,7 +188,14 @@ fn json_elements<'py>(
         let several = hits.windows(2).any(|pair| pair[0].0 == pair[1].0);
         let hits = hits
             .iter()
-            .map(|&(leaf, detector, start, end)| (leaf, detector, start, end).into_pyobject(py))
+            .map(|hit| match made.get(hit) {
+                Some(tuple) => Ok(tuple.clone()),
+                None => {
+                    let tuple = hit.into_pyobject(py)?;
+                    made.insert(*hit, tuple.clone());
+                    Ok(tuple)
+                }
+            })
             .collect::<PyResult<Vec<_>>>()?;
         items.push(
             PyTuple::new(
