@@ -19,8 +19,9 @@ from labelgate.classify import (
     to_policy_fields,
     union_labels,
 )
-from labelgate.classify.classifier import BACKEND_LABELS_INVALID, KEY_DETECTED, MAX_JSON_PATHS, TOO_MANY_PATHS
+from labelgate.classify.classifier import BACKEND_LABELS_INVALID
 from labelgate.classify.fields import OPAQUE_JSON
+from labelgate.classify.json_elements import KEY_DETECTED, MAX_JSON_PATHS, TOO_MANY_PATHS
 from labelgate.classify.jsonpaths import DUPLICATE_KEY, INVALID_JSON, TOO_DEEP, KeyNames
 from labelgate.errors import ConfigError, UpstreamError
 from labelgate.oip.tensors import Tensor

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labelgate.classify import Catalog, DetectorSet, classify_outputs, jsonpaths, native, to_policy_fields
-from labelgate.classify.classifier import MAX_JSON_PATHS
 from labelgate.classify.detectors import BUILTIN_LABELS, CustomPattern
 from labelgate.classify.fields import Classification
+from labelgate.classify.json_elements import MAX_JSON_PATHS
 from labelgate.classify.jsonpaths import (
     MAX_DEPTH,
     NATIVE_MEMO_MAX_BYTES,

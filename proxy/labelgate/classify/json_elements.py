@@ -1,0 +1,310 @@
+"""JSON-object elements of a BYTES output, classified key by key (``classifier``'s
+docstring says what the fields mean). Pure, no I/O.
+
+``json_objects`` finds the elements to classify key by key (the native reader first, when
+it can vouch for an element and only built-in detectors scan; the exact Python path for
+the rest) and the reason each opaque element is not; ``classify_json`` turns their leaves
+into fields and ``LeafSpans``. Either way the result is the Python path's
+(``tests/classify/test_native_json.py``).
+"""
+
+from __future__ import annotations
+
+from itertools import chain, repeat
+from operator import itemgetter
+from typing import Any
+
+from labelgate.classify import jsonpaths, native
+from labelgate.classify.catalog import Catalog
+from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
+from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source
+from labelgate.classify.jsonpaths import JsonShape, KeyNames
+
+# More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
+# the policy input bounded when a backend keys objects by data (ids, names).
+MAX_JSON_PATHS = 256
+# Reasons an element is opaque, besides jsonpaths' (invalid JSON, duplicate key, too deep).
+TOO_MANY_PATHS = "too_many_paths"
+KEY_DETECTED = "key_detected"
+_new_tuple = tuple.__new__  # builds a LeafSpans without the Python-level NamedTuple __new__
+
+
+def hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, list[Detection]]:
+    """For each text whose JSON escapes decode to something a detector finds: one detection
+    per such detector spanning the whole text (decoded offsets do not index the raw one)."""
+    forms: list[bytes] = []
+    owners: list[int] = []
+    for index, text in enumerate(texts):
+        if b"\\" in text:
+            decoded = jsonpaths.unescaped_forms(text)
+            forms += decoded
+            owners += [index] * len(decoded)
+    result: dict[int, dict[str, Detection]] = {}
+    for position, hits in detectors.scan_each(forms).items():
+        index = owners[position]
+        whole = result.setdefault(index, {})
+        for hit in hits:
+            whole.setdefault(hit.detector, Detection(hit.detector, hit.label, 0, len(texts[index])))
+    return {index: list(whole.values()) for index, whole in result.items()}
+
+
+# An element classified key by key: its shape, and its leaf values when the Python path read
+# it (None when the native reader did: its hits are in the ``LeafHits`` beside).
+JsonObjects = dict[int, tuple[JsonShape, list[Any] | None]]
+LeafHits = dict[int, native.JsonRead]  # element index -> what the native reader found, if anything
+
+
+def json_objects(
+    values: list[bytes], detectors: DetectorSet, keys: KeyNames, scanning: DetectorSet
+) -> tuple[JsonObjects, dict[int, str], LeafHits]:
+    """The shape and leaf values (or native hits) of each element to classify key by key,
+    and the reason each opaque element is not (see the module docstring)."""
+    objects: JsonObjects = {}
+    opaque: dict[int, str] = {}
+    leaf_hits: LeafHits = {}
+    shapes: dict[JsonShape, None] = {}  # the distinct shapes met, in order
+    suffixes: set[str] = set()
+    # Only an element starting with "{" (or whitespace) can be one: skip the rest unparsed.
+    openers = jsonpaths.OBJECT_FIRST_BYTES  # a set of one-byte bytes: faster than startswith
+    candidates = [index for index, value in enumerate(values) if value[:1] in openers]
+    read_shaped = jsonpaths.read_shaped
+    native_shape = keys.native_shape
+    reads = _native_reads(values, candidates, scanning)
+    # Signatures repeat from element to element: each distinct one is looked up once here
+    # (to its element entry, or None), and an element of a shape met already needs no more.
+    by_signature: dict[bytes, tuple[JsonShape, None] | None] = {}
+    for count, (index, read_natively) in enumerate(
+        zip(candidates, reads if reads is not None else repeat(None, len(candidates)), strict=True)
+    ):
+        shape: JsonShape | None = None
+        if read_natively is not None:
+            signature = read_natively[0]
+            if signature in by_signature:
+                entry = by_signature[signature]
+                if entry is not None:
+                    objects[index] = entry
+                    if read_natively[1]:
+                        leaf_hits[index] = read_natively
+                    continue  # its paths are counted already
+            else:
+                shape = native_shape(values[index], signature)
+                entry = by_signature[signature] = None if shape is None else (shape, None)
+                if entry is not None:
+                    objects[index] = entry
+                    if read_natively[1]:
+                        leaf_hits[index] = read_natively
+        if shape is None:
+            read = read_shaped(values[index], keys)
+            if read is None:
+                continue  # plain text
+            if isinstance(read, str):
+                opaque[index] = read
+                continue
+            objects[index] = read
+            shape = read[0]
+        if shape in shapes:
+            continue  # its paths are counted already
+        shapes[shape] = None
+        suffixes |= shape.suffix_set
+        if len(suffixes) > MAX_JSON_PATHS:
+            # Stop here: the rest would only cost key hashes for elements that are opaque anyway.
+            rest = [other for other in candidates[count + 1 :] if jsonpaths.opens_object(values[other])]
+            opaque.update(dict.fromkeys([*objects, *rest], TOO_MANY_PATHS))
+            return {}, dict(sorted(opaque.items())), {}
+    if shapes:
+        # Keys repeat from element to element: each distinct key is scanned once.
+        distinct = list(dict.fromkeys(chain.from_iterable(shape.keys for shape in shapes)))
+        detected = {distinct[position] for position in detectors.scan_each(distinct)}
+        if detected:
+            flagged = {shape for shape in shapes if not detected.isdisjoint(shape.keys)}
+            for index in [index for index, (shape, _) in objects.items() if shape in flagged]:
+                del objects[index]
+                leaf_hits.pop(index, None)
+                opaque[index] = KEY_DETECTED
+    return objects, dict(sorted(opaque.items())), leaf_hits
+
+
+def _native_reads(
+    values: list[bytes], candidates: list[int], scanning: DetectorSet
+) -> list[native.JsonRead | None] | None:
+    """The native reader's answer per candidate, or None when it is not to be used: off, or
+    custom detectors to scan with (regexes, Python's). Its scan is the built-ins'; every name
+    of ``scanning`` is a built-in's (custom names never are) or the reader is not asked."""
+    if not candidates or not BUILTIN_LABELS.keys() >= set(scanning.names):
+        return None
+    # Candidates are ascending indices: as many as the values are all of them.
+    elements = values if len(candidates) == len(values) else [values[index] for index in candidates]
+    return native.json_reads(elements, frozenset(scanning.names))
+
+
+def classify_json(
+    model: str,
+    path: str,
+    objects: JsonObjects,
+    leaf_hits: LeafHits,
+    catalog: Catalog,
+    detectors: DetectorSet,
+    fields: FieldSet,
+) -> dict[int, list[LeafSpans]]:
+    prefix = path + "[]"
+    texts: list[bytes] = []  # the scanned leaves of the elements the Python path read
+    first_text: dict[int, int] = {}  # such an element's index -> its first text in ``texts``
+    leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]] = {}
+    seen: set[str] = set()
+    # Fields in the order their paths first appear, element by element: shape by shape, in
+    # the order each shape first appears.
+    for shape in dict.fromkeys(map(itemgetter(0), objects.values())):
+        leaf_paths = [prefix + suffix for suffix in shape.suffixes]
+        for leaf_path in leaf_paths:
+            if leaf_path not in seen:
+                seen.add(leaf_path)
+                fields.touch(leaf_path)
+                fields.add(leaf_path, catalog.labels_for(model, leaf_path), SOURCE_CATALOG)
+        leaves_of[shape] = tuple([(shape.locations[leaf], leaf_paths[leaf]) for leaf in shape.scanned])
+    # The leaves of the elements the Python path read (the native reader's have no values).
+    if any(map(itemgetter(1), objects.values())):
+        for index, (shape, values) in objects.items():
+            if values is not None and leaves_of[shape]:
+                first_text[index] = len(texts)
+                texts += shape.texts(values)
+    per_element: dict[int, list[LeafSpans]] = {index: [] for index in objects}
+    found_labels: dict[tuple[str, str, str], None] = {}  # (path, label, detector), in order
+    hits_per_text = detectors.scan_each(texts) if texts else {}
+    # A leaf is already decoded once by the parser; JSON inside a string is escaped again.
+    # (The native reader leaves every leaf with a backslash to the Python path.)
+    if texts and b"\\" in b"".join(texts):
+        for position, hidden in hidden_by_escapes(texts, detectors).items():
+            hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]
+    # Per detector bit of a native hit, its name and label (a hit of a detector not wanted
+    # would be a KeyError: refused, never labelled by guess), and the detectors' order for
+    # merging overlaps (relative order is all the merge looks at).
+    wanted = detectors.names
+    named = {
+        bit: (name, detectors.label_of(name))
+        for bit, name in enumerate(native.DETECTOR_BITS)
+        if name in wanted
+    }
+    order = {name: position for position, name in enumerate(wanted)}
+    # A leaf's single native hit, as LeafSpans, per shape and hit: elements of one shape often
+    # hold a value alone in a leaf (same detector, same offsets), and LeafSpans are immutable.
+    # A hit met again adds no new label either: its (path, label, detector) is in already.
+    single_of: dict[JsonShape, dict[native.LeafHit, LeafSpans]] = {}
+    if not hits_per_text:
+        # Every hit is the native reader's: only its elements with hits to walk.
+        _native_leaf_spans(objects, leaf_hits, leaves_of, named, order, per_element, found_labels)
+    # Element by element, leaf by leaf: the order the spans and labels would have if every
+    # element's leaves had been scanned together.
+    for index in objects if hits_per_text else ():
+        shape, values = objects[index]
+        scanned_leaves = leaves_of[shape]
+        spans = per_element[index]
+        if values is None:
+            read = leaf_hits.get(index)
+            if read is None:
+                continue
+            _, hits, several = read
+            if not several:
+                # One hit per leaf, nothing to merge: the common case, written out for speed.
+                singles = single_of.get(shape)
+                if singles is None:
+                    singles = single_of[shape] = {}
+                for single in hits:
+                    leaf_spans = singles.get(single)
+                    if leaf_spans is None:
+                        leaf, bit, start, end = single
+                        location, leaf_path = scanned_leaves[leaf]
+                        name, label = named[bit]
+                        detection = _new_tuple(Detection, (name, label, start, end))
+                        leaf_spans = singles[single] = _new_tuple(
+                            LeafSpans, (location, leaf_path, (detection,))
+                        )
+                        found_labels[leaf_path, label, name] = None
+                    spans.append(leaf_spans)
+                continue
+            found_per_leaf = _native_detections(hits, named, order)
+        elif index in first_text:
+            found_per_leaf = _python_detections(hits_per_text, first_text[index], len(scanned_leaves))
+        else:
+            continue
+        for leaf, found in found_per_leaf:
+            location, leaf_path = scanned_leaves[leaf]
+            spans.append(_new_tuple(LeafSpans, (location, leaf_path, tuple(found))))
+            for hit in found:
+                found_labels[leaf_path, hit.label, hit.detector] = None
+    for leaf_path, label, detector in found_labels:
+        fields.add(leaf_path, (label,), detector_source(detector))
+    return per_element
+
+
+def _native_leaf_spans(
+    objects: JsonObjects,
+    leaf_hits: LeafHits,
+    leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]],
+    named: dict[int, tuple[str, str]],
+    order: dict[str, int],
+    per_element: dict[int, list[LeafSpans]],
+    found_labels: dict[tuple[str, str, str], None],
+) -> None:
+    """``_classify_json``'s walk when the native reader read every element with hits: into
+    ``per_element`` and ``found_labels``, element by element, leaf by leaf, as that walk does.
+    Elements of one shape usually follow one another: the per-shape tables are looked up
+    when the shape changes."""
+    single_of: dict[JsonShape, dict[native.LeafHit, LeafSpans]] = {}
+    last: bytes | None = None  # one bytes object per distinct signature in a native read
+    scanned_leaves: tuple[tuple[jsonpaths.Location, str], ...] = ()
+    singles: dict[native.LeafHit, LeafSpans] = {}
+    for index, (signature, hits, several) in leaf_hits.items():
+        if signature is not last:
+            # One signature, one shape (``_json_objects`` looks each signature up once).
+            last = signature
+            shape = objects[index][0]
+            scanned_leaves = leaves_of[shape]
+            singles = single_of.setdefault(shape, {})
+        if not several:
+            # One hit per leaf, nothing to merge: the common case, written out for speed. A
+            # leaf's single hit, as LeafSpans, is memoised per shape (LeafSpans are immutable;
+            # one met again adds no new label either).
+            spans = per_element[index]
+            for single in hits:
+                leaf_spans = singles.get(single)
+                if leaf_spans is None:
+                    leaf, bit, start, end = single
+                    location, leaf_path = scanned_leaves[leaf]
+                    name, label = named[bit]
+                    detection = _new_tuple(Detection, (name, label, start, end))
+                    leaf_spans = singles[single] = _new_tuple(LeafSpans, (location, leaf_path, (detection,)))
+                    found_labels[leaf_path, label, name] = None
+                spans.append(leaf_spans)
+            continue
+        spans = per_element[index]
+        for leaf, found in _native_detections(hits, named, order):
+            location, leaf_path = scanned_leaves[leaf]
+            spans.append(_new_tuple(LeafSpans, (location, leaf_path, tuple(found))))
+            for hit in found:
+                found_labels[leaf_path, hit.label, hit.detector] = None
+
+
+def _python_detections(
+    hits_per_text: dict[int, list[Detection]], first: int, count: int
+) -> list[tuple[int, list[Detection]]]:
+    """The Python scan's detections of one element's ``count`` leaves from text ``first``,
+    as (scanned leaf ordinal, detections) per leaf with any."""
+    return [(leaf, found) for leaf in range(count) if (found := hits_per_text.get(first + leaf)) is not None]
+
+
+def _native_detections(
+    hits: tuple[native.LeafHit, ...], named: dict[int, tuple[str, str]], order: dict[str, int]
+) -> list[tuple[int, list[Detection]]]:
+    """The native reader's hits of one element as (scanned leaf ordinal, detections) per
+    leaf with any, overlaps merged as ``DetectorSet.scan_each`` merges them."""
+    per_leaf: list[tuple[int, list[Detection]]] = []
+    current = -1
+    found: list[Detection] = []
+    for leaf, bit, start, end in hits:
+        if leaf != current:
+            found = []
+            per_leaf.append((leaf, found))
+            current = leaf
+        name, label = named[bit]
+        found.append(_new_tuple(Detection, (name, label, start, end)))
+    return [(leaf, _merge_overlaps(found, order) if len(found) > 1 else found) for leaf, found in per_leaf]
