@@ -204,22 +204,8 @@ def classify_json(
                 continue
             _, hits, several = read
             if not several:
-                # One hit per leaf, nothing to merge: the common case, written out for speed.
-                singles = single_of.get(shape)
-                if singles is None:
-                    singles = single_of[shape] = {}
-                for single in hits:
-                    leaf_spans = singles.get(single)
-                    if leaf_spans is None:
-                        leaf, bit, start, end = single
-                        location, leaf_path = scanned_leaves[leaf]
-                        name, label = named[bit]
-                        detection = _new_tuple(Detection, (name, label, start, end))
-                        leaf_spans = singles[single] = _new_tuple(
-                            LeafSpans, (location, leaf_path, (detection,))
-                        )
-                        found_labels[leaf_path, label, name] = None
-                    spans.append(leaf_spans)
+                singles = single_of.setdefault(shape, {})
+                _single_hits(hits, singles, scanned_leaves, named, spans, found_labels)
                 continue
             found_per_leaf = _native_detections(hits, named, order)
         elif index in first_text:
@@ -261,20 +247,7 @@ def _native_leaf_spans(
             scanned_leaves = leaves_of[shape]
             singles = single_of.setdefault(shape, {})
         if not several:
-            # One hit per leaf, nothing to merge: the common case, written out for speed. A
-            # leaf's single hit, as LeafSpans, is memoised per shape (LeafSpans are immutable;
-            # one met again adds no new label either).
-            spans = per_element[index]
-            for single in hits:
-                leaf_spans = singles.get(single)
-                if leaf_spans is None:
-                    leaf, bit, start, end = single
-                    location, leaf_path = scanned_leaves[leaf]
-                    name, label = named[bit]
-                    detection = _new_tuple(Detection, (name, label, start, end))
-                    leaf_spans = singles[single] = _new_tuple(LeafSpans, (location, leaf_path, (detection,)))
-                    found_labels[leaf_path, label, name] = None
-                spans.append(leaf_spans)
+            _single_hits(hits, singles, scanned_leaves, named, per_element[index], found_labels)
             continue
         spans = per_element[index]
         for leaf, found in _native_detections(hits, named, order):
@@ -308,3 +281,26 @@ def _native_detections(
         name, label = named[bit]
         found.append(_new_tuple(Detection, (name, label, start, end)))
     return [(leaf, _merge_overlaps(found, order) if len(found) > 1 else found) for leaf, found in per_leaf]
+
+
+def _single_hits(
+    hits: tuple[native.LeafHit, ...],
+    singles: dict[native.LeafHit, LeafSpans],
+    scanned_leaves: tuple[tuple[jsonpaths.Location, str], ...],
+    named: dict[int, tuple[str, str]],
+    spans: list[LeafSpans],
+    found_labels: dict[tuple[str, str, str], None],
+) -> None:
+    """An element's native hits when no leaf has more than one (nothing to merge: the common
+    case), added to ``spans``. A leaf's single hit, as LeafSpans, is remembered per shape in
+    ``singles`` (LeafSpans are immutable; one met again adds no new label either)."""
+    for single in hits:
+        leaf_spans = singles.get(single)
+        if leaf_spans is None:
+            leaf, bit, start, end = single
+            location, leaf_path = scanned_leaves[leaf]
+            name, label = named[bit]
+            detection = _new_tuple(Detection, (name, label, start, end))
+            leaf_spans = singles[single] = _new_tuple(LeafSpans, (location, leaf_path, (detection,)))
+            found_labels[leaf_path, label, name] = None
+        spans.append(leaf_spans)
