@@ -46,6 +46,20 @@ type Scanned<'py> = (
 /// and kept alive by `PyBackedBytes`); below, releasing and taking it back costs more.
 const RELEASE_GIL_BYTES: usize = 64 * 1024;
 
+/// `work()`, without the GIL when it reads at least `RELEASE_GIL_BYTES` (its inputs are
+/// immutable bytes kept alive by the caller).
+pub(crate) fn unlocked_if_large<R: Send>(
+    py: Python<'_>,
+    bytes: usize,
+    work: impl FnOnce() -> R + Send,
+) -> R {
+    if bytes >= RELEASE_GIL_BYTES {
+        py.allow_threads(work)
+    } else {
+        work()
+    }
+}
+
 fn scan_all<T: AsRef<[u8]>>(texts: &[T], wanted: Wanted) -> Found {
     let mut found = Found::default();
     let ibans = iban::registry();
@@ -84,11 +98,7 @@ fn scan_elements<'py>(
 ) -> PyResult<Scanned<'py>> {
     let wanted = Wanted(wanted);
     let total: usize = texts.iter().map(|text| text.len()).sum();
-    let found = if total >= RELEASE_GIL_BYTES {
-        py.allow_threads(|| scan_all(&texts, wanted))
-    } else {
-        scan_all(&texts, wanted)
-    };
+    let found = unlocked_if_large(py, total, || scan_all(&texts, wanted));
     let names = detector_names(py);
     let iban_at = found.passes[..=IPV4_PASS].iter().map(Vec::len).sum();
     let iban_count = found.passes[IBAN_PASS].len();
@@ -165,11 +175,7 @@ fn json_elements<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let wanted = Wanted(wanted);
     let total: usize = elements.iter().map(|element| element.len()).sum();
-    let reads = if total >= RELEASE_GIL_BYTES {
-        py.allow_threads(|| read_all(&elements, wanted))
-    } else {
-        read_all(&elements, wanted)
-    };
+    let reads = unlocked_if_large(py, total, || read_all(&elements, wanted));
     let signatures: Vec<Bound<'py, PyBytes>> = reads
         .signatures
         .iter()

@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
 use crate::bytes::find_byte;
 use crate::scan::{Found, Hit, Wanted, DETECTORS};
-use crate::{detector_names, scan_all, RELEASE_GIL_BYTES};
+use crate::{detector_names, scan_all, unlocked_if_large};
 
 /// `scan_spans`' result: `(spans, several, found, iban_pending, ipv6_pending)`.
 type Spans<'py> = (
@@ -50,11 +50,7 @@ pub fn scan_spans<'py>(
     }
     let wanted = Wanted(wanted);
     let total: usize = texts.iter().map(|text| text.len()).sum();
-    let found = if total >= RELEASE_GIL_BYTES {
-        py.allow_threads(|| scan_all(&texts, wanted))
-    } else {
-        scan_all(&texts, wanted)
-    };
+    let found = unlocked_if_large(py, total, || scan_all(&texts, wanted));
     let (spans, several, bits) =
         built(py, &found, |index| keys.get_item(index), detection, labels)?;
     Ok((
@@ -97,11 +93,7 @@ pub fn scan_spans_raw<'py>(
         return Ok(None);
     };
     let wanted = Wanted(wanted);
-    let found = if data.len() >= RELEASE_GIL_BYTES {
-        py.allow_threads(|| scan_all(&texts, wanted))
-    } else {
-        scan_all(&texts, wanted)
-    };
+    let found = unlocked_if_large(py, data.len(), || scan_all(&texts, wanted));
     let (spans, several, bits) = built(
         py,
         &found,
