@@ -240,16 +240,16 @@ def test_the_shape_memo_is_bounded_in_shapes_and_in_tokens() -> None:
     for number in range(jsonpaths.SHAPE_MEMO_SIZE + 10):
         element = json.dumps({f"key{number}": number}).encode()
         assert same(shaped(element, names), exact(element, names))
-        assert 0 < len(names._shapes) <= jsonpaths.SHAPE_MEMO_SIZE
+        assert 0 < len(names._shapes.entries) <= jsonpaths.SHAPE_MEMO_SIZE
     wide = {f"k{key}": key for key in range(150)}  # about 300 tokens a shape
     for number in range(2 * jsonpaths.SHAPE_MEMO_TOKENS // 300):
         element = json.dumps({**wide, f"last{number}": "x"}).encode()
         assert same(shaped(element, names), exact(element, names))
-        assert sum(map(len, names._shapes)) == names._shape_tokens <= jsonpaths.SHAPE_MEMO_TOKENS
+        assert sum(map(len, names._shapes.entries)) == names._shapes.weight <= jsonpaths.SHAPE_MEMO_TOKENS
     too_wide = json.dumps({f"k{key}": key for key in range(jsonpaths.SHAPE_MEMO_MAX_TOKENS)}).encode()
-    before = dict(names._shapes)
+    before = dict(names._shapes.entries)
     assert same(shaped(too_wide, names), exact(too_wide, names))  # read, not remembered
-    assert names._shapes == before
+    assert names._shapes.entries == before
 
 
 @pytest.mark.parametrize("element", SHAPED_ELEMENTS, ids=lambda element: repr(element[:40]))

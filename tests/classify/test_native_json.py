@@ -261,6 +261,7 @@ def test_the_native_reader_reads_what_it_vouches_for_and_leaves_the_rest() -> No
     long_read = json_reads([LONG_SIGNATURE], frozenset())
     assert long_read is not None and long_read[0] is not None
     assert keys.native_shape(LONG_SIGNATURE, long_read[0][0]) is None
+    assert long_read[0][0] not in keys._native_shapes.entries
 
 
 def test_native_signatures_are_python_s_signatures() -> None:
@@ -461,8 +462,8 @@ def test_the_native_shape_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     for element, read in zip(elements, reads, strict=True):
         assert read is not None
         assert keys.native_shape(element, read[0]) is not None
-        assert len(keys._native_shapes) <= 4
-        assert keys._native_bytes <= 200
+        assert len(keys._native_shapes.entries) <= 4
+        assert sum(map(len, keys._native_shapes.entries)) == keys._native_shapes.weight <= 200
     for way in ("python", "native-json"):
         with _ways(way):
             results = [

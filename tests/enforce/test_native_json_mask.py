@@ -486,17 +486,29 @@ def test_the_shape_memo_keeps_no_wide_shape_and_stays_within_its_leaf_bound() ->
     # A backend can send a wide element on every call (the classifier keeps no shape that
     # wide, so each call brings a new one): the plans' memo must not keep them alive.
     json_native._SHAPES.clear()
-    json_native._shape_leaves = 0
     wide = json.dumps({"a": SSN, "b": list(range(json_native.SHAPE_MEMO_MAX_LEAVES + 1))}).encode()
     for _ in range(3):
         classification = classify([wide])
         masked = masked_both_ways([wide], classification, [{"path": "outputs.doc[].a", "strategy": "null"}])
         assert json.loads(masked[0])["a"] is None
-    assert json_native._SHAPES == {}
+    assert json_native._SHAPES.entries == {}
     # Narrower shapes are kept, and all together never past SHAPE_MEMO_LEAVES leaves.
     width = json_native.SHAPE_MEMO_MAX_LEAVES - 1
     for extra in range(json_native.SHAPE_MEMO_LEAVES // width + 3):
         element = json.dumps({"a": SSN, f"k{extra}": list(range(width - 1))}).encode()
         masked_both_ways([element], classify([element]), [{"path": "outputs.doc[].a", "strategy": "null"}])
-        kept = sum(len(shape.locations) for shape in json_native._SHAPES)
-        assert 0 < kept == json_native._shape_leaves <= json_native.SHAPE_MEMO_LEAVES
+        kept = sum(len(shape.locations) for shape in json_native._SHAPES.entries)
+        assert 0 < kept == json_native._SHAPES.weight <= json_native.SHAPE_MEMO_LEAVES
+
+
+def test_the_shape_memo_stays_within_its_shape_bound() -> None:
+    # Narrow shapes, more of them than the memo holds: their leaves stay far below the leaf
+    # bound, so only the shape bound keeps the memo (and the shapes it keeps alive) small.
+    json_native._SHAPES.clear()
+    mask = [{"path": "outputs.doc[].a", "strategy": "null"}]
+    for extra in range(json_native.SHAPE_MEMO_SIZE + 10):
+        element = json.dumps({"a": SSN, f"k{extra}": extra}).encode()
+        masked = masked_both_ways([element], classify([element]), mask)
+        assert json.loads(masked[0])["a"] is None
+        assert 0 < len(json_native._SHAPES.entries) <= json_native.SHAPE_MEMO_SIZE
+    assert json_native._SHAPES.weight < json_native.SHAPE_MEMO_LEAVES // 8

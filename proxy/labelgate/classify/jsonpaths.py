@@ -27,6 +27,7 @@ from typing import Any
 
 from labelgate.classify import reasons
 from labelgate.errors import ConfigError
+from labelgate.memo import BoundedMemo
 
 # Deeper documents are not classified key by key (see ``read_object``).
 MAX_DEPTH = 64
@@ -173,7 +174,8 @@ class _TooDeep(Exception):
 # (leading whitespace, invalid JSON, a duplicate key, too deep) takes the exact path above.
 
 # Shapes remembered per KeyNames; past this many, or past this many signature tokens in
-# all, the memo starts over (shapes come from data: memory stays bounded per model).
+# all, the memo starts over (``BoundedMemo``: shapes come from data, memory stays bounded
+# per model).
 SHAPE_MEMO_SIZE = 256
 SHAPE_MEMO_TOKENS = 32_768
 # Signatures longer than this are not remembered at all (one wide element, read the slow way).
@@ -319,7 +321,8 @@ _NOT_SHAPED = object()
 # A new signature's shape is learnt here once, from the exact path on the element that
 # brought it, and trusted only if the exact path reads that element to the same signature;
 # otherwise the signature stays Python's (remembered as not shaped). The memo is bounded as
-# ``_shapes`` is: past NATIVE_MEMO_SIZE signatures or NATIVE_MEMO_BYTES of them it starts over.
+# ``_shapes`` is (``BoundedMemo``): past NATIVE_MEMO_SIZE signatures or NATIVE_MEMO_BYTES of
+# them it starts over.
 # A signature spends a byte per leaf and container mark and 5 plus its length per key, so
 # these bound the shapes kept (and the memory their locations and paths take) about as the
 # token bounds of ``_shapes`` do.
@@ -378,10 +381,13 @@ class KeyNames:
         self._memo: dict[str, str] = {}
         # Shapes spell keys with this object's names, so they are remembered here, and a
         # catalog revision (new Classifier, new KeyNames) never sees another's.
-        self._shapes: dict[tuple[Any, ...], Any] = {}
-        self._shape_tokens = 0  # tokens in the signatures of ``_shapes``
-        self._native_shapes: dict[bytes, Any] = {}  # by native signature (``native_shape``)
-        self._native_bytes = 0  # bytes in the signatures of ``_native_shapes``
+        # Weighed in signature tokens, and in native signature bytes (``native_shape``).
+        self._shapes: BoundedMemo[tuple[Any, ...], object] = BoundedMemo(
+            SHAPE_MEMO_SIZE, SHAPE_MEMO_TOKENS, SHAPE_MEMO_MAX_TOKENS
+        )
+        self._native_shapes: BoundedMemo[bytes, object] = BoundedMemo(
+            NATIVE_MEMO_SIZE, NATIVE_MEMO_BYTES, NATIVE_MEMO_MAX_BYTES
+        )
 
     def placeholder(self, key: str) -> str:
         """``<key:xxxxxxxx>``: the first 8 hex digits of HMAC-SHA256(secret, key as UTF-8)."""
@@ -416,18 +422,11 @@ class KeyNames:
         except _TooDeep:
             return None
         signature = tuple(tokens)
-        shape = self._shapes.get(signature)
+        shape = self._shapes.entries.get(signature)
         if shape is None:
             shape = self._learn_shape(element, values)
-            if len(signature) <= SHAPE_MEMO_MAX_TOKENS and shape is not None:
-                if (
-                    len(self._shapes) >= SHAPE_MEMO_SIZE
-                    or self._shape_tokens + len(signature) > SHAPE_MEMO_TOKENS
-                ):
-                    self._shapes.clear()
-                    self._shape_tokens = 0
-                self._shapes[signature] = shape
-                self._shape_tokens += len(signature)
+            if shape is not None:
+                self._shapes.put(signature, shape, len(signature))
         if not isinstance(shape, JsonShape):
             return None  # not to be remembered, or _NOT_SHAPED
         return shape, values
@@ -435,19 +434,12 @@ class KeyNames:
     def native_shape(self, element: bytes, signature: bytes) -> JsonShape | None:
         """The shape of an element the native reader read to ``signature``; None when the
         exact path (``read_shaped``) must read it (see ``native_signature``)."""
-        shape = self._native_shapes.get(signature)
+        shape = self._native_shapes.entries.get(signature)
         if shape is None:
-            if len(signature) > NATIVE_MEMO_MAX_BYTES:
+            if not self._native_shapes.keeps(len(signature)):
                 return None
             shape = self._learn_native(element, signature)
-            if (
-                len(self._native_shapes) >= NATIVE_MEMO_SIZE
-                or self._native_bytes + len(signature) > NATIVE_MEMO_BYTES
-            ):
-                self._native_shapes.clear()
-                self._native_bytes = 0
-            self._native_shapes[signature] = shape
-            self._native_bytes += len(signature)
+            self._native_shapes.put(signature, shape, len(signature))
         return shape if type(shape) is JsonShape else None
 
     def _learn_native(self, element: bytes, signature: bytes) -> JsonShape | object:

@@ -23,6 +23,7 @@ from labelgate.classify.detectors import Detection
 from labelgate.classify.fields import LeafSpans
 from labelgate.classify.jsonpaths import JsonShape, Location, native_signature
 from labelgate.enforce.strategies import Mask
+from labelgate.memo import BoundedMemo
 from labelgate.native import NativeSwitch, raise_if_panic
 from labelgate.oip.native import MAX_KEEP_LAST
 
@@ -43,8 +44,9 @@ PYTHON = 2
 SHAPE_MEMO_SIZE = 256
 SHAPE_MEMO_LEAVES = 32_768
 SHAPE_MEMO_MAX_LEAVES = 1024
-_SHAPES: dict[JsonShape, tuple[dict[Location, int], bytes] | None] = {}
-_shape_leaves = 0  # leaves of the shapes in _SHAPES
+_SHAPES: BoundedMemo[JsonShape, tuple[dict[Location, int], bytes] | None] = BoundedMemo(
+    SHAPE_MEMO_SIZE, SHAPE_MEMO_LEAVES, SHAPE_MEMO_MAX_LEAVES
+)
 
 
 class MaskKernel(Protocol):
@@ -177,7 +179,7 @@ def _code(mask: Mask) -> tuple[int, int, bytes]:
 def _shape_of(shape: JsonShape) -> tuple[dict[Location, int], bytes] | None:
     """The leaf ordinal of each location of ``shape``, and its skeleton signature."""
     try:  # one lookup: another thread may clear the memo in between two
-        return _SHAPES[shape]
+        return _SHAPES.entries[shape]
     except KeyError:
         pass
     known: tuple[dict[Location, int], bytes] | None
@@ -188,13 +190,5 @@ def _shape_of(shape: JsonShape) -> tuple[dict[Location, int], bytes] | None:
         )
     except UnicodeEncodeError:  # a key with a lone surrogate: the reader refuses those
         known = None
-    global _shape_leaves
-    leaves = len(shape.locations)
-    if leaves > SHAPE_MEMO_MAX_LEAVES:
-        return known
-    if len(_SHAPES) >= SHAPE_MEMO_SIZE or _shape_leaves + leaves > SHAPE_MEMO_LEAVES:
-        _SHAPES.clear()
-        _shape_leaves = 0
-    _SHAPES[shape] = known
-    _shape_leaves += leaves
+    _SHAPES.put(shape, known, len(shape.locations))
     return known
