@@ -31,6 +31,7 @@ from labelgate.classify.catalog import Catalog
 from labelgate.classify.classifier import Classifier, backend_labels
 from labelgate.classify.detectors import DetectorSet
 from labelgate.oip import tensors as oip
+from labelgate.oip.tensor import Tensor
 
 PATHS = ("python", "native")
 
@@ -70,7 +71,7 @@ def throughput(rounds: int) -> None:
         )
 
 
-def _classify(classifier: Classifier, tensors: list[oip.Tensor], response: pb.ModelInferResponse) -> object:
+def _classify(classifier: Classifier, tensors: list[Tensor], response: pb.ModelInferResponse) -> object:
     return classifier.classify_response(MODEL, tensors, backend=backend_labels(response))
 
 

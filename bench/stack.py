@@ -22,7 +22,8 @@ import yaml
 from bench.procs import BenchError
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify.detectors import BUILTIN_LABELS
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_inputs
 from tests.support.procs import REPO, Process, free_port, labelgate_command, running
 
 DEFAULT_POLICY = REPO / "rego"

@@ -36,7 +36,8 @@ from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.approvals import reasons as approvals_reasons
 from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied
 from labelgate.gateway.status import error_info
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_inputs
 
 MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"

@@ -14,7 +14,8 @@ from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings
 from labelgate.gateway.server import Gateway
-from labelgate.oip.tensors import Tensor, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import encode_inputs
 from labelgate.recording.entries import KEY_DIGEST_CHARS
 from tests.support.procs import REPO, free_port
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 CARD = b"4111 1111 1111 1111"
 PIECES = [b"my card is 4111 11", b"11 1111 ", b"1111 thanks"]

@@ -24,7 +24,7 @@ from labelgate.classify.fields import OPAQUE_JSON
 from labelgate.classify.json_elements import KEY_DETECTED, MAX_JSON_PATHS, TOO_MANY_PATHS
 from labelgate.classify.jsonpaths import DUPLICATE_KEY, INVALID_JSON, TOO_DEEP, KeyNames
 from labelgate.errors import ConfigError, UpstreamError
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")

@@ -33,7 +33,7 @@ from labelgate.classify.detectors import (
     DetectorSet,
     _merge_overlaps,
 )
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 from tests.classify import test_detectors as detector_tests
 from tests.classify.sensitive import card_value, iban_value, ssn_value
 

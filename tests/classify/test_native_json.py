@@ -35,7 +35,7 @@ from labelgate.classify.jsonpaths import (
     native_signature,
     read_shaped,
 )
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 from tests.classify.sensitive import card_value, iban_value, ssn_value
 from tests.classify.test_classifier import CATALOG
 

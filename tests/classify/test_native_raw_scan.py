@@ -22,7 +22,7 @@ from labelgate.classify import Catalog, classify_outputs, native
 from labelgate.classify.classifier import Classification
 from labelgate.classify.detectors import BUILTIN_LABELS, CustomPattern, Detection, DetectorSet
 from labelgate.oip import tensors as oip
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 from tests.classify.test_native import (
     _IBAN_HEAVY,
     _RAW,
@@ -41,16 +41,23 @@ def packed(elements: Sequence[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(element)) + element for element in elements)
 
 
+def raw_spans(
+    detectors: DetectorSet, data: bytes, texts: list[bytes], stop: bytes = b""
+) -> tuple[dict[int, list[Detection]], set[str]] | None:
+    """``DetectorSet.spans_raw`` on ``data``, the raw form of ``texts``."""
+    return detectors.spans_raw(data, len(texts), lambda: texts, stop)
+
+
 def raw_agrees(detectors: DetectorSet, texts: list[bytes]) -> dict[int, list[Detection]]:
     """``spans_raw`` on the packed texts against ``spans_at`` (native, per element) and
     ``scan_each`` (Python): the same detections in the same order, the same names."""
     keys = list(range(len(texts)))
     with native.forced(True):
-        from_raw = detectors.spans_raw(packed(texts), texts)
+        from_raw = raw_spans(detectors, packed(texts), texts)
         per_element = detectors.spans_at(texts, keys)
     assert from_raw is not None and per_element is not None
     with native.forced(False):
-        assert detectors.spans_raw(packed(texts), texts) is None  # the classifier's own path then
+        assert raw_spans(detectors, packed(texts), texts) is None  # the classifier's own path then
         expected = dict(sorted(detectors.scan_each(texts).items()))
     spans, names = from_raw
     assert list(spans.items()) == list(per_element[0].items()) == list(expected.items()), texts
@@ -125,23 +132,23 @@ def test_malformed_raw_buffers_are_refused() -> None:
     texts = [b"ssn 123-45-6789", b"card 4111111111111111", b"a@b.co"]
     with native.forced(True):
         for data in malformed(texts):
-            assert DetectorSet().spans_raw(data, texts) is None, data
-        assert DetectorSet().spans_raw(bytearray(packed(texts)), texts) is None  # type: ignore[arg-type]
+            assert raw_spans(DetectorSet(), data, texts) is None, data
+        assert raw_spans(DetectorSet(), bytearray(packed(texts)), texts) is None  # type: ignore[arg-type]
 
 
 def test_stop_bytes_in_an_element_refuse_but_not_in_a_prefix() -> None:
     with native.forced(True):
-        assert DetectorSet().spans_raw(packed([b"a", b'{"k": 1}']), [b"a", b'{"k": 1}'], STOP) is None
-        assert DetectorSet().spans_raw(packed([b"a\\u0031"]), [b"a\\u0031"], STOP) is None
+        assert raw_spans(DetectorSet(), packed([b"a", b'{"k": 1}']), [b"a", b'{"k": 1}'], STOP) is None
+        assert raw_spans(DetectorSet(), packed([b"a\\u0031"]), [b"a\\u0031"], STOP) is None
         prefixed = [b"x" * 123, b"y" * 92]
-        assert DetectorSet().spans_raw(packed(prefixed), prefixed, STOP) == ({}, set())
+        assert raw_spans(DetectorSet(), packed(prefixed), prefixed, STOP) == ({}, set())
 
 
 def test_raw_scan_gives_way_to_custom_detectors_and_no_detectors() -> None:
     custom = DetectorSet(custom=[CustomPattern("ticket", r"T-\d+", "internal")])
     with native.forced(True):
-        assert custom.spans_raw(packed([b"T-1 123-45-6789"]), [b"T-1 123-45-6789"]) is None
-        assert DetectorSet.none().spans_raw(packed([b"123-45-6789"]), [b"123-45-6789"]) is None
+        assert raw_spans(custom, packed([b"T-1 123-45-6789"]), [b"T-1 123-45-6789"]) is None
+        assert raw_spans(DetectorSet.none(), packed([b"123-45-6789"]), [b"123-45-6789"]) is None
 
 
 # --- the classifier: the raw path where it applies, today's path elsewhere -----------------
@@ -189,7 +196,7 @@ def test_decoded_tensors_classify_as_without_raw_and_without_native(elements: li
     assert_same(with_raw, classified(plain, False))
     takes_raw = b"{" not in b"".join(elements) and b"\\" not in b"".join(elements)
     with native.forced(True):  # the raw scan is the path taken exactly where it applies
-        assert (DetectorSet().spans_raw(packed(elements), elements, STOP) is not None) is takes_raw
+        assert (raw_spans(DetectorSet(), packed(elements), elements, STOP) is not None) is takes_raw
 
 
 def test_a_raw_form_that_does_not_match_is_not_trusted() -> None:
@@ -204,3 +211,30 @@ def test_a_raw_form_that_does_not_match_is_not_trusted() -> None:
     on = classified(tensor, True)
     assert set(on.spans["t"]) == {0, 1}
     assert_same(on, classified(tensor, False))
+
+
+RESTRICTED = Catalog.from_data({"entries": [{"model": "m", "path": "outputs.t", "labels": ["restricted"]}]})
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+@pytest.mark.parametrize(
+    "elements",
+    [
+        RAW_CORPUS,
+        [b"x" * 123, b"y" * 91],  # a "{" (123) in a length prefix only
+        [b'{"a": "123-45-6789"}', *RAW_CORPUS],  # a JSON object: its keys are still read
+        [b"esc \\u0031\\u0032\\u0033-45-6789"],
+    ],
+)
+def test_an_output_with_nothing_to_scan_for_classifies_as_its_values_do(
+    elements: list[bytes], use_native: bool
+) -> None:
+    """On a restricted output no detector can say more: without a "{" anywhere in its raw
+    form its elements are not even built, and the result is the values' own."""
+    plain = Tensor("t", "BYTES", [len(elements)], list(elements))
+    with native.forced(use_native):
+        tensor = decoded(elements)
+        from_raw = classify_outputs("m", [tensor], RESTRICTED, DetectorSet())
+        from_values = classify_outputs("m", [plain], RESTRICTED, DetectorSet())
+    assert_same(from_raw, from_values)
+    assert tensor.values_built is (b"{" in packed(elements))

@@ -13,7 +13,8 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.demo.backend import DemoServer, start
 from labelgate.demo.data import customer
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs, uses_raw_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_inputs, uses_raw_outputs
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from labelgate.classify import Catalog, DetectorSet, classify_outputs
 from labelgate.classify.jsonpaths import KeyNames
 from labelgate.enforce import apply_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")

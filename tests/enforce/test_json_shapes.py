@@ -17,7 +17,7 @@ from labelgate.classify import Catalog, Classifier, DetectorSet
 from labelgate.classify.fields import Classification
 from labelgate.classify.jsonpaths import KeyNames
 from labelgate.enforce import apply_masks
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 KEY = b"0123456789abcdef0123456789abcdef"
 SECRET = b"fedcba9876543210fedcba9876543210"

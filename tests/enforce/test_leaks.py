@@ -11,7 +11,7 @@ import pytest
 from labelgate._proto.labelgate.v1 import demo_pb2
 from labelgate.classify import Catalog, DetectorSet, classify_message, classify_outputs
 from labelgate.enforce import STRATEGIES, apply_masks, apply_message_masks
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 from tests.classify.sensitive import SENSITIVE_KINDS, card_value, filler
 
 CATALOG = Catalog.from_data({"entries": []})

@@ -11,7 +11,8 @@ from labelgate.classify import Catalog, DetectorSet, classify_outputs
 from labelgate.enforce import apply_masks
 from labelgate.enforce.strategies import MASK_INVALID
 from labelgate.errors import PolicyUnavailable
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG_DATA = json.loads((REPO / "rego" / "labelgate" / "catalog" / "data.json").read_text())

@@ -31,7 +31,7 @@ from labelgate.classify.jsonpaths import KeyNames
 from labelgate.enforce import apply_masks, masking
 from labelgate.enforce import native as json_native
 from labelgate.enforce.compiled import compile_masks
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 HASH_KEY = b"0123456789abcdef0123456789abcdef"
 SECRET = b"native-json-mask-test-secret-32b"

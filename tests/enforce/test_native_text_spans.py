@@ -29,7 +29,7 @@ from labelgate.classify.fields import OPAQUE_JSON, Classification
 from labelgate.enforce import apply_masks
 from labelgate.enforce.strategies import STRATEGIES
 from labelgate.oip import native
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 HASH_KEY = b"0123456789abcdef0123456789abcdef"
 CATALOG = Catalog.from_data({"entries": []})

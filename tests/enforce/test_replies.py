@@ -11,7 +11,8 @@ from labelgate.classify.parameters import Parameter, classify_parameters, releas
 from labelgate.enforce import apply_masks
 from labelgate.enforce import replies as build
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex
-from labelgate.oip.tensors import Tensor, decode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs
 
 KEY = b"replies-test-hash-key-0123456789"
 

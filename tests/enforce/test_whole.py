@@ -11,7 +11,7 @@ from labelgate.enforce.strategies import Mask, Masker
 from labelgate.enforce.whole import mask_whole_bytes
 from labelgate.oip import native
 from labelgate.oip import tensors as oip
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 KEY = b"0123456789abcdef0123456789abcdef"
 MASKS = [
@@ -51,7 +51,7 @@ def test_a_whole_output_mask_equals_masking_each_element(column: str, mask: Mask
 def _check_whole_mask(column: str, mask: Mask) -> None:
     tensor = decoded(COLUMNS[column])
     masker = Masker(KEY, [mask])
-    masked = mask_whole_bytes(tensor, tensor.values, mask, masker)
+    masked = mask_whole_bytes(tensor, mask, masker)
     assert masked.values == masker.raw_all(tensor.values, mask)
     assert masked.shape == tensor.shape and masked.datatype == "BYTES"
     # Whatever raw form the masked tensor carries is the encoding of its masked elements.
@@ -62,7 +62,7 @@ def _check_whole_mask(column: str, mask: Mask) -> None:
 
 def test_the_masked_raw_form_never_reveals_the_hidden_bytes() -> None:
     tensor = decoded(COLUMNS["ssns"])
-    masked = mask_whole_bytes(tensor, tensor.values, Mask("outputs.t", "partial"), Masker(KEY))
+    masked = mask_whole_bytes(tensor, Mask("outputs.t", "partial"), Masker(KEY))
     raw = masked.raw_form()
     assert raw is not None  # the numpy path ran
     assert b"-45-" not in raw and raw.count(b"*******6789") == len(tensor.values)
@@ -74,7 +74,7 @@ def test_a_raw_buffer_that_is_not_these_elements_is_not_used() -> None:
     values = COLUMNS["ssns"]
     tensor = Tensor("t", "BYTES", [len(values)], values).remember_raw(b"\x00" * 7)
     with native.forced(False):
-        masked = mask_whole_bytes(tensor, values, Mask("outputs.t", "partial"), Masker(KEY))
+        masked = mask_whole_bytes(tensor, Mask("outputs.t", "partial"), Masker(KEY))
     assert masked.raw_form() is None
     assert masked.values == Masker(KEY).raw_all(values, Mask("outputs.t", "partial"))
 
@@ -83,7 +83,7 @@ def test_the_native_path_writes_its_raw_form_from_the_elements_not_the_buffer() 
     values = COLUMNS["ssns"]
     tensor = Tensor("t", "BYTES", [len(values)], values).remember_raw(b"\x00" * 7)
     with native.forced(True):
-        masked = mask_whole_bytes(tensor, values, Mask("outputs.t", "partial"), Masker(KEY))
+        masked = mask_whole_bytes(tensor, Mask("outputs.t", "partial"), Masker(KEY))
     expected = Masker(KEY).raw_all(values, Mask("outputs.t", "partial"))
     assert masked.values == expected
     with native.forced(False):

@@ -16,7 +16,8 @@ from google.rpc import error_details_pb2
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.gateway.status import error_info
-from labelgate.oip.tensors import Tensor, decode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs
 from tests.gateway.harness import INFER
 
 Metadata = Sequence[tuple[str, str]]

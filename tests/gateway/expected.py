@@ -10,7 +10,8 @@ from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.demo.data import customer, note_kind
-from labelgate.oip.tensors import Tensor, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import encode_inputs
 
 CUSTOMER_OUTPUTS = (
     "customer_id",

@@ -36,7 +36,8 @@ import grpc
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.demo.data import customer
-from labelgate.oip.tensors import Tensor, encode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import encode_outputs
 
 SECRET = customer(1).ssn
 SERVICE = "inference.GRPCInferenceService"

@@ -22,7 +22,8 @@ from labelgate.audit.verify import verify_log
 from labelgate.auth import mint_dev_token
 from labelgate.demo.data import customer
 from labelgate.gateway.status import error_info
-from labelgate.oip.tensors import Tensor, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import encode_inputs
 from tests.support.procs import REPO, Process, free_port, labelgate_command, port_open, running, wait_until
 
 IDS = list(range(1, 13))

@@ -29,7 +29,8 @@ from labelgate.errors import (
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.upstream import MalformedUpstream
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_outputs
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import DecidedMask, Decision
 

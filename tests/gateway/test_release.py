@@ -35,7 +35,8 @@ from google.protobuf import unknown_fields
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.demo.data import customer
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_inputs
 from tests.gateway.expected import confidential_and_restricted, customer_request, partial
 from tests.gateway.harness import (
     AuditedStack,

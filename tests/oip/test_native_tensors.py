@@ -25,7 +25,8 @@ from labelgate.enforce.whole import mask_whole_bytes
 from labelgate.errors import InvalidInput
 from labelgate.oip import native
 from labelgate.oip import tensors as oip
-from labelgate.oip.tensors import Tensor, split_raw_bytes
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import split_raw_bytes
 
 KEY = b"0123456789abcdef0123456789abcdef"
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,12 +221,33 @@ def test_a_whole_partial_mask_agrees(values: list[bytes], keep_last: int) -> Non
     tensor = Tensor("t", "BYTES", [len(values)], values)
 
     def masked() -> tuple[list[bytes], bytes]:
-        result = mask_whole_bytes(tensor, values, mask, Masker(KEY))
+        result = mask_whole_bytes(tensor, mask, Masker(KEY))
         return result.values, oip.tensor_to_raw(result)
 
     fast, reference = both_paths(masked)
     assert fast == reference
     assert fast[1][0] == Masker(KEY).raw_all(values, mask)
+
+
+@SETTINGS
+@given(st.lists(texts, max_size=30), keep_lasts)
+def test_a_whole_partial_mask_of_a_decoded_tensor_agrees(values: list[bytes], keep_last: int) -> None:
+    """A decoded tensor is starred from its raw buffer to a new one (``partial_all_raw``),
+    its elements never built: the same elements and raw form as the reference."""
+    mask = Mask("outputs.t", "partial", {"keep_last": keep_last})
+    data = b"".join(struct.pack("<I", len(value)) + value for value in values)
+
+    def masked() -> tuple[list[bytes], bytes, bool]:
+        output = pb.ModelInferResponse.InferOutputTensor(name="t", datatype="BYTES", shape=[len(values)])
+        (tensor,) = oip.decode_outputs(pb.ModelInferResponse(outputs=[output], raw_output_contents=[data]))
+        result = mask_whole_bytes(tensor, mask, Masker(KEY))
+        built = result.values_built or tensor.values_built
+        return result.values, oip.tensor_to_raw(result), built
+
+    fast, reference = both_paths(masked)
+    assert fast[1][:2] == reference[1][:2]
+    assert fast[1][0] == Masker(KEY).raw_all(values, mask)
+    assert fast[1][2] is not all(value.isascii() for value in values)  # built only to read them here
 
 
 @SETTINGS

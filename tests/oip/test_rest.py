@@ -10,7 +10,8 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput, Unsupported
 from labelgate.oip import rest
-from labelgate.oip.tensors import Tensor, decode_inputs, decode_outputs, encode_outputs, tensor_to_raw
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_inputs, decode_outputs, encode_outputs, tensor_to_raw
 
 
 def body_of(document: dict, binary: bytes = b"") -> tuple[bytes, str | None]:

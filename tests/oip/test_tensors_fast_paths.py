@@ -11,7 +11,8 @@ import pytest
 
 from labelgate.errors import InvalidInput
 from labelgate.oip import native
-from labelgate.oip.tensors import Tensor, fixed_width_elements, split_raw_bytes, tensor_to_raw
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import fixed_width_elements, split_raw_bytes, tensor_to_raw
 
 MANY = 40  # above the count where one-length tensors take the fast path
 

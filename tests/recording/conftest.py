@@ -13,7 +13,8 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.calls import Call, Outcome
-from labelgate.oip.tensors import Tensor, encode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import encode_outputs
 from labelgate.policy.contract import DecidedMask, Decision
 from labelgate.recording.entries import recording_key
 from tests.support.postgres import PostgresServer, running_postgres

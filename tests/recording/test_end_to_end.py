@@ -25,7 +25,8 @@ from labelgate.config import GatewaySettings
 from labelgate.demo.data import customer
 from labelgate.gateway.record import Recorders
 from labelgate.gateway.server import Gateway
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_inputs
 from labelgate.recording import SessionRecorder
 from labelgate.recording.cli import sessions_app
 from labelgate.recording.entries import file_name, recording_key

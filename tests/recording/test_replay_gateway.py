@@ -31,7 +31,8 @@ from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.approvals.web import issue_session
 from labelgate.auth import Subject, mint_dev_token
 from labelgate.demo.data import customer
-from labelgate.oip.tensors import Tensor, decode_outputs, encode_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_inputs
 from labelgate.recording.cli import sessions_app
 from labelgate.recording.entries import decode_message, recording_key
 from tests.support.procs import REPO, free_port, labelgate_command, running, wait_until

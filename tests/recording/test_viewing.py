@@ -18,7 +18,8 @@ from labelgate.auth import Subject
 from labelgate.calls import CallRecord
 from labelgate.classify import Catalog, Classifier, DetectorSet
 from labelgate.enforce.replies import infer_response
-from labelgate.oip.tensors import Tensor, decode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs
 from labelgate.policy.contract import ApprovalRequirement, DecidedMask, Decision
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine

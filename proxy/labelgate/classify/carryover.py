@@ -15,11 +15,11 @@ reaches the classifier whole, and callers allowed to read the text around it sti
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.detectors import DetectorSet
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 
 @dataclass
@@ -75,7 +75,7 @@ class CarryOver:
                 state.tails[index] = text[cut:]
         # A final reply whose tensor shrank leaves tails with no element to carry them: they
         # are dropped, never attached to another element.
-        return replace(tensor, values=values, shape=list(tensor.shape))
+        return tensor.with_values(values)
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any

@@ -70,7 +70,7 @@ from labelgate.classify.jsonpaths import KeyNames
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.messages import classify_message
 from labelgate.errors import UpstreamError
-from labelgate.oip.tensors import Tensor, bytes_elements
+from labelgate.oip.tensor import Tensor
 
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
 BACKEND_LABELS_INVALID = reasons.BACKEND_LABELS_INVALID
@@ -155,7 +155,7 @@ def classify_outputs(
         fields.add(path, catalog.labels_for(model, path), SOURCE_CATALOG)
         own = catalog.labels_for(model, path) | backend.get(tensor.name, set())
         fields.add(path, backend.get(tensor.name, ()), SOURCE_BACKEND)
-        result.element_counts[tensor.name] = len(tensor.values)
+        result.element_counts[tensor.name] = tensor.size
         if tensor.datatype == "BYTES":
             # Only detectors that could say more than the output's own label are run on its
             # text (the response plan of issue 12: catalogued SSN and card columns are not
@@ -182,12 +182,17 @@ def _classify_text_tensor(
 ) -> None:
     scanning = detectors if scanning is None else scanning
     raw = tensor.raw_form()
+    if raw is not None and not scanning and b"{" not in raw:
+        # Nothing to scan for, and no "{" even in the length prefixes, so no element is a
+        # JSON object whose keys could say something: the path below would find nothing.
+        return
     if raw is not None and scanning:
         # A decoded tensor's raw buffer, scanned in one native call. Without a "{" (so no JSON
         # object) or a "\" (so no escapes) in any element, all the path below does is these
         # spans; an element with either, or a buffer the extension refuses, takes that path.
-        # The raw form is bound to exactly these values (a list of bytes, as decoded).
-        built = scanning.spans_raw(raw, tensor.values, stop=b"{\\")
+        # The raw form is that of exactly these values; they are built only if a pass the
+        # extension leaves to Python needs them.
+        built = scanning.spans_raw(raw, tensor.size, tensor.byte_elements, stop=b"{\\")
         if built is not None:
             spans, names = built
             for detector in sorted(names):
@@ -195,7 +200,7 @@ def _classify_text_tensor(
             if spans:
                 result.spans[tensor.name] = spans
             return
-    values = bytes_elements(tensor.values)
+    values = tensor.byte_elements()
     joined = b"".join(values)
     # Without a "{" anywhere no element is a JSON object: one C-level search spares the
     # per-element checks for most tensors.

@@ -222,14 +222,16 @@ class DetectorSet:
         return None if scanned is None else self._finished(scanned, keys)
 
     def spans_raw(
-        self, raw: bytes, texts: Sequence[bytes], stop: bytes = b""
+        self, raw: bytes, count: int, texts: Callable[[], Sequence[bytes]], stop: bytes = b""
     ) -> tuple[dict[int, list[Detection]], set[str]] | None:
-        """``spans_at(texts, list(range(len(texts))))`` read from ``raw``, the raw form of
-        exactly ``texts`` (``Tensor.raw_form``), in one native call; None as ``spans_at``, and
-        when ``raw`` is not that well formed or some text holds a byte of ``stop``."""
+        """``spans_at(texts(), list(range(count)))`` read from ``raw``, the raw form of exactly
+        the ``count`` elements ``texts()`` gives (``Tensor.raw_form``), in one native call:
+        ``texts`` is called only if a pass left to Python needs the elements. None as
+        ``spans_at``, and when ``raw`` is not that well formed or some text holds a byte of
+        ``stop``."""
         if self._custom or not self._builtins:
             return None
-        scanned = native.spans_raw(raw, texts, self._builtins, stop, Detection, self._labels)
+        scanned = native.spans_raw(raw, count, texts, self._builtins, stop, Detection, self._labels)
         return None if scanned is None else self._finished(scanned, None)
 
     def _finished(

@@ -188,29 +188,33 @@ def spans_each(
 
 def spans_raw(
     data: bytes,
-    texts: Sequence[bytes],
+    count: int,
+    texts: Callable[[], Sequence[bytes]],
     wanted: frozenset[str],
     stop: bytes,
     detection: type,
     labels: Mapping[str, str],
 ) -> tuple[ScannedSpans, list[ElementHit]] | None:
-    """``spans_each(texts, wanted, list(range(len(texts))), ...)`` read from ``data``, the raw
-    form (4-byte little-endian length, then the bytes, per element) of exactly ``texts``: one
-    buffer crosses into the extension instead of a ``bytes`` object per element. None when
-    the extension is not active, when ``data`` is not ``len(texts)`` well-formed elements,
-    or when an element holds a byte of ``stop``: the caller then takes its other path."""
+    """``spans_each(texts(), wanted, list(range(count)), ...)`` read from ``data``, the raw
+    form (4-byte little-endian length, then the bytes, per element) of exactly the ``count``
+    elements ``texts()`` gives: one buffer crosses into the extension instead of a ``bytes``
+    object per element, and ``texts`` is called only when a pass left to Python needs them.
+    None when the extension is not active, when ``data`` is not ``count`` well-formed
+    elements, or when an element holds a byte of ``stop``: the caller then takes its other path."""
     if not _SWITCH.on or type(data) is not bytes:
         return None
     kernel = cast(Kernel, _SWITCH.kernel)
     by_bit = tuple(labels.get(name) for name in _DETECTORS)
     try:
-        scanned = kernel.scan_spans_raw(data, len(texts), _mask(wanted), stop, detection, by_bit)
+        scanned = kernel.scan_spans_raw(data, count, _mask(wanted), stop, detection, by_bit)
     except BaseException as error:
         raise_if_panic(error)
         raise
     if scanned is None:
         return None
-    return scanned, _python_passes(texts, scanned[3], scanned[4])
+    iban_pending, ipv6_pending = scanned[3], scanned[4]
+    left = _python_passes(texts(), iban_pending, ipv6_pending) if iban_pending or ipv6_pending else []
+    return scanned, left
 
 
 def _python_passes(

@@ -87,7 +87,8 @@ from labelgate.demo.models import (
 )
 from labelgate.demo.models import validate_inputs as validate_model_inputs
 from labelgate.errors import ConfigError, InvalidInput, LabelgateError, NotFound
-from labelgate.oip.tensors import Tensor, decode_inputs, encode_outputs, uses_raw_inputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_inputs, encode_outputs, uses_raw_inputs
 
 SERVER_NAME = "labelgate-demo-backend"
 DEBUG_MODEL = "_debug-metadata"

@@ -1,6 +1,6 @@
 """The demo backend's models: what they take, what they return, how they compute it.
 
-Pure functions over ``labelgate.oip.tensors.Tensor``; the gRPC side lives in
+Pure functions over ``labelgate.oip.tensor.Tensor``; the gRPC side lives in
 ``labelgate.demo.backend``. Every model takes rank-1 inputs of N elements and returns
 rank-1 outputs of N elements (metadata shape ``[-1]``).
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from labelgate.demo import reasons
 from labelgate.demo.data import as_fp32, customer
 from labelgate.errors import InvalidInput
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 # The most rows one call may ask for: keeps a single request from pinning the demo backend.
 MAX_ROWS = 100_000

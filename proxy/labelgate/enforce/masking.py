@@ -26,7 +26,6 @@ when a partial mask targets it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -42,7 +41,7 @@ from labelgate.enforce.native import MaskedNode
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial, replace_spans, zero_of
 from labelgate.enforce.whole import mask_whole_bytes
 from labelgate.oip import native
-from labelgate.oip.tensors import Tensor, bytes_elements
+from labelgate.oip.tensor import Tensor
 
 _DETECTOR = attrgetter("detector")
 _DETECTIONS = attrgetter("detections")
@@ -72,15 +71,9 @@ def _mask_tensor(
     if tensor.datatype != "BYTES":
         if whole is None:
             return tensor
-        return replace(
-            tensor, values=[zero_of(tensor.datatype)] * len(tensor.values), shape=list(tensor.shape)
-        )
+        return tensor.with_values([zero_of(tensor.datatype)] * tensor.size)
     if whole is not None:
-        # null and redact write one element per element whatever they held: not read.
-        unread = whole.strategy in ("null", "redact")
-        return mask_whole_bytes(
-            tensor, tensor.values if unread else bytes_elements(tensor.values), whole, masker
-        )
+        return mask_whole_bytes(tensor, whole, masker)
 
     text_spans = classification.spans.get(tensor.name, {})
     objects = classification.json_elements.get(tensor.name, {})
@@ -97,11 +90,11 @@ def _mask_tensor(
     nested = index.any_under(base + "[]")
     if not span_masks and not nested and not _targets_spans(index, base):
         return tensor  # no mask reaches it: its elements are not even looked at
-    values = bytes_elements(tensor.values)
+    values = tensor.byte_elements()
     if classification.element_counts.get(tensor.name) != len(values):
         # Spans index the elements that were classified; on any other elements they could
         # miss what they should hide.
-        return replace(tensor, values=[b""] * len(values), shape=list(tensor.shape))
+        return tensor.with_values([b""] * len(values))
 
     masked = list(values)
     inside = _strongest_inside(masks, base + "[]") if nested else None
@@ -144,7 +137,7 @@ def _mask_tensor(
         keys = classification.json_keys or jsonpaths.KeyNames()
         shapes = classification.json_shapes.get(tensor.name, {})
         _mask_objects(values, masked, objects, shapes, keys, base + "[]", nested, index, span_masks, masker)
-    return replace(tensor, values=masked, shape=list(tensor.shape))
+    return tensor.with_values(masked)
 
 
 def _mask_objects(

@@ -20,7 +20,7 @@ from labelgate.classify.parameters import Parameter, ParameterClassification
 from labelgate.enforce import reasons
 from labelgate.enforce.strategies import Masker, MaskIndex, replace_spans
 from labelgate.oip import tensors as oip
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 
 MASKED_PARAMETER = "labelgate.masked"
 # The marker of an output masked only in parts (spans of text, nested JSON keys).

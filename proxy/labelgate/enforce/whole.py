@@ -15,13 +15,13 @@ checks that on every path.
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 
 import numpy as np
 
 from labelgate.enforce.strategies import Mask, Masker
 from labelgate.oip import native
-from labelgate.oip.tensors import Tensor, fixed_width_elements
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decoded_bytes, fixed_width_elements
 
 _PREFIX = struct.Struct("<I")
 _STAR = ord("*")
@@ -29,13 +29,23 @@ _STAR = ord("*")
 _NUMPY_MIN_COUNT = 16
 
 
-def mask_whole_bytes(tensor: Tensor, values: list[bytes], mask: Mask, masker: Masker) -> Tensor:
-    """``tensor`` (BYTES, elements ``values``) with every element masked by ``mask``."""
-    count = len(values)
+def mask_whole_bytes(tensor: Tensor, mask: Mask, masker: Masker) -> Tensor:
+    """``tensor`` (BYTES) with every element masked by ``mask``."""
     if mask.strategy in ("null", "redact"):
+        # One element per element whatever they held: not read (a decoded tensor's are not
+        # even built).
+        count = tensor.size
         element = b"" if mask.strategy == "null" else mask.replacement.encode("utf-8")
-        masked = replace(tensor, values=[element] * count, shape=list(tensor.shape))
+        masked = tensor.with_values([element] * count)
         return masked.remember_raw((_PREFIX.pack(len(element)) + element) * count)
+    if mask.strategy == "partial":
+        source = tensor.raw_source()
+        starred_raw = None if source is None else native.partial_all_raw(source, tensor.size, mask.keep_last)
+        if starred_raw is not None:
+            # Straight from the buffer the values were decoded from to the masked one: no
+            # element is built on either side unless something reads them later.
+            return decoded_bytes(tensor.name, list(tensor.shape), starred_raw, tensor.size)
+    values = tensor.byte_elements()
     if mask.strategy == "partial":
         # The extension stars ASCII elements of any lengths and writes their raw form;
         # otherwise numpy does equal-length ASCII columns (both measured faster than the rest).
@@ -43,8 +53,8 @@ def mask_whole_bytes(tensor: Tensor, values: list[bytes], mask: Mask, masker: Ma
         if starred is None:
             starred = _partial_fixed_width(tensor.raw_form(), values, mask.keep_last)
         if starred is not None:
-            return replace(tensor, values=starred[0], shape=list(tensor.shape)).remember_raw(starred[1])
-    return replace(tensor, values=masker.raw_all(values, mask), shape=list(tensor.shape))
+            return tensor.with_values(starred[0]).remember_raw(starred[1])
+    return tensor.with_values(masker.raw_all(values, mask))
 
 
 def _partial_fixed_width(

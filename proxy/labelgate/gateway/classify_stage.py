@@ -22,7 +22,7 @@ from labelgate.config import ClassificationSettings
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import reasons
 from labelgate.logs import get_logger
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 from labelgate.policy.source import PolicySource
 
 log = get_logger(__name__)

@@ -68,7 +68,7 @@ from labelgate.gateway.streams import StreamLedger, is_final
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
-from labelgate.oip.tensors import Tensor
+from labelgate.oip.tensor import Tensor
 from labelgate.policy import reasons as policy_reasons
 from labelgate.policy.cache import CachingEngine, cache_keys
 from labelgate.policy.contract import Decision, build_input

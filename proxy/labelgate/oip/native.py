@@ -29,9 +29,13 @@ class TensorKernel(Protocol):
 
     def split_bytes(self, data: bytes, count: int, /) -> list[bytes] | None: ...
 
+    def check_bytes(self, data: bytes, count: int, /) -> bool: ...
+
     def join_bytes(self, values: list[bytes], /) -> bytes | None: ...
 
     def partial_all(self, values: list[bytes], keep_last: int, /) -> tuple[list[bytes], bytes] | None: ...
+
+    def partial_all_raw(self, data: bytes, count: int, keep_last: int, /) -> bytes | None: ...
 
     def partial_span(self, data: bytes, start: int, end: int, keep_last: int, /) -> bytes | None: ...
 
@@ -47,7 +51,15 @@ class TensorKernel(Protocol):
     ) -> list[int]: ...
 
 
-_FUNCTIONS = ("split_bytes", "join_bytes", "partial_all", "partial_span", "partial_spans")
+_FUNCTIONS = (
+    "split_bytes",
+    "check_bytes",
+    "join_bytes",
+    "partial_all",
+    "partial_all_raw",
+    "partial_span",
+    "partial_spans",
+)
 
 
 _SWITCH: NativeSwitch[TensorKernel] = NativeSwitch(
@@ -76,6 +88,20 @@ def split_bytes(data: bytes, count: int) -> list[bytes] | None:
         raise
 
 
+def check_bytes(data: bytes, count: int) -> bool | None:
+    """Whether ``split_bytes(data, count)`` would give the elements (without building them);
+    None when the extension is off or ``data`` is not ``bytes``."""
+    if not _SWITCH.on or type(data) is not bytes:
+        return None
+    if not 0 <= count <= len(data) >> 2:  # each element needs its 4-byte prefix: malformed
+        return False
+    try:
+        return cast(TensorKernel, _SWITCH.kernel).check_bytes(data, count)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+
+
 def join_bytes(values: list[bytes]) -> bytes | None:
     """Each of ``values`` after its 4-byte little-endian length, as one ``bytes``; None when
     a value is not ``bytes`` or too long, or the extension is off."""
@@ -95,6 +121,19 @@ def partial_all(values: list[bytes], keep_last: int) -> tuple[list[bytes], bytes
         return None
     try:
         return cast(TensorKernel, _SWITCH.kernel).partial_all(values, _bounded(keep_last))
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+
+
+def partial_all_raw(data: bytes, count: int, keep_last: int) -> bytes | None:
+    """``partial_all`` on the ``count`` elements of the raw BYTES buffer ``data``, giving the
+    masked tensor's raw form only (no element built); None unless ``data`` is exactly that
+    many elements, all ASCII, and the extension is on."""
+    if not _SWITCH.on or type(data) is not bytes or keep_last < 0 or not 0 <= count <= len(data) >> 2:
+        return None
+    try:
+        return cast(TensorKernel, _SWITCH.kernel).partial_all_raw(data, count, _bounded(keep_last))
     except BaseException as error:
         raise_if_panic(error)
         raise

@@ -26,6 +26,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput, Unsupported
 from labelgate.oip import reasons
 from labelgate.oip import tensors as oip
+from labelgate.oip.tensor import Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Parameters that steer the binding itself; they never travel upstream.
@@ -181,7 +182,7 @@ def infer_request(
         else:
             try:
                 raws.append(
-                    oip.tensor_to_raw(oip.Tensor(message.name, message.datatype, list(message.shape), values))
+                    oip.tensor_to_raw(Tensor(message.name, message.datatype, list(message.shape), values))
                 )
             except (ValueError, TypeError) as error:
                 raise _invalid(f"inputs[{position}]: {error}") from None
@@ -423,7 +424,7 @@ def upstream_infer_reply(body: bytes, header_length: str | None, raw: bool) -> A
                 raise _malformed(error.message) from None
         else:
             raise _malformed(f"{where} has neither data nor binary_data_size")
-        tensors.append(oip.Tensor(name, datatype, list(shape), values))
+        tensors.append(Tensor(name, datatype, list(shape), values))
     if offset != len(binary):
         raise _malformed("the upstream's reply has binary bytes that belong to no output")
     try:

@@ -28,7 +28,7 @@ import math
 import numbers
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -37,6 +37,7 @@ import numpy as np
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput
 from labelgate.oip import native, reasons
+from labelgate.oip.tensor import Tensor
 
 MALFORMED_TENSOR = reasons.MALFORMED_TENSOR
 
@@ -93,36 +94,6 @@ _NARROW_INT_RANGES: dict[str, tuple[int, int]] = {
 }
 
 _LENGTH_PREFIX = struct.Struct("<I")
-
-
-@dataclass
-class Tensor:
-    """One tensor: ``values`` is flat and row-major.
-
-    Values are Python ``int`` (integer types), ``float`` (FP16/BF16/FP32/FP64), ``bool``
-    (BOOL) or ``bytes`` (BYTES).
-    """
-
-    name: str
-    datatype: str
-    shape: list[int]
-    values: list[Any]
-    # The raw form of exactly ``values`` when it is known without encoding them (decoding
-    # keeps the bytes it validated; a whole-output mask writes its own): encoding then costs
-    # nothing per element. Bound to the ``values`` object it describes, and not an init
-    # field, so ``dataclasses.replace`` (how masking makes changed tensors) never carries
-    # it over and assigning other values drops it. Values are never changed in place.
-    known_raw: tuple[list[Any], bytes] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def raw_form(self) -> bytes | None:
-        """The raw bytes of ``values`` if known (see ``known_raw``), else None."""
-        known = self.known_raw
-        return known[1] if known is not None and known[0] is self.values else None
-
-    def remember_raw(self, data: bytes) -> Tensor:
-        """Record that ``data`` is the raw form of ``values`` (the caller vouches); returns self."""
-        self.known_raw = (self.values, data)
-        return self
 
 
 def element_count(shape: Iterable[int]) -> int:
@@ -192,10 +163,7 @@ def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Te
                     f"{where} has both raw_{kind}_contents and contents ({', '.join(present)}); "
                     "use one representation"
                 )
-            data = raw[index]
-            values = _decode_raw(data, datatype, count, shape, where)
-            # Validated above: exactly ``values``, so encoding them again would give ``data``.
-            tensors.append(Tensor(name, datatype, shape, values).remember_raw(data))
+            tensors.append(_decode_raw(name, raw[index], datatype, count, shape, where))
         else:
             values = _decode_contents(message.contents, present, datatype, count, shape, where)
             tensors.append(Tensor(name, datatype, shape, values))
@@ -223,9 +191,14 @@ def _decode_contents(
     return values
 
 
-def _decode_raw(data: bytes, datatype: str, count: int, shape: list[int], where: str) -> list[Any]:
+def _decode_raw(name: str, data: bytes, datatype: str, count: int, shape: list[int], where: str) -> Tensor:
+    """The tensor ``data`` holds, validated whole here; its values are built when first read
+    (``Tensor.decoded``), and encoding them again gives ``data``."""
     if datatype == "BYTES":
-        return split_raw_bytes(data, count, where)
+        if count <= len(data) >> 2 and native.check_bytes(data, count):  # None: the extension is off
+            return decoded_bytes(name, shape, data, count)
+        elements = split_raw_bytes(data, count, where)  # raises the reference error
+        return Tensor.decoded(name, datatype, shape, data, count, elements.copy, elements)
     itemsize = 1 if datatype == "BOOL" else 2 if datatype == "BF16" else _ITEMSIZES[datatype]
     if len(data) != count * itemsize:
         raise _malformed(
@@ -236,7 +209,19 @@ def _decode_raw(data: bytes, datatype: str, count: int, shape: list[int], where:
         array = np.frombuffer(data, dtype=np.uint8)
         if array.size and int(array.max()) > 1:
             raise _malformed(f"{where} has a raw BOOL byte other than 0 or 1")
-        values: list[Any] = (array != 0).tolist()  # numpy's tolist() is typed Any
+    return Tensor.decoded(name, datatype, shape, data, count, partial(_numbers, data, datatype))
+
+
+def decoded_bytes(name: str, shape: list[int], data: bytes, count: int) -> Tensor:
+    """The BYTES tensor whose raw form is ``data``, which the caller has checked is exactly
+    ``count`` elements; they are split out when first read."""
+    return Tensor.decoded(name, "BYTES", shape, data, count, partial(split_raw_bytes, data, count))
+
+
+def _numbers(data: bytes, datatype: str) -> list[Any]:
+    """The values of a validated raw numeric or BOOL buffer."""
+    if datatype == "BOOL":
+        values: list[Any] = (np.frombuffer(data, dtype=np.uint8) != 0).tolist()  # typed Any
         return values
     if datatype == "BF16":
         # bfloat16 is the upper half of a float32.
@@ -354,6 +339,11 @@ def tensor_to_raw(tensor: Tensor) -> bytes:
     if known is not None:
         return known
     if tensor.datatype == "BYTES":
+        # The extension takes a list of exactly bytes (what masking makes) as it is, and
+        # answers None for anything else: only then is each value's type checked here.
+        joined = native.join_bytes(tensor.values)
+        if joined is not None:
+            return joined
         values = _bytes_values(tensor)
         joined = native.join_bytes(values)  # None when off, or a value it cannot take
         if joined is not None:
@@ -447,9 +437,9 @@ def _check_encodable(tensor: Tensor) -> None:
     if any(dim < 0 for dim in tensor.shape):
         raise ValueError(f"tensor '{tensor.name}' has a negative dimension in shape {tensor.shape}")
     count = element_count(tensor.shape)
-    if len(tensor.values) != count:
+    if tensor.size != count:
         raise ValueError(
-            f"tensor '{tensor.name}' has {len(tensor.values)} values; shape {tensor.shape} needs {count}"
+            f"tensor '{tensor.name}' has {tensor.size} values; shape {tensor.shape} needs {count}"
         )
 
 
@@ -491,12 +481,3 @@ def _numeric_array(tensor: Tensor, dtype_name: str) -> np.ndarray:
     if array.dtype.kind not in "iubf":
         raise ValueError(f"{tensor.datatype} tensor '{tensor.name}' needs numbers")
     return array.astype(dtype)
-
-
-def bytes_elements(values: Sequence[Any]) -> list[bytes]:
-    """A BYTES tensor's values as a list of ``bytes``: a decoded tensor's own list when it
-    already is one (no copy per element; callers only read it), else converted."""
-    # Counting type objects (compared by identity) is about 3x faster than a set of them.
-    if list(map(type, values)).count(bytes) == len(values):
-        return values if isinstance(values, list) else list(values)
-    return [value.encode() if isinstance(value, str) else bytes(value) for value in values]

@@ -22,7 +22,8 @@ from rich.text import Text
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput
-from labelgate.oip.tensors import Tensor, decode_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs
 from labelgate.recording.entries import decode_message
 from labelgate.recording.store import SessionInfo
 

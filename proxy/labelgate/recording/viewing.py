@@ -45,7 +45,8 @@ from labelgate.enforce import Mask, MaskIndex, apply_masks, apply_message_masks
 from labelgate.enforce.replies import infer_response, masked_markers
 from labelgate.errors import LabelgateError
 from labelgate.logs import get_logger
-from labelgate.oip.tensors import Tensor, decode_outputs, uses_raw_outputs
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, uses_raw_outputs
 from labelgate.policy.contract import POLICY_ERROR, POLICY_TIMEOUT, REPLAY, Decision, build_input
 from labelgate.recording.entries import decode_message, encode_message
 

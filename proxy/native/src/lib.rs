@@ -261,8 +261,10 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(json_mask::mask_json, module)?)?;
     module.add_function(wrap_pyfunction!(json_mask::json_detectors, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::split_bytes, module)?)?;
+    module.add_function(wrap_pyfunction!(tensors::check_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::join_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_all, module)?)?;
+    module.add_function(wrap_pyfunction!(tensors::partial_all_raw, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_span, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::partial_spans, module)?)?;
     module.add_function(wrap_pyfunction!(spans::scan_spans, module)?)?;
@@ -270,6 +272,6 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 7)?;
+    module.add("ABI", 8)?;
     Ok(())
 }

@@ -12,24 +12,47 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
 
 const PREFIX: usize = 4;
 
+/// Walks the `count` length-prefixed elements of `data`, handing each one's bounds to `visit`;
+/// false unless `data` holds exactly `count` of them and nothing else.
+fn walk_elements(data: &[u8], count: usize, mut visit: impl FnMut(usize, usize)) -> bool {
+    // Each element takes at least its prefix: a larger count cannot fit.
+    if count > data.len() / PREFIX {
+        return false;
+    }
+    let mut offset = 0usize;
+    for _ in 0..count {
+        let Some(prefix) = data.get(offset..offset + PREFIX) else {
+            return false;
+        };
+        let length = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let start = offset + PREFIX;
+        match start.checked_add(length).filter(|&end| end <= data.len()) {
+            Some(end) => visit(start, end),
+            None => return false,
+        }
+        offset = start + length;
+    }
+    offset == data.len()
+}
+
 /// Where each of `count` length-prefixed elements lies in `data`, if `data` holds exactly
 /// `count` of them and nothing else.
 fn element_bounds(data: &[u8], count: usize) -> Option<Vec<(usize, usize)>> {
-    // Each element takes at least its prefix: a larger count cannot fit (and is not allocated).
-    if count > data.len() / PREFIX {
-        return None;
-    }
-    let mut bounds = Vec::with_capacity(count);
-    let mut offset = 0usize;
-    for _ in 0..count {
-        let prefix: [u8; PREFIX] = data.get(offset..offset + PREFIX)?.try_into().ok()?;
-        let start = offset + PREFIX;
-        let length = usize::try_from(u32::from_le_bytes(prefix)).ok()?;
-        let end = start.checked_add(length).filter(|&end| end <= data.len())?;
-        bounds.push((start, end));
-        offset = end;
-    }
-    (offset == data.len()).then_some(bounds)
+    // Not allocated for a count that cannot fit.
+    let mut bounds = Vec::with_capacity(if count > data.len() / PREFIX {
+        0
+    } else {
+        count
+    });
+    walk_elements(data, count, |start, end| bounds.push((start, end))).then_some(bounds)
+}
+
+/// Whether `split_raw_bytes(data, count)` would succeed: `data` is exactly `count`
+/// length-prefixed elements. Checks without building an element, so a decoded tensor can
+/// leave its elements unread until something needs them.
+#[pyfunction]
+pub fn check_bytes(data: &[u8], count: usize) -> bool {
+    walk_elements(data, count, |_, _| {})
 }
 
 /// `split_raw_bytes(data, count)` for well-formed `data`: its `count` elements as a list of
@@ -142,6 +165,44 @@ pub fn partial_all<'py>(
         offset += element.len();
     }
     Ok(Some((PyList::new(py, masked)?, raw)))
+}
+
+/// Whether `data` is exactly `count` length-prefixed elements, all ASCII.
+fn ascii_elements(data: &[u8], count: usize) -> bool {
+    let mut ascii = true;
+    walk_elements(data, count, |start, end| {
+        ascii &= data[start..end].is_ascii()
+    }) && ascii
+}
+
+/// `data` (checked by `ascii_elements`) into `buffer`, each element starred but its last
+/// `keep_last` bytes; the prefixes are copied as they are.
+fn star_elements(data: &[u8], count: usize, keep_last: usize, buffer: &mut [u8]) {
+    buffer.copy_from_slice(data);
+    walk_elements(data, count, |start, end| {
+        buffer[start..start + hidden(end - start, keep_last)].fill(b'*');
+    });
+}
+
+/// `partial_all` read from and written to raw BYTES form: `data`, exactly `count`
+/// length-prefixed elements, with every element starred but its last `keep_last` bytes;
+/// `None` when `data` is not that well formed or an element is not ASCII. No element is
+/// built on either side.
+#[pyfunction]
+pub fn partial_all_raw<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    count: usize,
+    keep_last: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    if !ascii_elements(data, count) {
+        return Ok(None);
+    }
+    let raw = PyBytes::new_with(py, data.len(), |buffer| {
+        star_elements(data, count, keep_last, buffer);
+        Ok(())
+    })?;
+    Ok(Some(raw))
 }
 
 /// `data[:start] + partial(data[start:end], keep_last) + data[end:]` when the span is ASCII
@@ -289,5 +350,44 @@ mod tests {
         assert_eq!(element_bounds(b"\x00\x00\x00", 1), None); // truncated prefix
         assert_eq!(element_bounds(b"\xff\xff\xff\xff", 1), None); // huge length
         assert_eq!(element_bounds(b"", usize::MAX), None);
+    }
+
+    #[test]
+    fn the_check_agrees_with_the_bounds() {
+        let cases: [(&[u8], usize); 7] = [
+            (b"\x01\x00\x00\x00a\x00\x00\x00\x00", 2),
+            (b"", 0),
+            (b"\x02\x00\x00\x00a", 1),
+            (b"\x00\x00\x00\x00x", 1),
+            (b"\x00\x00\x00", 1),
+            (b"\xff\xff\xff\xff", 1),
+            (b"", usize::MAX),
+        ];
+        for (data, count) in cases {
+            assert_eq!(
+                check_bytes(data, count),
+                element_bounds(data, count).is_some()
+            );
+        }
+        assert!(!check_bytes(b"\x00\x00\x00\x00", 2)); // fewer elements than the count
+    }
+
+    #[test]
+    fn raw_starring_touches_elements_not_prefixes() {
+        let data = b"\x06\x00\x00\x00abcdef\x00\x00\x00\x00\x02\x00\x00\x00gh";
+        assert!(ascii_elements(data, 3));
+        let mut buffer = vec![0u8; data.len()];
+        star_elements(data, 3, 4, &mut buffer);
+        assert_eq!(
+            buffer,
+            b"\x06\x00\x00\x00**cdef\x00\x00\x00\x00\x02\x00\x00\x00**" // short: all hidden
+        );
+        star_elements(data, 3, 0, &mut buffer);
+        assert_eq!(
+            buffer,
+            b"\x06\x00\x00\x00******\x00\x00\x00\x00\x02\x00\x00\x00**"
+        );
+        assert!(!ascii_elements(data, 2)); // an element left over
+        assert!(!ascii_elements(b"\x02\x00\x00\x00\xc3\xa9", 1)); // not ASCII
     }
 }
