@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from labelgate.audit.protocol import HEADER, MAX_FRAME, READ_CHUNK, FrameError, FrameProtocol, encode
+from labelgate.audit.client import _decode_reply
+from labelgate.audit.protocol import HEADER, MAX_FRAME, READ_CHUNK, FrameError, FrameProtocol, decode, encode
+from labelgate.audit.writer import _acknowledgement
 from tests.audit.conftest import make_event
 
 
@@ -83,3 +85,79 @@ def test_encode_refuses_what_is_not_plain_json() -> None:
     with pytest.raises(TypeError):
         encode({"x": b"bytes"})
     assert json.loads(encode({"x": "café"})[HEADER.size :]) == {"x": "café"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id":1,"op":"stats"}',
+        '{"reason":"café \u2028"}'.encode(),
+        b'{"a":"\xed\xa0\x80"}',  # a lone surrogate, UTF-8 encoded: json.loads takes it (surrogatepass)
+        '{"a":1}'.encode("utf-16-le"),  # json.loads guesses the encoding from the first bytes
+        '{"a":1}'.encode("utf-8-sig"),
+        b'{"a":1} ',
+        b'  {"a":1}',
+    ],
+)
+def test_decode_reads_what_json_loads_reads(body: bytes) -> None:
+    assert decode(body) == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b'{"a":"\xff"}', b'{"a":1}x', b'{"a":', b'{"', b'{"a":NaN'])
+def test_decode_refuses_what_json_loads_refuses(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(FrameError, match="not JSON"):
+        decode(body)
+
+
+class Failing(Collecting):
+    """Handling the message with id 2 fails; read_done must still follow every receive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads_done = 0
+
+    def message_received(self, message: dict[str, Any]) -> None:
+        if message.get("id") == 2:
+            raise RuntimeError("handler failed")
+        super().message_received(message)
+
+    def read_done(self) -> None:
+        self.reads_done += 1
+
+
+def test_read_done_follows_each_receive_even_when_handling_fails() -> None:
+    protocol = Failing()
+    frames = b"".join(encode({"id": n, "op": "stats"}) for n in (1, 2, 3))
+    with pytest.raises(RuntimeError, match="handler failed"):
+        feed(protocol, frames, len(frames))
+    assert protocol.reads_done == 1 and [m["id"] for m in protocol.messages] == [1]
+    feed(protocol, encode({"id": 4, "op": "stats"})[:3], 100)  # half a header: no message yet
+    assert protocol.reads_done == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _acknowledgement(7, 12, "ab" * 32)[HEADER.size :],
+        _acknowledgement(123456789012345678, 1, "0" * 64)[HEADER.size :],
+        _acknowledgement(1234567890123456789, 1, "0" * 64)[HEADER.size :],  # beyond the shortcut's digits
+        _acknowledgement("x", 1, "0" * 64)[HEADER.size :],
+        b'{"id":0,"ok":true,"seq":1,"hash":"' + b"0" * 64 + b'"}',
+        b'{"id":1,"ok":true,"seq":1,"hash":"' + b"A" * 64 + b'"}',
+        b'{"id":1,"ok":false,"reason":"AUDIT_EVENT_INVALID","message":"m"}',
+        b'{"id":1,"ok":true,"stats":{"records":3}}',
+    ],
+)
+def test_the_client_reads_replies_as_json_loads_does(body: bytes) -> None:
+    assert _decode_reply(body) == json.loads(body)
+    assert type(_decode_reply(body)["id"]) is type(json.loads(body)["id"])
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"id":01,"ok":true,"seq":1,"hash":"' + b"0" * 64 + b'"}', b'{"id":1,"ok":tru']
+)
+def test_the_client_refuses_replies_json_loads_refuses(body: bytes) -> None:
+    with pytest.raises(FrameError):
+        _decode_reply(body)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from labelgate.audit.records import (
     GENESIS,
     AuditEventInvalid,
+    JsonEncoder,
+    _plainly_valid_event,
+    _validate_exactly,
     canonical_json,
     chain_hash,
     leaf_hash,
@@ -142,3 +147,175 @@ def test_values_of_json_subclasses_are_judged_like_their_base_types() -> None:
     validate_event(make_event(reason=Name("fine")))
     with pytest.raises(AuditEventInvalid, match="never data"):
         validate_event(make_event(details={Name("value"): 1}))
+
+
+# -- the fast path of validate_event against the reference, rule by rule -------------------
+
+
+def _outcome(check: Callable[[Any], object], event: Any) -> tuple[str, str]:
+    try:
+        check(event)
+    except Exception as error:  # the reference may raise more than AuditEventInvalid
+        return type(error).__name__, str(error)
+    return "accepted", ""
+
+
+def _deep(levels: int, leaf: Any) -> Any:
+    """``leaf`` wrapped so that it sits at depth ``levels + 1`` inside ``details``."""
+    value = leaf
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+class _Key(str):
+    pass
+
+
+class _Impostor:
+    """Not a string, but equal to the field name ``reason`` (and hashed like it)."""
+
+    def __hash__(self) -> int:
+        return hash("reason")
+
+    def __eq__(self, other: object) -> bool:
+        return other == "reason"
+
+
+_UUID = "3f2b8c1e-5a4d-4e6f-9a8b-7c6d5e4f3a2b"
+_VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"event_id": _UUID.upper()},
+    {"event_id": "{" + _UUID + "}"},
+    {"event_id": "urn:uuid:" + _UUID},
+    {"event_id": _UUID.replace("-", "")},
+    {"event_id": " " + _UUID.replace("-", "")[1:]},
+    {"event_id": "0x" + _UUID.replace("-", "")[2:]},
+    {"event_id": _UUID[:-1]},
+    {"event_id": _UUID + "\n"},
+    {"event_id": "g" + _UUID[1:]},
+    {"event_id": 12345678901234567890123456789012},
+    {"event_id": _Key(_UUID)},
+    {"event_id": ""},
+    {"time": ""},
+    {"time": None},
+    {"time": 12},
+    {"time": _Key("2026-01-01T00:00:00Z")},
+    {"decision": "maybe"},
+    {"decision": ""},
+    {"decision": _Key("allow")},
+    {"decision": 0},
+    {"reason": "x" * 4096},
+    {"reason": "x" * 4097},
+    {"reason": _Key("fine")},
+    {"labels": ["l"] * 1024},
+    {"labels": ["l"] * 1025},
+    {"labels": ("a", "b")},
+    {"details": {str(n): n for n in range(1024)}},
+    {"details": {str(n): n for n in range(1025)}},
+    {"details": _deep(5, 1)},
+    {"details": _deep(6, 1)},
+    {"details": _deep(5, {})},
+    {"details": _deep(5, [])},
+    {"details": _deep(6, {})},
+    {"details": _deep(5, [[]])},
+    {"details": _deep(4, [1.5, None, True, -0.0, 2**70, "s"])},
+    {"latency_ms": float("nan")},
+    {"latency_ms": float("inf")},
+    {"latency_ms": -float("inf")},
+    {"latency_ms": 1e308},
+    {"latency_ms": True},
+    {"latency_ms": b"1"},
+    {"details": {"value": 1}},
+    {"details": {"Payload": 1}},
+    {"details": {"my_values": 1}},
+    {"details": {"xcontents": 1}},
+    {"details": {_Key("payload"): 1}},
+    {"details": {_Key("fine"): 1}},
+    {"details": {1: "x"}},
+    {"details": {None: "x"}},
+    {"masked": [{"path": "a", "strategy": "redact", "old_value": "x"}]},
+    {"subject": {"id": "alice", "groups": [{"contents": 1}]}},
+    {"approval_id": None, "approvers": []},
+    {"details": {"nested": [{"a": [{"b": 1}]}]}},
+]
+
+
+@pytest.mark.parametrize("changes", _VARIANTS)
+def test_validate_event_decides_like_the_reference(changes: dict[str, Any]) -> None:
+    event = make_event(**changes)
+    assert _outcome(validate_event, event) == _outcome(_validate_exactly, event)
+    if _plainly_valid_event(event):  # the fast path only ever says yes to what the reference takes
+        assert _outcome(_validate_exactly, event) == ("accepted", "")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"time": "t", "event_id": _UUID, "decision": "allow", _Key("reason"): "x"},
+        {"time": "t", "event_id": _UUID, "decision": "allow", 1: "x"},
+        {"time": "t", "event_id": _UUID, "decision": "allow", _Impostor(): "x"},
+        {"event_id": _UUID, "decision": "allow"},
+        {"time": "t", "event_id": _UUID, "decision": ["allow"]},  # unhashable: the reference raises
+        type("EventDict", (dict,), {})(make_event()),
+        None,
+        "event",
+    ],
+)
+def test_unusual_events_get_the_reference_answer(event: Any) -> None:
+    assert _outcome(validate_event, event) == _outcome(_validate_exactly, event)
+
+
+def test_gateway_shaped_events_take_the_fast_path() -> None:
+    assert _plainly_valid_event(make_event())
+    assert not _plainly_valid_event(make_event(event_id="urn:uuid:" + _UUID))  # valid, but for the reference
+
+
+def test_uuid_spellings_that_uuid_accepts_stay_accepted() -> None:
+    for spelling in (_UUID.upper(), "{" + _UUID + "}", "urn:uuid:" + _UUID, _UUID.replace("-", "")):
+        validate_event(make_event(event_id=spelling))
+    with pytest.raises(AuditEventInvalid, match="UUID"):
+        validate_event(make_event(event_id=_UUID[:-1]))
+
+
+# -- the reusable JSON encoder -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sort_keys", [False, True])
+def test_json_encoder_writes_what_json_encoder_writes(sort_keys: bool) -> None:
+    options: dict[str, Any] = {"sort_keys": sort_keys, "separators": (",", ":"), "ensure_ascii": False}
+    ours, reference = JsonEncoder(**options, allow_nan=False), json.JSONEncoder(**options, allow_nan=False)
+    values = [
+        make_event(reason='quote " backslash \\ nul \x00 \u2028 \U0001f600 café'),
+        {"z": [1.5, -0.0, 1e300, 2**70, None, True], "a": {"y": "x", "b": []}},
+        "top-level string",
+        _Key("a str subclass"),
+        [],
+        12,
+    ]
+    for value in values:
+        assert ours.encode(value) == reference.encode(value)
+
+
+def test_json_encoder_recovers_from_an_encode_that_failed_half_way() -> None:
+    encoder = JsonEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+    event: dict[str, Any] = {"a": [1, float("nan")]}
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encoder.encode(event)
+    event["a"] = [1]  # the same objects again: nothing of the failed encode may linger
+    assert encoder.encode(event) == '{"a":[1]}'
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Circular reference"):
+            encoder.encode(looped)
+    del looped["self"]
+    assert encoder.encode({"b": looped}) == '{"b":{}}'
+
+
+@pytest.mark.parametrize("decision", [["allow"], {"allow": 1}, 1, True])
+def test_a_decision_that_is_not_a_string_is_refused_not_raised(decision: Any) -> None:
+    """An unhashable decision once raised TypeError out of the check (and closed the
+    writer's connection); every shape of it is an invalid event."""
+    with pytest.raises(AuditEventInvalid, match="decision"):
+        validate_event(make_event(decision=decision))

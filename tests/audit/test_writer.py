@@ -281,3 +281,44 @@ def test_bad_settings_and_keys_are_usage_errors(tmp_path: Path) -> None:
     assert (status, "AUDIT_KEY_INVALID" in output) == (2, True)
     status, output = run_to_exit(tmp_path / ("x" * 120 + ".sock"), tmp_path / "log")
     assert (status, "longer than 107 bytes" in output) == (2, True)
+
+
+async def test_appends_from_several_connections_share_one_chain(tmp_path: Path, keys, public_key) -> None:
+    # More than one connection: commits wait one turn of the writer's loop, so that every
+    # connection's frames read in one wake-up join the batch.
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0])):
+        clients = [AuditClient(sock, timeout=10) for _ in range(3)]
+        try:
+
+            async def task(client: AuditClient) -> list[int]:
+                return [(await client.append(make_event())).seq for _ in range(20)]
+
+            seqs = await asyncio.gather(*(task(client) for client in clients for _ in range(4)))
+        finally:
+            for client in clients:
+                await client.close()
+    assert sorted(seq for batch in seqs for seq in batch) == list(range(1, 241))
+    assert [r["seq"] for r in read_records(log_dir)] == list(range(1, 241))
+    assert verify_log(log_dir, public_key).ok
+
+
+async def test_an_earlier_deadline_queued_after_a_later_one_still_fails_on_time(tmp_path: Path) -> None:
+    # The connection's one timer serves deadlines in the order they fall; a shorter timeout
+    # set while a longer one waits gets a timer of its own, so it does not wait behind it.
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir) as process:
+        async with AuditClient(sock, timeout=30) as client:
+            await client.append(make_event())
+            process.signal(signal.SIGSTOP)
+            try:
+                patient = asyncio.ensure_future(client.append(make_event()))
+                await asyncio.sleep(0)  # queued with the 30 s deadline
+                client.timeout = 0.3
+                with pytest.raises(AuditUnavailable, match=r"within 0\.3s"):
+                    await client.append(make_event())
+                assert not patient.done()  # its deadline has not come
+            finally:
+                process.signal(signal.SIGCONT)
+            assert (await patient).seq == 2
+            assert (await client.append(make_event())).seq == 4  # the refused one was written too

@@ -3,8 +3,9 @@
 One Unix-socket connection per client, opened on first use and reopened after it breaks.
 Concurrent appends share it: each request carries an id and the connection's protocol
 hands every reply to the future of the request waiting for it, so the writer can batch
-them into one fsync. Per append: one encode, one timer, one future, no task; the frames
-queued in one turn of the event loop leave in one write.
+them into one fsync. Per append: one encode, one future, no task, no timer of its own (the
+connection's one timer serves every deadline); the frames queued in one turn of the event
+loop leave in one write.
 
 Every failure to get a durable acknowledgement (no writer, connection lost, no answer
 within ``timeout``, writer unable to write) raises ``AuditUnavailable`` with reason
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from typing import Any
 import grpc
 
 from labelgate.audit import reasons
-from labelgate.audit.protocol import FrameError, FrameProtocol, encode
+from labelgate.audit.protocol import FrameError, FrameProtocol, decode, encode
 from labelgate.errors import LabelgateError
 
 
@@ -55,20 +59,43 @@ class AuditReceipt:
     hash: str
 
 
+# The writer's acknowledgement of an append, byte for byte as it writes them (JSON numbers
+# have no leading zeros; the length limit keeps the ints small). Anything else is parsed as
+# JSON: a match here gives exactly what ``json.loads`` would.
+_ACKNOWLEDGEMENT = re.compile(
+    rb'\{"id":([1-9][0-9]{0,17}),"ok":true,"seq":([1-9][0-9]{0,17}),"hash":"([0-9a-f]{64})"\}'
+)
+# asyncio runs a timer once its time is less than the clock plus this: deadlines are kept alike.
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
+
+
+def _decode_reply(body: bytes | bytearray) -> dict[str, Any]:
+    match = _ACKNOWLEDGEMENT.fullmatch(body)
+    if match is None:
+        return decode(body)
+    request_id, seq, digest = match.groups()
+    return {"id": int(request_id), "ok": True, "seq": int(seq), "hash": digest.decode("ascii")}
+
+
 class _Connection(FrameProtocol):
     """The client's end: each reply resolves the future of the request with its id.
 
     Replies are matched in the protocol's callback, so a reply costs no task wake-up of
-    its own; only the caller awaiting that future resumes.
+    its own; only the caller awaiting that future resumes. Deadlines wait in a queue in the
+    order they fall, served by one timer set for the earliest one still waiting.
     """
 
     def __init__(self) -> None:
         super().__init__()
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.closed = False
         self._writable: asyncio.Future[None] | None = None  # set while the kernel buffer is full
         self._outbox: list[bytes] = []
+        self._deadlines: deque[tuple[float, int, float]] = deque()  # (when, request id, timeout)
+        self._timer: asyncio.TimerHandle | None = None
+        self._decode = _decode_reply
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -97,11 +124,38 @@ class _Connection(FrameProtocol):
         if writable is not None and not writable.done():
             writable.set_result(None)
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, loop: asyncio.AbstractEventLoop) -> None:
         """Queue a frame; every frame queued in one turn of the event loop goes in one write."""
         if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         self._outbox.append(frame)
+
+    def expire_at(self, when: float, request_id: int, timeout: float) -> bool:
+        """Fail request ``request_id`` at ``when`` unless answered; False if ``when`` is out of order
+        (earlier than a deadline already queued: the caller then sets a timer of its own)."""
+        deadlines, waiting = self._deadlines, self.waiting
+        while deadlines and deadlines[0][1] not in waiting:  # answered: its deadline is moot
+            deadlines.popleft()
+        if deadlines and when < deadlines[-1][0]:
+            return False
+        deadlines.append((when, request_id, timeout))
+        if self._timer is None:
+            self._timer = self.loop.call_at(when, self._expire_due)
+        return True
+
+    def _expire_due(self) -> None:
+        self._timer = None
+        deadlines, waiting = self._deadlines, self.waiting
+        due = self.loop.time() + _CLOCK_RESOLUTION
+        while deadlines:
+            when, request_id, timeout = deadlines[0]
+            future = waiting.get(request_id)
+            if future is not None:
+                if when >= due:
+                    self._timer = self.loop.call_at(when, self._expire_due)
+                    return
+                _expire(future, timeout)
+            deadlines.popleft()
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
@@ -119,6 +173,10 @@ class _Connection(FrameProtocol):
 
     def close(self, why: str) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         if self.transport is not None:
             self.transport.close()
         self.resume_writing()
@@ -187,12 +245,15 @@ class AuditClient:
         assert connection.transport is not None
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         connection.waiting[request_id] = future
-        timer = loop.call_at(deadline, _expire, future, self.timeout)
+        timer = None
+        if loop is not connection.loop or not connection.expire_at(deadline, request_id, self.timeout):
+            timer = loop.call_at(deadline, _expire, future, self.timeout)
         try:
-            connection.send(frame)
+            connection.send(frame, loop)
             reply = await future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             connection.waiting.pop(request_id, None)
         if not reply.get("ok"):
             reason, text = str(reply.get("reason", "AUDIT_PROTOCOL")), str(reply.get("message", ""))

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from collections.abc import Callable
 from typing import Any
+
+from labelgate.audit.records import JsonEncoder
 
 HEADER = struct.Struct(">I")
 # Events are a few hundred bytes; the cap keeps a broken or hostile peer from making the
@@ -24,7 +27,8 @@ MAX_FRAME = 256 * 1024
 # allocation (an mmap and munmap) for every read.
 READ_CHUNK = 64 * 1024
 # One encoder for every frame: ``json.dumps`` with options builds a new one each call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER = JsonEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder()  # what json.loads uses
 
 
 class FrameError(Exception):
@@ -41,7 +45,12 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def decode(body: bytes | bytearray) -> dict[str, Any]:
     try:
-        message = json.loads(body)
+        if body[:2] == b'{"':
+            # What ``json.loads(body)`` does, without its guess at the encoding: a body that
+            # starts like this is UTF-8 by that guess.
+            message = _DECODER.decode(body.decode("utf-8", "surrogatepass"))
+        else:
+            message = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FrameError(f"frame is not JSON: {error}") from None
     if not isinstance(message, dict):
@@ -53,14 +62,18 @@ class FrameProtocol(asyncio.BufferedProtocol):
     """Receives into one reusable buffer and hands each whole message to ``message_received``.
 
     Every message that one receive completes is handled in that same callback: no task,
-    no coroutine per frame. A broken frame calls ``frame_error`` and reads nothing more.
+    no coroutine per frame; then ``read_done`` is called (also when handling one failed).
+    A broken frame calls ``frame_error`` and reads nothing more.
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray(READ_CHUNK)
+        self._view = memoryview(self._buffer)  # of the whole buffer, made once per buffer
         self._start = 0  # first byte not yet parsed
         self._end = 0  # end of the bytes received
         self._broken = False
+        # How a frame's body becomes a message: a subclass may put an exact shortcut first.
+        self._decode: Callable[[bytearray], dict[str, Any]] = decode
 
     def message_received(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -68,10 +81,15 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def frame_error(self, error: FrameError) -> None:
         raise NotImplementedError
 
+    def read_done(self) -> None:
+        """After each receive, once the messages it completed have been handled."""
+
     def get_buffer(self, sizehint: int) -> memoryview:
         # Only here may the buffer move: asyncio still holds the view it filled while it
         # calls buffer_updated.
         buffer, start, end = self._buffer, self._start, self._end
+        if not end:  # everything received so far is parsed (the usual case)
+            return self._view
         if start:
             pending = end - start
             buffer[:pending] = buffer[start:end]
@@ -82,28 +100,35 @@ class FrameProtocol(asyncio.BufferedProtocol):
             grown = bytearray(max(needed, len(buffer) + READ_CHUNK, READ_CHUNK))
             grown[:end] = buffer[:end]
             self._buffer = buffer = grown
-        return memoryview(buffer)[end:]
+            self._view = memoryview(grown)
+        return self._view[end:]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._end += nbytes
-        buffer = self._buffer
-        while not self._broken and self._end - self._start >= HEADER.size:
-            (length,) = HEADER.unpack_from(buffer, self._start)
+        try:
+            self._parse(nbytes)
+        finally:
+            self.read_done()
+
+    def _parse(self, nbytes: int) -> None:
+        self._end = end = self._end + nbytes
+        buffer, start, size = self._buffer, self._start, HEADER.size
+        while not self._broken and end - start >= size:
+            (length,) = HEADER.unpack_from(buffer, start)
             if length > MAX_FRAME:
                 self._fail(FrameError(f"frame of {length} bytes is larger than {MAX_FRAME}"))
                 return
-            stop = self._start + HEADER.size + length
-            if stop > self._end:
+            stop = start + size + length
+            if stop > end:
                 return
-            body = buffer[self._start + HEADER.size : stop]
-            self._start = stop
+            body = buffer[start + size : stop]
+            self._start = start = stop
             try:
-                message = decode(body)
+                message = self._decode(body)
             except FrameError as error:
                 self._fail(error)
                 return
             self.message_received(message)
-        if self._start == self._end:
+        if start == end:
             self._start = self._end = 0
 
     def eof_received(self) -> bool:

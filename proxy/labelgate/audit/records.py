@@ -22,6 +22,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from labelgate.errors import LabelgateError
@@ -93,8 +94,69 @@ class AuditEventInvalid(LabelgateError):
         super().__init__("AUDIT_EVENT_INVALID", message)
 
 
-# One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_BuiltEncoder = tuple[dict[int, Any], Callable[[Any, int], Any]]
+
+
+class JsonEncoder:
+    """``json.JSONEncoder(**options).encode``, without building the C encoder on every call.
+
+    ``JSONEncoder.encode`` builds one per call because the C encoder's ``markers`` dict (its
+    check for circular references) must start empty. Here each built C encoder keeps its
+    own dict and serves one caller at a time (idle ones wait in a list: ``pop`` and
+    ``append`` are atomic, so threads never share one); an encode that fails half-way
+    leaves entries in the dict, so it is cleared then. Same output, same errors.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._reference = json.JSONEncoder(**options)
+        reference = self._reference
+        self._idle: list[_BuiltEncoder] = []
+        # The cases in which JSONEncoder.encode itself uses the C encoder, and only if it is
+        # built here as this Python builds it (its arguments are not a public interface).
+        self._fast = _C_MAKE_ENCODER is not None and reference.indent is None and reference.check_circular
+        if self._fast:
+            probe = {"b": [1, 2.5, None, True, "é"], "a": {}}
+            try:
+                self._fast = "".join(self._build()[1](probe, 0)) == reference.encode(probe)
+            except Exception:
+                self._fast = False
+
+    def _build(self) -> _BuiltEncoder:
+        reference, markers = self._reference, dict[int, Any]()
+        strings = json.encoder.encode_basestring
+        if reference.ensure_ascii:
+            strings = json.encoder.encode_basestring_ascii
+        encoder = _C_MAKE_ENCODER(
+            markers,
+            reference.default,
+            strings,
+            reference.indent,
+            reference.key_separator,
+            reference.item_separator,
+            reference.sort_keys,
+            reference.skipkeys,
+            reference.allow_nan,
+        )
+        return markers, encoder
+
+    def encode(self, obj: Any) -> str:
+        try:
+            built = self._idle.pop()
+        except IndexError:
+            if not self._fast:
+                return self._reference.encode(obj)
+            built = self._build()
+        try:
+            return "".join(built[1](obj, 0))
+        except BaseException:
+            built[0].clear()
+            raise
+        finally:
+            self._idle.append(built)
+
+
+_CANONICAL = JsonEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -137,6 +199,14 @@ def is_hex_digest(value: Any) -> bool:
 
 def validate_event(event: Any) -> dict[str, Any]:
     """Check an event's shape; return it unchanged or raise ``AuditEventInvalid``."""
+    if type(event) is not dict or not _plainly_valid_event(event):
+        _validate_exactly(event)  # finds what is wrong and says where, or accepts an unusual event
+    valid: dict[str, Any] = event
+    return valid
+
+
+def _validate_exactly(event: Any) -> None:
+    """The reference: every rule in order, with a message saying which one an event breaks."""
     if not isinstance(event, dict):
         raise AuditEventInvalid(f"an event is a JSON object, not {type(event).__name__}")
     unknown = sorted(str(key) for key in event if key not in EVENT_FIELDS)
@@ -151,13 +221,38 @@ def validate_event(event: Any) -> dict[str, Any]:
         uuid.UUID(str(event["event_id"]))
     except ValueError:
         raise AuditEventInvalid("event_id must be a UUID") from None
-    if event["decision"] not in DECISIONS:
+    # Checked as a string first: a list or object (unhashable) must be refused, not raise.
+    if not isinstance(event["decision"], str) or event["decision"] not in DECISIONS:
         raise AuditEventInvalid(
             f"decision {str(event['decision'])[:40]!r} is not one of {', '.join(sorted(DECISIONS))}"
         )
-    if not _plainly_valid(event, 0):
-        _check_value(event, "event", 0)  # finds what is wrong and says where, or accepts a subclass
-    return event
+    _check_value(event, "event", 0)
+
+
+# The usual spelling of a UUID: ``uuid.UUID`` accepts every string this matches (and more:
+# braces, ``urn:uuid:``, no dashes, ...; those take the reference path).
+_PLAIN_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# No event field is named like a data value, so the event's own keys need no such check.
+_FIELDS_ARE_PLAIN = not any(_DATA_KEY.search(field) for field in EVENT_FIELDS)
+
+
+def _plainly_valid_event(event: dict[str, Any]) -> bool:
+    """The common case fast: True only if ``_validate_exactly`` would accept ``event``.
+
+    Anything unusual (a limit reached, a suspicious key, a type that is not exactly a JSON
+    type, an unusual UUID spelling) answers False, and the reference decides.
+    """
+    if not _FIELDS_ARE_PLAIN or not EVENT_FIELDS.issuperset(event):
+        return False
+    time, event_id, decision = event.get("time"), event.get("event_id"), event.get("decision")
+    if type(time) is not str or not time or type(decision) is not str or decision not in DECISIONS:
+        return False
+    if type(event_id) is not str or _PLAIN_UUID.fullmatch(event_id) is None:
+        return False
+    for key in event:
+        if type(key) is not str:
+            return False
+    return _plain_values(event.values(), 1)
 
 
 # What ``_DATA_KEY`` said about each key seen so far: events use a small vocabulary of keys.
@@ -174,36 +269,41 @@ def _is_data_key(key: str) -> bool:
     return known
 
 
-def _plainly_valid(value: Any, depth: int) -> bool:
-    """The common case fast: True only if ``_check_value`` would accept ``value``.
+def _plain_values(values: Iterable[Any], depth: int) -> bool:
+    """True only if ``_check_value`` accepts each of ``values``, all sitting at ``depth``.
 
-    No paths are built for messages here; anything unusual (a limit reached, a suspicious
-    key, a type that is not exactly a JSON type) answers False, and ``_check_value`` decides.
+    Scalars are judged here, without a call each; only containers recurse.
     """
     if depth > MAX_DEPTH:
         return False
-    kind = type(value)
-    if kind is str:
-        return len(value) <= MAX_STRING
-    if kind is dict:
-        if len(value) > MAX_ITEMS:
-            return False
-        for key, item in value.items():
-            if type(key) is not str or _is_data_key(key) or not _plainly_valid(item, depth + 1):
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_STRING:
                 return False
-        return True
-    if kind is list:
-        if len(value) > MAX_ITEMS:
-            return False
-        for item in value:  # noqa: SIM110 - all() over a generator costs more on this path
-            if not _plainly_valid(item, depth + 1):
+        elif value is None or kind is bool or kind is int:
+            pass
+        elif kind is float:
+            if not math.isfinite(value):
                 return False
-        return True
-    if value is None or kind is bool or kind is int:
-        return True
-    if kind is float:
-        return math.isfinite(value)
-    return False
+        elif kind is dict:
+            if not _plain_dict(value, depth):
+                return False
+        elif kind is list:
+            if len(value) > MAX_ITEMS or not _plain_values(value, depth + 1):
+                return False
+        else:
+            return False
+    return True
+
+
+def _plain_dict(value: dict[Any, Any], depth: int) -> bool:
+    if len(value) > MAX_ITEMS:
+        return False
+    for key in value:
+        if type(key) is not str or (_data_key_seen.get(key) is not False and _is_data_key(key)):
+            return False
+    return _plain_values(value.values(), depth + 1)
 
 
 def _check_value(value: Any, where: str, depth: int) -> None:

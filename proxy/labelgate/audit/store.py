@@ -109,14 +109,17 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):  # the usual case: one call, no view
+        return
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         view = view[written:]
 
 
-def _sync(fd: int) -> None:
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+# fdatasync where the platform has it: the file's size is metadata it still syncs.
+_sync = getattr(os, "fdatasync", None) or os.fsync
 
 
 def _sync_directory(directory: Path) -> None:

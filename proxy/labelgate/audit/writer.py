@@ -1,12 +1,14 @@
 """``labelgate audit-writer``: the one process that appends to the audit log.
 
-Group commit: connections put validated events on one pending list; one commit callback
-takes everything pending, chains it (seq, prev, hash), writes it with one ``write`` and one
-``fdatasync``, and only then answers each request (one write per connection). The sync runs
-on the event loop's own thread: handing it to a worker thread and back cost about as much
-CPU as the sync itself. Events that arrive while it runs wait in the socket buffers and are
-all read as the next batch, so under load one fsync covers many records, and a lone event
-is still written at once (no timer to wait for).
+Group commit: connections put validated events on one pending list; one commit takes
+everything pending, chains it (seq, prev, hash), writes it with one ``write`` and one
+``fdatasync``, and only then answers each request (one write per connection). With one
+client connected the commit runs as soon as its receive is handled; with more, one loop
+callback later, so that every frame one wake-up of the loop read (from any connection)
+joins the batch. The sync runs on the event loop's own thread: handing it to a worker
+thread and back cost about as much CPU as the sync itself. Events that arrive while it
+runs wait in the socket buffers and are all read as the next batch, so under load one
+fsync covers many records, and a lone event is still written at once (no timer to wait for).
 
 If a write or fsync fails the file's state is unknown (a failed fsync may have dropped
 dirty pages), so the writer answers every waiting request with an error and exits
@@ -99,6 +101,9 @@ class _Connection(FrameProtocol):
     def message_received(self, message: dict[str, Any]) -> None:
         self.owner.handle(message, self)
 
+    def read_done(self) -> None:
+        self.owner.read_done()
+
     def frame_error(self, error: FrameError) -> None:
         log.warning("audit_frame_error", error=str(error))
         self.close()
@@ -155,6 +160,7 @@ class AuditWriter:
         self.connections: set[_Connection] = set()
         self._pending: list[_Pending] = []
         self._commit_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # set on start()
         self._stopping = False
         self._stopped: asyncio.Future[None] | None = None
         self._server: asyncio.Server | None = None
@@ -163,7 +169,7 @@ class AuditWriter:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
         await asyncio.to_thread(self.store.open)
         self.seq, self.head = self.store.recovered_seq, self.store.recovered_hash
@@ -261,8 +267,18 @@ class AuditWriter:
             self.stats.rejected += 1
             connection.send(_error(request_id, error.reason, error.message))
             return
-        self._pending.append((event, connection, request_id))
-        self._schedule_commit()
+        self._pending.append((event, connection, request_id))  # committed once the read is done
+
+    def read_done(self) -> None:
+        """A connection's receive has been handled: commit what it added."""
+        if not self._pending or self._commit_scheduled:
+            return
+        if len(self.connections) <= 1:
+            # Nothing else can join this batch before the loop's next turn (no other client's
+            # read is due): commit now instead of one more turn of the loop later.
+            self._commit_pending()
+        else:
+            self._schedule_commit()
 
     def snapshot(self) -> dict[str, Any]:
         last = self.store.last_checkpoint
@@ -289,7 +305,7 @@ class AuditWriter:
         # (from any connection) joins the same batch.
         if not self._commit_scheduled:
             self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self._commit_pending)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._commit_pending)
 
     def _commit_pending(self) -> None:
         self._commit_scheduled = False
@@ -337,15 +353,21 @@ class AuditWriter:
             self._fail(error, batch)
             return False
         self.seq, self.head = seq, head
-        self.stats.records += len(batch)
-        self.stats.batches += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        stats, size = self.stats, len(batch)
+        stats.records += size
+        stats.batches += 1
+        if size > stats.largest_batch:
+            stats.largest_batch = size
         # Durable now: answer, one write per connection.
-        by_connection: dict[_Connection, list[bytes]] = {}
-        for connection, reply in replies:
-            by_connection.setdefault(connection, []).append(reply)
-        for connection, frames in by_connection.items():
-            connection.send_bytes(b"".join(frames))
+        if size == 1:
+            connection, reply = replies[0]
+            connection.send_bytes(reply)
+        else:
+            by_connection: dict[_Connection, list[bytes]] = {}
+            for connection, reply in replies:
+                by_connection.setdefault(connection, []).append(reply)
+            for connection, frames in by_connection.items():
+                connection.send_bytes(b"".join(frames))
         if self.seq - self._covered_seq >= self.settings.checkpoint_every:
             self._checkpoint()
         return True
