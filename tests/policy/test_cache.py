@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,49 @@ async def test_any_change_of_any_part_misses_with_the_gateways_key(
     change(changed)
     assert not (await cache.decide(changed, key=cache_keys(changed)[0])).cached
     assert counted.calls == 2
+
+
+async def test_a_served_decision_cannot_be_changed_by_the_caller_it_is_shared_with(tmp_path: Path) -> None:
+    """Hits hand out the stored decision itself, so all of it must be read-only: its fields,
+    its masks and their parameters, its approval requirement."""
+    # The mask comes from the input: regopy (1.5.2) fails to evaluate a constant array of objects.
+    policy = """result := {
+	"allow": false,
+	"reason": "held",
+	"mask": input.mask,
+	"require_approval": {
+		"approver_groups": ["owners"],
+		"min_approvals": 1,
+		"grant_ttl_seconds": 60,
+		"reason": "owner",
+	},
+	"cache_ttl_seconds": 60,
+}
+"""
+
+    def held() -> dict[str, Any]:
+        out = doc()
+        out["mask"] = [{"path": "outputs.ssn", "strategy": "partial", "params": {"keep_last": 4}}]
+        return out
+
+    engine = EmbeddedEngine(write_policy(tmp_path, policy), watch_interval=None)
+    await engine.start()
+    try:
+        cache = CachingEngine(engine, clock=Clock())
+        first = await cache.decide(held())
+        hit, again = await cache.decide(held()), await cache.decide(held())
+        assert not first.cached and hit.cached and again.cached
+        assert hit.to_result() == again.to_result() == first.to_result()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            hit.allow = True  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            hit.masks[0].params["keep_last"] = 0  # type: ignore[index]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            hit.masks[0].strategy = "null"  # type: ignore[misc]
+        assert isinstance(hit.masks, tuple) and hit.require_approval is not None
+        assert isinstance(hit.require_approval.approver_groups, tuple)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            hit.require_approval.min_approvals = 0  # type: ignore[misc]
+        assert (await cache.decide(held())).to_result() == first.to_result()
+    finally:
+        await engine.close()
