@@ -470,3 +470,15 @@ def test_the_native_shape_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> No
                 outcome(classify_outputs("m", [tensor("doc", elements)], CATALOG, EVERY_BUILTIN, keys=keys))
             ]
         assert results == [classified([tensor("doc", elements)], "python", detectors=EVERY_BUILTIN)[0]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=6), st.sampled_from(jsonpaths.OBJECT_OPENERS)), max_size=40))
+def test_object_candidates_are_the_elements_starting_with_an_opener(values: list[bytes]) -> None:
+    openers = b"".join(jsonpaths.OBJECT_OPENERS)
+    expected = [index for index, value in enumerate(values) if value[:1] in jsonpaths.OBJECT_FIRST_BYTES]
+    with native.json_forced(True):
+        assert native.object_candidates(values, openers) == expected
+        assert native.object_candidates([*values, bytearray(b"{")], openers) is None  # not exactly bytes
+    with native.json_forced(False):
+        assert native.object_candidates(values, openers) is None  # the caller's own path then

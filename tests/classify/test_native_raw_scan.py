@@ -21,6 +21,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, classify_outputs, native
 from labelgate.classify.classifier import Classification
 from labelgate.classify.detectors import BUILTIN_LABELS, CustomPattern, Detection, DetectorSet
+from labelgate.oip import native as tensor_native
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensor import Tensor
 from tests.classify.test_native import (
@@ -237,4 +238,5 @@ def test_an_output_with_nothing_to_scan_for_classifies_as_its_values_do(
         from_raw = classify_outputs("m", [tensor], RESTRICTED, DetectorSet())
         from_values = classify_outputs("m", [plain], RESTRICTED, DetectorSet())
     assert_same(from_raw, from_values)
-    assert tensor.values_built is (b"{" in packed(elements))
+    # Decoding splits at once without the extension (it has no check for the whole buffer).
+    assert tensor.values_built is (b"{" in packed(elements) or not tensor_native.active())

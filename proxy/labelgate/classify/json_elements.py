@@ -27,6 +27,7 @@ MAX_JSON_PATHS = 256
 TOO_MANY_PATHS = "too_many_paths"
 KEY_DETECTED = "key_detected"
 _new_tuple = tuple.__new__  # builds a LeafSpans without the Python-level NamedTuple __new__
+_OPENERS = b"".join(jsonpaths.OBJECT_OPENERS)  # for the extension: one byte each
 
 
 def hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, list[Detection]]:
@@ -65,8 +66,10 @@ def json_objects(
     shapes: dict[JsonShape, None] = {}  # the distinct shapes met, in order
     suffixes: set[str] = set()
     # Only an element starting with "{" (or whitespace) can be one: skip the rest unparsed.
-    openers = jsonpaths.OBJECT_FIRST_BYTES  # a set of one-byte bytes: faster than startswith
-    candidates = [index for index, value in enumerate(values) if value[:1] in openers]
+    candidates = native.object_candidates(values, _OPENERS)
+    if candidates is None:
+        openers = jsonpaths.OBJECT_FIRST_BYTES  # a set of one-byte bytes: faster than startswith
+        candidates = [index for index, value in enumerate(values) if value[:1] in openers]
     read_shaped = jsonpaths.read_shaped
     native_shape = keys.native_shape
     reads = _native_reads(values, candidates, scanning)

@@ -67,6 +67,8 @@ class Kernel(Protocol):
 
     def json_elements(self, elements: Sequence[bytes], wanted: int, /) -> list[JsonRead | None]: ...
 
+    def object_candidates(self, values: list[bytes], openers: bytes, /) -> list[int] | None: ...
+
     def scan_spans(
         self,
         texts: Sequence[bytes],
@@ -105,7 +107,11 @@ forced = _SWITCH.forced
 # The JSON reader has a switch of its own (it scans with the detectors', so it runs only
 # when both are on): tests compare it alone against the Python reading, detectors native.
 _JSON_SWITCH: NativeSwitch[Kernel] = NativeSwitch(
-    lambda module: getattr(module, "DETECTORS", None) == _DETECTORS and hasattr(module, "json_elements")
+    lambda module: (
+        getattr(module, "DETECTORS", None) == _DETECTORS
+        and hasattr(module, "json_elements")
+        and hasattr(module, "object_candidates")
+    )
 )
 json_forced = _JSON_SWITCH.forced
 # The detector of each bit of a ``LeafHit``.
@@ -247,6 +253,18 @@ def json_reads(elements: Sequence[bytes], wanted: frozenset[str]) -> list[JsonRe
         return kernel.json_elements(elements, _mask(wanted))
     except TypeError:  # an element other than bytes: the Python path reads them all
         return None
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+
+
+def object_candidates(values: list[bytes], openers: bytes) -> list[int] | None:
+    """The indices of the elements of ``values`` that start with a byte of ``openers``, in
+    one native call; None when the JSON reader is off or a value is not exactly ``bytes``."""
+    if not _JSON_SWITCH.on or type(values) is not list:
+        return None
+    try:
+        return cast(Kernel, _JSON_SWITCH.kernel).object_candidates(values, openers)
     except BaseException as error:
         raise_if_panic(error)
         raise

@@ -221,6 +221,21 @@ fn json_elements<'py>(
 /// Hand over python-stdnum's IBAN registry: each country's BBAN as `(count, class)` runs
 /// (class `n` digits, `a` capitals, `c` letters or digits), and the countries whose IBANs
 /// python-stdnum checks by national rules (those stay Python's call). Replaces any earlier one.
+/// The indices of the elements of `values` whose first byte is one of `openers`: those that
+/// may hold a JSON object (`jsonpaths.OBJECT_OPENERS`). `None` when a value is not exactly
+/// `bytes` (the caller then checks them itself).
+#[pyfunction]
+fn object_candidates(values: &Bound<'_, PyList>, openers: &[u8]) -> Option<Vec<usize>> {
+    let mut found = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        let element = value.downcast_exact::<PyBytes>().ok()?.as_bytes();
+        if element.first().is_some_and(|first| openers.contains(first)) {
+            found.push(index);
+        }
+    }
+    Some(found)
+}
+
 #[pyfunction]
 fn set_iban_registry(
     formats: Vec<(String, Vec<(usize, char)>)>,
@@ -258,6 +273,7 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(scan_elements, module)?)?;
     module.add_function(wrap_pyfunction!(set_iban_registry, module)?)?;
     module.add_function(wrap_pyfunction!(json_elements, module)?)?;
+    module.add_function(wrap_pyfunction!(object_candidates, module)?)?;
     module.add_function(wrap_pyfunction!(json_mask::mask_json, module)?)?;
     module.add_function(wrap_pyfunction!(json_mask::json_detectors, module)?)?;
     module.add_function(wrap_pyfunction!(tensors::split_bytes, module)?)?;
@@ -272,6 +288,6 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 8)?;
+    module.add("ABI", 9)?;
     Ok(())
 }
