@@ -218,9 +218,6 @@ fn json_elements<'py>(
     PyList::new(py, items)
 }
 
-/// Hand over python-stdnum's IBAN registry: each country's BBAN as `(count, class)` runs
-/// (class `n` digits, `a` capitals, `c` letters or digits), and the countries whose IBANs
-/// python-stdnum checks by national rules (those stay Python's call). Replaces any earlier one.
 /// The indices of the elements of `values` whose first byte is one of `openers`: those that
 /// may hold a JSON object (`jsonpaths.OBJECT_OPENERS`). `None` when a value is not exactly
 /// `bytes` (the caller then checks them itself).
@@ -236,6 +233,9 @@ fn object_candidates(values: &Bound<'_, PyList>, openers: &[u8]) -> Option<Vec<u
     Some(found)
 }
 
+/// Hand over python-stdnum's IBAN registry: each country's BBAN as `(count, class)` runs
+/// (class `n` digits, `a` capitals, `c` letters or digits), and the countries whose IBANs
+/// python-stdnum checks by national rules (those stay Python's call). Replaces any earlier one.
 #[pyfunction]
 fn set_iban_registry(
     formats: Vec<(String, Vec<(usize, char)>)>,
