@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,10 +30,45 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SIGTERM = signal.SIGTERM  # Process.signal hides the module inside the class body
 
 
+# Ports are chosen below the kernel's ephemeral range (net.ipv4.ip_local_port_range), which
+# it never hands out by itself: between a test choosing a port and its server binding it, an
+# outgoing connection or another bind to port 0 cannot take it (CI saw that race: a port
+# from bind(0), free when chosen, was in use a moment later).
+_LOWEST_PORT = 20_000
+_handed_out: set[int] = set()  # each port once per process, so two servers never share one
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
+    """A loopback TCP port nothing listens on, outside the kernel's ephemeral range when that
+    leaves room (else one the kernel picks)."""
+    top = _ephemeral_start()
+    if top - _LOWEST_PORT >= 1_000:
+        for _ in range(1_000):
+            port = random.randrange(_LOWEST_PORT, top)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port = sock.getsockname()[1]
+    _handed_out.add(port)
+    return int(port)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
