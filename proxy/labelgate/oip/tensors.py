@@ -198,6 +198,7 @@ def _decode_raw(name: str, data: bytes, datatype: str, count: int, shape: list[i
         if count <= len(data) >> 2 and native.check_bytes(data, count):  # None: the extension is off
             return decoded_bytes(name, shape, data, count)
         elements = split_raw_bytes(data, count, where)  # raises the reference error
+        # Already built: ``read`` is never called then, but still marks them as the decoder's.
         return Tensor.decoded(name, datatype, shape, data, count, elements.copy, elements)
     itemsize = 1 if datatype == "BOOL" else 2 if datatype == "BF16" else _ITEMSIZES[datatype]
     if len(data) != count * itemsize:
