@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.labelgate.v1 import demo_pb2
 from labelgate.classify import Catalog, DetectorSet, classify_message, classify_outputs
 from labelgate.enforce import STRATEGIES, apply_masks, apply_message_masks
 from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_outputs, tensor_to_raw
 from tests.classify.sensitive import SENSITIVE_KINDS, card_value, filler
 
 CATALOG = Catalog.from_data({"entries": []})
@@ -75,10 +79,8 @@ def test_planted_values_in_text_are_found(seed: int) -> None:
             assert any(hit.start <= start and end <= hit.end for hit in hits), (value, text)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_no_planted_value_survives_masking_of_text_and_json(seed: int, strategy: str) -> None:
-    rng = random.Random(seed * 1000 + STRATEGIES.index(strategy))
+def planted_tensors(rng: random.Random) -> tuple[list[Tensor], list[str]]:
+    """A text tensor and a JSON tensor with sensitive values planted; and those values."""
     texts, planted = [], []
     for _ in range(20):
         text, values = plant(rng, rng.randint(1, 4))
@@ -93,6 +95,14 @@ def test_no_planted_value_survives_masking_of_text_and_json(seed: int, strategy:
         Tensor("notes", "BYTES", [len(texts)], texts),
         Tensor("doc", "BYTES", [len(documents)], documents),
     ]
+    return tensors, planted
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_no_planted_value_survives_masking_of_text_and_json(seed: int, strategy: str) -> None:
+    rng = random.Random(seed * 1000 + STRATEGIES.index(strategy))
+    tensors, planted = planted_tensors(rng)
     classification = classify_outputs("m", tensors, CATALOG, DETECTORS)
 
     for masks in (detector_masks(classification, strategy), span_masks(["notes", "doc"], strategy)):
@@ -103,6 +113,38 @@ def test_no_planted_value_survives_masking_of_text_and_json(seed: int, strategy:
                 assert form.encode() not in output, (strategy, form)
         for element in result[1].values:
             json.loads(element)  # still valid JSON
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_no_planted_value_is_in_the_encoded_reply_of_decoded_tensors(seed: int, strategy: str) -> None:
+    """As above, on tensors decoded from a raw reply (values built only when read, the raw
+    form kept and reused) and through encoding: the bytes that would be sent hold none of the
+    planted values, whole-output masks included, and the decoded tensors still encode to the
+    bytes they came from (nothing changed their values in place)."""
+    rng = random.Random(seed * 1000 + STRATEGIES.index(strategy))
+    given, planted = planted_tensors(rng)
+    reply = pb.ModelInferResponse()
+    encode_outputs(reply, given, raw=True)
+    whole = [{"path": f"outputs.{name}", "strategy": strategy, "params": {}} for name in ("notes", "doc")]
+    choices: list[Callable[[Any], list[dict[str, Any]]]] = [
+        lambda found: detector_masks(found, strategy),
+        lambda _: span_masks(["notes", "doc"], strategy),
+        lambda _: whole,
+    ]
+    for masks_of in choices:
+        tensors = decode_outputs(reply)
+        classification = classify_outputs("m", tensors, CATALOG, DETECTORS)
+        result = apply_masks(tensors, classification, masks_of(classification), KEY)
+        sent = pb.ModelInferResponse()
+        sent.CopyFrom(reply)
+        encode_outputs(sent, result, raw=True)
+        output = b"".join(sent.raw_output_contents)
+        for value in planted:
+            for form in forms(value):
+                assert form.encode() not in output, (strategy, form)
+        assert [tensor_to_raw(tensor) for tensor in tensors] == list(reply.raw_output_contents)
+        assert [tensor.values for tensor in tensors] == [tensor.values for tensor in given]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
