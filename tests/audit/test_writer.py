@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import signal
 import socket
 import struct
 from pathlib import Path
@@ -107,12 +106,8 @@ async def test_client_fails_closed_when_the_writer_hangs(tmp_path: Path) -> None
     with writer_process(sock, log_dir) as process:
         async with AuditClient(sock, timeout=0.5) as client:
             await client.append(make_event())
-            process.signal(signal.SIGSTOP)
-            try:
-                with pytest.raises(AuditUnavailable, match="no durable acknowledgement"):
-                    await client.append(make_event())
-            finally:
-                process.signal(signal.SIGCONT)
+            with process.frozen(), pytest.raises(AuditUnavailable, match="no durable acknowledgement"):
+                await client.append(make_event())
 
 
 async def test_a_writer_that_stops_reading_fails_every_waiting_append_closed(tmp_path: Path) -> None:
@@ -123,13 +118,10 @@ async def test_a_writer_that_stops_reading_fails_every_waiting_append_closed(tmp
     with writer_process(sock, log_dir) as process:
         async with AuditClient(sock, timeout=1) as client:
             await client.append(make_event())
-            process.signal(signal.SIGSTOP)
-            try:
+            with process.frozen():
                 outcomes = await asyncio.gather(
                     *(client.append(make_event(details=bulky)) for _ in range(100)), return_exceptions=True
                 )
-            finally:
-                process.signal(signal.SIGCONT)
             assert all(isinstance(outcome, AuditUnavailable) for outcome in outcomes), outcomes
             after = await client.append(make_event())  # the writer caught up; appends work again
             stats = await client.stats()
@@ -310,15 +302,12 @@ async def test_an_earlier_deadline_queued_after_a_later_one_still_fails_on_time(
     with writer_process(sock, log_dir) as process:
         async with AuditClient(sock, timeout=30) as client:
             await client.append(make_event())
-            process.signal(signal.SIGSTOP)
-            try:
+            with process.frozen():
                 patient = asyncio.ensure_future(client.append(make_event()))
                 await asyncio.sleep(0)  # queued with the 30 s deadline
                 client.timeout = 0.3
                 with pytest.raises(AuditUnavailable, match=r"within 0\.3s"):
                     await client.append(make_event())
                 assert not patient.done()  # its deadline has not come
-            finally:
-                process.signal(signal.SIGCONT)
             assert (await patient).seq == 2
             assert (await client.append(make_event())).seq == 4  # the refused one was written too

@@ -175,6 +175,16 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Stopped (SIGSTOP) inside the block and continued after it, whatever the block raised:
+        it still holds its sockets and accepts connections, but answers nothing."""
+        self.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal(signal.SIGCONT)
+
     def stop(self, first_signal: int = _SIGTERM, grace: float = 5.0) -> None:
         """``first_signal`` (PostgreSQL wants SIGINT: fast shutdown), then SIGKILL after ``grace`` s."""
         if self.alive():
