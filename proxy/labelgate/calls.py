@@ -121,6 +121,19 @@ class Outcome:
     decision_inputs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
+class CallsInFlight:
+    """How many calls (or streamed messages) are between their start and their record: the
+    records about to be written (the audit client's commit delay waits for them)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+
 def infer_target(request: pb.ModelInferRequest, method: str) -> Target:
     """The target of a ``ModelInferRequest``."""
     return Target(

@@ -243,17 +243,32 @@ class RouteSettings(Section):
         return self
 
 
+# The audit commit delay's default (AuditSettings.commit_delay_ms, docs/OPERATING.md).
+COMMIT_DELAY_MS = 5.0
+
+
 class AuditSettings(Section):
     """Durable audit records through the audit-writer process (unset: structured logs only)."""
 
     socket: ConfigPath | None = None
     timeout_seconds: float = Field(2.0, gt=0, le=60)
+    # Group commit across calls (PostgreSQL's commit_delay / commit_siblings): with at least
+    # commit_siblings other calls in flight, a record may wait this long for theirs so that one
+    # write and one fsync serve them all (0: never wait). A lone call never waits.
+    commit_delay_ms: float = Field(COMMIT_DELAY_MS, ge=0, le=50)
+    commit_siblings: int = Field(2, ge=1, le=10_000)
     # Let calls through when the writer is unreachable. Loud on purpose: records are lost.
     fail_open: bool = False
     # Every distinct decision input (names, labels, paths, subject; never a data value), kept
     # once by its hash in this SQLite file for ``labelgate policy impact`` (unset: not kept).
     inputs_file: ConfigPath | None = None
     inputs_retention_days: int = Field(30, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _commit_delay_within_the_deadline(self) -> AuditSettings:
+        if self.commit_delay_ms / 1000 >= self.timeout_seconds:
+            _refuse(["audit.commit_delay_ms must be shorter than audit.timeout_seconds"])
+        return self
 
     @model_validator(mode="after")
     def _fail_open_needs_a_writer(self) -> AuditSettings:

@@ -311,3 +311,62 @@ async def test_an_earlier_deadline_queued_after_a_later_one_still_fails_on_time(
                 assert not patient.done()  # its deadline has not come
             assert (await patient).seq == 2
             assert (await client.append(make_event())).seq == 4  # the refused one was written too
+
+
+async def test_commit_delay_holds_records_until_every_call_in_flight_has_one(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    in_flight = [3]
+    with writer_process(sock, log_dir):
+        async with AuditClient(
+            sock, timeout=60, commit_delay=30, commit_siblings=2, in_flight=lambda: in_flight[0]
+        ) as client:
+            await client.stats()  # connected
+            first = asyncio.ensure_future(client.append(make_event()))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(client.append(make_event()))
+            await asyncio.sleep(0.05)
+            assert not first.done() and not second.done()
+            assert read_records(log_dir) == [], "held: two records queued of the three calls in flight"
+            third = await asyncio.wait_for(client.append(make_event()), 20)  # the group is full
+            receipts = [await first, await second, third]
+            stats = await client.stats()
+    assert [receipt.seq for receipt in receipts] == [1, 2, 3]
+    assert (stats["records"], stats["batches"], stats["fsyncs"], stats["largest_batch"]) == (3, 1, 1, 3)
+
+
+async def test_a_lone_call_never_waits_and_a_call_that_does_not_wait_takes_the_held_along(
+    tmp_path: Path,
+) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    in_flight = [1]
+    with writer_process(sock, log_dir):
+        async with AuditClient(
+            sock, timeout=60, commit_delay=30, commit_siblings=1, in_flight=lambda: in_flight[0]
+        ) as client:
+            await asyncio.wait_for(client.append(make_event()), 20)  # no other call: written at once
+            in_flight[0] = 4
+            held = asyncio.ensure_future(client.append(make_event()))
+            await asyncio.sleep(0.05)
+            assert not held.done()
+            in_flight[0] = 1
+            await asyncio.wait_for(client.append(make_event()), 20)
+            assert (await held).seq == 2
+            stats = await client.stats()
+    assert (stats["records"], stats["batches"], stats["largest_batch"]) == (3, 2, 2)
+
+
+async def test_a_held_record_goes_when_the_commit_delay_is_over(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        async with AuditClient(
+            sock, timeout=60, commit_delay=0.2, commit_siblings=1, in_flight=lambda: 8
+        ) as client:
+            receipts = [await asyncio.wait_for(client.append(make_event()), 20) for _ in range(2)]
+    assert [receipt.seq for receipt in receipts] == [1, 2]
+    assert len(read_records(log_dir)) == 2
+
+
+def test_the_commit_delay_must_end_before_the_deadline() -> None:
+    with pytest.raises(ValueError, match="commit_delay"):
+        AuditClient("/nonexistent.sock", timeout=1, commit_delay=1)
+    assert AuditClient("/nonexistent.sock", commit_delay=0.5).commit_delay == 0.0, "no count of calls: off"

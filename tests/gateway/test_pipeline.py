@@ -395,3 +395,35 @@ async def test_a_stream_ends_when_its_token_expires() -> None:
     assert refused.value.reason == "TOKEN_EXPIRED"
     assert stream.sent == [], "nothing went upstream after the expiry"
     assert recorder.records[-1].refusal == "TOKEN_EXPIRED"
+
+
+async def test_calls_in_flight_count_each_call_until_its_record_is_written() -> None:
+    # The audit client's commit delay waits for the records of the calls this counts.
+    pipeline, journal, _, recorder = make_pipeline()
+    seen: list[int] = []
+    record = recorder.record
+
+    async def counting(entry: CallRecord) -> None:
+        seen.append(pipeline.in_flight())
+        await record(entry)
+
+    recorder.record = counting  # type: ignore[method-assign]
+    upstream_entered, go_on = asyncio.Event(), asyncio.Event()
+
+    async def waiting(sent: Any) -> Any:
+        upstream_entered.set()
+        await go_on.wait()
+        return customer_reply()
+
+    first = asyncio.create_task(pipeline.infer(make_call(), request(), waiting))
+    await upstream_entered.wait()
+    assert pipeline.in_flight() == 1
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert seen == [2], "the second call was recorded while the first was in flight"
+    go_on.set()
+    await first
+    assert seen == [2, 1]
+    pipeline.engine.answers["request"] = Decision.deny("NO", engine="table", revision="r1")
+    with pytest.raises(PermissionDenied):
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert seen == [2, 1, 1] and pipeline.in_flight() == 0, "a refused call is counted and let go too"

@@ -7,6 +7,15 @@ them into one fsync. Per append: one encode, one future, no task, no timer of it
 connection's one timer serves every deadline); the frames queued in one turn of the event
 loop leave in one write.
 
+Commit delay (PostgreSQL's ``commit_delay`` and ``commit_siblings``): when at least
+``commit_siblings`` other calls are in flight, an append may wait up to ``commit_delay``
+seconds for theirs, so that one write, one fsync and one read of the acknowledgements serve
+them all. Under load calls finish one at a time, each record otherwise alone in its fsync.
+The wait ends as soon as every call in flight has its record queued (nothing more is
+coming), and a lone call never waits. While records wait the event loop serves the other
+calls, so a saturated gateway loses no throughput to it; it adds at most ``commit_delay``
+to a call's latency, and only when others are in flight.
+
 Every failure to get a durable acknowledgement (no writer, connection lost, no answer
 within ``timeout``, writer unable to write) raises ``AuditUnavailable`` with reason
 ``AUDIT_UNAVAILABLE``; the gateway then fails closed. An append is never re-sent after a
@@ -23,6 +32,7 @@ import itertools
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +103,8 @@ class _Connection(FrameProtocol):
         self.closed = False
         self._writable: asyncio.Future[None] | None = None  # set while the kernel buffer is full
         self._outbox: list[bytes] = []
+        self._flush_due = False  # a flush is scheduled for this turn of the loop
+        self._held: asyncio.TimerHandle | None = None  # the flush of frames waiting for company
         self._deadlines: deque[tuple[float, int, float]] = deque()  # (when, request id, timeout)
         self._timer: asyncio.TimerHandle | None = None
         self._decode = _decode_reply
@@ -124,11 +136,21 @@ class _Connection(FrameProtocol):
         if writable is not None and not writable.done():
             writable.set_result(None)
 
-    def send(self, frame: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        """Queue a frame; every frame queued in one turn of the event loop goes in one write."""
-        if not self._outbox:
-            loop.call_soon(self._flush)
-        self._outbox.append(frame)
+    def send(self, frame: bytes, loop: asyncio.AbstractEventLoop, hold: float = 0.0, group: int = 0) -> None:
+        """Queue a frame; every frame queued in one turn of the event loop goes in one write.
+
+        ``hold`` > 0: the frame may wait up to that long for others, unless ``group`` frames
+        are queued by then (see the module's docstring)."""
+        outbox = self._outbox
+        outbox.append(frame)
+        if self._flush_due:
+            return
+        if hold > 0 and len(outbox) < group:
+            if self._held is None:
+                self._held = loop.call_later(hold, self._flush)
+            return
+        self._flush_due = True
+        loop.call_soon(self._flush)
 
     def expire_at(self, when: float, request_id: int, timeout: float) -> bool:
         """Fail request ``request_id`` at ``when`` unless answered; False if ``when`` is out of order
@@ -158,7 +180,13 @@ class _Connection(FrameProtocol):
             deadlines.popleft()
 
     def _flush(self) -> None:
+        self._flush_due = False
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         frames, self._outbox = self._outbox, []
+        if not frames:
+            return
         if self.transport is not None and not self.closed and not self.transport.is_closing():
             self.transport.write(b"".join(frames))  # else close() has failed their requests
 
@@ -176,6 +204,9 @@ class _Connection(FrameProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         self._deadlines.clear()
         if self.transport is not None:
             self.transport.close()
@@ -192,16 +223,32 @@ def _expire(future: asyncio.Future[dict[str, Any]], timeout: float) -> None:
 
 
 class AuditClient:
-    def __init__(self, socket_path: Path | str, timeout: float = 2.0) -> None:
+    """``commit_delay`` (seconds; 0: off), ``commit_siblings`` and ``in_flight`` (how many
+    calls are in flight, this one included) set the commit delay of the module's docstring."""
+
+    def __init__(
+        self,
+        socket_path: Path | str,
+        timeout: float = 2.0,
+        *,
+        commit_delay: float = 0.0,
+        commit_siblings: int = 4,
+        in_flight: Callable[[], int] | None = None,
+    ) -> None:
+        if not 0 <= commit_delay < timeout:
+            raise ValueError("commit_delay must be at least 0 and less than the timeout")
         self.socket_path = str(socket_path)
         self.timeout = timeout
+        self.commit_delay = commit_delay if in_flight is not None else 0.0
+        self.commit_siblings = commit_siblings
+        self._in_flight = in_flight
         self._connection: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
 
     async def append(self, event: dict[str, Any]) -> AuditReceipt:
         """Return only when the event is durable in the log; raise ``AuditUnavailable`` otherwise."""
-        reply = await self._request("append", event)
+        reply = await self._request("append", event, self.commit_delay)
         return AuditReceipt(seq=int(reply["seq"]), hash=str(reply["hash"]))
 
     async def stats(self) -> dict[str, Any]:
@@ -220,7 +267,7 @@ class AuditClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _request(self, op: str, event: dict[str, Any] | None) -> dict[str, Any]:
+    async def _request(self, op: str, event: dict[str, Any] | None, delay: float = 0.0) -> dict[str, Any]:
         request_id = next(self._ids)
         message: dict[str, Any] = {"id": request_id, "op": op}
         if event is not None:
@@ -249,7 +296,7 @@ class AuditClient:
         if loop is not connection.loop or not connection.expire_at(deadline, request_id, self.timeout):
             timer = loop.call_at(deadline, _expire, future, self.timeout)
         try:
-            connection.send(frame, loop)
+            connection.send(frame, loop, *self._holding(delay))
             reply = await future
         finally:
             if timer is not None:
@@ -261,6 +308,14 @@ class AuditClient:
                 raise AuditUnavailable(f"{text} ({reason})")
             raise AuditRejected(reason, text)
         return reply
+
+    def _holding(self, delay: float) -> tuple[float, int]:
+        """(how long this frame may wait for others, how many calls could join it)."""
+        if delay <= 0 or self._in_flight is None:
+            return 0.0, 0
+        calls = self._in_flight()
+        # This call and at least commit_siblings others.
+        return (delay, calls) if calls > self.commit_siblings else (0.0, 0)
 
     def _usable(self) -> _Connection | None:
         connection = self._connection

@@ -35,6 +35,7 @@ from labelgate.calls import (
     PROVEN,
     Call,
     CallRecord,
+    CallsInFlight,
     Outcome,
     Proven,
     Target,
@@ -97,6 +98,7 @@ class Pipeline:
         limits: LimitSettings | None = None,
         release: ReleaseSettings | None = None,
         decision_deadline_seconds: float = 5.0,
+        in_flight: CallsInFlight | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.classifier = classifier
@@ -107,6 +109,7 @@ class Pipeline:
         self.limits = limits or LimitSettings()
         self.release = release or ReleaseSettings()
         self.decision_deadline_seconds = decision_deadline_seconds
+        self.in_flight = in_flight or CallsInFlight()
 
     # -- the call shapes ------------------------------------------------------------
     async def infer(self, call: Call, request: pb.ModelInferRequest, send: Send) -> pb.ModelInferResponse:
@@ -391,21 +394,26 @@ class Pipeline:
     async def recording(self, call: Call, target: Target) -> AsyncIterator[Outcome]:
         """Every call (or streamed message) is recorded, refused ones too."""
         outcome = Outcome(model=target.model)
-        with tracing.call_span(call.method, target.model, call.metadata):
-            try:
-                yield outcome
-            except asyncio.CancelledError as error:
-                # The caller is gone; record without holding up the cancellation.
-                task = asyncio.ensure_future(self.recorder.record(CallRecord.of(call, outcome, error)))
-                task.add_done_callback(lambda done: done.cancelled() or done.exception())
-                raise
-            except BaseException as error:
-                # The refusal stands whether or not its record could be written.
-                with contextlib.suppress(LabelgateError):
-                    await self.recorder.record(CallRecord.of(call, outcome, error))
-                raise
-            # Nothing is released before its record is durable: a failure here fails the call.
-            await self.recorder.record(CallRecord.of(call, outcome, None))
+        in_flight = self.in_flight
+        in_flight.count += 1
+        try:
+            with tracing.call_span(call.method, target.model, call.metadata):
+                try:
+                    yield outcome
+                except asyncio.CancelledError as error:
+                    # The caller is gone; record without holding up the cancellation.
+                    task = asyncio.ensure_future(self.recorder.record(CallRecord.of(call, outcome, error)))
+                    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+                    raise
+                except BaseException as error:
+                    # The refusal stands whether or not its record could be written.
+                    with contextlib.suppress(LabelgateError):
+                        await self.recorder.record(CallRecord.of(call, outcome, error))
+                    raise
+                # Nothing is released before its record is durable: a failure here fails the call.
+                await self.recorder.record(CallRecord.of(call, outcome, None))
+        finally:
+            in_flight.count -= 1
 
     @staticmethod
     async def forward(send: Send, request: Message, outcome: Outcome) -> Message:

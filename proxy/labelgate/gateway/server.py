@@ -31,6 +31,7 @@ from labelgate.approvals.service import ApprovalService
 from labelgate.approvals.stage import HoldForApproval
 from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
+from labelgate.calls import CallsInFlight
 from labelgate.config import GatewaySettings, PolicySettings
 from labelgate.errors import ConfigError
 from labelgate.gateway import reasons
@@ -132,9 +133,21 @@ def hash_key(settings: GatewaySettings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def build_audit_client(settings: GatewaySettings) -> AuditClient | None:
+def build_audit_client(
+    settings: GatewaySettings, in_flight: CallsInFlight | None = None
+) -> AuditClient | None:
+    """The gateway's one connection to the audit writer (call records and approval events);
+    ``in_flight``: the pipeline's count of calls in flight, for the commit delay."""
     audit = settings.audit
-    return AuditClient(audit.socket, audit.timeout_seconds) if audit.socket is not None else None
+    if audit.socket is None:
+        return None
+    return AuditClient(
+        audit.socket,
+        audit.timeout_seconds,
+        commit_delay=audit.commit_delay_ms / 1000,
+        commit_siblings=audit.commit_siblings,
+        in_flight=in_flight,
+    )
 
 
 def build_recorder(
@@ -151,7 +164,9 @@ def build_recorder(
             log.warning(
                 "audit.fail_open is set: calls proceed without an audit record when the writer is down"
             )
-        recorders.append(AuditRecorder(AuditClient(audit.socket, audit.timeout_seconds), audit.fail_open))
+        client = audit_client or build_audit_client(settings)
+        assert client is not None
+        recorders.append(AuditRecorder(client, audit.fail_open))
     if audit.inputs_file is not None:  # off the hot path: a bounded queue to a writer thread
         recorders.append(InputStoreRecorder(InputStore(audit.inputs_file, audit.inputs_retention_days)))
     if sessions is not None:
@@ -202,6 +217,7 @@ def build_pipeline(
     approvals: ApprovalStage | None = None,
     sessions: SessionRecorder | None = None,
     audit_client: AuditClient | None = None,
+    in_flight: CallsInFlight | None = None,
 ) -> Pipeline:
     key = hash_key(settings)  # once: its random fallback must be the same for both uses
     return Pipeline(
@@ -216,6 +232,7 @@ def build_pipeline(
         limits=settings.limits,
         release=settings.release,
         decision_deadline_seconds=settings.policy.decision_deadline_ms / 1000,
+        in_flight=in_flight,
     )
 
 
@@ -225,9 +242,15 @@ class Gateway:
         self.engine = build_engine(settings)
         self.approvals = build_approvals(settings)
         self.sessions = build_session_recorder(settings.recording)
-        self.audit_client = build_audit_client(settings)
+        in_flight = CallsInFlight()
+        self.audit_client = build_audit_client(settings, in_flight)
         self.pipeline = build_pipeline(
-            settings, self.engine, approval_stage(settings, self.approvals), self.sessions, self.audit_client
+            settings,
+            self.engine,
+            approval_stage(settings, self.approvals),
+            self.sessions,
+            self.audit_client,
+            in_flight,
         )
         follow_bundle_catalog(self.engine, self.pipeline.classifier)
         self._approval_sink: Callable[[str, dict[str, Any]], None] | None = None
