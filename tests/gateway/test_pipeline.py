@@ -427,3 +427,18 @@ async def test_calls_in_flight_count_each_call_until_its_record_is_written() -> 
     with pytest.raises(PermissionDenied):
         await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
     assert seen == [2, 1, 1] and pipeline.in_flight() == 0, "a refused call is counted and let go too"
+
+
+def test_the_call_records_audit_client_reads_the_pipelines_count_of_calls(tmp_path) -> None:
+    from labelgate.config import load_settings
+    from labelgate.gateway.record import AuditRecorder
+    from labelgate.gateway.server import build_pipeline
+
+    settings = load_settings(
+        auth={"api_keys": {}}, audit={"socket": str(tmp_path / "audit.sock"), "commit_delay_ms": 3}
+    )
+    pipeline = build_pipeline(settings, TableEngine(Journal()))  # type: ignore[arg-type]
+    (audit,) = [r for r in pipeline.recorder.recorders if isinstance(r, AuditRecorder)]  # type: ignore[attr-defined]
+    assert audit.client.commit_delay == 0.003 and audit.client.commit_siblings == 2
+    pipeline.in_flight.count = 7
+    assert audit.client._in_flight is not None and audit.client._in_flight() == 7

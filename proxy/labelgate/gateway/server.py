@@ -136,8 +136,10 @@ def hash_key(settings: GatewaySettings) -> bytes:
 def build_audit_client(
     settings: GatewaySettings, in_flight: CallsInFlight | None = None
 ) -> AuditClient | None:
-    """The gateway's one connection to the audit writer (call records and approval events);
-    ``in_flight``: the pipeline's count of calls in flight, for the commit delay."""
+    """A connection to the audit writer; ``in_flight`` (the pipeline's count of calls in
+    flight) turns on the commit delay. The call records and the approval events each get
+    their own: approval events are appended from whichever loop the approval service runs
+    on, and a connection serves one loop."""
     audit = settings.audit
     if audit.socket is None:
         return None
@@ -153,7 +155,7 @@ def build_audit_client(
 def build_recorder(
     settings: GatewaySettings,
     sessions: SessionRecorder | None = None,
-    audit_client: AuditClient | None = None,
+    in_flight: CallsInFlight | None = None,
 ) -> Recorder:
     """Logs and metrics, then the durable audit record, then the session recording: a call
     refused for want of an audit record must not be recorded as delivered."""
@@ -164,7 +166,7 @@ def build_recorder(
             log.warning(
                 "audit.fail_open is set: calls proceed without an audit record when the writer is down"
             )
-        client = audit_client or build_audit_client(settings)
+        client = build_audit_client(settings, in_flight)
         assert client is not None
         recorders.append(AuditRecorder(client, audit.fail_open))
     if audit.inputs_file is not None:  # off the hot path: a bounded queue to a writer thread
@@ -216,10 +218,10 @@ def build_pipeline(
     engine: PolicyEngine,
     approvals: ApprovalStage | None = None,
     sessions: SessionRecorder | None = None,
-    audit_client: AuditClient | None = None,
     in_flight: CallsInFlight | None = None,
 ) -> Pipeline:
     key = hash_key(settings)  # once: its random fallback must be the same for both uses
+    in_flight = in_flight or CallsInFlight()  # the pipeline counts, the audit client reads
     return Pipeline(
         authenticator=Authenticator(settings.auth),
         classifier=ClassifierStage.from_settings(
@@ -227,7 +229,7 @@ def build_pipeline(
         ),
         engine=engine,
         approvals=approvals or RefuseUntilApproved(),
-        recorder=build_recorder(settings, sessions, audit_client),
+        recorder=build_recorder(settings, sessions, in_flight),
         hash_key=key,
         limits=settings.limits,
         release=settings.release,
@@ -242,15 +244,9 @@ class Gateway:
         self.engine = build_engine(settings)
         self.approvals = build_approvals(settings)
         self.sessions = build_session_recorder(settings.recording)
-        in_flight = CallsInFlight()
-        self.audit_client = build_audit_client(settings, in_flight)
+        self.audit_client = build_audit_client(settings)  # for approval events
         self.pipeline = build_pipeline(
-            settings,
-            self.engine,
-            approval_stage(settings, self.approvals),
-            self.sessions,
-            self.audit_client,
-            in_flight,
+            settings, self.engine, approval_stage(settings, self.approvals), self.sessions
         )
         follow_bundle_catalog(self.engine, self.pipeline.classifier)
         self._approval_sink: Callable[[str, dict[str, Any]], None] | None = None
