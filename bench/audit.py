@@ -26,6 +26,7 @@ from bench.figures import Figure, Scenario
 from bench.load import LoadRun
 from bench.procs import BenchError, enter_together
 from bench.stack import SCALING_VARIANT, Variant, describe, verify
+from labelgate.config import COMMIT_DELAY_MS
 from tests.support.procs import Process, labelgate_command
 
 SUBJECT: Variant = SCALING_VARIANT  # what `make run` ships
@@ -81,7 +82,11 @@ def run_audit(bench: Bench) -> Scenario:
         scenario.figures += _figures(concurrency, results[OFF, concurrency], results[ON, concurrency])
     scenario.details["configs"] = {
         OFF: describe(SUBJECT),
-        ON: {**describe(SUBJECT), "audit": "audit-writer over a Unix socket, fsync on (group commit)"},
+        ON: {
+            **describe(SUBJECT),
+            "audit": "audit-writer over a Unix socket, fsync on (group commit; the commit delay at its "
+            f"default, {COMMIT_DELAY_MS:g} ms)",
+        },
     }
     scenario.details["audit_log"] = {
         "dir": str(log_dir),
