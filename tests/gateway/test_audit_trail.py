@@ -126,6 +126,40 @@ def test_every_call_has_a_durable_record_without_values(tmp_path: Path, demo_bac
     assert verify_log(logs).ok
 
 
+def test_concurrent_calls_each_get_one_durable_record_through_the_commit_delay(
+    tmp_path: Path, demo_backend: str
+) -> None:
+    # With other calls in flight a record waits (audit.commit_delay_ms, default on) for theirs:
+    # every call must still be released with exactly its own record, none lost or doubled.
+    calls = 24
+
+    async def together(target: str) -> list[pb.ModelInferResponse]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            return await asyncio.gather(
+                *(
+                    stub.ModelInfer(
+                        infer_request(IDS), metadata=metadata("ann", "analysts", session=f"s-{n}"), timeout=20
+                    )
+                    for n in range(calls)
+                )
+            )
+
+    with (
+        writer(tmp_path) as (logs, _),
+        gateway(tmp_path, demo_backend, tmp_path / "audit.sock") as (target, _),
+    ):
+        replies = asyncio.run(together(target))
+        events = records(logs)
+    assert len(replies) == calls
+    assert sorted(event["session_id"] for event in events) == sorted(f"s-{n}" for n in range(calls))
+    assert len({event["request_id"] for event in events}) == calls
+    assert {event["decision"] for event in events} == {"mask"}
+    text = "".join(p.read_text() for p in logs.iterdir())
+    assert [value for value in secrets_of(IDS) if value in text] == []
+    assert verify_log(logs).ok
+
+
 def test_writer_unreachable_fails_closed_and_fail_open_is_explicit(tmp_path: Path, demo_backend: str) -> None:
     socket = tmp_path / "audit.sock"
     with writer(tmp_path) as (_, process):
