@@ -124,6 +124,22 @@ def test_audit_compares_durable_auditing_with_auditing_off(report: tuple[dict, P
         assert run["ok"] > 0 and run["unexpected_errors"] == 0, run
         if run["config"] == "audit_durable":
             assert run["cpu_ms_per_call"]["audit-writer"] > 0, run
+    # The CPU figure is the gateway's plus the writer's, each counted once (it once counted
+    # the writer twice), against the gateway's alone with auditing off.
+    for concurrency in CONCURRENCY:
+        runs = [run for run in audit["details"]["runs"] if run["concurrency"] == concurrency]
+
+        def mean_cpu(config: str, runs: list[dict] = runs) -> float:
+            spent = [
+                sum(run["cpu_ms_per_call"].get(who, 0.0) for who in ("gateway", "audit-writer"))
+                for run in runs
+                if run["config"] == config
+            ]
+            return sum(spent) / len(spent)
+
+        cpu = figures[f"audit.durable.c{concurrency}.cpu_ms_per_call"]
+        assert cpu["value"] == pytest.approx(mean_cpu("audit_durable"), abs=0.01)
+        assert cpu["baseline"]["value"] == pytest.approx(mean_cpu("audit_off"), abs=0.01)
 
 
 def test_approvals_time_grants_on_one_node_and_across_replicas(report: tuple[dict, Path, str]) -> None:
