@@ -124,7 +124,11 @@ def test_an_empty_file_is_the_defaults(tmp_path: Path) -> None:
         ({"masking": {"hash_key": "short"}}, "masking", "at least 16 bytes"),
         ({"masking": {"hash_key": "k" * 16, "hash_key_file": "/k"}}, "masking", "choose one"),
         ({"audit": {"fail_open": True}}, "audit", "no writer to fail open from"),
-        ({"audit": {"commit_delay_ms": 50, "timeout_seconds": 0.05}}, "audit", "shorter than audit.timeout"),
+        (
+            {"audit": {"commit_delay_ms": 30, "timeout_seconds": 0.05}},
+            "audit",
+            "at most half of audit.timeout",
+        ),
         ({"upstream": {"ca_file": "/ca.pem"}}, "upstream", "tls is false"),
         (
             {"upstreams": [{"name": "a", "models": ["m"], "server_name": "a"}]},

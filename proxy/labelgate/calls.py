@@ -122,8 +122,9 @@ class Outcome:
 
 
 class CallsInFlight:
-    """How many calls (or streamed messages) are between their start and their record: the
-    records about to be written (the audit client's commit delay waits for them)."""
+    """How many calls (or streamed messages) are between their start and their record, less
+    those held for an approver: the records about to be written (the audit client's commit
+    delay waits for them). A call waiting on its upstream counts."""
 
     __slots__ = ("count",)
 

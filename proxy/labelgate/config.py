@@ -266,8 +266,8 @@ class AuditSettings(Section):
 
     @model_validator(mode="after")
     def _commit_delay_within_the_deadline(self) -> AuditSettings:
-        if self.commit_delay_ms / 1000 >= self.timeout_seconds:
-            _refuse(["audit.commit_delay_ms must be shorter than audit.timeout_seconds"])
+        if self.commit_delay_ms / 1000 > self.timeout_seconds / 2:
+            _refuse(["audit.commit_delay_ms must be at most half of audit.timeout_seconds"])
         return self
 
     @model_validator(mode="after")

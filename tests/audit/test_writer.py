@@ -357,16 +357,57 @@ async def test_a_lone_call_never_waits_and_a_call_that_does_not_wait_takes_the_h
 
 async def test_a_held_record_goes_when_the_commit_delay_is_over(tmp_path: Path) -> None:
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    loop = asyncio.get_running_loop()
     with writer_process(sock, log_dir):
         async with AuditClient(
             sock, timeout=60, commit_delay=0.2, commit_siblings=1, in_flight=lambda: 8
         ) as client:
+            await client.stats()  # connected
+            started = loop.time()
             receipts = [await asyncio.wait_for(client.append(make_event()), 20) for _ in range(2)]
+            # Each waited its delay (a timer never fires early): two calls, each alone in its group.
+            assert loop.time() - started >= 0.4 - 0.01
     assert [receipt.seq for receipt in receipts] == [1, 2]
     assert len(read_records(log_dir)) == 2
 
 
-def test_the_commit_delay_must_end_before_the_deadline() -> None:
+async def test_records_sent_and_awaiting_their_fsync_count_toward_the_group(tmp_path: Path) -> None:
+    # Once every call in flight has a record queued or sent, waiting gains nothing: the queued
+    # ones leave at once, not after the delay, while the sent ones still await their fsync.
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    in_flight = [2]
+    with writer_process(sock, log_dir) as process:
+        async with AuditClient(
+            sock, timeout=60, commit_delay=30, commit_siblings=1, in_flight=lambda: in_flight[0]
+        ) as client:
+            await client.stats()  # connected
+            with process.frozen():
+                first = [asyncio.ensure_future(client.append(make_event())) for _ in range(2)]
+                await asyncio.sleep(0.05)  # sent (the group of two was full); unanswered while frozen
+                in_flight[0] = 4
+                second = [asyncio.ensure_future(client.append(make_event())) for _ in range(2)]
+                await asyncio.sleep(0.05)
+            receipts = await asyncio.wait_for(asyncio.gather(*first, *second), 20)
+    assert sorted(receipt.seq for receipt in receipts) == [1, 2, 3, 4]
+
+
+async def test_a_writer_gone_while_records_are_held_fails_them_closed(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir) as process:
+        async with AuditClient(
+            sock, timeout=60, commit_delay=30, commit_siblings=1, in_flight=lambda: 5
+        ) as client:
+            await client.stats()  # connected
+            held = asyncio.ensure_future(client.append(make_event()))
+            await asyncio.sleep(0.05)
+            assert not held.done()
+            process.stop()
+            with pytest.raises(AuditUnavailable):
+                await asyncio.wait_for(held, 20)
+    assert read_records(log_dir) == []
+
+
+def test_the_commit_delay_is_at_most_half_the_deadline() -> None:
     with pytest.raises(ValueError, match="commit_delay"):
-        AuditClient("/nonexistent.sock", timeout=1, commit_delay=1)
+        AuditClient("/nonexistent.sock", timeout=1, commit_delay=0.6)
     assert AuditClient("/nonexistent.sock", commit_delay=0.5).commit_delay == 0.0, "no count of calls: off"

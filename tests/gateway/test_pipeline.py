@@ -442,3 +442,52 @@ def test_the_call_records_audit_client_reads_the_pipelines_count_of_calls(tmp_pa
     assert audit.client.commit_delay == 0.003 and audit.client.commit_siblings == 2
     pipeline.in_flight.count = 7
     assert audit.client._in_flight is not None and audit.client._in_flight() == 7
+
+
+async def test_calls_held_for_approval_or_cancelled_do_not_stay_in_flight() -> None:
+    from labelgate.policy.contract import ApprovalRequirement
+
+    pipeline, journal, engine, _ = make_pipeline()
+    holding, release = asyncio.Event(), asyncio.Event()
+    counted: list[int] = []
+
+    class Approvals:
+        async def hold(
+            self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
+        ) -> Decision:
+            counted.append(pipeline.in_flight())
+            holding.set()
+            await release.wait()
+            return Decision(allow=True, reason="granted", engine="table", revision="r1")
+
+    pipeline.approvals = Approvals()
+    engine.answers["request"] = Decision(
+        allow=False,
+        reason="ask",
+        require_approval=ApprovalRequirement(("approvers",), 1, 60, "ask"),
+        engine="table",
+        revision="r1",
+    )
+    held = asyncio.create_task(
+        pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    )
+    await holding.wait()
+    assert counted == [0], "a call waiting for an approver is not waited for"
+    release.set()
+    await held
+    assert pipeline.in_flight() == 0
+
+    engine.answers.clear()
+    started = asyncio.Event()
+
+    async def hanging(sent: Any) -> Any:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(pipeline.infer(make_call(), request(), hanging))
+    await started.wait()
+    assert pipeline.in_flight() == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pipeline.in_flight() == 0

@@ -11,8 +11,8 @@ Commit delay (PostgreSQL's ``commit_delay`` and ``commit_siblings``): when at le
 ``commit_siblings`` other calls are in flight, an append may wait up to ``commit_delay``
 seconds for theirs, so that one write, one fsync and one read of the acknowledgements serve
 them all. Under load calls finish one at a time, each record otherwise alone in its fsync.
-The wait ends as soon as every call in flight has its record queued (nothing more is
-coming), and a lone call never waits. While records wait the event loop serves the other
+The wait ends as soon as every call in flight has its record queued or sent (nothing more
+is coming), and a lone call never waits. While records wait the event loop serves the other
 calls, so a saturated gateway loses no throughput to it; it adds at most ``commit_delay``
 to a call's latency, and only when others are in flight.
 
@@ -139,13 +139,15 @@ class _Connection(FrameProtocol):
     def send(self, frame: bytes, loop: asyncio.AbstractEventLoop, hold: float = 0.0, group: int = 0) -> None:
         """Queue a frame; every frame queued in one turn of the event loop goes in one write.
 
-        ``hold`` > 0: the frame may wait up to that long for others, unless ``group`` frames
-        are queued by then (see the module's docstring)."""
+        ``hold`` > 0: the frame may wait up to that long for others, unless ``group`` requests
+        are unanswered by then, queued or sent (see the module's docstring)."""
         outbox = self._outbox
         outbox.append(frame)
         if self._flush_due:
             return
-        if hold > 0 and len(outbox) < group:
+        # Sent requests still waiting for their fsync count too: their calls have nothing more
+        # to add, so once every call in flight has one queued or sent, waiting gains nothing.
+        if hold > 0 and len(self.waiting) < group:
             if self._held is None:
                 self._held = loop.call_later(hold, self._flush)
             return
@@ -232,11 +234,11 @@ class AuditClient:
         timeout: float = 2.0,
         *,
         commit_delay: float = 0.0,
-        commit_siblings: int = 4,
+        commit_siblings: int = 2,
         in_flight: Callable[[], int] | None = None,
     ) -> None:
-        if not 0 <= commit_delay < timeout:
-            raise ValueError("commit_delay must be at least 0 and less than the timeout")
+        if not 0 <= commit_delay <= timeout / 2:
+            raise ValueError("commit_delay must be at least 0 and at most half the timeout")
         self.socket_path = str(socket_path)
         self.timeout = timeout
         self.commit_delay = commit_delay if in_flight is not None else 0.0

@@ -352,10 +352,16 @@ class Pipeline:
             time.perf_counter() - started
         )
         if decision.require_approval is not None and not decision.allow:
-            with tracing.stage("hold"):
-                decision = await self.approvals.hold(
-                    call, subject, first, decision, self._reevaluate(policy_input)
-                )
+            # A call held for an approver writes its record minutes from now, if ever: it does
+            # not count as in flight meanwhile, or every other record would wait for it.
+            self.in_flight.count -= 1
+            try:
+                with tracing.stage("hold"):
+                    decision = await self.approvals.hold(
+                        call, subject, first, decision, self._reevaluate(policy_input)
+                    )
+            finally:
+                self.in_flight.count += 1
         outcome.decisions.append((phase, decision))
         outcome.labels.update(first["labels"])
         if not decision.allow:
