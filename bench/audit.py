@@ -84,8 +84,8 @@ def run_audit(bench: Bench) -> Scenario:
         OFF: describe(SUBJECT),
         ON: {
             **describe(SUBJECT),
-            "audit": "audit-writer over a Unix socket, fsync on (group commit; the commit delay at its "
-            f"default, {COMMIT_DELAY_MS:g} ms)",
+            "audit": "audit-writer over a Unix socket, fsync on (group commit; commit delay "
+            f"{COMMIT_DELAY_MS:g} ms, the default)",
         },
     }
     scenario.details["audit_log"] = {

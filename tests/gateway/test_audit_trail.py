@@ -62,7 +62,12 @@ def writer(tmp: Path) -> Iterator[tuple[Path, Process]]:
 
 @contextlib.contextmanager
 def gateway(
-    tmp: Path, backend: str, socket: Path, fail_open: bool = False, admin_port: int | None = None
+    tmp: Path,
+    backend: str,
+    socket: Path,
+    fail_open: bool = False,
+    admin_port: int | None = None,
+    commit_delay_ms: float = 0,
 ) -> Iterator[tuple[str, Process]]:
     port = free_port()
     config = {
@@ -73,7 +78,12 @@ def gateway(
         "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
         "masking": {"hash_key": "audit-test-hash-key"},
         "auth": {"jwt": {"trust_dev_key": True}},
-        "audit": {"socket": str(socket), "timeout_seconds": 1.0, "fail_open": fail_open},
+        "audit": {
+            "socket": str(socket),
+            "timeout_seconds": 1.0,
+            "fail_open": fail_open,
+            "commit_delay_ms": commit_delay_ms,
+        },
     }
     path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -129,7 +139,7 @@ def test_every_call_has_a_durable_record_without_values(tmp_path: Path, demo_bac
 def test_concurrent_calls_each_get_one_durable_record_through_the_commit_delay(
     tmp_path: Path, demo_backend: str
 ) -> None:
-    # With other calls in flight a record waits (audit.commit_delay_ms, default on) for theirs:
+    # With other calls in flight a record waits (audit.commit_delay_ms, set here) for theirs:
     # every call must still be released with exactly its own record, none lost or doubled.
     calls = 24
 
@@ -147,7 +157,7 @@ def test_concurrent_calls_each_get_one_durable_record_through_the_commit_delay(
 
     with (
         writer(tmp_path) as (logs, _),
-        gateway(tmp_path, demo_backend, tmp_path / "audit.sock") as (target, _),
+        gateway(tmp_path, demo_backend, tmp_path / "audit.sock", commit_delay_ms=5) as (target, _),
     ):
         replies = asyncio.run(together(target))
         events = records(logs)
