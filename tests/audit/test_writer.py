@@ -7,6 +7,7 @@ import itertools
 import json
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -313,13 +314,16 @@ async def test_an_earlier_deadline_queued_after_a_later_one_still_fails_on_time(
             assert (await client.append(make_event())).seq == 4  # the refused one was written too
 
 
+def delaying(sock: Path, in_flight: Callable[[], int], delay: float = 30, siblings: int = 1) -> AuditClient:
+    """A client with a commit delay (long unless said: a test never waits it out by accident)."""
+    return AuditClient(sock, timeout=60, commit_delay=delay, commit_siblings=siblings, in_flight=in_flight)
+
+
 async def test_commit_delay_holds_records_until_every_call_in_flight_has_one(tmp_path: Path) -> None:
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     in_flight = [3]
     with writer_process(sock, log_dir):
-        async with AuditClient(
-            sock, timeout=60, commit_delay=30, commit_siblings=2, in_flight=lambda: in_flight[0]
-        ) as client:
+        async with delaying(sock, lambda: in_flight[0], siblings=2) as client:
             await client.stats()  # connected
             first = asyncio.ensure_future(client.append(make_event()))
             await asyncio.sleep(0.05)
@@ -340,9 +344,7 @@ async def test_a_lone_call_never_waits_and_a_call_that_does_not_wait_takes_the_h
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     in_flight = [1]
     with writer_process(sock, log_dir):
-        async with AuditClient(
-            sock, timeout=60, commit_delay=30, commit_siblings=1, in_flight=lambda: in_flight[0]
-        ) as client:
+        async with delaying(sock, lambda: in_flight[0]) as client:
             await asyncio.wait_for(client.append(make_event()), 20)  # no other call: written at once
             in_flight[0] = 4
             held = asyncio.ensure_future(client.append(make_event()))
@@ -359,9 +361,7 @@ async def test_a_held_record_goes_when_the_commit_delay_is_over(tmp_path: Path) 
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     loop = asyncio.get_running_loop()
     with writer_process(sock, log_dir):
-        async with AuditClient(
-            sock, timeout=60, commit_delay=0.2, commit_siblings=1, in_flight=lambda: 8
-        ) as client:
+        async with delaying(sock, lambda: 8, delay=0.2) as client:
             await client.stats()  # connected
             started = loop.time()
             receipts = [await asyncio.wait_for(client.append(make_event()), 20) for _ in range(2)]
@@ -377,9 +377,7 @@ async def test_records_sent_and_awaiting_their_fsync_count_toward_the_group(tmp_
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     in_flight = [2]
     with writer_process(sock, log_dir) as process:
-        async with AuditClient(
-            sock, timeout=60, commit_delay=30, commit_siblings=1, in_flight=lambda: in_flight[0]
-        ) as client:
+        async with delaying(sock, lambda: in_flight[0]) as client:
             await client.stats()  # connected
             with process.frozen():
                 first = [asyncio.ensure_future(client.append(make_event())) for _ in range(2)]
@@ -394,9 +392,7 @@ async def test_records_sent_and_awaiting_their_fsync_count_toward_the_group(tmp_
 async def test_a_writer_gone_while_records_are_held_fails_them_closed(tmp_path: Path) -> None:
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     with writer_process(sock, log_dir) as process:
-        async with AuditClient(
-            sock, timeout=60, commit_delay=30, commit_siblings=1, in_flight=lambda: 5
-        ) as client:
+        async with delaying(sock, lambda: 5) as client:
             await client.stats()  # connected
             held = asyncio.ensure_future(client.append(make_event()))
             await asyncio.sleep(0.05)
