@@ -14,7 +14,9 @@ and ``targets`` (what is reported), ``report``, ``charts``, ``profile``, ``machi
 ``runner``.
 
 Run by hand, outside ``make bench``: ``profile_policy`` (where a decision's time goes, per
-engine), ``profile_response`` (CPU per stage of the response path), ``detector_throughput``,
-``audit_writer_modes`` (group commit against fsync per record) and ``measure_latency``
-(added latency with an in-process client).
+engine), ``profile_response`` (CPU per stage of the response path), ``profile_pipeline``
+(CPU per call of the whole pipeline in process, without gRPC), ``detector_throughput``,
+``audit_writer_modes`` (group commit against fsync per record), ``audit_delay_ab`` (the audit
+commit delay against none, same run) and ``measure_latency`` (added latency with an
+in-process client).
 """
