@@ -13,8 +13,9 @@ seconds for theirs, so that one write, one fsync and one read of the acknowledge
 them all. Under load calls finish one at a time, each record otherwise alone in its fsync.
 The wait ends as soon as every call in flight has its record queued or sent (nothing more
 is coming), and a lone call never waits. While records wait the event loop serves the other
-calls, so a saturated gateway loses no throughput to it; it adds at most ``commit_delay``
-to a call's latency, and only when others are in flight.
+calls, so a saturated gateway loses no throughput to it; one that is not saturated does (a
+waiting record is a caller waiting), which is why the gateway leaves it off unless configured
+(``audit.commit_delay_ms``; docs/OPERATING.md has the measurements).
 
 Every failure to get a durable acknowledgement (no writer, connection lost, no answer
 within ``timeout``, writer unable to write) raises ``AuditUnavailable`` with reason
