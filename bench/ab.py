@@ -1,6 +1,7 @@
 """A/B in one run: gateway arms against the bare proxy and each other, interleaved.
 
     .venv/bin/python -m bench.ab [--baseline-src DIR] [--current-src DIR] [--uvloop] [--workers 2]
+                                 [--ceiling response-free] [--typed-floor]
                                  [--variant full_opa_cache] [--rows 100] [--concurrency 1,32]
                                  [--seconds 5] [--rounds 2]
 
@@ -19,6 +20,9 @@ machine lands on every arm alike. Arms:
   first;
 - ``workers<N>`` (``--workers N``): the current arm's tree with N worker processes (CPU is
   summed over them);
+- ``response-free`` (``--ceiling response-free``): the current arm's tree with the response
+  stage made free after the first call (``bench.ceilings``): the best any work on that
+  stage alone could reach;
 - ``typed-proxy`` (``--typed-floor``): the bare proxy parsing and re-serializing ModelInfer
   messages, nothing else (what no pipeline work can get under).
 
@@ -41,6 +45,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.ceilings import CEILINGS, ROOT, launcher
 from bench.context import Bench
 from bench.load import LoadRun
 from bench.plan import custom, full
@@ -78,6 +83,11 @@ def arms_from(args: argparse.Namespace) -> list[Arm]:
         arms.append(Arm("uvloop", [sys.executable, "-c", _UVLOOP_LAUNCHER], current.env))
     if args.workers > 1:
         arms.append(Arm(f"workers{args.workers}", current.command_prefix, current.env, args.workers))
+    for ceiling in getattr(args, "ceiling", None) or ():
+        # bench.ceilings is imported from this checkout; labelgate from the current arm's tree.
+        paths = [path for path in (current.env.get("PYTHONPATH"), str(ROOT)) if path]
+        env = {"PYTHONPATH": os.pathsep.join(paths)}
+        arms.append(Arm(ceiling, [sys.executable, "-c", launcher(ceiling)], env))
     return arms
 
 
@@ -127,6 +137,9 @@ def main() -> None:
     )
     parser.add_argument("--uvloop", action="store_true", help="add an arm with uvloop's event loop")
     parser.add_argument("--workers", type=int, default=1, help="add an arm with this many workers")
+    parser.add_argument(
+        "--ceiling", action="append", choices=CEILINGS, help="add an arm with this stage made free"
+    )
     parser.add_argument(
         "--typed-floor", action="store_true", help="add the pass-through that parses ModelInfer messages"
     )

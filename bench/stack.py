@@ -11,6 +11,7 @@ stream of refusals.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 import grpc
 import yaml
 
+from bench.ceilings import RESPONSE_FREE, ceiling_command
 from bench.procs import BenchError
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify.detectors import BUILTIN_LABELS
@@ -58,6 +60,9 @@ class Variant:
     # A durable audit record per call, written by a real audit-writer (its CPU counts as the
     # gateway's): the configuration issue 12's latency target is stated for.
     audit: bool = False
+    # A stage made free (``bench.ceilings``): no configuration anyone runs, but the best that
+    # work on that stage alone could reach. Never one of the targets' variants.
+    ceiling: str | None = None
 
 
 PROXY = Variant(
@@ -98,6 +103,13 @@ FULL_VARIANTS = (
 )
 # The configuration `make run` ships (embedded engine, cache on): the scaling scenario's subject.
 SCALING_VARIANT = full_path("embedded", True)
+# That configuration with everything after the upstream's reply but the decision made free.
+RESPONSE_FREE_CEILING = dataclasses.replace(
+    SCALING_VARIANT,
+    name="ceiling_response_free",
+    title="ceiling: full path, embedded, cache, response stage free",
+    ceiling=RESPONSE_FREE,
+)
 
 
 def gateway_config(variant: Variant, *, listen: str, upstream: str, opa_url: str | None) -> dict:
@@ -226,9 +238,12 @@ class Stack:
         name = name or variant.name
         config_file = self.work_dir / f"gateway-{name}.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        args = labelgate_command("serve", "--config", str(config_file))
+        serve = ("serve", "--config", str(config_file))
+        args, env = (
+            ceiling_command(variant.ceiling, *serve) if variant.ceiling else (labelgate_command(*serve), {})
+        )
         log = self.work_dir / f"gateway-{name}.log"
-        with running(args, log, port, **_named(f"gateway ({name})")) as child:
+        with running(args, log, port, env=env, **_named(f"gateway ({name})")) as child:
             yield address, child
 
 

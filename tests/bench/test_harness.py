@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.runner import SCENARIO_NAMES
-from bench.stack import FULL_VARIANTS, PROXY
+from bench.stack import FULL_VARIANTS, PROXY, RESPONSE_FREE_CEILING
 from bench.targets import TARGETS
 from tests.support.procs import REPO
 
@@ -79,7 +79,7 @@ def test_every_figure_has_a_baseline_and_a_ratio(report: tuple[dict, Path, str])
 def test_data_path_covers_every_configuration_and_concurrency(report: tuple[dict, Path, str]) -> None:
     datapath = report[0]["scenarios"]["datapath"]
     ids = {f["id"] for f in datapath["figures"]}
-    for variant in (PROXY, *FULL_VARIANTS):
+    for variant in (PROXY, *FULL_VARIANTS, RESPONSE_FREE_CEILING):
         for concurrency in CONCURRENCY:
             for measure in ("throughput", "p50_ms", "p90_ms", "p99_ms", "gateway_cpu_ms_per_call"):
                 assert f"datapath.{variant.name}.c{concurrency}.{measure}" in ids
