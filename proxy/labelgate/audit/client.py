@@ -259,6 +259,10 @@ class AuditClient:
         stats: dict[str, Any] = (await self._request("stats", None))["stats"]
         return stats
 
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:

@@ -38,6 +38,14 @@ class Recorder(Protocol):
 
 
 @runtime_checkable
+class Closing(Protocol):
+    """A recorder that holds something to finish when the gateway stops (a writer thread's
+    queue, a connection)."""
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
 class Reserving(Protocol):
     """A recorder that must promise room before the call's other records are written."""
 
@@ -141,6 +149,9 @@ class AuditRecorder:
     def __init__(self, client: AuditClient, fail_open: bool = False) -> None:
         self.client = client
         self.fail_open = fail_open
+
+    async def aclose(self) -> None:
+        await self.client.close()
 
     async def record(self, entry: CallRecord) -> None:
         try:
@@ -296,6 +307,9 @@ class InputStoreRecorder:
         self._thread.join(timeout=10)
         self.store.close()
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)  # the join and the last write block
+
     def _run(self) -> None:
         next_expiry = 0.0
         while True:
@@ -329,6 +343,19 @@ class Recorders:
         self.recorders = recorders
         # Found once: a runtime_checkable isinstance inspects every member on every call.
         self._reserving = tuple(r for r in recorders if isinstance(r, Reserving))
+
+    async def aclose(self) -> None:
+        """Once no call is left to record: what the recorders were handed is written, and
+        their threads and connections are stopped (each, even if another fails)."""
+        failures = []
+        for recorder in self.recorders:
+            if isinstance(recorder, Closing):
+                try:
+                    await recorder.aclose()
+                except Exception as error:  # the others still close; the first is raised after
+                    failures.append(error)
+        if failures:
+            raise failures[0]
 
     async def record(self, entry: CallRecord) -> None:
         if tracing.enabled():  # on the call's span: names and the stable reason, never a value

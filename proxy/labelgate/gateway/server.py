@@ -406,6 +406,11 @@ class Gateway:
             approval_events.remove_sink(self._approval_sink)
         if self.sessions is not None:
             await self.sessions.close()
+        # No call is left to record: queued decision inputs are written, connections closed.
+        if isinstance(self.pipeline.recorder, Recorders):
+            await self.pipeline.recorder.aclose()
+        if self.audit_client is not None:
+            await self.audit_client.close()
         await self.upstream.close()
         await self.router.close()
         for extra in self._extra_upstreams.values():

@@ -1,0 +1,105 @@
+"""Gateway.stop loses nothing it was handed: decision inputs queued for the input store's
+writer thread are written before it returns, and its audit connections are closed."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
+from labelgate.auth import mint_dev_token
+from labelgate.config import GatewaySettings
+from labelgate.gateway.record import AuditRecorder, InputStoreRecorder, LogAndMetricsRecorder, Recorders
+from labelgate.gateway.server import Gateway
+from tests.audit.conftest import writer_process
+from tests.gateway.expected import customer_request
+from tests.gateway.harness import run_backend
+from tests.support.procs import REPO, free_port
+
+DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with run_backend(tmp_path_factory.mktemp("stop-backend")) as (address, _):
+        yield address
+
+
+def settings(backend: str, audit: dict) -> GatewaySettings:
+    return GatewaySettings(
+        listen=f"127.0.0.1:{free_port()}",
+        admin_listen=None,
+        upstream={"address": backend},
+        policy={"dir": str(REPO / "rego")},
+        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        masking={"hash_key": "stop-test-hash-key-0123456789"},
+        auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(DEV_KEYS)}},
+        audit=audit,
+    )
+
+
+async def one_call(gateway: Gateway) -> None:
+    token = mint_dev_token("ana", ["analysts"], 300, DEV_KEYS)
+    async with grpc.aio.insecure_channel(gateway.settings.listen) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelInfer(customer_request([1, 2]), metadata=(("authorization", f"Bearer {token}"),))
+
+
+def stored_inputs(store: Path) -> int:
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        return int(db.execute("SELECT count(*) FROM decision_inputs").fetchone()[0])
+
+
+async def test_decision_inputs_still_queued_are_written_by_stop(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer thread never flushes on its own within this test: only stop can write them.
+    monkeypatch.setitem(InputStoreRecorder.__init__.__kwdefaults__, "flush_seconds", 3600.0)
+    store = tmp_path / "inputs.db"
+    gateway = Gateway(settings(backend, {"inputs_file": str(store)}))
+    await gateway.start()
+    try:
+        await one_call(gateway)
+        assert stored_inputs(store) == 0, "queued, not yet written"
+    finally:
+        await gateway.stop(0)
+    assert stored_inputs(store) == 2, "the request and the response phase's inputs"
+
+
+async def test_stop_closes_the_audit_connection(backend: str, tmp_path: Path) -> None:
+    with writer_process(tmp_path / "audit.sock", tmp_path / "audit") as _:
+        gateway = Gateway(settings(backend, {"socket": str(tmp_path / "audit.sock"), "timeout_seconds": 5}))
+        await gateway.start()
+        records = next(r for r in gateway.pipeline.recorder.recorders if isinstance(r, AuditRecorder))
+        try:
+            await one_call(gateway)
+            assert records.client.connected
+        finally:
+            await gateway.stop(0)
+        assert not records.client.connected
+
+
+class _Closable:
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+        self.closed = False
+
+    async def record(self, entry: object) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self.failure is not None:
+            raise self.failure
+
+
+async def test_every_recorder_is_closed_even_after_one_fails() -> None:
+    broken, intact = _Closable(OSError("disk gone")), _Closable()
+    with pytest.raises(OSError, match="disk gone"):
+        await Recorders(LogAndMetricsRecorder(), broken, intact).aclose()
+    assert broken.closed and intact.closed
