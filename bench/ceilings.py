@@ -83,18 +83,32 @@ def _noting_response_fields(decide: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _reused(release: Callable[..., Any]) -> Callable[..., Any]:
-    # (model, raw output sizes) -> (the response phase's fields, the reply, outcome.masked)
-    done: dict[tuple[str, tuple[int, ...]], tuple[list[Any], Any, Any]] = {}
+    # What one reply is reused for: the same model, outputs asked for, caller and reply shape.
+    Shape = tuple[str, tuple[str, ...], str, tuple[str, ...], tuple[int, ...]]
+    # -> (the response phase's fields, the reply, outcome.masked)
+    done: dict[Shape, tuple[list[Any], Any, Any]] = {}
 
     @functools.wraps(release)
     async def reused(
         self: Pipeline, call: Any, subject: Any, target: Any, response: Any, outcome: Any, **kwargs: Any
     ) -> Any:
-        shape = (target.model, tuple(map(len, response.raw_output_contents)))
+        if kwargs:  # a streamed reply (decoded tensors handed in): always the real path
+            return await release(self, call, subject, target, response, outcome, **kwargs)
+        shape = (
+            target.model,
+            tuple(target.requested_outputs),
+            subject.id,
+            tuple(subject.groups),
+            tuple(map(len, response.raw_output_contents)),
+        )
         found = done.get(shape)
         if found is None:
-            reply = await release(self, call, subject, target, response, outcome, **kwargs)
-            done[shape] = (_RESPONSE_FIELDS.get() or [], reply, outcome.masked)
+            _RESPONSE_FIELDS.set(None)
+            reply = await release(self, call, subject, target, response, outcome)
+            fields = _RESPONSE_FIELDS.get()
+            if fields is None:
+                raise RuntimeError("the response phase was not decided: nothing to reuse")
+            done[shape] = (fields, reply, outcome.masked)
             return reply
         fields, reply, masked = found
         await self.decide(call, subject, target, "response", fields, outcome)

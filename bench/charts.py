@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 DIRECT_COLOUR = "#7f7f7f"
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+# A ceiling (bench.ceilings) is not a configuration: pale and hatched, never mistaken for one.
+CEILING_COLOUR = "#e0e0e0"
+CEILING_PREFIX = "ceiling_"
 
 
 def write_charts(doc: dict[str, Any], out_dir: Path) -> tuple[list[str], str]:
@@ -51,10 +54,11 @@ def _datapath(figure: Any, scenario: dict[str, Any]) -> None:
     throughput, *latency_axes = figure.subplots(1, 1 + len(levels), width_ratios=[1.3] + [1] * len(levels))
     width = 0.8 / len(configs)
     for index, config in enumerate(configs):
-        colour = DIRECT_COLOUR if config == "direct" else PALETTE[index % len(PALETTE)]
+        colour = _config_colour(index, config)
         xs = [level_index + index * width for level_index in range(len(levels))]
         values = [by_key[config, level]["calls_per_s"] for level in levels]
-        bars = throughput.bar(xs, values, width, label=config, color=colour)
+        hatch = "//" if config.startswith(CEILING_PREFIX) else None
+        bars = throughput.bar(xs, values, width, label=config, color=colour, hatch=hatch, edgecolor="#555555")
         for bar, level in zip(bars, levels, strict=True):
             direct = by_key["direct", level]["calls_per_s"]
             ratio = bar.get_height() / direct if direct else 0
@@ -69,7 +73,7 @@ def _datapath(figure: Any, scenario: dict[str, Any]) -> None:
     throughput.set_ylabel("calls/s (ratio to direct on the bars)")
     throughput.set_title("throughput")
     throughput.legend(fontsize=7, loc="upper left")
-    colours = [DIRECT_COLOUR if c == "direct" else PALETTE[i % len(PALETTE)] for i, c in enumerate(configs)]
+    colours = [_config_colour(i, c) for i, c in enumerate(configs)]
     for axis, level in zip(latency_axes, levels, strict=False):
         p50 = [by_key[c, level]["p50_ms"] for c in configs]
         p99 = [by_key[c, level]["p99_ms"] for c in configs]
@@ -86,6 +90,14 @@ def _datapath(figure: Any, scenario: dict[str, Any]) -> None:
         axis.legend(fontsize=7)
         if axis is not latency_axes[0]:
             axis.set_yticklabels([])
+
+
+def _config_colour(index: int, config: str) -> str:
+    if config == "direct":
+        return DIRECT_COLOUR
+    if config.startswith(CEILING_PREFIX):
+        return CEILING_COLOUR
+    return PALETTE[index % len(PALETTE)]
 
 
 def _log_scale(axes: Any, *which: str) -> None:

@@ -269,4 +269,4 @@ def describe(variant: Variant) -> dict:
         "detectors": "built-ins" if variant.detectors else "all disabled",
         "policy_timeout_ms": POLICY_TIMEOUT_MS,
         "workers": 1,
-    }
+    } | ({"ceiling": f"{variant.ceiling} (bench.ceilings: not a configuration)"} if variant.ceiling else {})

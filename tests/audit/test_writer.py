@@ -407,3 +407,16 @@ def test_the_commit_delay_is_at_most_half_the_deadline() -> None:
     with pytest.raises(ValueError, match="commit_delay"):
         AuditClient("/nonexistent.sock", timeout=1, commit_delay=0.6)
     assert AuditClient("/nonexistent.sock", commit_delay=0.5).commit_delay == 0.0, "no count of calls: off"
+
+
+async def test_a_closed_client_refuses_rather_than_connecting_again(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        client = AuditClient(sock)
+        await client.append(make_event())
+        assert client.connected
+        await client.close()
+        with pytest.raises(AuditUnavailable, match="closed"):
+            await client.append(make_event())
+        assert not client.connected
+    assert len(read_records(log_dir)) == 1

@@ -15,8 +15,9 @@ import pytest
 from bench.ab import arms_from
 from bench.ceilings import RESPONSE_FREE, ceiling_command, install, launcher
 from bench.profile_pipeline import InProcessCalls
-from bench.stack import FULL_VARIANTS, RESPONSE_FREE_CEILING, SCALING_VARIANT
+from bench.stack import DEV_KEYS, FULL_VARIANTS, RESPONSE_FREE_CEILING, SCALING_VARIANT
 from bench.targets import TARGETS
+from labelgate.auth import mint_dev_token
 from labelgate.classify.classifier import Classifier
 from labelgate.demo.data import customer
 from labelgate.gateway.pipeline import Pipeline
@@ -48,24 +49,29 @@ async def test_the_reply_is_made_once_and_every_call_is_still_decided(
 
     monkeypatch.setattr(Classifier, "classify_response", counting_classify)
     monkeypatch.setattr(Pipeline, "decide", counting_decide)
+    patched = Pipeline.release_inference
     undo = install(RESPONSE_FREE)
-    calls = InProcessCalls(SCALING_VARIANT)
-    await calls.start()
     try:
-        first = await calls.one()
-        second = await calls.one()
+        calls = InProcessCalls(SCALING_VARIANT)
+        await calls.start()
+        try:
+            first = await calls.one()
+            second = await calls.one()
+            token = mint_dev_token("another-analyst", ["analysts"], 300, DEV_KEYS)
+            calls.metadata = (("authorization", f"Bearer {token}"),)
+            third = await calls.one()
+        finally:
+            await calls.close()
     finally:
-        await calls.close()
         undo()
-    assert len(classified) == 1, "the second call reuses the first one's response path"
-    assert second is first
+    assert len(classified) == 2, "the second call reuses the first one's reply, another caller does not"
+    assert second is first and third is not first
     response_phases = [count for phase, count in phases if phase == "response"]
-    assert len(response_phases) == 2 and response_phases[0] == response_phases[1] > 0
+    assert len(response_phases) == 3 and response_phases[0] == response_phases[1] > 0
     real = [customer(i).ssn.encode() for i in range(100)]
     assert not set(ssns(second)) & set(real), "the reused reply is the masked one"
     assert Pipeline.decide is counting_decide, "undo puts back what was there"
-    assert Pipeline.release_inference.__name__ == "release_inference"
-    assert not hasattr(Pipeline.release_inference, "__wrapped__")
+    assert Pipeline.release_inference is patched
 
 
 def test_an_unknown_ceiling_is_refused() -> None:

@@ -246,6 +246,7 @@ class AuditClient:
         self.commit_siblings = commit_siblings
         self._in_flight = in_flight
         self._connection: _Connection | None = None
+        self._closed = False  # by close(): no new connection after it
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
 
@@ -264,6 +265,7 @@ class AuditClient:
         return self._connection is not None and not self._connection.closed
 
     async def close(self) -> None:
+        self._closed = True
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close("client closed")
@@ -283,6 +285,8 @@ class AuditClient:
             frame = encode(message)
         except (TypeError, ValueError) as error:
             raise AuditRejected(reasons.AUDIT_EVENT_INVALID, f"event is not plain JSON: {error}") from None
+        if self._closed:
+            raise AuditUnavailable("the audit client is closed")
         loop = asyncio.get_running_loop()
         # One deadline for connecting, sending and the durable acknowledgement together.
         deadline = loop.time() + self.timeout

@@ -110,6 +110,8 @@ class Pipeline:
         self.release = release or ReleaseSettings()
         self.decision_deadline_seconds = decision_deadline_seconds
         self.in_flight = in_flight or CallsInFlight()
+        self._cancelled_records: set[asyncio.Future[None]] = set()  # being written (``recording``)
+        self._open_calls: dict[asyncio.Task[Any], int] = {}  # tasks inside ``recording``, how deep
 
     # -- the call shapes ------------------------------------------------------------
     async def infer(self, call: Call, request: pb.ModelInferRequest, send: Send) -> pb.ModelInferResponse:
@@ -402,6 +404,10 @@ class Pipeline:
         outcome = Outcome(model=target.model)
         in_flight = self.in_flight
         in_flight.count += 1
+        # The task serving the call, for a stopping gateway to wait on (``finish_records``).
+        serving, open_calls = asyncio.current_task(), self._open_calls
+        if serving is not None:
+            open_calls[serving] = open_calls.get(serving, 0) + 1
         try:
             with tracing.call_span(call.method, target.model, call.metadata):
                 try:
@@ -409,6 +415,8 @@ class Pipeline:
                 except asyncio.CancelledError as error:
                     # The caller is gone; record without holding up the cancellation.
                     task = asyncio.ensure_future(self.recorder.record(CallRecord.of(call, outcome, error)))
+                    self._cancelled_records.add(task)  # held (a loop keeps only weak references)
+                    task.add_done_callback(self._cancelled_records.discard)
                     task.add_done_callback(lambda done: done.cancelled() or done.exception())
                     raise
                 except BaseException as error:
@@ -420,6 +428,22 @@ class Pipeline:
                 await self.recorder.record(CallRecord.of(call, outcome, None))
         finally:
             in_flight.count -= 1
+            if serving is not None:
+                left = open_calls.pop(serving) - 1
+                if left:
+                    open_calls[serving] = left
+
+    async def finish_records(self, seconds: float) -> None:
+        """Wait, at most ``seconds`` in all, for the calls still in the pipeline (a stopping
+        server has cancelled them; each then records itself) and for the records of cancelled
+        calls still being written: a stopping gateway closes its recorders only after them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        calls = set(self._open_calls) - {asyncio.current_task()}
+        if calls:
+            await asyncio.wait(calls, timeout=seconds)
+        if self._cancelled_records:
+            await asyncio.wait(set(self._cancelled_records), timeout=max(0.0, deadline - loop.time()))
 
     @staticmethod
     async def forward(send: Send, request: Message, outcome: Outcome) -> Message:

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -305,6 +305,9 @@ class InputStoreRecorder:
         """Write what is pending and stop the writer thread."""
         self._stop.set()
         self._thread.join(timeout=10)
+        if self._thread.is_alive():  # still writing: closing the store under it would lose that
+            log.error("decision input store still writing at stop: its last inputs may be lost")
+            return
         self.store.close()
 
     async def aclose(self) -> None:
@@ -432,30 +435,40 @@ def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] |
     }
 
 
-def approval_audit_sink(client: AuditClient) -> Callable[[str, dict[str, Any]], None]:
+def approval_audit_sink(client: AuditClient) -> ApprovalAuditSink:
+    return ApprovalAuditSink(client)
+
+
+class ApprovalAuditSink:
     """Feed approval state changes to the audit writer.
 
     Approval events happen outside any one call's release path (an approver's click), so
     they are appended in the background; a failure is logged and counted, while the call
     a grant releases still writes its own audit record before anything is delivered.
     """
-    pending: set[asyncio.Task[Any]] = set()
 
-    async def append(event: dict[str, Any]) -> None:
+    def __init__(self, client: AuditClient) -> None:
+        self.client = client
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def __call__(self, name: str, payload: dict[str, Any]) -> None:
+        event = approval_audit_event(name, payload)
+        if event is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._append(event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self, seconds: float) -> None:
+        """Wait, at most ``seconds``, for the events still being appended."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=seconds)
+
+    async def _append(self, event: dict[str, Any]) -> None:
         try:
-            await client.append(event)
+            await self.client.append(event)
         except LabelgateError as failure:
             metrics.ERRORS.labels(kind=failure.reason).inc()
             log.error(
                 "approval audit record lost", reason=failure.reason, approval_id=event.get("approval_id")
             )
-
-    def sink(name: str, payload: dict[str, Any]) -> None:
-        event = approval_audit_event(name, payload)
-        if event is None:
-            return
-        task = asyncio.get_running_loop().create_task(append(event))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    return sink

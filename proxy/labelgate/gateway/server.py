@@ -12,7 +12,7 @@ import contextlib
 import multiprocessing
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -42,6 +42,7 @@ from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.metrics import watch_loop_lag
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.record import (
+    ApprovalAuditSink,
     AuditRecorder,
     InputStore,
     InputStoreRecorder,
@@ -249,7 +250,7 @@ class Gateway:
             settings, self.engine, approval_stage(settings, self.approvals), self.sessions
         )
         follow_bundle_catalog(self.engine, self.pipeline.classifier)
-        self._approval_sink: Callable[[str, dict[str, Any]], None] | None = None
+        self._approval_sink: ApprovalAuditSink | None = None
         self.upstream = Upstream(settings.upstream, settings.limits.max_message_bytes)
         self.router = Router.from_settings(settings, self.upstream)  # by model, over `upstreams:`
         self.health = health.aio.HealthServicer()
@@ -390,34 +391,85 @@ class Gateway:
                 await self._set_serving()
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop serving, then finish what calls were handed over, then close the edges. Every
+        step runs even if an earlier one fails (the failure is logged, the first one raised
+        at the end): a failing close must not leave queued records unwritten."""
         for task in self._tasks:
             task.cancel()
-        await self.health.enter_graceful_shutdown()
-        if self._rest is not None:
-            server, serving = self._rest
-            server.should_exit = True
-            await serving
-        await self.server.stop(grace)
-        if self._admin is not None:
-            await self._admin.cleanup()
-        if self.approvals is not None:  # after the server: held calls mark their requests abandoned
-            await self.approvals.close()
-        if self._approval_sink is not None:
-            approval_events.remove_sink(self._approval_sink)
-        if self.sessions is not None:
-            await self.sessions.close()
-        # No call is left to record: queued decision inputs are written, connections closed.
-        if isinstance(self.pipeline.recorder, Recorders):
-            await self.pipeline.recorder.aclose()
-        if self.audit_client is not None:
-            await self.audit_client.close()
-        await self.upstream.close()
-        await self.router.close()
-        for extra in self._extra_upstreams.values():
-            await extra.close()
-        await self.pipeline.authenticator.close()
-        self.pipeline.classifier.stop()
-        await self.engine.close()
+        failures: list[Exception] = []
+        for name, step in self._stop_steps(grace):
+            try:
+                await step()
+            except Exception as error:  # every later step still runs
+                log.error("gateway stop step failed", step=name, error=type(error).__name__)
+                failures.append(error)
+        if failures:
+            raise failures[0]
+
+    def _stop_steps(self, grace: float) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+        async def stop_rest() -> None:
+            if self._rest is not None:
+                server, serving = self._rest
+                server.should_exit = True
+                await serving
+
+        async def stop_admin() -> None:
+            if self._admin is not None:
+                await self._admin.cleanup()
+
+        async def close_approvals() -> None:
+            # After the server: held calls mark their requests abandoned (and their records
+            # and approval events follow, which the steps below wait for).
+            if self.approvals is not None:
+                await self.approvals.close()
+
+        async def finish_approval_events() -> None:
+            if self._approval_sink is not None:
+                approval_events.remove_sink(self._approval_sink)
+                await self._approval_sink.drain(self.settings.audit.timeout_seconds)
+
+        async def close_sessions() -> None:
+            if self.sessions is not None:
+                await self.sessions.close()
+
+        async def close_recorders() -> None:
+            # No call is left to record: queued decision inputs are written, connections closed.
+            if isinstance(self.pipeline.recorder, Recorders):
+                await self.pipeline.recorder.aclose()
+
+        async def close_audit_client() -> None:
+            if self.audit_client is not None:
+                await self.audit_client.close()
+
+        async def close_upstreams() -> None:
+            await self.upstream.close()
+            await self.router.close()
+            for extra in self._extra_upstreams.values():
+                await extra.close()
+
+        async def close_classifier() -> None:
+            self.pipeline.classifier.stop()
+
+        return [
+            ("health", self.health.enter_graceful_shutdown),
+            ("rest", stop_rest),
+            ("grpc", lambda: self.server.stop(grace)),
+            ("admin", stop_admin),
+            ("approvals", close_approvals),
+            # Calls the server cancelled write their records in tasks of their own.
+            (
+                "cancelled call records",
+                lambda: self.pipeline.finish_records(self.settings.audit.timeout_seconds),
+            ),
+            ("approval events", finish_approval_events),
+            ("sessions", close_sessions),
+            ("recorders", close_recorders),
+            ("audit client", close_audit_client),
+            ("upstreams", close_upstreams),
+            ("authenticator", self.pipeline.authenticator.close),
+            ("classifier", close_classifier),
+            ("engine", self.engine.close),
+        ]
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
