@@ -63,14 +63,20 @@ def stored_inputs(store: Path) -> int:
         return int(db.execute("SELECT count(*) FROM decision_inputs").fetchone()[0])
 
 
+async def started_with_input_store(backend: str, store: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    """A gateway keeping decision inputs in ``store``, whose writer thread never flushes on
+    its own within a test: only stop can write them."""
+    monkeypatch.setitem(InputStoreRecorder.__init__.__kwdefaults__, "flush_seconds", 3600.0)
+    gateway = Gateway(settings(backend, {"inputs_file": str(store)}))
+    await gateway.start()
+    return gateway
+
+
 async def test_decision_inputs_still_queued_are_written_by_stop(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The writer thread never flushes on its own within this test: only stop can write them.
-    monkeypatch.setitem(InputStoreRecorder.__init__.__kwdefaults__, "flush_seconds", 3600.0)
     store = tmp_path / "inputs.db"
-    gateway = Gateway(settings(backend, {"inputs_file": str(store)}))
-    await gateway.start()
+    gateway = await started_with_input_store(backend, store, monkeypatch)
     try:
         await one_call(gateway)
         assert stored_inputs(store) == 0, "queued, not yet written"
@@ -184,10 +190,8 @@ async def test_the_approval_events_sink_waits_for_its_appends() -> None:
 async def test_a_failing_step_does_not_skip_the_steps_after_it(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(InputStoreRecorder.__init__.__kwdefaults__, "flush_seconds", 3600.0)
     store = tmp_path / "inputs.db"
-    gateway = Gateway(settings(backend, {"inputs_file": str(store)}))
-    await gateway.start()
+    gateway = await started_with_input_store(backend, store, monkeypatch)
     closed: list[str] = []
     engine_close = gateway.engine.close
 
