@@ -1,6 +1,7 @@
 """Per-call CPU of the whole pipeline in process, without gRPC (a measurement, not a test).
 
     .venv/bin/python -m bench.profile_pipeline [--calls 3000] [--allow-all] [--profile]
+                                               [--ceiling response-free]
 
 ``Pipeline.infer`` as the gateway builds it (``gateway.server.build_pipeline`` from the
 bench's own gateway configuration: a dev JWT, the embedded engine with its decision cache,
@@ -11,8 +12,10 @@ CPU per call, without the server, the upstream call and the subject assertion th
 call adds (``make bench`` measures those together; ``bench.ab`` compares trees).
 
 ``--allow-all``: the allow-all policy and catalog (``bench/policy``) with detectors off, the
-``proxy_allow_all`` variant of ``make bench``. ``--profile``: cProfile's top functions by own
-time instead of timings. CPU time of this thread (``time.thread_time``), median of 5 rounds.
+``proxy_allow_all`` variant of ``make bench``. ``--ceiling response-free``: with the response
+stage made free after the first call (``bench.ceilings``), what the rest of the pipeline
+costs. ``--profile``: cProfile's top functions by own time instead of timings. CPU time of
+this thread (``time.thread_time``), median of 5 rounds.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import time
 from typing import Any
 
+from bench.ceilings import CEILINGS, install
 from bench.profile_response import customer_response
 from bench.stack import PROXY, SCALING_VARIANT, Variant, bearer_token, gateway_config, request_bytes
 from labelgate._proto.inference import open_inference_pb2 as pb
@@ -117,15 +121,19 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--allow-all", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--ceiling", choices=CEILINGS, help="with this stage made free (bench.ceilings): what is left"
+    )
     args = parser.parse_args()
+    if args.ceiling:
+        install(args.ceiling)
     with open(os.devnull, "w") as sink:
         configure("info", sink)
         variant = PROXY if args.allow_all else SCALING_VARIANT
         result = asyncio.run(run(variant, args.calls, args.profile))
     if result is not None:
-        print(
-            f"{variant.name}: {result['cpu_us_per_call']} CPU µs per call (lowest round {result['min_us']})"
-        )
+        name = f"{variant.name}, {args.ceiling}" if args.ceiling else variant.name
+        print(f"{name}: {result['cpu_us_per_call']} CPU µs per call (lowest round {result['min_us']})")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@ the demo backend's reply. Only the shape of the result is checked; no timing is 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from bench.profile_pipeline import ROUNDS, InProcessCalls, run
 from bench.stack import PROXY, SCALING_VARIANT
 from labelgate.demo.data import customer
 from labelgate.oip import tensors as oip
+from tests.support.procs import REPO
 
 
 async def released_ssns(calls: InProcessCalls) -> list[bytes]:
@@ -30,3 +34,15 @@ async def test_measure_reports_cpu_per_call() -> None:
     result = await run(SCALING_VARIANT, ROUNDS, profile=False, heap=False)
     assert result is not None
     assert 0 < result["min_us"] <= result["cpu_us_per_call"]
+
+
+def test_the_ceiling_flag_measures_the_pipeline_with_the_response_stage_free() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.profile_pipeline", "--calls", "10", "--ceiling", "response-free"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("full_embedded_cache, response-free: "), done.stdout
