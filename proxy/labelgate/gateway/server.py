@@ -485,8 +485,10 @@ async def serve_forever(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("gateway stopping")
-    await gateway.stop()
-    stop_tracing()  # flushes the spans still batched
+    try:
+        await gateway.stop()
+    finally:
+        stop_tracing()  # flushes the spans still batched, even after a failed step
 
 
 def _worker(settings: GatewaySettings) -> None:
