@@ -17,11 +17,11 @@ from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings
 from labelgate.gateway.record import (
+    ApprovalAuditSink,
     AuditRecorder,
     InputStoreRecorder,
     LogAndMetricsRecorder,
     Recorders,
-    approval_audit_sink,
 )
 from labelgate.gateway.server import Gateway
 from tests.audit.conftest import read_records, writer_process
@@ -177,7 +177,7 @@ class _SlowAuditClient:
 
 async def test_the_approval_events_sink_waits_for_its_appends() -> None:
     client = _SlowAuditClient()
-    sink = approval_audit_sink(client)  # type: ignore[arg-type]
+    sink = ApprovalAuditSink(client)  # type: ignore[arg-type]
     sink("approval.granted", {"approval_id": "a1", "approver": "bob", "requester": "ana"})
     await asyncio.sleep(0)
     assert not client.appended

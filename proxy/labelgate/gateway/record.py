@@ -435,10 +435,6 @@ def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] |
     }
 
 
-def approval_audit_sink(client: AuditClient) -> ApprovalAuditSink:
-    return ApprovalAuditSink(client)
-
-
 class ApprovalAuditSink:
     """Feed approval state changes to the audit writer.
 

@@ -49,7 +49,6 @@ from labelgate.gateway.record import (
     LogAndMetricsRecorder,
     Recorder,
     Recorders,
-    approval_audit_sink,
 )
 from labelgate.gateway.rest import RestGateway, start_rest
 from labelgate.gateway.routes import RoutedServices
@@ -277,7 +276,7 @@ class Gateway:
         self.pipeline.classifier.start()
         if self.approvals is not None:
             if self.audit_client is not None:  # every approval state change joins the audit trail
-                self._approval_sink = approval_audit_sink(self.audit_client)
+                self._approval_sink = ApprovalAuditSink(self.audit_client)
                 approval_events.add_sink(self._approval_sink)
             await self.approvals.start()
         if self.sessions is not None:
