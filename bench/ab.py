@@ -45,7 +45,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.ceilings import CEILINGS, ROOT, launcher
+from bench.ceilings import CEILINGS, ceiling_command
 from bench.context import Bench
 from bench.load import LoadRun
 from bench.plan import custom, full
@@ -84,10 +84,9 @@ def arms_from(args: argparse.Namespace) -> list[Arm]:
     if args.workers > 1:
         arms.append(Arm(f"workers{args.workers}", current.command_prefix, current.env, args.workers))
     for ceiling in getattr(args, "ceiling", None) or ():
-        # bench.ceilings is imported from this checkout; labelgate from the current arm's tree.
-        paths = [path for path in (current.env.get("PYTHONPATH"), str(ROOT)) if path]
-        env = {"PYTHONPATH": os.pathsep.join(paths)}
-        arms.append(Arm(ceiling, [sys.executable, "-c", launcher(ceiling)], env))
+        # labelgate from the current arm's tree (this environment's when it has none).
+        prefix, env = ceiling_command(ceiling, labelgate_path=current.env.get("PYTHONPATH", ""))
+        arms.append(Arm(ceiling, prefix, env))
     return arms
 
 

@@ -48,10 +48,14 @@ def launcher(ceiling: str) -> str:
     return f"import bench.ceilings as c; c.install({ceiling!r}); from labelgate.cli import app; app()"
 
 
-def ceiling_command(ceiling: str, *args: str) -> tuple[list[str], dict[str, str]]:
-    """The ``labelgate`` command line with ``ceiling`` installed, and the environment it needs
-    (``bench`` importable, from this checkout)."""
-    paths = [path for path in (os.environ.get("PYTHONPATH"), str(ROOT)) if path]
+def ceiling_command(
+    ceiling: str, *args: str, labelgate_path: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The ``labelgate`` command line with ``ceiling`` installed, and the environment it needs:
+    ``labelgate`` from ``labelgate_path`` (a tree's ``proxy/``; default: this environment's
+    ``PYTHONPATH``), ``bench`` from this checkout."""
+    first = labelgate_path if labelgate_path is not None else os.environ.get("PYTHONPATH")
+    paths = [path for path in (first, str(ROOT)) if path]
     return [sys.executable, "-c", launcher(ceiling), *args], {"PYTHONPATH": os.pathsep.join(paths)}
 
 

@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
         "config_paths",
         "tracing",
         "retry",
+        "background",
         "memo",
         "terminal_log",
         "migrations",

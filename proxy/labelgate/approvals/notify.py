@@ -18,6 +18,7 @@ from prometheus_client import Counter
 
 from labelgate import retry
 from labelgate.approvals.model import ApprovalRequest, State
+from labelgate.background import BackgroundTasks
 from labelgate.config import WebhookSettings
 from labelgate.logs import get_logger
 
@@ -122,7 +123,7 @@ def _retry_settings(hook: WebhookSettings) -> retry.RetrySettings:
 class WebhookNotifier:
     def __init__(self, hooks: Sequence[WebhookSettings]) -> None:
         self.hooks = list(hooks)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
         self._session: aiohttp.ClientSession | None = None
 
     def notify(self, request: ApprovalRequest, link: str) -> None:
@@ -136,9 +137,7 @@ class WebhookNotifier:
                 if hook.format == "slack"
                 else generic_payload(event, request, link)
             )
-            task = asyncio.create_task(self._deliver(hook, body, request.id, event))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.start(self._deliver(hook, body, request.id, event))
 
     async def _deliver(
         self, hook: WebhookSettings, body: dict[str, Any], approval_id: str, event: str
@@ -181,13 +180,12 @@ class WebhookNotifier:
 
     async def close(self, grace: float = 1.0) -> None:
         """Give deliveries in flight a moment, then cancel the rest."""
-        if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in late:
-                task.cancel()
-            for task in late:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        late = await self._tasks.wait(grace)
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -31,6 +31,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.approvals.hold import ApprovalStage
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth import reasons as auth_reasons
+from labelgate.background import BackgroundTasks
 from labelgate.calls import (
     PROVEN,
     Call,
@@ -110,7 +111,7 @@ class Pipeline:
         self.release = release or ReleaseSettings()
         self.decision_deadline_seconds = decision_deadline_seconds
         self.in_flight = in_flight or CallsInFlight()
-        self._cancelled_records: set[asyncio.Future[None]] = set()  # being written (``recording``)
+        self._cancelled_records = BackgroundTasks()  # being written (``recording``)
         self._open_calls: dict[asyncio.Task[Any], int] = {}  # tasks inside ``recording``, how deep
 
     # -- the call shapes ------------------------------------------------------------
@@ -414,9 +415,9 @@ class Pipeline:
                     yield outcome
                 except asyncio.CancelledError as error:
                     # The caller is gone; record without holding up the cancellation.
-                    task = asyncio.ensure_future(self.recorder.record(CallRecord.of(call, outcome, error)))
-                    self._cancelled_records.add(task)  # held (a loop keeps only weak references)
-                    task.add_done_callback(self._cancelled_records.discard)
+                    task = self._cancelled_records.start(
+                        self.recorder.record(CallRecord.of(call, outcome, error))
+                    )
                     task.add_done_callback(lambda done: done.cancelled() or done.exception())
                     raise
                 except BaseException as error:
@@ -442,8 +443,7 @@ class Pipeline:
         calls = set(self._open_calls) - {asyncio.current_task()}
         if calls:
             await asyncio.wait(calls, timeout=seconds)
-        if self._cancelled_records:
-            await asyncio.wait(set(self._cancelled_records), timeout=max(0.0, deadline - loop.time()))
+        await self._cancelled_records.wait(max(0.0, deadline - loop.time()))
 
     @staticmethod
     async def forward(send: Send, request: Message, outcome: Outcome) -> Message:

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from labelgate import tracing
 from labelgate.audit import AuditClient
+from labelgate.background import BackgroundTasks
 from labelgate.calls import CallRecord
 from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
@@ -445,20 +446,17 @@ class ApprovalAuditSink:
 
     def __init__(self, client: AuditClient) -> None:
         self.client = client
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._pending = BackgroundTasks()
 
     def __call__(self, name: str, payload: dict[str, Any]) -> None:
         event = approval_audit_event(name, payload)
         if event is None:
             return
-        task = asyncio.get_running_loop().create_task(self._append(event))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending.start(self._append(event))
 
     async def drain(self, seconds: float) -> None:
         """Wait, at most ``seconds``, for the events still being appended."""
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=seconds)
+        await self._pending.wait(seconds)
 
     async def _append(self, event: dict[str, Any]) -> None:
         try:
