@@ -6,7 +6,7 @@ cannot clash with real protos), with ``(labelgate.v1.labels)`` options on some f
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 
 from labelgate._proto.labelgate.v1 import classification_pb2
@@ -19,7 +19,7 @@ def _build() -> None:
         name="labelgate_tests/order.proto",
         package="labelgatetest",
         syntax="proto3",
-        dependency=["labelgate/v1/classification.proto"],
+        dependency=["labelgate/v1/classification.proto", any_pb2.DESCRIPTOR.name],
     )
     item = file.message_type.add(name="Item")
     ssn = item.field.add(name="ssn", number=1, type=F.TYPE_STRING, label=_OPTIONAL)
@@ -52,10 +52,42 @@ def _build() -> None:
     )
     order.field.add(name="paid", number=8, type=F.TYPE_BOOL, label=_OPTIONAL)
     order.field.add(name="scores", number=9, type=F.TYPE_DOUBLE, label=_REPEATED)
+    # A map whose values are messages, an Any, and a type that nests itself.
+    items = order.nested_type.add(name="ByKeyEntry")
+    items.options.map_entry = True
+    items.field.add(name="key", number=1, type=F.TYPE_STRING, label=_OPTIONAL)
+    items.field.add(
+        name="value", number=2, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".labelgatetest.Item"
+    )
+    order.field.add(
+        name="by_key",
+        number=10,
+        type=F.TYPE_MESSAGE,
+        label=_REPEATED,
+        type_name=".labelgatetest.Order.ByKeyEntry",
+    )
+    order.field.add(
+        name="extra", number=11, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".google.protobuf.Any"
+    )
+    node = file.message_type.add(name="Node")
+    node.field.add(
+        name="child", number=1, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".labelgatetest.Node"
+    )
+    node.field.add(name="text", number=2, type=F.TYPE_STRING, label=_OPTIONAL)
+    order.field.add(
+        name="tree", number=12, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".labelgatetest.Node"
+    )
     bad = file.message_type.add(name="BadLabels")
     secret = bad.field.add(name="secret", number=1, type=F.TYPE_STRING, label=_OPTIONAL)
     secret.options.Extensions[classification_pb2.labels].append("top-secret")
     descriptor_pool.Default().Add(file)
+    # proto2 does not check that a string is UTF-8: protobuf hands such a value over as bytes.
+    legacy = descriptor_pb2.FileDescriptorProto(
+        name="labelgate_tests/legacy.proto", package="labelgatetest", syntax="proto2"
+    )
+    note = legacy.message_type.add(name="Legacy")
+    note.field.add(name="name", number=1, type=F.TYPE_STRING, label=_OPTIONAL)
+    descriptor_pool.Default().Add(legacy)
 
 
 _build()
@@ -65,4 +97,9 @@ Order = message_factory.GetMessageClass(
 # A field whose option names a label outside the vocabulary.
 BadLabels = message_factory.GetMessageClass(
     descriptor_pool.Default().FindMessageTypeByName("labelgatetest.BadLabels")
+)
+Item = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName("labelgatetest.Item"))
+Node = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName("labelgatetest.Node"))
+Legacy = message_factory.GetMessageClass(
+    descriptor_pool.Default().FindMessageTypeByName("labelgatetest.Legacy")
 )

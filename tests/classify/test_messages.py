@@ -6,9 +6,14 @@ import pytest
 
 from labelgate._proto.labelgate.v1 import demo_pb2
 from labelgate.classify import Catalog, DetectorSet, classify_message, to_policy_fields
-from labelgate.classify.messages import FIELD_LABELS_INVALID
-from labelgate.errors import ConfigError
-from tests.classify.order_proto import BadLabels, Order
+from labelgate.classify.messages import (
+    FIELD_LABELS_INVALID,
+    MAX_MESSAGE_DEPTH,
+    MESSAGE_STRING_INVALID,
+    MESSAGE_TOO_DEEP,
+)
+from labelgate.errors import ConfigError, UpstreamError
+from tests.classify.order_proto import BadLabels, Item, Legacy, Node, Order
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
@@ -102,3 +107,104 @@ def test_unknown_labels_in_a_field_option_are_a_config_error() -> None:
     assert caught.value.reason == FIELD_LABELS_INVALID
     assert "labelgatetest.BadLabels.secret" in caught.value.message
     assert "top-secret" in caught.value.message
+
+
+def test_a_maps_message_values_label_the_map() -> None:
+    # The values' own labels (an option, the value type's catalog entries, the root's under
+    # by_key{}.) and their detector hits all label the map: masking can only clear it whole.
+    catalog = Catalog.from_data(
+        {
+            "entries": [
+                {"message": "labelgatetest.Item", "path": "note", "labels": ["restricted"]},
+                {"message": "labelgatetest.Order", "path": "by_key{}.quantity", "labels": ["public"]},
+            ]
+        }
+    )
+    order = Order(
+        by_key={"k": Item(ssn="n/a", note="x", quantity=1), "j": Item(note="card 4111 1111 1111 1111")}
+    )
+    assert sources(classify_message(order, catalog, DETECTORS)) == {
+        "by_key": {
+            "confidential": ["catalog", "detector:credit_card"],
+            "restricted": ["catalog"],
+            "public": ["catalog"],
+        }
+    }
+    assert sources(classify_message(Order(by_key={"k": Item()}), catalog, DETECTORS)) == {
+        "by_key": {"internal": ["default"]}
+    }
+
+
+def test_an_any_is_labelled_by_what_it_packs() -> None:
+    order = Order()
+    order.extra.Pack(Item(ssn="123-45-6789"))
+    assert sources(classify_message(order, CATALOG, DETECTORS)) == {
+        "extra": {"confidential": ["catalog", "detector:us_ssn"]}
+    }
+
+
+@pytest.mark.parametrize(
+    ("type_url", "value", "reason"),
+    [
+        ("type.googleapis.com/nowhere.Unknown", b"", "any_type_unknown"),
+        ("type.googleapis.com/labelgatetest.Item", b"\xff\xff", "any_invalid"),
+        # field 99 of an Item: a field the type does not know travels inside the Any's bytes.
+        ("type.googleapis.com/labelgatetest.Item", bytes([0x9A, 0x06, 2]) + b"hi", "any_unknown_fields"),
+    ],
+)
+def test_an_any_that_cannot_be_read_fails_closed(type_url: str, value: bytes, reason: str) -> None:
+    order = Order()
+    order.extra.type_url, order.extra.value = type_url, value
+    assert sources(classify_message(order, CATALOG, DETECTORS)) == {
+        "extra": {"restricted": [f"catalog:fail_closed:{reason}"]}
+    }
+
+
+def test_an_anys_type_url_and_unreadable_bytes_are_scanned() -> None:
+    order = Order()
+    order.extra.type_url = "example.com/123-45-6789/nowhere.Unknown"
+    order.extra.value = b"mail a@example.com"
+    assert sources(classify_message(order, CATALOG, DETECTORS))["extra"] == {
+        "restricted": ["catalog:fail_closed:any_type_unknown"],
+        "confidential": ["detector:us_ssn"],
+        "internal": ["detector:email"],
+    }
+
+
+def test_bytes_fields_are_scanned_like_strings() -> None:
+    order = Order(blob=b"ssn 123-45-6789")
+    result = classify_message(order, CATALOG, DETECTORS)
+    assert sources(result)["blob{us_ssn}"] == {"confidential": ["detector:us_ssn"]}
+    [leaf] = result.message_spans
+    assert leaf.location == ("blob",)
+    assert [order.blob[hit.start : hit.end] for hit in leaf.detections] == [b"123-45-6789"]
+
+
+def nested(depth: int) -> Order:
+    node = Node(text="leaf")
+    for _ in range(depth - 1):
+        node = Node(child=node)
+    return Order(tree=node)
+
+
+def test_a_reply_nested_deeper_than_the_limit_is_refused() -> None:
+    # Order is level 0 and its tree level 1: the deepest Node sits at level ``depth``.
+    classify_message(nested(MAX_MESSAGE_DEPTH), CATALOG, DETECTORS)
+    with pytest.raises(UpstreamError) as caught:
+        classify_message(nested(MAX_MESSAGE_DEPTH + 1), CATALOG, DETECTORS)
+    assert caught.value.reason == MESSAGE_TOO_DEEP
+
+
+def test_nesting_inside_maps_and_anys_counts_too() -> None:
+    order = Order()
+    order.extra.Pack(nested(MAX_MESSAGE_DEPTH))
+    with pytest.raises(UpstreamError) as caught:
+        classify_message(order, CATALOG, DETECTORS)
+    assert caught.value.reason == MESSAGE_TOO_DEEP
+
+
+def test_a_proto2_string_that_is_not_utf8_is_refused() -> None:
+    message = Legacy.FromString(b"\x0a\x02\xff\xfe")  # proto2 parses it; the value is bytes
+    with pytest.raises(UpstreamError) as caught:
+        classify_message(message, CATALOG, DETECTORS)
+    assert caught.value.reason == MESSAGE_STRING_INVALID

@@ -128,3 +128,17 @@ def test_unknown_fields_are_dropped_because_nobody_classified_them() -> None:
         result = apply_message_masks(message, classify_message(message, CATALOG, DETECTORS), masks, KEY)
         assert secret not in result.SerializeToString()
     assert secret in message.SerializeToString()  # the input keeps them
+
+
+def test_span_masks_rewrite_only_the_detected_part_of_a_bytes_field() -> None:
+    result = masked(Order(blob=b"ssn 123-45-6789 ok"), mask("blob{us_ssn}", "redact"))
+    assert result.blob.startswith(b"ssn ") and result.blob.endswith(b" ok")
+    assert b"123-45-6789" not in result.blob
+
+
+def test_a_mask_on_a_map_of_messages_or_an_any_clears_it() -> None:
+    order = Order(by_key={"k": {"ssn": "123-45-6789"}}, id="o-1")
+    order.extra.Pack(demo_pb2.Customer(ssn="123-45-6789"))
+    result = masked(order, mask("by_key", "redact"), mask("extra", "redact"))
+    assert not result.by_key and not result.HasField("extra")
+    assert result.id == "o-1"

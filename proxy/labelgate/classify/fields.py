@@ -54,6 +54,10 @@ class FieldSet:
         for label in labels:
             by_label.setdefault(label, set()).add(source)
 
+    def labelled(self) -> list[dict[str, set[str]]]:
+        """Each path's labels and their sources, for the paths some source labelled."""
+        return [by_label for by_label in self._sources.values() if by_label]
+
     def fields(self, default_label: str) -> list[Field]:
         result = []
         for path, by_label in self._sources.items():

@@ -8,18 +8,31 @@ Labels per field: the ``(labelgate.v1.labels)`` field option and catalog entries
 ``message`` is the root message's full name (path from the root) or a nested message
 type's full name (path from that message), both with source ``catalog``: the option is a
 catalog entry that travels with the proto. Scalar fields nobody labels get the default
-label. String fields are scanned: a detector that fires adds ``<path>{<detector>}`` with
-its label, and its spans are kept for masking, as for text tensors. Map fields are one
-field (``attrs``) whose keys and string values are scanned; a hit labels the map field
-itself, and masking a map clears it.
+label. String and bytes fields are scanned: a detector that fires adds ``<path>{<detector>}``
+with its label, and its spans are kept for masking, as for text tensors.
+
+Some fields are one field whose contents label it, and masking it clears it:
+
+- a map (``attrs``): its keys and string or bytes values are scanned, and message values
+  are walked as nested messages would be (from the value type's own labels and catalog
+  entries, and the root's under ``attrs{}.``);
+- a ``google.protobuf.Any``: its packed message, found by its type URL in the message's
+  descriptor pool, is walked the same way. An Any whose type is not in the pool, that does
+  not parse, or that holds fields the type does not know fails closed: it is
+  ``restricted`` (source ``catalog:fail_closed:<reason>``), since nothing else can say
+  what it holds.
+
+A reply nested deeper than ``MAX_MESSAGE_DEPTH`` is refused (``MESSAGE_TOO_DEEP``):
+protobuf's ``DiscardUnknownFields``, which release relies on, stops at about 60 levels.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from labelgate._proto.labelgate.v1 import classification_pb2
 from labelgate.classify import reasons
@@ -31,12 +44,20 @@ from labelgate.classify.fields import (
     FieldSet,
     LeafSpans,
     detector_source,
+    fail_closed_source,
 )
 from labelgate.classify.jsonpaths import Location
 from labelgate.classify.labels import LABELS, check_default_label, is_label
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, UpstreamError
 
 FIELD_LABELS_INVALID = reasons.FIELD_LABELS_INVALID
+MESSAGE_TOO_DEEP = reasons.MESSAGE_TOO_DEEP
+MESSAGE_STRING_INVALID = reasons.MESSAGE_STRING_INVALID
+# Well under the ~60 levels protobuf's DiscardUnknownFields reaches (see the docstring).
+MAX_MESSAGE_DEPTH = 32
+ANY_TYPE = "google.protobuf.Any"
+# What an Any that cannot be read is labelled: the most sensitive label.
+OPAQUE_ANY_LABEL = LABELS[-1]
 
 _option_cache: dict[FieldDescriptor, frozenset[str]] = {}
 
@@ -88,18 +109,30 @@ def classify_message(
 
 
 class _Walker:
-    def __init__(self, catalog: Catalog, detectors: DetectorSet) -> None:
+    def __init__(self, catalog: Catalog, detectors: DetectorSet, depth: int = 0) -> None:
         self.catalog = catalog
         self.detectors = detectors
+        self.depth = depth  # of the messages this walker starts at (folded ones start deeper)
         self.fields = FieldSet()
         self.spans: list[LeafSpans] = []
-        # String leaves waiting for one batched scan: (location, path, UTF-8 text).
-        self._strings: list[tuple[Location, str, bytes]] = []
+        # String and bytes leaves waiting for one batched scan: (location, path, bytes).
+        self._texts: list[tuple[Location, str, bytes]] = []
         # Map fields: (path, texts) whose hits label the map field itself.
         self._maps: list[tuple[str, list[bytes]]] = []
 
-    def walk(self, message: Message, prefix: str, location: Location, scopes: list[tuple[str, str]]) -> None:
+    def walk(
+        self,
+        message: Message,
+        prefix: str,
+        location: Location,
+        scopes: list[tuple[str, str]],
+        depth: int = 0,
+    ) -> None:
         """``scopes``: (message full name, path prefix where it starts) for catalog lookups."""
+        if self.depth + depth > MAX_MESSAGE_DEPTH:
+            raise UpstreamError(
+                MESSAGE_TOO_DEEP, f"the upstream's reply nests messages deeper than {MAX_MESSAGE_DEPTH}"
+            )
         for descriptor, value in message.ListFields():
             if descriptor.is_extension:
                 continue
@@ -111,15 +144,22 @@ class _Walker:
             if is_map(descriptor):
                 self._label(path, labels, touch=True)
                 self._maps.append((path, _map_texts(descriptor, value)))
+                value_field = message_type_of(descriptor).fields_by_name["value"]
+                if is_message(value_field):
+                    self._fold(path, list(value.values()), scopes, depth)
+            elif is_message(descriptor) and message_type_of(descriptor).full_name == ANY_TYPE:
+                self._label(path, labels, touch=True)
+                for item in value if descriptor.is_repeated else [value]:
+                    self._fold_any(path, item, scopes, depth)
             elif is_message(descriptor):
                 self._label(path, labels, touch=False)
                 nested_scopes = [*scopes, (message_type_of(descriptor).full_name, "")]
                 if descriptor.is_repeated:
                     for index, item in enumerate(value):
                         inner = path + "[]."
-                        self.walk(item, inner, (*here, index), _rebase(nested_scopes, inner))
+                        self.walk(item, inner, (*here, index), _rebase(nested_scopes, inner), depth + 1)
                 else:
-                    self.walk(value, path + ".", here, _rebase(nested_scopes, path + "."))
+                    self.walk(value, path + ".", here, _rebase(nested_scopes, path + "."), depth + 1)
             elif descriptor.is_repeated:
                 item_path = path + "[]"
                 for label_scope, start in scopes:
@@ -138,12 +178,50 @@ class _Walker:
             self.fields.add(path, labels, SOURCE_CATALOG)
 
     def _queue(self, descriptor: FieldDescriptor, location: Location, path: str, value: Any) -> None:
-        if descriptor.type == FieldDescriptor.TYPE_STRING:
-            self._strings.append((location, path, value.encode("utf-8", "surrogatepass")))
+        if descriptor.type == FieldDescriptor.TYPE_BYTES:
+            self._texts.append((location, path, value))
+        elif descriptor.type == FieldDescriptor.TYPE_STRING:
+            if not isinstance(value, str):
+                # protobuf hands a proto2 string that is not valid UTF-8 over as bytes.
+                raise UpstreamError(
+                    MESSAGE_STRING_INVALID,
+                    f"the upstream's reply has a string field ({path}) that is not UTF-8",
+                )
+            self._texts.append((location, path, value.encode("utf-8", "surrogatepass")))
+
+    def _fold(self, path: str, messages: list[Message], scopes: list[tuple[str, str]], depth: int) -> None:
+        """Walk ``messages`` (a map's values, an Any's contents) as nested messages at
+        ``path{}.``, and give every label found in them to ``path`` itself: masking cannot
+        reach inside such a field, only clear it."""
+        inner = path + "{}."
+        folded = _Walker(self.catalog, self.detectors, self.depth + depth + 1)
+        for item in messages:
+            if item.DESCRIPTOR.full_name == ANY_TYPE:  # a map of Any values
+                folded._fold_any(path, item, scopes, 0)
+                continue
+            nested = _rebase([*scopes, (item.DESCRIPTOR.full_name, "")], inner)
+            folded.walk(item, inner, (), nested)
+        folded.scan()
+        for by_label in folded.fields.labelled():
+            for label, sources in by_label.items():
+                for source in sources:
+                    self.fields.add(path, (label,), source)
+
+    def _fold_any(self, path: str, packed: Message, scopes: list[tuple[str, str]], depth: int) -> None:
+        """An Any at ``path``: its type URL is scanned (it is text the upstream chose), and its
+        contents are folded into ``path`` (see the module docstring)."""
+        type_url: str = packed.type_url  # type: ignore[attr-defined]
+        self._maps.append((path, [_text(type_url)]))
+        contents, reason = _unpacked(packed)
+        if contents is None:
+            self.fields.add(path, (OPAQUE_ANY_LABEL,), fail_closed_source(reason))
+            self._maps.append((path, [packed.value]))  # type: ignore[attr-defined]
+            return
+        self._fold(path, [contents], scopes, depth)
 
     def scan(self) -> None:
-        found_per_string = self.detectors.scan_many([text for _, _, text in self._strings])
-        for (location, path, _), found in zip(self._strings, found_per_string, strict=True):
+        found_per_text = self.detectors.scan_many([text for _, _, text in self._texts])
+        for (location, path, _), found in zip(self._texts, found_per_text, strict=True):
             if not found:
                 continue
             self.spans.append(LeafSpans(location, path, tuple(found)))
@@ -155,6 +233,32 @@ class _Walker:
                     self.fields.add(path, [hit.label], detector_source(hit.detector))
 
 
+def _unpacked(packed: Message) -> tuple[Message | None, str]:
+    """The message an Any holds, or None and why it cannot be read: its type is looked up in
+    the pool the Any's own type comes from (a routed service's descriptor set, or the
+    default pool)."""
+    type_url: str = packed.type_url  # type: ignore[attr-defined]
+    name = type_url.rsplit("/", 1)[-1]
+    try:
+        descriptor = packed.DESCRIPTOR.file.pool.FindMessageTypeByName(name)
+    except KeyError:
+        return None, "any_type_unknown"
+    contents = message_factory.GetMessageClass(descriptor)()  # type: ignore[arg-type]
+    data: bytes = packed.value  # type: ignore[attr-defined]
+    try:
+        contents.ParseFromString(data)
+    except DecodeError:
+        return None, "any_invalid"
+    known = type(contents)()
+    known.CopyFrom(contents)
+    known.DiscardUnknownFields()
+    if known.ByteSize() != len(data):
+        # Fields the type does not know: released as they are (an Any's bytes are not
+        # re-encoded), so nothing could vouch for them.
+        return None, "any_unknown_fields"
+    return contents, ""
+
+
 def _rebase(scopes: list[tuple[str, str]], nested_prefix: str) -> list[tuple[str, str]]:
     """The newest scope (the nested message type) starts at ``nested_prefix``."""
     *outer, (name, _) = scopes
@@ -162,8 +266,15 @@ def _rebase(scopes: list[tuple[str, str]], nested_prefix: str) -> list[tuple[str
 
 
 def _map_texts(descriptor: FieldDescriptor, value: Any) -> list[bytes]:
+    """A map's keys and its string or bytes values, to scan (message values are walked)."""
     value_field = message_type_of(descriptor).fields_by_name["value"]
-    texts = [str(key).encode("utf-8", "surrogatepass") for key in value]
-    if value_field.type == FieldDescriptor.TYPE_STRING:
-        texts.extend(item.encode("utf-8", "surrogatepass") for item in value.values())
+    texts = [_text(key) for key in value]
+    if value_field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        texts.extend(_text(item) for item in value.values())
     return texts
+
+
+def _text(value: Any) -> bytes:
+    """A scalar as scanned: bytes as they are (a proto2 string that is not UTF-8 comes as
+    bytes too), anything else as its UTF-8 text."""
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")

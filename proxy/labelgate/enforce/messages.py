@@ -2,11 +2,11 @@
 
 Paths are those of ``labelgate.classify.messages`` (``name``, ``contact.email``,
 ``items[].ssn``; a repeated field may be named with or without ``[]``), plus
-``<path>{<detector>}`` for detected spans in string fields. Per field type:
+``<path>{<detector>}`` for detected spans in string and bytes fields. Per field type:
 
 - string: the strategy's string (``null``: empty); bytes: as a BYTES element;
 - numbers, bools, enums: zero, whatever the strategy (a type cannot change);
-- messages and maps: cleared, whatever the strategy.
+- messages, maps and Any: cleared, whatever the strategy.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _masked_scalar(descriptor: FieldDescriptor, value: Any, mask: Mask, masker: 
 def _mask_string_spans(
     root: Message, location: Location, spans: list[tuple[int, int, Mask]], masker: Masker
 ) -> None:
-    """Rewrite spans in the string at ``location``.
+    """Rewrite spans in the string or bytes value at ``location``.
 
     If the string is not where the classification saw it, or the spans do not fit, the
     message is not the one classified: the top-level field holding it is cleared.
@@ -136,10 +136,13 @@ def _mask_string_spans(
             holder = holder[step] if isinstance(step, int) else getattr(holder, step)
         last = location[-1]
         current = holder[last] if isinstance(last, int) else getattr(holder, last)
-        rewritten = replace_spans(current.encode("utf-8", "surrogatepass"), spans, masker)
+        is_bytes = isinstance(current, bytes)  # a bytes field: spans index it as it is
+        rewritten = replace_spans(
+            current if is_bytes else current.encode("utf-8", "surrogatepass"), spans, masker
+        )
         if rewritten is None:
             raise ValueError("spans do not fit")
-        text = rewritten.decode("utf-8", "surrogatepass")
+        text = rewritten if is_bytes else rewritten.decode("utf-8", "surrogatepass")
         if isinstance(last, int):
             holder[last] = text
         else:
