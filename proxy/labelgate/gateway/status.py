@@ -17,7 +17,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from labelgate.errors import LabelgateError
+from labelgate.gateway import reasons
 from labelgate.gateway.upstream import upstream_error
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
 
 DOMAIN = "labelgate"
 
@@ -62,10 +66,17 @@ def error_info(call: grpc.aio.Call | grpc.RpcError) -> error_details_pb2.ErrorIn
 async def refusals(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
     """The one place a transport turns failures into statuses: a ``LabelgateError`` as
     itself, an upstream failure the stub did not map as ``upstream_error`` (its text kept
-    out)."""
+    out), and anything else as a fixed INTERNAL status. grpc would otherwise send an
+    unexpected exception's text to the caller, and that text can carry upstream or caller
+    data (a protobuf "Value out of range: <the upstream's number>")."""
     try:
         yield
     except LabelgateError as error:
         await abort(context, error)
     except grpc.aio.AioRpcError as error:
         await abort(context, upstream_error(error))
+    except grpc.aio.AbortError:
+        raise  # the call was aborted with its own status already
+    except Exception as error:
+        log.error("unexpected error; the call is refused", error_type=type(error).__name__)
+        await abort(context, LabelgateError(reasons.INTERNAL_ERROR, "internal error in the gateway"))
