@@ -16,7 +16,7 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
-from labelgate.calls import Call, CallRecord
+from labelgate.calls import Call, CallRecord, Target
 from labelgate.classify import Catalog, DetectorSet
 from labelgate.enforce.replies import MASKED_PARAMETER, STREAM_ERROR_TEXT
 from labelgate.errors import (
@@ -24,6 +24,7 @@ from labelgate.errors import (
     PermissionDenied,
     PolicyUnavailable,
     Unauthenticated,
+    Unsupported,
     UpstreamError,
 )
 from labelgate.gateway.classify_stage import ClassifierStage
@@ -351,6 +352,56 @@ async def test_a_streamed_reply_naming_no_request_ends_the_stream() -> None:
     with pytest.raises(MalformedUpstream):
         await collect(pipeline, stream, request())
     assert recorder.records[-1].refusal == "UPSTREAM_MALFORMED"
+
+
+async def test_a_streamed_request_the_upstream_side_refuses_is_recorded_as_refused() -> None:
+    # RoutedStream.write refuses shared memory (and models routed elsewhere) after the
+    # request phase: the request's record says so, not "allow".
+    pipeline, _, _, recorder = make_pipeline()
+
+    class RefusingStream(FakeStream):
+        async def write(self, message: Any) -> None:
+            raise Unsupported("SHARED_MEMORY_UNSUPPORTED", "no shared memory")
+
+    with pytest.raises(Unsupported):
+        await collect(pipeline, RefusingStream(lambda sent: []), request())
+    assert [record.refusal for record in recorder.records] == ["SHARED_MEMORY_UNSUPPORTED"]
+
+
+async def test_a_stream_the_caller_leaves_is_recorded() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+    written = asyncio.Event()
+
+    def answer(sent: Any) -> list[Any]:
+        written.set()
+        return []  # the upstream never answers
+
+    task = asyncio.create_task(collect(pipeline, FakeStream(answer), request()))
+    await written.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(10):  # written beside the cancellation, not before it
+        await asyncio.sleep(0)
+    assert [record.refusal for record in recorder.records] == [None, "CancelledError"]
+
+
+async def test_a_routed_streams_upstream_failure_is_recorded() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+    failure = UpstreamError("UPSTREAM_FAILED_PRECONDITION", "the upstream failed")
+
+    async def replies() -> AsyncIterator[Any]:
+        yield pb.ModelInferResponse()
+        raise failure
+
+    target = Target(service="demo.Directory")
+    subject = Subject(id="ana", groups=("analysts",), auth="jwt")
+    received = []
+    with pytest.raises(UpstreamError):
+        async for reply in pipeline.upstream_replies(make_call(), subject, target, replies()):
+            received.append(reply)
+    assert len(received) == 1
+    assert [record.refusal for record in recorder.records] == ["UPSTREAM_FAILED_PRECONDITION"]
 
 
 async def test_a_streamed_error_is_released_as_a_stable_text() -> None:

@@ -196,6 +196,18 @@ class Pipeline:
             await self.admit(call, subject, target, outcome)
         return subject
 
+    async def upstream_replies(
+        self, call: Call, subject: Subject, target: Target, replies: AsyncIterator[Message]
+    ) -> AsyncIterator[Message]:
+        """A routed stream's upstream replies; a failure that ends the stream is recorded
+        (each reply is, by ``release_reply``)."""
+        try:
+            async for reply in replies:
+                yield reply
+        except LabelgateError as error:
+            await self.record_failure(call, subject, target, error)
+            raise
+
     async def release_reply(self, call: Call, subject: Subject, target: Target, reply: Message) -> Message:
         """One message of a routed stream, decided and recorded on its own."""
         async with self.recording(call, target) as outcome:
@@ -215,7 +227,7 @@ class Pipeline:
         try:
             subject = self.authenticate(call)
         except LabelgateError as error:  # a refused stream is recorded; an admitted one by its messages
-            await self._record_failure(call, None, Target(service=call.service), error)
+            await self.record_failure(call, None, Target(service=call.service), error)
             raise
         ledger = StreamLedger(call.request_id[:8])
         carry = CarryOver(self.classifier.classifier.detectors, self.limits.stream_carry_bytes)
@@ -227,8 +239,10 @@ class Pipeline:
                     outcome.subject, outcome.request_summary = subject, target_summary(target)
                     still_valid(subject)
                     await self.admit(call, subject, target, outcome, self.expected_fields(target))
-                request.id = ledger.open(target)
-                await upstream.write(request)
+                    # Inside the record: a request the upstream side refuses (shared memory, a
+                    # model routed elsewhere) is recorded as refused, not as admitted.
+                    request.id = ledger.open(target)
+                    await upstream.write(request)
             await upstream.done_writing()
 
         pump = asyncio.create_task(forward_requests())
@@ -246,6 +260,16 @@ class Pipeline:
                         call, subject, held.target, ending, outcome, tensors=tensors, backend=held.backend
                     )
                 yield pb.ModelStreamInferResponse(infer_response=released)
+        except asyncio.CancelledError as error:
+            # The caller left (or the server stops) with admitted requests unanswered: each
+            # is recorded as cancelled, without holding up the cancellation.
+            for unanswered in ledger.pending:
+                outcome = Outcome(subject=subject, model=unanswered.target.model)
+                task = self._cancelled_records.start(
+                    self.recorder.record(CallRecord.of(call, outcome, error))
+                )
+                task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
         finally:
             if not pump.done():
                 pump.cancel()
@@ -257,7 +281,7 @@ class Pipeline:
         try:
             held = ledger.match(response.id)
         except LabelgateError as error:
-            await self._record_failure(call, subject, Target(service=call.service), error)
+            await self.record_failure(call, subject, Target(service=call.service), error)
             raise
         target = held.target
         if reply.error_message:
@@ -298,13 +322,15 @@ class Pipeline:
             except StopAsyncIteration:
                 return
             except LabelgateError as error:
-                await self._record_failure(call, subject, Target(service=call.service), error)
+                await self.record_failure(call, subject, Target(service=call.service), error)
                 raise
             yield reply
 
-    async def _record_failure(
+    async def record_failure(
         self, call: Call, subject: Subject | None, target: Target, error: LabelgateError
     ) -> None:
+        """Record a refusal made outside ``recording`` (a stream's end, a REST body that does
+        not parse); a failure to record it is left to the refusal itself."""
         outcome = Outcome(subject=subject, model=target.model, upstream_status=error.reason)
         with contextlib.suppress(LabelgateError):
             await self.recorder.record(CallRecord.of(call, outcome, error))

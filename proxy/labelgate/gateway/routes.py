@@ -27,7 +27,7 @@ from labelgate.gateway import metrics, reasons
 from labelgate.gateway.inference import make_call
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.status import refusals
-from labelgate.gateway.upstream import Upstream
+from labelgate.gateway.upstream import Upstream, upstream_error
 
 
 def load_descriptor_set(path: Path) -> dict[str, MethodDescriptor]:
@@ -141,6 +141,15 @@ async def _relay(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+async def _mapped(replies: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """An upstream stream whose failure is the gateway's own error (its text kept out)."""
+    try:
+        async for reply in replies:
+            yield reply
+    except grpc.aio.AioRpcError as error:
+        raise upstream_error(error) from None
+
+
 def typed_handler(
     pipeline: Pipeline, upstream: Upstream, method: str, descriptor: MethodDescriptor
 ) -> grpc.RpcMethodHandler[Any, Any]:
@@ -165,7 +174,7 @@ def typed_handler(
             async with refusals(context):
                 subject = await pipeline.admit_stream(call, target)
                 replies = stub(_relay(request) if client_streams else request, **options(call, context))
-                async for reply in replies:
+                async for reply in pipeline.upstream_replies(call, subject, target, _mapped(replies)):
                     yield await pipeline.release_reply(call, subject, target, reply)
         finally:
             metrics.ACTIVE_STREAMS.dec()
