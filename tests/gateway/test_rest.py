@@ -16,6 +16,7 @@ import pytest
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings
 from labelgate.demo.data import customer
+from labelgate.gateway.rest import RestGateway
 from labelgate.gateway.server import Gateway
 from tests.gateway.harness import run_backend
 from tests.support.procs import REPO, free_port
@@ -189,3 +190,94 @@ async def test_a_tritonclient_timeout_is_the_calls_deadline(rest_url: str) -> No
             headers=token("ana", "analysts"),
         )
     assert (late.status_code, late.json()["reason"]) == (504, "UPSTREAM_DEADLINE_EXCEEDED"), late.text
+
+
+def calls_logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(reason, outcome) of each call record written (the record stage logs each once)."""
+    return [
+        (record.reason, record.outcome)  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.name == "labelgate.decision" and record.getMessage() == "call"
+    ]
+
+
+def with_input(**fields: object) -> dict:
+    return {"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [1], "data": [1], **fields}]}
+
+
+async def test_a_body_is_parsed_only_for_an_authenticated_caller_and_refusals_are_recorded(
+    rest_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An anonymous caller is refused before its body is read, so it learns nothing of how the
+    body parses; an authenticated caller's malformed or shared-memory body is refused and
+    recorded like any refusal (it was neither, before)."""
+    url = f"{rest_url}/v2/models/customer-profile/infer"
+    shared = with_input(parameters={"shared_memory_region": "r0"})
+    with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+        async with httpx.AsyncClient() as client:
+            anonymous = [
+                await client.post(url, json=shared),
+                await client.post(url, content=b"not json"),
+            ]
+            refused = [
+                await client.post(url, json=shared, headers=token("ana", "analysts")),
+                await client.post(url, content=b"not json", headers=token("ana", "analysts")),
+            ]
+    for reply in anonymous:
+        assert (reply.status_code, reply.json()["reason"]) == (401, "NO_CREDENTIALS"), reply.text
+    assert [(r.status_code, r.json()["reason"]) for r in refused] == [
+        (400, "SHARED_MEMORY_UNSUPPORTED"),
+        (400, "REST_REQUEST_INVALID"),
+    ]
+    assert calls_logged(caplog) == [
+        ("NO_CREDENTIALS", "deny"),
+        ("NO_CREDENTIALS", "deny"),
+        ("SHARED_MEMORY_UNSUPPORTED", "deny"),
+        ("REST_REQUEST_INVALID", "deny"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(with_input(shape=[2**64])).encode(),
+        json.dumps(with_input(shape=[True])).encode(),
+        json.dumps({**with_input(), "id": "\ud800"}).encode(),
+        json.dumps({**with_input(), "parameters": {"\ud800": 1}}).encode(),
+    ],
+    ids=["shape-2**64", "shape-true", "id-surrogate", "parameter-surrogate"],
+)
+async def test_values_protobuf_cannot_carry_are_a_recorded_400(
+    rest_url: str, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    """They were protobuf's ValueError: a 500 text/plain, a traceback, no record."""
+    with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(
+                f"{rest_url}/v2/models/customer-profile/infer", content=body, headers=token("ana", "analysts")
+            )
+    assert (reply.status_code, reply.json()["reason"]) == (400, "REST_REQUEST_INVALID"), reply.text
+    assert calls_logged(caplog) == [("REST_REQUEST_INVALID", "deny")]
+    assert "Traceback" not in caplog.text
+
+
+async def test_an_unexpected_error_is_a_fixed_500_that_quotes_nothing(
+    rest_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anything but a ``LabelgateError`` is the binding's JSON error with a fixed reason, and
+    only its type is logged: not Starlette's text/plain 500, nor a traceback quoting it."""
+    secret = "SSN 123-45-6789"
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(secret)
+
+    monkeypatch.setattr(RestGateway, "_unary", broken)
+    with caplog.at_level(logging.DEBUG):
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(f"{rest_url}/v2", headers=token("ana", "analysts"))
+    assert (reply.status_code, reply.headers["content-type"]) == (500, "application/json")
+    assert reply.json() == {"error": "internal error in the gateway", "reason": "INTERNAL_ERROR"}
+    assert secret not in reply.text and secret not in caplog.text
+    logged = [vars(record) for record in caplog.records if record.name == "labelgate.gateway.rest"]
+    assert [entry.get("error_type") for entry in logged] == ["RuntimeError"]
+    assert all(secret not in repr(entry) for entry in logged)

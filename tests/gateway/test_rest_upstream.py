@@ -7,9 +7,11 @@ response header, a reply parameter, the id and the model version never arrive.""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,9 +22,13 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth import mint_dev_token
-from labelgate.config import GatewaySettings
+from labelgate.config import GatewaySettings, UpstreamSettings
+from labelgate.gateway import rest_upstream
+from labelgate.gateway.rest_upstream import RestUpstream
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
+from labelgate.gateway.upstream import MalformedUpstream
+from labelgate.oip import rest
 from labelgate.oip.tensors import decode_outputs
 from tests.gateway.expected import customer_request, partial
 from tests.gateway.harness import CATALOG, Received, capture_stream, capture_unary, http_get, run_backend
@@ -330,3 +336,231 @@ async def test_a_tls_rest_upstream_with_the_gateways_own_credentials(
     for refused in ("other-ca", "wrong-name"):  # 127.0.0.1 is not the certificate's name
         assert replies[refused].code == grpc.StatusCode.UNAVAILABLE, refused
         assert replies[refused].details == "the upstream failed with UNAVAILABLE"
+
+
+# --- a scripted upstream in this process: replies no real server sends --------------------------
+# (MLServer above is well-behaved; these are the replies an untrusted upstream could choose.)
+
+SCRIPTED_MODEL = "rest-public"  # catalogued public below, so a reply that parses is released
+SMUGGLED = 8775189971295653954952255461945496337279125397783676024143793713714  # text, as a number
+OK_REPLY = {
+    "model_name": SCRIPTED_MODEL,
+    "outputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["ok"]}],
+}
+
+
+@dataclass
+class Scripted:
+    """A raw HTTP/1.1 upstream on loopback: a request for a path in ``answers`` gets (status,
+    extra headers, body) as they are, any other a well-formed reply; ``seen`` keeps the
+    headers of each request (names in lower case)."""
+
+    answers: dict[str, tuple[int, list[tuple[str, str]], bytes]] = field(default_factory=dict)
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+    def answer(self, path: str, document: object, headers: list[tuple[str, str]] | None = None) -> None:
+        self.answers[path] = (200, headers or [], json.dumps(document).encode())
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line, *lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines if line)}
+            await reader.readexactly(int(headers.get("content-length", "0")))
+            self.seen.append(headers)
+            path = request_line.split(" ")[1]
+            default = OK_REPLY if path.endswith("/infer") else {"name": "s", "version": "1", "extensions": []}
+            status, extra, body = self.answers.get(path, (200, [], json.dumps(default).encode()))
+            head = [f"HTTP/1.1 {status} X", "content-type: application/json", f"content-length: {len(body)}"]
+            head += ["connection: close", *(f"{k}: {v}" for k, v in extra), "", ""]
+            writer.write("\r\n".join(head).encode() + body)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[Scripted, str]]:
+    script = Scripted()
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0)
+    try:
+        yield script, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def scripted_upstream(scripted: tuple[Scripted, str]) -> AsyncIterator[RestUpstream]:
+    upstream = RestUpstream(UpstreamSettings(address=scripted[1]), MAX_BYTES)
+    try:
+        yield upstream
+    finally:
+        await upstream.close()
+
+
+@pytest.fixture
+async def scripted_gateway(
+    scripted: tuple[Scripted, str], tmp_path: Path
+) -> AsyncIterator[tuple[Gateway, str]]:
+    """A gateway whose ``rest-*`` models are the scripted upstream's; yields it and its REST URL."""
+    catalog = json.loads(CATALOG.read_text())
+    catalog["entries"] += [{"model": SCRIPTED_MODEL, "path": "outputs.*", "labels": ["public"]}]
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    listen = f"127.0.0.1:{free_port()}"
+    gateway = Gateway(
+        GatewaySettings(
+            listen=f"127.0.0.1:{free_port()}",
+            rest_listen=listen,
+            admin_listen=None,
+            upstreams=[
+                {"name": "scripted", "address": scripted[1], "protocol": "rest", "models": ["rest-*"]}
+            ],
+            policy={"dir": str(REPO / "rego")},
+            classification={"catalog_file": str(tmp_path / "catalog.json")},
+            masking={"hash_key": "rest-upstream-hash-key-0123456789"},
+            limits={"max_message_bytes": MAX_BYTES},
+            auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(DEV_KEYS)}},
+        )
+    )
+    await gateway.start()
+    try:
+        yield gateway, f"http://{listen}"
+    finally:
+        await gateway.stop(0)
+
+
+def scripted_request(request_id: str = "") -> pb.ModelInferRequest:
+    return customer_request([1], model=SCRIPTED_MODEL, raw=False, request_id=request_id)
+
+
+async def test_a_reply_protobuf_cannot_carry_is_malformed_and_quotes_nothing(
+    scripted: tuple[Scripted, str], scripted_gateway: tuple[Gateway, str]
+) -> None:
+    """An out-of-range shape made protobuf raise "Value out of range: <the number>", which grpc
+    sent the caller as UNKNOWN: a channel for any bytes the upstream chose. A lone surrogate
+    (valid JSON, no UTF-8 form) made a REST caller's 500 text/plain with a traceback, and a
+    stream wait forever. Each is now the fixed UPSTREAM_MALFORMED."""
+    script, _ = scripted
+    gateway, url = scripted_gateway
+    path = f"/v2/models/{SCRIPTED_MODEL}/infer"
+    script.answer(path, {"outputs": [{"name": "text", "datatype": "BYTES", "shape": [SMUGGLED], "data": []}]})
+    unary = await capture_unary(f"127.0.0.1:{gateway.port}", scripted_request(), token("analyst"))
+    assert (unary.code, unary.details) == (
+        grpc.StatusCode.INTERNAL,
+        "the upstream sent a reply that does not parse",
+    )
+    assert str(SMUGGLED)[:12].encode() not in unary.blob()
+
+    script.answers[path] = (200, [], b'{"id": "\\ud800", "outputs": []}')
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            f"{url}/v2/models/{SCRIPTED_MODEL}/infer",
+            json={"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [1], "data": [1]}]},
+            headers=token("analyst"),
+        )
+    assert (reply.status_code, reply.headers["content-type"]) == (502, "application/json"), reply.text
+    assert reply.json()["reason"] == "UPSTREAM_MALFORMED"
+    stream = await capture_stream(
+        f"127.0.0.1:{gateway.port}", [scripted_request("s-1")], token("analyst"), deadline=10
+    )
+    assert (stream.code, stream.details) == (
+        grpc.StatusCode.INTERNAL,
+        "the upstream sent a reply that does not parse",
+    )
+
+
+async def test_a_parser_failure_of_any_kind_is_malformed_in_fixed_text(
+    scripted_upstream: RestUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the parser lets through (not only ``InvalidInput``) is a malformed reply: its
+    text may quote the reply, and grpc would send it to the caller."""
+
+    def fails(*args: object) -> pb.ModelInferResponse:
+        raise ValueError(f"Value out of range: {SMUGGLED}")
+
+    monkeypatch.setattr(rest, "upstream_infer_reply", fails)
+    infer = scripted_upstream.unary_unary("/inference.GRPCInferenceService/ModelInfer", None, None)
+    with pytest.raises(MalformedUpstream) as caught:
+        await infer(scripted_request(), timeout=5)
+    assert caught.value.message == "the upstream sent a reply that does not parse"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+async def test_a_streamed_call_that_fails_unexpectedly_ends_the_stream(
+    scripted_upstream: RestUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed call that raised anything but a ``LabelgateError`` queued nothing, so the
+    stream waited for its reply forever; it now ends the stream as a malformed reply."""
+
+    def fails(parse: object) -> pb.ModelInferResponse:
+        raise ValueError(f"Value out of range: {SMUGGLED}")
+
+    monkeypatch.setattr(rest_upstream, "_parsed", fails)
+    open_stream = scripted_upstream.stream_stream(
+        "/inference.GRPCInferenceService/ModelStreamInfer", None, None
+    )
+    stream = open_stream(metadata=(), timeout=5)
+    await stream.write(scripted_request("s-1"))
+    await stream.done_writing()
+
+    async def drain() -> list[object]:
+        return [reply async for reply in stream]
+
+    with pytest.raises(MalformedUpstream) as caught:
+        await asyncio.wait_for(drain(), timeout=5)
+    assert caught.value.message == "the upstream sent a reply that does not parse"
+
+
+async def test_a_compressed_reply_is_refused_never_inflated(
+    scripted: tuple[Scripted, str], scripted_upstream: RestUpstream
+) -> None:
+    """The gateway asks for identity; httpx would still inflate gzip or brotli, after the
+    size limit counted the compressed bytes (317 bytes of brotli made 200 MiB)."""
+    script, _ = scripted
+    document = json.dumps({"name": "s", "version": "1", "extensions": []}).encode()
+    script.answers["/v2"] = (200, [("content-encoding", "gzip")], gzip.compress(document))
+    metadata = scripted_upstream.unary_unary("/inference.GRPCInferenceService/ServerMetadata", None, None)
+    with pytest.raises(MalformedUpstream, match="compressed"):
+        await metadata(pb.ServerMetadataRequest(), timeout=5)
+    assert script.seen[-1]["accept-encoding"] == "identity"
+    script.answers["/v2"] = (200, [("content-encoding", "identity")], document)
+    assert await metadata(pb.ServerMetadataRequest(), timeout=5) == pb.ServerMetadataResponse(
+        name="s", version="1"
+    )
+
+
+async def test_a_caller_header_httpx_cannot_encode_is_not_forwarded(
+    scripted: tuple[Scripted, str], scripted_upstream: RestUpstream
+) -> None:
+    """A caller's ``x-request-id`` with byte 0xE9 arrives as latin-1 text httpx cannot encode
+    (a UnicodeEncodeError, so a 500): it is left out, and the call goes on."""
+    script, _ = scripted
+    ready = scripted_upstream.unary_unary("/inference.GRPCInferenceService/ServerReady", None, None)
+    assert (await ready(pb.ServerReadyRequest(), metadata=(("x-request-id", "caf\xe9"),), timeout=5)).ready
+    assert "x-request-id" not in script.seen[-1]
+    await ready(pb.ServerReadyRequest(), metadata=(("x-request-id", "cafe"),), timeout=5)
+    assert script.seen[-1]["x-request-id"] == "cafe"
+
+
+async def test_bytes_not_text_asked_as_json_is_the_upstreams_error(
+    scripted: tuple[Scripted, str], scripted_gateway: tuple[Gateway, str]
+) -> None:
+    """A BYTES output that is not UTF-8 (here a lone surrogate) cannot be JSON text: the
+    upstream's fault, a 502, not the caller's 400."""
+    script, _ = scripted
+    _, url = scripted_gateway
+    path = f"/v2/models/{SCRIPTED_MODEL}/infer"
+    script.answers[path] = (
+        200,
+        [],
+        b'{"outputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}]}',
+    )
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            f"{url}{path}",
+            json={"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [1], "data": [1]}]},
+            headers=token("analyst"),
+        )
+    assert (reply.status_code, reply.json()["reason"]) == (502, "REST_OUTPUT_NOT_TEXT"), reply.text

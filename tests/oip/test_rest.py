@@ -7,9 +7,10 @@ import struct
 
 import pytest
 
+from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.errors import InvalidInput, Unsupported
-from labelgate.oip import rest
+from labelgate.errors import InvalidInput, Unsupported, UpstreamError
+from labelgate.oip import extensions, rest
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_inputs, decode_outputs, encode_outputs, tensor_to_raw
 
@@ -115,6 +116,41 @@ def test_malformed_requests_are_clear_errors(
     assert refused.value.reason == reason
 
 
+INPUT = '{"name": "x", "datatype": "INT64", "shape": [1], "data": [1]}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": [{"name": "x", "datatype": "INT64", "shape": [18446744073709551616], "data": [1]}]}',
+        b'{"inputs": [{"name": "x", "datatype": "INT64", "shape": [true], "data": [1]}]}',
+        b'{"id": "\\ud800", "inputs": [' + INPUT.encode() + b"]}",
+        b'{"inputs": [{"name": "\\ud800", "datatype": "INT64", "shape": [1], "data": [1]}]}',
+        b'{"parameters": {"p": "\\ud800"}, "inputs": [' + INPUT.encode() + b"]}",
+        b'{"parameters": {"\\udc00": 1}, "inputs": [' + INPUT.encode() + b"]}",
+        b'{"inputs": [' + INPUT.encode() + b'], "outputs": [{"name": "\\ud800"}]}',
+    ],
+    ids=["shape-2**64", "shape-true", "id", "input-name", "parameter", "parameter-name", "output-name"],
+)
+def test_values_protobuf_cannot_carry_are_clear_errors(body: bytes) -> None:
+    """Numbers past int64, bools as dimensions and lone surrogates (valid JSON escapes, no UTF-8
+    form) are the caller's 400, not protobuf's ValueError (a 500 with a traceback)."""
+    with pytest.raises(InvalidInput) as refused:
+        rest.infer_request("m", "", body, None)
+    assert refused.value.reason == "REST_REQUEST_INVALID"
+
+
+def test_repository_parameters_protobuf_cannot_carry_are_clear_errors() -> None:
+    for body in (b'{"parameters": {"\\ud800": "x"}}', b'{"parameters": {"config": "\\ud800"}}'):
+        with pytest.raises(InvalidInput) as refused:
+            extensions.repository_parameters(body, ext.RepositoryModelLoadRequest().parameters)
+        assert refused.value.reason == "REST_REQUEST_INVALID"
+    with pytest.raises(InvalidInput, match="must be base64"):  # not ASCII: not base64 either
+        extensions.repository_parameters(
+            b'{"parameters": {"file:m": "caf\\u00e9"}}', ext.RepositoryModelLoadRequest().parameters
+        )
+
+
 def test_not_json_and_nan_are_refused() -> None:
     for body in (b"{not json", b'{"inputs": NaN}', b"\xff\xfe"):
         with pytest.raises(InvalidInput):
@@ -169,11 +205,13 @@ def test_replies_in_binary_follow_the_header() -> None:
 
 
 def test_bytes_that_are_not_text_need_binary() -> None:
+    """The upstream's bytes, not the caller's request: an upstream error (502), not a 400."""
     message = pb.ModelInferResponse(model_name="m")
     encode_outputs(message, [Tensor("blob", "BYTES", [1], [b"\xff"])], raw=True)
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(UpstreamError) as refused:
         rest.infer_response(message, rest.ReplyFormat())
-    assert refused.value.reason == "REST_OUTPUT_NOT_TEXT"
+    assert (refused.value.reason, refused.value.http_status) == ("REST_OUTPUT_NOT_TEXT", 502)
+    assert "upstream" in refused.value.message
     body, length = rest.infer_response(message, rest.ReplyFormat(all_binary=True))
     assert body[length:] == b"\x01\x00\x00\x00\xff"
 
@@ -255,6 +293,54 @@ def test_an_upstream_reply_with_binary_tensors() -> None:
 def test_an_upstream_reply_that_does_not_parse_is_malformed(body: bytes, length: str | None) -> None:
     with pytest.raises(InvalidInput) as caught:
         rest.upstream_infer_reply(body, length, True)
+    assert caught.value.reason == "UPSTREAM_MALFORMED"
+
+
+SMUGGLED = 8775189971295653954952255461945496337279125397783676024143793713714  # text, as a number
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"outputs": [{"name": "n", "datatype": "INT64", "shape": [SMUGGLED], "data": [1]}]},
+        {"outputs": [{"name": "n", "datatype": "INT64", "shape": [2**63], "data": [1]}]},
+        {"id": "\ud800", "outputs": []},
+        {"model_name": "\udc00", "outputs": []},
+        {"outputs": [{"name": "\ud800", "datatype": "INT64", "shape": [1], "data": [1]}]},
+        {"parameters": {"\ud800": 1}, "outputs": []},
+        {"parameters": {"p": "\ud800"}, "outputs": []},
+    ],
+    ids=["shape-smuggled", "shape-2**63", "id", "model-name", "output-name", "parameter-name", "parameter"],
+)
+def test_upstream_values_protobuf_cannot_carry_are_malformed_in_fixed_text(document: dict) -> None:
+    """protobuf's own error ("Value out of range: <number>") would carry the upstream's number
+    to the caller (bytes of the caller-visible status chosen by the upstream): the reply is
+    malformed, in text that quotes nothing of it."""
+    with pytest.raises(InvalidInput) as caught:
+        rest.upstream_infer_reply(json.dumps(document).encode(), None, True)
+    assert caught.value.reason == "UPSTREAM_MALFORMED"
+    assert str(SMUGGLED)[:12] not in caught.value.message and "ud800" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "response_type"),
+    [
+        (b'{"name": "\\ud800"}', pb.ModelMetadataResponse),
+        (b'{"name": "m", "inputs": [{"name": "\\ud800", "datatype": "FP32"}]}', pb.ModelMetadataResponse),
+        (b'{"name": "s", "extensions": ["\\ud800"]}', pb.ServerMetadataResponse),
+        (b'[{"name": "m", "state": "\\ud800"}]', None),
+        (b'[{"name": "m", "reason": "\\udfff"}]', None),
+    ],
+    ids=["metadata-name", "metadata-input", "server-extension", "index-state", "index-reason"],
+)
+def test_upstream_metadata_and_index_with_lone_surrogates_are_malformed(
+    body: bytes, response_type: type | None
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        if response_type is None:
+            rest.upstream_index(body)
+        else:
+            rest.upstream_metadata(body, response_type)
     assert caught.value.reason == "UPSTREAM_MALFORMED"
 
 

@@ -5,12 +5,15 @@ Each route turns the HTTP request into the gRPC message the pipeline knows
 ``unary_message``) with the same authentication (the ``Authorization`` header and API
 keys arrive as metadata), and turns the reply the pipeline built back into JSON (and
 Triton's binary tensors). The upstream is the same gRPC channel. Errors are the binding's
-``{"error": ...}`` with the stable reason beside it.
+``{"error": ...}`` with the stable reason beside it; a body is read and parsed only once
+its caller is authenticated, and every refusal is recorded. Anything that is not a
+``LabelgateError`` is a fixed 500 of that same form (``LastResort``), never its text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -19,9 +22,12 @@ import grpc
 import uvicorn
 from google.protobuf.message import Message
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.approvals.deadline import seconds_left, set_deadline
@@ -36,6 +42,7 @@ from labelgate.oip import rest
 
 log = get_logger(__name__)
 Reply = TypeVar("Reply", bound=Message)
+T = TypeVar("T")
 
 # The HTTP status of a gRPC status code, for errors the upstream or the gateway raised.
 _HTTP_STATUS = {
@@ -53,11 +60,40 @@ _HTTP_STATUS = {
 }
 
 
-def error_response(error: LabelgateError) -> JSONResponse:
+def error_response(error: LabelgateError) -> Response:
     # An upstream's status keeps its code; the gateway's own errors know their HTTP status.
     status = _HTTP_STATUS.get(error.code, 502) if isinstance(error, UpstreamStatus) else error.http_status
     body = {"error": error.message, "reason": error.reason, **{k: str(v) for k, v in error.details.items()}}
-    return JSONResponse(body, status_code=status)
+    # ASCII-escaped: a message quoting a caller's text with a lone surrogate still encodes
+    # (JSONResponse's UTF-8 would raise on it).
+    content = json.dumps(body, separators=(",", ":")).encode()
+    return Response(content, status_code=status, media_type="application/json")
+
+
+class LastResort:
+    """Any exception a route lets through becomes a fixed 500 in the binding's error form, and
+    only its type is logged. Starlette's own handler would answer ``text/plain`` and re-raise,
+    and the server would log the traceback, whose text may quote a caller's or an upstream's
+    data. A pure ASGI middleware, inside Starlette's: the exception stops here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: AsgiMessage) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as error:
+            log.error("unexpected error in a REST route", error_type=type(error).__name__)
+            if scope["type"] == "http" and not started:  # else the connection just ends
+                internal = LabelgateError(reasons.INTERNAL_ERROR, "internal error in the gateway")
+                await error_response(internal)(scope, receive, send)
 
 
 class RestGateway:
@@ -93,7 +129,7 @@ class RestGateway:
                 Route(f"{path}/ready", self.model_ready, methods=["GET"]),
                 Route(f"{path}/infer", self.infer, methods=["POST"]),
             ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, middleware=[Middleware(LastResort)])
 
     # -- the call shapes ---------------------------------------------------------------
     def _call(self, request: Request, method: str) -> Call:
@@ -193,9 +229,12 @@ class RestGateway:
         name, version = request.path_params["model"], request.path_params.get("version", "")
         call = self._call(request, "ModelInfer")
         try:
-            body = await self._body(request)
-            message, reply_format = rest.infer_request(
-                name, version, body, request.headers.get(rest.HEADER_LENGTH)
+            length = request.headers.get(rest.HEADER_LENGTH)
+            message, reply_format = await self.parsed_body(
+                request,
+                call,
+                Target(service=SERVICE, model=name),
+                lambda body: rest.infer_request(name, version, body, length),
             )
             deadline = client_deadline(message)
             if deadline is not None:  # this request's own task: the context variable is its own
@@ -209,6 +248,21 @@ class RestGateway:
         headers = {rest.HEADER_LENGTH: str(header_length)} if header_length is not None else {}
         media = "application/octet-stream" if header_length is not None else "application/json"
         return Response(content, headers=headers, media_type=media)
+
+    async def parsed_body(
+        self, request: Request, call: Call, target: Target, parse: Callable[[bytes], T]
+    ) -> T:
+        """What ``parse`` makes of the body, read only once ``call``'s caller is authenticated:
+        an anonymous caller learns nothing of how its body would parse. Every refusal (of the
+        caller, of a body too large, malformed or naming shared memory) is recorded like any
+        refused call's."""
+        subject = None
+        try:
+            subject = self.pipeline.authenticate(call)
+            return parse(await self._body(request))
+        except LabelgateError as error:
+            await self.pipeline.record_failure(call, subject, target, error)
+            raise
 
     async def _body(self, request: Request) -> bytes:
         """The body, read no further than the limit (a declared length is checked first)."""

@@ -11,13 +11,13 @@
 Each route makes the gRPC request, runs the call shape the gRPC transport runs, and writes the
 reply the pipeline built as JSON (``labelgate.oip.extensions``). A body (index, load, unload) is
 read only once the caller is authenticated: an unauthenticated request is refused (and
-recorded) without its body being read or parsed.
+recorded) without its body being read or parsed, and a body refused is recorded too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from starlette.requests import Request
@@ -32,6 +32,8 @@ from labelgate.gateway.repository import ModelDirectory, SendTo, usable_or_unkno
 from labelgate.gateway.rest import RestGateway, error_response
 from labelgate.gateway.upstream import UpstreamEdge
 from labelgate.oip import extensions as json_form
+
+T = TypeVar("T")
 
 
 class ExtensionRoutes:
@@ -91,7 +93,7 @@ class ExtensionRoutes:
         send_to = self._send_to("RepositoryIndex", ext.RepositoryIndexResponse, call)
 
         async def run() -> Message:
-            message = json_form.index_request(await self._authenticated_body(request, call))
+            message = await self._parsed_body(request, call, json_form.index_request)
             return await self.directory.index(call, message, send_to)
 
         return await _answer(run, lambda reply: JSONResponse(json_form.index_json(reply)))
@@ -111,23 +113,21 @@ class ExtensionRoutes:
 
         async def run() -> Message:
             message: Any = request_type(model_name=name)
-            json_form.repository_parameters(await self._authenticated_body(request, call), message.parameters)
+
+            def parse(body: bytes) -> None:
+                json_form.repository_parameters(body, message.parameters)
+
+            await self._parsed_body(request, call, parse)
             target = Target(service=SERVICE, model=name)
             return await self.gateway.pipeline.unary_message(call, target, message, send)
 
         return await _answer(run, lambda _: Response(status_code=200))
 
-    async def _authenticated_body(self, request: Request, call: Call) -> bytes:
-        """The body, read only once ``call``'s caller is authenticated; a refusal is recorded
-        like any refused call's and the body is never read."""
-        pipeline = self.gateway.pipeline
-        try:
-            pipeline.authenticate(call)
-        except LabelgateError as error:
-            target = Target(service=SERVICE, model=call_model(request))
-            await pipeline._record_failure(call, None, target, error)
-            raise
-        return await self.gateway._body(request)
+    async def _parsed_body(self, request: Request, call: Call, parse: Callable[[bytes], T]) -> T:
+        """What ``parse`` makes of the body, read only once ``call``'s caller is authenticated;
+        a refusal is recorded like any refused call's (``RestGateway.parsed_body``)."""
+        target = Target(service=SERVICE, model=call_model(request))
+        return await self.gateway.parsed_body(request, call, target, parse)
 
 
 async def _answer(run: Callable[[], Awaitable[Any]], render: Callable[[Any], Response]) -> Response:

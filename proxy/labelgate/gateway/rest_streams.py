@@ -7,7 +7,9 @@ never what the upstream echoes. A REST model answers once, so every reply is fin
 (``triton_final_response`` is set here, whatever the upstream said). A call the upstream
 fails becomes a reply with ``error_message``, as Triton reports a failed request on a stream
 (the pipeline releases only its own text for it, ``UPSTREAM_STREAM_ERROR``); a reply that
-does not parse ends the stream (``UPSTREAM_MALFORMED``), as one from a gRPC upstream does.
+does not parse ends the stream (``UPSTREAM_MALFORMED``), as one from a gRPC upstream does, and
+so does any other failure of a call: every call puts exactly one item on the queue, or the
+stream would wait for it forever.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from typing import Any
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import LabelgateError
 from labelgate.gateway.streams import FINAL_PARAMETER
-from labelgate.gateway.upstream import UpstreamStatus
+from labelgate.gateway.upstream import MalformedUpstream, UpstreamStatus
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
 
 Infer = Callable[..., Awaitable[Any]]
 _WAKE = object()  # done_writing's nudge to a reader waiting on no outstanding call
@@ -62,6 +67,11 @@ class RestStream:
             )
         except LabelgateError as error:  # a reply that does not parse: the stream ends
             reply = error
+        except Exception as error:
+            # Not expected, but a call that queued nothing would leave the reader (and the
+            # caller's stream) waiting forever. Its text may quote the upstream: type only.
+            log.error("a streamed REST call failed unexpectedly", error_type=type(error).__name__)
+            reply = MalformedUpstream("the upstream sent a reply that does not parse")
         else:
             response.id = request.id
             response.parameters[FINAL_PARAMETER].bool_param = True

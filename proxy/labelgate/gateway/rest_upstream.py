@@ -9,7 +9,9 @@ reach it, through the one pipeline.
 Like a gRPC upstream it is untrusted: its error bodies go nowhere (the caller gets the
 gateway's own text and ``UPSTREAM_<CODE>``, the log a keyed digest), its response headers
 are read only for the binary extension's header length and never forwarded, and a body larger
-than ``limits.max_message_bytes`` fails the call (it is not read past the limit). The
+than ``limits.max_message_bytes`` fails the call (it is not read past the limit). A body is
+never decompressed: one with a ``Content-Encoding`` other than ``identity`` (which is all the
+gateway asks for) fails the call, so a small body cannot inflate past the limit. The
 gateway's own credential (``token``), the allow-listed caller metadata and the signed
 subject assertion travel as HTTP headers; TLS trusts the entry's ``ca_file``.
 
@@ -228,12 +230,20 @@ class RestUpstream(UpstreamEdge):
     # -- HTTP ---------------------------------------------------------------------------------
     def headers(self, metadata: Metadata) -> dict[str, str]:
         """The upstream call's headers: what ``metadata`` lets through (``UpstreamEdge``),
-        text values only (binary ``-bin`` metadata has no HTTP form here)."""
-        return {
-            key: value
-            for key, value in self.metadata(metadata)
-            if isinstance(value, str) and not key.endswith("-bin")
-        }
+        text values only (binary ``-bin`` metadata has no HTTP form here), and only values that
+        are printable ASCII: a caller's ``x-request-id`` of ``caf\\xe9`` arrives as latin-1
+        text, which httpx cannot encode (and a control character does not belong in a header)."""
+        headers = {}
+        for key, value in self.metadata(metadata):
+            if not isinstance(value, str) or key.endswith("-bin"):
+                continue
+            if not _printable_ascii(value):
+                log.warning(
+                    "caller header not forwarded: not printable ASCII", upstream=self.name, header=key
+                )
+                continue
+            headers[key] = value
+        return headers
 
     async def _exchange(
         self, method: str, path: str, metadata: Metadata, seconds: float, body: bytes | None = None
@@ -245,7 +255,7 @@ class RestUpstream(UpstreamEdge):
         headers["accept-encoding"] = "identity"
         if body is not None:
             headers["content-type"] = "application/json"
-        try:
+        try:  # every failure in here is a status: nothing else may escape as a 500
             request = self.client.build_request(
                 method,
                 path,
@@ -278,15 +288,32 @@ class RestUpstream(UpstreamEdge):
             raise UpstreamStatus(
                 grpc.StatusCode.UNAVAILABLE, "the upstream failed with UNAVAILABLE"
             ) from None
+        except LabelgateError:
+            raise  # already a status (too large, compressed)
+        except Exception as error:
+            # Not expected (a header httpx cannot encode, a bug): still the caller's status, and
+            # only the kind is logged, since the text may quote a header or the upstream.
+            log.error("upstream call failed unexpectedly", upstream=self.name, error=type(error).__name__)
+            raise UpstreamStatus(
+                grpc.StatusCode.UNAVAILABLE, "the upstream failed with UNAVAILABLE"
+            ) from None
         return response.status_code, content, response.headers.get(rest.HEADER_LENGTH)
 
     async def _bounded(self, response: httpx.Response) -> bytes:
+        # Asked for identity: a compressed body is refused, never inflated (a few hundred
+        # bytes of brotli can decode to hundreds of MiB before any limit could see them).
+        encodings = response.headers.get("content-encoding", "").lower().split(",")
+        if any(encoding.strip() not in ("", "identity") for encoding in encodings):
+            log.warning("upstream reply refused: compressed", upstream=self.name)
+            raise MalformedUpstream(
+                "the upstream sent a compressed reply, which this gateway did not ask for"
+            )
         limit = self.max_message_bytes
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise self._too_large()
         chunks, size = [], 0
-        async for chunk in response.aiter_bytes():  # decoded (gzip), bounded as it grows
+        async for chunk in response.aiter_raw():  # the bytes as sent, bounded as they arrive
             size += len(chunk)
             if size > limit:
                 raise self._too_large()
@@ -374,3 +401,12 @@ def _parsed(parse: Callable[[], Message]) -> Message:
     except InvalidInput as error:
         # The upstream's reply is broken, not the caller's request: INTERNAL, nothing of it kept.
         raise MalformedUpstream("the upstream sent a reply that does not parse") from error
+    except Exception as error:
+        # Anything else the parser lets through is a malformed reply too, in the same fixed
+        # text: the exception's own may quote the reply (grpc would send it to the caller).
+        log.warning("upstream reply did not parse", error_type=type(error).__name__)
+        raise MalformedUpstream("the upstream sent a reply that does not parse") from None
+
+
+def _printable_ascii(value: str) -> bool:
+    return value.isascii() and value.isprintable()

@@ -340,6 +340,7 @@ _LOCAL_SIZE_LIMIT = "CLIENT: Received message larger than max"
 
 class MalformedUpstream(LabelgateError):
     code = grpc.StatusCode.INTERNAL
+    http_status = 502  # the upstream's fault, as HTTP says it (REST binding)
 
     def __init__(self, message: str) -> None:
         super().__init__("UPSTREAM_MALFORMED", message)

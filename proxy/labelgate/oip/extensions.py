@@ -12,7 +12,6 @@ requests; anything malformed is INVALID_ARGUMENT.
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -21,7 +20,7 @@ from google.protobuf.message import Message
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate.errors import InvalidInput
 from labelgate.oip import reasons
-from labelgate.oip.rest import parse_json
+from labelgate.oip.rest import parse_json, refusing
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -62,6 +61,10 @@ def index_request(body: bytes) -> ext.RepositoryIndexRequest:
     return ext.RepositoryIndexRequest(ready=ready)
 
 
+@refusing(
+    reasons.REST_REQUEST_INVALID,
+    "the body holds text that is not valid Unicode (a lone surrogate) or a number too large for its field",
+)
 def repository_parameters(body: bytes, into: Any) -> None:
     """``{"parameters": {...}}`` of a load or unload into the request's ``parameters`` map:
     strings, booleans and integers as they are; ``file:<path>`` entries are base64 text
@@ -74,7 +77,7 @@ def repository_parameters(body: bytes, into: Any) -> None:
         if name.startswith("file:") and isinstance(value, str):
             try:
                 parameter.bytes_param = base64.b64decode(value, validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or text that is not ASCII
                 raise _invalid(f"parameter '{name}' must be base64") from None
         elif isinstance(value, bool):
             parameter.bool_param = value

@@ -14,16 +14,17 @@ or ``binary_data`` per output), else as JSON ``data``.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeGuard, TypeVar
 
 from google.protobuf.message import Message
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.errors import InvalidInput, Unsupported
+from labelgate.errors import InvalidInput, Unsupported, UpstreamError
 from labelgate.oip import reasons
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensor import Tensor
@@ -33,6 +34,15 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 BINDING_PARAMETERS = frozenset({"binary_data_output", "binary_data", "binary_data_size"})
 SHARED_MEMORY = frozenset({"shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"})
 MAX_JSON_DEPTH = 64
+# A tensor dimension is an int64 in the protocol's messages (and never negative in a tensor).
+_DIMENSION_LIMIT = 2**63
+# What protobuf raises for a value its field cannot hold: an integer past 64 bits, a bool or a
+# float where an integer goes, text with a lone surrogate (``"\\ud800"`` parses as JSON but
+# has no UTF-8 form). Its text quotes the value, so it must reach no one (``refusing``).
+UNREPRESENTABLE = (ValueError, TypeError, UnicodeEncodeError, OverflowError)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -49,8 +59,33 @@ class ReplyFormat:
         return self.all_binary or name in self.binary
 
 
-def _invalid(message: str, reason: str = "REST_REQUEST_INVALID") -> InvalidInput:
+def _invalid(message: str, reason: str = reasons.REST_REQUEST_INVALID) -> InvalidInput:
     return InvalidInput(reason, message)
+
+
+def refusing(reason: str, message: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A conversion into protobuf messages whose input protobuf cannot carry (``UNREPRESENTABLE``)
+    fails as ``InvalidInput(reason, message)``: fixed text, since the exception's own quotes the
+    value (a caller's, or an upstream's, which could use it to smuggle data into an error)."""
+
+    def decorate(convert: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(convert)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return convert(*args, **kwargs)
+            except UNREPRESENTABLE:
+                raise InvalidInput(reason, message) from None
+
+        return guarded
+
+    return decorate
+
+
+def whole_dimensions(shape: Any) -> TypeGuard[list[int]]:
+    """``shape`` is a list of dimensions a tensor can have: ints (not bools) in ``[0, 2**63)``."""
+    return isinstance(shape, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < _DIMENSION_LIMIT for d in shape
+    )
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -134,8 +169,8 @@ def _input_tensor(
         raise _invalid(f"{where}.name must be a non-empty string")
     if datatype not in oip.DATATYPES:
         raise _invalid(f"{where}.datatype must be one of {sorted(oip.DATATYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise _invalid(f"{where}.shape must be a list of whole numbers")
+    if not whole_dimensions(shape):
+        raise _invalid(f"{where}.shape must be a list of whole numbers below 2**63")
     message = pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape)
     parameters = _object(raw.get("parameters", {}), f"{where}.parameters")
     size = parameters.get("binary_data_size")
@@ -154,6 +189,10 @@ def _input_tensor(
     return message, None, values
 
 
+@refusing(
+    reasons.REST_REQUEST_INVALID,
+    "the request holds text that is not valid Unicode (a lone surrogate) or a number too large for its field",
+)
 def infer_request(
     model: str, version: str, body: bytes, header_length: str | None
 ) -> tuple[Any, ReplyFormat]:
@@ -240,9 +279,11 @@ def infer_response(reply: Any, reply_format: ReplyFormat) -> tuple[bytes, int | 
             try:
                 output["data"] = [bytes(value).decode("utf-8") for value in tensor.values]
             except UnicodeDecodeError:
-                raise _invalid(
-                    f"output {tensor.name!r} is not UTF-8 text: ask for it with binary_data",
-                    "REST_OUTPUT_NOT_TEXT",
+                # The upstream's bytes, not the caller's request: a 502, not a 400.
+                raise UpstreamError(
+                    reasons.REST_OUTPUT_NOT_TEXT,
+                    f"the upstream's output {tensor.name!r} is not UTF-8 text, which JSON cannot "
+                    "carry: ask for it with binary_data",
                 ) from None
         else:
             output["data"] = list(tensor.values)
@@ -291,6 +332,12 @@ _LABELS_PARAMETER = "labelgate.labels"
 
 def _malformed(message: str) -> InvalidInput:
     return InvalidInput(UPSTREAM_MALFORMED, message)
+
+
+# Every parser of an upstream's reply: a value protobuf refuses is a malformed reply.
+_from_upstream = refusing(
+    UPSTREAM_MALFORMED, "the upstream's reply holds text that is not valid Unicode or a number out of range"
+)
 
 
 def upstream_infer_body(request: Any) -> bytes:
@@ -371,6 +418,7 @@ def _output_values(raw: dict[str, Any], datatype: str, where: str) -> list[Any]:
     return values
 
 
+@_from_upstream
 def upstream_infer_reply(body: bytes, header_length: str | None, raw: bool) -> Any:
     """A ``ModelInferResponse`` from a REST upstream's ``.../infer`` reply (JSON, or JSON and
     Triton's binary tensors); outputs as ``raw_output_contents`` when ``raw``, else typed."""
@@ -398,10 +446,8 @@ def upstream_infer_reply(body: bytes, header_length: str | None, raw: bool) -> A
         name, datatype, shape = raw_output.get("name"), raw_output.get("datatype"), raw_output.get("shape")
         if not isinstance(name, str) or datatype not in oip.DATATYPES:
             raise _malformed(f"{where} has no name or an unknown datatype")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise _malformed(f"{where}.shape is not a list of whole numbers")
+        if not whole_dimensions(shape):
+            raise _malformed(f"{where}.shape is not a list of whole numbers below 2**63")
         message = reply.outputs.add(name=name, datatype=datatype, shape=shape)
         parameters = raw_output.get("parameters", {})
         _reply_parameters(message.parameters, parameters, where)
@@ -458,6 +504,7 @@ def _tensor_metadata_list(value: Any, where: str) -> list[Any]:
     return tensors
 
 
+@_from_upstream
 def upstream_metadata(body: bytes, response_type: type[Message]) -> Message:
     """A ``ModelMetadataResponse`` or ``ServerMetadataResponse`` from a REST upstream's JSON;
     only the protocol's own keys are read."""
@@ -486,9 +533,11 @@ def upstream_metadata(body: bytes, response_type: type[Message]) -> Message:
             inputs=_tensor_metadata_list(document.get("inputs", []), "inputs"),
             outputs=_tensor_metadata_list(document.get("outputs", []), "outputs"),
         )
-    raise TypeError(f"no REST form for {response_type.DESCRIPTOR.full_name}")
+    # Not a TypeError: that would pass for the upstream's malformed reply (``_from_upstream``).
+    raise NotImplementedError(f"no REST form for {response_type.DESCRIPTOR.full_name}")
 
 
+@_from_upstream
 def upstream_index(body: bytes) -> ext.RepositoryIndexResponse:
     """A ``RepositoryIndexResponse`` from a REST upstream's ``POST /v2/repository/index``
     (a JSON list); only each entry's ``name``, ``version``, ``state`` and ``reason`` are read."""
