@@ -376,7 +376,12 @@ async def test_a_stream_the_caller_leaves_is_recorded() -> None:
         written.set()
         return []  # the upstream never answers
 
-    task = asyncio.create_task(collect(pipeline, FakeStream(answer), request()))
+    async def requests_then_silence() -> AsyncIterator[Any]:
+        yield request()
+        await asyncio.Event().wait()  # the caller keeps the stream open, writing nothing
+
+    stream = pipeline.stream_infer(make_call(STREAM), requests_then_silence(), FakeStream(answer))
+    task = asyncio.create_task(anext(stream))
     await written.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -384,6 +389,10 @@ async def test_a_stream_the_caller_leaves_is_recorded() -> None:
     for _ in range(10):  # written beside the cancellation, not before it
         await asyncio.sleep(0)
     assert [record.refusal for record in recorder.records] == [None, "CancelledError"]
+    left = [
+        other for other in asyncio.all_tasks() if other is not asyncio.current_task() and not other.done()
+    ]
+    assert left == [], "the stream's read of the upstream ends with it"
 
 
 async def test_a_routed_streams_upstream_failure_is_recorded() -> None:

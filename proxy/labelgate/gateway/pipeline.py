@@ -313,7 +313,11 @@ class Pipeline:
         reader = upstream.__aiter__()
         while True:
             read = asyncio.ensure_future(reader.__anext__())
-            done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                read.cancel()  # a stream cancelled while waiting leaves no read behind
+                raise
             if pump in done and pump.exception() is not None:
                 read.cancel()
                 raise pump.exception()  # type: ignore[misc]
