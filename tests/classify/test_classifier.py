@@ -139,8 +139,17 @@ def test_backend_labels_join_catalog_labels() -> None:
     )
     assert labels_by_path(result) == {
         "outputs.segment": {"public": ["catalog"], "restricted": ["backend"]},
-        "outputs.free": {"confidential": ["backend"]},
+        "outputs.free": {"confidential": ["backend"], "internal": ["default"]},
     }
+
+
+def test_the_backend_cannot_declare_an_uncatalogued_output_below_the_default() -> None:
+    # An upstream that says its own output is public: the catalog's default still stands.
+    for model in ("customer-profile", "a-model-the-catalog-does-not-know"):
+        result = classify_outputs(
+            model, [text("memo", "Q3 list")], CATALOG, DETECTORS, backend={"memo": {"public"}}
+        )
+        assert labels_by_path(result)["outputs.memo"] == {"internal": ["default"], "public": ["backend"]}
 
 
 def test_json_elements_are_classified_by_nested_key() -> None:

@@ -1,8 +1,9 @@
 """Response-phase classification of inference outputs: pure, no I/O.
 
 Every output gets a field ``outputs.<tensor>`` labelled by three sources: the catalog
-(``catalog``), the backend's ``labelgate.labels`` parameters (``backend``) and, when none
-of them says anything, the catalog's default label (``default``). Numeric tensors stop
+(``catalog``), the backend's ``labelgate.labels`` parameters (``backend``) and, when the
+catalog says nothing, the catalog's default label (``default``). The backend's labels only
+add: beside an output the catalog does not name they join the default, never replace it. Numeric tensors stop
 there. BYTES tensors are free text and go through the detectors too:
 
 - An element that is plain text is scanned as a whole. Each detector that fires adds a
@@ -52,6 +53,7 @@ from labelgate.classify.fields import (
     OPAQUE_JSON,
     SOURCE_BACKEND,
     SOURCE_CATALOG,
+    SOURCE_DEFAULT,
     Classification,
     Field,
     FieldSet,
@@ -152,9 +154,16 @@ def classify_outputs(
     for tensor in tensors:
         path = OUTPUTS_PREFIX + tensor.name
         fields.touch(path)
-        fields.add(path, catalog.labels_for(model, path), SOURCE_CATALOG)
-        own = catalog.labels_for(model, path) | backend.get(tensor.name, set())
-        fields.add(path, backend.get(tensor.name, ()), SOURCE_BACKEND)
+        catalogued = catalog.labels_for(model, path)
+        declared = backend.get(tensor.name, set())
+        fields.add(path, catalogued, SOURCE_CATALOG)
+        if declared and not catalogued:
+            # The upstream's labels can only add to what the gateway would say without them:
+            # an output the catalog does not name keeps the default label beside them, so an
+            # upstream cannot declare its own output public.
+            fields.add(path, (default,), SOURCE_DEFAULT)
+        fields.add(path, declared, SOURCE_BACKEND)
+        own = (catalogued or {default}) | declared
         result.element_counts[tensor.name] = tensor.size
         if tensor.datatype == "BYTES":
             # Only detectors that could say more than the output's own label are run on its
