@@ -166,6 +166,8 @@ IBAN = SENSITIVE[4]
 
 # Elements the native reader must leave to Python (each still classified, the Python way).
 LEFT_TO_PYTHON: list[bytes] = [
+    # Floats: Python scans 4111111111111111.0 as the card's digits (jsonpaths.scannable).
+    b'{"f": 4111111111111111.0, "g": 1e400, "h": -0.0, "i": 2E-3, "j": 0}',
     b'{"a": "\xff"}',  # invalid UTF-8
     b'{"a": 1}\xc3',
     b'{"a": 1',  # syntax
@@ -222,7 +224,7 @@ READ_NATIVELY: list[bytes] = [
     b'{"\\u0065mail": "x.y@example.com", "k\\"ey": 1, "k\\\\ey": 2}',  # keys with escapes
     b'{"a": {}, "b": [], "c": [[], {}, [{}]], "d": {"e": {"f": []}}}',  # empty containers
     b'{"n": 4111111111111111, "m": -4111111111111111, "big": ' + b"7" * 600 + b"}",  # ints
-    b'{"f": 4111111111111111.0, "g": 1e400, "h": -0.0, "i": 2E-3, "j": 0}',  # floats, zero
+    b'{"h": 0, "j": 0}',  # zero
     b'{"t": true, "f": false, "n": null, "s": "' + SSN.encode() + b'"}',
     b'{ "a" :\t[ 1 ,\r\n"' + SSN.encode() + b'" ] } \n\r\t',  # whitespace
     b'{"a": "\\u0000 ' + SSN.encode() + b'"}',  # an escaped NUL
@@ -419,7 +421,7 @@ def test_generated_documents_are_mostly_read_natively() -> None:
     """The generator reaches the native reader (else the comparison above proves little)."""
     rng = random.Random(3)
     documents = [
-        {"a": rng.choice(SENSITIVE[:5]), "b": [rng.randint(0, 10**16), 1.5, None], "c": {"d": True}}
+        {"a": rng.choice(SENSITIVE[:5]), "b": [rng.randint(0, 10**16), False, None], "c": {"d": True}}
         for _ in range(20)
     ]
     reads = json_reads([json.dumps(item).encode() for item in documents], frozenset(["us_ssn"]))

@@ -136,6 +136,16 @@ def test_span_masks_inside_json_elements_edit_leaves_and_keep_valid_json() -> No
     assert parsed == {"note": 'SSN "[REDACTED]" on file', "items": [{"card": "************1111"}], "ok": "x"}
 
 
+@pytest.mark.parametrize("card", ["4111111111111111.0", "4111111111111111e0", "4.111111111111111e15"])
+def test_a_card_written_as_a_json_float_is_found_and_masked(card: str) -> None:
+    # A JSON client reads each of these back as the card's digits. The element before it
+    # has the same shape with a fraction in that leaf: the shape must not decide what is read.
+    elements = ['{"id": 1, "card": 0.5}', f'{{"id": 2, "card": {card}}}']
+    result = masked([text("doc", *elements)], mask("outputs.doc{credit_card}", "partial"))
+    assert json.loads(result["doc"][0]) == {"id": 1, "card": 0.5}
+    assert json.loads(result["doc"][1]) == {"id": 2, "card": "************1111"}
+
+
 def test_a_node_mask_and_a_span_mask_on_the_same_leaf_use_the_original_value() -> None:
     element = json.dumps({"ssn": "123-45-6789"})
     both = masked(

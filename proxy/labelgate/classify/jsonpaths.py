@@ -23,7 +23,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from labelgate.classify import reasons
 from labelgate.errors import ConfigError
@@ -203,8 +203,8 @@ class JsonShape:
     """What ``flatten`` says of every element of one shape, values aside.
 
     Per leaf in document order: ``locations`` and ``suffixes``; ``scanned``: the positions of
-    the leaves detectors read (strings and integers, see ``scannable``), ``numbers``: whether
-    any of those is an integer. ``keys``: the distinct keys as UTF-8. ``skeleton``: the
+    the leaves detectors read (strings and numbers, see ``scannable``), ``numbers``: whether
+    any of those is a number. ``keys``: the distinct keys as UTF-8. ``skeleton``: the
     object with every leaf ``None``, where enforce finds the nodes a mask names.
     """
 
@@ -220,7 +220,10 @@ class JsonShape:
         """The UTF-8 text of each scanned leaf among ``values`` (an element's leaf values)."""
         if not self.numbers:
             return [values[position].encode("utf-8", "surrogatepass") for position in self.scanned]
-        return [str(values[position]).encode("utf-8", "surrogatepass") for position in self.scanned]
+        return [
+            cast(str, scannable(values[position])).encode("utf-8", "surrogatepass")
+            for position in self.scanned
+        ]
 
 
 def _shape(parsed: dict[str, Any], leaves: list[Leaf], keys: list[str]) -> JsonShape:
@@ -520,11 +523,18 @@ def unescaped_forms(data: bytes) -> list[bytes]:
 
 
 def scannable(value: Any) -> str | None:
-    """The text detectors read for a leaf: strings, and integers (a card stored as a number)."""
+    """The text detectors read for a leaf: strings, and numbers (a card stored as a number).
+
+    A float that is a whole number is read as that integer's digits: ``4111111111111111.0``,
+    ``4111111111111111e0`` and ``4.111111111111111e15`` are the card a JSON client parses
+    back. Any other float as Python writes it. Every number is scanned whatever its value, so
+    which leaves a shape scans does not depend on the values of its first element."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
     return None
 
 

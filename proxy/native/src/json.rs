@@ -41,7 +41,6 @@ pub const ARRAY_END: u8 = b']';
 pub const KEY: u8 = b':';
 pub const STRING: u8 = b's';
 pub const INTEGER: u8 = b'i';
-pub const FLOAT: u8 = b'f';
 pub const BOOLEAN: u8 = b'b';
 pub const NULL: u8 = b'n';
 
@@ -63,7 +62,6 @@ pub enum Value {
     String(Text),
     /// An integer: where it is written in the element.
     Integer(usize, usize),
-    Float,
     Boolean(bool),
     Null,
 }
@@ -300,11 +298,9 @@ impl Reader {
             float = true;
         }
         if float {
-            self.signature.push(FLOAT);
-            if self.keep_values {
-                self.values.push(Value::Float);
-            }
-            return Some(());
+            // Python scans a float as the text a JSON client reads back (`4111111111111111.0`
+            // is the card's digits): its call, so the element is left to it.
+            return None;
         }
         // `-0` is the int 0, scanned as "0": not the raw text, so Python's call.
         if digits > MAX_INT_DIGITS || &data[start..*at] == b"-0" {
@@ -528,16 +524,16 @@ mod tests {
         assert_eq!(signature("{}"), b"{}");
         let mut expected = vec![OBJECT];
         expected.extend(key("a"));
-        expected.extend(b"[sifbn{}[]]");
+        expected.extend(b"[sibn{}[]]");
         expected.extend(key("\u{e9}"));
         expected.push(INTEGER);
         expected.push(OBJECT_END);
         assert_eq!(
-            signature(r#"{"a": ["x", 1, 1.5, true, null, {}, []], "\u00e9": -2}"#),
+            signature(r#"{"a": ["x", 1, true, null, {}, []], "\u00e9": -2}"#),
             expected
         );
         assert_eq!(signature(r#"{"a":false}"#), signature(r#"{"a":true}"#));
-        assert_ne!(signature(r#"{"a":1}"#), signature(r#"{"a":1.0}"#));
+        assert_ne!(signature(r#"{"a":1}"#), signature(r#"{"a":"1"}"#));
         assert_ne!(signature(r#"{"a":[1]}"#), signature(r#"{"a":[1,2]}"#));
         assert_ne!(signature(r#"{"ab":1}"#), signature(r#"{"a":1}"#));
     }
@@ -545,13 +541,13 @@ mod tests {
     #[test]
     fn leaves_are_strings_unescaped_and_integers_as_written() {
         assert_eq!(
-            leaves(r#"{"a": "x\"y\n\/", "b": 1.5, "c": -12, "d": [0, "\ud83d\ude00", "\u00e9"]}"#),
+            leaves(r#"{"a": "x\"y\n\/", "b": true, "c": -12, "d": [0, "\ud83d\ude00", "\u00e9"]}"#),
             ["x\"y\n/", "-12", "0", "\u{1f600}", "\u{e9}"]
         );
-        assert_eq!(
-            leaves(r#"{"a":true,"b":null,"c":1e5,"d":2E-3}"#),
-            Vec::<String>::new()
-        );
+        assert_eq!(leaves(r#"{"a":true,"b":null}"#), Vec::<String>::new());
+        for float in ["1e5", "2E-3", "1.5", "4111111111111111.0"] {
+            assert!(parsed(&format!("{{\"c\":{float}}}")).is_none(), "{float}");
+        }
     }
 
     #[test]
@@ -621,8 +617,10 @@ mod tests {
         ] {
             assert!(parsed(text).is_none(), "{text}");
         }
-        // Not the leaf's backslash: keys are read in Python anyway; -0.0 is a float.
-        assert!(parsed("{\"a\\\\b\":1,\"c\":-0.0,\"d\":\"\\u0000\"}").is_some());
+        // Not the leaf's backslash: keys are read in Python anyway.
+        assert!(parsed("{\"a\\\\b\":1,\"d\":\"\\u0000\"}").is_some());
+        // Floats are Python's: it scans `4111111111111111.0` as the card's digits.
+        assert!(parsed("{\"c\":-0.0}").is_none());
         assert!(parsed_bytes(b"{\"a\":\"\xff\"}").is_none());
         assert!(parsed_bytes(b"{\"a\":1}\xc3").is_none());
     }
@@ -645,7 +643,10 @@ mod tests {
         assert!(parsed(&format!("{{\"a\":{digits}}}")).is_some());
         assert!(parsed(&format!("{{\"a\":-{digits}}}")).is_some());
         assert!(parsed(&format!("{{\"a\":{digits}7}}")).is_none());
-        assert!(parsed(&format!("{{\"a\":{digits}7.5}}")).is_some()); // a float
+        // A float is Python's to read, whatever its length (see `number`).
+        assert!(parsed(&format!("{{\"a\":{digits}7.5}}")).is_none());
+        assert!(parsed(r#"{"a":4111111111111111.0}"#).is_none());
+        assert!(parsed(r#"{"a":4111111111111111e0}"#).is_none());
     }
 
     fn nested(depth: usize, inner: &str) -> String {
@@ -679,7 +680,7 @@ mod tests {
     #[test]
     fn hits_are_per_leaf_in_leaf_then_pass_order() {
         let text =
-            r#"{"a": "x@example.com 123-45-6789", "b": 4111111111111111, "c": 1.5, "d": "none"}"#;
+            r#"{"a": "x@example.com 123-45-6789", "b": 4111111111111111, "c": false, "d": "none"}"#;
         let hits = scanned(text, 0b111011).unwrap();
         assert_eq!(
             hits,
@@ -706,22 +707,21 @@ mod tests {
 
     #[test]
     fn a_reader_keeping_values_records_every_leaf() {
-        let text = br#"{"a": ["x\\y", -12, 1.5, true, false, null, {}], "b": "\u00e9"}"#;
+        let text = br#"{"a": ["x\\y", -12, true, false, null, {}], "b": "\u00e9"}"#;
         let mut reader = Reader::keeping_values();
         let values = reader.parse_values(text).expect("valid").to_vec();
-        assert_eq!(values.len(), 7);
+        assert_eq!(values.len(), 6);
         assert_eq!(values[1], Value::Integer(15, 18));
         assert_eq!(
             values[2..],
             [
-                Value::Float,
                 Value::Boolean(true),
                 Value::Boolean(false),
                 Value::Null,
-                values[6]
+                values[5]
             ]
         );
-        let (Value::String(first), Value::String(last)) = (values[0], values[6]) else {
+        let (Value::String(first), Value::String(last)) = (values[0], values[5]) else {
             panic!("strings expected: {values:?}");
         };
         assert_eq!(reader.text(text, first), b"x\\y"); // kept: only the scan refuses it
