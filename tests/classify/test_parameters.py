@@ -39,3 +39,18 @@ def test_released_parameters_are_labelled_and_scanned() -> None:
     assert labels["outputs.text.parameters.note{credit_card}"] == {"confidential"}
     assert [hit.detector for hit in result.spans["parameters.note"]] == ["us_ssn"]
     assert not any("secret" in path or "other" in path for path in labels)
+
+
+def test_a_double_holding_a_card_and_an_escaped_card_are_found() -> None:
+    reply = pb.ModelInferResponse(model_name="m")
+    reply.parameters["note"].double_param = 4111111111111111.0
+    output = reply.outputs.add(name="text", datatype="BYTES", shape=[1])
+    escaped = "card \\u0034111111111111111"  # a backslash-u escape: the card, decoded
+    output.parameters["note"].string_param = escaped
+    result = classify_parameters(released_parameters(reply, RELEASED), RELEASED, DetectorSet.default())
+    labels = {field.path: set(field.labels) for field in result.fields}
+    assert labels["parameters.note{credit_card}"] == {"confidential"}
+    assert labels["outputs.text.parameters.note{credit_card}"] == {"confidential"}
+    # Found only once decoded: the span covers the whole value, as for output text.
+    [hit] = result.spans["outputs.text.parameters.note"]
+    assert (hit.start, hit.end) == (0, len(escaped.encode()))

@@ -5,8 +5,8 @@ put a card number in one. Only the names the operator released (``release.parame
 with the label each carries) are read at all; every other parameter is dropped unseen.
 A released parameter becomes the field ``parameters.<name>`` (or
 ``outputs.<tensor>.parameters.<name>``) with its configured label (source ``config``), and
-its text form is scanned by the detectors like any output text, adding
-``<path>{<detector>}`` fields. ``labelgate.labels`` is the backend's labelling channel
+its text form is scanned by the detectors like any output text (with JSON escapes decoded
+too), adding ``<path>{<detector>}`` fields. ``labelgate.labels`` is the backend's labelling channel
 (read by ``backend_labels``) and is never released.
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import Field, FieldSet, detector_source
+from labelgate.classify.json_elements import hidden_by_escapes
+from labelgate.classify.jsonpaths import scannable
 
 SOURCE_CONFIG = "config"
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
@@ -68,14 +70,10 @@ def released_parameters(response: Any, released: Mapping[str, str]) -> list[Para
 
 
 def text_of(value: ParameterValue) -> bytes | None:
-    """What detectors read: strings and integers (a card number fits in a uint64)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
-    if isinstance(value, int):
-        return str(value).encode()
-    return None
+    """What detectors read: strings and numbers, as a JSON leaf's (``jsonpaths.scannable``: a
+    card number fits in a uint64, and a double holding a whole number reads as its digits)."""
+    text = scannable(value)
+    return None if text is None else text.encode("utf-8", "surrogatepass")
 
 
 def classify_parameters(
@@ -89,7 +87,13 @@ def classify_parameters(
         if text is not None:
             texts.append((parameter.path, text))
     spans: dict[str, list[Detection]] = {}
-    found = detectors.scan_each([text for _, text in texts]) if texts else {}
+    values = [text for _, text in texts]
+    found = detectors.scan_each(values) if texts else {}
+    # JSON escapes hide values from a scan of the raw text, as in output text: what only their
+    # decoded form shows spans the whole value.
+    if any(b"\\" in text for text in values):
+        for position, hidden in hidden_by_escapes(values, detectors).items():
+            found[position] = [*found.get(position, ()), *hidden]
     for position, hits in found.items():
         path = texts[position][0]
         spans[path] = list(hits)
