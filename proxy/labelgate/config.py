@@ -400,7 +400,13 @@ class OidcSettings(Section):
     redirect_url: str | None = Field(None, pattern=r"^https?://[^\s#]+/inbox/oidc/callback$")
     scopes: list[str] = ["openid", "groups"]
     # Where the approver's groups are: a claim name, or a dotted path into nested claims.
-    groups_claim: str = Field("groups", min_length=1)
+    groups_claim: str = Field(
+        "groups",
+        min_length=1,
+        description="Claim name or dotted path; a list of group names taken as they are, or one "
+        "string split at commas and spaces. A name that is empty, starts or ends with a space, or "
+        "holds other whitespace or invisible characters refuses the sign-in (OIDC_BAD_GROUPS)",
+    )
     subject_claim: str = Field("sub", min_length=1)
     timeout_seconds: float = Field(10.0, gt=0, le=60)
     leeway_seconds: int = Field(30, ge=0, le=300)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 
 from labelgate.admin.guards import AdminGuard
-from labelgate.approvals.api import install_problem_handlers
+from labelgate.approvals.api import API_PREFIX, SUBJECT_STATE, install_problem_handlers
+from labelgate.auth import Subject, reasons
 
 
 async def test_the_limit_holds_while_reading_even_when_the_declared_length_lies() -> None:
@@ -49,3 +51,28 @@ async def test_the_limit_holds_while_reading_even_when_the_declared_length_lies(
     assert sent[0]["status"] == 413
     assert asked == 2  # refused at the chunk that crossed the limit; the third was never asked for
     assert (b"connection", b"close") in sent[0]["headers"]
+
+
+async def test_two_authorization_headers_are_refused_not_the_last_one_taken() -> None:
+    """A dict of the headers keeps the last of two, so bob's request carrying alice's token
+    second would be alice's: refused, as the gateway refuses it (``TOKEN_MALFORMED``)."""
+    app = FastAPI()
+
+    @app.get(API_PREFIX)
+    async def who(request: Request) -> dict[str, str]:
+        return {"subject": request.scope["state"][SUBJECT_STATE].id}
+
+    async def authenticate(header: str | None) -> Subject:
+        return Subject.proven("jwt", (header or "").removeprefix("Bearer "), issuer="idp")
+
+    guarded = AdminGuard(app, max_body_bytes=1024, body_timeout_seconds=5, authenticate=authenticate)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://t") as client:
+        assert (await client.get(API_PREFIX, headers={"authorization": "Bearer bob"})).json() == {
+            "subject": "jwt:idp#bob"
+        }
+        reply = await client.get(
+            API_PREFIX, headers=[("authorization", "Bearer bob"), ("Authorization", "Bearer alice")]
+        )
+    assert reply.status_code == 401
+    assert reply.json()["reason"] == reasons.TOKEN_MALFORMED
+    assert "alice" not in reply.text

@@ -133,6 +133,18 @@ def test_duplicate_ids_and_hashes_are_refused(tmp_path: Path) -> None:
     assert "duplicate ids ['a']" in caught.value.message and "share one hash" in caught.value.message
 
 
+@pytest.mark.parametrize("name", [" analysts", "approvers\u3000", "a\x1fb", ""])
+def test_a_group_name_a_subject_cannot_hold_is_refused_at_load(tmp_path: Path, name: str) -> None:
+    """Refused at start, not trimmed (another group) nor left to fail every call with the key."""
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        yaml.safe_dump({"keys": [{"id": "ci", "sha256": hash_api_key(mint_api_key()), "groups": [name]}]})
+    )
+    with pytest.raises(ConfigError) as caught:
+        ApiKeyStore.load(path)
+    assert caught.value.reason == reasons.AUTH_CONFIG_INVALID and "ci: a group name" in caught.value.message
+
+
 def test_an_unreadable_keys_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
     path.write_text("keys: [unclosed")

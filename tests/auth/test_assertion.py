@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from labelgate.auth.assertion import SubjectAsserter, SubjectAssertionSettings
+from labelgate.auth import reasons
+from labelgate.auth.assertion import SubjectAsserter, SubjectAssertionSettings, generate_key_pem
 from labelgate.auth.subject import Subject
+from labelgate.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +86,41 @@ def test_the_claims_are_each_calls_own_and_written_as_json_dumps_writes_them(
             list(subject.groups),
         )
         assert (claims["request_id"], claims["aud"]) == (request_id, audience)
+
+
+def _next_key_jwk(kid: str) -> dict[str, str]:
+    """The full JWK (private ``d`` included) of a new P-256 key, as a careless rotation writes it."""
+    key = serialization.load_pem_private_key(generate_key_pem(), None)
+    return {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), "kid": kid}
+
+
+def test_extra_public_keys_are_published_beside_the_signing_key(tmp_path: Path) -> None:
+    public = {k: v for k, v in _next_key_jwk("next").items() if k != "d"}
+    (tmp_path / "extra.json").write_text(json.dumps({"keys": [public]}))
+    asserter = SubjectAsserter.from_settings(
+        SubjectAssertionSettings(extra_jwks_file=tmp_path / "extra.json")
+    )
+    assert asserter is not None
+    assert [key["kid"] for key in asserter.jwks()["keys"]] == [asserter.kid, "next"]
+
+
+@pytest.mark.parametrize("member", ["d", "p", "q", "dp", "dq", "qi", "oth", "k"])
+def test_an_extra_key_with_private_members_is_refused_at_start(tmp_path: Path, member: str) -> None:
+    """The JWKS is published unauthenticated: a rotation file holding the next key in full would
+    hand out the key the gateway is about to sign with."""
+    public = {k: v for k, v in _next_key_jwk("next").items() if k != "d"}
+    (tmp_path / "extra.json").write_text(
+        json.dumps({"keys": [public, {**public, "kid": "full", member: "AQAB"}]})
+    )
+    with pytest.raises(ConfigError) as caught:
+        SubjectAsserter.from_settings(SubjectAssertionSettings(extra_jwks_file=tmp_path / "extra.json"))
+    assert caught.value.reason == reasons.ASSERTION_KEY_INVALID
+    assert "'full'" in caught.value.message and "private" in caught.value.message
+    assert f"({member})" in caught.value.message
+
+
+def test_an_extra_key_that_is_not_an_object_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "extra.json").write_text(json.dumps({"keys": ["next"]}))
+    with pytest.raises(ConfigError) as caught:
+        SubjectAsserter.from_settings(SubjectAssertionSettings(extra_jwks_file=tmp_path / "extra.json"))
+    assert caught.value.reason == reasons.ASSERTION_KEY_INVALID

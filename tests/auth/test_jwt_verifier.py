@@ -213,6 +213,61 @@ def test_groups_of_the_wrong_shape_are_refused(verifier, rsa_key, value) -> None
     assert refused(verifier, rsa_key.sign(claims(groups=value))).reason == reasons.TOKEN_BAD_GROUPS
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["approvers\u3000"],  # ideographic space: "approvers" once trimmed
+        ["\u00a0break-glass"],  # NBSP
+        ["analysts", "security\x1f"],  # a control character str.strip() also removes
+        ["ap\u200bprovers"],  # zero-width space: invisible, never removed
+        ["approvers "],
+        [" approvers"],
+        ["data\tstewards"],
+        [""],
+        "approvers\u3000",  # the string form is split at commas and plain spaces only
+        "analysts, \u00a0approvers",
+        "analysts,security\x1c",
+    ],
+)
+def test_a_group_name_trimming_would_change_makes_the_token_invalid(verifier, rsa_key, value) -> None:
+    """Names are compared exactly, so one a provider tells apart from ``approvers`` must never
+    become ``approvers`` here: the token is refused, and the refusal does not quote the name."""
+    error = refused(verifier, rsa_key.sign(claims(groups=value)))
+    assert error.reason == reasons.TOKEN_BAD_GROUPS
+    assert "approvers" not in error.message and "security" not in error.message
+
+
+def test_a_group_name_with_a_space_inside_is_kept_whole_in_list_form(verifier, rsa_key) -> None:
+    token = rsa_key.sign(claims(groups=["Data Stewards", "analysts"]))
+    assert verifier.verify(token).groups == ("Data Stewards", "analysts")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("exp", lambda now: str(now + 600)),  # PyJWT takes a numeric string
+        ("nbf", lambda now: str(now)),
+        ("iat", lambda now: str(now)),
+        ("nbf", lambda now: True),  # PyJWT takes a bool as 1
+        ("iat", lambda now: True),
+    ],
+)
+def test_time_claims_that_are_not_json_numbers_make_the_token_malformed(
+    verifier, rsa_key, name, value
+) -> None:
+    """A subject keeping ``exp`` as a string would outlive it: what ends a stream at ``exp``
+    compares numbers only."""
+    now = int(time.time())
+    token = rsa_key.sign(claims(now=now, **{name: value(now)}))
+    assert refused(verifier, token).reason == reasons.TOKEN_MALFORMED
+
+
+def test_time_claims_may_be_fractional(verifier, rsa_key) -> None:
+    now = time.time()
+    subject = verifier.verify(rsa_key.sign(claims(now=now, exp=now + 600.5, iat=now - 0.5)))
+    assert subject.attributes["exp"] == now + 600.5
+
+
 def test_a_custom_subject_claim(tmp_path, rsa_key) -> None:
     path = write_jwks(tmp_path / "k.json", rsa_key)
     verifier = JwtVerifier.from_settings(

@@ -27,7 +27,7 @@ from labelgate.auth import (
     strip_caller_metadata,
 )
 from labelgate.auth.jwt_verifier import JwtVerifier
-from labelgate.auth.mtls import MtlsIdentifier
+from labelgate.auth.mtls import MtlsIdentifier, load_groups_file
 from labelgate.auth.settings import JwtSettings
 from labelgate.errors import ConfigError, Unauthenticated
 from tests.support.pki import CertAuthority, IssuedCert, create_ca
@@ -236,3 +236,13 @@ def test_server_credentials_need_readable_files(tmp_path, mtls_settings) -> None
     with pytest.raises(ConfigError) as caught:
         server_credentials(mtls_settings, tmp_path / "missing.crt", tmp_path / "missing.key")
     assert caught.value.reason == "TLS_CONFIG_INVALID"
+
+
+@pytest.mark.parametrize("name", [" analysts", "approvers\u3000", "a\x1fb", ""])
+def test_a_groups_file_name_a_subject_cannot_hold_is_refused_at_load(tmp_path: Path, name: str) -> None:
+    """Names are never trimmed (``approvers`` + U+3000 is another group): refused at start."""
+    path = tmp_path / "groups.yaml"
+    path.write_text(json.dumps({"alice": ["analysts", name]}))  # JSON is YAML, and keeps \u3000 exact
+    with pytest.raises(ConfigError) as caught:
+        load_groups_file(path)
+    assert caught.value.reason == reasons.AUTH_CONFIG_INVALID and "alice: groups" in caught.value.message

@@ -16,7 +16,14 @@ SCHEMA = json.loads(
 
 
 def test_groups_are_sorted_and_unique() -> None:
-    assert Subject("alice", ("b", "a", "b", " c "), "jwt").groups == ("a", "b", "c")
+    assert Subject("alice", ("b", "a", "b", "c d"), "jwt").groups == ("a", "b", "c d")
+
+
+@pytest.mark.parametrize("name", [" c ", "approvers\u3000", "\u00a0break-glass", "security\x1f", "a\u200bb"])
+def test_a_group_name_is_never_trimmed_into_another(name: str) -> None:
+    """Trimming made ``approvers`` + U+3000 (another group at the provider) ``approvers``."""
+    with pytest.raises(ValueError, match="group name"):
+        Subject("alice", ("analysts", name), "jwt")
 
 
 def test_to_policy_matches_the_input_schema() -> None:

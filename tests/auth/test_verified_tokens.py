@@ -3,6 +3,8 @@ never one verified under a key set that has since changed."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 
 import pytest
@@ -88,3 +90,68 @@ def test_the_memo_is_bounded_and_drops_the_least_recently_used() -> None:
 def test_a_memo_needs_room_for_one_entry() -> None:
     with pytest.raises(ValueError):
         VerifiedTokens(max_entries=0)
+
+
+def test_an_entry_evicted_by_another_thread_mid_lookup_is_a_miss_not_a_key_error() -> None:
+    """The admin listener verifies tokens in worker threads (``asyncio.to_thread``) while the
+    event loop does too. Here one thread is held inside ``get`` (in the clock) while another
+    fills the memo past its bound; the held lookup must end as a miss, not a ``KeyError``."""
+    keys = object()
+    in_clock, evicted = threading.Event(), threading.Event()
+    reader: list[threading.Thread] = []
+
+    def clock() -> float:
+        if reader and threading.current_thread() is reader[0] and not in_clock.is_set():
+            in_clock.set()
+            assert evicted.wait(5)
+        return 0.0
+
+    memo = VerifiedTokens(max_entries=2, clock=clock)
+    memo.put("alice", keys, ALICE, expires=60.0)
+    found: list[object] = []
+    reader.append(threading.Thread(target=lambda: found.append(_get_or_error(memo, "alice", keys))))
+    reader[0].start()
+    assert in_clock.wait(5)
+    for token in ("b", "c"):  # pushes "alice" out
+        memo.put(token, keys, ALICE, expires=60.0)
+    evicted.set()
+    reader[0].join(5)
+    assert found in ([None], [ALICE])
+
+
+def test_the_memo_shared_by_threads_raises_nothing() -> None:
+    """As the reviewer's repro: threads getting and putting across more tokens than fit."""
+    memo, keys = VerifiedTokens(max_entries=8), object()
+    subjects = {f"t{i}": Subject.proven("jwt", f"u{i}", issuer="i") for i in range(12)}
+    errors: list[str] = []
+
+    def work(offset: int) -> None:
+        for n in range(20_000):
+            token = f"t{(n + offset) % 12}"
+            try:
+                found = memo.get(token, keys)
+                if found is None:
+                    memo.put(token, keys, subjects[token], time.time() + 600)
+                elif found is not subjects[token]:
+                    errors.append("wrong subject")
+            except Exception as error:  # any exception is the failure
+                errors.append(type(error).__name__)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == [] and len(memo) <= 8
+
+
+def _get_or_error(memo: VerifiedTokens, token: str, keys: object) -> object:
+    try:
+        return memo.get(token, keys)
+    except Exception as error:  # reported to the test's thread
+        return error

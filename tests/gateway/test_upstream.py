@@ -1,12 +1,22 @@
-"""The upstream edge: what of the caller's metadata travels, and what an upstream error says."""
+"""The upstream edge: what of the caller's metadata travels, and what an upstream error says
+(and a failure grpc raises on the gateway's side)."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 import grpc
 import pytest
 
-from labelgate.config import UpstreamSettings
+from labelgate.auth import mint_dev_token
+from labelgate.config import GatewaySettings, UpstreamSettings
+from labelgate.gateway.server import Gateway
 from labelgate.gateway.upstream import Upstream, UpstreamStatus, upstream_error
+from tests.gateway.harness import CATALOG
+from tests.support.procs import REPO, free_port
+
+DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
 
 CALLER = (
     ("authorization", "Bearer caller-token"),
@@ -62,3 +72,94 @@ def test_a_size_error_worded_by_an_upstream_says_only_the_gateways_words() -> No
     text = "CLIENT: Received message larger than max (1 vs. 2) 4111 1111 1111 1111"
     error = upstream_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, text), 1024)
     assert "4111" not in error.message and "1024" in error.message
+
+
+async def test_a_caller_value_an_upstream_cannot_take_is_left_out() -> None:
+    """A REST caller's header arrives as latin-1 text: ``caf\\xe9`` would make grpc refuse the
+    whole call (ExecuteBatchError) after policy allowed it. Such values are dropped, for every
+    kind of upstream, and the rest of the call goes on."""
+    settings = UpstreamSettings(forward_metadata=["x-request-id", "traceparent", "tracestate", "x-trace-bin"])
+    upstream = Upstream(settings, 1 << 20)
+    try:
+        sent = upstream.metadata(
+            (
+                ("x-request-id", "caf\xe9"),
+                ("traceparent", "00-a\x7fb"),
+                ("tracestate", "vendor=ok"),
+                ("x-trace-bin", "text under a binary name"),
+            )
+        )
+        assert dict(sent) == {"tracestate": "vendor=ok"}
+        assert dict(upstream.metadata((("x-trace-bin", b"\x00\xff"), ("x-request-id", "r-1")))) == {
+            "x-trace-bin": b"\x00\xff",
+            "x-request-id": "r-1",
+        }
+    finally:
+        await upstream.close()
+
+
+async def test_a_failure_grpc_raises_on_the_gateways_side_is_a_status_not_a_500() -> None:
+    """grpc raises ExecuteBatchError for metadata it will not send and UsageError on a closed
+    channel, neither an AioRpcError: each is the caller's UNAVAILABLE, in fixed text."""
+    upstream = Upstream(UpstreamSettings(address=f"127.0.0.1:{free_port()}"), 1 << 20)
+    ready = upstream.unary_unary("/inference.GRPCInferenceService/ServerReady", None, None)
+    try:
+        with pytest.raises(UpstreamStatus) as caught:
+            await ready(b"", metadata=(("x-request-id", "caf\xe9"),), timeout=2)
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.message == "the upstream failed with UNAVAILABLE"
+        assert "caf" not in str(caught.value)
+    finally:
+        await upstream.close()
+    with pytest.raises(UpstreamStatus) as caught:
+        await ready(b"", timeout=2)  # the channel is closed now
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(UpstreamStatus) as caught:
+        upstream.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer", None, None)(timeout=2)
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_rest_caller_header_grpc_cannot_send_does_not_fail_the_call(backend: str) -> None:
+    """The reviewer's repro: a REST caller's ``x-request-id: caf\\xe9`` (one latin-1 byte) in
+    front of a gRPC upstream was a 500 INTERNAL_ERROR after policy allowed the call."""
+    listen = f"127.0.0.1:{free_port()}"
+    gateway = Gateway(
+        GatewaySettings(
+            listen=f"127.0.0.1:{free_port()}",
+            rest_listen=listen,
+            admin_listen=None,
+            upstream={"address": backend},
+            policy={"dir": str(REPO / "rego")},
+            classification={"catalog_file": str(CATALOG)},
+            masking={"hash_key": "upstream-test-hash-key-0123456789"},
+            auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(DEV_KEYS)}},
+        )
+    )
+    await gateway.start()
+    try:
+        token = mint_dev_token("ana", ["analysts"], 300, DEV_KEYS)
+        body = json.dumps(
+            {"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [1], "data": [1]}]}
+        ).encode()
+        for path, content in (("/v2/health/ready", b""), ("/v2/models/customer-profile/infer", body)):
+            head = (
+                f"{'POST' if content else 'GET'} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(content)}\r\n"
+            ).encode()
+            reply = await _raw_http(listen, head + b"X-Request-Id: caf\xe9\r\n\r\n" + content)
+            assert reply.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK", reply[:300]
+    finally:
+        await gateway.stop(0)
+
+
+async def _raw_http(address: str, request: bytes) -> bytes:
+    """Send bytes as they are (httpx would not send a latin-1 header byte) and read to the end."""
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()

@@ -31,7 +31,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from labelgate.approvals.api import API_PREFIX, PROBLEM_TYPE, SUBJECT_STATE
 from labelgate.auth import Subject
-from labelgate.errors import LabelgateError
+from labelgate.auth import reasons as auth_reasons
+from labelgate.errors import LabelgateError, Unauthenticated
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
@@ -42,6 +43,15 @@ Authenticate = Callable[[str | None], Awaitable[Subject]]
 def _problem(status: int, title: str, detail: str, reason: str, headers: dict[str, str]) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "reason": reason}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE, headers=headers)
+
+
+def _single_authorization(raw: list[tuple[bytes, bytes]], headers: dict[str, str]) -> str | None:
+    """The request's one Authorization header. ``headers`` keeps the last of repeated ones, so
+    two (bob's token, then alice's) would be whichever a proxy put last: refused instead, as the
+    gateway refuses them (``Authenticator``)."""
+    if sum(1 for key, _ in raw if key.lower() == b"authorization") > 1:
+        raise Unauthenticated(auth_reasons.TOKEN_MALFORMED, "more than one authorization header")
+    return headers.get("authorization")
 
 
 class AdminGuard:
@@ -70,7 +80,7 @@ class AdminGuard:
         path = scope.get("path", "")
         if self.authenticate is not None and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
             try:
-                subject = await self.authenticate(headers.get("authorization"))
+                subject = await self.authenticate(_single_authorization(scope["headers"], headers))
             except LabelgateError as error:
                 response = _problem(
                     error.http_status,

@@ -12,8 +12,9 @@ too when there are several audiences), ``exp``/``iat`` and the ``nonce``.
 
 Who signs in: ``jwt:<issuer>#<sub>``, the qualified id a bearer token from the same issuer
 gets, so an approver is one person whether they use the inbox or the API; groups from
-``admin.oidc.groups_claim``. A failure is a ``LabelgateError`` with a stable reason
-(``OIDC_*``); the page says what went wrong, never a token or a provider's raw answer.
+``admin.oidc.groups_claim``, read as a bearer token's are (``groups_from_claim``). A failure
+is a ``LabelgateError`` with a stable reason (``OIDC_*``); the page says what went wrong, never
+a token or a provider's raw answer.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from joserfc.jwk import KeySet
 
 from labelgate.approvals import reasons, signed
 from labelgate.auth import Subject
-from labelgate.auth.jwt_verifier import claim_value
+from labelgate.auth.jwt_verifier import claim_value, groups_from_claim
 from labelgate.config import OidcSettings
 from labelgate.errors import LabelgateError, PermissionDenied, Unauthenticated
 from labelgate.logs import get_logger
@@ -274,17 +275,14 @@ class OidcSignin:
         sub = claim_value(claims, self.settings.subject_claim)
         if not isinstance(sub, str) or not 0 < len(sub) <= 256:
             raise Unauthenticated(reasons.OIDC_BAD_SUBJECT, "the ID token names no usable subject")
-        value = claim_value(claims, self.settings.groups_claim)
-        if value is None:
-            groups: list[str] = []
-        elif isinstance(value, str):
-            groups = value.replace(",", " ").split()
-        elif isinstance(value, list) and all(isinstance(name, str) and name.strip() for name in value):
-            groups = [name.strip() for name in value]
-        else:
+        # The same rule as a bearer token's groups (nothing trimmed, a doubtful name refuses
+        # the sign-in), so an approver is in the same groups whichever way they come in.
+        try:
+            groups = groups_from_claim(claim_value(claims, self.settings.groups_claim))
+        except ValueError as error:
             raise Unauthenticated(
-                reasons.OIDC_BAD_GROUPS, f"the {self.settings.groups_claim!r} claim is not a list of names"
-            )
+                reasons.OIDC_BAD_GROUPS, f"the {self.settings.groups_claim!r} claim {error}"
+            ) from None
         if len(groups) > MAX_GROUPS:
             raise Unauthenticated(reasons.OIDC_BAD_GROUPS, f"the ID token names over {MAX_GROUPS} groups")
         return Subject.proven(

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labelgate.auth import reasons
-from labelgate.auth.subject import Subject
+from labelgate.auth.subject import Subject, group_name_problem
 from labelgate.errors import ConfigError, Unauthenticated
 
 KEY_PREFIX = "lgk_"  # lets secret scanners and people recognise a labelgate key
@@ -96,8 +96,14 @@ class ApiKeyStore:
         hashes = [entry.sha256 for entry in entries]
         if len(set(hashes)) != len(hashes):
             problems.append("two entries share one hash (the same key under two ids)")
-        if any(not name.strip() for entry in entries for name in entry.groups):
-            problems.append("a group name is empty")
+        # Checked here as Subject will (names are never trimmed), so a bad name is a start-up
+        # error rather than a refusal of every call with that key.
+        problems += [
+            f"{entry.id}: a group name {problem}"
+            for entry in entries
+            for name in entry.groups
+            if (problem := group_name_problem(name)) is not None
+        ]
         if problems:
             raise ConfigError(reasons.AUTH_CONFIG_INVALID, f"API keys file {path}: " + "; ".join(problems))
         return cls(entries)

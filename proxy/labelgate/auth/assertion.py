@@ -14,7 +14,9 @@ The upstream verifies it with the gateway's published JWKS (``/.well-known/jwks.
 the admin listener), checks ``aud`` is itself and ``exp``, and may match ``request_id``
 against the gateway's audit log. A caller cannot forge or replay it into another upstream:
 a caller-sent header of that name is never forwarded (``Upstream.metadata`` forwards an
-allow-list), and ``aud`` names one upstream.
+allow-list), and ``aud`` names one upstream. Unless ``audience`` is set: then every upstream's
+assertions carry that one ``aud``, and an upstream can replay one it received to another
+upstream within ``ttl_seconds``; leave it unset so that each upstream gets its own.
 
 The key: ``upstream.subject_assertion.key_file`` (a PEM P-256 private key, PKCS#8; made
 with ``python -m labelgate.auth generate-assertion-key FILE`` or generated for the
@@ -65,7 +67,13 @@ class SubjectAssertionSettings(BaseModel):
         None, description="More public keys to publish in the JWKS (the next or previous key, when rotating)"
     )
     issuer: str = Field(DEFAULT_ISSUER, min_length=1, max_length=256)
-    audience: str | None = Field(None, description="aud of every assertion; default: the upstream's address")
+    audience: str | None = Field(
+        None,
+        description="aud of every assertion. Leave it unset so that each upstream gets its own "
+        "(its address), and an assertion one upstream receives does not verify at another; set, "
+        "every upstream gets the same aud, so one upstream can replay an assertion it received to "
+        "another within ttl_seconds",
+    )
     ttl_seconds: int = Field(60, ge=5, le=3600)
     header: str = Field(ASSERTION_HEADER, pattern=r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -76,6 +84,30 @@ class SubjectAssertionSettings(BaseModel):
         if self.header.endswith("-bin"):
             raise ValueError("subject_assertion.header must not end in -bin (that is binary metadata)")
         return self
+
+
+# JWK members that hold private key material (RFC 7518 6.2.2, 6.3.2 and 6.4.1).
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def _check_public(keys: tuple[Any, ...]) -> None:
+    """Every extra key is published as it is, on an unauthenticated URL: one holding private
+    members (a rotation file written from the full next key) would publish the signing key
+    itself, so it is refused at start rather than stripped (the file is wrong, and says so)."""
+    for position, key in enumerate(keys, 1):
+        if not isinstance(key, Mapping):
+            raise ConfigError(
+                reasons.ASSERTION_KEY_INVALID,
+                f"subject_assertion.extra_jwks_file: key {position} is not an object",
+            )
+        private = sorted(PRIVATE_JWK_MEMBERS.intersection(key))
+        if private:
+            which = f"kid {key['kid']!r}" if "kid" in key else f"number {position} (no kid)"
+            raise ConfigError(
+                reasons.ASSERTION_KEY_INVALID,
+                f"subject_assertion.extra_jwks_file: the key with {which} holds private members "
+                f"({', '.join(private)}); publish only its public part",
+            )
 
 
 def generate_key_pem() -> bytes:
@@ -169,6 +201,7 @@ class SubjectAsserter:
                 raise ConfigError(
                     reasons.ASSERTION_KEY_INVALID, f"subject_assertion.extra_jwks_file: {error}"
                 ) from None
+            _check_public(extra)
         return cls(
             key,
             issuer=settings.issuer,

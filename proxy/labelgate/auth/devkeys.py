@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from labelgate.auth import reasons
 from labelgate.auth.assertion import public_jwk
-from labelgate.auth.subject import normalise_groups
+from labelgate.auth.subject import group_name_problem, normalise_groups
 from labelgate.errors import ConfigError, InvalidInput
 
 DEV_ISSUER = "labelgate-dev"
@@ -113,7 +113,8 @@ def mint_dev_token(
     shipped JWKS, valid from ``now`` for ``ttl_seconds``."""
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 256:
         raise InvalidInput(reasons.DEV_TOKEN_BAD_SUBJECT, "the subject must be 1 to 256 characters")
-    bad = [group for group in groups if not _GROUP_NAME.fullmatch(group)]
+    # What the gateway would refuse in the token (group_name_problem) is refused here first.
+    bad = [group for group in groups if not _GROUP_NAME.fullmatch(group) or group_name_problem(group)]
     if bad:
         raise InvalidInput(
             reasons.DEV_TOKEN_BAD_GROUPS, f"group names must be non-empty without spaces or commas: {bad}"

@@ -3,8 +3,10 @@
 The token's header only selects a key: its ``alg`` must be on the allow-list and match the
 algorithm the key was loaded for, so ``alg: none`` and HS256-signed-with-the-RSA-public-key
 forgeries are refused before any signature maths. ``iss``, ``aud``, ``exp`` and ``nbf`` are
-required. Refusal messages are written here, never copied from PyJWT, so they can't echo
-the token.
+required, and ``exp``, ``nbf`` and ``iat`` must be numbers. Groups come from the groups claim
+(``groups_from_claim``): a list of names, or one string split at commas and spaces; a name
+with invisible characters or surrounding spaces makes the token invalid. Refusal messages
+are written here, never copied from PyJWT, so they can't echo the token.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from labelgate.auth.devkeys import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
 from labelgate.auth.jwks import KeyIndex, TrustedKey, parse_jwks, read_jwks_file
 from labelgate.auth.remote_jwks import RemoteJwks
 from labelgate.auth.settings import JwtSettings
-from labelgate.auth.subject import Subject
+from labelgate.auth.subject import Subject, group_name_problem
 from labelgate.auth.verified_tokens import VerifiedTokens
 from labelgate.errors import ConfigError, Unauthenticated
 from labelgate.logs import get_logger
@@ -30,6 +32,7 @@ log = get_logger(__name__)
 MAX_TOKEN_LENGTH = 16 * 1024
 MAX_GROUPS = 1000
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "nbf")
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
 # Most specific first: InvalidSignatureError and friends subclass DecodeError.
 _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
@@ -166,6 +169,7 @@ class JwtVerifier:
         except jwt.PyJWTError as error:
             reason, message = next((r, m) for kind, r, m in _REFUSALS if isinstance(error, kind))
             raise Unauthenticated(reason, message) from None
+        _check_numeric_dates(claims)
         # Qualified by the issuer the key vouches for (``jwt.decode`` checked ``iss`` against
         # it): a dev-key token is ``jwt:labelgate-dev#<sub>`` and can never be a production id.
         issuer = key.issuer or claims["iss"]
@@ -243,24 +247,41 @@ class JwtVerifier:
         return value
 
     def _groups(self, claims: Mapping[str, Any]) -> tuple[str, ...]:
-        value = claim_value(claims, self._groups_claim)
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            names = value.replace(",", " ").split()
-        elif isinstance(value, list) and all(isinstance(name, str) for name in value):
-            names = [name.strip() for name in value]
-        else:
+        try:
+            names = groups_from_claim(claim_value(claims, self._groups_claim))
+        except ValueError as error:
             raise Unauthenticated(
-                reasons.TOKEN_BAD_GROUPS,
-                f"the {self._groups_claim!r} claim must be a list of strings or a string",
-            )
-        if "" in names or len(names) > MAX_GROUPS:
+                reasons.TOKEN_BAD_GROUPS, f"the {self._groups_claim!r} claim {error}"
+            ) from None
+        if len(names) > MAX_GROUPS:
             raise Unauthenticated(
-                reasons.TOKEN_BAD_GROUPS,
-                f"the {self._groups_claim!r} claim has an empty name or over {MAX_GROUPS}",
+                reasons.TOKEN_BAD_GROUPS, f"the {self._groups_claim!r} claim names over {MAX_GROUPS} groups"
             )
         return tuple(names)
+
+
+def groups_from_claim(value: Any) -> list[str]:
+    """The group names of a groups claim (``None``: absent, no groups). A list is taken item by
+    item, as it is; a single string is a list delimited by commas and ASCII spaces
+    (``"analysts, data-stewards"``), as some providers send one. Nothing is trimmed: a name
+    ``group_name_problem`` refuses makes the whole claim invalid (ValueError, whose text
+    completes "the claim ..." and never quotes the name), so two groups the identity provider
+    tells apart never become one here."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        # Split on the plain space only: any other whitespace inside is refused below, never
+        # taken as a delimiter that would cut ``approvers`` + U+3000 down to ``approvers``.
+        names = [part for part in value.replace(",", " ").split(" ") if part]
+    elif isinstance(value, list) and all(isinstance(name, str) for name in value):
+        names = list(value)
+    else:
+        raise ValueError("must be a list of strings or a string")
+    for position, name in enumerate(names, 1):
+        problem = group_name_problem(name)
+        if problem is not None:
+            raise ValueError(f"has a group name (number {position}) that {problem}")
+    return names
 
 
 def claim_value(claims: Mapping[str, Any], name: str) -> Any:
@@ -274,6 +295,16 @@ def claim_value(claims: Mapping[str, Any], name: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    """``exp``, ``nbf`` and ``iat`` are JSON numbers (RFC 7519 NumericDate). PyJWT also takes
+    a numeric string ("1796490140") and ``true``; a subject holding such an ``exp`` would
+    outlive it, since what checks a stream's subject later compares numbers only."""
+    for name in NUMERIC_DATE_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Unauthenticated(reasons.TOKEN_MALFORMED, f"the token's {name!r} claim is not a number")
 
 
 def _attributes(claims: Mapping[str, Any], key: TrustedKey) -> dict[str, Any]:

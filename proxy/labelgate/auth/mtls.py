@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from labelgate.auth import reasons
 from labelgate.auth.settings import MtlsSettings
-from labelgate.auth.subject import Subject
+from labelgate.auth.subject import Subject, group_name_problem
 from labelgate.errors import ConfigError, Unauthenticated
 
 AuthContext = Mapping[str, list[bytes]]
@@ -136,8 +136,12 @@ def load_groups_file(path: Path) -> dict[str, tuple[str, ...]]:
     for identity, names in document.items():
         if not isinstance(identity, str) or not identity:
             problems.append(f"identity {identity!r} is not a non-empty string")
-        elif not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
-            problems.append(f"{identity}: groups must be a list of non-empty strings")
+        elif not isinstance(names, list) or any(group_name_problem(name) is not None for name in names):
+            # Names are never trimmed (see group_name_problem): a doubtful one is refused here.
+            problems.append(
+                f"{identity}: groups must be a list of names without invisible characters"
+                " or surrounding spaces"
+            )
         else:
             groups[identity] = tuple(names)
     if problems:

@@ -51,7 +51,12 @@ class JwtSettings(_Settings):
     jwks_timeout_seconds: float = Field(5.0, gt=0, le=60)
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     groups_claim: str = Field(
-        "groups", min_length=1, description="Claim name, or a dotted path into nested claims"
+        "groups",
+        min_length=1,
+        description="Claim name, or a dotted path into nested claims. Its value is a list of group "
+        "names taken as they are, or one string split at commas and spaces; a name that is empty, "
+        "starts or ends with a space, or holds other whitespace or invisible characters makes the "
+        "token invalid (TOKEN_BAD_GROUPS): names are never trimmed",
     )
     subject_claim: str = Field("sub", min_length=1)
     leeway_seconds: int = Field(30, ge=0, le=300)

@@ -111,12 +111,33 @@ class Subject:
 
 
 def normalise_groups(groups: Iterable[str]) -> tuple[str, ...]:
+    """Sorted unique names, each exactly as given: a name ``group_name_problem`` refuses is a
+    ValueError, never trimmed into another (``approvers`` + U+3000 is not ``approvers``)."""
     if isinstance(groups, str):  # a bare string would otherwise become one group per character
         raise ValueError("groups must be a collection of names, not a string")
-    names = {name.strip() for name in groups}
-    if "" in names:
-        raise ValueError("group names must not be empty")
+    names = set(groups)
+    for name in names:
+        problem = group_name_problem(name)
+        if problem is not None:
+            raise ValueError(f"a group name {problem}")
     return tuple(sorted(names))
+
+
+def group_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a group name (None: it can). Names are compared exactly, so one
+    is refused rather than cleaned up: trimming or dropping what cannot be seen would make a
+    different group at the identity provider (``approvers`` + U+3000, NBSP + ``break-glass``) the
+    one the policy trusts. A name is printable text (no control or format characters, and no
+    whitespace but the plain ASCII space) that neither starts nor ends with a space."""
+    if not isinstance(name, str) or not name:
+        return "is empty or not a string"
+    # str.isprintable is False for every Unicode separator (NBSP, U+3000, ...) except " ", and
+    # for controls (\x1c-\x1f, \x85), format characters (zero-width space) and unassigned ones.
+    if not name.isprintable():
+        return "holds a control character, an invisible character or whitespace other than a space"
+    if name[0] == " " or name[-1] == " ":
+        return "starts or ends with a space"
+    return None
 
 
 def _copied(value: Any) -> Any:

@@ -11,10 +11,16 @@ keyed by the whole token string, and an entry holds only while
 
 Only successful verifications are kept; a refusal is always recomputed (and costs no
 signature check in the common refusals). Bounded: past ``max_entries`` the oldest go first.
+
+Thread-safe: the gateway's verifier is used from the event loop and from the admin listener's
+worker threads (``asyncio.to_thread``), and an unguarded OrderedDict raises ``KeyError`` when
+one thread evicts the entry another is moving. One lock around each short critical section (a
+dict lookup, a move, an insert) costs far less than the signature check it saves.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,26 +41,30 @@ class VerifiedTokens:
         self._max_entries = max_entries
         self._clock = clock  # wall clock: ``exp`` is seconds since the epoch
         self._entries: OrderedDict[str, tuple[Subject, float, object]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, token: str, keys: object) -> Subject | None:
         """The subject ``token`` was verified as under ``keys``, if that still holds."""
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        subject, expires, verified_with = entry
-        if verified_with is not keys or self._clock() >= expires:
-            del self._entries[token]
-            return None
-        self._entries.move_to_end(token)
-        return subject
+        now = self._clock()  # outside the lock: a clock is the caller's code
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            subject, expires, verified_with = entry
+            if verified_with is not keys or now >= expires:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return subject
 
     def put(self, token: str, keys: object, subject: Subject, expires: float) -> None:
         if self._clock() >= expires:
             return  # accepted within the leeway only: leave it to the full check every time
-        self._entries[token] = (subject, expires, keys)
-        self._entries.move_to_end(token)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[token] = (subject, expires, keys)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)

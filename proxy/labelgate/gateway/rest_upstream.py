@@ -229,21 +229,15 @@ class RestUpstream(UpstreamEdge):
 
     # -- HTTP ---------------------------------------------------------------------------------
     def headers(self, metadata: Metadata) -> dict[str, str]:
-        """The upstream call's headers: what ``metadata`` lets through (``UpstreamEdge``),
-        text values only (binary ``-bin`` metadata has no HTTP form here), and only values that
-        are printable ASCII: a caller's ``x-request-id`` of ``caf\\xe9`` arrives as latin-1
-        text, which httpx cannot encode (and a control character does not belong in a header)."""
-        headers = {}
-        for key, value in self.metadata(metadata):
-            if not isinstance(value, str) or key.endswith("-bin"):
-                continue
-            if not _printable_ascii(value):
-                log.warning(
-                    "caller header not forwarded: not printable ASCII", upstream=self.name, header=key
-                )
-                continue
-            headers[key] = value
-        return headers
+        """The upstream call's headers: what ``metadata`` lets through (``UpstreamEdge``, which
+        also leaves out caller values that are not printable ASCII, such as a latin-1
+        ``x-request-id`` httpx could not encode), text values only (binary ``-bin`` metadata
+        has no HTTP form here)."""
+        return {
+            key: value
+            for key, value in self.metadata(metadata)
+            if isinstance(value, str) and not key.endswith("-bin")
+        }
 
     async def _exchange(
         self, method: str, path: str, metadata: Metadata, seconds: float, body: bytes | None = None
@@ -406,7 +400,3 @@ def _parsed(parse: Callable[[], Message]) -> Message:
         # text: the exception's own may quote the reply (grpc would send it to the caller).
         log.warning("upstream reply did not parse", error_type=type(error).__name__)
         raise MalformedUpstream("the upstream sent a reply that does not parse") from None
-
-
-def _printable_ascii(value: str) -> bool:
-    return value.isascii() and value.isprintable()

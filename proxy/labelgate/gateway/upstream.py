@@ -87,15 +87,38 @@ class UpstreamEdge:
     def metadata(self, caller: Metadata) -> tuple[tuple[str, Any], ...]:
         """What the upstream gets: the allow-listed part of the caller's metadata, then the
         gateway's own credential. An allow-list, because a deny-list misses the next header
-        that carries an identity (``x-forwarded-user``, ``x-goog-api-key``, ...)."""
+        that carries an identity (``x-forwarded-user``, ``x-goog-api-key``, ...).
+
+        A caller's text value that is not printable ASCII is left out: a REST caller's
+        ``x-request-id`` of ``caf\\xe9`` arrives as latin-1 text, which grpc refuses to send
+        (an ExecuteBatchError, after policy allowed the call) and httpx cannot encode, and a
+        control character does not belong in a header anyway."""
         allowed = self._forward
         kept = [
             (k, v)
             for k, v in strip_caller_metadata(caller)
-            if k in allowed and not k.startswith("x-labelgate-") and k != self._assertion_header
+            if k in allowed
+            and not k.startswith("x-labelgate-")
+            and k != self._assertion_header
+            and self._sendable(k, v)
         ]
         # Tracing on: the trace headers are the gateway's upstream span's, not the caller's.
         return (*tracing.outgoing(kept, allowed), *self._credential, *self._assertion())
+
+    def _sendable(self, key: str, value: Any) -> bool:
+        if key.endswith("-bin"):
+            # Binary metadata travels as the bytes it came as; text under a -bin name (a REST
+            # header) is a TypeError in grpc.
+            if isinstance(value, bytes):
+                return True
+            why = "binary metadata sent as text"
+        elif isinstance(value, str) and value.isascii() and value.isprintable():
+            return True
+        else:
+            why = "not printable ASCII"
+        # The name only: the value is the caller's and may be anything.
+        log.warning("caller header not forwarded", why=why, upstream=self.name, header=key)
+        return False
 
     def _assertion(self) -> tuple[tuple[str, str], ...]:
         """The signed subject assertion of the call being served (set by the authenticate
@@ -352,6 +375,14 @@ def _parsed(message: Any) -> Any:
     return message
 
 
+def client_failure(error: Exception, upstream: str | None = None) -> UpstreamStatus:
+    """A failure grpc raised on the gateway's side without a status (``UsageError`` on a closed
+    channel, ``ExecuteBatchError`` for metadata it will not send, a ``TypeError``...): still
+    the caller's status, never a 500. Only its kind is logged; its text may quote metadata."""
+    log.error("upstream call failed unexpectedly", upstream=upstream, error=type(error).__name__)
+    return UpstreamStatus(grpc.StatusCode.UNAVAILABLE, "the upstream failed with UNAVAILABLE")
+
+
 class _CheckedUnary:
     def __init__(self, multicallable: Any, limit: int, upstream: UpstreamEdge) -> None:
         self._multicallable = multicallable
@@ -368,6 +399,11 @@ class _CheckedUnary:
         except MalformedUpstream:
             self._upstream.observe(time.perf_counter() - started, "MALFORMED")
             raise
+        except LabelgateError:
+            raise  # already the caller's status
+        except Exception as error:
+            self._upstream.observe(time.perf_counter() - started, "UNAVAILABLE")
+            raise client_failure(error, self._upstream.name) from None
         self._upstream.observe(time.perf_counter() - started, "ok")
         return reply
 
@@ -378,7 +414,13 @@ class _CheckedStreams:
         self._limit = limit
 
     def __call__(self, *args: Any, **kwargs: Any) -> _CheckedStreamCall:
-        return _CheckedStreamCall(self._multicallable(*args, **kwargs), self._limit)
+        try:
+            call = self._multicallable(*args, **kwargs)
+        except LabelgateError:
+            raise
+        except Exception as error:  # e.g. UsageError: the channel is closed
+            raise client_failure(error) from None
+        return _CheckedStreamCall(call, self._limit)
 
 
 class _CheckedStreamCall:
@@ -399,6 +441,10 @@ class _CheckedStreamCall:
             await self._call.write(message)
         except grpc.aio.AioRpcError as error:
             raise upstream_error(error, self._limit) from None
+        except LabelgateError:
+            raise
+        except Exception as error:  # e.g. UsageError: written after done_writing or cancel
+            raise client_failure(error) from None
 
     async def _replies(self) -> AsyncIterator[Any]:
         try:
@@ -406,3 +452,7 @@ class _CheckedStreamCall:
                 yield _parsed(reply)
         except grpc.aio.AioRpcError as error:
             raise upstream_error(error, self._limit) from None
+        except LabelgateError:
+            raise  # MalformedUpstream
+        except Exception as error:
+            raise client_failure(error) from None
