@@ -184,7 +184,7 @@ def _run_case(case: Case) -> tuple[dict[str, Any], list[str]]:
     import regopy
 
     from labelgate.policy.capabilities import plan_builtins
-    from labelgate.policy.embedded import set_policy_input
+    from labelgate.policy.embedded import UnsupportedInput, set_policy_input
 
     spec = case.spec
     builder = regopy.Interpreter()
@@ -196,7 +196,7 @@ def _run_case(case: Case) -> tuple[dict[str, Any], list[str]]:
     try:
         for index, module in enumerate(spec.get("modules") or []):
             builder.add_module(f"test-{index}.rego", module)
-        builder.add_data_json(json.dumps(spec.get("data") or {}))
+        builder.add_data_json(json.dumps(spec.get("data") or {}, ensure_ascii=False))  # as _load
         bundle = builder.build(spec["query"], [])
         if not bundle.ok():
             raise regopy.RegoError("build failed")
@@ -208,7 +208,12 @@ def _run_case(case: Case) -> tuple[dict[str, Any], list[str]]:
         if spec.get("input_term") is not None:
             runner.set_input_term(spec["input_term"])
         elif "input" in spec:
-            set_policy_input(runner, spec["input"])
+            try:
+                set_policy_input(runner, spec["input"])
+            except UnsupportedInput:
+                # The engine denies such an input (EMBEDDED_INPUT_UNSUPPORTED) unevaluated;
+                # rego-cpp is still measured on it, from the JSON text that gives the same nodes.
+                runner.set_input_term(json.dumps(spec["input"], ensure_ascii=False, allow_nan=False))
         output = runner.query_bundle(bundle)
         if not output.ok():
             raise regopy.RegoError(str(output).splitlines()[0] if str(output) else "error")
@@ -374,9 +379,18 @@ def render_report(results: dict[str, dict[str, Any]], seconds: float) -> str:
         "- refused: `sprintf` with a verb other than `%d` or a non-literal format; `concat`/`sort`",
         "  of a set, and an array comprehension over a set joined right into a string (rego-cpp",
         "  iterates sets in insertion order, OPA in sorted order); builtins that depend on the",
-        "  outside world (`http.send`, `time.now_ns`, ...), whatever their cases say.",
-        "- not refused (cannot be seen by name): `count` and string builtins on runtime strings",
-        '  holding `"`, `\\` or control characters (rego-cpp counts escaped bytes); an array',
+        "  outside world (`http.send`, `time.now_ns`, ...), whatever their cases say; string",
+        "  literals with a `\\u` or `\\/` escape, and raw strings holding a control character",
+        "  other than tab, newline or carriage return (rego-cpp keeps them as written, so they",
+        "  never equal the input's string); data from a `data.yaml` (PyYAML reads YAML 1.1:",
+        "  `1e3` is a string there, a number in OPA).",
+        "- refused per decision (a fail-closed deny, `EMBEDDED_INPUT_UNSUPPORTED`): an input",
+        '  holding a string (key or value) with `"`, `\\` or a control character. rego-cpp',
+        "  compares and sorts strings by their escaped form, so these order differently from",
+        "  OPA (mask order, joined reasons); `--engine opa` decides such inputs.",
+        "- not refused (cannot be seen by name): `count`, string builtins and ordering on strings",
+        '  of the policy or its data holding `"`, `\\` or control characters (rego-cpp counts',
+        "  escaped bytes and sorts by the escaped form); an array",
         "  comprehension over a set whose order reaches the decision another way; the silent",
         "  wrong result of the `indexing` failure below (a partial rule indexing `data` through a",
         "  local bound to a constant). The differential test covers the default pack for these.",

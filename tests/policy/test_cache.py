@@ -427,3 +427,19 @@ async def test_a_served_decision_cannot_be_changed_by_the_caller_it_is_shared_wi
         assert (await cache.decide(held())).to_result() == first.to_result()
     finally:
         await engine.close()
+
+
+async def test_an_input_the_engine_refuses_does_not_empty_the_cache(counted: CountingEngine) -> None:
+    """EMBEDDED_INPUT_UNSUPPORTED is about one input, not an outage: not stored, and a caller
+    sending such strings must not empty everyone's cache."""
+    cache = CachingEngine(counted, clock=Clock())
+    await cache.decide(doc(ttl=60))
+    assert len(cache) == 1
+    refused = {**doc(ttl=60), "subject": {"id": 'a"b'}}
+    for _ in range(2):
+        decision = await cache.decide(refused)
+        assert decision.fail_reason == "EMBEDDED_INPUT_UNSUPPORTED" and not decision.cached
+    assert counted.calls == 3 and len(cache) == 1
+    assert (await cache.decide(doc(ttl=60))).cached
+    await cache.decide(doc(ttl=None))  # an engine failure still empties it
+    assert len(cache) == 0

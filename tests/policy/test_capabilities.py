@@ -8,6 +8,7 @@ points at ``--engine opa``, and the default pack loads.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,57 @@ def test_the_allow_list_keeps_out_what_depends_on_the_outside_world() -> None:
         not {"http.send", "time.now_ns", "rand.intn", "opa.runtime", "net.lookup_ip_addr"}
         & SUPPORTED_BUILTINS
     )
+
+
+@pytest.mark.parametrize(
+    ("literal", "named"),
+    [
+        ('"\\u00e9trangers"', "a string literal with the escape `\\u`"),
+        ('"a\\/b"', "a string literal with the escape `\\/`"),
+        ('$"{input.x}\\u00e9"', "a string literal with the escape `\\u`"),
+        ("`a\x01b`", "a raw string holding a control character"),
+    ],
+)
+async def test_string_literals_rego_cpp_keeps_escaped_are_refused(
+    tmp_path: Path, literal: str, named: str
+) -> None:
+    """rego-cpp keeps "\\u00e9" as written, so it never equals the input's "é" (OPA: equal)."""
+    message = await refusal(tmp_path, f"blocked if input.group == {literal}\n")
+    assert f"{named} at labelgate/decision/policy.rego:3" in message
+
+
+def test_plain_string_literals_are_not_findings() -> None:
+    text = 'package t\n\na := "é \\\\u00e9 \\" \\\\ \\n \\t"\n\nb := `a"b\\c\td`\n\nc := "x" # "\\u00e9"\n'
+    assert text_findings("t.rego", text) == []
+
+
+async def test_raw_and_escaped_literals_equal_the_input_strings_in_regopy() -> None:
+    """The evidence for what the scanner lets through: these literals equal the same input
+    strings in rego-cpp (as in OPA), and the refused \\u and \\/ escapes do not."""
+    import regopy
+
+    from labelgate.policy.embedded import UnsupportedInput, _interpreter, set_policy_input
+
+    cases = {
+        "raw_quote": ('`a"b`', 'a"b', True),
+        "raw_backslash": ("`a\\b`", "a\\b", True),
+        "raw_tab_newline": ("`a\tb\nc`", "a\tb\nc", True),
+        "escaped": ('"a\\"b\\\\c\\nd\\te"', 'a"b\\c\nd\te', True),
+        "non_ascii": ('"é"', "é", True),
+        "u_escape": ('"\\u00e9"', "é", False),
+        "slash_escape": ('"\\/"', "/", False),
+    }
+    interpreter = _interpreter()
+    rules = "\n".join(f"{name} := {literal} == input.{name}" for name, (literal, _, _) in cases.items())
+    interpreter.add_module("t.rego", f"package t\n\n{rules}\n")
+    values = {name: value for name, (_, value, _) in cases.items()}
+    with pytest.raises(UnsupportedInput):  # decisions refuse such input strings (ordering)
+        set_policy_input(interpreter, values)
+    # So measure through the JSON text, which rego-cpp stores exactly as the builder would.
+    interpreter.set_input_term(json.dumps(values, ensure_ascii=False))
+    got = {}
+    for name in cases:
+        output = interpreter.query(f"x = data.t.{name}")
+        assert isinstance(output, regopy.Output) and output.ok()
+        got[name] = output.results[0].bindings["x"]
+    assert got == {name: equal for name, (_, _, equal) in cases.items()}

@@ -296,3 +296,35 @@ def test_opa_type_checks_the_policy_pack_against_the_input_schema(tmp_path: Path
         [*command, str(REPO / "rego"), str(typo)], capture_output=True, text=True, check=False
     )
     assert caught.returncode != 0 and "undefined ref: input.request.modle" in caught.stdout + caught.stderr
+
+
+@pytest.mark.parametrize("phase", ["request", "response", None, 7])
+def test_allow_with_require_approval_is_contradictory_outside_replay(
+    phase: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pipeline holds only a call the policy does not allow: allow + hold would release it."""
+    raw = {**HELD, "allow": True}
+    with caplog.at_level(logging.ERROR):
+        decision = validate_result(raw, phase=phase, engine="opa", revision="r1", decision_id="d1")
+    assert (decision.allow, decision.fail_reason) == (False, POLICY_RESULT_INVALID)
+    assert "contradictory" in decision.reason and decision.require_approval is None
+    assert decision.provenance()["decision_id"] == "d1"
+    assert "policy_result_invalid" in caplog.text
+
+
+def test_allow_with_require_approval_is_valid_in_replay() -> None:
+    """Replay shows masked values and names the approval seeing them in clear would need."""
+    raw = {**HELD, "allow": True}
+    decision = validate_result(raw, phase="replay")
+    assert decision.allow and not decision.failed_closed and decision.to_result() == raw
+    # Holding without allowing stays valid in every phase.
+    for phase in ("request", "response", "replay", None):
+        assert not validate_result(HELD, phase=phase).failed_closed
+
+
+def test_the_phase_of_an_input_is_read_safely() -> None:
+    from labelgate.policy.contract import input_phase
+
+    assert input_phase({"phase": "replay"}) == "replay"
+    assert input_phase({"phase": ["replay"]}) is None
+    assert input_phase([]) is None and input_phase({}) is None

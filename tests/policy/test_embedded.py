@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, InvalidInput
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import build_input
 from labelgate.policy.embedded import EmbeddedEngine
@@ -25,6 +26,7 @@ ECHO = """result := {
 } if input.subject.id
 """
 TABLES = {"allowed": ["alice"], "prefix": "v1:"}
+APPROVAL = {"approver_groups": ["security"], "min_approvals": 2, "grant_ttl_seconds": 900, "reason": "held"}
 
 
 def subject_input(subject_id: str, paths: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -64,14 +66,86 @@ async def test_a_decision_echoing_the_input(tmp_path: Path, engine_for: Any) -> 
     assert (await engine.decide(subject_input("mallory"))).allow is False
 
 
-async def test_strings_needing_json_escapes_survive(tmp_path: Path, engine_for: Any) -> None:
-    # regopy's set_input would produce invalid JSON output for these; the engine must not.
+async def test_non_ascii_strings_survive(tmp_path: Path, engine_for: Any) -> None:
     engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES))
-    tricky = 'a"b\\c\nd\te/é☃😀'
+    tricky = "a/b é☃😀 \u2028"
     decision = await engine.decide(subject_input(tricky, (f"outputs.{tricky}",)))
     assert decision.fail_reason is None
     assert decision.reason == f"v1:{tricky}"
     assert decision.masks[0].path == f"outputs.{tricky}"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        subject_input('a"b'),
+        subject_input("alice", ("outputs.a\\b",)),
+        subject_input("alice", ("outputs.a\nb",)),
+        subject_input("alice", ("outputs.\x01",)),
+        {**subject_input("alice"), "extra": {'key"': 1}},  # keys too
+        {"f": 1.5, **subject_input("alice", ("outputs.a\tb",))},  # the JSON-text path (a float first)
+    ],
+    ids=["quote", "backslash", "newline", "control", "key", "json-text-path"],
+)
+async def test_an_input_string_rego_cpp_orders_differently_is_refused(
+    tmp_path: Path, engine_for: Any, doc: dict[str, Any]
+) -> None:
+    """rego-cpp sorts `a"` after `a#` (it compares escaped forms): never decided, denied."""
+    engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES))
+    for _ in range(2):  # the escape memo must not let a refused string through the second time
+        decision = await engine.decide(doc)
+        assert (decision.allow, decision.fail_reason) == (False, "EMBEDDED_INPUT_UNSUPPORTED")
+        assert "opa engine" in decision.reason and not decision.masks
+    assert (await engine.decide(subject_input("alice"))).allow  # the next plain input is decided
+
+
+async def test_explain_refuses_such_an_input_clearly(tmp_path: Path, engine_for: Any) -> None:
+    engine = await engine_for(write_policy(tmp_path, ECHO, data=TABLES))
+    with pytest.raises(InvalidInput) as raised:
+        engine.explain(subject_input('a"b'))
+    assert raised.value.reason == "EMBEDDED_INPUT_UNSUPPORTED"
+
+
+async def test_non_ascii_data_equals_the_same_input_string(tmp_path: Path, engine_for: Any) -> None:
+    """Data went in \\u-escaped (json.dumps' default), so "é" from data never matched the input's."""
+    body = ECHO.replace("data.labelgate.tables.allowed", "data.labelgate.tables.allowed_groups")
+    engine = await engine_for(
+        write_policy(tmp_path, body, data={"allowed_groups": ["sous-traitants-é"], "prefix": ""})
+    )
+    assert (await engine.decide(subject_input("sous-traitants-é"))).allow
+    assert not (await engine.decide(subject_input("sous-traitants-e"))).allow
+
+
+async def test_data_from_yaml_is_refused(tmp_path: Path, engine_for: Any) -> None:
+    """PyYAML reads `1e3` as a string, OPA as 1000: the same file, different data."""
+    write_policy(tmp_path, result_rule(VALID_RESULT))
+    (tmp_path / "labelgate" / "tables").mkdir(parents=True)
+    (tmp_path / "labelgate" / "tables" / "data.yaml").write_text("max_rows: 1e3\n")
+    with pytest.raises(ConfigError) as raised:
+        await engine_for(tmp_path)
+    assert raised.value.reason == "BUNDLE_DATA_UNSUPPORTED"
+    assert "labelgate/tables/data.yaml" in raised.value.message
+    assert "data.json" in raised.value.message and "--engine opa" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("phase", "valid"), [("request", False), ("response", False), (None, False), ("replay", True)]
+)
+async def test_a_result_that_allows_and_holds_is_valid_in_replay_only(
+    tmp_path: Path, engine_for: Any, phase: str | None, valid: bool
+) -> None:
+    # The requirement comes from data: a constant one trips a rego-cpp bug (invalid JSON out).
+    held = json.dumps({**VALID_RESULT, "require_approval": "@"}).replace(
+        '"@"', "data.labelgate.tables.approval"
+    )
+    engine = await engine_for(write_policy(tmp_path, f"result := {held}\n", data={"approval": APPROVAL}))
+    doc = {} if phase is None else {"phase": phase}
+    decision = await engine.decide(doc)
+    if valid:
+        assert decision.allow and decision.require_approval is not None and not decision.failed_closed
+    else:
+        assert (decision.allow, decision.fail_reason) == (False, "POLICY_RESULT_INVALID")
+        assert "contradictory" in decision.reason
 
 
 @pytest.mark.parametrize("inline_budget", [0.0, 10.0], ids=["always-threaded", "inline-when-fast"])

@@ -93,3 +93,14 @@ def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         PolicySource.from_dir(tmp_path / "nope")
     assert caught.value.reason == "POLICY_DIR_MISSING"
+
+
+def test_yaml_data_files_are_named_for_the_engines_that_refuse_them(tmp_path: Path) -> None:
+    source = PolicySource.from_dir(make_tree(tmp_path / "p"))
+    assert source.yaml_files == ("labelgate/catalog/data.yaml",)
+    with pytest.raises(ConfigError) as raised:
+        source.refuse_yaml_data("embedded")
+    assert raised.value.reason == "BUNDLE_DATA_UNSUPPORTED"
+    assert "labelgate/catalog/data.yaml" in raised.value.message and "--engine opa" in raised.value.message
+    (tmp_path / "p" / "labelgate" / "catalog" / "data.yaml").unlink()
+    PolicySource.from_dir(tmp_path / "p").refuse_yaml_data("embedded")  # JSON only: fine

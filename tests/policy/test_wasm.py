@@ -317,3 +317,90 @@ def test_the_input_encoding_is_the_plain_json_and_never_a_remembered_other() -> 
     assert len(compiled._fields_json) == len(variants) - 2  # {} and "x" have no list to remember
     with pytest.raises(ValueError):
         compiled.encode_input({"fields": [float("nan")]})  # as the plain encoder: fails closed
+
+
+# -- module-native builtins: only the reviewed ones -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('result := {"r": to_number(input.rows)}\n', "`to_number`"),
+        ('result := {"r": format_int(input.n, 16)}\n', "`format_int`"),
+        ('result := {"r": json.marshal_with_options(input, {})}\n', "`json.marshal_with_options`"),
+        ('result := {"r": upper(input.s), "t": to_number(input.t)}\n', "`to_number`, `upper`"),
+        ('result := {"r": json.marshal(input.params)}\n', "`json.marshal` of a value not known"),
+        ('result := {"r": json.marshal({"a": input.a})}\n', "`json.marshal` of a value not known"),
+        (
+            'result := {"r": json.marshal(data.labelgate.tables.name)}\n',
+            "`json.marshal` of a value not known",
+        ),
+    ],
+)
+async def test_module_native_builtins_outside_the_reviewed_list_are_refused(
+    tmp_path: Path, body: str, named: str
+) -> None:
+    """The module's own json.marshal writes keys in hash order, its to_number("1e400") is a number:
+    a policy may call only the builtins held to OPA by the differential test."""
+    write_policy(tmp_path, body, data={"name": "<a>", "min_approvals": 2})
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    with pytest.raises(ConfigError) as raised:
+        await engine.start()
+    await engine.close()
+    assert raised.value.reason == UNSUPPORTED
+    assert named in raised.value.message and "--engine opa" in raised.value.message
+    assert "labelgate/decision/policy.rego:3" in raised.value.message
+
+
+async def test_json_marshal_of_what_the_text_shows_is_an_integer_loads(tmp_path: Path) -> None:
+    body = (
+        "n := json.marshal(count(input.xs))\n\n"
+        "i contains json.marshal(k) if {\n\tsome k, _ in input.xs\n}\n\n"
+        "m := json.marshal(data.labelgate.tables.rule.min_approvals)\n\n" + result_rule(VALID_RESULT)
+    )
+    write_policy(tmp_path, body, data={"rule": {"min_approvals": 2}, "other": [{"min_approvals": 1}]})
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    await engine.start()
+    await engine.close()
+
+
+def test_the_default_pack_needs_nothing_outside_the_reviewed_list() -> None:
+    from labelgate.policy.wasm import native_findings
+
+    assert native_findings(PolicySource.from_dir(REGO)) == []
+
+
+async def test_data_from_yaml_is_refused(tmp_path: Path) -> None:
+    write_policy(tmp_path, result_rule(VALID_RESULT))
+    (tmp_path / "labelgate" / "tables").mkdir(parents=True)
+    (tmp_path / "labelgate" / "tables" / "data.yml").write_text("max_rows: 1e3\n")
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    with pytest.raises(ConfigError) as raised:
+        await engine.start()
+    await engine.close()
+    assert raised.value.reason == "BUNDLE_DATA_UNSUPPORTED"
+    assert "labelgate/tables/data.yml" in raised.value.message and "--engine opa" in raised.value.message
+
+
+async def test_a_result_that_allows_and_holds_is_valid_in_replay_only(tmp_path: Path) -> None:
+    approval = {
+        "approver_groups": ["security"],
+        "min_approvals": 2,
+        "grant_ttl_seconds": 900,
+        "reason": "held",
+    }
+    write_policy(tmp_path, result_rule({**VALID_RESULT, "require_approval": approval}))
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    await engine.start()
+    try:
+        # replay first: the remembered decision must not let the other phases through
+        replay = await engine.decide({"phase": "replay"})
+        request = await engine.decide({"phase": "request"})
+        response = await engine.decide({"phase": "response"})
+        again = await engine.decide({"phase": "replay"})
+    finally:
+        await engine.close()
+    assert replay == again and replay.allow and replay.require_approval is not None
+    for decision in (request, response):
+        assert (decision.allow, decision.fail_reason) == (False, "POLICY_RESULT_INVALID")
+        assert "contradictory" in decision.reason

@@ -83,7 +83,9 @@ def read_bundle(
     wasm = read_tarball(tarball, max_bytes).get("policy.wasm")
     if wasm is None:
         return source
-    return BundleSource(source.modules, source.data, source.revision, source.origin, wasm=wasm)
+    return BundleSource(
+        source.modules, source.data, source.revision, source.origin, source.yaml_files, wasm=wasm
+    )
 
 
 class _PollFailed(Exception):

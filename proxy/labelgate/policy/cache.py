@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labelgate.logs import get_logger
+from labelgate.policy import reasons
 from labelgate.policy.contract import CONTRACT_VERSION, PHASES, Decision
 from labelgate.policy.engine import PolicyEngine
 
@@ -130,6 +131,10 @@ _canonical_json_of_plain_data = json.JSONEncoder(
 # ``cache_key`` answers remembered by ``memo_key`` (inputs come from data: bounded).
 CANONICAL_MEMO_SIZE = 4096
 _canonical_keys: dict[bytes, bytes] = {}
+
+
+# Fail-closed reasons that are about one input, not about the engine's health.
+_INPUT_REFUSALS = frozenset({reasons.EMBEDDED_INPUT_UNSUPPORTED})
 
 
 def cache_key(doc: dict[str, Any]) -> bytes | None:
@@ -351,9 +356,12 @@ class CachingEngine:
         self.misses += 1
         decision = await self.inner.decide(input)
         if decision.failed_closed:
-            # The engine is failing: stop answering from what it said while it was well, so
-            # every caller sees the outage (fail closed) rather than only the new ones.
-            self.clear()
+            # Never stored. The engine is failing: stop answering from what it said while it
+            # was well, so every caller sees the outage (fail closed) rather than only the new
+            # ones; unless the engine only refused this one input (not an outage, and a caller
+            # must not be able to empty everyone's cache with one).
+            if decision.fail_reason not in _INPUT_REFUSALS:
+                self.clear()
             return decision
         # The inner engine may have learnt of a new revision while deciding (OPA reports it
         # per answer): drop what the old one decided before storing anything.

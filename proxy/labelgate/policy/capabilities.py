@@ -21,10 +21,19 @@ builtin call), and the compliance test checks that the scanner finds every built
 names in all of OPA's cases: a name it missed would be a call it cannot vet.
 
 Divergences that depend on values rather than names (see the docstring of embedded.py):
-- ``count`` and the string builtins on strings holding ``"``, ``\\`` or control characters
-  count escaped bytes, and some (``trim_space``) then produce invalid JSON, which the engine
-  turns into a deny. Runtime strings cannot be vetted by name, so these are accepted; the
-  decision contract's strings (paths, labels, groups) are plain.
+- rego-cpp keeps strings in their JSON-escaped form: it compares and sorts them by it, and
+  ``count`` and the string builtins count escaped bytes (some, such as ``trim_space``, then
+  produce invalid JSON, which the engine turns into a deny). So strings holding ``"``,
+  ``\\`` or control characters differ. From the input (requested output names, model names,
+  subject ids and groups reach it from callers) they are refused per decision: such an input
+  is denied with EMBEDDED_INPUT_UNSUPPORTED, found by the escaping the input goes through
+  anyway (embedded.py ``_InputBuilder``), so it costs nothing per decision; ``--engine opa``
+  decides it. The policy's own literals are vetted when it loads (rego_text.py: a ``\\u`` or
+  ``\\/`` escape never equals the input's string, so it is refused). Strings of the policy or
+  its data holding these characters are accepted (the default pack has a few, in messages
+  that differ from every other before that character, so they sort as in OPA).
+- data from a data.yaml is refused when the policy loads (source.py: PyYAML reads YAML
+  1.1, OPA YAML 1.2).
 - sprintf: only ``%d`` (and ``%%``) in a literal format; ``%s``/``%v`` of big numbers and of
   some strings differ from OPA, so any other verb, or a format that is not a literal, is
   refused (rego_text.py).

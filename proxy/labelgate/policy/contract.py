@@ -39,6 +39,7 @@ POLICY_TIMEOUT = reasons.POLICY_TIMEOUT
 POLICY_UNDEFINED = reasons.POLICY_UNDEFINED
 POLICY_RESULT_INVALID = reasons.POLICY_RESULT_INVALID
 POLICY_ERROR = reasons.POLICY_ERROR
+EMBEDDED_INPUT_UNSUPPORTED = reasons.EMBEDDED_INPUT_UNSUPPORTED
 
 # What a caller sees when the policy could not decide: never the internal cause.
 _FAIL_CLOSED_MESSAGES = {
@@ -46,7 +47,13 @@ _FAIL_CLOSED_MESSAGES = {
     POLICY_TIMEOUT: "policy engine did not answer in time",
     POLICY_UNDEFINED: "policy gave no decision",
     POLICY_RESULT_INVALID: "policy gave an invalid decision",
+    EMBEDDED_INPUT_UNSUPPORTED: (
+        'the embedded policy engine cannot decide an input holding a string with ", \\ or a '
+        "control character; the opa engine (--engine opa) decides such inputs"
+    ),
 }
+# A result that allows the call and also holds it for approval (request and response phases).
+CONTRADICTORY_MESSAGE = "policy gave a contradictory decision (allow with require_approval)"
 
 
 @functools.cache
@@ -210,10 +217,17 @@ def _mask_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def validate_result(
-    raw: Any, *, engine: str = "", revision: str = "", decision_id: str | None = None
+    raw: Any,
+    *,
+    phase: str | None = None,
+    engine: str = "",
+    revision: str = "",
+    decision_id: str | None = None,
 ) -> Decision:
     """Turn a raw policy result into a Decision; anything off-contract is a deny.
 
+    ``phase`` is the input's: outside ``replay`` (``None`` included) a result that allows and
+    also requires approval is contradictory, see :func:`for_phase`.
     The validation error goes to the log (it describes the policy, not the caller's data)
     and the caller only sees POLICY_RESULT_INVALID.
     """
@@ -229,7 +243,7 @@ def validate_result(
         )
         return Decision.deny(POLICY_RESULT_INVALID, engine=engine, revision=revision, decision_id=decision_id)
     approval = raw["require_approval"]
-    return Decision(
+    decision = Decision(
         allow=raw["allow"],
         reason=raw["reason"],
         masks=tuple(DecidedMask(m["path"], m["strategy"], _mask_params(m["params"])) for m in raw["mask"]),
@@ -251,6 +265,39 @@ def validate_result(
         revision=revision,
         decision_id=decision_id,
     )
+    return for_phase(decision, phase)
+
+
+def input_phase(input: Any) -> str | None:
+    """The input's ``phase`` when it has one (a malformed input may not be an object)."""
+    phase = input.get("phase") if type(input) is dict else None
+    return phase if isinstance(phase, str) else None
+
+
+def for_phase(decision: Decision, phase: str | None) -> Decision:
+    """``decision``, unless it allows the call and requires approval in a phase other than replay.
+
+    The gateway holds a call only when the policy does not allow it, so such a result would
+    release the call without the hold it asks for: it fails closed (POLICY_RESULT_INVALID).
+    Replay uses the combination on purpose (the viewer sees masked values and what seeing
+    them in clear would need: recording/viewing.py), so it is valid there.
+    """
+    if decision.allow and decision.require_approval is not None and phase != REPLAY:
+        log.error(
+            "policy_result_invalid",
+            engine=decision.engine,
+            revision=decision.revision,
+            decision_id=decision.decision_id,
+            error=f"result: allow is true and require_approval is set in phase {phase!r}",
+        )
+        return Decision.deny(
+            POLICY_RESULT_INVALID,
+            CONTRADICTORY_MESSAGE,
+            engine=decision.engine,
+            revision=decision.revision,
+            decision_id=decision.decision_id,
+        )
+    return decision
 
 
 def validate_input(doc: Any) -> None:

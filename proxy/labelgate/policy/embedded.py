@@ -38,7 +38,12 @@ rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
   holds ``"``, ``\\`` or a newline. ``_InputBuilder`` hands every string over escaped
   exactly as ``json.dumps(ensure_ascii=False)`` would, which gives the very nodes
   ``set_input_term`` builds from JSON text; floats (rego-cpp formats those itself, e.g.
-  ``1e-07`` becomes ``0``) and integers beyond 64 bits go in as JSON text instead.
+  ``1e-07`` becomes ``0``) and integers beyond 64 bits go in as JSON text instead. The data
+  goes in the same way (unescaped non-ASCII), else "é" in data.json never equals the input's.
+  rego-cpp also compares and sorts strings by that escaped form, so a string holding ``"``,
+  ``\\`` or a control character orders differently from OPA: an input holding one (key or
+  value) is not decided here, it is denied with EMBEDDED_INPUT_UNSUPPORTED (the escaping
+  already finds them, so this costs nothing per decision); ``--engine opa`` decides them.
 - ``sprintf("%s", [concat(...)])`` keeps the inner string's quotes and yields invalid JSON
   output; iterating a set follows insertion order where OPA's is sorted. The differential
   test catches such divergences.
@@ -50,10 +55,10 @@ rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
 - Compile errors are printed to stdout unless the interpreter's log level is NONE.
 
 Every revision is checked after compiling (capabilities.py, rego_text.py): a policy calling a
-builtin outside the verified allow-list, a sprintf
-verb other than ``%d``, or iterating a visible set where order shows, is refused with
-POLICY_UNSUPPORTED_BY_EMBEDDED and a pointer to ``--engine opa``. The divergences above
-that depend on runtime values (escaped strings) cannot be refused by name; they are listed in
+builtin outside the verified allow-list, a sprintf verb other than ``%d``, iterating a
+visible set where order shows, or a string literal with a ``\\u``/``\\/`` escape, is refused
+with POLICY_UNSUPPORTED_BY_EMBEDDED and a pointer to ``--engine opa``; so is data from a
+data.yaml (source.py). The divergences above that depend on runtime values are listed in
 docs/EMBEDDED_COMPLIANCE.md with the compliance results the allow-list comes from.
 """
 
@@ -77,15 +82,17 @@ from typing import TYPE_CHECKING, Any
 import regopy
 import regopy.rego_shared
 
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
 from labelgate.policy.capabilities import check_source
 from labelgate.policy.contract import (
+    EMBEDDED_INPUT_UNSUPPORTED,
     POLICY_ERROR,
     POLICY_UNAVAILABLE,
     POLICY_UNDEFINED,
     Decision,
+    input_phase,
     validate_result,
 )
 from labelgate.policy.engine import DECISION_PATH
@@ -139,11 +146,30 @@ def _summarise(error: regopy.RegoError, source: PolicySource) -> str:
 def _load(interpreter: regopy.Interpreter, source: PolicySource) -> None:
     for name, text in source.modules:
         interpreter.add_module(name, text)
-    interpreter.add_data_json(json.dumps(source.data))
+    # Unescaped non-ASCII, as the input goes in (``_InputBuilder``): rego-cpp keeps strings in
+    # their escaped form, so "\u00e9" from the data would never equal "é" from the input.
+    # No NaN/Infinity: they are not JSON, and OPA has no such numbers.
+    try:
+        data = json.dumps(source.data, ensure_ascii=False, allow_nan=False)
+    except ValueError as error:
+        raise ConfigError(
+            reasons.POLICY_DATA_INVALID,
+            f"{source.origin}: data is not JSON: {error}",
+        ) from error
+    interpreter.add_data_json(data)
 
 
 class _NotBuildable(Exception):
     """A value the node-by-node input path does not take; the input goes in as JSON text."""
+
+
+class UnsupportedInput(Exception):
+    """The input holds a string (key or value) with ``"``, ``\\`` or a control character.
+
+    rego-cpp keeps strings in their JSON-escaped form and compares and sorts them by it, so
+    such strings order differently from OPA (``a"`` sorts after ``a#``: the escape's ``\\``
+    is 0x5c): the decision is refused (EMBEDDED_INPUT_UNSUPPORTED) rather than differ.
+    """
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -226,8 +252,14 @@ class _InputBuilder:
     def _escape(self, text: str) -> bytes:
         escaped = self._escaped.get(text)
         if escaped is None:
-            # Exactly what json.dumps(ensure_ascii=False) writes between the quotes.
+            # Exactly what json.dumps(ensure_ascii=False) writes between the quotes; it differs
+            # from the text only for ", \ and control characters, which rego-cpp would order
+            # differently from OPA (UnsupportedInput). Such a string is not remembered: it is
+            # rare, and a hit then never needs a second look.
+            raw = text.encode("utf-8")
             escaped = encode_basestring(text)[1:-1].encode("utf-8")
+            if escaped != raw:
+                raise UnsupportedInput
             if len(self._escaped) >= _ESCAPED_LIMIT:
                 self._escaped.clear()
             self._escaped[text] = escaped
@@ -251,14 +283,22 @@ _set_input = _fast_input_builder()
 
 
 def set_policy_input(runner: regopy.Interpreter, value: Any) -> None:
-    """Make ``value`` (a JSON-like Python value) the runner's input, the fastest correct way."""
+    """Make ``value`` (a JSON-like Python value) the runner's input, the fastest correct way.
+
+    Raises UnsupportedInput when a string in it holds ``"``, ``\\`` or a control character.
+    """
     if _set_input is not None:
         try:
             _set_input(runner, value)
             return
         except _NotBuildable:
             pass
-    runner.set_input_term(json.dumps(value, ensure_ascii=False, allow_nan=False))
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    # Without ensure_ascii a backslash in the text can only come from escaping one of those
+    # in a string (numbers, literals and the syntax have none): the same test, on the text.
+    if "\\" in text:
+        raise UnsupportedInput
+    runner.set_input_term(text)
 
 
 class _Undefined:
@@ -296,6 +336,7 @@ class _Compiled:
             ) from error
         if not bundle.ok():
             raise ConfigError(reasons.POLICY_COMPILE_FAILED, f"{source.origin}: rego-cpp could not build it")
+        source.refuse_yaml_data("embedded")
         # Refuse what regopy would evaluate differently from OPA (POLICY_UNSUPPORTED_BY_EMBEDDED):
         # a revision that fails here never serves, so a followed bundle keeps its last good one.
         check_source(source.modules, source.origin)
@@ -459,6 +500,9 @@ class EmbeddedEngine:
             else:
                 loop = asyncio.get_running_loop()
                 value = await loop.run_in_executor(executor, compiled.evaluate, input)
+        except UnsupportedInput:
+            log.warning("policy_input_unsupported", engine=self.name, revision=revision)
+            return Decision.deny(EMBEDDED_INPUT_UNSUPPORTED, engine=self.name, revision=revision)
         except Exception as error:  # fail closed on anything rego-cpp or the input conversion throws
             log.error(
                 "policy_eval_error", engine=self.name, revision=revision, error_type=type(error).__name__
@@ -466,7 +510,7 @@ class EmbeddedEngine:
             return Decision.deny(POLICY_ERROR, engine=self.name, revision=revision)
         if value is UNDEFINED:
             return Decision.deny(POLICY_UNDEFINED, engine=self.name, revision=revision)
-        return validate_result(value, engine=self.name, revision=revision)
+        return validate_result(value, phase=input_phase(input), engine=self.name, revision=revision)
 
     def explain(self, input: dict[str, Any]) -> dict[str, Any]:
         """Which named rules of the decision package hold for this input, with their values.
@@ -480,7 +524,12 @@ class EmbeddedEngine:
         names = _rule_names(compiled.source, package)
         interpreter = _interpreter()
         _load(interpreter, compiled.source)
-        set_policy_input(interpreter, input)
+        try:
+            set_policy_input(interpreter, input)
+        except UnsupportedInput as error:
+            raise InvalidInput(
+                EMBEDDED_INPUT_UNSUPPORTED, Decision.deny(EMBEDDED_INPUT_UNSUPPORTED).reason
+            ) from error
         matched: dict[str, Any] = {}
         not_matched: dict[str, str] = {}
         for name in names:

@@ -45,6 +45,7 @@ from labelgate.policy.contract import (
     POLICY_UNAVAILABLE,
     POLICY_UNDEFINED,
     Decision,
+    input_phase,
     validate_result,
 )
 from labelgate.policy.engine import DECISION_PATH
@@ -218,7 +219,11 @@ class OpaEngine:
             # 200 {} : nothing is defined at the decision path for this input.
             return self._deny(POLICY_UNDEFINED, decision_id)
         return validate_result(
-            body["result"], engine=self.name, revision=self._revision, decision_id=decision_id
+            body["result"],
+            phase=input_phase(input),
+            engine=self.name,
+            revision=self._revision,
+            decision_id=decision_id,
         )
 
     async def explain(self, input: dict[str, Any], mode: str = "full") -> dict[str, Any] | Decision:

@@ -44,5 +44,8 @@ POLICY_RESULT_INVALID = "POLICY_RESULT_INVALID"
 POLICY_ERROR = "POLICY_ERROR"
 POLICY_UNSUPPORTED_BY_EMBEDDED = "POLICY_UNSUPPORTED_BY_EMBEDDED"
 POLICY_UNSUPPORTED_BY_WASM = "POLICY_UNSUPPORTED_BY_WASM"
+# The embedded engine (regopy) refused an input holding a string it would order and compare
+# differently from OPA (``"``, ``\`` or a control character); the opa engine decides such inputs.
+EMBEDDED_INPUT_UNSUPPORTED = "EMBEDDED_INPUT_UNSUPPORTED"
 # The policy held the call and no approval service can take it: it is refused.
 APPROVAL_REQUIRED = "APPROVAL_REQUIRED"

@@ -16,6 +16,16 @@ a builtin is called, so it is read from the text with comments removed and strin
   the differential test confirms), and a set reaching these places through a function
   argument or another package.
 
+- string literals: rego-cpp keeps a ``"..."`` literal in its escaped form, exactly as
+  written, and compares strings by that form, while input strings go in escaped the one way
+  ``json.dumps(ensure_ascii=False)`` escapes (embedded.py): ``"\\u00e9"`` or ``"\\/"`` never
+  equals the input's ``é`` or ``/`` (OPA: equal), so a ``\\u`` or ``\\/`` escape is refused
+  (write the character itself). Raw strings (backticks) are escaped by rego-cpp the same way
+  as the input, measured for ``"``, ``\\``, tab, newline and carriage return
+  (tests/policy/test_capabilities.py); any other control character makes its output
+  invalid JSON, so a raw string holding one is refused (write a ``"..."`` literal with the
+  escape instead).
+
 Findings err on the side of refusing: a construct the scanner cannot read is a finding.
 """
 
@@ -66,6 +76,25 @@ def strip(text: str) -> tuple[str, list[str]]:
         position = match.end()
     out.append(text[position:])
     return "".join(out), literals
+
+
+def _string_findings(name: str, text: str) -> list[Finding]:
+    """String literals rego-cpp stores differently from the input's strings (module docstring)."""
+    findings = []
+    pattern = re.compile(f"{_TEMPLATE.pattern}|{_STRING.pattern}|{_COMMENT.pattern}")
+    for match in pattern.finditer(text):
+        token = match.group(0)
+        where = f"{name}:{_line(text, match.start())}"
+        if token.startswith("#"):
+            continue
+        if token.lstrip("$").startswith("`"):
+            if any(ord(char) < 0x20 and char not in "\t\n\r" for char in token):
+                findings.append(Finding("a raw string holding a control character", where))
+            continue
+        escapes = {token[m.end() - 1] for m in re.finditer(r"\\.", token)}
+        for escape in sorted(escapes & {"u", "/"}):
+            findings.append(Finding(f"a string literal with the escape `\\{escape}`", where))
+    return findings
 
 
 def _line(text: str, offset: int) -> int:
@@ -269,6 +298,7 @@ def text_findings(name: str, text: str, modules: tuple[tuple[str, str], ...] = (
     stripped, literals = strip(text)
     return (
         _builtin_findings(name, text, own)
+        + _string_findings(name, text)
         + _sprintf_findings(name, stripped, literals)
         + _set_order_findings(name, stripped)
     )

@@ -10,6 +10,12 @@ as ``labelgate.bundle`` builds it) into the same PolicySource, with the manifest
 
 Blocking file I/O and CPU work (gunzip, signature checks): call these from a worker thread
 on the data path.
+
+YAML data is read with PyYAML (YAML 1.1: ``1e3`` is the string "1e3", ``no`` is false), OPA
+reads it as YAML 1.2 (``1e3`` is the number 1000), so the same file holds different data in
+the two. ``yaml_files`` names such files, and the in-process engines refuse a source that
+has any (``refuse_yaml_data``); only ``--engine opa``, where OPA reads the file itself, takes
+them, as the bundle builder does not bundle them at all.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from labelgate.bundle import reasons as bundle_reasons
 from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
@@ -81,6 +88,8 @@ class PolicySource:
     data: dict[str, Any]
     revision: str
     origin: str
+    # The data.yaml / data.yml files the data came from, if any (see refuse_yaml_data).
+    yaml_files: tuple[str, ...] = ()
 
     @classmethod
     def from_dir(cls, policy_dir: Path) -> PolicySource:
@@ -136,6 +145,7 @@ class PolicySource:
         ordered = sorted(files)
         modules: list[tuple[str, str]] = []
         data: dict[str, Any] = {}
+        yaml_files: list[str] = []
         digest = hashlib.sha256()
         for rel, content in ordered:
             digest.update(rel.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
@@ -143,10 +153,22 @@ class PolicySource:
             if path.suffix == ".rego":
                 modules.append((rel, _decode(rel, content)))
             else:
+                if not rel.endswith(".json"):
+                    yaml_files.append(rel)
                 _merge(data, list(path.parent.parts), _parse_data(rel, content), rel)
         if not modules:
             raise ConfigError(reasons.POLICY_EMPTY, f"no .rego modules found in {origin}")
-        return cls(tuple(modules), data, revision or digest.hexdigest(), origin)
+        return cls(tuple(modules), data, revision or digest.hexdigest(), origin, tuple(yaml_files))
+
+    def refuse_yaml_data(self, engine: str) -> None:
+        """Raise ConfigError(BUNDLE_DATA_UNSUPPORTED) when any data came from YAML (module docstring)."""
+        if self.yaml_files:
+            raise ConfigError(
+                bundle_reasons.BUNDLE_DATA_UNSUPPORTED,
+                f"{self.origin}: {', '.join(self.yaml_files)}: write data as data.json (YAML data is "
+                f"read differently from OPA, e.g. 1e3 is a string here and a number in OPA, so the "
+                f"{engine} engine does not load it), or run this policy with --engine opa",
+            )
 
 
 def _manifest_revision(manifest: bytes | None) -> str | None:

@@ -7,7 +7,13 @@ a followed bundle that already carries ``policy.wasm`` is used as it is (its sig
 it), otherwise it is compiled the same way. The data document (catalog included) is the
 policy source's, loaded into each instance once. The host side of the ABI is wasm_host.py.
 
-Exactness: builtins the module does not implement itself are called on the host (the
+Exactness: builtins the module implements itself are not all OPA's to the byte
+(``json.marshal`` writes object keys in hash order and does not escape ``<>&``, U+2028 and
+U+2029 as OPA does; ``to_number("1e400")`` is a number where OPA's is undefined), so a
+policy may call only the module-native builtins in ``WASM_NATIVE_BUILTINS`` (read from the
+text, as for the embedded engine: rego_text.py), ``json.marshal`` only on what the text shows
+to be a number (``marshal_findings``), and the host builtins below; anything else is refused
+at load. Builtins the module does not implement itself are called on the host (the
 ``builtins`` export names them). The host implements only ``sprintf`` (wasm_sprintf.py:
 ``%d``, ``%s``, ``%v``, ``%%`` in a literal format, on numbers, strings, booleans and null);
 a policy needing any other host builtin, or a sprintf format that is not a literal or uses
@@ -46,13 +52,23 @@ from labelgate.policy.contract import (
     POLICY_ERROR,
     POLICY_UNAVAILABLE,
     POLICY_UNDEFINED,
+    REPLAY,
     Decision,
+    for_phase,
+    input_phase,
     validate_result,
 )
 from labelgate.policy.embedded import UNDEFINED, EmbeddedEngine
 from labelgate.policy.engine import DECISION_PATH
 from labelgate.policy.source import PolicySource
-from labelgate.policy.wasm_host import ADVICE, UNSUPPORTED, WasmEvalError, WasmInstance, WasmPolicy
+from labelgate.policy.wasm_host import (
+    ADVICE,
+    HOST_BUILTINS,
+    UNSUPPORTED,
+    WasmEvalError,
+    WasmInstance,
+    WasmPolicy,
+)
 from labelgate.policy.wasm_sprintf import check_format
 
 if TYPE_CHECKING:
@@ -144,6 +160,116 @@ def sprintf_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
     return found
 
 
+# Module-native builtins a policy may call on the wasm engine: what the default pack calls
+# (rego/), each held byte for byte to real OPA over 500+ inputs by tests/policy/
+# test_differential.py (and test_wasm.py's default-pack test). Operators, comparisons,
+# membership and comprehensions are not calls and are not listed: the same corpus exercises
+# them. Left out on purpose: json.marshal (allowed only as marshal_findings says),
+# json.marshal_with_options, to_number, format_int and anything else that formats numbers or
+# serialises in an order, and anything nondeterministic (capabilities.NONDETERMINISTIC).
+# sprintf is a host builtin, checked by sprintf_findings. Add a builtin only with a
+# differential test against OPA that calls it.
+WASM_NATIVE_BUILTINS: frozenset[str] = frozenset(
+    {
+        "array.concat",
+        "concat",
+        "count",
+        "is_array",
+        "is_boolean",
+        "is_object",
+        "is_string",
+        "max",
+        "min",
+        "object.get",
+        "object.union",
+        "sort",
+    }
+)
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def _integer_keys(data: Any, found: dict[str, bool]) -> dict[str, bool]:
+    """For every object key in ``data``: whether each of its values is an integer."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            is_int = type(value) is int and -(2**53) < value < 2**53
+            found[key] = found.get(key, True) and is_int
+            _integer_keys(value, found)
+    elif isinstance(data, list):
+        for value in data:
+            _integer_keys(value, found)
+    return found
+
+
+def marshal_findings(modules: tuple[tuple[str, str], ...], data: dict[str, Any]) -> list[str]:
+    """Where ``json.marshal`` is called on something the text does not show to be an integer.
+
+    The module's json.marshal writes integers as OPA does (test_differential.py), not objects
+    (key order) nor some strings (escapes). An argument counts as an integer when it is:
+    ``count(...)``; the index variable of ``some i, x in ...`` (an array's index; known gap:
+    over an object it is a key, a string, which differs only if it holds ``<``, ``>``, ``&``,
+    U+2028 or U+2029); or a reference ``a.b.key`` not into ``input`` whose last ``key`` holds
+    an integer wherever it appears in the data document (known gap: a rule building an
+    object with that key from other values). Anything else is refused.
+    """
+    from labelgate.policy.rego_text import _closing, strip
+
+    integer_keys = _integer_keys(data, {})
+    found = []
+    for name, text in modules:
+        stripped, _ = strip(text)
+        for call in re.finditer(r"(?<![\w.])json\.marshal\s*\(", stripped):
+            end = _closing(stripped, call.end() - 1)
+            argument = stripped[call.end() : end].strip() if end > 0 else ""
+            if not _is_integer(argument, stripped, integer_keys):
+                line = stripped.count("\n", 0, call.start()) + 1
+                found.append(f"`json.marshal` of a value not known to be an integer at {name}:{line}")
+    return found
+
+
+def _is_integer(argument: str, text: str, integer_keys: dict[str, bool]) -> bool:
+    count = re.match(r"count\s*\(", argument)
+    if count is not None:
+        from labelgate.policy.rego_text import _closing
+
+        return _closing(argument, count.end() - 1) == len(argument) - 1
+    if re.fullmatch(r"[A-Za-z_]\w*", argument):
+        return re.search(rf"\bsome\s+{argument}\s*,", text) is not None
+    if _DOTTED.fullmatch(argument) and argument.split(".", 1)[0] != "input":
+        return integer_keys.get(argument.rsplit(".", 1)[-1], False)
+    return False
+
+
+def native_findings(source: PolicySource) -> list[str]:
+    """What the policy calls that the wasm engine does not evaluate exactly as OPA (see above)."""
+    from labelgate.policy.rego_text import own_names, scan_calls
+
+    own = own_names(source.modules)
+    places: dict[str, list[str]] = {}
+    for name, text in source.modules:
+        for call, line in scan_calls(text, own):
+            if call in WASM_NATIVE_BUILTINS or call in HOST_BUILTINS or call == "json.marshal":
+                continue
+            places.setdefault(call, []).append(f"{name}:{line}")
+    found = []
+    if places:
+        names = ", ".join(f"`{call}`" for call in sorted(places))
+        where = "; ".join(f"`{call}` at {', '.join(places[call][:3])}" for call in sorted(places))
+        found.append(f"builtin(s) {names} ({where})")
+    return found + marshal_findings(source.modules, source.data)
+
+
+def check_native(source: PolicySource) -> None:
+    """Raise ConfigError(POLICY_UNSUPPORTED_BY_WASM) naming what native_findings finds."""
+    findings = native_findings(source)
+    if findings:
+        raise ConfigError(
+            UNSUPPORTED,
+            f"{source.origin}: the wasm engine cannot evaluate this policy exactly as OPA does: "
+            f"{'; '.join(findings)}; {ADVICE}",
+        )
+
+
 class _WasmCompiled:
     """One revision: the compiled module and its data; each thread evaluates on its own instance."""
 
@@ -165,6 +291,8 @@ class _WasmCompiled:
         cls, source: PolicySource, entrypoint: str, opa: str | None = None, wasm: bytes | None = None
     ) -> _WasmCompiled:
         """Compile (unless ``wasm`` is given), check what the host must provide, and load the data."""
+        source.refuse_yaml_data("wasm")
+        check_native(source)  # before compiling: cheaper, and the same verdict for a bundle's wasm
         if wasm is None:
             wasm = compile_wasm(source, entrypoint, opa)
         policy = WasmPolicy(wasm, entrypoint, source.origin)
@@ -194,7 +322,7 @@ class _WasmCompiled:
         results = json.loads(self.evaluate_text(value))
         return results[0]["result"] if results else UNDEFINED
 
-    def decision(self, output: bytes, engine: str) -> Decision:
+    def decision(self, output: bytes, engine: str, phase: str | None = None) -> Decision:
         """The validated Decision for a result set as the module wrote it (memoised by its text).
 
         A policy gives the same few results over and over, and turning the text into a
@@ -203,16 +331,18 @@ class _WasmCompiled:
         """
         decision = self._decisions.get(output)
         if decision is not None:
-            return decision
+            return for_phase(decision, phase)
         results = json.loads(output)
         if not results:
             return Decision.deny(POLICY_UNDEFINED, engine=engine, revision=self.revision)
-        decision = validate_result(results[0]["result"], engine=engine, revision=self.revision)
+        # Remembered without the phase check (replay accepts every valid result), which is
+        # applied on every answer: two attribute reads.
+        decision = validate_result(results[0]["result"], phase=REPLAY, engine=engine, revision=self.revision)
         if not decision.failed_closed:
             if len(self._decisions) >= _DECISION_MEMO_LIMIT:
                 self._decisions.clear()
             self._decisions[output] = decision
-        return decision
+        return for_phase(decision, phase)
 
     def encode_input(self, value: Any) -> bytes:
         """``value`` as the module's JSON input text.
@@ -320,7 +450,7 @@ class WasmEngine(EmbeddedEngine):
             else:
                 loop = asyncio.get_running_loop()
                 output = await loop.run_in_executor(executor, compiled.evaluate_text, input)
-            return compiled.decision(output, self.name)
+            return compiled.decision(output, self.name, input_phase(input))
         except Exception as error:  # fail closed on anything the module, the host or the input throws
             log.error(
                 "policy_eval_error",
