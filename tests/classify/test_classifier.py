@@ -510,3 +510,15 @@ def test_every_element_of_a_shape_with_a_detected_key_is_opaque_and_only_those()
     assert labels_by_path(result)["outputs.doc{opaque-json}"] == {
         "restricted": [f"catalog:fail_closed:{KEY_DETECTED}"]  # the most any entry under doc gives
     }
+
+
+def test_an_output_name_holding_what_a_detector_finds_fails_the_reply() -> None:
+    # The upstream names its outputs: names travel to the caller and into paths, logs and records.
+    for name in ("card_4111111111111111", "bob.secret@example.com"):
+        with pytest.raises(UpstreamError) as refused:
+            classify_outputs("customer-profile", [text(name, "x")], CATALOG, DETECTORS)
+        assert refused.value.reason == "OUTPUT_NAME_DETECTED"
+        assert name not in refused.value.message
+    clean: set[tuple[str, ...]] = set()
+    classify_outputs("customer-profile", [text("notes", "x")], CATALOG, DETECTORS, clean_names=clean)
+    assert clean == {("notes",)}, "a name set that passed is not scanned again"

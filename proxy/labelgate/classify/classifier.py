@@ -26,6 +26,8 @@ there. BYTES tensors are free text and go through the detectors too:
   be ones no entry names), source ``catalog:fail_closed:<reason>``; and each detector
   that fires in it, or in its text with JSON escapes decoded, spans all of it. A mask on
   either path, or on any path inside the tensor's elements, rewrites it whole.
+- Output names are the upstream's text, and travel into paths, logs and records: a name
+  in which a detector fires fails the reply (``check_output_names``).
 - Escapes hide values from detectors reading raw text (``\\u0031\\u0032\\u0033-45-6789``), so
   text with JSON escapes is scanned decoded as well; a value found only that way spans the
   whole element (or leaf), since its offsets do not index the raw bytes.
@@ -76,6 +78,7 @@ from labelgate.oip.tensor import Tensor
 
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
 BACKEND_LABELS_INVALID = reasons.BACKEND_LABELS_INVALID
+OUTPUT_NAME_DETECTED = reasons.OUTPUT_NAME_DETECTED
 # Key spellings are kept per model; past this many models (names come from callers) the
 # memo starts over.
 MODEL_MEMO_SIZE = 1024
@@ -140,14 +143,17 @@ def classify_outputs(
     default_label: str | None = None,
     backend: Mapping[str, set[str]] | None = None,
     keys: KeyNames | None = None,
+    clean_names: set[tuple[str, ...]] | None = None,
 ) -> Classification:
     """Classify a response's outputs (see the module docstring).
 
     ``default_label`` defaults to the catalog's; ``backend`` is ``backend_labels(response)``;
-    ``keys`` spells JSON keys (default: the model's catalogued keys, the process secret).
+    ``keys`` spells JSON keys (default: the model's catalogued keys, the process secret);
+    ``clean_names``: sets of output names already checked (``check_output_names``).
     """
     default = check_default_label(default_label or catalog.default_label)
     keys = keys if keys is not None else KeyNames(catalog.key_names(model))
+    check_output_names(tensors, detectors, clean_names)
     fields = FieldSet()
     result = Classification(fields=[], json_keys=keys)
     backend = backend or {}
@@ -175,6 +181,32 @@ def classify_outputs(
             )
     result.fields = fields.fields(default)
     return result
+
+
+def check_output_names(
+    tensors: Sequence[Tensor], detectors: DetectorSet, clean: set[tuple[str, ...]] | None = None
+) -> None:
+    """Refuse a reply whose output names hold what a detector finds (``OUTPUT_NAME_DETECTED``).
+
+    The upstream chooses its outputs' names, and they travel where values never do: to the
+    caller as names, and into field paths, log lines, audit records and stored decision
+    inputs. So they are scanned like JSON keys, by every detector, and a hit fails the reply
+    closed. ``clean`` remembers name sets that passed (a model answers with the same names
+    call after call); past ``MODEL_MEMO_SIZE`` sets it starts over."""
+    names = tuple(tensor.name for tensor in tensors)
+    if clean is not None and names in clean:
+        return
+    found = detectors.scan_each([name.encode("utf-8", "surrogatepass") for name in names])
+    if found:
+        detector = min(hit.detector for hits in found.values() for hit in hits)
+        # Neither the name nor its position in the reply is quoted: the name is the data.
+        raise UpstreamError(
+            OUTPUT_NAME_DETECTED, f"an output's name holds what the {detector} detector finds"
+        )
+    if clean is not None:
+        if len(clean) >= MODEL_MEMO_SIZE:
+            clean.clear()
+        clean.add(names)
 
 
 def _classify_text_tensor(
@@ -299,6 +331,7 @@ class Classifier:
         self.key_secret = key_secret
         KeyNames((), key_secret)  # a bad secret is refused here, not on the first response
         self._key_names: dict[str, KeyNames] = {}
+        self._clean_output_names: set[tuple[str, ...]] = set()
 
     def key_names(self, model: str) -> KeyNames:
         """How ``model``'s JSON keys are spelled; one per model, so each key is hashed once."""
@@ -317,7 +350,13 @@ class Classifier:
         self, model: str, tensors: Sequence[Tensor], backend: Mapping[str, set[str]] | None = None
     ) -> Classification:
         return classify_outputs(
-            model, tensors, self.catalog, self.detectors, backend=backend, keys=self.key_names(model)
+            model,
+            tensors,
+            self.catalog,
+            self.detectors,
+            backend=backend,
+            keys=self.key_names(model),
+            clean_names=self._clean_output_names,
         )
 
     def classify_message(self, message: Any) -> Classification:
