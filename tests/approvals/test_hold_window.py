@@ -39,7 +39,7 @@ def held_decision(**extra: object) -> Decision:
         **extra,
     }
     result = {
-        "allow": True,
+        "allow": False,  # held: allowing and holding at once is a contradictory result
         "reason": "",
         "mask": [],
         "require_approval": requirement,

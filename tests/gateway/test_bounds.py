@@ -43,3 +43,11 @@ def test_replies_beyond_bounds_are_refused(paths: list[str], reason: str) -> Non
     with pytest.raises(InvalidInput) as refused:
         check_fields([field(path) for path in paths], LIMITS)
     assert refused.value.reason == reason
+
+
+def test_a_model_name_longer_than_a_path_may_be_is_refused() -> None:
+    limits = LimitSettings()
+    check_target(Target(service="s", model="m" * limits.max_path_bytes), limits)
+    with pytest.raises(InvalidInput) as refused:
+        check_target(Target(service="s", model="m" * (limits.max_path_bytes + 1)), limits)
+    assert refused.value.reason == "PATH_TOO_LONG"

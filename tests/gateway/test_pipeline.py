@@ -354,6 +354,26 @@ async def test_a_streamed_reply_naming_no_request_ends_the_stream() -> None:
     assert recorder.records[-1].refusal == "UPSTREAM_MALFORMED"
 
 
+async def test_each_streamed_message_is_its_own_call_to_policy_and_approvals() -> None:
+    # Grants are spent and row budgets charged per call id: a stream's messages sharing one
+    # id let a single-use grant release every message of the stream.
+    pipeline, _, engine, recorder = make_pipeline()
+    seen: list[tuple[str, str]] = []
+    decide = engine.decide
+
+    async def noting(policy_input: dict[str, Any]) -> Decision:
+        seen.append((policy_input["phase"], policy_input["request"]["request_id"]))
+        return await decide(policy_input)
+
+    engine.decide = noting  # type: ignore[method-assign]
+    stream = FakeStream(lambda sent: [stream_reply(customer_reply(sent.id))])
+    await collect(pipeline, stream, request(caller_id="a"), request(caller_id="b"))
+    ids = {phase: [rid for p, rid in seen if p == phase] for phase in ("request", "response")}
+    assert ids["request"] == ids["response"], "a message's reply is decided under its request's id"
+    assert len(set(ids["request"])) == 2 and all(rid.startswith("r.") for rid in ids["request"])
+    assert {record.call.request_id for record in recorder.records} == {"r"}, "records keep the stream's"
+
+
 async def test_a_streamed_request_the_upstream_side_refuses_is_recorded_as_refused() -> None:
     # RoutedStream.write refuses shared memory (and models routed elsewhere) after the
     # request phase: the request's record says so, not "allow".

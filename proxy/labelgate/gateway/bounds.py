@@ -13,6 +13,14 @@ from labelgate.gateway import reasons
 
 
 def check_target(target: Target, limits: LimitSettings) -> None:
+    # A model name is a path's first part, and every record of the call holds it.
+    model_bytes = len(target.model.encode("utf-8", "surrogatepass"))
+    if model_bytes > limits.max_path_bytes:
+        raise InvalidInput(
+            reasons.PATH_TOO_LONG,
+            f"the model name has {model_bytes} bytes; at most {limits.max_path_bytes} "
+            "(limits.max_path_bytes)",
+        )
     outputs = target.requested_outputs
     if len(outputs) > limits.max_requested_outputs:
         raise InvalidInput(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -231,17 +232,22 @@ class Pipeline:
             raise
         ledger = StreamLedger(call.request_id[:8])
         carry = CarryOver(self.classifier.classifier.detectors, self.limits.stream_carry_bytes)
+        numbers = itertools.count(1)
 
         async def forward_requests() -> None:
             async for request in requests:
                 target = infer_target(request, call.method)
+                # Each message is its own call to policy and approvals (its request and
+                # response phases share it): a single-use grant or a row budget is spent per
+                # message, not once per stream. Records keep the stream's request id.
+                message = dataclasses.replace(call, request_id=f"{call.request_id}.{next(numbers)}")
                 async with self.recording(call, target) as outcome:
                     outcome.subject, outcome.request_summary = subject, target_summary(target)
                     still_valid(subject)
-                    await self.admit(call, subject, target, outcome, self.expected_fields(target))
+                    await self.admit(message, subject, target, outcome, self.expected_fields(target))
                     # Inside the record: a request the upstream side refuses (shared memory, a
                     # model routed elsewhere) is recorded as refused, not as admitted.
-                    request.id = ledger.open(target)
+                    request.id = ledger.open(target, message)
                     await upstream.write(request)
             await upstream.done_writing()
 
@@ -257,7 +263,13 @@ class Pipeline:
                 async with self.recording(call, held.target) as outcome:
                     outcome.subject, outcome.upstream_status = subject, "OK"
                     released = await self.release_inference(
-                        call, subject, held.target, ending, outcome, tensors=tensors, backend=held.backend
+                        held.call,
+                        subject,
+                        held.target,
+                        ending,
+                        outcome,
+                        tensors=tensors,
+                        backend=held.backend,
                     )
                 yield pb.ModelStreamInferResponse(infer_response=released)
         except asyncio.CancelledError as error:
@@ -301,7 +313,7 @@ class Pipeline:
             if final:
                 ledger.close(held)
             released = await self.release_inference(
-                call, subject, target, response, outcome, tensors=tensors, backend=held.backend
+                held.call, subject, target, response, outcome, tensors=tensors, backend=held.backend
             )
         return pb.ModelStreamInferResponse(infer_response=released)
 
@@ -336,8 +348,10 @@ class Pipeline:
         """Record a refusal made outside ``recording`` (a stream's end, a REST body that does
         not parse); a failure to record it is left to the refusal itself."""
         outcome = Outcome(subject=subject, model=target.model, upstream_status=error.reason)
-        with contextlib.suppress(LabelgateError):
+        try:
             await self.recorder.record(CallRecord.of(call, outcome, error))
+        except LabelgateError as lost:
+            log.error("a refusal's record was lost", reason=lost.reason, request_id=call.request_id)
 
     # -- stage 1: authenticate -------------------------------------------------------
     def authenticate(self, call: Call) -> Subject:
@@ -452,8 +466,12 @@ class Pipeline:
                     raise
                 except BaseException as error:
                     # The refusal stands whether or not its record could be written.
-                    with contextlib.suppress(LabelgateError):
+                    try:
                         await self.recorder.record(CallRecord.of(call, outcome, error))
+                    except LabelgateError as lost:
+                        log.error(
+                            "a refusal's record was lost", reason=lost.reason, request_id=call.request_id
+                        )
                     raise
                 # Nothing is released before its record is durable: a failure here fails the call.
                 await self.recorder.record(CallRecord.of(call, outcome, None))

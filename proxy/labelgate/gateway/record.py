@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import json
 import queue
 import sqlite3
@@ -55,20 +56,43 @@ class Reserving(Protocol):
     async def record(self, entry: CallRecord) -> None: ...
 
 
+# The writer refuses strings longer than this (audit.records.MAX_STRING); a record must never
+# be refused for what a caller chose to send, or the call's refusal would go unrecorded.
+_RECORDED_TEXT = 1024
+
+
+def recorded_text(value: str) -> str:
+    """``value`` as a record holds it: past ``_RECORDED_TEXT`` characters, its length and a
+    digest instead (no prefix: a long name may be data)."""
+    if len(value) <= _RECORDED_TEXT:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"<{len(value)} characters, sha256 {digest}>"
+
+
 def audit_event(entry: CallRecord) -> dict[str, Any]:
-    """The audit record of one call (or one streamed message): names and labels only."""
+    """The audit record of one call (or one streamed message): names and labels only. The
+    texts a caller or its token chose are bounded (``recorded_text``)."""
     last = entry.last_decision
     call = entry.call
+    subject = entry.subject_json()
+    if subject is not None:
+        subject = {
+            **subject,
+            "id": recorded_text(subject["id"]),
+            "name": recorded_text(subject["name"]),
+            "groups": [recorded_text(group) for group in subject["groups"]],
+        }
     return {
         "time": format_time(entry.time),
         "event_id": entry.event_id,
-        "session_id": call.session_id,
-        "request_id": call.request_id,
-        "subject": entry.subject_json(),
-        "peer": call.peer,
-        "service": call.service,
-        "method": call.method,
-        "model": entry.model,
+        "session_id": recorded_text(call.session_id),
+        "request_id": recorded_text(call.request_id),
+        "subject": subject,
+        "peer": recorded_text(call.peer),
+        "service": recorded_text(call.service),
+        "method": recorded_text(call.method),
+        "model": recorded_text(entry.model),
         "phase": last[0] if last else "",
         "labels": list(entry.labels),
         "masked": list(entry.masked),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from labelgate.calls import Target
+from labelgate.calls import Call, Target
 from labelgate.classify.parameters import parameter_value
 from labelgate.gateway.upstream import MalformedUpstream
 
@@ -27,6 +27,9 @@ FINAL_PARAMETER = "triton_final_response"
 class OpenRequest:
     upstream_id: str
     target: Target
+    # The message's own call (its request id), under which its request phase was decided: its
+    # replies are decided under it too.
+    call: Call
     # Labels the backend declared on any reply so far, per output: they stay with the request.
     backend: dict[str, set[str]] = field(default_factory=dict)
 
@@ -37,10 +40,10 @@ class StreamLedger:
         self._numbers = itertools.count(1)
         self._open: dict[str, OpenRequest] = {}
 
-    def open(self, target: Target) -> str:
+    def open(self, target: Target, call: Call) -> str:
         """Register a request; returns the id to send upstream in place of the caller's."""
         upstream_id = f"lg-{self._tag}-{next(self._numbers)}"
-        self._open[upstream_id] = OpenRequest(upstream_id, target)
+        self._open[upstream_id] = OpenRequest(upstream_id, target, call)
         return upstream_id
 
     def match(self, reply_id: str) -> OpenRequest:
