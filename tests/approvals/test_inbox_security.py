@@ -90,3 +90,31 @@ def test_a_person_who_may_not_see_a_request_gets_not_found(stack: Stack) -> None
     with signed_in(stack, token(person("analyst"), "analysts")) as client:
         assert client.get(f"/inbox/{approval_id}").status_code == 404
         assert approval_id not in client.get("/inbox").text
+
+
+def test_a_vote_reason_with_a_lone_surrogate_never_reaches_the_record(stack: Stack) -> None:
+    """A reason goes into the vote's audit event, which the audit client refuses when it holds
+    text with no UTF-8 form (a lone surrogate): the record would be lost. Neither way in lets
+    one through: the API refuses it (400), the inbox form decodes it as U+FFFD."""
+    steward, owner = person("steward"), person("owner")
+    approval_id = ask_async(stack, token(steward, "data-stewards"))
+    owner_token = token(owner, "data-owners")
+    refused = httpx.post(
+        f"{stack.api.base}/api/v1/approvals/{approval_id}/approve",
+        headers={"authorization": f"Bearer {owner_token}", "content-type": "application/json"},
+        content=b'{"reason": "\\ud800 fine"}',
+        timeout=10,
+    )
+    assert refused.status_code == 400 and refused.json()["reason"] == "INVALID_REQUEST"
+    assert stack.api.show(approval_id, owner_token)["votes"] == []
+    with signed_in(stack, owner_token) as client:
+        csrf = hidden(client.get(f"/inbox/{approval_id}").text, "csrf")
+        form = b"csrf=" + csrf.encode() + b"&reason=%ED%A0%80a\xed\xa0\x80"  # escaped and raw
+        done = client.post(
+            f"/inbox/{approval_id}/approve",
+            content=form,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert done.status_code == 303, done.text
+    (vote,) = stack.api.show(approval_id, owner_token)["votes"]
+    assert vote["reason"] == "\ufffd" * 3 + "a" + "\ufffd" * 3

@@ -58,6 +58,20 @@ def test_verify_tampered_exits_1_and_locates_the_record(written: Path, keys: tup
     assert "last verified checkpoint: #1 at seq 5" in result.output
 
 
+def test_verify_reports_an_edit_no_record_can_hold_without_a_traceback(
+    written: Path, keys: tuple[Path, Path]
+) -> None:
+    (segment,) = written.glob("audit-*.jsonl")
+    content = segment.read_bytes().splitlines(keepends=True)
+    content[6] = content[6].replace(b'"latency_ms":1.25', b'"latency_ms":1e400')
+    content[8] = content[8].replace(b'"model":"customer-profile"', b'"model":"\\ud800"')
+    segment.write_bytes(b"".join(content))
+    result = runner.invoke(audit_app, ["verify", str(written), "--public-key", str(keys[1])])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    assert f"TAMPERED malformed at {segment.name}, line 7, seq 7" in result.output
+
+
 def test_usage_errors_exit_2(written: Path, tmp_path: Path) -> None:
     missing = runner.invoke(audit_app, ["verify", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -95,6 +95,31 @@ def test_an_edited_record_stops_the_export_at_that_record(tmp_path: Path) -> Non
     assert caught.value.reason == "AUDIT_EXPORT_LOG_BROKEN"
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b'"model":"customer-profile"', b'"model":"\\ud800"'),
+        (b'"latency_ms":1.25', b'"latency_ms":1e400'),
+    ],
+)
+def test_a_record_no_record_can_hold_stops_the_export_without_a_crash(
+    tmp_path: Path, old: bytes, new: bytes
+) -> None:
+    """Re-hashing such a line raised (UnicodeEncodeError, or ValueError for inf) out of the tail."""
+    log_dir, _ = write_log(tmp_path, 6, max_segment_bytes=1 << 20)
+    segment = list_segments(log_dir)[0][1]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(old, new)
+    segment.write_bytes(b"".join(lines))
+    good = read_batch(log_dir, Cursor(), 10)
+    assert [r.seq for r in good] == [1, 2, 3]
+    with pytest.raises(ExportLogBroken, match="byte") as caught:
+        read_batch(log_dir, good[-1].after, 3)
+    assert caught.value.reason == "AUDIT_EXPORT_LOG_BROKEN"
+    with pytest.raises(ExportLogBroken, match="not a valid record"):
+        read_batch(log_dir, Cursor(seq=3, hash=good[-1].after.hash), 3)  # located by scanning
+
+
 def test_a_removed_segment_is_a_gap_not_a_skip(tmp_path: Path) -> None:
     log_dir, _ = write_log(tmp_path, 20)
     segments = list_segments(log_dir)

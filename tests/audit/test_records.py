@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -238,6 +239,11 @@ _VARIANTS: list[dict[str, Any]] = [
     {"subject": {"id": "alice", "groups": [{"contents": 1}]}},
     {"approval_id": None, "approvers": []},
     {"details": {"nested": [{"a": [{"b": 1}]}]}},
+    {"reason": "caf\u00e9 \U0001f600"},
+    {"reason": "\ud800"},
+    {"labels": ["ok", "a\udfffb"]},
+    {"details": {"\ud800": 1}},
+    {"details": {"k": {"caf\u00e9\udc80": 1}}},
 ]
 
 
@@ -319,3 +325,33 @@ def test_a_decision_that_is_not_a_string_is_refused_not_raised(decision: Any) ->
     writer's connection); every shape of it is an invalid event."""
     with pytest.raises(AuditEventInvalid, match="decision"):
         validate_event(make_event(decision=decision))
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"model": "\ud800"}, "event.model is not valid Unicode"),
+        ({"labels": ["ok", "a\udfffb"]}, "event.labels[1] is not valid Unicode"),
+        (
+            {"masked": [{"path": "x\udc80", "strategy": "redact"}]},
+            "event.masked[0].path is not valid Unicode",
+        ),
+        ({"details": {"\ud800": 1}}, "event.details has a key that is not valid Unicode"),
+        ({"subject": {"id": "alice", "n\ud83d": "x"}}, "event.subject has a key that is not valid Unicode"),
+    ],
+)
+def test_text_with_a_lone_surrogate_is_refused_in_a_message_that_encodes(change: dict, where: str) -> None:
+    """JSON ``"\\ud800"`` parses to a string with no UTF-8 form: accepted, it made the writer's
+    canonical encode raise mid-commit, which refused the whole batch and stopped the writer."""
+    event = make_event(**change)
+    with pytest.raises(AuditEventInvalid, match=re.escape(where)) as caught:
+        validate_event(event)
+    assert caught.value.reason == "AUDIT_EVENT_INVALID"
+    caught.value.message.encode("utf-8")  # the writer sends it back in a reply
+
+
+def test_an_unknown_field_with_a_lone_surrogate_is_named_in_a_message_that_encodes() -> None:
+    with pytest.raises(AuditEventInvalid, match="unknown event field") as caught:
+        validate_event({**make_event(), "x\ud800": 1})
+    assert "x\\ud800" in caught.value.message
+    caught.value.message.encode("utf-8")

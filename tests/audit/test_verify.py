@@ -104,6 +104,31 @@ def test_an_edited_value_is_a_hash_mismatch(log: Path, key) -> None:
     assert (problem.kind, problem.line, problem.seq) == ("hash_mismatch", 25, 25)
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b'"model":"customer-profile"', b'"model":"\\ud800"'),  # a lone surrogate: no UTF-8 form
+        (b'"latency_ms":1.25', b'"latency_ms":1e400'),  # parses to inf: no canonical form
+        (b'"subject":{', b'"subject":{"\\udc80":1,'),
+    ],
+)
+def test_text_or_a_number_no_record_can_hold_is_a_malformed_line_not_a_crash(
+    log: Path, key, old: bytes, new: bytes
+) -> None:
+    """Re-encoding such a line raised (UnicodeEncodeError, or ValueError for inf) out of
+    ``verify``: a traceback instead of the edited line's location."""
+    path = segment(log)
+    content = lines(path)
+    assert old in content[24]
+    content[24] = content[24].replace(old, new)
+    write_lines(path, content)
+    report = verify_log(log, key)
+    problem = report.record_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("malformed", 25, 25)
+    assert report.records == 24 and report.last_verified is not None and report.last_verified.seq == 20
+
+
 def test_a_deleted_record_is_located(log: Path, key) -> None:
     path = segment(log)
     content = lines(path)

@@ -14,8 +14,9 @@ import pytest
 
 from labelgate.audit import AuditClient, AuditRejected, AuditUnavailable
 from labelgate.audit.records import GENESIS
-from labelgate.audit.store import list_segments
+from labelgate.audit.store import list_segments, parse_record
 from labelgate.audit.verify import verify_log
+from labelgate.audit.writer import AuditWriter, WriterSettings, _Connection
 from tests.audit.conftest import make_event, read_checkpoints, read_records, run_to_exit, writer_process
 
 
@@ -256,6 +257,48 @@ async def test_writer_refuses_a_log_shorter_than_its_last_checkpoint(tmp_path: P
     assert "AUDIT_LOG_CORRUPT" in output and "records are missing" in output
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b'"model":"customer-profile"', b'"model":"\\ud800"'),
+        (b'"latency_ms":1.25', b'"latency_ms":1e400'),
+    ],
+)
+async def test_writer_refuses_a_last_record_no_record_can_hold(
+    tmp_path: Path, old: bytes, new: bytes
+) -> None:
+    """A hand-edited last line with a lone surrogate or a number that parses to inf crashed
+    startup recovery (and the export tail, which parses lines the same way) with a traceback."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        async with AuditClient(sock) as client:
+            for _ in range(2):
+                await client.append(make_event())
+    segment = list_segments(log_dir)[0][1]
+    content = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(content[0] + content[1].replace(old, new))
+    line = segment.read_bytes().splitlines(keepends=True)[1]
+    assert new in line and parse_record(line) is None
+    status, output = run_to_exit(sock, log_dir)
+    assert status == 2, output
+    assert "AUDIT_LOG_CORRUPT" in output and "is not a valid record" in output
+    assert "Traceback" not in output
+
+
+async def test_writer_refuses_a_last_checkpoint_whose_seq_is_out_of_range(tmp_path: Path, keys) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, "--signing-key", str(keys[0])):
+        async with AuditClient(sock) as client:
+            await client.append(make_event())
+    checkpoints = log_dir / "checkpoints.jsonl"
+    content = checkpoints.read_bytes()
+    assert b'"seq":1,' in content
+    checkpoints.write_bytes(content.replace(b'"seq":1,', b'"seq":1e400,'))
+    status, output = run_to_exit(sock, log_dir, "--signing-key", str(keys[0]))
+    assert status == 2, output
+    assert "AUDIT_LOG_CORRUPT" in output and "does not parse" in output
+
+
 async def test_one_writer_per_log_directory_and_per_socket(tmp_path: Path) -> None:
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     with writer_process(sock, log_dir):
@@ -420,3 +463,122 @@ async def test_a_closed_client_refuses_rather_than_connecting_again(tmp_path: Pa
             await client.append(make_event())
         assert not client.connected
     assert len(read_records(log_dir)) == 1
+
+
+# -- hostile but well-framed requests --------------------------------------------------------
+
+
+def exchange(sock: Path, bodies: list[bytes], replies: int) -> list[dict]:
+    """Send ``bodies`` as frames in one write on a raw connection; the first ``replies`` replies."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.connect(str(sock))
+        raw.settimeout(5)
+        raw.sendall(b"".join(struct.pack(">I", len(body)) + body for body in bodies))
+        data, answers = b"", []
+        while len(answers) < replies:
+            while len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
+                length = struct.unpack(">I", data[:4])[0]
+                answers.append(json.loads(data[4 : 4 + length]))
+                data = data[4 + length :]
+            if len(answers) < replies:
+                chunk = raw.recv(65536)
+                assert chunk, f"the writer hung up after {answers}"
+                data += chunk
+    return answers
+
+
+def append_body(request_id: str, event: dict | None = None) -> bytes:
+    """An append request with ``request_id`` spelt as given (raw JSON text)."""
+    event_text = json.dumps(event or make_event())
+    return f'{{"id": {request_id}, "op": "append", "event": {event_text}}}'.encode()
+
+
+async def test_a_request_id_that_is_not_a_plain_integer_is_refused_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    """``"id": 1e400`` parses to inf: its acknowledgement could not be encoded inside the
+    commit, the failure path's refusal failed on the same id, and the writer stayed up
+    answering every later append "shutting down". Ids are now checked before queuing."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    hostile = ["1e400", "-1e400", "1.5", '"7"', "true", "null", "-1", str(2**63), "[1]"]
+    with writer_process(sock, log_dir) as process:
+        for request_id in hostile:
+            (reply,) = exchange(sock, [append_body(request_id)], 1)
+            assert reply == {
+                "id": None,
+                "ok": False,
+                "reason": "AUDIT_PROTOCOL",
+                "message": f"request id must be an integer from 0 to {2**63 - 1}",
+            }, request_id
+        (reply,) = exchange(sock, [b'{"id": 1e400, "op": "stats"}'], 1)
+        assert reply["reason"] == "AUDIT_PROTOCOL"
+        (ok,) = exchange(sock, [append_body(str(2**63 - 1))], 1)
+        assert ok["ok"] and ok["id"] == 2**63 - 1 and ok["seq"] == 1
+        async with AuditClient(sock, timeout=2) as client:
+            assert (await client.append(make_event())).seq == 2
+            stats = await client.stats()
+        assert process.popen.poll() is None
+    assert stats["rejected"] == len(hostile) + 1
+    assert [r["seq"] for r in read_records(log_dir)] == [1, 2]
+
+
+async def test_a_lone_surrogate_refuses_only_its_own_frame_and_the_batch_is_written(tmp_path: Path) -> None:
+    """A lone surrogate (JSON ``"\\ud800"``) in an event's text or keys has no UTF-8 form: it
+    made the commit raise, which refused every request of its batch and stopped the writer."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    surrogate_value = append_body("2", make_event(model="x")).replace(b'"model": "x"', b'"model": "\\ud800"')
+    surrogate_key = append_body("3", make_event(details={"k": 1})).replace(b'{"k": 1}', b'{"\\udfff": 1}')
+    with writer_process(sock, log_dir) as process:
+        frames = [append_body("1"), surrogate_value, surrogate_key, append_body("4")]
+        replies = {reply["id"]: reply for reply in exchange(sock, frames, 4)}
+        assert (replies[1]["ok"], replies[4]["ok"]) == (True, True)
+        assert (replies[1]["seq"], replies[4]["seq"]) == (1, 2)
+        assert replies[2]["reason"] == replies[3]["reason"] == "AUDIT_EVENT_INVALID"
+        assert "event.model is not valid Unicode text" in replies[2]["message"]
+        assert "event.details has a key that is not valid Unicode text" in replies[3]["message"]
+        async with AuditClient(sock, timeout=2) as client:
+            assert (await client.append(make_event())).seq == 3
+        assert process.popen.poll() is None
+    assert [r["seq"] for r in read_records(log_dir)] == [1, 2, 3]
+
+
+class _Transport:
+    """Enough of an ``asyncio.Transport`` to see what a connection was sent and whether it closed."""
+
+    def __init__(self) -> None:
+        self.sent, self.closed = b"", False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_failed_commit_stops_the_writer_even_when_a_refusal_cannot_be_encoded(tmp_path: Path) -> None:
+    """The failure path once raised out of its own handler (the refusal of an id that cannot
+    be encoded), so the writer never stopped: alive, and refusing every later append."""
+    writer = AuditWriter(WriterSettings(socket_path=tmp_path / "w.sock", log_dir=tmp_path / "log"))
+    writer._loop = asyncio.get_running_loop()
+    writer._stopped = writer._loop.create_future()
+    unencodable, fine = _Connection(writer), _Connection(writer)
+    unencodable.transport, fine.transport = _Transport(), _Transport()  # type: ignore[assignment]
+    # Past validation (as only a bug could get them there): the commit fails on the first.
+    writer._pending = [
+        (make_event(model="\ud800"), unencodable, float("inf")),
+        (make_event(), fine, 7),
+    ]
+    writer._commit_pending()
+    assert writer._stopped.done() and isinstance(writer._stopped.exception(), UnicodeEncodeError)
+    assert writer.failed is writer._stopped.exception() and writer._pending == []
+    assert unencodable.transport.closed and unencodable.transport.sent == b""  # type: ignore[union-attr]
+    body = fine.transport.sent[4:]  # type: ignore[union-attr]
+    assert json.loads(body) == {
+        "id": 7,
+        "ok": False,
+        "reason": "AUDIT_WRITE_FAILED",
+        "message": "the writer failed",
+    }

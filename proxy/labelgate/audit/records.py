@@ -209,7 +209,7 @@ def _validate_exactly(event: Any) -> None:
     """The reference: every rule in order, with a message saying which one an event breaks."""
     if not isinstance(event, dict):
         raise AuditEventInvalid(f"an event is a JSON object, not {type(event).__name__}")
-    unknown = sorted(str(key) for key in event if key not in EVENT_FIELDS)
+    unknown = sorted(_printable(str(key)) for key in event if key not in EVENT_FIELDS)
     if unknown:
         raise AuditEventInvalid(f"unknown event field(s): {', '.join(unknown)}")
     missing = [key for key in REQUIRED_FIELDS if event.get(key) in (None, "")]
@@ -279,7 +279,7 @@ def _plain_values(values: Iterable[Any], depth: int) -> bool:
     for value in values:
         kind = type(value)
         if kind is str:
-            if len(value) > MAX_STRING:
+            if len(value) > MAX_STRING or not (value.isascii() or _encodes(value)):
                 return False
         elif value is None or kind is bool or kind is int:
             pass
@@ -303,7 +303,23 @@ def _plain_dict(value: dict[Any, Any], depth: int) -> bool:
     for key in value:
         if type(key) is not str or (_data_key_seen.get(key) is not False and _is_data_key(key)):
             return False
+        if not (key.isascii() or _encodes(key)):
+            return False
     return _plain_values(value.values(), depth + 1)
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a lone surrogate (JSON ``"\\ud800"``) does not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` as it may go into an error message (a reply that must itself encode)."""
+    return text if _encodes(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _check_value(value: Any, where: str, depth: int) -> None:
@@ -318,6 +334,8 @@ def _check_value(value: Any, where: str, depth: int) -> None:
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             raise AuditEventInvalid(f"{where} is longer than {MAX_STRING} characters")
+        if not _encodes(value):
+            raise AuditEventInvalid(f"{where} is not valid Unicode text (a lone surrogate)")
         return
     if isinstance(value, list):
         if len(value) > MAX_ITEMS:
@@ -331,6 +349,10 @@ def _check_value(value: Any, where: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise AuditEventInvalid(f"{where} has a non-string key")
+            if not _encodes(key):
+                raise AuditEventInvalid(
+                    f"{where} has a key that is not valid Unicode text (a lone surrogate)"
+                )
             if _DATA_KEY.search(key):
                 raise AuditEventInvalid(
                     f"{where}.{key}: a field named like a data value; audit events carry names, "

@@ -103,7 +103,12 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     seq, prev, digest, event = record["seq"], record["prev"], record["hash"], record["event"]
     if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(event, dict):
         return None
-    if not (is_hex_digest(prev) and is_hex_digest(digest)) or record_hash(seq, prev, event) != digest:
+    if not (is_hex_digest(prev) and is_hex_digest(digest)):
+        return None
+    try:
+        if record_hash(seq, prev, event) != digest:
+            return None
+    except ValueError:  # a lone surrogate (UnicodeEncodeError) or a number out of range (inf)
         return None
     return record
 
@@ -207,7 +212,7 @@ class LogStore:
         try:
             checkpoint = json.loads(line)
             return Checkpoint(int(checkpoint["seq"]), str(checkpoint["head"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a seq of 1e400
             raise AuditLogCorrupt(f"the last checkpoint in {path} does not parse") from None
 
     def _check_against_checkpoint(self, segments: list[tuple[int, Path]]) -> None:

@@ -210,7 +210,13 @@ def _check_line(
         return ("malformed", "seq is not an integer or event is not an object"), None
     if not (is_hex_digest(prev) and is_hex_digest(digest)):
         return ("malformed", "prev or hash is not a SHA-256 hex digest"), record
-    if canonical_json(record) + b"\n" != raw:
+    try:
+        canonical = canonical_json(record)
+        digest_of_contents = record_hash(seq, prev, event)
+    except ValueError:  # a lone surrogate (UnicodeEncodeError) or a number out of range (inf)
+        why = "line holds text or a number no record can hold (a lone surrogate, an infinite number): edited?"
+        return ("malformed", why), record
+    if canonical + b"\n" != raw:
         return ("not_canonical", "line is not in canonical form: its bytes were edited"), record
     if expected_seq is not None and seq != expected_seq:
         if seq > expected_seq:
@@ -220,7 +226,7 @@ def _check_line(
         return ("sequence", f"expected seq {expected_seq}, found {seq}: {what}"), record
     if head is not None and prev != head:
         return ("broken_link", "prev is not the hash of the record before it (inserted or replaced)"), record
-    if record_hash(seq, prev, event) != digest:
+    if digest_of_contents != digest:
         return ("hash_mismatch", "the record's contents do not match its hash (edited)"), record
     return None, record
 

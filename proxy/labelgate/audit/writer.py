@@ -109,7 +109,15 @@ class _Connection(FrameProtocol):
         self.close()
 
     def send(self, message: dict[str, Any]) -> None:
-        self.send_bytes(encode(message))
+        try:
+            data = encode(message)
+        except (TypeError, ValueError) as error:
+            # Never raised into the read callback or a failure path: this peer gets no
+            # answer but a closed connection (fail closed); every other one is unaffected.
+            log.warning("audit_reply_unencodable", error=str(error)[:200])
+            self.close()
+            return
+        self.send_bytes(data)
 
     def send_bytes(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -122,6 +130,15 @@ class _Connection(FrameProtocol):
 
 # (event, connection, request id) of an append waiting for its batch.
 _Pending = tuple[dict[str, Any], _Connection, Any]
+
+# Request ids are the client's per-connection counter: a plain int in this range (what a
+# signed 64-bit integer holds). Anything else (a float, ``1e400`` parsed as inf, a string,
+# a bool) is refused before it can reach a reply that would then fail to encode.
+MAX_REQUEST_ID = (1 << 63) - 1
+
+
+def _valid_request_id(request_id: Any) -> bool:
+    return type(request_id) is int and 0 <= request_id <= MAX_REQUEST_ID
 
 
 def _acknowledgement(request_id: Any, seq: int, digest: str) -> bytes:
@@ -252,6 +269,13 @@ class AuditWriter:
         if connection not in self.connections:  # refused peer: its frames are never handled
             return
         request_id, op = message.get("id"), message.get("op")
+        if not _valid_request_id(request_id):
+            # Not echoed back: it may be what cannot be encoded (inf). The peer cannot match
+            # this reply to a request, but it is told what is wrong; nothing is queued.
+            self.stats.rejected += 1
+            message_text = f"request id must be an integer from 0 to {MAX_REQUEST_ID}"
+            connection.send(_error(None, "AUDIT_PROTOCOL", message_text))
+            return
         if op == "stats":
             connection.send({"id": request_id, "ok": True, "stats": self.snapshot()})
             return
@@ -328,8 +352,10 @@ class AuditWriter:
             self.failed = error
             self._stopping = True
             # ``batch`` left ``_pending`` before the failure: its callers are answered too.
-            self._refuse_pending(batch, "AUDIT_WRITE_FAILED", "the writer failed")
-            self._set_stopped(error)
+            try:
+                self._refuse_pending(batch, "AUDIT_WRITE_FAILED", "the writer failed")
+            finally:
+                self._set_stopped(error)  # always: a writer that failed must exit, never linger
 
     def _set_stopped(self, error: BaseException | None) -> None:
         if self._stopped is None or self._stopped.done():
@@ -379,9 +405,11 @@ class AuditWriter:
         self._refuse_pending(batch, "AUDIT_WRITE_FAILED", "the writer cannot write")
 
     def _refuse_pending(self, batch: list[_Pending], reason: str, message: str) -> None:
-        for _, connection, request_id in [*batch, *self._pending]:
-            connection.send(_error(request_id, reason, message))
+        waiting = [*batch, *self._pending]
         self._pending.clear()
+        for _, connection, request_id in waiting:
+            # ``send`` never raises: a reply that cannot be encoded closes that connection.
+            connection.send(_error(request_id, reason, message))
 
     @property
     def _covered_seq(self) -> int:
