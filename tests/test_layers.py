@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "tracing",
         "retry",
         "background",
+        "digits",
         "memo",
         "terminal_log",
         "migrations",

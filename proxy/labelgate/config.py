@@ -42,6 +42,7 @@ from labelgate.auth.assertion import SubjectAssertionSettings
 from labelgate.auth.settings import AuthSettings
 from labelgate.classify.labels import LABELS
 from labelgate.config_paths import ConfigPath, config_folder_context, from_config_file
+from labelgate.digits import whole_number
 from labelgate.errors import ConfigError
 from labelgate.recording.settings import RecordingSettings
 from labelgate.retry import RetrySettings
@@ -66,7 +67,8 @@ def _refuse(problems: list[str]) -> None:
 
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    number = whole_number(port)
+    if not sep or not host or number is None or not 0 <= number <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT")
     return value
 

@@ -60,7 +60,7 @@ def test_bundle_server_refuses_a_bad_listen_address(policy_source: Path) -> None
 def test_parse_listen() -> None:
     assert parse_listen("127.0.0.1:8282") == ("127.0.0.1", 8282)
     assert parse_listen("[::1]:8282") == ("::1", 8282)
-    for bad in ("8282", ":8282", "host:0", "host:http", "host:70000"):
+    for bad in ("8282", ":8282", "host:0", "host:http", "host:70000", "host:\u00b2", "host:" + "9" * 5000):
         with pytest.raises(ConfigError):
             parse_listen(bad)
 

@@ -200,7 +200,7 @@ async def test_host_must_name_the_server(app: Clients) -> None:
 def test_host_names_are_parsed_strictly() -> None:
     assert host_name("Bundles.Example.:8282") == "bundles.example"
     assert host_name("[::1]:80") == "::1"
-    for bad in ("", "a:b", "[::1", "x/y", "user@host", "a b"):
+    for bad in ("", "a:b", "[::1", "x/y", "user@host", "a b", "bundles:\u00b2", "[::1]:\u00b2"):
         assert host_name(bad) is None
     check = HostCheck.of(["bundles", "127.0.0.1"])
     assert check.allows("bundles:1") and check.allows("192.168.1.1") and not check.allows("other")

@@ -222,6 +222,29 @@ async def test_malformed_requests_get_clear_problems(served: Served) -> None:
     assert_problem(await served.reader.get("/decisions/unknown"), 404, "DECISION_NOT_FOUND")
 
 
+@pytest.mark.parametrize("digit", ["\u00b2", "\u00b3", "\u00b9"])
+async def test_digits_that_are_not_ascii_are_a_clear_problem_not_a_500(served: Served, digit: str) -> None:
+    """``str.isdigit()`` accepts "²", which ``int()`` refuses: ``Prefer: wait=²`` (latin-1
+    byte 0xB2 on the wire) was a 500."""
+    etag = f'"{served.revision}"'.encode()
+    prefer = f"wait={digit}".encode("latin-1")
+    response = await served.client.get(BUNDLE, headers=[(b"If-None-Match", etag), (b"Prefer", prefer)])
+    assert_problem(response, 400, "PREFER_INVALID")
+    # A Content-Length like it (h11 refuses one on the wire; another server might not) is
+    # not trusted either: the body is read, and bounded, as it arrives.
+    body = b'{"labels": {"id": "x"}, "bundles": {}}'
+    headers = [(b"Content-Type", b"application/json"), (b"Content-Length", digit.encode("latin-1"))]
+    posted = await served.client.post("/status", content=body, headers=headers)
+    assert posted.status_code == 200, posted.text
+
+
+def test_prefer_wait_takes_ascii_digits_only() -> None:
+    for digits in ("\u00b2", "\u0661", "\uff11", "1\u00b2", "\U0001d7d9"):
+        assert digits[-1].isdigit()
+        with pytest.raises(InvalidInput, match="whole seconds"):
+            prefer_wait([f"wait={digits}"], 300)
+
+
 async def test_oversized_and_gzip_bomb_bodies_are_refused(served: Served) -> None:
     big = await served.client.post("/logs", content=b" " * (65 * 1024), headers=JSON)
     assert_problem(big, 413, "BODY_TOO_LARGE")
@@ -342,5 +365,8 @@ def test_prefer_and_etag_parsing() -> None:
     assert prefer_wait(["respond-async, wait=900"], 300) == 300
     with pytest.raises(InvalidInput):
         prefer_wait(["wait=-1"], 300)
+    assert prefer_wait(["wait=0010"], 300) == 10
+    assert prefer_wait(["wait=" + "9" * 5000], 300) == 300  # more digits than int() takes
+    assert prefer_wait(["wait=" + "0" * 5000 + "7"], 300) == 7
     assert etag_matches('"abc"', "abc") and etag_matches('W/"abc"', "abc")
     assert not etag_matches("", "abc") and not etag_matches('"abcd"', "abc")

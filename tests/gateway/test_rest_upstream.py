@@ -564,3 +564,12 @@ async def test_bytes_not_text_asked_as_json_is_the_upstreams_error(
             headers=token("analyst"),
         )
     assert (reply.status_code, reply.json()["reason"]) == (502, "REST_OUTPUT_NOT_TEXT"), reply.text
+
+
+async def test_a_content_length_in_digits_int_refuses_is_not_trusted(scripted_upstream: RestUpstream) -> None:
+    """``str.isdigit()`` accepts "²" (byte 0xB2, decoded as latin-1), which ``int()`` refuses:
+    the size check raised ValueError. Such a length is ignored; the body is still bounded."""
+    for declared in (b"\xb2", b"1\xb2", b"\xb9\xb2"):
+        reply = httpx.Response(200, headers=[(b"content-length", declared)], stream=httpx.ByteStream(b"{}"))
+        assert reply.headers["content-length"].isdigit()  # what the old check let through to int()
+        assert await scripted_upstream._bounded(reply) == b"{}"

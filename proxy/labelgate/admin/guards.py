@@ -32,6 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 from labelgate.approvals.api import API_PREFIX, PROBLEM_TYPE, SUBJECT_STATE
 from labelgate.auth import Subject
 from labelgate.auth import reasons as auth_reasons
+from labelgate.digits import whole_number
 from labelgate.errors import LabelgateError, Unauthenticated
 from labelgate.logs import get_logger
 
@@ -106,7 +107,8 @@ class AdminGuard:
             await response(scope, receive, send)
             return
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+        length = None if declared is None else whole_number(declared)
+        if declared is not None and (length is None or length > self.max_body_bytes):
             log.warning("admin body refused", path=path, declared=declared[:20], limit=self.max_body_bytes)
             response = _problem(
                 413,
@@ -124,7 +126,8 @@ class AdminGuard:
         a connection with unread bytes makes the kernel reset it, and the client can lose the
         refusal itself. Larger or unannounced bodies are not read at all."""
         declared = headers.get("content-length", "")
-        if not declared.isdigit() or not 0 < int(declared) <= self.max_body_bytes:
+        length = whole_number(declared)
+        if length is None or not 0 < length <= self.max_body_bytes:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.body_timeout_seconds):

@@ -48,6 +48,7 @@ from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK
 from labelgate.approvals.oidc import PENDING_SECONDS, OidcSignin, seal, unseal
 from labelgate.auth import Subject
 from labelgate.classify.labels import rank
+from labelgate.digits import whole_number
 from labelgate.errors import (
     InvalidInput,
     LabelgateError,
@@ -193,7 +194,8 @@ async def _form(request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise InvalidInput(reasons.FORM_EXPECTED, "send the form as application/x-www-form-urlencoded")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+    length = whole_number(declared)
+    if length is not None and length > MAX_FORM_BYTES:
         raise ResourceExhausted(reasons.FORM_TOO_LARGE, f"the form is larger than {MAX_FORM_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0

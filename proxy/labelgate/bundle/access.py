@@ -48,6 +48,7 @@ from typing import Any, Literal
 import yaml
 
 from labelgate.bundle import reasons
+from labelgate.digits import whole_number
 from labelgate.errors import ConfigError, PermissionDenied, Unauthenticated
 
 Role = Literal["instance", "reader", "publisher"]
@@ -211,17 +212,21 @@ def host_name(header: str) -> str | None:
         if end < 0:
             return None
         name, rest = header[1:end], header[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        if rest and not (rest.startswith(":") and _is_port(rest[1:])):
             return None
         return name.lower()
     name, sep, port = header.rpartition(":")
     if not sep:
         name = port
-    elif not port.isdigit():
+    elif not _is_port(port):
         return None
     if not name or any(c in name for c in "/\\@ \t"):
         return None
     return normalise_host(name)
+
+
+def _is_port(text: str) -> bool:
+    return whole_number(text) is not None
 
 
 def _is_ip(name: str) -> bool:

@@ -104,7 +104,9 @@ def build(
 
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    # ASCII digits only (``isdigit`` accepts "²", which ``int`` refuses), and few of them.
+    digits = port.isascii() and port.isdigit() and len(port) <= 5
+    if not sep or not digits or not 0 < int(port) < 65536 or not host:
         raise ConfigError(bundle_reasons.LISTEN_INVALID, f"--listen must be HOST:PORT, got {listen!r}")
     return host.strip("[]"), int(port)
 

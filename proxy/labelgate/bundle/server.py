@@ -65,6 +65,7 @@ from labelgate.bundle.reports import DECISION_ID, decision_events, parse_json, s
 from labelgate.bundle.revisions import RevisionRecord, RevisionStore
 from labelgate.bundle.signing import Signer
 from labelgate.bundle.source import OpaValidator
+from labelgate.digits import whole_number
 from labelgate.errors import (
     BundleUnavailable,
     ConfigError,
@@ -544,9 +545,12 @@ def prefer_wait(values: list[str], maximum: int) -> int:
             if key.strip().lower() != "wait":
                 continue
             raw = raw.strip().strip('"')
-            if not raw.isdigit():
-                raise InvalidInput(reasons.PREFER_INVALID, f"Prefer wait must be whole seconds, got {raw!r}")
-            wait = int(raw)
+            seconds = whole_number(raw)
+            if seconds is None:
+                raise InvalidInput(
+                    reasons.PREFER_INVALID, f"Prefer wait must be whole seconds, got {raw[:40]!r}"
+                )
+            wait = seconds
     return min(wait, maximum)
 
 
@@ -593,7 +597,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
             reasons.CONTENT_ENCODING_UNSUPPORTED, f"Content-Encoding {encoding[:40]!r}: use gzip"
         )
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    length = whole_number(declared) if declared else None
+    if length is not None and length > limit:
         raise ResourceExhausted(reasons.BODY_TOO_LARGE, f"the body is over {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():

@@ -86,6 +86,7 @@ from labelgate.demo.models import (
     TensorSpec,
 )
 from labelgate.demo.models import validate_inputs as validate_model_inputs
+from labelgate.digits import whole_number
 from labelgate.errors import ConfigError, InvalidInput, LabelgateError, NotFound
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_inputs, encode_outputs, uses_raw_inputs
@@ -467,12 +468,13 @@ class DemoServer:
 
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    port = whole_number(port_text)
+    if not sep or not host or port is None or port > 65535:
         raise ConfigError(
             reasons.INVALID_LISTEN_ADDRESS,
             f"--listen must be HOST:PORT (e.g. 127.0.0.1:8001), got '{listen}'",
         )
-    return host, int(port_text)
+    return host, port
 
 
 async def start(listen: str) -> DemoServer:

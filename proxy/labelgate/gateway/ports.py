@@ -11,15 +11,17 @@ from __future__ import annotations
 import errno
 import socket
 
+from labelgate.digits import whole_number
 from labelgate.errors import ConfigError
 from labelgate.gateway import reasons
 
 
 def split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    number = whole_number(port)
+    if not sep or number is None or not host:
         raise ConfigError(reasons.LISTEN_INVALID, f"a listen address must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 def ensure_free(listen: str, what: str = "listen") -> None:

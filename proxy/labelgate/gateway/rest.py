@@ -32,6 +32,7 @@ from starlette.types import Message as AsgiMessage
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.approvals.deadline import seconds_left, set_deadline
 from labelgate.calls import Call, Target
+from labelgate.digits import whole_number
 from labelgate.errors import LabelgateError, ResourceExhausted
 from labelgate.gateway import reasons
 from labelgate.gateway.inference import SERVICE, client_session_id
@@ -267,7 +268,8 @@ class RestGateway:
     async def _body(self, request: Request) -> bytes:
         """The body, read no further than the limit (a declared length is checked first)."""
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        length = None if declared is None else whole_number(declared)
+        if length is not None and length > self.max_body_bytes:
             raise _too_large(self.max_body_bytes)
         chunks, size = [], 0
         async for chunk in request.stream():

@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.config import UpstreamSettings
+from labelgate.digits import whole_number
 from labelgate.errors import InvalidInput, LabelgateError
 from labelgate.gateway import reasons
 from labelgate.gateway.rest_streams import RestStream
@@ -304,7 +305,8 @@ class RestUpstream(UpstreamEdge):
             )
         limit = self.max_message_bytes
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        length = None if declared is None else whole_number(declared)
+        if length is not None and length > limit:
             raise self._too_large()
         chunks, size = [], 0
         async for chunk in response.aiter_raw():  # the bytes as sent, bounded as they arrive
