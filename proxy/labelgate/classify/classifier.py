@@ -28,6 +28,9 @@ there. BYTES tensors are free text and go through the detectors too:
   either path, or on any path inside the tensor's elements, rewrites it whole.
 - Output names are the upstream's text, and travel into paths, logs and records: a name
   in which a detector fires fails the reply (``check_output_names``).
+- Digits of other scripts, other dashes and invisible characters hide values too
+  (``１２３-４５-６７８９``): text that is not ASCII is also scanned folded (``folding``), and a
+  value found only that way spans the whole element; a JSON element so found is opaque.
 - Escapes hide values from detectors reading raw text (``\\u0031\\u0032\\u0033-45-6789``), so
   text with JSON escapes is scanned decoded as well; a value found only that way spans the
   whole element (or leaf), since its offsets do not index the raw bytes.
@@ -65,7 +68,11 @@ from labelgate.classify.fields import (
     to_policy_fields,
     union_labels,
 )
+from labelgate.classify.folding import hidden_by_folding
 from labelgate.classify.json_elements import (
+    FOLDED_TEXT,
+    JsonObjects,
+    LeafHits,
     classify_json,
     hidden_by_escapes,
     json_objects,
@@ -236,6 +243,13 @@ def _classify_text_tensor(
         built = scanning.spans_raw(raw, tensor.size, tensor.byte_elements, stop=b"{\\")
         if built is not None:
             spans, names = built
+            if not raw.isascii():  # some element may hide a value in other scripts' digits
+                hidden = hidden_by_folding(tensor.byte_elements(), scanning, spans)
+                if hidden:
+                    for index, hits in hidden.items():
+                        spans.setdefault(index, []).extend(hits)
+                    spans = dict(sorted(spans.items()))
+                    names = names | {hit.detector for hits in hidden.values() for hit in hits}
             for detector in sorted(names):
                 fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
             if spans:
@@ -248,6 +262,8 @@ def _classify_text_tensor(
     objects, opaque, leaf_hits = (
         json_objects(values, detectors, keys, scanning) if b"{" in joined else ({}, {}, {})
     )
+    if objects and scanning and not joined.isascii():
+        _fold_json_elements(values, objects, opaque, leaf_hits, scanning)
     if not objects and not opaque:
         texts = list(range(len(values)))
     else:
@@ -255,7 +271,11 @@ def _classify_text_tensor(
         texts = list(filterfalse(taken.__contains__, range(len(values))))
     # found: the detectors the spans name, when _scan_texts knows them (and the spans are
     # then in element order); None: count them here, and sort.
-    spans, found = _scan_texts(values, texts, scanning, escaped=b"\\" in joined) if scanning else ({}, None)
+    spans, found = (
+        _scan_texts(values, texts, scanning, escaped=b"\\" in joined, ascii=joined.isascii())
+        if scanning
+        else ({}, None)
+    )
     if opaque:
         label = most_sensitive(catalog.labels_at_or_under(model, tensor.name) | {default_label})
         for reason in sorted(set(opaque.values())):
@@ -279,22 +299,51 @@ def _classify_text_tensor(
         }
 
 
+def _fold_json_elements(
+    values: list[bytes],
+    objects: JsonObjects,
+    opaque: dict[int, str],
+    leaf_hits: LeafHits,
+    detectors: DetectorSet,
+) -> None:
+    """A JSON element whose text, folded (``folding``), shows a detector its own text does not
+    is opaque (``FOLDED_TEXT``): its leaves cannot say which holds the value, so a mask on
+    that detector rewrites the element whole."""
+    candidates = [index for index in objects if not values[index].isascii()]
+    if not candidates:
+        return
+    texts = [values[index] for index in candidates]
+    for position in hidden_by_folding(texts, detectors, detectors.scan_each(texts)):
+        index = candidates[position]
+        del objects[index]
+        leaf_hits.pop(index, None)
+        opaque[index] = FOLDED_TEXT
+    if len(opaque) > 1:
+        ordered = dict(sorted(opaque.items()))
+        opaque.clear()
+        opaque.update(ordered)
+
+
 def _scan_texts(
-    values: list[bytes], indices: list[int], detectors: DetectorSet, escaped: bool
+    values: list[bytes], indices: list[int], detectors: DetectorSet, escaped: bool, ascii: bool = True
 ) -> tuple[dict[int, list[Detection]], set[str] | None]:
     """Detections in the plain-text elements at ``indices`` (ascending), by element index;
-    and, when the native scan built them (in element order, no escapes to add), the
-    detectors they name (else None)."""
+    and, when the native scan built them (in element order, nothing to add from escapes or
+    other scripts), the detectors they name (else None). ``ascii``: no element holds a byte
+    past ASCII (so no text to fold, ``folding``)."""
     texts = values if len(indices) == len(values) else [values[index] for index in indices]
-    if not escaped:
+    if not escaped and ascii:
         built = detectors.spans_at(texts, indices)
         if built is not None:
             return built
     found = detectors.scan_each(texts)
-    spans = {indices[position]: hits for position, hits in found.items()}
     if escaped:
-        for index, hits in hidden_by_escapes(texts, detectors).items():
-            spans.setdefault(indices[index], []).extend(hits)
+        for position, hits in hidden_by_escapes(texts, detectors).items():
+            found.setdefault(position, []).extend(hits)
+    if not ascii:
+        for position, hits in hidden_by_folding(texts, detectors, found).items():
+            found.setdefault(position, []).extend(hits)
+    spans = {indices[position]: found[position] for position in sorted(found)}
     return spans, None
 
 
@@ -309,6 +358,8 @@ def _opaque_spans(
     for position, hits in detectors.scan_each(texts).items():
         found[position].update(hit.detector for hit in hits)
     for position, hits in hidden_by_escapes(texts, detectors).items():
+        found[position].update(hit.detector for hit in hits)
+    for position, hits in hidden_by_folding(texts, detectors).items():
         found[position].update(hit.detector for hit in hits)
     spans: dict[int, list[Detection]] = {}
     for position, names in found.items():

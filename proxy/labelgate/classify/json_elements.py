@@ -26,6 +26,7 @@ MAX_JSON_PATHS = 256
 # Reasons an element is opaque, besides jsonpaths' (invalid JSON, duplicate key, too deep).
 TOO_MANY_PATHS = "too_many_paths"
 KEY_DETECTED = "key_detected"
+FOLDED_TEXT = "folded_text"  # a detector fires only in the element's folded text (folding.py)
 _new_tuple = tuple.__new__  # builds a LeafSpans without the Python-level NamedTuple __new__
 _OPENERS = b"".join(jsonpaths.OBJECT_OPENERS)  # for the extension: one byte each
 

@@ -46,6 +46,7 @@ from labelgate.classify.fields import (
     detector_source,
     fail_closed_source,
 )
+from labelgate.classify.folding import hidden_by_folding
 from labelgate.classify.jsonpaths import Location
 from labelgate.classify.labels import LABELS, check_default_label, is_label
 from labelgate.errors import ConfigError, UpstreamError
@@ -220,16 +221,24 @@ class _Walker:
         self._fold(path, [contents], scopes, depth)
 
     def scan(self) -> None:
-        found_per_text = self.detectors.scan_many([text for _, _, text in self._texts])
+        texts = [text for _, _, text in self._texts]
+        found_per_text = self.detectors.scan_many(texts)
+        # Digits of other scripts and invisible characters hide values too (folding.py).
+        for position, hidden in hidden_by_folding(
+            texts, self.detectors, dict(enumerate(found_per_text))
+        ).items():
+            found_per_text[position] = [*found_per_text[position], *hidden]
         for (location, path, _), found in zip(self._texts, found_per_text, strict=True):
             if not found:
                 continue
             self.spans.append(LeafSpans(location, path, tuple(found)))
             for hit in found:
                 self.fields.add(f"{path}{{{hit.detector}}}", [hit.label], detector_source(hit.detector))
-        for path, texts in self._maps:
-            for found in self.detectors.scan_many(texts):
-                for hit in found:
+        for path, map_texts in self._maps:
+            found_in_map = self.detectors.scan_each(map_texts)
+            folded_in_map = hidden_by_folding(map_texts, self.detectors, found_in_map)
+            for hits in [*found_in_map.values(), *folded_in_map.values()]:
+                for hit in hits:
                     self.fields.add(path, [hit.label], detector_source(hit.detector))
 
 

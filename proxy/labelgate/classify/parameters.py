@@ -6,8 +6,9 @@ with the label each carries) are read at all; every other parameter is dropped u
 A released parameter becomes the field ``parameters.<name>`` (or
 ``outputs.<tensor>.parameters.<name>``) with its configured label (source ``config``), and
 its text form is scanned by the detectors like any output text (with JSON escapes decoded
-too), adding ``<path>{<detector>}`` fields. ``labelgate.labels`` is the backend's labelling channel
-(read by ``backend_labels``) and is never released.
+and other scripts' digits folded too), adding ``<path>{<detector>}`` fields.
+``labelgate.labels`` is the backend's labelling channel (read by ``backend_labels``) and is
+never released.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import Field, FieldSet, detector_source
+from labelgate.classify.folding import hidden_by_folding
 from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.jsonpaths import scannable
 
@@ -94,6 +96,9 @@ def classify_parameters(
     if any(b"\\" in text for text in values):
         for position, hidden in hidden_by_escapes(values, detectors).items():
             found[position] = [*found.get(position, ()), *hidden]
+    # So do digits of other scripts and invisible characters (folding.py).
+    for position, hidden in hidden_by_folding(values, detectors, found).items():
+        found[position] = [*found.get(position, ()), *hidden]
     for position, hits in found.items():
         path = texts[position][0]
         spans[path] = list(hits)

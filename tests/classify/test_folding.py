@@ -1,0 +1,99 @@
+"""Values written in other scripts' digits, other dashes or with invisible characters are
+found: ``folding`` and the classifier's use of it on every text path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify import Catalog, DetectorSet, classify_message, classify_outputs, native
+from labelgate.classify.folding import folded, hidden_by_folding
+from labelgate.classify.parameters import classify_parameters, released_parameters
+from labelgate.enforce import apply_masks
+from labelgate.oip import tensors as oip
+from labelgate.oip.tensor import Tensor
+from tests.classify.order_proto import Order
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
+DETECTORS = DetectorSet.default()
+KEY = b"0123456789abcdef0123456789abcdef"
+SSN = "123-45-6789"
+HIDDEN = {
+    "full-width digits": "ssn １２３-４５-６７８９",
+    "Arabic-Indic digits": "ssn ١٢٣-٤٥-٦٧٨٩",
+    "non-breaking hyphens": "ssn 123\u201145\u20116789",
+    "zero-width spaces": "ssn 123-\u200b45-\u200b6789",
+}
+
+
+@pytest.mark.parametrize("text", HIDDEN.values(), ids=HIDDEN.keys())
+def test_folded_text_is_what_a_reader_reads(text: str) -> None:
+    assert folded(text.encode()) == f"ssn {SSN}".encode()
+
+
+def test_ascii_text_and_text_folding_leaves_alone_are_not_folded() -> None:
+    assert folded(f"ssn {SSN}".encode()) is None
+    assert folded("café".encode()) is None
+
+
+def test_a_value_found_only_folded_spans_the_whole_text() -> None:
+    texts = [HIDDEN["full-width digits"].encode(), f"ssn {SSN}".encode(), "plain é".encode()]
+    hidden = hidden_by_folding(texts, DETECTORS, DETECTORS.scan_each(texts))
+    assert list(hidden) == [0], "the ASCII SSN is found by the scan itself; no text is left to fold"
+    [hit] = hidden[0]
+    assert (hit.detector, hit.start, hit.end) == ("us_ssn", 0, len(texts[0]))
+
+
+def text_tensor(name: str, values: list[str], raw: bool) -> Tensor:
+    """A BYTES tensor as the gateway decodes it, from raw contents or typed ones."""
+    reply = pb.ModelInferResponse()
+    oip.encode_outputs(reply, [Tensor(name, "BYTES", [len(values)], [v.encode() for v in values])], raw=raw)
+    return oip.decode_outputs(reply)[0]
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+@pytest.mark.parametrize("raw", [True, False])
+def test_a_hidden_ssn_in_a_text_tensor_is_found_and_masked(use_native: bool, raw: bool) -> None:
+    values = [*HIDDEN.values(), f"ssn {SSN}", "nothing here"]
+    with native.forced(use_native):
+        tensor = text_tensor("free", values, raw)
+        result = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        assert "outputs.free{us_ssn}" in {field.path for field in result.fields}
+        assert sorted(result.spans["free"]) == [0, 1, 2, 3, 4]
+        [masked] = apply_masks(
+            [tensor], result, [{"path": "outputs.free{us_ssn}", "strategy": "redact"}], KEY
+        )
+    for original, value in zip(values[:4], masked.values[:4], strict=True):
+        assert value == b"[REDACTED]", original
+    assert masked.values[5] == b"nothing here"
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_json_element_hiding_a_value_in_a_leaf_is_opaque_and_masked_whole(use_native: bool) -> None:
+    document = json.dumps({"contact": {"id": HIDDEN["full-width digits"]}}, ensure_ascii=False)
+    with native.forced(use_native):
+        tensor = text_tensor("notes", [document, json.dumps({"contact": {"id": "x"}})], raw=True)
+        result = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        paths = {field.path for field in result.fields}
+        assert {"outputs.notes{opaque-json}", "outputs.notes{us_ssn}"} <= paths
+        [masked] = apply_masks(
+            [tensor], result, [{"path": "outputs.notes{us_ssn}", "strategy": "redact"}], KEY
+        )
+    assert "１２３".encode() not in masked.values[0]
+    assert json.loads(masked.values[1]) == {"contact": {"id": "x"}}
+
+
+def test_released_parameters_and_message_strings_are_folded_too() -> None:
+    reply = pb.ModelInferResponse(model_name="m")
+    reply.parameters["note"].string_param = HIDDEN["Arabic-Indic digits"]
+    released = {"note": "internal"}
+    result = classify_parameters(released_parameters(reply, released), released, DETECTORS)
+    assert "parameters.note{us_ssn}" in {field.path for field in result.fields}
+    order = Order(id=HIDDEN["zero-width spaces"], attrs={"k": HIDDEN["non-breaking hyphens"]})
+    labels = {field.path: set(field.labels) for field in classify_message(order, CATALOG, DETECTORS).fields}
+    assert labels["id{us_ssn}"] == {"confidential"}
+    assert "confidential" in labels["attrs"]
