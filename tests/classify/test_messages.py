@@ -150,14 +150,18 @@ def test_an_any_is_labelled_by_what_it_packs() -> None:
         ("type.googleapis.com/labelgatetest.Item", b"\xff\xff", "any_invalid"),
         # field 99 of an Item: a field the type does not know travels inside the Any's bytes.
         ("type.googleapis.com/labelgatetest.Item", bytes([0x9A, 0x06, 2]) + b"hi", "any_unknown_fields"),
+        # ssn written twice: the parse keeps the last, the bytes keep both.
+        ("type.googleapis.com/labelgatetest.Item", b"\x0a\x0b123-45-6789\x0a\x01x", "any_not_canonical"),
+        # quantity -1 as a 5-byte varint (10 bytes canonically): room for hidden bytes.
+        ("type.googleapis.com/labelgatetest.Item", b"\x18\xff\xff\xff\xff\x0f", "any_not_canonical"),
     ],
 )
 def test_an_any_that_cannot_be_read_fails_closed(type_url: str, value: bytes, reason: str) -> None:
     order = Order()
     order.extra.type_url, order.extra.value = type_url, value
-    assert sources(classify_message(order, CATALOG, DETECTORS)) == {
-        "extra": {"restricted": [f"catalog:fail_closed:{reason}"]}
-    }
+    labels = sources(classify_message(order, CATALOG, DETECTORS))
+    assert list(labels) == ["extra"]
+    assert labels["extra"]["restricted"] == [f"catalog:fail_closed:{reason}"]
 
 
 def test_an_anys_type_url_and_unreadable_bytes_are_scanned() -> None:
@@ -208,3 +212,12 @@ def test_a_proto2_string_that_is_not_utf8_is_refused() -> None:
     with pytest.raises(UpstreamError) as caught:
         classify_message(message, CATALOG, DETECTORS)
     assert caught.value.reason == MESSAGE_STRING_INVALID
+
+
+def test_catalog_entries_for_an_anys_own_fields_label_the_any() -> None:
+    catalog = Catalog.from_data(
+        {"entries": [{"message": "labelgatetest.Order", "path": "extra.value", "labels": ["restricted"]}]}
+    )
+    order = Order()
+    order.extra.Pack(Item(note="x"))
+    assert sources(classify_message(order, catalog, DETECTORS))["extra"] == {"restricted": ["catalog"]}

@@ -415,6 +415,49 @@ async def test_a_stream_the_caller_leaves_is_recorded() -> None:
     assert left == [], "the stream's read of the upstream ends with it"
 
 
+async def test_a_stream_closed_while_a_reply_is_out_is_recorded_too() -> None:
+    # The caller leaves while grpc sends a reply: the generator is closed at its yield
+    # (GeneratorExit, not CancelledError), and the request still unanswered is recorded.
+    pipeline, _, _, recorder = make_pipeline()
+
+    def answer(sent: Any) -> list[Any]:
+        first = sent.id.endswith("-1")
+        return [stream_reply(customer_reply(sent.id))] if first else []  # the second never answered
+
+    async def two_then_silence() -> AsyncIterator[Any]:
+        yield request(caller_id="a")
+        yield request(caller_id="b")
+        await asyncio.Event().wait()
+
+    stream = pipeline.stream_infer(make_call(STREAM), two_then_silence(), FakeStream(answer))
+    await anext(stream)  # the first reply is out: the generator waits at its yield
+    while len(recorder.records) < 3:  # a's request and reply, b's request
+        await asyncio.sleep(0)
+    await stream.aclose()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert [record.refusal for record in recorder.records] == [None, None, None, "CancelledError"]
+
+
+async def test_a_write_cancelled_mid_way_is_recorded_once() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+    writing = asyncio.Event()
+
+    class StalledStream(FakeStream):
+        async def write(self, message: Any) -> None:
+            writing.set()
+            await asyncio.Event().wait()  # the upstream never takes it
+
+    task = asyncio.create_task(collect(pipeline, StalledStream(lambda sent: []), request()))
+    await writing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert [record.refusal for record in recorder.records] == ["CancelledError"]
+
+
 async def test_a_routed_streams_upstream_failure_is_recorded() -> None:
     pipeline, _, _, recorder = make_pipeline()
     failure = UpstreamError("UPSTREAM_FAILED_PRECONDITION", "the upstream failed")

@@ -404,3 +404,29 @@ async def test_a_result_that_allows_and_holds_is_valid_in_replay_only(tmp_path: 
     for decision in (request, response):
         assert (decision.allow, decision.fail_reason) == (False, "POLICY_RESULT_INVALID")
         assert "contradictory" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        # An alias of the input, a name declared but not iterated, a name iterated in another rule.
+        "f := x if {\n\ti := input.request\n\tx := json.marshal(i.n)\n}\n",
+        "f := x if {\n\tsome s, t\n\ts = input.a\n\tt = 1\n\tx := json.marshal(s)\n}\n",
+        "g if {\n\tsome k, _ in [1]\n}\n\nf := x if {\n\tk := input.a\n\tx := json.marshal(k)\n}\n",
+        "_r := input.r\n\nf := json.marshal(_r.n)\n",
+    ],
+)
+def test_json_marshal_of_what_may_be_a_string_or_an_object_is_refused(rules: str) -> None:
+    from labelgate.policy.wasm import marshal_findings
+
+    module = f"package labelgate.probe\n\n{rules}"
+    assert marshal_findings((("probe.rego", module),), {"r": {"n": 1}}) != []
+
+
+def test_json_marshal_of_data_and_of_a_rule_reading_data_is_accepted() -> None:
+    from labelgate.policy.wasm import marshal_findings
+
+    module = (
+        "package labelgate.probe\n\n_r := data.r\n\nf := json.marshal(_r.n)\n\ng := json.marshal(data.r.n)\n"
+    )
+    assert marshal_findings((("probe.rego", module),), {"r": {"n": 1}}) == []

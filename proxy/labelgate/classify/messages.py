@@ -17,8 +17,10 @@ Some fields are one field whose contents label it, and masking it clears it:
   are walked as nested messages would be (from the value type's own labels and catalog
   entries, and the root's under ``attrs{}.``);
 - a ``google.protobuf.Any``: its packed message, found by its type URL in the message's
-  descriptor pool, is walked the same way. An Any whose type is not in the pool, that does
-  not parse, or that holds fields the type does not know fails closed: it is
+  descriptor pool, is walked the same way, and catalog entries naming the Any's own fields
+  (``payload.value``) label it too. Its bytes are released as they came, so an Any whose
+  type is not in the pool, that does not parse, or whose bytes are not exactly the
+  encoding of what was parsed (unknown fields, a field written twice) fails closed: it is
   ``restricted`` (source ``catalog:fail_closed:<reason>``), since nothing else can say
   what it holds.
 
@@ -149,6 +151,12 @@ class _Walker:
                 if is_message(value_field):
                     self._fold(path, list(value.values()), scopes, depth)
             elif is_message(descriptor) and message_type_of(descriptor).full_name == ANY_TYPE:
+                # Entries for the Any's own fields (``payload.value``, or ``value`` of the Any
+                # type) label the Any: it is classified, and masked, as one field.
+                for part in ("type_url", "value"):
+                    labels |= self.catalog.labels_for_message(ANY_TYPE, part)
+                    for name, start in scopes:
+                        labels |= self.catalog.labels_for_message(name, f"{path}.{part}"[len(start) :])
                 self._label(path, labels, touch=True)
                 for item in value if descriptor.is_repeated else [value]:
                     self._fold_any(path, item, scopes, depth)
@@ -261,10 +269,15 @@ def _unpacked(packed: Message) -> tuple[Message | None, str]:
     known = type(contents)()
     known.CopyFrom(contents)
     known.DiscardUnknownFields()
-    if known.ByteSize() != len(data):
+    if known.ByteSize() != contents.ByteSize():
         # Fields the type does not know: released as they are (an Any's bytes are not
         # re-encoded), so nothing could vouch for them.
         return None, "any_unknown_fields"
+    if known.SerializeToString(deterministic=True) != data:
+        # Bytes the parse does not keep (a field written twice, the last one winning; padded
+        # numbers): released as they are all the same, so only the exact encoding of what
+        # was classified is read as the packed message.
+        return None, "any_not_canonical"
     return contents, ""
 
 

@@ -248,7 +248,12 @@ class Pipeline:
                     # Inside the record: a request the upstream side refuses (shared memory, a
                     # model routed elsewhere) is recorded as refused, not as admitted.
                     request.id = ledger.open(target, message)
-                    await upstream.write(request)
+                    try:
+                        await upstream.write(request)
+                    except BaseException:
+                        # Recorded here as refused or cancelled: not also as left unanswered.
+                        ledger.close(ledger.match(request.id))
+                        raise
             await upstream.done_writing()
 
         pump = asyncio.create_task(forward_requests())
@@ -272,15 +277,20 @@ class Pipeline:
                         backend=held.backend,
                     )
                 yield pb.ModelStreamInferResponse(infer_response=released)
-        except asyncio.CancelledError as error:
+        except (asyncio.CancelledError, GeneratorExit):
             # The caller left (or the server stops) with admitted requests unanswered: each
-            # is recorded as cancelled, without holding up the cancellation.
-            for unanswered in ledger.pending:
-                outcome = Outcome(subject=subject, model=unanswered.target.model)
-                task = self._cancelled_records.start(
-                    self.recorder.record(CallRecord.of(call, outcome, error))
-                )
-                task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            # is recorded as cancelled, without holding up the cancellation. A caller leaving
+            # while a reply is being sent closes this generator (GeneratorExit) instead. Once
+            # the pump has stopped: a request it was still writing records itself.
+            def record_unanswered(_: object) -> None:
+                for unanswered in ledger.pending:
+                    outcome = Outcome(subject=subject, model=unanswered.target.model)
+                    left = CallRecord.of(call, outcome, asyncio.CancelledError())
+                    task = self._cancelled_records.start(self.recorder.record(left))
+                    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+            pump.cancel()
+            pump.add_done_callback(record_unanswered)
             raise
         finally:
             if not pump.done():

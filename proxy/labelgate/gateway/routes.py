@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 
 from labelgate.calls import Call, Target
 from labelgate.config import RouteSettings
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.inference import make_call
 from labelgate.gateway.pipeline import Pipeline
@@ -173,7 +173,11 @@ def typed_handler(
         try:
             async with refusals(context):
                 subject = await pipeline.admit_stream(call, target)
-                replies = stub(_relay(request) if client_streams else request, **options(call, context))
+                try:
+                    replies = stub(_relay(request) if client_streams else request, **options(call, context))
+                except LabelgateError as error:  # opening the upstream stream failed: recorded
+                    await pipeline.record_failure(call, subject, target, error)
+                    raise
                 async for reply in pipeline.upstream_replies(call, subject, target, _mapped(replies)):
                     yield await pipeline.release_reply(call, subject, target, reply)
         finally:

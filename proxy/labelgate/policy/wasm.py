@@ -206,11 +206,13 @@ def marshal_findings(modules: tuple[tuple[str, str], ...], data: dict[str, Any])
 
     The module's json.marshal writes integers as OPA does (test_differential.py), not objects
     (key order) nor some strings (escapes). An argument counts as an integer when it is:
-    ``count(...)``; the index variable of ``some i, x in ...`` (an array's index; known gap:
-    over an object it is a key, a string, which differs only if it holds ``<``, ``>``, ``&``,
-    U+2028 or U+2029); or a reference ``a.b.key`` not into ``input`` whose last ``key`` holds
-    an integer wherever it appears in the data document (known gap: a rule building an
-    object with that key from other values). Anything else is refused.
+    ``count(...)``; the index variable of ``some i, x in ...`` iterated in the same rule (an
+    array's index; known gap: over an object it is a key, a string, which differs only if it
+    holds ``<``, ``>``, ``&``, U+2028 or U+2029); or a reference ``data.….key``, or
+    ``rule.….key`` into a rule of the module whose text does not read ``input``, whose last
+    ``key`` holds an integer wherever it appears in the data document (known gap: such a rule
+    built from another rule that reads the input). Anything else is refused. Rules are found
+    by ``opa fmt``'s layout: a head at column 0.
     """
     from labelgate.policy.rego_text import _closing, strip
 
@@ -221,23 +223,51 @@ def marshal_findings(modules: tuple[tuple[str, str], ...], data: dict[str, Any])
         for call in re.finditer(r"(?<![\w.])json\.marshal\s*\(", stripped):
             end = _closing(stripped, call.end() - 1)
             argument = stripped[call.end() : end].strip() if end > 0 else ""
-            if not _is_integer(argument, stripped, integer_keys):
+            if not _is_integer(argument, stripped, call.start(), integer_keys):
                 line = stripped.count("\n", 0, call.start()) + 1
                 found.append(f"`json.marshal` of a value not known to be an integer at {name}:{line}")
     return found
 
 
-def _is_integer(argument: str, text: str, integer_keys: dict[str, bool]) -> bool:
+def _rule_around(text: str, position: int) -> str:
+    """The rule holding ``position``: from the line before it that starts at column 0 (a rule
+    head, in ``opa fmt``'s layout) to the next such line; a line opening with a closing
+    bracket continues the rule."""
+    start = max(text.rfind("\n", 0, position), 0)
+    while start > 0 and text[start + 1 : start + 2] in (" ", "\t", "}", ")", "]", ""):
+        start = max(text.rfind("\n", 0, start), 0)
+    heads = re.compile(r"\n(?=[^\s})\]])")  # a closing bracket at column 0 still belongs to it
+    after = heads.search(text, position)
+    return text[start : after.start() if after else len(text)]
+
+
+def _rule_named(text: str, name: str) -> str | None:
+    """The text of the module-level rule ``name`` (its head at column 0), or None."""
+    head = re.search(rf"(?m)^(?:default\s+)?{re.escape(name)}\b", text)
+    return None if head is None else _rule_around(text, head.end())
+
+
+def _is_integer(argument: str, text: str, position: int, integer_keys: dict[str, bool]) -> bool:
     count = re.match(r"count\s*\(", argument)
     if count is not None:
         from labelgate.policy.rego_text import _closing
 
         return _closing(argument, count.end() - 1) == len(argument) - 1
     if re.fullmatch(r"[A-Za-z_]\w*", argument):
-        return re.search(rf"\bsome\s+{argument}\s*,", text) is not None
-    if _DOTTED.fullmatch(argument) and argument.split(".", 1)[0] != "input":
-        return integer_keys.get(argument.rsplit(".", 1)[-1], False)
-    return False
+        # The index of ``some i, x in ...`` iterated in the same rule (an array's index).
+        iterated = rf"\bsome\s+{argument}\s*,\s*[A-Za-z_]\w*\s+in\b"
+        return re.search(iterated, _rule_around(text, position)) is not None
+    if not _DOTTED.fullmatch(argument):
+        return False
+    head = argument.split(".", 1)[0]
+    if head == "input":
+        return False
+    if head != "data":
+        # A rule of the module whose value the text shows comes from data, not the input.
+        rule = _rule_named(text, head)
+        if rule is None or re.search(r"\binput\b", rule):
+            return False
+    return integer_keys.get(argument.rsplit(".", 1)[-1], False)
 
 
 def native_findings(source: PolicySource) -> list[str]:
