@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from labelgate.classify.carryover import CarryOver
-from labelgate.classify.detectors import DetectorSet
+from labelgate.classify.detectors import CustomPattern, DetectorSet
+from labelgate.errors import ResourceExhausted
 from labelgate.oip.tensor import Tensor
 
 CARD = b"4111 1111 1111 1111"
@@ -90,3 +93,44 @@ def test_the_cut_never_splits_a_utf8_character() -> None:
     chunk = "é".encode() * 100
     (tensor,) = carry.release("a", [text(chunk)], final=False)
     tensor.values[0].decode("utf-8")  # raises if a character was cut
+
+
+HELD_WHOLE = {
+    # A raw scan cannot see these, so no cut can be placed safely before the final reply.
+    "full-width digits": ["x" * 300 + " １２３-４", "５-６７８９ " + "y" * 300],
+    "zero-width spaces": ["ssn 123-" + "\u200b" * 300, "45-6789 ok"],
+    "JSON escapes": ["x" * 300 + " \\u0031\\u003", "2\\u0033-45-6789 " + "y" * 300],
+    "a JSON object": ['{"id": 1, "diagnosis": "' + "x" * 300, '", "more": 2}'],
+}
+
+
+def test_text_a_raw_scan_cannot_judge_is_held_whole_until_the_final_reply() -> None:
+    for kind, pieces in HELD_WHOLE.items():
+        released = stream(CarryOver(DetectorSet.default(), window=64), [p.encode() for p in pieces])
+        assert released[:-1] == [b""] * (len(pieces) - 1), kind
+        assert released[-1] == "".join(pieces).encode(), kind
+
+
+def test_a_json_object_completed_by_a_later_reply_is_released_whole_then() -> None:
+    carry = CarryOver(DetectorSet.default(), window=64)
+    (first,) = carry.release("r1", [text(b'{"a": "' + b"x" * 100)], final=False)
+    (second,) = carry.release("r1", [text(b'"}')], final=False)
+    assert (first.values[0], second.values[0]) == (b"", b'{"a": "' + b"x" * 100 + b'"}')
+
+
+def test_with_a_custom_detector_of_unbounded_matches_text_is_held_whole() -> None:
+    pem = CustomPattern("pem", r"-----BEGIN[\s\S]+?-----END", "restricted")
+    carry = CarryOver(DetectorSet(None, [pem]), window=64)
+    (tensor,) = carry.release("r1", [text(b"-----BEGIN key " + b"k" * 200)], final=False)
+    assert tensor.values[0] == b""
+    bounded = CarryOver(DetectorSet(None, [CustomPattern("emp", r"EMP-\d{6}", "internal")]), window=64)
+    (cut,) = bounded.release("r1", [text(b"z" * 200)], final=False)
+    assert cut.values[0] == b"z" * 136
+
+
+def test_held_text_past_the_limit_fails_the_stream() -> None:
+    carry = CarryOver(DetectorSet.default(), window=64, hold_limit=1000)
+    carry.release("r1", [text("é".encode() * 400)], final=False)
+    with pytest.raises(ResourceExhausted) as refused:
+        carry.release("r1", [text("é".encode() * 200)], final=False)
+    assert refused.value.reason == "STREAM_HELD_TOO_LARGE"

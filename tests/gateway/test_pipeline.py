@@ -18,6 +18,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Target
 from labelgate.classify import Catalog, DetectorSet
+from labelgate.config import ReleaseSettings
 from labelgate.enforce.replies import MASKED_PARAMETER, STREAM_ERROR_TEXT
 from labelgate.errors import (
     LabelgateError,
@@ -509,6 +510,27 @@ async def test_a_card_split_across_decoupled_replies_is_masked_as_one_span() -> 
     assert text == b"card 4111 1111 1111 1111 thanks".replace(b"4111 1111 1111 1111", b"")
     finals = [r.infer_response.parameters["triton_final_response"].bool_param for r in replies]
     assert finals == [False, False, True]
+
+
+async def test_a_streamed_requests_text_parameters_are_released_only_with_its_final_reply() -> None:
+    # Parameters are not carried across replies as outputs are: a card split across two
+    # replies' parameters would pass, so only the final reply's are released.
+    pipeline, _, _, _ = make_pipeline()
+    pipeline.release = ReleaseSettings(parameters={"triton_final_response": "public", "note": "internal"})
+
+    def answer(sent: Any) -> list[Any]:
+        replies = []
+        for position, piece in enumerate(["card 4111 1111", " 1111 1111"]):
+            message = reply("chat", [Tensor("text", "BYTES", [1], [b"x"])], sent.id)
+            message.parameters["triton_final_response"].bool_param = position == 1
+            message.parameters["note"].string_param = piece
+            replies.append(stream_reply(message))
+        return replies
+
+    first, last = await collect(pipeline, FakeStream(answer), request("chat"))
+    assert "note" not in first.infer_response.parameters
+    assert first.infer_response.parameters["triton_final_response"].bool_param is False
+    assert last.infer_response.parameters["note"].string_param == " 1111 1111"
 
 
 async def test_a_stream_ends_when_its_token_expires() -> None:

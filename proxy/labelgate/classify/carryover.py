@@ -8,6 +8,14 @@ for classification now; the rest (at most ``window`` bytes, the longest match a 
 can make, and never the middle of a match already visible) waits for the next reply. The
 final reply of a request, or the end of the stream, releases everything held.
 
+Only text whose matches a scan of its raw bytes sees can be cut that way: ASCII without
+backslashes, with no custom detector whose match may be longer than the window. Anything
+else is held whole until the request's final reply (or until it is a whole JSON object):
+text that is not ASCII (the classifier also reads it folded, ``folding.py``: a full-width
+SSN is invisible to a raw scan, and zero-width characters stretch a value past any window),
+text with JSON escapes (read decoded), and an element that opened as a JSON object (its
+keys label its leaves). Held text beyond ``hold_limit`` bytes fails the stream closed.
+
 Released text is classified and decided like any output, so a value split across replies
 reaches the classifier whole, and callers allowed to read the text around it still do.
 """
@@ -17,9 +25,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
-from labelgate.classify import jsonpaths
+from labelgate.classify import jsonpaths, reasons
 from labelgate.classify.detectors import DetectorSet
+from labelgate.errors import ResourceExhausted
 from labelgate.oip.tensor import Tensor
+
+STREAM_HELD_TOO_LARGE = reasons.STREAM_HELD_TOO_LARGE
 
 
 @dataclass
@@ -31,9 +42,13 @@ class _Held:
 class CarryOver:
     """Held-back text of one stream, keyed by request."""
 
-    def __init__(self, detectors: DetectorSet, window: int) -> None:
+    def __init__(self, detectors: DetectorSet, window: int, hold_limit: int = 16 << 20) -> None:
         self.detectors = detectors
         self.window = window
+        self.hold_limit = hold_limit
+        longest = detectors.longest_custom_match()
+        # Cutting needs every match to fit the window (see the module docstring).
+        self._cuts = longest is not None and longest <= window
         self._held: dict[Hashable, dict[str, _Held]] = {}
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
@@ -65,17 +80,29 @@ class CarryOver:
         values: list[bytes] = []
         for index, value in enumerate(tensor.values):
             text = (state.tails.pop(index, b"") if state else b"") + bytes(value)
-            if final or (not text) or _whole_json(text, state, index):
+            if final or (not text) or jsonpaths.parse_object(text) is not None:
+                # A whole JSON object is a message of its own: halves would be neither JSON
+                # nor text the catalog can label.
                 values.append(text)
                 continue
-            cut = self._cut(text)
+            cut = self._cut(text) if self._cuttable(text) else 0
             values.append(text[:cut])
             if cut < len(text):
+                if len(text) - cut > self.hold_limit:
+                    raise ResourceExhausted(
+                        STREAM_HELD_TOO_LARGE,
+                        f"a streamed output holds more than {self.hold_limit} bytes that cannot be "
+                        "released before the request's final reply",
+                    )
                 state = held.setdefault(tensor.name, _Held(list(tensor.shape)))
                 state.tails[index] = text[cut:]
         # A final reply whose tensor shrank leaves tails with no element to carry them: they
         # are dropped, never attached to another element.
         return tensor.with_values(values)
+
+    def _cuttable(self, text: bytes) -> bool:
+        """Whether a scan of ``text``'s raw bytes sees every match it could hold."""
+        return self._cuts and text.isascii() and b"\\" not in text and text.lstrip()[:1] != b"{"
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any
@@ -87,13 +114,6 @@ class CarryOver:
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
-
-
-def _whole_json(text: bytes, state: _Held | None, index: int) -> bool:
-    """A reply element that is a whole JSON object, with nothing held before it, is a
-    message of its own: cutting it would leave two halves that are neither JSON nor text
-    the catalog can label."""
-    return (state is None or index not in state.tails) and jsonpaths.parse_object(text) is not None
 
 
 def _flushed(name: str, held: _Held) -> Tensor:

@@ -151,6 +151,17 @@ class DetectorSet:
     def label_of(self, detector: str) -> str:
         return self._labels[detector]
 
+    def longest_custom_match(self) -> int | None:
+        """The most bytes a custom pattern's match can span (0 without custom patterns), or
+        None when some pattern's matches have no bound (``.+``, ``[\\s\\S]*?``)."""
+        longest = 0
+        for _, _, compiled in self._custom:
+            width = _max_width(compiled)
+            if width is None:
+                return None
+            longest = max(longest, width)
+        return longest
+
     def scan(self, text: str | bytes) -> list[Detection]:
         """Detections in ``text``; a ``bytes`` text is read as UTF-8 and need not be valid."""
         if isinstance(text, str):
@@ -362,3 +373,18 @@ def _compile_custom(pattern: CustomPattern, taken: set[str], problems: list[str]
     if compiled.fullmatch("") is not None:
         problems.append(f"{where}: the regex matches empty text")
     return compiled if len(problems) == before else None
+
+
+def _max_width(compiled: re.Pattern[str]) -> int | None:
+    """The most UTF-8 bytes a match of ``compiled`` can span, None if unbounded (or unknown:
+    the width comes from the ``re`` module's own parser)."""
+    parser = getattr(re, "_parser", None)
+    if parser is None:
+        return None
+    try:
+        _, most = parser.parse(compiled.pattern, compiled.flags).getwidth()
+    except Exception:  # a parser of another Python version: say nothing is known
+        return None
+    if most >= parser.MAXREPEAT:
+        return None
+    return int(most) * 4  # characters to UTF-8 bytes, at the most

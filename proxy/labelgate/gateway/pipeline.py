@@ -231,7 +231,11 @@ class Pipeline:
             await self.record_failure(call, None, Target(service=call.service), error)
             raise
         ledger = StreamLedger(call.request_id[:8])
-        carry = CarryOver(self.classifier.classifier.detectors, self.limits.stream_carry_bytes)
+        carry = CarryOver(
+            self.classifier.classifier.detectors,
+            self.limits.stream_carry_bytes,
+            hold_limit=self.limits.max_message_bytes,
+        )
         numbers = itertools.count(1)
 
         async def forward_requests() -> None:
@@ -322,6 +326,8 @@ class Pipeline:
             tensors = carry.release(held.upstream_id, _decoded(response), final)
             if final:
                 ledger.close(held)
+            else:
+                _drop_text_parameters(response)
             released = await self.release_inference(
                 held.call, subject, target, response, outcome, tensors=tensors, backend=held.backend
             )
@@ -594,6 +600,19 @@ def _decoded(response: pb.ModelInferResponse) -> list[Tensor]:
     except InvalidInput as error:
         # The upstream's message is broken, not the caller's: INTERNAL, nothing forwarded.
         raise MalformedUpstream("the upstream response is malformed") from error
+
+
+def _drop_text_parameters(response: pb.ModelInferResponse) -> None:
+    """A streamed reply's text parameters are not carried across replies as its outputs are
+    (``CarryOver``), so a value split across two replies' parameters would pass unseen: only
+    a request's final reply releases them."""
+    for parameters in [response.parameters, *(output.parameters for output in response.outputs)]:
+        for name in [
+            name
+            for name, value in parameters.items()
+            if value.WhichOneof("parameter_choice") == "string_param"
+        ]:
+            del parameters[name]
 
 
 def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict[str, set[str]]:
