@@ -134,3 +134,26 @@ def test_held_text_past_the_limit_fails_the_stream() -> None:
     with pytest.raises(ResourceExhausted) as refused:
         carry.release("r1", [text("é".encode() * 200)], final=False)
     assert refused.value.reason == "STREAM_HELD_TOO_LARGE"
+
+
+def test_a_custom_detector_with_a_lookaround_holds_text_whole() -> None:
+    # The lookbehind's text lies outside the match's width: a cut between them hides both.
+    behind = CustomPattern("acct", r"(?<=acct:)\d{6}", "restricted")
+    carry = CarryOver(DetectorSet(None, [behind]), window=64)
+    (tensor,) = carry.release("r1", [text(b"z" * 200 + b" acct:")], final=False)
+    assert tensor.values[0] == b""
+
+
+def test_the_hold_limit_counts_every_element_of_every_request() -> None:
+    carry = CarryOver(DetectorSet.default(), window=64, hold_limit=1000)
+    many = Tensor("text", "BYTES", [4], ["é".encode() * 100] * 4)  # 800 bytes held
+    carry.release("a", [many], final=False)
+    with pytest.raises(ResourceExhausted):
+        carry.release("b", [many], final=False)
+
+
+def test_what_a_final_reply_releases_is_no_longer_counted() -> None:
+    carry = CarryOver(DetectorSet.default(), window=64, hold_limit=1000)
+    for request in ("a", "b", "c"):
+        carry.release(request, [text("é".encode() * 300)], final=False)
+        carry.release(request, [text(b"")], final=True)

@@ -97,3 +97,31 @@ def test_released_parameters_and_message_strings_are_folded_too() -> None:
     labels = {field.path: set(field.labels) for field in classify_message(order, CATALOG, DETECTORS).fields}
     assert labels["id{us_ssn}"] == {"confidential"}
     assert "confidential" in labels["attrs"]
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_plain_value_does_not_hide_a_folded_one_beside_it(use_native: bool) -> None:
+    # Counted, not just named: the raw scan's SSN must not vouch for the Arabic-Indic one.
+    values = [f"ssn {SSN} and also ١٢٣-٤٥-٦٧٥٠", f"José {SSN}"]
+    with native.forced(use_native):
+        tensor = text_tensor("free", values, raw=True)
+        result = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        [masked] = apply_masks(
+            [tensor], result, [{"path": "outputs.free{us_ssn}", "strategy": "redact"}], KEY
+        )
+    assert "٦٧٥٠".encode() not in masked.values[0]
+    assert masked.values[1] == "José [REDACTED]".encode(), "nothing folded to find: only the span is masked"
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_full_width_digits_written_as_json_escapes_are_folded_too(use_native: bool) -> None:
+    escaped = json.dumps({"contact": {"id": HIDDEN["full-width digits"]}})  # ensure_ascii: \\uff11...
+    assert escaped.isascii()
+    with native.forced(use_native):
+        tensor = text_tensor("notes", [escaped, json.dumps(HIDDEN["full-width digits"])], raw=True)
+        result = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        assert "outputs.notes{us_ssn}" in {field.path for field in result.fields}
+        [masked] = apply_masks(
+            [tensor], result, [{"path": "outputs.notes{us_ssn}", "strategy": "redact"}], KEY
+        )
+    assert all(b"\\uff11" not in value for value in masked.values)

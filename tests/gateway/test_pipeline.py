@@ -624,3 +624,22 @@ async def test_a_call_held_for_an_approver_is_not_in_flight() -> None:
     release.set()
     await held
     assert pipeline.in_flight() == 0
+
+
+async def test_a_string_final_flag_is_kept_on_replies_that_are_not_final() -> None:
+    pipeline, _, _, _ = make_pipeline()
+
+    def answer(sent: Any) -> list[Any]:
+        replies = []
+        for position in range(2):
+            message = reply("chat", [Tensor("text", "BYTES", [1], [b"x"])], sent.id)
+            if position == 0:
+                message.parameters["triton_final_response"].string_param = ""  # not final
+            else:
+                message.parameters["triton_final_response"].bool_param = True
+            replies.append(stream_reply(message))
+        return replies
+
+    first, last = await collect(pipeline, FakeStream(answer), request("chat"))
+    assert first.infer_response.parameters["triton_final_response"].WhichOneof("parameter_choice")
+    assert last.infer_response.parameters["triton_final_response"].bool_param is True

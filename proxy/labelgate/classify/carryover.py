@@ -14,7 +14,7 @@ else is held whole until the request's final reply (or until it is a whole JSON 
 text that is not ASCII (the classifier also reads it folded, ``folding.py``: a full-width
 SSN is invisible to a raw scan, and zero-width characters stretch a value past any window),
 text with JSON escapes (read decoded), and an element that opened as a JSON object (its
-keys label its leaves). Held text beyond ``hold_limit`` bytes fails the stream closed.
+keys label its leaves). Held text beyond ``hold_limit`` bytes in all fails the stream closed.
 
 Released text is classified and decided like any output, so a value split across replies
 reaches the classifier whole, and callers allowed to read the text around it still do.
@@ -50,6 +50,7 @@ class CarryOver:
         # Cutting needs every match to fit the window (see the module docstring).
         self._cuts = longest is not None and longest <= window
         self._held: dict[Hashable, dict[str, _Held]] = {}
+        self._held_bytes = 0  # across the stream's requests and elements
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
@@ -62,11 +63,14 @@ class CarryOver:
         if final:
             carried = {tensor.name for tensor in tensors}
             released += [_flushed(name, rest) for name, rest in held.items() if name not in carried]
+            # What is left of this request's holdings is released above or dropped.
+            self._held_bytes -= sum(len(tail) for rest in held.values() for tail in rest.tails.values())
         return released
 
     def flush(self) -> list[tuple[Hashable, list[Tensor]]]:
         """Everything still held, per request (the stream ended before their final replies)."""
         pending, self._held = self._held, {}
+        self._held_bytes = 0
         return [
             (request, [_flushed(name, rest) for name, rest in outputs.items() if rest.tails])
             for request, outputs in pending.items()
@@ -79,8 +83,11 @@ class CarryOver:
         state = held.get(tensor.name)
         values: list[bytes] = []
         for index, value in enumerate(tensor.values):
-            text = (state.tails.pop(index, b"") if state else b"") + bytes(value)
-            if final or (not text) or jsonpaths.parse_object(text) is not None:
+            tail = state.tails.pop(index, b"") if state else b""
+            self._held_bytes -= len(tail)
+            text = tail + bytes(value)
+            # Parsed only when a "}" arrived: held JSON is not parsed again on every reply.
+            if final or (not text) or (b"}" in bytes(value) and jsonpaths.parse_object(text) is not None):
                 # A whole JSON object is a message of its own: halves would be neither JSON
                 # nor text the catalog can label.
                 values.append(text)
@@ -88,11 +95,12 @@ class CarryOver:
             cut = self._cut(text) if self._cuttable(text) else 0
             values.append(text[:cut])
             if cut < len(text):
-                if len(text) - cut > self.hold_limit:
+                self._held_bytes += len(text) - cut
+                if self._held_bytes > self.hold_limit:
                     raise ResourceExhausted(
                         STREAM_HELD_TOO_LARGE,
-                        f"a streamed output holds more than {self.hold_limit} bytes that cannot be "
-                        "released before the request's final reply",
+                        f"a stream holds more than {self.hold_limit} bytes that cannot be "
+                        "released before their requests' final replies",
                     )
                 state = held.setdefault(tensor.name, _Held(list(tensor.shape)))
                 state.tails[index] = text[cut:]

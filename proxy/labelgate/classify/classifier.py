@@ -77,7 +77,7 @@ from labelgate.classify.json_elements import (
     hidden_by_escapes,
     json_objects,
 )
-from labelgate.classify.jsonpaths import KeyNames
+from labelgate.classify.jsonpaths import KeyNames, unescaped_forms
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.messages import classify_message
 from labelgate.errors import UpstreamError
@@ -262,7 +262,7 @@ def _classify_text_tensor(
     objects, opaque, leaf_hits = (
         json_objects(values, detectors, keys, scanning) if b"{" in joined else ({}, {}, {})
     )
-    if objects and scanning and not joined.isascii():
+    if objects and scanning and (not joined.isascii() or b"\\" in joined):
         _fold_json_elements(values, objects, opaque, leaf_hits, scanning)
     if not objects and not opaque:
         texts = list(range(len(values)))
@@ -306,15 +306,16 @@ def _fold_json_elements(
     leaf_hits: LeafHits,
     detectors: DetectorSet,
 ) -> None:
-    """A JSON element whose text, folded (``folding``), shows a detector its own text does not
-    is opaque (``FOLDED_TEXT``): its leaves cannot say which holds the value, so a mask on
-    that detector rewrites the element whole."""
-    candidates = [index for index in objects if not values[index].isascii()]
-    if not candidates:
-        return
-    texts = [values[index] for index in candidates]
-    for position in hidden_by_folding(texts, detectors, detectors.scan_each(texts)):
-        index = candidates[position]
+    """A JSON element whose text, folded (``folding``) as written or with its escapes
+    decoded, shows more matches of a detector than the same text unfolded is opaque
+    (``FOLDED_TEXT``): its leaves cannot say which holds the value, so a mask on that
+    detector rewrites the element whole."""
+    for index in [index for index in objects if not values[index].isascii() or b"\\" in values[index]]:
+        forms = [values[index], *unescaped_forms(values[index])]
+        if not hidden_by_folding(
+            [b"\x00".join(forms)], detectors, detectors.scan_each([b"\x00".join(forms)])
+        ):
+            continue
         del objects[index]
         leaf_hits.pop(index, None)
         opaque[index] = FOLDED_TEXT

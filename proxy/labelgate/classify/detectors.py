@@ -375,11 +375,15 @@ def _compile_custom(pattern: CustomPattern, taken: set[str], problems: list[str]
     return compiled if len(problems) == before else None
 
 
+_LOOKS_AROUND = re.compile(r"\(\?<?[=!]|\(\?P=|\\[1-9]|\\g<")
+
+
 def _max_width(compiled: re.Pattern[str]) -> int | None:
     """The most UTF-8 bytes a match of ``compiled`` can span, None if unbounded (or unknown:
     the width comes from the ``re`` module's own parser)."""
     parser = getattr(re, "_parser", None)
-    if parser is None:
+    if parser is None or _LOOKS_AROUND.search(compiled.pattern):
+        # A lookaround or a backreference matches against text outside the match's width.
         return None
     try:
         _, most = parser.parse(compiled.pattern, compiled.flags).getwidth()

@@ -19,6 +19,7 @@ catalog's labels are what holds then. This closes the cheap evasions.
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from labelgate.classify.detectors import Detection, DetectorSet
@@ -26,11 +27,18 @@ from labelgate.classify.detectors import Detection, DetectorSet
 _MINUS_SIGN = 0x2212  # a math symbol, not a dash: written for "-" all the same
 
 
+# Characters remembered by the table; past this it starts over (an upstream could send every
+# code point).
+_TABLE_SIZE = 4096
+
+
 class _Fold(dict[int, str | None]):
     """``str.translate``'s table, worked out per character on first use (the table of all of
     Unicode would be large; a text meets few characters)."""
 
     def __missing__(self, code: int) -> str | None:
+        if len(self) >= _TABLE_SIZE:
+            self.clear()
         char = chr(code)
         category = unicodedata.category(char)
         folded: str | None
@@ -66,9 +74,10 @@ def hidden_by_folding(
     detectors: DetectorSet,
     found: Mapping[int, Sequence[Detection]] | None = None,
 ) -> dict[int, list[Detection]]:
-    """For each text whose folded form shows a detector that ``found`` (the detections of the
-    texts themselves, by index) does not name for it: one detection per such detector
-    spanning the whole text."""
+    """For each text whose folded form shows more matches of a detector than ``found`` (the
+    detections of the texts themselves, by index) has for it: one detection per such
+    detector spanning the whole text. Counted, not just named: a plain SSN beside one in
+    Arabic-Indic digits must not hide the second."""
     forms: list[bytes] = []
     owners: list[int] = []
     for index, text in enumerate(texts):
@@ -81,12 +90,9 @@ def hidden_by_folding(
     result: dict[int, list[Detection]] = {}
     for position, hits in detectors.scan_each(forms).items():
         index = owners[position]
-        known = {hit.detector for hit in (found or {}).get(index, ())}
-        whole = result.setdefault(index, [])
-        for hit in hits:
-            if hit.detector not in known:
-                known.add(hit.detector)
-                whole.append(Detection(hit.detector, hit.label, 0, len(texts[index])))
-        if not whole:
-            del result[index]
+        seen = Counter(hit.detector for hit in (found or {}).get(index, ()))
+        more = Counter(hit.detector for hit in hits) - seen
+        if more:
+            labels = {hit.detector: hit.label for hit in hits}
+            result[index] = [Detection(name, labels[name], 0, len(texts[index])) for name in sorted(more)]
     return result

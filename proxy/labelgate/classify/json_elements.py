@@ -18,6 +18,7 @@ from labelgate.classify import jsonpaths, native
 from labelgate.classify.catalog import Catalog
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
 from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source
+from labelgate.classify.folding import folded
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
 
 # More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
@@ -39,6 +40,9 @@ def hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, l
     for index, text in enumerate(texts):
         if b"\\" in text:
             decoded = jsonpaths.unescaped_forms(text)
+            # Decoded text may be in other scripts' digits (``\\uff11`` is a full-width 1):
+            # folded too (folding.py).
+            decoded += [form for form in map(folded, decoded) if form is not None]
             forms += decoded
             owners += [index] * len(decoded)
     result: dict[int, dict[str, Detection]] = {}

@@ -67,7 +67,7 @@ from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.record import Recorder
-from labelgate.gateway.streams import StreamLedger, is_final
+from labelgate.gateway.streams import FINAL_PARAMETER, StreamLedger, is_final
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
@@ -607,12 +607,10 @@ def _drop_text_parameters(response: pb.ModelInferResponse) -> None:
     (``CarryOver``), so a value split across two replies' parameters would pass unseen: only
     a request's final reply releases them."""
     for parameters in [response.parameters, *(output.parameters for output in response.outputs)]:
-        for name in [
-            name
-            for name, value in parameters.items()
-            if value.WhichOneof("parameter_choice") == "string_param"
-        ]:
-            del parameters[name]
+        for name, value in list(parameters.items()):
+            # The final flag is the stream's own, whatever its type (is_final reads it).
+            if value.WhichOneof("parameter_choice") == "string_param" and name != FINAL_PARAMETER:
+                del parameters[name]
 
 
 def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict[str, set[str]]:
