@@ -9,7 +9,7 @@ from labelgate.classify import Catalog, DetectorSet, classify_message
 from labelgate.enforce import apply_message_masks
 from labelgate.enforce.strategies import MASK_INVALID
 from labelgate.errors import PolicyUnavailable
-from tests.classify.order_proto import Order
+from tests.classify.order_proto import Item, Order
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
@@ -142,3 +142,21 @@ def test_a_mask_on_a_map_of_messages_or_an_any_clears_it() -> None:
     result = masked(order, mask("by_key", "redact"), mask("extra", "redact"))
     assert not result.by_key and not result.HasField("extra")
     assert result.id == "o-1"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        bytes([0x9A, 0x06, 11]) + b"123-45-6789",  # field 99, unknown to Item
+        b"\x0a\x0b123-45-6789\x0a\x01x",  # ssn written twice: the parse keeps the last
+        b"\x18\xff\xff\xff\xff\x0f",  # quantity -1 as a short varint
+    ],
+)
+def test_an_any_is_released_re_encoded_from_what_was_classified(value: bytes) -> None:
+    order = Order()
+    order.extra.type_url, order.extra.value = "type.googleapis.com/labelgatetest.Item", value
+    result = masked(order)
+    parsed = Item.FromString(value)
+    parsed.DiscardUnknownFields()
+    assert result.extra.value == parsed.SerializeToString(deterministic=True)
+    assert b"123-45-6789" not in result.extra.value

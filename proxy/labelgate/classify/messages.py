@@ -18,11 +18,11 @@ Some fields are one field whose contents label it, and masking it clears it:
   entries, and the root's under ``attrs{}.``);
 - a ``google.protobuf.Any``: its packed message, found by its type URL in the message's
   descriptor pool, is walked the same way, and catalog entries naming the Any's own fields
-  (``payload.value``) label it too. Its bytes are released as they came, so an Any whose
-  type is not in the pool, that does not parse, or whose bytes are not exactly the
-  encoding of what was parsed (unknown fields, a field written twice) fails closed: it is
-  ``restricted`` (source ``catalog:fail_closed:<reason>``), since nothing else can say
-  what it holds.
+  (``payload.value``) label it too. Release re-encodes it from what was parsed (fields the
+  type does not know dropped, each field written once), so its bytes are what was
+  classified. An Any whose type is not in the pool, or that does not parse, cannot be
+  re-encoded: it fails closed, ``restricted`` (source ``catalog:fail_closed:<reason>``),
+  since nothing else can say what it holds.
 
 A reply nested deeper than ``MAX_MESSAGE_DEPTH`` is refused (``MESSAGE_TOO_DEEP``):
 protobuf's ``DiscardUnknownFields``, which release relies on, stops at about 60 levels.
@@ -221,7 +221,7 @@ class _Walker:
         contents are folded into ``path`` (see the module docstring)."""
         type_url: str = packed.type_url  # type: ignore[attr-defined]
         self._maps.append((path, [_text(type_url)]))
-        contents, reason = _unpacked(packed)
+        contents, reason = unpacked_any(packed)
         if contents is None:
             self.fields.add(path, (OPAQUE_ANY_LABEL,), fail_closed_source(reason))
             self._maps.append((path, [packed.value]))  # type: ignore[attr-defined]
@@ -250,10 +250,11 @@ class _Walker:
                     self.fields.add(path, [hit.label], detector_source(hit.detector))
 
 
-def _unpacked(packed: Message) -> tuple[Message | None, str]:
-    """The message an Any holds, or None and why it cannot be read: its type is looked up in
-    the pool the Any's own type comes from (a routed service's descriptor set, or the
-    default pool)."""
+def unpacked_any(packed: Message) -> tuple[Message | None, str]:
+    """The message an Any holds, without the fields its type does not know, or None and why it
+    cannot be read: its type is looked up in the pool the Any's own type comes from (a routed
+    service's descriptor set, or the default pool). Release re-encodes a readable Any from
+    this (``enforce.messages``), so what leaves is what was classified."""
     type_url: str = packed.type_url  # type: ignore[attr-defined]
     name = type_url.rsplit("/", 1)[-1]
     try:
@@ -261,23 +262,11 @@ def _unpacked(packed: Message) -> tuple[Message | None, str]:
     except KeyError:
         return None, "any_type_unknown"
     contents = message_factory.GetMessageClass(descriptor)()  # type: ignore[arg-type]
-    data: bytes = packed.value  # type: ignore[attr-defined]
     try:
-        contents.ParseFromString(data)
+        contents.ParseFromString(packed.value)  # type: ignore[attr-defined]
     except DecodeError:
         return None, "any_invalid"
-    known = type(contents)()
-    known.CopyFrom(contents)
-    known.DiscardUnknownFields()
-    if known.ByteSize() != contents.ByteSize():
-        # Fields the type does not know: released as they are (an Any's bytes are not
-        # re-encoded), so nothing could vouch for them.
-        return None, "any_unknown_fields"
-    if known.SerializeToString(deterministic=True) != data:
-        # Bytes the parse does not keep (a field written twice, the last one winning; padded
-        # numbers): released as they are all the same, so only the exact encoding of what
-        # was classified is read as the packed message.
-        return None, "any_not_canonical"
+    contents.DiscardUnknownFields()
     return contents, ""
 
 

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from labelgate.classify.fields import Classification
 from labelgate.classify.jsonpaths import Location
-from labelgate.classify.messages import is_map, is_message
+from labelgate.classify.messages import ANY_TYPE, is_map, is_message, message_type_of, unpacked_any
 from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans
 
@@ -45,6 +45,7 @@ def apply_message_masks(
     result = type(message)()
     result.CopyFrom(message)
     result.DiscardUnknownFields()
+    canonical_anys(result)
     if not index:
         return result
     masker = Masker(hash_key, list(compiled))
@@ -60,6 +61,31 @@ def apply_message_masks(
             continue
         _mask_string_spans(result, leaf.location, selected, masker)
     return result
+
+
+def canonical_anys(message: Message) -> None:
+    """Re-encode every readable ``google.protobuf.Any`` in ``message`` from what was parsed of
+    it (``classify.messages.unpacked_any``): DiscardUnknownFields does not reach into an
+    Any's bytes, and bytes an upstream wrote (a field twice, unknown fields) could otherwise
+    carry what classification never read. An Any that cannot be read keeps its bytes; it
+    was classified as restricted."""
+    for descriptor, value in message.ListFields():
+        if descriptor.is_extension or not is_message(descriptor):
+            continue
+        if is_map(descriptor):
+            if not is_message(message_type_of(descriptor).fields_by_name["value"]):
+                continue
+            items = list(value.values())
+        else:
+            items = list(value) if descriptor.is_repeated else [value]
+        for item in items:
+            if item.DESCRIPTOR.full_name == ANY_TYPE:
+                contents, _ = unpacked_any(item)
+                if contents is not None:
+                    canonical_anys(contents)
+                    item.value = contents.SerializeToString(deterministic=True)
+            else:
+                canonical_anys(item)
 
 
 def _span_mask(index: MaskIndex, path: str, detector: str) -> Mask | None:
