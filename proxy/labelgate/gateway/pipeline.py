@@ -5,8 +5,9 @@
 
 Every call shape runs through these same stages: unary inference (``infer``), metadata
 and routed unary calls (``unary_message``), routed streams (``admit_stream`` then
-``release_reply`` per message) and ``ModelStreamInfer`` (``stream_infer``). The
-transports only adapt gRPC call shapes to these methods.
+``release_reply`` per message) and ``ModelStreamInfer`` (``stream_infer``, which drives
+these stages per message from ``gateway/stream_infer.py``). The transports only adapt gRPC
+call shapes to these methods.
 
 Replies are built, never forwarded: the gateway makes each outgoing message itself from
 the parts it classified and decided (``labelgate.enforce.replies``), so nothing the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -45,7 +45,6 @@ from labelgate.calls import (
     target_summary,
 )
 from labelgate.classify import Field, backend_labels, to_policy_fields
-from labelgate.classify.carryover import CarryOver
 from labelgate.classify.labels import most_sensitive
 from labelgate.classify.parameters import classify_parameters, released_parameters
 from labelgate.config import LimitSettings, ReleaseSettings
@@ -60,14 +59,12 @@ from labelgate.errors import (
     PolicyUnavailable,
     ResourceExhausted,
     Unauthenticated,
-    UpstreamError,
 )
 from labelgate.gateway import metrics
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.record import Recorder
-from labelgate.gateway.streams import FINAL_PARAMETER, StreamLedger, is_final
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
@@ -216,147 +213,20 @@ class Pipeline:
             still_valid(subject)
             return await self.release_message(call, subject, target, reply, outcome)
 
-    async def stream_infer(
+    def stream_infer(
         self, call: Call, requests: AsyncIterator[pb.ModelInferRequest], upstream: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """``ModelStreamInfer``: each request admitted, each reply released, on its own.
+        """``ModelStreamInfer``: each request admitted, each reply released, on its own, through
+        these same stages (``gateway/stream_infer.py``)."""
+        from labelgate.gateway.stream_infer import stream_infer  # it drives this pipeline
 
-        ``upstream`` is the open upstream stream (``write``, ``done_writing``, async
-        iteration). Replies are matched to requests by ids the gateway chose
-        (``StreamLedger``), and streamed text is scanned across replies (``CarryOver``).
-        """
-        try:
-            subject = self.authenticate(call)
-        except LabelgateError as error:  # a refused stream is recorded; an admitted one by its messages
-            await self.record_failure(call, None, Target(service=call.service), error)
-            raise
-        ledger = StreamLedger(call.request_id[:8])
-        carry = CarryOver(
-            self.classifier.classifier.detectors,
-            self.limits.stream_carry_bytes,
-            hold_limit=self.limits.max_message_bytes,
-        )
-        numbers = itertools.count(1)
+        return stream_infer(self, call, requests, upstream)
 
-        async def forward_requests() -> None:
-            async for request in requests:
-                target = infer_target(request, call.method)
-                # Each message is its own call to policy and approvals (its request and
-                # response phases share it): a single-use grant or a row budget is spent per
-                # message, not once per stream. Records keep the stream's request id.
-                message = dataclasses.replace(call, request_id=f"{call.request_id}.{next(numbers)}")
-                async with self.recording(call, target) as outcome:
-                    outcome.subject, outcome.request_summary = subject, target_summary(target)
-                    still_valid(subject)
-                    await self.admit(message, subject, target, outcome, self.expected_fields(target))
-                    # Inside the record: a request the upstream side refuses (shared memory, a
-                    # model routed elsewhere) is recorded as refused, not as admitted.
-                    request.id = ledger.open(target, message)
-                    try:
-                        await upstream.write(request)
-                    except BaseException:
-                        # Recorded here as refused or cancelled: not also as left unanswered.
-                        ledger.close(ledger.match(request.id))
-                        raise
-            await upstream.done_writing()
-
-        pump = asyncio.create_task(forward_requests())
-        try:
-            async for reply in self._replies(call, subject, upstream, pump):
-                yield await self._release_streamed(call, subject, ledger, carry, reply)
-            await pump
-            for upstream_id, tensors in carry.flush():
-                held = ledger.match(str(upstream_id))
-                ending = pb.ModelInferResponse(id=held.upstream_id)
-                ending.parameters["triton_final_response"].bool_param = True
-                async with self.recording(call, held.target) as outcome:
-                    outcome.subject, outcome.upstream_status = subject, "OK"
-                    released = await self.release_inference(
-                        held.call,
-                        subject,
-                        held.target,
-                        ending,
-                        outcome,
-                        tensors=tensors,
-                        backend=held.backend,
-                    )
-                yield pb.ModelStreamInferResponse(infer_response=released)
-        except (asyncio.CancelledError, GeneratorExit):
-            # The caller left (or the server stops) with admitted requests unanswered: each
-            # is recorded as cancelled, without holding up the cancellation. A caller leaving
-            # while a reply is being sent closes this generator (GeneratorExit) instead. Once
-            # the pump has stopped: a request it was still writing records itself.
-            def record_unanswered(_: object) -> None:
-                for unanswered in ledger.pending:
-                    outcome = Outcome(subject=subject, model=unanswered.target.model)
-                    left = CallRecord.of(call, outcome, asyncio.CancelledError())
-                    task = self._cancelled_records.start(self.recorder.record(left))
-                    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-            pump.cancel()
-            pump.add_done_callback(record_unanswered)
-            raise
-        finally:
-            if not pump.done():
-                pump.cancel()
-
-    async def _release_streamed(
-        self, call: Call, subject: Subject, ledger: StreamLedger, carry: CarryOver, reply: Any
-    ) -> pb.ModelStreamInferResponse:
-        response = reply.infer_response
-        try:
-            held = ledger.match(response.id)
-        except LabelgateError as error:
-            await self.record_failure(call, subject, Target(service=call.service), error)
-            raise
-        target = held.target
-        if reply.error_message:
-            # The upstream's text may name anything; the caller gets a stable one.
-            ledger.close(held)
-            carry.release(held.upstream_id, [], final=True)
-            outcome = Outcome(subject=subject, model=target.model, upstream_status=build.STREAM_ERROR_REASON)
-            stream_error = UpstreamError(build.STREAM_ERROR_REASON, build.STREAM_ERROR_TEXT)
-            await self.recorder.record(CallRecord.of(call, outcome, stream_error))
-            return build.stream_error(target.caller_id, target.model)
-        final = is_final(response)
-        async with self.recording(call, target) as outcome:
-            outcome.subject, outcome.upstream_status = subject, "OK"
-            still_valid(subject)
-            held.backend.update(_merged(held.backend, backend_labels(response)))
-            tensors = carry.release(held.upstream_id, _decoded(response), final)
-            if final:
-                ledger.close(held)
-            else:
-                _drop_text_parameters(response)
-            released = await self.release_inference(
-                held.call, subject, target, response, outcome, tensors=tensors, backend=held.backend
-            )
-        return pb.ModelStreamInferResponse(infer_response=released)
-
-    async def _replies(
-        self, call: Call, subject: Subject, upstream: Any, pump: asyncio.Task[None]
-    ) -> AsyncIterator[Any]:
-        """Upstream replies, surfacing a refusal raised while forwarding requests at once
-        (already recorded) and recording an upstream failure before it ends the stream."""
-        reader = upstream.__aiter__()
-        while True:
-            read = asyncio.ensure_future(reader.__anext__())
-            try:
-                done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:
-                read.cancel()  # a stream cancelled while waiting leaves no read behind
-                raise
-            if pump in done and pump.exception() is not None:
-                read.cancel()
-                raise pump.exception()  # type: ignore[misc]
-            try:
-                reply = await read
-            except StopAsyncIteration:
-                return
-            except LabelgateError as error:
-                await self.record_failure(call, subject, Target(service=call.service), error)
-                raise
-            yield reply
+    def record_later(self, entry: CallRecord) -> None:
+        """Write ``entry`` without holding up the caller (a cancelled call's record); a stopping
+        gateway waits for it (``finish_records``)."""
+        task = self._cancelled_records.start(self.recorder.record(entry))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def record_failure(
         self, call: Call, subject: Subject | None, target: Target, error: LabelgateError
@@ -475,10 +345,7 @@ class Pipeline:
                     yield outcome
                 except asyncio.CancelledError as error:
                     # The caller is gone; record without holding up the cancellation.
-                    task = self._cancelled_records.start(
-                        self.recorder.record(CallRecord.of(call, outcome, error))
-                    )
-                    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+                    self.record_later(CallRecord.of(call, outcome, error))
                     raise
                 except BaseException as error:
                     # The refusal stands whether or not its record could be written.
@@ -533,7 +400,7 @@ class Pipeline:
         backend: Mapping[str, set[str]] | None = None,
     ) -> pb.ModelInferResponse:
         """The reply to one inference response, built from what was classified and decided."""
-        tensors = _decoded(response) if tensors is None else tensors
+        tensors = decoded_outputs(response) if tensors is None else tensors
         if target.requested_outputs:  # what the caller did not ask for is not released
             tensors = [tensor for tensor in tensors if tensor.name in target.requested_outputs]
         classifier = self.classifier.classifier  # one catalog snapshot for the whole reply
@@ -594,28 +461,12 @@ def still_valid(subject: Subject) -> None:
         raise Unauthenticated(auth_reasons.TOKEN_EXPIRED, "the token this stream was opened with has expired")
 
 
-def _decoded(response: pb.ModelInferResponse) -> list[Tensor]:
+def decoded_outputs(response: pb.ModelInferResponse) -> list[Tensor]:
     try:
         return oip.decode_outputs(response)
     except InvalidInput as error:
         # The upstream's message is broken, not the caller's: INTERNAL, nothing forwarded.
         raise MalformedUpstream("the upstream response is malformed") from error
-
-
-def _drop_text_parameters(response: pb.ModelInferResponse) -> None:
-    """A streamed reply's text parameters are not carried across replies as its outputs are
-    (``CarryOver``), so a value split across two replies' parameters would pass unseen: only
-    a request's final reply releases them."""
-    for parameters in [response.parameters, *(output.parameters for output in response.outputs)]:
-        for name, value in list(parameters.items()):
-            # The final flag is the stream's own, whatever its type (is_final reads it).
-            if value.WhichOneof("parameter_choice") == "string_param" and name != FINAL_PARAMETER:
-                del parameters[name]
-
-
-def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict[str, set[str]]:
-    """Backend labels stay with a streamed request: a later reply cannot lower them."""
-    return {name: set(sticky.get(name, ())) | set(new.get(name, ())) for name in {*sticky, *new}}
 
 
 def masked_summary(masks: Sequence[Mask], fields: Sequence[Field]) -> list[dict[str, str]]:

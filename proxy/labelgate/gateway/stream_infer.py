@@ -1,0 +1,186 @@
+"""``ModelStreamInfer`` through the pipeline's stages: each request admitted and each reply
+released on its own, as a unary call is.
+
+Replies are matched to requests by ids the gateway chose (``StreamLedger``), streamed text is
+scanned across replies (``CarryOver``), and each message is its own call to policy and
+approvals (its request and response phases share it), while its records keep the stream's
+request id. A stream the caller leaves records the requests still unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.auth import Subject
+from labelgate.calls import Call, CallRecord, Outcome, Target, infer_target, target_summary
+from labelgate.classify import backend_labels
+from labelgate.classify.carryover import CarryOver
+from labelgate.enforce import replies as build
+from labelgate.errors import LabelgateError, UpstreamError
+from labelgate.gateway.pipeline import Pipeline, decoded_outputs, still_valid
+from labelgate.gateway.streams import FINAL_PARAMETER, StreamLedger, is_final
+
+
+async def stream_infer(
+    pipeline: Pipeline, call: Call, requests: AsyncIterator[pb.ModelInferRequest], upstream: Any
+) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    """``ModelStreamInfer``: each request admitted, each reply released, on its own.
+
+    ``upstream`` is the open upstream stream (``write``, ``done_writing``, async
+    iteration). Replies are matched to requests by ids the gateway chose
+    (``StreamLedger``), and streamed text is scanned across replies (``CarryOver``).
+    """
+    try:
+        subject = pipeline.authenticate(call)
+    except LabelgateError as error:  # a refused stream is recorded; an admitted one by its messages
+        await pipeline.record_failure(call, None, Target(service=call.service), error)
+        raise
+    ledger = StreamLedger(call.request_id[:8])
+    carry = CarryOver(
+        pipeline.classifier.classifier.detectors,
+        pipeline.limits.stream_carry_bytes,
+        hold_limit=pipeline.limits.max_message_bytes,
+    )
+    numbers = itertools.count(1)
+
+    async def forward_requests() -> None:
+        async for request in requests:
+            target = infer_target(request, call.method)
+            # Each message is its own call to policy and approvals (its request and
+            # response phases share it): a single-use grant or a row budget is spent per
+            # message, not once per stream. Records keep the stream's request id.
+            message = dataclasses.replace(call, request_id=f"{call.request_id}.{next(numbers)}")
+            async with pipeline.recording(call, target) as outcome:
+                outcome.subject, outcome.request_summary = subject, target_summary(target)
+                still_valid(subject)
+                await pipeline.admit(message, subject, target, outcome, pipeline.expected_fields(target))
+                # Inside the record: a request the upstream side refuses (shared memory, a
+                # model routed elsewhere) is recorded as refused, not as admitted.
+                request.id = ledger.open(target, message)
+                try:
+                    await upstream.write(request)
+                except BaseException:
+                    # Recorded here as refused or cancelled: not also as left unanswered.
+                    ledger.close(ledger.match(request.id))
+                    raise
+        await upstream.done_writing()
+
+    pump = asyncio.create_task(forward_requests())
+    try:
+        async for reply in _replies(pipeline, call, subject, upstream, pump):
+            yield await _release_streamed(pipeline, call, subject, ledger, carry, reply)
+        await pump
+        for upstream_id, tensors in carry.flush():
+            held = ledger.match(str(upstream_id))
+            ending = pb.ModelInferResponse(id=held.upstream_id)
+            ending.parameters["triton_final_response"].bool_param = True
+            async with pipeline.recording(call, held.target) as outcome:
+                outcome.subject, outcome.upstream_status = subject, "OK"
+                released = await pipeline.release_inference(
+                    held.call,
+                    subject,
+                    held.target,
+                    ending,
+                    outcome,
+                    tensors=tensors,
+                    backend=held.backend,
+                )
+            yield pb.ModelStreamInferResponse(infer_response=released)
+    except (asyncio.CancelledError, GeneratorExit):
+        # The caller left (or the server stops) with admitted requests unanswered: each
+        # is recorded as cancelled, without holding up the cancellation. A caller leaving
+        # while a reply is being sent closes this generator (GeneratorExit) instead. Once
+        # the pump has stopped: a request it was still writing records itpipeline.
+        def record_unanswered(_: object) -> None:
+            for unanswered in ledger.pending:
+                outcome = Outcome(subject=subject, model=unanswered.target.model)
+                left = CallRecord.of(call, outcome, asyncio.CancelledError())
+                pipeline.record_later(left)
+
+        pump.cancel()
+        pump.add_done_callback(record_unanswered)
+        raise
+    finally:
+        if not pump.done():
+            pump.cancel()
+
+
+async def _release_streamed(
+    pipeline: Pipeline, call: Call, subject: Subject, ledger: StreamLedger, carry: CarryOver, reply: Any
+) -> pb.ModelStreamInferResponse:
+    response = reply.infer_response
+    try:
+        held = ledger.match(response.id)
+    except LabelgateError as error:
+        await pipeline.record_failure(call, subject, Target(service=call.service), error)
+        raise
+    target = held.target
+    if reply.error_message:
+        # The upstream's text may name anything; the caller gets a stable one.
+        ledger.close(held)
+        carry.release(held.upstream_id, [], final=True)
+        outcome = Outcome(subject=subject, model=target.model, upstream_status=build.STREAM_ERROR_REASON)
+        stream_error = UpstreamError(build.STREAM_ERROR_REASON, build.STREAM_ERROR_TEXT)
+        await pipeline.recorder.record(CallRecord.of(call, outcome, stream_error))
+        return build.stream_error(target.caller_id, target.model)
+    final = is_final(response)
+    async with pipeline.recording(call, target) as outcome:
+        outcome.subject, outcome.upstream_status = subject, "OK"
+        still_valid(subject)
+        held.backend.update(_merged(held.backend, backend_labels(response)))
+        tensors = carry.release(held.upstream_id, decoded_outputs(response), final)
+        if final:
+            ledger.close(held)
+        else:
+            _drop_text_parameters(response)
+        released = await pipeline.release_inference(
+            held.call, subject, target, response, outcome, tensors=tensors, backend=held.backend
+        )
+    return pb.ModelStreamInferResponse(infer_response=released)
+
+
+async def _replies(
+    pipeline: Pipeline, call: Call, subject: Subject, upstream: Any, pump: asyncio.Task[None]
+) -> AsyncIterator[Any]:
+    """Upstream replies, surfacing a refusal raised while forwarding requests at once
+    (already recorded) and recording an upstream failure before it ends the stream."""
+    reader = upstream.__aiter__()
+    while True:
+        read = asyncio.ensure_future(reader.__anext__())
+        try:
+            done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            read.cancel()  # a stream cancelled while waiting leaves no read behind
+            raise
+        if pump in done and pump.exception() is not None:
+            read.cancel()
+            raise pump.exception()  # type: ignore[misc]
+        try:
+            reply = await read
+        except StopAsyncIteration:
+            return
+        except LabelgateError as error:
+            await pipeline.record_failure(call, subject, Target(service=call.service), error)
+            raise
+        yield reply
+
+
+def _drop_text_parameters(response: pb.ModelInferResponse) -> None:
+    """A streamed reply's text parameters are not carried across replies as its outputs are
+    (``CarryOver``), so a value split across two replies' parameters would pass unseen: only
+    a request's final reply releases them."""
+    for parameters in [response.parameters, *(output.parameters for output in response.outputs)]:
+        for name, value in list(parameters.items()):
+            # The final flag is the stream's own, whatever its type (is_final reads it).
+            if value.WhichOneof("parameter_choice") == "string_param" and name != FINAL_PARAMETER:
+                del parameters[name]
+
+
+def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """Backend labels stay with a streamed request: a later reply cannot lower them."""
+    return {name: set(sticky.get(name, ())) | set(new.get(name, ())) for name in {*sticky, *new}}
