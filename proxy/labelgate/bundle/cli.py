@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from labelgate.bundle import reasons as bundle_reasons
+from labelgate.digits import whole_number
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import LogLevel
 
@@ -104,11 +105,10 @@ def build(
 
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    # ASCII digits only (``isdigit`` accepts "²", which ``int`` refuses), and few of them.
-    digits = port.isascii() and port.isdigit() and len(port) <= 5
-    if not sep or not digits or not 0 < int(port) < 65536 or not host:
+    number = whole_number(port)
+    if not sep or number is None or not 0 < number < 65536 or not host:
         raise ConfigError(bundle_reasons.LISTEN_INVALID, f"--listen must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 def server_credentials(
