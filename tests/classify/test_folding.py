@@ -10,7 +10,7 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, DetectorSet, classify_message, classify_outputs, native
-from labelgate.classify.folding import folded, hidden_by_folding
+from labelgate.classify.folding import UNFOLDABLE, folded, hidden_by_folding
 from labelgate.classify.parameters import classify_parameters, released_parameters
 from labelgate.enforce import apply_masks
 from labelgate.oip import tensors as oip
@@ -125,3 +125,41 @@ def test_full_width_digits_written_as_json_escapes_are_folded_too(use_native: bo
             [tensor], result, [{"path": "outputs.notes{us_ssn}", "strategy": "redact"}], KEY
         )
     assert all(b"\\uff11" not in value for value in masked.values)
+
+
+def test_a_value_straddling_a_fold_slice_is_still_found() -> None:
+    from labelgate.classify.folding import _SLICE
+
+    text = "数" * (_SLICE - 5) + HIDDEN["full-width digits"]
+    assert folded(text.encode()) == ("数" * (_SLICE - 5) + f"ssn {SSN}").encode()
+
+
+def test_text_that_grows_too_much_when_folded_is_not_folded_but_failed_closed() -> None:
+    # U+FDFA is one character that NFKC spells out as 18: a reply of it must not cost its
+    # size times 18 to fold (it took 11 s and 587 MB for 16 MB).
+    grows = ("\ufdfa" * 300_000).encode()
+    assert folded(grows) is UNFOLDABLE
+    assert folded("ﬁ ①".encode()) == b"fi 1", "a little growth is folded as before"
+    [free, spelled] = [t.encode() for t in ("just text é", "\ufdfa" * 3 + " text")]
+    hidden = hidden_by_folding([free, grows, spelled], DETECTORS, {})
+    assert list(hidden) == [1], "every detector spans the text that could not be folded, and only it"
+    assert {(hit.detector, hit.start, hit.end) for hit in hidden[1]} == {
+        (name, 0, len(grows)) for name in DETECTORS.names
+    }
+    assert hidden_by_folding([grows], DetectorSet.none(), {}) == {}, "no detector, nothing to hide"
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_an_unfoldable_element_is_masked_whole_in_text_and_json(use_native: bool) -> None:
+    spelled = "\ufdfa" * 5_000
+    values = [f"{spelled} ssn {HIDDEN['full-width digits']}", json.dumps({"contact": {"id": spelled}}), "ok"]
+    with native.forced(use_native):
+        tensor = text_tensor("free", values, raw=True)
+        result = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        assert "outputs.free{us_ssn}" in {field.path for field in result.fields}
+        [masked] = apply_masks(
+            [tensor], result, [{"path": "outputs.free{us_ssn}", "strategy": "redact"}], KEY
+        )
+    assert masked.values[0] == b"[REDACTED]"
+    assert b"\\ufdfa" not in masked.values[1] and "\ufdfa".encode() not in masked.values[1]
+    assert masked.values[2] == b"ok"

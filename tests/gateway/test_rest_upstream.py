@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -545,10 +546,11 @@ async def test_a_caller_header_httpx_cannot_encode_is_not_forwarded(
 
 
 async def test_bytes_not_text_asked_as_json_is_the_upstreams_error(
-    scripted: tuple[Scripted, str], scripted_gateway: tuple[Gateway, str]
+    scripted: tuple[Scripted, str], scripted_gateway: tuple[Gateway, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A BYTES output that is not UTF-8 (here a lone surrogate) cannot be JSON text: the
-    upstream's fault, a 502, not the caller's 400."""
+    upstream's fault, a 502, not the caller's 400; and the call's record says so (it said
+    allow: the reply was encoded after its record)."""
     script, _ = scripted
     _, url = scripted_gateway
     path = f"/v2/models/{SCRIPTED_MODEL}/infer"
@@ -557,13 +559,21 @@ async def test_bytes_not_text_asked_as_json_is_the_upstreams_error(
         [],
         b'{"outputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}]}',
     )
-    async with httpx.AsyncClient() as client:
-        reply = await client.post(
-            f"{url}{path}",
-            json={"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [1], "data": [1]}]},
-            headers=token("analyst"),
-        )
+    with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(
+                f"{url}{path}",
+                json={"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [1], "data": [1]}]},
+                headers=token("analyst"),
+            )
     assert (reply.status_code, reply.json()["reason"]) == (502, "REST_OUTPUT_NOT_TEXT"), reply.text
+    assert "#0" in reply.text, reply.text  # named by position: the name is the upstream's text
+    recorded = [
+        (record.reason, record.outcome)  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.name == "labelgate.decision" and record.getMessage() == "call"
+    ]
+    assert recorded == [("REST_OUTPUT_NOT_TEXT", "deny")], recorded
 
 
 async def test_a_content_length_in_digits_int_refuses_is_not_trusted(scripted_upstream: RestUpstream) -> None:

@@ -12,6 +12,12 @@ format characters (zero-width spaces and joiners, soft hyphens) dropped.
 that the scan of the text itself did not spans the whole text, since offsets into the
 folded form do not index the original: as for text hidden by JSON escapes.
 
+NFKC can multiply a text's length (U+FDFA becomes 18 characters: a 16 MB reply of it took
+11 s and 587 MB to fold whole). Text is folded a slice at a time, and text whose folded form
+grows past ``MAX_GROWTH`` times its length is not folded further: ``folded`` answers
+``UNFOLDABLE``, and ``hidden_by_folding`` fails it closed, every detector spanning it whole.
+So folding costs at most about ``MAX_GROWTH`` times the text, on any text.
+
 Best effort: an upstream can always encode data in a way no detector reads (base64), and the
 catalog's labels are what holds then. This closes the cheap evasions.
 """
@@ -21,11 +27,30 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from labelgate.classify.detectors import Detection, DetectorSet
 
 _MINUS_SIGN = 0x2212  # a math symbol, not a dash: written for "-" all the same
 
+
+# Folded text may be this many times as long as the text (plus _SLACK), no more. Ordinary text
+# stays within a few percent of its length; only compatibility characters that spell out
+# words (U+FDFA, U+3300 and the like) grow it much.
+MAX_GROWTH: Final = 2
+_SLACK: Final = 64
+# Characters normalized at a time: how far past the limit a text gets before it is stopped.
+# A slice may end inside a letter and its combining marks; normalizing the two sides apart can
+# compose letters differently across the cut, never a digit, a dash, a space or an invisible
+# character, which are all the detectors read.
+_SLICE: Final = 16_384
+
+
+class _Unfoldable(bytes):
+    """``folded``'s answer for text that grows too much when folded (see the docstring)."""
+
+
+UNFOLDABLE: Final = _Unfoldable()
 
 # Characters remembered by the table; past this it starts over (an upstream could send every
 # code point).
@@ -60,12 +85,22 @@ _TABLE = _Fold()
 
 
 def folded(text: bytes) -> bytes | None:
-    """``text`` as the detectors should read it (see the module docstring), or None when that
-    is ``text`` itself. ASCII text never changes."""
+    """``text`` as the detectors should read it (see the module docstring), None when that
+    is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it grows too much. ASCII
+    text never changes."""
     if text.isascii():
         return None
-    normal = unicodedata.normalize("NFKC", text.decode("utf-8", "replace")).translate(_TABLE)
-    result = normal.encode("utf-8", "surrogatepass")
+    decoded = text.decode("utf-8", "replace")
+    budget = MAX_GROWTH * len(decoded) + _SLACK
+    parts: list[str] = []
+    size = 0
+    for start in range(0, len(decoded), _SLICE):
+        part = unicodedata.normalize("NFKC", decoded[start : start + _SLICE])
+        size += len(part)
+        if size > budget:
+            return UNFOLDABLE
+        parts.append(part.translate(_TABLE))
+    result = "".join(parts).encode("utf-8", "surrogatepass")
     return None if result == text else result
 
 
@@ -77,17 +112,21 @@ def hidden_by_folding(
     """For each text whose folded form shows more matches of a detector than ``found`` (the
     detections of the texts themselves, by index) has for it: one detection per such
     detector spanning the whole text. Counted, not just named: a plain SSN beside one in
-    Arabic-Indic digits must not hide the second."""
+    Arabic-Indic digits must not hide the second. A text that cannot be folded
+    (``UNFOLDABLE``) fails closed: every detector spans it whole."""
     forms: list[bytes] = []
     owners: list[int] = []
+    result: dict[int, list[Detection]] = {}
     for index, text in enumerate(texts):
         form = folded(text)
-        if form is not None:
+        if form is UNFOLDABLE:
+            if detectors:
+                result[index] = unfoldable_spans(len(text), detectors)
+        elif form is not None:
             forms.append(form)
             owners.append(index)
     if not forms:
-        return {}
-    result: dict[int, list[Detection]] = {}
+        return result
     for position, hits in detectors.scan_each(forms).items():
         index = owners[position]
         seen = Counter(hit.detector for hit in (found or {}).get(index, ()))
@@ -96,3 +135,9 @@ def hidden_by_folding(
             labels = {hit.detector: hit.label for hit in hits}
             result[index] = [Detection(name, labels[name], 0, len(texts[index])) for name in sorted(more)]
     return result
+
+
+def unfoldable_spans(size: int, detectors: DetectorSet) -> list[Detection]:
+    """What an ``UNFOLDABLE`` text of ``size`` bytes may hide: anything, so every detector of
+    ``detectors`` spans it whole."""
+    return [Detection(name, detectors.label_of(name), 0, size) for name in sorted(detectors.names)]

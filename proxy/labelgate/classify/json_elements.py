@@ -18,7 +18,7 @@ from labelgate.classify import jsonpaths, native
 from labelgate.classify.catalog import Catalog
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
 from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source
-from labelgate.classify.folding import folded
+from labelgate.classify.folding import UNFOLDABLE, folded, unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
 
 # More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
@@ -37,15 +37,21 @@ def hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, l
     per such detector spanning the whole text (decoded offsets do not index the raw one)."""
     forms: list[bytes] = []
     owners: list[int] = []
+    result: dict[int, dict[str, Detection]] = {}
     for index, text in enumerate(texts):
         if b"\\" in text:
             decoded = jsonpaths.unescaped_forms(text)
             # Decoded text may be in other scripts' digits (``\\uff11`` is a full-width 1):
-            # folded too (folding.py).
-            decoded += [form for form in map(folded, decoded) if form is not None]
+            # folded too (folding.py); what cannot be folded hides anything.
+            for form in map(folded, list(decoded)):
+                if form is UNFOLDABLE:
+                    spans = unfoldable_spans(len(text), detectors)
+                    if spans:
+                        result[index] = {hit.detector: hit for hit in spans}
+                elif form is not None:
+                    decoded.append(form)
             forms += decoded
             owners += [index] * len(decoded)
-    result: dict[int, dict[str, Detection]] = {}
     for position, hits in detectors.scan_each(forms).items():
         index = owners[position]
         whole = result.setdefault(index, {})

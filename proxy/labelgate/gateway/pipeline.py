@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 
@@ -74,6 +74,13 @@ from labelgate.policy.cache import CachingEngine, cache_keys
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.engine import PolicyEngine
 
+R = TypeVar("R")
+
+
+def _as_is(reply: pb.ModelInferResponse) -> pb.ModelInferResponse:
+    return reply
+
+
 # Fail-closed decisions whose cause is the engine being unreachable, not the policy saying no.
 _UNAVAILABLE_REASONS = frozenset({policy_reasons.POLICY_UNAVAILABLE, policy_reasons.POLICY_TIMEOUT})
 Send = Callable[[Message], Awaitable[Message]]
@@ -114,6 +121,18 @@ class Pipeline:
 
     # -- the call shapes ------------------------------------------------------------
     async def infer(self, call: Call, request: pb.ModelInferRequest, send: Send) -> pb.ModelInferResponse:
+        return await self.infer_as(call, request, send, _as_is)
+
+    async def infer_as(
+        self,
+        call: Call,
+        request: pb.ModelInferRequest,
+        send: Send,
+        render: Callable[[pb.ModelInferResponse], R],
+    ) -> R:
+        """``infer``, the released reply made into a binding's own (REST's body) by ``render``
+        inside the call's recording: a reply the binding cannot carry (bytes that are not
+        UTF-8, as JSON) is recorded as the refusal the caller gets, not as released."""
         target = infer_target(request, call.method)
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
@@ -121,7 +140,7 @@ class Pipeline:
             await self.admit(call, subject, target, outcome, self.expected_fields(target))
             # send() is the ModelInfer stub: its replies are ModelInferResponses.
             response = cast(pb.ModelInferResponse, await self.forward(send, request, outcome))
-            return await self.release_inference(call, subject, target, response, outcome)
+            return render(await self.release_inference(call, subject, target, response, outcome))
 
     async def unary_message(
         self,

@@ -240,10 +240,12 @@ class RestGateway:
             deadline = client_deadline(message)
             if deadline is not None:  # this request's own task: the context variable is its own
                 set_deadline(deadline)
-            reply = await self.pipeline.infer(
-                call, message, self._send("ModelInfer", pb.ModelInferResponse, call, name)
+            content, header_length = await self.pipeline.infer_as(
+                call,
+                message,
+                self._send("ModelInfer", pb.ModelInferResponse, call, name),
+                lambda reply: rest.infer_response(reply, reply_format),
             )
-            content, header_length = rest.infer_response(reply, reply_format)
         except LabelgateError as error:
             return error_response(error)
         headers = {rest.HEADER_LENGTH: str(header_length)} if header_length is not None else {}

@@ -264,7 +264,7 @@ def infer_response(reply: Any, reply_format: ReplyFormat) -> tuple[bytes, int | 
     if reply.parameters:
         document["parameters"] = parameter_json(reply.parameters)
     outputs, binary = [], []
-    for message, tensor in zip(reply.outputs, tensors, strict=True):
+    for position, (message, tensor) in enumerate(zip(reply.outputs, tensors, strict=True)):
         output: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
@@ -282,7 +282,8 @@ def infer_response(reply: Any, reply_format: ReplyFormat) -> tuple[bytes, int | 
                 # The upstream's bytes, not the caller's request: a 502, not a 400.
                 raise UpstreamError(
                     reasons.REST_OUTPUT_NOT_TEXT,
-                    f"the upstream's output {tensor.name!r} is not UTF-8 text, which JSON cannot "
+                    # Named by position: an output's name is the upstream's text.
+                    f"the upstream's output #{position} is not UTF-8 text, which JSON cannot "
                     "carry: ask for it with binary_data",
                 ) from None
         else:
