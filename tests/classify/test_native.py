@@ -182,6 +182,13 @@ CORPUS: list[bytes] = [
     # Digits glued by '-' or '.'.
     b"1-123-45-6789 123-45-6789-1 1.123-45-6789 123-45-6789.1 a-123-45-6789 123-45-6789-a",
     b"9-4111111111111111 4111111111111111.9 1.212.555.1234 212.555.1234.5",
+    # Cards written as floats: whole, not whole, exponents, glued, too long, too short.
+    b"4111111111111111.0 [4.111111111111111e15] 4.111111111111111E+15 41111111111111110e-1",
+    b"0.4111111111111111e16 4111111111111111.000 -4111111111111111.0 4111111111111111.5",
+    b"4111111111111111. 4111111111111111e 4111111111111111.0.1 x4111111111111111.0 5.e15",
+    b"1e99999 4.1e15 1.2.3 12e 12.e3 4111111111111111e0000000015 9e-99999 4111111111111111.0e",
+    b"4.111111111111111e+0015 6011000000000004e0 .4111111111111111e16 4111111111111111.0a",
+    b"4111111111111111.0e-0 41111111111111110e-00001 4111111111111111e+0 4111111111111111.0E-",
     b"",
     b" ",
     b"\x00",
@@ -222,6 +229,18 @@ _LUHN_BODIES = st.text(alphabet="0123456789", min_size=12, max_size=18)
 _VALID_CARDS = _LUHN_BODIES.map(lambda body: body + luhn.calc_check_digit(body))
 
 
+def _as_float(digits: str, point: int, fraction: str, exponent: int | str | None) -> str:
+    """``digits`` with a dot ``point`` places in (``fraction`` zeros added) and an exponent
+    that gives the value back (an int), or an odd exponent spelling (a str)."""
+    point = min(point, len(digits))
+    text = f"{digits[: len(digits) - point]}.{digits[len(digits) - point :]}{fraction}" if point else digits
+    if exponent is None:
+        return text if point or fraction else f"{text}.{fraction}"
+    if isinstance(exponent, str):
+        return text + exponent
+    return f"{text}e{exponent + point}" if exponent % 2 else f"{text}E{exponent + point:+d}"
+
+
 def _grouped(digits: str, separator: str) -> str:
     return separator.join(digits[index : index + 4] for index in range(0, len(digits), 4))
 
@@ -232,6 +251,14 @@ _TOKENS = st.one_of(
     st.sampled_from(["a", "Z", "DE", "GB", "ex", "example", "com", "co", "x.y", "fe80", "::", "AB12", "ff"]),
     _VALID_CARDS,
     st.tuples(_VALID_CARDS, st.sampled_from(" -")).map(lambda card: _grouped(*card)),
+    # Cards (and other digits) written as floats: a dot, an exponent, or both.
+    st.builds(
+        lambda digits, point, fraction, exponent: _as_float(digits, point, fraction, exponent),
+        st.one_of(_VALID_CARDS, st.text(alphabet="0123456789", min_size=1, max_size=20)),
+        st.integers(0, 20),
+        st.text(alphabet="0", max_size=3),
+        st.one_of(st.none(), st.integers(-25, 25), st.sampled_from(["e", "E+", "e-", "e00015"])),
+    ),
     st.builds(
         lambda area, group, serial, separator: f"{area:03d}{separator}{group:02d}{separator}{serial:04d}",
         st.integers(0, 999),

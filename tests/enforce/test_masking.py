@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.classify import Catalog, DetectorSet, classify_outputs
+from labelgate.classify import Catalog, DetectorSet, classify_outputs, native
 from labelgate.enforce import apply_masks
 from labelgate.enforce.strategies import MASK_INVALID
 from labelgate.errors import PolicyUnavailable
@@ -144,6 +144,21 @@ def test_a_card_written_as_a_json_float_is_found_and_masked(card: str) -> None:
     result = masked([text("doc", *elements)], mask("outputs.doc{credit_card}", "partial"))
     assert json.loads(result["doc"][0]) == {"id": 1, "card": 0.5}
     assert json.loads(result["doc"][1]) == {"id": 2, "card": "************1111"}
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_card_written_as_a_float_in_free_text_is_found_and_masked(use_native: bool) -> None:
+    # What a reader (or pandas writing a card column it read as floats) reads as the card:
+    # the card pass sees digits glued to a dot or a letter, so floats have their own pass.
+    forms = ["4111111111111111.0", "4.111111111111111e+15", "[4111111111111111e0]", "41111111111111110e-1"]
+    with native.forced(use_native):
+        result = masked(
+            [text("note", *(f"card {form} on file" for form in forms), "pi 3.14159, 4111111111111111.5")],
+            mask("outputs.note{credit_card}", "redact"),
+        )
+    assert result["note"][:2] == [b"card [REDACTED] on file"] * 2
+    assert result["note"][2:4] == [b"card [[REDACTED]] on file", b"card [REDACTED] on file"]
+    assert result["note"][4] == b"pi 3.14159, 4111111111111111.5", "not a whole number: not a card"
 
 
 def test_a_node_mask_and_a_span_mask_on_the_same_leaf_use_the_original_value() -> None:

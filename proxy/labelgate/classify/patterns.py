@@ -55,6 +55,11 @@ _EMAIL_DOMAIN = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.
 _IPV6_SEED = re.compile(rb":[0-9A-Fa-f]{0,4}:")
 _HEX_COLON = re.compile(rb"[0-9A-Fa-f:]{1,39}")
 _IPV6_BODY = re.compile(rb"[0-9A-Fa-f:.]{1,45}")
+# A run of digits that may open a number written as a float (``_float_cards``).
+_FLOAT_LEAD = re.compile(rb"(?<![0-9])[0-9]+[.eE]")
+# The longest exponent a float card is read with (digits, leading zeros aside): any longer
+# moves the number past 19 digits or below 1.
+_FLOAT_EXPONENT_DIGITS = 4
 
 _SEPARATOR = re.compile(rb"[^0-9A-Za-z]")
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -303,6 +308,69 @@ def _ipv6s(data: bytes, hits: list[Hit]) -> None:
         position = max(end, seed.start() + 1)
 
 
+def _digit_run_end(data: bytes, position: int) -> int:
+    while position < len(data) and data[position] in _DIGITS:
+        position += 1
+    return position
+
+
+def _float_cards(data: bytes, hits: list[Hit]) -> None:
+    """Cards written as floats: ``4111111111111111.0``, ``4111111111111111e0`` or
+    ``4.111111111111111e15`` is the card a reader (or a JSON or CSV parser, as a JSON leaf's
+    number is read, ``jsonpaths.scannable``) reads back, but the card pass sees digits glued
+    to a dot or a letter. A token is a run of digits, a dot and digits, an exponent
+    (``[eE][+-]?`` digits), or both; one whose exact value is a whole number of 13-19 digits
+    that a card may start with and that passes Luhn, and that nothing glues to its
+    neighbours, is a card spanning the token. The Rust port (``proxy/native/src/floats.rs``)
+    walks the same tokens."""
+    position = 0
+    while (lead := _FLOAT_LEAD.search(data, position)) is not None:
+        start, int_end = lead.start(), lead.end() - 1
+        end = frac_end = int_end
+        if data[int_end] == 0x2E:  # "."
+            end = frac_end = _digit_run_end(data, int_end + 1)
+        exponent = b""
+        if end < len(data) and data[end] in b"eE":
+            sign = end + 1 + (end + 1 < len(data) and data[end + 1] in b"+-")
+            exponent_end = _digit_run_end(data, sign)
+            if exponent_end > sign:
+                exponent, end = data[end + 1 : exponent_end], exponent_end
+        if (frac_end == int_end + 1 and not exponent) or end == int_end:
+            position = int_end  # "12." or "12e": not a float
+            continue
+        position = end
+        fraction = data[int_end + 1 : frac_end] if frac_end > int_end else b""
+        number = _whole_number(data[start:int_end] + fraction, len(fraction), exponent)
+        if (
+            number is not None
+            and 13 <= len(number) <= 19
+            and number[0] in b"23456"
+            and _card_ok(number)
+            and _isolated(data, start, end)
+        ):
+            hits.append(("credit_card", start, end))
+
+
+def _whole_number(mantissa: bytes, fraction_digits: int, exponent: bytes) -> bytes | None:
+    """The digits of ``mantissa`` x 10^(``exponent`` - ``fraction_digits``) when that is a
+    whole number of at most 19 digits, else None; ``exponent`` is ``[+-]?digits`` or empty."""
+    negative = exponent[:1] == b"-"
+    magnitude = exponent.lstrip(b"+-").lstrip(b"0")
+    if len(magnitude) > _FLOAT_EXPONENT_DIGITS:
+        return None
+    value = int(magnitude or b"0")
+    shift = (-value if negative else value) - fraction_digits
+    significant = mantissa.lstrip(b"0")
+    if not significant:
+        return None
+    if shift >= 0:
+        return significant + b"0" * shift if len(significant) + shift <= 19 else None
+    kept = len(significant) + shift
+    if kept <= 0 or significant[kept:].strip(b"0"):
+        return None  # below 1, or not whole
+    return significant[:kept]
+
+
 def builtin_hits(data: bytes, wanted: frozenset[str]) -> list[Hit]:
     """(detector, start, end) of every confirmed candidate of the ``wanted`` built-ins."""
     hits: list[Hit] = []
@@ -321,6 +389,8 @@ def builtin_hits(data: bytes, wanted: frozenset[str]) -> list[Hit]:
             _confirmed(_PHONE_PAREN, data, shape, _check_paren_phone, hits)
     if "email" in wanted and b"@" in data:
         _emails(data, hits)
+    if digits >= 2 and "credit_card" in wanted and (b"." in data or b"e" in data or b"E" in data):
+        _float_cards(data, hits)
     if digits and "ip_address" in wanted and data.count(b":") >= 2:
         _ipv6s(data, hits)
     return hits

@@ -12,6 +12,7 @@
 mod bytes;
 mod digit_led;
 mod email;
+mod floats;
 mod forms;
 mod iban;
 mod json;
@@ -288,6 +289,6 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 10)?;
+    module.add("ABI", 11)?;
     Ok(())
 }

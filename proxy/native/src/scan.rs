@@ -5,7 +5,7 @@
 
 use crate::bytes::{find_byte, is_digit, past_next_separator};
 use crate::iban::{self, Pass, Registry};
-use crate::{digit_led, email, forms};
+use crate::{digit_led, email, floats, forms};
 
 /// Detector ids: bit positions in `Wanted`, indexes into `DETECTORS`.
 pub const CREDIT_CARD: u8 = 0;
@@ -56,7 +56,8 @@ pub const IBAN_PASS: usize = 2;
 pub const PLUS_PHONE_PASS: usize = 3;
 pub const PAREN_PHONE_PASS: usize = 4;
 pub const EMAIL_PASS: usize = 5;
-pub const PASSES: usize = 6;
+pub const FLOAT_CARD_PASS: usize = 6;
+pub const PASSES: usize = 7;
 
 /// What the scan of many elements found: each pass's (element index, hit), in the order
 /// `builtin_hits` finds them over the NUL-joined elements (pass by pass, then element by
@@ -143,9 +144,17 @@ pub fn scan(
     if at_signs > 0 && wanted.has(EMAIL) {
         email::emails(data, index, &mut passes[EMAIL_PASS]);
     }
+    if digits >= 2 && wanted.has(CREDIT_CARD) && (dots > 0 || has_exponent_letter(data)) {
+        floats::float_cards(data, index, &mut passes[FLOAT_CARD_PASS]);
+    }
     if digits >= 1 && wanted.has(IP_ADDRESS) && colons >= 2 && has_ipv6_seed(data) {
         found.ipv6_pending.push(index);
     }
+}
+
+/// `b"e" in data or b"E" in data`.
+fn has_exponent_letter(data: &[u8]) -> bool {
+    data.iter().any(|&byte| byte == b'e' || byte == b'E')
 }
 
 /// `b"AA00" in shape`: two capitals, then two digits.

@@ -1,0 +1,162 @@
+//! Cards written as floats: `patterns._float_cards` and `_whole_number`, token for token.
+
+use crate::bytes::{is_digit, isolated};
+use crate::rules::luhn_ok;
+use crate::scan::{Hit, CREDIT_CARD};
+
+/// The longest exponent read (`_FLOAT_EXPONENT_DIGITS`, leading zeros aside).
+const EXPONENT_DIGITS: usize = 4;
+
+fn digit_run_end(data: &[u8], mut position: usize) -> usize {
+    while position < data.len() && is_digit(data[position]) {
+        position += 1;
+    }
+    position
+}
+
+/// `_FLOAT_LEAD.search(data, from)`: a run of digits not preceded by a digit and followed
+/// by `.`, `e` or `E`; its start and where the run ends (at that byte).
+fn float_lead(data: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut start = from;
+    while start < data.len() {
+        if !is_digit(data[start]) || (start > 0 && is_digit(data[start - 1])) {
+            start += 1;
+            continue;
+        }
+        let end = digit_run_end(data, start);
+        if matches!(data.get(end), Some(b'.' | b'e' | b'E')) {
+            return Some((start, end));
+        }
+        start = end;
+    }
+    None
+}
+
+/// `_float_cards`: every card written as a float, in the order of the tokens.
+pub fn float_cards(data: &[u8], index: usize, hits: &mut Vec<(usize, Hit)>) {
+    let mut position = 0;
+    while let Some((start, int_end)) = float_lead(data, position) {
+        let mut end = int_end;
+        let mut frac_end = int_end;
+        if data[int_end] == b'.' {
+            frac_end = digit_run_end(data, int_end + 1);
+            end = frac_end;
+        }
+        let mut exponent: &[u8] = b"";
+        if matches!(data.get(end), Some(b'e' | b'E')) {
+            let sign = end + 1 + usize::from(matches!(data.get(end + 1), Some(b'+' | b'-')));
+            let exponent_end = digit_run_end(data, sign);
+            if exponent_end > sign {
+                exponent = &data[end + 1..exponent_end];
+                end = exponent_end;
+            }
+        }
+        if (frac_end == int_end + 1 && exponent.is_empty()) || end == int_end {
+            position = int_end; // "12." or "12e": not a float
+            continue;
+        }
+        position = end;
+        let fraction: &[u8] = if frac_end > int_end {
+            &data[int_end + 1..frac_end]
+        } else {
+            b""
+        };
+        let Some(number) = whole_number(&data[start..int_end], fraction, exponent) else {
+            continue;
+        };
+        if (13..=19).contains(&number.len())
+            && (b'2'..=b'6').contains(&number[0])
+            && luhn_ok(number.iter().copied())
+            && isolated(data, start, end, b"-.")
+        {
+            hits.push((
+                index,
+                Hit {
+                    detector: CREDIT_CARD,
+                    start,
+                    end,
+                },
+            ));
+        }
+    }
+}
+
+/// `_whole_number`: the digits of `integer fraction` x 10^(`exponent` - len(`fraction`))
+/// when that is a whole number of at most 19 digits.
+fn whole_number(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> Option<Vec<u8>> {
+    let negative = exponent.first() == Some(&b'-');
+    let unsigned = exponent
+        .iter()
+        .position(|&byte| byte != b'+' && byte != b'-')
+        .map_or(&exponent[exponent.len()..], |at| &exponent[at..]);
+    let magnitude = unsigned
+        .iter()
+        .position(|&byte| byte != b'0')
+        .map_or(&unsigned[unsigned.len()..], |at| &unsigned[at..]);
+    if magnitude.len() > EXPONENT_DIGITS {
+        return None;
+    }
+    let value = magnitude
+        .iter()
+        .fold(0i64, |total, &digit| total * 10 + i64::from(digit - b'0'));
+    let shift = if negative { -value } else { value } - fraction.len() as i64;
+    let mantissa: Vec<u8> = integer.iter().chain(fraction).copied().collect();
+    let first = mantissa.iter().position(|&digit| digit != b'0')?;
+    let significant = &mantissa[first..];
+    if shift >= 0 {
+        let zeros = shift as usize;
+        if significant.len() + zeros > 19 {
+            return None;
+        }
+        let mut digits = significant.to_vec();
+        digits.resize(significant.len() + zeros, b'0');
+        return Some(digits);
+    }
+    let kept = significant.len() as i64 + shift;
+    if kept <= 0 {
+        return None; // below 1
+    }
+    let kept = kept as usize;
+    if significant[kept..].iter().any(|&digit| digit != b'0') {
+        return None; // not whole
+    }
+    Some(significant[..kept].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(data: &[u8]) -> Vec<(usize, usize)> {
+        let mut hits = Vec::new();
+        float_cards(data, 0, &mut hits);
+        hits.iter().map(|(_, hit)| (hit.start, hit.end)).collect()
+    }
+
+    #[test]
+    fn cards_written_as_floats_are_found() {
+        assert_eq!(found(b"4111111111111111.0"), [(0, 18)]);
+        assert_eq!(found(b"[4.111111111111111e15]"), [(1, 21)]);
+        assert_eq!(found(b"4.111111111111111E+15"), [(0, 21)]);
+        assert_eq!(found(b"41111111111111110e-1"), [(0, 20)]);
+        assert_eq!(found(b"0.4111111111111111e16"), [(0, 21)]);
+        assert_eq!(found(b"card 4111111111111111.000 ok"), [(5, 25)]);
+    }
+
+    #[test]
+    fn other_numbers_are_not() {
+        for text in [
+            &b"4111111111111111"[..],
+            b"4111111111111111.",
+            b"4111111111111111e",
+            b"4111111111111111.5",
+            b"4111111111111111.0.1",
+            b"x4111111111111111.0",
+            b"1e99999",
+            b"4.1e15",
+            b"1.2.3",
+        ] {
+            assert!(found(text).is_empty(), "{}", String::from_utf8_lossy(text));
+        }
+    }
+}
