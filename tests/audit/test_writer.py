@@ -112,6 +112,35 @@ async def test_client_fails_closed_when_the_writer_hangs(tmp_path: Path) -> None
                 await client.append(make_event())
 
 
+async def test_an_append_the_writer_reads_after_its_deadline_is_refused_unwritten(tmp_path: Path) -> None:
+    """The gateway gave up on this append and denied its call; the writer, stopped meanwhile,
+    reads it once it resumes. Written then, the log would say a refused call was released
+    (it did, before: the reviewer's SIGSTOP repro)."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    late = make_event()
+    with writer_process(sock, log_dir) as process:
+        async with AuditClient(sock, timeout=0.5) as client:
+            await client.append(make_event())
+            with process.frozen(), pytest.raises(AuditUnavailable, match="no durable acknowledgement"):
+                await client.append(late)
+            after = await client.append(make_event())  # read after the late one, on the same socket
+            stats = await client.stats()
+    assert (after.seq, stats["expired"], stats["records"]) == (2, 1, 2)
+    assert late["event_id"] not in {record["event"]["event_id"] for record in read_records(log_dir)}
+
+
+def test_a_deadline_that_is_not_a_plain_integer_is_a_protocol_error(tmp_path: Path) -> None:
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    bodies = [
+        json.dumps({"id": number, "op": "append", "event": make_event(), "not_after": deadline}).encode()
+        for number, deadline in enumerate(["soon", -1, 1.5, True], start=1)
+    ]
+    with writer_process(sock, log_dir):
+        replies = exchange(sock, bodies, len(bodies))
+    assert [reply["reason"] for reply in replies] == ["AUDIT_PROTOCOL"] * len(bodies)
+    assert not read_records(log_dir)
+
+
 async def test_a_writer_that_stops_reading_fails_every_waiting_append_closed(tmp_path: Path) -> None:
     # Far more bytes than the socket and the client's transport hold: some appends wait to be
     # sent at all, the rest for an acknowledgement; each must fail within the timeout.
@@ -354,7 +383,8 @@ async def test_an_earlier_deadline_queued_after_a_later_one_still_fails_on_time(
                     await client.append(make_event())
                 assert not patient.done()  # its deadline has not come
             assert (await patient).seq == 2
-            assert (await client.append(make_event())).seq == 4  # the refused one was written too
+            # The refused one was read after its deadline: not written (it was, before).
+            assert (await client.append(make_event())).seq == 3
 
 
 def delaying(sock: Path, in_flight: Callable[[], int], delay: float = 30, siblings: int = 1) -> AuditClient:

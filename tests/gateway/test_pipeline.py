@@ -211,11 +211,18 @@ async def test_outputs_the_caller_did_not_ask_for_are_not_released() -> None:
     assert [output.name for output in released.outputs] == ["customer_id"]
 
 
-async def test_a_failed_record_releases_nothing() -> None:
+async def test_a_failed_record_releases_nothing_and_the_refusal_is_recorded_after_it() -> None:
     pipeline, journal, _, recorder = make_pipeline()
     recorder.fail = UpstreamError("AUDIT_UNAVAILABLE", "the audit writer is gone")
     with pytest.raises(UpstreamError):
         await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    await pipeline.finish_records(5)
+    # The release's record may still land (an acknowledgement late on its way back): the
+    # call's last record is the refusal the caller got (it ended at the release's, before).
+    assert [(entry.outcome, entry.refusal) for entry in recorder.records] == [
+        ("mask", None),
+        ("deny", "AUDIT_UNAVAILABLE"),
+    ]
 
 
 async def test_a_request_phase_deny_never_reaches_the_upstream() -> None:

@@ -21,9 +21,13 @@ Every failure to get a durable acknowledgement (no writer, connection lost, no a
 within ``timeout``, writer unable to write) raises ``AuditUnavailable`` with reason
 ``AUDIT_UNAVAILABLE``; the gateway then fails closed. An append is never re-sent after a
 connection breaks: its record may already be durable, and a duplicate is worse than a
-denied call. (A record can therefore exist for a call the gateway denied because the
-acknowledgement came too late; an audit log may hold more than what was released, never
-less.) An event the writer refuses raises ``AuditRejected`` with the writer's reason.
+denied call. Each append carries its deadline as wall-clock time (``not_after``, ns): a
+writer that reads it later (it was stopped, or its socket's backlog was long) refuses it
+unwritten (``AUDIT_EXPIRED``), so a call the gateway denied for want of an acknowledgement
+is not left in the log as released. What is left is an acknowledgement on its way back as
+the deadline passes; the gateway then records the refusal after it (``Pipeline.recording``),
+so the call's last record says what the caller got. An event the writer refuses raises
+``AuditRejected`` with the writer's reason.
 """
 
 from __future__ import annotations
@@ -281,6 +285,7 @@ class AuditClient:
         message: dict[str, Any] = {"id": request_id, "op": op}
         if event is not None:
             message["event"] = event
+            message["not_after"] = time.time_ns() + int(self.timeout * 1e9)
         try:
             frame = encode(message)
         except (TypeError, ValueError) as error:
@@ -315,7 +320,7 @@ class AuditClient:
             connection.waiting.pop(request_id, None)
         if not reply.get("ok"):
             reason, text = str(reply.get("reason", "AUDIT_PROTOCOL")), str(reply.get("message", ""))
-            if reason in ("AUDIT_UNAVAILABLE", "AUDIT_WRITE_FAILED"):
+            if reason in ("AUDIT_UNAVAILABLE", "AUDIT_WRITE_FAILED", reasons.AUDIT_EXPIRED):
                 raise AuditUnavailable(f"{text} ({reason})")
             raise AuditRejected(reason, text)
         return reply

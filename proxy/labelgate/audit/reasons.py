@@ -7,6 +7,7 @@ used by several packages means the same thing in each (``tests/test_reasons.py``
 from __future__ import annotations
 
 AUDIT_EVENT_INVALID = "AUDIT_EVENT_INVALID"
+AUDIT_EXPIRED = "AUDIT_EXPIRED"  # an append read by the writer after its deadline: not written
 AUDIT_EXPORT_CURSOR_INVALID = "AUDIT_EXPORT_CURSOR_INVALID"
 AUDIT_FORWARDER_CONFIG = "AUDIT_FORWARDER_CONFIG"
 AUDIT_KEY_EXISTS = "AUDIT_KEY_EXISTS"

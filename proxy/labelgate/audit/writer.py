@@ -157,6 +157,7 @@ class _Stats:
     checkpoints: int = 0
     connections: int = 0
     rejected: int = 0
+    expired: int = 0  # appends read after their deadline (``not_after``): refused unwritten
     refused_peers: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -285,6 +286,17 @@ class AuditWriter:
         if self._stopping:
             connection.send(_error(request_id, "AUDIT_UNAVAILABLE", "the audit writer is shutting down"))
             return
+        not_after = message.get("not_after")
+        if not_after is not None and (type(not_after) is not int or not_after < 0):
+            self.stats.rejected += 1
+            connection.send(_error(request_id, "AUDIT_PROTOCOL", "not_after must be a non-negative integer"))
+            return
+        if not_after is not None and time.time_ns() > not_after:
+            # The gateway has given up on this append and denied its call: written now, the
+            # record would say a refused call was released.
+            self.stats.expired += 1
+            connection.send(_error(request_id, reasons.AUDIT_EXPIRED, "the append's deadline passed unread"))
+            return
         try:
             event = validate_event(message.get("event"))
         except LabelgateError as error:
@@ -312,6 +324,7 @@ class AuditWriter:
             "batches": self.stats.batches,
             "largest_batch": self.stats.largest_batch,
             "rejected": self.stats.rejected,
+            "expired": self.stats.expired,
             "checkpoints": self.stats.checkpoints,
             "connections": self.stats.connections,
             "refused_peers": self.stats.refused_peers,

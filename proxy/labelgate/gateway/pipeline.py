@@ -376,7 +376,14 @@ class Pipeline:
                         )
                     raise
                 # Nothing is released before its record is durable: a failure here fails the call.
-                await self.recorder.record(CallRecord.of(call, outcome, None))
+                try:
+                    await self.recorder.record(CallRecord.of(call, outcome, None))
+                except LabelgateError as unrecorded:
+                    # Refused after all. The release's log line is written, and its audit record
+                    # may still land (an acknowledgement late on its way back): the refusal is
+                    # recorded after them, so the call's last record says what the caller got.
+                    self.record_later(CallRecord.of(call, outcome, unrecorded))
+                    raise
         finally:
             in_flight.count -= 1
             if serving is not None:
