@@ -16,12 +16,13 @@ response, and a deny or an engine error shows none of its values.
 
 Decisions, and why:
 
-- **Not fatal, unlike the audit log.** The audit log is the system of record and fails
-  closed. A recording is evidence for replay: if it cannot be written (store down, queue
-  full, a bug) it is dropped, logged and counted, and the call goes on
-  (``recorder.py``). Place the ``SessionRecorder`` *after* the ``AuditRecorder`` in
-  ``Recorders(...)``: a call whose audit record failed was not delivered, and its
-  recording would claim a response nobody received.
+- **Fail closed, off the hot path.** A call is released only with room for its entry;
+  while the store is behind (the bounded queue is full) or failing (a write failed, its
+  entries are kept and retried with backoff) new calls are refused ``RECORDING_BACKLOG``
+  (``recorder.py``). Entries of calls already released are kept until written, and counted
+  as lost only if the gateway stops first. Place the ``SessionRecorder`` *after* the
+  ``AuditRecorder`` in ``Recorders(...)``: a call whose audit record failed was not
+  delivered, and its recording would claim a response nobody received.
 - **Off the event loop.** ``record`` only builds the entry and queues it (bounded); a
   writer task appends batches (files in a worker thread, PostgreSQL async).
 - **Storage**: files by default, one JSONL file per session with a safe name derived from

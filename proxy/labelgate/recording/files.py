@@ -84,7 +84,7 @@ class FileSessionStore:
         results: list[Admission] = []
         path = self.path(session_id)
         with self._locked(path) as fd:
-            size = os.fstat(fd).st_size
+            size = before = os.fstat(fd).st_size
             lines: list[bytes] = []
             if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                 lines.append(b"\n")  # a write torn by a crash: end that line, don't glue onto it
@@ -105,7 +105,14 @@ class FileSessionStore:
                     lines.append(encode_line(truncation_marker(entry, limit, size)))
                     truncated = True
                 results.append(result)
-            _write_all(fd, b"".join(lines))
+            try:
+                _write_all(fd, b"".join(lines))
+            except OSError:
+                # A disk that filled part-way: take back what was written, so that the retry
+                # (the recorder keeps the entries) neither repeats lines nor leaves a torn one.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, before)
+                raise
         return results
 
     def _files(self) -> list[Path]:

@@ -7,11 +7,21 @@ PostgreSQL over its async driver). So a call never waits for a disk or a databas
 **Every released call is recorded, or it is not released.** The queue is bounded; when the
 store is down or slower than the traffic the queue fills, and a call that finds no room is
 refused (RESOURCE_EXHAUSTED ``RECORDING_BACKLOG``, counted as ``refused_queue_full``)
-before anything is released. The room is reserved (``reserve``) before the durable audit
-record is written and filled after it (``record``), so the audit log never says "delivered"
-for a call the recorder then refused, and a call refused for want of an audit record is
-never recorded as delivered. An entry that cannot be built (a bug, never the caller's
-input) is dropped, logged and counted as ``failed``: by then the audit record is durable.
+before anything is released. A store that fails fast (a full disk, a database refusing
+connections) never fills the queue, so a failed write is never the end of its entries:
+they stay in memory, counted against the queue's room, and are retried with backoff; and
+while any entry is waiting for a retry (or the store cannot be opened) every new call is
+refused with the same error (counted as ``refused_store_failing``) until a write succeeds.
+The entries of calls released before the failure was seen are the unavoidable window
+(the write is off the hot path by design): they are kept and retried, and if the gateway
+stops before they are written they are logged and counted as ``lost``.
+
+The room is reserved (``reserve``) before the durable audit record is written and filled
+after it (``record``), so the audit log never says "delivered" for a call the recorder then
+refused, and a call refused for want of an audit record is never recorded as delivered. An
+entry that cannot be built, or that the store rejects for what it holds (it cannot be
+encoded, the database refuses its text), would fail on every retry and hold up every
+later call: it is dropped, logged and counted as ``failed`` (``UNSTORABLE``).
 
 A periodic sweeper deletes sessions whose latest entry is older than the retention.
 """
@@ -42,12 +52,32 @@ log = get_logger(__name__)
 ENTRIES = Counter(
     "labelgate_recording_entries_total",
     "Session recording entries by result: stored, truncated (the marker), dropped_cap, "
-    "refused_queue_full (the call was refused), failed",
+    "refused_queue_full and refused_store_failing (the call was refused), failed (could not "
+    "be built or stored), lost (not written when the gateway stopped)",
     ["result"],
+)
+WRITE_FAILURES = Counter(
+    "labelgate_recording_write_failures_total",
+    "Appends to the session store that failed (their entries are kept and retried)",
 )
 SWEPT = Counter("labelgate_recording_sessions_swept_total", "Sessions deleted by the retention sweeper")
 BATCH = 256
 RETRY_OPEN_SECONDS = 5.0
+RETRY_WRITE_SECONDS = 0.1  # the first retry of a failed write; doubled on each failure up to:
+RETRY_WRITE_MAX_SECONDS = 5.0
+
+Item = tuple[str, dict[str, Any]]  # (recording key, entry)
+
+
+def entry_is_the_cause(failure: BaseException) -> bool:
+    """Whether an append failed for what an entry holds, which no retry can change: it cannot
+    be encoded (``UnicodeEncodeError`` is a ``ValueError``), or the database refuses its data
+    (SQLSTATE class 22, e.g. a NUL in a ``jsonb`` text). Anything else is the store's failure."""
+    if isinstance(failure, ValueError | TypeError):
+        return True
+    if any(kind.__name__ == "DataError" for kind in type(failure).__mro__):  # psycopg's, also client-side
+        return True
+    return str(getattr(failure, "sqlstate", None) or "").startswith("22")
 
 
 class SessionRecorder:
@@ -60,6 +90,8 @@ class SessionRecorder:
         record_input_values: bool = False,
         queue_size: int = 10_000,
         sweep_interval_seconds: float = 3600.0,
+        retry_seconds: float = RETRY_WRITE_SECONDS,
+        retry_max_seconds: float = RETRY_WRITE_MAX_SECONDS,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
@@ -67,19 +99,49 @@ class SessionRecorder:
         self.retention = timedelta(days=retention_days)
         self.record_input_values = record_input_values
         self.sweep_interval_seconds = sweep_interval_seconds
+        self.retry_seconds = retry_seconds
+        self.retry_max_seconds = max(retry_max_seconds, retry_seconds)
         self.clock = clock
         self.counts: collections.Counter[str] = collections.Counter()
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._warned_no_request = False
         self._reserved = 0  # room promised by ``reserve`` to calls whose ``record`` is still to come
+        # Taken off the queue and not written yet: the batch being written, then the entries
+        # whose write failed, kept (in order) for the next retry. They count against the room.
+        self._unwritten: list[Item] = []
+        # The store's latest failure while it is failing (entries kept for a retry, or the
+        # store cannot be opened): new calls are refused until a write succeeds.
+        self._failure: Exception | None = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether the store is failing: entries wait for a retry, new calls are refused."""
+        return self._failure is not None
+
+    @property
+    def unwritten(self) -> int:
+        """Entries recorded and not written yet (queued, being written, or kept for a retry)."""
+        return self._queue.qsize() + len(self._unwritten)
 
     # -- the Recorder protocol -------------------------------------------------------------
     def reserve(self) -> None:
         """Promise room on the queue for one call's entry, or refuse the call (fail closed)."""
-        if self._queue.maxsize and self._queue.qsize() + self._reserved >= self._queue.maxsize:
+        if self._failure is not None:
+            self._count("refused_store_failing")
+            log.warning(
+                "recording_store_failing",
+                unwritten=self.unwritten,
+                error_type=type(self._failure).__name__,
+            )
+            raise ResourceExhausted(
+                reasons.RECORDING_BACKLOG,
+                "the session recorder cannot write to its store; the call was not released",
+            )
+        queue = self._queue  # (the hot path: no property call)
+        if queue.maxsize and queue.qsize() + len(self._unwritten) + self._reserved >= queue.maxsize:
             self._count("refused_queue_full")
-            log.warning("recording_queue_full", queued=self._queue.qsize(), reserved=self._reserved)
+            log.warning("recording_queue_full", queued=self.unwritten, reserved=self._reserved)
             raise ResourceExhausted(
                 reasons.RECORDING_BACKLOG,
                 "the session recorder is behind (its store is down or slow); the call was not released",
@@ -106,7 +168,8 @@ class SessionRecorder:
             log.warning("recording_input_values_unavailable", hint="Outcome.request is not set")
         self.start()
         # Keyed by the recording key (subject + session id), never by the client's id alone.
-        # The room was reserved (or checked just above, with no await since), so this fits.
+        # The room was reserved (or checked just above, with no await since), and entries kept
+        # for a retry count against it, so this fits.
         self._queue.put_nowait((entry["session_id"], entry))
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -119,19 +182,41 @@ class SessionRecorder:
             ]
 
     async def flush(self) -> None:
-        """Wait until everything recorded so far has been written (or counted as failed)."""
+        """Wait until everything recorded so far has been written (or dropped as unstorable);
+        while the store fails, that is once it works again."""
         if self._tasks:
             await self._queue.join()
 
     async def close(self, drain_seconds: float = 5.0) -> None:
-        """Write what is queued (for at most ``drain_seconds``), stop the tasks, close the store."""
+        """Write what is queued (for at most ``drain_seconds``), stop the tasks, close the store;
+        entries still unwritten then are logged and counted as lost."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), drain_seconds)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._report_lost()
         await self.store.close()
+
+    def _report_lost(self) -> None:
+        lost = self._unwritten
+        self._unwritten = []
+        while not self._queue.empty():
+            lost.append(self._queue.get_nowait())
+        for _ in lost:
+            self._queue.task_done()
+        if not lost:
+            return
+        self._count("lost", len(lost))
+        failure = self._failure
+        log.error(
+            "recording_entries_lost",
+            entries=len(lost),
+            sessions=len({session_id for session_id, _ in lost}),
+            error_type=type(failure).__name__ if failure is not None else None,
+            error=str(failure) if failure is not None else "not written before the gateway stopped",
+        )
 
     # -- retention --------------------------------------------------------------------------
     async def sweep(self, now: datetime | None = None) -> int:
@@ -153,50 +238,94 @@ class SessionRecorder:
     # -- writing ------------------------------------------------------------------------------
     async def _write_loop(self) -> None:
         await self._open_store()
+        delay = self.retry_seconds
         while True:
-            items = [await self._queue.get()]
-            while len(items) < BATCH and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            try:
-                await self._write(items)
-            finally:
-                for _ in items:
-                    self._queue.task_done()
+            if self._unwritten:  # kept after a failed write: back off, then retry them first
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.retry_max_seconds)
+            else:
+                self._unwritten.append(await self._queue.get())
+            taken = 0
+            while taken < BATCH and not self._queue.empty():
+                self._unwritten.append(self._queue.get_nowait())
+                taken += 1
+            batch = self._unwritten
+            self._unwritten = await self._write(batch)
+            if not self._unwritten:
+                delay = self.retry_seconds
+                if self._failure is not None:
+                    log.info("recording_store_recovered", written=len(batch))
+                    self._failure = None
+            # After ``_unwritten`` is updated, so a ``flush`` that returns finds the room free.
+            for _ in range(len(batch) - len(self._unwritten)):
+                self._queue.task_done()
 
     async def _open_store(self) -> None:
         while True:
             try:
                 await self.store.open()
+                self._failure = None
                 return
             except Exception as failure:
+                self._failure = failure  # entries wait on the queue; new calls are refused
                 log.error(
                     "recording_store_unavailable", error_type=type(failure).__name__, error=str(failure)
                 )
                 await asyncio.sleep(RETRY_OPEN_SECONDS)
 
-    async def _write(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _write(self, items: list[Item]) -> list[Item]:
+        """Append ``items`` session by session; those to retry (their store failed), in order."""
         by_session: dict[str, list[dict[str, Any]]] = {}
         for session_id, entry in items:
             by_session.setdefault(session_id, []).append(entry)
+        kept: list[Item] = []
         for session_id, entries in by_session.items():
-            try:
-                results = await self.store.append(session_id, entries, self.max_session_bytes)
-            except Exception as failure:
-                self._count("failed", len(entries))
+            settled = await self._append(session_id, entries)
+            kept += [(session_id, entry) for entry in entries[settled:]]
+        return kept
+
+    async def _append(self, session_id: str, entries: list[dict[str, Any]]) -> int:
+        """Append ``entries`` in order; how many of them (from the first) are settled: written,
+        or dropped because the store can never hold them. The rest are to be retried."""
+        try:
+            results = await self.store.append(session_id, entries, self.max_session_bytes)
+        except Exception as failure:
+            if not entry_is_the_cause(failure):
+                self._write_failed(session_id, len(entries), failure)
+                return 0
+            if len(entries) == 1:
+                self._count("failed")
                 log.error(
-                    "recording_write_failed",
+                    "recording_entry_unstorable",
                     session_id=session_id,
-                    entries=len(entries),
+                    request_id=entries[0].get("request_id"),
                     error_type=type(failure).__name__,
                     error=str(failure),
                 )
-                continue
-            for result in results:
-                self._count({"store": "stored", "truncate": "truncated", "drop": "dropped_cap"}[result])
-            if "truncate" in results:
-                log.warning(
-                    "recording_session_truncated", session_id=session_id, limit=self.max_session_bytes
-                )
+                return 1
+            # One entry spoils the batch: find it, one entry at a time, and keep the others.
+            for settled, entry in enumerate(entries):
+                if await self._append(session_id, [entry]) == 0:
+                    return settled
+            return len(entries)
+        for result in results:
+            self._count({"store": "stored", "truncate": "truncated", "drop": "dropped_cap"}[result])
+        if "truncate" in results:
+            log.warning("recording_session_truncated", session_id=session_id, limit=self.max_session_bytes)
+        return len(entries)
+
+    def _write_failed(self, session_id: str, entries: int, failure: Exception) -> None:
+        self._failure = failure
+        WRITE_FAILURES.inc()
+        log.error(
+            "recording_write_failed",
+            session_id=session_id,
+            entries=entries,
+            unwritten=self.unwritten,
+            error_type=type(failure).__name__,
+            error=str(failure),
+            note="kept for a retry; new calls are refused until a write succeeds",
+        )
 
     def _count(self, result: str, amount: int = 1) -> None:
         self.counts[result] += amount

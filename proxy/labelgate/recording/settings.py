@@ -31,7 +31,7 @@ class RecordingSettings(BaseModel):
     max_session_bytes: int = Field(16 << 20, ge=4096)
     # Off: only input names, datatypes and shapes are kept, never the values a caller sent.
     record_input_values: bool = False
-    # Calls waiting to be written; when full, recordings are dropped (and counted), calls are not held.
+    # Entries waiting to be written (or retried); when full, new calls are refused, never released unrecorded.
     queue_size: int = Field(10_000, ge=1)
     sweep_interval_seconds: float = Field(3600.0, gt=0)
     # AES-256-GCM at rest: 32 random bytes as base64 or hex (`labelgate sessions generate-key`).
