@@ -7,7 +7,9 @@ the dashboards and alerts operators already have for gRPC services work on the g
 - ``grpc_server_msg_sent_total{grpc_type, grpc_service, grpc_method}`` (streamed replies)
 
 Every RPC the gRPC listener serves is counted (inference, routed services, health,
-reflection), refused ones too. The labelgate-specific view of a call (outcome, model, the
+reflection), refused ones too. A method is named only when the gateway has its descriptor;
+the methods of an opaque route are counted as ``other`` of their service (``method_labels``:
+the caller chooses those names). The labelgate-specific view of a call (outcome, model, the
 decision) stays in ``labelgate_calls_total`` and ``labelgate_call_duration_seconds``.
 """
 
@@ -22,7 +24,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
-from labelgate.gateway.metrics import child
+from labelgate.gateway.metrics import child, method_labels
 from labelgate.interceptors import Handler, WrappingInterceptor
 
 _LABELS = ["grpc_type", "grpc_service", "grpc_method"]
@@ -37,15 +39,6 @@ HANDLING_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 MSG_SENT = Counter("grpc_server_msg_sent_total", "Messages sent by the server on streaming RPCs", _LABELS)
-
-
-def split_method(full: str) -> tuple[str, str]:
-    """``/package.Service/Method`` -> (``package.Service``, ``Method``); anything else is
-    counted under ``unknown`` rather than trusted as a label."""
-    parts = full.split("/")
-    if len(parts) == 3 and not parts[0] and parts[1] and parts[2]:
-        return parts[1], parts[2]
-    return "unknown", "unknown"
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None) -> str:
@@ -63,7 +56,7 @@ class _Measured:
     """The labels of one method and the bookkeeping of one of its RPCs."""
 
     def __init__(self, grpc_type: str, full_method: str) -> None:
-        service, method = split_method(full_method)
+        service, method = method_labels(full_method)
         self.labels = (grpc_type, service, method)
         # The method's own series, found once (children are never removed).
         self._started = child(STARTED, *self.labels)

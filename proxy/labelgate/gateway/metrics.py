@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any, TypeVar, cast
 
+from google.protobuf import descriptor_pool
 from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -59,8 +60,8 @@ Metric = TypeVar("Metric", bound=MetricWrapperBase)
 # (metric, label values) -> its child. ``labels()`` validates and locks on every call; a
 # child never changes once made (nothing here removes one), so each is looked up once.
 _CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
-# Label values come from bounded sets (methods, outcomes, codes, the models' own bound), but
-# past this many the lookup is simply not remembered rather than grow without end.
+# Label values come from bounded sets (``method_labels``, outcomes, codes, the models' own
+# bound), but past this many the lookup is simply not remembered rather than grow without end.
 _MAX_CHILDREN = 8192
 
 
@@ -73,6 +74,55 @@ def child(metric: Metric, *values: str) -> Metric:
         if len(_CHILDREN) < _MAX_CHILDREN:
             _CHILDREN[key] = found
     return cast(Metric, found)
+
+
+# -- method labels -------------------------------------------------------------------------
+# A route without descriptors serves every method name under its prefix, and the caller picks
+# the name: as a label value each would be a new series in every family that has a method
+# label (dozens per name, kept until the process ends). So a label names only a method the
+# gateway has a descriptor for -- the Open Inference Protocol, health, reflection, a route's
+# descriptor set, all in this process's descriptor pool, loaded at start -- and counts any
+# other as ``OTHER_METHOD`` of its service. The log line and the audit record keep the name.
+OTHER_METHOD = "other"
+UNKNOWN = "unknown"
+# The service of a served method is fixed by configuration (a route's ``method_prefix`` names
+# it whole); this bound only keeps a future route shape from reopening the door.
+MAX_UNDESCRIBED_SERVICES = 64
+_DESCRIBED: dict[str, tuple[str, str]] = {}  # method -> its labels; bounded by the pool
+_UNDESCRIBED_SERVICES: set[str] = set()
+
+
+def method_labels(full_method: str) -> tuple[str, str]:
+    """The (service, method) label values of ``/package.Service/Method``."""
+    found = _DESCRIBED.get(full_method)
+    if found is not None:
+        return found
+    parts = full_method.split("/")
+    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
+        return UNKNOWN, UNKNOWN
+    service, method = parts[1], parts[2]
+    if _described(service, method):
+        _DESCRIBED[full_method] = (service, method)
+        return service, method
+    if service not in _UNDESCRIBED_SERVICES:
+        if len(_UNDESCRIBED_SERVICES) >= MAX_UNDESCRIBED_SERVICES:
+            return UNKNOWN, OTHER_METHOD
+        _UNDESCRIBED_SERVICES.add(service)
+    return service, OTHER_METHOD
+
+
+def method_label(full_method: str) -> str:
+    """``method_labels`` as one ``/service/method`` value (``labelgate_calls_total``)."""
+    service, method = method_labels(full_method)
+    return full_method if full_method in _DESCRIBED else f"/{service}/{method}"
+
+
+def _described(service: str, method: str) -> bool:
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service)
+    except KeyError:
+        return False
+    return method in found.methods_by_name
 
 
 async def watch_loop_lag(interval: float = 1.0) -> None:

@@ -110,6 +110,8 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
 class LogAndMetricsRecorder:
     """The log line and the metrics of each call.
 
+    The method label names only methods the gateway has a descriptor for
+    (``metrics.method_label``); the log line carries the method as called.
     The model label comes from the caller's request, so its values are bounded: the first
     ``max_models`` distinct names (up to 128 characters) keep their own series, any other is
     counted as ``other``.
@@ -129,10 +131,11 @@ class LogAndMetricsRecorder:
 
     async def record(self, entry: CallRecord) -> None:
         call = entry.call
-        metrics.child(metrics.CALLS, call.method, entry.outcome, entry.status_code).inc()
-        metrics.child(
-            metrics.CALL_SECONDS, call.method, self._model_label(entry.model), entry.outcome
-        ).observe(entry.latency_ms / 1000)
+        method = metrics.method_label(call.method)  # the log line below keeps the real name
+        metrics.child(metrics.CALLS, method, entry.outcome, entry.status_code).inc()
+        metrics.child(metrics.CALL_SECONDS, method, self._model_label(entry.model), entry.outcome).observe(
+            entry.latency_ms / 1000
+        )
         if entry.masked:  # one increment per label, by the number of its masked fields
             per_label: dict[str, int] = {}
             for masked in entry.masked:
