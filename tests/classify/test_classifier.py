@@ -81,10 +81,16 @@ def test_a_public_or_unknown_default_label_is_refused(label: str) -> None:
     assert caught.value.reason == "DEFAULT_LABEL_INVALID"
 
 
-def test_numeric_tensors_are_never_scanned() -> None:
-    result = classify_outputs("m", [Tensor("ids", "INT64", [1], [4111111111111111])], CATALOG, DETECTORS)
-    assert labels_by_path(result) == {"outputs.ids": {"internal": ["default"]}}
-    assert result.spans == {}
+def test_numeric_tensors_are_scanned_for_the_numbers_they_hold() -> None:
+    # tests/classify/test_numbers.py has the rest; a number no detector reads adds nothing.
+    result = classify_outputs("m", [Tensor("ids", "INT64", [2], [4111111111111111, 7])], CATALOG, DETECTORS)
+    assert labels_by_path(result) == {
+        "outputs.ids": {"internal": ["default"]},
+        "outputs.ids{credit_card}": {"confidential": ["detector:credit_card"]},
+    }
+    plain = classify_outputs("m", [Tensor("ids", "INT64", [1], [4111111111111112])], CATALOG, DETECTORS)
+    assert labels_by_path(plain) == {"outputs.ids": {"internal": ["default"]}}
+    assert plain.spans == {}
 
 
 def test_detections_in_text_get_their_own_span_field_and_do_not_raise_the_tensor() -> None:

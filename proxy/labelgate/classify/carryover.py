@@ -9,10 +9,12 @@ can make, and never the middle of a match already visible) waits for the next re
 final reply of a request, or the end of the stream, releases everything held.
 
 Only text whose matches a scan of its raw bytes sees can be cut that way: ASCII without
-backslashes, with no custom detector whose match may be longer than the window. Anything
-else is held whole until the request's final reply (or until it is a whole JSON object):
-text that is not ASCII (the classifier also reads it folded, ``folding.py``: a full-width
-SSN is invisible to a raw scan, and zero-width characters stretch a value past any window),
+backslashes or control characters (but tab, newline, return), with no custom detector whose
+match may be longer than the window. Anything else is held whole until the request's final
+reply (or until it is a whole JSON object): text that is not ASCII or holds such control
+characters (the classifier also reads it folded, ``folding.py``: a full-width SSN is
+invisible to a raw scan, and zero-width characters, NULs or ANSI escapes stretch a value
+past any window),
 text with JSON escapes (read decoded), and an element that opened as a JSON object (its
 keys label its leaves). Held text beyond ``hold_limit`` bytes in all fails the stream closed.
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 from labelgate.classify import jsonpaths, reasons
 from labelgate.classify.detectors import DetectorSet
+from labelgate.classify.folding import may_hide
 from labelgate.errors import ResourceExhausted
 from labelgate.oip.tensor import Tensor
 
@@ -110,7 +113,7 @@ class CarryOver:
 
     def _cuttable(self, text: bytes) -> bool:
         """Whether a scan of ``text``'s raw bytes sees every match it could hold."""
-        return self._cuts and text.isascii() and b"\\" not in text and text.lstrip()[:1] != b"{"
+        return self._cuts and not may_hide(text) and b"\\" not in text and text.lstrip()[:1] != b"{"
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any

@@ -3,8 +3,9 @@
 Every output gets a field ``outputs.<tensor>`` labelled by three sources: the catalog
 (``catalog``), the backend's ``labelgate.labels`` parameters (``backend``) and, when the
 catalog says nothing, the catalog's default label (``default``). The backend's labels only
-add: beside an output the catalog does not name they join the default, never replace it. Numeric tensors stop
-there. BYTES tensors are free text and go through the detectors too:
+add: beside an output the catalog does not name they join the default, never replace it. Numeric tensors are
+scanned for the numbers (and 8-bit ones for the text) they hold (``numbers``): a hit adds the
+field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go through the detectors too:
 
 - An element that is plain text is scanned as a whole. Each detector that fires adds a
   field ``outputs.<tensor>{<detector>}`` with the detector's label (source
@@ -51,7 +52,7 @@ from itertools import chain, filterfalse
 from operator import itemgetter
 from typing import Any
 
-from labelgate.classify import reasons
+from labelgate.classify import numbers, reasons
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import (
@@ -68,7 +69,7 @@ from labelgate.classify.fields import (
     to_policy_fields,
     union_labels,
 )
-from labelgate.classify.folding import hidden_by_folding
+from labelgate.classify.folding import CONTROLS, hidden_by_folding, may_hide
 from labelgate.classify.json_elements import (
     FOLDED_TEXT,
     JsonObjects,
@@ -89,6 +90,9 @@ OUTPUT_NAME_DETECTED = reasons.OUTPUT_NAME_DETECTED
 # Key spellings are kept per model; past this many models (names come from callers) the
 # memo starts over.
 MODEL_MEMO_SIZE = 1024
+# Bytes that send a raw text tensor past the one-call native scan: "{" (JSON objects), "\\"
+# (escapes) and the control characters folding drops.
+_RAW_STOP = b"{\\" + CONTROLS
 
 __all__ = [
     "BACKEND_LABELS_PARAMETER",
@@ -186,6 +190,14 @@ def classify_outputs(
             _classify_text_tensor(
                 model, tensor, path, catalog, detectors, fields, result, default, keys, scanning
             )
+        elif numbers.scans(tensor.datatype):
+            # Numbers hold values too (a card as an INT64, text as UINT8 bytes): ``numbers``.
+            scanning = detectors.above(most_sensitive(own) if own else default)
+            found = numbers.numeric_detections(tensor, scanning)
+            if found:
+                for name in sorted({hit.detector for hits in found.values() for hit in hits}):
+                    fields.add(f"{path}{{{name}}}", [detectors.label_of(name)], detector_source(name))
+                result.spans[tensor.name] = found
     result.fields = fields.fields(default)
     return result
 
@@ -197,13 +209,22 @@ def check_output_names(
 
     The upstream chooses its outputs' names, and they travel where values never do: to the
     caller as names, and into field paths, log lines, audit records and stored decision
-    inputs. So they are scanned like JSON keys, by every detector, and a hit fails the reply
-    closed. ``clean`` remembers name sets that passed (a model answers with the same names
-    call after call); past ``MODEL_MEMO_SIZE`` sets it starts over."""
+    inputs. So they are scanned like JSON keys, by every detector, as written, folded
+    (``folding``: full-width digits, zero-width characters) and with JSON escapes decoded,
+    and a hit in any form fails the reply closed. ``clean`` remembers name sets that passed
+    (a model answers with the same names call after call); past ``MODEL_MEMO_SIZE`` sets it
+    starts over."""
     names = tuple(tensor.name for tensor in tensors)
     if clean is not None and names in clean:
         return
-    found = detectors.scan_each([name.encode("utf-8", "surrogatepass") for name in names])
+    encoded = [name.encode("utf-8", "surrogatepass") for name in names]
+    found = detectors.scan_each(encoded)
+    # A name that holds nothing as written may still once folded or unescaped (what a
+    # caller's terminal or JSON reader shows).
+    if not found:
+        found = hidden_by_folding(encoded, detectors)
+    if not found and any(b"\\" in name for name in encoded):
+        found = hidden_by_escapes(encoded, detectors)
     if found:
         detector = min(hit.detector for hits in found.values() for hit in hits)
         # Neither the name nor its position in the reply is quoted: the name is the data.
@@ -240,10 +261,15 @@ def _classify_text_tensor(
         # spans; an element with either, or a buffer the extension refuses, takes that path.
         # The raw form is that of exactly these values; they are built only if a pass the
         # extension leaves to Python needs them.
-        built = scanning.spans_raw(raw, tensor.size, tensor.byte_elements, stop=b"{\\")
+        # An element with a control character (but tab, newline, return) takes that path
+        # too: folded, it may show a value (``folding``).
+        built = scanning.spans_raw(raw, tensor.size, tensor.byte_elements, stop=_RAW_STOP)
         if built is not None:
             spans, names = built
-            if not raw.isascii():  # some element may hide a value in other scripts' digits
+            # Not ASCII: some element may hide a value in other scripts' digits. (The length
+            # prefixes hold control bytes, so this asks about non-ASCII text only; elements
+            # with control characters stopped the native scan above.)
+            if not raw.isascii():
                 hidden = hidden_by_folding(tensor.byte_elements(), scanning, spans)
                 if hidden:
                     for index, hits in hidden.items():
@@ -262,7 +288,9 @@ def _classify_text_tensor(
     objects, opaque, leaf_hits = (
         json_objects(values, detectors, keys, scanning) if b"{" in joined else ({}, {}, {})
     )
-    if objects and scanning and (not joined.isascii() or b"\\" in joined):
+    # Some element may hide a value from a scan of its raw text (asked only when scanning).
+    hiding = bool(scanning) and may_hide(joined)
+    if objects and scanning and (hiding or b"\\" in joined):
         _fold_json_elements(values, objects, opaque, leaf_hits, scanning)
     if not objects and not opaque:
         texts = list(range(len(values)))
@@ -272,7 +300,7 @@ def _classify_text_tensor(
     # found: the detectors the spans name, when _scan_texts knows them (and the spans are
     # then in element order); None: count them here, and sort.
     spans, found = (
-        _scan_texts(values, texts, scanning, escaped=b"\\" in joined, ascii=joined.isascii())
+        _scan_texts(values, texts, scanning, escaped=b"\\" in joined, ascii=not hiding)
         if scanning
         else ({}, None)
     )
@@ -310,11 +338,11 @@ def _fold_json_elements(
     decoded, shows more matches of a detector than the same text unfolded is opaque
     (``FOLDED_TEXT``): its leaves cannot say which holds the value, so a mask on that
     detector rewrites the element whole."""
-    for index in [index for index in objects if not values[index].isascii() or b"\\" in values[index]]:
+    for index in [index for index in objects if may_hide(values[index]) or b"\\" in values[index]]:
+        # Each form on its own: folding drops control characters, so no separator joining
+        # them would still part them once folded.
         forms = [values[index], *unescaped_forms(values[index])]
-        if not hidden_by_folding(
-            [b"\x00".join(forms)], detectors, detectors.scan_each([b"\x00".join(forms)])
-        ):
+        if not hidden_by_folding(forms, detectors, detectors.scan_each(forms)):
             continue
         del objects[index]
         leaf_hits.pop(index, None)
@@ -331,7 +359,7 @@ def _scan_texts(
     """Detections in the plain-text elements at ``indices`` (ascending), by element index;
     and, when the native scan built them (in element order, nothing to add from escapes or
     other scripts), the detectors they name (else None). ``ascii``: no element holds a byte
-    past ASCII (so no text to fold, ``folding``)."""
+    past ASCII or a control character ``folding`` drops (so no text to fold, ``may_hide``)."""
     texts = values if len(indices) == len(values) else [values[index] for index in indices]
     if not escaped and ascii:
         built = detectors.spans_at(texts, indices)

@@ -1,14 +1,20 @@
 """Text as a reader sees it, for the detectors: digits of any script, dashes and spaces of
-any kind, invisible characters dropped. Pure.
+any kind, invisible characters and control characters dropped. Pure.
 
 The detectors read ASCII digits and separators. The same SSN written with full-width digits
 (``１２３-４５-６７８９``), Arabic-Indic digits, non-breaking hyphens, or a zero-width space
 between digits reads the same to a person, or to a model downstream, but not to a detector.
 ``folded`` maps such text to what the detectors read: NFKC (full-width forms), every
 decimal digit to its ASCII digit, every dash to ``-``, every space separator to a space,
-format characters (zero-width spaces and joiners, soft hyphens) dropped.
+every default-ignorable character (format characters such as zero-width spaces, joiners and
+soft hyphens; variation selectors, the combining grapheme joiner, Hangul fillers: all render
+as nothing) dropped. Control characters hide values from a detector as well (``123\x00-45``,
+UTF-16 text with a NUL after every ASCII letter, ``123\x1b[0m-45``, which a terminal prints
+as ``123-45``): ANSI CSI escape sequences and every C0/C1 control character and DEL but tab,
+newline and carriage return (text the detectors read as it is) are dropped too.
 
-``hidden_by_folding`` scans that form of each text that is not ASCII. A detector it finds
+``hidden_by_folding`` scans that form of each text that ``may_hide`` (not ASCII, or holding
+such a control character: ``folded`` answers None for any other text). A detector it finds
 that the scan of the text itself did not spans the whole text, since offsets into the
 folded form do not index the original: as for text hidden by JSON escapes.
 
@@ -24,6 +30,7 @@ catalog's labels are what holds then. This closes the cheap evasions.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,6 +39,50 @@ from typing import Final
 from labelgate.classify.detectors import Detection, DetectorSet
 
 _MINUS_SIGN = 0x2212  # a math symbol, not a dash: written for "-" all the same
+
+# Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 15.1):
+# characters a renderer shows as nothing, whatever their category. Cf is most of them; the
+# rest are combining marks (U+034F, variation selectors), Hangul fillers (letters: U+3164 and
+# U+FFA0 fold to U+1160 under NFKC) and unassigned code points reserved as ignorable.
+_IGNORABLE_RANGES: Final = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+# Control characters the detectors read as they are: separators of ordinary text.
+_KEPT_CONTROLS: Final = frozenset("\t\n\r")
+# C0 controls and DEL, but the kept ones: what makes ASCII text worth folding.
+CONTROLS: Final = bytes(code for code in [*range(0x20), 0x7F] if chr(code) not in _KEPT_CONTROLS)
+# C0 controls and DEL mapped past ASCII, every other byte kept: ``isascii`` of text so mapped
+# answers both questions of ``may_hide`` in one pass each (a mapping is cheaper than deleting).
+_CONTROLS_PAST_ASCII: Final = bytes(0x80 if code in CONTROLS else code for code in range(256))
+# An ANSI CSI sequence (colours, cursor moves): a terminal shows none of it.
+_CSI: Final = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def _ignorable(code: int) -> bool:
+    return any(first <= code <= last for first, last in _IGNORABLE_RANGES)
+
+
+def may_hide(text: bytes) -> bool:
+    """Whether ``text``'s folded form may differ from it: it is not ASCII, or holds a control
+    character folding drops. At most two C-level passes over ``text``: cheap enough to ask
+    of every buffer."""
+    return not text.isascii() or not text.translate(_CONTROLS_PAST_ASCII).isascii()
 
 
 # Folded text may be this many times as long as the text (plus _SLACK), no more. Ordinary text
@@ -67,8 +118,8 @@ class _Fold(dict[int, str | None]):
         char = chr(code)
         category = unicodedata.category(char)
         folded: str | None
-        if category == "Cf":
-            folded = None  # invisible: dropped
+        if category == "Cf" or _ignorable(code) or (category == "Cc" and char not in _KEPT_CONTROLS):
+            folded = None  # invisible, or a control character: dropped
         elif (digit := unicodedata.decimal(char, None)) is not None:
             folded = str(digit)
         elif category == "Pd" or code == _MINUS_SIGN:
@@ -87,10 +138,14 @@ _TABLE = _Fold()
 def folded(text: bytes) -> bytes | None:
     """``text`` as the detectors should read it (see the module docstring), None when that
     is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it grows too much. ASCII
-    text never changes."""
+    text changes only by its control characters (``may_hide``)."""
     if text.isascii():
-        return None
-    decoded = text.decode("utf-8", "replace")
+        if text.translate(_CONTROLS_PAST_ASCII).isascii():
+            return None
+        # No other character of ASCII text folds: NFKC and the table leave them as they are.
+        return _CSI.sub("", text.decode("ascii")).translate(_TABLE).encode("ascii")
+    # CSI sequences go first: dropping their ESC alone would leave "[0m" in the text.
+    decoded = _CSI.sub("", text.decode("utf-8", "replace"))
     budget = MAX_GROWTH * len(decoded) + _SLACK
     parts: list[str] = []
     size = 0

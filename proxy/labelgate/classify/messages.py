@@ -231,7 +231,7 @@ class _Walker:
     def scan(self) -> None:
         texts = [text for _, _, text in self._texts]
         found_per_text = self.detectors.scan_many(texts)
-        # Digits of other scripts and invisible characters hide values too (folding.py).
+        # Digits of other scripts, invisible and control characters hide values too (folding.py).
         for position, hidden in hidden_by_folding(
             texts, self.detectors, dict(enumerate(found_per_text))
         ).items():

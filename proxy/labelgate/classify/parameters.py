@@ -6,7 +6,8 @@ with the label each carries) are read at all; every other parameter is dropped u
 A released parameter becomes the field ``parameters.<name>`` (or
 ``outputs.<tensor>.parameters.<name>``) with its configured label (source ``config``), and
 its text form is scanned by the detectors like any output text (with JSON escapes decoded
-and other scripts' digits folded too), adding ``<path>{<detector>}`` fields.
+and other scripts' digits, invisible and control characters folded too), adding
+``<path>{<detector>}`` fields.
 ``labelgate.labels`` is the backend's labelling channel (read by ``backend_labels``) and is
 never released.
 """
@@ -96,7 +97,7 @@ def classify_parameters(
     if any(b"\\" in text for text in values):
         for position, hidden in hidden_by_escapes(values, detectors).items():
             found[position] = [*found.get(position, ()), *hidden]
-    # So do digits of other scripts and invisible characters (folding.py).
+    # So do digits of other scripts, invisible and control characters (folding.py).
     for position, hidden in hidden_by_folding(values, detectors, found).items():
         found[position] = [*found.get(position, ()), *hidden]
     for position, hits in found.items():

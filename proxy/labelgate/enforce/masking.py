@@ -7,6 +7,8 @@ Path kinds (``docs/ARCHITECTURE.md``):
 - ``outputs.<t>{<detector>}``: only what the detector found. In a plain-text element the
   spans are rewritten and the rest stays readable; in a JSON element the spans inside
   its string leaves are rewritten and the element re-serialized, so it stays valid JSON.
+  In a numeric tensor (``classify.numbers``) part of a number is never rewritten: the
+  whole tensor becomes zeros, as for ``outputs.<t>``.
 - ``outputs.<t>[].<key>...``: that node of every JSON element (a leaf, or a whole
   object / array), re-serialized as JSON; ``null`` writes JSON ``null``. Keys are spelled
   as the classifier spelled them (``Classification.json_keys``): ``.<key:xxxxxxxx>`` for a
@@ -69,7 +71,7 @@ def _mask_tensor(
     base = OUTPUTS_PREFIX + tensor.name
     whole = index.lookup(base)
     if tensor.datatype != "BYTES":
-        if whole is None:
+        if whole is None and not _masks_numbers(tensor, classification, index, base):
             return tensor
         return tensor.with_values([zero_of(tensor.datatype)] * tensor.size)
     if whole is not None:
@@ -220,6 +222,22 @@ def _mask_whole(
     if len(raw) != classified_size:
         return b""
     return masker.raw(raw, min((mask for _, _, mask in selected), key=Mask.strength))
+
+
+def _masks_numbers(tensor: Tensor, classification: Classification, index: MaskIndex, base: str) -> bool:
+    """Whether a ``{detector}`` mask reaches a numeric tensor: one names a detector found in
+    it (``classify.numbers``; part of a number is never rewritten, so it is zeroed whole),
+    or targets one whose elements were not those classified (never scanned: fail closed)."""
+    classified = classification.element_counts.get(tensor.name) == tensor.size
+    found = classification.spans.get(tensor.name)
+    if classified and not found:
+        return False  # the usual numeric tensor: nothing found, no mask to look up
+    if not _targets_spans(index, base):
+        return False
+    if not classified or found is None:
+        return not classified
+    names = set(map(_DETECTOR, chain.from_iterable(found.values())))
+    return any(index.lookup(f"{base}{{{name}}}") is not None for name in names)
 
 
 def _targets_spans(index: MaskIndex, base: str) -> bool:

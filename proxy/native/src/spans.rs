@@ -85,7 +85,13 @@ pub fn scan_spans_raw<'py>(
     }
     // One search of the whole buffer settles the usual tensor; a stop byte there may be a
     // length prefix's, so then each element decides (the first with one ends the walk).
-    let stopper = |byte: u8| stop.contains(&byte);
+    // A table, not `stop.contains`: the stop set holds the control bytes too (about 30), and
+    // the length prefixes' zero bytes send every element through this check.
+    let mut stops = [false; 256];
+    for &byte in stop {
+        stops[usize::from(byte)] = true;
+    }
+    let stopper = |byte: u8| stops[usize::from(byte)];
     let any_stop = find_byte(&data, 0, stopper).is_some();
     let Some(texts) = split(&data, count, |text| {
         any_stop && find_byte(text, 0, stopper).is_some()

@@ -1,0 +1,165 @@
+"""Numeric tensors are scanned for the numbers (and 8-bit ones for the text) they hold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify import Catalog, DetectorSet, classify_outputs
+from labelgate.classify.detectors import CustomPattern
+from labelgate.classify.fields import Classification
+from labelgate.classify.numbers import numeric_detections
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_outputs
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
+DETECTORS = DetectorSet.default()
+CARD = 4111111111111111
+TEXT = b"ssn is 123-45-6789 card 4111111111111111"
+INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+
+
+def span_fields(result: Classification) -> dict[str, set[str]]:
+    """The ``{detector}`` fields and their labels."""
+    return {item.path: set(item.labels) for item in result.fields if "{" in item.path}
+
+
+def found(tensor: Tensor, detectors: DetectorSet = DETECTORS) -> set[str]:
+    return {hit.detector for hits in numeric_detections(tensor, detectors).values() for hit in hits}
+
+
+def decoded(tensor: Tensor) -> Tensor:
+    """``tensor`` as the gateway gets it from a raw reply: values built from the buffer."""
+    response = pb.ModelInferResponse()
+    encode_outputs(response, [tensor], raw=True)
+    (result,) = decode_outputs(response)
+    assert result.raw_form() is not None
+    return result
+
+
+@pytest.mark.parametrize("datatype", ["INT64", "UINT64"])
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_a_card_in_a_64_bit_integer_tensor_gets_its_span_field(
+    datatype: str, build: Callable[[Tensor], Tensor]
+) -> None:
+    tensor = build(Tensor("notes", datatype, [2], [CARD, 123456789]))
+    result = classify_outputs("m", [tensor], CATALOG, DETECTORS)
+    assert span_fields(result) == {"outputs.notes{credit_card}": {"confidential"}}
+    assert [hit.detector for hit in result.spans["notes"][0]] == ["credit_card"]
+
+
+def test_a_negative_card_is_found_as_its_digits() -> None:
+    assert found(Tensor("n", "INT64", [1], [-CARD])) == {"credit_card"}
+
+
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_the_extremes_of_64_bit_integers_are_read_without_wrapping(build: Callable[[Tensor], Tensor]) -> None:
+    # abs(INT64_MIN) wraps in numpy; 19-digit values are candidates (and no card here).
+    assert found(build(Tensor("n", "INT64", [3], [INT64_MIN, INT64_MAX, 0]))) == set()
+    assert found(build(Tensor("n", "UINT64", [2], [UINT64_MAX, 0]))) == set()
+    assert found(build(Tensor("n", "INT64", [2], [INT64_MIN, -CARD]))) == {"credit_card"}
+
+
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_a_whole_fp64_is_read_as_its_integer_digits(build: Callable[[Tensor], Tensor]) -> None:
+    assert found(build(Tensor("x", "FP64", [2], [float(CARD), 0.5]))) == {"credit_card"}
+    assert found(build(Tensor("x", "FP64", [1], [-float(CARD)]))) == {"credit_card"}
+    # Not whole, not finite: not a number's digits.
+    assert found(build(Tensor("x", "FP64", [4], [CARD + 0.5, float("nan"), float("inf"), -1e300]))) == set()
+
+
+def test_ordinary_numbers_add_nothing() -> None:
+    tensors = [
+        Tensor("customer_id", "INT64", [3], [0, 41, 10**12 - 1]),
+        Tensor("count", "INT32", [2], [2**31 - 1, -(2**31)]),
+        Tensor("score", "FP64", [2], [0.25, 1e11]),
+        Tensor("small", "UINT16", [1], [65535]),
+    ]
+    result = classify_outputs("m", tensors, CATALOG, DETECTORS)
+    assert span_fields(result) == {}
+    assert result.spans == {}
+
+
+def test_fp32_is_not_scanned() -> None:
+    # FP32 cannot hold a 13-digit number exactly (numbers.py's docstring).
+    assert found(Tensor("x", "FP32", [1], [float(CARD)])) == set()
+
+
+@pytest.mark.parametrize("datatype", ["UINT8", "INT8"])
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_the_bytes_of_an_8_bit_tensor_are_scanned_as_text(
+    datatype: str, build: Callable[[Tensor], Tensor]
+) -> None:
+    values = list(TEXT) if datatype == "UINT8" else [byte - 256 if byte > 127 else byte for byte in TEXT]
+    tensor = build(Tensor("notes", datatype, [len(TEXT)], values))
+    result = classify_outputs("m", [tensor], CATALOG, DETECTORS)
+    assert span_fields(result) == {
+        "outputs.notes{credit_card}": {"confidential"},
+        "outputs.notes{us_ssn}": {"confidential"},
+    }
+
+
+def test_8_bit_text_is_folded_as_bytes_text_is() -> None:
+    # Full-width digits (UTF-8) read as an SSN once folded, as in a BYTES element.
+    text = "ssn １２３-４５-６７８９".encode()
+    assert found(Tensor("notes", "UINT8", [len(text)], list(text))) == {"us_ssn"}
+
+
+def test_8_bit_text_with_json_escapes_is_scanned_decoded() -> None:
+    text = b"ssn \\u0031\\u0032\\u0033-45-6789"
+    assert found(Tensor("notes", "UINT8", [len(text)], list(text))) == {"us_ssn"}
+
+
+def test_wider_tensors_are_not_read_as_text() -> None:
+    # A UINT16 holding ASCII codes is not text a client reads back as bytes.
+    assert found(Tensor("notes", "UINT16", [len(TEXT)], list(TEXT))) == set()
+
+
+def test_a_custom_detector_reads_every_number() -> None:
+    detectors = DetectorSet(custom=[CustomPattern("employee", r"\b99\d{3}\b", "confidential")])
+    assert found(Tensor("ids", "INT32", [3], [7, 99123, 12]), detectors) == {"employee"}
+    assert found(Tensor("ids", "FP64", [2], [99123.0, 99123.5]), detectors) == {"employee"}
+    assert found(Tensor("ids", "INT32", [1], [7]), detectors) == set()
+
+
+def test_detectors_at_or_below_the_outputs_label_are_not_run() -> None:
+    # As for text: a catalogued confidential output is not scanned for a confidential card.
+    catalog = Catalog.from_data(
+        {"entries": [{"model": "m", "path": "outputs.pan", "labels": ["confidential"]}]}
+    )
+    result = classify_outputs("m", [Tensor("pan", "INT64", [1], [CARD])], catalog, DETECTORS)
+    assert span_fields(result) == {}
+
+
+@pytest.mark.parametrize("datatype", ["INT64", "UINT64", "FP64"])
+def test_raw_and_built_values_agree_around_the_smallest_card(datatype: str) -> None:
+    # 4222222222222 is a 13-digit card; the others are the bounds the raw screen reads.
+    values: list[float] = [4222222222222, 2**39 - 1, 2**39, 10**12 - 1, 10**12, 2**40, 0]
+    if datatype == "INT64":
+        values += [-4222222222222, -(2**39), -(2**39) - 1, INT64_MIN]
+    if datatype == "FP64":
+        values = [float(value) for value in values] + [2.0**33, -(2.0**33), float("nan")]
+    tensor = Tensor("n", datatype, [len(values)], values)
+    expected = {0: ["credit_card"]} | ({7: ["credit_card"]} if datatype == "INT64" else {})
+    for form in (tensor, decoded(tensor)):
+        detections = numeric_detections(form, DETECTORS)
+        assert {index: [hit.detector for hit in hits] for index, hits in detections.items()} == expected
+
+
+def test_8_bit_text_with_control_characters_is_folded_as_bytes_text_is() -> None:
+    text = b"ssn 123\x00-45-6789 card 4111\x1b[0m111111111111"
+    assert found(Tensor("notes", "UINT8", [len(text)], list(text))) == {"us_ssn", "credit_card"}
+
+
+def test_bytes_that_are_not_utf8_text_are_scanned_raw_only() -> None:
+    # An image's bytes: read as text (folded, escapes decoded) they cost tens of ms for
+    # nothing; the raw scan still finds ASCII text among them.
+    noise = bytes(range(128, 256)) * 4
+    image = noise + b" ssn 123-45-6789 " + noise
+    assert found(decoded(Tensor("pixels", "UINT8", [len(image)], list(image)))) == {"us_ssn"}
+    hidden = "ssn １２３-４５-６７８９".encode()
+    assert found(decoded(Tensor("t", "UINT8", [len(hidden)], list(hidden)))) == {"us_ssn"}, "UTF-8: folded"
