@@ -189,6 +189,9 @@ CORPUS: list[bytes] = [
     b"1e99999 4.1e15 1.2.3 12e 12.e3 4111111111111111e0000000015 9e-99999 4111111111111111.0e",
     b"4.111111111111111e+0015 6011000000000004e0 .4111111111111111e16 4111111111111111.0a",
     b"4111111111111111.0e-0 41111111111111110e-00001 4111111111111111e+0 4111111111111111.0E-",
+    # Tabs read as spaces: grouped cards and SSNs in the columns of a TSV, mixed separators.
+    b"4111\t1111\t1111\t1111 123\t45\t6789 4111 1111\t1111 1111 123\t45-6789 3782\t822463\t10005",
+    b"4111\t1111\t1111\t1111\t12 4111\t\t1111\t1111\t1111 212\t555\t1234 \t123\t45\t6789\t",
     b"",
     b" ",
     b"\x00",
@@ -247,10 +250,12 @@ def _grouped(digits: str, separator: str) -> str:
 
 _TOKENS = st.one_of(
     st.text(alphabet="0123456789", min_size=1, max_size=20),
-    st.sampled_from([" ", "-", ".", "(", ")", "+", ":", "@", "_", "%", "\x00", "é", "号", "  ", "+1 ", "1-"]),
+    st.sampled_from(
+        [" ", "-", ".", "(", ")", "+", ":", "@", "_", "%", "\x00", "é", "号", "  ", "+1 ", "1-", "\t"]
+    ),
     st.sampled_from(["a", "Z", "DE", "GB", "ex", "example", "com", "co", "x.y", "fe80", "::", "AB12", "ff"]),
     _VALID_CARDS,
-    st.tuples(_VALID_CARDS, st.sampled_from(" -")).map(lambda card: _grouped(*card)),
+    st.tuples(_VALID_CARDS, st.sampled_from(" -\t")).map(lambda card: _grouped(*card)),
     # Cards (and other digits) written as floats: a dot, an exponent, or both.
     st.builds(
         lambda digits, point, fraction, exponent: _as_float(digits, point, fraction, exponent),
@@ -264,7 +269,7 @@ _TOKENS = st.one_of(
         st.integers(0, 999),
         st.integers(0, 99),
         st.integers(0, 9999),
-        st.sampled_from("- "),
+        st.sampled_from("- \t"),
     ),
     st.builds(
         lambda area, exchange, line, form: form.format(area, exchange, line),

@@ -161,6 +161,18 @@ def test_a_card_written_as_a_float_in_free_text_is_found_and_masked(use_native: 
     assert result["note"][4] == b"pi 3.14159, 4111111111111111.5", "not a whole number: not a card"
 
 
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_card_and_an_ssn_written_with_tabs_are_found_and_masked(use_native: bool) -> None:
+    # A tab reads as a space (the columns of a TSV a terminal shows): found by review.
+    with native.forced(use_native):
+        result = masked(
+            [text("note", "card 4111\t1111\t1111\t1111 ssn 123\t45\t6789", "years 2019\t2020")],
+            mask("outputs.note{credit_card}", "redact"),
+            mask("outputs.note{us_ssn}", "redact"),
+        )
+    assert result["note"] == [b"card [REDACTED] ssn [REDACTED]", b"years 2019\t2020"]
+
+
 def test_a_node_mask_and_a_span_mask_on_the_same_leaf_use_the_original_value() -> None:
     element = json.dumps({"ssn": "123-45-6789"})
     both = masked(

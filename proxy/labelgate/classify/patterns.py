@@ -39,9 +39,9 @@ _SHAPE = bytes.maketrans(b"123456789BCDEFGHIJKLMNOPQRSTUVWXYZ", b"000000000" + b
 _DIGIT_LED = re.compile(
     rb"000(?:"
     rb"(?P<card>0(?:0{9,15}"  # 13-19 contiguous digits
-    rb"|(?P<a>[ -])0000(?P=a)0000(?P=a)0000(?P<tail>(?P=a)0{1,3})?"  # 4-4-4-4, up to 19 digits
-    rb"|(?P<b>[ -])000000(?P=b)0{4,5}))"  # 4-6-5 (Amex), 4-6-4 (Diners)
-    rb"|(?P<ssn>(?P<s>[- ])00(?P=s)0000)"
+    rb"|(?P<a>[ \t-])0000(?P=a)0000(?P=a)0000(?P<tail>(?P=a)0{1,3})?"  # 4-4-4-4, up to 19 digits
+    rb"|(?P<b>[ \t-])000000(?P=b)0{4,5}))"  # 4-6-5 (Amex), 4-6-4 (Diners)
+    rb"|(?P<ssn>(?P<s>[- \t])00(?P=s)0000)"  # a tab reads as a space (columns of a TSV)
     rb"|(?P<us>(?P<p>[-.])000(?P=p)0000)"
     rb")"
 )
@@ -215,11 +215,11 @@ def _check_digit_led(wanted: frozenset[str]) -> Callable[[bytes, re.Match[bytes]
             for card_end in (end, match.start("tail")) if match.group("tail") else (end,):
                 if not _isolated(data, start, card_end):
                     continue
-                # Cards are grouped by one space or dash, if at all (cheaper than _digits).
-                if _card_ok(data[start:card_end].replace(b" ", b"").replace(b"-", b"")):
+                # Cards are grouped by one space, tab or dash, if at all (cheaper than _digits).
+                if _card_ok(data[start:card_end].translate(_KEEP_ALL, b" \t-")):
                     return ("credit_card", start, card_end)
         elif kind == "ssn":
-            # "ddd-dd-dddd" or "ddd dd dddd": the parts sit at fixed offsets.
+            # "ddd-dd-dddd", "ddd dd dddd" or tabs: the parts sit at fixed offsets.
             if (
                 "us_ssn" in wanted
                 and _isolated(data, start, end)

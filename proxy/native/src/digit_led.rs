@@ -51,7 +51,7 @@ fn match_at(data: &[u8], p: usize) -> Option<(usize, Kind)> {
         if run >= 9 {
             return Some((p + 4 + run, Kind::Card { tail: None }));
         }
-        if let Some(separator @ (b' ' | b'-')) = at(data, p + 4) {
+        if let Some(separator @ (b' ' | b'\t' | b'-')) = at(data, p + 4) {
             let same = |index: usize| at(data, index) == Some(separator);
             // 4-4-4-4, and up to three more digits after one more separator.
             if digits_at(data, p + 5, 4)
@@ -78,7 +78,7 @@ fn match_at(data: &[u8], p: usize) -> Option<(usize, Kind)> {
         }
     }
     let separator = at(data, p + 3);
-    if let Some(separator @ (b'-' | b' ')) = separator {
+    if let Some(separator @ (b'-' | b' ' | b'\t')) = separator {
         if digits_at(data, p + 4, 2)
             && at(data, p + 6) == Some(separator)
             && digits_at(data, p + 7, 4)
@@ -114,7 +114,7 @@ pub fn check(data: &[u8], candidate: &Candidate<Kind>, wanted: Wanted) -> Option
                 let digits = data[start..card_end]
                     .iter()
                     .copied()
-                    .filter(|&byte| byte != b' ' && byte != b'-');
+                    .filter(|&byte| byte != b' ' && byte != b'\t' && byte != b'-');
                 if luhn_ok(digits) {
                     return Some(Hit {
                         detector: CREDIT_CARD,
