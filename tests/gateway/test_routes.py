@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -119,3 +120,86 @@ def test_unauthenticated_routed_call_is_refused(routed_gateway: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         asyncio.run(list_customers(routed_gateway, [1], ()))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("method", ["GetCustomer", "ListCustomers"])
+def test_a_routed_body_that_does_not_parse_is_refused_with_a_reason(routed_gateway: str, method: str) -> None:
+    """Typed methods parse their request in the handler: not grpc's UNKNOWN "Unexpected
+    DecodeError", but INVALID_ARGUMENT with the gateway's reason (unary and server streaming)."""
+
+    async def call() -> None:
+        async with grpc.aio.insecure_channel(routed_gateway) as channel:
+            send: Any = channel.unary_unary if method == "GetCustomer" else channel.unary_stream
+            answer: Any = send(DIRECTORY + method)(b"\x08\xff", metadata=token("ann", "analysts"), timeout=10)
+            if method == "GetCustomer":
+                await answer
+            else:
+                async for _ in answer:
+                    pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        asyncio.run(call())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(caught.value)
+    assert info is not None and info.reason == "REQUEST_NOT_PARSED"
+
+
+UPLOADS = "/labelgate.test.uploads.Uploads/"
+UPLOADS_PROTO = """syntax = "proto3";
+package labelgate.test.uploads;
+import "labelgate/v1/classification.proto";
+service Uploads {
+  rpc Exchange(stream Chunk) returns (stream Receipt) {}
+}
+message Chunk { int64 number = 1; }
+message Receipt { int64 chunks = 1 [(labelgate.v1.labels) = "public"]; }
+"""
+
+
+@contextlib.asynccontextmanager
+async def exchange_upstream() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A real gRPC server of the bidirectional ``Uploads/Exchange``: one receipt per message,
+    every message kept (for the test to see what arrived)."""
+    received: list[bytes] = []
+
+    async def exchange(requests: AsyncIterator[bytes], _: Any) -> AsyncIterator[bytes]:
+        async for chunk in requests:
+            received.append(chunk)
+            yield bytes([8, len(received)])
+
+    handlers: dict[str, Any] = {"Exchange": grpc.stream_stream_rpc_method_handler(exchange)}
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(UPLOADS.strip("/"), handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", received
+    finally:
+        await server.stop(0)
+
+
+async def test_a_client_stream_message_that_does_not_parse_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """A client stream's messages are parsed as the upstream call reads them: grpc's request
+    pump would swallow the error and cancel that call; the caller gets the gateway's refusal."""
+    (tmp_path / "uploads.proto").write_text(UPLOADS_PROTO)
+    include = Path(protoc.__file__).parent / "_proto"
+    out = tmp_path / "uploads.binpb"
+    args = ["protoc", f"-I{tmp_path}", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports"]
+    assert protoc.main([*args, f"--descriptor_set_out={out}", "uploads.proto"]) == 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"\x08\x01"  # number: 1
+        yield b"\x08\xff"  # a varint cut short
+
+    async with exchange_upstream() as (upstream, received):
+        routes = [{"method_prefix": UPLOADS, "descriptor_set": str(out)}]
+        with gateway_with_routes(tmp_path, upstream, routes) as target:
+            async with grpc.aio.insecure_channel(target) as channel:
+                exchange: Any = channel.stream_stream(UPLOADS + "Exchange")
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for _ in exchange(chunks(), metadata=token("ann", "analysts"), timeout=10):
+                        pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    info = error_info(caught.value)
+    assert info is not None and info.reason == "REQUEST_NOT_PARSED"
+    assert b"\x08\xff" not in received

@@ -19,16 +19,16 @@ import functools
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Call, Target, uuid4_hex
 from labelgate.enforce import replies
-from labelgate.errors import Unsupported
+from labelgate.errors import InvalidInput, LabelgateError, Unsupported
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.repository import ModelDirectory, SendTo, usable_or_unknown
@@ -120,6 +120,47 @@ def shared_memory_refusal() -> Unsupported:
     )
 
 
+def not_parsed(message_type: type[Message]) -> InvalidInput:
+    # The parser's own text is left out: it is grpc's and protobuf's, not a stable message.
+    return InvalidInput(
+        reasons.REQUEST_NOT_PARSED,
+        f"the request is not a valid {message_type.DESCRIPTOR.full_name} message",
+        message_type=message_type.DESCRIPTOR.full_name,
+    )
+
+
+async def refuse_unparsed(pipeline: Pipeline, call: Call, message_type: type[Message]) -> NoReturn:
+    """Refuse (and record) a unary request whose body did not parse as ``message_type``.
+
+    Handlers take the body as bytes and parse it themselves: a deserializer grpc runs fails the
+    call with its own UNKNOWN status and text, no reason, no record. The body is parsed before
+    authentication, as every request is (its model routes and names the call), but the verdict
+    waits for authentication: an anonymous caller is refused as unauthenticated, whatever its
+    body, and learns nothing of how it parses."""
+    error: LabelgateError = not_parsed(message_type)
+    subject = None
+    try:
+        subject = pipeline.authenticate(call)
+    except LabelgateError as refused:
+        error = refused
+    await pipeline.record_failure(call, subject, Target(service=call.service), error)
+    raise error
+
+
+def message_parser(message_type: type[Message]) -> Callable[[bytes], Message]:
+    """The deserializer of a stream's messages: grpc runs it as the handler reads each, so its
+    refusal reaches the handler's own ``refusals`` (and its record) like any other."""
+    from_string = message_type.FromString
+
+    def parse(body: bytes) -> Message:
+        try:
+            return from_string(body)
+        except DecodeError:
+            raise not_parsed(message_type) from None
+
+    return parse
+
+
 def check_no_shared_memory(request: pb.ModelInferRequest) -> None:
     """Refuse an inference request that points at shared memory (its tensors are not in it)."""
     maps = [
@@ -143,18 +184,17 @@ class InferenceProxy:
         self._stubs: dict[tuple[int, str], Any] = {}
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            # Bytes in: the handler parses them (refuse_unparsed).
             name: grpc.unary_unary_rpc_method_handler(
-                self._unary(name, response_type, model_field),
-                request_deserializer=request_type.FromString,
+                self._unary(name, request_type, response_type, model_field),
                 response_serializer=_SERIALIZERS.get(name, response_type.SerializeToString),
             )
             for name, (request_type, response_type, model_field) in UNARY_METHODS.items()
         }
         for name, (request_type, response_type) in DIRECTORY_METHODS.items():
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                self._directory(name, response_type),
-                request_deserializer=request_type.FromString,
+                self._directory(name, request_type, response_type),
                 response_serializer=response_type.SerializeToString,
             )
         for name in SHARED_MEMORY_METHODS:
@@ -162,7 +202,7 @@ class InferenceProxy:
             handlers[name] = grpc.unary_unary_rpc_method_handler(self._refuse_shared_memory(name))
         handlers[STREAM_METHOD] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer,
-            request_deserializer=pb.ModelInferRequest.FromString,
+            request_deserializer=message_parser(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         return handlers
@@ -176,11 +216,20 @@ class InferenceProxy:
             )
         return found
 
-    def _unary(self, name: str, response_type: type[Message], model_field: str | None) -> Callable[..., Any]:
+    def _unary(
+        self, name: str, request_type: type[Message], response_type: type[Message], model_field: str | None
+    ) -> Callable[..., Any]:
         method = f"/{SERVICE}/{name}"
+        from_string = request_type.FromString
 
-        async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             call = make_call(context, method)
+            try:
+                request = from_string(body)
+            except DecodeError:
+                async with refusals(context):
+                    await refuse_unparsed(self.pipeline, call, request_type)
+                raise AssertionError("unreachable: refusals() aborts the call") from None
             model = getattr(request, model_field) if model_field else ""
 
             async def send(message: Message) -> Message:
@@ -218,13 +267,19 @@ class InferenceProxy:
 
         return send
 
-    def _directory(self, name: str, response_type: type[Message]) -> Callable[..., Any]:
+    def _directory(
+        self, name: str, request_type: type[Message], response_type: type[Message]
+    ) -> Callable[..., Any]:
         method = f"/{SERVICE}/{name}"
 
-        async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             call = make_call(context, method)
             send_to = self.send_to(name, response_type, call, context)
             async with refusals(context):
+                try:
+                    request = request_type.FromString(body)
+                except DecodeError:
+                    await refuse_unparsed(self.pipeline, call, request_type)
                 if isinstance(request, ext.RepositoryIndexRequest):
                     return await self.directory.index(call, request, send_to)
                 assert isinstance(request, ext.ModelStatisticsRequest)

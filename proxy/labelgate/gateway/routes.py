@@ -10,6 +10,7 @@ the method with no data labels (the default policy denies).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from labelgate.calls import Call, Target
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import metrics, reasons
-from labelgate.gateway.inference import make_call
+from labelgate.gateway.inference import make_call, message_parser, refuse_unparsed
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Upstream, upstream_error
@@ -141,12 +142,41 @@ async def _relay(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-async def _mapped(replies: AsyncIterator[Any]) -> AsyncIterator[Any]:
+class Relay:
+    """A client stream's messages on their way upstream. grpc's request pump swallows what
+    reading one raises (a message that does not parse, ``message_parser``) and cancels the
+    upstream call: the refusal is kept here, so the call ends with it, not with the cancel."""
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = requests
+        self.refusal: LabelgateError | None = None
+
+    async def messages(self) -> AsyncIterator[Any]:
+        try:
+            async for request in self._requests:
+                yield request
+        except LabelgateError as error:
+            self.refusal = error
+            raise
+
+    def check(self) -> None:
+        """Raise the refusal that ended the upstream call, if one did."""
+        if self.refusal is not None:
+            raise self.refusal
+
+
+async def _mapped(replies: AsyncIterator[Any], relay: Relay | None = None) -> AsyncIterator[Any]:
     """An upstream stream whose failure is the gateway's own error (its text kept out)."""
     try:
         async for reply in replies:
             yield reply
+    except asyncio.CancelledError:
+        if relay is not None:
+            relay.check()
+        raise
     except grpc.aio.AioRpcError as error:
+        if relay is not None:
+            relay.check()
         raise upstream_error(error) from None
 
 
@@ -167,18 +197,30 @@ def typed_handler(
             "timeout": upstream.timeout(context),
         }
 
+    async def parsed(request: Any, call: Call) -> Any:
+        """A single request arrives as bytes (see ``inference.refuse_unparsed``); the messages
+        of a client stream are parsed as they are read (``message_parser``)."""
+        if client_streams:
+            return request
+        try:
+            return request_type.FromString(request)
+        except DecodeError:
+            await refuse_unparsed(pipeline, call, request_type)
+
     async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         call = make_call(context, method)
         metrics.ACTIVE_STREAMS.inc()
         try:
             async with refusals(context):
+                request = await parsed(request, call)
                 subject = await pipeline.admit_stream(call, target)
+                relay = Relay(request) if client_streams else None
                 try:
-                    replies = stub(_relay(request) if client_streams else request, **options(call, context))
+                    replies = stub(relay.messages() if relay else request, **options(call, context))
                 except LabelgateError as error:  # opening the upstream stream failed: recorded
                     await pipeline.record_failure(call, subject, target, error)
                     raise
-                async for reply in pipeline.upstream_replies(call, subject, target, _mapped(replies)):
+                async for reply in pipeline.upstream_replies(call, subject, target, _mapped(replies, relay)):
                     yield await pipeline.release_reply(call, subject, target, reply)
         finally:
             metrics.ACTIVE_STREAMS.dec()
@@ -187,12 +229,19 @@ def typed_handler(
         call = make_call(context, method)
 
         async def send(message: Any) -> Message:
-            outgoing = _relay(message) if client_streams else message
-            reply: Message = await stub(outgoing, **options(call, context))
+            if not client_streams:
+                answer: Message = await stub(message, **options(call, context))
+                return answer
+            relay = Relay(message)
+            try:
+                reply: Message = await stub(relay.messages(), **options(call, context))
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                relay.check()
+                raise
             return reply
 
         async with refusals(context):
-            return await pipeline.unary_message(call, target, request, send)
+            return await pipeline.unary_message(call, target, await parsed(request, call), send)
         raise AssertionError("unreachable: refusals() aborts the call")
 
     make = {
@@ -203,7 +252,7 @@ def typed_handler(
     }[(client_streams, server_streams)]
     return make(
         streaming if server_streams else single,
-        request_deserializer=request_type.FromString,
+        request_deserializer=message_parser(request_type) if client_streams else None,
         response_serializer=response_type.SerializeToString,
     )
 

@@ -49,7 +49,7 @@ async def stream_infer(
     numbers = itertools.count(1)
 
     async def forward_requests() -> None:
-        async for request in requests:
+        async for request in _read(pipeline, call, subject, requests):
             target = infer_target(request, call.method)
             # Each message is its own call to policy and approvals (its request and
             # response phases share it): a single-use grant or a row budget is spent per
@@ -108,6 +108,20 @@ async def stream_infer(
     finally:
         if not pump.done():
             pump.cancel()
+
+
+async def _read(
+    pipeline: Pipeline, call: Call, subject: Subject, requests: AsyncIterator[pb.ModelInferRequest]
+) -> AsyncIterator[pb.ModelInferRequest]:
+    """The caller's requests; a message that does not parse (``inference.message_parser``)
+    ends the stream, recorded like any refusal. Only reading is guarded here: what the
+    consumer does with a request is recorded where it is done."""
+    try:
+        async for request in requests:
+            yield request
+    except LabelgateError as error:
+        await pipeline.record_failure(call, subject, Target(service=call.service), error)
+        raise
 
 
 async def _release_streamed(
