@@ -150,6 +150,7 @@ package labelgate.test.uploads;
 import "labelgate/v1/classification.proto";
 service Uploads {
   rpc Exchange(stream Chunk) returns (stream Receipt) {}
+  rpc Upload(stream Chunk) returns (Receipt) {}
 }
 message Chunk { int64 number = 1; }
 message Receipt { int64 chunks = 1 [(labelgate.v1.labels) = "public"]; }
@@ -167,7 +168,15 @@ async def exchange_upstream() -> AsyncIterator[tuple[str, list[bytes]]]:
             received.append(chunk)
             yield bytes([8, len(received)])
 
-    handlers: dict[str, Any] = {"Exchange": grpc.stream_stream_rpc_method_handler(exchange)}
+    async def upload(requests: AsyncIterator[bytes], _: Any) -> bytes:
+        async for chunk in requests:
+            received.append(chunk)
+        return bytes([8, len(received)])
+
+    handlers: dict[str, Any] = {
+        "Exchange": grpc.stream_stream_rpc_method_handler(exchange),
+        "Upload": grpc.stream_unary_rpc_method_handler(upload),
+    }
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(UPLOADS.strip("/"), handlers)])
     port = server.add_insecure_port("127.0.0.1:0")
@@ -203,3 +212,26 @@ async def test_a_client_stream_message_that_does_not_parse_is_refused_with_a_rea
     info = error_info(caught.value)
     assert info is not None and info.reason == "REQUEST_NOT_PARSED"
     assert b"\x08\xff" not in received
+
+
+async def test_a_routed_client_stream_with_one_reply_is_relayed_and_classified(tmp_path: Path) -> None:
+    """``stream Chunk -> Receipt``: the gateway had no upstream call for this shape, and
+    answered UNKNOWN with an AttributeError's text; found by review."""
+    (tmp_path / "uploads.proto").write_text(UPLOADS_PROTO)
+    include = Path(protoc.__file__).parent / "_proto"
+    out = tmp_path / "uploads.binpb"
+    args = ["protoc", f"-I{tmp_path}", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports"]
+    assert protoc.main([*args, f"--descriptor_set_out={out}", "uploads.proto"]) == 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for number in (1, 2, 3):
+            yield bytes([8, number])
+
+    async with exchange_upstream() as (upstream, received):
+        routes = [{"method_prefix": UPLOADS, "descriptor_set": str(out)}]
+        with gateway_with_routes(tmp_path, upstream, routes) as target:
+            async with grpc.aio.insecure_channel(target) as channel:
+                upload: Any = channel.stream_unary(UPLOADS + "Upload")
+                reply = await upload(chunks(), metadata=token("ann", "analysts"), timeout=10)
+    assert reply == bytes([8, 3]), "the receipt, released: its one field is public"
+    assert received == [bytes([8, number]) for number in (1, 2, 3)]

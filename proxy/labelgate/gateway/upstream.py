@@ -145,6 +145,9 @@ class UpstreamEdge:
     def unary_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         raise NotImplementedError
 
+    def stream_unary(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
+        raise NotImplementedError
+
     def stream_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         raise NotImplementedError
 
@@ -196,6 +199,16 @@ class Upstream(UpstreamEdge):
                 method, request_serializer=serialize, response_deserializer=deserialize
             ),
             self.max_message_bytes,
+        )
+
+    def stream_unary(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
+        # A client stream, one reply: checked as a unary reply is.
+        return _CheckedUnary(
+            self.channel.stream_unary(
+                method, request_serializer=serialize, response_deserializer=deserialize
+            ),
+            self.max_message_bytes,
+            self,
         )
 
     def stream_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
