@@ -29,9 +29,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   either path, or on any path inside the tensor's elements, rewrites it whole.
 - Output names are the upstream's text, and travel into paths, logs and records: a name
   in which a detector fires fails the reply (``check_output_names``).
-- Digits of other scripts, other dashes and invisible characters hide values too
-  (``１２３-４５-６７８９``): text that is not ASCII is also scanned folded (``folding``), and a
-  value found only that way spans the whole element; a JSON element so found is opaque.
+- Digits of other scripts, other dashes, invisible and control characters hide values too
+  (``１２３-４５-６７８９``): text that is not ASCII or holds a control character is also scanned
+  folded (``folding``), and a value found only that way spans the whole element; a JSON
+  element so found is opaque.
 - Escapes hide values from detectors reading raw text (``\\u0031\\u0032\\u0033-45-6789``), so
   text with JSON escapes is scanned decoded as well; a value found only that way spans the
   whole element (or leaf), since its offsets do not index the raw bytes.
