@@ -185,3 +185,48 @@ def test_approvals_list_json_and_empty(api: list[str]) -> None:
 
 def test_typer_app_is_the_entry_point() -> None:
     assert isinstance(app, typer.Typer)
+
+
+def _exploding_app() -> typer.Typer:
+    from labelgate.cli_backstop import GuardedTyper
+
+    guarded = GuardedTyper(add_completion=False, pretty_exceptions_enable=False)
+
+    @guarded.command()
+    def boom() -> None:
+        raise RuntimeError("an unexpected\nfailure")
+
+    return guarded
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LABELGATE_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        _exploding_app()([], prog_name="labelgate")
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert err == "labelgate: internal error (RuntimeError): an unexpected failure\n"
+
+
+def test_labelgate_debug_adds_the_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LABELGATE_DEBUG", "1")
+    with pytest.raises(SystemExit) as stopped:
+        _exploding_app()([], prog_name="labelgate")
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith(
+        "labelgate: internal error (RuntimeError): an unexpected failure\n"
+    )
+
+
+def test_every_entry_point_has_the_backstop() -> None:
+    from labelgate.bundle.cli import command_line
+    from labelgate.cli_backstop import GuardedTyper
+
+    assert isinstance(app, GuardedTyper)  # the console script: labelgate.cli:app
+    assert isinstance(command_line(), GuardedTyper)  # python -m labelgate.bundle.cli
+    assert "LABELGATE_DEBUG" in runner.invoke(app, ["--help"]).output

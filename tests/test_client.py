@@ -170,3 +170,47 @@ def test_shapes_follow_the_metadata() -> None:
         typed_inputs({"x": [1, 2, 3]}, [Spec("x", "FP32", (-1, 2))])
     with pytest.raises(InvalidInput, match="also needs"):
         typed_inputs({}, [Spec("x", "FP32", (-1,))])
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [
+        ("INT64", 2**63),
+        ("INT64", -(2**63) - 1),
+        ("INT8", 128),
+        ("UINT8", -1),
+        ("UINT64", 2**64),
+        ("INT32", 2**31),
+    ],
+)
+def test_an_integer_outside_its_datatype_is_refused_before_sending(datatype: str, value: int) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        typed_inputs({"x": [value]}, [Spec("x", datatype, (1,))])
+    assert refused.value.reason == "INPUT_TYPE_MISMATCH" and "is outside" in refused.value.message
+
+
+def test_integers_at_the_edges_of_their_datatype_are_kept() -> None:
+    tensors = typed_inputs(
+        {"a": [2**63 - 1], "b": [0, 255]}, [Spec("a", "INT64", (1,)), Spec("b", "UINT8", (2,))]
+    )
+    assert tensors[0].values == [2**63 - 1] and tensors[1].values == [0, 255]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["127.0.0.1:83537", "127.0.0.1:0", "127.0.0.1", "127.0.0.1:", ":8443", "host:port", "host:\u00b2"],
+)
+def test_a_target_that_is_not_host_port_is_refused(target: str) -> None:
+    from labelgate.client import target_host_port
+
+    with pytest.raises(InvalidInput, match="--target takes HOST:PORT"):
+        target_host_port(target)
+
+
+@pytest.mark.parametrize(
+    "target", ["127.0.0.1:8443", "[::1]:8443", "gateway.internal:443", "unix:/run/lg.sock"]
+)
+def test_a_host_port_target_is_kept(target: str) -> None:
+    from labelgate.client import target_host_port
+
+    assert target_host_port(target) == target

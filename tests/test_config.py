@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import pytest
 import yaml
@@ -203,3 +203,99 @@ def test_the_path_check_sees_a_plain_path() -> None:
         plain: list[Path] = []
 
     assert _untyped_paths(Loose, "x") == ["x.plain"]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"listen: \xcc\xff\n", "is not UTF-8 text"),
+        (b"[" * 100_000, "is nested too deeply"),
+    ],
+)
+def test_a_binary_or_too_deep_file_is_refused(tmp_path: Path, content: bytes, says: str) -> None:
+    config = tmp_path / "labelgate.yaml"
+    config.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert refused.value.reason == "CONFIG_INVALID" and says in refused.value.message
+
+
+# Each passed validation, and --check-config, then failed (or misbehaved) at `serve`.
+@pytest.mark.parametrize(
+    ("overrides", "where", "says"),
+    [
+        ({"limits": {"max_message_bytes": 2**31}}, "limits.max_message_bytes", "less than or equal"),
+        ({"tracing": {"endpoint": "http://[::1"}}, "tracing.endpoint", "is not HOST:PORT or an http(s) URL"),
+        ({"tracing": {"endpoint": "collector:99999"}}, "tracing.endpoint", "is not HOST:PORT"),
+        (
+            {"engine": "opa", "policy": {"opa_url": "http://127.0.0.1:99999"}},
+            "policy.opa_url",
+            "is not a URL",
+        ),
+        ({"engine": "opa", "policy": {"opa_url": "127.0.0.1:8181"}}, "policy.opa_url", "http(s)://"),
+        ({"rest_listen": "127.0.0.1:8443"}, "config", "rest_listen must differ"),
+        ({"rest_listen": "127.0.0.1:9090"}, "config", "rest_listen must differ"),
+        (
+            {"classification": {"detectors": {"custom": [{"name": "x", "pattern": "("}]}}},
+            "classification.detectors",
+            "invalid regex",
+        ),
+        (
+            {"classification": {"detectors": {"disabled": ["credit_crad"]}}},
+            "classification.detectors",
+            "unknown built-in detector 'credit_crad'",
+        ),
+        (
+            {"classification": {"detectors": {"labels": {"emial": "restricted"}}}},
+            "classification.detectors",
+            "unknown built-in detector 'emial'",
+        ),
+        (
+            {"recording": {"postgres_dsn": "notadsn"}},
+            "config",
+            "recording.postgres_dsn: not a PostgreSQL DSN",
+        ),
+    ],
+)
+def test_what_serve_cannot_use_is_refused_at_load(overrides: dict[str, Any], where: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH, **overrides)
+    assert f"  - {where}: " in refused.value.message and says in refused.value.message, refused.value.message
+
+
+def test_a_postgres_dsn_problem_does_not_repeat_the_dsn() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH, recording={"postgres_dsn": "postgresql://u:s3cret@[::1/db"})
+    assert "not a PostgreSQL DSN" in refused.value.message and "s3cret" not in refused.value.message
+
+
+def test_good_urls_detectors_and_dsns_still_load() -> None:
+    settings = load_settings(
+        auth=AUTH,
+        engine="opa",
+        rest_listen="127.0.0.1:8080",
+        policy={"opa_url": "https://opa.internal:8181"},
+        tracing={"endpoint": "collector:4317"},
+        classification={"detectors": {"disabled": ["phone"], "labels": {"email": "restricted"}}},
+        recording={"postgres_dsn": "host=db dbname=sessions"},
+    )
+    assert settings.tracing.endpoint == "collector:4317"
+    assert settings.classification.detectors.disabled == ["phone"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LABELGATE_APPROVALS__VIEWER_GROUPS", "auditors,x"),
+        ("LABELGATE_UPSTREAM__FORWARD_METADATA", "traceparent"),
+        ("LABELGATE_ROUTES", "notjson"),
+    ],
+)
+def test_a_variable_that_is_not_json_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH)
+    assert refused.value.reason == "CONFIG_INVALID"
+    assert refused.value.message.startswith(f"{variable}: ")

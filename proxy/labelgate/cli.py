@@ -6,6 +6,7 @@ command only loads what it uses.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,13 +18,15 @@ from labelgate.approvals.cli import approvals_app, approvals_server_cli
 from labelgate.audit.cli import audit_app, audit_writer_command
 from labelgate.audit.export.cli import audit_forwarder_command
 from labelgate.bundle.cli import bundle_app, bundle_server_cli
+from labelgate.cli_backstop import GuardedTyper
 from labelgate.errors import LabelgateError
 from labelgate.logs import LogLevel
 from labelgate.recording.cli import sessions_app
 
-app = typer.Typer(
+app = GuardedTyper(
     name="labelgate",
     help="A data-classification gateway for inference services.",
+    epilog="An unexpected error prints one line and exits 1; LABELGATE_DEBUG=1 adds its traceback.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -302,7 +305,8 @@ def infer(
             pairs.append(f"customer_ids=[{ids}]")
         elif not pairs and inputs_file is None and model == "customer-profile":
             pairs.append("customer_ids=[1,2,3]")  # the quickstart's model, as before
-        if timeout <= 0 or wait < 0:
+        # NaN passes every comparison; inf would never time out.
+        if not (math.isfinite(timeout) and math.isfinite(wait)) or timeout <= 0 or wait < 0:
             raise InvalidInput(reasons.OPTION_INVALID, "--timeout must be above 0 and --wait at least 0")
         if (cert_file is None) != (key_file is None):
             raise InvalidInput(reasons.OPTION_INVALID, "--cert-file and --key-file go together")

@@ -14,6 +14,7 @@ and once granted the call is made again presenting the approval (``--approval-id
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import ssl
@@ -45,6 +46,10 @@ PENDING_REASON = approvals_reasons.APPROVAL_PENDING
 POLL_SECONDS = 1.0
 INTEGER_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 FLOAT_TYPES = ("FP16", "FP32", "FP64", "BF16")
+_INTEGER_RANGES = {
+    name: (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if name.startswith("INT") else (0, 2**bits - 1)
+    for name, bits in zip(INTEGER_TYPES, (8, 16, 32, 64, 8, 16, 32, 64), strict=True)
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text  # a bare word or sentence: a string
+    except RecursionError:
+        raise InvalidInput(reasons.INPUT_INVALID, "an --input value is nested too deeply") from None
 
 
 def read_inputs(pairs: Sequence[str], inputs_file: Path | None) -> dict[str, Any]:
@@ -113,6 +120,8 @@ def read_inputs(pairs: Sequence[str], inputs_file: Path | None) -> dict[str, Any
             ) from None
         except UnicodeDecodeError:
             raise InvalidInput(reasons.INPUTS_FILE_INVALID, f"{inputs_file} is not UTF-8 text") from None
+        except RecursionError:
+            raise InvalidInput(reasons.INPUTS_FILE_INVALID, f"{inputs_file} is nested too deeply") from None
         if isinstance(document, dict) and isinstance(document.get("inputs"), list):
             for item in document["inputs"]:
                 if not isinstance(item, dict) or not isinstance(item.get("name"), str) or "data" not in item:
@@ -189,6 +198,11 @@ def _convert(name: str, datatype: str, value: Any) -> Any:
     if datatype in INTEGER_TYPES:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is {datatype}: give integers")
+        low, high = _INTEGER_RANGES[datatype]
+        if not low <= value <= high:
+            raise InvalidInput(
+                reasons.INPUT_TYPE_MISMATCH, f"input {name} is {datatype}: {value} is outside {low}..{high}"
+            )
         return value
     if datatype in FLOAT_TYPES:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -287,17 +301,30 @@ class RestTransport:
     """KServe v2 JSON over HTTP(S), with the standard library (no binary tensors)."""
 
     def __init__(self, url: str, tls: Tls, token: str | None, timeout: float) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as error:
+            raise InvalidInput(reasons.REST_URL_INVALID, f"--rest: {url!r} is not a URL ({error})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
             raise InvalidInput(reasons.REST_URL_INVALID, f"--rest takes http(s)://HOST:PORT, got {url!r}")
         self.base = url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.context: ssl.SSLContext | None = None
         if parts.scheme == "https":
-            self.context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file is not None:
-                self.context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+            try:
+                self.context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+                if tls.cert_file is not None:
+                    self.context.load_cert_chain(
+                        str(tls.cert_file), str(tls.key_file) if tls.key_file else None
+                    )
+            except ssl.SSLError as error:  # a file that is not PEM, a key that does not match
+                raise InvalidInput(
+                    reasons.TLS_FILE_UNREADABLE, f"TLS files unusable: {error.reason or error}"
+                ) from None
+            except OSError as error:
+                raise InvalidInput(reasons.TLS_FILE_UNREADABLE, f"cannot read a TLS file: {error}") from None
 
     def where(self) -> str:
         return self.base
@@ -326,6 +353,10 @@ class RestTransport:
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             why = getattr(error, "reason", error)
             raise CallFailed(reasons.SERVER_UNREACHABLE, f"cannot reach {self.base}: {why}") from None
+        except http.client.HTTPException as error:  # e.g. a gRPC port: no HTTP/1 status line
+            raise CallFailed(
+                reasons.ANSWER_INVALID, f"{self.base} did not answer in HTTP/1.1 ({type(error).__name__})"
+            ) from None
 
     def specs(self, model: str) -> list[Spec]:
         found = self._request(f"/v2/models/{quote(model, safe='')}", None, {})
@@ -369,7 +400,7 @@ def _read(path: Path | None) -> bytes | None:
 def _json_object(raw: bytes, *, quiet: bool = False) -> dict[str, Any]:
     try:
         found = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         found = None
     if isinstance(found, dict):
         return found
@@ -393,7 +424,7 @@ def _fetch_approval(url: str, token: str | None, timeout: float) -> dict[str, An
         request = urllib.request.Request(url, headers=headers)  # noqa: S310 - from the gateway's own link
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
             return _json_object(answer.read(), quiet=True) or None
-    except (urllib.error.URLError, TimeoutError, OSError):
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError, http.client.HTTPException):
         return None
 
 
@@ -493,12 +524,30 @@ class InferRequest:
     justification: str | None = None
 
 
+def target_host_port(target: str) -> str:
+    """``--target`` as grpc takes it, checked: grpc itself wraps a port past 65535 (83537 is
+    18001) and calls whatever listens there."""
+    if target.startswith(("unix:", "unix-abstract:")):  # a socket path, no port
+        return target
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise InvalidInput(reasons.OPTION_INVALID, f"--target takes HOST:PORT (port 1-65535), got {target!r}")
+    return target
+
+
+def check_token(token: str | None) -> None:
+    """A token travels in one header: a control character would split it (or be refused late)."""
+    if token is not None and any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
+        raise InvalidInput(reasons.OPTION_INVALID, "--token holds a control character (a newline?)")
+
+
 def run_infer(ask: InferRequest, console: Console) -> Answer:
     transport: GrpcTransport | RestTransport
+    check_token(ask.token)
     if ask.rest is not None:
         transport = RestTransport(ask.rest, ask.tls, ask.token, ask.timeout)
     else:
-        transport = GrpcTransport(ask.target, ask.tls, ask.token, ask.timeout)
+        transport = GrpcTransport(target_host_port(ask.target), ask.tls, ask.token, ask.timeout)
     try:
         tensors = typed_inputs(ask.inputs, transport.specs(ask.model))
         headers = {"x-labelgate-justification": ask.justification} if ask.justification else {}

@@ -34,6 +34,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -70,6 +71,21 @@ def _host_port(value: str) -> str:
     number = whole_number(port)
     if not sep or not host or number is None or not 0 <= number <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT")
+    return value
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL a client can open: a scheme, a host and a port that fits (urllib and
+    httpx refuse the rest only when the gateway first calls it)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a URL: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} is not an http(s)://HOST[:PORT] URL")
     return value
 
 
@@ -158,6 +174,7 @@ class PolicySettings(Section):
     # engine opa: retries of a refused or dropped connection (labelgate/retry.py), never past
     # timeout_ms; unset: one retry at once.
     opa_retry: RetrySettings | None = None
+    _check_opa_url = field_validator("opa_url")(classmethod(lambda cls, v: _http_url(v)))
     # Any engine: a decision not made by then is a deny (POLICY_TIMEOUT), so a costly input
     # never holds a call, or a worker thread's queue, for long.
     decision_deadline_ms: int = Field(5_000, gt=0, le=60_000)
@@ -205,6 +222,25 @@ class DetectorSettings(Section):
     disabled: list[str] = []
     labels: dict[str, Label] = {}
     custom: list[CustomDetector] = []
+
+    @model_validator(mode="after")
+    def _detectors_exist_and_compile(self) -> DetectorSettings:
+        from labelgate.classify.detectors import BUILTIN_LABELS, CustomPattern, DetectorSet
+
+        known = sorted(BUILTIN_LABELS)
+        problems = [
+            f"{where}: unknown built-in detector {name!r} (one of {known})"
+            for where, names in (("disabled", self.disabled), ("labels", list(self.labels)))
+            for name in names
+            if name not in BUILTIN_LABELS
+        ]
+        if not problems:
+            try:  # the gateway's own construction: a custom regex that does not compile, ...
+                DetectorSet({}, [CustomPattern(c.name, c.pattern, c.label) for c in self.custom])
+            except ConfigError as error:
+                problems.append(f"custom: {error.message}")
+        _refuse(problems)
+        return self
 
 
 class ClassificationSettings(Section):
@@ -284,7 +320,8 @@ class AuditSettings(Section):
 class LimitSettings(Section):
     """Bounds checked before policy runs, so no caller or upstream can make a decision costly."""
 
-    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # grpc takes a C int: 2 GiB and above fail at start (OverflowError).
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=2**31 - 1)
     # The default pack's decision grows faster than linearly in its fields on the embedded
     # engine (256 fields: ~0.3 s, 512: ~1.3 s, 4096: minutes and gigabytes, measured on
     # regopy 1.5.2): these bounds keep one call's decision cheap.
@@ -297,6 +334,22 @@ class LimitSettings(Section):
     # A repository index or statistics reply is narrowed by one policy decision per model it
     # lists; more distinct models than this fail the call (RESOURCE_EXHAUSTED).
     max_index_models: int = Field(1024, ge=1, le=100_000)
+
+
+class RestSettings(Section):
+    """Bounds of the REST listener (``rest_listen``) before a request reaches the app: what an
+    unauthenticated client can hold of the gateway's memory, time and file descriptors."""
+
+    # A request line and header block larger than this is refused (431) and the connection closed.
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # A request's head must be complete this long after its first byte (or after connecting): else 408.
+    head_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # Its body, this long after its head: else 408 (the app sees a disconnect).
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    # An idle keep-alive connection is closed after this.
+    keep_alive_seconds: float = Field(5.0, gt=0, le=300)
+    # Connections beyond this get 503 at once (also held to half the open-file limit at start).
+    max_connections: int = Field(1024, ge=1, le=100_000)
 
 
 class ReleaseSettings(Section):
@@ -497,6 +550,7 @@ class GatewaySettings(BaseSettings, _ValidatedInConfigFolder):
     auth: AuthSettings = AuthSettings()
     routes: list[RouteSettings] = []
     limits: LimitSettings = LimitSettings()
+    rest: RestSettings = RestSettings()
     release: ReleaseSettings = ReleaseSettings()
     audit: AuditSettings = AuditSettings()
     approvals: ApprovalSettings = ApprovalSettings()
@@ -583,9 +637,12 @@ def _workers_share_a_fixed_port(settings: GatewaySettings) -> list[str]:
 
 
 def _admin_listens_apart(settings: GatewaySettings) -> list[str]:
+    found = []
     if settings.admin_listen and settings.admin_listen == settings.listen:
-        return ["admin_listen must differ from listen"]
-    return []
+        found.append("admin_listen must differ from listen")
+    if settings.rest_listen and settings.rest_listen in (settings.listen, settings.admin_listen):
+        found.append("rest_listen must differ from listen and admin_listen")
+    return found
 
 
 def _upstream_names_unique(settings: GatewaySettings) -> list[str]:
@@ -606,6 +663,27 @@ def _approvals_can_work(settings: GatewaySettings) -> list[str]:
     )
 
 
+def _postgres_dsns_parse(settings: GatewaySettings) -> list[str]:
+    # Parsed here, not at the first connection: a DSN that can never work must stop start-up.
+    # The message never repeats the DSN (it may hold a password).
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return []
+    found = []
+    for where, dsn in (
+        ("recording.postgres_dsn", settings.recording.postgres_dsn),
+        ("approvals.postgres_dsn", settings.approvals.postgres_dsn),
+    ):
+        if dsn is None:
+            continue
+        try:
+            conninfo_to_dict(dsn.get_secret_value())
+        except Exception:  # psycopg raises ProgrammingError and others
+            found.append(f"{where}: not a PostgreSQL DSN (postgresql://USER@HOST/DB or host=... dbname=...)")
+    return found
+
+
 # The checks that need more than one section; each section checks itself.
 _CROSS_SECTION_CHECKS: tuple[Callable[[GatewaySettings], list[str]], ...] = (
     _client_certificates_can_arrive,
@@ -618,6 +696,7 @@ _CROSS_SECTION_CHECKS: tuple[Callable[[GatewaySettings], list[str]], ...] = (
     _upstream_names_unique,
     _route_prefixes_unique,
     _approvals_can_work,
+    _postgres_dsns_parse,
 )
 
 
@@ -645,6 +724,12 @@ class _ConfigFile(YamlConfigSettingsSource):
             ) from None
         except yaml.YAMLError as error:
             raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} is not valid YAML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                reasons.CONFIG_INVALID, f"{file_path} is not UTF-8 text (byte {error.start})"
+            ) from None
+        except RecursionError:
+            raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} is nested too deeply") from None
         if not isinstance(data, dict):
             raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} must hold a mapping at the top level")
         # Marked, so its relative paths (only these) resolve against its folder (config_paths).
@@ -662,11 +747,32 @@ def format_validation_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _environment_problem(error: SettingsError) -> str:
+    """Name the LABELGATE_* variable pydantic-settings could not parse (it names the field)."""
+    import json
+    import os
+    import re
+
+    field = re.search(r'field "([^"]+)"', str(error))
+    prefix = f"LABELGATE_{field.group(1)}".upper() if field else "LABELGATE_"
+    unparsed = []
+    for name, value in sorted(os.environ.items()):
+        if name.upper() == prefix or name.upper().startswith(prefix + "__"):
+            try:
+                json.loads(value)
+            except ValueError:
+                unparsed.append(name)
+    named = ", ".join(unparsed) or f"{prefix}*"
+    return f'{named}: a list or object setting takes a JSON value, e.g. ["a", "b"]'
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
     """Load and validate; raise ConfigError listing every problem."""
     token = _config_file.set(config_file.resolve() if config_file else None)
     try:
         return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as error:  # a LABELGATE_* list/object value that is not JSON
+        raise ConfigError(reasons.CONFIG_INVALID, _environment_problem(error)) from None
     except ValidationError as error:
         # One line per problem: a validator that finds several reports them as one error.
         listed = format_validation_error(error)
@@ -700,6 +806,8 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
             problems.append(f"{where}: {error.message}")
         except (OSError, ValueError) as error:
             problems.append(f"{where}: {error}")
+        except RecursionError:
+            problems.append(f"{where}: a file it names is nested too deeply")
 
     def readable(path: Path) -> None:
         path.read_bytes()

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # W3C trace context headers (gRPC metadata keys and HTTP header names, lower case).
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
@@ -38,6 +39,23 @@ class TracingSettings(BaseModel):
     endpoint: str | None = Field(None, min_length=1)
     protocol: Literal["grpc", "http"] = "grpc"
     service_name: str = Field("labelgate", min_length=1, max_length=128)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_parses(cls, value: str | None) -> str | None:
+        # The exporter parses it only at start (a ValueError there); refuse it with the config.
+        if value is None:
+            return None
+        url = value if "://" in value else f"grpc://{value}"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not HOST:PORT or an http(s) URL: {error}") from None
+        if not parts.hostname or port == 0 or parts.scheme not in ("grpc", "http", "https"):
+            raise ValueError(f"{value!r} is not HOST:PORT or an http(s) URL")
+        return value
+
     # Share of new traces kept; a caller's sampled flag is honoured (parent-based).
     sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
     # How often finished spans are sent in a batch.

@@ -229,3 +229,27 @@ def test_labels_at_or_under_a_tensor_include_globs_that_may_reach_it() -> None:
     assert catalog.labels_at_or_under("m", "doc") == {"public", "restricted", "confidential"}
     assert catalog.labels_at_or_under("m", "notes") == {"internal"}
     assert catalog.labels_at_or_under("m", "absent") == frozenset()
+
+
+def test_from_file_refuses_a_key_given_twice(tmp_path: Path) -> None:
+    # json.loads keeps the last one: the catalog would not mean what its reviewer read.
+    path = tmp_path / "catalog.json"
+    path.write_text('{"default_label": "restricted", "entries": [], "default_label": "internal"}')
+    with pytest.raises(ConfigError) as refused:
+        Catalog.from_file(path)
+    assert refused.value.reason == CATALOG_INVALID
+    assert "'default_label' appears twice" in refused.value.message
+    nested = tmp_path / "nested.json"
+    nested.write_text(
+        '{"entries": [{"model": "m", "path": "outputs.x", "labels": ["public"], "model": "n"}]}'
+    )
+    with pytest.raises(ConfigError, match="'model' appears twice"):
+        Catalog.from_file(nested)
+
+
+def test_from_file_refuses_nesting_deeper_than_python_reads(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text('{"entries": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ConfigError) as refused:
+        Catalog.from_file(path)
+    assert refused.value.reason == CATALOG_INVALID and "nested too deeply" in refused.value.message

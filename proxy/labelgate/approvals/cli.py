@@ -7,6 +7,7 @@ The API is the gateway's admin listener (or an approvals server): ``--url`` or
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -14,6 +15,7 @@ import urllib.request
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -47,6 +49,9 @@ def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None
     """One request to the approvals API; a problem response becomes ``ApiError``."""
     if not token:
         raise ApiError(401, "NO_CREDENTIALS", "no token: pass --token or set LABELGATE_TOKEN")
+    _check_url(url)
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
+        raise ApiError(400, "OPTION_INVALID", "--token holds a control character (a newline?)")
     request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own API
         url.rstrip("/") + path,
         data=json.dumps(body).encode() if body is not None else None,
@@ -55,18 +60,41 @@ def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            answer: dict[str, Any] = json.load(response)
-            return answer
+            answer: object = json.load(response)
     except urllib.error.HTTPError as error:
         try:
             problem = json.load(error)
-        except ValueError:
+        except (ValueError, RecursionError):
+            problem = {}
+        if not isinstance(problem, dict):
             problem = {}
         raise ApiError(
             error.code, problem.get("reason", "HTTP_ERROR"), problem.get("detail", str(error))
         ) from None
     except urllib.error.URLError as error:
         raise ApiError(0, "API_UNREACHABLE", f"cannot reach {url}: {error.reason}") from None
+    except (TimeoutError, OSError) as error:
+        raise ApiError(0, "API_UNREACHABLE", f"cannot reach {url}: {error}") from None
+    except http.client.HTTPException as error:  # e.g. a gRPC port: no HTTP/1 status line
+        raise ApiError(
+            0, "ANSWER_INVALID", f"{url} did not answer in HTTP/1.1 ({type(error).__name__})"
+        ) from None
+    except (ValueError, RecursionError):
+        raise ApiError(0, "ANSWER_INVALID", f"{url} did not answer with JSON") from None
+    if not isinstance(answer, dict):
+        raise ApiError(0, "ANSWER_INVALID", f"{url} did not answer with a JSON object")
+    return answer
+
+
+def _check_url(url: str) -> None:
+    """--url must be one urllib can open: http(s), a host, a port that fits."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ApiError(400, "OPTION_INVALID", f"--url {url!r} is not a URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ApiError(400, "OPTION_INVALID", f"--url takes http(s)://HOST:PORT, got {url!r}")
 
 
 def _left(item: dict[str, Any]) -> str:

@@ -86,9 +86,13 @@ def keygen_command(
     force: Annotated[bool, typer.Option(help="replace an existing key pair")] = False,
 ) -> None:
     """Create an Ed25519 key pair for signing checkpoints (the private key file is mode 0600)."""
+    from labelgate.audit import reasons
     from labelgate.audit.checkpoints import generate_keypair
+    from labelgate.errors import ConfigError
 
     try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(reasons.AUDIT_KEY_INVALID, f"--out {out} is a file: name a folder")
         private_path, public_path, kid = generate_keypair(out, force=force)
     except LabelgateError as error:
         raise _fail(error) from None
@@ -143,8 +147,15 @@ def audit_writer_command(
 
 def writer_cli() -> None:
     """``python -m labelgate.audit``: the writer command on its own."""
-    typer.run(audit_writer_command)
+    from labelgate.cli_backstop import run_guarded
+
+    run_guarded(audit_writer_command)
 
 
 if __name__ == "__main__":
-    audit_app()
+    from labelgate.cli_backstop import report_internal_error
+
+    try:
+        audit_app()
+    except Exception as error:  # the CLI backstop (labelgate.cli_backstop)
+        report_internal_error(error)

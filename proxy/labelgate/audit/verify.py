@@ -151,6 +151,8 @@ def _parse_checkpoint(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         checkpoint = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None, "checkpoint line is not JSON"
+    except RecursionError:
+        return None, "checkpoint line is nested too deeply"
     if not isinstance(checkpoint, dict) or set(checkpoint) != CHECKPOINT_KEYS:
         return None, f"a checkpoint has exactly the fields {', '.join(sorted(CHECKPOINT_KEYS))}"
     seq = checkpoint["seq"]
@@ -203,6 +205,8 @@ def _check_line(
         record = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return ("malformed", f"line is not JSON ({error}): edited?"), None
+    except RecursionError:
+        return ("malformed", "line is nested too deeply: edited?"), None
     if not isinstance(record, dict) or set(record) != RECORD_KEYS:
         return ("malformed", "a record has exactly the fields event, hash, prev, seq"), None
     seq, prev, digest, event = record["seq"], record["prev"], record["hash"], record["event"]
@@ -279,7 +283,7 @@ def _name_seq(path: Path) -> int | None:
 def _peek_seq(raw: bytes) -> int | None:
     try:
         seq = json.loads(raw).get("seq")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return seq if isinstance(seq, int) else None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -71,8 +72,13 @@ class WriterSettings:
             problems.append(f"socket path is longer than {MAX_SOCKET_PATH} bytes: {self.socket_path}")
         if self.checkpoint_every < 1:
             problems.append("checkpoint_every must be at least 1")
-        if self.checkpoint_seconds <= 0:
-            problems.append("checkpoint_seconds must be positive")
+        # NaN passes every comparison (the ticker would spin and never checkpoint); inf never ticks.
+        if not math.isfinite(self.checkpoint_seconds) or self.checkpoint_seconds <= 0:
+            problems.append("checkpoint_seconds must be a positive number")
+        if self.allowed_uids is not None and any(uid < 0 for uid in self.allowed_uids):
+            problems.append("allowed user ids must be 0 or more")
+        if self.log_dir.exists() and not self.log_dir.is_dir():
+            problems.append(f"log_dir {self.log_dir} is a file, not a folder")
         if self.max_batch < 1 or self.max_segment_bytes < 1:
             problems.append("max_batch and max_segment_bytes must be positive")
         if problems:

@@ -143,3 +143,5 @@ def read_jwks_file(path: Path) -> tuple[Any, list[str]]:
         return json.loads(raw), []
     except ValueError as error:
         return None, [f"{path}: not JSON ({error})"]
+    except RecursionError:
+        return None, [f"{path}: nested too deeply"]

@@ -139,13 +139,19 @@ class Credentials:
     @classmethod
     def from_file(cls, path: Path) -> Credentials:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(reasons.BUNDLE_TOKENS_UNREADABLE, f"cannot read {path}: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                reasons.BUNDLE_TOKENS_INVALID, f"{path} is not UTF-8 text (byte {error.start})"
+            ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise ConfigError(reasons.BUNDLE_TOKENS_INVALID, f"{path} is not YAML/JSON: {error}") from None
+        except RecursionError:
+            raise ConfigError(reasons.BUNDLE_TOKENS_INVALID, f"{path} is nested too deeply") from None
         return cls.from_mapping(data, str(path))
 
     def merge(self, other: Credentials) -> Credentials:

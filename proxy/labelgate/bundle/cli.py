@@ -72,8 +72,15 @@ def build_command(
     bundle = build_bundle(snapshot.files, _signer(signing_key, signing_alg, key_id))
     if check:
         OpaValidator(opa).validate(snapshot, bundle)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(bundle.tarball)
+    if output.is_dir():
+        raise ConfigError(
+            bundle_reasons.BUNDLE_OUTPUT_INVALID, f"-o {output} is a folder: name the bundle file"
+        )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(bundle.tarball)
+    except OSError as error:
+        raise ConfigError(bundle_reasons.BUNDLE_OUTPUT_INVALID, f"cannot write {output}: {error}") from None
     return bundle.revision
 
 
@@ -374,11 +381,20 @@ def load_publish_gate(path: Path, state_dir: Path) -> PublishGate:
     from labelgate.policy.cli import parse_since
 
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         settings = PublishGateSettings.model_validate(data)
     except OSError as error:
         raise ConfigError(
             bundle_reasons.PUBLISH_GATE_INVALID, f"--publish-gate: cannot read {path}: {error}"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            bundle_reasons.PUBLISH_GATE_INVALID,
+            f"--publish-gate: {path} is not UTF-8 text (byte {error.start})",
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            bundle_reasons.PUBLISH_GATE_INVALID, f"--publish-gate: {path} is nested too deeply"
         ) from None
     except yaml.YAMLError as error:
         raise ConfigError(
@@ -506,7 +522,9 @@ class ServiceApprovals:
 
 def command_line() -> typer.Typer:
     """The commands on their own, as ``labelgate`` has them."""
-    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    from labelgate.cli_backstop import GuardedTyper
+
+    app = GuardedTyper(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
     app.add_typer(bundle_app, name="bundle")
     app.command("bundle-server", hidden=True)(bundle_server_cli)
     return app

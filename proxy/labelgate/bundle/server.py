@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import time
 import zlib
@@ -509,6 +510,23 @@ def _check_settings(settings: ServerSettings) -> None:
     if not _BUNDLE_NAME.match(settings.bundle_name):
         raise ConfigError(
             reasons.BUNDLE_NAME_INVALID, f"bundle name {settings.bundle_name!r}: use [A-Za-z0-9._-]"
+        )
+    if not all(  # NaN passes every comparison: a dead watcher, a pruner that never prunes
+        math.isfinite(value)
+        for value in (
+            settings.poll_interval,
+            settings.max_wait_seconds,
+            settings.prune_interval,
+            settings.retention.decisions_seconds,
+            settings.retention.status_seconds,
+        )
+    ):
+        raise ConfigError(
+            reasons.BUNDLE_SERVER_CONFIG_INVALID, "intervals, waits and retention must be finite numbers"
+        )
+    if Path(settings.state_dir).exists() and not Path(settings.state_dir).is_dir():
+        raise ConfigError(
+            reasons.BUNDLE_SERVER_CONFIG_INVALID, f"state folder {settings.state_dir} is a file, not a folder"
         )
     if settings.poll_interval <= 0 or settings.max_wait_seconds < 0 or settings.prune_interval <= 0:
         raise ConfigError(

@@ -107,6 +107,19 @@ class CatalogEntry:
         return self._regex.fullmatch(path) is not None
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
 class Catalog:
     """Validated catalog data with lookups by model or message name."""
 
@@ -136,9 +149,14 @@ class Catalog:
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(CATALOG_INVALID, f"cannot read catalog file {path}: {error}") from error
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as error:
             raise ConfigError(CATALOG_INVALID, f"catalog file {path} is not valid JSON: {error}") from error
+        except _DuplicateKey as error:
+            # json.loads would keep the last one: the file would not mean what a reviewer read.
+            raise ConfigError(CATALOG_INVALID, f"catalog file {path}: {error}") from None
+        except RecursionError:
+            raise ConfigError(CATALOG_INVALID, f"catalog file {path} is nested too deeply") from None
         return cls.from_data(data, source=str(path))
 
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -32,11 +33,13 @@ from starlette.types import Message as AsgiMessage
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.approvals.deadline import seconds_left, set_deadline
 from labelgate.calls import Call, Target
+from labelgate.config import RestSettings
 from labelgate.digits import whole_number
 from labelgate.errors import LabelgateError, ResourceExhausted
 from labelgate.gateway import reasons
 from labelgate.gateway.inference import SERVICE, client_session_id
 from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.rest_limits import listening_sockets, protocol_for, throttle_accept_errors
 from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge, UpstreamStatus
 from labelgate.logs import get_logger
 from labelgate.oip import rest
@@ -310,15 +313,22 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-async def start_rest(gateway: RestGateway, listen: str) -> tuple[uvicorn.Server, Any]:
+async def start_rest(
+    gateway: RestGateway, listen: str, settings: RestSettings | None = None
+) -> tuple[uvicorn.Server, Any]:
     """Serve the REST binding on ``listen`` (HOST:PORT) in this event loop; returns the server
-    and its serving task once it is listening."""
+    and its serving task once it is listening. ``settings`` bound what a client can hold
+    before its request reaches the app (``rest_limits``; the defaults when not given)."""
     host, _, port = listen.rpartition(":")
+    throttle_accept_errors()
     config = uvicorn.Config(
         gateway.app(),
         host=host,
         port=int(port),
-        http="httptools",  # a dependency: never the slower pure-Python h11 by accident
+        # httptools (a dependency: never the slower pure-Python h11 by accident), with the
+        # header cap, deadlines and connection cap uvicorn's own protocol lacks. Not uvicorn's
+        # ``limit_concurrency``: it answers only complete heads and logs every refusal.
+        http=protocol_for(settings or RestSettings()),
         log_config=None,
         access_log=False,  # every call is logged once, by the record stage
         lifespan="off",
@@ -330,10 +340,11 @@ async def start_rest(gateway: RestGateway, listen: str) -> tuple[uvicorn.Server,
         date_header=False,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    sockets: list[socket.socket] = list(await listening_sockets(host.strip("[]"), int(port)))
+    task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if task.done():
-            task.result()  # raises what stopped it (a port in use)
+            task.result()  # raises what stopped it
             raise RuntimeError("the REST listener stopped before it started")
         await asyncio.sleep(0.01)
     return server, task

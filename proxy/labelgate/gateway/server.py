@@ -33,7 +33,7 @@ from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
 from labelgate.calls import CallsInFlight
 from labelgate.config import GatewaySettings, PolicySettings
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import reasons
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.grpc_metrics import GrpcServerMetrics
@@ -66,6 +66,9 @@ from labelgate.recording.viewing import ReplayPolicy
 
 log = get_logger(__name__)
 HEALTH_INTERVAL_SECONDS = 2.0
+# How long readiness waits for the audit writer's answer: a writer slower than this to answer
+# a stats request is not taking records either.
+AUDIT_READY_SECONDS = 1.0
 
 
 def build_engine(settings: GatewaySettings) -> PolicyEngine:
@@ -150,6 +153,23 @@ def build_audit_client(
         commit_siblings=audit.commit_siblings,
         in_flight=in_flight,
     )
+
+
+def build_audit_probe(settings: GatewaySettings) -> AuditClient | None:
+    """The readiness check's own connection to the audit writer (``Gateway.ready_checks``),
+    or None when calls do not depend on it (no writer, or ``audit.fail_open``)."""
+    audit = settings.audit
+    if audit.socket is None or audit.fail_open:
+        return None
+    return AuditClient(audit.socket, min(audit.timeout_seconds, AUDIT_READY_SECONDS))
+
+
+async def audit_writer_answers(probe: AuditClient) -> bool:
+    try:
+        await probe.stats()
+    except LabelgateError:
+        return False
+    return True
 
 
 def build_recorder(
@@ -245,6 +265,7 @@ class Gateway:
         self.approvals = build_approvals(settings)
         self.sessions = build_session_recorder(settings.recording)
         self.audit_client = build_audit_client(settings)  # for approval events
+        self.audit_probe = build_audit_probe(settings)  # for readiness
         self.pipeline = build_pipeline(
             settings, self.engine, approval_stage(settings, self.approvals), self.sessions
         )
@@ -310,7 +331,7 @@ class Gateway:
             await self._start_admin(self.settings.admin_listen)
         if self.settings.rest_listen:
             rest = RestGateway(self.pipeline, self.router, self.settings.limits.max_message_bytes)
-            self._rest = await start_rest(rest, self.settings.rest_listen)
+            self._rest = await start_rest(rest, self.settings.rest_listen, self.settings.rest)
         prepare_heap()
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
 
@@ -372,8 +393,15 @@ class Gateway:
         return self.server.add_secure_port(self.settings.listen, credentials)
 
     async def ready_checks(self) -> dict[str, bool]:
-        engine_ok, upstreams = await asyncio.gather(self.engine.healthy(), self.router.ready())
-        return {"policy_engine": engine_ok, **upstreams}
+        """What every call needs: the policy engine, the upstreams and, unless calls proceed
+        without it (``audit.fail_open``), the audit writer (without it every call is refused)."""
+        if self.audit_probe is None:
+            engine_ok, upstreams = await asyncio.gather(self.engine.healthy(), self.router.ready())
+            return {"policy_engine": engine_ok, **upstreams}
+        engine_ok, upstreams, audit_ok = await asyncio.gather(
+            self.engine.healthy(), self.router.ready(), audit_writer_answers(self.audit_probe)
+        )
+        return {"policy_engine": engine_ok, **upstreams, "audit_writer": audit_ok}
 
     async def _set_serving(self) -> None:
         ready = all((await self.ready_checks()).values())
@@ -439,6 +467,8 @@ class Gateway:
         async def close_audit_client() -> None:
             if self.audit_client is not None:
                 await self.audit_client.close()
+            if self.audit_probe is not None:
+                await self.audit_probe.close()
 
         async def close_upstreams() -> None:
             await self.upstream.close()

@@ -40,6 +40,8 @@ def read_input(input_file: Path) -> dict[str, Any]:
             reasons.INPUT_INVALID,
             f"{input_file} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
         ) from error
+    except RecursionError:
+        raise InvalidInput(reasons.INPUT_INVALID, f"{input_file} is nested too deeply") from None
     validate_input(doc)
     checked: dict[str, Any] = doc  # validate_input: a labelgate.v1 input object
     return checked
@@ -149,7 +151,11 @@ def load_inputs(path: Path, since_seconds: float | None) -> list[tuple[str, int,
         raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--inputs: {path} is not a file")
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         counted: dict[str, tuple[int, dict[str, Any]]] = {}
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--inputs: cannot read {path}: {error}") from None
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -158,6 +164,8 @@ def load_inputs(path: Path, since_seconds: float | None) -> list[tuple[str, int,
                 raise InvalidInput(
                     reasons.INPUT_INVALID, f"{path}:{number}: not JSON ({error.msg})"
                 ) from None
+            except RecursionError:
+                raise InvalidInput(reasons.INPUT_INVALID, f"{path}:{number}: nested too deeply") from None
             doc, seen = (entry["input"], int(entry.get("seen", 1))) if "input" in entry else (entry, 1)
             key = cache_key(doc)
             if key is None:
@@ -309,17 +317,19 @@ def _fetch_logged_inputs(url: str, since_seconds: float | None, token: str | Non
         answer = httpx.get(f"{url.rstrip('/')}/decisions/inputs", params=params, headers=headers, timeout=60)
     except httpx.HTTPError as error:
         raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: cannot reach {url}: {error}") from None
+    except (httpx.InvalidURL, ValueError) as error:  # a URL (or token) the client cannot send
+        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: {url!r} cannot be used: {error}") from None
     if answer.status_code != 200:
         try:
             detail = answer.json().get("detail", "")
-        except ValueError:
+        except (ValueError, AttributeError, RecursionError):
             detail = ""
         raise InvalidInput(
             reasons.INPUTS_UNREADABLE, f"--from: {url} answered {answer.status_code}: {str(detail)[:200]}"
         )
     try:
         return [(item["input"], int(item["seen"])) for item in answer.json()["inputs"]]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: {url} sent no input list ({error})") from None
 
 

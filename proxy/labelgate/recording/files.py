@@ -123,7 +123,7 @@ class FileSessionStore:
     def sessions_blocking(self) -> list[SessionInfo]:
         found = []
         for path in self._files():
-            with contextlib.suppress(OSError, ValueError, KeyError):
+            with contextlib.suppress(OSError, ValueError, KeyError, RecursionError):
                 found.append(_info(path))
         return sorted(found, key=lambda info: info.last, reverse=True)
 
@@ -138,7 +138,7 @@ class FileSessionStore:
                 continue
             try:
                 entry = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 entry = {"kind": "damaged", "line": number}  # a write torn by a crash
             if entry.get("kind") != "session":
                 entries.append(entry)

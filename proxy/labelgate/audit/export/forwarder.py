@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from labelgate import retry
 from labelgate.audit import reasons
@@ -84,12 +84,12 @@ class ForwarderSettings:
         if not (self.syslog or self.http or self.jsonl_dirs):
             problems.append("no destination: give --syslog, --http or --jsonl-dir")
         for url in self.syslog:
-            scheme = urlsplit(url).scheme
-            if scheme not in ("tcp", "udp", "syslog+tcp", "syslog+udp"):
+            parts = _url_parts(url)
+            if parts is None or parts.scheme not in ("tcp", "udp", "syslog+tcp", "syslog+udp"):
                 problems.append(f"--syslog {url!r}: use tcp://HOST:PORT or udp://HOST:PORT")
         for url in self.http:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            parts = _url_parts(url)
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                 problems.append(f"--http {url!r}: use http(s)://HOST[:PORT]/PATH")
         if self.batch_size < 1 or self.poll_seconds <= 0 or self.retry_max_seconds <= 0:
             problems.append("batch size, poll interval and retry limit must be positive")
@@ -109,6 +109,25 @@ class ForwarderSettings:
             raise ConfigError(reasons.AUDIT_FORWARDER_CONFIG, "; ".join(problems))
 
 
+def _url_parts(url: str) -> SplitResult | None:
+    """urlsplit, or None for a URL it (or its port) cannot parse: ``http://[::1``, port 99999."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return None
+    return parts
+
+
+def _read_token(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            reasons.AUDIT_FORWARDER_CONFIG, f"--http-token-file {path} is not UTF-8 text"
+        ) from None
+
+
 def destination_name(kind: str, target: str) -> str:
     """A stable file-name-safe id for a destination: its cursor file is ``<name>.cursor.json``."""
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", target).strip("-")[:60]
@@ -117,7 +136,7 @@ def destination_name(kind: str, target: str) -> str:
 
 def build_destinations(settings: ForwarderSettings) -> list[Destination]:
     destinations: list[Destination] = []
-    token = settings.http_token_file.read_text().strip() if settings.http_token_file else None
+    token = _read_token(settings.http_token_file) if settings.http_token_file else None
     for url in settings.syslog:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 514

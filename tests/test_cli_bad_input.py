@@ -1,0 +1,323 @@
+"""Bad input on every command: a clear error (the reason, exit code 2 or 1), never a Python
+traceback. Each case runs the real ``labelgate`` program, so the entry point's backstop
+(``labelgate.cli_backstop``) is in the path too; the cases here are each stopped at their
+cause, so the backstop's ``internal error`` line must not show."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import free_port, labelgate_command
+
+REPO = Path(__file__).resolve().parents[1]
+REGO = str(REPO / "rego")
+CATALOG = REPO / "rego" / "labelgate" / "catalog" / "data.json"
+DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
+
+
+@dataclass(frozen=True)
+class Files:
+    deep: Path  # JSON (and YAML) nested past Python's recursion limit
+    binary: Path  # not UTF-8
+    folder: Path  # an (empty) folder
+    tmp: Path
+    not_http: str  # HOST:PORT of a server that answers bytes that are not HTTP/1
+
+
+@pytest.fixture(scope="module")
+def not_http_server() -> Iterator[str]:
+    """A TCP server that answers every connection with a gRPC-like binary preface (what
+    ``--url`` pointed at a gRPC port meets)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x7f\xff\xff\xff\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+@pytest.fixture
+def files(tmp_path: Path, not_http_server: str) -> Files:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    binary = tmp_path / "bin.dat"
+    binary.write_bytes(b"\x00\x01\x02\xcc\xff\xfe garbage \x80\x81")
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    return Files(deep, binary, folder, tmp_path, not_http_server)
+
+
+def _config(tmp_path: Path, name: str, extra: str) -> Path:
+    path = tmp_path / name
+    path.write_text(
+        "listen: 127.0.0.1:18443\nadmin_listen: 127.0.0.1:19090\nengine: embedded\n"
+        f"policy: {{dir: {REGO}}}\nmasking: {{hash_key: test-insecure-hash-key-0123456789}}\n"
+        f"auth: {{jwt: {{trust_dev_key: true, dev_keys_dir: {DEV_KEYS}}}}}\n" + extra
+    )
+    return path
+
+
+def _jwks_config(tmp_path: Path, jwks: Path) -> Path:
+    path = tmp_path / "jwks.yaml"
+    path.write_text(
+        f"listen: 127.0.0.1:{free_port()}\nadmin_listen: null\npolicy: {{dir: {REGO}}}\n"
+        "masking: {hash_key: test-insecure-hash-key-0123456789}\n"
+        f"auth: {{jwt: {{issuer: x, audience: y, jwks_file: {jwks}}}}}\n"
+    )
+    return path
+
+
+def _bundle(*more: str) -> list[str]:
+    return ["bundle", "serve", "--source", REGO, "--listen", f"127.0.0.1:{free_port()}", *more]
+
+
+def _writer(f: Files, *more: str) -> list[str]:
+    return ["audit", "writer", "--socket", str(f.tmp / "w.sock"), "--log-dir", str(f.tmp / "log"), *more]
+
+
+def _forwarder(f: Files, *more: str) -> list[str]:
+    return [
+        "audit",
+        "forwarder",
+        "--log-dir",
+        str(f.folder),
+        "--state-dir",
+        str(f.tmp / "fw"),
+        *more,
+        "--once",
+    ]
+
+
+# (id, argv from the files, exit code, what stderr says)
+CASES = [
+    # deeply nested JSON / YAML (RecursionError)
+    ("policy-eval-deep", lambda f: ["policy", "eval", "--input", f.deep], 2, "INPUT_INVALID"),
+    (
+        "infer-inputs-file-deep",
+        lambda f: ["infer", "--inputs-file", f.deep, "--target", "127.0.0.1:1"],
+        2,
+        "INPUTS_FILE_INVALID",
+    ),
+    (
+        "policy-impact-inputs-deep",
+        lambda f: ["policy", "impact", "--candidate", REGO, "--current", REGO, "--inputs", f.deep],
+        2,
+        "nested too deeply",
+    ),
+    ("serve-config-deep", lambda f: ["serve", "--config", f.deep, "--check-config"], 2, "CONFIG_INVALID"),
+    ("sessions-config-deep", lambda f: ["sessions", "list", "--config", f.deep], 2, "CONFIG_INVALID"),
+    ("bundle-tokens-deep", lambda f: _bundle("--tokens-file", str(f.deep)), 2, "BUNDLE_TOKENS_INVALID"),
+    (
+        "catalog-deep",
+        lambda f: [
+            "serve",
+            "--config",
+            _config(f.tmp, "c.yaml", f"classification: {{catalog_file: {f.deep}}}\n"),
+            "--check-config",
+        ],
+        2,
+        "catalog file",
+    ),
+    (
+        "jwks-deep",
+        lambda f: [
+            "serve",
+            "--config",
+            _jwks_config(f.tmp, f.deep),
+        ],
+        2,
+        "nested too deeply",
+    ),
+    # files that are not UTF-8
+    ("serve-config-binary", lambda f: ["serve", "--config", f.binary, "--check-config"], 2, "not UTF-8"),
+    ("quickstart-config-binary", lambda f: ["quickstart", "--config", f.binary], 2, "CONFIG_INVALID"),
+    ("approvals-serve-binary", lambda f: ["approvals", "serve", "--config", f.binary], 2, "CONFIG_INVALID"),
+    ("sessions-config-binary", lambda f: ["sessions", "list", "--config", f.binary], 2, "CONFIG_INVALID"),
+    ("bundle-tokens-binary", lambda f: _bundle("--tokens-file", str(f.binary)), 2, "BUNDLE_TOKENS_INVALID"),
+    (
+        "bundle-gate-binary",
+        lambda f: _bundle("--insecure-no-auth", "--publish-gate", str(f.binary)),
+        2,
+        "PUBLISH_GATE_INVALID",
+    ),
+    (
+        "forwarder-token-binary",
+        lambda f: _forwarder(f, "--http", "http://127.0.0.1:1", "--http-token-file", str(f.binary)),
+        2,
+        "AUDIT_FORWARDER_CONFIG",
+    ),
+    # URLs the clients cannot parse
+    ("infer-rest-bad-url", lambda f: ["infer", "--rest", "http://[::1"], 2, "REST_URL_INVALID"),
+    (
+        "approvals-not-a-url",
+        lambda f: ["approvals", "list", "--url", "notaurl", "--token", "x"],
+        2,
+        "OPTION_INVALID",
+    ),
+    (
+        "approvals-bad-ipv6",
+        lambda f: ["approvals", "list", "--url", "http://[::1", "--token", "x"],
+        2,
+        "OPTION_INVALID",
+    ),
+    ("forwarder-http-bad-url", lambda f: _forwarder(f, "--http", "http://[::1"), 2, "AUDIT_FORWARDER_CONFIG"),
+    (
+        "forwarder-syslog-port",
+        lambda f: _forwarder(f, "--syslog", "tcp://127.0.0.1:99999"),
+        2,
+        "AUDIT_FORWARDER_CONFIG",
+    ),
+    (
+        "impact-from-bad-url",
+        lambda f: ["policy", "impact", "--candidate", REGO, "--from", "http://[::1", "--token", "x"],
+        2,
+        "INPUTS_UNREADABLE",
+    ),
+    # a server that does not speak HTTP/1
+    (
+        "approvals-not-http",
+        lambda f: ["approvals", "list", "--url", f"http://{f.not_http}", "--token", "x"],
+        1,
+        "ANSWER_INVALID",
+    ),
+    (
+        "infer-rest-not-http",
+        lambda f: ["infer", "--rest", f"http://{f.not_http}", "--token", "x"],
+        1,
+        "ANSWER_INVALID",
+    ),
+    # other bad values
+    (
+        "infer-ca-garbage",
+        lambda f: ["infer", "--rest", "https://127.0.0.1:1", "--ca-file", f.binary],
+        2,
+        "TLS_FILE_UNREADABLE",
+    ),
+    (
+        "infer-token-newline",
+        lambda f: ["infer", "--rest", "http://127.0.0.1:1", "--token", "a\nb"],
+        2,
+        "OPTION_INVALID",
+    ),
+    ("infer-timeout-nan", lambda f: ["infer", "--timeout", "nan"], 2, "OPTION_INVALID"),
+    ("infer-target-port-wraps", lambda f: ["infer", "--target", "127.0.0.1:83537"], 2, "OPTION_INVALID"),
+    ("writer-checkpoint-nan", lambda f: _writer(f, "--checkpoint-seconds", "nan"), 2, "AUDIT_WRITER_CONFIG"),
+    ("writer-negative-uid", lambda f: _writer(f, "--allow-uid", "-5"), 2, "AUDIT_WRITER_CONFIG"),
+    (
+        "bundle-poll-nan",
+        lambda f: _bundle("--insecure-no-auth", "--poll-interval", "nan"),
+        2,
+        "CONFIG_INVALID",
+    ),
+    (
+        "bundle-decision-retention-nan",
+        lambda f: _bundle("--insecure-no-auth", "--decision-retention-days", "nan"),
+        2,
+        "BUNDLE_SERVER_CONFIG_INVALID",
+    ),
+    (
+        "bundle-status-retention-nan",
+        lambda f: _bundle("--insecure-no-auth", "--status-retention-days", "nan"),
+        2,
+        "BUNDLE_SERVER_CONFIG_INVALID",
+    ),
+    # a file where a folder belongs, or the reverse
+    ("keygen-out-file", lambda f: ["audit", "keygen", "--out", f.binary], 2, "AUDIT_KEY_INVALID"),
+    (
+        "writer-log-dir-file",
+        lambda f: ["audit", "writer", "--socket", str(f.tmp / "w.sock"), "--log-dir", f.binary],
+        2,
+        "AUDIT_WRITER_CONFIG",
+    ),
+    (
+        "bundle-build-into-folder",
+        lambda f: ["bundle", "build", REGO, "-o", f.folder, "--no-check"],
+        2,
+        "BUNDLE_OUTPUT_INVALID",
+    ),
+    (
+        "bundle-state-dir-file",
+        lambda f: _bundle("--insecure-no-auth", "--state-dir", str(f.binary)),
+        2,
+        "BUNDLE_SERVER_CONFIG_INVALID",
+    ),
+]
+
+
+def run_cli(argv: list[object], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        labelgate_command(*map(str, argv)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("argv", "code", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_error(files: Files, argv: object, code: int, says: str) -> None:
+    done = run_cli(argv(files))  # type: ignore[operator]
+    errors = done.stderr.strip()
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert "internal error" not in errors, errors  # stopped at its cause, not by the backstop
+    assert done.returncode == code, errors
+    assert says in errors, errors
+    assert len(errors.splitlines()) <= 3, errors  # a line (a config check: a heading and its problem)
+
+
+def test_a_duplicate_key_in_the_catalog_is_refused(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.json"
+    text = CATALOG.read_text()
+    catalog.write_text(
+        '{"default_label": "public",' + text.lstrip()[1:]
+    )  # the file's own one wins in json.loads
+    config = _config(tmp_path, "c.yaml", f"classification: {{catalog_file: {catalog}}}\n")
+    done = run_cli(["serve", "--config", config, "--check-config"])
+    assert done.returncode == 2, done.stderr
+    assert "'default_label' appears twice" in done.stderr, done.stderr
+
+
+def test_a_labelgate_variable_that_is_not_json_names_itself(tmp_path: Path) -> None:
+    config = _config(tmp_path, "c.yaml", "")
+    done = run_cli(
+        ["serve", "--config", config, "--check-config"], {"LABELGATE_APPROVALS__VIEWER_GROUPS": "auditors,x"}
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "LABELGATE_APPROVALS__VIEWER_GROUPS" in done.stderr and "CONFIG_INVALID" in done.stderr
+
+
+def test_a_session_file_nested_too_deeply_is_skipped_as_damaged(tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    (sessions / "conn-00_00-00.jsonl").write_text("[" * 100_000 + "\n")
+    done = run_cli(["sessions", "list", "--dir", sessions, "--json"])
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip() == "[]"
