@@ -34,7 +34,6 @@ from labelgate.errors import ResourceExhausted
 from labelgate.oip.tensor import Tensor
 
 STREAM_HELD_TOO_LARGE = reasons.STREAM_HELD_TOO_LARGE
-_NUMBER_BYTES = frozenset(b"0123456789.eE+-")  # what a number written as a float is made of
 
 
 @dataclass
@@ -123,10 +122,6 @@ class CarryOver:
         for hit in self.detectors.scan(text):
             if hit.start < cut < hit.end:
                 cut = hit.start
-        # Nor inside a number: a float's value is read from all of it, and a card written as
-        # one (``0.000…4111111111111111e316``) can be longer than any window.
-        while 0 < cut < len(text) and text[cut - 1] in _NUMBER_BYTES and text[cut] in _NUMBER_BYTES:
-            cut -= 1
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
