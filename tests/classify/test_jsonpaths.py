@@ -257,3 +257,11 @@ def test_parse_classified_reads_an_object_as_parse_object_does(element: bytes) -
     expected = jsonpaths.parse_object(element)
     if expected is not None:
         assert same(jsonpaths.parse_classified(element), expected)
+
+
+def test_huge_whole_floats_are_scanned_as_written_not_as_their_digits() -> None:
+    from labelgate.classify.jsonpaths import scannable
+
+    assert scannable(4111111111111111.0) == "4111111111111111"
+    assert scannable(1e308) == "1e+308", "309 digits for 5 bytes of JSON: read as written"
+    assert scannable(2.0**64) == repr(2.0**64)

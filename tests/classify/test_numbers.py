@@ -163,3 +163,11 @@ def test_bytes_that_are_not_utf8_text_are_scanned_raw_only() -> None:
     assert found(decoded(Tensor("pixels", "UINT8", [len(image)], list(image)))) == {"us_ssn"}
     hidden = "ssn １２３-４５-６７８９".encode()
     assert found(decoded(Tensor("t", "UINT8", [len(hidden)], list(hidden)))) == {"us_ssn"}, "UTF-8: folded"
+
+
+def test_huge_whole_floats_are_not_read_as_their_hundreds_of_digits() -> None:
+    # 1e308 is whole; its 309 digits per element cost 440 MB on an 8 MB reply (review).
+    values = [1e308, -1e300, 4111111111111111.0, 2.0**64]
+    tensor = decoded(Tensor("t", "FP64", [len(values)], values))
+    assert numeric_detections(tensor, DETECTORS) == {2: numeric_detections(tensor, DETECTORS)[2]}
+    assert found(tensor) == {"credit_card"}

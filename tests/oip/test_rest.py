@@ -216,6 +216,21 @@ def test_bytes_that_are_not_text_need_binary() -> None:
     assert body[length:] == b"\x01\x00\x00\x00\xff"
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinities_need_binary(value: float) -> None:
+    """``json.dumps`` spells them NaN and Infinity, which no JSON parser reads: the caller got
+    a 200 it could not parse (found by review). The upstream's values: a 502."""
+    message = pb.ModelInferResponse(model_name="m")
+    encode_outputs(message, [Tensor("score", "FP32", [2], [0.5, value])], raw=True)
+    with pytest.raises(UpstreamError) as refused:
+        rest.infer_response(message, rest.ReplyFormat())
+    assert (refused.value.reason, refused.value.http_status) == ("REST_OUTPUT_NOT_JSON", 502)
+    body, length = rest.infer_response(message, rest.ReplyFormat(all_binary=True))
+    assert (
+        length is not None and json.loads(body[:length])["outputs"][0]["parameters"]["binary_data_size"] == 8
+    )
+
+
 # -- toward a REST upstream -------------------------------------------------------------------
 
 

@@ -527,15 +527,20 @@ def scannable(value: Any) -> str | None:
 
     A float that is a whole number is read as that integer's digits: ``4111111111111111.0``,
     ``4111111111111111e0`` and ``4.111111111111111e15`` are the card a JSON client parses
-    back. Any other float as Python writes it. Every number is scanned whatever its value, so
+    back (below 2**64). Any other float as Python writes it. Every number is scanned whatever its value, so
     which leaves a shape scans does not depend on the values of its first element."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
+        # Past 2**64 no card or account number is left, and ``1e308``'s digits are 309 bytes
+        # for its 5: a reply of such numbers would cost 60 times its size.
+        return str(int(value)) if value.is_integer() and abs(value) < _LARGEST_WHOLE else repr(value)
     return None
+
+
+_LARGEST_WHOLE = 2.0**64
 
 
 def dumps(value: Any) -> bytes:

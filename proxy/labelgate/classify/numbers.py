@@ -57,6 +57,8 @@ TEXT_DATATYPES: Final = frozenset({"UINT8", "INT8"})
 DIGIT_RUN_DETECTORS: Final = frozenset({"credit_card"})
 # The smallest magnitude such a built-in can find: a card has at least 13 digits.
 SMALLEST_DETECTABLE: Final = 10**12
+# Whole FP64 values from this magnitude on are not read as digits (``jsonpaths.scannable``).
+LARGEST_READ: Final = 2.0**64
 
 _WIDE: Final = frozenset({"INT64", "UINT64", "FP64"})  # the only ones that can reach it
 _BUILTIN_NAMES: Final = frozenset(BUILTIN_LABELS)
@@ -154,7 +156,9 @@ def _number_texts(array: np.ndarray[Any, Any], everything: bool) -> tuple[list[b
     if array.dtype.kind == "f":
         # Only whole values are read as numbers' digits (``jsonpaths.scannable``).
         with np.errstate(invalid="ignore"):
-            wanted = np.isfinite(array) & (array == np.trunc(array))
+            # Past 2**64 no card or account number is left, and the digits of 1e308 are 309
+            # bytes: an 8 MB reply of it cost 440 MB (found by review).
+            wanted = np.isfinite(array) & (array == np.trunc(array)) & (np.abs(array) < LARGEST_READ)
         if not everything:
             wanted &= np.abs(array) >= SMALLEST_DETECTABLE
     elif everything:

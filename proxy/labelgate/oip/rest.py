@@ -292,7 +292,16 @@ def infer_response(reply: Any, reply_format: ReplyFormat) -> tuple[bytes, int | 
             output["parameters"] = parameters
         outputs.append(output)
     document["outputs"] = outputs
-    header = json.dumps(document, separators=(",", ":")).encode()
+    try:
+        header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        # NaN or an infinity from the upstream: JSON has no spelling for them (json.dumps'
+        # "NaN" is not JSON, and clients refuse the body). The upstream's values: a 502.
+        raise UpstreamError(
+            reasons.REST_OUTPUT_NOT_JSON,
+            "the upstream's reply holds NaN or an infinity, which JSON cannot carry: ask for the "
+            "outputs with binary_data",
+        ) from None
     if not binary:
         return header, None
     return header + b"".join(binary), len(header)
