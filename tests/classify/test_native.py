@@ -189,6 +189,10 @@ CORPUS: list[bytes] = [
     b"1e99999 4.1e15 1.2.3 12e 12.e3 4111111111111111e0000000015 9e-99999 4111111111111111.0e",
     b"4.111111111111111e+0015 6011000000000004e0 .4111111111111111e16 4111111111111111.0a",
     b"4111111111111111.0e-0 41111111111111110e-00001 4111111111111111e+0 4111111111111111.0E-",
+    # Floats that a double parse rounds to a card (and ones it does not).
+    b"4111111111111111.1 4.1111111111111109e15 7,4111111111111110.9 4111111111111111.25 6011000000000004.4",
+    b"4111111111111111.5 4111111111111111.7 41111111111111111111.1 9999999999999999999.9 1e19",
+    b"18446744073709551615.0 18446744073709551616.0 6011000000000004.00000000000000000001",
     # Tabs read as spaces: grouped cards and SSNs in the columns of a TSV, mixed separators.
     b"4111\t1111\t1111\t1111 123\t45\t6789 4111 1111\t1111 1111 123\t45-6789 3782\t822463\t10005",
     b"4111\t1111\t1111\t1111\t12 4111\t\t1111\t1111\t1111 212\t555\t1234 \t123\t45\t6789\t",
@@ -263,6 +267,12 @@ _TOKENS = st.one_of(
         st.integers(0, 20),
         st.text(alphabet="0", max_size=3),
         st.one_of(st.none(), st.integers(-25, 25), st.sampled_from(["e", "E+", "e-", "e00015"])),
+    ),
+    # A card with stray fraction digits a double parse may round away.
+    st.builds(
+        lambda card, fraction: f"{card}.{fraction}",
+        _VALID_CARDS,
+        st.text(alphabet="0123456789", min_size=1, max_size=4),
     ),
     st.builds(
         lambda area, group, serial, separator: f"{area:03d}{separator}{group:02d}{separator}{serial:04d}",

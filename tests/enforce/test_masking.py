@@ -162,6 +162,17 @@ def test_a_card_written_as_a_float_in_free_text_is_found_and_masked(use_native: 
 
 
 @pytest.mark.parametrize("use_native", [True, False])
+def test_a_float_a_parser_rounds_to_a_card_is_masked(use_native: bool) -> None:
+    # float("4111111111111111.1") is the card, as JSON and CSV readers parse it (review).
+    forms = ["4111111111111111.1", "4.1111111111111109e15", "4111111111111110.9"]
+    with native.forced(use_native):
+        result = masked(
+            [text("note", *(f"amount {form}" for form in forms))], mask("outputs.note{credit_card}", "redact")
+        )
+    assert result["note"] == [b"amount [REDACTED]"] * 3
+
+
+@pytest.mark.parametrize("use_native", [True, False])
 def test_a_card_and_an_ssn_written_with_tabs_are_found_and_masked(use_native: bool) -> None:
     # A tab reads as a space (the columns of a TSV a terminal shows): found by review.
     with native.forced(use_native):

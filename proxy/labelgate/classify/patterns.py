@@ -60,6 +60,7 @@ _FLOAT_LEAD = re.compile(rb"(?<![0-9])[0-9]+[.eE]")
 # The longest exponent a float card is read with (digits, leading zeros aside): any longer
 # moves the number past 19 digits or below 1.
 _FLOAT_EXPONENT_DIGITS = 4
+_LARGEST_WHOLE = 2.0**64  # a parsed float from here on is not read as digits
 
 _SEPARATOR = re.compile(rb"[^0-9A-Za-z]")
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -319,10 +320,10 @@ def _float_cards(data: bytes, hits: list[Hit]) -> None:
     ``4.111111111111111e15`` is the card a reader (or a JSON or CSV parser, as a JSON leaf's
     number is read, ``jsonpaths.scannable``) reads back, but the card pass sees digits glued
     to a dot or a letter. A token is a run of digits, a dot and digits, an exponent
-    (``[eE][+-]?`` digits), or both; one whose exact value is a whole number of 13-19 digits
-    that a card may start with and that passes Luhn, and that nothing glues to its
-    neighbours, is a card spanning the token. The Rust port (``proxy/native/src/floats.rs``)
-    walks the same tokens."""
+    (``[eE][+-]?`` digits), or both; one whose exact value, or its value parsed as a double
+    (``_parsed_whole``), is a whole number of 13-19 digits that a card may start with and
+    that passes Luhn, and that nothing glues to its neighbours, is a card spanning the token.
+    The Rust port (``proxy/native/src/floats.rs``) walks the same tokens."""
     position = 0
     while (lead := _FLOAT_LEAD.search(data, position)) is not None:
         start, int_end = lead.start(), lead.end() - 1
@@ -340,15 +341,23 @@ def _float_cards(data: bytes, hits: list[Hit]) -> None:
             continue
         position = end
         fraction = data[int_end + 1 : frac_end] if frac_end > int_end else b""
-        number = _whole_number(data[start:int_end] + fraction, len(fraction), exponent)
-        if (
-            number is not None
-            and 13 <= len(number) <= 19
-            and number[0] in b"23456"
-            and _card_ok(number)
-            and _isolated(data, start, end)
-        ):
+        exact = _whole_number(data[start:int_end] + fraction, len(fraction), exponent)
+        if (_is_card(exact) or _is_card(_parsed_whole(data[start:end]))) and _isolated(data, start, end):
             hits.append(("credit_card", start, end))
+
+
+def _is_card(number: bytes | None) -> bool:
+    return number is not None and 13 <= len(number) <= 19 and number[0] in b"23456" and _card_ok(number)
+
+
+def _parsed_whole(token: bytes) -> bytes | None:
+    """The digits of the whole number a float parser (a JSON or CSV reader, ``float()``) reads
+    ``token`` as, when it reads a whole number below 2**64: ``4111111111111111.1`` rounds to
+    the card as a double. Rust's ``f64`` parse rounds the same way (both correctly rounded)."""
+    value = float(token)
+    if value.is_integer() and value < _LARGEST_WHOLE:
+        return str(int(value)).encode("ascii")
+    return None
 
 
 def _whole_number(mantissa: bytes, fraction_digits: int, exponent: bytes) -> bytes | None:

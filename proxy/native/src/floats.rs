@@ -61,12 +61,8 @@ pub fn float_cards(data: &[u8], index: usize, hits: &mut Vec<(usize, Hit)>) {
         } else {
             b""
         };
-        let Some(number) = whole_number(&data[start..int_end], fraction, exponent) else {
-            continue;
-        };
-        if (13..=19).contains(&number.len())
-            && (b'2'..=b'6').contains(&number[0])
-            && luhn_ok(number.iter().copied())
+        let exact = whole_number(&data[start..int_end], fraction, exponent);
+        if (is_card(exact.as_deref()) || is_card(parsed_whole(&data[start..end]).as_deref()))
             && isolated(data, start, end, b"-.")
         {
             hits.push((
@@ -79,6 +75,26 @@ pub fn float_cards(data: &[u8], index: usize, hits: &mut Vec<(usize, Hit)>) {
             ));
         }
     }
+}
+
+/// `_is_card`.
+fn is_card(number: Option<&[u8]>) -> bool {
+    number.is_some_and(|number| {
+        (13..=19).contains(&number.len())
+            && (b'2'..=b'6').contains(&number[0])
+            && luhn_ok(number.iter().copied())
+    })
+}
+
+/// `_parsed_whole`: the whole number below 2**64 a correctly rounded double parse reads the
+/// token as (`str::parse::<f64>` rounds as Python's `float` does).
+fn parsed_whole(token: &[u8]) -> Option<Vec<u8>> {
+    let value: f64 = std::str::from_utf8(token).ok()?.parse().ok()?;
+    if value.is_finite() && value.fract() == 0.0 && value < 18_446_744_073_709_551_616.0 {
+        // Whole, non-negative (the token has no sign) and below 2**64: exact as a u64.
+        return Some((value as u64).to_string().into_bytes());
+    }
+    None
 }
 
 /// `_whole_number`: the digits of `integer fraction` x 10^(`exponent` - len(`fraction`))
@@ -141,6 +157,9 @@ mod tests {
         assert_eq!(found(b"41111111111111110e-1"), [(0, 20)]);
         assert_eq!(found(b"0.4111111111111111e16"), [(0, 21)]);
         assert_eq!(found(b"card 4111111111111111.000 ok"), [(5, 25)]);
+        // Rounded to the card when parsed as a double.
+        assert_eq!(found(b"4111111111111111.1"), [(0, 18)]);
+        assert_eq!(found(b"4.1111111111111109e15"), [(0, 21)]);
     }
 
     #[test]
@@ -149,7 +168,7 @@ mod tests {
             &b"4111111111111111"[..],
             b"4111111111111111.",
             b"4111111111111111e",
-            b"4111111111111111.5",
+            b"4111111111111111.7",
             b"4111111111111111.0.1",
             b"x4111111111111111.0",
             b"1e99999",
