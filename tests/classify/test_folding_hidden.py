@@ -239,3 +239,19 @@ def test_an_output_name_hiding_a_value_fails_the_reply(name: str) -> None:
 def test_names_that_fold_to_nothing_found_still_pass() -> None:
     names = ["ｎｏｔｅｓ", "café\ufe0f", "tab\tname", "back\\slash"]
     classify_outputs("customer-profile", [Tensor(n, "BYTES", [1], [b"x"]) for n in names], CATALOG, DETECTORS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"ssn 123\x1b]0;title\x07-45-6789",  # OSC: a window title, ended by BEL
+        b"ssn 123\x1b]8;;https://x\x1b\\-45-6789",  # OSC: a hyperlink, ended by ST
+        b"ssn 123\x1b(B-45-6789",  # a character-set designation
+        b"ssn 123-45-678X\x089",  # a backspace over a character
+        b"card 4111\x1b=1111\x1b>1111\x1b71111",  # keypad modes, save cursor
+    ],
+)
+def test_terminal_sequences_other_than_csi_are_folded_away(text: bytes) -> None:
+    # Found by review: folding dropped their ESC and left the rest between the digits.
+    hidden = hidden_by_folding([text], DETECTORS, DETECTORS.scan_each([text]))
+    assert hidden, folded(text)

@@ -70,8 +70,14 @@ CONTROLS: Final = bytes(code for code in [*range(0x20), 0x7F] if chr(code) not i
 # C0 controls and DEL mapped past ASCII, every other byte kept: ``isascii`` of text so mapped
 # answers both questions of ``may_hide`` in one pass each (a mapping is cheaper than deleting).
 _CONTROLS_PAST_ASCII: Final = bytes(0x80 if code in CONTROLS else code for code in range(256))
-# An ANSI CSI sequence (colours, cursor moves): a terminal shows none of it.
-_CSI: Final = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+# What a terminal shows none of: ANSI escape sequences (CSI: colours, cursor moves; OSC up to
+# its BEL or ST: window titles, hyperlinks; character-set designations; the two-byte ones:
+# keypad modes, resets), and a character a backspace then steps back over (overstrike:
+# ``678X\b9`` shows as ``6789``).
+_CSI: Final = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[()*+\-./][ -~]|[ -/]*[0-~])"
+    r"|[^\x08]\x08"
+)
 
 
 def _ignorable(code: int) -> bool:
@@ -135,6 +141,12 @@ class _Fold(dict[int, str | None]):
 _TABLE = _Fold()
 
 
+def _shown(text: str) -> str:
+    """``text`` without what a terminal does not show (``_CSI``); searched only when it holds
+    an ESC or a backspace."""
+    return _CSI.sub("", text) if "\x1b" in text or "\x08" in text else text
+
+
 def folded(text: bytes) -> bytes | None:
     """``text`` as the detectors should read it (see the module docstring), None when that
     is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it grows too much. ASCII
@@ -143,9 +155,9 @@ def folded(text: bytes) -> bytes | None:
         if text.translate(_CONTROLS_PAST_ASCII).isascii():
             return None
         # No other character of ASCII text folds: NFKC and the table leave them as they are.
-        return _CSI.sub("", text.decode("ascii")).translate(_TABLE).encode("ascii")
-    # CSI sequences go first: dropping their ESC alone would leave "[0m" in the text.
-    decoded = _CSI.sub("", text.decode("utf-8", "replace"))
+        return _shown(text.decode("ascii")).translate(_TABLE).encode("ascii")
+    # Escape sequences go first: dropping their ESC alone would leave "[0m" in the text.
+    decoded = _shown(text.decode("utf-8", "replace"))
     budget = MAX_GROWTH * len(decoded) + _SLACK
     parts: list[str] = []
     size = 0
