@@ -1,6 +1,6 @@
 //! Cards written as floats: `patterns._float_cards` and `_whole_number`, token for token.
 
-use crate::bytes::{is_digit, isolated};
+use crate::bytes::{find_byte, is_digit, isolated};
 use crate::rules::luhn_ok;
 use crate::scan::{Hit, CREDIT_CARD};
 
@@ -19,8 +19,9 @@ fn digit_run_end(data: &[u8], mut position: usize) -> usize {
 fn float_lead(data: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut start = from;
     while start < data.len() {
-        if !is_digit(data[start]) || (start > 0 && is_digit(data[start - 1])) {
-            start += 1;
+        start = find_byte(data, start, is_digit)?;
+        if start > 0 && is_digit(data[start - 1]) {
+            start = digit_run_end(data, start);
             continue;
         }
         let end = digit_run_end(data, start);
@@ -61,6 +62,9 @@ pub fn float_cards(data: &[u8], index: usize, hits: &mut Vec<(usize, Hit)>) {
         } else {
             b""
         };
+        if !may_reach_a_card(&data[start..int_end], exponent) {
+            continue; // most decimals in prose ("3.5", "v2.1"): no parse
+        }
         let exact = whole_number(&data[start..int_end], fraction, exponent);
         if (is_card(exact.as_deref()) || is_card(parsed_whole(&data[start..end]).as_deref()))
             && isolated(data, start, end, b"-.")
@@ -75,6 +79,27 @@ pub fn float_cards(data: &[u8], index: usize, hits: &mut Vec<(usize, Hit)>) {
             ));
         }
     }
+}
+
+/// Whether the token's value may reach 10^12 (a card has 13 digits or more), read either way:
+/// it is below 10^(L + E), L its integer digits past leading zeros, E its exponent. A
+/// necessary condition only, so Python's reference, which has no such shortcut, finds the same.
+fn may_reach_a_card(integer: &[u8], exponent: &[u8]) -> bool {
+    let length = integer.iter().skip_while(|&&digit| digit == b'0').count() as i64;
+    let negative = exponent.first() == Some(&b'-');
+    let digits: Vec<u8> = exponent
+        .iter()
+        .copied()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&digit| digit == b'0')
+        .collect();
+    if digits.len() > 6 {
+        return !negative; // a huge exponent: a parse may still read anything positive
+    }
+    let value = digits
+        .iter()
+        .fold(0i64, |total, &digit| total * 10 + i64::from(digit - b'0'));
+    length + if negative { -value } else { value } >= 13
 }
 
 /// `_is_card`.
