@@ -6,7 +6,7 @@ import pytest
 
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import CustomPattern, DetectorSet
-from labelgate.errors import ResourceExhausted
+from labelgate.errors import ResourceExhausted, UpstreamError
 from labelgate.oip.tensor import Tensor
 
 CARD = b"4111 1111 1111 1111"
@@ -157,3 +157,118 @@ def test_what_a_final_reply_releases_is_no_longer_counted() -> None:
     for request in ("a", "b", "c"):
         carry.release(request, [text("é".encode() * 300)], final=False)
         carry.release(request, [text(b"")], final=True)
+
+
+def eight_bit(value: bytes, datatype: str = "UINT8", name: str = "text") -> Tensor:
+    values = list(value) if datatype == "UINT8" else [byte - 256 if byte > 127 else byte for byte in value]
+    return Tensor(name, datatype, [len(value)], values)
+
+
+def text_of(tensor: Tensor) -> bytes:
+    """An 8-bit tensor's bytes, checked against its shape and datatype."""
+    assert tensor.shape == [len(tensor.values)]
+    return bytes(value & 0xFF for value in tensor.values)
+
+
+@pytest.mark.parametrize("datatype", ["UINT8", "INT8"])
+def test_8bit_text_split_across_replies_is_released_whole(datatype: str) -> None:
+    detectors = DetectorSet.default()
+    carry = CarryOver(detectors, window=16)
+    pieces = [b"x" * 40 + b" ssn 123-45-", b"6789 ok"]
+    first, last = (
+        carry.release("r1", [eight_bit(piece, datatype)], final=index == 1)[0]
+        for index, piece in enumerate(pieces)
+    )
+    assert (first.datatype, last.datatype) == (datatype, datatype)
+    released = [text_of(first), text_of(last)]
+    assert b"".join(released) == b"".join(pieces), "nothing is lost or duplicated"
+    assert released[0] == pieces[0][:-16], "the window is held back, as of BYTES text"
+    assert [hit.detector for hit in detectors.scan(released[1])] == ["us_ssn"]
+
+
+def test_8bit_text_a_raw_scan_cannot_judge_is_held_whole_with_its_signed_values() -> None:
+    carry = CarryOver(DetectorSet.default(), window=16)
+    piece = "ssn １２３-".encode() + b"x" * 40
+    (held,) = carry.release("r1", [eight_bit(piece, "INT8")], final=False)
+    assert (held.shape, held.values) == ([0], [])
+    (flushed,) = carry.release("r1", [], final=True)
+    assert flushed == eight_bit(piece, "INT8"), "released as it came, in its datatype"
+
+
+def test_images_and_other_numbers_pass_unheld() -> None:
+    carry = CarryOver(DetectorSet.default(), window=16)
+    image = Tensor("image", "UINT8", [2, 20], list(b"ssn 123-45-" + b"y" * 29))
+    scores = Tensor("scores", "INT16", [20], list(range(20)))
+    released = carry.release("r1", [image, scores], final=False)
+    assert released[0] is image and released[1] is scores
+    assert carry.flush() == []
+
+
+FLOAT_CARDS = {
+    # A float token is a card whatever its length: the zeros outrun any window.
+    "exponent zeros": [b"card 4.111111111111111e", b"0" * 300, b"15 ok"],
+    "fraction zeros": [b"card 4.111111111111111", b"0" * 300, b"e15 ok"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FLOAT_CARDS))
+def test_a_number_longer_than_the_window_is_released_whole(kind: str) -> None:
+    detectors = DetectorSet.default()
+    pieces = FLOAT_CARDS[kind]
+    released = stream(CarryOver(detectors, window=64), pieces)
+    assert b"".join(released) == b"".join(pieces)
+    token = b"".join(pieces).split()[1]
+    (holding,) = [chunk for chunk in released if token in chunk]
+    assert [hit.detector for hit in detectors.scan(holding)] == ["credit_card"]
+
+
+def test_runs_without_a_digit_do_not_move_the_cut() -> None:
+    for filler in (b"-" * 300, b"e" * 300, b"note " + b"-+.eE" * 60):
+        carry = CarryOver(DetectorSet.default(), window=64)
+        (tensor,) = carry.release("r1", [text(filler)], final=False)
+        assert tensor.values[0] == filler[:-64], filler[:8]
+
+
+def test_a_stream_of_digits_is_held_until_the_run_ends() -> None:
+    carry = CarryOver(DetectorSet.default(), window=64)
+    digits = b"1234567890" * 100
+    for _ in range(5):
+        (tensor,) = carry.release("r1", [text(digits)], final=False)
+        assert tensor.values[0] == b""
+    (ended,) = carry.release("r1", [text(b" " + b"z" * 200)], final=False)
+    assert ended.values[0] == digits * 5 + b" " + b"z" * 136, "the run ended: released whole"
+    (last,) = carry.release("r1", [text(b"")], final=True)
+    assert last.values[0] == b"z" * 64
+
+
+HELD = b"hello ssn 123-45-"
+CHANGES = {  # the output is named after what it holds: the refusal must not say it
+    "BYTES then UINT8": (Tensor("diagnosis", "BYTES", [1], [HELD]), eight_bit(b"6789 ok", name="diagnosis")),
+    "UINT8 then BYTES": (eight_bit(HELD, name="diagnosis"), Tensor("diagnosis", "BYTES", [1], [b"6789 ok"])),
+    "text then an image": (
+        eight_bit(HELD, name="diagnosis"),
+        Tensor("diagnosis", "UINT8", [1, 7], list(b"6789 ok")),
+    ),
+    "text then numbers": (Tensor("diagnosis", "BYTES", [1], [HELD]), Tensor("diagnosis", "FP32", [1], [0.5])),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+@pytest.mark.parametrize("final", [False, True])
+def test_an_output_changing_form_while_text_is_held_fails_the_reply(change: str, final: bool) -> None:
+    first, second = CHANGES[change]
+    carry = CarryOver(DetectorSet.default(), window=64)
+    carry.release("r1", [Tensor("other", "BYTES", [1], [b"x"]), first], final=False)
+    with pytest.raises(UpstreamError) as refused:
+        carry.release("r1", [Tensor("other", "BYTES", [1], [b"y"]), second], final=final)
+    assert refused.value.reason == "STREAM_OUTPUT_CHANGED"
+    message = str(refused.value)
+    assert "output 1" in message, "named by its position"
+    assert "diagnosis" not in message and "123" not in message
+
+
+def test_an_output_may_change_form_when_nothing_of_it_is_held() -> None:
+    carry = CarryOver(DetectorSet.default(), window=64)
+    carry.release("r1", [text(b"")], final=False)
+    (tensor,) = carry.release("r1", [eight_bit(b"6789 ok")], final=True)
+    assert text_of(tensor) == b"6789 ok"

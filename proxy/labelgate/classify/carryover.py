@@ -18,28 +18,60 @@ past any window),
 text with JSON escapes (read decoded), and an element that opened as a JSON object (its
 keys label its leaves). Held text beyond ``hold_limit`` bytes in all fails the stream closed.
 
+A one-dimensional UINT8 or INT8 tensor is text too (its bytes, as one text, are scanned as a
+BYTES element is, ``numbers.py``): it is carried as one BYTES element is, and each reply
+releases a tensor of its datatype whose shape is the length of the text released. A
+multi-dimensional 8-bit tensor (an image, not a text) is sent on as it came, as are the
+other numeric tensors.
+
+The cut never falls inside a number-like run (a maximal run of digits, dots, ``e``/``E`` and
+signs that holds a digit): a number written as a float (``4.111111111111111e``, 300 zeros,
+``15``) is a card whatever its length (``patterns._float_cards``), so the whole run waits.
+The run is found by C-level byte operations, never a Python loop per byte: a stream of
+digits is held whole, and a loop over it on every reply costs quadratic time.
+
+An output with text held that a later reply carries in another form (another datatype, or
+not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
+joined to it, and dropping it would lose what the upstream sent without a record.
+
 Released text is classified and decided like any output, so a value split across replies
 reaches the classifier whole, and callers allowed to read the text around it still do.
 """
 
 from __future__ import annotations
 
+import array
+import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from labelgate.classify import jsonpaths, reasons
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.folding import may_hide
-from labelgate.errors import ResourceExhausted
+from labelgate.errors import ResourceExhausted, UpstreamError
 from labelgate.oip.tensor import Tensor
 
 STREAM_HELD_TOO_LARGE = reasons.STREAM_HELD_TOO_LARGE
+STREAM_OUTPUT_CHANGED = reasons.STREAM_OUTPUT_CHANGED
+# The 8-bit datatypes whose bytes are read as one text (``numbers.TEXT_DATATYPES``).
+_TEXT_BYTES = frozenset({"UINT8", "INT8"})
+# What a number written as a float is made of (``patterns._float_cards``).
+_NUMBER_BYTES = b"0123456789.eE+-"
+_DIGIT = re.compile(rb"[0-9]")
+# Byte -> its kind, for finding a run with memchr: a digit, another number byte, or other.
+_OTHER, _DIGIT_KIND = b"\x00", b"\x02"
+_BYTE_KINDS = bytes(2 if 0x30 <= byte <= 0x39 else 1 if byte in _NUMBER_BYTES else 0 for byte in range(256))
 
 
 @dataclass
 class _Held:
     shape: list[int]
+    datatype: str  # the form the text was held in: BYTES, or an 8-bit datatype
     tails: dict[int, bytes] = field(default_factory=dict)  # element index -> held bytes
+    # Elements whose held bytes are one number-like run: more number bytes extend it, and
+    # are held on without reading the run again (a run of megabytes, read on every reply,
+    # costs quadratic time).
+    runs: set[int] = field(default_factory=set)
 
 
 class CarryOver:
@@ -59,10 +91,13 @@ class CarryOver:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
 
         With ``final`` everything held for ``request`` is released, including outputs this
-        reply does not carry (they come back as BYTES tensors of their last shape).
+        reply does not carry (they come back as BYTES tensors of the shape they were first
+        held with, or as 8-bit tensors of the text held).
         """
         held = self._held.pop(request, {}) if final else self._held.setdefault(request, {})
-        released = [self._release_tensor(tensor, held, final) for tensor in tensors]
+        released = [
+            self._release_tensor(tensor, held, final, position) for position, tensor in enumerate(tensors)
+        ]
         if final:
             carried = {tensor.name for tensor in tensors}
             released += [_flushed(name, rest) for name, rest in held.items() if name not in carried]
@@ -80,36 +115,64 @@ class CarryOver:
             if any(rest.tails for rest in outputs.values())
         ]
 
-    def _release_tensor(self, tensor: Tensor, held: dict[str, _Held], final: bool) -> Tensor:
-        if tensor.datatype != "BYTES":
-            return tensor
+    def _release_tensor(self, tensor: Tensor, held: dict[str, _Held], final: bool, position: int) -> Tensor:
+        form, text = _text_form(tensor)
         state = held.get(tensor.name)
-        values: list[bytes] = []
-        for index, value in enumerate(tensor.values):
-            tail = state.tails.pop(index, b"") if state else b""
-            self._held_bytes -= len(tail)
-            text = tail + bytes(value)
-            # Parsed only when a "}" arrived: held JSON is not parsed again on every reply.
-            if final or (not text) or (b"}" in bytes(value) and jsonpaths.parse_object(text) is not None):
-                # A whole JSON object is a message of its own: halves would be neither JSON
-                # nor text the catalog can label.
-                values.append(text)
-                continue
-            cut = self._cut(text) if self._cuttable(text) else 0
-            values.append(text[:cut])
-            if cut < len(text):
-                self._held_bytes += len(text) - cut
-                if self._held_bytes > self.hold_limit:
-                    raise ResourceExhausted(
-                        STREAM_HELD_TOO_LARGE,
-                        f"a stream holds more than {self.hold_limit} bytes that cannot be "
-                        "released before their requests' final replies",
-                    )
-                state = held.setdefault(tensor.name, _Held(list(tensor.shape)))
-                state.tails[index] = text[cut:]
+        if state is not None and state.tails and state.datatype != form:
+            # Held text cannot be joined to this form, and dropping it loses it unrecorded.
+            # The position, not the name: the message may reach the caller.
+            raise UpstreamError(
+                STREAM_OUTPUT_CHANGED,
+                f"a streamed reply carries its output {position} in another form (datatype) "
+                "than the text held back for it from an earlier reply",
+            )
+        if form is None:
+            return tensor
+        if text is not None:  # an 8-bit text
+            return _text_tensor(tensor.name, form, self._carry(tensor, form, held, 0, text, final))
+        values = [
+            self._carry(tensor, form, held, index, bytes(value), final)
+            for index, value in enumerate(tensor.values)
+        ]
         # A final reply whose tensor shrank leaves tails with no element to carry them: they
         # are dropped, never attached to another element.
         return tensor.with_values(values)
+
+    def _carry(
+        self, tensor: Tensor, form: str, held: dict[str, _Held], index: int, piece: bytes, final: bool
+    ) -> bytes:
+        """What to release now of element ``index`` of ``tensor``'s text: what was held of
+        it, then ``piece``; holds back the rest."""
+        state = held.get(tensor.name)
+        tail = state.tails.pop(index, b"") if state else b""
+        self._held_bytes -= len(tail)
+        text = tail + piece
+        # Parsed only when a "}" arrived: held JSON is not parsed again on every reply.
+        if final or (not text) or (b"}" in piece and jsonpaths.parse_object(text) is not None):
+            # A whole JSON object is a message of its own: halves would be neither JSON
+            # nor text the catalog can label.
+            return text
+        extends_run = state is not None and index in state.runs and not piece.lstrip(_NUMBER_BYTES)
+        if state is not None:
+            state.runs.discard(index)
+        # A run held whole and extended by number bytes only is still one run: held whole.
+        cut = self._cut(text) if not extends_run and self._cuttable(text) else 0
+        if cut < len(text):
+            self._held_bytes += len(text) - cut
+            if self._held_bytes > self.hold_limit:
+                raise ResourceExhausted(
+                    STREAM_HELD_TOO_LARGE,
+                    f"a stream holds more than {self.hold_limit} bytes that cannot be "
+                    "released before their requests' final replies",
+                )
+            if state is None or not state.tails:  # a holding takes the form of its reply
+                state = held[tensor.name] = _Held(list(tensor.shape), form)
+            held_text = state.tails[index] = text[cut:]
+            if extends_run or (
+                self._cuts and not held_text.lstrip(_NUMBER_BYTES) and _DIGIT.search(held_text)
+            ):
+                state.runs.add(index)
+        return text[:cut]
 
     def _cuttable(self, text: bytes) -> bool:
         """Whether a scan of ``text``'s raw bytes sees every match it could hold."""
@@ -117,17 +180,66 @@ class CarryOver:
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any
-        match that straddles it and off the middle of a UTF-8 character."""
-        cut = max(0, len(text) - self.window)
-        for hit in self.detectors.scan(text):
-            if hit.start < cut < hit.end:
-                cut = hit.start
+        match or number-like run that straddles it and off the middle of a UTF-8 character."""
+        cut = _number_start(text, max(0, len(text) - self.window))
+        hits = self.detectors.scan(text) if cut else []  # nothing to release: no need
+        moved = -1
+        while cut != moved:  # a match may start inside a run, a run inside a match
+            moved = cut
+            for hit in hits:
+                if hit.start < cut < hit.end:
+                    cut = hit.start
+            cut = _number_start(text, cut)
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
 
 
+def _number_start(text: bytes, cut: int) -> int:
+    """``cut``, or the start of the number-like run (``_NUMBER_BYTES``, with a digit) that
+    straddles it. C-level byte operations only: the run may be megabytes of digits."""
+    if not 0 < cut < len(text) or text[cut - 1] not in _NUMBER_BYTES or text[cut] not in _NUMBER_BYTES:
+        return cut
+    kinds = text.translate(_BYTE_KINDS)
+    start = kinds.rfind(_OTHER, 0, cut) + 1
+    end = kinds.find(_OTHER, cut)
+    # A line of dashes or "eee" is no number: the window's cut stands.
+    return start if kinds.find(_DIGIT_KIND, start, len(text) if end < 0 else end) >= 0 else cut
+
+
+def _text_form(tensor: Tensor) -> tuple[str | None, bytes | None]:
+    """How ``tensor`` is carried: ``("BYTES", None)`` element by element; an 8-bit datatype
+    and the tensor's bytes as one text; or ``(None, None)``, sent on as it came: other
+    numbers, and 8-bit tensors of more than one dimension (images, not text) or with values
+    out of their datatype's range (which encoding refuses)."""
+    if tensor.datatype == "BYTES":
+        return "BYTES", None
+    if tensor.datatype not in _TEXT_BYTES or len(tensor.shape) != 1:
+        return None, None
+    raw = tensor.raw_form()
+    if raw is not None and len(raw) == tensor.size:
+        return tensor.datatype, raw
+    try:  # C-level, and refusing values out of range rather than wrapping them
+        text = (
+            bytes(tensor.values) if tensor.datatype == "UINT8" else array.array("b", tensor.values).tobytes()
+        )
+    except (OverflowError, TypeError, ValueError):
+        return None, None
+    return tensor.datatype, text
+
+
+def _text_tensor(name: str, datatype: str, text: bytes) -> Tensor:
+    """An 8-bit tensor holding ``text`` (its raw form)."""
+
+    def read() -> list[int]:  # built only if something reads the values
+        return list(text) if datatype == "UINT8" else list(memoryview(text).cast("b"))
+
+    return Tensor.decoded(name, datatype, [len(text)], text, len(text), read)
+
+
 def _flushed(name: str, held: _Held) -> Tensor:
+    if held.datatype != "BYTES":
+        return _text_tensor(name, held.datatype, held.tails.get(0, b""))
     count = 1
     for dim in held.shape:
         count *= dim
