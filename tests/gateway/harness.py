@@ -472,10 +472,15 @@ async def capture_unary(
 
 
 async def capture_stream(
-    address: str, requests: Sequence[Any], headers: dict[str, str] | None = None, deadline: float = 30.0
+    address: str,
+    requests: Sequence[Any],
+    headers: dict[str, str] | None = None,
+    deadline: float = 30.0,
+    half_close: bool = True,
 ) -> Received:
-    """Send ``requests`` on one ``ModelStreamInfer`` stream, half-close, and keep every byte
-    the caller receives until the stream ends."""
+    """Send ``requests`` on one ``ModelStreamInfer`` stream, half-close (unless not
+    ``half_close``: the caller keeps its side open), and keep every byte the caller receives
+    until the stream ends."""
     received = Received()
     async with grpc.aio.insecure_channel(
         address, options=[("grpc.max_receive_message_length", 64 << 20)]
@@ -488,7 +493,8 @@ async def capture_stream(
             with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.CancelledError):
                 for request in requests:
                     await call.write(request)
-                await call.done_writing()
+                if half_close:
+                    await call.done_writing()
 
         sender = asyncio.ensure_future(send())
         try:

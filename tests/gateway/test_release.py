@@ -463,6 +463,63 @@ async def test_3_an_upstream_error_ending_a_stream_keeps_its_code_and_loses_its_
     assert not leaked(planted.at_rest_after(session), [UPSTREAM_ERROR_TEXT, SSN, secret])
 
 
+async def test_3_an_upstream_ending_its_stream_ends_the_callers_and_records_what_it_left(
+    planted: AuditedStack,
+) -> None:
+    """The upstream ends its stream (OK) while the caller's is open: the caller hung to its
+    deadline, the held text was never released, and the record blamed the caller (found by
+    review). Now what was held is classified and released, the request the upstream never
+    answered is recorded, and the stream ends with the upstream's fault."""
+    first = plant_request(
+        {
+            "stream": [
+                {
+                    "reply": {"outputs": [bytes_output("text", f"held ssn {SSN} ok")]},
+                    "final": False,
+                    "after_requests": 2,
+                }
+            ],
+            "end": True,
+        },
+        model=PUBLIC_MODEL,
+        request_id="caller-3u",
+    )
+    second = plant_request({"stream": []}, model=PUBLIC_MODEL, request_id="caller-3v")
+    session = f"s-{uuid.uuid4().hex}"
+    received = await capture_stream(
+        planted.address, [first, second], planted.headers("analyst", session), half_close=False
+    )
+    assert (received.code, received.reason()) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_ENDED"), (
+        received.code,
+        received.details,
+    )
+    released = b"".join(reply.SerializeToString() for reply in stream_replies(received))
+    assert b"held ssn" in released and SSN.encode() not in released, "held text released, masked"
+    ended = [record for record in planted.records(session) if record["reason"] == "UPSTREAM_STREAM_ENDED"]
+    assert [record["request_id"].rsplit(".", 1)[-1] for record in ended] == ["2"], ended
+
+
+async def test_3_a_stream_ended_by_a_malformed_reply_records_each_request_it_left(
+    planted: AuditedStack,
+) -> None:
+    """A reply naming no request ends the stream (UPSTREAM_MALFORMED, recorded for the
+    stream); the requests it left unanswered went unrecorded (found by review)."""
+    first = plant_request(
+        {"stream": [{"reply": {"id": "no-such-request"}, "after_requests": 2}]},
+        model=PUBLIC_MODEL,
+        request_id="caller-3m",
+    )
+    second = plant_request({"stream": []}, model=PUBLIC_MODEL, request_id="caller-3n")
+    session = f"s-{uuid.uuid4().hex}"
+    received = await capture_stream(
+        planted.address, [first, second], planted.headers("analyst", session), half_close=False
+    )
+    assert received.reason() == "UPSTREAM_MALFORMED", (received.code, received.details)
+    malformed = [record for record in planted.records(session) if record["reason"] == "UPSTREAM_MALFORMED"]
+    messages = [record["request_id"] for record in malformed if "." in record["request_id"]]
+    assert sorted(request_id.rsplit(".", 1)[-1] for request_id in messages) == ["1", "2"], malformed
+
+
 # --- 4. JSON fails closed --------------------------------------------------------------------------
 
 

@@ -22,8 +22,12 @@ from labelgate.classify import backend_labels
 from labelgate.classify.carryover import CarryOver
 from labelgate.enforce import replies as build
 from labelgate.errors import LabelgateError, UpstreamError
+from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.pipeline import Pipeline, decoded_outputs, still_valid
 from labelgate.gateway.streams import FINAL_PARAMETER, StreamLedger, is_final
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
 
 
 async def stream_infer(
@@ -74,9 +78,17 @@ async def stream_infer(
     try:
         async for reply in _replies(pipeline, call, subject, upstream, pump):
             yield await _release_streamed(pipeline, call, subject, ledger, carry, reply)
-        await pump
+        if not pump.done():
+            # The upstream ended its stream while the caller's is open: nothing more will be
+            # answered, so the caller is not read any longer (it hung to its deadline, and
+            # the record blamed it). A request being admitted records itself as cancelled.
+            pump.cancel()
+        await asyncio.wait({pump})
+        if not pump.cancelled() and (failure := pump.exception()) is not None:
+            raise failure
         for upstream_id, tensors in carry.flush():
             held = ledger.match(str(upstream_id))
+            ledger.close(held)  # answered by what was held
             ending = pb.ModelInferResponse(id=held.upstream_id)
             ending.parameters["triton_final_response"].bool_param = True
             async with pipeline.recording(call, held.target) as outcome:
@@ -91,11 +103,28 @@ async def stream_infer(
                     backend=held.backend,
                 )
             yield pb.ModelStreamInferResponse(infer_response=released)
+        if ledger.pending:
+            ended = UpstreamError(
+                gateway_reasons.UPSTREAM_STREAM_ENDED,
+                "the upstream ended the stream with requests unanswered",
+            )
+            for unanswered in ledger.pending:
+                ledger.close(unanswered)  # recorded here, not again below
+                await _record_unanswered(pipeline, subject, unanswered, ended)
+            raise ended
+    except LabelgateError as error:
+        # The stream ends refused (recorded where it was raised): the requests it leaves
+        # unanswered are recorded as ended by it, each under its own call.
+        pump.cancel()
+        for unanswered in ledger.pending:
+            ledger.close(unanswered)
+            await _record_unanswered(pipeline, subject, unanswered, error)
+        raise
     except (asyncio.CancelledError, GeneratorExit):
         # The caller left (or the server stops) with admitted requests unanswered: each
         # is recorded as cancelled, without holding up the cancellation. A caller leaving
         # while a reply is being sent closes this generator (GeneratorExit) instead. Once
-        # the pump has stopped: a request it was still writing records itpipeline.
+        # the pump has stopped: a request it was still writing records itself.
         def record_unanswered(_: object) -> None:
             for unanswered in ledger.pending:
                 outcome = Outcome(subject=subject, model=unanswered.target.model)
@@ -108,6 +137,16 @@ async def stream_infer(
     finally:
         if not pump.done():
             pump.cancel()
+
+
+async def _record_unanswered(
+    pipeline: Pipeline, subject: Subject, unanswered: Any, error: LabelgateError
+) -> None:
+    outcome = Outcome(subject=subject, model=unanswered.target.model, upstream_status=error.reason)
+    try:
+        await pipeline.recorder.record(CallRecord.of(unanswered.call, outcome, error))
+    except LabelgateError as lost:
+        log.error("a refusal's record was lost", reason=lost.reason, request_id=unanswered.call.request_id)
 
 
 async def _read(
@@ -143,18 +182,22 @@ async def _release_streamed(
         await pipeline.recorder.record(CallRecord.of(call, outcome, stream_error))
         return build.stream_error(target.caller_id, target.model)
     final = is_final(response)
-    async with pipeline.recording(call, target) as outcome:
-        outcome.subject, outcome.upstream_status = subject, "OK"
-        still_valid(subject)
-        held.backend.update(_merged(held.backend, backend_labels(response)))
-        tensors = carry.release(held.upstream_id, decoded_outputs(response), final)
-        if final:
-            ledger.close(held)
-        else:
-            _drop_text_parameters(response)
-        released = await pipeline.release_inference(
-            held.call, subject, target, response, outcome, tensors=tensors, backend=held.backend
-        )
+    try:
+        async with pipeline.recording(call, target) as outcome:
+            outcome.subject, outcome.upstream_status = subject, "OK"
+            still_valid(subject)
+            held.backend.update(_merged(held.backend, backend_labels(response)))
+            tensors = carry.release(held.upstream_id, decoded_outputs(response), final)
+            if final:
+                ledger.close(held)
+            else:
+                _drop_text_parameters(response)
+            released = await pipeline.release_inference(
+                held.call, subject, target, response, outcome, tensors=tensors, backend=held.backend
+            )
+    except BaseException:
+        ledger.close(held)  # its refusal is recorded above: not also as left unanswered
+        raise
     return pb.ModelStreamInferResponse(infer_response=released)
 
 
