@@ -19,6 +19,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 if PINNED_OPA.is_file():
     os.environ.setdefault("LABELGATE_OPA", str(PINNED_OPA))
 os.environ.setdefault("LABELGATE_DEV_KEYS", str(REPO / "deploy" / "quickstart" / "dev-keys"))
+# The demo backend serves its metadata-echoing _debug-metadata model only when asked: tests do.
+os.environ.setdefault("LABELGATE_DEMO_DEBUG_MODEL", "1")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -81,6 +81,14 @@ def demo_backend(
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve the demo inference backend on")] = (
         "127.0.0.1:8001"
     ),
+    debug_model: Annotated[
+        bool,
+        typer.Option(
+            envvar="LABELGATE_DEMO_DEBUG_MODEL",
+            help="Also serve _debug-metadata (for tests): it echoes the metadata of recent calls, "
+            "other callers' included, so it is off unless asked for",
+        ),
+    ] = False,
 ) -> None:
     """Serve the synthetic Open Inference Protocol backend (customer-profile, sentiment)."""
     from labelgate.demo.backend import run
@@ -88,7 +96,7 @@ def demo_backend(
 
     try:
         ensure_free(listen, "--listen")
-        run(listen)
+        run(listen, debug_model=debug_model)
     except LabelgateError as error:
         raise _fail(error) from None
 

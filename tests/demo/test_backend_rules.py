@@ -141,3 +141,22 @@ async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
         "labelgate.v1.demo.CustomerDirectory",
         "grpc.health.v1.Health",
     } <= names
+
+
+@pytest.mark.parametrize("asked", [False, True])
+async def test_the_metadata_echoing_debug_model_is_served_only_when_asked(asked: bool) -> None:
+    # It echoes recent calls' metadata, other callers' subject assertions included: served
+    # by `make run`'s backend, it let one analyst read another's (found by review).
+    server = await start("127.0.0.1:0", debug_model=asked)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            ready = pb_grpc.GRPCInferenceServiceStub(channel).ModelReady
+            assert (await ready(pb.ModelReadyRequest(name="customer-profile"))).ready
+            if asked:
+                assert (await ready(pb.ModelReadyRequest(name="_debug-metadata"))).ready
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                    await ready(pb.ModelReadyRequest(name="_debug-metadata"))
+                assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(grace=None)

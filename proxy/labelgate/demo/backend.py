@@ -58,6 +58,7 @@ import asyncio
 import base64
 import collections
 import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -93,6 +94,7 @@ from labelgate.oip.tensors import decode_inputs, encode_outputs, uses_raw_inputs
 
 SERVER_NAME = "labelgate-demo-backend"
 DEBUG_MODEL = "_debug-metadata"
+DEBUG_MODEL_VARIABLE = "LABELGATE_DEMO_DEBUG_MODEL"  # tests set it (tests/conftest.py)
 CALL_LOG_SIZE = 64
 # Large enough for MAX_ROWS customer rows in one message.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -477,11 +479,18 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
-async def start(listen: str) -> DemoServer:
-    """Start the backend on ``listen`` (port 0 picks a free port) and return it running."""
+async def start(listen: str, debug_model: bool | None = None) -> DemoServer:
+    """Start the backend on ``listen`` (port 0 picks a free port) and return it running.
+
+    ``debug_model``: also serve ``_debug-metadata``. It echoes the metadata of recent calls,
+    other callers' included (their subject assertions: found by review in the quickstart), so
+    it is for tests only; None: as ``LABELGATE_DEMO_DEBUG_MODEL`` says (off unless set)."""
     host, _ = parse_listen(listen)
     call_log = CallLog()
-    models = {model.name: model for model in (CUSTOMER_PROFILE, SENTIMENT, _debug_model(call_log))}
+    if debug_model is None:
+        debug_model = os.environ.get(DEBUG_MODEL_VARIABLE, "").lower() in ("1", "true", "yes")
+    served = (CUSTOMER_PROFILE, SENTIMENT, *((_debug_model(call_log),) if debug_model else ()))
+    models = {model.name: model for model in served}
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -515,19 +524,19 @@ async def serve(listen: str) -> grpc.aio.Server:
     return (await start(listen)).server
 
 
-async def _run_until_signalled(listen: str) -> None:
+async def _run_until_signalled(listen: str, debug_model: bool) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before the port opens: whoever sees the port may signal us at once.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    backend = await start(listen)
+    backend = await start(listen, debug_model)
     await stopping.wait()
     log.info("demo_backend_stopping", port=backend.port)
     await backend.stop(grace=1.0)
 
 
-def run(listen: str) -> None:
+def run(listen: str, debug_model: bool = False) -> None:
     """Serve until SIGTERM or SIGINT (blocking); the ``labelgate demo-backend`` command."""
     logs.configure()
-    asyncio.run(_run_until_signalled(listen))
+    asyncio.run(_run_until_signalled(listen, debug_model))
