@@ -163,3 +163,15 @@ async def test_inference_that_points_at_shared_memory_is_refused(stack: Stack) -
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert info is not None and info.reason == "SHARED_MEMORY_UNSUPPORTED"
     assert not stack.first.calls and not stack.second.calls
+
+
+async def test_the_classification_extension_is_refused_on_grpc_as_on_rest(stack: Stack) -> None:
+    """tritonclient's ``class_count`` sets ``classification`` on an output: REST refused it,
+    gRPC passed it on to an upstream that would change the output's datatype (review)."""
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    tensor = request.inputs.add(name="customer_ids", datatype="INT64", shape=[1])
+    tensor.contents.int64_contents.append(1)
+    request.outputs.add(name="risk_score").parameters["classification"].int64_param = 2
+    code, reason, _ = await refused(stack.stub.ModelInfer(request, metadata=auth("analysts")))
+    assert reason == "CLASSIFICATION_UNSUPPORTED", code
+    assert not stack.first.calls and not stack.second.calls

@@ -35,6 +35,7 @@ from labelgate.gateway.repository import ModelDirectory, SendTo, usable_or_unkno
 from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge
 from labelgate.logs import get_logger
+from labelgate.oip import reasons as oip_reasons
 from labelgate.oip.rest import SHARED_MEMORY
 
 SERVICE = "inference.GRPCInferenceService"
@@ -161,8 +162,12 @@ def message_parser(message_type: type[Message]) -> Callable[[bytes], Message]:
     return parse
 
 
+CLASSIFICATION = "classification"
+
+
 def check_no_shared_memory(request: pb.ModelInferRequest) -> None:
-    """Refuse an inference request that points at shared memory (its tensors are not in it)."""
+    """Refuse an inference request that points at shared memory (its tensors are not in it)
+    or asks for the classification extension."""
     maps = [
         request.parameters,
         *(t.parameters for t in request.inputs),
@@ -171,6 +176,16 @@ def check_no_shared_memory(request: pb.ModelInferRequest) -> None:
     # Most requests carry no parameters at all: an empty map names nothing to look at.
     if any(name in SHARED_MEMORY for parameters in maps if parameters for name in parameters):
         raise shared_memory_refusal()
+    # Nor the classification extension (tritonclient's class_count): an upstream that applies
+    # it changes an output's datatype and values from what the catalog labels. REST refuses it
+    # as it parses; gRPC passed it on (found by review).
+    for output in request.outputs:
+        if output.parameters and output.parameters.get(CLASSIFICATION) is not None:
+            choice = output.parameters[CLASSIFICATION]
+            if getattr(choice, choice.WhichOneof("parameter_choice") or "int64_param"):
+                raise Unsupported(
+                    oip_reasons.CLASSIFICATION_UNSUPPORTED, "the classification extension is not supported"
+                )
 
 
 class InferenceProxy:
