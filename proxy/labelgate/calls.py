@@ -6,6 +6,7 @@ recording, audit and approvals packages, which all speak of calls.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import os
@@ -287,6 +288,9 @@ def _status_code(error: BaseException | None) -> str:
     """The gRPC status code name of how a call ended (``OK`` when it did not fail)."""
     if error is None:
         return "OK"
+    if isinstance(error, asyncio.CancelledError):
+        # The caller left or the gateway stopped: what gRPC calls it, as the metrics do.
+        return "CANCELLED"
     code = getattr(error, "code", None)
     if callable(code):  # a grpc.RpcError from the upstream
         code = code()

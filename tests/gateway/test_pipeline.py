@@ -282,6 +282,8 @@ async def test_cancellation_is_recorded() -> None:
     for _ in range(10):  # the record is written beside the cancellation, not before it
         await asyncio.sleep(0)
     assert recorder.records[-1].refusal == "CancelledError"
+    # As gRPC and the metrics call it (it was UNKNOWN; found by review).
+    assert recorder.records[-1].status_code == "CANCELLED"
 
 
 async def test_too_many_requested_outputs_are_refused_before_policy() -> None:
