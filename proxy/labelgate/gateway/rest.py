@@ -16,6 +16,7 @@ import asyncio
 import json
 import socket
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
@@ -23,6 +24,7 @@ import grpc
 import uvicorn
 from google.protobuf.message import Message
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,13 +37,14 @@ from labelgate.approvals.deadline import seconds_left, set_deadline
 from labelgate.calls import Call, Target
 from labelgate.config import RestSettings
 from labelgate.digits import whole_number
-from labelgate.errors import LabelgateError, ResourceExhausted
+from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExhausted, Unsupported
 from labelgate.gateway import reasons
-from labelgate.gateway.inference import SERVICE, client_session_id
+from labelgate.gateway.inference import SERVICE, client_session_id, shared_memory_refusal
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.rest_limits import listening_sockets, protocol_for, throttle_accept_errors
 from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge, UpstreamStatus
 from labelgate.logs import get_logger
+from labelgate.oip import reasons as oip_reasons
 from labelgate.oip import rest
 
 log = get_logger(__name__)
@@ -72,6 +75,32 @@ def error_response(error: LabelgateError) -> Response:
     # (JSONResponse's UTF-8 would raise on it).
     content = json.dumps(body, separators=(",", ":")).encode()
     return Response(content, status_code=status, media_type="application/json")
+
+
+class EncodingUnsupported(Unsupported):
+    http_status = 415
+
+
+class MethodNotAllowed(InvalidInput):
+    http_status = 405
+
+
+async def route_refusal(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no route; a route without that method), in the binding's
+    error form rather than its ``text/plain``. Nothing of the request is read: not its body,
+    not its caller (the path is not logged either: it is the caller's text)."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    error: LabelgateError
+    if status == 405:
+        error = MethodNotAllowed(oip_reasons.REST_METHOD_NOT_ALLOWED, "this route does not take that method")
+    else:
+        error = NotFound(oip_reasons.REST_ROUTE_UNKNOWN, "no such route in the REST binding")
+    log.info("REST request refused", reason=error.reason, method=request.method[:16])
+    response = error_response(error)
+    allow = exc.headers.get("Allow") if isinstance(exc, HTTPException) and exc.headers else None
+    if allow is not None:
+        response.headers["Allow"] = allow
+    return response
 
 
 class LastResort:
@@ -133,7 +162,42 @@ class RestGateway:
                 Route(f"{path}/ready", self.model_ready, methods=["GET"]),
                 Route(f"{path}/infer", self.infer, methods=["POST"]),
             ]
-        return Starlette(routes=routes, middleware=[Middleware(LastResort)])
+        routes += self.shared_memory_routes()
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(LastResort)],
+            exception_handlers={404: route_refusal, 405: route_refusal},
+        )
+
+    def shared_memory_routes(self) -> list[Route]:
+        """Triton's shared-memory extension (every URL ``tritonclient.http`` uses), refused as
+        gRPC refuses it: authenticated and recorded, its body never read, nothing sent upstream."""
+        routes = []
+        for kind, url in (("System", "systemsharedmemory"), ("Cuda", "cudasharedmemory")):
+            routes += [
+                Route(f"/v2/{url}/status", self.shared_memory(f"{kind}SharedMemoryStatus"), methods=["GET"]),
+                Route(
+                    f"/v2/{url}/region/{{region}}/status",
+                    self.shared_memory(f"{kind}SharedMemoryStatus"),
+                    methods=["GET"],
+                ),
+                Route(
+                    f"/v2/{url}/region/{{region}}/register",
+                    self.shared_memory(f"{kind}SharedMemoryRegister"),
+                    methods=["POST"],
+                ),
+                Route(
+                    f"/v2/{url}/unregister",
+                    self.shared_memory(f"{kind}SharedMemoryUnregister"),
+                    methods=["POST"],
+                ),
+                Route(
+                    f"/v2/{url}/region/{{region}}/unregister",
+                    self.shared_memory(f"{kind}SharedMemoryUnregister"),
+                    methods=["POST"],
+                ),
+            ]
+        return routes
 
     # -- the call shapes ---------------------------------------------------------------
     def _call(self, request: Request, method: str) -> Call:
@@ -189,6 +253,23 @@ class RestGateway:
         return cast(Reply, await self.pipeline.unary_message(call, target, message, send))
 
     # -- routes ------------------------------------------------------------------------
+    def shared_memory(self, method: str) -> Callable[..., Any]:
+        async def refuse(message: Message) -> Message:
+            raise shared_memory_refusal()
+
+        async def route(request: Request) -> Response:
+            call = self._call(request, method)
+            try:
+                # As gRPC's: authenticated, decided and recorded like any call (never sent).
+                await self.pipeline.unary_message(
+                    call, Target(service=SERVICE), pb.ServerLiveRequest(), refuse
+                )
+            except LabelgateError as error:
+                return error_response(error)
+            raise AssertionError("unreachable: a shared-memory call is always refused")
+
+        return route
+
     async def server_metadata(self, request: Request) -> Response:
         try:
             reply = await self._unary(
@@ -271,7 +352,9 @@ class RestGateway:
             raise
 
     async def _body(self, request: Request) -> bytes:
-        """The body, read no further than the limit (a declared length is checked first)."""
+        """The body, read no further than the limit (a declared length is checked first), and
+        inflated (``Content-Encoding`` gzip or deflate) no further than the limit either."""
+        coding = content_coding(request.headers.getlist("content-encoding"))
         declared = request.headers.get("content-length")
         length = None if declared is None else whole_number(declared)
         if length is not None and length > self.max_body_bytes:
@@ -282,7 +365,51 @@ class RestGateway:
             if size > self.max_body_bytes:
                 raise _too_large(self.max_body_bytes)
             chunks.append(chunk)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        return body if coding is None else inflate(body, coding, self.max_body_bytes)
+
+
+# zlib's window bits of each content coding: gzip's header and trailer, deflate's zlib
+# wrapper (RFC 9110; what tritonclient.http sends for "deflate": ``zlib.compress``).
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def content_coding(headers: list[str]) -> str | None:
+    """The one coding a body is in (None: as it is), or refused: a coding the gateway cannot
+    undo would reach the parser as bytes it misreads, or be passed on unread."""
+    codings = [part.strip().lower() for header in headers for part in header.split(",")]
+    codings = [coding for coding in codings if coding not in ("", "identity")]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in _CODINGS:
+        return codings[0]
+    raise EncodingUnsupported(
+        oip_reasons.REST_ENCODING_UNSUPPORTED,
+        "the body's Content-Encoding is not one the gateway reads (gzip, deflate or identity)",
+    )
+
+
+def inflate(body: bytes, coding: str, limit: int) -> bytes:
+    """``body`` inflated, never past ``limit`` bytes (a few compressed bytes can claim
+    gigabytes): at most limit + 1 bytes are made, and one more than the limit is refused."""
+    inflater = zlib.decompressobj(_CODINGS[coding])
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise _not_inflated(coding) from None
+    if len(plain) > limit:
+        raise _too_large(limit)
+    # Not all of it (truncated), or more after it (another stream, trailing bytes): refused
+    # rather than half read.
+    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        raise _not_inflated(coding)
+    return plain
+
+
+def _not_inflated(coding: str) -> InvalidInput:
+    return InvalidInput(
+        oip_reasons.REST_ENCODING_INVALID, f"the body is not one complete {coding} stream", coding=coding
+    )
 
 
 def client_deadline(message: pb.ModelInferRequest) -> float | None:
