@@ -157,6 +157,16 @@ message Receipt { int64 chunks = 1 [(labelgate.v1.labels) = "public"]; }
 """
 
 
+def uploads_descriptor_set(folder: Path) -> Path:
+    """``UPLOADS_PROTO`` compiled (with its imports) into a descriptor set in ``folder``."""
+    (folder / "uploads.proto").write_text(UPLOADS_PROTO)
+    include = Path(protoc.__file__).parent / "_proto"
+    out = folder / "uploads.binpb"
+    args = ["protoc", f"-I{folder}", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports"]
+    assert protoc.main([*args, f"--descriptor_set_out={out}", "uploads.proto"]) == 0
+    return out
+
+
 @contextlib.asynccontextmanager
 async def exchange_upstream() -> AsyncIterator[tuple[str, list[bytes]]]:
     """A real gRPC server of the bidirectional ``Uploads/Exchange``: one receipt per message,
@@ -190,11 +200,7 @@ async def exchange_upstream() -> AsyncIterator[tuple[str, list[bytes]]]:
 async def test_a_client_stream_message_that_does_not_parse_is_refused_with_a_reason(tmp_path: Path) -> None:
     """A client stream's messages are parsed as the upstream call reads them: grpc's request
     pump would swallow the error and cancel that call; the caller gets the gateway's refusal."""
-    (tmp_path / "uploads.proto").write_text(UPLOADS_PROTO)
-    include = Path(protoc.__file__).parent / "_proto"
-    out = tmp_path / "uploads.binpb"
-    args = ["protoc", f"-I{tmp_path}", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports"]
-    assert protoc.main([*args, f"--descriptor_set_out={out}", "uploads.proto"]) == 0
+    out = uploads_descriptor_set(tmp_path)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield b"\x08\x01"  # number: 1
@@ -217,11 +223,7 @@ async def test_a_client_stream_message_that_does_not_parse_is_refused_with_a_rea
 async def test_a_routed_client_stream_with_one_reply_is_relayed_and_classified(tmp_path: Path) -> None:
     """``stream Chunk -> Receipt``: the gateway had no upstream call for this shape, and
     answered UNKNOWN with an AttributeError's text; found by review."""
-    (tmp_path / "uploads.proto").write_text(UPLOADS_PROTO)
-    include = Path(protoc.__file__).parent / "_proto"
-    out = tmp_path / "uploads.binpb"
-    args = ["protoc", f"-I{tmp_path}", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports"]
-    assert protoc.main([*args, f"--descriptor_set_out={out}", "uploads.proto"]) == 0
+    out = uploads_descriptor_set(tmp_path)
 
     async def chunks() -> AsyncIterator[bytes]:
         for number in (1, 2, 3):

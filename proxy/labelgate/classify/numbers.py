@@ -35,21 +35,14 @@ from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
 from labelgate.classify.folding import hidden_by_folding, may_hide
 from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import RAW_DTYPES
 
 # Numeric datatypes scanned as numbers, as numpy little-endian dtypes (their raw form).
+# (FP32, FP16 and BF16 cannot hold a 13-digit number exactly: see the module docstring.)
 NUMBER_DTYPES: Final[dict[str, np.dtype[Any]]] = {
     datatype: np.dtype(code)
-    for datatype, code in {
-        "INT8": "<i1",
-        "INT16": "<i2",
-        "INT32": "<i4",
-        "INT64": "<i8",
-        "UINT8": "<u1",
-        "UINT16": "<u2",
-        "UINT32": "<u4",
-        "UINT64": "<u8",
-        "FP64": "<f8",
-    }.items()
+    for datatype, code in RAW_DTYPES.items()
+    if datatype not in ("FP16", "FP32", "BF16", "BOOL")
 }
 # Datatypes whose bytes may be text.
 TEXT_DATATYPES: Final = frozenset({"UINT8", "INT8"})

@@ -55,6 +55,7 @@ _RAW_DTYPES: dict[str, str] = {
     "FP32": "<f4",
     "FP64": "<f8",
 }
+RAW_DTYPES = _RAW_DTYPES  # for classify.numbers, which reads the same buffers
 
 # Built once: numpy's dtype and iinfo objects are slow to make for every tensor.
 _DTYPES = {code: np.dtype(code) for code in _RAW_DTYPES.values()}
