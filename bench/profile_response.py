@@ -64,8 +64,10 @@ def customer_response(rows: int, raw: bool = True) -> pb.ModelInferResponse:
     return InferenceService({MODEL: CUSTOMER_PROFILE}, CallLog()).infer(request)
 
 
-def analyst_masks(classification: Classification, policy_dir: Path = POLICY_DIR) -> tuple[Any, ...]:
-    """The masks the real policy applies for an ``analysts`` caller on these fields."""
+def analyst_masks(
+    classification: Classification, policy_dir: Path = POLICY_DIR, model: str = MODEL
+) -> tuple[Any, ...]:
+    """The masks the real policy applies for an ``analysts`` caller on these fields of ``model``."""
     from labelgate.policy.contract import build_input
     from labelgate.policy.embedded import EmbeddedEngine
 
@@ -75,7 +77,7 @@ def analyst_masks(classification: Classification, policy_dir: Path = POLICY_DIR)
         request={
             "service": "inference.GRPCInferenceService",
             "method": "/inference.GRPCInferenceService/ModelInfer",
-            "model": MODEL,
+            "model": model,
             "requested_outputs": [],
             "model_version": "1",
             "request_id": "profile-response",

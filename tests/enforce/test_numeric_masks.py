@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench import profile_response
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, DetectorSet, classify_outputs
-from labelgate.classify.fields import Classification, to_policy_fields
+from labelgate.classify.fields import Classification
 from labelgate.enforce import apply_masks
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, encode_outputs
-from labelgate.policy.contract import build_input
-from labelgate.policy.embedded import EmbeddedEngine
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "rego"
@@ -87,33 +84,7 @@ def test_decoded_tensors_are_zeroed_and_encode_back() -> None:
 
 def analyst_masks(classification: Classification) -> tuple[Any, ...]:
     """The masks the shipped policy (``rego/``) gives an ``analysts`` caller on these fields."""
-    policy_input = build_input(
-        phase="response",
-        subject={"id": "ana@example.com", "groups": ["analysts"], "auth": "jwt"},
-        request={
-            "service": "inference.GRPCInferenceService",
-            "method": "/inference.GRPCInferenceService/ModelInfer",
-            "model": MODEL,
-            "requested_outputs": [],
-            "model_version": "1",
-            "request_id": "numeric-masks",
-        },
-        fields=to_policy_fields(classification.fields),
-        approval=None,
-        time_ns=time.time_ns(),
-    )
-
-    async def decide() -> Any:
-        engine = EmbeddedEngine(POLICY_DIR, watch_interval=None)
-        await engine.start()
-        try:
-            return await engine.decide(policy_input)
-        finally:
-            await engine.close()
-
-    decision = asyncio.run(decide())
-    assert decision.allow, decision.reason
-    return tuple(decision.masks)
+    return profile_response.analyst_masks(classification, POLICY_DIR, model=MODEL)
 
 
 def test_the_shipped_policy_masks_what_analysts_would_see_of_numbers_as_of_text() -> None:
