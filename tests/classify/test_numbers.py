@@ -1,16 +1,18 @@
-"""Numeric tensors are scanned for the numbers (and 8-bit ones for the text) they hold."""
+"""Numeric tensors are scanned for the numbers and the text they hold."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.classify import Catalog, DetectorSet, classify_outputs
+from labelgate.classify import Catalog, DetectorSet, characters, classify_outputs
 from labelgate.classify.detectors import CustomPattern
 from labelgate.classify.fields import Classification
+from labelgate.classify.folding import UNFOLDABLE, folded
 from labelgate.classify.numbers import numeric_detections
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, encode_outputs
@@ -114,9 +116,94 @@ def test_8_bit_text_with_json_escapes_is_scanned_decoded() -> None:
     assert found(Tensor("notes", "UINT8", [len(text)], list(text))) == {"us_ssn"}
 
 
-def test_wider_tensors_are_not_read_as_text() -> None:
-    # A UINT16 holding ASCII codes is not text a client reads back as bytes.
-    assert found(Tensor("notes", "UINT16", [len(TEXT)], list(TEXT))) == set()
+@pytest.mark.parametrize("datatype", ["INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64"])
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_text_in_a_wider_integer_tensor_is_read_a_character_an_element(
+    datatype: str, build: Callable[[Tensor], Tensor]
+) -> None:
+    # What a client reads back with chr(): an SSN and a card as code points.
+    tensor = build(Tensor("notes", datatype, [len(TEXT)], list(TEXT)))
+    result = classify_outputs("m", [tensor], CATALOG, DETECTORS)
+    assert span_fields(result) == {
+        "outputs.notes{credit_card}": {"confidential"},
+        "outputs.notes{us_ssn}": {"confidential"},
+    }
+    # Offsets are the elements the value is in.
+    spans = {(hit.detector, hit.start, hit.end) for hits in result.spans["notes"].values() for hit in hits}
+    assert spans == {("us_ssn", 7, 18), ("credit_card", 24, 40)}
+
+
+def code_units(text: str) -> list[int]:
+    """``text`` as UTF-16 code units (what a UINT16 tensor of it holds)."""
+    return list(np.frombuffer(text.encode("utf-16-le"), dtype="<u2").tolist())
+
+
+def test_wide_text_is_folded_and_utf16_pairs_are_one_character() -> None:
+    text = "\U0001f600 ssn \uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19 ok"
+    units = code_units(text)
+    assert len(units) == len(text) + 1  # the emoji is a pair
+    assert found(Tensor("t", "UINT16", [len(units)], units)) == {"us_ssn"}
+    assert found(Tensor("t", "INT32", [len(text)], [ord(char) for char in text])) == {"us_ssn"}
+    # Arabic-Indic digits, a no-break hyphen and a zero-width space.
+    other = "ssn \u0661\u0662\u0663\u2011\u0664\u0665-\u200b6789"
+    assert found(Tensor("t", "INT64", [len(other)], [ord(char) for char in other])) == {"us_ssn"}
+    hits = numeric_detections(Tensor("t", "UINT16", [len(units)], units), DETECTORS)
+    assert [(hit.start, hit.end) for found_hits in hits.values() for hit in found_hits] == [(7, 18)]
+
+
+def test_control_characters_between_wide_digits_hide_nothing_and_hide_no_raw_value() -> None:
+    hidden = "ssn 123\x00-45-6789 card 4111\x1b[0m111111111111"
+    found_hidden = found(Tensor("t", "INT32", [len(hidden)], [ord(char) for char in hidden]))
+    assert found_hidden == {"us_ssn", "credit_card"}
+    beyond_ascii = "ssn \uff11\uff12\uff13\x1b[0m-45-6789"
+    assert found(Tensor("t", "UINT16", [len(beyond_ascii)], code_units(beyond_ascii))) == {"us_ssn"}
+    # Folding drops the NUL and so joins the letter to the SSN: the text as written still has it.
+    joined = "ssn 123-45-6789\x00a"
+    assert found(Tensor("t", "INT32", [len(joined)], [ord(char) for char in joined])) == {"us_ssn"}
+
+
+def test_elements_that_are_no_character_join_nothing() -> None:
+    digits = [ord(char) for char in "4111111111111111"]
+    for breaker in (-1, 0x110000, 0xD800, 2**40):
+        split = [*digits[:8], breaker, *digits[8:]]
+        assert found(Tensor("t", "INT64", [len(split)], split)) == set(), breaker
+    lone = [*digits[:8], 0xDC00, *digits[8:]]
+    assert found(Tensor("t", "UINT16", [len(lone)], lone)) == set()
+    assert found(Tensor("t", "INT64", [len(digits) + 1], [-5, *digits])) == {"credit_card"}
+
+
+def test_ordinary_ids_read_as_characters_add_nothing() -> None:
+    for ids in (list(range(100)), list(range(10_000)), list(range(0x10FF00, 0x110000))):
+        assert found(decoded(Tensor("customer_id", "INT64", [len(ids)], ids))) == set()
+
+
+def test_a_custom_pattern_reads_the_exact_wide_text() -> None:
+    detectors = DetectorSet(custom=[CustomPattern("ticket", r"é\d{3}", "confidential")])
+    text = "\U0001f600 ref é123 ok"
+    hits = numeric_detections(Tensor("t", "INT32", [len(text)], [ord(char) for char in text]), detectors)
+    assert {(hit.detector, hit.start, hit.end) for found_hits in hits.values() for hit in found_hits} == {
+        ("ticket", 6, 10)
+    }
+    units = code_units(text)
+    assert found(Tensor("t", "UINT16", [len(units)], units), detectors) == {"ticket"}
+
+
+def test_the_folding_table_is_folding_character_by_character() -> None:
+    # characters._folding_table skips the characters that cannot fold, for speed: it must
+    # still say what folding.folded says of every character it covers.
+    table, longer = characters._folding_table()
+    for code in range(characters._TABLE_END):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        text = chr(code).encode("utf-8")
+        form = folded(text)
+        form = text if form is None or form is UNFOLDABLE else form
+        if len(form) == 1 or not form:
+            assert table[code] == (form[0] if form else 0), hex(code)
+        elif code in longer:
+            assert longer[code] == bytes(ord(c) if c < "\x80" else 0x80 for c in form.decode()), hex(code)
+        else:
+            assert table[code] == 0x80, hex(code)  # non-ASCII, or several without ASCII
 
 
 def test_a_custom_detector_reads_every_number() -> None:

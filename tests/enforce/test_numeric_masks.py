@@ -49,6 +49,13 @@ def test_a_mask_on_text_in_a_uint8_tensor_zeroes_the_tensor(path: str) -> None:
     assert (result.datatype, result.shape, result.values) == ("UINT8", [len(TEXT)], [0] * len(TEXT))
 
 
+@pytest.mark.parametrize("datatype", ["UINT16", "INT32", "INT64"])
+def test_a_mask_on_text_in_a_wider_integer_tensor_zeroes_the_tensor(datatype: str) -> None:
+    notes = Tensor("notes", datatype, [len(TEXT)], list(TEXT))
+    (result,) = masked([notes], mask("outputs.notes{us_ssn}"))
+    assert (result.datatype, result.shape, result.values) == (datatype, [len(TEXT)], [0] * len(TEXT))
+
+
 def test_a_mask_on_a_detector_not_found_leaves_the_tensor() -> None:
     ids = Tensor("ids", "INT64", [2], [CARD, 7])
     (result,) = masked([ids], mask("outputs.ids{us_ssn}"), mask("outputs.other{credit_card}"))

@@ -44,7 +44,7 @@ _MINUS_SIGN = 0x2212  # a math symbol, not a dash: written for "-" all the same
 # characters a renderer shows as nothing, whatever their category. Cf is most of them; the
 # rest are combining marks (U+034F, variation selectors), Hangul fillers (letters: U+3164 and
 # U+FFA0 fold to U+1160 under NFKC) and unassigned code points reserved as ignorable.
-_IGNORABLE_RANGES: Final = (
+IGNORABLE_RANGES: Final = (
     (0x00AD, 0x00AD),
     (0x034F, 0x034F),
     (0x061C, 0x061C),
@@ -81,7 +81,7 @@ _CSI: Final = re.compile(
 
 
 def _ignorable(code: int) -> bool:
-    return any(first <= code <= last for first, last in _IGNORABLE_RANGES)
+    return any(first <= code <= last for first, last in IGNORABLE_RANGES)
 
 
 def may_hide(text: bytes) -> bool:
@@ -154,7 +154,11 @@ def folded(text: bytes) -> bytes | None:
     if text.isascii():
         if text.translate(_CONTROLS_PAST_ASCII).isascii():
             return None
-        # No other character of ASCII text folds: NFKC and the table leave them as they are.
+        # No other character of ASCII text folds: NFKC and the table leave them as they are,
+        # and the table drops exactly ``CONTROLS`` (a C-level delete when no escape sequence
+        # or backspace needs ``_shown`` first).
+        if b"\x1b" not in text and b"\x08" not in text:
+            return text.translate(None, CONTROLS)
         return _shown(text.decode("ascii")).translate(_TABLE).encode("ascii")
     # Escape sequences go first: dropping their ESC alone would leave "[0m" in the text.
     decoded = _shown(text.decode("utf-8", "replace"))

@@ -11,6 +11,8 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
 - 8-bit tensors (UINT8, INT8) also as text: their bytes, as one text, scanned as a BYTES
   element is (with JSON escapes decoded and other scripts' digits folded too, when the
   bytes are UTF-8 text).
+- Wider integer tensors also as text, an element a character, as a client reads them back
+  with ``chr`` (``characters``).
 
 Cost: of the built-in detectors only ``credit_card`` can fire on a bare run of digits (13-19
 of them; an SSN, a phone number or an IP address needs separators, an IBAN letters, an
@@ -31,6 +33,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from labelgate.classify import characters
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
 from labelgate.classify.folding import hidden_by_folding, may_hide
 from labelgate.classify.json_elements import hidden_by_escapes
@@ -46,6 +49,8 @@ NUMBER_DTYPES: Final[dict[str, np.dtype[Any]]] = {
 }
 # Datatypes whose bytes may be text.
 TEXT_DATATYPES: Final = frozenset({"UINT8", "INT8"})
+# Wider integer datatypes whose elements may be characters (``characters``).
+CHARACTER_DATATYPES: Final = frozenset({"INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64"})
 # The built-in detectors that can fire on a bare run of ASCII digits (``patterns``).
 DIGIT_RUN_DETECTORS: Final = frozenset({"credit_card"})
 # The smallest magnitude such a built-in can find: a card has at least 13 digits.
@@ -90,6 +95,10 @@ def numeric_detections(tensor: Tensor, detectors: DetectorSet) -> dict[int, list
     if datatype in TEXT_DATATYPES:
         text = raw if raw is not None else _bytes_of(tensor.values)
         for hit in _text_detections(text, detectors):
+            found.setdefault(hit.start, []).append(hit)
+    elif datatype in CHARACTER_DATATYPES and tensor.size:
+        array = _array(raw, tensor, dtype)
+        for hit in characters.detections(array, detectors, lambda text: _text_detections(text, detectors)):
             found.setdefault(hit.start, []).append(hit)
     return dict(sorted(found.items())) if len(found) > 1 else found
 
