@@ -67,11 +67,13 @@ def test_the_extremes_of_64_bit_integers_are_read_without_wrapping(build: Callab
 
 
 @pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
-def test_a_whole_fp64_is_read_as_its_integer_digits(build: Callable[[Tensor], Tensor]) -> None:
+def test_an_fp64_is_read_as_its_integer_parts_digits(build: Callable[[Tensor], Tensor]) -> None:
     assert found(build(Tensor("x", "FP64", [2], [float(CARD), 0.5]))) == {"credit_card"}
     assert found(build(Tensor("x", "FP64", [1], [-float(CARD)]))) == {"credit_card"}
-    # Not whole, not finite: not a number's digits.
-    assert found(build(Tensor("x", "FP64", [4], [CARD + 0.5, float("nan"), float("inf"), -1e300]))) == set()
+    # A reader sees the card in 4111111111111111.5 (exact in a double) as well.
+    assert found(build(Tensor("x", "FP64", [2], [CARD + 0.5, -(CARD + 0.5)]))) == {"credit_card"}
+    # Not finite, or past 2**64: not a number's digits.
+    assert found(build(Tensor("x", "FP64", [3], [float("nan"), float("inf"), -1e300]))) == set()
 
 
 def test_ordinary_numbers_add_nothing() -> None:
@@ -250,6 +252,19 @@ def test_bytes_that_are_not_utf8_text_are_scanned_raw_only() -> None:
     assert found(decoded(Tensor("pixels", "UINT8", [len(image)], list(image)))) == {"us_ssn"}
     hidden = "ssn １２３-４５-６７８９".encode()
     assert found(decoded(Tensor("t", "UINT8", [len(hidden)], list(hidden)))) == {"us_ssn"}, "UTF-8: folded"
+
+
+def test_8_bit_text_with_stray_bytes_is_still_read_as_text() -> None:
+    # A byte order mark (UTF-16 as Windows writes it) or one stray byte must not turn off
+    # what folding reads: NULs between digits, other scripts' digits.
+    for text in (
+        "ssn 123-45-6789".encode("utf-16"),
+        "card 4111111111111111".encode("utf-16-be"),
+        b"\xff" + "ssn １２３-４５-６７８９".encode(),
+        b"\xfe ssn \\u0031\\u0032\\u0033-45-6789",
+    ):
+        detected = found(decoded(Tensor("t", "UINT8", [len(text)], list(text))))
+        assert detected in ({"us_ssn"}, {"credit_card"}), text
 
 
 def test_huge_whole_floats_are_not_read_as_their_hundreds_of_digits() -> None:

@@ -99,6 +99,22 @@ def test_partial_never_shows_a_whole_value(value: str, keep_last: int, expected:
     assert Masker(KEY).text(value, mask("partial", keep_last=keep_last)) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # A card and an SSN in circled numbers, two digits a character: found folded, and
+        # what is kept reads as at most four characters.
+        ("\u32b6\u246a\u246a\u246a\u246a\u246a\u246a\u246a", "******\u246a\u246a"),
+        ("\u246b3-\u32ba-\u246b\u325e", "*****\u246b\u325e"),
+        ("１２３-４５-６７８９", "*******６７８９"),
+        ("4\u200b1\u200b1\u200b1", "*******"),  # four digits in all: never the whole value
+    ],
+)
+def test_partial_keeps_what_reads_as_at_most_keep_last_characters(value: str, expected: str) -> None:
+    assert Masker(KEY).text(value, mask("partial", keep_last=4)) == expected
+    assert Masker(KEY).raw(value.encode(), mask("partial", keep_last=4)) == expected.encode()
+
+
 def test_partial_defaults_to_the_last_four() -> None:
     assert Masker(KEY).raw(b"4111111111111111", mask("partial")) == b"************1111"
 

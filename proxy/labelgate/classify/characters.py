@@ -48,7 +48,7 @@ _ESCAPE, _BACKSPACE = 0x1B, 0x08
 _UNSIGNED: Final = {size: np.dtype(f"<u{size}") for size in (2, 4, 8)}
 _BUILTIN_NAMES: Final = frozenset(BUILTIN_LABELS)
 # The categories ``folding``'s table changes (surrogates, Cs, are no characters).
-_FOLDED_CATEGORIES: Final = frozenset({"Nd", "Pd", "Zs", "Cf", "Cc", "Sm"})
+_FOLDED_CATEGORIES: Final = frozenset({"Nd", "No", "Pd", "Zs", "Cf", "Cc", "Mn", "Me", "Sm"})
 
 
 @functools.cache

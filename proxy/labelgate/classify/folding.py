@@ -5,7 +5,9 @@ The detectors read ASCII digits and separators. The same SSN written with full-w
 (``１２３-４５-６７８９``), Arabic-Indic digits, non-breaking hyphens, or a zero-width space
 between digits reads the same to a person, or to a model downstream, but not to a detector.
 ``folded`` maps such text to what the detectors read: NFKC (full-width forms), every
-decimal digit to its ASCII digit, every dash to ``-``, every space separator to a space,
+digit to its ASCII digit (any script's decimal digits, and digits in circles or on keycaps:
+``❹``, ``4️⃣``), every dash to ``-``, every space separator to a space, every combining mark
+left after NFKC dropped (an underline or keycap drawn over a digit),
 every default-ignorable character (format characters such as zero-width spaces, joiners and
 soft hyphens; variation selectors, the combining grapheme joiner, Hangul fillers: all render
 as nothing) dropped. Control characters hide values from a detector as well (``123\x00-45``,
@@ -63,10 +65,14 @@ IGNORABLE_RANGES: Final = (
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )
+# Format characters (invisible) and combining marks (drawn on the character before them: a
+# keycap, an underline; once NFKC has composed what it can, what is left only decorates).
+_DROPPED_CATEGORIES: Final = frozenset({"Cf", "Mn", "Me"})
 # Control characters the detectors read as they are: separators of ordinary text.
 _KEPT_CONTROLS: Final = frozenset("\t\n\r")
 # C0 controls and DEL, but the kept ones: what makes ASCII text worth folding.
 CONTROLS: Final = bytes(code for code in [*range(0x20), 0x7F] if chr(code) not in _KEPT_CONTROLS)
+_ASCII_CONTROLS: Final = frozenset(CONTROLS.decode("ascii"))
 # C0 controls and DEL mapped past ASCII, every other byte kept: ``isascii`` of text so mapped
 # answers both questions of ``may_hide`` in one pass each (a mapping is cheaper than deleting).
 _CONTROLS_PAST_ASCII: Final = bytes(0x80 if code in CONTROLS else code for code in range(256))
@@ -124,10 +130,14 @@ class _Fold(dict[int, str | None]):
         char = chr(code)
         category = unicodedata.category(char)
         folded: str | None
-        if category == "Cf" or _ignorable(code) or (category == "Cc" and char not in _KEPT_CONTROLS):
-            folded = None  # invisible, or a control character: dropped
-        elif (digit := unicodedata.decimal(char, None)) is not None:
-            folded = str(digit)
+        if (
+            category in _DROPPED_CATEGORIES
+            or _ignorable(code)
+            or (category == "Cc" and char not in _KEPT_CONTROLS)
+        ):
+            folded = None  # invisible, a control character or a mark on another: dropped
+        elif (digit := unicodedata.digit(char, None)) is not None:
+            folded = str(digit)  # any script's, and digits drawn in circles or on keys
         elif category == "Pd" or code == _MINUS_SIGN:
             folded = "-"
         elif category == "Zs":
@@ -173,6 +183,14 @@ def folded(text: bytes) -> bytes | None:
         parts.append(part.translate(_TABLE))
     result = "".join(parts).encode("utf-8", "surrogatepass")
     return None if result == text else result
+
+
+def read_length(char: str) -> int:
+    """How many characters the detectors read ``char`` as, folded: ``⑪`` is two digits, a
+    zero-width space none. What a ``partial`` mask counts (``enforce.strategies``)."""
+    if char.isascii():
+        return 0 if char in _ASCII_CONTROLS else 1
+    return len(unicodedata.normalize("NFKC", char).translate(_TABLE))
 
 
 def hidden_by_folding(

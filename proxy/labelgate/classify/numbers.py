@@ -6,8 +6,8 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
 (``jsonpaths.scannable``):
 
 - Integer tensors (INT8..INT64, UINT8..UINT64) and FP64 as numbers: each element as its
-  decimal digits (``str(value)``; FP64 only when the value is whole, as that integer's
-  digits, the card a JSON client parses back from ``4111111111111111.0``).
+  decimal digits (``str(value)``; FP64 as its integer part's digits, the card a JSON client
+  parses back from ``4111111111111111.0`` and reads in ``4111111111111111.5``).
 - 8-bit tensors (UINT8, INT8) also as text: their bytes, as one text, scanned as a BYTES
   element is (with JSON escapes decoded and other scripts' digits folded too, when the
   bytes are UTF-8 text).
@@ -35,7 +35,7 @@ import numpy as np
 
 from labelgate.classify import characters
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
-from labelgate.classify.folding import hidden_by_folding, may_hide
+from labelgate.classify.folding import CONTROLS, hidden_by_folding, may_hide
 from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import RAW_DTYPES
@@ -156,11 +156,11 @@ def _bytes_of(values: list[Any]) -> bytes:
 def _number_texts(array: np.ndarray[Any, Any], everything: bool) -> tuple[list[bytes], list[int]]:
     """The decimal digits of the elements worth scanning, and their indices."""
     if array.dtype.kind == "f":
-        # Only whole values are read as numbers' digits (``jsonpaths.scannable``).
+        # A value's integer part is read as a number's digits (``jsonpaths.scannable``).
         with np.errstate(invalid="ignore"):
             # Past 2**64 no card or account number is left, and the digits of 1e308 are 309
             # bytes: an 8 MB reply of it cost 440 MB (found by review).
-            wanted = np.isfinite(array) & (array == np.trunc(array)) & (np.abs(array) < LARGEST_READ)
+            wanted = np.isfinite(array) & (np.abs(array) < LARGEST_READ)
         if not everything:
             wanted &= np.abs(array) >= SMALLEST_DETECTABLE
     elif everything:
@@ -174,19 +174,35 @@ def _number_texts(array: np.ndarray[Any, Any], everything: bool) -> tuple[list[b
     if not indices:
         return [], []
     picked = array[indices].tolist()
-    texts = [str(int(value)).encode("ascii") for value in picked]
+    texts = [str(int(value)).encode("ascii") for value in picked]  # int(): the integer part
     return texts, indices
 
 
 def _text_detections(text: bytes, detectors: DetectorSet) -> list[Detection]:
     """What the detectors find in ``text`` read as a BYTES element is: raw, with JSON
-    escapes decoded, and folded (a value found only those ways spans all of it). Escapes
-    and other scripts' digits are read only in bytes that are UTF-8 text: an image's bytes
-    are not (read as text they cost about 40 ms per 150 kB for nothing); its raw scan
-    still finds ASCII text in it."""
+    escapes decoded, and folded (a value found only those ways spans all of it).
+
+    Bytes that are not UTF-8 are an image's, or text with a few stray bytes (a UTF-16 byte
+    order mark, a byte of another encoding). Their control characters are dropped as folding
+    drops them (no decoding needed: UTF-16 text of ASCII is its bytes with NULs between).
+    Text that is UTF-8 but for at most one byte in ``_STRAY`` of its first ``_SAMPLE`` bytes
+    is then read as a decoder replacing the stray bytes reads it: escapes decoded, other
+    scripts' digits folded. An image's bytes are not (read as text they cost about 20 ms per
+    150 kB for nothing); its raw scan still finds ASCII text in it."""
     found = detectors.scan_each([text])
     if not _is_utf8(text):
-        return found.get(0, [])
+        hits = found.get(0, [])
+        shown = text.translate(None, CONTROLS)
+        more = list(detectors.scan_each([shown]).get(0, ())) if shown != text else []
+        sample = text[:_SAMPLE].decode("utf-8", "replace")
+        if sample.count("\ufffd") * _STRAY <= len(sample):
+            more += _text_detections(text.decode("utf-8", "replace").encode("utf-8"), detectors)
+        named = {hit.detector for hit in hits}
+        for hit in more:  # offsets into another form: the value spans the whole text
+            if hit.detector not in named:
+                named.add(hit.detector)
+                hits.append(Detection(hit.detector, hit.label, 0, len(text)))
+        return hits
     if b"\\" in text:
         for position, hits in hidden_by_escapes([text], detectors).items():
             found.setdefault(position, []).extend(hits)
@@ -194,6 +210,12 @@ def _text_detections(text: bytes, detectors: DetectorSet) -> list[Detection]:
         for position, hits in hidden_by_folding([text], detectors, found).items():
             found.setdefault(position, []).extend(hits)
     return found.get(0, [])
+
+
+# Bytes that are not UTF-8 read as text when at most one in ``_STRAY`` of the first
+# ``_SAMPLE`` does not decode (``_text_detections``).
+_STRAY: Final = 8
+_SAMPLE: Final = 65_536
 
 
 def _is_utf8(data: bytes) -> bool:

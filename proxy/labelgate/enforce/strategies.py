@@ -23,6 +23,7 @@ from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import compile_glob, is_glob
+from labelgate.classify.folding import read_length
 from labelgate.enforce import reasons
 from labelgate.errors import ConfigError, PolicyUnavailable
 from labelgate.oip import native
@@ -195,10 +196,21 @@ def _partial_bytes(value: bytes, keep_last: int) -> bytes:
 
 
 def _partial(value: str, keep_last: int) -> str:
-    if len(value) <= keep_last:
+    """``value`` starred but for its last characters, as many as read as at most ``keep_last``
+    characters once folded (``folding.read_length``): a value found only folded may hold two
+    digits in one character (``⑪``), and keeping four of those would show eight."""
+    if value.isascii():
+        kept = min(keep_last, len(value))
+    else:
+        kept, reads = 0, 0
+        for char in reversed(value):
+            reads += read_length(char)
+            if reads > keep_last:
+                break
+            kept += 1
+    if kept >= len(value):
         return "*" * len(value)
-    shown = value[len(value) - keep_last :] if keep_last else ""
-    return "*" * (len(value) - keep_last) + shown
+    return "*" * (len(value) - kept) + (value[len(value) - kept :] if kept else "")
 
 
 def zero_of(datatype: str) -> Any:
