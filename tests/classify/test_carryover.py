@@ -222,6 +222,26 @@ def test_a_number_longer_than_the_window_is_released_whole(kind: str) -> None:
     assert [hit.detector for hit in detectors.scan(holding)] == ["credit_card"]
 
 
+def test_an_email_longer_than_the_window_is_released_whole() -> None:
+    # An email's domain has no bound: cut inside, neither half is an email to a scan.
+    detectors = DetectorSet.default()
+    # Labels with digits: no part of the domain before ".example" reads as a whole email.
+    domain = b".".join(b"x%d" % number for number in range(80))
+    pieces = [b"write to someone@" + domain[:150], domain[150:] + b".example.com", b" soon"]
+    released = stream(CarryOver(detectors, window=64), pieces)
+    assert b"".join(released) == b"".join(pieces)
+    (holding,) = [chunk for chunk in released if b"@" in chunk]
+    assert [hit.detector for hit in detectors.scan(holding)] == ["email"]
+    assert b"someone@" + domain + b".example.com" in holding
+
+
+def test_runs_of_words_without_an_at_sign_do_not_move_the_cut() -> None:
+    carry = CarryOver(DetectorSet.default(), window=64)
+    words = b"x" * 300  # may yet be a local part: its last 64 characters are held anyway
+    (tensor,) = carry.release("r1", [text(words)], final=False)
+    assert tensor.values[0] == words[:-64]
+
+
 def test_runs_without_a_digit_do_not_move_the_cut() -> None:
     for filler in (b"-" * 300, b"e" * 300, b"note " + b"-+.eE" * 60):
         carry = CarryOver(DetectorSet.default(), window=64)

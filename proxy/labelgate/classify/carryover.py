@@ -27,8 +27,12 @@ other numeric tensors.
 The cut never falls inside a number-like run (a maximal run of digits, dots, ``e``/``E`` and
 signs that holds a digit): a number written as a float (``4.111111111111111e``, 300 zeros,
 ``15``) is a card whatever its length (``patterns._float_cards``), so the whole run waits.
-The run is found by C-level byte operations, never a Python loop per byte: a stream of
-digits is held whole, and a loop over it on every reply costs quadratic time.
+Nor inside a run of email characters that holds an ``@``: an email's domain has no length
+bound (``patterns._emails``), so ``a@`` and 300 characters of domain cut in two would show
+two halves no scan called an email. (Before its ``@`` a local part is 64 characters at most,
+which the window holds.) The runs are found by C-level byte operations, never a Python loop
+per byte: a stream of digits is held whole, and a loop over it on every reply costs
+quadratic time.
 
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
@@ -45,7 +49,7 @@ import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
-from labelgate.classify import jsonpaths, reasons
+from labelgate.classify import jsonpaths, patterns, reasons
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.folding import may_hide
 from labelgate.errors import ResourceExhausted, UpstreamError
@@ -61,6 +65,11 @@ _DIGIT = re.compile(rb"[0-9]")
 # Byte -> its kind, for finding a run with memchr: a digit, another number byte, or other.
 _OTHER, _DIGIT_KIND = b"\x00", b"\x02"
 _BYTE_KINDS = bytes(2 if 0x30 <= byte <= 0x39 else 1 if byte in _NUMBER_BYTES else 0 for byte in range(256))
+# What an email is made of (``patterns._emails``: local part, "@", domain), and byte -> its
+# kind: "@", another email byte, or other.
+_EMAIL_BYTES = frozenset(patterns._EMAIL_LOCAL_CHARS + b"@")
+_AT_KIND = b"\x02"
+_EMAIL_KINDS = bytes(2 if byte == 0x40 else 1 if byte in _EMAIL_BYTES else 0 for byte in range(256))
 
 
 @dataclass
@@ -181,7 +190,7 @@ class CarryOver:
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any
         match or number-like run that straddles it and off the middle of a UTF-8 character."""
-        cut = _number_start(text, max(0, len(text) - self.window))
+        cut = _run_start(text, max(0, len(text) - self.window))
         hits = self.detectors.scan(text) if cut else []  # nothing to release: no need
         moved = -1
         while cut != moved:  # a match may start inside a run, a run inside a match
@@ -189,10 +198,31 @@ class CarryOver:
             for hit in hits:
                 if hit.start < cut < hit.end:
                     cut = hit.start
-            cut = _number_start(text, cut)
+            cut = _run_start(text, cut)
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
+
+
+def _run_start(text: bytes, cut: int) -> int:
+    """``cut``, moved back to the start of the number-like run or email-like run that straddles
+    it (see the module docstring), until neither does."""
+    moved = -1
+    while cut != moved:
+        moved = cut
+        cut = _email_start(text, _number_start(text, cut))
+    return cut
+
+
+def _email_start(text: bytes, cut: int) -> int:
+    """``cut``, or the start of the run of email characters, holding an ``@``, that straddles
+    it. C-level byte operations only, as for numbers."""
+    if not 0 < cut < len(text) or text[cut - 1] not in _EMAIL_BYTES or text[cut] not in _EMAIL_BYTES:
+        return cut
+    kinds = text.translate(_EMAIL_KINDS)
+    start = kinds.rfind(_OTHER, 0, cut) + 1
+    end = kinds.find(_OTHER, cut)
+    return start if kinds.find(_AT_KIND, start, len(text) if end < 0 else end) >= 0 else cut
 
 
 def _number_start(text: bytes, cut: int) -> int:
