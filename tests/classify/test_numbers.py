@@ -204,6 +204,7 @@ def test_the_folding_table_is_folding_character_by_character() -> None:
             assert table[code] == (form[0] if form else 0), hex(code)
         elif code in longer:
             assert longer[code] == bytes(ord(c) if c < "\x80" else 0x80 for c in form.decode()), hex(code)
+            assert table[code] == characters._LONGER, hex(code)
         else:
             assert table[code] == 0x80, hex(code)  # non-ASCII, or several without ASCII
 

@@ -80,7 +80,7 @@ _CONTROLS_PAST_ASCII: Final = bytes(0x80 if code in CONTROLS else code for code 
 # its BEL or ST: window titles, hyperlinks; character-set designations; the two-byte ones:
 # keypad modes, resets), and a character a backspace then steps back over (overstrike:
 # ``678X\b9`` shows as ``6789``).
-_CSI: Final = re.compile(
+TERMINAL_SEQUENCES: Final = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[()*+\-./][ -~]|[ -/]*[0-~])"
     r"|[^\x08]\x08"
 )
@@ -152,9 +152,9 @@ _TABLE = _Fold()
 
 
 def _shown(text: str) -> str:
-    """``text`` without what a terminal does not show (``_CSI``); searched only when it holds
+    """``text`` without what a terminal does not show (``TERMINAL_SEQUENCES``); searched only when it holds
     an ESC or a backspace."""
-    return _CSI.sub("", text) if "\x1b" in text or "\x08" in text else text
+    return TERMINAL_SEQUENCES.sub("", text) if "\x1b" in text or "\x08" in text else text
 
 
 def folded(text: bytes) -> bytes | None:
