@@ -97,8 +97,9 @@ def numeric_detections(tensor: Tensor, detectors: DetectorSet) -> dict[int, list
         for hit in _text_detections(text, detectors):
             found.setdefault(hit.start, []).append(hit)
     elif datatype in CHARACTER_DATATYPES and tensor.size:
-        array = _array(raw, tensor, dtype)
-        for hit in characters.detections(array, detectors, lambda text: _text_detections(text, detectors)):
+        exact = lambda text: _text_detections(text, detectors)  # noqa: E731
+        usable = raw if raw is not None and len(raw) == tensor.size * dtype.itemsize else None
+        for hit in characters.detections(_array(raw, tensor, dtype), detectors, exact, usable):
             found.setdefault(hit.start, []).append(hit)
     return dict(sorted(found.items())) if len(found) > 1 else found
 
