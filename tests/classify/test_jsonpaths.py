@@ -265,3 +265,53 @@ def test_huge_whole_floats_are_scanned_as_written_not_as_their_digits() -> None:
     assert scannable(4111111111111111.0) == "4111111111111111"
     assert scannable(1e308) == "1e+308", "309 digits for 5 bytes of JSON: read as written"
     assert scannable(2.0**64) == repr(2.0**64)
+
+
+def test_a_fractional_floats_integer_part_is_read_apart_from_its_fraction() -> None:
+    from labelgate.classify.jsonpaths import scannable
+
+    # A reader sees the card in 4111111111111111.5; the card pass would see digits glued to a dot.
+    assert scannable(4111111111111111.5) == "4111111111111111 .5"
+    assert scannable(-378282246310005.25) == "-378282246310005 .25"
+    # No integer part to read (and below 1e-4 Python writes an exponent): as written.
+    assert scannable(0.5) == "0.5"
+    assert scannable(-0.25) == "-0.25"
+    assert scannable(1.5e-07) == "1.5e-07"
+    assert [scannable(float(name)) for name in ("nan", "inf", "-inf")] == ["nan", "inf", "-inf"]
+
+
+NOT_BARE_OBJECTS = [
+    b'[{"secret": "x"}]',
+    b'["x"]',
+    b'"{\\"secret\\": \\"x\\"}"',
+    b'"just a string"',
+    b"  \n[1]",
+    b'\xef\xbb\xbf{"secret": "x"}',  # json.loads(bytes) skips a UTF-8 byte-order mark
+    '\u00a0{"secret": "x"}'.encode(),  # str.strip() drops any whitespace
+    '\u200b\u2060[{"secret": "x"}]'.encode(),  # zero-width: a reader sees nothing there
+    b'\x0b{"secret": "x"}',
+    b'\x00\x00{"secret": "x"}',
+    # json.loads(bytes) reads UTF-16 and UTF-32 as well
+    *('{"secret": "x"}'.encode(codec) for codec in ("utf-16", "utf-16-be", "utf-16le", "utf-32", "utf-32be")),
+]
+
+
+@pytest.mark.parametrize("element", NOT_BARE_OBJECTS, ids=repr)
+def test_json_that_may_hold_keys_opens_like_json_whatever_comes_before_it(element: bytes) -> None:
+    assert jsonpaths.opens_json(element)
+
+
+@pytest.mark.parametrize(
+    "element", [b"", b"   ", b"plain text", b"see [1] and {2}", b'he said "hi"', b"42", b"null", b"x{}"]
+)
+def test_text_that_does_not_open_like_json_is_not_read_as_json(element: bytes) -> None:
+    assert not jsonpaths.opens_json(element)
+
+
+@pytest.mark.parametrize("element", NOT_BARE_OBJECTS, ids=repr)
+def test_whatever_pythons_json_reads_to_an_object_array_or_string_opens_like_json(element: bytes) -> None:
+    try:
+        value = json.loads(element)
+    except ValueError:
+        return
+    assert isinstance(value, dict | list | str) and jsonpaths.opens_json(element)

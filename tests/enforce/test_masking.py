@@ -146,6 +146,17 @@ def test_a_card_written_as_a_json_float_is_found_and_masked(card: str) -> None:
     assert json.loads(result["doc"][1]) == {"id": 2, "card": "************1111"}
 
 
+def test_a_card_in_a_json_float_with_a_fraction_is_masked_with_its_integer_part() -> None:
+    # A reader sees the card in 4111111111111111.5 (review: leaks, numbers).
+    elements = ['{"n": 4111111111111111.5}', '{"n": -378282246310005.25}', '{"n": 2.5}']
+    result = masked([text("doc", *elements)], mask("outputs.doc{credit_card}", "partial"))
+    assert [json.loads(value)["n"] for value in result["doc"]] == [
+        "************1111 .5",
+        "-***********0005 .25",
+        2.5,
+    ]
+
+
 @pytest.mark.parametrize("use_native", [True, False])
 def test_a_card_written_as_a_float_in_free_text_is_found_and_masked(use_native: bool) -> None:
     # What a reader (or pandas writing a card column it read as floats) reads as the card:
@@ -309,6 +320,11 @@ FAILURE_MODES = {
     "invalid JSON": '{"secret": "' + SECRET_VALUE + '", "note": "' + SSN,
     "escaped SSN, invalid JSON": '{"secret": "' + SECRET_VALUE + '", "note": "' + ESCAPED_SSN + '"',
     "escaped SSN, duplicate key": '{"note": "' + ESCAPED_SSN + '", "note": 1, "secret": "x"}',
+    # JSON a reader parses that is not a bare object (review: leaks, JSON shapes).
+    "top-level array": json.dumps([{"secret": SECRET_VALUE, "note": SSN}]),
+    "JSON in a JSON string": json.dumps(json.dumps({"secret": SECRET_VALUE, "note": SSN})),
+    "UTF-8 byte-order mark": "\ufeff" + json.dumps({"secret": SECRET_VALUE, "note": SSN}),
+    "no-break space": "\u00a0" + json.dumps({"secret": SECRET_VALUE, "note": SSN}),
 }
 
 

@@ -26,7 +26,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   catalog entry gives at or under the tensor (at least the default label, as its keys may
   be ones no entry names), source ``catalog:fail_closed:<reason>``; and each detector
   that fires in it, or in its text with JSON escapes decoded, spans all of it. A mask on
-  either path, or on any path inside the tensor's elements, rewrites it whole.
+  either path, or on any path inside the tensor's elements, rewrites it whole. So is an
+  element that opens like JSON but not as a bare object (an array, an object after a
+  byte-order mark, JSON in a JSON string) in an output whose catalog labels some path
+  under it above the output itself: as text it would lose those labels (``json_elements``).
 - Output names are the upstream's text, and travel into paths, logs and records: a name
   in which a detector fires fails the reply (``check_output_names``).
 - Digits of other scripts, other dashes, invisible and control characters hide values too
@@ -78,6 +81,8 @@ from labelgate.classify.json_elements import (
     classify_json,
     hidden_by_escapes,
     json_objects,
+    keys_say_more,
+    not_objects,
 )
 from labelgate.classify.jsonpaths import KeyNames, unescaped_forms
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
@@ -94,6 +99,9 @@ MODEL_MEMO_SIZE = 1024
 # Bytes that send a raw text tensor past the one-call native scan: "{" (JSON objects), "\\"
 # (escapes) and the control characters folding drops.
 _RAW_STOP = b"{\\" + CONTROLS
+# The same where JSON that is not a bare object fails closed: every element that opens like
+# JSON (``jsonpaths.opens_json``) holds one of "{", "[" and '"'.
+_RAW_STOP_JSON = _RAW_STOP + b'["'
 
 __all__ = [
     "BACKEND_LABELS_PARAMETER",
@@ -189,7 +197,17 @@ def classify_outputs(
             # scanned for what their label already says). JSON keys still meet every detector.
             scanning = detectors.above(most_sensitive(own) if own else default)
             _classify_text_tensor(
-                model, tensor, path, catalog, detectors, fields, result, default, keys, scanning
+                model,
+                tensor,
+                path,
+                catalog,
+                detectors,
+                fields,
+                result,
+                default,
+                keys,
+                scanning,
+                keyed=keys_say_more(catalog, model, tensor.name, own),
             )
         elif numbers.scans(tensor.datatype):
             # Numbers hold values too (a card as an INT64, text as UINT8 bytes): ``numbers``.
@@ -249,10 +267,13 @@ def _classify_text_tensor(
     default_label: str,
     keys: KeyNames,
     scanning: DetectorSet | None = None,
+    keyed: bool = False,
 ) -> None:
+    """``keyed``: the catalog labels some path under the output above the output itself, so
+    JSON that is not a bare object fails closed (``json_elements.not_objects``)."""
     scanning = detectors if scanning is None else scanning
     raw = tensor.raw_form()
-    if raw is not None and not scanning and b"{" not in raw:
+    if raw is not None and not scanning and b"{" not in raw and not keyed:
         # Nothing to scan for, and no "{" even in the length prefixes, so no element is a
         # JSON object whose keys could say something: the path below would find nothing.
         return
@@ -264,7 +285,8 @@ def _classify_text_tensor(
         # extension leaves to Python needs them.
         # An element with a control character (but tab, newline, return) takes that path
         # too: folded, it may show a value (``folding``).
-        built = scanning.spans_raw(raw, tensor.size, tensor.byte_elements, stop=_RAW_STOP)
+        stop = _RAW_STOP_JSON if keyed else _RAW_STOP
+        built = scanning.spans_raw(raw, tensor.size, tensor.byte_elements, stop=stop)
         if built is not None:
             spans, names = built
             # Not ASCII: some element may hide a value in other scripts' digits. (The length
@@ -289,6 +311,11 @@ def _classify_text_tensor(
     objects, opaque, leaf_hits = (
         json_objects(values, detectors, keys, scanning) if b"{" in joined else ({}, {}, {})
     )
+    if keyed and len(objects) + len(opaque) < len(values):
+        read = objects.keys() | opaque.keys()
+        more = not_objects(values, filterfalse(read.__contains__, range(len(values))))
+        if more:
+            opaque = dict(sorted((opaque | more).items()))
     # Some element may hide a value from a scan of its raw text (asked only when scanning).
     hiding = bool(scanning) and may_hide(joined)
     if objects and scanning and (hiding or b"\\" in joined):

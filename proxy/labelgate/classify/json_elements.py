@@ -6,10 +6,24 @@ it can vouch for an element and only built-in detectors scan; the exact Python p
 the rest) and the reason each opaque element is not; ``classify_json`` turns their leaves
 into fields and ``LeafSpans``. Either way the result is the Python path's
 (``tests/classify/test_native_json.py``).
+
+Only a bare object (``{`` after JSON whitespace) is classified key by key, but a reader finds
+keys in other JSON too: an array of objects, an object after a byte-order mark or another
+space, JSON written into a JSON string (``jsonpaths.opens_json``). Read as plain text such an
+element keeps its output's label and its detections, and loses the catalog's labels on its
+keys. So in an output whose keys say more (``keys_say_more``: the catalog gives some path at
+or under it a label above the output's own), each such element is opaque (``not_objects``,
+``jsonpaths.NOT_AN_OBJECT``): labelled with the most sensitive label under the output and
+masked whole, as every opaque element is. Elsewhere it stays text, scanned in place: no key
+could say more than the output does. Classifying an array's items as elements would reach
+their keys, but the native reader, shapes and masks all place a node from an object at the
+root; failing closed is simpler and as safe, and only costs elements no catalog describes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
@@ -20,6 +34,7 @@ from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet,
 from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source
 from labelgate.classify.folding import UNFOLDABLE, folded, unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
+from labelgate.classify.labels import most_sensitive, rank
 
 # More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
 # the policy input bounded when a backend keys objects by data (ids, names).
@@ -30,6 +45,23 @@ KEY_DETECTED = "key_detected"
 FOLDED_TEXT = "folded_text"  # a detector fires only in the element's folded text (folding.py)
 _new_tuple = tuple.__new__  # builds a LeafSpans without the Python-level NamedTuple __new__
 _OPENERS = b"".join(jsonpaths.OBJECT_OPENERS)  # for the extension: one byte each
+
+
+def keys_say_more(catalog: Catalog, model: str, tensor: str, own: AbstractSet[str]) -> bool:
+    """Whether the catalog gives some path at or under ``outputs.<tensor>`` a label above
+    every label in ``own`` (the output's): then an element read as text would lose it.
+    ``{detector}`` paths count too (``Catalog.labels_at_or_under``): erring towards opaque."""
+    under = catalog.labels_at_or_under(model, tensor)
+    if under <= own:  # the usual output: nothing under it but its own label (asked per call)
+        return False
+    return rank(most_sensitive(under)) > rank(most_sensitive(own))
+
+
+def not_objects(values: list[bytes], indices: Iterable[int]) -> dict[int, str]:
+    """Each element at ``indices`` (none read as an object) that opens like JSON, with the
+    reason it is opaque (see the module docstring)."""
+    opens_json = jsonpaths.opens_json
+    return dict.fromkeys([index for index in indices if opens_json(values[index])], jsonpaths.NOT_AN_OBJECT)
 
 
 def hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, list[Detection]]:

@@ -36,6 +36,8 @@ MAX_DEPTH = 64
 INVALID_JSON = "invalid_json"
 DUPLICATE_KEY = "duplicate_key"
 TOO_DEEP = "too_deep"
+# Why an element that opens like JSON (``opens_json``) but not as a bare object is opaque.
+NOT_AN_OBJECT = "not_an_object"
 
 PLACEHOLDER_KEY_INVALID = reasons.PLACEHOLDER_KEY_INVALID
 # A shorter secret would let anyone who sees a placeholder guess low-entropy keys (names).
@@ -80,6 +82,29 @@ def opens_object(element: bytes) -> bool:
     """Whether ``element`` starts like a JSON object: ``{`` after JSON whitespace."""
     first = element[:1]
     return first == b"{" or (first in _JSON_SPACE and element.lstrip(_JSON_SPACE)[:1] == b"{")
+
+
+# The first character of a JSON text that may hold keys: an object, an array, or a string
+# (which may hold JSON in turn). Each is ASCII, so never part of a longer UTF-8 sequence.
+_JSON_OPENING = re.compile(rb'[{\["]')
+
+
+def opens_json(element: bytes) -> bool:
+    """Whether a reader may parse ``element`` as JSON that holds keys: its first character
+    is ``{``, ``[`` or ``"`` once everything a reader skips or does not see before it is
+    left out. That is any space (``str.strip`` drops them all), control and format
+    character (a byte-order mark, which ``json.loads`` skips on bytes; zero-width
+    characters) and byte that is not UTF-8 (``json.loads`` reads UTF-16 and UTF-32 too:
+    ``\\x00{``, ``\\xff\\xfe{``): every character Python does not print, and the space.
+    Broader than any parser on purpose: it decides what fails closed (``json_elements``)."""
+    found = _JSON_OPENING.search(element)
+    if found is None:
+        return False
+    start = found.start()
+    if start == 0:
+        return True
+    before = element[:start].decode("utf-8", "surrogateescape").replace(" ", "")
+    return not any(map(str.isprintable, before))
 
 
 def read_object(element: bytes, check_depth: bool = True) -> tuple[dict[str, Any] | None, str | None]:
@@ -527,8 +552,13 @@ def scannable(value: Any) -> str | None:
 
     A float that is a whole number is read as that integer's digits: ``4111111111111111.0``,
     ``4111111111111111e0`` and ``4.111111111111111e15`` are the card a JSON client parses
-    back (below 2**64). Any other float as Python writes it. Every number is scanned whatever its value, so
-    which leaves a shape scans does not depend on the values of its first element."""
+    back (below 2**64). A finite float with a fraction and an integer part is read as the
+    digits of that part, a space, then the fraction as Python writes it:
+    ``4111111111111111 .5``, since a reader sees the card in ``4111111111111111.5`` while
+    the card pass sees digits glued to a dot; every digit is there once, so masking a span
+    leaves none of it elsewhere. Any other float as Python writes it. Every number is
+    scanned whatever its value, so which leaves a shape scans does not depend on the values
+    of its first element."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -536,7 +566,15 @@ def scannable(value: Any) -> str | None:
     if isinstance(value, float):
         # Past 2**64 no card or account number is left, and ``1e308``'s digits are 309 bytes
         # for its 5: a reply of such numbers would cost 60 times its size.
-        return str(int(value)) if value.is_integer() and abs(value) < _LARGEST_WHOLE else repr(value)
+        if value.is_integer():
+            return str(int(value)) if abs(value) < _LARGEST_WHOLE else repr(value)
+        written = repr(value)
+        if 1.0 <= abs(value) < _LARGEST_WHOLE:  # not NaN, not infinite
+            # A float with a fraction lies below 2**52, and Python writes an exponent only
+            # from 1e16 on: its integer part is the text before the dot.
+            whole, _, fraction = written.partition(".")
+            return f"{whole} .{fraction}"
+        return written  # below 1 (an exponent below 1e-4), or not finite
     return None
 
 
