@@ -118,6 +118,15 @@ def test_a_json_object_completed_by_a_later_reply_is_released_whole_then() -> No
     assert (first.values[0], second.values[0]) == (b"", b'{"a": "' + b"x" * 100 + b'"}')
 
 
+@pytest.mark.parametrize("opening", [b'[{"secret": "', b'\xef\xbb\xbf{"secret": "', b'"{\\"secret\\": \\"'])
+def test_json_that_is_not_a_bare_object_is_held_whole_until_the_final_reply(opening: bytes) -> None:
+    # Cut, its tail would reach the classifier as plain text, the keys that label it gone.
+    carry = CarryOver(DetectorSet.default(), window=64)
+    (first,) = carry.release("r1", [text(opening + b"x" * 300)], final=False)
+    (last,) = carry.release("r1", [text(b'"}]')], final=True)
+    assert (first.values[0], last.values[0]) == (b"", opening + b"x" * 300 + b'"}]')
+
+
 def test_with_a_custom_detector_of_unbounded_matches_text_is_held_whole() -> None:
     pem = CustomPattern("pem", r"-----BEGIN[\s\S]+?-----END", "restricted")
     carry = CarryOver(DetectorSet(None, [pem]), window=64)

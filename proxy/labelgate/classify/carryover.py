@@ -15,8 +15,11 @@ reply (or until it is a whole JSON object): text that is not ASCII or holds such
 characters (the classifier also reads it folded, ``folding.py``: a full-width SSN is
 invisible to a raw scan, and zero-width characters, NULs or ANSI escapes stretch a value
 past any window),
-text with JSON escapes (read decoded), and an element that opened as a JSON object (its
-keys label its leaves). Held text beyond ``hold_limit`` bytes in all fails the stream closed.
+text with JSON escapes (read decoded), and an element that opened like JSON (an object, an
+array, a string, after any space or invisible character: ``jsonpaths.opens_json``): its keys
+label its leaves, and JSON that is not a bare object may be opaque (``json_elements``), which
+needs all of it. (Prose that opens with a quotation mark is held whole too: later, not less.)
+Held text beyond ``hold_limit`` bytes in all fails the stream closed.
 
 A one-dimensional UINT8 or INT8 tensor is text too (its bytes, as one text, are scanned as a
 BYTES element is, ``numbers.py``): it is carried as one BYTES element is, and each reply
@@ -185,7 +188,7 @@ class CarryOver:
 
     def _cuttable(self, text: bytes) -> bool:
         """Whether a scan of ``text``'s raw bytes sees every match it could hold."""
-        return self._cuts and not may_hide(text) and b"\\" not in text and text.lstrip()[:1] != b"{"
+        return self._cuts and not may_hide(text) and b"\\" not in text and not jsonpaths.opens_json(text)
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any
