@@ -73,10 +73,16 @@ def test_binary_inputs_are_read_in_order_as_tritonclient_sends_them() -> None:
     assert reply_format.is_binary("anything")
 
 
+def test_an_empty_input_list_is_the_upstreams_to_judge_as_over_grpc() -> None:
+    request, _ = rest.infer_request("m", "", json.dumps({"inputs": []}).encode(), None)
+    assert list(request.inputs) == [] and request.model_name == "m"
+
+
 @pytest.mark.parametrize(
     ("document", "binary", "length", "reason"),
     [
-        ({"inputs": []}, b"", None, "REST_REQUEST_INVALID"),
+        ({"inputs": {}}, b"", None, "REST_REQUEST_INVALID"),
+        ({}, b"", None, "REST_REQUEST_INVALID"),
         (
             {"inputs": [{"name": "x", "datatype": "NOPE", "shape": [1], "data": [1]}]},
             b"",

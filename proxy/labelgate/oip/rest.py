@@ -208,8 +208,8 @@ def infer_request(
     reply = ReplyFormat(all_binary=parameters.get("binary_data_output") is True)
     set_parameters(request.parameters, parameters, "the request")
     inputs = document.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise _invalid("inputs must be a non-empty list")
+    if not isinstance(inputs, list):  # empty is the upstream's to judge, as over gRPC
+        raise _invalid("inputs must be a list")
     offset, raws = 0, []
     for position, raw in enumerate(inputs):
         message, size, values = _input_tensor(_object(raw, f"inputs[{position}]"), position)
