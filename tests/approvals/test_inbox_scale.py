@@ -4,6 +4,7 @@ requester cannot open more than ``max_open_per_requester`` requests."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable
 
@@ -86,6 +87,9 @@ async def test_viewer_groups_see_everything_and_a_forged_cursor_is_refused(
         assert [r.id for r in page.items] == [opened[2].id, opened[1].id]
         rest = await service.page(AUDITOR, [State.PENDING], limit=2, cursor=page.next)
         assert [r.id for r in rest.items] == [opened[0].id] and rest.next is None
-        for bad in ("%%%", "bm90LWEtY3Vyc29y", dataclasses.__name__):
+        # Not even well-formed: bad base64, no "|", a NUL in the id, a time that is not finite.
+        nul_id = base64.urlsafe_b64encode(b"1700000000.0|apr-\x00").decode()
+        not_finite = base64.urlsafe_b64encode(f"inf|{opened[0].id}".encode()).decode()
+        for bad in ("%%%", "bm90LWEtY3Vyc29y", dataclasses.__name__, nul_id, not_finite):
             with pytest.raises(InvalidInput):
                 await service.page(AUDITOR, [State.PENDING], cursor=bad)

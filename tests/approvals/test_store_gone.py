@@ -11,6 +11,8 @@ from tests.support.postgres import running_postgres
 from tests.support.procs import free_port, labelgate_command, running
 
 ASYNC = {"x-labelgate-approval": "async"}
+# What a caller reads of a dead store: the gateway's own words, not the driver's (host, port).
+FIXED_TEXTS = {"cannot reach the approval store (PostgreSQL)", "the approval store (PostgreSQL) failed"}
 
 
 def test_a_dead_approval_store_refuses_held_calls_and_spares_the_others(tmp_path: Path) -> None:
@@ -40,6 +42,8 @@ def test_a_dead_approval_store_refuses_held_calls_and_spares_the_others(tmp_path
                 assert held.code == "UNAVAILABLE", held
                 assert held.reason.startswith("APPROVALS_STORE"), held
                 assert held.outputs == {}
+                # The driver's text (host, port, user, database) stays in the gateway's log.
+                assert held.message in FIXED_TEXTS, held
             # Asking about the request made before the store died is refused too, not guessed.
             asked = grpc_infer(
                 address,

@@ -111,8 +111,10 @@ class SqliteDatabase(_Subscribers):
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except sqlite3.Error as error:
+            # The driver's text may name files and tables: logged, not sent to callers.
+            log.error("approval store error", store="sqlite", error=str(error))
             raise ApprovalsUnavailable(
-                reasons.APPROVALS_STORE_ERROR, f"approval store (SQLite): {error}"
+                reasons.APPROVALS_STORE_ERROR, "the approval store (SQLite) failed"
             ) from None
 
     def _connect(self) -> None:

@@ -65,8 +65,11 @@ class PostgresDatabase(_Subscribers):
                 self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=int(self._connect_timeout)
             )
         except psycopg.Error as error:
+            # The driver's text names hosts, ports, users and databases: logged here, never
+            # sent to a caller or an approver.
+            log.error("approval store unreachable", store="postgres", error=str(error))
             raise ApprovalsUnavailable(
-                reasons.APPROVALS_STORE_UNREACHABLE, f"cannot reach the approval store (PostgreSQL): {error}"
+                reasons.APPROVALS_STORE_UNREACHABLE, "cannot reach the approval store (PostgreSQL)"
             ) from None
 
     async def start(self) -> None:
@@ -103,8 +106,9 @@ class PostgresDatabase(_Subscribers):
                     for request_id in dict.fromkeys(tx.pending):
                         await self._conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, request_id))
             except psycopg.Error as error:
+                log.error("approval store error", store="postgres", error=str(error))
                 raise ApprovalsUnavailable(
-                    reasons.APPROVALS_STORE_ERROR, f"approval store (PostgreSQL): {error}"
+                    reasons.APPROVALS_STORE_ERROR, "the approval store (PostgreSQL) failed"
                 ) from None
         for request_id in dict.fromkeys(tx.pending):  # this process hears it at once
             self.publish(request_id)

@@ -17,6 +17,8 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import math
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -88,6 +90,10 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
+# What ``new_id("apr")`` makes: the only approval ids there are.
+APPROVAL_ID = re.compile(r"apr-[0-9a-f]{16}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Draft:
     """What the gateway knows about a held call when it asks for approval."""
@@ -126,7 +132,9 @@ def decode_cursor(text: str) -> repo.PageCursor:
         cursor = repo.PageCursor(float(created), request_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput(reasons.CURSOR_INVALID, "the page cursor is not one this server gave") from None
-    if not request_id or len(request_id) > 64 or cursor.created_at != cursor.created_at:  # NaN
+    # Only what encode_cursor writes: an approval id and a finite time (a NUL, say, would
+    # reach the store's SQL and read as a store failure, not as the caller's mistake).
+    if not APPROVAL_ID.fullmatch(request_id) or not math.isfinite(cursor.created_at):
         raise InvalidInput(reasons.CURSOR_INVALID, "the page cursor is not one this server gave")
     return cursor
 

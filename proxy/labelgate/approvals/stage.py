@@ -51,7 +51,7 @@ from labelgate.approvals.model import (
     Requirement,
     State,
 )
-from labelgate.approvals.service import ApprovalService, Draft, GrantUse
+from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantUse
 from labelgate.errors import InvalidInput
 from labelgate.policy.contract import ApprovalRequirement, Decision
 
@@ -64,7 +64,6 @@ APPROVAL_ID_HEADER = "x-labelgate-approval-id"
 JUSTIFICATION_HEADER = "x-labelgate-justification"
 MAX_JUSTIFICATION_CHARS = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_APPROVAL_ID = re.compile(r"apr-[0-9a-f]{16}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +91,7 @@ def read_options(metadata: tuple[tuple[str, Any], ...]) -> Options:
             reasons.APPROVAL_MODE_INVALID, f"{MODE_HEADER} must be 'async' or 'wait', not {mode!r}"
         )
     approval_id = values.get(APPROVAL_ID_HEADER, [None])[0] or None
-    if approval_id is not None and not _APPROVAL_ID.fullmatch(approval_id):
+    if approval_id is not None and not APPROVAL_ID.fullmatch(approval_id):
         raise InvalidInput(
             reasons.APPROVAL_ID_INVALID, f"{APPROVAL_ID_HEADER} is not an approval id (apr-...)"
         )
