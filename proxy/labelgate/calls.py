@@ -117,9 +117,15 @@ class Outcome:
     decisions: list[tuple[str, Decision]] = field(default_factory=list)
     masked: list[dict[str, str]] = field(default_factory=list)
     labels: set[str] = field(default_factory=set)
-    # (phase, hash, input) of each decision: the input as the policy saw it, its hash the
-    # decision cache's key (hex); the audit record keeps the hashes, an input store the inputs.
+    # (phase, hash, input) of each decision made for the call, in order: the input as the
+    # policy saw it, its hash the decision cache's key (hex); the audit record keeps the
+    # hashes, an input store the inputs. Besides the call's own phases: the decision made
+    # under an approval (after the one that held the call) and, for a call that lists or
+    # names models, each model's (``Pipeline.usable_models``).
     decision_inputs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # Positions in ``decision_inputs`` whose decision was not the one enforced: a later
+    # decision of the same phase replaced it (the held call re-decided under its approval).
+    superseded_inputs: tuple[int, ...] = ()
 
 
 class CallsInFlight:
@@ -219,6 +225,7 @@ class CallRecord:
     error_kind: str | None  # the type of an unexpected (non-labelgate) error
     decision_inputs: tuple[tuple[str, str, dict[str, Any]], ...] = ()
     status_code: str = "OK"  # the gRPC status code name the caller got
+    superseded_inputs: tuple[int, ...] = ()  # as ``Outcome.superseded_inputs``
 
     @classmethod
     def of(
@@ -242,11 +249,14 @@ class CallRecord:
             refusal=_refusal(error),
             upstream_status=outcome.upstream_status,
             latency_ms=round((time.perf_counter() - outcome.started) * 1000, 3),
-            delivered=outcome.delivered,
+            # A call that ends in an error delivered nothing, whatever reply was built for it
+            # (one its binding could not carry, one refused for want of its audit record).
+            delivered=outcome.delivered if error is None else None,
             request=outcome.request,
             error_kind=None if error is None or isinstance(error, LabelgateError) else type(error).__name__,
             decision_inputs=tuple(outcome.decision_inputs),
             status_code=_status_code(error),
+            superseded_inputs=outcome.superseded_inputs,
         )
         return record
 
@@ -289,13 +299,28 @@ def _status_code(error: BaseException | None) -> str:
     if error is None:
         return "OK"
     if isinstance(error, asyncio.CancelledError):
-        # The caller left or the gateway stopped: what gRPC calls it, as the metrics do.
-        return "CANCELLED"
+        # gRPC cancels the handler alike when its caller leaves, when the gateway stops and
+        # when the caller's deadline passes; the caller gets DEADLINE_EXCEEDED in the last case.
+        return "DEADLINE_EXCEEDED" if _deadline_passed() else "CANCELLED"
     code = getattr(error, "code", None)
     if callable(code):  # a grpc.RpcError from the upstream
         code = code()
     name = getattr(code, "name", None)
     return name if isinstance(name, str) else "UNKNOWN"
+
+
+# grpc cancels a call at its deadline; the deadline the gateway keeps (``approvals.deadline``)
+# is read a moment after grpc's, so it may fall this much later.
+_DEADLINE_SLACK_SECONDS = 0.05
+
+
+def _deadline_passed() -> bool:
+    """Whether the current call's deadline has passed (the task's, or a context copied from it)."""
+    # Imported here: only a cancelled call asks, and the module brings grpc with it.
+    from labelgate.approvals.deadline import seconds_left
+
+    left = seconds_left()
+    return left is not None and left <= _DEADLINE_SLACK_SECONDS
 
 
 def _outcome_name(outcome: Outcome, error: BaseException | None) -> str:

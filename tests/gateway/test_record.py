@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from labelgate.audit.records import validate_event
+import asyncio
+import logging
+
+import pytest
+
+from labelgate.audit.records import MAX_ITEMS, validate_event
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome
 from labelgate.errors import InvalidInput
-from labelgate.gateway.record import audit_event, recorded_text
+from labelgate.gateway.record import LogAndMetricsRecorder, audit_event, recorded_text
+from labelgate.policy.cache import CachingEngine
+from labelgate.policy.contract import Decision
+from tests.policy.test_cache import Clock, IdentifyingEngine, doc
 
 LONG = "m" * 5000
 
@@ -30,3 +38,53 @@ def test_texts_a_caller_chose_are_bounded_so_the_writer_never_refuses_the_record
 
 def test_short_texts_are_recorded_as_they_are() -> None:
     assert recorded_text("customer-profile") == "customer-profile"
+
+
+def cached_and_evaluated() -> tuple[CallRecord, CallRecord]:
+    """Two records of one query: the first evaluated by OPA (``d-1``), the second served
+    from the decision cache (its decision came from ``d-1``)."""
+
+    async def decide_twice() -> tuple[Decision, Decision]:
+        cache = CachingEngine(IdentifyingEngine(), clock=Clock())  # type: ignore[arg-type]
+        return await cache.decide(doc()), await cache.decide(doc())
+
+    records = []
+    for decision in asyncio.run(decide_twice()):
+        outcome = Outcome(subject=Subject("ana", ("analysts",)), model="m", decisions=[("request", decision)])
+        records.append(CallRecord.of(Call("/s/M", "ipv4:127.0.0.1:1", (), {}, "s", "r"), outcome, None))
+    return records[0], records[1]
+
+
+def test_a_cached_decision_is_recorded_as_cached_with_the_id_of_the_evaluation_it_came_from(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its decision_id named another call's OPA decision-log event (found by review).
+    evaluated, cached = cached_and_evaluated()
+    own, served = audit_event(evaluated), audit_event(cached)
+    assert own["decision_id"] == "d-1" and "cached" not in own and "cached_from" not in own
+    assert (served["decision_id"], served["cached"], served["cached_from"]) == (None, True, "d-1")
+    validate_event(served)  # the writer keeps it
+    with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+        for record in (evaluated, cached):
+            asyncio.run(LogAndMetricsRecorder().record(record))
+    lines = [r.__dict__ for r in caplog.records if r.getMessage() == "call"]
+    assert [(line["decision_id"], line["cached"], line["cached_from"]) for line in lines] == [
+        ("d-1", False, None),
+        (None, True, "d-1"),
+    ]
+
+
+def test_an_index_of_many_models_names_a_bounded_number_of_inputs_and_counts_the_rest() -> None:
+    # Each listed model's decision joins an index call's record, and the writer refuses a
+    # list of more than MAX_ITEMS: the call would fail for want of its audit record.
+    outcome = Outcome(subject=Subject("ana", ("analysts",)), model="")
+    digests = [f"{n:064x}" for n in range(MAX_ITEMS + 2)]
+    phases = ["request", *["request"] * MAX_ITEMS, "response"]
+    outcome.decision_inputs = [(phase, digest, {}) for phase, digest in zip(phases, digests, strict=True)]
+    call = Call("/inference.GRPCInferenceService/RepositoryIndex", "ipv4:127.0.0.1:1", (), {}, "s", "r")
+    event = audit_event(CallRecord.of(call, outcome, None))
+    validate_event(event)
+    named = [entry["hash"] for entry in event["decision_inputs"]]
+    assert named[0] == digests[0] and named[-1] == digests[-1], "the call's own phases"
+    assert event["details"] == {"decision_inputs_omitted": len(digests) - len(named)}
+    assert set(named) <= set(digests) and len(set(named)) == len(named)

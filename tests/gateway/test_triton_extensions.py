@@ -8,6 +8,7 @@ and inference requests that point at shared memory, are refused with FAILED_PREC
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,4 +175,45 @@ async def test_the_classification_extension_is_refused_on_grpc_as_on_rest(stack:
     request.outputs.add(name="risk_score").parameters["classification"].int64_param = 2
     code, reason, _ = await refused(stack.stub.ModelInfer(request, metadata=auth("analysts")))
     assert reason == "CLASSIFICATION_UNSUPPORTED", code
+    assert not stack.first.calls and not stack.second.calls
+
+
+def shared_memory_request() -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    tensor = request.inputs.add(name="customer_ids", datatype="INT64", shape=[1])
+    tensor.parameters["shared_memory_region"].string_param = "r0"
+    return request
+
+
+def class_count_request() -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    tensor = request.inputs.add(name="customer_ids", datatype="INT64", shape=[1])
+    tensor.contents.int64_contents.append(1)
+    request.outputs.add(name="risk_score").parameters["classification"].int64_param = 2
+    return request
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (shared_memory_request, "SHARED_MEMORY_UNSUPPORTED"),
+        (class_count_request, "CLASSIFICATION_UNSUPPORTED"),
+    ],
+)
+async def test_a_grpc_inference_the_gateway_cannot_serve_is_refused_after_authentication_and_recorded(
+    stack: Stack, caplog: pytest.LogCaptureFixture, make: Any, reason: str
+) -> None:
+    # gRPC refused these before authenticating the caller, and recorded nothing (REST and
+    # ModelStreamInfer did both; found by review).
+    with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+        anonymous, _, _ = await refused(stack.stub.ModelInfer(make()))
+        code, got, _ = await refused(stack.stub.ModelInfer(make(), metadata=auth("analysts")))
+    assert anonymous == grpc.StatusCode.UNAUTHENTICATED, "an anonymous caller learns nothing of its request"
+    assert (code, got) == (grpc.StatusCode.FAILED_PRECONDITION, reason)
+    logged = [
+        (r.__dict__["subject"], r.__dict__["reason"])
+        for r in caplog.records
+        if r.name == "labelgate.decision" and r.getMessage() == "call"
+    ]
+    assert logged == [(None, "NO_CREDENTIALS"), ("jwt:labelgate-dev#ana", reason)]
     assert not stack.first.calls and not stack.second.calls

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from labelgate.policy.cache import CachingEngine, cache_key
+from labelgate.policy.cache import CachingEngine, cache_key, cached_from
 from labelgate.policy.contract import Decision
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
@@ -443,3 +443,36 @@ async def test_an_input_the_engine_refuses_does_not_empty_the_cache(counted: Cou
     assert (await cache.decide(doc(ttl=60))).cached
     await cache.decide(doc(ttl=None))  # an engine failure still empties it
     assert len(cache) == 0
+
+
+class IdentifyingEngine:
+    """As OPA with decision logging: every evaluation has an id of its own."""
+
+    name, revision = "opa", "r1"
+
+    def __init__(self) -> None:
+        self.evaluated = 0
+
+    async def decide(self, input: dict[str, Any]) -> Decision:
+        self.evaluated += 1
+        return Decision(
+            allow=True,
+            reason="ok",
+            cache_ttl_seconds=60,
+            engine=self.name,
+            revision=self.revision,
+            decision_id=f"d-{self.evaluated}",
+        )
+
+
+async def test_a_cached_decision_names_the_evaluation_it_came_from_never_as_its_own() -> None:
+    # A cached decision was not evaluated for this call: carrying the id of the call that was
+    # joined its audit record to another call's decision-log event (found by review). The id
+    # is kept as where the decision came from, and nothing built on the decision (an approval
+    # stage's refusal copies ``decision_id``) can pass it off as this call's.
+    cache = CachingEngine(IdentifyingEngine(), clock=Clock())  # type: ignore[arg-type]
+    first, second = await cache.decide(doc()), await cache.decide(doc())
+    assert (first.decision_id, first.cached, cached_from(first)) == ("d-1", False, None)
+    assert (second.decision_id, second.cached, cached_from(second)) == (None, True, "d-1")
+    assert second.to_result() == first.to_result() and second.revision == first.revision
+    assert cached_from(dataclasses.replace(second, reason="copied")) == "d-1"

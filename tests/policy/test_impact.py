@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome
 from labelgate.classify.labels import most_sensitive
@@ -70,6 +71,7 @@ REGO = REPO / "rego"
 DOC = REPO / "docs" / "policy-ci.md"
 TYPED = [name for name in CUSTOMER_OUTPUTS if name != "account_secret"]
 PARTIAL4 = "partial(keep_last=4) -> (none)"
+INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 # --- pure comparison ----------------------------------------------------------------------
@@ -531,3 +533,70 @@ def test_the_documented_ci_command_reports_a_deliberate_edit(workload: Workload,
     # The unchanged policy against itself: exit 0.
     same = [arg if arg != "candidate-rego" else "rego" for arg in command]
     assert subprocess.run(same, cwd=tmp_path, capture_output=True, timeout=300, check=False).returncode == 0
+
+
+# --- approved calls -------------------------------------------------------------------------
+
+
+class GrantAtOnce:
+    """An approver who grants at once: the pipeline decides again under the grant."""
+
+    async def hold(
+        self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
+    ) -> Decision:
+        return await again(
+            {"state": "granted", "grant_id": "grant-1", "approved_by": ["jwt:labelgate-dev#olga"]}
+        )
+
+
+async def approved_steward_call() -> CallRecord:
+    from labelgate.auth import mint_dev_token
+    from labelgate.config import load_settings
+    from labelgate.gateway.server import build_engine, build_pipeline
+    from labelgate.oip.tensor import Tensor
+    from labelgate.oip.tensors import encode_outputs
+    from tests.gateway.test_pipeline import ListRecorder, request
+
+    keys = REPO / "deploy" / "quickstart" / "dev-keys"
+    settings = load_settings(
+        auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(keys)}},
+        policy={"dir": str(REGO)},
+        classification={"catalog_file": str(REGO / "labelgate" / "catalog" / "data.json")},
+        masking={"hash_key": "impact-test-hash-key-0123456789"},
+    )
+    engine = build_engine(settings)
+    await engine.start()
+    pipeline = build_pipeline(settings, engine, GrantAtOnce())  # type: ignore[arg-type]
+    recorder = pipeline.recorder = ListRecorder([])  # type: ignore[arg-type]
+    token = mint_dev_token("sam", ["data-stewards"], 300, keys)
+    call = Call(INFER, "ipv4:127.0.0.1:1", (("authorization", f"Bearer {token}"),), {}, "s", "r")
+
+    async def upstream(sent: Any) -> Any:
+        reply = pb.ModelInferResponse(model_name="customer-profile")
+        secret = Tensor("account_secret", "BYTES", [1], [b"sk_live_topsecret"])
+        encode_outputs(reply, [Tensor("customer_id", "INT64", [1], [7]), secret], raw=True)
+        return reply
+
+    try:
+        await pipeline.infer(call, request(), upstream)
+    finally:
+        await engine.close()
+    (record,) = recorder.records
+    return record
+
+
+def test_impact_replays_what_approved_callers_were_released_under(tmp_path: Path) -> None:
+    # An approved call kept only its held inputs (approval: none), so a candidate changing
+    # what a grant releases was reported as affecting nobody approved (found by review).
+    record = asyncio.run(approved_steward_call())
+    assert [doc["approval"]["state"] for _, _, doc in record.decision_inputs].count("granted") >= 1
+    candidate = tmp_path / "candidate-rego"
+    shutil.copytree(REGO, candidate)
+    tables = candidate / "labelgate" / "tables" / "data.json"
+    data = json.loads(tables.read_text())
+    data["labels"]["restricted"]["default"]["mask"] = {"strategy": "redact", "params": {}}
+    tables.write_text(json.dumps(data, indent=2))
+    stored = [(digest, 1, replayable_input(doc)) for _, digest, doc in record.decision_inputs]
+    report = replay_report(REGO, candidate, stored, engine="embedded")
+    changed = {(group.kind, group.group, group.field) for group in report.groups}
+    assert (MASK_CHANGED, "data-stewards", "outputs.account_secret") in changed

@@ -7,8 +7,9 @@ import json
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import CallRecord
-from labelgate.errors import PermissionDenied
+from labelgate.errors import PermissionDenied, UpstreamError
 from labelgate.oip.tensors import decode_outputs
+from labelgate.policy.cache import cached_copy
 from labelgate.recording.entries import (
     admit,
     call_entry,
@@ -69,6 +70,25 @@ def test_a_refused_call_has_its_reason_and_no_response() -> None:
     assert entry["decision"]["outcome"] == "approval_required"
     assert entry["decision"]["reason"] == "APPROVAL_REQUIRED"
     assert entry["response"] is None and entry["upstream_status"] is None
+
+
+def test_a_call_refused_after_its_reply_was_built_has_no_response() -> None:
+    # A reply its binding cannot carry (REST), or a release whose audit record was not
+    # acknowledged in time: the caller got the refusal, so no recording may show the reply.
+    outcome = make_outcome()  # the reply was built, then the call was refused
+    error = UpstreamError("AUDIT_UNAVAILABLE", "no acknowledgement in time")
+    entry = call_entry(CallRecord.of(make_call(), outcome, error, Clock()()), record_input_values=False)
+    assert entry["decision"]["outcome"] == "deny" and entry["response"] is None
+
+
+def test_a_phase_served_from_the_decision_cache_says_so_and_whose_decision_it_was() -> None:
+    outcome = make_outcome()
+    evaluated = outcome.decisions[1][1]
+    outcome.decisions[1] = ("response", cached_copy(evaluated))
+    entry = call_entry(CallRecord.of(make_call(), outcome, None, Clock()()), record_input_values=False)
+    request, response = entry["decision"]["phases"]
+    assert (request["cached"], request["cached_from"]) == (False, None)
+    assert (response["decision_id"], response["cached"], response["cached_from"]) == (None, True, "d-1")
 
 
 def test_input_values_only_when_allowed_and_exposed() -> None:

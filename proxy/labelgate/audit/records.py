@@ -53,8 +53,12 @@ EVENT_FIELDS = frozenset(
         "reason",
         "engine",
         "policy_revision",
-        "decision_id",  # OPA's decision_id
-        "decision_inputs",  # [{"phase", "hash"}]: sha256 (hex) of each decision's input (the cache key)
+        "decision_id",  # OPA's decision_id of the last decision; null when it was cached:
+        "cached",  # true (present only then): the last decision was served by the decision cache,
+        "cached_from",  # and this is the decision_id of the evaluation it was stored from
+        # [{"phase", "hash", "superseded"?}]: sha256 (hex) of each decision's input (the cache
+        # key), in order; "superseded": true on one a later decision of its phase replaced
+        "decision_inputs",
         "approval_id",
         "approvers",
         "upstream_status",

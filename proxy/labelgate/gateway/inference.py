@@ -258,8 +258,13 @@ class InferenceProxy:
 
             async with refusals(context):
                 if name == "ModelInfer":
-                    check_no_shared_memory(request)  # type: ignore[arg-type]
-                    return await self.pipeline.infer(call, request, send)  # type: ignore[arg-type]
+                    # Checked once the caller is authenticated, inside the call's record.
+                    return await self.pipeline.infer(
+                        call,
+                        request,  # type: ignore[arg-type]
+                        send,
+                        check_no_shared_memory,
+                    )
                 # A hidden model's configuration is refused as an unknown model's is.
                 gate = usable_or_unknown(self.pipeline, call, model) if name == "ModelConfig" else None
                 return await self.pipeline.unary_message(

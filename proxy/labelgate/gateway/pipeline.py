@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -88,6 +89,14 @@ Send = Callable[[Message], Awaitable[Message]]
 Narrow = Callable[[Subject, Message], Awaitable[Message]]
 # Runs after the request phase admitted the call, before anything is sent; raises to refuse.
 Gate = Callable[[Subject], Awaitable[None]]
+# Refuses an inference request the gateway cannot serve (shared memory, the classification
+# extension): run once the caller is authenticated, before policy, inside the call's record.
+Check = Callable[[pb.ModelInferRequest], None]
+# The record of the call a ``unary_message`` is serving, for ``usable_models`` (called by its
+# ``narrow`` or ``gate``) to add the decision it makes on each model to.
+_DECIDING_FOR: contextvars.ContextVar[Outcome | None] = contextvars.ContextVar(
+    "labelgate_deciding_for", default=None
+)
 log = get_logger(__name__)
 
 
@@ -120,8 +129,13 @@ class Pipeline:
         self._open_calls: dict[asyncio.Task[Any], int] = {}  # tasks inside ``recording``, how deep
 
     # -- the call shapes ------------------------------------------------------------
-    async def infer(self, call: Call, request: pb.ModelInferRequest, send: Send) -> pb.ModelInferResponse:
-        return await self.infer_as(call, request, send, _as_is)
+    async def infer(
+        self, call: Call, request: pb.ModelInferRequest, send: Send, check: Check | None = None
+    ) -> pb.ModelInferResponse:
+        """One inference call. ``check`` (gRPC's: shared memory, the classification extension)
+        refuses a request the gateway cannot serve, as a refusal of the authenticated caller
+        that is recorded like any other (an anonymous caller is told only that it is one)."""
+        return await self.infer_as(call, request, send, _as_is, check)
 
     async def infer_as(
         self,
@@ -129,6 +143,7 @@ class Pipeline:
         request: pb.ModelInferRequest,
         send: Send,
         render: Callable[[pb.ModelInferResponse], R],
+        check: Check | None = None,
     ) -> R:
         """``infer``, the released reply made into a binding's own (REST's body) by ``render``
         inside the call's recording: a reply the binding cannot carry (bytes that are not
@@ -137,6 +152,8 @@ class Pipeline:
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
             outcome.request_summary = target_summary(target)
+            if check is not None:
+                check(request)
             await self.admit(call, subject, target, outcome, self.expected_fields(target))
             # send() is the ModelInfer stub: its replies are ModelInferResponses.
             response = cast(pb.ModelInferResponse, await self.forward(send, request, outcome))
@@ -158,11 +175,16 @@ class Pipeline:
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
             await self.admit(call, subject, target, outcome)
-            if gate is not None:
-                await gate(subject)
-            reply = await self.forward(send, request, outcome)
-            if narrow is not None:
-                reply = await narrow(subject, reply)
+            deciding = _DECIDING_FOR.set(outcome) if gate is not None or narrow is not None else None
+            try:
+                if gate is not None:
+                    await gate(subject)
+                reply = await self.forward(send, request, outcome)
+                if narrow is not None:
+                    reply = await narrow(subject, reply)
+            finally:
+                if deciding is not None:
+                    _DECIDING_FOR.reset(deciding)
             return await self.release_message(call, subject, target, reply, outcome)
 
     async def usable_models(self, call: Call, subject: Subject, models: Iterable[str]) -> set[str]:
@@ -171,27 +193,32 @@ class Pipeline:
         the model counts when it is allowed or offered an approval (nothing is held here).
         Fail closed: a model whose decision fails, times out or exceeds the bounds is left out,
         and more than ``limits.max_index_models`` names fail the call (RESOURCE_EXHAUSTED
-        ``INDEX_TOO_MANY_MODELS``) rather than run a decision for each."""
+        ``INDEX_TOO_MANY_MODELS``) rather than run a decision for each. Inside a
+        ``unary_message`` (its ``narrow`` or ``gate``), each model's decision input joins that
+        call's record, in name order: what the caller was shown depends on them."""
         infer_call = dataclasses.replace(call, method=f"/{call.service}/ModelInfer")
         # A repository of hundreds of models must not open hundreds of decisions at once.
         slots = asyncio.Semaphore(16)
+        inputs: dict[str, tuple[str, str, dict[str, Any]]] = {}
 
         async def usable(model: str) -> bool:
             target = Target(service=call.service, model=model)
             try:
                 fields = self.expected_fields(target)
                 check_fields(fields, self.limits)
+                policy_input = build_input(
+                    phase="request",
+                    subject=subject.to_policy(),
+                    request=target.to_policy(infer_call),
+                    fields=to_policy_fields(fields),
+                    approval=None,
+                    time_ns=time.time_ns(),
+                )
+                memo, key = cache_keys(policy_input)
+                if key is not None:
+                    inputs[model] = ("request", key.hex(), policy_input)
                 async with slots:
-                    decision = await self._decide_within_deadline(
-                        build_input(
-                            phase="request",
-                            subject=subject.to_policy(),
-                            request=target.to_policy(infer_call),
-                            fields=to_policy_fields(fields),
-                            approval=None,
-                            time_ns=time.time_ns(),
-                        )
-                    )
+                    decision = await self._decide_within_deadline(policy_input, memo)
             except Exception as error:
                 log.warning("model left out: its decision failed", model=model, error=type(error).__name__)
                 return False
@@ -203,7 +230,12 @@ class Pipeline:
                 gateway_reasons.INDEX_TOO_MANY_MODELS,
                 f"the upstreams list more than {self.limits.max_index_models} models",
             )
-        verdicts = await asyncio.gather(*(usable(name) for name in names))
+        try:
+            verdicts = await asyncio.gather(*(usable(name) for name in names))
+        finally:
+            outcome = _DECIDING_FOR.get()
+            if outcome is not None:
+                outcome.decision_inputs.extend(inputs[name] for name in names if name in inputs)
         return {name for name, ok in zip(names, verdicts, strict=True) if ok}
 
     async def admit_stream(self, call: Call, target: Target) -> Subject:
@@ -217,12 +249,16 @@ class Pipeline:
         self, call: Call, subject: Subject, target: Target, replies: AsyncIterator[Message]
     ) -> AsyncIterator[Message]:
         """A routed stream's upstream replies; a failure that ends the stream is recorded
-        (each reply is, by ``release_reply``)."""
+        (each reply is, by ``release_reply``), and so is its end by the caller leaving or its
+        deadline passing while the upstream is awaited (without holding up the cancellation)."""
         try:
             async for reply in replies:
                 yield reply
         except LabelgateError as error:
             await self.record_failure(call, subject, target, error)
+            raise
+        except asyncio.CancelledError as error:
+            self.record_later(CallRecord.of(call, Outcome(subject=subject, model=target.model), error))
             raise
 
     async def release_reply(self, call: Call, subject: Subject, target: Target, reply: Message) -> Message:
@@ -304,20 +340,62 @@ class Pipeline:
             time.perf_counter() - started
         )
         if decision.require_approval is not None and not decision.allow:
-            # A call held for an approver writes its record minutes from now, if ever: it does
-            # not count as in flight meanwhile, or every other record would wait for it.
-            self.in_flight.count -= 1
-            try:
-                with tracing.stage("hold"):
-                    decision = await self.approvals.hold(
-                        call, subject, first, decision, self._reevaluate(policy_input)
-                    )
-            finally:
-                self.in_flight.count += 1
-        outcome.decisions.append((phase, decision))
-        outcome.labels.update(first["labels"])
+            decision = await self._hold(
+                call, subject, phase, first, key is not None, decision, policy_input, outcome
+            )
+        else:
+            outcome.decisions.append((phase, decision))
+            outcome.labels.update(first["labels"])
         if not decision.allow:
             raise _refusal(decision)
+        return decision
+
+    async def _hold(
+        self,
+        call: Call,
+        subject: Subject,
+        phase: str,
+        first: dict[str, Any],
+        first_kept: bool,
+        held: Decision,
+        policy_input: Callable[[dict[str, Any] | None], dict[str, Any]],
+        outcome: Outcome,
+    ) -> Decision:
+        """Hold the call for an approver (``approvals.hold``); the decision to enforce.
+
+        The record holds the decision that held the call and its labels from the start (a
+        call can end inside the hold: pending, expired, cut by its deadline, cancelled). Each
+        decision made again under an approval joins it, with its input; when the hold releases
+        on one of them, the inputs of this phase before it are marked superseded."""
+        outcome.decisions.append((phase, held))
+        outcome.labels.update(first["labels"])
+        start = len(outcome.decision_inputs) - (1 if first_kept else 0)
+        redecided: list[tuple[Decision, int]] = []  # each, with how many inputs came before it
+
+        async def again(approval: dict[str, Any]) -> Decision:
+            redo = policy_input(approval)
+            memo, key = cache_keys(redo)
+            before = len(outcome.decision_inputs)
+            if key is not None:
+                outcome.decision_inputs.append((phase, key.hex(), redo))
+            decision = await self._decide_within_deadline(redo, memo)
+            outcome.decisions.append((phase, decision))
+            redecided.append((decision, before))
+            return decision
+
+        # A call held for an approver writes its record minutes from now, if ever: it does
+        # not count as in flight meanwhile, or every other record would wait for it.
+        self.in_flight.count -= 1
+        try:
+            with tracing.stage("hold"):
+                decision = await self.approvals.hold(call, subject, first, held, again)
+        finally:
+            self.in_flight.count += 1
+        enforced = next((before for made, before in redecided if made is decision), None)
+        if enforced is not None:
+            outcome.superseded_inputs += tuple(range(start, enforced))
+        if outcome.decisions[-1][1] is not decision:  # the approval stage's own refusal
+            outcome.decisions.append((phase, decision))
         return decision
 
     async def _decide_within_deadline(
@@ -338,14 +416,6 @@ class Pipeline:
                 return await engine.decide(policy_input)
         except TimeoutError:
             return Decision.deny("POLICY_TIMEOUT", engine=self.engine.name, revision=self.engine.revision)
-
-    def _reevaluate(
-        self, policy_input: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> Callable[[dict[str, Any]], Awaitable[Decision]]:
-        async def again(approval: dict[str, Any]) -> Decision:
-            return await self._decide_within_deadline(policy_input(approval))
-
-        return again
 
     # -- stage: record -------------------------------------------------------------------
     @contextlib.asynccontextmanager

@@ -30,6 +30,7 @@ from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
 from labelgate.logs import get_logger
 from labelgate.migrations import upgrade_sqlite
+from labelgate.policy.cache import cached_from
 from labelgate.timestamps import format_time, utc_now
 
 log = get_logger("labelgate.decision")
@@ -83,7 +84,7 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
             "name": recorded_text(subject["name"]),
             "groups": [recorded_text(group) for group in subject["groups"]],
         }
-    return {
+    event: dict[str, Any] = {
         "time": format_time(entry.time),
         "event_id": entry.event_id,
         "session_id": recorded_text(call.session_id),
@@ -101,10 +102,38 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
         "engine": last[1].engine if last else None,
         "policy_revision": last[1].revision if last else None,
         "decision_id": last[1].decision_id if last else None,
-        "decision_inputs": [{"phase": phase, "hash": digest} for phase, digest, _ in entry.decision_inputs],
+        "decision_inputs": decision_inputs(entry),
         "upstream_status": entry.upstream_status,
         "latency_ms": entry.latency_ms,
     }
+    omitted = len(entry.decision_inputs) - len(event["decision_inputs"])
+    if omitted:
+        event["details"] = {"decision_inputs_omitted": omitted}
+    if last is not None and last[1].cached:
+        # Not evaluated for this call: ``decision_id`` is None, the evaluation it came from is
+        # named as such (OPA's decision log has it under that id, with another call's input).
+        event["cached"], event["cached_from"] = True, cached_from(last[1])
+    return event
+
+
+# An index call names a decision per model it lists (up to ``limits.max_index_models``), and
+# the writer refuses a list longer than ``audit.records.MAX_ITEMS``: past this many, the
+# record names the first and the call's last, and counts the others (the input store keeps all).
+_RECORDED_INPUTS = 256
+
+
+def decision_inputs(entry: CallRecord) -> list[dict[str, Any]]:
+    """``[{"phase", "hash"}]`` of each decision made for the call, in order (at most
+    ``_RECORDED_INPUTS``); an input whose decision was not the one enforced (the held call
+    re-decided under its approval) is marked ``"superseded": true``."""
+    inputs: list[dict[str, Any]] = [
+        {"phase": phase, "hash": digest} for phase, digest, _ in entry.decision_inputs
+    ]
+    for position in entry.superseded_inputs:
+        inputs[position]["superseded"] = True
+    if len(inputs) > _RECORDED_INPUTS:
+        inputs = [*inputs[: _RECORDED_INPUTS - 1], inputs[-1]]
+    return inputs
 
 
 class LogAndMetricsRecorder:
@@ -164,6 +193,8 @@ class LogAndMetricsRecorder:
             engine=last[1].engine if last else None,
             policy_revision=last[1].revision if last else None,
             decision_id=last[1].decision_id if last else None,
+            cached=last[1].cached if last else False,
+            cached_from=cached_from(last[1]) if last else None,
         )
 
 

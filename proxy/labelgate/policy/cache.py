@@ -26,6 +26,12 @@ so a hit costs one pickle of the input (``python -m bench.cache_key``), and not 
 when the input is one of the last two this thread keyed: ``memo_key`` then hands back the
 earlier, equal bytes object, whose hash is kept and which the dicts hold themselves.
 
+A decision served from the cache was not evaluated for the call it serves: it carries no
+``decision_id`` of its own (OPA's id names the evaluation of an earlier call), only
+``cached_from``, that evaluation's id (``cached_copy``), so a record can say it was cached and
+still be joined to the decision-log event that made it, and nothing built on the decision
+(an approval stage's refusal copies ``decision_id``) can pass another call's id off as its own.
+
 The policy says how long its answer holds (``cache_ttl_seconds``; 0 means never cache) and
 fail-closed denies are never cached, so an outage is not remembered after it ends. The
 whole cache is dropped the moment the inner engine reports a new revision (checked on
@@ -131,6 +137,27 @@ _canonical_json_of_plain_data = json.JSONEncoder(
 # ``cache_key`` answers remembered by ``memo_key`` (inputs come from data: bounded).
 CANONICAL_MEMO_SIZE = 4096
 _canonical_keys: dict[bytes, bytes] = {}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CachedDecision(Decision):
+    """A decision as the cache serves it: ``cached``, no ``decision_id`` of its own, and
+    ``cached_from`` the id of the evaluation it was stored from (None when the engine names
+    none, as the embedded engines do)."""
+
+    cached_from: str | None = None
+
+
+def cached_copy(decision: Decision) -> CachedDecision:
+    """``decision`` as the cache stores and serves it."""
+    fields = {field.name: getattr(decision, field.name) for field in dataclasses.fields(Decision)}
+    fields.update(decision_id=None, cached=True)
+    return CachedDecision(**fields, cached_from=decision.decision_id)
+
+
+def cached_from(decision: Decision) -> str | None:
+    """The id of the evaluation a cached decision was stored from; None for any other."""
+    return decision.cached_from if isinstance(decision, CachedDecision) else None
 
 
 # Fail-closed reasons that are about one input, not about the engine's health.
@@ -367,10 +394,7 @@ class CachingEngine:
         # per answer): drop what the old one decided before storing anything.
         self._sync_revision()
         if key is not None and decision.cache_ttl_seconds > 0 and decision.revision == self._revision:
-            self._entries[key] = (
-                self._clock() + decision.cache_ttl_seconds,
-                dataclasses.replace(decision, cached=True),
-            )
+            self._entries[key] = (self._clock() + decision.cache_ttl_seconds, cached_copy(decision))
             self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)

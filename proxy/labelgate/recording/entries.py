@@ -12,7 +12,8 @@ Every stored line (file) or row (PostgreSQL) is one JSON object with a ``kind``:
      "request_message": {"type", "base64"}          (only with record_input_values)
      "decision": {"outcome", "reason", "labels", "masked": [{"path", "strategy", "label"}],
                   "fields": [{"path", "labels"}]   (the response phase's, as classified then)
-                  "phases": [{"phase", "allow", "reason", "engine", "revision", "decision_id"}]},
+                  "phases": [{"phase", "allow", "reason", "engine", "revision", "decision_id",
+                              "cached", "cached_from"}]},
      "upstream_status", "latency_ms",
      "response": {"type": "inference.ModelInferResponse", "base64", "bytes"} | null}
 
@@ -22,7 +23,11 @@ Every stored line (file) or row (PostgreSQL) is one JSON object with a ``kind``:
     {"kind": "truncated", "time", "session_id", "limit_bytes", "recorded_bytes", "request_id"}
 
 ``response`` is the protobuf message exactly as the caller received it (after masking),
-``SerializeToString`` and base64, with its full type name so it can be parsed back.
+``SerializeToString`` and base64, with its full type name so it can be parsed back; a call
+that ended in an error delivered none (``CallRecord.delivered``). ``phases`` lists each
+decision made for the call, in order (a held call's, then the one made under its approval);
+a decision served from the decision cache has no ``decision_id`` of its own, ``cached`` and
+``cached_from``, the id of the evaluation it came from.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from labelgate.policy.cache import cached_from
 from labelgate.timestamps import format_time, parse_time, utc_now
 
 if TYPE_CHECKING:
@@ -118,6 +124,8 @@ def call_entry(entry: CallRecord, *, record_input_values: bool) -> dict[str, Any
                     "engine": decision.engine,
                     "revision": decision.revision,
                     "decision_id": decision.decision_id,
+                    "cached": decision.cached,
+                    "cached_from": cached_from(decision),
                 }
                 for phase, decision in entry.decisions
             ],

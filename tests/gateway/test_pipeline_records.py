@@ -1,0 +1,278 @@
+"""What the pipeline records of a call: what the caller got, every decision made for it and
+the input each was made on, how it ended. Scripted stages, as in ``test_pipeline.py``.
+
+Found by a review of the records (none of it reached a caller): refused calls recorded as
+delivered, gRPC refusals made before authentication and never recorded, approved and
+index calls naming only some of their decision inputs, calls ending inside an approval hold
+recorded without their decision, and a caller's deadline recorded as a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from labelgate._proto.inference import model_extensions_pb2 as ext
+from labelgate.approvals import deadline
+from labelgate.approvals.errors import ApprovalPending
+from labelgate.auth import Subject
+from labelgate.calls import Target
+from labelgate.errors import Unauthenticated, Unsupported, UpstreamError
+from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.record import audit_event
+from labelgate.policy.contract import ApprovalRequirement, Decision
+from labelgate.recording.entries import call_entry
+from tests.gateway.test_pipeline import (
+    STREAM,
+    FakeStream,
+    customer_reply,
+    make_call,
+    make_pipeline,
+    request,
+    requests_of,
+    upstream_returning,
+)
+
+GRANT = {"state": "granted", "grant_id": "g-1", "approved_by": ["olga"]}
+INDEX = "/inference.GRPCInferenceService/RepositoryIndex"
+
+
+def held(reason: str = "ask an owner") -> Decision:
+    return Decision(
+        allow=False,
+        reason=reason,
+        require_approval=ApprovalRequirement(("data-owners",), 1, 60, reason),
+        engine="table",
+        revision="r1",
+    )
+
+
+class HeldUntilGranted:
+    """The request phase asks for an approval; under a grant it allows (and masks ``ssn``)."""
+
+    name, revision = "table", "r1"
+
+    async def decide(self, policy_input: dict[str, Any]) -> Decision:
+        if policy_input["phase"] == "request" and policy_input["approval"]["state"] == "none":
+            return held()
+        return Decision(allow=True, reason="ok", engine="table", revision="r1")
+
+
+class GrantAtOnce:
+    async def hold(
+        self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
+    ) -> Decision:
+        return await again(GRANT)
+
+
+class PendingApproval:
+    async def hold(
+        self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
+    ) -> Decision:
+        raise ApprovalPending("APPROVAL_PENDING", "held for approval: call again once granted")
+
+
+def approving_pipeline(stage: Any) -> tuple[Pipeline, Any]:
+    pipeline, _, _, recorder = make_pipeline()
+    pipeline.engine = HeldUntilGranted()  # type: ignore[assignment]
+    pipeline.approvals = stage
+    return pipeline, recorder
+
+
+# -- what the caller got --------------------------------------------------------------------
+
+
+async def test_a_reply_the_binding_cannot_carry_is_recorded_without_a_response() -> None:
+    # REST renders the released reply inside the record (infer_as); a reply it cannot carry
+    # is refused, and its record must not hold a response nobody received.
+    pipeline, journal, _, recorder = make_pipeline()
+
+    def render(reply: Any) -> Any:
+        raise UpstreamError("REST_OUTPUT_NOT_TEXT", "output 1 is not UTF-8 text")
+
+    with pytest.raises(UpstreamError):
+        await pipeline.infer_as(make_call(), request(), upstream_returning(customer_reply(), journal), render)
+    (record,) = recorder.records
+    assert (record.refusal, record.delivered) == ("REST_OUTPUT_NOT_TEXT", None)
+    assert call_entry(record, record_input_values=False)["response"] is None
+
+
+async def test_a_release_refused_for_its_record_is_recorded_without_a_response() -> None:
+    pipeline, journal, _, recorder = make_pipeline()
+    recorder.fail = UpstreamError("AUDIT_UNAVAILABLE", "no acknowledgement in time")
+    with pytest.raises(UpstreamError):
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    await pipeline.finish_records(5)
+    released, refused = recorder.records
+    assert released.delivered is not None, "the release's own record, written before the failure"
+    assert (refused.refusal, refused.delivered) == ("AUDIT_UNAVAILABLE", None)
+
+
+# -- refusals of requests the gateway cannot serve ------------------------------------------
+
+
+async def test_a_request_check_runs_after_authentication_and_its_refusal_is_recorded() -> None:
+    pipeline, journal, _, recorder = make_pipeline()
+
+    def shared_memory(message: Any) -> None:
+        journal.append(("check",))
+        raise Unsupported("SHARED_MEMORY_UNSUPPORTED", "no shared memory")
+
+    upstream = upstream_returning(customer_reply(), journal)
+    with pytest.raises(Unsupported):
+        await pipeline.infer(make_call(), request(), upstream, check=shared_memory)
+    assert journal.kinds() == ["authenticate", "check", "record"], "refused before policy and upstream"
+    (record,) = recorder.records
+    assert record.refusal == "SHARED_MEMORY_UNSUPPORTED" and record.subject is not None
+    assert record.request_summary["model"] == "customer-profile"
+
+    def anonymous(metadata: Any, auth_context: Any) -> Subject:
+        raise Unauthenticated("TOKEN_MISSING", "no token")
+
+    pipeline.authenticator.authenticate = anonymous  # type: ignore[method-assign]
+    with pytest.raises(Unauthenticated):
+        await pipeline.infer(make_call(), request(), upstream, check=shared_memory)
+    assert journal.kinds().count("check") == 1, "an anonymous caller learns nothing of its request"
+    assert recorder.records[-1].refusal == "TOKEN_MISSING"
+
+
+# -- every decision, with its input ----------------------------------------------------------
+
+
+async def test_an_approved_call_records_the_decision_that_held_it_and_the_one_that_released_it() -> None:
+    pipeline, recorder = approving_pipeline(GrantAtOnce())
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), []))  # type: ignore[arg-type]
+    (record,) = recorder.records
+    made = [(phase, doc["approval"]["state"]) for phase, _, doc in record.decision_inputs]
+    assert made == [("request", "none"), ("request", "granted"), ("response", "none")]
+    # Each input replays to the decision recorded beside it (``policy impact`` sees approvers' calls).
+    engine = HeldUntilGranted()
+    replayed = [(phase, (await engine.decide(doc)).allow) for phase, _, doc in record.decision_inputs]
+    assert replayed == [(phase, decision.allow) for phase, decision in record.decisions]
+    assert record.superseded_inputs == (0,)
+    hashes = [digest for _, digest, _ in record.decision_inputs]
+    assert audit_event(record)["decision_inputs"] == [
+        {"phase": "request", "hash": hashes[0], "superseded": True},
+        {"phase": "request", "hash": hashes[1]},
+        {"phase": "response", "hash": hashes[2]},
+    ]
+
+
+async def test_a_call_ending_inside_the_hold_is_recorded_with_its_decision_and_labels() -> None:
+    pipeline, recorder = approving_pipeline(PendingApproval())
+    with pytest.raises(ApprovalPending):
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), []))  # type: ignore[arg-type]
+    (record,) = recorder.records
+    assert record.refusal == "APPROVAL_PENDING"
+    assert record.labels, "the labels the policy held the call on"
+    assert [(phase, d.require_approval is not None) for phase, d in record.decisions] == [("request", True)]
+    event = audit_event(record)
+    assert (event["phase"], event["engine"]) == ("request", "table")
+
+
+async def test_an_index_records_the_decision_on_each_model_it_lists_or_leaves_out() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+    call = make_call(INDEX)
+
+    async def send(message: Any) -> Any:
+        names = ("customer-profile", "sentiment")
+        return ext.RepositoryIndexResponse(
+            models=[ext.RepositoryIndexResponse.ModelIndex(name=n) for n in names]
+        )
+
+    async def narrow(subject: Subject, reply: Any) -> Any:
+        usable = await pipeline.usable_models(call, subject, [m.name for m in reply.models])
+        return ext.RepositoryIndexResponse(models=[m for m in reply.models if m.name in usable])
+
+    await pipeline.unary_message(
+        call, Target(service=call.service), ext.RepositoryIndexRequest(), send, narrow
+    )
+    (record,) = recorder.records
+    decided = [
+        (phase, doc["request"]["method"].rsplit("/", 1)[1], doc["request"]["model"])
+        for phase, _, doc in record.decision_inputs
+    ]
+    assert decided == [
+        ("request", "RepositoryIndex", ""),
+        ("request", "ModelInfer", "customer-profile"),
+        ("request", "ModelInfer", "sentiment"),
+        ("response", "RepositoryIndex", ""),
+    ]
+    # Outside a call (nothing to record them under) the models are still decided.
+    assert await pipeline.usable_models(call, record.subject, ["sentiment"]) == {"sentiment"}  # type: ignore[arg-type]
+
+
+# -- how it ended ----------------------------------------------------------------------------
+
+
+async def hang(message: Any) -> Any:
+    await asyncio.Event().wait()
+
+
+async def ended_by_cancel(pipeline: Pipeline, call: Any, seconds_to_deadline: float | None) -> None:
+    async def serve() -> None:
+        if seconds_to_deadline is not None:
+            deadline.set_deadline(seconds_to_deadline)  # as the gRPC interceptor does per call
+        await call()
+
+    task = asyncio.create_task(serve())
+    await asyncio.sleep(0.05)
+    task.cancel()  # what grpc does to the handler when its caller leaves or its deadline passes
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await pipeline.finish_records(5)
+
+
+async def test_a_call_its_deadline_ends_is_recorded_as_deadline_exceeded() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+
+    async def infer() -> None:
+        await pipeline.infer(make_call(), request(), hang)
+
+    await ended_by_cancel(pipeline, infer, 0.01)
+    await ended_by_cancel(pipeline, infer, 60)
+    await ended_by_cancel(pipeline, infer, None)
+    assert [r.status_code for r in recorder.records] == ["DEADLINE_EXCEEDED", "CANCELLED", "CANCELLED"]
+
+
+async def test_a_routed_stream_ended_while_waiting_on_its_upstream_is_recorded() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+    subject = Subject(id="ana", groups=("analysts",), auth="jwt")
+    call, target = make_call("/demo.Directory/ListCustomers"), Target(service="demo.Directory")
+
+    async def silent() -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield None
+
+    async def stream() -> None:
+        async for _ in pipeline.upstream_replies(call, subject, target, silent()):
+            pass
+
+    await ended_by_cancel(pipeline, stream, 0.01)
+    await ended_by_cancel(pipeline, stream, None)
+    assert [(r.status_code, r.subject) for r in recorder.records] == [
+        ("DEADLINE_EXCEEDED", subject),
+        ("CANCELLED", subject),
+    ]
+
+
+class SilentStream(FakeStream):
+    """An upstream stream that takes every request and never answers, nor ends."""
+
+    async def done_writing(self) -> None:
+        pass
+
+
+async def test_a_streamed_requests_deadline_is_recorded_as_deadline_exceeded() -> None:
+    pipeline, _, _, recorder = make_pipeline()
+
+    async def stream() -> None:
+        upstream = SilentStream(lambda sent: [])
+        async for _ in pipeline.stream_infer(make_call(STREAM), requests_of(request()), upstream):
+            pass
+
+    await ended_by_cancel(pipeline, stream, 0.01)
+    assert [r.status_code for r in recorder.records] == ["OK", "DEADLINE_EXCEEDED"]
