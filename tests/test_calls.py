@@ -7,7 +7,7 @@ from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
-from labelgate.calls import Call, CallRecord, Outcome, infer_target, target_summary
+from labelgate.calls import Call, CallRecord, Outcome, infer_target, peer_address, target_summary
 from labelgate.errors import PermissionDenied
 from labelgate.policy.contract import Decision
 
@@ -56,3 +56,22 @@ def request_summary(request: pb.ModelInferRequest) -> dict[str, Any]:
         "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in request.inputs],
         "outputs": [o.name for o in request.outputs],
     }
+
+
+def test_the_policy_input_names_the_callers_address_without_its_port() -> None:
+    # The port changes with every connection: the cache would key a client's calls apart.
+    assert peer_address("ipv4:10.1.2.3:54270") == "ipv4:10.1.2.3"
+    assert peer_address("ipv6:[::1]:54270") == "ipv6:[::1]"
+    assert peer_address("ipv6:[2001:db8::7]:443") == "ipv6:[2001:db8::7]"
+    for kept in ("unix:/run/labelgate.sock", "unix-abstract:x", "rest", "ipv4:10.1.2.3", "ipv4:h:²"):
+        assert peer_address(kept) == kept
+    call = Call(
+        method="/inference.GRPCInferenceService/ModelInfer",
+        peer="ipv4:10.1.2.3:5000",
+        metadata=(),
+        auth_context={},
+        session_id="s",
+        request_id="r",
+    )
+    request = pb.ModelInferRequest(model_name="m")
+    assert infer_target(request, call.method).to_policy(call)["peer"] == "ipv4:10.1.2.3"

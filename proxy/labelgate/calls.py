@@ -87,7 +87,7 @@ class Target:
             "requested_outputs": list(self.requested_outputs),
             "request_id": call.request_id,
             "session_id": call.session_id,
-            "peer": call.peer,
+            "peer": peer_address(call.peer),
             "opaque": self.opaque,
         }
         if self.request_digest:
@@ -140,6 +140,20 @@ class CallsInFlight:
 
     def __call__(self) -> int:
         return self.count
+
+
+def peer_address(peer: str) -> str:
+    """The caller's address without its port (``ipv4:10.1.2.3``, ``ipv6:[::1]``): what the
+    policy input carries as ``request.peer``. A policy may decide on where a call comes from;
+    the port changes with every connection, and a decision keyed on it would be cached per
+    connection (``policy.cache``). Anything else (a Unix socket) is kept whole."""
+    kind, colon, rest = peer.partition(":")
+    if not colon or kind not in ("ipv4", "ipv6"):
+        return peer
+    host, colon, port = rest.rpartition(":")
+    if colon and port.isascii() and port.isdigit() and (kind == "ipv4" or host.endswith("]")):
+        return f"{kind}:{host}"
+    return peer
 
 
 def infer_target(request: pb.ModelInferRequest, method: str) -> Target:

@@ -155,7 +155,7 @@ def analyst_input(request_id: str, model: str = "customer-profile") -> dict[str,
             "requested_outputs": [],
             "request_id": request_id,
             "session_id": "s",
-            "peer": "ipv4:10.0.0.1:5",
+            "peer": "ipv4:10.0.0.1",
             "digest": "f" * 64,
             "opaque": False,
         },
@@ -186,8 +186,9 @@ def test_the_store_keeps_each_input_once_by_hash_and_counts_repeats(tmp_path: Pa
     for digest, _, stored in rows:
         assert cache_key(stored).hex() == digest  # type: ignore[union-attr]
         assert stored == replayable_input(stored)
-        for volatile in ("request_id", "session_id", "peer", "digest"):
+        for volatile in ("request_id", "session_id", "digest"):
             assert volatile not in stored["request"]
+        assert stored["request"]["peer"] == "ipv4:10.0.0.1"  # a policy may decide on it: kept
         assert "time_ns" not in stored["context"]
     # The audit event carries the hashes, and only them.
     event = audit_event(record_with([("response", first)]))

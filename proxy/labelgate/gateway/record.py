@@ -228,7 +228,7 @@ class AuditRecorder:
 # Keys that differ on every call without changing what the policy decides: the decision
 # cache leaves them out of its key, and the store leaves them out of what it keeps
 # (``digest`` is a hash of the request's values, which has no place at rest here).
-_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer", "digest"})
+_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "digest"})
 
 
 def replayable_input(doc: dict[str, Any]) -> dict[str, Any]:

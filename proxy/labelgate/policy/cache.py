@@ -2,7 +2,9 @@
 
 The key is the decision-relevant part of the input: everything except values that differ
 on every call without changing what the policy can decide (``request.request_id``,
-``request.session_id``, ``request.peer``, ``request.digest``, ``context.time_ns``), hashed.
+``request.session_id``, ``request.digest``, ``context.time_ns``), hashed. ``request.peer``
+stays: a policy may decide on where a call comes from, and it is the caller's address
+without its port (``calls.peer_address``), so a client's calls share a key.
 ``subject.attributes`` stay in the key: a policy may use them.
 
 Two spellings of that part: ``cache_key`` is canonical JSON (sorted keys), stable across
@@ -62,7 +64,7 @@ log = get_logger(__name__)
 # ``digest`` identifies the query for approval grants (input values included); the policy
 # may not decide on it (the contract says so), and keying on it would cache per query.
 # Spelt out name by name in ``_relevant`` (a test holds the two to each other).
-_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "peer", "digest"})
+_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "digest"})
 # Per-token claims: every new token of one person would otherwise be a new key (a cache miss,
 # and a new "distinct" input for impact analysis). Time is not a key either (``time_ns``):
 # a policy that decides on time or expiry must set a cache TTL that fits.
@@ -292,8 +294,6 @@ def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
             del request["request_id"]
         if "session_id" in request:
             del request["session_id"]
-        if "peer" in request:
-            del request["peer"]
         if "digest" in request:
             del request["digest"]
     subject = relevant.get("subject")
