@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
         "terminal_log",
         "migrations",
         "interceptors",
+        "deadlines",
         "cli_backstop",
     },
     {"auth", "classify", "bundle", "audit", "demo"},

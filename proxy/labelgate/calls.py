@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
+from labelgate.deadlines import seconds_left
 from labelgate.errors import LabelgateError
 from labelgate.policy import reasons as policy_reasons
 from labelgate.policy.contract import Decision
@@ -323,16 +324,13 @@ def _status_code(error: BaseException | None) -> str:
     return name if isinstance(name, str) else "UNKNOWN"
 
 
-# grpc cancels a call at its deadline; the deadline the gateway keeps (``approvals.deadline``)
-# is read a moment after grpc's, so it may fall this much later.
+# grpc cancels a call at its deadline; the deadline the gateway keeps (``deadlines``) is read
+# a moment after grpc's, so it may fall this much later.
 _DEADLINE_SLACK_SECONDS = 0.05
 
 
 def _deadline_passed() -> bool:
     """Whether the current call's deadline has passed (the task's, or a context copied from it)."""
-    # Imported here: only a cancelled call asks, and the module brings grpc with it.
-    from labelgate.approvals.deadline import seconds_left
-
     left = seconds_left()
     return left is not None and left <= _DEADLINE_SLACK_SECONDS
 

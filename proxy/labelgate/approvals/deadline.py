@@ -8,29 +8,16 @@ runs; the handler's task, and everything it awaits, reads it with ``seconds_left
 
 from __future__ import annotations
 
-import contextvars
 import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from labelgate.deadlines import seconds_left, set_deadline
 from labelgate.interceptors import Handler, WrappingInterceptor
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("labelgate_deadline", default=None)
-
-
-def seconds_left(now: float | None = None) -> float | None:
-    """Seconds until the current call's deadline; None when the caller set none."""
-    deadline = _deadline.get()
-    if deadline is None:
-        return None
-    return deadline - (time.time() if now is None else now)
-
-
-def set_deadline(seconds: float | None) -> contextvars.Token[float | None]:
-    return _deadline.set(None if seconds is None else time.time() + seconds)
+__all__ = ["DeadlineInterceptor", "seconds_left", "set_deadline"]
 
 
 def _remember(context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -1,0 +1,25 @@
+"""The current call's deadline, as the gateway keeps it: set per call by
+``approvals.deadline.DeadlineInterceptor`` (gRPC consumes ``grpc-timeout`` itself; only the
+servicer context knows the time left), read by what must not outlive it (the approval hold)
+and by what records how a call ended (``calls``: a call cancelled past its deadline is
+recorded ``DEADLINE_EXCEEDED``). A context variable: the handler's task, and everything it
+awaits, sees its own call's."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("labelgate_deadline", default=None)
+
+
+def seconds_left(now: float | None = None) -> float | None:
+    """Seconds until the current call's deadline; None when the caller set none."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return None
+    return deadline - (time.time() if now is None else now)
+
+
+def set_deadline(seconds: float | None) -> contextvars.Token[float | None]:
+    return _deadline.set(None if seconds is None else time.time() + seconds)
