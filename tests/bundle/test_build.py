@@ -9,21 +9,25 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
 from labelgate.bundle.build import (
     MANIFEST,
+    SEQUENCE,
     build_bundle,
     bundle_roots,
     content_revision,
+    manifest_sequence,
     read_tarball,
     write_tarball,
 )
+from labelgate.bundle.signing import Signer
 from labelgate.bundle.source import read_snapshot
 from labelgate.errors import InvalidInput
-from tests.bundle.helpers import REGO, TABLES, example_input
+from tests.bundle.helpers import REGO, TABLES, KeyPair, example_input
 from tests.support.procs import opa_binary
 
 MODULE = b"package labelgate.decision\n\nresult := {}\n"
@@ -65,6 +69,48 @@ def test_manifest_names_revision_roots_and_rego_version(policy_source: Path) -> 
     bundle = build_bundle(read_snapshot(policy_source).files)
     manifest = json.loads(dict(bundle.files)[MANIFEST])
     assert manifest == {"revision": bundle.revision, "roots": ["labelgate"], "rego_version": 1}
+
+
+def test_a_signed_bundle_carries_a_sequence_above_every_earlier_build(rsa_keys: KeyPair) -> None:
+    """The signed manifest orders revisions (content hashes do not), so a gateway can refuse an
+    older one replayed to it; OPA ignores metadata it does not know."""
+    signer = Signer.from_pem(rsa_keys.private_pem)
+    files = [("p.rego", MODULE)]
+    first, second = build_bundle(files, signer), build_bundle(files, signer)
+    sequences = [json.loads(dict(b.files)[MANIFEST])["metadata"][SEQUENCE] for b in (first, second)]
+    assert (first.sequence, second.sequence) == tuple(sequences)
+    assert isinstance(sequences[0], int) and 0 < sequences[0] < sequences[1]
+    assert first.revision == second.revision  # the content, not the moment, names the revision
+    assert sequences[0] <= time.time_ns() // 1000 < sequences[0] + 60_000_000  # microseconds, now
+    pinned = build_bundle(files, signer, sequence=7)
+    assert pinned.sequence == 7 and manifest_sequence(dict(pinned.files)[MANIFEST]) == 7
+    assert build_bundle(files).sequence is None  # unsigned: reproducible, as before
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b'{"metadata": {"labelgate_sequence": "7"}}',
+        b'{"metadata": {"labelgate_sequence": 7.5}}',
+        b'{"metadata": {"labelgate_sequence": true}}',
+        b'{"metadata": {"labelgate_sequence": -1}}',
+        b'{"metadata": ["labelgate_sequence"]}',
+        b"[]",
+        b"{",
+    ],
+)
+def test_a_sequence_that_is_not_a_whole_number_is_refused(manifest: bytes) -> None:
+    with pytest.raises(InvalidInput) as error:
+        manifest_sequence(manifest)
+    assert error.value.reason == "BUNDLE_SEQUENCE_INVALID"
+
+
+def test_a_manifest_without_a_sequence_has_none() -> None:
+    assert manifest_sequence(None) is None
+    assert manifest_sequence(b'{"revision": "x"}') is None
+    assert manifest_sequence(b'{"metadata": {"other": 1}}') is None
+    with pytest.raises(InvalidInput):
+        build_bundle([("p.rego", MODULE)], sequence=-1)
 
 
 def test_revision_follows_served_content_only(policy_source: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from labelgate.bundle.build import read_tarball
+from labelgate.bundle.build import manifest_sequence, read_tarball
 from labelgate.bundle.cli import command_line, parse_listen
 from labelgate.bundle.signing import verify_signatures
 from labelgate.errors import ConfigError
@@ -32,6 +32,25 @@ def test_build_writes_a_signed_bundle_and_prints_its_revision(
     verify_signatures(files, ec_keys.public_pem, "ES256")
     again = run("bundle", "build", str(policy_source), "-o", str(tmp_path / "again.tar.gz"), "--no-check")
     assert again.output == result.output  # same content, same revision (signing does not change it)
+
+
+def test_build_signs_the_sequence_it_is_given(policy_source: Path, rsa_keys: KeyPair, tmp_path: Path) -> None:
+    private, _ = rsa_keys.write(tmp_path, "ci")
+    out = tmp_path / "bundle.tar.gz"
+    signed = ["--signing-key", str(private), "--sequence", "42", "--no-check"]
+    result = run("bundle", "build", str(policy_source), "-o", str(out), *signed)
+    assert result.exit_code == 0, result.output
+    files = read_tarball(out.read_bytes())
+    assert manifest_sequence(files[".manifest"]) == 42
+    verify_signatures(files, rsa_keys.public_pem, "RS256")
+    again = tmp_path / "again.tar.gz"
+    assert run("bundle", "build", str(policy_source), "-o", str(again), *signed).exit_code == 0
+    assert again.read_bytes() == out.read_bytes()  # RS256 with a pinned sequence: reproducible
+    default = tmp_path / "default.tar.gz"
+    unpinned = run("bundle", "build", str(policy_source), "-o", str(default), *signed[:2], "--no-check")
+    assert unpinned.exit_code == 0, unpinned.output
+    assert manifest_sequence(read_tarball(default.read_bytes())[".manifest"]) > 42  # the build time
+    assert run("bundle", "build", str(policy_source), "-o", str(out), "--sequence", "-1").exit_code != 0
 
 
 def test_build_refuses_a_source_whose_tests_fail(policy_source: Path, tmp_path: Path) -> None:

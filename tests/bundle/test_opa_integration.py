@@ -141,15 +141,20 @@ def test_opa_follows_valid_edits_within_seconds(
 
 
 class TamperingProxy:
-    """Sits between OPA and the bundle server; while ``tamper`` is set it edits a .rego file in
-    every bundle that passes through, after the server signed it (a man in the middle)."""
+    """Sits between OPA and the bundle server (a man in the middle): while ``tamper`` is set it
+    edits a .rego file in every bundle that passes through, after the server signed it; while
+    ``replay`` holds a bundle the server served earlier, it answers with that one instead."""
 
     def __init__(self, upstream: str, victim: str = "labelgate/decision/decision.rego") -> None:
         self.tamper = threading.Event()
+        self.replay: bytes | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if proxy.replay is not None:
+                    self.send_replay(proxy.replay)
+                    return
                 forwarded = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 try:
                     reply = httpx.get(upstream + self.path, headers=forwarded, timeout=60)
@@ -169,6 +174,23 @@ class TamperingProxy:
                 self.end_headers()
                 with contextlib.suppress(OSError):  # OPA hung up (it is stopped mid long poll)
                     self.wfile.write(body)
+
+            def send_replay(self, tarball: bytes) -> None:
+                etag = '"{}"'.format(json.loads(read_tarball(tarball)[".manifest"])["revision"])
+                if self.headers.get("If-None-Match") == etag:
+                    time.sleep(0.5)
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(len(tarball)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(tarball)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -200,6 +222,7 @@ def test_opa_accepts_signed_bundles_and_rejects_tampered_ones(
             wait_for(opa.healthy, "OPA to verify and activate the signed bundle")
             status = server.status()
             assert status["signed"] is True and ".signatures.json" in status["files"]
+            assert status["sequence"] > 0
             genuine = status["revision"]
             before = ttl_of(opa)
 
@@ -219,3 +242,29 @@ def test_opa_accepts_signed_bundles_and_rejects_tampered_ones(
 
             proxy.tamper.clear()  # the genuine signed bundle gets through again
             wait_for(lambda: ttl_of(opa) == 4242, "OPA to activate the genuine bundle")
+
+
+def test_opa_activates_an_older_signed_revision_replayed_to_it(
+    policy_source: Path, tmp_path: Path, rsa_keys: KeyPair
+) -> None:
+    """OPA has no rollback check: any bundle whose signature verifies is activated, an earlier
+    revision included. A fleet of real OPAs relies on TLS and the bundle server's access
+    control against replay (docs/THREAT-MODEL.md); the in-process engines refuse it
+    (``tests/policy/test_bundle_rollback.py``). Also: OPA loads manifests carrying
+    ``metadata.labelgate_sequence``."""
+    private, _ = rsa_keys.write(tmp_path, "bundle-signing")
+    signing = ("--signing-key", str(private), "--key-id", "labelgate")
+    with bundle_server(tmp_path, policy_source, *signing) as server:
+        proxy = TamperingProxy(server.url)
+        config = opa_config(proxy.url, server.url, public_key=rsa_keys, key_id="labelgate")
+        with proxy.running(), opa_with_config(tmp_path, config) as opa:
+            wait_for(opa.healthy, "OPA to verify and activate the signed bundle")
+            with server.client(TOKEN) as client:
+                earlier = client.get("/bundles/labelgate").raise_for_status().content
+            assert json.loads(read_tarball(earlier)[".manifest"])["metadata"]["labelgate_sequence"] > 0
+            before = ttl_of(opa)
+            set_plain_ttl(policy_source, 4242)
+            wait_for(lambda: ttl_of(opa) == 4242, "OPA to activate the newer revision")
+
+            proxy.replay = earlier
+            wait_for(lambda: ttl_of(opa) == before, "OPA to activate the replayed earlier revision")

@@ -57,6 +57,8 @@ def test_opa_accepts_our_signature_and_rejects_every_tampering(keys: KeyPair, tm
     private, public = keys.write(tmp_path, "signer")
     files = [("tricky/p.rego", MODULE), ("tricky/deep/data.json", TRICKY_DATA)]
     bundle = build_bundle(files, Signer.from_file(private, keys.algorithm, "ci-key"))
+    # The signed manifest carries the ordering gateways check; OPA takes it as plain metadata.
+    assert json.loads(dict(bundle.files)[".manifest"])["metadata"] == {"labelgate_sequence": bundle.sequence}
     good = tmp_path / "good.tar.gz"
     good.write_bytes(bundle.tarball)
     verdict = opa_verify(good, public, keys.algorithm, "ci-key", tmp_path)

@@ -8,10 +8,17 @@ directory path, plus a ``.manifest`` with:
   always gives the same revision, whatever the file times or the machine;
 - ``roots``: the first segment of every package and every data path, so the bundle claims
   exactly the namespaces it fills (OPA refuses a module outside the roots);
-- ``rego_version: 1``.
+- ``rego_version: 1``;
+- for a signed bundle, ``metadata.labelgate_sequence``: a whole number that grows with every
+  build (the build time in microseconds, see ``next_sequence``). A content hash says nothing
+  of which revision came first, so without it a signature that verifies would let an earlier,
+  revoked revision be served again; with it in the signed manifest a gateway refuses a signed
+  revision whose sequence is not above the one in force (``policy/bundle_client.py``). OPA
+  ignores metadata keys it does not know (and has no such check of its own).
 
 The tarball is deterministic: sorted members, mtime 0, uid/gid 0, no owner names, gzip
-header mtime 0 and no file name. Pure functions: no I/O here.
+header mtime 0 and no file name; an unsigned bundle, or one given its ``sequence``, is the
+same bytes for the same source. No I/O here.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import io
 import json
 import re
 import tarfile
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -38,6 +47,7 @@ SIGNATURES = ".signatures.json"
 DATA_FILE = "data.json"
 UNSUPPORTED_DATA_FILES = ("data.yaml", "data.yml")
 REGO_VERSION = 1
+SEQUENCE = "labelgate_sequence"
 
 SourceFile = tuple[str, bytes]
 
@@ -54,6 +64,8 @@ class Bundle:
     files: tuple[SourceFile, ...]
     tarball: bytes
     signed: bool
+    # The manifest's labelgate_sequence (None: no ordering, as in an unsigned build).
+    sequence: int | None = None
 
     @property
     def etag(self) -> str:
@@ -106,18 +118,78 @@ def bundle_roots(files: Iterable[SourceFile]) -> tuple[str, ...]:
     return tuple(sorted(roots))
 
 
-def build_bundle(files: Iterable[SourceFile], signer: Signer | None = None) -> Bundle:
-    """Build the bundle for ``files`` (tests and other files are left out)."""
+def build_bundle(
+    files: Iterable[SourceFile], signer: Signer | None = None, *, sequence: int | None = None
+) -> Bundle:
+    """Build the bundle for ``files`` (tests and other files are left out).
+
+    A signed bundle carries ``sequence`` in its manifest, by default ``next_sequence()``; an
+    unsigned one only when given (unsigned, nothing proves the order anyway).
+    """
     every = list(files)
     served = served_files(every)
     _check_files(served, every)
+    if sequence is None and signer is not None:
+        sequence = next_sequence()
+    if sequence is not None and not _is_sequence(sequence):
+        raise InvalidInput(
+            reasons.BUNDLE_SEQUENCE_INVALID, f"sequence {sequence!r} is not a whole number >= 0"
+        )
     revision = content_revision(served)
     roots = bundle_roots(served)
-    manifest = {"revision": revision, "roots": list(roots), "rego_version": REGO_VERSION}
+    manifest: dict[str, object] = {"revision": revision, "roots": list(roots), "rego_version": REGO_VERSION}
+    if sequence is not None:
+        manifest["metadata"] = {SEQUENCE: sequence}
     members: list[SourceFile] = [(MANIFEST, _compact_json(manifest)), *served]
     if signer is not None:
         members.insert(1, (SIGNATURES, signer.signatures_file(members)))
-    return Bundle(revision, roots, tuple(members), write_tarball(members), signer is not None)
+    return Bundle(revision, roots, tuple(members), write_tarball(members), signer is not None, sequence)
+
+
+_last_sequence = 0
+_sequence_lock = threading.Lock()
+
+
+def next_sequence() -> int:
+    """The time in microseconds since the epoch, above any this process returned before.
+
+    Time, not a counter, so that it keeps growing across restarts of the bundle server and
+    between servers building from one source, with no state to keep; strictly increasing in
+    one process even if the clock steps back. A clock set back across a restart makes new
+    revisions look older than the one gateways hold: they refuse them (``BUNDLE_ROLLBACK``)
+    until the clock passes it again.
+    """
+    global _last_sequence
+    with _sequence_lock:
+        _last_sequence = max(time.time_ns() // 1000, _last_sequence + 1)
+        return _last_sequence
+
+
+def manifest_sequence(manifest: bytes | None) -> int | None:
+    """The ``labelgate_sequence`` of a ``.manifest``; None when it names none.
+
+    Raises InvalidInput(BUNDLE_SEQUENCE_INVALID) for anything but a JSON whole number >= 0
+    (``true``, ``7.0``, ``"7"`` order nothing), or a manifest that is not a JSON object.
+    """
+    if manifest is None:
+        return None
+    try:
+        value = json.loads(manifest)
+    except ValueError as error:
+        raise InvalidInput(reasons.BUNDLE_SEQUENCE_INVALID, f".manifest is not JSON: {error}") from error
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or not isinstance(metadata, dict | None):
+        raise InvalidInput(reasons.BUNDLE_SEQUENCE_INVALID, ".manifest and its metadata must be JSON objects")
+    sequence = (metadata or {}).get(SEQUENCE)
+    if sequence is not None and not _is_sequence(sequence):
+        raise InvalidInput(
+            reasons.BUNDLE_SEQUENCE_INVALID, f".manifest {SEQUENCE} {sequence!r} is not a whole number >= 0"
+        )
+    return sequence
+
+
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def write_tarball(members: Iterable[SourceFile]) -> bytes:

@@ -63,13 +63,14 @@ def build_command(
     key_id: str = "default",
     check: bool = True,
     opa: str | None = None,
+    sequence: int | None = None,
 ) -> str:
     """Build (and by default validate, as the server would) a bundle file; returns its revision."""
     from labelgate.bundle.build import build_bundle
     from labelgate.bundle.source import OpaValidator, read_snapshot
 
     snapshot = read_snapshot(source)
-    bundle = build_bundle(snapshot.files, _signer(signing_key, signing_alg, key_id))
+    bundle = build_bundle(snapshot.files, _signer(signing_key, signing_alg, key_id), sequence=sequence)
     if check:
         OpaValidator(opa).validate(snapshot, bundle)
     if output.is_dir():
@@ -93,6 +94,14 @@ def build(
     key_id: Annotated[str, typer.Option(help="key id OPA's config names the public key by")] = "default",
     check: Annotated[bool, typer.Option(help="run opa check --strict and opa test first")] = True,
     opa: Annotated[str | None, typer.Option(help="opa binary (default: $LABELGATE_OPA or PATH)")] = None,
+    sequence: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="ordering signed into the manifest; gateways refuse a signed revision whose sequence "
+            "is not above the one they run (default when signing: the build time in microseconds)",
+        ),
+    ] = None,
 ) -> None:
     """Build a deterministic OPA bundle from SOURCE; print its revision."""
     try:
@@ -104,6 +113,7 @@ def build(
             key_id=key_id,
             check=check,
             opa=opa,
+            sequence=sequence,
         )
     except LabelgateError as error:
         raise _fail(error) from None

@@ -310,6 +310,8 @@ class Publisher:
             "roots": list(current.roots) if current else [],
             "files": [name for name, _ in current.files] if current else [],
             "signed": current.signed if current else False,
+            # The order gateways check a signed revision by (bundle/build.py next_sequence).
+            "sequence": current.sequence if current else None,
             "published_at": iso(self._published_at),
             "last_check": iso(self._last_check),
             "healthy": self._failure is None,

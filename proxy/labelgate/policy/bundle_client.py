@@ -12,6 +12,16 @@ in force stays: the engine never goes back to having no policy. As OPA does, we 
 with the ETag of the revision in force, backing off from ``retry_min`` to ``retry_max``
 seconds, so a refused bundle is fetched again until it is fixed (even when the fix, say the
 right signing key, keeps the same content and revision).
+
+With a key, a bundle must also be newer than the revision in force: revisions are content
+hashes, so the signed ``.manifest`` carries an order (``metadata.labelgate_sequence``, written
+by ``labelgate.bundle.build``), and a signed revision whose sequence is not above the one in
+force is refused (``BUNDLE_ROLLBACK``; none at all: ``BUNDLE_SEQUENCE_MISSING``), or else the
+bundle server, or anyone answering its URL when TLS is off, could hand back an earlier,
+revoked signed revision. The revision in force served again is a no-op, whatever its
+sequence. The high-water mark lives in memory only (this client keeps no state on disk): a
+restarted gateway takes the first signed revision it is served, then refuses anything older.
+Without a key nothing proves the order, and any revision is followed, as before.
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 
 from labelgate import retry
-from labelgate.errors import BundleUnavailable, ConfigError, LabelgateError
+from labelgate.bundle import reasons as bundle_reasons
+from labelgate.errors import BundleUnavailable, ConfigError, InvalidInput, LabelgateError
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
 from labelgate.policy.source import MAX_BUNDLE_BYTES, BundleKey, PolicySource
@@ -52,6 +63,8 @@ class FollowStatus:
     """What the follower last saw; ``revision`` is the one in force (None before the first)."""
 
     revision: str | None = None
+    # The signed sequence of the revision in force (None: unsigned, or none loaded yet).
+    sequence: int | None = None
     loaded: int = 0
     refused: int = 0
     unavailable: int = 0
@@ -77,15 +90,24 @@ def read_bundle(
     tarball: bytes, *, verify: BundleKey | None, origin: str, max_bytes: int = MAX_BUNDLE_BYTES
 ) -> PolicySource:
     """``PolicySource.from_bundle`` (signature checked), with ``/policy.wasm`` kept when present."""
+    return _read_bundle(tarball, verify=verify, origin=origin, max_bytes=max_bytes)[0]
+
+
+def _read_bundle(
+    tarball: bytes, *, verify: BundleKey | None, origin: str, max_bytes: int
+) -> tuple[PolicySource, dict[str, bytes]]:
+    """``read_bundle`` and the bundle's members (the ones its signature, if checked, covers)."""
     from labelgate.bundle.build import read_tarball
 
     source = PolicySource.from_bundle(tarball, verify=verify, origin=origin, max_bytes=max_bytes)
-    wasm = read_tarball(tarball, max_bytes).get("policy.wasm")
+    files = read_tarball(tarball, max_bytes)
+    wasm = files.get("policy.wasm")
     if wasm is None:
-        return source
-    return BundleSource(
+        return source, files
+    bundle = BundleSource(
         source.modules, source.data, source.revision, source.origin, source.yaml_files, wasm=wasm
     )
+    return bundle, files
 
 
 class _PollFailed(Exception):
@@ -228,12 +250,14 @@ class BundleClient:
             ) from error
 
     async def _apply(self, tarball: bytes, apply: Callable[[PolicySource], Awaitable[bool]]) -> str:
-        source = await asyncio.to_thread(
-            read_bundle, tarball, verify=self.key, origin=self.url, max_bytes=self.max_bytes
-        )
-        changed = await apply(source)
+        source, sequence = await asyncio.to_thread(self._read, tarball)
         status = self.status
-        status.revision = source.revision
+        other = source.revision != status.revision
+        if self.key is not None and other:
+            self._refuse_unless_newer(source.revision, sequence)
+        changed = await apply(source)
+        if other:
+            status.revision, status.sequence = source.revision, sequence
         if changed:
             status.loaded += 1
             status.last_loaded_at = time.time()
@@ -243,6 +267,32 @@ class BundleClient:
             log.info("policy_bundle_loaded", url=self.url, revision=source.revision)
         self._first.set()
         return source.revision
+
+    def _read(self, tarball: bytes) -> tuple[PolicySource, int | None]:
+        """The verified source and, with a key, its signed sequence (worker thread)."""
+        from labelgate.bundle.build import MANIFEST, manifest_sequence
+
+        source, files = _read_bundle(tarball, verify=self.key, origin=self.url, max_bytes=self.max_bytes)
+        return source, manifest_sequence(files.get(MANIFEST)) if self.key is not None else None
+
+    def _refuse_unless_newer(self, revision: str, sequence: int | None) -> None:
+        """Raise unless a signed ``revision`` is ordered after the one in force (module docstring)."""
+        from labelgate.bundle.build import SEQUENCE
+
+        status = self.status
+        if sequence is None:
+            raise InvalidInput(
+                bundle_reasons.BUNDLE_SEQUENCE_MISSING,
+                f"signed revision {revision[:12]} names no .manifest metadata.{SEQUENCE}, so it cannot "
+                f"be told from an older revision replayed: build and serve it with `labelgate bundle`",
+            )
+        if status.sequence is not None and sequence <= status.sequence:
+            raise InvalidInput(
+                bundle_reasons.BUNDLE_ROLLBACK,
+                f"revision {revision[:12]} (sequence {sequence}) is not newer than revision "
+                f"{(status.revision or '')[:12]} in force (sequence {status.sequence}): "
+                f"an earlier signed bundle served again is refused",
+            )
 
     def _failed(self, outcome: str, error: LabelgateError) -> None:
         status = self.status
