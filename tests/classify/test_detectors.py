@@ -198,3 +198,80 @@ def test_iban_groups_do_not_swallow_the_next_word() -> None:
     rng = random.Random(5)
     value = iban_value(rng, grouped=True)
     assert found(f"iban {value} ABCD") == [("iban", value)]
+
+
+@pytest.mark.parametrize(
+    "padded",
+    [
+        "0004111111111111111",
+        "04111111111111111",
+        "0000004111111111111111",  # 22 digits: longer than any card, the padding aside
+        "000000000000000000000000006011000990139424",
+        "0004 1111 1111 1111 111",
+    ],
+)
+def test_a_zero_padded_card_is_found_with_its_padding(padded: str) -> None:
+    # A card stored in a fixed-width numeric column comes back zero-padded; a reader strips the zeros.
+    assert found(f"pan {padded} ok") == [("credit_card", padded)]
+    assert found(padded) == [("credit_card", padded)]
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "4111111111111111.5",
+        "4111111111111111.25e0",
+        "41111111111111112.5e-1",
+        "4.1111111111111115E15",
+        "6011000990139424.999",
+        "0004111111111111111.75",
+        "4111111111111111.0000000000000000000001",
+    ],
+)
+def test_a_card_with_a_fractional_part_is_found_spanning_the_number(number: str) -> None:
+    # A reader (and a JSON or CSV parser) reads the card as the number's integer part.
+    assert found(f"total {number} due") == [("credit_card", number)]
+    assert found(f"owed -{number}.") == [("credit_card", number)]
+
+
+_CARD_NUMBER = 4111111111111111
+
+
+@pytest.mark.parametrize(
+    "grouped",
+    [
+        f"{_CARD_NUMBER:,}",
+        f"{_CARD_NUMBER:_}",
+        f"{_CARD_NUMBER:030,}",  # zero-padded: 00,000,004,111,...
+        "4 111 111 111 111 111",
+        "4.111.111.111.111.111",
+        "4'111'111'111'111'111",
+        "4\t111\t111\t111\t111\t111",
+        f"{6011000990139424:,}",
+        f"{378282246310005:,}",
+        f"{5555555555554444:,}",
+        f"{4111111111111111.5:,.2f}",  # a float column: the fraction goes with the number
+        "4.111.111.111.111.111,50",
+        "4'111'111'111'111'111.50",
+    ],
+)
+def test_a_card_grouped_in_thousands_is_found(grouped: str) -> None:
+    # What number formatting writes of a card stored as an integer (f"{n:,}", locales, pandas).
+    assert found(f"card {grouped} on file") == [("credit_card", grouped)]
+    assert found(f"[{grouped}]") == [("credit_card", grouped)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pan 0004111111111111112 (fails Luhn) 0000000000000000000 00001111111111111117",
+        "pan 00004111111111 (11 digits past the zeros) x0004111111111111111",
+        "total 4111111111111112.5 4111111111111111.5.1 4111111111111111.5e-1 1700000000000.5",
+        "4,111,111,111,111,112 (fails Luhn) 1,234,567,890,123,456 2,024,000,000,000",
+        "4,111,111,111,111,111,1 4,111,111,111,111,1111 12,4,111,111,111,111,111 4,111.111,111,111,111",
+        "4 111 111 111 111 111 7 and 41,111,111,111,111,111 and 4,111,111,111,111,111,111,111",
+        "4,111,111,111,111,111.50.3 4_111_111_111_111_111x",
+    ],
+)
+def test_numbers_that_only_look_like_padded_fractional_or_grouped_cards_are_not_flagged(text: str) -> None:
+    assert found(text) == []

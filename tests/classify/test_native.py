@@ -193,6 +193,35 @@ CORPUS: list[bytes] = [
     b"4111111111111111.1 4.1111111111111109e15 7,4111111111111110.9 4111111111111111.25 6011000000000004.4",
     b"4111111111111111.5 4111111111111111.7 41111111111111111111.1 9999999999999999999.9 1e19",
     b"18446744073709551615.0 18446744073709551616.0 6011000000000004.00000000000000000001",
+    # Zero-padded cards: the run however long, the padding in the span; grouped, as floats.
+    b"pan 0004111111111111111 ok",
+    b"04111111111111111 0000004111111111111111 000000000000000000000000006011000990139424",
+    b"0004 1111 1111 1111 111",
+    b"0004-1111-1111-1111-1 00004111111111 0004111111111111112 x0004111111111111111 00000",
+    b"0004111111111111111.0 0004111111111111111.5",
+    b"0000000000000000000000000004111111111111111-1 0000000000000000000",
+    # Cards with a fraction: the exact integer part, or the whole value a double parse reads.
+    b"4111111111111111.5 4111111111111111.25e0",
+    b"41111111111111112.5e-1 4.1111111111111115E15 6011000990139424.999",
+    b"4111111111111112.5 4111111111111111.5.1 4111111111111111.5e-1",
+    b"1700000000000.5 -4111111111111111.75. 1.5e18",
+    # Cards grouped in thousands: every separator, zero-padded, with a fraction, and numbers
+    # that go on before or after, mixed separators, first groups of four digits.
+    b"4,111,111,111,111,111 4 111 111 111 111 111 4.111.111.111.111.111",
+    b"4'111'111'111'111'111 4_111_111_111_111_111",
+    b"4\t111\t111\t111\t111\t111 00,000,004,111,111,111,111,111 378,282,246,310,005 6,011,000,990,139,424",
+    b"4,111,111,111,111,111.50 4.111.111.111.111.111,50 4'111'111'111'111'111.5 4 111 111 111 111 111,25",
+    b"4,111,111,111,111,112 4,111,111,111,111,111,1",
+    b"4,111,111,111,111,1111 12,4,111,111,111,111,111 4,111.111,111,111,111",
+    b"4111,111,111,111,111 1.4,111,111,111,111,111",
+    b"4,111,111,111,111,111.50.3 x4,111,111,111,111,111 ,111,111,111,111,411",
+    b"4111 1111 1111 1111 7,111,111,111,111,111 1 234 567 890 123 456 789",
+    b"4111 1111 1111 1111 711,111,111,111,111 4111 1111 1111 1111 5,555,555,555,554,444",
+    b"4,111,111,111,111,111,111,111,111 4,111,111,111",
+    b"111,111,111,111,111 ,4,111,111,111,111,111, 4,111,111,111,111,111-1",
+    b"0,000,000,000,000,000,000,000,000,000,000,000,000,000,000,000,000,000,000,000,004,111,111,111,111,111",
+    b"1,000,000,000,000 2.000.000.000.000.000",
+    b"9_999_999_999_999_999 5,555,555,555,554,444 5,555,555,555,554,444e0",
     # Tabs read as spaces: grouped cards and SSNs in the columns of a TSV, mixed separators.
     b"4111\t1111\t1111\t1111 123\t45\t6789 4111 1111\t1111 1111 123\t45-6789 3782\t822463\t10005",
     b"4111\t1111\t1111\t1111\t12 4111\t\t1111\t1111\t1111 212\t555\t1234 \t123\t45\t6789\t",
@@ -252,6 +281,20 @@ def _grouped(digits: str, separator: str) -> str:
     return separator.join(digits[index : index + 4] for index in range(0, len(digits), 4))
 
 
+def _in_thousands(digits: str, separator: str, width: int, suffix: str) -> str:
+    """``digits`` as number formatting writes them grouped in thousands (zero-padded to
+    ``width``), with ``separator`` for ``,`` and ``suffix`` after (a fraction, or not)."""
+    return format(int(digits), f"0{width},").replace(",", separator) + suffix
+
+
+def _joined(groups: list[str], separators: str) -> str:
+    """``groups`` of digits joined by the ``separators`` in turn: near misses of the above."""
+    return "".join(group + separators[index % len(separators)] for index, group in enumerate(groups))
+
+
+_THOUSANDS_SEPARATORS = ",. '_\t"
+
+
 _TOKENS = st.one_of(
     st.text(alphabet="0123456789", min_size=1, max_size=20),
     st.sampled_from(
@@ -268,11 +311,20 @@ _TOKENS = st.one_of(
         st.text(alphabet="0", max_size=3),
         st.one_of(st.none(), st.integers(-25, 25), st.sampled_from(["e", "E+", "e-", "e00015"])),
     ),
-    # A card with stray fraction digits a double parse may round away.
+    # A card with fraction digits (its integer part; a double parse may round them away).
     st.builds(
         lambda card, fraction: f"{card}.{fraction}",
         _VALID_CARDS,
         st.text(alphabet="0123456789", min_size=1, max_size=4),
+    ),
+    # Zero-padded cards, and cards grouped in thousands.
+    st.builds(lambda zeros, card: "0" * zeros + card, st.integers(1, 8), _VALID_CARDS),
+    st.builds(
+        _in_thousands,
+        _VALID_CARDS,
+        st.sampled_from(_THOUSANDS_SEPARATORS),
+        st.integers(0, 30),
+        st.sampled_from(["", "", ".50", ",5", ".0", "e0", ",1", "-1"]),
     ),
     st.builds(
         lambda area, group, serial, separator: f"{area:03d}{separator}{group:02d}{separator}{serial:04d}",
@@ -305,6 +357,27 @@ _TOKENS = st.one_of(
 )
 _TEXTS = st.lists(_TOKENS, max_size=25).map(lambda tokens: "".join(tokens).encode("utf-8", "surrogatepass"))
 _RAW = st.binary(max_size=60)
+# Numbers alone: cards grouped in thousands or padded, runs of digits, groups of 1-4 digits
+# after separators in turn, and the bytes around numbers.
+_NUMBER_TOKENS = st.one_of(
+    _VALID_CARDS,
+    st.builds(lambda zeros, card: "0" * zeros + card, st.integers(1, 8), _VALID_CARDS),
+    st.builds(
+        _in_thousands,
+        _VALID_CARDS,
+        st.sampled_from(_THOUSANDS_SEPARATORS),
+        st.integers(0, 30),
+        st.sampled_from(["", ".50", ",5", "e0"]),
+    ),
+    st.builds(
+        _joined,
+        st.lists(st.text(alphabet="0123456789", min_size=1, max_size=4), min_size=1, max_size=8),
+        st.text(alphabet=_THOUSANDS_SEPARATORS + "-", min_size=1, max_size=3),
+    ),
+    st.text(alphabet="0123456789", min_size=1, max_size=20),
+    st.sampled_from([" ", ",", ".", "'", "_", "\t", "-", "x", "e", "\x00", "é"]),
+)
+_NUMBER_TEXTS = st.lists(_NUMBER_TOKENS, max_size=12).map(lambda tokens: "".join(tokens).encode())
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -321,6 +394,17 @@ def test_generated_texts_agree(texts: list[bytes], wanted: frozenset[str]) -> No
 def test_generated_texts_agree_for_every_subset_of_detectors(text: bytes) -> None:
     for wanted in EVERY_SUBSET:
         assert native_each([text], wanted) == reference_each([text], wanted)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(_NUMBER_TEXTS, min_size=1, max_size=6),
+    wanted=st.sets(st.sampled_from(BUILTINS)).map(frozenset),
+)
+def test_generated_numbers_agree(texts: list[bytes], wanted: frozenset[str]) -> None:
+    """Padded, fractional and thousands-grouped cards among near misses of each."""
+    assert_same(texts, wanted | {"credit_card"})
+    assert_same(texts, wanted)
 
 
 def test_the_order_of_hits_within_an_element_does_not_change_the_merged_detections() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import string
+from decimal import Decimal
 
 import pytest
 from stdnum import iban, luhn, numdb
@@ -89,3 +90,20 @@ def test_nanp_rules() -> None:
     assert patterns._nanp_ok(b"2125551234")
     for number in (b"1125551234", b"2121551234", b"2115551234", b"2125111234", b"0125551234"):
         assert not patterns._nanp_ok(number), number
+
+
+def test_the_integer_part_of_a_float_token_is_exact() -> None:
+    """``_integer_part`` reads what ``int(Decimal(token))`` reads (no double rounding), as
+    long as that has at most 19 digits and is not 0."""
+    rng = random.Random(RNG_SEED)
+    for _ in range(20_000):
+        integer = "".join(rng.choices(string.digits, k=rng.randint(0, 21)))
+        fraction = "".join(rng.choices(string.digits, k=rng.randint(0, 6)))
+        exponent = rng.choice(["", f"{rng.randint(-25, 25)}", f"+{rng.randint(0, 25):03d}", "-0", "+99999"])
+        if not integer and not fraction:
+            continue
+        token = f"{integer or '0'}.{fraction}e{exponent or 0}"
+        value = int(Decimal(token)) if len(exponent.lstrip("+-").lstrip("0")) <= 4 else 0
+        expected = str(value).encode() if 0 < value < 10**19 else None
+        got = patterns._integer_part((integer + fraction).encode(), len(fraction), exponent.encode())
+        assert got == expected, token

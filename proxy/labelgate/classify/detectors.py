@@ -8,8 +8,12 @@ rules where a checksum or rule set exists (written out over bytes in
 name          candidates                                                  confirmed by
 ============  ==========================================================  ===============
 credit_card   13-19 digits starting 2-6 (ISO/IEC 7812 banking/financial     ``stdnum.luhn``
-              industries), contiguous or grouped 4-4-4-4(-n) / 4-6-5 /
-              4-6-4 with one consistent space or dash separator
+              industries) past any zero padding (kept in the span),
+              contiguous or grouped 4-4-4-4(-n) / 4-6-5 / 4-6-4 with one
+              consistent space, tab or dash; in thousands as number
+              formatting writes them (1-3 digits, then groups of 3 after
+              one of ``, . ' _`` space tab, a fraction may follow); or a
+              float token's integer part, or its value as a double
 us_ssn        ``ddd-dd-dddd`` or ``ddd dd dddd`` (9 bare digits are too      ``stdnum.us.ssn``
               common to flag)
 iban          capital country code, check digits, BBAN; contiguous or in    ``stdnum.iban``
@@ -25,9 +29,10 @@ ip_address    dotted quads; IPv6 forms with at least one decimal digit      ``ip
 Candidates must stand alone: an ASCII letter or digit right before or after (or a
 ``-``/``.`` joining more digits) means the digits belong to something longer, such as an
 order number, a version string or a hash. A space does not join: "at 10:30 123 45 6789"
-is a time and an SSN, and missing a card costs more than masking a look-alike. Non-ASCII
-neighbours do not count, since in Chinese or Japanese text numbers often touch the words
-around them.
+is a time and an SSN, and missing a card costs more than masking a look-alike. A number
+grouped in thousands is also joined by its own separator ("4,111,111,111,111,111,2" is
+some longer number, "4 111 111 111 111 111 2" too). Non-ASCII neighbours do not count,
+since in Chinese or Japanese text numbers often touch the words around them.
 
 How candidates are found fast is in ``labelgate.classify.patterns``; with the optional
 Rust extension installed, ``labelgate.classify.native`` runs the same rules natively.

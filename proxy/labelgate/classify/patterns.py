@@ -9,10 +9,10 @@ port in ``proxy/native`` is tested against, and the fallback when that is off
 Python's regex engine finds a literal prefix at memchr speed but steps through a class
 like ``[0-9]`` one character at a time, ten times slower. So candidates are searched in a
 "shape" of the bytes where every digit is ``0`` and every capital ``A`` ("DE89 3704" ->
-``AA00 0000``): cards, SSNs and US phone numbers then share the literal prefix ``000``
-and go in one pass, an IBAN starts with ``AA00``, and a count of digits plus cheap ``in``
-checks skip every pass whose tell-tale sequence is absent. The shape has the same
-length, so offsets carry over; validators run only on candidates.
+``AA00 0000``): cards (grouped in thousands too), SSNs and US phone numbers then share the
+literal prefix ``000`` and go in one pass, an IBAN starts with ``AA00``, and a count of
+digits plus cheap ``in`` checks skip every pass whose tell-tale sequence is absent. The
+shape has the same length, so offsets carry over; validators run only on candidates.
 
 The validators apply python-stdnum's rules (Luhn, the SSA's SSN rules, ISO 7064 mod 97-10
 and the IBAN registry's BBAN formats), but the simple ones are written out here over
@@ -43,8 +43,15 @@ _DIGIT_LED = re.compile(
     rb"|(?P<b>[ \t-])000000(?P=b)0{4,5}))"  # 4-6-5 (Amex), 4-6-4 (Diners)
     rb"|(?P<ssn>(?P<s>[- \t])00(?P=s)0000)"  # a tab reads as a space (columns of a TSV)
     rb"|(?P<us>(?P<p>[-.])000(?P=p)0000)"
+    # Groups of three as number formatting writes them (``_thousands_card``): a card has 13
+    # digits or more, so four such groups follow its first one, or the first is one of them.
+    rb"|(?P<thousands>(?P<k>[,.' _\t])000(?P=k)000(?P=k)000)"
     rb")"
 )
+# A run of thousands groups, from its first separator on; what joins such a number to the
+# digits around it (``_isolated``), by separator: "-", "." and the separator.
+_THOUSANDS_GROUPS = re.compile(rb"(?P<s>[,.' _\t])000(?:(?P=s)000)*")
+_THOUSANDS_JOINERS = {separator: b"-." + bytes((separator,)) for separator in b",.' _\t"}
 _IPV4 = re.compile(rb"0\.0{1,3}\.0{1,3}\.0{1,3}")
 _IBAN = re.compile(rb"AA00(?:[A0]{11,30}|(?: [A0]{4}){2,7}(?: [A0]{1,4})?)")
 _PHONE_PAREN = re.compile(rb"\(000\) ?000[-. ]0000")
@@ -210,7 +217,11 @@ def _check_digit_led(wanted: frozenset[str]) -> Callable[[bytes, re.Match[bytes]
         start, end = match.span()
         kind = match.lastgroup  # the outer named group: it closes last
         if kind == "card":
-            if "credit_card" not in wanted or data[start] not in b"23456":
+            if "credit_card" not in wanted:
+                return None
+            if data[start] == 0x30:  # "0"
+                return _padded_card(data, match)
+            if data[start] not in b"23456":
                 return None
             # "4111 1111 1111 1111 10:30": the optional fifth group may belong to what follows.
             for card_end in (end, match.start("tail")) if match.group("tail") else (end,):
@@ -219,6 +230,8 @@ def _check_digit_led(wanted: frozenset[str]) -> Callable[[bytes, re.Match[bytes]
                 # Cards are grouped by one space, tab or dash, if at all (cheaper than _digits).
                 if _card_ok(data[start:card_end].translate(_KEEP_ALL, b" \t-")):
                     return ("credit_card", start, card_end)
+        elif kind == "thousands":
+            return _thousands_card(data, match.string, start) if "credit_card" in wanted else None
         elif kind == "ssn":
             # "ddd-dd-dddd", "ddd dd dddd" or tabs: the parts sit at fixed offsets.
             if (
@@ -234,6 +247,60 @@ def _check_digit_led(wanted: frozenset[str]) -> Callable[[bytes, re.Match[bytes]
         return None
 
     return check
+
+
+def _padded_card(data: bytes, match: re.Match[bytes]) -> Hit | None:
+    """A card candidate that starts with ``0``: a card zero-padded to a fixed width (a numeric
+    column written out), read past its zeros. A contiguous one is the whole run of digits,
+    however many zeros pad it (``0000004111111111111111`` is longer than any card)."""
+    start, end = match.span()
+    ends = (end, match.start("tail")) if match.group("tail") else (end,)
+    if data[start + 4] in _DIGITS:
+        ends = (_digit_run_end(data, end),)
+    for card_end in ends:
+        digits = data[start:card_end].translate(_KEEP_ALL, b" \t-").lstrip(b"0")
+        if _isolated(data, start, card_end) and _is_card(digits):
+            return ("credit_card", start, card_end)
+    return None
+
+
+def _thousands_card(data: bytes, shape: bytes, at: int) -> Hit | None:
+    """A card grouped in thousands, as number formatting writes a card stored as a number:
+    ``4,111,111,111,111,111`` (``f"{n:,}"``), ``4 111 111 111 111 111``, ``4.111.111.111.111.111``,
+    ``4'111'111'111'111'111``, ``4_111_111_111_111_111``, tabs between the groups. A first group
+    of 1-3 digits, then groups of exactly three after one and the same separator; past leading
+    zeros (``f"{n:030,}"``) 13-19 digits a card may start with, passing Luhn. A fraction after
+    a decimal point or comma other than the separator (``f"{x:,.2f}"``) goes with the number,
+    as in ``_float_cards``. Nothing may glue it to its neighbours, and the separator joins as
+    ``-`` and ``.`` do: a further ``,1`` or ``,1234`` makes it some longer number.
+
+    ``at`` is where ``_DIGIT_LED`` found three digits and three groups after them: the first
+    group, or (a separator and 1-3 digits before it) the second. A run of groups is tried
+    from its first group only; the search then resumes after it, or past its first group."""
+    separator = data[at + 3]
+    joiners = _THOUSANDS_JOINERS[separator]
+    start = at
+    if at >= 2 and data[at - 1] == separator and data[at - 2] in _DIGITS:
+        head = data[max(0, at - 5) : at - 1]
+        start = at - 1 - (len(head) - len(head.rstrip(b"0123456789")))
+    # Before reading the groups (a long run of them is tried group by group): a number that
+    # goes on before, with a first group of four digits or more, or a group before this one.
+    if at - start > 4 or (
+        start > 0
+        and (
+            data[start - 1] in _ALNUM
+            or (data[start - 1] in joiners and start > 1 and data[start - 2] in _DIGITS)
+        )
+    ):
+        return None
+    end = _THOUSANDS_GROUPS.match(shape, at + 3).end()  # type: ignore[union-attr]
+    card_end = end
+    if end + 1 < len(data) and data[end] in b".," and data[end] != separator and data[end + 1] in _DIGITS:
+        card_end = _digit_run_end(data, end + 1)
+    digits = data[start:end].translate(_KEEP_ALL, joiners[2:])  # without the separator
+    if _isolated(data, start, card_end, joiners) and _is_card(digits.lstrip(b"0")):
+        return ("credit_card", start, card_end)
+    return None
 
 
 def _check_ipv4(data: bytes, match: re.Match[bytes]) -> Hit | None:
@@ -320,10 +387,12 @@ def _float_cards(data: bytes, hits: list[Hit]) -> None:
     ``4.111111111111111e15`` is the card a reader (or a JSON or CSV parser, as a JSON leaf's
     number is read, ``jsonpaths.scannable``) reads back, but the card pass sees digits glued
     to a dot or a letter. A token is a run of digits, a dot and digits, an exponent
-    (``[eE][+-]?`` digits), or both; one whose exact value, or its value parsed as a double
-    (``_parsed_whole``), is a whole number of 13-19 digits that a card may start with and
-    that passes Luhn, and that nothing glues to its neighbours, is a card spanning the token.
-    The Rust port (``proxy/native/src/floats.rs``) walks the same tokens."""
+    (``[eE][+-]?`` digits), or both. One whose exact value has an integer part
+    (``_integer_part``: ``4111111111111111.5`` is the card and a half, as a reader takes it),
+    or whose value parsed as a double is a whole number (``_parsed_whole``), of 13-19 digits
+    that a card may start with and that passes Luhn, and that nothing glues to its
+    neighbours, is a card spanning the token. The Rust port (``proxy/native/src/floats.rs``)
+    walks the same tokens."""
     position = 0
     while (lead := _FLOAT_LEAD.search(data, position)) is not None:
         start, int_end = lead.start(), lead.end() - 1
@@ -341,7 +410,7 @@ def _float_cards(data: bytes, hits: list[Hit]) -> None:
             continue
         position = end
         fraction = data[int_end + 1 : frac_end] if frac_end > int_end else b""
-        exact = _whole_number(data[start:int_end] + fraction, len(fraction), exponent)
+        exact = _integer_part(data[start:int_end] + fraction, len(fraction), exponent)
         if (_is_card(exact) or _is_card(_parsed_whole(data[start:end]))) and _isolated(data, start, end):
             hits.append(("credit_card", start, end))
 
@@ -360,9 +429,10 @@ def _parsed_whole(token: bytes) -> bytes | None:
     return None
 
 
-def _whole_number(mantissa: bytes, fraction_digits: int, exponent: bytes) -> bytes | None:
-    """The digits of ``mantissa`` x 10^(``exponent`` - ``fraction_digits``) when that is a
-    whole number of at most 19 digits, else None; ``exponent`` is ``[+-]?digits`` or empty."""
+def _integer_part(mantissa: bytes, fraction_digits: int, exponent: bytes) -> bytes | None:
+    """The digits of the integer part of ``mantissa`` x 10^(``exponent`` - ``fraction_digits``)
+    when it has 1-19 digits (not 0), else None; ``exponent`` is ``[+-]?digits`` or empty. Exact:
+    ``4111111111111110.9`` is 4111111111111110 here (a double parse rounds it up)."""
     negative = exponent[:1] == b"-"
     magnitude = exponent.lstrip(b"+-").lstrip(b"0")
     if len(magnitude) > _FLOAT_EXPONENT_DIGITS:
@@ -375,8 +445,8 @@ def _whole_number(mantissa: bytes, fraction_digits: int, exponent: bytes) -> byt
     if shift >= 0:
         return significant + b"0" * shift if len(significant) + shift <= 19 else None
     kept = len(significant) + shift
-    if kept <= 0 or significant[kept:].strip(b"0"):
-        return None  # below 1, or not whole
+    if not 0 < kept <= 19:
+        return None  # below 1, or too long
     return significant[:kept]
 
 

@@ -40,23 +40,39 @@ pub fn digit_run(data: &[u8], start: usize, limit: usize) -> usize {
 
 /// `_isolated`: nothing glues `data[start..end]` to neighbouring ASCII letters or digits,
 /// directly or through one of `joiners` followed (or preceded) by a digit.
+#[inline]
 pub fn isolated(data: &[u8], start: usize, end: usize, joiners: &[u8]) -> bool {
-    if start > 0 {
+    !glued_before(data, start, joiners) && !glued_after(data, end, joiners)
+}
+
+/// The first half of `isolated`: an ASCII letter or digit right before `start`, or one of
+/// `joiners` after a digit.
+#[inline]
+pub fn glued_before(data: &[u8], start: usize, joiners: &[u8]) -> bool {
+    start > 0 && {
         let before = data[start - 1];
-        if is_alnum(before) || (joiners.contains(&before) && start > 1 && is_digit(data[start - 2]))
-        {
-            return false;
-        }
+        is_alnum(before) || (joiners.contains(&before) && start > 1 && is_digit(data[start - 2]))
     }
-    if end < data.len() {
+}
+
+/// The second half of `isolated`: an ASCII letter or digit at `end`, or one of `joiners`
+/// before a digit.
+#[inline]
+pub fn glued_after(data: &[u8], end: usize, joiners: &[u8]) -> bool {
+    end < data.len() && {
         let after = data[end];
-        if is_alnum(after)
+        is_alnum(after)
             || (joiners.contains(&after) && end + 1 < data.len() && is_digit(data[end + 1]))
-        {
-            return false;
-        }
     }
-    true
+}
+
+/// Where the run of ASCII digits from `position` ends.
+#[inline]
+pub fn digit_run_end(data: &[u8], mut position: usize) -> usize {
+    while position < data.len() && is_digit(data[position]) {
+        position += 1;
+    }
+    position
 }
 
 /// Where the search resumes after a rejected candidate that starts at `start`: just past

@@ -5,10 +5,12 @@
 //! by anything it could give back to).
 
 use crate::bytes::{
-    at, digit_at, digit_run, digits_at, find_byte, is_digit, isolated, with_country_code,
+    at, digit_at, digit_run, digit_run_end, digits_at, find_byte, is_digit, isolated,
+    with_country_code,
 };
-use crate::rules::{luhn_ok, nanp_ok, ssn_ok};
+use crate::rules::{is_card, luhn_ok, nanp_ok, ssn_ok};
 use crate::scan::{Candidate, Hit, Wanted, CREDIT_CARD, PHONE, US_SSN};
+use crate::thousands;
 
 pub enum Kind {
     /// `tail`: where an optional fifth group of a 4-4-4-4 card starts, if it matched one.
@@ -17,6 +19,8 @@ pub enum Kind {
     },
     Ssn,
     UsPhone,
+    /// Three digits and three groups of three after one separator (`thousands::card`).
+    Thousands,
 }
 
 /// The leftmost candidate starting at or after `from`.
@@ -94,6 +98,51 @@ fn match_at(data: &[u8], p: usize) -> Option<(usize, Kind)> {
             return Some((p + 12, Kind::UsPhone));
         }
     }
+    if let Some(separator @ (b',' | b'.' | b'\'' | b' ' | b'_' | b'\t')) = separator {
+        if digits_at(data, p + 4, 3) && more_groups(data, p + 7, separator) {
+            return Some((p + 15, Kind::Thousands));
+        }
+    }
+    None
+}
+
+/// Two more groups of three digits from `from`, each after `separator`. Not inlined: in the
+/// loop of `find` it costs the common case (no such group) more than the call.
+#[inline(never)]
+fn more_groups(data: &[u8], from: usize, separator: u8) -> bool {
+    let group = |at_separator: usize| {
+        at(data, at_separator) == Some(separator) && digits_at(data, at_separator + 1, 3)
+    };
+    group(from) && group(from + 4)
+}
+
+/// A card candidate that starts with `0`: zero-padded to a fixed width (a numeric column
+/// written out), read past its zeros; a contiguous one is the whole run of digits, however
+/// many zeros pad it.
+#[inline(never)]
+fn padded_card(data: &[u8], start: usize, end: usize, tail: Option<usize>) -> Option<Hit> {
+    let mut ends = [Some(end), tail];
+    if is_digit(data[start + 4]) {
+        ends = [Some(digit_run_end(data, end)), None];
+    }
+    for card_end in ends.into_iter().flatten() {
+        if !isolated(data, start, card_end, b"-.") {
+            continue;
+        }
+        let number: Vec<u8> = data[start..card_end]
+            .iter()
+            .copied()
+            .filter(|&byte| byte != b' ' && byte != b'\t' && byte != b'-')
+            .skip_while(|&digit| digit == b'0')
+            .collect();
+        if is_card(&number) {
+            return Some(Hit {
+                detector: CREDIT_CARD,
+                start,
+                end: card_end,
+            });
+        }
+    }
     None
 }
 
@@ -102,7 +151,13 @@ pub fn check(data: &[u8], candidate: &Candidate<Kind>, wanted: Wanted) -> Option
     let (start, end) = (candidate.start, candidate.end);
     match candidate.kind {
         Kind::Card { tail } => {
-            if !wanted.has(CREDIT_CARD) || !(b'2'..=b'6').contains(&data[start]) {
+            if !wanted.has(CREDIT_CARD) {
+                return None;
+            }
+            if data[start] == b'0' {
+                return padded_card(data, start, end, tail);
+            }
+            if !(b'2'..=b'6').contains(&data[start]) {
                 return None;
             }
             // "4111 1111 1111 1111 10:30": the optional fifth group may belong to what follows.
@@ -125,6 +180,10 @@ pub fn check(data: &[u8], candidate: &Candidate<Kind>, wanted: Wanted) -> Option
             }
             None
         }
+        Kind::Thousands => wanted
+            .has(CREDIT_CARD)
+            .then(|| thousands::card(data, start))
+            .flatten(),
         Kind::Ssn => (wanted.has(US_SSN)
             && isolated(data, start, end, b"-.")
             && ssn_ok(

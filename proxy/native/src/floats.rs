@@ -1,18 +1,11 @@
-//! Cards written as floats: `patterns._float_cards` and `_whole_number`, token for token.
+//! Cards written as floats: `patterns._float_cards` and `_integer_part`, token for token.
 
-use crate::bytes::{find_byte, is_digit, isolated};
-use crate::rules::luhn_ok;
+use crate::bytes::{digit_run_end, find_byte, is_digit, isolated};
+use crate::rules::is_card as card_number;
 use crate::scan::{Hit, CREDIT_CARD};
 
 /// The longest exponent read (`_FLOAT_EXPONENT_DIGITS`, leading zeros aside).
 const EXPONENT_DIGITS: usize = 4;
-
-fn digit_run_end(data: &[u8], mut position: usize) -> usize {
-    while position < data.len() && is_digit(data[position]) {
-        position += 1;
-    }
-    position
-}
 
 /// `_FLOAT_LEAD.search(data, from)`: a run of digits not preceded by a digit and followed
 /// by `.`, `e` or `E`; its start and where the run ends (at that byte).
@@ -33,7 +26,8 @@ fn float_lead(data: &[u8], from: usize) -> Option<(usize, usize)> {
     None
 }
 
-/// `_float_cards`: every card written as a float, in the order of the tokens.
+/// `_float_cards`: every card written as a float (its exact integer part, or its whole value
+/// parsed as a double), in the order of the tokens.
 pub fn float_cards(data: &[u8], index: usize, hits: &mut Vec<(usize, Hit)>) {
     let mut position = 0;
     while let Some((start, int_end)) = float_lead(data, position) {
@@ -65,7 +59,7 @@ pub fn float_cards(data: &[u8], index: usize, hits: &mut Vec<(usize, Hit)>) {
         if !may_reach_a_card(&data[start..int_end], exponent) {
             continue; // most decimals in prose ("3.5", "v2.1"): no parse
         }
-        let exact = whole_number(&data[start..int_end], fraction, exponent);
+        let exact = integer_part(&data[start..int_end], fraction, exponent);
         if (is_card(exact.as_deref()) || is_card(parsed_whole(&data[start..end]).as_deref()))
             && isolated(data, start, end, b"-.")
         {
@@ -104,11 +98,7 @@ fn may_reach_a_card(integer: &[u8], exponent: &[u8]) -> bool {
 
 /// `_is_card`.
 fn is_card(number: Option<&[u8]>) -> bool {
-    number.is_some_and(|number| {
-        (13..=19).contains(&number.len())
-            && (b'2'..=b'6').contains(&number[0])
-            && luhn_ok(number.iter().copied())
-    })
+    number.is_some_and(card_number)
 }
 
 /// `_parsed_whole`: the whole number below 2**64 a correctly rounded double parse reads the
@@ -122,9 +112,9 @@ fn parsed_whole(token: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// `_whole_number`: the digits of `integer fraction` x 10^(`exponent` - len(`fraction`))
-/// when that is a whole number of at most 19 digits.
-fn whole_number(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> Option<Vec<u8>> {
+/// `_integer_part`: the digits of the integer part of `integer fraction` x
+/// 10^(`exponent` - len(`fraction`)) when it has 1-19 digits (exact, no double rounding).
+fn integer_part(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> Option<Vec<u8>> {
     let negative = exponent.first() == Some(&b'-');
     let unsigned = exponent
         .iter()
@@ -154,14 +144,10 @@ fn whole_number(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> Option<Vec<
         return Some(digits);
     }
     let kept = significant.len() as i64 + shift;
-    if kept <= 0 {
-        return None; // below 1
+    if !(1..=19).contains(&kept) {
+        return None; // below 1, or too long
     }
-    let kept = kept as usize;
-    if significant[kept..].iter().any(|&digit| digit != b'0') {
-        return None; // not whole
-    }
-    Some(significant[..kept].to_vec())
+    Some(significant[..kept as usize].to_vec())
 }
 
 #[cfg(test)]
@@ -185,6 +171,10 @@ mod tests {
         // Rounded to the card when parsed as a double.
         assert_eq!(found(b"4111111111111111.1"), [(0, 18)]);
         assert_eq!(found(b"4.1111111111111109e15"), [(0, 21)]);
+        // A fraction: the integer part is the card.
+        assert_eq!(found(b"4111111111111111.7"), [(0, 18)]);
+        assert_eq!(found(b"total 4111111111111111.25e0 due"), [(6, 27)]);
+        assert_eq!(found(b"0004111111111111111.5"), [(0, 21)]);
     }
 
     #[test]
@@ -193,7 +183,8 @@ mod tests {
             &b"4111111111111111"[..],
             b"4111111111111111.",
             b"4111111111111111e",
-            b"4111111111111111.7",
+            b"4111111111111112.7",
+            b"4111111111111111.5e-1",
             b"4111111111111111.0.1",
             b"x4111111111111111.0",
             b"1e99999",

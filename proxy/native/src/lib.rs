@@ -21,6 +21,7 @@ mod rules;
 mod scan;
 mod spans;
 mod tensors;
+mod thousands;
 
 use std::collections::HashMap;
 
@@ -289,6 +290,6 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 13)?;
+    module.add("ABI", 14)?;
     Ok(())
 }

@@ -15,6 +15,14 @@ pub fn luhn_ok(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
     sum.is_multiple_of(10)
 }
 
+/// `_is_card`: 13-19 ASCII digits (leading zeros already stripped) that a card may start
+/// with (2-6: the banking and financial industries of ISO/IEC 7812) and that pass Luhn.
+pub fn is_card(number: &[u8]) -> bool {
+    (13..=19).contains(&number.len())
+        && (b'2'..=b'6').contains(&number[0])
+        && luhn_ok(number.iter().copied())
+}
+
 /// `_ssn_ok`: area not 000, 666 or 9xx, group not 00, serial not 0000, and not one of the
 /// SSNs published in advertising.
 pub fn ssn_ok(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
