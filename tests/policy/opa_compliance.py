@@ -147,12 +147,12 @@ def _scanner_missed(spec: dict[str, Any], builtins: list[str]) -> list[str]:
     Operators (``plus``, ``internal.member_2``, ...) are written as symbols, not calls, and
     are all vetted through the plan here, so only builtins with a dotted or word name count.
     """
-    from labelgate.policy.rego_text import own_names, scan_calls
+    from labelgate.policy.rego_text import definitions, scan_calls
 
     modules = tuple((f"test-{i}.rego", text) for i, text in enumerate(spec.get("modules") or []))
-    own = own_names(modules)
-    seen = {name for _, text in modules for name, _ in scan_calls(text, own)}
-    seen |= {name for name, _ in scan_calls(spec["query"], own)}
+    defined = definitions(modules)
+    seen = {name for _, text in modules for name, _ in scan_calls(text, defined)}
+    seen |= {name for name, _ in scan_calls(spec["query"], defined)}
     return sorted(set(builtins) - seen - _OPERATORS)
 
 
@@ -346,7 +346,7 @@ def family_rates(results: dict[str, dict[str, Any]]) -> dict[str, Counter[str]]:
 def render_report(results: dict[str, dict[str, Any]], seconds: float) -> str:
     import regopy
 
-    from labelgate.policy.capabilities import SUPPORTED_BUILTINS
+    from labelgate.policy.capabilities import GUARDED_BUILTINS, INEXACT_BUILTINS, SUPPORTED_BUILTINS
 
     rates = family_rates(results)
     passed = sum(r["outcome"] == "pass" for r in results.values())
@@ -370,13 +370,40 @@ def render_report(results: dict[str, dict[str, Any]], seconds: float) -> str:
         "",
         "The embedded engine loads only policies whose builtins are all in",
         "`labelgate.policy.capabilities.SUPPORTED_BUILTINS`: a builtin is there only when no",
-        "listed failure is blamed on it and at least one passing case calls it",
+        "listed failure is blamed on it, at least one passing case calls it, and a differential",
+        "run against real OPA on hostile arguments (`tests/policy/test_builtin_differential.py`:",
+        "non-ASCII text, numbers beyond 2^53, odd syntax, empty separators) finds no difference",
         f"({len(SUPPORTED_BUILTINS)} builtins today). Anything else needs `--engine opa`.",
+        "Builtins are found in the policy's text (`rego_text.py`), every call resolved by its",
+        "whole path as Rego resolves it (an import alias only in its own module, a bare name only",
+        "against its own package) and rule heads read by Rego's grammar, not by their column.",
+        "",
+        "## Passing OPA's cases, refused anyway",
+        "",
+        "These pass every case of OPA's that calls them but differ from OPA on other arguments",
+        "(the pass rates below do not show it), so a policy calling one does not load",
+        "(`INEXACT_BUILTINS`; the refusal names the builtin and the reason):",
+        "",
+        "| builtin | what differs in regopy |",
+        "|---|---|",
+        *[f"| `{name}` | {why.replace('|', '/')} |" for name, why in sorted(INEXACT_BUILTINS.items())],
+        "",
+        "Guarded instead, because the default pack needs them: "
+        + ", ".join(f"`{name}`" for name in sorted(GUARDED_BUILTINS))
+        + ".",
+        'rego-cpp orders values by their JSON text (`max([9, 10])` is 9, `"a b"` sorts before `"a"`,',
+        '`"a"` before `1`), and its json.marshal does not escape `<`, `>`, `&`, U+2028, U+2029',
+        "nor sort a set. The engine",
+        "compiles every call of them as a call of an exact version (`capabilities.EXACT_REGO`):",
+        "rego-cpp's answer where it is provably OPA's, OPA's computed otherwise (numbers compared",
+        "with `<`, strings ordered by their `hex.encode`), an evaluation error (a deny) for what",
+        "neither covers (mixed types, booleans, arrays or objects in an order, json.marshal of a",
+        "set or of text OPA escapes). Each guarded call costs a function call in rego-cpp.",
         "",
         "What else is refused at load, and what is known but not refused (details in the",
         "docstrings of `proxy/labelgate/policy/capabilities.py` and `rego_text.py`):",
         "",
-        "- refused: `sprintf` with a verb other than `%d` or a non-literal format; `concat`/`sort`",
+        "- refused: the `%` operator (`rem`); `with` replacing a guarded builtin; `concat`/`sort`",
         "  of a set, and an array comprehension over a set joined right into a string (rego-cpp",
         "  iterates sets in insertion order, OPA in sorted order); builtins that depend on the",
         "  outside world (`http.send`, `time.now_ns`, ...), whatever their cases say; string",
@@ -394,6 +421,15 @@ def render_report(results: dict[str, dict[str, Any]], seconds: float) -> str:
         "  comprehension over a set whose order reaches the decision another way; the silent",
         "  wrong result of the `indexing` failure below (a partial rule indexing `data` through a",
         "  local bound to a constant). The differential test covers the default pack for these.",
+        "- not refused, found by the review of issue 12 and left to decide (operators are not",
+        "  calls, and the default pack uses them): `<`, `>`, `<=`, `>=` between values of",
+        '  different types, strings one of which is the other followed by a space or `!` (`"a" <',
+        '  "a!"` is false), and arrays, order by JSON text as sort does; `+`, `*`, `/` on floats',
+        "  and numbers beyond 2^64 round differently (`1e300 + 1`, `t / 1e9`); a builtin that",
+        "  fails on its arguments leaves a variable unbound where OPA fails the rule body, so",
+        "  `not f(x)` and `v := f(x); not g(v)` hold in rego-cpp where OPA's body fails; `every`",
+        "  with `not` in its body holds where OPA's does not; integral floats (`1.0`) come out as",
+        "  `1` from array and object builtins.",
         "- compile errors in rego-cpp (the `and`/`or` keywords, `not { ... }`, `.0`) refuse the",
         "  policy at load (POLICY_COMPILE_FAILED): different from OPA, but never a silent decision.",
         "",

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from labelgate.errors import ConfigError
-from labelgate.policy.capabilities import SUPPORTED_BUILTINS, UNSUPPORTED
+from labelgate.policy.capabilities import SUPPORTED_BUILTINS, UNSUPPORTED, exact_modules
 from labelgate.policy.embedded import EmbeddedEngine
-from labelgate.policy.rego_text import scan_calls, strip, text_findings
+from labelgate.policy.rego_text import definitions, scan_calls, strip, text_findings
 from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
 
 
@@ -38,7 +38,7 @@ async def refusal(tmp_path: Path, body: str) -> str:
         ('cidr if net.cidr_contains("10.0.0.0/8", input.ip)\n', "builtin `net.cidr_contains`"),
         ('ok if semver.is_valid("1.0.0")\n', "builtin `semver.is_valid`"),
         ("now := time.now_ns()\n", "builtin `time.now_ns`"),
-        ('say := sprintf("%s", [input.x])\n', "`sprintf` verb %s"),
+        ('say := sprintf("%d", [input.x])\n', "builtin `sprintf` (%d truncates numbers to 32 bits)"),
         ('tags contains "b"\n\njoined := concat(",", tags)\n', "`concat` of a set"),
     ],
 )
@@ -64,7 +64,7 @@ async def test_the_refusal_names_every_finding_once(tmp_path: Path) -> None:
 async def test_the_default_pack_and_plain_policies_load(tmp_path: Path) -> None:
     for folder in (
         REGO,
-        write_policy(tmp_path, "n := count(input.x)\n\nf(v) := upper(v)\n" + result_rule(VALID_RESULT)),
+        write_policy(tmp_path, 'n := count(input.x)\n\nf(v) := trim(v, " ")\n' + result_rule(VALID_RESULT)),
     ):
         engine = EmbeddedEngine(folder, watch_interval=None)
         await engine.start()
@@ -78,17 +78,23 @@ def test_calls_in_strings_comments_and_to_own_functions_are_not_builtins() -> No
         'a := f(1) # http.send({})\n\nb := "http.send({})"\n\n'
         "c := u.g(1) + data.lib.h(2)\n\nd := `net.cidr_merge(x)`\n"
     )
-    own = {"data", "input", "f", "a", "b", "c", "d", "u", "p"}
-    assert scan_calls(text, own) == []
-    assert scan_calls("package p\n\nx := trim_space(input.s)\n", {"x"}) == [("trim_space", 3)]
+    lib = "package lib.util\n\ng(x) := x\n", "package lib\n\nh(x) := x\n"
+    defined = definitions((("p.rego", text), ("u.rego", lib[0]), ("l.rego", lib[1])))
+    assert scan_calls(text, defined) == []
+    plain = "package p\n\nx := trim_space(input.s)\n"
+    assert scan_calls(plain, definitions((("p.rego", plain),))) == [("trim_space", 3)]
     assert strip('x := "a#b" # c\n')[0].count("\n") == 1
 
 
-def test_sprintf_needs_a_literal_format_with_exact_verbs() -> None:
-    ok = text_findings("m.rego", 'package p\n\nx := sprintf("%d of %d, 100%%", [1, 2])\n')
-    assert ok == []
-    variable = text_findings("m.rego", "package p\n\nx := sprintf(input.f, [1])\n")
-    assert [f.what for f in variable] == ["`sprintf` with a format that is not a string literal"]
+def test_sprintf_is_refused_whatever_its_format() -> None:
+    """%d of a number beyond 32 bits wraps around in rego-cpp (1700000000123456789 -> 1032178965)."""
+    for text in (
+        'package p\n\nx := sprintf("%d of %d, 100%%", [1, 2])\n',
+        "package p\n\nx := sprintf(input.f, [1])\n",
+    ):
+        assert [f.what for f in text_findings("m.rego", text)] == [
+            "builtin `sprintf` (%d truncates numbers to 32 bits)"
+        ]
 
 
 def test_the_allow_list_keeps_out_what_depends_on_the_outside_world() -> None:
@@ -150,3 +156,17 @@ async def test_raw_and_escaped_literals_equal_the_input_strings_in_regopy() -> N
         assert isinstance(output, regopy.Output) and output.ok()
         got[name] = output.results[0].bindings["x"]
     assert got == {name: equal for name, (_, _, equal) in cases.items()}
+
+
+def test_guarded_calls_are_renamed_in_place_and_the_exact_versions_added_per_package() -> None:
+    """Only the name changes (lines stay where they were); a package's own `sort` is its own."""
+    calling = "package p\n\nx := sort(input.a)\n\ny := json.marshal(max(input.b)) # min(\n"
+    own = "package q\n\nsort(x) := x\n\nz := sort(1)\n"
+    out = dict(exact_modules((("a.rego", calling), ("b.rego", own))))
+    assert out["a.rego"] == (
+        "package p\n\nx := __labelgate_sort(input.a)\n\n"
+        "y := __labelgate_marshal(__labelgate_max(input.b)) # min(\n"
+    )
+    assert out["b.rego"] == own
+    assert list(out) == ["a.rego", "b.rego", "__labelgate/p.rego"]
+    assert out["__labelgate/p.rego"].startswith("package p\n\n__labelgate_sort(values) :=")

@@ -378,3 +378,14 @@ def test_configuration_that_can_never_work_is_rejected() -> None:
         OpaEngine("http://127.0.0.1:8181", timeout=0)
     with pytest.raises(ConfigError):
         OpaEngine("https://127.0.0.1:8181", ca_file=Path("/nonexistent/ca.pem"))
+
+
+async def test_an_input_too_deep_to_encode_is_a_policy_error_deny(engines: list) -> None:
+    """``decide`` never raises: an input nested past Python's recursion limit (json.dumps
+    raises RecursionError) is denied like any other input that cannot be sent."""
+    deep: Any = 1
+    for _ in range(5000):
+        deep = {"a": deep}
+    decision = await make(engines, f"http://127.0.0.1:{free_port()}").decide({"subject": {"deep": deep}})
+    assert decision.allow is False
+    assert decision.fail_reason == "POLICY_ERROR"

@@ -414,6 +414,10 @@ async def test_a_result_that_allows_and_holds_is_valid_in_replay_only(tmp_path: 
         "f := x if {\n\tsome s, t\n\ts = input.a\n\tt = 1\n\tx := json.marshal(s)\n}\n",
         "g if {\n\tsome k, _ in [1]\n}\n\nf := x if {\n\tk := input.a\n\tx := json.marshal(k)\n}\n",
         "_r := input.r\n\nf := json.marshal(_r.n)\n",
+        # A body line at column 0 is no definition of _r; nor is a rule that reads the input
+        # through another rule.
+        "g if {\n_r := data.r\n}\n\n_r := input.r\n\nf := json.marshal(_r.n)\n",
+        "_s := input.r\n\n_r := _s\n\nf := json.marshal(_r.n)\n",
     ],
 )
 def test_json_marshal_of_what_may_be_a_string_or_an_object_is_refused(rules: str) -> None:

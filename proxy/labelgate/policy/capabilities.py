@@ -11,14 +11,31 @@ it; a test holds the list to that. Builtins whose value depends on the outside w
 (``NONDETERMINISTIC``) stay out whatever their cases say: the decision cache and the
 differential test assume a decision depends on the input and the policy only.
 
+OPA's cases are not adversarial, so passing them is not enough: ``INEXACT_BUILTINS`` are
+builtins whose cases pass but that a differential run against real OPA with chosen arguments
+(non-ASCII text, numbers beyond 2^53, odd number and duration syntax, empty separators)
+showed to differ; they are out, with the reason the refusal names. What stays is held to real
+OPA on such arguments by tests/policy/test_builtin_differential.py.
+
+``GUARDED_BUILTINS`` (sort, max, min, json.marshal) differ too but the default pack needs
+them, so they stay, guarded per decision: rego-cpp orders values by their JSON text (``9``
+after ``10``, ``"a b"`` before ``"a"``, ``"a"`` before ``1``), and its json.marshal does not
+escape ``<>&``, U+2028 and U+2029 nor sort a set. ``exact_modules`` swaps every call of them for
+a function of the policy's own package (``EXACT_REGO``) that returns rego-cpp's answer when
+it is provably OPA's, computes OPA's otherwise (numbers by ``<``/``>``, which rego-cpp gets
+right; strings by the order of their ``hex.encode``), and raises an evaluation error (a deny)
+for what neither covers: mixed types, booleans, arrays and objects in an order, json.marshal
+of a set or of text OPA escapes. Each guarded call costs a function call (~50 µs in rego-cpp).
+
 At load time the gateway cannot read that plan: ``Interpreter.save_bundle`` corrupts the heap
 (``double free``) once grpc's libraries are loaded before regopy's (libstdc++ then allocates
 with ``malloc`` what rego-cpp frees with its own snmalloc; ``labelgate/__init__.py`` now loads
 rego-cpp first for that reason, but a process importing grpc before labelgate still has the
-mismatch). So ``check_source`` scans the text instead (rego_text.py: comments and strings
-removed, every ``name(`` / ``a.b.c(`` that is not a function of the policy itself is a
-builtin call), and the compliance test checks that the scanner finds every builtin the plan
-names in all of OPA's cases: a name it missed would be a call it cannot vet.
+mismatch). So ``check_source`` scans the text instead (rego_text.py: comments and literals
+blanked, every call whose whole path does not resolve, as Rego resolves it, to a function of
+the policy itself is a builtin call), and the compliance test checks that the scanner finds
+every builtin the plan names in all of OPA's cases: a name it missed would be a call it
+cannot vet (test_rego_text.py holds its calls and heads to ``opa parse`` as well).
 
 Divergences that depend on values rather than names (see the docstring of embedded.py):
 - rego-cpp keeps strings in their JSON-escaped form: it compares and sorts them by it, and
@@ -34,9 +51,6 @@ Divergences that depend on values rather than names (see the docstring of embedd
   that differ from every other before that character, so they sort as in OPA).
 - data from a data.yaml is refused when the policy loads (source.py: PyYAML reads YAML
   1.1, OPA YAML 1.2).
-- sprintf: only ``%d`` (and ``%%``) in a literal format; ``%s``/``%v`` of big numbers and of
-  some strings differ from OPA, so any other verb, or a format that is not a literal, is
-  refused (rego_text.py).
 - sets iterate in insertion order in rego-cpp, sorted in OPA: an array comprehension,
   ``concat`` or ``sort`` over a set differs. rego_text.py refuses those over a set the text
   shows (a set literal or comprehension, ``set()``, a set-returning builtin, a ``contains``
@@ -62,28 +76,19 @@ UNSUPPORTED = reasons.POLICY_UNSUPPORTED_BY_EMBEDDED
 ADVICE = "run this policy with --engine opa, or rewrite it without these"
 
 # Every builtin (operators included) that passing compliance cases call and no known failure is
-# blamed on, minus NONDETERMINISTIC; tests/policy/test_opa_compliance.py holds it to that.
+# blamed on, minus NONDETERMINISTIC and INEXACT_BUILTINS; tests/policy/test_opa_compliance.py
+# holds it to that, tests/policy/test_builtin_differential.py to real OPA on hostile arguments.
 SUPPORTED_BUILTINS: frozenset[str] = frozenset(
     {
-        "abs",
         "and",
         "array.concat",
         "array.flatten",
         "array.reverse",
         "array.slice",
-        "base64.decode",
         "base64.encode",
-        "base64.is_valid",
         "base64url.decode",
         "base64url.encode",
         "base64url.encode_no_pad",
-        "bits.and",
-        "bits.lsh",
-        "bits.negate",
-        "bits.or",
-        "bits.rsh",
-        "bits.xor",
-        "ceil",
         "concat",
         "contains",
         "count",
@@ -103,17 +108,12 @@ SUPPORTED_BUILTINS: frozenset[str] = frozenset(
         "div",
         "endswith",
         "equal",
-        "floor",
-        "glob.match",
         "glob.quote_meta",
         "graph.reachable",
         "graph.reachable_paths",
         "gt",
         "gte",
         "hex.decode",
-        "hex.encode",
-        "indexof",
-        "indexof_n",
         "internal.member_2",
         "internal.template_string",
         "intersection",
@@ -140,13 +140,9 @@ SUPPORTED_BUILTINS: frozenset[str] = frozenset(
         "is_object",
         "is_set",
         "is_string",
-        "json.filter",
         "json.is_valid",
         "json.marshal",
-        "json.marshal_with_options",
         "json.patch",
-        "json.remove",
-        "lower",
         "lt",
         "lte",
         "max",
@@ -165,58 +161,82 @@ SUPPORTED_BUILTINS: frozenset[str] = frozenset(
         "object.union_n",
         "or",
         "plus",
-        "product",
-        "regex.find_all_string_submatch_n",
-        "regex.find_n",
         "regex.globs_match",
-        "regex.is_valid",
-        "regex.match",
-        "regex.replace",
-        "regex.split",
         "regex.template_match",
-        "rem",
-        "replace",
-        "round",
         "sort",
         "split",
-        "sprintf",
         "startswith",
         "strings.any_prefix_match",
         "strings.any_suffix_match",
         "strings.count",
         "substring",
-        "sum",
-        "time.add_date",
-        "time.clock",
-        "time.date",
-        "time.diff",
-        "time.format",
-        "time.parse_duration_ns",
         "time.parse_ns",
         "time.parse_rfc3339_ns",
-        "time.weekday",
-        "to_number",
         "trim",
         "trim_left",
         "trim_prefix",
         "trim_right",
-        "trim_space",
         "trim_suffix",
         "type_name",
         "union",
-        "units.parse",
-        "units.parse_bytes",
-        "upper",
         "urlquery.decode",
-        "urlquery.decode_object",
-        "urlquery.encode",
-        "urlquery.encode_object",
         "walk",
-        "yaml.is_valid",
-        "yaml.marshal",
-        "yaml.unmarshal",
     }
 )
+
+# Builtins whose OPA compliance cases pass but that differ from OPA on other arguments
+# (tests/policy/test_builtin_differential.py has the reproductions): refused, with the reason.
+INEXACT_BUILTINS: dict[str, str] = {
+    "abs": "wrong beyond 64-bit numbers and on some floats",
+    "ceil": "wrong beyond 64-bit numbers and on some floats",
+    "floor": "wrong beyond 64-bit numbers and on some floats",
+    "round": "wrong beyond 64-bit numbers and on some floats",
+    "rem": "wrong on large numbers",
+    "glob.match": "wrong on non-ASCII text",
+    "regex.match": "wrong on non-ASCII text",
+    "hex.encode": "wrong on non-ASCII text",
+    "lower": "wrong on non-ASCII text",
+    "upper": "wrong on non-ASCII text",
+    "trim_space": "keeps non-ASCII spaces",
+    "sprintf": "%d truncates numbers to 32 bits",
+    "to_number": 'reads "0x10" and " 5 " as numbers',
+    "units.parse": 'reads "1e400" as Infinity',
+    "units.parse_bytes": 'reads "1e400" as Infinity',
+    "sum": "false, not undefined, for non-numbers",
+    "product": "false, not undefined, for non-numbers",
+    "time.parse_duration_ns": 'accepts "1h1.5m-3us"',
+    "yaml.unmarshal": 'reads "0x10" as a string (YAML 1.1)',
+    "replace": "an empty old string never terminates and grows without bound",
+    "regex.split": "an empty pattern never terminates",
+    "yaml.is_valid": "an empty document never terminates",
+    "indexof": "an empty needle has an index, OPA's is undefined",
+    "indexof_n": "an empty needle has indexes, OPA's are undefined",
+    "json.filter": "an empty path differs",
+    "json.remove": "an empty path differs",
+    "base64.decode": "accepts input without padding",
+    "base64.is_valid": "accepts input without padding",
+    "urlquery.encode": "writes a space as %20, OPA as +",
+    "urlquery.encode_object": "writes a space as %20, OPA as +",
+    "urlquery.decode_object": "a key without a value gets two",
+    "yaml.marshal": "quotes and orders keys differently",
+    "json.marshal_with_options": "does not escape <, > and &",
+    "bits.and": "undefined beyond 64-bit numbers and for 1.0",
+    "bits.or": "undefined beyond 64-bit numbers and for 1.0",
+    "bits.xor": "undefined beyond 64-bit numbers and for 1.0",
+    "bits.negate": "undefined beyond 64-bit numbers and for 1.0",
+    "bits.lsh": "undefined for 1.0",
+    "bits.rsh": "undefined beyond 64-bit numbers and for 1.0",
+    "regex.is_valid": "wrong on non-ASCII patterns",
+    "regex.find_n": "wrong on non-ASCII patterns",
+    "regex.replace": "wrong on non-ASCII patterns",
+    "regex.find_all_string_submatch_n": "wrong on non-ASCII and empty patterns",
+    "time.date": "undefined for 1.0",
+    "time.clock": "undefined for 1.0",
+    "time.weekday": "undefined for 1.0",
+    "time.add_date": "undefined for 1.0",
+    "time.format": "undefined for 1.0, and writes .000000000",
+    "time.diff": "differs near 0 and beyond 2^53",
+}
 
 # Builtins whose value is not a function of the input and the policy: never embedded.
 NONDETERMINISTIC = frozenset(
@@ -238,6 +258,107 @@ NONDETERMINISTIC = frozenset(
 
 # How the text names a builtin the plan calls something else.
 TEXT_NAMES = {"print": "internal.print"}
+
+# Allowed builtins whose calls exact_modules swaps for EXACT_REGO's functions.
+GUARDED_BUILTINS = {
+    "sort": "__labelgate_sort",
+    "max": "__labelgate_max",
+    "min": "__labelgate_min",
+    "json.marshal": "__labelgate_marshal",
+}
+RESERVED_PREFIX = "__labelgate"
+
+# The exact versions (see the module docstring), added to every package that calls one. Each
+# branch returns rego-cpp's own answer only when it is provably OPA's. An object comprehension
+# with two values for one key is an evaluation error in rego-cpp: the engine denies.
+# Written for rego-cpp's quirks: a builtin's type error leaves an assigned variable unbound
+# rather than failing the body (so every branch tests with is_string/is_number, which are
+# false then), and `every` with `not` inside is not used (rego-cpp gets it wrong).
+EXACT_REGO = """\
+__labelgate_sort(values) := sorted if {
+	sorted := sort(values)
+	is_array(sorted)
+	count(sorted) == count(values)
+	joined := concat("", sorted)
+	is_string(joined)
+	not contains(joined, " ")
+	not contains(joined, "!")
+} else := sorted if {
+	is_string(concat("", values))
+	keyed := sort([[hex.encode(value), value] | some value in values])
+	sorted := [pair[1] | some pair in keyed]
+} else := sorted if {
+	type_name(values) in {"array", "set"}
+	items := [value | some value in values]
+	count([item | some item in items; not is_number(item)]) == 0
+	sorted := sort(items)
+	count([i | some i in numbers.range(1, count(sorted) - 1); sorted[i - 1] > sorted[i]]) == 0
+} else := sorted if {
+	type_name(values) in {"array", "set"}
+	items := [value | some value in values]
+	count([item | some item in items; not is_number(item)]) == 0
+	n := count(items)
+	ranked := {rank: item |
+		some i in numbers.range(0, n - 1)
+		item := items[i]
+		before := [j | some j in numbers.range(0, n - 1); j < i; items[j] == item]
+		smaller := [other | some other in items; other < item]
+		rank := count(smaller) + count(before)
+	}
+	sorted := [ranked[k] | some k in numbers.range(0, n - 1)]
+} else := {"error": v | some v in [1, 2]}
+
+__labelgate_max(values) := top if {
+	top := max(values)
+	is_number(sum(values))
+	count([value | some value in values; value > top]) == 0
+} else := top if {
+	top := max(values)
+	is_string(top)
+	is_string(concat("", values))
+	not contains(concat("", values), " ")
+	not contains(concat("", values), "!")
+} else := top if {
+	is_number(sum(values))
+	found := [value | some value in values; count([other | some other in values; other > value]) == 0]
+	top := found[0]
+} else := top if {
+	sorted := __labelgate_sort(values)
+	top := sorted[count(sorted) - 1]
+}
+
+__labelgate_min(values) := bottom if {
+	bottom := min(values)
+	is_number(sum(values))
+	count([value | some value in values; value < bottom]) == 0
+} else := bottom if {
+	bottom := min(values)
+	is_string(bottom)
+	is_string(concat("", values))
+	not contains(concat("", values), " ")
+	not contains(concat("", values), "!")
+} else := bottom if {
+	is_number(sum(values))
+	found := [value | some value in values; count([other | some other in values; other < value]) == 0]
+	bottom := found[0]
+} else := bottom if {
+	sorted := __labelgate_sort(values)
+	bottom := sorted[0]
+}
+
+__labelgate_marshal(value) := json.marshal(value) if {
+	is_number(value)
+} else := text if {
+	text := json.marshal(value)
+	is_string(text)
+	not contains(text, "<")
+	not contains(text, ">")
+	not contains(text, "&")
+	not contains(text, "\u2028")
+	not contains(text, "\u2029")
+	count([node | walk(value, [_, node]); is_set(node)]) == 0
+} else := {"error": v | some v in [1, 2]}
+"""
 
 
 @dataclass(frozen=True)
@@ -299,11 +420,38 @@ def refuse(findings: list[Finding], origin: str) -> None:
     )
 
 
+def exact_modules(modules: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The modules rego-cpp compiles: every call of a GUARDED_BUILTINS builtin renamed to its
+    exact version, plus one module of EXACT_REGO per package that calls one.
+
+    Only the name changes, so lines stay where they were (columns after a renamed call move).
+    A module whose package the scanner cannot read keeps its calls: check_source refuses it.
+    """
+    from labelgate.policy.rego_text import call_sites, definitions, outline
+
+    defined = definitions(modules)
+    rewritten = []
+    packages: list[str] = []
+    for name, text in modules:
+        package = outline(text).package
+        sites = [call for call in call_sites(text, defined) if not call.own and call.name in GUARDED_BUILTINS]
+        if package is not None and sites:
+            for call in reversed(sites):
+                text = text[: call.start] + GUARDED_BUILTINS[call.name] + text[call.end :]
+            if package not in packages:
+                packages.append(package)
+        rewritten.append((name, text))
+    for package in packages:
+        rewritten.append((f"{RESERVED_PREFIX}/{package}.rego", f"package {package}\n\n{EXACT_REGO}"))
+    return tuple(rewritten)
+
+
 def check_source(modules: tuple[tuple[str, str], ...], origin: str) -> None:
     """Raise ConfigError(POLICY_UNSUPPORTED_BY_EMBEDDED) unless regopy evaluates it exactly."""
-    from labelgate.policy.rego_text import text_findings
+    from labelgate.policy.rego_text import definitions, text_findings
 
+    defined = definitions(modules)
     findings: list[Finding] = []
     for name, text in modules:
-        findings += text_findings(name, text, modules)
+        findings += text_findings(name, text, modules, defined)
     refuse(findings, origin)

@@ -45,8 +45,10 @@ rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
   value) is not decided here, it is denied with EMBEDDED_INPUT_UNSUPPORTED (the escaping
   already finds them, so this costs nothing per decision); ``--engine opa`` decides them.
 - ``sprintf("%s", [concat(...)])`` keeps the inner string's quotes and yields invalid JSON
-  output; iterating a set follows insertion order where OPA's is sorted. The differential
-  test catches such divergences.
+  output (sprintf is refused); iterating a set follows insertion order where OPA's is sorted;
+  sort, max and min order values by their JSON text (``9`` after ``10``), which the exact
+  versions the policy is compiled with correct (capabilities.py). The differential test
+  catches such divergences.
 - Not parsed inside a comprehension ("Invalid collection"): ``some key, value in x`` (write
   ``value := x[key]``) and a head that is an expression (``[n * 2 | ...]``: bind it in the
   body). ``f(x)[0]`` does not parse anywhere (bind ``f(x)`` first).
@@ -55,11 +57,13 @@ rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
 - Compile errors are printed to stdout unless the interpreter's log level is NONE.
 
 Every revision is checked after compiling (capabilities.py, rego_text.py): a policy calling a
-builtin outside the verified allow-list, a sprintf verb other than ``%d``, iterating a
-visible set where order shows, or a string literal with a ``\\u``/``\\/`` escape, is refused
-with POLICY_UNSUPPORTED_BY_EMBEDDED and a pointer to ``--engine opa``; so is data from a
-data.yaml (source.py). The divergences above that depend on runtime values are listed in
-docs/EMBEDDED_COMPLIANCE.md with the compliance results the allow-list comes from.
+builtin outside the verified allow-list (sprintf and the other INEXACT_BUILTINS included),
+iterating a visible set where order shows, or a string literal with a ``\\u``/``\\/`` escape,
+is refused with POLICY_UNSUPPORTED_BY_EMBEDDED and a pointer to ``--engine opa``; so is data
+from a data.yaml (source.py). What rego-cpp compiles is ``exact_modules`` of the policy: calls
+of sort, max, min and json.marshal go to exact versions that deny where rego-cpp's answer
+could differ (capabilities.py). The divergences above that depend on runtime values are
+listed in docs/EMBEDDED_COMPLIANCE.md with the compliance results the allow-list comes from.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ import regopy.rego_shared
 from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
-from labelgate.policy.capabilities import check_source
+from labelgate.policy.capabilities import check_source, exact_modules
 from labelgate.policy.contract import (
     EMBEDDED_INPUT_UNSUPPORTED,
     POLICY_ERROR,
@@ -128,9 +132,9 @@ _ERROR_ENTRY = re.compile(
 )
 
 
-def _summarise(error: regopy.RegoError, source: PolicySource) -> str:
+def _summarise(error: regopy.RegoError, modules: tuple[tuple[str, str], ...]) -> str:
     """rego-cpp reports errors as an S-expression with byte offsets; make it file:line:col."""
-    texts = dict(source.modules)
+    texts = dict(modules)
     found = []
     for entry in _ERROR_ENTRY.finditer(str(error)):
         name, offset, message = entry["file"], int(entry["offset"]), entry["msg"]
@@ -143,8 +147,11 @@ def _summarise(error: regopy.RegoError, source: PolicySource) -> str:
     return "; ".join(dict.fromkeys(found)) or str(error).splitlines()[0]
 
 
-def _load(interpreter: regopy.Interpreter, source: PolicySource) -> None:
-    for name, text in source.modules:
+def _load(
+    interpreter: regopy.Interpreter, source: PolicySource, modules: tuple[tuple[str, str], ...]
+) -> None:
+    """The modules (``exact_modules`` of the source's) and the source's data."""
+    for name, text in modules:
         interpreter.add_module(name, text)
     # Unescaped non-ASCII, as the input goes in (``_InputBuilder``): rego-cpp keeps strings in
     # their escaped form, so "\u00e9" from the data would never equal "é" from the input.
@@ -313,6 +320,7 @@ class _Compiled:
     """One revision, compiled: immutable once built; each thread queries with its own runner."""
 
     source: PolicySource
+    modules: tuple[tuple[str, str], ...]  # what rego-cpp compiled: exact_modules(source.modules)
     bundle: regopy.Bundle
     builder: regopy.Interpreter  # kept alive as long as the bundle it built
     entrypoint: str
@@ -326,13 +334,14 @@ class _Compiled:
 
     @classmethod
     def build(cls, source: PolicySource, entrypoint: str) -> _Compiled:
+        modules = exact_modules(source.modules)
         builder = _interpreter()
         try:
-            _load(builder, source)
+            _load(builder, source, modules)
             bundle = builder.build(None, [entrypoint])
         except regopy.RegoError as error:
             raise ConfigError(
-                reasons.POLICY_COMPILE_FAILED, f"{source.origin}: {_summarise(error, source)}"
+                reasons.POLICY_COMPILE_FAILED, f"{source.origin}: {_summarise(error, modules)}"
             ) from error
         if not bundle.ok():
             raise ConfigError(reasons.POLICY_COMPILE_FAILED, f"{source.origin}: rego-cpp could not build it")
@@ -340,7 +349,7 @@ class _Compiled:
         # Refuse what regopy would evaluate differently from OPA (POLICY_UNSUPPORTED_BY_EMBEDDED):
         # a revision that fails here never serves, so a followed bundle keeps its last good one.
         check_source(source.modules, source.origin)
-        return cls(source, bundle, builder, entrypoint)
+        return cls(source, modules, bundle, builder, entrypoint)
 
     def evaluate(self, value: Any) -> Any:
         """The decision rule's value for input ``value``, or UNDEFINED. Raises on any error."""
@@ -523,7 +532,7 @@ class EmbeddedEngine:
         package = ".".join(self._package)
         names = _rule_names(compiled.source, package)
         interpreter = _interpreter()
-        _load(interpreter, compiled.source)
+        _load(interpreter, compiled.source, compiled.modules)
         try:
             set_policy_input(interpreter, input)
         except UnsupportedInput as error:

@@ -119,6 +119,10 @@ def revision_from_provenance(provenance: Any) -> str:
     return ";".join(f"{name}={rev}" for name, rev in sorted(revisions.items()))
 
 
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
 class _Reconnect(Exception):
     """A connection error worth another attempt (refused, or a pooled socket already closed)."""
 
@@ -190,7 +194,7 @@ class OpaEngine:
         try:
             async with asyncio.timeout(self._health_timeout):
                 status, body = await self._post(
-                    f"{self._base}/v1/data/{_REVISION_PROBE_PATH}", {"provenance": "true"}, {}
+                    f"{self._base}/v1/data/{_REVISION_PROBE_PATH}", {"provenance": "true"}, b"{}"
                 )
             if status == 200:
                 self._note_revision(json.loads(body).get("provenance"))
@@ -236,17 +240,20 @@ class OpaEngine:
 
     async def _query(self, input: dict[str, Any], params: dict[str, str]) -> dict[str, Any] | Decision:
         try:
+            # Encoded here, inside the try: an input json.dumps cannot encode (not JSON, or
+            # nested past the recursion limit) is a deny like any other failure, never a raise.
+            payload = _encode({"input": input})
             async with asyncio.timeout(self._timeout):
                 await self._open()
-                status, raw = await self._post(self._decision_url, params, {"input": input})
+                status, raw = await self._post(self._decision_url, params, payload)
         except TimeoutError:
             log.warning("opa_timeout", url=self._base, timeout_s=self._timeout)
             return self._deny(POLICY_TIMEOUT)
         except aiohttp.ClientConnectionError as error:
             log.warning("opa_unavailable", url=self._base, error_type=type(error).__name__)
             return self._deny(POLICY_UNAVAILABLE)
-        except (aiohttp.ClientError, TypeError, ValueError) as error:
-            # TypeError/ValueError: the input was not JSON-serialisable.
+        except (aiohttp.ClientError, TypeError, ValueError, RecursionError) as error:
+            # TypeError/ValueError/RecursionError: the input could not be encoded as JSON.
             log.error("opa_request_failed", url=self._base, error_type=type(error).__name__)
             return self._deny(POLICY_ERROR)
         try:
@@ -275,8 +282,7 @@ class OpaEngine:
         self._note_revision(body.get("provenance"))
         return body
 
-    async def _post(self, url: str, params: dict[str, str], payload: dict[str, Any]) -> tuple[int, bytes]:
-        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    async def _post(self, url: str, params: dict[str, str], data: bytes) -> tuple[int, bytes]:
         session = self._client.session
 
         async def attempt() -> tuple[int, bytes]:

@@ -1,11 +1,38 @@
-"""Checks on a Rego module's text for divergences that rego-cpp's plan does not show by name.
+"""Reading a Rego module's text: which builtins it calls, and what rego-cpp's plan does not show.
 
-The builtin names come from the compiled plan (capabilities.py); what is left depends on how
-a builtin is called, so it is read from the text with comments removed and strings blanked
-(a ``sprintf(`` inside a string or a comment is not a call):
+The embedded engine cannot read rego-cpp's compiled plan at load time (capabilities.py says
+why), and the wasm engine vets a policy before compiling it, so both read the text. Reading
+it must be sound: a call the scanner does not see is a builtin nobody vetted (issue 12).
 
-- ``sprintf`` needs a string literal as format, with verbs from ``SPRINTF_VERBS`` only
-  (``%v``/``%s`` of numbers and strings differ from OPA: see the compliance report);
+Lexing. Comments, strings, raw strings and the literal parts of template strings
+(``$"..{expr}.."``, ``$`..`` ``) are found by a small lexer that follows OPA's scanner
+(v1/ast/internal/scanner): a template's ``{expr}`` is code, strings and comments included,
+so ``$"{f("a", http.send({}))}"`` shows its ``http.send`` call. ``blank`` keeps offsets (every
+literal is spaces between quotes, a template is ``" (expr) "``), ``strip`` numbers literals.
+
+Calls. Every ``(`` that follows a reference (``name``, ``a.b.c``, ``data.p["f"]``), with at
+most spaces or tabs in between, is a call: OPA takes only the adjacent form as a call, but
+rego-cpp also takes ``upper ("a")``. A call is the policy's own only when its whole path
+resolves, as Rego resolves it, to a function the policy defines:
+
+- ``data.a.b.f(..)`` by its path; ``alias.f(..)`` through an ``import`` of the same module
+  (an alias shadows a builtin namespace in OPA and rego-cpp alike: ``import data.x as json``
+  makes ``json.marshal`` mean ``data.x.marshal``); a bare ``f(..)`` or ``a.f(..)`` against the
+  rules of the module's own package;
+- everything else is a builtin call and is checked against the allow-list. A reference
+  through an alias or ``data`` that names no function of the policy is reported by its full
+  path (OPA refuses it; no allow-list holds such a name), and so is a reference with a
+  bracket or one the scanner cannot read (``f(x).g(..)``).
+
+Rule heads. A head is recognised only where Rego's grammar puts one: at bracket depth 0, at
+the start of a line whose previous code line is complete (it does not end in an operator, a
+comma or a keyword such as ``if``/``in``/``with``, which Rego continues on the next line), and
+followed by ``:=``, ``=``, ``if``, ``contains`` or ``{`` on that line. A line inside a rule
+body, at any column, is never taken for a head; a head written some other way (two rules
+on one line, a head split over lines) is not seen, which only refuses its callers.
+
+Other divergences that rego-cpp's plan does not show by name, refused when a module loads:
+
 - iterating a set follows insertion order in rego-cpp and sorted order in OPA, so
   ``concat``/``sort`` of a set, and an array comprehension over a set that is joined into a
   string right there (``concat``, ``json.marshal``), differ and are refused. A value is taken
@@ -15,7 +42,6 @@ a builtin is called, so it is read from the text with comments removed and strin
   other way (the default pack builds such arrays and only looks them up by content, which
   the differential test confirms), and a set reaching these places through a function
   argument or another package.
-
 - string literals: rego-cpp keeps a ``"..."`` literal in its escaped form, exactly as
   written, and compares strings by that form, while input strings go in escaped the one way
   ``json.dumps(ensure_ascii=False)`` escapes (embedded.py): ``"\\u00e9"`` or ``"\\/"`` never
@@ -25,6 +51,10 @@ a builtin is called, so it is read from the text with comments removed and strin
   (tests/policy/test_capabilities.py); any other control character makes its output
   invalid JSON, so a raw string holding one is refused (write a ``"..."`` literal with the
   escape instead).
+- the ``%`` operator is the builtin ``rem`` (wrong on large numbers in rego-cpp);
+- ``with`` replacing a guarded builtin or replaced by one (capabilities.GUARDED_BUILTINS):
+  the engine swaps their calls for exact versions, which a replacement would bypass;
+- rules named ``__labelgate...``: the names of those exact versions.
 
 Findings err on the side of refusing: a construct the scanner cannot read is a finding.
 """
@@ -32,48 +62,161 @@ Findings err on the side of refusing: a construct the scanner cannot read is a f
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from labelgate.policy.capabilities import SUPPORTED_BUILTINS, TEXT_NAMES, Finding
+from labelgate.policy.capabilities import (
+    GUARDED_BUILTINS,
+    INEXACT_BUILTINS,
+    RESERVED_PREFIX,
+    SUPPORTED_BUILTINS,
+    TEXT_NAMES,
+    Finding,
+)
 
-# Verbs whose compliance cases pass and whose output does not depend on quoting (%d of an
-# integer); %% is a literal percent sign.
-SPRINTF_VERBS = frozenset({"d", "%"})
 # Builtins that return a set in OPA.
 SET_BUILTINS = ("object.keys", "intersection", "union", "graph.reachable", "net.cidr_expand")
 # Where the order of an array comprehension's elements becomes a string: an array built
 # from a set is refused right there. Elsewhere it is accepted (see the module docstring).
 _ORDER_SHOWN = re.compile(r"(?<![\w.])(?:concat\s*\([^()]*,|(?:json|yaml)\.marshal\s*\()$")
 
-_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`')
-# A template string ($"..{expr}.." or $`..`) is kept as text: the expressions inside it
-# are calls like any other, and a word( in its literal part only errs on refusing.
-_TEMPLATE = re.compile(r'\$"(?:[^"\\\n]|\\.)*"|\$`[^`]*`')
-_COMMENT = re.compile(r"#[^\n]*")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = rf"{_NAME}(?:\.{_NAME})*"
+
+# ------------------------------------------------------------------------------------------
+# Lexing: what is code, what is a literal or a comment.
+
+
+@dataclass(frozen=True)
+class _Token:
+    start: int
+    end: int
+    kind: str  # "comment", "string", "raw", "template" or "raw_template" (a template's literal part)
+
+
+def _lex(text: str) -> list[_Token]:
+    """Comments, strings and template literal parts, in order; everything between is code."""
+    tokens: list[_Token] = []
+    # One entry per template whose {expression} is being read: [raw, open braces inside it].
+    templates: list[list[int]] = []
+    index, size = 0, len(text)
+    while index < size:
+        char = text[index]
+        if char == "#":
+            end = text.find("\n", index)
+            end = size if end < 0 else end
+            tokens.append(_Token(index, end, "comment"))
+            index = end
+        elif char == '"':
+            end = _string_end(text, index + 1)
+            tokens.append(_Token(index, end, "string"))
+            index = end
+        elif char == "`":
+            end = text.find("`", index + 1)
+            end = size if end < 0 else end + 1
+            tokens.append(_Token(index, end, "raw"))
+            index = end
+        elif char == "$" and text[index + 1 : index + 2] in ('"', "`"):
+            raw = text[index + 1] == "`"
+            end, opened = _template_part(text, index + 2, raw)
+            tokens.append(_Token(index, end, "raw_template" if raw else "template"))
+            if opened:
+                templates.append([int(raw), 0])
+            index = end
+        elif templates and char == "{":
+            templates[-1][1] += 1
+            index += 1
+        elif templates and char == "}":
+            if templates[-1][1]:
+                templates[-1][1] -= 1
+                index += 1
+                continue
+            raw = bool(templates.pop()[0])
+            end, opened = _template_part(text, index + 1, raw)
+            tokens.append(_Token(index, end, "raw_template" if raw else "template"))
+            if opened:
+                templates.append([int(raw), 0])
+            index = end
+        else:
+            index += 1
+    return tokens
+
+
+def _string_end(text: str, index: int) -> int:
+    """End (exclusive) of a ``"..."`` string whose body starts at ``index``; a newline ends it."""
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and text[index + 1 : index + 2] != "\n":
+            index += 2
+            continue
+        if char == "\n":  # unterminated: OPA refuses it, and the next line is read as code
+            return index
+        index += 1
+        if char == '"':
+            return index
+    return len(text)
+
+
+def _template_part(text: str, index: int, raw: bool) -> tuple[int, bool]:
+    """End (exclusive) of a template's literal part from ``index``, and whether ``{`` ended it."""
+    while index < len(text):
+        char, following = text[index], text[index + 1 : index + 2]
+        if char == "\\" and (following == "{" or (not raw and following != "\n")):
+            index += 2
+            continue
+        if char == "\n" and not raw:
+            return index, False
+        index += 1
+        if char == "{":
+            return index, True
+        if char == ("`" if raw else '"'):
+            return index, False
+    return len(text), False
+
+
+def _blank_token(text: str, token: _Token) -> str:
+    """A token's text as code sees it, same length, line breaks kept."""
+    body = "".join("\n" if char == "\n" else " " for char in text[token.start : token.end])
+    if token.kind == "comment" or len(body) < 2:
+        return body
+    if token.kind in ("string", "raw"):
+        return '"' + body[1:-1] + '"'
+    # A template is a term whose expressions are code: `$"a{x}b"` reads as `"  (x) "`.
+    first = '"' if text[token.start] == "$" else ")"
+    last = text[token.end - 1]
+    closing = "(" if last == "{" else ('"' if last in ('"', "`") else body[-1])
+    return first + body[1:-1] + closing
+
+
+def blank(text: str) -> str:
+    """``text`` with comments and literals blanked, at the same offsets (see the module docstring)."""
+    out, position = [], 0
+    for token in _lex(text):
+        out.append(text[position : token.start])
+        out.append(_blank_token(text, token))
+        position = token.end
+    out.append(text[position:])
+    return "".join(out)
 
 
 def strip(text: str) -> tuple[str, list[str]]:
     """The text with comments removed and every string replaced by ``"<n>"`` (n indexes the list).
 
-    Line breaks are kept, so offsets map back to the same lines.
+    Template strings read as in ``blank``. Line breaks are kept, so offsets map back to the
+    same lines.
     """
     literals: list[str] = []
     out: list[str] = []
     position = 0
-    pattern = re.compile(f"{_TEMPLATE.pattern}|{_STRING.pattern}|{_COMMENT.pattern}")
-    for match in pattern.finditer(text):
-        out.append(text[position : match.start()])
-        token = match.group(0)
-        if token.startswith("$"):
-            out.append("$" + '"' + token[2:-1].replace('"', " ").replace("`", " ") + '"')
-        elif token.startswith("#"):
-            out.append(" " * len(token))
-        else:
-            literals.append(token)
-            placeholder = f'"{len(literals) - 1}"'
+    for token in _lex(text):
+        out.append(text[position : token.start])
+        if token.kind in ("string", "raw"):
+            literal = text[token.start : token.end]
+            literals.append(literal)
             # Keep the line count of raw strings spanning lines.
-            out.append(placeholder + "\n" * token.count("\n"))
-        position = match.end()
+            out.append(f'"{len(literals) - 1}"' + "\n" * literal.count("\n"))
+        else:
+            out.append(_blank_token(text, token))
+        position = token.end
     out.append(text[position:])
     return "".join(out), literals
 
@@ -81,17 +224,16 @@ def strip(text: str) -> tuple[str, list[str]]:
 def _string_findings(name: str, text: str) -> list[Finding]:
     """String literals rego-cpp stores differently from the input's strings (module docstring)."""
     findings = []
-    pattern = re.compile(f"{_TEMPLATE.pattern}|{_STRING.pattern}|{_COMMENT.pattern}")
-    for match in pattern.finditer(text):
-        token = match.group(0)
-        where = f"{name}:{_line(text, match.start())}"
-        if token.startswith("#"):
+    for token in _lex(text):
+        if token.kind == "comment":
             continue
-        if token.lstrip("$").startswith("`"):
-            if any(ord(char) < 0x20 and char not in "\t\n\r" for char in token):
+        literal = text[token.start : token.end]
+        where = f"{name}:{_line(text, token.start)}"
+        if token.kind in ("raw", "raw_template"):
+            if any(ord(char) < 0x20 and char not in "\t\n\r" for char in literal):
                 findings.append(Finding("a raw string holding a control character", where))
             continue
-        escapes = {token[m.end() - 1] for m in re.finditer(r"\\.", token)}
+        escapes = {literal[m.end() - 1] for m in re.finditer(r"\\.", literal)}
         for escape in sorted(escapes & {"u", "/"}):
             findings.append(Finding(f"a string literal with the escape `\\{escape}`", where))
     return findings
@@ -117,20 +259,314 @@ def _closing(text: str, start: int) -> int:
     return -1
 
 
-def _sprintf_findings(name: str, text: str, literals: list[str]) -> list[Finding]:
-    findings = []
-    for match in re.finditer(r"(?<![\w.])sprintf\s*\(\s*", text):
-        where = f"{name}:{_line(text, match.start())}"
-        literal = re.match(r'"(\d+)"\s*,', text[match.end() :])
-        if literal is None:
-            findings.append(Finding("`sprintf` with a format that is not a string literal", where))
+def _opening(text: str, end: int) -> int:
+    """Index of the bracket opening the one closing at ``end``; -1 when unbalanced."""
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack = []
+    for index in range(end, -1, -1):
+        char = text[index]
+        if char in pairs:
+            stack.append(pairs[char])
+        elif char in "([{":
+            if not stack or stack.pop() != char:
+                return -1
+            if not stack:
+                return index
+    return -1
+
+
+# ------------------------------------------------------------------------------------------
+# Modules: package, imports and rule heads.
+
+# Keywords after which Rego reads on into the next line, and which never start a rule.
+_CONTINUING = frozenset({"if", "else", "in", "not", "some", "every", "with", "as", "contains", "and", "or"})
+_INCOMPLETE_END = frozenset("=+-*/%&|<>!,.:;([{")
+_HEAD_REF = re.compile(rf"{_NAME}(?:\.{_NAME}|\[[^\[\]\n]*\])*")
+_HEAD_END = re.compile(r"[ \t]*(?::=|=(?!=)|if\b|contains\b|\{)")
+
+
+@dataclass(frozen=True)
+class Head:
+    path: str  # the rule's path within its package ("p", "a.b.f"), brackets dropped
+    function: bool
+    start: int  # offset of the statement (``default`` included)
+
+
+@dataclass(frozen=True)
+class Outline:
+    """What one module declares: its package, its import aliases and its rule heads."""
+
+    package: str | None  # dotted, without ``data.``; None when the scanner cannot read it
+    aliases: dict[str, str]  # alias -> imported path ("data.a.b", "input.x", "rego.v1")
+    heads: tuple[Head, ...]
+    # Where every statement starts (package, imports, heads, and lines where a statement
+    # starts that the scanner does not read as a head): a statement runs to the next.
+    starts: tuple[int, ...]
+
+    def statement(self, text: str, start: int) -> str:
+        """The text of the statement starting at ``start``."""
+        later = [offset for offset in self.starts if offset > start]
+        return text[start : min(later) if later else len(text)]
+
+
+def outline(text: str, blanked: str | None = None) -> Outline:
+    """The package, imports and heads of one module, read by Rego's grammar (module docstring)."""
+    code = blank(text) if blanked is None else blanked
+    package: str | None = None
+    aliases: dict[str, str] = {}
+    heads: list[Head] = []
+    starts: list[int] = []
+    depth, complete, offset = 0, True, 0
+    for line in code.split("\n"):
+        content = line.strip()
+        if content and depth == 0 and complete:
+            start = offset + len(line) - len(line.lstrip())
+            word = re.match(_NAME, content)
+            keyword = word.group(0) if word else None
+            if keyword is not None and keyword not in _CONTINUING:
+                starts.append(start)
+                if keyword == "package":
+                    found = re.fullmatch(rf"package\s+({_DOTTED})", content)
+                    package = found.group(1) if found else None
+                elif keyword != "import":  # every import is read below, wherever it is
+                    head = _head(code, start + (len(keyword) if keyword == "default" else 0))
+                    if head is not None:
+                        heads.append(Head(head[0], head[1], start))
+        for char in line:
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth -= 1
+        if depth < 0:  # unbalanced: nothing after this point is read as a head
+            break
+        if content:
+            complete = depth == 0 and _ends_complete(content)
+        offset += len(line) + 1
+    # `import` is a keyword nowhere else: an alias counts however the line is laid out (a missed
+    # alias would vet `alias.f(` as a builtin and rename it where OPA calls the policy's f).
+    for found in re.finditer(rf"(?<![\w.])import\s+({_DOTTED})(?:\s+as\s+({_NAME}))?", code):
+        aliases[found.group(2) or found.group(1).rsplit(".", 1)[-1]] = found.group(1)
+    return Outline(package, aliases, tuple(heads), tuple(starts))
+
+
+def _ends_complete(content: str) -> bool:
+    if content[-1] in _INCOMPLETE_END:
+        return False
+    word = re.search(rf"{_NAME}$", content)
+    return word is None or word.group(0) not in _CONTINUING | {"default", "package", "import"}
+
+
+def _head(code: str, start: int) -> tuple[str, bool] | None:
+    """(rule path, is a function) when a head starts at ``start`` (after ``default``), else None."""
+    while start < len(code) and code[start] in " \t":
+        start += 1
+    ref = _HEAD_REF.match(code, start)
+    if ref is None or ref.group(0).split(".", 1)[0] in _CONTINUING:
+        return None
+    end = ref.end()
+    function = code[end : end + 1] == "("
+    if function:
+        if "[" in ref.group(0):
+            return None
+        end = _closing(code, end) + 1
+        if end == 0:
+            return None
+    if not _HEAD_END.match(code, end):
+        return None
+    return ref.group(0).split("[", 1)[0], function
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Every rule and function the policy defines, by full path (``data.pkg.rule``)."""
+
+    rules: frozenset[str]
+    functions: frozenset[str]
+
+
+def definitions(modules: tuple[tuple[str, str], ...]) -> Definitions:
+    rules: set[str] = set()
+    functions: set[str] = set()
+    for _, text in modules:
+        module = outline(text)
+        if module.package is None:
             continue
-        raw = literals[int(literal.group(1))]
-        verbs = re.findall(r"%[-+# 0-9.*\[\]]*([A-Za-z%])", raw[1:-1])
-        bad = sorted(set(verbs) - SPRINTF_VERBS)
-        if bad:
-            shown = ", ".join(f"%{verb}" for verb in bad)
-            findings.append(Finding(f"`sprintf` verb {shown} (only %d is exact)", where))
+        for head in module.heads:
+            full = f"data.{module.package}.{head.path}"
+            rules.add(full)
+            if head.function:
+                functions.add(full)
+    return Definitions(frozenset(rules), frozenset(functions))
+
+
+# ------------------------------------------------------------------------------------------
+# Calls.
+
+# Words followed by "(" that are not calls. (`contains(` is the builtin.)
+_KEYWORDS = frozenset({"if", "not", "some", "every", "in", "else", "with", "as", "default", "and", "or"})
+_KEYWORDS |= {"package", "import"}
+_WITH_AS = re.compile(rf"\bwith\s+([^\n]+?)\s+as\s+({_DOTTED})\b(?!\s*[\[(])")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call in a module's text: ``name`` is the builtin's name, or the path a call through
+    ``data`` or an alias names; ``own`` when that path is a function the policy defines."""
+
+    name: str
+    line: int
+    start: int  # the offsets of the reference before "(" in the module's text
+    end: int
+    own: bool
+
+
+def call_sites(text: str, defined: Definitions) -> list[Call]:
+    """Every call in ``text`` (a module of the policy whose definitions are ``defined``)."""
+    code = blank(text)
+    module = outline(text, code)
+    calls = []
+    for paren in re.finditer(r"\(", code):
+        end = paren.start()
+        while end > 0 and code[end - 1] in " \t":
+            end -= 1
+        if end == 0 or not _ends_reference(code, end):
+            continue
+        start = _ref_start(code, end)
+        if start < 0:  # f(x).g(..), [1][0](..): no reference the scanner can resolve
+            tail = re.search(r"(?:\.\w+|\[[^\[\]]*\])*$", code[:end])
+            start = tail.start() if tail else end
+            calls.append(Call("(...)" + _shown(code[start:end]), _line(code, end), start, end, False))
+            continue
+        ref = code[start:end]
+        if ref in _KEYWORDS or ref[0].isdigit():
+            continue  # `not(..)`, `1.5(..)`: not calls
+        name, own = _resolve(ref, module, defined)
+        calls.append(Call(name, _line(code, end), start, end, own))
+    return calls
+
+
+def _ends_reference(code: str, end: int) -> bool:
+    char = code[end - 1]
+    return char == "]" or char == "_" or char.isalnum()
+
+
+def _shown(ref: str) -> str:
+    return re.sub(r"\[[^\]]*\]", "[...]", re.sub(r"\s+", "", ref))
+
+
+def _ref_start(code: str, end: int) -> int:
+    """Start of the reference ending at ``end`` (``a.b["c"].d``), or -1 when it is not one the
+    scanner can read (``f(x).g``, ``[1][0]``)."""
+    index = end
+    while True:
+        if code[index - 1] == "]":
+            opening = _opening(code, index - 1)
+            if opening <= 0 or not _ends_reference(code, opening):
+                return -1
+            index = opening
+            continue
+        word = index
+        while word > 0 and (code[word - 1].isalnum() or code[word - 1] == "_"):
+            word -= 1
+        if word == index:
+            return -1
+        index = word
+        if index == 0 or code[index - 1] != ".":
+            return index
+        if index < 2 or not _ends_reference(code, index - 1):
+            return -1
+        index -= 1
+
+
+def _path(ref: str, module: Outline) -> str | None:
+    """The full path a dotted reference names as Rego resolves it; None when it names no rule
+    (a bare name in a module whose package the scanner could not read)."""
+    first, _, rest = ref.partition(".")
+    if first == "data":
+        return ref
+    if first in module.aliases:
+        return module.aliases[first] + (f".{rest}" if rest else "")
+    return f"data.{module.package}.{ref}" if module.package is not None else None
+
+
+def _resolve(ref: str, module: Outline, defined: Definitions) -> tuple[str, bool]:
+    """(name to vet, whether it is the policy's own function) for a call of ``ref``."""
+    if "[" in ref:
+        return _shown(ref), False
+    path = _path(ref, module)
+    if path is not None and path in defined.functions:
+        return path, True
+    first = ref.split(".", 1)[0]
+    if first == "data" or first in module.aliases:
+        return path or ref, False  # OPA resolves it to a rule, and finds none
+    return TEXT_NAMES.get(ref, ref), False
+
+
+def scan_calls(text: str, defined: Definitions) -> list[tuple[str, int]]:
+    """(builtin name, line) of every call in ``text`` that is not to the policy's own functions,
+    of every name a ``with`` puts in another's place that is not one of the policy's rules, and
+    of every template string (``internal.template_string``)."""
+    calls = [(call.name, call.line) for call in call_sites(text, defined) if not call.own]
+    code = blank(text)
+    module = outline(text, code)
+    for match in _WITH_AS.finditer(code):
+        name = match.group(2)
+        if name in ("true", "false", "null") or _path(name, module) in defined.rules:
+            continue
+        calls.append((TEXT_NAMES.get(name, name), _line(code, match.start())))
+    for token in _lex(text):
+        if token.kind in ("template", "raw_template") and text[token.start] == "$":
+            calls.append(("internal.template_string", _line(text, token.start)))
+    return sorted(calls, key=lambda call: call[1])
+
+
+# ------------------------------------------------------------------------------------------
+# Findings of the embedded engine.
+
+
+def _builtin_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
+    findings = []
+    for call, line in scan_calls(text, defined):
+        if call in SUPPORTED_BUILTINS:
+            continue
+        why = INEXACT_BUILTINS.get(call)
+        findings.append(Finding(f"builtin `{call}`" + (f" ({why})" if why else ""), f"{name}:{line}"))
+    for match in re.finditer(r"%", blank(text)):
+        findings.append(
+            Finding(
+                f"builtin `rem` (the `%` operator; {INEXACT_BUILTINS['rem']})",
+                f"{name}:{_line(text, match.start())}",
+            )
+        )
+    return findings
+
+
+def _guard_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
+    """``with`` around a guarded builtin, rules that take the guards' reserved names, and a
+    guarded builtin called where the guard cannot go (a package the scanner cannot read)."""
+    code = blank(text)
+    module = outline(text, code)
+    findings = []
+    if module.package is None:
+        for call in call_sites(text, defined):
+            if not call.own and call.name in GUARDED_BUILTINS:
+                findings.append(
+                    Finding(
+                        f"`{call.name}` in a module whose package is not a dotted name", f"{name}:{call.line}"
+                    )
+                )
+    for match in _WITH_AS.finditer(code):
+        for part in (match.group(1), match.group(2)):
+            if part in GUARDED_BUILTINS:
+                findings.append(
+                    Finding(
+                        f"`with` replacing or replaced by `{part}`", f"{name}:{_line(code, match.start())}"
+                    )
+                )
+    for head in module.heads:
+        if any(segment.startswith(RESERVED_PREFIX) for segment in head.path.split(".")):
+            where = f"{name}:{_line(text, head.start)}"
+            findings.append(Finding(f"a rule named `{head.path}` (`{RESERVED_PREFIX}` is reserved)", where))
     return findings
 
 
@@ -237,68 +673,17 @@ def _top_level(text: str, separator: str) -> int:
     return -1
 
 
-# Words followed by "(" that are not calls.
-# (`contains(` is the builtin: the keyword is never followed by a parenthesis in practice,
-# and if it were, `contains` is allowed anyway.)
-_KEYWORDS = frozenset({"if", "not", "some", "every", "in", "else", "with", "as", "default"})
-# `with count as f` makes every call of count call f: f is used like a call.
-_WITH_AS = re.compile(r"\bwith\s+[\w.\[\]\"]+\s+as\s+([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\b(?!\s*[\[(])")
-_CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\(")
-# Heads start at column 0 (as `opa fmt` writes them): an indented line is a body, and taking
-# its first word for a rule name would hide a builtin call such as `\thttp.send(...)`. An
-# indented head is only ever refused wrongly, never let through.
-_HEAD = re.compile(r"^(?:default\s+)?([A-Za-z_]\w*)", re.M)
-_IMPORT = re.compile(r"^\s*import\s+(data(?:\.\w+)+|input(?:\.\w+)*)(?:\s+as\s+(\w+))?", re.M)
-
-
-def own_names(modules: tuple[tuple[str, str], ...]) -> set[str]:
-    """Names a call may use for the policy's own rules and functions: heads and import aliases.
-
-    A head in any module counts for every module: more permissive than Rego's package scoping,
-    but only for names the policy itself defines, which never shadow a builtin in OPA 1.x.
-    """
-    names = {"data", "input"}
-    for _, text in modules:
-        stripped, _ = strip(text)
-        names |= {m.group(1) for m in _HEAD.finditer(stripped)} - {"package", "import"}
-        for match in _IMPORT.finditer(stripped):
-            names.add(match.group(2) or match.group(1).rsplit(".", 1)[-1])
-    return names
-
-
-def scan_calls(text: str, own: set[str]) -> list[tuple[str, int]]:
-    """(builtin name, line) of every call in ``text`` that is not to the policy's own functions."""
+def text_findings(
+    name: str, text: str, modules: tuple[tuple[str, str], ...] = (), defined: Definitions | None = None
+) -> list[Finding]:
+    """Everything in one module the embedded engine refuses; ``modules`` is the whole policy
+    (``defined``, its definitions, when the caller has them already)."""
+    if defined is None:
+        defined = definitions(modules or ((name, text),))
     stripped, _ = strip(text)
-    calls = []
-    for match in _CALL.finditer(stripped):
-        name = match.group(1)
-        if name in _KEYWORDS or name.split(".", 1)[0] in own:
-            continue
-        calls.append((TEXT_NAMES.get(name, name), _line(stripped, match.start())))
-    for match in _WITH_AS.finditer(stripped):
-        name = match.group(1)
-        if name.split(".", 1)[0] not in own and name not in ("true", "false", "null"):
-            calls.append((name, _line(stripped, match.start())))
-    for match in re.finditer(r"\$(?=[\"`])", stripped):
-        calls.append(("internal.template_string", _line(stripped, match.start())))
-    return calls
-
-
-def _builtin_findings(name: str, text: str, own: set[str]) -> list[Finding]:
-    return [
-        Finding(f"builtin `{call}`", f"{name}:{line}")
-        for call, line in scan_calls(text, own)
-        if call not in SUPPORTED_BUILTINS
-    ]
-
-
-def text_findings(name: str, text: str, modules: tuple[tuple[str, str], ...] = ()) -> list[Finding]:
-    """Everything in one module the embedded engine refuses; ``modules`` is the whole policy."""
-    own = own_names(modules or ((name, text),))
-    stripped, literals = strip(text)
     return (
-        _builtin_findings(name, text, own)
+        _builtin_findings(name, text, defined)
+        + _guard_findings(name, text, defined)
         + _string_findings(name, text)
-        + _sprintf_findings(name, stripped, literals)
         + _set_order_findings(name, stripped)
     )

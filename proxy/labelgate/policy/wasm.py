@@ -73,6 +73,7 @@ from labelgate.policy.wasm_sprintf import check_format
 
 if TYPE_CHECKING:
     from labelgate.policy.bundle_client import BundleClient
+    from labelgate.policy.rego_text import Outline
 
 log = get_logger(__name__)
 
@@ -186,6 +187,10 @@ WASM_NATIVE_BUILTINS: frozenset[str] = frozenset(
     }
 )
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+# A definition whose value is a reference (``name := root.a[k].b``), with an optional body.
+_DATA_VALUE = re.compile(
+    r"(?:default\s+)?([A-Za-z_]\w*)\s*:?=\s*([A-Za-z_]\w*)(?:\.\w+|\[[^\[\]]*\])*(?:\s+if\b.*)?", re.S
+)
 
 
 def _integer_keys(data: Any, found: dict[str, bool]) -> dict[str, bool]:
@@ -209,45 +214,42 @@ def marshal_findings(modules: tuple[tuple[str, str], ...], data: dict[str, Any])
     ``count(...)``; the index variable of ``some i, x in ...`` iterated in the same rule (an
     array's index; known gap: over an object it is a key, a string, which differs only if it
     holds ``<``, ``>``, ``&``, U+2028 or U+2029); or a reference ``data.….key``, or
-    ``rule.….key`` into a rule of the module whose text does not read ``input``, whose last
-    ``key`` holds an integer wherever it appears in the data document (known gap: such a rule
-    built from another rule that reads the input). Anything else is refused. Rules are found
-    by ``opa fmt``'s layout: a head at column 0.
+    ``rule.….key`` into a rule of the module's package every definition of which has a
+    reference into ``data`` as its value (``r := data.t[k]``, or through an import of data; no
+    ``else``), whose last ``key`` holds an integer wherever it appears in the data document.
+    Anything else is refused. Rules and their definitions are found as the call scanner finds
+    them (rego_text.outline: by Rego's grammar, not by layout).
     """
-    from labelgate.policy.rego_text import _closing, strip
+    from labelgate.policy.rego_text import _closing, blank, outline
 
     integer_keys = _integer_keys(data, {})
+    outlines = [(blank(text), outline(text)) for _, text in modules]
     found = []
-    for name, text in modules:
-        stripped, _ = strip(text)
-        for call in re.finditer(r"(?<![\w.])json\.marshal\s*\(", stripped):
-            end = _closing(stripped, call.end() - 1)
-            argument = stripped[call.end() : end].strip() if end > 0 else ""
-            if not _is_integer(argument, stripped, call.start(), integer_keys):
-                line = stripped.count("\n", 0, call.start()) + 1
+    for (name, _), (code, module) in zip(modules, outlines, strict=True):
+        for call in re.finditer(r"(?<![\w.])json\.marshal\s*\(", code):
+            end = _closing(code, call.end() - 1)
+            argument = code[call.end() : end].strip() if end > 0 else ""
+            rule = _statement_around(code, module.starts, call.start())
+            if not _is_integer(argument, rule, module.package, outlines, integer_keys):
+                line = code.count("\n", 0, call.start()) + 1
                 found.append(f"`json.marshal` of a value not known to be an integer at {name}:{line}")
     return found
 
 
-def _rule_around(text: str, position: int) -> str:
-    """The rule holding ``position``: from the line before it that starts at column 0 (a rule
-    head, in ``opa fmt``'s layout) to the next such line; a line opening with a closing
-    bracket continues the rule."""
-    start = max(text.rfind("\n", 0, position), 0)
-    while start > 0 and text[start + 1 : start + 2] in (" ", "\t", "}", ")", "]", ""):
-        start = max(text.rfind("\n", 0, start), 0)
-    heads = re.compile(r"\n(?=[^\s})\]])")  # a closing bracket at column 0 still belongs to it
-    after = heads.search(text, position)
-    return text[start : after.start() if after else len(text)]
+def _statement_around(code: str, starts: tuple[int, ...], position: int) -> str:
+    """The statement (rule) holding ``position``."""
+    before = [offset for offset in starts if offset <= position]
+    after = [offset for offset in starts if offset > position]
+    return code[max(before) if before else 0 : min(after) if after else len(code)]
 
 
-def _rule_named(text: str, name: str) -> str | None:
-    """The text of the module-level rule ``name`` (its head at column 0), or None."""
-    head = re.search(rf"(?m)^(?:default\s+)?{re.escape(name)}\b", text)
-    return None if head is None else _rule_around(text, head.end())
-
-
-def _is_integer(argument: str, text: str, position: int, integer_keys: dict[str, bool]) -> bool:
+def _is_integer(
+    argument: str,
+    rule: str,
+    package: str | None,
+    outlines: list[tuple[str, Outline]],
+    integer_keys: dict[str, bool],
+) -> bool:
     count = re.match(r"count\s*\(", argument)
     if count is not None:
         from labelgate.policy.rego_text import _closing
@@ -255,29 +257,44 @@ def _is_integer(argument: str, text: str, position: int, integer_keys: dict[str,
         return _closing(argument, count.end() - 1) == len(argument) - 1
     if re.fullmatch(r"[A-Za-z_]\w*", argument):
         # The index of ``some i, x in ...`` iterated in the same rule (an array's index).
-        iterated = rf"\bsome\s+{argument}\s*,\s*[A-Za-z_]\w*\s+in\b"
-        return re.search(iterated, _rule_around(text, position)) is not None
+        return re.search(rf"\bsome\s+{argument}\s*,\s*[A-Za-z_]\w*\s+in\b", rule) is not None
     if not _DOTTED.fullmatch(argument):
         return False
     head = argument.split(".", 1)[0]
-    if head == "input":
+    if head == "input" or (head != "data" and not _valued_from_data(head, package, outlines)):
         return False
-    if head != "data":
-        # A rule of the module whose value the text shows comes from data, not the input.
-        rule = _rule_named(text, head)
-        if rule is None or re.search(r"\binput\b", rule):
-            return False
     return integer_keys.get(argument.rsplit(".", 1)[-1], False)
+
+
+def _valued_from_data(rule: str, package: str | None, outlines: list[tuple[str, Outline]]) -> bool:
+    """Whether ``rule`` has definitions in ``package`` and each one's value is a reference into data."""
+    definitions = 0
+    for code, module in outlines:
+        if package is None or module.package != package:
+            continue
+        for head in module.heads:
+            if head.path.split(".", 1)[0] != rule:
+                continue
+            statement = module.statement(code, head.start).strip()
+            value = _DATA_VALUE.fullmatch(statement)
+            if value is None or value.group(1) != rule or re.search(r"\belse\b", statement):
+                return False
+            root = value.group(2)
+            target = "data" if root == "data" else module.aliases.get(root, "")
+            if target != "data" and not target.startswith("data."):
+                return False
+            definitions += 1
+    return definitions > 0
 
 
 def native_findings(source: PolicySource) -> list[str]:
     """What the policy calls that the wasm engine does not evaluate exactly as OPA (see above)."""
-    from labelgate.policy.rego_text import own_names, scan_calls
+    from labelgate.policy.rego_text import definitions, scan_calls
 
-    own = own_names(source.modules)
+    defined = definitions(source.modules)
     places: dict[str, list[str]] = {}
     for name, text in source.modules:
-        for call, line in scan_calls(text, own):
+        for call, line in scan_calls(text, defined):
             if call in WASM_NATIVE_BUILTINS or call in HOST_BUILTINS or call == "json.marshal":
                 continue
             places.setdefault(call, []).append(f"{name}:{line}")

@@ -5,7 +5,9 @@
 #
 # 1. Identical answers. The gateway runs this pack on OPA, on OPA's Wasm target and on
 #    rego-cpp (the embedded engine, regopy), and tests/policy/test_differential.py holds
-#    them to byte-identical results. rego-cpp 1.5.2 differs from OPA in two places:
+#    them to byte-identical results. rego-cpp 1.5.2 differs from OPA in many builtins
+#    (docs/EMBEDDED_COMPLIANCE.md: those are refused at load, and sort, max, min and
+#    json.marshal run through exact guards); the two this pack had to shape itself around:
 #    sort() of a set returns the set itself (unsorted, and concat() then follows insertion
 #    order), and sprintf's %s quotes some strings. So sets are sorted as arrays
 #    (_sorted below), strings are joined with concat(), and numbers are written with
