@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labelgate.bundle import reasons
 from labelgate.errors import InvalidInput
@@ -173,19 +173,26 @@ def manifest_sequence(manifest: bytes | None) -> int | None:
     """
     if manifest is None:
         return None
-    try:
-        value = json.loads(manifest)
-    except ValueError as error:
-        raise InvalidInput(reasons.BUNDLE_SEQUENCE_INVALID, f".manifest is not JSON: {error}") from error
-    metadata = value.get("metadata") if isinstance(value, dict) else None
-    if not isinstance(value, dict) or not isinstance(metadata, dict | None):
-        raise InvalidInput(reasons.BUNDLE_SEQUENCE_INVALID, ".manifest and its metadata must be JSON objects")
+    metadata = manifest_object(manifest, reasons.BUNDLE_SEQUENCE_INVALID).get("metadata")
+    if not isinstance(metadata, dict | None):
+        raise InvalidInput(reasons.BUNDLE_SEQUENCE_INVALID, ".manifest metadata must be a JSON object")
     sequence = (metadata or {}).get(SEQUENCE)
     if sequence is not None and not _is_sequence(sequence):
         raise InvalidInput(
             reasons.BUNDLE_SEQUENCE_INVALID, f".manifest {SEQUENCE} {sequence!r} is not a whole number >= 0"
         )
     return sequence
+
+
+def manifest_object(manifest: bytes, reason: str) -> dict[str, Any]:
+    """A ``.manifest`` read as the JSON object it must be; InvalidInput(``reason``) otherwise."""
+    try:
+        value = json.loads(manifest)
+    except ValueError as error:
+        raise InvalidInput(reason, f".manifest is not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise InvalidInput(reason, ".manifest must be a JSON object")
+    return value
 
 
 def _is_sequence(value: object) -> bool:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import array
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Container, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from labelgate.classify import jsonpaths, patterns, reasons
@@ -218,26 +218,26 @@ def _run_start(text: bytes, cut: int) -> int:
 
 
 def _email_start(text: bytes, cut: int) -> int:
-    """``cut``, or the start of the run of email characters, holding an ``@``, that straddles
-    it. C-level byte operations only, as for numbers."""
-    if not 0 < cut < len(text) or text[cut - 1] not in _EMAIL_BYTES or text[cut] not in _EMAIL_BYTES:
-        return cut
-    kinds = text.translate(_EMAIL_KINDS)
-    start = kinds.rfind(_OTHER, 0, cut) + 1
-    end = kinds.find(_OTHER, cut)
-    return start if kinds.find(_AT_KIND, start, len(text) if end < 0 else end) >= 0 else cut
+    """``cut``, or the start of the run of email characters, holding an ``@``, that straddles it."""
+    return _run_holding(text, cut, _EMAIL_BYTES, _EMAIL_KINDS, _AT_KIND)
 
 
 def _number_start(text: bytes, cut: int) -> int:
     """``cut``, or the start of the number-like run (``_NUMBER_BYTES``, with a digit) that
-    straddles it. C-level byte operations only: the run may be megabytes of digits."""
-    if not 0 < cut < len(text) or text[cut - 1] not in _NUMBER_BYTES or text[cut] not in _NUMBER_BYTES:
+    straddles it. (A line of dashes or "eee" is no number: the window's cut stands.)"""
+    return _run_holding(text, cut, _NUMBER_BYTES, _BYTE_KINDS, _DIGIT_KIND)
+
+
+def _run_holding(text: bytes, cut: int, members: Container[int], kinds: bytes, needed: bytes) -> int:
+    """``cut``, or the start of the run of ``members`` that straddles it when the run holds a
+    byte ``kinds`` maps to ``needed`` (other members map to 1, anything else to 0). C-level
+    byte operations only: the run may be megabytes of digits."""
+    if not 0 < cut < len(text) or text[cut - 1] not in members or text[cut] not in members:
         return cut
-    kinds = text.translate(_BYTE_KINDS)
-    start = kinds.rfind(_OTHER, 0, cut) + 1
-    end = kinds.find(_OTHER, cut)
-    # A line of dashes or "eee" is no number: the window's cut stands.
-    return start if kinds.find(_DIGIT_KIND, start, len(text) if end < 0 else end) >= 0 else cut
+    marked = text.translate(kinds)
+    start = marked.rfind(_OTHER, 0, cut) + 1
+    end = marked.find(_OTHER, cut)
+    return start if marked.find(needed, start, len(text) if end < 0 else end) >= 0 else cut
 
 
 def _text_form(tensor: Tensor) -> tuple[str | None, bytes | None]:

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from labelgate.bundle import reasons as bundle_reasons
+from labelgate.bundle.build import manifest_object
 from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
@@ -175,13 +176,7 @@ def _manifest_revision(manifest: bytes | None) -> str | None:
     """The manifest's revision; None (content hash) when the bundle has no manifest or revision."""
     if manifest is None:
         return None
-    try:
-        value = json.loads(manifest)
-    except ValueError as error:
-        raise InvalidInput(reasons.BUNDLE_MANIFEST_INVALID, f".manifest is not JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise InvalidInput(reasons.BUNDLE_MANIFEST_INVALID, ".manifest must be a JSON object")
-    revision = value.get("revision")
+    revision = manifest_object(manifest, reasons.BUNDLE_MANIFEST_INVALID).get("revision")
     if revision is not None and not isinstance(revision, str):
         raise InvalidInput(reasons.BUNDLE_MANIFEST_INVALID, ".manifest revision must be a string")
     return revision or None
