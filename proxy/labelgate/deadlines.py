@@ -23,3 +23,8 @@ def seconds_left(now: float | None = None) -> float | None:
 
 def set_deadline(seconds: float | None) -> contextvars.Token[float | None]:
     return _deadline.set(None if seconds is None else time.time() + seconds)
+
+
+def reset_deadline(token: contextvars.Token[float | None]) -> None:
+    """Put back what ``set_deadline`` replaced."""
+    _deadline.reset(token)

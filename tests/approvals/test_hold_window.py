@@ -108,7 +108,7 @@ async def test_a_client_deadline_shorter_than_the_window_ends_the_hold_there(
         with pytest.raises(HoldDeadlineExceeded) as raised:
             await stage.hold(call(), STEVE, POLICY_INPUT, held_decision(hold_seconds=30), never)
     finally:
-        deadline._deadline.reset(token)
+        deadline.reset_deadline(token)
     assert raised.value.reason == "APPROVAL_DEADLINE_EXCEEDED"
     request = await stage.service.get(raised.value.details["approval_id"])
     assert request is not None and request.state is State.EXPIRED

@@ -14,10 +14,10 @@ from typing import Any
 
 import grpc
 
-from labelgate.deadlines import seconds_left, set_deadline
+from labelgate.deadlines import reset_deadline, seconds_left, set_deadline
 from labelgate.interceptors import Handler, WrappingInterceptor
 
-__all__ = ["DeadlineInterceptor", "seconds_left", "set_deadline"]
+__all__ = ["DeadlineInterceptor", "reset_deadline", "seconds_left", "set_deadline"]
 
 
 def _remember(context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -409,7 +409,7 @@ _WITH_AS = re.compile(rf"\bwith\s+([^\n]+?)\s+as\s+({_DOTTED})\b(?!\s*[\[(])")
 
 
 @dataclass(frozen=True)
-class Call:
+class CallSite:
     """A call in a module's text: ``name`` is the builtin's name, or the path a call through
     ``data`` or an alias names; ``own`` when that path is a function the policy defines."""
 
@@ -420,7 +420,7 @@ class Call:
     own: bool
 
 
-def call_sites(text: str, defined: Definitions) -> list[Call]:
+def call_sites(text: str, defined: Definitions) -> list[CallSite]:
     """Every call in ``text`` (a module of the policy whose definitions are ``defined``)."""
     code = blank(text)
     module = outline(text, code)
@@ -435,13 +435,13 @@ def call_sites(text: str, defined: Definitions) -> list[Call]:
         if start < 0:  # f(x).g(..), [1][0](..): no reference the scanner can resolve
             tail = re.search(r"(?:\.\w+|\[[^\[\]]*\])*$", code[:end])
             start = tail.start() if tail else end
-            calls.append(Call("(...)" + _shown(code[start:end]), _line(code, end), start, end, False))
+            calls.append(CallSite("(...)" + _shown(code[start:end]), _line(code, end), start, end, False))
             continue
         ref = code[start:end]
         if ref in _KEYWORDS or ref[0].isdigit():
             continue  # `not(..)`, `1.5(..)`: not calls
         name, own = _resolve(ref, module, defined)
-        calls.append(Call(name, _line(code, end), start, end, own))
+        calls.append(CallSite(name, _line(code, end), start, end, own))
     return calls
 
 
