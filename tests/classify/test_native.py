@@ -295,6 +295,20 @@ def _joined(groups: list[str], separators: str) -> str:
 _THOUSANDS_SEPARATORS = ",. '_\t"
 
 
+def _padded_and_grouped_cards(tails: list[str]) -> tuple[st.SearchStrategy[str], ...]:
+    """Zero-padded cards, and cards grouped in thousands followed by one of ``tails``."""
+    return (
+        st.builds(lambda zeros, card: "0" * zeros + card, st.integers(1, 8), _VALID_CARDS),
+        st.builds(
+            _in_thousands,
+            _VALID_CARDS,
+            st.sampled_from(_THOUSANDS_SEPARATORS),
+            st.integers(0, 30),
+            st.sampled_from(tails),
+        ),
+    )
+
+
 _TOKENS = st.one_of(
     st.text(alphabet="0123456789", min_size=1, max_size=20),
     st.sampled_from(
@@ -318,14 +332,7 @@ _TOKENS = st.one_of(
         st.text(alphabet="0123456789", min_size=1, max_size=4),
     ),
     # Zero-padded cards, and cards grouped in thousands.
-    st.builds(lambda zeros, card: "0" * zeros + card, st.integers(1, 8), _VALID_CARDS),
-    st.builds(
-        _in_thousands,
-        _VALID_CARDS,
-        st.sampled_from(_THOUSANDS_SEPARATORS),
-        st.integers(0, 30),
-        st.sampled_from(["", "", ".50", ",5", ".0", "e0", ",1", "-1"]),
-    ),
+    *_padded_and_grouped_cards(["", "", ".50", ",5", ".0", "e0", ",1", "-1"]),
     st.builds(
         lambda area, group, serial, separator: f"{area:03d}{separator}{group:02d}{separator}{serial:04d}",
         st.integers(0, 999),
@@ -361,14 +368,7 @@ _RAW = st.binary(max_size=60)
 # after separators in turn, and the bytes around numbers.
 _NUMBER_TOKENS = st.one_of(
     _VALID_CARDS,
-    st.builds(lambda zeros, card: "0" * zeros + card, st.integers(1, 8), _VALID_CARDS),
-    st.builds(
-        _in_thousands,
-        _VALID_CARDS,
-        st.sampled_from(_THOUSANDS_SEPARATORS),
-        st.integers(0, 30),
-        st.sampled_from(["", ".50", ",5", "e0"]),
-    ),
+    *_padded_and_grouped_cards(["", ".50", ",5", "e0"]),
     st.builds(
         _joined,
         st.lists(st.text(alphabet="0123456789", min_size=1, max_size=4), min_size=1, max_size=8),
