@@ -103,7 +103,7 @@ async def follow() -> AsyncIterator[Callable[..., Any]]:
         await engine.close()
 
 
-async def eventually(check: Callable[[], bool], what: str, within: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
