@@ -138,6 +138,11 @@ def test_an_empty_file_is_the_defaults(tmp_path: Path) -> None:
         ({"routes": [{"method_prefix": "/grpc.health.v1.Health/"}]}, "routes.0", "gateway's own services"),
         ({"routes": [{"method_prefix": "/inference.GRPCInferenceService/"}]}, "routes.0", "built in"),
         ({"policy": {"bundle_token": "t"}}, "policy", "set but policy.bundle_url is not"),
+        (
+            {"policy": {"bundle_url": "http://127.0.0.1:1", "bundle_state_file": "/var/lib/lg/bundle.json"}},
+            "policy",
+            "set policy.bundle_public_key_file",
+        ),
     ],
 )
 def test_each_section_checks_itself(overrides: dict[str, object], where: str, says: str) -> None:

@@ -33,6 +33,7 @@ LAYERS: list[set[str]] = [
         "migrations",
         "interceptors",
         "deadlines",
+        "durable",
         "cli_backstop",
     },
     {"auth", "classify", "bundle", "audit", "demo"},

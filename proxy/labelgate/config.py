@@ -192,6 +192,9 @@ class PolicySettings(Section):
     bundle_start_timeout_seconds: float = Field(30.0, gt=0, le=600)
     # Backoff after a failed poll (labelgate/retry.py; attempts are unlimited, the client follows for good).
     bundle_retry: RetrySettings | None = None
+    # With a public key: where the newest signed revision's sequence is kept, so a restarted
+    # gateway still refuses older signed bundles replayed to it (policy/bundle_mark.py).
+    bundle_state_file: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _bundle_settings_need_a_bundle(self) -> PolicySettings:
@@ -203,10 +206,13 @@ class PolicySettings(Section):
             "bundle_wait_seconds",
             "bundle_start_timeout_seconds",
             "bundle_retry",
+            "bundle_state_file",
         }
         unused = sorted(bundle_only & self.model_fields_set)
         if self.bundle_url is None and unused:
             _refuse([f"policy.{', policy.'.join(unused)} set but policy.bundle_url is not"])
+        if self.bundle_state_file is not None and self.bundle_public_key_file is None:
+            _refuse(["policy.bundle_state_file orders signed bundles: set policy.bundle_public_key_file"])
         if self.bundle_url is not None and "dir" in self.model_fields_set:
             _refuse(["policy.dir and policy.bundle_url are both set: the bundle replaces the folder"])
         return self

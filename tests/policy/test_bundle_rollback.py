@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from labelgate.bundle.build import MANIFEST, SIGNATURES, Bundle, build_bundle, w
 from labelgate.bundle.signing import Signer
 from labelgate.errors import ConfigError
 from labelgate.policy.bundle_client import BundleClient
+from labelgate.policy.bundle_mark import BundleMark, read_mark
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.source import BundleKey
 from tests.bundle.helpers import KeyPair, make_key_pair
@@ -218,3 +221,95 @@ async def test_without_a_key_any_revision_is_followed_as_before(
     served.serve(revoked)
     await eventually(lambda: engine.revision == revoked.revision, "the unsigned revision to apply")
     assert await allows(engine)
+
+
+async def test_a_restart_with_a_state_file_still_refuses_an_older_signed_revision(
+    served: Served, follow: Any, keys: KeyPair, signer: Signer, tmp_path: Path
+) -> None:
+    state_file = tmp_path / "state" / "bundle.json"
+    revoked = build_bundle(policy(True), signer)
+    current = build_bundle(policy(False), signer)
+    served.serve(current)
+    first = await follow(served.url, key=key_of(keys), state_file=state_file)
+    assert not await allows(first)
+    await first.close()
+    assert read_mark(state_file) == BundleMark(current.revision, current.sequence or -1)
+
+    # The gateway restarts while whoever answers the bundle URL replays the revoked revision.
+    served.serve(revoked)
+    with pytest.raises(ConfigError) as refused:
+        await follow(served.url, key=key_of(keys), state_file=state_file, start_timeout=2)
+    assert refused.value.reason == "POLICY_BUNDLE_UNAVAILABLE"
+    assert "BUNDLE_ROLLBACK" in refused.value.message
+    assert "applied before this start" in refused.value.message
+
+    # The revision in force before the restart is taken again, and newer ones after it.
+    served.serve(current)
+    restarted = await follow(served.url, key=key_of(keys), state_file=state_file)
+    assert restarted.revision == current.revision and not await allows(restarted)
+    newer = build_bundle(policy(True), signer)
+    served.serve(newer)
+    await eventually(lambda: restarted.revision == newer.revision, "the newer revision to apply")
+    assert read_mark(state_file) == BundleMark(newer.revision, newer.sequence or -1)
+
+
+async def test_without_a_state_file_a_restart_takes_the_first_signed_revision_served(
+    served: Served, follow: Any, keys: KeyPair, signer: Signer
+) -> None:
+    # Documented limit (docs/THREAT-MODEL.md 1e): the order is then kept in memory only.
+    revoked = build_bundle(policy(True), signer)
+    current = build_bundle(policy(False), signer)
+    served.serve(current)
+    await (await follow(served.url, key=key_of(keys))).close()
+    served.serve(revoked)
+    restarted = await follow(served.url, key=key_of(keys))
+    assert restarted.revision == revoked.revision and await allows(restarted)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"not json", "not JSON"),
+        (b'{"revision": "abc"}', "sequence"),
+        (b'{"revision": "abc", "sequence": "12"}', "sequence"),
+        (b'{"revision": "abc", "sequence": 1.5}', "sequence"),
+        (b'{"revision": "abc", "sequence": true}', "sequence"),
+        (b'{"revision": "abc", "sequence": -1}', "sequence"),
+        (b'{"sequence": 3}', "no revision"),
+        (b"[1, 2]", "no revision"),
+        (b" " * 5000, "over 4096 bytes"),
+    ],
+)
+def test_a_state_file_that_cannot_be_read_stops_the_start(
+    tmp_path: Path, keys: KeyPair, content: bytes, why: str
+) -> None:
+    state_file = tmp_path / "bundle.json"
+    state_file.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        BundleClient("http://127.0.0.1:1", key=key_of(keys), state_file=state_file)
+    assert refused.value.reason == "BUNDLE_STATE_INVALID"
+    assert why in refused.value.message and str(state_file) in refused.value.message
+
+
+def test_a_state_file_needs_a_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        BundleClient("http://127.0.0.1:1", state_file=tmp_path / "bundle.json")
+    assert refused.value.reason == "BUNDLE_CLIENT_CONFIG_INVALID"
+
+
+async def test_a_state_file_that_cannot_be_written_keeps_the_revision_and_says_so(
+    served: Served, follow: Any, keys: KeyPair, signer: Signer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "state"
+    served.serve(build_bundle(policy(False), signer))
+    engine = await follow(served.url, key=key_of(keys), state_file=folder / "bundle.json")
+    assert engine.bundle is not None
+    status = engine.bundle.status
+    shutil.rmtree(folder)
+    folder.write_text("a file where the state folder was")  # so the next write fails, as root too
+
+    newer = build_bundle(policy(True), signer)
+    served.serve(newer)
+    await eventually(lambda: status.revision == newer.revision, "the newer revision to apply")
+    assert engine.revision == newer.revision and await allows(engine)
+    assert status.last_error == "BUNDLE_STATE_UNWRITTEN" and str(folder) in (status.last_error_detail or "")

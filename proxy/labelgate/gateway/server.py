@@ -108,6 +108,7 @@ def build_bundle_client(policy: PolicySettings) -> BundleClient:
         wait_seconds=policy.bundle_wait_seconds,
         start_timeout=policy.bundle_start_timeout_seconds,
         retry=policy.bundle_retry,
+        state_file=policy.bundle_state_file,
     )
 
 

@@ -19,9 +19,10 @@ by ``labelgate.bundle.build``), and a signed revision whose sequence is not abov
 force is refused (``BUNDLE_ROLLBACK``; none at all: ``BUNDLE_SEQUENCE_MISSING``), or else the
 bundle server, or anyone answering its URL when TLS is off, could hand back an earlier,
 revoked signed revision. The revision in force served again is a no-op, whatever its
-sequence. The high-water mark lives in memory only (this client keeps no state on disk): a
-restarted gateway takes the first signed revision it is served, then refuses anything older.
-Without a key nothing proves the order, and any revision is followed, as before.
+sequence. The high-water mark is kept in memory, and on disk with ``state_file``
+(``bundle_mark.py``): without one, a restarted gateway takes the first signed revision it is
+served, then refuses anything older. Without a key nothing proves the order, and any revision
+is followed, as before.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,6 +42,7 @@ from labelgate.bundle import reasons as bundle_reasons
 from labelgate.errors import BundleUnavailable, ConfigError, InvalidInput, LabelgateError
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
+from labelgate.policy.bundle_mark import BundleMark, read_mark, write_mark
 from labelgate.policy.source import MAX_BUNDLE_BYTES, BundleKey, PolicySource
 from labelgate.retry import RetrySettings
 
@@ -130,6 +133,7 @@ class BundleClient:
         retry_max: float = 5.0,
         max_bytes: int = MAX_BUNDLE_BYTES,
         retry: RetrySettings | None = None,
+        state_file: Path | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -138,6 +142,11 @@ class BundleClient:
         if wait_seconds < 0 or start_timeout <= 0 or not 0 < retry_min <= retry_max:
             raise ConfigError(
                 reasons.BUNDLE_CLIENT_CONFIG_INVALID, "wait >= 0, start timeout > 0, 0 < retry min <= max"
+            )
+        if state_file is not None and key is None:
+            raise ConfigError(
+                reasons.BUNDLE_CLIENT_CONFIG_INVALID,
+                "a bundle state file keeps the order of signed bundles: it needs the bundle's public key",
             )
         self.url = f"{url.rstrip('/')}/bundles/{name}"
         self.name = name
@@ -152,6 +161,11 @@ class BundleClient:
         )
         self.max_bytes = max_bytes
         self.status = FollowStatus()
+        self.state_file = state_file
+        # The revision applied before a restart and its sequence; its sequence is the floor.
+        self._mark = read_mark(state_file) if state_file is not None else None
+        if self._mark is not None:
+            self.status.sequence = self._mark.sequence
         self._token = token
         self._first = asyncio.Event()
 
@@ -258,6 +272,8 @@ class BundleClient:
         changed = await apply(source)
         if other:
             status.revision, status.sequence = source.revision, sequence
+            if self.state_file is not None and sequence is not None:
+                await self._keep_mark(BundleMark(source.revision, sequence))
         if changed:
             status.loaded += 1
             status.last_loaded_at = time.time()
@@ -286,12 +302,38 @@ class BundleClient:
                 f"signed revision {revision[:12]} names no .manifest metadata.{SEQUENCE}, so it cannot "
                 f"be told from an older revision replayed: build and serve it with `labelgate bundle`",
             )
-        if status.sequence is not None and sequence <= status.sequence:
-            raise InvalidInput(
-                bundle_reasons.BUNDLE_ROLLBACK,
-                f"revision {revision[:12]} (sequence {sequence}) is not newer than revision "
-                f"{(status.revision or '')[:12]} in force (sequence {status.sequence}): "
-                f"an earlier signed bundle served again is refused",
+        if status.sequence is None or sequence > status.sequence:
+            return
+        mark = self._mark
+        if status.revision is None and mark is not None and (revision, sequence) == astuple(mark):
+            return  # after a restart, the revision in force before it
+        held = status.revision or (mark.revision if mark is not None else "")
+        raise InvalidInput(
+            bundle_reasons.BUNDLE_ROLLBACK,
+            f"revision {revision[:12]} (sequence {sequence}) is not newer than revision "
+            f"{held[:12]} {'in force' if status.revision else 'applied before this start'} "
+            f"(sequence {status.sequence}): an earlier signed bundle served again is refused",
+        )
+
+    async def _keep_mark(self, mark: BundleMark) -> None:
+        """Write the new high-water mark; a failure is logged, the revision stays in force.
+
+        Refusing a newer revision because the disk failed would hold back the very updates
+        (revocations) the order protects; what is lost is only the mark's survival of a restart.
+        """
+        assert self.state_file is not None
+        try:
+            await asyncio.to_thread(write_mark, self.state_file, mark)
+        except OSError as error:
+            status = self.status
+            status.last_error = reasons.BUNDLE_STATE_UNWRITTEN
+            status.last_error_detail = f"{self.state_file}: {error.strerror or error}"
+            log.error(
+                "policy_bundle_state_unwritten",
+                url=self.url,
+                state_file=str(self.state_file),
+                revision=mark.revision,
+                error=status.last_error_detail,
             )
 
     def _failed(self, outcome: str, error: LabelgateError) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from labelgate.audit import reasons
 from labelgate.audit.records import GENESIS, is_hex_digest
 from labelgate.audit.store import list_segments, parse_record, segment_name
+from labelgate.durable import replace_durably
 from labelgate.errors import ConfigError, LabelgateError
 
 # One read takes at most this much of a segment; a batch never needs more.
@@ -221,21 +222,8 @@ class CursorFile:
         return cursor
 
     def save(self, cursor: Cursor, **extra: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        temporary = self.path.with_name(self.path.name + ".tmp")
         data = json.dumps({**asdict(cursor), **extra}, sort_keys=True).encode() + b"\n"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_durably(self.path, data)
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
