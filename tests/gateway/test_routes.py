@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,11 @@ from grpc_tools import protoc
 
 from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
 from labelgate.auth import mint_dev_token
+from labelgate.config import GatewaySettings
 from labelgate.demo.data import customer
+from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
+from tests.gateway.harness import recorded_calls
 from tests.support.procs import REPO, free_port, labelgate_command, running
 
 DIRECTORY = "/labelgate.v1.demo.CustomerDirectory/"
@@ -39,7 +44,9 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gateway_with_routes(tmp: Path, backend: str, routes: list[dict]) -> Iterator[str]:
+def gateway_with_routes(
+    tmp: Path, backend: str, routes: list[dict], extra: dict[str, Any] | None = None
+) -> Iterator[str]:
     port = free_port()
     config = {
         "listen": f"127.0.0.1:{port}",
@@ -50,6 +57,7 @@ def gateway_with_routes(tmp: Path, backend: str, routes: list[dict]) -> Iterator
         "masking": {"hash_key": "routes-test-hash-key"},
         "auth": {"jwt": {"trust_dev_key": True}},
         "routes": routes,
+        **(extra or {}),
     }
     (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
     command = labelgate_command("serve", "--config", str(tmp / "gateway.yaml"))
@@ -114,6 +122,82 @@ def test_opaque_method_is_denied_unless_policy_allows_it(tmp_path: Path, backend
     info = error_info(caught.value)
     assert info is not None and info.reason == "POLICY_DENIED"
     assert "opaque" in (caught.value.details() or "") or "method" in (caught.value.details() or "")
+
+
+def opaque_policy(tmp: Path) -> Path:
+    """The default pack with the directory's methods allowed opaque to analysts."""
+    policy = tmp / "rego"
+    shutil.copytree(REPO / "rego", policy)
+    tables_file = policy / "labelgate/tables/data.json"
+    tables = json.loads(tables_file.read_text())
+    tables["opaque_methods"] = {DIRECTORY + m: ["analysts"] for m in ("GetCustomer", "ListCustomers")}
+    tables_file.write_text(json.dumps(tables))
+    return policy
+
+
+@contextlib.asynccontextmanager
+async def stalling_directory() -> AsyncIterator[str]:
+    """A directory whose ListCustomers refuses negative ids, else sends one customer and stalls."""
+
+    async def list_customers(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        if any(i < 0 for i in demo_pb2.ListCustomersRequest.FromString(request).customer_ids):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "negative id")
+        yield demo_pb2.Customer(customer_id=1, name="one").SerializeToString()
+        await asyncio.Event().wait()
+
+    server = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(list_customers)
+    service = grpc.method_handlers_generic_handler(DIRECTORY.strip("/"), {"ListCustomers": handler})
+    server.add_generic_rpc_handlers([service])
+    address = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(address)
+    await server.start()
+    try:
+        yield address
+    finally:
+        await server.stop(0)
+
+
+async def test_an_opaque_streams_end_by_the_upstream_or_the_caller_is_recorded(tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions"
+    metadata = (*token("ann", "analysts"), ("x-labelgate-session", "opaque-ends"))
+    async with stalling_directory() as upstream:
+        settings = GatewaySettings(
+            listen=f"127.0.0.1:{free_port()}",
+            admin_listen=None,
+            upstream={"address": upstream},
+            policy={"dir": str(opaque_policy(tmp_path))},
+            classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+            masking={"hash_key": "routes-test-hash-key"},
+            auth={"jwt": {"trust_dev_key": True}},
+            routes=[{"method_prefix": DIRECTORY}],
+            recording={"dir": str(sessions)},
+        )
+        gateway = Gateway(settings)
+        await gateway.start()
+        try:
+            async with grpc.aio.insecure_channel(settings.listen) as channel:
+                stub = demo_pb2_grpc.CustomerDirectoryStub(channel)
+                negative = demo_pb2.ListCustomersRequest(customer_ids=[-5])
+                failing = stub.ListCustomers(negative, metadata=metadata)
+                with pytest.raises(grpc.aio.AioRpcError) as upstream_failed:
+                    async for _ in failing:
+                        pass
+                assert upstream_failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                left = stub.ListCustomers(demo_pb2.ListCustomersRequest(customer_ids=[1]), metadata=metadata)
+                async for _ in left:
+                    break  # the upstream stalls after this one: the caller leaves
+                left.cancel()
+                for _ in range(300):
+                    if len(recorded_calls(sessions, "opaque-ends")) >= 4:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await gateway.stop(0)
+    recorded = recorded_calls(sessions, "opaque-ends")
+    ends = [(entry["decision"]["outcome"], entry["decision"]["reason"]) for entry in recorded]
+    allowed = ("allow", "allowed; every field is visible")
+    assert ends == [allowed, ("deny", "UPSTREAM_INVALID_ARGUMENT"), allowed, ("error", "CancelledError")]
 
 
 def test_unauthenticated_routed_call_is_refused(routed_gateway: str) -> None:

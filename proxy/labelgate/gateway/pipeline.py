@@ -246,8 +246,8 @@ class Pipeline:
         return subject
 
     async def upstream_replies(
-        self, call: Call, subject: Subject, target: Target, replies: AsyncIterator[Message]
-    ) -> AsyncIterator[Message]:
+        self, call: Call, subject: Subject, target: Target, replies: AsyncIterator[R]
+    ) -> AsyncIterator[R]:
         """A routed stream's upstream replies; a failure that ends the stream is recorded
         (each reply is, by ``release_reply``), and so is its end by the caller leaving or its
         deadline passing while the upstream is awaited (without holding up the cancellation)."""

@@ -26,7 +26,7 @@ from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.inference import make_call, message_parser, refuse_unparsed
-from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.pipeline import Pipeline, still_valid
 from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Upstream, upstream_error
 
@@ -125,15 +125,22 @@ class OpaqueCall:
     async def serve(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        call = make_call(context, self.method)
+        call, target = make_call(context, self.method), _target(self.method, opaque=True)
         async with refusals(context):
-            await self.pipeline.admit_stream(call, _target(self.method, opaque=True))
+            subject = await self.pipeline.admit_stream(call, target)
             stream = self.upstream.stream_stream(self.method, None, None)(
                 _relay(requests),
                 metadata=self.upstream.metadata(call.metadata),
                 timeout=self.upstream.timeout(context),
             )
-            async for reply in stream:
+            # The replies are not decided one by one (nothing in them is known), but the
+            # stream's end is recorded as a typed stream's is, and it ends with its token.
+            async for reply in self.pipeline.upstream_replies(call, subject, target, _mapped(stream)):
+                try:
+                    still_valid(subject)
+                except LabelgateError as error:
+                    await self.pipeline.record_failure(call, subject, target, error)
+                    raise
                 yield reply
 
 
