@@ -7,7 +7,16 @@ from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
-from labelgate.calls import Call, CallRecord, Outcome, infer_target, peer_address, target_summary
+from labelgate.calls import (
+    Call,
+    CallRecord,
+    Outcome,
+    infer_target,
+    peer_address,
+    rest_peer,
+    target_summary,
+    transport_peer,
+)
 from labelgate.errors import PermissionDenied
 from labelgate.policy.contract import Decision
 
@@ -56,6 +65,12 @@ def request_summary(request: pb.ModelInferRequest) -> dict[str, Any]:
         "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in request.inputs],
         "outputs": [o.name for o in request.outputs],
     }
+
+
+def test_every_binding_writes_a_peer_the_same_way() -> None:
+    assert transport_peer("ipv6:%5B::1%5D:35686") == rest_peer("::1", 35686) == "ipv6:[::1]:35686"
+    assert transport_peer("ipv4:10.1.2.3:5000") == rest_peer("10.1.2.3", 5000) == "ipv4:10.1.2.3:5000"
+    assert transport_peer("unix:/run/x%5B.sock") == "unix:/run/x%5B.sock"
 
 
 def test_the_policy_input_names_the_callers_address_without_its_port() -> None:

@@ -11,6 +11,7 @@ import contextvars
 import hashlib
 import os
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,6 +142,20 @@ class CallsInFlight:
 
     def __call__(self) -> int:
         return self.count
+
+
+def transport_peer(peer: str) -> str:
+    """A peer as every binding writes it: grpc percent-encodes an IPv6 address's brackets
+    (``ipv6:%5B::1%5D:5000``), REST's ``ipv6:[::1]:5000`` does not; records and policy see one
+    form for one caller whichever binding it used."""
+    if peer.startswith("ipv6:%5B"):
+        return "ipv6:" + urllib.parse.unquote(peer[5:])
+    return peer
+
+
+def rest_peer(host: str, port: int) -> str:
+    """The peer of a REST caller, written as grpc writes a gRPC caller's (``transport_peer``)."""
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
 def peer_address(peer: str) -> str:

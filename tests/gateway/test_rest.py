@@ -7,17 +7,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+import starlette.datastructures
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import mint_dev_token
-from labelgate.config import GatewaySettings
+from labelgate.calls import Call, Target, peer_address
+from labelgate.config import GatewaySettings, UpstreamSettings
 from labelgate.demo.data import customer
 from labelgate.gateway.rest import RestGateway
 from labelgate.gateway.server import Gateway
+from labelgate.gateway.upstream import Upstream
 from tests.gateway.harness import run_backend
 from tests.support.procs import REPO, free_port
 
@@ -281,3 +287,114 @@ async def test_an_unexpected_error_is_a_fixed_500_that_quotes_nothing(
     logged = [vars(record) for record in caplog.records if record.name == "labelgate.gateway.rest"]
     assert [entry.get("error_type") for entry in logged] == ["RuntimeError"]
     assert all(secret not in repr(entry) for entry in logged)
+
+
+async def test_json_numbers_larger_than_the_limit_as_raw_tensors_are_a_recorded_413(
+    rest_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``0,`` is two bytes of JSON and eight of INT64: a body within the limit could build a
+    request four times over it (spending the CPU first, on the loop) and was then refused as
+    the upstream's RESOURCE_EXHAUSTED. The declared shape is checked before the data is read."""
+    zeros = MAX_BODY // 2 - 64
+    data = "[" + ",".join("0" * zeros) + "]"  # compact, as a client writes it
+    header = {"name": "customer_ids", "datatype": "INT64", "shape": [zeros], "data": None}
+    body = json.dumps({"inputs": [header]}).replace("null", data)
+    assert len(body) < MAX_BODY < zeros * 8
+    with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(
+                f"{rest_url}/v2/models/customer-profile/infer", content=body, headers=token("ana", "analysts")
+            )
+    assert (reply.status_code, reply.json()["reason"]) == (413, "REQUEST_TOO_LARGE"), reply.text
+    assert "inputs[0] as raw tensor bytes" in reply.json()["error"], "refused before it was built"
+    assert calls_logged(caplog) == [("REQUEST_TOO_LARGE", "deny")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v2/models/customer-profile/"), ("POST", "/v2/models/customer-profile/infer/")],
+)
+async def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(
+    rest_url: str, method: str, path: str
+) -> None:
+    """Starlette redirected it (307) to a URL built from the caller's Host header."""
+    async with httpx.AsyncClient() as client:
+        reply = await client.request(
+            method, f"{rest_url}{path}", headers={**token("ana", "analysts"), "host": "evil.example:1234"}
+        )
+    assert (reply.status_code, reply.json()["reason"]) == (404, "REST_ROUTE_UNKNOWN"), reply.text
+    assert "location" not in reply.headers
+
+
+async def test_an_ipv6_caller_is_one_peer_over_rest_and_grpc(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """REST wrote every caller as ``ipv4:``, and grpc percent-encodes the brackets
+    (``ipv6:%5B::1%5D:port``), which also kept the port in the policy's ``request.peer``."""
+    grpc_listen, rest_listen = f"[::1]:{free_port()}", f"[::1]:{free_port()}"
+    settings = GatewaySettings(
+        listen=grpc_listen,
+        rest_listen=rest_listen,
+        admin_listen=None,
+        upstream={"address": backend},
+        policy={"dir": str(REPO / "rego")},
+        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        masking={"hash_key": "rest-test-hash-key-0123456789"},
+        auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(DEV_KEYS)}},
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="labelgate.decision"):
+            async with httpx.AsyncClient() as client:
+                reply = await client.get(
+                    f"http://{rest_listen}/v2/health/live", headers=token("ana", "analysts")
+                )
+            assert reply.status_code == 200
+            async with grpc.aio.insecure_channel(grpc_listen) as channel:
+                ready = channel.unary_unary(
+                    "/inference.GRPCInferenceService/ServerLive",
+                    request_serializer=pb.ServerLiveRequest.SerializeToString,
+                    response_deserializer=pb.ServerLiveResponse.FromString,
+                )
+                await ready(pb.ServerLiveRequest(), metadata=tuple(token("ana", "analysts").items()))
+    finally:
+        await gateway.stop(0)
+    peers = [record.peer for record in caplog.records if record.getMessage() == "call"]  # type: ignore[attr-defined]
+    assert len(peers) == 2 and all(peer.startswith("ipv6:[::1]:") for peer in peers), peers
+    assert peer_address(peers[0]) == peer_address(peers[1]) == "ipv6:[::1]"
+
+
+async def test_a_large_body_is_parsed_off_the_event_loop() -> None:
+    """Parsing JSON tensors costs ~70 ms a MiB; on the loop it stalls every other call."""
+    threads: list[str] = []
+
+    def parse(body: bytes) -> int:
+        threads.append(threading.current_thread().name)
+        return len(body)
+
+    class Pipeline:
+        def authenticate(self, call: Call) -> None:
+            return None
+
+    class Request:
+        headers = starlette.datastructures.Headers({})
+        client = None
+
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        async def stream(self) -> AsyncIterator[bytes]:
+            yield b" " * self.size
+
+    upstream = Upstream(UpstreamSettings(address="127.0.0.1:1"), 1 << 20)
+    try:
+        gateway = RestGateway(Pipeline(), upstream, 1 << 20)  # type: ignore[arg-type]
+        call = gateway._call(Request(0), "ModelInfer")  # type: ignore[arg-type]
+        target = Target(service="inference.GRPCInferenceService", model="m")
+        for size in (1000, 300 * 1024):
+            assert await gateway.parsed_body(Request(size), call, target, parse) == size  # type: ignore[arg-type]
+    finally:
+        await upstream.close()
+    main = threading.current_thread().name
+    assert threads[0] == main and threads[1] != main

@@ -74,6 +74,13 @@ def test_a_size_error_worded_by_an_upstream_says_only_the_gateways_words() -> No
     assert "4111" not in error.message and "1024" in error.message
 
 
+def test_a_request_grpc_would_not_send_is_the_gateways_refusal_not_the_upstreams() -> None:
+    text = "CLIENT: Sent message larger than max (200 vs. 100)"
+    error = upstream_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, text), 100)
+    assert (error.reason, error.http_status) == ("REQUEST_TOO_LARGE", 413)
+    assert "(100 bytes)" in error.message and "200" not in error.message
+
+
 async def test_a_caller_value_an_upstream_cannot_take_is_left_out() -> None:
     """A REST caller's header arrives as latin-1 text: ``caf\\xe9`` would make grpc refuse the
     whole call (ExecuteBatchError) after policy allowed it. Such values are dropped, for every

@@ -9,10 +9,12 @@ import pytest
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.errors import InvalidInput, Unsupported, UpstreamError
+from labelgate.errors import InvalidInput, ResourceExhausted, Unsupported, UpstreamError
 from labelgate.oip import extensions, rest
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_inputs, decode_outputs, encode_outputs, tensor_to_raw
+
+LIMIT = 1 << 24  # limits.max_message_bytes, far above what these requests need
 
 
 def body_of(document: dict, binary: bytes = b"") -> tuple[bytes, str | None]:
@@ -32,7 +34,7 @@ def test_json_inputs_become_the_grpc_request() -> None:
             "outputs": [{"name": "ssn"}],
         }
     )
-    request, reply_format = rest.infer_request("customer-profile", "", body, length)
+    request, reply_format = rest.infer_request("customer-profile", "", body, length, max_raw_bytes=LIMIT)
     assert (request.model_name, request.id) == ("customer-profile", "r1")
     assert request.parameters["priority"].int64_param == 2
     assert [(t.name, t.values) for t in decode_inputs(request)] == [
@@ -66,7 +68,7 @@ def test_binary_inputs_are_read_in_order_as_tritonclient_sends_them() -> None:
         },
         ids + text,
     )
-    request, reply_format = rest.infer_request("m", "1", body, length)
+    request, reply_format = rest.infer_request("m", "1", body, length, max_raw_bytes=LIMIT)
     assert [t.values for t in decode_inputs(request)] == [[4, 5, 6], [b"a", b"bc"]]
     assert "binary_data_size" not in request.inputs[0].parameters
     assert "binary_data_output" not in request.parameters
@@ -74,7 +76,7 @@ def test_binary_inputs_are_read_in_order_as_tritonclient_sends_them() -> None:
 
 
 def test_an_empty_input_list_is_the_upstreams_to_judge_as_over_grpc() -> None:
-    request, _ = rest.infer_request("m", "", json.dumps({"inputs": []}).encode(), None)
+    request, _ = rest.infer_request("m", "", json.dumps({"inputs": []}).encode(), None, max_raw_bytes=LIMIT)
     assert list(request.inputs) == [] and request.model_name == "m"
 
 
@@ -118,7 +120,7 @@ def test_malformed_requests_are_clear_errors(
 ) -> None:
     body, auto = body_of(document, binary)
     with pytest.raises(InvalidInput) as refused:
-        rest.infer_request("m", "", body, auto if length == "auto" else length)
+        rest.infer_request("m", "", body, auto if length == "auto" else length, max_raw_bytes=LIMIT)
     assert refused.value.reason == reason
 
 
@@ -142,7 +144,7 @@ def test_values_protobuf_cannot_carry_are_clear_errors(body: bytes) -> None:
     """Numbers past int64, bools as dimensions and lone surrogates (valid JSON escapes, no UTF-8
     form) are the caller's 400, not protobuf's ValueError (a 500 with a traceback)."""
     with pytest.raises(InvalidInput) as refused:
-        rest.infer_request("m", "", body, None)
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
     assert refused.value.reason == "REST_REQUEST_INVALID"
 
 
@@ -160,7 +162,7 @@ def test_repository_parameters_protobuf_cannot_carry_are_clear_errors() -> None:
 def test_not_json_and_nan_are_refused() -> None:
     for body in (b"{not json", b'{"inputs": NaN}', b"\xff\xfe"):
         with pytest.raises(InvalidInput):
-            rest.infer_request("m", "", body, None)
+            rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
 
 
 def test_shared_memory_is_refused_as_uninspectable() -> None:
@@ -172,7 +174,7 @@ def test_shared_memory_is_refused_as_uninspectable() -> None:
         }
     )
     with pytest.raises(Unsupported) as refused:
-        rest.infer_request("m", "", body, None)
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
     assert refused.value.reason == "SHARED_MEMORY_UNSUPPORTED"
 
 
@@ -389,3 +391,35 @@ def test_upstream_metadata_reads_the_protocols_keys_only() -> None:
     assert server == pb.ServerMetadataResponse(name="s", version="1", extensions=["a"])
     with pytest.raises(InvalidInput):
         rest.upstream_metadata(b'{"name": 3}', pb.ModelMetadataResponse)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "count", "data"),
+    [("INT64", 100, [0] * 100), ("FP64", 100, [0.0] * 100), ("BYTES", 30, ["ab"] * 30)],
+)
+def test_an_input_larger_than_the_limit_as_raw_bytes_is_refused_before_it_is_built(
+    datatype: str, count: int, data: list
+) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": datatype, "shape": [count], "data": data}]}
+    ).encode()
+    with pytest.raises(ResourceExhausted) as refused:
+        rest.infer_request("m", "", body, None, max_raw_bytes=179)
+    assert refused.value.reason == "REQUEST_TOO_LARGE" and "inputs[0]" in refused.value.message
+    request, _ = rest.infer_request("m", "", body, None, max_raw_bytes=800)
+    assert len(request.raw_input_contents[0]) <= 800
+
+
+def test_the_binary_part_and_earlier_inputs_count_against_the_limit() -> None:
+    document = {
+        "inputs": [
+            {"name": "a", "datatype": "INT8", "shape": [100], "parameters": {"binary_data_size": 100}},
+            {"name": "b", "datatype": "INT8", "shape": [50], "data": [0] * 50},
+            {"name": "c", "datatype": "INT8", "shape": [50], "data": [0] * 50},
+        ]
+    }
+    body, length = body_of(document, bytes(100))
+    with pytest.raises(ResourceExhausted) as refused:
+        rest.infer_request("m", "", body, length, max_raw_bytes=199)
+    assert "inputs[2]" in refused.value.message
+    assert len(rest.infer_request("m", "", body, length, max_raw_bytes=200)[0].raw_input_contents) == 3

@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError, Message
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.calls import Call, Target, uuid4_hex
+from labelgate.calls import Call, Target, transport_peer, uuid4_hex
 from labelgate.enforce import replies
 from labelgate.errors import InvalidInput, LabelgateError, Unsupported
 from labelgate.gateway import metrics, reasons
@@ -102,7 +102,7 @@ def connection_session_id(peer: str) -> str:
 
 def make_call(context: grpc.aio.ServicerContext[Any, Any], method: str) -> Call:
     metadata = tuple(context.invocation_metadata() or ())
-    peer = context.peer() or ""
+    peer = transport_peer(context.peer() or "")
     return Call(
         method=method,
         peer=peer,

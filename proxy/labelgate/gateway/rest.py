@@ -34,7 +34,7 @@ from starlette.types import Message as AsgiMessage
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.approvals.deadline import seconds_left, set_deadline
-from labelgate.calls import Call, Target
+from labelgate.calls import Call, Target, rest_peer
 from labelgate.config import RestSettings
 from labelgate.digits import whole_number
 from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExhausted, Unsupported
@@ -163,11 +163,15 @@ class RestGateway:
                 Route(f"{path}/infer", self.infer, methods=["POST"]),
             ]
         routes += self.shared_memory_routes()
-        return Starlette(
+        app = Starlette(
             routes=routes,
             middleware=[Middleware(LastResort)],
             exception_handlers={404: route_refusal, 405: route_refusal},
         )
+        # A trailing slash is an unknown route (404), not a redirect built from the caller's
+        # Host header (a 307 asks the client to send its body again, wherever that points).
+        app.router.redirect_slashes = False
+        return app
 
     def shared_memory_routes(self) -> list[Route]:
         """Triton's shared-memory extension (every URL ``tritonclient.http`` uses), refused as
@@ -203,7 +207,7 @@ class RestGateway:
     def _call(self, request: Request, method: str) -> Call:
         metadata = tuple((key.lower(), value) for key, value in request.headers.items())
         client = request.client
-        peer = f"ipv4:{client.host}:{client.port}" if client else "rest"
+        peer = rest_peer(client.host, client.port) if client else "rest"
         return Call(
             method=f"/{SERVICE}/{method}",
             peer=peer,
@@ -313,13 +317,14 @@ class RestGateway:
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["model"], request.path_params.get("version", "")
         call = self._call(request, "ModelInfer")
+        limit = self.max_body_bytes
         try:
             length = request.headers.get(rest.HEADER_LENGTH)
             message, reply_format = await self.parsed_body(
                 request,
                 call,
                 Target(service=SERVICE, model=name),
-                lambda body: rest.infer_request(name, version, body, length),
+                lambda body: rest.infer_request(name, version, body, length, max_raw_bytes=limit),
             )
             deadline = client_deadline(message)
             if deadline is not None:  # this request's own task: the context variable is its own
@@ -346,7 +351,12 @@ class RestGateway:
         subject = None
         try:
             subject = self.pipeline.authenticate(call)
-            return parse(await self._body(request))
+            body = await self._body(request)
+            if len(body) < _PARSED_ON_THE_LOOP_BYTES:
+                return parse(body)
+            # Parsing JSON tensors costs ~70 ms a MiB: on the loop, a large body would stall
+            # every other call (gRPC's included) for as long.
+            return await asyncio.to_thread(parse, body)
         except LabelgateError as error:
             await self.pipeline.record_failure(call, subject, target, error)
             raise
@@ -368,6 +378,9 @@ class RestGateway:
         body = b"".join(chunks)
         return body if coding is None else inflate(body, coding, self.max_body_bytes)
 
+
+# Bodies from this size on are parsed in a worker thread (``RestGateway.parsed_body``).
+_PARSED_ON_THE_LOOP_BYTES = 256 * 1024
 
 # zlib's window bits of each content coding: gzip's header and trailer, deflate's zlib
 # wrapper (RFC 9110; what tritonclient.http sends for "deflate": ``zlib.compress``).

@@ -27,8 +27,8 @@ from labelgate.auth import strip_caller_metadata
 from labelgate.auth.assertion import SubjectAsserter, SubjectAssertionSettings
 from labelgate.calls import PROVEN
 from labelgate.config import GatewaySettings, UpstreamSettings
-from labelgate.errors import LabelgateError, NotFound
-from labelgate.gateway import metrics
+from labelgate.errors import LabelgateError, NotFound, ResourceExhausted
+from labelgate.gateway import metrics, reasons
 from labelgate.gateway.discovery import DiscoveredRoutes, Discovery
 from labelgate.logs import get_logger
 
@@ -363,6 +363,14 @@ def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = 
         return UpstreamStatus(
             code, f"the upstream's response is larger than this gateway's limits.max_message_bytes{limit}"
         )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _LOCAL_SEND_LIMIT in details:
+        # The request never left: grpc refused to send it, the gateway's limit, not the
+        # upstream's failure (a REST body's JSON numbers grow when written as raw tensors).
+        limit = f" ({max_message_bytes} bytes)" if max_message_bytes else ""
+        return ResourceExhausted(
+            reasons.REQUEST_TOO_LARGE,
+            f"the request as sent upstream is larger than limits.max_message_bytes{limit}",
+        )
     log.warning("upstream error", code=code.name, text_digest=error_digest(details))
     return UpstreamStatus(code, f"the upstream failed with {code.name}")
 
@@ -372,6 +380,7 @@ def error_digest(text: str) -> str:
 
 
 _LOCAL_SIZE_LIMIT = "CLIENT: Received message larger than max"
+_LOCAL_SEND_LIMIT = "CLIENT: Sent message larger than max"
 
 
 class MalformedUpstream(LabelgateError):

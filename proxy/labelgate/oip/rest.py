@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.errors import InvalidInput, Unsupported, UpstreamError
+from labelgate.errors import InvalidInput, ResourceExhausted, Unsupported, UpstreamError
 from labelgate.oip import reasons
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensor import Tensor
@@ -161,8 +161,11 @@ def _flatten(data: Any) -> list[Any]:
 
 
 def _input_tensor(
-    raw: dict[str, Any], position: int
+    raw: dict[str, Any], position: int, room: int
 ) -> tuple[pb.ModelInferRequest.InferInputTensor, int | None, list[Any]]:
+    """An input's message and either its binary size or its values; ``room`` is how many raw
+    bytes the request may still take: JSON numbers grow up to 4x as raw bytes (``0,`` is 8 bytes
+    of INT64), so the declared shape is checked before anything is built from the data."""
     where = f"inputs[{position}]"
     name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
     if not isinstance(name, str) or not name:
@@ -181,12 +184,23 @@ def _input_tensor(
         return message, size, []
     if "data" not in raw:
         raise _invalid(f"{where} has neither data nor binary_data_size")
+    if datatype != "BYTES" and oip.element_count(shape) * oip.item_size(datatype) > room:
+        raise _too_large(where, room)
     values = _flatten(raw["data"])
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in values):
             raise _invalid(f"{where}: BYTES data must be strings")
         values = [v.encode("utf-8", "surrogatepass") for v in values]
+        if 4 * len(values) + sum(map(len, values)) > room:
+            raise _too_large(where, room)
     return message, None, values
+
+
+def _too_large(where: str, room: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        reasons.REQUEST_TOO_LARGE,
+        f"{where} as raw tensor bytes is larger than the {room} bytes left under limits.max_message_bytes",
+    )
 
 
 @refusing(
@@ -194,9 +208,10 @@ def _input_tensor(
     "the request holds text that is not valid Unicode (a lone surrogate) or a number too large for its field",
 )
 def infer_request(
-    model: str, version: str, body: bytes, header_length: str | None
+    model: str, version: str, body: bytes, header_length: str | None, *, max_raw_bytes: int
 ) -> tuple[Any, ReplyFormat]:
-    """A ``ModelInferRequest`` and the reply format from an ``.../infer`` POST."""
+    """A ``ModelInferRequest`` and the reply format from an ``.../infer`` POST, its tensors
+    at most ``max_raw_bytes`` as raw bytes (the message the upstream is sent)."""
     header, binary = _split_body(body, header_length)
     document = _object(parse_json(header), "the request")
     request = pb.ModelInferRequest(model_name=model, model_version=version)
@@ -210,9 +225,9 @@ def infer_request(
     inputs = document.get("inputs")
     if not isinstance(inputs, list):  # empty is the upstream's to judge, as over gRPC
         raise _invalid("inputs must be a list")
-    offset, raws = 0, []
+    offset, raws, room = 0, [], max_raw_bytes - len(binary)
     for position, raw in enumerate(inputs):
-        message, size, values = _input_tensor(_object(raw, f"inputs[{position}]"), position)
+        message, size, values = _input_tensor(_object(raw, f"inputs[{position}]"), position, room)
         if size is not None:
             if offset + size > len(binary):
                 raise _invalid(f"inputs[{position}] needs {size} binary bytes past the end")
@@ -225,6 +240,7 @@ def infer_request(
                 )
             except (ValueError, TypeError) as error:
                 raise _invalid(f"inputs[{position}]: {error}") from None
+            room -= len(raws[-1])
         request.inputs.append(message)
     if offset != len(binary):
         raise _invalid(f"{len(binary) - offset} binary bytes belong to no input")

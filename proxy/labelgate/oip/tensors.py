@@ -102,6 +102,11 @@ def element_count(shape: Iterable[int]) -> int:
     return math.prod(shape)
 
 
+def item_size(datatype: str) -> int:
+    """Raw bytes per element of a fixed-size datatype (not BYTES)."""
+    return 1 if datatype == "BOOL" else 2 if datatype == "BF16" else _ITEMSIZES[datatype]
+
+
 # --- decoding --------------------------------------------------------------------------
 
 
@@ -201,7 +206,7 @@ def _decode_raw(name: str, data: bytes, datatype: str, count: int, shape: list[i
         elements = split_raw_bytes(data, count, where)  # raises the reference error
         # Already built: ``read`` is never called then, but still marks them as the decoder's.
         return Tensor.decoded(name, datatype, shape, data, count, elements.copy, elements)
-    itemsize = 1 if datatype == "BOOL" else 2 if datatype == "BF16" else _ITEMSIZES[datatype]
+    itemsize = item_size(datatype)
     if len(data) != count * itemsize:
         raise _malformed(
             f"{where} has {len(data)} raw bytes; {datatype} shape {shape} needs {count * itemsize} "
