@@ -12,6 +12,7 @@ from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 from labelgate._proto.labelgate.v1 import classification_pb2
 
 _OPTIONAL, _REPEATED, _REQUIRED = F.LABEL_OPTIONAL, F.LABEL_REPEATED, F.LABEL_REQUIRED
+_NUMBERS_PACKAGE = "labelgatenumbers"
 # Each scalar number field of ``Numbers``: name -> type.
 NUMBER_FIELDS = {
     "i64": F.TYPE_INT64,
@@ -38,8 +39,6 @@ def _map(message: descriptor_pb2.DescriptorProto, name: str, number: int, value_
         type_name=f".{_NUMBERS_PACKAGE}.Numbers.{entry.name}",
     )
 
-
-_NUMBERS_PACKAGE = "labelgatenumbers"
 
 
 def _numbers_file() -> descriptor_pb2.FileDescriptorProto:

@@ -3,16 +3,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from google.protobuf import any_pb2, descriptor_pb2, struct_pb2, wrappers_pb2
 
-from labelgate._proto.labelgate.v1 import demo_pb2
+from labelgate._proto.labelgate.v1 import classification_pb2, demo_pb2
 from labelgate.classify import Catalog, DetectorSet, classify_message, to_policy_fields
+from labelgate.classify.detectors import CustomPattern
 from labelgate.classify.messages import (
     FIELD_LABELS_INVALID,
     MAX_MESSAGE_DEPTH,
     MESSAGE_STRING_INVALID,
     MESSAGE_TOO_DEEP,
+    unpacked_any,
 )
 from labelgate.errors import ConfigError, UpstreamError
+from tests.classify.numbers_proto import HIDDEN, Box, Numbers
 from tests.classify.order_proto import BadLabels, Item, Legacy, Node, Order
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,3 +226,98 @@ def test_an_any_packed_with_a_map_in_any_order_is_classified_by_its_contents() -
     order = Order()
     order.extra.Pack(inner)
     assert "restricted" not in sources(classify_message(order, CATALOG, DETECTORS))["extra"]
+
+
+CARD = 4111111111111111
+
+
+def card_numbers() -> list:
+    struct = struct_pb2.Struct()
+    struct["card"] = float(CARD)
+    packed = any_pb2.Any()
+    packed.Pack(wrappers_pb2.Int64Value(value=CARD))
+    return [
+        *(
+            pytest.param(Numbers(**{name: value}), f"{name}{{credit_card}}", (name,), id=name)
+            for name, value in [
+                ("i64", CARD),
+                ("u64", CARD),
+                ("f64", CARD),
+                ("s64", -CARD),
+                ("sf64", CARD),
+                ("d", float(CARD)),
+            ]
+        ),
+        # A fraction does not hide the card a reader sees in 4111111111111111.5.
+        pytest.param(Numbers(d=CARD + 0.5), "d{credit_card}", ("d",), id="double-with-fraction"),
+        pytest.param(Numbers(many=[1, CARD]), "many[]{credit_card}", ("many", 1), id="packed"),
+        pytest.param(Numbers(doubles=[float(CARD)]), "doubles[]{credit_card}", ("doubles", 0), id="doubles"),
+        pytest.param(
+            Numbers(wrapped=wrappers_pb2.Int64Value(value=CARD)),
+            "wrapped.value{credit_card}",
+            ("wrapped", "value"),
+            id="Int64Value",
+        ),
+        pytest.param(Numbers(child=Numbers(i64=CARD)), "child.i64{credit_card}", ("child", "i64"), id="nested"),
+        # Maps, Structs and Anys are one field: the card labels the field itself.
+        pytest.param(Numbers(by_name={"k": CARD}), "by_name", None, id="map-int64-value"),
+        pytest.param(Numbers(ratios={"k": float(CARD)}), "ratios", None, id="map-double-value"),
+        pytest.param(Numbers(doc=struct), "doc.fields", None, id="Struct-number_value"),
+        pytest.param(Numbers(extra=packed), "extra", None, id="Any-of-Int64Value"),
+    ]
+
+
+@pytest.mark.parametrize(("message", "path", "location"), card_numbers())
+def test_a_card_held_by_a_number_is_found_as_its_digits(message, path: str, location: tuple | None) -> None:
+    # A client reads the card back from the number as readily as from a string
+    # (jsonpaths.scannable reads numbers the same way in tensors, JSON and parameters).
+    result = classify_message(message, CATALOG, DETECTORS)
+    assert sources(result)[path]["confidential"] == ["detector:credit_card"]
+    if location is not None:
+        [leaf] = result.message_spans
+        assert (leaf.location, leaf.path) == (location, path.split("{")[0])
+        assert [hit.detector for hit in leaf.detections] == ["credit_card"]
+
+
+def test_with_a_custom_detector_every_number_is_scanned() -> None:
+    # The built-ins need 13 digits of a number (a card); a custom pattern may match fewer.
+    detectors = DetectorSet(None, [CustomPattern("employee", r"^\d{6}$", "restricted")])
+    result = classify_message(Numbers(i32=123456, many=[654321]), CATALOG, detectors)
+    assert sources(result)["i32{employee}"] == {"restricted": ["detector:employee"]}
+    assert sources(result)["many[]{employee}"] == {"restricted": ["detector:employee"]}
+    assert "i32{employee}" not in sources(classify_message(Numbers(i32=123456), CATALOG, DETECTORS))
+
+
+def test_small_numbers_are_not_data_for_the_built_in_detectors() -> None:
+    result = classify_message(Numbers(i64=412345678901, many=[5, 7], by_name={"k": 1}), CATALOG, DETECTORS)
+    assert not result.message_spans
+    assert set(sources(result)) == {"i64", "many[]", "by_name"}
+
+
+def test_an_anys_contents_have_no_extensions_at_any_depth() -> None:
+    # Classification walks declared fields only; release re-encodes these contents, so an
+    # extension left in them would leave unseen.
+    box = Box(note="n")
+    box.Extensions[HIDDEN] = "4111 1111 1111 1111"
+    box.child.Extensions[HIDDEN] = "123-45-6789"
+    options = descriptor_pb2.FieldOptions()
+    options.Extensions[classification_pb2.labels].append("123-45-6789")
+    for message in (box, options):
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        contents, reason = unpacked_any(packed)
+        assert contents is not None and reason == ""
+        assert b"4111" not in contents.SerializeToString() and b"123-45" not in contents.SerializeToString()
+    assert contents is not None and not contents.ListFields()
+
+
+def test_a_reply_that_is_an_any_is_one_field_labelled_by_what_it_packs() -> None:
+    packed = any_pb2.Any()
+    packed.Pack(Numbers(i64=CARD))  # a varint: no scan of the raw bytes could find it
+    assert sources(classify_message(packed, CATALOG, DETECTORS)) == {
+        "value": {"confidential": ["detector:credit_card"]}
+    }
+    unreadable = any_pb2.Any(type_url="type.googleapis.com/nowhere.Unknown", value=b"x")
+    assert sources(classify_message(unreadable, CATALOG, DETECTORS)) == {
+        "value": {"restricted": ["catalog:fail_closed:any_type_unknown"]}
+    }

@@ -3,12 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from google.protobuf import any_pb2, api_pb2, descriptor_pb2, wrappers_pb2
 
-from labelgate._proto.labelgate.v1 import demo_pb2
+from labelgate._proto.labelgate.v1 import classification_pb2, demo_pb2
 from labelgate.classify import Catalog, DetectorSet, classify_message
 from labelgate.enforce import apply_message_masks
+from labelgate.enforce.messages import MASKED_REQUIRED_FIELD, MESSAGE_REQUIRED_MISSING
 from labelgate.enforce.strategies import MASK_INVALID
-from labelgate.errors import PolicyUnavailable
+from labelgate.errors import PermissionDenied, PolicyUnavailable, UpstreamError
+from tests.classify.numbers_proto import HIDDEN, Box, Numbers, Part, Plain, Record
 from tests.classify.order_proto import Item, Order
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,3 +163,117 @@ def test_an_any_is_released_re_encoded_from_what_was_classified(value: bytes) ->
     parsed.DiscardUnknownFields()
     assert result.extra.value == parsed.SerializeToString(deterministic=True)
     assert b"123-45-6789" not in result.extra.value
+
+
+def any_of(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def with_unknown_card(message) -> bytes:
+    secret = b"4111 1111 1111 1111"
+    return message.SerializeToString() + bytes([15 << 3 | 2, len(secret)]) + secret  # field 15
+
+
+def test_an_any_packing_an_any_is_re_encoded_at_every_depth() -> None:
+    # The inner Any's bytes are what classification unpacked, not what the upstream wrote.
+    innermost = any_pb2.Any(
+        type_url="type.googleapis.com/google.protobuf.StringValue",
+        value=with_unknown_card(wrappers_pb2.StringValue(value="hello")),
+    )
+    three_deep = any_of(any_of(innermost))
+    for order in (Order(extra=any_of(innermost)), Order(extra=three_deep)):
+        result = masked(order)
+        assert b"4111" not in result.SerializeToString()
+        contents = result.extra
+        while contents.Is(any_pb2.Any.DESCRIPTOR):
+            inner = any_pb2.Any()
+            contents.Unpack(inner)
+            contents = inner
+        value = wrappers_pb2.StringValue()
+        assert contents.Unpack(value) and value.value == "hello"
+
+
+def test_any_values_of_a_map_and_the_reply_itself_are_re_encoded() -> None:
+    innermost = any_pb2.Any(
+        type_url="type.googleapis.com/google.protobuf.StringValue",
+        value=with_unknown_card(wrappers_pb2.StringValue(value="hello")),
+    )
+    struct_of_any = api_pb2.Api(name="svc")
+    struct_of_any.options.add(name="o", value=any_of(innermost))
+    for reply in (struct_of_any, any_of(innermost), any_of(any_of(innermost))):
+        assert b"4111" not in masked(reply).SerializeToString()
+
+
+def test_extensions_inside_an_any_are_not_released() -> None:
+    box = Box(note="n")
+    box.child.Extensions[HIDDEN] = "4111 1111 1111 1111"
+    options = descriptor_pb2.FieldOptions()
+    options.Extensions[classification_pb2.labels].append("123-45-6789")
+    for reply in (Order(extra=any_of(box)), Order(extra=any_of(any_of(options)))):
+        released = masked(reply).SerializeToString()
+        assert b"4111" not in released and b"123-45" not in released
+
+
+CARD = 4111111111111111
+
+
+@pytest.mark.parametrize(
+    ("reply", "path", "expected"),
+    [
+        (Numbers(i64=CARD, text="t"), "i64{credit_card}", Numbers(text="t")),
+        (Numbers(d=CARD + 0.5), "d{credit_card}", Numbers()),
+        (Numbers(many=[1, CARD, 2]), "many[]{credit_card}", Numbers(many=[1, 0, 2])),
+        (Numbers(many=[1, CARD]), "many{credit_card}", Numbers(many=[1, 0])),  # named without []
+        (Numbers(doubles=[float(CARD)]), "doubles[]{credit_card}", Numbers(doubles=[0.0])),
+        (
+            Numbers(wrapped=wrappers_pb2.Int64Value(value=CARD)),
+            "wrapped.value{credit_card}",
+            Numbers(wrapped=wrappers_pb2.Int64Value()),
+        ),
+        (Numbers(by_name={"k": CARD}, i64=3), "by_name", Numbers(i64=3)),
+    ],
+)
+def test_a_mask_on_a_number_found_to_hold_a_card_zeroes_it(reply, path: str, expected) -> None:
+    assert masked(reply, mask(path, "partial")) == expected
+
+
+def test_a_masked_required_scalar_holds_its_default_and_the_reply_still_encodes() -> None:
+    # What a proto2 reader of the cleared field would read: nothing of the upstream's value.
+    record = Record(name="alice", acct=CARD, rank=3, part=Part(code="c"), plain=Plain(), count=1)
+    result = masked(record, mask("acct", "null"), mask("rank", "redact"))
+    assert (result.acct, result.rank) == (0, 7)  # rank declares [default = 7]
+    assert Record.FromString(result.SerializeToString()) == result
+    spans = masked(record, mask("acct{credit_card}", "null"))  # found by the detector
+    assert spans.acct == 0 and spans.IsInitialized()
+
+
+def test_a_masked_required_message_is_left_empty_when_that_is_a_whole_message() -> None:
+    record = Record(name="alice", acct=1, rank=3, part=Part(code="c"), plain=Plain(note="n"), count=1)
+    result = masked(record, mask("plain", "null"))
+    assert result.HasField("plain") and result.plain == Plain()
+    assert result.IsInitialized()
+
+
+def test_a_mask_that_leaves_a_required_field_unset_refuses_the_reply() -> None:
+    # An empty Part still misses its required code: no valid reply hides the part.
+    record = Record(name="alice", acct=1, rank=3, part=Part(code="c"), plain=Plain(), count=1)
+    with pytest.raises(PermissionDenied) as caught:
+        masked(record, mask("part", "null"))
+    assert caught.value.reason == MASKED_REQUIRED_FIELD
+
+
+def test_a_reply_missing_a_required_field_is_refused() -> None:
+    # grpc's deserializer does not check required fields: the upstream's reply parses.
+    partial = Record.FromString(Record(name="a", acct=1, rank=1, part=Part(code="c")).SerializePartialToString())
+    for masks in ([], [mask("name", "redact")]):
+        with pytest.raises(UpstreamError) as caught:
+            apply_message_masks(partial, classify_message(partial, CATALOG, DETECTORS), masks, KEY)
+        assert caught.value.reason == MESSAGE_REQUIRED_MISSING
+
+
+def test_an_any_packing_a_message_missing_required_fields_is_re_encoded_as_it_was_read() -> None:
+    packed = any_pb2.Any(type_url="type.googleapis.com/labelgaterequired.Part", value=with_unknown_card(Part()))
+    result = masked(Order(extra=packed))
+    assert result.extra.value == b""

@@ -103,11 +103,34 @@ def test_contents_use_the_protocol_fields() -> None:
 
 
 def test_scalar_and_empty_shapes() -> None:
-    tensors = [Tensor("scalar", "INT64", [], [42]), Tensor("empty", "BYTES", [0, 3], [])]
+    tensors = [Tensor("scalar", "INT64", [], [42]), Tensor("empty", "BYTES", [0, 0], [])]
     for raw in (True, False):
         response = pb.ModelInferResponse()
         encode_outputs(response, tensors, raw=raw)
         assert decode_outputs(wire(response)) == tensors
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_an_empty_outputs_shape_carries_nothing_the_upstream_chose(raw: bool) -> None:
+    """With no elements, one zero frees every other dimension: ``[0, 4111111111111111]`` carried
+    a card through a ``null`` mask. An empty output is released as zeros of its rank; a caller's
+    empty input keeps its shape (it is the caller's own)."""
+    chosen = [0, 4111111111111111, 123456789, 3]
+    response = pb.ModelInferResponse()
+    encode_outputs(response, [Tensor("secret", "BYTES", [0], [])], raw=raw)
+    response.outputs[0].shape[:] = chosen
+    assert decode_outputs(wire(response)) == [Tensor("secret", "BYTES", [0, 0, 0, 0], [])]
+    request = pb.ModelInferRequest(
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="INT64", shape=[0, 7])]
+    )
+    request.raw_input_contents.append(b"")
+    assert decode_inputs(request)[0].shape == [0, 7]
+
+
+def test_an_output_of_more_dimensions_than_any_model_gives_is_refused() -> None:
+    many = output("x", "INT64", [1] * 33, int64_contents=[5])
+    assert_malformed(pb.ModelInferResponse(outputs=[many]), "has 33 dimensions; at most 32")
+    assert decode_outputs(pb.ModelInferResponse(outputs=[output("x", "INT64", [1] * 32, int64_contents=[5])]))
 
 
 def test_encode_keeps_parameters_and_drops_missing_outputs() -> None:

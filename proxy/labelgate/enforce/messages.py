@@ -20,8 +20,12 @@ from google.protobuf.message import Message
 from labelgate.classify.fields import Classification
 from labelgate.classify.jsonpaths import Location
 from labelgate.classify.messages import ANY_TYPE, is_map, is_message, message_type_of, unpacked_any
+from labelgate.enforce import reasons
 from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans
+
+MESSAGE_REQUIRED_MISSING = reasons.MESSAGE_REQUIRED_MISSING
+MASKED_REQUIRED_FIELD = reasons.MASKED_REQUIRED_FIELD
 
 _ZERO = {
     FieldDescriptor.CPPTYPE_BOOL: False,

@@ -9,3 +9,7 @@ from __future__ import annotations
 MASK_INVALID = "MASK_INVALID"
 HASH_KEY_INVALID = "HASH_KEY_INVALID"
 UPSTREAM_STREAM_ERROR = "UPSTREAM_STREAM_ERROR"
+# A routed reply that protobuf cannot encode: a proto2 required field left unset, by the
+# upstream or by a mask no valid value can stand for.
+MESSAGE_REQUIRED_MISSING = "MESSAGE_REQUIRED_MISSING"
+MASKED_REQUIRED_FIELD = "MASKED_REQUIRED_FIELD"

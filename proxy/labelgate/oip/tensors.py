@@ -161,6 +161,8 @@ def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Te
         if any(dim < 0 for dim in shape):
             raise _malformed(f"{where} has a negative dimension in shape {shape}")
         count = element_count(shape)
+        if kind == "output":
+            shape = _released_shape(shape, count, where)
         contents = message.contents if message.HasField("contents") else None
         present = [field.name for field, _ in contents.ListFields()] if contents is not None else []
         if raw:
@@ -174,6 +176,24 @@ def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Te
             values = _decode_contents(message.contents, present, datatype, count, shape, where)
             tensors.append(Tensor(name, datatype, shape, values))
     return tensors
+
+
+# More dimensions than any model gives an output; beyond, the count itself is the upstream's data.
+MAX_OUTPUT_RANK = 32
+
+
+def _released_shape(shape: list[int], count: int, where: str) -> list[int]:
+    """The shape an upstream's output is released with: its own, unless it carries more than
+    its elements justify. A shape is data the upstream chose: with elements, each dimension
+    divides their count (which the data bounds); with none, one zero makes every other
+    dimension free (``[0, 4111111111111111]`` carries a card through a ``null`` mask), so an
+    empty output is released as zeros of its rank. Nothing classifies a shape, so nothing in
+    it may be more than the data's own size."""
+    if len(shape) > MAX_OUTPUT_RANK:
+        raise _malformed(f"{where} has {len(shape)} dimensions; at most {MAX_OUTPUT_RANK}")
+    if count == 0 and any(shape):
+        return [0] * len(shape)
+    return shape
 
 
 def _decode_contents(
