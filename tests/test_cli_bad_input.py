@@ -113,6 +113,16 @@ def _forwarder(f: Files, *more: str) -> list[str]:
     ]
 
 
+def _text(f: Files, name: str, content: str) -> Path:
+    path = f.tmp / name
+    path.write_text(content)
+    return path
+
+
+def _impact(f: Files, *more: object) -> list[object]:
+    return ["policy", "impact", "--candidate", REGO, "--current", REGO, *more]
+
+
 # (id, argv from the files, exit code, what stderr says)
 CASES = [
     # deeply nested JSON / YAML (RecursionError)
@@ -246,6 +256,64 @@ CASES = [
         2,
         "BUNDLE_SERVER_CONFIG_INVALID",
     ),
+    # not-a-number and other durations that are no duration
+    ("impact-since-nan", lambda f: _impact(f, "--inputs", f.binary, "--since", "nan"), 2, "SINCE_INVALID"),
+    ("impact-since-nanh", lambda f: _impact(f, "--inputs", f.binary, "--since", "NaNh"), 2, "SINCE_INVALID"),
+    ("impact-since-huge", lambda f: _impact(f, "--inputs", f.binary, "--since", "1e400"), 2, "SINCE_INVALID"),
+    (
+        "forwarder-poll-nan",
+        lambda f: _forwarder(f, "--jsonl-dir", str(f.tmp / "x"), "--poll-seconds", "nan"),
+        2,
+        "AUDIT_FORWARDER_CONFIG",
+    ),
+    (
+        "forwarder-timeout-nan",
+        lambda f: _forwarder(f, "--jsonl-dir", str(f.tmp / "x"), "--timeout-seconds", "nan"),
+        2,
+        "AUDIT_FORWARDER_CONFIG",
+    ),
+    # sample lines that are not inputs
+    (
+        "impact-inputs-number",
+        lambda f: _impact(f, "--inputs", _text(f, "n.jsonl", "5\n")),
+        2,
+        "n.jsonl:1: not a JSON object",
+    ),
+    (
+        "impact-inputs-string",
+        lambda f: _impact(f, "--inputs", _text(f, "s.jsonl", '"text"\n')),
+        2,
+        "s.jsonl:1: not a JSON object",
+    ),
+    (
+        "impact-inputs-seen-text",
+        lambda f: _impact(f, "--inputs", _text(f, "t.jsonl", '{"input": {}, "seen": "x"}\n')),
+        2,
+        "t.jsonl:1: seen",
+    ),
+    (
+        "impact-inputs-seen-negative",
+        lambda f: _impact(f, "--inputs", _text(f, "m.jsonl", '{"input": {}, "seen": -1000}\n')),
+        2,
+        "m.jsonl:1: seen",
+    ),
+    # a token file of two tokens (a header cannot carry the newline)
+    (
+        "forwarder-token-two-lines",
+        lambda f: _forwarder(
+            f, "--http", "http://127.0.0.1:1/x", "--http-token-file", _text(f, "token", "one\ntwo\n")
+        ),
+        2,
+        "AUDIT_FORWARDER_CONFIG",
+    ),
+    # where nothing can be written
+    (
+        "sessions-generate-key-proc",
+        lambda f: ["sessions", "generate-key", "/proc/labelgate-x"],
+        2,
+        "cannot write",
+    ),
+    ("keygen-out-proc", lambda f: ["audit", "keygen", "--out", "/proc/labelgate-x"], 2, "cannot write"),
     # a file where a folder belongs, or the reverse
     ("keygen-out-file", lambda f: ["audit", "keygen", "--out", f.binary], 2, "AUDIT_KEY_INVALID"),
     (
@@ -321,3 +389,31 @@ def test_a_session_file_nested_too_deeply_is_skipped_as_damaged(tmp_path: Path) 
     done = run_cli(["sessions", "list", "--dir", sessions, "--json"])
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_session_file_that_is_not_json_objects_is_skipped_as_damaged(tmp_path: Path) -> None:
+    """A line that is JSON but not an object (an array) is a damaged line, like one torn by
+    a crash: the listing shows the other sessions, the session shows the line as damaged."""
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    (sessions / "conn-00_00-00.jsonl").write_text('["not", "a", "header"]\n[]\n')
+    done = run_cli(["sessions", "list", "--dir", sessions, "--json"])
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "internal error" not in done.stderr and done.stdout.strip() == "[]"
+
+
+def test_the_forwarder_module_refuses_a_token_file_of_two_lines_in_one_line(tmp_path: Path) -> None:
+    """``python -m labelgate.audit.export`` once printed a 261-line traceback for this."""
+    import sys
+
+    token = tmp_path / "token"
+    token.write_text("one\ntwo\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "labelgate.audit.export", "--log-dir", str(tmp_path),
+         "--state-dir", str(tmp_path / "state"), "--http", "http://127.0.0.1:1/x",
+         "--http-token-file", str(token), "--once"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "AUDIT_FORWARDER_CONFIG" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

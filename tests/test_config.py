@@ -304,3 +304,51 @@ def test_a_variable_that_is_not_json_is_named(
         load_settings(auth=AUTH)
     assert refused.value.reason == "CONFIG_INVALID"
     assert refused.value.message.startswith(f"{variable}: ")
+
+
+# -- serve --check-config: what serve reads at start must be there and load ---------------
+def recording_problems(tmp_path: Path, **overrides: Any) -> list[str]:
+    from labelgate.config import startup_problems
+
+    settings = load_settings(auth=AUTH, **overrides)
+    return [p for p in startup_problems(settings) if p.startswith(("recording.", "audit."))]
+
+
+def test_check_config_reads_the_recording_keys_as_serve_does(tmp_path: Path) -> None:
+    from labelgate.recording.sealing import write_key_file
+
+    good, old = write_key_file(tmp_path / "good.key"), write_key_file(tmp_path / "old.key")
+    short = tmp_path / "short.key"
+    short.write_text("c2hvcnQ=\n")  # 5 bytes
+    sessions = str(tmp_path / "sessions")
+    ok = {"dir": sessions, "encryption_key_file": str(good), "decryption_key_files": [str(old)]}
+    assert recording_problems(tmp_path, recording=ok) == []
+    for recording, where, says in [
+        (
+            {"dir": sessions, "encryption_key_file": str(tmp_path / "missing.key")},
+            "recording.encryption_key_file",
+            "cannot read recording key",
+        ),
+        (
+            {"dir": sessions, "encryption_key_file": str(short)},
+            "recording.encryption_key_file",
+            "not 32 bytes",
+        ),
+        (
+            {**ok, "decryption_key_files": [str(old), str(tmp_path / "gone.key")]},
+            "recording.decryption_key_files[1]",
+            "gone.key",
+        ),
+    ]:
+        (problem,) = recording_problems(tmp_path, recording=recording)
+        assert problem.startswith(f"{where}: ") and says in problem, problem
+    # Without a store, serve records nothing and reads no key.
+    assert recording_problems(tmp_path, recording={"encryption_key_file": str(short)}) == []
+
+
+def test_check_config_refuses_an_inputs_file_under_a_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    assert recording_problems(tmp_path, audit={"inputs_file": str(tmp_path / "inputs.sqlite3")}) == []
+    (problem,) = recording_problems(tmp_path, audit={"inputs_file": str(blocker / "inputs.sqlite3")})
+    assert problem.startswith("audit.inputs_file: ") and "not a writable folder" in problem

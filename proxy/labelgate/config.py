@@ -873,6 +873,17 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
     approvals = settings.approvals
     if approvals.enabled and approvals.store == "sqlite" and approvals.sqlite_file is not None:
         attempt("approvals.sqlite_file", lambda: writable_folder(approvals.sqlite_file.parent))
-    if settings.recording.dir is not None:
-        attempt("recording.dir", lambda: writable_folder(settings.recording.dir))
+    if settings.audit.inputs_file is not None:
+        inputs_file = settings.audit.inputs_file
+        attempt("audit.inputs_file", lambda: writable_folder(inputs_file.parent))
+    recording = settings.recording
+    if recording.dir is not None:
+        attempt("recording.dir", lambda: writable_folder(recording.dir))
+    if recording.enabled and recording.encryption_key_file is not None:
+        # What serve reads them with (``RecordingKeys.from_files``), each named on its own.
+        from labelgate.recording.sealing import read_key
+
+        attempt("recording.encryption_key_file", lambda: read_key(recording.encryption_key_file))
+        for index, path in enumerate(recording.decryption_key_files):
+            attempt(f"recording.decryption_key_files[{index}]", lambda path=path: read_key(path))
     return problems

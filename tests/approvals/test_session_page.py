@@ -216,3 +216,14 @@ async def test_with_no_admin_group_configured_nobody_sees_sessions(tmp_path: Pat
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
         page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors", "admins"))
     assert page.status_code == 403 and "SESSIONS_NO_ADMIN_GROUP" in page.text
+
+
+async def test_a_damaged_line_says_why_it_is_damaged(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    """The store names what is wrong with a line (``note``); the page used to call every damaged
+    line one torn by a crash."""
+    (recording,) = [p for p in (tmp_path / "sessions").rglob("*.jsonl") if "s-plain" in p.read_text()]
+    with recording.open("a") as file:
+        file.write("[]\n")
+    page = await client.get(f"/inbox/sessions/{quote(PLAIN)}", headers=cookie("ana", "auditors"))
+    assert page.status_code == 200
+    assert "is damaged: " in page.text and "torn by a crash" not in page.text

@@ -100,3 +100,48 @@ def test_verify_runs_as_a_module(written: Path, keys: tuple[Path, Path]) -> None
     tampered = subprocess.run(args, capture_output=True, text=True, check=False)
     assert tampered.returncode == 1
     assert "hash_mismatch" in tampered.stdout and "line 1, seq 1" in tampered.stdout
+
+
+def test_verify_does_not_say_plain_ok_for_records_no_checkpoint_signs(
+    written: Path, keys: tuple[Path, Path]
+) -> None:
+    import json
+
+    from labelgate.audit.records import make_line
+
+    (segment,) = written.glob("audit-*.jsonl")
+    last = json.loads(segment.read_bytes().splitlines()[-1])
+    appended, _ = make_line(13, last["hash"], last["event"])
+    segment.write_bytes(segment.read_bytes() + appended)
+    result = runner.invoke(audit_app, ["verify", str(written), "--public-key", str(keys[1])])
+    assert result.exit_code == 0, result.output
+    assert "OK chain intact" not in result.output
+    assert "record 13 is covered by no signed checkpoint" in result.output
+
+
+def test_verify_fails_a_log_that_does_not_reach_the_outside_anchor(
+    written: Path, keys: tuple[Path, Path]
+) -> None:
+    import json
+
+    (segment,) = written.glob("audit-*.jsonl")
+    records = segment.read_bytes().splitlines(keepends=True)
+    head_12 = json.loads(records[-1])["hash"]
+    checkpoints = written / "checkpoints.jsonl"
+    segment.write_bytes(b"".join(records[:10]))  # the tail and its checkpoints cut
+    checkpoints.write_bytes(b"".join(checkpoints.read_bytes().splitlines(keepends=True)[:2]))
+    base = ["verify", str(written), "--public-key", str(keys[1])]
+    assert runner.invoke(audit_app, base).exit_code == 0
+    short = runner.invoke(audit_app, [*base, "--expect-seq", "12"])
+    assert short.exit_code == 1 and "TAMPERED anchor" in short.output, short.output
+    assert runner.invoke(audit_app, [*base, "--expect-head", head_12]).exit_code == 1
+    bad = runner.invoke(audit_app, [*base, "--expect-head", "not-a-hash"])
+    assert bad.exit_code == 2 and "--expect-head" in bad.output, bad.output
+
+
+def test_keygen_into_a_folder_it_cannot_create_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(audit_app, ["keygen", "--out", str(tmp_path / "file" / "keys")])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "cannot write" in result.output

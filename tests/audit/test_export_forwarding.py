@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from labelgate.audit import AuditClient
@@ -372,3 +373,95 @@ def test_bad_settings_are_refused_with_every_problem(tmp_path: Path) -> None:
     finally:
         process.stop()
     assert "AUDIT_FORWARDER_CONFIG" in output and "ftp://x" in output and "facility" in output
+
+
+# A JSON-lines export whose disk fills part-way through a batch (RLIMIT_FSIZE: the write stops
+# mid-line), then gets room again, and the same batch delivered again, as the forwarder retries.
+# In a child process: the limit applies to every file its process writes.
+PARTIAL_WRITE = """
+import asyncio, json, resource, sys
+from pathlib import Path
+from labelgate.audit.export.destinations import DeliveryFailed, JsonlFiles, json_line
+from labelgate.audit.export.tail import Cursor, LogRecord
+
+out = Path(sys.argv[1])
+records = [LogRecord(n, f"{n:064x}", {"event_id": f"e-{n}", "pad": "x" * 200}, Cursor())
+           for n in range(1, 11)]
+
+async def main():
+    files = JsonlFiles("jsonl-test", out, max_bytes=1 << 20, keep=10)
+    await files.deliver(records[:2])
+    first = (out / "export-000000000001.jsonl").stat().st_size
+    batch = sum(len(json_line(r.document())) for r in records[2:])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (first + batch // 2 + 17, hard))
+    try:
+        await files.deliver(records[2:])
+        print("the write did not fail")
+    except DeliveryFailed:
+        pass
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    await files.deliver(records[2:])
+
+asyncio.run(main())
+"""
+
+
+def test_a_jsonl_write_cut_short_is_taken_back_so_the_retry_writes_each_record_once(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", PARTIAL_WRITE, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not done.stdout, done.stdout + done.stderr
+    lines = (tmp_path / "export-000000000001.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 11))
+
+
+@pytest.mark.parametrize("name", ["poll_seconds", "timeout_seconds", "retry_max_seconds"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_intervals_and_timeouts_are_finite_and_positive(tmp_path: Path, name: str, value: float) -> None:
+    """``nan`` compares false with everything: it passed ``<= 0``, and an idle forwarder
+    polling every ``nan`` seconds spun a core."""
+    from labelgate.audit.export.forwarder import ForwarderSettings
+    from labelgate.errors import ConfigError
+
+    settings = ForwarderSettings(
+        log_dir=tmp_path, state_dir=tmp_path, jsonl_dirs=(tmp_path,), **{name: value}
+    )
+    with pytest.raises(ConfigError, match="finite"):
+        settings.check()
+
+
+@pytest.mark.parametrize("token", ["one\ntwo\n", "a b", "tab\there", "bell\x07", ""])
+def test_a_token_file_holding_more_than_one_token_is_refused(tmp_path: Path, token: str) -> None:
+    from labelgate.audit.export.forwarder import ForwarderSettings, build_destinations
+    from labelgate.errors import ConfigError
+
+    path = tmp_path / "token"
+    path.write_text(token)
+    settings = ForwarderSettings(
+        log_dir=tmp_path, state_dir=tmp_path, http=("http://127.0.0.1:1/x",), http_token_file=path
+    )
+    with pytest.raises(ConfigError, match="--http-token-file") as raised:
+        build_destinations(settings)
+    assert raised.value.reason == "AUDIT_FORWARDER_CONFIG"
+
+
+def test_the_module_entry_point_stops_an_unexpected_error_at_the_backstop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import labelgate.audit.export.forwarder as forwarder
+    from labelgate.audit.export.cli import forwarder_cli
+
+    def broken(settings: Any) -> int:
+        raise RuntimeError("something no command expected")
+
+    monkeypatch.setattr(forwarder, "run_forwarder", broken)
+    monkeypatch.setattr(sys, "argv", ["labelgate.audit.export", "--log-dir", str(tmp_path), "--state-dir",
+                                      str(tmp_path), "--jsonl-dir", str(tmp_path)])  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        forwarder_cli()
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "labelgate: internal error (RuntimeError)" in err and "Traceback" not in err

@@ -294,3 +294,43 @@ def test_missing_paths_are_usage_errors(tmp_path: Path) -> None:
         verify_log(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no audit log"):
         verify_log(tmp_path)
+
+
+def cut(log: Path, records: int, checkpoints: int) -> None:
+    """Cut the log after ``records`` records and its checkpoints after ``checkpoints``: a cut
+    tail that leaves a complete-looking, validly signed log."""
+    path = segment(log)
+    write_lines(path, lines(path)[:records])
+    write_lines(log / "checkpoints.jsonl", lines(log / "checkpoints.jsonl")[:checkpoints])
+
+
+def test_a_tail_cut_with_its_checkpoints_is_found_against_an_outside_anchor(log: Path, key) -> None:
+    head_60 = json.loads(lines(segment(log))[59])["hash"]
+    head_30 = json.loads(lines(segment(log))[29])["hash"]
+    cut(log, 30, 3)
+    assert verify_log(log, key).ok  # nothing on this host tells the cut...
+    for anchor in ({"expect_seq": 60}, {"expect_head": head_60}, {"expect_seq": 60, "expect_head": head_60}):
+        report = verify_log(log, key, **anchor)  # ...a copy kept elsewhere does
+        assert not report.ok, anchor
+        (problem,) = report.problems
+        assert problem.kind == "anchor", anchor
+    assert "records 31..60" in verify_log(log, key, expect_seq=60).problems[0].message
+    assert verify_log(log, key, expect_seq=30, expect_head=head_30).ok
+    assert verify_log(log, key, expect_head=head_30).ok
+    # The right count with another head: the chain up to the anchor was rewritten.
+    wrong = verify_log(log, key, expect_seq=30, expect_head=head_60)
+    assert [p.kind for p in wrong.problems] == ["anchor"] and "rewritten" in wrong.problems[0].message
+
+
+def test_records_no_signed_checkpoint_covers_are_counted(log: Path, key) -> None:
+    assert verify_log(log, key).uncovered == 0
+    path = segment(log)
+    last = json.loads(lines(path)[-1])
+    appended, _ = make_line(RECORDS + 1, last["hash"], {**last["event"], "note": "approved by ciso"})
+    write_lines(path, [*lines(path), appended])
+    report = verify_log(log, key)
+    assert report.ok and report.uncovered == 1  # a valid chain, but nothing signed vouches for seq 61
+    cut(log, 25, 2)
+    assert verify_log(log, key).uncovered == 5
+    (log / "checkpoints.jsonl").unlink()
+    assert verify_log(log, None).uncovered == 25

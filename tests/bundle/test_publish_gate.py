@@ -364,3 +364,36 @@ def test_an_unreachable_approval_store_stops_the_server_with_one_line(tmp_path: 
     )  # fmt: skip
     assert result.returncode != 0
     assert "(APPROVALS_STORE_UNREACHABLE)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_replay_of_too_few_inputs_holds_the_candidate() -> None:
+    """No stored input (an empty window, a new fleet) is no evidence: the candidate waits for
+    a person, unless the rule says that fewer inputs are enough."""
+    empty = {"distinct": 0, "inputs": 0, "changed": 0, "changes": [], "errors": []}
+    (reason,) = hold_reasons(empty, HoldRule())
+    assert reason.startswith("only 0 distinct decision input(s) were replayed"), reason
+    assert hold_reasons(empty, HoldRule(min_inputs=0)) == []
+    assert hold_reasons({**empty, "distinct": 3}, HoldRule(min_inputs=3)) == []
+    assert len(hold_reasons({**empty, "distinct": 2}, HoldRule(min_inputs=3))) == 1
+    # The first revision has nothing to be compared with: it is not held for that.
+    assert hold_reasons({"baseline": True, "changes": [], "errors": []}, HoldRule()) == []
+
+
+@pytest.mark.parametrize("window", ["nan", "NaNh", "inf", "1e400", "-1h"])
+def test_a_window_that_is_not_a_finite_positive_duration_is_refused(tmp_path: Path, window: str) -> None:
+    from labelgate.bundle.cli import load_publish_gate
+    from labelgate.errors import ConfigError
+
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(
+        yaml.safe_dump(
+            {
+                "inputs": "x.jsonl",
+                "window": window,
+                "approvals": {"config": "a.yaml", "approver_groups": ["a"]},
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match="window") as raised:
+        load_publish_gate(gate, tmp_path)
+    assert raised.value.reason == "PUBLISH_GATE_INVALID"

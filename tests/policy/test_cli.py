@@ -125,3 +125,63 @@ def test_unknown_engine_is_a_config_error(tmp_path: Path, policy: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         evaluate(tmp_path / "input.json", engine="regorus", opa_url="", policy_dir=policy, explain=False)
     assert caught.value.reason == "ENGINE_UNKNOWN" and caught.value.exit_code == 2
+
+
+# -- labelgate policy impact: the window and the input sample ------------------------------
+@pytest.mark.parametrize("text", ["nan", "NaNh", "-nan", "inf", "infd", "1e400", "1e308w", "0", "-1h"])
+def test_since_is_only_a_finite_positive_duration(text: str) -> None:
+    """``nan`` once bound ``last_seen >= NaN`` (NULL to SQLite): nothing replayed, "no changes"."""
+    from labelgate.policy.cli import parse_since
+
+    with pytest.raises(ConfigError, match="--since"):
+        parse_since(text)
+
+
+def test_since_takes_the_usual_durations() -> None:
+    from labelgate.policy.cli import parse_since
+
+    assert [parse_since(t) for t in ("24h", "30m", "7d", "2w", "3600s", "90", "all", None)] == [
+        86400, 1800, 604800, 1209600, 3600, 90, None, None
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("5", "not a JSON object"),
+        ('"text"', "not a JSON object"),
+        ("[]", "not a JSON object"),
+        ('{"input": {}, "seen": "x"}', "seen"),
+        ('{"input": {}, "seen": -1000}', "seen"),
+        ('{"input": {}, "seen": 0}', "seen"),
+        ('{"input": {}, "seen": true}', "seen"),
+        ('{"input": {}, "seen": 1.5}', "seen"),
+        ('{"input": 5}', "not a JSON input"),
+    ],
+)
+def test_an_inputs_line_that_is_not_an_input_is_named(tmp_path: Path, line: str, says: str) -> None:
+    from labelgate.policy.cli import load_inputs
+
+    sample = tmp_path / "inputs.jsonl"
+    sample.write_text(json.dumps(valid_input()) + "\n" + line + "\n")
+    with pytest.raises(InvalidInput, match=f"inputs.jsonl:2: .*{says}") as raised:
+        load_inputs(sample, None)
+    assert raised.value.reason == "INPUT_INVALID"
+
+
+def test_a_replay_of_no_input_says_so_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from labelgate.policy.cli import impact
+
+    empty = tmp_path / "inputs.jsonl"
+    empty.write_text("")
+    rego = REPO / "rego"
+    for output in ("table", "markdown", "json"):
+        code = impact(
+            candidate=rego, current=rego, inputs=empty, since=None, engine="embedded", output=output
+        )
+        out, err = capsys.readouterr()
+        assert code == 0
+        assert "no decision inputs were replayed" in err, (output, err)
+        assert "no changes" not in out.lower(), (output, out)
+        if output == "json":
+            assert json.loads(out)["warnings"], out

@@ -300,3 +300,45 @@ async def test_a_line_torn_by_a_crash_is_skipped_not_glued_to(tmp_path: Path) ->
     assert [entries[0]["request_id"], entries[2]["request_id"]] == [first.request_id, second.request_id]
     assert (await recorder.store.sessions())[0].last == "2026-01-04T09:00:00.000Z"
     await recorder.close()
+
+
+def padded_call(number: int, pad: int) -> dict:
+    return {"kind": "call", "time": f"2026-01-01T09:00:0{number}.000Z", "session_id": "s~x",
+            "request_id": f"req-{number}", "pad": "x" * pad}  # fmt: skip
+
+
+async def test_nothing_is_recorded_after_the_marker_even_a_call_that_would_fit(
+    new_store: StoreFactory,
+) -> None:
+    """The marker is written when a call would overflow the cap, so room is left below it: a
+    smaller later call must still not be recorded, and both stores count calls alike."""
+    store = new_store()
+    await store.open()
+    results = []
+    for number, pad in ((1, 3000), (2, 2000), (3, 100)):  # three calls, three batches
+        results += await store.append("s~x", [padded_call(number, pad)], 4096)
+    assert results == ["store", "truncate", "drop"]
+    found = await store.entries("s~x")
+    assert [(e["kind"], e["request_id"]) for e in found] == [("call", "req-1"), ("truncated", "req-2")]
+    (info,) = await store.sessions()
+    assert (info.calls, info.truncated) == (1, True)
+
+
+async def test_a_file_written_past_its_marker_before_is_listed_as_truncated(tmp_path: Path) -> None:
+    store = FileSessionStore(tmp_path)
+    store.append_blocking("s~x", [padded_call(1, 3000)], 4096)
+    store.append_blocking("s~x", [padded_call(2, 2000)], 4096)
+    with (tmp_path / file_name("s~x")).open("ab") as handle:  # what the file store once did
+        handle.write(encode_line(padded_call(3, 10)))
+    (info,) = await store.sessions()
+    assert (info.calls, info.truncated) == (2, True)
+
+
+async def test_lines_that_are_not_objects_read_as_damaged(tmp_path: Path) -> None:
+    store = FileSessionStore(tmp_path)
+    store.append_blocking("s~x", [padded_call(1, 10)], 4096)
+    with (tmp_path / file_name("s~x")).open("ab") as handle:
+        handle.write(b"[]\n5\n")
+    assert [e["kind"] for e in await store.entries("s~x")] == ["call", "damaged", "damaged"]
+    (tmp_path / "other-0.jsonl").write_text('["not", "a", "header"]\n')
+    assert [info.session_id for info in await store.sessions()] == ["s~x"]

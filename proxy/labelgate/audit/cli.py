@@ -33,14 +33,31 @@ def verify_command(
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="PEM Ed25519 public key that signs the checkpoints")
     ] = None,
+    expect_seq: Annotated[
+        int | None,
+        typer.Option(
+            "--expect-seq",
+            help="fail unless the log reaches this record (the seq of the latest record a SIEM received)",
+        ),
+    ] = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            help="fail unless a record has this chain hash (record --expect-seq's, when given)",
+        ),
+    ] = None,
 ) -> None:
-    """Recompute the hash chain and check the checkpoints; exit 1 on any tampering."""
+    """Recompute the hash chain and check the checkpoints; exit 1 on any tampering.
+
+    A tail cut together with its checkpoints leaves a log that verifies: only a copy kept off
+    this host shows it, so give the seq and hash of the latest record your SIEM holds."""
     from labelgate.audit.checkpoints import load_public_key
     from labelgate.audit.verify import verify_log
 
     try:
         key = load_public_key(public_key) if public_key is not None else None
-        report = verify_log(path, key)
+        report = verify_log(path, key, expect_seq=expect_seq, expect_head=expect_head)
     except LabelgateError as error:
         raise _fail(error) from None
     except OSError as error:
@@ -65,10 +82,19 @@ def _print_report(report: VerifyReport) -> None:
     for problem in report.problems:
         where, what = escape(problem.where()), escape(problem.message)
         console.print(f"[bold red]TAMPERED[/] [red]{problem.kind}[/] at {where}: {what}")
-    if report.ok:
+    signed = "signature and head" if report.signatures_checked else "head only, signature not checked"
+    if report.ok and report.uncovered:
+        first, which = report.last_seq - report.uncovered + 1, "signed " if report.signatures_checked else ""
+        one = first == report.last_seq
+        records = f"record {first} is" if one else f"records {first}..{report.last_seq} are"
+        console.print(
+            f"[bold yellow]OK, NOT ALL SIGNED[/] chain intact, head {report.head}; {records} covered by no "
+            f"{which}checkpoint: {'it' if one else 'they'} may have been appended, or records after "
+            f"{'it' if one else 'them'} cut, without trace"
+        )
+    elif report.ok:
         console.print(f"[bold green]OK[/] chain intact, head {report.head}")
     last = report.last_verified
-    signed = "signature and head" if report.signatures_checked else "head only, signature not checked"
     if last is not None:
         console.print(
             f"last verified checkpoint: #{last.number} at seq {last.seq} "
@@ -96,6 +122,9 @@ def keygen_command(
         private_path, public_path, kid = generate_keypair(out, force=force)
     except LabelgateError as error:
         raise _fail(error) from None
+    except OSError as error:
+        typer.echo(f"error: cannot write the key pair into {out}: {error.strerror or error}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"signing key: {private_path}\npublic key:  {public_path}\nkey id:      {kid}")
 
 

@@ -13,8 +13,20 @@ What each kind of tampering looks like to the walk:
   (``checkpoint_signature``). Without ``--public-key`` signatures are not checked, only
   counts and heads, and the report says so.
 
-Records after the last checkpoint can be cut without trace: the writer's checkpoint
-interval bounds that window. The walk stops at the first bad record.
+What the log and its checkpoints cannot show on their own, because both lie on the same host
+and whoever can cut one can cut the other:
+
+- a tail cut together with the checkpoints that cover it: what is left is a shorter log that
+  verifies. Only a copy kept elsewhere tells: ``--expect-seq N`` / ``--expect-head HASH``
+  (the ``seq`` and ``hash`` of the latest record a SIEM received from the forwarder) fail the
+  check (``anchor``) when the log does not reach record N, or holds no record with that hash
+  (record N's, when both are given);
+- records after the last checkpoint: a valid chain, but nothing signed vouches for them (they
+  may have been appended by the writer's own user, and records after them cut). The report
+  counts them (``uncovered``) and does not call them plain OK; the writer's checkpoint
+  interval bounds how many there are in normal operation.
+
+The walk stops at the first bad record.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from labelgate.audit.checkpoints import CHECKPOINT_KEYS, check_signature
 from labelgate.audit.records import GENESIS, RECORD_KEYS, canonical_json, is_hex_digest, record_hash
 from labelgate.audit.store import CHECKPOINTS_NAME, SEGMENT_PATTERN, list_segments
 from labelgate.errors import ConfigError
+from labelgate.reasons import OPTION_INVALID
 
 
 @dataclass(frozen=True)
@@ -73,20 +86,57 @@ class VerifyReport:
     checkpoint_problem: Problem | None = None
     checkpoints: int = 0
     last_verified: CheckpointRef | None = None
+    anchor_problem: Problem | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.record_problem is None and self.checkpoint_problem is None
+        return not self.problems
 
     @property
     def problems(self) -> list[Problem]:
-        return [p for p in (self.record_problem, self.checkpoint_problem) if p is not None]
+        found = (self.record_problem, self.checkpoint_problem, self.anchor_problem)
+        return [p for p in found if p is not None]
+
+    @property
+    def uncovered(self) -> int:
+        """Verified records after the last verified checkpoint (every one, without one)."""
+        if not self.records:
+            return 0
+        covered = self.last_verified.seq if self.last_verified else (self.first_seq or 1) - 1
+        return max(0, self.last_seq - covered)
 
 
-def verify_log(path: Path, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
-    """Verify a log directory, or one segment file (then checked against its directory's checkpoints)."""
+@dataclass(frozen=True)
+class Anchor:
+    """What a copy kept off this host says the log held: record ``seq``, and/or a record whose
+    chain hash is ``head`` (record ``seq``'s, when both are given)."""
+
+    seq: int | None = None
+    head: str | None = None
+
+
+@dataclass
+class _AnchorSeen:
+    hash_at_seq: str | None = None  # the hash of record ``anchor.seq``, once walked
+    seq_of_head: int | None = None  # the seq of the record whose hash is ``anchor.head``
+
+
+def verify_log(
+    path: Path,
+    public_key: Ed25519PublicKey | None = None,
+    *,
+    expect_seq: int | None = None,
+    expect_head: str | None = None,
+) -> VerifyReport:
+    """Verify a log directory, or one segment file (then checked against its directory's
+    checkpoints); with ``expect_seq``/``expect_head``, also that it reaches that anchor."""
     path = Path(path)
+    if expect_seq is not None and expect_seq < 1:
+        raise ConfigError(OPTION_INVALID, f"--expect-seq {expect_seq}: a seq counts from 1")
+    if expect_head is not None and not is_hex_digest(expect_head):
+        raise ConfigError(OPTION_INVALID, "--expect-head: a record hash is 64 lowercase hex digits")
+    anchor = Anchor(expect_seq, expect_head) if expect_seq is not None or expect_head is not None else None
     if path.is_dir():
         files, checkpoints_file, anchored = [p for _, p in list_segments(path)], path / CHECKPOINTS_NAME, True
         if not files and not checkpoints_file.exists():
@@ -104,9 +154,17 @@ def verify_log(path: Path, public_key: Ed25519PublicKey | None = None) -> Verify
         signatures_checked=public_key is not None,
     )
     checkpoints = _load_checkpoints(report, public_key)
-    _walk_chain(report, anchored, {c.seq: c for c in checkpoints})
+    seen = _AnchorSeen()
+    _walk_chain(report, anchored, {c.seq: c for c in checkpoints}, anchor, seen)
     if report.record_problem is None:
         _check_tail(report, checkpoints, path)
+    if anchor is not None:
+        _check_anchor(report, anchor, seen, path)
+    elif public_key is not None and report.records:
+        report.notes.append(
+            "a tail cut together with its checkpoints leaves a log that verifies: check that it reaches "
+            "a copy kept elsewhere (--expect-seq/--expect-head, from the SIEM's latest record)"
+        )
     if public_key is None and checkpoints:
         report.notes.append("checkpoint signatures were NOT checked: pass --public-key to check them")
     if public_key is not None and not checkpoints and report.records and report.checkpoint_problem is None:
@@ -163,7 +221,13 @@ def _parse_checkpoint(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     return checkpoint, None
 
 
-def _walk_chain(report: VerifyReport, anchored: bool, checkpoints: dict[int, CheckpointRef]) -> None:
+def _walk_chain(
+    report: VerifyReport,
+    anchored: bool,
+    checkpoints: dict[int, CheckpointRef],
+    anchor: Anchor | None = None,
+    seen: _AnchorSeen | None = None,
+) -> None:
     expected_seq, head = (1, GENESIS) if anchored else (None, None)
     for path in report.files:
         name_seq = _name_seq(path)
@@ -194,6 +258,11 @@ def _walk_chain(report: VerifyReport, anchored: bool, checkpoints: dict[int, Che
                 report.records += 1
                 report.last_seq, report.head = record["seq"], head
                 _match_checkpoint(report, checkpoints.get(record["seq"]), path, number)
+                if anchor is not None and seen is not None:
+                    if record["seq"] == anchor.seq:
+                        seen.hash_at_seq = head
+                    if head == anchor.head and seen.seq_of_head is None:
+                        seen.seq_of_head = record["seq"]
 
 
 def _check_line(
@@ -273,6 +342,38 @@ def _check_tail(report: VerifyReport, checkpoints: list[CheckpointRef], target: 
         None,
         report.last_seq + 1,
     )
+
+
+def _check_anchor(report: VerifyReport, anchor: Anchor, seen: _AnchorSeen, target: Path) -> None:
+    """Whether the verified chain reaches what a copy kept elsewhere says it held."""
+    if report.record_problem is not None:
+        report.notes.append("the anchor was not checked: the chain breaks before it could be reached")
+        return
+    last_file = report.files[-1] if report.files else target
+    if anchor.seq is not None and report.first_seq is not None and anchor.seq < report.first_seq:
+        report.notes.append(f"the anchor's record {anchor.seq} is in an earlier segment: not checked")
+        return
+    if anchor.seq is not None and anchor.seq > report.last_seq:
+        if target.is_file() and _has_later_segment(target):
+            report.notes.append(f"the anchor's record {anchor.seq} is in a later segment: not checked")
+            return
+        why = (
+            f"the log ends at seq {report.last_seq}, but a copy kept elsewhere holds record {anchor.seq}: "
+            f"records {report.last_seq + 1}..{anchor.seq} were removed (with their checkpoints)"
+        )
+        report.anchor_problem = Problem("anchor", why, last_file, None, report.last_seq + 1)
+    elif anchor.seq is not None and anchor.head is not None and seen.hash_at_seq != anchor.head:
+        why = (
+            f"record {anchor.seq} has hash {seen.hash_at_seq}, not {anchor.head} as the copy kept elsewhere: "
+            "the chain up to it was rewritten"
+        )
+        report.anchor_problem = Problem("anchor", why, last_file, None, anchor.seq)
+    elif anchor.seq is None and anchor.head is not None and seen.seq_of_head is None:
+        why = (
+            f"no record has the hash {anchor.head} of the copy kept elsewhere: the log was cut before it "
+            "(with its checkpoints), or rewritten"
+        )
+        report.anchor_problem = Problem("anchor", why, last_file)
 
 
 def _name_seq(path: Path) -> int | None:

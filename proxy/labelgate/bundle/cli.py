@@ -413,7 +413,12 @@ def load_publish_gate(path: Path, state_dir: Path) -> PublishGate:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise ConfigError(bundle_reasons.PUBLISH_GATE_INVALID, f"--publish-gate {path}: {problems}") from None
-    window = parse_since(settings.window)
+    try:
+        window = parse_since(settings.window, "window")
+    except ConfigError as error:
+        raise ConfigError(
+            bundle_reasons.PUBLISH_GATE_INVALID, f"--publish-gate {path}: {error.message}"
+        ) from None
     inputs = settings.inputs
     engine = settings.engine
 

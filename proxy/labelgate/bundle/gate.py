@@ -40,6 +40,10 @@ class HoldRule(BaseModel):
     unmasked_labels: list[str] = Field(default_factory=lambda: ["confidential", "restricted"])
     # Hold when more distinct inputs than this would be decided differently (None: no limit).
     max_changed_inputs: int | None = Field(None, ge=0)
+    # Hold when fewer distinct inputs than this were replayed: a replay of nothing (an empty
+    # window, a fleet that has decided nothing yet) is no evidence that the candidate changes
+    # nothing, so it waits for a person like a change would. 0: publish on any replay.
+    min_inputs: int = Field(1, ge=0)
 
 
 class ApprovalRule(BaseModel):
@@ -132,6 +136,15 @@ def hold_reasons(report: Mapping[str, Any], rule: HoldRule) -> list[str]:
         more = f" and {len(exposed) - 5} more" if len(exposed) > 5 else ""
         labels = ", ".join(sorted(watched & _labels(report)))
         reasons.append(f"releases {labels} data: {'; '.join(exposed[:5])}{more}")
+    # A report without ``distinct`` compared nothing on purpose (the first revision: nothing
+    # served to compare with) or could not be made (held for that already).
+    replayed = report.get("distinct")
+    if isinstance(replayed, int) and replayed < rule.min_inputs:
+        window = f" in the window ({report['window']})" if report.get("window") else ""
+        reasons.append(
+            f"only {replayed} distinct decision input(s) were replayed{window}, fewer than "
+            f"{rule.min_inputs}: the impact is unknown"
+        )
     changed = int(report.get("changed", 0))
     if rule.max_changed_inputs is not None and changed > rule.max_changed_inputs:
         reasons.append(f"{changed} distinct inputs change, the limit is {rule.max_changed_inputs}")

@@ -445,7 +445,7 @@ def _within_deadline(limit: float) -> float:
 
 def _too_large(limit: int) -> ResourceExhausted:
     return ResourceExhausted(
-        reasons.REQUEST_TOO_LARGE, f"the body is larger than limits.max_message_bytes ({limit})"
+        oip_reasons.REQUEST_TOO_LARGE, f"the body is larger than limits.max_message_bytes ({limit})"
     )
 
 

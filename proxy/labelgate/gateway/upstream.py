@@ -28,9 +28,10 @@ from labelgate.auth.assertion import SubjectAsserter, SubjectAssertionSettings
 from labelgate.calls import PROVEN
 from labelgate.config import GatewaySettings, UpstreamSettings
 from labelgate.errors import LabelgateError, NotFound, ResourceExhausted
-from labelgate.gateway import metrics, reasons
+from labelgate.gateway import metrics
 from labelgate.gateway.discovery import DiscoveredRoutes, Discovery
 from labelgate.logs import get_logger
+from labelgate.oip import reasons as oip_reasons
 
 Metadata = Sequence[tuple[str, Any]]
 # A request serializer or response deserializer, as grpc.aio's multicallables take them.
@@ -368,7 +369,7 @@ def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = 
         # upstream's failure (a REST body's JSON numbers grow when written as raw tensors).
         limit = f" ({max_message_bytes} bytes)" if max_message_bytes else ""
         return ResourceExhausted(
-            reasons.REQUEST_TOO_LARGE,
+            oip_reasons.REQUEST_TOO_LARGE,
             f"the request as sent upstream is larger than limits.max_message_bytes{limit}",
         )
     log.warning("upstream error", code=code.name, text_digest=error_digest(details))

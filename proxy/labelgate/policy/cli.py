@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,22 +122,44 @@ IMPACT_ERROR = 2
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_since(text: str | None) -> float | None:
-    """``24h``, ``30m``, ``7d``, ``2w``, ``3600s`` or ``3600``: seconds; None or ``all``: no limit."""
+def parse_since(text: str | None, option: str = "--since") -> float | None:
+    """``24h``, ``30m``, ``7d``, ``2w``, ``3600s`` or ``3600``: seconds; None or ``all``: no limit.
+
+    Only a finite positive duration: ``nan`` compares false with everything, so a ``nan``
+    window selected no input at all and the replay read as "no changes"; ``inf`` (or ``1e400``)
+    is ``all`` spelled in a way nobody means."""
     if text is None or text.strip().lower() in ("", "all"):
         return None
     text = text.strip().lower()
     unit = _UNITS.get(text[-1])
     number = text[:-1] if unit is not None else text
     try:
-        amount = float(number)
+        amount = float(number) * (unit or 1)
     except ValueError:
         raise ConfigError(
-            reasons.SINCE_INVALID, f"--since: {text!r} is not a duration like 24h, 30m or 7d"
+            reasons.SINCE_INVALID, f"{option}: {text!r} is not a duration like 24h, 30m or 7d"
         ) from None
-    if amount <= 0:
-        raise ConfigError(reasons.SINCE_INVALID, "--since must be positive")
-    return amount * (unit or 1)
+    if not math.isfinite(amount) or amount <= 0:
+        raise ConfigError(
+            reasons.SINCE_INVALID, f"{option}: {text!r} is not a finite positive duration like 24h, 30m or 7d"
+        )
+    return amount
+
+
+def _sample_line(path: Path, number: int, entry: Any) -> tuple[dict[str, Any], int]:
+    """(input, times seen) of one line of a JSON Lines sample: an input, or ``{"input", "seen"}``."""
+    if not isinstance(entry, dict):
+        raise InvalidInput(reasons.INPUT_INVALID, f"{path}:{number}: not a JSON object")
+    if "input" not in entry:
+        return entry, 1
+    doc, seen = entry["input"], entry.get("seen", 1)
+    if isinstance(seen, bool) or not isinstance(seen, int) or seen < 1:
+        raise InvalidInput(
+            reasons.INPUT_INVALID, f"{path}:{number}: seen is {json.dumps(seen)}, not a positive whole number"
+        )
+    if not isinstance(doc, dict):
+        raise InvalidInput(reasons.INPUT_INVALID, f"{path}:{number}: not a JSON input")
+    return doc, seen
 
 
 def load_inputs(path: Path, since_seconds: float | None) -> list[tuple[str, int, dict[str, Any]]]:
@@ -166,7 +189,7 @@ def load_inputs(path: Path, since_seconds: float | None) -> list[tuple[str, int,
                 ) from None
             except RecursionError:
                 raise InvalidInput(reasons.INPUT_INVALID, f"{path}:{number}: nested too deeply") from None
-            doc, seen = (entry["input"], int(entry.get("seen", 1))) if "input" in entry else (entry, 1)
+            doc, seen = _sample_line(path, number, entry)
             key = cache_key(doc)
             if key is None:
                 raise InvalidInput(reasons.INPUT_INVALID, f"{path}:{number}: not a JSON input")
@@ -210,12 +233,16 @@ def impact(
         else load_decision_log_inputs(str(source), window, token=token)
     )
     report = replay_report(current, candidate, stored, engine=engine)
+    warnings = [] if report.distinct else [_nothing_replayed(since)]
+    for warning in warnings:  # stderr too: CI logs show it whatever the output format
+        sys.stderr.write(f"warning: {warning}\n")
     if output == "json":
         document = {
             "engine": engine,
             "current": str(current),
             "candidate": str(candidate),
             **report.to_json(),
+            "warnings": warnings,
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif output == "markdown":
@@ -228,6 +255,14 @@ def impact(
     if report.errors:
         return IMPACT_ERROR
     return IMPACT_CHANGED if report.groups else IMPACT_UNCHANGED
+
+
+def _nothing_replayed(since: str | None) -> str:
+    window = f"in the last {since.strip()}" if since and since.strip().lower() != "all" else "at all"
+    return (
+        f"no decision inputs were replayed (none stored {window}): this report says nothing about "
+        "the candidate, and exit 0 here is not evidence that it changes nothing"
+    )
 
 
 def replay_report(
@@ -460,7 +495,9 @@ def _print_table(report: Any, *, engine: str, current: Path, candidate: Path) ->
         f"policy impact ({engine}): {candidate} against {current}: {report.distinct} distinct inputs "
         f"({report.inputs} decisions) replayed, {report.changed} decided differently"
     )
-    if report.groups:
+    if not report.distinct:
+        console.print("[bold yellow]no decision inputs were replayed: nothing was compared[/]")
+    elif report.groups:
         table = Table("change", "group", "model", "field", "detail", "inputs", "decisions", "example input")
         for g in report.groups:
             table.add_row(

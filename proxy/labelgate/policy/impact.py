@@ -246,6 +246,8 @@ def to_markdown(report: ImpactReport, *, current: str = "current", candidate: st
         for g in report.groups:
             cells = [g.kind, g.group, g.model, g.field, g.detail, str(g.inputs), str(g.calls), g.example[:16]]
             lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    elif not report.distinct:
+        lines += ["", "**No decision inputs were replayed: this report says nothing about the candidate.**"]
     else:
         lines += ["", "No changes."]
     if report.errors:

@@ -3,8 +3,9 @@
 Register with ``app.add_typer(sessions_app, name="sessions")``. Where the recordings are:
 ``--dir`` (files), ``--postgres-dsn`` (or ``LABELGATE_RECORDING__POSTGRES_DSN``), or
 ``--config`` (the gateway config's ``recording`` section). Encrypted recordings are opened
-with the config's ``recording.encryption_key_file`` (and ``decryption_key_files``), or, with
-``--dir``/``--postgres-dsn``, the key file in ``LABELGATE_RECORDING__ENCRYPTION_KEY_FILE``.
+with the ``--config``'s ``recording.encryption_key_file`` (and ``decryption_key_files``), also
+when ``--dir``/``--postgres-dsn`` say where they are, or else with the key file in
+``LABELGATE_RECORDING__ENCRYPTION_KEY_FILE``; without a key, sealed entries show as sealed.
 ``labelgate sessions generate-key FILE`` writes a new key. A session id may be given by a
 unique prefix. Exit codes: 0 ok, 1 no such session, 2 usage errors.
 
@@ -63,19 +64,21 @@ KEY_ENV = "LABELGATE_RECORDING__ENCRYPTION_KEY_FILE"
 
 
 def open_store(directory: Path | None, dsn: str | None, config: Path | None) -> SessionStore:
-    """The store, opening sealed entries with the configured keys."""
+    """The store, opening sealed entries with the configured keys: the ``--config``'s
+    ``recording`` keys when it names one (also with ``--dir`` or ``--postgres-dsn``, which only
+    say where the recordings are), else the key file in ``LABELGATE_RECORDING__ENCRYPTION_KEY_FILE``."""
     from labelgate.recording.sealing import sealed
 
     env_key = os.environ.get(KEY_ENV)
     keys: tuple[Path | None, list[Path]] = (Path(env_key) if env_key else None, [])
-    if directory is None and dsn is None and config is not None:
+    if config is not None:
         from labelgate.config import load_settings
 
         try:
             recording = getattr(load_settings(config), "recording", None)
         except LabelgateError as error:
             raise _usage(f"{error.message} ({error.reason})") from None
-        if recording is not None:
+        if recording is not None and recording.encryption_key_file is not None:
             keys = (recording.encryption_key_file, list(recording.decryption_key_files))
     try:
         return sealed(_plain_store(directory, dsn, config), *keys)
@@ -94,6 +97,8 @@ def generate_key_command(
         typer.echo(write_key_file(file))
     except FileExistsError:
         raise _usage(f"{file} exists: a key is never overwritten") from None
+    except OSError as error:
+        raise _usage(f"cannot write {file}: {error.strerror or error}") from None
 
 
 def _plain_store(directory: Path | None, dsn: str | None, config: Path | None) -> SessionStore:

@@ -22,6 +22,10 @@ Every stored line (file) or row (PostgreSQL) is one JSON object with a ``kind``:
 
     {"kind": "truncated", "time", "session_id", "limit_bytes", "recorded_bytes", "request_id"}
 
+With ``recording.encryption_key_file`` every line but the header is an envelope instead:
+``kind``, ``time``, ``session_id``, ``request_id``, ``seq`` (the entry's position in the
+session) in clear and the entry sealed (``sealing.py``).
+
 ``response`` is the protobuf message exactly as the caller received it (after masking),
 ``SerializeToString`` and base64, with its full type name so it can be parsed back; a call
 that ended in an error delivered none (``CallRecord.delivered``). ``phases`` lists each

@@ -5,7 +5,9 @@ a safe slug plus a hash of it). Appends take an exclusive ``flock`` on the file,
 several gateway processes (``workers > 1``) can share a directory: the size check and the
 write are one step, and the sweeper takes the same lock before it deletes a file (an
 append that opened the file just before the delete sees ``st_nlink == 0`` and starts a new
-one). Writes are not fsynced: the audit log is the system of record; recordings are
+one). Every append reads the file's last line first (``_state``): a session ending in its
+truncation marker stores nothing more, and a sealed entry's ``seq`` says the next position.
+Writes are not fsynced: the audit log is the system of record; recordings are
 evidence for replay and a power cut may lose their last moments.
 
 All methods block; the async wrappers run them in a worker thread.
@@ -18,7 +20,8 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,10 @@ from labelgate.recording.entries import (
     session_header,
     truncation_marker,
 )
-from labelgate.recording.store import SessionInfo
+from labelgate.recording.store import Sealer, SessionInfo
 
 TAIL_BYTES = 64 * 1024
+STATE_BYTES = 4096
 
 
 class FileSessionStore:
@@ -48,8 +52,10 @@ class FileSessionStore:
     async def close(self) -> None:
         return None
 
-    async def append(self, session_id: str, entries: Sequence[dict[str, Any]], limit: int) -> list[Admission]:
-        return await asyncio.to_thread(self.append_blocking, session_id, entries, limit)
+    async def append(
+        self, session_id: str, entries: Sequence[dict[str, Any]], limit: int, *, seal: Sealer | None = None
+    ) -> list[Admission]:
+        return await asyncio.to_thread(self.append_blocking, session_id, entries, limit, seal)
 
     async def sessions(self) -> list[SessionInfo]:
         return await asyncio.to_thread(self.sessions_blocking)
@@ -79,31 +85,40 @@ class FileSessionStore:
             os.close(fd)
 
     def append_blocking(
-        self, session_id: str, entries: Sequence[dict[str, Any]], limit: int
+        self, session_id: str, entries: Sequence[dict[str, Any]], limit: int, seal: Sealer | None = None
     ) -> list[Admission]:
         results: list[Admission] = []
         path = self.path(session_id)
         with self._locked(path) as fd:
             size = before = os.fstat(fd).st_size
             lines: list[bytes] = []
-            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
-                lines.append(b"\n")  # a write torn by a crash: end that line, don't glue onto it
             if size == 0:
                 header = encode_line(session_header(session_id, entries[0]["time"]))
                 lines.append(header)
                 size = len(header)
-            truncated = None  # looked up only when an entry would not fit
+                truncated, stored = False, 0
+            else:
+                # Once per append, as PostgreSQL reads its row: a marker ends the session even
+                # when a later call would fit below the cap (the marker leaves room there).
+                truncated, stored = _state(fd, size, count=seal is not None)
+                if os.pread(fd, 1, size - 1) != b"\n":
+                    lines.append(b"\n")  # a write torn by a crash: end that line, don't glue onto it
+                    size += 1
             for entry in entries:
-                line = encode_line(entry)
-                if truncated is None and size + len(line) > limit:
-                    truncated = _ends_with_marker(path)
-                result = admit(size, bool(truncated), len(line), limit)
+                if truncated:
+                    results.append("drop")
+                    continue
+                position = stored + 1
+                line = encode_line(seal(entry, position) if seal else entry)
+                result = admit(size, False, len(line), limit)
                 if result == "store":
-                    lines.append(line)
                     size += len(line)
-                elif result == "truncate":
-                    lines.append(encode_line(truncation_marker(entry, limit, size)))
+                else:
+                    marker = truncation_marker(entry, limit, size)
+                    line = encode_line(seal(marker, position) if seal else marker)
                     truncated = True
+                lines.append(line)
+                stored = position
                 results.append(result)
             try:
                 _write_all(fd, b"".join(lines))
@@ -139,7 +154,9 @@ class FileSessionStore:
             try:
                 entry = json.loads(line)
             except (ValueError, RecursionError):
-                entry = {"kind": "damaged", "line": number}  # a write torn by a crash
+                entry = {"kind": "damaged", "line": number}  # a write torn by a crash, or edited
+            if not isinstance(entry, dict):  # valid JSON no writer of ours wrote: edited
+                entry = {"kind": "damaged", "line": number, "note": "not an entry (edited?)"}
             if entry.get("kind") != "session":
                 entries.append(entry)
         return entries
@@ -180,10 +197,66 @@ def _tail_line(path: Path) -> bytes:
     return lines[-1] if lines else b""
 
 
-def _ends_with_marker(path: Path) -> bool:
-    with contextlib.suppress(ValueError, AttributeError):
-        return bool(json.loads(_tail_line(path)).get("kind") == "truncated")
-    return False
+def _object(line: bytes) -> dict[str, Any] | None:
+    try:
+        found = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+# The end of a sealed entry's line (``encode_line`` sorts keys): ``"seq"`` comes after the
+# ciphertext, followed only by the session id and the time.
+_SEQ_AT_END = re.compile(rb'"seq":(\d+),"session_id":"(?:[^"\\]|\\.)*","time":"[^"\\]*"}\n\Z')
+
+
+def _state(fd: int, size: int, *, count: bool) -> tuple[bool, int]:
+    """Whether the session ends in its truncation marker, and (when ``count``: entries are
+    being sealed at their position) how many entries it stores.
+
+    The last line tells both (a sealed entry's ``seq`` is its position), read from the file's
+    last ``STATE_BYTES``: the header and a marker are shorter (a session id has at most 128
+    characters), so a longer line is a call, whose ``seq`` is near its end. A torn last line,
+    or, when counting, an entry without a ``seq`` (recorded in clear, or sealed before entries
+    were numbered) means reading every line."""
+    start = max(0, size - STATE_BYTES)
+    tail = os.pread(fd, size - start, start)
+    if tail.endswith(b"\n"):
+        cut = tail.rfind(b"\n", 0, len(tail) - 1)
+        if cut >= 0 or start == 0:
+            last = _object(tail[cut + 1 :]) or {}
+            kind, seq = last.get("kind"), last.get("seq")
+            if kind == "session":
+                return False, 0
+            if kind == "truncated":
+                return True, 0  # nothing more is stored, so the count does not matter
+            if kind is not None and not count:
+                return False, 0
+            if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+                return False, seq
+        elif not count:
+            return False, 0
+        elif found := _SEQ_AT_END.search(tail):
+            return False, int(found.group(1))
+    with os.fdopen(os.dup(fd), "rb") as handle:  # the fd appends: its read offset is free
+        handle.seek(0)
+        handle.readline()  # the header
+        markers, stored = _count(handle)
+    return markers > 0, stored
+
+
+# ``encode_line`` sorts keys, and ``kind`` is the first key of a marker, sealed or not.
+_MARKER_START = b'{"kind":"truncated"'
+
+
+def _count(lines: Iterable[bytes]) -> tuple[int, int]:
+    """(truncation markers, stored entries) among ``lines``, the lines after the header."""
+    markers = stored = 0
+    for line in lines:
+        if line.strip():
+            stored += 1
+            markers += line.startswith(_MARKER_START)
+    return markers, stored
 
 
 def _last_time(path: Path) -> str:
@@ -196,17 +269,18 @@ def _last_time(path: Path) -> str:
 
 
 def _info(path: Path) -> SessionInfo:
+    """A session's summary; calls are the stored entries but the marker (or markers: a file
+    written past its marker before the store checked for it on every append)."""
     with open(path, "rb") as handle:
-        header = json.loads(handle.readline())
-        lines = 0
-        while chunk := handle.read(1 << 20):
-            lines += chunk.count(b"\n")
-    truncated = _ends_with_marker(path)
+        header = _object(handle.readline())
+        if header is None or not isinstance(header.get("session_id"), str):
+            raise ValueError(f"{path.name} does not start with a session header")
+        markers, stored = _count(handle)
     return SessionInfo(
         session_id=header["session_id"],
-        started=header["started"],
+        started=str(header["started"]),
         last=_last_time(path),
-        calls=lines - (1 if truncated else 0),
+        calls=stored - markers,
         bytes=path.stat().st_size,
-        truncated=truncated,
+        truncated=markers > 0,
     )

@@ -28,7 +28,7 @@ from labelgate.recording.entries import (
     parse_time,
     truncation_marker,
 )
-from labelgate.recording.store import SessionInfo
+from labelgate.recording.store import Sealer, SessionInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labelgate_recording_sessions (
@@ -79,7 +79,9 @@ class PostgresSessionStore:
                 await self._conn.close()
                 self._conn = None
 
-    async def append(self, session_id: str, entries: Sequence[dict[str, Any]], limit: int) -> list[Admission]:
+    async def append(
+        self, session_id: str, entries: Sequence[dict[str, Any]], limit: int, *, seal: Sealer | None = None
+    ) -> list[Admission]:
         async with self._lock:
             conn = await self._connection()
             async with conn.transaction():
@@ -89,20 +91,24 @@ class PostgresSessionStore:
                 rows: list[tuple[Any, ...]] = []
                 last = entries[0]["time"]
                 for entry in entries:
-                    length = len(encode_line(entry))
-                    result = admit(size, truncated, length, limit)
-                    results.append(result)
-                    if result == "drop":
+                    if truncated:
+                        results.append("drop")
                         continue
-                    stored = entry if result == "store" else truncation_marker(entry, limit, size)
-                    count += 1
-                    rows.append((session_id, count, parse_time(stored["time"]), Jsonb(stored)))
-                    last = stored["time"]
+                    position = count + 1  # the row's seq, under the row's lock
+                    stored = seal(entry, position) if seal else entry
+                    length = len(encode_line(stored))
+                    result = admit(size, False, length, limit)
+                    results.append(result)
                     if result == "store":
                         size += length
                         calls += 1
                     else:
+                        marker = truncation_marker(entry, limit, size)
+                        stored = seal(marker, position) if seal else marker
                         truncated = True
+                    count = position
+                    rows.append((session_id, count, parse_time(stored["time"]), Jsonb(stored)))
+                    last = stored["time"]
                 if rows:
                     async with conn.cursor() as cursor:
                         await cursor.executemany(
@@ -160,10 +166,14 @@ class PostgresSessionStore:
             if await cursor.fetchone() is None:
                 return None
             cursor = await conn.execute(
-                "SELECT entry FROM labelgate_recording_entries WHERE session_id = %s ORDER BY seq",
+                "SELECT seq, entry FROM labelgate_recording_entries WHERE session_id = %s ORDER BY seq",
                 (session_id,),
             )
-            return [row[0] for row in await cursor.fetchall()]
+            # A row that is not an object was not written by a store: damaged, like a torn line.
+            return [
+                entry if isinstance(entry, dict) else {"kind": "damaged", "line": seq}
+                for seq, entry in await cursor.fetchall()
+            ]
 
     async def sweep(self, cutoff: datetime) -> int:
         async with self._lock:

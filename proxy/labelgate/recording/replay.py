@@ -172,6 +172,9 @@ def _marker_text(entry: dict[str, Any]) -> str:
 
 
 def _damaged_text(entry: dict[str, Any]) -> str:
+    note, request = entry.get("note"), entry.get("request_id")
+    if note:  # an entry the reader could not open, or one missing or repeated (``sealing.py``)
+        return escape(f"request {request}: {note}" if request else str(note))
     return f"line {entry.get('line', '?')} of the recording does not parse (a write torn by a crash): skipped"
 
 

@@ -88,10 +88,26 @@ class _Response:
 async def view_entries(
     policy: ReplayPolicy, viewer: Subject, entries: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The entries of a session as ``viewer`` may see them; markers and torn lines as they are."""
-    return [
-        await view_call(policy, viewer, entry) if entry.get("kind") == "call" else entry for entry in entries
-    ]
+    """The entries of a session as ``viewer`` may see them; markers and torn lines as they are.
+    An entry still sealed (read without its key) is shown as sealed, never as a call: what it
+    holds, a response included, is not known here."""
+    viewed = []
+    for entry in entries:
+        if "sealed" in entry:
+            viewed.append(_unopened(entry))
+        elif entry.get("kind") == "call":
+            viewed.append(await view_call(policy, viewer, entry))
+        else:
+            viewed.append(entry)
+    return viewed
+
+
+def _unopened(entry: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {
+        key: entry[key] for key in ("time", "session_id", "request_id", "seq") if key in entry
+    }
+    note = f"a sealed {entry.get('kind', 'entry')} (encrypted at rest) and no key is configured to open it"
+    return {**kept, "kind": "damaged", "line": "?", "note": note}
 
 
 async def view_call(policy: ReplayPolicy, viewer: Subject, entry: dict[str, Any]) -> dict[str, Any]:

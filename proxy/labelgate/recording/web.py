@@ -128,7 +128,7 @@ def timeline(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif kind == "truncated":
             items.append({"kind": "truncated", **entry})
         elif kind != "session":
-            items.append({"kind": "damaged", "line": entry.get("line", "?")})
+            items.append({"kind": "damaged", "line": entry.get("line", "?"), "note": entry.get("note", "")})
     return items
 
 

@@ -114,4 +114,7 @@ def audit_forwarder_command(
 
 
 def forwarder_cli() -> None:
-    typer.run(audit_forwarder_command)
+    """``python -m labelgate.audit.export``: the forwarder command behind the CLI backstop."""
+    from labelgate.cli_backstop import run_guarded
+
+    run_guarded(audit_forwarder_command)

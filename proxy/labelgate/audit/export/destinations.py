@@ -256,11 +256,22 @@ class JsonlFiles:
             current = self.directory / f"export-{fresh[0].seq:012d}.jsonl"
         fd = os.open(current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
+            before = os.fstat(fd).st_size
             data = b"".join(json_line(r.document()) for r in fresh)
             view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # A disk that filled part-way: take back what was written, so that the retry of
+                # this batch (the cursor did not move) neither repeats records nor glues a whole
+                # line onto a torn one. Should that fail too, the next start cuts the torn tail
+                # (``_last_written_seq``) and skips what it finds written.
+                self._last_seq = None
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, before)
+                raise
         finally:
             os.close(fd)
         self._last_seq = fresh[-1].seq

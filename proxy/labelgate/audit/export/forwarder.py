@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
 import signal
 import socket
@@ -91,10 +92,17 @@ class ForwarderSettings:
             parts = _url_parts(url)
             if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                 problems.append(f"--http {url!r}: use http(s)://HOST[:PORT]/PATH")
-        if self.batch_size < 1 or self.poll_seconds <= 0 or self.retry_max_seconds <= 0:
-            problems.append("batch size, poll interval and retry limit must be positive")
-        if self.timeout_seconds <= 0:
-            problems.append("the delivery timeout must be positive")
+        if self.batch_size < 1:
+            problems.append("batch size must be positive")
+        # ``nan`` compares false with everything: ``<= 0`` let it through, and waiting ``nan``
+        # seconds returns at once (an idle forwarder spun a core).
+        for option, seconds in (
+            ("--poll-seconds", self.poll_seconds),
+            ("--retry-max-seconds", self.retry_max_seconds),
+            ("--timeout-seconds", self.timeout_seconds),
+        ):
+            if not (math.isfinite(seconds) and seconds > 0):
+                problems.append(f"{option} {seconds} must be a finite positive number of seconds")
         if not 0 <= self.facility <= 23:
             problems.append("the syslog facility is 0..23")
         if self.max_datagram < 480:
@@ -120,12 +128,24 @@ def _url_parts(url: str) -> SplitResult | None:
 
 
 def _read_token(path: Path) -> str:
+    """The one bearer token the file holds (surrounding whitespace and a final newline
+    dropped). Whitespace or a control character inside is refused here: a header cannot carry
+    it, and the delivery would fail with an error of the HTTP client, not a word about the file."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        token = path.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:
         raise ConfigError(
             reasons.AUDIT_FORWARDER_CONFIG, f"--http-token-file {path} is not UTF-8 text"
         ) from None
+    if not token:
+        raise ConfigError(reasons.AUDIT_FORWARDER_CONFIG, f"--http-token-file {path} holds no token")
+    if any(char.isspace() or not char.isprintable() for char in token):
+        raise ConfigError(
+            reasons.AUDIT_FORWARDER_CONFIG,
+            f"--http-token-file {path} holds more than one token: whitespace or a control character "
+            "inside it (one token, on one line)",
+        )
+    return token
 
 
 def destination_name(kind: str, target: str) -> str:
