@@ -6,7 +6,14 @@ cannot clash with real protos or with ``order_proto``).
 
 from __future__ import annotations
 
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, struct_pb2, wrappers_pb2
+from google.protobuf import (
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    struct_pb2,
+    wrappers_pb2,
+)
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 
 from labelgate._proto.labelgate.v1 import classification_pb2
@@ -26,11 +33,19 @@ NUMBER_FIELDS = {
 }
 
 
-def _map(message: descriptor_pb2.DescriptorProto, name: str, number: int, value_type: int) -> None:
+def _map(
+    message: descriptor_pb2.DescriptorProto,
+    name: str,
+    number: int,
+    value_type: int,
+    value_type_name: str = "",
+) -> None:
     entry = message.nested_type.add(name=f"{name.title()}Entry")
     entry.options.map_entry = True
     entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=_OPTIONAL)
-    entry.field.add(name="value", number=2, type=value_type, label=_OPTIONAL)
+    value = entry.field.add(name="value", number=2, type=value_type, label=_OPTIONAL)
+    if value_type_name:
+        value.type_name = value_type_name
     message.field.add(
         name=name,
         number=number,
@@ -38,7 +53,6 @@ def _map(message: descriptor_pb2.DescriptorProto, name: str, number: int, value_
         label=_REPEATED,
         type_name=f".{_NUMBERS_PACKAGE}.Numbers.{entry.name}",
     )
-
 
 
 def _numbers_file() -> descriptor_pb2.FileDescriptorProto:
@@ -55,6 +69,7 @@ def _numbers_file() -> descriptor_pb2.FileDescriptorProto:
     numbers.field.add(name="doubles", number=21, type=F.TYPE_DOUBLE, label=_REPEATED)
     _map(numbers, "by_name", 22, F.TYPE_INT64)
     _map(numbers, "ratios", 23, F.TYPE_DOUBLE)
+    _map(numbers, "anys", 29, F.TYPE_MESSAGE, ".google.protobuf.Any")
     for number, (name, type_name) in enumerate(
         [
             ("wrapped", ".google.protobuf.Int64Value"),
@@ -92,18 +107,31 @@ def _required_file() -> descriptor_pb2.FileDescriptorProto:
     record.field[-1].default_value = "7"  # rank: a declared default
     for name, number, type_name in [("part", 4, "Part"), ("plain", 5, "Plain")]:
         field = record.field.add(
-            name=name, number=number, type=F.TYPE_MESSAGE, label=_REQUIRED, type_name=f".labelgaterequired.{type_name}"
+            name=name,
+            number=number,
+            type=F.TYPE_MESSAGE,
+            label=_REQUIRED,
+            type_name=f".labelgaterequired.{type_name}",
         )
         field.options.Extensions[classification_pb2.labels].append("restricted")
     record.field.add(name="count", number=6, type=F.TYPE_INT64, label=_REQUIRED)
     # A message that nests itself and takes extensions: one at any depth of an Any's contents.
     box = file.message_type.add(name="Box")
     box.field.add(name="note", number=1, type=F.TYPE_STRING, label=_OPTIONAL)
-    box.field.add(name="child", number=2, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".labelgaterequired.Box")
-    box.field.add(name="extra", number=3, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".google.protobuf.Any")
+    box.field.add(
+        name="child", number=2, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".labelgaterequired.Box"
+    )
+    box.field.add(
+        name="extra", number=3, type=F.TYPE_MESSAGE, label=_OPTIONAL, type_name=".google.protobuf.Any"
+    )
     box.extension_range.add(start=100, end=200)
     file.extension.add(
         name="hidden", number=100, type=F.TYPE_STRING, label=_OPTIONAL, extendee=".labelgaterequired.Box"
+    )
+    # A routed service answering Records.
+    service = file.service.add(name="Records")
+    service.method.add(
+        name="Get", input_type=".labelgaterequired.Plain", output_type=".labelgaterequired.Record"
     )
     return file
 
@@ -120,3 +148,4 @@ Part = _message("labelgaterequired.Part")
 Plain = _message("labelgaterequired.Plain")
 Box = _message("labelgaterequired.Box")
 HIDDEN = descriptor_pool.Default().FindExtensionByName("labelgaterequired.hidden")
+RECORDS = descriptor_pool.Default().FindServiceByName("labelgaterequired.Records")

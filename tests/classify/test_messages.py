@@ -258,7 +258,9 @@ def card_numbers() -> list:
             ("wrapped", "value"),
             id="Int64Value",
         ),
-        pytest.param(Numbers(child=Numbers(i64=CARD)), "child.i64{credit_card}", ("child", "i64"), id="nested"),
+        pytest.param(
+            Numbers(child=Numbers(i64=CARD)), "child.i64{credit_card}", ("child", "i64"), id="nested"
+        ),
         # Maps, Structs and Anys are one field: the card labels the field itself.
         pytest.param(Numbers(by_name={"k": CARD}), "by_name", None, id="map-int64-value"),
         pytest.param(Numbers(ratios={"k": float(CARD)}), "ratios", None, id="map-double-value"),

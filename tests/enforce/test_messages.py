@@ -165,6 +165,9 @@ def test_an_any_is_released_re_encoded_from_what_was_classified(value: bytes) ->
     assert b"123-45-6789" not in result.extra.value
 
 
+CARD = 4111111111111111
+
+
 def any_of(message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -173,7 +176,7 @@ def any_of(message) -> any_pb2.Any:
 
 def with_unknown_card(message) -> bytes:
     secret = b"4111 1111 1111 1111"
-    return message.SerializeToString() + bytes([15 << 3 | 2, len(secret)]) + secret  # field 15
+    return message.SerializePartialToString() + bytes([15 << 3 | 2, len(secret)]) + secret  # field 15
 
 
 def test_an_any_packing_an_any_is_re_encoded_at_every_depth() -> None:
@@ -195,15 +198,29 @@ def test_an_any_packing_an_any_is_re_encoded_at_every_depth() -> None:
         assert contents.Unpack(value) and value.value == "hello"
 
 
-def test_any_values_of_a_map_and_the_reply_itself_are_re_encoded() -> None:
+def test_anys_in_a_map_in_a_repeated_field_and_the_reply_itself_are_re_encoded() -> None:
     innermost = any_pb2.Any(
         type_url="type.googleapis.com/google.protobuf.StringValue",
         value=with_unknown_card(wrappers_pb2.StringValue(value="hello")),
     )
-    struct_of_any = api_pb2.Api(name="svc")
-    struct_of_any.options.add(name="o", value=any_of(innermost))
-    for reply in (struct_of_any, any_of(innermost), any_of(any_of(innermost))):
+    options = api_pb2.Api(name="svc")
+    options.options.add(name="o", value=any_of(innermost))
+    replies = [
+        Numbers(anys={"k": innermost}),
+        Numbers(anys={"k": any_of(innermost)}),
+        options,
+        innermost,
+        any_of(any_of(innermost)),
+    ]
+    for reply in replies:
+        assert b"4111" in reply.SerializeToString()
         assert b"4111" not in masked(reply).SerializeToString()
+
+
+def test_a_mask_on_a_reply_that_is_an_any_clears_it() -> None:
+    reply = any_of(Numbers(i64=CARD))
+    assert masked(reply, mask("value", "partial")) == any_pb2.Any()
+    assert masked(reply) == reply
 
 
 def test_extensions_inside_an_any_are_not_released() -> None:
@@ -214,9 +231,6 @@ def test_extensions_inside_an_any_are_not_released() -> None:
     for reply in (Order(extra=any_of(box)), Order(extra=any_of(any_of(options)))):
         released = masked(reply).SerializeToString()
         assert b"4111" not in released and b"123-45" not in released
-
-
-CARD = 4111111111111111
 
 
 @pytest.mark.parametrize(
@@ -266,7 +280,9 @@ def test_a_mask_that_leaves_a_required_field_unset_refuses_the_reply() -> None:
 
 def test_a_reply_missing_a_required_field_is_refused() -> None:
     # grpc's deserializer does not check required fields: the upstream's reply parses.
-    partial = Record.FromString(Record(name="a", acct=1, rank=1, part=Part(code="c")).SerializePartialToString())
+    partial = Record.FromString(
+        Record(name="a", acct=1, rank=1, part=Part(code="c")).SerializePartialToString()
+    )
     for masks in ([], [mask("name", "redact")]):
         with pytest.raises(UpstreamError) as caught:
             apply_message_masks(partial, classify_message(partial, CATALOG, DETECTORS), masks, KEY)
@@ -274,6 +290,8 @@ def test_a_reply_missing_a_required_field_is_refused() -> None:
 
 
 def test_an_any_packing_a_message_missing_required_fields_is_re_encoded_as_it_was_read() -> None:
-    packed = any_pb2.Any(type_url="type.googleapis.com/labelgaterequired.Part", value=with_unknown_card(Part()))
+    packed = any_pb2.Any(
+        type_url="type.googleapis.com/labelgaterequired.Part", value=with_unknown_card(Part())
+    )
     result = masked(Order(extra=packed))
     assert result.extra.value == b""

@@ -2,14 +2,20 @@
 
 Paths name fields from the message root: ``name``, ``contact.email``, ``items[].ssn``;
 ``[]`` follows a repeated field (``tags[]`` for repeated scalars). Only fields that are
-present (``ListFields``) are data and get a field.
+present (``ListFields``) are data and get a field. Extensions are not walked: release
+strips them (``without_extensions``), from an Any's contents too (``unpacked_any``).
 
 Labels per field: the ``(labelgate.v1.labels)`` field option and catalog entries whose
 ``message`` is the root message's full name (path from the root) or a nested message
 type's full name (path from that message), both with source ``catalog``: the option is a
 catalog entry that travels with the proto. Scalar fields nobody labels get the default
 label. String and bytes fields are scanned: a detector that fires adds ``<path>{<detector>}``
-with its label, and its spans are kept for masking, as for text tensors.
+with its label, and its spans are kept for masking, as for text tensors. So are numbers
+(integers, enums, doubles and floats; wrapper types and ``Struct`` numbers are such fields),
+as their decimal digits (``jsonpaths.scannable``, as a number in a tensor, a JSON reply or a
+released parameter is read): a card in an ``int64`` is a card. Enforcement zeroes a number
+found to hold something; it never rewrites part of one. Only numbers a detector could
+fire on are scanned (``smallest_scanned``), so ordinary numbers cost no scan.
 
 Some fields are one field whose contents label it, and masking it clears it:
 
@@ -22,7 +28,9 @@ Some fields are one field whose contents label it, and masking it clears it:
   type does not know dropped, each field written once), so its bytes are what was
   classified. An Any whose type is not in the pool, or that does not parse, cannot be
   re-encoded: it fails closed, ``restricted`` (source ``catalog:fail_closed:<reason>``),
-  since nothing else can say what it holds.
+  since nothing else can say what it holds. An Any that packs an Any is read through to
+  the message at the end. A reply that is itself an Any is one such field, ``value``
+  (``ANY_REPLY_FIELD``): masking it clears the reply.
 
 A reply nested deeper than ``MAX_MESSAGE_DEPTH`` is refused (``MESSAGE_TOO_DEEP``):
 protobuf's ``DiscardUnknownFields``, which release relies on, stops at about 60 levels.
@@ -30,6 +38,7 @@ protobuf's ``DiscardUnknownFields``, which release relies on, stops at about 60 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from google.protobuf import message_factory
@@ -39,7 +48,7 @@ from google.protobuf.message import DecodeError, Message
 from labelgate._proto.labelgate.v1 import classification_pb2
 from labelgate.classify import reasons
 from labelgate.classify.catalog import Catalog
-from labelgate.classify.detectors import DetectorSet
+from labelgate.classify.detectors import BUILTIN_LABELS, DetectorSet
 from labelgate.classify.fields import (
     SOURCE_CATALOG,
     Classification,
@@ -49,8 +58,9 @@ from labelgate.classify.fields import (
     fail_closed_source,
 )
 from labelgate.classify.folding import hidden_by_folding
-from labelgate.classify.jsonpaths import Location
+from labelgate.classify.jsonpaths import Location, scannable
 from labelgate.classify.labels import LABELS, check_default_label, is_label
+from labelgate.classify.numbers import DIGIT_RUN_DETECTORS, SMALLEST_DETECTABLE
 from labelgate.errors import ConfigError, UpstreamError
 
 FIELD_LABELS_INVALID = reasons.FIELD_LABELS_INVALID
@@ -61,6 +71,29 @@ MAX_MESSAGE_DEPTH = 32
 ANY_TYPE = "google.protobuf.Any"
 # What an Any that cannot be read is labelled: the most sensitive label.
 OPAQUE_ANY_LABEL = LABELS[-1]
+# The one field of a reply that is itself an Any.
+ANY_REPLY_FIELD = "value"
+# Scalar fields read as numbers (bools are not: no digits).
+NUMBER_CPP_TYPES = frozenset(
+    {
+        FieldDescriptor.CPPTYPE_INT32,
+        FieldDescriptor.CPPTYPE_INT64,
+        FieldDescriptor.CPPTYPE_UINT32,
+        FieldDescriptor.CPPTYPE_UINT64,
+        FieldDescriptor.CPPTYPE_DOUBLE,
+        FieldDescriptor.CPPTYPE_FLOAT,
+        FieldDescriptor.CPPTYPE_ENUM,
+    }
+)
+# Those that can hold a number of 2**32 or more (a float too: it reaches 3.4e38).
+WIDE_NUMBER_CPP_TYPES = frozenset(
+    {
+        FieldDescriptor.CPPTYPE_INT64,
+        FieldDescriptor.CPPTYPE_UINT64,
+        FieldDescriptor.CPPTYPE_DOUBLE,
+        FieldDescriptor.CPPTYPE_FLOAT,
+    }
+)
 
 _option_cache: dict[FieldDescriptor, frozenset[str]] = {}
 
@@ -102,8 +135,11 @@ def message_type_of(descriptor: FieldDescriptor) -> Descriptor:
 def classify_message(
     message: Message, catalog: Catalog, detectors: DetectorSet, default_label: str | None = None
 ) -> Classification:
-    walker = _Walker(catalog, detectors)
-    walker.walk(message, "", (), [(message.DESCRIPTOR.full_name, "")])
+    walker = _Walker(catalog, detectors, smallest_scanned(detectors))
+    if message.DESCRIPTOR.full_name == ANY_TYPE:
+        walker.any_reply(message)
+    else:
+        walker.walk(message, "", (), [(message.DESCRIPTOR.full_name, "")])
     walker.scan()
     return Classification(
         fields=walker.fields.fields(check_default_label(default_label or catalog.default_label)),
@@ -111,14 +147,43 @@ def classify_message(
     )
 
 
+def smallest_scanned(detectors: DetectorSet) -> int | None:
+    """The smallest magnitude of a number worth scanning, or None when no detector can fire on
+    one. A number's text is digits (a sign, a dot): of the built-ins only ``credit_card`` can
+    fire on that (an SSN, a phone number or an IP address needs separators, an IBAN letters,
+    an email an ``@``), and a card has 13 digits at least (``numbers.SMALLEST_DETECTABLE``, as
+    numeric tensors). A custom pattern may match any digits: then every number is scanned."""
+    return _smallest_for(detectors.names)
+
+
+@functools.lru_cache(maxsize=64)
+def _smallest_for(names: tuple[str, ...]) -> int | None:
+    if not BUILTIN_LABELS.keys() >= set(names):
+        return 0
+    return SMALLEST_DETECTABLE if DIGIT_RUN_DETECTORS.intersection(names) else None
+
+
+def _number_types(smallest: int | None) -> frozenset[int]:
+    """The number field types worth scanning: none, or only those that can hold a number of
+    ``smallest`` or more (a 32-bit integer never holds a card)."""
+    if smallest is None:
+        return frozenset()
+    return WIDE_NUMBER_CPP_TYPES if smallest >= 2**32 else NUMBER_CPP_TYPES
+
+
 class _Walker:
-    def __init__(self, catalog: Catalog, detectors: DetectorSet, depth: int = 0) -> None:
+    def __init__(
+        self, catalog: Catalog, detectors: DetectorSet, smallest: int | None, depth: int = 0
+    ) -> None:
         self.catalog = catalog
         self.detectors = detectors
+        # The number fields scanned, by type, and the smallest magnitude scanned in them.
+        self.number_types = _number_types(smallest)
+        self.smallest = smallest or 0
         self.depth = depth  # of the messages this walker starts at (folded ones start deeper)
         self.fields = FieldSet()
         self.spans: list[LeafSpans] = []
-        # String and bytes leaves waiting for one batched scan: (location, path, bytes).
+        # String, bytes and number leaves waiting for one batched scan: (location, path, bytes).
         self._texts: list[tuple[Location, str, bytes]] = []
         # Map fields: (path, texts) whose hits label the map field itself.
         self._maps: list[tuple[str, list[bytes]]] = []
@@ -146,7 +211,7 @@ class _Walker:
                 labels |= self.catalog.labels_for_message(name, path[len(start) :])
             if is_map(descriptor):
                 self._label(path, labels, touch=True)
-                self._maps.append((path, _map_texts(descriptor, value)))
+                self._maps.append((path, self._map_texts(descriptor, value)))
                 value_field = message_type_of(descriptor).fields_by_name["value"]
                 if is_message(value_field):
                     self._fold(path, list(value.values()), scopes, depth)
@@ -174,8 +239,12 @@ class _Walker:
                 for label_scope, start in scopes:
                     labels |= self.catalog.labels_for_message(label_scope, item_path[len(start) :])
                 self._label(item_path, labels, touch=True)
-                for index, item in enumerate(value):
-                    self._queue(descriptor, (*here, index), item_path, item)
+                if descriptor.cpp_type in self.number_types:
+                    for index, number in _large_numbers(value, self.smallest):
+                        self._texts.append(((*here, index), item_path, _number_text(number)))
+                elif descriptor.cpp_type == FieldDescriptor.CPPTYPE_STRING:  # string and bytes
+                    for index, item in enumerate(value):
+                        self._queue(descriptor, (*here, index), item_path, item)
             else:
                 self._label(path, labels, touch=True)
                 self._queue(descriptor, here, path, value)
@@ -185,6 +254,18 @@ class _Walker:
             self.fields.touch(path)
         if labels:
             self.fields.add(path, labels, SOURCE_CATALOG)
+
+    def _map_texts(self, descriptor: FieldDescriptor, value: Any) -> list[bytes]:
+        """A map's keys and its string, bytes and number values, to scan (message values are
+        walked)."""
+        value_field = message_type_of(descriptor).fields_by_name["value"]
+        texts = [_text(key) for key in value]
+        if value_field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+            texts.extend(_text(item) for item in value.values())
+        elif value_field.cpp_type in self.number_types:
+            numbers = _large_numbers(list(value.values()), self.smallest)
+            texts.extend(_number_text(number) for _, number in numbers)
+        return texts
 
     def _queue(self, descriptor: FieldDescriptor, location: Location, path: str, value: Any) -> None:
         if descriptor.type == FieldDescriptor.TYPE_BYTES:
@@ -197,13 +278,15 @@ class _Walker:
                     f"the upstream's reply has a string field ({path}) that is not UTF-8",
                 )
             self._texts.append((location, path, value.encode("utf-8", "surrogatepass")))
+        elif descriptor.cpp_type in self.number_types and abs(value) >= self.smallest:
+            self._texts.append((location, path, _number_text(value)))
 
     def _fold(self, path: str, messages: list[Message], scopes: list[tuple[str, str]], depth: int) -> None:
         """Walk ``messages`` (a map's values, an Any's contents) as nested messages at
         ``path{}.``, and give every label found in them to ``path`` itself: masking cannot
         reach inside such a field, only clear it."""
         inner = path + "{}."
-        folded = _Walker(self.catalog, self.detectors, self.depth + depth + 1)
+        folded = _Walker(self.catalog, self.detectors, self.smallest, self.depth + depth + 1)
         for item in messages:
             if item.DESCRIPTOR.full_name == ANY_TYPE:  # a map of Any values
                 folded._fold_any(path, item, scopes, 0)
@@ -228,6 +311,15 @@ class _Walker:
             return
         self._fold(path, [contents], scopes, depth)
 
+    def any_reply(self, packed: Message) -> None:
+        """A reply that is itself an Any: one field, ``ANY_REPLY_FIELD``, labelled as an Any
+        field is (the Any type's catalog entries, its type URL, what it packs)."""
+        labels: set[str] = set()
+        for part in ("type_url", "value"):
+            labels |= self.catalog.labels_for_message(ANY_TYPE, part)
+        self._label(ANY_REPLY_FIELD, labels, touch=True)
+        self._fold_any(ANY_REPLY_FIELD, packed, [(ANY_TYPE, "")], 0)
+
     def scan(self) -> None:
         texts = [text for _, _, text in self._texts]
         found_per_text = self.detectors.scan_many(texts)
@@ -251,10 +343,12 @@ class _Walker:
 
 
 def unpacked_any(packed: Message) -> tuple[Message | None, str]:
-    """The message an Any holds, without the fields its type does not know, or None and why it
-    cannot be read: its type is looked up in the pool the Any's own type comes from (a routed
-    service's descriptor set, or the default pool). Release re-encodes a readable Any from
-    this (``enforce.messages``), so what leaves is what was classified."""
+    """The message an Any holds, without the fields its type does not know and without
+    extensions (neither is classified), or None and why it cannot be read: its type is looked
+    up in the pool the Any's own type comes from (a routed service's descriptor set, or the
+    default pool). Release re-encodes a readable Any from this (``enforce.messages``), so what
+    leaves is what was classified. Required fields are not checked: the contents is released
+    as it was read (an Any's bytes need not be a whole message to be encoded)."""
     type_url: str = packed.type_url  # type: ignore[attr-defined]
     name = type_url.rsplit("/", 1)[-1]
     try:
@@ -267,7 +361,29 @@ def unpacked_any(packed: Message) -> tuple[Message | None, str]:
     except DecodeError:
         return None, "any_invalid"
     contents.DiscardUnknownFields()
-    return contents, ""
+    return without_extensions(contents), ""
+
+
+def without_extensions(message: Message) -> Message:
+    """``message`` with every extension removed, at any depth, in place.
+
+    The classifier walks a message's declared fields only, so an extension (like an unknown
+    field) is something it never saw."""
+    for descriptor, value in message.ListFields():
+        if descriptor.is_extension:
+            # ListFields() is typed as plain FieldDescriptors; this one is an extension's.
+            message.ClearExtension(descriptor)  # type: ignore[arg-type]
+        elif is_message(descriptor):
+            if is_map(descriptor):
+                if is_message(message_type_of(descriptor).fields_by_name["value"]):
+                    for item in value.values():
+                        without_extensions(item)
+            elif descriptor.is_repeated:
+                for item in value:
+                    without_extensions(item)
+            else:
+                without_extensions(value)
+    return message
 
 
 def _rebase(scopes: list[tuple[str, str]], nested_prefix: str) -> list[tuple[str, str]]:
@@ -276,13 +392,21 @@ def _rebase(scopes: list[tuple[str, str]], nested_prefix: str) -> list[tuple[str
     return [*outer, (name, nested_prefix)]
 
 
-def _map_texts(descriptor: FieldDescriptor, value: Any) -> list[bytes]:
-    """A map's keys and its string or bytes values, to scan (message values are walked)."""
-    value_field = message_type_of(descriptor).fields_by_name["value"]
-    texts = [_text(key) for key in value]
-    if value_field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
-        texts.extend(_text(item) for item in value.values())
-    return texts
+def _large_numbers(values: Any, smallest: int) -> list[tuple[int, Any]]:
+    """(index, number) of the ``values`` at least ``smallest`` in magnitude. ``max`` and
+    ``min`` (in C) rule out the usual case, none, without a step in Python per number; a NaN
+    makes them inconclusive, and then each number is looked at."""
+    if not values:
+        return []
+    if smallest and max(values) < smallest and min(values) > -smallest:
+        return []
+    return [(index, number) for index, number in enumerate(values) if abs(number) >= smallest]
+
+
+def _number_text(number: int | float) -> bytes:
+    """A number as detectors read it: its decimal digits (``jsonpaths.scannable``)."""
+    text = scannable(number)
+    return b"" if text is None else text.encode("ascii")
 
 
 def _text(value: Any) -> bytes:

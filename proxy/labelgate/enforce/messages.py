@@ -2,11 +2,20 @@
 
 Paths are those of ``labelgate.classify.messages`` (``name``, ``contact.email``,
 ``items[].ssn``; a repeated field may be named with or without ``[]``), plus
-``<path>{<detector>}`` for detected spans in string and bytes fields. Per field type:
+``<path>{<detector>}`` for detected spans in string, bytes and number fields. Per field type:
 
 - string: the strategy's string (``null``: empty); bytes: as a BYTES element;
-- numbers, bools, enums: zero, whatever the strategy (a type cannot change);
-- messages, maps and Any: cleared, whatever the strategy.
+- numbers, bools, enums: zero, whatever the strategy (a type cannot change); a number with
+  a detected span (``i64{credit_card}``) too, whole;
+- messages, maps and Any: cleared, whatever the strategy; a reply that is itself an Any is
+  cleared by a mask on its one field (``ANY_REPLY_FIELD``).
+
+A proto2 ``required`` field cannot be cleared: protobuf will not encode the reply. A masked
+required number, bool or enum holds its default and a masked required message is left empty,
+which is what a reader of the cleared field would read: the call still works, and nothing of
+the upstream's value is in it. A reply still missing a required field is refused, inside the
+call's record: one the upstream sent that way (``MESSAGE_REQUIRED_MISSING``), or one a mask
+left so (an empty message that has required fields of its own: ``MASKED_REQUIRED_FIELD``).
 """
 
 from __future__ import annotations
@@ -19,10 +28,19 @@ from google.protobuf.message import Message
 
 from labelgate.classify.fields import Classification
 from labelgate.classify.jsonpaths import Location
-from labelgate.classify.messages import ANY_TYPE, is_map, is_message, message_type_of, unpacked_any
+from labelgate.classify.messages import (
+    ANY_REPLY_FIELD,
+    ANY_TYPE,
+    is_map,
+    is_message,
+    message_type_of,
+    unpacked_any,
+    without_extensions,
+)
 from labelgate.enforce import reasons
 from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans
+from labelgate.errors import PermissionDenied, UpstreamError
 
 MESSAGE_REQUIRED_MISSING = reasons.MESSAGE_REQUIRED_MISSING
 MASKED_REQUIRED_FIELD = reasons.MASKED_REQUIRED_FIELD
@@ -50,7 +68,13 @@ def apply_message_masks(
     result.CopyFrom(message)
     result.DiscardUnknownFields()
     canonical_anys(result)
+    if not _encodable(result):
+        raise UpstreamError(MESSAGE_REQUIRED_MISSING, "the upstream's reply leaves a required field unset")
     if not index:
+        return result
+    if result.DESCRIPTOR.full_name == ANY_TYPE:
+        if index.lookup(ANY_REPLY_FIELD) is not None:
+            result.Clear()
         return result
     masker = Masker(hash_key, list(compiled))
     masked_at: list[Location] = []
@@ -63,16 +87,34 @@ def apply_message_masks(
         ]
         if not selected or any(leaf.location[: len(done)] == done for done in masked_at):
             continue
-        _mask_string_spans(result, leaf.location, selected, masker)
+        _mask_spans(result, leaf.location, selected, masker)
+    if not _encodable(result):
+        raise PermissionDenied(
+            MASKED_REQUIRED_FIELD, "policy masks a required field of the reply that nothing can stand in for"
+        )
     return result
 
 
+def _encodable(message: Message) -> bool:
+    """Whether protobuf can encode ``message``: no required field unset, extensions aside
+    (release strips them, ``without_extensions``)."""
+    return message.IsInitialized() or without_extensions(message).IsInitialized()
+
+
 def canonical_anys(message: Message) -> None:
-    """Re-encode every readable ``google.protobuf.Any`` in ``message`` from what was parsed of
-    it (``classify.messages.unpacked_any``): DiscardUnknownFields does not reach into an
-    Any's bytes, and bytes an upstream wrote (a field twice, unknown fields) could otherwise
-    carry what classification never read. An Any that cannot be read keeps its bytes; it
-    was classified as restricted."""
+    """Re-encode every readable ``google.protobuf.Any`` in ``message`` (``message`` itself
+    too) from what was parsed of it (``classify.messages.unpacked_any``), at every depth (an
+    Any packing an Any): DiscardUnknownFields does not reach into an Any's bytes, and bytes an
+    upstream wrote (a field twice, unknown fields, extensions) could otherwise carry what
+    classification never read. An Any that cannot be read keeps its bytes; it was
+    classified as restricted."""
+    if message.DESCRIPTOR.full_name == ANY_TYPE:
+        contents, _ = unpacked_any(message)
+        if contents is not None:
+            canonical_anys(contents)
+            # Partial: the contents is released as it was read, required fields or not.
+            message.value = contents.SerializePartialToString(deterministic=True)  # type: ignore[attr-defined]
+        return
     for descriptor, value in message.ListFields():
         if descriptor.is_extension or not is_message(descriptor):
             continue
@@ -83,13 +125,7 @@ def canonical_anys(message: Message) -> None:
         else:
             items = list(value) if descriptor.is_repeated else [value]
         for item in items:
-            if item.DESCRIPTOR.full_name == ANY_TYPE:
-                contents, _ = unpacked_any(item)
-                if contents is not None:
-                    canonical_anys(contents)
-                    item.value = contents.SerializeToString(deterministic=True)
-            else:
-                canonical_anys(item)
+            canonical_anys(item)
 
 
 def _span_mask(index: MaskIndex, path: str, detector: str) -> Mask | None:
@@ -133,7 +169,7 @@ def _mask_field(
     message: Message, descriptor: FieldDescriptor, value: Any, mask: Mask, masker: Masker
 ) -> None:
     if is_message(descriptor):  # maps too: their entries are messages
-        message.ClearField(descriptor.name)
+        _clear(message, descriptor)
     elif descriptor.is_repeated:
         masked = [_masked_scalar(descriptor, item, mask, masker) for item in value]
         del value[:]
@@ -141,7 +177,17 @@ def _mask_field(
     elif descriptor.cpp_type == FieldDescriptor.CPPTYPE_STRING:  # string and bytes
         setattr(message, descriptor.name, _masked_scalar(descriptor, value, mask, masker))
     else:
-        message.ClearField(descriptor.name)  # numbers, bools, enums: the zero value
+        _clear(message, descriptor)  # numbers, bools, enums: the zero value
+
+
+def _clear(message: Message, descriptor: FieldDescriptor) -> None:
+    """Clear a field; a required one holds what reading it cleared gives (see the docstring)."""
+    message.ClearField(descriptor.name)
+    if descriptor.is_required:
+        if is_message(descriptor):
+            getattr(message, descriptor.name).SetInParent()
+        else:
+            setattr(message, descriptor.name, descriptor.default_value)
 
 
 def _masked_scalar(descriptor: FieldDescriptor, value: Any, mask: Mask, masker: Masker) -> Any:
@@ -149,23 +195,41 @@ def _masked_scalar(descriptor: FieldDescriptor, value: Any, mask: Mask, masker: 
         return masker.text(value, mask)
     if descriptor.type == FieldDescriptor.TYPE_BYTES:
         return masker.raw(value, mask)
+    return _zero(descriptor)
+
+
+def _zero(descriptor: FieldDescriptor) -> Any:
+    """A number's, bool's or enum's zero value (an enum's first, which proto2 may not number 0)."""
+    if descriptor.cpp_type == FieldDescriptor.CPPTYPE_ENUM and descriptor.enum_type is not None:
+        return descriptor.enum_type.values[0].number
     return _ZERO.get(descriptor.cpp_type, 0)
 
 
-def _mask_string_spans(
+def _mask_spans(
     root: Message, location: Location, spans: list[tuple[int, int, Mask]], masker: Masker
 ) -> None:
-    """Rewrite spans in the string or bytes value at ``location``.
+    """Rewrite spans in the string or bytes value at ``location``; zero a number there.
 
-    If the string is not where the classification saw it, or the spans do not fit, the
+    If the value is not where the classification saw it, or the spans do not fit, the
     message is not the one classified: the top-level field holding it is cleared.
     """
+    # The item's index in a repeated field, the steps to the message holding the field, its name.
+    position = location[-1] if isinstance(location[-1], int) else None
+    steps = location[: -1 if position is None else -2]
+    name = str(location[len(steps)])
     try:
         holder: Any = root
-        for step in location[:-1]:
+        for step in steps:
             holder = holder[step] if isinstance(step, int) else getattr(holder, step)
-        last = location[-1]
-        current = holder[last] if isinstance(last, int) else getattr(holder, last)
+        descriptor = holder.DESCRIPTOR.fields_by_name[name]
+        if descriptor.cpp_type != FieldDescriptor.CPPTYPE_STRING:
+            if position is None:
+                _clear(holder, descriptor)
+            else:
+                getattr(holder, name)[position] = _zero(descriptor)
+            return
+        field = getattr(holder, name)
+        current = field if position is None else field[position]
         is_bytes = isinstance(current, bytes)  # a bytes field: spans index it as it is
         rewritten = replace_spans(
             current if is_bytes else current.encode("utf-8", "surrogatepass"), spans, masker
@@ -173,9 +237,14 @@ def _mask_string_spans(
         if rewritten is None:
             raise ValueError("spans do not fit")
         text = rewritten if is_bytes else rewritten.decode("utf-8", "surrogatepass")
-        if isinstance(last, int):
-            holder[last] = text
+        if position is None:
+            setattr(holder, name, text)
         else:
-            setattr(holder, last, text)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        root.ClearField(str(location[0]))
+            field[position] = text
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        fields: Any = root.DESCRIPTOR.fields_by_name
+        top = str(location[0])
+        if top in fields:
+            _clear(root, fields[top])
+        else:
+            root.ClearField(top)  # not a field: as protobuf says

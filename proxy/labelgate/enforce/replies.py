@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from google.protobuf.message import Message
-
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.classify.messages import is_message, message_type_of
+
+# Release strips extensions (the pipeline's last step for a routed reply); an Any's contents
+# lose theirs when unpacked (``classify.messages.unpacked_any``).
+from labelgate.classify.messages import without_extensions as without_extensions
 from labelgate.classify.parameters import Parameter, ParameterClassification
 from labelgate.enforce import reasons
 from labelgate.enforce.strategies import Masker, MaskIndex, replace_spans
@@ -168,25 +169,3 @@ def stream_error(caller_id: str, model: str) -> pb.ModelStreamInferResponse:
         error_message=STREAM_ERROR_TEXT,
         infer_response=pb.ModelInferResponse(model_name=model, id=caller_id),
     )
-
-
-def without_extensions(message: Message) -> Message:
-    """``message`` with every extension removed, at any depth, in place.
-
-    The classifier walks a message's declared fields only, so an extension (like an unknown
-    field) is something it never saw."""
-    for descriptor, value in message.ListFields():
-        if descriptor.is_extension:
-            # ListFields() is typed as plain FieldDescriptors; this one is an extension's.
-            message.ClearExtension(descriptor)  # type: ignore[arg-type]
-        elif is_message(descriptor):
-            if message_type_of(descriptor).GetOptions().map_entry:
-                if message_type_of(descriptor).fields_by_name["value"].message_type is not None:
-                    for item in value.values():
-                        without_extensions(item)
-            elif descriptor.is_repeated:
-                for item in value:
-                    without_extensions(item)
-            else:
-                without_extensions(value)
-    return message
