@@ -277,6 +277,10 @@ class RouteSettings(Section):
     method_prefix: str = Field(pattern=r"^/[\w.]+/")
     upstream: str | None = None
     descriptor_set: ConfigPath | None = None
+    # Server streams: "hold" keeps each message until no detected value can straddle it and
+    # the next, and ends the stream on a value split across messages (classify/split_values.py);
+    # "per_message" classifies each message alone, at once (a split value is not found).
+    split_values: Literal["hold", "per_message"] = "hold"
 
     @model_validator(mode="after")
     def _not_a_built_in_service(self) -> RouteSettings:

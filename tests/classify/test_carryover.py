@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from labelgate.classify import carryover
 from labelgate.classify.carryover import CarryOver
-from labelgate.classify.detectors import CustomPattern, DetectorSet
+from labelgate.classify.detectors import BUILTIN_LABELS, CustomPattern, Detection, DetectorSet
 from labelgate.errors import ResourceExhausted, UpstreamError
 from labelgate.oip.tensor import Tensor
+from tests.classify.secret_values import ALNUM, TOKEN_FORMS, jwt_value, pem_value, pick
 
 CARD = b"4111 1111 1111 1111"
 PIECES = [b"my card is 4111 11", b"11 1111 ", b"1111 thanks"]
@@ -301,3 +305,115 @@ def test_an_output_may_change_form_when_nothing_of_it_is_held() -> None:
     carry.release("r1", [text(b"")], final=False)
     (tensor,) = carry.release("r1", [eight_bit(b"6789 ok")], final=True)
     assert text_of(tensor) == b"6789 ok"
+
+
+_SECRET_RNG = random.Random(20261212)
+SECRETS = {
+    "pem": pem_value(_SECRET_RNG, lines=5).encode(),
+    "pgp": pem_value(_SECRET_RNG, "PGP PRIVATE KEY BLOCK", 3).encode(),
+    "jwt": jwt_value(_SECRET_RNG).encode(),
+    "unsigned jwt": jwt_value(_SECRET_RNG, signed=False).encode(),
+    **{form: TOKEN_FORMS[form](_SECRET_RNG).encode() for form in sorted(TOKEN_FORMS)},
+    "long slack": b"xoxb-" + b"1234567890-" * 10 + b"abcdefghij" * 10,
+    "long github": b"ghp_" + pick(_SECRET_RNG, ALNUM, 200).encode(),
+}
+_BEFORE = b"the reply quotes "
+_AFTER = b" and then goes on with other words" * 5
+
+
+def assert_released_whole(released: list[bytes], pieces: list[bytes], value: bytes) -> None:
+    """Nothing lost or duplicated, and one released chunk holds ``value``, found whole."""
+    assert b"".join(released) == b"".join(pieces)
+    (holding,) = [chunk for chunk in released if value in chunk]
+    at = holding.index(value)
+    spans = [(hit.detector, hit.start, hit.end) for hit in DetectorSet.default().scan(holding)]
+    assert ("secret", at, at + len(value)) in spans, (pieces, released)
+
+
+@pytest.mark.parametrize("form", sorted(SECRETS))
+def test_a_secret_split_across_two_replies_anywhere_is_released_whole(form: str) -> None:
+    value = SECRETS[form]
+    whole = _BEFORE + value + _AFTER
+    for cut in range(1, len(whole)):
+        pieces = [whole[:cut], whole[cut:]]
+        released = stream(CarryOver(DetectorSet.default(), window=64), pieces)
+        assert_released_whole(released, pieces, value)
+
+
+@pytest.mark.parametrize("form", sorted(SECRETS))
+def test_a_secret_split_across_three_replies_is_released_whole(form: str) -> None:
+    value = SECRETS[form]
+    whole = _BEFORE + value + _AFTER
+    rng = random.Random(form)
+    start, end = len(_BEFORE), len(_BEFORE) + len(value)
+    # Both cuts inside the value, or one on either side of it; then a final reply.
+    pairs = [sorted(rng.sample(range(start - 2, end + 2), 2)) for _ in range(150)]
+    pairs += [[rng.randrange(1, end), rng.randrange(end, len(whole))] for _ in range(50)]
+    for first, second in pairs:
+        pieces = [whole[:first], whole[first:second], whole[second:], b""]
+        released = stream(CarryOver(DetectorSet.default(), window=64), pieces)
+        assert_released_whole(released, pieces, value)
+
+
+def test_a_closed_private_key_is_released_before_the_final_reply() -> None:
+    key = SECRETS["pem"]
+    carry = CarryOver(DetectorSet.default(), window=64)
+    half = len(key) // 2
+    (first,) = carry.release("r1", [text(_BEFORE + key[:half])], final=False)
+    assert first.values[0] == _BEFORE, "an open block is held from its BEGIN marker on"
+    (second,) = carry.release("r1", [text(key[half:] + _AFTER)], final=False)
+    assert key in second.values[0], "its END marker arrived: released whole with what follows"
+
+
+def test_an_open_private_key_is_held_until_the_final_reply_without_scanning_it_again() -> None:
+    detectors = DetectorSet.default()
+    scans = []
+
+    class Counting(DetectorSet):
+        def scan(self, data: str | bytes) -> list[Detection]:
+            scans.append(len(data))
+            return detectors.scan(data)
+
+    carry = CarryOver(Counting(), window=64)
+    head, opened = b"words " * 40, b"-----BEGIN RSA PRIVATE KEY-----\n"
+    (first,) = carry.release("r1", [text(head + opened)], final=False)
+    released = first.values[0]
+    assert released == head[: len(head) + len(opened) - 64], "the window: the block is in it"
+    body = b"MIIEpAIBAAKCAQEA" * 4 + b"\n"
+    for _ in range(200):
+        (tensor,) = carry.release("r1", [text(body)], final=False)
+        assert tensor.values[0] == b""
+    assert len(scans) <= 2, "a block held open is not scanned again on every reply"
+    (last,) = carry.release("r1", [text(b"")], final=True)
+    assert released + last.values[0] == head + opened + body * 200
+
+
+def test_secrets_hold_nothing_when_the_secret_detector_is_off() -> None:
+    without = DetectorSet({name: label for name, label in BUILTIN_LABELS.items() if name != "secret"})
+    carry = CarryOver(without, window=64)
+    chunk = b"-----BEGIN RSA PRIVATE KEY-----\n" + b"k" * 200
+    (tensor,) = carry.release("r1", [text(chunk)], final=False)
+    assert tensor.values[0] == chunk[:-64]
+    (tensor,) = carry.release("r2", [text(b"ghp_" + b"a" * 200)], final=False)
+    assert tensor.values[0] == (b"ghp_" + b"a" * 200)[:-64]
+
+
+def test_a_token_run_is_held_until_it_ends_without_reading_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    detectors = DetectorSet.default()
+    reads = []
+
+    def counted(text: bytes, cut: int) -> int:
+        reads.append(len(text))
+        return secret_start(text, cut)
+
+    secret_start = carryover._secret_start
+    monkeypatch.setattr(carryover, "_secret_start", counted)
+    carry = CarryOver(detectors, window=64)
+    pieces = [b"jwt: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.", *[b"SflKxwRJSMeKKF2QT4fw"] * 300]
+    released = [carry.release("r1", [text(piece)], final=False)[0].values[0] for piece in pieces]
+    assert b"".join(released) == b"jwt: ", "the run holding a JWT's prefix is held whole"
+    assert len(reads) <= 6, "a run held whole is not read again on every reply"
+    (ended,) = carry.release("r1", [text(b" done " + b"z" * 200)], final=False)
+    jwt = b"".join(pieces)[5:]
+    assert ended.values[0].startswith(jwt + b" done ")
+    assert [hit.detector for hit in detectors.scan(ended.values[0])] == ["secret"]

@@ -13,6 +13,17 @@ from labelgate.classify.detectors import (
     DetectorSet,
 )
 from labelgate.errors import ConfigError
+from tests.classify.secret_values import (
+    ALNUM,
+    BASE64URL,
+    PEM_LABELS,
+    TOKEN_FORMS,
+    UPPER_DIGITS,
+    jwt_value,
+    pem_value,
+    pick,
+    secret_value,
+)
 from tests.classify.sensitive import SENSITIVE_KINDS, card_value, filler, iban_value, ssn_value
 
 DETECTORS = DetectorSet.default()
@@ -275,3 +286,108 @@ def test_a_card_grouped_in_thousands_is_found(grouped: str) -> None:
 )
 def test_numbers_that_only_look_like_padded_fractional_or_grouped_cards_are_not_flagged(text: str) -> None:
     assert found(text) == []
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+_SECRET_RNG = random.Random(20261212)
+RSA_KEY = pem_value(_SECRET_RNG)
+JWT = jwt_value(_SECRET_RNG)
+UNSIGNED_JWT = jwt_value(_SECRET_RNG, signed=False)
+GITHUB_PAT = TOKEN_FORMS["github_pat"](_SECRET_RNG)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *(pem_value(_SECRET_RNG, label) for label in PEM_LABELS),
+        JWT,
+        UNSIGNED_JWT,  # alg none: the signature is empty, the last dot ends the token
+        "AKIAIOSFODNN7EXAMPLE",
+        "ASIA" + pick(_SECRET_RNG, UPPER_DIGITS, 16),
+        *(f"gh{kind}_" + pick(_SECRET_RNG, ALNUM, 36) for kind in "pousr"),
+        GITHUB_PAT,
+        "glpat-" + pick(_SECRET_RNG, BASE64URL, 20),
+        *(f"xox{kind}-1234567890-" + pick(_SECRET_RNG, ALNUM, 24) for kind in "abposr"),
+        "sk_live_" + pick(_SECRET_RNG, ALNUM, 24),
+        "rk_live_" + pick(_SECRET_RNG, ALNUM, 99),
+        "AIza" + pick(_SECRET_RNG, BASE64URL, 35),
+    ],
+)
+def test_secrets_are_found_whole_and_restricted(value: str) -> None:
+    for text in (value, f"here it is: {value}. done", f'{{"token": "{value}"}}', f"key={value}&x=1"):
+        assert found(text) == [("secret", value)], text
+    if value.startswith("eyJ"):  # no other string has two such segments and dots
+        assert found(f"x{value}") == found(f"_{value}") == [("secret", value)]
+    assert [hit.label for hit in DETECTORS.scan(value)] == ["restricted"]
+
+
+def test_a_private_key_without_its_end_marker_runs_to_the_end_of_the_text() -> None:
+    # Fail closed: a reply cut short (or a key whose END line was dropped) is masked to its end.
+    opened = RSA_KEY.rsplit("\n", 1)[0]
+    assert found(f"the key: {opened}\nand more text") == [("secret", f"{opened}\nand more text")]
+    other_end = opened + "\n-----END EC PRIVATE KEY-----\ntail"
+    assert found(other_end) == [("secret", other_end)], "only its own END marker closes a block"
+    # ... but not past the end of its element: scan_many never joins elements.
+    texts = [f"key {opened}".encode(), b"next element 123-45-6789"]
+    assert DETECTORS.scan_many(texts) == [
+        [Detection("secret", "restricted", 4, len(texts[0]))],
+        [Detection("us_ssn", "confidential", 13, 24)],
+    ]
+
+
+def test_an_end_marker_without_its_begin_marker_runs_from_the_start_of_the_text() -> None:
+    # The rest of a key whose BEGIN line is elsewhere (another element, past a NUL).
+    rest = RSA_KEY.split("\n", 2)[2]
+    assert found(f"{rest} then words") == [("secret", rest)]
+    data = f"a {RSA_KEY[:40]}\x00{rest}".encode()
+    assert [data[hit.start : hit.end] for hit in DETECTORS.scan(data)] == [
+        data[2 : 2 + 40],
+        rest.encode(),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----",
+        "-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkq\n-----END CERTIFICATE-----",
+        "a PRIVATE KEY is secret; -----BEGIN rsa PRIVATE KEY----- -----BEGIN PRIVATE KEY---",
+        "-----BEGIN TOOLONGWORD PRIVATE KEY----- -----BEGIN A B C D PRIVATE KEY-----",
+        "tokens start with eyJ and look like eyJhbGciOi.eyJzdWI.sig or eyJhbGc.eyJzdWIiOiIx.x",
+        "AKIAIOSFODNN7EXAMPL AKIAIOSFODNN7EXAMPLE1 AKIAIOSFODNN7EXAMPLEx AKIAIOSFODNN7EXAMPLe",
+        "xAKIAIOSFODNN7EXAMPLE 1AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLE-1 AKIAIOSFODNN7EXAMPLE_",
+        "AKIBIOSFODNN7EXAMPLE akiaIOSFODNN7EXAMPLE",
+        "ghp_" + "a" * 35 + " ghx_" + "a" * 36 + " ghp_" + "a" * 20 + "_" + "a" * 20 + " ghp_" + "a" * 252,
+        "github_pat_" + "a" * 21 + " github_pat_" + "a" * 245 + " github_pat_" + "a" * 30 + "-x",
+        "glpat-" + "a" * 19 + " glpat-" + "a" * 250 + " glpat_" + "a" * 30,
+        "xoxb-123456789 xoxz-" + "1" * 20 + " xoxb-" + "1" * 20 + "_x xoxb-" + "1" * 251,
+        "sk_test_" + "a" * 24 + " sk_live_" + "a" * 19 + " pk_live_" + "a" * 24 + " xsk_live_" + "a" * 24,
+        "AIza" + "a" * 34 + " AIza" + "a" * 36 + " AIzb" + "a" * 35,
+    ],
+)
+def test_secret_look_alikes_are_not_flagged(text: str) -> None:
+    assert found(text) == []
+
+
+def test_token_lengths_are_bounded_at_255_characters() -> None:
+    for value in (
+        "ghp_" + "a" * 251,
+        "github_pat_" + "a" * 244,
+        "glpat-" + "a" * 249,
+        "xoxb-" + "1" * 250,
+        "sk_live_" + "a" * 247,
+    ):
+        assert len(value) == 255
+        assert found(f"{value} ok") == [("secret", value)]
+        assert found(f"{value}a ok") == [], "a longer run is some other string"
+
+
+def test_generated_secrets_are_always_found_in_filler_text() -> None:
+    rng = random.Random(11)
+    for _ in range(300):
+        value = secret_value(rng)
+        before, after = filler(rng, rng.randint(0, 12)), filler(rng, 4)
+        end = rng.choice(["", ".", ",", " and", '"'])
+        text = f"{before} {value}{end} {after}"
+        assert found(text) == [("secret", value)], text

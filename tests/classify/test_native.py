@@ -35,6 +35,7 @@ from labelgate.classify.detectors import (
 )
 from labelgate.oip.tensor import Tensor
 from tests.classify import test_detectors as detector_tests
+from tests.classify.secret_values import BASE64URL, SECRET_FORMS, jwt_value, pem_value
 from tests.classify.sensitive import card_value, iban_value, ssn_value
 
 BUILTINS = sorted(BUILTIN_LABELS)
@@ -129,6 +130,50 @@ LONG = (
     " ".join(f"x{index} {ssn_value(_RNG)} {card_value(_RNG, 'spaces')} a@b.io" for index in range(3000))
 ).encode()
 
+_KEY = pem_value(_RNG, "EC PRIVATE KEY", 2)
+_JWT = jwt_value(_RNG)
+SECRET_CORPUS = [
+    f"key {_KEY} and {_KEY.replace('EC ', '')} done",
+    f"{_KEY[:60]}",
+    f"{_KEY[:60]}\x00{_KEY[60:]}\x00{_KEY[60:]}\x00{_KEY}",
+    f"{_KEY.replace('END EC', 'END RSA')} tail -----END EC PRIVATE KEY----- -----BEGIN RSA PRIVATE KEY-----",
+    "-----END EC PRIVATE KEY----- x -----END RSA PRIVATE KEY-----\n-----BEGIN DSA PRIVATE KEY-----x",
+    "PRIVATE KEY -----BEGIN PRIVATE KEY----- -----BEGIN PGP PRIVATE KEY BLOCK----- -----END PRIVATE KEY-----",
+    "a PRIVATE KEY, its rest:\nabc\n-----END RSA PRIVATE KEY----- PRIVATE KEY -----END EC PRIVATE KEY-----",
+    "-----BEGIN A B C D PRIVATE KEY----- -----BEGIN ABCDEFGHIJ PRIVATE KEY----- -----BEGIN  PRIVATE KEY-----",
+    "-----BEGIN A B C PRIVATE KEY-----\n-----END A B C PRIVATE KEY-----BEGIN X PRIVATE KEY-----",
+    "-----BEGIN RSA PRIVATE KEY BLOCK----- -----BEGIN RSA PRIVATE KEY--- PRIVATE KEY-----",
+    f"jwt {_JWT} and {_JWT.rsplit('.', 1)[0]}. and x{_JWT}.x.{_JWT}",
+    "eyJhbGci.eyJzdWIx. eyJhbGc.eyJzdWIx. eyJhbGci.eyJzdWI. eyJhbGci.eyJzdWIx eyJeyJhbGci.eyJzdWIx.-",
+    "xeyJhbGci.eyJzdWIx.eyJ3aGF0.eyJtb3Jl.sig eyJhbGci..eyJzdWIx.x eyJhbGci.eyJzdWIx..",
+    "AKIAIOSFODNN7EXAMPLE ASIAIOSFODNN7EXAMPLE. AKIAIOSFODNN7EXAMPL AKIAIOSFODNN7EXAMPLE1",
+    "xAKIAIOSFODNN7EXAMPLE 1AKIAIOSFODNN7EXAMPLE",
+    "AKIAIOSFODNN7EXAMPLE-x AKIAIOSFODNN7EXAMPLE_ AKIAIOSFODNN7EXAMPLe AIza" + "a" * 35 + " AIza" + "-" * 35,
+    "AIza"
+    + "a" * 34
+    + " AIza"
+    + "a" * 36
+    + " "
+    + "ghp_"
+    + "a" * 36
+    + " gho_"
+    + "a" * 251
+    + " ghu_"
+    + "a" * 252,
+    "ghs_" + "a" * 35 + " ghr_" + "a" * 40 + "_x github_pat_" + "a_" * 11 + " github_pat_" + "_" * 244,
+    "glpat-"
+    + "-" * 20
+    + " glpat-"
+    + "a" * 249
+    + "|glpat-"
+    + "a" * 250
+    + " xoxb-1-2-3-4-5-6 xoxr-"
+    + "-" * 250,
+    "xoxs-" + "a" * 251 + " sk_live_" + "a" * 20 + " rk_live_" + "a" * 247 + " sk_live_" + "a" * 248,
+    "xsk_live_" + "a" * 20 + " pk_live_" + "a" * 20 + " sk_live__" + "a" * 20 + " ssk_live_" + "a" * 20,
+    f"-----BEGIN OPENSSH PRIVATE KEY-----\nAKIAIOSFODNN7EXAMPLE\n{_JWT}\n-----END OPENSSH PRIVATE KEY-----",
+    "é AKIAIOSFODNN7EXAMPLE 号 ghp_" + "é" * 36 + " eyJhbGci.eyJzdWIx.é",
+]
 CORPUS: list[bytes] = [
     # Cards: grouped with a fifth group (swallowed or not), Luhn failing then a real card.
     b"card 4111 1111 1111 1111 10:30",
@@ -225,6 +270,10 @@ CORPUS: list[bytes] = [
     # Tabs read as spaces: grouped cards and SSNs in the columns of a TSV, mixed separators.
     b"4111\t1111\t1111\t1111 123\t45\t6789 4111 1111\t1111 1111 123\t45-6789 3782\t822463\t10005",
     b"4111\t1111\t1111\t1111\t12 4111\t\t1111\t1111\t1111 212\t555\t1234 \t123\t45\t6789\t",
+    # Secrets: PEM blocks closed, open (to the end, or a NUL), closed by another label, END
+    # markers alone; marker near misses; JWTs and their segments; tokens at and past their
+    # bounds, glued, inside PEM bodies and JWTs.
+    *(text.encode() for text in SECRET_CORPUS),
     b"",
     b" ",
     b"\x00",
@@ -309,6 +358,27 @@ def _padded_and_grouped_cards(tails: list[str]) -> tuple[st.SearchStrategy[str],
     )
 
 
+# Secrets whole and in pieces: markers and prefixes alone, runs of their characters of
+# lengths about their bounds, the forms themselves.
+_SECRET_PIECES = [
+    "-----BEGIN ", "-----END ", "PRIVATE KEY", "-----", " BLOCK-----", "RSA ", "PGP ", "A B ", "\n",
+    "eyJ", "eyJhbGci", ".", "..", "AKIA", "ASIA", "AIza", "ghp_", "github_pat_", "glpat-", "xoxb-",
+    "sk_live_", "rk_live_", "_", "-", "x", "\x00",
+]  # fmt: skip
+_SECRET_TOKENS = st.one_of(
+    st.sampled_from(_SECRET_PIECES),
+    st.builds(
+        lambda char, count: char * count,
+        st.sampled_from(["a", "A", "1", "_", "-", "aA1_-"]),
+        st.sampled_from([4, 5, 9, 15, 16, 17, 19, 20, 21, 22, 35, 36, 244, 247, 249, 250, 251, 252]),
+    ),
+    st.text(alphabet=BASE64URL + ".", min_size=1, max_size=40),
+    st.builds(
+        lambda form, seed: SECRET_FORMS[form](random.Random(seed)),
+        st.sampled_from(sorted(SECRET_FORMS)),
+        st.integers(),
+    ),
+)
 _TOKENS = st.one_of(
     st.text(alphabet="0123456789", min_size=1, max_size=20),
     st.sampled_from(
@@ -361,6 +431,7 @@ _TOKENS = st.one_of(
         st.text(alphabet="ab.+_-%9", min_size=0, max_size=8),
         st.text(alphabet="ab-.c9", min_size=0, max_size=12),
     ),
+    _SECRET_TOKENS,
 )
 _TEXTS = st.lists(_TOKENS, max_size=25).map(lambda tokens: "".join(tokens).encode("utf-8", "surrogatepass"))
 _RAW = st.binary(max_size=60)
@@ -405,6 +476,21 @@ def test_generated_numbers_agree(texts: list[bytes], wanted: frozenset[str]) -> 
     """Padded, fractional and thousands-grouped cards among near misses of each."""
     assert_same(texts, wanted | {"credit_card"})
     assert_same(texts, wanted)
+
+
+_SECRET_TEXTS = st.lists(
+    st.one_of(_SECRET_TOKENS, st.sampled_from([" ", "é", "号", "\x00", "{", '"'])), max_size=14
+).map(lambda tokens: "".join(tokens).encode())
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(_SECRET_TEXTS, min_size=1, max_size=6),
+    wanted=st.sets(st.sampled_from(BUILTINS)).map(frozenset),
+)
+def test_generated_secret_texts_agree(texts: list[bytes], wanted: frozenset[str]) -> None:
+    """Keys, JWTs and tokens, whole and in pieces, among near misses of each."""
+    assert_same(texts, wanted | {"secret"})
 
 
 def test_the_order_of_hits_within_an_element_does_not_change_the_merged_detections() -> None:

@@ -200,6 +200,73 @@ async def test_an_opaque_streams_end_by_the_upstream_or_the_caller_is_recorded(t
     assert ends == [allowed, ("deny", "UPSTREAM_INVALID_ARGUMENT"), allowed, ("error", "CancelledError")]
 
 
+@contextlib.asynccontextmanager
+async def directory_streaming(notes: list[str]) -> AsyncIterator[str]:
+    """A directory whose ListCustomers streams one customer per piece of ``notes`` text."""
+
+    async def list_customers(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        for number, piece in enumerate(notes):
+            yield demo_pb2.Customer(customer_id=number, notes=piece).SerializeToString()
+
+    server = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(list_customers)
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(DIRECTORY.strip("/"), {"ListCustomers": handler})]
+    )
+    address = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(address)
+    await server.start()
+    try:
+        yield address
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize("split_values", ["hold", "per_message"])
+async def test_a_value_a_routed_stream_splits_across_messages_never_leaves_in_pieces(
+    tmp_path: Path, split_values: str
+) -> None:
+    pieces = ["card 4111 11", "11 1111 1111, ssn 123-4", "5-6789 thanks"]
+    async with directory_streaming(pieces) as upstream:
+        settings = GatewaySettings(
+            listen=f"127.0.0.1:{free_port()}",
+            admin_listen=None,
+            upstream={"address": upstream},
+            policy={"dir": str(REPO / "rego")},
+            classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+            masking={"hash_key": "routes-test-hash-key"},
+            auth={"jwt": {"trust_dev_key": True}},
+            routes=[
+                {
+                    "method_prefix": DIRECTORY,
+                    "descriptor_set": str(descriptor_set(tmp_path)),
+                    "split_values": split_values,
+                }
+            ],
+        )
+        gateway = Gateway(settings)
+        await gateway.start()
+        try:
+            got: list[str] = []
+            refused = None
+            try:
+                async with grpc.aio.insecure_channel(settings.listen) as channel:
+                    stub = demo_pb2_grpc.CustomerDirectoryStub(channel)
+                    ask = demo_pb2.ListCustomersRequest(customer_ids=[0, 1, 2])
+                    async for customer in stub.ListCustomers(ask, metadata=token("ann", "analysts")):
+                        got.append(customer.notes)
+            except grpc.aio.AioRpcError as error:
+                refused = error
+        finally:
+            await gateway.stop(0)
+    if split_values == "per_message":  # the opt-out: each message alone, the pieces go out
+        assert (got, refused) == (pieces, None)
+        return
+    assert got == [] and refused is not None
+    info = error_info(refused)
+    assert info is not None and info.reason == "STREAM_VALUE_SPLIT"
+
+
 def test_unauthenticated_routed_call_is_refused(routed_gateway: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         asyncio.run(list_customers(routed_gateway, [1], ()))

@@ -33,9 +33,17 @@ signs that holds a digit): a number written as a float (``4.111111111111111e``, 
 Nor inside a run of email characters that holds an ``@``: an email's domain has no length
 bound (``patterns._emails``), so ``a@`` and 300 characters of domain cut in two would show
 two halves no scan called an email. (Before its ``@`` a local part is 64 characters at most,
-which the window holds.) The runs are found by C-level byte operations, never a Python loop
-per byte: a stream of digits is held whole, and a loop over it on every reply costs
-quadratic time.
+which the window holds.) Nor, with the ``secret`` detector on, inside a run of token
+characters (letters, digits, ``_ - .``) holding a secret's prefix before the cut
+(``credentials.PREFIXES``: ``eyJ``, ``AKIA``, ``ghp_``...): a JWT has no length bound, and a
+token may be longer than the window. A PEM private key is longer than the window too: a
+block whose BEGIN marker arrived runs to the end of the text until its END marker does
+(``credentials``), so the scan's match holds it from its BEGIN marker until then, or until
+the final reply. The runs are found by C-level byte operations, never a Python loop per
+byte: a stream of digits is held whole, and a loop over it on every reply costs quadratic
+time. For the same reason text held as one such run, or as a key block still open, is held
+on without being read again while the pieces that follow extend the run (are made of its
+bytes) or do not hold the awaited END marker.
 
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
@@ -52,7 +60,7 @@ import re
 from collections.abc import Container, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from labelgate.classify import jsonpaths, patterns, reasons
+from labelgate.classify import credentials, jsonpaths, patterns, reasons
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.folding import may_hide
 from labelgate.errors import ResourceExhausted, UpstreamError
@@ -73,6 +81,10 @@ _BYTE_KINDS = bytes(2 if 0x30 <= byte <= 0x39 else 1 if byte in _NUMBER_BYTES el
 _EMAIL_BYTES = frozenset(patterns._EMAIL_LOCAL_CHARS + b"@")
 _AT_KIND = b"\x02"
 _EMAIL_KINDS = bytes(2 if byte == 0x40 else 1 if byte in _EMAIL_BYTES else 0 for byte in range(256))
+# What a token or a JWT is made of, and byte -> whether it is one of those.
+_SECRET_BYTES = frozenset(credentials.RUN_BYTES)
+_SECRET_KINDS = bytes(1 if byte in _SECRET_BYTES else 0 for byte in range(256))
+_LONGEST_PREFIX = max(len(prefix) for prefix in credentials.PREFIXES)
 
 
 @dataclass
@@ -80,10 +92,13 @@ class _Held:
     shape: list[int]
     datatype: str  # the form the text was held in: BYTES, or an 8-bit datatype
     tails: dict[int, bytes] = field(default_factory=dict)  # element index -> held bytes
-    # Elements whose held bytes are one number-like run: more number bytes extend it, and
+    # Elements whose held bytes are one number-like run, or one run of token characters
+    # holding a secret's prefix, and the bytes of such a run: more of them extend it, and
     # are held on without reading the run again (a run of megabytes, read on every reply,
     # costs quadratic time).
-    runs: set[int] = field(default_factory=set)
+    runs: dict[int, bytes] = field(default_factory=dict)
+    # Elements whose held bytes end in an open PEM block, and the END marker it awaits.
+    keys: dict[int, bytes] = field(default_factory=dict)
 
 
 class CarryOver:
@@ -96,6 +111,7 @@ class CarryOver:
         longest = detectors.longest_custom_match()
         # Cutting needs every match to fit the window (see the module docstring).
         self._cuts = longest is not None and longest <= window
+        self._secrets = credentials.NAME in detectors.names
         self._held: dict[Hashable, dict[str, _Held]] = {}
         self._held_bytes = 0  # across the stream's requests and elements
 
@@ -157,6 +173,8 @@ class CarryOver:
         it, then ``piece``; holds back the rest."""
         state = held.get(tensor.name)
         tail = state.tails.pop(index, b"") if state else b""
+        members = state.runs.pop(index, None) if state else None
+        closing = state.keys.pop(index, None) if state else None
         self._held_bytes -= len(tail)
         text = tail + piece
         # Parsed only when a "}" arrived: held JSON is not parsed again on every reply.
@@ -164,11 +182,12 @@ class CarryOver:
             # A whole JSON object is a message of its own: halves would be neither JSON
             # nor text the catalog can label.
             return text
-        extends_run = state is not None and index in state.runs and not piece.lstrip(_NUMBER_BYTES)
-        if state is not None:
-            state.runs.discard(index)
-        # A run held whole and extended by number bytes only is still one run: held whole.
-        cut = self._cut(text) if not extends_run and self._cuttable(text) else 0
+        # A run held whole and extended by its own bytes only is still one run: held whole.
+        extends_run = members is not None and not piece.lstrip(members)
+        # So is a key block still open: only its END marker, maybe begun in the held bytes, ends it.
+        still_open = closing is not None and closing not in text[max(0, len(tail) - len(closing) + 1) :]
+        held_on = extends_run or still_open
+        cut = self._cut(text) if not held_on and self._cuttable(text) else 0
         if cut < len(text):
             self._held_bytes += len(text) - cut
             if self._held_bytes > self.hold_limit:
@@ -180,11 +199,34 @@ class CarryOver:
             if state is None or not state.tails:  # a holding takes the form of its reply
                 state = held[tensor.name] = _Held(list(tensor.shape), form)
             held_text = state.tails[index] = text[cut:]
-            if extends_run or (
-                self._cuts and not held_text.lstrip(_NUMBER_BYTES) and _DIGIT.search(held_text)
-            ):
-                state.runs.add(index)
+            if members is not None and extends_run:
+                state.runs[index] = members
+            elif self._cuts:
+                run = self._run_of(held_text)
+                if run:
+                    state.runs[index] = run
+            if closing is not None and still_open:
+                state.keys[index] = closing
+            elif self._cuts and self._secrets:
+                awaited = credentials.open_pem(held_text)
+                if awaited is not None:
+                    state.keys[index] = awaited
         return text[:cut]
+
+    def _run_of(self, held: bytes) -> bytes:
+        """The bytes that extend ``held`` when it is one run a cut never falls in (see the
+        module docstring), else nothing."""
+        if not held.lstrip(_NUMBER_BYTES) and _DIGIT.search(held):
+            return _NUMBER_BYTES
+        if self._secrets and not held.lstrip(credentials.RUN_BYTES) and _holds_prefix(held):
+            return credentials.RUN_BYTES
+        return b""
+
+    def cut_point(self, text: bytes) -> int | None:
+        """Where ``text`` may be cut so that nothing after it can make a value of what is
+        before it; None when a scan of its raw bytes may not see every match it holds (the
+        routed streams' hold, ``split_values.py``)."""
+        return self._cut(text) if self._cuttable(text) else None
 
     def _cuttable(self, text: bytes) -> bool:
         """Whether a scan of ``text``'s raw bytes sees every match it could hold."""
@@ -192,8 +234,10 @@ class CarryOver:
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any
-        match or number-like run that straddles it and off the middle of a UTF-8 character."""
-        cut = _run_start(text, max(0, len(text) - self.window))
+        match or run that straddles it (see the module docstring) and off the middle of a
+        UTF-8 character."""
+        secrets = self._secrets
+        cut = _run_start(text, max(0, len(text) - self.window), secrets)
         hits = self.detectors.scan(text) if cut else []  # nothing to release: no need
         moved = -1
         while cut != moved:  # a match may start inside a run, a run inside a match
@@ -201,20 +245,39 @@ class CarryOver:
             for hit in hits:
                 if hit.start < cut < hit.end:
                     cut = hit.start
-            cut = _run_start(text, cut)
+            cut = _run_start(text, cut, secrets)
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
 
 
-def _run_start(text: bytes, cut: int) -> int:
-    """``cut``, moved back to the start of the number-like run or email-like run that straddles
-    it (see the module docstring), until neither does."""
+def _run_start(text: bytes, cut: int, secrets: bool) -> int:
+    """``cut``, moved back to the start of the number-like run, email-like run or (with
+    ``secrets``) secret run that straddles it (see the module docstring), until none does."""
     moved = -1
     while cut != moved:
         moved = cut
         cut = _email_start(text, _number_start(text, cut))
+        if secrets:
+            cut = _secret_start(text, cut)
     return cut
+
+
+def _secret_start(text: bytes, cut: int) -> int:
+    """``cut``, or the start of the run of token characters that straddles it when a secret's
+    prefix begins in the run before ``cut`` (a token or JWT may go on past it)."""
+    if not 0 < cut < len(text) or text[cut - 1] not in _SECRET_BYTES or text[cut] not in _SECRET_BYTES:
+        return cut
+    marked = text.translate(_SECRET_KINDS)
+    start = marked.rfind(_OTHER, 0, cut) + 1
+    end = marked.find(_OTHER, cut)
+    end = len(text) if end < 0 else end
+    return start if _holds_prefix(text[start : min(end, cut + _LONGEST_PREFIX - 1)]) else cut
+
+
+def _holds_prefix(run: bytes) -> bool:
+    """Whether a secret's prefix occurs in ``run`` (C-level searches, one per prefix)."""
+    return any(prefix in run for prefix in credentials.PREFIXES)
 
 
 def _email_start(text: bytes, cut: int) -> int:

@@ -24,19 +24,40 @@ phone         ``+`` then 10-15 digits (E.164, optionally grouped); US        dig
               an optional ``+1``/``1-`` prefix. Bare digit runs never.
 ip_address    dotted quads; IPv6 forms with at least one decimal digit      ``ipaddress``
               (``Foo::Bar`` and ``a::b`` in code are valid IPv6 text)
+secret        PEM private keys: ``-----BEGIN``, up to three label words     marker shape,
+              of 1-9 capitals or digits (RSA, EC, OPENSSH, ENCRYPTED...),   its own END
+              ``PRIVATE KEY-----`` or ``PRIVATE KEY BLOCK-----`` (PGP),     marker
+              through the END marker of the same label, else through
+              the end of the text (fail closed; an END marker with no
+              block open runs from the start of the text).
+              JWTs (JWS compact): three base64url runs joined by dots,      ``eyJ`` is
+              the first two opening ``eyJ`` and of 8 characters or more,    ``{"``: shape
+              the signature maybe empty (``alg: none``).                    only
+              Vendor tokens, each a whole ``[A-Za-z0-9_-]`` run: AWS        prefix, body
+              ``AKIA``/``ASIA`` + 16 ``[A-Z0-9]``; GitHub ``gh[pousr]_`` +  characters
+              36-251 ``[A-Za-z0-9]``, ``github_pat_`` + 22-244              and length
+              ``[A-Za-z0-9_]``; GitLab ``glpat-`` + 20-249
+              ``[A-Za-z0-9_-]``; Slack ``xox[abposr]-`` + 10-250
+              ``[A-Za-z0-9-]``; Stripe ``sk_live_``/``rk_live_`` + 20-247
+              ``[A-Za-z0-9]``; Google ``AIza`` + 35 ``[A-Za-z0-9_-]``
+              (255 characters in all at most: GitHub's bound, the
+              largest these vendors document)
 ============  ==========================================================  ===============
 
 Candidates must stand alone: an ASCII letter or digit right before or after (or a
 ``-``/``.`` joining more digits) means the digits belong to something longer, such as an
-order number, a version string or a hash. A space does not join: "at 10:30 123 45 6789"
-is a time and an SSN, and missing a card costs more than masking a look-alike. A number
-grouped in thousands is also joined by its own separator ("4,111,111,111,111,111,2" is
-some longer number, "4 111 111 111 111 111 2" too). Non-ASCII neighbours do not count,
-since in Chinese or Japanese text numbers often touch the words around them.
+order number, a version string or a hash (a vendor token likewise, ``_`` and ``-`` joining
+as its own characters do; a JWT's shape and a PEM marker need no such rule). A space does
+not join: "at 10:30 123 45 6789" is a time and an SSN, and missing a card costs more than
+masking a look-alike. A number grouped in thousands is also joined by its own separator
+("4,111,111,111,111,111,2" is some longer number, "4 111 111 111 111 111 2" too).
+Non-ASCII neighbours do not count, since in Chinese or Japanese text numbers often touch
+the words around them.
 
-How candidates are found fast is in ``labelgate.classify.patterns``; with the optional
-Rust extension installed, ``labelgate.classify.native`` runs the same rules natively.
-``scan_many`` scans many short texts (a tensor's elements) in one go.
+How candidates are found fast is in ``labelgate.classify.patterns`` (secrets:
+``labelgate.classify.credentials``); with the optional Rust extension installed,
+``labelgate.classify.native`` runs the same rules natively. ``scan_many`` scans many short
+texts (a tensor's elements) in one go.
 
 ``scan`` returns non-overlapping detections sorted by start; offsets index the given text
 (characters of a ``str``, bytes of a ``bytes``). Overlapping hits merge into one span
@@ -69,6 +90,7 @@ BUILTIN_LABELS: dict[str, str] = {
     "email": "internal",
     "phone": "internal",
     "ip_address": "internal",
+    "secret": "restricted",
 }
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")

@@ -1,9 +1,10 @@
 """The built-in detectors' scan in Rust (the optional ``labelgate_native`` extension).
 
 ``proxy/native`` ports ``labelgate.classify.patterns`` rule for rule for cards, SSNs,
-phones, e-mail addresses, dotted quads and IBANs, and scans element by element without
-the GIL for large batches. IBAN formats come from python-stdnum's registry, handed to the
-extension at import (``set_iban_registry``). Two things stay in Python: IPv6 text
+phones, e-mail addresses, dotted quads, IBANs and secrets (``credentials``), and scans
+element by element without the GIL for large batches. IBAN formats come from
+python-stdnum's registry, handed to the extension at import (``set_iban_registry``). Two
+things stay in Python: IPv6 text
 (``ipaddress``) and IBANs of countries where python-stdnum has national rules (its
 ``is_valid`` has the last word). For those the extension names the elements where the
 pass must run (a digit and an ``_IPV6_SEED`` match; a national-rule candidate that
@@ -92,7 +93,7 @@ class Kernel(Protocol):
 
 
 # Bit i of the extension's ``wanted`` is detector i.
-_DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address")
+_DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address", "secret")
 _BITS = {name: 1 << bit for bit, name in enumerate(_DETECTORS)}
 _SWITCH: NativeSwitch[Kernel] = NativeSwitch(
     lambda module: (

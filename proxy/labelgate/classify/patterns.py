@@ -20,6 +20,9 @@ bytes: stdnum's generic cleaning and exception handling cost 10-100 µs per valu
 than the scan of a whole element. ``tests/classify/test_patterns.py`` checks them
 against python-stdnum value by value; for IBANs of countries with national rules, stdnum
 itself still has the last word.
+
+The ``secret`` detector's passes (keys, tokens: no digits or checksums to speak of) are in
+``labelgate.classify.credentials``; they run after the float cards.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from collections.abc import Callable
 from stdnum import iban as stdnum_iban
 from stdnum import numdb
 from stdnum.util import get_cc_module
+
+from labelgate.classify import credentials
 
 # --- candidates (on the shape: digits are 0, capitals A) -------------------------------
 
@@ -470,6 +475,8 @@ def builtin_hits(data: bytes, wanted: frozenset[str]) -> list[Hit]:
         _emails(data, hits)
     if digits >= 2 and "credit_card" in wanted and (b"." in data or b"e" in data or b"E" in data):
         _float_cards(data, hits)
+    if "secret" in wanted:
+        credentials.secret_hits(data, hits)
     if digits and "ip_address" in wanted and data.count(b":") >= 2:
         _ipv6s(data, hits)
     return hits

@@ -109,7 +109,8 @@ class RoutedServices(grpc.GenericRpcHandler):
             return grpc.stream_stream_rpc_method_handler(
                 OpaqueCall(self.pipeline, route.upstream, method).serve
             )
-        return typed_handler(self.pipeline, route.upstream, method, descriptor)
+        hold = route.settings.split_values == "hold"
+        return typed_handler(self.pipeline, route.upstream, method, descriptor, hold_split_values=hold)
 
 
 def _target(method: str, opaque: bool) -> Target:
@@ -188,7 +189,12 @@ async def _mapped(replies: AsyncIterator[Any], relay: Relay | None = None) -> As
 
 
 def typed_handler(
-    pipeline: Pipeline, upstream: Upstream, method: str, descriptor: MethodDescriptor
+    pipeline: Pipeline,
+    upstream: Upstream,
+    method: str,
+    descriptor: MethodDescriptor,
+    *,
+    hold_split_values: bool = True,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     request_type = message_factory.GetMessageClass(descriptor.input_type)
     response_type = message_factory.GetMessageClass(descriptor.output_type)
@@ -227,7 +233,10 @@ def typed_handler(
                 except LabelgateError as error:  # opening the upstream stream failed: recorded
                     await pipeline.record_failure(call, subject, target, error)
                     raise
-                async for reply in pipeline.upstream_replies(call, subject, target, _mapped(replies, relay)):
+                upstream_replies = pipeline.upstream_replies(call, subject, target, _mapped(replies, relay))
+                if hold_split_values:
+                    upstream_replies = pipeline.held_replies(call, subject, target, upstream_replies)
+                async for reply in upstream_replies:
                     yield await pipeline.release_reply(call, subject, target, reply)
         finally:
             metrics.ACTIVE_STREAMS.dec()

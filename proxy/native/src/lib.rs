@@ -9,6 +9,7 @@
 //! (`json`), for the elements it can vouch for reading as Python's `json` does; and such
 //! elements masked and written back (`json_mask`), as `labelgate.enforce.masking` does.
 
+mod anchors;
 mod bytes;
 mod digit_led;
 mod email;
@@ -19,6 +20,7 @@ mod json;
 mod json_mask;
 mod rules;
 mod scan;
+mod secrets;
 mod spans;
 mod tensors;
 mod thousands;
@@ -72,7 +74,7 @@ fn scan_all<T: AsRef<[u8]>>(texts: &[T], wanted: Wanted) -> Found {
 }
 
 /// The detectors' names as Python strings, interned (indexed like `DETECTORS`).
-pub(crate) fn detector_names(py: Python<'_>) -> [&Bound<'_, PyString>; 6] {
+pub(crate) fn detector_names(py: Python<'_>) -> [&Bound<'_, PyString>; 7] {
     [
         intern!(py, "credit_card"),
         intern!(py, "us_ssn"),
@@ -80,6 +82,7 @@ pub(crate) fn detector_names(py: Python<'_>) -> [&Bound<'_, PyString>; 6] {
         intern!(py, "email"),
         intern!(py, "phone"),
         intern!(py, "ip_address"),
+        intern!(py, "secret"),
     ]
 }
 
@@ -290,6 +293,6 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 14)?;
+    module.add("ABI", 15)?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use crate::bytes::{find_byte, is_digit, past_next_separator};
 use crate::iban::{self, Pass, Registry};
-use crate::{digit_led, email, floats, forms};
+use crate::{digit_led, email, floats, forms, secrets};
 
 /// Detector ids: bit positions in `Wanted`, indexes into `DETECTORS`.
 pub const CREDIT_CARD: u8 = 0;
@@ -14,13 +14,15 @@ pub const IBAN: u8 = 2;
 pub const EMAIL: u8 = 3;
 pub const PHONE: u8 = 4;
 pub const IP_ADDRESS: u8 = 5;
-pub const DETECTORS: [&str; 6] = [
+pub const SECRET: u8 = 6;
+pub const DETECTORS: [&str; 7] = [
     "credit_card",
     "us_ssn",
     "iban",
     "email",
     "phone",
     "ip_address",
+    "secret",
 ];
 
 #[derive(Clone, Copy)]
@@ -57,7 +59,12 @@ pub const PLUS_PHONE_PASS: usize = 3;
 pub const PAREN_PHONE_PASS: usize = 4;
 pub const EMAIL_PASS: usize = 5;
 pub const FLOAT_CARD_PASS: usize = 6;
-pub const PASSES: usize = 7;
+pub const PEM_PASS: usize = 7;
+pub const JWT_PASS: usize = 8;
+pub const TOKEN_PASS: usize = 9;
+pub const PASSES: usize = 10;
+// The secret passes are side by side: `scan` hands them out as one slice.
+const _: () = assert!(JWT_PASS == PEM_PASS + 1 && TOKEN_PASS == JWT_PASS + 1);
 
 /// What the scan of many elements found: each pass's (element index, hit), in the order
 /// `builtin_hits` finds them over the NUL-joined elements (pass by pass, then element by
@@ -146,6 +153,12 @@ pub fn scan(
     }
     if digits >= 2 && wanted.has(CREDIT_CARD) && (dots > 0 || has_exponent_letter(data)) {
         floats::float_cards(data, index, &mut passes[FLOAT_CARD_PASS]);
+    }
+    if wanted.has(SECRET) {
+        let [pems, jwts, tokens] = &mut passes[PEM_PASS..=TOKEN_PASS] else {
+            unreachable!("three secret passes");
+        };
+        secrets::secrets(data, index, pems, jwts, tokens);
     }
     if digits >= 1 && wanted.has(IP_ADDRESS) && colons >= 2 && has_ipv6_seed(data) {
         found.ipv6_pending.push(index);

@@ -1,0 +1,59 @@
+"""A routed server stream through the pipeline: a value split across its messages never
+leaves in pieces (``Pipeline.held_replies``, ``classify/split_values.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from google.protobuf import wrappers_pb2
+
+from labelgate.calls import Target
+from labelgate.errors import LabelgateError, UpstreamError
+from tests.gateway.test_pipeline import make_call, make_pipeline
+
+TARGET = Target(service="rev.Chat")
+SPLIT = ["card 4111 11", "11 1111 1111, ssn 123-4", "5-6789, iban DE89 3704 00", "44 0532 0130 00 thanks"]
+
+
+async def run(pieces: list[str], fail_with: LabelgateError | None = None) -> tuple[list[str], list, object]:
+    """(what the caller got, the records, the error that ended the stream)."""
+    pipeline, _, _, recorder = make_pipeline()
+    call = make_call("/rev.Chat/Stream")
+    subject = await pipeline.admit_stream(call, TARGET)
+
+    async def upstream() -> AsyncIterator[wrappers_pb2.StringValue]:
+        for piece in pieces:
+            yield wrappers_pb2.StringValue(value=piece)
+        if fail_with is not None:
+            raise fail_with
+
+    got, ended = [], None
+    replies = pipeline.upstream_replies(call, subject, TARGET, upstream())
+    try:
+        async for reply in pipeline.held_replies(call, subject, TARGET, replies):
+            got.append((await pipeline.release_reply(call, subject, TARGET, reply)).value)
+    except LabelgateError as error:
+        ended = error
+    return got, recorder.records, ended
+
+
+async def test_a_value_split_across_messages_ends_the_stream_and_no_piece_leaves() -> None:
+    got, records, ended = await run(SPLIT)
+    assert got == [] and "4111" not in "".join(got)
+    assert isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
+    assert records[-1].refusal == "STREAM_VALUE_SPLIT"
+
+
+async def test_values_within_one_message_are_masked_and_every_message_leaves_in_order() -> None:
+    whole = ["card 4111 1111 1111 1111 ", "and a long enough sentence with nothing in it at all. " * 2, "bye"]
+    got, _, ended = await run(whole)
+    assert ended is None and len(got) == 3 and got[1:] == whole[1:]
+    assert "4111 1111 1111 1111" not in got[0]
+
+
+@pytest.mark.parametrize("pieces", [["plain text ", "and more"], ["card 4111 11"]])
+async def test_what_is_held_when_the_upstream_fails_is_released_first(pieces: list[str]) -> None:
+    failure = UpstreamError("UPSTREAM_UNAVAILABLE", "the upstream failed with UNAVAILABLE")
+    got, _, ended = await run(pieces, failure)
+    assert ended is failure and got == pieces  # no later piece can come: each stands alone
