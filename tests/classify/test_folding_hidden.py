@@ -12,7 +12,15 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import DetectorSet, classify_message, classify_outputs, native
 from labelgate.classify.carryover import CarryOver
-from labelgate.classify.folding import folded, hidden_by_folding, may_hide
+from labelgate.classify.folding import (
+    UNFOLDABLE,
+    UNICODE_VERSION,
+    folded,
+    hidden_by_folding,
+    may_hide,
+    wide_encoding,
+    wide_folded,
+)
 from labelgate.classify.parameters import classify_parameters, released_parameters
 from labelgate.enforce import apply_masks
 from labelgate.errors import UpstreamError
@@ -255,3 +263,152 @@ def test_terminal_sequences_other_than_csi_are_folded_away(text: bytes) -> None:
     # Found by review: folding dropped their ESC and left the rest between the digits.
     hidden = hidden_by_folding([text], DETECTORS, DETECTORS.scan_each([text]))
     assert hidden, folded(text)
+
+
+# Found by review (rev-tensors): text in UTF-16 or UTF-32 was read only by dropping its NULs,
+# which shows its ASCII characters and nothing else.
+FULL_WIDTH = {ord(digit): 0xFF10 + int(digit) for digit in "0123456789"}
+
+
+def in_digits_from(text: str, zero: int) -> str:
+    """``text`` with its ASCII digits written in the script whose zero is ``zero``."""
+    return text.translate({ord(digit): zero + int(digit) for digit in "0123456789"})
+
+
+NOT_ASCII = {
+    "full-width SSN": "ssn " + SSN.translate(FULL_WIDTH),
+    "Arabic-Indic SSN": "ssn " + in_digits_from(SSN, 0x660),
+    "Devanagari card": "card " + in_digits_from(CARD, 0x966),
+    "zero-width spaces in a card": "card " + spread(CARD, "\u200b"),
+    "soft hyphens in a card": "card " + spread(CARD, "\u00ad"),
+    "no-break spaces in a card": "card 4111\u00a01111\u00a01111\u00a01111",
+}
+WIDE_ENCODINGS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
+
+
+@pytest.mark.parametrize("encoding", WIDE_ENCODINGS)
+@pytest.mark.parametrize("text", NOT_ASCII.values(), ids=NOT_ASCII.keys())
+def test_utf16_and_utf32_text_is_read_decoded_and_folded(text: str, encoding: str) -> None:
+    data = text.encode(encoding)
+    hidden = hidden_by_folding([data], DETECTORS, DETECTORS.scan_each([data]))
+    assert [(hit.start, hit.end) for hit in hidden.get(0, ())] == [(0, len(data))], data
+
+
+def test_utf16_is_known_by_its_nuls_whatever_pads_it() -> None:
+    text = NOT_ASCII["full-width SSN"]
+    for data in (b"\x00" * 64 + text.encode("utf-16-le") + b"\x00" * 400, text.encode("utf-16-be") + b"\xff"):
+        assert hidden_by_folding([data], DETECTORS, DETECTORS.scan_each([data])), data
+
+
+def test_bytes_that_are_not_utf16_or_utf32_are_not_decoded_so() -> None:
+    noise = bytes(range(256)) * 8
+    padded = b"card 4111 1111 1111 1111" + b"\x00" * 500
+    for data in (noise, bytes(300), padded, b"ok", "plain é".encode()):
+        assert wide_encoding(data) is None, data
+    assert wide_folded(padded) is None
+    assert hidden_by_folding([padded], DETECTORS, DETECTORS.scan_each([padded])) == {}, "found raw already"
+
+
+# Found by review: the runtime's Unicode database (Python 3.11: 14.0) reads digits and marks of
+# later versions as unassigned code points, which folding kept as they were.
+NEWER_DIGITS = {
+    "Kawi (15.0)": 0x11F50,
+    "Nag Mundari (15.0)": 0x1E4F0,
+    "Outlined (16.0)": 0x1CCF0,
+    "Garay (16.0)": 0x10D40,
+}
+
+
+@pytest.mark.parametrize("zero", NEWER_DIGITS.values(), ids=NEWER_DIGITS.keys())
+def test_digits_newer_than_the_runtimes_unicode_fold_to_ascii(zero: int) -> None:
+    for text in (f"card {CARD}", f"ssn {SSN}"):
+        assert folded(in_digits_from(text, zero).encode()) == text.encode()
+
+
+def test_a_combining_mark_newer_than_the_runtimes_unicode_is_dropped() -> None:
+    text = "card " + "".join(digit + "\U00010efd" for digit in CARD)  # Mn since Unicode 15.0
+    assert folded(text.encode()) == f"card {CARD}".encode()
+
+
+def test_folding_reads_a_unicode_database_of_its_own() -> None:
+    assert tuple(map(int, UNICODE_VERSION.split(".")))[:2] >= (17, 0)
+
+
+UNASSIGNED = {"U+0378 (Greek block)": "\u0378", "U+40000 (plane 4)": "\U00040000"}
+
+
+@pytest.mark.parametrize("char", UNASSIGNED.values(), ids=UNASSIGNED.keys())
+def test_text_with_an_unassigned_code_point_fails_closed(char: str) -> None:
+    # A newer Unicode may make it a digit (``card`` + sixteen of them) or a mark between digits.
+    for text in (f"card {char * 16}", f"card {spread(CARD, char)}", f"note {char}"):
+        assert folded(text.encode()) is UNFOLDABLE, text
+        [spans] = hidden_by_folding([text.encode()], DETECTORS).values()
+        assert {(hit.detector, hit.start, hit.end) for hit in spans} == {
+            (name, 0, len(text.encode())) for name in DETECTORS.names
+        }
+
+
+def test_noncharacters_and_unassigned_code_points_in_binary_noise_do_not_fail_closed() -> None:
+    assert folded("note \ufdd0 \U0001ffff".encode()) is not UNFOLDABLE, "never assigned: never digits"
+    noise = bytes(range(128, 256)) * 4 + "\U00040000".encode() + bytes(range(128, 256)) * 4
+    assert folded(noise) is not UNFOLDABLE, "an image's bytes read as UTF-8 are not text"
+
+
+# Found by review: cursor movements were deleted, gluing decoy digits to the value a terminal
+# shows over them.
+MOVING = {
+    "cursor left over a decoy": f"card 9999\x1b[4D{CARD}",
+    "cursor to a column": f"card 9999\x1b[6G{CARD}",
+    "back and forth": f"card {CARD[:8]}\x1b[8D\x1b[8C{CARD[8:]}",
+    "overwriting a letter": "card 4111 1111x\x1b[1D 1111 1111",
+    "erase line": f"card 9999\x1b[2K{CARD}",
+    "device control string": f"card 9999\x1bP9999\x1b\\{CARD}",
+}
+
+
+@pytest.mark.parametrize("text", MOVING.values(), ids=MOVING.keys())
+def test_text_that_moves_a_terminals_cursor_fails_closed(text: str) -> None:
+    data = text.encode()
+    assert folded(data) is UNFOLDABLE
+    [spans] = hidden_by_folding([data], DETECTORS, DETECTORS.scan_each([data])).values()
+    assert "credit_card" in {hit.detector for hit in spans}
+
+
+def test_sequences_that_only_style_text_are_still_folded_away() -> None:
+    for text in (HIDDEN["ANSI colour"], HIDDEN["ANSI in a card"], "ssn 123\x1b]0;title\x07-45\x1b(B-6789"):
+        assert (
+            folded(text.encode()) == f"ssn {SSN}".encode() or folded(text.encode()) == f"card {CARD}".encode()
+        )
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+@pytest.mark.parametrize("raw", [True, False])
+def test_wide_newer_and_moved_text_in_a_text_tensor_is_found_and_masked(use_native: bool, raw: bool) -> None:
+    values = [
+        NOT_ASCII["zero-width spaces in a card"].encode("utf-16-le"),
+        NOT_ASCII["Arabic-Indic SSN"].encode("utf-32"),
+        in_digits_from(f"card {CARD}", 0x11F50).encode(),
+        MOVING["cursor left over a decoy"].encode(),
+        b"ok",
+    ]
+    with native.forced(use_native):
+        tensor = Tensor("free", "BYTES", [len(values)], values)
+        if raw:
+            tensor = text_tensor_of_bytes(tensor)
+        result = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        masks = [
+            {"path": f"outputs.free{{{name}}}", "strategy": "redact"} for name in ("us_ssn", "credit_card")
+        ]
+        [masked] = apply_masks([tensor], result, masks, KEY)
+    assert masked.values == [b"[REDACTED]"] * 4 + [b"ok"]
+
+
+def test_bytes_that_are_not_text_read_a_cursor_movement_as_a_space() -> None:
+    # A dark image's pixels hold ESC-letter pairs: failing them closed would mask every one.
+    pixels = bytes([27, 65, 0, 3, 50, 51, 27, 91, 52, 68, 17]) * 40
+    assert folded(pixels) not in (None, UNFOLDABLE)
+    assert hidden_by_folding([pixels], DETECTORS, DETECTORS.scan_each([pixels])) == {}
+    # The same decoy, padded with NULs so it reads as no text: still apart, the card found.
+    padded = MOVING["cursor left over a decoy"].encode() + b"\x00" * 100
+    assert folded(padded) == f"card 9999 {CARD}".encode()
+    assert hidden_by_folding([padded], DETECTORS, DETECTORS.scan_each([padded]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import re
 
@@ -122,6 +123,24 @@ def test_unescaped_forms_decode_every_level_of_json_escapes() -> None:
     ]
     assert jsonpaths.unescaped_forms(b"\\\\u0031") == [b"\\u0031", b"1"]  # JSON in JSON
     assert jsonpaths.unescaped_forms(b"C:\\Users") == []  # not a JSON escape
+
+
+def test_unescaped_forms_decode_character_references_as_html_reads_them() -> None:
+    # Found by review (rev-tensors): an HTML or Markdown renderer shows "&#52;" as "4".
+    assert jsonpaths.unescaped_forms(b"card &#52;&#x31;&#X31;&#49 &amp; more") == [b"card 4111 & more"]
+    assert jsonpaths.unescaped_forms(b"AT&T, Q&A &amp; 100%") == [], "no numeric reference: not decoded"
+    assert jsonpaths.unescaped_forms(b"\\u0026#52;") == [b"&#52;", b"4"], "a reference JSON escaped"
+    assert jsonpaths.unescaped_forms(b"\xff &#52;") == [b"\xff 4"], "bytes not UTF-8 are kept"
+    assert (
+        jsonpaths.may_escape(b"&#52;") and jsonpaths.may_escape(b"\\n") and not jsonpaths.may_escape(b"a & b")
+    )
+
+
+def test_references_of_many_texts_are_decoded_together_as_each_alone() -> None:
+    texts = [b"a &amp", b"#52; b", b"\xff&#52;", b"&#52", b"&notin;&#x1F600;&#0;", b"", b"&"]
+    alone = [html.unescape(text.decode("utf-8", "surrogateescape")) for text in texts]
+    assert jsonpaths.unreferenced(texts) == [text.encode("utf-8", "surrogateescape") for text in alone]
+    assert jsonpaths.unreferenced(texts)[:4] == [b"a &", b"#52; b", b"\xff4", b"4"], "none reaches the next"
 
 
 # --- shapes: read_shaped must say exactly what read_object + flatten say -----------------

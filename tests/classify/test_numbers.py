@@ -274,3 +274,86 @@ def test_huge_whole_floats_are_not_read_as_their_hundreds_of_digits() -> None:
     tensor = decoded(Tensor("t", "FP64", [len(values)], values))
     assert numeric_detections(tensor, DETECTORS) == {2: numeric_detections(tensor, DETECTORS)[2]}
     assert found(tensor) == {"credit_card"}
+
+
+# Found by review (rev-tensors): these reached a client that reads the tensor as text.
+FULL_WIDTH_SSN = "ssn １２３-４５-６７８９"
+ZERO_WIDTH_CARD = "card " + "\u200b".join(str(CARD))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_utf16_and_utf32_text_in_an_8_bit_tensor_is_read_decoded(
+    encoding: str, build: Callable[[Tensor], Tensor]
+) -> None:
+    for text, detector in ((FULL_WIDTH_SSN, "us_ssn"), (ZERO_WIDTH_CARD, "credit_card")):
+        data = text.encode(encoding)
+        assert found(build(Tensor("t", "UINT8", [len(data)], list(data)))) == {detector}, (text, encoding)
+
+
+@pytest.mark.parametrize("datatype", ["UINT32", "INT32", "UINT8"])
+def test_digits_newer_than_the_runtimes_unicode_are_read_in_tensors(datatype: str) -> None:
+    text = "card " + str(CARD).translate({ord(d): 0x11F50 + int(d) for d in "0123456789"})  # Kawi, 15.0
+    values = list(text.encode()) if datatype == "UINT8" else [ord(char) for char in text]
+    assert found(decoded(Tensor("t", datatype, [len(values)], values))) == {"credit_card"}
+
+
+def test_token_ids_that_are_unassigned_code_points_read_as_nothing() -> None:
+    # A third of an LLM's token ids are unassigned code points: they join nothing, and do not
+    # fail the tensor closed as they would text (``characters``).
+    ids = [*range(0x40000, 0x40400), *range(0x30, 0x3A), *range(0x0378, 0x037A)]
+    assert found(decoded(Tensor("output_ids", "INT32", [len(ids)], ids))) == set()
+
+
+@pytest.mark.parametrize("datatype", ["UINT8", "UINT32", "INT32", "INT64"])
+def test_character_references_in_a_tensor_are_read_decoded(datatype: str) -> None:
+    text = "card " + "".join(f"&#{ord(digit)};" for digit in str(CARD))
+    values = list(text.encode()) if datatype == "UINT8" else [ord(char) for char in text]
+    assert found(decoded(Tensor("t", datatype, [len(values)], values))) == {"credit_card"}
+
+
+@pytest.mark.parametrize("datatype", ["UINT8", "UINT32", "INT64"])
+def test_a_cursor_movement_in_a_tensor_fails_it_closed(datatype: str) -> None:
+    text = f"card 9999\x1b[4D{CARD}"
+    values = list(text.encode()) if datatype == "UINT8" else [ord(char) for char in text]
+    assert "credit_card" in found(decoded(Tensor("t", datatype, [len(values)], values)))
+
+
+ROWS = [b"card 4111111111111111", b"7 more rows follow.."]  # NUL-padded to 21
+
+
+def fixed_width(datatype: str) -> Tensor:
+    """``ROWS`` as a fixed-width character array: bytes, or code points a row."""
+    grid = np.array(ROWS, dtype="S21")
+    if datatype in ("UINT8", "INT8"):
+        values = np.frombuffer(grid.tobytes(), dtype=np.uint8)
+    else:
+        values = np.array([row.decode() for row in ROWS], dtype="U21").view(np.uint32)
+    return Tensor("notes", datatype, [len(ROWS), 21], [int(value) for value in values])
+
+
+@pytest.mark.parametrize("datatype", ["UINT8", "INT8", "UINT16", "UINT32", "INT32", "INT64"])
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_each_row_of_a_character_array_is_read_as_a_text_of_its_own(
+    datatype: str, build: Callable[[Tensor], Tensor]
+) -> None:
+    # Read flat, the card runs into the next row's "7": a 17-digit number, no card.
+    detections = numeric_detections(build(fixed_width(datatype)), DETECTORS)
+    assert [(hit.detector, hit.start, hit.end) for hits in detections.values() for hit in hits] == [
+        ("credit_card", 5, 21)
+    ]
+
+
+def test_rows_are_read_apart_only_at_their_ends() -> None:
+    # A value split across rows is still read flat; a single row adds nothing.
+    split = Tensor("t", "UINT8", [2, 13], list(b"ssn 123-45-67" + b"89 and more!!"))
+    assert found(decoded(split)) == {"us_ssn"}
+    one_row = Tensor("t", "UINT8", [1, 21], list(ROWS[0]))
+    assert found(decoded(one_row)) == {"credit_card"}
+
+
+def test_class_ids_that_read_as_escape_sequences_do_not_fail_a_tensor_closed() -> None:
+    # A segmentation mask: background 0, classes 27 (ESC), 65 ("A"), 49 ("1")...
+    mask = [0, 0, 27, 65, 49, 50, 0, 27, 91, 52, 68, 0] * 50
+    for datatype in ("INT32", "UINT8"):
+        assert found(decoded(Tensor("mask", datatype, [len(mask)], mask))) == set(), datatype

@@ -54,3 +54,19 @@ def test_a_double_holding_a_card_and_an_escaped_card_are_found() -> None:
     # Found only once decoded: the span covers the whole value, as for output text.
     [hit] = result.spans["outputs.text.parameters.note"]
     assert (hit.start, hit.end) == (0, len(escaped.encode()))
+
+
+def test_parameters_hiding_a_card_in_character_references_or_newer_digits_are_found() -> None:
+    # Found by review (rev-tensors): both reached the caller unmasked.
+    references = "card " + "".join(f"&#{ord(digit)};" for digit in "4111111111111111")
+    kawi = "card " + "4111111111111111".translate({ord(d): 0x11F50 + int(d) for d in "0123456789"})
+    reply = pb.ModelInferResponse(model_name="m")
+    reply.parameters["note"].string_param = references
+    output = reply.outputs.add(name="text", datatype="BYTES", shape=[1])
+    output.parameters["note"].string_param = kawi
+    result = classify_parameters(released_parameters(reply, RELEASED), RELEASED, DetectorSet.default())
+    labels = {field.path: set(field.labels) for field in result.fields}
+    assert labels["parameters.note{credit_card}"] == {"confidential"}
+    assert labels["outputs.text.parameters.note{credit_card}"] == {"confidential"}
+    [hit] = result.spans["parameters.note"]
+    assert (hit.start, hit.end) == (0, len(references)), "found only decoded: the whole value"

@@ -21,11 +21,12 @@ label its leaves, and JSON that is not a bare object may be opaque (``json_eleme
 needs all of it. (Prose that opens with a quotation mark is held whole too: later, not less.)
 Held text beyond ``hold_limit`` bytes in all fails the stream closed.
 
-A one-dimensional UINT8 or INT8 tensor is text too (its bytes, as one text, are scanned as a
-BYTES element is, ``numbers.py``): it is carried as one BYTES element is, and each reply
-releases a tensor of its datatype whose shape is the length of the text released. A
-multi-dimensional 8-bit tensor (an image, not a text) is sent on as it came, as are the
-other numeric tensors.
+A UINT8 or INT8 tensor of one dimension, or of several all 1 but one (``[1, n]``, a batch
+of one) is text too (its bytes, as one text, are scanned as a BYTES element is,
+``numbers.py``): it is carried as one BYTES element is, and each reply releases a tensor of
+its datatype and rank whose text axis is the length of the text released. An 8-bit tensor
+with two dimensions above 1 (an image, not a text) is sent on as it came, as are the other
+numeric tensors.
 
 The cut never falls inside a number-like run (a maximal run of digits, dots, ``e``/``E`` and
 signs that holds a digit): a number written as a float (``4.111111111111111e``, 300 zeros,
@@ -157,7 +158,8 @@ class CarryOver:
         if form is None:
             return tensor
         if text is not None:  # an 8-bit text
-            return _text_tensor(tensor.name, form, self._carry(tensor, form, held, 0, text, final))
+            released = self._carry(tensor, form, held, 0, text, final)
+            return _text_tensor(tensor.name, form, released, tensor.shape)
         values = [
             self._carry(tensor, form, held, index, bytes(value), final)
             for index, value in enumerate(tensor.values)
@@ -230,7 +232,9 @@ class CarryOver:
 
     def _cuttable(self, text: bytes) -> bool:
         """Whether a scan of ``text``'s raw bytes sees every match it could hold."""
-        return self._cuts and not may_hide(text) and b"\\" not in text and not jsonpaths.opens_json(text)
+        if not self._cuts or may_hide(text) or jsonpaths.may_escape(text):
+            return False
+        return not jsonpaths.opens_json(text)
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any
@@ -305,12 +309,12 @@ def _run_holding(text: bytes, cut: int, members: Container[int], kinds: bytes, n
 
 def _text_form(tensor: Tensor) -> tuple[str | None, bytes | None]:
     """How ``tensor`` is carried: ``("BYTES", None)`` element by element; an 8-bit datatype
-    and the tensor's bytes as one text; or ``(None, None)``, sent on as it came: other
-    numbers, and 8-bit tensors of more than one dimension (images, not text) or with values
-    out of their datatype's range (which encoding refuses)."""
+    and the tensor's bytes as one text (``is_text_shape``); or ``(None, None)``, sent on as it
+    came: other numbers, and 8-bit tensors with more than one dimension above 1 (images, not
+    text) or with values out of their datatype's range (which encoding refuses)."""
     if tensor.datatype == "BYTES":
         return "BYTES", None
-    if tensor.datatype not in _TEXT_BYTES or len(tensor.shape) != 1:
+    if tensor.datatype not in _TEXT_BYTES or not is_text_shape(tensor.shape):
         return None, None
     raw = tensor.raw_form()
     if raw is not None and len(raw) == tensor.size:
@@ -324,18 +328,27 @@ def _text_form(tensor: Tensor) -> tuple[str | None, bytes | None]:
     return tensor.datatype, text
 
 
-def _text_tensor(name: str, datatype: str, text: bytes) -> Tensor:
-    """An 8-bit tensor holding ``text`` (its raw form)."""
+def is_text_shape(shape: Sequence[int]) -> bool:
+    """Whether an 8-bit tensor of ``shape`` is one text: one dimension, or several of which
+    at most one is not 1 (``[1, n]``, a batch of one, is how Triton models give an output)."""
+    return len(shape) >= 1 and sum(1 for dim in shape if dim != 1) <= 1
+
+
+def _text_tensor(name: str, datatype: str, text: bytes, like: Sequence[int]) -> Tensor:
+    """An 8-bit tensor holding ``text`` (its raw form), shaped as ``like`` with its text axis
+    (the one dimension that is not 1, else the last) the length of ``text``."""
+    axis = next((index for index, dim in enumerate(like) if dim != 1), len(like) - 1)
+    shape = [*like[:axis], len(text), *like[axis + 1 :]]
 
     def read() -> list[int]:  # built only if something reads the values
         return list(text) if datatype == "UINT8" else list(memoryview(text).cast("b"))
 
-    return Tensor.decoded(name, datatype, [len(text)], text, len(text), read)
+    return Tensor.decoded(name, datatype, shape, text, len(text), read)
 
 
 def _flushed(name: str, held: _Held) -> Tensor:
     if held.datatype != "BYTES":
-        return _text_tensor(name, held.datatype, held.tails.get(0, b""))
+        return _text_tensor(name, held.datatype, held.tails.get(0, b""), held.shape)
     count = 1
     for dim in held.shape:
         count *= dim

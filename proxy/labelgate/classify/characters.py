@@ -21,6 +21,21 @@ separators); NFKC's composition across characters only joins letters and marks. 
 detectors only: a custom pattern may read any character, so with one the exact text is
 scanned and folded as BYTES text is (``numbers``).
 Nothing is scanned when no form holds a digit or an ``@`` (every built-in match holds one).
+
+The table is ``folding``'s, from the same Unicode data (``folding.UNICODE_VERSION``), with one
+difference: a code point that data calls unassigned reads here as a character that joins
+nothing, where text holding one fails closed (``folding``). A tensor of ids is read as
+characters too, and reads as many of them (27% of the ids below 128,256, an LLM's token
+ids, are unassigned): failing each such tensor closed would zero them all. An escape
+sequence that moves a terminal's cursor fails the tensor closed as it fails text closed
+(every detector spans all of it), when the tensor reads as text (``folding``: a control
+character in at most one in ``_STRAY`` elements; a segmentation mask's class ids read as
+ESC-letter pairs, and as many controls), else reads as a space.
+
+A tensor of rank 2 or more may be a string per row (a fixed-width character array, NUL-padded
+or not): with ``width``, each row of that many elements is also read as a text of its own,
+``ROW_BREAK`` between rows, since a client reading row by row does not glue the end of one
+row to the start of the next (``card 4111111111111111`` then ``7 more``).
 Cost: numpy over the elements, Python only for the rare characters that fold to several:
 about 15 µs for a 100-id column, 0.04 µs an element for 10,000 (``ids`` of 0..n; ids past
 U+10FFFF are no characters, about 4 µs).
@@ -30,16 +45,27 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
-from labelgate.classify.folding import CONTROLS, IGNORABLE_RANGES, TERMINAL_SEQUENCES, UNFOLDABLE, folded
+from labelgate.classify.folding import (
+    CONTROLS,
+    IGNORABLE_RANGES,
+    STYLING_SEQUENCES,
+    TERMINAL_SEQUENCES,
+    UNFOLDABLE,
+    folded,
+)
 from labelgate.classify.json_elements import hidden_by_escapes
-from labelgate.classify.jsonpaths import unescaped_forms
+from labelgate.classify.jsonpaths import may_escape, unescaped_forms
+
+if TYPE_CHECKING:
+    import unicodedata as unicode_data  # typeshed's stubs: the same functions
+else:
+    import unicodedata2 as unicode_data  # folding's data
 
 # Code points the table covers; past it no character folds to what a detector reads but
 # the ignorable tag characters, which are dropped (``_IGNORABLE_TAGS``).
@@ -48,7 +74,12 @@ _IGNORABLE_TAGS: Final = (0xE0000, 0xE0FFF)
 _DROPPED: Final = 0  # NUL: a control character, never kept by folding, so free as a marker
 _OTHER: Final = 0x80  # any character read as nothing the detectors match: non-ASCII
 _LONGER: Final = 0x81  # a character folding makes several of (spliced in from ``longer``)
+_SPACE: Final = 0x20  # what a cursor movement reads as where it is not failed closed
+_STRAY: Final = 8  # ``folding``'s: a control character in more than one in eight is not text
 _NOT_A_CHARACTER: Final = 0x110000
+# Between rows: a newline, which no built-in match holds and folding keeps (NUL, which
+# ``scan_each`` puts between texts, would be dropped by folding, gluing the rows again).
+ROW_BREAK: Final = 0x0A
 _UNSIGNED: Final = {size: np.dtype(f"<u{size}") for size in (2, 4, 8)}
 _BUILTIN_NAMES: Final = frozenset(BUILTIN_LABELS)
 # The categories ``folding``'s table changes (surrogates, Cs, are no characters).
@@ -59,7 +90,7 @@ _FOLDED_CATEGORIES: Final = frozenset({"Nd", "No", "Pd", "Zs", "Cf", "Cc", "Mn",
 def _folding_table() -> tuple[np.ndarray[Any, Any], dict[int, bytes]]:
     """Per code point below ``_TABLE_END``: the byte it folds to (``_DROPPED``, ``_OTHER``,
     ``_LONGER``), and the code points that fold to several characters with what they fold to
-    (non-ASCII characters in it as ``_OTHER``). Made once, from ``folding.folded`` (about 0.05 s)."""
+    (non-ASCII characters in it as ``_OTHER``). Made once, from ``folding.folded`` (about 0.07 s)."""
     table = np.full(_TABLE_END, _OTHER, dtype=np.uint8)
     longer: dict[int, bytes] = {}
     ignorable = {code for first, last in IGNORABLE_RANGES for code in range(first, last + 1)}
@@ -70,8 +101,8 @@ def _folding_table() -> tuple[np.ndarray[Any, Any], dict[int, bytes]]:
         if not (
             code < 0x80
             or code in ignorable
-            or unicodedata.decomposition(char)
-            or unicodedata.category(char) in _FOLDED_CATEGORIES
+            or unicode_data.decomposition(char)
+            or unicode_data.category(char) in _FOLDED_CATEGORIES
         ):
             continue
         text = char.encode("utf-8")
@@ -124,20 +155,43 @@ def detections(
     detectors: DetectorSet,
     exact: Callable[[bytes], list[Detection]],
     raw: bytes | None = None,
+    width: int = 0,
 ) -> list[Detection]:
     """What ``detectors`` find in ``array`` read as text (the module docstring); offsets are
     elements. ``raw``: the array's little-endian bytes, when at hand (the usual small numbers
     are then read without numpy, whose every call costs microseconds on a cold cache).
     ``exact`` scans a UTF-8 text as a BYTES element is (raw, unescaped, folded): used for the
-    text itself when a custom pattern, which may read any character, is among ``detectors``."""
+    text itself when a custom pattern, which may read any character, is among ``detectors``.
+    ``width``: the length of a row, each also read as a text of its own (0: no rows)."""
     found: set[Detection] = set()
     builtins = _BUILTIN_NAMES.issuperset(detectors.names)
     small = ascii_characters(raw, array.dtype.itemsize) if builtins and raw is not None else None
     if small is not None:
-        _scan_ascii(small, detectors, found)
+        if _scan_ascii(small, detectors, found) and _several_rows(len(small), width):
+            rows: set[Detection] = set()
+            _scan_ascii(_with_row_breaks(small, width), detectors, rows)
+            found.update(unrowed(hit, width, 1) for hit in rows)
         return sorted(found, key=_order)
     if not array.flags.aligned:  # a raw buffer's slice: numpy reads it ten times slower
         array = array.copy()
+    read = _read(array, detectors, exact, builtins, found)
+    if read is not False and _several_rows(len(array), width) and _rows_may_join(read, width):
+        breaks = np.full((len(array) // width, 1), ROW_BREAK, dtype=array.dtype)
+        rows_array = np.hstack([array.reshape(-1, width), breaks]).ravel()[:-1]
+        found.update(unrowed(hit, width, 1) for hit in detections(rows_array, detectors, exact))
+    return sorted(found, key=_order)
+
+
+def _read(
+    array: np.ndarray[Any, Any],
+    detectors: DetectorSet,
+    exact: Callable[[bytes], list[Detection]],
+    builtins: bool,
+    found: set[Detection],
+) -> np.ndarray[Any, Any] | bool:
+    """``detections``' reading of ``array`` into ``found``: False when no form was scanned
+    (no digit or ``@`` to match, and no custom detector), else the folded view when one was
+    made (``_folded_view``), else True."""
     if not builtins:
         points = code_points(array)
         chars = np.where(points < _NOT_A_CHARACTER, points, 0xFFFD)  # U+FFFD: no character
@@ -145,10 +199,11 @@ def detections(
         sizes = 1 + (chars >= 0x80).astype(np.int64) + (chars >= 0x800) + (chars >= 0x10000)
         sizes[points < 0] = 0
         _map(exact(text), sizes, found)
-    elif array.dtype != object and (unsigned := array.view(_UNSIGNED[array.dtype.itemsize])).max() < 0x80:
+        return True
+    if array.dtype != object and (unsigned := array.view(_UNSIGNED[array.dtype.itemsize])).max() < 0x80:
         # ASCII (negative numbers read as large): the usual small numbers, a byte each.
-        _scan_ascii(array.astype(np.uint8).tobytes(), detectors, found)
-    elif array.dtype == object or unsigned.min() < _NOT_A_CHARACTER:  # else no character at all
+        return _scan_ascii(array.astype(np.uint8).tobytes(), detectors, found)
+    if array.dtype == object or unsigned.min() < _NOT_A_CHARACTER:  # else no character at all
         points = code_points(array)
         view = _folded_view(points)
         # Built-in matches all hold a digit or an "@": none in any form, nothing to scan.
@@ -156,9 +211,54 @@ def detections(
             characters = np.flatnonzero(points >= 0)  # a pair's second unit is no character
             written = np.where(points < 0x80, points, _OTHER).astype(np.uint8)[characters].tobytes()
             _scan(written, points >= 0, detectors, found)
-            view[_unshown(written, characters)] = _DROPPED
+            unshown, moves = _unshown(written, characters)
+            if moves and _reads_as_text(written):
+                found.update(_whole(len(array), detectors))
+                return True
+            view[unshown] = _DROPPED
+            view[moves] = _SPACE
             _scan(*_folded_text(view, points), detectors, found)
-    return sorted(found, key=_order)
+            return view
+    return False
+
+
+def _several_rows(size: int, width: int) -> bool:
+    return 1 < width < size and size % width == 0
+
+
+def _rows_may_join(read: np.ndarray[Any, Any] | bool, width: int) -> bool:
+    """Whether reading rows apart may find more than reading them flat: unless the folded
+    view (``read``, when made) shows a character that joins nothing (non-ASCII, ``_OTHER``)
+    on one side of every row's end, as written and folded alike. A tensor of ids (an LLM's
+    token ids) mostly has, and is then read once."""
+    if isinstance(read, bool):
+        return read
+    rows = read.reshape(-1, width)
+    ends, starts = rows[:-1, -1], rows[1:, 0]
+    return bool(((ends != _OTHER) & (starts != _OTHER)).any())
+
+
+def _with_row_breaks(text: bytes, width: int) -> bytes:
+    """``text`` (a byte an element) with ``ROW_BREAK`` after each row of ``width`` but the last."""
+    rows = np.frombuffer(text, dtype=np.uint8).reshape(-1, width)
+    breaks = np.full((len(rows), 1), ROW_BREAK, dtype=np.uint8)
+    return np.hstack([rows, breaks]).tobytes()[:-1]
+
+
+def unrowed(hit: Detection, width: int, between: int) -> Detection:
+    """``hit``, whose offsets index rows of ``width`` elements with ``between`` more between
+    them, with offsets of the elements without those (a break reads as its row's last)."""
+    stride = width + between
+    first_row, first = divmod(hit.start, stride)
+    last_row, last = divmod(hit.end - 1, stride)
+    return hit._replace(
+        start=first_row * width + min(first, width - 1), end=last_row * width + min(last, width - 1) + 1
+    )
+
+
+def _whole(size: int, detectors: DetectorSet) -> list[Detection]:
+    """Every detector spanning ``size`` elements: what text that cannot be read may hide."""
+    return [Detection(name, detectors.label_of(name), 0, size) for name in detectors.names]
 
 
 def ascii_characters(raw: bytes, itemsize: int) -> bytes | None:
@@ -173,21 +273,28 @@ def ascii_characters(raw: bytes, itemsize: int) -> bytes | None:
     return low
 
 
-def _scan_ascii(text: bytes, detectors: DetectorSet, found: set[Detection]) -> None:
+def _scan_ascii(text: bytes, detectors: DetectorSet, found: set[Detection]) -> bool:
     """``text``, one character an element, as written and folded (its control characters
-    and terminal sequences dropped)."""
+    and terminal sequences dropped); whether it was scanned (some digit or ``@`` in it)."""
     if _MAY_MATCH.search(text) is None:
-        return
+        return False
     _scan(text, None, detectors, found)
     shown = text.translate(None, CONTROLS)
     if shown == text:
-        return
+        return True
     kept = np.frombuffer(text.translate(_CONTROLS_DROPPED), dtype=np.uint8) != _DROPPED
-    unshown = _unshown(text, np.arange(len(text)))
+    unshown, moves = _unshown(text, np.arange(len(text)))
+    if moves and _reads_as_text(text):
+        found.update(_whole(len(text), detectors))
+        return True
     if unshown:
         kept[unshown] = False
-        shown = np.frombuffer(text, dtype=np.uint8)[kept].tobytes()
+        characters = np.frombuffer(text, dtype=np.uint8).copy()
+        characters[moves] = _SPACE
+        kept[moves] = True
+        shown = characters[kept].tobytes()
     _scan(shown, kept, detectors, found)
+    return True
 
 
 def _order(hit: Detection) -> tuple[int, str]:
@@ -198,17 +305,32 @@ def _order(hit: Detection) -> tuple[int, str]:
 _CONTROLS_DROPPED: Final = bytes(_DROPPED if code in CONTROLS else code for code in range(256))
 # A byte some built-in match needs: a digit or "@" (what cannot match is not scanned).
 _MAY_MATCH: Final = re.compile(rb"[0-9@]")
-# ``folding``'s terminal sequences, over bytes (they are ASCII).
+# ``folding``'s terminal sequences and styling ones, over bytes (they are ASCII).
 _TERMINAL: Final = re.compile(TERMINAL_SEQUENCES.pattern.encode("ascii"))
+_STYLING: Final = re.compile(STYLING_SEQUENCES.pattern.encode("ascii"))
 
 
-def _unshown(written: bytes, elements: np.ndarray[Any, Any]) -> list[int]:
+def _unshown(written: bytes, elements: np.ndarray[Any, Any]) -> tuple[list[int], list[int]]:
     """The elements (``written``'s bytes are those of ``elements``) of what a terminal does not
-    show, which folding drops: escape sequences, and a character a backspace steps back over."""
+    show, which folding drops: escape sequences, and a character a backspace steps back over;
+    and the first element of each sequence that moves the cursor or edits the screen, which
+    folding fails closed in text and reads as a space elsewhere (``folding``)."""
     if b"\x1b" not in written and b"\x08" not in written:
-        return []
-    spans = [elements[start:end].tolist() for start, end in map(re.Match.span, _TERMINAL.finditer(written))]
-    return [element for span in spans for element in span]
+        return [], []
+    matches = list(_TERMINAL.finditer(written))
+    moves = [
+        int(elements[match.start()])
+        for match in matches
+        if match.group()[0] == 0x1B and _STYLING.match(match.group()) is None
+    ]
+    spans = [elements[start:end].tolist() for start, end in map(re.Match.span, matches)]
+    return [element for span in spans for element in span], moves
+
+
+def _reads_as_text(written: bytes) -> bool:
+    """``folding.reads_as_text`` of ``written`` (a byte per character, non-ASCII ones as
+    ``_OTHER``, each counted as text): at most one in ``_STRAY`` a control character."""
+    return (len(written) - len(written.translate(None, CONTROLS))) * _STRAY <= len(written)
 
 
 def _folded_view(points: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -246,11 +368,11 @@ def _folded_text(
 def _scan(
     text: bytes, sizes: np.ndarray[Any, Any] | None, detectors: DetectorSet, found: set[Detection]
 ) -> None:
-    """Add what ``detectors`` find in ``text`` (and in it with JSON escapes decoded, which
-    spans it whole) to ``found``, offsets mapped to elements through ``sizes`` (the bytes of
-    ``text`` each element gave; None: one each)."""
+    """Add what ``detectors`` find in ``text`` (and in it with JSON escapes and character
+    references decoded, which spans it whole) to ``found``, offsets mapped to elements
+    through ``sizes`` (the bytes of ``text`` each element gave; None: one each)."""
     hits = list(detectors.scan_each([text]).get(0, ()))
-    if b"\\" in text and unescaped_forms(text):  # a backslash that escapes something
+    if may_escape(text) and unescaped_forms(text):  # a backslash or reference that decodes
         hits += hidden_by_escapes([text], detectors).get(0, ())
     _map(hits, sizes, found)
 

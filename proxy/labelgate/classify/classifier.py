@@ -37,8 +37,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   folded (``folding``), and a value found only that way spans the whole element; a JSON
   element so found is opaque.
 - Escapes hide values from detectors reading raw text (``\\u0031\\u0032\\u0033-45-6789``), so
-  text with JSON escapes is scanned decoded as well; a value found only that way spans the
-  whole element (or leaf), since its offsets do not index the raw bytes.
+  text with JSON escapes is scanned decoded as well, and so is text with HTML character
+  references (``&#52;``, which any HTML or Markdown renderer shows as ``4``); a value found
+  only that way spans the whole element (or leaf), since its offsets do not index the raw
+  bytes.
 
 Classification and masking must see the same tensors: spans are offsets into them.
 
@@ -84,7 +86,7 @@ from labelgate.classify.json_elements import (
     keys_say_more,
     not_objects,
 )
-from labelgate.classify.jsonpaths import KeyNames, unescaped_forms
+from labelgate.classify.jsonpaths import KeyNames, may_escape, may_reference, unescaped_forms
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.messages import classify_message
 from labelgate.errors import UpstreamError
@@ -242,7 +244,7 @@ def check_output_names(
     # caller's terminal or JSON reader shows).
     if not found:
         found = hidden_by_folding(encoded, detectors)
-    if not found and any(b"\\" in name for name in encoded):
+    if not found and any(map(may_escape, encoded)):
         found = hidden_by_escapes(encoded, detectors)
     if found:
         detector = min(hit.detector for hits in found.values() for hit in hits)
@@ -289,16 +291,16 @@ def _classify_text_tensor(
         built = scanning.spans_raw(raw, tensor.size, tensor.byte_elements, stop=stop)
         if built is not None:
             spans, names = built
-            # Not ASCII: some element may hide a value in other scripts' digits. (The length
+            # The passes ``_scan_texts`` runs after its scan, in its order: character
+            # references (``&#``: the native scan reads text as written), then folding when
+            # not ASCII: some element may hide a value in other scripts' digits. (The length
             # prefixes hold control bytes, so this asks about non-ASCII text only; elements
             # with control characters stopped the native scan above.)
+            if may_reference(raw):
+                spans, names = _with_hidden(spans, names, hidden_by_escapes(tensor.byte_elements(), scanning))
             if not raw.isascii():
                 hidden = hidden_by_folding(tensor.byte_elements(), scanning, spans)
-                if hidden:
-                    for index, hits in hidden.items():
-                        spans.setdefault(index, []).extend(hits)
-                    spans = dict(sorted(spans.items()))
-                    names = names | {hit.detector for hits in hidden.values() for hit in hits}
+                spans, names = _with_hidden(spans, names, hidden)
             for detector in sorted(names):
                 fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
             if spans:
@@ -308,8 +310,9 @@ def _classify_text_tensor(
     joined = b"".join(values)
     # Without a "{" anywhere no element is a JSON object: one C-level search spares the
     # per-element checks for most tensors.
+    references = may_reference(joined)  # a character reference the native reader would not decode
     objects, opaque, leaf_hits = (
-        json_objects(values, detectors, keys, scanning) if b"{" in joined else ({}, {}, {})
+        json_objects(values, detectors, keys, scanning, references) if b"{" in joined else ({}, {}, {})
     )
     if keyed and len(objects) + len(opaque) < len(values):
         read = objects.keys() | opaque.keys()
@@ -318,7 +321,8 @@ def _classify_text_tensor(
             opaque = dict(sorted((opaque | more).items()))
     # Some element may hide a value from a scan of its raw text (asked only when scanning).
     hiding = bool(scanning) and may_hide(joined)
-    if objects and scanning and (hiding or b"\\" in joined):
+    escaped = may_escape(joined)
+    if objects and scanning and (hiding or escaped):
         _fold_json_elements(values, objects, opaque, leaf_hits, scanning)
     if not objects and not opaque:
         texts = list(range(len(values)))
@@ -328,9 +332,7 @@ def _classify_text_tensor(
     # found: the detectors the spans name, when _scan_texts knows them (and the spans are
     # then in element order); None: count them here, and sort.
     spans, found = (
-        _scan_texts(values, texts, scanning, escaped=b"\\" in joined, ascii=not hiding)
-        if scanning
-        else ({}, None)
+        _scan_texts(values, texts, scanning, escaped=escaped, ascii=not hiding) if scanning else ({}, None)
     )
     if opaque:
         label = most_sensitive(catalog.labels_at_or_under(model, tensor.name) | {default_label})
@@ -355,6 +357,17 @@ def _classify_text_tensor(
         }
 
 
+def _with_hidden(
+    spans: dict[int, list[Detection]], names: set[str], hidden: dict[int, list[Detection]]
+) -> tuple[dict[int, list[Detection]], set[str]]:
+    """``spans`` and ``names`` with the detections of ``hidden`` added (spans in element order)."""
+    if not hidden:
+        return spans, names
+    for index, hits in hidden.items():
+        spans.setdefault(index, []).extend(hits)
+    return dict(sorted(spans.items())), names | {hit.detector for hits in hidden.values() for hit in hits}
+
+
 def _fold_json_elements(
     values: list[bytes],
     objects: JsonObjects,
@@ -366,7 +379,7 @@ def _fold_json_elements(
     decoded, shows more matches of a detector than the same text unfolded is opaque
     (``FOLDED_TEXT``): its leaves cannot say which holds the value, so a mask on that
     detector rewrites the element whole."""
-    for index in [index for index in objects if may_hide(values[index]) or b"\\" in values[index]]:
+    for index in [index for index in objects if may_hide(values[index]) or may_escape(values[index])]:
         # Each form on its own: folding drops control characters, so no separator joining
         # them would still part them once folded.
         forms = [values[index], *unescaped_forms(values[index])]

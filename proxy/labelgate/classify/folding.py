@@ -12,10 +12,32 @@ every default-ignorable character (format characters such as zero-width spaces, 
 soft hyphens; variation selectors, the combining grapheme joiner, Hangul fillers: all render
 as nothing) dropped. Control characters hide values from a detector as well (``123\x00-45``,
 UTF-16 text with a NUL after every ASCII letter, ``123\x1b[0m-45``, which a terminal prints
-as ``123-45``): ANSI CSI escape sequences and every C0/C1 control character and DEL but tab,
-newline and carriage return (text the detectors read as it is) are dropped too.
+as ``123-45``): ANSI escape sequences that only style text (colours, window titles, links,
+character sets) and every C0/C1 control character and DEL but tab, newline and carriage
+return (text the detectors read as it is) are dropped too.
 
-``hidden_by_folding`` scans that form of each text that ``may_hide`` (not ASCII, or holding
+The Unicode data is ``unicodedata2``'s (``UNICODE_VERSION``), not the runtime's: a client on
+a newer Unicode reads digits and marks the runtime's database does not know (Kawi digits,
+Unicode 15.0, are unassigned to Python 3.11's) as digits and marks. A code point that data
+still calls unassigned may be a digit or a mark to a newer reader: text holding one (but a
+noncharacter) cannot be folded into what such a reader sees, and is ``UNFOLDABLE`` (below).
+Bytes that are not text (more than one character in ``_STRAY`` a control character or a
+replacement character once decoded: an image's, audio's) are not failed closed so: there
+such a code point is a character that joins nothing, as before.
+
+UTF-16 and UTF-32 text: dropping its NULs shows its ASCII characters only. ``wide_folded``
+decodes text that has a UTF-16 or UTF-32 byte order mark, or the NULs of one (a NUL beside
+most bytes, three in four for UTF-32, as Latin-script text has), as that encoding, and folds
+that: full-width digits, zero-width spaces and no-break spaces in UTF-16 read as in UTF-8.
+
+Escape sequences that move the cursor or edit what a terminal shows (``\x1b[4D`` over
+decoy digits, ``\x1b[6G``, ``\x1b[2J``, ``\x1b7``, device control strings) can show the
+text's characters in any order and hide any of them: no one reading of the text is what a
+terminal shows, so text holding one is ``UNFOLDABLE``. In bytes that are not text (above:
+a dark image's pixels hold ESC-letter pairs) such a sequence is read as a space instead, a
+separator: decoy digits overwritten stay apart from the value, and nothing is failed closed.
+
+``hidden_by_folding`` scans those forms of each text that ``may_hide`` (not ASCII, or holding
 such a control character: ``folded`` answers None for any other text). A detector it finds
 that the scan of the text itself did not spans the whole text, since offsets into the
 folded form do not index the original: as for text hidden by JSON escapes.
@@ -33,13 +55,20 @@ catalog's labels are what holds then. This closes the cheap evasions.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
 
 from labelgate.classify.detectors import Detection, DetectorSet
 
+if TYPE_CHECKING:
+    import unicodedata as unicode_data  # typeshed's stubs: the same functions
+else:
+    import unicodedata2 as unicode_data
+
+UNICODE_VERSION: Final[str] = unicode_data.unidata_version
 _MINUS_SIGN = 0x2212  # a math symbol, not a dash: written for "-" all the same
 
 # Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 15.1):
@@ -84,10 +113,20 @@ TERMINAL_SEQUENCES: Final = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[()*+\-./][ -~]|[ -/]*[0-~])"
     r"|[^\x08]\x08"
 )
+# Of the escape sequences of ``TERMINAL_SEQUENCES`` (matched at their start), those that only
+# style what is written: SGR (colours), OSC, character sets, keypad modes, a string
+# terminator. Every other one moves the cursor or edits the screen (module docstring).
+STYLING_SEQUENCES: Final = re.compile(r"\x1b(?:\[[0-?]*[ -/]*m|\]|[()*+\-./]|[=>\\])")
 
 
 def _ignorable(code: int) -> bool:
     return any(first <= code <= last for first, last in IGNORABLE_RANGES)
+
+
+def noncharacter(code: int) -> bool:
+    """Whether ``code`` is one of the 66 noncharacters: unassigned (Cn) forever, so no reader
+    will ever see a digit or a mark in one."""
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
 
 
 def may_hide(text: bytes) -> bool:
@@ -110,7 +149,7 @@ _SLICE: Final = 16_384
 
 
 class _Unfoldable(bytes):
-    """``folded``'s answer for text that grows too much when folded (see the docstring)."""
+    """``folded``'s answer for text that cannot be folded (see the docstring)."""
 
 
 UNFOLDABLE: Final = _Unfoldable()
@@ -118,6 +157,13 @@ UNFOLDABLE: Final = _Unfoldable()
 # Characters remembered by the table; past this it starts over (an upstream could send every
 # code point).
 _TABLE_SIZE = 4096
+# What the table makes of an unassigned code point: a lone surrogate, which no text decoded
+# with "replace" holds, so one search of a folded slice tells whether the text has any.
+_UNASSIGNED: Final = "\udfff"
+# Text is not text when more than one character in _STRAY is one of these: a decoder's
+# replacement character or a control character folding drops (bytes of an image, of audio).
+_STRAY: Final = 8
+_NOT_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 
 
 class _Fold(dict[int, str | None]):
@@ -128,7 +174,7 @@ class _Fold(dict[int, str | None]):
         if len(self) >= _TABLE_SIZE:
             self.clear()
         char = chr(code)
-        category = unicodedata.category(char)
+        category = unicode_data.category(char)
         folded: str | None
         if (
             category in _DROPPED_CATEGORIES
@@ -136,7 +182,9 @@ class _Fold(dict[int, str | None]):
             or (category == "Cc" and char not in _KEPT_CONTROLS)
         ):
             folded = None  # invisible, a control character or a mark on another: dropped
-        elif (digit := unicodedata.digit(char, None)) is not None:
+        elif category == "Cn" and not noncharacter(code):
+            folded = _UNASSIGNED  # a digit or a mark to a reader on a newer Unicode, maybe
+        elif (digit := unicode_data.digit(char, None)) is not None:
             folded = str(digit)  # any script's, and digits drawn in circles or on keys
         elif category == "Pd" or code == _MINUS_SIGN:
             folded = "-"
@@ -151,15 +199,36 @@ class _Fold(dict[int, str | None]):
 _TABLE = _Fold()
 
 
-def _shown(text: str) -> str:
-    """``text`` without what a terminal does not show (``TERMINAL_SEQUENCES``); searched only when it holds
-    an ESC or a backspace."""
-    return TERMINAL_SEQUENCES.sub("", text) if "\x1b" in text or "\x08" in text else text
+def _shown(text: str) -> tuple[str, bool]:
+    """``text`` without what a terminal does not show (``TERMINAL_SEQUENCES``), an escape
+    sequence that moves the cursor or edits the screen read as a space (``STYLING_SEQUENCES``
+    tells the others); and whether there was one. Searched only when it holds an ESC or a
+    backspace."""
+    if "\x1b" not in text and "\x08" not in text:
+        return text, False
+    moved = False
+
+    def dropped(match: re.Match[str]) -> str:
+        nonlocal moved
+        sequence = match.group()
+        if sequence[0] == "\x1b" and STYLING_SEQUENCES.match(sequence) is None:
+            moved = True
+            return " "
+        return ""
+
+    shown = TERMINAL_SEQUENCES.sub(dropped, text)
+    return shown, moved
+
+
+def reads_as_text(text: str) -> bool:
+    """Whether ``text`` (decoded) is text: at most one character in ``_STRAY`` a control
+    character folding drops or a replacement character (``_NOT_TEXT``)."""
+    return len(_NOT_TEXT.findall(text)) * _STRAY <= len(text)
 
 
 def folded(text: bytes) -> bytes | None:
     """``text`` as the detectors should read it (see the module docstring), None when that
-    is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it grows too much. ASCII
+    is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it cannot be folded. ASCII
     text changes only by its control characters (``may_hide``)."""
     if text.isascii():
         if text.translate(_CONTROLS_PAST_ASCII).isascii():
@@ -169,20 +238,94 @@ def folded(text: bytes) -> bytes | None:
         # or backspace needs ``_shown`` first).
         if b"\x1b" not in text and b"\x08" not in text:
             return text.translate(None, CONTROLS)
-        return _shown(text.decode("ascii")).translate(_TABLE).encode("ascii")
+        shown, moved = _shown(text.decode("ascii"))
+        if moved and reads_as_text(shown):
+            return UNFOLDABLE
+        return shown.translate(_TABLE).encode("ascii")
     # Escape sequences go first: dropping their ESC alone would leave "[0m" in the text.
-    decoded = _shown(text.decode("utf-8", "replace"))
-    budget = MAX_GROWTH * len(decoded) + _SLACK
+    result = _fold(text.decode("utf-8", "replace"))
+    return None if result == text else result
+
+
+def wide_folded(text: bytes) -> bytes | None:
+    """``text`` decoded as the UTF-16 or UTF-32 it reads as (``wide_encoding``) and folded;
+    None when it reads as neither, ``UNFOLDABLE`` when it cannot be folded."""
+    encoding = wide_encoding(text)
+    return None if encoding is None else _fold(text.decode(encoding, "replace"))
+
+
+def _fold(decoded: str) -> bytes:
+    """``decoded`` folded (``folded``), or ``UNFOLDABLE``."""
+    shown, moved = _shown(decoded)
+    if moved and reads_as_text(shown):
+        return UNFOLDABLE
+    budget = MAX_GROWTH * len(shown) + _SLACK
     parts: list[str] = []
     size = 0
-    for start in range(0, len(decoded), _SLICE):
-        part = unicodedata.normalize("NFKC", decoded[start : start + _SLICE])
+    for start in range(0, len(shown), _SLICE):
+        part = unicode_data.normalize("NFKC", shown[start : start + _SLICE])
         size += len(part)
         if size > budget:
             return UNFOLDABLE
         parts.append(part.translate(_TABLE))
-    result = "".join(parts).encode("utf-8", "surrogatepass")
-    return None if result == text else result
+    result = "".join(parts)
+    if _UNASSIGNED in result:
+        if reads_as_text(shown):
+            return UNFOLDABLE
+        result = result.replace(_UNASSIGNED, "\ufffd")  # not text: a character joining nothing
+    return result.encode("utf-8", "surrogatepass")
+
+
+# Byte order marks, UTF-32's first (UTF-32-LE's begins with UTF-16-LE's).
+_BYTE_ORDER_MARKS: Final = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+_UTF16_MARKS: Final = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
+_MARK_STARTS: Final = tuple(_UTF16_MARKS)
+
+
+def wide_encoding(text: bytes) -> str | None:
+    """The UTF-16 or UTF-32 codec (with its byte order) ``text`` reads as: the one its byte
+    order mark names, else the one whose NULs it has. Of its code units that are not all NUL
+    (padding is), UTF-32's are code points (at most U+10FFFF: a NUL as the high byte, at most
+    0x10 next to it) in seven of eight units, so a few stray units do not hide it; UTF-16's
+    have a NUL as their high byte in one in eight or more (an ASCII character), four times as
+    many as the other way round. None, after one search for a NUL, for text without a byte
+    order mark or NULs, and after one count for text with fewer NULs than either pattern
+    needs (one in sixteen bytes: an image's bytes); else counts over numpy views."""
+    if 0 not in text:
+        return _UTF16_MARKS.get(text[:2])
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if text.startswith(mark):
+            return encoding
+    if text.count(0) * 16 < len(text):
+        return None
+    count = len(text) // 4
+    for encoding, high, dtype in (("utf-32-le", 3, "<u4"), ("utf-32-be", 0, ">u4")):
+        # Seven in eight units with a NUL high byte, padding or not: a count before numpy.
+        if text[high : count * 4 : 4].count(0) * 8 >= count * 7:
+            code_points = np.frombuffer(text, dtype=dtype, count=count)
+            zero = int(np.count_nonzero(code_points == 0))  # padding
+            units = count - zero
+            if units >= 2 and (int(np.count_nonzero(code_points <= 0x10FFFF)) - zero) * 8 >= units * 7:
+                return encoding
+    size = len(text) // 2 * 2
+    odd, even = text[1:size:2].count(0), text[0:size:2].count(0)
+    # All-NUL units count in both; what UTF-16 needs of the rest (below) needs this of all.
+    if abs(odd - even) * 32 < 3 * (size // 2 - min(odd, even)):
+        return None
+    zero = int(np.count_nonzero(np.frombuffer(text, dtype="<u2", count=size // 2) == 0))
+    units = size // 2 - zero
+    low_first = odd - zero  # a character's low byte, then a NUL
+    high_first = even - zero
+    if low_first >= 2 and low_first * 8 >= units and low_first >= 4 * high_first:
+        return "utf-16-le"
+    if high_first >= 2 and high_first * 8 >= units and high_first >= 4 * low_first:
+        return "utf-16-be"
+    return None
 
 
 def read_length(char: str) -> int:
@@ -190,40 +333,61 @@ def read_length(char: str) -> int:
     zero-width space none. What a ``partial`` mask counts (``enforce.strategies``)."""
     if char.isascii():
         return 0 if char in _ASCII_CONTROLS else 1
-    return len(unicodedata.normalize("NFKC", char).translate(_TABLE))
+    return len(unicode_data.normalize("NFKC", char).translate(_TABLE))
 
 
 def hidden_by_folding(
     texts: Sequence[bytes],
     detectors: DetectorSet,
     found: Mapping[int, Sequence[Detection]] | None = None,
+    wide: bool = True,
 ) -> dict[int, list[Detection]]:
-    """For each text whose folded form shows more matches of a detector than ``found`` (the
-    detections of the texts themselves, by index) has for it: one detection per such
-    detector spanning the whole text. Counted, not just named: a plain SSN beside one in
-    Arabic-Indic digits must not hide the second. A text that cannot be folded
+    """For each text whose folded form (or its form decoded as UTF-16 or UTF-32 and folded,
+    ``wide_folded``, unless ``wide`` is False) shows more matches of a detector than
+    ``found`` (the detections of the texts themselves, by index) has for it: one detection
+    per such detector spanning the whole text. Counted, not just named: a plain SSN beside
+    one in Arabic-Indic digits must not hide the second. A text that cannot be folded
     (``UNFOLDABLE``) fails closed: every detector spans it whole."""
     forms: list[bytes] = []
     owners: list[int] = []
     result: dict[int, list[Detection]] = {}
     for index, text in enumerate(texts):
         form = folded(text)
+        if form is None:
+            continue  # ASCII without control characters: no NUL, no byte order mark either
         if form is UNFOLDABLE:
             if detectors:
                 result[index] = unfoldable_spans(len(text), detectors)
-        elif form is not None:
-            forms.append(form)
-            owners.append(index)
+            continue
+        forms.append(form)
+        owners.append(index)
+        # Two C-level checks before its wide form is worked out (``wide_encoding``); an int is
+        # found with memchr, where ``b"\x00" in text`` takes several times longer.
+        if wide and (0 in text or text.startswith(_MARK_STARTS)):
+            form = wide_folded(text)
+            if form is UNFOLDABLE:
+                if detectors:
+                    result[index] = unfoldable_spans(len(text), detectors)
+            elif form is not None:
+                forms.append(form)
+                owners.append(index)
     if not forms:
         return result
+    more_of: dict[int, dict[str, str]] = {}  # index -> detector -> label, found only folded
     for position, hits in detectors.scan_each(forms).items():
         index = owners[position]
+        if index in result:
+            continue  # failed closed already
         seen = Counter(hit.detector for hit in (found or {}).get(index, ()))
         more = Counter(hit.detector for hit in hits) - seen
         if more:
             labels = {hit.detector: hit.label for hit in hits}
-            result[index] = [Detection(name, labels[name], 0, len(texts[index])) for name in sorted(more)]
-    return result
+            more_of.setdefault(index, {}).update((name, labels[name]) for name in more)
+    for index, named in more_of.items():
+        if index not in result:
+            size = len(texts[index])
+            result[index] = [Detection(name, named[name], 0, size) for name in sorted(named)]
+    return dict(sorted(result.items())) if more_of else result
 
 
 def unfoldable_spans(size: int, detectors: DetectorSet) -> list[Detection]:

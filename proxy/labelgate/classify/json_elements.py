@@ -3,8 +3,9 @@ docstring says what the fields mean). Pure, no I/O.
 
 ``json_objects`` finds the elements to classify key by key (the native reader first, when
 it can vouch for an element and only built-in detectors scan; the exact Python path for
-the rest) and the reason each opaque element is not; ``classify_json`` turns their leaves
-into fields and ``LeafSpans``. Either way the result is the Python path's
+the rest, and for every element holding a character reference, ``&#``, whose leaves are
+scanned decoded there) and the reason each opaque element is not; ``classify_json`` turns
+their leaves into fields and ``LeafSpans``. Either way the result is the Python path's
 (``tests/classify/test_native_json.py``).
 
 Only a bare object (``{`` after JSON whitespace) is classified key by key, but a reader finds
@@ -22,7 +23,7 @@ root; failing closed is simpler and as safe, and only costs elements no catalog 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from itertools import chain, repeat
 from operator import itemgetter
@@ -32,7 +33,7 @@ from labelgate.classify import jsonpaths, native
 from labelgate.classify.catalog import Catalog
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
 from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source
-from labelgate.classify.folding import UNFOLDABLE, folded, unfoldable_spans
+from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
 from labelgate.classify.labels import most_sensitive, rank
 
@@ -45,6 +46,7 @@ KEY_DETECTED = "key_detected"
 FOLDED_TEXT = "folded_text"  # a detector fires only in the element's folded text (folding.py)
 _new_tuple = tuple.__new__  # builds a LeafSpans without the Python-level NamedTuple __new__
 _OPENERS = b"".join(jsonpaths.OBJECT_OPENERS)  # for the extension: one byte each
+_BACKSLASH, _AMPERSAND, _HASH = b"\\&#"  # ints: ``in`` finds one with memchr (``jsonpaths.may_reference``)
 
 
 def keys_say_more(catalog: Catalog, model: str, tensor: str, own: AbstractSet[str]) -> bool:
@@ -64,32 +66,60 @@ def not_objects(values: list[bytes], indices: Iterable[int]) -> dict[int, str]:
     return dict.fromkeys([index for index in indices if opens_json(values[index])], jsonpaths.NOT_AN_OBJECT)
 
 
-def hidden_by_escapes(texts: list[bytes], detectors: DetectorSet) -> dict[int, list[Detection]]:
-    """For each text whose JSON escapes decode to something a detector finds: one detection
-    per such detector spanning the whole text (decoded offsets do not index the raw one)."""
+def hidden_by_escapes(texts: Sequence[bytes], detectors: DetectorSet) -> dict[int, list[Detection]]:
+    """For each text whose JSON escapes or character references decode to something a
+    detector finds (``jsonpaths.unescaped_forms``): one detection per such detector spanning
+    the whole text (decoded offsets do not index the raw one)."""
     forms: list[bytes] = []
     owners: list[int] = []
     result: dict[int, dict[str, Detection]] = {}
+    referenced: list[int] = []  # texts with references and no backslash: decoded together
     for index, text in enumerate(texts):
-        if b"\\" in text:
-            decoded = jsonpaths.unescaped_forms(text)
-            # Decoded text may be in other scripts' digits (``\\uff11`` is a full-width 1):
-            # folded too (folding.py); what cannot be folded hides anything.
-            for form in map(folded, list(decoded)):
-                if form is UNFOLDABLE:
-                    spans = unfoldable_spans(len(text), detectors)
-                    if spans:
-                        result[index] = {hit.detector: hit for hit in spans}
-                elif form is not None:
-                    decoded.append(form)
-            forms += decoded
-            owners += [index] * len(decoded)
+        if _BACKSLASH in text:
+            _add_forms(index, text, jsonpaths.unescaped_forms(text), forms, owners, result, detectors)
+        elif _AMPERSAND in text and _HASH in text and b"&#" in text:  # ``jsonpaths.may_reference``
+            referenced.append(index)
+    if referenced:
+        decoded = jsonpaths.unreferenced([texts[index] for index in referenced])
+        # Decoded to ASCII without control characters (``&#39;``), as most are: none to fold.
+        plain = not may_hide(b"".join(decoded))
+        for index, form in zip(referenced, decoded, strict=True):
+            if form == texts[index]:
+                continue
+            if plain or not may_hide(form):
+                forms.append(form)
+                owners.append(index)
+            else:  # not ASCII, or a control character (``&#27;``): folded too
+                _add_forms(index, texts[index], [form], forms, owners, result, detectors)
     for position, hits in detectors.scan_each(forms).items():
         index = owners[position]
         whole = result.setdefault(index, {})
         for hit in hits:
             whole.setdefault(hit.detector, Detection(hit.detector, hit.label, 0, len(texts[index])))
-    return {index: list(whole.values()) for index, whole in result.items()}
+    return {index: list(whole.values()) for index, whole in sorted(result.items())}
+
+
+def _add_forms(
+    index: int,
+    text: bytes,
+    decoded: list[bytes],
+    forms: list[bytes],
+    owners: list[int],
+    result: dict[int, dict[str, Detection]],
+    detectors: DetectorSet,
+) -> None:
+    """``text``'s ``decoded`` forms, and each folded, to scan (``hidden_by_escapes``)."""
+    # Decoded text may be in other scripts' digits (``\\uff11`` is a full-width 1): folded
+    # too (folding.py); what cannot be folded hides anything.
+    for form in map(folded, list(decoded)):
+        if form is UNFOLDABLE:
+            spans = unfoldable_spans(len(text), detectors)
+            if spans:
+                result[index] = {hit.detector: hit for hit in spans}
+        elif form is not None:
+            decoded.append(form)
+    forms += decoded
+    owners += [index] * len(decoded)
 
 
 # An element classified key by key: its shape, and its leaf values when the Python path read
@@ -99,10 +129,15 @@ LeafHits = dict[int, native.JsonRead]  # element index -> what the native reader
 
 
 def json_objects(
-    values: list[bytes], detectors: DetectorSet, keys: KeyNames, scanning: DetectorSet
+    values: list[bytes],
+    detectors: DetectorSet,
+    keys: KeyNames,
+    scanning: DetectorSet,
+    references: bool = True,
 ) -> tuple[JsonObjects, dict[int, str], LeafHits]:
     """The shape and leaf values (or native hits) of each element to classify key by key,
-    and the reason each opaque element is not (see the module docstring)."""
+    and the reason each opaque element is not (see the module docstring). ``references``:
+    some element may hold a character reference (``&#``); False only when none does."""
     objects: JsonObjects = {}
     opaque: dict[int, str] = {}
     leaf_hits: LeafHits = {}
@@ -116,6 +151,12 @@ def json_objects(
     read_shaped = jsonpaths.read_shaped
     native_shape = keys.native_shape
     reads = _native_reads(values, candidates, scanning)
+    if reads is not None and references:
+        # The native reader scans leaves as written: an element holding a character reference
+        # is read here, and its leaves are scanned decoded too (``classify_json``).
+        reads = [
+            None if b"&#" in values[index] else read for index, read in zip(candidates, reads, strict=True)
+        ]
     # Signatures repeat from element to element: each distinct one is looked up once here
     # (to its element entry, or None), and an element of a shape met already needs no more.
     by_signature: dict[bytes, tuple[JsonShape, None] | None] = {}
@@ -161,6 +202,9 @@ def json_objects(
         # Keys repeat from element to element: each distinct key is scanned once.
         distinct = list(dict.fromkeys(chain.from_iterable(shape.keys for shape in shapes)))
         detected = {distinct[position] for position in detectors.scan_each(distinct)}
+        if jsonpaths.may_escape(b"\x00".join(distinct)):
+            # A key can hide a value as a leaf can: in escapes or character references.
+            detected.update(distinct[position] for position in hidden_by_escapes(distinct, detectors))
         if detected:
             flagged = {shape for shape in shapes if not detected.isdisjoint(shape.keys)}
             for index in [index for index, (shape, _) in objects.items() if shape in flagged]:
@@ -216,9 +260,10 @@ def classify_json(
     per_element: dict[int, list[LeafSpans]] = {index: [] for index in objects}
     found_labels: dict[tuple[str, str, str], None] = {}  # (path, label, detector), in order
     hits_per_text = detectors.scan_each(texts) if texts else {}
-    # A leaf is already decoded once by the parser; JSON inside a string is escaped again.
-    # (The native reader leaves every leaf with a backslash to the Python path.)
-    if texts and b"\\" in b"".join(texts):
+    # A leaf is already decoded once by the parser; JSON inside a string is escaped again, and
+    # character references are not decoded by it at all. (The native reader leaves every leaf
+    # with a backslash to the Python path, and ``json_objects`` every element with ``&#``.)
+    if texts and jsonpaths.may_escape(b"".join(texts)):
         for position, hidden in hidden_by_escapes(texts, detectors).items():
             hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]
     # Per detector bit of a native hit, its name and label (a hit of a detector not wanted

@@ -9,10 +9,17 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
   decimal digits (``str(value)``; FP64 as its integer part's digits, the card a JSON client
   parses back from ``4111111111111111.0`` and reads in ``4111111111111111.5``).
 - 8-bit tensors (UINT8, INT8) also as text: their bytes, as one text, scanned as a BYTES
-  element is (with JSON escapes decoded and other scripts' digits folded too, when the
-  bytes are UTF-8 text).
+  element is (with JSON escapes and character references decoded and other scripts' digits
+  folded too, when the bytes are UTF-8 text; decoded as UTF-16 or UTF-32 too when they read
+  as such, ``folding.wide_folded``).
 - Wider integer tensors also as text, an element a character, as a client reads them back
   with ``chr`` (``characters``).
+
+A tensor of rank 2 or more may hold a string per row (a fixed-width character array): each
+row of its last dimension is also read as a text of its own, a newline between rows
+(``characters.ROW_BREAK``; for 8-bit tensors whose bytes read as text: an image's are read
+raw only), so the end of one row is not glued to the start of the next
+(``card 4111111111111111`` then ``7`` reads as a 17-digit number).
 
 Cost: of the built-in detectors only ``credit_card`` can fire on a bare run of digits (13-19
 of them; an SSN, a phone number or an IP address needs separators, an IBAN letters, an
@@ -35,8 +42,16 @@ import numpy as np
 
 from labelgate.classify import characters
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
-from labelgate.classify.folding import CONTROLS, hidden_by_folding, may_hide
+from labelgate.classify.folding import (
+    CONTROLS,
+    UNFOLDABLE,
+    hidden_by_folding,
+    may_hide,
+    unfoldable_spans,
+    wide_folded,
+)
 from labelgate.classify.json_elements import hidden_by_escapes
+from labelgate.classify.jsonpaths import may_escape
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import RAW_DTYPES
 
@@ -92,14 +107,22 @@ def numeric_detections(tensor: Tensor, detectors: DetectorSet) -> dict[int, list
                 for position, hits in detectors.scan_each(texts).items():
                     index = indices[position]
                     found[index] = [Detection(hit.detector, hit.label, index, index + 1) for hit in hits]
+    width = tensor.shape[-1] if len(tensor.shape) > 1 else 0  # a row's elements (module docstring)
     if datatype in TEXT_DATATYPES:
         text = raw if raw is not None else _bytes_of(tensor.values)
-        for hit in _text_detections(text, detectors):
+        utf8 = _is_utf8(text)
+        mostly = utf8 or _mostly_utf8(text)
+        hits = _text_detections(text, detectors, utf8, mostly)
+        if 1 < width < len(text) and len(text) % width == 0 and mostly:
+            # Rows are no UTF-16 or UTF-32 text the flat text is not (and breaks misalign it).
+            rows = _text_detections(_rows(text, width), detectors, wide=False)
+            hits += [characters.unrowed(hit, width, 1) for hit in rows]
+        for hit in dict.fromkeys(hits):
             found.setdefault(hit.start, []).append(hit)
     elif datatype in CHARACTER_DATATYPES and tensor.size:
         exact = lambda text: _text_detections(text, detectors)  # noqa: E731
         usable = raw if raw is not None and len(raw) == tensor.size * dtype.itemsize else None
-        for hit in characters.detections(_array(raw, tensor, dtype), detectors, exact, usable):
+        for hit in characters.detections(_array(raw, tensor, dtype), detectors, exact, usable, width):
             found.setdefault(hit.start, []).append(hit)
     return dict(sorted(found.items())) if len(found) > 1 else found
 
@@ -179,36 +202,51 @@ def _number_texts(array: np.ndarray[Any, Any], everything: bool) -> tuple[list[b
     return texts, indices
 
 
-def _text_detections(text: bytes, detectors: DetectorSet) -> list[Detection]:
+def _text_detections(
+    text: bytes,
+    detectors: DetectorSet,
+    utf8: bool | None = None,
+    mostly: bool | None = None,
+    wide: bool = True,
+) -> list[Detection]:
     """What the detectors find in ``text`` read as a BYTES element is: raw, with JSON
-    escapes decoded, and folded (a value found only those ways spans all of it).
+    escapes and character references decoded, and folded (a value found only those ways
+    spans all of it).
 
-    Bytes that are not UTF-8 are an image's, or text with a few stray bytes (a UTF-16 byte
-    order mark, a byte of another encoding). Their control characters are dropped as folding
-    drops them (no decoding needed: UTF-16 text of ASCII is its bytes with NULs between).
+    Bytes that are not UTF-8 are an image's, UTF-16 or UTF-32 text, or text with a few stray
+    bytes (a byte of another encoding). Their control characters are dropped as folding
+    drops them (UTF-16 text of ASCII is its bytes with NULs between), and bytes that read
+    as UTF-16 or UTF-32 (``folding.wide_folded``) are decoded so and folded.
     Text that is UTF-8 but for at most one byte in ``_STRAY`` of its first ``_SAMPLE`` bytes
     is then read as a decoder replacing the stray bytes reads it: escapes decoded, other
     scripts' digits folded. An image's bytes are not (read as text they cost about 20 ms per
-    150 kB for nothing); its raw scan still finds ASCII text in it."""
+    150 kB for nothing); its raw scan still finds ASCII text in it. ``utf8``, ``mostly``:
+    whether ``text`` is UTF-8, and UTF-8 but for stray bytes (``_mostly_utf8``), when known;
+    ``wide``: whether to read it as UTF-16 or UTF-32 too."""
     found = detectors.scan_each([text])
-    if not _is_utf8(text):
+    if not (_is_utf8(text) if utf8 is None else utf8):
         hits = found.get(0, [])
         shown = text.translate(None, CONTROLS)
         more = list(detectors.scan_each([shown]).get(0, ())) if shown != text else []
-        sample = text[:_SAMPLE].decode("utf-8", "replace")
-        if sample.count("\ufffd") * _STRAY <= len(sample):
-            more += _text_detections(text.decode("utf-8", "replace").encode("utf-8"), detectors)
+        decoded = wide_folded(text) if wide else None
+        if decoded is UNFOLDABLE:
+            more += unfoldable_spans(len(text), detectors)
+        elif decoded is not None:
+            more += detectors.scan_each([decoded]).get(0, ())
+        if _mostly_utf8(text) if mostly is None else mostly:
+            replaced = text.decode("utf-8", "replace").encode("utf-8")
+            more += _text_detections(replaced, detectors, wide=wide)
         named = {hit.detector for hit in hits}
         for hit in more:  # offsets into another form: the value spans the whole text
             if hit.detector not in named:
                 named.add(hit.detector)
                 hits.append(Detection(hit.detector, hit.label, 0, len(text)))
         return hits
-    if b"\\" in text:
+    if may_escape(text):
         for position, hits in hidden_by_escapes([text], detectors).items():
             found.setdefault(position, []).extend(hits)
     if may_hide(text):
-        for position, hits in hidden_by_folding([text], detectors, found).items():
+        for position, hits in hidden_by_folding([text], detectors, found, wide).items():
             found.setdefault(position, []).extend(hits)
     return found.get(0, [])
 
@@ -225,3 +263,17 @@ def _is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """At most one byte in ``_STRAY`` of the first ``_SAMPLE`` is not UTF-8 (``_text_detections``)."""
+    sample = data[:_SAMPLE].decode("utf-8", "replace")
+    return sample.count("\ufffd") * _STRAY <= len(sample)
+
+
+def _rows(text: bytes, width: int) -> bytes:
+    """``text`` with a newline after each row of ``width`` bytes but the last
+    (``characters.ROW_BREAK``)."""
+    rows = np.frombuffer(text, dtype=np.uint8).reshape(-1, width)
+    breaks = np.full((len(rows), 1), characters.ROW_BREAK, dtype=np.uint8)
+    return np.hstack([rows, breaks]).tobytes()[:-1]

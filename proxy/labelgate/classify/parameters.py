@@ -5,9 +5,9 @@ put a card number in one. Only the names the operator released (``release.parame
 with the label each carries) are read at all; every other parameter is dropped unseen.
 A released parameter becomes the field ``parameters.<name>`` (or
 ``outputs.<tensor>.parameters.<name>``) with its configured label (source ``config``), and
-its text form is scanned by the detectors like any output text (with JSON escapes decoded
-and other scripts' digits, invisible and control characters folded too), adding
-``<path>{<detector>}`` fields.
+its text form is scanned by the detectors like any output text (with JSON escapes and
+character references decoded and other scripts' digits, invisible and control characters
+folded too), adding ``<path>{<detector>}`` fields.
 ``labelgate.labels`` is the backend's labelling channel (read by ``backend_labels``) and is
 never released.
 """
@@ -22,7 +22,7 @@ from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import Field, FieldSet, detector_source
 from labelgate.classify.folding import hidden_by_folding
 from labelgate.classify.json_elements import hidden_by_escapes
-from labelgate.classify.jsonpaths import scannable
+from labelgate.classify.jsonpaths import may_escape, scannable
 
 SOURCE_CONFIG = "config"
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
@@ -92,9 +92,9 @@ def classify_parameters(
     spans: dict[str, list[Detection]] = {}
     values = [text for _, text in texts]
     found = detectors.scan_each(values) if texts else {}
-    # JSON escapes hide values from a scan of the raw text, as in output text: what only their
-    # decoded form shows spans the whole value.
-    if any(b"\\" in text for text in values):
+    # JSON escapes and character references hide values from a scan of the raw text, as in
+    # output text: what only their decoded form shows spans the whole value.
+    if any(map(may_escape, values)):
         for position, hidden in hidden_by_escapes(values, detectors).items():
             found[position] = [*found.get(position, ()), *hidden]
     # So do digits of other scripts, invisible and control characters (folding.py).

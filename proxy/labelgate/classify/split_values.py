@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 from labelgate.classify import reasons
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.labels import LABEL_RANK
+from labelgate.classify.messages import is_map, is_message
 from labelgate.errors import ResourceExhausted, UpstreamError
 
 _TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
@@ -148,8 +149,8 @@ def _walk(message: Message, prefix: str, depth: int) -> Iterator[tuple[str, byte
         return
     for descriptor, value in message.ListFields():
         path = f"{prefix}{descriptor.name}"
-        if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
-            if descriptor.message_type.GetOptions().map_entry:
+        if is_message(descriptor):
+            if is_map(descriptor):
                 for key in sorted(value, key=str):
                     yield from _scalar_or_message(value[key], f"{path}[{key!r}]", depth)
             elif descriptor.is_repeated:

@@ -1,0 +1,121 @@
+"""Values hidden from the raw scan of a reply's text in ways a reader undoes are found and
+masked, on every text path (text elements, JSON leaves and keys, output names), with the
+extension and without: character references (``&#52;``), digits newer than the runtime's
+Unicode, UTF-16 and UTF-32 text, cursor movements. Found by review (rev-tensors), each
+reached an analyst unmasked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labelgate.classify import DetectorSet, classify_outputs, native
+from labelgate.classify.json_elements import KEY_DETECTED
+from labelgate.enforce import apply_masks
+from labelgate.errors import UpstreamError
+from labelgate.oip.tensor import Tensor
+from tests.classify.test_folding import CATALOG, KEY, SSN
+from tests.classify.test_folding_hidden import text_tensor_of_bytes
+
+DETECTORS = DetectorSet.default()
+CARD = "4111111111111111"
+MODEL = "customer-profile"
+
+
+def references(text: str, hexadecimal: bool = False) -> str:
+    return "".join(f"&#x{ord(char):x};" if hexadecimal else f"&#{ord(char)};" for char in text)
+
+
+def digits_from(text: str, zero: int) -> str:
+    return text.translate({ord(digit): zero + int(digit) for digit in "0123456789"})
+
+
+FORMS = {
+    "decimal references": f"card {references(CARD)}".encode(),
+    "hexadecimal references": f"ssn {references(SSN, hexadecimal=True)}".encode(),
+    "Kawi digits (15.0)": f"card {digits_from(CARD, 0x11F50)}".encode(),
+    "Nag Mundari digits (15.0)": f"ssn {digits_from(SSN, 0x1E4F0)}".encode(),
+    "outlined digits (16.0)": f"card {digits_from(CARD, 0x1CCF0)}".encode(),
+    "UTF-16 with a BOM, full-width": f"ssn {digits_from(SSN, 0xFF10)}".encode("utf-16"),
+    "UTF-16-LE, Arabic-Indic": f"ssn {digits_from(SSN, 0x660)}".encode("utf-16-le"),
+    "UTF-16-BE, zero-width spaces": ("card " + "\u200b".join(CARD)).encode("utf-16-be"),
+    "UTF-32 with a BOM, no-break spaces": "card 4111\u00a01111\u00a01111\u00a01111".encode("utf-32"),
+    "cursor left over a decoy": f"card 9999\x1b[4D{CARD}".encode(),
+}
+MASKS = [{"path": f"outputs.notes{{{name}}}", "strategy": "redact"} for name in ("us_ssn", "credit_card")]
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+@pytest.mark.parametrize("raw", [True, False])
+def test_hidden_values_in_text_elements_are_found_and_masked_whole(use_native: bool, raw: bool) -> None:
+    values = [*FORMS.values(), b"plain &amp; fine", f"ssn {SSN}".encode()]
+    with native.forced(use_native):
+        tensor = Tensor("notes", "BYTES", [len(values)], values)
+        tensor = text_tensor_of_bytes(tensor) if raw else tensor
+        result = classify_outputs(MODEL, [tensor], CATALOG, DETECTORS)
+        [masked] = apply_masks([tensor], result, MASKS, KEY)
+    for name, value in zip(FORMS, masked.values, strict=False):
+        assert value == b"[REDACTED]", name
+    assert masked.values[-2:] == [b"plain &amp; fine", b"ssn [REDACTED]"]
+
+
+def test_the_native_scan_and_the_python_path_agree_on_references() -> None:
+    values = [
+        f"card {references(CARD)} and ssn {SSN}".encode(),
+        b"Q&amp;A &#39;quoted&#39;",
+        f"{CARD}".encode(),
+    ]
+    spans = []
+    for use_native in (True, False):
+        with native.forced(use_native):
+            spans.append(
+                classify_outputs(
+                    MODEL, [text_tensor_of_bytes(Tensor("notes", "BYTES", [3], values))], CATALOG, DETECTORS
+                ).spans
+            )
+    assert spans[0] == spans[1]
+    assert {hit.detector for hit in spans[0]["notes"][0]} == {"credit_card", "us_ssn"}
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_json_leaf_hiding_a_value_in_references_is_masked(use_native: bool) -> None:
+    hidden = json.dumps({"contact": {"id": f"card {references(CARD)}"}, "n": 1})
+    plain = json.dumps({"contact": {"id": "x"}, "n": 1})
+    with native.forced(use_native):
+        tensor = text_tensor_of_bytes(Tensor("notes", "BYTES", [2], [hidden.encode(), plain.encode()]))
+        result = classify_outputs(MODEL, [tensor], CATALOG, DETECTORS)
+        [leaf] = result.json_elements["notes"][0]
+        assert [(hit.detector, hit.start, hit.end) for hit in leaf.detections] == [
+            ("credit_card", 0, len(f"card {references(CARD)}"))
+        ], "found only decoded: the whole leaf"
+        [masked] = apply_masks([tensor], result, MASKS, KEY)
+    assert json.loads(masked.values[0]) == {"contact": {"id": "[REDACTED]"}, "n": 1}
+    assert json.loads(masked.values[1]) == {"contact": {"id": "x"}, "n": 1}
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_json_key_hiding_a_value_in_references_makes_the_element_opaque(use_native: bool) -> None:
+    element = json.dumps({f"card {references(CARD)}": "x"}).encode()
+    with native.forced(use_native):
+        result = classify_outputs(
+            MODEL, [text_tensor_of_bytes(Tensor("notes", "BYTES", [1], [element]))], CATALOG, DETECTORS
+        )
+    sources = {
+        source for field in result.fields for by_label in field.sources.values() for source in by_label
+    }
+    assert f"catalog:fail_closed:{KEY_DETECTED}" in sources
+
+
+NAMES = {
+    "references": f"card_{references(CARD)}",
+    "Kawi digits": f"card_{digits_from(CARD, 0x11F50)}",
+    "unassigned code points": "card_" + "\U00040000".join(CARD),
+}
+
+
+@pytest.mark.parametrize("name", NAMES.values(), ids=NAMES.keys())
+def test_an_output_name_hiding_a_value_fails_the_reply(name: str) -> None:
+    with pytest.raises(UpstreamError) as refused:
+        classify_outputs(MODEL, [Tensor(name, "FP32", [0], [])], CATALOG, DETECTORS)
+    assert refused.value.reason == "OUTPUT_NAME_DETECTED"
