@@ -182,6 +182,22 @@ def test_bytes_fields_are_scanned_like_strings() -> None:
     assert [order.blob[hit.start : hit.end] for hit in leaf.detections] == [b"123-45-6789"]
 
 
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        b"ssn \\u0031\\u0032\\u0033-45-6789",  # JSON escapes, as a JSON reader shows them
+        b"ssn &#49;&#50;&#51;-45-6789",  # character references, as a page or Markdown shows them
+        b"ssn &#x31;&#x32;&#x33;-45-6789",
+    ],
+)
+def test_escapes_and_character_references_in_strings_are_read_decoded(hidden: bytes) -> None:
+    for order in (Order(blob=hidden), Order(tree=Node(text=hidden.decode()))):
+        result = classify_message(order, CATALOG, DETECTORS)
+        assert any(path.endswith("{us_ssn}") for path in sources(result)), (hidden, sources(result))
+    in_a_map = classify_message(Order(attrs={"note": hidden.decode()}), CATALOG, DETECTORS)
+    assert "confidential" in sources(in_a_map)["attrs"], sources(in_a_map)
+
+
 def nested(depth: int) -> Order:
     node = Node(text="leaf")
     for _ in range(depth - 1):

@@ -58,7 +58,8 @@ from labelgate.classify.fields import (
     fail_closed_source,
 )
 from labelgate.classify.folding import hidden_by_folding
-from labelgate.classify.jsonpaths import Location, scannable
+from labelgate.classify.json_elements import hidden_by_escapes
+from labelgate.classify.jsonpaths import Location, may_escape, scannable
 from labelgate.classify.labels import LABELS, check_default_label, is_label
 from labelgate.classify.numbers import DIGIT_RUN_DETECTORS, SMALLEST_DETECTABLE
 from labelgate.errors import ConfigError, UpstreamError
@@ -323,6 +324,11 @@ class _Walker:
     def scan(self) -> None:
         texts = [text for _, _, text in self._texts]
         found_per_text = self.detectors.scan_many(texts)
+        # JSON escapes and character references hide values from a raw scan, as in output
+        # text: what only their decoded form shows spans the whole string.
+        if any(map(may_escape, texts)):
+            for position, hidden in hidden_by_escapes(texts, self.detectors).items():
+                found_per_text[position] = [*found_per_text[position], *hidden]
         # Digits of other scripts, invisible and control characters hide values too (folding.py).
         for position, hidden in hidden_by_folding(
             texts, self.detectors, dict(enumerate(found_per_text))
@@ -337,7 +343,10 @@ class _Walker:
         for path, map_texts in self._maps:
             found_in_map = self.detectors.scan_each(map_texts)
             folded_in_map = hidden_by_folding(map_texts, self.detectors, found_in_map)
-            for hits in [*found_in_map.values(), *folded_in_map.values()]:
+            escaped_in_map = (
+                hidden_by_escapes(map_texts, self.detectors) if any(map(may_escape, map_texts)) else {}
+            )
+            for hits in [*found_in_map.values(), *folded_in_map.values(), *escaped_in_map.values()]:
                 for hit in hits:
                     self.fields.add(path, [hit.label], detector_source(hit.detector))
 
