@@ -277,10 +277,11 @@ class RouteSettings(Section):
     method_prefix: str = Field(pattern=r"^/[\w.]+/")
     upstream: str | None = None
     descriptor_set: ConfigPath | None = None
-    # Server streams: "hold" keeps each message until no detected value can straddle it and
-    # the next, and ends the stream on a value split across messages (classify/split_values.py);
-    # "per_message" classifies each message alone, at once (a split value is not found).
-    split_values: Literal["hold", "per_message"] = "hold"
+    # Required when the descriptors name a server-streaming method: "hold" for token streams
+    # (string fields are pieces of one text: each message is held until no detected value can
+    # straddle it and the next, and a value split across messages ends the stream,
+    # classify/split_values.py); "per_message" for record streams (each message whole).
+    split_values: Literal["hold", "per_message"] | None = None
 
     @model_validator(mode="after")
     def _not_a_built_in_service(self) -> RouteSettings:

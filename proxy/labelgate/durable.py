@@ -7,21 +7,30 @@ state a restart must find as it was left (export cursors, the bundle high-water 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 
 def replace_durably(path: Path, data: bytes, *, mode: int = 0o640) -> None:
-    """Make ``data`` the whole content of ``path`` (creating its folder), durably."""
+    """Make ``data`` the whole content of ``path`` (creating its folder), durably. The sibling
+    is a new file of its own (``mkstemp``): two writers at once (the workers of one ``serve``)
+    never write into, or rename away, each other's."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

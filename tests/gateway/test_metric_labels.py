@@ -41,7 +41,11 @@ def routed(
     directory = tmp_path_factory.mktemp("metric-labels")
     routes = [
         {"method_prefix": OPAQUE},
-        {"method_prefix": DIRECTORY, "descriptor_set": str(descriptor_set(directory))},
+        {
+            "method_prefix": DIRECTORY,
+            "descriptor_set": str(descriptor_set(directory)),
+            "split_values": "per_message",
+        },
     ]
     config = gateway_config(upstream=backend, engine="embedded", issuer=token_issuer, routes=routes)
     with start_gateway(config, directory) as gateway:

@@ -17,10 +17,13 @@ from grpc_tools import protoc
 
 from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
 from labelgate.auth import mint_dev_token
-from labelgate.config import GatewaySettings
+from labelgate.config import GatewaySettings, RouteSettings, UpstreamSettings
 from labelgate.demo.data import customer
+from labelgate.errors import ConfigError
+from labelgate.gateway.routes import RoutedServices
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
+from labelgate.gateway.upstream import Upstream
 from tests.gateway.harness import recorded_calls
 from tests.support.procs import REPO, free_port, labelgate_command, running
 
@@ -68,7 +71,9 @@ def gateway_with_routes(
 @pytest.fixture(scope="module")
 def routed_gateway(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("routes")
-    routes = [{"method_prefix": DIRECTORY, "descriptor_set": str(descriptor_set(tmp))}]
+    records = "per_message"  # each ListCustomers message is a whole customer
+    descriptors = str(descriptor_set(tmp))
+    routes = [{"method_prefix": DIRECTORY, "descriptor_set": descriptors, "split_values": records}]
     with gateway_with_routes(tmp, backend, routes) as target:
         yield target
 
@@ -267,6 +272,20 @@ async def test_a_value_a_routed_stream_splits_across_messages_never_leaves_in_pi
     assert info is not None and info.reason == "STREAM_VALUE_SPLIT"
 
 
+async def test_a_route_with_server_streams_must_say_what_their_messages_carry(tmp_path: Path) -> None:
+    """Token stream or records: nothing in a descriptor says, and guessing fails either way."""
+    route = RouteSettings(method_prefix=DIRECTORY, descriptor_set=descriptor_set(tmp_path))
+    upstream = Upstream(UpstreamSettings(address="127.0.0.1:1"), 1 << 20)
+    with pytest.raises(ConfigError) as refused:
+        RoutedServices.from_settings(None, [route], lambda name: upstream)  # type: ignore[arg-type]
+    assert refused.value.reason == "ROUTE_INVALID"
+    assert "ListCustomers" in refused.value.message and "split_values" in refused.value.message
+    for choice in ("hold", "per_message"):
+        chosen = route.model_copy(update={"split_values": choice})
+        assert RoutedServices.from_settings(None, [chosen], lambda name: upstream).routes  # type: ignore[arg-type]
+    await upstream.close()
+
+
 def test_unauthenticated_routed_call_is_refused(routed_gateway: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         asyncio.run(list_customers(routed_gateway, [1], ()))
@@ -358,7 +377,7 @@ async def test_a_client_stream_message_that_does_not_parse_is_refused_with_a_rea
         yield b"\x08\xff"  # a varint cut short
 
     async with exchange_upstream() as (upstream, received):
-        routes = [{"method_prefix": UPLOADS, "descriptor_set": str(out)}]
+        routes = [{"method_prefix": UPLOADS, "descriptor_set": str(out), "split_values": "per_message"}]
         with gateway_with_routes(tmp_path, upstream, routes) as target:
             async with grpc.aio.insecure_channel(target) as channel:
                 exchange: Any = channel.stream_stream(UPLOADS + "Exchange")
@@ -381,7 +400,7 @@ async def test_a_routed_client_stream_with_one_reply_is_relayed_and_classified(t
             yield bytes([8, number])
 
     async with exchange_upstream() as (upstream, received):
-        routes = [{"method_prefix": UPLOADS, "descriptor_set": str(out)}]
+        routes = [{"method_prefix": UPLOADS, "descriptor_set": str(out), "split_values": "per_message"}]
         with gateway_with_routes(tmp_path, upstream, routes) as target:
             async with grpc.aio.insecure_channel(target) as channel:
                 upload: Any = channel.stream_unary(UPLOADS + "Upload")

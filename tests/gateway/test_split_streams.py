@@ -1,5 +1,5 @@
-"""A routed server stream through the pipeline: a value split across its messages never
-leaves in pieces (``Pipeline.held_replies``, ``classify/split_values.py``)."""
+"""A routed token stream through the pipeline: a value split across its messages never
+leaves in pieces (``routes.held``, ``classify/split_values.py``), and its end is recorded once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from google.protobuf import wrappers_pb2
 
 from labelgate.calls import Target
 from labelgate.errors import LabelgateError, UpstreamError
+from labelgate.gateway.routes import held
 from tests.gateway.test_pipeline import make_call, make_pipeline
 
 TARGET = Target(service="rev.Chat")
@@ -17,10 +18,11 @@ SPLIT = ["card 4111 11", "11 1111 1111, ssn 123-4", "5-6789, iban DE89 3704 00",
 
 
 async def run(pieces: list[str], fail_with: LabelgateError | None = None) -> tuple[list[str], list, object]:
-    """(what the caller got, the records, the error that ended the stream)."""
+    """(what the caller got, the records after admission, the error that ended the stream)."""
     pipeline, _, _, recorder = make_pipeline()
     call = make_call("/rev.Chat/Stream")
     subject = await pipeline.admit_stream(call, TARGET)
+    admitted = len(recorder.records)
 
     async def upstream() -> AsyncIterator[wrappers_pb2.StringValue]:
         for piece in pieces:
@@ -29,20 +31,33 @@ async def run(pieces: list[str], fail_with: LabelgateError | None = None) -> tup
             raise fail_with
 
     got, ended = [], None
-    replies = pipeline.upstream_replies(call, subject, TARGET, upstream())
+    replies = pipeline.upstream_replies(call, subject, TARGET, held(upstream(), pipeline.split_values()))
     try:
-        async for reply in pipeline.held_replies(call, subject, TARGET, replies):
+        async for reply in replies:
             got.append((await pipeline.release_reply(call, subject, TARGET, reply)).value)
     except LabelgateError as error:
         ended = error
-    return got, recorder.records, ended
+    return got, recorder.records[admitted:], ended
 
 
 async def test_a_value_split_across_messages_ends_the_stream_and_no_piece_leaves() -> None:
     got, records, ended = await run(SPLIT)
-    assert got == [] and "4111" not in "".join(got)
+    assert got == []
     assert isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
-    assert records[-1].refusal == "STREAM_VALUE_SPLIT"
+    assert [record.refusal for record in records] == ["STREAM_VALUE_SPLIT"]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["card ４１１１ １１", "１１ １１１１ １１１１ thanks"],  # full-width digits: held to the end
+        ["card 4111\u200b11", "11\u200b1111\u200b1111 thanks"],  # zero-width spaces
+        ["ssn &#49;&#50;&#51;-4", "5-6789 thanks"],  # character references
+    ],
+)
+async def test_a_value_split_in_a_hidden_form_ends_the_stream_too(pieces: list[str]) -> None:
+    got, _, ended = await run(pieces)
+    assert got == [] and isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
 
 
 async def test_values_within_one_message_are_masked_and_every_message_leaves_in_order() -> None:
@@ -53,7 +68,18 @@ async def test_values_within_one_message_are_masked_and_every_message_leaves_in_
 
 
 @pytest.mark.parametrize("pieces", [["plain text ", "and more"], ["card 4111 11"]])
-async def test_what_is_held_when_the_upstream_fails_is_released_first(pieces: list[str]) -> None:
+async def test_what_is_held_when_the_upstream_fails_is_released_first_and_the_end_recorded_once(
+    pieces: list[str],
+) -> None:
     failure = UpstreamError("UPSTREAM_UNAVAILABLE", "the upstream failed with UNAVAILABLE")
-    got, _, ended = await run(pieces, failure)
+    got, records, ended = await run(pieces, failure)
     assert ended is failure and got == pieces  # no later piece can come: each stands alone
+    assert [record.refusal for record in records][-1:] == ["UPSTREAM_UNAVAILABLE"]
+    assert [record.refusal for record in records].count("UPSTREAM_UNAVAILABLE") == 1
+
+
+async def test_a_split_value_held_when_the_upstream_fails_is_refused_once() -> None:
+    failure = UpstreamError("UPSTREAM_UNAVAILABLE", "the upstream failed with UNAVAILABLE")
+    got, records, ended = await run(["card 4111 11", "11 1111 1111 1111"], failure)
+    assert got == [] and isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
+    assert [record.refusal for record in records] == ["STREAM_VALUE_SPLIT"]

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -264,36 +263,11 @@ class Pipeline:
             self.record_later(CallRecord.of(call, Outcome(subject=subject, model=target.model), error))
             raise
 
-    async def held_replies(
-        self, call: Call, subject: Subject, target: Target, replies: AsyncIterator[Message]
-    ) -> AsyncIterator[Message]:
-        """A routed server stream's replies, each held until no detected value can straddle it
-        and the next (``classify/split_values.py``); a split value ends the stream, recorded.
-        When the upstream's stream fails, what was held is released first, as at its end."""
+    def split_values(self) -> SplitValues:
+        """What holds a routed token stream's messages while a value may straddle them
+        (``classify/split_values.py``), with the carry-over's cut and the stream limits."""
         carry = CarryOver(self.classifier.classifier.detectors, self.limits.stream_carry_bytes)
-        splitter = SplitValues(carry.detectors, carry.cut_point, hold_limit=self.limits.max_message_bytes)
-
-        async def refusing(step: Callable[[], list[Message]]) -> list[Message]:
-            try:
-                return step()
-            except LabelgateError as error:
-                await self.record_failure(call, subject, target, error)
-                raise
-
-        upstream = aiter(replies)
-        while True:
-            try:
-                reply = await anext(upstream)
-            except StopAsyncIteration:
-                break
-            except LabelgateError:  # the upstream's failure, recorded by upstream_replies
-                for ready in await refusing(splitter.flush):
-                    yield ready
-                raise
-            for ready in await refusing(functools.partial(splitter.hold, reply)):
-                yield ready
-        for ready in await refusing(splitter.flush):
-            yield ready
+        return SplitValues(carry.detectors, carry.cut_point, hold_limit=self.limits.max_message_bytes)
 
     async def release_reply(self, call: Call, subject: Subject, target: Target, reply: Message) -> Message:
         """One message of a routed stream, decided and recorded on its own."""

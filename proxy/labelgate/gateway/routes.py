@@ -22,6 +22,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from labelgate.calls import Call, Target
+from labelgate.classify.split_values import SplitValues
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import metrics, reasons
@@ -94,6 +95,7 @@ class RoutedServices(grpc.GenericRpcHandler):
                     reasons.ROUTE_INVALID,
                     f"route {route.settings.method_prefix}: no method of its descriptors is under it",
                 )
+            _check_streams_say_what_they_carry(route)
         return cls(pipeline, built)
 
     def service(
@@ -111,6 +113,21 @@ class RoutedServices(grpc.GenericRpcHandler):
             )
         hold = route.settings.split_values == "hold"
         return typed_handler(self.pipeline, route.upstream, method, descriptor, hold_split_values=hold)
+
+
+def _check_streams_say_what_they_carry(route: Route) -> None:
+    """A server stream's messages are either pieces of one text (a token stream: a value may
+    be split across them) or whole records; nothing in a descriptor says which, and guessing
+    either way fails (``classify/split_values.py``), so the route must."""
+    prefix = route.settings.method_prefix
+    streams = sorted(m for m, d in route.methods.items() if d.server_streaming and m.startswith(prefix))
+    if streams and route.settings.split_values is None:
+        raise ConfigError(
+            reasons.ROUTE_INVALID,
+            f"route {prefix} serves server streams ({', '.join(streams)}): set its split_values to "
+            "'hold' if their string fields are pieces of one text (token streams: a value split "
+            "across messages is found, and refused), or 'per_message' if each message is whole",
+        )
 
 
 def _target(method: str, opaque: bool) -> Target:
@@ -188,13 +205,34 @@ async def _mapped(replies: AsyncIterator[Any], relay: Relay | None = None) -> As
         raise upstream_error(error) from None
 
 
+async def held(replies: AsyncIterator[Message], splitter: SplitValues) -> AsyncIterator[Message]:
+    """A token stream's replies, each held until no detected value can straddle it and the
+    next; a split value ends the stream (``STREAM_VALUE_SPLIT``). When the upstream's stream
+    fails, what was held is released first, as at its end, unless that release is refused.
+    Its refusals and the upstream's are recorded once, by ``Pipeline.upstream_replies``."""
+    upstream = aiter(replies)
+    while True:
+        try:
+            reply = await anext(upstream)
+        except StopAsyncIteration:
+            break
+        except LabelgateError:
+            for ready in splitter.flush():
+                yield ready
+            raise
+        for ready in splitter.hold(reply):
+            yield ready
+    for ready in splitter.flush():
+        yield ready
+
+
 def typed_handler(
     pipeline: Pipeline,
     upstream: Upstream,
     method: str,
     descriptor: MethodDescriptor,
     *,
-    hold_split_values: bool = True,
+    hold_split_values: bool = False,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     request_type = message_factory.GetMessageClass(descriptor.input_type)
     response_type = message_factory.GetMessageClass(descriptor.output_type)
@@ -233,10 +271,10 @@ def typed_handler(
                 except LabelgateError as error:  # opening the upstream stream failed: recorded
                     await pipeline.record_failure(call, subject, target, error)
                     raise
-                upstream_replies = pipeline.upstream_replies(call, subject, target, _mapped(replies, relay))
+                mapped = _mapped(replies, relay)
                 if hold_split_values:
-                    upstream_replies = pipeline.held_replies(call, subject, target, upstream_replies)
-                async for reply in upstream_replies:
+                    mapped = held(mapped, pipeline.split_values())
+                async for reply in pipeline.upstream_replies(call, subject, target, mapped):
                     yield await pipeline.release_reply(call, subject, target, reply)
         finally:
             metrics.ACTIVE_STREAMS.dec()

@@ -14,6 +14,7 @@ replay the file exists to close. A missing file is a first start.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,21 @@ def read_mark(path: Path) -> BundleMark | None:
 
 
 def write_mark(path: Path, mark: BundleMark) -> None:
-    """Replace the mark in ``path`` durably (blocking: call it from a worker thread)."""
-    data = json.dumps({"revision": mark.revision, "sequence": mark.sequence}, sort_keys=True)
-    replace_durably(path, data.encode() + b"\n", mode=0o600)
+    """Raise the mark in ``path`` to ``mark``, durably; a mark already as high stays (blocking:
+    call it from a worker thread). The workers of one ``serve`` follow the bundle server each
+    on its own and share the file: under a lock, a slower worker never lowers what a faster
+    one wrote."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            held = read_mark(path)
+        except ConfigError:
+            held = None  # unreadable: this mark replaces it (the start refused it already)
+        if held is not None and held.sequence >= mark.sequence:
+            return
+        data = json.dumps({"revision": mark.revision, "sequence": mark.sequence}, sort_keys=True)
+        replace_durably(path, data.encode() + b"\n", mode=0o600)
 
 
 def _invalid(path: Path, why: str) -> ConfigError:
