@@ -1,4 +1,5 @@
-"""The ``secret`` detector's rules: PEM markers, JWT segments, vendor token bounds."""
+"""The ``secret`` detector's rules: PEM markers, JWT segments, vendor token bounds; a key one line
+per element classified and masked whole."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import random
 
 import pytest
 
-from labelgate.classify import credentials
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify import Catalog, DetectorSet, classify_outputs, credentials, native
+from labelgate.enforce import STRATEGIES, apply_masks
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs, encode_outputs
 from tests.classify.secret_values import SECRET_FORMS, TOKEN_FORMS, jwt_value, pem_value
 
 
@@ -55,11 +60,16 @@ def test_an_end_marker_alone_runs_from_the_end_of_the_last_block_or_the_start() 
     assert spans(first + second + b" end") == [first, second], "mentions of PRIVATE KEY do not count"
 
 
-def test_an_open_block_ends_at_a_nul_the_end_of_a_joined_element() -> None:
+def test_an_open_block_runs_on_past_nuls_to_its_end_marker() -> None:
+    # A NUL is where ``scan_each`` joins elements: a key written one line per element is one block.
     key = pem_value(random.Random(2)).encode()
+    lines = b"\x00".join(key.split(b"\n"))
+    assert spans(lines + b"\x00after") == [lines]
     head, rest = key[:50], key[50:]
-    assert spans(head + b"\x00" + rest) == [head, rest]
+    assert spans(head + b"\x00" + rest + b" tail") == [head + b"\x00" + rest]
     assert spans(b"x\x00" + rest) == [rest], "an END marker alone runs from the last NUL"
+    unended = key[: key.index(b"-----END")]
+    assert spans(b"a " + unended + b"\x00more\x00\x00text") == [unended + b"\x00more\x00\x00text"]
 
 
 def test_jwt_segments_open_json_objects_and_are_long_enough_to_hold_a_key() -> None:
@@ -90,6 +100,7 @@ def test_open_pem_names_the_end_marker_an_open_block_awaits() -> None:
     assert credentials.open_pem(key + b" and " + opened[:60]) == b"-----END OPENSSH PRIVATE KEY-----"
     assert credentials.open_pem(b"no key here") is None
     assert credentials.open_pem(b"-----BEGIN OPENSSH PRIVATE KE") is None
+    assert credentials.open_pem(opened + b"\x00next") == b"-----END OPENSSH PRIVATE KEY-----"
 
 
 def test_tokens_and_jwts_are_found_in_position_order() -> None:
@@ -102,3 +113,51 @@ def test_tokens_and_jwts_are_found_in_position_order() -> None:
     credentials.secret_hits(text, hits)
     # Pass by pass (the JWTs', then the tokens'), each in position order.
     assert [text[start:end] for _, start, end in hits] == [jwt, *(value for value in values if value != jwt)]
+
+
+# --- a key one line per element, classified and masked ----------------------------------
+
+CATALOG = Catalog.from_data({"entries": []})
+HASH_KEY = b"credentials-test-key-0123456789ab"
+
+
+def masked(tensors: list[Tensor], strategy: str, raw: bool) -> list[list[bytes]]:
+    """``tensors`` classified (as given, or decoded from a raw reply: the native scan of the
+    raw buffer) and masked where the ``secret`` detector found something."""
+    if raw:
+        reply = pb.ModelInferResponse()
+        encode_outputs(reply, tensors, raw=True)
+        tensors = decode_outputs(reply)
+    classification = classify_outputs("m", tensors, CATALOG, DetectorSet.default())
+    masks = [{"path": f"outputs.{t.name}{{secret}}", "strategy": strategy, "params": {}} for t in tensors]
+    return [
+        list(map(bytes, tensor.values)) for tensor in apply_masks(tensors, classification, masks, HASH_KEY)
+    ]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["values", "raw"])
+@pytest.mark.parametrize("path", ["native", "python"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_key_one_line_per_element_is_masked_whole(strategy: str, path: str, raw: bool) -> None:
+    key = pem_value(random.Random(strategy), "PRIVATE KEY", 6)
+    lines = [line.encode() for line in key.split("\n")]
+    elements = [b"the key follows", *lines, b"that was all", b"-----BEGIN NOTHING-----"]
+    with native.forced(path == "native"):
+        (out,) = masked([Tensor("lines", "BYTES", [len(elements)], elements)], strategy, raw)
+    assert out[0] == elements[0] and out[-2:] == elements[-2:], "the elements around it are kept"
+    for line, after in zip(lines, out[1:-2], strict=True):
+        assert line != after and (len(line) < 8 or line not in after), (strategy, line)
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+def test_a_key_without_its_end_marker_masks_every_later_element_of_its_tensor(path: str) -> None:
+    key = pem_value(random.Random(6), "EC PRIVATE KEY", 3)
+    lines = [line.encode() for line in key.split("\n")][:-1]
+    elements = [b"before", *lines, b"", b"and 123-45-6789 after"]
+    other = [b"-----END EC PRIVATE KEY-----", b"another output"]
+    tensors = [Tensor("lines", "BYTES", [len(elements)], elements), Tensor("other", "BYTES", [2], other)]
+    with native.forced(path == "native"):
+        out, out_other = masked(tensors, "redact", raw=True)
+    assert out == [b"before", *[b"[REDACTED]"] * len(lines), b"", b"[REDACTED]"]
+    # One tensor's block never runs into another: its END marker alone masks only itself.
+    assert out_other == [b"[REDACTED]", b"another output"]

@@ -328,12 +328,42 @@ def test_a_private_key_without_its_end_marker_runs_to_the_end_of_the_text() -> N
     assert found(f"the key: {opened}\nand more text") == [("secret", f"{opened}\nand more text")]
     other_end = opened + "\n-----END EC PRIVATE KEY-----\ntail"
     assert found(other_end) == [("secret", other_end)], "only its own END marker closes a block"
-    # ... but not past the end of its element: scan_many never joins elements.
-    texts = [f"key {opened}".encode(), b"next element 123-45-6789"]
+    # Among many texts (a tensor's elements) it runs on over every later one: the key's lines
+    # may be elements of their own, its END marker dropped.
+    texts = [b"before 123-45-6789", f"key {opened}".encode(), b"next element 123-45-6789", b"", b"last"]
     assert DETECTORS.scan_many(texts) == [
-        [Detection("secret", "restricted", 4, len(texts[0]))],
-        [Detection("us_ssn", "confidential", 13, 24)],
+        [Detection("us_ssn", "confidential", 7, 18)],
+        [Detection("secret", "restricted", 4, len(texts[1]))],
+        [Detection("secret", "restricted", 0, len(texts[2]))],
+        [],
+        [Detection("secret", "restricted", 0, len(texts[4]))],
     ]
+
+
+def test_a_key_one_line_per_element_runs_from_its_begin_element_to_its_end_element() -> None:
+    lines = [line.encode() for line in RSA_KEY.split("\n")]
+    texts = [b"here:", b"1 " + lines[0], *lines[1:-1], b"", lines[-1] + b" and a@b.co", b"a@b.co"]
+    found = DETECTORS.scan_many(texts)
+    assert found[0] == []
+    assert found[1] == [Detection("secret", "restricted", 2, len(texts[1]))]
+    assert found[2:-3] == [[Detection("secret", "restricted", 0, len(line))] for line in lines[1:-1]]
+    assert found[-3] == [], "an empty element holds nothing to mask"
+    end = len(lines[-1])
+    assert found[-2] == [
+        Detection("secret", "restricted", 0, end),
+        Detection("email", "internal", end + 5, end + 11),
+    ]
+    assert found[-1] == [Detection("email", "internal", 0, 6)], "the block ends at its END marker"
+    # Another label's END marker does not close it; its own, elements later, does.
+    other = [
+        b"-----BEGIN EC PRIVATE KEY-----",
+        b"-----END RSA PRIVATE KEY-----",
+        b"x",
+        b"-----END EC PRIVATE KEY-----",
+    ]
+    assert [[(hit.start, hit.end) for hit in hits] for hits in DETECTORS.scan_many([*other, b"y"])] == [
+        [(0, len(text))] for text in other
+    ] + [[]]
 
 
 def test_an_end_marker_without_its_begin_marker_runs_from_the_start_of_the_text() -> None:
@@ -341,8 +371,10 @@ def test_an_end_marker_without_its_begin_marker_runs_from_the_start_of_the_text(
     rest = RSA_KEY.split("\n", 2)[2]
     assert found(f"{rest} then words") == [("secret", rest)]
     data = f"a {RSA_KEY[:40]}\x00{rest}".encode()
+    assert [data[hit.start : hit.end] for hit in DETECTORS.scan(data)] == [data[2:]], "one block past a NUL"
+    data = f"a {RSA_KEY[:40]}\x00{rest}\x00{rest}".encode()
     assert [data[hit.start : hit.end] for hit in DETECTORS.scan(data)] == [
-        data[2 : 2 + 40],
+        data[2 : -len(rest) - 1],
         rest.encode(),
     ]
 

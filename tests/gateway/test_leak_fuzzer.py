@@ -7,7 +7,12 @@ The oracle is sound because of where values are planted (the default policy, ``r
 
 - detector-recognizable values (valid SSNs, Luhn-valid card numbers, valid IBANs, standing
   alone) go anywhere: they are confidential, which neither persona used here sees in clear
-  (no group: redacted; analysts: the last 4 characters);
+  (no group: redacted; analysts: the last 4 characters); so do credentials (PEM private
+  keys, JWTs, AWS key ids, GitHub tokens: ``secret``, restricted, emptied for every persona),
+  but where a header carries them (metadata), whose values hold no line breaks: no PEM key.
+  A key's base64 lines are planted one by one (its markers are no secret), in free text or
+  one line per element of a BYTES output (a "lines" column, its END marker sometimes left
+  out: every later element is then masked);
 - random tokens no detector recognises go only where the persona may not see them in clear:
   side doors (ids, model name and version, parameters, unknown fields, metadata, error
   texts, stream ``error_message``) and outputs whose label hides them from the persona:
@@ -55,6 +60,7 @@ from hypothesis import strategies as st
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.oip.tensors import decode_outputs
+from tests.classify.secret_values import PEM_LABELS, TOKEN_FORMS, jwt_value, pem_value
 from tests.gateway.harness import (
     AuditedStack,
     Received,
@@ -138,6 +144,7 @@ def make_iban(rng: random.Random, separator: str = "") -> str:
 
 
 DETECTABLE_FORMS = ("ssn", "card", "card ", "card-", "iban", "iban ")
+CREDENTIAL_FORMS = ("pem", "jwt", "aws", "github")
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,12 @@ class Planter:
     def chance(self, numerator: int, denominator: int) -> bool:
         return self.rng.random() < numerator / denominator
 
+    def odds(self) -> random.Random:
+        """Plain odds for choices as many as a planted value has characters: a value's length
+        comes from the counter-seeded generator, not from Hypothesis, so neither Hypothesis'
+        draws nor ``rng`` may depend on it (the same draws must make the same scenario)."""
+        return random.Random(self.rng.getrandbits(64))
+
     def plant(self, value: str, where: str) -> str:
         self.planted.append(Planted(value, where))
         return value
@@ -215,7 +228,11 @@ class Planter:
         rng = random.Random(next(_values))
         return self.plant("PLT" + "".join(rng.choices(string.ascii_lowercase, k=length - 3)), where)
 
-    def detectable(self, where: str, form: str | None = None) -> str:
+    def detectable(self, where: str, form: str | None = None, one_line: bool = False) -> str:
+        """A value a detector finds: one of ``DETECTABLE_FORMS`` (``form``), or a credential
+        (``credential``; ``one_line``: no PEM key)."""
+        if form is None and self.chance(1, 4):
+            return self.credential(where, one_line)
         form = form or self.draw(st.sampled_from(DETECTABLE_FORMS))
         rng = random.Random(next(_values))
         kind, separator = form[:4].rstrip(), form[4:]
@@ -225,8 +242,25 @@ class Planter:
             return self.plant(make_card(rng, separator), where)
         return self.plant(make_iban(rng, separator), where)
 
-    def secret(self, where: str) -> str:
-        return self.detectable(where) if self.chance(1, 3) else self.token(where)
+    def credential(self, where: str, one_line: bool = False) -> str:
+        """A PEM private key, a JWT, an AWS key id or a GitHub token (``one_line``: not a key)."""
+        rng = random.Random(next(_values))
+        kind = rng.choice(CREDENTIAL_FORMS[1:] if one_line else CREDENTIAL_FORMS)
+        if kind == "pem":
+            return "\n".join(self.key_lines(f"{where}/pem", rng))
+        value = jwt_value(rng, signed=rng.random() < 0.8) if kind == "jwt" else TOKEN_FORMS[kind](rng)
+        return self.plant(value, f"{where}/{kind}")
+
+    def key_lines(self, where: str, rng: random.Random | None = None) -> list[str]:
+        """A PEM private key's lines, its base64 lines planted one by one."""
+        rng = rng or random.Random(next(_values))
+        lines = pem_value(rng, rng.choice(PEM_LABELS), rng.randint(1, 3)).split("\n")
+        for line in lines[1:-1]:
+            self.plant(line, where)
+        return lines
+
+    def secret(self, where: str, one_line: bool = False) -> str:
+        return self.detectable(where, one_line=one_line) if self.chance(1, 3) else self.token(where)
 
     def text(self, where: str, clear: bool, secrets: int | None = None) -> str:
         """Words with values among them, each value followed by a word: two values side by side
@@ -289,9 +323,7 @@ class Planter:
             document["escaped_note"] = f"see {escaped_value} now"
         text = json.dumps(document)
         if escaped_value is not None:
-            mask = self.draw(
-                st.lists(st.booleans(), min_size=len(escaped_value), max_size=len(escaped_value))
-            )
+            mask = [odds.random() < 0.5 for odds in [self.odds()] for _ in escaped_value]
             escaped = "".join(
                 f"\\u{ord(c):04x}" if c.isalnum() and (hit or i == 0) else c
                 for i, (c, hit) in enumerate(zip(escaped_value, mask, strict=True))
@@ -337,9 +369,18 @@ class Planter:
             return f"restricted,{self.token(f'{where}/labelgate.labels')}", None
         return choice, choice
 
+    def key_column(self, where: str, values: list[Any]) -> None:
+        """Now and then a PEM key one line per element among ``values`` (a "lines" column),
+        its END marker sometimes left out: then the elements after it are masked too."""
+        if self.chance(1, 6):
+            lines = self.key_lines(f"{where}/pem-lines")
+            at = self.rng.randint(0, len(values))
+            values[at:at] = lines if self.chance(3, 4) else lines[:-1]
+
     def output(
-        self, name: str, labels: frozenset[str], where: str, raw: bool, hidden: bool
+        self, name: str, labels: frozenset[str], where: str, raw: bool, hidden: bool, lines: bool = True
     ) -> dict[str, Any]:
+        """``lines``: a key may be written one line per element here (see ``reply``)."""
         datatype = OUTPUT_TYPES[name]
         parameters = self.parameters(f"{where}/output-parameters")
         sent, backend = self.label_parameter(f"{where}/output-parameters")
@@ -358,6 +399,8 @@ class Planter:
                     values.append({"hex": (b"\xff\xfe " + self.token(f"{where}/binary").encode()).hex()})
                 else:
                     values.append(self.text(where, clear))
+            if lines:
+                self.key_column(where, values)
             spec["values"] = [f" {v} " if self.deltas and isinstance(v, str) else v for v in values]
         elif not clear and (raw or datatype == "FP32") and self.chance(1, 2):
             # The token's bytes as the tensor's own bytes (typed INT64 travels as varints: raw only).
@@ -374,9 +417,17 @@ class Planter:
             spec["contents"] = {"bytes_contents": [self.secret(f"{where}/stray-contents")]}
         return spec
 
-    def reply(self, model: str, where: str, hidden: bool = False, stream: bool = False) -> dict[str, Any]:
+    def reply(
+        self, model: str, where: str, hidden: bool = False, stream: bool = False, last: bool = True
+    ) -> dict[str, Any]:
         """A ``ModelInferResponse`` spec (planted_upstream.py) for a request of ``model``;
-        ``hidden``: none of it may reach the caller (an error reply)."""
+        ``hidden``: none of it may reach the caller (an error reply); ``last``: no later reply
+        to the same request follows (in a stream).
+
+        A key one line per element goes only into a request's last reply: the carry-over cuts
+        each element of a streamed output on its own, and may release an element's text (a
+        line of the key) from a reply before the last while the element holding the BEGIN
+        marker is still held back, to be scanned without it."""
         reply: dict[str, Any] = {"raw": self.draw(st.booleans())}
         parameters = self.parameters(f"{where}/reply-parameters")
         sent, response_label = self.label_parameter(f"{where}/reply-parameters")
@@ -387,7 +438,7 @@ class Planter:
         names = self.draw(
             st.lists(st.sampled_from(sorted(OUTPUT_TYPES)), min_size=1, max_size=3, unique=True)
         )
-        reply["outputs"] = [self.output(name, labels, where, reply["raw"], hidden) for name in names]
+        reply["outputs"] = [self.output(name, labels, where, reply["raw"], hidden, last) for name in names]
         for side in ("model_name", "model_version") if stream else ("model_name", "model_version", "id"):
             choice = self.draw(st.sampled_from(["as asked", "planted", "lie"]))
             if choice == "planted":
@@ -443,7 +494,7 @@ class Planter:
         pairs = []
         for _ in range(self.draw(st.integers(0, 2))):
             key = "x-up-" + self.draw(st.text(string.ascii_lowercase, min_size=1, max_size=6))
-            pairs.append([key, self.secret(where)])
+            pairs.append([key, self.secret(where, one_line=True)])
         return pairs
 
 
@@ -474,8 +525,12 @@ def split_replies(planter: Planter, model: str, request: int, where: str) -> lis
     """A text with one planted value, split across 2-4 decoupled replies to request ``request``
     of the stream (named explicitly: another request's plant may carry them)."""
     label = label_of(CATALOG_LABELS[model])
-    text = " " + planter.text(f"{where}/split-{label}", label in CLEAR[planter.persona], secrets=1) + " "
-    cuts = sorted(planter.draw(st.sets(st.integers(1, max(1, len(text) - 1)), min_size=1, max_size=3)))
+    if planter.chance(1, 3):  # a key, JWT or token held back until it is whole
+        text = f" note {planter.credential(f'{where}/split-{label}')} and thanks "
+    else:
+        text = " " + planter.text(f"{where}/split-{label}", label in CLEAR[planter.persona], secrets=1) + " "
+    odds = planter.odds()
+    cuts = sorted(odds.sample(range(1, len(text)), odds.randint(1, min(3, len(text) - 1))))
     pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     return [
         {
@@ -505,10 +560,10 @@ def request_replies(planter: Planter, models: list[str], index: int, where: str)
             message = planter.text(f"{where}/error_message", clear=False, secrets=1)
             spec: dict[str, Any] = {
                 "error_message": message,
-                "reply": planter.reply(model, where, hidden=True, stream=True),
+                "reply": planter.reply(model, where, hidden=True, stream=True, last=True),
             }
         else:
-            spec = {"reply": planter.reply(model, where, stream=True)}
+            spec = {"reply": planter.reply(model, where, stream=True, last=last)}
             spec["final"] = planter.draw(st.sampled_from([None, True, False])) if last else False
         identity = planter.draw(st.sampled_from(["own"] * 30 + ["foreign", "missing"]))
         if identity == "foreign":
@@ -596,6 +651,15 @@ class Tally:
         return "\n".join(lines)
 
 
+def assert_credentials_planted(planted: list[Planted]) -> None:
+    """Not vacuous: every credential form was planted, a key one line per element too, and
+    some split across streamed replies."""
+    steps = [planted.where.split("/") for planted in planted]
+    assert {*CREDENTIAL_FORMS, "pem-lines"} <= {step for where in steps for step in where}
+    split = {where[-1] for where in steps if any(step.startswith("split-") for step in where)}
+    assert split & set(CREDENTIAL_FORMS), "no credential was split across streamed replies"
+
+
 def describe(scenario: Scenario, received: Received) -> str:
     plants = [
         {
@@ -676,6 +740,7 @@ def test_no_planted_value_leaks_to_the_caller_or_at_rest(stack: AuditedStack) ->
     )
     assert tally.planted, "nothing was planted"
     assert not tally.leaks, f"planted values leaked:\n{tally.summary()}"
+    assert_credentials_planted(tally.planted)
     # Not vacuous: most replies are well-formed and must come through, stripped and masked.
     assert tally.delivered >= EXAMPLES // 4, f"outputs delivered in only {tally.delivered} examples"
     assert stack.gateway.process.popen.returncode is not None

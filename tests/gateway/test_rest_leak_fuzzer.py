@@ -13,9 +13,11 @@ gateway (``labelgate serve`` with a durable audit writer and session recording):
 - model metadata and readiness from the REST upstream, the plant carried in ``x-request-id``;
 - ``ModelStreamInfer`` to the REST upstream (one REST call per streamed request).
 
-Nothing planted may reach the caller (status, headers and body, JSON escapes decoded), nor
-the audit log, the recordings or the logs. Each value must be visible when the upstream is
-called directly, or the scenario planted it nowhere.
+Values include credentials (PEM keys in free text and one line per element, JWTs, AWS and
+GitHub tokens), planted as the gRPC fuzzer plants them. Nothing planted may reach the caller
+(status, headers and body, JSON escapes decoded), nor the audit log, the recordings or the
+logs. Each value must be visible when the upstream is called directly, or the scenario
+planted it nowhere.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from tests.gateway.harness import (
 from tests.gateway.planted_upstream import plant_parameter
 from tests.gateway.test_leak_fuzzer import (
     CLEAR,
+    CREDENTIAL_FORMS,
     LABELS,
     OUTPUT_TYPES,
     Planted,
@@ -130,8 +133,8 @@ def rest_parameters(planter: Planter, where: str) -> dict[str, Any]:
             parameters["labelgate.masked"] = planter.token(f"{where}/labelgate.masked")
         elif kind == "final":
             parameters["triton_final_response"] = planter.draw(st.booleans())
-        elif kind == "headers":  # MLServer turns this into response headers
-            parameters["headers"] = {"x-h": planter.secret(f"{where}/headers")}
+        elif kind == "headers":  # MLServer turns this into response headers: one line
+            parameters["headers"] = {"x-h": planter.secret(f"{where}/headers", one_line=True)}
         else:
             parameters["rows"] = planter.draw(st.integers(0, 10**6))
     return parameters
@@ -155,6 +158,7 @@ def rest_output(
             planter.document(where, clear) if planter.chance(1, 3) else planter.text(where, clear)
             for _ in range(planter.draw(st.integers(1, 3)))
         ]
+        planter.key_column(where, values)  # a REST reply is whole: no carry-over cuts it
     elif datatype == "FP32":
         values = [0.5 * i for i in range(planter.draw(st.integers(1, 3)))]
     else:
@@ -507,6 +511,8 @@ def test_no_planted_value_leaks_over_rest(stack: Stack) -> None:
     )
     assert tally.examples == EXAMPLES
     assert tally.planted, "nothing was planted"
+    steps = {step for planted in tally.planted for step in planted.where.split("/")}
+    assert {*CREDENTIAL_FORMS, "pem-lines"} <= steps, "every credential form is planted"
     assert not tally.unseen, (
         f"the upstreams did not send {len(tally.unseen)} planted values: {tally.unseen[:30]}"
     )

@@ -7,11 +7,24 @@ each in position order, in this order: PEM private keys, JWTs, vendor tokens.
 A PEM block is found from its ``PRIVATE KEY`` and read outwards: ``-----BEGIN `` or
 ``-----END ``, up to three label words (1-9 capitals or digits, one space after each),
 ``PRIVATE KEY``, an optional `` BLOCK`` (PGP), ``-----``. A BEGIN marker's block runs to the
-end of the first END marker of the same label, else to the end of the text; an END marker
-with no block open runs from the end of the previous block, or the start of the text. A NUL
-ends the text: ``DetectorSet.scan_each`` joins elements with NULs, and no block may run from
-one element into the next. (A NUL inside a key cuts it in two blocks when its END marker
-follows, the second opening at the NUL; folding, which drops NULs, reads it whole.)
+end of the first END marker of the same label, else to the end of the text (fail closed: a
+reply cut short, a key whose END line was dropped); an END marker with no block open runs
+from the end of the previous block, or the start of its text (the last NUL, or the start).
+
+A block runs on past NULs. ``DetectorSet.scan_each`` scans many texts (a tensor's elements,
+a message's strings, the leaves of a tensor's JSON elements) joined by NULs, and a key is
+often written one line per element (a "lines" column): its BEGIN marker in one element, its
+base64 lines in the next ones, each of which, scanned alone, holds nothing to find. So a
+block whose own element holds no END marker runs on into the following texts of the same
+scan, up to and including the END marker of its label in a later one; without one it covers
+every later text of that scan. ``scan_each`` shares such a hit out one piece per text; the
+native scan (``proxy/native/src/secrets.rs``) carries the awaited END marker from one
+element into the next. A block never runs from one scan into another: not from one tensor
+into the next, nor from a message into another, nor from one streamed reply into the next
+(``carryover`` holds an element whose block is open until its END marker or the final
+reply). The price is every later text of the scan masked after a BEGIN marker no END marker
+follows: fail closed, and rare outside keys. (Before, a NUL ended a block, and a key one
+line per element leaked every line but its markers.)
 
 A JWT is three runs of base64url characters joined by dots, the first two opening with
 ``eyJ``, which is base64url for ``{"``: each of them decodes to text opening a JSON object
@@ -133,7 +146,7 @@ def _find(pattern: re.Pattern[bytes], data: bytes, tokens: list[Hit], first: byt
 
 def _pem_blocks(data: bytes) -> Iterator[tuple[int, int, bytes | None]]:
     """(start, end, awaited) of each PEM block, in order: ``awaited`` is the END marker a
-    block run to the end of its text (or a NUL) without finding it awaits, else None."""
+    block run to the end of its text without finding it awaits, else None."""
     position = after = 0  # where the search goes on; where the last block ended
     while (key := data.find(_KEY, position)) >= 0:
         marker = _pem_marker(data, key)
@@ -143,11 +156,9 @@ def _pem_blocks(data: bytes) -> Iterator[tuple[int, int, bytes | None]]:
         opens, start, label, end = marker
         awaited = None
         if opens:
-            limit = data.find(b"\x00", end)
-            limit = len(data) if limit < 0 else limit
             closing = _END + data[label : end - len(_DASHES)] + _DASHES
-            found = data.find(closing, end, limit)
-            end, awaited = (limit, closing) if found < 0 else (found + len(closing), None)
+            found = data.find(closing, end)
+            end, awaited = (len(data), closing) if found < 0 else (found + len(closing), None)
         else:
             start = max(after, data.rfind(b"\x00", 0, start) + 1)
         yield start, end, awaited

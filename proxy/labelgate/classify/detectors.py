@@ -29,7 +29,10 @@ secret        PEM private keys: ``-----BEGIN``, up to three label words     mark
               ``PRIVATE KEY-----`` or ``PRIVATE KEY BLOCK-----`` (PGP),     marker
               through the END marker of the same label, else through
               the end of the text (fail closed; an END marker with no
-              block open runs from the start of the text).
+              block open runs from the start of the text). Among many
+              texts (``scan_many``: a tensor's elements) a block runs
+              on through the later texts to that END marker, else
+              through the last text (a key one line per element).
               JWTs (JWS compact): three base64url runs joined by dots,      ``eyJ`` is
               the first two opening ``eyJ`` and of 8 characters or more,    ``{"``: shape
               the signature maybe empty (``alg: none``).                    only
@@ -53,6 +56,17 @@ masking a look-alike. A number grouped in thousands is also joined by its own se
 ("4,111,111,111,111,111,2" is some longer number, "4 111 111 111 111 111 2" too).
 Non-ASCII neighbours do not count, since in Chinese or Japanese text numbers often touch
 the words around them.
+
+A PEM block is the one match that spans texts. ``scan_many`` and ``scan_each`` take the texts
+of one thing: a BYTES tensor's elements (its plain-text ones, or the leaves of its JSON
+elements), the strings of one message, one reply's parameters. There a key written one
+line per element (the BEGIN marker in one element, base64 lines in the next ones, which
+alone hold nothing any detector finds) is one block from its BEGIN marker through its END
+marker, handed out as one detection per element it covers; a block with no END marker in
+any later text covers all of them (fail closed). It never runs from one call into another:
+not from a tensor into the next tensor or into another output, nor from one streamed reply
+into the next. A single text (``scan``) keeps to itself: a block without its END marker
+runs to the end of the text, past any NUL in it.
 
 How candidates are found fast is in ``labelgate.classify.patterns`` (secrets:
 ``labelgate.classify.credentials``); with the optional Rust extension installed,
@@ -221,8 +235,12 @@ class DetectorSet:
 
         The built-ins run once over all texts joined by NUL bytes: no candidate form
         contains a NUL, so nothing is found across two texts, and the fixed cost of a scan
-        is paid once instead of per element. The native scan (when active) goes element by
-        element instead, at no per-element cost worth joining for.
+        is paid once instead of per element. One exception, on purpose: a PEM block whose
+        text holds no END marker runs on into the texts after it, up to its END marker or
+        to the last (``credentials``: a key written one line per element), and is handed
+        out one detection per text it covers. The native scan (when active) goes element
+        by element instead, at no per-element cost worth joining for, and carries an open
+        block from one element into the next.
         """
         results: dict[int, list[Detection]] = {}
         if self._builtins and texts:
@@ -314,17 +332,45 @@ _new_tuple = tuple.__new__  # builds a Detection without the Python-level NamedT
 def _share_out(
     hits: list[Hit], texts: Sequence[bytes], labels: Mapping[str, str], results: dict[int, list[Detection]]
 ) -> None:
-    """Hand each hit in the NUL-joined ``texts`` to the text it lies in, offsets made local."""
+    """Hand each hit in the NUL-joined ``texts`` to the text it lies in, offsets made local;
+    a PEM block run on past the end of its text, one piece to each text it covers."""
     starts = list(accumulate([len(text) + 1 for text in texts[:-1]], initial=0))
+    last = len(starts) - 1
     for name, start, end in hits:
         index = bisect_right(starts, start) - 1
         offset = starts[index]
+        if index < last and end >= starts[index + 1]:
+            _share_out_block(name, start, end, index, starts, labels, results)
+            continue
         detection = _new_tuple(Detection, (name, labels[name], start - offset, end - offset))
         found = results.get(index)
         if found is None:
             results[index] = [detection]
         else:
             found.append(detection)
+
+
+def _share_out_block(
+    name: str,
+    start: int,
+    end: int,
+    index: int,
+    starts: list[int],
+    labels: Mapping[str, str],
+    results: dict[int, list[Detection]],
+) -> None:
+    """A hit from text ``index`` through later texts (``credentials``: a PEM block runs on past
+    NULs) as one detection per text it covers, to the end of each but the last; an empty
+    piece (an empty text, or the NUL alone) is none."""
+    label = labels[name]
+    for at in range(index, len(starts)):
+        offset = starts[at]
+        if offset >= end:
+            break
+        text_end = starts[at + 1] - 1 if at + 1 < len(starts) else end
+        piece = (max(start, offset) - offset, min(end, text_end) - offset)
+        if piece[1] > piece[0]:
+            results.setdefault(at, []).append(_new_tuple(Detection, (name, label, *piece)))
 
 
 def _share_out_each(

@@ -13,6 +13,12 @@ passed every other check), and the passes run here on those elements alone, NUL-
 finds them in the joined elements, so even the order of ``scan_each``'s result is the
 Python one.
 
+A PEM block runs on from one element into the next (``credentials``): the extension carries
+an open block across the elements of one call, as the NUL-joined Python scan runs it on past
+the NULs. ``json_elements`` carries it across the leaves of the elements it reads; when it
+leaves some element to Python, every element from the first where a block may open is left
+to Python too, whose scan of their leaves then runs it on as the reference does.
+
 The Python code stays the reference and the fallback: without the extension (or with
 ``LABELGATE_NATIVE=0`` in the environment) ``builtin_hits`` and ``hits_each`` are the pure
 Python scan. ``tests/classify/test_native.py`` checks that both give the same detections.

@@ -35,7 +35,10 @@ use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
 use iban::{Class, Country, Registry};
 
-use scan::{Found, Wanted, DETECTORS, IBAN_PASS, IPV4_PASS};
+use scan::{Found, Wanted, DETECTORS, IBAN_PASS, IPV4_PASS, SECRET};
+
+/// What every PEM marker holds (`secrets`).
+const KEY: &[u8] = b"PRIVATE KEY";
 
 /// `scan_elements`' result: `(hits, iban_at, iban_count, iban_pending, ipv6_pending)`.
 type Scanned<'py> = (
@@ -160,7 +163,38 @@ fn read_all(elements: &[PyBackedBytes], wanted: Wanted) -> JsonReads {
         });
         reads.elements.push(read);
     }
+    if wanted.has(SECRET) {
+        left_to_python_after_a_key(elements, &mut reads.elements);
+    }
     reads
+}
+
+/// A PEM block runs on from one element's leaves into the next elements' (`credentials`): the
+/// reader carries it across the elements it reads, and Python's scan across those it reads,
+/// but neither into the other's. So when some element is Python's, every element from the
+/// first where a block may open is Python's too: one read with a `secret` hit, or one left
+/// to Python holding `PRIVATE KEY` or a backslash (an escape may spell the marker). Before
+/// it no block opens, so the result is the one Python's reading of every element gives.
+fn left_to_python_after_a_key<T: AsRef<[u8]>>(
+    elements: &[T],
+    reads: &mut [Option<(usize, Vec<json::LeafHit>)>],
+) {
+    if reads.iter().all(Option::is_some) {
+        return;
+    }
+    let may_open = |(element, read): (&T, &Option<(usize, Vec<json::LeafHit>)>)| match read {
+        Some((_, hits)) => hits.iter().any(|hit| hit.1 == SECRET),
+        None => {
+            let element = element.as_ref();
+            element.contains(&b'\\') || element.windows(KEY.len()).any(|window| window == KEY)
+        }
+    };
+    let Some(first) = elements.iter().zip(reads.iter()).position(may_open) else {
+        return;
+    };
+    if reads[first..].iter().any(Option::is_none) {
+        reads[first..].fill(None);
+    }
 }
 
 /// Read each of `elements` that holds a JSON object (starts with `{`) and scan its leaves for
@@ -293,6 +327,32 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 15)?;
+    module.add("ABI", 16)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::left_to_python_after_a_key;
+    use crate::scan::{EMAIL, SECRET};
+
+    #[test]
+    fn elements_from_the_first_that_may_open_a_key_are_python_s_when_one_is() {
+        let read = |detector| Some((0, vec![(0, detector, 0, 1)]));
+        let elements: [&[u8]; 5] = [b"{}", b"{}", b"{}", b"{1.5}", b"{}"];
+        let mut reads = vec![read(EMAIL), None, read(SECRET), None, read(EMAIL)];
+        left_to_python_after_a_key(&elements, &mut reads);
+        assert_eq!(reads, [read(EMAIL), None, None, None, None]);
+        // A key marker, or an escape that may spell one, in an element left to Python.
+        for opening in [&b"{PRIVATE KEY 1.5}"[..], b"{\\u0050 1.5}"] {
+            let elements = [b"{}", opening, b"{}"];
+            let mut reads = vec![read(EMAIL), None, read(EMAIL)];
+            left_to_python_after_a_key(&elements, &mut reads);
+            assert_eq!(reads, [read(EMAIL), None, None]);
+        }
+        // Every element read, or none left to Python after the first that may open one.
+        let mut reads = vec![None, read(SECRET), read(EMAIL)];
+        left_to_python_after_a_key(&elements[..3], &mut reads);
+        assert_eq!(reads, [None, read(SECRET), read(EMAIL)]);
+    }
 }

@@ -68,12 +68,16 @@ const _: () = assert!(JWT_PASS == PEM_PASS + 1 && TOKEN_PASS == JWT_PASS + 1);
 
 /// What the scan of many elements found: each pass's (element index, hit), in the order
 /// `builtin_hits` finds them over the NUL-joined elements (pass by pass, then element by
-/// element), and the elements in which Python must still run the IBAN and IPv6 passes.
+/// element; a PEM block that runs on past the end of its element is one hit per element it
+/// covers), and the elements in which Python must still run the IBAN and IPv6 passes.
 #[derive(Default)]
 pub struct Found {
     pub passes: [Vec<(usize, Hit)>; PASSES],
     pub iban_pending: Vec<usize>,
     pub ipv6_pending: Vec<usize>,
+    /// The END marker a PEM block left open by the elements scanned so far awaits: it runs on
+    /// into the next (`secrets::secrets`).
+    pub open_key: Option<Vec<u8>>,
 }
 
 /// `patterns._confirmed`: every candidate `find` proposes that `check` confirms; after a
@@ -158,7 +162,7 @@ pub fn scan(
         let [pems, jwts, tokens] = &mut passes[PEM_PASS..=TOKEN_PASS] else {
             unreachable!("three secret passes");
         };
-        secrets::secrets(data, index, pems, jwts, tokens);
+        secrets::secrets(data, index, pems, jwts, tokens, &mut found.open_key);
     }
     if digits >= 1 && wanted.has(IP_ADDRESS) && colons >= 2 && has_ipv6_seed(data) {
         found.ipv6_pending.push(index);

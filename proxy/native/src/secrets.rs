@@ -126,19 +126,38 @@ const FAMILIES: [Family; 7] = [
 
 /// The secrets of `data` (element `index`): PEM blocks into `pems`, JWTs into `jwts`,
 /// vendor tokens into `tokens`.
+///
+/// `open` is the END marker a block left open by the elements before awaits (the NUL-joined
+/// scan runs a block on past NULs, `credentials`): that block runs on through `data` up to
+/// and including the marker, or covers it whole. A block `data` leaves open is left there.
 pub fn secrets(
     data: &[u8],
     index: usize,
     pems: &mut Vec<(usize, Hit)>,
     jwts: &mut Vec<(usize, Hit)>,
     tokens: &mut Vec<(usize, Hit)>,
+    open: &mut Option<Vec<u8>>,
 ) {
+    let mut resume = Resume::default();
+    if let Some(closing) = open {
+        let end = find(data, 0, closing).map(|found| found + closing.len());
+        let covered = end.unwrap_or(data.len());
+        if covered > 0 {
+            pems.push(secret(index, 0, covered));
+        }
+        if end.is_some() {
+            *open = None;
+        }
+        resume.pem = covered;
+        resume.pem_after = covered;
+    }
     let mut scan = Scan {
         index,
         pems,
         jwts,
         tokens,
-        resume: Resume::default(),
+        resume,
+        open,
     };
     anchors::each(data, |anchor| scan.at_anchor(data, anchor));
 }
@@ -160,6 +179,8 @@ struct Scan<'a> {
     jwts: &'a mut Vec<(usize, Hit)>,
     tokens: &'a mut Vec<(usize, Hit)>,
     resume: Resume,
+    /// The END marker the block this element leaves open awaits.
+    open: &'a mut Option<Vec<u8>>,
 }
 
 impl Scan<'_> {
@@ -169,7 +190,7 @@ impl Scan<'_> {
         let start = anchor.saturating_sub(2);
         let resume = &mut self.resume;
         if byte == b'I' && anchor >= 2 && start >= resume.pem && data[start..].starts_with(KEY) {
-            if let Some((start, end)) = pem_block(data, start, resume) {
+            if let Some((start, end)) = pem_block(data, start, resume, self.open) {
                 self.pems.push(secret(self.index, start, end));
             }
         }
@@ -208,17 +229,27 @@ fn secret(index: usize, start: usize, end: usize) -> (usize, Hit) {
 }
 
 /// `_pem_blocks` for the `PRIVATE KEY` at `key`: the block it opens or closes, if it is in a
-/// marker; `resume` moves past it either way.
-fn pem_block(data: &[u8], key: usize, resume: &mut Resume) -> Option<(usize, usize)> {
+/// marker; `resume` moves past it either way. A block with no END marker after it runs to the
+/// end of `data`, and `open` takes the marker it awaits.
+fn pem_block(
+    data: &[u8],
+    key: usize,
+    resume: &mut Resume,
+    open: &mut Option<Vec<u8>>,
+) -> Option<(usize, usize)> {
     let Some((opens, start, label, end)) = marker(data, key) else {
         resume.pem = key + 1;
         return None;
     };
     let block = if opens {
-        let limit = find_byte(data, end, |byte| byte == 0).unwrap_or(data.len());
         let closing = [END, &data[label..end - DASHES.len()], DASHES].concat();
-        let end = find(&data[..limit], end, &closing).map_or(limit, |found| found + closing.len());
-        (start, end)
+        match find(data, end, &closing) {
+            Some(found) => (start, found + closing.len()),
+            None => {
+                *open = Some(closing);
+                (start, data.len())
+            }
+        }
     } else {
         let line = data[..start]
             .iter()
@@ -353,7 +384,7 @@ mod tests {
 
     fn found(data: &[u8]) -> Vec<Vec<&[u8]>> {
         let (mut pems, mut jwts, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
-        secrets(data, 0, &mut pems, &mut jwts, &mut tokens);
+        secrets(data, 0, &mut pems, &mut jwts, &mut tokens, &mut None);
         [pems, jwts, tokens]
             .iter()
             .map(|hits| {
@@ -378,12 +409,40 @@ mod tests {
     }
 
     #[test]
-    fn an_open_block_runs_to_the_end_or_a_nul() {
+    fn an_open_block_runs_to_its_end_marker_past_nuls_or_to_the_end() {
         let open = b"x -----BEGIN RSA PRIVATE KEY-----\nabc";
         assert_eq!(found(open)[0], [&open[2..]]);
         let joined = [&open[..], b"\x00abc\n-----END RSA PRIVATE KEY----- y"].concat();
-        let rest = &joined[open.len() + 1..joined.len() - 2];
-        assert_eq!(found(&joined)[0], [&open[2..], rest]);
+        assert_eq!(found(&joined)[0], [&joined[2..joined.len() - 2]]);
+    }
+
+    /// The PEM hits of `elements` scanned one after the other, as `scan_all` scans them.
+    fn blocks(elements: &[&[u8]]) -> Vec<(usize, usize, usize)> {
+        let (mut pems, mut jwts, mut tokens, mut open) = (Vec::new(), Vec::new(), Vec::new(), None);
+        for (index, data) in elements.iter().enumerate() {
+            secrets(data, index, &mut pems, &mut jwts, &mut tokens, &mut open);
+        }
+        pems.iter()
+            .map(|&(index, hit)| (index, hit.start, hit.end))
+            .collect()
+    }
+
+    #[test]
+    fn an_open_block_runs_on_into_the_elements_after_it() {
+        let begin = b"a -----BEGIN EC PRIVATE KEY-----";
+        let end = b"-----END EC PRIVATE KEY----- b -----END EC PRIVATE KEY-----";
+        assert_eq!(
+            blocks(&[
+                begin,
+                b"MHcCAQEE",
+                b"",
+                b"-----END RSA PRIVATE KEY-----",
+                end,
+                b"c"
+            ]),
+            [(0, 2, 32), (1, 0, 8), (3, 0, 29), (4, 0, 28), (4, 28, 59)]
+        );
+        assert_eq!(blocks(&[begin, b"x", b""]), [(0, 2, 32), (1, 0, 1)]);
     }
 
     #[test]
