@@ -435,3 +435,20 @@ def test_a_token_run_is_held_until_it_ends_without_reading_it_again(monkeypatch:
     jwt = b"".join(pieces)[5:]
     assert ended.values[0].startswith(jwt + b" done ")
     assert [hit.detector for hit in detectors.scan(ended.values[0])] == ["secret"]
+
+
+def test_key_lines_in_later_elements_are_held_while_the_key_is_open() -> None:
+    """A key one line an element: the element with BEGIN is held (the block is open), and so
+    are the later ones, or a line longer than the window would be released without it."""
+    carry = CarryOver(DetectorSet.default(), 256)
+    key = pem_value(random.Random(1), "RSA PRIVATE KEY", 2).encode().split(b"\n")
+    first = [b" " + line + b" " for line in key[:-1]]  # no END marker yet
+    (released,) = carry.release("r", [Tensor("text", "BYTES", [len(first)], first)], final=False)
+    second = [b" a ", b" " + b"please note " * 30 + b" ", *[b" b "] * (len(first) - 2)]
+    (then,) = carry.release("r", [Tensor("text", "BYTES", [len(second)], second)], final=False)
+    early = b"".join([*released.values, *then.values])
+    assert not any(line[8:40] in early for line in key[1:-1]), "no key line leaves before its block ends"
+    last = [*[b""] * (len(first) - 1), key[-1]]
+    (final,) = carry.release("r", [Tensor("text", "BYTES", [len(last)], last)], final=True)
+    joined = b"".join(final.values)
+    assert all(line in joined for line in key[1:-1]), "released whole at the end, to be scanned whole"

@@ -160,19 +160,30 @@ class CarryOver:
         if text is not None:  # an 8-bit text
             released = self._carry(tensor, form, held, 0, text, final)
             return _text_tensor(tensor.name, form, released, tensor.shape)
-        values = [
-            self._carry(tensor, form, held, index, bytes(value), final)
-            for index, value in enumerate(tensor.values)
-        ]
+        values = []
+        for index, value in enumerate(tensor.values):
+            # A key block open in an earlier element runs on into the later ones (one line an
+            # element, ``credentials``): they are held whole while it is open, since a cut of
+            # their own would release key lines scanned without their BEGIN marker.
+            state = held.get(tensor.name)
+            key_open = state is not None and any(opened < index for opened in state.keys)
+            values.append(self._carry(tensor, form, held, index, bytes(value), final, hold_whole=key_open))
         # A final reply whose tensor shrank leaves tails with no element to carry them: they
         # are dropped, never attached to another element.
         return tensor.with_values(values)
 
     def _carry(
-        self, tensor: Tensor, form: str, held: dict[str, _Held], index: int, piece: bytes, final: bool
+        self,
+        tensor: Tensor,
+        form: str,
+        held: dict[str, _Held],
+        index: int,
+        piece: bytes,
+        final: bool,
+        hold_whole: bool = False,
     ) -> bytes:
         """What to release now of element ``index`` of ``tensor``'s text: what was held of
-        it, then ``piece``; holds back the rest."""
+        it, then ``piece``; holds back the rest (all of it with ``hold_whole``)."""
         state = held.get(tensor.name)
         tail = state.tails.pop(index, b"") if state else b""
         members = state.runs.pop(index, None) if state else None
@@ -188,7 +199,7 @@ class CarryOver:
         extends_run = members is not None and not piece.lstrip(members)
         # So is a key block still open: only its END marker, maybe begun in the held bytes, ends it.
         still_open = closing is not None and closing not in text[max(0, len(tail) - len(closing) + 1) :]
-        held_on = extends_run or still_open
+        held_on = extends_run or still_open or hold_whole
         cut = self._cut(text) if not held_on and self._cuttable(text) else 0
         if cut < len(text):
             self._held_bytes += len(text) - cut
