@@ -42,6 +42,13 @@ FORMS = {
     "UTF-16-BE, zero-width spaces": ("card " + "\u200b".join(CARD)).encode("utf-16-be"),
     "UTF-32 with a BOM, no-break spaces": "card 4111\u00a01111\u00a01111\u00a01111".encode("utf-32"),
     "cursor left over a decoy": f"card 9999\x1b[4D{CARD}".encode(),
+    # Found by review (rev-new L3): named references, with no numeric one beside them.
+    "no-break space references": b"card 4111&nbsp;1111&nbsp;1111&nbsp;1111",
+    "en dash references": b"ssn 123&ndash;45&ndash;6789",
+    "minus references": b"ssn 123&minus;45&minus;6789",
+    "hyphen references": b"ssn 123&hyphen;45&hyphen;6789",
+    "soft hyphen references": ("card " + "&shy;".join(CARD)).encode(),
+    "no-break spaces, no semicolons": b"card 4111&nbsp1111&nbsp1111&nbsp1111",
 }
 MASKS = [{"path": f"outputs.notes{{{name}}}", "strategy": "redact"} for name in ("us_ssn", "credit_card")]
 
@@ -92,6 +99,20 @@ def test_a_json_leaf_hiding_a_value_in_references_is_masked(use_native: bool) ->
         [masked] = apply_masks([tensor], result, MASKS, KEY)
     assert json.loads(masked.values[0]) == {"contact": {"id": "[REDACTED]"}, "n": 1}
     assert json.loads(masked.values[1]) == {"contact": {"id": "x"}, "n": 1}
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_json_leaf_hiding_a_value_in_named_references_is_masked(use_native: bool) -> None:
+    # Decoded, the dashes are folded too: the element is opaque, masked whole (``FOLDED_TEXT``).
+    leaf = "ssn 123&ndash;45&ndash;6789"
+    hidden = json.dumps({"contact": {"id": leaf}, "n": 1})
+    plain = json.dumps({"contact": {"id": "Q&amp;A"}, "n": 1})
+    with native.forced(use_native):
+        tensor = text_tensor_of_bytes(Tensor("notes", "BYTES", [2], [hidden.encode(), plain.encode()]))
+        result = classify_outputs(MODEL, [tensor], CATALOG, DETECTORS)
+        [masked] = apply_masks([tensor], result, MASKS, KEY)
+    assert masked.values[0] == b"[REDACTED]"
+    assert json.loads(masked.values[1]) == {"contact": {"id": "Q&amp;A"}, "n": 1}
 
 
 @pytest.mark.parametrize("use_native", [True, False])

@@ -128,12 +128,39 @@ def test_unescaped_forms_decode_every_level_of_json_escapes() -> None:
 def test_unescaped_forms_decode_character_references_as_html_reads_them() -> None:
     # Found by review (rev-tensors): an HTML or Markdown renderer shows "&#52;" as "4".
     assert jsonpaths.unescaped_forms(b"card &#52;&#x31;&#X31;&#49 &amp; more") == [b"card 4111 & more"]
-    assert jsonpaths.unescaped_forms(b"AT&T, Q&A &amp; 100%") == [], "no numeric reference: not decoded"
+    assert jsonpaths.unescaped_forms(b"AT&T, Q&A & 100%") == [], "no reference: not decoded"
     assert jsonpaths.unescaped_forms(b"\\u0026#52;") == [b"&#52;", b"4"], "a reference JSON escaped"
     assert jsonpaths.unescaped_forms(b"\xff &#52;") == [b"\xff 4"], "bytes not UTF-8 are kept"
     assert (
         jsonpaths.may_escape(b"&#52;") and jsonpaths.may_escape(b"\\n") and not jsonpaths.may_escape(b"a & b")
     )
+
+
+# Found by review (rev-new L3): named references were decoded only beside a numeric one.
+NAMED = {
+    b"card 4111&nbsp;1111&nbsp;1111&nbsp;1111": "card 4111\u00a01111\u00a01111\u00a01111",
+    b"ssn 123&ndash;45&ndash;6789": "ssn 123\u201345\u20136789",
+    b"ssn 123&minus;45&minus;6789": "ssn 123\u221245\u22126789",
+    b"ssn 123&hyphen;45&hyphen;6789": "ssn 123\u201045\u20106789",
+    b"a &CounterClockwiseContourIntegral; b": "a \u2233 b",
+    # A few legacy names need no semicolon in HTML's text: these read as spaces, digits or nothing.
+    b"card 4111&nbsp1111&nbsp1111&nbsp1111": "card 4111\u00a01111\u00a01111\u00a01111",
+    b"&sup1&sup2&sup3 &shy1": "\u00b9\u00b2\u00b3 \u00ad1",
+    b"&acute &cedil &macr &uml": "\u00b4 \u00b8 \u00af \u00a8",
+    b"Q&amp;A": "Q&A",
+}
+
+
+@pytest.mark.parametrize(("text", "shown"), NAMED.items(), ids=[text.decode() for text in NAMED])
+def test_named_character_references_are_decoded_alone_too(text: bytes, shown: str) -> None:
+    assert jsonpaths.may_reference(text) and jsonpaths.may_escape(text)
+    assert jsonpaths.unescaped_forms(text) == [shown.encode()]
+
+
+def test_an_ampersand_that_starts_no_reference_is_not_decoded() -> None:
+    for text in (b"AT&T, Q&A", b"a & b", b"a=1&b=2&c=3", b"R&D;", b"& nbsp;", b"x&1;"):
+        assert jsonpaths.unescaped_forms(text) == [], text
+    assert not any(map(jsonpaths.may_reference, (b"AT&T, Q&A", b"a & b", b"a=1&b=2&c=3", b"&1;", b"no amp")))
 
 
 def test_references_of_many_texts_are_decoded_together_as_each_alone() -> None:
@@ -334,3 +361,22 @@ def test_whatever_pythons_json_reads_to_an_object_array_or_string_opens_like_jso
     except ValueError:
         return
     assert isinstance(value, dict | list | str) and jsonpaths.opens_json(element)
+
+
+def test_markup_references_alone_decode_as_html_reads_them() -> None:
+    # Decoded without ``html.unescape`` when no other reference is there: the same text.
+    texts = [
+        b"&lt;b&gt; Tom &amp; Jerry &quot;hi&quot; &apos;x&apos; &#39;y&#x27; &#34;",
+        b"&amp;lt; &amp;amp; &amp;#39;",
+        b"&lt &amp &#X27;",
+        b"\xff&lt;",
+    ]
+    alone = [
+        html.unescape(text.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+        for text in texts
+    ]
+    assert jsonpaths.unreferenced(texts) == alone
+    assert jsonpaths.unreferenced(texts[:2]) == alone[:2]
+    assert jsonpaths.unreferenced([b"a\x00&lt;", b"&amp;"]) == [b"a\x00<", b"&"], "a NUL in a text"
+    assert [jsonpaths.unescaped_forms(text) for text in texts[:2]] == [[form] for form in alone[:2]]
+    assert alone[1] == b"&lt; &amp; &#39;", "decoded once"

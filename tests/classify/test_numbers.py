@@ -357,3 +357,31 @@ def test_class_ids_that_read_as_escape_sequences_do_not_fail_a_tensor_closed() -
     mask = [0, 0, 27, 65, 49, 50, 0, 27, 91, 52, 68, 0] * 50
     for datatype in ("INT32", "UINT8"):
         assert found(decoded(Tensor("mask", datatype, [len(mask)], mask))) == set(), datatype
+
+
+# Found by review (rev-new L4): read flat, "ref" glues onto the next row's card once the NULs
+# padding it are dropped, and the rows were read apart only as UTF-8.
+FULL_WIDTH_CARD = str(CARD).translate({ord(digit): 0xFF10 + int(digit) for digit in "0123456789"})
+
+
+def wide_rows(rows: list[str], encoding: str, width: int = 20) -> Tensor:
+    """``rows`` as a fixed-width character array of ``width`` characters in ``encoding``, as
+    bytes (numpy's ``<U20`` viewed as UINT8, for UTF-32-LE)."""
+    data = b"".join(row.ljust(width, "\0").encode(encoding) for row in rows)
+    return Tensor("notes", "UINT8", [len(rows), len(data) // len(rows)], list(data))
+
+
+@pytest.mark.parametrize("encoding", ["utf-32-le", "utf-32-be", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("build", [lambda tensor: tensor, decoded], ids=["values", "raw"])
+def test_each_row_of_a_utf16_or_utf32_character_array_is_read_as_a_text_of_its_own(
+    encoding: str, build: Callable[[Tensor], Tensor]
+) -> None:
+    for rows in (["ref", FULL_WIDTH_CARD], ["ref 9", FULL_WIDTH_CARD], ["ref", "\u200b".join(str(CARD))]):
+        assert found(build(wide_rows(rows, encoding, 32))) == {"credit_card"}, (rows, encoding)
+    grid = np.array(["ref", FULL_WIDTH_CARD], dtype="<U20").view(np.uint8).reshape(2, -1)
+    assert found(build(Tensor("notes", "UINT8", list(grid.shape), grid.ravel().tolist()))) == {"credit_card"}
+
+
+def test_wide_rows_of_binary_data_add_nothing() -> None:
+    ids = np.random.default_rng(7).integers(0, 1000, (64, 32)).astype("<i4").view(np.uint8)
+    assert found(decoded(Tensor("ids", "UINT8", list(ids.shape), ids.ravel().tolist()))) == set()

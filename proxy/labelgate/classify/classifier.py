@@ -383,7 +383,11 @@ def _fold_json_elements(
         # Each form on its own: folding drops control characters, so no separator joining
         # them would still part them once folded.
         forms = [values[index], *unescaped_forms(values[index])]
-        if not hidden_by_folding(forms, detectors, detectors.scan_each(forms)):
+        # Forms that are ASCII without control characters fold to themselves: nothing to
+        # compare (most decoded references, ``&amp;``, ``&#39;``).
+        if not any(map(may_hide, forms)) or not hidden_by_folding(
+            forms, detectors, detectors.scan_each(forms)
+        ):
             continue
         del objects[index]
         leaf_hits.pop(index, None)

@@ -29,6 +29,19 @@ UTF-16 and UTF-32 text: dropping its NULs shows its ASCII characters only. ``wid
 decodes text that has a UTF-16 or UTF-32 byte order mark, or the NULs of one (a NUL beside
 most bytes, three in four for UTF-32, as Latin-script text has), as that encoding, and folds
 that: full-width digits, zero-width spaces and no-break spaces in UTF-16 read as in UTF-8.
+A guess from NULs alone is also what an array of small integers looks like (an ``.npy`` of
+class ids, 16-bit samples, counts): decoded, its numbers are code points from all over the
+blocks they fall in, a few of them unassigned, and as many control characters as text has
+letters in some. So such a decode is text (and fails closed for an unassigned code point or
+a cursor movement) only when it reads as text more strictly (``_reads_as_guessed_text``):
+NULs aside (padding), at most one character in ``_STRAY`` a control character, a
+replacement character or a noncharacter, and words apart, at least one in ``_GUESS_SPACES``
+a space, a tab or a line break (text of any alphabetic script has one in six or so; numbers
+decoded so have one in a hundred or fewer, unless small enough to be control characters
+more often than that). In any other such decode an unassigned code point is read as
+nothing: one between digits joins them, as a mark would to a newer reader, and binary data
+loses a character of no interest. (Text written without spaces, Chinese or Thai, with no
+byte order mark, is read so too: its unassigned code points are not failed closed.)
 
 Escape sequences that move the cursor or edit what a terminal shows (``\x1b[4D`` over
 decoy digits, ``\x1b[6G``, ``\x1b[2J``, ``\x1b7``, device control strings) can show the
@@ -226,6 +239,23 @@ def reads_as_text(text: str) -> bool:
     return len(_NOT_TEXT.findall(text)) * _STRAY <= len(text)
 
 
+# A decode guessed from NULs alone is text when at most one character in ``_STRAY`` is stray,
+# and at least one in this many is a space (module docstring). NULs are padding, not counted.
+_GUESS_SPACES: Final = 32
+_STRAY_IN_GUESS: Final = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffd-\uffff]")
+# Space separators (Zs: every one is below U+3001) and the kept control characters.
+_SPACES: Final = re.compile("[\t\n\r \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def _reads_as_guessed_text(text: str, breaks: int = 0) -> bool:
+    """Whether ``text``, decoded as the UTF-16 or UTF-32 its NULs suggest, reads as text (the
+    module docstring); ``breaks``: newlines put between its rows, no part of it. Asked only
+    of a decode holding an unassigned code point or a cursor movement: three C-level passes."""
+    size = len(text) - text.count("\x00") - breaks
+    spaces = len(_SPACES.findall(text)) - breaks
+    return len(_STRAY_IN_GUESS.findall(text)) * _STRAY <= size <= spaces * _GUESS_SPACES
+
+
 def folded(text: bytes) -> bytes | None:
     """``text`` as the detectors should read it (see the module docstring), None when that
     is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it cannot be folded. ASCII
@@ -247,17 +277,43 @@ def folded(text: bytes) -> bytes | None:
     return None if result == text else result
 
 
-def wide_folded(text: bytes) -> bytes | None:
+def wide_folded(text: bytes, width: int = 0) -> bytes | None:
     """``text`` decoded as the UTF-16 or UTF-32 it reads as (``wide_encoding``) and folded;
-    None when it reads as neither, ``UNFOLDABLE`` when it cannot be folded."""
+    None when it reads as neither, ``UNFOLDABLE`` when it cannot be folded. With ``width``,
+    ``text`` is rows of that many bytes (a fixed-width character array), each decoded on its
+    own, a newline between them: None too when a row is not whole code units."""
     encoding = wide_encoding(text)
-    return None if encoding is None else _fold(text.decode(encoding, "replace"))
+    if encoding is None:
+        return None
+    breaks = 0
+    if width:
+        newline = "\n".encode(encoding)
+        if width % len(newline):
+            return None
+        breaks = len(text) // width - 1
+        if breaks < _FEW_ROWS:  # numpy's calls cost more than a join of a few slices
+            text = newline.join([text[start : start + width] for start in range(0, len(text), width)])
+        else:
+            rows = np.frombuffer(text, dtype=np.uint8).reshape(-1, width)
+            between = np.tile(np.frombuffer(newline, dtype=np.uint8), (len(rows), 1))
+            text = np.hstack([rows, between]).tobytes()[: -len(newline)]
+    guessed = not text.startswith(_MARKS)
+    return _fold(text.decode(encoding, "replace"), guessed, breaks)
 
 
-def _fold(decoded: str) -> bytes:
-    """``decoded`` folded (``folded``), or ``UNFOLDABLE``."""
+_FEW_ROWS: Final = 16
+
+
+def _fold(decoded: str, guessed: bool = False, breaks: int = 0) -> bytes:
+    """``decoded`` folded (``folded``), or ``UNFOLDABLE``. ``guessed``: decoded as the UTF-16
+    or UTF-32 its NULs suggest, with no byte order mark, ``breaks`` newlines put between its
+    rows (``_reads_as_guessed_text``)."""
     shown, moved = _shown(decoded)
-    if moved and reads_as_text(shown):
+
+    def reads(text: str) -> bool:
+        return _reads_as_guessed_text(text, breaks) if guessed else reads_as_text(text)
+
+    if moved and reads(shown):
         return UNFOLDABLE
     budget = MAX_GROWTH * len(shown) + _SLACK
     parts: list[str] = []
@@ -270,9 +326,10 @@ def _fold(decoded: str) -> bytes:
         parts.append(part.translate(_TABLE))
     result = "".join(parts)
     if _UNASSIGNED in result:
-        if reads_as_text(shown):
+        if reads(shown):
             return UNFOLDABLE
-        result = result.replace(_UNASSIGNED, "\ufffd")  # not text: a character joining nothing
+        # Not text: a character joining nothing; in a guessed decode, nothing (docstring).
+        result = result.replace(_UNASSIGNED, "" if guessed else "\ufffd")
     return result.encode("utf-8", "surrogatepass")
 
 
@@ -283,6 +340,7 @@ _BYTE_ORDER_MARKS: Final = (
     (b"\xff\xfe", "utf-16-le"),
     (b"\xfe\xff", "utf-16-be"),
 )
+_MARKS: Final = tuple(mark for mark, _ in _BYTE_ORDER_MARKS)
 _UTF16_MARKS: Final = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
 _MARK_STARTS: Final = tuple(_UTF16_MARKS)
 
@@ -295,25 +353,25 @@ def wide_encoding(text: bytes) -> str | None:
     have a NUL as their high byte in one in eight or more (an ASCII character), four times as
     many as the other way round. None, after one search for a NUL, for text without a byte
     order mark or NULs, and after one count for text with fewer NULs than either pattern
-    needs (one in sixteen bytes: an image's bytes); else counts over numpy views."""
+    needs (one in sixteen bytes: an image's bytes); else counts over numpy views (``_nuls``)."""
     if 0 not in text:
         return _UTF16_MARKS.get(text[:2])
     for mark, encoding in _BYTE_ORDER_MARKS:
         if text.startswith(mark):
             return encoding
-    if text.count(0) * 16 < len(text):
+    if _nuls(text) * 16 < len(text):
         return None
     count = len(text) // 4
     for encoding, high, dtype in (("utf-32-le", 3, "<u4"), ("utf-32-be", 0, ">u4")):
         # Seven in eight units with a NUL high byte, padding or not: a count before numpy.
-        if text[high : count * 4 : 4].count(0) * 8 >= count * 7:
+        if _nuls(text, high, count * 4, 4) * 8 >= count * 7:
             code_points = np.frombuffer(text, dtype=dtype, count=count)
             zero = int(np.count_nonzero(code_points == 0))  # padding
             units = count - zero
             if units >= 2 and (int(np.count_nonzero(code_points <= 0x10FFFF)) - zero) * 8 >= units * 7:
                 return encoding
     size = len(text) // 2 * 2
-    odd, even = text[1:size:2].count(0), text[0:size:2].count(0)
+    odd, even = _nuls(text, 1, size, 2), _nuls(text, 0, size, 2)
     # All-NUL units count in both; what UTF-16 needs of the rest (below) needs this of all.
     if abs(odd - even) * 32 < 3 * (size // 2 - min(odd, even)):
         return None
@@ -326,6 +384,18 @@ def wide_encoding(text: bytes) -> str | None:
     if high_first >= 2 and high_first * 8 >= units and high_first >= 4 * low_first:
         return "utf-16-be"
     return None
+
+
+# From this many bytes on, NULs are counted by numpy: ``bytes.count`` of a byte as common as
+# one in four (a dark image's, an array of small numbers) takes 2.4 ms a MB, numpy 0.07 ms.
+_COUNT_BY_NUMPY: Final = 4096
+
+
+def _nuls(text: bytes, start: int = 0, stop: int | None = None, step: int = 1) -> int:
+    """How many NULs ``text[start:stop:step]`` holds."""
+    if len(text) < _COUNT_BY_NUMPY:
+        return text[start:stop:step].count(0)
+    return int(np.count_nonzero(np.frombuffer(text, dtype=np.uint8)[start:stop:step] == 0))
 
 
 def read_length(char: str) -> int:

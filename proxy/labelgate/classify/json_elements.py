@@ -3,10 +3,10 @@ docstring says what the fields mean). Pure, no I/O.
 
 ``json_objects`` finds the elements to classify key by key (the native reader first, when
 it can vouch for an element and only built-in detectors scan; the exact Python path for
-the rest, and for every element holding a character reference, ``&#``, whose leaves are
-scanned decoded there) and the reason each opaque element is not; ``classify_json`` turns
-their leaves into fields and ``LeafSpans``. Either way the result is the Python path's
-(``tests/classify/test_native_json.py``).
+the rest, and for every element that may hold a character reference,
+``jsonpaths.may_reference``, whose leaves are scanned decoded there) and the reason each
+opaque element is not; ``classify_json`` turns their leaves into fields and ``LeafSpans``.
+Either way the result is the Python path's (``tests/classify/test_native_json.py``).
 
 Only a bare object (``{`` after JSON whitespace) is classified key by key, but a reader finds
 keys in other JSON too: an array of objects, an object after a byte-order mark or another
@@ -46,7 +46,7 @@ KEY_DETECTED = "key_detected"
 FOLDED_TEXT = "folded_text"  # a detector fires only in the element's folded text (folding.py)
 _new_tuple = tuple.__new__  # builds a LeafSpans without the Python-level NamedTuple __new__
 _OPENERS = b"".join(jsonpaths.OBJECT_OPENERS)  # for the extension: one byte each
-_BACKSLASH, _AMPERSAND, _HASH = b"\\&#"  # ints: ``in`` finds one with memchr (``jsonpaths.may_reference``)
+_BACKSLASH, _AMPERSAND = b"\\&"  # ints: ``in`` finds one with memchr (``jsonpaths.may_reference``)
 
 
 def keys_say_more(catalog: Catalog, model: str, tensor: str, own: AbstractSet[str]) -> bool:
@@ -77,7 +77,7 @@ def hidden_by_escapes(texts: Sequence[bytes], detectors: DetectorSet) -> dict[in
     for index, text in enumerate(texts):
         if _BACKSLASH in text:
             _add_forms(index, text, jsonpaths.unescaped_forms(text), forms, owners, result, detectors)
-        elif _AMPERSAND in text and _HASH in text and b"&#" in text:  # ``jsonpaths.may_reference``
+        elif _AMPERSAND in text and jsonpaths.REFERENCE.search(text):  # ``jsonpaths.may_reference``
             referenced.append(index)
     if referenced:
         decoded = jsonpaths.unreferenced([texts[index] for index in referenced])
@@ -137,7 +137,8 @@ def json_objects(
 ) -> tuple[JsonObjects, dict[int, str], LeafHits]:
     """The shape and leaf values (or native hits) of each element to classify key by key,
     and the reason each opaque element is not (see the module docstring). ``references``:
-    some element may hold a character reference (``&#``); False only when none does."""
+    some element may hold a character reference (``jsonpaths.may_reference``); False only
+    when none does."""
     objects: JsonObjects = {}
     opaque: dict[int, str] = {}
     leaf_hits: LeafHits = {}
@@ -154,8 +155,10 @@ def json_objects(
     if reads is not None and references:
         # The native reader scans leaves as written: an element holding a character reference
         # is read here, and its leaves are scanned decoded too (``classify_json``).
+        may_reference = jsonpaths.may_reference
         reads = [
-            None if b"&#" in values[index] else read for index, read in zip(candidates, reads, strict=True)
+            None if may_reference(values[index]) else read
+            for index, read in zip(candidates, reads, strict=True)
         ]
     # Signatures repeat from element to element: each distinct one is looked up once here
     # (to its element entry, or None), and an element of a shape met already needs no more.
@@ -262,7 +265,8 @@ def classify_json(
     hits_per_text = detectors.scan_each(texts) if texts else {}
     # A leaf is already decoded once by the parser; JSON inside a string is escaped again, and
     # character references are not decoded by it at all. (The native reader leaves every leaf
-    # with a backslash to the Python path, and ``json_objects`` every element with ``&#``.)
+    # with a backslash to the Python path, and ``json_objects`` every element that may hold
+    # a character reference.)
     if texts and jsonpaths.may_escape(b"".join(texts)):
         for position, hidden in hidden_by_escapes(texts, detectors).items():
             hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]

@@ -18,8 +18,10 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
 A tensor of rank 2 or more may hold a string per row (a fixed-width character array): each
 row of its last dimension is also read as a text of its own, a newline between rows
 (``characters.ROW_BREAK``; for 8-bit tensors whose bytes read as text: an image's are read
-raw only), so the end of one row is not glued to the start of the next
-(``card 4111111111111111`` then ``7`` reads as a 17-digit number).
+raw only, and bytes that read as UTF-16 or UTF-32 are also decoded a row at a time, as
+numpy's ``<U20`` viewed as bytes is), so the end of one row is not glued to the start of the
+next (``card 4111111111111111`` then ``7`` reads as a 17-digit number; ``ref`` and its NUL
+padding, then a card in full-width digits, reads as ``ref4111111111111111``).
 
 Cost: of the built-in detectors only ``credit_card`` can fire on a bare run of digits (13-19
 of them; an SSN, a phone number or an IP address needs separators, an IBAN letters, an
@@ -113,10 +115,12 @@ def numeric_detections(tensor: Tensor, detectors: DetectorSet) -> dict[int, list
         utf8 = _is_utf8(text)
         mostly = utf8 or _mostly_utf8(text)
         hits = _text_detections(text, detectors, utf8, mostly)
-        if 1 < width < len(text) and len(text) % width == 0 and mostly:
-            # Rows are no UTF-16 or UTF-32 text the flat text is not (and breaks misalign it).
-            rows = _text_detections(_rows(text, width), detectors, wide=False)
-            hits += [characters.unrowed(hit, width, 1) for hit in rows]
+        if 1 < width < len(text) and len(text) % width == 0:
+            if mostly:
+                # Byte rows: a newline byte between them would misalign UTF-16 or UTF-32 text.
+                rows = _text_detections(_rows(text, width), detectors, wide=False)
+                hits += [characters.unrowed(hit, width, 1) for hit in rows]
+            hits += _wide_row_detections(text, width, detectors, hits)
         for hit in dict.fromkeys(hits):
             found.setdefault(hit.start, []).append(hit)
     elif datatype in CHARACTER_DATATYPES and tensor.size:
@@ -269,6 +273,26 @@ def _mostly_utf8(data: bytes) -> bool:
     """At most one byte in ``_STRAY`` of the first ``_SAMPLE`` is not UTF-8 (``_text_detections``)."""
     sample = data[:_SAMPLE].decode("utf-8", "replace")
     return sample.count("\ufffd") * _STRAY <= len(sample)
+
+
+def _wide_row_detections(
+    text: bytes, width: int, detectors: DetectorSet, hits: list[Detection]
+) -> list[Detection]:
+    """What ``detectors`` find in the rows of ``text`` (of ``width`` bytes) decoded each on its
+    own as the UTF-16 or UTF-32 ``text`` reads as (``folding.wide_folded``), that ``hits``
+    do not name: each spans the whole text (decoded offsets do not index it). One search
+    for a NUL for bytes without one or a byte order mark."""
+    decoded = wide_folded(text, width)
+    if decoded is None:
+        return []
+    more = (
+        unfoldable_spans(len(text), detectors)
+        if decoded is UNFOLDABLE
+        else detectors.scan_each([decoded]).get(0, [])
+    )
+    named = {hit.detector for hit in hits}
+    found = {hit.detector: hit.label for hit in more if hit.detector not in named}
+    return [Detection(name, label, 0, len(text)) for name, label in found.items()]
 
 
 def _rows(text: bytes, width: int) -> bytes:
