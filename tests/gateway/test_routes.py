@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,16 +140,12 @@ def opaque_policy(tmp: Path) -> Path:
     return policy
 
 
+ListCustomers = Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[bytes]]
+
+
 @contextlib.asynccontextmanager
-async def stalling_directory() -> AsyncIterator[str]:
-    """A directory whose ListCustomers refuses negative ids, else sends one customer and stalls."""
-
-    async def list_customers(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        if any(i < 0 for i in demo_pb2.ListCustomersRequest.FromString(request).customer_ids):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "negative id")
-        yield demo_pb2.Customer(customer_id=1, name="one").SerializeToString()
-        await asyncio.Event().wait()
-
+async def directory_serving(list_customers: ListCustomers) -> AsyncIterator[str]:
+    """An in-process directory upstream whose ListCustomers is ``list_customers``."""
     server = grpc.aio.server()
     handler = grpc.unary_stream_rpc_method_handler(list_customers)
     service = grpc.method_handlers_generic_handler(DIRECTORY.strip("/"), {"ListCustomers": handler})
@@ -163,68 +159,66 @@ async def stalling_directory() -> AsyncIterator[str]:
         await server.stop(0)
 
 
+@contextlib.asynccontextmanager
+async def gateway_in_process(upstream: str, **overrides: Any) -> AsyncIterator[str]:
+    """A gateway in this process in front of ``upstream``; its listen address."""
+    settings = GatewaySettings(
+        **{
+            "listen": f"127.0.0.1:{free_port()}",
+            "admin_listen": None,
+            "upstream": {"address": upstream},
+            "policy": {"dir": str(REPO / "rego")},
+            "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+            "masking": {"hash_key": "routes-test-hash-key"},
+            "auth": {"jwt": {"trust_dev_key": True}},
+            **overrides,
+        }
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        yield settings.listen
+    finally:
+        await gateway.stop(0)
+
+
+async def refuse_negative_or_stall(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    """Refuses negative ids, else sends one customer and stalls."""
+    if any(i < 0 for i in demo_pb2.ListCustomersRequest.FromString(request).customer_ids):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "negative id")
+    yield demo_pb2.Customer(customer_id=1, name="one").SerializeToString()
+    await asyncio.Event().wait()
+
+
 async def test_an_opaque_streams_end_by_the_upstream_or_the_caller_is_recorded(tmp_path: Path) -> None:
     sessions = tmp_path / "sessions"
     metadata = (*token("ann", "analysts"), ("x-labelgate-session", "opaque-ends"))
-    async with stalling_directory() as upstream:
-        settings = GatewaySettings(
-            listen=f"127.0.0.1:{free_port()}",
-            admin_listen=None,
-            upstream={"address": upstream},
-            policy={"dir": str(opaque_policy(tmp_path))},
-            classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
-            masking={"hash_key": "routes-test-hash-key"},
-            auth={"jwt": {"trust_dev_key": True}},
-            routes=[{"method_prefix": DIRECTORY}],
-            recording={"dir": str(sessions)},
-        )
-        gateway = Gateway(settings)
-        await gateway.start()
-        try:
-            async with grpc.aio.insecure_channel(settings.listen) as channel:
-                stub = demo_pb2_grpc.CustomerDirectoryStub(channel)
-                negative = demo_pb2.ListCustomersRequest(customer_ids=[-5])
-                failing = stub.ListCustomers(negative, metadata=metadata)
-                with pytest.raises(grpc.aio.AioRpcError) as upstream_failed:
-                    async for _ in failing:
-                        pass
-                assert upstream_failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                left = stub.ListCustomers(demo_pb2.ListCustomersRequest(customer_ids=[1]), metadata=metadata)
-                async for _ in left:
-                    break  # the upstream stalls after this one: the caller leaves
-                left.cancel()
-                for _ in range(300):
-                    if len(recorded_calls(sessions, "opaque-ends")) >= 4:
-                        break
-                    await asyncio.sleep(0.05)
-        finally:
-            await gateway.stop(0)
+    policy = {"dir": str(opaque_policy(tmp_path))}
+    async with (
+        directory_serving(refuse_negative_or_stall) as upstream,
+        gateway_in_process(
+            upstream, policy=policy, routes=[{"method_prefix": DIRECTORY}], recording={"dir": str(sessions)}
+        ) as listen,
+        grpc.aio.insecure_channel(listen) as channel,
+    ):
+        stub = demo_pb2_grpc.CustomerDirectoryStub(channel)
+        failing = stub.ListCustomers(demo_pb2.ListCustomersRequest(customer_ids=[-5]), metadata=metadata)
+        with pytest.raises(grpc.aio.AioRpcError) as upstream_failed:
+            async for _ in failing:
+                pass
+        assert upstream_failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        left = stub.ListCustomers(demo_pb2.ListCustomersRequest(customer_ids=[1]), metadata=metadata)
+        async for _ in left:
+            break  # the upstream stalls after this one: the caller leaves
+        left.cancel()
+        for _ in range(300):
+            if len(recorded_calls(sessions, "opaque-ends")) >= 4:
+                break
+            await asyncio.sleep(0.05)
     recorded = recorded_calls(sessions, "opaque-ends")
     ends = [(entry["decision"]["outcome"], entry["decision"]["reason"]) for entry in recorded]
     allowed = ("allow", "allowed; every field is visible")
     assert ends == [allowed, ("deny", "UPSTREAM_INVALID_ARGUMENT"), allowed, ("error", "CancelledError")]
-
-
-@contextlib.asynccontextmanager
-async def directory_streaming(notes: list[str]) -> AsyncIterator[str]:
-    """A directory whose ListCustomers streams one customer per piece of ``notes`` text."""
-
-    async def list_customers(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        for number, piece in enumerate(notes):
-            yield demo_pb2.Customer(customer_id=number, notes=piece).SerializeToString()
-
-    server = grpc.aio.server()
-    handler = grpc.unary_stream_rpc_method_handler(list_customers)
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler(DIRECTORY.strip("/"), {"ListCustomers": handler})]
-    )
-    address = f"127.0.0.1:{free_port()}"
-    server.add_insecure_port(address)
-    await server.start()
-    try:
-        yield address
-    finally:
-        await server.stop(0)
 
 
 @pytest.mark.parametrize("split_values", ["hold", "per_message"])
@@ -232,39 +226,31 @@ async def test_a_value_a_routed_stream_splits_across_messages_never_leaves_in_pi
     tmp_path: Path, split_values: str
 ) -> None:
     pieces = ["card 4111 11", "11 1111 1111, ssn 123-4", "5-6789 thanks"]
-    async with directory_streaming(pieces) as upstream:
-        settings = GatewaySettings(
-            listen=f"127.0.0.1:{free_port()}",
-            admin_listen=None,
-            upstream={"address": upstream},
-            policy={"dir": str(REPO / "rego")},
-            classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
-            masking={"hash_key": "routes-test-hash-key"},
-            auth={"jwt": {"trust_dev_key": True}},
-            routes=[
-                {
-                    "method_prefix": DIRECTORY,
-                    "descriptor_set": str(descriptor_set(tmp_path)),
-                    "split_values": split_values,
-                }
-            ],
-        )
-        gateway = Gateway(settings)
-        await gateway.start()
+
+    async def one_customer_a_piece(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        for number, piece in enumerate(pieces):
+            yield demo_pb2.Customer(customer_id=number, notes=piece).SerializeToString()
+
+    route = {
+        "method_prefix": DIRECTORY,
+        "descriptor_set": str(descriptor_set(tmp_path)),
+        "split_values": split_values,
+    }
+    got: list[str] = []
+    refused = None
+    async with (
+        directory_serving(one_customer_a_piece) as upstream,
+        gateway_in_process(upstream, routes=[route]) as listen,
+        grpc.aio.insecure_channel(listen) as channel,
+    ):
+        stub = demo_pb2_grpc.CustomerDirectoryStub(channel)
         try:
-            got: list[str] = []
-            refused = None
-            try:
-                async with grpc.aio.insecure_channel(settings.listen) as channel:
-                    stub = demo_pb2_grpc.CustomerDirectoryStub(channel)
-                    ask = demo_pb2.ListCustomersRequest(customer_ids=[0, 1, 2])
-                    async for customer in stub.ListCustomers(ask, metadata=token("ann", "analysts")):
-                        got.append(customer.notes)
-            except grpc.aio.AioRpcError as error:
-                refused = error
-        finally:
-            await gateway.stop(0)
-    if split_values == "per_message":  # the opt-out: each message alone, the pieces go out
+            ask = demo_pb2.ListCustomersRequest(customer_ids=[0, 1, 2])
+            async for customer in stub.ListCustomers(ask, metadata=token("ann", "analysts")):
+                got.append(customer.notes)
+        except grpc.aio.AioRpcError as error:
+            refused = error
+    if split_values == "per_message":  # records: each message alone, the pieces go out
         assert (got, refused) == (pieces, None)
         return
     assert got == [] and refused is not None
