@@ -490,7 +490,11 @@ async def capture_stream(
         )
 
         async def send() -> None:
-            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.CancelledError):
+            # A write racing the end of the call (the gateway refused the stream) raises
+            # InvalidStateError ("RPC already finished"): the call's status says what happened.
+            with contextlib.suppress(
+                grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.CancelledError, asyncio.InvalidStateError
+            ):
                 for request in requests:
                     await call.write(request)
                 if half_close:
