@@ -11,7 +11,7 @@ from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import BUILTIN_LABELS, CustomPattern, Detection, DetectorSet
 from labelgate.errors import ResourceExhausted, UpstreamError
 from labelgate.oip.tensor import Tensor
-from tests.classify.secret_values import ALNUM, TOKEN_FORMS, jwt_value, pem_value, pick
+from tests.classify.secret_values import ALNUM, TOKEN_FORMS, jwe_value, jwt_value, pem_value, pick, ssh2_value
 
 CARD = b"4111 1111 1111 1111"
 PIECES = [b"my card is 4111 11", b"11 1111 ", b"1111 thanks"]
@@ -329,8 +329,17 @@ _SECRET_RNG = random.Random(20261212)
 SECRETS = {
     "pem": pem_value(_SECRET_RNG, lines=5).encode(),
     "pgp": pem_value(_SECRET_RNG, "PGP PRIVATE KEY BLOCK", 3).encode(),
+    "ssh2": ssh2_value(_SECRET_RNG, 3).encode(),
     "jwt": jwt_value(_SECRET_RNG).encode(),
     "unsigned jwt": jwt_value(_SECRET_RNG, signed=False).encode(),
+    "padded jwt": jwt_value(_SECRET_RNG, padded=True).encode(),  # "=" inside the run
+    "unsigned padded jwt": jwt_value(_SECRET_RNG, signed=False, padded=True).encode(),
+    **{
+        f"jwt after {lead!r}": jwt_value(_SECRET_RNG, lead=lead).encode()
+        for lead in [" ", "\n  ", "\t", "\r\n"]
+    },
+    "jwe": jwe_value(_SECRET_RNG, "\n").encode(),
+    "direct jwe": b"eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..NDhWMV9BTGI2.NWV5bThUVw.WEZCb01ZVVo",
     **{form: TOKEN_FORMS[form](_SECRET_RNG).encode() for form in sorted(TOKEN_FORMS)},
     "long slack": b"xoxb-" + b"1234567890-" * 10 + b"abcdefghij" * 10,
     "long github": b"ghp_" + pick(_SECRET_RNG, ALNUM, 200).encode(),

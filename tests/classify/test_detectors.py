@@ -16,13 +16,16 @@ from labelgate.errors import ConfigError
 from tests.classify.secret_values import (
     ALNUM,
     BASE64URL,
+    JSON_LEADS,
     PEM_LABELS,
     TOKEN_FORMS,
     UPPER_DIGITS,
+    jwe_value,
     jwt_value,
     pem_value,
     pick,
     secret_value,
+    ssh2_value,
 )
 from tests.classify.sensitive import SENSITIVE_KINDS, card_value, filler, iban_value, ssn_value
 
@@ -294,6 +297,14 @@ _SECRET_RNG = random.Random(20261212)
 RSA_KEY = pem_value(_SECRET_RNG)
 JWT = jwt_value(_SECRET_RNG)
 UNSIGNED_JWT = jwt_value(_SECRET_RNG, signed=False)
+JWTS = [
+    JWT,
+    UNSIGNED_JWT,  # alg none: the signature is empty, the last dot ends the token
+    jwt_value(_SECRET_RNG, padded=True),  # "=" padding kept
+    jwt_value(_SECRET_RNG, signed=False, padded=True),
+    *(jwt_value(_SECRET_RNG, lead=lead) for lead in JSON_LEADS[1:]),  # whitespace after "{"
+    *(jwe_value(_SECRET_RNG, lead) for lead in JSON_LEADS[:3]),  # JWE, its key maybe empty
+]
 GITHUB_PAT = TOKEN_FORMS["github_pat"](_SECRET_RNG)
 
 
@@ -301,8 +312,8 @@ GITHUB_PAT = TOKEN_FORMS["github_pat"](_SECRET_RNG)
     "value",
     [
         *(pem_value(_SECRET_RNG, label) for label in PEM_LABELS),
-        JWT,
-        UNSIGNED_JWT,  # alg none: the signature is empty, the last dot ends the token
+        ssh2_value(_SECRET_RNG),
+        *JWTS,
         "AKIAIOSFODNN7EXAMPLE",
         "ASIA" + pick(_SECRET_RNG, UPPER_DIGITS, 16),
         *(f"gh{kind}_" + pick(_SECRET_RNG, ALNUM, 36) for kind in "pousr"),
@@ -317,7 +328,7 @@ GITHUB_PAT = TOKEN_FORMS["github_pat"](_SECRET_RNG)
 def test_secrets_are_found_whole_and_restricted(value: str) -> None:
     for text in (value, f"here it is: {value}. done", f'{{"token": "{value}"}}', f"key={value}&x=1"):
         assert found(text) == [("secret", value)], text
-    if value.startswith("eyJ"):  # no other string has two such segments and dots
+    if value in JWTS:  # no other string has such segments and dots
         assert found(f"x{value}") == found(f"_{value}") == [("secret", value)]
     assert [hit.label for hit in DETECTORS.scan(value)] == ["restricted"]
 
@@ -387,6 +398,11 @@ def test_an_end_marker_without_its_begin_marker_runs_from_the_start_of_the_text(
         "a PRIVATE KEY is secret; -----BEGIN rsa PRIVATE KEY----- -----BEGIN PRIVATE KEY---",
         "-----BEGIN TOOLONGWORD PRIVATE KEY----- -----BEGIN A B C D PRIVATE KEY-----",
         "tokens start with eyJ and look like eyJhbGciOi.eyJzdWI.sig or eyJhbGc.eyJzdWIiOiIx.x",
+        # Openings of "{" and whitespace not followed by a key, dotted words, dotted runs after no
+        # JSON; a JWT spaced around its dots or padded past base64's two "=" (left undetected).
+        "keyAgreement.keyAgreement.x eyAbcdefgh.eyAbcdefgh.sig ewokabcd.ewokabcd.sig ewogICAgfQ.ewogICAgfQ.x",
+        "theyAreNot.eyAlready.x they.eyJhbGci.x eyJhbGci..a.b eyJhbGci.a.b.c aGVhZGVyCg.a.b.c.d",
+        "eyJhbGci . eyJzdWIx . sig eyJhbGci===.eyJzdWIx.sig",
         "AKIAIOSFODNN7EXAMPL AKIAIOSFODNN7EXAMPLE1 AKIAIOSFODNN7EXAMPLEx AKIAIOSFODNN7EXAMPLe",
         "xAKIAIOSFODNN7EXAMPLE 1AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLE-1 AKIAIOSFODNN7EXAMPLE_",
         "AKIBIOSFODNN7EXAMPLE akiaIOSFODNN7EXAMPLE",

@@ -35,16 +35,16 @@ Nor inside a run of email characters that holds an ``@``: an email's domain has 
 bound (``patterns._emails``), so ``a@`` and 300 characters of domain cut in two would show
 two halves no scan called an email. (Before its ``@`` a local part is 64 characters at most,
 which the window holds.) Nor, with the ``secret`` detector on, inside a run of token
-characters (letters, digits, ``_ - .``) holding a secret's prefix before the cut
-(``credentials.PREFIXES``: ``eyJ``, ``AKIA``, ``ghp_``...): a JWT has no length bound, and a
-token may be longer than the window. A PEM private key is longer than the window too: a
-block whose BEGIN marker arrived runs to the end of the text until its END marker does
-(``credentials``), so the scan's match holds it from its BEGIN marker until then, or until
-the final reply. The runs are found by C-level byte operations, never a Python loop per
-byte: a stream of digits is held whole, and a loop over it on every reply costs quadratic
-time. For the same reason text held as one such run, or as a key block still open, is held
-on without being read again while the pieces that follow extend the run (are made of its
-bytes) or do not hold the awaited END marker.
+characters (letters, digits, ``_ - .`` and the ``=`` that pads a JWT's segments) holding a
+secret's prefix before the cut (``credentials.PREFIXES``: ``eyJ``, ``ewo``, ``AKIA``,
+``ghp_``...): a JWT has no length bound, and a token may be longer than the window. A PEM
+private key is longer than the window too: a block whose BEGIN marker arrived runs to the
+end of the text until its END marker does (``credentials``), so the scan's match holds it
+from its BEGIN marker until then, or until the final reply. The runs are found by C-level
+byte operations, never a Python loop per byte: a stream of digits is held whole, and a loop
+over it on every reply costs quadratic time. For the same reason text held as one such run,
+or as a key block still open, is held on without being read again while the pieces that
+follow extend the run (are made of its bytes) or do not hold the awaited END marker.
 
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be

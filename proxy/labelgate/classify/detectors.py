@@ -26,16 +26,21 @@ ip_address    dotted quads; IPv6 forms with at least one decimal digit      ``ip
               (``Foo::Bar`` and ``a::b`` in code are valid IPv6 text)
 secret        PEM private keys: ``-----BEGIN``, up to three label words     marker shape,
               of 1-9 capitals or digits (RSA, EC, OPENSSH, ENCRYPTED...),   its own END
-              ``PRIVATE KEY-----`` or ``PRIVATE KEY BLOCK-----`` (PGP),     marker
-              through the END marker of the same label, else through
-              the end of the text (fail closed; an END marker with no
-              block open runs from the start of the text). Among many
-              texts (``scan_many``: a tensor's elements) a block runs
-              on through the later texts to that END marker, else
-              through the last text (a key one line per element).
-              JWTs (JWS compact): three base64url runs joined by dots,      ``eyJ`` is
-              the first two opening ``eyJ`` and of 8 characters or more,    ``{"``: shape
-              the signature maybe empty (``alg: none``).                    only
+              ``PRIVATE KEY-----`` or ``PRIVATE KEY BLOCK-----`` (PGP), or  marker
+              RFC 4716's ``---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----``
+              (ssh.com), through the END marker of the same label and
+              kind, else through the end of the text (fail closed; an
+              END marker with no block open runs from the start of the
+              text). Among many texts (``scan_many``: a tensor's
+              elements) a block runs on through the later texts to that
+              END marker, else through the last text (a key one line
+              per element).
+              JWTs, compact: base64url runs joined by dots, each maybe      segments
+              ``=``-padded; a JWS's header and payload, a JWE's header      open a JSON
+              (then encrypted key, maybe empty, IV, ciphertext, tag) of     object:
+              8 characters or more decoding to ``{``, JSON whitespace,      shape only
+              ``"`` (``eyJ``, ``eyA``, ``ewo``...); a JWS's signature
+              maybe empty (``alg: none``).
               Vendor tokens, each a whole ``[A-Za-z0-9_-]`` run: AWS        prefix, body
               ``AKIA``/``ASIA`` + 16 ``[A-Z0-9]``; GitHub ``gh[pousr]_`` +  characters
               36-251 ``[A-Za-z0-9]``, ``github_pat_`` + 22-244              and length
@@ -46,6 +51,12 @@ secret        PEM private keys: ``-----BEGIN``, up to three label words     mark
               (255 characters in all at most: GitHub's bound, the
               largest these vendors document)
 ============  ==========================================================  ===============
+
+Not detected by ``secret`` (``labelgate.classify.credentials``): PuTTY ``.ppk`` keys;
+JWTs with spaces around their dots, or in JSON serialization; secrets with no prefix of
+their own (AWS secret access keys, OpenAI's ``sk-``/``sk-proj-`` keys, passwords, other
+vendors' keys); a vendor token in a run of more than 255 characters (some other string).
+Custom patterns (``CustomPattern``) can add forms a deployment knows.
 
 Candidates must stand alone: an ASCII letter or digit right before or after (or a
 ``-``/``.`` joining more digits) means the digits belong to something longer, such as an

@@ -1,6 +1,7 @@
-//! Where the `secret` forms may start, found fast: the bytes every form's literal holds at a
-//! fixed place (anchors: `I` of `PRIVATE KEY`, `AKIA`, `ASIA` and `AIza`; `J` of `eyJ`; `_`
-//! and `-` of the other prefixes), each with the byte right before it.
+//! Where the PEM keys and vendor tokens of the `secret` detector may start, found fast: the
+//! bytes every form's literal holds at a fixed place (anchors: `I` of `PRIVATE KEY`, `AKIA`,
+//! `ASIA` and `AIza`; `_` and `-` of the other prefixes), each with the byte right before it.
+//! (JWTs are found from their dots: `secrets::find_jwts`.)
 //!
 //! Regions of 256 bytes, then blocks of 16, without an anchor (most of them, in most text;
 //! a short tensor element is one region) are skipped with a check that vectorizes. In code
@@ -11,12 +12,12 @@
 const BLOCK: usize = 16;
 const REGION: usize = 256;
 
-/// Each anchor's bit: `I`, `J`, `_`, `-`.
-const ANCHOR: [u8; 256] = table(&[(b"I", 1), (b"J", 2), (b"_", 4), (b"-", 8)]);
+/// Each anchor's bit: `I`, `_`, `-`.
+const ANCHOR: [u8; 256] = table(&[(b"I", 1), (b"_", 4), (b"-", 8)]);
 /// The bits of the anchors each byte comes right before in some form: `R` of `PRIVATE`, `K`,
-/// `S` and `A` of `AKIA`, `ASIA`, `AIza`; `y` of `eyJ`; the letter before the `_` of `gh?_`,
-/// `github_` and `?k_`; the letter before the `-` of `glpat-` and `xox?-`.
-const BEFORE: [u8; 256] = table(&[(b"RKSA", 1), (b"y", 2), (b"pousrbk", 4), (b"tabposr", 8)]);
+/// `S` and `A` of `AKIA`, `ASIA`, `AIza`; the letter before the `_` of `gh?_`, `github_` and
+/// `?k_`; the letter before the `-` of `glpat-` and `xox?-`.
+const BEFORE: [u8; 256] = table(&[(b"RKSA", 1), (b"pousrbk", 4), (b"tabposr", 8)]);
 
 /// A table of bits by byte: the bytes of each `(bytes, bit)` have `bit` set.
 const fn table(bits: &[(&[u8], u8)]) -> [u8; 256] {
@@ -61,13 +62,12 @@ pub fn each(data: &[u8], mut visit: impl FnMut(usize)) {
 
 /// Whether `block` holds an anchor, without branches.
 fn has_anchor(block: &[u8]) -> bool {
-    let anchor = |byte: u8| {
-        u8::from(byte.wrapping_sub(b'I') < 2) | u8::from(byte == b'_') | u8::from(byte == b'-')
-    };
+    let anchor =
+        |byte: u8| u8::from(byte == b'I') | u8::from(byte == b'_') | u8::from(byte == b'-');
     block.iter().fold(0, |seen, &byte| seen | anchor(byte)) != 0
 }
 
-/// Whether some `I` or `J` of `bytes`, or some `_` or `-` after a byte `BEFORE` has its bit
+/// Whether some `I` of `bytes`, or some `_` or `-` after a byte `BEFORE` has its bit
 /// for, is there (`before[i]` is the byte before `bytes[i]`), without branches.
 fn has_pair(before: &[u8], bytes: &[u8]) -> bool {
     let pair = |before: u8, byte: u8| {
@@ -78,7 +78,7 @@ fn has_pair(before: &[u8], bytes: &[u8]) -> bool {
             | u8::from(before == b'b');
         let underscore = either | u8::from(before == b'u') | u8::from(before == b'k');
         let dash = either | u8::from(before == b't') | u8::from(before == b'a');
-        u8::from(byte.wrapping_sub(b'I') < 2)
+        u8::from(byte == b'I')
             | (u8::from(byte == b'_') & underscore)
             | (u8::from(byte == b'-') & dash)
     };
@@ -108,7 +108,7 @@ mod tests {
     fn visits_the_pairs_in_order_across_blocks() {
         let mut data = vec![b' '; 40];
         for (at, pair) in [
-            (0, b"yJ"),
+            (0, b"KI"),
             (13, b"p_"),
             (15, b"t-"),
             (31, b"RI"),

@@ -162,7 +162,10 @@ pub fn scan(
         let [pems, jwts, tokens] = &mut passes[PEM_PASS..=TOKEN_PASS] else {
             unreachable!("three secret passes");
         };
-        secrets::secrets(data, index, pems, jwts, tokens, &mut found.open_key);
+        secrets::secrets(data, index, pems, tokens, &mut found.open_key);
+        if dots > 0 {
+            secrets::jwts(data, index, jwts);
+        }
     }
     if digits >= 1 && wanted.has(IP_ADDRESS) && colons >= 2 && has_ipv6_seed(data) {
         found.ipv6_pending.push(index);
