@@ -159,3 +159,11 @@ def test_a_damaged_cursor_file_is_a_clear_error(tmp_path: Path) -> None:
     state.path.write_text(json.dumps({"seq": 1, "hash": "nothex"}))
     with pytest.raises(ConfigError):
         state.load()
+
+
+def test_loading_a_cursor_removes_what_a_forwarder_killed_mid_save_left(tmp_path: Path) -> None:
+    state = CursorFile(tmp_path / "dest.cursor.json")
+    state.save(Cursor())
+    (tmp_path / ".dest.cursor.json.x9y8.tmp").write_text('{"seq": 4')
+    assert state.load() == Cursor()
+    assert [p.name for p in tmp_path.iterdir()] == ["dest.cursor.json"]

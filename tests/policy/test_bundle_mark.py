@@ -28,3 +28,17 @@ def test_a_lower_mark_written_later_changes_nothing(tmp_path: Path) -> None:
     write_mark(path, BundleMark("same", 7))
     assert read_mark(path) == BundleMark("newer", 7)
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_sibling_left_by_a_writer_killed_before_its_rename_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "bundle.json"
+    write_mark(path, BundleMark("first", 1))
+    (tmp_path / ".bundle.json.k1ll3d.tmp").write_text('{"revision": "half')
+    (tmp_path / ".other.json.k1ll3d.tmp").write_text("not this file's")
+    write_mark(path, BundleMark("second", 2))
+    assert read_mark(path) == BundleMark("second", 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.json.k1ll3d.tmp",
+        "bundle.json",
+        "bundle.json.lock",
+    ]

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelgate.durable import replace_durably
+from labelgate.durable import remove_leftovers, replace_durably
 from labelgate.errors import ConfigError
 from labelgate.policy import reasons
 
@@ -67,6 +67,7 @@ def write_mark(path: Path, mark: BundleMark) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        remove_leftovers(path)
         try:
             held = read_mark(path)
         except ConfigError:

@@ -31,7 +31,7 @@ from typing import Any
 from labelgate.audit import reasons
 from labelgate.audit.records import GENESIS, is_hex_digest
 from labelgate.audit.store import list_segments, parse_record, segment_name
-from labelgate.durable import replace_durably
+from labelgate.durable import remove_leftovers, replace_durably
 from labelgate.errors import ConfigError, LabelgateError
 
 # One read takes at most this much of a segment; a batch never needs more.
@@ -195,12 +195,15 @@ def end_cursor(log_dir: Path) -> Cursor:
 
 
 class CursorFile:
-    """One destination's cursor, replaced atomically (write, fsync, rename, fsync the directory)."""
+    """One destination's cursor, replaced atomically (write, fsync, rename, fsync the directory).
+    Its forwarder is its sole writer."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def load(self) -> Cursor | None:
+        """The saved cursor, or None; first removes what a forwarder killed mid-save left."""
+        remove_leftovers(self.path)
         try:
             raw = json.loads(self.path.read_text())
             cursor = Cursor(
