@@ -6,9 +6,12 @@ callers never put data values in them, only names, paths, labels and counts.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import sys
 import time
 from enum import StrEnum
@@ -25,6 +28,18 @@ _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 _ESCAPED_ESC = "\\u001b"  # how the encoder writes ESC (ensure_ascii or not)
 # ANSI escape sequences (CSI and OSC): a log line is data, not terminal output.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+# Untrusted text (an upstream's error, the names it lists) is logged only as a keyed digest
+# (same text, same digest, within one process), so operators can group and match it without
+# the text, which may name data, or a plain hash of it, which a short value like an SSN
+# would not survive.
+_DIGEST_KEY = secrets.token_bytes(32)
+
+
+def text_digest(text: str) -> str:
+    """A keyed digest of ``text`` for a log line (see ``_DIGEST_KEY``)."""
+    return hmac.new(_DIGEST_KEY, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
 class LogLevel(StrEnum):

@@ -205,6 +205,41 @@ async def test_an_index_records_the_decision_on_each_model_it_lists_or_leaves_ou
     assert await pipeline.usable_models(call, record.subject, ["sentiment"]) == {"sentiment"}  # type: ignore[arg-type]
 
 
+async def test_model_names_an_index_lists_that_hold_data_or_run_long_reach_no_decision_input(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The names are the upstream's text: decision inputs are kept at rest (the input store) and
+    # hashed into the audit record, where a short value such as an SSN is easily guessed.
+    pipeline, _, _, recorder = make_pipeline()
+    call = make_call(INDEX)
+    planted = [
+        "patient 123-45-6789",
+        "card 4111 1111 1111 1111",
+        "ssn \\u0031\\u0032\\u0033-45-6789",  # escaped: what a JSON reader shows
+        "ssn \uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19",  # full-width digits: folded
+        "x" * 200_000,
+    ]
+
+    async def send(message: Any) -> Any:
+        names = ("sentiment", *planted)
+        listed = [ext.RepositoryIndexResponse.ModelIndex(name=name) for name in names]
+        return ext.RepositoryIndexResponse(models=listed)
+
+    async def narrow(subject: Subject, reply: Any) -> Any:
+        usable = await pipeline.usable_models(call, subject, [m.name for m in reply.models])
+        return ext.RepositoryIndexResponse(models=[m for m in reply.models if m.name in usable])
+
+    with caplog.at_level("WARNING"):
+        reply = await pipeline.unary_message(
+            call, Target(service=call.service), ext.RepositoryIndexRequest(), send, narrow
+        )
+    assert [model.name for model in reply.models] == ["sentiment"]  # type: ignore[attr-defined]
+    (record,) = recorder.records
+    assert [doc["request"]["model"] for _, _, doc in record.decision_inputs] == ["", "sentiment", ""]
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("models left out")]
+    assert line.count == len(planted) and not [name for name in planted if name in str(vars(line))]
+
+
 # -- how it ended ----------------------------------------------------------------------------
 
 

@@ -88,3 +88,50 @@ def test_an_index_of_many_models_names_a_bounded_number_of_inputs_and_counts_the
     assert named[0] == digests[0] and named[-1] == digests[-1], "the call's own phases"
     assert event["details"] == {"decision_inputs_omitted": len(digests) - len(named)}
     assert set(named) <= set(digests) and len(set(named)) == len(named)
+
+
+def _call_record(model: str, upstream_status: str | None, subject: Subject | None = None) -> CallRecord:
+    call = Call("/inference.GRPCInferenceService/ModelInfer", "ipv4:127.0.0.1:1", (), {}, "s", "r")
+    outcome = Outcome(subject=subject, model=model, upstream_status=upstream_status)
+    return CallRecord.of(call, outcome, None)
+
+
+def _model_series() -> set[str]:
+    from prometheus_client import REGISTRY
+
+    return {
+        sample.labels["model"]
+        for family in REGISTRY.collect()
+        if family.name == "labelgate_call_duration_seconds"
+        for sample in family.samples
+        if "model" in sample.labels
+    }
+
+
+def test_a_model_gets_its_own_series_only_once_an_upstream_answered_for_it() -> None:
+    # Anonymous callers naming models would otherwise take every slot, and real models would
+    # be counted as ``other`` for the life of the process.
+    recorder = LogAndMetricsRecorder(max_models=4)
+    junk = [f"junk-{uuid}" for uuid in range(10)]
+    for name in junk:
+        asyncio.run(recorder.record(_call_record(name, None)))
+        asyncio.run(recorder.record(_call_record(name, "NOT_FOUND")))
+    assert not set(junk) & _model_series()
+    real = "labelgate-test-model-answered"
+    asyncio.run(recorder.record(_call_record(real, None)))
+    assert real not in _model_series()
+    asyncio.run(recorder.record(_call_record(real, "OK")))
+    assert real in _model_series()
+    asyncio.run(recorder.record(_call_record(real, None)))  # a later refusal keeps its series
+    assert recorder._model_label(real, answered=False) == real
+
+
+def test_the_log_line_bounds_the_texts_a_caller_chose(caplog: pytest.LogCaptureFixture) -> None:
+    huge = "4111111111111111 " * 60_000
+    subject = Subject("s" * 5000, ("g" * 5000,))
+    with caplog.at_level(logging.INFO):
+        asyncio.run(LogAndMetricsRecorder().record(_call_record(huge, None, subject)))
+    (line,) = [record for record in caplog.records if record.getMessage() == "call"]
+    assert line.model == recorded_text(huge) and line.model.startswith("<1020000 characters, sha256 ")
+    assert line.subject == recorded_text("s" * 5000) and line.groups == [recorded_text("g" * 5000)]
+    assert all(len(str(value)) <= 1100 for key, value in vars(line).items() if key != "msg")

@@ -524,3 +524,35 @@ async def test_a_rest_upstream_is_discovered_through_its_repository_index(tmp_pa
                 gateway.router.for_model("mls-profile")
         finally:
             await gateway.stop(0)
+
+
+class _Listing:
+    """A discovering upstream reduced to the names it listed (``DiscoveredRoutes`` reads only these)."""
+
+    def __init__(self, upstream: object, names: set[str]) -> None:
+        self.upstream, self._names = upstream, frozenset(names)
+
+    def names(self) -> frozenset[str]:
+        return self._names
+
+
+def test_names_two_upstreams_claim_are_logged_as_digests_never_as_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The names are the upstreams' own text, never scanned: a hostile index could plant data.
+    from labelgate.gateway.discovery import DiscoveredRoutes
+    from labelgate.logs import text_digest
+
+    planted = {"card 4111111111111111", "patient 123-45-6789", "x" * 300_000, "sentiment"}
+    table = DiscoveredRoutes(
+        [_Listing("first", planted), _Listing("second", planted | {"only-second"})]  # type: ignore[list-item]
+    )
+    with caplog.at_level("WARNING"):
+        table.rebuild()
+    (line,) = [record for record in caplog.records if record.getMessage() == "model discovery conflict"]
+    assert line.count == len(planted)
+    assert set(line.model_digests) == {text_digest(name) for name in planted}
+    logged = str(vars(line))
+    assert not [name for name in planted if name in logged] and len(logged) < 5_000
+    assert table.lookup("card 4111111111111111") == (True, None)
+    assert table.lookup("only-second") == (True, "second")

@@ -25,6 +25,7 @@ import yaml
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth.devkeys import mint_dev_token
+from labelgate.gateway.record import recorded_text
 from labelgate.oip import tensors
 from labelgate.tracing import TracingSettings, call_span, outgoing, stage
 from tests.support.procs import REPO, free_port, labelgate_command, running, wait_until
@@ -238,6 +239,19 @@ def test_a_refused_call_is_traced_with_its_reason_and_no_upstream_span(stack) ->
     assert (
         call["attributes"]["labelgate.reason"] and call["attributes"]["rpc.grpc.status"] == "UNAUTHENTICATED"
     )
+
+
+def test_a_model_name_an_anonymous_caller_sent_is_bounded_in_its_span(stack) -> None:
+    trace_id, _, traceparent = _caller_context()
+    name = f"patient {PLANTED} " * 2000
+    with grpc.insecure_channel(stack["grpc"]) as channel, pytest.raises(grpc.RpcError):
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            pb.ModelInferRequest(model_name=name), metadata=[("traceparent", traceparent)], timeout=15
+        )
+    spans = _traced(stack["spans"], trace_id)
+    call = next(span for span in spans if span["name"] == "labelgate.call")
+    assert call["attributes"]["labelgate.model"] == recorded_text(name)
+    assert not [text for text in _attribute_texts(spans) if PLANTED in text]
 
 
 def test_tracing_off_costs_nothing_and_forwards_the_callers_headers() -> None:

@@ -238,16 +238,9 @@ def check_output_names(
     names = tuple(tensor.name for tensor in tensors)
     if clean is not None and names in clean:
         return
-    encoded = [name.encode("utf-8", "surrogatepass") for name in names]
-    found = detectors.scan_each(encoded)
-    # A name that holds nothing as written may still once folded or unescaped (what a
-    # caller's terminal or JSON reader shows).
-    if not found:
-        found = hidden_by_folding(encoded, detectors)
-    if not found and any(map(may_escape, encoded)):
-        found = hidden_by_escapes(encoded, detectors)
+    found = names_detected(names, detectors)
     if found:
-        detector = min(hit.detector for hits in found.values() for hit in hits)
+        detector = min(found.values())
         # Neither the name nor its position in the reply is quoted: the name is the data.
         raise UpstreamError(
             OUTPUT_NAME_DETECTED, f"an output's name holds what the {detector} detector finds"
@@ -256,6 +249,21 @@ def check_output_names(
         if len(clean) >= MODEL_MEMO_SIZE:
             clean.clear()
         clean.add(names)
+
+
+def names_detected(names: Sequence[str], detectors: DetectorSet) -> dict[int, str]:
+    """For each name that holds what a detector finds, as written, folded or with its escapes
+    decoded (what a caller's terminal or JSON reader shows), its index and the first such
+    detector by name. Names an upstream chose (outputs, the models an index lists) travel
+    where values never do: into field paths, decision inputs, logs and records."""
+    encoded = [name.encode("utf-8", "surrogatepass") for name in names]
+    found = detectors.scan_each(encoded)
+    for index, hits in hidden_by_folding(encoded, detectors, found).items():
+        found.setdefault(index, []).extend(hits)
+    if any(map(may_escape, encoded)):
+        for index, hits in hidden_by_escapes(encoded, detectors).items():
+            found.setdefault(index, []).extend(hits)
+    return {index: min(hit.detector for hit in hits) for index, hits in found.items() if hits}
 
 
 def _classify_text_tensor(

@@ -17,6 +17,7 @@ from typing import Any
 
 from labelgate.classify import Catalog, Classification, Classifier, CustomPattern, DetectorSet, Field
 from labelgate.classify import backend_labels as read_backend_labels
+from labelgate.classify.classifier import names_detected
 from labelgate.classify.detectors import BUILTIN_LABELS
 from labelgate.config import ClassificationSettings
 from labelgate.errors import ConfigError, LabelgateError
@@ -164,6 +165,11 @@ class ClassifierStage:
                 self._expected.clear()
             self._expected[key] = found
         return list(found)
+
+    def names_holding_values(self, names: Sequence[str]) -> set[str]:
+        """The names among ``names`` (an upstream's, such as the models its index lists) that
+        hold what a detector finds, as written, folded or unescaped (``names_detected``)."""
+        return {names[index] for index in names_detected(names, self.classifier.detectors)}
 
     def classify_outputs(self, model: str, response: Any, tensors: Sequence[Tensor]) -> Classification:
         return self.classifier.classify_response(model, tensors, backend=read_backend_labels(response))

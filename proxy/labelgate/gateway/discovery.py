@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate.errors import LabelgateError
 from labelgate.gateway import reasons
-from labelgate.logs import get_logger
+from labelgate.logs import get_logger, text_digest
 
 if TYPE_CHECKING:
     from labelgate.gateway.upstream import UpstreamEdge
@@ -122,8 +122,13 @@ class DiscoveredRoutes:
                 table[name] = None if name in table else discovery.upstream
         contested = sorted(name for name, upstream in table.items() if upstream is None)
         if contested:
-            # Names are the operator's models, not caller data; the count bounds the line.
-            log.warning("model discovery conflict", models=contested[:20], count=len(contested))
+            # The names are the upstreams' text, never scanned: digests, which an operator
+            # matches against each upstream's index, and the count.
+            log.warning(
+                "model discovery conflict",
+                model_digests=[text_digest(name) for name in contested[:20]],
+                count=len(contested),
+            )
         self._table = table
 
     async def start(self) -> None:

@@ -67,7 +67,7 @@ from labelgate.gateway import metrics
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
-from labelgate.gateway.record import Recorder
+from labelgate.gateway.record import Recorder, recorded_text
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
@@ -195,7 +195,10 @@ class Pipeline:
         the model counts when it is allowed or offered an approval (nothing is held here).
         Fail closed: a model whose decision fails, times out or exceeds the bounds is left out,
         and more than ``limits.max_index_models`` names fail the call (RESOURCE_EXHAUSTED
-        ``INDEX_TOO_MANY_MODELS``) rather than run a decision for each. Inside a
+        ``INDEX_TOO_MANY_MODELS``) rather than run a decision for each. The names are an
+        upstream's text: one longer than ``limits.max_path_bytes`` or holding what a detector
+        finds is left out before any decision, so it reaches no decision input (kept at rest
+        by the input store, hashed into the audit record) and no log line. Inside a
         ``unary_message`` (its ``narrow`` or ``gate``), each model's decision input joins that
         call's record, in name order: what the caller was shown depends on them."""
         infer_call = dataclasses.replace(call, method=f"/{call.service}/ModelInfer")
@@ -232,6 +235,12 @@ class Pipeline:
                 gateway_reasons.INDEX_TOO_MANY_MODELS,
                 f"the upstreams list more than {self.limits.max_index_models} models",
             )
+        longest = self.limits.max_path_bytes
+        unfit = {name for name in names if len(name.encode("utf-8", "surrogatepass")) > longest}
+        unfit |= self.classifier.names_holding_values([name for name in names if name not in unfit])
+        if unfit:
+            log.warning("models left out: their names are too long or hold data", count=len(unfit))
+            names = [name for name in names if name not in unfit]
         try:
             verdicts = await asyncio.gather(*(usable(name) for name in names))
         finally:
@@ -437,7 +446,9 @@ class Pipeline:
         if serving is not None:
             open_calls[serving] = open_calls.get(serving, 0) + 1
         try:
-            with tracing.call_span(call.method, target.model, call.metadata):
+            # The model is the caller's text, not yet checked against any bound: a span holds
+            # it as a record does (``recorded_text``).
+            with tracing.call_span(call.method, recorded_text(target.model), call.metadata):
                 try:
                     yield outcome
                 except asyncio.CancelledError as error:

@@ -141,19 +141,20 @@ class LogAndMetricsRecorder:
 
     The method label names only methods the gateway has a descriptor for
     (``metrics.method_label``); the log line carries the method as called.
-    The model label comes from the caller's request, so its values are bounded: the first
-    ``max_models`` distinct names (up to 128 characters) keep their own series, any other is
-    counted as ``other``.
+    The model label comes from the caller's request, so its values are bounded: a name gets
+    its own series once an upstream answered a call for it (so a model that exists, not any
+    name a caller, even an anonymous one, sends), for the first ``max_models`` such names of
+    up to 128 characters; any other is counted as ``other``.
     """
 
     def __init__(self, max_models: int = 64) -> None:
         self.max_models = max_models
         self._models: set[str] = set()
 
-    def _model_label(self, model: str) -> str:
+    def _model_label(self, model: str, answered: bool) -> str:
         if model in self._models:
             return model
-        if len(model) > 128 or len(self._models) >= self.max_models:
+        if not answered or len(model) > 128 or len(self._models) >= self.max_models:
             return "other"
         self._models.add(model)
         return model
@@ -162,9 +163,8 @@ class LogAndMetricsRecorder:
         call = entry.call
         method = metrics.method_label(call.method)  # the log line below keeps the real name
         metrics.child(metrics.CALLS, method, entry.outcome, entry.status_code).inc()
-        metrics.child(metrics.CALL_SECONDS, method, self._model_label(entry.model), entry.outcome).observe(
-            entry.latency_ms / 1000
-        )
+        model = self._model_label(entry.model, answered=entry.upstream_status == "OK")
+        metrics.child(metrics.CALL_SECONDS, method, model, entry.outcome).observe(entry.latency_ms / 1000)
         if entry.masked:  # one increment per label, by the number of its masked fields
             per_label: dict[str, int] = {}
             for masked in entry.masked:
@@ -175,15 +175,17 @@ class LogAndMetricsRecorder:
         if entry.error_kind is not None:
             metrics.child(metrics.ERRORS, entry.error_kind).inc()
         last = entry.last_decision
+        subject = entry.subject
+        # The texts a caller or its token chose, bounded as in the audit record.
         log.info(
             "call",
-            method=call.method,
-            model=entry.model,
-            peer=call.peer,
-            session_id=call.session_id,
-            request_id=call.request_id,
-            subject=entry.subject.id if entry.subject else None,
-            groups=list(entry.subject.groups) if entry.subject else None,
+            method=recorded_text(call.method),
+            model=recorded_text(entry.model),
+            peer=recorded_text(call.peer),
+            session_id=recorded_text(call.session_id),
+            request_id=recorded_text(call.request_id),
+            subject=recorded_text(subject.id) if subject else None,
+            groups=[recorded_text(group) for group in subject.groups] if subject else None,
             outcome=entry.outcome,
             code=entry.status_code,
             reason=entry.refusal,

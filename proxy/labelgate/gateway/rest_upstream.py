@@ -45,9 +45,8 @@ from labelgate.gateway.upstream import (
     Metadata,
     UpstreamEdge,
     UpstreamStatus,
-    error_digest,
 )
-from labelgate.logs import get_logger
+from labelgate.logs import get_logger, text_digest
 from labelgate.oip import rest
 from labelgate.oip import tensors as oip
 
@@ -331,7 +330,7 @@ class RestUpstream(UpstreamEdge):
             "upstream error",
             upstream=self.name,
             http_status=status,
-            text_digest=error_digest(content.decode("latin-1")),
+            text_digest=text_digest(content.decode("latin-1")),
         )
         raise UpstreamStatus(code, f"the upstream failed with {code.name}")
 

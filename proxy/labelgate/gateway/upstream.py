@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
-import hashlib
-import hmac
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -30,17 +27,13 @@ from labelgate.config import GatewaySettings, UpstreamSettings
 from labelgate.errors import LabelgateError, NotFound, ResourceExhausted
 from labelgate.gateway import metrics
 from labelgate.gateway.discovery import DiscoveredRoutes, Discovery
-from labelgate.logs import get_logger
+from labelgate.logs import get_logger, text_digest
 from labelgate.oip import reasons as oip_reasons
 
 Metadata = Sequence[tuple[str, Any]]
 # A request serializer or response deserializer, as grpc.aio's multicallables take them.
 Codec = Callable[[Any], Any]
 log = get_logger(__name__)
-# Upstream error texts are logged only as a keyed digest (same text, same digest, within one
-# process), so operators can group failures without the text, which may name data, or a
-# plain hash of it, which a short value like an SSN would not survive.
-_DIGEST_KEY = secrets.token_bytes(32)
 
 
 class UpstreamStatus(LabelgateError):
@@ -372,12 +365,8 @@ def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = 
             oip_reasons.REQUEST_TOO_LARGE,
             f"the request as sent upstream is larger than limits.max_message_bytes{limit}",
         )
-    log.warning("upstream error", code=code.name, text_digest=error_digest(details))
+    log.warning("upstream error", code=code.name, text_digest=text_digest(details))
     return UpstreamStatus(code, f"the upstream failed with {code.name}")
-
-
-def error_digest(text: str) -> str:
-    return hmac.new(_DIGEST_KEY, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
 _LOCAL_SIZE_LIMIT = "CLIENT: Received message larger than max"
