@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml $(NATIVE_SOURCES)
 	PATH="$(CARGO_PATH)" $(PY) -m pip install --quiet ./proxy/native
 	touch $@
 
-tools: $(OPA) regal $(GHZ) $(HELM)
+tools: $(OPA) opa-module regal $(GHZ) $(HELM)
 $(OPA):
 	@mkdir -p $(TOOLS)
 	@if command -v opa >/dev/null 2>&1 && opa version 2>/dev/null | grep -q '^Version: $(OPA_VERSION)$$'; then \
@@ -57,6 +57,12 @@ $(OPA):
 	  GOBIN=$(TOOLS) go install github.com/open-policy-agent/opa@v$(OPA_VERSION); \
 	fi
 	@$(OPA) version | head -1
+
+# The embedded engines' compliance tests read OPA's own cases from its module source, which an
+# opa taken from PATH does not bring into the module cache (a no-op once it is there).
+.PHONY: opa-module
+opa-module:
+	@go mod download github.com/open-policy-agent/opa@v$(OPA_VERSION)
 
 # helm renders and lints the chart in deploy/helm (tests/deploy); built once, like opa.
 $(HELM):
