@@ -198,15 +198,17 @@ async def grpc_refusal(gateway: Gateway, method: str, request: Any) -> tuple[Any
 async def test_a_model_the_caller_may_not_use_is_refused_as_an_unknown_model_is(
     gateway: Gateway, backends: tuple[str, str]
 ) -> None:
-    """customer-profile exists but is not the no-group caller's to use: its configuration and
-    named statistics answer exactly what a model that does not exist answers, on both
-    bindings, and neither request reaches its upstream."""
+    """customer-profile exists but is not the no-group caller's to use: its configuration,
+    metadata, readiness and named statistics answer exactly what a model that does not exist
+    answers, on both bindings, and no request reaches its upstream."""
     profiles, _ = backends
     expected = (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_ROUTED", "no upstream serves this model")
     await seen_calls(profiles)  # a mark: the newest call the backend saw
     for method, request_type, field in (
         ("ModelConfig", ext.ModelConfigRequest, "name"),
         ("ModelStatistics", ext.ModelStatisticsRequest, "name"),
+        ("ModelMetadata", pb.ModelMetadataRequest, "name"),
+        ("ModelReady", pb.ModelReadyRequest, "name"),
     ):
         hidden = await grpc_refusal(gateway, method, request_type(**{field: "customer-profile"}))
         unknown = await grpc_refusal(gateway, method, request_type(**{field: "no-such-model"}))
@@ -224,9 +226,9 @@ async def test_a_model_the_caller_may_not_use_is_refused_as_an_unknown_model_is(
 
     url = f"http://{gateway.settings.rest_listen}"
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        for suffix in ("config", "stats"):
-            hidden_rest = await client.get(f"/v2/models/customer-profile/{suffix}", headers=as_no_group())
-            unknown_rest = await client.get(f"/v2/models/no-such-model/{suffix}", headers=as_no_group())
+        for suffix in ("/config", "/stats", "", "/ready"):
+            hidden_rest = await client.get(f"/v2/models/customer-profile{suffix}", headers=as_no_group())
+            unknown_rest = await client.get(f"/v2/models/no-such-model{suffix}", headers=as_no_group())
             assert hidden_rest.status_code == unknown_rest.status_code == 404, suffix
             assert hidden_rest.json() == unknown_rest.json(), suffix
             assert hidden_rest.json()["reason"] == "MODEL_NOT_ROUTED"

@@ -31,7 +31,7 @@ from labelgate.enforce import replies
 from labelgate.errors import InvalidInput, LabelgateError, Unsupported
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.repository import ModelDirectory, SendTo, usable_or_unknown
+from labelgate.gateway.repository import ABOUT_ONE_MODEL, ModelDirectory, SendTo, usable_or_unknown
 from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge
 from labelgate.logs import get_logger
@@ -265,8 +265,9 @@ class InferenceProxy:
                         send,
                         check_no_shared_memory,
                     )
-                # A hidden model's configuration is refused as an unknown model's is.
-                gate = usable_or_unknown(self.pipeline, call, model) if name == "ModelConfig" else None
+                # A hidden model's configuration, metadata or readiness is refused as an unknown
+                # model's is.
+                gate = usable_or_unknown(self.pipeline, call, model) if name in ABOUT_ONE_MODEL else None
                 return await self.pipeline.unary_message(
                     call, Target(service=SERVICE, model=model), request, send, gate=gate
                 )

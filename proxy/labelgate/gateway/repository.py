@@ -85,6 +85,11 @@ class ModelDirectory:
         return reply
 
 
+# The methods about one named model whose every answer tells the caller that the model exists
+# (its configuration, its metadata, or only that it is ready): gated by ``usable_or_unknown``.
+ABOUT_ONE_MODEL = frozenset({"ModelConfig", "ModelMetadata", "ModelReady"})
+
+
 def usable_or_unknown(pipeline: Pipeline, call: Call, model: str) -> Gate:
     """Refuses ``model`` unless the subject may use it (``Pipeline.usable_models``), with the
     very error a model no route serves gets: its existence is not the caller's to learn."""

@@ -41,6 +41,7 @@ from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExh
 from labelgate.gateway import reasons
 from labelgate.gateway.inference import SERVICE, client_session_id, shared_memory_refusal
 from labelgate.gateway.pipeline import Pipeline
+from labelgate.gateway.repository import ABOUT_ONE_MODEL, usable_or_unknown
 from labelgate.gateway.rest_limits import listening_sockets, protocol_for, throttle_accept_errors
 from labelgate.gateway.upstream import Router, Upstream, UpstreamEdge, UpstreamStatus
 from labelgate.logs import get_logger
@@ -253,8 +254,10 @@ class RestGateway:
         call = self._call(request, method)
         target = Target(service=SERVICE, model=model)
         send = self._send(method, response_type, call, model or None)
+        # As gRPC's: a hidden model's metadata or readiness is refused as an unknown model's is.
+        gate = usable_or_unknown(self.pipeline, call, model) if method in ABOUT_ONE_MODEL else None
         # The reply is built from the upstream's, parsed as response_type.
-        return cast(Reply, await self.pipeline.unary_message(call, target, message, send))
+        return cast(Reply, await self.pipeline.unary_message(call, target, message, send, gate=gate))
 
     # -- routes ------------------------------------------------------------------------
     def shared_memory(self, method: str) -> Callable[..., Any]:
