@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from labelgate.classify import Catalog, DetectorSet
@@ -42,3 +45,31 @@ def test_expected_fields_are_the_catalogs_and_follow_a_new_one() -> None:
     assert summary(stage.expected_fields("customer-profile", ("ssn",))) == [("outputs.ssn", ["confidential"])]
     stage.use_catalog(catalog("restricted"))  # a new bundle's catalog: no stale answer
     assert summary(stage.expected_fields("customer-profile", ("ssn",))) == [("outputs.ssn", ["restricted"])]
+
+
+def test_a_catalog_file_completed_within_one_tick_of_its_clock_is_read_on_the_next_pass(
+    tmp_path: Path,
+) -> None:
+    # A coarse clock (or a copy keeping its time) is pinned with utime: the watcher once saw
+    # only the time, refused the half-written file, and never read the finished one.
+    def catalog(label: str) -> str:
+        entry = {"model": "m", "path": "outputs.diagnosis", "labels": [label]}
+        return json.dumps({"default_label": "internal", "entries": [entry]}, indent=1)
+
+    def labels(stage: ClassifierStage) -> list[list[str]]:
+        return [sorted(found.labels) for found in stage.expected_fields("m", ["diagnosis"])]
+
+    path, tick = tmp_path / "catalog.json", (2_000_000_000_000, 2_000_000_000_000)
+    path.write_text(catalog("internal"))
+    os.utime(path, ns=(1_000_000_000_000, 1_000_000_000_000))
+    stage = ClassifierStage(path, DetectorSet.default())
+    new = catalog("restricted")
+    with open(path, "w") as file:  # written in place, caught half-way
+        file.write(new[: len(new) // 2])
+    os.utime(path, ns=tick)
+    assert not stage.reload_if_changed() and labels(stage) == [["internal"]]
+    with open(path, "a") as file:
+        file.write(new[len(new) // 2 :])
+    os.utime(path, ns=tick)  # the rest, within the same tick
+    assert stage.reload_if_changed() and labels(stage) == [["restricted"]]
+    assert not stage.reload_if_changed(), "read once, not on every pass"

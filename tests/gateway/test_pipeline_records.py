@@ -20,12 +20,14 @@ from labelgate.approvals import deadline
 from labelgate.approvals.errors import ApprovalPending
 from labelgate.auth import Subject
 from labelgate.calls import Target
-from labelgate.errors import Unauthenticated, Unsupported, UpstreamError
+from labelgate.classify import Catalog
+from labelgate.errors import PermissionDenied, Unauthenticated, Unsupported, UpstreamError
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.record import audit_event
 from labelgate.policy.contract import ApprovalRequirement, Decision
 from labelgate.recording.entries import call_entry
 from tests.gateway.test_pipeline import (
+    CATALOG,
     STREAM,
     FakeStream,
     customer_reply,
@@ -161,6 +163,40 @@ async def test_an_approved_call_records_the_decision_that_held_it_and_the_one_th
     ]
 
 
+class CatalogReplacedWhileHeld:
+    """The approver grants after a new catalog (a bundle, a catalog file) was activated."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def hold(
+        self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
+    ) -> Decision:
+        self.pipeline.classifier.use_catalog(CATALOG)  # the same entries, a new classifier
+        return await again(GRANT)
+
+
+async def test_a_grant_after_the_catalog_changed_refuses_the_held_call() -> None:
+    # Decided again under the new policy with the labels of the old catalog, the call could be
+    # released with masks neither revision would have chosen for it.
+    pipeline, recorder = approving_pipeline(None)
+    pipeline.approvals = CatalogReplacedWhileHeld(pipeline)  # type: ignore[assignment]
+    upstream = upstream_returning(customer_reply(), [])
+    with pytest.raises(PermissionDenied) as refused:
+        await pipeline.infer(make_call(), request(), upstream)  # type: ignore[arg-type]
+    assert refused.value.reason == "CATALOG_CHANGED"
+    (record,) = recorder.records
+    assert record.refusal == "CATALOG_CHANGED"
+    assert [(phase, d.fail_reason) for phase, d in record.decisions] == [
+        ("request", None),
+        ("request", "CATALOG_CHANGED"),
+    ]
+    assert [phase for phase, _, _ in record.decision_inputs] == ["request"], "nothing decided again"
+    # Called again, it is classified and decided under what is in force.
+    pipeline.approvals = GrantAtOnce()  # type: ignore[assignment]
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), []))  # type: ignore[arg-type]
+
+
 async def test_a_call_ending_inside_the_hold_is_recorded_with_its_decision_and_labels() -> None:
     pipeline, recorder = approving_pipeline(PendingApproval())
     with pytest.raises(ApprovalPending):
@@ -238,6 +274,50 @@ async def test_model_names_an_index_lists_that_hold_data_or_run_long_reach_no_de
     assert [doc["request"]["model"] for _, _, doc in record.decision_inputs] == ["", "sentiment", ""]
     (line,) = [r for r in caplog.records if r.getMessage().startswith("models left out")]
     assert line.count == len(planted) and not [name for name in planted if name in str(vars(line))]
+
+
+class DecidesOnItsOwnCatalogsLabels:
+    """Allows a model when its input's labels are those of the catalog this engine's revision
+    came with; holds every decision until ``release`` (a stalling engine, no timing)."""
+
+    name, revision = "table", "r1"
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.in_flight = 0
+        self.sixteen_in_flight = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def decide(self, policy_input: dict[str, Any]) -> Decision:
+        labels = {label for item in policy_input["fields"] for label in item["labels"]}
+        expected = self.label  # the revision in force when the evaluation starts
+        self.in_flight += 1
+        if self.in_flight == 16:
+            self.sixteen_in_flight.set()
+        await self.release.wait()
+        return Decision(allow=labels == {expected}, reason="ok", engine="table", revision="r1")
+
+
+async def test_a_model_waiting_for_a_decision_slot_is_classified_under_the_revision_deciding_it() -> None:
+    # 16 decisions at a time: a model waiting for a slot across a catalog's activation must not
+    # carry the old catalog's labels into the new policy's decision.
+    pipeline, _, _, _ = make_pipeline()
+    pipeline.decision_deadline_seconds = 30
+    engine = DecidesOnItsOwnCatalogsLabels("internal")
+    pipeline.engine = engine  # type: ignore[assignment]
+    models = [f"m{index:02d}" for index in range(24)]
+
+    def catalog(label: str) -> Catalog:
+        entries = [{"model": model, "path": "outputs.o", "labels": [label]} for model in models]
+        return Catalog.from_data({"default_label": label, "entries": entries})
+
+    pipeline.classifier.use_catalog(catalog("internal"))
+    listing = asyncio.create_task(pipeline.usable_models(make_call(INDEX), Subject("nora", ()), models))
+    await engine.sixteen_in_flight.wait()
+    pipeline.classifier.use_catalog(catalog("restricted"))  # a bundle activates: catalog and policy
+    engine.label = "restricted"
+    engine.release.set()
+    assert sorted(await listing) == models
 
 
 # -- how it ended ----------------------------------------------------------------------------

@@ -58,6 +58,16 @@ def bundle_catalog(source: PolicySource) -> Catalog:
     return Catalog.from_data(node, source=f"{source.origin} revision {source.revision[:12]}")
 
 
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What tells a catalog file changed. Not the modification time alone: a file caught
+    half-written (its load refused) and completed within the same tick of a coarse clock, or
+    replaced with its old time kept (``cp -p``, ``rsync -a``), would stay unread for good; its
+    size, its change time (set by any write, and by setting the modification time) and its
+    inode (a new file renamed over it) tell those apart."""
+    info = path.stat()
+    return (info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino)
+
+
 class ClassifierStage:
     """The catalog comes from ``catalog_file``, or (None) from the bundle via ``bundle_hook``."""
 
@@ -71,10 +81,10 @@ class ClassifierStage:
         if catalog_file is None:
             # Until the first bundle: nothing catalogued, so every field gets the default label
             # (internal, never public). The gateway does not serve before that bundle anyway.
-            self._mtime = 0
+            self._seen: tuple[int, ...] = ()
             catalog = Catalog.from_data({})
         else:
-            self._mtime = catalog_file.stat().st_mtime_ns
+            self._seen = _stamp(catalog_file)
             catalog = self._load()
         self.classifier = Classifier(catalog, detectors, key_secret)
         self.revision: str | None = None  # the bundle revision the catalog came from
@@ -120,10 +130,10 @@ class ClassifierStage:
     def reload_if_changed(self) -> bool:
         if self.catalog_file is None:
             return False
-        mtime = self.catalog_file.stat().st_mtime_ns
-        if mtime == self._mtime:
+        seen = _stamp(self.catalog_file)
+        if seen == self._seen:
             return False
-        self._mtime = mtime
+        self._seen = seen
         try:
             catalog = self._load()
         except LabelgateError as error:

@@ -209,20 +209,24 @@ class Pipeline:
         async def usable(model: str) -> bool:
             target = Target(service=call.service, model=model)
             try:
-                fields = self.expected_fields(target)
-                check_fields(fields, self.limits)
-                policy_input = build_input(
-                    phase="request",
-                    subject=subject.to_policy(),
-                    request=target.to_policy(infer_call),
-                    fields=to_policy_fields(fields),
-                    approval=None,
-                    time_ns=time.time_ns(),
-                )
-                memo, key = cache_keys(policy_input)
-                if key is not None:
-                    inputs[model] = ("request", key.hex(), policy_input)
+                # The fields are worked out once the slot is held, with nothing awaited before
+                # the decision: a model that waited for a slot across a bundle's activation is
+                # classified and decided under the same revision, never the old catalog's
+                # labels under the new policy.
                 async with slots:
+                    fields = self.expected_fields(target)
+                    check_fields(fields, self.limits)
+                    policy_input = build_input(
+                        phase="request",
+                        subject=subject.to_policy(),
+                        request=target.to_policy(infer_call),
+                        fields=to_policy_fields(fields),
+                        approval=None,
+                        time_ns=time.time_ns(),
+                    )
+                    memo, key = cache_keys(policy_input)
+                    if key is not None:
+                        inputs[model] = ("request", key.hex(), policy_input)
                     decision = await self._decide_within_deadline(policy_input, memo)
             except Exception as error:
                 log.warning("model left out: its decision failed", model=model, error=type(error).__name__)
@@ -335,6 +339,8 @@ class Pipeline:
         self, call: Call, subject: Subject, target: Target, phase: str, fields: list[Field], outcome: Outcome
     ) -> Decision:
         check_fields(fields, self.limits)
+        # The catalog and detectors ``fields`` were worked out with (nothing awaited since).
+        classified_by = self.classifier.classifier
 
         def policy_input(approval: dict[str, Any] | None) -> dict[str, Any]:
             return build_input(
@@ -358,7 +364,7 @@ class Pipeline:
         )
         if decision.require_approval is not None and not decision.allow:
             decision = await self._hold(
-                call, subject, phase, first, key is not None, decision, policy_input, outcome
+                call, subject, phase, first, key is not None, decision, policy_input, outcome, classified_by
             )
         else:
             outcome.decisions.append((phase, decision))
@@ -377,6 +383,7 @@ class Pipeline:
         held: Decision,
         policy_input: Callable[[dict[str, Any] | None], dict[str, Any]],
         outcome: Outcome,
+        classified_by: object,
     ) -> Decision:
         """Hold the call for an approver (``approvals.hold``); the decision to enforce.
 
@@ -390,6 +397,17 @@ class Pipeline:
         redecided: list[tuple[Decision, int]] = []  # each, with how many inputs came before it
 
         async def again(approval: dict[str, Any]) -> Decision:
+            if self.classifier.classifier is not classified_by:
+                # A hold lasts minutes: a bundle or catalog file activated meanwhile would have
+                # the new policy decide on the old catalog's labels, and the masks it names
+                # applied to the old classification. Refused (the grant is left unspent): the
+                # caller calls again, classified and decided under what is in force.
+                refused = Decision.deny(
+                    gateway_reasons.CATALOG_CHANGED,
+                    "the classification catalog changed while the call was held: call again",
+                )
+                outcome.decisions.append((phase, refused))
+                return refused
             redo = policy_input(approval)
             memo, key = cache_keys(redo)
             before = len(outcome.decision_inputs)
