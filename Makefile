@@ -22,7 +22,7 @@ export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
 export LABELGATE_OPA := $(OPA)
 
 .PHONY: help run test check lint rego-test pytest proto proto-check bench bench-quick tools venv clean
-.PHONY: deploy-check lock k8s-render soak
+.PHONY: deploy-check lock k8s-render soak app
 
 help:
 	@echo "make run    - demo backend (and gateway in front of it) on loopback"
@@ -154,6 +154,9 @@ $(VENV)/.installed-app: pyproject.toml $(NATIVE_SOURCES)
 	  echo "no cargo found: the Python detectors and tensor code are used (install Rust to build proxy/native)"; \
 	fi
 	touch $@
+
+# The package alone in .venv (what `make run` starts with): for the CLI, e.g. minting tokens.
+app: $(VENV)/.installed-app
 
 run: $(VENV)/.installed-app
 	$(VENV)/bin/labelgate quickstart

@@ -1,7 +1,7 @@
 """Does a shipped deployment start the secured bundle server, and can its clients use it?
 
 Read from what a container would see (``support.Container``): the bundle server's command line
-and environment parsed by the real ``labelgate bundle-server`` command, its credentials built
+and environment parsed by the real ``labelgate bundle serve`` command, its credentials built
 as the server builds them, and each client (an OPA config, the embedded engine's settings)
 held against them: its token must be one the server takes as an *instance* credential, the name
 in its URL one the server answers to (else 421 and no bundle is ever activated), its bundle the
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.deploy.support import Container, patched_environ
+from tests.deploy.support import Container, parse_command
 
 
 @dataclass
 class BundleServer:
-    """A bundle-server command line as the CLI reads it, and the credentials it would start with."""
+    """A ``bundle serve`` command line as the CLI reads it, and the credentials it would start with."""
 
     container: Container
     params: dict[str, Any]
@@ -66,28 +66,17 @@ class BundleServer:
         )
 
 
-def _click_command() -> Any:
-    import typer.main
-
-    from labelgate.cli import app
-
-    return typer.main.get_command(app).commands["bundle-server"]  # type: ignore[attr-defined]
-
-
 def bundle_server(container: Container, must_allow: list[str]) -> BundleServer:
-    """Parse the container's ``labelgate bundle-server`` line (options and the environment
+    """Parse the container's ``labelgate bundle serve`` line (options and the environment
     variables it reads) and check what the server checks before it serves."""
     from labelgate.bundle.access import HostCheck, default_allowed_hosts, normalise_host
     from labelgate.bundle.cli import parse_listen, server_credentials
     from labelgate.errors import LabelgateError
 
-    args = container.args
-    assert args and args[0] == "bundle-server", args
-    with patched_environ(container.env):
-        context = _click_command().make_context("bundle-server", list(args[1:]))
-    params = dict(context.params)
+    words, params = parse_command(container.args, container.env)
+    assert words == ("bundle", "serve"), container.args
     problems: list[str] = []
-    where = f"{container.name}: bundle-server"
+    where = f"{container.name}: bundle serve"
 
     credentials = None
     if params["insecure_no_auth"]:

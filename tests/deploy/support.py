@@ -140,6 +140,7 @@ def _mount_dir(container: Container, path: str, writable: bool) -> Path:
 
 SECRET_SAMPLES = {
     "hash.key": "0123456789abcdef0123456789abcdef\n",
+    "session.key": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
     "jwks.json": (DEPLOY / "quickstart" / "dev-keys" / "jwks.json").read_text(),
     "postgres-dsn": "postgresql://labelgate:sample@postgres:5432/labelgate",
 }
@@ -161,9 +162,23 @@ def _sample_key_pair() -> tuple[str, str]:
     return private.decode(), public.decode()
 
 
+@cache
+def _sample_assertion_key() -> str:
+    """One P-256 private key (PKCS#8 PEM), as ``openssl genpkey -algorithm EC`` writes it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
 def secret_sample(key: str) -> str:
     """What a Secret's ``key`` holds in the checks: each key its own value (so two credentials
     from two keys differ, and one key mounted in two places matches), PEM where a key is one."""
+    if key == "assertion.key":
+        return _sample_assertion_key()
     if key.endswith("signing.key") and not key.startswith("audit"):
         return _sample_key_pair()[0]
     if key.endswith("signing.pub") and not key.startswith("audit"):
@@ -311,23 +326,71 @@ def containers_of(workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def approvals_server_check(settings: Any) -> None:
-    """What ``labelgate approvals-server`` refuses to start with (wherever that module lives now)."""
+    """What ``labelgate approvals serve`` refuses to start with (wherever that module lives now),
+    and the inbox's session key it reads as it starts (``admin.session_key_file``)."""
     try:
         from labelgate.admin.approvals_server import check
     except ImportError:  # before the admin package
         from labelgate.approvals.server import check  # type: ignore[no-redef]
+    from labelgate.admin.app import session_key
+
     check(settings)
+    session_key(settings.admin)
 
 
-def cli_options(command: str) -> set[str]:
-    """The options ``labelgate COMMAND`` takes."""
+# The top-level names README keeps for one release only (hidden from --help): a deployment
+# must use the commands they stand for.
+DEPRECATED_ALIASES = {
+    "bundle-server": ("bundle", "serve"),
+    "approvals-server": ("approvals", "serve"),
+    "audit-writer": ("audit", "writer"),
+    "audit-forwarder": ("audit", "forwarder"),
+}
+
+
+def _cli_group() -> Any:
     import typer.main
 
     from labelgate.cli import app
 
-    group = typer.main.get_command(app)
-    found = group.commands[command]  # type: ignore[attr-defined]
+    return typer.main.get_command(app)
+
+
+def command_words(args: list[str]) -> tuple[str, ...]:
+    """The words of ``args`` that name a labelgate command: ``("serve",)``, ``("bundle", "serve")``."""
+    node, words = _cli_group(), []
+    for arg in args:
+        commands = getattr(node, "commands", None)
+        if commands is None or arg not in commands:
+            break
+        node = commands[arg]
+        words.append(arg)
+    return tuple(words)
+
+
+def cli_command(words: tuple[str, ...] | list[str]) -> Any:
+    """The click command ``labelgate WORDS...`` runs."""
+    node = _cli_group()
+    for word in words:
+        node = node.commands[word]
+    return node
+
+
+def cli_options(*words: str) -> set[str]:
+    """The options ``labelgate WORDS...`` takes."""
+    found = cli_command(words)
     return {name for param in found.params for name in param.opts if name.startswith("--")}
+
+
+def parse_command(
+    args: list[str], env: dict[str, str] | None = None
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """``args`` as the CLI parses them (with ``env``'s LABELGATE_* variables): the command's
+    words and its parameters, defaults included."""
+    words = command_words(args)
+    with patched_environ(env or {}):
+        context = cli_command(words).make_context(" ".join(words), list(args[len(words) :]))
+    return words, dict(context.params)
 
 
 def load_module(path: Path) -> Any:

@@ -4,7 +4,7 @@ bundles, status and decision logs, and the embedded engine, with an instance tok
 accepts, under an allowed name, verifying signatures when bundles are signed).
 
 Static checks on the chart's profiles and variants and on compose, each broken on purpose to
-see it fail, and one live run: the ha profile's bundle-server line and OPA config started for
+see it fail, and one live run: the ha profile's ``bundle serve`` line and OPA config started for
 real, OPA activating the signed bundle and reporting in, readers and strangers answered as they
 should be.
 """
@@ -26,6 +26,7 @@ from tests.deploy.bundles import BundleServer, bundle_server, embedded_problems,
 from tests.deploy.support import (
     DEPLOY,
     Container,
+    command_words,
     compose_container,
     config_in,
     containers_of,
@@ -102,7 +103,10 @@ def test_the_charts_bundle_server_starts_and_its_clients_use_it(case: str, tmp_p
 def test_the_quickstart_profile_runs_no_bundle_server() -> None:
     manifests = documents(template(*profile_args("quickstart")))
     assert not [
-        c for w in workloads(manifests) for c in containers_of(w) if c.get("args", [""])[0] == "bundle-server"
+        c
+        for w in workloads(manifests)
+        for c in containers_of(w)
+        if command_words(c.get("args", [])) == ("bundle", "serve")
     ]
 
 

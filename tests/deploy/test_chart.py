@@ -5,28 +5,35 @@ config through ``serve --check-config`` in the filesystem each container would s
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from labelgate.admin.app import session_key
+from labelgate.auth.assertion import SubjectAsserter
 from labelgate.config import load_settings
 from tests.deploy.support import (
     CHART,
     DEPLOY,
+    DEPRECATED_ALIASES,
     KUBE_VERSION,
     PROFILES,
     RENDERED,
     approvals_server_check,
     check_config,
     cli_options,
+    command_words,
     config_in,
     containers_of,
     documents,
     helm,
     kubernetes_render,
+    parse_command,
     patched_environ,
     pod_container,
     profile_args,
@@ -194,14 +201,18 @@ def _check_pod(tmp_path: Path, manifests: tuple[dict, ...] | list[dict]) -> list
                 continue
             container = pod_container(tmp_path, list(manifests), workload, spec["name"])
             config = container.option("--config")
-            if spec["args"][0] == "serve":
+            words = command_words(spec["args"])
+            if words == ("serve",):
                 result = check_config(container, config)
                 if result.returncode != 0:
                     failures.append(f"{container.name}: {result.stderr.strip()}")
                     continue
             with patched_environ(container.env):
                 settings = load_settings(config_in(container, config))
-            if spec["args"][0] == "approvals-server":  # what it reads: the store and JWT settings
+            if words == ("serve",):  # read as it starts, not by --check-config
+                SubjectAsserter.from_settings(settings.upstream.subject_assertion)
+                session_key(settings.admin)
+            if words == ("approvals", "serve"):  # what it reads: the store, JWT settings, session key
                 approvals_server_check(settings)
             for path in (settings.approvals.sqlite_file, settings.recording.dir):
                 if path is not None and settings.approvals.store == "sqlite":
@@ -267,6 +278,23 @@ VARIANTS = {
         "--set", "tls.secretName=gw-tls,auth.jwt.jwksUrl=,auth.jwt.jwksSecret=idp-jwks,upstream.caSecret=ca",
         "--set", "upstream.tls=true,serviceMonitor.enabled=true,audit.persistence.enabled=false",
     ],
+    # A KServe predictor in another namespace (its Service maps 80 to 8080), subject
+    # assertions off, the bundle server's state on a claim of one's own.
+    "kserve-elsewhere": [
+        *profile_args("ha"),
+        "--set", "upstream.address=my-model-predictor.models.svc:80,upstream.targetPort=8080",
+        "--set", "upstream.namespaceSelector.kubernetes\\.io/metadata\\.name=models",
+        "--set", "upstream.subjectAssertion.enabled=false,upstream.subjectAssertion.keySecret.name=",
+        "--set", "bundleServer.persistence.existingClaim=fleet",
+    ],
+    # ... and the approvals sidecar with a session key (it reads the gateway's config).
+    "embedded-following-bundles-on-a-claim": [
+        *profile_args("quickstart"),
+        "--set", "bundleServer.enabled=true,bundleServer.tokenSecret.name=tok",
+        "--set", "bundleServer.readerTokenSecret.name=tok,bundleServer.persistence.enabled=true",
+        "--set", "bundleServer.persistence.storageClassName=fast,approvals.sessionKeySecret.name=inbox",
+        "--set-json", "bundleServer.retention.decisionDays=1.5",
+    ],
 }  # fmt: skip
 
 
@@ -293,15 +321,287 @@ def test_every_labelgate_command_line_is_one_the_cli_takes() -> None:
         for s in compose["services"].values()
         if s.get("command") and "entrypoint" not in s and s["image"].startswith("labelgate:")
     ]
-    # Every bundle-server line, the compose one included, is a plain argument list (no shell).
-    assert sum(1 for args in lines if args[0] == "bundle-server") == 3
+    # Every bundle server line, the compose one included, is a plain argument list (no shell).
+    assert sum(1 for args in lines if command_words(args) == ("bundle", "serve")) == 3
     checked = set()
     for args in lines:
         if args[0].startswith("-"):
             continue
-        options = cli_options(args[0])
-        for arg in args[1:]:
+        words = command_words(args)
+        assert words, args
+        options = cli_options(*words)
+        for arg in args[len(words) :]:
             if arg.startswith("--"):
-                assert arg.split("=")[0] in options, (args[0], arg)
-        checked.add(args[0])
-    assert {"serve", "audit-writer", "approvals-server", "bundle-server", "demo-backend"} <= checked
+                assert arg.split("=")[0] in options, (words, arg)
+        checked.add(words)
+    assert {
+        ("serve",),
+        ("audit", "writer"),
+        ("approvals", "serve"),
+        ("bundle", "serve"),
+        ("demo-backend",),
+    } <= checked
+
+
+# -- keys the replicas share ---------------------------------------------------------------
+
+
+def _config_of(manifests: tuple[dict, ...] | list[dict]) -> dict:
+    return yaml.safe_load(next(m for m in manifests if m["kind"] == "ConfigMap")["data"]["labelgate.yaml"])
+
+
+def _refusal(profile: str, *values: str) -> str:
+    args = [a for v in values for a in ("--set", v)]
+    result = helm("template", "x", str(CHART), *profile_args(profile), *args, check=False)
+    assert result.returncode != 0, f"{profile} {values} rendered"
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("profile", "values", "reason"),
+    [
+        # ha without the session key: 3 gateways (their admin port serves the inbox) and 2
+        # approvals servers would each sign inbox cookies with a random key of their own.
+        ("ha", ["approvals.sessionKeySecret.name="], "needs approvals.sessionKeySecret.name"),
+        # one gateway, two approvals servers
+        (
+            "quickstart",
+            [
+                "approvals.store=postgres,approvals.postgres.dsnSecret.name=db,approvals.replicaCount=2",
+            ],
+            "needs approvals.sessionKeySecret.name",
+        ),
+        # several gateways, each signing subject assertions with a key of its own
+        (
+            "ha",
+            ["upstream.subjectAssertion.keySecret.name="],
+            "needs upstream.subjectAssertion.keySecret.name",
+        ),
+    ],
+)
+def test_replicas_without_a_shared_key_are_refused(profile: str, values: list[str], reason: str) -> None:
+    assert reason in _refusal(profile, *values)
+
+
+def test_one_process_needs_no_shared_key_and_assertions_can_be_off() -> None:
+    quickstart = _config_of(rendered("quickstart"))
+    assert "admin" not in quickstart
+    assert "subject_assertion" not in quickstart["upstream"]
+    manifests = documents(
+        template(
+            *profile_args("ha"),
+            "--set", "upstream.subjectAssertion.enabled=false,upstream.subjectAssertion.keySecret.name=",
+        )
+    )  # fmt: skip
+    assert _config_of(manifests)["upstream"]["subject_assertion"] == {"enabled": False}
+    gateway = _gateway(tuple(manifests))["spec"]["template"]["spec"]
+    assert not [v for v in gateway["volumes"] if v["name"] == "assertion-key"]
+
+
+def test_ha_replicas_share_the_inbox_session_key_and_the_subject_assertion_key(tmp_path: Path) -> None:
+    manifests = rendered("ha")
+    config = _config_of(manifests)
+    assert config["admin"]["session_key_file"] == "/etc/labelgate/secrets/session-key/session.key"
+    assert config["upstream"]["subject_assertion"]["key_file"] == (
+        "/etc/labelgate/secrets/assertion-key/assertion.key"
+    )
+    keys: dict[str, bytes | None] = {}
+    for workload in workloads(manifests):
+        for spec in containers_of(workload):
+            if command_words(spec.get("args", [])) not in (("serve",), ("approvals", "serve")):
+                continue
+            where = f"{workload['metadata']['name']}/{spec['name']}"
+            mounts = {m["name"]: m for m in spec["volumeMounts"]}
+            assert mounts["session-key"].get("readOnly") is True, where
+            container = pod_container(tmp_path, list(manifests), workload, spec["name"])
+            with patched_environ(container.env):
+                settings = load_settings(config_in(container, container.option("--config")))
+            keys[where] = session_key(settings.admin)
+            if spec["name"] == "gateway":
+                assert mounts["assertion-key"].get("readOnly") is True
+                # The key from the Secret, not one made at start.
+                asserter = SubjectAsserter.from_settings(settings.upstream.subject_assertion)
+                assert asserter is not None
+                assert settings.upstream.subject_assertion.key_file is not None
+                assert settings.upstream.subject_assertion.key_file.is_file()
+            else:
+                assert "assertion-key" not in mounts, where  # the signing key stays in the gateway
+    assert set(keys) == {"labelgate/gateway", "labelgate-approvals/approvals"}
+    assert None not in keys.values() and len(set(keys.values())) == 1, keys
+
+
+# -- NetworkPolicy and the upstream's port ---------------------------------------------------
+
+
+def _policies(*values: str) -> dict[str, dict]:
+    args = [a for v in values for a in ("--set", v)]
+    manifests = documents(template(*profile_args("ha"), *args))
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == "NetworkPolicy"}
+
+
+def _upstream_egress(policies: dict[str, dict]) -> dict:
+    egress = policies["labelgate-gateway"]["spec"]["egress"]
+    return next(
+        rule
+        for rule in egress
+        if any(
+            peer.get("podSelector", {}).get("matchLabels") == {"app": "inference-backend"}
+            for peer in rule.get("to", [])
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "port"),
+    [
+        ([], 8001),  # the address's port: the Service does not translate it
+        # A KServe predictor Service: 80 -> 8080. The policies see the pod's port, 8080.
+        (["upstream.address=my-model-predictor:80,upstream.targetPort=8080"], 8080),
+        (["upstream.address=my-model-predictor:80,upstream.targetPort=h2c"], "h2c"),  # the pods' port name
+    ],
+)
+def test_network_policies_match_the_upstream_pods_port(values: list[str], port: int | str) -> None:
+    policies = _policies(*values)
+    assert _upstream_egress(policies)["ports"] == [{"port": port, "protocol": "TCP"}]
+    assert policies["labelgate-upstream"]["spec"]["ingress"][0]["ports"] == [
+        {"port": port, "protocol": "TCP"}
+    ]
+    assert validate(tuple(policies.values())) == []
+
+
+def test_an_upstream_in_another_namespace_is_reached_through_its_namespace_selector() -> None:
+    policies = _policies(
+        "upstream.address=my-model-predictor.models.svc:80,upstream.targetPort=8080",
+        "upstream.namespaceSelector.kubernetes\\.io/metadata\\.name=models",
+    )
+    rule = _upstream_egress(policies)
+    # One peer: the selected pods in the selected namespaces (two peers would allow either).
+    assert rule["to"] == [
+        {
+            "podSelector": {"matchLabels": {"app": "inference-backend"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "models"}},
+        }
+    ]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    # A policy here would select pods of this namespace that happen to carry the labels.
+    assert "labelgate-upstream" not in policies
+    assert validate(tuple(policies.values())) == []
+
+
+def test_a_bad_upstream_target_port_fails_lint() -> None:
+    result = helm(
+        "lint", "--strict", str(CHART), *profile_args("ha"), "--set", "upstream.targetPort=70000", check=False
+    )
+    assert result.returncode != 0
+
+
+# -- the bundle server's fleet database ------------------------------------------------------
+
+# Bytes one decision event takes in the fleet database (SQLite, indexes included), measured with
+# FleetStore.store_decisions on 20,000 OPA decision-log events of a 12-field labelgate input:
+# 4.3 KB; rounded up. The volume must hold the most events the server keeps.
+EVENT_BYTES = 4500
+UNITS = {
+    "": 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
+
+
+def _quantity(text: str) -> int:
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text)).groups()  # type: ignore[union-attr]
+    return int(float(number) * UNITS[unit])
+
+
+def _bundle_state(manifests: tuple[dict, ...] | list[dict]) -> tuple[dict, dict[str, Any], int]:
+    """The bundle server's Deployment, its parsed command line and its state volume's bytes."""
+    deployment = next(
+        m for m in manifests if m["metadata"]["name"] == "labelgate-bundles" and m["kind"] == "Deployment"
+    )
+    spec = next(c for c in containers_of(deployment) if c["name"] == "bundle-server")
+    words, params = parse_command(spec["args"])
+    assert words == ("bundle", "serve")
+    mount = next(m for m in spec["volumeMounts"] if m["mountPath"] == str(params["state_dir"]))
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    if "emptyDir" in volume:
+        size = _quantity(volume["emptyDir"]["sizeLimit"])
+    else:
+        claim_name = volume["persistentVolumeClaim"]["claimName"]
+        claim = next(
+            m
+            for m in manifests
+            if m["kind"] == "PersistentVolumeClaim" and m["metadata"]["name"] == claim_name
+        )
+        size = _quantity(claim["spec"]["resources"]["requests"]["storage"])
+    return deployment, params, size
+
+
+BUNDLE_CASES = {
+    "ha": profile_args("ha"),
+    "embedded-following-bundles": VARIANTS["embedded-following-bundles"],
+    "embedded-following-bundles-on-a-claim": VARIANTS["embedded-following-bundles-on-a-claim"],
+}
+
+
+@pytest.mark.parametrize("case", BUNDLE_CASES)
+def test_the_fleet_database_fits_its_volume(case: str) -> None:
+    _, params, size = _bundle_state(documents(template(*BUNDLE_CASES[case])))
+    # Every gateway of the release reports as one instance: the cap bounds the whole database.
+    cap = params["max_decisions_per_instance"]
+    assert cap > 0 and cap * EVENT_BYTES <= size, f"{cap} events of {EVENT_BYTES} bytes in {size} bytes"
+
+
+def test_ha_keeps_the_fleet_database_on_a_claim_with_smaller_bounds() -> None:
+    manifests = rendered("ha")
+    deployment, params, _ = _bundle_state(manifests)
+    assert next(m for m in manifests if m["kind"] == "PersistentVolumeClaim")["metadata"]["name"] == (
+        "labelgate-bundles-state"
+    )
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # one server on the claim
+    defaults = parse_command(["bundle", "serve", "--source", "."])[1]
+    assert params["decision_retention_days"] < defaults["decision_retention_days"]
+    assert params["max_decisions_per_instance"] < defaults["max_decisions_per_instance"]
+    assert params["status_retention_days"] <= defaults["status_retention_days"]
+
+
+def test_the_fleet_database_can_live_on_a_claim_of_ones_own() -> None:
+    manifests = documents(template(*VARIANTS["kserve-elsewhere"]))
+    deployment = next(
+        m for m in manifests if m["metadata"]["name"] == "labelgate-bundles" and m["kind"] == "Deployment"
+    )
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"] == {"claimName": "fleet"}
+    assert not [m for m in manifests if m["kind"] == "PersistentVolumeClaim"]
+
+
+def test_without_persistence_the_fleet_database_is_an_empty_dir_of_its_size_limit() -> None:
+    manifests = documents(
+        template(*VARIANTS["embedded-following-bundles"], "--set", "bundleServer.stateSizeLimit=1Gi")
+    )
+    deployment, _, size = _bundle_state(manifests)
+    assert size == 1024**3
+    assert "strategy" not in deployment["spec"]
+    assert not [m for m in manifests if m["kind"] == "PersistentVolumeClaim"]
+
+
+# -- the commands ---------------------------------------------------------------------------
+
+
+def test_no_deployment_uses_a_command_alias_that_is_going_away() -> None:
+    manifests = [m for p in PROFILES for m in rendered(p)] + [
+        m for v in VARIANTS.values() for m in documents(template(*v))
+    ]
+    lines = [c.get("args", []) for w in workloads(manifests) for c in containers_of(w)]
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    lines += [
+        s.get("command", []) for s in compose["services"].values() if isinstance(s.get("command"), list)
+    ]
+    used = {args[0] for args in lines if args} & set(DEPRECATED_ALIASES)
+    assert not used, (
+        f"use {[' '.join(DEPRECATED_ALIASES[a]) for a in sorted(used)]} instead of {sorted(used)}"
+    )

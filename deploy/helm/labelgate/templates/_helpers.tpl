@@ -71,15 +71,24 @@ engine use the short one (labelgate.bundleUrl). */}}
 {{- if and .Values.approvals.enabled (eq .Values.approvals.store "postgres") -}}true{{- end -}}
 {{- end -}}
 
+{{/* More than one gateway pod (replicas or autoscaling). */}}
+{{- define "labelgate.gatewayReplicated" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}true{{- end -}}
+{{- end -}}
+{{/* More than one process serves the approvals inbox: gateways (admin port) or approvals servers. */}}
+{{- define "labelgate.inboxReplicated" -}}
+{{- if or (include "labelgate.gatewayReplicated" .) (and (include "labelgate.approvalsDeployment" .) (gt (int .Values.approvals.replicaCount) 1)) -}}true{{- end -}}
+{{- end -}}
+
 {{/* Refuse combinations that could never work, before anything is applied. */}}
 {{- define "labelgate.validate" -}}
-{{- if and (include "labelgate.approvalsSidecar" .) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) -}}
+{{- if and (include "labelgate.approvalsSidecar" .) (include "labelgate.gatewayReplicated" .) -}}
 {{- fail "approvals.store sqlite keeps held calls in one pod's file: use approvals.store=postgres for more than one replica (or autoscaling)" -}}
 {{- end -}}
 {{- if and (eq .Values.engine "opa") (not .Values.bundleServer.enabled) -}}
 {{- fail "engine opa needs bundleServer.enabled: the OPA sidecars follow the bundle server" -}}
 {{- end -}}
-{{- if and (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) (not .Values.masking.hashKeySecret.name) -}}
+{{- if and (include "labelgate.gatewayReplicated" .) (not .Values.masking.hashKeySecret.name) -}}
 {{- fail "more than one replica needs masking.hashKeySecret.name: hashed values must join across replicas" -}}
 {{- end -}}
 {{- with .Values.bundleServer -}}
@@ -89,6 +98,12 @@ engine use the short one (labelgate.bundleUrl). */}}
 {{- if and .enabled (eq .tokenSecret.name .readerTokenSecret.name) (eq .tokenSecret.key .readerTokenSecret.key) -}}
 {{- fail "bundleServer.tokenSecret and bundleServer.readerTokenSecret name the same key: instances and readers need different tokens" -}}
 {{- end -}}
+{{- end -}}
+{{- if and .Values.approvals.enabled (include "labelgate.inboxReplicated" .) (not .Values.approvals.sessionKeySecret.name) -}}
+{{- fail "more than one approvals server or gateway replica needs approvals.sessionKeySecret.name (a Secret with a key of >= 32 bytes, e.g. `openssl rand -hex 32`): the inbox is served by every approvals server and every gateway's admin port, and without a shared key each process signs session cookies with its own random key, so a sign-in made on one replica is refused by the next" -}}
+{{- end -}}
+{{- if and (include "labelgate.gatewayReplicated" .) .Values.upstream.subjectAssertion.enabled (not .Values.upstream.subjectAssertion.keySecret.name) -}}
+{{- fail "more than one replica needs upstream.subjectAssertion.keySecret.name (a Secret with a P-256 private key, PEM): without it each replica signs subject assertions with a key of its own, and the JWKS one replica publishes does not verify another's (or set upstream.subjectAssertion.enabled=false)" -}}
 {{- end -}}
 {{- if and (include "labelgate.approvalsDeployment" .) (not .Values.approvals.postgres.dsnSecret.name) -}}
 {{- fail "approvals.store postgres needs approvals.postgres.dsnSecret.name (a Secret holding the DSN)" -}}
@@ -133,6 +148,13 @@ upstream:
   {{- if .Values.upstream.serverName }}
   server_name: {{ .Values.upstream.serverName | quote }}
   {{- end }}
+  {{- if not .Values.upstream.subjectAssertion.enabled }}
+  subject_assertion:
+    enabled: false
+  {{- else if .Values.upstream.subjectAssertion.keySecret.name }}
+  subject_assertion:
+    key_file: /etc/labelgate/secrets/assertion-key/{{ .Values.upstream.subjectAssertion.keySecret.key }}
+  {{- end }}
 {{- if .Values.tls.secretName }}
 server_tls:
   cert_file: /etc/labelgate/tls/tls.crt
@@ -155,6 +177,11 @@ policy:
 {{- if or (eq .Values.engine "opa") (not .Values.bundleServer.enabled) }}
 classification:
   catalog_file: /etc/labelgate/rego/labelgate/catalog/data.json
+{{- end }}
+{{- if and .Values.approvals.enabled .Values.approvals.sessionKeySecret.name }}
+admin:
+  # Signs inbox session cookies: the same key in every approvals server and gateway.
+  session_key_file: /etc/labelgate/secrets/session-key/{{ .Values.approvals.sessionKeySecret.key }}
 {{- end }}
 {{- if .Values.masking.hashKeySecret.name }}
 masking:
@@ -258,4 +285,21 @@ exec:
   ports:
     - {port: 53, protocol: UDP}
     - {port: 53, protocol: TCP}
+{{- end -}}
+
+{{/* The inbox's session key (approvals.sessionKeySecret), mounted read-only where the config
+names it, in every container serving the inbox: call with the root context. */}}
+{{- define "labelgate.sessionKeyMount" -}}
+{{- if and .Values.approvals.enabled .Values.approvals.sessionKeySecret.name -}}
+- {name: session-key, mountPath: /etc/labelgate/secrets/session-key, readOnly: true}
+{{- end -}}
+{{- end -}}
+{{- define "labelgate.sessionKeyVolume" -}}
+{{- if and .Values.approvals.enabled .Values.approvals.sessionKeySecret.name -}}
+- name: session-key
+  secret:
+    secretName: {{ .Values.approvals.sessionKeySecret.name }}
+    defaultMode: 0400
+    items: [{key: {{ .Values.approvals.sessionKeySecret.key }}, path: {{ .Values.approvals.sessionKeySecret.key }}}]
+{{- end -}}
 {{- end -}}
