@@ -59,9 +59,10 @@ def cookie(sub: str, *groups: str) -> dict[str, str]:
 
 def replay_policy(engine: EmbeddedEngine | OpaEngine) -> ReplayPolicy:
     catalog = Catalog.from_file(REPO / "rego/labelgate/catalog/data.json")
+    classifier = Classifier(catalog, DetectorSet.default())
     return ReplayPolicy(
         decide=engine.decide,
-        classifier=lambda: Classifier(catalog, DetectorSet.default()),
+        classifier=lambda: classifier,  # the same one until a catalog replaces it
         hash_key=b"session-page-hash-key-0123456789",
         deadline_seconds=5,
     )

@@ -7,6 +7,7 @@ holds a clear SSN, as a cleared caller would have received it.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -37,7 +38,9 @@ STEWARD_AUDITOR = Subject.proven("jwt", "sam", issuer="labelgate-dev", groups=("
 ANALYST = Subject.proven("jwt", "ana", issuer="labelgate-dev", groups=("analysts",))
 
 
+@functools.cache
 def classifier() -> Classifier:
+    """The same one until a catalog replaces it, as the gateway's classify stage gives it."""
     return Classifier(Catalog.from_file(REPO / "rego/labelgate/catalog/data.json"), DetectorSet.default())
 
 
@@ -284,3 +287,41 @@ async def test_a_recorded_json_node_todays_classification_lacks_masks_the_whole_
         b"badge EMP-1", [{"path": "outputs.label{employee_id}", "labels": ["restricted"]}]
     )
     assert shown(await view_call(policy_of(held), AUDITOR, only_span)) == {"label": [b""]}
+
+
+def _catalog_labelling_ssn(label: str) -> Classifier:
+    data = json.loads((REPO / "rego/labelgate/catalog/data.json").read_text())
+    for entry in data["entries"]:
+        if entry["path"] == "outputs.ssn":
+            entry["labels"] = [label]
+    return Classifier(Catalog.from_data(data), DetectorSet.default())
+
+
+async def test_a_catalog_replaced_between_classifying_and_deciding_is_classified_again() -> None:
+    """The recording is classified on the admin thread and decided on the gateway's loop: a
+    bundle activated in that hop would have the new policy decide on the old catalog's labels."""
+    current = [_catalog_labelling_ssn("confidential")]
+    seen: list[list[str]] = []
+
+    async def decide(doc: dict[str, Any]) -> Decision:
+        seen.append(next(f["labels"] for f in doc["fields"] if f["path"] == "outputs.ssn"))
+        if len(seen) == 1:
+            current[0] = _catalog_labelling_ssn("restricted")  # activated during the hop
+        return Decision(allow=True, reason="shown", engine="fake", revision="r")
+
+    policy = ReplayPolicy(decide=decide, classifier=lambda: current[0], hash_key=HASH_KEY, deadline_seconds=5)
+    view = await view_call(policy, AUDITOR, recorded())
+    assert seen == [["confidential"], ["restricted"]], "decided again on the new catalog's labels"
+    assert view["replay"]["outcome"] == "shown"
+
+
+async def test_a_catalog_replaced_on_every_decision_shows_nothing() -> None:
+    async def decide(doc: dict[str, Any]) -> Decision:
+        current[0] = _catalog_labelling_ssn("restricted")
+        return Decision(allow=True, reason="shown", engine="fake", revision="r")
+
+    current = [_catalog_labelling_ssn("confidential")]
+    policy = ReplayPolicy(decide=decide, classifier=lambda: current[0], hash_key=HASH_KEY, deadline_seconds=5)
+    view = await view_call(policy, AUDITOR, recorded())
+    assert view["response"] is None and view["replay"]["outcome"] == "error"
+    assert "changed while the recording was viewed" in view["replay"]["reason"]

@@ -67,8 +67,9 @@ SHOWN, MASKED, APPROVAL_REQUIRED, DENIED, FAILED, NOTHING = (
 @dataclass(frozen=True)
 class ReplayPolicy:
     """What a viewer needs: the gateway's engine (``decide``), its classifier as it is now
-    (a callable, since the catalog follows its bundle), the masking hash key, and the
-    decision deadline (``policy.decision_deadline_ms``)."""
+    (a callable, since the catalog follows its bundle; it returns the same object until a new
+    catalog replaces it, which is how a view tells that one did), the masking hash key, and
+    the decision deadline (``policy.decision_deadline_ms``)."""
 
     decide: Decide
     classifier: Callable[[], Classifier]
@@ -83,6 +84,7 @@ class _Response:
     message: Message
     classification: Classification
     tensors: list[Tensor] | None  # inference responses only
+    classifier: Classifier  # the one that classified it (the catalog in force then)
 
 
 async def view_entries(
@@ -119,12 +121,22 @@ async def view_call(policy: ReplayPolicy, viewer: Subject, entry: dict[str, Any]
     if not stored:
         shown["replay"] = _verdict(NOTHING, "no response was delivered")
         return shown
-    response = _classified(policy, entry, stored)
-    if response is None:
-        shown["replay"] = _verdict(FAILED, "the recorded response cannot be classified, so it is not shown")
+    # Classified here, decided on the gateway's loop: a bundle activated in between would have
+    # the new policy decide on the old catalog's labels. Classified and decided again then, and
+    # once more it fails closed.
+    for _attempt in range(2):
+        response = _classified(policy, entry, stored)
+        if response is None:
+            why = "the recorded response cannot be classified, so it is not shown"
+            shown["replay"] = _verdict(FAILED, why)
+            return shown
+        fields = _merged_fields(response.classification.fields, _recorded_fields(entry))
+        decision = await _decide(policy, _replay_input(viewer, entry, fields))
+        if policy.classifier() is response.classifier:
+            break
+    else:
+        shown["replay"] = _verdict(FAILED, "the policy changed while the recording was viewed: view it again")
         return shown
-    fields = _merged_fields(response.classification.fields, _recorded_fields(entry))
-    decision = await _decide(policy, _replay_input(viewer, entry, fields))
     log.info(
         "recording viewed",
         subject=viewer.id,
@@ -185,8 +197,8 @@ def _classified(policy: ReplayPolicy, entry: dict[str, Any], stored: dict[str, A
         if isinstance(message, pb.ModelInferResponse):
             tensors = decode_outputs(message)
             model = str(entry.get("model") or message.model_name)
-            return _Response(message, classifier.classify_response(model, tensors), tensors)
-        return _Response(message, classifier.classify_message(message), None)
+            return _Response(message, classifier.classify_response(model, tensors), tensors, classifier)
+        return _Response(message, classifier.classify_message(message), None, classifier)
     except LabelgateError as error:
         log.warning(
             "recorded response not classified", request_id=entry.get("request_id"), reason=error.reason
