@@ -13,6 +13,7 @@ from labelgate.calls import (
     Outcome,
     infer_target,
     peer_address,
+    request_digest,
     rest_peer,
     target_summary,
     transport_peer,
@@ -20,6 +21,7 @@ from labelgate.calls import (
 from labelgate.errors import PermissionDenied
 from labelgate.policy.contract import Decision
 
+KEY = b"calls-test-digest-key-0123456789"
 CALL = Call(
     method="/inference.GRPCInferenceService/ModelInfer",
     peer="ipv4:127.0.0.1:1",
@@ -51,10 +53,10 @@ def test_a_target_summary_is_the_request_summary() -> None:
     request.outputs.add(name="ssn")
     request.outputs.add(name="customer_id")
     summary = request_summary(request)
-    assert target_summary(infer_target(request, CALL.method)) == summary
+    assert target_summary(infer_target(request, CALL.method, KEY)) == summary
     assert summary["inputs"][0]["shape"] == [2, 3]
     empty = pb.ModelInferRequest(model_name="m")
-    assert target_summary(infer_target(empty, CALL.method)) == request_summary(empty)
+    assert target_summary(infer_target(empty, CALL.method, KEY)) == request_summary(empty)
 
 
 def request_summary(request: pb.ModelInferRequest) -> dict[str, Any]:
@@ -89,4 +91,21 @@ def test_the_policy_input_names_the_callers_address_without_its_port() -> None:
         request_id="r",
     )
     request = pb.ModelInferRequest(model_name="m")
-    assert infer_target(request, call.method).to_policy(call)["peer"] == "ipv4:10.1.2.3"
+    assert infer_target(request, call.method, KEY).to_policy(call)["peer"] == "ipv4:10.1.2.3"
+
+
+def test_the_request_digest_is_keyed_so_a_guessed_value_cannot_be_confirmed() -> None:
+    # It reaches approvers, webhooks, logs and the policy input, where the values never do: a
+    # plain hash of a request whose one unknown is a short value gives that value back.
+    def asking(customer_id: int) -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name="customer-profile", id="mine")
+        request.inputs.add(name="customer_ids", datatype="INT64", shape=[1]).contents.int64_contents.append(
+            customer_id
+        )
+        return request
+
+    digest = request_digest(asking(734219), KEY)
+    assert digest == request_digest(asking(734219), KEY)  # the same query, the same digest
+    assert digest != request_digest(asking(734218), KEY)
+    # Without the key the digest cannot be recomputed, so candidates cannot be tried against it.
+    assert digest != request_digest(asking(734219), b"another gateway's key, 32 bytes!")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import hmac
 import os
 import time
 import urllib.parse
@@ -172,15 +173,15 @@ def peer_address(peer: str) -> str:
     return peer
 
 
-def infer_target(request: pb.ModelInferRequest, method: str) -> Target:
-    """The target of a ``ModelInferRequest``."""
+def infer_target(request: pb.ModelInferRequest, method: str, digest_key: bytes) -> Target:
+    """The target of a ``ModelInferRequest``; ``digest_key`` keys its ``request_digest``."""
     return Target(
         service=method.split("/")[1] if method.count("/") >= 2 else method,
         model=request.model_name,
         model_version=request.model_version,
         requested_outputs=tuple(output.name for output in request.outputs),
         caller_id=request.id,
-        request_digest=request_digest(request),
+        request_digest=request_digest(request, digest_key),
         inputs=tuple((i.name, i.datatype, tuple(i.shape)) for i in request.inputs),
     )
 
@@ -188,14 +189,19 @@ def infer_target(request: pb.ModelInferRequest, method: str) -> Target:
 _DIGEST_DOMAIN = b"labelgate.request-digest.v1"
 
 
-def request_digest(request: pb.ModelInferRequest) -> str:
-    """sha256 (hex) of what a ``ModelInferRequest`` asks: model name and version, every input
-    tensor (name, datatype, shape, parameters, contents), ``raw_input_contents``, every
-    requested output (name and parameters) and the request parameters, each part
-    length-prefixed; the caller's ``id`` is left out (it names the call, not the query).
-    Protobuf's deterministic encoding makes equal requests hash equal; any change to what
-    is asked, however small, gives another digest."""
-    digest = hashlib.sha256(_DIGEST_DOMAIN)
+def request_digest(request: pb.ModelInferRequest, key: bytes) -> str:
+    """HMAC-SHA256 (hex) under ``key`` of what a ``ModelInferRequest`` asks: model name and
+    version, every input tensor (name, datatype, shape, parameters, contents),
+    ``raw_input_contents``, every requested output (name and parameters) and the request
+    parameters, each part length-prefixed; the caller's ``id`` is left out (it names the
+    call, not the query). Protobuf's deterministic encoding makes equal requests hash equal;
+    any change to what is asked, however small, gives another digest.
+
+    Keyed (the gateway's masking hash key), because the digest travels where the input values
+    never do: to approvers, webhooks, logs and the policy input. A plain hash of a request
+    whose only unknown is one short value (a customer id, an SSN) gives that value back to
+    anyone who tries the candidates."""
+    digest = hmac.new(key, _DIGEST_DOMAIN, hashlib.sha256)
 
     def part(tag: bytes, data: bytes) -> None:
         digest.update(tag + len(data).to_bytes(8, "big") + data)

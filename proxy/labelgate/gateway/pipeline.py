@@ -150,7 +150,7 @@ class Pipeline:
         """``infer``, the released reply made into a binding's own (REST's body) by ``render``
         inside the call's recording: a reply the binding cannot carry (bytes that are not
         UTF-8, as JSON) is recorded as the refusal the caller gets, not as released."""
-        target = infer_target(request, call.method)
+        target = infer_target(request, call.method, self.hash_key)
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
             outcome.request_summary = target_summary(target)

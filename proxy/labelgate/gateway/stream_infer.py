@@ -54,7 +54,7 @@ async def stream_infer(
 
     async def forward_requests() -> None:
         async for request in _read(pipeline, call, subject, requests):
-            target = infer_target(request, call.method)
+            target = infer_target(request, call.method, pipeline.hash_key)
             # Each message is its own call to policy and approvals (its request and
             # response phases share it): a single-use grant or a row budget is spent per
             # message, not once per stream. Records keep the stream's request id.
