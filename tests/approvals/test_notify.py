@@ -77,7 +77,12 @@ async def test_slack_and_generic_payloads_with_retries(tmp_path: Path) -> None:
     )
     assert [block["type"] for block in slack["blocks"]] == ["section", "section", "context", "actions"]
     assert slack["blocks"][3]["elements"][0]["url"] == link
-    assert "ticket &lt;7&gt; &amp; co" in str(slack["blocks"][2]), "Slack control characters are escaped"
+    justification = slack["blocks"][2]["elements"][1]
+    assert justification == {
+        "type": "plain_text",
+        "text": "Justification, in the requester's own words: ticket <7> & co",
+        "emoji": False,
+    }, "the caller's words are plain text: never mrkdwn, so never a link or a mention"
     requested, denied = receiver.bodies("/generic")
     assert requested["event"] == "approval.requested" and requested["link"] == link
     assert requested["approval"]["fields"] == [{"path": "outputs.ssn", "labels": ["confidential"]}]

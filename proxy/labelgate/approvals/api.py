@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.service import ApprovalService
+from labelgate.approvals.text import cleaned
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth import reasons as auth_reasons
 from labelgate.errors import LabelgateError, Unauthenticated
@@ -170,12 +171,17 @@ class ApprovalList(BaseModel):
     next: str | None = Field(None, description="Cursor of the next page (pass as ?cursor=); none: last page")
 
 
+# Reasons are kept as the justification is: control characters (C0, C1) and line separators
+# become a space, format characters (bidi overrides, zero-width ones) are dropped (text.cleaned).
+_CLEANED = " Control and format characters are removed."
+
+
 class ApproveIn(BaseModel):
-    reason: str = Field("", max_length=1000, description="Why (recorded with the approval)")
+    reason: str = Field("", max_length=1000, description="Why (recorded with the approval)." + _CLEANED)
 
 
 class DenyIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=1000, description="Why (the caller sees it)")
+    reason: str = Field(min_length=1, max_length=1000, description="Why (the caller sees it)." + _CLEANED)
 
 
 class ProblemDetails(BaseModel):
@@ -252,7 +258,7 @@ async def approve(
     request: Request, person: Approver, approval_id: ApprovalIdPath, body: ApproveIn | None = None
 ) -> ApprovalOut:
     service = context(request).service
-    result = await service.approve(person, approval_id, (body or ApproveIn()).reason.strip())
+    result = await service.approve(person, approval_id, cleaned((body or ApproveIn()).reason))
     return approval_out(result, service.link(approval_id))
 
 
@@ -265,7 +271,7 @@ async def approve(
 async def deny(request: Request, person: Approver, approval_id: ApprovalIdPath, body: DenyIn) -> ApprovalOut:
     service = context(request).service
     return approval_out(
-        await service.deny(person, approval_id, body.reason.strip()), service.link(approval_id)
+        await service.deny(person, approval_id, cleaned(body.reason)), service.link(approval_id)
     )
 
 

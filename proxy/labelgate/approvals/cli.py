@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from labelgate.approvals.text import shown
 from labelgate.errors import LabelgateError
 
 approvals_app = typer.Typer(help="Review just-in-time approval requests.", no_args_is_help=True)
@@ -122,14 +123,16 @@ def describe(item: dict[str, Any]) -> str:
         why = vote["reason"] or "-"
         lines.append(f"  vote:          {vote['verdict']} by {vote['approver']} at {vote['at']}: {why}")
     lines.append(f"  inbox:         {item['link']}")
-    return "\n".join(lines)
+    # Requesters, models, justifications and reasons are other people's text: a control or
+    # format character in one is printed as its escape, never sent to the terminal.
+    return "\n".join(shown(line) for line in lines)
 
 
 def _run(action: Any) -> None:
     try:
         action()
     except ApiError as error:
-        typer.echo(f"error: {error.detail} ({error.reason})", err=True)
+        typer.echo(shown(f"error: {error.detail} ({error.reason})"), err=True)
         raise typer.Exit(2 if error.status in (400, 404, 409) else 1) from None
 
 
@@ -161,7 +164,8 @@ def _table(items: list[dict[str, Any]], state: str) -> None:
             f"{item['approvals']}/{item['min_approvals']}",
             left,
         )
-        table.add_row(*(Text(str(cell)) for cell in cells))  # names are text, never markup
+        # Names are text, never markup, and never terminal controls (see describe).
+        table.add_row(*(Text(shown(str(cell))) for cell in cells))
     console.print(table)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ DELIVERIES = Counter(
     "labelgate_approval_webhook_deliveries_total", "Webhook deliveries by outcome", ["outcome"]
 )
 MAX_BACKOFF_SECONDS = 30.0
+FIELD_LIMIT = 2000  # characters in a Slack section field
 # The notification event for each state a request can reach.
 EVENTS = {
     State.PENDING: "requested",
@@ -41,43 +43,74 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# What a Slack client may still make a link of in plain_text: a scheme (https://) and a dotted
+# host name (labelgate-inbox.example.net, someone@example.com). Defanged the usual way, visibly.
+_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}):(?=//)")
+_HOST_DOT = re.compile(r"(?<=[^\W_])\.(?=[^\W\d_]{2})")
+
+
+def _unlinked(text: str) -> str:
+    """Free text a caller or an approver wrote, with nothing in it a reader could click:
+    ``https://x.example`` becomes ``https[:]//x[.]example``."""
+    return _HOST_DOT.sub("[.]", _SCHEME.sub(r"\1[:]", text))
+
+
+def _plain(text: str, limit: int = 3000) -> dict[str, Any]:
+    """A plain_text object: no mrkdwn (no links, mentions or styling), no emoji codes. Cut to
+    Slack's limit (3000 characters, 2000 in a field): defanged, a reason can outgrow it, and
+    Slack refuses the whole message for one text too long."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return {"type": "plain_text", "text": text, "emoji": False}
+
+
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def headline(request: ApprovalRequest) -> str:
+    """One line on the request; the model name and the outcome (an approver's reason) are
+    written by the caller and the approvers, so what would read as a link is defanged."""
     labels = ", ".join(request.binding.labels)
-    target = request.binding.model or request.binding.method
+    target = _unlinked(request.binding.model) if request.binding.model else request.binding.method
     if request.state is State.PENDING:
         return f"Approval needed: {request.requester} asks to see {labels} data from {target}"
     if request.state is State.GRANTED:
         people = ", ".join(v.approver for v in request.votes if v.verdict == "approve")
         return f"Approval {request.id} granted by {people}"
-    return f"Approval {request.id} {request.state.value}: {request.resolution}"
+    return f"Approval {request.id} {request.state.value}: {_unlinked(request.resolution)}"
 
 
 def slack_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
-    escape = _slack_escape
+    """Blocks of plain_text only, so text that callers and approvers wrote (the requester's
+    name, the model, the justification, an approver's reason in the outcome) is never read as
+    mrkdwn; in the free text of those (the model, the justification, the outcome) what would
+    read as a link is defanged too, so the inbox button is the one link in the message. The
+    generic format is JSON for programs: its values are the stored text, as the API gives it."""
     needs = f"{request.requirement.min_approvals} approval(s) from " + ", ".join(
         request.requirement.approver_groups
     )
     fields = [
-        {"type": "mrkdwn", "text": f"*Requester*\n{escape(request.requester)}"},
-        {"type": "mrkdwn", "text": f"*Model*\n`{escape(request.binding.model or '-')}`"},
-        {"type": "mrkdwn", "text": f"*Labels*\n{escape(', '.join(request.binding.labels))}"},
-        {"type": "mrkdwn", "text": f"*Needs*\n{escape(needs)}"},
-        {"type": "mrkdwn", "text": f"*Expires*\n{_when(request.expires_at)}"},
-        {"type": "mrkdwn", "text": f"*State*\n{request.state.value}"},
+        _plain(f"Requester\n{request.requester}", FIELD_LIMIT),
+        _plain(f"Model\n{_unlinked(request.binding.model) or '-'}", FIELD_LIMIT),
+        _plain(f"Labels\n{', '.join(request.binding.labels)}", FIELD_LIMIT),
+        _plain(f"Needs\n{needs}", FIELD_LIMIT),
+        _plain(f"Expires\n{_when(request.expires_at)}", FIELD_LIMIT),
+        _plain(f"State\n{request.state.value}", FIELD_LIMIT),
     ]
-    why = request.justification or "(no justification given)"
+    why = (
+        f"Justification, in the requester's own words: {_unlinked(request.justification)}"
+        if request.justification
+        else "The requester gave no justification."
+    )
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(headline(request))}*"}},
+        {"type": "section", "text": _plain(headline(request))},
         {"type": "section", "fields": fields},
         {
             "type": "context",
             "elements": [
-                {"type": "mrkdwn", "text": f"Policy: {escape(request.requirement.reason)}"},
-                {"type": "mrkdwn", "text": f"Justification: {escape(why)}"},
+                _plain(f"Policy: {request.requirement.reason}"),
+                _plain(why),
             ],
         },
         {
@@ -85,14 +118,15 @@ def slack_payload(request: ApprovalRequest, link: str) -> dict[str, Any]:
             "elements": [
                 {
                     "type": "button",
-                    "text": {"type": "plain_text", "text": "Open in the approval inbox"},
+                    "text": _plain("Open in the approval inbox"),
                     "url": link,
                     **({"style": "primary"} if request.state is State.PENDING else {}),
                 }
             ],
         },
     ]
-    return {"text": f"{headline(request)}: {link}", "blocks": blocks}
+    # The fallback text (notifications, clients without blocks) is mrkdwn: escaped as well.
+    return {"text": f"{_slack_escape(headline(request))}: {link}", "blocks": blocks}
 
 
 def generic_payload(event: str, request: ApprovalRequest, link: str) -> dict[str, Any]:

@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from labelgate.approvals import deadline, events, reasons, rules
+from labelgate.approvals import deadline, events, reasons, rules, text
 from labelgate.approvals.errors import ApprovalPending, HoldDeadlineExceeded
 from labelgate.approvals.hold import Reevaluate
 from labelgate.approvals.model import (
@@ -63,7 +62,6 @@ MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"
 JUSTIFICATION_HEADER = "x-labelgate-justification"
 MAX_JUSTIFICATION_CHARS = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +93,8 @@ def read_options(metadata: tuple[tuple[str, Any], ...]) -> Options:
         raise InvalidInput(
             reasons.APPROVAL_ID_INVALID, f"{APPROVAL_ID_HEADER} is not an approval id (apr-...)"
         )
-    justification = _CONTROL.sub(" ", values.get(JUSTIFICATION_HEADER, [""])[0])[:MAX_JUSTIFICATION_CHARS]
+    # Control (C0 and C1), separator and format characters out: approvers read it in a terminal.
+    justification = text.cleaned(values.get(JUSTIFICATION_HEADER, [""])[0])[:MAX_JUSTIFICATION_CHARS]
     return Options(
         mode="async" if mode == "async" else "hold", approval_id=approval_id, justification=justification
     )

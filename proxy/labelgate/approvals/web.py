@@ -46,6 +46,7 @@ from labelgate.approvals.api import APPROVAL_ID, ApprovalsContext, context
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK
 from labelgate.approvals.oidc import PENDING_SECONDS, OidcSignin, seal, unseal
+from labelgate.approvals.text import cleaned
 from labelgate.auth import Subject
 from labelgate.classify.labels import rank
 from labelgate.digits import whole_number
@@ -516,7 +517,7 @@ async def _vote(request: Request, approval_id: str, verdict: str) -> Response:
     if not _APPROVAL_ID.match(approval_id):
         raise InvalidInput(reasons.APPROVAL_ID_INVALID, "that is not an approval id")
     service = context(request).service
-    reason = form.get("reason", "").strip()[:1000]
+    reason = cleaned(form.get("reason", ""))[:1000]  # as the REST API keeps a reason
     if verdict == "approve":
         result = await service.approve(person, approval_id, reason)
         flash = "granted" if result.state is State.GRANTED else "approved"

@@ -1,0 +1,55 @@
+"""Text people write into an approval (a caller's justification, an approver's reason) as the
+service keeps it, and stored text as a terminal shows it.
+
+``cleaned`` is applied where such text is accepted (``x-labelgate-justification``, the REST
+API's and the web inbox's vote reasons): a control character (C0, DEL and C1, U+0080-U+009F,
+among them the one-character CSI U+009B that a REST header decoded as latin-1 can hold), a
+line or paragraph separator, or a run of them, becomes one space; a format character (Unicode
+category Cf: bidi overrides and isolates such as U+202E, zero-width characters) and a lone
+surrogate are dropped; the result is trimmed. Text is cleaned rather than refused: a
+justification comes with a call that should not fail over it, and a reason typed into the
+inbox's text area may hold line breaks.
+
+``shown`` is applied where the CLI prints what the API answers: every character
+``str.isprintable`` refuses (controls, format characters, separators but the space,
+unassigned code points) is written as its Python escape (``\\x1b``, ``\\u202e``), so text
+stored before it was cleaned, or sent by another server, cannot move the cursor, erase a
+line, set a title or reorder what an approver reads. (``labelgate.logs`` only drops ESC-led
+sequences from log lines, which leaves C1 controls, carriage returns and bidi characters.)
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_SPACED = frozenset({"Cc", "Zl", "Zp"})
+_DROPPED = frozenset({"Cf", "Cs"})
+
+
+def cleaned(text: str) -> str:
+    """``text`` without control, format and line-separator characters, trimmed (see above)."""
+    if text.isprintable():  # False for every character of _SPACED and _DROPPED: nothing to do
+        return text.strip()
+    kept: list[str] = []
+    spaced = False
+    for char in text:
+        category = unicodedata.category(char)
+        if category in _DROPPED:
+            continue
+        if category in _SPACED:
+            if not spaced:
+                kept.append(" ")
+            spaced = True
+            continue
+        kept.append(char)
+        spaced = False
+    return "".join(kept).strip()
+
+
+def shown(text: str) -> str:
+    """``text`` for a terminal: each character that is not printable as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text
+    )
