@@ -518,6 +518,21 @@ def test_every_element_of_a_shape_with_a_detected_key_is_opaque_and_only_those()
     }
 
 
+def test_an_output_shape_whose_dimensions_read_as_a_value_fails_the_reply() -> None:
+    # Masks change values, never the layout: dimensions of 1 (or a factorisation of the
+    # element count) carry digits to the caller through any mask.
+    card = [4] + [1] * 15  # four elements, reading 4111111111111111
+    ssn = [123, 45, 6789]  # read with hyphens: 123-45-6789
+    for shape in (card, ssn, [1, 4111, 1111, 1111, 1111]):
+        tensor = Tensor("flag", "BOOL", shape, [])  # the shape alone is read here
+        with pytest.raises(UpstreamError) as refused:
+            classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        assert refused.value.reason == "OUTPUT_SHAPE_DETECTED", shape
+        assert "4111" not in refused.value.message and "6789" not in refused.value.message
+    for fine in ([100], [1, 100, 7], [2, 3, 4, 5, 6, 7], [1] * 12, [16, 1024, 4096]):
+        classify_outputs("customer-profile", [Tensor("flag", "BOOL", fine, [])], CATALOG, DETECTORS)
+
+
 def test_an_output_name_holding_what_a_detector_finds_fails_the_reply() -> None:
     # The upstream names its outputs: names travel to the caller and into paths, logs and records.
     for name in ("card_4111111111111111", "bob.secret@example.com"):

@@ -95,6 +95,7 @@ from labelgate.oip.tensor import Tensor
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
 BACKEND_LABELS_INVALID = reasons.BACKEND_LABELS_INVALID
 OUTPUT_NAME_DETECTED = reasons.OUTPUT_NAME_DETECTED
+OUTPUT_SHAPE_DETECTED = reasons.OUTPUT_SHAPE_DETECTED
 # Key spellings are kept per model; past this many models (names come from callers) the
 # memo starts over.
 MODEL_MEMO_SIZE = 1024
@@ -176,6 +177,7 @@ def classify_outputs(
     default = check_default_label(default_label or catalog.default_label)
     keys = keys if keys is not None else KeyNames(catalog.key_names(model))
     check_output_names(tensors, detectors, clean_names)
+    check_output_shapes(tensors, detectors)
     fields = FieldSet()
     result = Classification(fields=[], json_keys=keys)
     backend = backend or {}
@@ -264,6 +266,37 @@ def names_detected(names: Sequence[str], detectors: DetectorSet) -> dict[int, st
         for index, hits in hidden_by_escapes(encoded, detectors).items():
             found.setdefault(index, []).extend(hits)
     return {index: min(hit.detector for hit in hits) for index, hits in found.items() if hits}
+
+
+# Fewer digits than the shortest value a detector looks for (an SSN's nine): a shape such as
+# [100] or [1, 100, 7] says nothing, and most shapes are never scanned.
+_SHAPE_DIGITS = 9
+_SHAPE_SEPARATORS = (b"", b" ", b"-", b",")
+
+
+def check_output_shapes(tensors: Sequence[Tensor], detectors: DetectorSet) -> None:
+    """Refuse a reply whose output shapes, read as digits, hold what a detector finds
+    (``OUTPUT_SHAPE_DETECTED``). A shape is the upstream's choice as much as a name is: with
+    dimensions of 1 anywhere (``[4, 1, 1, ..., 1]`` of four elements reads 4111111111111111)
+    or a factorisation of the element count (``[123, 45, 6789]``), it carries digits to the
+    caller through any mask, since masks change values, never the layout. The dimensions are
+    read run together and joined by a space, a hyphen and a comma (how a caller prints them)."""
+    forms: list[bytes] = []
+    for tensor in tensors:
+        shape = tensor.shape
+        if len(shape) < 2:
+            continue
+        dims = [str(dim).encode() for dim in shape]
+        if sum(map(len, dims)) >= _SHAPE_DIGITS:
+            forms.extend(separator.join(dims) for separator in _SHAPE_SEPARATORS)
+    if not forms:
+        return
+    found = detectors.scan_each(forms)
+    if found:
+        detector = min(hit.detector for hits in found.values() for hit in hits)
+        raise UpstreamError(
+            OUTPUT_SHAPE_DETECTED, f"an output's shape holds what the {detector} detector finds"
+        )
 
 
 def _classify_text_tensor(
