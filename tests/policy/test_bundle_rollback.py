@@ -11,6 +11,7 @@ whatever bundle the test puts in front of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from labelgate.bundle.build import MANIFEST, SIGNATURES, Bundle, build_bundle, write_tarball
 from labelgate.bundle.signing import Signer
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, InvalidInput
 from labelgate.policy.bundle_client import BundleClient
 from labelgate.policy.bundle_mark import BundleMark, read_mark
 from labelgate.policy.embedded import EmbeddedEngine
@@ -66,6 +67,13 @@ class Served:
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
+    async with serving() as state:
+        yield state
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Served]:
+    """A bundle server on loopback handing out what the test puts in front of it."""
     state = Served()
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -313,3 +321,75 @@ async def test_a_state_file_that_cannot_be_written_keeps_the_revision_and_says_s
     await eventually(lambda: status.revision == newer.revision, "the newer revision to apply")
     assert engine.revision == newer.revision and await allows(engine)
     assert status.last_error == "BUNDLE_STATE_UNWRITTEN" and str(folder) in (status.last_error_detail or "")
+
+
+def tagged(allow: bool, tag: int) -> list[tuple[str, bytes]]:
+    """``policy(allow)`` with a module of its own, so equal policies are distinct revisions."""
+    return [*policy(allow), ("labelgate/tag/t.rego", f"package labelgate.tag\n\ntag := {tag}\n".encode())]
+
+
+async def test_workers_sharing_a_state_file_never_go_below_the_shared_mark(
+    follow: Any, keys: KeyPair, signer: Signer, tmp_path: Path
+) -> None:
+    # Two workers of one `serve` share the state file. Worker A applies R1, R2, R3 (R3 revokes
+    # R2): the mark says R3. Worker B applied R1 and missed R2 and R3; R2 replayed to it was
+    # taken (found by review: B compared with its own floor only), though A had replaced it.
+    state_file = tmp_path / "state" / "bundle.json"
+    r1 = build_bundle(tagged(False, 1), signer)
+    r2 = build_bundle(tagged(True, 2), signer)  # later revoked
+    r3 = build_bundle(tagged(False, 3), signer)
+    async with serving() as served_a, serving() as served_b:
+        served_a.serve(r1)
+        served_b.serve(r1)
+        worker_a = await follow(served_a.url, key=key_of(keys), state_file=state_file)
+        worker_b = await follow(served_b.url, key=key_of(keys), state_file=state_file)
+        assert worker_a.bundle is not None and worker_b.bundle is not None
+        status_a, status_b = worker_a.bundle.status, worker_b.bundle.status
+        served_a.serve(r2)
+        await eventually(lambda: status_a.revision == r2.revision, "worker A to apply R2")
+        served_a.serve(r3)
+        await eventually(lambda: status_a.revision == r3.revision, "worker A to apply R3")
+        assert read_mark(state_file) == BundleMark(r3.revision, r3.sequence or -1)
+
+        served_b.serve(r2)  # replayed to the worker that missed R2 and R3
+        await eventually(
+            lambda: status_b.refused >= 2, "the replayed revision to be refused (and asked again)"
+        )
+        assert status_b.last_error == "BUNDLE_ROLLBACK"
+        detail = status_b.last_error_detail or ""
+        assert r2.revision[:12] in detail and r3.revision[:12] in detail and str(state_file) in detail
+        assert worker_b.revision == r1.revision and not await allows(worker_b)  # lags, never below
+
+        served_b.serve(r3)  # catching up to the mark is taken, and newer ones after it
+        await eventually(lambda: status_b.revision == r3.revision, "worker B to catch up to R3")
+        r4 = build_bundle(tagged(True, 4), signer)
+        served_b.serve(r4)
+        await eventually(lambda: status_b.revision == r4.revision, "worker B to apply R4")
+        assert await allows(worker_b)
+        assert read_mark(state_file) == BundleMark(r4.revision, r4.sequence or -1)
+
+
+async def test_the_highest_shared_mark_read_stays_the_floor_when_the_file_goes(
+    keys: KeyPair, signer: Signer, tmp_path: Path
+) -> None:
+    state_file = tmp_path / "bundle.json"
+    r1, r2, r3 = (build_bundle(tagged(allow, n), signer) for n, allow in ((1, False), (2, True), (3, False)))
+    worker_a = BundleClient("http://127.0.0.1:1", key=key_of(keys), state_file=state_file)
+    worker_b = BundleClient("http://127.0.0.1:1", key=key_of(keys), state_file=state_file)
+    applied: list[str] = []
+
+    async def apply(source: Any) -> bool:
+        applied.append(source.revision)
+        return True
+
+    await worker_a._apply(r1.tarball, apply)
+    await worker_b._apply(r1.tarball, apply)
+    await worker_a._apply(r2.tarball, apply)
+    await worker_a._apply(r3.tarball, apply)
+    for _ in range(2):
+        with pytest.raises(InvalidInput) as refused:
+            await worker_b._apply(r2.tarball, apply)
+        assert refused.value.reason == "BUNDLE_ROLLBACK"
+        state_file.unlink(missing_ok=True)  # the mark B read stays its floor
+    assert applied == [r1.revision, r1.revision, r2.revision, r3.revision]
+    assert worker_b.status.revision == r1.revision

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from labelgate.policy.cache import CachingEngine, cache_key, cached_from
+from labelgate.policy.cache import CachingEngine, cache_key, cached_from, memo_key
 from labelgate.policy.contract import Decision
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
@@ -479,3 +480,80 @@ async def test_a_cached_decision_names_the_evaluation_it_came_from_never_as_its_
     assert (second.decision_id, second.cached, cached_from(second)) == (None, True, "d-1")
     assert second.to_result() == first.to_result() and second.revision == first.revision
     assert cached_from(dataclasses.replace(second, reason="copied")) == "d-1"
+
+
+# ------------------------------------------------------------------ revision moved meanwhile
+
+
+class SwitchingEngine:
+    """An engine whose ``decide`` of subject ``held`` waits until the test lets it answer
+    (``release``), so the revision can change while that decision is being made; a decision
+    names the revision it started under."""
+
+    name = "switching"
+
+    def __init__(self, revision: str) -> None:
+        self.revision = revision
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def healthy(self) -> bool:
+        return True
+
+    async def decide(self, input: dict[str, Any]) -> Decision:
+        revision = self.revision
+        if input["subject"]["id"] == "held":
+            self.started.set()
+            await self.release.wait()
+        return Decision(
+            allow=True, reason=revision, cache_ttl_seconds=60, engine=self.name, revision=revision
+        )
+
+
+class GenerationEngine(SwitchingEngine):
+    """As OpaEngine: counts its revision changes (``revision_generation``)."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(revision)
+        self.revision_generation = 0
+
+    def switch(self, revision: str) -> None:
+        self.revision = revision
+        self.revision_generation += 1
+
+
+async def test_a_decision_made_while_the_engines_revision_moved_to_and_fro_is_not_stored() -> None:
+    # The revision went R1 -> R2 -> R1 while the decision was being made: it names R1, the
+    # revision in force again, but it was made across two changes. The engine's own count of
+    # changes (read before the wait) says so, though the cache itself never saw R2.
+    engine = GenerationEngine("R1")
+    cache = CachingEngine(engine, clock=Clock())  # type: ignore[arg-type]
+    held = asyncio.create_task(cache.decide(doc("held")))
+    await engine.started.wait()
+    engine.switch("R2")
+    engine.switch("R1")
+    engine.release.set()
+    decision = await held
+    assert decision.revision == "R1" and not decision.cached  # still answered to its caller
+    assert len(cache) == 0
+    assert not (await cache.decide(doc("held"))).cached  # asked again, then stored
+    assert (await cache.decide(doc("held"))).cached
+
+
+async def test_a_decision_made_while_the_cache_saw_the_revision_move_is_not_stored() -> None:
+    # An engine that counts nothing: the cache's own count of the changes it saw (here on
+    # another caller's hit while the revision was R2) tells the decision straddled them.
+    engine = SwitchingEngine("R1")
+    cache = CachingEngine(engine, clock=Clock())  # type: ignore[arg-type]
+    held = asyncio.create_task(cache.decide(doc("held")))
+    await engine.started.wait()
+    engine.revision = "R2"
+    assert (await cache.decide(doc("bob"))).revision == "R2"
+    engine.revision = "R1"
+    assert (await cache.decide(doc("carol"))).revision == "R1"
+    engine.release.set()
+    assert (await held).revision == "R1"
+    assert cache.cached(memo_key(doc("held"))) is None
+    assert cache.cached(memo_key(doc("carol"))) is not None  # decided without a change meanwhile

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from labelgate.errors import ConfigError
+from labelgate.policy.cache import CachingEngine, memo_key
 from labelgate.policy.engine import PolicyEngine
 from labelgate.policy.opa import OpaEngine, revision_from_provenance
 from tests.policy.conftest import VALID_RESULT, opa, result_rule, write_policy
@@ -389,3 +391,140 @@ async def test_an_input_too_deep_to_encode_is_a_policy_error_deny(engines: list)
     decision = await make(engines, f"http://127.0.0.1:{free_port()}").decide({"subject": {"deep": deep}})
     assert decision.allow is False
     assert decision.fail_reason == "POLICY_ERROR"
+
+
+# ------------------------------------------------------------------ revision order
+
+
+class FakeOpa:
+    """A loopback stand-in for OPA whose answers the test orders: each request is numbered as
+    it arrives (1: start()'s revision probe) and answered with the revision ``active`` when it
+    arrived, as OPA evaluates under the store it read at the start; a number in ``hold``
+    waits until released, so its answer arrives after later ones (a connection pool, or
+    replicas behind one URL). Under ``permissive`` revisions the result allows unmasked,
+    under any other it masks ``outputs.ssn``."""
+
+    def __init__(self, active: str, hold: set[int], permissive: frozenset[str] = frozenset()) -> None:
+        self.active = active
+        self.permissive = permissive
+        self.arrived = {number: asyncio.Event() for number in hold}
+        self.released = {number: asyncio.Event() for number in hold}
+        self.requests = 0
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/data/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        for released in self.released.values():
+            released.set()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def release(self, number: int) -> None:
+        await self.arrived[number].wait()
+        self.released[number].set()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.requests += 1
+        number, revision = self.requests, self.active
+        if number in self.arrived:
+            self.arrived[number].set()
+            await self.released[number].wait()
+        ssn = {"path": "outputs.ssn", "strategy": "redact", "params": {}}
+        masks = [] if revision in self.permissive else [ssn]
+        return web.json_response(
+            {
+                "result": {**VALID_RESULT, "mask": masks, "cache_ttl_seconds": 60},
+                "provenance": {"bundles": {"labelgate": {"revision": revision}}},
+                "decision_id": f"d-{number}",
+            }
+        )
+
+
+def subject(who: str) -> dict[str, Any]:
+    return {"phase": "response", "subject": {"id": who}, "fields": []}
+
+
+async def test_an_answer_from_before_a_revision_change_arriving_late_never_sets_it_back(
+    engines: list,
+) -> None:
+    # Request 2 is evaluated under R1 and answered late, after request 3's answer under R2:
+    # the revision stays R2 (the newest request wins, not the newest answer), and request 2's
+    # caller is not handed R1's decision but asked again (request 4), under R2.
+    fake = FakeOpa("R1", hold={2}, permissive=frozenset({"R1"}))
+    async with fake as url:
+        engine = make(engines, url, timeout=30)
+        await engine.start()
+        assert (engine.revision, engine.revision_generation) == ("R1", 1)
+        late = asyncio.create_task(engine.decide(subject("alice")))
+        await fake.arrived[2].wait()
+        fake.active = "R2"
+        newer = await engine.decide(subject("bob"))
+        assert newer.revision == "R2" and [m.path for m in newer.masks] == ["outputs.ssn"]
+        assert (engine.revision, engine.revision_generation) == ("R2", 2)
+        await fake.release(2)
+        decision = await late
+    assert (engine.revision, engine.revision_generation) == ("R2", 2)
+    assert decision.fail_reason is None and decision.revision == "R2"
+    assert [m.path for m in decision.masks] == ["outputs.ssn"]
+    assert decision.decision_id == "d-4" and fake.requests == 4
+
+
+async def test_an_answer_asked_again_that_is_also_outdated_is_a_deny(engines: list) -> None:
+    # Request 2 (under R1) is answered after request 3 moved the revision to R2; asked again,
+    # request 4 (under R2) is answered after request 5 moved it on to R3: fail closed.
+    fake = FakeOpa("R1", hold={2, 4}, permissive=frozenset({"R1", "R2"}))
+    async with fake as url:
+        engine = make(engines, url, timeout=30)
+        await engine.start()
+        late = asyncio.create_task(engine.decide(subject("alice")))
+        await fake.arrived[2].wait()
+        fake.active = "R2"
+        assert (await engine.decide(subject("bob"))).revision == "R2"
+        await fake.release(2)
+        # Request 4 is the question asked again (an engine that took the late answer would
+        # have returned instead: no wait on a request that never comes).
+        asked_again = asyncio.ensure_future(fake.arrived[4].wait())
+        await asyncio.wait({late, asked_again}, return_when=asyncio.FIRST_COMPLETED)
+        asked_again.cancel()
+        assert not late.done(), f"the late answer was used: {late.result()}"
+        fake.active = "R3"
+        assert (await engine.decide(subject("carol"))).revision == "R3"
+        await fake.release(4)
+        decision = await late
+    assert (decision.allow, decision.fail_reason, decision.revision) == (False, "POLICY_REVISION_STALE", "R3")
+    assert decision.reason == "policy revision changed while deciding"
+    assert (engine.revision, engine.revision_generation) == ("R3", 3)
+
+
+async def test_the_decision_cache_never_stores_nor_serves_an_answer_from_a_replaced_revision(
+    engines: list,
+) -> None:
+    # As found in review: R1 left outputs.ssn unmasked, R2 masks it. Alice's decision began
+    # under R1 and its answer arrived after Bob's under R2: it set the revision back to R1,
+    # was cached and then served to Alice's later calls for its TTL, with R2 long in force.
+    fake = FakeOpa("R1", hold={2}, permissive=frozenset({"R1"}))
+    async with fake as url:
+        cache = CachingEngine(make(engines, url, timeout=30))
+        await cache.start()
+        alice = asyncio.create_task(cache.decide(subject("alice")))
+        await fake.arrived[2].wait()
+        fake.active = "R2"
+        assert (await cache.decide(subject("bob"))).revision == "R2"
+        await fake.release(2)
+        first = await alice
+        assert (first.revision, cache.revision) == ("R2", "R2")
+        later = await cache.decide(subject("alice"))
+        again = cache.cached(memo_key(subject("alice")))
+    assert [m.path for m in first.masks] == ["outputs.ssn"]
+    assert later.revision == "R2" and [m.path for m in later.masks] == ["outputs.ssn"]
+    assert again is not None and again.revision == "R2" and [m.path for m in again.masks] == ["outputs.ssn"]

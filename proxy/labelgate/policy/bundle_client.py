@@ -23,6 +23,13 @@ sequence. The high-water mark is kept in memory, and on disk with ``state_file``
 (``bundle_mark.py``): without one, a restarted gateway takes the first signed revision it is
 served, then refuses anything older. Without a key nothing proves the order, and any revision
 is followed, as before.
+
+The workers of one ``serve`` each follow the bundle server on their own and share the state
+file: each raises the mark as it applies a revision, and each reads it again before taking
+another revision, refusing (``BUNDLE_ROLLBACK``) anything below what any of them applied.
+Workers may lag one another (one still has a revision another has replaced, until its own
+poll brings the newer one), but none ever goes below the shared mark: a revision replayed to
+a worker that missed its successors is refused as a restarted worker refuses it.
 """
 
 from __future__ import annotations
@@ -166,6 +173,9 @@ class BundleClient:
         self._mark = read_mark(state_file) if state_file is not None else None
         if self._mark is not None:
             self.status.sequence = self._mark.sequence
+        # The highest mark read from the shared state file so far (any worker's): the floor
+        # no revision may go below, kept should the file later become unreadable.
+        self._shared_mark = self._mark
         self._token = token
         self._first = asyncio.Event()
 
@@ -268,7 +278,8 @@ class BundleClient:
         status = self.status
         other = source.revision != status.revision
         if self.key is not None and other:
-            self._refuse_unless_newer(source.revision, sequence)
+            shared = await self._read_shared_mark() if self.state_file is not None else None
+            self._refuse_unless_newer(source.revision, sequence, shared)
         changed = await apply(source)
         if other:
             status.revision, status.sequence = source.revision, sequence
@@ -291,8 +302,11 @@ class BundleClient:
         source, files = _read_bundle(tarball, verify=self.key, origin=self.url, max_bytes=self.max_bytes)
         return source, manifest_sequence(files.get(MANIFEST)) if self.key is not None else None
 
-    def _refuse_unless_newer(self, revision: str, sequence: int | None) -> None:
-        """Raise unless a signed ``revision`` is ordered after the one in force (module docstring)."""
+    def _refuse_unless_newer(self, revision: str, sequence: int | None, shared: BundleMark | None) -> None:
+        """Raise unless a signed ``revision`` is ordered after the one in force and is not
+        below ``shared``, the mark in the state file the workers share (module docstring):
+        workers may lag one another, but none goes below what any of them applied. The
+        marked revision itself is taken (a worker catching up to it, or a restart)."""
         from labelgate.bundle.build import SEQUENCE
 
         status = self.status
@@ -302,18 +316,55 @@ class BundleClient:
                 f"signed revision {revision[:12]} names no .manifest metadata.{SEQUENCE}, so it cannot "
                 f"be told from an older revision replayed: build and serve it with `labelgate bundle`",
             )
-        if status.sequence is None or sequence > status.sequence:
-            return
         mark = self._mark
-        if status.revision is None and mark is not None and (revision, sequence) == astuple(mark):
-            return  # after a restart, the revision in force before it
-        held = status.revision or (mark.revision if mark is not None else "")
-        raise InvalidInput(
-            bundle_reasons.BUNDLE_ROLLBACK,
-            f"revision {revision[:12]} (sequence {sequence}) is not newer than revision "
-            f"{held[:12]} {'in force' if status.revision else 'applied before this start'} "
-            f"(sequence {status.sequence}): an earlier signed bundle served again is refused",
-        )
+        if (
+            status.sequence is not None
+            and sequence <= status.sequence
+            # after a restart, the revision in force before it is taken again
+            and not (status.revision is None and mark is not None and (revision, sequence) == astuple(mark))
+        ):
+            held = status.revision or (mark.revision if mark is not None else "")
+            raise InvalidInput(
+                bundle_reasons.BUNDLE_ROLLBACK,
+                f"revision {revision[:12]} (sequence {sequence}) is not newer than revision "
+                f"{held[:12]} {'in force' if status.revision else 'applied before this start'} "
+                f"(sequence {status.sequence}): an earlier signed bundle served again is refused",
+            )
+        if shared is not None and sequence <= shared.sequence and (revision, sequence) != astuple(shared):
+            raise InvalidInput(
+                bundle_reasons.BUNDLE_ROLLBACK,
+                f"revision {revision[:12]} (sequence {sequence}) is not newer than revision "
+                f"{shared.revision[:12]} (sequence {shared.sequence}) in the bundle state file "
+                f"{self.state_file}, which a worker sharing it applied: an earlier signed bundle "
+                f"served again is refused",
+            )
+
+    async def _read_shared_mark(self) -> BundleMark | None:
+        """The highest mark read from the shared state file so far, read again now (in a
+        worker thread: a tiny file).
+
+        A file that cannot be read now leaves the highest mark read before as the floor (the
+        start refused an unreadable one): it is logged and reported in ``status``, and not a
+        reason to refuse a newer revision, which would hold back the very updates
+        (revocations) the order protects, as ``_keep_mark`` reasons for a failed write.
+        """
+        assert self.state_file is not None
+        try:
+            mark = await asyncio.to_thread(read_mark, self.state_file)
+        except ConfigError as error:
+            status = self.status
+            status.last_error, status.last_error_detail = error.reason, error.message
+            log.error(
+                "policy_bundle_state_unread",
+                url=self.url,
+                state_file=str(self.state_file),
+                error=error.message,
+            )
+            return self._shared_mark
+        held = self._shared_mark
+        if mark is not None and (held is None or mark.sequence > held.sequence):
+            self._shared_mark = held = mark
+        return held
 
     async def _keep_mark(self, mark: BundleMark) -> None:
         """Write the new high-water mark; a failure is logged, the revision stays in force.

@@ -5,7 +5,10 @@ one in force (``bundle_client.py``). Kept in memory only, that order is lost on 
 first signed revision served afterwards, an earlier revoked one included, would be taken. With
 ``policy.bundle_state_file`` set, the revision in force and its sequence are written here after
 each signed revision applies, and read at start: a restarted gateway then refuses anything
-below the mark, and the marked revision itself served again is taken as before.
+below the mark, and the marked revision itself served again is taken as before. The workers of
+one ``serve`` share the file: each raises it (``write_mark``, under a lock) and each reads it
+again before taking another signed revision, so a worker may lag the others but never goes
+below what any of them applied (``bundle_client.py``).
 
 A mark that cannot be read (garbage, a sequence that is not a whole number, a file that is not
 ours) stops the gateway from starting (``BUNDLE_STATE_INVALID``): guessing would reopen the

@@ -37,9 +37,17 @@ still be joined to the decision-log event that made it, and nothing built on the
 The policy says how long its answer holds (``cache_ttl_seconds``; 0 means never cache) and
 fail-closed denies are never cached, so an outage is not remembered after it ends. The
 whole cache is dropped the moment the inner engine reports a new revision (checked on
-every call: one string comparison). For OPA the revision is what its last answer
-reported, so a bundle update is seen on the next miss; entries cached before it live at
-most their TTL.
+every call: one string comparison). For OPA the revision is what the answer to its newest
+request reported (``opa.py``, revision order: an answer that arrives late never sets it
+back), so a bundle update is seen on the next miss; entries cached before it live at most
+their TTL.
+
+A decision is stored only if the revision did not move while it was being made: ``decide``
+notes the revision changes seen (the cache's own count, and the engine's
+``revision_generation`` when it has one) before it waits on the engine, and stores nothing
+if they moved by the time the answer is in, even when the revision is back to the one the
+decision names: what was decided across a change is answered to its caller, not to later
+ones. All of that is on the miss path; a hit only compares the revision.
 """
 
 from __future__ import annotations
@@ -328,6 +336,8 @@ class CachingEngine:
         self._clock = clock
         self._entries: OrderedDict[bytes, tuple[float, Decision]] = OrderedDict()
         self._revision = inner.revision
+        # Revision changes this cache has seen (``_sync_revision``), drops or not.
+        self._revision_changes = 0
         self.hits = 0
         self.misses = 0
         self.revision_drops = 0
@@ -381,6 +391,9 @@ class CachingEngine:
         else:
             self._sync_revision()
         self.misses += 1
+        # In sync with the engine here (``cached`` or the line above): what it has seen of
+        # revision changes now, to tell afterwards whether the revision moved meanwhile.
+        before = self._revision_marks()
         decision = await self.inner.decide(input)
         if decision.failed_closed:
             # Never stored. The engine is failing: stop answering from what it said while it
@@ -391,9 +404,15 @@ class CachingEngine:
                 self.clear()
             return decision
         # The inner engine may have learnt of a new revision while deciding (OPA reports it
-        # per answer): drop what the old one decided before storing anything.
+        # per answer): drop what the old one decided before storing anything, and store this
+        # one only if the revision did not move at all while it was being made.
         self._sync_revision()
-        if key is not None and decision.cache_ttl_seconds > 0 and decision.revision == self._revision:
+        if (
+            key is not None
+            and decision.cache_ttl_seconds > 0
+            and decision.revision == self._revision
+            and self._revision_marks() == before
+        ):
             self._entries[key] = (self._clock() + decision.cache_ttl_seconds, cached_copy(decision))
             self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
@@ -418,9 +437,15 @@ class CachingEngine:
         del self._entries[key]
         return None
 
+    def _revision_marks(self) -> tuple[int, int]:
+        """Revision changes seen so far: this cache's count and the engine's own
+        (``revision_generation``; 0 for an engine that keeps none)."""
+        return self._revision_changes, getattr(self.inner, "revision_generation", 0)
+
     def _sync_revision(self) -> None:
         revision = self.inner.revision
         if revision != self._revision:
+            self._revision_changes += 1
             if self._entries:
                 log.info(
                     "policy_cache_dropped", old_revision=self._revision, revision=revision, entries=len(self)

@@ -39,6 +39,7 @@ POLICY_TIMEOUT = reasons.POLICY_TIMEOUT
 POLICY_UNDEFINED = reasons.POLICY_UNDEFINED
 POLICY_RESULT_INVALID = reasons.POLICY_RESULT_INVALID
 POLICY_ERROR = reasons.POLICY_ERROR
+POLICY_REVISION_STALE = reasons.POLICY_REVISION_STALE
 EMBEDDED_INPUT_UNSUPPORTED = reasons.EMBEDDED_INPUT_UNSUPPORTED
 
 # What a caller sees when the policy could not decide: never the internal cause.
@@ -47,6 +48,7 @@ _FAIL_CLOSED_MESSAGES = {
     POLICY_TIMEOUT: "policy engine did not answer in time",
     POLICY_UNDEFINED: "policy gave no decision",
     POLICY_RESULT_INVALID: "policy gave an invalid decision",
+    POLICY_REVISION_STALE: "policy revision changed while deciding",
     EMBEDDED_INPUT_UNSUPPORTED: (
         'the embedded policy engine cannot decide an input holding a string with ", \\ or a '
         "control character; the opa engine (--engine opa) decides such inputs"

@@ -19,6 +19,18 @@ Retry policy on the data path: at most one retry, only for connection errors (co
 refused, a pooled keep-alive socket the server already closed), never after a timeout:
 one deadline (``timeout``) covers all attempts, so a timed-out call has spent its budget.
 A decision is a read-only query, so repeating it is safe.
+
+Revision order: OPA names the revision it evaluated under on every answer (provenance), and
+answers come back in any order (a connection pool, or several OPA replicas behind one URL),
+so the answer that arrives last may be the one evaluated under the older revision. Every
+request is numbered when it is issued, and only an answer to a request issued after the last
+revision change may change the revision (the newest request wins, not the newest answer).
+An answer to an earlier request that names another revision than the one in force was
+evaluated under a revision already replaced (or by a replica not yet at it): it changes
+nothing, and ``decide`` does not use it: it asks again once, within the same deadline, and
+denies (``POLICY_REVISION_STALE``, "policy revision changed while deciding") if that answer is
+also from a replaced revision. ``revision_generation`` counts the changes, so the decision
+cache can tell that the revision moved while it waited, even to and fro.
 """
 
 from __future__ import annotations
@@ -177,11 +189,24 @@ class OpaEngine:
         )
         self._opened = False
         self._revision = UNKNOWN_REVISION
+        # Revision order (module docstring): requests are numbered as they are issued
+        # (``_issued``, the last number handed out); ``_changed_at`` is ``_issued`` when the
+        # revision last changed, so only answers to requests numbered above it may change it.
+        self._issued = 0
+        self._changed_at = 0
+        self._generation = 0
 
     @property
     def revision(self) -> str:
-        """The revision OPA reported on its latest answer ("unknown" before the first one)."""
+        """The revision OPA reported answering the newest request whose answer may set it
+        ("unknown" before the first one): never set back by an answer that arrives late."""
         return self._revision
+
+    @property
+    def revision_generation(self) -> int:
+        """How many times ``revision`` has changed: a cache reads it before and after waiting
+        on a decision, and stores the decision only if it did not move meanwhile."""
+        return self._generation
 
     @property
     def url(self) -> str:
@@ -192,12 +217,16 @@ class OpaEngine:
         it may come up later, and until then every decision fails closed."""
         await self._open()
         try:
+            issued = self._issue()
             async with asyncio.timeout(self._health_timeout):
                 status, body = await self._post(
-                    f"{self._base}/v1/data/{_REVISION_PROBE_PATH}", {"provenance": "true"}, b"{}"
+                    f"{self._base}/v1/data/{_REVISION_PROBE_PATH}",
+                    {"provenance": "true"},
+                    b"{}",
+                    deadline=time.monotonic() + self._health_timeout,
                 )
             if status == 200:
-                self._note_revision(json.loads(body).get("provenance"))
+                self._note_revision(json.loads(body).get("provenance"), issued)
         except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as error:
             log.warning("opa_unreachable_at_start", url=self._base, error_type=type(error).__name__)
         log.info("policy_engine_started", engine=self.name, url=self._base, revision=self._revision)
@@ -215,7 +244,16 @@ class OpaEngine:
             return False
 
     async def decide(self, input: dict[str, Any]) -> Decision:
-        body = await self._query(input, {"provenance": "true"})
+        # One deadline for the decision, a second question (revision order) included.
+        deadline = time.monotonic() + self._timeout
+        body, current = await self._query(input, {"provenance": "true"}, deadline)
+        if not current:
+            # Evaluated under a revision already replaced: ask again, as a request issued
+            # after the change, whose answer is under the revision in force (or newer).
+            body, current = await self._query(input, {"provenance": "true"}, deadline)
+            if not current:
+                # The revision moved again while asking: fail closed rather than use it.
+                return Decision.deny(reasons.POLICY_REVISION_STALE, engine=self.name, revision=self._revision)
         if isinstance(body, Decision):
             return body
         decision_id = body.get("decision_id")
@@ -234,28 +272,36 @@ class OpaEngine:
         """OPA's own answer with ``explain=<mode>`` (notes, fails, full, debug), for people.
 
         Returns the raw body (``result``, ``explanation`` as text lines) or a fail-closed
-        Decision when OPA could not answer.
+        Decision when OPA could not answer. The body is returned even when it was evaluated
+        under a revision already replaced (its ``provenance`` says which): it is for people.
         """
-        return await self._query(input, {"provenance": "true", "explain": mode, "pretty": "true"})
+        params = {"provenance": "true", "explain": mode, "pretty": "true"}
+        return (await self._query(input, params, time.monotonic() + self._timeout))[0]
 
-    async def _query(self, input: dict[str, Any], params: dict[str, str]) -> dict[str, Any] | Decision:
+    async def _query(
+        self, input: dict[str, Any], params: dict[str, str], deadline: float
+    ) -> tuple[dict[str, Any] | Decision, bool]:
+        """OPA's answer (its body, or a fail-closed Decision) and whether it may be used as a
+        decision under the revision in force: False for an answer to a request issued before
+        the last revision change that names another revision (module docstring)."""
+        issued = self._issue()
         try:
             # Encoded here, inside the try: an input json.dumps cannot encode (not JSON, or
             # nested past the recursion limit) is a deny like any other failure, never a raise.
             payload = _encode({"input": input})
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await self._open()
-                status, raw = await self._post(self._decision_url, params, payload)
+                status, raw = await self._post(self._decision_url, params, payload, deadline=deadline)
         except TimeoutError:
             log.warning("opa_timeout", url=self._base, timeout_s=self._timeout)
-            return self._deny(POLICY_TIMEOUT)
+            return self._deny(POLICY_TIMEOUT), True
         except aiohttp.ClientConnectionError as error:
             log.warning("opa_unavailable", url=self._base, error_type=type(error).__name__)
-            return self._deny(POLICY_UNAVAILABLE)
+            return self._deny(POLICY_UNAVAILABLE), True
         except (aiohttp.ClientError, TypeError, ValueError, RecursionError) as error:
             # TypeError/ValueError/RecursionError: the input could not be encoded as JSON.
             log.error("opa_request_failed", url=self._base, error_type=type(error).__name__)
-            return self._deny(POLICY_ERROR)
+            return self._deny(POLICY_ERROR), True
         try:
             body = json.loads(raw)
         except ValueError:
@@ -275,14 +321,15 @@ class OpaEngine:
                     if isinstance(e, dict)
                 ],
             )
-            return self._deny(f"POLICY_ERROR_{status}")
+            return self._deny(f"POLICY_ERROR_{status}"), True
         if not isinstance(body, dict):
             log.error("opa_reply_not_json_object", url=self._base)
-            return self._deny(POLICY_ERROR)
-        self._note_revision(body.get("provenance"))
-        return body
+            return self._deny(POLICY_ERROR), True
+        return body, self._note_revision(body.get("provenance"), issued)
 
-    async def _post(self, url: str, params: dict[str, str], data: bytes) -> tuple[int, bytes]:
+    async def _post(
+        self, url: str, params: dict[str, str], data: bytes, *, deadline: float
+    ) -> tuple[int, bytes]:
         session = self._client.session
 
         async def attempt() -> tuple[int, bytes]:
@@ -302,7 +349,6 @@ class OpaEngine:
             log.info("opa_retry", url=self._base, error_type=type(cause).__name__)
 
         # One deadline covers every attempt: no retry starts, or waits, past the decision's.
-        deadline = time.monotonic() + self._timeout
         try:
             return await retry.policy(self._retry, _Reconnect, deadline=deadline, before_sleep=note)(attempt)
         except _Reconnect as failed:
@@ -313,11 +359,31 @@ class OpaEngine:
             await self._client._init_session()
             self._opened = True
 
-    def _note_revision(self, provenance: Any) -> None:
+    def _issue(self) -> int:
+        """The number of a request about to be sent (revision order, module docstring)."""
+        self._issued += 1
+        return self._issued
+
+    def _note_revision(self, provenance: Any, issued: int) -> bool:
+        """Take the revision an answer to request ``issued`` names, if that request is newer
+        than the last revision change; False when it is not and names another revision (an
+        answer evaluated under a replaced revision: not to be used as a decision)."""
         revision = revision_from_provenance(provenance)
-        if revision != self._revision:
-            log.info("policy_revision_seen", engine=self.name, old=self._revision, new=revision)
-            self._revision = revision
+        if revision == self._revision:
+            return True
+        if issued <= self._changed_at:
+            log.info(
+                "policy_revision_answer_outdated",
+                engine=self.name,
+                answered=revision,
+                revision=self._revision,
+            )
+            return False
+        log.info("policy_revision_seen", engine=self.name, old=self._revision, new=revision)
+        self._revision = revision
+        self._changed_at = self._issued
+        self._generation += 1
+        return True
 
     def _deny(self, reason_code: str, decision_id: str | None = None) -> Decision:
         return Decision.deny(reason_code, engine=self.name, revision=self._revision, decision_id=decision_id)

@@ -44,6 +44,9 @@ POLICY_TIMEOUT = "POLICY_TIMEOUT"
 POLICY_UNDEFINED = "POLICY_UNDEFINED"
 POLICY_RESULT_INVALID = "POLICY_RESULT_INVALID"
 POLICY_ERROR = "POLICY_ERROR"
+# OPA answered twice under a revision older than one it had already answered with (replicas,
+# reordered answers): never taken as a decision (``policy/opa.py``).
+POLICY_REVISION_STALE = "POLICY_REVISION_STALE"
 POLICY_UNSUPPORTED_BY_EMBEDDED = "POLICY_UNSUPPORTED_BY_EMBEDDED"
 POLICY_UNSUPPORTED_BY_WASM = "POLICY_UNSUPPORTED_BY_WASM"
 # The embedded engine (regopy) refused an input holding a string it would order and compare
