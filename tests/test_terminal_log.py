@@ -41,3 +41,22 @@ def test_the_file_gets_every_line_whole_and_the_terminal_the_summaries(tmp_path:
     logged = (tmp_path / "state" / "gateway.log").read_text().splitlines()
     assert [json.loads(entry)["event"] for entry in logged] == ["call", "x"]
     assert terminal.getvalue().count("\n") == 1 and "ModelInfer customer-profile" in terminal.getvalue()
+
+
+def test_a_callers_model_name_reaches_the_terminal_escaped_never_obeyed() -> None:
+    # The log line drops ESC-led sequences only: a C1 CSI, a carriage return or a bidi override
+    # in a model name (the caller's text) would still rewrite what the terminal shows.
+    line = json.dumps(
+        {
+            "ts": "2026-12-06T05:00:00.000Z",
+            "event": "call",
+            "outcome": "allow",
+            "method": "/s/ModelInfer",
+            "model": "m\u009b2K\rfake\u202e",
+            "subject": "ana\x07",
+        }
+    )
+    shown = summary(line)
+    assert shown is not None and shown.isprintable()
+    assert "\\x9b2K\\rfake\\u202e" in shown and "subject=ana\\x07" in shown
+    assert summary("plain \x1b[2J text") == "plain \\x1b[2J text"

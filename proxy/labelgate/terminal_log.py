@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
+from labelgate.untrusted_text import shown
+
 _LOUD = frozenset({"warning", "error", "critical"})
 
 
@@ -22,7 +24,7 @@ def summary(line: str) -> str | None:
     try:
         entry = json.loads(line)
     except ValueError:
-        return line  # not ours (a library printing directly): shown as it is
+        return shown(line)  # not ours (a library printing directly): shown, never obeyed
     if not isinstance(entry, dict):
         return None
     clock = str(entry.get("ts", ""))[11:19]
@@ -31,7 +33,9 @@ def summary(line: str) -> str | None:
         parts = [clock, f"{entry.get('outcome', '?'):<17}", method, entry.get("model") or ""]
         parts.append(f"subject={entry['subject']}" if entry.get("subject") else "")
         parts.append(f"reason={entry['reason']}" if entry.get("reason") else "")
-        return " ".join(str(part) for part in parts if part)
+        # Model and subject are callers' text: a control or format character in them is shown
+        # as its escape (the log line's own cleaning drops only escape sequences).
+        return shown(" ".join(str(part) for part in parts if part))
     if entry.get("level") in _LOUD:
         return f"{clock} {entry.get('level')}: {entry.get('event')} (details in the gateway log)"
     return None

@@ -20,8 +20,8 @@ from labelgate.approvals import cli as approvals_cli
 from labelgate.approvals.model import ApprovalRequest, Binding, FieldAtStake, Requirement, State, Vote
 from labelgate.approvals.notify import slack_payload
 from labelgate.approvals.stage import read_options
-from labelgate.approvals.text import cleaned, shown
 from labelgate.cli import app
+from labelgate.untrusted_text import cleaned, shown
 from tests.approvals.conftest import Stack, person, token
 from tests.approvals.test_approvals_server import cli
 from tests.approvals.test_inbox_security import ask_async, hidden, signed_in

@@ -23,11 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.service import ApprovalService
-from labelgate.approvals.text import cleaned
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth import reasons as auth_reasons
 from labelgate.errors import LabelgateError, Unauthenticated
 from labelgate.logs import get_logger
+from labelgate.untrusted_text import cleaned
 
 log = get_logger(__name__)
 PROBLEM_TYPE = "application/problem+json"

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import typer
 
-from labelgate.approvals.text import shown
 from labelgate.errors import LabelgateError
+from labelgate.untrusted_text import shown
 
 approvals_app = typer.Typer(help="Review just-in-time approval requests.", no_args_is_help=True)
 

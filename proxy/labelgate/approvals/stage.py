@@ -38,7 +38,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from labelgate.approvals import deadline, events, reasons, rules, text
+from labelgate import untrusted_text
+from labelgate.approvals import deadline, events, reasons, rules
 from labelgate.approvals.errors import ApprovalPending, HoldDeadlineExceeded
 from labelgate.approvals.hold import Reevaluate
 from labelgate.approvals.model import (
@@ -94,7 +95,9 @@ def read_options(metadata: tuple[tuple[str, Any], ...]) -> Options:
             reasons.APPROVAL_ID_INVALID, f"{APPROVAL_ID_HEADER} is not an approval id (apr-...)"
         )
     # Control (C0 and C1), separator and format characters out: approvers read it in a terminal.
-    justification = text.cleaned(values.get(JUSTIFICATION_HEADER, [""])[0])[:MAX_JUSTIFICATION_CHARS]
+    justification = untrusted_text.cleaned(values.get(JUSTIFICATION_HEADER, [""])[0])[
+        :MAX_JUSTIFICATION_CHARS
+    ]
     return Options(
         mode="async" if mode == "async" else "hold", approval_id=approval_id, justification=justification
     )

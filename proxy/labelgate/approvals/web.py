@@ -46,7 +46,6 @@ from labelgate.approvals.api import APPROVAL_ID, ApprovalsContext, context
 from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK
 from labelgate.approvals.oidc import PENDING_SECONDS, OidcSignin, seal, unseal
-from labelgate.approvals.text import cleaned
 from labelgate.auth import Subject
 from labelgate.classify.labels import rank
 from labelgate.digits import whole_number
@@ -60,6 +59,7 @@ from labelgate.errors import (
 )
 from labelgate.logs import get_logger
 from labelgate.recording.web import InboxHooks, sessions_router
+from labelgate.untrusted_text import cleaned
 
 log = get_logger(__name__)
 HERE = Path(__file__).parent

@@ -1,5 +1,5 @@
-"""Text people write into an approval (a caller's justification, an approver's reason) as the
-service keeps it, and stored text as a terminal shows it.
+"""Text people write (a caller's justification, an approver's reason, a model name) as a
+service keeps it, and such text as a terminal shows it.
 
 ``cleaned`` is applied where such text is accepted (``x-labelgate-justification``, the REST
 API's and the web inbox's vote reasons): a control character (C0, DEL and C1, U+0080-U+009F,
@@ -10,7 +10,8 @@ surrogate are dropped; the result is trimmed. Text is cleaned rather than refuse
 justification comes with a call that should not fail over it, and a reason typed into the
 inbox's text area may hold line breaks.
 
-``shown`` is applied where the CLI prints what the API answers: every character
+``shown`` is applied where a terminal gets such text (the approvals CLI, ``make run``'s
+call lines): every character
 ``str.isprintable`` refuses (controls, format characters, separators but the space,
 unassigned code points) is written as its Python escape (``\\x1b``, ``\\u202e``), so text
 stored before it was cleaned, or sent by another server, cannot move the cursor, erase a
