@@ -16,6 +16,7 @@ from labelgate.classify.messages import (
     unpacked_any,
 )
 from labelgate.errors import ConfigError, UpstreamError
+from tests.classify.codes_proto import INTEGER_FIELDS, Codes
 from tests.classify.numbers_proto import HIDDEN, Box, Numbers
 from tests.classify.order_proto import BadLabels, Item, Legacy, Node, Order
 
@@ -339,3 +340,196 @@ def test_a_reply_that_is_an_any_is_one_field_labelled_by_what_it_packs() -> None
     assert sources(classify_message(unreadable, CATALOG, DETECTORS)) == {
         "value": {"restricted": ["catalog:fail_closed:any_type_unknown"]}
     }
+
+
+# Integers read as character codes: a client turns ``[83, 83, 78, 32, ...]`` back into text
+# with ``chr``, as it does an INT64 tensor's elements (``numbers.character_detections``).
+SSN_TEXT = "SSN 123-45-6789"
+CARD_TEXT = f"card {CARD}"
+BEGIN = "-----BEGIN PRIVATE KEY-----"
+END = "-----END PRIVATE KEY-----"
+KEY_LINES = [
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj",
+    "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu",
+]
+
+
+def codes(text: str) -> list[int]:
+    return [ord(char) for char in text]
+
+
+@pytest.mark.parametrize("name", [*INTEGER_FIELDS, "kinds"])
+def test_a_repeated_integer_field_of_any_kind_is_read_as_character_codes(name: str) -> None:
+    # Signed, unsigned, zigzag, fixed, packed or not, and an enum (proto3 keeps any value).
+    message = Codes(**{name: codes(SSN_TEXT)})
+    result = classify_message(message, CATALOG, DETECTORS)
+    assert sources(result)[f"{name}[]{{us_ssn}}"] == {"confidential": ["detector:us_ssn"]}
+    # A leaf for every value: a mask zeroes the whole field, as it zeroes a whole tensor.
+    assert [leaf.location for leaf in result.message_spans] == [
+        (name, index) for index in range(len(SSN_TEXT))
+    ]
+    assert {leaf.path for leaf in result.message_spans} == {f"{name}[]"}
+
+
+def test_a_card_or_an_email_in_character_codes_is_found_too() -> None:
+    result = classify_message(
+        Codes(i64=codes(CARD_TEXT), u32=codes("mail ann@example.com")), CATALOG, DETECTORS
+    )
+    assert sources(result)["i64[]{credit_card}"] == {"confidential": ["detector:credit_card"]}
+    assert sources(result)["u32[]{email}"] == {"internal": ["detector:email"]}
+
+
+def test_character_codes_are_read_in_nested_repeated_and_folded_messages() -> None:
+    message = Codes(
+        children=[Codes(), Codes(i64=codes(SSN_TEXT))],
+        child=Codes(s32=codes(SSN_TEXT)),
+        nested={"k": Codes(f64=codes(SSN_TEXT))},
+    )
+    result = classify_message(message, CATALOG, DETECTORS)
+    found = sources(result)
+    assert found["children[].i64[]{us_ssn}"] == {"confidential": ["detector:us_ssn"]}
+    assert found["child.s32[]{us_ssn}"] == {"confidential": ["detector:us_ssn"]}
+    assert found["nested"]["confidential"] == ["detector:us_ssn"]  # a map of messages is one field
+    assert ("children", 1, "i64", 0) in {leaf.location for leaf in result.message_spans}
+
+
+def test_a_maps_integer_values_are_read_as_character_codes_in_key_order() -> None:
+    # A map has no order: its values read in its keys' order (numbers by value) spell the SSN.
+    by_name = {f"{index}": code for index, code in enumerate(codes(SSN_TEXT))}
+    by_id = {index * 7: code for index, code in enumerate(codes(SSN_TEXT))}
+    result = classify_message(Codes(by_name=by_name, by_id=by_id), CATALOG, DETECTORS)
+    assert sources(result)["by_name"] == {"confidential": ["detector:us_ssn"]}
+    assert sources(result)["by_id"] == {"confidential": ["detector:us_ssn"]}
+
+
+def test_shapes_dims_and_versions_of_metadata_and_config_replies_are_read_as_character_codes() -> None:
+    from labelgate._proto.inference import model_extensions_pb2 as ext
+    from labelgate._proto.inference import open_inference_pb2 as pb
+
+    metadata = pb.ModelMetadataResponse(name="m", platform="p", versions=["1"])
+    metadata.inputs.add(name="x", datatype="INT64", shape=codes(SSN_TEXT))
+    metadata.outputs.add(name="y", datatype="INT64", shape=codes(CARD_TEXT))
+    found = sources(classify_message(metadata, CATALOG, DETECTORS))
+    assert found["inputs[].shape[]{us_ssn}"] == {"confidential": ["detector:us_ssn"]}
+    assert found["outputs[].shape[]{credit_card}"] == {"confidential": ["detector:credit_card"]}
+    config = ext.ModelConfig(name="m")
+    config.input.add(name="x", dims=codes(SSN_TEXT)).reshape.shape.extend(codes(SSN_TEXT))
+    config.output.add(name="y", dims=codes(CARD_TEXT))
+    config.version_policy.specific.versions.extend(codes(SSN_TEXT))
+    config.dynamic_batching.preferred_batch_size.extend(codes(SSN_TEXT))
+    found = sources(classify_message(ext.ModelConfigResponse(config=config), CATALOG, DETECTORS))
+    for path in (
+        "config.input[].dims[]{us_ssn}",
+        "config.input[].reshape.shape[]{us_ssn}",
+        "config.output[].dims[]{credit_card}",
+        "config.version_policy.specific.versions[]{us_ssn}",
+        "config.dynamic_batching.preferred_batch_size[]{us_ssn}",
+    ):
+        assert found[path]["confidential"] == [f"detector:{path.rsplit('{', 1)[1][:-1]}"], path
+
+
+def test_a_mask_on_a_field_read_as_character_codes_zeroes_every_value() -> None:
+    from labelgate.enforce import apply_message_masks
+
+    message = Codes(i64=codes(SSN_TEXT), lines=["kept"])
+    result = classify_message(message, CATALOG, DETECTORS)
+    mask = {"path": "i64[]{us_ssn}", "strategy": "redact", "params": {}}
+    released = apply_message_masks(message, result, [mask], b"0123456789abcdef0123456789abcdef")
+    assert list(released.i64) == [0] * len(SSN_TEXT) and list(released.lines) == ["kept"]
+
+
+def test_ordinary_integers_are_not_read_as_characters_or_scanned() -> None:
+    # Shapes, counts and versions: nothing reads as a digit or an "@" (or a PEM marker's "K").
+    message = Codes(i64=[-1, 3, 224, 224], i32=[1, 2, 3], u64=[4, 8, 16, 32], kinds=[0, 1], by_id={1: 1000})
+    result = classify_message(message, CATALOG, DETECTORS)
+    assert not result.message_spans
+    assert not [path for path in sources(result) if "{" in path]
+    # Nor bools and doubles (a double cannot be read back as a character code by chr).
+    assert not classify_message(
+        Codes(doubles=[float(code) for code in codes(SSN_TEXT)]), CATALOG, DETECTORS
+    ).message_spans
+
+
+def test_with_a_custom_detector_every_integer_field_is_read_as_characters() -> None:
+    # A custom pattern may match any character: no digit or "@" needed, as in a tensor.
+    detectors = DetectorSet(None, [CustomPattern("codename", r"NIGHTJAR", "restricted")])
+    result = classify_message(Codes(u64=codes("the NIGHTJAR file")), CATALOG, detectors)
+    assert sources(result)["u64[]{codename}"] == {"restricted": ["detector:codename"]}
+    assert not classify_message(Codes(u64=codes(SSN_TEXT)), CATALOG, DetectorSet.none()).message_spans
+
+
+# A PEM key split over a message's texts: which text follows which is the renderer's choice.
+
+
+def secret_paths(message) -> set[str]:
+    found = sources(classify_message(message, CATALOG, DETECTORS))
+    return {path for path, by_label in found.items() if "detector:secret" in by_label.get("restricted", [])}
+
+
+def test_a_key_begun_in_a_string_and_continued_in_a_map_is_covered() -> None:
+    from labelgate._proto.inference import open_inference_pb2 as pb
+
+    metadata = pb.ModelMetadataResponse(name="m", platform=BEGIN, versions=["1"])
+    metadata.properties["1"], metadata.properties["2"] = KEY_LINES
+    assert {"platform{secret}", "properties", "name{secret}", "versions[]{secret}"} <= secret_paths(metadata)
+
+
+def test_a_key_begun_after_its_lines_in_field_number_order_is_covered() -> None:
+    # REST writes ModelConfig in declaration order: backend (17) before input (5).
+    from labelgate._proto.inference import model_extensions_pb2 as ext
+
+    config = ext.ModelConfig(name="m", backend=BEGIN)
+    config.input.add(name=KEY_LINES[0], dims=[1])
+    config.input.add(name=KEY_LINES[1], dims=[1])
+    found = secret_paths(ext.ModelConfigResponse(config=config))
+    assert {"config.backend{secret}", "config.input[].name{secret}", "config.input[].dims[]{secret}"} <= found
+
+
+def test_a_key_whose_end_the_scan_meets_later_still_covers_every_text() -> None:
+    # Scanned by field number: BEGIN (text), END (lines), then the key (blob) after both; another
+    # rendering puts the key between its markers.
+    message = Codes(text=BEGIN, lines=[END], blob=KEY_LINES[0].encode())
+    assert {"text{secret}", "lines[]{secret}", "blob{secret}"} <= secret_paths(message)
+
+
+def test_a_key_begun_in_a_folded_message_covers_the_reply_and_the_reverse() -> None:
+    inner = Codes(text=BEGIN)
+    outer = Codes(nested={"k": inner}, lines=KEY_LINES)
+    assert {"nested", "lines[]{secret}"} <= secret_paths(outer)
+    packed = any_pb2.Any()
+    packed.Pack(Codes(lines=KEY_LINES))
+    assert {"text{secret}", "extra"} <= secret_paths(Codes(text=BEGIN, extra=packed))
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        BEGIN.replace("-", "\\u002d", 1),  # a JSON escape
+        BEGIN.replace("KEY", "ＫＥＹ"),  # full-width letters (folded)
+        BEGIN.replace("PRIVATE", "PRI\u200bVATE"),  # a zero-width space (folded)
+    ],
+    ids=["escaped", "full-width", "zero-width"],
+)
+def test_a_hidden_begin_marker_covers_the_other_texts_too(marker: str) -> None:
+    assert "lines[]{secret}" in secret_paths(Codes(text=marker, lines=KEY_LINES))
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [BEGIN, BEGIN.replace("KEY", "ＫＥＹ"), f"key 1: {BEGIN}"],
+    ids=["alone", "full-width", "beside-a-digit"],
+)
+def test_a_begin_marker_in_character_codes_covers_the_other_texts(marker: str) -> None:
+    # The marker alone has no digit or "@", which is all the built-ins otherwise need.
+    assert {"lines[]{secret}", "i32[]{secret}"} <= secret_paths(Codes(i32=codes(marker), lines=KEY_LINES))
+
+
+def test_a_begin_marker_in_a_maps_character_codes_covers_the_other_texts() -> None:
+    assert {"lines[]{secret}", "by_name"} <= secret_paths(
+        Codes(by_name={f"{index:02}": code for index, code in enumerate(codes(BEGIN))}, lines=KEY_LINES)
+    )
+
+
+def test_a_key_whole_in_one_text_covers_only_that_text() -> None:
+    whole = "\n".join([BEGIN, *KEY_LINES, END])
+    assert secret_paths(Codes(text=whole, lines=["a note"], i64=[1, 2])) == {"text{secret}"}

@@ -122,6 +122,34 @@ def _folding_table() -> tuple[np.ndarray[Any, Any], dict[int, bytes]]:
     return table, longer
 
 
+@functools.cache
+def points_reading_as(targets: bytes) -> frozenset[int]:
+    """The code points ``detections`` reads as one of the ASCII bytes ``targets`` (as written or
+    folded), or as several characters (which may hold one): elements of 32 or 64 bits none of
+    which is one show none of ``targets`` in any form. (Past the table no code point reads as
+    ASCII.) ``b"0123456789@"``: every built-in match holds one, so with built-in detectors only,
+    ``detections`` finds nothing in other elements. Made once per ``targets``."""
+    table, _ = _folding_table()
+    wanted = np.isin(table, np.frombuffer(targets + bytes([_LONGER]), dtype=np.uint8))
+    return frozenset(np.flatnonzero(wanted).tolist())
+
+
+def text_forms(array: np.ndarray[Any, Any]) -> tuple[bytes, bytes]:
+    """``array`` as ``detections`` reads it with built-in detectors, a byte a character: as
+    written (ASCII as it is, any other character a byte that joins nothing) and folded
+    (``_folded_view``: what folds to several spliced in, what a terminal does not show dropped,
+    a cursor movement a space). For a reading of one's own (``messages``: a PEM marker, which,
+    unlike what ``detections`` looks for, holds no digit)."""
+    points = code_points(array)
+    characters = np.flatnonzero(points >= 0)  # a pair's second unit is no character
+    written = np.where(points < 0x80, points, _OTHER).astype(np.uint8)[characters].tobytes()
+    view = _folded_view(points)
+    unshown, moves = _unshown(written, characters)
+    view[unshown] = _DROPPED
+    view[moves] = _SPACE
+    return written, _folded_text(view, points)[0]
+
+
 def code_points(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Each element's character as an int64 code point, ``_NOT_A_CHARACTER`` for one that is
     none; a UTF-16 pair's second unit as ``-1`` (it adds no character)."""

@@ -124,11 +124,22 @@ def numeric_detections(tensor: Tensor, detectors: DetectorSet) -> dict[int, list
         for hit in dict.fromkeys(hits):
             found.setdefault(hit.start, []).append(hit)
     elif datatype in CHARACTER_DATATYPES and tensor.size:
-        exact = lambda text: _text_detections(text, detectors)  # noqa: E731
         usable = raw if raw is not None and len(raw) == tensor.size * dtype.itemsize else None
-        for hit in characters.detections(_array(raw, tensor, dtype), detectors, exact, usable, width):
+        for hit in character_detections(_array(raw, tensor, dtype), detectors, usable, width):
             found.setdefault(hit.start, []).append(hit)
     return dict(sorted(found.items())) if len(found) > 1 else found
+
+
+def character_detections(
+    array: np.ndarray[Any, Any], detectors: DetectorSet, raw: bytes | None = None, width: int = 0
+) -> list[Detection]:
+    """What ``detectors`` find in integers read as text, a character an element, as a client
+    reads them back with ``chr`` (``characters.detections``; offsets are elements): a wider
+    integer tensor's elements, a message's repeated integer field (``messages``). With a custom
+    detector the text is scanned as a BYTES element is (``_text_detections``). ``raw``: the
+    array's little-endian bytes, when at hand; ``width``: the length of a row (0: no rows)."""
+    exact = lambda text: _text_detections(text, detectors)  # noqa: E731
+    return characters.detections(array, detectors, exact, raw, width)
 
 
 def _array(raw: bytes | None, tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
