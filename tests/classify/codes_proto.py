@@ -10,6 +10,8 @@ from __future__ import annotations
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 
+from tests.classify.proto_files import add_map
+
 _OPTIONAL, _REPEATED = F.LABEL_OPTIONAL, F.LABEL_REPEATED
 _PACKAGE = "labelgatecodes"
 # Each repeated integer field of ``Codes``: name -> type (proto3 packs them; ``*_unpacked`` not).
@@ -29,22 +31,6 @@ INTEGER_FIELDS = {
 }
 
 
-def _map(
-    message: descriptor_pb2.DescriptorProto, name: str, number: int, key: int, value: int, **kw: str
-) -> None:
-    entry = message.nested_type.add(name=f"{name.title().replace('_', '')}Entry")
-    entry.options.map_entry = True
-    entry.field.add(name="key", number=1, type=key, label=_OPTIONAL)
-    entry.field.add(name="value", number=2, type=value, label=_OPTIONAL, **kw)
-    message.field.add(
-        name=name,
-        number=number,
-        type=F.TYPE_MESSAGE,
-        label=_REPEATED,
-        type_name=f".{_PACKAGE}.Codes.{entry.name}",
-    )
-
-
 def _file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
         name="labelgate_tests/codes.proto",
@@ -62,10 +48,11 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     codes.field.add(name="kinds", number=20, type=F.TYPE_ENUM, label=_REPEATED, type_name=f".{_PACKAGE}.Kind")
     codes.field.add(name="flags", number=21, type=F.TYPE_BOOL, label=_REPEATED)
     codes.field.add(name="doubles", number=22, type=F.TYPE_DOUBLE, label=_REPEATED)
-    _map(codes, "by_name", 23, F.TYPE_STRING, F.TYPE_INT64)
-    _map(codes, "by_id", 24, F.TYPE_INT32, F.TYPE_UINT32)
-    _map(codes, "nested", 25, F.TYPE_STRING, F.TYPE_MESSAGE, type_name=f".{_PACKAGE}.Codes")
-    _map(codes, "attrs", 26, F.TYPE_STRING, F.TYPE_STRING)
+    owner = f"{_PACKAGE}.Codes"
+    add_map(codes, owner, "by_name", 23, F.TYPE_STRING, F.TYPE_INT64)
+    add_map(codes, owner, "by_id", 24, F.TYPE_INT32, F.TYPE_UINT32)
+    add_map(codes, owner, "nested", 25, F.TYPE_STRING, F.TYPE_MESSAGE, f".{_PACKAGE}.Codes")
+    add_map(codes, owner, "attrs", 26, F.TYPE_STRING, F.TYPE_STRING)
     codes.field.add(
         name="children", number=27, type=F.TYPE_MESSAGE, label=_REPEATED, type_name=f".{_PACKAGE}.Codes"
     )

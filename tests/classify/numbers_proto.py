@@ -17,6 +17,7 @@ from google.protobuf import (
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 
 from labelgate._proto.labelgate.v1 import classification_pb2
+from tests.classify.proto_files import add_map
 
 _OPTIONAL, _REPEATED, _REQUIRED = F.LABEL_OPTIONAL, F.LABEL_REPEATED, F.LABEL_REQUIRED
 _NUMBERS_PACKAGE = "labelgatenumbers"
@@ -33,28 +34,6 @@ NUMBER_FIELDS = {
 }
 
 
-def _map(
-    message: descriptor_pb2.DescriptorProto,
-    name: str,
-    number: int,
-    value_type: int,
-    value_type_name: str = "",
-) -> None:
-    entry = message.nested_type.add(name=f"{name.title()}Entry")
-    entry.options.map_entry = True
-    entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=_OPTIONAL)
-    value = entry.field.add(name="value", number=2, type=value_type, label=_OPTIONAL)
-    if value_type_name:
-        value.type_name = value_type_name
-    message.field.add(
-        name=name,
-        number=number,
-        type=F.TYPE_MESSAGE,
-        label=_REPEATED,
-        type_name=f".{_NUMBERS_PACKAGE}.Numbers.{entry.name}",
-    )
-
-
 def _numbers_file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
         name="labelgate_tests/numbers.proto",
@@ -67,9 +46,10 @@ def _numbers_file() -> descriptor_pb2.FileDescriptorProto:
         numbers.field.add(name=name, number=number, type=kind, label=_OPTIONAL)
     numbers.field.add(name="many", number=20, type=F.TYPE_INT64, label=_REPEATED)
     numbers.field.add(name="doubles", number=21, type=F.TYPE_DOUBLE, label=_REPEATED)
-    _map(numbers, "by_name", 22, F.TYPE_INT64)
-    _map(numbers, "ratios", 23, F.TYPE_DOUBLE)
-    _map(numbers, "anys", 29, F.TYPE_MESSAGE, ".google.protobuf.Any")
+    owner = f"{_NUMBERS_PACKAGE}.Numbers"
+    add_map(numbers, owner, "by_name", 22, F.TYPE_STRING, F.TYPE_INT64)
+    add_map(numbers, owner, "ratios", 23, F.TYPE_STRING, F.TYPE_DOUBLE)
+    add_map(numbers, owner, "anys", 29, F.TYPE_STRING, F.TYPE_MESSAGE, ".google.protobuf.Any")
     for number, (name, type_name) in enumerate(
         [
             ("wrapped", ".google.protobuf.Int64Value"),
