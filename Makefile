@@ -28,7 +28,7 @@ help:
 	@echo "make run    - demo backend (and gateway in front of it) on loopback"
 	@echo "make test   - install what is needed, then lint, Rego tests with coverage, pytest"
 	@echo "make check  - the edit loop: ruff, mypy, opa fmt/check, and the in-process tests (under a minute)"
-	@echo "make lint | rego-test | pytest | proto | bench | tools | clean"
+	@echo "make lint | rego-test | pytest | proto | bench | tools | venv | app | clean"
 	@echo "make soak   - the soak drill, DURATION seconds (default 600)"
 	@echo "make deploy-check (chart, manifests, Dockerfile, compose, configs) | lock | k8s-render"
 
