@@ -163,6 +163,43 @@ async def test_an_approved_call_records_the_decision_that_held_it_and_the_one_th
     ]
 
 
+# The pipeline tests' catalog with ``ssn`` relabelled: a bundle that changed the catalog.
+RELABELLED = Catalog.from_data(
+    {
+        "default_label": CATALOG.default_label,
+        "entries": [
+            {
+                "model": e.model,
+                "path": e.path,
+                "labels": ["restricted"] if e.path == "outputs.ssn" else sorted(e.labels),
+            }
+            for e in CATALOG.entries
+        ],
+    }
+)
+
+
+class PolicyOnlyRevisionWhileHeld:
+    """The approver grants after a bundle that changed the policy alone was activated."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def hold(
+        self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
+    ) -> Decision:
+        self.pipeline.classifier.use_catalog(CATALOG, "a new revision")  # the same entries
+        return await again(GRANT)
+
+
+async def test_a_grant_after_a_policy_only_revision_releases_the_held_call() -> None:
+    pipeline, recorder = approving_pipeline(None)
+    pipeline.approvals = PolicyOnlyRevisionWhileHeld(pipeline)  # type: ignore[assignment]
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), []))  # type: ignore[arg-type]
+    (record,) = recorder.records
+    assert record.refusal is None and pipeline.classifier.revision == "a new revision"
+
+
 class CatalogReplacedWhileHeld:
     """The approver grants after a new catalog (a bundle, a catalog file) was activated."""
 
@@ -172,7 +209,7 @@ class CatalogReplacedWhileHeld:
     async def hold(
         self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
     ) -> Decision:
-        self.pipeline.classifier.use_catalog(CATALOG)  # the same entries, a new classifier
+        self.pipeline.classifier.use_catalog(RELABELLED)
         return await again(GRANT)
 
 

@@ -123,6 +123,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class Catalog:
     """Validated catalog data with lookups by model or message name."""
 
+    def same_as(self, other: Catalog) -> bool:
+        """The same entries, in the same order, and the same default label: every field gets
+        the labels it got."""
+        return self.default_label == other.default_label and self.entries == other.entries
+
     def __init__(self, default_label: str, entries: Iterable[CatalogEntry]) -> None:
         self.default_label = default_label
         self.entries = tuple(entries)

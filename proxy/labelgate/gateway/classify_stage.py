@@ -122,9 +122,14 @@ class ClassifierStage:
         return commit
 
     def use_catalog(self, catalog: Catalog, revision: str | None = None) -> None:
+        self.revision = revision
+        if catalog.same_as(self.classifier.catalog):
+            # A revision that changed the policy alone: the classifier stays, and with it what
+            # calls held for approval were classified with (``Pipeline._hold``).
+            log.info("catalog unchanged in bundle", revision=revision)
+            return
         # One assignment: atomic.
         self.classifier = Classifier(catalog, self.classifier.detectors, self.key_secret)
-        self.revision = revision
         log.info("catalog loaded from bundle", revision=revision)
 
     def reload_if_changed(self) -> bool:
@@ -141,6 +146,8 @@ class ClassifierStage:
                 "catalog reload refused; keeping the previous one", reason=error.reason, detail=error.message
             )
             return False
+        if catalog.same_as(self.classifier.catalog):
+            return False  # rewritten with the same entries (touched, copied): nothing changed
         self.classifier = Classifier(catalog, self.classifier.detectors, self.key_secret)
         log.info("catalog reloaded", file=str(self.catalog_file))
         return True
