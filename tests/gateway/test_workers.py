@@ -55,3 +55,30 @@ def _listens(process: psutil.Process, port: int) -> bool:
 def _workers(parent: psutil.Process) -> list[psutil.Process]:
     # multiprocessing's spawn start method also runs a resource tracker child: not a worker.
     return [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def test_workers_share_the_keys_a_single_process_would_make_up_for_itself(tmp_path: Path) -> None:
+    # Each worker is a new process: keys it made alone would differ between workers (an inbox
+    # sign-in refused by the next one, a held call's retry with another request digest).
+    from labelgate.config import load_settings
+    from labelgate.gateway.server import hash_key, worker_settings
+
+    settings = load_settings(
+        listen="127.0.0.1:1",
+        admin_listen="127.0.0.1:2",
+        upstream={"address": "127.0.0.1:3"},
+        auth={"jwt": {"trust_dev_key": True}},
+        workers=2,
+    )
+    shared = worker_settings(settings)
+    assert shared.masking.hash_key is not None and shared.admin.session_key is not None
+    assert hash_key(shared) == hash_key(shared), "every worker derives the same key"
+    assert hash_key(settings) != hash_key(settings), "alone, each process makes its own"
+    configured = load_settings(
+        listen="127.0.0.1:1",
+        upstream={"address": "127.0.0.1:3"},
+        auth={"jwt": {"trust_dev_key": True}},
+        masking={"hash_key": "configured-hash-key"},
+        workers=2,
+    )
+    assert hash_key(worker_settings(configured)) == b"configured-hash-key"

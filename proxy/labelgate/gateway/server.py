@@ -553,6 +553,28 @@ def check_listeners(settings: GatewaySettings) -> None:
         ensure_free(settings.rest_listen, "rest_listen")
 
 
+def worker_settings(settings: GatewaySettings) -> GatewaySettings:
+    """What ``workers`` > 1 processes share that a single one makes up for itself when it is
+    not configured: the inbox's cookie-signing key (they share the admin port), the masking
+    hash key (hashed values join across workers, and a request's digest, keyed with it, is
+    the same whichever worker a held call's retry reaches) and the subject-assertion key."""
+    import secrets
+
+    from pydantic import SecretStr
+
+    if (
+        settings.admin_listen
+        and settings.admin.session_key is None
+        and settings.admin.session_key_file is None
+    ):
+        shared = settings.admin.model_copy(update={"session_key": SecretStr(secrets.token_urlsafe(48))})
+        settings = settings.model_copy(update={"admin": shared})
+    if settings.masking.hash_key is None and settings.masking.hash_key_file is None:
+        masking = settings.masking.model_copy(update={"hash_key": SecretStr(secrets.token_hex(32))})
+        settings = settings.model_copy(update={"masking": masking})
+    return shared_assertion_key(settings)
+
+
 def run(settings: GatewaySettings) -> None:
     """Run the gateway; with workers > 1, N processes share the port (SO_REUSEPORT)."""
     configure(settings.log_level)
@@ -561,19 +583,7 @@ def run(settings: GatewaySettings) -> None:
         asyncio.run(serve_forever(settings))
         return
     context = multiprocessing.get_context("spawn")
-    if (
-        settings.admin_listen
-        and settings.admin.session_key is None
-        and settings.admin.session_key_file is None
-    ):
-        # The workers share the admin port: they must share the inbox's cookie-signing key too.
-        import secrets
-
-        from pydantic import SecretStr
-
-        shared = settings.admin.model_copy(update={"session_key": SecretStr(secrets.token_urlsafe(48))})
-        settings = settings.model_copy(update={"admin": shared})
-    settings = shared_assertion_key(settings)
+    settings = worker_settings(settings)
     workers = [
         context.Process(target=_worker, args=(settings,), daemon=True) for _ in range(settings.workers)
     ]
