@@ -179,45 +179,32 @@ RELABELLED = Catalog.from_data(
 )
 
 
-class PolicyOnlyRevisionWhileHeld:
-    """The approver grants after a bundle that changed the policy alone was activated."""
+class RevisionActivatedWhileHeld:
+    """The approver grants after a revision with ``catalog`` was activated (a bundle)."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def __init__(self, pipeline: Pipeline, catalog: Catalog) -> None:
+        self.pipeline, self.catalog = pipeline, catalog
 
     async def hold(
         self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
     ) -> Decision:
-        self.pipeline.classifier.use_catalog(CATALOG, "a new revision")  # the same entries
+        self.pipeline.classifier.use_catalog(self.catalog, "a new revision")
         return await again(GRANT)
 
 
 async def test_a_grant_after_a_policy_only_revision_releases_the_held_call() -> None:
     pipeline, recorder = approving_pipeline(None)
-    pipeline.approvals = PolicyOnlyRevisionWhileHeld(pipeline)  # type: ignore[assignment]
+    pipeline.approvals = RevisionActivatedWhileHeld(pipeline, CATALOG)  # type: ignore[assignment]
     await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), []))  # type: ignore[arg-type]
     (record,) = recorder.records
     assert record.refusal is None and pipeline.classifier.revision == "a new revision"
-
-
-class CatalogReplacedWhileHeld:
-    """The approver grants after a new catalog (a bundle, a catalog file) was activated."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-
-    async def hold(
-        self, call: Any, subject: Any, policy_input: Any, decision: Decision, again: Any
-    ) -> Decision:
-        self.pipeline.classifier.use_catalog(RELABELLED)
-        return await again(GRANT)
 
 
 async def test_a_grant_after_the_catalog_changed_refuses_the_held_call() -> None:
     # Decided again under the new policy with the labels of the old catalog, the call could be
     # released with masks neither revision would have chosen for it.
     pipeline, recorder = approving_pipeline(None)
-    pipeline.approvals = CatalogReplacedWhileHeld(pipeline)  # type: ignore[assignment]
+    pipeline.approvals = RevisionActivatedWhileHeld(pipeline, RELABELLED)  # type: ignore[assignment]
     upstream = upstream_returning(customer_reply(), [])
     with pytest.raises(PermissionDenied) as refused:
         await pipeline.infer(make_call(), request(), upstream)  # type: ignore[arg-type]
