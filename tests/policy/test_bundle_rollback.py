@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from aiohttp import web
 from labelgate.bundle.build import MANIFEST, SIGNATURES, Bundle, build_bundle, write_tarball
 from labelgate.bundle.signing import Signer
 from labelgate.errors import ConfigError, InvalidInput
+from labelgate.policy import bundle_client, bundle_mark
 from labelgate.policy.bundle_client import BundleClient
 from labelgate.policy.bundle_mark import BundleMark, read_mark
 from labelgate.policy.embedded import EmbeddedEngine
@@ -393,3 +395,33 @@ async def test_the_highest_shared_mark_read_stays_the_floor_when_the_file_goes(
         state_file.unlink(missing_ok=True)  # the mark B read stays its floor
     assert applied == [r1.revision, r1.revision, r2.revision, r3.revision]
     assert worker_b.status.revision == r1.revision
+
+
+async def test_a_revision_is_reported_in_force_only_once_its_mark_is_on_disk(
+    keys: KeyPair, signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another worker reading the state file while this one reports R2 in force must not find
+    # R1 there (CI saw the status run ahead of the file). The write is held on an event.
+    state_file = tmp_path / "bundle.json"
+    r1, r2 = (build_bundle(tagged(allow, n), signer) for n, allow in ((1, False), (2, True)))
+    client = BundleClient("http://127.0.0.1:1", key=key_of(keys), state_file=state_file)
+
+    async def apply(source: Any) -> bool:
+        return True
+
+    await client._apply(r1.tarball, apply)
+    writing, release = threading.Event(), threading.Event()
+
+    def held_write(path: Path, mark: BundleMark) -> None:
+        writing.set()
+        release.wait(10)
+        bundle_mark.write_mark(path, mark)
+
+    monkeypatch.setattr(bundle_client, "write_mark", held_write)
+    applying = asyncio.create_task(client._apply(r2.tarball, apply))
+    assert await asyncio.to_thread(writing.wait, 10)
+    assert client.status.revision == r1.revision  # not reported while the file still says R1
+    release.set()
+    await applying
+    assert client.status.revision == r2.revision
+    assert read_mark(state_file) == BundleMark(r2.revision, r2.sequence or -1)

@@ -282,9 +282,11 @@ class BundleClient:
             self._refuse_unless_newer(source.revision, sequence, shared)
         changed = await apply(source)
         if other:
-            status.revision, status.sequence = source.revision, sequence
+            # The mark first: a revision reported in force is already the floor of every
+            # worker sharing the state file (CI saw the status run ahead of the file).
             if self.state_file is not None and sequence is not None:
                 await self._keep_mark(BundleMark(source.revision, sequence))
+            status.revision, status.sequence = source.revision, sequence
         if changed:
             status.loaded += 1
             status.last_loaded_at = time.time()
