@@ -17,34 +17,19 @@ released parameter is read): a card in an ``int64`` is a card. Enforcement zeroe
 found to hold something; it never rewrites part of one. Only numbers a detector could
 fire on are scanned (``smallest_scanned``), so ordinary numbers cost no scan.
 
-A repeated integer field (``int32`` and wider, signed or not, fixed or varint, packed or
-not, and enums, whose proto3 values need not be named ones) is also read as text, a
-character a value, as a client reads it back with ``chr``: ``shape: [83, 83, 78, 32, ...]``
-is ``SSN ...``. It is read as a wider integer tensor is (``numbers.character_detections``);
-what is found adds ``<path>[]{<detector>}``, and a leaf for every value of the field, so
-masking zeroes them all, as it zeroes a whole tensor (part of such a text zeroed would leave
-NULs, which a reader drops, between the rest). A map's integer values are read so too, in
-the map's order and in its keys' order (keys that are numbers by value), labelling the map.
+A repeated integer field is also read as text, a character a value, as a client reads it back
+with ``chr`` (``integer_text``): what is found adds ``<path>[]{<detector>}``, and a leaf for
+every value of the field, so masking zeroes them all, as it zeroes a whole tensor (part of
+such a text zeroed would leave NULs, which a reader drops, between the rest). A map's integer
+values are read so too, in the map's order and in its keys' order, labelling the map.
 
-A PEM private key is the one value that spans texts (``detectors``): a BEGIN marker in one
-string, the key's lines in the following ones, which alone hold nothing to find. Which
-strings follow which is up to whoever renders the message: the scan reads plain strings
-in field-number order, each map on its own, each folded message (below) on its own, the
-REST binding writes ModelConfig in declaration order, and a client may read the fields in
-any order. So no order of scanning covers what a block that crosses texts covers: even a
-BEGIN marker in one text whose END marker the scan meets in a later one may, rendered
-another way, enclose strings the scan read before, or after, both. The rule, sound whatever
-the order: a text that, as it is or in a form the scan reads it in (escapes decoded,
-folded), opens a PEM block it does not close itself (``credentials.open_pem``: a BEGIN
-marker with no END marker after it in the same text) makes every text of the whole reply,
-in every pass and every folded message, count as found by ``secret`` (fail closed): each
-string, bytes or scanned number spans ``secret`` whole, each integer field read as
-characters gets ``<path>[]{secret}`` (so its values are all zeroed), and each map and
-folded field is labelled so. A block that opens and closes in one text stays that text's,
-whatever the order. (An END marker whose block opened in no text needs no such rule: the
-lines before it hold no marker, and nothing any reading could find. A text that cannot be
-folded spans every detector whole, and is read for a BEGIN marker as it is and decoded,
-as a tensor's elements are.)
+A PEM private key is the one value that spans texts (``key_blocks``): a text that opens a
+block it does not close makes every text of the whole reply, in every pass and every folded
+message, count as found by ``secret`` (fail closed): each string, bytes or scanned number
+spans ``secret`` whole, each integer field (read as characters or not) gets
+``<path>[]{secret}`` (so its values are all zeroed), and each map and folded field is
+labelled so. A text that cannot be folded spans every detector whole, and is read for a
+BEGIN marker as it is and decoded, as a tensor's elements are.
 
 Some fields are one field whose contents label it, and masking it clears it:
 
@@ -68,8 +53,7 @@ protobuf's ``DiscardUnknownFields``, which release relies on, stops at about 60 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from google.protobuf import message_factory
@@ -77,7 +61,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from labelgate._proto.labelgate.v1 import classification_pb2
-from labelgate.classify import characters, credentials, reasons
+from labelgate.classify import reasons
 from labelgate.classify.catalog import Catalog
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
 from labelgate.classify.fields import (
@@ -88,11 +72,20 @@ from labelgate.classify.fields import (
     detector_source,
     fail_closed_source,
 )
-from labelgate.classify.folding import folded, hidden_by_folding, may_hide, wide_folded
+from labelgate.classify.folding import hidden_by_folding
+from labelgate.classify.integer_text import (
+    CHARACTER_DTYPES,
+    CharacterRead,
+    character_hits,
+    character_points,
+    key_order,
+    worth_reading,
+)
 from labelgate.classify.json_elements import hidden_by_escapes
-from labelgate.classify.jsonpaths import Location, may_escape, scannable, unescaped_forms
+from labelgate.classify.jsonpaths import Location, may_escape, scannable
+from labelgate.classify.key_blocks import SECRET, crosses_texts
 from labelgate.classify.labels import LABELS, check_default_label, is_label
-from labelgate.classify.numbers import DIGIT_RUN_DETECTORS, SMALLEST_DETECTABLE, character_detections
+from labelgate.classify.numbers import DIGIT_RUN_DETECTORS, SMALLEST_DETECTABLE
 from labelgate.errors import ConfigError, UpstreamError
 
 FIELD_LABELS_INVALID = reasons.FIELD_LABELS_INVALID
@@ -126,23 +119,6 @@ WIDE_NUMBER_CPP_TYPES = frozenset(
         FieldDescriptor.CPPTYPE_FLOAT,
     }
 )
-
-# Integer fields whose repeated values are also read as text, a character a value (the module
-# docstring): by type, the little-endian dtype of their values. Protobuf has no integer of
-# fewer than 32 bits; an enum is an int32 on the wire.
-CHARACTER_DTYPES: dict[int, np.dtype[Any]] = {
-    FieldDescriptor.CPPTYPE_INT32: np.dtype("<i4"),
-    FieldDescriptor.CPPTYPE_ENUM: np.dtype("<i4"),
-    FieldDescriptor.CPPTYPE_UINT32: np.dtype("<u4"),
-    FieldDescriptor.CPPTYPE_INT64: np.dtype("<i8"),
-    FieldDescriptor.CPPTYPE_UINT64: np.dtype("<u8"),
-}
-# The detector whose PEM blocks span texts (the module docstring).
-SECRET = credentials.NAME
-# What a character a built-in match needs reads as (``characters.points_reading_as``); and what
-# a PEM marker needs: a "K" (of "PRIVATE KEY"), or an escape that may decode to one.
-_MATCHED_BYTES = b"0123456789@"
-_MARKER_BYTES = b"K\\&"
 
 _option_cache: dict[FieldDescriptor, frozenset[str]] = {}
 
@@ -326,19 +302,11 @@ class _Walker:
             numbers = _large_numbers(list(value.values()), self.smallest)
             texts.extend(_number_text(number) for _, number in numbers)
         dtype = CHARACTER_DTYPES.get(value_field.cpp_type)
-        if dtype is not None and self._reads_characters(value.values()):
+        if dtype is not None and worth_reading(value.values(), self.detectors):
             # A map has no order of its own: as it iterates (and is written), and by key.
-            orders = [list(value.values()), [value[key] for key in sorted(value, key=_key_order)]]
+            orders = [list(value.values()), [value[key] for key in sorted(value, key=key_order)]]
             self._map_characters.append((path, orders, dtype))
         return texts
-
-    def _reads_characters(self, values: Any) -> bool:
-        """Whether integer ``values`` are worth reading as characters: with a custom detector
-        (which may match any character) always, as a tensor's; else when one of them reads as
-        something a built-in match or a PEM marker needs (``_character_points``). A C-level
-        set operation: the usual shapes and counts cost no more."""
-        points = _character_points(self.detectors.names) if self.detectors else frozenset()
-        return points is None or not points.isdisjoint(values)
 
     def _queue(self, descriptor: FieldDescriptor, location: Location, path: str, value: Any) -> None:
         if descriptor.type == FieldDescriptor.TYPE_BYTES:
@@ -419,7 +387,7 @@ class _Walker:
             and SECRET in self.detectors.names
             and (read or maps_found or any(found_per_text))
         ):
-            self.key_open = _crosses_texts(texts, found_per_text, found_in_maps, read)
+            self.key_open = crosses_texts(texts, found_per_text, found_in_maps, read)
         cover = cover_open_keys and self.key_open
         if cover:
             found_per_text, read = self._covered(found_per_text, read)
@@ -457,25 +425,27 @@ class _Walker:
                 found[index] = [*found.get(index, ()), *hits]
         return found
 
-    def _read_characters(self) -> list[_Read]:
-        """The integer fields read as characters (those worth it, ``_reads_characters``), and
+    def _read_characters(self) -> list[CharacterRead]:
+        """The integer fields read as characters (those worth it, ``integer_text.worth_reading``), and
         maps' integer values (read in each order)."""
         detectors = self.detectors
-        points = _character_points(detectors.names) if detectors else frozenset()
-        read: list[_Read] = []
+        points = character_points(detectors.names) if detectors else frozenset()
+        read: list[CharacterRead] = []
         for location, path, values, dtype in self._characters:
-            if points is None or not points.isdisjoint(values):  # ``_reads_characters``
+            if points is None or not points.isdisjoint(values):  # ``integer_text.worth_reading``
                 array = np.fromiter(values, dtype=dtype, count=len(values))
-                read.append(_Read(location, path, [(values, array)], _character_hits(array, detectors)))
+                read.append(
+                    CharacterRead(location, path, [(values, array)], character_hits(array, detectors))
+                )
         for path, orders, dtype in self._map_characters:
             arrays = [(values, np.fromiter(values, dtype=dtype, count=len(values))) for values in orders]
-            found = [hit for _, array in arrays for hit in _character_hits(array, detectors)]
-            read.append(_Read(None, path, arrays, found))
+            found = [hit for _, array in arrays for hit in character_hits(array, detectors)]
+            read.append(CharacterRead(None, path, arrays, found))
         return read
 
     def _covered(
-        self, found_per_text: list[list[Detection]], read: list[_Read]
-    ) -> tuple[list[list[Detection]], list[_Read]]:
+        self, found_per_text: list[list[Detection]], read: list[CharacterRead]
+    ) -> tuple[list[list[Detection]], list[CharacterRead]]:
         """``found_per_text`` and ``read`` with ``secret`` spanning every text, and every
         repeated integer field (read as characters or not: its values may be a key's
         characters all the same) whole (a PEM block crosses texts: the module docstring); maps
@@ -487,7 +457,7 @@ class _Walker:
         ]
         found_at = {entry.location: entry.found for entry in read if entry.location is not None}
         fields = [
-            _Read(
+            CharacterRead(
                 at, path, [(values, None)], [*found_at.get(at, ()), Detection(SECRET, label, 0, len(values))]
             )
             for at, path, values, _ in self._characters
@@ -504,99 +474,6 @@ class _Walker:
             self.fields.add(f"{path}{{{hit.detector}}}", [hit.label], detector_source(hit.detector))
         per_value = tuple(dict.fromkeys(Detection(hit.detector, hit.label, 0, 1) for hit in found))
         self.spans.extend(LeafSpans((*location, index), path, per_value) for index in range(count))
-
-
-class _Read(NamedTuple):
-    """An integer field read as characters: its values and their array (a map's values, once
-    in each order read), and what was found in them."""
-
-    location: Location | None  # None: a map's values, which label the map
-    path: str
-    orders: Sequence[tuple[Any, np.ndarray[Any, Any] | None]]
-    found: list[Detection]
-
-
-def _crosses_texts(
-    texts: list[bytes],
-    found_per_text: list[list[Detection]],
-    found_in_maps: list[tuple[str, list[bytes], dict[int, list[Detection]]]],
-    read: list[_Read],
-) -> bool:
-    """Whether one of a walker's texts opens a PEM block it does not close (``_opens_key_block``):
-    its strings, bytes and numbers, its maps' texts, and its integer fields read as characters."""
-    for text, found in zip(texts, found_per_text, strict=True):
-        if found and _names_secret(found) and _opens_key_block(text):
-            return True
-    for _, map_texts, found_in_map in found_in_maps:
-        for index, found in found_in_map.items():
-            if _names_secret(found) and _opens_key_block(map_texts[index]):
-                return True
-    for entry in read:
-        for values, array in entry.orders:
-            if array is None or not (_names_secret(entry.found) or _unread_marker(values)):
-                continue
-            # Read as ``characters`` reads them (written and folded), escapes decoded.
-            if any(_opens_key_block(form, fold=False) for form in characters.text_forms(array)):
-                return True
-    return False
-
-
-def _unread_marker(values: Any) -> bool:
-    """Whether integer ``values`` may spell a PEM marker that reading them as characters with
-    built-in detectors did not look for: ``characters.detections`` scans nothing (``secret``
-    included) unless some value reads as a digit or an "@", which a marker alone need not
-    hold; then a value reading as its "K" (or an escape's) is asked for. (With a custom
-    detector everything was scanned: this only asks again.)"""
-    return characters.points_reading_as(_MATCHED_BYTES).isdisjoint(values) and not (
-        characters.points_reading_as(_MARKER_BYTES).isdisjoint(values)
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _character_points(names: tuple[str, ...]) -> frozenset[int] | None:
-    """The code points one of which integer values must hold to be read as characters (None:
-    any, with a custom detector): with built-ins only, ``characters.detections`` finds nothing
-    without one reading as a digit or an "@", and a PEM marker (``secret``) needs a "K"."""
-    if not BUILTIN_LABELS.keys() >= set(names):
-        return None
-    return characters.points_reading_as(_MATCHED_BYTES + (_MARKER_BYTES if SECRET in names else b""))
-
-
-def _character_hits(array: np.ndarray[Any, Any], detectors: DetectorSet) -> list[Detection]:
-    """What ``detectors`` find in integers read as characters, as a wider integer tensor's
-    elements are (``numbers.character_detections``; offsets are values)."""
-    return character_detections(array, detectors, array.tobytes()) if len(array) else []
-
-
-def _names_secret(found: Any) -> bool:
-    return any(hit.detector == SECRET for hit in found)
-
-
-def _opens_key_block(text: bytes, fold: bool = True) -> bool:
-    """Whether ``text``, as it is or in a form ``scan`` reads it in (JSON escapes and character
-    references decoded, folded, decoded as the UTF-16 or UTF-32 it may be), opens a PEM block
-    that it does not close (``credentials.open_pem``). Asked only of texts in which ``secret``
-    found something (a BEGIN marker in any of those forms is such a detection, through the
-    end of its text at least), or did not look (``_unread_marker``). Text that cannot be
-    folded (``UNFOLDABLE``: ``secret`` spans it whole) is read as it is and decoded only, as
-    the scan of a tensor's elements keeps it to itself too. ``fold``: False for a form folded
-    already (``characters.text_forms``), whose decoded escapes are still folded."""
-    forms: list[bytes | None] = [text]
-    if may_escape(text):
-        forms += unescaped_forms(text)
-    forms += [folded(form) for form in list(forms if fold else forms[1:]) if form and may_hide(form)]
-    if fold:
-        forms.append(wide_folded(text))
-    return any(form is not None and credentials.open_pem(form) is not None for form in forms)
-
-
-def _key_order(key: Any) -> tuple[int, int, str]:
-    """A map key's place in key order: numbers by value; text that is digits first, by length
-    then digits (by value, without reading a number of any length), then other text."""
-    if isinstance(key, int):
-        return 0, key, ""
-    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-    return (0, len(text), text) if text.isdecimal() else (1, 0, text)
 
 
 def unpacked_any(packed: Message) -> tuple[Message | None, str]:
