@@ -179,3 +179,35 @@ def test_one_name_proven_two_ways_is_one_person_for_separation_of_duties() -> No
         NOW + 900,
     )
     assert not rules.grant_satisfies(grant, TWO_FROM_SECURITY)
+
+
+def test_the_user_behind_a_workload_certificate_is_the_requester_too() -> None:
+    """A user token on a workload certificate: the subject is the workload (mTLS first), and
+    the user it also proved may neither vote on the request nor lend the grant to another
+    user's token on the same workload (found by review: both went by the workload's id)."""
+    from labelgate.approvals.stage import binding_of
+    from labelgate.auth.subject import requester_ids, requester_of
+    from labelgate.calls import Call
+
+    workload = Subject.proven("mtls", "spiffe://corp/ns/batch/sa/reporting", groups=())
+    olivia_id, bob_id = "jwt:https://idp#olivia", "jwt:https://idp#bob"
+
+    def behind(user: str) -> Subject:
+        return dataclasses.replace(workload, attributes={"also_verified": {"jwt": user}})
+
+    call = Call(
+        method=METHOD, peer="ipv4:127.0.0.1:1", metadata=(), auth_context={}, session_id="s", request_id="r"
+    )
+    policy_input = {"request": {"model": "customer-profile", "digest": "d" * 64}, "labels": ["confidential"]}
+    olivias, bobs = (binding_of(behind(user), call, policy_input) for user in (olivia_id, bob_id))
+    assert requester_ids(olivias.subject) == (workload.id, olivia_id)
+    assert requester_of(workload) == workload.id  # one identity: its id, as before
+    held = request(binding=olivias, requirement=Requirement(("data-owners",), 1, 900, "r"))
+    olivia = Subject.proven("jwt", "olivia", issuer="https://idp", groups=("data-owners",))
+    refusal = rules.vote_refusal(olivia, held, "approve", [], NOW)
+    assert refusal is not None and refusal.reason == "SELF_APPROVAL"
+    assert rules.may_view(olivia, held, [])
+    assert rules.counted_approvers([vote(olivia_id, "data-owners")], held.requirement, held.requester) == {}
+    grant = Grant("grant-1", "apr-1", olivias, (("jwt:https://idp#owen", ("data-owners",)),), NOW, NOW + 900)
+    assert rules.grant_mismatch(grant, olivias, NOW) is None
+    assert rules.grant_mismatch(grant, bobs, NOW) == "the grant belongs to another subject"

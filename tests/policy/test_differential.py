@@ -129,6 +129,8 @@ def well_formed(rng: random.Random, groups: list[str], phase: str, approval: str
     }
     if rng.random() < 0.3:
         subject["attributes"] = {"team": rng.choice(["risk", "fraud"]), "level": rng.randint(0, 5)}
+        if rng.random() < 0.5:  # a user token on a workload certificate: the approver "olivia"
+            subject["attributes"]["also_verified"] = {"jwt": "olivia"}
     request: dict[str, Any] = {
         "service": "inference.GRPCInferenceService" if model else "labelgate.v1.demo.CustomerService",
         "method": INFER_METHOD if model else "/labelgate.v1.demo.CustomerService/Get",
@@ -235,6 +237,11 @@ def test_the_generator_is_deterministic_and_covers_the_space() -> None:
     assert any("{us_ssn}" in p for p in paths) and any("[]." in p for p in paths)
     assert any(len(f["labels"]) > 1 for d in well for f in d["fields"])
     assert any("account_secret" in d["request"]["requested_outputs"] for d in well)
+    assert any(
+        "olivia" in d["approval"].get("approved_by", [])
+        for d in well
+        if d["subject"].get("attributes", {}).get("also_verified")
+    )
 
 
 async def _ask_opa(url: str, inputs: list[dict[str, Any]]) -> list[Decision]:

@@ -29,13 +29,16 @@ from labelgate.approvals import reasons
 from labelgate.approvals.errors import ApprovalConflict
 from labelgate.approvals.model import ApprovalRequest, Binding, Grant, Requirement, State, Vote
 from labelgate.auth import Subject
-from labelgate.auth.subject import short_name
+from labelgate.auth.subject import requester_ids, short_name
 from labelgate.errors import LabelgateError, PermissionDenied
 
 
 def same_person(one: str, other: str) -> bool:
-    """The same qualified id, or the same name proven another way (separation of duties)."""
-    return one == other or short_name(one) == short_name(other)
+    """The same qualified id, or the same name proven another way (separation of duties).
+    A requester that proved several identities (``requester_of``) is each of them."""
+    return any(
+        a == b or short_name(a) == short_name(b) for a in requester_ids(one) for b in requester_ids(other)
+    )
 
 
 def is_viewer(person: Subject, viewer_groups: Iterable[str]) -> bool:
@@ -49,7 +52,11 @@ def is_approver(person: Subject, request: ApprovalRequest) -> bool:
 
 def may_view(person: Subject, request: ApprovalRequest, viewer_groups: Iterable[str]) -> bool:
     """Approvers and viewers see a request; its requester sees it too (to follow it)."""
-    return person.id == request.requester or is_approver(person, request) or is_viewer(person, viewer_groups)
+    return (
+        person.id in requester_ids(request.requester)
+        or is_approver(person, request)
+        or is_viewer(person, viewer_groups)
+    )
 
 
 def vote_refusal(

@@ -52,6 +52,7 @@ from labelgate.approvals.model import (
     State,
 )
 from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantUse
+from labelgate.auth.subject import requester_of
 from labelgate.errors import InvalidInput
 from labelgate.policy.contract import ApprovalRequirement, Decision
 
@@ -120,7 +121,7 @@ def requirement_of(decision: Decision) -> Requirement:
 def binding_of(subject: Subject, call: Call, policy_input: dict[str, Any]) -> Binding:
     request = policy_input["request"]
     return Binding(
-        subject.id,
+        requester_of(subject),
         call.method,
         request["model"],
         tuple(policy_input["labels"]),

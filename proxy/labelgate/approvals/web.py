@@ -47,6 +47,7 @@ from labelgate.approvals.model import RESOLVED, ApprovalRequest, State
 from labelgate.approvals.oidc import CALLBACK_PATH as OIDC_CALLBACK
 from labelgate.approvals.oidc import PENDING_SECONDS, OidcSignin, seal, unseal
 from labelgate.auth import Subject
+from labelgate.auth.subject import requester_ids
 from labelgate.classify.labels import rank
 from labelgate.digits import whole_number
 from labelgate.errors import (
@@ -282,7 +283,7 @@ def _view(request: ApprovalRequest, person: Subject, ctx: ApprovalsContext, now:
     return {
         "r": request,
         "approvals": len({v.approver for v in approvals}),
-        "mine": request.requester == person.id,
+        "mine": person.id in requester_ids(request.requester),
         "can_approve": rules.vote_refusal(person, request, "approve", viewers, now) is None,
         "can_deny": rules.vote_refusal(person, request, "deny", viewers, now) is None,
         "voted": any(v.approver == person.id for v in request.votes),

@@ -16,6 +16,7 @@ people to read; it is never used to decide *who* someone is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -156,3 +157,28 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
+
+
+def requester_of(subject: Subject) -> str:
+    """Who asked, as approvals know them: the subject's id, or, when the call proved several
+    identities (a user token on a workload certificate: ``attributes["also_verified"]``),
+    all of them as a JSON list, primary first. A grant then binds to every identity the call
+    proved (another user's token on the same workload is another requester), and none of
+    them may vote on the request (separation of duties). A qualified id never starts with
+    ``[``, so the two forms cannot be mistaken for each other."""
+    also = subject.attributes.get("also_verified")
+    if not also:
+        return subject.id
+    return json.dumps([subject.id, *(str(other) for other in also.values())], ensure_ascii=False)
+
+
+def requester_ids(requester: str) -> tuple[str, ...]:
+    """The qualified ids ``requester`` (``requester_of``) stands for."""
+    if requester.startswith("["):
+        try:
+            ids = json.loads(requester)
+        except ValueError:
+            return (requester,)
+        if isinstance(ids, list) and ids and all(isinstance(one, str) for one in ids):
+            return tuple(ids)
+    return (requester,)

@@ -25,6 +25,12 @@ test_self_approval_does_not_count if {
 	outcome(with_approval(steward_call, approved_by(["caller-1"]))) == held(owners_hold)
 }
 
+test_approval_by_the_user_behind_a_workload_certificate_does_not_count if {
+	workload := object.union(steward_call, {"subject": {"attributes": {"also_verified": {"jwt": "olivia"}}}})
+	outcome(with_approval(workload, approved_by(["olivia"]))) == held(owners_hold)
+	outcome(with_approval(workload, approved_by(["owner-1"]))) == allowed([], 0)
+}
+
 test_granted_with_nobody_listed_does_not_count if {
 	outcome(with_approval(steward_call, approved_by([]))) == held(owners_hold)
 }
