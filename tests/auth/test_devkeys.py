@@ -211,3 +211,10 @@ def test_a_production_issuer_cannot_be_the_dev_issuer(jwks_file: Path) -> None:
         JwtSettings(issuer="labelgate-dev", audience=AUDIENCE, jwks_file=jwks_file)
     with pytest.raises(ValueError, match="must not contain '#'"):
         JwtSettings(issuer="https://idp#x", audience=AUDIENCE, jwks_file=jwks_file)
+
+
+@pytest.mark.parametrize("sub", ["alice\n", "ali\u200bce", "\u202eecila", " alice", "alice\x1b[2J"])
+def test_a_dev_token_is_not_minted_for_a_subject_the_gateway_would_refuse(sub: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        mint_dev_token(sub, ["analysts"], 60)
+    assert refused.value.reason == "DEV_TOKEN_BAD_SUBJECT"

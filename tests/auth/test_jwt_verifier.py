@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -13,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from labelgate.auth import JwtSettings, reasons
 from labelgate.auth.jwks import KeyIndex, parse_jwks
-from labelgate.auth.jwt_verifier import JwtVerifier
+from labelgate.auth.jwt_verifier import JwtVerifier, groups_from_claim
+from labelgate.auth.subject import group_name_problem
 from labelgate.errors import ConfigError, Unauthenticated
 from tests.auth.conftest import AUDIENCE, ISSUER
 from tests.support.pki import (
@@ -187,10 +191,10 @@ def test_malformed_tokens_are_refused(verifier, token) -> None:
     ("groups_claim", "extra", "expected"),
     [
         ("groups", {"groups": ["b", "a", "a"]}, ("a", "b")),
-        ("groups", {"groups": "b a"}, ("a", "b")),
-        ("groups", {"groups": "b,a"}, ("a", "b")),
-        ("groups", {"groups": " b, a  c "}, ("a", "b", "c")),
-        ("groups", {"groups": ""}, ()),
+        ("groups", {"groups": "analysts"}, ("analysts",)),  # one string: one name
+        ("groups", {"groups": "Data Stewards"}, ("Data Stewards",)),
+        ("groups", {"groups": "b,a"}, ("b,a",)),
+        ("groups", {"groups": None}, ()),
         ("groups", {}, ()),
         ("roles", {"roles": ["r1"], "groups": ["ignored"]}, ("r1",)),
         ("realm_access.roles", {"realm_access": {"roles": ["stewards"]}}, ("stewards",)),
@@ -208,7 +212,7 @@ def test_groups_claim_variants(tmp_path, rsa_key, groups_claim, extra, expected)
     assert JwtVerifier.from_settings(settings).verify(token).groups == expected
 
 
-@pytest.mark.parametrize("value", [42, ["ok", 7], {"a": 1}, ["ok", " "]])
+@pytest.mark.parametrize("value", [42, ["ok", 7], {"a": 1}, ["ok", " "], "", " "])
 def test_groups_of_the_wrong_shape_are_refused(verifier, rsa_key, value) -> None:
     assert refused(verifier, rsa_key.sign(claims(groups=value))).reason == reasons.TOKEN_BAD_GROUPS
 
@@ -224,9 +228,11 @@ def test_groups_of_the_wrong_shape_are_refused(verifier, rsa_key, value) -> None
         [" approvers"],
         ["data\tstewards"],
         [""],
-        "approvers\u3000",  # the string form is split at commas and plain spaces only
+        "approvers\u3000",  # the string form is one name, checked as a list entry is
         "analysts, \u00a0approvers",
         "analysts,security\x1c",
+        " approvers",
+        "approvers ",
     ],
 )
 def test_a_group_name_trimming_would_change_makes_the_token_invalid(verifier, rsa_key, value) -> None:
@@ -240,6 +246,72 @@ def test_a_group_name_trimming_would_change_makes_the_token_invalid(verifier, rs
 def test_a_group_name_with_a_space_inside_is_kept_whole_in_list_form(verifier, rsa_key) -> None:
     token = rsa_key.sign(claims(groups=["Data Stewards", "analysts"]))
     assert verifier.verify(token).groups == ("Data Stewards", "analysts")
+
+
+@pytest.mark.parametrize(
+    ("value", "group"),
+    [
+        ("former data-owners", "former data-owners"),
+        ("data-owners (revoked)", "data-owners (revoked)"),
+        ("not,approvers", "not,approvers"),
+        ("not, approvers", "not, approvers"),
+    ],
+)
+def test_a_groups_claim_sent_as_one_string_is_one_group_never_split(verifier, rsa_key, value, group) -> None:
+    """ADFS and SAML bridges send a single-valued claim as a bare string. Split at spaces or
+    commas, a member of ``former data-owners`` would have been in ``data-owners``."""
+    assert verifier.verify(rsa_key.sign(claims(groups=value))).groups == (group,)
+    assert groups_from_claim(value) == [group]
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "alice\nINFO forged log line",
+        "alice\x1b[2J",  # ANSI escape
+        "alice\x00",
+        "alice\u200b",  # zero-width space: looks like alice
+        "\u202eecila",  # right-to-left override: shows as alice
+        "ali\u2066ce",  # bidi isolate
+        "alice\ufeff",
+        " alice",
+        "alice ",
+        "\u00a0alice",  # NBSP
+        "alice\u3000",
+        "ali\tce",
+    ],
+)
+def test_a_subject_with_control_bidi_or_invisible_characters_is_refused(verifier, rsa_key, sub) -> None:
+    """The rule group names follow: ``alice`` + U+200B would be another person who looks like
+    alice in the inbox; it is refused, never trimmed into alice, and the refusal does not
+    quote it."""
+    error = refused(verifier, rsa_key.sign(claims(sub)))
+    assert error.reason == reasons.TOKEN_BAD_SUBJECT
+    assert "ali" not in error.message and "ecila" not in error.message
+
+
+def test_a_custom_subject_claim_follows_the_same_rule(tmp_path, rsa_key) -> None:
+    path = write_jwks(tmp_path / "k.json", rsa_key)
+    verifier = JwtVerifier.from_settings(
+        JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, subject_claim="email")
+    )
+    token = rsa_key.sign(claims(email="alice@example.com\u200b"))
+    assert refused(verifier, token).reason == reasons.TOKEN_BAD_SUBJECT
+
+
+def test_a_dotted_subject_claim_is_read_as_the_inbox_reads_it(tmp_path, rsa_key) -> None:
+    # One setting, one value in both places (the inbox's sign-in follows a dotted path too),
+    # else one person would be two ids there and could approve their own request.
+    path = write_jwks(tmp_path / "k.json", rsa_key)
+    verifier = JwtVerifier.from_settings(
+        JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path, subject_claim="profile.user")
+    )
+    assert verifier.verify(rsa_key.sign(claims(profile={"user": "alice"}))).name == "alice"
+
+
+@pytest.mark.parametrize("sub", ["Alice Smith", "Zoë", "alice@example.com", "a#b", "mtls:spiffe://x"])
+def test_printable_subjects_are_taken_as_they_are(verifier, rsa_key, sub) -> None:
+    assert verifier.verify(rsa_key.sign(claims(sub))).name == sub
 
 
 @pytest.mark.parametrize(
@@ -259,6 +331,32 @@ def test_time_claims_that_are_not_json_numbers_make_the_token_malformed(
     compares numbers only."""
     now = int(time.time())
     token = rsa_key.sign(claims(now=now, **{name: value(now)}))
+    assert refused(verifier, token).reason == reasons.TOKEN_MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("exp", 10**400),  # int too large to convert to float: was an OverflowError (a 500)
+        ("exp", 1e308),
+        ("exp", 253402300800),  # 10000-01-01: past what a date can be
+        ("nbf", -(10**400)),
+        ("nbf", -1),
+        ("iat", -(10**400)),
+        ("iat", -1e308),
+    ],
+    ids=[
+        "exp-1e400",
+        "exp-1e308",
+        "exp-year-10000",
+        "nbf-minus-1e400",
+        "nbf-minus-1",
+        "iat-minus-1e400",
+        "iat-minus-1e308",
+    ],
+)
+def test_time_claims_that_are_no_date_make_the_token_malformed(verifier, rsa_key, name, value) -> None:
+    token = rsa_key.sign(claims(**{name: value}))
     assert refused(verifier, token).reason == reasons.TOKEN_MALFORMED
 
 
@@ -321,3 +419,54 @@ def test_hmac_alone_works_with_a_shared_secret_jwks(tmp_path: Path) -> None:
     assert refused(
         verifier, jwt.encode(claims(), b"t" * 32, algorithm="HS256", headers={"kid": "h1"})
     ).reason == (reasons.TOKEN_BAD_SIGNATURE)
+
+
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1.5, 10**400, -(10**400), 1e308, -1e308, 2**64, math.nan, math.inf,
+    "", " ", "\x00", "\u200b", "a" * 300, "1796490140", "labelgate", "https://idp.test",
+    [], [None], [1], [[]], ["labelgate"], [10**400], {}, {"a": 1}, {"roles": "x"}, {"roles": [1]},
+    {"roles": ["ok", "\u3000"]},
+]  # fmt: skip
+ODD_CLAIMS = ["iss", "aud", "sub", "email", "exp", "nbf", "iat", "jti", "groups", "realm_access", "azp"]
+
+
+def signed_as_is(key: SigningKey, body: Mapping[str, Any]) -> str:
+    """Signed with the claims exactly as given (``jwt.encode`` refuses some, NaN is kept)."""
+    payload = json.dumps(dict(body)).encode()
+    return jwt.PyJWS().encode(payload, key.key, algorithm=key.alg, headers={"kid": key.kid})
+
+
+@pytest.mark.parametrize("claim", ODD_CLAIMS)
+def test_odd_claim_values_in_a_signed_token_give_a_subject_or_a_refusal(tmp_path, rsa_key, claim) -> None:
+    """Whatever a trusted issuer puts in a claim, verify answers with a Subject or an
+    Unauthenticated refusal, never another exception (a 500 instead of a 401)."""
+    path = write_jwks(tmp_path / "k.json", rsa_key)
+    verifiers = [
+        JwtVerifier.from_settings(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=path)),
+        JwtVerifier.from_settings(
+            JwtSettings(
+                issuer=ISSUER,
+                audience=AUDIENCE,
+                jwks_file=path,
+                subject_claim="email",
+                groups_claim="realm_access.roles",
+            )
+        ),
+    ]
+    problems = []
+    for verifier in verifiers:
+        for value in ODD_VALUES:
+            body = {**claims(email="alice@example.com", realm_access={"roles": ["r1"]}), claim: value}
+            try:
+                subject = verifier.verify(signed_as_is(rsa_key, body))
+            except Unauthenticated:
+                continue
+            except Exception as error:  # what the test looks for: anything but a refusal
+                problems.append(f"{claim}={value!r:.40}: raised {type(error).__name__}")
+                continue
+            names = [subject.name, *subject.groups]
+            if any(group_name_problem(name) is not None for name in names):
+                problems.append(f"{claim}={value!r:.40}: accepted a name that is not printable")
+            if not 0 <= subject.attributes["exp"] <= 253402300799:
+                problems.append(f"{claim}={value!r:.40}: accepted exp {subject.attributes['exp']!r:.40}")
+    assert problems == []

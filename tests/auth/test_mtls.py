@@ -153,6 +153,53 @@ async def test_certificates_without_one_clear_identity_are_refused(
     assert caught.value.details() == reason
 
 
+@pytest.mark.parametrize(
+    ("identity_from", "san_type", "issue"),
+    [
+        ("cn", "uri", {"common_name": "alice\u200b"}),  # zero-width space: looks like alice
+        ("cn", "uri", {"common_name": "\u202eecila"}),  # right-to-left override: shows as alice
+        ("cn", "uri", {"common_name": "alice\nINFO forged log line"}),
+        ("cn", "uri", {"common_name": " alice"}),
+        ("cn", "uri", {"common_name": "alice\u00a0"}),
+        ("san", "uri", {"common_name": None, "uris": ["spiffe://t/alice\x1b[2J"]}),
+        ("san", "uri", {"common_name": None, "uris": ["spiffe://t/alice\x00"]}),
+        ("san", "dns", {"common_name": None, "dns": ["alice.test "]}),
+        ("san", "dns", {"common_name": None, "dns": ["alice\x7f.test"]}),
+    ],
+)
+def test_a_certificate_name_with_control_bidi_or_invisible_characters_is_refused(
+    ca, identity_from, san_type, issue
+) -> None:
+    """The rule a JWT subject and group names follow: such a name is refused, never trimmed
+    into another identity, and the refusal does not quote it."""
+    client = ca.issue(**issue)
+    identifier = MtlsIdentifier(identity_from, san_type)
+    context = {"transport_security_type": [b"ssl"], "x509_pem_cert": [client.cert_pem]}
+    with pytest.raises(Unauthenticated) as caught:
+        identifier.identify(context)
+    assert caught.value.reason == reasons.CERT_BAD_IDENTITY
+    assert "alice" not in caught.value.message and "ecila" not in caught.value.message
+
+
+async def test_a_certificate_name_with_a_zero_width_space_is_refused_over_tls(
+    tmp_path, ca, mtls_settings
+) -> None:
+    settings = mtls_settings.model_copy(update={"identity_from": "cn"})
+    lookalike = ca.issue("alice-cn\u200b", uris=[ALICE_URI])  # alice-cn has groups; this is not alice-cn
+    async with identity_server(mtls_only(settings), settings, ca, tmp_path) as server:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await server.call(lookalike)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert caught.value.details() == reasons.CERT_BAD_IDENTITY
+
+
+@pytest.mark.parametrize("name", ["Alice Smith", "Zoë", "team-a/alice"])
+def test_a_printable_certificate_name_is_taken_as_it_is(ca, name) -> None:
+    client = ca.issue(name)
+    context = {"transport_security_type": [b"ssl"], "x509_pem_cert": [client.cert_pem]}
+    assert MtlsIdentifier("cn").identify(context).id == f"mtls:{name}"
+
+
 async def test_a_cn_less_certificate_has_no_cn_identity(tmp_path, ca, mtls_settings) -> None:
     settings = mtls_settings.model_copy(update={"identity_from": "cn"})
     client = ca.issue(None, uris=["spiffe://t/no-cn"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from labelgate.auth import JwtSettings, reasons
+from labelgate.auth.jwks import MAX_JWKS_BYTES
 from labelgate.auth.jwt_verifier import JwtVerifier
 from labelgate.auth.remote_jwks import RemoteJwks
 from labelgate.errors import ConfigError, Unauthenticated
@@ -46,6 +48,41 @@ async def jwks_server(document: Any) -> AsyncIterator[JwksServer]:
         yield served
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def http_server(
+    routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+) -> AsyncIterator[str]:
+    """A loopback server with the given GET handlers; yields its base URL."""
+    port = free_port()
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def in_two_pieces(body: bytes) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler that sends ``body`` in two writes with a pause between them, the way a
+    network delivers a document larger than one read (the client sees the first piece alone)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 3])
+        await asyncio.sleep(0.2)  # not a timing assertion: the pause only splits the body
+        await response.write(body[len(body) // 3 :])
+        await response.write_eof()
+        return response
+
+    return handle
 
 
 def remote_verifier(url: str) -> JwtVerifier:
@@ -150,3 +187,47 @@ async def test_the_background_refresh_picks_up_new_keys(rsa_key) -> None:
         finally:
             await remote.close()
         assert remote.early_refresh is None
+
+
+async def test_a_jwks_arriving_in_pieces_is_read_to_its_end(rsa_key, ec_key) -> None:
+    body = json.dumps(jwks(rsa_key, ec_key)).encode()
+    async with http_server({"/jwks.json": in_two_pieces(body)}) as base:
+        verifier = remote_verifier(f"{base}/jwks.json")
+        await verifier.start()  # one read would cut the body: "response is not JSON"
+        try:
+            assert verifier.remote is not None and verifier.remote.index is not None
+            assert verifier.remote.index.kids() == {"rsa-1", "ec-1"}
+            assert verifier.verify(rsa_key.sign(claims())).name == "alice"
+        finally:
+            await verifier.close()
+
+
+async def test_a_jwks_over_the_size_bound_is_refused_however_it_arrives() -> None:
+    body = b'{"keys": [], "padding": "' + b"x" * MAX_JWKS_BYTES + b'"}'
+    async with http_server({"/jwks.json": in_two_pieces(body)}) as base:
+        verifier = remote_verifier(f"{base}/jwks.json")
+        with pytest.raises(ConfigError, match=f"response larger than {MAX_JWKS_BYTES} bytes"):
+            await verifier.start()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_refused_not_followed(rsa_key, status: int) -> None:
+    """jwks_url is checked to be https (http only on loopback); a redirect could lead anywhere,
+    https -> http included, so the keys it leads to are never fetched."""
+    followed: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=status, headers={"location": "/elsewhere.json"})
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.path)
+        return web.json_response(jwks(rsa_key))
+
+    async with http_server({"/jwks.json": moved, "/elsewhere.json": elsewhere}) as base:
+        verifier = remote_verifier(f"{base}/jwks.json")
+        with pytest.raises(ConfigError) as caught:
+            await verifier.start()
+    assert caught.value.reason == "JWKS_UNAVAILABLE"
+    assert f"HTTP {status}" in caught.value.message
+    assert "redirects are not followed" in caught.value.message
+    assert followed == []

@@ -14,7 +14,15 @@ Who signs in: ``jwt:<issuer>#<sub>``, the qualified id a bearer token from the s
 gets, so an approver is one person whether they use the inbox or the API; groups from
 ``admin.oidc.groups_claim``, read as a bearer token's are (``groups_from_claim``). A failure
 is a ``LabelgateError`` with a stable reason (``OIDC_*``); the page says what went wrong, never
-a token or a provider's raw answer.
+a token or a provider's raw answer. The subject is refused unless it is printable text that
+neither starts nor ends with a space (the rule group names follow): ``olivia`` and ``olivia``
+followed by a zero-width space would be two people who look like one in the inbox.
+
+The provider is reached only where the configured issuer's https allows: no request follows
+a redirect (discovery, JWKS, token endpoint; a 3xx is refused and says so), and the
+discovered ``authorization_endpoint``, ``token_endpoint`` and ``jwks_uri`` must be https,
+http only on loopback when the issuer itself is http on loopback (a local test provider).
+Keys or a sign-in code sent in clear could be swapped or stolen.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
@@ -36,6 +45,7 @@ from joserfc.jwk import KeySet
 from labelgate.approvals import reasons, signed
 from labelgate.auth import Subject
 from labelgate.auth.jwt_verifier import claim_value, groups_from_claim
+from labelgate.auth.subject import group_name_problem
 from labelgate.config import OidcSettings
 from labelgate.errors import LabelgateError, PermissionDenied, Unauthenticated
 from labelgate.logs import get_logger
@@ -47,12 +57,45 @@ MAX_GROUPS = 256
 # ID tokens signed with a shared secret (HS*) or not at all are never accepted.
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _PENDING_FORMAT = "p1"
+ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 class OidcUnavailable(LabelgateError):
     """The identity provider could not be reached or answered off-protocol."""
 
     http_status = 502
+
+
+def _is_redirect(status: int) -> bool:
+    return 300 <= status < 400
+
+
+def _redirect_refused(status: int, what: str) -> OidcUnavailable:
+    return OidcUnavailable(
+        reasons.OIDC_PROVIDER_ERROR,
+        f"the identity provider's {what} answered {status}, a redirect: redirects are not followed",
+    )
+
+
+def _on_loopback_http(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+
+
+def endpoint_allowed(url: str, issuer: str) -> bool:
+    """Whether the inbox may use a discovered endpoint: https, or http on loopback when the
+    issuer itself is http on loopback (as ``auth.jwt.jwks_url`` is checked)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return _on_loopback_http(issuer) and _on_loopback_http(url)
 
 
 @dataclass(frozen=True)
@@ -110,10 +153,16 @@ class OidcSignin:
         self._keys: KeySet | None = None
 
     # -- the provider --------------------------------------------------------------------
-    async def _get_json(self, url: str) -> dict[str, Any]:
+    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.get(url, allow_redirects=False) as response,
+            ):
+                if _is_redirect(response.status):
+                    log.error("oidc provider redirect refused", url=url, status=response.status)
+                    raise _redirect_refused(response.status, what)
                 if response.status != 200:
                     raise OidcUnavailable(
                         reasons.OIDC_PROVIDER_ERROR, f"the identity provider answered {response.status}"
@@ -132,26 +181,35 @@ class OidcSignin:
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            found = await self._get_json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
+            found = await self._get_json(
+                self.issuer.rstrip("/") + "/.well-known/openid-configuration", "discovery document"
+            )
             if found.get("issuer") != self.issuer:
                 log.error("oidc discovery names another issuer", configured=self.issuer)
                 raise OidcUnavailable(
                     reasons.OIDC_ISSUER_MISMATCH,
                     "the identity provider's discovery document names another issuer",
                 )
-            for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            for name in ENDPOINTS:
                 if not isinstance(found.get(name), str) or not found[name].startswith(
                     ("https://", "http://")
                 ):
                     raise OidcUnavailable(
                         reasons.OIDC_PROVIDER_ERROR, f"the discovery document has no {name}"
                     )
+                if not endpoint_allowed(found[name], self.issuer):
+                    log.error("oidc discovery names an http endpoint", endpoint=name)
+                    raise OidcUnavailable(
+                        reasons.OIDC_PROVIDER_ERROR,
+                        f"the discovery document's {name} is not https "
+                        "(http only on loopback, when the issuer is too)",
+                    )
             self._metadata = found
         return self._metadata
 
     async def keys(self, *, refresh: bool = False) -> KeySet:
         if self._keys is None or refresh:
-            document = await self._get_json((await self.metadata())["jwks_uri"])
+            document = await self._get_json((await self.metadata())["jwks_uri"], "JWKS (jwks_uri)")
             try:
                 self._keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
             except (JoseError, ValueError, KeyError, TypeError):
@@ -225,10 +283,19 @@ class OidcSignin:
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as http,
-                http.post(endpoint, data=form, auth=auth, headers={"accept": "application/json"}) as response,
+                http.post(
+                    endpoint,
+                    data=form,
+                    auth=auth,
+                    headers={"accept": "application/json"},
+                    allow_redirects=False,  # a 307/308 would send the code and verifier on
+                ) as response,
             ):
-                body = await response.json(content_type=None)
                 status = response.status
+                if _is_redirect(status):
+                    log.error("oidc provider redirect refused", url=endpoint, status=status)
+                    raise _redirect_refused(status, "token endpoint")
+                body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             raise OidcUnavailable(
                 reasons.OIDC_PROVIDER_UNREACHABLE, "the identity provider cannot be reached"
@@ -275,6 +342,15 @@ class OidcSignin:
         sub = claim_value(claims, self.settings.subject_claim)
         if not isinstance(sub, str) or not 0 < len(sub) <= 256:
             raise Unauthenticated(reasons.OIDC_BAD_SUBJECT, "the ID token names no usable subject")
+        # Compared exactly, never cleaned up, as group names are: a subject with an invisible
+        # or control character (or a space at either end) would be another person who looks
+        # like this one, for separation of duties and in the inbox.
+        problem = group_name_problem(sub)
+        if problem is not None:
+            log.warning("oidc subject refused", claim=self.settings.subject_claim, problem=problem)
+            raise Unauthenticated(
+                reasons.OIDC_BAD_SUBJECT, f"the ID token's {self.settings.subject_claim!r} claim {problem}"
+            )
         # The same rule as a bearer token's groups (nothing trimmed, a doubtful name refuses
         # the sign-in), so an approver is in the same groups whichever way they come in.
         try:

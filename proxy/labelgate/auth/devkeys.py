@@ -113,6 +113,9 @@ def mint_dev_token(
     shipped JWKS, valid from ``now`` for ``ttl_seconds``."""
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 256:
         raise InvalidInput(reasons.DEV_TOKEN_BAD_SUBJECT, "the subject must be 1 to 256 characters")
+    problem = group_name_problem(sub)  # the gateway refuses such a subject (JwtVerifier._subject)
+    if problem is not None:
+        raise InvalidInput(reasons.DEV_TOKEN_BAD_SUBJECT, f"the subject {problem}")
     # What the gateway would refuse in the token (group_name_problem) is refused here first.
     bad = [group for group in groups if not _GROUP_NAME.fullmatch(group) or group_name_problem(group)]
     if bad:

@@ -3,10 +3,11 @@
 The token's header only selects a key: its ``alg`` must be on the allow-list and match the
 algorithm the key was loaded for, so ``alg: none`` and HS256-signed-with-the-RSA-public-key
 forgeries are refused before any signature maths. ``iss``, ``aud``, ``exp`` and ``nbf`` are
-required, and ``exp``, ``nbf`` and ``iat`` must be numbers. Groups come from the groups claim
-(``groups_from_claim``): a list of names, or one string split at commas and spaces; a name
-with invisible characters or surrounding spaces makes the token invalid. Refusal messages
-are written here, never copied from PyJWT, so they can't echo the token.
+required, and ``exp``, ``nbf`` and ``iat`` must be numbers, dates from 1970 to the year 9999.
+The subject claim is printable text without surrounding spaces, like a group name. Groups come
+from the groups claim (``groups_from_claim``): a list of names, or one string that is one name
+(never split); a name with invisible characters or surrounding spaces makes the token invalid.
+Refusal messages are written here, never copied from PyJWT, so they can't echo the token.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ MAX_TOKEN_LENGTH = 16 * 1024
 MAX_GROUPS = 1000
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "nbf")
 NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+# The range of a NumericDate taken here: 1970-01-01 to 9999-12-31T23:59:59Z (what datetime can
+# hold). Outside it a value is no real date, and 10**400 would not even convert to a float.
+LATEST_NUMERIC_DATE = 253402300799
 
 # Most specific first: InvalidSignatureError and friends subclass DecodeError.
 _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
@@ -234,7 +238,7 @@ class JwtVerifier:
         return self._merged[1]
 
     def _subject(self, claims: Mapping[str, Any]) -> str:
-        value = claims.get(self._subject_claim)
+        value = claim_value(claims, self._subject_claim)  # as the inbox's sign-in reads it
         if value is None:
             raise Unauthenticated(
                 reasons.TOKEN_MISSING_CLAIM, f"the token lacks the {self._subject_claim!r} claim"
@@ -244,6 +248,12 @@ class JwtVerifier:
                 reasons.TOKEN_BAD_SUBJECT,
                 f"the {self._subject_claim!r} claim must be a string of 1 to 256 characters",
             )
+        # The rule group names follow: a subject that holds a control, bidi or zero-width
+        # character, or starts or ends with a space, looks like another person's (``alice`` +
+        # U+200B) or forges a log line; it is refused, never cleaned up into someone else.
+        problem = group_name_problem(value)
+        if problem is not None:
+            raise Unauthenticated(reasons.TOKEN_BAD_SUBJECT, f"the {self._subject_claim!r} claim {problem}")
         return value
 
     def _groups(self, claims: Mapping[str, Any]) -> tuple[str, ...]:
@@ -262,17 +272,16 @@ class JwtVerifier:
 
 def groups_from_claim(value: Any) -> list[str]:
     """The group names of a groups claim (``None``: absent, no groups). A list is taken item by
-    item, as it is; a single string is a list delimited by commas and ASCII spaces
-    (``"analysts, data-stewards"``), as some providers send one. Nothing is trimmed: a name
-    ``group_name_problem`` refuses makes the whole claim invalid (ValueError, whose text
+    item, as it is; a single string is one group name, as providers send a single-valued claim
+    (ADFS, SAML bridges), and is never split: ``"former data-owners"`` is not ``data-owners``,
+    ``"not,approvers"`` is not ``approvers``. Nothing is trimmed: a name ``group_name_problem``
+    refuses (an empty string too) makes the whole claim invalid (ValueError, whose text
     completes "the claim ..." and never quotes the name), so two groups the identity provider
     tells apart never become one here."""
     if value is None:
         return []
     if isinstance(value, str):
-        # Split on the plain space only: any other whitespace inside is refused below, never
-        # taken as a delimiter that would cut ``approvers`` + U+3000 down to ``approvers``.
-        names = [part for part in value.replace(",", " ").split(" ") if part]
+        names = [value]
     elif isinstance(value, list) and all(isinstance(name, str) for name in value):
         names = list(value)
     else:
@@ -300,11 +309,19 @@ def claim_value(claims: Mapping[str, Any], name: str) -> Any:
 def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
     """``exp``, ``nbf`` and ``iat`` are JSON numbers (RFC 7519 NumericDate). PyJWT also takes
     a numeric string ("1796490140") and ``true``; a subject holding such an ``exp`` would
-    outlive it, since what checks a stream's subject later compares numbers only."""
+    outlive it, since what checks a stream's subject later compares numbers only. A number
+    outside 0 to ``LATEST_NUMERIC_DATE`` (``10**400``, ``-1e308``; NaN fails the comparison) is
+    no date either: refused as malformed rather than overflowing where it becomes a float."""
     for name in NUMERIC_DATE_CLAIMS:
-        value = claims.get(name)
-        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise Unauthenticated(reasons.TOKEN_MALFORMED, f"the token's {name!r} claim is not a number")
+        if not 0 <= value <= LATEST_NUMERIC_DATE:
+            raise Unauthenticated(
+                reasons.TOKEN_MALFORMED, f"the token's {name!r} claim is not a date from 1970 to 9999"
+            )
 
 
 def _attributes(claims: Mapping[str, Any], key: TrustedKey) -> dict[str, Any]:

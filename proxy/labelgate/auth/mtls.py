@@ -9,7 +9,9 @@ leaf certificate that grpc puts in ``context.auth_context()``::
      "x509_common_name": [b"alice"], "peer_uri": [b"spiffe://..."], "peer_dns": [...], ...}
 
 (measured with grpcio 1.85). The identity is read from the PEM itself, so it does not
-depend on which convenience properties a grpc version provides.
+depend on which convenience properties a grpc version provides. Like a JWT subject, it must
+be printable text that neither starts nor ends with a space (``group_name_problem``): a name
+with a control, bidi or zero-width character is refused (``CERT_BAD_IDENTITY``).
 """
 
 from __future__ import annotations
@@ -109,6 +111,12 @@ class MtlsIdentifier:
                 reasons.CERT_AMBIGUOUS_IDENTITY, f"the client certificate has {len(names)} {where}s"
             )
         identity = names[0]
+        # The rule a JWT subject and group names follow: a name holding a control, bidi or
+        # zero-width character, or starting or ending with a space, would pass for another
+        # identity (``alice`` + U+200B) or forge a log line; it is refused, never cleaned up.
+        problem = group_name_problem(identity)
+        if problem is not None:
+            raise Unauthenticated(reasons.CERT_BAD_IDENTITY, f"the client certificate's {where} {problem}")
         return Subject.proven(
             "mtls",
             identity,

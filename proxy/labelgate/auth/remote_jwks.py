@@ -6,6 +6,11 @@ the provider is unreachable; later refreshes run in a background task every
 ``refresh_seconds`` and keep the last good key set when a fetch fails. A token whose ``kid``
 is unknown asks for an early refresh (rate-limited) so key rotation is picked up quickly,
 but that token itself is refused.
+
+The fetch never follows a redirect: ``jwks_url`` was checked to be https (http only on
+loopback) because keys fetched in clear can be swapped, and a redirect could lead anywhere,
+https -> http included. A 3xx is a failed fetch that says so. The body is read to its end
+(a network delivers it in as many pieces as it likes), bounded by ``MAX_JWKS_BYTES``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ log = get_logger(__name__)
 # An unknown kid may trigger at most one fetch per this many seconds: a caller inventing
 # kids must not be able to make the gateway hammer the identity provider.
 EARLY_REFRESH_INTERVAL = 30.0
+_READ_SIZE = 64 * 1024
 
 
 class RemoteJwks:
@@ -100,12 +106,19 @@ class RemoteJwks:
         try:
             async with (
                 aiohttp.ClientSession(timeout=self._timeout) as session,
-                session.get(self.url, headers={"accept": "application/json"}) as response,
+                session.get(
+                    self.url, headers={"accept": "application/json"}, allow_redirects=False
+                ) as response,
             ):
+                if 300 <= response.status < 400:
+                    return [
+                        f"HTTP {response.status}: a redirect, and redirects are not followed "
+                        "(set jwks_url to the URL that serves the keys)"
+                    ]
                 if response.status != 200:
                     return [f"HTTP {response.status}"]
-                body = await response.content.read(MAX_JWKS_BYTES + 1)
-                if len(body) > MAX_JWKS_BYTES:
+                body = await _read_bounded(response, MAX_JWKS_BYTES)
+                if body is None:
                     return [f"response larger than {MAX_JWKS_BYTES} bytes"]
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             return [f"fetch failed ({type(error).__name__})"]
@@ -127,3 +140,15 @@ class RemoteJwks:
         self.index = KeyIndex(keys)
         log.info("jwks_loaded", url=self.url, keys=len(keys))
         return []
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None once it passes ``limit`` bytes. ``StreamReader.read(n)`` returns
+    what has arrived so far (at most n bytes), not n bytes: one read would cut a body that
+    comes in several pieces. It returns b"" only at the end of the body."""
+    body = bytearray()
+    while chunk := await response.content.read(_READ_SIZE):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
