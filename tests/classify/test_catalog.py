@@ -231,6 +231,27 @@ def test_labels_at_or_under_a_tensor_include_globs_that_may_reach_it() -> None:
     assert catalog.labels_at_or_under("m", "absent") == frozenset()
 
 
+def test_may_label_under_a_path_is_exact_for_plain_entries_and_errs_towards_yes_for_globs() -> None:
+    catalog = Catalog.from_data(
+        {
+            "entries": [
+                {"model": "m", "path": "outputs.doc", "labels": ["public"]},
+                {"model": "m", "path": "outputs.doc[].contact.email", "labels": ["confidential"]},
+                {"model": "g", "path": "outputs.doc[].*.pin", "labels": ["restricted"]},
+            ]
+        }
+    )
+    for path in ("outputs.doc[]", "outputs.doc[].contact", "outputs.doc[].contact.email"):
+        assert catalog.may_label_under("m", path), path
+    for path in ("outputs.doc[].contact.email.x", "outputs.doc[].<key:00000000>", "outputs.doc[].contact[]"):
+        assert not catalog.may_label_under("m", path), path
+    assert not catalog.may_label_under("m", "outputs.notes[]")
+    assert catalog.may_label_under("g", "outputs.doc[].<key:00000000>.pin")
+    assert catalog.may_label_under("g", "outputs.doc[]")
+    assert not catalog.may_label_under("g", "outputs.notes[]")
+    assert not catalog.may_label_under("absent", "outputs.doc[]")
+
+
 def test_from_file_refuses_a_key_given_twice(tmp_path: Path) -> None:
     # json.loads keeps the last one: the catalog would not mean what its reviewer read.
     path = tmp_path / "catalog.json"

@@ -558,6 +558,45 @@ async def test_4_a_json_element_classified_as_a_whole_keeps_its_most_sensitive_l
     assert "restricted" in record["labels"], record
 
 
+# The upstream puts an array or an object where the catalog labels a key (review s11 F1).
+WRAPPED_SECRETS = {
+    "in []": lambda secret: json.dumps({"a": 1, "secret": [secret]}),
+    "in {}": lambda secret: json.dumps({"a": 1, "secret": {"v": secret}}),
+    "in [{}]": lambda secret: json.dumps({"a": 1, "secret": [{"v": secret}]}),
+    "as a key": lambda secret: json.dumps({"a": 1, "secret": {secret: {}}}),
+}
+
+
+@pytest.mark.parametrize("persona", ["no-group", "analyst"])
+@pytest.mark.parametrize("wrapped", WRAPPED_SECRETS)
+async def test_4_a_catalogued_json_key_holding_an_array_or_object_is_masked_whole(
+    planted: AuditedStack, wrapped: str, persona: str
+) -> None:
+    """``outputs.doc[].secret`` is restricted, and the upstream wraps the secret in ``[]`` or
+    ``{}`` (or writes it as a key in there): the leaves below got the default label and no
+    field carried ``restricted``, so the secret went out in clear. The default policy pack
+    masks the node whole now, leaves the rest of the document as the caller may see it, and
+    the call is audited with the restricted label and the mask on the catalogued path."""
+    secret = token("wrapped")
+    request = plant_request(
+        {"reply": {"outputs": [bytes_output("doc", WRAPPED_SECRETS[wrapped](secret))]}},
+        model=DOCS_MODEL,
+        request_id="caller-4w",
+    )
+    session = f"s-{uuid.uuid4().hex}"
+    received = await capture_unary(planted.address, request, planted.headers(persona, session))
+
+    assert received.code == grpc.StatusCode.OK, (received.code, received.details)
+    assert not leaked(received.blob(), [secret])
+    (document,) = text_values(outputs(pb.ModelInferResponse.FromString(received.messages[0]))["doc"])
+    released = json.loads(document)
+    assert released == {"a": released["a"], "secret": None}
+    assert released["a"] == (1 if persona == "analyst" else "[REDACTED]"), "internal: in clear for analysts"
+    (record,) = [r for r in planted.records(session) if r.get("phase") == "response"]
+    assert "restricted" in record["labels"], record
+    assert "outputs.doc[].secret" in [m["path"] for m in record["masked"]], record
+
+
 ESCAPED_SSN = "".join(f"\\u{ord(c):04x}" if c.isdigit() and i < 3 else c for i, c in enumerate(SSN))
 
 

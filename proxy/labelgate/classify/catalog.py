@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,20 @@ class Catalog:
             for model, entries in self._by_model.items()
         }
         self._under_memo: dict[tuple[str, str], frozenset[str]] = {}
+        # Per model: its exact entry paths, sorted (``may_label_under`` bisects them), and the
+        # text before the first wildcard of each glob entry (``may_extend``'s test).
+        self._exact_paths = {
+            model: sorted({entry.path for entry in entries if not is_glob(entry.path)})
+            for model, entries in self._by_model.items()
+        }
+        self._glob_literals = {
+            model: tuple(
+                dict.fromkeys(
+                    _WILDCARD.split(entry.path, maxsplit=1)[0] for entry in entries if is_glob(entry.path)
+                )
+            )
+            for model, entries in self._by_model.items()
+        }
 
     @classmethod
     def from_file(cls, path: str | Path) -> Catalog:
@@ -229,6 +244,23 @@ class Catalog:
                 self._under_memo.clear()
             self._under_memo[key] = labels
         return labels
+
+    def may_label_under(self, model: str, path: str) -> bool:
+        """Whether some entry for ``model`` may give ``path`` or a path that extends it a
+        label (``may_extend``: exact for a plain path, erring towards "yes" for a glob).
+        A bisection and a few prefix tests: asked per node of a JSON element's skeleton
+        (``json_elements``), so it is not memoized."""
+        exact = self._exact_paths.get(model)
+        if exact is None:
+            return False
+        # Exact paths starting with ``path`` sort right at or after it: look at that one.
+        position = bisect_left(exact, path)
+        if position < len(exact) and exact[position].startswith(path):
+            return True
+        literals = self._glob_literals[model]
+        return bool(literals) and any(
+            literal.startswith(path) or path.startswith(literal) for literal in literals
+        )
 
     def labels_for_message(self, message: str, path: str) -> frozenset[str]:
         """Like ``labels_for`` for a generic message's full name and field path."""

@@ -17,6 +17,9 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   for that path and the labels of the detectors that fire in the leaf's value; spans per
   leaf are kept as well. Keys the catalog does not name are spelled ``<key:xxxxxxxx>``
   (``jsonpaths.KeyNames``): keys are data, and paths reach the policy, logs and audit.
+  An object or array at a path the catalog labels is a field too, with those labels, and
+  a mask on it rewrites it whole (``json_elements``): an entry labels its path whatever
+  the upstream puts there.
 - An element that opens like a JSON object but cannot be classified key by key is opaque,
   and fails closed: invalid JSON, a duplicate key, nesting deeper than
   ``jsonpaths.MAX_DEPTH``, a detector firing in a key (masking rewrites values, never
@@ -390,7 +393,7 @@ def _classify_text_tensor(
         result.spans[tensor.name] = spans if ordered else dict(sorted(spans.items()))
     if objects:
         result.json_elements[tensor.name] = classify_json(
-            model, path, objects, leaf_hits, catalog, scanning, fields
+            model, path, objects, leaf_hits, catalog, scanning, fields, keys
         )
         # What enforce needs to mask these elements without reading them again key by key.
         result.json_shapes[tensor.name] = {

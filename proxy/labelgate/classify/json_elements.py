@@ -8,6 +8,12 @@ the rest, and for every element that may hold a character reference,
 opaque element is not; ``classify_json`` turns their leaves into fields and ``LeafSpans``.
 Either way the result is the Python path's (``tests/classify/test_native_json.py``).
 
+A catalog entry names a path, whatever the upstream puts there. An object or array at a path
+the catalog labels (``outputs.doc[].secret`` holding ``["pw"]`` or ``{"v": "pw"}``, or a
+sub-object an operator labels, ``outputs.doc[].contact``) is a field of its own with those
+labels (``_labelled_nodes``), as a message-typed field of a generic message is; a mask on
+it rewrites it whole, keys and all. The leaves in it are other paths, with labels of their own.
+
 Only a bare object (``{`` after JSON whitespace) is classified key by key, but a reader finds
 keys in other JSON too: an array of objects, an object after a byte-order mark or another
 space, JSON written into a JSON string (``jsonpaths.opens_json``). Read as plain text such an
@@ -23,16 +29,16 @@ root; failing closed is simpler and as safe, and only costs elements no catalog 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
 from labelgate.classify import jsonpaths, native
-from labelgate.classify.catalog import Catalog
+from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
-from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source
+from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source, fail_closed_source
 from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
 from labelgate.classify.labels import most_sensitive, rank
@@ -238,15 +244,40 @@ def classify_json(
     catalog: Catalog,
     detectors: DetectorSet,
     fields: FieldSet,
+    keys: KeyNames,
 ) -> dict[int, list[LeafSpans]]:
+    """Fields for the elements ``objects`` of the output at ``path`` (``outputs.<t>``) into
+    ``fields``: each leaf's, with the catalog's labels and the detectors', and each object or
+    array inside an element that the catalog labels (``_labelled_nodes``); and each element's
+    ``LeafSpans``. ``keys``: what spelled the shapes' keys (``json_objects``)."""
     prefix = path + "[]"
     texts: list[bytes] = []  # the scanned leaves of the elements the Python path read
     first_text: dict[int, int] = {}  # such an element's index -> its first text in ``texts``
     leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]] = {}
     seen: set[str] = set()
+    shapes = dict.fromkeys(map(itemgetter(0), objects.values()))
+    # Objects and arrays the catalog labels: only where some entry may name a path inside
+    # the elements (one bisection; the usual output has none).
+    nodes_of = (
+        _labelled_nodes(model, prefix, shapes, catalog, keys)
+        if catalog.may_label_under(model, prefix)
+        else {}
+    )
+    if nodes_of is None:
+        # More such paths than the policy input takes: the whole output carries the most
+        # sensitive label the catalog gives at or under it, as an opaque element does.
+        under = catalog.labels_at_or_under(model, path[len(OUTPUTS_PREFIX) :])
+        fields.add(path, (most_sensitive(under),) if under else (), fail_closed_source(TOO_MANY_PATHS))
+        nodes_of = {}
     # Fields in the order their paths first appear, element by element: shape by shape, in
-    # the order each shape first appears.
-    for shape in dict.fromkeys(map(itemgetter(0), objects.values())):
+    # the order each shape first appears (a shape's labelled objects and arrays, ancestors
+    # first, then its leaves).
+    for shape in shapes:
+        if nodes_of:
+            for node_path, labels in nodes_of.get(shape, ()):
+                if node_path not in seen:
+                    seen.add(node_path)
+                    fields.add(node_path, labels, SOURCE_CATALOG)
         leaf_paths = [prefix + suffix for suffix in shape.suffixes]
         for leaf_path in leaf_paths:
             if leaf_path not in seen:
@@ -315,6 +346,75 @@ def classify_json(
     for leaf_path, label, detector in found_labels:
         fields.add(leaf_path, (label,), detector_source(detector))
     return per_element
+
+
+class _TooManyNodes(Exception):
+    pass
+
+
+def _labelled_nodes(
+    model: str, prefix: str, shapes: Collection[JsonShape], catalog: Catalog, keys: KeyNames
+) -> dict[JsonShape, list[tuple[str, frozenset[str]]]] | None:
+    """Per shape, the path and catalog labels of each object or array inside its elements
+    (not the element itself) that the catalog labels, in document order, ancestors first;
+    None when more than ``MAX_JSON_PATHS`` distinct paths of such nodes would have to be
+    looked up, or the labelled ones and the leaves' have more than that together (the
+    policy input stays bounded, as ``json_objects`` bounds the leaves).
+
+    A catalog entry names a path, whatever the upstream puts there: ``outputs.doc[].secret``
+    labels ``{"secret": ["pw"]}`` and ``{"secret": {"v": "pw"}}`` as it labels
+    ``{"secret": "pw"}``. Its leaves (``secret[]``, ``secret.<key:...>``) are other paths, so
+    the node is a field of its own, as a message-typed field of a generic message is; a mask
+    on it rewrites it whole (``enforce.masking._masked_nodes``): its leaves, the keys in it
+    and its length. Only nodes on a path some entry may name or extend are walked
+    (``Catalog.may_label_under``). Worked out from each shape's skeleton, per call: labels
+    depend on the catalog, never on what a shape remembers."""
+    may_label = catalog.may_label_under
+    labels_for = catalog.labels_for
+    segment = keys.segment
+    looked_up: dict[str, frozenset[str]] = {}
+
+    def visit(node: Any, path: str, found: dict[str, frozenset[str]]) -> None:
+        labels = looked_up.get(path)
+        if labels is None:
+            if len(looked_up) >= MAX_JSON_PATHS:
+                raise _TooManyNodes
+            labels = looked_up[path] = labels_for(model, path)
+        if labels:
+            found[path] = labels
+        walk(node, path, found)
+
+    def walk(node: Any, path: str, found: dict[str, frozenset[str]]) -> None:
+        # A skeleton holds dicts, lists and None (every leaf), nested at most MAX_DEPTH deep.
+        if type(node) is dict:
+            for key, child in node.items():
+                if type(child) is dict or type(child) is list:
+                    child_path = path + segment(key)
+                    if may_label(model, child_path):
+                        visit(child, child_path, found)
+        else:
+            child_path = path + "[]"
+            if may_label(model, child_path):
+                for child in node:
+                    if type(child) is dict or type(child) is list:
+                        visit(child, child_path, found)
+
+    result: dict[JsonShape, list[tuple[str, frozenset[str]]]] = {}
+    try:
+        for shape in shapes:
+            found: dict[str, frozenset[str]] = {}
+            walk(shape.skeleton, prefix, found)
+            if found:
+                result[shape] = list(found.items())
+    except _TooManyNodes:
+        return None
+    if result:
+        # These paths and the leaves' together, as ``json_objects`` counts the leaves alone.
+        paths = {path for nodes in result.values() for path, _ in nodes}
+        paths.update(prefix + suffix for shape in shapes for suffix in shape.suffix_set)
+        if len(paths) > MAX_JSON_PATHS:
+            return None
+    return result
 
 
 def _native_leaf_spans(
