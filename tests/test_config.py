@@ -170,6 +170,48 @@ def test_cross_section_problems_are_listed_together() -> None:
     assert "the configuration has 3 problems" in message
 
 
+IDP = "https://idp.example.com"
+
+
+def jwt_auth(issuer: str = IDP, **jwt: str) -> dict[str, object]:
+    return {"jwt": {"issuer": issuer, "audience": "labelgate", "jwks_url": f"{IDP}/jwks", **jwt}}
+
+
+def inbox_oidc(issuer: str = IDP, **oidc: str) -> dict[str, object]:
+    return {"oidc": {"issuer": issuer, "client_id": "labelgate-inbox", **oidc}}
+
+
+@pytest.mark.parametrize(
+    ("auth", "admin"),
+    [
+        (jwt_auth(subject_claim="email"), inbox_oidc()),  # the inbox keeps the default "sub"
+        (jwt_auth(), inbox_oidc(subject_claim="preferred_username")),
+        (jwt_auth(f"{IDP}/", subject_claim="email"), inbox_oidc(subject_claim="sub")),
+    ],
+)
+def test_one_issuer_with_two_subject_claims_is_refused(auth: dict, admin: dict) -> None:
+    """olivia@corp.example calling the gateway and 00u1ab2c3 in the inbox would be two people,
+    so she could approve her own held call."""
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=auth, admin=admin)
+    message = refused.value.message
+    assert "admin.oidc.subject_claim" in message and "auth.jwt.subject_claim" in message
+    assert "the same person would get two ids" in message
+
+
+@pytest.mark.parametrize(
+    ("auth", "admin"),
+    [
+        (jwt_auth(subject_claim="email"), inbox_oidc(subject_claim="email")),
+        (jwt_auth(), inbox_oidc()),
+        (jwt_auth(subject_claim="email"), inbox_oidc("https://login.other.example")),  # another issuer
+        ({"jwt": {"trust_dev_key": True}}, inbox_oidc(subject_claim="email")),  # the dev key only
+    ],
+)
+def test_one_subject_claim_per_issuer_loads(auth: dict, admin: dict) -> None:
+    assert load_settings(auth=auth, admin=admin).admin.oidc is not None
+
+
 def test_no_auth_method_is_a_problem_of_the_gateway_not_the_section() -> None:
     with pytest.raises(ValidationError, match="no method"):
         GatewaySettings()
@@ -352,3 +394,21 @@ def test_check_config_refuses_an_inputs_file_under_a_regular_file(tmp_path: Path
     assert recording_problems(tmp_path, audit={"inputs_file": str(tmp_path / "inputs.sqlite3")}) == []
     (problem,) = recording_problems(tmp_path, audit={"inputs_file": str(blocker / "inputs.sqlite3")})
     assert problem.startswith("audit.inputs_file: ") and "not a writable folder" in problem
+
+
+def test_the_decision_cache_is_bounded_by_the_bytes_of_its_keys_as_configured(tmp_path: Path) -> None:
+    """``policy.cache_max_bytes`` (default 64 MiB, the cache's own default) reaches the cache the
+    gateway builds, beside ``policy.cache_max_entries``."""
+    from labelgate.gateway.server import build_engine
+    from labelgate.policy.cache import DEFAULT_MAX_BYTES, CachingEngine
+
+    default = load_settings(auth=AUTH, policy={"dir": str(tmp_path)})
+    assert default.policy.cache_max_bytes == DEFAULT_MAX_BYTES == 64 * 2**20
+    settings = load_settings(
+        auth=AUTH, policy={"dir": str(tmp_path), "cache_max_entries": 5, "cache_max_bytes": 4096}
+    )
+    engine = build_engine(settings)
+    assert isinstance(engine, CachingEngine)
+    assert (engine._max_entries, engine._max_bytes) == (5, 4096)
+    with pytest.raises(ConfigError):
+        load_settings(auth=AUTH, policy={"dir": str(tmp_path), "cache_max_bytes": 0})

@@ -179,7 +179,11 @@ class PolicySettings(Section):
     # never holds a call, or a worker thread's queue, for long.
     decision_deadline_ms: int = Field(5_000, gt=0, le=60_000)
     cache: bool = True
+    # The decision cache's bounds: entries, and the bytes of their keys (each key is the
+    # decision-relevant input, ~1 KB for the default pack and up to ~70 KB for a call naming
+    # 64 long outputs); the least recently used entries go first. docs/OPERATING.md.
     cache_max_entries: int = Field(10_000, ge=1)
+    cache_max_bytes: int = Field(64 * 2**20, ge=1)
     # Follow a bundle server (engine embedded): policy and catalog both come from its bundle.
     bundle_url: str | None = Field(None, pattern=r"^https?://[^\s/]+")
     bundle_name: str = Field("labelgate", pattern=r"^[A-Za-z0-9._-]{1,128}$")
@@ -451,7 +455,9 @@ class OidcSettings(Section):
     """Inbox sign-in with OpenID Connect (authorization code + PKCE, ``approvals/oidc.py``).
 
     The approver becomes ``jwt:<issuer>#<sub>``: the same person as their API bearer token
-    when the identity provider issues both. Set, it replaces the token-paste sign-in.
+    when the identity provider issues both, which is why ``subject_claim`` must be
+    ``auth.jwt.subject_claim`` when both name one issuer (``_one_subject_claim_per_issuer``).
+    Set, it replaces the token-paste sign-in.
     """
 
     # The provider's issuer URL (https; http only on loopback, for tests); discovery is read
@@ -470,10 +476,16 @@ class OidcSettings(Section):
         "groups",
         min_length=1,
         description="Claim name or dotted path; a list of group names taken as they are, or one "
-        "string split at commas and spaces. A name that is empty, starts or ends with a space, or "
-        "holds other whitespace or invisible characters refuses the sign-in (OIDC_BAD_GROUPS)",
+        "string, which is one group name (never split). A name that is empty, starts or ends with "
+        "a space, or holds other whitespace or invisible characters refuses the sign-in "
+        "(OIDC_BAD_GROUPS)",
     )
-    subject_claim: str = Field("sub", min_length=1)
+    subject_claim: str = Field(
+        "sub",
+        min_length=1,
+        description="The claim naming the approver; with auth.jwt's issuer, it must be "
+        "auth.jwt.subject_claim (one person, one id)",
+    )
     timeout_seconds: float = Field(10.0, gt=0, le=60)
     leeway_seconds: int = Field(30, ge=0, le=300)
 
@@ -674,6 +686,23 @@ def _approvals_can_work(settings: GatewaySettings) -> list[str]:
     )
 
 
+def _one_subject_claim_per_issuer(settings: GatewaySettings) -> list[str]:
+    # The inbox names an approver jwt:<issuer>#<admin.oidc.subject_claim>, the gateway names a
+    # caller jwt:<issuer>#<auth.jwt.subject_claim>. From one issuer with two claims (email and
+    # sub), one person is two ids that share no name, and approves their own held call.
+    oidc, jwt = settings.admin.oidc, settings.auth.jwt
+    if oidc is None or jwt is None or jwt.issuer is None:
+        return []
+    if oidc.issuer.rstrip("/") != jwt.issuer.rstrip("/") or oidc.subject_claim == jwt.subject_claim:
+        return []
+    return [
+        f"admin.oidc.subject_claim {oidc.subject_claim!r} differs from auth.jwt.subject_claim "
+        f"{jwt.subject_claim!r} for the same issuer {jwt.issuer!r}: the same person would get two ids, "
+        "one signing in to the inbox and one calling the gateway, and could approve their own "
+        "request. Set both to the same claim"
+    ]
+
+
 def _postgres_dsns_parse(settings: GatewaySettings) -> list[str]:
     # Parsed here, not at the first connection: a DSN that can never work must stop start-up.
     # The message never repeats the DSN (it may hold a password).
@@ -707,6 +736,7 @@ _CROSS_SECTION_CHECKS: tuple[Callable[[GatewaySettings], list[str]], ...] = (
     _upstream_names_unique,
     _route_prefixes_unique,
     _approvals_can_work,
+    _one_subject_claim_per_issuer,
     _postgres_dsns_parse,
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from labelgate.policy.cache import CachingEngine, cache_key, cached_from, memo_key
+from labelgate.policy.cache import CachingEngine, cache_key, cache_keys, cached_from, memo_key
 from labelgate.policy.contract import Decision
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
@@ -73,10 +73,18 @@ async def counted(tmp_path: Path) -> AsyncIterator[CountingEngine]:
 
 
 def doc(subject: str = "alice", ttl: int | None = 60, **request: Any) -> dict[str, Any]:
+    attributes = {"team": "risk", "jti": "t1", "iat": 1, "exp": 4_000_000_000, "nbf": 1}
     out: dict[str, Any] = {
         "version": "labelgate.v1",
-        "subject": {"id": subject, "groups": [], "auth": "mtls", "attributes": {"team": "risk"}},
-        "request": {"service": "s", "method": "/s/M", "model": "m", "requested_outputs": [], **request},
+        "subject": {"id": subject, "groups": [], "auth": "mtls", "attributes": attributes},
+        "request": {
+            "service": "s",
+            "method": "/s/M",
+            "model": "m",
+            "requested_outputs": [],
+            "session_id": "s1",
+            **request,
+        },
         "approval": {"state": "none"},
         "context": {"time_ns": 1},
     }
@@ -98,8 +106,8 @@ async def test_a_repeated_input_is_served_from_the_cache(counted: CountingEngine
 
 async def test_per_call_values_do_not_split_the_cache(counted: CountingEngine) -> None:
     cache = CachingEngine(counted, clock=Clock())
-    await cache.decide(doc(request_id="r1", session_id="s1", peer="ipv4:10.0.0.1"))
-    other_call = doc(request_id="r2", session_id="s2", peer="ipv4:10.0.0.1")
+    await cache.decide(doc(request_id="r1", digest="d1", session_id="s1", peer="ipv4:10.0.0.1"))
+    other_call = doc(request_id="r2", digest="d2", session_id="s1", peer="ipv4:10.0.0.1")
     other_call["context"]["time_ns"] = 999
     assert (await cache.decide(other_call)).cached
     assert counted.calls == 1
@@ -116,8 +124,29 @@ async def test_per_call_values_do_not_split_the_cache(counted: CountingEngine) -
         # A policy may decide on where a call comes from (found by review: a call from
         # outside was served the allow cached for an office address).
         lambda d: d["request"].update(peer="ipv4:203.0.113.9"),
+        # A policy may decide on the session and on the token (found by review: a revoked
+        # jti, an empty session id, were served the allow cached for another token, session).
+        lambda d: d["request"].update(session_id="s2"),
+        lambda d: d["request"].update(session_id=""),
+        lambda d: d["subject"]["attributes"].update(jti="stolen"),
+        lambda d: d["subject"]["attributes"].update(iat=2),
+        lambda d: d["subject"]["attributes"].update(exp=5_000_000_000),
+        lambda d: d["subject"]["attributes"].update(nbf=2),
     ],
-    ids=["attributes", "groups", "approval", "requested-outputs", "model-version", "peer"],
+    ids=[
+        "attributes",
+        "groups",
+        "approval",
+        "requested-outputs",
+        "model-version",
+        "peer",
+        "session",
+        "no-session",
+        "jti",
+        "iat",
+        "exp",
+        "nbf",
+    ],
 )
 async def test_decision_relevant_changes_miss(counted: CountingEngine, change: Any) -> None:
     cache = CachingEngine(counted, clock=Clock())
@@ -239,25 +268,33 @@ async def test_a_failing_engine_empties_the_cache() -> None:
     assert len(cache._entries) == 0
 
 
-def test_a_new_token_of_the_same_person_is_the_same_key() -> None:
-    from labelgate.policy.cache import cache_key
+def test_a_new_token_or_session_is_another_cache_key_and_the_same_stored_input() -> None:
+    """The cache keys on the token's claims and the session (a policy may decide on them);
+    the canonical key, which names stored inputs for impact analysis, does not: one person's
+    calls are one stored input across tokens and sessions (the store keeps no session id)."""
 
-    def doc(jti: str, exp: int) -> dict[str, Any]:
+    def doc(jti: str, exp: int, session: str = "s1") -> dict[str, Any]:
         return {
-            "subject": {"id": "jwt:i#ann", "groups": ["analysts"], "attributes": {"jti": jti, "exp": exp}}
+            "subject": {"id": "jwt:i#ann", "groups": ["analysts"], "attributes": {"jti": jti, "exp": exp}},
+            "request": {"model": "m", "session_id": session, "request_id": jti},
         }
 
-    assert cache_key(doc("a", 1)) == cache_key(doc("b", 2))
+    assert memo_key(doc("a", 1)) != memo_key(doc("b", 1))
+    assert memo_key(doc("a", 1)) != memo_key(doc("a", 2))
+    assert memo_key(doc("a", 1)) != memo_key(doc("a", 1, session="s2"))
+    assert cache_key(doc("a", 1)) == cache_key(doc("b", 2)) == cache_key(doc("a", 1, session="s2"))
     assert cache_key(doc("a", 1)) != cache_key({**doc("a", 1), "subject": {"id": "jwt:i#bob"}})
+    memo, canonical = cache_keys(doc("c", 3, session="s3"))  # the same through the memo
+    assert memo == memo_key(doc("c", 3, session="s3")) and canonical == cache_key(doc("a", 1))
 
 
-def test_the_cache_keys_on_the_same_relevant_part_as_the_canonical_key() -> None:
+def test_the_cache_keys_on_the_relevant_part_the_canonical_key_leaves_out_no_more_of() -> None:
     from labelgate.policy.cache import memo_key
 
     base = doc(request_id="1", peer="ipv4:10.0.0.1")
-    volatile = doc(request_id="2", peer="ipv4:10.0.0.1")
+    volatile = doc(request_id="2", peer="ipv4:10.0.0.1", digest="d")
     volatile["context"]["time_ns"] = 2
-    assert memo_key(volatile) == memo_key(base)
+    assert memo_key(volatile) == memo_key(base) and cache_key(volatile) == cache_key(base)
     assert base["request"]["request_id"] == "1"  # the caller's input is not modified
     relevant = doc(request_id="1", peer="ipv4:10.0.0.1")
     relevant["subject"]["attributes"]["team"] = "ops"
@@ -557,3 +594,252 @@ async def test_a_decision_made_while_the_cache_saw_the_revision_move_is_not_stor
     assert (await held).revision == "R1"
     assert cache.cached(memo_key(doc("held"))) is None
     assert cache.cached(memo_key(doc("carol"))) is not None  # decided without a change meanwhile
+
+
+# ------------------------------------------------------------------ token, session and time
+
+REVOKING = """import rego.v1
+
+revoked if input.subject.attributes.jti in data.labelgate.tables.revoked_jtis
+
+no_session if input.request.session_id == ""
+
+default result := {
+	"allow": false, "reason": "denied", "mask": [], "require_approval": null, "cache_ttl_seconds": 0,
+}
+
+result := {"allow": true, "reason": "ok", "mask": [], "require_approval": null, "cache_ttl_seconds": 60} if {
+	not revoked
+	not no_session
+}
+"""
+
+
+async def test_a_policy_deciding_on_the_token_id_or_the_session_is_not_bypassed_by_a_cached_allow(
+    tmp_path: Path,
+) -> None:
+    # Found by review: the key left out ``jti`` and ``session_id``, so once one good call was
+    # cached a revoked token, and a call without a session, were served its allow.
+    engine = EmbeddedEngine(
+        write_policy(tmp_path, REVOKING, data={"revoked_jtis": ["stolen"]}), watch_interval=None
+    )
+    await engine.start()
+    try:
+        cache = CachingEngine(engine, clock=Clock())
+
+        def call(jti: str, session: str) -> dict[str, Any]:
+            out = doc(session_id=session)
+            out["subject"]["attributes"]["jti"] = jti
+            return out
+
+        assert (await cache.decide(call("good", "s1"), key=cache_keys(call("good", "s1"))[0])).allow
+        assert (await cache.decide(call("good", "s1"))).cached  # the good call itself is cached
+        for jti, session in (("stolen", "s1"), ("good", "")):
+            decision = await cache.decide(call(jti, session), key=cache_keys(call(jti, session))[0])
+            assert (decision.allow, decision.cached) == (False, False), (jti, session)
+    finally:
+        await engine.close()
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def with_exp(exp: Any, ttl: int = 60) -> dict[str, Any]:
+    out = doc(ttl=ttl)
+    out["subject"]["attributes"]["exp"] = exp
+    return out
+
+
+async def test_an_entry_never_outlives_the_token_it_was_decided_for(counted: CountingEngine) -> None:
+    clock, wall = Clock(), WallClock()
+    cache = CachingEngine(counted, clock=clock, wall_clock=wall)
+    expiring = with_exp(wall.now + 10)  # 10 s left on the token, a TTL of 60
+    await cache.decide(expiring)
+    clock.now += 9.9
+    wall.now += 9.9
+    assert (await cache.decide(expiring)).cached
+    clock.now += 0.1
+    wall.now += 0.1
+    assert not (await cache.decide(expiring)).cached  # the token's time is up: asked again
+    assert counted.calls == 2 and len(cache) == 0  # an expired token's decision is not stored
+    lasting = with_exp(int(wall.now) + 3600)  # more than the TTL left: the TTL holds
+    await cache.decide(lasting)
+    clock.now += 59.9
+    assert (await cache.decide(lasting)).cached
+    clock.now += 0.1
+    assert not (await cache.decide(lasting)).cached
+
+
+@pytest.mark.parametrize(
+    ("exp", "stored_for"),
+    [
+        (10**400, 60),  # beyond a float: the TTL, no OverflowError
+        (-(10**400), None),
+        (float("inf"), 60),
+        (float("-inf"), None),
+        (float("nan"), None),  # no telling when it expires: not stored
+        (True, 60),  # not a number of seconds: no expiry
+        ("1900000010", 60),
+        (None, 60),
+    ],
+    ids=["huge", "huge-negative", "inf", "minus-inf", "nan", "bool", "string", "null"],
+)
+async def test_an_odd_token_expiry_never_stores_past_it_nor_raises(exp: Any, stored_for: int | None) -> None:
+    class Allowing:
+        name, revision = "allowing", "r1"
+
+        async def decide(self, input: dict[str, Any]) -> Decision:
+            return Decision(allow=True, reason="ok", cache_ttl_seconds=60, engine="allowing", revision="r1")
+
+    clock = Clock()
+    cache = CachingEngine(Allowing(), clock=clock, wall_clock=WallClock())  # type: ignore[arg-type]
+    key = memo_key(with_exp(exp))
+    assert key is not None
+    await cache.decide(with_exp(exp), key=key)
+    if stored_for is None:
+        assert len(cache) == 0
+        return
+    clock.now += stored_for - 0.1
+    assert cache.cached(key) is not None
+    clock.now += 0.1
+    assert cache.cached(key) is None
+
+
+# ------------------------------------------------------------------ bounds
+
+
+class Answering:
+    """Answers every input with ``ttl`` as its cache TTL, as a policy engine that is not checked
+    against the result schema might."""
+
+    name, revision = "answering", "r1"
+
+    def __init__(self, ttl: int) -> None:
+        self.ttl = ttl
+
+    async def decide(self, input: dict[str, Any]) -> Decision:
+        return Decision(allow=True, reason="ok", cache_ttl_seconds=self.ttl, engine=self.name, revision="r1")
+
+
+@pytest.mark.parametrize("ttl", [10**400, 2**63, 86_401])
+async def test_a_ttl_beyond_the_contracts_maximum_is_clamped_never_raised(ttl: int) -> None:
+    # Found by review: a 401-digit TTL overflowed ``clock() + ttl`` (OverflowError: every call
+    # the policy answered so failed as INTERNAL). The schema refuses it now; the cache clamps.
+    from labelgate.policy.contract import MAX_CACHE_TTL_SECONDS
+
+    clock = Clock()
+    cache = CachingEngine(Answering(ttl), clock=clock)  # type: ignore[arg-type]
+    decision = await cache.decide(doc())
+    assert decision.allow and len(cache) == 1
+    clock.now += MAX_CACHE_TTL_SECONDS - 0.1
+    assert (await cache.decide(doc())).cached
+    clock.now += 0.1
+    assert cache.cached(memo_key(doc())) is None  # type: ignore[arg-type]
+
+
+def big(n: int, size: int = 2000) -> dict[str, Any]:
+    """An input whose key is a little over ``size`` bytes, distinct per ``n``."""
+    return doc(requested_outputs=[f"{n}-" + "x" * size])
+
+
+async def test_the_cache_is_bounded_by_the_bytes_of_its_keys() -> None:
+    # Found by review: bounded by entry count only, one caller with 68 KB keys pinned ~1 GB.
+    sizes = [len(memo_key(big(n)) or b"") for n in range(8)]
+    assert len(set(sizes)) == 1 and sizes[0] > 2000
+    cache = CachingEngine(Answering(60), max_bytes=sizes[0] * 3 + 10, clock=Clock())  # type: ignore[arg-type]
+    for n in range(3):
+        await cache.decide(big(n))
+    assert len(cache) == 3 and cache.key_bytes == 3 * sizes[0]
+    assert (await cache.decide(big(0))).cached  # 0 is now the most recent
+    await cache.decide(big(3))  # evicts 1, the least recently used
+    assert len(cache) == 3 and cache.key_bytes == 3 * sizes[0]
+    assert cache.cached(memo_key(big(1))) is None  # type: ignore[arg-type]
+    assert all(cache.cached(memo_key(big(n))) is not None for n in (0, 2, 3))  # type: ignore[arg-type]
+    # Small keys fill the room big ones leave, up to the entry bound as before.
+    for n in range(50):
+        await cache.decide(doc(f"small-{n}"))
+    assert cache.key_bytes <= sizes[0] * 3 + 10
+    assert cache.key_bytes == sum(len(key) for key in cache._entries)
+
+
+async def test_a_key_larger_than_the_byte_bound_is_not_stored() -> None:
+    small = len(memo_key(doc()) or b"")
+    cache = CachingEngine(Answering(60), max_bytes=small + 100, clock=Clock())  # type: ignore[arg-type]
+    await cache.decide(doc())
+    assert (await cache.decide(big(0))).allow  # answered, not stored: nothing else evicted
+    assert len(cache) == 1 and cache.key_bytes == small
+    assert (await cache.decide(doc())).cached
+
+
+async def test_the_byte_count_follows_expiry_revision_drops_and_clearing() -> None:
+    clock = Clock()
+    inner = Answering(60)
+    cache = CachingEngine(inner, clock=clock)  # type: ignore[arg-type]
+    for n in range(3):
+        await cache.decide(doc(f"u{n}"))
+    assert cache.key_bytes == sum(len(key) for key in cache._entries) > 0
+    clock.now += 61
+    assert cache.cached(memo_key(doc("u0"))) is None  # type: ignore[arg-type]  # expired: deleted
+    assert cache.key_bytes == sum(len(key) for key in cache._entries) and len(cache) == 2
+    inner.revision = "r2"
+    assert cache.cached(memo_key(doc("u1"))) is None  # type: ignore[arg-type]
+    assert (len(cache), cache.key_bytes) == (0, 0)
+    await cache.decide(doc("u1"))  # decided under r1 by this engine: not stored under r2
+    inner.revision = "r1"
+    await cache.decide(doc("u1"))
+    assert len(cache) == 1 and cache.key_bytes > 0
+    cache.clear()
+    assert cache.key_bytes == 0
+
+
+def test_the_canonical_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelgate.policy import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "CANONICAL_MEMO_BYTES", 10_000)
+    cache_module._canonical_keys.clear()
+    cache_module._canonical_bytes = 0
+    for n in range(40):
+        memo, canonical = cache_keys(big(n))
+        assert canonical == cache_key(big(n)) and memo is not None
+        held = sum(len(key) for key in cache_module._canonical_keys)
+        assert held == cache_module._canonical_bytes <= 10_000
+    assert 0 < len(cache_module._canonical_keys) < 10
+    huge = big(0, size=20_000)  # larger than the whole memo: computed, not remembered
+    assert cache_keys(huge)[1] == cache_key(huge) is not None
+    assert memo_key(huge) not in cache_module._canonical_keys
+    cache_module._canonical_keys.clear()
+    cache_module._canonical_bytes = 0
+
+
+def test_cache_keys_gives_no_canonical_key_for_text_utf8_cannot_encode() -> None:
+    # Found by review: ``text.encode()`` sat outside the ``try``, so a lone surrogate raised
+    # UnicodeEncodeError out of ``cache_keys`` rather than giving no canonical key, as any input
+    # that is not JSON does. The cache's own key is exact for it still.
+    odd = doc(model="m\ud800")
+    memo, canonical = cache_keys(odd)
+    assert canonical is None and memo is not None and memo == memo_key(odd)
+    assert cache_key(odd) is None
+
+
+async def test_a_policy_giving_a_huge_ttl_is_an_invalid_result_not_an_internal_error(tmp_path: Path) -> None:
+    # Found by review: through the cache, a 401-digit TTL raised OverflowError out of
+    # ``decide`` (INTERNAL, on every call) rather than failing as the invalid result it is.
+    policy = (
+        'result := {"allow": true, "reason": "ok", "mask": [], "require_approval": null, '
+        f'"cache_ttl_seconds": {10**400}}}\n'
+    )
+    engine = EmbeddedEngine(write_policy(tmp_path, policy), watch_interval=None)
+    await engine.start()
+    try:
+        cache = CachingEngine(engine, clock=Clock())
+        for _ in range(2):
+            decision = await cache.decide(doc(), key=cache_keys(doc())[0])
+            assert (decision.allow, decision.fail_reason) == (False, "POLICY_RESULT_INVALID")
+        assert len(cache) == 0
+    finally:
+        await engine.close()

@@ -5,6 +5,7 @@ value as the gateway builds it, and no key for what is not plain data."""
 from __future__ import annotations
 
 import collections
+import copy
 import enum
 import hashlib
 import io
@@ -21,9 +22,13 @@ from bench.policy_engines import sample_input
 from labelgate.policy import cache as cache_module
 from labelgate.policy.cache import (
     _KEY_VOCABULARY,
+    _TOKEN_ATTRIBUTES,
+    _UNSTORED_REQUEST_KEYS,
     _VOLATILE_REQUEST_KEYS,
+    _canonical_part,
     _per_thread,
     _relevant,
+    cache_key,
     cache_keys,
     memo_key,
 )
@@ -290,6 +295,30 @@ def test_exactly_the_per_call_request_values_are_left_out() -> None:
         assert memo_key(other) not in (None, memo_key(base)), name
 
 
+def test_the_subject_is_keyed_whole_and_the_canonical_key_leaves_out_session_and_token() -> None:
+    """The cache keys on every token claim and the session (a policy may decide on them);
+    ``_canonical_part`` spells out what the stored-input key leaves out besides: exactly
+    ``_UNSTORED_REQUEST_KEYS`` and ``_TOKEN_ATTRIBUTES``, and ``doc`` is not modified."""
+    claims = {"jti": "j", "iat": 1, "exp": 2, "nbf": 3}
+    base = doc(team="risk", **claims)
+    base["request"].update(session_id="s-1", digest="d-1", peer="ipv4:10.0.0.1")
+    assert _relevant(base)["subject"] == base["subject"]
+    assert set(_TOKEN_ATTRIBUTES) == set(claims)
+    stored = _canonical_part(base)
+    assert stored["subject"]["attributes"] == {"team": "risk"}
+    assert set(_relevant(base)["request"]) - set(stored["request"]) == _UNSTORED_REQUEST_KEYS
+    assert base["subject"]["attributes"] == {"team": "risk", **claims}  # not modified
+    assert base["request"]["session_id"] == "s-1"
+    for name in [*_TOKEN_ATTRIBUTES, *_UNSTORED_REQUEST_KEYS]:
+        other = copy.deepcopy(base)
+        if name in _TOKEN_ATTRIBUTES:
+            other["subject"]["attributes"][name] = "another token"
+        else:
+            other["request"][name] = "another session"
+        assert memo_key(other) not in (None, memo_key(base)), name
+        assert cache_key(other) == cache_key(base), name
+
+
 def test_interleaved_inputs_of_one_length_each_keep_their_own_key() -> None:
     """A repeated input gets back the key object it got before; inputs whose keys have the
     same length, taking turns in any order, never get one another's."""
@@ -310,7 +339,7 @@ def test_interleaved_inputs_of_one_length_each_keep_their_own_key() -> None:
     assert {n: memo_key(d) for n, d in enumerate(inputs)} == dict(enumerate(expected))
 
 
-# Text that UTF-8 can encode (a lone surrogate makes ``cache_keys`` raise, before and now).
+# Text that UTF-8 can encode (a lone surrogate has no canonical key: ``test_cache.py``).
 _JSON_TEXT = st.one_of(
     _WORDS,
     _WORDS.map(lambda word: "".join(list(word))),
@@ -333,16 +362,19 @@ _JSON_VALUES = st.recursive(
 @given(value=_JSON_VALUES, other=_JSON_VALUES)
 def test_the_canonical_key_is_the_documented_json_byte_for_byte(value: Any, other: Any) -> None:
     """Stored and compared across processes and versions: sha256 of ``json.dumps`` of the
-    relevant part with sorted keys, compact separators, UTF-8 text, no NaN; the same when
+    canonical part (no session id nor token claims either) with sorted keys, compact
+    separators, UTF-8 text, no NaN; the same when
     computed and when remembered, and None when the input is not JSON."""
 
     def documented(d: dict[str, Any]) -> bytes:
         text = json.dumps(
-            _relevant(d), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            _canonical_part(d), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
         return hashlib.sha256(text.encode()).digest()
 
-    for d in (doc(value=value, more=[other, value]), doc(value=other)):
+    with_token = doc(value=value, jti="j", exp=1)
+    with_token["request"]["session_id"] = "s"
+    for d in (doc(value=value, more=[other, value]), doc(value=other), with_token):
         cache_module._canonical_keys.clear()
         computed = cache_keys(d)
         assert computed[1] == documented(d) and computed[0] == memo_key(d)

@@ -12,6 +12,9 @@ import pytest
 
 from labelgate.errors import InvalidInput
 from labelgate.policy.contract import (
+    MAX_CACHE_TTL_SECONDS,
+    MAX_GRANT_TTL_SECONDS,
+    MAX_MIN_APPROVALS,
     POLICY_RESULT_INVALID,
     ApprovalRequirement,
     DecidedMask,
@@ -110,6 +113,10 @@ def _broken(mutate: Any) -> dict[str, Any]:
     return doc
 
 
+def _held_with(**requirement: Any) -> dict[str, Any]:
+    return {**HELD, "require_approval": {**HELD["require_approval"], **requirement}}
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -133,6 +140,13 @@ def _broken(mutate: Any) -> dict[str, Any]:
             id="no-approver-groups",
         ),
         pytest.param(_broken(lambda d: d.update(cache_ttl_seconds=float("nan"))), id="nan-not-json"),
+        # Found by review: unbounded, a 401-digit TTL overflowed the cache's clock (INTERNAL).
+        pytest.param(_broken(lambda d: d.update(cache_ttl_seconds=86_401)), id="ttl-over-a-day"),
+        pytest.param(_broken(lambda d: d.update(cache_ttl_seconds=10**400)), id="ttl-401-digits"),
+        pytest.param(_broken(lambda d: d.update(cache_ttl_seconds=1e308)), id="ttl-huge-float"),
+        pytest.param(_held_with(grant_ttl_seconds=10**400), id="grant-ttl-401-digits"),
+        pytest.param(_held_with(grant_ttl_seconds=31_536_001), id="grant-ttl-over-a-year"),
+        pytest.param(_held_with(min_approvals=101), id="over-100-approvals"),
     ],
 )
 def test_an_off_contract_result_is_a_fail_closed_deny(raw: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -154,6 +168,29 @@ def test_the_validation_verdict_is_memoised_by_content_not_by_identity() -> None
     assert validate_result(raw).fail_reason == POLICY_RESULT_INVALID
     raw["allow"] = True
     assert validate_result(raw).fail_reason is None
+
+
+def test_the_largest_numbers_the_schema_admits_are_the_contracts_constants() -> None:
+    """``result.json``'s maximums are the constants the code uses (the cache clamps to one),
+    and a result at each of them is valid."""
+    import json
+
+    schema = json.loads((REPO / "proto/labelgate/v1/schema/result.json").read_text())
+    requirement = schema["properties"]["require_approval"]["oneOf"][1]["properties"]
+    assert schema["properties"]["cache_ttl_seconds"]["maximum"] == MAX_CACHE_TTL_SECONDS == 86_400
+    assert requirement["grant_ttl_seconds"]["maximum"] == MAX_GRANT_TTL_SECONDS
+    assert requirement["min_approvals"]["maximum"] == MAX_MIN_APPROVALS
+    at_most = {
+        **HELD,
+        "cache_ttl_seconds": MAX_CACHE_TTL_SECONDS,
+        "require_approval": {
+            **HELD["require_approval"],
+            "grant_ttl_seconds": MAX_GRANT_TTL_SECONDS,
+            "min_approvals": MAX_MIN_APPROVALS,
+        },
+    }
+    decision = validate_result(at_most)
+    assert not decision.failed_closed and decision.to_result() == at_most
 
 
 def test_integral_floats_are_accepted_as_integers_and_kept_as_int() -> None:

@@ -89,7 +89,9 @@ def build_engine(settings: GatewaySettings) -> PolicyEngine:
             engine = in_process(bundle=build_bundle_client(policy))
         else:
             engine = in_process(policy.dir)
-    return CachingEngine(engine, max_entries=policy.cache_max_entries) if policy.cache else engine
+    if not policy.cache:
+        return engine
+    return CachingEngine(engine, max_entries=policy.cache_max_entries, max_bytes=policy.cache_max_bytes)
 
 
 def build_bundle_client(policy: PolicySettings) -> BundleClient:

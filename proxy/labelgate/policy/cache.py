@@ -1,16 +1,27 @@
 """A decision cache in front of any PolicyEngine.
 
-The key is the decision-relevant part of the input: everything except values that differ
-on every call without changing what the policy can decide (``request.request_id``,
-``request.session_id``, ``request.digest``, ``context.time_ns``), hashed. ``request.peer``
-stays: a policy may decide on where a call comes from, and it is the caller's address
-without its port (``calls.peer_address``), so a client's calls share a key.
-``subject.attributes`` stay in the key: a policy may use them.
+The key is the decision-relevant part of the input: everything except the values that
+differ on every call (``request.request_id``, ``request.digest``, ``context.time_ns``):
+keying on them would make every key unique. So a policy must not decide on them unless its
+result's ``cache_ttl_seconds`` is 0; a policy that decides on time sets a TTL that fits (the
+contract says so: ``schema/README.md``, ``input.json``). Everything else is in the key:
+``request.session_id`` (a policy may require one, or decide per session),
+``request.peer`` (a policy may decide on where a call comes from; it is the caller's
+address without its port, ``calls.peer_address``, so a client's calls share a key) and all
+of ``subject.attributes``, the token's ``jti``, ``iat``, ``exp`` and ``nbf`` included (a
+policy may keep a revocation list of token ids, or want a minimum lifetime left): a new
+token or session is a miss, never another one's answer. An entry also never outlives the
+token it was decided for: when ``subject.attributes.exp`` is a number (a JWT's, seconds
+since the epoch) the entry expires by then, whatever the TTL (``_lifetime``).
 
-Two spellings of that part: ``cache_key`` is canonical JSON (sorted keys), stable across
-processes and key order, for what is stored and compared later (the decision-input store,
-``labelgate policy impact``); the cache itself keys on a pickle of the same part
-(``memo_key``), several times cheaper than the JSON walk and still exact: equal bytes load
+Two keys. The cache itself keys on a pickle of that part (``memo_key``), several times
+cheaper than a JSON walk and exact. ``cache_key`` names an input for what is stored and
+compared later (the decision-input store, audit records, ``labelgate policy impact``):
+canonical JSON (sorted keys), stable across processes and key order, of that part without
+``request.session_id`` and the per-token claims (``jti``, ``iat``, ``exp``, ``nbf``) as
+well, so one person's calls are one stored input across sessions and tokens (the store
+keeps no session id: ``gateway.record.replayable_input``). Each ``memo_key`` has one
+``cache_key``, not the other way round. The pickle is exact: equal bytes load
 back as equal values of equal types, so a hit is never a different input. The pickler runs
 in fast mode (nothing is memoised, so no back-references: the bytes never depend on which
 equal objects happen to be shared) and takes the exact builtin types only, anything else is
@@ -34,8 +45,12 @@ A decision served from the cache was not evaluated for the call it serves: it ca
 still be joined to the decision-log event that made it, and nothing built on the decision
 (an approval stage's refusal copies ``decision_id``) can pass another call's id off as its own.
 
-The policy says how long its answer holds (``cache_ttl_seconds``; 0 means never cache) and
-fail-closed denies are never cached, so an outage is not remembered after it ends. The
+The policy says how long its answer holds (``cache_ttl_seconds``; 0 means never cache; at
+most ``MAX_CACHE_TTL_SECONDS``, which the result schema enforces and the cache clamps to
+again) and fail-closed denies are never cached, so an outage is not remembered after it
+ends. The cache holds at most ``max_entries`` entries whose keys add up to at most
+``max_bytes`` (one caller's large inputs cannot pin the memory of 10,000 of them); the
+least recently used go first, and a key larger than ``max_bytes`` is not stored. The
 whole cache is dropped the moment the inner engine reports a new revision (checked on
 every call: one string comparison). For OPA the revision is what the answer to its newest
 request reported (``opa.py``, revision order: an answer that arrives late never sets it
@@ -64,19 +79,24 @@ from typing import Any
 
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
-from labelgate.policy.contract import CONTRACT_VERSION, PHASES, Decision
+from labelgate.policy.contract import CONTRACT_VERSION, MAX_CACHE_TTL_SECONDS, PHASES, Decision
 from labelgate.policy.engine import PolicyEngine
 
 log = get_logger(__name__)
 
-# ``digest`` identifies the query for approval grants (input values included); the policy
-# may not decide on it (the contract says so), and keying on it would cache per query.
-# Spelt out name by name in ``_relevant`` (a test holds the two to each other).
-_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "digest"})
-# Per-token claims: every new token of one person would otherwise be a new key (a cache miss,
-# and a new "distinct" input for impact analysis). Time is not a key either (``time_ns``):
-# a policy that decides on time or expiry must set a cache TTL that fits.
-_VOLATILE_SUBJECT_ATTRIBUTES = frozenset({"jti", "iat", "exp", "nbf"})
+# Left out of every key, as they differ on every call (``context.time_ns`` too): keying on
+# them would make every key unique. ``request_id`` names the call; ``digest`` identifies the
+# query for approval grants (input values included). The contract tells policies not to
+# decide on them unless the result's ``cache_ttl_seconds`` is 0. Spelt out name by name in
+# ``_relevant`` (a test holds the two to each other).
+_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "digest"})
+# Left out of the canonical key (``cache_key``) as well, never out of the cache's own: a
+# policy may decide on the session (require one) and on the token (a revocation list of
+# ``jti``, a minimum lifetime left), so the cache keys on them; what is stored for impact
+# analysis names one person's calls as one input across sessions and tokens. Spelt out in
+# ``_canonical_part`` (a test holds them to it).
+_UNSTORED_REQUEST_KEYS = frozenset({"session_id"})
+_TOKEN_ATTRIBUTES = frozenset({"jti", "iat", "exp", "nbf"})
 # Protocol 4 and later write short ASCII strings with a one-byte length (shorter keys).
 _PICKLE_PROTOCOL = 5
 # The words every input spells: the contract's names and fixed values (input.json). Each
@@ -144,9 +164,12 @@ _canonical_json = json.JSONEncoder(
 _canonical_json_of_plain_data = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
 ).encode
-# ``cache_key`` answers remembered by ``memo_key`` (inputs come from data: bounded).
+# ``cache_key`` answers remembered by ``memo_key`` (inputs come from data: bounded, in
+# entries and in the bytes of the keys held; emptied when either is reached).
 CANONICAL_MEMO_SIZE = 4096
+CANONICAL_MEMO_BYTES = 16 * 2**20
 _canonical_keys: dict[bytes, bytes] = {}
+_canonical_bytes = 0  # the length of the keys in ``_canonical_keys`` (approximate across threads)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -170,6 +193,11 @@ def cached_from(decision: Decision) -> str | None:
     return decision.cached_from if isinstance(decision, CachedDecision) else None
 
 
+# The bound on the length of the keys a cache holds (``policy.cache_max_bytes``): 64 MiB is
+# ~60,000 default-pack inputs, more than ``max_entries`` (10,000) admits; it binds when keys
+# are large (64 requested outputs of 500 bytes: ~68 KB each, ~1,000 entries).
+DEFAULT_MAX_BYTES = 64 * 2**20
+
 # Fail-closed reasons that are about one input, not about the engine's health.
 _INPUT_REFUSALS = frozenset({reasons.EMBEDDED_INPUT_UNSUPPORTED})
 
@@ -186,6 +214,7 @@ def cache_key(doc: dict[str, Any]) -> bytes | None:
 
 def cache_keys(doc: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     """``(memo_key(doc), cache_key(doc))`` for the price of one pickle when ``doc`` repeats."""
+    global _canonical_bytes
     fast = memo_key(doc)
     if fast is not None:
         known = _canonical_keys.get(fast)
@@ -194,14 +223,19 @@ def cache_keys(doc: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     # The pickler took an input only if it is plain and acyclic: no cycle check needed then.
     encode = _canonical_json if fast is None else _canonical_json_of_plain_data
     try:
-        text = encode(_relevant(doc))
+        # Not JSON (TypeError, ValueError), or text UTF-8 cannot encode (a lone surrogate:
+        # UnicodeEncodeError, a ValueError): no canonical key, as for any input not JSON.
+        key = hashlib.sha256(encode(_canonical_part(doc)).encode()).digest()
     except (TypeError, ValueError):
         return fast, None
-    key = hashlib.sha256(text.encode()).digest()
     if fast is not None:
-        if len(_canonical_keys) >= CANONICAL_MEMO_SIZE:
+        size = len(fast)
+        if len(_canonical_keys) >= CANONICAL_MEMO_SIZE or _canonical_bytes + size > CANONICAL_MEMO_BYTES:
             _canonical_keys.clear()
-        _canonical_keys[fast] = key
+            _canonical_bytes = 0
+        if size <= CANONICAL_MEMO_BYTES:
+            _canonical_keys[fast] = key
+            _canonical_bytes += size
     return fast, key
 
 
@@ -287,12 +321,13 @@ _per_thread = _PerThread()
 
 
 def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` without its per-call values (a shallow copy: ``doc`` is not modified).
+    """``doc`` without its per-call values (a shallow copy: ``doc`` is not modified): what
+    the cache keys on (``memo_key``).
 
     A part is copied only when it holds a per-call value (the gateway's ``request`` always
     does, so it is copied without asking first), and those are deleted from the copy (the
     order of what stays is kept): on the path of every decision, and of every cache hit, so
-    the names are spelt out rather than looped over.
+    the names are spelt out rather than looped over. The subject is kept whole.
     """
     relevant = dict(doc)
     request = relevant.get("request")
@@ -300,23 +335,62 @@ def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
         request = relevant["request"] = request.copy()
         if "request_id" in request:
             del request["request_id"]
-        if "session_id" in request:
-            del request["session_id"]
         if "digest" in request:
             del request["digest"]
-    subject = relevant.get("subject")
-    if isinstance(subject, dict):
-        attributes = subject.get("attributes")
-        if isinstance(attributes, dict) and not _VOLATILE_SUBJECT_ATTRIBUTES.isdisjoint(attributes):
-            attributes = attributes.copy()
-            for name in _VOLATILE_SUBJECT_ATTRIBUTES:
-                attributes.pop(name, None)
-            relevant["subject"] = {**subject, "attributes": attributes}
     context = relevant.get("context")
     if isinstance(context, dict) and "time_ns" in context:
         context = relevant["context"] = context.copy()
         del context["time_ns"]
     return relevant
+
+
+def _canonical_part(doc: dict[str, Any]) -> dict[str, Any]:
+    """What ``cache_key`` names: ``_relevant(doc)`` without ``request.session_id`` and the
+    per-token claims as well (copied where they are deleted: ``doc`` is not modified). Only
+    when ``cache_keys`` has not seen the input before, so off the path of a hit."""
+    relevant = _relevant(doc)
+    request = relevant.get("request")
+    if isinstance(request, dict) and "session_id" in request:
+        del request["session_id"]  # ``_relevant`` copied the request
+    subject = relevant.get("subject")
+    if isinstance(subject, dict):
+        attributes = subject.get("attributes")
+        if isinstance(attributes, dict) and not _TOKEN_ATTRIBUTES.isdisjoint(attributes):
+            attributes = attributes.copy()
+            if "jti" in attributes:
+                del attributes["jti"]
+            if "iat" in attributes:
+                del attributes["iat"]
+            if "exp" in attributes:
+                del attributes["exp"]
+            if "nbf" in attributes:
+                del attributes["nbf"]
+            relevant["subject"] = {**subject, "attributes": attributes}
+    return relevant
+
+
+def _lifetime(input: dict[str, Any], ttl: int, wall_now: float) -> float:
+    """How long a decision for ``input`` may be served: its ``ttl`` (at most
+    ``MAX_CACHE_TTL_SECONDS``), and never past the token's expiry when
+    ``subject.attributes.exp`` is a number (seconds since the epoch; ``wall_now`` is the
+    wall clock's time). 0 or less: not stored. On the store path only."""
+    ttl = min(ttl, MAX_CACHE_TTL_SECONDS)
+    subject = input.get("subject")
+    if type(subject) is not dict:
+        return ttl
+    attributes = subject.get("attributes")
+    if type(attributes) is not dict:
+        return ttl
+    expires = attributes.get("exp")
+    if type(expires) is not int and type(expires) is not float:  # bool is no expiry
+        return ttl
+    # Compared before subtracted: an int of any size compares exactly with a float, but one
+    # beyond a float's range cannot be subtracted from one. NaN expires at once.
+    if not expires > wall_now:
+        return 0
+    if expires >= wall_now + ttl:
+        return ttl
+    return expires - wall_now
 
 
 class CachingEngine:
@@ -327,14 +401,21 @@ class CachingEngine:
         inner: PolicyEngine,
         max_entries: int = 10_000,
         *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         self.inner = inner
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
         self._clock = clock
+        self._wall_clock = wall_clock  # what a token's ``exp`` is read against
         self._entries: OrderedDict[bytes, tuple[float, Decision]] = OrderedDict()
+        self._bytes = 0  # the length of the keys in ``_entries``
         self._revision = inner.revision
         # Revision changes this cache has seen (``_sync_revision``), drops or not.
         self._revision_changes = 0
@@ -361,8 +442,14 @@ class CachingEngine:
             "revision_drops": self.revision_drops,
         }
 
+    @property
+    def key_bytes(self) -> int:
+        """The length of the keys held, which ``max_bytes`` bounds."""
+        return self._bytes
+
     def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0
 
     async def start(self) -> None:
         await self.inner.start()
@@ -412,12 +499,24 @@ class CachingEngine:
             and decision.cache_ttl_seconds > 0
             and decision.revision == self._revision
             and self._revision_marks() == before
+            and len(key) <= self._max_bytes
         ):
-            self._entries[key] = (self._clock() + decision.cache_ttl_seconds, cached_copy(decision))
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            lifetime = _lifetime(input, decision.cache_ttl_seconds, self._wall_clock())
+            if lifetime > 0:
+                self._store(key, self._clock() + lifetime, cached_copy(decision))
         return decision
+
+    def _store(self, key: bytes, expires: float, decision: Decision) -> None:
+        """Keep ``decision`` under ``key`` as the most recent entry, then evict the least
+        recently used while over either bound (``max_entries``, ``max_bytes``)."""
+        entries = self._entries
+        if key not in entries:  # another call may have stored it while this one was decided
+            self._bytes += len(key)
+        entries[key] = (expires, decision)
+        entries.move_to_end(key)
+        while len(entries) > self._max_entries or self._bytes > self._max_bytes:
+            evicted, _ = entries.popitem(last=False)
+            self._bytes -= len(evicted)
 
     def cached(self, key: bytes) -> Decision | None:
         """The unexpired decision stored under ``key`` (``memo_key`` of an input) for the current
@@ -435,6 +534,7 @@ class CachingEngine:
             self.hits += 1
             return decision
         del self._entries[key]
+        self._bytes -= len(key)
         return None
 
     def _revision_marks(self) -> tuple[int, int]:
@@ -451,5 +551,5 @@ class CachingEngine:
                     "policy_cache_dropped", old_revision=self._revision, revision=revision, entries=len(self)
                 )
                 self.revision_drops += 1
-            self._entries.clear()
+            self.clear()
             self._revision = revision

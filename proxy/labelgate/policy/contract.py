@@ -54,6 +54,14 @@ _FAIL_CLOSED_MESSAGES = {
         "control character; the opa engine (--engine opa) decides such inputs"
     ),
 }
+# The largest values ``result.json`` admits (its ``maximum``s; a test holds the two to each
+# other). Numbers from policy are JSON integers of any size: unbounded, a TTL of 401 digits
+# overflowed the cache's clock arithmetic (an INTERNAL failure of every call it answered)
+# rather than failing as the invalid result it is. A day for a cached decision; a year for
+# an approval grant (Postgres keeps it in a 32-bit INTEGER column); 100 approvers.
+MAX_CACHE_TTL_SECONDS = 86_400
+MAX_GRANT_TTL_SECONDS = 31_536_000
+MAX_MIN_APPROVALS = 100
 # A result that allows the call and also holds it for approval (request and response phases).
 CONTRADICTORY_MESSAGE = "policy gave a contradictory decision (allow with require_approval)"
 
