@@ -112,3 +112,40 @@ def test_a_missing_source_folder_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         read_snapshot(tmp_path / "nowhere")
     assert error.value.reason == "BUNDLE_SOURCE_MISSING"
+
+
+def test_a_link_to_a_file_outside_the_source_is_refused_naming_it(
+    policy_source: Path, tmp_path: Path
+) -> None:
+    """A policy author's symlink (say, in a git PR) must not publish a host file to every instance."""
+    secret = tmp_path / "host-secret.json"
+    secret.write_text('{"private_key": "-----BEGIN PRIVATE KEY-----"}')
+    leak = policy_source / "labelgate" / "leak"
+    leak.mkdir()
+    (leak / "data.json").symlink_to(secret)
+    for read in (read_snapshot, fingerprint):
+        with pytest.raises(ConfigError) as refused:
+            read(policy_source)
+        assert refused.value.reason == "BUNDLE_FILE_INVALID"
+        assert "labelgate/leak/data.json is a symbolic link to" in refused.value.message
+        assert (
+            str(secret.resolve()) in refused.value.message
+            and "outside the source folder" in refused.value.message
+        )
+    (leak / "data.json").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (leak / "x.rego").symlink_to(tmp_path / "elsewhere" / ".." / "host-secret.json")  # through `..`
+    with pytest.raises(ConfigError):
+        read_snapshot(policy_source)
+
+
+def test_links_inside_the_source_and_a_linked_source_folder_read(policy_source: Path, tmp_path: Path) -> None:
+    """git-sync serves its checkout through a link, and a repository may link one file to another."""
+    tables = policy_source / "labelgate" / "tables" / "data.json"
+    (policy_source / "labelgate" / "copy").mkdir()
+    (policy_source / "labelgate" / "copy" / "data.json").symlink_to(Path("..") / "tables" / "data.json")
+    linked = tmp_path / "current"
+    linked.symlink_to(policy_source)
+    files = dict(read_snapshot(linked).files)
+    assert files["labelgate/copy/data.json"] == files["labelgate/tables/data.json"] == tables.read_bytes()
+    assert fingerprint(linked)

@@ -160,6 +160,48 @@ def test_garbage_and_unsafe_members_are_refused(source: Path) -> None:
     assert manifest.value.reason == "BUNDLE_MANIFEST_INVALID"
 
 
+@pytest.mark.parametrize("with_wasm", [False, True])
+def test_a_followed_bundle_is_read_once(
+    source: Path, rsa_keys: KeyPair, monkeypatch: pytest.MonkeyPatch, with_wasm: bool
+) -> None:
+    """Reading a tarball is what a bomb costs, before the signature is checked: once, not twice."""
+    import labelgate.bundle.build as build
+    from labelgate.policy.bundle_client import read_bundle
+
+    files = dict(build_bundle(read_snapshot(source).files).files)
+    if with_wasm:
+        files["policy.wasm"] = b"\0asm"  # read_bundle keeps it; nothing here runs it
+    members = sorted(files.items())
+    signer = Signer.from_pem(rsa_keys.private_pem, rsa_keys.algorithm)
+    members.insert(1, (".signatures.json", signer.signatures_file(members)))
+    tarball = write_tarball(members)
+    reads: list[int] = []
+    real = build.read_tarball
+
+    def counted(tarball: bytes, *args: Any, **kwargs: Any) -> dict[str, bytes]:
+        reads.append(len(tarball))
+        return real(tarball, *args, **kwargs)
+
+    monkeypatch.setattr(build, "read_tarball", counted)
+    bundle = read_bundle(tarball, verify=key_of(rsa_keys), origin="test")
+    assert reads == [len(tarball)]
+    assert bundle.revision == PolicySource.from_dir(source).revision
+    assert getattr(bundle, "wasm", None) == (b"\0asm" if with_wasm else None)
+
+
+def test_a_bundle_with_policy_wasm_keeps_what_its_data_does_not_hold_exactly(source: Path) -> None:
+    """The wasm engine refuses data numbers a float64 does not hold: a bundle carrying policy.wasm
+    must keep them on its source as a plain bundle does."""
+    from labelgate.policy.bundle_client import BundleSource, read_bundle
+
+    files = dict(build_bundle(read_snapshot(source).files).files)
+    files["labelgate/limits/data.json"] = b'{"threshold": 0.1000000000000000055511151231257827}'
+    files["policy.wasm"] = b"\0asm"
+    bundle = read_bundle(write_tarball(sorted(files.items())), verify=None, origin="test")
+    assert isinstance(bundle, BundleSource)
+    assert bundle.inexact_numbers == (("labelgate/limits/data.json", "0.1000000000000000055511151231257827"),)
+
+
 def test_the_public_key_is_checked_at_start(tmp_path: Path) -> None:
     not_a_key = tmp_path / "key.pem"
     not_a_key.write_text("hello")

@@ -104,3 +104,55 @@ def test_yaml_data_files_are_named_for_the_engines_that_refuse_them(tmp_path: Pa
     assert "labelgate/catalog/data.yaml" in raised.value.message and "--engine opa" in raised.value.message
     (tmp_path / "p" / "labelgate" / "catalog" / "data.yaml").unlink()
     PolicySource.from_dir(tmp_path / "p").refuse_yaml_data("embedded")  # JSON only: fine
+
+
+def _data_source(root: Path, data: str) -> PolicySource:
+    (root / "t").mkdir(parents=True)
+    (root / "t" / "t.rego").write_text("package t\n\nx := data.limits.threshold > 0.1\n")
+    (root / "limits").mkdir()
+    (root / "limits" / "data.json").write_text(data)
+    return PolicySource.from_dir(root)
+
+
+@pytest.mark.parametrize(
+    "number", ["0.1000000000000000055511151231257827", "12345678901234567890.5", "1e400", "1e-400"]
+)
+def test_a_data_number_a_float_does_not_hold_is_refused_by_the_in_process_engines(
+    tmp_path: Path, number: str
+) -> None:
+    """OPA compares the number as written; the in-process engines get a Python float."""
+    from labelgate.policy.embedded import _Compiled
+    from labelgate.policy.wasm import _WasmCompiled
+
+    source = _data_source(tmp_path / "p", f'{{"threshold": {number}, "fine": 0.1}}')
+    assert source.inexact_numbers == (("limits/data.json", number),)  # read: OPA itself takes it
+    with pytest.raises(ConfigError) as refused:
+        source.refuse_yaml_data("embedded")  # what both in-process engines call as they load
+    assert refused.value.reason == "POLICY_DATA_INVALID"
+    assert f"limits/data.json: {number}" in refused.value.message
+    assert "the embedded engine" in refused.value.message and "--engine opa" in refused.value.message
+    with pytest.raises(ConfigError) as wasm:
+        _WasmCompiled.build(source, "t/x")
+    assert wasm.value.reason == "POLICY_DATA_INVALID" and f"limits/data.json: {number}" in wasm.value.message
+    with pytest.raises(ConfigError) as embedded:  # an infinite number is refused sooner, as not JSON
+        _Compiled.build(source, "t/x")
+    assert embedded.value.reason == "POLICY_DATA_INVALID"
+
+
+def test_data_numbers_a_float_holds_load(tmp_path: Path) -> None:
+    numbers = "[0.1, 1E2, 2.5e-3, -0.0, 0.30000000000000004, 1.7976931348623157e308, 9007199254740993, "
+    numbers += "12345678901234567890123]"
+    source = _data_source(tmp_path / "p", f'{{"threshold": 0.2, "all": {numbers}}}')
+    assert source.inexact_numbers == ()
+    source.refuse_yaml_data("embedded")
+    assert source.data["limits"]["all"][-2:] == [9007199254740993, 12345678901234567890123]  # ints stay exact
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_data_that_is_not_json_is_invalid(tmp_path: Path, constant: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        _data_source(tmp_path / "p", f'{{"threshold": {constant}}}')
+    assert (
+        refused.value.reason == "POLICY_DATA_INVALID"
+        and f"{constant} is not a JSON number" in refused.value.message
+    )

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wasmtime
 
-from labelgate.bundle.build import read_tarball
+from labelgate.bundle.build import read_tarball, write_tarball
 from labelgate.errors import ConfigError
 from labelgate.policy.bundle_client import BundleSource, read_bundle
 from labelgate.policy.contract import POLICY_ERROR, validate_result
 from labelgate.policy.source import PolicySource
 from labelgate.policy.wasm import WasmEngine, _WasmCompiled, compile_wasm, opa_binary
-from labelgate.policy.wasm_host import UNSUPPORTED
+from labelgate.policy.wasm_host import UNSUPPORTED, WasmInstance, WasmPolicy
 from labelgate.policy.wasm_sprintf import UnsupportedFormat, check_format, parse_arguments, sprintf
 from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
 from tests.support.procs import opa_binary as pinned_opa
@@ -434,3 +435,162 @@ def test_json_marshal_of_data_and_of_a_rule_reading_data_is_accepted() -> None:
         "package labelgate.probe\n\n_r := data.r\n\nf := json.marshal(_r.n)\n\ng := json.marshal(data.r.n)\n"
     )
     assert marshal_findings((("probe.rego", module),), {"r": {"n": 1}}) == []
+
+
+# -- the module itself: a bundle's policy.wasm is checked, not only the .rego beside it -------
+
+
+def _module(text: str) -> bytes:
+    """``opa build -t wasm`` of ``package t`` holding ``text``: entrypoint t/x."""
+    return compile_wasm(
+        PolicySource.from_files([("t/t.rego", f"package t\n\n{text}\n".encode())], origin="t"), "t/x"
+    )
+
+
+def _beside(wasm: bytes, decoy: str) -> BundleSource:
+    """A bundle of ``wasm`` and a decoy module, read as a followed bundle is."""
+    manifest = json.dumps({"revision": "decoy", "roots": ["t"]}).encode()
+    members = [
+        (".manifest", manifest),
+        ("policy.wasm", wasm),
+        ("t/t.rego", f"package t\n\n{decoy}\n".encode()),
+    ]
+    source = read_bundle(write_tarball(members), verify=None, origin="decoy")
+    assert isinstance(source, BundleSource)
+    return source
+
+
+def _without_names(wasm: bytes) -> bytes:
+    """``wasm`` without its ``name`` custom section (as ``wasm-strip`` leaves it)."""
+    from labelgate.policy.wasm import _leb128
+
+    out, offset = bytearray(wasm[:8]), 8
+    while offset < len(wasm):
+        size, start = _leb128(wasm, offset + 1)
+        length, at = _leb128(wasm, start) if wasm[offset] == 0 else (0, start)
+        if not (wasm[offset] == 0 and wasm[at : at + length] == b"name"):
+            out += wasm[offset : start + size]
+        offset = start + size
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("built_from", "named"),
+    [
+        ('x := regex.match("^a.c$", input.s)', "policy.wasm uses builtin(s) `regex.match`"),
+        ("x := input.a / 3", "policy.wasm uses builtin(s) `div`"),
+        ("x := upper(input.s)", "policy.wasm uses builtin(s) `upper`"),
+        ('x := sprintf("%x", [input.n])', "policy.wasm calls `sprintf`, which no module calls"),
+        ("x := json.marshal(input.o)", "policy.wasm calls `json.marshal`, which no module calls"),
+    ],
+)
+def test_a_policy_wasm_built_from_other_modules_is_refused_for_what_it_uses(
+    built_from: str, named: str
+) -> None:
+    """The .rego beside it passes the check; the module OPA compiled from other text runs regex.match."""
+    source = _beside(_module(built_from), decoy="x := true")
+    with pytest.raises(ConfigError) as raised:
+        _WasmCompiled.build(source, "t/x", wasm=source.wasm)
+    assert raised.value.reason == UNSUPPORTED
+    assert named in raised.value.message and "--engine opa" in raised.value.message
+
+
+def test_a_policy_wasm_built_from_the_modules_beside_it_loads() -> None:
+    text = 'x := {"n": count(input.xs) * 2 + 1, "in": "a" in input.xs, "j": json.marshal(count(input.xs))}'
+    source = _beside(_module(text), decoy=text)
+    compiled = _WasmCompiled.build(source, "t/x", wasm=source.wasm)
+    assert compiled.evaluate({"xs": ["a", "b"]}) == {"n": 5, "in": True, "j": "2"}
+
+
+def test_a_policy_wasm_without_function_names_is_refused() -> None:
+    text = "x := count(input.xs)"
+    source = _beside(_without_names(_module(text)), decoy=text)
+    with pytest.raises(ConfigError) as raised:
+        _WasmCompiled.build(source, "t/x", wasm=source.wasm)
+    assert raised.value.reason == UNSUPPORTED
+    assert "policy.wasm has no function names" in raised.value.message
+
+
+def test_the_default_pack_module_uses_only_what_the_text_check_allows(tmp_path: Path) -> None:
+    from labelgate.policy.wasm import module_builtins, module_findings
+
+    source = read_bundle(_opa_wasm_bundle(REGO, tmp_path), verify=None, origin="default pack")
+    assert isinstance(source, BundleSource) and source.wasm is not None
+    used = module_builtins(source.wasm, ())
+    assert used is not None and {"count", "json.marshal", "object.get", "plus"} <= used
+    assert module_findings(source, source.wasm, (), "policy.wasm") == []
+
+
+class _Probe(WasmPolicy):
+    """A module loaded only to ask its ``builtins`` export (WasmPolicy refuses what the host lacks)."""
+
+    def __init__(self, wasm: bytes) -> None:
+        self.engine = wasmtime.Engine()
+        self.module = wasmtime.Module(self.engine, wasm)
+        self.origin = "probe"
+
+
+def _calling(builtins: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """A module whose x calls each of ``builtins`` (OPA capabilities entries), and their names."""
+    rules, names = [], []
+    for index, builtin in enumerate(builtins):
+        decl = builtin.get("decl", {})
+        arguments = ", ".join(f"input.a{n}" for n in range(len(decl.get("args", []))))
+        call = f"{builtin['name']}({arguments})"
+        rules.append(f"b{index} := {call}" if decl.get("result") else f"b{index} if {call}")
+        names.append(builtin["name"])
+    uses = ", ".join(f"b{index}" for index in range(len(builtins)))
+    return "\n\n".join([*rules, f"x := [{uses}]"]), names
+
+
+def test_the_module_check_names_every_builtin_opa_compiles_a_call_to() -> None:
+    """For the pinned opa: a call to any builtin shows in the module, as a host builtin its
+    ``builtins`` export names or as a function _NATIVE_FUNCTIONS maps to it; and the allowed
+    builtins read as allowed ones only."""
+    from labelgate.policy.wasm import WASM_NATIVE_BUILTINS, WASM_OPERATORS, module_builtins
+
+    capabilities = json.loads(
+        subprocess.run([pinned_opa(), "capabilities", "--current"], capture_output=True, check=True).stdout
+    )
+    callable_ = [b for b in capabilities["builtins"] if not b.get("deprecated") and b["name"] != "eq"]
+    text, names = _calling(callable_)
+    wasm = _module(text)
+    used = module_builtins(wasm, WasmInstance(_Probe(wasm), b"{}", _probe=True).dump_json("builtins"))
+    assert used is not None and len(names) > 150
+    # print compiles to nothing (print is off), rego.metadata.* to constants.
+    invisible = {"print", "rego.metadata.chain", "rego.metadata.rule"}
+    assert set(names) - invisible - used == set()
+
+    allowed = WASM_NATIVE_BUILTINS | WASM_OPERATORS | {"json.marshal"}
+    text, names = _calling([b for b in callable_ if b["name"] in allowed])
+    assert set(names) == allowed
+    wasm = _module(text)
+    assert module_builtins(wasm, ()) == allowed
+
+
+# -- arithmetic: `/` is refused, `+ - *` are documented ---------------------------------------
+
+
+async def test_division_is_refused_at_load_naming_each_place(tmp_path: Path) -> None:
+    """OPA's wasm target rounds quotients to 18 digits: `(1 / 3) * 3 == 1` and
+    `t / 1000000000 > 1750000000` (t = 1750000000000000001) are true in OPA and false there."""
+    body = (
+        'r := [(input.a / 3) * 3 == 1, input.t / 1000000000 > 1750000000] # "a / b" in a comment\n\n'
+        'q := "a/b"\n\n' + result_rule(VALID_RESULT)
+    )
+    write_policy(tmp_path, body)
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    with pytest.raises(ConfigError) as raised:
+        await engine.start()
+    await engine.close()
+    assert raised.value.reason == UNSUPPORTED
+    where = "labelgate/decision/policy.rego:3, labelgate/decision/policy.rego:3 ("
+    assert f"the `/` operator at {where}" in raised.value.message and "--engine opa" in raised.value.message
+
+
+async def test_other_arithmetic_and_slashes_in_strings_and_comments_load(tmp_path: Path) -> None:
+    body = 'r := [input.a * 3, input.a + 1, input.a - 1, input.a % 2] # a / b\n\nq := "a/b"\n\n'
+    write_policy(tmp_path, body + result_rule(VALID_RESULT))
+    engine = WasmEngine(tmp_path, watch_interval=None)
+    await engine.start()
+    await engine.close()

@@ -31,6 +31,7 @@ import re
 import tarfile
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -217,22 +218,125 @@ def write_tarball(members: Iterable[SourceFile]) -> bytes:
     return compressed.getvalue()
 
 
-def read_tarball(tarball: bytes, max_bytes: int = 64 * 1024 * 1024) -> dict[str, bytes]:
-    """The regular files of a bundle tarball (leading ``/`` dropped, as OPA does)."""
+# Bounds on reading a tarball, which happens before its signature is checked (so anyone who
+# can answer the bundle URL chooses its content): the decompressed stream is counted, every
+# member header costs memory, and a GNU long-name or pax header is read whole by tarfile.
+MAX_MEMBERS = 10_000
+MAX_EXTENDED_HEADER_BYTES = 8 * 1024
+# Extended headers (GNU long name/link, pax, pax global) in a row before a member: a member
+# needs at most a few, and tarfile reads each chain recursively.
+MAX_EXTENDED_RUN = 8
+_EXTENDED_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+# What a bundle holds: regular files, and the folders ``tar`` writes for them (skipped).
+_MEMBER_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+_TYPE_NAMES = {
+    tarfile.SYMTYPE: "a symbolic link",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a FIFO",
+    tarfile.CONTTYPE: "a contiguous file",
+    tarfile.GNUTYPE_SPARSE: "a sparse file",
+}
+
+
+class _Inflated(io.RawIOBase):
+    """The gzip stream of a tarball, decompressed as it is read, refused past ``limit`` bytes."""
+
+    def __init__(self, tarball: bytes, limit: int) -> None:
+        super().__init__()
+        self._gzip = gzip.GzipFile(fileobj=io.BytesIO(tarball), mode="rb")
+        self._limit = limit
+        self._count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        room = self._limit + 1 - self._count  # one byte past the limit shows it is passed
+        data = self._gzip.read(room if size is None or size < 0 else min(size, room))
+        self._count += len(data)
+        if self._count > self._limit:
+            raise InvalidInput(reasons.BUNDLE_TOO_LARGE, f"bundle unpacks to more than {self._limit} bytes")
+        return data
+
+
+class _BundleTarInfo(tarfile.TarInfo):
+    """A member header, refused before tarfile reads what it announces (see ``read_tarball``)."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        assert isinstance(tar, _BundleTarFile)
+        if self.type in _EXTENDED_TYPES:
+            tar.extended_run += 1
+            if self.size > MAX_EXTENDED_HEADER_BYTES:
+                raise InvalidInput(
+                    reasons.BUNDLE_TOO_LARGE,
+                    f"bundle has a tar long-name or pax header of {self.size} bytes "
+                    f"(at most {MAX_EXTENDED_HEADER_BYTES})",
+                )
+            if tar.extended_run > MAX_EXTENDED_RUN:
+                raise InvalidInput(
+                    reasons.BUNDLE_FILE_INVALID,
+                    f"bundle has more than {MAX_EXTENDED_RUN} tar long-name or pax headers in a row",
+                )
+        else:
+            tar.extended_run = 0
+            if self.type not in _MEMBER_TYPES:
+                kind = _TYPE_NAMES.get(self.type, f"of tar type {self.type!r}")
+                raise InvalidInput(
+                    reasons.BUNDLE_FILE_INVALID,
+                    f"bundle member {self.name!r} is {kind}: a bundle holds regular files only",
+                )
+        # Private in tarfile (and absent from its stubs), stable since Python 2: the one place
+        # where the header is known and what it announces is not yet read.
+        member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+        return member
+
+
+class _BundleTarFile(tarfile.TarFile):
+    tarinfo = _BundleTarInfo
+    members: list[tarfile.TarInfo]  # every header read so far (tarfile's own; not in its stubs)
+    extended_run = 0  # extended headers read since the last member
+
+
+def read_tarball(
+    tarball: bytes, max_bytes: int = 64 * 1024 * 1024, max_members: int = MAX_MEMBERS
+) -> dict[str, bytes]:
+    """The regular files of a bundle tarball (leading ``/`` dropped, as OPA does).
+
+    Read as a stream, with every bound checked before the memory it guards is spent: at most
+    ``max_bytes`` decompressed bytes in all (headers included) and ``max_members`` members
+    (BUNDLE_TOO_LARGE); a GNU long-name or pax header of at most MAX_EXTENDED_HEADER_BYTES
+    (BUNDLE_TOO_LARGE); nothing but regular files and folders (a link, a device, a FIFO, a
+    sparse file: BUNDLE_FILE_INVALID, which OPA's own bundles never hold). A member named
+    twice reads as its last copy. Anything else unreadable: BUNDLE_UNREADABLE.
+    """
     files: dict[str, bytes] = {}
-    total = 0
+    total = members = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
-            for info in tar:
+        with _BundleTarFile.open(fileobj=_Inflated(tarball, max_bytes), mode="r|") as tar:
+            while (info := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every header it read: keep none
+                members += 1
+                if members > max_members:
+                    raise InvalidInput(
+                        reasons.BUNDLE_TOO_LARGE, f"bundle has more than {max_members} members"
+                    )
                 if not info.isfile():
-                    continue
+                    continue  # a folder
                 total += info.size
                 if total > max_bytes:
                     raise InvalidInput(reasons.BUNDLE_TOO_LARGE, f"bundle holds more than {max_bytes} bytes")
                 extracted = tar.extractfile(info)
                 assert extracted is not None  # a regular file always has content
                 files[info.name.lstrip("/")] = extracted.read()
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise InvalidInput(reasons.BUNDLE_UNREADABLE, f"not a gzip tarball: {error}") from error
     return files
 

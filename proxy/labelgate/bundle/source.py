@@ -2,7 +2,8 @@
 
 A snapshot holds every ``.rego`` file (tests included: they are run, not served) and every
 ``data.json`` / ``data.yaml`` under the folder, skipping hidden files and folders (editor
-swap files, ``.git``). The change detector is a stat fingerprint (name, size, mtime, inode)
+swap files, ``.git``), and refusing a symbolic link to a file outside the folder
+(``_source_paths``). The change detector is a stat fingerprint (name, size, mtime, inode)
 polled by the publisher: it costs one ``stat`` per file, works on every filesystem
 (including bind mounts and network shares where inotify stays silent) and needs no extra
 dependency; an atomic save (write + rename) always changes the inode.
@@ -72,12 +73,29 @@ def _is_source_file(rel: PurePosixPath) -> bool:
 
 
 def _source_paths(root: Path) -> list[tuple[str, Path]]:
+    """The source files under ``root`` (module docstring), by relative path.
+
+    A symbolic link among them is followed only when what it points to is under ``root``
+    too (``root`` itself may be one, as git-sync's checkout link is): one pointing out of it
+    is refused (ConfigError BUNDLE_FILE_INVALID, naming it), or a policy author could publish
+    any file of the bundle server's host to every instance credential. ``rglob`` does not
+    descend into linked folders, so their files are not served at all.
+    """
     if not root.is_dir():
         raise ConfigError(reasons.BUNDLE_SOURCE_MISSING, f"policy source folder {root} does not exist")
+    real_root = root.resolve()
     found = []
     for path in root.rglob("*"):
         rel = PurePosixPath(path.relative_to(root).as_posix())
         if _is_source_file(rel) and path.is_file():
+            target = path.resolve()
+            if not target.is_relative_to(real_root):
+                raise ConfigError(
+                    reasons.BUNDLE_FILE_INVALID,
+                    f"policy source file {rel} is a symbolic link to {target}, outside the source "
+                    f"folder {real_root}: the bundle server serves only files under that folder "
+                    f"(copy the file in, or link to one inside it)",
+                )
             found.append((str(rel), path))
     return sorted(found)
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +106,20 @@ def read_bundle(
 def _read_bundle(
     tarball: bytes, *, verify: BundleKey | None, origin: str, max_bytes: int
 ) -> tuple[PolicySource, dict[str, bytes]]:
-    """``read_bundle`` and the bundle's members (the ones its signature, if checked, covers)."""
+    """``read_bundle`` and the bundle's members (the ones its signature, if checked, covers).
+
+    The tarball is read once (``read_tarball`` bounds what that may cost, before the signature
+    is checked), and its members are what both the source and the caller get.
+    """
     from labelgate.bundle.build import read_tarball
 
-    source = PolicySource.from_bundle(tarball, verify=verify, origin=origin, max_bytes=max_bytes)
     files = read_tarball(tarball, max_bytes)
+    source = PolicySource.from_bundle_files(files, verify=verify, origin=origin)
     wasm = files.get("policy.wasm")
     if wasm is None:
         return source, files
-    bundle = BundleSource(
-        source.modules, source.data, source.revision, source.origin, source.yaml_files, wasm=wasm
-    )
-    return bundle, files
+    kept = {member.name: getattr(source, member.name) for member in fields(source)}
+    return BundleSource(**kept, wasm=wasm), files
 
 
 class _PollFailed(Exception):

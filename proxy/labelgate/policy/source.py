@@ -16,14 +16,22 @@ reads it as YAML 1.2 (``1e3`` is the number 1000), so the same file holds differ
 the two. ``yaml_files`` names such files, and the in-process engines refuse a source that
 has any (``refuse_yaml_data``); only ``--engine opa``, where OPA reads the file itself, takes
 them, as the bundle builder does not bundle them at all.
+
+JSON data is read with its numbers as Python floats and ints, which the in-process engines
+are handed; OPA keeps each number as written. A number a float64 does not hold exactly
+(``0.1000000000000000055511151231257827``, ``12345678901234567890.5``, ``1e400``) would
+compare differently there, so it is recorded (``inexact_numbers``) and those engines refuse
+the source, naming the file and the number, exactly as they refuse YAML data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -91,6 +99,9 @@ class PolicySource:
     origin: str
     # The data.yaml / data.yml files the data came from, if any (see refuse_yaml_data).
     yaml_files: tuple[str, ...] = ()
+    # (data file, number as written) for every data.json number a float64 does not hold (see
+    # refuse_yaml_data).
+    inexact_numbers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_dir(cls, policy_dir: Path) -> PolicySource:
@@ -116,7 +127,17 @@ class PolicySource:
         """
         from labelgate.bundle.build import read_tarball
 
-        files = read_tarball(tarball, max_bytes)
+        return cls.from_bundle_files(read_tarball(tarball, max_bytes), verify=verify, origin=origin)
+
+    @classmethod
+    def from_bundle_files(
+        cls,
+        files: dict[str, bytes],
+        *,
+        verify: BundleKey | Callable[[dict[str, bytes]], None] | None = None,
+        origin: str = "bundle",
+    ) -> PolicySource:
+        """``from_bundle`` of a tarball already read (``bundle.build.read_tarball``): its members."""
         if verify is not None:
             (verify.verify if isinstance(verify, BundleKey) else verify)(files)
         revision = _manifest_revision(files.get(MANIFEST))
@@ -147,6 +168,7 @@ class PolicySource:
         modules: list[tuple[str, str]] = []
         data: dict[str, Any] = {}
         yaml_files: list[str] = []
+        inexact: list[tuple[str, str]] = []
         digest = hashlib.sha256()
         for rel, content in ordered:
             digest.update(rel.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
@@ -156,13 +178,22 @@ class PolicySource:
             else:
                 if not rel.endswith(".json"):
                     yaml_files.append(rel)
-                _merge(data, list(path.parent.parts), _parse_data(rel, content), rel)
+                value, inexact_here = _parse_data(rel, content)
+                inexact += ((rel, number) for number in inexact_here)
+                _merge(data, list(path.parent.parts), value, rel)
         if not modules:
             raise ConfigError(reasons.POLICY_EMPTY, f"no .rego modules found in {origin}")
-        return cls(tuple(modules), data, revision or digest.hexdigest(), origin, tuple(yaml_files))
+        return cls(
+            tuple(modules), data, revision or digest.hexdigest(), origin, tuple(yaml_files), tuple(inexact)
+        )
 
     def refuse_yaml_data(self, engine: str) -> None:
-        """Raise ConfigError(BUNDLE_DATA_UNSUPPORTED) when any data came from YAML (module docstring)."""
+        """Raise ConfigError unless the data is what OPA reads (module docstring): none from YAML
+        (BUNDLE_DATA_UNSUPPORTED), no data.json number a float64 does not hold (POLICY_DATA_INVALID).
+
+        Both are the in-process engines' concern only (``--engine opa`` reads the files itself),
+        so a source holding them still reads, and each in-process engine calls this as it loads.
+        """
         if self.yaml_files:
             raise ConfigError(
                 bundle_reasons.BUNDLE_DATA_UNSUPPORTED,
@@ -170,6 +201,23 @@ class PolicySource:
                 f"read differently from OPA, e.g. 1e3 is a string here and a number in OPA, so the "
                 f"{engine} engine does not load it), or run this policy with --engine opa",
             )
+        if self.inexact_numbers:
+            shown = "; ".join(
+                f"{rel}: {number} ({_nearest(number)})" for rel, number in self.inexact_numbers[:5]
+            )
+            more = f" and {len(self.inexact_numbers) - 5} more" if len(self.inexact_numbers) > 5 else ""
+            raise ConfigError(
+                reasons.POLICY_DATA_INVALID,
+                f"{self.origin}: data number(s) a 64-bit float does not hold exactly: {shown}{more}. "
+                f"OPA compares the number as written, the {engine} engine would compare the float: "
+                f"write the float's own value, or run this policy with --engine opa",
+            )
+
+
+def _nearest(number: str) -> str:
+    """What a float64 makes of the JSON number ``number``, for a message."""
+    value = float(number)
+    return f"the nearest float is {value!r}" if math.isfinite(value) else "out of a float's range"
 
 
 def _manifest_revision(manifest: bytes | None) -> str | None:
@@ -223,11 +271,32 @@ def _decode(rel: str, content: bytes) -> str:
         raise ConfigError(reasons.POLICY_FILE_INVALID, f"{rel} is not UTF-8: {error}") from error
 
 
-def _parse_data(rel: str, content: bytes) -> Any:
+def _parse_data(rel: str, content: bytes) -> tuple[Any, list[str]]:
+    """The data in ``content``, and the JSON numbers in it a float64 does not hold (as written).
+
+    A JSON number with a fraction or an exponent becomes a Python float (what both in-process
+    engines are handed, written back by ``json.dumps`` as its shortest form); OPA keeps the
+    literal. They agree when that float's shortest form has the literal's value (``0.1``,
+    ``1E2``, ``2.5e-3``), and not otherwise (``0.1000000000000000055511151231257827``, more
+    than 17 significant digits; ``1e400``, out of range): those are returned. Integers stay
+    exact Python ints, written back digit for digit. ``NaN`` and ``Infinity`` are not JSON (OPA
+    refuses them): invalid data.
+    """
+    inexact: list[str] = []
+
+    def exact_float(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value) or Decimal(text) != Decimal(repr(value)):
+            inexact.append(text)
+        return value
+
+    def not_json(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
     try:
         if rel.endswith(".json"):
-            return json.loads(content)
-        return yaml.safe_load(content)
+            return json.loads(content, parse_float=exact_float, parse_constant=not_json), inexact
+        return yaml.safe_load(content), inexact
     except (ValueError, yaml.YAMLError) as error:
         raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel} is not valid data: {error}") from error
 
