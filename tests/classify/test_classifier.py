@@ -361,7 +361,8 @@ def test_placeholders_are_stable_per_secret_and_differ_across_secrets() -> None:
         result = Classifier(CATALOG, DETECTORS, key_secret=secret).classify_response("m", [tensor])
         return [field.path for field in result.fields]
 
-    expected = "<key:" + hmac.new(SECRET, b"sk_live_abc123", hashlib.sha256).hexdigest()[:8] + ">"
+    derived = hmac.new(SECRET, b"labelgate json key names", hashlib.sha512).digest()  # placeholders' own
+    expected = "<key:" + hmac.new(derived, b"sk_live_abc123", hashlib.sha256).hexdigest()[:8] + ">"
     assert paths(SECRET) == paths(SECRET) == ["outputs.doc", f"outputs.doc[].{expected}"]
     assert paths(b"another secret, 32 bytes long...") != paths(SECRET)
 

@@ -10,8 +10,9 @@ import re
 
 import pytest
 
-from labelgate.classify import jsonpaths
+from labelgate.classify import DetectorSet, jsonpaths
 from labelgate.classify.jsonpaths import MAX_DEPTH, KeyNames
+from labelgate.enforce.strategies import Mask, Masker
 from labelgate.errors import ConfigError
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -89,9 +90,26 @@ def test_uncatalogued_keys_are_placeholders_stable_per_secret() -> None:
         assert re.fullmatch(r"<key:[0-9a-f]{8}>", placeholder), placeholder
         assert NAMES.segment(key) == "." + placeholder == "." + KeyNames((), SECRET).placeholder(key)
         assert other.placeholder(key) != placeholder
-    expected = hmac.new(SECRET, b"sk_live_abc123", hashlib.sha256).hexdigest()[:8]
+    # Keyed with a key derived from the secret for placeholders alone (placeholder_key).
+    derived = hmac.new(SECRET, b"labelgate json key names", hashlib.sha512).digest()
+    expected = hmac.new(derived, b"sk_live_abc123", hashlib.sha256).hexdigest()[:8]
     assert NAMES.placeholder("sk_live_abc123") == f"<key:{expected}>"
     assert NAMES.segment("root") == ".root"
+
+
+def test_a_placeholder_is_not_the_start_of_the_hash_mask_of_its_key() -> None:
+    """The gateway's secret keys both placeholders (logs, decision inputs, audit) and the
+    ``hash`` mask (callers): the placeholder of a key is no prefix of the hash of the same
+    text, and no hash a caller can be shown (of any bytes) is the placeholders' key."""
+    masker = Masker(SECRET, [Mask("p", "hash")])
+    for key in ("123-45-6789", "Ann Smith", "sk_live_abc123", ""):
+        placeholder = NAMES.placeholder(key)
+        hashed = masker.text(key, Mask("p", "hash"))
+        assert hashed.startswith("hmac:") and not hashed.startswith(f"hmac:{placeholder[5:13]}")
+    label_hashed = bytes.fromhex(masker.digest(jsonpaths.PLACEHOLDER_KEY_LABEL)[len("hmac:") :])
+    assert label_hashed != jsonpaths.placeholder_key(SECRET)
+    forged = hmac.new(label_hashed, b"123-45-6789", hashlib.sha256).hexdigest()[:8]
+    assert NAMES.placeholder("123-45-6789") != f"<key:{forged}>"
 
 
 def test_the_default_secret_is_one_per_process_and_short_secrets_are_refused() -> None:
@@ -311,6 +329,64 @@ def test_huge_whole_floats_are_scanned_as_written_not_as_their_digits() -> None:
     assert scannable(4111111111111111.0) == "4111111111111111"
     assert scannable(1e308) == "1e+308", "309 digits for 5 bytes of JSON: read as written"
     assert scannable(2.0**64) == repr(2.0**64)
+
+
+CARD_19 = "4111111111111111110"  # Luhn-valid, past what a double holds
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        f"{CARD_19}.0",
+        f"{CARD_19}e0",
+        f"{CARD_19[0]}.{CARD_19[1:]}e18",
+        f"-{CARD_19}.5",
+        f"{CARD_19[:17]}.{CARD_19[17:]}e2",
+        "0.000000000004111111111111111110e30",
+    ],
+)
+def test_a_float_literal_its_float_does_not_give_back_is_read_as_written(literal: str) -> None:
+    """Review (F2): ``4111111111111111110.0`` parses to ``4.111111111111111e18``, whose digits
+    (``4111111111111111168``) are no card, and the element leaves as written: readers keeping
+    the literal read the card. Every reader of elements keeps the literal of such a number,
+    and ``scannable`` gives it, as the text detectors read a number in text."""
+    element = f'{{"n": {literal}, "s": "x"}}'.encode()
+    names = KeyNames((), SECRET)
+    values = [
+        jsonpaths.parse_object(element)["n"],  # type: ignore[index]
+        jsonpaths.parse_classified(element)["n"],  # type: ignore[index]
+        json.loads(element, parse_float=jsonpaths.json_float)["n"],
+    ]
+    for _ in range(2):  # learnt, then from the shape memo
+        shaped = names.shaped(element)
+        assert shaped is not None
+        values.append(shaped[1][0])
+        assert shaped[0].texts(shaped[1]) == [literal.encode(), b"x"]
+    for value in values:
+        assert type(value) is jsonpaths.LiteralFloat and value == float(literal)
+        assert jsonpaths.scannable(value) == literal
+    assert jsonpaths.dumps({"n": values[0]}) == jsonpaths.dumps({"n": float(literal)})  # written as the float
+    assert [hit.detector for hit in DetectorSet.default().scan(literal.encode())] == ["credit_card"]
+
+
+@pytest.mark.parametrize(
+    ("literal", "scanned"),
+    [
+        ("4111111111111111.0", "4111111111111111"),
+        ("4111111111111111.000000000", "4111111111111111"),
+        ("0.30000000000000004", "0.30000000000000004"),  # a double's shortest repr
+        ("1.50000000000000000000", "1 .5"),
+        ("2.5e-3", "0.0025"),
+        ("1e5", "100000"),
+        ("1e999", "inf"),  # short: no more digits than a double holds
+        # Below 1e12: no 13 digits before the point in either (the fewest a card has).
+        ("0.41111111111111111110", "0.4111111111111111"),
+        ("411111111111.11111110", "411111111111 .1111"),
+    ],
+)
+def test_a_float_literal_its_float_gives_back_or_below_a_card_is_a_float(literal: str, scanned: str) -> None:
+    value = jsonpaths.parse_object(f'{{"n": {literal}}}'.encode())["n"]  # type: ignore[index]
+    assert type(value) is float and jsonpaths.scannable(value) == scanned
 
 
 def test_a_fractional_floats_integer_part_is_read_apart_from_its_fraction() -> None:

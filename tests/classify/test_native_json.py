@@ -168,6 +168,8 @@ IBAN = SENSITIVE[4]
 LEFT_TO_PYTHON: list[bytes] = [
     # Floats: Python scans 4111111111111111.0 as the card's digits (jsonpaths.scannable).
     b'{"f": 4111111111111111.0, "g": 1e400, "h": -0.0, "i": 2E-3, "j": 0}',
+    # More digits than a double holds: read as written (review F2), a card either way.
+    b'{"f": 4111111111111111110.0, "g": 4.111111111111111110e18, "s": "' + SSN.encode() + b'"}',
     b'{"a": "\xff"}',  # invalid UTF-8
     b'{"a": 1}\xc3',
     b'{"a": 1',  # syntax

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from labelgate.classify import Catalog, DetectorSet, classify_outputs
+from labelgate.classify.folding import reads_wide
 from labelgate.classify.jsonpaths import KeyNames
 from labelgate.enforce import apply_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial
@@ -40,6 +41,8 @@ def reference_raw(value: bytes, mask: Mask) -> bytes:
     if mask.strategy == "hash":
         return ("hmac:" + hmac.new(KEY, value, hashlib.sha256).hexdigest()).encode()
     text = value.decode("utf-8", "surrogateescape")
+    if reads_wide(value):  # UTF-16 or UTF-32 text (a byte order mark): starred whole
+        return b"*" * len(text)
     return _partial(text, mask.keep_last).encode("utf-8", "surrogateescape")
 
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -9,8 +12,10 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, DetectorSet, classify_outputs, native
 from labelgate.enforce import apply_masks
+from labelgate.enforce import native as json_native
 from labelgate.enforce.strategies import MASK_INVALID
 from labelgate.errors import PolicyUnavailable
+from labelgate.oip import native as tensor_native
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, encode_outputs
 
@@ -470,3 +475,125 @@ def test_the_real_policy_empties_opaque_elements_for_a_no_group_caller() -> None
     assert doc.values[1:-1] == [b""] * len(modes)
     assert json.loads(doc.values[-1]) == {"secret": None}
     assert wide.values == [b"", b"plain words"]
+
+
+# --- review rev-s11-mask: what a partial mask still shows -------------------------------------
+
+
+def _mongolian(text: str) -> str:
+    """``text`` with its digits written as Mongolian digits (U+1810..U+1819): in UTF-16 or
+    UTF-32 every byte of one is an ASCII control character."""
+    return "".join(chr(0x1810 + int(char)) if char.isdigit() else char for char in text)
+
+
+def _digits_shown(data: bytes) -> int:
+    """The most ASCII digits a reading the classifier uses shows of ``data``: as it is,
+    folded, decoded as the UTF-16 or UTF-32 it reads as and folded; and for a JSON object,
+    each string leaf read so too."""
+    from labelgate.classify.folding import UNFOLDABLE, folded, wide_folded
+    from labelgate.classify.jsonpaths import parse_object
+
+    forms = [data]
+    for form in (folded(data), wide_folded(data)):
+        if form is not None and form is not UNFOLDABLE:
+            forms.append(form)
+    shown = max(len(re.findall(rb"[0-9]", form)) for form in forms)
+    parsed = parse_object(data)
+    if parsed is not None:
+        for value in parsed.values():
+            if isinstance(value, str):
+                shown = max(shown, _digits_shown(value.encode("utf-8", "surrogatepass")))
+    return shown
+
+
+def _all_native(use_native: bool) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for switch in (native, tensor_native, json_native):
+        stack.enter_context(switch.forced(use_native))
+    return stack
+
+
+WIDE_SSN = b"\xff\xfe" + ("SSN " + _mongolian("123-45-6789")).encode("utf-16-le")
+WIDE_CARD = b"\xff\xfe" + ("card " + _mongolian("4111111111111111")).encode("utf-16-le")
+# A JSON leaf whose UTF-8 is UTF-16 text (an e-acute, then a card in Mongolian digits).
+WIDE_LEAF = "\u00e9" + ("card " + _mongolian("4111111111111111")).encode("utf-16-le").decode("ascii")
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_partial_shows_no_more_than_keep_last_of_text_that_reads_as_utf16(use_native: bool) -> None:
+    """Review (F1): an SSN or a card in Mongolian digits, in UTF-16 text (a byte order mark,
+    or the NULs of one): the classifier finds it decoded, and ``partial`` kept every digit,
+    each two ASCII control bytes it counted as no character. Whole outputs, detector spans,
+    and JSON leaves: no reading shows more than ``keep_last`` digits."""
+    with _all_native(use_native):
+        tensors = [
+            decode_outputs(_raw_reply(text("ssn", WIDE_SSN, "SSN 123-45-6789")))[0],
+            text("notes", WIDE_CARD, "\u00e9".encode() + WIDE_CARD[2:], "card 4111111111111111"),
+            text("doc", json.dumps({"n": WIDE_LEAF, "contact": {"email": "x"}})),
+        ]
+        result = masked(
+            tensors,
+            mask("outputs.ssn", "partial", keep_last=4),
+            mask("outputs.notes{credit_card}", "partial", keep_last=4),
+            mask("outputs.doc[].n", "partial", keep_last=4),
+        )
+    assert result["ssn"][1] == b"***********6789"  # ASCII: the last four, as ever
+    assert result["notes"][2] == b"card ************1111"
+    assert all(_digits_shown(value) <= 4 for value in result["ssn"] + result["notes"] + result["doc"])
+    assert _digits_shown(WIDE_SSN) == 9 and _digits_shown(WIDE_CARD) == 16  # there to find
+    assert json.loads(result["doc"][0])["n"] == "*" * len(WIDE_LEAF)
+
+
+def _raw_reply(tensor: Tensor) -> pb.ModelInferResponse:
+    reply = pb.ModelInferResponse()
+    encode_outputs(reply, [tensor], raw=True)
+    return reply
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_a_card_written_as_a_json_float_with_more_digits_than_a_double_is_found(use_native: bool) -> None:
+    """Review (F2): ``4111111111111111110.0`` (a Luhn-valid 19-digit card) was scanned as the
+    float it parses to (``4111111111111111168``), found nothing, and the element left as
+    written: every reader keeping number literals (a person, ``jq``, a decimal parser) read
+    the card."""
+    card = "4111111111111111110"
+    forms = [f"{card}.0", f"{card}e0", f"{card[0]}.{card[1:]}e18", f"{card}.5", f"{card[:17]}.{card[17:]}e2"]
+    elements = [f'{{"ref": {form}, "note": "x"}}' for form in forms]
+    with _all_native(use_native):
+        tensor = text("notes", *elements)
+        classification = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+        found = classification.json_elements["notes"]
+        assert all(
+            [hit.detector for leaf in found[index] for hit in leaf.detections] == ["credit_card"]
+            for index in range(len(forms))
+        )
+        [result] = apply_masks([tensor], classification, [mask("outputs.notes{credit_card}", "partial")], KEY)
+    for value in result.values:
+        read = json.loads(value, parse_float=Decimal)
+        assert isinstance(read["ref"], str) and card[:15] not in value.decode() and read["note"] == "x"
+        assert re.sub(r"[^0-9]", "", read["ref"]).__len__() <= 4
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_partial_on_json_booleans_numbers_and_nulls_writes_null(use_native: bool) -> None:
+    """Review (F3): ``partial`` starred a boolean's text (``false`` -> ``*alse``, ``true`` ->
+    ``****``: confidential flags shown whole) and kept a number's length. Only text keeps
+    characters; anything else under ``partial`` is ``null``."""
+    elements = [
+        '{"n": true, "ssn": false}',
+        '{"n": 85000, "ssn": 42}',
+        '{"n": null, "ssn": "123-45-6789"}',
+        '{"n": -1.5, "ssn": [true]}',
+    ]
+    with _all_native(use_native):
+        result = masked(
+            [text("doc", *elements)],
+            mask("outputs.doc[].n", "partial", keep_last=4),
+            mask("outputs.doc[].ssn", "partial", keep_last=0),
+        )
+    assert [json.loads(value) for value in result["doc"]] == [
+        {"n": None, "ssn": None},
+        {"n": None, "ssn": None},
+        {"n": None, "ssn": "***********"},
+        {"n": None, "ssn": None},
+    ]

@@ -270,6 +270,39 @@ def test_elements_that_are_not_the_ones_classified_are_left_to_python() -> None:
     assert set(left_to_python(changed, classification, masks)) == expected
 
 
+def test_partial_on_booleans_numbers_and_nulls_is_null_both_ways() -> None:
+    """Review (F3): the extension starred a boolean's text (``*alse``) and an integer's, as
+    Python did; both now write null for them, and the element stays native."""
+    elements = [doc({"a": True, "b": False}), doc({"a": 85000, "b": -7}), doc({"a": None, "b": SSN})]
+    classification = classify(elements)
+    masks = [
+        {"path": "outputs.doc[].a", "strategy": "partial"},
+        {"path": "outputs.doc[].b", "strategy": "partial", "params": {"keep_last": 0}},
+    ]
+    masked = masked_both_ways(elements, classification, masks)
+    assert [json.loads(value) for value in masked] == [
+        {"a": None, "b": None},
+        {"a": None, "b": None},
+        {"a": None, "b": "*" * len(SSN)},
+    ]
+    assert left_to_python(elements, classification, masks) == []
+
+
+def test_partial_in_a_leaf_with_a_nul_is_left_to_python() -> None:
+    """Review (F1): a leaf whose text may read as UTF-16 (a NUL in it) is starred whole by
+    Python when it does (``folding.reads_wide``); the extension leaves such leaves to it."""
+    wide = "name Ann Smith".encode("utf-16-le").decode("ascii")  # ASCII with NULs: UTF-16
+    elements = [doc({"a": wide, "b": 1}), doc({"a": "x\u0000 " + CARD, "b": 1}), doc({"a": SSN, "b": 1})]
+    classification = classify(elements)
+    node = [{"path": "outputs.doc[].a", "strategy": "partial"}]
+    spans = [{"path": "outputs.doc{credit_card}", "strategy": "partial"}]
+    assert json.loads(masked_both_ways(elements, classification, node)[0])["a"] == "*" * len(wide)
+    assert left_to_python(elements, classification, node) == [0, 1]
+    masked = masked_both_ways(elements, classification, spans)
+    assert json.loads(masked[1])["a"] == "x\u0000 ************1111"  # one NUL: no UTF-16
+    assert 1 in left_to_python(elements, classification, spans)
+
+
 def test_several_shapes_in_one_tensor_each_get_their_plan() -> None:
     rows = [{"a": SSN, "b": 1}, {"b": SSN, "a": 1}, {"a": [SSN, 2]}, {"a": SSN, "b": 1}, {"a": {"a": SSN}}]
     elements = [doc(row) for row in rows]
@@ -277,7 +310,7 @@ def test_several_shapes_in_one_tensor_each_get_their_plan() -> None:
     masks = [{"path": f"outputs.doc[]{A}", "strategy": "partial", "params": {"keep_last": 1}}]
     masked = masked_both_ways(elements, classification, masks)
     assert masked[0] == b'{"a":"**********9","b":1}'
-    assert masked[1] == b'{"b":"' + SSN.encode() + b'","a":"*"}'
+    assert masked[1] == b'{"b":"' + SSN.encode() + b'","a":null}'
     assert set(left_to_python(elements, classification, masks)) == {2, 4}  # a is an array, an object
 
 

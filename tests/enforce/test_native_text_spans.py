@@ -180,6 +180,30 @@ def test_spans_the_extension_refuses_are_left_to_python() -> None:
         assert native.partial_spans(values, list(values), spans, {"us_ssn": 4}, set(), Detection) is None
 
 
+# An ASCII span in elements that may read as UTF-16 or UTF-32 (review F1): a NUL anywhere, a
+# byte order mark at the start. Python decides (``folding.reads_wide``) and stars the span
+# whole where the element does read so.
+MAY_READ_WIDE = [
+    ("SSN " + SSN).encode("utf-16-le"),  # NULs: UTF-16 by them
+    b"\xff\xfe" + ("SSN " + SSN).encode("utf-16-le"),
+    b"\xfe\xff\x00S" + b"\x00" + SSN.encode(),
+    b"\xff\xfe" + SSN.encode(),  # a mark, then ASCII: UTF-16 by its mark
+    b"123\x00-45-6789",  # one NUL: no UTF-16, the tail is kept as ever
+]
+
+
+def test_spans_of_elements_that_may_read_wide_are_left_to_python() -> None:
+    spans: dict[int, list[Any]] = {
+        index: [Detection("us_ssn", "confidential", len(value) - 4, len(value))]
+        for index, value in enumerate(MAY_READ_WIDE)
+    }
+    assert left_positions(MAY_READ_WIDE, spans, {"us_ssn": 2}, set()) == list(range(len(MAY_READ_WIDE)))
+    classification = Classification(fields=[], spans={"t": spans}, element_counts={"t": len(MAY_READ_WIDE)})
+    masked = masked_both_ways(MAY_READ_WIDE, classification, [mask("us_ssn", keep_last=2)])
+    assert masked[:4] == [value[:-4] + b"****" for value in MAY_READ_WIDE[:4]]
+    assert masked[4] == b"123\x00-45-**89"
+
+
 @pytest.mark.parametrize("keep_last", [0, 1, 4, 11, 12, 10**30])
 def test_hand_made_spans_mask_the_same(keep_last: int) -> None:
     values = [b"0123456789a", b"0123456789a", "\u00e9\u00e9 0123".encode(), b"abc", b"0123456789a"]

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 import pytest
 
+from labelgate.classify.folding import UNFOLDABLE, folded, wide_folded
 from labelgate.enforce.strategies import (
     HASH_KEY_INVALID,
     MASK_INVALID,
@@ -120,7 +122,7 @@ def test_partial_defaults_to_the_last_four() -> None:
 
 
 def test_partial_keeps_undecodable_bytes_intact_in_the_kept_tail() -> None:
-    assert Masker(KEY).raw(b"\xff\xfeabc\xff", mask("partial", keep_last=2)) == b"****c\xff"
+    assert Masker(KEY).raw(b"\xfe\xfeabc\xff", mask("partial", keep_last=2)) == b"****c\xff"
 
 
 def test_hash_is_a_keyed_stable_hmac() -> None:
@@ -155,10 +157,96 @@ def test_null() -> None:
 
 def test_json_values_by_type() -> None:
     masker = Masker(KEY)
-    assert masker.json_value(4111111111111111, mask("partial")) == "************1111"
+    assert masker.json_value("4111111111111111", mask("partial")) == "************1111"
     assert masker.json_value({"nested": "x"}, mask("partial")) is None
     assert masker.json_value([1, 2], mask("redact")) == "[REDACTED]"
     assert masker.json_value(None, mask("redact")) is None
+
+
+@pytest.mark.parametrize("keep_last", [0, 4, 40])
+def test_partial_on_a_json_boolean_number_or_null_writes_null(keep_last: int) -> None:
+    """Starred, ``false`` read ``*alse`` and ``true`` ``****`` (review: confidential booleans
+    shown whole to analysts), and a number kept its magnitude (``85000`` -> ``*5000``). As
+    the module says: a strategy that cannot apply to a type becomes null."""
+    masker = Masker(KEY)
+    for value in (True, False, None, 42, 85000, -7, 4111111111111111, 2.5, 4.111111111111111e18):
+        assert masker.json_value(value, mask("partial", keep_last=keep_last)) is None, value
+    # A string keeps its tail, as before.
+    assert masker.json_value("85000", mask("partial", keep_last=2)) == "***00"
+    # The other strategies are unchanged: a boolean's hash joins, redact writes its text.
+    assert masker.json_value(True, mask("redact")) == "[REDACTED]"
+    assert masker.json_value(False, mask("hash")).startswith("hmac:")
+
+
+def _mongolian(text: str) -> str:
+    """``text`` with its digits written as Mongolian digits (U+1810..U+1819): in UTF-16 or
+    UTF-32 every byte of one is an ASCII control character."""
+    return "".join(chr(0x1810 + int(char)) if char.isdigit() else char for char in text)
+
+
+def _digits_shown(data: bytes) -> int:
+    """The most ASCII digits any reading the classifier uses shows of ``data``: as it is,
+    folded (UTF-8), and decoded as the UTF-16 or UTF-32 it reads as, then folded."""
+    forms = [data]
+    for form in (folded(data), wide_folded(data)):
+        if form is not None and form is not UNFOLDABLE:
+            forms.append(form)
+    return max(len(re.findall(rb"[0-9]", form)) for form in forms)
+
+
+SSN_TEXT = "SSN " + _mongolian("123-45-6789")
+CARD_TEXT = "card " + _mongolian("4111111111111111")
+WIDE_VALUES = {
+    "utf-16-le bom": b"\xff\xfe" + SSN_TEXT.encode("utf-16-le"),
+    "utf-16-be bom": b"\xfe\xff" + SSN_TEXT.encode("utf-16-be"),
+    "utf-32-le bom": b"\xff\xfe\x00\x00" + CARD_TEXT.encode("utf-32-le"),
+    "utf-32-be bom": b"\x00\x00\xfe\xff" + CARD_TEXT.encode("utf-32-be"),
+    "utf-16-le after an e-acute": "\u00e9".encode() + CARD_TEXT.encode("utf-16-le"),
+    "utf-16-le, no mark (ASCII bytes)": CARD_TEXT.encode("utf-16-le"),
+}
+
+
+@pytest.mark.parametrize("value", WIDE_VALUES.values(), ids=WIDE_VALUES)
+def test_partial_stars_text_that_reads_as_utf16_or_utf32_whole(value: bytes) -> None:
+    """Review (F1): in UTF-16 or UTF-32 a Mongolian digit is two or four ASCII control
+    characters, which the UTF-8 count (``folding.read_length``) takes for none: ``partial``
+    kept every digit of an SSN or a card the classifier found in that reading."""
+    assert _digits_shown(value) >= 9  # the value is there to find
+    masker = Masker(KEY)
+    stars = value.decode("utf-8", "surrogateescape")
+    for keep_last in (0, 4):
+        partial = mask("partial", keep_last=keep_last)
+        masked = masker.raw(value, partial)
+        assert masked == b"*" * len(stars)
+        assert masker.raw_all([value, b"4111111111111111"], partial) == [
+            masked,
+            masker.raw(b"4111111111111111", partial),
+        ]
+        # A span of it, the whole element or a part (the element is what reads so).
+        assert replace_spans(value, [(0, len(value), partial)], masker) == masked
+        spanned = replace_spans(value, [(2, len(value), partial)], masker)
+        assert spanned is not None and _digits_shown(spanned) <= keep_last
+        assert replace_spans(value, [(0, 4, mask("redact")), (4, len(value), partial)], masker) is not None
+    text = value.decode("utf-8", "surrogatepass") if _is_utf8(value) else None
+    if text is not None:  # a string field, a JSON leaf
+        assert masker.text(text, mask("partial")) == "*" * len(text)
+        assert masker.json_value(text, mask("partial")) == "*" * len(text)
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_partial_still_keeps_the_tail_of_text_that_does_not_read_wide() -> None:
+    masker = Masker(KEY)
+    assert masker.raw(b"SSN 123-45-6789", mask("partial")) == b"***********6789"
+    assert masker.raw("caf\u00e9 4111111111111111".encode(), mask("partial")) == b"*" * 17 + b"1111"
+    assert masker.raw(b"123\x00-45-6789", mask("partial")) == b"********6789"  # one NUL: not UTF-16
+    assert masker.text("\u00e9 123-45-6789", mask("partial")) == "*********6789"
 
 
 def test_zero_values() -> None:

@@ -27,6 +27,10 @@ COLUMNS = {
     "non_ascii_equal_length": ["é1234".encode()] * 20 + [b"abcdef"] * 20,
     "empty_elements": [b""] * 30,
     "few": [b"4111111111111111", b"5500000000000004"],
+    # UTF-16 text (review F1): starred whole by every path; equal lengths, ASCII bytes too.
+    "utf16": [f"SSN {n:03d}-45-6789".encode("utf-16-le") for n in range(100, 120)]
+    + [b"\xff\xfe" + f"SSN {n:03d}-45-6789".encode("utf-16-le") for n in range(100, 120)],
+    "utf16_equal_length_ascii": [f"SSN {n:03d}-45-6789".encode("utf-16-le") for n in range(100, 140)],
 }
 
 
@@ -58,6 +62,17 @@ def _check_whole_mask(column: str, mask: Mask) -> None:
     plain = Tensor("t", "BYTES", list(masked.shape), list(masked.values))
     assert oip.tensor_to_raw(masked) == oip.tensor_to_raw(plain)
     assert tensor.values == COLUMNS[column]  # the input is not modified
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_a_column_of_utf16_text_is_starred_whole(use_native: bool) -> None:
+    """Review (F1): kept bytes of UTF-16 text are other characters read as UTF-16; the
+    classifier reads such text so, and ``partial`` stars it whole on every path."""
+    for column in ("utf16", "utf16_equal_length_ascii"):
+        tensor = decoded(COLUMNS[column])
+        with native.forced(use_native):
+            masked = mask_whole_bytes(tensor, Mask("outputs.t", "partial"), Masker(KEY))
+        assert masked.values == [b"*" * len(value) for value in COLUMNS[column]], column
 
 
 def test_the_masked_raw_form_never_reveals_the_hidden_bytes() -> None:

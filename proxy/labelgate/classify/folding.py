@@ -386,6 +386,14 @@ def wide_encoding(text: bytes) -> str | None:
     return None
 
 
+def reads_wide(text: bytes) -> bool:
+    """Whether ``text`` reads as UTF-16 or UTF-32 text (``wide_encoding``), as
+    ``hidden_by_folding`` reads it. One search for a NUL and a look at the first two bytes
+    for text without either: most text. What a ``partial`` mask asks of a value
+    (``enforce.strategies``): each character of such text is up to four bytes read apart."""
+    return (0 in text or text.startswith(_MARK_STARTS)) and wide_encoding(text) is not None
+
+
 # From this many bytes on, NULs are counted by numpy: ``bytes.count`` of a byte as common as
 # one in four (a dark image's, an array of small numbers) takes 2.4 ms a MB, numpy 0.07 ms.
 _COUNT_BY_NUMPY: Final = 4096
@@ -400,7 +408,9 @@ def _nuls(text: bytes, start: int = 0, stop: int | None = None, step: int = 1) -
 
 def read_length(char: str) -> int:
     """How many characters the detectors read ``char`` as, folded: ``⑪`` is two digits, a
-    zero-width space none. What a ``partial`` mask counts (``enforce.strategies``)."""
+    zero-width space none. What a ``partial`` mask counts (``enforce.strategies``) in text
+    that does not read as UTF-16 or UTF-32 (``reads_wide``): there a character folding drops
+    here (``\\x11\\x18``) is one that counts (a Mongolian digit), so such text is starred whole."""
     if char.isascii():
         return 0 if char in _ASCII_CONTROLS else 1
     return len(unicode_data.normalize("NFKC", char).translate(_TABLE))

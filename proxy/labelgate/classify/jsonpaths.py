@@ -11,6 +11,9 @@ Keys are data (a customer's name, an API key used as a key), and paths go into t
 input, audit records, logs and approval requests; so a key is written verbatim only when
 an operator wrote it in the catalog, and otherwise as the first 8 hex digits of its HMAC
 with a secret of the gateway: stable for the same key, so masks and globs still reach it.
+That HMAC's key is derived from the secret for placeholders alone (``placeholder_key``): the
+gateway's secret is also the key of the ``hash`` mask, and a placeholder must not be the start
+of the hash of the same text, which would link a key in the logs to a value in a reply.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final, cast
 
 from labelgate.classify import reasons
@@ -46,6 +50,8 @@ MIN_KEY_SECRET_BYTES = 16
 # One secret per process when none is configured: placeholders are stable within the
 # process (and across catalog reloads) but join nothing across gateways or restarts.
 PROCESS_KEY_SECRET = secrets.token_bytes(32)
+# What ``placeholder_key`` derives the placeholders' key from, with the secret.
+PLACEHOLDER_KEY_LABEL = b"labelgate json key names"
 # Spellings are memoized per KeyNames; past this many distinct keys the memo starts over,
 # so upstreams keying objects by ever-new data cannot grow it without bound.
 KEY_MEMO_SIZE = 4096
@@ -66,8 +72,45 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+class LiteralFloat(float):
+    """A JSON number its float does not give back (``json_float``): more significant digits
+    than a double holds. ``4111111111111111110.0``, a 19-digit card, is ``4.111111111111111e18``
+    as a float, which is no card; a reader that keeps number literals (a person, a log, an
+    LLM, ``jq``, a decimal parser) reads the card. ``literal`` is the number as written,
+    what ``scannable`` gives the detectors."""
+
+    __slots__ = ("literal",)
+    literal: str
+
+
+# A float literal this short has at most 15 significant digits (a dot or an exponent takes
+# a character), and a double gives back any 15.
+_SHORT_FLOAT = 16
+# Below this neither the number nor its float has the 13 digits before the point the shortest
+# card has (``patterns._float_cards`` reads a number in text by its integer part, exact or
+# parsed): whatever digits the float loses, the text detectors find the same in both.
+_CARD_FLOOR = 1e12
+
+
+def json_float(text: str) -> float:
+    """The ``parse_float`` of every decoder of elements: ``float(text)``, or a ``LiteralFloat``
+    when that float is not the number ``text`` writes (its shortest repr is another decimal)
+    and either has 13 digits or more before the point. Every reader of an element (classify
+    and enforce) reads its floats so. Most floats (short, or probabilities and scores below
+    ``_CARD_FLOOR``) cost a length check and a comparison more than ``float``."""
+    value = float(text)
+    if len(text) <= _SHORT_FLOAT or -_CARD_FLOOR < value < _CARD_FLOOR:
+        return value
+    written = repr(value)
+    if written == text or Decimal(text) == Decimal(written):
+        return value  # the same number, maybe written another way (``1.50``, ``1e5``)
+    literal = LiteralFloat(value)
+    literal.literal = text
+    return literal
+
+
 # One decoder for every element: ``json.loads`` with a hook builds a new one per call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=json_float)
 # Bytes that may start an element holding a JSON object: "{" or ASCII whitespace.
 OBJECT_OPENERS = (b"{", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c")
 OBJECT_FIRST_BYTES = frozenset(OBJECT_OPENERS)  # the same, for ``element[:1] in``
@@ -220,8 +263,8 @@ def _scanner(decoder: json.JSONDecoder) -> Scanner:
     return scan
 
 
-_SCAN_PAIRS = _scanner(json.JSONDecoder(object_pairs_hook=tuple))
-_SCAN_DICTS = _scanner(json.JSONDecoder())
+_SCAN_PAIRS = _scanner(json.JSONDecoder(object_pairs_hook=tuple, parse_float=json_float))
+_SCAN_DICTS = _scanner(json.JSONDecoder(parse_float=json_float))
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -360,7 +403,14 @@ NATIVE_MEMO_BYTES = 64 * 1024
 # A longer signature is not remembered: its element is read the exact way.
 NATIVE_MEMO_MAX_BYTES = 2 * 1024
 # A leaf's token in a native signature, by the type Python's json gives it.
-_LEAF_TOKENS: dict[type, bytes] = {str: b"s", int: b"i", float: b"f", bool: b"b", type(None): b"n"}
+_LEAF_TOKENS: dict[type, bytes] = {
+    str: b"s",
+    int: b"i",
+    float: b"f",
+    LiteralFloat: b"f",
+    bool: b"b",
+    type(None): b"n",
+}
 
 
 def native_signature(value: dict[str, Any]) -> bytes:
@@ -391,6 +441,17 @@ def _native_tokens(node: Any, out: bytearray) -> None:
         out += _LEAF_TOKENS[kind]
 
 
+def placeholder_key(secret: bytes) -> bytes:
+    """The key of the placeholders' HMACs, derived from the gateway's ``secret``:
+    HMAC-SHA512(secret, ``PLACEHOLDER_KEY_LABEL``). The same secret is the ``hash`` mask's key
+    (``enforce.strategies``): HMAC-SHA256 of a value, for any bytes an upstream writes. So the
+    derivation is no HMAC-SHA256 of the secret, which an upstream writing the label into a
+    hashed field would hand a caller; and a placeholder (keyed with this) shares nothing with
+    the hash of the same text. ``KeyNames`` derives it itself: whatever spells keys (the
+    gateway, replays of recordings) spells them alike."""
+    return hmac.new(secret, PLACEHOLDER_KEY_LABEL, hashlib.sha512).digest()
+
+
 class KeyNames:
     """How object keys are spelled in the field paths of one model's JSON elements.
 
@@ -406,7 +467,7 @@ class KeyNames:
                 f"the secret of key placeholders needs at least {MIN_KEY_SECRET_BYTES} bytes",
             )
         self.catalogued = frozenset(catalogued)
-        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        self._keyed = hmac.new(placeholder_key(secret), digestmod=hashlib.sha256)
         self._memo: dict[str, str] = {}
         # Shapes spell keys with this object's names, so they are remembered here, and a
         # catalog revision (new Classifier, new KeyNames) never sees another's.
@@ -419,7 +480,8 @@ class KeyNames:
         )
 
     def placeholder(self, key: str) -> str:
-        """``<key:xxxxxxxx>``: the first 8 hex digits of HMAC-SHA256(secret, key as UTF-8)."""
+        """``<key:xxxxxxxx>``: the first 8 hex digits of HMAC-SHA256(``placeholder_key(secret)``,
+        key as UTF-8)."""
         state = self._keyed.copy()  # the keyed pads are derived once, not per key
         state.update(key.encode("utf-8", "surrogatepass"))
         return f"<key:{state.hexdigest()[:8]}>"
@@ -661,12 +723,19 @@ def scannable(value: Any) -> str | None:
     the card pass sees digits glued to a dot; every digit is there once, so masking a span
     leaves none of it elsewhere. Any other float as Python writes it. Every number is
     scanned whatever its value, so which leaves a shape scans does not depend on the values
-    of its first element."""
+    of its first element.
+
+    A number the float does not give back (``LiteralFloat``: ``4111111111111111110.0``, more
+    digits than a double holds) is read as written, as the text detectors read a number in
+    text (``patterns._float_cards``: the exact value's integer part, and the double's), since
+    a reader keeping number literals sees those digits and the element leaves as written."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
+        if type(value) is LiteralFloat:
+            return value.literal
         # Past 2**64 no card or account number is left, and ``1e308``'s digits are 309 bytes
         # for its 5: a reply of such numbers would cost 60 times its size.
         if value.is_integer():

@@ -2,13 +2,19 @@
 
 ``redact``   the value becomes ``params.replacement`` (default ``[REDACTED]``)
 ``partial``  every character but the last ``params.keep_last`` (default 4) becomes ``*``;
-             a value no longer than ``keep_last`` is starred entirely, never shown whole
+             a value no longer than ``keep_last`` is starred entirely, never shown whole,
+             and so is text that also reads as UTF-16 or UTF-32 (``folding.reads_wide``:
+             there "the last characters" of its UTF-8 reading may be any number of
+             characters). Text only: a JSON number, boolean or null becomes JSON ``null``
+             (``false`` starred would still read ``*alse``, a number its magnitude)
 ``hash``     ``hmac:`` + hex HMAC-SHA256 of the value's UTF-8 bytes with the gateway key:
              the same value always gives the same text, so joins still work
 ``null``     the type's zero value: empty bytes / string, 0, 0.0, false, JSON null
 
-A strategy that cannot apply to a type (anything but ``null`` on a number, ``partial`` on
-a JSON object) becomes ``null``.
+A strategy that cannot apply to a type (anything but ``null`` on a numeric tensor's number;
+``partial`` on anything in JSON but a string) becomes ``null``. ``partial`` keeps the length of
+text, and its last characters: on short or enumerated values (``yes``/``no``, ``M``/``F``) it
+shows the value; mask those with ``redact`` or ``null``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import compile_glob, is_glob
-from labelgate.classify.folding import read_length
+from labelgate.classify.folding import read_length, reads_wide
 from labelgate.enforce import reasons
 from labelgate.errors import ConfigError, PolicyUnavailable
 from labelgate.oip import native
@@ -179,23 +185,47 @@ class Masker:
                 else jsonpaths.canonical(value)
             )
             return self.digest(data)
-        if isinstance(value, dict | list):
-            return None  # partial has no meaning for an object or array
-        return _partial(
-            value if isinstance(value, str) else jsonpaths.canonical(value).decode(), mask.keep_last
-        )
+        if not isinstance(value, str):
+            # Characters of text only: starred, a boolean still reads as itself (``*alse``),
+            # a number shows its magnitude; an object or array has no characters.
+            return None
+        return _partial(value, mask.keep_last)
 
 
 def _partial_bytes(value: bytes, keep_last: int) -> bytes:
-    """``partial`` on bytes, counting characters of the UTF-8 text."""
+    """``partial`` on bytes, counting characters of the UTF-8 text (``_partial``)."""
     if value.isascii():  # one byte per character: star the bytes directly
         hidden = len(value) - keep_last
-        return b"*" * len(value) if hidden <= 0 else b"*" * hidden + value[hidden:]
+        if hidden <= 0 or reads_wide(value):  # a NUL first: most values never decode
+            return b"*" * len(value)
+        return b"*" * hidden + value[hidden:]
+    if reads_wide(value):
+        return _starred(value)
     # Undecodable bytes survive as surrogates and are starred like any character.
-    return _partial(value.decode("utf-8", "surrogateescape"), keep_last).encode("utf-8", "surrogateescape")
+    return _partial_text(value.decode("utf-8", "surrogateescape"), keep_last).encode(
+        "utf-8", "surrogateescape"
+    )
+
+
+def _starred(value: bytes) -> bytes:
+    """``value`` starred whole: a star per character of its UTF-8 text (undecodable bytes one
+    each), as ``_partial`` stars a value no longer than ``keep_last``."""
+    if value.isascii():
+        return b"*" * len(value)
+    return b"*" * len(value.decode("utf-8", "surrogateescape"))
 
 
 def _partial(value: str, keep_last: int) -> str:
+    """``partial`` on text: ``_partial_text``, or every character starred when the text (as
+    UTF-8) also reads as UTF-16 or UTF-32 (``folding.reads_wide``). Read so, a character
+    ``read_length`` counts as none (``\\x11\\x18``, two control characters) is one that counts
+    (a Mongolian digit), so no count of the UTF-8 text bounds what its last characters show."""
+    if ("\x00" in value or not value.isascii()) and reads_wide(value.encode("utf-8", "surrogatepass")):
+        return "*" * len(value)
+    return _partial_text(value, keep_last)
+
+
+def _partial_text(value: str, keep_last: int) -> str:
     """``value`` starred but for its last characters, as many as read as at most ``keep_last``
     characters once folded (``folding.read_length``): a value found only folded may hold two
     digits in one character (``⑪``), and keeping four of those would show eight."""
@@ -227,7 +257,9 @@ def replace_spans(data: bytes, spans: Iterable[tuple[int, int, Mask]], masker: M
 
     The text is rebuilt from the original offsets in one pass, so a replacement of a
     different length never shifts a later span. Overlapping spans merge (the most
-    protective mask wins) so no byte of either escapes.
+    protective mask wins) so no byte of either escapes. In ``data`` that reads as UTF-16 or
+    UTF-32 (``folding.reads_wide``) a ``partial`` span is starred whole, whatever it holds:
+    read so, its kept bytes would be other characters than the ones counted.
     """
     if type(spans) is not list:
         spans = list(spans)
@@ -235,11 +267,14 @@ def replace_spans(data: bytes, spans: Iterable[tuple[int, int, Mask]], masker: M
         start, end, mask = spans[0]
         if start < 0 or end > len(data) or start >= end:
             return None
-        if mask.strategy == "partial":
-            starred = native.partial_span(data, start, end, mask.keep_last)  # None: not ASCII, or off
+        wide = mask.strategy == "partial" and reads_wide(data)
+        if mask.strategy == "partial" and not wide:
+            # None: not ASCII, the element may read as UTF-16 or UTF-32 (a NUL), or off.
+            starred = native.partial_span(data, start, end, mask.keep_last)
             if starred is not None:
                 return starred
-        return data[:start] + masker.raw(data[start:end], mask) + data[end:]
+        return data[:start] + _masked_span(data[start:end], mask, masker, wide) + data[end:]
+    wide = any(mask.strategy == "partial" for _, _, mask in spans) and reads_wide(data)
     merged: list[list[Any]] = []
     for start, end, mask in sorted(spans, key=lambda span: (span[0], span[1])):
         if start < 0 or end > len(data) or start >= end:
@@ -253,10 +288,18 @@ def replace_spans(data: bytes, spans: Iterable[tuple[int, int, Mask]], masker: M
             merged.append([start, end, mask])
     pieces, position = [], 0
     for start, end, mask in merged:
-        pieces += [data[position:start], masker.raw(data[start:end], mask)]
+        pieces += [data[position:start], _masked_span(data[start:end], mask, masker, wide)]
         position = end
     pieces.append(data[position:])
     return b"".join(pieces)
+
+
+def _masked_span(value: bytes, mask: Mask, masker: Masker, wide: bool) -> bytes:
+    """``masker.raw(value, mask)`` for a span of ``replace_spans``'s data; starred whole under
+    ``partial`` when that data reads as UTF-16 or UTF-32 (``wide``)."""
+    if wide and mask.strategy == "partial":
+        return _starred(value)
+    return masker.raw(value, mask)
 
 
 class MaskIndex:

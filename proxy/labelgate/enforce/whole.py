@@ -7,9 +7,9 @@ on a column whose elements all have one length and are ASCII (ids, SSNs, card nu
 the usual case) stars the same byte columns of every element in one numpy assignment over
 the decoded raw buffer; with the Rust extension (``labelgate.oip.native``), ``partial`` on
 ASCII elements of any lengths is one call that writes the raw form too. Anything else
-(``hash``, mixed lengths without the extension, non-ASCII text) goes element by element
-as before. The result is exactly ``Masker.raw_all``'s; ``tests/enforce/test_whole.py``
-checks that on every path.
+(``hash``, mixed lengths without the extension, non-ASCII text, an element with a NUL, which
+may read as UTF-16 or UTF-32) goes element by element as before. The result is exactly
+``Masker.raw_all``'s; ``tests/enforce/test_whole.py`` checks that on every path.
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ def _partial_fixed_width(
     if len(raw) != stride * len(values):
         return None  # not the buffer these values came from: never guess
     grid = np.frombuffer(raw, dtype=np.uint8).reshape(len(values), stride)
-    if length and int(grid[:, 4:].max()) >= 0x80:
-        return None  # characters, not bytes, are kept: the general path counts them
+    if length and (int(grid[:, 4:].max()) >= 0x80 or int(grid[:, 4:].min()) == 0):
+        # Characters, not bytes, are kept: the general path counts them; and an element with
+        # a NUL may read as UTF-16 or UTF-32, which it stars whole (``folding.reads_wide``).
+        return None
     hidden = length if length <= keep_last else length - keep_last
     out = grid.copy()
     out[:, 4 : 4 + hidden] = _STAR

@@ -179,15 +179,16 @@ impl ElementMasker {
         if mask.strategy == Strategy::Redact {
             self.texts.extend_from_slice(&mask.replacement);
         } else {
-            // Strings by their characters, other leaves by their canonical JSON text.
-            let text: &[u8] = match value {
-                Value::String(text) => self.reader.text(data, text),
-                Value::Integer(start, end) => &data[start..end],
-                Value::Boolean(true) => b"true",
-                Value::Boolean(false) => b"false",
-                Value::Null => return None,
+            // `partial` keeps characters of strings only: a number or a boolean is null (starred,
+            // `false` would read `*alse` and a number show its magnitude).
+            let Value::String(text) = value else {
+                return Some(Replacement::Null);
             };
-            partial_chars(text, mask.keep_last, &mut self.texts)?;
+            partial_chars(
+                self.reader.text(data, text),
+                mask.keep_last,
+                &mut self.texts,
+            )?;
         }
         Some(Replacement::Text(from..self.texts.len()))
     }
@@ -207,6 +208,9 @@ impl ElementMasker {
             _ => return None, // `scannable` is None: Python empties the element
         };
         let length = i64::try_from(text.len()).ok()?;
+        // In a text that may read as UTF-16 or UTF-32 Python stars a `partial` span whole
+        // where that encoding is confirmed (`replace_spans`): its call.
+        let wide = crate::tensors::may_read_wide(text);
         self.merged.clear();
         self.merged.extend_from_slice(spans);
         // Sorted by (start, end), stably; overlaps merged, the lowest rank winning ties to
@@ -238,6 +242,7 @@ impl ElementMasker {
             match mask.strategy {
                 Strategy::Null => {}
                 Strategy::Redact => self.texts.extend_from_slice(&mask.replacement),
+                Strategy::Partial if wide => return None,
                 Strategy::Partial => {
                     partial_chars(&text[start..end], mask.keep_last, &mut self.texts)?
                 }
@@ -358,11 +363,12 @@ fn same_skeleton(signature: &[u8], skeleton: &[u8]) -> bool {
     true
 }
 
-/// `_partial` on ASCII `text`, onto `out`; `None` for any other text: Python keeps the
-/// characters that read as at most `keep_last` once folded (`folding.read_length`: `⑪` is
-/// two digits), which needs Unicode's tables.
+/// `_partial` on ASCII `text` without a NUL, onto `out`; `None` for any other text: Python
+/// keeps the characters that read as at most `keep_last` once folded (`folding.read_length`:
+/// `⑪` is two digits), which needs Unicode's tables, and stars text that reads as UTF-16 or
+/// UTF-32 whole (`folding.reads_wide`, which a NUL may mean).
 fn partial_chars(text: &[u8], keep_last: usize, out: &mut Vec<u8>) -> Option<()> {
-    if !text.is_ascii() {
+    if !text.is_ascii() || text.contains(&0) {
         return None;
     }
     // A text no longer than keep_last is starred whole, never shown.
@@ -885,6 +891,8 @@ mod tests {
         assert!(partial("h\u{e9}llo w\u{f6}rld", 3).is_none());
         assert!(partial("\u{246a}\u{246a}\u{246a}", 4).is_none());
         assert!(partial_chars(b"\xc3", 1, &mut Vec::new()).is_none());
+        // A NUL: it may read as UTF-16 (`\x11\x18` a Mongolian digit), Python's to decide.
+        assert!(partial("S\0S\0N\0 \0\x11\x18\x12\x18", 4).is_none());
     }
 
     #[test]
@@ -903,7 +911,7 @@ mod tests {
                 &[]
             )
             .unwrap(),
-            r#"{"s":"**cdef","i":"****4567","t":"****","f":"*alse","n":null}"#
+            r#"{"s":"**cdef","i":null,"t":null,"f":null,"n":null}"#
         );
         assert_eq!(
             masked(
@@ -984,6 +992,14 @@ mod tests {
                                                           // Half a character left behind: not UTF-8.
         assert!(masked(r#"{"a":"\u00e9x"}"#, &[], &[(0, 1, 3, NULL)]).is_none());
         assert!(masked(r#"{"a":"\u00e9x"}"#, &[], &[(0, 0, 1, PARTIAL)]).is_none());
+        // A leaf with a NUL may read as UTF-16: a partial span or node in it is Python's.
+        let nul = r#"{"a":"x\u0000 4111111111111111"}"#;
+        assert!(masked(nul, &[], &[(0, 3, 19, PARTIAL)]).is_none());
+        assert!(masked(nul, &[(0, PARTIAL)], &[]).is_none());
+        assert_eq!(
+            masked(nul, &[], &[(0, 3, 19, REDACT)]).unwrap(),
+            r#"{"a":"x\u0000 [R]"}"#
+        );
         let mut masker = ElementMasker::default();
         let plan = Plan {
             nodes: vec![(0, NULL)],

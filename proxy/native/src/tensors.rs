@@ -4,8 +4,9 @@
 //! (`labelgate.enforce.strategies._partial_bytes`).
 //!
 //! Every function answers `None` when it is not sure (malformed data, a value that is not
-//! `bytes`, non-ASCII text): the caller then runs the Python code, which gives the result or
-//! raises the error with its own message. Nothing is ever half done.
+//! `bytes`, non-ASCII text, text that may read as UTF-16 or UTF-32): the caller then runs the
+//! Python code, which gives the result or raises the error with its own message. Nothing is
+//! ever half done.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
@@ -116,6 +117,19 @@ pub fn join_bytes<'py>(
     Ok(Some(joined))
 }
 
+/// Whether `text` may read as UTF-16 or UTF-32 text (`folding.reads_wide`: it holds a NUL
+/// or starts with a UTF-16 byte order mark). `partial` stars such text whole where the
+/// encoding is confirmed, which needs `folding.wide_encoding`: the kernels leave it to Python.
+pub(crate) fn may_read_wide(text: &[u8]) -> bool {
+    text.contains(&0) || text.starts_with(b"\xff\xfe") || text.starts_with(b"\xfe\xff")
+}
+
+/// Whether `partial` on `element` is the kernels' to do: ASCII (a star per byte), and no
+/// NUL (`may_read_wide`: an ASCII element cannot start with a byte order mark).
+fn starrable(element: &[u8]) -> bool {
+    element.is_ascii() && !element.contains(&0)
+}
+
 /// How many leading bytes of an ASCII element of `length` bytes `partial` stars: all of them
 /// when it is no longer than `keep_last`, never showing a short value whole.
 fn hidden(length: usize, keep_last: usize) -> usize {
@@ -128,7 +142,8 @@ fn hidden(length: usize, keep_last: usize) -> usize {
 
 /// `partial` (keep the last `keep_last`) on every element of `values`, all ASCII `bytes`:
 /// `(masked elements, their raw BYTES form)`; `None` when an element is not ASCII `bytes`
-/// (characters, not bytes, are kept there: the Python path counts them).
+/// (characters, not bytes, are kept there: the Python path counts them) or holds a NUL
+/// (`may_read_wide`).
 #[pyfunction]
 pub fn partial_all<'py>(
     py: Python<'py>,
@@ -139,7 +154,7 @@ pub fn partial_all<'py>(
     let Some(elements) = exact_bytes(&items) else {
         return Ok(None);
     };
-    if !elements.iter().all(|element| element.is_ascii()) {
+    if !elements.iter().all(|element| starrable(element)) {
         return Ok(None);
     }
     let total = elements.iter().map(|element| PREFIX + element.len()).sum();
@@ -167,11 +182,12 @@ pub fn partial_all<'py>(
     Ok(Some((PyList::new(py, masked)?, raw)))
 }
 
-/// Whether `data` is exactly `count` length-prefixed elements, all ASCII.
+/// Whether `data` is exactly `count` length-prefixed elements, all ASCII without a NUL
+/// (`starrable`).
 fn ascii_elements(data: &[u8], count: usize) -> bool {
     let mut ascii = true;
     walk_elements(data, count, |start, end| {
-        ascii &= data[start..end].is_ascii()
+        ascii &= starrable(&data[start..end])
     }) && ascii
 }
 
@@ -186,8 +202,8 @@ fn star_elements(data: &[u8], count: usize, keep_last: usize, buffer: &mut [u8])
 
 /// `partial_all` read from and written to raw BYTES form: `data`, exactly `count`
 /// length-prefixed elements, with every element starred but its last `keep_last` bytes;
-/// `None` when `data` is not that well formed or an element is not ASCII. No element is
-/// built on either side.
+/// `None` when `data` is not that well formed or an element is not ASCII or holds a NUL. No
+/// element is built on either side.
 #[pyfunction]
 pub fn partial_all_raw<'py>(
     py: Python<'py>,
@@ -206,7 +222,8 @@ pub fn partial_all_raw<'py>(
 }
 
 /// `data[:start] + partial(data[start:end], keep_last) + data[end:]` when the span is ASCII
-/// and inside `data` (`start < end`); `None` otherwise.
+/// and inside `data` (`start < end`) and `data` cannot read as UTF-16 or UTF-32
+/// (`may_read_wide`: Python stars a span of such an element whole); `None` otherwise.
 #[pyfunction]
 pub fn partial_span<'py>(
     py: Python<'py>,
@@ -215,7 +232,7 @@ pub fn partial_span<'py>(
     end: usize,
     keep_last: usize,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    if start >= end || end > data.len() || !data[start..end].is_ascii() {
+    if start >= end || end > data.len() || !data[start..end].is_ascii() || may_read_wide(data) {
         return Ok(None);
     }
     let stars = start + hidden(end - start, keep_last);
@@ -389,5 +406,17 @@ mod tests {
         );
         assert!(!ascii_elements(data, 2)); // an element left over
         assert!(!ascii_elements(b"\x02\x00\x00\x00\xc3\xa9", 1)); // not ASCII
+        assert!(!ascii_elements(b"\x02\x00\x00\x00a\x00", 1)); // may read as UTF-16
+    }
+
+    #[test]
+    fn text_that_may_read_wide_is_left_to_python() {
+        assert!(may_read_wide(b"a\x00b\x00"));
+        assert!(may_read_wide(b"\xff\xfea"));
+        assert!(may_read_wide(b"\xfe\xff\x00a"));
+        assert!(!may_read_wide(b"card 4111111111111111"));
+        assert!(!may_read_wide(b"\xc3\xa9\xff\xfe")); // a mark after the start is no mark
+        assert!(!starrable(b"1\x002\x00"));
+        assert!(starrable(b"123-45-6789"));
     }
 }
