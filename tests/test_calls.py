@@ -109,3 +109,18 @@ def test_the_request_digest_is_keyed_so_a_guessed_value_cannot_be_confirmed() ->
     assert digest != request_digest(asking(734218), KEY)
     # Without the key the digest cannot be recomputed, so candidates cannot be tried against it.
     assert digest != request_digest(asking(734219), b"another gateway's key, 32 bytes!")
+
+
+def test_no_hash_mask_under_the_same_key_is_a_request_digest() -> None:
+    # The hash mask shows callers HMAC-SHA256 under the masking key of bytes an upstream wrote;
+    # the digest is keyed with a key derived from it, so no such bytes give a digest.
+    import hashlib
+    import hmac
+
+    from labelgate.calls import _DIGEST_DOMAIN, digest_subkey
+
+    request = pb.ModelInferRequest(model_name="m")
+    digest = request_digest(request, KEY)
+    digest_input = _DIGEST_DOMAIN + b"M" + (1).to_bytes(8, "big") + b"m" + b"V" + (0).to_bytes(8, "big")
+    assert hmac.new(KEY, digest_input, hashlib.sha256).hexdigest() != digest
+    assert hmac.new(digest_subkey(KEY), digest_input, hashlib.sha256).hexdigest() == digest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import hmac
 import os
@@ -189,6 +190,14 @@ def infer_target(request: pb.ModelInferRequest, method: str, digest_key: bytes) 
 _DIGEST_DOMAIN = b"labelgate.request-digest.v1"
 
 
+@functools.lru_cache(maxsize=8)
+def digest_subkey(key: bytes) -> bytes:
+    """The digests' own key, derived from the masking hash key: the ``hash`` mask shows callers
+    HMAC-SHA256 under that key of bytes an upstream writes, which must never be a digest (as
+    ``jsonpaths.placeholder_key`` derives the placeholders' key for the same reason)."""
+    return hmac.new(key, _DIGEST_DOMAIN, hashlib.sha512).digest()
+
+
 def request_digest(request: pb.ModelInferRequest, key: bytes) -> str:
     """HMAC-SHA256 (hex) under ``key`` of what a ``ModelInferRequest`` asks: model name and
     version, every input tensor (name, datatype, shape, parameters, contents),
@@ -201,7 +210,7 @@ def request_digest(request: pb.ModelInferRequest, key: bytes) -> str:
     never do: to approvers, webhooks, logs and the policy input. A plain hash of a request
     whose only unknown is one short value (a customer id, an SSN) gives that value back to
     anyone who tries the candidates."""
-    digest = hmac.new(key, _DIGEST_DOMAIN, hashlib.sha256)
+    digest = hmac.new(digest_subkey(key), _DIGEST_DOMAIN, hashlib.sha256)
 
     def part(tag: bytes, data: bytes) -> None:
         digest.update(tag + len(data).to_bytes(8, "big") + data)
