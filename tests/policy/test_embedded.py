@@ -315,3 +315,77 @@ async def test_numbers_rego_cpp_would_reformat_arrive_exactly(
     engine = await engine_for(write_policy(tmp_path, rule))
     assert (await engine.decide({"v": value})).allow is True
     assert (await engine.decide({"v": 0})).fail_reason == "POLICY_UNDEFINED"
+
+
+# -- numbers rego-cpp rounds, and object order (review rev-s11 F8, F3) -------------------------
+
+# rego-cpp keeps a number with a fraction to 16 significant digits: 0.30000000000000004 is 0.3
+# there, so `score > 0.3` failed where OPA holds it.
+THRESHOLD = result_rule(VALID_RESULT, "input.score > 0.3")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"score": 0.30000000000000004},
+        {"nested": [{"f": 1.0000000000000002}], "score": 1},
+        {"score": 10.000000000000002},
+    ],
+)
+async def test_an_input_float_rego_cpp_would_round_is_refused(
+    tmp_path: Path, engine_for: Any, doc: dict[str, Any]
+) -> None:
+    engine = await engine_for(write_policy(tmp_path, THRESHOLD))
+    decision = await engine.decide(doc)
+    assert (decision.allow, decision.fail_reason) == (False, "EMBEDDED_INPUT_UNSUPPORTED")
+
+
+@pytest.mark.parametrize(
+    ("score", "allow"), [(0.3000000000000001, True), (0.3, False), (1e-7, False), (0.5, True)]
+)
+async def test_floats_of_16_digits_are_decided_as_opa_does(
+    tmp_path: Path, engine_for: Any, score: float, allow: bool
+) -> None:
+    engine = await engine_for(write_policy(tmp_path, THRESHOLD))
+    decision = await engine.decide({"score": score})
+    assert decision.fail_reason in (None, "POLICY_UNDEFINED") and decision.allow is allow
+
+
+async def test_data_with_a_float_rego_cpp_would_round_does_not_load(tmp_path: Path) -> None:
+    folder = write_policy(
+        tmp_path, result_rule(VALID_RESULT, "data.labelgate.tables.t > 0.3"), data={"t": 0.1 + 0.2}
+    )
+    engine = EmbeddedEngine(folder, watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    assert refused.value.reason == "POLICY_DATA_INVALID"
+    assert "0.30000000000000004" in refused.value.message and "--engine opa" in refused.value.message
+
+
+# The approver group is the first key of an object, in data and in the input: OPA iterates
+# keys sorted ("ciso"); rego-cpp iterated them as they went in ("zz-contractors").
+FIRST_KEYS = result_rule(
+    {**VALID_RESULT, "allow": False, "reason": "held", "cache_ttl_seconds": 0},
+    "\n\t".join(
+        [
+            "data.labelgate.tables.owners[input.label]",
+            '[g | data.labelgate.tables.owners[input.label][g]][0] == "ciso"',
+            '[k | input.o[k]] == ["a", "b", "c"]',
+            "[v | some v in input.o] == [2, 1, 3]",
+        ]
+    ),
+)
+
+
+async def test_objects_of_the_input_and_the_data_iterate_in_opas_order(
+    tmp_path: Path, engine_for: Any
+) -> None:
+    owners = {"restricted": {"zz-contractors": "vendor desk", "data-owners": "owners", "ciso": "security"}}
+    engine = await engine_for(write_policy(tmp_path, FIRST_KEYS, data={"owners": owners}))
+    for doc in (
+        {"label": "restricted", "o": {"b": 1, "a": 2, "c": 3}},
+        {"o": {"b": 1, "a": 2, "c": 3}, "label": "restricted", "f": 0.5},
+    ):
+        decision = await engine.decide(doc)  # the node-by-node builder, then the JSON-text path
+        assert decision.fail_reason is None and decision.reason == "held", decision

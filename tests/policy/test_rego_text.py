@@ -21,7 +21,14 @@ import pytest
 from labelgate.errors import ConfigError
 from labelgate.policy.capabilities import UNSUPPORTED
 from labelgate.policy.embedded import EmbeddedEngine
-from labelgate.policy.rego_text import blank, call_sites, definitions, outline, scan_calls, text_findings
+from labelgate.policy.rego_text import (
+    blank,
+    call_sites,
+    definitions,
+    outline,
+    scan_calls,
+    text_findings,
+)
 from labelgate.policy.source import PolicySource
 from labelgate.policy.wasm import WasmEngine
 from labelgate.policy.wasm_host import UNSUPPORTED as WASM_UNSUPPORTED
@@ -286,3 +293,74 @@ def test_the_scanner_sees_every_call_and_no_head_that_opa_parse_does_not(tmp_pat
         assert not invented, f"heads OPA does not see in module {index}:\n{text}\n{invented}"
         checked += 1
     assert checked > 100
+
+
+# -- a call written apart from its "(" (review rev-s11 F6) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "gap",
+    ["\n\t", " # the clock\n\t", "\r\n\t", " ", "\n\n"],
+    ids=["newline", "comment", "crlf", "space", "blank-line"],
+)
+def test_a_call_apart_from_its_paren_is_seen_and_refused(gap: str) -> None:
+    """rego-cpp reads `time.now_ns\\n()` as a call (and ran it); OPA refuses the module. The
+    scanner looked back over spaces and tabs only, so the call was neither vetted nor refused."""
+    module = f"package t\n\nx := y if {{\n\ty := time.now_ns{gap}()\n\tz := count{gap}([1])\n}}\n"
+    assert [name for name, _ in _scan(module)[0]] == ["time.now_ns", "count"]
+    found = [f.what for f in text_findings("t.rego", module)]
+    assert "builtin `time.now_ns`" in found
+    assert "whitespace between `count` and its `(` (OPA does not read a call there)" in found
+
+
+async def test_the_reviewers_newline_call_does_not_load(tmp_path: Path) -> None:
+    body = "now := y if {\n\ty := time.now_ns # clock\n\t()\n}\n\n" + result_rule(VALID_RESULT)
+    engine = EmbeddedEngine(write_policy(tmp_path, body), watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    assert refused.value.reason == UNSUPPORTED and "`time.now_ns`" in refused.value.message
+
+
+def test_set_is_the_empty_set_not_a_call() -> None:
+    module = 'package t\n\nx := union({{"a"}, set()})\n'
+    assert _scan(module)[0] == [("union", 3)] and text_findings("t.rego", module) == []
+
+
+# -- numbers and function arguments rego-cpp reads differently (review rev-s11 F8) -------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "found"),
+    [
+        ("-0 < 0", "the literal `-0` (rego-cpp orders it below 0)"),
+        ("[1, -0]", "the literal `-0` (rego-cpp orders it below 0)"),
+        (
+            "input.f > 0.30000000000000004",
+            "the number `0.30000000000000004` (rego-cpp keeps 16 significant digits)",
+        ),
+        (
+            "input.f == 1.2345678901234567e5",
+            "the number `1.2345678901234567e5` (rego-cpp keeps 16 significant digits)",
+        ),
+    ],
+)
+def test_number_literals_rego_cpp_reads_as_another_number_are_refused(expression: str, found: str) -> None:
+    assert found in [f.what for f in text_findings("t.rego", f"package t\n\nx := {expression}\n")]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "1-0",
+        "input.n - 0",
+        "-0.5",
+        "-0.0 < 0",
+        "0.3000000000000001",
+        "12345678901234567890",
+        '"-0"',
+        "1.50000000000000000",
+    ],
+)
+def test_other_number_literals_are_not_findings(expression: str) -> None:
+    assert text_findings("t.rego", f"package t\n\nx := {expression}\n") == []

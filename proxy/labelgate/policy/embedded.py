@@ -44,6 +44,13 @@ rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
   ``\\`` or a control character orders differently from OPA: an input holding one (key or
   value) is not decided here, it is denied with EMBEDDED_INPUT_UNSUPPORTED (the escaping
   already finds them, so this costs nothing per decision); ``--engine opa`` decides them.
+- rego-cpp keeps a number with a fraction or an exponent to 16 significant digits (it writes
+  and compares ``0.30000000000000004`` as ``0.3``): an input holding a float that 16 digits do
+  not hold is denied with EMBEDDED_INPUT_UNSUPPORTED too (only inputs holding a float take the
+  JSON-text path, where this is checked), and data holding one is refused when it loads.
+- rego-cpp iterates an object in the order its keys went in, OPA in sorted order: the input's
+  and the data's keys go in sorted, so iterating them (``[k | input.o[k]]``) is OPA's order.
+  Objects the policy builds keep their own order (rego_order.py refuses where that shows).
 - ``sprintf("%s", [concat(...)])`` keeps the inner string's quotes and yields invalid JSON
   output (sprintf is refused); iterating a set follows insertion order where OPA's is sorted;
   sort, max and min order values by their JSON text (``9`` after ``10``), which the exact
@@ -155,9 +162,10 @@ def _load(
         interpreter.add_module(name, text)
     # Unescaped non-ASCII, as the input goes in (``_InputBuilder``): rego-cpp keeps strings in
     # their escaped form, so "\u00e9" from the data would never equal "é" from the input.
-    # No NaN/Infinity: they are not JSON, and OPA has no such numbers.
+    # No NaN/Infinity: they are not JSON, and OPA has no such numbers. Keys sorted: rego-cpp
+    # iterates an object in insertion order, OPA in sorted order.
     try:
-        data = json.dumps(source.data, ensure_ascii=False, allow_nan=False)
+        data = json.dumps(source.data, ensure_ascii=False, allow_nan=False, sort_keys=True)
     except ValueError as error:
         raise ConfigError(
             reasons.POLICY_DATA_INVALID,
@@ -171,12 +179,34 @@ class _NotBuildable(Exception):
 
 
 class UnsupportedInput(Exception):
-    """The input holds a string (key or value) with ``"``, ``\\`` or a control character.
+    """The input holds a string (key or value) with ``"``, ``\\`` or a control character, or a
+    float that 16 significant digits do not hold.
 
     rego-cpp keeps strings in their JSON-escaped form and compares and sorts them by it, so
     such strings order differently from OPA (``a"`` sorts after ``a#``: the escape's ``\\``
-    is 0x5c): the decision is refused (EMBEDDED_INPUT_UNSUPPORTED) rather than differ.
+    is 0x5c); it keeps numbers to 16 significant digits, so ``0.30000000000000004 > 0.3`` is
+    false there: the decision is refused (EMBEDDED_INPUT_UNSUPPORTED) rather than differ.
     """
+
+
+def rounded_float(value: Any) -> float | None:
+    """A float in ``value`` (any JSON-like value) that rego-cpp would not keep, or None.
+
+    rego-cpp holds a number with a fraction or an exponent to 16 significant digits: a float
+    whose 16-digit form reads back as another float changes there.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if float(f"{item:.16g}") != item:
+                return float(item)
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+    return None
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -235,11 +265,16 @@ class _InputBuilder:
         if kind is str:
             status = lib.regoInputString(handle, self._escape(value))
         elif kind is dict:
-            for key, item in value.items():
+            # In sorted order: rego-cpp iterates an object's keys as they went in, OPA sorted.
+            try:
+                keys = sorted(value) if len(value) > 1 else list(value)
+            except TypeError:
+                raise _NotBuildable("keys of several types") from None
+            for key in keys:
                 if type(key) is not str:
                     raise _NotBuildable("non-string key")
                 self._check(lib.regoInputString(handle, self._escape(key)))
-                self._push(handle, item)
+                self._push(handle, value[key])
                 self._check(lib.regoInputObjectItem(handle))
             status = lib.regoInputObject(handle, len(value))
         elif kind is list or kind is tuple:
@@ -292,7 +327,8 @@ _set_input = _fast_input_builder()
 def set_policy_input(runner: regopy.Interpreter, value: Any) -> None:
     """Make ``value`` (a JSON-like Python value) the runner's input, the fastest correct way.
 
-    Raises UnsupportedInput when a string in it holds ``"``, ``\\`` or a control character.
+    Raises UnsupportedInput when a string in it holds ``"``, ``\\`` or a control character, or
+    a float in it needs more than 16 significant digits.
     """
     if _set_input is not None:
         try:
@@ -300,12 +336,26 @@ def set_policy_input(runner: regopy.Interpreter, value: Any) -> None:
             return
         except _NotBuildable:
             pass
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, sort_keys=True)
     # Without ensure_ascii a backslash in the text can only come from escaping one of those
     # in a string (numbers, literals and the syntax have none): the same test, on the text.
-    if "\\" in text:
+    # Floats take this path only (the node-by-node builder hands them over as text).
+    if "\\" in text or rounded_float(value) is not None:
         raise UnsupportedInput
     runner.set_input_term(text)
+
+
+def _refuse_rounded_data(source: PolicySource) -> None:
+    """Raise ConfigError when the data holds a float rego-cpp keeps to 16 significant digits
+    (``rounded_float``): it would compare and write another number than OPA."""
+    found = rounded_float(source.data)
+    if found is not None:
+        raise ConfigError(
+            reasons.POLICY_DATA_INVALID,
+            f"{source.origin}: data number {found!r} has more than 16 significant digits: the "
+            f"embedded engine (rego-cpp) would read it as {float(f'{found:.16g}')!r}; write it with "
+            f"at most 16, or run this policy with --engine opa",
+        )
 
 
 class _Undefined:
@@ -346,6 +396,7 @@ class _Compiled:
         if not bundle.ok():
             raise ConfigError(reasons.POLICY_COMPILE_FAILED, f"{source.origin}: rego-cpp could not build it")
         source.refuse_yaml_data("embedded")
+        _refuse_rounded_data(source)
         # Refuse what regopy would evaluate differently from OPA (POLICY_UNSUPPORTED_BY_EMBEDDED):
         # a revision that fails here never serves, so a followed bundle keeps its last good one.
         check_source(source.modules, source.origin)

@@ -10,10 +10,12 @@ Lexing. Comments, strings, raw strings and the literal parts of template strings
 so ``$"{f("a", http.send({}))}"`` shows its ``http.send`` call. ``blank`` keeps offsets (every
 literal is spaces between quotes, a template is ``" (expr) "``), ``strip`` numbers literals.
 
-Calls. Every ``(`` that follows a reference (``name``, ``a.b.c``, ``data.p["f"]``), with at
-most spaces or tabs in between, is a call: OPA takes only the adjacent form as a call, but
-rego-cpp also takes ``upper ("a")``. A call is the policy's own only when its whole path
-resolves, as Rego resolves it, to a function the policy defines:
+Calls. Every ``(`` that follows a reference (``name``, ``a.b.c``, ``data.p["f"]``), with any
+whitespace or comments in between, is a call: OPA takes only the adjacent form as a call,
+but rego-cpp also takes ``upper ("a")``, ``time.now_ns\n()`` and ``f # c\n(x)``, so such a gap
+is itself a finding (OPA refuses the module, or reads two expressions). ``set()`` is the
+empty set, not a call. A call is the policy's own only when its whole path resolves, as Rego
+resolves it, to a function the policy defines:
 
 - ``data.a.b.f(..)`` by its path; ``alias.f(..)`` through an ``import`` of the same module
   (an alias shadows a builtin namespace in OPA and rego-cpp alike: ``import data.x as json``
@@ -33,15 +35,31 @@ on one line, a head split over lines) is not seen, which only refuses its caller
 
 Other divergences that rego-cpp's plan does not show by name, refused when a module loads:
 
-- iterating a set follows insertion order in rego-cpp and sorted order in OPA, so
-  ``concat``/``sort`` of a set, and an array comprehension over a set that is joined into a
-  string right there (``concat``, ``json.marshal``), differ and are refused. A value is taken
-  to be a set when the text shows it: a set literal or comprehension, ``set()``, a
-  set-returning builtin, a ``contains`` rule, or a name bound to one of these. Not refused
-  (a known gap): an array comprehension over a set whose order reaches the decision some
-  other way (the default pack builds such arrays and only looks them up by content, which
-  the differential test confirms), and a set reaching these places through a function
-  argument or another package.
+- iteration order (``rego_order.order_findings``, over the whole policy). OPA iterates sets and object
+  keys in sorted order and ``walk`` depth first; rego-cpp iterates sets and objects in
+  insertion order and walks breadth first. The embedded engine hands the input and the data
+  over with their keys sorted (embedded.py), so iterating those is OPA's order; what the
+  policy builds keeps rego-cpp's. A value is taken to be a set or an object when the text
+  shows it: a literal or comprehension, ``set()``, a set- or object-returning builtin, a
+  ``contains`` rule or a partial object rule (``p[k] := v``, ``a.b.c := 1`` makes ``a`` one),
+  a package, or a name bound to one of these, in any module of the policy: a bare name
+  against the rules of its package, ``data.pkg.rule`` and import aliases by their path. Refused:
+
+  - ``concat``/``sort`` of a set, and an array comprehension over a set joined into a string
+    right there (``concat``, ``json.marshal``);
+  - an array comprehension over an object the policy builds (``[k | o[k]]``, ``some k, v in
+    o``, a literal ``{...}[k]``), and one calling ``walk``, unless it is the argument of
+    ``count``, ``sort``, ``max`` or ``min`` (whose value does not depend on the order).
+    ``o[k]`` with ``k`` bound earlier looks a key up and is not iteration.
+
+  Not refused (a known gap): an array comprehension over a set whose order reaches the
+  decision some other way than a string (the default pack builds such arrays and only looks
+  them up by content, which the differential test confirms), and a set or object reaching
+  these places through a function argument or a ``with``.
+- a comprehension in a function that indexes by one of its arguments (``f(k) := [v | v :=
+  m[k]]``): rego-cpp iterates every key there.
+- number literals: ``-0`` (rego-cpp keeps it below 0 and unequal to it), and a fraction or
+  exponent with more than 16 significant digits (rego-cpp rounds it to 16).
 - string literals: rego-cpp keeps a ``"..."`` literal in its escaped form, exactly as
   written, and compares strings by that form, while input strings go in escaped the one way
   ``json.dumps(ensure_ascii=False)`` escapes (embedded.py): ``"\\u00e9"`` or ``"\\/"`` never
@@ -63,6 +81,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from labelgate.policy.capabilities import (
     GUARDED_BUILTINS,
@@ -72,12 +91,6 @@ from labelgate.policy.capabilities import (
     TEXT_NAMES,
     Finding,
 )
-
-# Builtins that return a set in OPA.
-SET_BUILTINS = ("object.keys", "intersection", "union", "graph.reachable", "net.cidr_expand")
-# Where the order of an array comprehension's elements becomes a string: an array built
-# from a set is refused right there. Elsewhere it is accepted (see the module docstring).
-_ORDER_SHOWN = re.compile(r"(?<![\w.])(?:concat\s*\([^()]*,|(?:json|yaml)\.marshal\s*\()$")
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = rf"{_NAME}(?:\.{_NAME})*"
@@ -418,6 +431,7 @@ class CallSite:
     start: int  # the offsets of the reference before "(" in the module's text
     end: int
     own: bool
+    apart: bool = False  # whitespace (a line break, a comment) between the reference and "("
 
 
 def call_sites(text: str, defined: Definitions) -> list[CallSite]:
@@ -427,21 +441,26 @@ def call_sites(text: str, defined: Definitions) -> list[CallSite]:
     calls = []
     for paren in re.finditer(r"\(", code):
         end = paren.start()
-        while end > 0 and code[end - 1] in " \t":
+        while end > 0 and code[end - 1] in " \t\r\n":  # comments are blanked to spaces
             end -= 1
         if end == 0 or not _ends_reference(code, end):
             continue
+        apart = end < paren.start()
         start = _ref_start(code, end)
         if start < 0:  # f(x).g(..), [1][0](..): no reference the scanner can resolve
             tail = re.search(r"(?:\.\w+|\[[^\[\]]*\])*$", code[:end])
             start = tail.start() if tail else end
-            calls.append(CallSite("(...)" + _shown(code[start:end]), _line(code, end), start, end, False))
+            calls.append(
+                CallSite("(...)" + _shown(code[start:end]), _line(code, end), start, end, False, apart)
+            )
             continue
         ref = code[start:end]
         if ref in _KEYWORDS or ref[0].isdigit():
             continue  # `not(..)`, `1.5(..)`: not calls
+        if ref == "set" and re.match(r"\(\s*\)", code[paren.start() :]):
+            continue  # `set()`: the empty set
         name, own = _resolve(ref, module, defined)
-        calls.append(CallSite(name, _line(code, end), start, end, own))
+        calls.append(CallSite(name, _line(code, end), start, end, own, apart))
     return calls
 
 
@@ -541,6 +560,37 @@ def _builtin_findings(name: str, text: str, defined: Definitions) -> list[Findin
     return findings
 
 
+def _apart_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
+    """A call written with a space, a line break or a comment before its "(": OPA does not
+    read it as a call (the module does not parse, or it is two expressions), rego-cpp does."""
+    return [
+        Finding(
+            f"whitespace between `{call.name}` and its `(` (OPA does not read a call there)",
+            f"{name}:{call.line}",
+        )
+        for call in call_sites(text, defined)
+        if call.apart
+    ]
+
+
+# A number literal (strings are "<n>" in stripped text, so their digits are whole integers).
+_NUMBER = re.compile(r"(?<![\w.])(-?)(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w.])")
+
+
+def _number_findings(name: str, stripped: str) -> list[Finding]:
+    """Number literals rego-cpp reads as another number than OPA: ``-0`` (an integer below 0
+    there), and a fraction or exponent beyond 16 significant digits (rego-cpp rounds it)."""
+    findings = []
+    for match in _NUMBER.finditer(stripped):
+        sign, number = match.groups()
+        where = f"{name}:{_line(stripped, match.start())}"
+        if sign and number == "0" and not re.search(r"[\w)\]}]\s*$", stripped[: match.start()]):
+            findings.append(Finding("the literal `-0` (rego-cpp orders it below 0)", where))
+        elif not number.isdigit() and len(Decimal(number).normalize().as_tuple().digits) > 16:
+            findings.append(Finding(f"the number `{number}` (rego-cpp keeps 16 significant digits)", where))
+    return findings
+
+
 def _guard_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
     """``with`` around a guarded builtin, rules that take the guards' reserved names, and a
     guarded builtin called where the guard cannot go (a package the scanner cannot read)."""
@@ -570,120 +620,23 @@ def _guard_findings(name: str, text: str, defined: Definitions) -> list[Finding]
     return findings
 
 
-def _set_names(text: str) -> set[str]:
-    """Rule and variable names the text binds to a set (to a fixed point)."""
-    names = {m.group(1) for m in re.finditer(rf"^\s*({_NAME})(?:\s*\[[^\]]*\])?\s+contains\b", text, re.M)}
-    while True:
-        found = set(names)
-        for match in re.finditer(rf"(?<![\w.])({_NAME})\s*(?::=|=)(?!=)\s*", text):
-            if _is_set_expression(text, match.end(), names):
-                found.add(match.group(1))
-        if found == names:
-            return names
-        names = found
-
-
-def _is_set_expression(text: str, start: int, names: set[str]) -> bool:
-    rest = text[start:]
-    if rest.startswith("set()"):
-        return True
-    if rest.startswith("{"):
-        end = _closing(text, start)
-        inner = text[start + 1 : end] if end > 0 else ""
-        # An object (literal or comprehension) has a top-level "key: value"; a set has none.
-        return end > 0 and not _top_level_colon(inner) and inner.strip() != ""
-    if any(re.match(rf"{re.escape(b)}\s*\(", rest) for b in SET_BUILTINS):
-        return True
-    word = re.match(rf"({_NAME})\b(?!\s*[\[(.])", rest)
-    return bool(word and word.group(1) in names)
-
-
-def _top_level_colon(inner: str) -> bool:
-    depth = 0
-    for index, char in enumerate(inner):
-        if char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == ":" and depth == 0 and not inner.startswith("=", index + 1):
-            return True
-        elif char == "|" and depth == 0:
-            return False  # a set comprehension's head ended without a colon
-    return False
-
-
-def _iterates_set(body: str, names: set[str]) -> bool:
-    for match in re.finditer(rf"\bin\s+({_NAME})\b(?!\s*[\[(.])|(?<![\w.])({_NAME})\s*\[", body):
-        name = match.group(1) or match.group(2)
-        if name in names:
-            return True
-    return bool(re.search(r"\bin\s+(\{|set\(\))", body)) or any(
-        re.search(rf"\bin\s+{re.escape(b)}\s*\(", body) for b in SET_BUILTINS
-    )
-
-
-def _set_order_findings(name: str, text: str) -> list[Finding]:
-    names = _set_names(text)
-    findings = []
-    # Array comprehensions: `[head | body]` not directly inside an order-free builtin.
-    for match in re.finditer(r"\[", text):
-        end = _closing(text, match.start())
-        if end < 0:
-            continue
-        inner = text[match.start() + 1 : end]
-        bar = _top_level(inner, "|")
-        if bar < 0 or not _iterates_set(inner[bar + 1 :], names):
-            continue
-        before = text[: match.start()].rstrip()
-        if not _ORDER_SHOWN.search(before):
-            continue
-        findings.append(
-            Finding(
-                "an array comprehension over a set (rego-cpp keeps insertion order)",
-                f"{name}:{_line(text, match.start())}",
-            )
-        )
-    # concat(sep, set) and sort(set) follow insertion order in rego-cpp.
-    for match in re.finditer(r"(?<![\w.])(concat|sort)\s*\(", text):
-        end = _closing(text, match.end() - 1)
-        args = text[match.end() : end] if end > 0 else ""
-        if match.group(1) == "concat":
-            comma = _top_level(args, ",")
-            args = args[comma + 1 :] if comma >= 0 else ""
-        if _is_set_expression(args.strip() + " ", 0, names) and args.strip():
-            findings.append(
-                Finding(
-                    f"`{match.group(1)}` of a set (rego-cpp keeps insertion order)",
-                    f"{name}:{_line(text, match.start())}",
-                )
-            )
-    return findings
-
-
-def _top_level(text: str, separator: str) -> int:
-    """The index of the first ``separator`` outside any bracket, or -1."""
-    depth = 0
-    for index, char in enumerate(text):
-        if char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == separator and depth == 0:
-            return index
-    return -1
-
-
 def text_findings(
     name: str, text: str, modules: tuple[tuple[str, str], ...] = (), defined: Definitions | None = None
 ) -> list[Finding]:
     """Everything in one module the embedded engine refuses; ``modules`` is the whole policy
     (``defined``, its definitions, when the caller has them already)."""
+    from labelgate.policy.rego_order import argument_key_findings, order_findings  # imports this module
+
     if defined is None:
         defined = definitions(modules or ((name, text),))
     stripped, _ = strip(text)
+    scope = modules if (name, text) in modules else ((name, text), *(m for m in modules if m[0] != name))
     return (
         _builtin_findings(name, text, defined)
+        + _apart_findings(name, text, defined)
         + _guard_findings(name, text, defined)
         + _string_findings(name, text)
-        + _set_order_findings(name, stripped)
+        + _number_findings(name, stripped)
+        + argument_key_findings(name, stripped)
+        + [finding for finding in order_findings(scope) if finding.where.rpartition(":")[0] == name]
     )

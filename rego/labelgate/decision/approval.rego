@@ -106,21 +106,28 @@ _held_approval_key := keys[0] if {
 
 _held_requirement := tables.approvals[_held_approval_key]
 
-_requirement := object.union(
-	{
-		"approver_groups": _held_requirement.approver_groups,
-		"min_approvals": _held_requirement.min_approvals,
-		"grant_ttl_seconds": _held_requirement.grant_ttl_seconds,
-		"reason": concat("", [
-			concat(", ", sort([label | some label in _pending_labels])),
-			" data needs ",
-			json.marshal(_held_requirement.min_approvals),
-			" approval(s) from ",
-			concat(", ", _held_requirement.approver_groups),
-		]),
-	},
-	_grant_options,
-)
+# The held requirement and the grant options the table sets: no key in common, so they
+# merge with no conflict; undefined when the requirement is (not object.union: engines.rego
+# says why).
+_requirement := {name: value |
+	some part in [_held_summary, _grant_options]
+	value := part[name]
+} if {
+	_held_summary
+}
+
+_held_summary := {
+	"approver_groups": _held_requirement.approver_groups,
+	"min_approvals": _held_requirement.min_approvals,
+	"grant_ttl_seconds": _held_requirement.grant_ttl_seconds,
+	"reason": concat("", [
+		concat(", ", sort([label | some label in _pending_labels])),
+		" data needs ",
+		json.marshal(_held_requirement.min_approvals),
+		" approval(s) from ",
+		concat(", ", _held_requirement.approver_groups),
+	]),
+}
 
 # What the grant releases, when the approvals table says (result.json documents both):
 # grant_scope "query" (the gateway's default: only the held call's query, by request

@@ -15,8 +15,10 @@
 #    while sprintf is a call back into the gateway's host (~10 µs a decision).
 #    rego-cpp 1.5.2 also cannot parse `some key, value in` inside a comprehension, so a
 #    comprehension that iterates an object indexes it instead (Regal's
-#    prefer-some-in-iteration is silenced there). The embedded engine refuses any builtin
-#    outside labelgate/policy/capabilities.py.
+#    prefer-some-in-iteration is silenced there). rego-cpp's object.union replaces a nested
+#    object where OPA merges it (so the embedded engine refuses it): objects with no key in
+#    common are merged by a comprehension over both (_requirement, _label_offers). The
+#    embedded engine refuses any builtin outside labelgate/policy/capabilities.py.
 #
 # 2. Speed. Decisions are on the data path of every call, twice, and rego-cpp is slow at
 #    exactly the things Rego makes easy: ~50 µs per call of a user-defined function, ~20 µs
