@@ -594,3 +594,24 @@ async def test_other_arithmetic_and_slashes_in_strings_and_comments_load(tmp_pat
     engine = WasmEngine(tmp_path, watch_interval=None)
     await engine.start()
     await engine.close()
+
+
+async def test_a_set_joined_into_the_reason_does_not_load(tmp_path: Path) -> None:
+    # OPA's wasm target iterates a set in its own hash order: the reason joined from one read
+    # "restricted output requested; caller is not an analyst; ..." where OPA's is sorted.
+    folder = write_policy(tmp_path, result_rule(VALID_RESULT))
+    (folder / "labelgate" / "decision" / "denials.rego").write_text(
+        "package labelgate.decision\n\n"
+        'denials contains "restricted output requested" if "restricted" in input.labels\n'
+        'denials contains "model is in quarantine" if input.model == "q-model"\n'
+    )
+    (folder / "labelgate" / "decision" / "reason.rego").write_text(
+        'package labelgate.decision\n\nreason := concat("; ", [d | some d in denials])\n'
+    )
+    engine = WasmEngine(folder, watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    assert refused.value.reason == "POLICY_UNSUPPORTED_BY_WASM"
+    assert "an array comprehension over a set" in refused.value.message
+    assert "labelgate/decision/reason.rego:3" in refused.value.message

@@ -448,7 +448,23 @@ def native_findings(source: PolicySource) -> list[str]:
         names = ", ".join(f"`{call}`" for call in sorted(places))
         where = "; ".join(f"`{call}` at {', '.join(places[call][:3])}" for call in sorted(places))
         found.append(f"builtin(s) {names} ({where})")
-    return found + division_findings(source.modules) + marshal_findings(source.modules, source.data)
+    return (
+        found
+        + division_findings(source.modules)
+        + marshal_findings(source.modules, source.data)
+        + order_findings(source.modules)
+    )
+
+
+def order_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
+    """Where the policy orders a set or an object it builds into what the decision shows
+    (``rego_order``): OPA's wasm target iterates both in its own hash order, where OPA sorts
+    (review: ``concat("; ", reasons)`` gave another reason). Objects of the input and the
+    data are iterated in that order too, which the text cannot tell from arrays: a known gap
+    (docs/EMBEDDED_COMPLIANCE.md)."""
+    from labelgate.policy.rego_order import order_findings as found_in
+
+    return [f"{finding.what} ({finding.where})" for finding in found_in(modules)]
 
 
 def division_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
