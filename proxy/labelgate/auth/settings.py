@@ -54,9 +54,9 @@ class JwtSettings(_Settings):
         "groups",
         min_length=1,
         description="Claim name, or a dotted path into nested claims. Its value is a list of group "
-        "names taken as they are, or one string, which is one group name (never split); a name that is empty, "
-        "starts or ends with a space, or holds other whitespace or invisible characters makes the "
-        "token invalid (TOKEN_BAD_GROUPS): names are never trimmed",
+        "names taken as they are, or one string, which is one group name (never split); a name "
+        "that is empty, starts or ends with a space, or holds other whitespace or invisible "
+        "characters makes the token invalid (TOKEN_BAD_GROUPS): names are never trimmed",
     )
     subject_claim: str = Field("sub", min_length=1)
     leeway_seconds: int = Field(30, ge=0, le=300)
