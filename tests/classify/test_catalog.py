@@ -274,3 +274,12 @@ def test_from_file_refuses_nesting_deeper_than_python_reads(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as refused:
         Catalog.from_file(path)
     assert refused.value.reason == CATALOG_INVALID and "nested too deeply" in refused.value.message
+
+
+@pytest.mark.parametrize("path", ["outputs.doc[]", "outputs.*[]"])
+def test_an_entry_naming_an_outputs_elements_is_refused_not_left_labelling_nothing(path: str) -> None:
+    entry = {"model": "m", "path": path, "labels": ["restricted"]}
+    with pytest.raises(ConfigError) as refused:
+        Catalog.from_data({"entries": [entry]})
+    assert "write 'outputs." in refused.value.message
+    assert Catalog.from_data({"entries": [{**entry, "path": "outputs.doc[].tags[]"}]})  # a JSON array's items

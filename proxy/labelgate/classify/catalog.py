@@ -339,6 +339,13 @@ def _parse_entry(raw: Any, where: str, problems: list[str]) -> CatalogEntry | No
         problems.append(f"{where}: 'path' must be a non-empty string")
     elif model is not None and not path.startswith(OUTPUTS_PREFIX):
         problems.append(f"{where}: path {path!r} of a model entry must start with {OUTPUTS_PREFIX!r}")
+    elif model is not None and path.endswith("[]") and "." not in path[len(OUTPUTS_PREFIX) : -2]:
+        # An output's elements are no field of their own (plain text has no path below the
+        # output, and a JSON element's fields are its keys): such an entry would label nothing.
+        problems.append(
+            f"{where}: path {path!r} names an output's elements, which are no field of their own: "
+            f"write {path[:-2]!r} to label the output (every element)"
+        )
     labels = raw.get("labels")
     if not isinstance(labels, list) or not labels:
         problems.append(f"{where}: 'labels' must be a non-empty list")
