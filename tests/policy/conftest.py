@@ -40,6 +40,34 @@ def result_rule(result: dict[str, Any], condition: str = "true") -> str:
     return f"result := {json.dumps(result)} if {{\n\t{condition}\n}}\n"
 
 
+# A set built in one module and joined into the reason in another: OPA sorts it, rego-cpp
+# keeps the order it was built in and OPA's wasm target its hash order (review rev-s11 F3).
+DENIALS = (
+    "package labelgate.decision\n\n"
+    'denials contains "restricted output requested" if "restricted" in input.labels\n'
+    'denials contains "model is in quarantine" if input.model == "q-model"\n'
+)
+JOINED_REASON = 'package labelgate.decision\n\nreason := concat("; ", [d | some d in denials])\n'
+
+
+def write_joined_denials(directory: Path) -> Path:
+    """A policy folder whose reason joins a set another of its modules builds."""
+    folder = write_policy(directory, result_rule(VALID_RESULT))
+    (folder / "labelgate" / "decision" / "denials.rego").write_text(DENIALS)
+    (folder / "labelgate" / "decision" / "reason.rego").write_text(JOINED_REASON)
+    return folder
+
+
+async def refused_start(engine: Any) -> Any:
+    """The ConfigError ``engine.start()`` raises (the engine is closed after it)."""
+    from labelgate.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    return refused.value
+
+
 @contextlib.contextmanager
 def opa(
     log_dir: Path, *paths: Path, args: tuple[str, ...] = (), scheme: str = "http"

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from labelgate.errors import ConfigError
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.rego_order import order_findings
 from labelgate.policy.rego_text import text_findings
 from labelgate.policy.source import PolicySource
-from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
+from tests.policy.conftest import REGO, refused_start, write_joined_denials
 
 DENIALS = (
     "package t\n\n"
@@ -86,19 +85,9 @@ def test_the_default_pack_has_no_order_finding_and_text_findings_use_the_whole_p
 
 
 async def test_the_reviewers_set_in_another_module_does_not_load(tmp_path: Path) -> None:
-    folder = write_policy(tmp_path, result_rule(VALID_RESULT))
-    (folder / "labelgate" / "decision" / "denials.rego").write_text(
-        DENIALS.replace("package t", "package labelgate.decision")
-    )
-    (folder / "labelgate" / "decision" / "reason.rego").write_text(
-        'package labelgate.decision\n\nreason := concat("; ", [d | some d in denials])\n'
-    )
-    engine = EmbeddedEngine(folder, watch_interval=None)
-    with pytest.raises(ConfigError) as refused:
-        await engine.start()
-    await engine.close()
-    assert "an array comprehension over a set" in refused.value.message
-    assert "labelgate/decision/reason.rego:3" in refused.value.message
+    refused = await refused_start(EmbeddedEngine(write_joined_denials(tmp_path), watch_interval=None))
+    assert "an array comprehension over a set" in refused.message
+    assert "labelgate/decision/reason.rego:3" in refused.message
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,14 @@ from labelgate.policy.source import PolicySource
 from labelgate.policy.wasm import WasmEngine, _WasmCompiled, compile_wasm, opa_binary
 from labelgate.policy.wasm_host import UNSUPPORTED, WasmInstance, WasmPolicy
 from labelgate.policy.wasm_sprintf import UnsupportedFormat, check_format, parse_arguments, sprintf
-from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
+from tests.policy.conftest import (
+    REGO,
+    VALID_RESULT,
+    refused_start,
+    result_rule,
+    write_joined_denials,
+    write_policy,
+)
 from tests.support.procs import opa_binary as pinned_opa
 
 ENTRYPOINT = "labelgate/decision/result"
@@ -599,19 +606,7 @@ async def test_other_arithmetic_and_slashes_in_strings_and_comments_load(tmp_pat
 async def test_a_set_joined_into_the_reason_does_not_load(tmp_path: Path) -> None:
     # OPA's wasm target iterates a set in its own hash order: the reason joined from one read
     # "restricted output requested; caller is not an analyst; ..." where OPA's is sorted.
-    folder = write_policy(tmp_path, result_rule(VALID_RESULT))
-    (folder / "labelgate" / "decision" / "denials.rego").write_text(
-        "package labelgate.decision\n\n"
-        'denials contains "restricted output requested" if "restricted" in input.labels\n'
-        'denials contains "model is in quarantine" if input.model == "q-model"\n'
-    )
-    (folder / "labelgate" / "decision" / "reason.rego").write_text(
-        'package labelgate.decision\n\nreason := concat("; ", [d | some d in denials])\n'
-    )
-    engine = WasmEngine(folder, watch_interval=None)
-    with pytest.raises(ConfigError) as refused:
-        await engine.start()
-    await engine.close()
-    assert refused.value.reason == "POLICY_UNSUPPORTED_BY_WASM"
-    assert "an array comprehension over a set" in refused.value.message
-    assert "labelgate/decision/reason.rego:3" in refused.value.message
+    refused = await refused_start(WasmEngine(write_joined_denials(tmp_path), watch_interval=None))
+    assert refused.reason == "POLICY_UNSUPPORTED_BY_WASM"
+    assert "an array comprehension over a set" in refused.message
+    assert "labelgate/decision/reason.rego:3" in refused.message
