@@ -107,7 +107,9 @@ async def test_a_repeated_input_is_served_from_the_cache(counted: CountingEngine
 async def test_per_call_values_do_not_split_the_cache(counted: CountingEngine) -> None:
     cache = CachingEngine(counted, clock=Clock())
     await cache.decide(doc(request_id="r1", digest="d1", session_id="s1", peer="ipv4:10.0.0.1"))
-    other_call = doc(request_id="r2", digest="d2", session_id="s1", peer="ipv4:10.0.0.1")
+    # Another session too: a caller naming none gets one per connection (found by review:
+    # keyed on it, a REST client without keep-alive never hit the cache).
+    other_call = doc(request_id="r2", digest="d2", session_id="s2", peer="ipv4:10.0.0.1")
     other_call["context"]["time_ns"] = 999
     assert (await cache.decide(other_call)).cached
     assert counted.calls == 1
@@ -124,10 +126,8 @@ async def test_per_call_values_do_not_split_the_cache(counted: CountingEngine) -
         # A policy may decide on where a call comes from (found by review: a call from
         # outside was served the allow cached for an office address).
         lambda d: d["request"].update(peer="ipv4:203.0.113.9"),
-        # A policy may decide on the session and on the token (found by review: a revoked
-        # jti, an empty session id, were served the allow cached for another token, session).
-        lambda d: d["request"].update(session_id="s2"),
-        lambda d: d["request"].update(session_id=""),
+        # A policy may decide on the token (found by review: a revoked jti was served the
+        # allow cached for another token).
         lambda d: d["subject"]["attributes"].update(jti="stolen"),
         lambda d: d["subject"]["attributes"].update(iat=2),
         lambda d: d["subject"]["attributes"].update(exp=5_000_000_000),
@@ -140,8 +140,6 @@ async def test_per_call_values_do_not_split_the_cache(counted: CountingEngine) -
         "requested-outputs",
         "model-version",
         "peer",
-        "session",
-        "no-session",
         "jti",
         "iat",
         "exp",
@@ -268,10 +266,10 @@ async def test_a_failing_engine_empties_the_cache() -> None:
     assert len(cache._entries) == 0
 
 
-def test_a_new_token_or_session_is_another_cache_key_and_the_same_stored_input() -> None:
-    """The cache keys on the token's claims and the session (a policy may decide on them);
-    the canonical key, which names stored inputs for impact analysis, does not: one person's
-    calls are one stored input across tokens and sessions (the store keeps no session id)."""
+def test_a_new_token_is_another_cache_key_and_the_same_stored_input() -> None:
+    """The cache keys on the token's claims (a policy may decide on them); the canonical key,
+    which names stored inputs for impact analysis, does not: one person's calls are one
+    stored input across tokens. Neither keys on the session (one per connection)."""
 
     def doc(jti: str, exp: int, session: str = "s1") -> dict[str, Any]:
         return {
@@ -281,7 +279,7 @@ def test_a_new_token_or_session_is_another_cache_key_and_the_same_stored_input()
 
     assert memo_key(doc("a", 1)) != memo_key(doc("b", 1))
     assert memo_key(doc("a", 1)) != memo_key(doc("a", 2))
-    assert memo_key(doc("a", 1)) != memo_key(doc("a", 1, session="s2"))
+    assert memo_key(doc("a", 1)) == memo_key(doc("a", 1, session="s2"))  # sessions: not keyed
     assert cache_key(doc("a", 1)) == cache_key(doc("b", 2)) == cache_key(doc("a", 1, session="s2"))
     assert cache_key(doc("a", 1)) != cache_key({**doc("a", 1), "subject": {"id": "jwt:i#bob"}})
     memo, canonical = cache_keys(doc("c", 3, session="s3"))  # the same through the memo
@@ -602,24 +600,21 @@ REVOKING = """import rego.v1
 
 revoked if input.subject.attributes.jti in data.labelgate.tables.revoked_jtis
 
-no_session if input.request.session_id == ""
-
 default result := {
 	"allow": false, "reason": "denied", "mask": [], "require_approval": null, "cache_ttl_seconds": 0,
 }
 
 result := {"allow": true, "reason": "ok", "mask": [], "require_approval": null, "cache_ttl_seconds": 60} if {
 	not revoked
-	not no_session
 }
 """
 
 
-async def test_a_policy_deciding_on_the_token_id_or_the_session_is_not_bypassed_by_a_cached_allow(
+async def test_a_policy_deciding_on_the_token_id_is_not_bypassed_by_a_cached_allow(
     tmp_path: Path,
 ) -> None:
-    # Found by review: the key left out ``jti`` and ``session_id``, so once one good call was
-    # cached a revoked token, and a call without a session, were served its allow.
+    # Found by review: the key left out ``jti``, so once one good call was cached a revoked
+    # token was served its allow.
     engine = EmbeddedEngine(
         write_policy(tmp_path, REVOKING, data={"revoked_jtis": ["stolen"]}), watch_interval=None
     )
@@ -634,9 +629,8 @@ async def test_a_policy_deciding_on_the_token_id_or_the_session_is_not_bypassed_
 
         assert (await cache.decide(call("good", "s1"), key=cache_keys(call("good", "s1"))[0])).allow
         assert (await cache.decide(call("good", "s1"))).cached  # the good call itself is cached
-        for jti, session in (("stolen", "s1"), ("good", "")):
-            decision = await cache.decide(call(jti, session), key=cache_keys(call(jti, session))[0])
-            assert (decision.allow, decision.cached) == (False, False), (jti, session)
+        decision = await cache.decide(call("stolen", "s1"), key=cache_keys(call("stolen", "s1"))[0])
+        assert (decision.allow, decision.cached) == (False, False)
     finally:
         await engine.close()
 

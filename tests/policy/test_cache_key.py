@@ -23,7 +23,6 @@ from labelgate.policy import cache as cache_module
 from labelgate.policy.cache import (
     _KEY_VOCABULARY,
     _TOKEN_ATTRIBUTES,
-    _UNSTORED_REQUEST_KEYS,
     _VOLATILE_REQUEST_KEYS,
     _canonical_part,
     _per_thread,
@@ -295,10 +294,10 @@ def test_exactly_the_per_call_request_values_are_left_out() -> None:
         assert memo_key(other) not in (None, memo_key(base)), name
 
 
-def test_the_subject_is_keyed_whole_and_the_canonical_key_leaves_out_session_and_token() -> None:
-    """The cache keys on every token claim and the session (a policy may decide on them);
-    ``_canonical_part`` spells out what the stored-input key leaves out besides: exactly
-    ``_UNSTORED_REQUEST_KEYS`` and ``_TOKEN_ATTRIBUTES``, and ``doc`` is not modified."""
+def test_the_subject_is_keyed_whole_and_the_canonical_key_leaves_out_the_token() -> None:
+    """The cache keys on every token claim (a policy may decide on them); ``_canonical_part``
+    spells out what the stored-input key leaves out besides: exactly ``_TOKEN_ATTRIBUTES``,
+    and ``doc`` is not modified. The session is in neither (``_VOLATILE_REQUEST_KEYS``)."""
     claims = {"jti": "j", "iat": 1, "exp": 2, "nbf": 3}
     base = doc(team="risk", **claims)
     base["request"].update(session_id="s-1", digest="d-1", peer="ipv4:10.0.0.1")
@@ -306,15 +305,13 @@ def test_the_subject_is_keyed_whole_and_the_canonical_key_leaves_out_session_and
     assert set(_TOKEN_ATTRIBUTES) == set(claims)
     stored = _canonical_part(base)
     assert stored["subject"]["attributes"] == {"team": "risk"}
-    assert set(_relevant(base)["request"]) - set(stored["request"]) == _UNSTORED_REQUEST_KEYS
+    assert set(_relevant(base)["request"]) == set(stored["request"])
+    assert "session_id" not in stored["request"]
     assert base["subject"]["attributes"] == {"team": "risk", **claims}  # not modified
     assert base["request"]["session_id"] == "s-1"
-    for name in [*_TOKEN_ATTRIBUTES, *_UNSTORED_REQUEST_KEYS]:
+    for name in _TOKEN_ATTRIBUTES:
         other = copy.deepcopy(base)
-        if name in _TOKEN_ATTRIBUTES:
-            other["subject"]["attributes"][name] = "another token"
-        else:
-            other["request"][name] = "another session"
+        other["subject"]["attributes"][name] = "another token"
         assert memo_key(other) not in (None, memo_key(base)), name
         assert cache_key(other) == cache_key(base), name
 

@@ -229,7 +229,7 @@ class AuditRecorder:
 # -- the decision-input store (for ``labelgate policy impact``) ----------------------------
 # Keys that differ from call to call, session to session or token to token: the store keeps
 # one input per decision-relevant content (``policy.cache.cache_key``, which leaves these and
-# the token's claims out; the decision cache itself keys on the session and the token too),
+# the token's claims out; the decision cache itself keys on the token too),
 # and ``digest`` is a hash of the request's values, which has no place at rest here. A policy
 # that decides on the session or the token is replayed without them (``policy impact``).
 _VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "digest"})

@@ -1,16 +1,17 @@
 """A decision cache in front of any PolicyEngine.
 
 The key is the decision-relevant part of the input: everything except the values that
-differ on every call (``request.request_id``, ``request.digest``, ``context.time_ns``):
-keying on them would make every key unique. So a policy must not decide on them unless its
-result's ``cache_ttl_seconds`` is 0; a policy that decides on time sets a TTL that fits (the
-contract says so: ``schema/README.md``, ``input.json``). Everything else is in the key:
-``request.session_id`` (a policy may require one, or decide per session),
+differ on every call (``request.request_id``, ``request.digest``, ``context.time_ns``) or
+on every connection (``request.session_id``: a client that names no session gets one per
+connection, so a REST client without keep-alive would never hit): keying on them would make
+keys unique. So a policy must not decide on them unless its result's ``cache_ttl_seconds``
+is 0; a policy that decides on time sets a TTL that fits (the contract says so:
+``schema/README.md``, ``input.json``). Everything else is in the key:
 ``request.peer`` (a policy may decide on where a call comes from; it is the caller's
 address without its port, ``calls.peer_address``, so a client's calls share a key) and all
 of ``subject.attributes``, the token's ``jti``, ``iat``, ``exp`` and ``nbf`` included (a
 policy may keep a revocation list of token ids, or want a minimum lifetime left): a new
-token or session is a miss, never another one's answer. An entry also never outlives the
+token is a miss, never another one's answer. An entry also never outlives the
 token it was decided for: when ``subject.attributes.exp`` is a number (a JWT's, seconds
 since the epoch) the entry expires by then, whatever the TTL (``_lifetime``).
 
@@ -18,9 +19,8 @@ Two keys. The cache itself keys on a pickle of that part (``memo_key``), several
 cheaper than a JSON walk and exact. ``cache_key`` names an input for what is stored and
 compared later (the decision-input store, audit records, ``labelgate policy impact``):
 canonical JSON (sorted keys), stable across processes and key order, of that part without
-``request.session_id`` and the per-token claims (``jti``, ``iat``, ``exp``, ``nbf``) as
-well, so one person's calls are one stored input across sessions and tokens (the store
-keeps no session id: ``gateway.record.replayable_input``). Each ``memo_key`` has one
+the per-token claims (``jti``, ``iat``, ``exp``, ``nbf``) as well, so one person's calls
+are one stored input across tokens. Each ``memo_key`` has one
 ``cache_key``, not the other way round. The pickle is exact: equal bytes load
 back as equal values of equal types, so a hit is never a different input. The pickler runs
 in fast mode (nothing is memoised, so no back-references: the bytes never depend on which
@@ -84,18 +84,18 @@ from labelgate.policy.engine import PolicyEngine
 
 log = get_logger(__name__)
 
-# Left out of every key, as they differ on every call (``context.time_ns`` too): keying on
-# them would make every key unique. ``request_id`` names the call; ``digest`` identifies the
-# query for approval grants (input values included). The contract tells policies not to
-# decide on them unless the result's ``cache_ttl_seconds`` is 0. Spelt out name by name in
-# ``_relevant`` (a test holds the two to each other).
-_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "digest"})
-# Left out of the canonical key (``cache_key``) as well, never out of the cache's own: a
-# policy may decide on the session (require one) and on the token (a revocation list of
-# ``jti``, a minimum lifetime left), so the cache keys on them; what is stored for impact
-# analysis names one person's calls as one input across sessions and tokens. Spelt out in
-# ``_canonical_part`` (a test holds them to it).
-_UNSTORED_REQUEST_KEYS = frozenset({"session_id"})
+# Left out of every key, as they differ on every call or connection (``context.time_ns``
+# too): keying on them would make keys unique. ``request_id`` names the call; ``session_id``
+# the caller's session, one per connection when the caller names none (review: keyed, a
+# REST client without keep-alive never hit the cache); ``digest`` identifies the query for
+# approval grants (input values included). The contract tells policies not to decide on them
+# unless the result's ``cache_ttl_seconds`` is 0. Spelt out name by name in ``_relevant`` (a
+# test holds the two to each other).
+_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "digest"})
+# Left out of the canonical key (``cache_key``), never out of the cache's own: a policy may
+# decide on the token (a revocation list of ``jti``, a minimum lifetime left), so the cache
+# keys on it; what is stored for impact analysis names one person's calls as one input
+# across tokens. Spelt out in ``_canonical_part`` (a test holds them to it).
 _TOKEN_ATTRIBUTES = frozenset({"jti", "iat", "exp", "nbf"})
 # Protocol 4 and later write short ASCII strings with a one-byte length (shorter keys).
 _PICKLE_PROTOCOL = 5
@@ -335,6 +335,8 @@ def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
         request = relevant["request"] = request.copy()
         if "request_id" in request:
             del request["request_id"]
+        if "session_id" in request:
+            del request["session_id"]
         if "digest" in request:
             del request["digest"]
     context = relevant.get("context")
@@ -345,13 +347,10 @@ def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical_part(doc: dict[str, Any]) -> dict[str, Any]:
-    """What ``cache_key`` names: ``_relevant(doc)`` without ``request.session_id`` and the
-    per-token claims as well (copied where they are deleted: ``doc`` is not modified). Only
-    when ``cache_keys`` has not seen the input before, so off the path of a hit."""
+    """What ``cache_key`` names: ``_relevant(doc)`` without the per-token claims as well
+    (copied where they are deleted: ``doc`` is not modified). Only when ``cache_keys`` has not
+    seen the input before, so off the path of a hit."""
     relevant = _relevant(doc)
-    request = relevant.get("request")
-    if isinstance(request, dict) and "session_id" in request:
-        del request["session_id"]  # ``_relevant`` copied the request
     subject = relevant.get("subject")
     if isinstance(subject, dict):
         attributes = subject.get("attributes")
