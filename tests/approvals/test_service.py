@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -293,3 +294,24 @@ async def test_an_unreachable_store_refuses_instead_of_guessing(tmp_path: Path) 
     with pytest.raises(ApprovalsUnavailable) as refused:
         await nowhere.start(sweep=False)
     assert refused.value.reason == "APPROVALS_STORE_UNREACHABLE"
+
+
+async def test_a_user_behind_a_workload_certificate_sees_their_request_in_their_list(
+    new_database: Callable,
+) -> None:
+    # Held as every identity the call proved (``requester_of``): the user found it by id but
+    # not in their own list, which matched the stored requester whole (found by review).
+    from labelgate.auth.subject import requester_of
+
+    workload = Subject.proven("mtls", "spiffe://corp/ns/batch/sa/reporting")
+    olivia_id = "jwt:https://idp#olivia"
+    behind = dataclasses.replace(workload, attributes={"also_verified": {"jwt": olivia_id}})
+    async with running_service(new_database) as service:
+        held = draft(behind)
+        binding = dataclasses.replace(held.binding, subject=requester_of(behind))
+        request = await service.open(dataclasses.replace(held, binding=binding))
+        olivia = Subject.proven("jwt", "olivia", issuer="https://idp")
+        assert [r.id for r in await service.visible_to(olivia)] == [request.id]
+        assert [r.id for r in await service.visible_to(workload)] == [request.id]
+        for other in ("jwt:https://idp#oli", "jwt:https://idp#OLIVIA", "jwt:https://idp#olivia2"):
+            assert await service.visible_to(Subject(other, ())) == [], other

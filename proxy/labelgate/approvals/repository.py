@@ -180,8 +180,11 @@ async def list_requests(
     where = [f"state IN ({', '.join('?' for _ in states)})"]
     params: list[Any] = [state.value for state in states]
     if viewer is not None and not viewer.everything:
-        mine = ["requester = ?"]
-        params.append(viewer.subject)
+        # Their own requests, also those held as one of several identities (``requester_of``:
+        # a JSON list of ids, each written as a JSON string, so a quoted id matches whole).
+        contains = "instr(requester, ?) > 0" if tx.dialect == "sqlite" else "strpos(requester, ?) > 0"
+        mine = ["requester = ?", f"(substr(requester, 1, 1) = '[' AND {contains})"]
+        params.extend([viewer.subject, json.dumps(viewer.subject, ensure_ascii=False)])
         if viewer.groups:
             marks = ", ".join("?" for _ in viewer.groups)
             mine.append(
