@@ -29,6 +29,11 @@ from labelgate.policy.rego_text import (
 SET_BUILTINS = ("object.keys", "intersection", "union", "graph.reachable", "net.cidr_expand")
 
 _SET, _OBJECT = "a set", "an object"
+# An array whose elements come in a set's order: built by an array comprehension over a set
+# (or over such an array), or joined to one by ``array.concat``. Kept in a rule or a local it
+# reaches a string later (``_a := [s | some s in set]``, then ``concat(",", _a)``: found by
+# review), so it is a kind of its own, refused where it becomes a string.
+_SET_ORDERED = "an array in a set's order"
 # Builtins that return an object whose keys rego-cpp keeps in the order it built them.
 OBJECT_BUILTINS = (
     "object.filter",
@@ -75,10 +80,26 @@ class _Scope:
 
 
 def _expression_kind(text: str, start: int, scope: _Scope) -> str | None:
-    """The kind ("a set", "an object") of the expression at ``start``; None when not known."""
+    """The kind ("a set", "an object", "an array in a set's order") of the expression at
+    ``start``; None when not known."""
     rest = text[start:]
     if rest.startswith("set()"):
         return _SET
+    if rest.startswith("["):
+        end = _closing(text, start)
+        bar = _top_level(text[start + 1 : end], "|") if end > 0 else -1
+        if bar < 0:
+            return None
+        body = _flatten(text, start + 1 + bar + 1, end, -1)
+        return _SET_ORDERED if _unordered(body, "", scope) in (_SET, _SET_ORDERED) else None
+    if re.match(r"array\.concat\s*\(", rest):
+        opening = start + rest.index("(")
+        end = _closing(text, opening)
+        args = text[opening + 1 : end] if end > 0 else ""
+        comma = _top_level(args, ",")
+        parts = [args[:comma], args[comma + 1 :]] if comma >= 0 else [args]
+        ordered = any(_expression_kind(part.strip() + " ", 0, scope) == _SET_ORDERED for part in parts)
+        return _SET_ORDERED if ordered else None
     if rest.startswith("{"):
         end = _closing(text, start)
         if end < 0:
@@ -273,7 +294,7 @@ def _module_order_findings(name: str, text: str, scope: _Scope) -> list[Finding]
                     where,
                 )
             )
-        elif kind == _SET and _ORDER_SHOWN.search(before):
+        elif kind in (_SET, _SET_ORDERED) and _ORDER_SHOWN.search(before):
             findings.append(
                 Finding("an array comprehension over a set (rego-cpp keeps insertion order)", where)
             )
@@ -285,10 +306,23 @@ def _module_order_findings(name: str, text: str, scope: _Scope) -> list[Finding]
             comma = _top_level(args, ",")
             args = args[comma + 1 :] if comma >= 0 else ""
         args = args.strip()
-        if args and _expression_kind(args + " ", 0, scope) == _SET:
+        kind = _expression_kind(args + " ", 0, scope) if args else None
+        if kind == _SET or (kind == _SET_ORDERED and match.group(1) == "concat"):
+            what = "a set" if kind == _SET else "an array built in a set's order"
             findings.append(
                 Finding(
-                    f"`{match.group(1)}` of a set (rego-cpp keeps insertion order)",
+                    f"`{match.group(1)}` of {what} (rego-cpp keeps insertion order)",
+                    f"{name}:{_line(text, match.start())}",
+                )
+            )
+    # json.marshal / yaml.marshal of an array built in a set's order writes that order.
+    for match in re.finditer(r"(?<![\w.])(?:json|yaml)\.marshal\s*\(", text):
+        end = _closing(text, match.end() - 1)
+        args = text[match.end() : end].strip() if end > 0 else ""
+        if args and _expression_kind(args + " ", 0, scope) == _SET_ORDERED:
+            findings.append(
+                Finding(
+                    "a marshalled array built in a set's order (rego-cpp keeps insertion order)",
                     f"{name}:{_line(text, match.start())}",
                 )
             )

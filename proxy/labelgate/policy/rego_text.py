@@ -46,7 +46,8 @@ Other divergences that rego-cpp's plan does not show by name, refused when a mod
   against the rules of its package, ``data.pkg.rule`` and import aliases by their path. Refused:
 
   - ``concat``/``sort`` of a set, and an array comprehension over a set joined into a string
-    right there (``concat``, ``json.marshal``);
+    (``concat``, ``json.marshal``), right there or kept first in a rule or a local, or passed
+    through ``array.concat`` (``rego_order``: an array built in a set's order);
   - an array comprehension over an object the policy builds (``[k | o[k]]``, ``some k, v in
     o``, a literal ``{...}[k]``), and one calling ``walk``, unless it is the argument of
     ``count``, ``sort``, ``max`` or ``min`` (whose value does not depend on the order).
