@@ -131,3 +131,12 @@ async def test_the_reviewers_set_in_another_module_does_not_load(tmp_path: Path)
 def test_a_comprehension_indexing_by_a_function_argument_is_refused(module: str, refused: bool) -> None:
     found = [f.what for f in text_findings("t.rego", f"package t\n\n{module}")]
     assert any("indexing by the function argument `k`" in what for what in found) is refused, found
+
+
+def test_expressions_nested_past_the_stack_are_a_finding_not_a_traceback() -> None:
+    # Found by review: ~330 nested array.concat raised RecursionError out of the engine's start.
+    nested = "[1]"
+    for _ in range(2000):
+        nested = f"array.concat([], {nested})"
+    found = order_findings((("deep.rego", f'package t\n\nx := concat(",", {nested})\n'),))
+    assert [f.what for f in found] == ["expressions nested too deeply for the load-time order check"]

@@ -398,8 +398,14 @@ def order_findings(modules: tuple[tuple[str, str], ...]) -> list[Finding]:
 @functools.lru_cache(maxsize=16)
 def _order_findings(modules: tuple[tuple[str, str], ...]) -> tuple[Finding, ...]:
     found: list[Finding] = []
-    for name, text, scope in _scopes(modules):
-        found += _module_order_findings(name, text, scope)
+    try:
+        for name, text, scope in _scopes(modules):
+            found += _module_order_findings(name, text, scope)
+    except RecursionError:
+        # Expressions nested deeper than Python's stack reads (review: ~330 nested
+        # array.concat): what the check cannot read is refused, as a finding, not a traceback.
+        where = modules[0][0] if modules else "the policy"
+        return (Finding("expressions nested too deeply for the load-time order check", f"{where}:1"),)
     return tuple(found)
 
 
