@@ -22,6 +22,7 @@ from aiohttp import web
 from labelgate.approvals import reasons
 from labelgate.approvals.oidc import OidcSignin, OidcUnavailable, Pending, endpoint_allowed
 from labelgate.config import OidcSettings
+from tests.support.http import serving
 from tests.support.pki import SigningKey, jwks, rsa_signing_key
 from tests.support.procs import free_port
 
@@ -81,13 +82,8 @@ async def fake_provider(key: SigningKey) -> AsyncIterator[FakeProvider]:
         )
         app.router.add_get(f"{prefix}/jwks", answer("/jwks", lambda: jwks(key)))
         app.router.add_post(f"{prefix}/token", answer("/token", lambda: {"id_token": provider.id_token()}))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app, port):
         yield provider
-    finally:
-        await runner.cleanup()
 
 
 def signin_for(issuer: str) -> OidcSignin:

@@ -18,6 +18,7 @@ from labelgate.auth.jwt_verifier import JwtVerifier
 from labelgate.auth.remote_jwks import RemoteJwks
 from labelgate.errors import ConfigError, Unauthenticated
 from tests.auth.conftest import AUDIENCE, ISSUER
+from tests.support.http import serving
 from tests.support.pki import SigningKey, claims, jwks, rsa_signing_key
 from tests.support.procs import free_port
 
@@ -41,13 +42,8 @@ async def jwks_server(document: Any) -> AsyncIterator[JwksServer]:
 
     app = web.Application()
     app.router.add_get("/jwks.json", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app, port):
         yield served
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
@@ -59,13 +55,8 @@ async def http_server(
     app = web.Application()
     for path, handler in routes.items():
         app.router.add_get(path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app, port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def in_two_pieces(body: bytes) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -14,7 +14,7 @@ from labelgate.errors import ConfigError, InvalidInput
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import build_input
 from labelgate.policy.embedded import EmbeddedEngine
-from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
+from tests.policy.conftest import REGO, VALID_RESULT, refused_start, result_rule, write_policy
 
 # Echoes parts of the input so a test can tell which input (and which revision) decided.
 ECHO = """result := {
@@ -355,12 +355,9 @@ async def test_data_with_a_float_rego_cpp_would_round_does_not_load(tmp_path: Pa
     folder = write_policy(
         tmp_path, result_rule(VALID_RESULT, "data.labelgate.tables.t > 0.3"), data={"t": 0.1 + 0.2}
     )
-    engine = EmbeddedEngine(folder, watch_interval=None)
-    with pytest.raises(ConfigError) as refused:
-        await engine.start()
-    await engine.close()
-    assert refused.value.reason == "POLICY_DATA_INVALID"
-    assert "0.30000000000000004" in refused.value.message and "--engine opa" in refused.value.message
+    refused = await refused_start(EmbeddedEngine(folder, watch_interval=None))
+    assert refused.reason == "POLICY_DATA_INVALID"
+    assert "0.30000000000000004" in refused.message and "--engine opa" in refused.message
 
 
 # The approver group is the first key of an object, in data and in the input: OPA iterates

@@ -103,12 +103,9 @@ async def test_policies_needing_what_the_host_does_not_implement_are_refused(
     tmp_path: Path, body: str, named: str
 ) -> None:
     write_policy(tmp_path, body)
-    engine = WasmEngine(tmp_path, watch_interval=None)
-    with pytest.raises(ConfigError) as raised:
-        await engine.start()
-    await engine.close()
-    assert raised.value.reason == UNSUPPORTED
-    assert named in raised.value.message and "--engine opa" in raised.value.message
+    raised = await refused_start(WasmEngine(tmp_path, watch_interval=None))
+    assert raised.reason == UNSUPPORTED
+    assert named in raised.message and "--engine opa" in raised.message
 
 
 def test_a_missing_opa_binary_is_a_clear_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -351,13 +348,10 @@ async def test_module_native_builtins_outside_the_reviewed_list_are_refused(
     """The module's own json.marshal writes keys in hash order, its to_number("1e400") is a number:
     a policy may call only the builtins held to OPA by the differential test."""
     write_policy(tmp_path, body, data={"name": "<a>", "min_approvals": 2})
-    engine = WasmEngine(tmp_path, watch_interval=None)
-    with pytest.raises(ConfigError) as raised:
-        await engine.start()
-    await engine.close()
-    assert raised.value.reason == UNSUPPORTED
-    assert named in raised.value.message and "--engine opa" in raised.value.message
-    assert "labelgate/decision/policy.rego:3" in raised.value.message
+    raised = await refused_start(WasmEngine(tmp_path, watch_interval=None))
+    assert raised.reason == UNSUPPORTED
+    assert named in raised.message and "--engine opa" in raised.message
+    assert "labelgate/decision/policy.rego:3" in raised.message
 
 
 async def test_json_marshal_of_what_the_text_shows_is_an_integer_loads(tmp_path: Path) -> None:
@@ -382,12 +376,9 @@ async def test_data_from_yaml_is_refused(tmp_path: Path) -> None:
     write_policy(tmp_path, result_rule(VALID_RESULT))
     (tmp_path / "labelgate" / "tables").mkdir(parents=True)
     (tmp_path / "labelgate" / "tables" / "data.yml").write_text("max_rows: 1e3\n")
-    engine = WasmEngine(tmp_path, watch_interval=None)
-    with pytest.raises(ConfigError) as raised:
-        await engine.start()
-    await engine.close()
-    assert raised.value.reason == "BUNDLE_DATA_UNSUPPORTED"
-    assert "labelgate/tables/data.yml" in raised.value.message and "--engine opa" in raised.value.message
+    raised = await refused_start(WasmEngine(tmp_path, watch_interval=None))
+    assert raised.reason == "BUNDLE_DATA_UNSUPPORTED"
+    assert "labelgate/tables/data.yml" in raised.message and "--engine opa" in raised.message
 
 
 async def test_a_result_that_allows_and_holds_is_valid_in_replay_only(tmp_path: Path) -> None:
@@ -586,13 +577,10 @@ async def test_division_is_refused_at_load_naming_each_place(tmp_path: Path) -> 
         'q := "a/b"\n\n' + result_rule(VALID_RESULT)
     )
     write_policy(tmp_path, body)
-    engine = WasmEngine(tmp_path, watch_interval=None)
-    with pytest.raises(ConfigError) as raised:
-        await engine.start()
-    await engine.close()
-    assert raised.value.reason == UNSUPPORTED
+    raised = await refused_start(WasmEngine(tmp_path, watch_interval=None))
+    assert raised.reason == UNSUPPORTED
     where = "labelgate/decision/policy.rego:3, labelgate/decision/policy.rego:3 ("
-    assert f"the `/` operator at {where}" in raised.value.message and "--engine opa" in raised.value.message
+    assert f"the `/` operator at {where}" in raised.message and "--engine opa" in raised.message
 
 
 async def test_other_arithmetic_and_slashes_in_strings_and_comments_load(tmp_path: Path) -> None:
