@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -628,6 +629,38 @@ def opa_results(opa: str, directory: Path, suite: Suite = HOSTILE) -> list[dict[
         found = json.loads(done.stdout).get("result") or [{"expressions": [{"value": {}}]}]
         results.append(found[0]["expressions"][0]["value"])
     return results
+
+
+def opa_strict_errors(
+    opa: str, directory: Path, suite: Suite, pairs: Iterable[tuple[str, int]]
+) -> set[tuple[str, int]]:
+    """Of the (expression, input) pairs, those on which OPA with ``--strict-builtin-errors``
+    fails: a builtin error that OPA's default mode turns into "undefined" and the embedded
+    engine (strict, embedded.py) into a deny."""
+    failing = set()
+    for name, index in pairs:
+        root = _write_policy(directory / "strict", suite, [name])
+        path = root.parent / "input.json"
+        path.write_text(json.dumps(suite.inputs[index], ensure_ascii=False))
+        done = subprocess.run(
+            [
+                opa,
+                "eval",
+                "--strict-builtin-errors",
+                "-f",
+                "json",
+                "-b",
+                str(root),
+                "-i",
+                str(path),
+                "data.t.x",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0 or "errors" in json.loads(done.stdout or "{}"):
+            failing.add((name, index))
+    return failing
 
 
 def embedded_results(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from labelgate.errors import ConfigError
-from labelgate.policy.capabilities import SUPPORTED_BUILTINS, UNSUPPORTED, exact_modules
+from labelgate.policy.capabilities import EXACT_REGO, SUPPORTED_BUILTINS, UNSUPPORTED, exact_modules
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.rego_text import definitions, scan_calls, strip, text_findings
 from tests.policy.conftest import REGO, VALID_RESULT, result_rule, write_policy
@@ -169,4 +169,4 @@ def test_guarded_calls_are_renamed_in_place_and_the_exact_versions_added_per_pac
     )
     assert out["b.rego"] == own
     assert list(out) == ["a.rego", "b.rego", "__labelgate/p.rego"]
-    assert out["__labelgate/p.rego"].startswith("package p\n\n__labelgate_sort(values) :=")
+    assert out["__labelgate/p.rego"] == "package p\n\n" + EXACT_REGO

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import build_input
 from labelgate.policy.embedded import EmbeddedEngine
 from tests.policy.conftest import REGO, VALID_RESULT, refused_start, result_rule, write_policy
+from tests.support.procs import opa_binary
 
 # Echoes parts of the input so a test can tell which input (and which revision) decided.
 ECHO = """result := {
@@ -386,3 +388,39 @@ async def test_objects_of_the_input_and_the_data_iterate_in_opas_order(
     ):
         decision = await engine.decide(doc)  # the node-by-node builder, then the JSON-text path
         assert decision.fail_reason is None and decision.reason == "held", decision
+
+
+# -- builtin errors (issue 12) -------------------------------------------------------------------
+
+# A builtin error makes OPA's expression undefined, failing the body; rego-cpp (not strict) left
+# the variable unbound and went on, so each of these allowed where OPA does not.
+ERRORING_BODIES = {
+    "negated_comparison": "v := count(input.n)\n\tnot v > 3",
+    "unused_result": "v := count(input.n)",
+    "negated_type_test": 'v := concat(",", input.n)\n\tnot is_string(v)',
+    "negated_helper": "v := count(input.n)\n\tnot _over(v)\n}\n\n_over(x) if {\n\tx > 3",
+    "in_an_object": 'v := {"size": count(input.n)}',
+}
+ERRORING_INPUT = {"n": 5}
+
+
+@pytest.mark.parametrize("name", sorted(ERRORING_BODIES))
+async def test_a_builtin_error_is_a_deny_where_opa_fails_the_body(
+    tmp_path: Path, engine_for: Any, name: str
+) -> None:
+    policy = write_policy(tmp_path / "policy", result_rule(VALID_RESULT, ERRORING_BODIES[name]))
+    (tmp_path / "input.json").write_text(json.dumps(ERRORING_INPUT))
+    query = ["eval", "-f", "json", "-b", str(policy), "-i", str(tmp_path / "input.json")]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [opa_binary(), *query, "data.labelgate.decision.result"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert not json.loads(done.stdout).get("result"), "OPA decides this body: the case is wrong"
+    engine = await engine_for(policy)
+    decision = await engine.decide(ERRORING_INPUT)
+    assert (decision.allow, decision.fail_reason) == (False, "POLICY_ERROR")
+    # The same body on an input the builtin takes is decided, as in OPA.
+    assert (await engine.decide({"n": ["a", "b"]})).allow is (name != "negated_type_test")

@@ -9,6 +9,7 @@ no head that ``opa parse`` does not (the default pack, tricky snippets, and OPA'
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import regopy
 
 from labelgate.errors import ConfigError
 from labelgate.policy.capabilities import UNSUPPORTED
@@ -364,3 +366,64 @@ def test_number_literals_rego_cpp_reads_as_another_number_are_refused(expression
 )
 def test_other_number_literals_are_not_findings(expression: str) -> None:
     assert text_findings("t.rego", f"package t\n\nx := {expression}\n") == []
+
+
+# -- `not` inside `every` (issue 12) ----------------------------------------------------------
+
+NOT_IN_EVERY = "`not` inside an `every` (rego-cpp drops the negation there)"
+
+
+@pytest.mark.parametrize(
+    "every",
+    [
+        "every x in input.xs { not x == 1 }",
+        "every x in input.xs {\n\t\tnot _one(x)\n\t}",
+        "every k, v in input.o { not v == k }",
+        "every x in {1, 2} { not x == input.n }",
+        "every x in [[1], [2]][0] { not x == input.n }",
+        "every x in input.xs { every y in [x] { not y == 1 } }",
+        "every x in input.xs { count([y | y := x; not y == 1]) == 1 }",
+    ],
+)
+def test_not_inside_every_is_refused(every: str) -> None:
+    module = f"package t\n\nx if {{\n\t{every}\n}}\n\n_one(x) if x == 1\n"
+    assert NOT_IN_EVERY in [f.what for f in text_findings("t.rego", module)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "every x in input.xs { x != 1 }",
+        "every x in input.xs { x != 1 }\n\tnot input.flag",
+        'every x in input.xs { x != "not" }',
+        "every x in {1, 2} { x > 0 }",
+    ],
+)
+def test_every_without_not_and_not_outside_every_are_accepted(body: str) -> None:
+    module = f"package t\n\nx if {{\n\t{body}\n}}\n"
+    assert text_findings("t.rego", module) == []
+
+
+async def test_rego_cpp_differs_from_opa_on_not_inside_every_so_it_does_not_load(tmp_path: Path) -> None:
+    """Keeps the refusal honest: unchecked, rego-cpp allows where OPA does not."""
+    body = result_rule(VALID_RESULT, "every x in input.xs { not x == 1 }")
+    policy = write_policy(tmp_path / "policy", body)
+    (tmp_path / "input.json").write_text('{"xs": [1, 2]}')
+    query = ["eval", "-f", "json", "-b", str(policy), "-i", str(tmp_path / "input.json")]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [opa_binary(), *query, "data.labelgate.decision.result"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert not json.loads(done.stdout).get("result")
+    interpreter = regopy.Interpreter()
+    interpreter.add_module("policy.rego", (policy / "labelgate" / "decision" / "policy.rego").read_text())
+    interpreter.set_input_term('{"xs": [1, 2]}')
+    assert '"allow":true' in str(interpreter.query("x := data.labelgate.decision.result")).replace(" ", "")
+    engine = EmbeddedEngine(policy, watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    assert refused.value.reason == UNSUPPORTED and NOT_IN_EVERY in refused.value.message

@@ -280,32 +280,41 @@ RESERVED_PREFIX = "__labelgate"
 # The exact versions (see the module docstring), added to every package that calls one. Each
 # branch returns rego-cpp's own answer only when it is provably OPA's. An object comprehension
 # with two values for one key is an evaluation error in rego-cpp: the engine denies.
-# Written for rego-cpp's quirks: a builtin's type error leaves an assigned variable unbound
-# rather than failing the body (so every branch tests with is_string/is_number, which are
-# false then), and `every` with `not` inside is not used (rego-cpp gets it wrong).
+# The engine runs rego-cpp with strict builtin errors (a builtin's type error is an evaluation
+# error, a deny: rego-cpp otherwise leaves the assigned variable unbound and goes on), so each
+# branch tests its values' types (__labelgate_all_strings, __labelgate_all_numbers) before a
+# builtin that would fail on another type; `every` with `not` inside is not used (refused:
+# rego-cpp drops the negation).
 EXACT_REGO = """\
+__labelgate_all_strings(values) if {
+	type_name(values) in {"array", "set"}
+	count([value | some value in values; not is_string(value)]) == 0
+}
+
+__labelgate_all_numbers(values) if {
+	type_name(values) in {"array", "set"}
+	count([value | some value in values; not is_number(value)]) == 0
+}
+
 __labelgate_sort(values) := sorted if {
+	__labelgate_all_strings(values)
 	sorted := sort(values)
 	is_array(sorted)
 	count(sorted) == count(values)
 	joined := concat("", sorted)
-	is_string(joined)
 	not contains(joined, " ")
 	not contains(joined, "!")
 } else := sorted if {
-	is_string(concat("", values))
+	__labelgate_all_strings(values)
 	keyed := sort([[hex.encode(value), value] | some value in values])
 	sorted := [pair[1] | some pair in keyed]
 } else := sorted if {
-	type_name(values) in {"array", "set"}
-	items := [value | some value in values]
-	count([item | some item in items; not is_number(item)]) == 0
-	sorted := sort(items)
+	__labelgate_all_numbers(values)
+	sorted := sort([value | some value in values])
 	count([i | some i in numbers.range(1, count(sorted) - 1); sorted[i - 1] > sorted[i]]) == 0
 } else := sorted if {
-	type_name(values) in {"array", "set"}
+	__labelgate_all_numbers(values)
 	items := [value | some value in values]
-	count([item | some item in items; not is_number(item)]) == 0
 	n := count(items)
 	ranked := {rank: item |
 		some i in numbers.range(0, n - 1)
@@ -318,17 +327,17 @@ __labelgate_sort(values) := sorted if {
 } else := {"error": v | some v in [1, 2]}
 
 __labelgate_max(values) := top if {
+	__labelgate_all_numbers(values)
 	top := max(values)
-	is_number(sum(values))
 	count([value | some value in values; value > top]) == 0
 } else := top if {
+	__labelgate_all_strings(values)
 	top := max(values)
-	is_string(top)
-	is_string(concat("", values))
-	not contains(concat("", values), " ")
-	not contains(concat("", values), "!")
+	joined := concat("", values)
+	not contains(joined, " ")
+	not contains(joined, "!")
 } else := top if {
-	is_number(sum(values))
+	__labelgate_all_numbers(values)
 	found := [value | some value in values; count([other | some other in values; other > value]) == 0]
 	top := found[0]
 } else := top if {
@@ -337,17 +346,17 @@ __labelgate_max(values) := top if {
 }
 
 __labelgate_min(values) := bottom if {
+	__labelgate_all_numbers(values)
 	bottom := min(values)
-	is_number(sum(values))
 	count([value | some value in values; value < bottom]) == 0
 } else := bottom if {
+	__labelgate_all_strings(values)
 	bottom := min(values)
-	is_string(bottom)
-	is_string(concat("", values))
-	not contains(concat("", values), " ")
-	not contains(concat("", values), "!")
+	joined := concat("", values)
+	not contains(joined, " ")
+	not contains(joined, "!")
 } else := bottom if {
-	is_number(sum(values))
+	__labelgate_all_numbers(values)
 	found := [value | some value in values; count([other | some other in values; other < value]) == 0]
 	bottom := found[0]
 } else := bottom if {
@@ -358,6 +367,7 @@ __labelgate_min(values) := bottom if {
 __labelgate_marshal(value) := json.marshal(value) if {
 	is_number(value)
 } else := text if {
+	count([node | walk(value, [_, node]); is_set(node)]) == 0
 	text := json.marshal(value)
 	is_string(text)
 	not contains(text, "<")
@@ -365,7 +375,6 @@ __labelgate_marshal(value) := json.marshal(value) if {
 	not contains(text, "&")
 	not contains(text, "\u2028")
 	not contains(text, "\u2029")
-	count([node | walk(value, [_, node]); is_set(node)]) == 0
 } else := {"error": v | some v in [1, 2]}
 """
 

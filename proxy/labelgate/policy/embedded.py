@@ -131,6 +131,10 @@ def _interpreter() -> regopy.Interpreter:
     interpreter = regopy.Interpreter()
     # Without this rego-cpp prints compile errors to stdout (it would corrupt CLI output).
     interpreter.log_level = regopy.LogLevel.NONE
+    # A builtin's error is an evaluation error (a deny). Not strict, rego-cpp leaves the variable
+    # it was assigned to unbound and goes on, so `v := count(x); not v > 3` held where OPA's
+    # body fails (OPA's result is undefined: a deny in either case now).
+    interpreter.strict_built_in_errors = True
     return interpreter
 
 

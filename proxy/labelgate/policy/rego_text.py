@@ -70,6 +70,9 @@ Other divergences that rego-cpp's plan does not show by name, refused when a mod
   (tests/policy/test_capabilities.py); any other control character makes its output
   invalid JSON, so a raw string holding one is refused (write a ``"..."`` literal with the
   escape instead).
+- ``not`` inside the body of an ``every`` (rego-cpp drops the negation there: ``every x in
+  xs { not x == 1 }`` holds when ``xs`` holds 1); write ``every x in xs { x != 1 }`` or
+  count a comprehension instead.
 - the ``%`` operator is the builtin ``rem`` (wrong on large numbers in rego-cpp);
 - ``with`` replacing a guarded builtin or replaced by one (capabilities.GUARDED_BUILTINS):
   the engine swaps their calls for exact versions, which a replacement would bypass;
@@ -592,6 +595,34 @@ def _number_findings(name: str, stripped: str) -> list[Finding]:
     return findings
 
 
+_EVERY = re.compile(rf"\bevery\s+{_NAME}(?:\s*,\s*{_NAME})?\s+in\s+")
+
+
+def _every_findings(name: str, stripped: str) -> list[Finding]:
+    """``not`` in the body of an ``every``: rego-cpp holds ``every x in xs { not x == 1 }`` when
+    ``xs`` holds 1 (the negation is dropped there), OPA does not. A body the scanner cannot
+    delimit is a finding too."""
+    findings = []
+    for match in _EVERY.finditer(stripped):
+        where = f"{name}:{_line(stripped, match.start())}"
+        index = match.end()
+        if index < len(stripped) and stripped[index] in "([{":  # the domain is a literal
+            index = _closing(stripped, index) + 1
+        body = -1
+        while 0 < index < len(stripped):
+            char = stripped[index]
+            if char == "{":
+                body = index
+                break
+            index = _closing(stripped, index) + 1 if char in "([" else index + 1
+        end = _closing(stripped, body) if body >= 0 else -1
+        if end < 0:
+            findings.append(Finding("an `every` whose body cannot be read", where))
+        elif re.search(r"\bnot\b", stripped[body:end]):
+            findings.append(Finding("`not` inside an `every` (rego-cpp drops the negation there)", where))
+    return findings
+
+
 def _guard_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
     """``with`` around a guarded builtin, rules that take the guards' reserved names, and a
     guarded builtin called where the guard cannot go (a package the scanner cannot read)."""
@@ -638,6 +669,7 @@ def text_findings(
         + _guard_findings(name, text, defined)
         + _string_findings(name, text)
         + _number_findings(name, stripped)
+        + _every_findings(name, stripped)
         + argument_key_findings(name, stripped)
         + [finding for finding in order_findings(scope) if finding.where.rpartition(":")[0] == name]
     )

@@ -31,12 +31,17 @@
 #    - label ranks are looked up in a table (_multi_label_ranks) rather than computed by
 #      calling _label_rank per label, which only the rare paths (several labels on one
 #      field, held calls) call;
-#    - validation has a fast path (_well_formed) that folds the checks over many values into
-#      a few builtins that loop natively (array.concat() is defined only for arrays and
-#      concat() only for strings, so one expression checks every string list); only a
-#      malformed input evaluates _problems, which names each defect.
+#    - validation has a fast path (_well_formed) that checks each string list with one
+#      comprehension; only a malformed input evaluates _problems, which names each defect.
 #    OPA gains from the same shapes. Measure with `python -m bench.profile_policy` (from the
 #    repository root).
+#
+# 3. No builtin errors. A builtin called on a value it does not take (concat of a number,
+#    object.get on a string) is an error OPA turns into "undefined", failing the body; rego-cpp
+#    instead left the assigned variable unbound and went on, so `v := to_number(x); not v > 3`
+#    held there. The embedded engine therefore runs with builtin errors strict (an error is a
+#    deny), and this pack tests a value's type (is_array, is_object, is_string) before calling a
+#    builtin that could fail on it, so that no input, however malformed, raises one.
 package labelgate.decision
 
 # Values of a set in sorted order, the same on every engine.

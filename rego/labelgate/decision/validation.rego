@@ -23,16 +23,15 @@ _well_formed if {
 	input.phase in _phases
 	is_string(input.subject.id)
 	input.subject.id != ""
-
-	# Not array.flatten(): it would pass a string list's non-array value through.
-	# regal ignore:use-array-flatten
-	is_string(concat("", array.concat(
-		array.concat(input.subject.groups, input.request.requested_outputs),
-		array.concat(input.labels, object.get(input.approval, "approved_by", [])),
-	)))
+	_string_list(input.subject.groups)
+	is_object(input.request)
+	_string_list(input.request.requested_outputs)
 	is_boolean(object.get(input.request, "opaque", false))
+	_string_list(input.labels)
 	is_object(input.context)
+	is_object(input.approval)
 	input.approval.state in _approval_states
+	_string_list(object.get(input.approval, "approved_by", []))
 	_fields_well_formed
 }
 
@@ -40,14 +39,21 @@ _well_formed if {
 _fields_well_formed if {
 	is_array(input.fields)
 	count(_field_path_list) == count(input.fields)
-	is_string(concat("", _field_path_list))
+	_string_list(_field_path_list)
 	not "" in _field_path_list
 	label_lists := [field.labels | some field in input.fields]
 	count(label_lists) == count(input.fields)
 
 	# A JSON value has an element [0] only when it is a non-empty array.
-	count([labels | some labels in label_lists; labels[0]]) == count(label_lists)
-	is_string(concat("", [label | some labels in label_lists; some label in labels]))
+	count([labels | some labels in label_lists; is_array(labels); labels[0]]) == count(label_lists)
+	_string_list([label | some labels in label_lists; some label in labels])
+}
+
+# An array of strings, checked without calling a builtin on what may be another type
+# (engines.rego, 3.).
+_string_list(value) if {
+	is_array(value)
+	count([item | some item in value; not is_string(item)]) == 0
 }
 
 # The path of every field that has one, in input order.
@@ -113,13 +119,16 @@ _subject_present if is_object(input.subject)
 
 _subject_id_ok if _non_empty_string(input.subject.id)
 
-_subject_groups_ok if _string_array(input.subject.groups)
+_subject_groups_ok if _string_list(input.subject.groups)
 
-_requested_outputs_ok if _string_array(input.request.requested_outputs)
+_requested_outputs_ok if _string_list(input.request.requested_outputs)
 
-_opaque_ok if is_boolean(object.get(input.request, "opaque", false))
+_opaque_ok if {
+	is_object(input.request)
+	is_boolean(object.get(input.request, "opaque", false))
+}
 
-_labels_ok if _string_array(input.labels)
+_labels_ok if _string_list(input.labels)
 
 _context_ok if is_object(input.context)
 
@@ -127,22 +136,18 @@ _fields_ok if is_array(input.fields)
 
 _approval_state_ok if input.approval.state in _approval_states
 
-_approved_by_ok if _string_array(object.get(input.approval, "approved_by", []))
+_approved_by_ok if {
+	is_object(input.approval)
+	_string_list(object.get(input.approval, "approved_by", []))
+}
 
 _valid_field(field) if {
 	_non_empty_string(field.path)
-	_string_array(field.labels)
+	_string_list(field.labels)
 	count(field.labels) > 0
 }
 
 _non_empty_string(value) if {
 	is_string(value)
 	value != ""
-}
-
-_string_array(value) if {
-	is_array(value)
-	every item in value {
-		is_string(item)
-	}
 }
