@@ -100,15 +100,32 @@ def test_each_field_path_is_its_own_text() -> None:
     first.update({"role": "assistant", "content": "card 4111 11"})
     second = struct_pb2.Struct()
     second.update({"role": "assistant", "content": "11 1111 1111 tail"})
-    assert dict(text_fields(first)) == {
+    assert {path: text for path, _, text in text_fields(first)} == {
         "fields['content'].string_value": b"card 4111 11",
         "fields['role'].string_value": b"assistant",
     }
     splitter = SplitValues(DetectorSet(), window_cut)
     splitter.hold(first)
     splitter.hold(second)
-    with pytest.raises(LabelgateError, match=re.escape("fields['content'].string_value")):
+    with pytest.raises(LabelgateError, match=re.escape("(field fields{}.string_value)")):
         splitter.flush()
+
+
+def test_the_refusal_names_a_map_field_without_its_key() -> None:
+    """A map key is the upstream's text, classified by no one: the refusal named the field by
+    it, so a key holding an SSN or a token reached the caller in the error (review s12)."""
+    key = "SSN 123-45-6789 / api_key=sk_live_THE_UPSTREAMS_SECRET"
+    first, second = struct_pb2.Struct(), struct_pb2.Struct()
+    first.update({key: "card 4111 11"})
+    second.update({key: "11 1111 1111 tail"})
+    splitter = SplitValues(DetectorSet(), window_cut)
+    splitter.hold(first)
+    splitter.hold(second)
+    with pytest.raises(LabelgateError) as refused:
+        splitter.flush()
+    assert refused.value.reason == "STREAM_VALUE_SPLIT"
+    assert "fields{}.string_value" in refused.value.message
+    assert "123-45-6789" not in refused.value.message and "sk_live" not in refused.value.message
 
 
 def test_whole_values_side_by_side_are_not_a_split_value() -> None:

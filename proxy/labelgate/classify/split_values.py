@@ -59,6 +59,7 @@ class _Path:
 
     text: bytearray = field(default_factory=bytearray)
     ends: list[int] = field(default_factory=list)
+    shown: str = ""  # the path with map keys left out: they are the upstream's unclassified text
 
 
 class SplitValues:
@@ -77,10 +78,10 @@ class SplitValues:
     def hold(self, message: Message) -> list[Message]:
         """Take the next message; the messages that may leave now, in order."""
         size = message.ByteSize()
-        for path, piece in text_fields(message):
+        for path, shown, piece in text_fields(message):
             state = self._paths.get(path)
             if state is None:
-                state = self._paths[path] = _Path(ends=[0] * len(self._held))
+                state = self._paths[path] = _Path(ends=[0] * len(self._held), shown=shown)
             state.text += piece
             size += len(piece)
         self._held.append(message)
@@ -111,12 +112,12 @@ class SplitValues:
     def _release(self, count: int) -> list[Message]:
         if count == 0:
             return []
-        for path, state in self._paths.items():
+        for state in self._paths.values():
             edges = [0, *state.ends[:count]]
             pieces = [bytes(state.text[start:end]) for start, end in itertools.pairwise(edges)]
             pieces = [piece for piece in pieces if piece]
             if len(pieces) > 1:
-                self._refuse_split(path, pieces)
+                self._refuse_split(state.shown, pieces)
         released, self._held = self._held[:count], self._held[count:]
         self._held_bytes = sum(message.ByteSize() for message in self._held)
         for path in list(self._paths):
@@ -156,38 +157,40 @@ def all_found(detectors: DetectorSet, texts: Sequence[bytes]) -> list[Counter[st
     return counts
 
 
-def text_fields(message: Message) -> Iterator[tuple[str, bytes]]:
-    """(path, UTF-8 bytes) of every string field set in ``message``, at any depth."""
-    yield from _walk(message, "", 0)
+def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
+    """(path, shown path, UTF-8 bytes) of every string field set in ``message``, at any depth.
+    The path tells map entries apart by their key; the shown path, for error texts, writes
+    each map key as ``{}`` (a key is the upstream's text, which no policy decided on)."""
+    yield from _walk(message, "", "", 0)
 
 
-def _walk(message: Message, prefix: str, depth: int) -> Iterator[tuple[str, bytes]]:
+def _walk(message: Message, prefix: str, shown: str, depth: int) -> Iterator[tuple[str, str, bytes]]:
     if depth > _MAX_DEPTH:
         return
     for descriptor, value in message.ListFields():
-        path = f"{prefix}{descriptor.name}"
+        path, named = f"{prefix}{descriptor.name}", f"{shown}{descriptor.name}"
         if is_message(descriptor):
             if is_map(descriptor):
                 for key in sorted(value, key=str):
-                    yield from _map_value(value[key], f"{path}[{key!r}]", depth)
+                    yield from _map_value(value[key], f"{path}[{key!r}]", f"{named}{{}}", depth)
             elif descriptor.is_repeated:
                 for index, item in enumerate(value):
-                    yield from _walk(item, f"{path}[{index}].", depth + 1)
+                    yield from _walk(item, f"{path}[{index}].", f"{named}[{index}].", depth + 1)
             else:
-                yield from _walk(value, f"{path}.", depth + 1)
+                yield from _walk(value, f"{path}.", f"{named}.", depth + 1)
         elif descriptor.type == FieldDescriptor.TYPE_STRING:
             if descriptor.is_repeated:
                 for index, item in enumerate(value):
-                    yield f"{path}[{index}]", _utf8(item)
+                    yield f"{path}[{index}]", f"{named}[{index}]", _utf8(item)
             else:
-                yield path, _utf8(value)
+                yield path, named, _utf8(value)
 
 
-def _map_value(value: object, path: str, depth: int) -> Iterator[tuple[str, bytes]]:
+def _map_value(value: object, path: str, shown: str, depth: int) -> Iterator[tuple[str, str, bytes]]:
     if isinstance(value, Message):
-        yield from _walk(value, f"{path}.", depth + 1)
+        yield from _walk(value, f"{path}.", f"{shown}.", depth + 1)
     elif isinstance(value, str):
-        yield path, _utf8(value)
+        yield path, shown, _utf8(value)
 
 
 def _utf8(value: str) -> bytes:
