@@ -39,8 +39,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
@@ -190,6 +191,119 @@ def file_name(session_id: str) -> str:
     """A safe, unique file name for a client-chosen session id (any text up to 128 characters)."""
     slug = _UNSAFE.sub("_", session_id).strip("._")[:64] or "session"
     return f"{slug}-{hashlib.sha256(session_id.encode()).hexdigest()[:16]}.jsonl"
+
+
+# What readers rely on in a stored entry, as its writers (``call_entry``, ``truncation_marker``)
+# give it: a key maps to a type, a nested object's shape, or a one-item list (a list of such);
+# a key ending in ``?`` may be missing or null (an older writer left it out). Keys not named
+# here are let through. ``int`` means an integer that fits 64 bits (``bool`` is not one).
+Shape: TypeAlias = "type | dict[str, Shape] | list[Shape]"
+_MESSAGE: Shape = {"type": str, "base64": str, "bytes": int}
+_CALL: Shape = {
+    "time": str,
+    "session_id": str,
+    "request_id": str,
+    "method": str,
+    "client_session_id?": str,
+    "peer?": str,
+    "model?": str,
+    "subject?": {"id": str, "name?": str, "groups": [str], "auth": str},
+    "request?": {
+        "model?": str,
+        "model_version?": str,
+        "inputs?": [{"name": str, "datatype": str, "shape": [int]}],
+        "outputs?": [str],
+    },
+    "request_message?": _MESSAGE,
+    "decision": {
+        "outcome": str,
+        "reason?": str,
+        "labels?": [str],
+        "masked?": [{"path": str, "strategy": str, "label?": str}],
+        "fields?": [{"path": str, "labels": [str]}],
+        "phases?": [
+            {
+                "phase": str,
+                "allow": bool,
+                "reason?": str,
+                "engine?": str,
+                "revision?": str,
+                "decision_id?": str,
+                "cached?": bool,
+                "cached_from?": str,
+            }
+        ],
+    },
+    "upstream_status?": str,
+    "latency_ms?": float,
+    "response?": _MESSAGE,
+}
+_MARKER: Shape = {
+    "time": str,
+    "session_id": str,
+    "request_id?": str,
+    "limit_bytes": int,
+    "recorded_bytes": int,
+    "note?": str,
+}
+_SHAPES = {"call": _CALL, "truncated": _MARKER}
+_TYPE_NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
+_INT_BOUND = 2**63
+
+
+def checked(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` if it is a call, a marker or a reader's ``damaged`` entry of the shape readers
+    rely on; otherwise a ``damaged`` entry saying what is wrong, so that one edited (or foreign)
+    entry is shown as such and never stops the rest of the session from showing."""
+    kind = entry.get("kind")
+    if kind == "damaged":
+        return entry
+    shape = _SHAPES.get(kind) if isinstance(kind, str) else None
+    problem = "not an entry of a known kind" if shape is None else _problem(entry, shape, "")
+    if problem is None:
+        return entry
+    kept: dict[str, Any] = {
+        key: entry[key] for key in ("time", "session_id", "request_id") if isinstance(entry.get(key), str)
+    }
+    seq = entry.get("seq")
+    what = f"a {kind} entry" if shape is not None else "an entry"
+    note = f"{what} not of the recorded shape ({problem}; edited?): not shown"
+    return {**kept, "kind": "damaged", "line": seq if _is_int(seq) else "?", "note": note}
+
+
+def _problem(value: Any, shape: Shape, where: str) -> str | None:
+    """What in ``value`` (at ``where``) does not have ``shape``; None if nothing."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'the entry'} is not an object"
+        for key, inner in shape.items():
+            name = key.removesuffix("?")
+            path = f"{where}.{name}" if where else name
+            if value.get(name) is None:
+                if key.endswith("?"):
+                    continue
+                return f"{path} is missing"
+            if found := _problem(value[name], inner, path):
+                return found
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        for index, item in enumerate(value):
+            if found := _problem(item, shape[0], f"{where}[{index}]"):
+                return found
+        return None
+    if shape is int:
+        fits = _is_int(value)
+    elif shape is float:  # a JSON number: an integer too
+        fits = _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+    else:
+        fits = isinstance(value, shape)
+    return None if fits else f"{where} is not {_TYPE_NAMES.get(shape, shape.__name__)}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT_BOUND <= value < _INT_BOUND
 
 
 def decode_message(stored: dict[str, Any] | None) -> Message | None:

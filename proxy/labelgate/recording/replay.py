@@ -54,8 +54,8 @@ def sessions_table(sessions: list[SessionInfo]) -> Table:
     for info in sessions:
         table.add_row(
             escape(info.session_id),
-            info.started,
-            info.last,
+            escape(info.started),
+            escape(info.last),
             str(info.calls),
             human_bytes(info.bytes),
             "[bold red]yes[/]" if info.truncated else "no",
@@ -72,7 +72,7 @@ def calls_table(session_id: str, entries: list[dict[str, Any]]) -> Table:
     for entry in entries:
         if entry.get("kind") == "truncated":
             table.add_row(
-                "", entry["time"], "[bold red]TRUNCATED[/]", "", "", "", "", _marker_text(entry), ""
+                "", escape(entry["time"]), "[bold red]TRUNCATED[/]", "", "", "", "", _marker_text(entry), ""
             )
             continue
         if entry.get("kind") != "call":
@@ -83,7 +83,7 @@ def calls_table(session_id: str, entries: list[dict[str, Any]]) -> Table:
         response = entry.get("response")
         table.add_row(
             str(number),
-            entry["time"],
+            escape(entry["time"]),
             escape(_short_method(entry["method"])),
             escape(entry.get("model") or ""),
             escape((entry.get("subject") or {}).get("id", "-")),
@@ -116,7 +116,8 @@ def call_panel(number: int, entry: dict[str, Any]) -> Panel:
     decision = entry["decision"]
     subject = entry.get("subject")
     who = (
-        f"{escape(subject['id'])} (groups: {escape(', '.join(subject['groups']) or '-')}; {subject['auth']})"
+        f"{escape(subject['id'])} (groups: {escape(', '.join(subject['groups']) or '-')}; "
+        f"{escape(subject['auth'])})"
         if subject
         else "unauthenticated"
     )
@@ -130,7 +131,7 @@ def call_panel(number: int, entry: dict[str, Any]) -> Panel:
     for phase in decision.get("phases") or []:
         verdict = "allow" if phase["allow"] else "deny"
         lines.append(
-            f"  {phase['phase']}: {verdict} ({escape(phase.get('reason') or '')}; "
+            f"  {escape(phase['phase'])}: {verdict} ({escape(phase.get('reason') or '')}; "
             f"{escape(phase.get('engine') or '')} {escape(phase.get('revision') or '')})"
         )
     masked = decision.get("masked") or []
@@ -138,7 +139,8 @@ def call_panel(number: int, entry: dict[str, Any]) -> Panel:
         lines.append(
             "masked "
             + ", ".join(
-                f"[yellow]{escape(m['path'])}[/] ({m['strategy']}, {m.get('label', '?')})" for m in masked
+                f"[yellow]{escape(m['path'])}[/] ({escape(m['strategy'])}, {escape(m.get('label') or '?')})"
+                for m in masked
             )
         )
     lines.append(f"request {escape(_request_text(entry.get('request') or {}))}")
@@ -150,7 +152,7 @@ def call_panel(number: int, entry: dict[str, Any]) -> Panel:
         )
     body: list[Any] = [line if isinstance(line, Text) else Text.from_markup(line) for line in lines]
     body.append(_response_view(entry.get("response"), replay.get("masked") or []))
-    title = f"#{number}  {entry['time']}"
+    title = f"#{number}  {escape(entry['time'])}"
     return Panel(Group(*body), title=title, title_align="left", border_style=_border(decision))
 
 
@@ -175,7 +177,8 @@ def _damaged_text(entry: dict[str, Any]) -> str:
     note, request = entry.get("note"), entry.get("request_id")
     if note:  # an entry the reader could not open, or one missing or repeated (``sealing.py``)
         return escape(f"request {request}: {note}" if request else str(note))
-    return f"line {entry.get('line', '?')} of the recording does not parse (a write torn by a crash): skipped"
+    line = escape(str(entry.get("line", "?")))
+    return f"line {line} of the recording does not parse (a write torn by a crash): skipped"
 
 
 def _short_method(method: str) -> str:

@@ -48,7 +48,7 @@ from labelgate.logs import get_logger
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, uses_raw_outputs
 from labelgate.policy.contract import POLICY_ERROR, POLICY_TIMEOUT, REPLAY, Decision, build_input
-from labelgate.recording.entries import decode_message, encode_message
+from labelgate.recording.entries import checked, decode_message, encode_message
 
 log = get_logger(__name__)
 
@@ -92,12 +92,16 @@ async def view_entries(
 ) -> list[dict[str, Any]]:
     """The entries of a session as ``viewer`` may see them; markers and torn lines as they are.
     An entry still sealed (read without its key) is shown as sealed, never as a call: what it
-    holds, a response included, is not known here."""
+    holds, a response included, is not known here. An entry not of the shape its writer gives
+    it (edited) is shown as damaged (``entries.checked``), so every renderer after this point
+    can rely on the shape, and the session's other entries still show."""
     viewed = []
-    for entry in entries:
-        if "sealed" in entry:
-            viewed.append(_unopened(entry))
-        elif entry.get("kind") == "call":
+    for stored in entries:
+        if "sealed" in stored:
+            viewed.append(_unopened(stored))
+            continue
+        entry = checked(stored)
+        if entry.get("kind") == "call":
             viewed.append(await view_call(policy, viewer, entry))
         else:
             viewed.append(entry)
