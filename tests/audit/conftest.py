@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
+import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +100,53 @@ def writer_process(
         yield process
     finally:
         process.stop()
+
+
+# The writer, with a slow disk on demand: while the FIFO ``argv[1]`` exists, an append stalls
+# after its write, before its acknowledgement, until the test opens that FIFO (``open_gate``),
+# which is then removed. The fdatasync the reviewer delayed with strace, without a timer: the
+# stall lasts exactly until the test ends it.
+_STALLING_APPENDS = """
+import os, runpy, sys
+from labelgate.audit.store import LogStore
+gate, append = sys.argv[1], LogStore.append
+def stalling(self, data, first_seq):
+    append(self, data, first_seq)
+    if os.path.exists(gate):
+        with open(gate, "rb") as fifo:
+            fifo.read()
+        os.unlink(gate)
+LogStore.append = stalling
+sys.argv = ["labelgate.audit", *sys.argv[2:]]
+runpy.run_module("labelgate.audit", run_name="__main__")
+"""
+
+
+@contextlib.contextmanager
+def stalling_writer_process(sock: Path, log_dir: Path, gate: Path, *extra: str) -> Iterator[Process]:
+    """``writer_process`` whose next append stalls once ``gate`` is made a FIFO (``os.mkfifo``)."""
+    args = [sys.executable, "-c", _STALLING_APPENDS, str(gate), *writer_args(sock, log_dir, *extra)[3:]]
+    process = Process(args, log_dir.parent / f"writer-{next(_names)}.log", name="stalling audit writer")
+    try:
+        process.wait_for_socket(sock, timeout=20)
+        yield process
+    finally:
+        process.stop()
+
+
+def open_gate(gate: Path, timeout: float = 20.0) -> None:
+    """End the stall: once the writer waits on ``gate`` (it has the FIFO open), open and close it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:  # ENXIO: no reader yet, the writer has not reached the stall
+            if error.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+            continue
+        os.close(fd)
+        return
 
 
 def run_to_exit(sock: Path, log_dir: Path, *extra: str) -> tuple[int, str]:

@@ -161,6 +161,29 @@ def test_a_damaged_cursor_file_is_a_clear_error(tmp_path: Path) -> None:
         state.load()
 
 
+@pytest.mark.parametrize(
+    "saved",
+    [
+        '{"seq": 1e400, "hash": "%s"}',  # infinity: int() of it raised OverflowError, "internal error"
+        '{"seq": 0, "hash": "%s", "segment": 1e400, "offset": 0}',
+        '{"seq": 0, "hash": "%s", "segment": 1, "offset": 1e400}',
+        '{"seq": 1.5, "hash": "%s"}',  # int() would have cut it to 1
+        '{"seq": "3", "hash": "%s"}',
+        '{"seq": true, "hash": "%s"}',
+        '{"seq": 0, "hash": "%s", "segment": "1"}',
+        '["seq", "%s"]',
+        "[" * 100_000 + "%s",  # deeper than the parser recurses
+    ],
+)
+def test_a_cursor_whose_numbers_are_not_json_integers_is_a_clear_error(tmp_path: Path, saved: str) -> None:
+    """The reviewer's ``1e400`` gave ``labelgate: internal error (OverflowError)``, exit 1."""
+    state = CursorFile(tmp_path / "c.json")
+    state.path.write_text(saved % ("0" * 64))
+    with pytest.raises(ConfigError, match="export cursor") as refused:
+        state.load()
+    assert (refused.value.reason, refused.value.exit_code) == ("AUDIT_EXPORT_CURSOR_INVALID", 2)
+
+
 def test_loading_a_cursor_removes_what_a_forwarder_killed_mid_save_left(tmp_path: Path) -> None:
     state = CursorFile(tmp_path / "dest.cursor.json")
     state.save(Cursor())

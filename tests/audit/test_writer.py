@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -17,7 +18,15 @@ from labelgate.audit.records import GENESIS
 from labelgate.audit.store import list_segments, parse_record
 from labelgate.audit.verify import verify_log
 from labelgate.audit.writer import AuditWriter, WriterSettings, _Connection
-from tests.audit.conftest import make_event, read_checkpoints, read_records, run_to_exit, writer_process
+from tests.audit.conftest import (
+    make_event,
+    open_gate,
+    read_checkpoints,
+    read_records,
+    run_to_exit,
+    stalling_writer_process,
+    writer_process,
+)
 
 
 async def test_concurrent_appends_are_all_acknowledged_and_stored(tmp_path: Path, keys, public_key) -> None:
@@ -129,6 +138,55 @@ async def test_an_append_the_writer_reads_after_its_deadline_is_refused_unwritte
     assert late["event_id"] not in {record["event"]["event_id"] for record in read_records(log_dir)}
 
 
+async def test_a_refusal_after_an_unacknowledged_append_is_written_after_it_however_late(
+    tmp_path: Path,
+) -> None:
+    """The reviewer's slow disk (fdatasync delayed past the deadline): the writer read the
+    release's append in time and acknowledged it late. The refusal record sent after it had the
+    same short deadline, which passed behind the same stall: refused unwritten (AUDIT_EXPIRED),
+    so the call's only record said it was released."""
+    sock, log_dir, gate = tmp_path / "w.sock", tmp_path / "log", tmp_path / "gate"
+    release = make_event(decision="mask")
+    refusal = make_event(decision="deny", reason="AUDIT_UNAVAILABLE")
+    with stalling_writer_process(sock, log_dir, gate):
+        async with AuditClient(sock, timeout=0.5) as client:
+            await client.append(make_event())
+            os.mkfifo(gate)  # the next append stalls after its write
+            with pytest.raises(AuditUnavailable, match="no durable acknowledgement"):
+                await client.append(release)
+            following = asyncio.ensure_future(client.append(refusal, after_unacknowledged=True))
+            # Twice the deadline: one on the refusal would have passed before the writer reads it
+            # (the order of events is what matters; nothing here measures time).
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(open_gate, gate)
+            receipt = await following
+            stats = await client.stats()
+    assert stats["expired"] == 0
+    records = read_records(log_dir)
+    assert [r["event"]["event_id"] for r in records[1:]] == [release["event_id"], refusal["event_id"]]
+    assert receipt.seq == records[-1]["seq"] == 3
+
+
+async def test_a_refusal_sent_behind_its_expired_release_is_the_only_record_written(tmp_path: Path) -> None:
+    """The writer stopped before reading the release: it reads both at once when it resumes,
+    refuses the release for its deadline and writes the refusal, in the order they came."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    release = make_event(decision="mask")
+    refusal = make_event(decision="deny", reason="AUDIT_UNAVAILABLE")
+    with writer_process(sock, log_dir) as process:
+        async with AuditClient(sock, timeout=0.5) as client:
+            await client.append(make_event())
+            with process.frozen():
+                with pytest.raises(AuditUnavailable, match="no durable acknowledgement"):
+                    await client.append(release)
+                following = asyncio.ensure_future(client.append(refusal, after_unacknowledged=True))
+                await asyncio.sleep(1.0)  # past any deadline the refusal could have had
+            await following
+            stats = await client.stats()
+    assert stats["expired"] == 1
+    assert [r["event"]["event_id"] for r in read_records(log_dir)[1:]] == [refusal["event_id"]]
+
+
 def test_a_deadline_that_is_not_a_plain_integer_is_a_protocol_error(tmp_path: Path) -> None:
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
     bodies = [
@@ -179,6 +237,34 @@ async def test_a_write_error_fails_closed_and_loses_no_acknowledged_record(
     assert [r["seq"] for r in read_records(log_dir)][: len(acknowledged)] == acknowledged
     assert after.seq == len(read_records(log_dir))
     assert verify_log(log_dir, public_key).ok
+
+
+async def test_a_batch_the_disk_cuts_short_is_refused_and_none_of_it_stays_in_the_log(tmp_path: Path) -> None:
+    """The reviewer's burst: 20 appends in one batch, one write the file size limit cuts short.
+    Every one was refused, yet the batch's whole lines stayed and verified (and the gateway's
+    refusal records could not follow: the writer had stopped)."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, max_file_bytes=6000) as process:
+        async with AuditClient(sock, timeout=10) as client:
+            await client.append(make_event(session_id="before"))  # connected: the burst is one write
+            burst = [make_event(session_id=f"burst-{number}") for number in range(20)]
+            outcomes = await asyncio.gather(
+                *(client.append(event) for event in burst), return_exceptions=True
+            )
+        assert process.popen.wait(timeout=10) == 1
+    refused = {
+        e["session_id"] for e, o in zip(burst, outcomes, strict=True) if isinstance(o, AuditUnavailable)
+    }
+    acknowledged = {
+        e["session_id"] for e, o in zip(burst, outcomes, strict=True) if not isinstance(o, Exception)
+    }
+    assert refused and len(refused) + len(acknowledged) == len(burst), outcomes
+    assert verify_log(log_dir).ok  # nothing torn is left either
+    with writer_process(sock, log_dir) as restarted:
+        pass
+    assert "audit_torn_tail_removed" not in restarted.output()
+    recorded = {record["event"]["session_id"] for record in read_records(log_dir)}
+    assert recorded == {"before", *acknowledged}
 
 
 async def test_a_broken_frame_closes_only_that_connection(tmp_path: Path) -> None:

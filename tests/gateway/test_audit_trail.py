@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from labelgate.demo.data import customer
 from labelgate.gateway.status import error_info
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import encode_inputs
+from tests.audit.conftest import open_gate, stalling_writer_process, writer_process
 from tests.support.procs import REPO, Process, free_port, labelgate_command, port_open, running, wait_until
 
 IDS = list(range(1, 13))
@@ -186,6 +189,61 @@ def test_writer_unreachable_fails_closed_and_fail_open_is_explicit(tmp_path: Pat
     assert info is not None and info.reason == "AUDIT_UNAVAILABLE"
     assert not any(s.encode() in caught.value.details().encode() for s in secrets_of(IDS))
     assert len(response.outputs) == 9
+
+
+def test_a_call_refused_behind_a_slow_audit_disk_is_last_recorded_as_refused(
+    tmp_path: Path, demo_backend: str
+) -> None:
+    """The reviewer's slow fdatasync (strace), as a stall the test ends: the writer reads the
+    call's record in time and acknowledges it after the gateway's 1 s deadline, so the call is
+    refused. Its refusal record, sent after it with the same short deadline, was refused
+    unwritten behind the stall (AUDIT_EXPIRED): the only record said "mask"."""
+    socket, logs, gate = tmp_path / "audit.sock", tmp_path / "audit", tmp_path / "gate"
+    with (
+        stalling_writer_process(socket, logs, gate),
+        gateway(tmp_path, demo_backend, socket) as (target, _),
+    ):
+        asyncio.run(infer(target, metadata("ann", "analysts", session="s-before")))
+        os.mkfifo(gate)  # the next append stalls after its write
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            asyncio.run(infer(target, metadata("ann", "analysts", session="s-slow")))
+        time.sleep(2.0)  # past any deadline the refusal record could carry: order, not speed
+        open_gate(gate)
+        wait_until(lambda: len(session_records(logs, "s-slow")) == 2, what="the refusal's record")
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    info = error_info(refused.value)
+    assert info is not None and info.reason == "AUDIT_UNAVAILABLE"
+    released, refusal = session_records(logs, "s-slow")
+    assert released["decision"] == "mask"
+    assert (refusal["decision"], refusal["reason"]) == ("deny", "AUDIT_UNAVAILABLE")
+    assert verify_log(logs).ok
+
+
+def test_a_writer_killed_behind_a_slow_disk_leaves_the_release_and_the_gateway_says_so(
+    tmp_path: Path, demo_backend: str
+) -> None:
+    """What remains (docs/RELIABILITY.md): the writer dies with the release written but not
+    acknowledged, and the refusal sent after it never reaches a writer. The gateway logs the
+    refusal's record as lost, the witness a reader of the log has."""
+    socket, logs, gate = tmp_path / "audit.sock", tmp_path / "audit", tmp_path / "gate"
+    with gateway(tmp_path, demo_backend, socket) as (target, gateway_process):
+        with stalling_writer_process(socket, logs, gate) as stalled:
+            asyncio.run(infer(target, metadata("ann", "analysts", session="s-before")))
+            os.mkfifo(gate)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                asyncio.run(infer(target, metadata("ann", "analysts", session="s-killed")))
+            stalled.signal(signal.SIGKILL)
+            stalled.popen.wait(timeout=10)
+        wait_until(lambda: "a refusal's record was lost" in gateway_process.output(), what="the lost record")
+        with writer_process(socket, logs):
+            asyncio.run(infer(target, metadata("ann", "analysts", session="s-after")))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [event["decision"] for event in session_records(logs, "s-killed")] == ["mask"]
+    assert verify_log(logs).ok
+
+
+def session_records(logs: Path, session: str) -> list[dict]:
+    return [event for event in records(logs) if event.get("session_id") == session]
 
 
 def test_kill_9_gateway_mid_run_loses_no_record_of_a_delivered_response(

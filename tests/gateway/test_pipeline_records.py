@@ -18,12 +18,13 @@ import pytest
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate.approvals import deadline
 from labelgate.approvals.errors import ApprovalPending
+from labelgate.audit import AuditReceipt, AuditUnavailable
 from labelgate.auth import Subject
 from labelgate.calls import Target
 from labelgate.classify import Catalog
 from labelgate.errors import PermissionDenied, Unauthenticated, Unsupported, UpstreamError
 from labelgate.gateway.pipeline import Pipeline
-from labelgate.gateway.record import audit_event
+from labelgate.gateway.record import AuditRecorder, audit_event
 from labelgate.policy.contract import ApprovalRequirement, Decision
 from labelgate.recording.entries import call_entry
 from tests.gateway.test_pipeline import (
@@ -111,6 +112,38 @@ async def test_a_release_refused_for_its_record_is_recorded_without_a_response()
     released, refused = recorder.records
     assert released.delivered is not None, "the release's own record, written before the failure"
     assert (refused.refusal, refused.delivered) == ("AUDIT_UNAVAILABLE", None)
+
+
+class UnacknowledgedOnce:
+    """An audit client whose first append goes unacknowledged; notes how each was sent."""
+
+    def __init__(self) -> None:
+        self.appends: list[tuple[str, bool]] = []
+
+    async def append(self, event: dict[str, Any], *, after_unacknowledged: bool = False) -> AuditReceipt:
+        self.appends.append((event["decision"], after_unacknowledged))
+        if len(self.appends) == 1:
+            raise AuditUnavailable("no durable acknowledgement within 1.0s")
+        return AuditReceipt(seq=len(self.appends), hash="0" * 64)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_the_refusal_after_an_unacknowledged_release_goes_without_the_writers_deadline() -> None:
+    """The release's record may land late (read in time, acknowledged behind a slow fsync); the
+    refusal sent after it carried the same short deadline, which the stall outlasted, so the
+    writer refused it unwritten and the call's last record said released."""
+    pipeline, journal, _, _ = make_pipeline()
+    client = UnacknowledgedOnce()
+    pipeline.recorder = AuditRecorder(client)  # type: ignore[arg-type]
+    with pytest.raises(AuditUnavailable):
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    await pipeline.finish_records(5)
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    # The release, its refusal (no deadline), then the next call as usual: the flag stays in
+    # the refusal's own task.
+    assert client.appends == [("mask", False), ("deny", True), ("mask", False)]
 
 
 # -- refusals of requests the gateway cannot serve ------------------------------------------

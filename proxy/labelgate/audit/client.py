@@ -24,10 +24,13 @@ connection breaks: its record may already be durable, and a duplicate is worse t
 denied call. Each append carries its deadline as wall-clock time (``not_after``, ns): a
 writer that reads it later (it was stopped, or its socket's backlog was long) refuses it
 unwritten (``AUDIT_EXPIRED``), so a call the gateway denied for want of an acknowledgement
-is not left in the log as released. What is left is an acknowledgement on its way back as
-the deadline passes; the gateway then records the refusal after it (``Pipeline.recording``),
-so the call's last record says what the caller got. An event the writer refuses raises
-``AuditRejected`` with the writer's reason.
+is not left in the log as released. What is left is an append the writer read in time but
+acknowledged late (a slow fsync); the gateway then records the refusal after it
+(``Pipeline.recording``), so the call's last record says what the caller got. That record is
+appended ``after_unacknowledged``: without a deadline for the writer (written whenever the
+writer gets to it, it is still true, and the writer keeps the order it reads in, so it lands
+after the release), and waited for up to ``follow_up_timeout``. An event the writer refuses
+raises ``AuditRejected`` with the writer's reason.
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ _ACKNOWLEDGEMENT = re.compile(
 )
 # asyncio runs a timer once its time is less than the clock plus this: deadlines are kept alike.
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
+# How long a refusal's record that follows an unacknowledged one is waited for, at least: it
+# waits behind the slow fsync that left the release unacknowledged (docs/RELIABILITY.md).
+FOLLOW_UP_SECONDS = 30.0
 
 
 def _decode_reply(body: bytes | bytearray) -> dict[str, Any]:
@@ -241,11 +247,15 @@ class AuditClient:
         commit_delay: float = 0.0,
         commit_siblings: int = 2,
         in_flight: Callable[[], int] | None = None,
+        follow_up_timeout: float | None = None,
     ) -> None:
         if not 0 <= commit_delay <= timeout / 2:
             raise ValueError("commit_delay must be at least 0 and at most half the timeout")
         self.socket_path = str(socket_path)
         self.timeout = timeout
+        self.follow_up_timeout = max(
+            timeout, FOLLOW_UP_SECONDS if follow_up_timeout is None else follow_up_timeout
+        )
         self.commit_delay = commit_delay if in_flight is not None else 0.0
         self.commit_siblings = commit_siblings
         self._in_flight = in_flight
@@ -254,9 +264,16 @@ class AuditClient:
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
 
-    async def append(self, event: dict[str, Any]) -> AuditReceipt:
-        """Return only when the event is durable in the log; raise ``AuditUnavailable`` otherwise."""
-        reply = await self._request("append", event, self.commit_delay)
+    async def append(self, event: dict[str, Any], *, after_unacknowledged: bool = False) -> AuditReceipt:
+        """Return only when the event is durable in the log; raise ``AuditUnavailable`` otherwise.
+
+        ``after_unacknowledged``: the record of a call refused because its own record went
+        unacknowledged (see the module's docstring): no deadline for the writer, and waited
+        for up to ``follow_up_timeout``."""
+        if after_unacknowledged:
+            reply = await self._request("append", event, wait=self.follow_up_timeout, writer_deadline=False)
+        else:
+            reply = await self._request("append", event, self.commit_delay)
         return AuditReceipt(seq=int(reply["seq"]), hash=str(reply["hash"]))
 
     async def stats(self) -> dict[str, Any]:
@@ -280,12 +297,24 @@ class AuditClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _request(self, op: str, event: dict[str, Any] | None, delay: float = 0.0) -> dict[str, Any]:
+    async def _request(
+        self,
+        op: str,
+        event: dict[str, Any] | None,
+        delay: float = 0.0,
+        *,
+        wait: float | None = None,
+        writer_deadline: bool = True,
+    ) -> dict[str, Any]:
+        """``wait``: how long until ``AuditUnavailable`` (the client's ``timeout`` unless given);
+        ``writer_deadline``: the writer refuses the append unwritten if it reads it later."""
+        timeout = self.timeout if wait is None else wait
         request_id = next(self._ids)
         message: dict[str, Any] = {"id": request_id, "op": op}
         if event is not None:
             message["event"] = event
-            message["not_after"] = time.time_ns() + int(self.timeout * 1e9)
+            if writer_deadline:
+                message["not_after"] = time.time_ns() + int(timeout * 1e9)
         try:
             frame = encode(message)
         except (TypeError, ValueError) as error:
@@ -294,7 +323,7 @@ class AuditClient:
             raise AuditUnavailable("the audit client is closed")
         loop = asyncio.get_running_loop()
         # One deadline for connecting, sending and the durable acknowledgement together.
-        deadline = loop.time() + self.timeout
+        deadline = loop.time() + timeout
         connection = self._usable()
         try:
             if connection is None or connection.paused:
@@ -302,15 +331,18 @@ class AuditClient:
                     connection = connection or await self._connect()
                     await connection.writable()
         except TimeoutError:
-            raise AuditUnavailable(f"no durable acknowledgement within {self.timeout}s") from None
+            raise AuditUnavailable(f"no durable acknowledgement within {timeout}s") from None
         if connection.closed:  # broke between connecting and now: nothing would answer
             raise AuditUnavailable("connection to the audit writer broke")
         assert connection.transport is not None
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         connection.waiting[request_id] = future
         timer = None
-        if loop is not connection.loop or not connection.expire_at(deadline, request_id, self.timeout):
-            timer = loop.call_at(deadline, _expire, future, self.timeout)
+        # A longer deadline gets a timer of its own: queued, it would be out of order with the
+        # shorter ones after it, and they would each need one.
+        shared = loop is connection.loop and timeout == self.timeout
+        if not shared or not connection.expire_at(deadline, request_id, timeout):
+            timer = loop.call_at(deadline, _expire, future, timeout)
         try:
             connection.send(frame, loop, *self._holding(delay))
             reply = await future

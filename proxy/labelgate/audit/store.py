@@ -9,6 +9,10 @@ segment's last hash, and its name says which seq it starts with. All methods her
 (write, fsync); the writer calls ``append`` on its event loop's thread, and what arrives
 meanwhile waits in the socket buffers to form the next batch.
 
+An append that fails (a write cut short by a full disk, a failed fsync) is cut back to
+where its batch began before the writer refuses it: every append in it is refused, and a
+whole line of it left behind would say a refused call was released.
+
 Recovery on open: a final line without its newline is a write the crash interrupted
 (never acknowledged, since acknowledgement waits for fsync); it is cut off and reported.
 A complete line that does not parse, or a log shorter than its last checkpoint, is not
@@ -30,6 +34,9 @@ from typing import Any
 from labelgate.audit import reasons
 from labelgate.audit.records import GENESIS, RECORD_KEYS, is_hex_digest, record_hash
 from labelgate.errors import ConfigError, LabelgateError
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
 
 CHECKPOINTS_NAME = "checkpoints.jsonl"
 SEGMENT_PATTERN = re.compile(r"^audit-(\d{12})\.jsonl$")
@@ -148,6 +155,7 @@ class LogStore:
         self.repairs: list[Repair] = []
         self._lock_fd: int | None = None
         self._fd: int | None = None
+        self._segment: Path | None = None  # the file ``_fd`` appends to
         self._size = 0
         self._checkpoint_fd: int | None = None
 
@@ -161,6 +169,7 @@ class LogStore:
             self._recover_head(segments)
             _, current = segments[-1]
             self._fd = os.open(current, os.O_WRONLY | os.O_APPEND)
+            self._segment = current
             self._size = os.fstat(self._fd).st_size
         checkpoints = self.directory / CHECKPOINTS_NAME
         if checkpoints.exists():
@@ -244,19 +253,45 @@ class LogStore:
         """Write whole lines for records ``first_seq``.. and make them durable (blocking)."""
         if self._fd is None or self._size >= self.max_segment_bytes:
             self._start_segment(first_seq)
-        assert self._fd is not None
-        _write_all(self._fd, data)
-        self._size += len(data)
+        fd, before = self._fd, self._size
+        assert fd is not None
+        try:
+            _write_all(fd, data)
+            if self.fsync:
+                _sync(fd)
+        except BaseException:
+            # Every append of the batch is refused: a write cut short (a full disk) or an fsync
+            # that failed leaves whole lines that would say refused calls were released, and
+            # recovery cuts only a torn last line. Take the batch back, as if never written.
+            self._take_back(fd, before)
+            raise
+        self._size = before + len(data)
         if self.fsync:
-            _sync(self._fd)
             self.fsyncs += 1
+
+    def _take_back(self, fd: int, size: int) -> None:
+        try:
+            os.ftruncate(fd, size)
+            if self.fsync:
+                _sync(fd)
+        except OSError as error:
+            # The writer stops either way (the append's own error goes on up), and the next start
+            # cuts only a torn last line: say where the refused records begin.
+            log.error(
+                "audit_take_back_failed",
+                error=str(error),
+                file=str(self._segment),
+                offset=size,
+                hint="the records past this offset were never acknowledged",
+            )
 
     def _start_segment(self, first_seq: int) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
-        self._fd = os.open(self.directory / segment_name(first_seq), flags, 0o640)
+        self._segment = self.directory / segment_name(first_seq)
+        self._fd = os.open(self._segment, flags, 0o640)
         self._size = 0
         _sync_directory(self.directory)
 

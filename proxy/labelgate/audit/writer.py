@@ -11,8 +11,9 @@ runs wait in the socket buffers and are all read as the next batch, so under loa
 fsync covers many records, and a lone event is still written at once (no timer to wait for).
 
 If a write or fsync fails the file's state is unknown (a failed fsync may have dropped
-dirty pages), so the writer answers every waiting request with an error and exits
-non-zero; recovery on the next start cuts off any torn line.
+dirty pages), so the store cuts the file back to where the batch began (no line of a
+refused append stays to say its call was released), the writer answers every waiting
+request with an error and exits non-zero; recovery on the next start cuts off any torn line.
 
 Run it as ``python -m labelgate.audit --socket PATH --log-dir DIR ...`` or, once
 registered, ``labelgate audit-writer``.
@@ -309,7 +310,9 @@ class AuditWriter:
             self.stats.rejected += 1
             connection.send(_error(request_id, error.reason, error.message))
             return
-        self._pending.append((event, connection, request_id))  # committed once the read is done
+        # Committed once the read is done, in the order read: a call's refusal record, sent after
+        # its release's (``after_unacknowledged``, no deadline), is written after it.
+        self._pending.append((event, connection, request_id))
 
     def read_done(self) -> None:
         """A connection's receive has been handled: commit what it added."""

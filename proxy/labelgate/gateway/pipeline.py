@@ -67,7 +67,7 @@ from labelgate.gateway import metrics
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
-from labelgate.gateway.record import Recorder, recorded_text
+from labelgate.gateway.record import AFTER_UNACKNOWLEDGED, Recorder, recorded_text
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
@@ -298,11 +298,21 @@ class Pipeline:
 
         return stream_infer(self, call, requests, upstream)
 
-    def record_later(self, entry: CallRecord) -> None:
+    def record_later(self, entry: CallRecord, *, after_unacknowledged: bool = False) -> None:
         """Write ``entry`` without holding up the caller (a cancelled call's record); a stopping
-        gateway waits for it (``finish_records``)."""
-        task = self._cancelled_records.start(self.recorder.record(entry))
+        gateway waits for it (``finish_records``). ``after_unacknowledged``: the refusal of a call
+        whose release's record went unacknowledged (``recording``)."""
+        task = self._cancelled_records.start(self._record_later(entry, after_unacknowledged))
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _record_later(self, entry: CallRecord, after_unacknowledged: bool) -> None:
+        if after_unacknowledged:
+            AFTER_UNACKNOWLEDGED.set(True)  # in this task's own context: this record's append only
+        try:
+            await self.recorder.record(entry)
+        except LabelgateError as lost:
+            request_id = entry.call.request_id
+            log.error("a refusal's record was lost", reason=lost.reason, request_id=request_id)
 
     async def record_failure(
         self, call: Call, subject: Subject | None, target: Target, error: LabelgateError
@@ -487,9 +497,11 @@ class Pipeline:
                     await self.recorder.record(CallRecord.of(call, outcome, None))
                 except LabelgateError as unrecorded:
                     # Refused after all. The release's log line is written, and its audit record
-                    # may still land (an acknowledgement late on its way back): the refusal is
-                    # recorded after them, so the call's last record says what the caller got.
-                    self.record_later(CallRecord.of(call, outcome, unrecorded))
+                    # may still land (read in time, acknowledged late behind a slow fsync): the
+                    # refusal is recorded after them, without the writer's deadline (which the
+                    # release's own stall may outlast), so the call's last record says what the
+                    # caller got.
+                    self.record_later(CallRecord.of(call, outcome, unrecorded), after_unacknowledged=True)
                     raise
         finally:
             in_flight.count -= 1

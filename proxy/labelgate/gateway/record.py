@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import hashlib
 import json
 import queue
@@ -34,6 +35,15 @@ from labelgate.policy.cache import cached_from
 from labelgate.timestamps import format_time, utc_now
 
 log = get_logger("labelgate.decision")
+
+
+# Set, in the task that writes it, for the record of a call refused because its release's audit
+# record went unacknowledged (``Pipeline.recording``): that record may still be written late (a
+# slow fsync), so this one goes without the writer's deadline, to land after it whenever the
+# writer gets to it (``AuditClient.append(..., after_unacknowledged=True)``).
+AFTER_UNACKNOWLEDGED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "labelgate_after_unacknowledged", default=False
+)
 
 
 class Recorder(Protocol):
@@ -216,7 +226,7 @@ class AuditRecorder:
 
     async def record(self, entry: CallRecord) -> None:
         try:
-            await self.client.append(audit_event(entry))
+            await self.client.append(audit_event(entry), after_unacknowledged=AFTER_UNACKNOWLEDGED.get())
         except LabelgateError as failure:
             metrics.ERRORS.labels(kind=failure.reason).inc()
             if not self.fail_open:

@@ -194,6 +194,14 @@ def end_cursor(log_dir: Path) -> Cursor:
     return cursor
 
 
+def _exact_int(value: Any, name: str) -> int:
+    """A JSON integer as saved: not a float (``1e400`` is infinity, ``int`` of it overflows),
+    a string or a boolean that ``int`` would also take."""
+    if type(value) is not int:
+        raise TypeError(f"{name} is not an integer")
+    return value
+
+
 class CursorFile:
     """One destination's cursor, replaced atomically (write, fsync, rename, fsync the directory).
     Its forwarder is its sole writer."""
@@ -206,15 +214,18 @@ class CursorFile:
         remove_leftovers(self.path)
         try:
             raw = json.loads(self.path.read_text())
+            if not isinstance(raw, dict):
+                raise TypeError("not a JSON object")
+            segment = raw.get("segment")
             cursor = Cursor(
-                seq=int(raw["seq"]),
+                seq=_exact_int(raw["seq"], "seq"),
                 hash=str(raw["hash"]),
-                segment=None if raw.get("segment") is None else int(raw["segment"]),
-                offset=int(raw.get("offset", 0)),
+                segment=None if segment is None else _exact_int(segment, "segment"),
+                offset=_exact_int(raw.get("offset", 0), "offset"),
             )
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
             raise ConfigError(
                 reasons.AUDIT_EXPORT_CURSOR_INVALID, f"cannot read the export cursor {self.path}: {error}"
             ) from None
