@@ -24,6 +24,8 @@ from labelgate.errors import ConfigError
 from labelgate.policy.capabilities import UNSUPPORTED
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.rego_text import (
+    COMPREHENSION_IN_EVERY,
+    COMPREHENSION_IN_NOT,
     blank,
     call_sites,
     definitions,
@@ -404,11 +406,30 @@ def test_every_without_not_and_not_outside_every_are_accepted(body: str) -> None
     assert text_findings("t.rego", module) == []
 
 
-async def test_rego_cpp_differs_from_opa_on_not_inside_every_so_it_does_not_load(tmp_path: Path) -> None:
-    """Keeps the refusal honest: unchecked, rego-cpp allows where OPA does not."""
-    body = result_rule(VALID_RESULT, "every x in input.xs { not x == 1 }")
-    policy = write_policy(tmp_path / "policy", body)
-    (tmp_path / "input.json").write_text('{"xs": [1, 2]}')
+FIELDS = '{"fields": [{"name": "ssn", "labels": ["secret"]}], "xs": [1, 2]}'
+# What rego-cpp decides wrong (found by review and by a differential fuzzer of random
+# policies): (condition, input, the finding that refuses it).
+DIFFERING = {
+    "not_in_every": ("every x in input.xs { not x == 1 }", FIELDS, NOT_IN_EVERY),
+    "comprehension_in_every": (
+        'every f in input.fields { count([l | some l in f.labels; l == "secret"]) == 0 }',
+        FIELDS,
+        COMPREHENSION_IN_EVERY,
+    ),
+    "comprehension_in_not": (
+        'not count([name | some f in input.fields; "secret" in f.labels; name := f.name]) > 0',
+        FIELDS,
+        COMPREHENSION_IN_NOT,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DIFFERING))
+async def test_what_rego_cpp_decides_unlike_opa_does_not_load(tmp_path: Path, case: str) -> None:
+    """Keeps each refusal honest: unchecked, rego-cpp allows where OPA does not."""
+    condition, document, finding = DIFFERING[case]
+    policy = write_policy(tmp_path / "policy", result_rule(VALID_RESULT, condition))
+    (tmp_path / "input.json").write_text(document)
     query = ["eval", "-f", "json", "-b", str(policy), "-i", str(tmp_path / "input.json")]
     done = await asyncio.to_thread(
         subprocess.run,
@@ -420,10 +441,34 @@ async def test_rego_cpp_differs_from_opa_on_not_inside_every_so_it_does_not_load
     assert not json.loads(done.stdout).get("result")
     interpreter = regopy.Interpreter()
     interpreter.add_module("policy.rego", (policy / "labelgate" / "decision" / "policy.rego").read_text())
-    interpreter.set_input_term('{"xs": [1, 2]}')
+    interpreter.set_input_term(document)
     assert '"allow":true' in str(interpreter.query("x := data.labelgate.decision.result")).replace(" ", "")
     engine = EmbeddedEngine(policy, watch_interval=None)
     with pytest.raises(ConfigError) as refused:
         await engine.start()
     await engine.close()
-    assert refused.value.reason == UNSUPPORTED and NOT_IN_EVERY in refused.value.message
+    assert refused.value.reason == UNSUPPORTED and finding in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("condition", "found"),
+    [
+        ("every f in input.fields { {1 | true} }", {COMPREHENSION_IN_EVERY}),
+        (
+            "every f in input.fields {\n\t\tcount({l: 1 | some l in f.labels}) > 0\n\t}",
+            {COMPREHENSION_IN_EVERY},
+        ),
+        ("every x in {1, 2} { x in input.xs }", set()),
+        ("not count([x | some x in input.xs]) > 0", {COMPREHENSION_IN_NOT}),
+        ("not _f({y | some y in input.xs})", {COMPREHENSION_IN_NOT}),
+        ("not input.a\n\tc := [x | some x in input.xs]", set()),
+        ("c := [x | some x in input.xs; not x == 1]", set()),
+        ("not input.a | input.b", set()),
+    ],
+)
+def test_comprehensions_in_every_or_not_are_found_however_written(condition: str, found: set[str]) -> None:
+    module = f"package t\n\nx if {{\n\t{condition}\n}}\n\n_f(s) if count(s) > 1\n"
+    assert {f.what for f in text_findings("t.rego", module)} & {
+        COMPREHENSION_IN_EVERY,
+        COMPREHENSION_IN_NOT,
+    } == found

@@ -71,8 +71,11 @@ Other divergences that rego-cpp's plan does not show by name, refused when a mod
   invalid JSON, so a raw string holding one is refused (write a ``"..."`` literal with the
   escape instead).
 - ``not`` inside the body of an ``every`` (rego-cpp drops the negation there: ``every x in
-  xs { not x == 1 }`` holds when ``xs`` holds 1); write ``every x in xs { x != 1 }`` or
-  count a comprehension instead.
+  xs { not x == 1 }`` holds when ``xs`` holds 1); write ``every x in xs { x != 1 }`` instead.
+  A comprehension inside the body of an ``every`` (``every f in fs { count([l | some l in
+  f.labels; l == "x"]) == 0 }`` held where OPA's does not), and one inside a ``not``
+  expression (a local named like a key it reads, ``name := f.name``, is read as that key
+  there): bind the comprehension's value first, or build it in a rule or function.
 - the ``%`` operator is the builtin ``rem`` (wrong on large numbers in rego-cpp);
 - ``with`` replacing a guarded builtin or replaced by one (capabilities.GUARDED_BUILTINS):
   the engine swaps their calls for exact versions, which a replacement would bypass;
@@ -620,7 +623,67 @@ def _every_findings(name: str, stripped: str) -> list[Finding]:
             findings.append(Finding("an `every` whose body cannot be read", where))
         elif re.search(r"\bnot\b", stripped[body:end]):
             findings.append(Finding("`not` inside an `every` (rego-cpp drops the negation there)", where))
+        elif _holds_comprehension(stripped, body + 1, end):
+            findings.append(Finding(COMPREHENSION_IN_EVERY, where))
     return findings
+
+
+COMPREHENSION_IN_EVERY = (
+    "a comprehension inside an `every` (rego-cpp evaluates it wrong there: build it in a rule "
+    "or a function of the element instead)"
+)
+COMPREHENSION_IN_NOT = (
+    "a comprehension inside a `not` (rego-cpp can read its variables wrong there: bind it "
+    "first, `c := count([...])`, then `not c > 0`)"
+)
+
+
+def _not_findings(name: str, stripped: str) -> list[Finding]:
+    """A comprehension in a negated expression: rego-cpp takes a local of the comprehension named
+    like a key it reads (``name := f.name``) for that key, so ``not count([name | ...]) > 0``
+    held where OPA's count is 1."""
+    findings = []
+    for match in re.finditer(r"(?<![\w.])not\b", stripped):
+        end = _expression_end(stripped, match.end())
+        if _holds_comprehension(stripped, match.end(), end):
+            findings.append(Finding(COMPREHENSION_IN_NOT, f"{name}:{_line(stripped, match.start())}"))
+    return findings
+
+
+def _expression_end(text: str, start: int) -> int:
+    """Where the expression from ``start`` ends: a line break or ``;`` outside brackets, or the
+    bracket closing the body it is in."""
+    depth = 0
+    for index in range(start, len(text)):
+        char = text[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                return index
+            depth -= 1
+        elif char in "\n;" and depth == 0:
+            return index
+    return len(text)
+
+
+def _holds_comprehension(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] holds a comprehension (a ``[``/``{`` with a ``|`` at its own level)."""
+    for index in range(start, end):
+        if text[index] in "[{":
+            close = _closing(text, index)
+            if close < 0 or close > end:
+                return True  # unreadable: counted as one
+            depth = 0
+            for inner in range(index + 1, close):
+                char = text[inner]
+                if char in "([{":
+                    depth += 1
+                elif char in ")]}":
+                    depth -= 1
+                elif char == "|" and depth == 0:
+                    return True
+    return False
 
 
 def _guard_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
@@ -670,6 +733,7 @@ def text_findings(
         + _string_findings(name, text)
         + _number_findings(name, stripped)
         + _every_findings(name, stripped)
+        + _not_findings(name, stripped)
         + argument_key_findings(name, stripped)
         + [finding for finding in order_findings(scope) if finding.where.rpartition(":")[0] == name]
     )
