@@ -70,12 +70,9 @@ Other divergences that rego-cpp's plan does not show by name, refused when a mod
   (tests/policy/test_capabilities.py); any other control character makes its output
   invalid JSON, so a raw string holding one is refused (write a ``"..."`` literal with the
   escape instead).
-- ``not`` inside the body of an ``every`` (rego-cpp drops the negation there: ``every x in
-  xs { not x == 1 }`` holds when ``xs`` holds 1); write ``every x in xs { x != 1 }`` instead.
-  A comprehension inside the body of an ``every`` (``every f in fs { count([l | some l in
-  f.labels; l == "x"]) == 0 }`` held where OPA's does not), and one inside a ``not``
-  expression (a local named like a key it reads, ``name := f.name``, is read as that key
-  there): bind the comprehension's value first, or build it in a rule or function.
+- body expressions rego-cpp evaluates unlike OPA (``rego_bodies.py``): ``not`` or a
+  comprehension inside an ``every``, a comprehension inside a ``not``, and a negated
+  expression whose calls, operands or indexes OPA evaluates before the negation.
 - the ``%`` operator is the builtin ``rem`` (wrong on large numbers in rego-cpp);
 - ``with`` replacing a guarded builtin or replaced by one (capabilities.GUARDED_BUILTINS):
   the engine swaps their calls for exact versions, which a replacement would bypass;
@@ -598,94 +595,6 @@ def _number_findings(name: str, stripped: str) -> list[Finding]:
     return findings
 
 
-_EVERY = re.compile(rf"\bevery\s+{_NAME}(?:\s*,\s*{_NAME})?\s+in\s+")
-
-
-def _every_findings(name: str, stripped: str) -> list[Finding]:
-    """``not`` in the body of an ``every``: rego-cpp holds ``every x in xs { not x == 1 }`` when
-    ``xs`` holds 1 (the negation is dropped there), OPA does not. A body the scanner cannot
-    delimit is a finding too."""
-    findings = []
-    for match in _EVERY.finditer(stripped):
-        where = f"{name}:{_line(stripped, match.start())}"
-        index = match.end()
-        if index < len(stripped) and stripped[index] in "([{":  # the domain is a literal
-            index = _closing(stripped, index) + 1
-        body = -1
-        while 0 < index < len(stripped):
-            char = stripped[index]
-            if char == "{":
-                body = index
-                break
-            index = _closing(stripped, index) + 1 if char in "([" else index + 1
-        end = _closing(stripped, body) if body >= 0 else -1
-        if end < 0:
-            findings.append(Finding("an `every` whose body cannot be read", where))
-        elif re.search(r"\bnot\b", stripped[body:end]):
-            findings.append(Finding("`not` inside an `every` (rego-cpp drops the negation there)", where))
-        elif _holds_comprehension(stripped, body + 1, end):
-            findings.append(Finding(COMPREHENSION_IN_EVERY, where))
-    return findings
-
-
-COMPREHENSION_IN_EVERY = (
-    "a comprehension inside an `every` (rego-cpp evaluates it wrong there: build it in a rule "
-    "or a function of the element instead)"
-)
-COMPREHENSION_IN_NOT = (
-    "a comprehension inside a `not` (rego-cpp can read its variables wrong there: bind it "
-    "first, `c := count([...])`, then `not c > 0`)"
-)
-
-
-def _not_findings(name: str, stripped: str) -> list[Finding]:
-    """A comprehension in a negated expression: rego-cpp takes a local of the comprehension named
-    like a key it reads (``name := f.name``) for that key, so ``not count([name | ...]) > 0``
-    held where OPA's count is 1."""
-    findings = []
-    for match in re.finditer(r"(?<![\w.])not\b", stripped):
-        end = _expression_end(stripped, match.end())
-        if _holds_comprehension(stripped, match.end(), end):
-            findings.append(Finding(COMPREHENSION_IN_NOT, f"{name}:{_line(stripped, match.start())}"))
-    return findings
-
-
-def _expression_end(text: str, start: int) -> int:
-    """Where the expression from ``start`` ends: a line break or ``;`` outside brackets, or the
-    bracket closing the body it is in."""
-    depth = 0
-    for index in range(start, len(text)):
-        char = text[index]
-        if char in "([{":
-            depth += 1
-        elif char in ")]}":
-            if depth == 0:
-                return index
-            depth -= 1
-        elif char in "\n;" and depth == 0:
-            return index
-    return len(text)
-
-
-def _holds_comprehension(text: str, start: int, end: int) -> bool:
-    """Whether text[start:end] holds a comprehension (a ``[``/``{`` with a ``|`` at its own level)."""
-    for index in range(start, end):
-        if text[index] in "[{":
-            close = _closing(text, index)
-            if close < 0 or close > end:
-                return True  # unreadable: counted as one
-            depth = 0
-            for inner in range(index + 1, close):
-                char = text[inner]
-                if char in "([{":
-                    depth += 1
-                elif char in ")]}":
-                    depth -= 1
-                elif char == "|" and depth == 0:
-                    return True
-    return False
-
-
 def _guard_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
     """``with`` around a guarded builtin, rules that take the guards' reserved names, and a
     guarded builtin called where the guard cannot go (a package the scanner cannot read)."""
@@ -720,6 +629,7 @@ def text_findings(
 ) -> list[Finding]:
     """Everything in one module the embedded engine refuses; ``modules`` is the whole policy
     (``defined``, its definitions, when the caller has them already)."""
+    from labelgate.policy.rego_bodies import body_findings  # imports this module
     from labelgate.policy.rego_order import argument_key_findings, order_findings  # imports this module
 
     if defined is None:
@@ -732,8 +642,7 @@ def text_findings(
         + _guard_findings(name, text, defined)
         + _string_findings(name, text)
         + _number_findings(name, stripped)
-        + _every_findings(name, stripped)
-        + _not_findings(name, stripped)
+        + body_findings(name, stripped, scope)
         + argument_key_findings(name, stripped)
         + [finding for finding in order_findings(scope) if finding.where.rpartition(":")[0] == name]
     )

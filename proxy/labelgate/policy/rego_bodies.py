@@ -1,0 +1,303 @@
+"""Body expressions rego-cpp evaluates unlike OPA: ``every`` bodies and negations.
+
+All found by differential fuzzing of random policies against OPA (docs/EMBEDDED_COMPLIANCE.md)
+and refused when the policy loads, each with a rewrite both engines read alike:
+
+- ``not`` inside an ``every`` body: rego-cpp drops the negation (``every x in xs { not x ==
+  1 }`` holds when ``xs`` holds 1). ``x != 1`` is read right.
+- a comprehension inside an ``every`` body (``every f in fs { count([l | some l in f.labels;
+  l == 1]) == 0 }`` held where OPA's does not), or inside a ``not`` expression (a local of the
+  comprehension named like a key it reads, ``name := f.name``, is read as that key there).
+- a negated expression whose parts OPA evaluates before the negation. OPA's compiler takes
+  every call, every operand of an operator other than ``==``/``=``, and every reference used
+  as an index out of a ``not``: when one is undefined, the body fails. rego-cpp evaluates them
+  under the ``not``, which then holds: ``allow if not input.user.risk > 50`` allowed a user
+  without a risk score, ``not startswith(input.path, "/admin")`` a request without a path.
+  Such a part must be a literal, a variable the body bound before the ``not``, or a rule that
+  is always defined (a partial set or object rule, or one with a ``default``); anything else
+  is refused, with the rewrite: bind it first (``risk := input.user.risk; not risk > 50``),
+  which fails the body in both engines when the value is undefined.
+
+Texts here are ``rego_text.strip``'s: comments blanked and each string literal a short
+placeholder, at the same offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from labelgate.policy.capabilities import Finding
+from labelgate.policy.rego_text import _HEAD_REF, _NAME, Outline, _closing, _line, _path, outline, strip
+
+NOT_IN_EVERY = "`not` inside an `every` (rego-cpp drops the negation there)"
+COMPREHENSION_IN_EVERY = (
+    "a comprehension inside an `every` (rego-cpp evaluates it wrong there: build it in a rule "
+    "or a function of the element instead)"
+)
+COMPREHENSION_IN_NOT = (
+    "a comprehension inside a `not` (rego-cpp can read its variables wrong there: bind it "
+    "first, `c := count([...])`, then `not c > 0`)"
+)
+VALUE_IN_NOT = (
+    "a value OPA evaluates before a `not` (a call, an operand, an index) written inside it: "
+    "rego-cpp holds the `not` when the value is undefined, OPA fails the body; bind it first "
+    "(`v := input.x; not v > 3`)"
+)
+
+_EVERY = re.compile(rf"\bevery\s+{_NAME}(?:\s*,\s*{_NAME})?\s+in\s+")
+_NOT = re.compile(r"(?<![\w.])not\b")
+# Infix operators (and `in`'s `,`) at the top level of an expression; `-` only after an operand.
+_OPERATOR = re.compile(r"==|!=|<=|>=|:=|<|>|=|\+|\*|/|%|&|\||(?<![\w.])in(?![\w.])|,|(?<=[\w)\]}\"\s])-")
+_LITERAL = re.compile(r'-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|"\d+"|true|false|null')
+_CALL = re.compile(rf"{_NAME}(?:\.{_NAME})*\s*\(")
+# Whether a bare name or a reference's path is defined whatever the input (bound, or a rule
+# that is always defined).
+Defined = Callable[[str], bool]
+
+
+def body_findings(name: str, stripped: str, modules: tuple[tuple[str, str], ...]) -> list[Finding]:
+    """What this module's bodies hold that rego-cpp reads unlike OPA (module docstring).
+    ``modules``: the whole policy's stripped modules, for the rules that are always defined."""
+    module = outline(stripped)
+    always = _always_defined(modules)
+    return _every_findings(name, stripped) + _not_findings(name, stripped, module, always)
+
+
+def _every_findings(name: str, stripped: str) -> list[Finding]:
+    findings = []
+    for match in _EVERY.finditer(stripped):
+        where = f"{name}:{_line(stripped, match.start())}"
+        index = match.end()
+        if index < len(stripped) and stripped[index] in "([{":  # the domain is a literal
+            index = _closing(stripped, index) + 1
+        body = -1
+        while 0 < index < len(stripped):
+            char = stripped[index]
+            if char == "{":
+                body = index
+                break
+            index = _closing(stripped, index) + 1 if char in "([" else index + 1
+        end = _closing(stripped, body) if body >= 0 else -1
+        if end < 0:
+            findings.append(Finding("an `every` whose body cannot be read", where))
+        elif _NOT.search(stripped, body, end):
+            findings.append(Finding(NOT_IN_EVERY, where))
+        elif _holds_comprehension(stripped, body + 1, end):
+            findings.append(Finding(COMPREHENSION_IN_EVERY, where))
+    return findings
+
+
+def _not_findings(name: str, stripped: str, module: Outline, always: frozenset[str]) -> list[Finding]:
+    findings = []
+    for match in _NOT.finditer(stripped):
+        where = f"{name}:{_line(stripped, match.start())}"
+        end = _expression_end(stripped, match.end())
+        if _holds_comprehension(stripped, match.end(), end):
+            findings.append(Finding(COMPREHENSION_IN_NOT, where))
+            continue
+        statement = max((start for start in module.starts if start <= match.start()), default=0)
+        bound = _bound_before(stripped, statement, match.start(), module)
+        expression = stripped[match.end() : end].strip()
+        if not _evaluated_alike(expression, _defined_by(bound, module, always)):
+            findings.append(Finding(VALUE_IN_NOT, where))
+    return findings
+
+
+def _defined_by(bound: set[str], module: Outline, always: frozenset[str]) -> Defined:
+    return lambda ref: ref in bound or _path(ref, module) in always
+
+
+def _evaluated_alike(expression: str, is_defined: Defined) -> bool:
+    """Whether OPA and rego-cpp read ``not <expression>`` alike (module docstring)."""
+    if re.search(r"(?<![\w.])with(?![\w.])", expression):
+        return False  # what `with` replaces is evaluated first too: not read here
+    operators = [m for m in _OPERATOR.finditer(_mask(expression)) if m.group(0) != ","]
+    parts = _split(expression, [m.span() for m in _OPERATOR.finditer(_mask(expression))])
+    if not operators:  # one term: a reference, or a call of values
+        term = expression.strip()
+        call = _CALL.match(term)
+        if call and _closing(term, call.end() - 1) == len(term) - 1:
+            arguments = _split_commas(term[call.end() : -1])
+            return all(_value(argument, is_defined) for argument in arguments)
+        return _reference(term, is_defined)
+    if all(m.group(0) in ("==", "=") for m in operators):
+        return all(not _CALL.search(part) and _reference(part.strip(), is_defined) for part in parts)
+    return all(_value(part, is_defined) for part in parts)
+
+
+def _value(term: str, is_defined: Defined) -> bool:
+    """A literal (composites of values included), a bound variable or an always-defined rule."""
+    term = term.strip()
+    if not term or _LITERAL.fullmatch(term):
+        return True
+    if term[0] in "[{" and _closing(term, 0) == len(term) - 1:
+        inner = term[1:-1]
+        return all(_value(piece, is_defined) for piece in _pieces(inner))
+    if term.startswith("set()"):
+        return term == "set()"
+    return bool(re.fullmatch(_NAME, term)) and is_defined(term)
+
+
+def _reference(term: str, is_defined: Defined) -> bool:
+    """A reference whose every index is a value (``input.a[k]``, ``tables.labels[label]``)."""
+    head = re.match(rf"{_NAME}(?:\.{_NAME})*", term)
+    if head is None:
+        return _value(term, is_defined)
+    index = head.end()
+    while index < len(term):
+        if term[index] == "[":
+            close = _closing(term, index)
+            if close < 0 or not _value(term[index + 1 : close], is_defined):
+                return False
+            index = close + 1
+        elif term[index] == "." and (key := re.match(_NAME, term[index + 1 :])) is not None:
+            index += 1 + key.end()
+        else:
+            return False  # a call, or what the scanner cannot read
+    return True
+
+
+def _bound_before(text: str, start: int, end: int, module: Outline) -> set[str]:
+    """Names the statement binds before ``end``: assigned, declared by ``some ... in``, iterated
+    as an index (``m[k]``), or a function's parameters. Comprehensions that closed before
+    ``end`` are left out (their variables are their own)."""
+    before = _without_closed_comprehensions(text, start, end)
+    bound = {m.group(1) for m in re.finditer(rf"(?<![\w.])({_NAME})\s*(?::=|=(?!=))", before)}
+    for declared in re.finditer(rf"\bsome\s+({_NAME}(?:\s*,\s*{_NAME})*)\s+in\b", before):
+        bound.update(part.strip() for part in declared.group(1).split(","))
+    bound.update(m.group(1) for m in re.finditer(rf"\[\s*({_NAME})\s*\]", before))
+    head = _HEAD_REF.match(before)
+    if head is not None and before[head.end() :].lstrip().startswith("("):
+        opening = before.index("(", head.end())
+        closing = _closing(before, opening)
+        if closing > 0:
+            bound.update(
+                p.strip() for p in before[opening + 1 : closing].split(",") if re.fullmatch(_NAME, p.strip())
+            )
+    return bound - {"_", "input", "data"}
+
+
+def _always_defined(modules: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    """Full paths of rules every definition of which is a partial set or object rule, or that
+    have a ``default``: defined whatever the input."""
+    kinds: dict[str, set[str]] = {}
+    for _, raw in modules:
+        text = strip(raw)[0]
+        module = outline(text)
+        if module.package is None:
+            continue
+        for head in module.heads:
+            if head.function:
+                continue
+            statement = module.statement(text, head.start)
+            written = _HEAD_REF.search(statement, len("default") if statement.startswith("default") else 0)
+            after = statement[written.end() :] if written else ""
+            if statement.startswith("default"):
+                kind = "default"
+            elif re.match(r"\s+contains\b", after) or (written and "[" in written.group(0)):
+                kind = "partial"
+            else:
+                kind = "total" if _total(after) else "complete"
+            kinds.setdefault(f"data.{module.package}.{head.path}", set()).add(kind)
+    return frozenset(
+        path
+        for path, found in kinds.items()
+        if "default" in found or found <= {"partial"} or found == {"total"}
+    )
+
+
+def _total(after_head: str) -> bool:
+    """Whether a complete rule's ``:= value`` (no body) is defined whatever the input: comprehensions
+    and literals, joined by ``|`` or ``&`` (``x := {a | ...} | {b | ...}``)."""
+    value = re.match(r"\s*:=\s*", after_head)
+    if value is None:
+        return False
+    text = after_head[value.end() :].rstrip()
+    flat = _mask(text)
+    if re.search(r"(?<![\w.])(?:if|else)(?![\w.])", flat):
+        return False
+    pieces = _split(text, [m.span() for m in re.finditer(r"[|&]", flat)])
+    for piece in (piece.strip() for piece in pieces):
+        comprehension = (
+            piece[:1] in ("[", "{") and _closing(piece, 0) == len(piece) - 1 and "|" in _mask(piece[1:-1])
+        )
+        if not (comprehension or _LITERAL.fullmatch(piece)):
+            return False
+    return True
+
+
+def _expression_end(text: str, start: int) -> int:
+    """Where the expression from ``start`` ends: a line break or ``;`` outside brackets, or the
+    bracket closing the body it is in."""
+    depth = 0
+    for index in range(start, len(text)):
+        char = text[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                return index
+            depth -= 1
+        elif char in "\n;" and depth == 0:
+            return index
+    return len(text)
+
+
+def _holds_comprehension(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] holds a comprehension (a ``[``/``{`` with a ``|`` at its own level)."""
+    for index in range(start, end):
+        if text[index] in "[{":
+            close = _closing(text, index)
+            if close < 0 or close > end:
+                return True  # unreadable: counted as one
+            if "|" in _mask(text[index + 1 : close]):
+                return True
+    return False
+
+
+def _mask(text: str) -> str:
+    """``text`` with what is inside its brackets blanked (same length): its top level only."""
+    out, depth = [], 0
+    for char in text:
+        if char in "([{":
+            out.append(char if depth == 0 else " ")
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            out.append(char if depth == 0 else " ")
+        else:
+            out.append(char if depth == 0 else " ")
+    return "".join(out)
+
+
+def _split(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    parts, position = [], 0
+    for start, end in spans:
+        parts.append(text[position:start])
+        position = end
+    return [*parts, text[position:]]
+
+
+def _split_commas(text: str) -> list[str]:
+    flat = _mask(text)
+    return _split(text, [(m.start(), m.end()) for m in re.finditer(",", flat)])
+
+
+def _pieces(inner: str) -> list[str]:
+    flat = _mask(inner)
+    return _split(inner, [(m.start(), m.end()) for m in re.finditer("[,:]", flat)])
+
+
+def _without_closed_comprehensions(text: str, start: int, end: int) -> str:
+    out, index = [], start
+    while index < end:
+        if text[index] in "[{":
+            close = _closing(text, index)
+            if 0 < close < end and "|" in _mask(text[index + 1 : close]):
+                out.append(" " * (close + 1 - index))
+                index = close + 1
+                continue
+        out.append(text[index])
+        index += 1
+    return "".join(out)
