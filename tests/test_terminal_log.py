@@ -60,3 +60,12 @@ def test_a_callers_model_name_reaches_the_terminal_escaped_never_obeyed() -> Non
     assert shown is not None and shown.isprintable()
     assert "\\x9b2K\\rfake\\u202e" in shown and "subject=ana\\x07" in shown
     assert summary("plain \x1b[2J text") == "plain \\x1b[2J text"
+
+
+def test_a_warning_that_quotes_a_caller_reaches_the_terminal_escaped_never_obeyed() -> None:
+    # OpenTelemetry's warning names a caller's bad tracestate member; any library's could.
+    event = "Member doesn't match the w3c identifiers format a=\u009b2J\x1b]0;TITLE\x07\u202e"
+    loud = summary(json.dumps({"ts": CALL["ts"], "level": "warning", "event": event}))
+    assert loud is not None
+    assert not [char for char in loud if not char.isprintable()]
+    assert "a=\\x9b2J\\x1b]0;TITLE\\x07\\u202e" in loud

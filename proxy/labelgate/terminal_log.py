@@ -37,7 +37,9 @@ def summary(line: str) -> str | None:
         # as its escape (the log line's own cleaning drops only escape sequences).
         return shown(" ".join(str(part) for part in parts if part))
     if entry.get("level") in _LOUD:
-        return f"{clock} {entry.get('level')}: {entry.get('event')} (details in the gateway log)"
+        # An event name may quote what a library was sent (OpenTelemetry names a caller's bad
+        # header): shown, like the call lines, so it cannot drive the terminal.
+        return shown(f"{clock} {entry.get('level')}: {entry.get('event')} (details in the gateway log)")
     return None
 
 

@@ -17,10 +17,15 @@ unassigned code points) is written as its Python escape (``\\x1b``, ``\\u202e``)
 stored before it was cleaned, or sent by another server, cannot move the cursor, erase a
 line, set a title or reorder what an approver reads. (``labelgate.logs`` only drops ESC-led
 sequences from log lines, which leaves C1 controls, carriage returns and bidi characters.)
+
+``bounded`` is applied where such text becomes a log field or a span attribute: past a length
+it is replaced by that length and a digest (the form ``gateway.record.recorded_text`` gives a
+record, so a log line, a span and an audit record name one long text alike).
 """
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 
 _SPACED = frozenset({"Cc", "Zl", "Zp"})
@@ -54,3 +59,16 @@ def shown(text: str) -> str:
     return "".join(
         char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text
     )
+
+
+# The longest text ``bounded`` keeps as it is (``gateway.record``'s ``_RECORDED_TEXT``).
+BOUNDED_TEXT = 1024
+
+
+def bounded(text: str, limit: int = BOUNDED_TEXT) -> str:
+    """``text`` if at most ``limit`` characters, else its length and a digest instead (no
+    prefix: a long name may be data; the digest is plain sha256, of a text too long to guess)."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"<{len(text)} characters, sha256 {digest}>"

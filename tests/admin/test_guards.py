@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 
-from labelgate.admin.guards import AdminGuard
+from labelgate.admin.guards import LOGGED_PATH, AdminGuard
 from labelgate.approvals.api import API_PREFIX, SUBJECT_STATE, install_problem_handlers
 from labelgate.auth import Subject, reasons
+from labelgate.untrusted_text import bounded
 
 
 async def test_the_limit_holds_while_reading_even_when_the_declared_length_lies() -> None:
@@ -76,3 +79,51 @@ async def test_two_authorization_headers_are_refused_not_the_last_one_taken() ->
     assert reply.status_code == 401
     assert reply.json()["reason"] == reasons.TOKEN_MALFORMED
     assert "alice" not in reply.text
+
+
+async def test_a_refused_requests_path_is_logged_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """The path is an unauthenticated caller's (percent-decoded) text: a 60 KB one holding an
+    SSN became a 60 KB log line (review s12, finding 6)."""
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/{rest:path}")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    guarded = AdminGuard(app, max_body_bytes=1024, body_timeout_seconds=5)
+    path = "/ssn-123-45-6789/" + "z" * 60000
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"a" * 2048, "more_body": False}
+
+    def scope(length: str) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"content-length", length.encode())],
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": ("t", 80),
+            "client": ("c", 1),
+            "root_path": "",
+        }
+
+    with caplog.at_level(logging.WARNING, logger="labelgate.admin.guards"):
+        await guarded(scope("999999999"), receive, send)  # refused from the headers
+        await guarded(scope("10"), receive, send)  # refused while reading: the length lied
+    assert [message["status"] for message in sent if message["type"] == "http.response.start"] == [413, 413]
+    refused = [record for record in caplog.records if record.getMessage() == "admin body refused"]
+    assert len(refused) == 2
+    for record in refused:
+        assert record.path == bounded(path, LOGGED_PATH)  # type: ignore[attr-defined]
+        assert len(record.path) < 100 and "123-45-6789" not in record.path  # type: ignore[attr-defined]
+    short = bounded("/inbox/apr-1/approve", LOGGED_PATH)
+    assert short == "/inbox/apr-1/approve"  # a path of ordinary length is logged as it is

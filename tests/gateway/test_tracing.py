@@ -11,6 +11,7 @@ appear in any span attribute.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sys
 from collections.abc import Iterator
@@ -22,12 +23,14 @@ import httpx
 import pytest
 import yaml
 
+from labelgate import tracing
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth.devkeys import mint_dev_token
 from labelgate.gateway.record import recorded_text
 from labelgate.oip import tensors
-from labelgate.tracing import TracingSettings, call_span, outgoing, stage
+from labelgate.tracing import TracingSettings, call_span, outgoing, stage, valid_tracestate
+from labelgate.untrusted_text import bounded
 from tests.support.procs import REPO, free_port, labelgate_command, running, wait_until
 
 PLANTED = "zebra-PLANTED-7731"
@@ -267,3 +270,81 @@ def test_bad_tracing_settings_are_refused() -> None:
     for bad in ({"protocol": "zipkin"}, {"sample_ratio": 2}, {"endpoint": ""}, {"unknown": 1}):
         with pytest.raises(ValidationError):
             TracingSettings.model_validate(bad)
+
+
+@pytest.fixture
+def memory_tracer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``tracing`` on, its spans kept in memory: what ``call_span`` makes of its arguments."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    yield exporter
+    provider.shutdown()
+
+
+def test_a_tracestate_off_the_w3c_grammar_is_dropped_before_anything_logs_it(
+    memory_tracer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    trace_id, _, traceparent = _caller_context()
+    bad = "a=1,ssn=123-45-6789 " + "x" * 400 + "\x9b"
+    with (
+        caplog.at_level(logging.DEBUG),
+        call_span("/s/M", "m", [("traceparent", traceparent), ("tracestate", bad)]),
+    ):
+        pass
+    assert not [record for record in caplog.records if "123-45-6789" in record.getMessage()]
+    (span,) = memory_tracer.get_finished_spans()
+    assert f"{span.context.trace_id:032x}" == trace_id  # the caller's trace still holds
+    assert len(span.context.trace_state) == 0
+    # A tracestate by the grammar is taken as it was (vendor keys, blanks around commas).
+    good = "a=1 , ro@vendor=x y,,b=~!"
+    with call_span("/s/M", "m", [("traceparent", traceparent), ("tracestate", good)]):
+        pass
+    assert dict(memory_tracer.get_finished_spans()[-1].context.trace_state) == {
+        "a": "1",
+        "ro@vendor": "x y",
+        "b": "~!",
+    }
+
+
+def test_tracestate_grammar() -> None:
+    assert valid_tracestate("") and valid_tracestate("a=1") and valid_tracestate("k0-_*/@v=!~ x")
+    assert not valid_tracestate("A=1")  # keys are lower case
+    assert not valid_tracestate("a=1,a=2")  # unique keys
+    assert not valid_tracestate("a=x\x9b")
+    assert not valid_tracestate("a= ,b=1")  # a value is not empty (nor only blanks)
+    assert valid_tracestate(",".join(f"k{i}=v" for i in range(32)))
+    assert not valid_tracestate(",".join(f"k{i}=v" for i in range(33)))
+    assert not valid_tracestate("a=" + "x" * 8192)
+
+
+def test_configured_tracing_holds_opentelemetrys_trace_context_loggers_to_errors() -> None:
+    shutdown = tracing.configure(TracingSettings(endpoint=f"127.0.0.1:{free_port()}"))
+    try:
+        for name in ("opentelemetry.trace.span", "opentelemetry.trace.propagation.tracecontext"):
+            assert logging.getLogger(name).getEffectiveLevel() >= logging.ERROR
+    finally:
+        shutdown()
+
+
+def test_a_callers_method_name_is_bounded_in_its_span(memory_tracer: Any) -> None:
+    method = "/labelgate.v1.demo.CustomerDirectory/ssn_123-45-6789_" + "y" * 6000
+    with call_span(method, "m", []):
+        pass
+    (span,) = memory_tracer.get_finished_spans()
+    assert span.attributes["rpc.method"] == recorded_text(method)  # as the log line and the record
+    assert "123-45-6789" not in span.attributes["rpc.method"]
+    short = "/inference.GRPCInferenceService/ModelInfer"
+    with call_span(short, "m", []):
+        pass
+    assert memory_tracer.get_finished_spans()[-1].attributes["rpc.method"] == short
+
+
+def test_bounded_text_is_the_records_bound() -> None:
+    for text in ("", "x" * 1024, "x" * 1025, "\u202e" * 5000):
+        assert bounded(text) == recorded_text(text)

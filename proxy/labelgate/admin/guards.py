@@ -35,9 +35,13 @@ from labelgate.auth import reasons as auth_reasons
 from labelgate.digits import whole_number
 from labelgate.errors import LabelgateError, Unauthenticated
 from labelgate.logs import get_logger
+from labelgate.untrusted_text import bounded
 
 log = get_logger(__name__)
 HSTS = "max-age=31536000"
+# A refused request's path is logged up to this many characters, else as its length and digest:
+# it is an unauthenticated caller's (percent-decoded) text, and a refusal a line of bounded size.
+LOGGED_PATH = 256
 Authenticate = Callable[[str | None], Awaitable[Subject]]
 
 
@@ -109,7 +113,12 @@ class AdminGuard:
         declared = headers.get("content-length")
         length = None if declared is None else whole_number(declared)
         if declared is not None and (length is None or length > self.max_body_bytes):
-            log.warning("admin body refused", path=path, declared=declared[:20], limit=self.max_body_bytes)
+            log.warning(
+                "admin body refused",
+                path=bounded(path, LOGGED_PATH),
+                declared=declared[:20],
+                limit=self.max_body_bytes,
+            )
             response = _problem(
                 413,
                 "content too large",
@@ -119,7 +128,7 @@ class AdminGuard:
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, self._bounded(receive, path), send)
+        await self.app(scope, self._bounded(receive, bounded(path, LOGGED_PATH)), send)
 
     async def _discard_small_body(self, headers: dict[str, str], receive: Receive) -> None:
         """Read (and drop, never parse) a body that is within the limit before refusing: closing
@@ -135,6 +144,7 @@ class AdminGuard:
                     pass
 
     def _bounded(self, receive: Receive, path: str) -> Receive:
+        """``receive`` held to the body limit and deadline; ``path`` is as logged (bounded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_seconds
         state = {"read": 0, "done": False}

@@ -3,8 +3,19 @@
 Nothing the admin web app does (parsing a request, rendering a page, waiting on a slow
 client, computing metrics) runs on the gateway's event loop, so none of it can delay an
 inference call there. What the app needs from the gateway's loop it asks for through
-``bridge.LoopBridge`` (thread-safe). Bounds: ``admin.max_connections`` (503 past it),
-uvicorn's header limits, and the body guard (``guards.py``).
+``bridge.LoopBridge`` (thread-safe).
+
+Bounds before the app (``AdminHttp``, uvicorn's h11 protocol: its httptools one caps neither
+the size nor the time of a request head): a head larger than ``MAX_HEAD_BYTES`` is refused
+(431), one not complete ``HEAD_TIMEOUT_SECONDS`` after connecting or after its first byte too
+(408); then the body guard (``guards.py``). At most ``admin.max_connections`` are open. The
+health probes are served here and a pod is restarted when they fail, so a full listener does
+not turn a new connection away while one of its connections is only waiting for a request head
+(idle, or sending one slowly): it closes the one that has waited longest (408). Connections
+that never finish a head cannot hold every slot, and a probe, which sends its head at once,
+gets in. Only when every connection has a request under way is a new one refused (503).
+Refusals are problem documents with ``connection: close``, logged at most once per interval
+per kind.
 
 The socket is bound here, not by uvicorn, so gateway workers can share the port
 (SO_REUSEPORT); with ``admin.tls`` it speaks HTTPS (uvicorn wraps the socket).
@@ -14,19 +25,243 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from labelgate.approvals.api import PROBLEM_TYPE
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
 START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 5.0
+# A request line and headers larger than this are refused (431): cookies and a token fit.
+MAX_HEAD_BYTES = 16 * 1024
+# h11 checks its limit only while a head is incomplete: fed to it in pieces this large, a head
+# that arrives whole is checked too (and so is at most MAX_HEAD_BYTES + HEAD_PIECE_BYTES).
+HEAD_PIECE_BYTES = 4 * 1024
+# A request head must be complete this long after connecting (or after its first byte): else 408.
+HEAD_TIMEOUT_SECONDS = 10.0
+KEEP_ALIVE_SECONDS = 5
+# A refused connection stays open this long, discarding input, so its answer is read, not reset.
+LINGER_SECONDS = 1.0
+# Refusals are logged at most once per this many seconds per kind, with the count in between.
+LOG_INTERVAL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    title: str
+    reason: str
+    detail: str
+
+    def response(self) -> bytes:
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": self.title,
+                "status": self.status,
+                "detail": self.detail,
+                "reason": self.reason,
+            },
+            separators=(",", ":"),
+        ).encode()
+        return b"".join(
+            [
+                f"HTTP/1.1 {self.status} {self.title.title()}\r\n".encode(),
+                f"content-type: {PROBLEM_TYPE}\r\n".encode(),
+                f"content-length: {len(body)}\r\n".encode(),
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
+
+
+HEAD_TOO_LARGE = Refusal(
+    431,
+    "request header fields too large",
+    "HEADERS_TOO_LARGE",
+    f"a request's line and headers are limited to {MAX_HEAD_BYTES // 1024} KiB",
+)
+HEAD_TIMEOUT = Refusal(
+    408, "request timeout", "REQUEST_TIMEOUT", "the request's head was not complete in time"
+)
+MADE_ROOM = Refusal(
+    408,
+    "request timeout",
+    "REQUEST_TIMEOUT",
+    "the listener is full and this connection had waited longest for a request head",
+)
+TOO_MANY_CONNECTIONS = Refusal(
+    503,
+    "service unavailable",
+    "TOO_MANY_CONNECTIONS",
+    "every connection the listener keeps (admin.max_connections) has a request under way",
+)
+# Numbers the starts of waits for a request head, so the longest wait is the smallest number.
+_WAITS = itertools.count()
+_last_logged: dict[str, float] = {}
+_suppressed: dict[str, int] = {}
+
+
+def _log_refusal(refusal: Refusal) -> None:
+    """At most one line per interval per kind: refusals are what an attacker can repeat."""
+    key = refusal.detail
+    now = time.monotonic()
+    if now - _last_logged.get(key, -LOG_INTERVAL_SECONDS) < LOG_INTERVAL_SECONDS:
+        _suppressed[key] = _suppressed.get(key, 0) + 1
+        return
+    _last_logged[key] = now
+    log.warning(
+        "admin request refused",
+        reason=refusal.reason,
+        status=refusal.status,
+        detail=refusal.detail,
+        suppressed=_suppressed.pop(key, 0),
+    )
+
+
+class AdminHttp(H11Protocol):
+    """uvicorn's h11 protocol with a head deadline, 431 for a head over the size h11 is given
+    (``h11_max_incomplete_event_size``), and the connection cap described above (its limits
+    set by ``_protocol``)."""
+
+    max_connections: ClassVar[int] = 64
+    head_timeout_seconds: ClassVar[float] = HEAD_TIMEOUT_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refused = False
+        self._waiting_since = 0  # when it last began to wait for a request head (``_WAITS``)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._waiting_since = next(_WAITS)
+        if len(self.connections) > self.max_connections and not self._make_room():
+            # Nothing read yet: answer and close at once, so refused connections never pile up.
+            self._refused = True
+            self.connections.discard(self)
+            transport.write(TOO_MANY_CONNECTIONS.response())
+            transport.close()
+            _log_refusal(TOO_MANY_CONNECTIONS)
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering: input is discarded
+        if self._waits_for_head() and self._head_timer is None:
+            self._arm_head_timer()  # a head begins after an idle keep-alive wait
+        while data and not self.transport.is_closing():
+            if self._waits_for_head():
+                piece, data = data[:HEAD_PIECE_BYTES], data[HEAD_PIECE_BYTES:]
+            else:  # a body, or requests queued behind one: h11 bounds those itself
+                piece, data = data, b""
+            super().data_received(piece)
+            if self._refused:
+                return
+        if not self._waits_for_head():
+            self._disarm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._waiting_since = next(_WAITS)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls this from its ``except h11.RemoteProtocolError``: h11 hints 431 when the
+        # head outgrew the limit; uvicorn would answer 400 to it.
+        error = sys.exc_info()[1]
+        if isinstance(error, h11.RemoteProtocolError) and error.error_status_hint == 431:
+            self._refuse(HEAD_TOO_LARGE)
+            return
+        super().send_400_response(msg)
+
+    def _waits_for_head(self) -> bool:
+        """Refused already (lingering), or between requests or inside a head: no request of
+        its own under way."""
+        if self._refused:
+            return True
+        return self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_expired)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self._waits_for_head() and not self._refused:
+            self._refuse(HEAD_TIMEOUT)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for a request head, a refused one
+        first; False when every other connection has a request under way."""
+        waiting = [
+            other
+            for other in self.connections
+            if other is not self and isinstance(other, AdminHttp) and other._waits_for_head()
+        ]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda other: (not other._refused, other._waiting_since))
+        self.connections.discard(victim)  # its slot is free now, not once its close completes
+        if not victim._refused:
+            victim._refused = True
+            victim._disarm_head_timer()
+            if not victim.transport.is_closing():
+                victim.transport.write(MADE_ROOM.response())
+            _log_refusal(MADE_ROOM)
+        victim.transport.close()
+        return True
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer ``refusal`` (no response is under way when a head is refused), then linger a
+        moment discarding input before closing: closing on unread input would reset the
+        connection, and the client could lose the answer."""
+        self._refused = True
+        self._disarm_head_timer()
+        self._unset_keepalive_if_required()
+        _log_refusal(refusal)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(refusal.response())
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._linger = self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+
+def _protocol(max_connections: int, head_timeout_seconds: float) -> type[AdminHttp]:
+    """``AdminHttp`` with these limits (uvicorn instantiates the class itself)."""
+    limits = {"max_connections": max_connections, "head_timeout_seconds": head_timeout_seconds}
+    return type("AdminHttpFor", (AdminHttp,), limits)
 
 
 class _ThreadServer(uvicorn.Server):
@@ -60,6 +295,7 @@ class AdminListener:
         cert_file: Path | None = None,
         key_file: Path | None = None,
         max_connections: int = 64,
+        head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS,
     ) -> None:
         self.app = app
         self.listen = listen
@@ -79,9 +315,12 @@ class AdminListener:
             lifespan="off",
             server_header=False,
             date_header=False,
-            limit_concurrency=max_connections,
-            timeout_keep_alive=5,
-            h11_max_incomplete_event_size=16 * 1024,
+            http=_protocol(max_connections, head_timeout_seconds),
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            # ``AdminHttp`` keeps at most ``max_connections`` open, each with at most one request
+            # running: this cap counts only requests still running after their client left.
+            limit_concurrency=max_connections + 1,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             **options,
         )
         self._server = _ThreadServer(config)
