@@ -423,6 +423,22 @@ class ApprovalSettings(Section):
     # Pending requests one requester (qualified subject id) may have open at once; the next
     # call that would open one is refused with RESOURCE_EXHAUSTED (APPROVAL_REQUESTS_EXHAUSTED).
     max_open_per_requester: int = Field(100, ge=1, le=100_000)
+    max_held_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        le=2**40,
+        description="Bytes of the requests of all the calls one gateway process holds for approval "
+        "at once (a held call keeps its request in memory, about 2.5 times its size with what the "
+        "gateway made of it, until it is decided). A call that would hold more is refused with "
+        "RESOURCE_EXHAUSTED (APPROVAL_HELD_BYTES_EXHAUSTED); `x-labelgate-approval: async` holds nothing",
+    )
+    max_held_bytes_per_requester: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=2**40,
+        description="As max_held_bytes, for the calls of one requester (qualified subject id) in "
+        "one gateway process; past it: RESOURCE_EXHAUSTED (APPROVAL_HELD_BYTES_EXHAUSTED)",
+    )
 
     @model_validator(mode="after")
     def _one_set_of_viewers(self) -> ApprovalSettings:

@@ -81,6 +81,44 @@ def test_vote_reasons_are_kept_without_control_or_format_characters(stack: Stack
     assert stack.api.show(inbox_id, owner_token)["votes"][0]["reason"] == cleaned(PLANTED)
 
 
+def test_input_and_output_names_reach_approvers_without_format_characters(stack: Stack) -> None:
+    """The caller names inputs and outputs: a right-to-left override in a name would have the
+    inbox display another name (this one reads "customer_ids (test fixture, synthetic)")."""
+    import grpc
+
+    from labelgate._proto.inference import open_inference_pb2 as pb
+    from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
+    from labelgate.gateway.status import error_info
+
+    disguised, output = "customer_ids \u202e)citehtnys ,erutxif tset(\u202c", "customer_id\u200b"
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    ids = request.inputs.add()
+    ids.name, ids.datatype = "customer_ids", "INT64"
+    ids.shape.append(2)
+    ids.contents.int64_contents.extend([1, 2])
+    extra = request.inputs.add()
+    extra.name, extra.datatype = disguised, "INT64"
+    extra.shape.append(1)
+    extra.contents.int64_contents.append(7)
+    for name in ("ssn", output):  # ssn holds the call
+        request.outputs.add().name = name
+    steward, owner_token = token(person("steward"), "data-stewards"), token(person("owner"), "data-owners")
+    metadata = [("authorization", f"Bearer {steward}"), ("x-labelgate-approval", "async")]
+    with grpc.insecure_channel(stack.grpc) as channel, pytest.raises(grpc.RpcError) as pending:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=20)
+    info = error_info(pending.value)
+    assert info is not None and "approval_id" in info.metadata, pending.value
+    approval_id = info.metadata["approval_id"]
+
+    query = stack.api.show(approval_id, owner_token)["query"]
+    assert [i["name"] for i in query["inputs"]] == ["customer_ids", cleaned(disguised)]
+    assert query["requested_outputs"] == ["ssn", "customer_id"]
+    with signed_in(stack, owner_token) as client:
+        page = client.get(f"/inbox/{approval_id}").text
+    assert not unsafe(page.replace("\n", "").replace("\t", "")), unsafe(page)
+    assert f"<code>{cleaned(disguised)}</code>" in page
+
+
 # -- the CLI ------------------------------------------------------------------------------------
 def stored_item() -> dict[str, Any]:
     """An approval as the API answers it, every string of it planted (text stored before it

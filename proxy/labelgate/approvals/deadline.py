@@ -4,6 +4,10 @@ gRPC consumes ``grpc-timeout`` itself; only the servicer context knows the time 
 the pipeline's ``Call`` does not carry it. ``DeadlineInterceptor`` (installed on the
 gateway's server) records the absolute deadline in a context variable before each handler
 runs; the handler's task, and everything it awaits, reads it with ``seconds_left()``.
+
+It also notes the call's request (``hold.note_request``): the body as it came for a unary
+call, each message of a stream as the handler reads it, so that a held call is counted by
+the bytes it pins (``ApprovalService``'s held-bytes bounds).
 """
 
 from __future__ import annotations
@@ -13,21 +17,38 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
+from labelgate.approvals.hold import note_request
 from labelgate.deadlines import reset_deadline, seconds_left, set_deadline
 from labelgate.interceptors import Handler, WrappingInterceptor
 
-__all__ = ["DeadlineInterceptor", "reset_deadline", "seconds_left", "set_deadline"]
+__all__ = ["DeadlineInterceptor", "note_request", "reset_deadline", "seconds_left", "set_deadline"]
 
 
-def _remember(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+def _remember(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    """Note the deadline and the request; what the handler gets in place of ``request``."""
     set_deadline(context.time_remaining())
+    if isinstance(request, bytes | Message):
+        note_request(request)
+        return request
+    if hasattr(request, "__aiter__"):  # a client stream
+        return _each_noted(request)
+    return request
+
+
+async def _each_noted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    # Runs in the task that reads the stream, which is the one that holds the message; the
+    # note is dropped when the next is asked for, so it never keeps a message alive alone.
+    async for request in requests:
+        note_request(request if isinstance(request, bytes | Message) else None)
+        yield request
+        note_request(None)
 
 
 def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        _remember(context)
-        return await behavior(request, context)
+        return await behavior(_remember(request, context), context)
 
     return wrapped
 
@@ -44,8 +65,7 @@ def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        _remember(context)
-        async for item in behavior(request, context):
+        async for item in behavior(_remember(request, context), context):
             yield item
 
     return wrapped

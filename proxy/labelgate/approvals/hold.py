@@ -4,12 +4,21 @@ The interface the pipeline uses when a decision says ``require_approval``. The g
 plugs in ``labelgate.approvals.stage.HoldForApproval`` (held calls, approvers, grants);
 ``RefuseUntilApproved`` is what it uses when approvals are off or not configured: such
 calls are refused at once, saying that approval is required.
+
+The request a held call carries stays in memory for the whole hold (with what the gateway
+made of it), so held calls are bounded by bytes as well as by count. Its size is what the
+transport read: ``note_request`` (gRPC: ``approvals.deadline.DeadlineInterceptor``) keeps the
+current call's request in a context variable, as the deadline is kept, and ``request_bytes``
+measures it only when a call is held.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+from google.protobuf.message import Message
 
 from labelgate.policy.contract import Decision
 
@@ -18,6 +27,28 @@ if TYPE_CHECKING:
     from labelgate.calls import Call
 
 Reevaluate = Callable[[dict[str, Any]], Awaitable[Decision]]
+
+# The body as it came (bytes), or the message a stream read; a reference only: nothing is
+# measured unless the call is held.
+_request: contextvars.ContextVar[bytes | Message | None] = contextvars.ContextVar(
+    "labelgate_request", default=None
+)
+
+
+def note_request(request: bytes | Message | None) -> None:
+    """The current call's request, as its transport read it (None: none to measure)."""
+    _request.set(request)
+
+
+def request_bytes() -> int | None:
+    """The size of the current call's request in bytes; None when its transport noted none."""
+    request = _request.get()
+    if request is None:
+        return None
+    if isinstance(request, bytes):
+        return len(request)
+    # Only for a held call: upb serializes to measure (a few ms a MiB).
+    return request.ByteSize()
 
 
 class ApprovalStage(Protocol):

@@ -27,7 +27,6 @@ Keys or a sign-in code sent in clear could be swapped or stolen.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from collections.abc import Mapping
@@ -250,7 +249,7 @@ class OidcSignin:
                 reasons.OIDC_LOGIN_EXPIRED,
                 "this sign-in was not started here or took too long: sign in again",
             )
-        if not hmac.compare_digest(params.get("state", ""), pending.state):
+        if not signed.same(params.get("state", ""), pending.state):
             log.warning("oidc callback refused", reason="state mismatch")
             raise PermissionDenied(
                 reasons.OIDC_STATE_MISMATCH, "the sign-in answer does not belong to this browser's sign-in"

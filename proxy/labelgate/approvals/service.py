@@ -6,6 +6,13 @@ calls. Approver side: ``visible_to``, ``show``, ``approve``, ``deny``. A sweeper
 requests on time and drops resolved ones after the retention period; when a gateway
 starts, the held requests its previous run left behind are marked ``abandoned``.
 
+A held call keeps its request in this process's memory until it is decided (about 2.5 times
+its size, with what the gateway made of it), so held calls are bounded by the bytes of their
+requests, in all and per requester (``max_held_bytes``, ``max_held_bytes_per_requester``), as
+well as by the count of open requests: past a bound a call is refused with
+RESOURCE_EXHAUSTED (``APPROVAL_HELD_BYTES_EXHAUSTED``) and can ask in async mode, which holds
+nothing.
+
 Every change goes through ``_announce``: one structured event (the audit hook) and the
 webhook notifications.
 """
@@ -50,6 +57,9 @@ from labelgate.logs import get_logger
 log = get_logger(__name__)
 TRANSITIONS = Counter("labelgate_approval_requests_total", "Approval requests by state reached", ["state"])
 HELD = Gauge("labelgate_approval_held_calls", "Calls this process holds for an approval")
+HELD_BYTES = Gauge(
+    "labelgate_approval_held_bytes", "Bytes of the requests of the calls this process holds for an approval"
+)
 REFUSED = Counter(
     "labelgate_approval_requests_refused_total", "Approval requests refused before they opened", ["reason"]
 )
@@ -65,9 +75,15 @@ DEFAULT_PAGE = 100
 # Open (pending) requests one requester may have at once, unless configured otherwise.
 MAX_OPEN_PER_REQUESTER = 100
 TOO_MANY_OPEN = reasons.APPROVAL_REQUESTS_EXHAUSTED
+# Bytes of the requests of the calls held at once, in all and per requester, unless configured.
+MAX_HELD_BYTES = 256 * 1024 * 1024
+MAX_HELD_BYTES_PER_REQUESTER = 64 * 1024 * 1024
+TOO_MANY_HELD_BYTES = reasons.APPROVAL_HELD_BYTES_EXHAUSTED
 
 
 GRANT_SPENT = "GRANT_SPENT"
+# How a caller asks without being held (the stage's MODE_HEADER; the stage imports this module).
+ASYNC_HINT = "x-labelgate-approval: async"
 
 
 class _BudgetShort(Exception):
@@ -109,6 +125,8 @@ class Draft:
     call_request_id: str = ""
     session_id: str = ""
     query: Query = dataclasses.field(default_factory=Query)
+    # What a held call keeps in memory while it waits: its request's size in bytes.
+    held_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +179,8 @@ class ApprovalService:
         admin_groups: Iterable[str] = (),
         notifier: WebhookNotifier | None = None,
         max_open_per_requester: int = MAX_OPEN_PER_REQUESTER,
+        max_held_bytes: int = MAX_HELD_BYTES,
+        max_held_bytes_per_requester: int = MAX_HELD_BYTES_PER_REQUESTER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
@@ -171,9 +191,15 @@ class ApprovalService:
         self.admin_groups = tuple(admin_groups)
         self.notifier = notifier
         self.max_open_per_requester = max_open_per_requester
+        self.max_held_bytes = max_held_bytes
+        self.max_held_bytes_per_requester = max_held_bytes_per_requester
         self.clock = clock
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._held: set[str] = set()
+        # Bytes held (this process's memory): by request id (with its requester), by requester.
+        self._held_bytes: dict[str, tuple[str, int]] = {}
+        self._held_bytes_of: dict[str, int] = {}
+        self._held_bytes_total = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._started_at = 0.0
 
@@ -188,6 +214,8 @@ class ApprovalService:
             admin_groups=settings.admin_groups,
             notifier=WebhookNotifier(settings.webhooks) if settings.webhooks else None,
             max_open_per_requester=settings.max_open_per_requester,
+            max_held_bytes=settings.max_held_bytes,
+            max_held_bytes_per_requester=settings.max_held_bytes_per_requester,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -243,15 +271,23 @@ class ApprovalService:
             session_id=draft.session_id,
             query=draft.query,
         )
-        async with self.db.transaction() as tx:
-            await repo.lock_requester(tx, request.requester)
-            open_now = await repo.open_count(tx, request.requester)
-            if open_now >= self.max_open_per_requester:
-                refused = True
-            else:
-                refused = False
-                await repo.insert_request(tx, request)
+        if draft.mode == "hold":
+            # Taken before the store is awaited, so calls arriving together cannot all fit.
+            self._take_held_bytes(request, draft)
+        try:
+            async with self.db.transaction() as tx:
+                await repo.lock_requester(tx, request.requester)
+                open_now = await repo.open_count(tx, request.requester)
+                if open_now >= self.max_open_per_requester:
+                    refused = True
+                else:
+                    refused = False
+                    await repo.insert_request(tx, request)
+        except BaseException:
+            self._release_held_bytes(request.id)
+            raise
         if refused:
+            self._release_held_bytes(request.id)
             REFUSED.labels(reason=TOO_MANY_OPEN).inc()
             events.record(
                 "approval.refused",
@@ -303,6 +339,57 @@ class ApprovalService:
             if request_id in self._held:
                 self._held.discard(request_id)
                 HELD.dec()
+            self._release_held_bytes(request_id)
+
+    def _take_held_bytes(self, request: ApprovalRequest, draft: Draft) -> None:
+        """Count a held call's request against the bounds, or refuse it (nothing opened)."""
+        size, requester = draft.held_bytes, request.requester
+        total = self._held_bytes_total
+        mine = self._held_bytes_of.get(requester, 0)
+        if size + total > self.max_held_bytes:
+            why = (
+                f"the calls held for approval in this gateway already keep {total} bytes of requests "
+                f"(at most {self.max_held_bytes} with this call's {size})"
+            )
+        elif size + mine > self.max_held_bytes_per_requester:
+            why = (
+                f"your calls held for approval already keep {mine} bytes of requests "
+                f"(at most {self.max_held_bytes_per_requester} with this call's {size})"
+            )
+        else:
+            self._held_bytes[request.id] = (requester, size)
+            self._held_bytes_of[requester] = mine + size
+            self._held_bytes_total += size
+            HELD_BYTES.inc(size)
+            return
+        REFUSED.labels(reason=TOO_MANY_HELD_BYTES).inc()
+        events.record(
+            "approval.refused",
+            None,
+            requester=requester,
+            method=request.binding.method,
+            model=request.binding.model,
+            refusal=TOO_MANY_HELD_BYTES,
+            held_bytes=size,
+            request_id=draft.call_request_id,
+        )
+        raise ResourceExhausted(
+            TOO_MANY_HELD_BYTES,
+            f"{why}: call again later, or send {ASYNC_HINT}, which holds nothing while approvers decide",
+        )
+
+    def _release_held_bytes(self, request_id: str) -> None:
+        taken = self._held_bytes.pop(request_id, None)
+        if taken is None:
+            return
+        requester, size = taken
+        left = self._held_bytes_of[requester] - size
+        if left:
+            self._held_bytes_of[requester] = left
+        else:
+            del self._held_bytes_of[requester]
+        self._held_bytes_total -= size
+        HELD_BYTES.dec(size)
 
     async def expire(self, request_id: str, why: str) -> None:
         await self._resolve(request_id, State.EXPIRED, why)

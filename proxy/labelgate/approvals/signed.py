@@ -22,6 +22,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def same(given: str, expected: str) -> bool:
+    """Whether a secret a client sent (a CSRF token, an OIDC ``state``) is the expected one,
+    in constant time. As bytes: ``hmac.compare_digest`` raises TypeError on ``str`` holding
+    anything but ASCII, and the client chooses what it sends."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def mac(key: bytes, purpose: bytes, data: str) -> bytes:
     return hmac.new(key, purpose + b"\0" + data.encode(), hashlib.sha256).digest()
 

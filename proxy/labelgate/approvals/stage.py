@@ -23,7 +23,9 @@ When a decision says ``require_approval``:
    The request carries what approvers see of the query: input names, datatypes and shapes
    (never values), the outputs named, the row count, and the fields and labels at stake.
    A requester with ``approvals.max_open_per_requester`` requests open is refused
-   (RESOURCE_EXHAUSTED, APPROVAL_REQUESTS_EXHAUSTED).
+   (RESOURCE_EXHAUSTED, APPROVAL_REQUESTS_EXHAUSTED), and so is a call whose request would
+   take the bytes held past ``approvals.max_held_bytes`` or ``max_held_bytes_per_requester``
+   (APPROVAL_HELD_BYTES_EXHAUSTED; async mode holds nothing).
 
 Granted: the policy decides again with ``approval.state = granted`` and that decision is
 returned. Otherwise a decision that does not allow, whose reason says why; the pipeline
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from labelgate import untrusted_text
 from labelgate.approvals import deadline, events, reasons, rules
 from labelgate.approvals.errors import ApprovalPending, HoldDeadlineExceeded
-from labelgate.approvals.hold import Reevaluate
+from labelgate.approvals.hold import Reevaluate, request_bytes
 from labelgate.approvals.model import (
     Binding,
     FieldAtStake,
@@ -130,15 +133,50 @@ def binding_of(subject: Subject, call: Call, policy_input: dict[str, Any]) -> Bi
 
 
 def query_of(policy_input: dict[str, Any]) -> Query:
-    """What approvers see of the query: names, datatypes and shapes, never values."""
+    """What approvers see of the query: names, datatypes and shapes, never values. Input and
+    output names are the caller's text: cleaned as a justification is (a bidi override in a
+    name would have the inbox show another name than the one sent)."""
     request = policy_input["request"]
     return Query(
         inputs=tuple(
-            InputSummary(str(i["name"]), str(i["datatype"]), tuple(int(n) for n in i["shape"]))
+            InputSummary(
+                untrusted_text.cleaned(str(i["name"])),
+                untrusted_text.cleaned(str(i["datatype"])),
+                tuple(int(n) for n in i["shape"]),
+            )
             for i in request.get("inputs", [])
         ),
-        requested_outputs=tuple(request.get("requested_outputs", [])),
+        requested_outputs=tuple(
+            untrusted_text.cleaned(str(name)) for name in request.get("requested_outputs", [])
+        ),
     )
+
+
+def fields_of(policy_input: dict[str, Any]) -> tuple[FieldAtStake, ...]:
+    """The fields at stake, as approvers see them: a path holds the output name the caller
+    chose, cleaned as ``query_of`` cleans it."""
+    return tuple(
+        FieldAtStake(untrusted_text.cleaned(str(f["path"])), tuple(f["labels"]))
+        for f in policy_input["fields"]
+    )
+
+
+# Bytes an element of each datatype takes at least (BYTES: its length prefix).
+_ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2}
+_ELEMENT_BYTES |= {"UINT32": 4, "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8, "BYTES": 4}
+
+
+def held_bytes(policy_input: dict[str, Any]) -> int:
+    """What holding this call keeps in memory: its request's size as the transport read it;
+    when it noted none, at least what the inputs' shapes take."""
+    noted = request_bytes()
+    if noted is not None:
+        return noted
+    total = 0
+    for tensor in policy_input["request"].get("inputs", []):
+        elements = math.prod(max(0, int(n)) for n in tensor["shape"])
+        total += elements * _ELEMENT_BYTES.get(str(tensor["datatype"]), 1)
+    return total
 
 
 def charge_fields(use: GrantUse, rows: int) -> dict[str, Any]:
@@ -380,7 +418,7 @@ class HoldForApproval:
             binding=binding,
             requester_groups=subject.groups,
             phase=policy_input["phase"],
-            fields=tuple(FieldAtStake(f["path"], tuple(f["labels"])) for f in policy_input["fields"]),
+            fields=fields_of(policy_input),
             requirement=requirement,
             justification=options.justification,
             mode="async" if options.mode == "async" else "hold",
@@ -388,6 +426,7 @@ class HoldForApproval:
             call_request_id=call.request_id,
             session_id=call.session_id,
             query=query_of(policy_input),
+            held_bytes=held_bytes(policy_input) if options.mode != "async" else 0,
         )
         request = await self.service.open(draft)
         link = self.service.link(request.id)

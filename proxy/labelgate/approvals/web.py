@@ -27,7 +27,6 @@ shown as the policy's replay decision for that viewer allows.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -218,7 +217,7 @@ def _same_origin(request: Request) -> None:
 
 def _check_csrf(request: Request, form: dict[str, str], session_token: str) -> None:
     _same_origin(request)
-    if not hmac.compare_digest(form.get("csrf", ""), csrf_token(context(request), session_token)):
+    if not signed.same(form.get("csrf", ""), csrf_token(context(request), session_token)):
         raise PermissionDenied(
             reasons.CSRF_TOKEN_INVALID, "the form's CSRF token is missing or wrong: reload the page"
         )
@@ -380,7 +379,7 @@ async def signin(request: Request) -> Response:
     form = await _form(request)
     _same_origin(request)
     next_url = _safe_next(form.get("next"))
-    if not hmac.compare_digest(form.get("csrf", ""), expected):
+    if not signed.same(form.get("csrf", ""), expected):
         return _signin_page(request, next_url, "The sign-in form expired; please try again.", 403)
     token = form.get("token", "").strip().removeprefix("Bearer ").strip()
     ctx = context(request)
@@ -497,6 +496,9 @@ async def detail(request: Request, approval_id: str) -> Response:
     if session is None:
         return _signin_page(request, f"{COOKIE_PATH}/{quote(approval_id)}")
     person, token = session
+    if not _APPROVAL_ID.fullmatch(approval_id):
+        # Not one the service ever made (a NUL would reach the store's SQL as a store failure).
+        raise NotFound(reasons.APPROVAL_NOT_FOUND, "no approval by that id that you may see")
     ctx = context(request)
     found = await ctx.service.show(person, approval_id)
     return _page(
@@ -515,7 +517,7 @@ async def _vote(request: Request, approval_id: str, verdict: str) -> Response:
     person, token = session
     form = await _form(request)
     _check_csrf(request, form, token)
-    if not _APPROVAL_ID.match(approval_id):
+    if not _APPROVAL_ID.fullmatch(approval_id):
         raise InvalidInput(reasons.APPROVAL_ID_INVALID, "that is not an approval id")
     service = context(request).service
     reason = cleaned(form.get("reason", ""))[:1000]  # as the REST API keeps a reason

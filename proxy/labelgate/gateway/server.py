@@ -217,10 +217,24 @@ def build_approvals(settings: GatewaySettings) -> ApprovalService | None:
             )
         return None
     return ApprovalService.from_settings(
-        approvals,
-        node_id=f"{socket.gethostname()}/{settings.listen}",
-        link_base=f"http://{settings.admin_listen}",
+        approvals, node_id=node_id(settings), link_base=f"http://{settings.admin_listen}"
     )
+
+
+def node_id(settings: GatewaySettings) -> str:
+    """What names this gateway process in the calls it holds (``approvals.node_id``, else host
+    and listen address): its next start abandons the held calls of its previous run."""
+    return settings.approvals.node_id or f"{socket.gethostname()}/{settings.listen}"
+
+
+def worker_node(settings: GatewaySettings, index: int) -> GatewaySettings:
+    """Worker ``index``'s settings: a node id of its own, or the one starting after another
+    would abandon the calls that one holds now. The same worker slot gets the same id in the
+    next run (which abandons what it held), and worker 0 the id a single process has."""
+    if index == 0:
+        return settings
+    approvals = settings.approvals.model_copy(update={"node_id": f"{node_id(settings)}/worker-{index}"})
+    return settings.model_copy(update={"approvals": approvals})
 
 
 def approval_stage(settings: GatewaySettings, service: ApprovalService | None) -> ApprovalStage:
@@ -587,7 +601,8 @@ def run(settings: GatewaySettings) -> None:
     context = multiprocessing.get_context("spawn")
     settings = worker_settings(settings)
     workers = [
-        context.Process(target=_worker, args=(settings,), daemon=True) for _ in range(settings.workers)
+        context.Process(target=_worker, args=(worker_node(settings, index),), daemon=True)
+        for index in range(settings.workers)
     ]
     for worker in workers:
         worker.start()

@@ -1,0 +1,199 @@
+"""Held calls are bounded by the bytes of their requests, in all and per requester.
+
+A held call keeps its request in the gateway's memory until approvers decide (about 2.5 times
+its size): past ``approvals.max_held_bytes`` or ``max_held_bytes_per_requester`` the next call
+is refused with RESOURCE_EXHAUSTED (APPROVAL_HELD_BYTES_EXHAUSTED), and opens no request; a
+decided call gives its bytes back; async mode holds nothing, so it is never refused for bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
+from labelgate.approvals import reasons
+from labelgate.approvals.db import SqliteDatabase
+from labelgate.approvals.hold import note_request
+from labelgate.approvals.model import State
+from labelgate.approvals.service import ApprovalService
+from labelgate.approvals.stage import held_bytes
+from labelgate.auth import Subject
+from labelgate.config import ApprovalSettings
+from labelgate.errors import ResourceExhausted
+from labelgate.gateway.status import error_info
+from tests.approvals.conftest import Api, dev_id, gateway_config, person, running_gateway, token
+from tests.approvals.test_service import OLIVIA, STEVE, draft
+from tests.support.procs import free_port, labelgate_command, running, wait_until
+
+KIB = 1024
+ANN = Subject("ann", ("data-stewards",))
+
+
+def holding(size: int, subject: Subject = STEVE, **kwargs: Any) -> Any:
+    return dataclasses.replace(draft(subject, **kwargs), held_bytes=size)
+
+
+async def test_held_calls_are_refused_past_the_bytes_per_requester_and_in_all(tmp_path: Path) -> None:
+    service = ApprovalService(
+        SqliteDatabase(tmp_path / "a.db"),
+        node_id="n",
+        link_base="http://inbox.test",
+        max_held_bytes=100 * KIB,
+        max_held_bytes_per_requester=60 * KIB,
+    )
+    await service.start(sweep=False)
+    try:
+        first = await service.open(holding(40 * KIB))
+        with pytest.raises(ResourceExhausted) as mine:
+            await service.open(holding(30 * KIB))
+        assert mine.value.reason == reasons.APPROVAL_HELD_BYTES_EXHAUSTED
+        assert "your calls held for approval" in mine.value.message
+        assert "x-labelgate-approval: async" in mine.value.message
+        # Nothing was opened for the refused call; async mode holds nothing.
+        assert [r.id for r in await service.visible_to(OLIVIA)] == [first.id]
+        await service.open(holding(30 * KIB, mode="async"))
+        # Another requester fits under their own bound, until the gateway's is reached.
+        await service.open(holding(50 * KIB, ANN))
+        with pytest.raises(ResourceExhausted) as everyone:
+            await service.open(holding(20 * KIB, Subject("bea", ("data-stewards",))))
+        assert "in this gateway" in everyone.value.message
+        # A call that is decided gives its bytes back once nobody waits for it.
+        await service.deny(OLIVIA, first.id, "no")
+        assert (await service.wait(first.id, time.time() + 5)).state is State.DENIED
+        again = await service.open(holding(30 * KIB))
+        assert again.state is State.PENDING
+    finally:
+        await service.close()
+
+
+def test_the_bounds_come_from_the_settings(tmp_path: Path) -> None:
+    settings = ApprovalSettings(max_held_bytes=5 * KIB, max_held_bytes_per_requester=2 * KIB)
+    service = ApprovalService.from_settings(settings, node_id="n", link_base="http://inbox.test")
+    assert (service.max_held_bytes, service.max_held_bytes_per_requester) == (5 * KIB, 2 * KIB)
+    defaults = ApprovalSettings()
+    assert (defaults.max_held_bytes, defaults.max_held_bytes_per_requester) == (256 << 20, 64 << 20)
+
+
+def test_a_call_is_counted_by_the_request_its_transport_noted_else_by_its_shapes() -> None:
+    policy_input = {
+        "request": {
+            "inputs": [
+                {"name": "customer_ids", "datatype": "INT64", "shape": [2]},
+                {"name": "text", "datatype": "BYTES", "shape": [3]},
+            ]
+        }
+    }
+    message = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"x" * 1000])
+    note_request(None)
+    assert held_bytes(policy_input) == 2 * 8 + 3 * 4  # at least what the shapes take
+    note_request(b"y" * 5000)
+    assert held_bytes(policy_input) == 5000
+    note_request(message)
+    assert held_bytes(policy_input) == message.ByteSize()
+    note_request(None)
+
+
+# -- through a real gateway --------------------------------------------------------------------
+PAD = 600 * KIB  # one call fits a requester's 1 MiB, two do not
+
+
+@dataclasses.dataclass
+class Gateway:
+    grpc: str
+    api: Api
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    folder = tmp_path_factory.mktemp("held-bytes")
+    backend_port = free_port()
+    backend = f"127.0.0.1:{backend_port}"
+    with running(
+        labelgate_command("demo-backend", "--listen", backend), folder / "backend.log", port=backend_port
+    ):
+        approvals = {
+            "sqlite_file": str(folder / "approvals.db"),
+            "hold_timeout_seconds": 60,
+            "node_id": "held-bytes",
+            "max_held_bytes_per_requester": 1024 * KIB,
+            "max_held_bytes": 2048 * KIB,
+        }
+        config, address, admin = gateway_config(folder, backend, approvals)
+        with running_gateway(config, address, folder / "gateway.log"):
+            yield Gateway(address, Api(admin))
+
+
+def padded_call(address: str, bearer: str, **headers: str) -> Future:
+    """A ModelInfer the policy holds (two customer ids) carrying a BYTES input of ``PAD``."""
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    ids = request.inputs.add()
+    ids.name, ids.datatype = "customer_ids", "INT64"
+    ids.shape.append(2)
+    ids.contents.int64_contents.extend([1, 2])
+    pad = request.inputs.add()
+    pad.name, pad.datatype = "pad", "BYTES"
+    pad.shape.append(1)
+    pad.contents.bytes_contents.append(b"p" * PAD)
+    channel = grpc.insecure_channel(address)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    future: Future = stub.ModelInfer.future(
+        request, metadata=[("authorization", f"Bearer {bearer}"), *headers.items()], timeout=50
+    )
+    future.add_done_callback(lambda _: channel.close())
+    return future
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    info = error_info(error)
+    return info.reason if info is not None else ""
+
+
+def held_of(gateway: Gateway, requester: str, bearer: str) -> list[str]:
+    items = gateway.api.get("/api/v1/approvals", bearer).json()["items"]
+    return [i["id"] for i in items if i["requester"] == dev_id(requester) and i["mode"] == "hold"]
+
+
+def test_a_requester_past_their_held_bytes_is_refused_and_others_are_still_held(bounded: Gateway) -> None:
+    steward, other, owner = person("steward"), person("steward"), person("owner")
+    steward_token, owner_token = token(steward, "data-stewards"), token(owner, "data-owners")
+    first = padded_call(bounded.grpc, steward_token)
+    held = bounded.api.pending_of(steward, owner_token)["id"]
+
+    second = padded_call(bounded.grpc, steward_token)
+    with pytest.raises(grpc.RpcError) as refused:
+        second.result(timeout=30)
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(refused.value) == reasons.APPROVAL_HELD_BYTES_EXHAUSTED
+    assert held_of(bounded, steward, owner_token) == [held]  # nothing opened for it
+
+    # Async mode holds nothing: still open to the same requester.
+    queued = padded_call(bounded.grpc, steward_token, **{"x-labelgate-approval": "async"})
+    with pytest.raises(grpc.RpcError) as answered:
+        queued.result(timeout=30)
+    assert reason_of(answered.value) == reasons.APPROVAL_PENDING
+    # Another requester has bytes of their own.
+    theirs = padded_call(bounded.grpc, token(other, "data-stewards"))
+    their_held = bounded.api.pending_of(other, owner_token)["id"]
+
+    # Decided: the bytes come back, and the requester may be held again.
+    assert bounded.api.deny(held, owner_token, "no").status_code == 200
+    with pytest.raises(grpc.RpcError) as denied:
+        first.result(timeout=30)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    third = padded_call(bounded.grpc, steward_token)
+    found: list[str] = []
+    wait_until(lambda: bool(found.extend(held_of(bounded, steward, owner_token)) or found), 20, "held again")
+    for future, approval in ((third, found[0]), (theirs, their_held)):
+        assert bounded.api.deny(approval, owner_token, "no").status_code == 200
+        with pytest.raises(grpc.RpcError) as ended:
+            future.result(timeout=30)
+        assert ended.value.code() is grpc.StatusCode.PERMISSION_DENIED
