@@ -318,6 +318,10 @@ class AuditSettings(Section):
     # once by its hash in this SQLite file for ``labelgate policy impact`` (unset: not kept).
     inputs_file: ConfigPath | None = None
     inputs_retention_days: int = Field(30, ge=1, le=3650)
+    # The inputs' text is kept within this many bytes: past it, the least recently seen go first
+    # (counted as labelgate_errors_total{kind="INPUT_STORE_TRIMMED"}). A caller can make every
+    # call, refused ones too, a new input of up to ~80 KiB. The file adds SQLite's overhead.
+    inputs_max_bytes: int = Field(1 << 30, ge=1 << 20, le=1 << 40)
 
     @model_validator(mode="after")
     def _commit_delay_within_the_deadline(self) -> AuditSettings:

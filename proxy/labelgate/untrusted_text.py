@@ -61,7 +61,7 @@ def shown(text: str) -> str:
     )
 
 
-# The longest text ``bounded`` keeps as it is (``gateway.record``'s ``_RECORDED_TEXT``).
+# The longest text ``bounded`` keeps as it is (records, log lines and spans alike).
 BOUNDED_TEXT = 1024
 
 

@@ -12,7 +12,6 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-import hashlib
 import json
 import queue
 import sqlite3
@@ -33,6 +32,7 @@ from labelgate.logs import get_logger
 from labelgate.migrations import upgrade_sqlite
 from labelgate.policy.cache import cached_from
 from labelgate.timestamps import format_time, utc_now
+from labelgate.untrusted_text import bounded
 
 log = get_logger("labelgate.decision")
 
@@ -67,18 +67,12 @@ class Reserving(Protocol):
     async def record(self, entry: CallRecord) -> None: ...
 
 
-# The writer refuses strings longer than this (audit.records.MAX_STRING); a record must never
-# be refused for what a caller chose to send, or the call's refusal would go unrecorded.
-_RECORDED_TEXT = 1024
-
-
 def recorded_text(value: str) -> str:
-    """``value`` as a record holds it: past ``_RECORDED_TEXT`` characters, its length and a
-    digest instead (no prefix: a long name may be data)."""
-    if len(value) <= _RECORDED_TEXT:
-        return value
-    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"<{len(value)} characters, sha256 {digest}>"
+    """``value`` as a record holds it: past ``BOUNDED_TEXT`` characters, its length and a
+    digest instead (no prefix: a long name may be data). The writer refuses strings longer
+    than ``audit.records.MAX_STRING``; a record must never be refused for what a caller chose
+    to send, or the call's refusal would go unrecorded."""
+    return bounded(value)
 
 
 def audit_event(entry: CallRecord) -> dict[str, Any]:
@@ -259,21 +253,26 @@ def replayable_input(doc: dict[str, Any]) -> dict[str, Any]:
 
 class InputStore:
     """Distinct decision inputs in one SQLite file, keyed by their hash, with how often and
-    when they were seen; inputs not seen for ``retention_days`` are deleted."""
+    when they were seen; inputs not seen for ``retention_days`` are deleted, and so are the
+    least recently seen ones while the inputs' text passes ``max_bytes`` (a caller can make
+    every call a new input: 82 KiB each, refused calls too, found by review). The file keeps
+    SQLite's own overhead and the pages freed by deletes, which later inputs reuse."""
 
-    def __init__(self, path: Path, retention_days: int = 30) -> None:
+    def __init__(self, path: Path, retention_days: int = 30, max_bytes: int = 1 << 30) -> None:
         self.path = Path(path)
         self.retention_seconds = retention_days * 86400
+        self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         upgrade_sqlite(self._db, "inputs")  # versioned schema: labelgate/migrations/inputs
+        self._stored_bytes = self._text_bytes()  # an upper bound between exact counts
 
     @classmethod
     def open_readonly(cls, path: Path) -> InputStore:
         """For readers (``policy impact``): no schema change, no retention, no writes."""
         store = cls.__new__(cls)
-        store.path, store.retention_seconds = Path(path), 0
+        store.path, store.retention_seconds, store.max_bytes = Path(path), 0, 0
         store._db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
         return store
 
@@ -282,27 +281,60 @@ class InputStore:
 
     def add(
         self, new: list[tuple[str, str, dict[str, Any], float]], seen: dict[str, tuple[int, float]]
-    ) -> None:
-        """Insert ``new`` inputs (hash, phase, input, time) and count ``seen`` ones (hash -> (n, last))."""
+    ) -> int:
+        """Insert ``new`` inputs (hash, phase, input, time) and count ``seen`` ones (hash -> (n,
+        last)); the number of inputs deleted to stay within ``max_bytes``."""
+        rows = [
+            (digest, phase, json.dumps(doc, sort_keys=True, separators=(",", ":")), at, at)
+            for digest, phase, doc, at in new
+        ]
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO decision_inputs (hash, phase, input, first_seen, last_seen, seen)"
                 " VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT(hash) DO UPDATE SET"
                 " seen = seen + 1, last_seen = max(last_seen, excluded.last_seen)",
-                [
-                    (digest, phase, json.dumps(doc, sort_keys=True, separators=(",", ":")), at, at)
-                    for digest, phase, doc, at in new
-                ],
+                rows,
             )
             self._db.executemany(
                 "UPDATE decision_inputs SET seen = seen + ?, last_seen = max(last_seen, ?) WHERE hash = ?",
                 [(count, at, digest) for digest, (count, at) in seen.items()],
             )
+            # Counted as if every row were new (a known hash adds nothing): exact only when it
+            # may be over, so a store within its bound is not summed on every batch.
+            self._stored_bytes += sum(len(row[2]) for row in rows)
+            return self._trim() if self._stored_bytes > self.max_bytes else 0
+
+    def _text_bytes(self) -> int:
+        found = self._db.execute("SELECT COALESCE(SUM(LENGTH(input)), 0) FROM decision_inputs").fetchone()
+        return int(found[0])
+
+    def _trim(self) -> int:
+        """Delete the least recently seen inputs down to 90% of ``max_bytes`` (so that the next
+        few batches do not each trim again); how many were deleted."""
+        self._stored_bytes = self._text_bytes()
+        deleted, target = 0, self.max_bytes * 9 // 10
+        while self._stored_bytes > target:
+            oldest = self._db.execute(
+                "SELECT hash, LENGTH(input) FROM decision_inputs ORDER BY last_seen, hash LIMIT 256"
+            ).fetchall()
+            if not oldest:
+                break
+            for digest, size in oldest:
+                if self._stored_bytes <= target:
+                    break
+                self._db.execute("DELETE FROM decision_inputs WHERE hash = ?", (digest,))
+                self._stored_bytes -= size
+                deleted += 1
+        return deleted
 
     def expire(self, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - self.retention_seconds
         with self._transaction():
-            return self._db.execute("DELETE FROM decision_inputs WHERE last_seen < ?", (cutoff,)).rowcount
+            deleted: int = self._db.execute(
+                "DELETE FROM decision_inputs WHERE last_seen < ?", (cutoff,)
+            ).rowcount
+            self._stored_bytes = self._text_bytes()
+            return deleted
 
     def read(self, since: float | None = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
         """(hash, times seen, input) of every input seen at or after ``since`` (unix time), by hash."""
@@ -409,7 +441,10 @@ class InputStoreRecorder:
         with self._lock:
             seen, self._seen = self._seen, {}
         if new or seen:
-            self.store.add(new, seen)
+            trimmed = self.store.add(new, seen)
+            if trimmed:
+                metrics.ERRORS.labels(kind="INPUT_STORE_TRIMMED").inc(trimmed)
+                log.warning("decision input store full: least recently seen inputs deleted", count=trimmed)
 
 
 class Recorders:

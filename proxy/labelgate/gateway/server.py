@@ -193,7 +193,8 @@ def build_recorder(
         assert client is not None
         recorders.append(AuditRecorder(client, audit.fail_open))
     if audit.inputs_file is not None:  # off the hot path: a bounded queue to a writer thread
-        recorders.append(InputStoreRecorder(InputStore(audit.inputs_file, audit.inputs_retention_days)))
+        store = InputStore(audit.inputs_file, audit.inputs_retention_days, audit.inputs_max_bytes)
+        recorders.append(InputStoreRecorder(store))
     if sessions is not None:
         recorders.append(sessions)
     return Recorders(*recorders)  # also the record stage's span
