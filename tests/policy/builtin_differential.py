@@ -263,12 +263,12 @@ ORDINARY_EXPRESSIONS: dict[str, str] = {
     "base64.encode": "base64.encode(input.s)",
     "base64url.encode": "base64url.encode(input.s)",
     "base64url.encode_no_pad": "base64url.encode_no_pad(input.s)",
-    "base64url.decode": "[base64url.decode(input.b64), base64url.decode(base64url.encode(input.s))]",
-    "hex.decode": "hex.decode(input.hex)",
-    "json.is_valid": (
-        "[json.is_valid(json.marshal(input.p)), json.is_valid(input.s), json.is_valid(input.hex)]"
-    ),
-    "json.marshal": "[json.marshal(input.p), json.marshal(input.n), json.marshal(input.s)]",
+    "base64url.decode": "[base64url.decode(input.b64), base64url.decode(input.b64q) == `admin`]",
+    "hex.decode": "[hex.decode(input.hex), hex.decode(input.hexq) == `admin`]",
+    "json.is_valid": '[json.is_valid(`{"a": [1, null]}`), json.is_valid(input.s), json.is_valid(input.hex)]',
+    "json.marshal": "[json.marshal(input.n), json.marshal([input.n, [input.n], null]), json.marshal(null)]",
+    # Text of strings and objects holds `"`: the guard denies it (capabilities.EXACT_REGO).
+    "json.marshal/text": "json.marshal(input.s)",
     "json.marshal/array": "json.marshal(input.b)",
     "urlquery.decode": "urlquery.decode(input.q)",
     # hashes
@@ -336,8 +336,8 @@ ORDINARY_EXPRESSIONS: dict[str, str] = {
         " data.k.es256_public)"
     ),
     "io.jwt.encode_sign_raw": (
-        'io.jwt.encode_sign_raw(json.marshal({"typ": "JWT", "alg": "HS512"}), json.marshal({"sub": input.s}),'
-        " json.marshal(data.k.hs_jwk))"
+        'io.jwt.encode_sign_raw(`{"typ":"JWT","alg":"HS512"}`, concat("", [`{"sub":"`, input.s, `"}`]),'
+        " data.k.hs_jwk_text)"
     ),
 }
 
@@ -480,6 +480,9 @@ _ORDINARY_COMMON: dict[str, Any] = {
     "start": "b",
     "b64": base64.urlsafe_b64encode("labelgate é".encode()).decode(),
     "hex": "6c6162656cc3a9",
+    # Text in double quotes, encoded: rego-cpp decodes it to the text without them (fuzzing).
+    "b64q": base64.urlsafe_b64encode(b'"admin"').decode(),
+    "hexq": b'"admin"'.hex(),
     "day": "2024-03-15",
 }
 
@@ -517,6 +520,7 @@ def key_material() -> dict[str, Any]:
     for alg, curve in curves.items():
         mine[alg], other[alg] = ec.generate_private_key(curve), ec.generate_private_key(curve)
     secret, other_secret = "labelgate-differential-secret-" * 3, "another-secret-of-some-length-" * 3
+    hs_jwk = {"kty": "oct", "k": base64.urlsafe_b64encode(secret.encode()).decode().rstrip("=")}
 
     name = x509.Name(
         [
@@ -549,7 +553,8 @@ def key_material() -> dict[str, Any]:
         "rsa_public": pem_public(mine["rsa"]),
         "rsa_jwks": json.dumps({"keys": [rsa_public_jwk]}),
         "ed25519_public": pem_public(mine["ed25519"]),
-        "hs_jwk": {"kty": "oct", "k": base64.urlsafe_b64encode(secret.encode()).decode().rstrip("=")},
+        "hs_jwk": hs_jwk,
+        "hs_jwk_text": json.dumps(hs_jwk),
         "rsa_jwk": json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(mine["rsa"])),
         "es256_jwk": json.loads(jwt.algorithms.ECAlgorithm.to_jwk(mine["es256"])),
         **{f"{alg}_public": pem_public(mine[alg]) for alg in curves},

@@ -424,3 +424,22 @@ async def test_a_builtin_error_is_a_deny_where_opa_fails_the_body(
     assert (decision.allow, decision.fail_reason) == (False, "POLICY_ERROR")
     # The same body on an input the builtin takes is decided, as in OPA.
     assert (await engine.decide({"n": ["a", "b"]})).allow is (name != "negated_type_test")
+
+
+# The text json.marshal makes of a string or an object holds `"`, which rego-cpp's string
+# builtins read escaped (count 17 where OPA counts 15), and a boolean an `in` made is written
+# `True` there (found by fuzzing): the guard denies both; numbers stay exact.
+@pytest.mark.parametrize(
+    ("condition", "decided"),
+    [
+        ("count(json.marshal(input.o)) <= 15", False),
+        ('json.marshal([1 in {1}]) == "[true]"', False),
+        ('json.marshal([count(input.o), null]) == "[1,null]"', True),
+    ],
+)
+async def test_json_marshal_is_exact_or_a_deny(
+    tmp_path: Path, engine_for: Any, condition: str, decided: bool
+) -> None:
+    engine = await engine_for(write_policy(tmp_path, result_rule(VALID_RESULT, condition)))
+    decision = await engine.decide({"o": {"a": "b c d"}})
+    assert (decision.allow, decision.fail_reason) == ((True, None) if decided else (False, "POLICY_ERROR"))
