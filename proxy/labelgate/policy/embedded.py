@@ -97,6 +97,7 @@ from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
 from labelgate.policy.capabilities import check_source, exact_modules
+from labelgate.policy.compile_check import check_in_child
 from labelgate.policy.contract import (
     EMBEDDED_INPUT_UNSUPPORTED,
     POLICY_ERROR,
@@ -164,18 +165,21 @@ def _load(
     """The modules (``exact_modules`` of the source's) and the source's data."""
     for name, text in modules:
         interpreter.add_module(name, text)
+    interpreter.add_data_json(_data_json(source))
+
+
+def _data_json(source: PolicySource) -> str:
     # Unescaped non-ASCII, as the input goes in (``_InputBuilder``): rego-cpp keeps strings in
     # their escaped form, so "\u00e9" from the data would never equal "é" from the input.
     # No NaN/Infinity: they are not JSON, and OPA has no such numbers. Keys sorted: rego-cpp
     # iterates an object in insertion order, OPA in sorted order.
     try:
-        data = json.dumps(source.data, ensure_ascii=False, allow_nan=False, sort_keys=True)
+        return json.dumps(source.data, ensure_ascii=False, allow_nan=False, sort_keys=True)
     except ValueError as error:
         raise ConfigError(
             reasons.POLICY_DATA_INVALID,
             f"{source.origin}: data is not JSON: {error}",
         ) from error
-    interpreter.add_data_json(data)
 
 
 class _NotBuildable(Exception):
@@ -389,6 +393,8 @@ class _Compiled:
     @classmethod
     def build(cls, source: PolicySource, entrypoint: str) -> _Compiled:
         modules = exact_modules(source.modules)
+        # rego-cpp aborts the process on some policies: a child compiles it first (compile_check.py).
+        check_in_child(modules, _data_json(source), entrypoint, source.origin)
         builder = _interpreter()
         try:
             _load(builder, source, modules)
