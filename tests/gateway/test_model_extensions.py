@@ -558,3 +558,64 @@ async def test_rest_extension_bodies_are_read_only_after_authentication_and_neve
         edge = b'{"parameters": {"a": 9223372036854775807}}'
         loaded = await client.post("/v2/repository/models/sentiment/load", content=edge, headers=as_admin())
         assert loaded.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "request_type"),
+    [("RepositoryIndex", ext.RepositoryIndexRequest), ("ModelStatistics", ext.ModelStatisticsRequest)],
+)
+async def test_one_upstream_failing_a_fan_out_cancels_the_calls_still_out(
+    method: str, request_type: type[Any]
+) -> None:
+    """The caller was refused at the first failure, but the call to an upstream still
+    answering ran on until that upstream's timeout (``asyncio.gather`` does not cancel)."""
+    asked, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def stall(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        asked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    async def fail_once_the_other_is_asked(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await asked.wait()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
+        raise AssertionError("unreachable")
+
+    servers = []
+    for handler in (stall, fail_once_the_other_is_asked):
+        server = grpc.aio.server()
+        handlers = {method: grpc.unary_unary_rpc_method_handler(handler)}
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE.strip("/"), handlers)])
+        servers.append((server, f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"))
+        await server.start()
+    # Far beyond this test's wait: the stalled call ending is the gateway's cancel.
+    timeout = {"timeout_seconds": 3600}
+    gateway = await started(
+        Gateway(
+            settings(
+                [
+                    {"name": "a", "address": servers[0][1], "models": ["customer-*"], **timeout},
+                    {"name": "b", "address": servers[1][1], "models": ["sentiment"], **timeout},
+                ]
+            )
+        )
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            ask = channel.unary_unary(
+                f"{SERVICE}/{method}", request_serializer=request_type.SerializeToString
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await ask(request_type(), metadata=tuple(as_analyst().items()), timeout=120)
+        info = error_info(caught.value)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert info is not None and info.reason == "UPSTREAM_UNAVAILABLE"
+        await asyncio.wait_for(cancelled.wait(), 20)
+    finally:
+        await gateway.stop(0)
+        for server, _ in servers:
+            await server.stop(0)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -160,13 +161,15 @@ async def directory_serving(list_customers: ListCustomers) -> AsyncIterator[str]
 
 
 @contextlib.asynccontextmanager
-async def gateway_in_process(upstream: str, **overrides: Any) -> AsyncIterator[str]:
+async def gateway_in_process(
+    upstream: str, *, upstream_timeout: float = 30, **overrides: Any
+) -> AsyncIterator[str]:
     """A gateway in this process in front of ``upstream``; its listen address."""
     settings = GatewaySettings(
         **{
             "listen": f"127.0.0.1:{free_port()}",
             "admin_listen": None,
-            "upstream": {"address": upstream},
+            "upstream": {"address": upstream, "timeout_seconds": upstream_timeout},
             "policy": {"dir": str(REPO / "rego")},
             "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
             "masking": {"hash_key": "routes-test-hash-key"},
@@ -393,3 +396,95 @@ async def test_a_routed_client_stream_with_one_reply_is_relayed_and_classified(t
                 reply = await upload(chunks(), metadata=token("ann", "analysts"), timeout=10)
     assert reply == bytes([8, 3]), "the receipt, released: its one field is public"
     assert received == [bytes([8, number]) for number in (1, 2, 3)]
+
+
+def expired_within_leeway(sub: str, *groups: str) -> tuple[tuple[str, str]]:
+    """A token the verifier still accepts (its ``exp`` passed 10 s ago, within the 30 s
+    leeway) and a stream refuses at its first reply (``still_valid``: TOKEN_EXPIRED)."""
+    token = mint_dev_token(sub, list(groups), 300, now=time.time() - 310)
+    return (("authorization", f"Bearer {token}"),)
+
+
+@contextlib.asynccontextmanager
+async def stalling_upstream(*replies: demo_pb2.Customer) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A directory upstream whose ListCustomers sends ``replies``, then waits until it is
+    cancelled, which sets the event it yields: the upstream's own view of its stream ending."""
+    cancelled = asyncio.Event()
+
+    async def send_then_stall(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        for reply in replies:
+            yield reply.SerializeToString()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with directory_serving(send_then_stall) as upstream:
+        yield upstream, cancelled
+
+
+async def _refused(listen: str, metadata: tuple[tuple[str, str], ...]) -> grpc.aio.AioRpcError:
+    async with grpc.aio.insecure_channel(listen) as channel:
+        stub = demo_pb2_grpc.CustomerDirectoryStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            ask = demo_pb2.ListCustomersRequest(customer_ids=[1])
+            # The caller's deadline bounds the upstream call too: far beyond the tests' waits.
+            async for _ in stub.ListCustomers(ask, metadata=metadata, timeout=CALLER_DEADLINE):
+                pass
+    return caught.value
+
+
+# Far beyond how long the tests wait (20 s): an upstream stream ending is the gateway's cancel.
+LONG_UPSTREAM_TIMEOUT = 3600
+CALLER_DEADLINE = 120
+
+
+@pytest.mark.parametrize(
+    ("split_values", "reason"), [("per_message", "TOKEN_EXPIRED"), ("hold", "STREAM_VALUE_SPLIT")]
+)
+async def test_a_routed_stream_the_gateway_refuses_is_cancelled_upstream(
+    tmp_path: Path, split_values: str, reason: str
+) -> None:
+    """A refusal mid-stream (a reply refused as it is released, or a value split across
+    replies found while they are held) ended the caller's stream, but the upstream's ran on
+    until the upstream timeout: the refusal's traceback kept the handler's frame, and the
+    upstream call with it, alive. Now it is cancelled, as ``ModelStreamInfer``'s is."""
+    # The last piece is longer than the carry window: the pieces before it are scanned then.
+    words = " thanks" * 100
+    pieces = [demo_pb2.Customer(notes=piece) for piece in ("card 4111 11", "11 1111 1111", words)]
+    route = {
+        "method_prefix": DIRECTORY,
+        "descriptor_set": str(descriptor_set(tmp_path)),
+        "split_values": split_values,
+    }
+    metadata = (
+        expired_within_leeway("ann", "analysts") if reason == "TOKEN_EXPIRED" else token("ann", "analysts")
+    )
+    async with (
+        stalling_upstream(*pieces) as (upstream, cancelled),
+        gateway_in_process(upstream, upstream_timeout=LONG_UPSTREAM_TIMEOUT, routes=[route]) as listen,
+    ):
+        refused = await _refused(listen, metadata)
+        info = error_info(refused)
+        assert info is not None and info.reason == reason, refused
+        await asyncio.wait_for(cancelled.wait(), 20)
+
+
+async def test_an_opaque_stream_the_gateway_refuses_is_cancelled_upstream(tmp_path: Path) -> None:
+    """The opaque route's end by the token that opened it (TOKEN_EXPIRED) likewise left the
+    upstream's stream open until the upstream timeout."""
+    policy = {"dir": str(opaque_policy(tmp_path))}
+    async with (
+        stalling_upstream(demo_pb2.Customer(customer_id=1)) as (upstream, cancelled),
+        gateway_in_process(
+            upstream,
+            upstream_timeout=LONG_UPSTREAM_TIMEOUT,
+            policy=policy,
+            routes=[{"method_prefix": DIRECTORY}],
+        ) as listen,
+    ):
+        refused = await _refused(listen, expired_within_leeway("ann", "analysts"))
+        info = error_info(refused)
+        assert info is not None and info.reason == "TOKEN_EXPIRED", refused
+        await asyncio.wait_for(cancelled.wait(), 20)

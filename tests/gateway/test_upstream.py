@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings, UpstreamSettings
+from labelgate.errors import ResourceExhausted
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.upstream import Upstream, UpstreamStatus, upstream_error
 from tests.gateway.harness import CATALOG
@@ -74,11 +77,114 @@ def test_a_size_error_worded_by_an_upstream_says_only_the_gateways_words() -> No
     assert "4111" not in error.message and "1024" in error.message
 
 
-def test_a_request_grpc_would_not_send_is_the_gateways_refusal_not_the_upstreams() -> None:
-    text = "CLIENT: Sent message larger than max (200 vs. 100)"
-    error = upstream_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, text), 100)
-    assert (error.reason, error.http_status) == ("REQUEST_TOO_LARGE", 413)
-    assert "(100 bytes)" in error.message and "200" not in error.message
+@contextlib.asynccontextmanager
+async def echo_upstream(
+    abort: tuple[grpc.StatusCode, str] | None = None,
+) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A real gRPC server on loopback answering every method with what it was sent (or
+    aborting with ``abort``), in every call shape; what reached it is kept."""
+    received: list[bytes] = []
+
+    async def answer(context: grpc.aio.ServicerContext) -> bytes:
+        if abort is not None:
+            await context.abort(*abort)
+        return b"".join(received)
+
+    async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        received.append(request)
+        return await answer(context)
+
+    async def client_stream(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        async for request in requests:
+            received.append(request)
+        return await answer(context)
+
+    async def both_streams(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for request in requests:
+            received.append(request)
+            yield request
+
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+        "BothStreams": grpc.stream_stream_rpc_method_handler(both_streams),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Echo", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", received
+    finally:
+        await server.stop(0)
+
+
+async def _messages(*messages: bytes) -> AsyncIterator[bytes]:
+    for message in messages:
+        yield message
+
+
+async def test_a_request_grpc_would_not_send_is_the_gateways_refusal_not_the_upstreams() -> None:
+    """Decided from the gateway's own facts: the request's serialized size against the limit,
+    before anything is sent (unary, client stream, streamed writes), never from a status text."""
+    limit, small, large = 100, b"x" * 10, b"y" * 101
+    async with echo_upstream() as (address, received):
+        upstream = Upstream(UpstreamSettings(address=address), limit)
+        try:
+            refusals = []
+            unary = upstream.unary_unary("/test.Echo/Unary", None, None)
+            assert await unary(small, timeout=10) == small, "the control: within the limit it is sent"
+            with pytest.raises(ResourceExhausted) as caught:
+                await unary(large, timeout=10)
+            refusals.append(caught.value)
+            client_stream = upstream.stream_unary("/test.Echo/ClientStream", None, None)
+            with pytest.raises(ResourceExhausted) as caught:
+                await client_stream(_messages(small, large), timeout=10)
+            refusals.append(caught.value)
+            both = upstream.stream_stream("/test.Echo/BothStreams", None, None)
+            with pytest.raises(ResourceExhausted) as caught:
+                async for _ in both(_messages(small, large), timeout=10):
+                    pass
+            refusals.append(caught.value)
+            written = both(timeout=10)
+            with pytest.raises(ResourceExhausted) as caught:
+                await written.write(large)
+            written.cancel()
+            refusals.append(caught.value)
+        finally:
+            await upstream.close()
+    for error in refusals:
+        assert (error.reason, error.http_status) == ("REQUEST_TOO_LARGE", 413)
+        assert f"({limit} bytes)" in error.message
+    assert large not in received, "nothing over the limit reached the upstream"
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "CLIENT: Sent message larger than max (1 vs. 0)"),
+        (grpc.StatusCode.INTERNAL, "failed to deserialize"),
+        (grpc.StatusCode.INTERNAL, "Exception deserializing request!"),
+    ],
+)
+async def test_an_upstream_cannot_word_its_failure_into_another_reason(
+    code: grpc.StatusCode, text: str
+) -> None:
+    """An upstream aborting with grpc's own words for a request too large to send made the
+    caller's record say REQUEST_TOO_LARGE (and "deserialize", UPSTREAM_MALFORMED): the
+    request was sent, and the failure is the upstream's, ``UPSTREAM_<CODE>``."""
+    assert upstream_error(FakeRpcError(code, text), 100).reason == f"UPSTREAM_{code.name}"
+    async with echo_upstream(abort=(code, text)) as (address, received):
+        upstream = Upstream(UpstreamSettings(address=address), 100)
+        try:
+            with pytest.raises(UpstreamStatus) as caught:
+                await upstream.unary_unary("/test.Echo/Unary", None, None)(b"x", timeout=10)
+        finally:
+            await upstream.close()
+    assert (caught.value.code, caught.value.reason) == (code, f"UPSTREAM_{code.name}")
+    assert text not in caught.value.message and received == [b"x"]
 
 
 async def test_a_caller_value_an_upstream_cannot_take_is_left_out() -> None:

@@ -49,7 +49,7 @@ class ModelDirectory:
     ) -> ext.RepositoryIndexResponse:
         async def send(message: Message) -> Message:
             upstreams = self.router.upstreams()
-            replies = await asyncio.gather(*(send_to(upstream, message) for upstream in upstreams))
+            replies = await every_reply(send_to, upstreams, message)
             return merged_index(self.router, list(zip(upstreams, replies, strict=True)))
 
         async def narrow(subject: Subject, reply: Message) -> Message:
@@ -69,7 +69,7 @@ class ModelDirectory:
         async def send(message: Message) -> Message:
             # Routed when sent (after authentication and the request phase), like every call.
             upstreams = [self.router.for_model(request.name)] if request.name else self.router.upstreams()
-            replies = await asyncio.gather(*(send_to(upstream, message) for upstream in upstreams))
+            replies = await every_reply(send_to, upstreams, message)
             return merged_statistics(self.router, list(zip(upstreams, replies, strict=True)))
 
         async def narrow(subject: Subject, reply: Message) -> Message:
@@ -83,6 +83,23 @@ class ModelDirectory:
         reply = await self.pipeline.unary_message(call, target, request, send, narrow, gate)
         assert isinstance(reply, ext.ModelStatisticsResponse)
         return reply
+
+
+async def every_reply(send_to: SendTo, upstreams: Sequence[UpstreamEdge], message: Message) -> list[Message]:
+    """Each upstream's reply to ``message``, in order; the first failure fails the call and
+    cancels the calls still out (``asyncio.gather`` leaves them running, each until its
+    upstream's timeout, after the caller has had its answer)."""
+
+    async def ask(upstream: UpstreamEdge) -> Message:
+        return await send_to(upstream, message)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(ask(upstream)) for upstream in upstreams]
+    except BaseExceptionGroup as failed:
+        # The first failure is the caller's status; the others are the same call's.
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 # The methods about one named model whose every answer tells the caller that the model exists

@@ -17,7 +17,7 @@ import json
 import socket
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -142,13 +142,15 @@ class RestGateway:
         model = "/v2/models/{model}"
         versioned = "/v2/models/{model}/versions/{version}"
         routes = [
-            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2", bodiless(self.server_metadata), methods=["GET"]),
             Route(
-                "/v2/health/live", self.health("ServerLive", pb.ServerLiveRequest, "live"), methods=["GET"]
+                "/v2/health/live",
+                bodiless(self.health("ServerLive", pb.ServerLiveRequest, "live")),
+                methods=["GET"],
             ),
             Route(
                 "/v2/health/ready",
-                self.health("ServerReady", pb.ServerReadyRequest, "ready"),
+                bodiless(self.health("ServerReady", pb.ServerReadyRequest, "ready")),
                 methods=["GET"],
             ),
         ]
@@ -159,8 +161,8 @@ class RestGateway:
         routes += ExtensionRoutes(self).routes()
         for path in (model, versioned):
             routes += [
-                Route(path, self.model_metadata, methods=["GET"]),
-                Route(f"{path}/ready", self.model_ready, methods=["GET"]),
+                Route(path, bodiless(self.model_metadata), methods=["GET"]),
+                Route(f"{path}/ready", bodiless(self.model_ready), methods=["GET"]),
                 Route(f"{path}/infer", self.infer, methods=["POST"]),
             ]
         routes += self.shared_memory_routes()
@@ -329,9 +331,18 @@ class RestGateway:
                 Target(service=SERVICE, model=name),
                 lambda body: rest.infer_request(name, version, body, length, max_raw_bytes=limit),
             )
-            deadline = client_deadline(message)
-            if deadline is not None:  # this request's own task: the context variable is its own
-                set_deadline(deadline)
+        except LabelgateError as error:
+            return error_response(error)
+        deadline = client_deadline(message)
+        if deadline is not None:  # this request's own task (and the call's, a copy of its context)
+            set_deadline(deadline)
+        # The body is read: from here on a caller that hangs up cancels the call.
+        return await unless_hung_up(request, self._infer(call, name, message, reply_format))
+
+    async def _infer(
+        self, call: Call, name: str, message: pb.ModelInferRequest, reply_format: rest.ReplyFormat
+    ) -> Response:
+        try:
             content, header_length = await self.pipeline.infer_as(
                 call,
                 message,
@@ -380,6 +391,58 @@ class RestGateway:
             chunks.append(chunk)
         body = b"".join(chunks)
         return body if coding is None else inflate(body, coding, self.max_body_bytes)
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+# What the route of a caller who hung up answers: nobody reads it (nginx's "client closed").
+_HUNG_UP = 499
+
+
+async def unless_hung_up(request: Request, work: Coroutine[Any, Any, Response]) -> Response:
+    """``work`` (a call in the pipeline) in a task of its own, cancelled if the caller hangs
+    up first, as grpc cancels a gRPC call's task: a held call is then abandoned, not left
+    pending for a grant to run it upstream for nobody (``approvals/stage.py``), and a call
+    in flight is recorded as cancelled, not as delivered. Only once the request's body is
+    read: the watcher reads what is left of it (just the disconnect). It stops before the
+    response starts, so a streaming response's own disconnect listener is undisturbed."""
+    serving = asyncio.create_task(work)  # the context is copied: the caller's deadline too
+    gone = asyncio.create_task(_hung_up(request.receive))
+    try:
+        await asyncio.wait((serving, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # this route's own task: the server is stopping
+        serving.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if serving.done():
+        return serving.result()
+    serving.cancel()
+    # Its cancellation runs to the end (the hold abandoned, the call recorded) before the
+    # route returns; how it ended goes nowhere: nobody is there to be told.
+    await asyncio.wait((serving,))
+    if not serving.cancelled():
+        serving.exception()
+    return Response(status_code=_HUNG_UP)
+
+
+async def _hung_up(receive: Receive) -> None:
+    """Returns when the client disconnects (ASGI ``http.disconnect``), and only then; whatever
+    else it reads (a body no route reads) is dropped."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception as error:  # not a hang-up: the call goes on, unwatched
+        log.warning("cannot watch a REST caller for a hang-up", error_type=type(error).__name__)
+        await asyncio.get_running_loop().create_future()
+
+
+def bodiless(route: Handler) -> Handler:
+    """A route that reads no body, served ``unless_hung_up``."""
+
+    async def served(request: Request) -> Response:
+        return await unless_hung_up(request, route(request))
+
+    return served
 
 
 # Bodies from this size on are parsed in a worker thread (``RestGateway.parsed_body``).

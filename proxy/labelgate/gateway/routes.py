@@ -11,7 +11,7 @@ the method with no data labels (the default policy denies).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,15 +151,32 @@ class OpaqueCall:
                 metadata=self.upstream.metadata(call.metadata),
                 timeout=self.upstream.timeout(context),
             )
+            mapped = _mapped(stream)
             # The replies are not decided one by one (nothing in them is known), but the
             # stream's end is recorded as a typed stream's is, and it ends with its token.
-            async for reply in self.pipeline.upstream_replies(call, subject, target, _mapped(stream)):
-                try:
-                    still_valid(subject)
-                except LabelgateError as error:
-                    await self.pipeline.record_failure(call, subject, target, error)
-                    raise
-                yield reply
+            replies = self.pipeline.upstream_replies(call, subject, target, mapped)
+            try:
+                async for reply in replies:
+                    try:
+                        still_valid(subject)
+                    except LabelgateError as error:
+                        await self.pipeline.record_failure(call, subject, target, error)
+                        raise
+                    yield reply
+            finally:
+                await _ended(stream, replies, mapped)
+
+
+async def _ended(upstream_call: Any, *replies: AsyncIterator[Any]) -> None:
+    """However a routed stream ends (the upstream's end, a refusal, the caller leaving), its
+    upstream call is cancelled (a no-op once it ended), as ``model_stream_infer``'s is, and the
+    generators reading it are closed, outermost first. Left to the garbage collector they stay
+    open: a refusal's traceback keeps the handler's frame alive, and the upstream goes on
+    streaming into the gateway until its deadline."""
+    upstream_call.cancel()
+    for generator in replies:
+        if isinstance(generator, AsyncGenerator):
+            await generator.aclose()
 
 
 async def _relay(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -272,10 +289,13 @@ def typed_handler(
                     await pipeline.record_failure(call, subject, target, error)
                     raise
                 mapped = _mapped(replies, relay)
-                if hold_split_values:
-                    mapped = held(mapped, pipeline.split_values())
-                async for reply in pipeline.upstream_replies(call, subject, target, mapped):
-                    yield await pipeline.release_reply(call, subject, target, reply)
+                kept = held(mapped, pipeline.split_values()) if hold_split_values else mapped
+                checked = pipeline.upstream_replies(call, subject, target, kept)
+                try:
+                    async for reply in checked:
+                        yield await pipeline.release_reply(call, subject, target, reply)
+                finally:
+                    await _ended(replies, checked, kept, mapped)
         finally:
             metrics.ACTIVE_STREAMS.dec()
 

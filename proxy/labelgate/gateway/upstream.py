@@ -180,37 +180,36 @@ class Upstream(UpstreamEdge):
     # grpc.aio does not fail a call whose response does not parse: it logs and hands back
     # None (grpc._common.deserialize). These wrappers turn that None into MalformedUpstream,
     # so a garbled upstream message is INTERNAL and never reaches the pipeline as a response.
+    # They also serialize each request themselves (grpc's channel gets bytes), so a request
+    # over the limit is refused by the gateway before grpc would refuse to send it.
     def unary_unary(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         return _CheckedUnary(
-            self.channel.unary_unary(method, request_serializer=serialize, response_deserializer=deserialize),
-            self.max_message_bytes,
+            self.channel.unary_unary(method, response_deserializer=deserialize),
+            _Encoder(serialize, self.max_message_bytes),
             self,
         )
 
     def unary_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         return _CheckedStreams(
-            self.channel.unary_stream(
-                method, request_serializer=serialize, response_deserializer=deserialize
-            ),
-            self.max_message_bytes,
+            self.channel.unary_stream(method, response_deserializer=deserialize),
+            _Encoder(serialize, self.max_message_bytes),
+            client_streams=False,
         )
 
     def stream_unary(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         # A client stream, one reply: checked as a unary reply is.
         return _CheckedUnary(
-            self.channel.stream_unary(
-                method, request_serializer=serialize, response_deserializer=deserialize
-            ),
-            self.max_message_bytes,
+            self.channel.stream_unary(method, response_deserializer=deserialize),
+            _Encoder(serialize, self.max_message_bytes),
             self,
+            client_streams=True,
         )
 
     def stream_stream(self, method: str, serialize: Codec | None, deserialize: Codec | None) -> Any:
         return _CheckedStreams(
-            self.channel.stream_stream(
-                method, request_serializer=serialize, response_deserializer=deserialize
-            ),
-            self.max_message_bytes,
+            self.channel.stream_stream(method, response_deserializer=deserialize),
+            _Encoder(serialize, self.max_message_bytes),
+            client_streams=True,
         )
 
     async def reachable(self, within: float = 1.0) -> bool:
@@ -342,35 +341,37 @@ class Router:
 
 
 def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = None) -> LabelgateError:
-    """Map an upstream failure: its status code is kept, its text never travels on.
+    """Map an upstream failure: its status code is kept, its text never travels on, and the
+    reason is always ``UPSTREAM_<CODE>``, never read from that text (the upstream chooses it).
 
     The caller gets ``UPSTREAM_<CODE>`` and a message of the gateway's own; the log gets
-    the code and a keyed digest of the upstream's text."""
+    the code and a keyed digest of the upstream's text. A request too large to send is the
+    gateway's own refusal, made before sending (``_Encoder``), and a reply that does not
+    parse is found by parsing it (``_parsed``): neither is read from this status."""
     details = error.details() or ""
     code = error.code()
-    if code == grpc.StatusCode.INTERNAL and "deserializ" in details.lower():
-        return MalformedUpstream("the upstream sent a message that does not parse")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _LOCAL_SIZE_LIMIT in details:
         # grpc words it from the gateway's side ("CLIENT: ..."). Its text is not repeated: an
-        # upstream could send the same words followed by anything.
+        # upstream could send the same words followed by anything. (The reason is the same
+        # whoever wrote them: only this wording is chosen by the text.)
         limit = f" ({max_message_bytes} bytes)" if max_message_bytes else ""
         return UpstreamStatus(
             code, f"the upstream's response is larger than this gateway's limits.max_message_bytes{limit}"
-        )
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _LOCAL_SEND_LIMIT in details:
-        # The request never left: grpc refused to send it, the gateway's limit, not the
-        # upstream's failure (a REST body's JSON numbers grow when written as raw tensors).
-        limit = f" ({max_message_bytes} bytes)" if max_message_bytes else ""
-        return ResourceExhausted(
-            oip_reasons.REQUEST_TOO_LARGE,
-            f"the request as sent upstream is larger than limits.max_message_bytes{limit}",
         )
     log.warning("upstream error", code=code.name, text_digest=text_digest(details))
     return UpstreamStatus(code, f"the upstream failed with {code.name}")
 
 
 _LOCAL_SIZE_LIMIT = "CLIENT: Received message larger than max"
-_LOCAL_SEND_LIMIT = "CLIENT: Sent message larger than max"
+
+
+def request_too_large(limit: int) -> ResourceExhausted:
+    """A request the gateway will not send: larger, serialized, than its own limit (grpc
+    would refuse it too, ``grpc.max_send_message_length``)."""
+    return ResourceExhausted(
+        oip_reasons.REQUEST_TOO_LARGE,
+        f"the request as sent upstream is larger than limits.max_message_bytes ({limit} bytes)",
+    )
 
 
 class MalformedUpstream(LabelgateError):
@@ -395,16 +396,79 @@ def client_failure(error: Exception, upstream: str | None = None) -> UpstreamSta
     return UpstreamStatus(grpc.StatusCode.UNAVAILABLE, "the upstream failed with UNAVAILABLE")
 
 
+class _Encoder:
+    """A request's bytes as the upstream gets them, refused when larger than the limit: the
+    gateway's own fact (a REST body's JSON numbers grow when written as raw tensors), not a
+    status an upstream could word the same way."""
+
+    def __init__(self, serialize: Codec | None, limit: int) -> None:
+        self._serialize = serialize
+        self.limit = limit
+
+    def __call__(self, message: Any) -> bytes:
+        if self._serialize is None:
+            data: bytes = message  # already bytes (an opaque call's)
+        else:
+            try:
+                data = self._serialize(message)
+            except Exception as error:  # as grpc's own serializer failing: the call fails
+                raise client_failure(error) from None
+        if len(data) > self.limit:
+            raise request_too_large(self.limit)
+        return data
+
+    def stream(self, requests: AsyncIterator[Any] | None) -> _EncodedStream | None:
+        return None if requests is None else _EncodedStream(requests, self)
+
+
+class _EncodedStream:
+    """A client stream's messages, encoded as grpc's request pump reads them. That pump
+    swallows what its iterator raises and cancels the call: a refusal is kept here, so the
+    call ends with it (``check``), not with the cancel."""
+
+    def __init__(self, requests: AsyncIterator[Any], encode: _Encoder) -> None:
+        self._requests = requests
+        self._encode = encode
+        self.refusal: LabelgateError | None = None
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        async for request in self._requests:
+            try:
+                data = self._encode(request)
+            except LabelgateError as error:
+                self.refusal = error
+                raise
+            yield data
+
+    def check(self) -> None:
+        """Raise the refusal that cancelled the call, unless this task is being cancelled
+        itself (then the cancellation is what it is)."""
+        task = asyncio.current_task()
+        if self.refusal is not None and not (task is not None and task.cancelling()):
+            raise self.refusal
+
+
 class _CheckedUnary:
-    def __init__(self, multicallable: Any, limit: int, upstream: UpstreamEdge) -> None:
+    def __init__(
+        self, multicallable: Any, encode: _Encoder, upstream: UpstreamEdge, *, client_streams: bool = False
+    ) -> None:
         self._multicallable = multicallable
-        self._limit = limit
+        self._encode = encode
+        self._limit = encode.limit
         self._upstream = upstream
+        self._client_streams = client_streams
 
     async def __call__(self, request: Any, **kwargs: Any) -> Any:
+        # A single request too large is refused here: nothing is sent, nothing is timed.
+        sent = self._encode.stream(request) if self._client_streams else None
+        outgoing = sent.messages() if sent is not None else self._encode(request)
         started = time.perf_counter()
         try:
-            reply = _parsed(await self._multicallable(request, **kwargs))
+            reply = _parsed(await self._multicallable(outgoing, **kwargs))
+        except asyncio.CancelledError:
+            if sent is not None:
+                sent.check()
+            raise
         except grpc.aio.AioRpcError as error:
             self._upstream.observe(time.perf_counter() - started, error.code().name)
             raise upstream_error(error, self._limit) from None
@@ -421,26 +485,37 @@ class _CheckedUnary:
 
 
 class _CheckedStreams:
-    def __init__(self, multicallable: Any, limit: int) -> None:
+    def __init__(self, multicallable: Any, encode: _Encoder, *, client_streams: bool) -> None:
         self._multicallable = multicallable
-        self._limit = limit
+        self._encode = encode
+        self._client_streams = client_streams
 
-    def __call__(self, *args: Any, **kwargs: Any) -> _CheckedStreamCall:
+    def __call__(self, request: Any = None, **kwargs: Any) -> _CheckedStreamCall:
+        # A client stream: its iterator's messages (none: written with ``write``); else the
+        # one request, refused here if too large.
+        sent = self._encode.stream(request) if self._client_streams else None
+        outgoing: bytes | AsyncIterator[bytes] | None = None
+        if not self._client_streams:
+            outgoing = self._encode(request)
+        elif sent is not None:
+            outgoing = sent.messages()
         try:
-            call = self._multicallable(*args, **kwargs)
+            call = self._multicallable(outgoing, **kwargs)
         except LabelgateError:
             raise
         except Exception as error:  # e.g. UsageError: the channel is closed
             raise client_failure(error) from None
-        return _CheckedStreamCall(call, self._limit)
+        return _CheckedStreamCall(call, self._encode, sent)
 
 
 class _CheckedStreamCall:
     """The upstream stream call (write, done_writing, cancel, ...) with checked replies."""
 
-    def __init__(self, call: Any, limit: int) -> None:
+    def __init__(self, call: Any, encode: _Encoder, sent: _EncodedStream | None = None) -> None:
         self._call = call
-        self._limit = limit
+        self._encode = encode
+        self._limit = encode.limit
+        self._sent = sent
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)
@@ -449,8 +524,9 @@ class _CheckedStreamCall:
         return self._replies()
 
     async def write(self, message: Any) -> None:
+        data = self._encode(message)  # too large: refused, and the call is left to its owner
         try:
-            await self._call.write(message)
+            await self._call.write(data)
         except grpc.aio.AioRpcError as error:
             raise upstream_error(error, self._limit) from None
         except LabelgateError:
@@ -462,6 +538,10 @@ class _CheckedStreamCall:
         try:
             async for reply in self._call:
                 yield _parsed(reply)
+        except asyncio.CancelledError:
+            if self._sent is not None:
+                self._sent.check()
+            raise
         except grpc.aio.AioRpcError as error:
             raise upstream_error(error, self._limit) from None
         except LabelgateError:

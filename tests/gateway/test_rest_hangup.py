@@ -1,0 +1,224 @@
+"""A REST caller that hangs up while its call is in the pipeline: the call is cancelled, as
+grpc cancels a gRPC call's task. A held call was left pending, and a later grant ran it
+upstream and recorded it delivered to nobody; a call in flight kept its upstream call open.
+
+A real gateway in this process (approvals on a SQLite file), a gRPC upstream on loopback that
+counts what it is asked, and a raw HTTP client whose connection the test closes itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.approvals import events as approval_events
+from labelgate.auth import mint_dev_token
+from labelgate.config import GatewaySettings
+from labelgate.gateway.server import Gateway
+from tests.support.procs import REPO, free_port
+
+SERVICE = "inference.GRPCInferenceService"
+# Far beyond how long the tests wait (20 s): an upstream call ending is the gateway's cancel.
+UPSTREAM_TIMEOUT = 3600
+BODY = json.dumps(
+    {"inputs": [{"name": "customer_ids", "datatype": "INT64", "shape": [2], "data": [1, 2]}]}
+).encode()
+
+
+class Upstream:
+    """``ModelInfer`` and ``ModelMetadata`` on loopback: each call is counted, then answered at
+    once, or (``stall``) held until it is cancelled, which sets ``cancelled``."""
+
+    def __init__(self, *, stall: bool = False) -> None:
+        self.stall = stall
+        self.calls = 0
+        self.asked, self.cancelled = asyncio.Event(), asyncio.Event()
+
+    async def _called(self) -> None:
+        self.calls += 1
+        self.asked.set()
+        if self.stall:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+
+    async def infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await self._called()
+        return pb.ModelInferResponse(model_name="customer-profile", id="1").SerializeToString()
+
+    async def metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await self._called()
+        return pb.ModelMetadataResponse(name="customer-profile", platform="test").SerializeToString()
+
+
+@contextlib.asynccontextmanager
+async def serving(upstream: Upstream) -> AsyncIterator[tuple[str, grpc.aio.Server]]:
+    """The upstream on loopback: its address, and its server (stopped first by a test whose
+    gateway would otherwise wait for a stalled call to end)."""
+    server = grpc.aio.server()
+    handlers = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(upstream.infer),
+        "ModelMetadata": grpc.unary_unary_rpc_method_handler(upstream.metadata),
+    }
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", server
+    finally:
+        await server.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def gateway_with_approvals(tmp: Path, upstream: str) -> AsyncIterator[Gateway]:
+    settings = GatewaySettings(
+        listen=f"127.0.0.1:{free_port()}",
+        rest_listen=f"127.0.0.1:{free_port()}",
+        admin_listen=None,
+        upstream={"address": upstream, "timeout_seconds": UPSTREAM_TIMEOUT},
+        policy={"dir": str(REPO / "rego")},
+        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        masking={"hash_key": "rest-hangup-test-hash-key-0123456789"},
+        auth={"jwt": {"trust_dev_key": True}},
+        approvals={
+            "sqlite_file": str(tmp / "approvals.db"),
+            "hold_timeout_seconds": UPSTREAM_TIMEOUT,
+            "node_id": "rest-hangup",
+            "public_url": "http://127.0.0.1:1",
+        },
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def approval_events_seen() -> AsyncIterator[Callable[[str], asyncio.Future[dict[str, Any]]]]:
+    """``first(event)``: a future of the next approval event of that name (this process's)."""
+    waiting: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
+
+    def sink(event: str, payload: dict[str, Any]) -> None:
+        for name, future in waiting:
+            if name == event and not future.done():
+                future.set_result(payload)
+
+    def first(event: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiting.append((event, future))
+        return future
+
+    approval_events.add_sink(sink)
+    try:
+        yield first
+    finally:
+        approval_events.remove_sink(sink)
+
+
+async def send(
+    rest_listen: str, token: str, method: str = "POST", path: str = "/infer"
+) -> asyncio.StreamWriter:
+    """A whole request (an infer's body with a POST) sent on a connection of its own; its
+    writer, to hang up with."""
+    host, port = rest_listen.rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    body = BODY if method == "POST" else b""
+    head = (
+        f"{method} /v2/models/customer-profile{path} HTTP/1.1\r\nHost: t\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    await writer.drain()
+    return writer
+
+
+async def hang_up(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def test_a_held_rest_call_whose_caller_hangs_up_is_abandoned_and_never_sent(tmp_path: Path) -> None:
+    upstream = Upstream()
+    steward = mint_dev_token("stew-hangup", ["data-stewards"], 300)
+    async with (
+        serving(upstream) as (address, _),
+        gateway_with_approvals(tmp_path, address) as gateway,
+        approval_events_seen() as first,
+    ):
+        assert gateway.settings.rest_listen is not None and gateway.approvals is not None
+        requested, abandoned = first("approval.requested"), first("approval.abandoned")
+        writer = await send(gateway.settings.rest_listen, steward)
+        held = await asyncio.wait_for(requested, 20)
+        try:
+            await hang_up(writer)
+            ended = await asyncio.wait_for(abandoned, 20)
+            assert ended["approval_id"] == held["approval_id"]
+            final = await gateway.approvals.get(held["approval_id"])
+            assert final is not None and final.state == "abandoned", final
+        finally:
+            # Left pending (the failure this tests), the held call would hold up the
+            # gateway's stop: its REST listener waits for the calls it serves.
+            await gateway.approvals.expire(held["approval_id"], "the test ends")
+        # The control: a caller the policy does not hold (an analyst) reaches the upstream.
+        async with httpx.AsyncClient() as client:
+            analyst = mint_dev_token("ana-hangup", ["analysts"], 300)
+            reply = await client.post(
+                f"http://{gateway.settings.rest_listen}/v2/models/customer-profile/infer",
+                content=BODY,
+                headers={"authorization": f"Bearer {analyst}", "content-type": "application/json"},
+                timeout=20,
+            )
+        assert reply.status_code == 200, reply.text
+    assert upstream.calls == 1, "only the analyst's call reached the upstream"
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/infer"), ("GET", "")])
+async def test_a_rest_call_in_flight_whose_caller_hangs_up_is_cancelled_upstream(
+    tmp_path: Path, method: str, path: str
+) -> None:
+    upstream = Upstream(stall=True)
+    analyst = mint_dev_token("ana-inflight", ["analysts"], 300)
+    async with serving(upstream) as (address, server), gateway_with_approvals(tmp_path, address) as gateway:
+        assert gateway.settings.rest_listen is not None
+        writer = await send(gateway.settings.rest_listen, analyst, method, path)
+        try:
+            await asyncio.wait_for(upstream.asked.wait(), 20)
+            await hang_up(writer)
+            await asyncio.wait_for(upstream.cancelled.wait(), 20)
+        finally:
+            # Else a call left open (the failure this tests) would hold up the gateway's stop.
+            await server.stop(0)
+
+
+async def test_a_bodiless_route_still_answers_a_caller_that_stays(tmp_path: Path) -> None:
+    """The watch for a hang-up reads the request's (empty) body; the route's answer is
+    unchanged."""
+    upstream = Upstream()
+    analyst = mint_dev_token("ana-stays", ["analysts"], 300)
+    async with (
+        serving(upstream) as (address, _),
+        gateway_with_approvals(tmp_path, address) as gateway,
+        httpx.AsyncClient() as client,
+    ):
+        reply = await client.get(
+            f"http://{gateway.settings.rest_listen}/v2/models/customer-profile",
+            headers={"authorization": f"Bearer {analyst}"},
+            timeout=20,
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["name"] == "customer-profile"
