@@ -222,3 +222,29 @@ async def test_a_bodiless_route_still_answers_a_caller_that_stays(tmp_path: Path
         )
     assert reply.status_code == 200, reply.text
     assert reply.json()["name"] == "customer-profile"
+
+
+async def test_a_stopping_gateway_abandons_a_held_rest_call_whose_caller_stays(tmp_path: Path) -> None:
+    """The REST listener waited for every call it served: a held one, with its caller still
+    connected, held up the gateway's stop until the hold ended (up to an hour)."""
+    upstream = Upstream()
+    steward = mint_dev_token("stew-stop", ["data-stewards"], 300)
+    async with (
+        serving(upstream) as (address, _),
+        approval_events_seen() as first,
+        gateway_with_approvals(tmp_path, address) as gateway,
+    ):
+        assert gateway.settings.rest_listen is not None and gateway.approvals is not None
+        requested, abandoned = first("approval.requested"), first("approval.abandoned")
+        writer = await send(gateway.settings.rest_listen, steward)
+        held = await asyncio.wait_for(requested, 20)
+        stopping = asyncio.ensure_future(gateway.stop(0))
+        try:
+            ended = await asyncio.wait_for(abandoned, 20)
+            await asyncio.wait_for(stopping, 20)
+        finally:
+            if not stopping.done():  # the failure this tests: let the test end
+                await gateway.approvals.expire(held["approval_id"], "the test ends")
+            await hang_up(writer)
+        assert ended["approval_id"] == held["approval_id"]
+    assert upstream.calls == 0

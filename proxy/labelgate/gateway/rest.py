@@ -411,6 +411,7 @@ async def unless_hung_up(request: Request, work: Coroutine[Any, Any, Response]) 
         await asyncio.wait((serving, gone), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # this route's own task: the server is stopping
         serving.cancel()
+        await asyncio.wait((serving,))  # its cancellation runs to the end (the hold abandoned)
         raise
     finally:
         gone.cancel()

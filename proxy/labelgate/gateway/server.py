@@ -455,8 +455,16 @@ class Gateway:
         async def stop_rest() -> None:
             if self._rest is not None:
                 server, serving = self._rest
+                # A REST call held for approval lasts as long as its hold (up to an hour): past
+                # the grace its task is cancelled, which abandons the hold, as gRPC's stop does.
+                server.config.timeout_graceful_shutdown = max(grace, 0.1)
                 server.should_exit = True
                 await serving
+                # uvicorn does not wait for the calls it cancelled: they abandon their holds and
+                # write their records before the approvals and the recorders close.
+                cancelled = set(server.server_state.tasks)
+                if cancelled:
+                    await asyncio.wait(cancelled, timeout=self.settings.audit.timeout_seconds)
 
         async def stop_admin() -> None:
             if self._admin is not None:
