@@ -18,6 +18,7 @@ from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.rego_bodies import (
     COMPREHENSION_IN_EVERY,
     COMPREHENSION_IN_NOT,
+    LOCAL_IN_ELSE,
     NOT_IN_EVERY,
     VALUE_IN_NOT,
 )
@@ -193,3 +194,43 @@ def test_values_both_engines_read_alike_in_a_negation_are_accepted(condition: st
         "default _defaulted := set()\n\n_defaulted := {1} if input.d\n"
     )
     assert [f.what for f in text_findings("t.rego", module)] == []
+
+
+# Policies that fooled the first version of the check (a third round of fuzzing): each loads
+# in OPA and, unchecked, decides differently in rego-cpp (allow where OPA denies).
+FOOLED = Path(__file__).parent / "rego_bodies"
+FOOLED_INPUTS = {
+    "not_equal_to_an_index_on_the_next_line": '{"user": {"role": "admin"}}',
+    "named_in_an_every_body": '{"list": []}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(path.stem for path in FOOLED.glob("*.rego")))
+async def test_what_fooled_the_first_check_does_not_load(tmp_path: Path, case: str) -> None:
+    body = (FOOLED / f"{case}.rego").read_text()
+    document = FOOLED_INPUTS.get(case, '{"user": {"role": "guest"}}')
+    policy = write_policy(tmp_path / "policy", body)
+    (tmp_path / "input.json").write_text(document)
+    query = ["eval", "-f", "json", "-b", str(policy), "-i", str(tmp_path / "input.json")]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [opa_binary(), *query, "data.labelgate.decision.result.allow"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout)["result"][0]["expressions"][0]["value"] is False
+    interpreter = regopy.Interpreter()
+    interpreter.add_module("policy.rego", (policy / "labelgate" / "decision" / "policy.rego").read_text())
+    interpreter.set_input_term(document)
+    assert (
+        str(interpreter.query("x := data.labelgate.decision.result.allow"))
+        .replace(" ", "")
+        .endswith('"x":true}}')
+    )
+    engine = EmbeddedEngine(policy, watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    assert refused.value.reason == UNSUPPORTED
+    assert VALUE_IN_NOT in refused.value.message or LOCAL_IN_ELSE in refused.value.message

@@ -8,6 +8,8 @@ and refused when the policy loads, each with a rewrite both engines read alike:
 - a comprehension inside an ``every`` body (``every f in fs { count([l | some l in f.labels;
   l == 1]) == 0 }`` held where OPA's does not), or inside a ``not`` expression (a local of the
   comprehension named like a key it reads, ``name := f.name``, is read as that key there).
+- a local of one body of an ``else`` chain named like a rule or an import: rego-cpp keeps it
+  in the later bodies, where OPA reads the rule.
 - a negated expression whose parts OPA evaluates before the negation. OPA's compiler takes
   every call, every operand of an operator other than ``==``/``=``, and every reference used
   as an index out of a ``not``: when one is undefined, the body fails. rego-cpp evaluates them
@@ -39,6 +41,10 @@ COMPREHENSION_IN_NOT = (
     "a comprehension inside a `not` (rego-cpp can read its variables wrong there: bind it "
     "first, `c := count([...])`, then `not c > 0`)"
 )
+LOCAL_IN_ELSE = (
+    "a local named like a rule or an import in an `else` chain (rego-cpp keeps it in the later "
+    "bodies, where OPA reads the rule): name it otherwise"
+)
 VALUE_IN_NOT = (
     "a value OPA evaluates before a `not` (a call, an operand, an index) written inside it: "
     "rego-cpp holds the `not` when the value is undefined, OPA fails the body; bind it first "
@@ -58,10 +64,44 @@ Defined = Callable[[str], bool]
 
 def body_findings(name: str, stripped: str, modules: tuple[tuple[str, str], ...]) -> list[Finding]:
     """What this module's bodies hold that rego-cpp reads unlike OPA (module docstring).
-    ``modules``: the whole policy's stripped modules, for the rules that are always defined."""
+    ``modules``: the whole policy's modules, for the rules that are always defined."""
     module = outline(stripped)
     always = _always_defined(modules)
-    return _every_findings(name, stripped) + _not_findings(name, stripped, module, always)
+    return (
+        _every_findings(name, stripped)
+        + _not_findings(name, stripped, module, always)
+        + _else_findings(name, stripped, module, _rule_paths(modules))
+    )
+
+
+def _else_findings(name: str, stripped: str, module: Outline, rules: frozenset[str]) -> list[Finding]:
+    """A local of a body in an ``else`` chain named like a rule or an import: rego-cpp keeps the
+    local in the later bodies of the chain, where OPA reads the rule (``role := "admin"`` in
+    the first body made ``role == "admin"`` in the next hold for every caller)."""
+    findings = []
+    for start in module.starts:
+        statement = module.statement(stripped, start)
+        if not re.search(r"(?<![\w.])else(?![\w.])", _mask(statement)):
+            continue
+        flat = _mask(statement)
+        for body in re.finditer(r"\{", flat):  # the chain's bodies (top-level braces)
+            close = _closing(statement, body.start())
+            inside = statement[body.start() + 1 : close] if close > 0 else ""
+            for local in re.finditer(rf"(?<![\w.])({_NAME})\s*(?::=|=(?!=))", inside):
+                ref = local.group(1)
+                if ref in module.aliases or _path(ref, module) in rules:
+                    where = f"{name}:{_line(stripped, start + body.start() + 1 + local.start())}"
+                    findings.append(Finding(LOCAL_IN_ELSE, where))
+    return findings
+
+
+def _rule_paths(modules: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    paths = set()
+    for _, raw in modules:
+        module = outline(strip(raw)[0])
+        if module.package is not None:
+            paths.update(f"data.{module.package}.{head.path.split('.')[0]}" for head in module.heads)
+    return frozenset(paths)
 
 
 def _every_findings(name: str, stripped: str) -> list[Finding]:
@@ -159,23 +199,54 @@ def _reference(term: str, is_defined: Defined) -> bool:
 
 
 def _bound_before(text: str, start: int, end: int, module: Outline) -> set[str]:
-    """Names the statement binds before ``end``: assigned, declared by ``some ... in``, iterated
-    as an index (``m[k]``), or a function's parameters. Comprehensions that closed before
-    ``end`` are left out (their variables are their own)."""
-    before = _without_closed_comprehensions(text, start, end)
+    """Names bound where ``end`` is, in the body holding it (from its ``{``, or from the ``if``
+    of a body without braces) and, inside a comprehension, in its body and in the body around
+    it: assigned, declared by ``some ... in``, iterated as an index (``m[k]``), or the
+    function's parameters. What closed blocks before ``end`` bind (comprehensions, ``every``
+    bodies, an earlier ``else`` body) is their own."""
+    opening = _innermost_open(text, start, end)
+    if opening is None:
+        heads = [m.end() for m in re.finditer(r"(?<![\w.])if(?![\w.])", text[start:end])]
+        scope = start + (heads[-1] if heads else 0)
+        outer: set[str] = set()
+    elif "|" in _mask(text[opening + 1 : end]):  # a comprehension's body: and what is around it
+        scope = opening + 1 + _mask(text[opening + 1 : end]).index("|") + 1
+        outer = _bound_before(text, start, opening, module)
+    else:
+        scope, outer = opening + 1, set()
+    before = _without_closed_blocks(text, scope, end)
     bound = {m.group(1) for m in re.finditer(rf"(?<![\w.])({_NAME})\s*(?::=|=(?!=))", before)}
     for declared in re.finditer(rf"\bsome\s+({_NAME}(?:\s*,\s*{_NAME})*)\s+in\b", before):
         bound.update(part.strip() for part in declared.group(1).split(","))
-    bound.update(m.group(1) for m in re.finditer(rf"\[\s*({_NAME})\s*\]", before))
-    head = _HEAD_REF.match(before)
-    if head is not None and before[head.end() :].lstrip().startswith("("):
-        opening = before.index("(", head.end())
-        closing = _closing(before, opening)
-        if closing > 0:
-            bound.update(
-                p.strip() for p in before[opening + 1 : closing].split(",") if re.fullmatch(_NAME, p.strip())
-            )
-    return bound - {"_", "input", "data"}
+    # `m[k]` iterates and binds k; `[k]` alone is an array literal.
+    bound.update(m.group(1) for m in re.finditer(rf"(?<=[\w\])])\[\s*({_NAME})\s*\]", before))
+    return (bound | outer | _parameters(text, start)) - {"_", "input", "data"}
+
+
+def _innermost_open(text: str, start: int, end: int) -> int | None:
+    """The bracket opened and not closed between ``start`` and ``end`` nearest to ``end``
+    (parentheses left out: a ``not`` is never inside one)."""
+    stack: list[int] = []
+    for index in range(start, end):
+        char = text[index]
+        if char in "([{":
+            stack.append(index)
+        elif char in ")]}" and stack:
+            stack.pop()
+    opened = [index for index in stack if text[index] != "("]
+    return opened[-1] if opened else None
+
+
+def _parameters(text: str, start: int) -> set[str]:
+    """A function's parameters, from its head (every body of its ``else`` chain has them)."""
+    head = _HEAD_REF.match(text, start)
+    if head is None or not text[head.end() :].lstrip().startswith("("):
+        return set()
+    opening = text.index("(", head.end())
+    closing = _closing(text, opening)
+    if closing < 0:
+        return set()
+    return {p.strip() for p in text[opening + 1 : closing].split(",") if re.fullmatch(_NAME, p.strip())}
 
 
 def _always_defined(modules: tuple[tuple[str, str], ...]) -> frozenset[str]:
@@ -227,9 +298,15 @@ def _total(after_head: str) -> bool:
     return True
 
 
+# Where Rego reads an expression on into the next line: one ending with an infix operator,
+# `in` or `,`, or a next line starting with one (or with `|` or `with`).
+_GOES_ON = re.compile(r"(?:==|!=|<=|>=|<|>|=|\+|-|\*|/|%|&|\||,|(?<![\w.])in)\s*$")
+_GOES_ON_FROM = re.compile(r"\s*(?:==|!=|<=|>=|<|>|=|\+|-|\*|/|%|&|\||,|(?:in|with)(?![\w.]))")
+
+
 def _expression_end(text: str, start: int) -> int:
-    """Where the expression from ``start`` ends: a line break or ``;`` outside brackets, or the
-    bracket closing the body it is in."""
+    """Where the expression from ``start`` ends: a ``;``, or a line break outside brackets that
+    Rego does not read on over (``_GOES_ON``), or the bracket closing the body it is in."""
     depth = 0
     for index in range(start, len(text)):
         char = text[index]
@@ -239,8 +316,14 @@ def _expression_end(text: str, start: int) -> int:
             if depth == 0:
                 return index
             depth -= 1
-        elif char in "\n;" and depth == 0:
+        elif char == ";" and depth == 0:
             return index
+        elif char == "\n" and depth == 0:
+            line_start = text.rfind("\n", start, index) + 1 or start
+            if not _GOES_ON.search(text[max(line_start, start) : index]) and not _GOES_ON_FROM.match(
+                text, index + 1
+            ):
+                return index
     return len(text)
 
 
@@ -289,12 +372,14 @@ def _pieces(inner: str) -> list[str]:
     return _split(inner, [(m.start(), m.end()) for m in re.finditer("[,:]", flat)])
 
 
-def _without_closed_comprehensions(text: str, start: int, end: int) -> str:
+def _without_closed_blocks(text: str, start: int, end: int) -> str:
+    """text[start:end] with every ``{...}`` and every comprehension that closed before ``end``
+    blanked: what they bind is not bound after them."""
     out, index = [], start
     while index < end:
         if text[index] in "[{":
             close = _closing(text, index)
-            if 0 < close < end and "|" in _mask(text[index + 1 : close]):
+            if 0 < close < end and (text[index] == "{" or "|" in _mask(text[index + 1 : close])):
                 out.append(" " * (close + 1 - index))
                 index = close + 1
                 continue

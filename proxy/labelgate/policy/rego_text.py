@@ -369,7 +369,8 @@ def outline(text: str, blanked: str | None = None) -> Outline:
 def _ends_complete(content: str) -> bool:
     if content[-1] in _INCOMPLETE_END:
         return False
-    word = re.search(rf"{_NAME}$", content)
+    # A keyword after a `.` is a field name (`input.in`), which ends a line as any name does.
+    word = re.search(rf"(?<![\w.]){_NAME}$", content)
     return word is None or word.group(0) not in _CONTINUING | {"default", "package", "import"}
 
 

@@ -1,0 +1,9 @@
+banned := input.user.id
+default allow := false
+allow if {
+	some banned in ["nobody"]
+	input.never
+} else if {
+	not input.allowlist[banned]
+}
+result := {"allow": allow, "reason": "r", "mask": [], "require_approval": null, "cache_ttl_seconds": 0}
