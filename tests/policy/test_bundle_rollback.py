@@ -116,6 +116,12 @@ async def follow() -> AsyncIterator[Callable[..., Any]]:
         await engine.close()
 
 
+# How long a start that refuses every revision waits before it gives up, naming the last
+# refusal: long enough for a first attempt on a loaded machine (2 s once was not, in a run
+# beside other work), and waited in full by each test that expects the refusal.
+REFUSING_START = 8
+
+
 async def eventually(check: Callable[[], bool], what: str, within: float = 15.0) -> None:
     deadline = time.monotonic() + within
     while not check():
@@ -213,7 +219,7 @@ async def test_a_signed_bundle_without_a_sequence_is_refused(
     bundle = build_bundle(policy(False), signer)
     served.bundle, served.tarball = bundle, signed_without_sequence(policy(False), signer)
     with pytest.raises(ConfigError) as refused:
-        await follow(served.url, key=key_of(keys), start_timeout=2)
+        await follow(served.url, key=key_of(keys), start_timeout=REFUSING_START)
     assert refused.value.reason == "POLICY_BUNDLE_UNAVAILABLE"
     assert "BUNDLE_SEQUENCE_MISSING" in refused.value.message
 
@@ -248,7 +254,7 @@ async def test_a_restart_with_a_state_file_still_refuses_an_older_signed_revisio
     # The gateway restarts while whoever answers the bundle URL replays the revoked revision.
     served.serve(revoked)
     with pytest.raises(ConfigError) as refused:
-        await follow(served.url, key=key_of(keys), state_file=state_file, start_timeout=2)
+        await follow(served.url, key=key_of(keys), state_file=state_file, start_timeout=REFUSING_START)
     assert refused.value.reason == "POLICY_BUNDLE_UNAVAILABLE"
     assert "BUNDLE_ROLLBACK" in refused.value.message
     assert "applied before this start" in refused.value.message
