@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import regopy
 
 from tests.support.procs import Process, free_port, opa_binary, running
 
@@ -38,6 +41,37 @@ def write_policy(directory: Path, body: str, *, data: dict[str, Any] | None = No
 
 def result_rule(result: dict[str, Any], condition: str = "true") -> str:
     return f"result := {json.dumps(result)} if {{\n\t{condition}\n}}\n"
+
+
+DECISION = "data.labelgate.decision.result"
+
+
+async def opa_value(policy: Path, document: str, query: str = DECISION) -> Any:
+    """Real OPA's value of ``query`` for the input ``document`` (JSON text); None when undefined."""
+    path = policy.parent / f"{policy.name}-input.json"
+    path.write_text(document)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [opa_binary(), "eval", "-f", "json", "-b", str(policy), "-i", str(path), query],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout).get("result")
+    return result[0]["expressions"][0]["value"] if result else None
+
+
+def rego_cpp_unchecked(policy: Path, document: str, query: str = DECISION) -> str:
+    """rego-cpp's answer to ``x := <query>``, the policy compiled without the embedded engine's
+    load-time checks (what a refusal keeps out), as text without spaces."""
+    interpreter = regopy.Interpreter()
+    for module in sorted(policy.rglob("*.rego")):
+        interpreter.add_module(module.name, module.read_text())
+    tables = policy / "labelgate" / "tables" / "data.json"
+    if tables.exists():
+        interpreter.add_data_json(json.dumps({"labelgate": {"tables": json.loads(tables.read_text())}}))
+    interpreter.set_input_term(document)
+    return str(interpreter.query(f"x := {query}")).replace(" ", "")
 
 
 # A set built in one module and joined into the reason in another: OPA sorts it, rego-cpp

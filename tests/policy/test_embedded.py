@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ from labelgate.errors import ConfigError, InvalidInput
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import build_input
 from labelgate.policy.embedded import EmbeddedEngine
-from tests.policy.conftest import REGO, VALID_RESULT, refused_start, result_rule, write_policy
-from tests.support.procs import opa_binary
+from tests.policy.conftest import REGO, VALID_RESULT, opa_value, refused_start, result_rule, write_policy
 
 # Echoes parts of the input so a test can tell which input (and which revision) decided.
 ECHO = """result := {
@@ -409,16 +407,9 @@ async def test_a_builtin_error_is_a_deny_where_opa_fails_the_body(
     tmp_path: Path, engine_for: Any, name: str
 ) -> None:
     policy = write_policy(tmp_path / "policy", result_rule(VALID_RESULT, ERRORING_BODIES[name]))
-    (tmp_path / "input.json").write_text(json.dumps(ERRORING_INPUT))
-    query = ["eval", "-f", "json", "-b", str(policy), "-i", str(tmp_path / "input.json")]
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [opa_binary(), *query, "data.labelgate.decision.result"],
-        capture_output=True,
-        text=True,
-        check=True,
+    assert await opa_value(policy, json.dumps(ERRORING_INPUT)) is None, (
+        "OPA decides this body: the case is wrong"
     )
-    assert not json.loads(done.stdout).get("result"), "OPA decides this body: the case is wrong"
     engine = await engine_for(policy)
     decision = await engine.decide(ERRORING_INPUT)
     assert (decision.allow, decision.fail_reason) == (False, "POLICY_ERROR")

@@ -4,13 +4,9 @@ differential fuzzer of random policies)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
-import regopy
 
 from labelgate.errors import ConfigError
 from labelgate.policy.capabilities import UNSUPPORTED
@@ -23,8 +19,7 @@ from labelgate.policy.rego_bodies import (
     VALUE_IN_NOT,
 )
 from labelgate.policy.rego_text import text_findings
-from tests.policy.conftest import VALID_RESULT, result_rule, write_policy
-from tests.support.procs import opa_binary
+from tests.policy.conftest import VALID_RESULT, opa_value, rego_cpp_unchecked, result_rule, write_policy
 
 
 @pytest.mark.parametrize(
@@ -94,20 +89,8 @@ async def test_what_rego_cpp_decides_unlike_opa_does_not_load(tmp_path: Path, ca
     policy = write_policy(
         tmp_path / "policy", result_rule(VALID_RESULT, condition) + helpers, data={"blocked": {}}
     )
-    (tmp_path / "input.json").write_text(document)
-    query = ["eval", "-f", "json", "-b", str(policy), "-i", str(tmp_path / "input.json")]
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [opa_binary(), *query, "data.labelgate.decision.result"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert not json.loads(done.stdout).get("result")
-    interpreter = regopy.Interpreter()
-    interpreter.add_module("policy.rego", (policy / "labelgate" / "decision" / "policy.rego").read_text())
-    interpreter.set_input_term(document)
-    assert '"allow":true' in str(interpreter.query("x := data.labelgate.decision.result")).replace(" ", "")
+    assert await opa_value(policy, document) is None
+    assert '"allow":true' in rego_cpp_unchecked(policy, document)
     engine = EmbeddedEngine(policy, watch_interval=None)
     with pytest.raises(ConfigError) as refused:
         await engine.start()
@@ -210,24 +193,9 @@ async def test_what_fooled_the_first_check_does_not_load(tmp_path: Path, case: s
     body = (FOOLED / f"{case}.rego").read_text()
     document = FOOLED_INPUTS.get(case, '{"user": {"role": "guest"}}')
     policy = write_policy(tmp_path / "policy", body)
-    (tmp_path / "input.json").write_text(document)
-    query = ["eval", "-f", "json", "-b", str(policy), "-i", str(tmp_path / "input.json")]
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [opa_binary(), *query, "data.labelgate.decision.result.allow"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(done.stdout)["result"][0]["expressions"][0]["value"] is False
-    interpreter = regopy.Interpreter()
-    interpreter.add_module("policy.rego", (policy / "labelgate" / "decision" / "policy.rego").read_text())
-    interpreter.set_input_term(document)
-    assert (
-        str(interpreter.query("x := data.labelgate.decision.result.allow"))
-        .replace(" ", "")
-        .endswith('"x":true}}')
-    )
+    allow = "data.labelgate.decision.result.allow"
+    assert await opa_value(policy, document, allow) is False
+    assert rego_cpp_unchecked(policy, document, allow).endswith('"x":true}}')
     engine = EmbeddedEngine(policy, watch_interval=None)
     with pytest.raises(ConfigError) as refused:
         await engine.start()
