@@ -179,12 +179,17 @@ def test_values_both_engines_read_alike_in_a_negation_are_accepted(condition: st
     assert [f.what for f in text_findings("t.rego", module)] == []
 
 
-# Policies that fooled the first version of the check (a third round of fuzzing): each loads
-# in OPA and, unchecked, decides differently in rego-cpp (allow where OPA denies).
+# Policies that fooled earlier versions of the check (third and fourth rounds of fuzzing): each
+# loads in OPA and, unchecked, decides differently in rego-cpp (allow where OPA denies).
 FOOLED = Path(__file__).parent / "rego_bodies"
+BLOCKED = '{"blocked": {"u1": true}}'
 FOOLED_INPUTS = {
     "not_equal_to_an_index_on_the_next_line": '{"user": {"role": "admin"}}',
     "named_in_an_every_body": '{"list": []}',
+    "else_local_in_a_later_comprehension": BLOCKED,
+    "else_some_in_a_later_comprehension": BLOCKED,
+    "function_else_local_in_a_later_body": BLOCKED,
+    "else_local_in_a_later_value": BLOCKED,
 }
 
 

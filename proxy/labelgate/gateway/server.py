@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing
 import signal
 import socket
@@ -457,7 +458,7 @@ class Gateway:
                 server, serving = self._rest
                 # A REST call held for approval lasts as long as its hold (up to an hour): past
                 # the grace its task is cancelled, which abandons the hold, as gRPC's stop does.
-                server.config.timeout_graceful_shutdown = max(grace, 0.1)
+                server.config.timeout_graceful_shutdown = max(1, math.ceil(grace))  # whole seconds
                 server.should_exit = True
                 await serving
                 # uvicorn does not wait for the calls it cancelled: they abandon their holds and

@@ -8,8 +8,8 @@ and refused when the policy loads, each with a rewrite both engines read alike:
 - a comprehension inside an ``every`` body (``every f in fs { count([l | some l in f.labels;
   l == 1]) == 0 }`` held where OPA's does not), or inside a ``not`` expression (a local of the
   comprehension named like a key it reads, ``name := f.name``, is read as that key there).
-- a local of one body of an ``else`` chain named like a rule or an import: rego-cpp keeps it
-  in the later bodies, where OPA reads the rule.
+- a name bound in one part of an ``else`` chain and named again in a later part: rego-cpp
+  keeps the binding in the later bodies, where OPA starts afresh.
 - a negated expression whose parts OPA evaluates before the negation. OPA's compiler takes
   every call, every operand of an operator other than ``==``/``=``, and every reference used
   as an index out of a ``not``: when one is undefined, the body fails. rego-cpp evaluates them
@@ -26,6 +26,7 @@ placeholder, at the same offsets.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 
@@ -42,8 +43,8 @@ COMPREHENSION_IN_NOT = (
     "first, `c := count([...])`, then `not c > 0`)"
 )
 LOCAL_IN_ELSE = (
-    "a local named like a rule or an import in an `else` chain (rego-cpp keeps it in the later "
-    "bodies, where OPA reads the rule): name it otherwise"
+    "a name bound in one part of an `else` chain and named again in a later one (rego-cpp keeps "
+    "its value there, OPA starts afresh): name them apart"
 )
 VALUE_IN_NOT = (
     "a value OPA evaluates before a `not` (a call, an operand, an index) written inside it: "
@@ -70,38 +71,43 @@ def body_findings(name: str, stripped: str, modules: tuple[tuple[str, str], ...]
     return (
         _every_findings(name, stripped)
         + _not_findings(name, stripped, module, always)
-        + _else_findings(name, stripped, module, _rule_paths(modules))
+        + _else_findings(name, stripped, module)
     )
 
 
-def _else_findings(name: str, stripped: str, module: Outline, rules: frozenset[str]) -> list[Finding]:
-    """A local of a body in an ``else`` chain named like a rule or an import: rego-cpp keeps the
-    local in the later bodies of the chain, where OPA reads the rule (``role := "admin"`` in
-    the first body made ``role == "admin"`` in the next hold for every caller)."""
+def _else_findings(name: str, stripped: str, module: Outline) -> list[Finding]:
+    """A name bound in one part of an ``else`` chain and named again in a later part: rego-cpp
+    keeps the binding in the later bodies, where OPA starts afresh (``role := "admin"`` in the
+    first body made ``role == "admin"`` in the next hold for every caller; ``x`` bound in the
+    first made a later ``count([1 | input.blocked[x]])`` look up only that key)."""
     findings = []
     for start in module.starts:
         statement = module.statement(stripped, start)
-        if not re.search(r"(?<![\w.])else(?![\w.])", _mask(statement)):
-            continue
         flat = _mask(statement)
-        for body in re.finditer(r"\{", flat):  # the chain's bodies (top-level braces)
-            close = _closing(statement, body.start())
-            inside = statement[body.start() + 1 : close] if close > 0 else ""
-            for local in re.finditer(rf"(?<![\w.])({_NAME})\s*(?::=|=(?!=))", inside):
-                ref = local.group(1)
-                if ref in module.aliases or _path(ref, module) in rules:
-                    where = f"{name}:{_line(stripped, start + body.start() + 1 + local.start())}"
-                    findings.append(Finding(LOCAL_IN_ELSE, where))
+        elses = [m.start() for m in re.finditer(r"(?<![\w.])else(?![\w.])", flat)]
+        if not elses:
+            continue
+        head = _HEAD_REF.match(statement)
+        edges = [0, *elses, len(statement)]
+        parts = [statement[begin:end] for begin, end in itertools.pairwise(edges)]
+        for index, part in enumerate(parts[:-1]):
+            bound = _bound_in(part) - ({head.group(0)} if head is not None and index == 0 else set())
+            later = "".join(parts[index + 1 :])
+            for local in sorted(bound):
+                used = re.search(rf"(?<![\w.]){re.escape(local)}(?![\w])", later)
+                if used is not None:
+                    offset = start + edges[index + 1] + used.start()
+                    findings.append(Finding(LOCAL_IN_ELSE, f"{name}:{_line(stripped, offset)}"))
     return findings
 
 
-def _rule_paths(modules: tuple[tuple[str, str], ...]) -> frozenset[str]:
-    paths = set()
-    for _, raw in modules:
-        module = outline(strip(raw)[0])
-        if module.package is not None:
-            paths.update(f"data.{module.package}.{head.path.split('.')[0]}" for head in module.heads)
-    return frozenset(paths)
+def _bound_in(text: str) -> set[str]:
+    """Names ``text`` binds: assigned, declared by ``some``, iterated as an index (``m[k]``)."""
+    bound = {m.group(1) for m in re.finditer(rf"(?<![\w.])({_NAME})\s*(?::=|=(?!=))", text)}
+    for declared in re.finditer(rf"\bsome\s+({_NAME}(?:\s*,\s*{_NAME})*)", text):
+        bound.update(part.strip() for part in declared.group(1).split(","))
+    bound.update(m.group(1) for m in re.finditer(rf"(?<=[\w\])])\[\s*({_NAME})\s*\]", text))
+    return bound - {"_", "input", "data", "else"}
 
 
 def _every_findings(name: str, stripped: str) -> list[Finding]:
@@ -132,14 +138,16 @@ def _not_findings(name: str, stripped: str, module: Outline, always: frozenset[s
     findings = []
     for match in _NOT.finditer(stripped):
         where = f"{name}:{_line(stripped, match.start())}"
-        end = _expression_end(stripped, match.end())
-        if _holds_comprehension(stripped, match.end(), end):
+        # Rego reads on from `not` over line breaks (and blanked comments) to its expression.
+        begin = match.end() + len(stripped[match.end() :]) - len(stripped[match.end() :].lstrip())
+        end = _expression_end(stripped, begin)
+        if _holds_comprehension(stripped, begin, end):
             findings.append(Finding(COMPREHENSION_IN_NOT, where))
             continue
         statement = max((start for start in module.starts if start <= match.start()), default=0)
         bound = _bound_before(stripped, statement, match.start(), module)
-        expression = stripped[match.end() : end].strip()
-        if not _evaluated_alike(expression, _defined_by(bound, module, always)):
+        expression = stripped[begin:end].strip()
+        if not expression or not _evaluated_alike(expression, _defined_by(bound, module, always)):
             findings.append(Finding(VALUE_IN_NOT, where))
     return findings
 
@@ -214,12 +222,7 @@ def _bound_before(text: str, start: int, end: int, module: Outline) -> set[str]:
         outer = _bound_before(text, start, opening, module)
     else:
         scope, outer = opening + 1, set()
-    before = _without_closed_blocks(text, scope, end)
-    bound = {m.group(1) for m in re.finditer(rf"(?<![\w.])({_NAME})\s*(?::=|=(?!=))", before)}
-    for declared in re.finditer(rf"\bsome\s+({_NAME}(?:\s*,\s*{_NAME})*)\s+in\b", before):
-        bound.update(part.strip() for part in declared.group(1).split(","))
-    # `m[k]` iterates and binds k; `[k]` alone is an array literal.
-    bound.update(m.group(1) for m in re.finditer(rf"(?<=[\w\])])\[\s*({_NAME})\s*\]", before))
+    bound = _bound_in(_without_closed_blocks(text, scope, end))
     return (bound | outer | _parameters(text, start)) - {"_", "input", "data"}
 
 
@@ -304,6 +307,12 @@ _GOES_ON = re.compile(r"(?:==|!=|<=|>=|<|>|=|\+|-|\*|/|%|&|\||,|(?<![\w.])in)\s*
 _GOES_ON_FROM = re.compile(r"\s*(?:==|!=|<=|>=|<|>|=|\+|-|\*|/|%|&|\||,|(?:in|with)(?![\w.]))")
 
 
+def _goes_on(text: str, start: int, index: int) -> bool:
+    """At the line break at ``index``: what came before (blank lines and blanked comments left
+    out) ends in an operator, or the next line starts with one."""
+    return bool(_GOES_ON.search(text[start:index].rstrip()) or _GOES_ON_FROM.match(text, index + 1))
+
+
 def _expression_end(text: str, start: int) -> int:
     """Where the expression from ``start`` ends: a ``;``, or a line break outside brackets that
     Rego does not read on over (``_GOES_ON``), or the bracket closing the body it is in."""
@@ -316,14 +325,8 @@ def _expression_end(text: str, start: int) -> int:
             if depth == 0:
                 return index
             depth -= 1
-        elif char == ";" and depth == 0:
+        elif depth == 0 and (char == ";" or (char == "\n" and not _goes_on(text, start, index))):
             return index
-        elif char == "\n" and depth == 0:
-            line_start = text.rfind("\n", start, index) + 1 or start
-            if not _GOES_ON.search(text[max(line_start, start) : index]) and not _GOES_ON_FROM.match(
-                text, index + 1
-            ):
-                return index
     return len(text)
 
 

@@ -296,7 +296,8 @@ def _opening(text: str, end: int) -> int:
 # Modules: package, imports and rule heads.
 
 # Keywords after which Rego reads on into the next line, and which never start a rule.
-_CONTINUING = frozenset({"if", "else", "in", "not", "some", "every", "with", "as", "contains", "and", "or"})
+# (`and` and `or` are names in Rego v1, which a rule may take: `or := input.xs`.)
+_CONTINUING = frozenset({"if", "else", "in", "not", "some", "every", "with", "as", "contains"})
 _INCOMPLETE_END = frozenset("=+-*/%&|<>!,.:;([{")
 _HEAD_REF = re.compile(rf"{_NAME}(?:\.{_NAME}|\[[^\[\]\n]*\])*")
 _HEAD_END = re.compile(r"[ \t]*(?::=|=(?!=)|if\b|contains\b|\{)")

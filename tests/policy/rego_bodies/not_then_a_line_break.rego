@@ -1,0 +1,6 @@
+default allow := false
+allow if {
+	not
+		input.user.risk > 50
+}
+result := {"allow": allow, "reason": "r", "mask": [], "require_approval": null, "cache_ttl_seconds": 0}

@@ -1,0 +1,8 @@
+default allow := false
+allow if {
+	limit := 50
+	not limit <
+
+		input.user.risk
+}
+result := {"allow": allow, "reason": "r", "mask": [], "require_approval": null, "cache_ttl_seconds": 0}
