@@ -193,3 +193,34 @@ def test_a_full_listener_still_refuses_503_when_every_slot_has_a_request(app: Ap
         for sock in held:
             sock.close()
     assert get(four_slots) == 200
+
+
+def test_a_body_left_unfinished_after_its_answer_does_not_hold_a_slot(four_slots: int) -> None:
+    """Answered without its body read, a connection waited for the rest of a body that never
+    came: no head timer, not evictable, so four of them made the probes answer 503 for good."""
+    stuck = [connect(four_slots) for _ in range(4)]
+    try:
+        for sock in stuck:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nContent-Length: 1000\r\n\r\nx")
+        # Each is answered, then closed: the rest of its body is never waited for.
+        assert [status_of(read_to_close(sock)) for sock in stuck] == [200] * 4
+        assert [get(four_slots, path) for path in ("/healthz", "/readyz")] == [200, 200]
+    finally:
+        for sock in stuck:
+            sock.close()
+
+
+def test_a_large_head_queued_behind_a_request_is_refused_431(short_heads: int) -> None:
+    queued = "GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Pad: " + "a" * 100_000 + "\r\n\r\n"
+    with connect(short_heads) as sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n{queued}".encode())
+        answers = read_to_close(sock)
+    assert b" 431 " in answers, answers[:300]  # the queued head is refused, whole or not
+
+
+def test_small_requests_queued_behind_one_are_served(short_heads: int) -> None:
+    request = "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"
+    with connect(short_heads) as sock:
+        sock.sendall((request * 3 + request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")).encode())
+        answers = read_to_close(sock)
+    assert answers.count(b"HTTP/1.1 200") == 4

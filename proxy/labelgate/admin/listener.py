@@ -176,8 +176,11 @@ class AdminHttp(H11Protocol):
         while data and not self.transport.is_closing():
             if self._waits_for_head():
                 piece, data = data[:HEAD_PIECE_BYTES], data[HEAD_PIECE_BYTES:]
-            else:  # a body, or requests queued behind one: h11 bounds those itself
+            else:  # a body, or requests queued behind one
                 piece, data = data, b""
+                if self._queued_too_much(piece):
+                    self._refuse(HEAD_TOO_LARGE)
+                    return
             super().data_received(piece)
             if self._refused:
                 return
@@ -187,6 +190,19 @@ class AdminHttp(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._waiting_since = next(_WAITS)
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # Answered without the whole body read (a probe, a page): the connection serves
+            # nothing more until the client ends a body it may never end, with no head timer
+            # on it and not evictable, so it held a slot for good (review). It is closed.
+            self._refused = True
+            self._close_after_answer()
+
+    def _queued_too_much(self, piece: bytes) -> bool:
+        """Requests sent behind the one under way wait in h11's buffer, which parses a head
+        that arrived whole without its size limit: what waits there is held to a head's."""
+        if self.conn.their_state is not h11.DONE:
+            return False  # a body under way: h11 reads it as it comes
+        return len(self.conn.trailing_data[0]) + len(piece) > MAX_HEAD_BYTES
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this from its ``except h11.RemoteProtocolError``: h11 hints 431 when the
@@ -247,10 +263,13 @@ class AdminHttp(H11Protocol):
         self._disarm_head_timer()
         self._unset_keepalive_if_required()
         _log_refusal(refusal)
-        transport = self.transport
-        if transport.is_closing():
+        if self.transport.is_closing():
             return
-        transport.write(refusal.response())
+        self.transport.write(refusal.response())
+        self._close_after_answer()
+
+    def _close_after_answer(self) -> None:
+        transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
             self._linger = self.loop.call_later(LINGER_SECONDS, transport.close)
