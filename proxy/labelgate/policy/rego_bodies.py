@@ -52,7 +52,7 @@ VALUE_IN_NOT = (
     "(`v := input.x; not v > 3`)"
 )
 
-_EVERY = re.compile(rf"\bevery\s+{_NAME}(?:\s*,\s*{_NAME})?\s+in\s+")
+_EVERY = re.compile(rf"\bevery\s+{_NAME}(?:\s*,\s*{_NAME})?\s+in(?![\w.])\s*")
 _NOT = re.compile(r"(?<![\w.])not\b")
 # Infix operators (and `in`'s `,`) at the top level of an expression; `-` only after an operand.
 _OPERATOR = re.compile(r"==|!=|<=|>=|:=|<|>|=|\+|\*|/|%|&|\||(?<![\w.])in(?![\w.])|,|(?<=[\w)\]}\"\s])-")
@@ -92,13 +92,30 @@ def _else_findings(name: str, stripped: str, module: Outline) -> list[Finding]:
         parts = [statement[begin:end] for begin, end in itertools.pairwise(edges)]
         for index, part in enumerate(parts[:-1]):
             bound = _bound_in(part) - ({head.group(0)} if head is not None and index == 0 else set())
-            later = "".join(parts[index + 1 :])
             for local in sorted(bound):
-                used = re.search(rf"(?<![\w.]){re.escape(local)}(?![\w])", later)
-                if used is not None:
-                    offset = start + edges[index + 1] + used.start()
-                    findings.append(Finding(LOCAL_IN_ELSE, f"{name}:{_line(stripped, offset)}"))
+                for later_index in range(index + 1, len(parts)):
+                    used = _first_use(parts[later_index], local)
+                    if used is not None:
+                        offset = start + edges[later_index] + used
+                        findings.append(Finding(LOCAL_IN_ELSE, f"{name}:{_line(stripped, offset)}"))
+                        break
     return findings
+
+
+def _first_use(part: str, local: str) -> int | None:
+    """Where ``part`` first names ``local`` other than by declaring it afresh (``local :=``,
+    ``some local``, ``some ..., local in``: rego-cpp starts afresh there too); None if never."""
+    name = re.escape(local)
+    first = re.search(rf"(?<![\w.]){name}(?![\w])", part)
+    if first is None:
+        return None
+    declared = re.compile(
+        rf"(?<![\w.]){name}\s*:=|\bsome\s+(?:{_NAME}\s*,\s*)*{name}(?:\s*,\s*{_NAME})*(?![\w])"
+    )
+    found = declared.search(part)
+    if found is not None and found.start() <= first.start() <= found.end():
+        return None
+    return first.start()
 
 
 def _bound_in(text: str) -> set[str]:
@@ -111,25 +128,20 @@ def _bound_in(text: str) -> set[str]:
 
 
 def _every_findings(name: str, stripped: str) -> list[Finding]:
+    """The body of an ``every`` is the last ``{...}`` of its expression: its domain may be an
+    expression with sets in it (``every x in {"a"} | {"b"} { ... }``)."""
     findings = []
     for match in _EVERY.finditer(stripped):
         where = f"{name}:{_line(stripped, match.start())}"
-        index = match.end()
-        if index < len(stripped) and stripped[index] in "([{":  # the domain is a literal
-            index = _closing(stripped, index) + 1
-        body = -1
-        while 0 < index < len(stripped):
-            char = stripped[index]
-            if char == "{":
-                body = index
-                break
-            index = _closing(stripped, index) + 1 if char in "([" else index + 1
-        end = _closing(stripped, body) if body >= 0 else -1
-        if end < 0:
+        end = _expression_end(stripped, match.end())
+        groups = [m.start() for m in re.finditer(r"\{", _mask(stripped[match.end() : end]))]
+        body = match.end() + groups[-1] if groups else -1
+        close = _closing(stripped, body) if body >= 0 else -1
+        if close < 0 or stripped[close + 1 : end].strip():
             findings.append(Finding("an `every` whose body cannot be read", where))
-        elif _NOT.search(stripped, body, end):
+        elif _NOT.search(stripped, body, close):
             findings.append(Finding(NOT_IN_EVERY, where))
-        elif _holds_comprehension(stripped, body + 1, end):
+        elif _holds_comprehension(stripped, body + 1, close):
             findings.append(Finding(COMPREHENSION_IN_EVERY, where))
     return findings
 
@@ -222,8 +234,20 @@ def _bound_before(text: str, start: int, end: int, module: Outline) -> set[str]:
         outer = _bound_before(text, start, opening, module)
     else:
         scope, outer = opening + 1, set()
-    bound = _bound_in(_without_closed_blocks(text, scope, end))
+    bound = _bound_in(_without_unbinding(_without_closed_blocks(text, scope, end)))
     return (bound | outer | _parameters(text, start)) - {"_", "input", "data"}
+
+
+def _without_unbinding(text: str) -> str:
+    """``text`` with what binds nothing when its values are undefined blanked: earlier
+    negations (``not banned = "x"`` compares a rule, and holds when it is undefined) and
+    templates (an undefined value in one renders as ``<undefined>``), both quoted strings and
+    templates being quoted in stripped text."""
+    text = re.sub(r'"[^"]*"', lambda quoted: " " * len(quoted.group(0)), text)
+    for negation in reversed(list(_NOT.finditer(text))):
+        end = _expression_end(text, negation.end())
+        text = text[: negation.start()] + " " * (end - negation.start()) + text[end:]
+    return text
 
 
 def _innermost_open(text: str, start: int, end: int) -> int | None:

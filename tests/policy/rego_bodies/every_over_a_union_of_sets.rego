@@ -1,0 +1,5 @@
+default allow := false
+allow if {
+	every x in {"a"} | {"b"} { not x == "a" }
+}
+result := {"allow": allow, "reason": "r", "mask": [], "require_approval": null, "cache_ttl_seconds": 0}

@@ -1,0 +1,7 @@
+banned := input.user.id
+default allow := false
+allow if {
+	s := $"{input.seen[banned]}"
+	not input.denied[banned]
+}
+result := {"allow": allow, "reason": "r", "mask": [], "require_approval": null, "cache_ttl_seconds": 0}
