@@ -112,10 +112,21 @@ def _first_use(part: str, local: str) -> int | None:
     declared = re.compile(
         rf"(?<![\w.]){name}\s*:=|\bsome\s+(?:{_NAME}\s*,\s*)*{name}(?:\s*,\s*{_NAME})*(?![\w])"
     )
-    found = declared.search(part)
+    found = declared.search(_top_level_only(part))
     if found is not None and found.start() <= first.start() <= found.end():
         return None
     return first.start()
+
+
+def _top_level_only(part: str) -> str:
+    """``part`` with what is nested in it blanked, its bodies' own text kept: a declaration in a
+    comprehension or an ``every`` body is that block's, not the body's."""
+    flat = list(_mask(part))
+    for body in re.finditer(r"\{", "".join(flat)):
+        close = _closing(part, body.start())
+        if close > 0:
+            flat[body.start() + 1 : close] = _without_closed_blocks(part, body.start() + 1, close)
+    return "".join(flat)
 
 
 def _bound_in(text: str) -> set[str]:
@@ -134,6 +145,9 @@ def _every_findings(name: str, stripped: str) -> list[Finding]:
     for match in _EVERY.finditer(stripped):
         where = f"{name}:{_line(stripped, match.start())}"
         end = _expression_end(stripped, match.end())
+        # A `with` after the body may replace something with a `{...}` literal: cut there.
+        cut = re.search(r"(?<![\w.])with(?![\w.])", _mask(stripped[match.end() : end]))
+        end = match.end() + cut.start() if cut is not None else end
         groups = [m.start() for m in re.finditer(r"\{", _mask(stripped[match.end() : end]))]
         body = match.end() + groups[-1] if groups else -1
         close = _closing(stripped, body) if body >= 0 else -1
@@ -245,7 +259,8 @@ def _without_unbinding(text: str) -> str:
     templates being quoted in stripped text."""
     text = re.sub(r'"[^"]*"', lambda quoted: " " * len(quoted.group(0)), text)
     for negation in reversed(list(_NOT.finditer(text))):
-        end = _expression_end(text, negation.end())
+        begin = negation.end() + len(text[negation.end() :]) - len(text[negation.end() :].lstrip())
+        end = _expression_end(text, begin)
         text = text[: negation.start()] + " " * (end - negation.start()) + text[end:]
     return text
 

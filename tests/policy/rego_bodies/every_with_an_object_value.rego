@@ -1,0 +1,5 @@
+default allow := false
+allow if {
+	every x in {"a", "b"} { count([1 | x == "a"]) == 0 } with input as {"k": 1}
+}
+result := {"allow": allow, "reason": "r", "mask": [], "require_approval": null, "cache_ttl_seconds": 0}
