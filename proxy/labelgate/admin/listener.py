@@ -61,7 +61,7 @@ LOG_INTERVAL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
-class Refusal:
+class ListenerRefusal:
     status: int
     title: str
     reason: str
@@ -89,22 +89,22 @@ class Refusal:
         )
 
 
-HEAD_TOO_LARGE = Refusal(
+HEAD_TOO_LARGE = ListenerRefusal(
     431,
     "request header fields too large",
     "HEADERS_TOO_LARGE",
     f"a request's line and headers are limited to {MAX_HEAD_BYTES // 1024} KiB",
 )
-HEAD_TIMEOUT = Refusal(
+HEAD_TIMEOUT = ListenerRefusal(
     408, "request timeout", "REQUEST_TIMEOUT", "the request's head was not complete in time"
 )
-MADE_ROOM = Refusal(
+MADE_ROOM = ListenerRefusal(
     408,
     "request timeout",
     "REQUEST_TIMEOUT",
     "the listener is full and this connection had waited longest for a request head",
 )
-TOO_MANY_CONNECTIONS = Refusal(
+TOO_MANY_CONNECTIONS = ListenerRefusal(
     503,
     "service unavailable",
     "TOO_MANY_CONNECTIONS",
@@ -116,7 +116,7 @@ _last_logged: dict[str, float] = {}
 _suppressed: dict[str, int] = {}
 
 
-def _log_refusal(refusal: Refusal) -> None:
+def _log_refusal(refusal: ListenerRefusal) -> None:
     """At most one line per interval per kind: refusals are what an attacker can repeat."""
     key = refusal.detail
     now = time.monotonic()
@@ -255,7 +255,7 @@ class AdminHttp(H11Protocol):
         victim.transport.close()
         return True
 
-    def _refuse(self, refusal: Refusal) -> None:
+    def _refuse(self, refusal: ListenerRefusal) -> None:
         """Answer ``refusal`` (no response is under way when a head is refused), then linger a
         moment discarding input before closing: closing on unread input would reset the
         connection, and the client could lose the answer."""
