@@ -29,6 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -167,6 +168,25 @@ def open_database(settings: ApprovalSettings) -> Database:
     return SqliteDatabase(settings.sqlite_file)
 
 
+def _refused(
+    request: ApprovalRequest, draft: Draft, reason: str, message: str, **details: Any
+) -> ResourceExhausted:
+    """A request not opened (a bound reached): counted, joined to the audit trail, and the
+    caller's error."""
+    REFUSED.labels(reason=reason).inc()
+    events.record(
+        "approval.refused",
+        None,
+        requester=request.requester,
+        method=request.binding.method,
+        model=request.binding.model,
+        refusal=reason,
+        request_id=draft.call_request_id,
+        **details,
+    )
+    return ResourceExhausted(reason, message)
+
+
 class ApprovalService:
     def __init__(
         self,
@@ -288,21 +308,13 @@ class ApprovalService:
             raise
         if refused:
             self._release_held_bytes(request.id)
-            REFUSED.labels(reason=TOO_MANY_OPEN).inc()
-            events.record(
-                "approval.refused",
-                None,
-                requester=request.requester,
-                method=request.binding.method,
-                model=request.binding.model,
-                refusal=TOO_MANY_OPEN,
-                open_requests=open_now,
-                request_id=draft.call_request_id,
-            )
-            raise ResourceExhausted(
+            raise _refused(
+                request,
+                draft,
                 TOO_MANY_OPEN,
                 f"you have {open_now} approval requests open (at most {self.max_open_per_requester}): "
                 "wait for some to be decided or to expire before asking again",
+                open_requests=open_now,
             )
         if draft.mode == "hold":
             self._held.add(request.id)
@@ -362,20 +374,12 @@ class ApprovalService:
             self._held_bytes_total += size
             HELD_BYTES.inc(size)
             return
-        REFUSED.labels(reason=TOO_MANY_HELD_BYTES).inc()
-        events.record(
-            "approval.refused",
-            None,
-            requester=requester,
-            method=request.binding.method,
-            model=request.binding.model,
-            refusal=TOO_MANY_HELD_BYTES,
-            held_bytes=size,
-            request_id=draft.call_request_id,
-        )
-        raise ResourceExhausted(
+        raise _refused(
+            request,
+            draft,
             TOO_MANY_HELD_BYTES,
             f"{why}: call again later, or send {ASYNC_HINT}, which holds nothing while approvers decide",
+            held_bytes=size,
         )
 
     def _release_held_bytes(self, request_id: str) -> None:
