@@ -16,6 +16,7 @@ from labelgate.policy.rego_bodies import (
     COMPREHENSION_IN_NOT,
     LOCAL_IN_ELSE,
     NOT_IN_EVERY,
+    UNIFIED_NAME,
     VALUE_IN_NOT,
 )
 from labelgate.policy.rego_text import text_findings
@@ -179,7 +180,7 @@ def test_values_both_engines_read_alike_in_a_negation_are_accepted(condition: st
     assert [f.what for f in text_findings("t.rego", module)] == []
 
 
-# Policies that fooled earlier versions of the check (rounds three to five of fuzzing): each
+# Policies that fooled earlier versions of the check (rounds three to seven of fuzzing): each
 # loads in OPA and, unchecked, decides differently in rego-cpp (allow where OPA denies).
 FOOLED = Path(__file__).parent / "rego_bodies"
 BLOCKED = '{"blocked": {"u1": true}}'
@@ -190,6 +191,8 @@ FOOLED_INPUTS = {
     "else_some_in_a_later_comprehension": BLOCKED,
     "function_else_local_in_a_later_body": BLOCKED,
     "else_local_in_a_later_value": BLOCKED,
+    "rule_unified_with_a_value": '{"user": {"admin": false}}',
+    "value_unified_with_a_name_in_an_else_part": '{"user": {}, "blocked": {"a": true}}',
 }
 
 
@@ -206,7 +209,14 @@ async def test_what_fooled_the_first_check_does_not_load(tmp_path: Path, case: s
         await engine.start()
     await engine.close()
     assert refused.value.reason == UNSUPPORTED
-    findings = (NOT_IN_EVERY, COMPREHENSION_IN_EVERY, COMPREHENSION_IN_NOT, VALUE_IN_NOT, LOCAL_IN_ELSE)
+    findings = (
+        NOT_IN_EVERY,
+        COMPREHENSION_IN_EVERY,
+        COMPREHENSION_IN_NOT,
+        VALUE_IN_NOT,
+        LOCAL_IN_ELSE,
+        UNIFIED_NAME,
+    )
     assert any(finding in refused.value.message for finding in findings)
 
 
@@ -221,3 +231,19 @@ def test_a_name_declared_afresh_in_each_part_of_an_else_chain_is_accepted(chain:
     """rego-cpp starts afresh where a later body declares the name itself (round five)."""
     module = f"package t\n\ndefault allow := false\n\n{chain}\n"
     assert [f.what for f in text_findings("t.rego", module)] == []
+
+
+@pytest.mark.parametrize(
+    ("condition", "refused"),
+    [
+        ("admin = true", True),
+        ('"nobody" = banned', True),
+        ("x = input.a\n\tx > 1", True),
+        ("x := input.a\n\tx = 2", False),
+        ("[a, b] = [1, 2]\n\ta == b", False),
+        ("admin == true", False),
+    ],
+)
+def test_unification_with_a_name_not_bound_before_is_refused(condition: str, refused: bool) -> None:
+    module = f"package t\n\nadmin := input.admin\n\nbanned := input.b\n\nx if {{\n\t{condition}\n}}\n"
+    assert (UNIFIED_NAME in [f.what for f in text_findings("t.rego", module)]) is refused

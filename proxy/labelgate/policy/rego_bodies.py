@@ -10,6 +10,8 @@ and refused when the policy loads, each with a rewrite both engines read alike:
   comprehension named like a key it reads, ``name := f.name``, is read as that key there).
 - a name bound in one part of an ``else`` chain and named again in a later part: rego-cpp
   keeps the binding in the later bodies, where OPA starts afresh.
+- ``=`` with a bare name the body has not bound before: OPA compares a rule of that name,
+  rego-cpp binds a new variable (``allow if admin = true`` held for every caller).
 - a negated expression whose parts OPA evaluates before the negation. OPA's compiler takes
   every call, every operand of an operator other than ``==``/``=``, and every reference used
   as an index out of a ``not``: when one is undefined, the body fails. rego-cpp evaluates them
@@ -46,6 +48,10 @@ LOCAL_IN_ELSE = (
     "a name bound in one part of an `else` chain and named again in a later one (rego-cpp keeps "
     "its value there, OPA starts afresh): name them apart"
 )
+UNIFIED_NAME = (
+    "`=` with a name the body has not bound before (rego-cpp takes a rule's name there for a new "
+    "variable, so `admin = true` holds for every caller): bind with `:=`, compare with `==`"
+)
 VALUE_IN_NOT = (
     "a value OPA evaluates before a `not` (a call, an operand, an index) written inside it: "
     "rego-cpp holds the `not` when the value is undefined, OPA fails the body; bind it first "
@@ -72,7 +78,54 @@ def body_findings(name: str, stripped: str, modules: tuple[tuple[str, str], ...]
         _every_findings(name, stripped)
         + _not_findings(name, stripped, module, always)
         + _else_findings(name, stripped, module)
+        + _unification_findings(name, stripped, module)
     )
+
+
+# `=` alone: not `==`, `:=`, `!=`, `<=`, `>=`.
+_UNIFY = re.compile(r"(?<![=:!<>])=(?!=)")
+
+
+def _unification_findings(name: str, stripped: str, module: Outline) -> list[Finding]:
+    """``=`` in a body with a bare name on a side that the body has not bound before: OPA
+    compares a rule of that name, rego-cpp binds a new variable (found by fuzzing)."""
+    findings = []
+    for start in module.starts:
+        statement = module.statement(stripped, start)
+        flat = _mask(statement)
+        body = re.search(r"(?<![\w.])if(?![\w.])|\{", flat)
+        if body is None:
+            continue
+        for unify in _UNIFY.finditer(statement, body.start()):
+            at = start + unify.start()
+            left = stripped[_expression_start(stripped, start, at) : at].strip()
+            right_end = _expression_end(stripped, at + 1)
+            right = stripped[at + 1 : right_end].strip()
+            bound = _bound_before(stripped, start, _expression_start(stripped, start, at), module)
+            for side in (left, right):
+                if re.fullmatch(_NAME, side) and side not in bound and side != "_":
+                    findings.append(Finding(UNIFIED_NAME, f"{name}:{_line(stripped, at)}"))
+                    break
+    return findings
+
+
+def _expression_start(text: str, start: int, at: int) -> int:
+    """Where the expression holding offset ``at`` begins: after the ``;``, line break, ``{``,
+    ``[``, ``(`` or ``|`` before it at its own depth (``start``: the statement's start)."""
+    depth = 0
+    for index in range(at - 1, start - 1, -1):
+        char = text[index]
+        if char in ")]}":
+            depth += 1
+        elif char in "([{":
+            if depth == 0:
+                return index + 1
+            depth -= 1
+        elif depth == 0 and (
+            char in ";|" or (char == "\n" and not _GOES_ON.search(text[start:index].rstrip()))
+        ):
+            return index + 1
+    return start
 
 
 def _else_findings(name: str, stripped: str, module: Outline) -> list[Finding]:
