@@ -18,6 +18,7 @@ from labelgate.policy.rego_bodies import (
     NOT_IN_EVERY,
     UNIFIED_NAME,
     VALUE_IN_NOT,
+    WITH_BEYOND_INPUT,
 )
 from labelgate.policy.rego_text import text_findings
 from tests.policy.conftest import VALID_RESULT, opa_value, rego_cpp_unchecked, result_rule, write_policy
@@ -180,7 +181,7 @@ def test_values_both_engines_read_alike_in_a_negation_are_accepted(condition: st
     assert [f.what for f in text_findings("t.rego", module)] == []
 
 
-# Policies that fooled earlier versions of the check (rounds three to seven of fuzzing): each
+# Policies that fooled earlier versions of the check (rounds three to eight of fuzzing): each
 # loads in OPA and, unchecked, decides differently in rego-cpp (allow where OPA denies).
 FOOLED = Path(__file__).parent / "rego_bodies"
 BLOCKED = '{"blocked": {"u1": true}}'
@@ -193,6 +194,7 @@ FOOLED_INPUTS = {
     "else_local_in_a_later_value": BLOCKED,
     "rule_unified_with_a_value": '{"user": {"admin": false}}',
     "value_unified_with_a_name_in_an_else_part": '{"user": {}, "blocked": {"a": true}}',
+    "with_replacing_a_builtin_the_rule_index_reads": '{"user": {"email": "eve@x"}}',
 }
 
 
@@ -216,6 +218,7 @@ async def test_what_fooled_the_first_check_does_not_load(tmp_path: Path, case: s
         VALUE_IN_NOT,
         LOCAL_IN_ELSE,
         UNIFIED_NAME,
+        WITH_BEYOND_INPUT,
     )
     assert any(finding in refused.value.message for finding in findings)
 
@@ -247,3 +250,20 @@ def test_a_name_declared_afresh_in_each_part_of_an_else_chain_is_accepted(chain:
 def test_unification_with_a_name_not_bound_before_is_refused(condition: str, refused: bool) -> None:
     module = f"package t\n\nadmin := input.admin\n\nbanned := input.b\n\nx if {{\n\t{condition}\n}}\n"
     assert (UNIFIED_NAME in [f.what for f in text_findings("t.rego", module)]) is refused
+
+
+@pytest.mark.parametrize(
+    ("target", "refused"),
+    [
+        ("input", False),
+        ("input.user", False),
+        ("startswith", True),
+        ("data.labelgate.decision.m.x", True),
+        ("data.labelgate.tables", True),
+    ],
+)
+def test_with_on_anything_but_the_input_is_refused(target: str, refused: bool) -> None:
+    module = (
+        f"package t\n\nm[k] := 1 if some k in input.ks\n\nx if {{\n\tm.x == 1 with {target} as {{}}\n}}\n"
+    )
+    assert (WITH_BEYOND_INPUT in [f.what for f in text_findings("t.rego", module)]) is refused

@@ -10,6 +10,9 @@ and refused when the policy loads, each with a rewrite both engines read alike:
   comprehension named like a key it reads, ``name := f.name``, is read as that key there).
 - a name bound in one part of an ``else`` chain and named again in a later part: rego-cpp
   keeps the binding in the later bodies, where OPA starts afresh.
+- ``with`` on anything but the input: OPA's rule index filters on ``startswith`` and its
+  kin before a ``with`` replacing them applies, and a ``with`` on part of a rule is an
+  error in OPA that rego-cpp ignores.
 - ``=`` with a bare name the body has not bound before: OPA compares a rule of that name,
   rego-cpp binds a new variable (``allow if admin = true`` held for every caller).
 - a negated expression whose parts OPA evaluates before the negation. OPA's compiler takes
@@ -48,6 +51,11 @@ LOCAL_IN_ELSE = (
     "a name bound in one part of an `else` chain and named again in a later one (rego-cpp keeps "
     "its value there, OPA starts afresh): name them apart"
 )
+WITH_BEYOND_INPUT = (
+    "`with` replacing something other than the input (a builtin OPA's rule index reads before "
+    "the `with` applies, or part of a rule, which rego-cpp ignores): run this policy with "
+    "--engine opa"
+)
 UNIFIED_NAME = (
     "`=` with a name the body has not bound before (rego-cpp takes a rule's name there for a new "
     "variable, so `admin = true` holds for every caller): bind with `:=`, compare with `==`"
@@ -79,7 +87,23 @@ def body_findings(name: str, stripped: str, modules: tuple[tuple[str, str], ...]
         + _not_findings(name, stripped, module, always)
         + _else_findings(name, stripped, module)
         + _unification_findings(name, stripped, module)
+        + _with_findings(name, stripped)
     )
+
+
+_WITH_TARGET = re.compile(rf"(?<![\w.])with\s+({_NAME}(?:\.{_NAME}|\[[^\]]*\])*)\s+as(?![\w.])")
+
+
+def _with_findings(name: str, stripped: str) -> list[Finding]:
+    """``with`` on anything but the input: OPA's rule index filters on ``startswith`` and
+    ``glob.match`` before a ``with`` replacing them applies (rego-cpp applies it), and a
+    ``with`` on part of a rule is an error in OPA that rego-cpp ignores (found by fuzzing)."""
+    findings = []
+    for match in _WITH_TARGET.finditer(stripped):
+        target = match.group(1)
+        if target != "input" and not target.startswith(("input.", "input[")):
+            findings.append(Finding(WITH_BEYOND_INPUT, f"{name}:{_line(stripped, match.start())}"))
+    return findings
 
 
 # `=` alone: not `==`, `:=`, `!=`, `<=`, `>=`.
