@@ -4,6 +4,7 @@ differential fuzzer of random policies)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from labelgate.policy.rego_bodies import (
     COMPREHENSION_IN_NOT,
     LOCAL_IN_ELSE,
     NOT_IN_EVERY,
+    RESERVED_NAME_BOUND,
     UNIFIED_NAME,
     VALUE_IN_NOT,
     WITH_BEYOND_INPUT,
@@ -267,3 +269,38 @@ def test_with_on_anything_but_the_input_is_refused(target: str, refused: bool) -
         f"package t\n\nm[k] := 1 if some k in input.ks\n\nx if {{\n\tm.x == 1 with {target} as {{}}\n}}\n"
     )
     assert (WITH_BEYOND_INPUT in [f.what for f in text_findings("t.rego", module)]) is refused
+
+
+# Round nine: OPA refuses each of these policies (a reserved name bound); rego-cpp loaded them
+# and read the policy's own value for `input`, so the first three allowed every caller.
+@pytest.mark.parametrize(
+    ("module", "refused"),
+    [
+        ('import data.t.fake as input\n\nfake := {"role": "admin"}\n\nx if input.role == "admin"\n', True),
+        ('x if {\n\tinput := {"role": "admin"}\n\tinput.role == "admin"\n}\n', True),
+        ('x if count([1 | input := {"role": "admin"}; input.role == "admin"]) > 0\n', True),
+        ("x if {\n\tsome data in [1]\n}\n", True),
+        ("x if {\n\tevery input in [1] { true }\n}\n", True),
+        ("f(input) := 1\n", True),
+        ("data := 1\n", True),
+        ("x if input.role == data.t.admin\n\ny if f with input as {}\n\nf if input.a\n", False),
+        ("import input.user as u\n\nimport data.t.roles\n\nx if u.role in roles\n", False),
+    ],
+)
+def test_binding_input_or_data_is_refused(module: str, refused: bool) -> None:
+    found = [f.what for f in text_findings("t.rego", f"package t\n\n{module}")]
+    assert (RESERVED_NAME_BOUND in found) is refused, found
+
+
+async def test_a_policy_binding_input_does_not_load(tmp_path: Path) -> None:
+    body = 'allow if {\n\tinput := {"role": "admin"}\n\tinput.role == "admin"\n}\n\ndefault allow := false\n'
+    body += "result := " + json.dumps({**VALID_RESULT, "allow": "@"}).replace('"@"', "allow") + "\n"
+    policy = write_policy(tmp_path / "policy", body)
+    assert rego_cpp_unchecked(policy, '{"role": "guest"}', "data.labelgate.decision.result.allow").endswith(
+        '"x":true}}'
+    )
+    engine = EmbeddedEngine(policy, watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    assert refused.value.reason == UNSUPPORTED and RESERVED_NAME_BOUND in refused.value.message

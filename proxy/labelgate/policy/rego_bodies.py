@@ -10,6 +10,7 @@ and refused when the policy loads, each with a rewrite both engines read alike:
   comprehension named like a key it reads, ``name := f.name``, is read as that key there).
 - a name bound in one part of an ``else`` chain and named again in a later part: rego-cpp
   keeps the binding in the later bodies, where OPA starts afresh.
+- ``input`` or ``data`` bound as a name (OPA refuses the policy; rego-cpp binds it).
 - ``with`` on anything but the input: OPA's rule index filters on ``startswith`` and its
   kin before a ``with`` replacing them applies, and a ``with`` on part of a rule is an
   error in OPA that rego-cpp ignores.
@@ -51,6 +52,10 @@ LOCAL_IN_ELSE = (
     "a name bound in one part of an `else` chain and named again in a later one (rego-cpp keeps "
     "its value there, OPA starts afresh): name them apart"
 )
+RESERVED_NAME_BOUND = (
+    "`input` or `data` bound as a name (an import alias, a local, a `some`/`every` variable, a "
+    "parameter or a rule): OPA refuses the policy, rego-cpp reads the policy's own value there"
+)
 WITH_BEYOND_INPUT = (
     "`with` replacing something other than the input (a builtin OPA's rule index reads before "
     "the `with` applies, or part of a rule, which rego-cpp ignores): run this policy with "
@@ -88,7 +93,33 @@ def body_findings(name: str, stripped: str, modules: tuple[tuple[str, str], ...]
         + _else_findings(name, stripped, module)
         + _unification_findings(name, stripped, module)
         + _with_findings(name, stripped)
+        + _reserved_name_findings(name, stripped)
     )
+
+
+_RESERVED = r"(?:input|data)"
+_BINDS_RESERVED = re.compile(
+    "|".join(
+        [
+            rf"\bas\s+{_RESERVED}(?![\w.\[])",  # an import alias
+            rf"(?<![\w.]){_RESERVED}\s*(?::=|=(?!=))",  # a local or a rule
+            rf"\b(?:some|every)\s+(?:{_NAME}\s*,\s*)*{_RESERVED}(?![\w.\[])",  # a declaration
+            rf"(?<![\w.]){_RESERVED}\s+contains\b",  # a partial set rule
+            rf"^\s*{_RESERVED}\s*(?:\[|\bif\b)",  # a rule head
+            rf"{_NAME}\s*\([^()]*(?<![\w.]){_RESERVED}\s*[,)]\s*(?::=|=|if\b|\{{)",  # a parameter
+        ]
+    ),
+    re.M,
+)
+
+
+def _reserved_name_findings(name: str, stripped: str) -> list[Finding]:
+    """``input`` or ``data`` bound as a name: OPA refuses the policy (a reserved name), rego-cpp
+    binds it, so ``input := {"role": "admin"}`` made every caller an admin (found by fuzzing)."""
+    return [
+        Finding(RESERVED_NAME_BOUND, f"{name}:{_line(stripped, match.start())}")
+        for match in _BINDS_RESERVED.finditer(stripped)
+    ]
 
 
 _WITH_TARGET = re.compile(rf"(?<![\w.])with\s+({_NAME}(?:\.{_NAME}|\[[^\]]*\])*)\s+as(?![\w.])")
