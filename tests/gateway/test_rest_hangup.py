@@ -24,6 +24,7 @@ from labelgate.approvals import events as approval_events
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings
 from labelgate.gateway.server import Gateway
+from tests.support.grpc_servers import serving_grpc
 from tests.support.procs import REPO, free_port
 
 SERVICE = "inference.GRPCInferenceService"
@@ -66,18 +67,12 @@ class Upstream:
 async def serving(upstream: Upstream) -> AsyncIterator[tuple[str, grpc.aio.Server]]:
     """The upstream on loopback: its address, and its server (stopped first by a test whose
     gateway would otherwise wait for a stalled call to end)."""
-    server = grpc.aio.server()
     handlers = {
         "ModelInfer": grpc.unary_unary_rpc_method_handler(upstream.infer),
         "ModelMetadata": grpc.unary_unary_rpc_method_handler(upstream.metadata),
     }
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}", server
-    finally:
-        await server.stop(0)
+    async with serving_grpc(SERVICE, handlers) as served:
+        yield served
 
 
 @contextlib.asynccontextmanager

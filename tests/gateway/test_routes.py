@@ -26,6 +26,7 @@ from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
 from labelgate.gateway.upstream import Upstream
 from tests.gateway.harness import recorded_calls
+from tests.support.grpc_servers import serving_grpc
 from tests.support.procs import REPO, free_port, labelgate_command, running
 
 DIRECTORY = "/labelgate.v1.demo.CustomerDirectory/"
@@ -346,14 +347,8 @@ async def exchange_upstream() -> AsyncIterator[tuple[str, list[bytes]]]:
         "Exchange": grpc.stream_stream_rpc_method_handler(exchange),
         "Upload": grpc.stream_unary_rpc_method_handler(upload),
     }
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(UPLOADS.strip("/"), handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}", received
-    finally:
-        await server.stop(0)
+    async with serving_grpc(UPLOADS.strip("/"), handlers) as (address, _):
+        yield address, received
 
 
 async def test_a_client_stream_message_that_does_not_parse_is_refused_with_a_reason(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from labelgate.errors import ResourceExhausted
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.upstream import Upstream, UpstreamStatus, upstream_error
 from tests.gateway.harness import CATALOG
+from tests.support.grpc_servers import serving_grpc
 from tests.support.procs import REPO, free_port
 
 DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
@@ -111,14 +112,8 @@ async def echo_upstream(
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "BothStreams": grpc.stream_stream_rpc_method_handler(both_streams),
     }
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Echo", handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}", received
-    finally:
-        await server.stop(0)
+    async with serving_grpc("test.Echo", handlers) as (address, _):
+        yield address, received
 
 
 async def _messages(*messages: bytes) -> AsyncIterator[bytes]:
