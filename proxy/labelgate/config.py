@@ -199,6 +199,10 @@ class PolicySettings(Section):
     # With a public key: where the newest signed revision's sequence is kept, so a restarted
     # gateway still refuses older signed bundles replayed to it (policy/bundle_mark.py).
     bundle_state_file: ConfigPath | None = None
+    # Engine embedded: every revision must first pass `opa check` (policy/opa_check.py). auto:
+    # when $LABELGATE_OPA or `opa` on PATH is there (else skipped, said once); required: no
+    # start without it; off: never.
+    opa_check: Literal["auto", "required", "off"] = "auto"
 
     @model_validator(mode="after")
     def _bundle_settings_need_a_bundle(self) -> PolicySettings:
@@ -353,6 +357,22 @@ class LimitSettings(Section):
     # A repository index or statistics reply is narrowed by one policy decision per model it
     # lists; more distinct models than this fail the call (RESOURCE_EXHAUSTED).
     max_index_models: int = Field(1024, ge=1, le=100_000)
+    # Request bytes all calls in progress may hold at once, per process (gateway/inflight.py):
+    # a call pins about four times its request, so this bounds most of what callers can make
+    # the gateway hold. Past it a request is refused at once (RESOURCE_EXHAUSTED /
+    # 503, REQUEST_BYTES_EXHAUSTED). Calls held for approval count under approvals.max_held_bytes.
+    max_request_bytes_in_flight: int = Field(128 * 1024 * 1024, ge=1024, le=2**40)
+
+    @model_validator(mode="after")
+    def _one_message_fits_in_flight(self) -> LimitSettings:
+        if self.max_request_bytes_in_flight < self.max_message_bytes:
+            _refuse(
+                [
+                    "max_request_bytes_in_flight is below max_message_bytes: "
+                    "a request of the largest size would always be refused"
+                ]
+            )
+        return self
 
 
 class RestSettings(Section):
@@ -898,6 +918,10 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
         )
         if settings.engine in ("embedded", "wasm"):
             attempt("policy.dir", lambda: policy_dir(settings.policy.dir))
+    if settings.engine == "embedded":
+        from labelgate.policy.opa_check import OpaChecker
+
+        attempt("policy.opa_check", lambda: OpaChecker(settings.policy.opa_check))
     if settings.policy.bundle_public_key_file is not None:
         key_file = settings.policy.bundle_public_key_file
         attempt(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import multiprocessing
 import signal
@@ -84,8 +85,13 @@ def build_engine(settings: GatewaySettings) -> PolicyEngine:
             retry=policy.opa_retry,
         )
     else:
-        # Both in-process engines follow a folder or the bundle server the same way.
-        in_process = WasmEngine if settings.engine == "wasm" else EmbeddedEngine
+        # Both in-process engines follow a folder or the bundle server the same way. The wasm
+        # engine's revisions are OPA's own build; the embedded engine's pass `opa check` first.
+        in_process: Any = (
+            WasmEngine
+            if settings.engine == "wasm"
+            else functools.partial(EmbeddedEngine, opa_check=policy.opa_check)
+        )
         if policy.bundle_url is not None:
             engine = in_process(bundle=build_bundle_client(policy))
         else:

@@ -108,6 +108,7 @@ from labelgate.policy.contract import (
     validate_result,
 )
 from labelgate.policy.engine import DECISION_PATH
+from labelgate.policy.opa_check import OpaChecker, OpaCheckMode
 from labelgate.policy.source import PolicySource, policy_fingerprint
 
 if TYPE_CHECKING:
@@ -391,10 +392,24 @@ class _Compiled:
         return self.source.revision
 
     @classmethod
-    def build(cls, source: PolicySource, entrypoint: str) -> _Compiled:
+    def build(cls, source: PolicySource, entrypoint: str, opa: OpaChecker | None = None) -> _Compiled:
         modules = exact_modules(source.modules)
+        data_json = _data_json(source)
+        # OPA's compiler must accept the revision too (opa_check.py); it runs while rego-cpp
+        # compiles, and is asked last, so a refusal of rego-cpp's or the checks' keeps its reason.
+        check = opa.begin(source.modules, data_json, source.origin) if opa is not None else None
+        with check if check is not None else contextlib.nullcontext():
+            compiled = cls._build(source, entrypoint, modules, data_json)
+            if check is not None:
+                check.result()
+        return compiled
+
+    @classmethod
+    def _build(
+        cls, source: PolicySource, entrypoint: str, modules: tuple[tuple[str, str], ...], data_json: str
+    ) -> _Compiled:
         # rego-cpp aborts the process on some policies: a child compiles it first (compile_check.py).
-        check_in_child(modules, _data_json(source), entrypoint, source.origin)
+        check_in_child(modules, data_json, entrypoint, source.origin)
         builder = _interpreter()
         try:
             _load(builder, source, modules)
@@ -444,6 +459,7 @@ class EmbeddedEngine:
         decision_path: str = DECISION_PATH,
         inline_budget: float = 0.0001,
         workers: int | None = None,
+        opa_check: OpaCheckMode = "auto",
     ) -> None:
         segments = decision_path.strip("/").split("/")
         if not all(_IDENTIFIER.match(s) for s in segments):
@@ -468,6 +484,8 @@ class EmbeddedEngine:
         self._inline_budget = inline_budget
         self._workers = workers or min(4, os.cpu_count() or 2)
         self._executor: ThreadPoolExecutor | None = None
+        # policy.opa_check: required and no opa is a configuration error now, not at start.
+        self._opa_check = OpaChecker(opa_check)
 
     @property
     def revision(self) -> str:
@@ -541,7 +559,7 @@ class EmbeddedEngine:
     async def _swap_in(self, source: PolicySource) -> bool:
         if self._compiled is not None and source.revision == self._compiled.revision:
             return False
-        compiled = await asyncio.to_thread(_Compiled.build, source, self._entrypoint)
+        compiled = await asyncio.to_thread(_Compiled.build, source, self._entrypoint, self._opa_check)
         commits = [await asyncio.to_thread(hook, source) for hook in self._hooks]
         old = self.revision
         self._compiled = compiled  # the atomic swap: decisions read this once
