@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -174,17 +175,25 @@ def peer_address(peer: str) -> str:
     return peer
 
 
-def infer_target(request: pb.ModelInferRequest, method: str, digest_key: bytes) -> Target:
-    """The target of a ``ModelInferRequest``; ``digest_key`` keys its ``request_digest``."""
+def infer_target(request: pb.ModelInferRequest, method: str, digest_key: bytes | None) -> Target:
+    """The target of a ``ModelInferRequest``; ``digest_key`` keys its ``request_digest`` (None:
+    no digest yet, ``with_digest`` adds it once the caller is authenticated)."""
     return Target(
         service=method.split("/")[1] if method.count("/") >= 2 else method,
         model=request.model_name,
         model_version=request.model_version,
         requested_outputs=tuple(output.name for output in request.outputs),
         caller_id=request.id,
-        request_digest=request_digest(request, digest_key),
+        request_digest="" if digest_key is None else request_digest(request, digest_key),
         inputs=tuple((i.name, i.datatype, tuple(i.shape)) for i in request.inputs),
     )
+
+
+def with_digest(target: Target, request: pb.ModelInferRequest, digest_key: bytes) -> Target:
+    """``target`` with the ``request_digest`` of ``request``. Hashing reads every byte of the
+    request (about a millisecond a MiB): done for authenticated callers only, so an anonymous
+    one cannot have the gateway hash 16 MiB bodies that are refused anyway."""
+    return dataclasses.replace(target, request_digest=request_digest(request, digest_key))
 
 
 _DIGEST_DOMAIN = b"labelgate.request-digest.v1"

@@ -7,6 +7,8 @@ read. The edges translate it: gRPC status, HTTP problem response, CLI exit code.
 
 from __future__ import annotations
 
+import traceback
+
 import grpc
 
 
@@ -83,8 +85,29 @@ class ResourceExhausted(LabelgateError):
     http_status = 413
 
 
+class Overloaded(LabelgateError):
+    """The gateway is at a bound of its own (not of this request): the caller may retry."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 503
+
+
 class Unsupported(LabelgateError):
     """The caller asked for something the gateway cannot do safely (shared memory, ...)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     http_status = 400
+
+
+def drop_frames(error: BaseException) -> None:
+    """Clear the locals of the finished frames ``error``, and the errors it was raised from,
+    passed through. grpc keeps a call's abort error on the call's own state, which every
+    frame of the handler reaches through its ``context``: the frames in that error's
+    traceback are in a reference cycle, and with them the request each holds, until a
+    collection finds them (``gateway/heap.py`` makes those rare)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__

@@ -652,3 +652,31 @@ async def test_a_string_final_flag_is_kept_on_replies_that_are_not_final() -> No
     first, last = await collect(pipeline, FakeStream(answer), request("chat"))
     assert first.infer_response.parameters["triton_final_response"].WhichOneof("parameter_choice")
     assert last.infer_response.parameters["triton_final_response"].bool_param is True
+
+
+async def test_an_anonymous_callers_request_is_not_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request digest reads every byte of the request (about a millisecond a MiB): an
+    anonymous caller's 16 MiB bodies, refused anyway, are not hashed."""
+    from labelgate import calls
+
+    pipeline, journal, _, recorder = make_pipeline()
+    hashed: list[Any] = []
+    digest = calls.request_digest
+    monkeypatch.setattr(
+        calls, "request_digest", lambda message, key: hashed.append(message) or digest(message, key)
+    )
+
+    def refuse(metadata: Any, auth_context: Any) -> Subject:
+        raise Unauthenticated("NO_CREDENTIALS", "no credentials")
+
+    authenticator = pipeline.authenticator
+    monkeypatch.setattr(authenticator, "authenticate", refuse)
+    with pytest.raises(Unauthenticated):
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert hashed == [] and recorder.records[-1].refusal is not None
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        calls, "request_digest", lambda message, key: hashed.append(message) or digest(message, key)
+    )
+    await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+    assert len(hashed) == 1, "an authenticated caller's request is hashed once"

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
+from labelgate.errors import drop_frames
 from labelgate.gateway.metrics import child, method_labels
 from labelgate.interceptors import Handler, WrappingInterceptor
 
@@ -73,14 +74,19 @@ class _Measured:
 
 def _unary_response(measured: _Measured, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     async def wrapped(request: Any, context: Any) -> Any:
-        started, failed = measured.start(), None
+        started = measured.start()
         try:
-            return await behaviour(request, context)
+            reply = await behaviour(request, context)
         except BaseException as error:
-            failed = error
+            measured.finish(started, context, error)
+            # The outermost frame of every call: the handler's frames are in a reference cycle
+            # with grpc's abort error (``drop_frames``), so without this a refused call's
+            # request lived until a collection (60 concurrent refused 15 MiB calls: 2.5 GB).
+            drop_frames(error)
+            request = None
             raise
-        finally:
-            measured.finish(started, context, failed)
+        measured.finish(started, context, None)
+        return reply
 
     return wrapped
 
@@ -90,16 +96,17 @@ def _streamed_response(measured: _Measured, behaviour: Callable[..., Any]) -> Ca
         return _unary_response(measured, behaviour)
 
     async def wrapped(request: Any, context: Any) -> AsyncIterator[Any]:
-        started, failed = measured.start(), None
+        started = measured.start()
         try:
             async for reply in behaviour(request, context):
                 child(MSG_SENT, *measured.labels).inc()
                 yield reply
         except BaseException as error:
-            failed = error
+            measured.finish(started, context, error)
+            drop_frames(error)  # see above
+            request = None
             raise
-        finally:
-            measured.finish(started, context, failed)
+        measured.finish(started, context, None)
 
     return wrapped
 

@@ -15,6 +15,7 @@ use (``gateway/repository.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import uuid
@@ -29,7 +30,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Call, Target, transport_peer, uuid4_hex
 from labelgate.enforce import replies
 from labelgate.errors import InvalidInput, LabelgateError, Unsupported
-from labelgate.gateway import metrics, reasons
+from labelgate.gateway import inflight, metrics, reasons
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.repository import ABOUT_ONE_MODEL, ModelDirectory, SendTo, usable_or_unknown
 from labelgate.gateway.status import refusals
@@ -148,12 +149,25 @@ async def refuse_unparsed(pipeline: Pipeline, call: Call, message_type: type[Mes
     raise error
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    pipeline: Pipeline, context: grpc.aio.ServicerContext[Any, Any], size: int = 0
+) -> AsyncIterator[None]:
+    """A call's refusals turned into its status, and its request's ``size`` bytes held
+    while it runs (a stream's messages are held as they are read, ``message_parser``)."""
+    async with refusals(context):
+        with pipeline.request_bytes.call(size):
+            yield
+
+
 def message_parser(message_type: type[Message]) -> Callable[[bytes], Message]:
     """The deserializer of a stream's messages: grpc runs it as the handler reads each, so its
-    refusal reaches the handler's own ``refusals`` (and its record) like any other."""
+    refusal reaches the handler's own ``refusals`` (and its record) like any other. Each
+    message's bytes replace the last one's in its call's lease (``gateway/inflight.py``)."""
     from_string = message_type.FromString
 
     def parse(body: bytes) -> Message:
+        inflight.message_read(len(body))
         try:
             return from_string(body)
         except DecodeError:
@@ -238,13 +252,15 @@ class InferenceProxy:
         from_string = request_type.FromString
 
         async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            call = make_call(context, method)
+            async with serving(self.pipeline, context, len(body)):
+                return await serve(body, make_call(context, method), context)
+            raise AssertionError("unreachable: refusals() aborts the call")
+
+        async def serve(body: bytes, call: Call, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             try:
                 request = from_string(body)
             except DecodeError:
-                async with refusals(context):
-                    await refuse_unparsed(self.pipeline, call, request_type)
-                raise AssertionError("unreachable: refusals() aborts the call") from None
+                await refuse_unparsed(self.pipeline, call, request_type)
             model = getattr(request, model_field) if model_field else ""
 
             async def send(message: Message) -> Message:
@@ -256,22 +272,20 @@ class InferenceProxy:
                 )
                 return reply
 
-            async with refusals(context):
-                if name == "ModelInfer":
-                    # Checked once the caller is authenticated, inside the call's record.
-                    return await self.pipeline.infer(
-                        call,
-                        request,  # type: ignore[arg-type]
-                        send,
-                        check_no_shared_memory,
-                    )
-                # A hidden model's configuration, metadata or readiness is refused as an unknown
-                # model's is.
-                gate = usable_or_unknown(self.pipeline, call, model) if name in ABOUT_ONE_MODEL else None
-                return await self.pipeline.unary_message(
-                    call, Target(service=SERVICE, model=model), request, send, gate=gate
+            if name == "ModelInfer":
+                # Checked once the caller is authenticated, inside the call's record.
+                return await self.pipeline.infer(
+                    call,
+                    request,  # type: ignore[arg-type]
+                    send,
+                    check_no_shared_memory,
                 )
-            raise AssertionError("unreachable: refusals() aborts the call")
+            # A hidden model's configuration, metadata or readiness is refused as an unknown
+            # model's is.
+            gate = usable_or_unknown(self.pipeline, call, model) if name in ABOUT_ONE_MODEL else None
+            return await self.pipeline.unary_message(
+                call, Target(service=SERVICE, model=model), request, send, gate=gate
+            )
 
         return handle
 
@@ -296,7 +310,7 @@ class InferenceProxy:
         async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             call = make_call(context, method)
             send_to = self.send_to(name, response_type, call, context)
-            async with refusals(context):
+            async with serving(self.pipeline, context, len(body)):
                 try:
                     request = request_type.FromString(body)
                 except DecodeError:
@@ -316,7 +330,7 @@ class InferenceProxy:
             raise shared_memory_refusal()
 
         async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            async with refusals(context):
+            async with serving(self.pipeline, context, len(request)):
                 # Authenticated, decided and recorded like any call; never sent upstream.
                 return await self.pipeline.unary_message(
                     make_call(context, method),
@@ -339,7 +353,7 @@ class InferenceProxy:
         metrics.ACTIVE_STREAMS.inc()
         upstream_call = RoutedStream(self.router, method, call, context)
         try:
-            async with refusals(context):
+            async with serving(self.pipeline, context):
                 async for reply in self.pipeline.stream_infer(call, requests, upstream_call):
                     yield reply
         finally:

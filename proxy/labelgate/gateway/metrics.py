@@ -37,6 +37,14 @@ DECISION_SECONDS = Histogram(
 )
 MASKED_FIELDS = Counter("labelgate_masked_fields_total", "Masked fields by their label", ["label"])
 ACTIVE_STREAMS = Gauge("labelgate_active_streams", "Streaming calls in progress")
+REQUEST_BYTES_IN_FLIGHT = Gauge(
+    "labelgate_request_bytes_in_flight",
+    "Request bytes the calls in progress hold (limits.max_request_bytes_in_flight)",
+)
+REQUESTS_SHED = Counter(
+    "labelgate_requests_shed_total",
+    "Requests refused at once: the request bytes in flight were at their bound",
+)
 EVENT_LOOP_LAG = Gauge(
     "labelgate_event_loop_lag_seconds",
     "How late the event loop last ran a timer (a blocked loop delays every call)",

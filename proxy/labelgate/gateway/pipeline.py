@@ -44,6 +44,7 @@ from labelgate.calls import (
     Target,
     infer_target,
     target_summary,
+    with_digest,
 )
 from labelgate.classify import Field, backend_labels, to_policy_fields
 from labelgate.classify.carryover import CarryOver
@@ -63,7 +64,7 @@ from labelgate.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from labelgate.gateway import metrics
+from labelgate.gateway import inflight, metrics
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
@@ -127,6 +128,8 @@ class Pipeline:
         self.release = release or ReleaseSettings()
         self.decision_deadline_seconds = decision_deadline_seconds
         self.in_flight = in_flight or CallsInFlight()
+        # The transports take each request's bytes from it before parsing (gateway/inflight.py).
+        self.request_bytes = inflight.RequestBytes(self.limits.max_request_bytes_in_flight)
         self._cancelled_records = BackgroundTasks()  # being written (``recording``)
         self._open_calls: dict[asyncio.Task[Any], int] = {}  # tasks inside ``recording``, how deep
 
@@ -150,9 +153,10 @@ class Pipeline:
         """``infer``, the released reply made into a binding's own (REST's body) by ``render``
         inside the call's recording: a reply the binding cannot carry (bytes that are not
         UTF-8, as JSON) is recorded as the refusal the caller gets, not as released."""
-        target = infer_target(request, call.method, self.hash_key)
+        target = infer_target(request, call.method, None)
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
+            target = with_digest(target, request, self.hash_key)
             outcome.request_summary = target_summary(target)
             if check is not None:
                 check(request)
@@ -429,7 +433,9 @@ class Pipeline:
             return decision
 
         # A call held for an approver writes its record minutes from now, if ever: it does
-        # not count as in flight meanwhile, or every other record would wait for it.
+        # not count as in flight meanwhile, or every other record would wait for it. Its
+        # request's bytes count under the approval service's own bound from here on.
+        inflight.set_aside()
         self.in_flight.count -= 1
         try:
             with tracing.stage("hold"):

@@ -38,7 +38,7 @@ from labelgate.calls import Call, Target, rest_peer
 from labelgate.config import RestSettings
 from labelgate.digits import whole_number
 from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExhausted, Unsupported
-from labelgate.gateway import reasons
+from labelgate.gateway import inflight, reasons
 from labelgate.gateway.inference import SERVICE, client_session_id, shared_memory_refusal
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.repository import ABOUT_ONE_MODEL, usable_or_unknown
@@ -130,6 +130,21 @@ class LastResort:
                 await error_response(internal)(scope, receive, send)
 
 
+class HeldRequestBytes:
+    """Each request's body, as it is read, holds its bytes of the process's budget until the
+    response is sent (``gateway/inflight.py``; ``RestGateway._body`` counts them)."""
+
+    def __init__(self, app: ASGIApp, budget: inflight.RequestBytes) -> None:
+        self.app, self.budget = app, budget
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.budget.call():
+            await self.app(scope, receive, send)
+
+
 class RestGateway:
     def __init__(self, pipeline: Pipeline, upstreams: Upstream | Router, max_body_bytes: int) -> None:
         self.pipeline = pipeline
@@ -168,7 +183,7 @@ class RestGateway:
         routes += self.shared_memory_routes()
         app = Starlette(
             routes=routes,
-            middleware=[Middleware(LastResort)],
+            middleware=[Middleware(LastResort), Middleware(HeldRequestBytes, self.pipeline.request_bytes)],
             exception_handlers={404: route_refusal, 405: route_refusal},
         )
         # A trailing slash is an unknown route (404), not a redirect built from the caller's
@@ -388,9 +403,14 @@ class RestGateway:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise _too_large(self.max_body_bytes)
+            inflight.message_read(size)
             chunks.append(chunk)
         body = b"".join(chunks)
-        return body if coding is None else inflate(body, coding, self.max_body_bytes)
+        if coding is None:
+            return body
+        inflated = inflate(body, coding, self.max_body_bytes)
+        inflight.message_read(len(inflated))
+        return inflated
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]

@@ -25,10 +25,9 @@ from labelgate.calls import Call, Target
 from labelgate.classify.split_values import SplitValues
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
-from labelgate.gateway import metrics, reasons
-from labelgate.gateway.inference import make_call, message_parser, refuse_unparsed
+from labelgate.gateway import inflight, metrics, reasons
+from labelgate.gateway.inference import make_call, message_parser, refuse_unparsed, serving
 from labelgate.gateway.pipeline import Pipeline, still_valid
-from labelgate.gateway.status import refusals
 from labelgate.gateway.upstream import Upstream, upstream_error
 
 
@@ -144,7 +143,7 @@ class OpaqueCall:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         call, target = make_call(context, self.method), _target(self.method, opaque=True)
-        async with refusals(context):
+        async with serving(self.pipeline, context):
             subject = await self.pipeline.admit_stream(call, target)
             stream = self.upstream.stream_stream(self.method, None, None)(
                 _relay(requests),
@@ -179,8 +178,9 @@ async def _ended(upstream_call: Any, *replies: AsyncIterator[Any]) -> None:
             await generator.aclose()
 
 
-async def _relay(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _relay(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for request in requests:
+        inflight.message_read(len(request))  # bytes in: no parser counts them
         yield request
 
 
@@ -279,7 +279,7 @@ def typed_handler(
         call = make_call(context, method)
         metrics.ACTIVE_STREAMS.inc()
         try:
-            async with refusals(context):
+            async with serving(pipeline, context, 0 if client_streams else len(request)):
                 request = await parsed(request, call)
                 subject = await pipeline.admit_stream(call, target)
                 relay = Relay(request) if client_streams else None
@@ -314,7 +314,7 @@ def typed_handler(
                 raise
             return reply
 
-        async with refusals(context):
+        async with serving(pipeline, context, 0 if client_streams else len(request)):
             return await pipeline.unary_message(call, target, await parsed(request, call), send)
         raise AssertionError("unreachable: refusals() aborts the call")
 
