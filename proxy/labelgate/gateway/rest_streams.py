@@ -28,6 +28,11 @@ log = get_logger(__name__)
 
 Infer = Callable[..., Awaitable[Any]]
 _WAKE = object()  # done_writing's nudge to a reader waiting on no outstanding call
+# Requests of one stream whose call is in flight or whose reply is not read yet. A gRPC
+# upstream's stream pushes back on a caller who writes faster than it answers (flow control);
+# REST calls do not, so without this bound a caller could start any number of upstream calls
+# at once, and one who never reads queued every reply.
+MAX_OUTSTANDING = 32
 
 
 class RestStream:
@@ -41,9 +46,11 @@ class RestStream:
         self._replies: asyncio.Queue[Any] = asyncio.Queue()
         self._calls: set[asyncio.Task[None]] = set()
         self._outstanding = 0
+        self._slots = asyncio.Semaphore(MAX_OUTSTANDING)  # given back as each reply is read
         self._writing = True
 
     async def write(self, request: pb.ModelInferRequest) -> None:
+        await self._slots.acquire()  # the caller's next request waits: backpressure
         self._outstanding += 1
         call = asyncio.ensure_future(self._one(request))
         self._calls.add(call)
@@ -87,6 +94,7 @@ class RestStream:
             if item is _WAKE:
                 continue
             self._outstanding -= 1
+            self._slots.release()
             if isinstance(item, LabelgateError):
                 raise item
             yield item
