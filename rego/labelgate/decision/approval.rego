@@ -50,7 +50,7 @@ _requester_ids contains id if {
 	some id in object.get(input.subject, ["attributes", "also_verified"], {})
 }
 
-# Governing labels the subject sees in clear now: without approval, or with a satisfied one.
+# Labels the subject sees in clear now: without approval, or with a satisfied one.
 # regal ignore:prefer-set-or-object-rule
 _visible_labels := {label |
 	# regal ignore:prefer-some-in-iteration
@@ -64,7 +64,9 @@ _visible_labels := {label |
 	treatment.approval in _satisfied_approvals
 }
 
-# Governing labels the subject could see once an approval is granted, but not yet.
+# Labels the subject could see once an approval is granted, but not yet. Every label of
+# every field counts, so a field is held for the approval any of its labels needs, even
+# when another of its labels masks it anyway (the grant then releases the field masked).
 # regal ignore:prefer-set-or-object-rule
 _pending_labels := {label |
 	# regal ignore:prefer-some-in-iteration
@@ -74,13 +76,14 @@ _pending_labels := {label |
 	not label in _visible_labels
 }
 
-# The mask of every governing label that is not visible. A label without a usable
-# treatment (broken tables, or an unknown label) is nulled rather than shown.
+# The mask of every label that is not visible now. A label without a usable treatment
+# (broken tables) or one still waiting for its approval (shown on a replay) is nulled
+# rather than shown.
 # regal ignore:prefer-set-or-object-rule
 _label_mask := {label: mask |
-	some label in _governing_labels
+	some label in _field_labels
 	not label in _visible_labels
-	mask := object.get(_treatment_masks, label, {"strategy": "null", "params": {}})
+	mask := object.get(_treatment_masks, label, _null_mask)
 }
 
 # regal ignore:prefer-set-or-object-rule

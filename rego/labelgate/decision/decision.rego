@@ -136,16 +136,13 @@ _cache_ttl_seconds := _cache_ttl if {
 
 _malformed_reason := concat("", ["denied: malformed policy input: ", concat("; ", _sorted(_problems))])
 
-# Every field not visible in clear gets exactly one mask, in path order.
+# Every field not visible in clear gets exactly one mask (clearance.rego: _masked_fields),
+# in path order.
 _masks := [{"path": path, "strategy": mask.strategy, "params": mask.params} |
 	# regal ignore:prefer-some-in-iteration
 	some path in sort([masked_path | _masked_fields[masked_path]])
 	mask := _masked_fields[path]
 ]
-
-# path -> mask for every field whose governing label is not visible in clear.
-# regal ignore:prefer-set-or-object-rule
-_masked_fields := {entry[0]: mask | some entry in _path_entries; mask := _label_mask[entry[1]]}
 
 _allowed_reason := concat("", ["allowed", _grant_note, "; ", _mask_note])
 

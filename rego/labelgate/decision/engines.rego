@@ -26,11 +26,11 @@
 #    microseconds per comprehension element. So:
 #    - the rules that run per field or per label are complete rules built from
 #      comprehensions, with no helper functions (Regal's prefer-set-or-object-rule is
-#      silenced on them); each field is visited once to find its governing label
-#      (clearance.rego: _path_entries), and each label once to find its treatment;
-#    - label ranks are looked up in a table (_multi_label_ranks) rather than computed by
-#      calling _label_rank per label, which only the rare paths (several labels on one
-#      field, held calls) call;
+#      silenced on them); each field is visited once to collect its labels
+#      (clearance.rego: _path_labels), each label once to find its treatment, and a field
+#      with one label (the common case) takes that label's mask as it is, so only the rare
+#      fields with several compare masks (_strongest_masks);
+#    - _label_rank, a function, is only called on the rare path of a held call;
 #    - validation has a fast path (_well_formed) that checks each string list with one
 #      comprehension; only a malformed input evaluates _problems, which names each defect.
 #    OPA gains from the same shapes. Measure with `python -m bench.profile_policy` (from the

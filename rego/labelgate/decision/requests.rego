@@ -3,9 +3,9 @@
 # Decides which calls are denied for what they ask for, whatever their masks would be:
 # - Asking for a restricted output by name, with no way to see it, is denied outright and
 #   no approval is offered: asking is the signal. Only the whole output counts
-#   (input.request.requested_outputs holds "<name>" and a field "outputs.<name>" is
-#   governed by a label whose table entry says deny_when_requested); the same field merely
-#   present in a response is masked instead.
+#   (input.request.requested_outputs holds "<name>" and a field "outputs.<name>" carries
+#   a label whose table entry says deny_when_requested and that the subject may not see
+#   even after an approval); the same field merely present in a response is masked instead.
 # - An opaque call (the gateway cannot decode the method's messages, so no field is known)
 #   is denied unless tables.opaque_methods lists its method with one of the subject's
 #   groups, or with "*" for any authenticated subject. Unknown content is never allowed by
@@ -19,10 +19,11 @@ package labelgate.decision
 # The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).
 import data.labelgate.tables
 
+# Any label of the output can deny it, as any label can mask it (clearance.rego).
 # regal ignore:prefer-set-or-object-rule
 _denied_outputs := {name |
 	some name in input.request.requested_outputs
-	label := _path_label[concat("", ["outputs.", name])]
+	some label in _path_labels[concat("", ["outputs.", name])]
 	_deny_when_requested(label)
 	not _may_see(label)
 }

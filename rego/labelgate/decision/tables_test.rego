@@ -24,6 +24,15 @@ test_the_contract_labels_are_all_in_the_tables if {
 	}
 }
 
+test_the_unknown_label_has_the_shape_of_a_label if {
+	is_object(tables.unknown_label.default)
+	is_object(tables.unknown_label.groups)
+	is_boolean(tables.unknown_label.deny_when_requested)
+	every key, _ in tables.unknown_label {
+		key in {"default", "groups", "deny_when_requested"}
+	}
+}
+
 test_label_ranks_are_distinct if {
 	count({spec.rank | some spec in tables.labels}) == count(tables.labels)
 }
