@@ -62,8 +62,8 @@ class Closing(Protocol):
 class Reserving(Protocol):
     """A recorder that must promise room before the call's other records are written."""
 
-    def reserve(self) -> None: ...
-    def unreserve(self) -> None: ...
+    def reserve(self, entry: CallRecord) -> None: ...
+    def unreserve(self, entry: CallRecord) -> None: ...
     async def record(self, entry: CallRecord) -> None: ...
 
 
@@ -475,23 +475,36 @@ class Recorders:
         with tracing.stage("record"):
             # Recorders that queue (the session recorder) promise their room first, so a later
             # "no room" cannot follow a durable audit record of a delivery that never happened.
-            reserving = self._reserving
-            for done, reserver in enumerate(reserving):
+            # A refused call released nothing: a queue with no room for its entry goes without
+            # it (logged, counted by that recorder), and its audit record is still written.
+            reserved: list[Reserving] = []
+            skipped: list[Reserving] = []
+            for reserver in self._reserving:
                 try:
-                    reserver.reserve()
+                    reserver.reserve(entry)
+                except LabelgateError as full:
+                    if entry.refusal is None:
+                        for earlier in reserved:
+                            earlier.unreserve(entry)
+                        raise
+                    log.warning("a refused call's entry was left out", reason=full.reason)
+                    skipped.append(reserver)
+                    continue
                 except BaseException:
-                    for earlier in reserving[:done]:
-                        earlier.unreserve()
+                    for earlier in reserved:
+                        earlier.unreserve(entry)
                     raise
-            pending = list(reserving)
+                reserved.append(reserver)
             try:
                 for recorder in self.recorders:
-                    if recorder in pending:
-                        pending.remove(recorder)
+                    if recorder in skipped:
+                        continue
+                    if recorder in reserved:
+                        reserved.remove(recorder)
                     await recorder.record(entry)
             finally:
-                for left in pending:
-                    left.unreserve()
+                for left in reserved:
+                    left.unreserve(entry)
 
 
 # Approval state changes as audit decisions (the approval service's event names).

@@ -4,22 +4,26 @@
 one writer task drains the queue in batches into the store (files in a worker thread,
 PostgreSQL over its async driver). So a call never waits for a disk or a database.
 
-**Every released call is recorded, or it is not released.** The queue is bounded; when the
-store is down or slower than the traffic the queue fills, and a call that finds no room is
-refused (RESOURCE_EXHAUSTED ``RECORDING_BACKLOG``, counted as ``refused_queue_full``)
-before anything is released. A store that fails fast (a full disk, a database refusing
-connections) never fills the queue, so a failed write is never the end of its entries:
-they stay in memory, counted against the queue's room, and are retried with backoff; and
+**Every released call is recorded, or it is not released.** The queue is bounded in entries
+(``queue_size``) and in bytes (``max_queue_bytes``: an entry holds the delivered reply, and
+the request with ``record_input_values``, so 10,000 entries of a few MiB would be tens of
+GB); when the store is down or slower than the traffic the queue fills, and a call that
+finds no room is refused (RESOURCE_EXHAUSTED ``RECORDING_BACKLOG``, counted as
+``refused_queue_full``, whichever bound it met) before anything is released. A store that
+fails fast (a full disk, a database refusing connections) never fills the queue, so a
+failed write is never the end of its entries: they stay in memory, counted against the
+queue's room (entries and bytes), and are retried with backoff; and
 while any entry is waiting for a retry (or the store cannot be opened) every new call is
 refused with the same error (counted as ``refused_store_failing``) until a write succeeds.
 The entries of calls released before the failure was seen are the unavoidable window
 (the write is off the hot path by design): they are kept and retried, and if the gateway
 stops before they are written they are logged and counted as ``lost``.
 
-The room is reserved (``reserve``) before the durable audit record is written and filled
-after it (``record``), so the audit log never says "delivered" for a call the recorder then
-refused, and a call refused for want of an audit record is never recorded as delivered. An
-entry that cannot be built, or that the store rejects for what it holds (it cannot be
+The room is reserved (``reserve``, which builds the entry and promises its own size) before
+the durable audit record is written and filled after it (``record``), so the audit log does
+not say "delivered" for a call the recorder then refused, and a call refused for want of an
+audit record is never recorded as delivered.
+An entry that cannot be built, or that the store rejects for what it holds (it cannot be
 encoded, the database refuses its text), would fail on every retry and hold up every
 later call: it is dropped, logged and counted as ``failed`` (``UNSTORABLE``).
 
@@ -62,11 +66,33 @@ WRITE_FAILURES = Counter(
 )
 SWEPT = Counter("labelgate_recording_sessions_swept_total", "Sessions deleted by the retention sweeper")
 BATCH = 256
+# What an entry counts against ``max_queue_bytes`` besides its messages' base64 text: the
+# dicts, keys and short texts of any entry (about 2.5 KiB in CPython), and each item of the
+# lists that grow with the call (a field's path and labels, a mask, a phase, an input).
+ENTRY_BYTES = 4096
+ITEM_BYTES = 512
 RETRY_OPEN_SECONDS = 5.0
 RETRY_WRITE_SECONDS = 0.1  # the first retry of a failed write; doubled on each failure up to:
 RETRY_WRITE_MAX_SECONDS = 5.0
 
-Item = tuple[str, dict[str, Any]]  # (recording key, entry)
+Item = tuple[str, dict[str, Any], int]  # (recording key, entry, its ``entry_bytes``)
+
+
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """What an entry holds in memory while it waits, counted cheaply: the base64 text of the
+    reply (and request) it carries, which is nearly all of a large one, exactly (its length,
+    no copy), and constants for the rest (``ENTRY_BYTES``, ``ITEM_BYTES``)."""
+    size = ENTRY_BYTES
+    for name in ("response", "request_message"):
+        message = entry.get(name)
+        if message is not None:
+            size += len(message["base64"])
+    decision, request = entry["decision"], entry.get("request") or {}
+    items = (
+        len(decision["fields"]) + len(decision["masked"]) + len(decision["phases"]) + len(decision["labels"])
+    )
+    items += len(request.get("inputs") or ()) + len(request.get("outputs") or ())
+    return size + ITEM_BYTES * items
 
 
 def entry_is_the_cause(failure: BaseException) -> bool:
@@ -89,6 +115,7 @@ class SessionRecorder:
         retention_days: float = 30.0,
         record_input_values: bool = False,
         queue_size: int = 10_000,
+        max_queue_bytes: int = 256 << 20,
         sweep_interval_seconds: float = 3600.0,
         retry_seconds: float = RETRY_WRITE_SECONDS,
         retry_max_seconds: float = RETRY_WRITE_MAX_SECONDS,
@@ -104,6 +131,14 @@ class SessionRecorder:
         self.clock = clock
         self.counts: collections.Counter[str] = collections.Counter()
         self._queue: asyncio.Queue[Item] = asyncio.Queue(queue_size)
+        self.max_queue_bytes = max_queue_bytes
+        # ``entry_bytes`` of the entries queued or in ``_unwritten``: counted when an entry is
+        # queued, given back when it is settled (written, or dropped as unstorable).
+        self._bytes = 0
+        # Reservations whose ``record`` is still to come: the entry built for each (None: it
+        # could not be built) and its size, which counts against the room meanwhile.
+        self._prepared: dict[int, tuple[dict[str, Any] | None, int]] = {}
+        self._reserved_bytes = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._warned_no_request = False
         self._reserved = 0  # room promised by ``reserve`` to calls whose ``record`` is still to come
@@ -124,9 +159,15 @@ class SessionRecorder:
         """Entries recorded and not written yet (queued, being written, or kept for a retry)."""
         return self._queue.qsize() + len(self._unwritten)
 
+    @property
+    def queued_bytes(self) -> int:
+        """What the unwritten entries count against ``max_queue_bytes`` (``entry_bytes``)."""
+        return self._bytes
+
     # -- the Recorder protocol -------------------------------------------------------------
-    def reserve(self) -> None:
-        """Promise room on the queue for one call's entry, or refuse the call (fail closed)."""
+    def reserve(self, record: CallRecord) -> None:
+        """Promise room on the queue for ``record``'s entry, or refuse the call (fail closed).
+        The entry is built here, so the room promised is its own size; ``record`` queues it."""
         if self._failure is not None:
             self._count("refused_store_failing")
             log.warning(
@@ -140,37 +181,66 @@ class SessionRecorder:
             )
         queue = self._queue  # (the hot path: no property call)
         if queue.maxsize and queue.qsize() + len(self._unwritten) + self._reserved >= queue.maxsize:
-            self._count("refused_queue_full")
-            log.warning("recording_queue_full", queued=self.unwritten, reserved=self._reserved)
-            raise ResourceExhausted(
-                reasons.RECORDING_BACKLOG,
-                "the session recorder is behind (its store is down or slow); the call was not released",
-            )
-        self._reserved += 1
-
-    def unreserve(self) -> None:
-        """Give back a reservation whose call ended before ``record`` (an earlier recorder failed)."""
-        self._reserved = max(0, self._reserved - 1)
-
-    async def record(self, record: CallRecord) -> None:
-        call = record.call
-        if self._reserved == 0:
-            self.reserve()  # used directly, without a reservation: the same rule, no room no release
-        self._reserved -= 1
+            raise self._queue_full("entries")
+        entry: dict[str, Any] | None
         try:
             entry = call_entry(record, record_input_values=self.record_input_values)
-        except Exception as failure:
+            size = entry_bytes(entry)
+        except Exception as failure:  # queued as nothing: ``record`` says so, the call goes on
+            log.error(
+                "recording_entry_failed", request_id=record.call.request_id, error_type=type(failure).__name__
+            )
+            entry, size = None, 0
+        # An entry alone is always taken: a bound below one reply must not refuse every such
+        # call while the store is idle.
+        held = self._bytes + self._reserved_bytes
+        if held and held + size > self.max_queue_bytes:
+            raise self._queue_full("bytes", size)
+        self._reserved += 1
+        self._reserved_bytes += size
+        self._prepared[id(record)] = (entry, size)
+
+    def _queue_full(self, bound: str, size: int | None = None) -> ResourceExhausted:
+        self._count("refused_queue_full")
+        log.warning(
+            "recording_queue_full",
+            bound=bound,
+            queued=self.unwritten,
+            reserved=self._reserved,
+            queued_bytes=self._bytes,
+            max_queue_bytes=self.max_queue_bytes,
+            entry_bytes=size,
+        )
+        return ResourceExhausted(
+            reasons.RECORDING_BACKLOG,
+            "the session recorder is behind (its store is down or slow); the call was not released",
+        )
+
+    def unreserve(self, record: CallRecord) -> None:
+        """Give back a reservation whose call ended before ``record`` (an earlier recorder failed)."""
+        prepared = self._prepared.pop(id(record), None)
+        if prepared is not None:
+            self._reserved -= 1
+            self._reserved_bytes -= prepared[1]
+
+    async def record(self, record: CallRecord) -> None:
+        if id(record) not in self._prepared:
+            self.reserve(record)  # used directly, without a reservation: the same rule, no room no release
+        entry, size = self._prepared.pop(id(record))
+        self._reserved -= 1
+        self._reserved_bytes -= size
+        if entry is None:
             self._count("failed")
-            log.error("recording_entry_failed", request_id=call.request_id, error_type=type(failure).__name__)
             return
         if self.record_input_values and "request_message" not in entry and not self._warned_no_request:
             self._warned_no_request = True
             log.warning("recording_input_values_unavailable", hint="Outcome.request is not set")
         self.start()
         # Keyed by the recording key (subject + session id), never by the client's id alone.
-        # The room was reserved (or checked just above, with no await since), and entries kept
-        # for a retry count against it, so this fits.
-        self._queue.put_nowait((entry["session_id"], entry))
+        # The room (entries and bytes) was reserved, and entries kept for a retry count
+        # against it, so this fits.
+        self._queue.put_nowait((entry["session_id"], entry, size))
+        self._bytes += size
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -206,6 +276,7 @@ class SessionRecorder:
             lost.append(self._queue.get_nowait())
         for _ in lost:
             self._queue.task_done()
+        self._bytes = 0
         if not lost:
             return
         self._count("lost", len(lost))
@@ -213,7 +284,7 @@ class SessionRecorder:
         log.error(
             "recording_entries_lost",
             entries=len(lost),
-            sessions=len({session_id for session_id, _ in lost}),
+            sessions=len({session_id for session_id, _, _ in lost}),
             error_type=type(failure).__name__ if failure is not None else None,
             error=str(failure) if failure is not None else "not written before the gateway stopped",
         )
@@ -256,6 +327,8 @@ class SessionRecorder:
                 if self._failure is not None:
                     log.info("recording_store_recovered", written=len(batch))
                     self._failure = None
+            # Settled entries give their bytes back; those kept for a retry still hold theirs.
+            self._bytes -= sum(size for _, _, size in batch) - sum(size for _, _, size in self._unwritten)
             # After ``_unwritten`` is updated, so a ``flush`` that returns finds the room free.
             for _ in range(len(batch) - len(self._unwritten)):
                 self._queue.task_done()
@@ -275,13 +348,13 @@ class SessionRecorder:
 
     async def _write(self, items: list[Item]) -> list[Item]:
         """Append ``items`` session by session; those to retry (their store failed), in order."""
-        by_session: dict[str, list[dict[str, Any]]] = {}
-        for session_id, entry in items:
-            by_session.setdefault(session_id, []).append(entry)
+        by_session: dict[str, list[Item]] = {}
+        for item in items:
+            by_session.setdefault(item[0], []).append(item)
         kept: list[Item] = []
-        for session_id, entries in by_session.items():
-            settled = await self._append(session_id, entries)
-            kept += [(session_id, entry) for entry in entries[settled:]]
+        for session_id, session_items in by_session.items():
+            settled = await self._append(session_id, [entry for _, entry, _ in session_items])
+            kept += session_items[settled:]
         return kept
 
     async def _append(self, session_id: str, entries: list[dict[str, Any]]) -> int:
@@ -354,5 +427,6 @@ def build_session_recorder(settings: RecordingSettings) -> SessionRecorder | Non
         retention_days=settings.retention_days,
         record_input_values=settings.record_input_values,
         queue_size=settings.queue_size,
+        max_queue_bytes=settings.max_queue_bytes,
         sweep_interval_seconds=settings.sweep_interval_seconds,
     )

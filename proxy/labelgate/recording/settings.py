@@ -6,6 +6,8 @@
       retention_days: 30
       max_session_bytes: 16777216
       record_input_values: false
+      queue_size: 10000                    # entries waiting to be written, at most; and
+      max_queue_bytes: 268435456           # their bytes (256 MiB): past either, calls are refused
       encryption_key_file: /run/secrets/recording.key   # AES-256-GCM at rest (sealing.py)
       decryption_key_files: [/run/secrets/recording-old.key]  # older keys, while rotating
 
@@ -33,6 +35,9 @@ class RecordingSettings(BaseModel):
     record_input_values: bool = False
     # Entries waiting to be written (or retried); when full, new calls are refused, never released unrecorded.
     queue_size: int = Field(10_000, ge=1)
+    # The same queue in bytes (replies it holds, and requests with record_input_values): past it,
+    # new calls are refused too. Counted as each entry's base64 messages plus a constant.
+    max_queue_bytes: int = Field(256 << 20, ge=1 << 20)
     sweep_interval_seconds: float = Field(3600.0, gt=0)
     # AES-256-GCM at rest: 32 random bytes as base64 or hex (`labelgate sessions generate-key`).
     encryption_key_file: ConfigPath | None = None
