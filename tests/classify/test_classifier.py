@@ -108,7 +108,10 @@ def test_detections_in_text_get_their_own_span_field_and_do_not_raise_the_tensor
     ]
 
 
-def test_only_detectors_above_an_outputs_own_label_scan_it() -> None:
+def test_every_detector_but_those_of_an_outputs_own_labels_scans_it() -> None:
+    """Less sensitive detectors too: the default tables show ``restricted`` to a granted
+    ``break-glass`` caller and never ``confidential``, so an SSN inside a ``restricted`` output
+    went out in clear when only detectors above its label ran (found by review)."""
     line = "call 212-555-1234 about 123-45-6789, card 4111 1111 1111 1111"
     tensors = [text("notes", line), text("ssn", line), text("account_secret", line), text("free", line)]
     found = {
@@ -118,11 +121,16 @@ def test_only_detectors_above_an_outputs_own_label_scan_it() -> None:
         ).items()
         if "{" in path
     }
-    # notes is internal: confidential detectors run; ssn is confidential and account_secret
-    # restricted: nothing above them to find. An uncatalogued output gets the default label.
+    # notes is internal: the phone number says no more than that; ssn is confidential: the SSN
+    # and the card say no more either; account_secret is restricted: all three are found.
+    # An uncatalogued output gets the default label (internal).
     assert set(found) == {
         "outputs.notes{us_ssn}",
         "outputs.notes{credit_card}",
+        "outputs.ssn{phone}",
+        "outputs.account_secret{phone}",
+        "outputs.account_secret{us_ssn}",
+        "outputs.account_secret{credit_card}",
         "outputs.free{us_ssn}",
         "outputs.free{credit_card}",
     }

@@ -199,10 +199,10 @@ def classify_outputs(
         own = (catalogued or {default}) | declared
         result.element_counts[tensor.name] = tensor.size
         if tensor.datatype == "BYTES":
-            # Only detectors that could say more than the output's own label are run on its
-            # text (the response plan of issue 12: catalogued SSN and card columns are not
-            # scanned for what their label already says). JSON keys still meet every detector.
-            scanning = detectors.above(most_sensitive(own) if own else default)
+            # Detectors of the output's own labels are not run on its text (the response plan
+            # of issue 12: catalogued SSN and card columns are not scanned for what their label
+            # already says); every other one is. JSON keys still meet every detector.
+            scanning = detectors.besides(frozenset(own or {default}))
             _classify_text_tensor(
                 model,
                 tensor,
@@ -218,7 +218,7 @@ def classify_outputs(
             )
         elif numbers.scans(tensor.datatype):
             # Numbers hold values too (a card as an INT64, text as UINT8 bytes): ``numbers``.
-            scanning = detectors.above(most_sensitive(own) if own else default)
+            scanning = detectors.besides(frozenset(own or {default}))
             found = numbers.numeric_detections(tensor, scanning)
             if found:
                 for name in sorted({hit.detector for hits in found.values() for hit in hits}):

@@ -168,29 +168,31 @@ class DetectorSet:
         self._labels.update({name: label for name, label, _ in self._custom})
         self.names: tuple[str, ...] = tuple(self._labels)
         self._order = {name: index for index, name in enumerate(self.names)}
-        self._above: dict[str, DetectorSet] = {}  # above()'s memo, by label
+        self._besides: dict[frozenset[str], DetectorSet] = {}  # besides()'s memo, by label set
 
     @classmethod
     def default(cls) -> DetectorSet:
         return cls()
 
-    def above(self, label: str) -> DetectorSet:
-        """The detectors whose label is more sensitive than ``label`` (the same compiled
-        patterns; built once per label). On an output already labelled ``label`` the others
-        can only add spans at or below that label, which no label-monotone policy treats
-        differently from the output itself: scanning for them is work for nothing."""
-        memo = self._above
-        found = memo.get(label)
+    def besides(self, labels: frozenset[str]) -> DetectorSet:
+        """The detectors whose label is not one of ``labels`` (the same compiled patterns;
+        built once per label set). On an output already labelled with all of ``labels``, a
+        detector of one of them can only add a span its output's own label already governs:
+        scanning for it is work for nothing. Every other detector runs, less sensitive ones
+        too: the policy need not be monotone in rank (the default tables show ``restricted``
+        to a granted ``break-glass`` caller and never ``confidential``), so an SSN inside a
+        ``restricted`` output must be found to be masked."""
+        memo = self._besides
+        found = memo.get(labels)
         if found is None:
-            rank = LABEL_RANK[label]
             found = copy.copy(self)
-            found._above = {}
-            found._builtins = frozenset(n for n in self._builtins if LABEL_RANK[self._labels[n]] > rank)
-            found._custom = [c for c in self._custom if LABEL_RANK[c[1]] > rank]
+            found._besides = {}
+            found._builtins = frozenset(n for n in self._builtins if self._labels[n] not in labels)
+            found._custom = [c for c in self._custom if c[1] not in labels]
             keep = found._builtins | {name for name, _, _ in found._custom}
             found._labels = {n: lab for n, lab in self._labels.items() if n in keep}
             found.names = tuple(found._labels)
-            memo[label] = found
+            memo[labels] = found
         return found
 
     def __bool__(self) -> bool:
