@@ -44,7 +44,10 @@ from its BEGIN marker until then, or until the final reply. The runs are found b
 byte operations, never a Python loop per byte: a stream of digits is held whole, and a loop
 over it on every reply costs quadratic time. For the same reason text held as one such run,
 or as a key block still open, is held on without being read again while the pieces that
-follow extend the run (are made of its bytes) or do not hold the awaited END marker.
+follow extend the run (are made of its bytes) or do not hold the awaited END marker; and
+text held whole (not ASCII, escapes, JSON) stays so as more is appended (what makes it so
+stays in it): each reply reads only its own piece, and a JSON object's end is found by
+following its nesting piece by piece (``_ObjectScan``), parsed once when it closes.
 
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
@@ -86,13 +89,66 @@ _EMAIL_KINDS = bytes(2 if byte == 0x40 else 1 if byte in _EMAIL_BYTES else 0 for
 _SECRET_BYTES = frozenset(credentials.RUN_BYTES)
 _SECRET_KINDS = bytes(1 if byte in _SECRET_BYTES else 0 for byte in range(256))
 _LONGEST_PREFIX = max(len(prefix) for prefix in credentials.PREFIXES)
+_EMAIL_RUN = bytes(sorted(_EMAIL_BYTES))
+# A piece may complete a PRIVATE KEY marker begun this many bytes before its start (the
+# marker's words, dashes and a PGP "BLOCK"): only then is an open block looked for again.
+_MARKER_REACH = 64
+_KEY_WORDS = b"PRIVATE KEY"
+# A JSON text's structure, for following its nesting without parsing it (``_ObjectScan``).
+_STRING_BODY = re.compile(rb'(?:[^"\\]|\\.)*', re.DOTALL)
+_STRUCTURE = re.compile(rb'"|[{\[]+|[}\]]+')
+_JSON_SPACE = b" \t\n\r"
+
+
+class _ObjectScan:
+    """Where a text that opens like a JSON object stands: inside a string or not, and how
+    deep. Fed piece by piece (a regular expression a string or a run of brackets, never a
+    Python step per byte of a string), it tells when the outermost object closes. Only then
+    can the text be a whole object, and if it is not then, no later text is: a parser reads
+    every valid text's structure as this does, so the close is at the same place in it."""
+
+    __slots__ = ("depth", "escaped", "in_string")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+
+    def closes(self, data: bytes) -> bool:
+        """Take the next bytes of the text; whether the outermost object closed in them."""
+        at, size = 0, len(data)
+        while at < size:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped, at = False, at + 1
+                    continue
+                body = _STRING_BODY.match(data, at)
+                at = body.end() if body is not None else at
+                if at < size:  # a closing quote, or a backslash that ends the data
+                    self.in_string = data[at] != 0x22
+                    self.escaped = self.in_string
+                    at += 1
+                continue
+            found = _STRUCTURE.search(data, at)
+            if found is None:
+                return False
+            at, token = found.end(), found[0]
+            if token == b'"':
+                self.in_string = True
+            elif token[0] in b"{[":
+                self.depth += len(token)
+            else:
+                self.depth -= len(token)
+                if self.depth <= 0:
+                    return True
+        return False
 
 
 @dataclass
 class _Held:
     shape: list[int]
     datatype: str  # the form the text was held in: BYTES, or an 8-bit datatype
-    tails: dict[int, bytes] = field(default_factory=dict)  # element index -> held bytes
+    tails: dict[int, bytearray] = field(default_factory=dict)  # element index -> held bytes
     # Elements whose held bytes are one number-like run, or one run of token characters
     # holding a secret's prefix, and the bytes of such a run: more of them extend it, and
     # are held on without reading the run again (a run of megabytes, read on every reply,
@@ -100,6 +156,10 @@ class _Held:
     runs: dict[int, bytes] = field(default_factory=dict)
     # Elements whose held bytes end in an open PEM block, and the END marker it awaits.
     keys: dict[int, bytes] = field(default_factory=dict)
+    # Elements held whole until the final reply (a raw scan cannot judge them, and what
+    # makes it so stays in them), and how a text that opens like a JSON object stands
+    # (None: it does not, or can no longer be one object).
+    whole: dict[int, _ObjectScan | None] = field(default_factory=dict)
 
 
 class CarryOver:
@@ -185,13 +245,21 @@ class CarryOver:
         """What to release now of element ``index`` of ``tensor``'s text: what was held of
         it, then ``piece``; holds back the rest (all of it with ``hold_whole``)."""
         state = held.get(tensor.name)
+        if state is not None and index in state.tails and not final:
+            kept = self._held_on(state, index, piece, tensor.shape)
+            if kept is not None:
+                return kept
         tail = state.tails.pop(index, b"") if state else b""
         members = state.runs.pop(index, None) if state else None
         closing = state.keys.pop(index, None) if state else None
+        was_whole = state is not None and index in state.whole
+        scan = state.whole.pop(index, None) if state is not None else None
         self._held_bytes -= len(tail)
-        text = tail + piece
+        text = b"".join((tail, piece))
         # Parsed only when a "}" arrived: held JSON is not parsed again on every reply.
-        if final or (not text) or (b"}" in piece and jsonpaths.parse_object(text) is not None):
+        # (Text held whole was followed piece by piece, ``_held_on``, this piece too.)
+        completes = not was_whole and b"}" in piece and jsonpaths.parse_object(text) is not None
+        if final or (not text) or completes:
             # A whole JSON object is a message of its own: halves would be neither JSON
             # nor text the catalog can label.
             return text
@@ -200,7 +268,8 @@ class CarryOver:
         # So is a key block still open: only its END marker, maybe begun in the held bytes, ends it.
         still_open = closing is not None and closing not in text[max(0, len(tail) - len(closing) + 1) :]
         held_on = extends_run or still_open or hold_whole
-        cut = self._cut(text) if not held_on and self._cuttable(text) else 0
+        cuttable = not held_on and not was_whole and self._cuttable(text)
+        cut = self._cut(text) if cuttable else 0
         if cut < len(text):
             self._held_bytes += len(text) - cut
             if self._held_bytes > self.hold_limit:
@@ -211,10 +280,16 @@ class CarryOver:
                 )
             if state is None or not state.tails:  # a holding takes the form of its reply
                 state = held[tensor.name] = _Held(list(tensor.shape), form)
-            held_text = state.tails[index] = text[cut:]
+            held_text = text[cut:]
+            state.tails[index] = bytearray(held_text)
+            if was_whole:
+                state.whole[index] = scan
+            elif not (held_on or cuttable or _only_space(text)):
+                # Held whole from now on (cut is 0): later pieces are not read with it.
+                state.whole[index] = _object_scan(text)
             if members is not None and extends_run:
                 state.runs[index] = members
-            elif self._cuts:
+            elif self._cuts and index not in state.whole:  # text held whole is no run
                 run = self._run_of(held_text)
                 if run:
                     state.runs[index] = run
@@ -226,11 +301,80 @@ class CarryOver:
                     state.keys[index] = awaited
         return text[:cut]
 
+    def _held_on(self, state: _Held, index: int, piece: bytes, shape: Sequence[int]) -> bytes | None:
+        """What to release now of element ``index`` when the text held for it is held on
+        (the module docstring: a run ``piece`` extends, a key block ``piece`` does not close,
+        text held whole) with ``piece`` appended, reading only ``piece`` and a few bytes
+        before it: nothing, or all of it once it is a whole JSON object. None when the
+        held text must be read again (``_carry``)."""
+        tail = state.tails[index]
+        members = state.runs.get(index)
+        closing = state.keys.get(index)
+        if index in state.whole:
+            scan = state.whole[index]
+            if scan is not None and scan.closes(piece):
+                state.whole[index] = None  # one object now, or never (``_ObjectScan``)
+                text = b"".join((tail, piece))
+                if jsonpaths.parse_object(text) is not None:
+                    self._drop(state, index)
+                    return text
+            if closing is not None:
+                if closing in _joined_end(tail, piece, len(closing) - 1):
+                    return None  # the block closed: which block is open is read again
+            elif self._cuts and self._secrets and _KEY_WORDS in _joined_end(tail, piece, _MARKER_REACH):
+                return None
+        elif members is not None and closing is None:
+            if piece.lstrip(members):
+                return None
+        elif closing is not None and members is None:
+            if b"}" in piece or closing in _joined_end(tail, piece, len(closing) - 1):
+                return None
+        else:
+            return None
+        self._hold(len(piece))
+        tail += piece
+        if len(state.tails) == 1:  # a holding takes the shape of its latest reply (``_carry``)
+            state.shape = list(shape)
+        return b""
+
+    def _hold(self, size: int) -> None:
+        self._held_bytes += size
+        if self._held_bytes > self.hold_limit:
+            raise ResourceExhausted(
+                STREAM_HELD_TOO_LARGE,
+                f"a stream holds more than {self.hold_limit} bytes that cannot be "
+                "released before their requests' final replies",
+            )
+
+    def _drop(self, state: _Held, index: int) -> None:
+        """Element ``index`` holds nothing any more."""
+        self._held_bytes -= len(state.tails.pop(index))
+        for kept in (state.runs, state.keys, state.whole):
+            kept.pop(index, None)
+
+    def run_members(self, rest: bytes) -> bytes:
+        """For text whose cut falls at the start of ``rest`` (routed streams, ``split_values``):
+        the bytes that, appended, cannot move that cut forward, since the cut of the longer
+        text falls in ``rest``'s run and moves back to its start or before: ``rest`` is one
+        number-like run with a digit, one email run with an ``@``, or (with the secret
+        detector) one token run with a secret's prefix in its first bytes. Else nothing."""
+        if not self._cuts or not rest:
+            return b""
+        if not rest.lstrip(_NUMBER_BYTES) and _DIGIT.search(rest):
+            return _NUMBER_BYTES
+        if not rest.lstrip(_EMAIL_RUN) and b"@" in rest:
+            return _EMAIL_RUN
+        if self._secrets and not rest.lstrip(credentials.RUN_BYTES) and _holds_prefix(rest[:_LONGEST_PREFIX]):
+            return credentials.RUN_BYTES
+        return b""
+
     def _run_of(self, held: bytes) -> bytes:
         """The bytes that extend ``held`` when it is one run a cut never falls in (see the
         module docstring), else nothing."""
         if not held.lstrip(_NUMBER_BYTES) and _DIGIT.search(held):
             return _NUMBER_BYTES
+        if not held.lstrip(_EMAIL_RUN) and b"@" in held:
+            return _EMAIL_RUN
         if self._secrets and not held.lstrip(credentials.RUN_BYTES) and _holds_prefix(held):
             return credentials.RUN_BYTES
         return b""
@@ -264,6 +408,25 @@ class CarryOver:
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
+
+
+def _joined_end(tail: bytearray, piece: bytes, before: int) -> bytes:
+    """``piece`` with up to ``before`` bytes held before it: where a marker may now end."""
+    return b"".join((tail[max(0, len(tail) - before) :], piece)) if before > 0 else piece
+
+
+def _only_space(text: bytes) -> bool:
+    """Whether ``text`` is JSON space only: whether it opens like an object is not known yet."""
+    return not text.strip(_JSON_SPACE)
+
+
+def _object_scan(text: bytes) -> _ObjectScan | None:
+    """How ``text``, held whole, stands as a JSON object (``_ObjectScan``): None when it does
+    not open like one, or its outermost object closed already (its reply parsed it then)."""
+    if not jsonpaths.opens_object(text):
+        return None
+    scan = _ObjectScan()
+    return None if scan.closes(text) else scan
 
 
 def _run_start(text: bytes, cut: int, secrets: bool) -> int:
@@ -359,9 +522,9 @@ def _text_tensor(name: str, datatype: str, text: bytes, like: Sequence[int]) -> 
 
 def _flushed(name: str, held: _Held) -> Tensor:
     if held.datatype != "BYTES":
-        return _text_tensor(name, held.datatype, held.tails.get(0, b""), held.shape)
+        return _text_tensor(name, held.datatype, bytes(held.tails.get(0, b"")), held.shape)
     count = 1
     for dim in held.shape:
         count *= dim
-    values = [held.tails.get(index, b"") for index in range(count)]
+    values = [bytes(held.tails.get(index, b"")) for index in range(count)]
     return Tensor(name, "BYTES", list(held.shape), values)

@@ -24,7 +24,16 @@ move text between messages. A route whose server streams are token streams
   piece). Whole values side by side (``ann@x.com`` then ``bob@y.com``) are found as often
   either way.
 
-Messages held beyond ``hold_limit`` bytes (serialized, plus their text) fail the stream closed.
+Messages held beyond ``hold_limit`` bytes (serialized, plus a parsed message's own cost,
+plus their text, plus what is kept per path: its name and where each of its pieces ends)
+fail the stream closed, and so does a stream holding text of more than ``max_paths`` paths
+at once (``limits.max_fields``): paths are the upstream's choice (a map key each). Each
+path records only the messages that carry it, and its cut is computed again only when its
+text changed and only when it may matter: while one path holds the first held message
+back, or text that cannot be cut (None, final for that text and any longer one) holds
+everything, nothing else is read; and a run the cut stops at (``CarryOver.run_members``)
+that its own bytes extend does not move it.
+
 A path is one text only where its position names it: a stream that moves one text between
 list positions (``choices[0]`` carrying choice 1 in some messages) is read per position. A
 record stream (each message a whole record) is not a token stream: its ids side by side are
@@ -34,7 +43,9 @@ one digit run, held to the end and at worst refused; such routes set ``per_messa
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+from array import array
+from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +53,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from labelgate.classify import reasons
+from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.folding import hidden_by_folding
 from labelgate.classify.json_elements import hidden_by_escapes
@@ -51,43 +63,81 @@ from labelgate.errors import ResourceExhausted, UpstreamError
 
 # Deeper than this, a path is not followed (classification refuses such replies anyway).
 _MAX_DEPTH = 32
+# What a path's state costs beyond its text, counted toward the hold limit: the object, its
+# name twice (as a key, as shown) and, per piece recorded, two 8-byte numbers. And what a
+# held message costs beyond its serialized size: a parsed message of one string in a map
+# takes about 1.7 KB (measured), so a stream of tiny messages is bounded too.
+_PATH_COST = 512
+_PIECE_COST = 16
+_MESSAGE_COST = 1024
+# Its cut was not read since its text changed; it holds nothing back (no piece ends past its cut).
+_DIRTY, _FREE = -1, 1 << 62
 
 
 @dataclass
 class _Path:
-    """One field path's text across the held messages, and where each message's piece ends."""
+    """One field path's text across the held messages: the messages that carry a piece of
+    it (by number) and where each piece ends (offsets into the text before ``base`` bytes
+    were released from its front)."""
 
+    shown: str  # the path with map keys left out: they are the upstream's unclassified text
     text: bytearray = field(default_factory=bytearray)
-    ends: list[int] = field(default_factory=list)
-    shown: str = ""  # the path with map keys left out: they are the upstream's unclassified text
+    messages: array[int] = field(default_factory=lambda: array("q"))
+    ends: array[int] = field(default_factory=lambda: array("q"))
+    base: int = 0
+    # The first message its cut holds back (_FREE: none), or _DIRTY; where the cut fell, and
+    # the bytes that, appended, leave it there (``CarryOver.run_members``).
+    blocks: int = _DIRTY
+    cut: int | None = 0
+    members: bytes = b""
 
 
 class SplitValues:
     """Holds a token stream's messages until no value can still straddle them (module docstring)."""
 
     def __init__(
-        self, detectors: DetectorSet, cut: Callable[[bytes], int | None], hold_limit: int = 16 << 20
+        self,
+        detectors: DetectorSet,
+        cut: Callable[[bytes], int | None],
+        hold_limit: int = 16 << 20,
+        max_paths: int = 512,
     ) -> None:
         self.detectors = detectors
         self.cut = cut
         self.hold_limit = hold_limit
-        self._held: list[Message] = []
+        self.max_paths = max_paths
+        # The carry-over whose cut this is knows which runs stop it (``run_members``); of
+        # another cut nothing is assumed: its text is cut again whenever it changed.
+        owner = getattr(cut, "__self__", None)
+        self._carry = owner if isinstance(owner, CarryOver) else None
+        self._held: deque[tuple[Message, int]] = deque()  # each with its serialized size
+        self._first = 0  # the number of the first message held
         self._held_bytes = 0
         self._paths: dict[str, _Path] = {}
+        self._whole = 0  # paths whose text cannot be cut: everything is held to the end
 
     def hold(self, message: Message) -> list[Message]:
         """Take the next message; the messages that may leave now, in order."""
-        size = message.ByteSize()
+        number = self._first + len(self._held)
+        size = message.ByteSize() + _MESSAGE_COST
+        self._held.append((message, size))
+        self._held_bytes += size
         for path, shown, piece in text_fields(message):
             state = self._paths.get(path)
             if state is None:
-                state = self._paths[path] = _Path(ends=[0] * len(self._held), shown=shown)
+                if len(self._paths) >= self.max_paths:
+                    raise ResourceExhausted(
+                        reasons.STREAM_HELD_TOO_LARGE,
+                        f"a stream holds text of more than {self.max_paths} string fields at once "
+                        "(limits.max_fields)",
+                    )
+                state = self._paths[path] = _Path(shown)
+                self._held_bytes += _PATH_COST + len(path) + len(shown)
+            self._appended(state, piece)
+            state.messages.append(number)
             state.text += piece
-            size += len(piece)
-        self._held.append(message)
-        self._held_bytes += size
-        for state in self._paths.values():
-            state.ends.append(len(state.text))
+            state.ends.append(state.base + len(state.text))
+            self._held_bytes += len(piece) + _PIECE_COST
         if self._held_bytes > self.hold_limit:
             raise ResourceExhausted(
                 reasons.STREAM_HELD_TOO_LARGE,
@@ -99,35 +149,94 @@ class SplitValues:
         """The end of the stream: every message held, once no value straddles them."""
         return self._release(len(self._held))
 
+    def _appended(self, state: _Path, piece: bytes) -> None:
+        """``piece`` is about to extend ``state``'s text: whether its cut must be read again."""
+        if not piece or state.blocks == _DIRTY or state.cut is None:
+            return  # unchanged; not read yet; text that cannot be cut stays so
+        if (
+            state.members
+            and state.messages
+            and state.messages[0] == state.blocks
+            and not piece.lstrip(state.members)
+        ):
+            # The cut stays at the run's start or before, and it holds back the path's first
+            # held piece: the first message it holds back stays the same.
+            return
+        state.blocks = _DIRTY
+
     def _releasable(self) -> int:
-        """How many of the held messages (from the first) no later piece can join."""
-        count = len(self._held)
+        """How many of the held messages (from the first) no later piece can join: the
+        fewest any path lets go, each path's cut read only when it may matter."""
+        if self._whole:
+            return 0
+        dirty = []
+        first = self._first
+        least = first + len(self._held)
         for state in self._paths.values():
-            cut = self.cut(bytes(state.text))
-            if cut is None:
+            if state.blocks == _DIRTY:
+                dirty.append(state)
+            elif state.blocks <= first:
+                return 0  # this one holds the first message back: nothing else matters now
+            else:
+                least = min(least, state.blocks)
+        for state in dirty:
+            self._read(state)
+            if state.cut is None:
                 return 0
-            count = min(count, sum(1 for end in state.ends if end <= cut))
-        return count
+            least = min(least, state.blocks)
+        return least - first
+
+    def _read(self, state: _Path) -> None:
+        """Cut ``state``'s text, and note the first message the cut holds back."""
+        text = bytes(state.text)
+        cut = self.cut(text)
+        state.cut = cut
+        if cut is None:
+            self._whole += 1
+            state.blocks = 0
+            return
+        # The first piece that ends past the cut (ends are in order).
+        at = bisect_left(state.ends, state.base + cut + 1)
+        state.blocks = state.messages[at] if at < len(state.messages) else _FREE
+        state.members = self._carry.run_members(text[cut:]) if self._carry is not None else b""
 
     def _release(self, count: int) -> list[Message]:
         if count == 0:
             return []
+        last = self._first + count  # the first message kept
         for state in self._paths.values():
-            edges = [0, *state.ends[:count]]
-            pieces = [bytes(state.text[start:end]) for start, end in itertools.pairwise(edges)]
-            pieces = [piece for piece in pieces if piece]
-            if len(pieces) > 1:
-                self._refuse_split(state.shown, pieces)
-        released, self._held = self._held[:count], self._held[count:]
-        self._held_bytes = sum(message.ByteSize() for message in self._held)
+            taken = bisect_left(state.messages, last)
+            if taken > 1:
+                edges = [state.base, *state.ends[:taken]]
+                pieces = [
+                    bytes(state.text[start - state.base : end - state.base])
+                    for start, end in itertools.pairwise(edges)
+                ]
+                pieces = [piece for piece in pieces if piece]
+                if len(pieces) > 1:
+                    self._refuse_split(state.shown, pieces)
+        released = []
+        for _ in range(count):
+            message, size = self._held.popleft()
+            self._held_bytes -= size
+            released.append(message)
+        self._first = last
         for path in list(self._paths):
             state = self._paths[path]
-            boundary = state.ends[count - 1]
-            del state.text[:boundary]
-            state.ends = [end - boundary for end in state.ends[count:]]
-            if state.text:
-                self._held_bytes += len(state.text)
-            else:
+            taken = bisect_left(state.messages, last)
+            if not taken:
+                continue  # none of its pieces left: its text and cut stand
+            boundary = state.ends[taken - 1] - state.base
+            del state.text[:boundary], state.messages[:taken], state.ends[:taken]
+            state.base += boundary
+            self._held_bytes -= boundary + taken * _PIECE_COST
+            if state.cut is None:
+                self._whole -= 1
+            state.blocks, state.cut = _DIRTY, 0
+            if not state.text:  # what pieces are left of it are empty
+                self._held_bytes -= (
+                    len(state.messages) * _PIECE_COST + _PATH_COST + len(path) + len(state.shown)
+                )
                 del self._paths[path]
         return released
 

@@ -284,7 +284,12 @@ class Pipeline:
         """What holds a routed token stream's messages while a value may straddle them
         (``classify/split_values.py``), with the carry-over's cut and the stream limits."""
         carry = CarryOver(self.classifier.classifier.detectors, self.limits.stream_carry_bytes)
-        return SplitValues(carry.detectors, carry.cut_point, hold_limit=self.limits.max_message_bytes)
+        return SplitValues(
+            carry.detectors,
+            carry.cut_point,
+            hold_limit=self.limits.max_message_bytes,
+            max_paths=self.limits.max_fields,
+        )
 
     async def release_reply(self, call: Call, subject: Subject, target: Target, reply: Message) -> Message:
         """One message of a routed stream, decided and recorded on its own."""
