@@ -362,6 +362,14 @@ class LimitSettings(Section):
     # the gateway hold. Past it a request is refused at once (RESOURCE_EXHAUSTED /
     # 503, REQUEST_BYTES_EXHAUSTED). Calls held for approval count under approvals.max_held_bytes.
     max_request_bytes_in_flight: int = Field(128 * 1024 * 1024, ge=1024, le=2**40)
+    # Streams (ModelStreamInfer and routed streaming methods) open at once, per process: each
+    # holds memory however little it sends. Past it a stream is refused at once
+    # (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS), before anything is opened upstream.
+    max_open_streams: int = Field(1024, ge=1, le=1_000_000)
+    # A ModelStreamInfer stream waiting for its caller's next request, with none of its
+    # requests unanswered, ends after this long (DEADLINE_EXCEEDED, STREAM_IDLE): its upstream
+    # stream, and upstream.timeout_seconds, only start with its first request.
+    stream_idle_seconds: float = Field(300.0, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _one_message_fits_in_flight(self) -> LimitSettings:

@@ -30,7 +30,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Call, Target, transport_peer, uuid4_hex
 from labelgate.enforce import replies
 from labelgate.errors import InvalidInput, LabelgateError, Unsupported
-from labelgate.gateway import inflight, metrics, reasons
+from labelgate.gateway import inflight, reasons
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.repository import ABOUT_ONE_MODEL, ModelDirectory, SendTo, usable_or_unknown
 from labelgate.gateway.status import refusals
@@ -350,14 +350,14 @@ class InferenceProxy:
         admitted request, to the upstream its model routes to."""
         method = f"/{SERVICE}/{STREAM_METHOD}"
         call = make_call(context, method)
-        metrics.ACTIVE_STREAMS.inc()
         upstream_call = RoutedStream(self.router, method, call, context)
         try:
             async with serving(self.pipeline, context):
-                async for reply in self.pipeline.stream_infer(call, requests, upstream_call):
-                    yield reply
+                # Counted from here to its end; refused at once past the bound (``streams.OpenStreams``).
+                with self.pipeline.open_streams.opened():
+                    async for reply in self.pipeline.stream_infer(call, requests, upstream_call):
+                        yield reply
         finally:
-            metrics.ACTIVE_STREAMS.dec()
             upstream_call.cancel()
 
 

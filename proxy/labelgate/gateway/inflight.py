@@ -64,7 +64,7 @@ class RequestBytes:
 
     def take(self, size: int) -> None:
         if self.in_use + size > self.limit:
-            metrics.REQUESTS_SHED.inc()
+            metrics.REQUESTS_SHED.labels("request_bytes").inc()
             log.warning("request shed", bytes=size, in_flight=self.in_use, limit=self.limit)
             raise Overloaded(
                 reasons.REQUEST_BYTES_EXHAUSTED,

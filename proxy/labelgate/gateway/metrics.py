@@ -43,7 +43,9 @@ REQUEST_BYTES_IN_FLIGHT = Gauge(
 )
 REQUESTS_SHED = Counter(
     "labelgate_requests_shed_total",
-    "Requests refused at once: the request bytes in flight were at their bound",
+    "Requests refused at once, before anything was read, by the bound they met "
+    "(request_bytes: limits.max_request_bytes_in_flight; open_streams: limits.max_open_streams)",
+    ["bound"],
 )
 EVENT_LOOP_LAG = Gauge(
     "labelgate_event_loop_lag_seconds",

@@ -69,6 +69,7 @@ from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.record import AFTER_UNACKNOWLEDGED, Recorder, recorded_text
+from labelgate.gateway.streams import OpenStreams
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
@@ -130,6 +131,7 @@ class Pipeline:
         self.in_flight = in_flight or CallsInFlight()
         # The transports take each request's bytes from it before parsing (gateway/inflight.py).
         self.request_bytes = inflight.RequestBytes(self.limits.max_request_bytes_in_flight)
+        self.open_streams = OpenStreams(self.limits.max_open_streams)  # counted by the transports
         self._cancelled_records = BackgroundTasks()  # being written (``recording``)
         self._open_calls: dict[asyncio.Task[Any], int] = {}  # tasks inside ``recording``, how deep
 

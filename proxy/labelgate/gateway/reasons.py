@@ -33,8 +33,13 @@ REST_UPSTREAM_UNSUPPORTED = "REST_UPSTREAM_UNSUPPORTED"
 ROUTE_INVALID = "ROUTE_INVALID"
 SHARED_MEMORY_UNSUPPORTED = "SHARED_MEMORY_UNSUPPORTED"
 STREAM_SPANS_UPSTREAMS = "STREAM_SPANS_UPSTREAMS"
+# A ModelStreamInfer stream waited for its caller's next request longer than
+# limits.stream_idle_seconds, with nothing of it unanswered (DEADLINE_EXCEEDED).
+STREAM_IDLE = "STREAM_IDLE"
 # The upstream ended a ModelStreamInfer stream with requests of the caller unanswered.
 UPSTREAM_STREAM_ENDED = "UPSTREAM_STREAM_ENDED"
 TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
 TOO_MANY_FIELDS = "TOO_MANY_FIELDS"
 TOO_MANY_OUTPUTS = "TOO_MANY_OUTPUTS"
+# The process has limits.max_open_streams streams open already (RESOURCE_EXHAUSTED).
+TOO_MANY_STREAMS = "TOO_MANY_STREAMS"

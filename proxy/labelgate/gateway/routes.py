@@ -25,7 +25,7 @@ from labelgate.calls import Call, Target
 from labelgate.classify.split_values import SplitValues
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
-from labelgate.gateway import inflight, metrics, reasons
+from labelgate.gateway import inflight, reasons
 from labelgate.gateway.inference import make_call, message_parser, refuse_unparsed, serving
 from labelgate.gateway.pipeline import Pipeline, still_valid
 from labelgate.gateway.upstream import Upstream, upstream_error
@@ -277,9 +277,9 @@ def typed_handler(
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         call = make_call(context, method)
-        metrics.ACTIVE_STREAMS.inc()
-        try:
-            async with serving(pipeline, context, 0 if client_streams else len(request)):
+        async with serving(pipeline, context, 0 if client_streams else len(request)):
+            # Counted from here to its end; refused at once past the bound (``streams.OpenStreams``).
+            with pipeline.open_streams.opened():
                 request = await parsed(request, call)
                 subject = await pipeline.admit_stream(call, target)
                 relay = Relay(request) if client_streams else None
@@ -296,8 +296,6 @@ def typed_handler(
                         yield await pipeline.release_reply(call, subject, target, reply)
                 finally:
                     await _ended(replies, checked, kept, mapped)
-        finally:
-            metrics.ACTIVE_STREAMS.dec()
 
     async def single(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         call = make_call(context, method)

@@ -4,7 +4,9 @@ released on its own, as a unary call is.
 Replies are matched to requests by ids the gateway chose (``StreamLedger``), streamed text is
 scanned across replies (``CarryOver``), and each message is its own call to policy and
 approvals (its request and response phases share it), while its records keep the stream's
-request id. A stream the caller leaves records the requests still unanswered.
+request id. A stream the caller leaves records the requests still unanswered, and one that
+waits on its caller with nothing unanswered for ``limits.stream_idle_seconds`` ends
+(``IdleClock``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
@@ -24,7 +26,14 @@ from labelgate.enforce import replies as build
 from labelgate.errors import LabelgateError, UpstreamError
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.pipeline import Pipeline, decoded_outputs, still_valid
-from labelgate.gateway.streams import FINAL_PARAMETER, StreamLedger, is_final
+from labelgate.gateway.streams import (
+    FINAL_PARAMETER,
+    IdleClock,
+    StreamIdle,
+    StreamLedger,
+    is_final,
+    keep_backend_labels,
+)
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
@@ -51,9 +60,18 @@ async def stream_infer(
         hold_limit=pipeline.limits.max_message_bytes,
     )
     numbers = itertools.count(1)
+    clock = IdleClock(pipeline.limits.stream_idle_seconds)
 
     async def forward_requests() -> None:
-        async for request in _read(pipeline, call, subject, requests):
+        reading = _read(pipeline, call, subject, requests)
+        while True:
+            clock.waiting()
+            try:
+                request = await anext(reading)
+            except StopAsyncIteration:
+                break
+            finally:
+                clock.busy()
             target = infer_target(request, call.method, pipeline.hash_key)
             # Each message is its own call to policy and approvals (its request and
             # response phases share it): a single-use grant or a row budget is spent per
@@ -75,9 +93,14 @@ async def stream_infer(
         await upstream.done_writing()
 
     pump = asyncio.create_task(forward_requests())
+
+    def idle() -> Coroutine[Any, Any, None]:
+        return clock.expired(lambda: bool(ledger.pending))
+
     try:
-        async for reply in _replies(pipeline, call, subject, upstream, pump):
+        async for reply in _replies(pipeline, call, subject, upstream, pump, idle):
             yield await _release_streamed(pipeline, call, subject, ledger, carry, reply)
+            clock.answered()
         if not pump.done():
             # The upstream ended its stream while the caller's is open: nothing more will be
             # answered, so the caller is not read any longer (it hung to its deadline, and
@@ -186,7 +209,7 @@ async def _release_streamed(
         async with pipeline.recording(call, target) as outcome:
             outcome.subject, outcome.upstream_status = subject, "OK"
             still_valid(subject)
-            held.backend.update(_merged(held.backend, backend_labels(response)))
+            keep_backend_labels(held, backend_labels(response), pipeline.limits)
             tensors = carry.release(held.upstream_id, decoded_outputs(response), final)
             if final:
                 ledger.close(held)
@@ -202,29 +225,44 @@ async def _release_streamed(
 
 
 async def _replies(
-    pipeline: Pipeline, call: Call, subject: Subject, upstream: Any, pump: asyncio.Task[None]
+    pipeline: Pipeline,
+    call: Call,
+    subject: Subject,
+    upstream: Any,
+    pump: asyncio.Task[None],
+    idle: Callable[[], Coroutine[Any, Any, None]],
 ) -> AsyncIterator[Any]:
     """Upstream replies, surfacing a refusal raised while forwarding requests at once
-    (already recorded) and recording an upstream failure before it ends the stream."""
+    (already recorded), recording an upstream failure before it ends the stream, and ending
+    (recorded) a stream idle too long (``idle``, ``IdleClock.expired``)."""
     reader = upstream.__aiter__()
-    while True:
-        read = asyncio.ensure_future(reader.__anext__())
-        try:
-            done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            read.cancel()  # a stream cancelled while waiting leaves no read behind
-            raise
-        if pump in done and pump.exception() is not None:
-            read.cancel()
-            raise pump.exception()  # type: ignore[misc]
-        try:
-            reply = await read
-        except StopAsyncIteration:
-            return
-        except LabelgateError as error:
-            await pipeline.record_failure(call, subject, Target(service=call.service), error)
-            raise
-        yield reply
+    watch = asyncio.ensure_future(idle())
+    try:
+        while True:
+            read = asyncio.ensure_future(reader.__anext__())
+            try:
+                done, _ = await asyncio.wait({read, pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                read.cancel()  # a stream cancelled while waiting leaves no read behind
+                raise
+            if pump in done and pump.exception() is not None:
+                read.cancel()
+                raise pump.exception()  # type: ignore[misc]
+            if watch in done and not done - {watch}:
+                read.cancel()
+                error = StreamIdle(pipeline.limits.stream_idle_seconds)
+                await pipeline.record_failure(call, subject, Target(service=call.service), error)
+                raise error
+            try:
+                reply = await read
+            except StopAsyncIteration:
+                return
+            except LabelgateError as error:
+                await pipeline.record_failure(call, subject, Target(service=call.service), error)
+                raise
+            yield reply
+    finally:
+        watch.cancel()
 
 
 def _drop_text_parameters(response: pb.ModelInferResponse) -> None:
@@ -236,8 +274,3 @@ def _drop_text_parameters(response: pb.ModelInferResponse) -> None:
             # The final flag is the stream's own, whatever its type (is_final reads it).
             if value.WhichOneof("parameter_choice") == "string_param" and name != FINAL_PARAMETER:
                 del parameters[name]
-
-
-def _merged(sticky: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> dict[str, set[str]]:
-    """Backend labels stay with a streamed request: a later reply cannot lower them."""
-    return {name: set(sticky.get(name, ())) | set(new.get(name, ())) for name in {*sticky, *new}}

@@ -1,4 +1,6 @@
-"""Which request a streamed reply answers, decided by the gateway alone. Pure.
+"""Which request a streamed reply answers, decided by the gateway alone (pure), and the
+bounds on what a stream holds: the streams open at once (``OpenStreams``), how long one may
+wait on its caller (``IdleClock``), the backend labels a request keeps (``keep_backend_labels``).
 
 On ``ModelStreamInfer`` the caller chooses request ids (often all ``""``), and the
 upstream chooses what it echoes. Neither may pick the catalog a reply is judged by: the
@@ -13,14 +15,26 @@ not decoupled answers once).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+import grpc
+
 from labelgate.calls import Call, Target
+from labelgate.classify.catalog import OUTPUTS_PREFIX
 from labelgate.classify.parameters import parameter_value
+from labelgate.config import LimitSettings
+from labelgate.errors import InvalidInput, LabelgateError, Overloaded
+from labelgate.gateway import metrics, reasons
 from labelgate.gateway.upstream import MalformedUpstream
+from labelgate.logs import get_logger
 
 FINAL_PARAMETER = "triton_final_response"
+log = get_logger(__name__)
 
 
 @dataclass
@@ -65,3 +79,132 @@ def is_final(response: object) -> bool:
     if FINAL_PARAMETER not in parameters:
         return True
     return bool(parameter_value(parameters[FINAL_PARAMETER]))
+
+
+def keep_backend_labels(
+    request: OpenRequest, declared: Mapping[str, set[str]], limits: LimitSettings
+) -> None:
+    """Add a reply's backend labels (``backend_labels``) to those its request keeps.
+
+    Only outputs the release can let out are kept (``Pipeline.release_inference``: the
+    outputs the request names, or every output when it names none): an upstream naming fresh
+    outputs on every reply would otherwise grow the request without end. What is kept is
+    bounded like a reply's fields: each name's path by ``limits.max_path_bytes``, the names by
+    ``limits.max_fields`` (INVALID_ARGUMENT ``PATH_TOO_LONG`` / ``TOO_MANY_FIELDS``, as
+    ``bounds.check_fields`` refuses a reply). Merged in place: a reply costs its own outputs.
+    """
+    kept = request.backend
+    wanted = request.target.requested_outputs
+    for name, labels in declared.items():
+        if wanted and name not in wanted:
+            continue
+        known = kept.get(name)
+        if known is None:
+            path_bytes = len((OUTPUTS_PREFIX + name).encode("utf-8", "surrogatepass"))
+            if path_bytes > limits.max_path_bytes:
+                raise InvalidInput(
+                    reasons.PATH_TOO_LONG,
+                    f"a streamed reply's output path has {path_bytes} bytes; at most "
+                    f"{limits.max_path_bytes} (limits.max_path_bytes)",
+                )
+            if len(kept) >= limits.max_fields:
+                raise InvalidInput(
+                    reasons.TOO_MANY_FIELDS,
+                    f"a streamed request's replies name more than {limits.max_fields} outputs "
+                    "(limits.max_fields)",
+                )
+            kept[name] = known = set()
+        known |= labels  # a later reply cannot lower them
+
+
+class OpenStreams:
+    """The streams open in one gateway process (``limits.max_open_streams``). Each holds
+    memory whatever it sends (grpc's call state, the handler's tasks), and a caller may open
+    thousands on one connection; ``grpc.aio.server(maximum_concurrent_rpcs=...)`` would count
+    unary calls too. One event loop per process, so no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    @contextmanager
+    def opened(self) -> Iterator[None]:
+        """One stream, from its start to its end; refused at once (RESOURCE_EXHAUSTED,
+        ``TOO_MANY_STREAMS``) when ``limit`` are open: nothing is read, nothing is opened
+        upstream. Not an audit record: refused before anyone is authenticated, as a request
+        shed for want of request bytes is (``inflight.py``)."""
+        if self.count >= self.limit:
+            metrics.REQUESTS_SHED.labels("open_streams").inc()
+            log.warning("stream refused", open_streams=self.count, limit=self.limit)
+            raise Overloaded(
+                reasons.TOO_MANY_STREAMS,
+                f"the gateway has {self.limit} streams open, as many as it may (limits.max_open_streams); "
+                "retry later",
+            )
+        self.count += 1
+        metrics.ACTIVE_STREAMS.inc()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            metrics.ACTIVE_STREAMS.dec()
+
+
+class StreamIdle(LabelgateError):
+    """A stream waited on its caller for longer than ``limits.stream_idle_seconds``."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            reasons.STREAM_IDLE,
+            f"the stream sent no request for {seconds:g} seconds with none unanswered "
+            "(limits.stream_idle_seconds)",
+        )
+
+
+class IdleClock:
+    """How long a ``ModelStreamInfer`` stream has waited on its caller with nothing to answer.
+
+    Its upstream stream (and ``upstream.timeout_seconds``) starts with its first request, so
+    a stream that sends none would be held for ever. The clock runs while the gateway waits
+    for the caller's next request and none of the stream's requests is unanswered (nor being
+    admitted: a request held for an approver has its own bound); a request read stops it, a
+    reply restarts it. Once a request is unanswered the upstream's deadline bounds the stream.
+    """
+
+    def __init__(self, limit: float, now: Callable[[], float] | None = None) -> None:
+        self.limit = limit
+        self._now = now or asyncio.get_running_loop().time
+        self._since: float | None = None  # waiting on the caller since, or busy
+        self._changed = asyncio.Event()
+
+    def waiting(self) -> None:
+        """The stream waits for the caller's next request."""
+        self._since = self._now()
+        self._changed.set()
+
+    def busy(self) -> None:
+        """A request was read: it is admitted, then answered."""
+        self._since = None
+
+    def answered(self) -> None:
+        """A reply went to the caller: a stream waiting on its caller waits afresh."""
+        if self._since is not None:
+            self._since = self._now()
+            self._changed.set()
+
+    def left(self, unanswered: bool) -> float:
+        """Seconds until the stream is idle for too long (``inf`` while it is not waiting)."""
+        if self._since is None or unanswered:
+            return math.inf
+        return self._since + self.limit - self._now()
+
+    async def expired(self, unanswered: Callable[[], bool]) -> None:
+        """Returns once the stream has waited on its caller, with nothing unanswered, for
+        ``limit`` seconds (awaited beside the stream's reads)."""
+        while (left := self.left(unanswered())) > 0:
+            self._changed.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), None if math.isinf(left) else left)
