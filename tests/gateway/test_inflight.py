@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import shutil
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,7 +23,6 @@ from labelgate.errors import Overloaded
 from labelgate.gateway import inflight, reasons
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
-from tests.support.grpc_servers import serving_grpc
 from tests.support.procs import REPO, free_port
 
 DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
@@ -101,24 +103,59 @@ class StalledUpstream:
         return pb.ModelInferResponse(model_name="customer-profile").SerializeToString()
 
 
+OPAQUE = "/labelgate.v1.demo.CustomerDirectory/Upload"
+
+
+async def upload(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+    count = 0
+    async for _ in requests:
+        count += 1
+    yield b"got %d" % count
+
+
 @pytest.fixture
 async def stalled() -> AsyncIterator[tuple[StalledUpstream, str]]:
+    """The stalled ModelInfer upstream, which also serves an opaque client stream."""
     upstream = StalledUpstream()
-    handler = grpc.unary_unary_rpc_method_handler(upstream.infer)
-    async with serving_grpc("inference.GRPCInferenceService", {"ModelInfer": handler}) as (address, _):
-        yield upstream, address
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "inference.GRPCInferenceService",
+                {"ModelInfer": grpc.unary_unary_rpc_method_handler(upstream.infer)},
+            ),
+            grpc.method_handlers_generic_handler(
+                "labelgate.v1.demo.CustomerDirectory",
+                {"Upload": grpc.stream_stream_rpc_method_handler(upload)},
+            ),
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield upstream, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
 
 
 @pytest.fixture
-async def gateway(stalled: tuple[StalledUpstream, str]) -> AsyncIterator[tuple[str, str]]:
-    """A gateway whose budget fits one 600 KiB request, not two: its gRPC and REST addresses."""
+async def gateway(stalled: tuple[StalledUpstream, str], tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """A gateway whose budget fits one 600 KiB request, not two, and whose policy lets analysts
+    call ``OPAQUE`` (routed, no descriptors): its gRPC and REST addresses."""
+    policy = tmp_path / "rego"
+    shutil.copytree(REPO / "rego", policy)
+    tables_file = policy / "labelgate" / "tables" / "data.json"
+    tables = json.loads(tables_file.read_text())
+    tables["opaque_methods"] = {OPAQUE: ["analysts"]}
+    tables_file.write_text(json.dumps(tables))
     listen, rest = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     settings = GatewaySettings(
         listen=listen,
         rest_listen=rest,
         admin_listen=None,
         upstream={"address": stalled[1]},
-        policy={"dir": str(REPO / "rego")},
+        routes=[{"method_prefix": "/labelgate.v1.demo.CustomerDirectory/"}],
+        policy={"dir": str(policy)},
         classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
         masking={"hash_key": "inflight-test-hash-key-0123456789"},
         limits={"max_message_bytes": MIB, "max_request_bytes_in_flight": MIB},
@@ -158,6 +195,16 @@ async def test_a_request_is_shed_while_another_holds_the_budget_and_served_after
                 headers={"authorization": metadata[0][1], "content-type": "application/json"},
             )
         assert (reply.status_code, reply.json()["reason"]) == (503, reasons.REQUEST_BYTES_EXHAUSTED)
+        # An opaque routed stream's message is shed as it is read, with its own status at once
+        # (grpc's request pump swallowed the refusal: the caller waited for its deadline).
+        opaque = channel.stream_stream(OPAQUE)(metadata=metadata, timeout=30)
+        await opaque.write(b"y" * (600 * 1024))
+        await opaque.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as shed_stream:
+            _ = [reply async for reply in opaque]
+        info = error_info(shed_stream.value)
+        assert shed_stream.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info is not None and info.reason == reasons.REQUEST_BYTES_EXHAUSTED
         upstream.go.set()
         await first
         # The first call's bytes were given back: the same request is served now.

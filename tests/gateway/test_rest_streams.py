@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.errors import Overloaded
+from labelgate.gateway import inflight
 from labelgate.gateway.rest_streams import MAX_OUTSTANDING, RestStream
 
 
@@ -46,3 +50,42 @@ async def test_a_caller_writing_faster_than_replies_are_read_waits() -> None:
     replies = [reply async for reply in stream]
     await writer
     assert len(replies) == MAX_OUTSTANDING + 8 and calls.started == MAX_OUTSTANDING + 8
+
+
+async def test_each_request_in_flight_holds_its_own_bytes_until_its_call_ends() -> None:
+    """The stream's lease holds only its latest message (``inflight.message_read``): the
+    requests in flight at the REST upstream were counted nowhere (four streams held 112 MiB
+    at a stalled upstream while the gauge read 3.5 MiB). Past the budget the stream ends."""
+    calls = HeldCalls()
+    budget = inflight.RequestBytes(10_000)
+    request = pb.ModelInferRequest(model_name="m", id="x" * 3000)
+    size = request.ByteSize()
+    with budget.call():
+        stream = RestStream(calls, metadata=(), timeout=60)
+        await stream.write(request)
+        await stream.write(request)
+        assert budget.in_use == 2 * size
+        with pytest.raises(Overloaded):
+            for _ in range(2):
+                await stream.write(request)
+        assert budget.in_use == 3 * size
+        calls.answer.set()
+        await stream.done_writing()
+        replies = [reply async for reply in stream]
+        assert len(replies) == 3
+        for _ in range(10):  # each call's task ends a turn or two after its reply is queued
+            await asyncio.sleep(0)
+        assert budget.in_use == 0
+        stream.cancel()
+
+
+async def test_a_call_cancelled_before_it_started_gives_its_bytes_back() -> None:
+    calls = HeldCalls()
+    budget = inflight.RequestBytes(10_000)
+    with budget.call():
+        stream = RestStream(calls, metadata=(), timeout=60)
+        await stream.write(pb.ModelInferRequest(model_name="m", id="x" * 3000))
+        stream.cancel()  # in the same turn: the call's task never ran
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert budget.in_use == 0

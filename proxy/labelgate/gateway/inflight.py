@@ -101,6 +101,19 @@ def message_read(size: int) -> None:
         lease.hold(size)
 
 
+def held_apart(size: int) -> Lease | None:
+    """A lease of its own of ``size`` bytes from the current call's budget, for a request
+    kept beyond its stream's next message (a streamed request in flight at a REST upstream,
+    ``rest_streams.py``): the holder releases it. Raises ``Overloaded`` when it does not fit;
+    None outside a call's lease."""
+    current = _CURRENT.get()
+    if current is None:
+        return None
+    lease = Lease(current._budget)
+    lease.hold(size)
+    return lease
+
+
 def set_aside() -> None:
     """The current call is held for approval: its bytes count against the approval
     service's bound from here on, not against this one."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import LabelgateError
+from labelgate.gateway import inflight
 from labelgate.gateway.streams import FINAL_PARAMETER
 from labelgate.gateway.upstream import MalformedUpstream, UpstreamStatus
 from labelgate.logs import get_logger
@@ -51,10 +52,19 @@ class RestStream:
 
     async def write(self, request: pb.ModelInferRequest) -> None:
         await self._slots.acquire()  # the caller's next request waits: backpressure
+        try:
+            # The stream's lease holds only its latest message: each request in flight here
+            # holds its own bytes until its call ends (a shed one ends the stream).
+            lease = inflight.held_apart(request.ByteSize())
+        except BaseException:
+            self._slots.release()
+            raise
         self._outstanding += 1
         call = asyncio.ensure_future(self._one(request))
         self._calls.add(call)
         call.add_done_callback(self._calls.discard)
+        if lease is not None:  # however the call ends, even cancelled before it started
+            call.add_done_callback(lambda _: lease.release())
 
     async def done_writing(self) -> None:
         self._writing = False

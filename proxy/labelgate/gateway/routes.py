@@ -145,12 +145,15 @@ class OpaqueCall:
         call, target = make_call(context, self.method), _target(self.method, opaque=True)
         async with serving(self.pipeline, context):
             subject = await self.pipeline.admit_stream(call, target)
+            # A message refused as it is read (shed for want of request bytes) is kept by the
+            # relay: grpc's request pump swallows it and cancels the upstream call.
+            relay = Relay(_relay(requests))
             stream = self.upstream.stream_stream(self.method, None, None)(
-                _relay(requests),
+                relay.messages(),
                 metadata=self.upstream.metadata(call.metadata),
                 timeout=self.upstream.timeout(context),
             )
-            mapped = _mapped(stream)
+            mapped = _mapped(stream, relay)
             # The replies are not decided one by one (nothing in them is known), but the
             # stream's end is recorded as a typed stream's is, and it ends with its token.
             replies = self.pipeline.upstream_replies(call, subject, target, mapped)

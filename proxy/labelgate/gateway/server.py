@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import uvicorn
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from labelgate import tracing
@@ -39,6 +39,8 @@ from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import reasons
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.grpc_metrics import GrpcServerMetrics
+from labelgate.gateway.health import SERVICE as HEALTH_SERVICE
+from labelgate.gateway.health import health_handlers
 from labelgate.gateway.heap import prepare_heap
 from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.metrics import watch_loop_lag
@@ -327,12 +329,9 @@ class Gateway:
             await self.approvals.start()
         if self.sessions is not None:
             self.sessions.start()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        services = [
-            SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ]
+        # Bounded and counted before grpc_health's servicer sees a request (gateway/health.py).
+        self.server.add_generic_rpc_handlers([health_handlers(self.health, self.pipeline)])
+        services = [SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(services, self.server)
         proxy = InferenceProxy(self.pipeline, self.router)
         self.server.add_generic_rpc_handlers(
