@@ -188,8 +188,15 @@ def test_json_elements_are_classified_by_nested_key() -> None:
         # The email leaf is not scanned for emails: internal says no more than its own label.
         f"outputs.profile[].contact.{email}": {"internal": ["default"]},
         "outputs.profile[].contact.phone": {"confidential": ["catalog"]},
-        f"outputs.profile[].{cards}[].{pan}": {"confidential": ["detector:credit_card"]},
-        f"outputs.profile[].{key('tags', catalog)}[]": {"confidential": ["detector:us_ssn"]},
+        # A detector adds to an uncatalogued leaf's default label, never replaces it.
+        f"outputs.profile[].{cards}[].{pan}": {
+            "confidential": ["detector:credit_card"],
+            "internal": ["default"],
+        },
+        f"outputs.profile[].{key('tags', catalog)}[]": {
+            "confidential": ["detector:us_ssn"],
+            "internal": ["default"],
+        },
         f"outputs.profile[].{key('none', catalog)}": {"internal": ["default"]},
     }
     assert result.spans == {}
@@ -235,8 +242,10 @@ def test_elements_not_classifiable_key_by_key_fail_closed(element: bytes, reason
     tensor = text("doc", "plain 078-05-1121", element, json.dumps({"secret": "fine"}))
     result = classify_outputs("m", [tensor], NESTED_CATALOG, DETECTORS)
     fields = labels_by_path(result)
-    # The most sensitive label the catalog gives at or under outputs.doc (not outputs.other).
-    assert fields[f"outputs.doc{{{OPAQUE_JSON}}}"] == {"restricted": [f"catalog:fail_closed:{reason}"]}
+    # Every label the catalog gives at or under outputs.doc (not outputs.other's public).
+    assert fields[f"outputs.doc{{{OPAQUE_JSON}}}"] == {
+        label: [f"catalog:fail_closed:{reason}"] for label in ("confidential", "internal", "restricted")
+    }
     assert fields["outputs.doc{us_ssn}"] == {"confidential": ["detector:us_ssn"]}
     assert list(result.json_elements["doc"]) == [2]
     # The opaque element is spanned whole, by what was found in it and by its own field.
@@ -247,11 +256,12 @@ def test_elements_not_classifiable_key_by_key_fail_closed(element: bytes, reason
     assert [hit.detector for hit in result.spans["doc"][0]] == ["us_ssn"]  # plain text: in place
 
 
-def test_the_fail_closed_label_is_at_least_the_default() -> None:
+def test_the_fail_closed_labels_include_the_default() -> None:
     catalog = Catalog.from_data({"entries": [{"model": "m", "path": "outputs.*", "labels": ["public"]}]})
     result = classify_outputs("m", [text("t", "{broken")], catalog, DETECTORS)
     assert labels_by_path(result)[f"outputs.t{{{OPAQUE_JSON}}}"] == {
-        "internal": ["catalog:fail_closed:invalid_json"]
+        "internal": ["catalog:fail_closed:invalid_json"],
+        "public": ["catalog:fail_closed:invalid_json"],
     }
     assert result.spans["t"] == {0: [Detection(OPAQUE_JSON, "internal", 0, 7)]}
 
@@ -298,7 +308,8 @@ def test_too_many_json_paths_make_every_json_element_opaque() -> None:
         f"outputs.doc{{{OPAQUE_JSON}}}",
     }
     assert fields[f"outputs.doc{{{OPAQUE_JSON}}}"] == {
-        "restricted": [f"catalog:fail_closed:{TOO_MANY_PATHS}"]
+        label: [f"catalog:fail_closed:{TOO_MANY_PATHS}"]
+        for label in ("confidential", "internal", "restricted")
     }
     assert len(result.spans["doc"]) == MAX_JSON_PATHS + 2
     assert list(result.json_elements["other"]) == [0]  # the limit is per tensor
@@ -308,7 +319,8 @@ def test_a_wide_object_alone_exceeds_the_limit() -> None:
     wide = {f"k{i}": i for i in range(300)} | {"secret": "s"}
     result = classify_outputs("m", [doc("doc", wide)], NESTED_CATALOG, DETECTORS)
     assert labels_by_path(result)[f"outputs.doc{{{OPAQUE_JSON}}}"] == {
-        "restricted": [f"catalog:fail_closed:{TOO_MANY_PATHS}"]
+        label: [f"catalog:fail_closed:{TOO_MANY_PATHS}"]
+        for label in ("confidential", "internal", "restricted")
     }
 
 
@@ -325,7 +337,8 @@ def test_a_wide_object_alone_exceeds_the_limit() -> None:
 def test_escaped_values_are_found_and_span_what_holds_them(element: bytes) -> None:
     result = classify_outputs("m", [text("t", element)], CATALOG, DETECTORS)
     assert labels_by_path(result).get("outputs.t{us_ssn}") == {"confidential": ["detector:us_ssn"]} or (
-        labels_by_path(result).get(f"outputs.t[].{key('note')}") == {"confidential": ["detector:us_ssn"]}
+        labels_by_path(result).get(f"outputs.t[].{key('note')}")
+        == {"confidential": ["detector:us_ssn"], "internal": ["default"]}
     )
     if "t" in result.json_elements:  # the JSON string leaf is spanned whole
         [leaf] = result.json_elements["t"][0]
@@ -522,8 +535,8 @@ def test_every_element_of_a_shape_with_a_detected_key_is_opaque_and_only_those()
     result = classify_outputs("m", [mixed_tensor(rows)], NESTED_CATALOG, DETECTORS)
     assert sorted(result.json_elements["doc"]) == [1, 3]
     assert sorted(result.spans["doc"]) == [0, 2]
-    assert labels_by_path(result)["outputs.doc{opaque-json}"] == {
-        "restricted": [f"catalog:fail_closed:{KEY_DETECTED}"]  # the most any entry under doc gives
+    assert labels_by_path(result)["outputs.doc{opaque-json}"] == {  # every label under doc
+        label: [f"catalog:fail_closed:{KEY_DETECTED}"] for label in ("confidential", "internal", "restricted")
     }
 
 

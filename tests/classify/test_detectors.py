@@ -163,12 +163,30 @@ def test_custom_patterns_find_matches_with_their_label() -> None:
     assert [data[hit.start : hit.end] for hit in detectors.scan(data)] == [b"PRJ-ABC"]
 
 
-def test_overlapping_hits_merge_under_the_most_sensitive_label() -> None:
+def test_overlapping_hits_merge_into_one_span_given_to_each_of_their_detectors() -> None:
+    """One span covers them all, once per detector, the most sensitive first: a policy need
+    not be monotone in rank (a caller may see ``restricted`` and not ``confidential``), so
+    the SSN inside a restricted match must still be named for its own field and mask."""
     detectors = DetectorSet(custom=[CustomPattern("internal_mail", r"\S+@corp\.example\.com", "restricted")])
     text = "write 123-45-6789@corp.example.com"
-    assert detectors.scan(text) == [Detection("internal_mail", "restricted", 6, len(text))]
+    assert detectors.scan(text) == [
+        Detection("internal_mail", "restricted", 6, len(text)),
+        Detection("us_ssn", "confidential", 6, len(text)),
+        Detection("email", "internal", 6, len(text)),
+    ]
     # Without it the SSN and the e-mail address overlap: one span covers both.
-    assert DETECTORS.scan(text) == [Detection("us_ssn", "confidential", 6, len(text))]
+    assert DETECTORS.scan(text) == [
+        Detection("us_ssn", "confidential", 6, len(text)),
+        Detection("email", "internal", 6, len(text)),
+    ]
+    # Two hits of one detector in a cluster: one span for it.
+    many = "card 4111111111111111 -----BEGIN RSA PRIVATE KEY----- 4111111111111111 078-05-1121"
+    assert DETECTORS.scan(many) == [
+        Detection("credit_card", "confidential", 5, 21),
+        Detection("secret", "restricted", 22, len(many)),
+        Detection("credit_card", "confidential", 22, len(many)),
+        Detection("us_ssn", "confidential", 22, len(many)),
+    ]
 
 
 def test_scan_is_deterministic_and_sorted() -> None:
@@ -345,7 +363,11 @@ def test_a_private_key_without_its_end_marker_runs_to_the_end_of_the_text() -> N
     assert DETECTORS.scan_many(texts) == [
         [Detection("us_ssn", "confidential", 7, 18)],
         [Detection("secret", "restricted", 4, len(texts[1]))],
-        [Detection("secret", "restricted", 0, len(texts[2]))],
+        # What the block covers is still named: the SSN has a field and a mask of its own.
+        [
+            Detection("secret", "restricted", 0, len(texts[2])),
+            Detection("us_ssn", "confidential", 0, len(texts[2])),
+        ],
         [],
         [Detection("secret", "restricted", 0, len(texts[4]))],
     ]

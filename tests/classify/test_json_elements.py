@@ -207,12 +207,17 @@ def test_a_sub_object_an_operator_labels_is_masked_whole(use_native: bool) -> No
     ],
 )
 def test_an_opaque_element_holding_a_wrapped_secret_is_masked_whole(element: bytes) -> None:
-    """Elements not classified key by key keep the most sensitive label under the output
+    """Elements not classified key by key keep every label under the output and the default
     (``outputs.doc{opaque-json}``): the wrapped secret goes with them."""
     elements = [element, json.dumps({"secret": [SECRET]}).encode()]
     result = classify(elements)
     fields = labels_by_path(result)
-    assert set(fields[f"outputs.doc{{{OPAQUE_JSON}}}"]) == {"restricted"}
+    assert set(fields[f"outputs.doc{{{OPAQUE_JSON}}}"]) == {
+        "public",
+        "internal",
+        "confidential",
+        "restricted",
+    }
     assert fields["outputs.doc[].secret"] == {"restricted": ["catalog"]}
     out = released(elements, result, masks_above(result, {"public", "internal"}))
     assert not leaked(out, SECRET), out

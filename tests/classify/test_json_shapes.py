@@ -2,8 +2,9 @@
 
 Only a bare object is classified key by key; a reader also finds the keys of an array of
 objects, of an object after a byte-order mark or other whitespace, or of JSON written into a
-JSON string. Where the catalog labels some key above the output, such an element read as
-plain text would lose that label: it fails closed instead (review: leaks, JSON shapes).
+JSON string. Where the catalog gives some key a label the output does not carry (above it or
+below it in rank: the policy need not be monotone), such an element read as plain text would
+lose that label: it fails closed instead (review: leaks, JSON shapes).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, Detection, DetectorSet, classify_outputs, native, to_policy_fields
 from labelgate.classify.fields import OPAQUE_JSON
 from labelgate.classify.jsonpaths import NOT_AN_OBJECT, KeyNames
+from labelgate.classify.labels import LABELS
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensor import Tensor
 
@@ -25,10 +27,14 @@ CATALOG = Catalog.from_data(
         "entries": [
             {"model": "m", "path": "outputs.doc", "labels": ["public"]},
             {"model": "m", "path": "outputs.doc[].secret", "labels": ["restricted"]},
-            # No key here says more than its output: nothing to lose as text.
+            # A key here says less than its output, in rank: still a label the output does
+            # not carry (the policy need not be monotone in rank), lost as text.
             {"model": "m", "path": "outputs.flat", "labels": ["confidential"]},
             {"model": "m", "path": "outputs.flat[].secret", "labels": ["internal"]},
             {"model": "m", "path": "outputs.other[].x", "labels": ["public"]},
+            # No key here says anything its output does not: nothing to lose as text.
+            {"model": "m", "path": "outputs.same", "labels": ["confidential", "internal"]},
+            {"model": "m", "path": "outputs.same[].secret", "labels": ["internal"]},
             {"model": "globbed", "path": "outputs.*", "labels": ["public"]},
         ]
     }
@@ -65,14 +71,39 @@ def test_json_that_is_not_a_bare_object_is_opaque_where_a_key_says_more(
     with native.forced(use_native):
         result = classify_outputs("m", [tensor], CATALOG, DETECTORS)
     fields = labels_by_path(result)
-    assert fields[f"outputs.doc{{{OPAQUE_JSON}}}"] == {"restricted": [f"catalog:fail_closed:{NOT_AN_OBJECT}"]}
+    assert fields[f"outputs.doc{{{OPAQUE_JSON}}}"] == {
+        label: [f"catalog:fail_closed:{NOT_AN_OBJECT}"] for label in ("internal", "public", "restricted")
+    }
     assert list(result.json_elements["doc"]) == [2]
     assert result.spans["doc"][1][-1] == Detection(OPAQUE_JSON, "restricted", 0, len(element))
     assert [hit.detector for hit in result.spans["doc"][0]] == ["us_ssn"], "plain text: in place"
 
 
 @pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
-@pytest.mark.parametrize(("model", "name"), [("m", "flat"), ("m", "other"), ("globbed", "t"), ("m", "t")])
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [("flat", {"confidential", "internal"}), ("other", {"internal", "public"})],
+)
+@pytest.mark.parametrize("element", NOT_OBJECTS)
+def test_json_that_is_not_a_bare_object_is_opaque_where_a_key_says_less(
+    element: bytes, name: str, labels: set[str], use_native: bool
+) -> None:
+    """A key catalogued below its output in rank (``internal`` in a ``confidential`` output)
+    is a label the output does not carry: as text the element would lose it, and a policy
+    that shows ``confidential`` and not ``internal`` (the default tables' ``restricted`` and
+    ``internal`` for a granted ``break-glass``) would show the key's value."""
+    tensor = text_tensor(name, [element], raw=True)
+    with native.forced(use_native):
+        result = classify_outputs("m", [tensor], CATALOG, DETECTORS)
+    fields = labels_by_path(result)
+    assert fields[f"outputs.{name}{{{OPAQUE_JSON}}}"] == {
+        label: [f"catalog:fail_closed:{NOT_AN_OBJECT}"] for label in labels
+    }
+    assert result.spans[name][0][-1] == Detection(OPAQUE_JSON, max(labels, key=LABELS.index), 0, len(element))
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+@pytest.mark.parametrize(("model", "name"), [("m", "same"), ("globbed", "t"), ("m", "t")])
 @pytest.mark.parametrize("element", NOT_OBJECTS)
 def test_json_that_is_not_a_bare_object_stays_text_where_no_key_says_more(
     element: bytes, model: str, name: str, use_native: bool
@@ -113,6 +144,6 @@ def test_json_without_a_brace_is_opaque_however_the_tensor_is_scanned(
     with native.forced(use_native):
         result = classify_outputs("m", [text_tensor("doc", elements, raw=True)], CATALOG, detectors)
     assert labels_by_path(result)[f"outputs.doc{{{OPAQUE_JSON}}}"] == {
-        "restricted": [f"catalog:fail_closed:{NOT_AN_OBJECT}"]
+        label: [f"catalog:fail_closed:{NOT_AN_OBJECT}"] for label in ("internal", "public", "restricted")
     }
     assert [spans[-1].detector for spans in result.spans["doc"].values()][:2] == [OPAQUE_JSON] * 2

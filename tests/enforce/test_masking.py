@@ -336,15 +336,20 @@ FAILURE_MODES = {
 
 def default_policy_masks(classification, groups: tuple[str, ...] = ()) -> list[dict]:
     """The masks of the default tables for a caller in ``groups`` (the rules of decision.rego:
-    the most sensitive label governs a field, a group's offer beats the default)."""
+    every label of a field has its say, so a field is in clear only if each of its labels is,
+    else it gets the strongest of its labels' masks; a group's offer beats the default)."""
     masks = []
     for field in classification.fields:
-        label = max(field.labels, key=lambda name: TABLES["labels"][name]["rank"])
-        entry = TABLES["labels"][label]
-        offers = [entry["groups"][group] for group in groups if group in entry["groups"]]
-        offer = next((offer for offer in offers if offer.get("see")), (offers or [entry["default"]])[0])
-        if not offer.get("see"):
-            masks.append({"path": field.path, **offer["mask"]})
+        offered = []
+        for label in field.labels:
+            entry = TABLES["labels"][label]
+            offers = [entry["groups"][group] for group in groups if group in entry["groups"]]
+            offer = next((offer for offer in offers if offer.get("see")), (offers or [entry["default"]])[0])
+            if not offer.get("see"):
+                offered.append(offer["mask"])
+        if offered:
+            strongest = min(offered, key=lambda mask: TABLES["mask_permissiveness"][mask["strategy"]])
+            masks.append({"path": field.path, **strongest})
     return masks
 
 

@@ -350,6 +350,12 @@ SPAN_CASES: dict[str, tuple[list[LeafSpans], bool]] = {
         [LeafSpans(("a",), "", (hit("us_ssn", 0, 6), hit("email", 3, 9), hit("phone", 8, 11)))],
         True,
     ),
+    # One span given to each detector of a merged cluster (``detectors._cluster_spans``): the
+    # most protective of their masks, whichever comes first and whether or not one is unmasked.
+    "one span, several detectors": (
+        [LeafSpans(("a",), "", (hit("ip_address", 0, 11), hit("us_ssn", 0, 11), hit("phone", 0, 11)))],
+        True,
+    ),
     "adjacent and at both edges": (
         [LeafSpans(("a",), "", (hit("email", 4, 15), hit("us_ssn", 0, 4)))],
         True,

@@ -115,6 +115,7 @@ CORPUS = [
     f"+1 {CARD}".encode(),  # overlapping hits, merged
     f"two {SSN} {SSN}".encode(),
     f"{PHONE} {EMAIL} {IBAN}".encode(),
+    f"key -----BEGIN RSA PRIVATE KEY----- {SSN} {EMAIL}".encode(),  # one span, three detectors
 ]
 EVERY_MASK_SET = [
     [mask(name) for name in ("us_ssn", "credit_card", "iban")],
@@ -143,7 +144,7 @@ def test_what_the_extension_masks_and_what_it_leaves() -> None:
     left = left_positions(CORPUS, spans, partial, {"email"})
     # One ASCII span of a partial detector, also beside non-ASCII text: native. An unmasked
     # detector alone: nothing to do. A detector neither names, several hits: Python's.
-    assert left == [6, 11, 13, 14]
+    assert left == [6, 11, 13, 14, 15]
     masked = masked_both_ways(
         CORPUS, classification, [mask("us_ssn"), mask("credit_card", keep_last=0), mask("iban")]
     )
@@ -152,6 +153,8 @@ def test_what_the_extension_masks_and_what_it_leaves() -> None:
     assert masked[3] == b"last ****************"
     assert masked[9] == "Gr\u00fc\u00dfe *******6789 \u53f7".encode()
     assert masked[11] == b"*******6789 and ****************"
+    # The key block's span, given to the SSN too, under the SSN's mask (the key's is none).
+    assert masked[15] == b"key " + b"*" * (len(CORPUS[15]) - 8) + CORPUS[15][-4:]
 
 
 def test_spans_the_extension_refuses_are_left_to_python() -> None:

@@ -14,9 +14,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   so a policy can mask the SSN in a note and leave the rest of the note readable.
 - An element that is a JSON object is classified key by key: every leaf gets a field
   ``outputs.<tensor>[].<key>.<key>`` (``[]`` for array items) with the catalog's labels
-  for that path and the labels of the detectors that fire in the leaf's value; spans per
-  leaf are kept as well. Keys the catalog does not name are spelled ``<key:xxxxxxxx>``
-  (``jsonpaths.KeyNames``): keys are data, and paths reach the policy, logs and audit.
+  for that path (else the default label) and the labels of the detectors that fire in the
+  leaf's value; spans per leaf are kept as well. Keys the catalog does not name are
+  spelled ``<key:xxxxxxxx>`` (``jsonpaths.KeyNames``): keys are data, and paths reach the
+  policy, logs and audit.
   An object or array at a path the catalog labels is a field too, with those labels, and
   a mask on it rewrites it whole (``json_elements``): an entry labels its path whatever
   the upstream puts there.
@@ -25,14 +26,15 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   ``jsonpaths.MAX_DEPTH``, a detector firing in a key (masking rewrites values, never
   keys), or a tensor whose elements use more than ``MAX_JSON_PATHS`` distinct paths (so
   the policy input stays bounded). The catalog's nested labels cannot reach inside it, so
-  it gets the field ``outputs.<tensor>{opaque-json}`` with the most sensitive label any
-  catalog entry gives at or under the tensor (at least the default label, as its keys may
-  be ones no entry names), source ``catalog:fail_closed:<reason>``; and each detector
+  it gets the field ``outputs.<tensor>{opaque-json}`` with every label any catalog entry
+  gives at or under the tensor and the default label (its keys may be ones no entry
+  names), source ``catalog:fail_closed:<reason>``; and each detector
   that fires in it, or in its text with JSON escapes decoded, spans all of it. A mask on
   either path, or on any path inside the tensor's elements, rewrites it whole. So is an
   element that opens like JSON but not as a bare object (an array, an object after a
-  byte-order mark, JSON in a JSON string) in an output whose catalog labels some path
-  under it above the output itself: as text it would lose those labels (``json_elements``).
+  byte-order mark, JSON in a JSON string) in an output whose catalog gives some path under
+  it a label the output itself does not carry (below it too: the policy need not be
+  monotone in rank): as text it would lose those labels (``json_elements``).
 - Output names are the upstream's text, and travel into paths, logs and records: a name
   in which a detector fires fails the reply (``check_output_names``).
 - Digits of other scripts, other dashes, invisible and control characters hide values too
@@ -315,8 +317,8 @@ def _classify_text_tensor(
     scanning: DetectorSet | None = None,
     keyed: bool = False,
 ) -> None:
-    """``keyed``: the catalog labels some path under the output above the output itself, so
-    JSON that is not a bare object fails closed (``json_elements.not_objects``)."""
+    """``keyed``: the catalog gives some path under the output a label the output does not
+    carry, so JSON that is not a bare object fails closed (``json_elements.not_objects``)."""
     scanning = detectors if scanning is None else scanning
     raw = tensor.raw_form()
     if raw is not None and not scanning and b"{" not in raw and not keyed:
@@ -379,10 +381,14 @@ def _classify_text_tensor(
         _scan_texts(values, texts, scanning, escaped=escaped, ascii=not hiding) if scanning else ({}, None)
     )
     if opaque:
-        label = most_sensitive(catalog.labels_at_or_under(model, tensor.name) | {default_label})
+        # Every label the catalog gives at or under the output (and the default, for keys no
+        # entry names), not the most sensitive alone: the policy need not be monotone in rank,
+        # and an internal key inside a restricted output must still be masked for a caller
+        # who may see restricted data and not internal.
+        under = sorted(catalog.labels_at_or_under(model, tensor.name) | {default_label})
         for reason in sorted(set(opaque.values())):
-            fields.add(f"{path}{{{OPAQUE_JSON}}}", (label,), fail_closed_source(reason))
-        spans.update(_opaque_spans(values, opaque, label, detectors))
+            fields.add(f"{path}{{{OPAQUE_JSON}}}", under, fail_closed_source(reason))
+        spans.update(_opaque_spans(values, opaque, most_sensitive(under), detectors))
         found = None
     if spans:
         ordered = found is not None
@@ -393,7 +399,7 @@ def _classify_text_tensor(
         result.spans[tensor.name] = spans if ordered else dict(sorted(spans.items()))
     if objects:
         result.json_elements[tensor.name] = classify_json(
-            model, path, objects, leaf_hits, catalog, scanning, fields, keys
+            model, path, objects, leaf_hits, catalog, scanning, fields, keys, default_label
         )
         # What enforce needs to mask these elements without reading them again key by key.
         result.json_shapes[tensor.name] = {

@@ -84,10 +84,13 @@ How candidates are found fast is in ``labelgate.classify.patterns`` (secrets:
 ``labelgate.classify.native`` runs the same rules natively. ``scan_many`` scans many short
 texts (a tensor's elements) in one go.
 
-``scan`` returns non-overlapping detections sorted by start; offsets index the given text
-(characters of a ``str``, bytes of a ``bytes``). Overlapping hits merge into one span
-covering them all, named after the most sensitive of them, so a merge never hides the
-stronger label.
+``scan`` returns detections sorted by start; offsets index the given text (characters of a
+``str``, bytes of a ``bytes``). Overlapping hits merge into one span covering them all, given
+once per detector among them, the most sensitive first (the same offsets each): every label
+the span holds has its say, since the policy need not be monotone in rank (a caller may see
+``restricted`` and not ``confidential``: a card inside a secret token is still a card), and
+masking applies the most protective of their masks to the span. Spans of different
+offsets never overlap.
 """
 
 from __future__ import annotations
@@ -427,19 +430,29 @@ def _merge_overlaps(found: list[Detection], order: Mapping[str, int]) -> list[De
             cluster.append(hit)
             end = max(end, hit.end)
             continue
-        merged.append(_cluster_span(cluster, end, order))
+        _cluster_spans(cluster, end, order, merged)
         cluster, end = [hit], hit.end
-    merged.append(_cluster_span(cluster, end, order))
+    _cluster_spans(cluster, end, order, merged)
     return merged
 
 
-def _cluster_span(cluster: list[Detection], end: int, order: Mapping[str, int]) -> Detection:
+def _cluster_spans(
+    cluster: list[Detection], end: int, order: Mapping[str, int], merged: list[Detection]
+) -> None:
+    """Overlapping hits as one span covering them all, given once per detector among them
+    (the most sensitive first): each detector's field has its say on the whole span, and
+    masking applies the most protective of their masks to it (``replace_spans`` merges the
+    overlap). Named after the most sensitive alone, a card inside a secret's span would reach
+    a caller the policy shows ``restricted`` and not ``confidential`` (the default tables'
+    granted ``break-glass``)."""
     if len(cluster) == 1:
-        return cluster[0]
-    strongest = max(
-        cluster, key=lambda hit: (LABEL_RANK[hit.label], hit.end - hit.start, -order[hit.detector])
-    )
-    return Detection(strongest.detector, strongest.label, cluster[0].start, end)
+        merged.append(cluster[0])
+        return
+    start = cluster[0].start
+    named: dict[str, str] = {}
+    for hit in sorted(cluster, key=lambda hit: (-LABEL_RANK[hit.label], order[hit.detector])):
+        named.setdefault(hit.detector, hit.label)
+    merged += [_new_tuple(Detection, (name, label, start, end)) for name, label in named.items()]
 
 
 def _compile_custom(pattern: CustomPattern, taken: set[str], problems: list[str]) -> re.Pattern[str] | None:

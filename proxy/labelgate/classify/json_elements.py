@@ -19,12 +19,13 @@ keys in other JSON too: an array of objects, an object after a byte-order mark o
 space, JSON written into a JSON string (``jsonpaths.opens_json``). Read as plain text such an
 element keeps its output's label and its detections, and loses the catalog's labels on its
 keys. So in an output whose keys say more (``keys_say_more``: the catalog gives some path at
-or under it a label above the output's own), each such element is opaque (``not_objects``,
-``jsonpaths.NOT_AN_OBJECT``): labelled with the most sensitive label under the output and
-masked whole, as every opaque element is. Elsewhere it stays text, scanned in place: no key
-could say more than the output does. Classifying an array's items as elements would reach
-their keys, but the native reader, shapes and masks all place a node from an object at the
-root; failing closed is simpler and as safe, and only costs elements no catalog describes.
+or under it a label that is not one of the output's own, below it as well as above), each
+such element is opaque (``not_objects``, ``jsonpaths.NOT_AN_OBJECT``): labelled with every
+label under the output and masked whole, as every opaque element is. Elsewhere it stays
+text, scanned in place: no key could say more than the output does. Classifying an array's
+items as elements would reach their keys, but the native reader, shapes and masks all place
+a node from an object at the root; failing closed is simpler and as safe, and only costs
+elements no catalog describes.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ from typing import Any
 from labelgate.classify import jsonpaths, native
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
-from labelgate.classify.fields import SOURCE_CATALOG, FieldSet, LeafSpans, detector_source, fail_closed_source
+from labelgate.classify.fields import (
+    SOURCE_CATALOG,
+    SOURCE_DEFAULT,
+    FieldSet,
+    LeafSpans,
+    detector_source,
+    fail_closed_source,
+)
 from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
-from labelgate.classify.labels import most_sensitive, rank
 
 # More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
 # the policy input bounded when a backend keys objects by data (ids, names).
@@ -56,13 +63,13 @@ _BACKSLASH, _AMPERSAND = b"\\&"  # ints: ``in`` finds one with memchr (``jsonpat
 
 
 def keys_say_more(catalog: Catalog, model: str, tensor: str, own: AbstractSet[str]) -> bool:
-    """Whether the catalog gives some path at or under ``outputs.<tensor>`` a label above
-    every label in ``own`` (the output's): then an element read as text would lose it.
-    ``{detector}`` paths count too (``Catalog.labels_at_or_under``): erring towards opaque."""
-    under = catalog.labels_at_or_under(model, tensor)
-    if under <= own:  # the usual output: nothing under it but its own label (asked per call)
-        return False
-    return rank(most_sensitive(under)) > rank(most_sensitive(own))
+    """Whether the catalog gives some path at or under ``outputs.<tensor>`` a label that is
+    not one of ``own`` (the output's): then an element read as text would lose it. A label
+    below the output's counts as much as one above: the policy need not be monotone in rank
+    (a caller may see ``restricted`` and not ``internal``), so an ``internal`` key inside a
+    ``restricted`` output says more than the output does. ``{detector}`` paths count too
+    (``Catalog.labels_at_or_under``): erring towards opaque."""
+    return not catalog.labels_at_or_under(model, tensor) <= own
 
 
 def not_objects(values: list[bytes], indices: Iterable[int]) -> dict[int, str]:
@@ -245,16 +252,24 @@ def classify_json(
     detectors: DetectorSet,
     fields: FieldSet,
     keys: KeyNames,
+    default_label: str | None = None,
 ) -> dict[int, list[LeafSpans]]:
     """Fields for the elements ``objects`` of the output at ``path`` (``outputs.<t>``) into
     ``fields``: each leaf's, with the catalog's labels and the detectors', and each object or
     array inside an element that the catalog labels (``_labelled_nodes``); and each element's
-    ``LeafSpans``. ``keys``: what spelled the shapes' keys (``json_objects``)."""
+    ``LeafSpans``. ``keys``: what spelled the shapes' keys (``json_objects``).
+
+    A detector's label adds to what its leaf carries without it, never replaces it: a leaf
+    the catalog does not label keeps ``default_label`` beside the labels of what was found in
+    it (the rest of its text is still unlabelled data). The policy need not be monotone in
+    rank: a leaf holding a private key beside other text, labelled ``restricted`` alone,
+    reached a caller the policy shows ``restricted`` and never ``internal``."""
     prefix = path + "[]"
     texts: list[bytes] = []  # the scanned leaves of the elements the Python path read
     first_text: dict[int, int] = {}  # such an element's index -> its first text in ``texts``
     leaves_of: dict[JsonShape, tuple[tuple[jsonpaths.Location, str], ...]] = {}
     seen: set[str] = set()
+    uncatalogued: set[str] = set()  # leaf paths no entry labels: the default label's
     shapes = dict.fromkeys(map(itemgetter(0), objects.values()))
     # Objects and arrays the catalog labels: only where some entry may name a path inside
     # the elements (one bisection; the usual output has none).
@@ -264,10 +279,10 @@ def classify_json(
         else {}
     )
     if nodes_of is None:
-        # More such paths than the policy input takes: the whole output carries the most
-        # sensitive label the catalog gives at or under it, as an opaque element does.
+        # More such paths than the policy input takes: the whole output carries every label
+        # the catalog gives at or under it, as an opaque element does.
         under = catalog.labels_at_or_under(model, path[len(OUTPUTS_PREFIX) :])
-        fields.add(path, (most_sensitive(under),) if under else (), fail_closed_source(TOO_MANY_PATHS))
+        fields.add(path, sorted(under), fail_closed_source(TOO_MANY_PATHS))
         nodes_of = {}
     # Fields in the order their paths first appear, element by element: shape by shape, in
     # the order each shape first appears (a shape's labelled objects and arrays, ancestors
@@ -283,7 +298,10 @@ def classify_json(
             if leaf_path not in seen:
                 seen.add(leaf_path)
                 fields.touch(leaf_path)
-                fields.add(leaf_path, catalog.labels_for(model, leaf_path), SOURCE_CATALOG)
+                catalogued = catalog.labels_for(model, leaf_path)
+                fields.add(leaf_path, catalogued, SOURCE_CATALOG)
+                if not catalogued:
+                    uncatalogued.add(leaf_path)
         leaves_of[shape] = tuple([(shape.locations[leaf], leaf_paths[leaf]) for leaf in shape.scanned])
     # The leaves of the elements the Python path read (the native reader's have no values).
     if any(map(itemgetter(1), objects.values())):
@@ -345,6 +363,9 @@ def classify_json(
                 found_labels[leaf_path, hit.label, hit.detector] = None
     for leaf_path, label, detector in found_labels:
         fields.add(leaf_path, (label,), detector_source(detector))
+        if default_label is not None and leaf_path in uncatalogued:
+            uncatalogued.discard(leaf_path)  # once per path
+            fields.add(leaf_path, (default_label,), SOURCE_DEFAULT)
     return per_element
 
 
