@@ -90,7 +90,8 @@ def test_nested_repeated_and_map_fields() -> None:
         "items[].note": {"restricted": ["catalog"]},
         "items[].quantity": {"confidential": ["default"]},
         "tags[]": {"public": ["catalog"]},
-        "attrs": {"internal": ["detector:email"]},
+        # A detector adds its label: the map keeps the default beside it.
+        "attrs": {"confidential": ["default"], "internal": ["detector:email"]},
         "amount": {"restricted": ["catalog"]},
         "blob": {"confidential": ["default"]},
         "primary": {"confidential": ["catalog"]},
@@ -160,7 +161,13 @@ def test_an_any_that_cannot_be_read_fails_closed(type_url: str, value: bytes, re
     order.extra.type_url, order.extra.value = type_url, value
     labels = sources(classify_message(order, CATALOG, DETECTORS))
     assert list(labels) == ["extra"]
-    assert labels["extra"]["restricted"] == [f"catalog:fail_closed:{reason}"]
+    # Every label but public: a caller who may see one label need not see another.
+    opaque = f"catalog:fail_closed:{reason}"
+    assert {label for label, where in labels["extra"].items() if opaque in where} == {
+        "internal",
+        "confidential",
+        "restricted",
+    }
 
 
 def test_an_anys_type_url_and_unreadable_bytes_are_scanned() -> None:
@@ -169,8 +176,8 @@ def test_an_anys_type_url_and_unreadable_bytes_are_scanned() -> None:
     order.extra.value = b"mail a@example.com"
     assert sources(classify_message(order, CATALOG, DETECTORS))["extra"] == {
         "restricted": ["catalog:fail_closed:any_type_unknown"],
-        "confidential": ["detector:us_ssn"],
-        "internal": ["detector:email"],
+        "confidential": ["catalog:fail_closed:any_type_unknown", "detector:us_ssn"],
+        "internal": ["catalog:fail_closed:any_type_unknown", "detector:email"],
     }
 
 
@@ -334,11 +341,12 @@ def test_a_reply_that_is_an_any_is_one_field_labelled_by_what_it_packs() -> None
     packed = any_pb2.Any()
     packed.Pack(Numbers(i64=CARD))  # a varint: no scan of the raw bytes could find it
     assert sources(classify_message(packed, CATALOG, DETECTORS)) == {
-        "value": {"confidential": ["detector:credit_card"]}
+        "value": {"confidential": ["detector:credit_card"], "internal": ["default"]}
     }
     unreadable = any_pb2.Any(type_url="type.googleapis.com/nowhere.Unknown", value=b"x")
+    unknown = ["catalog:fail_closed:any_type_unknown"]
     assert sources(classify_message(unreadable, CATALOG, DETECTORS)) == {
-        "value": {"restricted": ["catalog:fail_closed:any_type_unknown"]}
+        "value": {"internal": unknown, "confidential": unknown, "restricted": unknown}
     }
 
 
@@ -398,8 +406,8 @@ def test_a_maps_integer_values_are_read_as_character_codes_in_key_order() -> Non
     by_name = {f"{index}": code for index, code in enumerate(codes(SSN_TEXT))}
     by_id = {index * 7: code for index, code in enumerate(codes(SSN_TEXT))}
     result = classify_message(Codes(by_name=by_name, by_id=by_id), CATALOG, DETECTORS)
-    assert sources(result)["by_name"] == {"confidential": ["detector:us_ssn"]}
-    assert sources(result)["by_id"] == {"confidential": ["detector:us_ssn"]}
+    assert sources(result)["by_name"] == {"confidential": ["detector:us_ssn"], "internal": ["default"]}
+    assert sources(result)["by_id"] == {"confidential": ["detector:us_ssn"], "internal": ["default"]}
 
 
 def test_shapes_dims_and_versions_of_metadata_and_config_replies_are_read_as_character_codes() -> None:

@@ -65,8 +65,18 @@ class FieldSet:
             if not sources:
                 # Unlabelled data is never public: it carries the catalog's default label.
                 sources = {default_label: {SOURCE_DEFAULT}}
+            elif "{" not in path and _only_detected(sources):
+                # A detector adds its label to what a field holds, it does not stand for the
+                # rest of it: a map whose values hold a key block keeps the default beside
+                # ``restricted`` (a caller may see restricted and not internal). Span fields
+                # (``path{detector}``) are the detection alone.
+                sources.setdefault(default_label, set()).add(SOURCE_DEFAULT)
             result.append(Field(path, frozenset(sources), sources))
         return result
+
+
+def _only_detected(sources: dict[str, set[str]]) -> bool:
+    return all(source.startswith("detector:") for where in sources.values() for source in where)
 
 
 class LeafSpans(NamedTuple):

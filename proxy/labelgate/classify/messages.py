@@ -94,8 +94,9 @@ MESSAGE_STRING_INVALID = reasons.MESSAGE_STRING_INVALID
 # Well under the ~60 levels protobuf's DiscardUnknownFields reaches (see the docstring).
 MAX_MESSAGE_DEPTH = 32
 ANY_TYPE = "google.protobuf.Any"
-# What an Any that cannot be read is labelled: the most sensitive label.
-OPAQUE_ANY_LABEL = LABELS[-1]
+# What an Any that cannot be read is labelled: every label but public (it may hold anything,
+# and a caller who may see one label need not see another).
+OPAQUE_ANY_LABELS = tuple(label for label in LABELS if label != "public")
 # The one field of a reply that is itself an Any.
 ANY_REPLY_FIELD = "value"
 # Scalar fields read as numbers (bools are not: no digits).
@@ -349,7 +350,7 @@ class _Walker:
         self._maps.append((path, [_text(type_url)]))
         contents, reason = unpacked_any(packed)
         if contents is None:
-            self.fields.add(path, (OPAQUE_ANY_LABEL,), fail_closed_source(reason))
+            self.fields.add(path, OPAQUE_ANY_LABELS, fail_closed_source(reason))
             self._maps.append((path, [packed.value]))  # type: ignore[attr-defined]
             return
         self._fold(path, [contents], scopes, depth)
