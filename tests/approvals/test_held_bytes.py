@@ -8,29 +8,35 @@ decided call gives its bytes back; async mode holds nothing, so it is never refu
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
+import yaml
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
-from labelgate.approvals import reasons
+from labelgate.approvals import deadline, reasons
 from labelgate.approvals.db import SqliteDatabase
-from labelgate.approvals.hold import note_request
+from labelgate.approvals.errors import ApprovalPending
+from labelgate.approvals.hold import note_request, request_bytes
 from labelgate.approvals.model import State
 from labelgate.approvals.service import ApprovalService
-from labelgate.approvals.stage import held_bytes
+from labelgate.approvals.stage import HoldForApproval, held_bytes
 from labelgate.auth import Subject
 from labelgate.config import ApprovalSettings
 from labelgate.errors import ResourceExhausted
 from labelgate.gateway.status import error_info
 from tests.approvals.conftest import Api, dev_id, gateway_config, person, running_gateway, token
+from tests.approvals.test_hold_window import POLICY_INPUT, call, held_decision, never
 from tests.approvals.test_service import OLIVIA, STEVE, draft
 from tests.support.procs import free_port, labelgate_command, running, wait_until
 
@@ -83,23 +89,73 @@ def test_the_bounds_come_from_the_settings(tmp_path: Path) -> None:
     assert (defaults.max_held_bytes, defaults.max_held_bytes_per_requester) == (256 << 20, 64 << 20)
 
 
-def test_a_call_is_counted_by_the_request_its_transport_noted_else_by_its_shapes() -> None:
-    policy_input = {
-        "request": {
-            "inputs": [
-                {"name": "customer_ids", "datatype": "INT64", "shape": [2]},
-                {"name": "text", "datatype": "BYTES", "shape": [3]},
-            ]
-        }
-    }
+def test_a_call_is_counted_by_the_request_its_transport_noted_and_never_by_its_shapes() -> None:
     message = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"x" * 1000])
-    note_request(None)
-    assert held_bytes(policy_input) == 2 * 8 + 3 * 4  # at least what the shapes take
     note_request(b"y" * 5000)
-    assert held_bytes(policy_input) == 5000
+    assert held_bytes() == 5000
     note_request(message)
-    assert held_bytes(policy_input) == message.ByteSize()
+    assert held_bytes() == message.ByteSize()
+    # Nothing noted: not a guess from the inputs' shapes (a BYTES element of 5 MiB is one
+    # element of them), refused.
     note_request(None)
+    with pytest.raises(ResourceExhausted) as refused:
+        held_bytes()
+    assert refused.value.reason == reasons.APPROVAL_HELD_BYTES_EXHAUSTED
+    assert "x-labelgate-approval: async" in refused.value.message
+
+
+async def test_a_call_whose_transport_noted_nothing_is_not_held_but_may_ask_async(tmp_path: Path) -> None:
+    service = ApprovalService(SqliteDatabase(tmp_path / "a.db"), node_id="n", link_base="http://inbox.test")
+    await service.start(sweep=False)
+    try:
+        stage = HoldForApproval(service, hold_timeout_seconds=60)
+        note_request(None)
+        with pytest.raises(ResourceExhausted) as refused:
+            await stage.hold(call(), STEVE, POLICY_INPUT, held_decision(), never)
+        assert refused.value.reason == reasons.APPROVAL_HELD_BYTES_EXHAUSTED
+        assert await service.visible_to(OLIVIA) == []  # nothing opened
+        asking = dataclasses.replace(call(), metadata=(("x-labelgate-approval", "async"),))
+        with pytest.raises(ApprovalPending):
+            await stage.hold(asking, STEVE, POLICY_INPUT, held_decision(), never)
+    finally:
+        await service.close()
+
+
+class _NoDeadline:
+    def time_remaining(self) -> None:
+        return None
+
+
+async def test_each_task_of_a_client_stream_sees_the_message_read_last() -> None:
+    """A stream's reply is released (and may be held) in the handler's task while another task
+    reads the requests: it is counted by the message read last, not refused as unmeasured."""
+    first, second = b"a" * 300, b"b" * 700
+    arrived, go_on = asyncio.Event(), asyncio.Event()
+
+    async def caller() -> AsyncIterator[bytes]:
+        yield first
+        await go_on.wait()
+        yield second
+
+    async def handler() -> list[int | None]:
+        requests = deadline._remember(caller(), _NoDeadline())  # type: ignore[arg-type]
+        seen: list[int | None] = [request_bytes()]  # nothing read yet
+
+        async def pump() -> None:
+            async for request in requests:
+                seen.append(request_bytes())  # the reader: the message it works on
+                if request == first:
+                    arrived.set()
+
+        reading = asyncio.create_task(pump())
+        await arrived.wait()
+        seen.append(request_bytes())  # the handler: the message read last
+        go_on.set()
+        await reading
+        seen.append(request_bytes())  # the stream ended: nothing kept
+        return seen
+
+    assert await asyncio.create_task(handler()) == [None, 300, 300, 700, None]
 
 
 # -- through a real gateway --------------------------------------------------------------------
@@ -110,6 +166,7 @@ PAD = 600 * KIB  # one call fits a requester's 1 MiB, two do not
 class Gateway:
     grpc: str
     api: Api
+    rest: str
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +185,11 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "max_held_bytes": 2048 * KIB,
         }
         config, address, admin = gateway_config(folder, backend, approvals)
+        settings = yaml.safe_load(config.read_text())
+        settings["rest_listen"] = rest = f"127.0.0.1:{free_port()}"
+        config.write_text(yaml.safe_dump(settings))
         with running_gateway(config, address, folder / "gateway.log"):
-            yield Gateway(address, Api(admin))
+            yield Gateway(address, Api(admin), f"http://{rest}")
 
 
 def padded_call(address: str, bearer: str, **headers: str) -> Future:
@@ -197,3 +257,53 @@ def test_a_requester_past_their_held_bytes_is_refused_and_others_are_still_held(
         with pytest.raises(grpc.RpcError) as ended:
             future.result(timeout=30)
         assert ended.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+REST_BODY = json.dumps(
+    {
+        "inputs": [
+            {"name": "customer_ids", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+            {"name": "pad", "datatype": "BYTES", "shape": [1], "data": ["p" * PAD]},
+        ]
+    }
+).encode()
+
+
+def rest_call(pool: ThreadPoolExecutor, gateway: Gateway, bearer: str) -> Future:
+    """``padded_call``'s request over REST: the same message, the same bytes held."""
+    url = f"{gateway.rest}/v2/models/customer-profile/infer"
+    headers = {"authorization": f"Bearer {bearer}", "content-type": "application/json"}
+    return pool.submit(httpx.post, url, content=REST_BODY, headers=headers, timeout=50)
+
+
+def test_rest_and_grpc_calls_held_count_the_same_bytes_under_the_same_bounds(bounded: Gateway) -> None:
+    """A REST call held gives its body's bytes back to the request-bytes budget: it must count
+    under the approval bounds as the same call over gRPC does (REST noted nothing and was
+    counted by its shapes, a few bytes: six 5 MiB calls of one steward were all held)."""
+    steward, owner = person("steward"), person("owner")
+    steward_token, owner_token = token(steward, "data-stewards"), token(owner, "data-owners")
+    with ThreadPoolExecutor(4) as pool:
+        # Held over REST: a second call of the steward does not fit, over REST or gRPC.
+        first = rest_call(pool, bounded, steward_token)
+        held = bounded.api.pending_of(steward, owner_token)["id"]
+        refused = rest_call(pool, bounded, steward_token).result(timeout=30)
+        assert refused.status_code == ResourceExhausted.http_status, refused.text
+        assert refused.json()["reason"] == reasons.APPROVAL_HELD_BYTES_EXHAUSTED
+        with pytest.raises(grpc.RpcError) as over_grpc:
+            padded_call(bounded.grpc, steward_token).result(timeout=30)
+        assert reason_of(over_grpc.value) == reasons.APPROVAL_HELD_BYTES_EXHAUSTED
+        assert held_of(bounded, steward, owner_token) == [held]  # nothing opened for either
+        assert bounded.api.deny(held, owner_token, "no").status_code == 200
+        assert first.result(timeout=30).status_code == 403
+
+        # Held over gRPC: the steward's REST call is refused as its gRPC call was.
+        second = padded_call(bounded.grpc, steward_token)
+        found: list[str] = []
+        wait_until(lambda: bool(found.extend(held_of(bounded, steward, owner_token)) or found), 20, "held")
+        again = rest_call(pool, bounded, steward_token).result(timeout=30)
+        assert again.status_code == ResourceExhausted.http_status, again.text
+        assert again.json()["reason"] == reasons.APPROVAL_HELD_BYTES_EXHAUSTED
+        assert bounded.api.deny(found[0], owner_token, "no").status_code == 200
+        with pytest.raises(grpc.RpcError) as denied:
+            second.result(timeout=30)
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED

@@ -4,7 +4,7 @@ the caller's deadline, which then ends the call with DEADLINE_EXCEEDED and expir
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from labelgate.approvals import deadline
 from labelgate.approvals.db import SqliteDatabase
 from labelgate.approvals.errors import HoldDeadlineExceeded
+from labelgate.approvals.hold import note_request
 from labelgate.approvals.model import State
 from labelgate.approvals.service import ApprovalService
 from labelgate.approvals.stage import HoldForApproval
@@ -54,6 +55,14 @@ def call() -> Call:
 
 async def never(_: dict) -> Decision:
     raise AssertionError("nothing was granted: the policy is not asked again")
+
+
+@pytest.fixture(autouse=True)
+def noted_request() -> Iterator[None]:
+    """What a transport notes of each call (a call with nothing noted is not held)."""
+    note_request(b"x" * 100)
+    yield
+    note_request(None)
 
 
 @pytest.fixture

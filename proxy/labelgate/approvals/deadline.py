@@ -6,8 +6,9 @@ gateway's server) records the absolute deadline in a context variable before eac
 runs; the handler's task, and everything it awaits, reads it with ``seconds_left()``.
 
 It also notes the call's request (``hold.note_request``): the body as it came for a unary
-call, each message of a stream as the handler reads it, so that a held call is counted by
-the bytes it pins (``ApprovalService``'s held-bytes bounds).
+call, each message of a stream as the handler reads it (and, for the stream's other tasks,
+the message it read last), so that a held call is counted by the bytes it pins
+(``ApprovalService``'s held-bytes bounds; a call with nothing noted is not held).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from labelgate.approvals.hold import note_request
+from labelgate.approvals.hold import LastRead, note_request
 from labelgate.deadlines import reset_deadline, seconds_left, set_deadline
 from labelgate.interceptors import Handler, WrappingInterceptor
 
@@ -33,17 +34,26 @@ def _remember(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         note_request(request)
         return request
     if hasattr(request, "__aiter__"):  # a client stream
-        return _each_noted(request)
+        # The handler's task (and each task it starts, a copy of its context) sees the last
+        # message read: a reply is released, and may be held, in a task that reads nothing.
+        last = LastRead()
+        note_request(last)
+        return _each_noted(request, last)
     return request
 
 
-async def _each_noted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    # Runs in the task that reads the stream, which is the one that holds the message; the
-    # note is dropped when the next is asked for, so it never keeps a message alive alone.
-    async for request in requests:
-        note_request(request if isinstance(request, bytes | Message) else None)
-        yield request
-        note_request(None)
+async def _each_noted(requests: AsyncIterator[Any], last: LastRead) -> AsyncIterator[Any]:
+    # Runs in the task that reads the stream, which is the one that holds the message while
+    # it works on it; once the next is asked for, that task sees the last read too. Nothing is
+    # kept past the next message read (which replaces it) or the stream's end.
+    try:
+        async for request in requests:
+            last.message = request if isinstance(request, bytes | Message) else None
+            note_request(last.message)
+            yield request
+            note_request(last)
+    finally:
+        last.message = None
 
 
 def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

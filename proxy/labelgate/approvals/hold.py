@@ -7,9 +7,11 @@ calls are refused at once, saying that approval is required.
 
 The request a held call carries stays in memory for the whole hold (with what the gateway
 made of it), so held calls are bounded by bytes as well as by count. Its size is what the
-transport read: ``note_request`` (gRPC: ``approvals.deadline.DeadlineInterceptor``) keeps the
-current call's request in a context variable, as the deadline is kept, and ``request_bytes``
-measures it only when a call is held.
+transport read: ``note_request`` keeps the current call's request in a context variable, as
+the deadline is kept, and ``request_bytes`` measures it only when a call is held. gRPC notes
+the body it read (``approvals.deadline.DeadlineInterceptor``); REST the message it parsed
+from the body (``gateway/rest.py``), in the task that runs the call or before it is created
+(a task runs in a copy of its creator's context). A call with nothing noted is not held.
 """
 
 from __future__ import annotations
@@ -28,14 +30,26 @@ if TYPE_CHECKING:
 
 Reevaluate = Callable[[dict[str, Any]], Awaitable[Decision]]
 
-# The body as it came (bytes), or the message a stream read; a reference only: nothing is
-# measured unless the call is held.
-_request: contextvars.ContextVar[bytes | Message | None] = contextvars.ContextVar(
+
+class LastRead:
+    """The message a client stream read last, for the tasks serving the stream that do not read
+    it (a reply's response phase, held in the handler's task): kept until the next is read or
+    the stream ends, as the stream's lease of the request-bytes budget keeps its size."""
+
+    __slots__ = ("message",)
+
+    def __init__(self) -> None:
+        self.message: bytes | Message | None = None
+
+
+# The body as it came (bytes), the message a transport parsed or a stream read, or a stream's
+# last read; a reference only: nothing is measured unless the call is held.
+_request: contextvars.ContextVar[bytes | Message | LastRead | None] = contextvars.ContextVar(
     "labelgate_request", default=None
 )
 
 
-def note_request(request: bytes | Message | None) -> None:
+def note_request(request: bytes | Message | LastRead | None) -> None:
     """The current call's request, as its transport read it (None: none to measure)."""
     _request.set(request)
 
@@ -43,6 +57,8 @@ def note_request(request: bytes | Message | None) -> None:
 def request_bytes() -> int | None:
     """The size of the current call's request in bytes; None when its transport noted none."""
     request = _request.get()
+    if isinstance(request, LastRead):
+        request = request.message
     if request is None:
         return None
     if isinstance(request, bytes):

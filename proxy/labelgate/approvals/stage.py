@@ -25,7 +25,8 @@ When a decision says ``require_approval``:
    A requester with ``approvals.max_open_per_requester`` requests open is refused
    (RESOURCE_EXHAUSTED, APPROVAL_REQUESTS_EXHAUSTED), and so is a call whose request would
    take the bytes held past ``approvals.max_held_bytes`` or ``max_held_bytes_per_requester``
-   (APPROVAL_HELD_BYTES_EXHAUSTED; async mode holds nothing).
+   (APPROVAL_HELD_BYTES_EXHAUSTED; async mode holds nothing), or whose size its transport
+   did not note (``held_bytes``: never guessed).
 
 Granted: the policy decides again with ``approval.state = granted`` and that decision is
 returned. Otherwise a decision that does not allow, whose reason says why; the pipeline
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,12 +56,15 @@ from labelgate.approvals.model import (
 )
 from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantUse
 from labelgate.auth.subject import requester_of
-from labelgate.errors import InvalidInput
+from labelgate.errors import InvalidInput, ResourceExhausted
+from labelgate.logs import get_logger
 from labelgate.policy.contract import ApprovalRequirement, Decision
 
 if TYPE_CHECKING:
     from labelgate.auth import Subject
     from labelgate.calls import Call
+
+log = get_logger(__name__)
 
 MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"
@@ -161,22 +164,21 @@ def fields_of(policy_input: dict[str, Any]) -> tuple[FieldAtStake, ...]:
     )
 
 
-# Bytes an element of each datatype takes at least (BYTES: its length prefix).
-_ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2}
-_ELEMENT_BYTES |= {"UINT32": 4, "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8, "BYTES": 4}
-
-
-def held_bytes(policy_input: dict[str, Any]) -> int:
-    """What holding this call keeps in memory: its request's size as the transport read it;
-    when it noted none, at least what the inputs' shapes take."""
+def held_bytes() -> int:
+    """What holding this call keeps in memory: its request's size as its transport noted it
+    (gRPC: the body it read; REST: the message it parsed from the body). A call whose
+    transport noted nothing is not held (fail closed): its inputs' shapes say little of its
+    size (a BYTES element of any length is one element), so a guess from them would let
+    calls of megabytes be held as a few bytes each."""
     noted = request_bytes()
-    if noted is not None:
-        return noted
-    total = 0
-    for tensor in policy_input["request"].get("inputs", []):
-        elements = math.prod(max(0, int(n)) for n in tensor["shape"])
-        total += elements * _ELEMENT_BYTES.get(str(tensor["datatype"]), 1)
-    return total
+    if noted is None:
+        log.error("a call to be held came with no request noted: refused")
+        raise ResourceExhausted(
+            reasons.APPROVAL_HELD_BYTES_EXHAUSTED,
+            "the gateway cannot tell how many bytes this call's request keeps, so it does not hold "
+            f"it: send {MODE_HEADER}: async, which holds nothing while approvers decide",
+        )
+    return noted
 
 
 def charge_fields(use: GrantUse, rows: int) -> dict[str, Any]:
@@ -426,7 +428,7 @@ class HoldForApproval:
             call_request_id=call.request_id,
             session_id=call.session_id,
             query=query_of(policy_input),
-            held_bytes=held_bytes(policy_input) if options.mode != "async" else 0,
+            held_bytes=held_bytes() if options.mode != "async" else 0,
         )
         request = await self.service.open(draft)
         link = self.service.link(request.id)

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.approvals.deadline import seconds_left, set_deadline
+from labelgate.approvals.deadline import note_request, seconds_left, set_deadline
 from labelgate.calls import Call, Target, rest_peer
 from labelgate.config import RestSettings
 from labelgate.digits import whole_number
@@ -271,6 +271,7 @@ class RestGateway:
         call = self._call(request, method)
         target = Target(service=SERVICE, model=model)
         send = self._send(method, response_type, call, model or None)
+        note_request(message)  # what a hold for approval counts (``approvals/hold.py``)
         # As gRPC's: a hidden model's metadata or readiness is refused as an unknown model's is.
         gate = usable_or_unknown(self.pipeline, call, model) if method in ABOUT_ONE_MODEL else None
         # The reply is built from the upstream's, parsed as response_type.
@@ -283,11 +284,11 @@ class RestGateway:
 
         async def route(request: Request) -> Response:
             call = self._call(request, method)
+            message = pb.ServerLiveRequest()
+            note_request(message)
             try:
                 # As gRPC's: authenticated, decided and recorded like any call (never sent).
-                await self.pipeline.unary_message(
-                    call, Target(service=SERVICE), pb.ServerLiveRequest(), refuse
-                )
+                await self.pipeline.unary_message(call, Target(service=SERVICE), message, refuse)
             except LabelgateError as error:
                 return error_response(error)
             raise AssertionError("unreachable: a shared-memory call is always refused")
@@ -351,6 +352,11 @@ class RestGateway:
         deadline = client_deadline(message)
         if deadline is not None:  # this request's own task (and the call's, a copy of its context)
             set_deadline(deadline)
+        # A call held for approval gives its body's bytes back to limits.max_request_bytes_in_flight
+        # and is counted under approvals.max_held_bytes by what it keeps: the message parsed from
+        # the body (gRPC's: the body, the same size for the same message). Noted here, so the
+        # call's task has it too; the body itself is not kept.
+        note_request(message)
         # The body is read: from here on a caller that hangs up cancels the call.
         return await unless_hung_up(request, self._infer(call, name, message, reply_format))
 

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
+from labelgate.approvals.hold import note_request
 from labelgate.calls import Call, Target
 from labelgate.errors import LabelgateError
 from labelgate.gateway.inference import SERVICE
@@ -74,6 +75,7 @@ class ExtensionRoutes:
             # As gRPC's: a hidden model's configuration is refused as an unknown model's is.
             gate = usable_or_unknown(pipeline, call, name)
             target = Target(service=SERVICE, model=name)
+            note_request(message)  # what a hold for approval counts (``approvals/hold.py``)
             return await pipeline.unary_message(call, target, message, send, gate=gate)
 
         return await _answer(run, lambda reply: JSONResponse(json_form.config_json(reply)))
@@ -83,6 +85,7 @@ class ExtensionRoutes:
         message = ext.ModelStatisticsRequest(name=name, version=version)
         call = self.gateway._call(request, "ModelStatistics")
         send_to = self._send_to("ModelStatistics", ext.ModelStatisticsResponse, call)
+        note_request(message)  # this route's task runs the call
         return await _answer(
             lambda: self.directory.statistics(call, message, send_to),
             lambda reply: JSONResponse(json_form.message_json(reply)),
@@ -94,6 +97,7 @@ class ExtensionRoutes:
 
         async def run() -> Message:
             message = await self._parsed_body(request, call, json_form.index_request)
+            note_request(message)
             return await self.directory.index(call, message, send_to)
 
         return await _answer(run, lambda reply: JSONResponse(json_form.index_json(reply)))
@@ -118,6 +122,7 @@ class ExtensionRoutes:
                 json_form.repository_parameters(body, message.parameters)
 
             await self._parsed_body(request, call, parse)
+            note_request(message)
             target = Target(service=SERVICE, model=name)
             return await self.gateway.pipeline.unary_message(call, target, message, send)
 
