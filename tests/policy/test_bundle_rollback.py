@@ -266,7 +266,9 @@ async def test_a_restart_with_a_state_file_still_refuses_an_older_signed_revisio
     newer = build_bundle(policy(True), signer)
     served.serve(newer)
     await eventually(lambda: restarted.revision == newer.revision, "the newer revision to apply")
-    assert read_mark(state_file) == BundleMark(newer.revision, newer.sequence or -1)
+    # The mark is written (in a worker thread) once the revision is in force, not before.
+    newer_mark = BundleMark(newer.revision, newer.sequence or -1)
+    await eventually(lambda: read_mark(state_file) == newer_mark, "the newer revision's mark")
 
 
 async def test_without_a_state_file_a_restart_takes_the_first_signed_revision_served(
