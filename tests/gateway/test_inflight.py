@@ -23,6 +23,7 @@ from labelgate.errors import Overloaded
 from labelgate.gateway import inflight, reasons
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
+from tests.support.grpc_servers import serving_services
 from tests.support.procs import REPO, free_port
 
 DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
@@ -117,25 +118,12 @@ async def upload(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[
 async def stalled() -> AsyncIterator[tuple[StalledUpstream, str]]:
     """The stalled ModelInfer upstream, which also serves an opaque client stream."""
     upstream = StalledUpstream()
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                "inference.GRPCInferenceService",
-                {"ModelInfer": grpc.unary_unary_rpc_method_handler(upstream.infer)},
-            ),
-            grpc.method_handlers_generic_handler(
-                "labelgate.v1.demo.CustomerDirectory",
-                {"Upload": grpc.stream_stream_rpc_method_handler(upload)},
-            ),
-        ]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield upstream, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
+    services = {
+        "inference.GRPCInferenceService": {"ModelInfer": grpc.unary_unary_rpc_method_handler(upstream.infer)},
+        "labelgate.v1.demo.CustomerDirectory": {"Upload": grpc.stream_stream_rpc_method_handler(upload)},
+    }
+    async with serving_services(services) as (address, _):
+        yield upstream, address
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from tests.gateway.test_pipeline import (
     stream_reply,
 )
 from tests.gateway.test_routes import DIRECTORY, descriptor_set, gateway_in_process, token
-from tests.support.procs import free_port
+from tests.support.grpc_servers import serving_services
 
 # -- backend labels a streamed request keeps --------------------------------------------------
 
@@ -246,24 +246,12 @@ async def upstream_serving(stalled: asyncio.Event) -> AsyncIterator[str]:
         stalled.set()
         await asyncio.Event().wait()
 
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                INFER_SERVICE, {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(model_stream_infer)}
-            ),
-            grpc.method_handlers_generic_handler(
-                DIRECTORY.strip("/"), {"ListCustomers": grpc.unary_stream_rpc_method_handler(list_customers)}
-            ),
-        ]
-    )
-    address = f"127.0.0.1:{free_port()}"
-    server.add_insecure_port(address)
-    await server.start()
-    try:
+    services = {
+        INFER_SERVICE: {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(model_stream_infer)},
+        DIRECTORY.strip("/"): {"ListCustomers": grpc.unary_stream_rpc_method_handler(list_customers)},
+    }
+    async with serving_services(services) as (address, _):
         yield address
-    finally:
-        await server.stop(0)
 
 
 def chat_request() -> pb.ModelInferRequest:
