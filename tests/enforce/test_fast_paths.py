@@ -15,7 +15,7 @@ from labelgate.classify import Catalog, DetectorSet, classify_outputs
 from labelgate.classify.folding import reads_wide
 from labelgate.classify.jsonpaths import KeyNames
 from labelgate.enforce import apply_masks
-from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial
+from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial, covering
 from labelgate.oip.tensor import Tensor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,10 +127,23 @@ def test_random_documents_mask_like_a_full_walk() -> None:
             return {rng.choice(keys): document(depth + 1) for _ in range(rng.randint(0, 3))}
         return [document(depth + 1) for _ in range(rng.randint(0, 2))]
 
+    def named_inside(value: object, path: str, index: MaskIndex) -> list[Mask | None]:
+        if isinstance(value, dict):
+            children = [(path + SPELL(key), child) for key, child in value.items()]
+        elif isinstance(value, list):
+            children = [(f"{path}[]", child) for child in value]
+        else:
+            return []
+        found: list[Mask | None] = []
+        for child_path, child in children:
+            found += [index.lookup(child_path), *named_inside(child, child_path, index)]
+        return found
+
     def reference(value: object, path: str, index: MaskIndex, masker: Masker) -> object:
         mask = index.lookup(path)
         if mask is not None:
-            return masker.json_value(value, mask)
+            # Masked whole: by a stronger mask named inside it, if any (``strategies.covering``).
+            return masker.json_value(value, covering(mask, named_inside(value, path, index)))
         if isinstance(value, dict):
             return {key: reference(child, path + SPELL(key), index, masker) for key, child in value.items()}
         if isinstance(value, list):

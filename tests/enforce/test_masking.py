@@ -203,8 +203,9 @@ def test_a_card_and_an_ssn_written_with_tabs_are_found_and_masked(use_native: bo
 
 def test_a_node_mask_and_a_span_mask_on_the_same_leaf_use_the_original_value() -> None:
     element = json.dumps({"ssn": "123-45-6789"})
+    # ``hash`` covers a ``partial`` span (``strategies.covers``): the node mask alone applies.
     both = masked(
-        [text("doc", element)], mask("outputs.doc[].ssn", "hash"), mask("outputs.doc{us_ssn}", "redact")
+        [text("doc", element)], mask("outputs.doc[].ssn", "hash"), mask("outputs.doc{us_ssn}", "partial")
     )
     only_hash = masked([text("doc", element)], mask("outputs.doc[].ssn", "hash"))
     assert both == only_hash
@@ -602,3 +603,114 @@ def test_partial_on_json_booleans_numbers_and_nulls_writes_null(use_native: bool
         {"n": None, "ssn": "***********"},
         {"n": None, "ssn": None},
     ]
+
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+GITHUB_TOKEN = "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_a_whole_output_mask_never_shows_more_of_a_span_than_its_own_mask(use_native: bool) -> None:
+    """Review s13 (rev-labels 3): ``outputs.ssn`` partial (keep_last 4) and a secret found in
+    it nulled: the whole-output mask applied alone and showed the secret's last characters
+    (``****************MPLE``). An element holding a part its mask does not cover is masked
+    whole by the part's mask; the others keep the output's own mask."""
+    tensor = text("ssn", AWS_KEY, "123-45-6789", f"{GITHUB_TOKEN} and more")
+    with _all_native(use_native):
+        result = masked(
+            [tensor],
+            mask("outputs.ssn", "partial", keep_last=4),
+            mask("outputs.ssn{secret}", "null"),
+        )["ssn"]
+    assert result == [b"", b"*******6789", b""]
+    with _all_native(use_native):
+        hashed = masked(
+            [tensor], mask("outputs.ssn", "hash"), mask("outputs.ssn{secret}", "redact", replacement="[S]")
+        )["ssn"]
+    assert hashed[0] == hashed[2] == b"[S]" and hashed[1].startswith(b"hmac:")
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_a_whole_output_mask_covering_its_spans_applies_alone_and_a_partial_keeping_fewer_wins(
+    use_native: bool,
+) -> None:
+    tensor = text("ssn", AWS_KEY, "123-45-6789")
+    with _all_native(use_native):
+        looser = masked(
+            [tensor],
+            mask("outputs.ssn", "partial", keep_last=2),
+            mask("outputs.ssn{secret}", "partial", keep_last=6),
+        )["ssn"]
+        stricter = masked(
+            [tensor],
+            mask("outputs.ssn", "partial", keep_last=6),
+            mask("outputs.ssn{secret}", "partial", keep_last=2),
+        )["ssn"]
+        redacted = masked(
+            [tensor], mask("outputs.ssn", "redact"), mask("outputs.ssn{secret}", "redact", replacement="<s>")
+        )["ssn"]
+    assert looser == [b"*" * 18 + b"LE", b"*********89"]
+    assert stricter == [b"*" * 18 + b"LE", b"*****5-6789"]
+    assert redacted == [b"[REDACTED]", b"[REDACTED]"]
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_a_whole_output_mask_never_shows_more_of_a_json_node_than_its_own_mask(use_native: bool) -> None:
+    """The same for a node of a JSON element (``outputs.doc[].ssn`` nulled under ``outputs.doc``
+    partial: the element's last characters were the SSN's), and for a node of one an element
+    is only opaque JSON in (its nodes cannot be found: the strongest mask inside covers it)."""
+    elements = [json.dumps({"n": 1, "ssn": "123-45-6789"}), "plain 123", '{"n": 1, "ssn": "078-05-1121"}x']
+    with _all_native(use_native):
+        result = masked(
+            [text("doc", *elements)],
+            mask("outputs.doc", "partial", keep_last=4),
+            mask("outputs.doc[].ssn", "null"),
+        )["doc"]
+    assert result == [b"", b"***** 123", b""]
+
+
+def test_a_whole_output_mask_over_elements_not_those_classified_takes_the_strongest_part() -> None:
+    tensor = text("ssn", AWS_KEY)
+    classification = classify_outputs("customer-profile", [tensor], CATALOG, DETECTORS)
+    grown = text("ssn", AWS_KEY, "another")  # two elements: which holds the secret is unknown
+    [result] = apply_masks(
+        [grown],
+        classification,
+        [mask("outputs.ssn", "partial", keep_last=4), mask("outputs.ssn{secret}", "redact")],
+        KEY,
+    )
+    assert result.values == [b"[REDACTED]", b"[REDACTED]"]
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_a_json_node_mask_never_shows_more_of_a_span_in_it_than_its_own_mask(use_native: bool) -> None:
+    """A masked JSON leaf (``outputs.doc[].ssn`` partial) holding a secret the policy nulls
+    (``outputs.doc{secret}``): the leaf mask skipped the spans in it and kept the secret's last
+    characters. The leaf takes the stronger mask in the element that holds one, in Python and
+    in the extension alike."""
+    elements = [json.dumps({"ssn": AWS_KEY, "n": 1}), json.dumps({"ssn": "123-45-6789", "n": 1})]
+    with _all_native(use_native):
+        result = masked(
+            [text("doc", *elements)],
+            mask("outputs.doc[].ssn", "partial", keep_last=4),
+            mask("outputs.doc{secret}", "null"),
+        )["doc"]
+    assert [json.loads(value) for value in result] == [{"ssn": None, "n": 1}, {"ssn": "*******6789", "n": 1}]
+
+
+def test_a_json_node_mask_never_shows_more_of_a_node_inside_it_than_that_node_s_mask() -> None:
+    profile = {"name": "Ann", "contact": {"email": "ann@example.com", "phone": "212-555-1234"}}
+    hashed = masked([text("doc", json.dumps(profile))], mask("outputs.doc[].contact", "hash"))["doc"]
+    assert json.loads(hashed[0])["contact"].startswith("hmac:")
+    result = masked(
+        [text("doc", json.dumps(profile))],
+        mask("outputs.doc[].contact", "hash"),
+        mask("outputs.doc[].contact.email", "redact", replacement="<e>"),
+    )["doc"]
+    assert json.loads(result[0]) == {"name": "Ann", "contact": "<e>"}
+    kept = masked(
+        [text("doc", json.dumps(profile))],
+        mask("outputs.doc[].contact", "null"),
+        mask("outputs.doc[].contact.email", "partial"),
+    )["doc"]
+    assert json.loads(kept[0]) == {"name": "Ann", "contact": None}

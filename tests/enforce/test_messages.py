@@ -65,8 +65,49 @@ def test_span_masks_rewrite_only_the_detected_parts_of_a_string() -> None:
 
 
 def test_a_field_mask_supersedes_its_span_masks_and_hashes_the_original() -> None:
-    result = masked(customer(), mask("ssn", "hash"), mask("ssn{us_ssn}", "null"))
+    # ``hash`` covers a ``partial`` span (``strategies.covers``): the field mask alone applies.
+    result = masked(customer(), mask("ssn", "hash"), mask("ssn{us_ssn}", "partial", keep_last=2))
     assert result.ssn == masked(customer(), mask("ssn", "hash")).ssn != ""
+
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+def test_a_field_mask_never_shows_more_of_a_span_than_its_own_mask() -> None:
+    """Review s13 (rev-labels 3): a string field partial (keep_last 4) holding a secret the
+    policy nulls: the field mask applied alone and showed the secret's last characters. The
+    field takes the most protective mask of the spans inside it its own does not cover."""
+    reply = customer()
+    reply.notes = f"key {AWS_KEY}"
+    result = masked(reply, mask("notes", "partial", keep_last=4), mask("notes{secret}", "null"))
+    assert result.notes == ""
+    result = masked(reply, mask("notes", "hash"), mask("notes{secret}", "redact", replacement="<k>"))
+    assert result.notes == "<k>"
+    result = masked(
+        reply, mask("notes", "partial", keep_last=6), mask("notes{secret}", "partial", keep_last=2)
+    )
+    assert result.notes == "*" * (len(reply.notes) - 2) + "LE"
+
+
+def test_a_repeated_or_bytes_field_mask_never_shows_more_of_a_span_than_its_own_mask() -> None:
+    order = Order(
+        id="o-1",
+        tags=[f"k {AWS_KEY}", "plain"],
+        items=[{"note": f"k {AWS_KEY}"}, {"note": "plain note"}],
+        blob=f"k {AWS_KEY}".encode(),
+    )
+    result = masked(
+        order,
+        mask("tags", "partial", keep_last=4),
+        mask("tags{secret}", "redact"),
+        mask("items[].note", "partial", keep_last=4),
+        mask("items[].note{secret}", "null"),
+        mask("blob", "partial", keep_last=4),
+        mask("blob{secret}", "null"),
+    )
+    assert list(result.tags) == ["[REDACTED]", "[REDACTED]"]  # the field, every item
+    assert [item.note for item in result.items] == ["", "******note"]
+    assert result.blob == b""
 
 
 def test_nested_repeated_map_and_bytes_fields() -> None:

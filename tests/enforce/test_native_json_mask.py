@@ -576,3 +576,35 @@ def test_the_shape_memo_stays_within_its_shape_bound() -> None:
         assert json.loads(masked[0])["a"] is None
         assert 0 < len(json_native._SHAPES.entries) <= json_native.SHAPE_MEMO_SIZE
     assert json_native._SHAPES.weight < json_native.SHAPE_MEMO_LEAVES // 8
+
+
+@pytest.mark.parametrize(
+    ("leaf_mask", "span_mask", "expected"),
+    [
+        ({"strategy": "partial", "params": {"keep_last": 4}}, {"strategy": "null"}, None),
+        (
+            {"strategy": "partial", "params": {"keep_last": 4}},
+            {"strategy": "partial", "params": {"keep_last": 1}},
+            "**********9",
+        ),
+        ({"strategy": "redact"}, {"strategy": "partial", "params": {"keep_last": 0}}, "[REDACTED]"),
+        ({"strategy": "partial", "params": {"keep_last": 2}}, {"strategy": "redact"}, "[REDACTED]"),
+        ({"strategy": "partial", "params": {"keep_last": 2}}, {"strategy": "partial"}, "*********89"),
+    ],
+)
+def test_a_masked_leaf_takes_a_span_mask_its_own_does_not_cover_both_ways(
+    leaf_mask: dict[str, Any], span_mask: dict[str, Any], expected: str | None
+) -> None:
+    """Review s13 (rev-labels 3): a masked leaf skipped the spans in it, so ``partial`` kept the
+    last characters of a value the policy nulls. The extension masks it as Python does, itself."""
+    elements = [doc({"f": SSN, "a": EMAIL}), doc({"f": "no ssn here", "a": EMAIL})]
+    classification = classify(elements)
+    masks = [
+        {"path": f"outputs.doc[]{key('f')}", **leaf_mask},
+        {"path": "outputs.doc{us_ssn}", **span_mask},
+    ]
+    result = masked_both_ways(elements, classification, masks)
+    assert left_to_python(elements, classification, masks) == []
+    assert json.loads(result[0])["f"] == expected
+    without_span = masked_both_ways(elements, classification, masks[:1])
+    assert json.loads(result[1]) == json.loads(without_span[1])  # no SSN in it: the leaf's own mask

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -10,10 +12,14 @@ from labelgate.classify.folding import UNFOLDABLE, folded, wide_folded
 from labelgate.enforce.strategies import (
     HASH_KEY_INVALID,
     MASK_INVALID,
+    STRATEGIES,
     Mask,
     Masker,
     MaskIndex,
+    covering,
+    covers,
     replace_spans,
+    strategy_rank,
     strongest,
     zero_of,
 )
@@ -264,3 +270,42 @@ def test_replace_spans_rewrites_from_original_offsets_and_merges_overlaps() -> N
     assert replace_spans(b"abcdefghij", overlapping, masker) == b""
     assert replace_spans(b"abc", [(1, 9, mask("null"))], masker) is None
     assert replace_spans(b"abc", [(2, 2, mask("null"))], masker) is None
+
+
+def test_the_strategy_order_is_the_packs() -> None:
+    """The enforcer never reads the policy's data: its order of strategies is written twice."""
+    tables = Path(__file__).resolve().parents[2] / "rego" / "labelgate" / "tables" / "data.json"
+    permissiveness = json.loads(tables.read_text())["mask_permissiveness"]
+    assert list(STRATEGIES) == sorted(permissiveness, key=permissiveness.__getitem__)
+    assert strategy_rank("unheard-of") < strategy_rank("null")  # fail closed
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "covered"),
+    [
+        (mask("null"), mask("null"), True),
+        (mask("null"), mask("partial"), True),
+        (mask("partial", keep_last=4), mask("null"), False),
+        (mask("partial", keep_last=4), mask("redact"), False),
+        (mask("partial", keep_last=4), mask("hash"), False),
+        (mask("partial", keep_last=4), mask("partial", keep_last=2), False),
+        (mask("partial", keep_last=4), mask("partial", keep_last=4), True),
+        (mask("partial", keep_last=4), mask("partial", keep_last=6), True),
+        (mask("hash"), mask("redact"), False),
+        (mask("hash"), mask("partial", keep_last=0), True),
+        (mask("redact", replacement="[A]"), mask("redact", replacement="[B]"), True),
+        (mask("redact"), mask("hash"), True),
+    ],
+)
+def test_a_whole_value_mask_covers_parts_masked_no_more_protectively(
+    outer: Mask, inner: Mask, covered: bool
+) -> None:
+    assert covers(outer, inner) is covered
+    assert covering(outer, [inner, None]) is (outer if covered else inner)
+
+
+def test_covering_takes_the_most_protective_part() -> None:
+    outer = mask("partial", keep_last=4)
+    parts = [mask("partial", keep_last=1), mask("hash"), mask("redact"), mask("partial", keep_last=9)]
+    assert covering(outer, parts) is parts[2]
+    assert covering(outer, []) is outer

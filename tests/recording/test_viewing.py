@@ -289,6 +289,33 @@ async def test_a_recorded_json_node_todays_classification_lacks_masks_the_whole_
     assert shown(await view_call(policy_of(held), AUDITOR, only_span)) == {"label": [b""]}
 
 
+async def test_a_replay_never_shows_more_of_a_span_than_its_own_mask() -> None:
+    """Review s13 (rev-labels 3): the viewer may see ``outputs.label`` partially (keep_last 4)
+    but not the secret found in it: a recording is masked by the same code as a reply, so the
+    secret's mask covers the whole element rather than the label's showing its last characters."""
+
+    async def masks(_: dict[str, Any]) -> Decision:
+        return Decision(
+            allow=True,
+            reason="masked",
+            masks=(
+                DecidedMask("outputs.label", "partial", {"keep_last": 4}),
+                DecidedMask("outputs.label{secret}", "null"),
+            ),
+        )
+
+    entry = _recorded_sentiment(
+        b"key AKIAIOSFODNN7EXAMPLE",
+        [
+            {"path": "outputs.label", "labels": ["confidential"]},
+            {"path": "outputs.label{secret}", "labels": ["restricted"]},
+        ],
+    )
+    view = await view_call(policy_of(masks), AUDITOR, entry)
+    assert shown(view) == {"label": [b""]}
+    assert b"MPLE" not in json.dumps(view).encode()
+
+
 def _catalog_labelling_ssn(label: str) -> Classifier:
     data = json.loads((REPO / "rego/labelgate/catalog/data.json").read_text())
     for entry in data["entries"]:

@@ -18,6 +18,11 @@ Path kinds (``docs/ARCHITECTURE.md``):
   so the most protective mask that may name a path inside the tensor's elements rewrites
   it whole as well; so does a ``{detector}`` mask for what was found in it.
 
+A mask on a whole value (an output, a JSON node) never shows more of a part of it than that
+part's own mask (``strategies.covering``): an element holding a span or node whose mask the
+value's does not cover (``partial`` would keep the last characters of a secret the policy
+nulls) is masked whole by the most protective of those instead.
+
 Mask paths may use ``*``/``?`` globs. A mask that matches nothing is a no-op. Whatever
 cannot be applied safely fails closed: an element that no longer parses as the JSON it
 was classified as, or a span that does not fit, becomes empty; a tensor whose element
@@ -40,7 +45,15 @@ from labelgate.classify.jsonpaths import JsonShape
 from labelgate.enforce import native as json_native
 from labelgate.enforce.compiled import MaskLike, compile_masks
 from labelgate.enforce.native import MaskedNode
-from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial, replace_spans, zero_of
+from labelgate.enforce.strategies import (
+    Mask,
+    Masker,
+    MaskIndex,
+    _partial,
+    covering,
+    replace_spans,
+    zero_of,
+)
 from labelgate.enforce.whole import mask_whole_bytes
 from labelgate.oip import native
 from labelgate.oip.tensor import Tensor
@@ -75,7 +88,9 @@ def _mask_tensor(
             return tensor
         return tensor.with_values([zero_of(tensor.datatype)] * tensor.size)
     if whole is not None:
-        return mask_whole_bytes(tensor, whole, masker)
+        if whole.strategy == "null" or not (index.any_under(base + "{") or index.any_under(base + "[]")):
+            return mask_whole_bytes(tensor, whole, masker)  # the usual case: nothing under it
+        return _mask_whole_covering(tensor, classification, whole, index, masker, masks)
 
     text_spans = classification.spans.get(tensor.name, {})
     objects = classification.json_elements.get(tensor.name, {})
@@ -142,6 +157,66 @@ def _mask_tensor(
     return tensor.with_values(masked)
 
 
+def _mask_whole_covering(
+    tensor: Tensor,
+    classification: Classification,
+    whole: Mask,
+    index: MaskIndex,
+    masker: Masker,
+    masks: list[Mask],
+) -> Tensor:
+    """``tensor`` (BYTES) masked whole by ``whole``, when masks also name parts of its
+    elements (detector spans, JSON nodes): an element holding a part whose mask ``whole``
+    does not cover (``strategies.covering``) is masked whole by the most protective of those
+    instead. Unless the elements are those classified: then which element holds what is not
+    known, and the most protective mask that may name any part covers them all."""
+    base = OUTPUTS_PREFIX + tensor.name
+    values = tensor.byte_elements()
+    if classification.element_counts.get(tensor.name) != len(values):
+        parts = [
+            mask for mask in masks if may_extend(mask.path, base + "{") or may_extend(mask.path, base + "[]")
+        ]
+        return mask_whole_bytes(tensor, covering(whole, parts), masker)
+    text_spans = classification.spans.get(tensor.name, {})
+    objects = classification.json_elements.get(tensor.name, {})
+    shapes = classification.json_shapes.get(tensor.name, {})
+    segment = (classification.json_keys or jsonpaths.KeyNames()).segment
+    stronger: dict[int, Mask] = {}
+    for position in dict.fromkeys(chain(text_spans, objects)):
+        hits = list(text_spans.get(position, ()))
+        hits += chain.from_iterable(map(_DETECTIONS, objects.get(position, ())))
+        inner: list[Mask | None] = [index.lookup(f"{base}{{{hit.detector}}}") for hit in hits]
+        if position in objects or any(hit.detector == OPAQUE_JSON for hit in hits):
+            inner += _nodes_within(values[position], shapes.get(position), base + "[]", index, segment, masks)
+        chosen = covering(whole, inner)
+        if chosen is not whole:
+            stronger[position] = chosen
+    masked = mask_whole_bytes(tensor, whole, masker)
+    if not stronger:
+        return masked
+    result = list(masked.byte_elements())
+    for position, mask in stronger.items():
+        result[position] = masker.raw(values[position], mask)
+    return tensor.with_values(result)
+
+
+def _nodes_within(
+    raw: bytes,
+    shaped: tuple[bytes, JsonShape] | None,
+    prefix: str,
+    index: MaskIndex,
+    segment: Callable[[str], str],
+    masks: list[Mask],
+) -> list[Mask]:
+    """The masks naming nodes of the JSON element ``raw`` (the root included), found in its
+    shape when it is the element classified; else every mask that may name one (fail closed)."""
+    if shaped is None or not (raw is shaped[0] or raw == shaped[0]):
+        strongest = _strongest_inside(masks, prefix)
+        return [] if strongest is None else [strongest]
+    root = index.lookup(prefix)
+    return _masks_below(shaped[1].skeleton, prefix, index, segment, [] if root is None else [root])
+
+
 def _mask_objects(
     values: list[bytes],
     masked: list[bytes],
@@ -171,8 +246,9 @@ def _mask_objects(
             masked[position] = _mask_json(raw, prefix, leaves, index, span_masks, masker, keys, known)
 
 
-# The masked nodes of one shape, and which leaf locations lie inside them (filled as asked).
-KnownNodes = tuple[list[MaskedNode], dict[jsonpaths.Location, bool]]
+# The masked nodes of one shape, and which of them each leaf location lies in (-1: none;
+# filled as asked).
+KnownNodes = tuple[list[MaskedNode], dict[jsonpaths.Location, int]]
 
 
 def _known_nodes(
@@ -261,7 +337,7 @@ def _mask_json(
     element's shape gave them (``_known_nodes``)."""
     if known is not None:
         nodes, under = known
-        spans = _leaf_spans(leaves, span_masks, nodes, under)
+        nodes, spans = _leaf_spans(leaves, span_masks, nodes, under)
         if not nodes and not spans:
             return raw  # as the walk below would find: nothing to mask
         parsed = jsonpaths.parse_classified(raw)
@@ -271,7 +347,8 @@ def _mask_json(
     if parsed is None:
         return b""  # classified as a JSON object but no longer one: never guess
     nodes = _masked_nodes(parsed, prefix, (), index, keys.segment) if index.may_name(prefix) else []
-    return _rewrite(raw, parsed, nodes, _leaf_spans(leaves, span_masks, nodes, {}), masker)
+    nodes, spans = _leaf_spans(leaves, span_masks, nodes, {})
+    return _rewrite(raw, parsed, nodes, spans, masker)
 
 
 LeafSelection = tuple[jsonpaths.Location, list[tuple[int, int, Mask]]]
@@ -281,28 +358,39 @@ def _leaf_spans(
     leaves: list[LeafSpans],
     span_masks: dict[str, Mask],
     nodes: list[MaskedNode],
-    under: dict[jsonpaths.Location, bool],
-) -> list[LeafSelection]:
-    """Per leaf outside every masked node, in order, the spans its masks select (if any).
-    ``under`` remembers which locations lie inside a masked node (per shape)."""
-    node_locations = [location for location, _ in nodes]
+    under: dict[jsonpaths.Location, int],
+) -> tuple[list[MaskedNode], list[LeafSelection]]:
+    """``nodes``, each masked instead by the most protective mask of the spans inside it
+    that its own mask does not cover (``strategies.covering``: a ``partial`` node would show
+    the last characters of a secret found in it); and per leaf outside every masked node, in
+    order, the spans its masks select (if any). ``under`` remembers which masked node a
+    location lies in (-1: none), per shape."""
     result = []
+    chosen = nodes
     for leaf in leaves:
-        location = leaf.location
-        if node_locations:
-            inside = under.get(location)
-            if inside is None:
-                inside = under[location] = any(location[: len(done)] == done for done in node_locations)
-            if inside:
-                continue
         selected = [
             (hit.start, hit.end, span_masks[hit.detector])
             for hit in leaf.detections
             if hit.detector in span_masks
         ]
-        if selected:
-            result.append((location, selected))
-    return result
+        if not selected:
+            continue
+        location = leaf.location
+        if nodes:
+            inside = under.get(location)
+            if inside is None:
+                inside = under[location] = next(
+                    (number for number, (done, _) in enumerate(nodes) if location[: len(done)] == done), -1
+                )
+            if inside >= 0:
+                node, mask = chosen[inside]
+                stronger = covering(mask, [span_mask for _, _, span_mask in selected])
+                if stronger is not mask:
+                    chosen = list(chosen) if chosen is nodes else chosen
+                    chosen[inside] = (node, stronger)
+                continue
+        result.append((location, selected))
+    return chosen, result
 
 
 def _rewrite(
@@ -342,7 +430,8 @@ def _masked_nodes(
     found = [] if found is None else found
     mask = index.lookup(path)
     if mask is not None:
-        found.append((location, mask))
+        # Masked whole, with whatever masks name inside it (``strategies.covering``).
+        found.append((location, covering(mask, _masks_below(value, path, index, segment, []))))
         return found
     may_name = index.may_name
     if isinstance(value, dict):
@@ -355,6 +444,28 @@ def _masked_nodes(
         if may_name(child):
             for position, item in enumerate(value):
                 _masked_nodes(item, child, (*location, position), index, segment, found)
+    return found
+
+
+def _masks_below(
+    value: Any, path: str, index: MaskIndex, segment: Callable[[str], str], found: list[Mask]
+) -> list[Mask]:
+    """``found`` plus every mask naming a node strictly inside ``value`` (at ``path``), as
+    ``_masked_nodes`` walks: only where ``index.may_name`` says one may be."""
+    may_name = index.may_name
+    if isinstance(value, dict):
+        children: Iterable[tuple[str, Any]] = ((path + segment(key), child) for key, child in value.items())
+    elif isinstance(value, list):
+        child_path = f"{path}[]"
+        children = ((child_path, child) for child in value) if value and may_name(child_path) else ()
+    else:
+        return found
+    for child_path, child in children:
+        if may_name(child_path):
+            mask = index.lookup(child_path)
+            if mask is not None:
+                found.append(mask)
+            _masks_below(child, child_path, index, segment, found)
     return found
 
 

@@ -2,7 +2,9 @@
 
 Paths are those of ``labelgate.classify.messages`` (``name``, ``contact.email``,
 ``items[].ssn``; a repeated field may be named with or without ``[]``), plus
-``<path>{<detector>}`` for detected spans in string, bytes and number fields. Per field type:
+``<path>{<detector>}`` for detected spans in string, bytes and number fields. A field masked
+whole takes the most protective of its spans' masks if its own does not cover them
+(``strategies.covering``). Per field type:
 
 - string: the strategy's string (``null``: empty); bytes: as a BYTES element;
 - numbers, bools, enums: zero, whatever the strategy (a type cannot change); a number with
@@ -39,7 +41,7 @@ from labelgate.classify.messages import (
 )
 from labelgate.enforce import reasons
 from labelgate.enforce.compiled import MaskLike, compile_masks
-from labelgate.enforce.strategies import Mask, Masker, MaskIndex, replace_spans
+from labelgate.enforce.strategies import Mask, Masker, MaskIndex, covering, replace_spans
 from labelgate.errors import PermissionDenied, UpstreamError
 
 MESSAGE_REQUIRED_MISSING = reasons.MESSAGE_REQUIRED_MISSING
@@ -77,17 +79,23 @@ def apply_message_masks(
             result.Clear()
         return result
     masker = Masker(hash_key, list(compiled))
-    masked_at: list[Location] = []
-    _mask_fields(result, "", (), index, masker, masked_at)
+    spans: list[tuple[Location, list[tuple[int, int, Mask]]]] = []
+    within: dict[Location, list[Mask]] = {}  # a location -> the span masks at or under it
     for leaf in classification.message_spans:
         selected = [
             (hit.start, hit.end, mask)
             for hit in leaf.detections
             if (mask := _span_mask(index, leaf.path, hit.detector)) is not None
         ]
-        if not selected or any(leaf.location[: len(done)] == done for done in masked_at):
-            continue
-        _mask_spans(result, leaf.location, selected, masker)
+        if selected:
+            spans.append((leaf.location, selected))
+            for end in range(1, len(leaf.location) + 1):
+                within.setdefault(leaf.location[:end], []).extend(mask for _, _, mask in selected)
+    masked_at: list[Location] = []
+    _mask_fields(result, "", (), index, masker, masked_at, within)
+    for location, selected in spans:
+        if not any(location[: len(done)] == done for done in masked_at):
+            _mask_spans(result, location, selected, masker)
     if not _encodable(result):
         raise PermissionDenied(
             MASKED_REQUIRED_FIELD, "policy masks a required field of the reply that nothing can stand in for"
@@ -142,7 +150,12 @@ def _mask_fields(
     index: MaskIndex,
     masker: Masker,
     masked_at: list[Location],
+    within: dict[Location, list[Mask]],
 ) -> None:
+    """Mask the fields masks name; a field masked whole takes the most protective of the span
+    masks inside it its own mask does not cover (``strategies.covering``: ``partial`` on a
+    string would show the last characters of a secret found in it), and its spans are then
+    not looked at again."""
     for descriptor, value in message.ListFields():
         if descriptor.is_extension:
             continue
@@ -154,15 +167,15 @@ def _mask_fields(
             mask = index.lookup(path + "[]")
         if mask is not None:
             masked_at.append(here)
-            _mask_field(message, descriptor, value, mask, masker)
+            _mask_field(message, descriptor, value, covering(mask, within.get(here, ())), masker)
         elif is_map(descriptor):
             continue
         elif is_message(descriptor):
             if descriptor.is_repeated:
                 for position, item in enumerate(value):
-                    _mask_fields(item, path + "[].", (*here, position), index, masker, masked_at)
+                    _mask_fields(item, path + "[].", (*here, position), index, masker, masked_at, within)
             else:
-                _mask_fields(value, path + ".", here, index, masker, masked_at)
+                _mask_fields(value, path + ".", here, index, masker, masked_at, within)
 
 
 def _mask_field(

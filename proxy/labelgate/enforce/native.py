@@ -2,7 +2,8 @@
 
 For an element of a shape the classifier knew (the bytes it read, see
 ``masking._known_nodes``), ``proxy/native/src/json_mask.rs`` reads it again, masks the leaves
-masks name and the detector spans in the others, and writes it as ``jsonpaths.dumps`` does:
+masks name (by a stronger mask of a span in one, as ``masking._leaf_spans``) and the detector
+spans in the others, and writes it as ``jsonpaths.dumps`` does:
 the same bytes as ``masking._mask_json``. It masks what is common and exact (``partial``,
 ``redact`` and ``null`` on string, integer, boolean and null leaves and on spans) and answers
 None for anything else (``hash``, floats, a masked object or array, text that would not be

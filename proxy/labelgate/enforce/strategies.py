@@ -37,7 +37,10 @@ from labelgate.policy.contract import DecidedMask
 
 MASK_INVALID = reasons.MASK_INVALID
 HASH_KEY_INVALID = reasons.HASH_KEY_INVALID
-# Most protective first: when several masks name one path, the first of these wins.
+# Most protective first: when several masks name one path, the first of these wins. The pack
+# ranks them the same way (``mask_permissiveness`` in rego/labelgate/tables/data.json); the
+# enforcer never reads the policy's data, so the order is written here too
+# (``tests/enforce/test_strategies.py`` checks that both agree).
 STRATEGIES = ("null", "redact", "hash", "partial")
 DEFAULT_REPLACEMENT = "[REDACTED]"
 DEFAULT_KEEP_LAST = 4
@@ -85,7 +88,7 @@ class Mask:
 
     @cached_property
     def _strength(self) -> tuple[int, int, str]:
-        return (STRATEGIES.index(self.strategy), self.keep_last, self.replacement)
+        return (strategy_rank(self.strategy), self.keep_last, self.replacement)
 
     def strength(self) -> tuple[int, int, str]:
         """Sort key: lower is more protective."""
@@ -108,6 +111,37 @@ def _problem(mask: Mask) -> str | None:
     if not isinstance(mask.params.get("replacement", DEFAULT_REPLACEMENT), str):
         return "params.replacement must be a string"
     return None
+
+
+def strategy_rank(strategy: str) -> int:
+    """A strategy's place in ``STRATEGIES`` (lower is more protective); one it does not know
+    ranks before all of them (fail closed; ``Mask`` refuses such masks anyway)."""
+    return STRATEGIES.index(strategy) if strategy in STRATEGIES else -1
+
+
+def covers(outer: Mask, inner: Mask) -> bool:
+    """Whether a value masked whole by ``outer`` shows no more of a part of it than ``inner``
+    masking that part would. ``null``, ``redact`` and ``hash`` keep no character of the value,
+    whatever their params; ``partial`` keeps its last ``keep_last``, which may be those of the
+    part, so it covers a ``partial`` part only keeping as many or fewer."""
+    outer_rank, inner_rank = strategy_rank(outer.strategy), strategy_rank(inner.strategy)
+    if outer_rank != inner_rank:
+        return outer_rank < inner_rank
+    return outer.strategy != "partial" or outer.keep_last <= inner.keep_last
+
+
+def covering(outer: Mask, inner: Iterable[Mask | None]) -> Mask:
+    """The mask for a value ``outer`` masks whole that holds parts ``inner`` masks (spans of
+    text, nodes of a JSON element, spans in a message field). A whole-value mask applies to
+    the parts too, so if it shows more of one than that part's own mask allows (``partial``
+    keeping the last characters of a secret found inside), the most protective of the parts'
+    masks masks the value whole instead; otherwise ``outer`` alone covers them all."""
+    if outer.strategy == "null":
+        return outer  # nothing is left to show
+    strongest = min((mask for mask in inner if mask is not None), key=Mask.strength, default=None)
+    if strongest is None or covers(outer, strongest):
+        return outer
+    return strongest
 
 
 def strongest(masks: Iterable[Mask]) -> dict[str, Mask]:

@@ -98,8 +98,9 @@ pub struct ElementMasker {
     reader: Reader,
     /// Per leaf, its new value if masked.
     replaced: Vec<Option<Replacement>>,
-    /// Per leaf, whether a plan's node masks it (spans inside are not looked at).
-    by_node: Vec<bool>,
+    /// Per leaf, the mask of the plan's node masking it, if any (its spans are not written:
+    /// the leaf is masked whole, by a span's mask where the node's does not cover it).
+    by_node: Vec<Option<usize>>,
     texts: Vec<u8>,
     merged: Vec<Span>,
 }
@@ -139,18 +140,27 @@ impl ElementMasker {
         self.replaced.clear();
         self.replaced.resize(count, None);
         self.by_node.clear();
-        self.by_node.resize(count, false);
+        self.by_node.resize(count, None);
         self.texts.clear();
         for &(leaf, mask) in &plan.nodes {
             let replacement = self.node_value(data, leaf, masks.get(mask)?)?;
             self.replaced[leaf] = Some(replacement);
-            self.by_node[leaf] = true;
+            *self.by_node.get_mut(leaf)? = Some(mask);
         }
         let mut done = false;
         for (leaf, range) in selections {
             let leaf = *leaf;
-            // Inside a masked node, or a leaf already rewritten: `_rewrite` skips both.
-            if *self.by_node.get(leaf)? || self.replaced[leaf].is_some() {
+            if let Some(node) = *self.by_node.get(leaf)? {
+                // A masked leaf: `_leaf_spans` masks it whole by the most protective of its
+                // spans' masks instead, when the leaf's own does not cover that one.
+                let stronger = strongest(spans.get(range.clone())?, masks)?;
+                if !covers(masks.get(node)?, stronger) {
+                    self.replaced[leaf] = Some(self.node_value(data, leaf, stronger)?);
+                }
+                continue;
+            }
+            // A leaf already rewritten: `_rewrite` skips it.
+            if self.replaced[leaf].is_some() {
                 continue;
             }
             let from = self.texts.len();
@@ -325,6 +335,39 @@ impl ElementMasker {
         }
         out
     }
+}
+
+/// The most protective mask of `spans` (the lowest rank, the first of equals); `None` when
+/// one is Python's (its place among the strategies is not known here) or out of range.
+fn strongest<'m>(spans: &[Span], masks: &'m [MaskSpec]) -> Option<&'m MaskSpec> {
+    let mut chosen: Option<&MaskSpec> = None;
+    for span in spans {
+        let mask = masks.get(span.mask)?;
+        if mask.strategy == Strategy::Python {
+            return None;
+        }
+        if chosen.is_none_or(|current| mask.rank < current.rank) {
+            chosen = Some(mask);
+        }
+    }
+    chosen
+}
+
+/// `strategies.covers`: whether a value masked whole by `outer` shows no more of a part of it
+/// than `inner` would. Strategies in `STRATEGIES` order (null, redact, hash, partial); the
+/// same one covers unless it is `partial` keeping more characters.
+fn covers(outer: &MaskSpec, inner: &MaskSpec) -> bool {
+    let order = |strategy: Strategy| match strategy {
+        Strategy::Null => 0,
+        Strategy::Redact => 1,
+        Strategy::Python => 2, // hash; a plan never masks a node with it
+        Strategy::Partial => 3,
+    };
+    let (outer_order, inner_order) = (order(outer.strategy), order(inner.strategy));
+    if outer_order != inner_order {
+        return outer_order < inner_order;
+    }
+    outer.strategy != Strategy::Partial || outer.keep_last <= inner.keep_last
 }
 
 /// Whether `signature` (the reader's) is `skeleton` once every leaf is taken for a null.
@@ -955,6 +998,26 @@ mod tests {
             masked(text, &[(0, NULL)], &[(0, 5, 99, PARTIAL)]).unwrap(),
             r#"{"a":null,"b":4111111111111111,"c":"x"}"#
         );
+        // Unless the leaf's mask does not cover a span's: then the leaf is masked whole by the
+        // most protective span mask (`strategies.covering`); a hashed one is Python's.
+        assert_eq!(
+            masked(
+                text,
+                &[(0, PARTIAL)],
+                &[(0, 2, 4, PARTIAL), (0, 5, 9, NULL)]
+            )
+            .unwrap(),
+            r#"{"a":null,"b":4111111111111111,"c":"x"}"#
+        );
+        assert_eq!(
+            masked(text, &[(0, PARTIAL)], &[(0, 2, 4, PARTIAL_0)]).unwrap(),
+            r#"{"a":"**********","b":4111111111111111,"c":"x"}"#
+        );
+        assert_eq!(
+            masked(text, &[(0, REDACT)], &[(0, 2, 4, PARTIAL_0)]).unwrap(),
+            r#"{"a":"[R]","b":4111111111111111,"c":"x"}"#
+        );
+        assert_eq!(masked(text, &[(0, PARTIAL)], &[(0, 2, 4, HASH)]), None);
         // A second selection of a leaf already rewritten is skipped.
         assert_eq!(
             masked(
