@@ -135,7 +135,17 @@ async def test_two_people_from_security_and_a_person_counts_once(new_database: C
         assert done.state is State.GRANTED and done.resolution == "approved by sam, sol"
         grant = await service.get_grant(done.grant_id)
         assert grant is not None and grant.approved_by == ["sam", "sol"]
-        assert grant.to_policy() == {"state": "granted", "grant_id": grant.id, "approved_by": ["sam", "sol"]}
+        # The policy gets each approver's groups (as they voted), to count each requirement
+        # by its own approver groups.
+        assert grant.to_policy() == {
+            "state": "granted",
+            "grant_id": grant.id,
+            "approved_by": ["sam", "sol"],
+            "approvers": [
+                {"id": "sam", "groups": ["data-owners", "security"]},
+                {"id": "sol", "groups": ["security"]},
+            ],
+        }
 
 
 async def test_nobody_decides_their_own_request_admins_included(new_database: Callable) -> None:

@@ -9,7 +9,8 @@ upstream added `restricted` to it. The Rego tests (monotone_test.rego) check the
 the tables with OPA; here the embedded engine (rego-cpp) must give the same JSON on the
 inputs that reach the new rules: several labels, a path listed twice, an approval pending
 on a field another label masks, replays, requests by name, and two masks of one strategy
-(with tables that have them).
+(with tables that have them), and a grant whose approvers' groups meet one of a field's
+two requirements but not the other.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ from tests.policy.test_rego_examples import EXAMPLES, QUERY, REGO, canonical
 from tests.support.procs import opa_binary
 
 SECURITY_GRANT = {"state": "granted", "grant_id": "g", "approved_by": ["sec-1", "sec-2"]}
+
+
+def _approved_in(*people: tuple[str, list[str]]) -> dict[str, Any]:
+    """A grant as the gateway gives it: the approvers with the groups they approved in."""
+    return {
+        "state": "granted",
+        "grant_id": "g",
+        "approved_by": sorted({person for person, _ in people}),
+        "approvers": [{"id": person, "groups": groups} for person, groups in people],
+    }
+
+
+SECURITY_APPROVERS = _approved_in(("sec-1", ["security"]), ("sec-2", ["security"]))
 
 
 def _field(path: str, labels: list[str]) -> dict[str, Any]:
@@ -59,7 +73,15 @@ def _cases() -> list[Any]:
     group_sets = [[], ["analysts"], ["data-stewards"], ["break-glass"], ["analysts", "break-glass"]]
     group_sets.append(["analysts", "data-stewards", "break-glass"])
     one_owner = {"state": "granted", "grant_id": "g", "approved_by": ["o-1"]}
-    approvals = [{"state": "none"}, SECURITY_GRANT, one_owner]
+    approvals = [
+        {"state": "none"},
+        SECURITY_GRANT,
+        one_owner,
+        SECURITY_APPROVERS,
+        _approved_in(("o-1", ["data-owners"])),
+        _approved_in(("sec-1", ["security", "data-owners"]), ("sec-2", ["security"])),
+        _approved_in(("sec-1", ["security"]), ("sec-2", ["security"]), ("o-1", ["data-owners"])),
+    ]
     cases = []
     for labels, groups, approval in itertools.product(label_sets, group_sets, approvals):
         as_one = [_field("outputs.x", labels), _field("outputs.y", ["confidential"])]
@@ -153,3 +175,32 @@ def test_the_engines_agree_on_two_masks_of_one_strategy(tmp_path: Path) -> None:
     ]
     results = _assert_same(folder, cases, tmp_path)
     assert [r["mask"][0]["strategy"] for r in results] == ["null", "partial", "redact"]
+
+
+def test_the_engines_agree_that_each_requirement_needs_its_own_groups(tmp_path: Path) -> None:
+    """Review finding (t5): a steward in break-glass, with confidential and restricted outputs,
+    held for two security approvals; the two people were counted for the data-owners rule too
+    and the SSN came out in clear. Now it is held for a data owner, on both engines."""
+    groups = ["data-stewards", "break-glass"]
+    fields = [_field("outputs.ssn", ["confidential"]), _field("outputs.account_secret", ["restricted"])]
+    owner = ("o-1", ["data-owners"])
+    cases = [
+        _call(groups, fields, SECURITY_APPROVERS, "response", []),
+        _call(groups, fields, SECURITY_GRANT, "response", []),
+        _call(
+            groups,
+            fields,
+            _approved_in(*[(p["id"], p["groups"]) for p in SECURITY_APPROVERS["approvers"]], owner),
+            "response",
+            [],
+        ),
+    ]
+    by_security, without_groups, by_both = _assert_same(_policy(tmp_path), cases, tmp_path)
+    assert by_security["allow"] is False
+    assert by_security["require_approval"]["approver_groups"] == ["data-owners"]
+    assert (
+        by_security["reason"] == "held for approval: confidential data needs 1 approval(s) from data-owners"
+    )
+    assert without_groups["allow"] is False
+    assert without_groups["require_approval"]["approver_groups"] == ["security"]
+    assert (by_both["allow"], by_both["mask"]) == (True, [])

@@ -5,6 +5,7 @@ Times are seconds since the epoch (``time.time()``) so that replicas and the dat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -213,4 +214,20 @@ class Grant:
 
     def to_policy(self) -> dict[str, Any]:
         """The ``approval`` object of the policy input once this grant applies."""
-        return {"state": "granted", "grant_id": self.id, "approved_by": self.approved_by}
+        return policy_approval((self,))
+
+
+def policy_approval(grants: Sequence[Grant]) -> dict[str, Any]:
+    """The ``approval`` object of the policy input once ``grants`` apply together (a call held
+    for several requirements in turn is decided under the grants of all of them). Each
+    approver comes with the groups they approved in, so the policy counts each requirement
+    by its own approver groups: two security approvals never stand in for a data owner's.
+    ``grant_id`` names the last grant."""
+    return {
+        "state": "granted",
+        "grant_id": grants[-1].id,
+        "approved_by": sorted({person for grant in grants for person, _ in grant.approvers}),
+        "approvers": [
+            {"id": person, "groups": sorted(groups)} for grant in grants for person, groups in grant.approvers
+        ],
+    }

@@ -28,9 +28,16 @@ When a decision says ``require_approval``:
    (APPROVAL_HELD_BYTES_EXHAUSTED; async mode holds nothing), or whose size its transport
    did not note (``held_bytes``: never guessed).
 
-Granted: the policy decides again with ``approval.state = granted`` and that decision is
-returned. Otherwise a decision that does not allow, whose reason says why; the pipeline
-turns it into PERMISSION_DENIED.
+Granted: the policy decides again with ``approval.state = granted`` and the grant's approvers
+(with the groups they approved in). A call that needs several approvals (a confidential
+field for a data owner, a restricted one for two of security) is held for one requirement at
+a time: when the policy, deciding under the grant, asks for another requirement, the call is
+held again for that one (step 1 or 2 again) and decided under the approvers of all its
+grants together, which are used (spent, charged) only once the last one releases the call.
+At most ``MAX_REQUIREMENTS`` rounds, each for a requirement no earlier round was held for (one
+asked again is this grant falling short: asked for once more, then refused with the policy's
+reason). That decision is returned. Otherwise a decision that
+does not allow, whose reason says why; the pipeline turns it into PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from labelgate.approvals.model import (
     Query,
     Requirement,
     State,
+    policy_approval,
 )
 from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantUse
 from labelgate.auth.subject import requester_of
@@ -70,6 +78,40 @@ MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"
 JUSTIFICATION_HEADER = "x-labelgate-justification"
 MAX_JUSTIFICATION_CHARS = 500
+# Requirements one call is held for in turn, at most (the default tables have two).
+MAX_REQUIREMENTS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """What the rounds of one held call share: its options, binding and rows, and the grants
+    of the requirements met so far, each with its requirement (used only when the call is
+    released)."""
+
+    options: Options
+    binding: Binding
+    rows: int
+    earlier: tuple[tuple[Grant, Requirement], ...] = ()
+
+    def under(self, grant: Grant) -> dict[str, Any]:
+        """The policy's ``approval`` with ``grant`` and the earlier rounds' grants."""
+        return policy_approval([*(held for held, _ in self.earlier), grant])
+
+    def taken(self, grant: Grant) -> bool:
+        return any(held.id == grant.id for held, _ in self.earlier)
+
+    def moves_on(self, again: Decision, requirement: Requirement) -> bool:
+        """The policy, deciding under this round's grant, asks for a requirement no round
+        has been held for: the next round. (The same one again: this grant is not enough.)"""
+        asked = again.require_approval
+        if asked is None or again.allow or len(self.earlier) + 1 >= MAX_REQUIREMENTS:
+            return False
+        seen = [requirement, *(needed for _, needed in self.earlier)]
+        key = (tuple(asked.approver_groups), asked.min_approvals)
+        return all(key != (needed.approver_groups, needed.min_approvals) for needed in seen)
+
+    def then(self, grant: Grant, requirement: Requirement) -> Round:
+        return dataclasses.replace(self, earlier=(*self.earlier, (grant, requirement)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,22 +284,44 @@ class HoldForApproval:
         reevaluate: Reevaluate,
     ) -> Decision:
         options = read_options(call.metadata)
-        requirement = requirement_of(decision)
         binding = binding_of(subject, call, policy_input)
         rows = rules.call_rows(query_of(policy_input).rows)
+        return await self._hold(
+            call, subject, policy_input, decision, reevaluate, Round(options, binding, rows)
+        )
+
+    async def _hold(
+        self,
+        call: Call,
+        subject: Subject,
+        policy_input: dict[str, Any],
+        decision: Decision,
+        reevaluate: Reevaluate,
+        at: Round,
+    ) -> Decision:
+        """One round: the requirement ``decision`` asks for, met by a grant found or asked for."""
+        options, binding, rows = at.options, at.binding, at.rows
+        requirement = requirement_of(decision)
+        grant: Grant | None = None
         if options.approval_id is not None:
             named = await self._named_grant(options.approval_id, binding, requirement, decision, call, rows)
             if isinstance(named, Decision):
                 return named
             grant = named
-        else:
+        if grant is None or at.taken(grant):
+            # (A named grant for another round's requirement: that round found or finds it.)
             grant = await self.service.find_grant(binding, requirement, call.request_id, rows)
+        if grant is not None and at.taken(grant):
+            grant = None
         if grant is not None:
-            again = await reevaluate(grant.to_policy())
+            again = await reevaluate(at.under(grant))
             if again.require_approval is None:
                 if not again.allow:
                     return again  # refused anyway: nothing released, nothing spent or charged
-                # Spent and charged only now that the grant does release the call.
+                # Spent and charged only now that the grants do release the call.
+                spent = await self._use_earlier(at, call, subject, again)
+                if spent is not None:
+                    return spent
                 use = await self.service.use_grant(grant, requirement, call.request_id, rows)
                 if use.released:
                     events.record(
@@ -281,6 +345,11 @@ class HoldForApproval:
                     fresh = await self.service.get_grant(grant.id)
                     return self._over_budget(fresh or grant, binding, decision, call, rows)
                 # A single-use grant (or a budget) another call spent a moment ago: ask again.
+            elif at.moves_on(again, requirement):
+                # This requirement is met; the policy asks for the next one: hold again.
+                return await self._hold(
+                    call, subject, policy_input, again, reevaluate, at.then(grant, requirement)
+                )
             else:
                 # The policy now asks for more than this grant gives: ask for a new approval.
                 decision, requirement = again, requirement_of(again)
@@ -292,9 +361,38 @@ class HoldForApproval:
                 f"this call asks for {rows} rows; a grant for it may release at most "
                 f"{requirement.row_budget} rows in total (ask for fewer rows per call)",
             )
-        return await self._ask(
-            call, subject, policy_input, decision, requirement, binding, options, reevaluate, rows
-        )
+        return await self._ask(call, subject, policy_input, decision, requirement, reevaluate, at)
+
+    async def _use_earlier(
+        self, at: Round, call: Call, subject: Subject, decision: Decision
+    ) -> Decision | None:
+        """Use (spend, charge) the grants of the earlier rounds now that the call is released;
+        a refusal when another call spent one of them first (the caller calls again)."""
+        for grant, requirement in at.earlier:
+            use = await self.service.use_grant(grant, requirement, call.request_id, at.rows)
+            if not use.released:
+                return refusal(
+                    decision,
+                    use.refusal or "GRANT_NOT_APPLICABLE",
+                    f"approval {grant.request_id} was granted, but another call used its grant first; "
+                    "call again to ask anew",
+                )
+            events.record(
+                "approval.grant_used",
+                None,
+                approval_id=grant.request_id,
+                grant_id=grant.id,
+                subject=subject.id,
+                method=call.method,
+                model=at.binding.model,
+                labels=list(at.binding.labels),
+                digest=at.binding.digest,
+                grant_scope=grant.scope,
+                single_use=grant.single_use,
+                request_id=call.request_id,
+                **charge_fields(use, at.rows),
+            )
+        return None
 
     def _over_budget(
         self, grant: Grant, binding: Binding, decision: Decision, call: Call, rows: int
@@ -393,11 +491,10 @@ class HoldForApproval:
         policy_input: dict[str, Any],
         decision: Decision,
         requirement: Requirement,
-        binding: Binding,
-        options: Options,
         reevaluate: Reevaluate,
-        rows: int,
+        at: Round,
     ) -> Decision:
+        options, binding, rows = at.options, at.binding, at.rows
         now = self.clock()
         cut_by_deadline = False
         if options.mode == "async":
@@ -449,9 +546,17 @@ class HoldForApproval:
         if final.state is State.GRANTED and final.grant_id is not None:
             grant = await self.service.get_grant(final.grant_id)
             if grant is not None:
-                again = await reevaluate(grant.to_policy())
+                again = await reevaluate(at.under(grant))
+                if at.moves_on(again, requirement):
+                    # Granted; the policy asks for the next requirement: hold again.
+                    return await self._hold(
+                        call, subject, policy_input, again, reevaluate, at.then(grant, requirement)
+                    )
                 if not again.allow:
                     return again
+                spent = await self._use_earlier(at, call, subject, again)
+                if spent is not None:
+                    return spent
                 # The held call is the grant's first use (a single-use grant is spent on it,
                 # a budgeted one charged its rows).
                 use = await self.service.use_grant(grant, requirement, call.request_id, rows)

@@ -3,38 +3,75 @@
 # Decides which approval-gated fields a granted approval unlocks and, when some stay locked,
 # the one approval requirement the call is held for.
 # input.approval.state == "granted" means the gateway verified a grant for exactly this
-# call's subject, method, model and label set. As a second line of defence, when the
-# gateway lists approved_by, the grant only counts for a requirement if enough distinct
-# people other than the subject approved it (no self-approval, and a one-person grant can
-# never satisfy a two-person rule).
+# call's subject, method, model and label set. Each requirement of the tables counts for
+# itself: with input.approval.approvers (every approver with the groups they approved in),
+# a requirement is met only by enough distinct people other than the subject from ITS
+# approver groups, so security approvals never unlock what needs a data owner. Without
+# approvers the policy cannot tell whose approval met which requirement, so a grant counts
+# only for a call that one requirement gates (the one the gateway held it for and checked).
 # A call that needs several approvals (e.g. confidential for data-stewards and restricted
-# for break-glass) is held for ONE requirement: the one of its most sensitive pending
-# label. A weaker approver group therefore never unlocks a more sensitive label.
+# for break-glass) is held for one requirement at a time: the one of its most sensitive
+# label still pending. Once that is granted, the policy asks for the next one, and the
+# gateway holds the call again, deciding it under all of its grants' approvers together.
 package labelgate.decision
 
 # The tables are JSON data, which Regal cannot resolve (see .regal/config.yaml).
 import data.labelgate.tables
 
-# The approvals (keys of tables.approvals) that the grant in the input satisfies: without
-# approved_by the policy trusts the state (for requirements of at least one approval);
-# with it, only distinct approvers other than the subject count. A replay never uses a grant:
-# grants are for calls, not for viewing recordings of them.
+# The approvals (keys of tables.approvals) that the grant in the input satisfies. With
+# approvers, by their groups (below). Without: the gateway's word (for requirements of at
+# least one approval), or with approved_by, enough distinct approvers other than the
+# subject; either only when a single requirement gates the call. A replay never uses a
+# grant: grants are for calls, not for viewing recordings of them.
 # regal ignore:prefer-set-or-object-rule
-_satisfied_approvals := {key |
+_satisfied_approvals := ({key |
 	input.approval.state == "granted"
 	input.phase != "replay"
+	not input.approval.approvers
+	not input.approval.approved_by
+	count(_gating_approvals) == 1
 
 	# regal ignore:prefer-some-in-iteration
 	requirement := tables.approvals[key]
-	not input.approval.approved_by
 	requirement.min_approvals >= 1
 } | {key |
 	input.approval.state == "granted"
 	input.phase != "replay"
+	not input.approval.approvers
+	count(_gating_approvals) == 1
 
 	# regal ignore:prefer-some-in-iteration
 	requirement := tables.approvals[key]
 	count(_independent_approvers) >= requirement.min_approvals
+}) | {key |
+	input.approval.state == "granted"
+	input.phase != "replay"
+
+	# regal ignore:prefer-some-in-iteration
+	requirement := tables.approvals[key]
+	people := {membership[0] |
+		some membership in _approver_memberships
+		membership[1] in requirement.approver_groups
+	}
+	count(people) >= requirement.min_approvals
+}
+
+# Every requirement some label of the call could be seen under once it is granted.
+# regal ignore:prefer-set-or-object-rule
+_gating_approvals := {treatment.approval |
+	some treatment in _label_treatment
+	treatment.see == true
+	treatment.approval
+}
+
+# [person, group] for every group each approver other than the subject approved in. A
+# person named by two grants counts once per requirement (people are counted, not pairs).
+# regal ignore:prefer-set-or-object-rule
+_approver_memberships := {[person, group] |
+	some approver in input.approval.approvers
+	person := approver.id
+	not person in _requester_ids
+	some group in approver.groups
 }
 
 # regal ignore:prefer-set-or-object-rule

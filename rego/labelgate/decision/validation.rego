@@ -32,6 +32,7 @@ _well_formed if {
 	is_object(input.approval)
 	input.approval.state in _approval_states
 	_string_list(object.get(input.approval, "approved_by", []))
+	_approver_list(object.get(input.approval, "approvers", []))
 	_fields_well_formed
 }
 
@@ -54,6 +55,18 @@ _fields_well_formed if {
 _string_list(value) if {
 	is_array(value)
 	count([item | some item in value; not is_string(item)]) == 0
+}
+
+# An array of approvers: each an object with a string id and an array of string groups.
+_approver_list(value) if {
+	is_array(value)
+	approvers := [approver |
+		some approver in value
+		is_object(approver)
+		is_string(approver.id)
+		_string_list(approver.groups)
+	]
+	count(approvers) == count(value)
 }
 
 # The path of every field that has one, in input order.
@@ -109,6 +122,11 @@ _problems contains "approval.approved_by must be an array of strings" if {
 	not _approved_by_ok
 }
 
+_problems contains "approval.approvers must be an array of {id: string, groups: [string]}" if {
+	_approval_state_ok
+	not _approvers_ok
+}
+
 _input_is_object if is_object(input)
 
 _version_ok if input.version == _contract_version
@@ -139,6 +157,11 @@ _approval_state_ok if input.approval.state in _approval_states
 _approved_by_ok if {
 	is_object(input.approval)
 	_string_list(object.get(input.approval, "approved_by", []))
+}
+
+_approvers_ok if {
+	is_object(input.approval)
+	_approver_list(object.get(input.approval, "approvers", []))
 }
 
 _valid_field(field) if {

@@ -16,6 +16,8 @@ without(key) := object.remove(good, [key])
 
 replacing(patch) := object.union(good, patch)
 
+with_approvers(approvers) := replacing({"approval": {"approvers": approvers}})
+
 subject_problem := "subject is missing: the caller is not authenticated"
 
 groups_problem := "subject.groups must be an array of strings"
@@ -25,6 +27,8 @@ requested_problem := "request.requested_outputs must be an array of strings"
 state_problem := `approval.state must be "none" or "granted"`
 
 approvers_problem := "approval.approved_by must be an array of strings"
+
+approvers_shape := "approval.approvers must be an array of {id: string, groups: [string]}"
 
 field_problem := "fields[0] needs a non-empty path and a non-empty array of labels"
 
@@ -54,6 +58,11 @@ one_problem_cases := [
 	["no approval", without("approval"), state_problem],
 	["unknown approval state", replacing({"approval": {"state": "approved"}}), state_problem],
 	["approved_by not an array", replacing({"approval": {"approved_by": "owner-1"}}), approvers_problem],
+	["approvers not an array", replacing({"approval": {"approvers": "owner-1"}}), approvers_shape],
+	["approver not an object", replacing({"approval": {"approvers": ["owner-1"]}}), approvers_shape],
+	["approver without groups", replacing({"approval": {"approvers": [{"id": "owner-1"}]}}), approvers_shape],
+	["approver id not a string", with_approvers([{"id": 7, "groups": []}]), approvers_shape],
+	["approver groups not strings", with_approvers([{"id": "o", "groups": [1]}]), approvers_shape],
 	["labels not an array", replacing({"labels": "internal"}), "labels must be an array of strings"],
 	["no context", without("context"), "context must be an object"],
 ]
