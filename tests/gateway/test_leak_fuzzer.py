@@ -144,6 +144,8 @@ def make_iban(rng: random.Random, separator: str = "") -> str:
 
 
 DETECTABLE_FORMS = ("ssn", "card", "card ", "card-", "iban", "iban ")
+# Digits and hyphens as full-width forms: what only the folded text shows (``folding.py``).
+FULL_WIDTH = str.maketrans("0123456789-", "０１２３４５６７８９－")
 CREDENTIAL_FORMS = ("pem", "jwt", "aws", "github")
 
 
@@ -156,7 +158,9 @@ class Planted:
         """The value, and its form without separators when that is long (grouped cards and
         IBANs): a gateway that strips separators still leaks."""
         compact = re.sub(r"[\s-]", "", self.value)
-        return [self.value] + ([compact] if compact != self.value and len(compact) >= 12 else [])
+        forms = [self.value] + ([compact] if compact != self.value and len(compact) >= 12 else [])
+        # Written in full-width digits (``Planter.decoyed``), a value a reader still reads.
+        return forms + [form.translate(FULL_WIDTH) for form in forms if form.translate(FULL_WIDTH) != form]
 
 
 def readable(data: bytes) -> bytes:
@@ -242,6 +246,16 @@ class Planter:
             return self.plant(make_card(rng, separator), where)
         return self.plant(make_iban(rng, separator), where)
 
+    def decoyed(self, where: str) -> str:
+        """An SSN or card only the folded text shows (full-width digits), after a decoy of
+        its kind: a value as written that folding joins to the digit after it
+        (``111-22-3333\\u200b0``), which a count of values per detector took for it."""
+        rng = random.Random(next(_values))
+        kind = rng.choice(["ssn", "card"])
+        decoy = make_ssn(rng) if kind == "ssn" else make_card(rng)
+        value = self.detectable(where, kind)
+        return f"{decoy}\u200b{rng.randint(0, 9)} {value.translate(FULL_WIDTH)}"
+
     def credential(self, where: str, one_line: bool = False) -> str:
         """A PEM private key, a JWT, an AWS key id or a GitHub token (``one_line``: not a key)."""
         rng = random.Random(next(_values))
@@ -272,7 +286,10 @@ class Planter:
         parts: list[str] = []
         for position in range(len(words) + 1):
             for _ in range(slots.count(position)):
-                parts += [self.detectable(where) if clear else self.secret(where), "and"]
+                if self.chance(1, 10):
+                    parts += [self.decoyed(where), "and"]
+                else:
+                    parts += [self.detectable(where) if clear else self.secret(where), "and"]
             if position < len(words):
                 parts.append(words[position])
         return " ".join(parts)
@@ -762,3 +779,9 @@ def test_the_oracle_sees_a_planted_value_when_it_is_there() -> None:
         pieces.append(reply.SerializeToString())
     assert found_in(stream_texts(Received(messages=pieces)), [card]) == [card]
     assert found_in(b"4111 1111 1111 ****", [card]) == []
+    assert found_in("n ４１１１ １１１１ １１１１ １１１１".encode(), [card]) == [card]
+    assert found_in(
+        b'{"n": "\\uff14\\uff11\\uff11\\uff11\\uff11\\uff11\\uff11\\uff11'
+        b'\\uff11\\uff11\\uff11\\uff11\\uff11\\uff11\\uff11\\uff11"}',
+        [card],
+    ) == [card]

@@ -83,3 +83,20 @@ async def test_a_split_value_held_when_the_upstream_fails_is_refused_once() -> N
     got, records, ended = await run(["card 4111 11", "11 1111 1111 1111"], failure)
     assert got == [] and isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
     assert [record.refusal for record in records] == ["STREAM_VALUE_SPLIT"]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["ssn 123-45-", "6789 and 321-54-9876", "1 bye"],  # the decoy's SSN is none once joined
+        ["card 4111 1111 ", "1111 1111 and 5555 5555 5555 4444", "7 bye"],
+        ["ssn １２３-４５-", "６７８９ and ３２１-５４-９８７６", "１ bye"],  # folded
+        ["ssn &#49;&#50;&#51;-4", "5-6789 and &#51;&#50;&#49;-54-9876", "1 bye"],  # references
+    ],
+)
+async def test_a_decoy_value_does_not_let_a_split_value_out(pieces: list[str]) -> None:
+    """A whole value in one piece that the next piece's first character joins into no value
+    stood in for a value split across two others: counted, the pieces alone held as many."""
+    got, records, ended = await run(pieces)
+    assert got == [] and isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
+    assert [record.refusal for record in records] == ["STREAM_VALUE_SPLIT"]

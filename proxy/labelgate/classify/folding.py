@@ -51,9 +51,14 @@ a dark image's pixels hold ESC-letter pairs) such a sequence is read as a space 
 separator: decoy digits overwritten stay apart from the value, and nothing is failed closed.
 
 ``hidden_by_folding`` scans those forms of each text that ``may_hide`` (not ASCII, or holding
-such a control character: ``folded`` answers None for any other text). A detector it finds
-that the scan of the text itself did not spans the whole text, since offsets into the
-folded form do not index the original: as for text hidden by JSON escapes.
+such a control character: ``folded`` answers None for any other text). A value it finds
+that no detection of the same detector in the text itself covers spans the whole text,
+since offsets into the folded form do not index the original: as for text hidden by JSON
+escapes. Covers, not counts: the raw scan's detections are placed in the folded form (the
+text folded a piece at a time, cut where they start and end), and a value of the folded
+form must lie within them. A count lets a decoy stand in for a hidden value: a plain SSN
+that folding joins to the digit after it (``111-22-3333\u200b0``) is one SSN to the raw
+scan and none folded, where a full-width SSN beside it is one folded and none raw.
 
 NFKC can multiply a text's length (U+FDFA becomes 18 characters: a 16 MB reply of it took
 11 s and 587 MB to fold whole). Text is folded a slice at a time, and text whose folded form
@@ -68,8 +73,9 @@ catalog's labels are what holds then. This closes the cheap evasions.
 from __future__ import annotations
 
 import re
-from collections import Counter
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -423,13 +429,15 @@ def hidden_by_folding(
     wide: bool = True,
 ) -> dict[int, list[Detection]]:
     """For each text whose folded form (or its form decoded as UTF-16 or UTF-32 and folded,
-    ``wide_folded``, unless ``wide`` is False) shows more matches of a detector than
-    ``found`` (the detections of the texts themselves, by index) has for it: one detection
-    per such detector spanning the whole text. Counted, not just named: a plain SSN beside
-    one in Arabic-Indic digits must not hide the second. A text that cannot be folded
-    (``UNFOLDABLE``) fails closed: every detector spans it whole."""
+    ``wide_folded``, unless ``wide`` is False) shows a value of a detector that ``found`` (the
+    detections of the texts themselves, by index) does not cover (``uncovered``): one
+    detection per such detector spanning the whole text. Where each value is, not how many:
+    a plain SSN that folding joins to a digit (``111-22-3333\u200b0``) must not stand in for
+    one only the folded form shows. A text that cannot be folded (``UNFOLDABLE``) fails
+    closed: every detector spans it whole."""
     forms: list[bytes] = []
     owners: list[int] = []
+    decoded: list[bool] = []  # the form is a wide decode: none of its offsets maps to the text's
     result: dict[int, list[Detection]] = {}
     for index, text in enumerate(texts):
         form = folded(text)
@@ -441,6 +449,7 @@ def hidden_by_folding(
             continue
         forms.append(form)
         owners.append(index)
+        decoded.append(False)
         # Two C-level checks before its wide form is worked out (``wide_encoding``); an int is
         # found with memchr, where ``b"\x00" in text`` takes several times longer.
         if wide and (0 in text or text.startswith(_MARK_STARTS)):
@@ -451,6 +460,7 @@ def hidden_by_folding(
             elif form is not None:
                 forms.append(form)
                 owners.append(index)
+                decoded.append(True)
     if not forms:
         return result
     more_of: dict[int, dict[str, str]] = {}  # index -> detector -> label, found only folded
@@ -458,16 +468,108 @@ def hidden_by_folding(
         index = owners[position]
         if index in result:
             continue  # failed closed already
-        seen = Counter(hit.detector for hit in (found or {}).get(index, ()))
-        more = Counter(hit.detector for hit in hits) - seen
-        if more:
-            labels = {hit.detector: hit.label for hit in hits}
-            more_of.setdefault(index, {}).update((name, labels[name]) for name in more)
+        text = texts[index]
+        raw = (found or {}).get(index, ())
+        named = uncovered(hits, raw, len(text), None if decoded[position] else (text, forms[position]))
+        if named:
+            more_of.setdefault(index, {}).update(named)
     for index, named in more_of.items():
         if index not in result:
             size = len(texts[index])
             result[index] = [Detection(name, named[name], 0, size) for name in sorted(named)]
     return dict(sorted(result.items())) if more_of else result
+
+
+def uncovered(
+    hits: Sequence[Detection],
+    raw: Sequence[Detection],
+    size: int,
+    folding: tuple[bytes, bytes] | None,
+) -> dict[str, str]:
+    """The detectors (and their labels) of ``hits``, found in another form of a text of
+    ``size`` bytes, with a value some byte of which no detection of the same detector in
+    ``raw`` (found in the text itself) covers: a mask on ``raw`` leaves that byte as it is.
+    ``folding``: (the text, its folded form ``hits`` index), so ``raw``'s offsets are mapped
+    into the folded form (``_folded_offsets``); None: that form's offsets map to none of the
+    text's (a wide decode), and only a detection spanning the whole text covers a value in it.
+    A value over two detections side by side (``ann@x.com\u200bbob@y.com`` folds to one
+    email) is covered: each of its bytes is masked as a value of that detector."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for hit in raw:
+        spans.setdefault(hit.detector, []).append((hit.start, hit.end))
+    named: dict[str, str] = {}
+    pending: list[Detection] = []
+    for hit in hits:
+        if hit.detector in named:
+            continue
+        own = spans.get(hit.detector)
+        if not own:
+            named[hit.detector] = hit.label  # a value the raw scan found none of
+        elif not any(start <= 0 and end >= size for start, end in own):
+            pending.append(hit)  # covered whole otherwise: nothing to map
+    pending = [hit for hit in pending if hit.detector not in named]
+    if not pending:
+        return named
+    offsets = None if folding is None else _folded_offsets(*folding, spans, {hit.detector for hit in pending})
+    if offsets is None:  # no offset of the text maps into this form: each value is its own
+        named.update((hit.detector, hit.label) for hit in pending)
+        return named
+    merged = {
+        name: _merged([(offsets[start], offsets[end]) for start, end in spans[name]])
+        for name in {hit.detector for hit in pending}
+    }
+    for hit in pending:
+        if hit.detector not in named and not _within(merged[hit.detector], hit.start, hit.end):
+            named[hit.detector] = hit.label
+    return named
+
+
+def _folded_offsets(
+    text: bytes, form: bytes, spans: Mapping[str, Sequence[tuple[int, int]]], names: set[str]
+) -> dict[int, int] | None:
+    """Where each offset of ``text`` that starts or ends a span of ``spans`` (of ``names``)
+    falls in ``form``, ``text`` folded: ``text`` is folded a piece at a time, cut at those
+    offsets, and the pieces must make ``form``. None when they do not (folding joined
+    something across a cut: a mark composed with the letter before it, a backspace over the
+    last digit of a value, a piece that cannot be folded on its own): the values of ``form``
+    are then placed nowhere, and fail closed. Folds ``text`` once more, and only for text
+    whose folded form shows a value of a detector its raw scan found too."""
+    cuts = sorted({0, len(text), *(offset for name in names for span in spans[name] for offset in span)})
+    offsets: dict[int, int] = {}
+    parts: list[bytes] = []
+    size = 0
+    for start, end in pairwise(cuts):
+        offsets[start] = size
+        piece = text[start:end]
+        part = folded(piece)
+        if part is UNFOLDABLE:
+            return None
+        part = piece if part is None else part
+        parts.append(part)
+        size += len(part)
+    offsets[len(text)] = size
+    return offsets if b"".join(parts) == form else None
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` in order, those that overlap or touch joined."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _within(merged: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``[start, end)`` lies in one of ``merged`` (``_merged``: disjoint, apart)."""
+    at = bisect_right(merged, (start, _AFTER_ALL)) - 1
+    return at >= 0 and merged[at][0] <= start and end <= merged[at][1]
+
+
+_AFTER_ALL: Final = 1 << 62
 
 
 def unfoldable_spans(size: int, detectors: DetectorSet) -> list[Detection]:

@@ -16,13 +16,15 @@ move text between messages. A route whose server streams are token streams
   Text ``cut`` cannot cut (``None``: text that may hide a value from a raw scan: not ASCII,
   escapes, control characters) is held until the stream ends.
 - when messages are released, each path's text across them is scanned as the classifier
-  reads text (raw, escapes and references decoded, folded: ``all_found``), and so is each
-  message's piece on its own. A detector that finds more across the pieces than in the
-  pieces alone found a value only their joining makes: the stream ends
-  (``STREAM_VALUE_SPLIT``) before any piece of it leaves, since each message is masked on its
-  own and no mask could cover it (a ``partial`` mask would show the last characters of each
-  piece). Whole values side by side (``ann@x.com`` then ``bob@y.com``) are found as often
-  either way.
+  reads text (raw, escapes and references decoded, folded: ``straddled``), and so is each
+  message's piece on its own, in the same reading. A value across the pieces some byte of
+  which no value of the same detector in its own piece covers is one only their joining
+  makes: the stream ends (``STREAM_VALUE_SPLIT``) before any piece of it leaves, since each
+  message is masked on its own and no mask could cover it (a ``partial`` mask would show
+  the last characters of each piece). Where, not how many: a whole value in one piece that
+  the next piece's first digit turns into no value must not stand in for one split across
+  two others. Whole values side by side (``ann@x.com`` then ``bob@y.com``, one email
+  joined) are covered byte by byte.
 
 Messages held beyond ``hold_limit`` bytes (serialized, plus a parsed message's own cost,
 plus their text, plus what is kept per path: its name and where each of its pieces ends)
@@ -44,20 +46,27 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from bisect import bisect_left
-from collections import Counter, deque
+from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from labelgate.classify import reasons
 from labelgate.classify.carryover import CarryOver
-from labelgate.classify.detectors import DetectorSet
-from labelgate.classify.folding import hidden_by_folding
-from labelgate.classify.json_elements import hidden_by_escapes
-from labelgate.classify.jsonpaths import may_escape
+from labelgate.classify.detectors import Detection, DetectorSet
+from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, wide_folded
+from labelgate.classify.jsonpaths import (
+    _ESCAPE,
+    MAX_UNESCAPE_LEVELS,
+    _unescape_match,
+    _unreferenced,
+    may_escape,
+    may_reference,
+)
 from labelgate.classify.messages import is_map, is_message
 from labelgate.errors import ResourceExhausted, UpstreamError
 
@@ -241,29 +250,144 @@ class SplitValues:
         return released
 
     def _refuse_split(self, path: str, pieces: list[bytes]) -> None:
-        joined, *each = all_found(self.detectors, [b"".join(pieces), *pieces])
-        alone = sum(each, Counter[str]())
-        more = sorted(name for name, count in joined.items() if count > alone[name])
-        if more:
+        straddling = straddled(self.detectors, pieces)
+        if straddling == UNREADABLE:
             raise UpstreamError(
                 reasons.STREAM_VALUE_SPLIT,
-                f"the upstream split a value its detectors call {more[0]} across the messages of a "
+                f"the upstream sent text that cannot be read across the messages of a stream (field "
+                f"{path}: a cursor movement or a character the gateway cannot fold); each message is "
+                "masked on its own, so it is not sent",
+            )
+        if straddling is not None:
+            raise UpstreamError(
+                reasons.STREAM_VALUE_SPLIT,
+                f"the upstream split a value its detectors call {straddling} across the messages of a "
                 f"stream (field {path}); each message is masked on its own, so it is not sent",
             )
 
 
-def all_found(detectors: DetectorSet, texts: Sequence[bytes]) -> list[Counter[str]]:
-    """How many values of each detector each text holds, read as the classifier reads text:
-    as written, with escapes and character references decoded, and folded."""
-    found = detectors.scan_many(list(texts))
-    counts = [Counter(hit.detector for hit in hits) for hits in found]
-    # A hidden form says only that it holds at least one more value of a detector.
-    escaped = hidden_by_escapes(texts, detectors) if any(map(may_escape, texts)) else {}
-    folded = hidden_by_folding(texts, detectors, dict(enumerate(found)))
-    for hidden in (escaped, folded):
-        for index, hits in hidden.items():
-            counts[index].update({hit.detector for hit in hits})
-    return counts
+# ``straddled``'s answer for joined text one of whose readings cannot be folded.
+UNREADABLE: Final = "\x00unreadable"
+# A reading of text (``_Readings``): how many levels of JSON escapes are decoded, whether
+# character references are then decoded, and whether it is folded; or the wide decode.
+_Kind = tuple[int, bool, bool]
+_WIDE: Final[_Kind] = (-1, False, True)
+
+
+def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
+    """A detector that finds a value in the text of ``pieces`` joined, in any reading the
+    classifier gives text (as written, escapes and references decoded, folded: ``_Readings``),
+    some byte of which no value that detector finds in the same reading of the piece holding
+    that byte covers; ``UNREADABLE`` when a reading of the joined text cannot be folded; else
+    None. Each message's classification masks every value of any reading of its piece
+    (at its offsets, or the piece whole), so a value so covered is masked; any other was made
+    by the joining. Where, not how many: a whole value in one piece that the next piece's
+    first digit turns into no value (``321-54-9876`` + ``1``) must not stand in for a value
+    split across two others. Values side by side (``ann@x.com`` + ``bob@y.com``, one email
+    joined) are covered byte by byte. A reading that does not split where the pieces do (an
+    escape, a terminal sequence or a combining mark across two pieces) places nothing: a
+    value in it is refused."""
+    joined = _Readings(b"".join(pieces))
+    parts = [_Readings(piece) for piece in pieces]
+    read: set[bytes] = set()  # readings of the joined text scanned: another like one is the same
+    for kind in joined.kinds():
+        form = joined.form(kind)
+        if form is UNFOLDABLE:
+            return UNREADABLE
+        if form is None or form in read:
+            continue
+        read.add(form)
+        hits = detectors.scan(form)
+        if not hits:
+            continue
+        forms = [part.form(kind) for part in parts]
+        starts = list(itertools.accumulate((len(part or b"") for part in forms), initial=0))
+        if (
+            any(part is None or part is UNFOLDABLE for part in forms)
+            or b"".join(part for part in forms if part is not None) != form
+        ):
+            return min(hit.detector for hit in hits)  # the pieces' readings place nothing
+        found: dict[int, list[Detection]] = {}
+        for hit in hits:
+            first = bisect_right(starts, hit.start) - 1
+            spans = []
+            for index in range(first, len(pieces)):
+                if starts[index] >= hit.end:
+                    break
+                if index not in found:
+                    found[index] = detectors.scan(forms[index] or b"")  # alone: no block runs on
+                spans += [
+                    (starts[index] + own.start, starts[index] + own.end)
+                    for own in found[index]
+                    if own.detector == hit.detector
+                ]
+            if not _covers(spans, hit.start, hit.end):
+                return hit.detector
+    return None
+
+
+def _covers(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``spans`` together cover every byte of ``[start, end)``."""
+    reached = start
+    for first, last in sorted(spans):
+        if first > reached:
+            break
+        reached = max(reached, last)
+        if reached >= end:
+            return True
+    return reached >= end
+
+
+class _Readings:
+    """The readings of one text the classifier scans (``hidden_by_escapes``, ``hidden_by_folding``):
+    as written, with up to ``MAX_UNESCAPE_LEVELS`` levels of JSON escapes decoded, each of those
+    with its character references decoded, each folded, and its wide decode. The same reading
+    of the joined text and of each piece is the same kind: a piece with no escape decodes to
+    itself. Worked out when asked for: most joined text needs its raw reading only."""
+
+    def __init__(self, text: bytes) -> None:
+        self.levels = [text]
+
+    def kinds(self) -> Iterator[_Kind]:
+        """The readings of this (joined) text that may differ from the others."""
+        text = self.levels[0]
+        yield (0, False, False)
+        if may_hide(text):
+            yield (0, False, True)
+        if 0 in text or text.startswith((b"\xff\xfe", b"\xfe\xff")):
+            yield _WIDE
+        if not may_escape(text):
+            return
+        for level in range(MAX_UNESCAPE_LEVELS + 1):
+            current = self._level(level)
+            if level and current == self._level(level - 1):
+                break
+            if level:
+                yield (level, False, False)
+                yield (level, False, True)
+            if may_reference(current):
+                yield (level, True, False)
+                yield (level, True, True)
+
+    def form(self, kind: _Kind) -> bytes | None:
+        """This text in the reading ``kind``: None when it does not read so (no wide decode),
+        ``UNFOLDABLE`` when it cannot be folded."""
+        if kind == _WIDE:
+            return wide_folded(self.levels[0])
+        level, unreferenced, folds = kind
+        text = self._level(level)
+        if unreferenced:
+            text = _unreferenced(text)
+        if not folds:
+            return text
+        form = folded(text)
+        return text if form is None else form
+
+    def _level(self, level: int) -> bytes:
+        while len(self.levels) <= level:
+            last = self.levels[-1]
+            self.levels.append(_ESCAPE.sub(_unescape_match, last) if b"\\" in last else last)
+        return self.levels[level]
 
 
 def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
