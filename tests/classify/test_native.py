@@ -600,6 +600,46 @@ def test_keys_one_line_per_element_agree(texts: list[bytes]) -> None:
         classified_both_ways([text.encode() for text in mixed[1:]])
 
 
+_BLOCK_BROKEN_BY_AN_ELEMENT = {
+    # The middle element holds a character reference: Python reads it, the reader carried the
+    # block across it all the same (its line was left uncovered natively).
+    "reference": [{"a": _LINES_KEY[0].decode()}, {"a": "MIIE &amp; x"}, {"a": "xyz"}],
+    # A key the scan finds makes the middle element opaque, with the block's END marker in it.
+    "detected key": [
+        {"a": _LINES_KEY[0].decode()},
+        {"123-45-6789": "x", "a": _LINES_KEY[-1].decode()},
+        {"a": "xyz"},
+    ],
+    # Folded (a NUL dropped), the middle element shows a value its text does not: opaque too.
+    "folded text": [
+        {"a": _LINES_KEY[0].decode()},
+        {"a": _LINES_KEY[-1].decode() + " 123-45-678\x009"},
+        {"a": "xyz"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "documents", _BLOCK_BROKEN_BY_AN_ELEMENT.values(), ids=_BLOCK_BROKEN_BY_AN_ELEMENT.keys()
+)
+def test_an_element_the_reader_cannot_keep_leaves_the_block_to_python(
+    documents: list[dict[str, str]],
+) -> None:
+    """An element the native reader read that becomes Python's (or opaque) after its read
+    broke the reader's carry of a PEM block: the elements after it, and it, are covered as
+    the Python path covers them (open where the Python scan sees the block open)."""
+    elements = [json.dumps(document).encode() for document in documents]
+    classified_both_ways(elements)
+    with native.forced(True):
+        result = classify_outputs(
+            "m", [Tensor("t", "BYTES", [3], elements)], Catalog.from_data({"entries": []}), DetectorSet()
+        )
+    leaves = result.json_elements["t"]
+    assert [leaf.detections[0].detector for leaf in leaves[2]] == ["secret"]
+    if 1 in leaves:
+        assert [leaf.detections[0].detector for leaf in leaves[1]] == ["secret"]
+
+
 def test_a_key_one_line_per_element_is_found_in_each_of_its_elements() -> None:
     """The corpus above is not vacuous: a piece of the block in every element of the key."""
     found = {index for index, name, _, _ in reference_each(KEY_LINE_TENSORS[0], frozenset({"secret"}))}

@@ -385,3 +385,33 @@ def test_each_row_of_a_utf16_or_utf32_character_array_is_read_as_a_text_of_its_o
 def test_wide_rows_of_binary_data_add_nothing() -> None:
     ids = np.random.default_rng(7).integers(0, 1000, (64, 32)).astype("<i4").view(np.uint8)
     assert found(decoded(Tensor("ids", "UINT8", list(ids.shape), ids.ravel().tolist()))) == set()
+
+
+def _covers(hits: list, name: str, start: int, end: int) -> bool:
+    return any(hit.detector == name and hit.start <= start and end <= hit.end for hit in hits)
+
+
+def test_a_decoy_value_as_written_does_not_hide_one_only_another_reading_shows() -> None:
+    """Bytes that are not UTF-8: an SSN as written names ``us_ssn``, and an SSN only the text
+    with its control characters dropped shows must still be covered where it is (by a
+    detection spanning the whole text), not stood in for by the decoy's name."""
+    text = b"decoy 123-45-6789 \xff hidden 234-56\x00-7891"
+    hidden = text.index(b"234")
+    found = numeric_detections(Tensor("notes", "UINT8", [len(text)], list(text)), DetectorSet.default())
+    hits = [hit for hits in found.values() for hit in hits]
+    assert _covers(hits, "us_ssn", 6, 17)
+    assert _covers(hits, "us_ssn", hidden, len(text))
+
+
+def test_a_decoy_value_does_not_hide_one_only_the_wide_rows_show() -> None:
+    """Rows read as UTF-16 one at a time (``_wide_row_detections``): a raw hit of the same
+    detector elsewhere does not cover the value a row shows."""
+    from labelgate.classify.detectors import Detection
+    from labelgate.classify.numbers import _wide_row_detections
+
+    width = 32
+    rows = [row.encode("utf-16-le").ljust(width, b"\x00") for row in ("ssn 234-56-7891", "x")]
+    text = b"".join(rows)
+    decoy = [Detection("us_ssn", "confidential", 0, 2)]
+    more = _wide_row_detections(text, width, DetectorSet.default(), decoy)
+    assert _covers(more, "us_ssn", 0, len(text))

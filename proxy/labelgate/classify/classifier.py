@@ -90,6 +90,7 @@ from labelgate.classify.json_elements import (
     json_objects,
     keys_say_more,
     not_objects,
+    read_after_a_key,
 )
 from labelgate.classify.jsonpaths import KeyNames, may_escape, may_reference, unescaped_forms
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
@@ -369,7 +370,7 @@ def _classify_text_tensor(
     hiding = bool(scanning) and may_hide(joined)
     escaped = may_escape(joined)
     if objects and scanning and (hiding or escaped):
-        _fold_json_elements(values, objects, opaque, leaf_hits, scanning)
+        _fold_json_elements(values, objects, opaque, leaf_hits, scanning, keys)
     if not objects and not opaque:
         texts = list(range(len(values)))
     else:
@@ -424,11 +425,16 @@ def _fold_json_elements(
     opaque: dict[int, str],
     leaf_hits: LeafHits,
     detectors: DetectorSet,
+    keys: KeyNames,
 ) -> None:
     """A JSON element whose text, folded (``folding``) as written or with its escapes
-    decoded, shows more matches of a detector than the same text unfolded is opaque
-    (``FOLDED_TEXT``): its leaves cannot say which holds the value, so a mask on that
-    detector rewrites the element whole."""
+    decoded, shows a match that no match in the same text unfolded covers
+    (``folding.uncovered``) is opaque (``FOLDED_TEXT``): its leaves cannot say which holds the
+    value, so a mask on that detector rewrites the element whole. Left out of the leaf scan,
+    it no longer carries a PEM block from the elements before it to those after: the native
+    reader's elements from the first where a block may open are read again by Python
+    (``read_after_a_key``)."""
+    dropped = False
     for index in [index for index in objects if may_hide(values[index]) or may_escape(values[index])]:
         # Each form on its own: folding drops control characters, so no separator joining
         # them would still part them once folded.
@@ -442,6 +448,9 @@ def _fold_json_elements(
         del objects[index]
         leaf_hits.pop(index, None)
         opaque[index] = FOLDED_TEXT
+        dropped = True
+    if dropped and objects:
+        read_after_a_key(values, objects, opaque, leaf_hits, keys)
     if len(opaque) > 1:
         ordered = dict(sorted(opaque.items()))
         opaque.clear()

@@ -38,6 +38,7 @@ from typing import Any
 
 from labelgate.classify import jsonpaths, native
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
+from labelgate.classify.credentials import NAME as SECRET
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
 from labelgate.classify.fields import (
     SOURCE_CATALOG,
@@ -176,6 +177,7 @@ def json_objects(
     # Signatures repeat from element to element: each distinct one is looked up once here
     # (to its element entry, or None), and an element of a shape met already needs no more.
     by_signature: dict[bytes, tuple[JsonShape, None] | None] = {}
+    read_by_python = False  # some candidate read (or found opaque, or text) by Python
     for count, (index, read_natively) in enumerate(
         zip(candidates, reads if reads is not None else repeat(None, len(candidates)), strict=True)
     ):
@@ -197,6 +199,7 @@ def json_objects(
                     if read_natively[1]:
                         leaf_hits[index] = read_natively
         if shape is None:
+            read_by_python = True
             read = read_shaped(values[index], keys)
             if read is None:
                 continue  # plain text
@@ -227,7 +230,73 @@ def json_objects(
                 del objects[index]
                 leaf_hits.pop(index, None)
                 opaque[index] = KEY_DETECTED
+    if reads is not None and objects and (read_by_python or opaque):
+        read_after_a_key(values, objects, opaque, leaf_hits, keys)
     return objects, dict(sorted(opaque.items())), leaf_hits
+
+
+def read_after_a_key(
+    values: list[bytes], objects: JsonObjects, opaque: dict[int, str], leaf_hits: LeafHits, keys: KeyNames
+) -> None:
+    """Re-read with Python each element the native reader read from the first where a PEM
+    block may open, when some element from there on is not the native reader's (Python reads
+    it, or it is opaque: out of the leaf scan). A block runs on from one element's leaves into
+    the next elements' (``credentials``): the native reader carried it across every element
+    it read, the Python scan (``classify_json``) carries it across the leaves of the elements
+    it reads, in order, opaque ones left out. An element the reader read that became Python's
+    (a character reference) or opaque (a detected key, folded text: ``_fold_json_elements``
+    calls this again) broke the reader's carry: its END marker closed a block for the
+    elements after it that the Python scan, and the Python path alone, sees open (fail
+    closed: the key's lines stay covered); or the Python scan of it alone never saw the
+    block open. Re-read, every element from there on is in the one scan, in order.
+    (``lib.rs``'s ``left_to_python_after_a_key`` does the same for the elements the reader
+    leaves to Python.) Before that element no block opens in either reading."""
+    first = _first_opening(values, objects, opaque, leaf_hits)
+    if first is None:
+        return
+    natives = [index for index, (_, leaves) in objects.items() if index >= first and leaves is None]
+    if not natives:
+        return
+    if all(leaves is None for index, (_, leaves) in objects.items() if index >= first) and not any(
+        index >= first for index in opaque
+    ):
+        return  # every element from there on is the reader's: its carry is the scan's
+    for index in natives:
+        leaf_hits.pop(index, None)
+        read = jsonpaths.read_shaped(values[index], keys)
+        # The reader vouched for it as Python reads it: an object. Were it not, Python's reading
+        # of it still decides (as the Python path would from the start).
+        if isinstance(read, tuple):
+            objects[index] = read
+        else:
+            del objects[index]
+            if read is not None:
+                opaque[index] = read
+
+
+_PRIVATE_KEY = b"PRIVATE KEY"  # in every PEM private key's BEGIN marker (``credentials``)
+_SECRET_BIT = native.DETECTOR_BITS.index(SECRET)
+
+
+def _first_opening(
+    values: list[bytes], objects: JsonObjects, opaque: dict[int, str], leaf_hits: LeafHits
+) -> int | None:
+    """The first element (JSON object or opaque) where a PEM block may open: one the native
+    reader read with a ``secret`` hit, or any other holding ``PRIVATE KEY`` or a backslash (an
+    escape may spell the marker); None when there is none."""
+    first: int | None = None
+    for index, (_, hits, _) in leaf_hits.items():
+        if any(hit[1] == _SECRET_BIT for hit in hits):
+            first = index
+            break  # leaf_hits is in element order
+    backslash = b"\\"
+    for index in chain((index for index, (_, leaves) in objects.items() if leaves is not None), opaque):
+        if first is not None and index >= first:
+            continue
+        value = values[index]
+        if _PRIVATE_KEY in value or backslash in value:
+            first = index
+    return first
 
 
 def _native_reads(

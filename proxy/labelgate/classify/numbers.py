@@ -49,6 +49,7 @@ from labelgate.classify.folding import (
     UNFOLDABLE,
     hidden_by_folding,
     may_hide,
+    uncovered,
     unfoldable_spans,
     wide_folded,
 )
@@ -251,11 +252,11 @@ def _text_detections(
         if _mostly_utf8(text) if mostly is None else mostly:
             replaced = text.decode("utf-8", "replace").encode("utf-8")
             more += _text_detections(replaced, detectors, wide=wide)
-        named = {hit.detector for hit in hits}
-        for hit in more:  # offsets into another form: the value spans the whole text
-            if hit.detector not in named:
-                named.add(hit.detector)
-                hits.append(Detection(hit.detector, hit.label, 0, len(text)))
+        # Offsets into another form: a value there that no raw detection of its detector
+        # covers whole spans the whole text. Where each value is, not which detectors the raw
+        # scan named: a decoy SSN as written must not stand in for one only a form shows.
+        named = uncovered(more, hits, len(text), None)
+        hits += [Detection(name, label, 0, len(text)) for name, label in sorted(named.items())]
         return hits
     if may_escape(text):
         for position, hits in hidden_by_escapes([text], detectors).items():
@@ -291,8 +292,8 @@ def _wide_row_detections(
 ) -> list[Detection]:
     """What ``detectors`` find in the rows of ``text`` (of ``width`` bytes) decoded each on its
     own as the UTF-16 or UTF-32 ``text`` reads as (``folding.wide_folded``), that ``hits``
-    do not name: each spans the whole text (decoded offsets do not index it). One search
-    for a NUL for bytes without one or a byte order mark."""
+    do not cover (``folding.uncovered``): each spans the whole text (decoded offsets do not
+    index it). One search for a NUL for bytes without one or a byte order mark."""
     decoded = wide_folded(text, width)
     if decoded is None:
         return []
@@ -301,9 +302,8 @@ def _wide_row_detections(
         if decoded is UNFOLDABLE
         else detectors.scan_each([decoded]).get(0, [])
     )
-    named = {hit.detector for hit in hits}
-    found = {hit.detector: hit.label for hit in more if hit.detector not in named}
-    return [Detection(name, label, 0, len(text)) for name, label in found.items()]
+    found = uncovered(more, hits, len(text), None)
+    return [Detection(name, label, 0, len(text)) for name, label in sorted(found.items())]
 
 
 def _rows(text: bytes, width: int) -> bytes:
