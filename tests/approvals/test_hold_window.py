@@ -3,6 +3,7 @@ the caller's deadline, which then ends the call with DEADLINE_EXCEEDED and expir
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -133,3 +134,40 @@ def test_a_grpc_client_deadline_ends_the_held_call_with_deadline_exceeded(stack:
     shown = stack.api.show(approval_id, token(owner, "data-owners"))
     assert shown["state"] == "expired"
     assert "deadline" in answer.message
+
+
+async def test_a_call_held_for_several_requirements_ends_by_the_first_rounds_window(
+    stage: HoldForApproval,
+) -> None:
+    """Each round took a fresh window (review s13): a call needing two approvals could be held
+    up to four times ``hold_timeout_seconds``. Every later round ends when the first would."""
+    owner = Subject.proven("jwt", "olga", issuer="https://idp.test", groups=["data-owners"])
+    guard = Subject.proven("jwt", "sam", issuer="https://idp.test", groups=["security"])
+    second = held_decision(
+        approver_groups=["security"], reason="restricted data needs 1 approval(s) from security"
+    )
+
+    async def after_the_first_grant(_: dict) -> Decision:
+        return second
+
+    async def approve_each_round() -> list[float]:
+        ends = []
+        for approver in (owner, guard):
+            while True:
+                pending = await stage.service.visible_to(approver, [State.PENDING])
+                if pending:
+                    break
+                await asyncio.sleep(0.01)
+            [request] = pending
+            ends.append(request.expires_at)
+            if approver is owner:
+                await stage.service.approve(approver, request.id)
+            else:
+                await stage.service.deny(approver, request.id, "no")
+        return ends
+
+    approving = asyncio.create_task(approve_each_round())
+    answer = await stage.hold(call(), STEVE, POLICY_INPUT, held_decision(), after_the_first_grant)
+    first_end, second_end = await asyncio.wait_for(approving, 30)
+    assert not answer.allow
+    assert second_end <= first_end

@@ -631,9 +631,13 @@ def test_a_whole_output_mask_never_shows_more_of_a_span_than_its_own_mask(use_na
 
 
 @pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
-def test_a_whole_output_mask_covering_its_spans_applies_alone_and_a_partial_keeping_fewer_wins(
+def test_a_whole_output_mask_over_a_partial_span_redacts_the_element_holding_it(
     use_native: bool,
 ) -> None:
+    """Review s13 (rev-last 1): an AWS key masked partial keep_last 20 is starred whole, and
+    the output's partial keep_last 4 showed its last characters (``...MPLE``). No partial of
+    the whole covers a partial part: the element holding it is redacted, the others keep the
+    output's own mask."""
     tensor = text("ssn", AWS_KEY, "123-45-6789")
     with _all_native(use_native):
         looser = masked(
@@ -649,9 +653,15 @@ def test_a_whole_output_mask_covering_its_spans_applies_alone_and_a_partial_keep
         redacted = masked(
             [tensor], mask("outputs.ssn", "redact"), mask("outputs.ssn{secret}", "redact", replacement="<s>")
         )["ssn"]
-    assert looser == [b"*" * 18 + b"LE", b"*********89"]
-    assert stricter == [b"*" * 18 + b"LE", b"*****5-6789"]
+        starred = masked(
+            [tensor],
+            mask("outputs.ssn", "partial", keep_last=4),
+            mask("outputs.ssn{secret}", "partial", keep_last=20),
+        )["ssn"]
+    assert looser == [b"[REDACTED]", b"*********89"]
+    assert stricter == [b"[REDACTED]", b"*****5-6789"]
     assert redacted == [b"[REDACTED]", b"[REDACTED]"]
+    assert starred == [b"[REDACTED]", b"*******6789"]
 
 
 @pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])

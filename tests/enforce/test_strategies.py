@@ -289,8 +289,11 @@ def test_the_strategy_order_is_the_packs() -> None:
         (mask("partial", keep_last=4), mask("redact"), False),
         (mask("partial", keep_last=4), mask("hash"), False),
         (mask("partial", keep_last=4), mask("partial", keep_last=2), False),
-        (mask("partial", keep_last=4), mask("partial", keep_last=4), True),
-        (mask("partial", keep_last=4), mask("partial", keep_last=6), True),
+        # A part no longer than its own keep_last is starred whole: the whole's last
+        # characters would be its (an AWS key masked partial 20 showed ...MPLE under partial 4).
+        (mask("partial", keep_last=4), mask("partial", keep_last=4), False),
+        (mask("partial", keep_last=4), mask("partial", keep_last=20), False),
+        (mask("partial", keep_last=0), mask("partial", keep_last=20), True),
         (mask("hash"), mask("redact"), False),
         (mask("hash"), mask("partial", keep_last=0), True),
         (mask("redact", replacement="[A]"), mask("redact", replacement="[B]"), True),
@@ -301,7 +304,13 @@ def test_a_whole_value_mask_covers_parts_masked_no_more_protectively(
     outer: Mask, inner: Mask, covered: bool
 ) -> None:
     assert covers(outer, inner) is covered
-    assert covering(outer, [inner, None]) is (outer if covered else inner)
+    chosen = covering(outer, [inner, None])
+    if covered:
+        assert chosen is outer
+    elif inner.strategy == "partial" and inner.keep_last:
+        assert chosen.strategy == "redact", "no partial of the whole covers a partial part"
+    else:
+        assert chosen is inner
 
 
 def test_covering_takes_the_most_protective_part() -> None:
@@ -309,3 +318,5 @@ def test_covering_takes_the_most_protective_part() -> None:
     parts = [mask("partial", keep_last=1), mask("hash"), mask("redact"), mask("partial", keep_last=9)]
     assert covering(outer, parts) is parts[2]
     assert covering(outer, []) is outer
+    # Only partial parts: no partial covers them, the value is redacted.
+    assert covering(outer, [mask("partial", keep_last=20)]).strategy == "redact"

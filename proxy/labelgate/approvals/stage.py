@@ -92,6 +92,9 @@ class Round:
     binding: Binding
     rows: int
     earlier: tuple[tuple[Grant, Requirement], ...] = ()
+    # When the first round's hold ends: later rounds end by then too, so a call is held no
+    # longer than ``hold_timeout_seconds`` in all (each round took a fresh window: review s13).
+    held_until: float | None = None
 
     def under(self, grant: Grant) -> dict[str, Any]:
         """The policy's ``approval`` with ``grant`` and the earlier rounds' grants."""
@@ -110,8 +113,9 @@ class Round:
         key = (tuple(asked.approver_groups), asked.min_approvals)
         return all(key != (needed.approver_groups, needed.min_approvals) for needed in seen)
 
-    def then(self, grant: Grant, requirement: Requirement) -> Round:
-        return dataclasses.replace(self, earlier=(*self.earlier, (grant, requirement)))
+    def then(self, grant: Grant, requirement: Requirement, held_until: float | None = None) -> Round:
+        first = held_until if self.held_until is None else self.held_until
+        return dataclasses.replace(self, earlier=(*self.earlier, (grant, requirement)), held_until=first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -501,6 +505,8 @@ class HoldForApproval:
             until = now + self.async_timeout_seconds
         else:
             until = now + self.hold_window(decision)
+            if at.held_until is not None:
+                until = min(until, at.held_until)
             left = deadline.seconds_left(now)
             if left is not None and now + left - self.deadline_margin_seconds < until:
                 # Answer before the client gives up, so it learns why.
@@ -550,7 +556,7 @@ class HoldForApproval:
                 if at.moves_on(again, requirement):
                     # Granted; the policy asks for the next requirement: hold again.
                     return await self._hold(
-                        call, subject, policy_input, again, reevaluate, at.then(grant, requirement)
+                        call, subject, policy_input, again, reevaluate, at.then(grant, requirement, until)
                     )
                 if not again.allow:
                     return again

@@ -123,11 +123,13 @@ def covers(outer: Mask, inner: Mask) -> bool:
     """Whether a value masked whole by ``outer`` shows no more of a part of it than ``inner``
     masking that part would. ``null``, ``redact`` and ``hash`` keep no character of the value,
     whatever their params; ``partial`` keeps its last ``keep_last``, which may be those of the
-    part, so it covers a ``partial`` part only keeping as many or fewer."""
+    part, so it covers a ``partial`` part only keeping none: a part no longer than its own
+    ``keep_last`` is starred whole (``_partial_text``), so even the same params would show, at
+    the end of the value, what the part's mask hides (found by review)."""
     outer_rank, inner_rank = strategy_rank(outer.strategy), strategy_rank(inner.strategy)
     if outer_rank != inner_rank:
         return outer_rank < inner_rank
-    return outer.strategy != "partial" or outer.keep_last <= inner.keep_last
+    return outer.strategy != "partial" or outer.keep_last == 0
 
 
 def covering(outer: Mask, inner: Iterable[Mask | None]) -> Mask:
@@ -135,13 +137,17 @@ def covering(outer: Mask, inner: Iterable[Mask | None]) -> Mask:
     text, nodes of a JSON element, spans in a message field). A whole-value mask applies to
     the parts too, so if it shows more of one than that part's own mask allows (``partial``
     keeping the last characters of a secret found inside), the most protective of the parts'
-    masks masks the value whole instead; otherwise ``outer`` alone covers them all."""
+    masks masks the value whole instead; otherwise ``outer`` alone covers them all. When that
+    is a ``partial`` too (no partial of the whole covers a partial part), the value is redacted."""
     if outer.strategy == "null":
         return outer  # nothing is left to show
-    strongest = min((mask for mask in inner if mask is not None), key=Mask.strength, default=None)
+    parts = [mask for mask in inner if mask is not None]
+    strongest = min(parts, key=Mask.strength, default=None)
     if strongest is None or covers(outer, strongest):
         return outer
-    return strongest
+    if all(covers(strongest, part) for part in parts):
+        return strongest
+    return Mask(outer.path, "redact", {})
 
 
 def strongest(masks: Iterable[Mask]) -> dict[str, Mask]:

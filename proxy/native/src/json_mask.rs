@@ -155,6 +155,11 @@ impl ElementMasker {
                 // spans' masks instead, when the leaf's own does not cover that one.
                 let stronger = strongest(spans.get(range.clone())?, masks)?;
                 if !covers(masks.get(node)?, stronger) {
+                    // A partial keeping characters covers no partial part: `covering`
+                    // redacts the leaf (Python's case).
+                    if stronger.strategy == Strategy::Partial && stronger.keep_last > 0 {
+                        return None;
+                    }
                     self.replaced[leaf] = Some(self.node_value(data, leaf, stronger)?);
                 }
                 continue;
@@ -355,7 +360,8 @@ fn strongest<'m>(spans: &[Span], masks: &'m [MaskSpec]) -> Option<&'m MaskSpec> 
 
 /// `strategies.covers`: whether a value masked whole by `outer` shows no more of a part of it
 /// than `inner` would. Strategies in `STRATEGIES` order (null, redact, hash, partial); the
-/// same one covers unless it is `partial` keeping more characters.
+/// same one covers unless it is `partial` keeping any character (a part no longer than its own
+/// `keep_last` is starred whole).
 fn covers(outer: &MaskSpec, inner: &MaskSpec) -> bool {
     let order = |strategy: Strategy| match strategy {
         Strategy::Null => 0,
@@ -367,7 +373,7 @@ fn covers(outer: &MaskSpec, inner: &MaskSpec) -> bool {
     if outer_order != inner_order {
         return outer_order < inner_order;
     }
-    outer.strategy != Strategy::Partial || outer.keep_last <= inner.keep_last
+    outer.strategy != Strategy::Partial || outer.keep_last == 0
 }
 
 /// Whether `signature` (the reader's) is `skeleton` once every leaf is taken for a null.

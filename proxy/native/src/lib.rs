@@ -327,7 +327,7 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 18)?;
+    module.add("ABI", 19)?;
     Ok(())
 }
 
