@@ -227,6 +227,27 @@ def held_bytes() -> int:
     return noted
 
 
+def grant_used(
+    grant: Grant, subject: Subject, call: Call, binding: Binding, use: GrantUse, rows: int
+) -> None:
+    """Audit a grant used by a call it releases (a named or earlier round's grant)."""
+    events.record(
+        "approval.grant_used",
+        None,
+        approval_id=grant.request_id,
+        grant_id=grant.id,
+        subject=subject.id,
+        method=call.method,
+        model=binding.model,
+        labels=list(binding.labels),
+        digest=binding.digest,
+        grant_scope=grant.scope,
+        single_use=grant.single_use,
+        request_id=call.request_id,
+        **charge_fields(use, rows),
+    )
+
+
 def charge_fields(use: GrantUse, rows: int) -> dict[str, Any]:
     """What the audit trail records of a row-budget charge (nothing for unbudgeted grants)."""
     grant = use.grant
@@ -328,21 +349,7 @@ class HoldForApproval:
                     return spent
                 use = await self.service.use_grant(grant, requirement, call.request_id, rows)
                 if use.released:
-                    events.record(
-                        "approval.grant_used",
-                        None,
-                        approval_id=grant.request_id,
-                        grant_id=grant.id,
-                        subject=subject.id,
-                        method=call.method,
-                        model=binding.model,
-                        labels=list(binding.labels),
-                        digest=binding.digest,
-                        grant_scope=grant.scope,
-                        single_use=grant.single_use,
-                        request_id=call.request_id,
-                        **charge_fields(use, rows),
-                    )
+                    grant_used(grant, subject, call, binding, use, rows)
                     return again
                 if options.approval_id is not None and use.refusal == reasons.APPROVAL_BUDGET_EXHAUSTED:
                     # Another call took the named grant's last rows a moment ago.
@@ -381,21 +388,7 @@ class HoldForApproval:
                     f"approval {grant.request_id} was granted, but another call used its grant first; "
                     "call again to ask anew",
                 )
-            events.record(
-                "approval.grant_used",
-                None,
-                approval_id=grant.request_id,
-                grant_id=grant.id,
-                subject=subject.id,
-                method=call.method,
-                model=at.binding.model,
-                labels=list(at.binding.labels),
-                digest=at.binding.digest,
-                grant_scope=grant.scope,
-                single_use=grant.single_use,
-                request_id=call.request_id,
-                **charge_fields(use, at.rows),
-            )
+            grant_used(grant, subject, call, at.binding, use, at.rows)
         return None
 
     def _over_budget(
