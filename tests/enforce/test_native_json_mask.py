@@ -609,7 +609,7 @@ def test_a_masked_leaf_takes_a_span_mask_its_own_does_not_cover_both_ways(
     assert json.loads(result[1]) == json.loads(without_span[1])  # no SSN in it: the leaf's own mask
 
 
-@pytest.mark.parametrize("span_keep_last", [1, 4, 20])
+@pytest.mark.parametrize("span_keep_last", [1, 20])
 def test_a_partial_leaf_holding_a_partial_span_is_redacted_both_ways(span_keep_last: int) -> None:
     """Review s13 (rev-last 1): no partial of the whole covers a partial part (a part no longer
     than its own keep_last is starred whole, the whole's last characters would be its): the

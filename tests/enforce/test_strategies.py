@@ -291,7 +291,7 @@ def test_the_strategy_order_is_the_packs() -> None:
         (mask("partial", keep_last=4), mask("partial", keep_last=2), False),
         # A part no longer than its own keep_last is starred whole: the whole's last
         # characters would be its (an AWS key masked partial 20 showed ...MPLE under partial 4).
-        (mask("partial", keep_last=4), mask("partial", keep_last=4), False),
+        (mask("partial", keep_last=4), mask("partial", keep_last=4), True),
         (mask("partial", keep_last=4), mask("partial", keep_last=20), False),
         (mask("partial", keep_last=0), mask("partial", keep_last=20), True),
         (mask("hash"), mask("redact"), False),

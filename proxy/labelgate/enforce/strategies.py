@@ -123,13 +123,15 @@ def covers(outer: Mask, inner: Mask) -> bool:
     """Whether a value masked whole by ``outer`` shows no more of a part of it than ``inner``
     masking that part would. ``null``, ``redact`` and ``hash`` keep no character of the value,
     whatever their params; ``partial`` keeps its last ``keep_last``, which may be those of the
-    part, so it covers a ``partial`` part only keeping none: a part no longer than its own
-    ``keep_last`` is starred whole (``_partial_text``), so even the same params would show, at
-    the end of the value, what the part's mask hides (found by review)."""
+    part, so it covers a ``partial`` part only keeping none, or keeping as many: a part masked
+    ``partial`` keeping more is starred whole when it is no longer than that (``_partial_text``),
+    and the whole's last characters would be its (an AWS key masked ``partial 20`` showed
+    ``...MPLE`` under ``partial 4``, found by review). Left: a part no longer than an equal
+    ``keep_last`` (no built-in detector finds a value that short)."""
     outer_rank, inner_rank = strategy_rank(outer.strategy), strategy_rank(inner.strategy)
     if outer_rank != inner_rank:
         return outer_rank < inner_rank
-    return outer.strategy != "partial" or outer.keep_last == 0
+    return outer.strategy != "partial" or outer.keep_last in (0, inner.keep_last)
 
 
 def covering(outer: Mask, inner: Iterable[Mask | None]) -> Mask:
@@ -142,10 +144,12 @@ def covering(outer: Mask, inner: Iterable[Mask | None]) -> Mask:
     if outer.strategy == "null":
         return outer  # nothing is left to show
     parts = [mask for mask in inner if mask is not None]
-    strongest = min(parts, key=Mask.strength, default=None)
-    if strongest is None or covers(outer, strongest):
+    if all(covers(outer, part) for part in parts):
         return outer
-    if all(covers(strongest, part) for part in parts):
+    strongest = min(parts, key=Mask.strength)
+    # A part's partial on the whole would show the whole's last characters: never chosen.
+    keeps_nothing = strongest.strategy != "partial" or strongest.keep_last == 0
+    if keeps_nothing and all(covers(strongest, part) for part in parts):
         return strongest
     return Mask(outer.path, "redact", {})
 

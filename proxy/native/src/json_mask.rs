@@ -360,8 +360,8 @@ fn strongest<'m>(spans: &[Span], masks: &'m [MaskSpec]) -> Option<&'m MaskSpec> 
 
 /// `strategies.covers`: whether a value masked whole by `outer` shows no more of a part of it
 /// than `inner` would. Strategies in `STRATEGIES` order (null, redact, hash, partial); the
-/// same one covers unless it is `partial` keeping any character (a part no longer than its own
-/// `keep_last` is starred whole).
+/// same one covers unless it is `partial` keeping characters, and other than the part's
+/// `keep_last` (a part no longer than its own `keep_last` is starred whole).
 fn covers(outer: &MaskSpec, inner: &MaskSpec) -> bool {
     let order = |strategy: Strategy| match strategy {
         Strategy::Null => 0,
@@ -373,7 +373,9 @@ fn covers(outer: &MaskSpec, inner: &MaskSpec) -> bool {
     if outer_order != inner_order {
         return outer_order < inner_order;
     }
-    outer.strategy != Strategy::Partial || outer.keep_last == 0
+    outer.strategy != Strategy::Partial
+        || outer.keep_last == 0
+        || outer.keep_last == inner.keep_last
 }
 
 /// Whether `signature` (the reader's) is `skeleton` once every leaf is taken for a null.
