@@ -394,9 +394,9 @@ async def test_a_routed_client_stream_with_one_reply_is_relayed_and_classified(t
 
 
 def expired_within_leeway(sub: str, *groups: str) -> tuple[tuple[str, str]]:
-    """A token the verifier still accepts (its ``exp`` passed 10 s ago, within the 30 s
+    """A token the verifier still accepts (its ``exp`` passed 2 s ago, within the 30 s
     leeway) and a stream refuses at its first reply (``still_valid``: TOKEN_EXPIRED)."""
-    token = mint_dev_token(sub, list(groups), 300, now=time.time() - 310)
+    token = mint_dev_token(sub, list(groups), 300, now=time.time() - 302)
     return (("authorization", f"Bearer {token}"),)
 
 
@@ -453,13 +453,14 @@ async def test_a_routed_stream_the_gateway_refuses_is_cancelled_upstream(
         "descriptor_set": str(descriptor_set(tmp_path)),
         "split_values": split_values,
     }
-    metadata = (
-        expired_within_leeway("ann", "analysts") if reason == "TOKEN_EXPIRED" else token("ann", "analysts")
-    )
     async with (
         stalling_upstream(*pieces) as (upstream, cancelled),
         gateway_in_process(upstream, upstream_timeout=LONG_UPSTREAM_TIMEOUT, routes=[route]) as listen,
     ):
+        # Minted once the gateway is up: a slow start must not take the token past its leeway
+        # (then refused before the upstream stream opens, which is never cancelled).
+        expiring = reason == "TOKEN_EXPIRED"
+        metadata = expired_within_leeway("ann", "analysts") if expiring else token("ann", "analysts")
         refused = await _refused(listen, metadata)
         info = error_info(refused)
         assert info is not None and info.reason == reason, refused
