@@ -227,6 +227,18 @@ def held_bytes() -> int:
     return noted
 
 
+def grant_and_call(grant: Grant, call: Call, binding: Binding) -> dict[str, Any]:
+    """What an audit event about a grant and the call it was asked to release names."""
+    return {
+        "approval_id": grant.request_id,
+        "grant_id": grant.id,
+        "method": call.method,
+        "model": binding.model,
+        "labels": list(binding.labels),
+        "digest": binding.digest,
+    }
+
+
 def grant_used(
     grant: Grant, subject: Subject, call: Call, binding: Binding, use: GrantUse, rows: int
 ) -> None:
@@ -234,13 +246,8 @@ def grant_used(
     events.record(
         "approval.grant_used",
         None,
-        approval_id=grant.request_id,
-        grant_id=grant.id,
         subject=subject.id,
-        method=call.method,
-        model=binding.model,
-        labels=list(binding.labels),
-        digest=binding.digest,
+        **grant_and_call(grant, call, binding),
         grant_scope=grant.scope,
         single_use=grant.single_use,
         request_id=call.request_id,
@@ -399,13 +406,8 @@ class HoldForApproval:
         events.record(
             "approval.grant_refused",
             None,
-            approval_id=grant.request_id,
-            grant_id=grant.id,
             subject=binding.subject,
-            method=call.method,
-            model=binding.model,
-            labels=list(binding.labels),
-            digest=binding.digest,
+            **grant_and_call(grant, call, binding),
             refusal=why,
             rows=rows,
             rows_used=grant.rows_used,
