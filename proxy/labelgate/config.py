@@ -461,7 +461,8 @@ class ApprovalSettings(Section):
         le=2**40,
         description="Bytes of the requests of all the calls one gateway process holds for approval "
         "at once (a held call keeps its request in memory, about 2.5 times its size with what the "
-        "gateway made of it, until it is decided). A call that would hold more is refused with "
+        "gateway made of it, until it is decided; held in its response phase, the upstream's reply "
+        "too, which counts with it). A call that would hold more is refused with "
         "RESOURCE_EXHAUSTED (APPROVAL_HELD_BYTES_EXHAUSTED); `x-labelgate-approval: async` holds nothing",
     )
     max_held_bytes_per_requester: int = Field(

@@ -12,12 +12,16 @@ the deadline is kept, and ``request_bytes`` measures it only when a call is held
 the body it read (``approvals.deadline.DeadlineInterceptor``); REST the message it parsed
 from the body (``gateway/rest.py``), in the task that runs the call or before it is created
 (a task runs in a copy of its creator's context). A call with nothing noted is not held.
+A call held in its response phase keeps the upstream's reply as well (decoded and classified,
+the masks still to apply): ``reply_kept`` notes it for that phase, and it counts with the
+request (an upstream's reply may be megabytes where the request was a few bytes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import Message
@@ -54,17 +58,32 @@ def note_request(request: bytes | Message | LastRead | None) -> None:
     _request.set(request)
 
 
+# The upstream's reply a response phase decides on, while it decides (``reply_kept``).
+_reply: contextvars.ContextVar[Message | None] = contextvars.ContextVar("labelgate_reply", default=None)
+
+
+@contextlib.contextmanager
+def reply_kept(reply: Message) -> Iterator[None]:
+    """``reply`` is kept for as long as the current response phase lasts, a hold included."""
+    token = _reply.set(reply)
+    try:
+        yield
+    finally:
+        _reply.reset(token)
+
+
 def request_bytes() -> int | None:
-    """The size of the current call's request in bytes; None when its transport noted none."""
+    """The bytes the current call keeps while it is held: its request's size, and in a response
+    phase its upstream reply's as well; None when its transport noted no request."""
     request = _request.get()
     if isinstance(request, LastRead):
         request = request.message
     if request is None:
         return None
-    if isinstance(request, bytes):
-        return len(request)
     # Only for a held call: upb serializes to measure (a few ms a MiB).
-    return request.ByteSize()
+    size = len(request) if isinstance(request, bytes) else request.ByteSize()
+    reply = _reply.get()
+    return size if reply is None else size + reply.ByteSize()
 
 
 class ApprovalStage(Protocol):

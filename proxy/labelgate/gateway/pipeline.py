@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 
 from labelgate import tracing
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.approvals.hold import ApprovalStage
+from labelgate.approvals.hold import ApprovalStage, reply_kept
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth import reasons as auth_reasons
 from labelgate.background import BackgroundTasks
@@ -571,7 +571,8 @@ class Pipeline:
             released_parameters(response, released), released, classifier.detectors
         )
         fields = classification.fields + parameters.fields
-        decision = await self.decide(call, subject, target, "response", fields, outcome)
+        with reply_kept(response):  # a hold keeps it: counted with the request
+            decision = await self.decide(call, subject, target, "response", fields, outcome)
         compiled, index = compile_masks(decision.masks)  # once per cached decision
         masks = list(compiled)
         with tracing.stage("enforce"):
@@ -601,7 +602,8 @@ class Pipeline:
         """The reply to one message of a typed (descriptor-aware) service or a metadata RPC."""
         with tracing.stage("classify"):
             classification = self.classifier.classify_message(message)
-        decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
+        with reply_kept(message):
+            decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
         released = build.without_extensions(
             apply_message_masks(message, classification, decision.masks, self.hash_key)
         )
