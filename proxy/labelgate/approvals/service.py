@@ -87,8 +87,13 @@ GRANT_SPENT = "GRANT_SPENT"
 ASYNC_HINT = "x-labelgate-approval: async"
 
 
-class _BudgetShort(Exception):
-    """Rolls back a grant use whose rows its budget cannot cover."""
+class _NotReleased(Exception):
+    """Rolls back every grant use of a call when one of its grants cannot release it."""
+
+    def __init__(self, grant: Grant, refusal: str) -> None:
+        super().__init__(refusal)
+        self.grant = grant
+        self.refusal = refusal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +106,21 @@ class GrantUse:
     refusal: str | None = None
     rows_charged: int | None = None
     grant: Grant | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GrantsUse:
+    """What using all the grants that release one call did (a call held for several
+    requirements has one per round): every one used (``uses``, in the order given), or none
+    (``refused``: the grant that could not release the call, ``refusal``: why)."""
+
+    uses: tuple[GrantUse, ...] = ()
+    refused: Grant | None = None
+    refusal: str | None = None
+
+    @property
+    def released(self) -> bool:
+        return self.refused is None
 
 
 def new_id(prefix: str) -> str:
@@ -444,28 +464,47 @@ class ApprovalService:
     async def use_grant(
         self, grant: Grant, requirement: Requirement | None, call_request_id: str, rows: int = 1
     ) -> GrantUse:
-        """Record that ``grant`` releases this call, in one transaction. A single-use grant (or
-        one the policy now wants single-use) is spent on the first call that uses it; a
-        budgeted grant is charged ``rows`` once per call (the response phase of a call already
-        charged is not charged again). Not released when another call spent the grant or its
-        budget first: the caller asks again."""
-        spends = rules.spends(grant, requirement)
-        if not spends and grant.row_budget is None:
-            return GrantUse(released=True)
+        """Record that ``grant`` alone releases this call (``use_grants`` with one grant)."""
+        used = await self.use_grants([(grant, requirement)], call_request_id, rows)
+        return used.uses[0] if used.released else GrantUse(released=False, refusal=used.refusal)
+
+    async def use_grants(
+        self, grants: Sequence[tuple[Grant, Requirement | None]], call_request_id: str, rows: int = 1
+    ) -> GrantsUse:
+        """Record that ``grants`` (each with the requirement it met) release this call, all in
+        one transaction. A single-use grant (or one the policy now wants single-use) is spent
+        on the first call that uses it; a budgeted grant is charged ``rows`` once per call (the
+        response phase of a call already charged is not charged again). All or nothing: when
+        another call spent one of them, or its budget, first, the transaction rolls back and
+        none is spent or charged (a call held for two requirements that is not released must
+        not use up the one-call grant of the other). Rows are locked in the order of the grant
+        ids, so two replicas using overlapping grants queue rather than deadlock."""
+        if not any(rules.spends(grant, needed) or grant.row_budget is not None for grant, needed in grants):
+            return GrantsUse(uses=tuple(GrantUse(released=True) for _ in grants))
+        # A call always has a request id; never let an empty one match another's mark.
+        call = call_request_id or new_id("call")
         now = self.clock()
+        uses: dict[int, GrantUse] = {}
         try:
             async with self.db.transaction() as tx:
-                if spends and not await repo.spend_grant(tx, grant.id, call_request_id, now):
-                    return GrantUse(released=False, refusal=GRANT_SPENT)
-                if grant.row_budget is None:
-                    return GrantUse(released=True)
-                if await repo.charged_rows(tx, grant.id, call_request_id) is not None:
-                    return GrantUse(released=True)
-                if not await repo.charge_grant(tx, grant.id, call_request_id or new_id("call"), rows, now):
-                    raise _BudgetShort  # undoes the single-use mark made above
-                charged = await repo.get_grant(tx, grant.id)
-        except _BudgetShort:
-            return GrantUse(released=False, refusal=reasons.APPROVAL_BUDGET_EXHAUSTED)
+                for at in sorted(range(len(grants)), key=lambda i: grants[i][0].id):
+                    grant, needed = grants[at]
+                    uses[at] = await self._use_in(tx, grant, needed, call, rows, now)
+        except _NotReleased as short:
+            return GrantsUse(refused=short.grant, refusal=short.refusal)
+        return GrantsUse(uses=tuple(uses[at] for at in range(len(grants))))
+
+    async def _use_in(
+        self, tx: Tx, grant: Grant, requirement: Requirement | None, call: str, rows: int, now: float
+    ) -> GrantUse:
+        """One grant's use inside ``use_grants``' transaction; ``_NotReleased`` rolls it all back."""
+        if rules.spends(grant, requirement) and not await repo.spend_grant(tx, grant.id, call, now):
+            raise _NotReleased(grant, GRANT_SPENT)
+        if grant.row_budget is None or await repo.charged_rows(tx, grant.id, call) is not None:
+            return GrantUse(released=True)
+        if not await repo.charge_grant(tx, grant.id, call, rows, now):
+            raise _NotReleased(grant, reasons.APPROVAL_BUDGET_EXHAUSTED)
+        charged = await repo.get_grant(tx, grant.id)
         assert charged is not None
         return GrantUse(released=True, rows_charged=rows, grant=charged)
 

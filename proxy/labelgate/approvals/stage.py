@@ -33,7 +33,8 @@ Granted: the policy decides again with ``approval.state = granted`` and the gran
 field for a data owner, a restricted one for two of security) is held for one requirement at
 a time: when the policy, deciding under the grant, asks for another requirement, the call is
 held again for that one (step 1 or 2 again) and decided under the approvers of all its
-grants together, which are used (spent, charged) only once the last one releases the call.
+grants together, which are used (spent, charged) only once the last one releases the call,
+all in one transaction: when another call spent one of them first, none is spent or charged.
 At most ``MAX_REQUIREMENTS`` rounds, each for a requirement no earlier round was held for (one
 asked again is this grant falling short: asked for once more, then refused with the policy's
 reason). That decision is returned. Otherwise a decision that
@@ -62,7 +63,7 @@ from labelgate.approvals.model import (
     State,
     policy_approval,
 )
-from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantUse
+from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantsUse, GrantUse
 from labelgate.auth.subject import requester_of
 from labelgate.errors import InvalidInput, ResourceExhausted
 from labelgate.logs import get_logger
@@ -350,19 +351,20 @@ class HoldForApproval:
             if again.require_approval is None:
                 if not again.allow:
                     return again  # refused anyway: nothing released, nothing spent or charged
-                # Spent and charged only now that the grants do release the call.
-                spent = await self._use_earlier(at, call, subject, again)
-                if spent is not None:
-                    return spent
-                use = await self.service.use_grant(grant, requirement, call.request_id, rows)
-                if use.released:
-                    grant_used(grant, subject, call, binding, use, rows)
+                # Spent and charged only now that the grants do release the call: all of
+                # them, or (another call spent one first) none.
+                used = await self._use_all(at, grant, requirement, call, subject)
+                if used.released:
+                    grant_used(grant, subject, call, binding, used.uses[-1], rows)
                     return again
-                if options.approval_id is not None and use.refusal == reasons.APPROVAL_BUDGET_EXHAUSTED:
+                if used.refused is not None and used.refused.id != grant.id:
+                    return self._spent_first(decision, used)
+                if options.approval_id is not None and used.refusal == reasons.APPROVAL_BUDGET_EXHAUSTED:
                     # Another call took the named grant's last rows a moment ago.
                     fresh = await self.service.get_grant(grant.id)
                     return self._over_budget(fresh or grant, binding, decision, call, rows)
-                # A single-use grant (or a budget) another call spent a moment ago: ask again.
+                # A single-use grant (or a budget) another call spent a moment ago: ask again
+                # (the earlier rounds' grants are still unspent, for the round that follows).
             elif at.moves_on(again, requirement):
                 # This requirement is met; the policy asks for the next one: hold again.
                 return await self._hold(
@@ -381,22 +383,29 @@ class HoldForApproval:
             )
         return await self._ask(call, subject, policy_input, decision, requirement, reevaluate, at)
 
-    async def _use_earlier(
-        self, at: Round, call: Call, subject: Subject, decision: Decision
-    ) -> Decision | None:
-        """Use (spend, charge) the grants of the earlier rounds now that the call is released;
-        a refusal when another call spent one of them first (the caller calls again)."""
-        for grant, requirement in at.earlier:
-            use = await self.service.use_grant(grant, requirement, call.request_id, at.rows)
-            if not use.released:
-                return refusal(
-                    decision,
-                    use.refusal or "GRANT_NOT_APPLICABLE",
-                    f"approval {grant.request_id} was granted, but another call used its grant first; "
-                    "call again to ask anew",
-                )
-            grant_used(grant, subject, call, at.binding, use, at.rows)
-        return None
+    async def _use_all(
+        self, at: Round, grant: Grant, requirement: Requirement, call: Call, subject: Subject
+    ) -> GrantsUse:
+        """Use (spend, charge) this round's grant and the earlier rounds' together, now that
+        they release the call: all in one transaction, or none when another call spent one of
+        them first (an approver's one-call grant is never used up by a call that is refused).
+        The earlier rounds' uses are audited here, this round's by the caller."""
+        used = await self.service.use_grants([*at.earlier, (grant, requirement)], call.request_id, at.rows)
+        if used.released:
+            for (held, _), use in zip(at.earlier, used.uses[:-1], strict=True):
+                grant_used(held, subject, call, at.binding, use, at.rows)
+        return used
+
+    @staticmethod
+    def _spent_first(decision: Decision, used: GrantsUse) -> Decision:
+        """Refused: another call spent one of the grants (or its budget) first; none is spent."""
+        assert used.refused is not None
+        return refusal(
+            decision,
+            used.refusal or "GRANT_NOT_APPLICABLE",
+            f"approval {used.refused.request_id} was granted, but another call used its grant first; "
+            "call again to ask anew",
+        )
 
     def _over_budget(
         self, grant: Grant, binding: Binding, decision: Decision, call: Call, rows: int
@@ -459,7 +468,12 @@ class HoldForApproval:
         grant = await self.service.get_grant(request.grant_id)
         mismatch = "the grant no longer exists" if grant is None else None
         if grant is not None:
-            mismatch = rules.grant_mismatch(grant, binding, self.clock(), requirement, call.request_id)
+            # Checked against this round's requirement only when it is this round's grant: one
+            # named for a later round's requirement (the last approval of a call held for
+            # several) is checked against that one's, in that round (an unbudgeted data-owner
+            # grant is not "wider" than a budgeted security requirement it was never for).
+            mine = requirement if rules.grant_satisfies(grant, requirement) else None
+            mismatch = rules.grant_mismatch(grant, binding, self.clock(), mine, call.request_id)
         if mismatch is not None:
             events.record(
                 "approval.grant_refused",
@@ -555,27 +569,21 @@ class HoldForApproval:
                     )
                 if not again.allow:
                     return again
-                spent = await self._use_earlier(at, call, subject, again)
-                if spent is not None:
-                    return spent
                 # The held call is the grant's first use (a single-use grant is spent on it,
-                # a budgeted one charged its rows).
-                use = await self.service.use_grant(grant, requirement, call.request_id, rows)
-                if use.released:
-                    if use.rows_charged is not None:
-                        events.record(
-                            "approval.grant_used",
-                            final,
-                            grant_id=grant.id,
-                            subject=subject.id,
-                            **charge_fields(use, rows),
-                        )
-                    return again
-                return refusal(
-                    decision,
-                    use.refusal or "GRANT_NOT_APPLICABLE",
-                    f"approval {final.id} was granted, but another call used its grant first; ask again",
-                )
+                # a budgeted one charged its rows), with the earlier rounds' grants: all or none.
+                used = await self._use_all(at, grant, requirement, call, subject)
+                if not used.released:
+                    return self._spent_first(decision, used)
+                use = used.uses[-1]
+                if use.rows_charged is not None:
+                    events.record(
+                        "approval.grant_used",
+                        final,
+                        grant_id=grant.id,
+                        subject=subject.id,
+                        **charge_fields(use, rows),
+                    )
+                return again
         if cut_by_deadline and final.state is State.EXPIRED:
             raise HoldDeadlineExceeded(
                 reasons.APPROVAL_DEADLINE_EXCEEDED,
