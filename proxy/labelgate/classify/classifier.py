@@ -46,6 +46,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   references (``&#52;``, which any HTML or Markdown renderer shows as ``4``); a value found
   only that way spans the whole element (or leaf), since its offsets do not index the raw
   bytes.
+- A private key written one line per element is one PEM block from the element that opens
+  it (text, JSON leaf or opaque element, its marker in any form the scan reads) to its END
+  marker in a later one, or to the last: ``secret`` covers the elements of every kind it
+  runs into (``json_elements.carry_key_blocks``).
 
 Classification and masking must see the same tensors: spans are offsets into them.
 
@@ -85,14 +89,17 @@ from labelgate.classify.json_elements import (
     FOLDED_TEXT,
     JsonObjects,
     LeafHits,
+    carry_key_blocks,
     classify_json,
     hidden_by_escapes,
     json_objects,
+    key_may_open,
     keys_say_more,
     not_objects,
     read_after_a_key,
 )
 from labelgate.classify.jsonpaths import KeyNames, may_escape, may_reference, unescaped_forms
+from labelgate.classify.key_blocks import SECRET
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.messages import classify_message
 from labelgate.errors import UpstreamError
@@ -343,11 +350,17 @@ def _classify_text_tensor(
             # not ASCII: some element may hide a value in other scripts' digits. (The length
             # prefixes hold control bytes, so this asks about non-ASCII text only; elements
             # with control characters stopped the native scan above.)
-            if may_reference(raw):
+            references = may_reference(raw)
+            if references:
                 spans, names = _with_hidden(spans, names, hidden_by_escapes(tensor.byte_elements(), scanning))
             if not raw.isascii():
                 hidden = hidden_by_folding(tensor.byte_elements(), scanning, spans)
                 spans, names = _with_hidden(spans, names, hidden)
+            # A block opened by a BEGIN marker only a decoded or folded form shows runs into
+            # the later elements too (the native scan carries those it reads as written).
+            hidden_key = SECRET in names and (references or not raw.isascii())
+            if hidden_key and carry_key_blocks(tensor.byte_elements(), spans, {}, (), {}, keys, scanning)[0]:
+                spans = dict(sorted(spans.items()))
             for detector in sorted(names):
                 fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
             if spans:
@@ -391,6 +404,12 @@ def _classify_text_tensor(
             fields.add(f"{path}{{{OPAQUE_JSON}}}", under, fail_closed_source(reason))
         spans.update(_opaque_spans(values, opaque, most_sensitive(under), detectors))
         found = None
+    carried = None
+    if SECRET in scanning.names and key_may_open(joined, escaped, hiding):
+        # A block one element opens runs into the later ones of every kind (``key_blocks``).
+        changed, carried = carry_key_blocks(values, spans, objects, opaque, leaf_hits, keys, scanning)
+        if changed:
+            found = None  # the spans' detectors counted again, and their elements put in order
     if spans:
         ordered = found is not None
         if found is None:
@@ -400,7 +419,7 @@ def _classify_text_tensor(
         result.spans[tensor.name] = spans if ordered else dict(sorted(spans.items()))
     if objects:
         result.json_elements[tensor.name] = classify_json(
-            model, path, objects, leaf_hits, catalog, scanning, fields, keys, default_label
+            model, path, objects, leaf_hits, catalog, scanning, fields, keys, default_label, carried
         )
         # What enforce needs to mask these elements without reading them again key by key.
         result.json_shapes[tensor.name] = {

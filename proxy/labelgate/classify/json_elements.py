@@ -33,14 +33,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from itertools import chain, repeat
-from operator import itemgetter
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, cast
 
 from labelgate.classify import jsonpaths, native
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
 from labelgate.classify.credentials import NAME as SECRET
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet, _merge_overlaps
 from labelgate.classify.fields import (
+    OPAQUE_JSON,
     SOURCE_CATALOG,
     SOURCE_DEFAULT,
     FieldSet,
@@ -50,6 +51,8 @@ from labelgate.classify.fields import (
 )
 from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
+from labelgate.errors import LabelgateError
+from labelgate.reasons import NATIVE_KERNEL_FAILED
 
 # More distinct JSON paths than this in one tensor and its JSON elements are opaque: keeps
 # the policy input bounded when a backend keys objects by data (ids, names).
@@ -276,6 +279,124 @@ def read_after_a_key(
 
 _PRIVATE_KEY = b"PRIVATE KEY"  # in every PEM private key's BEGIN marker (``credentials``)
 _SECRET_BIT = native.DETECTOR_BITS.index(SECRET)
+# Per JSON object a block from another element runs into: (scanned leaf ordinal, end) of each
+# leaf it covers (``key_blocks.carried_across``).
+CarriedLeaves = dict[int, list[tuple[int, int]]]
+
+
+def key_may_open(joined: bytes, escaped: bool, hiding: bool) -> bool:
+    """Whether some element of a tensor (``joined``) may open a PEM block: a ``PRIVATE KEY``
+    as written, or escapes or text to fold that may spell one (``carry_key_blocks``). One
+    C-level search: the common tensor holds none of these."""
+    return escaped or hiding or _PRIVATE_KEY in joined
+
+
+def carry_key_blocks(
+    values: list[bytes],
+    spans: dict[int, list[Detection]],
+    objects: JsonObjects,
+    opaque: Collection[int],
+    leaf_hits: LeafHits,
+    keys: KeyNames,
+    detectors: DetectorSet,
+) -> tuple[bool, CarriedLeaves | None]:
+    """Carry the PEM blocks of a tensor's elements across all of them (``key_blocks``): a
+    block one element opens runs into the later elements of every kind, plain text, JSON
+    object or opaque, to its END marker or the last. Each scan (the plain-text elements', the
+    JSON leaves', the opaque elements') carries a block across its own texts only, so an
+    opaque element (invalid JSON) or a JSON leaf opening one left the key's lines in the
+    other elements after it in clear, and a text opening one the JSON leaves after it.
+
+    Into ``spans`` (the plain-text and opaque elements' detections, by index; called with
+    ``spans`` whole, after each scan): a ``secret`` span over each text from its start through
+    where the block ends, over each opaque element whole, where the scan's own does not cover
+    that already. Returned: whether ``spans`` changed, and the leaves of the JSON objects a
+    block runs into (``classify_json``'s ``carried``), None when there are none. A JSON object the native
+    reader read that a block runs into is read again by Python for its leaves, with every
+    other it read from the first opening on (the reader's carry across its elements would
+    differ from the Python scan's otherwise: ``read_after_a_key``); a reading that differs
+    from the reader's fails the call (``NATIVE_KERNEL_FAILED``).
+
+    Asked only where ``secret`` scans and ``key_may_open``; the elements asked about are those
+    in which a scan found a ``secret`` (any BEGIN marker in any form it reads is such a
+    detection), or, for those Python reads as objects (its leaf scan comes later), that hold
+    ``PRIVATE KEY`` or an escape."""
+    # Here, not at the top: key_blocks reads integer codes as characters, which imports this.
+    from labelgate.classify import key_blocks
+
+    first = _first_key_opening(values, spans, objects, leaf_hits)
+    if first is None or first == len(values) - 1:
+        return False, None
+    if all(index in objects for index in range(first, len(values))):
+        return False, None  # the JSON leaves' scan carries it (``read_after_a_key``)
+    read_again = False
+
+    def leaf_texts(index: int) -> list[bytes]:
+        nonlocal read_again
+        if objects[index][1] is None and not read_again:
+            read_again = True
+            _read_natives_again(values, objects, leaf_hits, keys, first)
+        shape, leaves = objects[index]
+        return shape.texts(cast(list[Any], leaves))
+
+    covered, carried = key_blocks.carried_across(values, first, objects, opaque, leaf_texts)
+    changed = False
+    if covered:
+        label = detectors.label_of(SECRET)
+        order = {name: position for position, name in enumerate(detectors.names)}
+        for index, end in covered.items():
+            hits = spans.get(index, [])
+            if index in opaque:
+                if not any(hit.detector == SECRET for hit in hits):
+                    # Every detector's span, then the opaque one (``classifier._opaque_spans``).
+                    whole = [hit for hit in hits if hit.detector != OPAQUE_JSON]
+                    whole.append(Detection(SECRET, label, 0, end))
+                    whole.sort(key=attrgetter("detector"))
+                    spans[index] = [*whole, *(hit for hit in hits if hit.detector == OPAQUE_JSON)]
+                    changed = True
+            elif not any(hit.detector == SECRET and hit.start == 0 and hit.end >= end for hit in hits):
+                spans[index] = _merge_overlaps([*hits, Detection(SECRET, label, 0, end)], order)
+                changed = True
+    return changed, carried or None
+
+
+def _first_key_opening(
+    values: list[bytes], spans: dict[int, list[Detection]], objects: JsonObjects, leaf_hits: LeafHits
+) -> int | None:
+    """The first element that opens a PEM block it does not close (``key_blocks.opens_key_block``),
+    among those ``carry_key_blocks`` asks about; None when none does."""
+    asked = {index for index, hits in spans.items() if any(hit.detector == SECRET for hit in hits)}
+    asked.update(
+        index for index, (_, hits, _) in leaf_hits.items() if any(hit[1] == _SECRET_BIT for hit in hits)
+    )
+    backslash = b"\\"
+    for index, (_, leaves) in objects.items():
+        value = values[index]
+        if leaves is not None and (
+            _PRIVATE_KEY in value or backslash in value or jsonpaths.may_reference(value)
+        ):
+            asked.add(index)
+    from labelgate.classify.key_blocks import opens_key_block  # see ``carry_key_blocks``
+
+    return next((index for index in sorted(asked) if opens_key_block(values[index])), None)
+
+
+def _read_natives_again(
+    values: list[bytes], objects: JsonObjects, leaf_hits: LeafHits, keys: KeyNames, first: int
+) -> None:
+    """Read with Python each element from ``first`` on that the native reader read (as
+    ``read_after_a_key`` does), refusing one Python reads otherwise (the reader vouched for
+    it: a bug, never guessed around)."""
+    for index, (shape, leaves) in list(objects.items()):
+        if index < first or leaves is not None:
+            continue
+        read = jsonpaths.read_shaped(values[index], keys)
+        if not (isinstance(read, tuple) and read[0].suffixes == shape.suffixes):
+            raise LabelgateError(
+                NATIVE_KERNEL_FAILED, "the native JSON reader and Python read an element apart"
+            )
+        leaf_hits.pop(index, None)
+        objects[index] = read
 
 
 def _first_opening(
@@ -322,11 +443,14 @@ def classify_json(
     fields: FieldSet,
     keys: KeyNames,
     default_label: str | None = None,
+    carried: CarriedLeaves | None = None,
 ) -> dict[int, list[LeafSpans]]:
     """Fields for the elements ``objects`` of the output at ``path`` (``outputs.<t>``) into
     ``fields``: each leaf's, with the catalog's labels and the detectors', and each object or
     array inside an element that the catalog labels (``_labelled_nodes``); and each element's
-    ``LeafSpans``. ``keys``: what spelled the shapes' keys (``json_objects``).
+    ``LeafSpans``. ``keys``: what spelled the shapes' keys (``json_objects``). ``carried``:
+    the leaves PEM blocks of other elements run into (``carry_key_blocks``; their elements
+    are the Python path's), covered by ``secret`` from their start.
 
     A detector's label adds to what its leaf carries without it, never replaces it: a leaf
     the catalog does not label keeps ``default_label`` beside the labels of what was found in
@@ -388,6 +512,8 @@ def classify_json(
     if texts and jsonpaths.may_escape(b"".join(texts)):
         for position, hidden in hidden_by_escapes(texts, detectors).items():
             hits_per_text[position] = [*hits_per_text.get(position, ()), *hidden]
+    if carried:
+        _add_carried(hits_per_text, first_text, carried, detectors)
     # Per detector bit of a native hit, its name and label (a hit of a detector not wanted
     # would be a KeyError: refused, never labelled by guess), and the detectors' order for
     # merging overlaps (relative order is all the merge looks at).
@@ -436,6 +562,26 @@ def classify_json(
             uncatalogued.discard(leaf_path)  # once per path
             fields.add(leaf_path, (default_label,), SOURCE_DEFAULT)
     return per_element
+
+
+def _add_carried(
+    hits_per_text: dict[int, list[Detection]],
+    first_text: dict[int, int],
+    carried: CarriedLeaves,
+    detectors: DetectorSet,
+) -> None:
+    """A ``secret`` span over each carried leaf (``classify_json``) that its scan's own does
+    not cover already, merged with its other hits."""
+    label = detectors.label_of(SECRET)
+    order = {name: position for position, name in enumerate(detectors.names)}
+    for index, leaves in carried.items():
+        first = first_text[index]
+        for leaf, end in leaves:
+            hits = hits_per_text.get(first + leaf, [])
+            if not any(hit.detector == SECRET and hit.start == 0 and hit.end >= end for hit in hits):
+                hits_per_text[first + leaf] = _merge_overlaps(
+                    [*hits, Detection(SECRET, label, 0, end)], order
+                )
 
 
 class _TooManyNodes(Exception):

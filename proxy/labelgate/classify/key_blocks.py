@@ -1,4 +1,4 @@
-"""PEM private keys that cross a message's texts: pure.
+"""PEM private keys that cross a message's texts, or a tensor's elements: pure.
 
 A PEM private key is the one value that spans texts (``detectors``): a BEGIN marker in one
 string, the key's lines in the following ones, which alone hold nothing to find. Which
@@ -14,10 +14,15 @@ END marker after it in the same text) makes every text of the whole reply count 
 ``secret`` (``messages`` applies that: fail closed). A block that opens and closes in one
 text stays that text's, whatever the order. (An END marker whose block opened in no text
 needs no such rule: the lines before it hold no marker, and nothing any reading could find.)
+
+A tensor's elements have an order, and a caller reads them in it: there a block runs on from
+the element that opens it to its END marker in a later element, or to the last
+(``carried_across``), whatever kind of element each is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Container
 from typing import Any
 
 from labelgate.classify import characters, credentials
@@ -68,10 +73,93 @@ def opens_key_block(text: bytes, fold: bool = True) -> bool:
     cannot be folded (``UNFOLDABLE``: ``secret`` spans it whole) is read as it is and decoded
     only, as the scan of a tensor's elements keeps it to itself too. ``fold``: False for a
     form folded already (``characters.text_forms``), whose decoded escapes are still folded."""
+    return any(credentials.open_pem(form) is not None for form in [text, *_other_forms(text, fold)])
+
+
+def _other_forms(text: bytes, fold: bool = True) -> list[bytes]:
+    """The forms besides itself the scan reads ``text`` in (``opens_key_block``)."""
     forms: list[bytes | None] = [text]
     if may_escape(text):
         forms += unescaped_forms(text)
     forms += [folded(form) for form in list(forms if fold else forms[1:]) if form and may_hide(form)]
     if fold:
         forms.append(wide_folded(text))
-    return any(form is not None and credentials.open_pem(form) is not None for form in forms)
+    return [form for form in forms[1:] if form]  # UNFOLDABLE is empty: read as it is
+
+
+# A tensor's elements. A BYTES tensor's elements are scanned in three sets, each in order:
+# plain text ones, the leaves of those read as JSON objects, and opaque ones
+# (``classifier``); a block carries from one text to the next of the same set only. So a
+# block opened in one kind of element (an opaque element, a JSON leaf, a text) reaches none
+# of the elements of another kind after it by those scans alone. The walk below
+# carries it across all of them in element order (a JSON object's leaves in document order),
+# as one scan of the tensor would, failing closed where the scan's forms differ: a block
+# whose END marker only a decoded or folded form shows covers its element whole, and each
+# marker any form opens is awaited.
+
+
+def awaited_after(text: bytes) -> frozenset[bytes]:
+    """The END markers that blocks ``text`` opens and does not close await, in any form the
+    scan reads it in (``opens_key_block``)."""
+    forms = [text, *_other_forms(text)]
+    return frozenset(marker for form in forms if (marker := credentials.open_pem(form)) is not None)
+
+
+def run_on(text: bytes, awaited: frozenset[bytes]) -> tuple[int, frozenset[bytes]]:
+    """For ``text`` reached with blocks open that await the END markers ``awaited``: how far
+    into it they run (through the last of those markers as written; all of it when one is
+    found in no form, or only in a decoded or folded one, whose offsets do not index it), and
+    the markers awaited after it (those found in no form, and those it opens past the blocks'
+    end, or in any of its other forms)."""
+    others = _other_forms(text)
+    end = 0
+    left: set[bytes] = set()
+    for marker in awaited:
+        at = text.find(marker)
+        if at >= 0:
+            end = max(end, at + len(marker))
+            continue
+        end = len(text)
+        if not any(marker in form for form in others):
+            left.add(marker)
+    if end < len(text) and (opened := credentials.open_pem(text[end:])) is not None:
+        left.add(opened)
+    left.update(opened for form in others if (opened := credentials.open_pem(form)) is not None)
+    return end, frozenset(left)
+
+
+def carried_across(
+    values: list[bytes],
+    first: int,
+    objects: Container[int],
+    opaque: Collection[int],
+    leaf_texts: Callable[[int], list[bytes]],
+) -> tuple[dict[int, int], dict[int, list[tuple[int, int]]]]:
+    """The blocks of a tensor's elements carried across them in element order, from the
+    element ``first`` (the first that opens one it does not close): per element another
+    block runs into, how far (a text's bytes; an opaque element's are all of it); and per
+    JSON object in ``objects`` such a block runs into, each of its scanned leaves it covers
+    (ordinal, end), from ``leaf_texts(index)``. Empty elements and leaves are left out
+    (nothing to cover). An element of ``objects`` no block runs into is read as its raw
+    text, which opens what its leaves open."""
+    covered: dict[int, int] = {}
+    leaves: dict[int, list[tuple[int, int]]] = {}
+    awaited: frozenset[bytes] = frozenset()
+    for index in range(first, len(values)):
+        value = values[index]
+        if not awaited:
+            awaited = awaited_after(value)
+        elif index in objects:
+            found = leaves[index] = []
+            for leaf, text in enumerate(leaf_texts(index)):
+                if not awaited:
+                    awaited = awaited_after(text)
+                    continue
+                end, awaited = run_on(text, awaited)
+                if end:
+                    found.append((leaf, end))
+        else:
+            end, awaited = run_on(value, awaited)
+            if end:
+                covered[index] = len(value) if index in opaque else end
+    return covered, {index: found for index, found in leaves.items() if found}
