@@ -366,6 +366,14 @@ class LimitSettings(Section):
     # holds memory however little it sends. Past it a stream is refused at once
     # (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS), before anything is opened upstream.
     max_open_streams: int = Field(1024, ge=1, le=1_000_000)
+    # Of those, the streams one authenticated caller (qualified subject id) may have open at
+    # once, so that one caller cannot take them all; past it a stream is refused once its
+    # caller is authenticated (RESOURCE_EXHAUSTED, CALLER_STREAMS_EXHAUSTED; recorded).
+    max_open_streams_per_caller: int = Field(256, ge=1, le=1_000_000)
+    # grpc.health.v1 Watch streams open at once, per process: probes are not authenticated,
+    # so they are counted apart from max_open_streams and cannot take the callers' streams.
+    # Past it a Watch is refused at once (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS).
+    max_health_watches: int = Field(64, ge=1, le=1_000_000)
     # A ModelStreamInfer stream waiting for its caller's next request, with none of its
     # requests unanswered, ends after this long (DEADLINE_EXCEEDED, STREAM_IDLE): its upstream
     # stream, and upstream.timeout_seconds, only start with its first request.

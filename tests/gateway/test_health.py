@@ -15,6 +15,8 @@ from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
 from tests.support.procs import REPO, free_port
 
+INFERENCE = "inference.GRPCInferenceService"
+
 DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
 ANSWERS = (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -29,7 +31,7 @@ async def listen() -> AsyncIterator[str]:
         policy={"dir": str(REPO / "rego")},
         classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
         masking={"hash_key": "health-test-hash-key-0123456789"},
-        limits={"max_open_streams": 1},
+        limits={"max_open_streams": 1, "max_health_watches": 1},
         auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(DEV_KEYS)}},
     )
     gateway = Gateway(settings)
@@ -73,7 +75,9 @@ async def test_probes_answer_and_a_request_larger_than_a_health_request_is_refus
             assert info is not None and info.reason == "REQUEST_TOO_LARGE"
 
 
-async def test_a_watch_is_an_open_stream(listen: str) -> None:
+async def test_a_watch_is_an_open_stream_counted_apart_from_the_callers(listen: str) -> None:
+    """Watches are not authenticated: counted with the callers' streams, an anonymous client
+    holding every place left no stream to anyone else."""
     async with grpc.aio.insecure_channel(listen) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         watching = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
@@ -88,4 +92,9 @@ async def test_a_watch_is_an_open_stream(listen: str) -> None:
         info = error_info(refused.value)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert info is not None and info.reason == "TOO_MANY_STREAMS"
+        # The callers' one place is still free: a stream gets as far as its authentication.
+        stream = channel.stream_stream(f"/{INFERENCE}/ModelStreamInfer")(timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+            await stream.read()
+        assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
         watching.cancel()

@@ -4,6 +4,7 @@ this process shedding a request while another holds the budget at a stalled upst
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import json
 import shutil
@@ -17,10 +18,12 @@ import httpx
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.approvals import deadline
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings, LimitSettings
 from labelgate.errors import Overloaded
 from labelgate.gateway import inflight, reasons
+from labelgate.gateway.grpc_metrics import _Measured, _streamed_response
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
 from tests.support.grpc_servers import serving_services
@@ -66,6 +69,84 @@ def test_a_call_held_for_approval_sets_its_bytes_aside() -> None:
         with budget.call(900):  # another caller's call fits meanwhile
             assert budget.in_use == 900
     assert budget.in_use == 0
+
+
+def test_a_call_whose_hold_ended_counts_its_bytes_again_even_past_the_limit() -> None:
+    """A granted call runs upstream after its hold: its bytes were counted by no bound then."""
+    budget = inflight.RequestBytes(1000)
+    with budget.call(800):
+        aside = inflight.set_aside()
+        assert (aside, budget.in_use) == (800, 0)
+        budget.take(900)  # another call's, admitted while this one was held
+        inflight.take_back(aside)  # past the limit: taken anyway
+        assert budget.in_use == 1700
+        with pytest.raises(Overloaded):  # and new requests are shed meanwhile
+            budget.take(1)
+        inflight.take_back(aside)  # once only: the lease holds its bytes again
+        assert budget.in_use == 1700
+        budget.give_back(900)
+    assert budget.in_use == 0
+
+
+def test_nothing_is_taken_back_for_a_call_that_ended_during_its_hold() -> None:
+    """A stream's reading task, or a REST call's task whose caller hung up, may end its hold
+    after the call itself ended: bytes taken back then stayed counted for good."""
+    budget = inflight.RequestBytes(1000)
+    call = budget.call(800)
+    call.__enter__()
+    holding = contextvars.copy_context()  # the task that holds: a copy of the call's context
+    aside = holding.run(inflight.set_aside)
+    call.__exit__(None, None, None)  # the transport ends the call meanwhile
+    holding.run(inflight.take_back, aside)
+    assert budget.in_use == 0
+
+
+async def test_a_lease_closed_from_another_context_gives_its_bytes_back() -> None:
+    """asyncio closes a stream handler left suspended at a write its caller cancelled from a
+    task of its own, in another context: the lease's bytes stayed counted for good there (the
+    context variable's reset failed first), and a few such streams refused every call."""
+    budget = inflight.RequestBytes(1000)
+
+    async def handler() -> AsyncIterator[int]:
+        with budget.call(300):
+            yield 1
+            yield 2  # pragma: no cover
+
+    suspended = handler()
+    await anext(suspended)
+    assert budget.in_use == 300
+    await asyncio.create_task(suspended.aclose(), context=contextvars.Context())
+    assert budget.in_use == 0
+
+
+async def test_a_streaming_handler_is_closed_with_the_interceptors_wrapper_in_its_task() -> None:
+    """The wrappers every stream goes through close the handler they wrap when they are closed,
+    in the same task: left to the garbage collector, it is closed later from another one."""
+    budget = inflight.RequestBytes(1000)
+    closed: list[bool] = []
+
+    async def handler(request: Any, context: Any) -> AsyncIterator[int]:
+        with budget.call(300):
+            try:
+                yield 1
+                yield 2  # pragma: no cover
+            finally:
+                closed.append(True)
+
+    class Context:
+        def time_remaining(self) -> None:
+            return None
+
+        def code(self) -> None:
+            return None
+
+    measured = _Measured("server_stream", "/test.Streams/Stream")
+    for wrap in (deadline._streaming, lambda behaviour: _streamed_response(measured, behaviour)):
+        closed.clear()
+        wrapped = wrap(handler)(b"", Context())
+        await anext(wrapped)
+        await wrapped.aclose()
+        assert closed == [True] and budget.in_use == 0
 
 
 def test_outside_a_call_nothing_is_counted() -> None:

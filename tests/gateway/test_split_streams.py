@@ -3,6 +3,7 @@ leaves in pieces (``routes.held``, ``classify/split_values.py``), and its end is
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,7 +22,7 @@ async def run(pieces: list[str], fail_with: LabelgateError | None = None) -> tup
     """(what the caller got, the records after admission, the error that ended the stream)."""
     pipeline, _, _, recorder = make_pipeline()
     call = make_call("/rev.Chat/Stream")
-    subject = await pipeline.admit_stream(call, TARGET)
+    subject = await pipeline.admit_stream(call, TARGET, contextlib.ExitStack())
     admitted = len(recorder.records)
 
     async def upstream() -> AsyncIterator[wrappers_pb2.StringValue]:

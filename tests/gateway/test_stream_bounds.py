@@ -22,7 +22,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
 from labelgate.calls import Target
 from labelgate.config import LimitSettings
-from labelgate.errors import InvalidInput, Overloaded
+from labelgate.errors import InvalidInput, Overloaded, ResourceExhausted
 from labelgate.gateway.streams import (
     IdleClock,
     OpenRequest,
@@ -225,6 +225,23 @@ def test_past_the_bound_a_stream_is_refused_and_a_closed_one_frees_its_place() -
         assert streams.count == 1
 
 
+def test_a_caller_past_its_share_is_refused_and_others_are_not() -> None:
+    streams = OpenStreams(10, per_caller=2)
+    with streams.of_caller("jwt:a#ann"), streams.of_caller("jwt:a#ann"):
+        with pytest.raises(ResourceExhausted) as refused, streams.of_caller("jwt:a#ann"):
+            pass  # pragma: no cover
+        assert (refused.value.code, refused.value.reason) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "CALLER_STREAMS_EXHAUSTED",
+        )
+        assert "limits.max_open_streams_per_caller" in refused.value.message
+        with streams.of_caller("jwt:a#bob"):
+            assert (streams.of("jwt:a#ann"), streams.of("jwt:a#bob")) == (2, 1)
+    assert (streams.of("jwt:a#ann"), streams.of("jwt:a#bob")) == (0, 0)
+    with streams.of_caller("jwt:a#ann"):  # a closed stream frees its place
+        assert streams.of("jwt:a#ann") == 1
+
+
 INFER_SERVICE = "inference.GRPCInferenceService"
 
 
@@ -334,6 +351,52 @@ async def test_streams_past_the_bound_are_refused_before_anything_opens_upstream
         await again.write(chat_request())
         assert [o.name for o in (await again.read()).infer_response.outputs] == ["text"]
         for call in [*held, listing, again]:
+            call.cancel()
+        await wait_for_open_streams(0)
+
+
+async def test_one_caller_cannot_take_every_stream(tmp_path: Path) -> None:
+    stalled = asyncio.Event()
+    route = {
+        "method_prefix": DIRECTORY,
+        "descriptor_set": str(descriptor_set(tmp_path)),
+        "split_values": "per_message",
+    }
+    limits = {"max_open_streams": 10, "max_open_streams_per_caller": 2}
+
+    def listing(channel: grpc.aio.Channel, who: str) -> Any:
+        return demo_pb2_grpc.CustomerDirectoryStub(channel).ListCustomers(
+            demo_pb2.ListCustomersRequest(customer_ids=[1]), metadata=token(who, "analysts"), timeout=60
+        )
+
+    async with (
+        upstream_serving(stalled) as upstream,
+        gateway_in_process(upstream, routes=[route], limits=limits) as listen,
+        grpc.aio.insecure_channel(listen) as channel,
+    ):
+        first = open_stream(channel)
+        await first.write(chat_request())
+        assert [o.name for o in (await first.read()).infer_response.outputs] == ["text"]
+        routed = listing(channel, "ann")
+        assert (await routed.read()).customer_id == 1
+        await stalled.wait()
+
+        refusal = await refusal_of_stream(open_stream(channel))
+        assert refusal.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refusal.reason == "CALLER_STREAMS_EXHAUSTED"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await listing(channel, "ann").read()
+        assert refusal_of(caught.value).reason == "CALLER_STREAMS_EXHAUSTED"
+        # Another caller has places of their own.
+        theirs = listing(channel, "bob")
+        assert (await theirs.read()).customer_id == 1
+
+        first.cancel()
+        await wait_for_open_streams(2)
+        again = open_stream(channel)
+        await again.write(chat_request())
+        assert [o.name for o in (await again.read()).infer_response.outputs] == ["text"]
+        for call in [routed, theirs, again]:
             call.cancel()
         await wait_for_open_streams(0)
 

@@ -13,8 +13,9 @@ the message it read last), so that a held call is counted by the bytes it pins
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -73,10 +74,14 @@ def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return behavior
 
 
-def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _streaming(behavior: Callable[..., AsyncGenerator[Any, None]]) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async for item in behavior(_remember(request, context), context):
-            yield item
+        # Closed with this one, in this task: a generator left to the garbage collector is
+        # closed later from another task, in another context, where what it holds (a call's
+        # lease of request bytes, ``gateway/inflight.py``) could not be given back.
+        async with contextlib.aclosing(behavior(_remember(request, context), context)) as items:
+            async for item in items:
+                yield item
 
     return wrapped
 

@@ -16,6 +16,7 @@ decision) stays in ``labelgate_calls_total`` and ``labelgate_call_duration_secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -98,9 +99,11 @@ def _streamed_response(measured: _Measured, behaviour: Callable[..., Any]) -> Ca
     async def wrapped(request: Any, context: Any) -> AsyncIterator[Any]:
         started = measured.start()
         try:
-            async for reply in behaviour(request, context):
-                child(MSG_SENT, *measured.labels).inc()
-                yield reply
+            # Closed with this one, in this task (``approvals.deadline._streaming``).
+            async with contextlib.aclosing(behaviour(request, context)) as replies:
+                async for reply in replies:
+                    child(MSG_SENT, *measured.labels).inc()
+                    yield reply
         except BaseException as error:
             measured.finish(started, context, error)
             drop_frames(error)  # see above

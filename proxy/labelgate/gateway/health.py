@@ -5,8 +5,9 @@ grpc_health's servicer, registered as it ships, takes any request grpc hands it:
 kept for as long as its ``Watch`` stream stayed open, counted by no bound (12 such streams:
 +555 MiB). Here a request is bytes in: larger than a health request ever needs, it is refused
 before it is parsed; otherwise it holds its bytes of the request budget while the call runs,
-and a ``Watch`` counts as an open stream (``limits.max_open_streams``). Probes are not
-authenticated and not recorded, as before.
+and a ``Watch`` counts as an open stream of its own kind (``limits.max_health_watches``):
+probes are not authenticated and not recorded, as before, so counted with the callers'
+streams, an anonymous client holding 1,024 Watch streams left no stream to anyone else.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def health_handlers(servicer: health.aio.HealthServicer, pipeline: Pipeline) -> 
     async def watch(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         async with serving(pipeline, context, len(body)):
             request = _parsed(body)
-            with pipeline.open_streams.opened():
+            with pipeline.health_watches.opened():
                 await servicer.Watch(request, context)
 
     return grpc.method_handlers_generic_handler(

@@ -355,8 +355,10 @@ class InferenceProxy:
             async with serving(self.pipeline, context):
                 # Counted from here to its end; refused at once past the bound (``streams.OpenStreams``).
                 with self.pipeline.open_streams.opened():
-                    async for reply in self.pipeline.stream_infer(call, requests, upstream_call):
-                        yield reply
+                    replies = self.pipeline.stream_infer(call, requests, upstream_call)
+                    async with contextlib.aclosing(replies):  # closed in this task, with this one
+                        async for reply in replies:
+                            yield reply
         finally:
             upstream_call.cancel()
 

@@ -11,7 +11,8 @@ until the call ends; a request that does not fit is refused at once (RESOURCE_EX
 
 A stream holds the bytes of the message it is working on: each message read replaces the
 last one's. A call held for approval hands its bytes to the approval service's own bound
-(``approvals.max_held_bytes``), so calls waiting for a person do not shed everyone else's.
+(``approvals.max_held_bytes``), so calls waiting for a person do not shed everyone else's,
+and takes them back when the hold ends.
 
 Pure bookkeeping: one event loop per process, so no lock.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from labelgate.errors import Overloaded
 from labelgate.gateway import metrics, reasons
@@ -32,11 +33,12 @@ log = get_logger(__name__)
 class Lease:
     """The bytes one call (or one stream's current message) holds of the budget."""
 
-    __slots__ = ("_budget", "size")
+    __slots__ = ("_budget", "ended", "size")
 
     def __init__(self, budget: RequestBytes) -> None:
         self._budget = budget
         self.size = 0
+        self.ended = False  # its call ended: nothing is taken back (``take_back``)
 
     def hold(self, size: int) -> None:
         """Hold ``size`` bytes instead of what this lease held (a stream's next message)."""
@@ -74,6 +76,11 @@ class RequestBytes:
         self.in_use += size
         metrics.REQUEST_BYTES_IN_FLIGHT.set(self.in_use)
 
+    def take_anyway(self, size: int) -> None:
+        """``size`` bytes taken whether or not they fit (``take_back``)."""
+        self.in_use += size
+        metrics.REQUEST_BYTES_IN_FLIGHT.set(self.in_use)
+
     def give_back(self, size: int) -> None:
         self.in_use -= size
         metrics.REQUEST_BYTES_IN_FLIGHT.set(self.in_use)
@@ -88,8 +95,14 @@ class RequestBytes:
         try:
             yield lease
         finally:
-            _CURRENT.reset(token)
             lease.release()
+            lease.ended = True  # a task of the call may outlive it (``take_back``)
+            # A stream handler's generator may be closed from another task than the one that
+            # ran it (asyncio finalizes a generator left suspended at a write its caller
+            # cancelled): there the reset fails, and the bytes, given back first, must not
+            # depend on it (they stayed counted for good: a few such streams refused every call).
+            with suppress(ValueError):
+                _CURRENT.reset(token)
 
 
 def message_read(size: int) -> None:
@@ -114,9 +127,27 @@ def held_apart(size: int) -> Lease | None:
     return lease
 
 
-def set_aside() -> None:
+def set_aside() -> int:
     """The current call is held for approval: its bytes count against the approval
-    service's bound from here on, not against this one."""
+    service's bound from here on, not against this one. The bytes set aside (``take_back``)."""
     lease = _CURRENT.get()
-    if lease is not None:
-        lease.release()
+    if lease is None:
+        return 0
+    size = lease.size
+    lease.release()
+    return size
+
+
+def take_back(size: int) -> None:
+    """The current call's hold ended: the ``size`` bytes it set aside count here again until
+    it ends (a granted call runs upstream for as long as its deadline lets it, counted by no
+    bound otherwise). Taken even past the limit: the call was admitted and granted, and what
+    held calls keep is bounded (``approvals.max_held_bytes``), so the budget is over by at
+    most that while they run, and new requests are shed meanwhile. Nothing when the call's
+    lease holds bytes again already (a stream that read its next message), or when the call
+    ended while the hold did (a task of a stream, or of a REST call whose caller hung up,
+    may end after it: taken then, the bytes stayed counted for good)."""
+    lease = _CURRENT.get()
+    if lease is not None and size and not lease.size and not lease.ended:
+        lease._budget.take_anyway(size)
+        lease.size = size

@@ -44,7 +44,8 @@ REQUEST_BYTES_IN_FLIGHT = Gauge(
 REQUESTS_SHED = Counter(
     "labelgate_requests_shed_total",
     "Requests refused at once, before anything was read, by the bound they met "
-    "(request_bytes: limits.max_request_bytes_in_flight; open_streams: limits.max_open_streams)",
+    "(request_bytes: limits.max_request_bytes_in_flight; open_streams: limits.max_open_streams; "
+    "open_streams_per_caller: limits.max_open_streams_per_caller; health_watches: limits.max_health_watches)",
     ["bound"],
 )
 EVENT_LOOP_LAG = Gauge(

@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
@@ -131,7 +131,9 @@ class Pipeline:
         self.in_flight = in_flight or CallsInFlight()
         # The transports take each request's bytes from it before parsing (gateway/inflight.py).
         self.request_bytes = inflight.RequestBytes(self.limits.max_request_bytes_in_flight)
-        self.open_streams = OpenStreams(self.limits.max_open_streams)  # counted by the transports
+        # Counted by the transports, health watches apart: probes are not authenticated.
+        self.open_streams = OpenStreams(self.limits.max_open_streams, self.limits.max_open_streams_per_caller)
+        self.health_watches = OpenStreams(self.limits.max_health_watches, bound="health_watches")
         self._cancelled_records = BackgroundTasks()  # being written (``recording``)
         self._open_calls: dict[asyncio.Task[Any], int] = {}  # tasks inside ``recording``, how deep
 
@@ -259,10 +261,12 @@ class Pipeline:
                 outcome.decision_inputs.extend(inputs[name] for name in names if name in inputs)
         return {name for name, ok in zip(names, verdicts, strict=True) if ok}
 
-    async def admit_stream(self, call: Call, target: Target) -> Subject:
-        """Open a routed stream: authenticate and decide the request phase (recorded)."""
+    async def admit_stream(self, call: Call, target: Target, counted: contextlib.ExitStack) -> Subject:
+        """Open a routed stream: authenticate, count it against its caller's share of streams
+        until ``counted`` closes (``OpenStreams.of_caller``), decide the request phase (recorded)."""
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
+            counted.enter_context(self.open_streams.of_caller(subject.id))
             await self.admit(call, subject, target, outcome)
         return subject
 
@@ -302,7 +306,7 @@ class Pipeline:
 
     def stream_infer(
         self, call: Call, requests: AsyncIterator[pb.ModelInferRequest], upstream: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
         """``ModelStreamInfer``: each request admitted, each reply released, on its own, through
         these same stages (``gateway/stream_infer.py``)."""
         from labelgate.gateway.stream_infer import stream_infer  # it drives this pipeline
@@ -442,13 +446,14 @@ class Pipeline:
         # A call held for an approver writes its record minutes from now, if ever: it does
         # not count as in flight meanwhile, or every other record would wait for it. Its
         # request's bytes count under the approval service's own bound from here on.
-        inflight.set_aside()
+        aside = inflight.set_aside()
         self.in_flight.count -= 1
         try:
             with tracing.stage("hold"):
                 decision = await self.approvals.hold(call, subject, first, held, again)
         finally:
             self.in_flight.count += 1
+            inflight.take_back(aside)  # counted here again while it goes on (or ends)
         enforced = next((before for made, before in redecided if made is decision), None)
         if enforced is not None:
             outcome.superseded_inputs += tuple(range(start, enforced))

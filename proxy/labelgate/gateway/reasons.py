@@ -43,3 +43,5 @@ TOO_MANY_FIELDS = "TOO_MANY_FIELDS"
 TOO_MANY_OUTPUTS = "TOO_MANY_OUTPUTS"
 # The process has limits.max_open_streams streams open already (RESOURCE_EXHAUSTED).
 TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+# The caller has limits.max_open_streams_per_caller streams open already (RESOURCE_EXHAUSTED).
+CALLER_STREAMS_EXHAUSTED = "CALLER_STREAMS_EXHAUSTED"

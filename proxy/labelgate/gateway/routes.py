@@ -11,6 +11,7 @@ the method with no data labels (the default policy denies).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,29 +145,31 @@ class OpaqueCall:
     ) -> AsyncIterator[bytes]:
         call, target = make_call(context, self.method), _target(self.method, opaque=True)
         async with serving(self.pipeline, context):
-            subject = await self.pipeline.admit_stream(call, target)
-            # A message refused as it is read (shed for want of request bytes) is kept by the
-            # relay: grpc's request pump swallows it and cancels the upstream call.
-            relay = Relay(_relay(requests))
-            stream = self.upstream.stream_stream(self.method, None, None)(
-                relay.messages(),
-                metadata=self.upstream.metadata(call.metadata),
-                timeout=self.upstream.timeout(context),
-            )
-            mapped = _mapped(stream, relay)
-            # The replies are not decided one by one (nothing in them is known), but the
-            # stream's end is recorded as a typed stream's is, and it ends with its token.
-            replies = self.pipeline.upstream_replies(call, subject, target, mapped)
-            try:
-                async for reply in replies:
-                    try:
-                        still_valid(subject)
-                    except LabelgateError as error:
-                        await self.pipeline.record_failure(call, subject, target, error)
-                        raise
-                    yield reply
-            finally:
-                await _ended(stream, replies, mapped)
+            # A stream whatever its messages: counted as the typed ones are (it was not).
+            with self.pipeline.open_streams.opened(), contextlib.ExitStack() as counted:
+                subject = await self.pipeline.admit_stream(call, target, counted)
+                # A message refused as it is read (shed for want of request bytes) is kept by the
+                # relay: grpc's request pump swallows it and cancels the upstream call.
+                relay = Relay(_relay(requests))
+                stream = self.upstream.stream_stream(self.method, None, None)(
+                    relay.messages(),
+                    metadata=self.upstream.metadata(call.metadata),
+                    timeout=self.upstream.timeout(context),
+                )
+                mapped = _mapped(stream, relay)
+                # The replies are not decided one by one (nothing in them is known), but the
+                # stream's end is recorded as a typed stream's is, and it ends with its token.
+                replies = self.pipeline.upstream_replies(call, subject, target, mapped)
+                try:
+                    async for reply in replies:
+                        try:
+                            still_valid(subject)
+                        except LabelgateError as error:
+                            await self.pipeline.record_failure(call, subject, target, error)
+                            raise
+                        yield reply
+                finally:
+                    await _ended(stream, replies, mapped)
 
 
 async def _ended(upstream_call: Any, *replies: AsyncIterator[Any]) -> None:
@@ -282,9 +285,9 @@ def typed_handler(
         call = make_call(context, method)
         async with serving(pipeline, context, 0 if client_streams else len(request)):
             # Counted from here to its end; refused at once past the bound (``streams.OpenStreams``).
-            with pipeline.open_streams.opened():
+            with pipeline.open_streams.opened(), contextlib.ExitStack() as counted:
                 request = await parsed(request, call)
-                subject = await pipeline.admit_stream(call, target)
+                subject = await pipeline.admit_stream(call, target, counted)
                 relay = Relay(request) if client_streams else None
                 try:
                     replies = stub(relay.messages() if relay else request, **options(call, context))

@@ -12,9 +12,10 @@ waits on its caller with nothing unanswered for ``limits.stream_idle_seconds`` e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
@@ -41,18 +42,41 @@ log = get_logger(__name__)
 
 async def stream_infer(
     pipeline: Pipeline, call: Call, requests: AsyncIterator[pb.ModelInferRequest], upstream: Any
-) -> AsyncIterator[pb.ModelStreamInferResponse]:
+) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
     """``ModelStreamInfer``: each request admitted, each reply released, on its own.
 
     ``upstream`` is the open upstream stream (``write``, ``done_writing``, async
     iteration). Replies are matched to requests by ids the gateway chose
     (``StreamLedger``), and streamed text is scanned across replies (``CarryOver``).
     """
+    with contextlib.ExitStack() as counted:
+        subject = await _caller(pipeline, call, counted)
+        async with contextlib.aclosing(_served(pipeline, call, subject, requests, upstream)) as replies:
+            async for reply in replies:
+                yield reply
+
+
+async def _caller(pipeline: Pipeline, call: Call, counted: contextlib.ExitStack) -> Subject:
+    """The stream's caller, authenticated and counted against its share of streams until
+    ``counted`` closes (``OpenStreams.of_caller``). A refused stream is recorded; an admitted
+    one by its messages."""
+    subject: Subject | None = None
     try:
         subject = pipeline.authenticate(call)
-    except LabelgateError as error:  # a refused stream is recorded; an admitted one by its messages
-        await pipeline.record_failure(call, None, Target(service=call.service), error)
+        counted.enter_context(pipeline.open_streams.of_caller(subject.id))
+    except LabelgateError as error:
+        await pipeline.record_failure(call, subject, Target(service=call.service), error)
         raise
+    return subject
+
+
+async def _served(
+    pipeline: Pipeline,
+    call: Call,
+    subject: Subject,
+    requests: AsyncIterator[pb.ModelInferRequest],
+    upstream: Any,
+) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
     ledger = StreamLedger(call.request_id[:8])
     carry = CarryOver(
         pipeline.classifier.classifier.detectors,

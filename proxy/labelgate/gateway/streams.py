@@ -28,7 +28,7 @@ from labelgate.calls import Call, Target
 from labelgate.classify.catalog import OUTPUTS_PREFIX
 from labelgate.classify.parameters import parameter_value
 from labelgate.config import LimitSettings
-from labelgate.errors import InvalidInput, LabelgateError, Overloaded
+from labelgate.errors import InvalidInput, LabelgateError, Overloaded, ResourceExhausted
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
@@ -118,14 +118,20 @@ def keep_backend_labels(
 
 
 class OpenStreams:
-    """The streams open in one gateway process (``limits.max_open_streams``). Each holds
-    memory whatever it sends (grpc's call state, the handler's tasks), and a caller may open
-    thousands on one connection; ``grpc.aio.server(maximum_concurrent_rpcs=...)`` would count
-    unary calls too. One event loop per process, so no lock."""
+    """The streams open in one gateway process (``limits.max_open_streams``), and of each
+    authenticated caller (``limits.max_open_streams_per_caller``). Each holds memory whatever
+    it sends (grpc's call state, the handler's tasks), and a caller may open thousands on one
+    connection; ``grpc.aio.server(maximum_concurrent_rpcs=...)`` would count unary calls too.
+    A stream is counted in all from its start (``opened``: before anyone is authenticated) and
+    against its caller from its authentication (``of_caller``), so one caller cannot take every
+    stream of the process. One event loop per process, so no lock."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_caller: int | None = None, bound: str = "open_streams") -> None:
         self.limit = limit
+        self.per_caller = limit if per_caller is None else per_caller
+        self.bound = bound  # the setting named in refusals and in the shed metric
         self.count = 0
+        self._callers: dict[str, int] = {}
 
     @contextmanager
     def opened(self) -> Iterator[None]:
@@ -134,11 +140,11 @@ class OpenStreams:
         upstream. Not an audit record: refused before anyone is authenticated, as a request
         shed for want of request bytes is (``inflight.py``)."""
         if self.count >= self.limit:
-            metrics.REQUESTS_SHED.labels("open_streams").inc()
-            log.warning("stream refused", open_streams=self.count, limit=self.limit)
+            metrics.REQUESTS_SHED.labels(self.bound).inc()
+            log.warning("stream refused", open_streams=self.count, limit=self.limit, bound=self.bound)
             raise Overloaded(
                 reasons.TOO_MANY_STREAMS,
-                f"the gateway has {self.limit} streams open, as many as it may (limits.max_open_streams); "
+                f"the gateway has {self.limit} streams open, as many as it may (limits.max_{self.bound}); "
                 "retry later",
             )
         self.count += 1
@@ -148,6 +154,33 @@ class OpenStreams:
         finally:
             self.count -= 1
             metrics.ACTIVE_STREAMS.dec()
+
+    @contextmanager
+    def of_caller(self, caller: str) -> Iterator[None]:
+        """One stream of ``caller`` (a qualified subject id), from its authentication to its
+        end; refused (RESOURCE_EXHAUSTED, ``CALLER_STREAMS_EXHAUSTED``) when the caller has
+        ``per_caller`` open. Refused after authentication: the caller's refusal is recorded."""
+        held = self._callers.get(caller, 0)
+        if held >= self.per_caller:
+            metrics.REQUESTS_SHED.labels(f"{self.bound}_per_caller").inc()
+            raise ResourceExhausted(
+                reasons.CALLER_STREAMS_EXHAUSTED,
+                f"you have {held} streams open, as many as one caller may "
+                f"(limits.max_{self.bound}_per_caller); end one first",
+            )
+        self._callers[caller] = held + 1
+        try:
+            yield
+        finally:
+            left = self._callers[caller] - 1
+            if left:
+                self._callers[caller] = left
+            else:
+                del self._callers[caller]
+
+    def of(self, caller: str) -> int:
+        """The streams ``caller`` has open."""
+        return self._callers.get(caller, 0)
 
 
 class StreamIdle(LabelgateError):
