@@ -312,13 +312,18 @@ async def wait_for_open_streams(count: int) -> None:
     raise AssertionError(f"{open_streams()} streams open, expected {count}")
 
 
-async def test_streams_past_the_bound_are_refused_before_anything_opens_upstream(tmp_path: Path) -> None:
-    stalled = asyncio.Event()
-    route = {
+def directory_route(tmp_path: Path) -> dict[str, str]:
+    """The demo directory routed with its descriptors: ListCustomers streams records."""
+    return {
         "method_prefix": DIRECTORY,
         "descriptor_set": str(descriptor_set(tmp_path)),
         "split_values": "per_message",
     }
+
+
+async def test_streams_past_the_bound_are_refused_before_anything_opens_upstream(tmp_path: Path) -> None:
+    stalled = asyncio.Event()
+    route = directory_route(tmp_path)
     async with (
         upstream_serving(stalled) as upstream,
         gateway_in_process(upstream, routes=[route], limits={"max_open_streams": 3}) as listen,
@@ -357,11 +362,7 @@ async def test_streams_past_the_bound_are_refused_before_anything_opens_upstream
 
 async def test_one_caller_cannot_take_every_stream(tmp_path: Path) -> None:
     stalled = asyncio.Event()
-    route = {
-        "method_prefix": DIRECTORY,
-        "descriptor_set": str(descriptor_set(tmp_path)),
-        "split_values": "per_message",
-    }
+    route = directory_route(tmp_path)
     limits = {"max_open_streams": 10, "max_open_streams_per_caller": 2}
 
     def listing(channel: grpc.aio.Channel, who: str) -> Any:
