@@ -1,8 +1,9 @@
 """Values hidden from the raw scan of a reply's text in ways a reader undoes are found and
 masked, on every text path (text elements, JSON leaves and keys, output names), with the
 extension and without: character references (``&#52;``), digits newer than the runtime's
-Unicode, UTF-16 and UTF-32 text, cursor movements. Found by review (rev-tensors), each
-reached an analyst unmasked."""
+Unicode, UTF-16 and UTF-32 text, cursor movements, bytes that are not UTF-8 read in a legacy
+encoding or as CESU-8. Found by review (rev-tensors, rev-rest-render), each reached an
+analyst unmasked."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def digits_from(text: str, zero: int) -> str:
     return text.translate({ord(digit): zero + int(digit) for digit in "0123456789"})
 
 
+def circled(digits: str) -> str:
+    """``digits`` (no zeros) in circled digits: ``①``."""
+    return "".join(chr(0x2460 + int(digit) - 1) for digit in digits)
+
+
+def cesu8(text: str) -> bytes:
+    """``text`` in CESU-8: UTF-8, but a character past U+FFFF written as its two UTF-16
+    surrogates, each as UTF-8 (Java's modified UTF-8)."""
+    units = text.encode("utf-16-le")
+    surrogates = "".join(chr(int.from_bytes(units[at : at + 2], "little")) for at in range(0, len(units), 2))
+    return surrogates.encode("utf-8", "surrogatepass")
+
+
 FORMS = {
     "decimal references": f"card {references(CARD)}".encode(),
     "hexadecimal references": f"ssn {references(SSN, hexadecimal=True)}".encode(),
@@ -49,6 +63,17 @@ FORMS = {
     "hyphen references": b"ssn 123&hyphen;45&hyphen;6789",
     "soft hyphen references": ("card " + "&shy;".join(CARD)).encode(),
     "no-break spaces, no semicolons": b"card 4111&nbsp1111&nbsp1111&nbsp1111",
+    # Found by review (rev-rest-render 2): bytes that are not UTF-8, in the encoding a client
+    # decodes them as (``folding.legacy_readings``, ``folding._utf8_read``).
+    "CESU-8, mathematical bold digits": cesu8(f"card {digits_from(CARD, 0x1D7CE)}"),
+    "GBK, full-width": f"card {digits_from(CARD, 0xFF10)} ssn {digits_from(SSN, 0xFF10)}".encode("gbk"),
+    "Shift_JIS, full-width": f"ssn {digits_from(SSN, 0xFF10)}".encode("shift_jis"),
+    "GBK, full-width, a stray byte": f"ssn {digits_from(SSN, 0xFF10)}".encode("gbk") + b"\xff",
+    "CP932, circled digits": f"card {circled(CARD)}".encode("cp932"),
+    "EUC-KR, circled digits": f"card {circled(CARD)}".encode("cp949"),
+    "Big5, full-width": f"card {digits_from(CARD, 0xFF10)}".encode("big5"),
+    "Windows-1252, en dashes": "ssn 123\u201345\u20136789".encode("cp1252"),
+    "JSON-looking, GBK inside": b'{"note": "' + f"ssn {digits_from(SSN, 0xFF10)}".encode("gbk") + b'"}',
 }
 MASKS = [{"path": f"outputs.notes{{{name}}}", "strategy": "redact"} for name in ("us_ssn", "credit_card")]
 

@@ -43,6 +43,20 @@ nothing: one between digits joins them, as a mark would to a newer reader, and b
 loses a character of no interest. (Text written without spaces, Chinese or Thai, with no
 byte order mark, is read so too: its unassigned code points are not failed closed.)
 
+Bytes that are not UTF-8: a client decodes them otherwise. UTF-16 surrogates written as
+UTF-8 (CESU-8, Java's modified UTF-8, a JSON escape ``\\ud835`` decoded on its own), which no
+UTF-8 decoder accepts, are read as a decoder with ``surrogatepass`` and then any UTF-16 or
+JSON reader reads them, pairs joined (``_utf8_read``): part of the UTF-8 reading itself.
+``legacy_readings`` decodes such bytes as each common legacy encoding (``LEGACY_ENCODINGS``:
+GB18030, CP932, EUC-JP, CP949, Big5, Windows-1252) they read as text in (few replacement and
+control characters: binary data does not, its control bytes alone rule it out before any
+decode), and folds that: ``\\xa3\\xb4`` is a full-width 4 in GBK, ``\\x82\\x53`` in
+Shift_JIS. A guess, as a decode from NULs alone is: a value only such a reading shows spans
+the text whole, unless a raw detection of its detector is placed over it (the reading folded
+a piece at a time, as for the UTF-8 reading below). Ordinary UTF-8 text pays a search of its
+folded form for a replacement character and one of it for the byte 0xED (a UTF-8 decode
+when it holds either: Hangul does).
+
 Escape sequences that move the cursor or edit what a terminal shows (``\x1b[4D`` over
 decoy digits, ``\x1b[6G``, ``\x1b[2J``, ``\x1b7``, device control strings) can show the
 text's characters in any order and hide any of them: no one reading of the text is what a
@@ -74,7 +88,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from itertools import pairwise
 from typing import TYPE_CHECKING, Final
 
@@ -279,15 +294,74 @@ def folded(text: bytes) -> bytes | None:
             return UNFOLDABLE
         return shown.translate(_TABLE).encode("ascii")
     # Escape sequences go first: dropping their ESC alone would leave "[0m" in the text.
-    result = _fold(text.decode("utf-8", "replace"))
+    result = _fold(_utf8_read(text))
     return None if result == text else result
 
 
+# UTF-16 surrogates written as UTF-8 (CESU-8, Java's modified UTF-8, JSON's ``\ud835\udfd2``
+# decoded an escape at a time): no UTF-8 decoder accepts them, so a run of them is cut out of
+# the text and read on its own.
+_SURROGATES: Final = re.compile(rb"(?:\xed[\xa0-\xbf][\x80-\xbf])+")
+_REPLACEMENT: Final = "\ufffd"
+_REPLACEMENT_BYTES: Final = _REPLACEMENT.encode()
+
+
+def _utf8_read(text: bytes) -> str:
+    """``text`` decoded as UTF-8, bytes it cannot decode replaced, but surrogates written as
+    UTF-8 (``_SURROGATES``) read as a decoder with ``surrogatepass`` reads them, pairs joined as
+    any UTF-16 or JSON reader of that decode joins them (``\\xed\\xa0\\xb5\\xed\\xbf\\x92``: ``𝟒``);
+    a lone one is a replacement character, as before. Searched only in text that does not
+    decode (a replacement character) and holds the surrogates' first byte."""
+    decoded = text.decode("utf-8", "replace")
+    if _REPLACEMENT not in decoded or b"\xed" not in text or _SURROGATES.search(text) is None:
+        return decoded
+    parts = _SURROGATES.split(text)
+    runs = _SURROGATES.findall(text)
+    pieces = [parts[0].decode("utf-8", "replace")]
+    for run, part in zip(runs, parts[1:], strict=True):
+        units = run.decode("utf-8", "surrogatepass").encode("utf-16-le", "surrogatepass")
+        pieces += [units.decode("utf-16-le", "replace"), part.decode("utf-8", "replace")]
+    return "".join(pieces)
+
+
 def wide_folded(text: bytes, width: int = 0) -> bytes | None:
+    """``text`` in the readings a client decoding it otherwise than as UTF-8 sees
+    (``decoded_readings``: as the UTF-16 or UTF-32 it reads as, as a legacy encoding), each
+    folded, joined by newlines; None when it reads as none, ``UNFOLDABLE`` when one cannot be
+    folded. With ``width``, ``text`` is rows of that many bytes (a fixed-width character
+    array), each decoded on its own, a newline between them. Offsets into it index none of
+    ``text``'s: a value found in it spans ``text`` whole."""
+    readings = decoded_readings(text, width)
+    if not readings:
+        return None
+    if any(reading is UNFOLDABLE for reading in readings):
+        return UNFOLDABLE
+    return b"\n".join(readings)
+
+
+def decoded_readings(text: bytes, width: int = 0) -> list[bytes]:
+    """The folded forms of ``text`` decoded as the UTF-16 or UTF-32 it reads as
+    (``wide_reading``) and, when it is not UTF-8, with surrogates written as UTF-8 joined
+    (``_utf8_read``) and as each legacy encoding it reads as text in (``legacy_readings``),
+    ``UNFOLDABLE`` for one that cannot be folded; ``width`` as for
+    ``wide_folded``. One search for a NUL, and for UTF-8 text one decode, for most text."""
+    readings: list[bytes] = []
+    wide = wide_reading(text, width)
+    if wide is not None:
+        readings.append(wide)
+    if not text.isascii() and not is_utf8(text):
+        if 0xED in text and _SURROGATES.search(text) is not None:
+            # The UTF-8 reading with surrogates joined (``_utf8_read``): a caller that reads
+            # bytes that are not UTF-8 only this way (``numbers``) reads it too.
+            readings.append(_fold(_utf8_read(_rowed(text, width, b"\n") if width else text)))
+        readings += [form for _, form in legacy_readings(text, width)]
+    return readings
+
+
+def wide_reading(text: bytes, width: int = 0) -> bytes | None:
     """``text`` decoded as the UTF-16 or UTF-32 it reads as (``wide_encoding``) and folded;
-    None when it reads as neither, ``UNFOLDABLE`` when it cannot be folded. With ``width``,
-    ``text`` is rows of that many bytes (a fixed-width character array), each decoded on its
-    own, a newline between them: None too when a row is not whole code units."""
+    None when it reads as neither, ``UNFOLDABLE`` when it cannot be folded. ``width`` as for
+    ``wide_folded``: None too when a row is not whole code units."""
     encoding = wide_encoding(text)
     if encoding is None:
         return None
@@ -297,29 +371,105 @@ def wide_folded(text: bytes, width: int = 0) -> bytes | None:
         if width % len(newline):
             return None
         breaks = len(text) // width - 1
-        if breaks < _FEW_ROWS:  # numpy's calls cost more than a join of a few slices
-            text = newline.join([text[start : start + width] for start in range(0, len(text), width)])
-        else:
-            rows = np.frombuffer(text, dtype=np.uint8).reshape(-1, width)
-            between = np.tile(np.frombuffer(newline, dtype=np.uint8), (len(rows), 1))
-            text = np.hstack([rows, between]).tobytes()[: -len(newline)]
+        text = _rowed(text, width, newline)
     guessed = not text.startswith(_MARKS)
     return _fold(text.decode(encoding, "replace"), guessed, breaks)
+
+
+def _rowed(text: bytes, width: int, newline: bytes) -> bytes:
+    """``text``'s rows of ``width`` bytes with ``newline`` between them."""
+    if len(text) // width <= _FEW_ROWS:  # numpy's calls cost more than a join of a few slices
+        return newline.join([text[start : start + width] for start in range(0, len(text), width)])
+    rows = np.frombuffer(text, dtype=np.uint8)[: len(text) // width * width].reshape(-1, width)
+    between = np.tile(np.frombuffer(newline, dtype=np.uint8), (len(rows), 1))
+    joined = np.hstack([rows, between]).tobytes()[: -len(newline)]
+    rest = text[len(text) // width * width :]
+    return joined + newline + rest if rest else joined
 
 
 _FEW_ROWS: Final = 16
 
 
-def _fold(decoded: str, guessed: bool = False, breaks: int = 0) -> bytes:
+def is_utf8(text: bytes) -> bool:
+    """Whether ``text`` is UTF-8: a decode, which bytes that are not stop at their first
+    byte that does not decode (binary data: within a few bytes)."""
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Bytes that are not UTF-8 are text in another encoding to a client that decodes them so:
+# ``\xa3\xb4\xa3\xb1`` is ``４１`` in GBK, ``\x82\x53\x82\x50`` in Shift_JIS, ``4111\xa01111``
+# a card with no-break spaces in Windows-1252. The legacy encodings still in common use, each
+# as the decoder a browser (WHATWG Encoding) or Windows uses for its label, a superset of the
+# older standard: GB18030 (GB2312 and GBK, and through its four-byte sequences every Unicode
+# character: digits of any script, zero-width spaces), CP932 (Shift_JIS with NEC's circled
+# digits), EUC-JIS-2004 (EUC-JP with JIS X 0213's circled digits), CP949 (EUC-KR and UHC),
+# Big5-HKSCS and CP950 (Big5: their circled digits differ), Windows-1252 (what a browser
+# decodes "latin1" and "ascii" as: dashes and a no-break space in 0x80-0xFF). Full-width
+# digits and spaces are the same bytes in the EUC encodings and GB2312; what differs between
+# them is the rest (circled and parenthesized digits, dashes), so each is read.
+LEGACY_ENCODINGS: Final = ("gb18030", "cp932", "euc_jis_2004", "cp949", "big5hkscs", "cp950", "cp1252")
+# A legacy reading is read when at most one character in this many of it, plus
+# ``_LEGACY_SLACK``, is a replacement or a control character folding drops (NULs aside:
+# padding). Text written in an
+# encoding decodes with none; bytes of an image or of compressed data have one in eight or more
+# (their control bytes alone are one in nine), and such bytes are not read: a reading costs
+# a decode and a fold. Control bytes are the same characters in every one of these encodings
+# (no multi-byte sequence holds one), so one count of them stops binary data before any decode.
+_LEGACY_STRAY: Final = 32
+_LEGACY_SLACK: Final = 4
+
+
+def legacy_readings(text: bytes, width: int = 0) -> list[tuple[str, bytes]]:
+    """(encoding, folded form) of each reading of ``text`` in ``LEGACY_ENCODINGS`` that reads
+    as text (``_LEGACY_STRAY``), that no other before it reads the same; a form may be
+    ``UNFOLDABLE``. Meant for bytes that are not UTF-8. ``width`` as for ``wide_folded``
+    (no multi-byte sequence of these encodings holds a newline byte: a row's last sequence
+    cut short is read as a replacement character, as decoding the row alone reads it)."""
+    breaks = 0
+    if width and len(text) > width:
+        breaks = -(-len(text) // width) - 1
+        text = _rowed(text, width, b"\n")
+    nuls = _nuls(text)  # padding (a fixed-width array's, a C string's), as in a wide guess
+    controls = len(text) - len(text.translate(None, CONTROLS)) - nuls
+    if controls > (len(text) - nuls) // _LEGACY_STRAY + _LEGACY_SLACK:
+        return []
+    readings: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for encoding in LEGACY_ENCODINGS:
+        decoded = text.decode(encoding, "replace")
+        strays = controls + decoded.count(_REPLACEMENT)
+        if decoded in seen or strays > (len(decoded) - nuls) // _LEGACY_STRAY + _LEGACY_SLACK:
+            continue
+        seen.add(decoded)
+        # A guess, as a wide decode without a byte order mark is: an unassigned code point
+        # fails it closed only when it reads as words (``_fold``); a cursor movement is the
+        # UTF-8 reading's to fail closed (ASCII: the same sequence there).
+        readings.append((encoding, _fold(decoded, True, breaks, moves=False)))
+    return readings
+
+
+def _legacy_folded(encoding: str, text: bytes) -> bytes:
+    """``text`` decoded as ``encoding`` and folded, as ``legacy_readings`` folds it: how a
+    raw detection's offsets are placed in that reading (``uncovered``)."""
+    return _fold(text.decode(encoding, "replace"), True, moves=False)
+
+
+def _fold(decoded: str, guessed: bool = False, breaks: int = 0, moves: bool = True) -> bytes:
     """``decoded`` folded (``folded``), or ``UNFOLDABLE``. ``guessed``: decoded as the UTF-16
     or UTF-32 its NULs suggest, with no byte order mark, ``breaks`` newlines put between its
-    rows (``_reads_as_guessed_text``)."""
+    rows (``_reads_as_guessed_text``). ``moves``: False for a reading whose escape sequences
+    are those of the UTF-8 reading (a legacy one: they are ASCII), which decides on them:
+    each is read as a space."""
     shown, moved = _shown(decoded)
 
     def reads(text: str) -> bool:
         return _reads_as_guessed_text(text, breaks) if guessed else reads_as_text(text)
 
-    if moved and reads(shown):
+    if moved and moves and reads(shown):
         return UNFOLDABLE
     budget = MAX_GROWTH * len(shown) + _SLACK
     parts: list[str] = []
@@ -429,15 +579,18 @@ def hidden_by_folding(
     wide: bool = True,
 ) -> dict[int, list[Detection]]:
     """For each text whose folded form (or its form decoded as UTF-16 or UTF-32 and folded,
-    ``wide_folded``, unless ``wide`` is False) shows a value of a detector that ``found`` (the
-    detections of the texts themselves, by index) does not cover (``uncovered``): one
+    ``wide_reading``, unless ``wide`` is False; or, for text that is not UTF-8, decoded as a
+    legacy encoding and folded, ``legacy_readings``) shows a value of a detector that ``found``
+    (the detections of the texts themselves, by index) does not cover (``uncovered``): one
     detection per such detector spanning the whole text. Where each value is, not how many:
     a plain SSN that folding joins to a digit (``111-22-3333\u200b0``) must not stand in for
     one only the folded form shows. A text that cannot be folded (``UNFOLDABLE``) fails
     closed: every detector spans it whole."""
     forms: list[bytes] = []
     owners: list[int] = []
-    decoded: list[bool] = []  # the form is a wide decode: none of its offsets maps to the text's
+    # How each form folds a piece of its text, to place the text's offsets in it; None: a
+    # wide decode, none of whose offsets maps to the text's.
+    folds: list[Callable[[bytes], bytes | None] | None] = []
     result: dict[int, list[Detection]] = {}
     for index, text in enumerate(texts):
         form = folded(text)
@@ -447,20 +600,27 @@ def hidden_by_folding(
             if detectors:
                 result[index] = unfoldable_spans(len(text), detectors)
             continue
-        forms.append(form)
-        owners.append(index)
-        decoded.append(False)
+        others: list[tuple[bytes | None, Callable[[bytes], bytes | None] | None]] = []
         # Two C-level checks before its wide form is worked out (``wide_encoding``); an int is
         # found with memchr, where ``b"\x00" in text`` takes several times longer.
         if wide and (0 in text or text.startswith(_MARK_STARTS)):
-            form = wide_folded(text)
-            if form is UNFOLDABLE:
+            others.append((wide_reading(text), None))
+        # Bytes that do not decode left a replacement character in the folded form, or were
+        # surrogates (``_utf8_read``): two searches, and a decode for text that holds either
+        # as written (a decode stops at the first byte that does not decode).
+        if (_REPLACEMENT_BYTES in form or 0xED in text) and not is_utf8(text):
+            others += [(reading, partial(_legacy_folded, name)) for name, reading in legacy_readings(text)]
+        forms.append(form)
+        owners.append(index)
+        folds.append(folded)
+        for other, fold in others:
+            if other is UNFOLDABLE:
                 if detectors:
                     result[index] = unfoldable_spans(len(text), detectors)
-            elif form is not None:
-                forms.append(form)
+            elif other is not None and other != form:
+                forms.append(other)
                 owners.append(index)
-                decoded.append(True)
+                folds.append(fold)
     if not forms:
         return result
     more_of: dict[int, dict[str, str]] = {}  # index -> detector -> label, found only folded
@@ -470,7 +630,9 @@ def hidden_by_folding(
             continue  # failed closed already
         text = texts[index]
         raw = (found or {}).get(index, ())
-        named = uncovered(hits, raw, len(text), None if decoded[position] else (text, forms[position]))
+        fold = folds[position]
+        folding = None if fold is None else (text, forms[position])
+        named = uncovered(hits, raw, len(text), folding, fold or folded)
         if named:
             more_of.setdefault(index, {}).update(named)
     for index, named in more_of.items():
@@ -485,13 +647,16 @@ def uncovered(
     raw: Sequence[Detection],
     size: int,
     folding: tuple[bytes, bytes] | None,
+    fold: Callable[[bytes], bytes | None] = folded,
 ) -> dict[str, str]:
     """The detectors (and their labels) of ``hits``, found in another form of a text of
     ``size`` bytes, with a value some byte of which no detection of the same detector in
     ``raw`` (found in the text itself) covers: a mask on ``raw`` leaves that byte as it is.
     ``folding``: (the text, its folded form ``hits`` index), so ``raw``'s offsets are mapped
-    into the folded form (``_folded_offsets``); None: that form's offsets map to none of the
-    text's (a wide decode), and only a detection spanning the whole text covers a value in it.
+    into the folded form (``_folded_offsets``, each piece folded by ``fold``: a legacy
+    reading's decode and fold for one, ``_legacy_folded``); None: that form's offsets map to
+    none of the text's (a wide decode), and only a detection spanning the whole text covers a
+    value in it.
     A value over two detections side by side (``ann@x.com\u200bbob@y.com`` folds to one
     email) is covered: each of its bytes is masked as a value of that detector."""
     spans: dict[str, list[tuple[int, int]]] = {}
@@ -510,7 +675,8 @@ def uncovered(
     pending = [hit for hit in pending if hit.detector not in named]
     if not pending:
         return named
-    offsets = None if folding is None else _folded_offsets(*folding, spans, {hit.detector for hit in pending})
+    names = {hit.detector for hit in pending}
+    offsets = None if folding is None else _folded_offsets(*folding, spans, names, fold)
     if offsets is None:  # no offset of the text maps into this form: each value is its own
         named.update((hit.detector, hit.label) for hit in pending)
         return named
@@ -525,7 +691,11 @@ def uncovered(
 
 
 def _folded_offsets(
-    text: bytes, form: bytes, spans: Mapping[str, Sequence[tuple[int, int]]], names: set[str]
+    text: bytes,
+    form: bytes,
+    spans: Mapping[str, Sequence[tuple[int, int]]],
+    names: set[str],
+    fold: Callable[[bytes], bytes | None] = folded,
 ) -> dict[int, int] | None:
     """Where each offset of ``text`` that starts or ends a span of ``spans`` (of ``names``)
     falls in ``form``, ``text`` folded: ``text`` is folded a piece at a time, cut at those
@@ -541,7 +711,7 @@ def _folded_offsets(
     for start, end in pairwise(cuts):
         offsets[start] = size
         piece = text[start:end]
-        part = folded(piece)
+        part = fold(piece)
         if part is UNFOLDABLE:
             return None
         part = piece if part is None else part
