@@ -87,3 +87,19 @@ def test_a_batch_the_disk_cuts_short_leaves_none_of_its_lines(tmp_path: Path) ->
     assert child.returncode == 1, child.stderr  # refused for the limit
     assert [record["seq"] for record in read_records(log_dir)] == [1]
     assert verify_log(log_dir).ok
+
+
+def test_a_last_line_nested_past_the_parsers_depth_is_a_corrupt_log_not_a_crash(tmp_path: Path) -> None:
+    """The writer and the forwarder ended in an internal error (RecursionError) on such a
+    log where ``audit verify`` reported it tampered: the same clear refusal as any bad line."""
+    store = LogStore(tmp_path / "log")
+    store.open()
+    first, _ = lines(1, GENESIS, 2)
+    store.append(first, 1)
+    store.close()
+    [(_, segment)] = list_segments(tmp_path / "log")
+    with segment.open("ab") as handle:
+        handle.write(b"[" * 100_000 + b"\n")
+    assert store_module.parse_record(b"[" * 100_000) is None
+    with pytest.raises(store_module.AuditLogCorrupt):
+        LogStore(tmp_path / "log").open()

@@ -342,3 +342,14 @@ async def test_lines_that_are_not_objects_read_as_damaged(tmp_path: Path) -> Non
     assert [e["kind"] for e in await store.entries("s~x")] == ["call", "damaged", "damaged"]
     (tmp_path / "other-0.jsonl").write_text('["not", "a", "header"]\n')
     assert [info.session_id for info in await store.sessions()] == ["s~x"]
+
+
+async def test_a_last_line_nested_past_the_parsers_depth_leaves_the_session_listed(tmp_path: Path) -> None:
+    """A session whose last line was nested 100,000 deep vanished from the list (and from
+    lookups by prefix): its time is the file's then, as for a torn line."""
+    store = FileSessionStore(tmp_path)
+    store.append_blocking("s~x", [padded_call(1, 10)], 4096)
+    with (tmp_path / file_name("s~x")).open("ab") as handle:
+        handle.write(b"[" * 100_000 + b"\n")
+    assert [info.session_id for info in await store.sessions()] == ["s~x"]
+    assert [e["kind"] for e in await store.entries("s~x")] == ["call", "damaged"]

@@ -53,6 +53,8 @@ def decode(body: bytes | bytearray) -> dict[str, Any]:
             message = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FrameError(f"frame is not JSON: {error}") from None
+    except RecursionError:
+        raise FrameError("frame is not JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise FrameError("frame is not a JSON object")
     return message

@@ -103,7 +103,7 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     """A structurally valid record whose hash matches its own contents, else None."""
     try:
         record = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # nested past the parser's depth
         return None
     if not isinstance(record, dict) or set(record) != RECORD_KEYS:
         return None
@@ -221,7 +221,8 @@ class LogStore:
         try:
             checkpoint = json.loads(line)
             return Checkpoint(int(checkpoint["seq"]), str(checkpoint["head"]))
-        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a seq of 1e400
+        # OverflowError: a seq of 1e400; RecursionError: nested past the parser's depth.
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             raise AuditLogCorrupt(f"the last checkpoint in {path} does not parse") from None
 
     def _check_against_checkpoint(self, segments: list[tuple[int, Path]]) -> None:

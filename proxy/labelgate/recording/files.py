@@ -264,7 +264,7 @@ def _last_time(path: Path) -> str:
     try:
         last = json.loads(_tail_line(path))
         return str(last.get("time") or last["started"])
-    except (ValueError, KeyError, AttributeError):
+    except (ValueError, KeyError, AttributeError, RecursionError):
         return format_time(datetime.fromtimestamp(path.stat().st_mtime, UTC))
 
 

@@ -290,7 +290,7 @@ def _last_written_seq(path: Path) -> int:
         with open(path, "r+b") as handle:
             handle.truncate(len(complete))
     for line in reversed(complete.splitlines()):
-        with contextlib.suppress(ValueError, KeyError, TypeError):
+        with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
             return int(json.loads(line)["seq"])
     return 0
 
