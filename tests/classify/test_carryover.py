@@ -105,6 +105,7 @@ HELD_WHOLE = {
     "zero-width spaces": ["ssn 123-" + "\u200b" * 300, "45-6789 ok"],
     "JSON escapes": ["x" * 300 + " \\u0031\\u003", "2\\u0033-45-6789 " + "y" * 300],
     "character references": ["x" * 300 + " ssn &#49;&#50;&#5", "1;-45-6789 " + "y" * 300],
+    "markup a renderer drops": ["x" * 300 + " ssn 123<!-- " + "z" * 300, " -->-45-6789 " + "y" * 300],
     "a JSON object": ['{"id": 1, "diagnosis": "' + "x" * 300, '", "more": 2}'],
 }
 

@@ -74,6 +74,25 @@ FORMS = {
     "Big5, full-width": f"card {digits_from(CARD, 0xFF10)}".encode("big5"),
     "Windows-1252, en dashes": "ssn 123\u201345\u20136789".encode("cp1252"),
     "JSON-looking, GBK inside": b'{"note": "' + f"ssn {digits_from(SSN, 0xFF10)}".encode("gbk") + b'"}',
+    # Found by review (rev-rest-render 1): markup a browser or a Markdown renderer (a chat UI)
+    # drops between a value's characters (``markup.rendered``, read with the folded form).
+    "empty HTML element": b"ssn 123<b></b>-45-6789",
+    "HTML comment": b"ssn 123<!-- x -->-45-6789",
+    "empty spans": b"card 4111<span></span>1111<span></span>1111<span></span>1111",
+    "empty comments": b"card 4111<!---->1111<!---->1111<!---->1111",
+    "Markdown backslash escapes": b"ssn 123\\-45\\-6789",
+    "Markdown emphasis": b"ssn 12**3**-45-6789",
+    "Markdown code span": b"ssn 12`3`-45-6789",
+    "Markdown strikethrough, underscores": b"card 4111-~~1111~~-_1111_-1111",
+    "Markdown link": b"ssn 12[3](https://example.com)-45-6789",
+    "abruptly closed comments": b"card 4111<!-->1111<!--->1111<?x>1111",
+    "a quoted > in an attribute": b'ssn 123<b title=">">-45-6789',
+    "a hidden element between": b"ssn 123<span hidden>0</span>-45-6789",
+    "script between": b"card 4111<script>var x = 1;</script>111111111111",
+    "tag, full-width digits": f"ssn {digits_from('123', 0xFF10)}<i></i>-45-6789".encode(),
+    "tag and a reference": b"ssn 123<b></b>&#45;45-6789",
+    "tag in JSON escapes": b"ssn 123\\u003cb>\\u003c/b>-45-6789",
+    "tag after a control character": b"ssn 123\x00<b></b>-45-6789",
 }
 MASKS = [{"path": f"outputs.notes{{{name}}}", "strategy": "redact"} for name in ("us_ssn", "credit_card")]
 

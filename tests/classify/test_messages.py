@@ -196,6 +196,8 @@ def test_bytes_fields_are_scanned_like_strings() -> None:
         b"ssn \\u0031\\u0032\\u0033-45-6789",  # JSON escapes, as a JSON reader shows them
         b"ssn &#49;&#50;&#51;-45-6789",  # character references, as a page or Markdown shows them
         b"ssn &#x31;&#x32;&#x33;-45-6789",
+        b"ssn 123<b></b>-45-6789",  # markup, as a page shows it (``markup.rendered``)
+        b"ssn 12**3**-45-6789",  # Markdown, as a chat UI shows it
     ],
 )
 def test_escapes_and_character_references_in_strings_are_read_decoded(hidden: bytes) -> None:

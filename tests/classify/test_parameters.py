@@ -70,3 +70,18 @@ def test_parameters_hiding_a_card_in_character_references_or_newer_digits_are_fo
     assert labels["outputs.text.parameters.note{credit_card}"] == {"confidential"}
     [hit] = result.spans["parameters.note"]
     assert (hit.start, hit.end) == (0, len(references)), "found only decoded: the whole value"
+
+
+def test_parameters_hiding_a_value_in_markup_are_found() -> None:
+    # Found by review (rev-rest-render 1): a page or a Markdown renderer shows the values.
+    tags = "card 4111<!---->1111<!---->1111<!---->1111"
+    reply = pb.ModelInferResponse(model_name="m")
+    reply.parameters["note"].string_param = tags
+    output = reply.outputs.add(name="text", datatype="BYTES", shape=[1])
+    output.parameters["note"].string_param = "ssn 123\\-45\\-6789"
+    result = classify_parameters(released_parameters(reply, RELEASED), RELEASED, DetectorSet.default())
+    labels = {field.path: set(field.labels) for field in result.fields}
+    assert labels["parameters.note{credit_card}"] == {"confidential"}
+    assert labels["outputs.text.parameters.note{us_ssn}"] == {"confidential"}
+    [hit] = result.spans["parameters.note"]
+    assert (hit.start, hit.end) == (0, len(tags)), "found only rendered: the whole value"

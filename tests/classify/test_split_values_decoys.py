@@ -23,6 +23,7 @@ DECOYED = {
     "folded": ["ssn １２３-４５-", "６７８９ and ３２１-５４-９８７６", "１ bye"],
     "escaped": ["ssn \\u0031\\u0032\\u0033-4", "5-6789 and \\u0033\\u0032\\u0031-54-9876", "1 bye"],
     "referenced": ["ssn &#49;&#50;&#51;-4", "5-6789 and &#51;&#50;&#49;-54-9876", "1 bye"],
+    "rendered": ["ssn 123<b>", "</b>-45-6789 and 321-54-9876", "1 bye"],
 }
 SPLIT = {
     "ssn": "us_ssn",
@@ -30,6 +31,7 @@ SPLIT = {
     "folded": "us_ssn",
     "escaped": "us_ssn",
     "referenced": "us_ssn",
+    "rendered": "us_ssn",
 }
 
 

@@ -9,13 +9,14 @@ can make, and never the middle of a match already visible) waits for the next re
 final reply of a request, or the end of the stream, releases everything held.
 
 Only text whose matches a scan of its raw bytes sees can be cut that way: ASCII without
-backslashes or control characters (but tab, newline, return), with no custom detector whose
-match may be longer than the window. Anything else is held whole until the request's final
-reply (or until it is a whole JSON object): text that is not ASCII or holds such control
-characters (the classifier also reads it folded, ``folding.py``: a full-width SSN is
-invisible to a raw scan, and zero-width characters, NULs or ANSI escapes stretch a value
-past any window),
-text with JSON escapes (read decoded), and an element that opened like JSON (an object, an
+backslashes, control characters (but tab, newline, return) or markup a renderer drops next
+to a digit, with no custom detector whose match may be longer than the window. Anything
+else is held whole until the request's final reply (or until it is a whole JSON object):
+text that is not ASCII or holds such control characters (the classifier also reads it
+folded, ``folding.py``: a full-width SSN is invisible to a raw scan, and zero-width
+characters, NULs or ANSI escapes stretch a value past any window), text with such markup
+(read rendered too, ``markup``: a comment between two digits is as long as the upstream
+likes), text with JSON escapes (read decoded), and an element that opened like JSON (an object, an
 array, a string, after any space or invisible character: ``jsonpaths.opens_json``): its keys
 label its leaves, and JSON that is not a bare object may be opaque (``json_elements``), which
 needs all of it. (Prose that opens with a quotation mark is held whole too: later, not less.)

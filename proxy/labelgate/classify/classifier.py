@@ -46,6 +46,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   references (``&#52;``, which any HTML or Markdown renderer shows as ``4``); a value found
   only that way spans the whole element (or leaf), since its offsets do not index the raw
   bytes.
+- Markup a browser or a Markdown renderer drops between a value's characters hides it too
+  (``123<b></b>-45-6789``, ``12**3**-45-6789``): text holding such markup next to a digit is
+  also read rendered (``markup``, ``folding.rendered_reading``), and a value found only that
+  way spans the whole element.
 - A private key written one line per element is one PEM block from the element that opens
   it (text, JSON leaf or opaque element, its marker in any form the scan reads) to its END
   marker in a later one, or to the last: ``secret`` covers the elements of every kind it
@@ -101,6 +105,7 @@ from labelgate.classify.json_elements import (
 from labelgate.classify.jsonpaths import KeyNames, may_escape, may_reference, unescaped_forms
 from labelgate.classify.key_blocks import SECRET
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
+from labelgate.classify.markup import may_render
 from labelgate.classify.messages import classify_message
 from labelgate.errors import UpstreamError
 from labelgate.oip.tensor import Tensor
@@ -353,12 +358,17 @@ def _classify_text_tensor(
             references = may_reference(raw)
             if references:
                 spans, names = _with_hidden(spans, names, hidden_by_escapes(tensor.byte_elements(), scanning))
-            if not raw.isascii():
+            # Markup a renderer drops next to a value's character (``123<b></b>-45``) is
+            # read rendered with the folded form (``folding.folded``): the native scan reads
+            # text as written. (A length prefix may look like such markup: then each element
+            # is asked again, ``hidden_by_folding``.)
+            folds = not raw.isascii() or may_render(raw)
+            if folds:
                 hidden = hidden_by_folding(tensor.byte_elements(), scanning, spans)
                 spans, names = _with_hidden(spans, names, hidden)
             # A block opened by a BEGIN marker only a decoded or folded form shows runs into
             # the later elements too (the native scan carries those it reads as written).
-            hidden_key = SECRET in names and (references or not raw.isascii())
+            hidden_key = SECRET in names and (references or folds)
             if hidden_key and carry_key_blocks(tensor.byte_elements(), spans, {}, (), {}, keys, scanning)[0]:
                 spans = dict(sorted(spans.items()))
             for detector in sorted(names):

@@ -80,6 +80,13 @@ grows past ``MAX_GROWTH`` times its length is not folded further: ``folded`` ans
 ``UNFOLDABLE``, and ``hidden_by_folding`` fails it closed, every detector spanning it whole.
 So folding costs at most about ``MAX_GROWTH`` times the text, on any text.
 
+Markup a browser or a Markdown renderer drops between a value's characters
+(``123<b></b>-45-6789``, ``12**3**-45-6789``) hides it too: text holding such markup next to
+a digit (``markup.may_render``, which ``may_hide`` asks) is also read rendered
+(``rendered_reading``: folded, then ``markup.rendered``), a reading beside the folded one,
+never in its place; its pieces are rendered whatever they hold (``rendered_folded``), so a
+raw detection is placed in it as in the folded form.
+
 Best effort: an upstream can always encode data in a way no detector reads (base64), and the
 catalog's labels are what holds then. This closes the cheap evasions.
 """
@@ -96,6 +103,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from labelgate.classify.detectors import Detection, DetectorSet
+from labelgate.classify.markup import MARKUP_BYTES, may_render, rendered
 
 if TYPE_CHECKING:
     import unicodedata as unicode_data  # typeshed's stubs: the same functions
@@ -139,6 +147,10 @@ _ASCII_CONTROLS: Final = frozenset(CONTROLS.decode("ascii"))
 # C0 controls and DEL mapped past ASCII, every other byte kept: ``isascii`` of text so mapped
 # answers both questions of ``may_hide`` in one pass each (a mapping is cheaper than deleting).
 _CONTROLS_PAST_ASCII: Final = bytes(0x80 if code in CONTROLS else code for code in range(256))
+# The same with markup bytes too (``markup``): text without any of either folds to itself.
+_HIDING_PAST_ASCII: Final = bytes(
+    0x80 if code in CONTROLS or code in MARKUP_BYTES else code for code in range(256)
+)
 # What a terminal shows none of: ANSI escape sequences (CSI: colours, cursor moves; OSC up to
 # its BEL or ST: window titles, hyperlinks; character-set designations; the two-byte ones:
 # keypad modes, resets), and a character a backspace then steps back over (overstrike:
@@ -164,10 +176,15 @@ def noncharacter(code: int) -> bool:
 
 
 def may_hide(text: bytes) -> bool:
-    """Whether ``text``'s folded form may differ from it: it is not ASCII, or holds a control
-    character folding drops. At most two C-level passes over ``text``: cheap enough to ask
-    of every buffer."""
-    return not text.isascii() or not text.translate(_CONTROLS_PAST_ASCII).isascii()
+    """Whether ``text``'s folded form may differ from it: it is not ASCII, holds a control
+    character folding drops, or markup a renderer drops next to a character a value is made
+    of (``markup.may_render``). At most two C-level passes over ASCII text without a control
+    character or a markup byte (most text): cheap enough to ask of every buffer."""
+    if not text.isascii():
+        return True
+    if text.translate(_HIDING_PAST_ASCII).isascii():
+        return False
+    return not text.translate(_CONTROLS_PAST_ASCII).isascii() or may_render(text)
 
 
 # Folded text may be this many times as long as the text (plus _SLACK), no more. Ordinary text
@@ -277,10 +294,35 @@ def _reads_as_guessed_text(text: str, breaks: int = 0) -> bool:
     return len(_STRAY_IN_GUESS.findall(text)) * _STRAY <= size <= spaces * _GUESS_SPACES
 
 
+def rendered_reading(text: bytes, form: bytes | None = None) -> bytes | None:
+    """``text`` folded (``form``: ``folded(text)``, when known and not ``UNFOLDABLE``), then
+    rendered (``markup.rendered``) when it holds markup a renderer drops next to a character
+    a value is made of (``markup.may_render``): what a browser or a Markdown renderer shows
+    of it. None when it may not render, or renders as it reads folded. Another reading
+    beside the folded one, never in its place: dropping ``_`` joins ``card_4111...`` into
+    one word, where the folded form shows the card."""
+    base = text if form is None else form
+    if not may_render(base):
+        return None
+    shown = rendered(base)
+    return None if shown == base else shown
+
+
+def rendered_folded(text: bytes) -> bytes | None:
+    """``text`` folded and rendered whatever it holds (``UNFOLDABLE`` when it cannot be
+    folded): how a piece of a text read by ``rendered_reading`` reads, since a piece alone
+    (``<td>``, ``**``) has no value beside it and would be read as written otherwise."""
+    form = folded(text)
+    if form is UNFOLDABLE:
+        return form
+    return rendered(text if form is None else form)
+
+
 def folded(text: bytes) -> bytes | None:
     """``text`` as the detectors should read it (see the module docstring), None when that
     is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it cannot be folded. ASCII
-    text changes only by its control characters (``may_hide``)."""
+    text changes only by its control characters (``may_hide``; its markup is read by
+    ``rendered_reading``)."""
     if text.isascii():
         if text.translate(_CONTROLS_PAST_ASCII).isascii():
             return None
@@ -580,7 +622,8 @@ def hidden_by_folding(
 ) -> dict[int, list[Detection]]:
     """For each text whose folded form (or its form decoded as UTF-16 or UTF-32 and folded,
     ``wide_reading``, unless ``wide`` is False; or, for text that is not UTF-8, decoded as a
-    legacy encoding and folded, ``legacy_readings``) shows a value of a detector that ``found``
+    legacy encoding and folded, ``legacy_readings``; or its rendered reading, markup a
+    renderer drops dropped, ``rendered_reading``) shows a value of a detector that ``found``
     (the detections of the texts themselves, by index) does not cover (``uncovered``): one
     detection per such detector spanning the whole text. Where each value is, not how many:
     a plain SSN that folding joins to a digit (``111-22-3333\u200b0``) must not stand in for
@@ -592,14 +635,25 @@ def hidden_by_folding(
     # wide decode, none of whose offsets maps to the text's.
     folds: list[Callable[[bytes], bytes | None] | None] = []
     result: dict[int, list[Detection]] = {}
+    # Markup in any text as written: one look at them all (a newline between two texts
+    # neither joins markup to a value nor parts it from one), not one per text.
+    markup = len(texts) < 2 or may_render(b"\n".join(texts))
     for index, text in enumerate(texts):
         form = folded(text)
-        if form is None:
-            continue  # ASCII without control characters: no NUL, no byte order mark either
         if form is UNFOLDABLE:
             if detectors:
                 result[index] = unfoldable_spans(len(text), detectors)
             continue
+        # Markup a renderer drops next to a value's character (``123<b></b>-45-6789``): the
+        # rendered reading too, its pieces rendered whatever they hold (``rendered_folded``).
+        # Folded text is asked on its own: a control character may part markup from a digit.
+        shown = rendered_reading(text, form) if markup or form is not None else None
+        if shown is not None:
+            forms.append(shown)
+            owners.append(index)
+            folds.append(rendered_folded)
+        if form is None:
+            continue  # ASCII without control characters: no NUL, no byte order mark either
         others: list[tuple[bytes | None, Callable[[bytes], bytes | None] | None]] = []
         # Two C-level checks before its wide form is worked out (``wide_encoding``); an int is
         # found with memchr, where ``b"\x00" in text`` takes several times longer.

@@ -49,7 +49,7 @@ from labelgate.classify.fields import (
     detector_source,
     fail_closed_source,
 )
-from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, unfoldable_spans
+from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, rendered_reading, unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
 from labelgate.errors import LabelgateError
 from labelgate.reasons import NATIVE_KERNEL_FAILED
@@ -127,14 +127,20 @@ def _add_forms(
 ) -> None:
     """``text``'s ``decoded`` forms, and each folded, to scan (``hidden_by_escapes``)."""
     # Decoded text may be in other scripts' digits (``\\uff11`` is a full-width 1): folded
-    # too (folding.py); what cannot be folded hides anything.
-    for form in map(folded, list(decoded)):
+    # too (folding.py); what cannot be folded hides anything. And markup (``\\u003cb>``):
+    # rendered too (``folding.rendered_reading``).
+    for each in list(decoded):
+        form = folded(each)
         if form is UNFOLDABLE:
             spans = unfoldable_spans(len(text), detectors)
             if spans:
                 result[index] = {hit.detector: hit for hit in spans}
-        elif form is not None:
+            continue
+        if form is not None:
             decoded.append(form)
+        shown = rendered_reading(each, form)
+        if shown is not None:
+            decoded.append(shown)
     forms += decoded
     owners += [index] * len(decoded)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from labelgate.classify import characters, credentials
 from labelgate.classify.detectors import Detection
-from labelgate.classify.folding import folded, may_hide, wide_folded
+from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, rendered_reading, wide_folded
 from labelgate.classify.integer_text import CharacterRead, unread_marker
 from labelgate.classify.jsonpaths import may_escape, unescaped_forms
 
@@ -81,7 +81,10 @@ def _other_forms(text: bytes, fold: bool = True) -> list[bytes]:
     forms: list[bytes | None] = [text]
     if may_escape(text):
         forms += unescaped_forms(text)
-    forms += [folded(form) for form in list(forms if fold else forms[1:]) if form and may_hide(form)]
+    for form in [form for form in (forms if fold else forms[1:]) if form and may_hide(form)]:
+        each = folded(form)
+        forms.append(each)
+        forms.append(rendered_reading(form, None if each is UNFOLDABLE else each))  # markup
     if fold:
         forms.append(wide_folded(text))
     return [form for form in forms[1:] if form]  # UNFOLDABLE is empty: read as it is

@@ -14,7 +14,8 @@ move text between messages. A route whose server streams are token streams
   text: the carry-over's cut (``cut``: a window of bytes, never the middle of a match or of a
   number or email run) lies past it in every path; the end of the stream releases the rest.
   Text ``cut`` cannot cut (``None``: text that may hide a value from a raw scan: not ASCII,
-  escapes, control characters) is held until the stream ends.
+  escapes, control characters, markup a renderer drops next to a digit) is held until the
+  stream ends.
 - when messages are released, each path's text across them is scanned as the classifier
   reads text (raw, escapes and references decoded, folded: ``straddled``), and so is each
   message's piece on its own, in the same reading. A value across the pieces some byte of
@@ -58,7 +59,14 @@ from google.protobuf.message import Message
 from labelgate.classify import reasons
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, wide_folded
+from labelgate.classify.folding import (
+    UNFOLDABLE,
+    folded,
+    may_hide,
+    rendered_folded,
+    rendered_reading,
+    wide_folded,
+)
 from labelgate.classify.jsonpaths import (
     _ESCAPE,
     MAX_UNESCAPE_LEVELS,
@@ -269,9 +277,12 @@ class SplitValues:
 # ``straddled``'s answer for joined text one of whose readings cannot be folded.
 UNREADABLE: Final = "\x00unreadable"
 # A reading of text (``_Readings``): how many levels of JSON escapes are decoded, whether
-# character references are then decoded, and whether it is folded; or the wide decode.
-_Kind = tuple[int, bool, bool]
-_WIDE: Final[_Kind] = (-1, False, True)
+# character references are then decoded, and whether it is folded (``_FOLDED``), or folded
+# and rendered (``_RENDERED``: ``folding.rendered_reading``); or the wide decode.
+_Kind = tuple[int, bool, int]
+_FOLDED: Final = 1
+_RENDERED: Final = 2
+_WIDE: Final[_Kind] = (-1, False, _FOLDED)
 
 
 def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
@@ -287,7 +298,7 @@ def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
     joined) are covered byte by byte. A reading that does not split where the pieces do (an
     escape, a terminal sequence or a combining mark across two pieces) places nothing: a
     value in it is refused."""
-    joined = _Readings(b"".join(pieces))
+    joined = _Readings(b"".join(pieces), joined=True)
     parts = [_Readings(piece) for piece in pieces]
     read: set[bytes] = set()  # readings of the joined text scanned: another like one is the same
     for kind in joined.kinds():
@@ -345,15 +356,17 @@ class _Readings:
     of the joined text and of each piece is the same kind: a piece with no escape decodes to
     itself. Worked out when asked for: most joined text needs its raw reading only."""
 
-    def __init__(self, text: bytes) -> None:
+    def __init__(self, text: bytes, joined: bool = False) -> None:
         self.levels = [text]
+        self.joined = joined  # the joined text, not a piece of it
 
     def kinds(self) -> Iterator[_Kind]:
         """The readings of this (joined) text that may differ from the others."""
         text = self.levels[0]
-        yield (0, False, False)
+        yield (0, False, 0)
         if may_hide(text):
-            yield (0, False, True)
+            yield (0, False, _FOLDED)
+            yield (0, False, _RENDERED)
         if 0 in text or text.startswith((b"\xff\xfe", b"\xfe\xff")):
             yield _WIDE
         if not may_escape(text):
@@ -363,11 +376,13 @@ class _Readings:
             if level and current == self._level(level - 1):
                 break
             if level:
-                yield (level, False, False)
-                yield (level, False, True)
+                yield (level, False, 0)
+                yield (level, False, _FOLDED)
+                yield (level, False, _RENDERED)
             if may_reference(current):
-                yield (level, True, False)
-                yield (level, True, True)
+                yield (level, True, 0)
+                yield (level, True, _FOLDED)
+                yield (level, True, _RENDERED)
 
     def form(self, kind: _Kind) -> bytes | None:
         """This text in the reading ``kind``: None when it does not read so (no wide decode),
@@ -381,6 +396,13 @@ class _Readings:
         if not folds:
             return text
         form = folded(text)
+        if folds == _RENDERED:
+            # The joined text's rendered reading, None when it has none (``straddled`` skips
+            # it); a piece's is rendered whatever it holds, as that of a text is
+            # (``hidden_by_folding``).
+            if self.joined:
+                return None if form is UNFOLDABLE else rendered_reading(text, form)
+            return rendered_folded(text)
         return text if form is None else form
 
     def _level(self, level: int) -> bytes:
