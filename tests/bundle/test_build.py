@@ -27,7 +27,7 @@ from labelgate.bundle.build import (
 from labelgate.bundle.signing import Signer
 from labelgate.bundle.source import read_snapshot
 from labelgate.errors import InvalidInput
-from tests.bundle.helpers import REGO, TABLES, KeyPair, example_input
+from tests.bundle.helpers import REGO, TABLES, KeyPair, example_input, set_plain_ttl
 from tests.support.procs import opa_binary
 
 MODULE = b"package labelgate.decision\n\nresult := {}\n"
@@ -119,7 +119,9 @@ def test_revision_follows_served_content_only(policy_source: Path) -> None:
     probe.write_text(probe.read_text() + "\n# a test-only edit\n")
     assert build_bundle(read_snapshot(policy_source).files).revision == before
     tables = policy_source / TABLES
-    tables.write_text(tables.read_text() + "\n")
+    tables.write_text(tables.read_text() + "\n")  # the same data, laid out differently
+    assert build_bundle(read_snapshot(policy_source).files).revision == before
+    set_plain_ttl(policy_source, 7)
     assert build_bundle(read_snapshot(policy_source).files).revision != before
 
 
@@ -193,3 +195,23 @@ def test_bad_sources_are_refused_with_a_reason(files: list[tuple[str, bytes]], r
     with pytest.raises(InvalidInput) as error:
         build_bundle(files)
     assert error.value.reason == reason
+
+
+DUPLICATE_LABELS = (
+    b'{"entries": [{"model": "m", "path": "outputs.ssn", "labels": ["restricted"], "labels": ["public"]}]}'
+)
+
+
+def test_a_data_file_with_a_key_twice_is_not_built() -> None:
+    """json.loads keeps the last "labels": the bundle would not say what its reviewer read (s14)."""
+    with pytest.raises(InvalidInput) as error:
+        build_bundle([("p.rego", MODULE), ("labelgate/catalog/data.json", DUPLICATE_LABELS)])
+    assert error.value.reason == "BUNDLE_DATA_INVALID"
+    assert "labelgate/catalog/data.json: key 'labels' appears twice" in error.value.message
+
+
+def test_served_data_is_canonical_and_the_revision_ignores_its_layout() -> None:
+    compact = build_bundle([("p.rego", MODULE), ("a/data.json", b'{"b":1.50,"a":[1e3]}')])
+    spread = build_bundle([("p.rego", MODULE), ("a/data.json", b'{\n  "a": [1e3],\n  "b": 1.50\n}\n')])
+    assert dict(spread.files)["a/data.json"] == b'{"a":[1e3],"b":1.50}'  # numbers as written
+    assert spread.revision == compact.revision and spread.tarball == compact.tarball

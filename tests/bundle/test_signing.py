@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
 
+from labelgate.bundle import signing
 from labelgate.bundle.build import SIGNATURES, build_bundle, read_tarball, write_tarball
 from labelgate.bundle.signing import Signer, canonical_json, file_hash, verify_signatures
+from labelgate.bundle.source import read_snapshot
 from labelgate.errors import ConfigError, InvalidInput
 from tests.bundle.helpers import TABLES, KeyPair, make_key_pair
 from tests.support.procs import opa_binary
@@ -167,3 +170,150 @@ def test_signer_refuses_unusable_keys(rsa_keys: KeyPair, ec_keys: KeyPair, tmp_p
     with pytest.raises(ConfigError) as error:
         Signer.from_file(tmp_path / "missing.pem")
     assert error.value.reason == "SIGNING_KEY_UNREADABLE"
+
+
+# ---------------------------------------------------------------------------------------------
+# Verifying is bounded before it costs anything (review s14: a replayed signature with one data
+# file swapped for 32 MiB of [0,0,...] was canonicalized, 28 s holding the GIL and 3.9 GB, before
+# its hash was compared). The work is asserted, not timed.
+
+
+# The bounds (read this way so that the tests also run, and fail, against a build without them).
+MAX_VALUES: int = getattr(signing, "MAX_CANONICAL_VALUES", 100_000)
+MAX_BYTES: int = getattr(signing, "MAX_CANONICAL_BYTES", 4 * 1024 * 1024)
+
+
+def _signed_members(private_pem: bytes, files: list[tuple[str, bytes]] | None = None) -> dict[str, bytes]:
+    source = files or [("tricky/p.rego", MODULE), ("tricky/deep/data.json", TRICKY_DATA)]
+    return dict(build_bundle(source, Signer.from_pem(private_pem)).files)
+
+
+def forbid_canonicalizing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, fail the test if verification canonicalizes anything."""
+
+    def refuse(content: bytes) -> bytes:
+        raise AssertionError(f"canonicalized {len(content)} bytes")
+
+    monkeypatch.setattr(signing, "canonical_json", refuse)
+
+
+def forbid_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, fail the test if verification parses .signatures.json or the JWT."""
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(signing, "json", types.SimpleNamespace(loads=refuse, dumps=json.dumps))
+    monkeypatch.setattr(signing.jwt, "decode", refuse)
+
+
+def test_built_data_files_are_canonical_and_verify_by_their_raw_hash(
+    rsa_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = _signed_members(rsa_keys.private_pem)
+    assert members["tricky/deep/data.json"] == canonical_json(TRICKY_DATA)  # not the source bytes
+    forbid_canonicalizing(monkeypatch)
+    verify_signatures(members, rsa_keys.public_pem)  # raw hashes match: nothing canonicalized
+
+
+def test_a_signed_document_in_another_layout_is_still_canonicalized_and_verifies(rsa_keys: KeyPair) -> None:
+    """What ``opa build`` or another signer writes need not be canonical: the hash still holds."""
+    members = _signed_members(rsa_keys.private_pem)
+    members["tricky/deep/data.json"] = TRICKY_DATA  # the source's own layout, as another signer keeps it
+    verify_signatures(members, rsa_keys.public_pem)
+    members["tricky/deep/data.json"] = members["tricky/deep/data.json"].replace(b'"e": 2', b'"e": 3')
+    with pytest.raises(InvalidInput) as changed:
+        verify_signatures(members, rsa_keys.public_pem)
+    assert changed.value.reason == "BUNDLE_SIGNATURE_INVALID"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"x":[' + b"0," * MAX_VALUES + b"0]}", id="too-many-values"),
+        pytest.param(b'{"x":"' + b"a" * MAX_BYTES + b'"}', id="too-many-bytes"),
+    ],
+)
+def test_a_swapped_data_file_past_the_canonical_bounds_is_refused_unread(
+    rsa_keys: KeyPair, monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    members = _signed_members(rsa_keys.private_pem)
+    members["tricky/deep/data.json"] = body  # the signature replayed as it is
+    forbid_canonicalizing(monkeypatch)
+    with pytest.raises(InvalidInput) as refused:
+        verify_signatures(members, rsa_keys.public_pem)
+    assert refused.value.reason == "BUNDLE_DATA_TOO_LARGE"
+    assert "tricky/deep/data.json" in refused.value.message and "not read" in refused.value.message
+
+
+def test_the_canonical_bounds_hold_for_the_bundle_not_each_file(
+    rsa_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [("a/p.rego", b"package a\n"), ("a/data.json", b"{}"), ("b/data.json", b"{}")]
+    members = _signed_members(rsa_keys.private_pem, files)
+    half = b"[" + b"0," * (MAX_VALUES // 2) + b"0]"
+    members["a/data.json"] = members["b/data.json"] = half
+    canonicalized: list[int] = []
+    monkeypatch.setattr(
+        signing, "canonical_json", lambda content: canonicalized.append(len(content)) or b"{}"
+    )
+    with pytest.raises(InvalidInput) as refused:
+        verify_signatures(members, rsa_keys.public_pem)
+    assert refused.value.reason == "BUNDLE_DATA_TOO_LARGE"
+    assert "b/data.json" in refused.value.message  # a/ took the first half of the budget
+    assert canonicalized == [len(half)]  # a/ only; b/ refused unread
+
+
+def test_a_deeply_nested_swapped_file_is_refused_with_a_reason(rsa_keys: KeyPair) -> None:
+    members = _signed_members(rsa_keys.private_pem)
+    members["tricky/deep/data.json"] = b"[" * 50_000 + b"]" * 50_000
+    with pytest.raises(InvalidInput) as refused:
+        verify_signatures(members, rsa_keys.public_pem)
+    assert refused.value.reason == "BUNDLE_DATA_INVALID"
+    assert "nested too deeply" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pytest.param(b'{"signatures":[' + b"0.5," * 20_000 + b"0.5]}", id="over-the-size-limit"),
+        pytest.param(b'{"signatures":[' + b"0," * 20 + b"0]}", id="too-many-values"),
+    ],
+)
+def test_a_forged_signatures_file_is_refused_before_it_is_parsed(
+    rsa_keys: KeyPair, monkeypatch: pytest.MonkeyPatch, forged: bytes
+) -> None:
+    members = _signed_members(rsa_keys.private_pem)
+    members[SIGNATURES] = forged
+    forbid_parsing(monkeypatch)
+    with pytest.raises(InvalidInput) as refused:
+        verify_signatures(members, rsa_keys.public_pem)
+    assert refused.value.reason == "BUNDLE_SIGNATURE_INVALID"
+    assert "not read" in refused.value.message
+
+
+def test_a_long_jwt_header_is_refused_before_pyjwt_reads_it(
+    rsa_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = _signed_members(rsa_keys.private_pem)
+    token = json.loads(members[SIGNATURES])["signatures"][0]
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": "k" * 4000}).encode()).rstrip(b"=")
+    members[SIGNATURES] = json.dumps({"signatures": [header.decode() + token[token.index(".") :]]}).encode()
+    monkeypatch.setattr(signing.jwt, "decode", lambda *a, **k: pytest.fail("PyJWT was called"))
+    with pytest.raises(InvalidInput) as refused:
+        verify_signatures(members, rsa_keys.public_pem)
+    assert refused.value.reason == "BUNDLE_SIGNATURE_INVALID" and "JWT header" in refused.value.message
+
+
+def test_the_signatures_limit_leaves_room_for_long_names_and_the_project(
+    rsa_keys: KeyPair, policy_source: Path
+) -> None:
+    """The limit is per signed file, with its name: a long non-ASCII name still verifies."""
+    long_name = "tricky/" + "é" * 300 + "/data.json"
+    members = _signed_members(rsa_keys.private_pem, [("tricky/p.rego", MODULE), (long_name, b'{"a": 1}')])
+    assert len(members[SIGNATURES]) < signing.signatures_limit(n for n in members if n != SIGNATURES)
+    verify_signatures(members, rsa_keys.public_pem)
+    project = dict(
+        build_bundle(read_snapshot(policy_source).files, Signer.from_pem(rsa_keys.private_pem)).files
+    )
+    assert len(project[SIGNATURES]) * 4 < signing.signatures_limit(n for n in project if n != SIGNATURES)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from labelgate.bundle.build import build_bundle, read_tarball, write_tarball
 from labelgate.bundle.signing import Signer
@@ -44,6 +45,7 @@ from tests.bundle.helpers import (
     set_plain_ttl,
     write_atomically,
 )
+from tests.policy.test_bundle_rollback import serving
 from tests.support.procs import opa_binary, running
 
 EXAMPLES = ("no-group-response", "analyst-response", "steward-request-held", "analyst-opaque-method-denied")
@@ -342,17 +344,31 @@ async def test_the_engine_follows_the_bundle_server(
         assert stage.revision == engine.revision
 
 
-async def test_a_bundle_without_a_valid_catalog_is_refused_whole(
-    source: Path, tmp_path: Path, follow: Any
-) -> None:
+def sample(name: str, labels: dict[str, str] | None = None) -> float | None:
+    return REGISTRY.get_sample_value(name, labels or {})
+
+
+async def test_a_bundle_without_a_valid_catalog_is_refused_whole_and_shown(source: Path, follow: Any) -> None:
+    """The gateway refuses it (the bundle server no longer publishes one, ``tests/bundle/
+    test_publisher.py``; this one is served as it is), and says so in its metrics (review s14:
+    only a counter moved, nothing named the revision in force or why the new one was refused)."""
     stage = ClassifierStage.from_settings(ClassificationSettings(), from_bundle=True)
-    with bundle_server(tmp_path, source) as server:
-        engine = await follow(server.url, hooks=(stage.bundle_hook,))
+    good = build_bundle(read_snapshot(source).files)
+    # Valid JSON, which `opa check` passes, but not a valid catalog.
+    write_atomically(source / CATALOG, json.dumps({"default_label": "public", "entries": []}))
+    bad = build_bundle(read_snapshot(source).files)
+    async with serving() as served:
+        served.serve(good)
+        engine = await follow(served.url, hooks=(stage.bundle_hook,), retry_min=0.05, retry_max=0.1)
         revision, catalog = engine.revision, stage.classifier.catalog
-        # Valid JSON (the server publishes it) but not a valid catalog.
-        write_atomically(source / CATALOG, json.dumps({"default_label": "public", "entries": []}))
+        assert revision == good.revision
+        assert sample("labelgate_policy_revision_info", {"revision": good.revision}) == 1
+        assert sample("labelgate_policy_bundle_refusing") == 0
         assert engine.bundle is not None
         status = engine.bundle.status
+        before = time.time()
+
+        served.serve(bad)
 
         async def refused() -> bool:
             return status.refused > 0
@@ -361,6 +377,19 @@ async def test_a_bundle_without_a_valid_catalog_is_refused_whole(
         assert status.last_error == "CATALOG_INVALID"
         assert engine.revision == revision and stage.classifier.catalog is catalog
         assert stage.revision == revision
+        assert sample("labelgate_policy_bundle_refusing") == 1
+        assert sample("labelgate_policy_bundle_last_refusal_info", {"reason": "CATALOG_INVALID"}) == 1
+        assert (sample("labelgate_policy_bundle_last_refusal_timestamp_seconds") or 0) >= before
+        assert sample("labelgate_policy_revision_info", {"revision": good.revision}) == 1  # still in force
+        assert sample("labelgate_policy_revision_info", {"revision": bad.revision}) is None
+
+        served.serve(good)  # reverted: the server answers with the revision in force (304)
+
+        async def recovered() -> bool:
+            return sample("labelgate_policy_bundle_refusing") == 0
+
+        await eventually(recovered, "a 304 for the revision in force to end the refusal")
+        assert sample("labelgate_policy_bundle_last_refusal_info", {"reason": "CATALOG_INVALID"}) == 1  # kept
 
 
 async def test_signed_bundles_are_followed_and_bad_ones_refused(

@@ -156,3 +156,50 @@ def test_data_that_is_not_json_is_invalid(tmp_path: Path, constant: str) -> None
         refused.value.reason == "POLICY_DATA_INVALID"
         and f"{constant} is not a JSON number" in refused.value.message
     )
+
+
+DUPLICATE_LABELS = (
+    b'{"default_label": "internal", "entries": [{"model": "customer-profile", "path": "outputs.ssn",'
+    b' "labels": ["restricted"], "labels": ["public"]}]}'
+)
+
+
+def test_a_data_file_with_a_key_twice_is_refused(tmp_path: Path) -> None:
+    """json.loads would keep the last "labels" (public): refused, as the catalog file is (s14)."""
+    with pytest.raises(ConfigError) as error:
+        PolicySource.from_files(
+            [("p.rego", b"package p\n"), ("labelgate/catalog/data.json", DUPLICATE_LABELS)], origin="test"
+        )
+    assert error.value.reason == "POLICY_DATA_INVALID"
+    assert "labelgate/catalog/data.json: key 'labels' appears twice in one object" in error.value.message
+
+
+def test_a_signed_bundle_with_a_key_twice_is_refused() -> None:
+    """Signed by hand (the builder refuses it too): the gateway's own check, not the builder's."""
+    from labelgate.bundle.build import MANIFEST, SIGNATURES, write_tarball
+    from labelgate.bundle.signing import Signer
+    from labelgate.policy.source import BundleKey
+    from tests.bundle.helpers import make_key_pair
+
+    rsa_keys = make_key_pair("RS256")
+
+    members = [
+        (MANIFEST, b'{"revision":"r1","roots":["labelgate","p"]}'),
+        ("labelgate/catalog/data.json", DUPLICATE_LABELS),
+        ("p/p.rego", b"package p\n"),
+    ]
+    signatures = Signer.from_pem(rsa_keys.private_pem).signatures_file(members)
+    tarball = write_tarball([members[0], (SIGNATURES, signatures), *members[1:]])
+    with pytest.raises(ConfigError) as error:
+        PolicySource.from_bundle(tarball, verify=BundleKey(rsa_keys.public_pem))
+    assert error.value.reason == "POLICY_DATA_INVALID" and "appears twice" in error.value.message
+
+
+def test_a_folder_revision_ignores_the_data_layout(tmp_path: Path) -> None:
+    """The same scheme as the bundle builder, which serves data.json in canonical form."""
+    files = [("p.rego", b"package p\n"), ("a/data.json", b'{"b": 1.50, "a": 1}')]
+    spread = [("p.rego", b"package p\n"), ("a/data.json", b'{\n  "a": 1,\n  "b": 1.50\n}\n')]
+    assert (
+        PolicySource.from_files(files, origin="x").revision
+        == PolicySource.from_files(spread, origin="x").revision
+    )

@@ -2,10 +2,15 @@
 
 The input is a list of ``(relative posix path, bytes)`` pairs (see ``source.read_snapshot``).
 The bundle holds the ``.rego`` modules that are not tests and every ``data.json`` at its
-directory path, plus a ``.manifest`` with:
+directory path, written in the canonical form OPA hashes (``signing.canonical_json``: keys
+sorted, no whitespace, numbers as written), so that a gateway checks a signed one by its raw
+hash without canonicalizing anything (``signing.verify_signatures``). A data file with a key
+twice in one object is refused (``BUNDLE_DATA_INVALID``): JSON readers keep the last, so it
+would not mean what its reviewer read. The bundle also holds a ``.manifest`` with:
 
-- ``revision``: a SHA-256 over the served files (names, lengths, bytes), so the same content
-  always gives the same revision, whatever the file times or the machine;
+- ``revision``: a SHA-256 over the served files (names, lengths, bytes, data in canonical
+  form), so the same content always gives the same revision, whatever the file times, the
+  machine or the data's layout;
 - ``roots``: the first segment of every package and every data path, so the bundle claims
   exactly the namespaces it fills (OPA refuses a module outside the roots);
 - ``rego_version: 1``;
@@ -38,6 +43,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from labelgate.bundle import reasons
+from labelgate.bundle.signing import canonical_json
 from labelgate.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -86,12 +92,18 @@ def is_served_file(name: str) -> bool:
 
 
 def served_files(files: Iterable[SourceFile]) -> list[SourceFile]:
-    return sorted((name, content) for name, content in files if is_served_file(name))
+    """What the bundle holds of ``files``, data in canonical form (module docstring)."""
+    return sorted(
+        (name, canonical_json(content) if PurePosixPath(name).name == DATA_FILE else content)
+        for name, content in files
+        if is_served_file(name)
+    )
 
 
 def content_revision(files: Iterable[SourceFile]) -> str:
-    """SHA-256 over the sorted files; the same scheme as ``labelgate.policy.source``, so a folder
-    and the bundle built from it report the same revision."""
+    """SHA-256 over the sorted files as served; the same scheme as ``labelgate.policy.source``
+    (which hashes data.json in canonical form too), so a folder and the bundle built from it
+    report the same revision."""
     digest = hashlib.sha256()
     for name, content in sorted(files):
         digest.update(name.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
@@ -128,8 +140,10 @@ def build_bundle(
     unsigned one only when given (unsigned, nothing proves the order anyway).
     """
     every = list(files)
+    _check_files(every)
     served = served_files(every)
-    _check_files(served, every)
+    if not any(name.endswith(".rego") for name, _ in served):
+        raise InvalidInput(reasons.BUNDLE_EMPTY, "the source holds no .rego module (tests do not count)")
     if sequence is None and signer is not None:
         sequence = next_sequence()
     if sequence is not None and not _is_sequence(sequence):
@@ -372,9 +386,7 @@ def read_tarball(
     return files
 
 
-def _check_files(served: list[SourceFile], every: list[SourceFile]) -> None:
-    if not any(name.endswith(".rego") for name, _ in served):
-        raise InvalidInput(reasons.BUNDLE_EMPTY, "the source holds no .rego module (tests do not count)")
+def _check_files(every: list[SourceFile]) -> None:
     for name, content in every:
         if PurePosixPath(name).name in UNSUPPORTED_DATA_FILES:
             raise InvalidInput(
@@ -389,11 +401,30 @@ def _check_files(served: list[SourceFile], every: list[SourceFile]) -> None:
                 raise InvalidInput(reasons.BUNDLE_FILE_INVALID, f"{name} is not UTF-8: {error}") from error
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice: readers keep the last, so it would not mean what its
+    reviewer read (the catalog file refuses the same, ``classify/catalog.py``)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json.loads`` object hook refusing a key twice in one object (``DuplicateKeyError``)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKeyError(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
 def _parse_json(name: str, content: bytes, *, require_object: bool) -> object:
     try:
-        value: object = json.loads(content)
+        value: object = json.loads(content, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as error:
+        raise InvalidInput(reasons.BUNDLE_DATA_INVALID, f"{name}: {error}") from None
     except ValueError as error:
         raise InvalidInput(reasons.BUNDLE_DATA_INVALID, f"{name} is not valid JSON: {error}") from error
+    except RecursionError:
+        raise InvalidInput(reasons.BUNDLE_DATA_INVALID, f"{name} is nested too deeply") from None
     if require_object and not isinstance(value, dict):
         raise InvalidInput(
             reasons.BUNDLE_DATA_INVALID, f"{name}: data at the bundle root must be a JSON object"

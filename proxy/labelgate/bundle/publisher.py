@@ -1,7 +1,8 @@
 """Publishing: watch the source, validate every edit with OPA, and serve only what passed.
 
 The publisher owns the one revision the server hands out. An edit becomes a new revision
-only after ``opa check --strict`` and ``opa test`` pass on a snapshot of it; a rejected edit
+only after its catalog loads as the gateways load it (``source.check_catalog``) and ``opa
+check --strict`` and ``opa test`` pass on a snapshot of it; a rejected edit
 leaves the previous revision in place and is reported (log line, ``status()``, metrics)
 until a later edit passes. Long-polling requests wait on ``wait_for_change``.
 
@@ -37,6 +38,7 @@ from labelgate.bundle.source import (
     OpaValidator,
     PolicyRejected,
     SourceSnapshot,
+    check_catalog,
     fingerprint,
     read_snapshot,
 )
@@ -320,6 +322,7 @@ class Publisher:
 
     def _build_and_validate(self, snapshot: SourceSnapshot) -> Bundle:
         bundle = build_bundle(snapshot.files, self.signer)
+        check_catalog(bundle)  # what gateways refuse is not published (source.py docstring)
         self.validator.validate(snapshot, bundle)
         return bundle
 

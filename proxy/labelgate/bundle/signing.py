@@ -12,6 +12,26 @@ Go's encoder does with HTML escaping off, which matches Python's ``json.dumps`` 
 
 ``tests/bundle/test_signing.py`` checks these hashes against the ones ``opa build
 --signing-key`` writes, and that a real OPA accepts our signatures and rejects tampering.
+
+Verifying (``verify_signatures``) runs on a tarball anyone answering the bundle URL may have
+made, so each step is bounded before it costs anything (review s14: a replayed signature with
+one data file swapped for 32 MiB of ``[0,0,...]`` held the GIL for 28 s and took 3.9 GB,
+because that file was canonicalized before its hash was compared):
+
+1. ``.signatures.json`` is judged by its size (``signatures_limit``: what a signature over
+   the bundle's files can take) and its shape (a handful of JSON tokens) before it is parsed,
+   and the JWT header by its length before PyJWT parses it; the JWT's signature is checked
+   before any other member is looked at.
+2. Each member's raw SHA-256 is compared with the signed hash first. ``labelgate bundle``
+   writes structured documents in the canonical form (``bundle/build.py``), so its bundles
+   never need more; by collision resistance a raw match means the bytes *are* the signed
+   canonical text, whose canonical form (idempotent) is itself: nothing is accepted that
+   the canonical comparison would refuse.
+3. Only a structured member whose raw hash differs (a bundle from ``opa build``, say, whose
+   encoder escapes ``<>&``) is canonicalized, within ``MAX_CANONICAL_BYTES`` and
+   ``MAX_CANONICAL_VALUES`` per bundle, counted beforehand by a scan that builds no object
+   (``BUNDLE_DATA_TOO_LARGE`` past either). Within them the canonicalization costs tens of
+   milliseconds at most.
 """
 
 from __future__ import annotations
@@ -37,27 +57,81 @@ ALGORITHMS = ("RS256", "ES256")
 _STRUCTURED = frozenset({"data.json", "data.yaml", ".manifest", SIGNATURES})
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
+# What a ``.signatures.json`` may take (``signatures_limit``). A signed entry is
+# ``{"name":"…","hash":"<64 hex>","algorithm":"SHA-256"}``: 108 bytes besides its name, whose
+# JSON escaping at most sextuples it (``\u003c`` for ``<`` in Go's encoder, ``\u00e9`` for a
+# 2-byte character in Python's), and base64url adds a third: at most 144 + 8 bytes per name
+# byte. 1 KiB per entry leaves room for fields a signer adds; the 8 KiB base holds the JWT
+# header, the payload's own fields (keyid, scope, iat, iss), a signature (an 8192-bit RSA
+# key's is 1366 characters) and the ``{"signatures":[…]}`` around it. The project's bundle
+# signs 10 files in 2.2 KiB; its limit is about 20 KiB.
+SIGNATURES_BASE_BYTES = 8 * 1024
+SIGNATURES_ENTRY_BYTES = 1024
+SIGNATURES_NAME_FACTOR = 8
+# ``{"signatures":["<JWT>"]}`` has 3 of the bytes ``,:[{`` (a JWT has none); OPA may add a
+# ``"plugin"`` key. More than this many is not a signatures file and is not parsed.
+MAX_SIGNATURES_STRUCTURE = 16
+# A JWT header is ``{"alg":…,"kid":…,"typ":…}`` in base64url: a key id would have to be
+# kilobytes long to need more. PyJWT parses the header before it checks the signature.
+MAX_JWT_HEADER_BYTES = 4096
+# At most this much structured data of a bundle is canonicalized to check its hash (only the
+# members whose raw hash differs: never a bundle ``labelgate bundle`` built). Within these a
+# canonicalization takes at most ~100 ms of CPU in the worker thread, of which json.loads, the
+# one part that holds the GIL throughout, a few tens of milliseconds
+# (``tests/bundle/test_signing.py`` checks the count, not the time).
+MAX_CANONICAL_BYTES = 4 * 1024 * 1024
+MAX_CANONICAL_VALUES = 100_000
+_STRUCTURE_BYTES = (b",", b":", b"[", b"{")
+
 
 class _Number(str):
     """A JSON number kept as its literal text, as OPA's ``UseNumber`` decoding keeps it."""
 
 
 def canonical_json(content: bytes) -> bytes:
-    """The bytes OPA hashes for a structured document."""
+    """The bytes OPA hashes for a structured document.
+
+    Unbounded: a caller handed untrusted bytes bounds them first (``verify_signatures``).
+    """
     try:
         value = json.loads(content, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
+        out: list[str] = []
+        _encode(value, out)
     except ValueError as error:
         raise InvalidInput(reasons.BUNDLE_DATA_INVALID, f"not valid JSON: {error}") from error
-    out: list[str] = []
-    _encode(value, out)
+    except RecursionError:
+        raise InvalidInput(reasons.BUNDLE_DATA_INVALID, "JSON nested too deeply") from None
     return "".join(out).encode("utf-8")
+
+
+def is_structured(name: str) -> bool:
+    """A member OPA hashes in canonical form (``data.json``, ``.manifest``, ...)."""
+    return PurePosixPath(name).name in _STRUCTURED
 
 
 def file_hash(name: str, content: bytes) -> str:
     """Hex SHA-256 of one bundle member, canonical for structured documents."""
-    if PurePosixPath(name).name in _STRUCTURED:
+    if is_structured(name):
         content = canonical_json(content)
     return hashlib.sha256(content).hexdigest()
+
+
+def structure_count(content: bytes) -> int:
+    """An upper bound of the values and keys in a JSON document, read without parsing it.
+
+    Every value or key but the first follows one of ``,`` ``:`` ``[`` ``{`` (those inside
+    strings count too, so this errs high): four ``bytes.count`` passes, milliseconds for the
+    64 MiB a bundle may hold.
+    """
+    return sum(content.count(byte) for byte in _STRUCTURE_BYTES) + 1
+
+
+def signatures_limit(names: Iterable[str]) -> int:
+    """The most bytes a ``.signatures.json`` signing the members ``names`` needs (see
+    SIGNATURES_BASE_BYTES)."""
+    return SIGNATURES_BASE_BYTES + sum(
+        SIGNATURES_ENTRY_BYTES + SIGNATURES_NAME_FACTOR * len(name.encode()) for name in names
+    )
 
 
 def signed_files(members: Iterable[tuple[str, bytes]]) -> list[dict[str, str]]:
@@ -123,32 +197,112 @@ def verify_signatures(files: dict[str, bytes], public_key_pem: bytes, algorithm:
     """Check a bundle's members against its signature, with OPA's rules; raise if anything differs.
 
     For readers of bundle tarballs (the embedded engine, tests); OPA does its own checking.
+    Every step is bounded before it runs (module docstring): BUNDLE_SIGNATURE_INVALID for a
+    signature that does not hold or a member whose hash differs, BUNDLE_DATA_TOO_LARGE for
+    structured data too large to canonicalize.
     """
     if SIGNATURES not in files:
         raise InvalidInput(reasons.BUNDLE_UNSIGNED, "the bundle has no .signatures.json")
-    try:
-        tokens = json.loads(files[SIGNATURES])["signatures"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise InvalidInput(
-            reasons.BUNDLE_SIGNATURE_INVALID, f".signatures.json is malformed: {error}"
-        ) from error
-    if not isinstance(tokens, list) or len(tokens) != 1:
-        raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, "expected exactly one signature")
-    try:
-        payload = jwt.decode(tokens[0], public_key_pem, algorithms=[algorithm])
-    except jwt.PyJWTError as error:
-        raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, f"signature does not verify: {error}") from error
-    listed = {entry["name"]: entry for entry in payload.get("files", [])}
     present = {name for name in files if name != SIGNATURES}
+    payload = _verified_payload(files[SIGNATURES], present, public_key_pem, algorithm)
+    listed = _listed_files(payload)
     if set(listed) != present:
         raise InvalidInput(
             reasons.BUNDLE_SIGNATURE_INVALID,
             f"signed files {sorted(listed)} differ from bundle files {sorted(present)}",
         )
+    budget = _CanonicalBudget()
     for name in sorted(present):
         entry = listed[name]
-        if entry.get("algorithm") != HASH_ALGORITHM or entry.get("hash") != file_hash(name, files[name]):
+        signed = entry.get("hash")
+        if entry.get("algorithm") != HASH_ALGORITHM or not _hash_matches(name, files[name], signed, budget):
             raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, f"{name}: digest mismatch")
+
+
+def _verified_payload(raw: bytes, names: set[str], public_key_pem: bytes, algorithm: str) -> dict[str, Any]:
+    """The payload of the one JWT in ``.signatures.json`` once its signature verifies."""
+    limit = signatures_limit(names)
+    if len(raw) > limit:
+        raise InvalidInput(
+            reasons.BUNDLE_SIGNATURE_INVALID,
+            f".signatures.json is {len(raw)} bytes; a signature over {len(names)} files takes at most "
+            f"{limit}: not read",
+        )
+    if structure_count(raw) > MAX_SIGNATURES_STRUCTURE:
+        raise InvalidInput(
+            reasons.BUNDLE_SIGNATURE_INVALID,
+            '.signatures.json is not {"signatures": ["<JWT>"]}: too many JSON values, not read',
+        )
+    try:
+        tokens = json.loads(raw)["signatures"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidInput(
+            reasons.BUNDLE_SIGNATURE_INVALID, f".signatures.json is malformed: {error}"
+        ) from error
+    if not isinstance(tokens, list) or len(tokens) != 1 or not isinstance(tokens[0], str):
+        raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, "expected exactly one signature")
+    if len(tokens[0].partition(".")[0]) > MAX_JWT_HEADER_BYTES:
+        raise InvalidInput(
+            reasons.BUNDLE_SIGNATURE_INVALID,
+            f"the signature's JWT header is over {MAX_JWT_HEADER_BYTES} bytes: not read",
+        )
+    try:
+        payload: dict[str, Any] = jwt.decode(tokens[0], public_key_pem, algorithms=[algorithm])
+    except jwt.PyJWTError as error:
+        raise InvalidInput(reasons.BUNDLE_SIGNATURE_INVALID, f"signature does not verify: {error}") from error
+    return payload
+
+
+def _listed_files(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    entries = payload.get("files", [])
+    if not isinstance(entries, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) for entry in entries
+    ):
+        raise InvalidInput(
+            reasons.BUNDLE_SIGNATURE_INVALID,
+            "the signature's files are not a list of {name, hash, algorithm}",
+        )
+    return {entry["name"]: entry for entry in entries}
+
+
+class _CanonicalBudget:
+    """What is left of MAX_CANONICAL_BYTES and MAX_CANONICAL_VALUES for one bundle."""
+
+    def __init__(self) -> None:
+        self.bytes = MAX_CANONICAL_BYTES
+        self.values = MAX_CANONICAL_VALUES
+
+    def spend(self, name: str, content: bytes) -> None:
+        """Refuse (BUNDLE_DATA_TOO_LARGE) before canonicalizing what the rest does not cover."""
+        if len(content) > self.bytes:
+            raise InvalidInput(
+                reasons.BUNDLE_DATA_TOO_LARGE,
+                f"{name}: {len(content)} bytes not in canonical JSON form: checking its signed hash "
+                f"would canonicalize more than the {MAX_CANONICAL_BYTES} bytes a bundle may need that "
+                f"for (`labelgate bundle` writes canonical JSON, which needs none): not read",
+            )
+        values = structure_count(content)
+        if values > self.values:
+            raise InvalidInput(
+                reasons.BUNDLE_DATA_TOO_LARGE,
+                f"{name}: up to {values} JSON values not in canonical form: checking its signed hash "
+                f"would canonicalize more than the {MAX_CANONICAL_VALUES} values a bundle may need "
+                f"that for (`labelgate bundle` writes canonical JSON, which needs none): not read",
+            )
+        self.bytes -= len(content)
+        self.values -= values
+
+
+def _hash_matches(name: str, content: bytes, signed: object, budget: _CanonicalBudget) -> bool:
+    """Whether ``content`` hashes to ``signed``: raw bytes first, canonical form if still needed."""
+    if not isinstance(signed, str):
+        return False
+    if hashlib.sha256(content).hexdigest() == signed:
+        return True
+    if not is_structured(name):
+        return False
+    budget.spend(name, content)
+    return hashlib.sha256(canonical_json(content)).hexdigest() == signed
 
 
 def _reject_constant(name: str) -> Any:

@@ -7,7 +7,9 @@ its signature checked in a worker thread (``PolicySource.from_bundle``), then ha
 ``apply`` (``EmbeddedEngine.load``: compiled in a worker thread, swapped in atomically).
 
 Whatever goes wrong (server down, 4xx/5xx, a bad tarball, a bad signature, a policy that
-does not compile, a catalog that does not validate) is logged and counted, and the revision
+does not compile, a catalog that does not validate) is logged and counted, a refused bundle
+also shown by the gauges below (``labelgate_policy_bundle_refusing``, the last refusal's time
+and reason, ``labelgate_policy_revision_info`` for the revision in force), and the revision
 in force stays: the engine never goes back to having no policy. As OPA does, we keep asking
 with the ETag of the revision in force, backing off from ``retry_min`` to ``retry_max``
 seconds, so a refused bundle is fetched again until it is fixed (even when the fix, say the
@@ -63,6 +65,30 @@ BUNDLE_UPDATES = Counter(
 BUNDLE_LAST_LOADED = Gauge(
     "labelgate_policy_bundle_last_loaded_timestamp_seconds", "When the last new bundle revision was loaded."
 )
+# What a refused revision looks like from outside (review s14: a catalog every gateway refused
+# showed only as a counter, the bundle server healthy): the revision in force, whether the
+# newest bundle served is refused, when and why. One series each (the reason is one of the
+# stable reasons, so its values are bounded), so a fleet-wide query shows stuck gateways:
+# ``labelgate_policy_bundle_refusing == 1``, or revisions that differ across instances.
+# The two ``_info`` gauges hold one series at 1 (none before the first revision, or refusal).
+REVISION_INFO = Gauge(
+    "labelgate_policy_revision_info", "1, labelled with the bundle revision in force.", ["revision"]
+)
+BUNDLE_REFUSING = Gauge(
+    "labelgate_policy_bundle_refusing",
+    "1 while the newest bundle the server answers with is refused and an older revision keeps "
+    "deciding; 0 once a bundle is applied or the server answers with the revision in force.",
+)
+BUNDLE_LAST_REFUSAL = Gauge(
+    "labelgate_policy_bundle_last_refusal_timestamp_seconds", "When a fetched bundle was last refused."
+)
+LAST_REFUSAL_INFO = Gauge(
+    "labelgate_policy_bundle_last_refusal_info",
+    "1, labelled with the stable reason the last refused bundle was refused for (kept after recovery).",
+    ["reason"],
+)
+# Revisions are 64 hex digits from ``labelgate bundle``; an unsigned manifest may say anything.
+_MAX_LABEL_CHARS = 64
 
 # Time the server may take beyond the long-poll wait before we call the request lost.
 _REQUEST_MARGIN_SECONDS = 10.0
@@ -233,6 +259,8 @@ class BundleClient:
             fetched = await self._fetch(session, etag)
             if fetched is None:
                 BUNDLE_UPDATES.labels(outcome="not_modified").inc()
+                # The server answers with the revision in force: nothing newer is refused.
+                BUNDLE_REFUSING.set(0)
                 if time.monotonic() - asked < self.retry_min:
                     # A server that does not hold requests (no long polling, or wait 0):
                     # poll every retry_min instead of spinning.
@@ -289,6 +317,8 @@ class BundleClient:
             if self.state_file is not None and sequence is not None:
                 await self._keep_mark(BundleMark(source.revision, sequence))
             status.revision, status.sequence = source.revision, sequence
+            _set_info(REVISION_INFO, source.revision)
+        BUNDLE_REFUSING.set(0)
         if changed:
             status.loaded += 1
             status.last_loaded_at = time.time()
@@ -395,6 +425,9 @@ class BundleClient:
         status = self.status
         if outcome == "refused":
             status.refused += 1
+            BUNDLE_REFUSING.set(1)
+            BUNDLE_LAST_REFUSAL.set(time.time())
+            _set_info(LAST_REFUSAL_INFO, error.reason)
         else:
             status.unavailable += 1
         status.last_error, status.last_error_detail = error.reason, error.message
@@ -406,6 +439,12 @@ class BundleClient:
             error=error.message,
             keeping_revision=status.revision,
         )
+
+
+def _set_info(gauge: Gauge, value: str) -> None:
+    """Make ``value`` the one series of an ``_info`` gauge (its label bounded in length)."""
+    gauge.clear()
+    gauge.labels(value[:_MAX_LABEL_CHARS]).set(1)
 
 
 async def _problem_detail(response: aiohttp.ClientResponse) -> Any:

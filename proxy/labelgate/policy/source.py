@@ -38,7 +38,8 @@ from typing import Any
 import yaml
 
 from labelgate.bundle import reasons as bundle_reasons
-from labelgate.bundle.build import manifest_object
+from labelgate.bundle.build import DuplicateKeyError, manifest_object, unique_keys
+from labelgate.bundle.signing import canonical_json
 from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
@@ -162,7 +163,9 @@ class PolicySource:
     ) -> PolicySource:
         """Build from (relative posix path, bytes) pairs: the common core of folder and bundle.
 
-        ``revision`` defaults to the content hash (a bundle passes its manifest revision).
+        ``revision`` defaults to the content hash (a bundle passes its manifest revision): a
+        data.json counts in the canonical form ``labelgate bundle`` serves it in, so a folder and
+        the bundle built from it have the same revision (``bundle.build.content_revision``).
         """
         ordered = sorted(files)
         modules: list[tuple[str, str]] = []
@@ -171,7 +174,6 @@ class PolicySource:
         inexact: list[tuple[str, str]] = []
         digest = hashlib.sha256()
         for rel, content in ordered:
-            digest.update(rel.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
             path = PurePosixPath(rel)
             if path.suffix == ".rego":
                 modules.append((rel, _decode(rel, content)))
@@ -181,6 +183,10 @@ class PolicySource:
                 value, inexact_here = _parse_data(rel, content)
                 inexact += ((rel, number) for number in inexact_here)
                 _merge(data, list(path.parent.parts), value, rel)
+                if revision is None and path.name == "data.json":
+                    content = canonical_json(content)  # parsed above, so valid JSON
+            if revision is None:
+                digest.update(rel.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
         if not modules:
             raise ConfigError(reasons.POLICY_EMPTY, f"no .rego modules found in {origin}")
         return cls(
@@ -280,7 +286,9 @@ def _parse_data(rel: str, content: bytes) -> tuple[Any, list[str]]:
     ``1E2``, ``2.5e-3``), and not otherwise (``0.1000000000000000055511151231257827``, more
     than 17 significant digits; ``1e400``, out of range): those are returned. Integers stay
     exact Python ints, written back digit for digit. ``NaN`` and ``Infinity`` are not JSON (OPA
-    refuses them): invalid data.
+    refuses them): invalid data. Neither is a key twice in one JSON object (json.loads and OPA
+    keep the last, so the file would not mean what its reviewer read: a catalog entry with
+    ``"labels"`` twice took the second, review s14), nor nesting past the recursion limit.
     """
     inexact: list[str] = []
 
@@ -295,10 +303,17 @@ def _parse_data(rel: str, content: bytes) -> tuple[Any, list[str]]:
 
     try:
         if rel.endswith(".json"):
-            return json.loads(content, parse_float=exact_float, parse_constant=not_json), inexact
+            value = json.loads(
+                content, parse_float=exact_float, parse_constant=not_json, object_pairs_hook=unique_keys
+            )
+            return value, inexact
         return yaml.safe_load(content), inexact
+    except DuplicateKeyError as error:
+        raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel}: {error}") from None
     except (ValueError, yaml.YAMLError) as error:
         raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel} is not valid data: {error}") from error
+    except RecursionError:
+        raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel} is nested too deeply") from None
 
 
 def _merge(into: dict[str, Any], prefix: list[str], value: Any, rel: str) -> None:
