@@ -417,3 +417,48 @@ def test_the_forwarder_module_refuses_a_token_file_of_two_lines_in_one_line(tmp_
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "AUDIT_FORWARDER_CONFIG" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+SECRET_URLS = [
+    ("approvals-list", ["approvals", "list", "--url", "http://u:S3cretPW@127.0.0.1:99999", "--token", "x"]),
+    (
+        "approvals-list-unreachable",
+        ["approvals", "list", "--url", "http://u:S3cretPW@127.0.0.1:1", "--token", "x"],
+    ),
+    (
+        "policy-impact-from",
+        [
+            "policy",
+            "impact",
+            "--candidate",
+            REGO,
+            "--current",
+            REGO,
+            "--from",
+            "http://u:S3cretPW@127.0.0.1:1",
+        ],
+    ),
+    (
+        "policy-eval-opa-url",
+        [
+            "policy",
+            "eval",
+            "--input",
+            str(REPO / "proto/labelgate/v1/schema/examples/analyst-response.json"),
+            "--engine",
+            "opa",
+            "--opa-url",
+            "http://u:S3cretPW@127.0.0.1:99999",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("argv", [case[1] for case in SECRET_URLS], ids=[case[0] for case in SECRET_URLS])
+def test_a_url_with_credentials_is_never_echoed_whole(argv: list[object]) -> None:
+    """Errors about a URL named it whole, its password too: into terminals and CI logs."""
+    done = run_cli(argv)
+    assert done.returncode != 0
+    assert "S3cretPW" not in done.stderr + done.stdout, done.stderr
+    assert "***@127.0.0.1" in done.stderr, done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr, done.stderr

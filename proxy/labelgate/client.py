@@ -39,6 +39,7 @@ from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied
 from labelgate.gateway.status import error_info
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, encode_inputs
+from labelgate.shown_urls import shown_url
 
 MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"
@@ -305,9 +306,13 @@ class RestTransport:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as error:
-            raise InvalidInput(reasons.REST_URL_INVALID, f"--rest: {url!r} is not a URL ({error})") from None
+            raise InvalidInput(
+                reasons.REST_URL_INVALID, f"--rest: {shown_url(url)!r} is not a URL ({error})"
+            ) from None
         if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-            raise InvalidInput(reasons.REST_URL_INVALID, f"--rest takes http(s)://HOST:PORT, got {url!r}")
+            raise InvalidInput(
+                reasons.REST_URL_INVALID, f"--rest takes http(s)://HOST:PORT, got {shown_url(url)!r}"
+            )
         self.base = url.rstrip("/")
         self.token = token
         self.timeout = timeout

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import typer
 
 from labelgate.errors import LabelgateError
+from labelgate.shown_urls import shown_url
 from labelgate.untrusted_text import shown
 
 approvals_app = typer.Typer(help="Review just-in-time approval requests.", no_args_is_help=True)
@@ -73,17 +74,17 @@ def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None
             error.code, problem.get("reason", "HTTP_ERROR"), problem.get("detail", str(error))
         ) from None
     except urllib.error.URLError as error:
-        raise ApiError(0, "API_UNREACHABLE", f"cannot reach {url}: {error.reason}") from None
+        raise ApiError(0, "API_UNREACHABLE", f"cannot reach {shown_url(url)}: {error.reason}") from None
     except (TimeoutError, OSError) as error:
-        raise ApiError(0, "API_UNREACHABLE", f"cannot reach {url}: {error}") from None
+        raise ApiError(0, "API_UNREACHABLE", f"cannot reach {shown_url(url)}: {error}") from None
     except http.client.HTTPException as error:  # e.g. a gRPC port: no HTTP/1 status line
         raise ApiError(
-            0, "ANSWER_INVALID", f"{url} did not answer in HTTP/1.1 ({type(error).__name__})"
+            0, "ANSWER_INVALID", f"{shown_url(url)} did not answer in HTTP/1.1 ({type(error).__name__})"
         ) from None
     except (ValueError, RecursionError):
-        raise ApiError(0, "ANSWER_INVALID", f"{url} did not answer with JSON") from None
+        raise ApiError(0, "ANSWER_INVALID", f"{shown_url(url)} did not answer with JSON") from None
     if not isinstance(answer, dict):
-        raise ApiError(0, "ANSWER_INVALID", f"{url} did not answer with a JSON object")
+        raise ApiError(0, "ANSWER_INVALID", f"{shown_url(url)} did not answer with a JSON object")
     return answer
 
 
@@ -93,9 +94,9 @@ def _check_url(url: str) -> None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise ApiError(400, "OPTION_INVALID", f"--url {url!r} is not a URL ({error})") from None
+        raise ApiError(400, "OPTION_INVALID", f"--url {shown_url(url)!r} is not a URL ({error})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ApiError(400, "OPTION_INVALID", f"--url takes http(s)://HOST:PORT, got {url!r}")
+        raise ApiError(400, "OPTION_INVALID", f"--url takes http(s)://HOST:PORT, got {shown_url(url)!r}")
 
 
 def _left(item: dict[str, Any]) -> str:
@@ -179,11 +180,16 @@ def list_command(
     """List the requests you may see (pending by default)."""
 
     def action() -> None:
-        items = call_api(url, token, f"/api/v1/approvals?state={state.value}")["items"]
+        items = call_api(url, token, f"/api/v1/approvals?state={state.value}").get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ApiError(0, "ANSWER_INVALID", f"{shown_url(url)} did not answer with a list of requests")
         if json_output:
             typer.echo(json.dumps(items, indent=2))
             return
-        _table(items, state.value)
+        try:
+            _table(items, state.value)
+        except (KeyError, TypeError, ValueError):  # an item without the fields of a request
+            raise ApiError(0, "ANSWER_INVALID", f"{shown_url(url)} did not answer with requests") from None
 
     _run(action)
 

@@ -23,6 +23,7 @@ from labelgate.errors import ConfigError, InvalidInput, PolicyUnavailable
 from labelgate.logs import configure
 from labelgate.policy import reasons
 from labelgate.policy.contract import Decision, validate_input
+from labelgate.shown_urls import shown_url
 
 ENGINES = ("embedded", "wasm", "opa")
 # A person is waiting, not a gateway call: give OPA more time than the data path does.
@@ -351,16 +352,21 @@ def _fetch_logged_inputs(url: str, since_seconds: float | None, token: str | Non
     try:
         answer = httpx.get(f"{url.rstrip('/')}/decisions/inputs", params=params, headers=headers, timeout=60)
     except httpx.HTTPError as error:
-        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: cannot reach {url}: {error}") from None
+        raise InvalidInput(
+            reasons.INPUTS_UNREADABLE, f"--from: cannot reach {shown_url(url)}: {error}"
+        ) from None
     except (httpx.InvalidURL, ValueError) as error:  # a URL (or token) the client cannot send
-        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: {url!r} cannot be used: {error}") from None
+        raise InvalidInput(
+            reasons.INPUTS_UNREADABLE, f"--from: {shown_url(url)!r} cannot be used: {error}"
+        ) from None
     if answer.status_code != 200:
         try:
             detail = answer.json().get("detail", "")
         except (ValueError, AttributeError, RecursionError):
             detail = ""
         raise InvalidInput(
-            reasons.INPUTS_UNREADABLE, f"--from: {url} answered {answer.status_code}: {str(detail)[:200]}"
+            reasons.INPUTS_UNREADABLE,
+            f"--from: {shown_url(url)} answered {answer.status_code}: {str(detail)[:200]}",
         )
     try:
         return [(item["input"], int(item["seen"])) for item in answer.json()["inputs"]]

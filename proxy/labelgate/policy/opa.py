@@ -62,6 +62,7 @@ from labelgate.policy.contract import (
 )
 from labelgate.policy.engine import DECISION_PATH
 from labelgate.retry import RetrySettings
+from labelgate.shown_urls import shown_url
 
 log = get_logger(__name__)
 
@@ -160,10 +161,15 @@ class OpaEngine:
         health_timeout: float = 1.0,
         retry: RetrySettings | None = None,
     ) -> None:
-        base = URL(url.rstrip("/"))
+        try:
+            base = URL(url.rstrip("/"))
+        except ValueError as error:  # a port out of range, a host that is not one
+            raise ConfigError(
+                reasons.POLICY_URL_INVALID, f"OPA url {shown_url(url)!r} is not a URL: {error}"
+            ) from None
         if base.scheme not in ("http", "https") or not base.host:
             raise ConfigError(
-                reasons.POLICY_URL_INVALID, f"OPA url must be http(s)://host[:port], got {url!r}"
+                reasons.POLICY_URL_INVALID, f"OPA url must be http(s)://host[:port], got {shown_url(url)!r}"
             )
         if not 0 <= retries <= 1:
             raise ConfigError(reasons.POLICY_CONFIG_INVALID, f"OPA retries must be 0 or 1, got {retries}")

@@ -50,6 +50,7 @@ from labelgate.audit.export.tail import (
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
 from labelgate.retry import RetrySettings
+from labelgate.shown_urls import shown_url
 
 log = get_logger(__name__)
 FIRST_RETRY_SECONDS = 0.2
@@ -91,7 +92,7 @@ class ForwarderSettings:
         for url in self.http:
             parts = _url_parts(url)
             if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-                problems.append(f"--http {url!r}: use http(s)://HOST[:PORT]/PATH")
+                problems.append(f"--http {shown_url(url)!r}: use http(s)://HOST[:PORT]/PATH")
         if self.batch_size < 1:
             problems.append("batch size must be positive")
         # ``nan`` compares false with everything: ``<= 0`` let it through, and waiting ``nan``
