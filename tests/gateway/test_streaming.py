@@ -6,12 +6,21 @@ the refusal's status, releasing nothing more.
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
+from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
 from labelgate.demo.data import customer
+from labelgate.gateway.status import error_info
+from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import decode_outputs
+from tests.classify.secret_values import pem_value
 from tests.gateway.aio import Refusal, channel, outputs_of, refusal_of, texts
 from tests.gateway.expected import (
     analyst_notes,
@@ -23,6 +32,9 @@ from tests.gateway.harness import (
     Gateway,
     TokenIssuer,
 )
+from tests.gateway.test_pipeline import FakeStream, collect, make_pipeline, reply, request, stream_reply
+from tests.gateway.test_routes import DIRECTORY, descriptor_set, directory_serving, gateway_in_process
+from tests.gateway.test_routes import token as route_token
 from tests.support.triton import run_probe
 
 # One stream, three messages: an SSN and a card number in the notes, JSON notes, an IBAN.
@@ -137,3 +149,91 @@ async def refusal_before_any_request(gateway: Gateway, headers: dict[str, str]) 
 async def test_a_stream_without_credentials_is_unauthenticated(gateway: Gateway) -> None:
     refusal = await refusal_before_any_request(gateway, {})
     assert (refusal.code, refusal.reason) == (grpc.StatusCode.UNAUTHENTICATED, "NO_CREDENTIALS")
+
+
+# A PEM key whose BEGIN marker and lines a stream puts in different replies, elements or
+# outputs (``classify/carryover.py``: ``CoveredTensor``), through the pipeline: the engine
+# masks what is confidential or restricted, for a caller who may read the output's label.
+_KEY = pem_value(random.Random(7), "RSA PRIVATE KEY", 4).split("\n")
+_BEGIN, _BODY, _END = _KEY[0], _KEY[1:-1], _KEY[-1]
+KEY_STREAMS: dict[str, list[dict[str, list[bytes]]]] = {
+    "a JSON object opens it, text lines follow": [
+        {"text": [json.dumps({"t": _BEGIN}).encode()]},
+        *({"text": [(body + "\n").encode()]} for body in _BODY),
+        {"text": [_END.encode()]},
+    ],
+    "it closes in its own element, a later element held the lines": [
+        {"text": [(_BEGIN + "\n").encode(), "".join(body + "\n" for body in _BODY).encode()]},
+        {"text": [_END.encode(), b""]},
+        {"text": [b"", b""]},
+    ],
+    "one output opens it, another carries the lines": [
+        {"text": [(_BEGIN + "\n").encode()]},
+        *({"other": [(body + "\n").encode()]} for body in _BODY),
+        {"text": [_END.encode()]},
+    ],
+    "one reply, two outputs": [
+        {"text": [(_BEGIN + "\n").encode()], "other": ["".join(body + "\n" for body in _BODY).encode()]}
+    ],
+}
+
+
+@pytest.mark.parametrize("name", KEY_STREAMS)
+async def test_no_line_of_a_key_a_stream_puts_apart_from_its_marker_is_released(name: str) -> None:
+    replies = KEY_STREAMS[name]
+    pipeline, _, _, _ = make_pipeline()
+
+    def answer(sent: Any) -> list[Any]:
+        out = []
+        for position, outputs in enumerate(replies):
+            tensors = [Tensor(output, "BYTES", [len(values)], values) for output, values in outputs.items()]
+            message = reply("chat", tensors, sent.id)
+            message.parameters["triton_final_response"].bool_param = position == len(replies) - 1
+            out.append(stream_reply(message))
+        return out
+
+    got = await collect(pipeline, FakeStream(answer), request("chat"))
+    seen = b"".join(
+        bytes(value)
+        for r in got
+        for tensor in decode_outputs(r.infer_response)
+        for value in tensor.values
+        if value
+    )
+    assert len(got) == len(replies)  # answered, not refused
+    for body in _BODY:
+        for at in range(len(body) - 11):
+            assert body[at : at + 12].encode() not in seen, (name, body)
+
+
+async def test_a_routed_hold_stream_with_a_key_across_fields_ends_refused(tmp_path: Path) -> None:
+    """A routed ``split_values: hold`` stream: the BEGIN marker in message 1's ``notes``, the
+    key's lines in later messages' ``name`` (which analysts read): the stream ends
+    ``STREAM_VALUE_SPLIT`` before any of them leaves (``classify/split_values.py``)."""
+    messages = [dict(notes=_BEGIN + "\n"), *(dict(name=body + "\n") for body in _BODY), dict(notes=_END)]
+
+    async def upstream_stream(
+        ask: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        for number, fields in enumerate(messages):
+            yield demo_pb2.Customer(customer_id=number, **fields).SerializeToString()
+
+    route = {
+        "method_prefix": DIRECTORY,
+        "descriptor_set": str(descriptor_set(tmp_path)),
+        "split_values": "hold",
+    }
+    got: list[Any] = []
+    async with (
+        directory_serving(upstream_stream) as upstream,
+        gateway_in_process(upstream, routes=[route]) as listen,
+        grpc.aio.insecure_channel(listen) as stub_channel,
+    ):
+        stub = demo_pb2_grpc.CustomerDirectoryStub(stub_channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            ask = demo_pb2.ListCustomersRequest(customer_ids=[0])
+            async for customer_reply in stub.ListCustomers(ask, metadata=route_token("ann", "analysts")):
+                got.append(customer_reply)
+    info = error_info(refused.value)
+    assert info is not None and info.reason == "STREAM_VALUE_SPLIT"
+    assert not any(body[:24] in c.name for c in got for body in _BODY)

@@ -50,6 +50,17 @@ text held whole (not ASCII, escapes, JSON) stays so as more is appended (what ma
 stays in it): each reply reads only its own piece, and a JSON object's end is found by
 following its nesting piece by piece (``_ObjectScan``), parsed once when it closes.
 
+A PEM block is followed across a request's replies in the order its text arrives (``_cover``):
+once an element's text opens one it does not close (as written, or in a form the scan reads),
+every piece any element of any output brings until its END marker arrives is inside it, and
+so are the held bytes such pieces join, whenever they are released (a caller may print a
+stream as it arrives). Released text carries no BEGIN marker for such pieces (a whole JSON
+object that opened the block was released at once; a block closing in its own element puts
+its END before the lines a later element held), so the carry-over says so: the tensor it
+releases is a ``CoveredTensor``, whose covered elements the classifier covers with
+``secret``. Only pieces that may spell ``PRIVATE KEY`` (escapes, text to fold) are read for
+markers, and only while ``secret`` scans.
+
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
 joined to it, and dropping it would lose what the upstream sent without a record.
@@ -65,7 +76,7 @@ import re
 from collections.abc import Container, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from labelgate.classify import credentials, jsonpaths, patterns, reasons
+from labelgate.classify import credentials, jsonpaths, key_blocks, patterns, reasons
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.folding import may_hide
 from labelgate.errors import ResourceExhausted, UpstreamError
@@ -95,6 +106,11 @@ _EMAIL_RUN = bytes(sorted(_EMAIL_BYTES))
 # marker's words, dashes and a PGP "BLOCK"): only then is an open block looked for again.
 _MARKER_REACH = 64
 _KEY_WORDS = b"PRIVATE KEY"
+# How many held bytes before a piece are read with it for a PEM marker that may have begun in
+# them: a marker's bytes, each written as a JSON escape (six bytes), twice over.
+_KEY_REACH = 1024
+# An element of an output (its name and index), whose text a request's replies carry.
+_Element = tuple[str, int]
 # A JSON text's structure, for following its nesting without parsing it (``_ObjectScan``).
 _STRING_BODY = re.compile(rb'(?:[^"\\]|\\.)*', re.DOTALL)
 _STRUCTURE = re.compile(rb'"|[{\[]+|[}\]]+')
@@ -163,6 +179,48 @@ class _Held:
     whole: dict[int, _ObjectScan | None] = field(default_factory=dict)
 
 
+class CoveredTensor(Tensor):
+    """A released tensor some of whose elements a PEM block opened before them runs into: a
+    block an earlier reply of the request opened, or another element or output of the same
+    reply, that their text does not show (its BEGIN marker was released before, or the
+    reply's elements put it after them). ``key_cover``: element index -> how many bytes of
+    its text from the start the block covers. The classifier covers them with ``secret``
+    (``classifier._covered_elements``)."""
+
+    __slots__ = ("key_cover",)
+
+    def __init__(self, tensor: Tensor, key_cover: dict[int, int]) -> None:
+        for name in Tensor.__slots__:
+            setattr(self, name, getattr(tensor, name))
+        self.key_cover = key_cover
+
+
+@dataclass
+class _Keys:
+    """The PEM blocks of one request's text in the order it arrived (``CarryOver._keys``)."""
+
+    # Element -> the END markers the blocks its text (released and held) leaves open await.
+    open: dict[_Element, frozenset[bytes]] = field(default_factory=dict)
+    # Elements whose open block's BEGIN marker was released: their later text runs inside it
+    # and no longer shows it.
+    released: set[_Element] = field(default_factory=set)
+    # Element -> how many of its held bytes, from the start, a block runs over.
+    inside: dict[_Element, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Piece:
+    """What a reply brought for one element, and what of its text was released."""
+
+    position: int  # the output's position in the reply
+    element: _Element
+    piece: bytes
+    before: bytes  # up to ``_KEY_REACH`` bytes held before the piece
+    held: int  # bytes held before the piece
+    released: int = 0
+    kept: int = 0  # bytes held after the reply
+
+
 class CarryOver:
     """Held-back text of one stream, keyed by request."""
 
@@ -176,6 +234,10 @@ class CarryOver:
         self._secrets = credentials.NAME in detectors.names
         self._held: dict[Hashable, dict[str, _Held]] = {}
         self._held_bytes = 0  # across the stream's requests and elements
+        # Per request whose text holds a PEM block (``_cover``); the pieces of the reply
+        # being released, when ``secret`` scans.
+        self._keys: dict[Hashable, _Keys] = {}
+        self._pieces: list[_Piece] | None = None
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
@@ -185,24 +247,108 @@ class CarryOver:
         held with, or as 8-bit tensors of the text held).
         """
         held = self._held.pop(request, {}) if final else self._held.setdefault(request, {})
-        released = [
-            self._release_tensor(tensor, held, final, position) for position, tensor in enumerate(tensors)
-        ]
+        self._pieces = [] if self._secrets else None
+        try:
+            released = [
+                self._release_tensor(tensor, held, final, position) for position, tensor in enumerate(tensors)
+            ]
+            pieces = self._pieces
+        finally:
+            self._pieces = None
+        flushed: list[Tensor] = []
         if final:
             carried = {tensor.name for tensor in tensors}
-            released += [_flushed(name, rest) for name, rest in held.items() if name not in carried]
+            flushed = [_flushed(name, rest) for name, rest in held.items() if name not in carried]
             # What is left of this request's holdings is released above or dropped.
             self._held_bytes -= sum(len(tail) for rest in held.values() for tail in rest.tails.values())
-        return released
+        if pieces is not None:
+            released = self._cover(request, released, pieces, flushed, final)
+        return released + flushed
 
     def flush(self) -> list[tuple[Hashable, list[Tensor]]]:
         """Everything still held, per request (the stream ended before their final replies)."""
         pending, self._held = self._held, {}
+        keys, self._keys = self._keys, {}
         self._held_bytes = 0
         return [
-            (request, [_flushed(name, rest) for name, rest in outputs.items() if rest.tails])
+            (
+                request,
+                _covered_flush(
+                    [_flushed(name, rest) for name, rest in outputs.items() if rest.tails], keys.get(request)
+                ),
+            )
             for request, outputs in pending.items()
             if any(rest.tails for rest in outputs.values())
+        ]
+
+    def _cover(
+        self,
+        request: Hashable,
+        released: list[Tensor],
+        pieces: list[_Piece],
+        flushed: list[Tensor],
+        final: bool,
+    ) -> list[Tensor]:
+        """``released`` with the elements PEM blocks run into marked (``CoveredTensor``), and
+        ``flushed`` so in place; the request's blocks brought up to date with this reply.
+
+        A block is followed in the order the text arrived: one an element's text opens (as it
+        is or in a form the scan reads, ``key_blocks.awaited_after``) runs until a piece of
+        that element brings its END marker. While any is open, each piece any element of any
+        output brings in the reply is inside it (a caller may print the stream as it arrives,
+        or each reply's outputs in any order), but for the text of the element that opened it
+        while that text is held with its BEGIN marker (its own scan covers it); and so are
+        the held bytes such pieces join, whenever they are released. Nothing runs unless a
+        piece may spell ``PRIVATE KEY`` (escapes, text to fold) or a block is open."""
+        keys = self._keys.get(request)
+        asked = [entry for entry in pieces if _may_open(entry.before, entry.piece)]
+        if keys is None and not asked:
+            return released
+        keys = keys if keys is not None else _Keys()
+        before = {element for element, awaited in keys.open.items() if awaited}
+        released_before = set(keys.released)
+        awaited_before = frozenset().union(*(keys.open[element] for element in before))
+        for entry in pieces:
+            element = entry.element
+            awaited = keys.open.get(element, frozenset())
+            if awaited and entry.piece:
+                awaited = key_blocks.run_on(entry.before + entry.piece, awaited)[1]
+            elif not awaited and _may_open(entry.before, entry.piece):
+                awaited = key_blocks.awaited_after(entry.before + entry.piece)
+            if awaited:
+                keys.open[element] = awaited
+                if not entry.kept:
+                    keys.released.add(element)  # all of its text left: what follows is inside
+            else:
+                keys.open.pop(element, None)
+                keys.released.discard(element)
+        opened = before | {element for element, awaited in keys.open.items() if awaited}
+        awaited_any = awaited_before.union(*(keys.open.get(element, frozenset()) for element in opened))
+        covers: dict[int, dict[int, int]] = {}
+        for entry in pieces:
+            element = entry.element
+            inside = keys.inside.pop(element, 0)
+            if entry.piece and (bool(opened - {element}) or element in released_before):
+                # Through the last END marker it shows as written, else all of it.
+                end = key_blocks.run_on(entry.piece, awaited_any)[0] if awaited_any else len(entry.piece)
+                inside = entry.held + end
+            if inside and entry.released:
+                covers.setdefault(entry.position, {})[element[1]] = min(inside, entry.released)
+            if inside > entry.released and entry.kept:
+                keys.inside[element] = min(inside - entry.released, entry.kept)
+        if final:
+            self._keys.pop(request, None)
+            if flushed:
+                flushed[:] = _covered_flush(flushed, keys)
+        elif keys.open or keys.inside:
+            self._keys[request] = keys
+        else:
+            self._keys.pop(request, None)
+        if not covers:
+            return released
+        return [
+            CoveredTensor(tensor, covers[position]) if position in covers else tensor
+            for position, tensor in enumerate(released)
         ]
 
     def _release_tensor(self, tensor: Tensor, held: dict[str, _Held], final: bool, position: int) -> Tensor:
@@ -219,7 +365,7 @@ class CarryOver:
         if form is None:
             return tensor
         if text is not None:  # an 8-bit text
-            released = self._carry(tensor, form, held, 0, text, final)
+            released = self._noted(tensor, form, held, 0, text, final, position)
             return _text_tensor(tensor.name, form, released, tensor.shape)
         values = []
         for index, value in enumerate(tensor.values):
@@ -228,10 +374,34 @@ class CarryOver:
             # their own would release key lines scanned without their BEGIN marker.
             state = held.get(tensor.name)
             key_open = state is not None and any(opened < index for opened in state.keys)
-            values.append(self._carry(tensor, form, held, index, bytes(value), final, hold_whole=key_open))
+            values.append(self._noted(tensor, form, held, index, bytes(value), final, position, key_open))
         # A final reply whose tensor shrank leaves tails with no element to carry them: they
         # are dropped, never attached to another element.
         return tensor.with_values(values)
+
+    def _noted(
+        self,
+        tensor: Tensor,
+        form: str,
+        held: dict[str, _Held],
+        index: int,
+        piece: bytes,
+        final: bool,
+        position: int,
+        hold_whole: bool = False,
+    ) -> bytes:
+        """``_carry``, noting for ``_cover`` what the element held, brought and released."""
+        pieces = self._pieces
+        if pieces is None:
+            return self._carry(tensor, form, held, index, piece, final, hold_whole)
+        state = held.get(tensor.name)
+        tail = state.tails.get(index, b"") if state is not None else b""
+        entry = _Piece(position, (tensor.name, index), piece, bytes(tail[-_KEY_REACH:]), len(tail))
+        released = self._carry(tensor, form, held, index, piece, final, hold_whole)
+        entry.released = len(released)
+        entry.kept = entry.held + len(piece) - entry.released
+        pieces.append(entry)
+        return released
 
     def _carry(
         self,
@@ -409,6 +579,31 @@ class CarryOver:
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
+
+
+def _may_open(before: bytes, piece: bytes) -> bool:
+    """Whether ``piece``, after the held bytes ``before``, may complete a PEM marker: ``PRIVATE
+    KEY`` as written near it, or escapes or text to fold that may spell one. C-level searches."""
+    if not piece:
+        return False
+    return (
+        _KEY_WORDS in before[-_MARKER_REACH:] + piece
+        or jsonpaths.may_escape(piece)
+        or may_hide(piece)
+        or jsonpaths.may_escape(before)  # an escape the piece ends
+    )
+
+
+def _covered_flush(tensors: list[Tensor], keys: _Keys | None) -> list[Tensor]:
+    """Tensors of held text released whole (``_flushed``), marked where a block runs over
+    their held bytes (``_Keys.inside``)."""
+    if keys is None or not keys.inside:
+        return tensors
+    marked: list[Tensor] = []
+    for tensor in tensors:
+        covers = {index: inside for (name, index), inside in keys.inside.items() if name == tensor.name}
+        marked.append(CoveredTensor(tensor, covers) if covers else tensor)
+    return marked
 
 
 def _joined_end(tail: bytearray, piece: bytes, before: int) -> bytes:

@@ -53,7 +53,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
 - A private key written one line per element is one PEM block from the element that opens
   it (text, JSON leaf or opaque element, its marker in any form the scan reads) to its END
   marker in a later one, or to the last: ``secret`` covers the elements of every kind it
-  runs into (``json_elements.carry_key_blocks``).
+  runs into (``json_elements.carry_key_blocks``). A block an output leaves open after its
+  last element covers every other text output of the reply whole (their order is the
+  caller's: ``key_blocks``), and one a stream's earlier reply opened covers what the
+  carry-over says it runs into (``carryover.CoveredTensor``).
 
 Classification and masking must see the same tensors: spans are offsets into them.
 
@@ -95,6 +98,7 @@ from labelgate.classify.json_elements import (
     LeafHits,
     carry_key_blocks,
     classify_json,
+    cover_key_blocks,
     hidden_by_escapes,
     json_objects,
     key_may_open,
@@ -103,7 +107,7 @@ from labelgate.classify.json_elements import (
     read_after_a_key,
 )
 from labelgate.classify.jsonpaths import KeyNames, may_escape, may_reference, unescaped_forms
-from labelgate.classify.key_blocks import SECRET
+from labelgate.classify.key_blocks import SECRET, left_open
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.markup import may_render
 from labelgate.classify.messages import classify_message
@@ -185,20 +189,25 @@ def classify_outputs(
     backend: Mapping[str, set[str]] | None = None,
     keys: KeyNames | None = None,
     clean_names: set[tuple[str, ...]] | None = None,
+    covered_outputs: frozenset[str] = frozenset(),
 ) -> Classification:
     """Classify a response's outputs (see the module docstring).
 
     ``default_label`` defaults to the catalog's; ``backend`` is ``backend_labels(response)``;
     ``keys`` spells JSON keys (default: the model's catalogued keys, the process secret);
     ``clean_names``: sets of output names already checked (``check_output_names``).
+    ``covered_outputs``: text outputs a PEM block another output opens runs over whole
+    (``_outputs_opening``; set by the call itself, classifying again).
     """
     default = check_default_label(default_label or catalog.default_label)
     keys = keys if keys is not None else KeyNames(catalog.key_names(model))
-    check_output_names(tensors, detectors, clean_names)
-    check_output_shapes(tensors, detectors)
+    if not covered_outputs:
+        check_output_names(tensors, detectors, clean_names)
+        check_output_shapes(tensors, detectors)
     fields = FieldSet()
     result = Classification(fields=[], json_keys=keys)
     backend = backend or {}
+    keyed_outputs: list[Tensor] = []  # BYTES outputs in which ``secret`` found something
     for tensor in tensors:
         path = OUTPUTS_PREFIX + tensor.name
         fields.touch(path)
@@ -218,7 +227,7 @@ def classify_outputs(
             # of issue 12: catalogued SSN and card columns are not scanned for what their label
             # already says); every other one is. JSON keys still meet every detector.
             scanning = detectors.besides(frozenset(own or {default}))
-            _classify_text_tensor(
+            found_key = _classify_text_tensor(
                 model,
                 tensor,
                 path,
@@ -230,17 +239,78 @@ def classify_outputs(
                 keys,
                 scanning,
                 keyed=keys_say_more(catalog, model, tensor.name, own),
+                covered=_covered_elements(tensor, tensor.name in covered_outputs),
             )
+            if found_key:
+                keyed_outputs.append(tensor)
         elif numbers.scans(tensor.datatype):
             # Numbers hold values too (a card as an INT64, text as UINT8 bytes): ``numbers``.
             scanning = detectors.besides(frozenset(own or {default}))
             found = numbers.numeric_detections(tensor, scanning)
+            if (
+                SECRET in scanning.names
+                and tensor.size
+                and (tensor.name in covered_outputs or getattr(tensor, "key_cover", None))
+            ):
+                # 8-bit text a block opened before it runs into (``_covered_elements``): one
+                # text, covered whole.
+                found.setdefault(0, []).append(Detection(SECRET, detectors.label_of(SECRET), 0, tensor.size))
             if found:
                 for name in sorted({hit.detector for hits in found.values() for hit in hits}):
                     fields.add(f"{path}{{{name}}}", [detectors.label_of(name)], detector_source(name))
                 result.spans[tensor.name] = found
     result.fields = fields.fields(default)
+    if keyed_outputs and not covered_outputs and len(tensors) > 1:
+        opening = _outputs_opening(keyed_outputs, result)
+        if opening:
+            # A block one output opens and does not close covers every other text output of
+            # the reply, whatever order a caller reads them in (as ``messages`` covers every
+            # text of a typed reply): classified again with those covered whole.
+            others = frozenset(
+                tensor.name
+                for tensor in tensors
+                if _is_text(tensor) and (len(opening) > 1 or tensor.name not in opening)
+            )
+            if others:
+                return classify_outputs(
+                    model, tensors, catalog, detectors, default_label, backend, keys, clean_names, others
+                )
     return result
+
+
+def _is_text(tensor: Tensor) -> bool:
+    """Whether ``tensor`` holds text: BYTES, or 8-bit bytes read as one text (``numbers``)."""
+    return tensor.datatype == "BYTES" or tensor.datatype in numbers.TEXT_DATATYPES
+
+
+def _outputs_opening(tensors: Sequence[Tensor], result: Classification) -> set[str]:
+    """The BYTES outputs whose elements, read in order, leave a PEM block open after the last
+    (``key_blocks.left_open``). Asked only of outputs in which ``secret`` found something
+    (every BEGIN marker it reads is such a detection): most replies hold none."""
+    opening: set[str] = set()
+    for tensor in tensors:
+        candidates = {
+            index
+            for index, hits in result.spans.get(tensor.name, {}).items()
+            if any(hit.detector == SECRET for hit in hits)
+        }
+        for index, leaves in result.json_elements.get(tensor.name, {}).items():
+            if any(hit.detector == SECRET for leaf in leaves for hit in leaf.detections):
+                candidates.add(index)
+        if candidates and left_open(tensor.byte_elements(), sorted(candidates)):
+            opening.add(tensor.name)
+    return opening
+
+
+def _covered_elements(tensor: Tensor, whole: bool) -> dict[int, int] | None:
+    """How far a PEM block opened before ``tensor`` runs into each of its elements: all of
+    each with ``whole`` (another output opens it), and what the carry-over of a stream says
+    (``carryover.CoveredTensor``: a block an earlier reply opened); None for neither."""
+    carried: dict[int, int] | None = getattr(tensor, "key_cover", None)
+    if not whole:
+        return carried or None
+    ends = {index: len(value) for index, value in enumerate(tensor.byte_elements()) if value}
+    return ends or None
 
 
 def check_output_names(
@@ -329,15 +399,21 @@ def _classify_text_tensor(
     keys: KeyNames,
     scanning: DetectorSet | None = None,
     keyed: bool = False,
-) -> None:
+    covered: dict[int, int] | None = None,
+) -> bool:
     """``keyed``: the catalog gives some path under the output a label the output does not
-    carry, so JSON that is not a bare object fails closed (``json_elements.not_objects``)."""
+    carry, so JSON that is not a bare object fails closed (``json_elements.not_objects``).
+    ``covered``: how far a PEM block opened before the tensor runs into its elements
+    (``_covered_elements``), covered by ``secret`` where it is scanned. Returned: whether
+    ``secret`` may have found something in it (a BEGIN marker it reads is such a detection)."""
     scanning = detectors if scanning is None else scanning
-    raw = tensor.raw_form()
+    if covered and SECRET not in scanning.names:
+        covered = None  # the output's own labels say what ``secret`` would
+    raw = None if covered else tensor.raw_form()
     if raw is not None and not scanning and b"{" not in raw and not keyed:
         # Nothing to scan for, and no "{" even in the length prefixes, so no element is a
         # JSON object whose keys could say something: the path below would find nothing.
-        return
+        return False
     if raw is not None and scanning:
         # A decoded tensor's raw buffer, scanned in one native call. Without a "{" (so no JSON
         # object) or a "\" (so no escapes) in any element, all the path below does is these
@@ -375,7 +451,7 @@ def _classify_text_tensor(
                 fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
             if spans:
                 result.spans[tensor.name] = spans
-            return
+            return SECRET in names
     values = tensor.byte_elements()
     joined = b"".join(values)
     # Without a "{" anywhere no element is a JSON object: one C-level search spares the
@@ -420,6 +496,17 @@ def _classify_text_tensor(
         changed, carried = carry_key_blocks(values, spans, objects, opaque, leaf_hits, keys, scanning)
         if changed:
             found = None  # the spans' detectors counted again, and their elements put in order
+    if covered:
+        # A block opened before the tensor (another output, an earlier reply) runs into it.
+        changed, carried_in = cover_key_blocks(
+            values, spans, objects, opaque, leaf_hits, keys, scanning, covered
+        )
+        if changed:
+            found = None
+        if carried_in:
+            carried = carried or {}
+            for index, leaves in carried_in.items():
+                carried[index] = [*carried.get(index, []), *leaves]
     if spans:
         ordered = found is not None
         if found is None:
@@ -435,6 +522,22 @@ def _classify_text_tensor(
         result.json_shapes[tensor.name] = {
             index: (values[index], shape) for index, (shape, _) in objects.items()
         }
+    if SECRET not in scanning.names:
+        return False
+    if found is not None and SECRET in found:
+        return True
+    # A leaf's: looked for only where some element may spell a marker.
+    return (
+        bool(objects)
+        and key_may_open(joined, escaped, hiding)
+        and SECRET
+        in {
+            hit.detector
+            for leaves in result.json_elements[tensor.name].values()
+            for leaf in leaves
+            for hit in leaf.detections
+        }
+    )
 
 
 def _with_hidden(

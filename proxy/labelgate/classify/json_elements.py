@@ -366,6 +366,56 @@ def carry_key_blocks(
     return changed, carried or None
 
 
+def cover_key_blocks(
+    values: list[bytes],
+    spans: dict[int, list[Detection]],
+    objects: JsonObjects,
+    opaque: Collection[int],
+    leaf_hits: LeafHits,
+    keys: KeyNames,
+    detectors: DetectorSet,
+    covered: dict[int, int],
+) -> tuple[bool, CarriedLeaves | None]:
+    """Cover with ``secret`` what a PEM block opened before this tensor runs into
+    (``covered``: element index -> how far into its text; from another output of the reply or
+    an earlier reply of the stream, ``classifier``, ``carryover``), as ``carry_key_blocks``
+    covers what a block of an earlier element runs into: a plain text from its start through
+    that end, an opaque element whole, and a JSON object's scanned leaves whole (its bytes
+    do not index its leaves; the native reader's objects from the first covered one on are
+    read again by Python, as there). Returned as ``carry_key_blocks`` returns."""
+    objects_in = sorted(index for index in covered if index in objects)
+    if objects_in:
+        _read_natives_again(values, objects, leaf_hits, keys, objects_in[0])
+    label = detectors.label_of(SECRET)
+    order = {name: position for position, name in enumerate(detectors.names)}
+    changed = False
+    carried: CarriedLeaves = {}
+    for index, end in sorted(covered.items()):
+        if end <= 0 or index >= len(values) or not values[index]:
+            continue
+        if index in objects:
+            shape, leaves = objects[index]
+            texts = shape.texts(cast(list[Any], leaves))
+            found = [(leaf, len(text)) for leaf, text in enumerate(texts) if text]
+            if found:
+                carried[index] = found
+            continue
+        hits = spans.get(index, [])
+        if index in opaque:
+            if not any(hit.detector == SECRET for hit in hits):
+                whole = [hit for hit in hits if hit.detector != OPAQUE_JSON]
+                whole.append(Detection(SECRET, label, 0, len(values[index])))
+                whole.sort(key=attrgetter("detector"))
+                spans[index] = [*whole, *(hit for hit in hits if hit.detector == OPAQUE_JSON)]
+                changed = True
+            continue
+        end = min(end, len(values[index]))
+        if not any(hit.detector == SECRET and hit.start == 0 and hit.end >= end for hit in hits):
+            spans[index] = _merge_overlaps([*hits, Detection(SECRET, label, 0, end)], order)
+            changed = True
+    return changed, carried or None
+
+
 def _first_key_opening(
     values: list[bytes], spans: dict[int, list[Detection]], objects: JsonObjects, leaf_hits: LeafHits
 ) -> int | None:

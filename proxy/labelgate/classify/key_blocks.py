@@ -17,12 +17,17 @@ needs no such rule: the lines before it hold no marker, and nothing any reading 
 
 A tensor's elements have an order, and a caller reads them in it: there a block runs on from
 the element that opens it to its END marker in a later element, or to the last
-(``carried_across``), whatever kind of element each is.
+(``carried_across``), whatever kind of element each is. A reply's outputs have none a caller
+must keep: a block one output leaves open after its last element (``left_open``) covers every
+other text output of the reply whole (``classifier``), as the rule above covers a typed
+reply's texts. A stream's replies arrive in order: a block open at the end of what a reply
+brought runs into the next ones, in every output, until its END marker arrives
+(``carryover``: ``CoveredTensor``; a routed stream is refused, ``split_values``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from typing import Any
 
 from labelgate.classify import characters, credentials
@@ -166,3 +171,20 @@ def carried_across(
             if end:
                 covered[index] = len(value) if index in opaque else end
     return covered, {index: found for index, found in leaves.items() if found}
+
+
+def left_open(values: Sequence[bytes], candidates: Iterable[int]) -> frozenset[bytes]:
+    """The END markers a tensor's elements (``values``, read in order as written and in the
+    forms the scan reads) leave awaited after the last: blocks an element opens that no later
+    one closes. Only ``candidates`` (ascending: those in which a scan found ``secret``, which
+    every BEGIN marker it reads is) are asked whether they open one (``carried_across``)."""
+    first = next((index for index in candidates if opens_key_block(values[index])), None)
+    if first is None:
+        return frozenset()
+    awaited = awaited_after(values[first])
+    for value in values[first + 1 :]:
+        if awaited:
+            _, awaited = run_on(value, awaited)
+        elif value:
+            awaited = awaited_after(value)
+    return awaited

@@ -27,6 +27,13 @@ move text between messages. A route whose server streams are token streams
   two others. Whole values side by side (``ann@x.com`` then ``bob@y.com``, one email
   joined) are covered byte by byte.
 
+A PEM private key is the one value that spans fields (``key_blocks``): a message whose text
+opens a block it does not close is covered whole by its own classification, but the key's
+lines in later messages (in that field or any other) show no marker. So once a released
+message leaves a block open, a later message with text besides the awaited END marker (in
+any field, any form the scan reads) ends the stream (``STREAM_VALUE_SPLIT``,
+``_follow_keys``) before it leaves, as a value split across one field's messages does.
+
 Messages held beyond ``hold_limit`` bytes (serialized, plus a parsed message's own cost,
 plus their text, plus what is kept per path: its name and where each of its pieces ends)
 fail the stream closed, and so does a stream holding text of more than ``max_paths`` paths
@@ -56,7 +63,7 @@ from typing import Final
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from labelgate.classify import reasons
+from labelgate.classify import credentials, key_blocks, reasons
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.folding import (
@@ -132,6 +139,11 @@ class SplitValues:
         self._held_bytes = 0
         self._paths: dict[str, _Path] = {}
         self._whole = 0  # paths whose text cannot be cut: everything is held to the end
+        # PEM blocks across paths (``_follow_keys``): the held messages whose text may spell a
+        # marker, and the END markers the blocks released messages left open await.
+        self._secrets = credentials.NAME in detectors.names
+        self._marked: set[int] = set()
+        self._keys_open: frozenset[bytes] = frozenset()
 
     def hold(self, message: Message) -> list[Message]:
         """Take the next message; the messages that may leave now, in order."""
@@ -150,6 +162,8 @@ class SplitValues:
                     )
                 state = self._paths[path] = _Path(shown)
                 self._held_bytes += _PATH_COST + len(path) + len(shown)
+            if self._secrets and _may_spell_key(piece):
+                self._marked.add(number)
             self._appended(state, piece)
             state.messages.append(number)
             state.text += piece
@@ -232,6 +246,8 @@ class SplitValues:
                 pieces = [piece for piece in pieces if piece]
                 if len(pieces) > 1:
                     self._refuse_split(state.shown, pieces)
+        if self._keys_open or (self._marked and min(self._marked) < last):
+            self._follow_keys(count)
         released = []
         for _ in range(count):
             message, size = self._held.popleft()
@@ -256,6 +272,47 @@ class SplitValues:
                 )
                 del self._paths[path]
         return released
+
+    def _follow_keys(self, count: int) -> None:
+        """A PEM block one message's text opens and does not close runs on into the messages
+        after it, on every path: each message is classified on its own, and the key's lines
+        in a later message's other field (or its own) show no marker (``key_blocks``). The
+        message that opens it is covered whole (``messages``: every text of a reply that opens
+        a block); a later one whose texts, but those holding the awaited END marker (in any
+        form the scan reads) and blank ones, are not empty would carry lines of the key no
+        mask covers: the stream ends (``STREAM_VALUE_SPLIT``) before it leaves, as a value
+        split across one path's messages does. Asked only while a block is open or of
+        messages whose text may spell a marker (``_may_spell_key``)."""
+        awaited = self._keys_open
+        for offset in range(count):
+            number = self._first + offset
+            marked = number in self._marked
+            if not awaited and not marked:
+                continue
+            self._marked.discard(number)
+            texts = [piece for _, _, piece in text_fields(self._held[offset][0])]
+            opened: set[bytes] = set()
+            if awaited:
+                found: set[bytes] = set()
+                for text in texts:
+                    if not text.strip():
+                        continue
+                    _, left = key_blocks.run_on(text, awaited)
+                    closes = awaited - left
+                    if not closes:
+                        raise UpstreamError(
+                            reasons.STREAM_VALUE_SPLIT,
+                            "the upstream sent a private key's lines in a later message of a stream "
+                            "than its BEGIN marker; each message is masked on its own, so it is not sent",
+                        )
+                    found |= closes
+                    opened |= left - awaited
+                awaited = awaited - found
+            if marked:
+                for text in texts:
+                    opened |= key_blocks.awaited_after(text)
+            awaited = awaited | frozenset(opened)
+        self._keys_open = awaited
 
     def _refuse_split(self, path: str, pieces: list[bytes]) -> None:
         straddling = straddled(self.detectors, pieces)
@@ -410,6 +467,13 @@ class _Readings:
             last = self.levels[-1]
             self.levels.append(_ESCAPE.sub(_unescape_match, last) if b"\\" in last else last)
         return self.levels[level]
+
+
+def _may_spell_key(text: bytes) -> bool:
+    """Whether ``text`` may hold a PEM marker: ``PRIVATE KEY`` as written, or escapes or text
+    to fold that may spell one. (A marker split across one path's messages is refused there:
+    ``straddled``.) C-level searches."""
+    return b"PRIVATE KEY" in text or may_escape(text) or may_hide(text)
 
 
 def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
