@@ -412,3 +412,301 @@ def test_the_decision_cache_is_bounded_by_the_bytes_of_its_keys_as_configured(tm
     assert (engine._max_entries, engine._max_bytes) == (5, 4096)
     with pytest.raises(ConfigError):
         load_settings(auth=AUTH, policy={"dir": str(tmp_path), "cache_max_bytes": 0})
+
+
+# -- the YAML file: what a loader would silently change or expand -------------------------
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        # The reviewer's case: the second `recording:` dropped the first one's encryption key.
+        (
+            "auth: {api_keys: {}}\nrecording:\n  encryption_key_file: rec.key\n"
+            "listen: 127.0.0.1:8443\nrecording:\n  dir: sessions\n",
+            "'recording'",
+            "lines 2 and 5",
+        ),
+        (
+            "auth: {api_keys: {}}\nupstream:\n  address: a:1\n  tls: true\n  address: b:2\n",
+            "'address'",
+            "3 and 5",
+        ),
+        (
+            "auth: {api_keys: {}}\nupstreams:\n  - {name: a, models: [m], name: b}\n",
+            "'name'",
+            "lines 3 and 3",
+        ),
+        ("auth: {api_keys: {}}\nrelease:\n  parameters:\n    x: public\n    x: secret\n", "'x'", "4 and 5"),
+    ],
+)
+def test_a_key_written_twice_is_refused_at_any_depth(tmp_path: Path, text: str, key: str, lines: str) -> None:
+    config = tmp_path / "labelgate.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    message = refused.value.message
+    assert refused.value.reason == "CONFIG_INVALID"
+    assert f"the key {key} appears twice" in message and lines in message, message
+
+
+def alias_bomb(levels: int) -> str:
+    """Each level a list of nine aliases of the one before: 9**levels strings once copied."""
+    text = 'l0: &l0 ["x","x","x","x","x","x","x","x","x"]\n'
+    for level in range(1, levels):
+        text += f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]\n"
+    return text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        alias_bomb(5),  # 59,049 strings copied; the reviewer's 9 levels took gigabytes
+        "auth: &keys {api_keys: {}}\n",  # an anchor alone is refused too: write the value out
+        "auth: {api_keys: {}}\nupstreams:\n  - &u {name: a, models: [m]}\n  - {<<: *u, name: b}\n",
+    ],
+)
+def test_yaml_anchors_and_aliases_are_refused(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "labelgate.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert refused.value.reason == "CONFIG_INVALID"
+    assert "anchors and aliases (&name, *name) are not accepted" in refused.value.message
+    assert "line " in refused.value.message
+
+
+def test_a_config_file_past_one_mebibyte_is_refused(tmp_path: Path) -> None:
+    from labelgate.config import MAX_CONFIG_BYTES
+
+    config = tmp_path / "labelgate.yaml"
+    config.write_bytes(b"auth: {api_keys: {}}\n" + b"#" * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert refused.value.reason == "CONFIG_INVALID" and "is larger than 1 MiB" in refused.value.message
+
+
+def test_the_shipped_configs_still_load() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for config in (
+        "deploy/quickstart/labelgate.yaml",
+        "deploy/docker/labelgate.yaml",
+        "deploy/compose/labelgate.yaml",
+    ):
+        try:
+            load_settings(root / config)
+        except ConfigError as error:  # a file or variable it names may be absent here; not the YAML
+            assert "is not valid YAML" not in error.message and str(config) not in error.message, (
+                error.message
+            )
+
+
+# -- values that can never work: infinities ------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ("upstream:\n  timeout_seconds: .inf\n", "upstream.timeout_seconds", "less than or equal to 86400"),
+        (
+            "upstreams:\n  - {name: a, models: [m], timeout_seconds: .inf}\n",
+            "upstreams.0.timeout_seconds",
+            "less than or equal to 86400",
+        ),
+        # A section defined beside its module (recording/settings.py) is held to it as well.
+        (
+            "recording:\n  sweep_interval_seconds: .inf\n",
+            "config",
+            "recording.sweep_interval_seconds: must be a finite",
+        ),
+    ],
+)
+def test_an_infinite_number_is_refused(tmp_path: Path, text: str, where: str, says: str) -> None:
+    config = tmp_path / "labelgate.yaml"
+    config.write_text("auth: {api_keys: {}}\n" + text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert f"  - {where}: " in refused.value.message and says in refused.value.message, refused.value.message
+
+
+# -- LABELGATE_* variables that name no setting -----------------------------------------------
+@pytest.mark.parametrize(
+    ("variable", "says"),
+    [
+        (
+            "LABELGATE_RECORDNG__ENCRYPTION_KEY_FILE",
+            "no setting is called 'recordng'; did you mean LABELGATE_RECORDING__ENCRYPTION_KEY_FILE?",
+        ),
+        ("LABELGATE_NOSUCH__DIR", "no setting is called 'nosuch'"),
+        ("LABELGATE_WORKRS", "did you mean LABELGATE_WORKERS?"),
+        ("labelgate_recordng", "did you mean LABELGATE_RECORDING?"),  # read case-insensitively
+    ],
+)
+def test_a_misspelt_variable_is_refused(monkeypatch: pytest.MonkeyPatch, variable: str, says: str) -> None:
+    monkeypatch.setenv(variable, "/keys/recording.key")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH)
+    assert refused.value.reason == "CONFIG_INVALID"
+    assert f"  - {variable}: " in refused.value.message and says in refused.value.message, (
+        refused.value.message
+    )
+
+
+def test_other_labelgate_variables_still_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables labelgate's own commands read, and those a Kubernetes Service named
+    labelgate puts in every pod of its namespace, are no settings and no typos."""
+    import re
+
+    from labelgate.config import misspelt_variables
+
+    sources = Path(__file__).resolve().parents[1] / "proxy" / "labelgate"
+    named = {
+        name
+        for path in sources.rglob("*.py")
+        if path.name != "config.py"  # its docstrings spell typos on purpose
+        for name in re.findall(r"LABELGATE_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8"))
+    }
+    service_links = ["LABELGATE_PORT", "LABELGATE_SERVICE_HOST", "LABELGATE_PORT_8443_TCP_ADDR"]
+    service_links += ["LABELGATE_APPROVALS_SERVICE_PORT", "LABELGATE_METRICS_PORT"]
+    assert misspelt_variables(dict.fromkeys([*named, *service_links], "x")) == []
+    for name in service_links:
+        monkeypatch.setenv(name, "tcp://10.0.0.1:8443")
+    assert load_settings(auth=AUTH).workers == 1
+
+
+# -- credentials in URLs are never quoted ----------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"engine": "opa", "policy": {"opa_url": "http://admin:S3cretPW@opa:99999"}},
+        {"engine": "opa", "policy": {"opa_url": "ftp://admin:S3cretPW@opa:8181"}},
+        {
+            "engine": "opa",
+            "policy": {"opa_url": "http://admin:S3cret\uff03PW@opa:8181"},
+        },  # urllib quotes the netloc
+        {"tracing": {"endpoint": "http://u:S3cretPW@collector:99999"}},
+        {"tracing": {"endpoint": "u:S3cretPW@collector:99999"}},
+        {"tracing": {"endpoint": "https://u:S3cret\uff03PW@collector:4318"}},
+        {"listen": "u:S3cretPW@host:port"},
+    ],
+)
+def test_a_url_problem_never_quotes_its_credentials(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH, **overrides)
+    assert "S3cret" not in refused.value.message and "***@" in refused.value.message, refused.value.message
+
+
+def test_the_issuer_of_two_subject_claims_is_shown_without_credentials() -> None:
+    issuer = "https://u:S3cretPW@idp.example.com"
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=jwt_auth(issuer, subject_claim="email"), admin=inbox_oidc(issuer))
+    assert "two ids" in refused.value.message and "S3cret" not in refused.value.message
+
+
+# -- serve --check-config: what each file holds, loaded as serve loads it --------------------
+def problems_of(prefixes: tuple[str, ...], **overrides: Any) -> list[str]:
+    from labelgate.config import startup_problems
+
+    return [p for p in startup_problems(load_settings(auth=AUTH, **overrides)) if p.startswith(prefixes)]
+
+
+def test_check_config_compiles_the_policy(tmp_path: Path) -> None:
+    bad = tmp_path / "rego"
+    bad.mkdir()
+    (bad / "x.rego").write_text("package labelgate.decision\nthis is not rego {\n")
+    (problem,) = problems_of(("policy.",), policy={"dir": str(bad)})
+    assert problem.startswith("policy.dir: ") and "x.rego:2" in problem, problem
+    assert problems_of(("policy.",), policy={"dir": "rego"}) == []
+
+
+def test_check_config_loads_the_tls_pairs(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.support.pki import create_ca
+
+    ca = create_ca()
+    cert, key = ca.server_cert().write(tmp_path, "server")
+    _, other_key = ca.server_cert().write(tmp_path, "other")
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        ca.server_cert().key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a pem\n")
+    for where in ("server_tls", "admin.tls"):
+
+        def check(cert_file: Path, key_file: Path, where: str = where) -> list[str]:
+            pair = {"cert_file": str(cert_file), "key_file": str(key_file)}
+            settings = {"server_tls": pair} if where == "server_tls" else {"admin": {"tls": pair}}
+            return problems_of((where,), **settings)
+
+        assert check(cert, key) == []
+        for cert_file, key_file, says in [
+            (not_pem, key, f"cert_file {not_pem} holds no PEM certificate"),
+            (cert, not_pem, f"key_file {not_pem} holds no PEM private key"),
+            (key, cert, f"cert_file {key} holds no PEM certificate"),
+            (cert, other_key, f"the private key in {other_key} is not the one of the certificate in {cert}"),
+            (cert, encrypted, f"key_file {encrypted} is an encrypted private key"),
+        ]:
+            (problem,) = check(cert_file, key_file)
+            assert problem.startswith(f"{where}: {says}"), problem
+
+
+def test_check_config_loads_the_trusted_certificates_and_descriptors(tmp_path: Path) -> None:
+    from google.protobuf import descriptor_pb2
+
+    from tests.support.pki import create_ca
+
+    ca_file = create_ca().write(tmp_path)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a pem\n")
+    descriptors = tmp_path / "svc.pb"
+    files = descriptor_pb2.FileDescriptorSet(file=[descriptor_pb2.FileDescriptorProto(name="demo/svc.proto")])
+    descriptors.write_bytes(files.SerializeToString())
+    corrupt = tmp_path / "corrupt.pb"
+    corrupt.write_bytes(b"\xff\xff\xff\xff")
+
+    def settings(ca: Path, descriptor_set: Path) -> dict[str, Any]:
+        return {
+            "upstream": {"tls": True, "ca_file": str(ca)},
+            "upstreams": [{"name": "b", "models": ["m"], "tls": True, "ca_file": str(ca)}],
+            "routes": [{"method_prefix": "/demo.Svc/", "descriptor_set": str(descriptor_set)}],
+            "engine": "opa",
+            "policy": {"opa_ca_file": str(ca)},
+        }
+
+    prefixes = ("upstream", "policy.opa_ca_file", "routes")
+    assert problems_of(prefixes, **settings(ca_file, descriptors)) == []
+    found = problems_of(prefixes, **settings(not_pem, corrupt))
+    assert sorted(p.partition(":")[0] for p in found) == [
+        "policy.opa_ca_file",
+        "routes[0].descriptor_set",
+        "upstream.ca_file",
+        "upstreams[0].ca_file",
+    ], found
+    for problem in found:
+        says = (
+            "is not a FileDescriptorSet"
+            if problem.startswith("routes")
+            else f"{not_pem} holds no PEM certificate"
+        )
+        assert says in problem, problem
+
+
+def test_check_config_loads_the_client_certificate_authority(tmp_path: Path) -> None:
+    from labelgate.config import startup_problems
+    from tests.support.pki import create_ca
+
+    ca = create_ca()
+    cert, key = ca.server_cert().write(tmp_path, "server")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a pem\n")
+    tls = {"cert_file": str(cert), "key_file": str(key)}
+
+    def problems(ca_file: Path) -> list[str]:
+        settings = load_settings(auth={"mtls": {"ca_file": str(ca_file)}}, server_tls=tls)
+        return [p for p in startup_problems(settings) if p.startswith("auth.mtls")]
+
+    assert problems(ca.write(tmp_path)) == []
+    (problem,) = problems(not_pem)
+    assert problem.startswith(f"auth.mtls.ca_file: {not_pem} holds no PEM certificate"), problem

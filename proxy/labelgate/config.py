@@ -1,10 +1,11 @@
 """The one configuration model of the gateway.
 
 Sources, strongest first: command-line flags, ``LABELGATE_*`` environment variables
-(nested with ``__``, e.g. ``LABELGATE_POLICY__TIMEOUT_MS=100``), the YAML file (read by
-pydantic-settings' own YAML source). Path settings are typed ``ConfigPath``: relative ones
-(from any source) are resolved against the config file's folder when there is one, so a
-config works from any working directory.
+(nested with ``__``, e.g. ``LABELGATE_POLICY__TIMEOUT_MS=100``; one that looks like a setting
+but names none is refused), the YAML file (pydantic-settings' YAML source, reading with a
+loader that refuses a key written twice and YAML aliases). Path settings are typed
+``ConfigPath``: relative ones (from any source) are resolved against the config file's
+folder when there is one, so a config works from any working directory.
 ``load_settings`` refuses a config that cannot work, listing every problem at once,
 including settings that could never take effect: each section checks itself (its own
 ``model_validator``), and the few checks that span sections are the small named functions
@@ -14,7 +15,8 @@ in ``_CROSS_SECTION_CHECKS``.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +49,7 @@ from labelgate.digits import whole_number
 from labelgate.errors import ConfigError
 from labelgate.recording.settings import RecordingSettings
 from labelgate.retry import RetrySettings
+from labelgate.shown_urls import shown_url
 from labelgate.tracing import TracingSettings
 
 # The vocabulary is defined once (classify/labels.py); subscripting with the tuple spells it out.
@@ -70,7 +73,7 @@ def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
     number = whole_number(port)
     if not sep or not host or number is None or not 0 <= number <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT")
+        raise ValueError(f"{shown_url(value)!r} is not HOST:PORT")
     return value
 
 
@@ -82,10 +85,10 @@ def _http_url(value: str) -> str:
     try:
         parts = urlsplit(value)
         port = parts.port
-    except ValueError as error:
-        raise ValueError(f"{value!r} is not a URL: {error}") from None
+    except ValueError as error:  # urllib's message may repeat the netloc: shown without userinfo
+        raise ValueError(f"{shown_url(value)!r} is not a URL: {shown_url(value, str(error))}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ValueError(f"{value!r} is not an http(s)://HOST[:PORT] URL")
+        raise ValueError(f"{shown_url(value)!r} is not an http(s)://HOST[:PORT] URL")
     return value
 
 
@@ -96,7 +99,8 @@ class UpstreamSettings(Section):
     server_name: str | None = None
     # The gateway's own credential for the upstream; the caller's is never forwarded.
     token: SecretStr | None = None
-    timeout_seconds: float = Field(30.0, gt=0)
+    # A day at most: a call may stream a long generation, but never for ever (.inf was taken).
+    timeout_seconds: float = Field(30.0, gt=0, le=86_400)
     # Caller metadata that travels upstream, by name (lower case); nothing else does.
     # Credentials and labelgate's own keys never travel, even if named here.
     forward_metadata: list[str] = ["traceparent", "tracestate", "x-request-id"]
@@ -754,9 +758,9 @@ def _one_subject_claim_per_issuer(settings: GatewaySettings) -> list[str]:
         return []
     return [
         f"admin.oidc.subject_claim {oidc.subject_claim!r} differs from auth.jwt.subject_claim "
-        f"{jwt.subject_claim!r} for the same issuer {jwt.issuer!r}: the same person would get two ids, "
-        "one signing in to the inbox and one calling the gateway, and could approve their own "
-        "request. Set both to the same claim"
+        f"{jwt.subject_claim!r} for the same issuer {shown_url(jwt.issuer)!r}: the same person "
+        "would get two ids, one signing in to the inbox and one calling the gateway, and could "
+        "approve their own request. Set both to the same claim"
     ]
 
 
@@ -781,6 +785,28 @@ def _postgres_dsns_parse(settings: GatewaySettings) -> list[str]:
     return found
 
 
+def _numbers_are_finite(settings: GatewaySettings) -> list[str]:
+    # YAML's .inf is a float pydantic takes wherever a setting has no upper bound, in every
+    # section (those defined beside their modules too): a timeout or interval of infinity
+    # never ends, or overflows where it becomes a deadline.
+    def walk(value: object, where: str) -> list[str]:
+        if isinstance(value, float):
+            return [] if math.isfinite(value) else [f"{where}: must be a finite number"]
+        if isinstance(value, BaseModel):
+            return [
+                found
+                for name in type(value).model_fields
+                for found in walk(getattr(value, name), f"{where}.{name}")
+            ]
+        if isinstance(value, (list, tuple)):
+            return [found for index, item in enumerate(value) for found in walk(item, f"{where}[{index}]")]
+        if isinstance(value, dict):
+            return [found for key, item in value.items() for found in walk(item, f"{where}.{key}")]
+        return []
+
+    return [found for name in type(settings).model_fields for found in walk(getattr(settings, name), name)]
+
+
 # The checks that need more than one section; each section checks itself.
 _CROSS_SECTION_CHECKS: tuple[Callable[[GatewaySettings], list[str]], ...] = (
     _client_certificates_can_arrive,
@@ -795,13 +821,64 @@ _CROSS_SECTION_CHECKS: tuple[Callable[[GatewaySettings], list[str]], ...] = (
     _approvals_can_work,
     _one_subject_claim_per_issuer,
     _postgres_dsns_parse,
+    _numbers_are_finite,
 )
+
+
+# A config is a few kilobytes (the examples in deploy/ are 1.5-15 KB); a file past this is a
+# mistake, and PyYAML's pure-Python loader takes seconds per megabyte.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _Refused(yaml.YAMLError):
+    """What ``_ConfigLoader`` refuses in otherwise valid YAML; its message names the line."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (what pydantic-settings reads with), refusing two things YAML
+    allows: a mapping key written twice, of which PyYAML keeps the last and drops the first
+    without a word (a second ``recording:`` section silently dropped the first one's encryption
+    key), and anchors and aliases. An alias shares one node however often it is used: nine
+    levels of nine aliases load in microseconds, then every copy of them (``from_config_file``,
+    pydantic's validation) builds billions of values. Refusing them, rather than bounding
+    copies, keeps every later step linear in the file's size; a configuration is short enough
+    to write out, and no configuration labelgate ships uses them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                f"line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
+                "accepted in a configuration: write the value out where it is used"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<``: explicit keys override merged ones, by YAML's design
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: the constructor itself refuses it
+            if first is not key_node:
+                shown = repr(key) if len(repr(key)) <= 80 else repr(key)[:77] + "..."
+                raise _Refused(
+                    f"the key {shown} appears twice in one mapping (lines {first.start_mark.line + 1} "
+                    f"and {key_node.start_mark.line + 1}): YAML keeps only the last, so the settings "
+                    "of the first would be ignored"
+                )
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 class _ConfigFile(YamlConfigSettingsSource):
     """pydantic-settings' YAML source over the file ``load_settings`` names, failing closed:
     the library skips a missing file and lets parse errors through; here each is a
-    ConfigError with the file's name."""
+    ConfigError with the file's name. It reads with ``_ConfigLoader``, at most
+    ``MAX_CONFIG_BYTES``."""
 
     def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
         if path is not None:
@@ -815,11 +892,26 @@ class _ConfigFile(YamlConfigSettingsSource):
 
     def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         try:
-            data: object = super()._read_file(file_path)
+            with file_path.open("rb") as file:
+                raw = file.read(MAX_CONFIG_BYTES + 1)
         except OSError as error:
             raise ConfigError(
                 reasons.CONFIG_UNREADABLE, f"cannot read {file_path}: {error.strerror}"
             ) from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                reasons.CONFIG_INVALID,
+                f"{file_path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a configuration",
+            )
+        try:
+            loader = _ConfigLoader(raw.decode("utf-8"))
+            loader.name = str(file_path)  # its error marks name the file
+            try:
+                data: object = loader.get_single_data() or {}
+            finally:
+                loader.dispose()
+        except _Refused as error:
+            raise ConfigError(reasons.CONFIG_INVALID, f"{file_path}: {error}") from None
         except yaml.YAMLError as error:
             raise ConfigError(reasons.CONFIG_INVALID, f"{file_path} is not valid YAML: {error}") from None
         except UnicodeDecodeError as error:
@@ -864,8 +956,66 @@ def _environment_problem(error: SettingsError) -> str:
     return f'{named}: a list or object setting takes a JSON value, e.g. ["a", "b"]'
 
 
+# LABELGATE_* variables labelgate's commands and tools read that are not settings (options'
+# envvar=, the opa binary, test switches): never taken for a misspelt setting.
+COMMAND_VARIABLES = frozenset(
+    {
+        "LABELGATE_APPROVALS_URL",
+        "LABELGATE_BUNDLE_ALLOWED_HOSTS",
+        "LABELGATE_BUNDLE_READER_TOKEN",
+        "LABELGATE_BUNDLE_TOKEN",
+        "LABELGATE_BUNDLE_TOKENS_FILE",
+        "LABELGATE_DEBUG",
+        "LABELGATE_DEMO_DEBUG_MODEL",
+        "LABELGATE_DEV_KEYS",
+        "LABELGATE_NATIVE",
+        "LABELGATE_NO_REGO_PRELOAD",
+        "LABELGATE_OPA",
+        "LABELGATE_TOKEN",
+    }
+)
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """``LABELGATE_*`` variables that look like settings but name none. pydantic-settings reads
+    only the names of fields, so ``LABELGATE_RECORDNG__ENCRYPTION_KEY_FILE`` was ignored without
+    a word (recordings written in clear) while a typo inside a section is refused. A name with
+    ``__`` is the nested settings syntax; a name without one is refused only when it is close
+    to a setting's (``LABELGATE_WORKRS``): other tools' variables, and the ``LABELGATE_PORT``
+    and ``LABELGATE_SERVICE_HOST`` a Kubernetes Service named labelgate adds, pass."""
+    import difflib
+
+    fields = list(GatewaySettings.model_fields)
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads them case-insensitively
+        if not upper.startswith("LABELGATE_") or upper in COMMAND_VARIABLES:
+            continue
+        rest = upper.removeprefix("LABELGATE_").lower()
+        head = rest.split("__")[0]
+        if head in fields:
+            continue
+        close = difflib.get_close_matches(head, fields, n=1, cutoff=0.8)
+        if "__" in rest or close:
+            meant = (
+                f"; did you mean LABELGATE_{close[0].upper()}{rest[len(head) :].upper()}?" if close else ""
+            )
+            found.append(f"{name}: no setting is called {head!r}{meant}")
+    return found
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
     """Load and validate; raise ConfigError listing every problem."""
+    import os
+
+    misspelt = misspelt_variables(os.environ)
+    if misspelt:
+        count = len(misspelt)
+        listed = "\n".join(f"  - {problem}" for problem in misspelt)
+        raise ConfigError(
+            reasons.CONFIG_INVALID,
+            f"the environment has {count} problem{'s' if count != 1 else ''}:\n{listed}",
+        )
     token = _config_file.set(config_file.resolve() if config_file else None)
     try:
         return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -883,11 +1033,116 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewayS
         _config_file.reset(token)
 
 
+class _EncryptedKey(Exception):
+    """OpenSSL asked for a password: neither gRPC nor uvicorn can give it one."""
+
+
+def _no_password() -> bytes:
+    raise _EncryptedKey  # else OpenSSL would prompt on the terminal
+
+
+def check_tls_pair(cert_file: Path, key_file: Path, what: str) -> None:
+    """A listener's certificate and key load, and belong together; else ``ConfigError``
+    (``TLS_FILE_UNREADABLE``) naming the file. OpenSSL's ``load_cert_chain`` is what uvicorn
+    calls for ``admin.tls``; gRPC's BoringSSL refuses the same files, but says only that it
+    could not bind. Here, below both listeners, so that start and ``--check-config`` share it."""
+    import ssl
+
+    try:
+        cert_file.read_bytes()
+        key_file.read_bytes()
+    except OSError as error:
+        raise ConfigError(
+            reasons.TLS_FILE_UNREADABLE, f"{what}: cannot read {error.filename}: {error.strerror}"
+        ) from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_no_password)
+        return
+    except _EncryptedKey:
+        problem = f"key_file {key_file} is an encrypted private key: give the listener an unencrypted one"
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            problem = f"the private key in {key_file} is not the one of the certificate in {cert_file}"
+        elif not _holds_certificates(cert_file):
+            problem = f"cert_file {cert_file} holds no PEM certificate"
+        else:
+            problem = f"key_file {key_file} holds no PEM private key"
+            if error.reason:
+                problem += f" ({error.reason})"
+    raise ConfigError(reasons.TLS_FILE_UNREADABLE, f"{what}: {problem}")
+
+
+def _holds_certificates(path: Path) -> bool:
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError:
+        return False
+    return True
+
+
+def check_ca_file(path: Path, what: str) -> None:
+    """A file of trusted certificates loads as the REST upstream and the OPA client load theirs
+    (``ssl.create_default_context``); else ``ConfigError`` (``TLS_FILE_UNREADABLE``). A gRPC
+    channel hands the same bytes to BoringSSL, which refuses them only at the first call."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as error:
+        raise ConfigError(
+            reasons.TLS_FILE_UNREADABLE, f"{what}: {path} holds no PEM certificate ({error.reason or error})"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            reasons.TLS_FILE_UNREADABLE, f"{what}: cannot read {path}: {error.strerror}"
+        ) from None
+
+
+def _descriptor_set(path: Path) -> None:
+    """A route's descriptors parse as a FileDescriptorSet (``protoc --descriptor_set_out``).
+    Serve's loader (``gateway.routes.load_descriptor_set``) also adds them to the process's
+    descriptor pool; that one sits above this module and is not called from here."""
+    from google.protobuf import descriptor_pb2
+    from google.protobuf.message import DecodeError
+
+    try:
+        descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+    except DecodeError as error:
+        raise ValueError(f"{path} is not a FileDescriptorSet: {error}") from None
+
+
+def _compile_policy(settings: GatewaySettings) -> None:
+    """The policy folder compiled by the engine serve runs, as serve compiles it at start (the
+    embedded engine's child-process compile and ``opa check``; the wasm engine's ``opa build``)."""
+    import asyncio
+
+    from labelgate.policy.embedded import EmbeddedEngine
+    from labelgate.policy.wasm import WasmEngine
+
+    engine = (
+        WasmEngine(settings.policy.dir, watch_interval=None)
+        if settings.engine == "wasm"
+        else EmbeddedEngine(settings.policy.dir, watch_interval=None, opa_check=settings.policy.opa_check)
+    )
+
+    async def start_and_close() -> None:
+        try:
+            await engine.start()
+        finally:
+            await engine.close()
+
+    asyncio.run(start_and_close())
+
+
 def startup_problems(settings: GatewaySettings) -> list[str]:
     """What would still stop a gateway with these (valid) settings from starting, found without
     the network (``labelgate serve --check-config``): every file it reads at start must be there
-    and load (catalog, policy folder, JWKS, keys, certificates, hash key), and the folders it
-    writes state into must be writable. [] when none."""
+    and load (catalog, JWKS, keys, hash key; the policy folder compiled by its engine; TLS
+    certificates with their keys, trusted certificates and descriptor sets parsed), and the
+    folders it writes state into must be writable. [] when none. Called outside an event loop:
+    the policy engine starts in one of its own."""
     import os
 
     from labelgate.auth import Authenticator
@@ -897,15 +1152,19 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
 
     problems: list[str] = []
 
-    def attempt(where: str, action: Any) -> None:
+    def attempt(where: str, action: Any) -> bool:
+        """Run ``action``; True when it raised nothing, else its problem is listed."""
         try:
             action()
-        except LabelgateError as error:
-            problems.append(f"{where}: {error.message}")
+            return True
+        except LabelgateError as error:  # its message may name where itself
+            message = error.message
+            problems.append(message if message.startswith(f"{where}: ") else f"{where}: {message}")
         except (OSError, ValueError) as error:
             problems.append(f"{where}: {error}")
         except RecursionError:
             problems.append(f"{where}: a file it names is nested too deeply")
+        return False
 
     def readable(path: Path) -> None:
         path.read_bytes()
@@ -933,12 +1192,15 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
         attempt(
             "classification.catalog_file", lambda: Catalog.from_file(settings.classification.catalog_file)
         )
-        if settings.engine in ("embedded", "wasm"):
-            attempt("policy.dir", lambda: policy_dir(settings.policy.dir))
+    checker = True
     if settings.engine == "embedded":
         from labelgate.policy.opa_check import OpaChecker
 
-        attempt("policy.opa_check", lambda: OpaChecker(settings.policy.opa_check))
+        checker = attempt("policy.opa_check", lambda: OpaChecker(settings.policy.opa_check))
+    in_process = settings.policy.bundle_url is None and settings.engine in ("embedded", "wasm")
+    # Compiled as serve compiles it, once the folder holds modules and opa_check can run.
+    if in_process and attempt("policy.dir", lambda: policy_dir(settings.policy.dir)) and checker:
+        attempt("policy.dir", lambda: _compile_policy(settings))
     if settings.policy.bundle_public_key_file is not None:
         key_file = settings.policy.bundle_public_key_file
         attempt(
@@ -952,12 +1214,26 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
         "server_tls.key_file": settings.server_tls.key_file if settings.server_tls else None,
         "admin.tls.cert_file": settings.admin.tls.cert_file if settings.admin.tls else None,
         "admin.tls.key_file": settings.admin.tls.key_file if settings.admin.tls else None,
+        "auth.mtls.ca_file": settings.auth.mtls.ca_file if settings.auth.mtls else None,
         **{f"routes[{i}].descriptor_set": r.descriptor_set for i, r in enumerate(settings.routes)},
         **{f"upstreams[{i}].ca_file": u.ca_file for i, u in enumerate(settings.upstreams)},
     }
+    read = {
+        where
+        for where, path in files.items()
+        if path is not None and attempt(where, lambda path=path: readable(path))
+    }
+    # Then what each file that could be read holds, loaded as serve loads it.
+    for where, tls in (("server_tls", settings.server_tls), ("admin.tls", settings.admin.tls)):
+        if tls is not None and {f"{where}.cert_file", f"{where}.key_file"} <= read:
+            attempt(where, lambda tls=tls, where=where: check_tls_pair(tls.cert_file, tls.key_file, where))
     for where, path in files.items():
-        if path is not None:
-            attempt(where, lambda path=path: readable(path))
+        if path is None or where not in read:
+            continue
+        if where.endswith("ca_file"):
+            attempt(where, lambda path=path, where=where: check_ca_file(path, where))
+        elif where.endswith("descriptor_set"):
+            attempt(where, lambda path=path: _descriptor_set(path))
     if settings.masking.hash_key_file is not None:
         attempt("masking.hash_key_file", lambda: hash_key(settings.masking.hash_key_file))
     if settings.admin.session_key_file is not None:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from labelgate.shown_urls import shown_url
 from labelgate.untrusted_text import bounded
 
 # W3C trace context headers (gRPC metadata keys and HTTP header names, lower case).
@@ -70,9 +71,11 @@ class TracingSettings(BaseModel):
             parts = urlsplit(url)
             port = parts.port
         except ValueError as error:
-            raise ValueError(f"{value!r} is not HOST:PORT or an http(s) URL: {error}") from None
+            # urllib's message may repeat the netloc: it is shown without the userinfo too.
+            shown, why = shown_url(value), shown_url(value, str(error))
+            raise ValueError(f"{shown!r} is not HOST:PORT or an http(s) URL: {why}") from None
         if not parts.hostname or port == 0 or parts.scheme not in ("grpc", "http", "https"):
-            raise ValueError(f"{value!r} is not HOST:PORT or an http(s) URL")
+            raise ValueError(f"{shown_url(value)!r} is not HOST:PORT or an http(s) URL")
         return value
 
     # Share of new traces kept; a caller's sampled flag is honoured (parent-based).

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from labelgate.bundle.build import Bundle
+from labelgate.bundle.cli import check_catalog
 from labelgate.bundle.publisher import Publisher
 from labelgate.bundle.source import OpaValidator, SourceSnapshot
 from tests.bundle.helpers import write_atomically
@@ -30,7 +31,7 @@ class PassingValidator(OpaValidator):
 
 async def test_a_catalog_the_gateways_would_refuse_is_not_published(policy_source: Path) -> None:
     validator = PassingValidator()
-    publisher = Publisher(policy_source, validator, poll_interval=3600)
+    publisher = Publisher(policy_source, validator, poll_interval=3600, catalog_check=check_catalog)
     await publisher.start()
     try:
         served = publisher.status()["revision"]
@@ -56,7 +57,7 @@ async def test_a_catalog_the_gateways_would_refuse_is_not_published(policy_sourc
 async def test_a_bundle_without_a_catalog_is_published(policy_source: Path) -> None:
     """Gateways reading their catalog from a file follow such a bundle: not the server's call."""
     (policy_source / CATALOG).unlink()
-    publisher = Publisher(policy_source, PassingValidator(), poll_interval=3600)
+    publisher = Publisher(policy_source, PassingValidator(), poll_interval=3600, catalog_check=check_catalog)
     await publisher.start()
     try:
         status = publisher.status()

@@ -174,6 +174,37 @@ def _sample_assertion_key() -> str:
     ).decode()
 
 
+@cache
+def _sample_tls() -> tuple[str, str]:
+    """One self-signed certificate and its key (PEM), made once: what a TLS Secret and a CA
+    bundle hold (``serve --check-config`` loads them as serving does)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "labelgate-sample")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), pem_key.decode()
+
+
 def secret_sample(key: str) -> str:
     """What a Secret's ``key`` holds in the checks: each key its own value (so two credentials
     from two keys differ, and one key mounted in two places matches), PEM where a key is one."""
@@ -183,6 +214,10 @@ def secret_sample(key: str) -> str:
         return _sample_key_pair()[0]
     if key.endswith("signing.pub") and not key.startswith("audit"):
         return _sample_key_pair()[1]
+    if key.endswith(".crt"):  # a serving certificate or a CA bundle
+        return _sample_tls()[0]
+    if key == "tls.key":
+        return _sample_tls()[1]
     return SECRET_SAMPLES.get(key, f"sample {key}\n")
 
 

@@ -20,6 +20,7 @@ from labelgate.auth.devkeys import DEV_ALGORITHM, DEV_ISSUER, dev_jwks_path
 from labelgate.auth.jwks import ALGORITHM_KEY_TYPES, SYMMETRIC_ALGORITHMS
 from labelgate.auth.subject import AUTH_METHODS, AuthMethod
 from labelgate.config_paths import ConfigPath
+from labelgate.shown_urls import shown_url
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -134,7 +135,8 @@ def _url_problems(url: str) -> list[str]:
     if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
         return []  # a local test or sidecar identity provider
     return [
-        f"jwks_url {url!r} must be https:// (http:// only on loopback): keys fetched in clear can be swapped"
+        f"jwks_url {shown_url(url)!r} must be https:// (http:// only on loopback): keys fetched in clear "
+        "can be swapped"
     ]
 
 

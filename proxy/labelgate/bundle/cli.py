@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from labelgate.bundle import reasons as bundle_reasons
+from labelgate.bundle.build import Bundle
 from labelgate.digits import whole_number
 from labelgate.errors import ConfigError, LabelgateError
-from labelgate.logs import LogLevel
+from labelgate.logs import LogLevel, get_logger
+
+log = get_logger(__name__)
 
 if TYPE_CHECKING:
     from labelgate.approvals.service import ApprovalService
@@ -217,6 +220,7 @@ def bundle_server_command(
             max_decisions_per_instance=max_decisions_per_instance,
         ),
         publish_gate=load_publish_gate(publish_gate, state_dir) if publish_gate is not None else None,
+        catalog_check=check_catalog,
     )
     app = create_app(settings)
     publisher = app.state.publisher
@@ -547,6 +551,31 @@ def command_line() -> typer.Typer:
 
 def main() -> None:
     command_line()()
+
+
+def check_catalog(bundle: Bundle) -> None:
+    """Raise what a gateway taking its catalog from ``bundle`` would refuse it with: the
+    publisher publishes no such revision (``bundle/source.py``).
+
+    ``CATALOG_INVALID`` (a label misspelled, an unknown key), or the data not loading at all
+    (``POLICY_DATA_CONFLICT``, ``POLICY_DATA_INVALID``). A bundle without
+    ``data.labelgate.catalog`` passes: gateways that read their catalog from a file
+    (``classification.catalog_file``) follow it, the others refuse it
+    (``BUNDLE_CATALOG_MISSING``), which is their configuration, not the bundle's. Here, at the
+    top of the layers: the gateway's own loaders are above the bundle package.
+    """
+    from labelgate.gateway import reasons as gateway_reasons
+    from labelgate.gateway.classify_stage import bundle_catalog
+    from labelgate.policy.source import MANIFEST, SIGNATURES, PolicySource
+
+    members = [(name, content) for name, content in bundle.files if name not in (MANIFEST, SIGNATURES)]
+    source = PolicySource.from_files(members, origin="bundle", revision=bundle.revision)
+    try:
+        bundle_catalog(source)
+    except ConfigError as error:
+        if error.reason != gateway_reasons.BUNDLE_CATALOG_MISSING:
+            raise
+        log.info("bundle_without_catalog", revision=bundle.revision)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labelgate.bundle import reasons
 from labelgate.bundle.access import ANONYMOUS, NAME, Credentials, HostCheck, Principal, Role
+from labelgate.bundle.build import Bundle
 from labelgate.bundle.fleet import FleetStore, Retention, clean, iso
 from labelgate.bundle.gate import PublishGate, kind_counts
 from labelgate.bundle.publisher import Publisher
@@ -152,6 +153,8 @@ class ServerSettings:
     prune_interval: float = 300.0
     # The impact rule before publishing (None: every validated revision is published).
     publish_gate: PublishGate | None = None
+    # Raises what gateways would refuse of a bundle's catalog (``bundle/cli.py`` passes theirs).
+    catalog_check: Callable[[Bundle], None] | None = None
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -171,6 +174,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         gate=settings.publish_gate,
         revisions=revisions,
         bundle_name=settings.bundle_name,
+        catalog_check=settings.catalog_check,
     )
     fleet = FleetStore(settings.state_dir / "fleet.sqlite3", settings.retention)
     requests = Counter(

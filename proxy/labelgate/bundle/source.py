@@ -14,11 +14,11 @@ Validation runs the real ``opa`` binary on the snapshot, never on the live folde
    roots included, compiles in strict mode;
 2. ``opa test DIR``: the snapshot with its tests passes.
 
-Before OPA, ``check_catalog`` loads the bundle's data and its classification catalog
-(``data.labelgate.catalog``) exactly as a gateway following the bundle does
-(``gateway.classify_stage.bundle_catalog``): OPA would pass a catalog with a misspelled label,
-which every such gateway then refuses whole, keeping its old revision while this server
-reported itself healthy (review s14).
+Before OPA, the server's command line has the publisher load the bundle's data and its
+classification catalog exactly as a gateway following the bundle does (``bundle/cli.py``
+``check_catalog``, passed in: the gateway's loaders sit in layers above this package): OPA
+would pass a catalog with a misspelled label, which every such gateway then refuses whole,
+keeping its old revision while this server reported itself healthy (review s14).
 
 Blocking (files, subprocesses): the publisher calls these from a worker thread.
 """
@@ -121,29 +121,6 @@ def fingerprint(root: Path) -> Fingerprint:
 def read_snapshot(root: Path) -> SourceSnapshot:
     files = tuple((rel, path.read_bytes()) for rel, path in _source_paths(root))
     return SourceSnapshot(files, content_revision(files))
-
-
-def check_catalog(bundle: Bundle) -> None:
-    """Raise what a gateway taking its catalog from ``bundle`` would refuse it with.
-
-    ``CATALOG_INVALID`` (a label misspelled, an unknown key), or the data not loading at all
-    (``POLICY_DATA_CONFLICT``, ``POLICY_DATA_INVALID``). A bundle without
-    ``data.labelgate.catalog`` passes: gateways that read their catalog from a file
-    (``classification.catalog_file``) follow it, the others refuse it
-    (``BUNDLE_CATALOG_MISSING``), which is their configuration, not the bundle's.
-    """
-    from labelgate.gateway import reasons as gateway_reasons
-    from labelgate.gateway.classify_stage import bundle_catalog
-    from labelgate.policy.source import MANIFEST, SIGNATURES, PolicySource
-
-    members = [(name, content) for name, content in bundle.files if name not in (MANIFEST, SIGNATURES)]
-    source = PolicySource.from_files(members, origin="bundle", revision=bundle.revision)
-    try:
-        bundle_catalog(source)
-    except ConfigError as error:
-        if error.reason != gateway_reasons.BUNDLE_CATALOG_MISSING:
-            raise
-        log.info("bundle_without_catalog", revision=bundle.revision)
 
 
 class OpaValidator:
