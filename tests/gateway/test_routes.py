@@ -407,9 +407,12 @@ async def stalling_upstream(*replies: demo_pb2.Customer) -> AsyncIterator[tuple[
     cancelled = asyncio.Event()
 
     async def send_then_stall(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        for reply in replies:
-            yield reply.SerializeToString()
+        # Cancelled wherever it is: the gateway may refuse the first reply while later ones
+        # are still being sent (it stalled only once all were out, and a cancel that came
+        # before went unseen: the test waited out its 20 s).
         try:
+            for reply in replies:
+                yield reply.SerializeToString()
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             cancelled.set()
