@@ -409,12 +409,13 @@ async def stalling_upstream(*replies: demo_pb2.Customer) -> AsyncIterator[tuple[
     async def send_then_stall(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         # Cancelled wherever it is: the gateway may refuse the first reply while later ones
         # are still being sent (it stalled only once all were out, and a cancel that came
-        # before went unseen: the test waited out its 20 s).
+        # before went unseen: the test waited out its 20 s). Cancelled while grpc writes a
+        # reply, the generator is closed at its yield instead (GeneratorExit).
         try:
             for reply in replies:
                 yield reply.SerializeToString()
             await asyncio.Event().wait()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             cancelled.set()
             raise
 
