@@ -91,3 +91,27 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
     finally:
         process.stop()
     assert "Traceback" not in process.output()
+
+
+def test_a_gateway_that_fails_to_start_says_why_and_never_that_it_is_up(tmp_path: Path) -> None:
+    config_file = quickstart_config(tmp_path)
+    config = yaml.safe_load(config_file.read_text())
+    rego = tmp_path / "rego"
+    rego.mkdir()
+    (rego / "x.rego").write_text("package labelgate.decision\nthis is not rego {\n")
+    config["policy"]["dir"] = str(rego)
+    config_file.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        labelgate_command("quickstart", "--config", str(config_file)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+    terminal = done.stdout + done.stderr
+    assert done.returncode == 2, terminal
+    assert "labelgate is up" not in terminal and "Try these" not in terminal
+    last = terminal.strip().splitlines()[-1]
+    assert last.startswith("error: ") and last.endswith("(POLICY_COMPILE_FAILED)"), terminal
+    assert "Traceback" not in terminal

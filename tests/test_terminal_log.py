@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
+
+import click
+import pytest
 
 from labelgate.terminal_log import CallSummaryStream, summary
 
@@ -69,3 +73,20 @@ def test_a_warning_that_quotes_a_caller_reaches_the_terminal_escaped_never_obeye
     assert loud is not None
     assert not [char for char in loud if not char.isprintable()]
     assert "a=\\x9b2J\\x1b]0;TITLE\\x07\\u202e" in loud
+
+
+def test_a_line_click_writes_reaches_the_terminal_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command line's error goes through click, which wrote bytes to a stream without an
+    # encoding: "b'error: ...\\n'" never ended a line and reached neither file nor terminal.
+    terminal = io.StringIO()
+    stream = CallSummaryStream(tmp_path / "gateway.log", terminal)
+    monkeypatch.setattr(sys, "stderr", stream)
+    click.echo("error: the policy does not compile (POLICY_COMPILE_FAILED)", err=True)
+    stream.write(b"bytes: \xc3\xa9t\xc3\xa9\n")
+    stream.flush()
+    assert terminal.getvalue().splitlines() == [
+        "error: the policy does not compile (POLICY_COMPILE_FAILED)",
+        "bytes: été",
+    ]

@@ -318,6 +318,25 @@ def infer(
             raise InvalidInput(reasons.OPTION_INVALID, "--timeout must be above 0 and --wait at least 0")
         if (cert_file is None) != (key_file is None):
             raise InvalidInput(reasons.OPTION_INVALID, "--cert-file and --key-file go together")
+        # Any TLS option means TLS: a client pair or a server name given without --tls made a
+        # plaintext connection, the bearer token in clear. Over REST the URL's scheme decides,
+        # and an http:// URL with TLS options is refused rather than sent in clear.
+        tls_options = [
+            flag
+            for flag, value in (
+                ("--tls", tls),
+                ("--ca-file", ca_file),
+                ("--server-name", server_name),
+                ("--cert-file", cert_file),
+                ("--key-file", key_file),
+            )
+            if value
+        ]
+        if rest is not None and tls_options and not rest.lower().startswith("https://"):
+            raise InvalidInput(
+                reasons.OPTION_INVALID,
+                f"{', '.join(tls_options)} need an https:// URL for --rest (TLS is the URL's scheme)",
+            )
         ask = InferRequest(
             model=model,
             inputs=read_inputs(pairs, inputs_file),
@@ -325,7 +344,7 @@ def infer(
             target=target,
             rest=rest,
             token=token,
-            tls=Tls(tls or ca_file is not None, ca_file, server_name, cert_file, key_file),
+            tls=Tls(bool(tls_options), ca_file, server_name, cert_file, key_file),
             timeout=timeout,
             wait_seconds=wait,
             approval_id=approval_id,

@@ -200,11 +200,22 @@ def run_quickstart(config: Path) -> None:
             children.append(backend)
             _wait_for(address, backend)
         log_file = _state_folder(settings) / "gateway.log"
-        print(f"Gateway log: {log_file} (a short line per call below)", file=sys.stderr, flush=True)
-        print(banner(settings), file=sys.stderr, flush=True)
-        # The gateway's log handler writes to sys.stderr: the full JSON goes to the file.
-        sys.stderr = CallSummaryStream(log_file, sys.__stderr__ or sys.stderr)
-        run(settings)
+        terminal = sys.stderr
+        print(f"Gateway log: {log_file} (a short line per call below)", file=terminal, flush=True)
+
+        def started() -> None:  # "up" only once it is: a failed start prints its error instead
+            print(banner(settings), file=terminal, flush=True)
+
+        # The gateway's log handler writes to sys.stderr: the full JSON goes to the file ...
+        summaries = CallSummaryStream(log_file, sys.__stderr__ or terminal)
+        sys.stderr = summaries
+        try:
+            run(settings, on_started=started)
+        finally:
+            # ... until it stops: what ends the command (a failed start's one line) goes to the
+            # terminal whole, not through the call summaries.
+            sys.stderr = terminal
+            summaries.flush()
     except KeyboardInterrupt:
         pass
     finally:

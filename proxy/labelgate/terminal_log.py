@@ -54,10 +54,23 @@ class CallSummaryStream(io.TextIOBase):
         self._pending = ""
         self._lock = threading.Lock()  # the admin listener logs from its own thread
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        # Named, so click writes text here: given a stream without an encoding it writes bytes.
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return "replace"
+
     def writable(self) -> bool:
         return True
 
     def write(self, text: Any) -> int:
+        # Bytes are decoded, not turned into "b'...'" (whose escaped newline never ended a line:
+        # the CLI's error line, written so, reached neither the file nor the terminal).
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8", "replace")
         with self._lock:
             self._pending += str(text)
             *lines, self._pending = self._pending.split("\n")

@@ -104,3 +104,68 @@ def test_approvals_serve_on_a_taken_port(held_port: int) -> None:
     address = f"127.0.0.1:{held_port}"
     for command in (("approvals", "serve"), ("approvals-server",)):
         assert_one_line_in_use(run_cli(*command, "--listen", address), address)
+
+
+# --- a start that fails: one line and its exit code, whatever fails and however many workers ---
+
+
+def _failing_config(directory: Path, **changes: object) -> Path:
+    config: dict[str, object] = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "admin_listen": f"127.0.0.1:{free_port()}",
+        "upstream": {"address": f"127.0.0.1:{free_port()}"},
+        "policy": {"dir": str(REPO / "rego")},
+        "classification": {"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        "masking": {"hash_key": "startup-test-hash-key-0123456789"},
+        "auth": {"jwt": {"trust_dev_key": True, "dev_keys_dir": str(REPO / "deploy/quickstart/dev-keys")}},
+        "approvals": {"enabled": False},
+        **changes,
+    }
+    path = directory / "failing.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *says: str) -> str:
+    """The process's last words: one ``error: ... (REASON)`` line, no traceback, exit 2."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    own = [line for line in result.stderr.splitlines() if not line.startswith("{")]  # not log lines
+    assert len(own) == 1, result.stderr
+    assert own[0].startswith("error: ") and all(part in own[0] for part in says), own[0]
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    return own[0]
+
+
+@pytest.fixture
+def not_pem(tmp_path: Path) -> Path:
+    path = tmp_path / "not-a-cert.pem"
+    path.write_text("not a pem\n")
+    return path
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_policy_that_does_not_compile_is_one_line_and_exit_2_with_any_workers(
+    tmp_path: Path, workers: str
+) -> None:
+    rego = tmp_path / "rego"
+    rego.mkdir()
+    (rego / "x.rego").write_text("package labelgate.decision\nthis is not rego {\n")
+    config = _failing_config(tmp_path, policy={"dir": str(rego)})
+    result = run_cli("serve", "--config", str(config), "--workers", workers)
+    assert_one_error_line(result, "(POLICY_COMPILE_FAILED)", "x.rego")
+
+
+def test_a_server_tls_file_that_is_not_pem_is_named_not_reported_as_a_port_in_use(
+    tmp_path: Path, not_pem: Path
+) -> None:
+    config = _failing_config(tmp_path, server_tls={"cert_file": str(not_pem), "key_file": str(not_pem)})
+    line = assert_one_error_line(run_cli("serve", "--config", str(config)), "(TLS_FILE_UNREADABLE)")
+    assert "server_tls" in line and str(not_pem) in line and "in use" not in line
+
+
+def test_an_admin_tls_file_that_is_not_pem_is_named_before_anything_serves(
+    tmp_path: Path, not_pem: Path
+) -> None:
+    config = _failing_config(tmp_path, admin={"tls": {"cert_file": str(not_pem), "key_file": str(not_pem)}})
+    line = assert_one_error_line(run_cli("serve", "--config", str(config)), "(TLS_FILE_UNREADABLE)")
+    assert "admin.tls" in line and str(not_pem) in line

@@ -41,6 +41,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from labelgate.approvals.api import PROBLEM_TYPE
+from labelgate.config import check_tls_pair
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
@@ -319,6 +320,8 @@ class AdminListener:
         self.app = app
         self.listen = listen
         self.tls = cert_file is not None and key_file is not None
+        if cert_file is not None and key_file is not None:
+            check_tls_pair(cert_file, key_file, "admin.tls")
         self._socket = bind(listen)
         self.port: int = self._socket.getsockname()[1]
         options: dict[str, Any] = {}
@@ -354,7 +357,8 @@ class AdminListener:
             task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
             while not self._server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
                 await asyncio.sleep(0.01)
-            self._started.set()
+            if self._server.started:
+                self._started.set()
             await task
 
         try:
@@ -363,17 +367,23 @@ class AdminListener:
             self._failure = failure
             log.error("admin listener stopped", error_type=type(failure).__name__, error=str(failure))
         finally:
+            # A listener that did not start says so only now, its failure recorded: start() must
+            # not read "no failure" in between and report a time-out.
             self._started.set()
 
     async def start(self) -> AdminListener:
-        """Start the thread; return once it serves (raising what stopped it, if anything did)."""
+        """Start the thread; return once it serves (raising what stopped it, if anything did).
+        A start that fails, times out or is cancelled stops the thread and closes the socket."""
         self._thread.start()
-        started = await asyncio.to_thread(self._started.wait, START_TIMEOUT_SECONDS)
+        try:
+            await asyncio.to_thread(self._started.wait, START_TIMEOUT_SECONDS)
+        except BaseException:  # cancelled: nothing may serve on after the caller gave up
+            await self.cleanup()
+            raise
         if self._failure is not None or not self._server.started:
-            self._socket.close()
-            raise RuntimeError(f"the admin listener did not start: {self._failure or 'timed out'}")
-        if not started:  # pragma: no cover - covered by the check above
-            raise RuntimeError("the admin listener did not start in time")
+            failure = self._failure
+            await self.cleanup()
+            raise RuntimeError(f"the admin listener did not start: {failure or 'timed out'}")
         return self
 
     async def cleanup(self) -> None:

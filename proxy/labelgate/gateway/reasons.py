@@ -39,6 +39,8 @@ STREAM_IDLE = "STREAM_IDLE"
 # The upstream ended a ModelStreamInfer stream with requests of the caller unanswered.
 UPSTREAM_STREAM_ENDED = "UPSTREAM_STREAM_ENDED"
 TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+# A gateway worker (``workers`` > 1) ended while starting without saying why (killed, a signal).
+WORKER_EXITED = "WORKER_EXITED"
 TOO_MANY_FIELDS = "TOO_MANY_FIELDS"
 TOO_MANY_OUTPUTS = "TOO_MANY_OUTPUTS"
 # The process has limits.max_open_streams streams open already (RESOURCE_EXHAUSTED).

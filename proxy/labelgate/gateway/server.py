@@ -12,9 +12,16 @@ import contextlib
 import functools
 import math
 import multiprocessing
+import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for
+from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,7 +41,8 @@ from labelgate.approvals.stage import HoldForApproval
 from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
 from labelgate.calls import CallsInFlight
-from labelgate.config import GatewaySettings, PolicySettings
+from labelgate.cli_backstop import DEBUG_VARIABLE, INTERNAL_ERROR_EXIT, internal_error_line
+from labelgate.config import GatewaySettings, PolicySettings, check_tls_pair
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import reasons
 from labelgate.gateway.classify_stage import ClassifierStage
@@ -340,22 +348,23 @@ class Gateway:
         if self.settings.routes:
             routed = RoutedServices.from_settings(self.pipeline, self.settings.routes, self._upstream_for)
             self.server.add_generic_rpc_handlers([routed])
-        try:
-            self.port = self._bind()
-        except RuntimeError:  # taken between check_listeners and here
-            raise ConfigError(
-                reasons.LISTEN_IN_USE, f"listen {self.settings.listen}: the address is already in use"
-            ) from None
+        # grpc_health answers SERVING for "" until told otherwise: not before every listener is up.
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.router.start()  # discovered models are routed before the first call
-        await self.server.start()
-        await self._set_serving()
-        self._tasks.append(asyncio.create_task(self._watch_health()))
-        self._tasks.append(asyncio.create_task(watch_loop_lag()))
+        # Every other listener serves (TLS files loaded, port bound) before gRPC does: a listener
+        # that cannot start fails the start before gRPC served a call or said SERVING
+        # (serve_forever then stops what did start).
         if self.settings.admin_listen:
             await self._start_admin(self.settings.admin_listen)
         if self.settings.rest_listen:
             rest = RestGateway(self.pipeline, self.router, self.settings.limits.max_message_bytes)
             self._rest = await start_rest(rest, self.settings.rest_listen, self.settings.rest)
+        self.port = self._bind()
+        await self.server.start()
+        await self._set_serving()
+        self._tasks.append(asyncio.create_task(self._watch_health()))
+        self._tasks.append(asyncio.create_task(watch_loop_lag()))
         prepare_heap()
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
 
@@ -406,15 +415,22 @@ class Gateway:
 
     def _bind(self) -> int:
         tls = self.settings.server_tls
-        if tls is None:
-            return self.server.add_insecure_port(self.settings.listen)
-        if self.settings.auth.mtls is not None:
-            credentials = server_credentials(self.settings.auth.mtls, tls.cert_file, tls.key_file)
-        else:
-            credentials = grpc.ssl_server_credentials(
-                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
-            )
-        return self.server.add_secure_port(self.settings.listen, credentials)
+        try:
+            if tls is None:
+                return self.server.add_insecure_port(self.settings.listen)
+            # gRPC reads the pair only when it binds, and says no more than that it failed.
+            check_tls_pair(tls.cert_file, tls.key_file, "server_tls")
+            if self.settings.auth.mtls is not None:
+                credentials = server_credentials(self.settings.auth.mtls, tls.cert_file, tls.key_file)
+            else:
+                credentials = grpc.ssl_server_credentials(
+                    [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
+                )
+            return self.server.add_secure_port(self.settings.listen, credentials)
+        except RuntimeError:  # taken between check_listeners and here
+            raise ConfigError(
+                reasons.LISTEN_IN_USE, f"listen {self.settings.listen}: the address is already in use"
+            ) from None
 
     async def ready_checks(self) -> dict[str, bool]:
         """What every call needs: the policy engine, the upstreams and, unless calls proceed
@@ -536,25 +552,104 @@ class Gateway:
         await self.server.wait_for_termination()
 
 
-async def serve_forever(settings: GatewaySettings) -> None:
-    stop_tracing = tracing.configure(settings.tracing)
-    gateway = Gateway(settings)
-    await gateway.start()
+async def serve_forever(settings: GatewaySettings, on_started: Callable[[], None] | None = None) -> None:
+    """Run the gateway until SIGTERM or SIGINT; ``on_started`` is called once it serves. A
+    signal during start-up abandons the start; a failed or abandoned start stops what started."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before anything starts: a signal arriving mid-start (the default SIGINT handler raised
+    # KeyboardInterrupt through the loop) left a running gRPC server to a closed loop.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("gateway stopping")
+    stop_tracing = tracing.configure(settings.tracing)
     try:
+        gateway = Gateway(settings)
+        try:
+            started = await start_unless_stopped(gateway, stop)
+        except BaseException:
+            await stop_after_failed_start(gateway)
+            raise
+        if started:
+            if on_started is not None:
+                on_started()
+            await stop.wait()
+        log.info("gateway stopping", during_start=not started)
         await gateway.stop()
     finally:
         stop_tracing()  # flushes the spans still batched, even after a failed step
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
-def _worker(settings: GatewaySettings) -> None:
+async def start_unless_stopped(gateway: Gateway, stop: asyncio.Event) -> bool:
+    """Start ``gateway``; False when ``stop`` was set first (the start is cancelled)."""
+    starting = asyncio.ensure_future(gateway.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    if starting.cancelled():
+        return False
+    starting.result()  # raises what failed the start
+    return True
+
+
+async def stop_after_failed_start(gateway: Gateway) -> None:
+    """Stop what a failed start left running; the start's error is the one reported."""
+    try:
+        await gateway.stop(grace=0)
+    except Exception as error:  # logged by stop; must not hide why the start failed
+        log.debug("stop after a failed start failed", error=type(error).__name__)
+
+
+# What a worker tells the parent over its pipe: STARTED, or its failure (reason, message, exit code).
+STARTED = "started"
+
+
+class WorkerFailed(LabelgateError):
+    """A worker's start failed: its error as the worker had it, with the worker's exit code."""
+
+    def __init__(self, reason: str, message: str, exit_code: int) -> None:
+        super().__init__(reason, message)
+        self.exit_code = exit_code
+
+
+def _worker(settings: GatewaySettings, link: Connection) -> None:
+    """One of ``workers`` processes. A failed start goes to the parent, which reports it once
+    (as one process would: one line and its exit code); a failure after the start is this
+    worker's own line on stderr. Never a traceback (``LABELGATE_DEBUG=1`` adds it)."""
     configure(settings.log_level)
-    asyncio.run(serve_forever(settings))
+    started = False
+
+    def report_started() -> None:
+        nonlocal started
+        started = True
+        link.send(STARTED)
+
+    try:
+        asyncio.run(serve_forever(settings, on_started=report_started))
+        return
+    except KeyboardInterrupt:  # a Ctrl-C before serve_forever took over the signals
+        return
+    except LabelgateError as error:
+        failure = (error.reason, error.message, error.exit_code)
+    except Exception as error:  # the backstop, as the command line's
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            traceback.print_exception(error, file=sys.stderr)
+        line = internal_error_line(error).removeprefix("labelgate: ")
+        failure = (reasons.INTERNAL_ERROR, line, INTERNAL_ERROR_EXIT)
+    reason, message, exit_code = failure
+    if started:
+        print(f"error: {message} ({reason})", file=sys.stderr, flush=True)
+    else:
+        with contextlib.suppress(OSError):
+            link.send(failure)
+    sys.exit(exit_code)
 
 
 def shared_assertion_key(settings: GatewaySettings) -> GatewaySettings:
@@ -573,8 +668,9 @@ def shared_assertion_key(settings: GatewaySettings) -> GatewaySettings:
 
 
 def check_listeners(settings: GatewaySettings) -> None:
-    """Every address the gateway listens on is free now (``LISTEN_IN_USE`` otherwise): checked
-    once, before any worker starts, so a port held by another program is one clear error."""
+    """Every address the gateway listens on is free now (``LISTEN_IN_USE`` otherwise) and the
+    TLS files it serves with load (``TLS_FILE_UNREADABLE``): checked once, before any worker
+    starts, so a port held by another program or a bad file is one clear error."""
     from labelgate.gateway.ports import ensure_free
 
     ensure_free(settings.listen, "listen")
@@ -582,6 +678,13 @@ def check_listeners(settings: GatewaySettings) -> None:
         ensure_free(settings.admin_listen, "admin_listen")
     if settings.rest_listen:
         ensure_free(settings.rest_listen, "rest_listen")
+    # The listeners' TLS files too: a file that is not PEM fails here, naming itself, not as a
+    # listener that half started (admin) or as a port "in use" (gRPC).
+    if settings.server_tls is not None:
+        check_tls_pair(settings.server_tls.cert_file, settings.server_tls.key_file, "server_tls")
+    if settings.admin_listen and settings.admin.tls is not None:
+        tls = settings.admin.tls
+        check_tls_pair(Path(tls.cert_file), Path(tls.key_file), "admin.tls")
 
 
 def worker_settings(settings: GatewaySettings) -> GatewaySettings:
@@ -606,26 +709,81 @@ def worker_settings(settings: GatewaySettings) -> GatewaySettings:
     return shared_assertion_key(settings)
 
 
-def run(settings: GatewaySettings) -> None:
-    """Run the gateway; with workers > 1, N processes share the port (SO_REUSEPORT)."""
+def run(settings: GatewaySettings, on_started: Callable[[], None] | None = None) -> None:
+    """Run the gateway; with workers > 1, N processes share the port (SO_REUSEPORT).
+    ``on_started`` is called once every worker serves; a worker whose start fails stops them
+    all, and its error is raised here (the command line's one line and exit code)."""
     configure(settings.log_level)
     check_listeners(settings)
     if settings.workers == 1:
-        asyncio.run(serve_forever(settings))
+        asyncio.run(serve_forever(settings, on_started))
         return
     context = multiprocessing.get_context("spawn")
     settings = worker_settings(settings)
+    links = [context.Pipe(duplex=False) for _ in range(settings.workers)]
     workers = [
-        context.Process(target=_worker, args=(worker_node(settings, index),), daemon=True)
-        for index in range(settings.workers)
+        context.Process(target=_worker, args=(worker_node(settings, index), sender), daemon=True)
+        for index, (_, sender) in enumerate(links)
     ]
-    for worker in workers:
-        worker.start()
+    stopping = False
 
     def stop_workers(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
         for worker in workers:
-            worker.terminate()
+            if worker.pid is not None:
+                worker.terminate()
 
+    # Before the first worker starts: a signal during start-up stops them all.
     signal.signal(signal.SIGTERM, stop_workers)
+    signal.signal(signal.SIGINT, stop_workers)
+    for worker in workers:
+        worker.start()
+    if stopping:  # a signal while they were being started: the later ones too
+        stop_workers()
+    for _, sender in links:
+        sender.close()  # the workers hold theirs: EOF on a pipe means its worker is gone
+    failure = await_starts(workers, [receiver for receiver, _ in links], lambda: stopping)
+    if failure is not None:
+        stop_workers()
+    elif not stopping and on_started is not None:
+        on_started()
     for worker in workers:
         worker.join()
+    if failure is not None:
+        raise failure
+
+
+def await_starts(
+    workers: Sequence[BaseProcess], links: Sequence[Connection], stopping: Callable[[], bool]
+) -> WorkerFailed | None:
+    """Wait until every worker reports it serves (None) or one fails (its failure). A worker
+    gone without a word (killed, or stopped by a signal) failed too, unless ``stopping``."""
+    pending = set(range(len(workers)))
+    open_links = dict(enumerate(links))
+    while pending:
+        watched: list[Any] = [workers[index].sentinel for index in pending]
+        watched += [open_links[index] for index in pending if index in open_links]
+        ready = wait_for(watched)
+        for index in sorted(pending):
+            link = open_links.get(index)
+            if link is not None and link in ready:
+                try:
+                    message = link.recv()
+                except EOFError:  # its worker is gone: its sentinel says so
+                    del open_links[index]
+                    continue
+                if message == STARTED:
+                    pending.discard(index)
+                    continue
+                reason, text, code = message
+                return WorkerFailed(reason, text, code)
+            if workers[index].sentinel in ready:
+                if stopping():
+                    return None
+                return WorkerFailed(
+                    reasons.WORKER_EXITED,
+                    f"gateway worker {index} exited with code {workers[index].exitcode} while starting",
+                    1,
+                )
+    return None
