@@ -83,6 +83,20 @@ STREAMS: dict[str, list[Reply]] = {
         *({"t": [line(body), b""]} for body in BODY),
         {"t": [b"", END.encode()]},
     ],
+    # A BEGIN marker split across replies of one element (found by review, rev-fixes 1): the
+    # held text and the next piece are read as one.
+    "BEGIN marker split across two replies": [
+        {"t": [BEGIN[:18].encode()]},
+        {"t": [line(BEGIN[18:])]},
+        *({"t": [line(body)]} for body in BODY),
+        {"t": [END.encode()]},
+    ],
+    "BEGIN marker one character a reply": [
+        *({"t": [character.encode()]} for character in BEGIN),
+        {"t": [b"\n"]},
+        *({"t": [line(body)]} for body in BODY),
+        {"t": [END.encode()]},
+    ],
     # 3. Another output.
     "BEGIN in one output, lines in another, later replies": [
         {"t": [line(BEGIN)]},

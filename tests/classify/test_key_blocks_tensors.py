@@ -19,12 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, DetectorSet, classify_outputs, native
 from labelgate.classify.fields import Classification
 from labelgate.enforce import apply_masks
+from labelgate.oip import tensors as oip
 from labelgate.oip.tensor import Tensor
 from tests.classify.secret_values import pem_value
-from tests.classify.test_native_raw_scan import decoded
+from tests.classify.test_native_raw_scan import decoded, packed
 
 DETECTORS = DetectorSet.default()
 HASH_KEY = b"0123456789abcdef0123456789abcdef"
@@ -38,6 +40,7 @@ STRATEGIES = {"null": {}, "redact": {}, "hash": {}, "partial": {"keep_last": 4}}
 _LINES = pem_value(random.Random(11), "RSA PRIVATE KEY", 3).split("\n")
 BEGIN, BODY, END = _LINES[0], _LINES[1:-1], _LINES[-1]
 AFTER = "PLTafter7c1d"  # past the END marker: stays readable
+BEFORE = "PLTbefore9e2a "  # before a BEGIN marker split across elements: stays readable
 
 
 def text(value: str) -> bytes:
@@ -126,6 +129,56 @@ CASES: dict[str, list[bytes]] = {
         text(END.replace("-", "\uff0d")),
         text(AFTER),
     ],
+    # A BEGIN marker split across elements (found by review, rev-fixes 1): the elements read in
+    # order are one text, and that text opens the block.
+    "a BEGIN marker split over two elements": [
+        text(BEFORE + BEGIN[:18]),
+        text(BEGIN[18:] + "\n"),
+        *map(text, BODY),
+        text(END),
+        text(AFTER),
+    ],
+    "a BEGIN marker one character an element": [
+        *map(text, BEGIN),
+        text("\n"),
+        *map(text, BODY),
+        text(END),
+        text(AFTER),
+    ],
+    "a BEGIN marker split across empty elements": [
+        text(BEGIN[:5]),
+        b"",
+        text(BEGIN[5:12]),
+        b"",
+        b"",
+        text(BEGIN[12:]),
+        *map(text, BODY),
+        text(END + " " + AFTER),
+    ],
+    "a split BEGIN marker after a block that closed": [
+        text(BEGIN),
+        text(BODY[0]),
+        text(END + "\n" + BEGIN[:20]),
+        text(BEGIN[20:]),
+        *map(text, BODY[1:]),
+        text(END),
+        text(AFTER),
+    ],
+    "a split BEGIN marker, then JSON": [
+        text(BEGIN[:9]),
+        text(BEGIN[9:]),
+        *map(leaf, BODY),
+        leaf(END, "end"),
+        text(AFTER),
+    ],
+    "a split BEGIN marker, then opaque": [
+        text(BEGIN[:30]),
+        text(BEGIN[30:]),
+        invalid(BODY[0]),
+        *map(text, BODY[1:]),
+        text(END),
+        text(AFTER),
+    ],
 }
 
 
@@ -191,6 +244,9 @@ def test_native_and_python_classify_alike(case: str) -> None:
 
 RAW_CASES = {
     "a full-width BEGIN marker": CASES["text with a full-width BEGIN marker, then text"],
+    "a BEGIN marker split over two elements": CASES["a BEGIN marker split over two elements"],
+    "a BEGIN marker one character an element": CASES["a BEGIN marker one character an element"],
+    "a BEGIN marker split across empty elements": CASES["a BEGIN marker split across empty elements"],
     "a BEGIN marker in character references": [
         text(BEGIN.replace("-", "&#45;", 1)),
         *map(text, BODY),
@@ -276,3 +332,63 @@ def test_generated_tensors_cover_every_line_inside_a_block_alike_on_both_paths(e
     for index in range(opening + 1, closing):
         for line in BODY:
             assert line.encode() not in shown[index], (index, elements)
+
+
+SPLIT = CASES["a BEGIN marker split over two elements"]
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "values"])
+def test_a_split_begin_marker_is_covered_from_where_it_starts(use_native: bool, raw: bool) -> None:
+    """The block a BEGIN marker split across elements opens runs from the marker's start to
+    its END marker, as one in a single element does: the text before it stays readable."""
+    tensor = decoded(SPLIT) if raw else Tensor("t", "BYTES", [len(SPLIT)], list(SPLIT))
+    with native.forced(use_native):
+        spans = classify(tensor).spans["t"]
+    assert [(hit.detector, hit.start, hit.end) for hit in spans[0]] == [
+        ("secret", len(BEFORE), len(SPLIT[0]))
+    ]
+    assert all(
+        [(hit.detector, hit.start, hit.end) for hit in spans[index]] == [("secret", 0, len(SPLIT[index]))]
+        for index in range(1, len(SPLIT) - 1)
+    )
+    assert len(SPLIT) - 1 not in spans
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "values"])
+def test_a_split_begin_marker_left_open_covers_the_other_outputs(use_native: bool, raw: bool) -> None:
+    """A block a split marker opens and no later element closes covers the reply's other
+    text outputs (``key_blocks.left_open``), as one opened in a single element does."""
+    opening = [text(BEGIN[:18]), text(BEGIN[18:])]
+    lines = [text(line) for line in BODY]
+    if raw:
+        response = pb.ModelInferResponse(
+            outputs=[
+                pb.ModelInferResponse.InferOutputTensor(name="t", datatype="BYTES", shape=[2]),
+                pb.ModelInferResponse.InferOutputTensor(name="u", datatype="BYTES", shape=[len(lines)]),
+            ],
+            raw_output_contents=[packed(opening), packed(lines)],
+        )
+        tensors = oip.decode_outputs(response)
+    else:
+        tensors = [Tensor("t", "BYTES", [2], opening), Tensor("u", "BYTES", [len(lines)], lines)]
+    with native.forced(use_native):
+        result = classify_outputs("m", tensors, CATALOG, DETECTORS)
+    assert sorted(result.spans["u"]) == list(range(len(lines)))
+    assert all(hits[0].detector == "secret" for hits in result.spans["u"].values())
+
+
+def test_text_without_a_split_marker_asks_for_no_carry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common tensor holds no PRIVATE KEY: the carry never runs on it."""
+    from labelgate.classify import key_blocks
+
+    def refused(values: list[bytes]) -> dict[int, key_blocks.SplitOpening]:
+        raise AssertionError("asked")
+
+    monkeypatch.setattr(key_blocks, "split_openings", refused)
+    elements = [b"hello there", b"an answer about keys", b"078-05-1121"]
+    for use_native in (True, False):
+        with native.forced(use_native):
+            classify(decoded(elements))
+            classify(Tensor("t", "BYTES", [len(elements)], list(elements)))

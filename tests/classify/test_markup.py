@@ -154,3 +154,34 @@ def test_the_native_raw_scan_reads_markup_rendered(monkeypatch: pytest.MonkeyPat
         if native.active():
             assert calls and calls[0] is not None, "the native raw scan read the tensor"
     assert masked.values == [b"[REDACTED]"] * 3 + [b"plain [REDACTED]"]
+
+
+# Reference links (found by review, rev-fixes 2): CommonMark shows the text of ``[text][label]``,
+# ``[text][]`` and ``[text]`` (with a definition line) without its brackets, as it does an
+# inline link's.
+REFERENCE_LINKS = {
+    b"ssn 12[3][r]-45-6789\n\n[r]: http://x": b"ssn 123-45-6789\n\nr: http://x",
+    b"ssn 12[3][]-45-6789\n\n[3]: http://x": b"ssn 123-45-6789\n\n3: http://x",
+    b"ssn 12[3]-45-6789\n\n[3]: http://x": b"ssn 123-45-6789\n\n3: http://x",
+    b"card 4111[1111][a]1111[1111][a]\n\n[a]: /": b"card 4111111111111111\n\na: /",
+    b"ssn 123[][r]-45-6789": b"ssn 123-45-6789",
+}
+
+
+@pytest.mark.parametrize("text", REFERENCE_LINKS)
+def test_rendered_drops_the_brackets_of_reference_links(text: bytes) -> None:
+    assert rendered(text) == REFERENCE_LINKS[text]
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "values"])
+def test_a_value_a_reference_link_splits_is_masked(use_native: bool, raw: bool) -> None:
+    values = list(REFERENCE_LINKS)
+    with native.forced(use_native):
+        tensor = Tensor("notes", "BYTES", [len(values)], values)
+        tensor = text_tensor_of_bytes(tensor) if raw else tensor
+        result = classify_outputs(MODEL, [tensor], CATALOG, DETECTORS)
+        [masked] = apply_masks([tensor], result, MASKS, KEY)
+    for value, shown in zip(values, masked.values, strict=True):
+        assert shown != value, value
+        assert b"6789" not in shown and b"4111" not in shown, shown

@@ -358,6 +358,9 @@ def names_detected(names: Sequence[str], detectors: DetectorSet) -> dict[int, st
 
 # Fewer digits than the shortest value a detector looks for (an SSN's nine): a shape such as
 # [100] or [1, 100, 7] says nothing, and most shapes are never scanned.
+# The letters of PRIVATE KEY, the rarer first, as ints (``in`` finds one with memchr): a raw
+# buffer without one of them holds no BEGIN marker split across elements either.
+_KEY_LETTERS = tuple(b"KVYPRIATE")
 _SHAPE_DIGITS = 9
 _SHAPE_SEPARATORS = (b"", b" ", b"-", b",")
 
@@ -445,8 +448,17 @@ def _classify_text_tensor(
             # A block opened by a BEGIN marker only a decoded or folded form shows runs into
             # the later elements too (the native scan carries those it reads as written).
             hidden_key = SECRET in names and (references or folds)
-            if hidden_key and carry_key_blocks(tensor.byte_elements(), spans, {}, (), {}, keys, scanning)[0]:
+            # A BEGIN marker split across elements, which no element's scan finds: asked only
+            # when every letter of its PRIVATE KEY is in the buffer (memchr each).
+            split_key = (
+                SECRET in scanning.names and tensor.size > 1 and all(letter in raw for letter in _KEY_LETTERS)
+            )
+            key_carried = (hidden_key or split_key) and carry_key_blocks(
+                tensor.byte_elements(), spans, {}, (), {}, keys, scanning
+            )[0]
+            if key_carried:
                 spans = dict(sorted(spans.items()))
+                names.add(SECRET)  # a split marker's block: no scan found it
             for detector in sorted(names):
                 fields.add(f"{path}{{{detector}}}", [detectors.label_of(detector)], detector_source(detector))
             if spans:

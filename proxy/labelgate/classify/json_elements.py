@@ -331,6 +331,10 @@ def carry_key_blocks(
     from labelgate.classify import key_blocks
 
     first = _first_key_opening(values, spans, objects, leaf_hits)
+    # A BEGIN marker split across elements, which no element's scan finds (``key_blocks``).
+    split = key_blocks.split_openings(values)
+    if split:
+        first = min(split) if first is None else min(first, min(split))
     if first is None or first == len(values) - 1:
         return False, None
     if all(index in objects for index in range(first, len(values))):
@@ -345,8 +349,22 @@ def carry_key_blocks(
         shape, leaves = objects[index]
         return shape.texts(cast(list[Any], leaves))
 
-    covered, carried = key_blocks.carried_across(values, first, objects, opaque, leaf_texts)
+    covered, carried, opened = key_blocks.carried_across(values, first, objects, opaque, leaf_texts, split)
     changed = False
+    if opened:
+        # From where a split marker starts to its element's end, as a scan's own span of a
+        # marker there would run (an opaque element is covered whole, below).
+        label = detectors.label_of(SECRET)
+        order = {name: position for position, name in enumerate(detectors.names)}
+        for index, start in opened.items():
+            if index in opaque:
+                covered[index] = len(values[index])
+                continue
+            hits = spans.get(index, [])
+            end = len(values[index])
+            if not any(hit.detector == SECRET and hit.start <= start and hit.end >= end for hit in hits):
+                spans[index] = _merge_overlaps([*hits, Detection(SECRET, label, start, end)], order)
+                changed = True
     if covered:
         label = detectors.label_of(SECRET)
         order = {name: position for position, name in enumerate(detectors.names)}

@@ -17,7 +17,10 @@ needs no such rule: the lines before it hold no marker, and nothing any reading 
 
 A tensor's elements have an order, and a caller reads them in it: there a block runs on from
 the element that opens it to its END marker in a later element, or to the last
-(``carried_across``), whatever kind of element each is. A reply's outputs have none a caller
+(``carried_across``), whatever kind of element each is. Read so, the elements are one text: a
+BEGIN marker split across elements (``-----BEGIN RSA PRI`` then ``VATE KEY-----``, or one
+character an element, as a token-per-element output writes it) opens a block as one in an
+element does (``split_openings``), from the element where it starts. A reply's outputs have none a caller
 must keep: a block one output leaves open after its last element (``left_open``) covers every
 other text output of the reply whole (``classifier``), as the rule above covers a typed
 reply's texts. A stream's replies arrive in order: a block open at the end of what a reply
@@ -27,7 +30,9 @@ brought runs into the next ones, in every output, until its END marker arrives
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
+from itertools import accumulate
 from typing import Any
 
 from labelgate.classify import characters, credentials
@@ -136,27 +141,68 @@ def run_on(text: bytes, awaited: frozenset[bytes]) -> tuple[int, frozenset[bytes
     return end, frozenset(left)
 
 
+# One BEGIN marker split across elements (``split_openings``): where in its first element it
+# starts, and the END marker its block awaits.
+SplitOpening = tuple[int, bytes]
+
+
+def split_openings(values: Sequence[bytes]) -> dict[int, SplitOpening]:
+    """The BEGIN markers (as written) that only the elements' text joined in order shows, as
+    the carry reads them (``carried_across``): per element where one starts and that it does
+    not hold whole, the first such marker's start in it and the END marker its block awaits.
+    One C-level search when the joined text holds no ``PRIVATE KEY`` (most tensors)."""
+    joined = b"".join(values)
+    found: dict[int, SplitOpening] = {}
+    if credentials._KEY not in joined or len(values) < 2:
+        return found
+    ends = list(accumulate(map(len, values)))  # where each element ends in ``joined``
+    position = 0
+    while (key := joined.find(credentials._KEY, position)) >= 0:
+        position = key + 1
+        marker = credentials._pem_marker(joined, key)
+        if marker is None or not marker[0]:
+            continue
+        _, start, label, end, (_, closing, dashes) = marker
+        # The element of its first byte, and of its last (empty elements hold neither).
+        index = bisect_right(ends, start)
+        if index != bisect_right(ends, end - 1) and index not in found:
+            found[index] = (
+                start - (ends[index] - len(values[index])),
+                closing + joined[label : end - credentials._DASHES] + dashes,
+            )
+    return found
+
+
 def carried_across(
     values: list[bytes],
     first: int,
     objects: Container[int],
     opaque: Collection[int],
     leaf_texts: Callable[[int], list[bytes]],
-) -> tuple[dict[int, int], dict[int, list[tuple[int, int]]]]:
+    split: dict[int, SplitOpening] | None = None,
+) -> tuple[dict[int, int], dict[int, list[tuple[int, int]]], dict[int, int]]:
     """The blocks of a tensor's elements carried across them in element order, from the
-    element ``first`` (the first that opens one it does not close): per element another
-    block runs into, how far (a text's bytes; an opaque element's are all of it); and per
-    JSON object in ``objects`` such a block runs into, each of its scanned leaves it covers
-    (ordinal, end), from ``leaf_texts(index)``. Empty elements and leaves are left out
-    (nothing to cover). An element of ``objects`` no block runs into is read as its raw
-    text, which opens what its leaves open."""
+    element ``first`` (the first that opens one it does not close, or where a marker of
+    ``split`` starts): per element another block runs into, how far (a text's bytes; an
+    opaque element's are all of it); per JSON object in ``objects`` such a block runs into,
+    each of its scanned leaves it covers (ordinal, end), from ``leaf_texts(index)``; and per
+    element where a ``split`` marker opens a block (none was open at its end), where in it
+    the marker starts (the block runs from there to its end, and on as any other). Empty
+    elements and leaves are left out (nothing to cover). An element of ``objects`` no block
+    runs into is read as its raw text, which opens what its leaves open."""
     covered: dict[int, int] = {}
     leaves: dict[int, list[tuple[int, int]]] = {}
+    opened: dict[int, int] = {}
+    split = split or {}
     awaited: frozenset[bytes] = frozenset()
     for index in range(first, len(values)):
         value = values[index]
         if not awaited:
             awaited = awaited_after(value)
+            if not awaited and index in split:
+                # No block open at its end: a marker crossing out of it opens one.
+                opened[index], closing = split[index]
+                awaited = frozenset((closing,))
         elif index in objects:
             found = leaves[index] = []
             for leaf, text in enumerate(leaf_texts(index)):
@@ -170,21 +216,32 @@ def carried_across(
             end, awaited = run_on(value, awaited)
             if end:
                 covered[index] = len(value) if index in opaque else end
-    return covered, {index: found for index, found in leaves.items() if found}
+            if not awaited and index in split:
+                opened[index], closing = split[index]
+                awaited = frozenset((closing,))
+    return covered, {index: found for index, found in leaves.items() if found}, opened
 
 
 def left_open(values: Sequence[bytes], candidates: Iterable[int]) -> frozenset[bytes]:
     """The END markers a tensor's elements (``values``, read in order as written and in the
     forms the scan reads) leave awaited after the last: blocks an element opens that no later
-    one closes. Only ``candidates`` (ascending: those in which a scan found ``secret``, which
-    every BEGIN marker it reads is) are asked whether they open one (``carried_across``)."""
+    one closes, or a BEGIN marker split across elements opens (``split_openings``). Only
+    ``candidates`` (ascending: those in which a scan found ``secret``, which every BEGIN
+    marker it reads is, and the carry's cover of a split one) are asked whether they open one
+    (``carried_across``)."""
+    candidates = list(candidates)
     first = next((index for index in candidates if opens_key_block(values[index])), None)
+    split = split_openings(values) if candidates else {}
+    first = min((index for index in (first, *split) if index is not None), default=None)
     if first is None:
         return frozenset()
-    awaited = awaited_after(values[first])
-    for value in values[first + 1 :]:
+    awaited: frozenset[bytes] = frozenset()
+    for index in range(first, len(values)):
+        value = values[index]
         if awaited:
             _, awaited = run_on(value, awaited)
         elif value:
             awaited = awaited_after(value)
+        if not awaited and index in split:
+            awaited = frozenset((split[index][1],))
     return awaited

@@ -12,11 +12,13 @@ never shows (``script``, ``style``, ``template``, ``title``, ``noscript``, and a
 punctuation, its emphasis, strikethrough and code markers (``*``, ``_``, ``~``, backticks:
 every one, paired or not, so that a piece of a text renders as it does within the whole;
 but an underscore between two letters or digits, which CommonMark never reads as one),
-links (their text kept) and images (nothing). A tag that starts a block or a line (``<p>``,
-``<br>``, ``<div>``, ``<li>``) reads as a newline, a table cell's as a tab, as a browser lays
-them out (``innerText``), unless the text holds a style (an attribute, an element), which
-may make any of them inline: then every tag reads as nothing. A superset of what a renderer
-drops, in one reading: a value it shows that a renderer does not only masks more.
+links, inline or by reference (their text kept: the brackets of any ``[text]`` and of a
+``[label]`` after it are dropped, a definition line's too), and inline images (nothing). A
+tag that starts a block or a line (``<p>``, ``<br>``, ``<div>``, ``<li>``) reads as a
+newline, a table cell's as a tab, as a browser lays them out (``innerText``), unless the
+text holds a style (an attribute, an element), which may make any of them inline: then every
+tag reads as nothing. A superset of what a renderer drops, in one reading: a value it shows
+that a renderer does not only masks more.
 
 Only text where markup sits next to a digit (or a separator beside one, or a byte past
 ASCII: another script's digit) needs the reading (``may_render``): a C-level translate for
@@ -107,6 +109,10 @@ _STYLED: Final = re.compile(rb"\sstyle\s*=|<style\b", re.IGNORECASE)
 # code markers (nothing shows).
 _IMAGE: Final = re.compile(rb"!\[[^\]\n]*\]\([^)\n]*\)")
 _LINK: Final = re.compile(rb"\[([^\]\n]*)\]\([^)\n]*\)")
+# A reference link's text (``[text][label]``, ``[text][]``, or ``[text]`` alone, which a
+# definition line elsewhere makes a link): its brackets and a label's dropped. Any bracketed
+# text, link or not: a renderer shows at most that text there, so this only reads more.
+_REFERENCE: Final = re.compile(rb"(?<!\\)\[([^\]\n]*)\](?:\[[^\]\n]*\])?")
 _ESCAPED: Final = re.compile(rb"\\([!-/:-@\[-`{-~])")
 _MARKERS: Final = b"*~`"
 # Underscores but those between two letters or digits (``snake_case``, ``v1_2``), which
@@ -142,6 +148,8 @@ def rendered(text: bytes) -> bytes:
     if b"](" in text:
         text = _IMAGE.sub(b"", text)
         text = _LINK.sub(rb"\1", text)
+    if b"]" in text:
+        text = _REFERENCE.sub(rb"\1", text)
     if b"\\" not in text:
         return _unmarked(text)
     # An escaped character shows as itself, a marker too: the pieces between escapes lose
