@@ -109,10 +109,14 @@ _STYLED: Final = re.compile(rb"\sstyle\s*=|<style\b", re.IGNORECASE)
 # code markers (nothing shows).
 _IMAGE: Final = re.compile(rb"!\[[^\]\n]*\]\([^)\n]*\)")
 _LINK: Final = re.compile(rb"\[([^\]\n]*)\]\([^)\n]*\)")
-# A reference link's text (``[text][label]``, ``[text][]``, or ``[text]`` alone, which a
-# definition line elsewhere makes a link): its brackets and a label's dropped. Any bracketed
-# text, link or not: a renderer shows at most that text there, so this only reads more.
-_REFERENCE: Final = re.compile(rb"(?<!\\)\[([^\]\n]*)\](?:\[[^\]\n]*\])?")
+# A reference link's text (``[text][label]``, ``[text][]``): its brackets and the label's
+# dropped, link or not (a renderer shows at most that text there, so this only reads more);
+# ``[text]`` alone is a link only where a definition line (``[text]: url``) makes it one:
+# then every bracketed text loses its brackets. Not otherwise: a JSON array's brackets
+# dropped moved its values, and a value the raw scan had found looked new (masked whole).
+_REFERENCE: Final = re.compile(rb"(?<!\\)\[([^\]\n]*)\]\[[^\]\n]*\]")
+_BRACKETED: Final = re.compile(rb"(?<!\\)\[([^\]\n]*)\]")
+_DEFINITION: Final = re.compile(rb"^ {0,3}\[[^\]\n]+\]:", re.MULTILINE)
 _ESCAPED: Final = re.compile(rb"\\([!-/:-@\[-`{-~])")
 _MARKERS: Final = b"*~`"
 # Underscores but those between two letters or digits (``snake_case``, ``v1_2``), which
@@ -150,6 +154,8 @@ def rendered(text: bytes) -> bytes:
         text = _LINK.sub(rb"\1", text)
     if b"]" in text:
         text = _REFERENCE.sub(rb"\1", text)
+        if _DEFINITION.search(text):
+            text = _BRACKETED.sub(rb"\1", text)
     if b"\\" not in text:
         return _unmarked(text)
     # An escaped character shows as itself, a marker too: the pieces between escapes lose
