@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from labelgate.bundle import reasons
 from labelgate.bundle.signing import canonical_json
 from labelgate.errors import InvalidInput
+from labelgate.unique_keys import DuplicateKeyError, unique_keys
 
 if TYPE_CHECKING:
     from labelgate.bundle.signing import Signer
@@ -399,21 +400,6 @@ def _check_files(every: list[SourceFile]) -> None:
                 content.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise InvalidInput(reasons.BUNDLE_FILE_INVALID, f"{name} is not UTF-8: {error}") from error
-
-
-class DuplicateKeyError(ValueError):
-    """A JSON object names a key twice: readers keep the last, so it would not mean what its
-    reviewer read (the catalog file refuses the same, ``classify/catalog.py``)."""
-
-
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A ``json.loads`` object hook refusing a key twice in one object (``DuplicateKeyError``)."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise DuplicateKeyError(f"key {key!r} appears twice in one object")
-        result[key] = value
-    return result
 
 
 def _parse_json(name: str, content: bytes, *, require_object: bool) -> object:

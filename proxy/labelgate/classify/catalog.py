@@ -34,6 +34,7 @@ from labelgate.classify import reasons
 from labelgate.classify.fields import SOURCE_CATALOG, Field, FieldSet
 from labelgate.classify.labels import LABELS, is_label
 from labelgate.errors import ConfigError
+from labelgate.unique_keys import DuplicateKeyError, unique_keys
 
 CATALOG_INVALID = reasons.CATALOG_INVALID
 OUTPUTS_PREFIX = "outputs."
@@ -108,19 +109,6 @@ class CatalogEntry:
         return self._regex.fullmatch(path) is not None
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"key {key!r} appears twice in one object")
-        result[key] = value
-    return result
-
-
 class Catalog:
     """Validated catalog data with lookups by model or message name."""
 
@@ -169,10 +157,10 @@ class Catalog:
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(CATALOG_INVALID, f"cannot read catalog file {path}: {error}") from error
         try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
+            data = json.loads(text, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as error:
             raise ConfigError(CATALOG_INVALID, f"catalog file {path} is not valid JSON: {error}") from error
-        except _DuplicateKey as error:
+        except DuplicateKeyError as error:
             # json.loads would keep the last one: the file would not mean what a reviewer read.
             raise ConfigError(CATALOG_INVALID, f"catalog file {path}: {error}") from None
         except RecursionError:

@@ -38,11 +38,12 @@ from typing import Any
 import yaml
 
 from labelgate.bundle import reasons as bundle_reasons
-from labelgate.bundle.build import DuplicateKeyError, manifest_object, unique_keys
+from labelgate.bundle.build import manifest_object
 from labelgate.bundle.signing import canonical_json
 from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
+from labelgate.unique_keys import DuplicateKeyError, unique_keys
 
 log = get_logger(__name__)
 
