@@ -22,7 +22,7 @@ MODULE = "labelgate_native"
 # The interface version the extension exports as ``ABI`` (``proxy/native/src/lib.rs``):
 # raised with any change of a function's signature or results, so that an extension built
 # from other sources is not used (each area then runs its Python code) instead of failing.
-ABI = 19
+ABI = 20
 # Set to 0 to measure or run without the extension (same results, the Python code's cost).
 SWITCH_VARIABLE = "LABELGATE_NATIVE"
 NATIVE_KERNEL_FAILED = reasons.NATIVE_KERNEL_FAILED

@@ -9,9 +9,12 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labelgate.classify import DetectorSet, classify_outputs, native
-from labelgate.classify.markup import may_render, rendered
+from labelgate.classify.folding import may_hide
+from labelgate.classify.markup import gates_forced, may_render, rendered
 from labelgate.enforce import apply_masks
 from labelgate.errors import UpstreamError
 from labelgate.oip.tensor import Tensor
@@ -185,3 +188,28 @@ def test_a_value_a_reference_link_splits_is_masked(use_native: bool, raw: bool) 
     for value, shown in zip(values, masked.values, strict=True):
         assert shown != value, value
         assert b"6789" not in shown and b"4111" not in shown, shown
+
+
+# Bytes each gate looks at, and their neighbours: a digit, a letter, a separator, markup, a
+# punctuation a backslash escapes, a space, a dropped control, a byte past ASCII. Few, so
+# that every pattern of three of them turns up among the examples.
+GATE_PIECES = [bytes([code]) for code in b"1a-_)]<\\*! \x00\xff"]
+# Each way the two gates answer: a parenthesis alone opens no gate, a bracket does.
+GATE_EXAMPLES = [b"(555)1", b"])1", b"sk_live_ )1", b"sk_live_5)1", b"1\xff", b"a\x001", b"1\\!", b"1\\a"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(GATE_PIECES), max_size=12).map(b"".join))
+def test_the_native_gates_answer_as_the_python_ones(text: bytes) -> None:
+    with gates_forced(False):
+        expected = may_render(text), may_hide(text)
+    with gates_forced(True):
+        assert (may_render(text), may_hide(text)) == expected
+
+
+@pytest.mark.parametrize("text", [*SHOWN, *GATE_EXAMPLES])
+def test_the_native_gates_agree_on_the_rendered_examples(text: bytes) -> None:
+    with gates_forced(False):
+        expected = may_render(text), may_hide(text)
+    with gates_forced(True):
+        assert (may_render(text), may_hide(text)) == expected

@@ -103,7 +103,8 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.markup import MARKUP_BYTES, may_render, rendered
+from labelgate.classify.markup import GATES, MARKUP_BYTES, may_render, rendered
+from labelgate.native import raise_if_panic
 
 if TYPE_CHECKING:
     import unicodedata as unicode_data  # typeshed's stubs: the same functions
@@ -178,8 +179,16 @@ def noncharacter(code: int) -> bool:
 def may_hide(text: bytes) -> bool:
     """Whether ``text``'s folded form may differ from it: it is not ASCII, holds a control
     character folding drops, or markup a renderer drops next to a character a value is made
-    of (``markup.may_render``). At most two C-level passes over ASCII text without a control
-    character or a markup byte (most text): cheap enough to ask of every buffer."""
+    of (``markup.may_render``). Native passes that copy nothing when the extension is on;
+    else at most two C-level passes over ASCII text without a control character or a markup
+    byte (most text): cheap enough to ask of every buffer."""
+    kernel = GATES.kernel
+    if GATES.on and kernel is not None and type(text) is bytes:
+        try:
+            return kernel.may_hide(text)
+        except BaseException as error:
+            raise_if_panic(error)
+            raise
     if not text.isascii():
         return True
     if text.translate(_HIDING_PAST_ASCII).isascii():

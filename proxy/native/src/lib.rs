@@ -18,6 +18,7 @@ mod forms;
 mod iban;
 mod json;
 mod json_mask;
+mod markup;
 mod rules;
 mod scan;
 mod secrets;
@@ -324,10 +325,12 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(tensors::partial_spans, module)?)?;
     module.add_function(wrap_pyfunction!(spans::scan_spans, module)?)?;
     module.add_function(wrap_pyfunction!(spans::scan_spans_raw, module)?)?;
+    module.add_function(wrap_pyfunction!(markup::may_render_py, module)?)?;
+    module.add_function(wrap_pyfunction!(markup::may_hide_py, module)?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
-    module.add("ABI", 19)?;
+    module.add("ABI", 20)?;
     Ok(())
 }
 
