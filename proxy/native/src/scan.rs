@@ -3,7 +3,7 @@
 //! national IBAN rules are python-stdnum's); for those the scan only names the elements
 //! where Python must run the pass.
 
-use crate::bytes::{find_byte, is_digit, past_next_separator};
+use crate::bytes::past_next_separator;
 use crate::iban::{self, Pass, Registry};
 use crate::{digit_led, email, floats, forms, secrets};
 
@@ -155,7 +155,7 @@ pub fn scan(
     if at_signs > 0 && wanted.has(EMAIL) {
         email::emails(data, index, &mut passes[EMAIL_PASS]);
     }
-    if digits >= 2 && wanted.has(CREDIT_CARD) && (dots > 0 || has_exponent_letter(data)) {
+    if digits >= 2 && wanted.has(CREDIT_CARD) && has_float_lead(data) {
         floats::float_cards(data, index, &mut passes[FLOAT_CARD_PASS]);
     }
     if wanted.has(SECRET) {
@@ -172,24 +172,35 @@ pub fn scan(
     }
 }
 
-/// `b"e" in data or b"E" in data`.
-fn has_exponent_letter(data: &[u8]) -> bool {
-    data.iter().any(|&byte| byte == b'e' || byte == b'E')
+/// A digit right before `.`, `e` or `E`: what `floats::float_lead` starts from, so a float
+/// card needs one. Pairs tested without branches (vector compares): token-like text (API
+/// keys, ids) has letters `e` everywhere, and a search from each cost more than the pass.
+fn has_float_lead(data: &[u8]) -> bool {
+    let pair = |(&first, &second): (&u8, &u8)| {
+        u8::from(first.wrapping_sub(b'0') < 10)
+            & (u8::from(second == b'.') | u8::from(second == b'e') | u8::from(second == b'E'))
+    };
+    let next = data.get(1..).unwrap_or_default();
+    data.iter()
+        .zip(next)
+        .fold(0, |seen, bytes| seen | pair(bytes))
+        != 0
 }
 
-/// `b"AA00" in shape`: two capitals, then two digits.
+/// `b"AA00" in shape`: two capitals, then two digits. Windows tested without branches
+/// (vector compares): a search from each capital cost token-like text more than the pass.
 fn has_iban_start(data: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(capital) = find_byte(data, from, |byte| byte.is_ascii_uppercase()) {
-        let rest = data.get(capital + 1..capital + 4);
-        if rest.is_some_and(|rest| {
-            rest[0].is_ascii_uppercase() && is_digit(rest[1]) && is_digit(rest[2])
-        }) {
-            return true;
-        }
-        from = capital + 1;
-    }
-    false
+    let capital = |byte: u8| u8::from(byte.wrapping_sub(b'A') < 26);
+    let digit = |byte: u8| u8::from(byte.wrapping_sub(b'0') < 10);
+    let shifted = |by: usize| data.get(by..).unwrap_or_default();
+    data.iter()
+        .zip(shifted(1))
+        .zip(shifted(2))
+        .zip(shifted(3))
+        .fold(0, |seen, (((&first, &second), &third), &fourth)| {
+            seen | (capital(first) & capital(second) & digit(third) & digit(fourth))
+        })
+        != 0
 }
 
 /// `_IPV6_SEED` (`:[0-9A-Fa-f]{0,4}:`) matches somewhere: `_ipv6s` has a candidate only then.
@@ -236,4 +247,52 @@ fn counts(data: &[u8]) -> Counts {
         totals.at_signs += usize::from(at_signs);
     }
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{has_float_lead, has_iban_start};
+
+    /// Every text of up to `length` bytes from `alphabet`.
+    fn texts(alphabet: &[u8], length: usize) -> Vec<Vec<u8>> {
+        let mut all = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..length {
+            last = last
+                .iter()
+                .flat_map(|text: &Vec<u8>| {
+                    alphabet
+                        .iter()
+                        .map(move |&byte| [text.as_slice(), &[byte]].concat())
+                })
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn the_gates_answer_as_a_plain_search() {
+        for text in texts(b"AZa9.eE \x80", 5) {
+            let iban = text.windows(4).any(|window| {
+                window[0].is_ascii_uppercase()
+                    && window[1].is_ascii_uppercase()
+                    && window[2].is_ascii_digit()
+                    && window[3].is_ascii_digit()
+            });
+            let float = text
+                .windows(2)
+                .any(|pair| pair[0].is_ascii_digit() && matches!(pair[1], b'.' | b'e' | b'E'));
+            assert_eq!(has_iban_start(&text), iban, "{text:?}");
+            assert_eq!(has_float_lead(&text), float, "{text:?}");
+        }
+        // Past a chunk's worth of bytes, at either end.
+        let mut long = vec![b'x'; 200];
+        long[197..].copy_from_slice(b"AB1");
+        assert!(!has_iban_start(&long));
+        long.push(b'2');
+        assert!(has_iban_start(&long));
+        long[196..].copy_from_slice(b"xxx9e");
+        assert!(has_float_lead(&long));
+    }
 }
