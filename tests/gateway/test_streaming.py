@@ -175,6 +175,19 @@ KEY_STREAMS: dict[str, list[dict[str, list[bytes]]]] = {
     "one reply, two outputs": [
         {"text": [(_BEGIN + "\n").encode()], "other": ["".join(body + "\n" for body in _BODY).encode()]}
     ],
+    # A BEGIN marker no element holds whole, split across element indices: in one reply
+    # whose block runs into later ones, and across replies.
+    "a marker split across elements of one reply, lines later": [
+        {"text": [_BEGIN[:18].encode(), (_BEGIN[18:] + "\n").encode()]},
+        *({"text": [b"", (body + "\n").encode()]} for body in _BODY),
+        {"text": [b"", _END.encode()]},
+    ],
+    "a marker split across replies and elements": [
+        {"text": [_BEGIN[:18].encode(), b"", b""]},
+        {"text": [b"", (_BEGIN[18:] + "\n").encode(), b""]},
+        *({"text": [b"", b"", (body + "\n").encode()]} for body in _BODY),
+        {"text": [b"", b"", _END.encode()]},
+    ],
 }
 
 

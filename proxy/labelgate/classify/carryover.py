@@ -59,7 +59,11 @@ object that opened the block was released at once; a block closing in its own el
 its END before the lines a later element held), so the carry-over says so: the tensor it
 releases is a ``CoveredTensor``, whose covered elements the classifier covers with
 ``secret``. Only pieces that may spell ``PRIVATE KEY`` (escapes, text to fold) are read for
-markers, and only while ``secret`` scans.
+markers, and only while ``secret`` scans. A BEGIN marker no element's text holds whole but
+the request's pieces show read in the order they arrived (``-----BEGIN RSA PRI`` in one
+element, ``VATE KEY-----`` in another, of this reply or a later one) opens a block too, that
+covers every piece of its reply and each later one until its END marker arrives
+(``_split_arrivals``).
 
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
@@ -111,6 +115,9 @@ _KEY_WORDS = b"PRIVATE KEY"
 _KEY_REACH = 1024
 # An element of an output (its name and index), whose text a request's replies carry.
 _Element = tuple[str, int]
+# The block of a BEGIN marker that no element's text holds whole, split across the pieces of
+# a request's text in the order they arrived (``_split_arrivals``): no element opened it.
+_ARRIVALS: _Element = ("", -1)
 # A JSON text's structure, for following its nesting without parsing it (``_ObjectScan``).
 _STRING_BODY = re.compile(rb'(?:[^"\\]|\\.)*', re.DOTALL)
 _STRUCTURE = re.compile(rb'"|[{\[]+|[}\]]+')
@@ -238,6 +245,9 @@ class CarryOver:
         # being released, when ``secret`` scans.
         self._keys: dict[Hashable, _Keys] = {}
         self._pieces: list[_Piece] | None = None
+        # Per request, the end of its text in the order it arrived that may be the start of
+        # a PEM marker (from a dash, at most ``_MARKER_REACH`` bytes): ``_split_arrivals``.
+        self._arrived: dict[Hashable, bytes] = {}
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
@@ -269,6 +279,7 @@ class CarryOver:
         """Everything still held, per request (the stream ended before their final replies)."""
         pending, self._held = self._held, {}
         keys, self._keys = self._keys, {}
+        self._arrived = {}
         self._held_bytes = 0
         return [
             (
@@ -299,15 +310,28 @@ class CarryOver:
         or each reply's outputs in any order), but for the text of the element that opened it
         while that text is held with its BEGIN marker (its own scan covers it); and so are
         the held bytes such pieces join, whenever they are released. Nothing runs unless a
-        piece may spell ``PRIVATE KEY`` (escapes, text to fold) or a block is open."""
+        piece may spell ``PRIVATE KEY`` (escapes, text to fold) or a block is open.
+
+        A BEGIN marker no element's text holds whole, split across the pieces in the order
+        they arrived (over elements, outputs and replies: ``_split_arrivals``), opens a block
+        no element does (``_ARRIVALS``): every piece of the reply that completes it is inside
+        it, and every later one until a piece brings its END marker."""
         keys = self._keys.get(request)
+        split, left = self._split_arrivals(request, pieces, final, keys)
         asked = [entry for entry in pieces if _may_open(entry.before, entry.piece)]
-        if keys is None and not asked:
+        if keys is None and not asked and not split:
             return released
         keys = keys if keys is not None else _Keys()
         before = {element for element, awaited in keys.open.items() if awaited}
         released_before = set(keys.released)
         awaited_before = frozenset().union(*(keys.open[element] for element in before))
+        if split:
+            # Every piece of the reply is inside, as in a block open before it (fail closed:
+            # where in the reply's order it opened is the caller's reading); open after it
+            # until its END marker arrives.
+            keys.open[_ARRIVALS] = left
+            before.add(_ARRIVALS)
+            awaited_before |= split
         for entry in pieces:
             element = entry.element
             awaited = keys.open.get(element, frozenset())
@@ -336,6 +360,7 @@ class CarryOver:
                 covers.setdefault(entry.position, {})[element[1]] = min(inside, entry.released)
             if inside > entry.released and entry.kept:
                 keys.inside[element] = min(inside - entry.released, entry.kept)
+        keys.open = {element: awaited for element, awaited in keys.open.items() if awaited}
         if final:
             self._keys.pop(request, None)
             if flushed:
@@ -350,6 +375,34 @@ class CarryOver:
             CoveredTensor(tensor, covers[position]) if position in covers else tensor
             for position, tensor in enumerate(released)
         ]
+
+    def _split_arrivals(
+        self, request: Hashable, pieces: list[_Piece], final: bool, keys: _Keys | None
+    ) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        """The blocks of BEGIN markers that the request's text shows only read in the order
+        it arrived (the held start of such a marker, then this reply's pieces in order:
+        ``key_blocks.split_markers`` over them), which no element's text holds whole
+        (``-----BEGIN RSA PRI`` in one element, ``VATE KEY-----`` in another, in this reply
+        or a later one): the END markers awaited by those open during this reply (opened in
+        it, or before it: ``_ARRIVALS``), and by those still open after it (their END marker
+        not arrived as written). The request's arrival end is kept for the next reply. One
+        join of the reply's pieces and C-level searches: most replies hold no ``PRIVATE KEY``."""
+        start = self._arrived.pop(request, b"")
+        texts = [start, *(entry.piece for entry in pieces if entry.piece)]
+        joined = b"".join(texts)
+        if not final and b"-" in joined[-_MARKER_REACH:]:
+            end = joined[-_MARKER_REACH:]
+            self._arrived[request] = end[end.index(b"-") :]
+        earlier = keys.open.get(_ARRIVALS, frozenset()) if keys is not None else frozenset()
+        # An END marker ending past the bytes an earlier reply brought (those it read).
+        seen = len(start)
+        left = {closing for closing in earlier if joined.find(closing, max(0, seen - len(closing) + 1)) < 0}
+        opened = set(earlier)
+        for _, _, end_at, closing in key_blocks.split_markers(texts, joined):
+            opened.add(closing)
+            if joined.find(closing, end_at) < 0:
+                left.add(closing)
+        return frozenset(opened), frozenset(left)
 
     def _release_tensor(self, tensor: Tensor, held: dict[str, _Held], final: bool, position: int) -> Tensor:
         form, text = _text_form(tensor)

@@ -55,8 +55,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   marker in a later one, or to the last: ``secret`` covers the elements of every kind it
   runs into (``json_elements.carry_key_blocks``). A block an output leaves open after its
   last element covers every other text output of the reply whole (their order is the
-  caller's: ``key_blocks``), and one a stream's earlier reply opened covers what the
-  carry-over says it runs into (``carryover.CoveredTensor``).
+  caller's: ``key_blocks``), whatever the opener's own labels (an output not scanned for
+  ``secret``, and 8-bit text, are asked apart: ``_opens_unscanned``), and one a stream's
+  earlier reply opened covers what the carry-over says it runs into
+  (``carryover.CoveredTensor``).
 
 Classification and masking must see the same tensors: spans are offsets into them.
 
@@ -74,7 +76,7 @@ from itertools import chain, filterfalse
 from operator import itemgetter
 from typing import Any
 
-from labelgate.classify import numbers, reasons
+from labelgate.classify import credentials, numbers, reasons
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import (
@@ -208,6 +210,9 @@ def classify_outputs(
     result = Classification(fields=[], json_keys=keys)
     backend = backend or {}
     keyed_outputs: list[Tensor] = []  # BYTES outputs in which ``secret`` found something
+    # Text outputs whose scan does not tell whether they open a block (``_opens_unscanned``).
+    unscanned: list[Tensor] = []
+    secrets = SECRET in detectors.names and len(tensors) > 1 and not covered_outputs
     for tensor in tensors:
         path = OUTPUTS_PREFIX + tensor.name
         fields.touch(path)
@@ -243,6 +248,8 @@ def classify_outputs(
             )
             if found_key:
                 keyed_outputs.append(tensor)
+            elif secrets and SECRET not in scanning.names:
+                unscanned.append(tensor)
         elif numbers.scans(tensor.datatype):
             # Numbers hold values too (a card as an INT64, text as UINT8 bytes): ``numbers``.
             scanning = detectors.besides(frozenset(own or {default}))
@@ -259,9 +266,22 @@ def classify_outputs(
                 for name in sorted({hit.detector for hits in found.values() for hit in hits}):
                     fields.add(f"{path}{{{name}}}", [detectors.label_of(name)], detector_source(name))
                 result.spans[tensor.name] = found
+            # Its text opens a block for the others as a BYTES output's does: asked when not
+            # scanned for ``secret``, or when that scan found something.
+            if (
+                secrets
+                and tensor.datatype in numbers.TEXT_DATATYPES
+                and tensor.size
+                and (
+                    SECRET not in scanning.names
+                    or any(hit.detector == SECRET for hits in found.values() for hit in hits)
+                )
+            ):
+                unscanned.append(tensor)
     result.fields = fields.fields(default)
-    if keyed_outputs and not covered_outputs and len(tensors) > 1:
+    if (keyed_outputs or unscanned) and not covered_outputs and len(tensors) > 1:
         opening = _outputs_opening(keyed_outputs, result)
+        opening.update(tensor.name for tensor in unscanned if _opens_unscanned(tensor, result, detectors))
         if opening:
             # A block one output opens and does not close covers every other text output of
             # the reply, whatever order a caller reads them in (as ``messages`` covers every
@@ -300,6 +320,59 @@ def _outputs_opening(tensors: Sequence[Tensor], result: Classification) -> set[s
         if candidates and left_open(tensor.byte_elements(), sorted(candidates)):
             opening.add(tensor.name)
     return opening
+
+
+def _opens_unscanned(tensor: Tensor, result: Classification, detectors: DetectorSet) -> bool:
+    """Whether a text output whose own scan does not say so leaves a PEM block open after
+    its last element (``key_blocks.left_open``): a BYTES output not scanned for ``secret``
+    (its labels say what it would: a marker there still opens a block for the others, whose
+    labels do not), or an 8-bit one (its text, scanned as one by ``numbers``). Cheap
+    C-level gates first: most such outputs cannot spell ``PRIVATE KEY`` in any form."""
+    if tensor.datatype != "BYTES":
+        text = _eight_bit_text(tensor)
+        if not _may_spell_key(text):
+            return False
+        found = result.spans.get(tensor.name, {})
+        if not any(hit.detector == SECRET for hits in found.values() for hit in hits):
+            # Not scanned for it (the output's labels say what it would): the scan
+            # ``numbers`` runs, for ``secret``'s label alone (every form it reads the text in).
+            secret = detectors.besides(frozenset(LABELS) - {detectors.label_of(SECRET)})
+            found = numbers.numeric_detections(tensor, secret)
+            if not any(hit.detector == SECRET for hits in found.values() for hit in hits):
+                return False
+        return bool(left_open([text], [0]))
+    raw = tensor.raw_form()
+    if raw is not None and not _may_spell_key(raw):
+        return False
+    values = tensor.byte_elements()
+    joined = b"".join(values)
+    if raw is None and not _may_spell_key(joined):
+        return False
+    escaped, hiding = may_escape(joined), may_hide(joined)
+    if not key_may_open(joined, escaped, hiding):
+        return False
+    # The elements that may open a block in some form, as ``secret``'s detections are where
+    # it scans; and the first where a marker split across elements may start.
+    candidates = [
+        index
+        for index, value in enumerate(values)
+        if value
+        and (credentials._KEY in value or (escaped and may_escape(value)) or (hiding and may_hide(value)))
+    ]
+    return bool(left_open(values, candidates or [0]))
+
+
+def _may_spell_key(data: bytes) -> bool:
+    """Whether some form of ``data`` the scan reads may spell ``PRIVATE KEY``: each of its
+    letters as written (markup or control characters may part them), or text past ASCII
+    (folded) or escapes (decoded). C-level searches, memchr each."""
+    return not data.isascii() or may_escape(data) or all(letter in data for letter in _KEY_LETTERS)
+
+
+def _eight_bit_text(tensor: Tensor) -> bytes:
+    """An 8-bit tensor's bytes, read as one text (``numbers``)."""
+    raw = tensor.raw_form()
+    return raw if raw is not None and len(raw) == tensor.size else numbers._bytes_of(tensor.values)
 
 
 def _covered_elements(tensor: Tensor, whole: bool) -> dict[int, int] | None:

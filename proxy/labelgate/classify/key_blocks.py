@@ -146,13 +146,25 @@ def run_on(text: bytes, awaited: frozenset[bytes]) -> tuple[int, frozenset[bytes
 SplitOpening = tuple[int, bytes]
 
 
-def split_openings(values: Sequence[bytes]) -> dict[int, SplitOpening]:
+def split_openings(values: Sequence[bytes], joined: bytes | None = None) -> dict[int, SplitOpening]:
     """The BEGIN markers (as written) that only the elements' text joined in order shows, as
     the carry reads them (``carried_across``): per element where one starts and that it does
     not hold whole, the first such marker's start in it and the END marker its block awaits.
-    One C-level search when the joined text holds no ``PRIVATE KEY`` (most tensors)."""
-    joined = b"".join(values)
+    One C-level search when the joined text holds no ``PRIVATE KEY`` (most tensors).
+    ``joined``: the values joined, when the caller has them."""
     found: dict[int, SplitOpening] = {}
+    for index, start, _, closing in split_markers(values, joined):
+        if index not in found:
+            found[index] = (start, closing)
+    return found
+
+
+def split_markers(values: Sequence[bytes], joined: bytes | None = None) -> list[tuple[int, int, int, bytes]]:
+    """Each BEGIN marker (as written) of the elements' text joined in order that no element
+    holds whole, in order: the element where it starts, its start in that element, where it
+    ends in the joined text, and the END marker its block awaits (``split_openings``)."""
+    joined = b"".join(values) if joined is None else joined
+    found: list[tuple[int, int, int, bytes]] = []
     if credentials._KEY not in joined or len(values) < 2:
         return found
     ends = list(accumulate(map(len, values)))  # where each element ends in ``joined``
@@ -165,10 +177,14 @@ def split_openings(values: Sequence[bytes]) -> dict[int, SplitOpening]:
         _, start, label, end, (_, closing, dashes) = marker
         # The element of its first byte, and of its last (empty elements hold neither).
         index = bisect_right(ends, start)
-        if index != bisect_right(ends, end - 1) and index not in found:
-            found[index] = (
-                start - (ends[index] - len(values[index])),
-                closing + joined[label : end - credentials._DASHES] + dashes,
+        if index != bisect_right(ends, end - 1):
+            found.append(
+                (
+                    index,
+                    start - (ends[index] - len(values[index])),
+                    end,
+                    closing + joined[label : end - credentials._DASHES] + dashes,
+                )
             )
     return found
 
