@@ -74,7 +74,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from itertools import chain, filterfalse
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 from labelgate.classify import credentials, numbers, reasons
 from labelgate.classify.catalog import OUTPUTS_PREFIX, Catalog
@@ -363,10 +363,18 @@ def _opens_unscanned(tensor: Tensor, result: Classification, detectors: Detector
 
 
 def _may_spell_key(data: bytes) -> bool:
-    """Whether some form of ``data`` the scan reads may spell ``PRIVATE KEY``: each of its
-    letters as written (markup or control characters may part them), or text past ASCII
-    (folded) or escapes (decoded). C-level searches, memchr each."""
-    return not data.isascii() or may_escape(data) or all(letter in data for letter in _KEY_LETTERS)
+    """Whether some form of ``data`` the scan reads may spell a BEGIN marker: a dash and each
+    letter of ``PRIVATE KEY`` as written (markup, control characters or other elements may
+    part them), or text past ASCII (folded) or escapes (decoded). C-level searches, memchr
+    each. The dash first: token-like text (API keys, ids) holds every letter, seldom one."""
+    return (
+        not data.isascii()
+        or may_escape(data)
+        or (_DASH in data and all(letter in data for letter in _KEY_LETTERS))
+    )
+
+
+_DASH: Final = ord("-")  # an int: ``in`` finds it with memchr
 
 
 def _eight_bit_text(tensor: Tensor) -> bytes:
