@@ -584,7 +584,9 @@ def _classify_text_tensor(
         spans.update(_opaque_spans(values, opaque, most_sensitive(under), detectors))
         found = None
     carried = None
-    if SECRET in scanning.names and key_may_open(joined, escaped, hiding):
+    # Some element may spell a marker (one C-level search of the joined text, asked once).
+    may_open = SECRET in scanning.names and key_may_open(joined, escaped, hiding)
+    if may_open:
         # A block one element opens runs into the later ones of every kind (``key_blocks``).
         changed, carried = carry_key_blocks(values, spans, objects, opaque, leaf_hits, keys, scanning)
         if changed:
@@ -622,7 +624,7 @@ def _classify_text_tensor(
     # A leaf's: looked for only where some element may spell a marker.
     return (
         bool(objects)
-        and key_may_open(joined, escaped, hiding)
+        and may_open
         and SECRET
         in {
             hit.detector
