@@ -65,7 +65,7 @@ fn gate_byte(byte: u8) -> bool {
 }
 
 /// `folding.CONTROLS`: C0 controls and DEL but tab, newline and return.
-fn control(byte: u8) -> bool {
+pub(crate) fn control(byte: u8) -> bool {
     ((byte < 0x20) & (byte != b'\t') & (byte != b'\n') & (byte != b'\r')) | (byte == 0x7F)
 }
 

@@ -13,6 +13,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
 use crate::bytes::find_byte;
+use crate::markup::control;
 use crate::scan::{Found, Hit, Wanted, DETECTORS};
 use crate::{detector_names, scan_all, unlocked_if_large};
 
@@ -93,8 +94,15 @@ pub fn scan_spans_raw<'py>(
     }
     let stopper = |byte: u8| stops[usize::from(byte)];
     let any_stop = find_byte(&data, 0, stopper).is_some();
+    // The stop sets the classifier passes (the control characters and a few others) are
+    // tested per byte without the table, which vectorizes; any other set takes the table.
+    let fast = control_stops(&stops);
     let Some(texts) = split(&data, count, |text| {
-        any_stop && find_byte(text, 0, stopper).is_some()
+        any_stop
+            && match fast {
+                Some(others) => holds_stop(text, others),
+                None => find_byte(text, 0, stopper).is_some(),
+            }
     }) else {
         return Ok(None);
     };
@@ -114,6 +122,42 @@ pub fn scan_spans_raw<'py>(
         PyList::new(py, &found.iban_pending)?,
         PyList::new(py, &found.ipv6_pending)?,
     )))
+}
+
+/// The stop bytes past the control characters (padded with copies of the first), when the
+/// stop set `stops` is exactly the control characters folding drops (`markup::control`) and
+/// at most four others.
+fn control_stops(stops: &[bool; 256]) -> Option<[u8; 4]> {
+    let mut others = Vec::new();
+    for byte in 0..=u8::MAX {
+        let stopped = stops[usize::from(byte)];
+        if control(byte) && !stopped {
+            return None;
+        }
+        if stopped && !control(byte) {
+            others.push(byte);
+        }
+    }
+    if others.len() > 4 {
+        return None;
+    }
+    // A control character, when none other: already a stop.
+    let pad = others.first().copied().unwrap_or(0);
+    others.resize(4, pad);
+    others.try_into().ok()
+}
+
+/// Whether `text` holds a control character folding drops or one of `others`: every byte
+/// tested without a branch (vector compares).
+fn holds_stop(text: &[u8], others: [u8; 4]) -> bool {
+    let stop = |byte: u8| {
+        u8::from(control(byte))
+            | u8::from(byte == others[0])
+            | u8::from(byte == others[1])
+            | u8::from(byte == others[2])
+            | u8::from(byte == others[3])
+    };
+    text.iter().fold(0, |seen, &byte| seen | stop(byte)) != 0
 }
 
 /// The elements of raw BYTES `data` when it is exactly `count` length-prefixed elements and
