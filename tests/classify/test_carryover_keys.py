@@ -317,6 +317,14 @@ def eight_bit(name: str, data: bytes, datatype: str = "UINT8") -> Tensor:
     return Tensor(name, datatype, [1, len(data)], values)
 
 
+def characters_of(name: str, text: str, datatype: str = "INT32") -> Tensor:
+    """``text`` as integers, a character an element (UTF-16 code units for 16-bit types)."""
+    if datatype in ("INT16", "UINT16"):
+        units = list(memoryview(text.encode("utf-16-le")).cast("H"))
+        return Tensor(name, datatype, [1, len(units)], units)
+    return Tensor(name, datatype, [1, len(text)], [ord(c) for c in text])
+
+
 def caller_text(tensors: list[Tensor], catalog: Catalog, use_native: bool) -> bytes:
     """What a caller who may not see ``restricted`` gets of every output but ``r`` (which
     its label masks whole), as text."""
@@ -333,8 +341,10 @@ def caller_text(tensors: list[Tensor], catalog: Catalog, use_native: bool) -> by
             continue
         if tensor.datatype == "BYTES":
             out += [bytes(value) for value in tensor.values if value is not None]
-        elif tensor.values is not None:
+        elif tensor.values is not None and tensor.datatype in ("UINT8", "INT8"):
             out.append(bytes(value & 0xFF for value in tensor.values))
+        elif tensor.values is not None:  # characters, as ``chr`` reads them back
+            out.append("".join(chr(value) for value in tensor.values if 0 < value < 0x110000).encode())
     return b"\x00".join(out)
 
 
@@ -360,6 +370,19 @@ OPENED_ELSEWHERE: dict[str, list[Tensor]] = {
     "8-bit INT8 text opens": [eight_bit("k", line(BEGIN), "INT8"), Tensor("u", "BYTES", [1], [_BODY_TEXT])],
     "restricted 8-bit text opens": [eight_bit("r", line(BEGIN)), Tensor("u", "BYTES", [1], [_BODY_TEXT])],
     "restricted 8-bit opens, 8-bit lines": [eight_bit("r", line(BEGIN)), eight_bit("v", _BODY_TEXT)],
+    "INT32 characters open": [characters_of("k", BEGIN + "\n"), Tensor("u", "BYTES", [1], [_BODY_TEXT])],
+    "restricted UINT16 characters open": [
+        characters_of("r", BEGIN + "\n", "UINT16"),
+        Tensor("u", "BYTES", [1], [_BODY_TEXT]),
+    ],
+    "INT32 characters open, lines as INT64 characters": [
+        characters_of("k", BEGIN + "\n"),
+        characters_of("v", _BODY_TEXT.decode(), "INT64"),
+    ],
+    "INT32 full-width characters open": [
+        characters_of("k", "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in BEGIN)),
+        Tensor("u", "BYTES", [1], [_BODY_TEXT]),
+    ],
     "8-bit full-width marker": [
         eight_bit("k", "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in BEGIN).encode()),
         Tensor("u", "BYTES", [1], [_BODY_TEXT]),
@@ -376,7 +399,7 @@ def test_a_marker_opens_a_block_for_the_other_outputs_whatever_its_output_is(
     assert clear_bytes(out) == 0, (name, out[:600])
 
 
-def test_a_restricted_or_8_bit_output_without_an_open_block_covers_no_other() -> None:
+def test_a_restricted_8_bit_or_character_output_without_an_open_block_covers_no_other() -> None:
     """No marker, or a block closed in its own output: the other outputs stay readable."""
     key = "\n".join(_LINES).encode()
     prose = b"PRIVATE notes: KEY points, VERY early; A TIE.\n" * 20  # every letter of PRIVATE KEY
@@ -386,6 +409,8 @@ def test_a_restricted_or_8_bit_output_without_an_open_block_covers_no_other() ->
             Tensor("r", "BYTES", [1], [prose.replace(b"notes", "n\u00f6tes".encode())]),
             eight_bit("r", key + b"\n" + prose),
             eight_bit("k", prose),
+            characters_of("k", (key + b"\n" + prose).decode()),
+            characters_of("r", prose.decode(), "UINT16"),
         ):
             out = caller_text([opener, Tensor("u", "BYTES", [1], [AFTER.encode()])], RESTRICTED_R, use_native)
             assert AFTER.encode() in out, opener

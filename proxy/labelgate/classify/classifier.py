@@ -259,8 +259,8 @@ def classify_outputs(
                 and tensor.size
                 and (tensor.name in covered_outputs or getattr(tensor, "key_cover", None))
             ):
-                # 8-bit text a block opened before it runs into (``_covered_elements``): one
-                # text, covered whole.
+                # 8-bit text, or integers read as characters, a block opened before it runs
+                # into (``_covered_elements``): one text, covered whole.
                 found.setdefault(0, []).append(Detection(SECRET, detectors.label_of(SECRET), 0, tensor.size))
             if found:
                 for name in sorted({hit.detector for hits in found.values() for hit in hits}):
@@ -270,10 +270,11 @@ def classify_outputs(
             # scanned for ``secret``, or when that scan found something.
             if (
                 secrets
-                and tensor.datatype in numbers.TEXT_DATATYPES
+                and _is_text(tensor)
                 and tensor.size
                 and (
-                    SECRET not in scanning.names
+                    tensor.datatype in numbers.CHARACTER_DATATYPES  # its scan reads no marker
+                    or SECRET not in scanning.names
                     or any(hit.detector == SECRET for hits in found.values() for hit in hits)
                 )
             ):
@@ -299,8 +300,13 @@ def classify_outputs(
 
 
 def _is_text(tensor: Tensor) -> bool:
-    """Whether ``tensor`` holds text: BYTES, or 8-bit bytes read as one text (``numbers``)."""
-    return tensor.datatype == "BYTES" or tensor.datatype in numbers.TEXT_DATATYPES
+    """Whether ``tensor`` may hold text: BYTES, 8-bit bytes read as one text, or wider
+    integers read as characters, a character an element (``numbers``)."""
+    return (
+        tensor.datatype == "BYTES"
+        or tensor.datatype in numbers.TEXT_DATATYPES
+        or tensor.datatype in numbers.CHARACTER_DATATYPES
+    )
 
 
 def _outputs_opening(tensors: Sequence[Tensor], result: Classification) -> set[str]:
@@ -326,8 +332,14 @@ def _opens_unscanned(tensor: Tensor, result: Classification, detectors: Detector
     """Whether a text output whose own scan does not say so leaves a PEM block open after
     its last element (``key_blocks.left_open``): a BYTES output not scanned for ``secret``
     (its labels say what it would: a marker there still opens a block for the others, whose
-    labels do not), or an 8-bit one (its text, scanned as one by ``numbers``). Cheap
-    C-level gates first: most such outputs cannot spell ``PRIVATE KEY`` in any form."""
+    labels do not), an 8-bit one (its text, scanned as one by ``numbers``), or wider integers
+    read as characters. Cheap C-level gates first: most such outputs cannot spell ``PRIVATE
+    KEY`` in any form."""
+    if tensor.datatype in numbers.CHARACTER_DATATYPES:
+        # A character an element: the text as written and folded, as ``messages`` reads a
+        # repeated integer field for markers.
+        forms = numbers.character_forms(tensor, credentials._KEY)
+        return any(_may_spell_key(form) and left_open([form], [0]) for form in forms)
     if tensor.datatype != "BYTES":
         text = _eight_bit_text(tensor)
         if not _may_spell_key(text):

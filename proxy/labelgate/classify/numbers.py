@@ -143,6 +143,22 @@ def character_detections(
     return characters.detections(array, detectors, exact, raw, width)
 
 
+def character_forms(tensor: Tensor, needle: bytes) -> tuple[bytes, ...]:
+    """A wider integer tensor's elements read as characters, as written and folded
+    (``characters.text_forms``), for a reading of one's own (a PEM marker); none when they
+    cannot spell ``needle`` (ASCII) in either form. Small numbers (ASCII code points, the
+    usual ids and counts) are asked without building the forms: they fold only by the
+    control characters they drop (a backspace or an escape, which may move what shows, aside)."""
+    array = _array(tensor.raw_form(), tensor, NUMBER_DTYPES[tensor.datatype])
+    if array.dtype != object and len(array):
+        unsigned = array.view(_UNSIGNED[array.dtype.itemsize])
+        if unsigned.max() < 0x80:
+            text = unsigned.astype(np.uint8).tobytes()
+            if b"\x08" not in text and b"\x1b" not in text and needle not in text.translate(None, CONTROLS):
+                return ()
+    return characters.text_forms(array)
+
+
 def _array(raw: bytes | None, tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
     if raw is not None and len(raw) == tensor.size * dtype.itemsize:
         return np.frombuffer(raw, dtype=dtype)
