@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from labelgate import logs
@@ -79,3 +80,16 @@ def test_a_field_named_like_a_record_attribute_is_refused_as_logging_refuses_it(
         with pytest.raises(KeyError, match="Attempt to overwrite"):
             log.info("call", **field)
     assert stream.getvalue() == ""
+
+
+def test_httpx_lines_quoting_an_upstreams_status_line_are_not_logged(stream: io.StringIO) -> None:
+    """httpx logs ``HTTP Request: POST ... "HTTP/1.1 200 <reason>"`` at INFO: the reason phrase
+    is the upstream's text (a review planted 8 KB of SSNs and key lines in it)."""
+    logs.configure("debug", stream)
+    reason = b"OK ssn 123-45-6789"
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, extensions={"reason_phrase": reason}))
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://upstream.test/v2").reason_phrase == reason.decode()
+    logging.getLogger("httpx").warning("kept: %s", "a warning")
+    assert "123-45-6789" not in stream.getvalue()
+    assert "kept: a warning" in stream.getvalue()

@@ -154,5 +154,13 @@ def configure(level: str = LogLevel.info, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(str(level).upper())
+    # httpx logs each request's status line at INFO, reason phrase and all: text the upstream
+    # chooses (8 KB of it, values included, found by review). Its warnings and errors only.
+    for library in _UPSTREAM_QUOTING:
+        logging.getLogger(library).setLevel(logging.WARNING)
     # Python warnings become log lines too, so every line on stderr is one JSON object.
     logging.captureWarnings(True)
+
+
+# Libraries whose informational lines quote what a peer sent.
+_UPSTREAM_QUOTING = ("httpx", "httpcore")

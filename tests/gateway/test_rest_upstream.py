@@ -28,7 +28,7 @@ from labelgate.gateway import rest_upstream
 from labelgate.gateway.rest_upstream import RestUpstream
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
-from labelgate.gateway.upstream import MalformedUpstream
+from labelgate.gateway.upstream import MalformedUpstream, UpstreamStatus
 from labelgate.oip import rest
 from labelgate.oip.tensors import decode_outputs
 from tests.gateway.expected import customer_request, partial
@@ -361,6 +361,9 @@ class Scripted:
 
     answers: dict[str, tuple[int, list[tuple[str, str]], bytes]] = field(default_factory=dict)
     seen: list[dict[str, str]] = field(default_factory=list)
+    # Seconds between the bytes of the reply (head and body), when not 0: a stalling upstream.
+    trickle: float = 0.0
+    trickled: int = 0  # bytes sent a byte at a time
 
     def answer(self, path: str, document: object, headers: list[tuple[str, str]] | None = None) -> None:
         self.answers[path] = (200, headers or [], json.dumps(document).encode())
@@ -376,8 +379,15 @@ class Scripted:
             status, extra, body = self.answers.get(path, (200, [], json.dumps(default).encode()))
             head = [f"HTTP/1.1 {status} X", "content-type: application/json", f"content-length: {len(body)}"]
             head += ["connection: close", *(f"{k}: {v}" for k, v in extra), "", ""]
-            writer.write("\r\n".join(head).encode() + body)
-            await writer.drain()
+            reply = "\r\n".join(head).encode() + body
+            if not self.trickle:
+                writer.write(reply)
+                await writer.drain()
+            for byte in reply if self.trickle else b"":
+                writer.write(bytes([byte]))
+                await writer.drain()
+                self.trickled += 1
+                await asyncio.sleep(self.trickle)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -533,6 +543,25 @@ async def test_a_compressed_reply_is_refused_never_inflated(
     assert await metadata(pb.ServerMetadataRequest(), timeout=5) == pb.ServerMetadataResponse(
         name="s", version="1"
     )
+
+
+async def test_an_upstream_sending_a_byte_at_a_time_is_cut_at_the_deadline(
+    scripted: tuple[Scripted, str], scripted_upstream: RestUpstream
+) -> None:
+    """httpx bounds each read, not the exchange: an upstream sending a byte every 50 ms (the
+    reply would take a minute) kept a call with a 1 s deadline to the end, and the readiness
+    probe too. Both end at their deadline now."""
+    script, _ = scripted
+    script.trickle = 0.05
+    script.answer("/v2", {"name": "s", "version": "1", "extensions": [], "pad": "x" * 1200})
+    metadata = scripted_upstream.unary_unary("/inference.GRPCInferenceService/ServerMetadata", None, None)
+    with pytest.raises(UpstreamStatus) as caught:
+        await asyncio.wait_for(metadata(pb.ServerMetadataRequest(), timeout=1), timeout=30)
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert script.trickled < 1200  # cut before the reply was out
+    sent = script.trickled
+    assert not await asyncio.wait_for(scripted_upstream.reachable(within=1), timeout=30)
+    assert script.trickled - sent < 1200
 
 
 async def test_a_caller_header_httpx_cannot_encode_is_not_forwarded(

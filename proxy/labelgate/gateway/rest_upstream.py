@@ -22,6 +22,7 @@ any other RPC the binding lacks is refused (UNIMPLEMENTED, ``REST_UPSTREAM_UNSUP
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import ssl
 import sys
@@ -249,30 +250,29 @@ class RestUpstream(UpstreamEdge):
         headers["accept-encoding"] = "identity"
         if body is not None:
             headers["content-type"] = "application/json"
+        seconds = max(seconds, 0.001)
         try:  # every failure in here is a status: nothing else may escape as a 500
             request = self.client.build_request(
-                method,
-                path,
-                content=body,
-                headers=headers,
-                timeout=max(seconds, 0.001),
-                extensions=self._extensions,
+                method, path, content=body, headers=headers, timeout=seconds, extensions=self._extensions
             )
-            try:
-                response = await self.client.send(request, stream=True)
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                # No answer at all, typically a kept-alive connection the upstream closed just
-                # as it was reused (MLServer after an error reply). Once more on a fresh one;
-                # a second failure is the caller's UNAVAILABLE.
-                log.info(
-                    "upstream dropped the connection before answering; sent once more", upstream=self.name
-                )
-                response = await self.client.send(request, stream=True)
-            try:
-                content = await self._bounded(response)
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each connect, read and write apart: an upstream sending a
+            # byte now and then kept a call for minutes. The whole exchange is bounded too.
+            async with asyncio.timeout(seconds):
+                try:
+                    response = await self.client.send(request, stream=True)
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    # No answer at all, typically a kept-alive connection the upstream closed
+                    # just as it was reused (MLServer after an error reply). Once more on a
+                    # fresh one; a second failure is the caller's UNAVAILABLE.
+                    log.info(
+                        "upstream dropped the connection before answering; sent once more", upstream=self.name
+                    )
+                    response = await self.client.send(request, stream=True)
+                try:
+                    content = await self._bounded(response)
+                finally:
+                    await response.aclose()
+        except (httpx.TimeoutException, TimeoutError):
             raise UpstreamStatus(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "the upstream did not answer in time"
             ) from None
@@ -344,9 +344,10 @@ class RestUpstream(UpstreamEdge):
                 timeout=within,
                 extensions=self._extensions,
             )
-            response = await self.client.send(request, stream=True)  # its body is never read
-            await response.aclose()
-        except httpx.HTTPError:
+            async with asyncio.timeout(within):  # a head sent a byte at a time (``_exchange``)
+                response = await self.client.send(request, stream=True)  # its body is never read
+                await response.aclose()
+        except (httpx.HTTPError, TimeoutError):
             return False
         return response.status_code == 200
 
