@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.split_values import SplitValues, text_fields
 from labelgate.errors import LabelgateError
+from tests.classify.split_values_proto import Note, Token
 
 WINDOW = 32
 
@@ -145,3 +146,21 @@ def test_a_second_value_only_the_joining_makes_is_a_split_value() -> None:
             splitter.hold(wrappers_pb2.StringValue(value=piece))
         splitter.flush()
     assert refused.value.reason == "STREAM_VALUE_SPLIT"
+
+
+def test_a_proto2_string_that_is_not_utf8_is_refused_with_the_classifiers_reason() -> None:
+    """protobuf hands such a string over as bytes: the hold called ``.encode`` on it and the
+    stream ended INTERNAL, unrecorded (review s15 rev-routed-fuzz, finding 3). A map's string
+    value so is read as the classifier reads it, as its bytes."""
+    bad = Token.FromString(b"\x0a\x0c\xff123-45-6789")  # text (1)
+    assert bad.text == b"\xff123-45-6789"
+    splitter = SplitValues(DetectorSet(), window_cut)
+    with pytest.raises(LabelgateError) as refused:
+        splitter.hold(bad)
+    assert refused.value.reason == "MESSAGE_STRING_INVALID"
+    assert "(text)" in refused.value.message and "123-45" not in refused.value.message
+    nested = Token.FromString(Token(note=Note(text="x")).SerializeToString().replace(b"x", b"\xff"))
+    with pytest.raises(LabelgateError, match=r"\(note\.text\)"):
+        SplitValues(DetectorSet(), window_cut).hold(nested)
+    tagged = Token.FromString(Token(tags={"k": "x"}).SerializeToString().replace(b"x", b"\xff"))
+    assert list(text_fields(tagged)) == [("tags['k']", "tags{}", b"\xff")]

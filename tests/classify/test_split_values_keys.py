@@ -18,6 +18,7 @@ from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.split_values import SplitValues
 from labelgate.errors import UpstreamError
 from tests.classify.secret_values import pem_value
+from tests.classify.split_values_proto import Note, Token
 
 DETECTORS = DetectorSet.default()
 _LINES = pem_value(random.Random(7), "RSA PRIVATE KEY", 4).split("\n")
@@ -73,3 +74,56 @@ def test_without_the_secret_detector_nothing_is_followed() -> None:
     detectors = DetectorSet.default().besides(frozenset({"restricted"}))
     messages = [msg(a=BEGIN + "\n"), *(msg(b=body + "\n") for body in BODY)]
     assert stream(messages, detectors) == messages
+
+
+def _token(**fields: object) -> Message:
+    """A ``Token`` (``split_values_proto``); ``extra``, ``extra_data`` and ``anys`` pack a Note
+    with that text (or data)."""
+    token = Token()
+    for name, value in fields.items():
+        if name == "extra":
+            token.extra.Pack(Note(text=value))
+        elif name == "extra_data":
+            token.extra.Pack(Note(data=value))
+        elif name == "anys":
+            token.anys["k"].Pack(Note(text=value))
+        elif name == "chunks":
+            token.chunks.append(value)
+        elif name == "blobs":
+            token.blobs["k"] = value
+        else:
+            setattr(token, name, value)
+    return token
+
+
+_LINE = BODY[0] + "\n"
+BEYOND_STRINGS = {
+    # Review s15 rev-routed-fuzz, finding 2: the key's lines in a bytes field of a later
+    # message left, the bytes never read while the block was open.
+    "lines in a bytes field": [_token(text=BEGIN + "\n"), _token(data=_LINE.encode()), _token(text=END)],
+    "lines in repeated bytes": [_token(text=BEGIN + "\n"), _token(chunks=_LINE.encode())],
+    "lines in a map's bytes value": [_token(text=BEGIN + "\n"), _token(blobs=_LINE.encode())],
+    "lines in an Any": [_token(text=BEGIN + "\n"), _token(extra=_LINE), _token(text=END)],
+    "lines in a map of Any": [_token(text=BEGIN + "\n"), _token(anys=_LINE)],
+    "lines in an Any's bytes": [_token(text=BEGIN + "\n"), _token(extra_data=_LINE.encode())],
+    "BEGIN in a bytes field": [_token(data=(BEGIN + "\n").encode()), _token(text=_LINE)],
+    "BEGIN in an Any": [_token(extra=BEGIN + "\n"), _token(text=_LINE)],
+}
+
+
+@pytest.mark.parametrize("name", BEYOND_STRINGS)
+def test_a_key_whose_lines_or_marker_are_beyond_string_fields_ends_the_stream(name: str) -> None:
+    with pytest.raises(UpstreamError) as refused:
+        stream(BEYOND_STRINGS[name])
+    assert refused.value.reason == reasons.STREAM_VALUE_SPLIT
+
+
+def test_a_block_closed_by_a_bytes_field_or_an_any_leaves_the_stream_alone() -> None:
+    messages = [
+        _token(text=BEGIN + "\n" + "\n".join(BODY) + "\n"),
+        _token(data=END.encode()),
+        _token(data=b"x"),
+    ]
+    assert stream(messages) == messages
+    messages = [_token(text=BEGIN + "\n" + "\n".join(BODY) + "\n"), _token(extra=END), _token(extra="after")]
+    assert stream(messages) == messages

@@ -1,26 +1,35 @@
-"""Routed replies with proto2 required fields, through real gRPC servers on loopback.
+"""Routed replies the upstream shapes to slip past the gateway, through real gRPC servers on
+loopback: the gateway's typed handler (``routes.typed_handler``) with the in-process test
+pipeline in front of an upstream answering raw bytes.
 
-The gateway's typed handler (``routes.typed_handler``) with the in-process test pipeline in
-front of an upstream answering raw bytes: grpc's deserializer does not check required
-fields, and its serializer refuses a message missing one outside the handler (``UNKNOWN``
-with grpc's own text, the record saying the reply was delivered). What the caller gets
-and what the record says must agree, with the gateway's reason when the call is refused.
+- proto2 required fields: grpc's deserializer does not check them, and its serializer
+  refuses a message missing one outside the handler (``UNKNOWN`` with grpc's own text, the
+  record saying the reply was delivered). What the caller gets and what the record says
+  must agree, with the gateway's reason when the call is refused.
+- a token stream (``split_values: hold``) with a value split across its messages inside
+  Anys, a PEM key's lines in a bytes field, or a proto2 string that is not UTF-8 (review s15
+  rev-routed-fuzz): refused with the gateway's reason before any piece leaves, and recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import pytest
 
+from labelgate.classify.split_values import SplitValues
 from labelgate.config import UpstreamSettings
 from labelgate.enforce.messages import MASKED_REQUIRED_FIELD, MESSAGE_REQUIRED_MISSING
 from labelgate.gateway.routes import typed_handler
 from labelgate.gateway.status import error_info
 from labelgate.gateway.upstream import Upstream
 from tests.classify.numbers_proto import RECORDS, Part, Plain, Record
+from tests.classify.secret_values import pem_value
+from tests.classify.split_values_proto import TOKENS, Note, Token
 from tests.gateway.test_pipeline import make_pipeline
 
 METHOD = "/labelgaterequired.Records/Get"
@@ -30,11 +39,11 @@ WHOLE = Record(
 
 
 class _Only(grpc.GenericRpcHandler):
-    def __init__(self, handler: Any) -> None:
-        self.handler = handler
+    def __init__(self, handler: Any, method: str = METHOD) -> None:
+        self.handler, self.method = handler, method
 
     def service(self, details: Any) -> Any:
-        return self.handler if details.method == METHOD else None
+        return self.handler if details.method == self.method else None
 
 
 async def _call(upstream_bytes: bytes, mask_labels: frozenset[str]) -> tuple[Any, list]:
@@ -103,3 +112,127 @@ def test_a_reply_missing_a_required_field_is_refused_with_the_gateways_reason_an
     assert (got.code(), info.reason if info else None) == (code, reason)
     assert "EncodeError" not in (got.details() or "")
     assert (record.refusal, record.status_code, record.delivered) == (reason, code.name, None)
+
+
+HOLD_METHOD = "/labelgateheld.Tokens/Stream"
+
+
+async def _held_stream(
+    replies: list[bytes], split_values: Callable[[], SplitValues] | None = None
+) -> tuple[list[Any], grpc.aio.AioRpcError | None, list]:
+    """What a caller of a ``hold`` route gets (the messages, then the error if any) and the
+    records, for an upstream streaming ``replies``; ``split_values`` stands in for the
+    pipeline's own splitter."""
+    upstream_server = grpc.aio.server()
+
+    async def answer(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        for reply in replies:
+            yield reply
+
+    upstream_server.add_generic_rpc_handlers(
+        [_Only(grpc.unary_stream_rpc_method_handler(answer), HOLD_METHOD)]
+    )
+    upstream_port = upstream_server.add_insecure_port("127.0.0.1:0")
+    await upstream_server.start()
+    pipeline, _, _, recorder = make_pipeline()
+    if split_values is not None:
+        pipeline.split_values = split_values
+    upstream = Upstream(UpstreamSettings(address=f"127.0.0.1:{upstream_port}"), 4 << 20)
+    gateway = grpc.aio.server()
+    method = TOKENS.methods_by_name["Stream"]
+    handler = typed_handler(pipeline, upstream, HOLD_METHOD, method, hold_split_values=True)
+    gateway.add_generic_rpc_handlers([_Only(handler, HOLD_METHOD)])
+    gateway_port = gateway.add_insecure_port("127.0.0.1:0")
+    await gateway.start()
+    got: list[Any] = []
+    failed = None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
+            stream = channel.unary_stream(
+                HOLD_METHOD, request_serializer=Note.SerializeToString, response_deserializer=Token.FromString
+            )
+            try:
+                async for reply in stream(Note(), timeout=10):
+                    got.append(reply)
+            except grpc.aio.AioRpcError as error:
+                failed = error
+    finally:
+        await gateway.stop(None)
+        await upstream_server.stop(None)
+        await upstream.close()
+    return got, failed, recorder.records
+
+
+def _packed(text: str) -> bytes:
+    token = Token()
+    token.extra.Pack(Note(text=text))
+    return token.SerializeToString()
+
+
+def _in_map(text: str) -> bytes:
+    token = Token()
+    token.anys["k"].Pack(Note(text=text))
+    return token.SerializeToString()
+
+
+_PEM = pem_value(random.Random(11), "RSA PRIVATE KEY", 3).split("\n")
+HELD_LEAKS = {
+    "value split inside Anys": [_packed("ssn 123-4"), _packed("5-6789 end")],
+    "value split inside a map of Any": [_in_map("ssn 123-4"), _in_map("5-6789 end")],
+    "key lines in a bytes field": [
+        Token(text=_PEM[0] + "\n").SerializeToString(),
+        Token(data=_PEM[1].encode()).SerializeToString(),
+        Token(text=_PEM[-1]).SerializeToString(),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", HELD_LEAKS)
+def test_a_hold_stream_refuses_what_its_messages_would_leak_in_pieces(name: str) -> None:
+    got, failed, records = asyncio.run(_held_stream(HELD_LEAKS[name]))
+    assert failed is not None, [str(reply) for reply in got]
+    info = error_info(failed)
+    assert (failed.code(), info.reason if info else None) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "STREAM_VALUE_SPLIT",
+    )
+    assert not any(reply.data or reply.HasField("extra") or reply.anys for reply in got)
+    assert (records[-1].refusal, records[-1].status_code) == ("STREAM_VALUE_SPLIT", "UNAVAILABLE")
+
+
+def test_a_hold_streams_string_that_is_not_utf8_is_refused_with_a_reason_and_recorded() -> None:
+    """It ended INTERNAL (an AttributeError in the hold), and no record said how it ended."""
+    bad = b"\x0a\x0c\xff123-45-6789"  # Token.text, proto2: parsed as bytes
+    got, failed, records = asyncio.run(_held_stream([Token(text="hi").SerializeToString(), bad]))
+    assert failed is not None and got == []
+    info = error_info(failed)
+    assert (failed.code(), info.reason if info else None) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "MESSAGE_STRING_INVALID",
+    )
+    assert (records[-1].refusal, records[-1].status_code) == ("MESSAGE_STRING_INVALID", "UNAVAILABLE")
+
+
+class _Failing:
+    """A splitter that fails as nothing in the gateway should: the exception's text quotes data."""
+
+    def hold(self, message: Any) -> list[Any]:
+        raise RuntimeError("the upstream's ssn 123-45-6789")
+
+    def flush(self) -> list[Any]:
+        return []
+
+
+def test_an_unexpected_failure_ending_a_routed_stream_is_internal_and_recorded() -> None:
+    got, failed, records = asyncio.run(_held_stream([Token(text="hi").SerializeToString()], _Failing))
+    assert failed is not None and got == []
+    info = error_info(failed)
+    assert (failed.code(), info.reason if info else None) == (grpc.StatusCode.INTERNAL, "INTERNAL_ERROR")
+    assert failed.details() == "internal error in the gateway"
+    last = records[-1]
+    assert (last.refusal, last.status_code, last.outcome, last.delivered) == (
+        "INTERNAL_ERROR",
+        "INTERNAL",
+        "deny",
+        None,
+    )

@@ -8,8 +8,13 @@ move text between messages. A route whose server streams are token streams
 (``routes[].split_values: hold``) holds whole messages instead:
 
 - each string field, found by its path (``choices[0].delta.content``), is read as one text
-  across the held messages, the pieces in order. (Bytes fields are not: a stream's bytes are
-  audio or file chunks more often than text; each message's own classification reads them.)
+  across the held messages, the pieces in order; so is each string field of what an Any
+  holds (``extra{}.text``, as the classifier reads it). (Bytes fields are not: a stream's
+  bytes are audio or file chunks more often than text; each message's own classification
+  reads them.) An Any the gateway cannot read (its type not in the route's descriptor set,
+  bytes that do not parse) could hold a piece of any text: the stream ends
+  (``STREAM_VALUE_SPLIT``) before it leaves. A string field that is not UTF-8 (proto2) ends
+  it as the classifier would (``MESSAGE_STRING_INVALID``).
 - a message is released once no later piece can still make a value of any of its fields'
   text: the carry-over's cut (``cut``: a window of bytes, never the middle of a match or of a
   number or email run) lies past it in every path; the end of the stream releases the rest.
@@ -31,8 +36,9 @@ A PEM private key is the one value that spans fields (``key_blocks``): a message
 opens a block it does not close is covered whole by its own classification, but the key's
 lines in later messages (in that field or any other) show no marker. So once a released
 message leaves a block open, a later message with text besides the awaited END marker (in
-any field, any form the scan reads) ends the stream (``STREAM_VALUE_SPLIT``,
-``_follow_keys``) before it leaves, as a value split across one field's messages does.
+any string or bytes field, an Any's contents too, any form the scan reads) ends the stream
+(``STREAM_VALUE_SPLIT``, ``_follow_keys``) before it leaves, as a value split across one
+field's messages does. A BEGIN marker is looked for in the same texts.
 
 Messages held beyond ``hold_limit`` bytes (serialized, plus a parsed message's own cost,
 plus their text, plus what is kept per path: its name and where each of its pieces ends)
@@ -58,7 +64,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -82,7 +88,14 @@ from labelgate.classify.jsonpaths import (
     may_escape,
     may_reference,
 )
-from labelgate.classify.messages import is_map, is_message
+from labelgate.classify.messages import (
+    ANY_REPLY_FIELD,
+    ANY_TYPE,
+    is_map,
+    is_message,
+    message_type_of,
+    unpacked_any,
+)
 from labelgate.errors import ResourceExhausted, UpstreamError
 
 # Deeper than this, a path is not followed (classification refuses such replies anyway).
@@ -151,7 +164,11 @@ class SplitValues:
         size = message.ByteSize() + _MESSAGE_COST
         self._held.append((message, size))
         self._held_bytes += size
-        for path, shown, piece in text_fields(message):
+        for path, shown, piece, joined in _texts(message):
+            if self._secrets and number not in self._marked and _may_spell_key(piece):
+                self._marked.add(number)  # a bytes field's too: a block runs on across fields
+            if not joined:
+                continue
             state = self._paths.get(path)
             if state is None:
                 if len(self._paths) >= self.max_paths:
@@ -162,8 +179,6 @@ class SplitValues:
                     )
                 state = self._paths[path] = _Path(shown)
                 self._held_bytes += _PATH_COST + len(path) + len(shown)
-            if self._secrets and _may_spell_key(piece):
-                self._marked.add(number)
             self._appended(state, piece)
             state.messages.append(number)
             state.text += piece
@@ -290,7 +305,7 @@ class SplitValues:
             if not awaited and not marked:
                 continue
             self._marked.discard(number)
-            texts = [piece for _, _, piece in text_fields(self._held[offset][0])]
+            texts = list(all_texts(self._held[offset][0]))
             opened: set[bytes] = set()
             if awaited:
                 found: set[bytes] = set()
@@ -477,40 +492,102 @@ def _may_spell_key(text: bytes) -> bool:
 
 
 def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
-    """(path, shown path, UTF-8 bytes) of every string field set in ``message``, at any depth.
-    The path tells map entries apart by their key; the shown path, for error texts, writes
-    each map key as ``{}`` (a key is the upstream's text, which no policy decided on)."""
-    yield from _walk(message, "", "", 0)
+    """(path, shown path, UTF-8 bytes) of every string field set in ``message``, at any depth,
+    an Any's contents (``_any``) too: the texts read across the held messages. The path tells
+    map entries apart by their key; the shown path, for error texts, writes each map key as
+    ``{}`` (a key is the upstream's text, which no policy decided on), and an Any's contents
+    under ``{}.``, as the classifier does (``extra{}.text``)."""
+    for path, shown, text, joined in _texts(message):
+        if joined:
+            yield path, shown, text
 
 
-def _walk(message: Message, prefix: str, shown: str, depth: int) -> Iterator[tuple[str, str, bytes]]:
+def all_texts(message: Message) -> Iterator[bytes]:
+    """Every string and bytes field set in ``message``, at any depth, Anys' contents too: what
+    a PEM block left open may run on into (``SplitValues._follow_keys``)."""
+    for _, _, text, _ in _texts(message):
+        yield text
+
+
+# (path, shown path, text, whether it is read across messages: a string's, not a bytes field's)
+_Text = tuple[str, str, bytes, bool]
+
+
+def _texts(message: Message) -> Iterator[_Text]:
+    if message.DESCRIPTOR.full_name == ANY_TYPE:
+        # A reply that is itself an Any: one field, named as the classifier names it.
+        yield from _any(message, ANY_REPLY_FIELD, ANY_REPLY_FIELD, 0)
+    else:
+        yield from _walk(message, "", "", 0)
+
+
+def _walk(message: Message, prefix: str, shown: str, depth: int) -> Iterator[_Text]:
     if depth > _MAX_DEPTH:
         return
     for descriptor, value in message.ListFields():
         path, named = f"{prefix}{descriptor.name}", f"{shown}{descriptor.name}"
-        if is_message(descriptor):
-            if is_map(descriptor):
-                for key in sorted(value, key=str):
-                    yield from _map_value(value[key], f"{path}[{key!r}]", f"{named}{{}}", depth)
-            elif descriptor.is_repeated:
-                for index, item in enumerate(value):
-                    yield from _walk(item, f"{path}[{index}].", f"{named}[{index}].", depth + 1)
-            else:
-                yield from _walk(value, f"{path}.", f"{named}.", depth + 1)
-        elif descriptor.type == FieldDescriptor.TYPE_STRING:
-            if descriptor.is_repeated:
-                for index, item in enumerate(value):
-                    yield f"{path}[{index}]", f"{named}[{index}]", _utf8(item)
-            else:
-                yield path, named, _utf8(value)
+        if is_map(descriptor):
+            value_field = message_type_of(descriptor).fields_by_name["value"]
+            # A map of Any is shown as the classifier names it, its contents under ``anys{}.``.
+            opened = (
+                "" if is_message(value_field) and message_type_of(value_field).full_name == ANY_TYPE else "{}"
+            )
+            for key in sorted(value, key=str):
+                yield from _value(
+                    value_field, value[key], f"{path}[{key!r}]", f"{named}{opened}", depth, True
+                )
+        elif descriptor.is_repeated:
+            for index, item in enumerate(value):
+                yield from _value(descriptor, item, f"{path}[{index}]", f"{named}[{index}]", depth, False)
+        else:
+            yield from _value(descriptor, value, path, named, depth, False)
 
 
-def _map_value(value: object, path: str, shown: str, depth: int) -> Iterator[tuple[str, str, bytes]]:
-    if isinstance(value, Message):
-        yield from _walk(value, f"{path}.", f"{shown}.", depth + 1)
-    elif isinstance(value, str):
-        yield path, shown, _utf8(value)
+def _value(
+    descriptor: FieldDescriptor, value: Any, path: str, shown: str, depth: int, in_map: bool
+) -> Iterator[_Text]:
+    """One value of a field (an item of a repeated one, a map's value)."""
+    if is_message(descriptor):
+        if message_type_of(descriptor).full_name == ANY_TYPE:
+            yield from _any(value, path, shown, depth + 1)
+        else:
+            yield from _walk(value, f"{path}.", f"{shown}.", depth + 1)
+    elif descriptor.type == FieldDescriptor.TYPE_STRING:
+        if isinstance(value, str):
+            yield path, shown, value.encode("utf-8", "surrogatepass"), True
+        elif in_map:
+            # A map's string value that is not UTF-8 (proto2 hands it over as bytes) is read
+            # as the classifier reads it: as its bytes (``messages._map_texts``).
+            yield path, shown, value, True
+        else:
+            # As the classifier refuses it (``messages._Walker._queue``), before it is held.
+            raise UpstreamError(
+                reasons.MESSAGE_STRING_INVALID,
+                f"the upstream's reply has a string field ({shown}) that is not UTF-8",
+            )
+    elif descriptor.type == FieldDescriptor.TYPE_BYTES:
+        yield path, shown, value, False
 
 
-def _utf8(value: str) -> bytes:
-    return value.encode("utf-8", "surrogatepass")
+def _any(packed: Message, path: str, shown: str, depth: int) -> Iterator[_Text]:
+    """An Any's contents, as release re-encodes them (``messages.unpacked_any``), under
+    ``path{}.``; an Any that packs an Any is read through to the message at the end. One the
+    gateway cannot read (its type not in the route's descriptor set, bytes that do not parse)
+    may hold a piece of any text of the stream's other messages, which nothing can join: the
+    stream ends before it leaves. (Its type URL is not read across messages: it ends in a
+    type name the pool knows, so no value runs on across two; each message's classification
+    scans it.)"""
+    if depth > _MAX_DEPTH:
+        return
+    contents, why = unpacked_any(packed)
+    if contents is None:
+        raise UpstreamError(
+            reasons.STREAM_VALUE_SPLIT,
+            f"the upstream sent a google.protobuf.Any the gateway cannot read (field {shown}: {why}) "
+            "in a stream whose values may straddle its messages; each message is masked on its own, "
+            "so it is not sent",
+        )
+    if contents.DESCRIPTOR.full_name == ANY_TYPE:
+        yield from _any(contents, path, shown, depth + 1)
+    else:
+        yield from _walk(contents, f"{path}{{}}.", f"{shown}{{}}.", depth + 1)

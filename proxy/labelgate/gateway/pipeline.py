@@ -275,7 +275,10 @@ class Pipeline:
     ) -> AsyncIterator[R]:
         """A routed stream's upstream replies; a failure that ends the stream is recorded
         (each reply is, by ``release_reply``), and so is its end by the caller leaving or its
-        deadline passing while the upstream is awaited (without holding up the cancellation)."""
+        deadline passing while the upstream is awaited (without holding up the cancellation).
+        Any other exception (a bug in what reads the replies, a token stream's hold) ends it
+        as the fixed internal error the caller gets (``status.refusals``), recorded so: its
+        text may quote the upstream's data, so only its type is logged."""
         try:
             async for reply in replies:
                 yield reply
@@ -285,6 +288,15 @@ class Pipeline:
         except asyncio.CancelledError as error:
             self.record_later(CallRecord.of(call, Outcome(subject=subject, model=target.model), error))
             raise
+        except Exception as error:
+            log.error(
+                "unexpected error; the stream is refused",
+                error_type=type(error).__name__,
+                request_id=call.request_id,
+            )
+            internal = LabelgateError(gateway_reasons.INTERNAL_ERROR, "internal error in the gateway")
+            await self.record_failure(call, subject, target, internal)
+            raise internal from None
 
     def split_values(self) -> SplitValues:
         """What holds a routed token stream's messages while a value may straddle them
