@@ -338,8 +338,10 @@ def _opens_unscanned(tensor: Tensor, result: Classification, detectors: Detector
     if tensor.datatype in numbers.CHARACTER_DATATYPES:
         # A character an element: the text as written and folded, as ``messages`` reads a
         # repeated integer field for markers.
+        # The marker as these forms show it (``characters`` reads code points no other way:
+        # not decoded, not rendered), then the block it opens followed through the text.
         forms = numbers.character_forms(tensor, credentials._KEY)
-        return any(_may_spell_key(form) and left_open([form], [0]) for form in forms)
+        return any(credentials._KEY in form and left_open([form], [0]) for form in forms)
     if tensor.datatype != "BYTES":
         text = _eight_bit_text(tensor)
         if not _may_spell_key(text):
