@@ -45,10 +45,12 @@ from its BEGIN marker until then, or until the final reply. The runs are found b
 byte operations, never a Python loop per byte: a stream of digits is held whole, and a loop
 over it on every reply costs quadratic time. For the same reason text held as one such run,
 or as a key block still open, is held on without being read again while the pieces that
-follow extend the run (are made of its bytes) or do not hold the awaited END marker; and
-text held whole (not ASCII, escapes, JSON) stays so as more is appended (what makes it so
-stays in it): each reply reads only its own piece, and a JSON object's end is found by
-following its nesting piece by piece (``_ObjectScan``), parsed once when it closes.
+follow extend the run (are made of its bytes) or do not hold the awaited END marker; text
+held whole (not ASCII, escapes, JSON) stays so as more is appended (what makes it so stays
+in it); and so is text held while an earlier element's block is open. Each reply reads only
+its own piece (and a few bytes before it): what the held text is (a run, an open block, an
+object) is followed piece by piece (``_Reader``, ``credentials.PemScan``), and a JSON
+object's end is found by following its nesting (``_ObjectScan``), parsed once when it closes.
 
 A PEM block is followed across a request's replies in the order its text arrives (``_cover``):
 once an element's text opens one it does not close (as written, or in a form the scan reads),
@@ -168,6 +170,66 @@ class _ObjectScan:
         return False
 
 
+# A text held on whose first bytes are JSON space: whether it opens like an object is not known.
+_UNSEEN = "unseen"
+
+
+class _Reader:
+    """What ``_carry`` reads of an element's held text, followed as pieces are appended to it
+    (``_held_on``), each piece read once: whether the text is one run a cut never falls in
+    (``CarryOver._run_of``), the END marker a PEM block it leaves open awaits
+    (``credentials.PemScan``), and where it stands as a JSON object (``_ObjectScan``; an
+    object's close is the one place it may become one). Read whole from the held text once,
+    the first time it is held on; ``_carry``, which cuts the text again, drops it."""
+
+    __slots__ = ("at", "digit", "email", "end", "number", "object", "pem", "prefix", "token")
+
+    def __init__(self, held: bytes | bytearray) -> None:
+        self.number = self.email = self.token = True  # made of such bytes only
+        self.digit = self.at = self.prefix = False  # holds a digit, an "@", a secret's prefix
+        self.end = b""  # its last bytes, where a secret's prefix may have begun
+        self.object: _ObjectScan | str | None = _UNSEEN
+        self.pem = credentials.PemScan()
+        self.add(bytes(held))
+
+    def add(self, piece: bytes) -> bool:
+        """Take the next piece; whether the text's outermost object closed in it."""
+        if self.number and piece.lstrip(_NUMBER_BYTES):
+            self.number = False
+        self.digit = self.digit or _DIGIT.search(piece) is not None
+        if self.email and piece.lstrip(_EMAIL_RUN):
+            self.email = False
+        self.at = self.at or b"@" in piece
+        if self.token and piece.lstrip(credentials.RUN_BYTES):
+            self.token = False
+        if self.token and not self.prefix:
+            joined = self.end + piece
+            self.prefix = _holds_prefix(joined)
+            self.end = joined[-(_LONGEST_PREFIX - 1) :]
+        scan = self.object
+        if scan is _UNSEEN:
+            if _only_space(piece):
+                return False
+            # As ``jsonpaths.opens_object`` reads the text: its first byte past JSON space.
+            scan = _ObjectScan() if piece.lstrip(_JSON_SPACE)[:1] == b"{" else None
+        if not isinstance(scan, _ObjectScan):
+            self.object = None
+            return False
+        closed = scan.closes(piece)
+        self.object = None if closed else scan  # one object now, or never (``_ObjectScan``)
+        return closed
+
+    def run(self, secrets: bool) -> bytes:
+        """``CarryOver._run_of`` of the text."""
+        if self.number and self.digit:
+            return _NUMBER_BYTES
+        if self.email and self.at:
+            return _EMAIL_RUN
+        if secrets and self.token and self.prefix:
+            return credentials.RUN_BYTES
+        return b""
+
+
 @dataclass
 class _Held:
     shape: list[int]
@@ -184,6 +246,9 @@ class _Held:
     # makes it so stays in them), and how a text that opens like a JSON object stands
     # (None: it does not, or can no longer be one object).
     whole: dict[int, _ObjectScan | None] = field(default_factory=dict)
+    # Elements whose held text is held on as pieces come (``_held_on``), and what ``_carry``
+    # would read of it, followed piece by piece (``_Reader``).
+    readers: dict[int, _Reader] = field(default_factory=dict)
 
 
 class CoveredTensor(Tensor):
@@ -470,7 +535,7 @@ class CarryOver:
         it, then ``piece``; holds back the rest (all of it with ``hold_whole``)."""
         state = held.get(tensor.name)
         if state is not None and index in state.tails and not final:
-            kept = self._held_on(state, index, piece, tensor.shape)
+            kept = self._held_on(state, index, piece, tensor.shape, hold_whole)
             if kept is not None:
                 return kept
         tail = state.tails.pop(index, b"") if state else b""
@@ -478,6 +543,8 @@ class CarryOver:
         closing = state.keys.pop(index, None) if state else None
         was_whole = state is not None and index in state.whole
         scan = state.whole.pop(index, None) if state is not None else None
+        if state is not None:
+            state.readers.pop(index, None)
         self._held_bytes -= len(tail)
         text = b"".join((tail, piece))
         # Parsed only when a "}" arrived: held JSON is not parsed again on every reply.
@@ -525,40 +592,58 @@ class CarryOver:
                     state.keys[index] = awaited
         return text[:cut]
 
-    def _held_on(self, state: _Held, index: int, piece: bytes, shape: Sequence[int]) -> bytes | None:
+    def _held_on(
+        self, state: _Held, index: int, piece: bytes, shape: Sequence[int], hold_whole: bool
+    ) -> bytes | None:
         """What to release now of element ``index`` when the text held for it is held on
         (the module docstring: a run ``piece`` extends, a key block ``piece`` does not close,
-        text held whole) with ``piece`` appended, reading only ``piece`` and a few bytes
-        before it: nothing, or all of it once it is a whole JSON object. None when the
-        held text must be read again (``_carry``)."""
+        text held whole, or text ``hold_whole`` holds while an earlier element's block is
+        open) with ``piece`` appended, reading only ``piece`` and a few bytes before it:
+        nothing, or all of it once it is a whole JSON object. What ``_carry`` would find of
+        the longer text (a run, an open block, a closed object) is followed piece by piece
+        (``_Reader``). None when the text is cut again (``_carry``)."""
         tail = state.tails[index]
         members = state.runs.get(index)
         closing = state.keys.get(index)
-        if index in state.whole:
-            scan = state.whole[index]
-            if scan is not None and scan.closes(piece):
-                state.whole[index] = None  # one object now, or never (``_ObjectScan``)
-                text = b"".join((tail, piece))
-                if jsonpaths.parse_object(text) is not None:
-                    self._drop(state, index)
-                    return text
-            if closing is not None:
-                if closing in _joined_end(tail, piece, len(closing) - 1):
-                    return None  # the block closed: which block is open is read again
-            elif self._cuts and self._secrets and _KEY_WORDS in _joined_end(tail, piece, _MARKER_REACH):
-                return None
-        elif members is not None and closing is None:
-            if piece.lstrip(members):
-                return None
-        elif closing is not None and members is None:
-            if b"}" in piece or closing in _joined_end(tail, piece, len(closing) - 1):
-                return None
-        else:
+        whole = index in state.whole
+        extends_run = not whole and members is not None and not piece.lstrip(members)
+        still_open = closing is not None and closing not in _joined_end(tail, piece, len(closing) - 1)
+        if not (whole or extends_run or still_open or hold_whole):
             return None
+        # Text held whole needs one only for its blocks; a run extended, none (yet).
+        keys = self._cuts and self._secrets
+        reader = state.readers.get(index)
+        if reader is None and not extends_run and (keys or not whole):
+            reader = state.readers[index] = _Reader(tail)
+        closed = reader.add(piece) if reader is not None else False
+        if whole:
+            scan = state.whole[index]
+            closed = scan is not None and scan.closes(piece)
+            if closed:
+                state.whole[index] = None  # one object now, or never (``_ObjectScan``)
+        if closed and (whole or b"}" in piece):  # as ``_carry`` asks (``completes``)
+            text = b"".join((tail, piece))
+            if jsonpaths.parse_object(text) is not None:
+                self._drop(state, index)
+                return text
         self._hold(len(piece))
         tail += piece
         if len(state.tails) == 1:  # a holding takes the shape of its latest reply (``_carry``)
             state.shape = list(shape)
+        if extends_run or reader is None:
+            return b""  # one run still: no marker (a run holds no space), no other run
+        if self._cuts and not whole:
+            run = reader.run(self._secrets)
+            if run:
+                state.runs[index] = run
+            else:
+                state.runs.pop(index, None)
+        if keys and not still_open:  # (still open: the block it awaits, as before)
+            awaited = reader.pem.feed(tail)
+            if awaited is not None:
+                state.keys[index] = awaited
+            else:
+                state.keys.pop(index, None)
         return b""
 
     def _hold(self, size: int) -> None:
@@ -573,7 +658,7 @@ class CarryOver:
     def _drop(self, state: _Held, index: int) -> None:
         """Element ``index`` holds nothing any more."""
         self._held_bytes -= len(state.tails.pop(index))
-        for kept in (state.runs, state.keys, state.whole):
+        for kept in (state.runs, state.keys, state.whole, state.readers):
             kept.pop(index, None)
 
     def run_members(self, rest: bytes) -> bytes:
@@ -591,6 +676,35 @@ class CarryOver:
         if self._secrets and not rest.lstrip(credentials.RUN_BYTES) and _holds_prefix(rest[:_LONGEST_PREFIX]):
             return credentials.RUN_BYTES
         return b""
+
+    def open_block(self, text: bytes, cut: int) -> bytes:
+        """For text cut at ``cut`` (``cut_point``; routed streams, ``split_values``): the END
+        marker of the PEM block it ends in when only that marker's arrival may move the cut
+        (``keeps_cut``), else nothing. The block must open at or after the cut and run at
+        least ``_MARKER_REACH`` bytes past the window's start: the window's cut then falls in
+        the block, whose match runs to the end of the text, and moves back to its start and
+        on from there. Appended bytes that do not close it leave that so, and leave what
+        comes before its start as it was: no other match or run reaches from before a BEGIN
+        marker past the space after its ``BEGIN`` (custom matches fit the window). So the
+        cut stays where it is."""
+        if not (self._cuts and self._secrets):
+            return b""
+        found = credentials.open_block(text)
+        if found is None:
+            return b""
+        start, awaited = found
+        if start < cut or len(text) - self.window < start + _MARKER_REACH:
+            return b""
+        return awaited
+
+    def keeps_cut(self, end: bytes, piece: bytes, awaited: bytes) -> bool:
+        """Whether ``piece``, appended to text whose last bytes are ``end`` and whose cut an
+        open block awaiting ``awaited`` holds (``open_block``), leaves the cut where it is: it
+        does not bring that marker (maybe begun in ``end``), nor make the text one a raw scan
+        cannot judge (``_cuttable``: text to fold, escapes; their tests look a few bytes
+        around a byte, which ``end`` holds). C-level searches over the piece and a few bytes."""
+        joined = end[-max(_MARKER_REACH, len(awaited)) :] + piece
+        return awaited not in joined and not may_hide(joined) and not jsonpaths.may_escape(joined)
 
     def _run_of(self, held: bytes) -> bytes:
         """The bytes that extend ``held`` when it is one run a cut never falls in (see the

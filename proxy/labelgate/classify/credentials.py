@@ -188,6 +188,69 @@ def open_pem(data: bytes) -> bytes | None:
     return blocks[-1][2] if blocks and blocks[-1][1] == len(data) else None
 
 
+def open_block(data: bytes) -> tuple[int, bytes] | None:
+    """Where the block ``open_pem`` names starts, and the END marker it awaits."""
+    if _KEY not in data:
+        return None
+    blocks = list(_pem_blocks(data))
+    if not blocks or blocks[-1][1] != len(data) or blocks[-1][2] is None:
+        return None
+    return blocks[-1][0], blocks[-1][2]
+
+
+# A ``PRIVATE KEY`` this many bytes or more before the end of a text is in a marker or not
+# whatever follows: the most ``_pem_marker`` reads after its start (`` BLOCK-----``).
+_MARKER_TAIL = len(_KEY) + len(_BLOCK) + _DASHES
+
+
+class PemScan:
+    """``open_pem`` of a text that only grows at its end, each byte read once or so: fed the
+    whole text each time (a ``bytearray`` appended to), it goes on where the last feed
+    stopped. ``_pem_blocks`` reads a text left to right and looks past a point only to finish
+    a marker (``_MARKER_TAIL`` bytes) or to find an open block's END marker, so it stops at
+    the first ``PRIVATE KEY`` whose marker the next bytes may complete, or in an open block
+    where its END marker may start, and resumes there. (``carryover``: a text held across a
+    stream's replies, read once for markers rather than on every reply.)"""
+
+    __slots__ = ("_awaited", "_position")
+
+    def __init__(self) -> None:
+        self._position = 0  # where the next ``PRIVATE KEY`` or awaited END marker may start
+        self._awaited: bytes | None = None  # the END marker the open block awaits
+
+    def feed(self, data: bytes | bytearray) -> bytes | None:
+        """``open_pem(data)``: ``data`` is the text of the last feed with bytes appended."""
+        position, awaited = self._position, self._awaited
+        if awaited is not None:
+            found = data.find(awaited, position)
+            if found < 0:
+                self._position = max(position, len(data) - len(awaited) + 1)
+                return awaited
+            position, awaited = found + len(awaited), None
+        while (key := data.find(_KEY, position)) >= 0:
+            marker = _pem_marker(data, key)
+            if marker is None:
+                if key + _MARKER_TAIL > len(data):
+                    position = key  # the next bytes may make it a marker: read it again then
+                    break
+                position = key + 1
+                continue
+            opens, _, label, end, (_, ends, dashes) = marker
+            position = end
+            if opens:
+                closing = ends + bytes(data[label : end - _DASHES]) + dashes
+                found = data.find(closing, end)
+                if found < 0:
+                    awaited = closing
+                    position = max(end, len(data) - len(closing) + 1)
+                    break
+                position = found + len(closing)
+        else:
+            position = max(position, len(data) - len(_KEY) + 1)
+        self._position, self._awaited = position, awaited
+        return awaited
+
+
 def _jwts(data: bytes, hits: list[Hit]) -> None:
     """The JWTs of ``data``, in order: from each dot that the rest of a token follows, back
     to the first opening of a JSON object's segment in the run of base64url characters before
@@ -244,7 +307,9 @@ def _pem_blocks(data: bytes) -> Iterator[tuple[int, int, bytes | None]]:
         position = after = end
 
 
-def _pem_marker(data: bytes, key: int) -> tuple[bool, int, int, int, tuple[bytes, bytes, bytes]] | None:
+def _pem_marker(
+    data: bytes | bytearray, key: int
+) -> tuple[bool, int, int, int, tuple[bytes, bytes, bytes]] | None:
     """For the ``PRIVATE KEY`` at ``key``: (whether it is a BEGIN marker, where the marker
     starts, where its label starts, where it ends, its kind), None if it is in no marker. The
     nearest BEGIN or END of its kind before the label words wins."""

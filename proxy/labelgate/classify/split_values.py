@@ -47,8 +47,10 @@ at once (``limits.max_fields``): paths are the upstream's choice (a map key each
 path records only the messages that carry it, and its cut is computed again only when its
 text changed and only when it may matter: while one path holds the first held message
 back, or text that cannot be cut (None, final for that text and any longer one) holds
-everything, nothing else is read; and a run the cut stops at (``CarryOver.run_members``)
-that its own bytes extend does not move it.
+everything, nothing else is read; a run the cut stops at (``CarryOver.run_members``)
+that its own bytes extend does not move it; nor do a key block's lines before its END
+marker once the block holds the cut (``CarryOver.open_block``): its match runs to the end
+of the text, which was read again whole on every message.
 
 A path is one text only where its position names it: a stream that moves one text between
 list positions (``choices[0]`` carrying choice 1 in some messages) is read per position. A
@@ -109,6 +111,9 @@ _PIECE_COST = 16
 _MESSAGE_COST = 1024
 # Its cut was not read since its text changed; it holds nothing back (no piece ends past its cut).
 _DIRTY, _FREE = -1, 1 << 62
+# How many of a path's last bytes an appended piece is read with while a key block holds its
+# cut (``CarryOver.keeps_cut``): more than the longest END marker.
+_AWAITED_END = 128
 
 
 @dataclass
@@ -127,6 +132,9 @@ class _Path:
     blocks: int = _DIRTY
     cut: int | None = 0
     members: bytes = b""
+    # The END marker of the PEM block that holds the cut where it is until it arrives
+    # (``CarryOver.open_block``), or nothing.
+    awaits: bytes = b""
 
 
 class SplitValues:
@@ -208,6 +216,12 @@ class SplitValues:
             # The cut stays at the run's start or before, and it holds back the path's first
             # held piece: the first message it holds back stays the same.
             return
+        if (
+            state.awaits
+            and self._carry is not None
+            and self._carry.keeps_cut(bytes(state.text[-_AWAITED_END:]), piece, state.awaits)
+        ):
+            return  # a key block's lines before its END marker: the cut stays where it is
         state.blocks = _DIRTY
 
     def _releasable(self) -> int:
@@ -237,6 +251,7 @@ class SplitValues:
         text = bytes(state.text)
         cut = self.cut(text)
         state.cut = cut
+        state.awaits = b""
         if cut is None:
             self._whole += 1
             state.blocks = 0
@@ -244,7 +259,11 @@ class SplitValues:
         # The first piece that ends past the cut (ends are in order).
         at = bisect_left(state.ends, state.base + cut + 1)
         state.blocks = state.messages[at] if at < len(state.messages) else _FREE
-        state.members = self._carry.run_members(text[cut:]) if self._carry is not None else b""
+        if self._carry is not None:
+            state.members = self._carry.run_members(text[cut:])
+            state.awaits = self._carry.open_block(text, cut)
+        else:
+            state.members = b""
 
     def _release(self, count: int) -> list[Message]:
         if count == 0:
@@ -280,7 +299,7 @@ class SplitValues:
             self._held_bytes -= boundary + taken * _PIECE_COST
             if state.cut is None:
                 self._whole -= 1
-            state.blocks, state.cut = _DIRTY, 0
+            state.blocks, state.cut, state.awaits = _DIRTY, 0, b""
             if not state.text:  # what pieces are left of it are empty
                 self._held_bytes -= (
                     len(state.messages) * _PIECE_COST + _PATH_COST + len(path) + len(state.shown)
