@@ -166,8 +166,12 @@ TERMINAL_SEQUENCES: Final = re.compile(
 STYLING_SEQUENCES: Final = re.compile(r"\x1b(?:\[[0-?]*[ -/]*m|\]|[()*+\-./]|[=>\\])")
 
 
+_IGNORABLE_FIRSTS: Final = [first for first, _ in IGNORABLE_RANGES]  # ascending
+
+
 def _ignorable(code: int) -> bool:
-    return any(first <= code <= last for first, last in IGNORABLE_RANGES)
+    at = bisect_right(_IGNORABLE_FIRSTS, code) - 1
+    return at >= 0 and code <= IGNORABLE_RANGES[at][1]
 
 
 def noncharacter(code: int) -> bool:
@@ -283,7 +287,22 @@ def _shown(text: str) -> tuple[str, bool]:
 def reads_as_text(text: str) -> bool:
     """Whether ``text`` (decoded) is text: at most one character in ``_STRAY`` a control
     character folding drops or a replacement character (``_NOT_TEXT``)."""
-    return len(_NOT_TEXT.findall(text)) * _STRAY <= len(text)
+    return _strays(text) * _STRAY <= len(text)
+
+
+# ``_NOT_TEXT`` as a table of the Basic Multilingual Plane (no character past it is one):
+# counted over a long text's code points by numpy, where the regular expression's ``findall``
+# builds a string per match (binary data holds one in eight: 0.2 s a MB against 7 ms).
+_NOT_TEXT_CODES: Final = np.array([_NOT_TEXT.match(chr(code)) is not None for code in range(0x10000)])
+_LAST_TABLED: Final = 0xFFFF  # not one: where every code point past the table is looked up
+
+
+def _strays(text: str) -> int:
+    """How many characters of ``text`` are ``_NOT_TEXT``."""
+    if len(text) < _COUNT_BY_NUMPY:
+        return len(_NOT_TEXT.findall(text))
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    return int(np.count_nonzero(_NOT_TEXT_CODES[np.minimum(codes, _LAST_TABLED)]))
 
 
 # A decode guessed from NULs alone is text when at most one character in ``_STRAY`` is stray,
@@ -327,11 +346,26 @@ def rendered_folded(text: bytes) -> bytes | None:
     return rendered(text if form is None else form)
 
 
-def folded(text: bytes) -> bytes | None:
+class FoldMemo:
+    """What ``folded`` worked out for each chunk of the texts it folded with this memo: for
+    the forms of one text (its escapes decoded a level at a time, its references decoded),
+    which differ from each other in a few places only, so each is folded where it differs and
+    no more (``_fold_chunks``). Holds about what the folded forms hold: one per text, dropped
+    with it."""
+
+    __slots__ = ("parts", "shown")
+
+    def __init__(self) -> None:
+        self.shown: dict[bytes, tuple[str, bool, int]] = {}  # chunk -> shown, moved, strays
+        self.parts: dict[bytes, tuple[str, int]] = {}  # chunk -> folded, normalized length
+
+
+def folded(text: bytes, memo: FoldMemo | None = None) -> bytes | None:
     """``text`` as the detectors should read it (see the module docstring), None when that
     is ``text`` itself, or ``UNFOLDABLE`` (test with ``is``) when it cannot be folded. ASCII
     text changes only by its control characters (``may_hide``; its markup is read by
-    ``rendered_reading``)."""
+    ``rendered_reading``). ``memo``: chunks of text folded before (``FoldMemo``), the same
+    answer for less work when ``text`` shares most of them."""
     if text.isascii():
         if text.translate(_CONTROLS_PAST_ASCII).isascii():
             return None
@@ -344,9 +378,121 @@ def folded(text: bytes) -> bytes | None:
         if moved and reads_as_text(shown):
             return UNFOLDABLE
         return shown.translate(_TABLE).encode("ascii")
-    # Escape sequences go first: dropping their ESC alone would leave "[0m" in the text.
-    result = _fold(_utf8_read(text))
+    if memo is not None and len(text) >= 2 * _CHUNK:
+        result = _fold_chunks(text, memo)
+    else:
+        # Escape sequences go first: dropping their ESC alone would leave "[0m" in the text.
+        result = _fold(_utf8_read(text))
     return None if result == text else result
+
+
+# Bytes a text is cut into chunks of, about (``_fold_chunks``): at least a quarter of it, at
+# most eight times it, where the four bytes before a cut hash to a multiple of it. Where a
+# chunk ends depends on the bytes there, not on its offset: the forms of one text, which
+# differ in length where an escape was decoded, are cut alike before and after it.
+_CHUNK: Final = 1024
+_SHORTEST: Final = _CHUNK // 4
+_LONGEST: Final = _CHUNK * 8
+_WINDOW: Final = 4
+# Where a chunk may start: before an ASCII byte (no UTF-8 sequence, nor a run of surrogates,
+# holds one; a sequence cut short before it decodes as it does whole), which NFKC composes
+# with nothing before it (``_slices``), but an ESC, a backspace and a character a backspace
+# follows (``TERMINAL_SEQUENCES``: what a terminal does not show), and none inside such a
+# sequence (``_fold_chunks``). Cut so, a text folds as its chunks fold, each on its own.
+_CUTTABLE: Final = re.compile(rb"[\x00-\x07\x09-\x1a\x1c-\x7f](?!\x08)")
+_CUTTABLE_BYTES: Final = np.array([code < 0x80 and code not in (0x08, 0x1B) for code in range(256)])
+# ``TERMINAL_SEQUENCES``' escape sequences, in bytes: every byte of their classes but those
+# ``[^\x07\x1b]`` matches is ASCII, and that matches any character, so it matches the same
+# runs of bytes the decoded text's sequences are. (Its other kind, a character and the
+# backspace after it, no cut falls in: ``_CUTTABLE``.)
+_ESCAPE_SEQUENCES: Final = (
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[()*+\-./][ -~]|[ -/]*[0-~])"
+)
+_ESCAPE_BYTES: Final = re.compile(_ESCAPE_SEQUENCES)
+
+
+def _chunk_cuts(text: bytes) -> list[int]:
+    """Where ``text`` is cut into chunks (``_CHUNK``): at ``_CUTTABLE`` bytes outside every
+    ``TERMINAL_SEQUENCES`` (a chunk holds each whole)."""
+    size = len(text)
+    if size < 2 * _CHUNK:
+        return [0, size]
+    data = np.frombuffer(text, dtype=np.uint8)
+    cuttable = _CUTTABLE_BYTES[data]
+    cuttable[:-1] &= data[1:] != 0x08
+    hashed = np.zeros(size, dtype=bool)  # where the four bytes before hash to a multiple
+    for start in range(_WINDOW):  # the windows at offsets ``start`` + 4k, read in place
+        window = np.frombuffer(text, dtype="<u4", offset=start, count=(size - start) // _WINDOW)
+        mixed = (window * np.uint32(0x9E3779B1)) >> np.uint32(22)  # Fibonacci hashing: 10 bits
+        hashed[start + _WINDOW :: _WINDOW] = (mixed == 0)[: len(hashed[start + _WINDOW :: _WINDOW])]
+    candidates = np.flatnonzero(hashed & cuttable)
+    spans: list[tuple[int, int]] = []
+    if 0x1B in text:
+        spans = [match.span() for match in _ESCAPE_BYTES.finditer(text)]
+    starts = [start for start, _ in spans]
+    cuts = [0]
+    at = _SHORTEST
+    while at < size:
+        found = int(np.searchsorted(candidates, at))
+        cut = int(candidates[found]) if found < len(candidates) else size
+        if cut > cuts[-1] + _LONGEST:  # none for long: the first cuttable byte will do
+            match = _CUTTABLE.search(text, max(at, cuts[-1] + _LONGEST))
+            cut = size if match is None else match.start()
+        if cut >= size:
+            break
+        inside = bisect_right(starts, cut) - 1
+        if inside >= 0 and spans[inside][1] > cut:
+            at = spans[inside][1]  # within a sequence: past its end
+            continue
+        cuts.append(cut)
+        at = cut + _SHORTEST
+    cuts.append(size)
+    return cuts
+
+
+def _fold_chunks(text: bytes, memo: FoldMemo) -> bytes:
+    """``_fold(_utf8_read(text))``, a chunk at a time (``_chunk_cuts``): each chunk read,
+    shown and folded once per ``memo``, what ``_fold`` decides over the whole text (whether
+    it reads as text, moves the cursor, grows too much, holds an unassigned code point)
+    decided from the chunks' counts, which add up to the whole text's."""
+    chunks = [text[start:end] for start, end in pairwise(_chunk_cuts(text))]
+    seen = memo.shown
+    shown: list[tuple[str, bool, int]] = []
+    for chunk in chunks:
+        entry = seen.get(chunk)
+        if entry is None:
+            part, moved = _shown(_utf8_read(chunk))
+            entry = seen[chunk] = (part, moved, _strays(part))
+        shown.append(entry)
+    length = sum(len(part) for part, _, _ in shown)
+    as_text = sum(strays for _, _, strays in shown) * _STRAY <= length
+
+    def reads() -> bool:
+        return as_text
+
+    if as_text and any(moved for _, moved, _ in shown):
+        return UNFOLDABLE
+    budget = MAX_GROWTH * length + _SLACK
+    done = memo.parts
+    parts: list[str] = []
+    size = 0
+    for chunk, (part, _, _) in zip(chunks, shown, strict=True):
+        worked = done.get(chunk)
+        if worked is None:
+            pieces: list[str] = []
+            grown = 0
+            for piece in _slices(part):
+                normalized = unicode_data.normalize("NFKC", piece)
+                grown += len(normalized)
+                if size + grown > budget:
+                    return UNFOLDABLE
+                pieces.append(normalized.translate(_TABLE))
+            worked = done[chunk] = ("".join(pieces), grown)
+        size += worked[1]
+        if size > budget:
+            return UNFOLDABLE
+        parts.append(worked[0])
+    return _finished("".join(parts), False, reads)
 
 
 # UTF-16 surrogates written as UTF-8 (CESU-8, Java's modified UTF-8, JSON's ``\ud835\udfd2``
@@ -516,28 +662,62 @@ def _fold(decoded: str, guessed: bool = False, breaks: int = 0, moves: bool = Tr
     are those of the UTF-8 reading (a legacy one: they are ASCII), which decides on them:
     each is read as a space."""
     shown, moved = _shown(decoded)
+    verdict: list[bool] = []  # whether ``shown`` reads as text, once asked: a pass over it
 
-    def reads(text: str) -> bool:
-        return _reads_as_guessed_text(text, breaks) if guessed else reads_as_text(text)
+    def reads() -> bool:
+        if not verdict:
+            verdict.append(_reads_as_guessed_text(shown, breaks) if guessed else reads_as_text(shown))
+        return verdict[0]
 
-    if moved and moves and reads(shown):
+    if moved and moves and reads():
         return UNFOLDABLE
     budget = MAX_GROWTH * len(shown) + _SLACK
     parts: list[str] = []
     size = 0
-    for start in range(0, len(shown), _SLICE):
-        part = unicode_data.normalize("NFKC", shown[start : start + _SLICE])
+    for piece in _slices(shown):
+        part = unicode_data.normalize("NFKC", piece)
         size += len(part)
         if size > budget:
             return UNFOLDABLE
         parts.append(part.translate(_TABLE))
-    result = "".join(parts)
+    return _finished("".join(parts), guessed, reads)
+
+
+def _finished(result: str, guessed: bool, reads: Callable[[], bool]) -> bytes:
+    """``result`` (a text normalized and translated, ``_fold``) with its unassigned code
+    points settled (``reads``: whether the text reads as text), encoded; or ``UNFOLDABLE``."""
     if _UNASSIGNED in result:
-        if reads(shown):
+        if reads():
             return UNFOLDABLE
         # Not text: a character joining nothing; in a guessed decode, nothing (docstring).
         result = result.replace(_UNASSIGNED, "" if guessed else "\ufffd")
     return result.encode("utf-8", "surrogatepass")
+
+
+# A slice of ``_SLICE`` characters ends before the next ASCII character within this many:
+# NFKC composes nothing with an ASCII character before it (no composition's second character
+# is ASCII, and one ends reordering), so slices cut there normalize as the whole text does,
+# wherever the text starts (a piece of it folded on its own, ``_folded_offsets``; a chunk,
+# ``_fold_chunks``). Text with no ASCII character so near is cut at ``_SLICE`` (a letter and
+# its marks may compose differently across that cut; never a digit, a dash, a space).
+_SLICE_REACH: Final = 4096
+_ASCII_CHAR: Final = re.compile("[\x00-\x7f]")
+
+
+def _slices(text: str) -> list[str]:
+    """``text`` in slices of about ``_SLICE`` characters, each cut before an ASCII one."""
+    if len(text) <= _SLICE:
+        return [text]
+    slices: list[str] = []
+    start = 0
+    while start < len(text):
+        end = start + _SLICE
+        if end < len(text):
+            found = _ASCII_CHAR.search(text, end, end + _SLICE_REACH)
+            end = end if found is None else found.start()
+        slices.append(text[start:end])
+        start = end
+    return slices
 
 
 # Byte order marks, UTF-32's first (UTF-32-LE's begins with UTF-16-LE's).
@@ -637,7 +817,20 @@ def hidden_by_folding(
     detection per such detector spanning the whole text. Where each value is, not how many:
     a plain SSN that folding joins to a digit (``111-22-3333\u200b0``) must not stand in for
     one only the folded form shows. A text that cannot be folded (``UNFOLDABLE``) fails
-    closed: every detector spans it whole."""
+    closed: every detector spans it whole. Identical texts (a tensor of many one-byte
+    elements) are read once, each placed against its own ``found``."""
+    if len(texts) > 1 and len(set(texts)) < len(texts):
+        return _hidden_in_distinct(texts, detectors, found, wide)
+    return _hidden_by_folding(texts, detectors, found, wide)
+
+
+def _hidden_by_folding(
+    texts: Sequence[bytes],
+    detectors: DetectorSet,
+    found: Mapping[int, Sequence[Detection]] | None,
+    wide: bool,
+) -> dict[int, list[Detection]]:
+    """``hidden_by_folding``, each text read on its own."""
     forms: list[bytes] = []
     owners: list[int] = []
     # How each form folds a piece of its text, to place the text's offsets in it; None: a
@@ -703,6 +896,31 @@ def hidden_by_folding(
             size = len(texts[index])
             result[index] = [Detection(name, named[name], 0, size) for name in sorted(named)]
     return dict(sorted(result.items())) if more_of else result
+
+
+def _hidden_in_distinct(
+    texts: Sequence[bytes],
+    detectors: DetectorSet,
+    found: Mapping[int, Sequence[Detection]] | None,
+    wide: bool,
+) -> dict[int, list[Detection]]:
+    """``hidden_by_folding`` of ``texts``, some of them identical: each distinct text read
+    once, against each distinct set of detections ``found`` gives its copies (a PEM block
+    from an element before covers one copy and not another)."""
+    keys: dict[tuple[bytes, tuple[Detection, ...]], int] = {}
+    key_of: list[int] = []
+    raw_of = (found or {}).get
+    for index, text in enumerate(texts):
+        raw = raw_of(index)
+        key_of.append(keys.setdefault((text, tuple(raw) if raw else ()), len(keys)))
+    distinct = list(keys)
+    hidden = _hidden_by_folding(
+        [text for text, _ in distinct],
+        detectors,
+        {at: list(raw) for at, (_, raw) in enumerate(distinct) if raw},
+        wide,
+    )
+    return {index: list(hidden[key]) for index, key in enumerate(key_of) if key in hidden}
 
 
 def uncovered(

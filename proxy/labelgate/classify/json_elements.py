@@ -49,7 +49,14 @@ from labelgate.classify.fields import (
     detector_source,
     fail_closed_source,
 )
-from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, rendered_reading, unfoldable_spans
+from labelgate.classify.folding import (
+    UNFOLDABLE,
+    FoldMemo,
+    folded,
+    may_hide,
+    rendered_reading,
+    unfoldable_spans,
+)
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
 from labelgate.errors import LabelgateError
 from labelgate.reasons import NATIVE_KERNEL_FAILED
@@ -87,6 +94,12 @@ def hidden_by_escapes(texts: Sequence[bytes], detectors: DetectorSet) -> dict[in
     """For each text whose JSON escapes or character references decode to something a
     detector finds (``jsonpaths.unescaped_forms``): one detection per such detector spanning
     the whole text (decoded offsets do not index the raw one)."""
+    if len(texts) > 1 and len(set(texts)) < len(texts):
+        # Identical texts (one byte each, of a tensor of many) hide the same: each is read once.
+        distinct = list(dict.fromkeys(texts))
+        found = hidden_by_escapes(distinct, detectors)
+        at_of = {text: at for at, text in enumerate(distinct)}
+        return {index: list(found[at_of[text]]) for index, text in enumerate(texts) if at_of[text] in found}
     forms: list[bytes] = []
     owners: list[int] = []
     result: dict[int, dict[str, Detection]] = {}
@@ -128,9 +141,11 @@ def _add_forms(
     """``text``'s ``decoded`` forms, and each folded, to scan (``hidden_by_escapes``)."""
     # Decoded text may be in other scripts' digits (``\\uff11`` is a full-width 1): folded
     # too (folding.py); what cannot be folded hides anything. And markup (``\\u003cb>``):
-    # rendered too (``folding.rendered_reading``).
+    # rendered too (``folding.rendered_reading``). The forms differ from each other where
+    # escapes or references were decoded, no more: each folded where it differs (``FoldMemo``).
+    memo = FoldMemo()
     for each in list(decoded):
-        form = folded(each)
+        form = folded(each, memo)
         if form is UNFOLDABLE:
             spans = unfoldable_spans(len(text), detectors)
             if spans:
