@@ -37,6 +37,7 @@ whitespace a browser collapses (``123 <b></b> 45 6789``), styles set elsewhere i
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import Final, Protocol
 
 from labelgate.native import NativeSwitch, raise_if_panic
@@ -101,21 +102,49 @@ NEAR_VALUE: Final = re.compile(
     rb"|(?<![A-Za-z0-9]_)(?=" + _DIGIT + rb")|(?=" + _SEPARATOR + _DIGIT + rb")))"
 )
 
+
+# Each pass of ``rendered`` reads its text in time linear in its length, whatever it holds:
+# regular expressions that ran from every opener that never closes to the end of the text
+# for its closer cost a 64 KiB ``1<a `` repeated 20 s of the event loop (quadratic; found by
+# review, rev-cpu 1). Most text is read by one C-level substitution whose every part stops at
+# the next opener (a tag's at a ``<``, a link's at a ``[``), so no attempt reads past the
+# next one. A search for an opener it would read otherwise than HTML or Markdown does asks
+# first (``_OPEN_TAG``, ``_OPEN_LINK``, ``_OPEN_BRACKET``, ``_comments_close``); where there
+# is one, the pass reads the text once left to right, as a browser's tokenizer does: each
+# forward scan is one ``_seek`` (tests count the bytes they pass over), a closer asked for
+# from increasing positions is found once (``_Next``), and the reading of a tag from a
+# boundary on is shared by the tags that reach it (``_Tags``). Either way a pass drops what
+# those regular expressions dropped (tests compare the two).
+_GT: Final = re.compile(rb">")
 # HTML comments: ``<!-->`` and ``<!--->`` close at once, ``--!>`` closes one too; and bogus
 # comments (``<!x>``, ``<?x>``, ``</`` and no letter), which a browser drops to the next ``>``.
+# ``_COMMENT`` reads each byte once where every comment closes (``_comments_close``).
 _COMMENT: Final = re.compile(rb"<!--(?:-?>|.*?--!?>)|<(?:[!?]|/(?![A-Za-z]))[^>]*>", re.DOTALL)
-# Attributes, atomic (linear time): a quoted value may hold ``>``; a quote not after ``=`` is
-# a character of a name, as HTML reads it.
-_ATTRIBUTES: Final = rb"""(?>[^>"'=]+|=[ \t\n\f\r]*"[^"]*"|=[ \t\n\f\r]*'[^']*'|[="'])*"""
-# Elements whose content a browser never shows, to their first end tag of the same name.
-_HIDDEN_ELEMENT: Final = re.compile(
-    rb"<(script|style|template|title|noscript)\b" + _ATTRIBUTES + rb">.*?</\1\s*>"
-    rb"|<([A-Za-z][A-Za-z0-9]*)\b(?=[^>]*(?:\shidden\b|display\s*:\s*none|visibility\s*:\s*hidden))"
-    + _ATTRIBUTES
-    + rb">.*?</\2\s*>",
-    re.DOTALL | re.IGNORECASE,
-)
-_TAG: Final = re.compile(rb"<(/?)([A-Za-z][A-Za-z0-9]*)" + _ATTRIBUTES + rb">")
+_COMMENT_START: Final = re.compile(rb"<(?:[!?]|/(?![A-Za-z]))")
+_COMMENT_END: Final = re.compile(rb"--!?>")
+# A tag: ``<``, a name, attributes (a quoted value after ``=`` may hold ``>``; a quote not
+# after ``=`` is a character of a name, as HTML reads it), ``>``. ``_SIMPLE_TAG`` reads a tag
+# as that does, or not at all when it meets a ``<`` first or a quote it cannot close before
+# one; ``_OPEN_TAG`` finds such a tag (then ``_Tags`` reads them all).
+_TAG_ATTRIBUTES: Final = rb"""(?:[^<>"'=]++|=[ \t\n\f\r]*+(?:"[^"<]*+"|'[^'<]*+'|(?!["']))|["'])*+>"""
+_SIMPLE_TAG: Final = re.compile(rb"<(/?)([A-Za-z][A-Za-z0-9]*+)" + _TAG_ATTRIBUTES)
+_OPEN_TAG: Final = re.compile(rb"</?[A-Za-z][A-Za-z0-9]*+(?!" + _TAG_ATTRIBUTES + rb")")
+_TAG_START: Final = re.compile(rb"</?[A-Za-z]")
+_NAME_END: Final = re.compile(rb"[^A-Za-z0-9]")
+_ATTRIBUTE_STOP: Final = re.compile(rb"""[>"'=]""")
+_ATTRIBUTE_STOPS: Final = frozenset(b""">"'=""")
+_NOT_TAG_SPACE: Final = re.compile(rb"[^ \t\n\f\r]")
+_QUOTE_END: Final = {ord('"'): re.compile(rb'"'), ord("'"): re.compile(rb"'")}
+# Elements whose content a browser never shows, to their first end tag of the same name:
+# those named here, and any with a ``hidden`` attribute or a ``display:none`` style before
+# its tag's first ``>``. Read in lower case (a copy: C-level, and every search then has a
+# byte to look for).
+_HIDDEN_NAMES: Final = frozenset((b"script", b"style", b"template", b"title", b"noscript"))
+_HIDING: Final = re.compile(rb"\shidden\b|display\s*:\s*none|visibility\s*:\s*hidden")
+_HIDDEN_START: Final = re.compile(rb"<(?:script|style|template|title|noscript)")
+_START: Final = re.compile(rb"<[a-z]")
+_END_TAG: Final = re.compile(rb"</([a-z][a-z0-9]*)\s*>")
+_END_TAGS: Final = {name: re.compile(rb"</" + name + rb"\s*>") for name in _HIDDEN_NAMES}
 # Tags a browser lays out on a line of their own (innerText: a newline), and table cells (a tab).
 _BLOCKS: Final = frozenset(
     b"address article aside blockquote br caption dd details dialog div dl dt fieldset figcaption "
@@ -125,24 +154,37 @@ _BLOCKS: Final = frozenset(
 _CELLS: Final = frozenset((b"td", b"th"))
 _STYLED: Final = re.compile(rb"\sstyle\s*=|<style\b", re.IGNORECASE)
 
-# Markdown: an image (its alt text is an attribute: nothing shows), a link (its text shows),
-# a backslash before ASCII punctuation (the punctuation shows), emphasis, strikethrough and
-# code markers (nothing shows).
-_IMAGE: Final = re.compile(rb"!\[[^\]\n]*\]\([^)\n]*\)")
-_LINK: Final = re.compile(rb"\[([^\]\n]*)\]\([^)\n]*\)")
+# Markdown: an image (``![alt](url)``: its alt text is an attribute, nothing shows), a link
+# (``[text](url)``: its text shows), a backslash before ASCII punctuation (the punctuation
+# shows), emphasis, strikethrough and code markers (nothing shows). Brackets and parentheses
+# close on their line. The ``_SIMPLE`` expressions read them so, or not at all when they meet
+# another ``[`` first, which the ``_OPEN`` ones find (then the pass reads them one by one).
+_IMAGE_SIMPLE: Final = re.compile(rb"!\[[^\]\n[]*+\]\([^)\n[]*+\)")
+_LINK_SIMPLE: Final = re.compile(rb"\[([^\]\n[]*+)\]\([^)\n[]*+\)")
+_OPEN_LINK: Final = re.compile(rb"\[[^\]\n[]*+(?:\]\([^)\n[]*+)?\[")
+_IMAGE_START: Final = re.compile(rb"!\[")
+_BRACKET: Final = re.compile(rb"\[")
+_BRACKET_END: Final = re.compile(rb"[\]\n]")
+_PARENTHESIS_END: Final = re.compile(rb"[)\n]")
+_BACKSLASH: Final = ord("\\")
 # A reference link's text (``[text][label]``, ``[text][]``): its brackets and the label's
 # dropped, link or not (a renderer shows at most that text there, so this only reads more);
 # ``[text]`` alone is a link only where a definition line (``[text]: url``) makes it one:
 # then every bracketed text loses its brackets. Not otherwise: a JSON array's brackets
 # dropped moved its values, and a value the raw scan had found looked new (masked whole).
-_REFERENCE: Final = re.compile(rb"(?<!\\)\[([^\]\n]*)\]\[[^\]\n]*\]")
-_BRACKETED: Final = re.compile(rb"(?<!\\)\[([^\]\n]*)\]")
+# A bracket after a backslash is escaped.
+_REFERENCE_SIMPLE: Final = re.compile(rb"(?<!\\)\[([^\]\n[]*+)\]\[[^\]\n[]*+\]")
+_BRACKETED_SIMPLE: Final = re.compile(rb"(?<!\\)\[([^\]\n[]*+)\]")
+_OPEN_BRACKET: Final = re.compile(rb"\[[^\]\n[]*+\[")  # a label's too: it opens with one
 _DEFINITION: Final = re.compile(rb"^ {0,3}\[[^\]\n]+\]:", re.MULTILINE)
 _ESCAPED: Final = re.compile(rb"\\([!-/:-@\[-`{-~])")
 _MARKERS: Final = b"*~`"
 # Underscores but those between two letters or digits (``snake_case``, ``v1_2``), which
-# CommonMark never reads as emphasis.
-_UNDERSCORES: Final = re.compile(rb"(?<![A-Za-z0-9_])_+|_+(?![A-Za-z0-9_])")
+# CommonMark never reads as emphasis. A run of them is dropped whole or kept whole: no match
+# starts within one (the byte before its first settles it), so a run is read once, not again
+# from each of its bytes (quadratic); and each match opens with the underscore, which the
+# search looks for alone.
+_UNDERSCORES: Final = re.compile(rb"_(?:(?<![A-Za-z0-9_]_)_*+|(?<=[A-Za-z0-9]_)_*+(?![A-Za-z0-9_]))")
 
 
 def may_render(text: bytes) -> bool:
@@ -171,20 +213,18 @@ _FLANKING: Final = re.compile(rb"_(?:(?!a)|(?<!a_))")
 
 
 def rendered(text: bytes) -> bytes:
-    """``text`` as a renderer shows it (see the module docstring)."""
+    """``text`` as a renderer shows it (see the module docstring). Linear in its length."""
     if b"<" in text:
-        text = _COMMENT.sub(b"", text)
-        text = _HIDDEN_ELEMENT.sub(b"", text)
+        text = _without_hidden_elements(_without_comments(text))
         # A style (an attribute, an element) may make any block inline: then every tag
         # reads as nothing, which joins more.
-        text = _TAG.sub(b"" if _STYLED.search(text) else _laid_out, text)
+        text = _without_tags(text, _STYLED.search(text) is not None)
     if b"](" in text:
-        text = _IMAGE.sub(b"", text)
-        text = _LINK.sub(rb"\1", text)
+        text = _without_links(_without_images(text))
     if b"]" in text:
-        text = _REFERENCE.sub(rb"\1", text)
+        text = _without_brackets(text, labelled=True)
         if _DEFINITION.search(text):
-            text = _BRACKETED.sub(rb"\1", text)
+            text = _without_brackets(text, labelled=False)
     if b"\\" not in text:
         return _unmarked(text)
     # An escaped character shows as itself, a marker too: the pieces between escapes lose
@@ -200,10 +240,321 @@ def _unmarked(text: bytes) -> bytes:
     return _UNDERSCORES.sub(b"", text) if b"_" in text else text
 
 
+def _seek(stop: re.Pattern[bytes], text: bytes, start: int) -> int:
+    """Where ``stop`` first matches in ``text`` at or after ``start``, else ``len(text)``: one
+    C-level scan. Every scan of the passes that read an opener at a time is one call."""
+    found = stop.search(text, start)
+    return len(text) if found is None else found.start()
+
+
+class _Next:
+    """The next match of ``stop`` at or after a position, asked from positions that never
+    decrease: each byte is passed over once, however many openers ask for the same closer
+    (or learn that none follows)."""
+
+    __slots__ = ("_asked", "_found", "_stop", "_text")
+
+    def __init__(self, stop: re.Pattern[bytes], text: bytes) -> None:
+        self._stop = stop
+        self._text = text
+        self._asked = len(text) + 1  # nothing asked yet
+        self._found = len(text)
+
+    def __call__(self, start: int) -> int:
+        if self._asked <= start <= self._found:
+            return self._found  # none in [asked, found): none in [start, found) either
+        self._asked = start
+        self._found = _seek(self._stop, self._text, start)
+        return self._found
+
+
+class _Tags:
+    """Where the attributes after a tag's name and its ``>`` end in ``text``: runs of
+    ``[^>"'=]``, quoted values after ``=`` (which may hold ``>``), and ``=`` or a quote alone;
+    the first ``>`` between them ends the tag, the text's end leaves it open. The reading from
+    one of those boundaries on is the same whichever tag reached it, so each is read once
+    (``_ends``): tags that never close share one reading to the end."""
+
+    def __init__(self, text: bytes) -> None:
+        self._text = text
+        self._run = _Next(_ATTRIBUTE_STOP, text)  # from the names, in increasing order
+        self._ends: dict[int, int] = {}  # boundary: the end of its tag, -1 for none
+
+    def end(self, start: int) -> int:
+        """The end of the tag whose attributes start at ``start`` (after its ``>``); -1 when
+        no ``>`` closes it. ``start``: never less than the last one asked."""
+        text, ends = self._text, self._ends
+        size = len(text)
+        at = start if start >= size or text[start] in _ATTRIBUTE_STOPS else self._run(start)
+        path = []
+        while True:
+            known = ends.get(at)
+            if known is not None:
+                break
+            if at >= size:
+                known = -1
+                break
+            byte = text[at]
+            if byte == 0x3E:  # >
+                known = at + 1
+                break
+            path.append(at)
+            if byte == 0x3D:  # =, a quoted value after it, else itself alone
+                quote = _seek(_NOT_TAG_SPACE, text, at + 1)
+                closing = size
+                if quote < size and text[quote] in _QUOTE_END:
+                    closing = _seek(_QUOTE_END[text[quote]], text, quote + 1)
+                at = closing + 1 if closing < size else at + 1
+            elif byte in _ATTRIBUTE_STOPS:  # a quote alone
+                at += 1
+            else:  # a run, from right after one of the above
+                at = _seek(_ATTRIBUTE_STOP, text, at)
+        for each in path:
+            ends[each] = known
+        return known
+
+
+def _comments_close(text: bytes) -> bool:
+    """Whether every comment ``_COMMENT`` may try in ``text`` closes: no ``<!--`` without a
+    ``-->`` or ``--!>`` after it, no opener without a ``>`` after it. Then each of its matches
+    reads no further than its end, and it reads each byte once."""
+    if _COMMENT_START.search(text) is None:
+        return True
+    closed = max(text.rfind(b"-->"), text.rfind(b"--!>"))
+    if text.find(b"<!--", max(closed - 3, 0)) >= 0:
+        return False
+    return _COMMENT_START.search(text, max(text.rfind(b">") - 1, 0)) is None
+
+
+def _without_comments(text: bytes) -> bytes:
+    """``text`` without HTML comments, from ``<!--`` to the first ``-->`` or ``--!>`` after it
+    (``<!-->`` and ``<!--->`` close at once), and bogus ones (``<!``, ``<?``, ``</`` and no
+    letter) to the next ``>``. A comment that never closes is text."""
+    if _comments_close(text):
+        return _COMMENT.sub(b"", text)
+    size = len(text)
+    starts, ends, closers = _Next(_COMMENT_START, text), _Next(_COMMENT_END, text), _Next(_GT, text)
+    kept: list[bytes] = []
+    done = 0
+    at = starts(0)
+    while at < size:
+        end = -1
+        if text.startswith(b"<!--", at):
+            if text.startswith(b">", at + 4):
+                end = at + 5
+            elif text.startswith(b"->", at + 4):
+                end = at + 6
+            else:
+                closer = ends(at + 4)
+                if closer < size:
+                    end = closer + (4 if text[closer + 2] == 0x21 else 3)  # --!> or -->
+        if end < 0:  # bogus, <!-- too when no --> follows
+            closer = closers(at + 2)
+            if closer < size:
+                end = closer + 1
+        if end < 0:
+            at = starts(at + 1)
+            continue
+        kept.append(text[done:at])
+        done = end
+        at = starts(end)
+    return _joined(kept, text, done)
+
+
+def _without_hidden_elements(text: bytes) -> bytes:
+    """``text`` without the elements a browser never shows: named so (``_HIDDEN_NAMES``) or
+    hidden by an attribute before their tag's first ``>`` (``_HIDING``), each to the first
+    end tag of its name after its tag. One that never closes is text."""
+    lowered = text.lower()
+    hidden = (b"hidden" in lowered or b"none" in lowered) and _HIDING.search(lowered) is not None
+    if not hidden and _HIDDEN_START.search(lowered) is None:
+        return text
+    # Without an attribute hiding, only elements of those names may hide: the others' tags
+    # are not asked.
+    starts = _Next(_START if hidden else _HIDDEN_START, lowered)
+    closers, hiding = _Next(_GT, lowered), _Next(_HIDING, lowered)
+    tags = _Tags(text)
+    end_tags = _EndTags(lowered)
+    size = len(text)
+    kept: list[bytes] = []
+    done = 0
+    at = starts(0)
+    while at < size:
+        end = -1
+        named = _seek(_NAME_END, lowered, at + 2)
+        name = lowered[at + 1 : named]
+        if (named == size or text[named] != 0x5F) and (  # a word's end: not an underscore
+            name in _HIDDEN_NAMES or (hidden and hiding(named) < closers(named))
+        ):
+            opened = tags.end(named)
+            if opened >= 0:
+                end = end_tags.after(name, opened)
+        if end < 0:
+            at = starts(at + 1)
+            continue
+        kept.append(text[done:at])
+        done = end
+        at = starts(end)
+    return _joined(kept, text, done)
+
+
+class _EndTags:
+    """Where the end tags (``</name >``) of a text in lower case start and end, by name: found
+    in one pass (end tags never overlap), a pass for each of a few names or one for them all;
+    then each element's first one after its tag by bisection."""
+
+    def __init__(self, lowered: bytes) -> None:
+        self._lowered = lowered
+        self._tags: dict[bytes, tuple[list[int], list[int]]] = {}
+        self._every = False  # whether ``_tags`` holds those of every name
+
+    def after(self, name: bytes, start: int) -> int:
+        """The end of the first end tag named ``name`` at or after ``start``; -1 if none."""
+        tags = self._tags
+        if name not in tags:
+            if name in _END_TAGS:
+                tags[name] = ([], [])
+                self._add(name, _END_TAGS[name])
+            elif not self._every:
+                self._every = True
+                self._add(None, _END_TAG)
+        starts, ends = tags.get(name, ((), ()))
+        index = bisect_left(starts, start)
+        return ends[index] if index < len(starts) else -1
+
+    def _add(self, name: bytes | None, pattern: re.Pattern[bytes]) -> None:
+        """The end tags ``pattern`` finds, named ``name`` (else as it reads them)."""
+        found: dict[bytes, tuple[list[int], list[int]]] = {}
+        for tag in pattern.finditer(self._lowered):
+            starts, ends = found.setdefault(tag[1] if name is None else name, ([], []))
+            starts.append(tag.start())
+            ends.append(tag.end())
+        for each, spans in found.items():
+            self._tags[each] = spans
+
+
+def _without_tags(text: bytes, inline: bool) -> bytes:
+    """``text`` with every tag read as a browser lays it out (``_laid_out``), or as nothing
+    when ``inline``. A tag that never closes is text."""
+    if _OPEN_TAG.search(text) is None:
+        return _SIMPLE_TAG.sub(b"" if inline else _laid_out, text)
+    size = len(text)
+    starts = _Next(_TAG_START, text)
+    tags = _Tags(text)
+    kept: list[bytes] = []
+    done = 0
+    at = starts(0)
+    while at < size:
+        closing = text[at + 1] == 0x2F
+        simple = _SIMPLE_TAG.match(text, at)
+        if simple is not None:
+            named, end = simple.end(2), simple.end()
+        else:
+            named = _seek(_NAME_END, text, at + 2 + closing)
+            end = tags.end(named)
+            if end < 0:
+                at = starts(at + 1)
+                continue
+        kept.append(text[done:at])
+        if not inline:
+            kept.append(_layout(text[at + 1 + closing : named].lower(), closing))
+        done = end
+        at = starts(end)
+    return _joined(kept, text, done)
+
+
+def _without_images(text: bytes) -> bytes:
+    """``text`` without Markdown's inline images (``![alt](url)``, on one line)."""
+    if _OPEN_LINK.search(text) is None:
+        return _IMAGE_SIMPLE.sub(b"", text)
+    size = len(text)
+    starts, brackets = _Next(_IMAGE_START, text), _Next(_BRACKET_END, text)
+    parentheses = _Next(_PARENTHESIS_END, text)
+    kept: list[bytes] = []
+    done = 0
+    at = starts(0)
+    while at < size:
+        bracket = brackets(at + 2)
+        if bracket < size and text[bracket] == 0x5D and text.startswith(b"(", bracket + 1):
+            parenthesis = parentheses(bracket + 2)
+            if parenthesis < size and text[parenthesis] == 0x29:
+                kept.append(text[done:at])
+                done = parenthesis + 1
+                at = starts(done)
+                continue
+        at = starts(at + 1)
+    return _joined(kept, text, done)
+
+
+def _without_links(text: bytes) -> bytes:
+    """``text`` with Markdown's inline links (``[text](url)``, on one line) read as their text."""
+    if _OPEN_LINK.search(text) is None:
+        return _LINK_SIMPLE.sub(rb"\1", text)
+    size = len(text)
+    starts, brackets = _Next(_BRACKET, text), _Next(_BRACKET_END, text)
+    parentheses = _Next(_PARENTHESIS_END, text)
+    kept: list[bytes] = []
+    done = 0
+    at = starts(0)
+    while at < size:
+        bracket = brackets(at + 1)
+        if bracket < size and text[bracket] == 0x5D and text.startswith(b"(", bracket + 1):
+            parenthesis = parentheses(bracket + 2)
+            if parenthesis < size and text[parenthesis] == 0x29:
+                kept += (text[done:at], text[at + 1 : bracket])
+                done = parenthesis + 1
+                at = starts(done)
+                continue
+        at = starts(at + 1)
+    return _joined(kept, text, done)
+
+
+def _without_brackets(text: bytes, labelled: bool) -> bytes:
+    """``text`` with the brackets of each ``[text][label]`` dropped, the label too (``labelled``),
+    or those of each ``[text]`` (on one line; not after a backslash)."""
+    if _OPEN_BRACKET.search(text) is None:
+        return (_REFERENCE_SIMPLE if labelled else _BRACKETED_SIMPLE).sub(rb"\1", text)
+    size = len(text)
+    starts, brackets, labels = _Next(_BRACKET, text), _Next(_BRACKET_END, text), _Next(_BRACKET_END, text)
+    kept: list[bytes] = []
+    done = 0
+    at = starts(0)
+    while at < size:
+        if at == 0 or text[at - 1] != _BACKSLASH:
+            bracket = brackets(at + 1)
+            end = -1
+            if bracket < size and text[bracket] == 0x5D:
+                if not labelled:
+                    end = bracket + 1
+                elif text.startswith(b"[", bracket + 1):
+                    label = labels(bracket + 2)
+                    if label < size and text[label] == 0x5D:
+                        end = label + 1
+            if end >= 0:
+                kept += (text[done:at], text[at + 1 : bracket])
+                done = end
+                at = starts(done)
+                continue
+        at = starts(at + 1)
+    return _joined(kept, text, done)
+
+
+def _joined(kept: list[bytes], text: bytes, done: int) -> bytes:
+    """The pieces kept, then the rest of ``text`` from ``done``: ``text`` when nothing went."""
+    if not kept:
+        return text
+    kept.append(text[done:])
+    return b"".join(kept)
+
+
 def _laid_out(tag: re.Match[bytes]) -> bytes:
-    """What a browser lays out for ``tag``: a newline for a block's, a tab before a cell
-    (``innerText``), else nothing."""
-    name = tag.group(2).lower()
+    """What a browser lays out for ``tag`` (``_layout``)."""
+    return _layout(tag[2].lower(), bool(tag[1]))
+
+
+def _layout(name: bytes, closing: bool) -> bytes:
+    """What a browser lays out for a tag named ``name`` (in lower case): a newline for a
+    block's, a tab before a cell (``innerText``), else nothing."""
     if name in _BLOCKS:
         return b"\n"
-    return b"\t" if name in _CELLS and not tag.group(1) else b""
+    return b"\t" if name in _CELLS and not closing else b""
