@@ -103,8 +103,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.markup import GATES, MARKUP_BYTES, may_render, rendered
-from labelgate.native import raise_if_panic
+from labelgate.classify.markup import MARKUP_BYTES, may_render, native_gate, rendered
 
 if TYPE_CHECKING:
     import unicodedata as unicode_data  # typeshed's stubs: the same functions
@@ -186,13 +185,9 @@ def may_hide(text: bytes) -> bool:
     of (``markup.may_render``). Native passes that copy nothing when the extension is on;
     else at most two C-level passes over ASCII text without a control character or a markup
     byte (most text): cheap enough to ask of every buffer."""
-    kernel = GATES.kernel
-    if GATES.on and kernel is not None and type(text) is bytes:
-        try:
-            return kernel.may_hide(text)
-        except BaseException as error:
-            raise_if_panic(error)
-            raise
+    answer = native_gate("may_hide", text)
+    if answer is not None:
+        return answer
     if not text.isascii():
         return True
     if text.translate(_HIDING_PAST_ASCII).isascii():

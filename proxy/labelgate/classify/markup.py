@@ -58,6 +58,21 @@ GATES: NativeSwitch[GateKernel] = NativeSwitch(
 )
 gates_forced = GATES.forced
 
+
+def native_gate(name: str, text: bytes) -> bool | None:
+    """The native gate ``name``'s answer for ``text`` (``GateKernel``); None when the extension
+    is off or ``text`` is not ``bytes``: the Python code answers then."""
+    kernel = GATES.kernel
+    if not GATES.on or kernel is None or type(text) is not bytes:
+        return None
+    try:
+        answer: bool = getattr(kernel, name)(text)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+    return answer
+
+
 # Bytes that show markup ``rendered`` drops may be there: a tag's or comment's brackets,
 # emphasis and code markers, a backslash, a link's ``]`` (its ``)`` is everywhere in prose).
 MARKUP_BYTES: Final = b"<>*~`\\[]_"
@@ -193,13 +208,9 @@ def may_render(text: bytes) -> bool:
     pass when the extension is on; else a few C-level passes for ASCII text without a markup
     byte or with underscores only within words (``snake_case``, ``sk_live_5``, most text), a
     regular expression's search for the rest."""
-    kernel = GATES.kernel
-    if GATES.on and kernel is not None and type(text) is bytes:
-        try:
-            return kernel.may_render(text)
-        except BaseException as error:
-            raise_if_panic(error)
-            raise
+    answer = native_gate("may_render", text)
+    if answer is not None:
+        return answer
     mapped = text.translate(_GATE)
     if mapped.isascii() and (_UNDERSCORE not in mapped or _FLANKING.search(mapped) is None):
         return False
