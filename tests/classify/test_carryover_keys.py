@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from labelgate.classify import Catalog, DetectorSet, classify_outputs, native
+from labelgate.classify import Catalog, DetectorSet, classify_outputs, native, numbers
 from labelgate.classify.carryover import CarryOver, CoveredTensor
 from labelgate.enforce import apply_masks
 from labelgate.oip.tensor import Tensor
@@ -425,3 +425,19 @@ def test_a_restricted_output_opening_a_block_covers_the_others_in_later_replies(
     ]
     out, _ = run(replies, use_native, RESTRICTED_R)
     assert clear_bytes(out) == 0, out[:600]
+
+
+def test_small_ids_build_no_text_forms_and_an_overstruck_marker_still_opens() -> None:
+    """Ids 0..99 are ASCII code points holding a backspace and an escape: asked as text they
+    were folded every call; they hold one E, and PRIVATE KEY two. A marker a backspace
+    joins (``PRIVATEX\\b KEY``) is still read in the forms a terminal shows."""
+    ids = Tensor("ids", "INT64", [100], list(range(100)))
+    assert numbers.character_forms(ids, b"PRIVATE KEY") == ()
+    overstruck = BEGIN.replace("PRIVATE KEY", "PRIVATEX\b KEY") + "\n"
+    for use_native in (True, False):
+        out = caller_text(
+            [characters_of("k", overstruck), Tensor("u", "BYTES", [1], [_BODY_TEXT])],
+            RESTRICTED_R,
+            use_native,
+        )
+        assert clear_bytes(out) == 0, out[:300]

@@ -265,13 +265,18 @@ def character_forms(tensor: Tensor, needle: bytes) -> tuple[bytes, ...]:
     """A wider integer tensor's elements read as characters, as written and folded
     (``characters.text_forms``), for a reading of one's own (a PEM marker); none when they
     cannot spell ``needle`` (ASCII) in either form. Small numbers (ASCII code points, the
-    usual ids and counts) are asked without building the forms: they fold only by the
-    control characters they drop (a backspace or an escape, which may move what shows, aside)."""
+    usual ids and counts) are asked without building the forms: their forms only drop what is
+    written (control characters, what a backspace steps over) or move it, a cursor movement
+    read as a space, so ``needle`` needs each of its other bytes written as often as it holds
+    them (ids 0..99 hold every capital once: PRIVATE KEY has two E); without a backspace or
+    an escape they fold only by the control characters they drop."""
     array = _array(tensor.raw_form(), tensor, NUMBER_DTYPES[tensor.datatype])
     if array.dtype != object and len(array):
         unsigned = array.view(_UNSIGNED[array.dtype.itemsize])
         if unsigned.max() < 0x80:
             text = unsigned.astype(np.uint8).tobytes()
+            if any(text.count(byte) < needle.count(byte) for byte in set(needle) - {ord(" ")}):
+                return ()
             if b"\x08" not in text and b"\x1b" not in text and needle not in text.translate(None, CONTROLS):
                 return ()
     return characters.text_forms(array)
