@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.classify.test_numbers_packed import CARD, IBAN, KEY_LINE, SIZES, SSN, TEXT, TOKEN
 from tests.gateway.harness import (
     AuditedStack,
     TokenIssuer,
@@ -34,30 +35,8 @@ from tests.support.procs import free_port
 
 GRPC_PUBLIC = "packed-public"  # the default route: the planted gRPC upstream
 REST_PUBLIC = "rest-packed-public"  # routed to the planted REST upstream
-VALUES = {
-    "ssn": "123-45-6789",
-    "card": "4111111111111111",
-    "iban": "GB82WEST12345698765432",
-    "token": "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
-    "key": "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
-}
-TEXT = (
-    f"ssn {VALUES['ssn']} card {VALUES['card']} iban {VALUES['iban']} token {VALUES['token']}\n"
-    f"-----BEGIN RSA PRIVATE KEY-----\n{VALUES['key']}\n-----END RSA PRIVATE KEY-----\n"
-).encode()
-TEXT += b" " * (-len(TEXT) % 8)  # whole elements of every width
-SIZES = {
-    "INT16": 2,
-    "UINT16": 2,
-    "INT32": 4,
-    "UINT32": 4,
-    "INT64": 8,
-    "UINT64": 8,
-    "FP16": 2,
-    "BF16": 2,
-    "FP32": 4,
-    "FP64": 8,
-}
+# The planted text is the unit tests' (every datatype a whole number of elements of it).
+VALUES = {"ssn": SSN, "card": CARD, "iban": IBAN, "token": TOKEN, "key": KEY_LINE}
 EMBEDDING = np.random.default_rng(7).standard_normal(1024).astype("<f4").tobytes()
 
 
