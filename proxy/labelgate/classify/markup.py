@@ -478,41 +478,34 @@ def _without_images(text: bytes) -> bytes:
     """``text`` without Markdown's inline images (``![alt](url)``, on one line)."""
     if _OPEN_LINK.search(text) is None:
         return _IMAGE_SIMPLE.sub(b"", text)
-    size = len(text)
-    starts, brackets = _Next(_IMAGE_START, text), _Next(_BRACKET_END, text)
-    parentheses = _Next(_PARENTHESIS_END, text)
-    kept: list[bytes] = []
-    done = 0
-    at = starts(0)
-    while at < size:
-        bracket = brackets(at + 2)
-        if bracket < size and text[bracket] == 0x5D and text.startswith(b"(", bracket + 1):
-            parenthesis = parentheses(bracket + 2)
-            if parenthesis < size and text[parenthesis] == 0x29:
-                kept.append(text[done:at])
-                done = parenthesis + 1
-                at = starts(done)
-                continue
-        at = starts(at + 1)
-    return _joined(kept, text, done)
+    return _inline(text, image=True)
 
 
 def _without_links(text: bytes) -> bytes:
     """``text`` with Markdown's inline links (``[text](url)``, on one line) read as their text."""
     if _OPEN_LINK.search(text) is None:
         return _LINK_SIMPLE.sub(rb"\1", text)
+    return _inline(text, image=False)
+
+
+def _inline(text: bytes, image: bool) -> bytes:
+    """The left-to-right pass of ``_without_images`` (an image shows nothing) and
+    ``_without_links`` (a link shows its text): each closer found once (``_Next``)."""
     size = len(text)
-    starts, brackets = _Next(_BRACKET, text), _Next(_BRACKET_END, text)
-    parentheses = _Next(_PARENTHESIS_END, text)
+    opener = 2 if image else 1  # ``![`` or ``[``
+    starts = _Next(_IMAGE_START if image else _BRACKET, text)
+    brackets, parentheses = _Next(_BRACKET_END, text), _Next(_PARENTHESIS_END, text)
     kept: list[bytes] = []
     done = 0
     at = starts(0)
     while at < size:
-        bracket = brackets(at + 1)
+        bracket = brackets(at + opener)
         if bracket < size and text[bracket] == 0x5D and text.startswith(b"(", bracket + 1):
             parenthesis = parentheses(bracket + 2)
             if parenthesis < size and text[parenthesis] == 0x29:
-                kept += (text[done:at], text[at + 1 : bracket])
+                kept.append(text[done:at])
+                if not image:
+                    kept.append(text[at + 1 : bracket])
                 done = parenthesis + 1
                 at = starts(done)
                 continue
