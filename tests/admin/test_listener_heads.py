@@ -13,11 +13,13 @@ import json
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from labelgate.admin import listener as listener_module
 from labelgate.admin.listener import AdminListener
 
 # Waits for an answer the server owes; reached only when it never comes (the bug).
@@ -224,3 +226,46 @@ def test_small_requests_queued_behind_one_are_served(short_heads: int) -> None:
         sock.sendall((request * 3 + request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")).encode())
         answers = read_to_close(sock)
     assert answers.count(b"HTTP/1.1 200") == 4
+
+
+def answer_then_keep_sending(port: int, seconds: float) -> tuple[bool, bytes]:
+    """A request answered before its 10 MB body is read; the client goes on sending pieces of
+    it for ``seconds`` after the answer arrived, then reads: (whether the server hung up while
+    it sent, what it read; empty when the connection was reset)."""
+    with connect(port) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: admin\r\nContent-Length: 10000000\r\n\r\n")
+        select.select([sock], [], [], ANSWER_WAIT_SECONDS)  # the answer is waiting in our buffer
+        until = time.monotonic() + seconds
+        try:
+            while time.monotonic() < until:
+                sock.sendall(b"x" * 1024)
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            return True, b""
+        try:
+            return False, read_to_close(sock)
+        except ConnectionResetError:
+            return False, b""
+
+
+def test_a_client_still_sending_when_answered_reads_its_answer(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending a large body when the listener answered without it kept sending past a
+    fixed one-second linger; the close reset the connection and the client's kernel dropped the
+    answer it had already received (a flaky 411 in test_listener on a loaded machine). The
+    listener now lingers until the client has been quiet for the linger time."""
+    monkeypatch.setattr(listener_module, "LINGER_SECONDS", 0.5)
+    for port in serve(app):
+        hung_up, answer = answer_then_keep_sending(port, seconds=1.5)
+        assert not hung_up and answer and status_of(answer) == 200
+
+
+def test_a_client_that_never_stops_sending_is_closed_at_the_longest_linger(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener_module, "LINGER_SECONDS", 0.5)
+    monkeypatch.setattr(listener_module, "LINGER_MAX_SECONDS", 1.0)
+    for port in serve(app):
+        hung_up, _ = answer_then_keep_sending(port, seconds=ANSWER_WAIT_SECONDS)
+        assert hung_up

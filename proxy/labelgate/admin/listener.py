@@ -55,8 +55,12 @@ HEAD_PIECE_BYTES = 4 * 1024
 # A request head must be complete this long after connecting (or after its first byte): else 408.
 HEAD_TIMEOUT_SECONDS = 10.0
 KEEP_ALIVE_SECONDS = 5
-# A refused connection stays open this long, discarding input, so its answer is read, not reset.
+# A refused connection stays open, discarding input, until its client has sent nothing for
+# LINGER_SECONDS (at most LINGER_MAX_SECONDS in all), so its answer is read, not reset: closing
+# on unread input resets the connection, and the client's kernel drops the answer it holds.
+# A fixed second was not enough for a client still sending a 10 MB body on a loaded machine.
 LINGER_SECONDS = 1.0
+LINGER_MAX_SECONDS = 10.0
 # Refusals are logged at most once per this many seconds per kind, with the count in between.
 LOG_INTERVAL_SECONDS = 10.0
 
@@ -148,6 +152,7 @@ class AdminHttp(H11Protocol):
         self._waiting_since = 0  # when it last began to wait for a request head (``_WAITS``)
         self._head_timer: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._linger_ends = 0.0  # the loop time by which a lingering connection is closed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -171,7 +176,8 @@ class AdminHttp(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # lingering: input is discarded
+            self._keep_lingering()  # input is discarded
+            return
         if self._waits_for_head() and self._head_timer is None:
             self._arm_head_timer()  # a head begins after an idle keep-alive wait
         while data and not self.transport.is_closing():
@@ -273,9 +279,19 @@ class AdminHttp(H11Protocol):
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
+            self._linger_ends = self.loop.time() + LINGER_MAX_SECONDS
             self._linger = self.loop.call_later(LINGER_SECONDS, transport.close)
         else:
             transport.close()
+
+    def _keep_lingering(self) -> None:
+        """Input while lingering: the client is still sending, so the close waits until it
+        has been quiet for ``LINGER_SECONDS``, never past ``LINGER_MAX_SECONDS``."""
+        if self._linger is None or self.transport.is_closing():
+            return
+        self._linger.cancel()
+        delay = min(LINGER_SECONDS, max(0.0, self._linger_ends - self.loop.time()))
+        self._linger = self.loop.call_later(delay, self.transport.close)
 
 
 def _protocol(max_connections: int, head_timeout_seconds: float) -> type[AdminHttp]:
