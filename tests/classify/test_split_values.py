@@ -7,6 +7,7 @@ import re
 import pytest
 from google.protobuf import struct_pb2, wrappers_pb2
 
+from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.split_values import SplitValues, text_fields
 from labelgate.errors import LabelgateError
@@ -88,13 +89,19 @@ def test_held_messages_are_bounded_by_their_size_not_only_their_text() -> None:
     assert refused.value.reason == "STREAM_HELD_TOO_LARGE"
 
 
-def test_bytes_fields_are_not_joined_and_binary_streams_flow() -> None:
-    """A stream's bytes are audio or file chunks more often than text: each message's own
-    classification reads them, and they hold nothing back."""
-    splitter = SplitValues(DetectorSet(), window_cut)
+def test_bytes_fields_are_joined_and_binary_is_held_to_the_end_then_leaves_whole() -> None:
+    """Bytes fields are read across messages as string fields are (``test_split_values_bytes``):
+    binary, which a raw scan cannot judge, holds its stream to the end, then leaves whole and
+    in order; bytes that are text flow as strings do."""
+    splitter = SplitValues(DetectorSet(), CarryOver(DetectorSet(), window=32).cut_point)
     chunks = [wrappers_pb2.BytesValue(value=bytes(range(256)) * 128) for _ in range(10)]
-    assert [m for chunk in chunks for m in splitter.hold(chunk)] == chunks
-    assert list(text_fields(chunks[0])) == []
+    assert [m for chunk in chunks for m in splitter.hold(chunk)] == []
+    assert splitter.flush() == chunks
+    assert list(text_fields(chunks[0])) == [("value", "value", bytes(range(256)) * 128)]
+    pieces = [b"The weather ", b"is fine today, ", b"and tomorrow ", b"it will rain ", b"in the afternoon."]
+    splitter = SplitValues(DetectorSet(), window_cut)
+    released = [m.value for piece in pieces for m in splitter.hold(wrappers_pb2.BytesValue(value=piece))]
+    assert released and released + [m.value for m in splitter.flush()] == pieces
 
 
 def test_each_field_path_is_its_own_text() -> None:

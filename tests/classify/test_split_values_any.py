@@ -108,6 +108,7 @@ def test_an_anys_contents_are_read_under_its_path_and_a_map_key_is_not_shown() -
     assert list(text_fields(token)) == [
         ("text", "text", b"a"),
         ("extra{}.text", "extra{}.text", b"b"),
+        ("extra{}.data", "extra{}.data", b"c"),
         ("anys['SSN 123-45-6789']{}.text", "anys{}.text", b"d"),
     ]
 

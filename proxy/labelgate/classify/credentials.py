@@ -198,6 +198,16 @@ def open_block(data: bytes) -> tuple[int, bytes] | None:
     return blocks[-1][0], blocks[-1][2]
 
 
+def last_block(data: bytes) -> tuple[int, int, bytes | None] | None:
+    """The last PEM block of ``data`` as the scan finds it: where it starts, where it ends,
+    and the END marker it awaits when it runs to the end of the text unclosed (else None);
+    None when there is no block (``split_values``: a run glued to a closed block's END marker)."""
+    if _KEY not in data:
+        return None
+    blocks = list(_pem_blocks(data))
+    return blocks[-1] if blocks else None
+
+
 # A ``PRIVATE KEY`` this many bytes or more before the end of a text is in a marker or not
 # whatever follows: the most ``_pem_marker`` reads after its start (`` BLOCK-----``).
 _MARKER_TAIL = len(_KEY) + len(_BLOCK) + _DASHES

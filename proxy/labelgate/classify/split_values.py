@@ -7,30 +7,33 @@ knows its BYTES elements are pieces of one text and moves held text into later r
 move text between messages. A route whose server streams are token streams
 (``routes[].split_values: hold``) holds whole messages instead:
 
-- each string field, found by its path (``choices[0].delta.content``), is read as one text
-  across the held messages, the pieces in order; so is each string field of what an Any
-  holds (``extra{}.text``, as the classifier reads it). (Bytes fields are not: a stream's
-  bytes are audio or file chunks more often than text; each message's own classification
-  reads them.) An Any the gateway cannot read (its type not in the route's descriptor set,
-  bytes that do not parse) could hold a piece of any text: the stream ends
-  (``STREAM_VALUE_SPLIT``) before it leaves. A string field that is not UTF-8 (proto2) ends
-  it as the classifier would (``MESSAGE_STRING_INVALID``).
+- each string and bytes field, found by its path (``choices[0].delta.content``), is read as
+  one text across the held messages, the pieces in order, as the classifier reads it (a
+  string as its UTF-8 bytes, bytes as they are: ``messages._text``); so is each such field
+  of what an Any holds (``extra{}.text``, as the classifier names it). An Any the gateway
+  cannot read (its type not in the route's descriptor set, bytes that do not parse) could
+  hold a piece of any text: the stream ends (``STREAM_VALUE_SPLIT``) before it leaves. A
+  string field that is not UTF-8 (proto2) ends it as the classifier would
+  (``MESSAGE_STRING_INVALID``).
 - a message is released once no later piece can still make a value of any of its fields'
   text: the carry-over's cut (``cut``: a window of bytes, never the middle of a match or of a
   number or email run) lies past it in every path; the end of the stream releases the rest.
   Text ``cut`` cannot cut (``None``: text that may hide a value from a raw scan: not ASCII,
   escapes, control characters, markup a renderer drops next to a digit) is held until the
-  stream ends.
+  stream ends: so is a stream of binary bytes (audio, a file's chunks), bounded by
+  ``hold_limit``.
 - when messages are released, each path's text across them is scanned as the classifier
-  reads text (raw, escapes and references decoded, folded: ``straddled``), and so is each
-  message's piece on its own, in the same reading. A value across the pieces some byte of
+  reads text (raw, escapes and references decoded, folded, bytes that are not UTF-8 in the
+  legacy encodings they read as text in: ``straddled``), and so is each message's piece on
+  its own, in the same reading. A value across the pieces some byte of
   which no value of the same detector in its own piece covers is one only their joining
   makes: the stream ends (``STREAM_VALUE_SPLIT``) before any piece of it leaves, since each
   message is masked on its own and no mask could cover it (a ``partial`` mask would show
   the last characters of each piece). Where, not how many: a whole value in one piece that
   the next piece's first digit turns into no value must not stand in for one split across
   two others. Whole values side by side (``ann@x.com`` then ``bob@y.com``, one email
-  joined) are covered byte by byte.
+  joined) are covered byte by byte. In binary (``_is_noise``) an IPv6 address or an email
+  counts from 16 bytes on, as in numbers' raw bytes that are not text (``8::`` is noise).
 
 A PEM private key is the one value that spans fields (``key_blocks``): a message whose text
 opens a block it does not close is covered whole by its own classification, but the key's
@@ -50,7 +53,9 @@ back, or text that cannot be cut (None, final for that text and any longer one) 
 everything, nothing else is read; a run the cut stops at (``CarryOver.run_members``)
 that its own bytes extend does not move it; nor do a key block's lines before its END
 marker once the block holds the cut (``CarryOver.open_block``): its match runs to the end
-of the text, which was read again whole on every message.
+of the text, which was read again whole on every message; nor does a run glued to a closed
+block's END marker that its own bytes extend (``_glued_run``): the run pulls the cut back
+into the marker, the block to its start, and the whole text was read again per message.
 
 A path is one text only where its position names it: a stream that moves one text between
 list positions (``choices[0]`` carrying choice 1 in some messages) is read per position. A
@@ -75,10 +80,15 @@ from labelgate.classify import credentials, key_blocks, reasons
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.folding import (
+    CONTROLS,
+    LEGACY_ENCODINGS,
     UNFOLDABLE,
+    FoldMemo,
+    _legacy_folded,
     folded,
+    is_utf8,
+    legacy_readings,
     may_hide,
-    rendered_folded,
     rendered_reading,
     wide_folded,
 )
@@ -90,14 +100,17 @@ from labelgate.classify.jsonpaths import (
     may_escape,
     may_reference,
 )
+from labelgate.classify.markup import rendered
 from labelgate.classify.messages import (
     ANY_REPLY_FIELD,
     ANY_TYPE,
+    _text,
     is_map,
     is_message,
     message_type_of,
     unpacked_any,
 )
+from labelgate.classify.numbers import _LOOSE, _LOOSE_SHORTEST
 from labelgate.errors import ResourceExhausted, UpstreamError
 
 # Deeper than this, a path is not followed (classification refuses such replies anyway).
@@ -135,6 +148,9 @@ class _Path:
     # The END marker of the PEM block that holds the cut where it is until it arrives
     # (``CarryOver.open_block``), or nothing.
     awaits: bytes = b""
+    # The bytes that, appended, leave the cut where it is because they extend a run glued to
+    # a closed PEM block's END marker (``_glued_run``), or nothing.
+    glued: bytes = b""
 
 
 class SplitValues:
@@ -172,17 +188,15 @@ class SplitValues:
         size = message.ByteSize() + _MESSAGE_COST
         self._held.append((message, size))
         self._held_bytes += size
-        for path, shown, piece, joined in _texts(message):
+        for path, shown, piece in _texts(message):
             if self._secrets and number not in self._marked and _may_spell_key(piece):
-                self._marked.add(number)  # a bytes field's too: a block runs on across fields
-            if not joined:
-                continue
+                self._marked.add(number)
             state = self._paths.get(path)
             if state is None:
                 if len(self._paths) >= self.max_paths:
                     raise ResourceExhausted(
                         reasons.STREAM_HELD_TOO_LARGE,
-                        f"a stream holds text of more than {self.max_paths} string fields at once "
+                        f"a stream holds text of more than {self.max_paths} string or bytes fields at once "
                         "(limits.max_fields)",
                     )
                 state = self._paths[path] = _Path(shown)
@@ -212,10 +226,13 @@ class SplitValues:
             and state.messages
             and state.messages[0] == state.blocks
             and not piece.lstrip(state.members)
+            and _stays_cuttable(state.text, piece)
         ):
             # The cut stays at the run's start or before, and it holds back the path's first
             # held piece: the first message it holds back stays the same.
             return
+        if state.glued and not piece.lstrip(state.glued) and _stays_cuttable(state.text, piece):
+            return  # a run glued to a closed key block's END marker: the cut stays where it is
         if (
             state.awaits
             and self._carry is not None
@@ -251,7 +268,7 @@ class SplitValues:
         text = bytes(state.text)
         cut = self.cut(text)
         state.cut = cut
-        state.awaits = b""
+        state.awaits = state.glued = b""
         if cut is None:
             self._whole += 1
             state.blocks = 0
@@ -262,6 +279,8 @@ class SplitValues:
         if self._carry is not None:
             state.members = self._carry.run_members(text[cut:])
             state.awaits = self._carry.open_block(text, cut)
+            if not (state.members or state.awaits):
+                state.glued = _glued_run(self._carry, text, cut)
         else:
             state.members = b""
 
@@ -299,7 +318,7 @@ class SplitValues:
             self._held_bytes -= boundary + taken * _PIECE_COST
             if state.cut is None:
                 self._whole -= 1
-            state.blocks, state.cut, state.awaits = _DIRTY, 0, b""
+            state.blocks, state.cut, state.awaits, state.glued = _DIRTY, 0, b"", b""
             if not state.text:  # what pieces are left of it are empty
                 self._held_bytes -= (
                     len(state.messages) * _PIECE_COST + _PATH_COST + len(path) + len(state.shown)
@@ -369,11 +388,15 @@ class SplitValues:
 UNREADABLE: Final = "\x00unreadable"
 # A reading of text (``_Readings``): how many levels of JSON escapes are decoded, whether
 # character references are then decoded, and whether it is folded (``_FOLDED``), or folded
-# and rendered (``_RENDERED``: ``folding.rendered_reading``); or the wide decode.
+# and rendered (``_RENDERED``: ``folding.rendered_reading``); or the wide decode; or the
+# decode in one legacy encoding, folded (``_LEGACY``, by encoding).
 _Kind = tuple[int, bool, int]
 _FOLDED: Final = 1
 _RENDERED: Final = 2
 _WIDE: Final[_Kind] = (-1, False, _FOLDED)
+_LEGACY: Final[dict[str, _Kind]] = {
+    encoding: (-2 - index, False, _FOLDED) for index, encoding in enumerate(LEGACY_ENCODINGS)
+}
 
 
 def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
@@ -392,6 +415,10 @@ def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
     joined = _Readings(b"".join(pieces), joined=True)
     parts = [_Readings(piece) for piece in pieces]
     read: set[bytes] = set()  # readings of the joined text scanned: another like one is the same
+    # Binary (audio, a file's chunks) makes values of a few bytes by chance (``8::`` is an IPv6
+    # address), in every reading, across pieces too: such a value counts from
+    # ``_LOOSE_SHORTEST`` bytes on in it, as in numbers' raw bytes that are not text.
+    noise = _is_noise(joined.levels[0])
     for kind in joined.kinds():
         form = joined.form(kind)
         if form is UNFOLDABLE:
@@ -400,6 +427,8 @@ def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
             continue
         read.add(form)
         hits = detectors.scan(form)
+        if noise:
+            hits = [hit for hit in hits if not _chance(hit)]
         if not hits:
             continue
         forms = [part.form(kind) for part in parts]
@@ -428,6 +457,28 @@ def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
     return None
 
 
+def _is_noise(text: bytes) -> bool:
+    """Whether ``text`` is binary, not text: not UTF-8 (no string is), and more control bytes
+    than one in ``_NOISE_STRAY``, NULs aside, as ``folding.legacy_readings`` tells binary from
+    text in an encoding. C-level passes (a decode stops at binary's first stray byte)."""
+    if text.isascii() or is_utf8(text):
+        return False
+    nuls = text.count(0)
+    controls = len(text) - len(text.translate(None, CONTROLS)) - nuls
+    return controls > (len(text) - nuls) // _NOISE_STRAY + _NOISE_SLACK
+
+
+def _chance(hit: Detection) -> bool:
+    """Whether ``hit``, found in binary, is a value its noise makes by chance: an IPv6 address
+    or an email shorter than ``numbers._LOOSE_SHORTEST`` bytes."""
+    return hit.detector in _LOOSE and hit.end - hit.start < _LOOSE_SHORTEST
+
+
+# A text more than one byte in this many of which (plus a few) is a control byte is binary.
+_NOISE_STRAY: Final = 32
+_NOISE_SLACK: Final = 4
+
+
 def _covers(spans: list[tuple[int, int]], start: int, end: int) -> bool:
     """Whether ``spans`` together cover every byte of ``[start, end)``."""
     reached = start
@@ -443,13 +494,19 @@ def _covers(spans: list[tuple[int, int]], start: int, end: int) -> bool:
 class _Readings:
     """The readings of one text the classifier scans (``hidden_by_escapes``, ``hidden_by_folding``):
     as written, with up to ``MAX_UNESCAPE_LEVELS`` levels of JSON escapes decoded, each of those
-    with its character references decoded, each folded, and its wide decode. The same reading
-    of the joined text and of each piece is the same kind: a piece with no escape decodes to
-    itself. Worked out when asked for: most joined text needs its raw reading only."""
+    with its character references decoded, each folded, its wide decode, and, for bytes that
+    are not UTF-8 (a bytes field's), each legacy encoding it reads as text in
+    (``folding.legacy_readings``). The same reading of the joined text and of each piece is
+    the same kind: a piece with no escape decodes to itself. Worked out when asked for: most
+    joined text needs its raw reading only."""
 
     def __init__(self, text: bytes, joined: bool = False) -> None:
         self.levels = [text]
         self.joined = joined  # the joined text, not a piece of it
+        self._legacy: dict[str, bytes] | None = None  # encoding -> folded form, once read
+        self._unreferenced: dict[int, bytes] = {}  # escape level -> its references decoded
+        self._folds: dict[bytes, bytes | None] = {}  # decoded form -> ``folded``
+        self._memo = FoldMemo()
 
     def kinds(self) -> Iterator[_Kind]:
         """The readings of this (joined) text that may differ from the others."""
@@ -460,6 +517,9 @@ class _Readings:
             yield (0, False, _RENDERED)
         if 0 in text or text.startswith((b"\xff\xfe", b"\xfe\xff")):
             yield _WIDE
+        if not text.isascii() and not is_utf8(text):
+            for encoding in self._legacy_forms():
+                yield _LEGACY[encoding]
         if not may_escape(text):
             return
         for level in range(MAX_UNESCAPE_LEVELS + 1):
@@ -481,26 +541,110 @@ class _Readings:
         if kind == _WIDE:
             return wide_folded(self.levels[0])
         level, unreferenced, folds = kind
-        text = self._level(level)
-        if unreferenced:
-            text = _unreferenced(text)
+        if level < -1:
+            return self._legacy_form(LEGACY_ENCODINGS[-2 - level])
+        text = self._decoded(level, unreferenced)
         if not folds:
             return text
-        form = folded(text)
+        form = self._folded(text)
         if folds == _RENDERED:
             # The joined text's rendered reading, None when it has none (``straddled`` skips
-            # it); a piece's is rendered whatever it holds, as that of a text is
-            # (``hidden_by_folding``).
+            # it); a piece's is rendered whatever it holds (``rendered_folded``), as that of
+            # a text is (``hidden_by_folding``).
+            if form is UNFOLDABLE:
+                return None if self.joined else form
             if self.joined:
-                return None if form is UNFOLDABLE else rendered_reading(text, form)
-            return rendered_folded(text)
+                return rendered_reading(text, form)
+            return rendered(text if form is None else form)
         return text if form is None else form
+
+    def _decoded(self, level: int, unreferenced: bool) -> bytes:
+        """The text with ``level`` levels of escapes decoded, then its references if asked."""
+        text = self._level(level)
+        if not unreferenced:
+            return text
+        found = self._unreferenced.get(level)
+        if found is None:
+            found = self._unreferenced[level] = _unreferenced(text)
+        return found
+
+    def _folded(self, text: bytes) -> bytes | None:
+        """``folded(text)`` of one of this text's decoded forms, each worked out once (its
+        folded and rendered readings share it), with one ``FoldMemo`` for them all: they
+        differ where escapes or references were decoded, no more, as the classifier folds
+        them (``json_elements.hidden_by_escapes``)."""
+        if text not in self._folds:
+            self._folds[text] = folded(text, self._memo)
+        return self._folds[text]
+
+    def _legacy_forms(self) -> dict[str, bytes]:
+        """The legacy readings of this text, by encoding (``folding.legacy_readings``)."""
+        if self._legacy is None:
+            self._legacy = dict(legacy_readings(self.levels[0]))
+        return self._legacy
+
+    def _legacy_form(self, encoding: str) -> bytes | None:
+        """This text decoded as ``encoding`` and folded; for a piece, as its own classification
+        reads it: ASCII folded (the same in every one of these encodings), bytes that are not
+        UTF-8 when they read as text in ``encoding`` (``legacy_readings``), else None (UTF-8
+        is read in no legacy encoding): the piece places nothing."""
+        text = self.levels[0]
+        if self.joined:
+            return self._legacy_forms()[encoding]
+        if text.isascii():
+            form = folded(text)
+            return text if form is None else form
+        if is_utf8(text):
+            return None
+        form = _legacy_folded(encoding, text)
+        return form if form in self._legacy_forms().values() else None
 
     def _level(self, level: int) -> bytes:
         while len(self.levels) <= level:
             last = self.levels[-1]
             self.levels.append(_ESCAPE.sub(_unescape_match, last) if b"\\" in last else last)
         return self.levels[level]
+
+
+def _glued_run(carry: CarryOver, text: bytes, cut: int) -> bytes:
+    """For ``text`` cut at ``cut`` by ``carry``: the bytes that, appended, leave the cut where
+    it is because a run glued to a closed PEM block's END marker holds it at the block's start
+    or before (``-----END RSA PRIVATE KEY-----1111``...), else nothing. The run's match never
+    ends and the window's cut falls in it (its first bytes at most one window after the
+    block's end), moves back to the run's start inside the END marker (``-`` is a byte of every
+    run), and from there to the block's start, which only the block's own bytes and what comes
+    before them decide: no other match or run reaches from before a PEM marker past its
+    spaces, and custom matches fit the window. So appended bytes of that run (text a raw scan
+    can still judge: ``_stays_cuttable``) leave the cut where it was; the cut read again on
+    every message read the whole text again each time. A token run needs a secret's prefix
+    wholly before the window's cut (a number-like run inside it stops the cut only past it)."""
+    window_at = len(text) - carry.window
+    if window_at <= cut or credentials.NAME not in carry.detectors.names:
+        return b""
+    block = credentials.last_block(text)
+    if block is None:
+        return b""
+    start, end, awaited = block
+    if awaited is not None or cut > start or end >= window_at:
+        return b""
+    rest = text[end:]
+    members = carry.run_members(rest)
+    if members:
+        return members
+    if not rest.lstrip(credentials.RUN_BYTES) and any(
+        prefix in text[end:window_at] for prefix in credentials.PREFIXES
+    ):
+        return credentials.RUN_BYTES
+    return b""
+
+
+def _stays_cuttable(text: bytearray, piece: bytes) -> bool:
+    """Whether ``piece``, appended to cuttable ``text``, leaves it text a raw scan can judge
+    (``CarryOver.cut_point``): it makes no text to fold, no markup next to a value's
+    character (``__1__``), no escape. Their tests look a few bytes around a byte, which the
+    text's last ``_AWAITED_END`` bytes hold. C-level searches over the piece and a few bytes."""
+    joined = bytes(text[-_AWAITED_END:]) + piece
+    return not may_hide(joined) and not may_escape(joined)
 
 
 def _may_spell_key(text: bytes) -> bool:
@@ -511,25 +655,24 @@ def _may_spell_key(text: bytes) -> bool:
 
 
 def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
-    """(path, shown path, UTF-8 bytes) of every string field set in ``message``, at any depth,
-    an Any's contents (``_any``) too: the texts read across the held messages. The path tells
-    map entries apart by their key; the shown path, for error texts, writes each map key as
-    ``{}`` (a key is the upstream's text, which no policy decided on), and an Any's contents
-    under ``{}.``, as the classifier does (``extra{}.text``)."""
-    for path, shown, text, joined in _texts(message):
-        if joined:
-            yield path, shown, text
+    """(path, shown path, text) of every string and bytes field set in ``message``, at any
+    depth, an Any's contents (``_any``) too, read as the classifier reads them (``_value``):
+    the texts read across the held messages. The path tells map entries apart by their key;
+    the shown path, for error texts, writes each map key as ``{}`` (a key is the upstream's
+    text, which no policy decided on), and an Any's contents under ``{}.``, as the classifier
+    does (``extra{}.text``)."""
+    return _texts(message)
 
 
 def all_texts(message: Message) -> Iterator[bytes]:
     """Every string and bytes field set in ``message``, at any depth, Anys' contents too: what
     a PEM block left open may run on into (``SplitValues._follow_keys``)."""
-    for _, _, text, _ in _texts(message):
+    for _, _, text in _texts(message):
         yield text
 
 
-# (path, shown path, text, whether it is read across messages: a string's, not a bytes field's)
-_Text = tuple[str, str, bytes, bool]
+# (path, shown path, text)
+_Text = tuple[str, str, bytes]
 
 
 def _texts(message: Message) -> Iterator[_Text]:
@@ -571,21 +714,17 @@ def _value(
             yield from _any(value, path, shown, depth + 1)
         else:
             yield from _walk(value, f"{path}.", f"{shown}.", depth + 1)
-    elif descriptor.type == FieldDescriptor.TYPE_STRING:
-        if isinstance(value, str):
-            yield path, shown, value.encode("utf-8", "surrogatepass"), True
-        elif in_map:
-            # A map's string value that is not UTF-8 (proto2 hands it over as bytes) is read
-            # as the classifier reads it: as its bytes (``messages._map_texts``).
-            yield path, shown, value, True
-        else:
+    elif descriptor.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        if descriptor.type == FieldDescriptor.TYPE_STRING and not in_map and not isinstance(value, str):
             # As the classifier refuses it (``messages._Walker._queue``), before it is held.
             raise UpstreamError(
                 reasons.MESSAGE_STRING_INVALID,
                 f"the upstream's reply has a string field ({shown}) that is not UTF-8",
             )
-    elif descriptor.type == FieldDescriptor.TYPE_BYTES:
-        yield path, shown, value, False
+        # As the classifier reads it (``messages._text``): a string as its UTF-8 bytes, bytes
+        # (and a map's string value that is not UTF-8, which proto2 hands over as bytes) as
+        # they are.
+        yield path, shown, _text(value)
 
 
 def _any(packed: Message, path: str, shown: str, depth: int) -> Iterator[_Text]:
