@@ -55,9 +55,10 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   marker in a later one, or to the last: ``secret`` covers the elements of every kind it
   runs into (``json_elements.carry_key_blocks``). A block an output leaves open after its
   last element covers every other text output of the reply whole (their order is the
-  caller's: ``key_blocks``), whatever the opener's own labels (an output not scanned for
-  ``secret``, and 8-bit text, are asked apart: ``_opens_unscanned``), and one a stream's
-  earlier reply opened covers what the carry-over says it runs into
+  caller's: ``key_blocks``), numbers wider than 8 bits too (their raw bytes may hold its
+  lines), whatever the opener's own labels (an output not scanned for ``secret``, 8-bit
+  text, and the raw bytes of wider numbers are asked apart: ``_opens_unscanned``), and one a
+  stream's earlier reply opened covers what the carry-over says it runs into
   (``carryover.CoveredTensor``).
 
 Classification and masking must see the same tensors: spans are offsets into them.
@@ -300,12 +301,13 @@ def classify_outputs(
 
 
 def _is_text(tensor: Tensor) -> bool:
-    """Whether ``tensor`` may hold text: BYTES, 8-bit bytes read as one text, or wider
-    integers read as characters, a character an element (``numbers``)."""
+    """Whether ``tensor`` may hold text: BYTES, 8-bit bytes read as one text, wider integers
+    read as characters, a character an element, or any number wider than 8 bits whose raw
+    bytes a client reads back with ``tobytes()`` (``numbers``)."""
     return (
         tensor.datatype == "BYTES"
         or tensor.datatype in numbers.TEXT_DATATYPES
-        or tensor.datatype in numbers.CHARACTER_DATATYPES
+        or tensor.datatype in numbers.PACKED_DATATYPES
     )
 
 
@@ -334,7 +336,10 @@ def _opens_unscanned(tensor: Tensor, result: Classification, detectors: Detector
     (its labels say what it would: a marker there still opens a block for the others, whose
     labels do not), an 8-bit one (its text, scanned as one by ``numbers``), or wider integers
     read as characters. Cheap C-level gates first: most such outputs cannot spell ``PRIVATE
-    KEY`` in any form."""
+    KEY`` in any form. Numbers wider than 8 bits are asked of their raw bytes too
+    (``_packed_opens``)."""
+    if tensor.datatype in numbers.PACKED_DATATYPES and _packed_opens(tensor, result, detectors):
+        return True
     if tensor.datatype in numbers.CHARACTER_DATATYPES:
         # A character an element: the text as written and folded, as ``messages`` reads a
         # repeated integer field for markers.
@@ -342,19 +347,10 @@ def _opens_unscanned(tensor: Tensor, result: Classification, detectors: Detector
         # not decoded, not rendered), then the block it opens followed through the text.
         forms = numbers.character_forms(tensor, credentials._KEY)
         return any(credentials._KEY in form and left_open([form], [0]) for form in forms)
+    if tensor.datatype in numbers.PACKED_DATATYPES:
+        return False
     if tensor.datatype != "BYTES":
-        text = _eight_bit_text(tensor)
-        if not _may_spell_key(text):
-            return False
-        found = result.spans.get(tensor.name, {})
-        if not any(hit.detector == SECRET for hits in found.values() for hit in hits):
-            # Not scanned for it (the output's labels say what it would): the scan
-            # ``numbers`` runs, for ``secret``'s label alone (every form it reads the text in).
-            secret = detectors.besides(frozenset(LABELS) - {detectors.label_of(SECRET)})
-            found = numbers.numeric_detections(tensor, secret)
-            if not any(hit.detector == SECRET for hits in found.values() for hit in hits):
-                return False
-        return bool(left_open([text], [0]))
+        return _text_opens(tensor, _eight_bit_text(tensor), result, detectors)
     raw = tensor.raw_form()
     if raw is not None and not _may_spell_key(raw):
         return False
@@ -374,6 +370,42 @@ def _opens_unscanned(tensor: Tensor, result: Classification, detectors: Detector
         and (credentials._KEY in value or (escaped and may_escape(value)) or (hiding and may_hide(value)))
     ]
     return bool(left_open(values, candidates or [0]))
+
+
+def _text_opens(tensor: Tensor, text: bytes, result: Classification, detectors: DetectorSet) -> bool:
+    """Whether ``text``, a numeric tensor's bytes read as one text (8-bit bytes, or wider
+    numbers' raw bytes that read as text), leaves a PEM block open, in any form ``numbers``
+    reads it in: asked once ``secret`` found something in the tensor, or would for its
+    label alone."""
+    if not _may_spell_key(text):
+        return False
+    found = result.spans.get(tensor.name, {})
+    if not any(hit.detector == SECRET for hits in found.values() for hit in hits):
+        # Not scanned for it (the output's labels say what it would): the scan ``numbers``
+        # runs, for ``secret``'s label alone (every form it reads the text in).
+        secret = detectors.besides(frozenset(LABELS) - {detectors.label_of(SECRET)})
+        found = numbers.numeric_detections(tensor, secret)
+        if not any(hit.detector == SECRET for hits in found.values() for hit in hits):
+            return False
+    return bool(left_open([text], [0]))
+
+
+def _packed_opens(tensor: Tensor, result: Classification, detectors: DetectorSet) -> bool:
+    """Whether the raw bytes of a number wider than 8 bits (``numbers.packed_reading``: a
+    client's ``tobytes()``) leave a PEM block open: bytes that read as text in every form an
+    8-bit tensor's are read in (``_text_opens``); binary data (floats, embeddings) as
+    ``numbers`` reads it, raw and with its control characters dropped, after one C-level
+    search for ``PRIVATE KEY`` (floats seldom hold it)."""
+    reading = numbers.packed_reading(tensor)
+    if reading is None:
+        return False
+    data, as_text = reading
+    if as_text:
+        return _text_opens(tensor, data, result, detectors)
+    shown = data.translate(None, CONTROLS)
+    if credentials._KEY not in shown:  # nor in ``data``: the words hold no control character
+        return False
+    return any(credentials.open_pem(form) is not None for form in (data, shown))
 
 
 def _may_spell_key(data: bytes) -> bool:

@@ -20,7 +20,10 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
   that read as text are read as a UINT8 tensor's; binary data (floats, embeddings, token ids)
   raw and with its control characters dropped, the detectors that noise sets off (``8::`` is
   an IPv6 address) counting only from ``_LOOSE_SHORTEST`` bytes. Integers that are all ASCII
-  code points are the text ``characters`` reads, and not read again.
+  code points are the text ``characters`` reads, and not read again. A PEM block opened
+  there covers the reply's other outputs (``classifier._opens_unscanned``, with
+  ``packed_reading``); on a stream, bytes that end in text are carried across replies
+  (``carryover``).
 
 A tensor of rank 2 or more may hold a string per row (a fixed-width character array): each
 row of its last dimension is also read as a text of its own, a newline between rows
@@ -184,6 +187,49 @@ def packed_detections(tensor: Tensor, detectors: DetectorSet, width: int = 0) ->
     return [
         hit._replace(start=hit.start // itemsize, end=-(-hit.end // itemsize)) for hit in dict.fromkeys(hits)
     ]
+
+
+def packed_reading(tensor: Tensor) -> tuple[bytes, bool] | None:
+    """The raw bytes of a ``PACKED_DATATYPES`` tensor as ``packed_detections`` reads them,
+    and whether they read as text (then read as an 8-bit tensor's, in every form; else raw
+    and without control characters only); None when it reads none: values that are no
+    numbers (failed closed there), or integers that are all ASCII code points (``characters``'
+    text). For a reading of one's own (a PEM marker: ``classifier._opens_unscanned``)."""
+    if tensor.datatype not in PACKED_DATATYPES or not tensor.size:
+        return None
+    itemsize = _PACKED_SIZES[tensor.datatype]
+    text = _packed_bytes(tensor, itemsize)
+    if text is None or (tensor.datatype in CHARACTER_DATATYPES and _characters_only(text, itemsize)):
+        return None
+    return text, _reads_as_text(text)
+
+
+def packed_item_size(datatype: str) -> int:
+    """The bytes of one element of a ``PACKED_DATATYPES`` datatype."""
+    return _PACKED_SIZES[datatype]
+
+
+def packed_bytes(tensor: Tensor, last: int | None = None) -> bytes | None:
+    """The raw little-endian bytes of a ``PACKED_DATATYPES`` tensor's elements, as a client
+    gets them (``_packed_bytes``), or of its ``last`` elements only (no more is read); None
+    for values that are no numbers."""
+    itemsize = _PACKED_SIZES[tensor.datatype]
+    raw = tensor.raw_form()
+    if raw is not None and len(raw) == tensor.size * itemsize:
+        return raw if last is None or last >= tensor.size else raw[len(raw) - last * itemsize :]
+    if last is not None and last < tensor.size:
+        tensor = Tensor(tensor.name, tensor.datatype, [last], tensor.values[tensor.size - last :])
+    return _packed_bytes(tensor, itemsize)
+
+
+def packed_values(data: bytes, datatype: str) -> list[Any]:
+    """The values of a ``PACKED_DATATYPES`` datatype whose raw little-endian bytes are
+    ``data`` (whole elements), as the decoder builds them (BF16: a float32's upper half)."""
+    if datatype == "BF16":
+        values: list[Any] = (np.frombuffer(data, dtype="<u2").astype("<u4") << 16).view("<f4").tolist()
+        return values
+    values = np.frombuffer(data, dtype=np.dtype(RAW_DTYPES[datatype])).tolist()
+    return values
 
 
 def _characters_only(data: bytes, itemsize: int) -> bool:
