@@ -21,6 +21,7 @@ from labelgate.classify import Catalog, DetectorSet, classify_outputs, native, n
 from labelgate.classify.carryover import CarryOver, CoveredTensor
 from labelgate.enforce import apply_masks
 from labelgate.oip.tensor import Tensor
+from labelgate.oip.tensors import tensor_to_raw
 from tests.classify.secret_values import pem_value
 
 DETECTORS = DetectorSet.default()
@@ -325,9 +326,10 @@ def characters_of(name: str, text: str, datatype: str = "INT32") -> Tensor:
     return Tensor(name, datatype, [1, len(text)], [ord(c) for c in text])
 
 
-def caller_text(tensors: list[Tensor], catalog: Catalog, use_native: bool) -> bytes:
+def caller_sees(tensors: list[Tensor], catalog: Catalog = CATALOG, use_native: bool = True) -> bytes:
     """What a caller who may not see ``restricted`` gets of every output but ``r`` (which
-    its label masks whole), as text."""
+    its label masks whole), as a client reads it back: text elements, and numbers as their
+    raw bytes and, for integers, as characters."""
     with native.forced(use_native):
         classification = classify_outputs("m", tensors, catalog, DETECTORS)
     masks = [
@@ -341,10 +343,10 @@ def caller_text(tensors: list[Tensor], catalog: Catalog, use_native: bool) -> by
             continue
         if tensor.datatype == "BYTES":
             out += [bytes(value) for value in tensor.values if value is not None]
-        elif tensor.values is not None and tensor.datatype in ("UINT8", "INT8"):
-            out.append(bytes(value & 0xFF for value in tensor.values))
-        elif tensor.values is not None:  # characters, as ``chr`` reads them back
-            out.append("".join(chr(value) for value in tensor.values if 0 < value < 0x110000).encode())
+        elif tensor.values is not None:
+            out.append(tensor_to_raw(tensor))
+            if tensor.datatype in ("INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64"):
+                out.append("".join(chr(value) for value in tensor.values if 0 < value < 0x110000).encode())
     return b"\x00".join(out)
 
 
@@ -395,7 +397,7 @@ OPENED_ELSEWHERE: dict[str, list[Tensor]] = {
 def test_a_marker_opens_a_block_for_the_other_outputs_whatever_its_output_is(
     name: str, use_native: bool
 ) -> None:
-    out = caller_text(OPENED_ELSEWHERE[name], RESTRICTED_R, use_native)
+    out = caller_sees(OPENED_ELSEWHERE[name], RESTRICTED_R, use_native)
     assert clear_bytes(out) == 0, (name, out[:600])
 
 
@@ -412,7 +414,7 @@ def test_a_restricted_8_bit_or_character_output_without_an_open_block_covers_no_
             characters_of("k", (key + b"\n" + prose).decode()),
             characters_of("r", prose.decode(), "UINT16"),
         ):
-            out = caller_text([opener, Tensor("u", "BYTES", [1], [AFTER.encode()])], RESTRICTED_R, use_native)
+            out = caller_sees([opener, Tensor("u", "BYTES", [1], [AFTER.encode()])], RESTRICTED_R, use_native)
             assert AFTER.encode() in out, opener
 
 
@@ -435,7 +437,7 @@ def test_small_ids_build_no_text_forms_and_an_overstruck_marker_still_opens() ->
     assert numbers.character_forms(ids, b"PRIVATE KEY") == ()
     overstruck = BEGIN.replace("PRIVATE KEY", "PRIVATEX\b KEY") + "\n"
     for use_native in (True, False):
-        out = caller_text(
+        out = caller_sees(
             [characters_of("k", overstruck), Tensor("u", "BYTES", [1], [_BODY_TEXT])],
             RESTRICTED_R,
             use_native,

@@ -16,19 +16,16 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from labelgate.classify import Catalog, DetectorSet, classifier, classify_outputs, native
-from labelgate.enforce import apply_masks
+from labelgate.classify import DetectorSet, classifier
 from labelgate.oip.tensor import Tensor
-from labelgate.oip.tensors import tensor_to_raw
 from tests.classify.test_carryover_keys import (
     AFTER,
     BEGIN,
     BODY,
     CATALOG,
     END,
-    HASH_KEY,
     RESTRICTED_R,
-    VISIBLE,
+    caller_sees,
     characters_of,
     clear_bytes,
     eight_bit,
@@ -64,28 +61,6 @@ def packed(name: str, datatype: str, data: bytes, build: str = "raw") -> Tensor:
 
 def text(name: str, data: bytes) -> Tensor:
     return Tensor(name, "BYTES", [1], [data])
-
-
-def caller_sees(tensors: list[Tensor], catalog: Catalog = CATALOG, use_native: bool = True) -> bytes:
-    """What the caller gets of every output but ``r``, as a client reads it back."""
-    with native.forced(use_native):
-        classification = classify_outputs("m", tensors, catalog, DETECTORS)
-    masks = [
-        {"path": field.path, "strategy": "null", "params": {}}
-        for field in classification.fields
-        if not field.labels <= VISIBLE
-    ]
-    out: list[bytes] = []
-    for tensor in apply_masks(tensors, classification, masks, HASH_KEY):
-        if tensor.name == "r":
-            continue
-        if tensor.datatype == "BYTES":
-            out += [bytes(value) for value in tensor.values if value is not None]
-        elif tensor.values is not None:
-            out.append(tensor_to_raw(tensor))
-            if tensor.datatype in ("INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64"):
-                out.append("".join(chr(value) for value in tensor.values if 0 < value < 0x110000).encode())
-    return b"\x00".join(out)
 
 
 Reply = Callable[[str, str], list[Tensor]]
