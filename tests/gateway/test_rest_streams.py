@@ -58,7 +58,7 @@ async def test_each_request_in_flight_holds_its_own_bytes_until_its_call_ends() 
     at a stalled upstream while the gauge read 3.5 MiB). Past the budget the stream ends."""
     calls = HeldCalls()
     budget = inflight.RequestBytes(10_000)
-    request = pb.ModelInferRequest(model_name="m", id="x" * 3000)
+    request = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"x" * 3000])
     size = request.ByteSize()
     with budget.call():
         stream = RestStream(calls, metadata=(), timeout=60)
@@ -88,4 +88,51 @@ async def test_a_call_cancelled_before_it_started_gives_its_bytes_back() -> None
         stream.cancel()  # in the same turn: the call's task never ran
         for _ in range(10):
             await asyncio.sleep(0)
+        assert budget.in_use == 0
+
+
+class LargeReplies:
+    """An ``infer`` answering each request at once with ``size`` bytes of output."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def __call__(self, request: pb.ModelInferRequest, **_: Any) -> pb.ModelInferResponse:
+        return pb.ModelInferResponse(model_name=request.model_name, raw_output_contents=[b"\0" * self.size])
+
+
+async def settle() -> None:
+    for _ in range(20):  # each call's task queues its reply a turn or two after it starts
+        await asyncio.sleep(0)
+
+
+async def test_replies_not_yet_read_hold_their_bytes_until_read() -> None:
+    """A caller who wrote and never read held up to ``MAX_OUTSTANDING`` whole replies a
+    stream, counted nowhere (review: +292 MiB for 40 requests to a model with 4 MiB outputs,
+    the gauge at 7 bytes). Each queued reply now holds its bytes until it is read."""
+    budget = inflight.RequestBytes(10_000_000)
+    with budget.call():
+        stream = RestStream(LargeReplies(100_000), metadata=(), timeout=60)
+        for number in range(5):
+            await stream.write(pb.ModelInferRequest(model_name="m", id=str(number)))
+        await settle()
+        assert budget.in_use >= 5 * 100_000
+        await stream.done_writing()
+        replies = [reply async for reply in stream]
+        assert len(replies) == 5 and budget.in_use == 0
+        stream.cancel()
+
+
+async def test_a_reply_past_the_budget_ends_the_stream_and_unread_ones_give_bytes_back() -> None:
+    budget = inflight.RequestBytes(250_000)
+    with budget.call():
+        stream = RestStream(LargeReplies(100_000), metadata=(), timeout=60)
+        for number in range(3):
+            await stream.write(pb.ModelInferRequest(model_name="m", id=str(number)))
+        await settle()
+        assert 200_000 <= budget.in_use <= 250_000  # two replies held, the third refused
+        with pytest.raises(Overloaded):
+            async for _ in stream:
+                pass
+        stream.cancel()
         assert budget.in_use == 0

@@ -238,7 +238,7 @@ async def _release_streamed(
             if final:
                 ledger.close(held)
             else:
-                _drop_text_parameters(response)
+                _drop_parameters(response)
             released = await pipeline.release_inference(
                 held.call, subject, target, response, outcome, tensors=tensors, backend=held.backend
             )
@@ -289,12 +289,13 @@ async def _replies(
         watch.cancel()
 
 
-def _drop_text_parameters(response: pb.ModelInferResponse) -> None:
-    """A streamed reply's text parameters are not carried across replies as its outputs are
-    (``CarryOver``), so a value split across two replies' parameters would pass unseen: only
-    a request's final reply releases them."""
+def _drop_parameters(response: pb.ModelInferResponse) -> None:
+    """A streamed reply's parameters are not carried across replies as its outputs are
+    (``CarryOver``), so a value split across two replies' parameters would pass unseen, text
+    or number (a card as ``4111``, ``1111``, ... in an int64 parameter, found by review; a
+    number is scanned as its digits, each piece alone too short): only a request's final
+    reply releases them. The final flag is the stream's own, whatever its type (``is_final``)."""
     for parameters in [response.parameters, *(output.parameters for output in response.outputs)]:
-        for name, value in list(parameters.items()):
-            # The final flag is the stream's own, whatever its type (is_final reads it).
-            if value.WhichOneof("parameter_choice") == "string_param" and name != FINAL_PARAMETER:
+        for name in list(parameters):
+            if name != FINAL_PARAMETER:
                 del parameters[name]
