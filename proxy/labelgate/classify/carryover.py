@@ -31,19 +31,37 @@ tensors.
 
 So are numbers wider than 8 bits (INT16..UINT64, FP16, BF16, FP32, FP64) of such a shape,
 whose raw bytes a client reads back with ``tobytes()`` (``numbers.packed_detections``), while
-the bytes the output brought end in text (``_packed_text``): their last ``_TEXT_END`` bytes
-(trailing NULs aside, across replies: text a few bytes a reply counts once ``_TEXT_LEAST``
-bytes arrived) are UTF-8 without control characters. Then they are carried as 8-bit text
-is, cut between elements only (``_element_cut``), and each reply releases a tensor of their
-datatype whose text axis counts the elements released; once the bytes no longer end in text,
-what is held goes with that reply, whole. Floats, token ids and the like do not end in text
-(measured: ``_TEXT_END``), and only their last elements are read to tell: they are sent on
-as they came, at a constant cost. What is not carried: text among
-binary data at a reply's end (fewer than ``_TEXT_LEAST`` text bytes there), text with NULs
-or control characters between its characters (UTF-16: read by the classifier reply by reply),
-text a row at a time (two dimensions above 1), and the first bytes of an output that brings
-fewer than ``_TEXT_LEAST`` a reply. While a PEM block is open in the request, such numbers
-sent on as they came (and 8-bit images) are covered whole (``_cover``).
+the bytes the output brought end in text (``_packed_text``), read as the classifier reads
+binary, control characters dropped: their last ``_TEXT_END`` bytes (trailing NULs aside,
+control characters but NUL dropped, across replies: text a few bytes a reply counts once
+``_TEXT_LEAST`` bytes arrived) are UTF-8 without NULs, or, every control character dropped,
+they end in a run of bytes a value may be made of (``_VALUE_BYTES``: letters, digits and the
+separators values hold) at least ``_VALUE_RUN`` (8) long holding a letter or a digit. Then
+they are carried as 8-bit text is, cut between elements only (``_element_cut``), and each
+reply releases a tensor of their datatype whose text axis counts the elements released; once
+the bytes no longer end in text, what is held goes with that reply, whole. An empty output of
+the datatype held leaves what is held as it was. Floats, token ids and the like seldom end in
+text (measured: ``_VALUE_RUN``), and only their last elements are read to tell: they are sent
+on as they came, at a constant cost.
+
+Bytes sent on (or released whole) that end in a shorter such run may hold the start of a
+value the next replies complete (``\x80\x80123-45-`` / ``6789``): that run is read with the
+output's next bytes, every control character dropped (``_follow_join``, the first elements of
+each later reply only, until a byte no value holds or ``window`` of them arrive), and a
+detection that starts in the run and ends past it ends the stream (``STREAM_VALUE_SPLIT``):
+at most ``_VALUE_RUN - 1`` bytes of a value's start went out. (``ip_address`` and ``email``
+count from 16 bytes there unless the next bytes read as text, as the classifier reads binary;
+a run no cut falls in, digits or a token, going on past the window ends the stream too.)
+
+What is not covered: a value in a form only another reading shows (folded, full-width digits,
+markup, escapes, UTF-16 decoded) that begins right after binary bytes (fewer than
+``_TEXT_LEAST`` text bytes before it), since its bytes are no ``_VALUE_BYTES``; an IPv6
+address split at a colon (``:`` is no value byte: float exponents are); with custom patterns
+(any printable ASCII is a value byte then) a match holding bytes that are not ASCII, or longer
+than the window; text a row at a time (two dimensions above 1); and an output that changes
+datatype or goes 8-bit between the replies (the join is read with wider numbers only). While
+a PEM block is open in the request, numbers sent on as they came (and 8-bit images) are
+covered whole (``_cover``).
 
 The cut never falls inside a number-like run (a maximal run of digits, dots, ``e``/``E`` and
 signs that holds a digit): a number written as a float (``4.111111111111111e``, 300 zeros,
@@ -60,6 +78,7 @@ end of the text until its END marker does (``credentials``), so the scan's match
 from its BEGIN marker until then, or until the final reply. The runs are found by C-level
 byte operations, never a Python loop per byte: a stream of digits is held whole, and a loop
 over it on every reply costs quadratic time. For the same reason text held as one such run,
+or ending in one the window's cut fell in (cut before it, between elements: ``_run_after``),
 or as a key block still open, is held on without being read again while the pieces that
 follow extend the run (are made of its bytes) or do not hold the awaited END marker; text
 held whole (not ASCII, escapes, JSON) stays so as more is appended (what makes it so stays
@@ -100,29 +119,57 @@ from dataclasses import dataclass, field
 
 from labelgate.classify import credentials, jsonpaths, key_blocks, numbers, patterns, reasons
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.folding import may_hide
+from labelgate.classify.folding import CONTROLS, may_hide
 from labelgate.errors import ResourceExhausted, UpstreamError
 from labelgate.oip.tensor import Tensor
 
 STREAM_HELD_TOO_LARGE = reasons.STREAM_HELD_TOO_LARGE
 STREAM_OUTPUT_CHANGED = reasons.STREAM_OUTPUT_CHANGED
+STREAM_VALUE_SPLIT = reasons.STREAM_VALUE_SPLIT
 # The 8-bit datatypes whose bytes are read as one text (``numbers.TEXT_DATATYPES``).
 _TEXT_BYTES = frozenset({"UINT8", "INT8"})
 # The numbers wider than 8 bits whose raw bytes are read as text too (``numbers.packed_detections``).
 _PACKED = numbers.PACKED_DATATYPES
 # Whether such bytes end in text (``_ends_in_text``) is read off their last ``_TEXT_END``
-# bytes, trailing NULs aside (padding to whole elements), of which at least ``_TEXT_LEAST``
-# must be there: fewer tell nothing (a quarter of single INT32 token ids, one FP32 score in
-# twenty, read as ASCII). Measured over streams of 20,000 replies of 1 to 64 elements each
-# (normal, uniform, softmax, log-probability floats, small whole numbers and masks as FP16,
-# BF16, FP32, FP64; token ids as INT16..INT64): none ended in text but BF16, at most once in
-# 10,000 replies (held then with the next reply, their values unchanged).
+# bytes, trailing NULs aside (padding to whole elements) and control characters but NUL
+# dropped (as the classifier drops them; NULs are what binary data and UTF-16 hold), of which
+# at least ``_TEXT_LEAST`` must be there: fewer tell nothing (a quarter of single INT32 token
+# ids, one FP32 score in twenty, read as ASCII). Or off the run of ``_VALUE_BYTES`` they end
+# in, every control character dropped (``_value_run``): from ``_VALUE_RUN`` bytes on it is
+# text too. Measured over streams of 20,000 replies of 1 to 64 elements each, and of one
+# (normal, uniform, softmax, log-probability floats, embeddings, small whole numbers and masks
+# as FP16, BF16, FP32, FP64; token ids as INT16..UINT64): see ``_VALUE_RUN``.
 _TEXT_END = 32
 _TEXT_LEAST = 16
+# Control characters but NUL, dropped before asking whether bytes end in text.
+_CONTROLS_BUT_NUL = CONTROLS.replace(b"\0", b"")
 # What text does not end in: control characters but tab, newline and return (binary data
-# holds them; so does text with NULs between its characters, UTF-16, which the classifier
-# reads a reply at a time), and bytes that are not UTF-8 (``_ends_in_text``).
+# holds them; so does text with NULs between its characters, UTF-16), and bytes that are not
+# UTF-8 (``_ends_in_text``).
 _NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What a built-in detector's match is made of up to where it is found (a PEM block from its
+# BEGIN marker): ASCII letters and digits, and the separators values hold (cards, SSNs,
+# phones, IBANs, IPv4 addresses, emails, tokens, JWTs, PEM markers; not an IPv6 address's
+# colon, which float exponents are made of). A value that runs on from one reply's bytes into
+# the next reply's starts in the run of these bytes they end in. With custom patterns, any
+# printable ASCII (``_PRINTABLE``). A run without a letter or a digit is no text however long
+# (float noise: ``@ @@``): a value's start in it is a PEM marker's dashes or an email's
+# ``._%+-``, and it is read with the next bytes as a shorter run is.
+_VALUE_BYTES = bytes(sorted(patterns._ALNUM)) + b" \t-.,'_+()@%="
+_ALNUM = re.compile(rb"[0-9A-Za-z]")
+_PRINTABLE = bytes(sorted(set(range(0x20, 0x7F)) | set(b"\t")))
+# Bytes that end in a run of ``_VALUE_BYTES`` this long, holding a letter or a digit, are text
+# (held and cut as text is): at most ``_VALUE_RUN - 1`` bytes of a value's start go out in a
+# reply sent on as it came, and the stream ends (``STREAM_VALUE_SPLIT``) when the next bytes
+# complete it (``CarryOver._follow_join``). Measured (streams above, one reply in how many held
+# then, their values unchanged, until the next reply that does not end so): normal,
+# log-probability and embedding floats 1 in 4,000 or fewer (FP64 none); uniform FP16 1 in
+# 200-250, BF16 1 in 1,000; softmax FP16 1 in 400 to 3,000; INT16/UINT16 token ids 1 in 200,
+# INT32..UINT64 ids 1 in 1,000 to 6,000; masks none; small whole numbers as FP16 1 in 6 (their
+# bytes are capitals), as BF16 or FP32 1 in 100, as FP64 none. A constant FP16 0.5 ("8" bytes)
+# always does: held to the request's final reply (or past ``hold_limit``). No ordinary stream
+# was refused (2.4 million replies).
+_VALUE_RUN = 8
 # What a number written as a float is made of (``patterns._float_cards``).
 _NUMBER_BYTES = b"0123456789.eE+-"
 _DIGIT = re.compile(rb"[0-9]")
@@ -324,6 +371,22 @@ class _Piece:
     kept: int = 0  # bytes held after the reply
 
 
+@dataclass
+class _PackedEnd:
+    """How an output of wider numbers ended, across a request's replies (``_packed_text``)."""
+
+    # Its last bytes (``_TEXT_END``), trailing NULs aside: with control characters but NUL
+    # dropped (whether they end in text), and with all dropped, as the classifier reads binary
+    # (the run of ``_VALUE_BYTES`` they end in).
+    text: bytes = b""
+    shown: bytes = b""
+    # A reply sent on with such a run shorter than ``_VALUE_RUN`` at its end, the join: that
+    # run and what came after it (every control character dropped), read until no value begun
+    # in the run can still run on (``_follow_join``); ``run``, the run's length.
+    join: bytes | None = None
+    run: int = 0
+
+
 class CarryOver:
     """Held-back text of one stream, keyed by request."""
 
@@ -344,9 +407,10 @@ class CarryOver:
         # Per request, the end of its text in the order it arrived that may be the start of
         # a PEM marker (from a dash, at most ``_MARKER_REACH`` bytes): ``_split_arrivals``.
         self._arrived: dict[Hashable, bytes] = {}
-        # Per request and output of numbers wider than 8 bits, the last bytes it brought,
-        # trailing NULs aside (``_TEXT_END`` of them): whether they end in text (``_packed_text``).
-        self._ends: dict[Hashable, dict[str, bytes]] = {}
+        # Per request and output of numbers wider than 8 bits, how its bytes ended so far
+        # (``_packed_text``), and the bytes a value may be made of (``_VALUE_BYTES``).
+        self._ends: dict[Hashable, dict[str, _PackedEnd]] = {}
+        self._value_bytes = _VALUE_BYTES if longest == 0 else _PRINTABLE
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
@@ -521,14 +585,14 @@ class CarryOver:
         return frozenset(opened), frozenset(left)
 
     def _release_tensor(
-        self, tensor: Tensor, held: dict[str, _Held], final: bool, position: int, ends: dict[str, bytes]
+        self, tensor: Tensor, held: dict[str, _Held], final: bool, position: int, ends: dict[str, _PackedEnd]
     ) -> Tensor:
         form, text = _text_form(tensor)
         state = held.get(tensor.name)
         release_all = final
         if form is None and tensor.datatype in _PACKED:
             holding = state is not None and bool(state.tails) and state.datatype == tensor.datatype
-            packed = _packed_text(tensor, ends, holding)
+            packed = self._packed_text(tensor, ends, holding, position)
             if packed is not None:
                 (text, in_text), form = packed, tensor.datatype
                 # Held text whose bytes no longer end in text goes now, whole with this piece.
@@ -558,6 +622,98 @@ class CarryOver:
         # A final reply whose tensor shrank leaves tails with no element to carry them: they
         # are dropped, never attached to another element.
         return tensor.with_values(values)
+
+    def _packed_text(
+        self, tensor: Tensor, ends: dict[str, _PackedEnd], holding: bool, position: int
+    ) -> tuple[bytes, bool] | None:
+        """For numbers wider than 8 bits of a text shape (``is_text_shape``): their raw bytes,
+        as a client reads them back with ``tobytes()``, and whether those the output brought
+        so far end in text, when they do or ``holding`` (text is held for the output); None
+        otherwise: sent on as they came (floats, ids, values that are no numbers). An empty
+        output leaves what is held as it was (the final reply releases it).
+
+        They end in text when their last bytes, control characters but NUL dropped, are text
+        (``_ends_in_text``), or when those bytes with every control character dropped end in
+        a run of ``_VALUE_BYTES`` at least ``_VALUE_RUN`` long (``_value_run``). ``ends`` keeps
+        both for the output's next reply, so text a few bytes a reply is read as text from its
+        ``_TEXT_LEAST``-th byte on (from its ``_VALUE_RUN``-th in such a run). Bytes sent on
+        with a shorter run at their end leave a join the next replies' first bytes are read
+        with (``_follow_join``). Only the output's last elements, and while a join is open its
+        first ones, are read to tell (``_packed_end``, ``_packed_head``): the usual floats cost
+        what a small output does."""
+        if not is_text_shape(tensor.shape):
+            return None
+        if not tensor.size:
+            return (b"", True) if holding else None
+        read = _packed_end(tensor)
+        if read is None:
+            return None
+        end = ends.setdefault(tensor.name, _PackedEnd())
+        if end.join is not None:
+            self._follow_join(tensor, end, position)
+        end.text = (end.text + read[0])[-_TEXT_END:]
+        end.shown = (end.shown + read[1])[-_TEXT_END:]
+        run = _value_run(end.shown, self._value_bytes)
+        in_text = _ends_in_text(end.text) or (
+            run >= _VALUE_RUN and _ALNUM.search(end.shown, len(end.shown) - run) is not None
+        )
+        if not in_text:
+            # Sent on (or released whole): a value may run on from the run it ends in. (A join
+            # still open is part of that run: every byte since it was a value's.)
+            end.join, end.run = (end.shown[-run:], run) if run else (None, 0)
+        if not (in_text or holding):
+            return None
+        data = numbers.packed_bytes(tensor)
+        return None if data is None else (data, in_text)
+
+    def _follow_join(self, tensor: Tensor, end: _PackedEnd, position: int) -> None:
+        """Read the first bytes of ``tensor`` (the output's next reply), every control character
+        dropped, after the run of ``_VALUE_BYTES`` an earlier reply was sent on with
+        (``end.join``): when a detection, as the classifier reads such bytes (``ip_address`` and
+        ``email`` from 16 bytes unless the bytes read as text), starts in that run and ends
+        past it, a value was split across the replies and its start already went out: the
+        stream ends (``STREAM_VALUE_SPLIT``). The join is read on while every byte after the
+        run is a value's, up to ``window`` of them (the longest match), then closed; a run no
+        cut may fall in (digits, an email's domain, a token) still going on past them ends the
+        stream too. Reads the output's first elements only: a byte no value holds ends it."""
+        joined, run = end.join or b"", end.run
+        room = self.window + 1 - (len(joined) - run)  # one past the window: what ends a value
+        count = max(1, 4 * _TEXT_END // numbers.packed_item_size(tensor.datatype))
+        while True:
+            raw = _packed_head(tensor, count)
+            if raw is None:
+                return  # values that are no numbers: the classifier covers them whole
+            shown = raw.translate(None, CONTROLS)
+            values = len(shown) - len(shown.lstrip(self._value_bytes))
+            if values < len(shown) or len(shown) >= room or count >= tensor.size:
+                break
+            count *= 4
+        joined += shown[: min(values + 1, room)]
+        hits = self.detectors.scan(joined)
+        if not numbers._reads_as_text(raw):
+            hits = numbers._kept(hits)  # as binary is read: noise makes short IPs and emails
+        for hit in hits:
+            if hit.start < run < hit.end:
+                raise UpstreamError(
+                    STREAM_VALUE_SPLIT,
+                    f"the upstream split a value its detectors call {hit.detector} across the replies "
+                    f"of a stream (output {position}, in its numbers' bytes); each reply is masked on "
+                    "its own, so it is not sent",
+                )
+        if values < min(len(shown), room):
+            end.join = None  # a byte no value holds: what began in the run ended before it
+        elif len(joined) - run > self.window:
+            end.join = None  # longer than any match, but for a run no cut falls in:
+            start = _run_start(joined, run, self._secrets)
+            if start < run and self._run_of(joined[start:]):
+                raise UpstreamError(
+                    STREAM_VALUE_SPLIT,
+                    f"the upstream sent a run of digits, an email or a token across the replies of a "
+                    f"stream (output {position}, in its numbers' bytes) past {self.window} bytes; each "
+                    "reply is masked on its own, so it is not sent",
+                )
+        else:
+            end.join = joined
 
     def _noted(
         self,
@@ -646,7 +802,7 @@ class CarryOver:
             if members is not None and extends_run:
                 state.runs[index] = members
             elif self._cuts and index not in state.whole:  # text held whole is no run
-                run = self._run_of(held_text)
+                run = self._run_of(held_text) or (self._run_after(text, cut) if cuttable else b"")
                 if run:
                     state.runs[index] = run
             if closing is not None and still_open:
@@ -781,6 +937,19 @@ class CarryOver:
         if self._secrets and not held.lstrip(credentials.RUN_BYTES) and _holds_prefix(held):
             return credentials.RUN_BYTES
         return b""
+
+    def _run_after(self, text: bytes, cut: int) -> bytes:
+        """For ``text`` cut at ``cut`` (``_cut``, ``_element_cut``): the bytes that extend the run
+        it ends in (``_run_of``) when the window's cut fell in that run and moved back to its
+        start, and from there to ``cut`` (a match straddling the run's start, an element's
+        start): text cut so (``the number is: 1`` and a run of ones, FP32) is cut there again
+        while the run grows by its own bytes (the window's cut stays in it; nothing before its
+        start changes), so it is held on as a run held whole is (``_held_on``). Else nothing."""
+        start = _run_start(text, max(0, len(text) - self.window), self._secrets)
+        if start <= cut:
+            return b""
+        members = self._run_of(text[start:])
+        return members if members and text[start - 1] not in members else b""
 
     def cut_point(self, text: bytes) -> int | None:
         """Where ``text`` may be cut so that nothing after it can make a value of what is
@@ -968,40 +1137,41 @@ def _text_tensor(name: str, datatype: str, text: bytes, like: Sequence[int]) -> 
     return Tensor.decoded(name, datatype, shape, text, len(text), read)
 
 
-def _packed_text(tensor: Tensor, ends: dict[str, bytes], holding: bool) -> tuple[bytes, bool] | None:
-    """For numbers wider than 8 bits of a text shape (``is_text_shape``): their raw bytes,
-    as a client reads them back with ``tobytes()``, and whether those the output brought so
-    far end in text (``_ends_in_text``), when they do or ``holding`` (text is held for the
-    output); None otherwise: sent on as they came (floats, ids, values that are no numbers).
-    ``ends`` keeps the output's last bytes for its next reply, so text a few bytes a reply is
-    read as text from its ``_TEXT_LEAST``-th byte on. Only the output's last elements are
-    read to tell (``_packed_end``): the usual floats cost what a small output does."""
-    if not tensor.size or not is_text_shape(tensor.shape):
-        return None
-    last = _packed_end(tensor)
-    if last is None:
-        return None
-    end = ends[tensor.name] = (ends.get(tensor.name, b"") + last)[-_TEXT_END:]
-    in_text = _ends_in_text(end)
-    if not (in_text or holding):
-        return None
-    data = numbers.packed_bytes(tensor)
-    return None if data is None else (data, in_text)
-
-
-def _packed_end(tensor: Tensor) -> bytes | None:
-    """The last ``_TEXT_END`` raw bytes of wider numbers before their trailing NULs (padding
-    to whole elements), read from their last elements only, more of them while those are all
-    zero bytes (an output of zeros is read about twice); None for values that are no numbers."""
+def _packed_end(tensor: Tensor) -> tuple[bytes, bytes] | None:
+    """The end of wider numbers' raw bytes, trailing NULs aside (padding to whole elements),
+    read two ways: with control characters but NUL dropped, the last ``_TEXT_END`` bytes
+    (``_ends_in_text``: a NUL is no text), and with every control character dropped, as the
+    classifier reads binary (``numbers.packed_detections``), the last ``_TEXT_END`` bytes
+    (``_value_run``). Read from their last elements only, more of them while those give fewer
+    bytes either way (an output of zeros, or of control bytes, is read about twice); None for
+    values that are no numbers."""
     count = max(1, 4 * _TEXT_END // numbers.packed_item_size(tensor.datatype))
     while True:
         data = numbers.packed_bytes(tensor, count)
         if data is None:
             return None
         end = data.rstrip(b"\0")
-        if end or count >= tensor.size:
-            return end[-_TEXT_END:]
+        text, shown = end.translate(None, _CONTROLS_BUT_NUL), end.translate(None, CONTROLS)
+        if count >= tensor.size or min(len(text), len(shown)) >= _TEXT_END:
+            return text[-_TEXT_END:], shown[-_TEXT_END:]
         count *= 4
+
+
+def _packed_head(tensor: Tensor, count: int) -> bytes | None:
+    """The raw bytes of the first ``count`` elements of wider numbers (no more is read)."""
+    raw = tensor.raw_form()
+    size = numbers.packed_item_size(tensor.datatype)
+    if raw is not None and len(raw) == tensor.size * size:
+        return raw[: count * size]
+    if count < tensor.size:
+        tensor = Tensor(tensor.name, tensor.datatype, [count], tensor.values[:count])
+    return numbers.packed_bytes(tensor)
+
+
+def _value_run(shown: bytes, members: bytes) -> int:
+    """How many of the last bytes of ``shown`` are ``members``: the run a value could
+    continue from into the next bytes (``_VALUE_BYTES``). C-level."""
+    return len(shown) - len(shown.rstrip(members))
 
 
 def _ends_in_text(end: bytes) -> bool:

@@ -19,5 +19,6 @@ OUTPUT_NAME_DETECTED = "OUTPUT_NAME_DETECTED"
 OUTPUT_SHAPE_DETECTED = "OUTPUT_SHAPE_DETECTED"
 STREAM_HELD_TOO_LARGE = "STREAM_HELD_TOO_LARGE"
 STREAM_OUTPUT_CHANGED = "STREAM_OUTPUT_CHANGED"
-# A routed stream split a detected value across its messages (classify/split_values.py).
+# A stream split a detected value across its messages: a routed one (classify/split_values.py),
+# or a ModelStreamInfer reply's numbers right after binary bytes (classify/carryover.py).
 STREAM_VALUE_SPLIT = "STREAM_VALUE_SPLIT"
