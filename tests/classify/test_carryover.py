@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from labelgate.classify import carryover
+from labelgate.classify import carry_runs
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import BUILTIN_LABELS, CustomPattern, Detection, DetectorSet
 from labelgate.errors import ResourceExhausted, UpstreamError
@@ -434,8 +434,8 @@ def test_a_token_run_is_held_until_it_ends_without_reading_it_again(monkeypatch:
         reads.append(len(text))
         return secret_start(text, cut)
 
-    secret_start = carryover._secret_start
-    monkeypatch.setattr(carryover, "_secret_start", counted)
+    secret_start = carry_runs._secret_start
+    monkeypatch.setattr(carry_runs, "_secret_start", counted)
     carry = CarryOver(detectors, window=64)
     pieces = [b"jwt: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.", *[b"SflKxwRJSMeKKF2QT4fw"] * 300]
     released = [carry.release("r1", [text(piece)], final=False)[0].values[0] for piece in pieces]

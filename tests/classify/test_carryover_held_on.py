@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from labelgate.classify import carryover, jsonpaths
+from labelgate.classify import carry_runs, carryover, jsonpaths
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
 from labelgate.oip.tensor import Tensor
@@ -21,13 +21,13 @@ def carry_all(carry: CarryOver, pieces: list[bytes]) -> list[bytes]:
 
 def test_an_email_run_is_held_until_it_ends_without_reading_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[int] = []
-    email_start = carryover._email_start
+    email_start = carry_runs._email_start
 
     def counted(data: bytes, cut: int) -> int:
         reads.append(len(data))
         return email_start(data, cut)
 
-    monkeypatch.setattr(carryover, "_email_start", counted)
+    monkeypatch.setattr(carry_runs, "_email_start", counted)
     carry = CarryOver(DetectorSet.default(), window=64)
     pieces = [b"write to ann@", *[b"b" * 50] * 300]
     assert b"".join(carry_all(carry, pieces)) == b"write to ", "the run holding an @ is held whole"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from labelgate.classify import carryover, credentials, jsonpaths
+from labelgate.classify import carry_runs, carryover, credentials, held_text, jsonpaths
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
 from labelgate.errors import LabelgateError
@@ -46,17 +46,15 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(credentials, "open_pem", count(credentials.open_pem, length))
     monkeypatch.setattr(jsonpaths, "parse_object", count(jsonpaths.parse_object, lambda data: len(data)))
     monkeypatch.setattr(carryover, "may_hide", count(carryover.may_hide, length))  # type: ignore[attr-defined]
-    for method in ("_run_of", "_cut"):
-        monkeypatch.setattr(CarryOver, method, count(getattr(CarryOver, method), length))
-    reader = getattr(carryover, "_Reader", None)
-    if reader is not None:
+    monkeypatch.setattr(CarryOver, "_cut", count(CarryOver._cut, length))
+    monkeypatch.setattr(carry_runs, "run_of", count(carry_runs.run_of, lambda held, secrets: len(held)))
 
-        class Counted(reader):  # type: ignore[misc, valid-type]
-            def __init__(self, held: bytes) -> None:
-                counted.append(len(held))
-                super().__init__(held)
+    class Counted(held_text.HeldReader):
+        def __init__(self, held: bytes) -> None:
+            counted.append(len(held))
+            super().__init__(held)
 
-        monkeypatch.setattr(carryover, "_Reader", Counted)
+    monkeypatch.setattr(held_text, "HeldReader", Counted)
     return counted
 
 
@@ -211,15 +209,15 @@ def read_again(carry: CarryOver) -> Callable[..., bytes | None]:
                     carry._drop(state, index)
                     return joined
             if closing is not None:
-                if closing in carryover._joined_end(tail, piece, len(closing) - 1):
+                if closing in held_text.joined_end(tail, piece, len(closing) - 1):
                     return None
-            elif carry._cuts and carry._secrets and b"PRIVATE KEY" in carryover._joined_end(tail, piece, 64):
+            elif carry._cuts and carry._secrets and b"PRIVATE KEY" in held_text.joined_end(tail, piece, 64):
                 return None
         elif members is not None and closing is None:
             if piece.lstrip(members):
                 return None
         elif closing is not None and members is None:
-            if b"}" in piece or closing in carryover._joined_end(tail, piece, len(closing) - 1):
+            if b"}" in piece or closing in held_text.joined_end(tail, piece, len(closing) - 1):
                 return None
         else:
             return None

@@ -180,7 +180,7 @@ ORDINARY: dict[str, Ordinary] = {
 
 
 # Replies of these kinds now and then end in a run of bytes a value may be made of
-# (``carryover._VALUE_RUN``): held then, with their values unchanged, until a reply that does
+# (``carried_forms._VALUE_RUN``): held then, with their values unchanged, until a reply that does
 # not (measured: about 1 uniform FP16 reply in 100). Every other kind passes every reply.
 SOMETIMES_HELD = {"uniform FP16": 0.03}
 

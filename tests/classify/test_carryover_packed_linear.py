@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from labelgate.classify import carry_runs
 from labelgate.classify.carryover import CarryOver
 from labelgate.errors import LabelgateError
 from labelgate.oip.tensor import Tensor
@@ -27,15 +28,15 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Bytes the carry-over's cuts read: each call of what reads all of a text counts its length."""
     counted: list[int] = []
 
-    def count(function: Callable[..., object]) -> Callable[..., object]:
-        def counting(self: CarryOver, text: bytes, *rest: object) -> object:
-            counted.append(len(text))
-            return function(self, text, *rest)
+    def count(function: Callable[..., object], at: int) -> Callable[..., object]:
+        def counting(*args: object) -> object:
+            counted.append(len(args[at]))  # type: ignore[arg-type]
+            return function(*args)
 
         return counting
 
-    for method in ("_cut", "_run_of"):
-        monkeypatch.setattr(CarryOver, method, count(getattr(CarryOver, method)))
+    monkeypatch.setattr(CarryOver, "_cut", count(CarryOver._cut, 1))  # (self, text)
+    monkeypatch.setattr(carry_runs, "run_of", count(carry_runs.run_of, 0))  # (held, secrets)
     return counted
 
 

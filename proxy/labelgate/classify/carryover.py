@@ -22,70 +22,23 @@ label its leaves, and JSON that is not a bare object may be opaque (``json_eleme
 needs all of it. (Prose that opens with a quotation mark is held whole too: later, not less.)
 Held text beyond ``hold_limit`` bytes in all fails the stream closed.
 
-A UINT8 or INT8 tensor of one dimension, or of several all 1 but one (``[1, n]``, a batch
-of one) is text too (its bytes, as one text, are scanned as a BYTES element is,
-``numbers.py``): it is carried as one BYTES element is, and each reply releases a tensor of
-its datatype and rank whose text axis is the length of the text released. An 8-bit tensor
-with two dimensions above 1 (an image, not a text) is sent on as it came, as are BOOL
-tensors.
+8-bit text, and text packed into the raw bytes of wider numbers while those end in text, is
+carried as one BYTES element is and released in the datatype it came in, wider numbers cut
+between elements only (``carried_forms``, which also ends the stream when a value runs on
+from numbers sent on as they came into the next reply's).
 
-So are numbers wider than 8 bits (INT16..UINT64, FP16, BF16, FP32, FP64) of such a shape,
-whose raw bytes a client reads back with ``tobytes()`` (``numbers.packed_detections``), while
-the bytes the output brought end in text (``_packed_text``), read as the classifier reads
-binary, control characters dropped: their last ``_TEXT_END`` bytes (trailing NULs aside,
-control characters but NUL dropped, across replies: text a few bytes a reply counts once
-``_TEXT_LEAST`` bytes arrived) are UTF-8 without NULs, or, every control character dropped,
-they end in a run of bytes a value may be made of (``_VALUE_BYTES``: letters, digits and the
-separators values hold) at least ``_VALUE_RUN`` (8) long holding a letter or a digit. Then
-they are carried as 8-bit text is, cut between elements only (``_element_cut``), and each
-reply releases a tensor of their datatype whose text axis counts the elements released; once
-the bytes no longer end in text, what is held goes with that reply, whole. An empty output of
-the datatype held leaves what is held as it was. Floats, token ids and the like seldom end in
-text (measured: ``_VALUE_RUN``), and only their last elements are read to tell: they are sent
-on as they came, at a constant cost.
-
-Bytes sent on (or released whole) that end in a shorter such run may hold the start of a
-value the next replies complete (``\x80\x80123-45-`` / ``6789``): that run is read with the
-output's next bytes, every control character dropped (``_follow_join``, the first elements of
-each later reply only, until a byte no value holds or ``window`` of them arrive), and a
-detection that starts in the run and ends past it ends the stream (``STREAM_VALUE_SPLIT``):
-at most ``_VALUE_RUN - 1`` bytes of a value's start went out. (``ip_address`` and ``email``
-count from 16 bytes there unless the next bytes read as text, as the classifier reads binary;
-a run no cut falls in, digits or a token, going on past the window ends the stream too.)
-
-What is not covered: a value in a form only another reading shows (folded, full-width digits,
-markup, escapes, UTF-16 decoded) that begins right after binary bytes (fewer than
-``_TEXT_LEAST`` text bytes before it), since its bytes are no ``_VALUE_BYTES``; an IPv6
-address split at a colon (``:`` is no value byte: float exponents are); with custom patterns
-(any printable ASCII is a value byte then) a match holding bytes that are not ASCII, or longer
-than the window; text a row at a time (two dimensions above 1); and an output that changes
-datatype or goes 8-bit between the replies (the join is read with wider numbers only). While
-a PEM block is open in the request, numbers sent on as they came (and 8-bit images) are
-covered whole (``_cover``).
-
-The cut never falls inside a number-like run (a maximal run of digits, dots, ``e``/``E`` and
-signs that holds a digit): a number written as a float (``4.111111111111111e``, 300 zeros,
-``15``) is a card whatever its length (``patterns._float_cards``), so the whole run waits.
-Nor inside a run of email characters that holds an ``@``: an email's domain has no length
-bound (``patterns._emails``), so ``a@`` and 300 characters of domain cut in two would show
-two halves no scan called an email. (Before its ``@`` a local part is 64 characters at most,
-which the window holds.) Nor, with the ``secret`` detector on, inside a run of token
-characters (letters, digits, ``_ - .`` and the ``=`` that pads a JWT's segments) holding a
-secret's prefix before the cut (``credentials.PREFIXES``: ``eyJ``, ``ewo``, ``AKIA``,
-``ghp_``...): a JWT has no length bound, and a token may be longer than the window. A PEM
-private key is longer than the window too: a block whose BEGIN marker arrived runs to the
-end of the text until its END marker does (``credentials``), so the scan's match holds it
-from its BEGIN marker until then, or until the final reply. The runs are found by C-level
-byte operations, never a Python loop per byte: a stream of digits is held whole, and a loop
-over it on every reply costs quadratic time. For the same reason text held as one such run,
-or ending in one the window's cut fell in (cut before it, between elements: ``_run_after``),
-or as a key block still open, is held on without being read again while the pieces that
-follow extend the run (are made of its bytes) or do not hold the awaited END marker; text
-held whole (not ASCII, escapes, JSON) stays so as more is appended (what makes it so stays
-in it); and so is text held while an earlier element's block is open. Each reply reads only
-its own piece (and a few bytes before it): what the held text is (a run, an open block, an
-object) is followed piece by piece (``_Reader``, ``credentials.PemScan``), and a JSON
-object's end is found by following its nesting (``_ObjectScan``), parsed once when it closes.
+The cut never falls inside a run a value may go on in past the window: a number-like run, a
+run of email characters holding an ``@``, a run of token characters holding a secret's
+prefix (``carry_runs``). A PEM private key is longer than the window too: a block whose BEGIN
+marker arrived runs to the end of the text until its END marker does (``credentials``), so
+the scan's match holds it from its BEGIN marker until then, or until the final reply. Text
+held as one such run, or ending in one the window's cut fell in (cut before it, between
+elements: ``_run_after``), or as a key block still open, is held on without being read again
+while the pieces that follow extend the run (are made of its bytes) or do not hold the
+awaited END marker; text held whole (not ASCII, escapes, JSON) stays so as more is appended
+(what makes it so stays in it); and so is text held while an earlier element's block is
+open. Each reply reads only its own piece (and a few bytes before it): what the held text is
+(a run, an open block, an object) is followed piece by piece (``held_text``).
 
 A PEM block is followed across a request's replies in the order its text arrives (``_cover``):
 once an element's text opens one it does not close (as written, or in a form the scan reads),
@@ -100,7 +53,8 @@ markers, and only while ``secret`` scans. A BEGIN marker no element's text holds
 the request's pieces show read in the order they arrived (``-----BEGIN RSA PRI`` in one
 element, ``VATE KEY-----`` in another, of this reply or a later one) opens a block too, that
 covers every piece of its reply and each later one until its END marker arrives
-(``_split_arrivals``).
+(``_split_arrivals``). While a block is open in the request, numbers sent on as they came
+(and 8-bit images) are covered whole.
 
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
@@ -112,80 +66,28 @@ reaches the classifier whole, and callers allowed to read the text around it sti
 
 from __future__ import annotations
 
-import array
-import re
-from collections.abc import Container, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
-from labelgate.classify import credentials, jsonpaths, key_blocks, numbers, patterns, reasons
+from labelgate.classify import (
+    carried_forms,
+    carry_runs,
+    credentials,
+    held_text,
+    jsonpaths,
+    key_blocks,
+    numbers,
+    reasons,
+)
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.folding import CONTROLS, may_hide
+from labelgate.classify.folding import may_hide
 from labelgate.errors import ResourceExhausted, UpstreamError
 from labelgate.oip.tensor import Tensor
 
 STREAM_HELD_TOO_LARGE = reasons.STREAM_HELD_TOO_LARGE
 STREAM_OUTPUT_CHANGED = reasons.STREAM_OUTPUT_CHANGED
-STREAM_VALUE_SPLIT = reasons.STREAM_VALUE_SPLIT
-# The 8-bit datatypes whose bytes are read as one text (``numbers.TEXT_DATATYPES``).
-_TEXT_BYTES = frozenset({"UINT8", "INT8"})
-# The numbers wider than 8 bits whose raw bytes are read as text too (``numbers.packed_detections``).
+# The numbers wider than 8 bits whose raw bytes may be carried as text (``carried_forms``).
 _PACKED = numbers.PACKED_DATATYPES
-# Whether such bytes end in text (``_ends_in_text``) is read off their last ``_TEXT_END``
-# bytes, trailing NULs aside (padding to whole elements) and control characters but NUL
-# dropped (as the classifier drops them; NULs are what binary data and UTF-16 hold), of which
-# at least ``_TEXT_LEAST`` must be there: fewer tell nothing (a quarter of single INT32 token
-# ids, one FP32 score in twenty, read as ASCII). Or off the run of ``_VALUE_BYTES`` they end
-# in, every control character dropped (``_value_run``): from ``_VALUE_RUN`` bytes on it is
-# text too. Measured over streams of 20,000 replies of 1 to 64 elements each, and of one
-# (normal, uniform, softmax, log-probability floats, embeddings, small whole numbers and masks
-# as FP16, BF16, FP32, FP64; token ids as INT16..UINT64): see ``_VALUE_RUN``.
-_TEXT_END = 32
-_TEXT_LEAST = 16
-# Control characters but NUL, dropped before asking whether bytes end in text.
-_CONTROLS_BUT_NUL = CONTROLS.replace(b"\0", b"")
-# What text does not end in: control characters but tab, newline and return (binary data
-# holds them; so does text with NULs between its characters, UTF-16), and bytes that are not
-# UTF-8 (``_ends_in_text``).
-_NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# What a built-in detector's match is made of up to where it is found (a PEM block from its
-# BEGIN marker): ASCII letters and digits, and the separators values hold (cards, SSNs,
-# phones, IBANs, IPv4 addresses, emails, tokens, JWTs, PEM markers; not an IPv6 address's
-# colon, which float exponents are made of). A value that runs on from one reply's bytes into
-# the next reply's starts in the run of these bytes they end in. With custom patterns, any
-# printable ASCII (``_PRINTABLE``). A run without a letter or a digit is no text however long
-# (float noise: ``@ @@``): a value's start in it is a PEM marker's dashes or an email's
-# ``._%+-``, and it is read with the next bytes as a shorter run is.
-_VALUE_BYTES = bytes(sorted(patterns._ALNUM)) + b" \t-.,'_+()@%="
-_ALNUM = re.compile(rb"[0-9A-Za-z]")
-_PRINTABLE = bytes(sorted(set(range(0x20, 0x7F)) | set(b"\t")))
-# Bytes that end in a run of ``_VALUE_BYTES`` this long, holding a letter or a digit, are text
-# (held and cut as text is): at most ``_VALUE_RUN - 1`` bytes of a value's start go out in a
-# reply sent on as it came, and the stream ends (``STREAM_VALUE_SPLIT``) when the next bytes
-# complete it (``CarryOver._follow_join``). Measured (streams above, one reply in how many held
-# then, their values unchanged, until the next reply that does not end so): normal,
-# log-probability and embedding floats 1 in 4,000 or fewer (FP64 none); uniform FP16 1 in
-# 200-250, BF16 1 in 1,000; softmax FP16 1 in 400 to 3,000; INT16/UINT16 token ids 1 in 200,
-# INT32..UINT64 ids 1 in 1,000 to 6,000; masks none; small whole numbers as FP16 1 in 6 (their
-# bytes are capitals), as BF16 or FP32 1 in 100, as FP64 none. A constant FP16 0.5 ("8" bytes)
-# always does: held to the request's final reply (or past ``hold_limit``). No ordinary stream
-# was refused (2.4 million replies).
-_VALUE_RUN = 8
-# What a number written as a float is made of (``patterns._float_cards``).
-_NUMBER_BYTES = b"0123456789.eE+-"
-_DIGIT = re.compile(rb"[0-9]")
-# Byte -> its kind, for finding a run with memchr: a digit, another number byte, or other.
-_OTHER, _DIGIT_KIND = b"\x00", b"\x02"
-_BYTE_KINDS = bytes(2 if 0x30 <= byte <= 0x39 else 1 if byte in _NUMBER_BYTES else 0 for byte in range(256))
-# What an email is made of (``patterns._emails``: local part, "@", domain), and byte -> its
-# kind: "@", another email byte, or other.
-_EMAIL_BYTES = frozenset(patterns._EMAIL_LOCAL_CHARS + b"@")
-_AT_KIND = b"\x02"
-_EMAIL_KINDS = bytes(2 if byte == 0x40 else 1 if byte in _EMAIL_BYTES else 0 for byte in range(256))
-# What a token or a JWT is made of, and byte -> whether it is one of those.
-_SECRET_BYTES = frozenset(credentials.RUN_BYTES)
-_SECRET_KINDS = bytes(1 if byte in _SECRET_BYTES else 0 for byte in range(256))
-_LONGEST_PREFIX = max(len(prefix) for prefix in credentials.PREFIXES)
-_EMAIL_RUN = bytes(sorted(_EMAIL_BYTES))
 # A piece may complete a PRIVATE KEY marker begun this many bytes before its start (the
 # marker's words, dashes and a PGP "BLOCK"): only then is an open block looked for again.
 _MARKER_REACH = 64
@@ -198,114 +100,6 @@ _Element = tuple[str, int]
 # The block of a BEGIN marker that no element's text holds whole, split across the pieces of
 # a request's text in the order they arrived (``_split_arrivals``): no element opened it.
 _ARRIVALS: _Element = ("", -1)
-# A JSON text's structure, for following its nesting without parsing it (``_ObjectScan``).
-_STRING_BODY = re.compile(rb'(?:[^"\\]|\\.)*', re.DOTALL)
-_STRUCTURE = re.compile(rb'"|[{\[]+|[}\]]+')
-_JSON_SPACE = b" \t\n\r"
-
-
-class _ObjectScan:
-    """Where a text that opens like a JSON object stands: inside a string or not, and how
-    deep. Fed piece by piece (a regular expression a string or a run of brackets, never a
-    Python step per byte of a string), it tells when the outermost object closes. Only then
-    can the text be a whole object, and if it is not then, no later text is: a parser reads
-    every valid text's structure as this does, so the close is at the same place in it."""
-
-    __slots__ = ("depth", "escaped", "in_string")
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.in_string = False
-        self.escaped = False
-
-    def closes(self, data: bytes) -> bool:
-        """Take the next bytes of the text; whether the outermost object closed in them."""
-        at, size = 0, len(data)
-        while at < size:
-            if self.in_string:
-                if self.escaped:
-                    self.escaped, at = False, at + 1
-                    continue
-                body = _STRING_BODY.match(data, at)
-                at = body.end() if body is not None else at
-                if at < size:  # a closing quote, or a backslash that ends the data
-                    self.in_string = data[at] != 0x22
-                    self.escaped = self.in_string
-                    at += 1
-                continue
-            found = _STRUCTURE.search(data, at)
-            if found is None:
-                return False
-            at, token = found.end(), found[0]
-            if token == b'"':
-                self.in_string = True
-            elif token[0] in b"{[":
-                self.depth += len(token)
-            else:
-                self.depth -= len(token)
-                if self.depth <= 0:
-                    return True
-        return False
-
-
-# A text held on whose first bytes are JSON space: whether it opens like an object is not known.
-_UNSEEN = "unseen"
-
-
-class _Reader:
-    """What ``_carry`` reads of an element's held text, followed as pieces are appended to it
-    (``_held_on``), each piece read once: whether the text is one run a cut never falls in
-    (``CarryOver._run_of``), the END marker a PEM block it leaves open awaits
-    (``credentials.PemScan``), and where it stands as a JSON object (``_ObjectScan``; an
-    object's close is the one place it may become one). Read whole from the held text once,
-    the first time it is held on; ``_carry``, which cuts the text again, drops it."""
-
-    __slots__ = ("at", "digit", "email", "end", "number", "object", "pem", "prefix", "token")
-
-    def __init__(self, held: bytes | bytearray) -> None:
-        self.number = self.email = self.token = True  # made of such bytes only
-        self.digit = self.at = self.prefix = False  # holds a digit, an "@", a secret's prefix
-        self.end = b""  # its last bytes, where a secret's prefix may have begun
-        self.object: _ObjectScan | str | None = _UNSEEN
-        self.pem = credentials.PemScan()
-        self.add(bytes(held))
-
-    def add(self, piece: bytes) -> bool:
-        """Take the next piece; whether the text's outermost object closed in it."""
-        if self.number and piece.lstrip(_NUMBER_BYTES):
-            self.number = False
-        self.digit = self.digit or _DIGIT.search(piece) is not None
-        if self.email and piece.lstrip(_EMAIL_RUN):
-            self.email = False
-        self.at = self.at or b"@" in piece
-        if self.token and piece.lstrip(credentials.RUN_BYTES):
-            self.token = False
-        if self.token and not self.prefix:
-            joined = self.end + piece
-            self.prefix = _holds_prefix(joined)
-            self.end = joined[-(_LONGEST_PREFIX - 1) :]
-        scan = self.object
-        if scan is _UNSEEN:
-            if _only_space(piece):
-                return False
-            # As ``jsonpaths.opens_object`` reads the text: its first byte past JSON space.
-            scan = _ObjectScan() if piece.lstrip(_JSON_SPACE)[:1] == b"{" else None
-        if not isinstance(scan, _ObjectScan):
-            self.object = None
-            return False
-        closed = scan.closes(piece)
-        self.object = None if closed else scan  # one object now, or never (``_ObjectScan``)
-        return closed
-
-    def run(self, secrets: bool) -> bytes:
-        """``CarryOver._run_of`` of the text."""
-        if self.number and self.digit:
-            return _NUMBER_BYTES
-        if self.email and self.at:
-            return _EMAIL_RUN
-        if secrets and self.token and self.prefix:
-            return credentials.RUN_BYTES
-        return b""
 
 
 @dataclass
@@ -323,10 +117,10 @@ class _Held:
     # Elements held whole until the final reply (a raw scan cannot judge them, and what
     # makes it so stays in them), and how a text that opens like a JSON object stands
     # (None: it does not, or can no longer be one object).
-    whole: dict[int, _ObjectScan | None] = field(default_factory=dict)
+    whole: dict[int, held_text.ObjectScan | None] = field(default_factory=dict)
     # Elements whose held text is held on as pieces come (``_held_on``), and what ``_carry``
-    # would read of it, followed piece by piece (``_Reader``).
-    readers: dict[int, _Reader] = field(default_factory=dict)
+    # would read of it, followed piece by piece (``held_text.HeldReader``).
+    readers: dict[int, held_text.HeldReader] = field(default_factory=dict)
 
 
 class CoveredTensor(Tensor):
@@ -371,22 +165,6 @@ class _Piece:
     kept: int = 0  # bytes held after the reply
 
 
-@dataclass
-class _PackedEnd:
-    """How an output of wider numbers ended, across a request's replies (``_packed_text``)."""
-
-    # Its last bytes (``_TEXT_END``), trailing NULs aside: with control characters but NUL
-    # dropped (whether they end in text), and with all dropped, as the classifier reads binary
-    # (the run of ``_VALUE_BYTES`` they end in).
-    text: bytes = b""
-    shown: bytes = b""
-    # A reply sent on with such a run shorter than ``_VALUE_RUN`` at its end, the join: that
-    # run and what came after it (every control character dropped), read until no value begun
-    # in the run can still run on (``_follow_join``); ``run``, the run's length.
-    join: bytes | None = None
-    run: int = 0
-
-
 class CarryOver:
     """Held-back text of one stream, keyed by request."""
 
@@ -407,10 +185,12 @@ class CarryOver:
         # Per request, the end of its text in the order it arrived that may be the start of
         # a PEM marker (from a dash, at most ``_MARKER_REACH`` bytes): ``_split_arrivals``.
         self._arrived: dict[Hashable, bytes] = {}
-        # Per request and output of numbers wider than 8 bits, how its bytes ended so far
-        # (``_packed_text``), and the bytes a value may be made of (``_VALUE_BYTES``).
-        self._ends: dict[Hashable, dict[str, _PackedEnd]] = {}
-        self._value_bytes = _VALUE_BYTES if longest == 0 else _PRINTABLE
+        # Per request and output of numbers wider than 8 bits, how its bytes ended so far,
+        # and what reads whether they end in text (``carried_forms``).
+        self._ends: dict[Hashable, dict[str, carried_forms.PackedEnd]] = {}
+        self._packed_text = carried_forms.PackedTextReader(
+            detectors, window, self._secrets, custom_patterns=longest != 0
+        )
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
@@ -441,7 +221,8 @@ class CarryOver:
             passed = [
                 position
                 for position, (tensor, out) in enumerate(zip(tensors, released, strict=True))
-                if out is tensor and (tensor.datatype in _TEXT_BYTES or tensor.datatype in _PACKED)
+                if out is tensor
+                and (tensor.datatype in carried_forms.EIGHT_BIT_TEXT or tensor.datatype in _PACKED)
             ]
             released = self._cover(request, released, pieces, flushed, final, passed)
         return released + flushed
@@ -585,14 +366,19 @@ class CarryOver:
         return frozenset(opened), frozenset(left)
 
     def _release_tensor(
-        self, tensor: Tensor, held: dict[str, _Held], final: bool, position: int, ends: dict[str, _PackedEnd]
+        self,
+        tensor: Tensor,
+        held: dict[str, _Held],
+        final: bool,
+        position: int,
+        ends: dict[str, carried_forms.PackedEnd],
     ) -> Tensor:
-        form, text = _text_form(tensor)
+        form, text = carried_forms.text_form(tensor)
         state = held.get(tensor.name)
         release_all = final
         if form is None and tensor.datatype in _PACKED:
             holding = state is not None and bool(state.tails) and state.datatype == tensor.datatype
-            packed = self._packed_text(tensor, ends, holding, position)
+            packed = self._packed_text.read(tensor, ends, holding, position)
             if packed is not None:
                 (text, in_text), form = packed, tensor.datatype
                 # Held text whose bytes no longer end in text goes now, whole with this piece.
@@ -610,7 +396,7 @@ class CarryOver:
         if text is not None:  # an 8-bit text, or wider numbers' bytes that end in text
             unit = numbers.packed_item_size(form) if form in _PACKED else 1
             released = self._noted(tensor, form, held, 0, text, release_all, position, unit=unit)
-            return _text_tensor(tensor.name, form, released, tensor.shape)
+            return carried_forms.text_tensor(tensor.name, form, released, tensor.shape)
         values = []
         for index, value in enumerate(tensor.values):
             # A key block open in an earlier element runs on into the later ones (one line an
@@ -622,98 +408,6 @@ class CarryOver:
         # A final reply whose tensor shrank leaves tails with no element to carry them: they
         # are dropped, never attached to another element.
         return tensor.with_values(values)
-
-    def _packed_text(
-        self, tensor: Tensor, ends: dict[str, _PackedEnd], holding: bool, position: int
-    ) -> tuple[bytes, bool] | None:
-        """For numbers wider than 8 bits of a text shape (``is_text_shape``): their raw bytes,
-        as a client reads them back with ``tobytes()``, and whether those the output brought
-        so far end in text, when they do or ``holding`` (text is held for the output); None
-        otherwise: sent on as they came (floats, ids, values that are no numbers). An empty
-        output leaves what is held as it was (the final reply releases it).
-
-        They end in text when their last bytes, control characters but NUL dropped, are text
-        (``_ends_in_text``), or when those bytes with every control character dropped end in
-        a run of ``_VALUE_BYTES`` at least ``_VALUE_RUN`` long (``_value_run``). ``ends`` keeps
-        both for the output's next reply, so text a few bytes a reply is read as text from its
-        ``_TEXT_LEAST``-th byte on (from its ``_VALUE_RUN``-th in such a run). Bytes sent on
-        with a shorter run at their end leave a join the next replies' first bytes are read
-        with (``_follow_join``). Only the output's last elements, and while a join is open its
-        first ones, are read to tell (``_packed_end``, ``_packed_head``): the usual floats cost
-        what a small output does."""
-        if not is_text_shape(tensor.shape):
-            return None
-        if not tensor.size:
-            return (b"", True) if holding else None
-        read = _packed_end(tensor)
-        if read is None:
-            return None
-        end = ends.setdefault(tensor.name, _PackedEnd())
-        if end.join is not None:
-            self._follow_join(tensor, end, position)
-        end.text = (end.text + read[0])[-_TEXT_END:]
-        end.shown = (end.shown + read[1])[-_TEXT_END:]
-        run = _value_run(end.shown, self._value_bytes)
-        in_text = _ends_in_text(end.text) or (
-            run >= _VALUE_RUN and _ALNUM.search(end.shown, len(end.shown) - run) is not None
-        )
-        if not in_text:
-            # Sent on (or released whole): a value may run on from the run it ends in. (A join
-            # still open is part of that run: every byte since it was a value's.)
-            end.join, end.run = (end.shown[-run:], run) if run else (None, 0)
-        if not (in_text or holding):
-            return None
-        data = numbers.packed_bytes(tensor)
-        return None if data is None else (data, in_text)
-
-    def _follow_join(self, tensor: Tensor, end: _PackedEnd, position: int) -> None:
-        """Read the first bytes of ``tensor`` (the output's next reply), every control character
-        dropped, after the run of ``_VALUE_BYTES`` an earlier reply was sent on with
-        (``end.join``): when a detection, as the classifier reads such bytes (``ip_address`` and
-        ``email`` from 16 bytes unless the bytes read as text), starts in that run and ends
-        past it, a value was split across the replies and its start already went out: the
-        stream ends (``STREAM_VALUE_SPLIT``). The join is read on while every byte after the
-        run is a value's, up to ``window`` of them (the longest match), then closed; a run no
-        cut may fall in (digits, an email's domain, a token) still going on past them ends the
-        stream too. Reads the output's first elements only: a byte no value holds ends it."""
-        joined, run = end.join or b"", end.run
-        room = self.window + 1 - (len(joined) - run)  # one past the window: what ends a value
-        count = max(1, 4 * _TEXT_END // numbers.packed_item_size(tensor.datatype))
-        while True:
-            raw = _packed_head(tensor, count)
-            if raw is None:
-                return  # values that are no numbers: the classifier covers them whole
-            shown = raw.translate(None, CONTROLS)
-            values = len(shown) - len(shown.lstrip(self._value_bytes))
-            if values < len(shown) or len(shown) >= room or count >= tensor.size:
-                break
-            count *= 4
-        joined += shown[: min(values + 1, room)]
-        hits = self.detectors.scan(joined)
-        if not numbers._reads_as_text(raw):
-            hits = numbers._kept(hits)  # as binary is read: noise makes short IPs and emails
-        for hit in hits:
-            if hit.start < run < hit.end:
-                raise UpstreamError(
-                    STREAM_VALUE_SPLIT,
-                    f"the upstream split a value its detectors call {hit.detector} across the replies "
-                    f"of a stream (output {position}, in its numbers' bytes); each reply is masked on "
-                    "its own, so it is not sent",
-                )
-        if values < min(len(shown), room):
-            end.join = None  # a byte no value holds: what began in the run ended before it
-        elif len(joined) - run > self.window:
-            end.join = None  # longer than any match, but for a run no cut falls in:
-            start = _run_start(joined, run, self._secrets)
-            if start < run and self._run_of(joined[start:]):
-                raise UpstreamError(
-                    STREAM_VALUE_SPLIT,
-                    f"the upstream sent a run of digits, an email or a token across the replies of a "
-                    f"stream (output {position}, in its numbers' bytes) past {self.window} bytes; each "
-                    "reply is masked on its own, so it is not sent",
-                )
-        else:
-            end.join = joined
 
     def _noted(
         self,
@@ -792,23 +486,25 @@ class CarryOver:
                 )
             if state is None or not state.tails:  # a holding takes the form of its reply
                 state = held[tensor.name] = _Held(list(tensor.shape), form)
-            held_text = text[cut:]
-            state.tails[index] = bytearray(held_text)
+            kept_text = text[cut:]
+            state.tails[index] = bytearray(kept_text)
             if was_whole:
                 state.whole[index] = scan
-            elif not (held_on or cuttable or _only_space(text)):
+            elif not (held_on or cuttable or held_text.only_space(text)):
                 # Held whole from now on (cut is 0): later pieces are not read with it.
-                state.whole[index] = _object_scan(text)
+                state.whole[index] = held_text.object_scan(text)
             if members is not None and extends_run:
                 state.runs[index] = members
             elif self._cuts and index not in state.whole:  # text held whole is no run
-                run = self._run_of(held_text) or (self._run_after(text, cut) if cuttable else b"")
+                run = carry_runs.run_of(kept_text, self._secrets) or (
+                    self._run_after(text, cut) if cuttable else b""
+                )
                 if run:
                     state.runs[index] = run
             if closing is not None and still_open:
                 state.keys[index] = closing
             elif self._cuts and self._secrets:
-                awaited = credentials.open_pem(held_text)
+                awaited = credentials.open_pem(kept_text)
                 if awaited is not None:
                     state.keys[index] = awaited
         return text[:cut]
@@ -822,26 +518,28 @@ class CarryOver:
         open) with ``piece`` appended, reading only ``piece`` and a few bytes before it:
         nothing, or all of it once it is a whole JSON object. What ``_carry`` would find of
         the longer text (a run, an open block, a closed object) is followed piece by piece
-        (``_Reader``). None when the text is cut again (``_carry``)."""
+        (``held_text.HeldReader``). None when the text is cut again (``_carry``)."""
         tail = state.tails[index]
         members = state.runs.get(index)
         closing = state.keys.get(index)
         whole = index in state.whole
         extends_run = not whole and members is not None and not piece.lstrip(members)
-        still_open = closing is not None and closing not in _joined_end(tail, piece, len(closing) - 1)
+        still_open = closing is not None and closing not in held_text.joined_end(
+            tail, piece, len(closing) - 1
+        )
         if not (whole or extends_run or still_open or hold_whole):
             return None
         # Text held whole needs one only for its blocks; a run extended, none (yet).
         keys = self._cuts and self._secrets
         reader = state.readers.get(index)
         if reader is None and not extends_run and (keys or not whole):
-            reader = state.readers[index] = _Reader(tail)
+            reader = state.readers[index] = held_text.HeldReader(tail)
         closed = reader.add(piece) if reader is not None else False
         if whole:
             scan = state.whole[index]
             closed = scan is not None and scan.closes(piece)
             if closed:
-                state.whole[index] = None  # one object now, or never (``_ObjectScan``)
+                state.whole[index] = None  # one object now, or never (``held_text.ObjectScan``)
         if closed and (whole or b"}" in piece):  # as ``_carry`` asks (``completes``)
             text = b"".join((tail, piece))
             if jsonpaths.parse_object(text) is not None:
@@ -884,19 +582,11 @@ class CarryOver:
 
     def run_members(self, rest: bytes) -> bytes:
         """For text whose cut falls at the start of ``rest`` (routed streams, ``split_values``):
-        the bytes that, appended, cannot move that cut forward, since the cut of the longer
-        text falls in ``rest``'s run and moves back to its start or before: ``rest`` is one
-        number-like run with a digit, one email run with an ``@``, or (with the secret
-        detector) one token run with a secret's prefix in its first bytes. Else nothing."""
+        the bytes that, appended, cannot move that cut forward (``carry_runs.run_members``);
+        nothing when this carry-over does not cut."""
         if not self._cuts or not rest:
             return b""
-        if not rest.lstrip(_NUMBER_BYTES) and _DIGIT.search(rest):
-            return _NUMBER_BYTES
-        if not rest.lstrip(_EMAIL_RUN) and b"@" in rest:
-            return _EMAIL_RUN
-        if self._secrets and not rest.lstrip(credentials.RUN_BYTES) and _holds_prefix(rest[:_LONGEST_PREFIX]):
-            return credentials.RUN_BYTES
-        return b""
+        return carry_runs.run_members(rest, self._secrets)
 
     def open_block(self, text: bytes, cut: int) -> bytes:
         """For text cut at ``cut`` (``cut_point``; routed streams, ``split_values``): the END
@@ -927,28 +617,18 @@ class CarryOver:
         joined = end[-max(_MARKER_REACH, len(awaited)) :] + piece
         return awaited not in joined and not may_hide(joined) and not jsonpaths.may_escape(joined)
 
-    def _run_of(self, held: bytes) -> bytes:
-        """The bytes that extend ``held`` when it is one run a cut never falls in (see the
-        module docstring), else nothing."""
-        if not held.lstrip(_NUMBER_BYTES) and _DIGIT.search(held):
-            return _NUMBER_BYTES
-        if not held.lstrip(_EMAIL_RUN) and b"@" in held:
-            return _EMAIL_RUN
-        if self._secrets and not held.lstrip(credentials.RUN_BYTES) and _holds_prefix(held):
-            return credentials.RUN_BYTES
-        return b""
-
     def _run_after(self, text: bytes, cut: int) -> bytes:
-        """For ``text`` cut at ``cut`` (``_cut``, ``_element_cut``): the bytes that extend the run
-        it ends in (``_run_of``) when the window's cut fell in that run and moved back to its
-        start, and from there to ``cut`` (a match straddling the run's start, an element's
-        start): text cut so (``the number is: 1`` and a run of ones, FP32) is cut there again
-        while the run grows by its own bytes (the window's cut stays in it; nothing before its
-        start changes), so it is held on as a run held whole is (``_held_on``). Else nothing."""
-        start = _run_start(text, max(0, len(text) - self.window), self._secrets)
+        """For ``text`` cut at ``cut`` (``_cut``, ``_element_cut``): the bytes that extend the
+        run it ends in (``carry_runs.run_of``) when the window's cut fell in that run and moved
+        back to its start, and from there to ``cut`` (a match straddling the run's start, an
+        element's start): text cut so (``the number is: 1`` and a run of ones, FP32) is cut
+        there again while the run grows by its own bytes (the window's cut stays in it; nothing
+        before its start changes), so it is held on as a run held whole is (``_held_on``). Else
+        nothing."""
+        start = carry_runs.run_start(text, max(0, len(text) - self.window), self._secrets)
         if start <= cut:
             return b""
-        members = self._run_of(text[start:])
+        members = carry_runs.run_of(text[start:], self._secrets)
         return members if members and text[start - 1] not in members else b""
 
     def cut_point(self, text: bytes) -> int | None:
@@ -965,9 +645,9 @@ class CarryOver:
 
     def _cut(self, text: bytes) -> int:
         """Where to cut: ``window`` bytes before the end, moved back to the start of any
-        match or run that straddles it (see the module docstring) and off the middle of a
-        UTF-8 character."""
-        cut = _run_start(text, max(0, len(text) - self.window), self._secrets)
+        match or run that straddles it (``carry_runs``) and off the middle of a UTF-8
+        character."""
+        cut = carry_runs.run_start(text, max(0, len(text) - self.window), self._secrets)
         hits = self.detectors.scan(text) if cut else []  # nothing to release: no need
         return self._off_values(text, cut, hits)
 
@@ -989,7 +669,7 @@ class CarryOver:
             for hit in hits:
                 if hit.start < cut < hit.end:
                     cut = hit.start
-            cut = _run_start(text, cut, self._secrets)
+            cut = carry_runs.run_start(text, cut, self._secrets)
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
@@ -1020,185 +700,9 @@ def _covered_flush(tensors: list[Tensor], keys: _Keys | None) -> list[Tensor]:
     return marked
 
 
-def _joined_end(tail: bytearray, piece: bytes, before: int) -> bytes:
-    """``piece`` with up to ``before`` bytes held before it: where a marker may now end."""
-    return b"".join((tail[max(0, len(tail) - before) :], piece)) if before > 0 else piece
-
-
-def _only_space(text: bytes) -> bool:
-    """Whether ``text`` is JSON space only: whether it opens like an object is not known yet."""
-    return not text.strip(_JSON_SPACE)
-
-
-def _object_scan(text: bytes) -> _ObjectScan | None:
-    """How ``text``, held whole, stands as a JSON object (``_ObjectScan``): None when it does
-    not open like one, or its outermost object closed already (its reply parsed it then)."""
-    if not jsonpaths.opens_object(text):
-        return None
-    scan = _ObjectScan()
-    return None if scan.closes(text) else scan
-
-
-def _run_start(text: bytes, cut: int, secrets: bool) -> int:
-    """``cut``, moved back to the start of the number-like run, email-like run or (with
-    ``secrets``) secret run that straddles it (see the module docstring), until none does."""
-    moved = -1
-    while cut != moved:
-        moved = cut
-        cut = _email_start(text, _number_start(text, cut))
-        if secrets:
-            cut = _secret_start(text, cut)
-    return cut
-
-
-def _secret_start(text: bytes, cut: int) -> int:
-    """``cut``, or the start of the run of token characters that straddles it when a secret's
-    prefix begins in the run before ``cut`` (a token or JWT may go on past it)."""
-    if not 0 < cut < len(text) or text[cut - 1] not in _SECRET_BYTES or text[cut] not in _SECRET_BYTES:
-        return cut
-    marked = text.translate(_SECRET_KINDS)
-    start = marked.rfind(_OTHER, 0, cut) + 1
-    end = marked.find(_OTHER, cut)
-    end = len(text) if end < 0 else end
-    return start if _holds_prefix(text[start : min(end, cut + _LONGEST_PREFIX - 1)]) else cut
-
-
-def _holds_prefix(run: bytes) -> bool:
-    """Whether a secret's prefix occurs in ``run`` (C-level searches, one per prefix)."""
-    return any(prefix in run for prefix in credentials.PREFIXES)
-
-
-def _email_start(text: bytes, cut: int) -> int:
-    """``cut``, or the start of the run of email characters, holding an ``@``, that straddles it."""
-    return _run_holding(text, cut, _EMAIL_BYTES, _EMAIL_KINDS, _AT_KIND)
-
-
-def _number_start(text: bytes, cut: int) -> int:
-    """``cut``, or the start of the number-like run (``_NUMBER_BYTES``, with a digit) that
-    straddles it. (A line of dashes or "eee" is no number: the window's cut stands.)"""
-    return _run_holding(text, cut, _NUMBER_BYTES, _BYTE_KINDS, _DIGIT_KIND)
-
-
-def _run_holding(text: bytes, cut: int, members: Container[int], kinds: bytes, needed: bytes) -> int:
-    """``cut``, or the start of the run of ``members`` that straddles it when the run holds a
-    byte ``kinds`` maps to ``needed`` (other members map to 1, anything else to 0). C-level
-    byte operations only: the run may be megabytes of digits."""
-    if not 0 < cut < len(text) or text[cut - 1] not in members or text[cut] not in members:
-        return cut
-    marked = text.translate(kinds)
-    start = marked.rfind(_OTHER, 0, cut) + 1
-    end = marked.find(_OTHER, cut)
-    return start if marked.find(needed, start, len(text) if end < 0 else end) >= 0 else cut
-
-
-def _text_form(tensor: Tensor) -> tuple[str | None, bytes | None]:
-    """How ``tensor`` is carried: ``("BYTES", None)`` element by element; an 8-bit datatype
-    and the tensor's bytes as one text (``is_text_shape``); or ``(None, None)``, sent on as it
-    came: other numbers, and 8-bit tensors with more than one dimension above 1 (images, not
-    text) or with values out of their datatype's range (which encoding refuses)."""
-    if tensor.datatype == "BYTES":
-        return "BYTES", None
-    if tensor.datatype not in _TEXT_BYTES or not is_text_shape(tensor.shape):
-        return None, None
-    raw = tensor.raw_form()
-    if raw is not None and len(raw) == tensor.size:
-        return tensor.datatype, raw
-    try:  # C-level, and refusing values out of range rather than wrapping them
-        text = (
-            bytes(tensor.values) if tensor.datatype == "UINT8" else array.array("b", tensor.values).tobytes()
-        )
-    except (OverflowError, TypeError, ValueError):
-        return None, None
-    return tensor.datatype, text
-
-
-def is_text_shape(shape: Sequence[int]) -> bool:
-    """Whether an 8-bit tensor of ``shape`` is one text: one dimension, or several of which
-    at most one is not 1 (``[1, n]``, a batch of one, is how Triton models give an output)."""
-    return len(shape) >= 1 and sum(1 for dim in shape if dim != 1) <= 1
-
-
-def _text_tensor(name: str, datatype: str, text: bytes, like: Sequence[int]) -> Tensor:
-    """An 8-bit tensor holding ``text`` (its raw form), or one of wider numbers whose raw
-    bytes ``text`` is (whole elements), shaped as ``like`` with its text axis (the one
-    dimension that is not 1, else the last) the number of its elements."""
-    axis = next((index for index, dim in enumerate(like) if dim != 1), len(like) - 1)
-    if datatype in _PACKED:
-        count = len(text) // numbers.packed_item_size(datatype)
-        shape = [*like[:axis], count, *like[axis + 1 :]]
-        return Tensor.decoded(
-            name, datatype, shape, text, count, lambda: numbers.packed_values(text, datatype)
-        )
-    shape = [*like[:axis], len(text), *like[axis + 1 :]]
-
-    def read() -> list[int]:  # built only if something reads the values
-        return list(text) if datatype == "UINT8" else list(memoryview(text).cast("b"))
-
-    return Tensor.decoded(name, datatype, shape, text, len(text), read)
-
-
-def _packed_end(tensor: Tensor) -> tuple[bytes, bytes] | None:
-    """The end of wider numbers' raw bytes, trailing NULs aside (padding to whole elements),
-    read two ways: with control characters but NUL dropped, the last ``_TEXT_END`` bytes
-    (``_ends_in_text``: a NUL is no text), and with every control character dropped, as the
-    classifier reads binary (``numbers.packed_detections``), the last ``_TEXT_END`` bytes
-    (``_value_run``). Read from their last elements only, more of them while those give fewer
-    bytes either way (an output of zeros, or of control bytes, is read about twice); None for
-    values that are no numbers."""
-    count = max(1, 4 * _TEXT_END // numbers.packed_item_size(tensor.datatype))
-    while True:
-        data = numbers.packed_bytes(tensor, count)
-        if data is None:
-            return None
-        end = data.rstrip(b"\0")
-        text, shown = end.translate(None, _CONTROLS_BUT_NUL), end.translate(None, CONTROLS)
-        if count >= tensor.size or min(len(text), len(shown)) >= _TEXT_END:
-            return text[-_TEXT_END:], shown[-_TEXT_END:]
-        count *= 4
-
-
-def _packed_head(tensor: Tensor, count: int) -> bytes | None:
-    """The raw bytes of the first ``count`` elements of wider numbers (no more is read)."""
-    raw = tensor.raw_form()
-    size = numbers.packed_item_size(tensor.datatype)
-    if raw is not None and len(raw) == tensor.size * size:
-        return raw[: count * size]
-    if count < tensor.size:
-        tensor = Tensor(tensor.name, tensor.datatype, [count], tensor.values[:count])
-    return numbers.packed_bytes(tensor)
-
-
-def _value_run(shown: bytes, members: bytes) -> int:
-    """How many of the last bytes of ``shown`` are ``members``: the run a value could
-    continue from into the next bytes (``_VALUE_BYTES``). C-level."""
-    return len(shown) - len(shown.rstrip(members))
-
-
-def _ends_in_text(end: bytes) -> bool:
-    """Whether ``end`` (``_packed_end``) is text: at least ``_TEXT_LEAST`` bytes, UTF-8
-    (but for a character cut at either end) without control characters (``_NOT_TEXT``). A
-    C-level search first: float bytes nearly always hold a control byte."""
-    if len(end) < _TEXT_LEAST or _NOT_TEXT.search(end) is not None:
-        return False
-    if end.isascii():
-        return True
-    start = 0
-    while start < 3 and 0x80 <= end[start] < 0xC0:  # the rest of a character begun before
-        start += 1
-    stop = len(end)
-    for back in (1, 2, 3):  # a character the next bytes finish
-        byte = end[-back]
-        if byte < 0x80:
-            break
-        if byte >= 0xC0:
-            stop -= back if back < (2 if byte < 0xE0 else 3 if byte < 0xF0 else 4) else 0
-            break
-    return "\ufffd" not in end[start:stop].decode("utf-8", "replace")
-
-
 def _flushed(name: str, held: _Held) -> Tensor:
     if held.datatype != "BYTES":
-        return _text_tensor(name, held.datatype, bytes(held.tails.get(0, b"")), held.shape)
+        return carried_forms.text_tensor(name, held.datatype, bytes(held.tails.get(0, b"")), held.shape)
     count = 1
     for dim in held.shape:
         count *= dim

@@ -128,7 +128,7 @@ _SLACK = re.compile(rb"xox[abposr]-[A-Za-z0-9-]{10,250}" + _AFTER)
 _STRIPE = re.compile(rb"k_live_[A-Za-z0-9]{20,247}" + _AFTER)  # after an "s" or "r"
 # The prefixes every token and JWT opens with (a JWT's: its header's first 3 characters), and
 # the bytes they are made of, "=" padding a JWT's segments: the carry-over never cuts a run of
-# these holding a prefix (``carryover._secret_start``).
+# these holding a prefix (``carry_runs._secret_start``).
 PREFIXES: tuple[bytes, ...] = (
     *(b"ey%c" % third for third in b"IJKLA"),
     *(b"ew%c" % third for third in b"ko0"),

@@ -20,5 +20,5 @@ OUTPUT_SHAPE_DETECTED = "OUTPUT_SHAPE_DETECTED"
 STREAM_HELD_TOO_LARGE = "STREAM_HELD_TOO_LARGE"
 STREAM_OUTPUT_CHANGED = "STREAM_OUTPUT_CHANGED"
 # A stream split a detected value across its messages: a routed one (classify/split_values.py),
-# or a ModelStreamInfer reply's numbers right after binary bytes (classify/carryover.py).
+# or a ModelStreamInfer reply's numbers right after binary bytes (classify/carried_forms.py).
 STREAM_VALUE_SPLIT = "STREAM_VALUE_SPLIT"
