@@ -294,8 +294,13 @@ def _drop_parameters(response: pb.ModelInferResponse) -> None:
     (``CarryOver``), so a value split across two replies' parameters would pass unseen, text
     or number (a card as ``4111``, ``1111``, ... in an int64 parameter, found by review; a
     number is scanned as its digits, each piece alone too short): only a request's final
-    reply releases them. The final flag is the stream's own, whatever its type (``is_final``)."""
-    for parameters in [response.parameters, *(output.parameters for output in response.outputs)]:
-        for name in list(parameters):
-            if name != FINAL_PARAMETER:
-                del parameters[name]
+    reply releases them. The final flag is the stream's own, on the reply only (``is_final``):
+    written back as the plain ``false`` it reads as, and an output's parameter of that name is
+    dropped like any other (it was released on every reply, a card across two of them)."""
+    for output in response.outputs:
+        output.ClearField("parameters")
+    for name in list(response.parameters):
+        if name != FINAL_PARAMETER:
+            del response.parameters[name]
+    if FINAL_PARAMETER in response.parameters:
+        response.parameters[FINAL_PARAMETER].bool_param = False
