@@ -101,9 +101,15 @@ class LargeReplies:
         return pb.ModelInferResponse(model_name=request.model_name, raw_output_contents=[b"\0" * self.size])
 
 
-async def settle() -> None:
+async def unread_replies(count: int) -> RestStream:
+    """A stream (in the current call's budget) with ``count`` requests written, each answered
+    with 100,000 bytes, none read yet."""
+    stream = RestStream(LargeReplies(100_000), metadata=(), timeout=60)
+    for number in range(count):
+        await stream.write(pb.ModelInferRequest(model_name="m", id=str(number)))
     for _ in range(20):  # each call's task queues its reply a turn or two after it starts
         await asyncio.sleep(0)
+    return stream
 
 
 async def test_replies_not_yet_read_hold_their_bytes_until_read() -> None:
@@ -112,10 +118,7 @@ async def test_replies_not_yet_read_hold_their_bytes_until_read() -> None:
     the gauge at 7 bytes). Each queued reply now holds its bytes until it is read."""
     budget = inflight.RequestBytes(10_000_000)
     with budget.call():
-        stream = RestStream(LargeReplies(100_000), metadata=(), timeout=60)
-        for number in range(5):
-            await stream.write(pb.ModelInferRequest(model_name="m", id=str(number)))
-        await settle()
+        stream = await unread_replies(5)
         assert budget.in_use >= 5 * 100_000
         await stream.done_writing()
         replies = [reply async for reply in stream]
@@ -126,10 +129,7 @@ async def test_replies_not_yet_read_hold_their_bytes_until_read() -> None:
 async def test_a_reply_past_the_budget_ends_the_stream_and_unread_ones_give_bytes_back() -> None:
     budget = inflight.RequestBytes(250_000)
     with budget.call():
-        stream = RestStream(LargeReplies(100_000), metadata=(), timeout=60)
-        for number in range(3):
-            await stream.write(pb.ModelInferRequest(model_name="m", id=str(number)))
-        await settle()
+        stream = await unread_replies(3)
         assert 200_000 <= budget.in_use <= 250_000  # two replies held, the third refused
         with pytest.raises(Overloaded):
             async for _ in stream:
