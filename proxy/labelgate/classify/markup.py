@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Final, Protocol
 
 from labelgate.native import NativeSwitch, raise_if_panic
@@ -345,31 +346,20 @@ def _without_comments(text: bytes) -> bytes:
         return _COMMENT.sub(b"", text)
     size = len(text)
     starts, ends, closers = _Next(_COMMENT_START, text), _Next(_COMMENT_END, text), _Next(_GT, text)
-    kept: list[bytes] = []
-    done = 0
-    at = starts(0)
-    while at < size:
-        end = -1
+
+    def comment(at: int) -> tuple[int, bytes] | None:
         if text.startswith(b"<!--", at):
             if text.startswith(b">", at + 4):
-                end = at + 5
-            elif text.startswith(b"->", at + 4):
-                end = at + 6
-            else:
-                closer = ends(at + 4)
-                if closer < size:
-                    end = closer + (4 if text[closer + 2] == 0x21 else 3)  # --!> or -->
-        if end < 0:  # bogus, <!-- too when no --> follows
-            closer = closers(at + 2)
+                return at + 5, b""
+            if text.startswith(b"->", at + 4):
+                return at + 6, b""
+            closer = ends(at + 4)
             if closer < size:
-                end = closer + 1
-        if end < 0:
-            at = starts(at + 1)
-            continue
-        kept.append(text[done:at])
-        done = end
-        at = starts(end)
-    return _joined(kept, text, done)
+                return closer + (4 if text[closer + 2] == 0x21 else 3), b""  # --!> or -->
+        closer = closers(at + 2)  # bogus, <!-- too when no --> follows
+        return (closer + 1, b"") if closer < size else None
+
+    return _replaced(text, starts, comment)
 
 
 def _without_hidden_elements(text: bytes) -> bytes:
@@ -387,11 +377,8 @@ def _without_hidden_elements(text: bytes) -> bytes:
     tags = _Tags(text)
     end_tags = _EndTags(lowered)
     size = len(text)
-    kept: list[bytes] = []
-    done = 0
-    at = starts(0)
-    while at < size:
-        end = -1
+
+    def element(at: int) -> tuple[int, bytes] | None:
         named = _seek(_NAME_END, lowered, at + 2)
         name = lowered[at + 1 : named]
         if (named == size or text[named] != 0x5F) and (  # a word's end: not an underscore
@@ -400,13 +387,11 @@ def _without_hidden_elements(text: bytes) -> bytes:
             opened = tags.end(named)
             if opened >= 0:
                 end = end_tags.after(name, opened)
-        if end < 0:
-            at = starts(at + 1)
-            continue
-        kept.append(text[done:at])
-        done = end
-        at = starts(end)
-    return _joined(kept, text, done)
+                if end >= 0:
+                    return end, b""
+        return None
+
+    return _replaced(text, starts, element)
 
 
 class _EndTags:
@@ -449,13 +434,9 @@ def _without_tags(text: bytes, inline: bool) -> bytes:
     when ``inline``. A tag that never closes is text."""
     if _OPEN_TAG.search(text) is None:
         return _SIMPLE_TAG.sub(b"" if inline else _laid_out, text)
-    size = len(text)
-    starts = _Next(_TAG_START, text)
     tags = _Tags(text)
-    kept: list[bytes] = []
-    done = 0
-    at = starts(0)
-    while at < size:
+
+    def tag(at: int) -> tuple[int, bytes] | None:
         closing = text[at + 1] == 0x2F
         simple = _SIMPLE_TAG.match(text, at)
         if simple is not None:
@@ -464,14 +445,10 @@ def _without_tags(text: bytes, inline: bool) -> bytes:
             named = _seek(_NAME_END, text, at + 2 + closing)
             end = tags.end(named)
             if end < 0:
-                at = starts(at + 1)
-                continue
-        kept.append(text[done:at])
-        if not inline:
-            kept.append(_layout(text[at + 1 + closing : named].lower(), closing))
-        done = end
-        at = starts(end)
-    return _joined(kept, text, done)
+                return None
+        return end, b"" if inline else _layout(text[at + 1 + closing : named].lower(), closing)
+
+    return _replaced(text, _Next(_TAG_START, text), tag)
 
 
 def _without_images(text: bytes) -> bytes:
@@ -493,24 +470,17 @@ def _inline(text: bytes, image: bool) -> bytes:
     ``_without_links`` (a link shows its text): each closer found once (``_Next``)."""
     size = len(text)
     opener = 2 if image else 1  # ``![`` or ``[``
-    starts = _Next(_IMAGE_START if image else _BRACKET, text)
     brackets, parentheses = _Next(_BRACKET_END, text), _Next(_PARENTHESIS_END, text)
-    kept: list[bytes] = []
-    done = 0
-    at = starts(0)
-    while at < size:
+
+    def inline(at: int) -> tuple[int, bytes] | None:
         bracket = brackets(at + opener)
         if bracket < size and text[bracket] == 0x5D and text.startswith(b"(", bracket + 1):
             parenthesis = parentheses(bracket + 2)
             if parenthesis < size and text[parenthesis] == 0x29:
-                kept.append(text[done:at])
-                if not image:
-                    kept.append(text[at + 1 : bracket])
-                done = parenthesis + 1
-                at = starts(done)
-                continue
-        at = starts(at + 1)
-    return _joined(kept, text, done)
+                return parenthesis + 1, b"" if image else text[at + 1 : bracket]
+        return None
+
+    return _replaced(text, _Next(_IMAGE_START if image else _BRACKET, text), inline)
 
 
 def _without_brackets(text: bytes, labelled: bool) -> bytes:
@@ -519,32 +489,42 @@ def _without_brackets(text: bytes, labelled: bool) -> bytes:
     if _OPEN_BRACKET.search(text) is None:
         return (_REFERENCE_SIMPLE if labelled else _BRACKETED_SIMPLE).sub(rb"\1", text)
     size = len(text)
-    starts, brackets, labels = _Next(_BRACKET, text), _Next(_BRACKET_END, text), _Next(_BRACKET_END, text)
+    brackets, labels = _Next(_BRACKET_END, text), _Next(_BRACKET_END, text)
+
+    def bracketed(at: int) -> tuple[int, bytes] | None:
+        if at > 0 and text[at - 1] == _BACKSLASH:
+            return None
+        bracket = brackets(at + 1)
+        if bracket >= size or text[bracket] != 0x5D:
+            return None
+        if not labelled:
+            return bracket + 1, text[at + 1 : bracket]
+        if text.startswith(b"[", bracket + 1):
+            label = labels(bracket + 2)
+            if label < size and text[label] == 0x5D:
+                return label + 1, text[at + 1 : bracket]
+        return None
+
+    return _replaced(text, _Next(_BRACKET, text), bracketed)
+
+
+def _replaced(text: bytes, starts: _Next, match: Callable[[int], tuple[int, bytes] | None]) -> bytes:
+    """``text`` read left to right from each place ``starts`` finds: where ``match(at)`` gives
+    ``(end, shown)``, what lies from there to ``end`` shows as ``shown`` and the reading goes
+    on from ``end``; elsewhere from the next start. ``text`` itself when nothing matched."""
+    size = len(text)
     kept: list[bytes] = []
     done = 0
     at = starts(0)
     while at < size:
-        if at == 0 or text[at - 1] != _BACKSLASH:
-            bracket = brackets(at + 1)
-            end = -1
-            if bracket < size and text[bracket] == 0x5D:
-                if not labelled:
-                    end = bracket + 1
-                elif text.startswith(b"[", bracket + 1):
-                    label = labels(bracket + 2)
-                    if label < size and text[label] == 0x5D:
-                        end = label + 1
-            if end >= 0:
-                kept += (text[done:at], text[at + 1 : bracket])
-                done = end
-                at = starts(done)
-                continue
-        at = starts(at + 1)
-    return _joined(kept, text, done)
-
-
-def _joined(kept: list[bytes], text: bytes, done: int) -> bytes:
-    """The pieces kept, then the rest of ``text`` from ``done``: ``text`` when nothing went."""
+        found = match(at)
+        if found is None:
+            at = starts(at + 1)
+            continue
+        end, shown = found
+        kept += (text[done:at], shown)
+        done = end
+        at = starts(end)
     if not kept:
         return text
     kept.append(text[done:])
