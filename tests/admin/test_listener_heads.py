@@ -255,9 +255,11 @@ def test_a_client_still_sending_when_answered_reads_its_answer(
     fixed one-second linger; the close reset the connection and the client's kernel dropped the
     answer it had already received (a flaky 411 in test_listener on a loaded machine). The
     listener now lingers until the client has been quiet for the linger time."""
-    monkeypatch.setattr(listener_module, "LINGER_SECONDS", 0.5)
+    # The client pauses 0.05 s between pieces: only a stall of a whole second on a loaded
+    # machine would look like a client that stopped sending.
+    monkeypatch.setattr(listener_module, "LINGER_SECONDS", 1.0)
     for port in serve(app):
-        hung_up, answer = answer_then_keep_sending(port, seconds=1.5)
+        hung_up, answer = answer_then_keep_sending(port, seconds=2.0)
         assert not hung_up and answer and status_of(answer) == 200
 
 
