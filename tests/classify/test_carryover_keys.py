@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from labelgate.classify import Catalog, DetectorSet, classify_outputs, native, numbers
-from labelgate.classify.carryover import CarryOver, CoveredTensor
+from labelgate.classify.carried_keys import CoveredTensor
+from labelgate.classify.carryover import CarryOver
 from labelgate.enforce import apply_masks
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import tensor_to_raw
@@ -238,15 +239,15 @@ def test_a_stream_without_a_key_is_released_as_before() -> None:
     assert not any(isinstance(tensor, CoveredTensor) for reply in released for tensor in reply)
     carry = CarryOver(DETECTORS, 256)
     carry.release("r", [Tensor("t", "BYTES", [1], [obj(BEGIN + "\n" + "\n".join(BODY) + "\n" + END)])], False)
-    assert carry._keys == {}  # a block its own element closes leaves nothing open
+    assert carry._blocks._keys == {}  # a block its own element closes leaves nothing open
 
 
 def test_a_block_left_open_is_forgotten_at_the_final_reply() -> None:
     carry = CarryOver(DETECTORS, 256)
     carry.release("r", [Tensor("t", "BYTES", [1], [obj(BEGIN)])], False)
-    assert carry._keys
+    assert carry._blocks._keys
     carry.release("r", [Tensor("t", "BYTES", [1], [b"x"])], True)
-    assert carry._keys == {}
+    assert carry._blocks._keys == {}
 
 
 def test_held_text_a_block_ran_over_is_covered_when_the_stream_ends() -> None:

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from labelgate.classify import Catalog, DetectorSet, classify_outputs, native, numbers
-from labelgate.classify.carryover import CarryOver, CoveredTensor
+from labelgate.classify.carried_keys import CoveredTensor
+from labelgate.classify.carryover import CarryOver
 from labelgate.enforce import apply_masks
 from labelgate.errors import UpstreamError
 from labelgate.oip.tensor import Tensor

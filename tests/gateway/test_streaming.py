@@ -152,7 +152,7 @@ async def test_a_stream_without_credentials_is_unauthenticated(gateway: Gateway)
 
 
 # A PEM key whose BEGIN marker and lines a stream puts in different replies, elements or
-# outputs (``classify/carryover.py``: ``CoveredTensor``), through the pipeline: the engine
+# outputs (``classify/carried_keys.py``: ``CoveredTensor``), through the pipeline: the engine
 # masks what is confidential or restricted, for a caller who may read the output's label.
 _KEY = pem_value(random.Random(7), "RSA PRIVATE KEY", 4).split("\n")
 _BEGIN, _BODY, _END = _KEY[0], _KEY[1:-1], _KEY[-1]

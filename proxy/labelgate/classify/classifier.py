@@ -59,7 +59,7 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   lines), whatever the opener's own labels (an output not scanned for ``secret``, 8-bit
   text, and the raw bytes of wider numbers are asked apart: ``_opens_unscanned``), and one a
   stream's earlier reply opened covers what the carry-over says it runs into
-  (``carryover.CoveredTensor``).
+  (``carried_keys.CoveredTensor``).
 
 Classification and masking must see the same tensors: spans are offsets into them.
 
@@ -432,7 +432,7 @@ def _eight_bit_text(tensor: Tensor) -> bytes:
 def _covered_elements(tensor: Tensor, whole: bool) -> dict[int, int] | None:
     """How far a PEM block opened before ``tensor`` runs into each of its elements: all of
     each with ``whole`` (another output opens it), and what the carry-over of a stream says
-    (``carryover.CoveredTensor``: a block an earlier reply opened); None for neither."""
+    (``carried_keys.CoveredTensor``: a block an earlier reply opened); None for neither."""
     carried: dict[int, int] | None = getattr(tensor, "key_cover", None)
     if not whole:
         return carried or None

@@ -25,7 +25,7 @@ must keep: a block one output leaves open after its last element (``left_open``)
 other text output of the reply whole (``classifier``), as the rule above covers a typed
 reply's texts. A stream's replies arrive in order: a block open at the end of what a reply
 brought runs into the next ones, in every output, until its END marker arrives
-(``carryover``: ``CoveredTensor``; a routed stream is refused, ``split_values``).
+(``carried_keys``: ``CoveredTensor``; a routed stream is refused, ``split_values``).
 """
 
 from __future__ import annotations
