@@ -440,6 +440,11 @@ def _covered_elements(tensor: Tensor, whole: bool) -> dict[int, int] | None:
     return ends or None
 
 
+# How a caller prints a reply's output names together: run on, by a space, a hyphen, a comma or
+# a line each.
+_NAME_SEPARATORS = ("", " ", "-", ",", "\n")
+
+
 def check_output_names(
     tensors: Sequence[Tensor], detectors: DetectorSet, clean: set[tuple[str, ...]] | None = None
 ) -> None:
@@ -449,13 +454,17 @@ def check_output_names(
     caller as names, and into field paths, log lines, audit records and stored decision
     inputs. So they are scanned like JSON keys, by every detector, as written, folded
     (``folding``: full-width digits, zero-width characters) and with JSON escapes decoded,
-    and a hit in any form fails the reply closed. ``clean`` remembers name sets that passed
-    (a model answers with the same names call after call); past ``MODEL_MEMO_SIZE`` sets it
-    starts over."""
+    each alone and all of them joined in order, and a hit in any form fails the reply closed.
+    ``clean`` remembers name sets that passed (a model answers with the same names call after
+    call); past ``MODEL_MEMO_SIZE`` sets it starts over."""
     names = tuple(tensor.name for tensor in tensors)
     if clean is not None and names in clean:
         return
     found = names_detected(names, detectors)
+    if not found and len(names) > 1:
+        # A value split over names (``ssn 123``, ``45``, ``6789``) is whole where a caller
+        # prints them together: read them in the reply's order, joined as shapes are.
+        found = names_detected([separator.join(names) for separator in _NAME_SEPARATORS], detectors)
     if found:
         detector = min(found.values())
         # Neither the name nor its position in the reply is quoted: the name is the data.
