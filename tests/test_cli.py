@@ -230,3 +230,28 @@ def test_every_entry_point_has_the_backstop() -> None:
     assert isinstance(app, GuardedTyper)  # the console script: labelgate.cli:app
     assert isinstance(command_line(), GuardedTyper)  # python -m labelgate.bundle.cli
     assert "LABELGATE_DEBUG" in runner.invoke(app, ["--help"]).output
+
+
+def test_check_config_names_a_missing_file_plainly_and_explains_its_warnings(tmp_path: Any) -> None:
+    """Found by a first-user review: Python's "[Errno 2] ...: '<path>'" text, and a bare
+    ``dev_key_trusted`` line on stderr before it with nothing to say what it meant."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    dev_keys = repo / "deploy" / "quickstart" / "dev-keys"
+    missing = tmp_path / "catalog.json"
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"policy: {{dir: {repo / 'rego'}}}\nclassification: {{catalog_file: {missing}}}\n"
+        "masking: {hash_key: test-insecure-hash-key-0123456789}\n"
+        f"auth: {{jwt: {{trust_dev_key: true, dev_keys_dir: {dev_keys}}}}}\n"
+    )
+    result = runner.invoke(app, ["serve", "--config", str(config), "--check-config"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot read catalog file {missing}: No such file or directory" in result.output
+    assert "[Errno" not in result.output
+    lines = result.output.splitlines()
+    assert "dev_key_trusted" not in lines, result.output
+    assert f"{config}: warning: dev_key_trusted: INSECURE: anyone with the repository can mint tokens" in (
+        result.output
+    )

@@ -145,3 +145,28 @@ def test_keygen_into_a_folder_it_cannot_create_is_a_clear_error(tmp_path: Path) 
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "cannot write" in result.output
+
+
+def test_verify_of_a_file_that_is_no_audit_segment_is_a_usage_error_not_tampering(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    hostname = tmp_path / "hostname"
+    hostname.write_text("build-host-7\n")
+    result = runner.invoke(audit_app, ["verify", str(hostname), "--public-key", str(keys[1])])
+    assert result.exit_code == 2, result.output
+    assert "is not an audit log" in result.output and "AUDIT_LOG_MISSING" in result.output
+    assert "TAMPERED" not in result.output
+
+
+@pytest.mark.parametrize("target", ["folder", "segment"])
+def test_verify_still_calls_a_segment_with_its_first_line_rewritten_tampered(
+    written: Path, keys: tuple[Path, Path], target: str
+) -> None:
+    (segment,) = written.glob("audit-*.jsonl")
+    content = segment.read_bytes().splitlines(keepends=True)
+    content[0] = b"build-host-7\n"  # the first line no longer a record at all
+    segment.write_bytes(b"".join(content))
+    path = written if target == "folder" else segment
+    result = runner.invoke(audit_app, ["verify", str(path), "--public-key", str(keys[1])])
+    assert result.exit_code == 1, result.output
+    assert f"TAMPERED malformed at {segment.name}, line 1" in result.output

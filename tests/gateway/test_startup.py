@@ -169,3 +169,13 @@ def test_an_admin_tls_file_that_is_not_pem_is_named_before_anything_serves(
     config = _failing_config(tmp_path, admin={"tls": {"cert_file": str(not_pem), "key_file": str(not_pem)}})
     line = assert_one_error_line(run_cli("serve", "--config", str(config)), "(TLS_FILE_UNREADABLE)")
     assert "admin.tls" in line and str(not_pem) in line
+
+
+def test_a_missing_hash_key_file_is_named_plainly_with_its_reason(tmp_path: Path) -> None:
+    """Found by a first-user review: Python's "[Errno 2] ...: '<path>'" text, no plain words."""
+    missing = tmp_path / "absent.key"
+    result = run_cli(
+        "serve", "--config", str(_failing_config(tmp_path, masking={"hash_key_file": str(missing)}))
+    )
+    line = assert_one_error_line(result, "(HASH_KEY_UNREADABLE)", f"{missing}: No such file or directory")
+    assert "[Errno" not in line

@@ -144,6 +144,15 @@ def verify_log(
                 reasons.AUDIT_LOG_MISSING, f"{path} holds no audit log (no audit-*.jsonl files)"
             )
     elif path.is_file():
+        # Decided by the name alone, never by the contents: whoever rewrites a segment's first
+        # line must still get TAMPERED. The writer names every segment it makes this way, and a
+        # segment renamed out of the pattern drops out of its folder's walk (which then fails).
+        if _name_seq(path) is None:
+            raise ConfigError(
+                reasons.AUDIT_LOG_MISSING,
+                f"{path} is not an audit log: its segments are named audit-<12-digit seq>.jsonl "
+                "(give one, or the folder that holds them)",
+            )
         files, checkpoints_file, anchored = [path], path.parent / CHECKPOINTS_NAME, False
     else:
         raise ConfigError(reasons.AUDIT_LOG_MISSING, f"{path} does not exist")

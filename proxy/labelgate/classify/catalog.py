@@ -154,8 +154,10 @@ class Catalog:
     def from_file(cls, path: str | Path) -> Catalog:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(CATALOG_INVALID, f"cannot read catalog file {path}: {error}") from error
+        except OSError as error:  # strerror: "No such file or directory", not Python's [Errno 2] repr
+            raise ConfigError(CATALOG_INVALID, f"cannot read catalog file {path}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(CATALOG_INVALID, f"catalog file {path} is not UTF-8 text") from None
         try:
             data = json.loads(text, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as error:

@@ -147,7 +147,8 @@ def hash_key(settings: GatewaySettings) -> bytes:
             return masking.hash_key_file.read_bytes().strip()
         except OSError as error:
             raise ConfigError(
-                reasons.HASH_KEY_UNREADABLE, f"cannot read masking.hash_key_file: {error}"
+                reasons.HASH_KEY_UNREADABLE,
+                f"cannot read masking.hash_key_file {masking.hash_key_file}: {error.strerror}",
             ) from None
     # A per-process random key still hides values; joins across restarts need a configured key.
     import secrets
