@@ -214,3 +214,14 @@ def test_a_host_port_target_is_kept(target: str) -> None:
     from labelgate.client import target_host_port
 
     assert target_host_port(target) == target
+
+
+def test_an_output_the_model_has_not_is_named_and_exit_2(gateway: Gateway) -> None:
+    """Checked against the model's metadata like ``--input``: the upstream's refusal would
+    only say INVALID_ARGUMENT (its text is never repeated)."""
+    done = infer(
+        gateway, "--outputs", "nope", "--input", "customer_ids=[1]", bearer=token(person("ann"), "analysts")
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "(OPTION_INVALID)" in done.stderr, done.stderr
+    assert "the model has no output nope (its outputs: " in done.stderr and "customer_id" in done.stderr

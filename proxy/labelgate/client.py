@@ -73,6 +73,14 @@ class Spec:
     shape: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class ModelSpecs:
+    """A model's metadata as ``infer`` checks a call against it: its inputs and output names."""
+
+    inputs: list[Spec]
+    outputs: list[str]
+
+
 @dataclass
 class Answer:
     """A successful reply, whichever transport brought it."""
@@ -237,6 +245,17 @@ def typed_inputs(values: dict[str, Any], specs: Sequence[Spec]) -> list[Tensor]:
     return tensors
 
 
+def check_outputs(asked: Sequence[str], outputs: Sequence[str]) -> None:
+    """The outputs asked for (``--outputs``) are the model's, as its inputs are: else the
+    upstream refuses the call, in words it may not repeat."""
+    unknown = sorted(set(asked) - set(outputs))
+    if unknown:
+        raise InvalidInput(
+            reasons.OPTION_INVALID,
+            f"the model has no output {', '.join(unknown)} (its outputs: {', '.join(outputs) or 'none'})",
+        )
+
+
 # -- transports -------------------------------------------------------------------------------
 class GrpcTransport:
     def __init__(self, target: str, tls: Tls, token: str | None, timeout: float) -> None:
@@ -272,14 +291,15 @@ class GrpcTransport:
             return InvalidInput(reason, f"{code}: {error.details()}")
         return CallFailed(reason, f"{code}: {error.details()}")
 
-    def specs(self, model: str) -> list[Spec]:
+    def specs(self, model: str) -> ModelSpecs:
         try:
             reply = self.stub.ModelMetadata(
                 pb.ModelMetadataRequest(name=model), metadata=self._metadata({}), timeout=self.timeout
             )
         except grpc.RpcError as error:
             raise self._failed(error) from None
-        return [Spec(t.name, t.datatype, tuple(t.shape)) for t in reply.inputs]
+        inputs = [Spec(t.name, t.datatype, tuple(t.shape)) for t in reply.inputs]
+        return ModelSpecs(inputs, [t.name for t in reply.outputs])
 
     def infer(self, model: str, tensors: list[Tensor], outputs: list[str], headers: dict[str, str]) -> Answer:
         request = pb.ModelInferRequest(model_name=model)
@@ -363,10 +383,13 @@ class RestTransport:
                 reasons.ANSWER_INVALID, f"{self.base} did not answer in HTTP/1.1 ({type(error).__name__})"
             ) from None
 
-    def specs(self, model: str) -> list[Spec]:
+    def specs(self, model: str) -> ModelSpecs:
         found = self._request(f"/v2/models/{quote(model, safe='')}", None, {})
         inputs = found.get("inputs") or []
-        return [Spec(str(i["name"]), str(i["datatype"]), tuple(int(n) for n in i["shape"])) for i in inputs]
+        return ModelSpecs(
+            [Spec(str(i["name"]), str(i["datatype"]), tuple(int(n) for n in i["shape"])) for i in inputs],
+            [str(o["name"]) for o in found.get("outputs") or []],
+        )
 
     def infer(self, model: str, tensors: list[Tensor], outputs: list[str], headers: dict[str, str]) -> Answer:
         body: dict[str, Any] = {
@@ -554,7 +577,9 @@ def run_infer(ask: InferRequest, console: Console) -> Answer:
     else:
         transport = GrpcTransport(target_host_port(ask.target), ask.tls, ask.token, ask.timeout)
     try:
-        tensors = typed_inputs(ask.inputs, transport.specs(ask.model))
+        specs = transport.specs(ask.model)
+        tensors = typed_inputs(ask.inputs, specs.inputs)
+        check_outputs(ask.outputs, specs.outputs)
         headers = {"x-labelgate-justification": ask.justification} if ask.justification else {}
         if ask.approval_id is not None:
             return transport.infer(

@@ -398,3 +398,50 @@ async def test_a_large_body_is_parsed_off_the_event_loop() -> None:
         await upstream.close()
     main = threading.current_thread().name
     assert threads[0] == main and threads[1] != main
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/xml", "multipart/form-data; boundary=x", "text/html", ""]
+)
+async def test_a_body_of_another_content_type_is_a_recorded_415(rest_url: str, content_type: str) -> None:
+    """The reviewer's repro: ``content-type: application/xml`` with a JSON body was read as
+    JSON (200). Refused unread, in the binding's error form."""
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            f"{rest_url}/v2/models/customer-profile/infer",
+            content=json.dumps(json_request(IDS)),
+            headers={**token("ana", "analysts"), "content-type": content_type},
+        )
+    assert (reply.status_code, reply.json()["reason"]) == (415, "REST_CONTENT_TYPE_UNSUPPORTED"), reply.text
+    assert "application/json" in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,  # tritonclient.http (geventhttpclient)
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/vnd.example+json",
+        "application/octet-stream",  # tritonclient.http.aio's bytes (aiohttp)
+        "text/plain; charset=utf-8",  # tritonclient.http.aio's JSON text (aiohttp)
+        "application/x-www-form-urlencoded",  # curl -d, as the README's examples send
+    ],
+)
+async def test_json_and_what_clients_send_for_it_are_read(rest_url: str, content_type: str | None) -> None:
+    """Read as JSON, so a body that is not a request is the parser's 400, not a 415."""
+    headers = token("ana", "analysts") | ({"content-type": content_type} if content_type is not None else {})
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            f"{rest_url}/v2/models/customer-profile/infer", content=b'{"inputs":"x"}', headers=headers
+        )
+        deep = await client.post(
+            f"{rest_url}/v2/models/customer-profile/infer",
+            content=b"[" * 20_000 + b"]" * 20_000,
+            headers=headers,
+        )
+    assert (reply.status_code, reply.json()["reason"]) == (400, "REST_REQUEST_INVALID"), reply.text
+    assert (deep.status_code, deep.json()) == (
+        400,
+        {"error": "the request nests too deeply to read as JSON", "reason": "REST_REQUEST_INVALID"},
+    )

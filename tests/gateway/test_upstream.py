@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings, UpstreamSettings
 from labelgate.errors import ResourceExhausted
@@ -271,3 +273,73 @@ async def _raw_http(address: str, request: bytes) -> bytes:
         return await asyncio.wait_for(reader.read(), 30)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "asked", "said"),
+    [
+        (
+            grpc.StatusCode.NOT_FOUND,
+            pb.ModelInferRequest(model_name="nope"),
+            'the upstream has no model "nope"',
+        ),
+        (
+            grpc.StatusCode.NOT_FOUND,
+            pb.ModelMetadataRequest(name="m", version="3"),
+            'the upstream has no model "m" version "3"',
+        ),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            pb.ModelInferRequest(model_name='a"b'),
+            'the upstream refused this request\'s inputs or outputs for model "a\\"b"'
+            " (their names, datatypes or shapes)",
+        ),
+        # Not an inference: nothing to say of inputs or outputs.
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            pb.ModelReadyRequest(name="m"),
+            "the upstream failed with INVALID_ARGUMENT",
+        ),
+        # Names not repeated: too long, unprintable, none; bytes (an opaque route's).
+        (
+            grpc.StatusCode.NOT_FOUND,
+            pb.ModelInferRequest(model_name="x" * 129),
+            "the upstream failed with NOT_FOUND",
+        ),
+        (
+            grpc.StatusCode.NOT_FOUND,
+            pb.ModelInferRequest(model_name="a\nb"),
+            "the upstream failed with NOT_FOUND",
+        ),
+        (
+            grpc.StatusCode.NOT_FOUND,
+            pb.ModelInferRequest(model_name="m", model_version="\x1b[2J"),
+            "the upstream failed with NOT_FOUND",
+        ),
+        (grpc.StatusCode.NOT_FOUND, pb.ModelMetadataRequest(), "the upstream failed with NOT_FOUND"),
+        (grpc.StatusCode.NOT_FOUND, b"\x0a\x04nope", "the upstream failed with NOT_FOUND"),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            pb.ModelInferRequest(model_name="m"),
+            "the upstream failed with UNAVAILABLE",
+        ),
+    ],
+)
+async def test_an_upstream_error_names_only_what_the_caller_asked_for(
+    code: grpc.StatusCode, asked: Message | bytes, said: str
+) -> None:
+    """The reviewer's repro: ``--model nope`` was "the upstream failed with NOT_FOUND". The
+    model asked for is named (the caller's own string, when short and printable); the
+    upstream's text still never is, and the reason is still ``UPSTREAM_<CODE>``."""
+    text = "no model nope; ssn 123-45-6789"
+    async with echo_upstream(abort=(code, text)) as (address, _):
+        upstream = Upstream(UpstreamSettings(address=address), 1 << 20)
+        serialize = None if isinstance(asked, bytes) else type(asked).SerializeToString
+        try:
+            with pytest.raises(UpstreamStatus) as caught:
+                await upstream.unary_unary("/test.Echo/Unary", serialize, None)(asked, timeout=10)
+        finally:
+            await upstream.close()
+    assert (caught.value.code, caught.value.reason) == (code, f"UPSTREAM_{code.name}")
+    assert caught.value.message == said
+    assert "123-45-6789" not in caught.value.message

@@ -423,3 +423,27 @@ def test_the_binary_part_and_earlier_inputs_count_against_the_limit() -> None:
         rest.infer_request("m", "", body, length, max_raw_bytes=199)
     assert "inputs[2]" in refused.value.message
     assert len(rest.infer_request("m", "", body, length, max_raw_bytes=200)[0].raw_input_contents) == 3
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_json_nested_too_deeply_is_refused_in_plain_words(depth: int) -> None:
+    """Python's decoder says "maximum recursion depth exceeded while decoding a JSON array
+    from a unicode string": the caller gets the gateway's words, not the interpreter's."""
+    body = b'{"inputs":' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(InvalidInput) as caught:
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+    assert caught.value.reason == "REST_REQUEST_INVALID"
+    assert caught.value.message == "the request nests too deeply to read as JSON"
+
+
+def test_an_integer_too_long_for_any_tensor_is_refused_in_plain_words() -> None:
+    """Python refuses an integer string past 4,300 digits naming its own setting
+    (``sys.set_int_max_str_digits``); the caller gets the gateway's words."""
+    body = b'{"inputs":[{"name":"x","datatype":"INT64","shape":[1],"data":[' + b"9" * 5000 + b"]}]}"
+    with pytest.raises(InvalidInput) as caught:
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+    assert caught.value.reason == "REST_REQUEST_INVALID"
+    assert "set_int_max_str_digits" not in caught.value.message
+    assert "more than 64 digits" in caught.value.message
+    ordinary = b'{"inputs":[{"name":"x","datatype":"UINT64","shape":[1],"data":[18446744073709551615]}]}'
+    assert rest.infer_request("m", "", ordinary, None, max_raw_bytes=LIMIT)[0].inputs[0].name == "x"

@@ -28,6 +28,9 @@ REQUEST_NOT_PARSED = "REQUEST_NOT_PARSED"
 # The process holds limits.max_request_bytes_in_flight of requests already (gateway/inflight.py).
 REQUEST_BYTES_EXHAUSTED = "REQUEST_BYTES_EXHAUSTED"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+# A REST request body whose Content-Type says it is neither JSON nor the binary tensor
+# extension's bytes (HTTP 415): the binding reads every body as JSON.
+REST_CONTENT_TYPE_UNSUPPORTED = "REST_CONTENT_TYPE_UNSUPPORTED"
 REST_UPSTREAM_NO_STREAMS = "REST_UPSTREAM_NO_STREAMS"
 REST_UPSTREAM_UNSUPPORTED = "REST_UPSTREAM_UNSUPPORTED"
 ROUTE_INVALID = "ROUTE_INVALID"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -340,13 +341,16 @@ class Router:
             await upstream.close()
 
 
-def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = None) -> LabelgateError:
+def upstream_error(
+    error: grpc.aio.AioRpcError, max_message_bytes: int | None = None, asked: Any = None
+) -> LabelgateError:
     """Map an upstream failure: its status code is kept, its text never travels on, and the
     reason is always ``UPSTREAM_<CODE>``, never read from that text (the upstream chooses it).
 
-    The caller gets ``UPSTREAM_<CODE>`` and a message of the gateway's own; the log gets
-    the code and a keyed digest of the upstream's text. A request too large to send is the
-    gateway's own refusal, made before sending (``_Encoder``), and a reply that does not
+    The caller gets ``UPSTREAM_<CODE>`` and a message of the gateway's own, which may name
+    the model the caller asked for (``asked``: the request sent, ``_failed_asking``); the log
+    gets the code and a keyed digest of the upstream's text. A request too large to send is
+    the gateway's own refusal, made before sending (``_Encoder``), and a reply that does not
     parse is found by parsing it (``_parsed``): neither is read from this status."""
     details = error.details() or ""
     code = error.code()
@@ -359,7 +363,61 @@ def upstream_error(error: grpc.aio.AioRpcError, max_message_bytes: int | None = 
             code, f"the upstream's response is larger than this gateway's limits.max_message_bytes{limit}"
         )
     log.warning("upstream error", code=code.name, text_digest=text_digest(details))
-    return UpstreamStatus(code, f"the upstream failed with {code.name}")
+    return UpstreamStatus(code, _failed_asking(code, asked))
+
+
+def _failed_asking(code: grpc.StatusCode, asked: Any) -> str:
+    """The gateway's words for a failed call, naming what the caller asked for when the
+    status is about it: a model the upstream does not know (NOT_FOUND), an inference request
+    it would not take (INVALID_ARGUMENT: an input or output it has not). Only the caller's
+    own strings, and only short printable ones: nothing of the upstream's text."""
+    generic = f"the upstream failed with {code.name}"
+    named = _model_asked(asked)
+    if named is None:
+        return generic
+    model, is_infer = named
+    if code == grpc.StatusCode.NOT_FOUND:
+        return f"the upstream has no {model}"
+    if code == grpc.StatusCode.INVALID_ARGUMENT and is_infer:
+        return (
+            f"the upstream refused this request's inputs or outputs for {model}"
+            " (their names, datatypes or shapes)"
+        )
+    return generic
+
+
+# Longer names are left out of a message rather than cut (a cut name would look like another).
+_NAMED_AT_MOST = 128
+
+
+def _model_asked(asked: Any) -> tuple[str, bool] | None:
+    """(``model "NAME"`` with ``version "V"`` when one was asked for, whether the call is an
+    inference) of an Open Inference request; None when there is none, or a name is too long
+    or unprintable to repeat."""
+    descriptor = getattr(asked, "DESCRIPTOR", None)
+    if descriptor is None or not descriptor.full_name.startswith("inference."):
+        return None  # bytes (an opaque route's), a stream, another service's message
+    fields = descriptor.fields_by_name
+    for name_field, version_field in (("model_name", "model_version"), ("name", "version")):
+        if name_field in fields and version_field in fields:
+            name, version = getattr(asked, name_field), getattr(asked, version_field)
+            break
+    else:
+        return None
+    if not (
+        isinstance(name, str)
+        and isinstance(version, str)
+        and _repeatable(name)
+        and _repeatable(version, True)
+    ):
+        return None
+    # json.dumps quotes, and escapes a quote or a non-ASCII character: the name as sent.
+    said = f"model {json.dumps(name)}" + (f" version {json.dumps(version)}" if version else "")
+    return said, descriptor.full_name == "inference.ModelInferRequest"
+
+
+def _repeatable(text: str, empty: bool = False) -> bool:
+    return (bool(text) or empty) and len(text) <= _NAMED_AT_MOST and text.isprintable()
 
 
 _LOCAL_SIZE_LIMIT = "CLIENT: Received message larger than max"
@@ -471,7 +529,7 @@ class _CheckedUnary:
             raise
         except grpc.aio.AioRpcError as error:
             self._upstream.observe(time.perf_counter() - started, error.code().name)
-            raise upstream_error(error, self._limit) from None
+            raise upstream_error(error, self._limit, None if self._client_streams else request) from None
         except MalformedUpstream:
             self._upstream.observe(time.perf_counter() - started, "MALFORMED")
             raise

@@ -108,14 +108,28 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 def parse_json(text: bytes, what: str = "the request") -> Any:
     try:
-        value = json.loads(text.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        value = json.loads(text.decode("utf-8"), parse_constant=_no_constant, parse_int=_bounded_int)
+    except RecursionError:
+        # Python's words name its decoder ("maximum recursion depth exceeded while decoding").
+        raise _invalid(f"{what} nests too deeply to read as JSON") from None
+    except (UnicodeDecodeError, ValueError) as error:
         raise _invalid(f"{what} is not valid JSON: {error}") from None
     return value
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# No number the protocol carries (int64, uint64) has more digits; Python's own refusal of a
+# longer one (past 4,300 digits) names its interpreter setting, not the caller's mistake.
+_INT_DIGITS = 64
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _INT_DIGITS:
+        raise ValueError(f"an integer of more than {_INT_DIGITS} digits is out of any tensor's range")
+    return int(text)
 
 
 def set_parameters(target: Any, parameters: Mapping[str, Any], where: str) -> None:
