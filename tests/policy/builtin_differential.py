@@ -192,7 +192,12 @@ ORDINARY_EXPRESSIONS: dict[str, str] = {
         " strings.any_suffix_match({input.s}, {input.u})]"
     ),
     "count": "[count(input.s), count(input.a), count(input.o), count({x | some x in input.a})]",
-    "internal.template_string": '$"{input.s} in {input.u}: {input.n}, {input.i}, {input.a[0]}"',
+    # Refused (INEXACT_BUILTINS): rego-cpp writes 9007199254740992.0 as 9007199254740992 and a
+    # set in the order it was built ("Sales EMEA" before "Sales").
+    "internal.template_string": (
+        '$"{input.s} in {input.u}: {input.n}, {input.i}, {input.a[0]}; {input.m}, {input.b}, '
+        '{ {x | some x in input.a} }"'
+    ),
     # types
     "type_name": (
         "[type_name(input.n), type_name(input.s), type_name(input.a), type_name(input.o),"

@@ -126,6 +126,44 @@ def test_plain_string_literals_are_not_findings() -> None:
     assert text_findings("t.rego", text) == []
 
 
+# Review: rego-cpp writes a template string's values unlike OPA (`2.0` as `2`, `1e2` as `100`,
+# strings inside an array without OPA's escapes, a set in another order). The release tag came
+# out "2-stable", never the revoked "2.0-stable": the embedded engine allowed where OPA denies.
+_TEMPLATE_RELEASE = """\
+import data.labelgate.tables
+
+release_tag := $"{tables.release}-stable"
+
+result := {
+	"allow": not_revoked,
+	"reason": $"release {release_tag}; groups {input.subject.groups}",
+	"mask": [],
+	"require_approval": null,
+	"cache_ttl_seconds": 30,
+} if {
+	not_revoked := count([r | some r in tables.revoked_releases; r == release_tag]) == 0
+}
+"""
+
+
+async def test_a_template_string_is_refused_as_rego_cpp_writes_its_values_unlike_opa(tmp_path: Path) -> None:
+    from tests.policy.conftest import opa_value, rego_cpp_unchecked
+
+    data = {"revoked_releases": ["2.0-stable"], "release": 2.0}
+    policy = write_policy(tmp_path / "policy", _TEMPLATE_RELEASE, data=data)
+    document = '{"subject": {"groups": ["ops\\u200b", "eng\\u2028"]}}'
+    assert (await opa_value(policy, document))["allow"] is False
+    assert '"allow":true' in rego_cpp_unchecked(policy, document)  # the refusal is earned
+    engine = EmbeddedEngine(policy, watch_interval=None)
+    with pytest.raises(ConfigError) as refused:
+        await engine.start()
+    await engine.close()
+    message = refused.value.message
+    assert refused.value.reason == UNSUPPORTED and "--engine opa" in message
+    assert "builtin `internal.template_string` (" in message
+    assert "labelgate/decision/policy.rego:5, labelgate/decision/policy.rego:9" in message
+
+
 async def test_raw_and_escaped_literals_equal_the_input_strings_in_regopy() -> None:
     """The evidence for what the scanner lets through: these literals equal the same input
     strings in rego-cpp (as in OPA), and the refused \\u and \\/ escapes do not."""

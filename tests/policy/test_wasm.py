@@ -435,6 +435,93 @@ def test_json_marshal_of_data_and_of_a_rule_reading_data_is_accepted() -> None:
     assert marshal_findings((("probe.rego", module),), {"r": {"n": 1}}) == []
 
 
+# Review: a rule of the policy reached by a ``data.`` path whose last key is an integer elsewhere
+# in the data. The module writes the object's keys in hash order, OPA sorts them, so the marshalled
+# pair never matched the blocked one: the wasm engine allowed where OPA denies.
+_RULE_UNDER_DATA = """\
+pairs := {"max_rows": {"label": l, "path": p} |
+	some p in input.request.requested_outputs
+	some l in input.labels
+}
+
+denied if json.marshal(data.labelgate.decision.pairs.max_rows) in data.labelgate.tables.blocked
+
+"""
+
+
+async def test_json_marshal_of_a_rule_under_a_data_path_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.policy.conftest import opa_value
+
+    body = _RULE_UNDER_DATA + result_rule(VALID_RESULT, "not denied")
+    blocked = json.dumps({"label": "restricted", "path": "outputs.ssn"}, separators=(",", ":"))
+    policy = write_policy(tmp_path / "policy", body, data={"max_rows": 100, "blocked": [blocked]})
+    document = '{"request": {"requested_outputs": ["outputs.ssn"]}, "labels": ["restricted"]}'
+    assert await opa_value(policy, document) is None  # OPA: denied, so no result
+    with monkeypatch.context() as unchecked:  # the refusal is earned: unchecked, the module allows
+        unchecked.setattr("labelgate.policy.wasm.marshal_findings", lambda modules, data: [])
+        engine = WasmEngine(policy, watch_interval=None)
+        await engine.start()
+        try:
+            assert (await engine.decide(json.loads(document))).allow
+        finally:
+            await engine.close()
+    raised = await refused_start(WasmEngine(policy, watch_interval=None))
+    assert raised.reason == UNSUPPORTED and "--engine opa" in raised.message
+    assert "`json.marshal` of a value not known to be an integer at labelgate/decision/policy.rego:8" in (
+        raised.message
+    )
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        # A rule of the policy at a data path (the key is an integer elsewhere in the data).
+        'pairs := {"n": {"b": input.b, "a": 1}}\n\nf := json.marshal(data.labelgate.probe.pairs.n)\n',
+        # ... reached through a rule valued from "data", or through an import.
+        'pairs := {"n": {"b": input.b}}\n\n_r := data.labelgate.probe.pairs\n\nf := json.marshal(_r.n)\n',
+        'pairs := {"k": {"n": {"b": input.b}}}\n\n_r := data.labelgate.probe.pairs["k"]\n\n'
+        "f := json.marshal(_r.n)\n",
+        'import data.labelgate.probe as p\n\npairs := {"n": {"b": 1}}\n\n_r := p.pairs\n\n'
+        "f := json.marshal(_r.n)\n",
+        # A data path the data does not hold as written, or holds as something else.
+        "f := json.marshal(data.q.n)\n",
+        "f := json.marshal(data.r)\n",
+        "f := json.marshal(data.r.s)\n",
+        # A local or an argument named like the rule valued from data.
+        "_r := data.r\n\nf := x if {\n\t_r := input.r\n\tx := json.marshal(_r.n)\n}\n",
+        "_r := data.r\n\nf := x if {\n\tsome _r in input.rs\n\tx := json.marshal(_r.n)\n}\n",
+        "_r := data.r\n\ng(_r) := json.marshal(_r.n)\n",
+        "_r := data.r\n\nf := [json.marshal(_r.n) | some _r in input.rs]\n",
+        # An index name bound afresh, in a comprehension or by assignment.
+        "f := [json.marshal(i) | some i in input.strs] if {\n\tsome i, _ in input.xs\n}\n",
+        "f := x if {\n\tsome i, _ in input.xs\n\tx := [json.marshal(i) | i := input.o]\n}\n",
+        # A rule of that name, where the index is declared in a comprehension only.
+        "i := input.o\n\nf := json.marshal(i) if {\n\tc := [x | some i, x in input.xs]\n}\n",
+        # A `with` can put anything where the data was.
+        "m := json.marshal(data.r.n)\n\nf := x if {\n\tx := m with data.r.n as input.o\n}\n",
+        "m := json.marshal(count(input.xs))\n\nf := x if {\n\tx := m with count as input.o\n}\n",
+    ],
+)
+def test_json_marshal_of_what_may_not_be_the_data_or_an_index_is_refused(rules: str) -> None:
+    from labelgate.policy.wasm import marshal_findings
+
+    module = f"package labelgate.probe\n\n{rules}"
+    data = {"q": {"m": {"n": 1}}, "r": {"n": 1, "s": 1.5}, "other": {"probe": 2}}
+    assert marshal_findings((("probe.rego", module),), data) != []
+
+
+def test_json_marshal_of_data_a_package_overlaps_is_refused() -> None:
+    """A package of the policy at or above a data path may define rules there (``r.n := ...``)."""
+    from labelgate.policy.wasm import marshal_findings
+
+    probe = "package labelgate.probe\n\nf := json.marshal(data.r.n)\n"
+    for other in ("package r\n\nm := 1\n", "package r.n.x\n\nm := 1\n", 'package ["r"]\n\nm := 1\n'):
+        modules = (("probe.rego", probe), ("other.rego", other))
+        assert marshal_findings(modules, {"r": {"n": 1}}) != [], other
+
+
 # -- the module itself: a bundle's policy.wasm is checked, not only the .rego beside it -------
 
 
