@@ -564,7 +564,7 @@ _WASM_SECTION = (
     "`--engine wasm` runs OPA's own Wasm target (`opa build -t wasm`) in process, so its",
     "semantics are OPA's compiler's and OPA's Wasm runtime's; what that runtime does differently",
     "from OPA is refused at load (POLICY_UNSUPPORTED_BY_WASM, naming it and pointing to",
-    "`--engine opa`) or listed here (details in the docstring of `proxy/labelgate/policy/wasm.py`):",
+    "`--engine opa`) or listed here (details in the docstring of `proxy/labelgate/policy/wasm_checks.py`):",
     "",
     "- refused: any builtin but the module-native ones the default pack uses (`WASM_NATIVE_BUILTINS`,",
     "  each held to OPA by the differential test), `json.marshal` on what the text does not show to be",

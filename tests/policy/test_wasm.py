@@ -367,7 +367,7 @@ async def test_json_marshal_of_what_the_text_shows_is_an_integer_loads(tmp_path:
 
 
 def test_the_default_pack_needs_nothing_outside_the_reviewed_list() -> None:
-    from labelgate.policy.wasm import native_findings
+    from labelgate.policy.wasm_checks import native_findings
 
     assert native_findings(PolicySource.from_dir(REGO)) == []
 
@@ -420,14 +420,14 @@ async def test_a_result_that_allows_and_holds_is_valid_in_replay_only(tmp_path: 
     ],
 )
 def test_json_marshal_of_what_may_be_a_string_or_an_object_is_refused(rules: str) -> None:
-    from labelgate.policy.wasm import marshal_findings
+    from labelgate.policy.wasm_marshal import marshal_findings
 
     module = f"package labelgate.probe\n\n{rules}"
     assert marshal_findings((("probe.rego", module),), {"r": {"n": 1}}) != []
 
 
 def test_json_marshal_of_data_and_of_a_rule_reading_data_is_accepted() -> None:
-    from labelgate.policy.wasm import marshal_findings
+    from labelgate.policy.wasm_marshal import marshal_findings
 
     module = (
         "package labelgate.probe\n\n_r := data.r\n\nf := json.marshal(_r.n)\n\ng := json.marshal(data.r.n)\n"
@@ -460,7 +460,7 @@ async def test_json_marshal_of_a_rule_under_a_data_path_is_refused(
     document = '{"request": {"requested_outputs": ["outputs.ssn"]}, "labels": ["restricted"]}'
     assert await opa_value(policy, document) is None  # OPA: denied, so no result
     with monkeypatch.context() as unchecked:  # the refusal is earned: unchecked, the module allows
-        unchecked.setattr("labelgate.policy.wasm.marshal_findings", lambda modules, data: [])
+        unchecked.setattr("labelgate.policy.wasm_checks.marshal_findings", lambda modules, data: [])
         engine = WasmEngine(policy, watch_interval=None)
         await engine.start()
         try:
@@ -505,7 +505,7 @@ async def test_json_marshal_of_a_rule_under_a_data_path_is_refused(
     ],
 )
 def test_json_marshal_of_what_may_not_be_the_data_or_an_index_is_refused(rules: str) -> None:
-    from labelgate.policy.wasm import marshal_findings
+    from labelgate.policy.wasm_marshal import marshal_findings
 
     module = f"package labelgate.probe\n\n{rules}"
     data = {"q": {"m": {"n": 1}}, "r": {"n": 1, "s": 1.5}, "other": {"probe": 2}}
@@ -514,7 +514,7 @@ def test_json_marshal_of_what_may_not_be_the_data_or_an_index_is_refused(rules: 
 
 def test_json_marshal_of_data_a_package_overlaps_is_refused() -> None:
     """A package of the policy at or above a data path may define rules there (``r.n := ...``)."""
-    from labelgate.policy.wasm import marshal_findings
+    from labelgate.policy.wasm_marshal import marshal_findings
 
     probe = "package labelgate.probe\n\nf := json.marshal(data.r.n)\n"
     for other in ("package r\n\nm := 1\n", "package r.n.x\n\nm := 1\n", 'package ["r"]\n\nm := 1\n'):
@@ -547,7 +547,7 @@ def _beside(wasm: bytes, decoy: str) -> BundleSource:
 
 def _without_names(wasm: bytes) -> bytes:
     """``wasm`` without its ``name`` custom section (as ``wasm-strip`` leaves it)."""
-    from labelgate.policy.wasm import _leb128
+    from labelgate.policy.wasm_checks import _leb128
 
     out, offset = bytearray(wasm[:8]), 8
     while offset < len(wasm):
@@ -597,7 +597,7 @@ def test_a_policy_wasm_without_function_names_is_refused() -> None:
 
 
 def test_the_default_pack_module_uses_only_what_the_text_check_allows(tmp_path: Path) -> None:
-    from labelgate.policy.wasm import module_builtins, module_findings
+    from labelgate.policy.wasm_checks import module_builtins, module_findings
 
     source = read_bundle(_opa_wasm_bundle(REGO, tmp_path), verify=None, origin="default pack")
     assert isinstance(source, BundleSource) and source.wasm is not None
@@ -632,7 +632,7 @@ def test_the_module_check_names_every_builtin_opa_compiles_a_call_to() -> None:
     """For the pinned opa: a call to any builtin shows in the module, as a host builtin its
     ``builtins`` export names or as a function _NATIVE_FUNCTIONS maps to it; and the allowed
     builtins read as allowed ones only."""
-    from labelgate.policy.wasm import WASM_NATIVE_BUILTINS, WASM_OPERATORS, module_builtins
+    from labelgate.policy.wasm_checks import WASM_NATIVE_BUILTINS, WASM_OPERATORS, module_builtins
 
     capabilities = json.loads(
         subprocess.run([pinned_opa(), "capabilities", "--current"], capture_output=True, check=True).stdout
