@@ -361,6 +361,21 @@ class LimitSettings(Section):
     # A repository index or statistics reply is narrowed by one policy decision per model it
     # lists; more distinct models than this fail the call (RESOURCE_EXHAUSTED).
     max_index_models: int = Field(1024, ge=1, le=100_000)
+    max_message_values: int = Field(
+        100_000,
+        ge=64,
+        le=10_000_000,
+        description="Values a typed reply (model metadata, config and statistics, a routed "
+        "service's messages) may hold: it is classified a value at a time on the gateway's event "
+        "loop, so one large reply stalls every call of the worker. Each present field, repeated "
+        "element and map entry counts one, and a field read as characters, a map or an Any "
+        "walked apart a few dozen more (classify/messages.py), counted as the walk goes; past the "
+        "limit the reply is refused (UNAVAILABLE / 502, MESSAGE_TOO_MANY_VALUES). Measured at 1-4 "
+        "us a value (8 when every value is a detected card), so the default bounds a reply to "
+        "0.1-0.4 s of classification, 0.8 s at worst (a 15 MiB reply of 720,000 outputs took 10 s "
+        "unbounded). It is sized for statistics of max_index_models models (about 100 values "
+        "each); lower it where no reply is that large",
+    )
     # Request bytes all calls in progress may hold at once, per process (gateway/inflight.py):
     # a call pins about four times its request, so this bounds most of what callers can make
     # the gateway hold. Past it a request is refused at once (RESOURCE_EXHAUSTED /

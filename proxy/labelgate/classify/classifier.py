@@ -113,7 +113,7 @@ from labelgate.classify.jsonpaths import KeyNames, may_escape, may_reference, un
 from labelgate.classify.key_blocks import SECRET, left_open
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.markup import may_render
-from labelgate.classify.messages import classify_message
+from labelgate.classify.messages import classify_message, digit_runs
 from labelgate.errors import UpstreamError
 from labelgate.oip.tensor import Tensor
 
@@ -492,13 +492,9 @@ def names_detected(names: Sequence[str], detectors: DetectorSet) -> dict[int, st
     return {index: min(hit.detector for hit in hits) for index, hits in found.items() if hits}
 
 
-# Fewer digits than the shortest value a detector looks for (an SSN's nine): a shape such as
-# [100] or [1, 100, 7] says nothing, and most shapes are never scanned.
 # The letters of PRIVATE KEY, the rarer first, as ints (``in`` finds one with memchr): a raw
 # buffer without one of them holds no BEGIN marker split across elements either.
 _KEY_LETTERS = tuple(b"KVYPRIATE")
-_SHAPE_DIGITS = 9
-_SHAPE_SEPARATORS = (b"", b" ", b"-", b",")
 
 
 def check_output_shapes(tensors: Sequence[Tensor], detectors: DetectorSet) -> None:
@@ -507,15 +503,9 @@ def check_output_shapes(tensors: Sequence[Tensor], detectors: DetectorSet) -> No
     dimensions of 1 anywhere (``[4, 1, 1, ..., 1]`` of four elements reads 4111111111111111)
     or a factorisation of the element count (``[123, 45, 6789]``), it carries digits to the
     caller through any mask, since masks change values, never the layout. The dimensions are
-    read run together and joined by a space, a hyphen and a comma (how a caller prints them)."""
-    forms: list[bytes] = []
-    for tensor in tensors:
-        shape = tensor.shape
-        if len(shape) < 2:
-            continue
-        dims = [str(dim).encode() for dim in shape]
-        if sum(map(len, dims)) >= _SHAPE_DIGITS:
-            forms.extend(separator.join(dims) for separator in _SHAPE_SEPARATORS)
+    read run together and joined by a space, a hyphen and a comma (how a caller prints them:
+    ``messages.digit_runs``, as a message's repeated integers are read)."""
+    forms = [run for tensor in tensors for run in digit_runs(tensor.shape)]
     if not forms:
         return
     found = detectors.scan_each(forms)

@@ -20,8 +20,12 @@ fire on are scanned (``smallest_scanned``), so ordinary numbers cost no scan.
 A repeated integer field is also read as text, a character a value, as a client reads it back
 with ``chr`` (``integer_text``): what is found adds ``<path>[]{<detector>}``, and a leaf for
 every value of the field, so masking zeroes them all, as it zeroes a whole tensor (part of
-such a text zeroed would leave NULs, which a reader drops, between the rest). A map's integer
-values are read so too, in the map's order and in its keys' order, labelling the map.
+such a text zeroed would leave NULs, which a reader drops, between the rest). It is read as
+digits too, its values one after another as a caller prints them (``digit_runs``: run
+together, and joined by a space, a hyphen and a comma, as an inference reply's shape is):
+``dims: [123, 45, 6789]`` is an SSN, ``[4111, 1111, 1111, 1111]`` a card; what that finds is
+labelled and masked the same way. A map's integer values are read both ways too, in the
+map's order and in its keys' order, labelling the map.
 
 A PEM private key is the one value that spans texts (``key_blocks``): a text that opens a
 block it does not close makes every text of the whole reply, in every pass and every folded
@@ -48,11 +52,20 @@ Some fields are one field whose contents label it, and masking it clears it:
 
 A reply nested deeper than ``MAX_MESSAGE_DEPTH`` is refused (``MESSAGE_TOO_DEEP``):
 protobuf's ``DiscardUnknownFields``, which release relies on, stops at about 60 levels.
+The walk runs in Python, a step per value, on the gateway's event loop: given ``max_values``,
+it counts every present field, repeated element and map entry it comes to (folded messages'
+too) before looking at them, and the steps that cost more than a value for more (reading a
+field as characters, a map, a folded message: ``FIXED_STEP_VALUES``, ``MAP_STEP_VALUES``),
+and refuses a reply holding more (``MESSAGE_TOO_MANY_VALUES``), so no reply costs more than
+that many steps, however it is shaped.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -77,7 +90,6 @@ from labelgate.classify.integer_text import (
     CHARACTER_DTYPES,
     CharacterRead,
     character_hits,
-    character_points,
     key_order,
     worth_reading,
 )
@@ -91,6 +103,7 @@ from labelgate.errors import ConfigError, UpstreamError
 FIELD_LABELS_INVALID = reasons.FIELD_LABELS_INVALID
 MESSAGE_TOO_DEEP = reasons.MESSAGE_TOO_DEEP
 MESSAGE_STRING_INVALID = reasons.MESSAGE_STRING_INVALID
+MESSAGE_TOO_MANY_VALUES = reasons.MESSAGE_TOO_MANY_VALUES
 # Well under the ~60 levels protobuf's DiscardUnknownFields reaches (see the docstring).
 MAX_MESSAGE_DEPTH = 32
 ANY_TYPE = "google.protobuf.Any"
@@ -121,7 +134,33 @@ WIDE_NUMBER_CPP_TYPES = frozenset(
     }
 )
 
+# Fewer digits than the shortest value a detector looks for (an SSN's nine): a shape such as
+# [100] or [1, 100, 7] says nothing, and most shapes and integer lists are never scanned.
+RUN_DIGITS = 9
+# How a caller prints integers one after another: run together, or joined by these.
+RUN_SEPARATORS = ("", " ", "-", ",")
+# What the steps a reply pays for per field, whatever its size, count for against ``max_values``
+# (a value costs 1-4 µs): reading a field as characters (a map's values: each order) and
+# walking messages folded apart (a map's message values, an Any's contents) are 20-50 µs
+# of Python and numpy each; scanning a map's keys and values apart, about 10 µs.
+FIXED_STEP_VALUES = 32
+MAP_STEP_VALUES = 8
+
 _option_cache: dict[FieldDescriptor, frozenset[str]] = {}
+
+
+def digit_runs(numbers: Sequence[int]) -> list[bytes]:
+    """``numbers`` read one after another, as a caller prints a shape or a list: run together
+    and joined by each of ``RUN_SEPARATORS`` (a negative number brings its own hyphen). None
+    for fewer than two numbers (one is scanned as itself) or fewer than ``RUN_DIGITS`` digits.
+    Shared by inference replies' shapes (``classifier.check_output_shapes``) and messages'
+    repeated integer fields, so both read digits the same way."""
+    if len(numbers) < 2:
+        return []
+    texts = list(map(str, numbers))
+    if sum(map(len, texts)) < RUN_DIGITS:
+        return []
+    return [separator.join(texts).encode("ascii") for separator in RUN_SEPARATORS]
 
 
 def option_labels(descriptor: FieldDescriptor) -> frozenset[str]:
@@ -159,9 +198,15 @@ def message_type_of(descriptor: FieldDescriptor) -> Descriptor:
 
 
 def classify_message(
-    message: Message, catalog: Catalog, detectors: DetectorSet, default_label: str | None = None
+    message: Message,
+    catalog: Catalog,
+    detectors: DetectorSet,
+    default_label: str | None = None,
+    max_values: int | None = None,
 ) -> Classification:
-    walker = _Walker(catalog, detectors, smallest_scanned(detectors))
+    """``max_values``: the most values the walk may visit (see the module docstring); None
+    leaves it unbounded (a reply already released, read again)."""
+    walker = _Walker(catalog, detectors, smallest_scanned(detectors), _Values(max_values))
     if message.DESCRIPTOR.full_name == ANY_TYPE:
         walker.any_reply(message)
     else:
@@ -197,12 +242,33 @@ def _number_types(smallest: int | None) -> frozenset[int]:
     return WIDE_NUMBER_CPP_TYPES if smallest >= 2**32 else NUMBER_CPP_TYPES
 
 
+class _Values:
+    """What is left of a reply's ``max_values``, shared by every walker of the reply."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, count: int) -> None:
+        if self.left is None:
+            return
+        self.left -= count
+        if self.left < 0:
+            raise UpstreamError(
+                MESSAGE_TOO_MANY_VALUES,
+                f"the upstream's reply holds more than {self.limit} values (limits.max_message_values)",
+            )
+
+
 class _Walker:
     def __init__(
-        self, catalog: Catalog, detectors: DetectorSet, smallest: int | None, depth: int = 0
+        self, catalog: Catalog, detectors: DetectorSet, smallest: int | None, values: _Values, depth: int = 0
     ) -> None:
         self.catalog = catalog
         self.detectors = detectors
+        self.values = values  # the reply's, so folded messages count against it too
         # The number fields scanned, by type, and the smallest magnitude scanned in them.
         self.number_types = _number_types(smallest)
         self.smallest = smallest or 0
@@ -213,10 +279,15 @@ class _Walker:
         self._texts: list[tuple[Location, str, bytes]] = []
         # Map fields: (path, texts) whose hits label the map field itself.
         self._maps: list[tuple[str, list[bytes]]] = []
-        # Repeated integer fields, to read as characters: (location, item path, values, dtype);
+        # Repeated integer fields: (location, item path, values, dtype to read them as characters
+        # with, None when not worth it: ``integer_text.worth_reading``);
         # and maps' integer values read so, in each order, labelling the map: (path, values, dtype).
-        self._characters: list[tuple[Location, str, Any, np.dtype[Any]]] = []
+        # Both are read as digits too (``digit_runs``); maps' values in each order: (path, runs).
+        self._characters: list[tuple[Location, str, Any, np.dtype[Any] | None]] = []
         self._map_characters: list[tuple[str, list[list[int]], np.dtype[Any]]] = []
+        self._map_runs: list[tuple[str, list[bytes]]] = []
+        # Repeated fields whose numbers are scanned one by one too (``number_types``).
+        self._scanned_alone: set[Location] = set()
         # Fields whose folded messages (map values, Anys' contents) this walker scanned apart.
         self._folds: list[str] = []
         # Whether a PEM block crosses texts here, or in a message folded into this one.
@@ -235,7 +306,10 @@ class _Walker:
             raise UpstreamError(
                 MESSAGE_TOO_DEEP, f"the upstream's reply nests messages deeper than {MAX_MESSAGE_DEPTH}"
             )
-        for descriptor, value in message.ListFields():
+        present = message.ListFields()
+        # Counted before any is looked at: a field of a million elements is refused at once.
+        self.values.take(len(present) + sum(len(value) for field, value in present if field.is_repeated))
+        for descriptor, value in present:
             if descriptor.is_extension:
                 continue
             path = prefix + descriptor.name
@@ -244,6 +318,7 @@ class _Walker:
             for name, start in scopes:
                 labels |= self.catalog.labels_for_message(name, path[len(start) :])
             if is_map(descriptor):
+                self.values.take(MAP_STEP_VALUES)
                 self._label(path, labels, touch=True)
                 self._maps.append((path, self._map_texts(path, descriptor, value)))
                 value_field = message_type_of(descriptor).fields_by_name["value"]
@@ -274,13 +349,18 @@ class _Walker:
                     labels |= self.catalog.labels_for_message(label_scope, item_path[len(start) :])
                 self._label(item_path, labels, touch=True)
                 if descriptor.cpp_type in self.number_types:
+                    self._scanned_alone.add(here)
                     for index, number in _large_numbers(value, self.smallest):
                         self._texts.append(((*here, index), item_path, _number_text(number)))
                 elif descriptor.cpp_type == FieldDescriptor.CPPTYPE_STRING:  # string and bytes
                     for index, item in enumerate(value):
                         self._queue(descriptor, (*here, index), item_path, item)
                 dtype = CHARACTER_DTYPES.get(descriptor.cpp_type)
-                if dtype is not None:  # read as characters, if worth it (``_read_characters``)
+                if dtype is not None:  # read as digits, and as characters if worth it
+                    if worth_reading(value, self.detectors):
+                        self.values.take(FIXED_STEP_VALUES)
+                    else:
+                        dtype = None
                     self._characters.append((here, item_path, value, dtype))
             else:
                 self._label(path, labels, touch=True)
@@ -303,10 +383,18 @@ class _Walker:
             numbers = _large_numbers(list(value.values()), self.smallest)
             texts.extend(_number_text(number) for _, number in numbers)
         dtype = CHARACTER_DTYPES.get(value_field.cpp_type)
-        if dtype is not None and worth_reading(value.values(), self.detectors):
-            # A map has no order of its own: as it iterates (and is written), and by key.
-            orders = [list(value.values()), [value[key] for key in sorted(value, key=key_order)]]
-            self._map_characters.append((path, orders, dtype))
+        if dtype is not None:
+            in_order = list(value.values())
+            runs = digit_runs(in_order)  # the same digits in any order: none, none by key either
+            characters = worth_reading(in_order, self.detectors)
+            if runs or characters:
+                # A map has no order of its own: as it iterates (and is written), and by key.
+                orders = [in_order, [value[key] for key in sorted(value, key=key_order)]]
+                if characters:
+                    self.values.take(FIXED_STEP_VALUES * len(orders))
+                    self._map_characters.append((path, orders, dtype))
+                if runs:
+                    self._map_runs.append((path, [*runs, *digit_runs(orders[1])]))
         return texts
 
     def _queue(self, descriptor: FieldDescriptor, location: Location, path: str, value: Any) -> None:
@@ -327,8 +415,9 @@ class _Walker:
         """Walk ``messages`` (a map's values, an Any's contents) as nested messages at
         ``path{}.``, and give every label found in them to ``path`` itself: masking cannot
         reach inside such a field, only clear it."""
+        self.values.take(FIXED_STEP_VALUES)
         inner = path + "{}."
-        folded = _Walker(self.catalog, self.detectors, self.smallest, self.depth + depth + 1)
+        folded = _Walker(self.catalog, self.detectors, self.smallest, self.values, self.depth + depth + 1)
         for item in messages:
             if item.DESCRIPTOR.full_name == ANY_TYPE:  # a map of Any values
                 folded._fold_any(path, item, scopes, 0)
@@ -347,8 +436,11 @@ class _Walker:
         """An Any at ``path``: its type URL is scanned (it is text the upstream chose), and its
         contents are folded into ``path`` (see the module docstring)."""
         type_url: str = packed.type_url  # type: ignore[attr-defined]
+        self.values.take(MAP_STEP_VALUES)  # its type URL is scanned apart, as a map's texts are
         self._maps.append((path, [_text(type_url)]))
-        contents, reason = unpacked_any(packed)
+        # Extensions are left in: the walk passes them by, and stripping them first would visit
+        # every message in the contents before the walk counts one (``max_values``).
+        contents, reason = unpacked_any(packed, keep_extensions=True)
         if contents is None:
             self.fields.add(path, OPAQUE_ANY_LABELS, fail_closed_source(reason))
             self._maps.append((path, [packed.value]))  # type: ignore[attr-defined]
@@ -383,6 +475,7 @@ class _Walker:
         found_in_maps = [(path, map_texts, self._scan_map(map_texts)) for path, map_texts in self._maps]
         maps_found = any(found for _, _, found in found_in_maps) if found_in_maps else False
         read = self._read_characters() if self._characters or self._map_characters else []
+        runs, maps_runs = self._read_digit_runs()
         if (
             not self.key_open
             and SECRET in self.detectors.names
@@ -407,8 +500,15 @@ class _Walker:
             if at is None:  # a map's values: they label the map
                 for hit in found:
                     self.fields.add(path, [hit.label], detector_source(hit.detector))
-            elif found:
-                self._characters_found(at, path, len(values), found)
+            else:
+                _, _, in_runs = runs.pop(at, (path, 0, []))
+                if found or in_runs:
+                    self._characters_found(at, path, len(values), [*found, *in_runs])
+        for at, (path, count, in_runs) in runs.items():  # fields not worth reading as characters
+            self._characters_found(at, path, count, in_runs)
+        for path, in_runs in maps_runs:
+            for hit in in_runs:
+                self.fields.add(path, [hit.label], detector_source(hit.detector))
         if cover:
             # Every map (its keys, values, an Any's type URL) and every folded message.
             for path in dict.fromkeys([*(path for path, _ in self._maps), *self._folds]):
@@ -430,10 +530,9 @@ class _Walker:
         """The integer fields read as characters (those worth it, ``integer_text.worth_reading``), and
         maps' integer values (read in each order)."""
         detectors = self.detectors
-        points = character_points(detectors.names) if detectors else frozenset()
         read: list[CharacterRead] = []
         for location, path, values, dtype in self._characters:
-            if points is None or not points.isdisjoint(values):  # ``integer_text.worth_reading``
+            if dtype is not None:
                 array = np.fromiter(values, dtype=dtype, count=len(values))
                 read.append(
                     CharacterRead(location, path, [(values, array)], character_hits(array, detectors))
@@ -443,6 +542,37 @@ class _Walker:
             found = [hit for _, array in arrays for hit in character_hits(array, detectors)]
             read.append(CharacterRead(None, path, arrays, found))
         return read
+
+    def _read_digit_runs(
+        self,
+    ) -> tuple[dict[Location, tuple[str, int, list[Detection]]], list[tuple[str, list[Detection]]]]:
+        """What the detectors find in repeated integer fields read as digits (``digit_runs``):
+        by field location, its item path, value count and hits; and per map, its path and hits.
+        One scan for all of them."""
+        runs: list[bytes] = []
+        # Whose each run is: a field's location (None: a map's), path, values and separator.
+        owners: list[tuple[Location | None, str, Any, str]] = []
+        for location, path, values, _ in self._characters:
+            for run, separator in zip(digit_runs(values), RUN_SEPARATORS, strict=False):  # none, or all
+                runs.append(run)
+                owners.append((location, path, values, separator))
+        for path, map_runs in self._map_runs:
+            runs.extend(map_runs)
+            owners.extend((None, path, (), "") for _ in map_runs)
+        if not runs:
+            return {}, []
+        fields: dict[Location, tuple[str, int, list[Detection]]] = {}
+        maps: dict[str, list[Detection]] = {}
+        for index, hits in self.detectors.scan_each(runs).items():
+            at, path, values, separator = owners[index]
+            if at is None:
+                maps.setdefault(path, []).extend(hits)
+                continue
+            if at in self._scanned_alone:
+                hits = _across_values(values, separator, hits, self.smallest)
+            if hits:
+                fields.setdefault(at, (path, len(values), []))[2].extend(hits)
+        return fields, list(maps.items())
 
     def _covered(
         self, found_per_text: list[list[Detection]], read: list[CharacterRead]
@@ -477,13 +607,14 @@ class _Walker:
         self.spans.extend(LeafSpans((*location, index), path, per_value) for index in range(count))
 
 
-def unpacked_any(packed: Message) -> tuple[Message | None, str]:
+def unpacked_any(packed: Message, *, keep_extensions: bool = False) -> tuple[Message | None, str]:
     """The message an Any holds, without the fields its type does not know and without
     extensions (neither is classified), or None and why it cannot be read: its type is looked
     up in the pool the Any's own type comes from (a routed service's descriptor set, or the
     default pool). Release re-encodes a readable Any from this (``enforce.messages``), so what
     leaves is what was classified. Required fields are not checked: the contents is released
-    as it was read (an Any's bytes need not be a whole message to be encoded)."""
+    as it was read (an Any's bytes need not be a whole message to be encoded).
+    ``keep_extensions``: for a reader that passes extensions by itself (the classifier's walk)."""
     type_url: str = packed.type_url  # type: ignore[attr-defined]
     name = type_url.rsplit("/", 1)[-1]
     try:
@@ -496,7 +627,7 @@ def unpacked_any(packed: Message) -> tuple[Message | None, str]:
     except DecodeError:
         return None, "any_invalid"
     contents.DiscardUnknownFields()
-    return without_extensions(contents), ""
+    return (contents if keep_extensions else without_extensions(contents)), ""
 
 
 def without_extensions(message: Message) -> Message:
@@ -536,6 +667,21 @@ def _large_numbers(values: Any, smallest: int) -> list[tuple[int, Any]]:
     if smallest and max(values) < smallest and min(values) > -smallest:
         return []
     return [(index, number) for index, number in enumerate(values) if abs(number) >= smallest]
+
+
+def _across_values(
+    values: Sequence[int], separator: str, hits: list[Detection], smallest: int
+) -> list[Detection]:
+    """The ``hits`` in ``values`` joined by ``separator`` (``digit_runs``) but those within the
+    digits of one value of at least ``smallest``: that number is scanned, and masked, alone."""
+    texts = list(map(str, values))
+    starts = list(itertools.accumulate((len(text) + len(separator) for text in texts), initial=0))
+    kept = []
+    for hit in hits:
+        index = bisect.bisect_right(starts, hit.start) - 1
+        if hit.end > starts[index] + len(texts[index]) or abs(values[index]) < smallest:
+            kept.append(hit)
+    return kept
 
 
 def _number_text(number: int | float) -> bytes:

@@ -15,7 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from labelgate.classify import Catalog, Classification, Classifier, CustomPattern, DetectorSet, Field
+from labelgate.classify import (
+    Catalog,
+    Classification,
+    Classifier,
+    CustomPattern,
+    DetectorSet,
+    Field,
+    classify_message,
+)
 from labelgate.classify import backend_labels as read_backend_labels
 from labelgate.classify.classifier import names_detected
 from labelgate.classify.detectors import BUILTIN_LABELS
@@ -191,5 +199,8 @@ class ClassifierStage:
     def classify_outputs(self, model: str, response: Any, tensors: Sequence[Tensor]) -> Classification:
         return self.classifier.classify_response(model, tensors, backend=read_backend_labels(response))
 
-    def classify_message(self, message: Any) -> Classification:
-        return self.classifier.classify_message(message)
+    def classify_message(self, message: Any, max_values: int) -> Classification:
+        """A typed reply, refused past ``max_values`` values (``limits.max_message_values``):
+        its walk runs on the event loop, a step per value."""
+        classifier = self.classifier  # one catalog snapshot
+        return classify_message(message, classifier.catalog, classifier.detectors, max_values=max_values)

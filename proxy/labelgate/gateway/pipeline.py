@@ -618,7 +618,7 @@ class Pipeline:
     ) -> Message:
         """The reply to one message of a typed (descriptor-aware) service or a metadata RPC."""
         with tracing.stage("classify"):
-            classification = self.classifier.classify_message(message)
+            classification = self.classifier.classify_message(message, self.limits.max_message_values)
         with reply_kept(message):
             decision = await self.decide(call, subject, target, "response", classification.fields, outcome)
         released = build.without_extensions(
