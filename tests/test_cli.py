@@ -250,6 +250,8 @@ def test_check_config_names_a_missing_file_plainly_and_explains_its_warnings(tmp
     assert result.exit_code == 2, result.output
     assert f"cannot read catalog file {missing}: No such file or directory" in result.output
     assert "[Errno" not in result.output
+    problem = next(line for line in result.output.splitlines() if "cannot read catalog file" in line)
+    assert problem.endswith(")") and problem.rsplit("(", 1)[1].rstrip(")").isupper(), "no reason code"
     lines = result.output.splitlines()
     assert "dev_key_trusted" not in lines, result.output
     assert f"{config}: warning: dev_key_trusted: INSECURE: anyone with the repository can mint tokens" in (

@@ -1174,11 +1174,15 @@ def startup_problems(settings: GatewaySettings) -> list[str]:
             return True
         except LabelgateError as error:  # its message may name where itself
             message = error.message
-            problems.append(message if message.startswith(f"{where}: ") else f"{where}: {message}")
-        except (OSError, ValueError) as error:
-            problems.append(f"{where}: {error}")
+            said = message if message.startswith(f"{where}: ") else f"{where}: {message}"
+            problems.append(f"{said} ({error.reason})")
+        except OSError as error:  # strerror, not Python's "[Errno 2] ...: 'path'"
+            said = f"{where}: cannot read {error.filename}: {error.strerror}"
+            problems.append(f"{said} ({reasons.CONFIG_UNREADABLE})")
+        except ValueError as error:
+            problems.append(f"{where}: {error} ({reasons.CONFIG_INVALID})")
         except RecursionError:
-            problems.append(f"{where}: a file it names is nested too deeply")
+            problems.append(f"{where}: a file it names is nested too deeply ({reasons.CONFIG_INVALID})")
         return False
 
     def readable(path: Path) -> None:
