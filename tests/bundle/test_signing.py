@@ -317,3 +317,21 @@ def test_the_signatures_limit_leaves_room_for_long_names_and_the_project(
         build_bundle(read_snapshot(policy_source).files, Signer.from_pem(rsa_keys.private_pem)).files
     )
     assert len(project[SIGNATURES]) * 4 < signing.signatures_limit(n for n in project if n != SIGNATURES)
+
+
+def test_a_signed_replacement_character_swapped_for_a_lone_surrogate_is_refused(rsa_keys: KeyPair) -> None:
+    """Review, seventh round: the canonical form (OPA's) reads a lone surrogate escape as
+    U+FFFD, so ``"\\udc80"`` hashes as the signed ``"\ufffd"`` did; the gateway's loader
+    would have kept the surrogate, data no one signed. It verifies, and is refused as data."""
+    from labelgate.policy.source import BundleKey, PolicySource
+
+    signed = json.dumps({"name": "a\ufffdb"}, ensure_ascii=False).encode()
+    source = [("tricky/p.rego", MODULE), ("tricky/t/data.json", signed)]
+    members = _signed_members(rsa_keys.private_pem, source)
+    members["tricky/t/data.json"] = b'{"name":"a\\udc80b"}'
+    verify_signatures(members, rsa_keys.public_pem)  # the hash holds: the loader must refuse it
+    tarball = write_tarball(list(members.items()))
+    with pytest.raises(ConfigError) as refused:
+        PolicySource.from_bundle(tarball, verify=BundleKey(rsa_keys.public_pem))
+    assert refused.value.reason == "POLICY_DATA_INVALID"
+    assert "surrogate" in refused.value.message

@@ -78,6 +78,8 @@ def test_conflicting_data_is_rejected(tmp_path: Path) -> None:
     [
         ({"p.rego": "package x\n", "data.json": "{not json"}, "POLICY_DATA_INVALID"),
         ({"p.rego": "package x\n", "data.json": "[1, 2]"}, "POLICY_DATA_INVALID"),
+        ({"p.rego": "package x\n", "data.json": '{"name": "a\\udc80b"}'}, "POLICY_DATA_INVALID"),
+        ({"p.rego": "package x\n", "data.json": '{"a\\ud800": 1}'}, "POLICY_DATA_INVALID"),
         ({"data.json": "{}"}, "POLICY_EMPTY"),
     ],
 )

@@ -289,7 +289,8 @@ def _parse_data(rel: str, content: bytes) -> tuple[Any, list[str]]:
     exact Python ints, written back digit for digit. ``NaN`` and ``Infinity`` are not JSON (OPA
     refuses them): invalid data. Neither is a key twice in one JSON object (json.loads and OPA
     keep the last, so the file would not mean what its reviewer read: a catalog entry with
-    ``"labels"`` twice took the second, review s14), nor nesting past the recursion limit.
+    ``"labels"`` twice took the second, review s14), nor nesting past the recursion limit, nor
+    a lone surrogate escape (``_refuse_lone_surrogates``).
     """
     inexact: list[str] = []
 
@@ -307,6 +308,7 @@ def _parse_data(rel: str, content: bytes) -> tuple[Any, list[str]]:
             value = json.loads(
                 content, parse_float=exact_float, parse_constant=not_json, object_pairs_hook=unique_keys
             )
+            _refuse_lone_surrogates(rel, value)
             return value, inexact
         return yaml.safe_load(content), inexact
     except DuplicateKeyError as error:
@@ -315,6 +317,21 @@ def _parse_data(rel: str, content: bytes) -> tuple[Any, list[str]]:
         raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel} is not valid data: {error}") from error
     except RecursionError:
         raise ConfigError(reasons.POLICY_DATA_INVALID, f"{rel} is nested too deeply") from None
+
+
+def _refuse_lone_surrogates(rel: str, value: Any) -> None:
+    """A string escape of half a UTF-16 pair (``"\\udc80"``) is data OPA reads as U+FFFD and
+    json.loads keeps as it is: the engines would not read what OPA reads, and a signed bundle's
+    data, hashed in its canonical form (U+FFFD, as OPA), could be swapped for any of 2,048 such
+    texts under the same signature (review, seventh round). One C-level encode finds any."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            reasons.POLICY_DATA_INVALID,
+            f"{rel} holds a string escape of half a UTF-16 surrogate pair (a lone \\uD800-\\uDFFF), "
+            "which is no character",
+        ) from None
 
 
 def _merge(into: dict[str, Any], prefix: list[str], value: Any, rel: str) -> None:
