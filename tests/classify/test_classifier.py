@@ -569,11 +569,30 @@ def test_an_output_name_holding_what_a_detector_finds_fails_the_reply() -> None:
 
 def test_a_value_split_over_output_names_fails_the_reply() -> None:
     # Each name alone holds no value; printed together, in the reply's order, they do.
-    for names in (["ssn 123", "45", "6789"], ["card 4111", "1111", "1111", "1111"], ["mail ceo@acme", ".io"]):
+    split = (
+        ["ssn 123", "45", "6789"],
+        ["card 4111", "1111", "1111", "1111"],
+        ["mail ceo@acme", ".io"],
+        ["ssn 123\t45", "6789"],  # a TSV header
+        ["4111\t1111", "1111\t1111"],
+    )
+    for names in split:
         tensors = [text(name, "x") for name in names]
         with pytest.raises(UpstreamError) as refused:
             classify_outputs("customer-profile", tensors, CATALOG, DETECTORS)
         assert refused.value.reason == "OUTPUT_NAME_DETECTED", names
         assert not any(name in refused.value.message for name in names)
-    ordinary = ["output_0", "output_1", "logits", "scores_2024", "ids", "v1", "v2"]
+    ordinary = [
+        "output_0",
+        "output_1",
+        "logits",
+        "scores_2024",
+        "ids",
+        "v1",
+        "v2",
+        "2048",
+        "4096",
+        "8192",
+        "16384",
+    ]
     classify_outputs("customer-profile", [text(name, "x") for name in ordinary], CATALOG, DETECTORS)

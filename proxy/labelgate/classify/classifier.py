@@ -440,9 +440,10 @@ def _covered_elements(tensor: Tensor, whole: bool) -> dict[int, int] | None:
     return ends or None
 
 
-# How a caller prints a reply's output names together: run on, by a space, a hyphen, a comma or
-# a line each.
-_NAME_SEPARATORS = ("", " ", "-", ",", "\n")
+# How a caller prints a reply's output names together: run on, by a space, a tab (a TSV
+# header), a hyphen, a comma or a line each. The price: names that are numbers may read as one
+# value together (of 50 runs of four consecutive years, 8 read as a card and are refused).
+_NAME_SEPARATORS = ("", " ", "\t", "-", ",", "\n")
 
 
 def check_output_names(
