@@ -36,13 +36,36 @@ at most ``_VALUE_RUN - 1`` bytes of a value's start went out. (``ip_address`` an
 count from 16 bytes there unless the next bytes read as text, as the classifier reads binary;
 a run no cut falls in, digits or a token, going on past the window ends the stream too.)
 
+Wider integers (INT16..UINT64) of such a shape are also read as characters, an element each,
+as the classifier reads them (``characters``: UTF-16 code units, code points, folded): a value
+in code points (full-width digits, other scripts' digits, invisible characters between
+digits) may be split across replies whose bytes end in no text. So when an output's elements
+end in a run of characters a value may be made of (``_CHARACTER_VALUE_BYTES``, each read as
+folding reads it; after an ESC, any printable ASCII: an escape sequence's) holding one a value
+may begin with (a letter, a digit, ``@``, one folding makes several of that ends in one, a
+UTF-16 high surrogate the next unit completes), that run is held back (``CharacterReader``): a reply
+releases what came before it, in the output's datatype, and the run goes with the first reply
+that brings a character no value holds after it (or with the final reply, or the end of the
+stream). Only an output's last elements are read (more while they are all a value's
+characters), and a run held is appended to, not read again. Token ids end so now and then:
+measured (``tests/classify/test_carryover_characters.py``), a reply in 31 (16-bit ids) to 65
+(INT64 ids below 150,000) ends with ids held, for one reply or a few; integers of any value,
+one in 5,000. (Runs of ASCII code points are held too, though the packed carry reads them:
+it sends a run shorter than ``_VALUE_RUN`` on and ends the stream when the next reply
+completes a value, and reads an escape, an ANSI sequence or an invisible character after it
+otherwise than the classifier does. They are 5% of the ids held.)
+
 What is not covered: a value in a form only another reading shows (folded, full-width digits,
 markup, escapes, UTF-16 decoded) that begins right after binary bytes (fewer than
 ``_TEXT_LEAST`` text bytes before it), since its bytes are no ``_VALUE_BYTES``; an IPv6
 address split at a colon (``:`` is no value byte: float exponents are); with custom patterns
 (any printable ASCII is a value byte then) a match holding bytes that are not ASCII, or longer
 than the window; text a row at a time (two dimensions above 1); and an output that changes
-datatype or goes 8-bit between the replies (the join is read with wider numbers only).
+datatype or goes 8-bit between the replies (the join is read with wider numbers only). Read
+as characters: an OSC string (ESC ``]``) holding a character no value holds across replies, a
+backspace that erases the last character of the reply before, an escape sequence begun more
+than ``_CHARACTER_SLICE`` elements before the end of a reply that does not end in a run, and
+(with custom patterns) a match holding a character that is not ASCII.
 """
 
 from __future__ import annotations
@@ -51,8 +74,11 @@ import array
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from labelgate.classify import carry_runs, numbers, patterns, reasons
+import numpy as np
+
+from labelgate.classify import carry_runs, characters, numbers, patterns, reasons
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.folding import CONTROLS
 from labelgate.errors import UpstreamError
@@ -102,6 +128,19 @@ _PRINTABLE = bytes(sorted(set(range(0x20, 0x7F)) | set(b"\t")))
 # always does: held to the request's final reply (or past ``hold_limit``). No ordinary stream
 # was refused (2.4 million replies).
 _VALUE_RUN = 8
+# Integers read as characters (``characters``, an element a character): the byte each one's
+# character reads as there, folded (``characters.shown_view``), goes on a run a value may be
+# made of (``CharacterReader``) when it is one of ``_VALUE_BYTES``, or ``:`` (an IPv6 address:
+# no float exponents here), or what an escape that reading decodes is written with
+# (``\u0031``, ``&#49;``), or a character folding drops (invisible characters, marks,
+# controls) or makes several of; a run holding one of ``_CHARACTER_VALUE_STARTS`` (or one made
+# several) may be the start of a value. With custom patterns, any printable ASCII.
+_CHARACTER_VALUE_BYTES = _VALUE_BYTES + b":\\&#;"
+_CHARACTER_VALUE_STARTS = bytes(sorted(patterns._ALNUM)) + b"@"
+_PRINTABLE_TABLE = np.array([code in _PRINTABLE for code in range(256)])
+# The last elements of a reply first read for that run (then four times as many, while they
+# do not show where it starts).
+_CHARACTER_SLICE = 16
 
 
 def text_form(tensor: Tensor) -> tuple[str | None, bytes | None]:
@@ -164,6 +203,190 @@ class PackedEnd:
     # in the run can still run on (``_follow_join``); ``run``, the run's length.
     join: bytes | None = None
     run: int = 0
+    # Integers read as characters (``CharacterReader``): how many of the output's last elements
+    # are characters a value may be made of (across replies), whether one of them may begin a
+    # value, whether an ESC is among them (then any printable ASCII goes on the run: an escape
+    # sequence's), and the UTF-16 high surrogate the last reply ended in (paired with the next
+    # reply's first unit).
+    characters: int = 0
+    character_value: bool = False
+    escaped: bool = False
+    high: int | None = None
+
+
+class CharacterReader:
+    """Whether wider integers read as characters (``characters``) end in what may be the start
+    of a value, reply by reply: how many of an output's last elements the carry-over holds
+    back (``CarryOver``). Reads an output's last elements only, more of them while they do not
+    show where the run they end in starts: each reply's elements are read about once."""
+
+    def __init__(self, custom_patterns: bool) -> None:
+        if custom_patterns:  # any printable ASCII may be a custom match's, and begin one
+            members, starts = _PRINTABLE, _PRINTABLE.translate(None, b" \t")
+        else:
+            members, starts = _CHARACTER_VALUE_BYTES, _CHARACTER_VALUE_STARTS
+        self._members = _byte_table(members + bytes([characters.DROPPED, characters.LONGER]))
+        self._starts = _byte_table(starts + bytes([characters.LONGER]))
+        # What no run goes on with, even in an escape sequence.
+        self._apart = ~(self._members | _PRINTABLE_TABLE)
+        # What folds to several characters (``characters.LONGER``) read as what its last ones
+        # are: after a character no value holds (``¼`` is ``1⁄4``, ``㈀`` is ``(一)``), the run
+        # starts there; one that then holds no character a value may begin with (``㋀``,
+        # ``1月``) ends any run, and one with no such character at all (``…``) goes on with a
+        # run as a space does. (About a third of them below 50,000: token ids ending in one
+        # are held no more.) The rest, ``LONGER`` (``⑴``, ``㎏``: may begin a value).
+        self._longer = {code: self._longer_as(form) for code, form in characters.longer_forms().items()}
+        # ASCII characters by their code (folding drops control characters): those a run goes
+        # on with, and those it may begin with (``_read_ascii``).
+        ascii_view = [characters.DROPPED if code in CONTROLS else code for code in range(0x80)]
+        self._ascii_members = bytes(code for code in range(0x80) if self._members[ascii_view[code]])
+        self._ascii_starts = bytes(code for code in range(0x80) if self._starts[ascii_view[code]])
+
+    def read(self, tensor: Tensor, ends: dict[str, PackedEnd]) -> int:
+        """How many of the last elements of ``tensor``'s output (the reply's, and those of
+        earlier replies the run goes back into) may be the start of a value as the classifier
+        reads them as characters: the run of characters a value may be made of they end in
+        (``_CHARACTER_VALUE_BYTES``; after an ESC, any printable ASCII, which an escape
+        sequence may be made of) when it holds one a value may begin with (``_CHARACTER_VALUE_STARTS``,
+        a character folding makes several of, a high surrogate the next reply may pair), else
+        0; 0 for a tensor not read so (another datatype, not a text shape: ``is_text_shape``).
+        ``ends`` keeps the run for the output's next reply. An empty tensor leaves it as it was."""
+        if tensor.datatype not in numbers.CHARACTER_DATATYPES or not is_text_shape(tensor.shape):
+            return 0
+        end = ends.setdefault(tensor.name, PackedEnd())
+        size = tensor.size
+        if size and self._ends_apart(tensor):
+            end.characters, end.character_value, end.escaped, end.high = 0, False, False, None
+            return 0
+        count = min(size, _CHARACTER_SLICE)
+        while size:
+            read = self._read(_elements(tensor, size - count), end if count == size else None)
+            if read is None and count == _CHARACTER_SLICE:
+                read = self._read_ascii(tensor, end)  # (a mask, small counts: read whole, C-level)
+            if read is not None:
+                end.characters, end.character_value, end.escaped, end.high = read
+                break
+            count = min(size, 4 * count)
+        return end.characters if end.character_value else 0
+
+    def _read_ascii(self, tensor: Tensor, end: PackedEnd) -> tuple[int, bool, bool, None] | None:
+        """``_read`` of all of ``tensor`` when its raw form holds ASCII code points only and no
+        ESC or backspace (nothing a terminal hides), and the run before it is no escape
+        sequence and ends in no half of a UTF-16 pair: C-level byte operations over a byte an
+        element (``characters.ascii_characters``). None otherwise."""
+        raw = tensor.raw_form()
+        size = numbers.NUMBER_DTYPES[tensor.datatype].itemsize
+        if raw is None or len(raw) != tensor.size * size or end.high is not None:
+            return None
+        text = characters.ascii_characters(raw, size)
+        going_on = end.characters > 0
+        if text is None or b"\x1b" in text or b"\x08" in text or (going_on and end.escaped):
+            return None
+        rest = text.rstrip(self._ascii_members)
+        run = text[len(rest) :]
+        starts = len(run.translate(None, self._ascii_starts)) < len(run)
+        if rest or not going_on:
+            return len(run), starts, False, None
+        return end.characters + len(run), end.character_value or starts, False, None
+
+    def _ends_apart(self, tensor: Tensor) -> bool:
+        """Whether ``tensor``'s last element reads as a character no value holds (nor an
+        escape sequence: no ESC among its last ``_CHARACTER_SLICE`` elements), whatever comes
+        before it: no run goes on there. Asked of that element alone, without numpy (most
+        ids: ``_read`` costs about ten times as much)."""
+        dtype = numbers.NUMBER_DTYPES[tensor.datatype]
+        size = dtype.itemsize
+        raw = tensor.raw_form()
+        if raw is not None and len(raw) == tensor.size * size:
+            last: Any = int.from_bytes(raw[-size:], "little", signed=dtype.kind == "i")
+            escape = 0x1B in raw[-_CHARACTER_SLICE * size :: size]  # (an element's low byte, at least)
+        else:
+            last, escape = tensor.values[-1], 0x1B in tensor.values[-_CHARACTER_SLICE:]
+        if escape or not isinstance(last, int):
+            return False
+        if size == 2:
+            last &= 0xFFFF
+            if 0xD800 <= last < 0xE000:  # half a UTF-16 pair: the other half tells
+                return False
+        view = characters.folds_to(last)  # (no character: ``OTHER``, it joins nothing)
+        if view == characters.LONGER:
+            view = self._longer[last]
+        return bool(self._apart[view])
+
+    def _longer_as(self, form: bytes) -> int:
+        """The byte a character folding makes ``form`` of is read as in a run (``_longer``)."""
+        tail = form[len(form.rstrip(bytes(self._members.nonzero()[0].tolist()))) :]
+        broken = len(tail) < len(form)
+        if any(self._starts[byte] for byte in tail):
+            return characters.LONGER
+        return characters.OTHER if broken or not tail else characters.SPACE
+
+    def _read(
+        self, units: np.ndarray[Any, Any], end: PackedEnd | None
+    ) -> tuple[int, bool, bool, int | None] | None:
+        """The run of value characters ``units`` (an output's last elements; all of a reply's
+        with ``end``, how the output ended before it) end in, whether it holds one a value may
+        begin with or an ESC, and the high surrogate they end in; None when ``units`` (some of
+        a reply's last elements) do not show where that run starts: no character that is none
+        of a value's, escape sequence or not, after their first (which may be the second unit
+        of a UTF-16 pair, or inside an escape sequence begun before them)."""
+        going_on = end is not None and end.characters > 0  # the run the last reply ended in
+        paired = units.dtype != object and units.dtype.itemsize == 2
+        before = end.high if going_on and paired and end is not None else None
+        if before is not None:  # the unit the last reply ended in, paired with the first here
+            units = np.concatenate([np.asarray([before], dtype=units.dtype), units])
+        # As ``characters.text_forms`` reads them, an element at a time: folded, what a terminal
+        # does not show dropped, a cursor movement a space.
+        points, _, view = characters.shown_view(units)
+        for spliced in np.flatnonzero(view == characters.LONGER).tolist():  # (few: ``_longer``)
+            view[spliced] = self._longer[int(points[spliced])]
+        high = None
+        if paired and len(units) and 0xD800 <= int(units[-1]) & 0xFFFF < 0xDC00:
+            high = int(units[-1])
+            view[-1] = characters.LONGER  # whatever character the next unit makes of it
+        members = self._members[view]
+        printable = _PRINTABLE_TABLE[view]
+        other = ~(members | printable)
+        if end is None and not other[1:].any():
+            return None
+        escapes = points == 0x1B
+        at = np.arange(len(view))
+        escaped = going_on and end is not None and end.escaped
+        last_escape = np.maximum.accumulate(np.where(escapes, at, -1 if escaped else -3))
+        last_other = np.maximum.accumulate(np.where(other, at, -2))
+        members |= printable & (last_escape > last_other)
+        starts = self._starts[view]
+        breaks = np.flatnonzero(~members)
+        if len(breaks):
+            after = int(breaks[-1]) + 1
+            return len(view) - after, bool(starts[after:].any()), bool(escapes[after:].any()), high
+        assert end is not None  # (``other`` breaks a run)
+        if not going_on:
+            return len(view), bool(starts.any()), bool(escapes.any()), high
+        # One run with the last reply's (which counted the unit paired here).
+        run = end.characters + len(view) - (before is not None)
+        return run, end.character_value or bool(starts.any()), end.escaped or bool(escapes.any()), high
+
+
+def _byte_table(members: bytes) -> np.ndarray[Any, Any]:
+    """Byte -> whether it is one of ``members``."""
+    table = np.zeros(256, dtype=bool)
+    table[np.frombuffer(members, dtype=np.uint8)] = True
+    return table
+
+
+def _elements(tensor: Tensor, start: int) -> np.ndarray[Any, Any]:
+    """The elements of wider integers from ``start`` on, as numpy reads them (values their
+    datatype cannot hold as Python objects, as ``numbers`` reads them)."""
+    dtype = numbers.NUMBER_DTYPES[tensor.datatype]
+    raw = tensor.raw_form()
+    if raw is not None and len(raw) == tensor.size * dtype.itemsize:
+        return np.frombuffer(raw, dtype=dtype, offset=start * dtype.itemsize)
+    values = tensor.values[start:]
+    try:
+        return np.asarray(values, dtype=dtype)
+    except (OverflowError, TypeError, ValueError):
+        return np.asarray(values, dtype=object)
 
 
 class PackedTextReader:
@@ -220,6 +443,25 @@ class PackedTextReader:
             return None
         data = numbers.packed_bytes(tensor)
         return None if data is None else (data, in_text)
+
+    def held_back(
+        self, ends: dict[str, PackedEnd], name: str, tail: bytes | bytearray, piece: bytes, keep: int
+    ) -> None:
+        """The output's last ``keep`` bytes (of those held, ``tail``, then the reply's,
+        ``piece``) are held back, not sent (``CharacterReader``): a join whose bytes they show
+        all (every control character dropped; an open join runs to the output's last byte)
+        began in nothing sent, and is dropped. (Else a value the next reply completes would end
+        the stream though none of it went out.) Reads a few of those bytes only (a join is
+        short): when they show too few, the join stays."""
+        end = ends.get(name)
+        if end is None or end.join is None or keep <= 0:
+            return
+        reach = min(keep, 16 * len(end.join) + 64)
+        held = (
+            piece[-reach:] if len(piece) >= reach else bytes(tail[len(tail) - reach + len(piece) :]) + piece
+        )
+        if len(held.translate(None, CONTROLS)) >= len(end.join):
+            end.join, end.run = None, 0
 
     def _follow_join(self, tensor: Tensor, end: PackedEnd, position: int) -> None:
         """Read the first bytes of ``tensor`` (the output's next reply), every control character

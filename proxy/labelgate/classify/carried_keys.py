@@ -19,11 +19,15 @@ that covers every piece of its reply and each later one until its END marker arr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from labelgate.classify import jsonpaths, key_blocks
-from labelgate.classify.folding import may_hide
+import numpy as np
+
+from labelgate.classify import characters, credentials, jsonpaths, key_blocks, numbers
+from labelgate.classify.folding import CONTROLS, may_hide
 from labelgate.oip.tensor import Tensor
 
 # A piece may complete a PRIVATE KEY marker begun this many bytes before its start (the
@@ -80,6 +84,12 @@ class Piece:
     held: int  # bytes held before the piece
     released: int = 0
     kept: int = 0  # bytes held after the reply
+    # The datatype of wider integers whose bytes do not end in text (``carried_forms``: held
+    # back as characters, or released whole with them): read for markers as the classifier
+    # reads such bytes (``_binary_forms``), not folded as text is, unless they read as text.
+    binary: str | None = None
+    forms: list[bytes] | None = None  # ``_binary_forms``, once read
+    forms_read: bool = False
 
 
 class KeyBlocks:
@@ -128,7 +138,7 @@ class KeyBlocks:
         it, and every later one until a piece brings its END marker."""
         keys = self._keys.get(request)
         split, left = self._split_arrivals(request, pieces, final, keys)
-        asked = [entry for entry in pieces if may_open(entry.before, entry.piece)]
+        asked = [entry for entry in pieces if _may_open(entry)]
         if keys is None and not asked and not split:
             return released
         keys = keys if keys is not None else _Keys()
@@ -146,9 +156,9 @@ class KeyBlocks:
             element = entry.element
             awaited = keys.open.get(element, frozenset())
             if awaited and entry.piece:
-                awaited = key_blocks.run_on(entry.before + entry.piece, awaited)[1]
-            elif not awaited and may_open(entry.before, entry.piece):
-                awaited = key_blocks.awaited_after(entry.before + entry.piece)
+                awaited = _run_on(entry, awaited)
+            elif not awaited and _may_open(entry):
+                awaited = _awaited_after(entry)
             if awaited:
                 keys.open[element] = awaited
                 if not entry.kept:
@@ -168,7 +178,7 @@ class KeyBlocks:
             inside = keys.inside.pop(element, 0)
             if entry.piece and (bool(opened - {element}) or element in released_before):
                 # Through the last END marker it shows as written, else all of it.
-                end = key_blocks.run_on(entry.piece, awaited_any)[0] if awaited_any else len(entry.piece)
+                end = _end_as_written(entry.piece, awaited_any) if awaited_any else len(entry.piece)
                 inside = entry.held + end
             if inside and entry.released:
                 covers.setdefault(entry.position, {})[element[1]] = min(inside, entry.released)
@@ -230,6 +240,135 @@ def may_open(before: bytes, piece: bytes) -> bool:
         or may_hide(piece)
         or jsonpaths.may_escape(before)  # an escape the piece ends
     )
+
+
+def _may_open(entry: Piece) -> bool:
+    """``may_open`` of ``entry``'s piece, or for bytes of wider integers that do not read as
+    text (``Piece.binary``), whether a form the classifier reads them in holds ``PRIVATE KEY``
+    or an escape that may spell it (``_binary_forms``). Their bytes hold NULs and bytes past
+    ASCII, which ``may_open`` asks every form of text about (folding, markup, UTF-16 and
+    UTF-32 decoded, a character at a time: about 30 ms for a 16 KB reply of token ids)."""
+    if entry.binary is None or not entry.piece:
+        return may_open(entry.before, entry.piece)
+    if not _may_end_marker(entry.binary, entry.before, entry.piece):
+        return False
+    forms = _binary_forms(entry)
+    if forms is None:
+        return may_open(entry.before, entry.piece)
+    escaped = any(jsonpaths.may_escape(form) for form in forms[_ESCAPED:])
+    return escaped or any(_KEY_WORDS in form for form in forms)
+
+
+def _may_end_marker(datatype: str, before: bytes, piece: bytes) -> bool:
+    """Whether ``piece`` (wider integers' bytes, after the held ones ``before``) may end a PEM
+    marker in a form the classifier reads it in (``_binary_forms``): it holds a ``-`` (a
+    marker ends in dashes), ``\\`` or ``&`` (an escape that may spell one) as a byte or a
+    character (``characters.points_reading_as``, or a UTF-16 pair's unit), or the last
+    ``_ESCAPE_REACH`` elements of ``before`` hold a ``\\`` or ``&`` (an escape the piece may
+    end). C-level searches and one numpy pass over the piece: a run of full-width digits
+    held across replies (``carried_forms.CharacterReader``) is not read again each reply."""
+    size = numbers.packed_item_size(datatype)
+    edge = before[-_ESCAPE_REACH * size :]
+    if any(byte in piece for byte in b"-\\&") or any(byte in edge for byte in b"\\&"):
+        return True
+    unsigned = np.dtype(f"<u{size}")
+    points = _marker_points()
+    wanted = points[points <= np.iinfo(unsigned).max].astype(unsigned)
+    for data in (piece, edge):
+        units = np.frombuffer(data, dtype=unsigned)
+        if size == 2 and ((units >= 0xD800) & (units < 0xE000)).any():
+            return True  # an astral character: read it
+        if np.isin(units, wanted).any():
+            return True
+    return False
+
+
+# Elements before a piece an escape it may end begins in (``\u002d``, ``&#x2d;``).
+_ESCAPE_REACH = 16
+
+
+@functools.cache
+def _marker_points() -> np.ndarray[Any, Any]:
+    """The code points read as ``-``, ``\\`` or ``&`` (or as several characters)."""
+    return np.array(sorted(characters.points_reading_as(b"-\\&")), dtype=np.int64)
+
+
+def _awaited_after(entry: Piece) -> frozenset[bytes]:
+    """``key_blocks.awaited_after`` of ``entry``'s text (held bytes, then the piece), in the
+    forms the classifier reads it in (``_binary_forms``)."""
+    text = entry.before + entry.piece
+    forms = _binary_forms(entry) if entry.binary is not None else None
+    if forms is None:
+        return key_blocks.awaited_after(text)
+    return frozenset(awaited for at, form in enumerate(forms) for awaited in _opened(form, at >= _ESCAPED))
+
+
+def _run_on(entry: Piece, awaited: frozenset[bytes]) -> frozenset[bytes]:
+    """``key_blocks.run_on`` of ``entry``'s text (its markers awaited after it), in the forms
+    the classifier reads it in (``_binary_forms``)."""
+    text = entry.before + entry.piece
+    forms = _binary_forms(entry) if entry.binary is not None else None
+    if forms is None:
+        return key_blocks.run_on(text, awaited)[1]
+    end = _end_as_written(text, awaited)
+    left = {marker for marker in awaited if marker not in text and not any(marker in form for form in forms)}
+    if end < len(text) and (opened := credentials.open_pem(text[end:])) is not None:
+        left.add(opened)
+    left.update(opened for at, form in enumerate(forms[1:], 1) for opened in _opened(form, at >= _ESCAPED))
+    return frozenset(left)
+
+
+def _end_as_written(text: bytes, awaited: frozenset[bytes]) -> int:
+    """How far into ``text`` blocks awaiting ``awaited`` run as it is written: through the last
+    of those markers, all of it when one is not there (``key_blocks.run_on``'s first answer,
+    without reading the other forms)."""
+    end = 0
+    for marker in awaited:
+        at = text.find(marker)
+        if at < 0:
+            return len(text)
+        end = max(end, at + len(marker))
+    return end
+
+
+def _opened(form: bytes, escapes: bool) -> list[bytes]:
+    """The END markers a block ``form`` opens and leaves open awaits (``credentials.open_pem``;
+    with ``escapes``, its escapes decoded too, each read in every form:
+    ``key_blocks.awaited_after``)."""
+    found = [awaited] if (awaited := credentials.open_pem(form)) is not None else []
+    if escapes and jsonpaths.may_escape(form):
+        for decoded in jsonpaths.unescaped_forms(form):
+            found += key_blocks.awaited_after(decoded)
+    return found
+
+
+# The first of ``_binary_forms`` whose escapes the classifier decodes (its characters'; it
+# reads the raw bytes of binary data raw and without control characters only).
+_ESCAPED = 2
+
+
+def _binary_forms(entry: Piece) -> list[bytes] | None:
+    """The forms the classifier reads ``entry``'s text (held bytes, then the piece: whole
+    elements of ``entry.binary``) in when those bytes do not read as text
+    (``numbers.packed_detections``, ``characters.text_forms``): as they are, without control
+    characters, and a character an element, as written and folded (escapes decoded in those
+    two, from ``_ESCAPED`` on). None when they read as
+    text (then in every form text is read in). C-level passes and numpy over the elements:
+    the cost of a small reply, a few per kilobyte."""
+    if entry.forms_read or entry.binary is None:
+        return entry.forms
+    entry.forms_read = True
+    text = entry.before + entry.piece
+    size = numbers.packed_item_size(entry.binary)
+    count = len(text) // size
+    if len(text) % size:
+        return None
+    reading = numbers.packed_reading(Tensor.decoded("", entry.binary, [count], text, count, list))
+    if reading is not None and reading[1]:
+        return None
+    units = np.frombuffer(text, dtype=numbers.NUMBER_DTYPES[entry.binary])
+    entry.forms = [text, text.translate(None, CONTROLS), *characters.text_forms(units)]
+    return entry.forms
 
 
 def covered_flush(tensors: list[Tensor], keys: _Keys | None) -> list[Tensor]:

@@ -25,7 +25,12 @@ Held text beyond ``hold_limit`` bytes in all fails the stream closed.
 8-bit text, and text packed into the raw bytes of wider numbers while those end in text, is
 carried as one BYTES element is and released in the datatype it came in, wider numbers cut
 between elements only (``carried_forms``, which also ends the stream when a value runs on
-from numbers sent on as they came into the next reply's).
+from numbers sent on as they came into the next reply's). Wider integers read as characters
+(a code point an element, ``characters``) whose last elements may be the start of a value (a
+run of characters values are made of, holding one a value may begin with: a full-width
+digit, a letter) hold those elements back, cut between elements, until a character no value
+holds comes after them (``carried_forms.CharacterReader``): a value split across replies
+reaches the classifier whole, in one released tensor of the output's datatype.
 
 The cut never falls inside a run a value may go on in past the window: a number-like run, a
 run of email characters holding an ``@``, a run of token characters holding a secret's
@@ -125,6 +130,7 @@ class CarryOver:
         self._packed_text = carried_forms.PackedTextReader(
             detectors, window, self._secrets, custom_patterns=longest != 0
         )
+        self._characters = carried_forms.CharacterReader(custom_patterns=longest != 0)
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
@@ -189,13 +195,24 @@ class CarryOver:
         form, text = carried_forms.text_form(tensor)
         state = held.get(tensor.name)
         release_all = final
+        keep, claimed = 0, False
         if form is None and tensor.datatype in _PACKED:
             holding = state is not None and bool(state.tails) and state.datatype == tensor.datatype
             packed = self._packed_text.read(tensor, ends, holding, position)
             if packed is not None:
-                (text, in_text), form = packed, tensor.datatype
+                (text, claimed), form = packed, tensor.datatype
                 # Held text whose bytes no longer end in text goes now, whole with this piece.
-                release_all = final or not in_text
+                release_all = final or not claimed
+            # Integers read as characters that may end in a value's start: those elements are
+            # held back (``carried_forms.CharacterReader``), cut between elements.
+            run = self._characters.read(tensor, ends)
+            if run and not final:
+                text = text if text is not None else numbers.packed_bytes(tensor)
+                if text is not None:
+                    form, unit = tensor.datatype, numbers.packed_item_size(tensor.datatype)
+                    tail = state.tails.get(0, b"") if holding and state is not None else b""
+                    keep = min(run * unit, len(tail) + len(text))
+                    self._packed_text.held_back(ends, tensor.name, tail, text, keep)
         if state is not None and state.tails and state.datatype != form:
             # Held text cannot be joined to this form, and dropping it loses it unrecorded.
             # The position, not the name: the message may reach the caller.
@@ -208,7 +225,11 @@ class CarryOver:
             return tensor
         if text is not None:  # an 8-bit text, or wider numbers' bytes that end in text
             unit = numbers.packed_item_size(form) if form in _PACKED else 1
-            released = self._noted(tensor, form, held, 0, text, release_all, position, unit=unit)
+            # What may begin a value is held back even when the bytes no longer end in text.
+            release = release_all and not keep
+            released = self._noted(
+                tensor, form, held, 0, text, release, position, unit=unit, keep=keep, plain=not claimed
+            )
             return carried_forms.text_tensor(tensor.name, form, released, tensor.shape)
         values = []
         for index, value in enumerate(tensor.values):
@@ -233,17 +254,21 @@ class CarryOver:
         position: int,
         hold_whole: bool = False,
         unit: int = 1,
+        keep: int = 0,
+        plain: bool = False,
     ) -> bytes:
         """``_carry``, noting for ``KeyBlocks.cover`` what the element held, brought and released."""
         pieces = self._pieces
         if pieces is None:
-            return self._carry(tensor, form, held, index, piece, final, hold_whole, unit)
+            return self._carry(tensor, form, held, index, piece, final, hold_whole, unit, keep, plain)
         state = held.get(tensor.name)
         tail = state.tails.get(index, b"") if state is not None else b""
         entry = carried_keys.Piece(
             position, (tensor.name, index), piece, bytes(tail[-_KEY_REACH:]), len(tail)
         )
-        released = self._carry(tensor, form, held, index, piece, final, hold_whole, unit)
+        if plain and form in numbers.CHARACTER_DATATYPES:  # read as the classifier reads them
+            entry.binary = form
+        released = self._carry(tensor, form, held, index, piece, final, hold_whole, unit, keep, plain)
         entry.released = len(released)
         entry.kept = entry.held + len(piece) - entry.released
         pieces.append(entry)
@@ -259,13 +284,22 @@ class CarryOver:
         final: bool,
         hold_whole: bool = False,
         unit: int = 1,
+        keep: int = 0,
+        plain: bool = False,
     ) -> bytes:
         """What to release now of element ``index`` of ``tensor``'s text: what was held of
         it, then ``piece``; holds back the rest (all of it with ``hold_whole``). ``unit``: the
-        bytes of one of the tensor's elements (wider numbers' bytes are cut between them)."""
+        bytes of one of the tensor's elements (wider numbers' bytes are cut between them).
+        ``keep``: how many of the last bytes to hold back at least (integers read as
+        characters that may end in a value's start); with ``plain`` (bytes that do not end in
+        text, ``carried_forms``), those and no more (``_held_back``)."""
+        if keep and plain and not final:
+            return self._held_back(tensor, form, held, index, piece, keep)
         state = held.get(tensor.name)
         if state is not None and index in state.tails and not final:
             kept = self._held_on(state, index, piece, tensor.shape, hold_whole)
+            if kept and keep:  # a whole JSON object, but for what may begin a value
+                return self._held_back(tensor, form, held, index, kept, keep)
             if kept is not None:
                 return kept
         tail = state.tails.pop(index, b"") if state else b""
@@ -282,8 +316,12 @@ class CarryOver:
         completes = not was_whole and b"}" in piece and jsonpaths.parse_object(text) is not None
         if final or (not text) or completes:
             # A whole JSON object is a message of its own: halves would be neither JSON
-            # nor text the catalog can label.
-            return text
+            # nor text the catalog can label. (But for what may begin a value: ``keep``.)
+            return (
+                self._held_back(tensor, form, held, index, text, keep)
+                if keep and text and not final
+                else text
+            )
         # A run held whole and extended by its own bytes only is still one run: held whole.
         extends_run = members is not None and not piece.lstrip(members)
         # So is a key block still open: only its END marker, maybe begun in the held bytes, ends it.
@@ -291,6 +329,7 @@ class CarryOver:
         held_on = extends_run or still_open or hold_whole
         cuttable = not held_on and not was_whole and self._cuttable(text)
         cut = (self._cut(text) if unit == 1 else self._element_cut(text, unit)) if cuttable else 0
+        cut = min(cut, len(text) - keep)
         if cut < len(text):
             self._held_bytes += len(text) - cut
             if self._held_bytes > self.hold_limit:
@@ -379,6 +418,39 @@ class CarryOver:
             else:
                 state.keys.pop(index, None)
         return b""
+
+    def _held_back(
+        self, tensor: Tensor, form: str, held: dict[str, _Held], index: int, piece: bytes, keep: int
+    ) -> bytes:
+        """What to release now of element ``index`` of ``tensor`` (integers read as characters,
+        whose bytes do not end in text: ``carried_forms``): what was held of it, then ``piece``,
+        but the last ``keep`` bytes (``carried_forms.CharacterReader``), held back as they are.
+        While those are all of it, ``piece`` is appended to what is held, nothing read again."""
+        state = held.get(tensor.name)
+        tail = state.tails.get(index) if state is not None else None
+        # Held as it came (nothing the carry-over follows in it) and one run still: appended to.
+        if (
+            state is not None
+            and tail is not None
+            and keep >= len(tail) + len(piece)
+            and not any(index in kept for kept in (state.runs, state.keys, state.whole, state.readers))
+        ):
+            self._hold(len(piece))
+            tail += piece
+            if len(state.tails) == 1:  # a holding takes the shape of its latest reply
+                state.shape = list(tensor.shape)
+            return b""
+        text = piece
+        if state is not None and tail is not None:
+            text = b"".join((tail, piece))
+            self._drop(state, index)  # what the carry-over knew of it was of text it held
+        cut = len(text) - keep
+        if cut < len(text):
+            self._hold(len(text) - cut)
+            if state is None or not state.tails:  # a holding takes the form of its reply
+                state = held[tensor.name] = _Held(list(tensor.shape), form)
+            state.tails[index] = bytearray(text[cut:])
+        return text[:cut]
 
     def _hold(self, size: int) -> None:
         self._held_bytes += size

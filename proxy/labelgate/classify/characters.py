@@ -77,6 +77,11 @@ _LONGER: Final = 0x81  # a character folding makes several of (spliced in from `
 _SPACE: Final = 0x20  # what a cursor movement reads as where it is not failed closed
 _STRAY: Final = 8  # ``folding``'s: a control character in more than one in eight is not text
 _NOT_A_CHARACTER: Final = 0x110000
+# What ``shown_view`` reads elements as, for readings of one's own (``carried_forms``).
+DROPPED: Final = _DROPPED
+OTHER: Final = _OTHER
+LONGER: Final = _LONGER
+SPACE: Final = _SPACE
 # Between rows: a newline, which no built-in match holds and folding keeps (NUL, which
 # ``scan_each`` puts between texts, would be dropped by folding, gluing the rows again).
 ROW_BREAK: Final = 0x0A
@@ -140,6 +145,17 @@ def text_forms(array: np.ndarray[Any, Any]) -> tuple[bytes, bytes]:
     (``_folded_view``: what folds to several spliced in, what a terminal does not show dropped,
     a cursor movement a space). For a reading of one's own (``messages``: a PEM marker, which,
     unlike what ``detections`` looks for, holds no digit)."""
+    points, written, view = shown_view(array)
+    return written, _folded_text(view, points)[0]
+
+
+def shown_view(array: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], bytes, np.ndarray[Any, Any]]:
+    """``array`` read a character an element as ``text_forms`` reads it, before what folds to
+    several is spliced in: its code points (``code_points``), the text as written (a byte a
+    character, any non-ASCII one ``OTHER``), and per element the byte it folds to (``OTHER``,
+    ``LONGER``; ``DROPPED`` for what a terminal does not show and a pair's second unit,
+    ``SPACE`` for a cursor movement). For a reading of one's own (``carried_forms``: where a
+    value may begin at the end of a stream's reply)."""
     points = code_points(array)
     characters = np.flatnonzero(points >= 0)  # a pair's second unit is no character
     written = np.where(points < 0x80, points, _OTHER).astype(np.uint8)[characters].tobytes()
@@ -147,7 +163,23 @@ def text_forms(array: np.ndarray[Any, Any]) -> tuple[bytes, bytes]:
     unshown, moves = _unshown(written, characters)
     view[unshown] = _DROPPED
     view[moves] = _SPACE
-    return written, _folded_text(view, points)[0]
+    return points, written, view
+
+
+def folds_to(code: int) -> int:
+    """The byte one code point folds to as ``shown_view`` reads it on its own (``DROPPED``,
+    ``OTHER``, ``LONGER`` or ASCII); ``OTHER`` for a value that is no character."""
+    if not 0 <= code < _NOT_A_CHARACTER or 0xD800 <= code <= 0xDFFF:
+        return _OTHER
+    if code >= _TABLE_END:
+        return _DROPPED if _IGNORABLE_TAGS[0] <= code <= _IGNORABLE_TAGS[1] else _OTHER
+    return int(_folding_table()[0][code])
+
+
+def longer_forms() -> dict[int, bytes]:
+    """The code points ``shown_view`` reads as ``LONGER``, and what each folds to (a byte a
+    character, non-ASCII ones ``OTHER``). Made once; not to be changed."""
+    return _folding_table()[1]
 
 
 def code_points(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
