@@ -172,6 +172,7 @@ class DetectorSet:
         self.names: tuple[str, ...] = tuple(self._labels)
         self._order = {name: index for index, name in enumerate(self.names)}
         self._besides: dict[frozenset[str], DetectorSet] = {}  # besides()'s memo, by label set
+        self._found: Callable[[int], None] | None = None  # ``counting``'s
 
     @classmethod
     def default(cls) -> DetectorSet:
@@ -197,6 +198,17 @@ class DetectorSet:
             found.names = tuple(found._labels)
             memo[labels] = found
         return found
+
+    def counting(self, found: Callable[[int], None]) -> DetectorSet:
+        """These detectors (the same compiled patterns), calling ``found`` with the number of
+        hits each scan finds, as soon as the scan has them: before any step in Python per hit
+        (a million hits in one text take seconds of it). A caller bounding its work
+        (``messages``: ``limits.max_message_values``) refuses there, by raising. Custom
+        patterns' hits are counted a text at a time, once its matches are listed."""
+        counted = copy.copy(self)
+        counted._besides = {}  # those memoized here do not count: ``besides`` of this one do
+        counted._found = found
+        return counted
 
     def __bool__(self) -> bool:
         return bool(self._builtins or self._custom)
@@ -229,14 +241,17 @@ class DetectorSet:
         found: list[Detection] = []
         if self._builtins:
             labels = self._labels
-            found = [
-                Detection(name, labels[name], start, end)
-                for name, start, end in native.builtin_hits(data, self._builtins)
-            ]
+            hits = native.builtin_hits(data, self._builtins)
+            if self._found is not None:
+                self._found(len(hits))
+            found = [Detection(name, labels[name], start, end) for name, start, end in hits]
             if found and not ascii_only:
                 found = _bytes_to_chars(data, found)
         if self._custom:
-            found.extend(self._scan_custom(text))
+            extra = self._scan_custom(text)
+            if self._found is not None:
+                self._found(len(extra))
+            found.extend(extra)
         if len(found) < 2:
             return found
         return _merge_overlaps(found, self._order)
@@ -262,15 +277,21 @@ class DetectorSet:
         if self._builtins and texts:
             per_element = native.hits_each(texts, self._builtins)  # None: the Python scan
             if per_element is not None:
+                if self._found is not None:
+                    self._found(len(per_element))
                 _share_out_each(per_element, self._labels, results)
             else:
                 single = len(texts) == 1 and type(texts[0]) is bytes  # no join needed
                 hits = builtin_hits(texts[0] if single else b"\x00".join(texts), self._builtins)
+                if self._found is not None:
+                    self._found(len(hits))
                 if hits:
                     _share_out(hits, texts, self._labels, results)
         if self._custom:
             for index, text in enumerate(texts):
                 extra = self._scan_custom(text)
+                if self._found is not None:
+                    self._found(len(extra))
                 if extra:
                     results.setdefault(index, []).extend(extra)
         for index, found in results.items():

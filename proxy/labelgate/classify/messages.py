@@ -57,7 +57,11 @@ it counts every present field, repeated element and map entry it comes to (folde
 too) before looking at them, and the steps that cost more than a value for more (reading a
 field as characters, a map, a folded message: ``FIXED_STEP_VALUES``, ``MAP_STEP_VALUES``),
 and refuses a reply holding more (``MESSAGE_TOO_MANY_VALUES``), so no reply costs more than
-that many steps, however it is shaped.
+that many steps, however it is shaped. Scanning counts too: the bytes of every text, before
+it is scanned (``TEXT_BYTES_PER_VALUE``, more for text read again decoded), and every
+detection the scan finds, before any is looked at (``DETECTION_VALUES``): one string of
+megabytes holding a million e-mail addresses is a few values to the walk, and seconds of
+Python after the scan.
 """
 
 from __future__ import annotations
@@ -145,6 +149,19 @@ RUN_SEPARATORS = ("", " ", "-", ",")
 # of Python and numpy each; scanning a map's keys and values apart, about 10 µs.
 FIXED_STEP_VALUES = 32
 MAP_STEP_VALUES = 8
+# What scanning costs against ``max_values`` (measured on the native scan; a value above
+# costs 1.5-3 µs). A text's bytes: a value per TEXT_BYTES_PER_VALUE, the rest riding on the
+# value its field or element counts (the short texts of an ordinary reply add nothing).
+# Plain ASCII scans at 1-9 ns a byte, a text dense with values at up to 60 (the scan hands
+# over each hit, 0.2-0.4 µs, before any can be counted): no text the bound admits takes
+# much more than the walk it stands for. A text not ASCII, or holding escapes or character
+# references, is read again decoded and folded, at 10-115 ns a byte: its bytes weigh
+# DECODED_TEXT_WEIGHT times as much. And each detection counts DETECTION_VALUES, charged as
+# the scan hands them over, before any is looked at (``DetectorSet.counting``): each costs
+# 2-8 µs of Python after the scan (handed out, merged, labelled, its span recorded).
+TEXT_BYTES_PER_VALUE = 128
+DECODED_TEXT_WEIGHT = 4
+DETECTION_VALUES = 2
 
 _option_cache: dict[FieldDescriptor, frozenset[str]] = {}
 
@@ -206,7 +223,10 @@ def classify_message(
 ) -> Classification:
     """``max_values``: the most values the walk may visit (see the module docstring); None
     leaves it unbounded (a reply already released, read again)."""
-    walker = _Walker(catalog, detectors, smallest_scanned(detectors), _Values(max_values))
+    values = MessageValues(max_values)
+    if max_values is not None:
+        detectors = detectors.counting(values.found)
+    walker = _Walker(catalog, detectors, smallest_scanned(detectors), values)
     if message.DESCRIPTOR.full_name == ANY_TYPE:
         walker.any_reply(message)
     else:
@@ -242,14 +262,28 @@ def _number_types(smallest: int | None) -> frozenset[int]:
     return WIDE_NUMBER_CPP_TYPES if smallest >= 2**32 else NUMBER_CPP_TYPES
 
 
-class _Values:
-    """What is left of a reply's ``max_values``, shared by every walker of the reply."""
+class MessageValues:
+    """What is left of a reply's ``max_values``, shared by every walker of the reply (and
+    taken by ``split_values``' walk of a held message, which counts as this walk does)."""
 
     __slots__ = ("left", "limit")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self.left = limit
+
+    def take_text(self, text: bytes) -> None:
+        """``text`` is to be scanned: its bytes, weighed, a value per ``TEXT_BYTES_PER_VALUE``
+        (the rest ride on the value its field counts), taken before the scan, so a text of
+        megabytes is refused before any of it is read."""
+        if self.left is None or len(text) * DECODED_TEXT_WEIGHT < TEXT_BYTES_PER_VALUE:
+            return
+        plain = text.isascii() and not may_escape(text)
+        self.take((len(text) if plain else len(text) * DECODED_TEXT_WEIGHT) // TEXT_BYTES_PER_VALUE)
+
+    def found(self, detections: int) -> None:
+        """A scan found ``detections`` (``DetectorSet.counting``): taken before any is handed out."""
+        self.take(detections * DETECTION_VALUES)
 
     def take(self, count: int) -> None:
         if self.left is None:
@@ -264,7 +298,12 @@ class _Values:
 
 class _Walker:
     def __init__(
-        self, catalog: Catalog, detectors: DetectorSet, smallest: int | None, values: _Values, depth: int = 0
+        self,
+        catalog: Catalog,
+        detectors: DetectorSet,
+        smallest: int | None,
+        values: MessageValues,
+        depth: int = 0,
     ) -> None:
         self.catalog = catalog
         self.detectors = detectors
@@ -320,7 +359,10 @@ class _Walker:
             if is_map(descriptor):
                 self.values.take(MAP_STEP_VALUES)
                 self._label(path, labels, touch=True)
-                self._maps.append((path, self._map_texts(path, descriptor, value)))
+                map_texts = self._map_texts(path, descriptor, value)
+                for text in map_texts:
+                    self.values.take_text(text)
+                self._maps.append((path, map_texts))
                 value_field = message_type_of(descriptor).fields_by_name["value"]
                 if is_message(value_field):
                     self._fold(path, list(value.values()), scopes, depth)
@@ -351,7 +393,7 @@ class _Walker:
                 if descriptor.cpp_type in self.number_types:
                     self._scanned_alone.add(here)
                     for index, number in _large_numbers(value, self.smallest):
-                        self._texts.append(((*here, index), item_path, _number_text(number)))
+                        self._queue_text((*here, index), item_path, _number_text(number))
                 elif descriptor.cpp_type == FieldDescriptor.CPPTYPE_STRING:  # string and bytes
                     for index, item in enumerate(value):
                         self._queue(descriptor, (*here, index), item_path, item)
@@ -399,7 +441,7 @@ class _Walker:
 
     def _queue(self, descriptor: FieldDescriptor, location: Location, path: str, value: Any) -> None:
         if descriptor.type == FieldDescriptor.TYPE_BYTES:
-            self._texts.append((location, path, value))
+            self._queue_text(location, path, value)
         elif descriptor.type == FieldDescriptor.TYPE_STRING:
             if not isinstance(value, str):
                 # protobuf hands a proto2 string that is not valid UTF-8 over as bytes.
@@ -407,9 +449,13 @@ class _Walker:
                     MESSAGE_STRING_INVALID,
                     f"the upstream's reply has a string field ({path}) that is not UTF-8",
                 )
-            self._texts.append((location, path, value.encode("utf-8", "surrogatepass")))
+            self._queue_text(location, path, value.encode("utf-8", "surrogatepass"))
         elif descriptor.cpp_type in self.number_types and abs(value) >= self.smallest:
-            self._texts.append((location, path, _number_text(value)))
+            self._queue_text(location, path, _number_text(value))
+
+    def _queue_text(self, location: Location, path: str, text: bytes) -> None:
+        self.values.take_text(text)  # the scan's cost, before it is queued
+        self._texts.append((location, path, text))
 
     def _fold(self, path: str, messages: list[Message], scopes: list[tuple[str, str]], depth: int) -> None:
         """Walk ``messages`` (a map's values, an Any's contents) as nested messages at
@@ -437,13 +483,17 @@ class _Walker:
         contents are folded into ``path`` (see the module docstring)."""
         type_url: str = packed.type_url  # type: ignore[attr-defined]
         self.values.take(MAP_STEP_VALUES)  # its type URL is scanned apart, as a map's texts are
-        self._maps.append((path, [_text(type_url)]))
+        url_text = _text(type_url)
+        self.values.take_text(url_text)
+        self._maps.append((path, [url_text]))
         # Extensions are left in: the walk passes them by, and stripping them first would visit
         # every message in the contents before the walk counts one (``max_values``).
         contents, reason = unpacked_any(packed, keep_extensions=True)
         if contents is None:
             self.fields.add(path, OPAQUE_ANY_LABELS, fail_closed_source(reason))
-            self._maps.append((path, [packed.value]))  # type: ignore[attr-defined]
+            opaque: bytes = packed.value  # type: ignore[attr-defined]
+            self.values.take_text(opaque)
+            self._maps.append((path, [opaque]))
             return
         self._fold(path, [contents], scopes, depth)
 

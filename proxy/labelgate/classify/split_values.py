@@ -107,6 +107,8 @@ from labelgate.classify.markup import rendered
 from labelgate.classify.messages import (
     ANY_REPLY_FIELD,
     ANY_TYPE,
+    FIXED_STEP_VALUES,
+    MessageValues,
     _text,
     is_map,
     is_message,
@@ -185,13 +187,18 @@ class SplitValues:
         self._marked: set[int] = set()
         self._keys_open: frozenset[bytes] = frozenset()
 
-    def hold(self, message: Message) -> list[Message]:
-        """Take the next message; the messages that may leave now, in order."""
+    def hold(self, message: Message, max_values: int | None = None) -> list[Message]:
+        """Take the next message; the messages that may leave now, in order. ``max_values``
+        (``limits.max_message_values``): the most values the walk of its fields may visit,
+        counted as the classifier's walk counts them (``messages.MessageValues``: each present
+        field, repeated element and map entry, before it is looked at); past it the stream
+        ends (``MESSAGE_TOO_MANY_VALUES``), as the message's classification would refuse it,
+        but before this walk has taken seconds of the event loop."""
         number = self._first + len(self._held)
         size = message.ByteSize() + _MESSAGE_COST
         self._held.append((message, size))
         self._held_bytes += size
-        for path, shown, piece in _texts(message):
+        for path, shown, piece in _texts(message, MessageValues(max_values)):
             if self._secrets and number not in self._marked and _may_spell_key(piece):
                 self._marked.add(number)
             state = self._paths.get(path)
@@ -869,32 +876,40 @@ def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
     the shown path, for error texts, writes each map key as ``{}`` (a key is the upstream's
     text, which no policy decided on), and an Any's contents under ``{}.``, as the classifier
     does (``extra{}.text``)."""
-    return _texts(message)
+    return _texts(message, MessageValues(None))
 
 
 def all_texts(message: Message) -> Iterator[bytes]:
     """Every string and bytes field set in ``message``, at any depth, Anys' contents too: what
     a PEM block left open may run on into (``SplitValues._follow_keys``)."""
-    for _, _, text in _texts(message):
+    for _, _, text in _texts(message, MessageValues(None)):  # a message ``hold`` counted
         yield text
 
 
 # (path, shown path, text)
 _Text = tuple[str, str, bytes]
+_TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 
 
-def _texts(message: Message) -> Iterator[_Text]:
+def _texts(message: Message, values: MessageValues) -> Iterator[_Text]:
     if message.DESCRIPTOR.full_name == ANY_TYPE:
         # A reply that is itself an Any: one field, named as the classifier names it.
-        yield from _any(message, ANY_REPLY_FIELD, ANY_REPLY_FIELD, 0)
+        yield from _any(message, ANY_REPLY_FIELD, ANY_REPLY_FIELD, 0, values)
     else:
-        yield from _walk(message, "", "", 0)
+        yield from _walk(message, "", "", 0, values)
 
 
-def _walk(message: Message, prefix: str, shown: str, depth: int) -> Iterator[_Text]:
+def _walk(message: Message, prefix: str, shown: str, depth: int, values: MessageValues) -> Iterator[_Text]:
     if depth > _MAX_DEPTH:
         return
-    for descriptor, value in message.ListFields():
+    present = message.ListFields()
+    # Counted before any is looked at, as the classifier counts (a shape of a million dims).
+    values.take(len(present) + sum(len(value) for field, value in present if field.is_repeated))
+    for descriptor, value in present:
+        if descriptor.is_extension:
+            continue  # neither classified nor released (``messages.without_extensions``)
+        if not is_message(descriptor) and descriptor.type not in _TEXT_TYPES:
+            continue  # numbers, bools, enums: no text to hold, no step per element
         path, named = f"{prefix}{descriptor.name}", f"{shown}{descriptor.name}"
         if is_map(descriptor):
             value_field = message_type_of(descriptor).fields_by_name["value"]
@@ -904,25 +919,33 @@ def _walk(message: Message, prefix: str, shown: str, depth: int) -> Iterator[_Te
             )
             for key in sorted(value, key=str):
                 yield from _value(
-                    value_field, value[key], f"{path}[{key!r}]", f"{named}{opened}", depth, True
+                    value_field, value[key], f"{path}[{key!r}]", f"{named}{opened}", depth, True, values
                 )
         elif descriptor.is_repeated:
             for index, item in enumerate(value):
-                yield from _value(descriptor, item, f"{path}[{index}]", f"{named}[{index}]", depth, False)
+                yield from _value(
+                    descriptor, item, f"{path}[{index}]", f"{named}[{index}]", depth, False, values
+                )
         else:
-            yield from _value(descriptor, value, path, named, depth, False)
+            yield from _value(descriptor, value, path, named, depth, False, values)
 
 
 def _value(
-    descriptor: FieldDescriptor, value: Any, path: str, shown: str, depth: int, in_map: bool
+    descriptor: FieldDescriptor,
+    value: Any,
+    path: str,
+    shown: str,
+    depth: int,
+    in_map: bool,
+    values: MessageValues,
 ) -> Iterator[_Text]:
     """One value of a field (an item of a repeated one, a map's value)."""
     if is_message(descriptor):
         if message_type_of(descriptor).full_name == ANY_TYPE:
-            yield from _any(value, path, shown, depth + 1)
+            yield from _any(value, path, shown, depth + 1, values)
         else:
-            yield from _walk(value, f"{path}.", f"{shown}.", depth + 1)
-    elif descriptor.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+            yield from _walk(value, f"{path}.", f"{shown}.", depth + 1, values)
+    elif descriptor.type in _TEXT_TYPES:
         if descriptor.type == FieldDescriptor.TYPE_STRING and not in_map and not isinstance(value, str):
             # As the classifier refuses it (``messages._Walker._queue``), before it is held.
             raise UpstreamError(
@@ -935,7 +958,7 @@ def _value(
         yield path, shown, _text(value)
 
 
-def _any(packed: Message, path: str, shown: str, depth: int) -> Iterator[_Text]:
+def _any(packed: Message, path: str, shown: str, depth: int, values: MessageValues) -> Iterator[_Text]:
     """An Any's contents, as release re-encodes them (``messages.unpacked_any``), under
     ``path{}.``; an Any that packs an Any is read through to the message at the end. One the
     gateway cannot read (its type not in the route's descriptor set, bytes that do not parse)
@@ -945,7 +968,10 @@ def _any(packed: Message, path: str, shown: str, depth: int) -> Iterator[_Text]:
     scans it.)"""
     if depth > _MAX_DEPTH:
         return
-    contents, why = unpacked_any(packed)
+    values.take(FIXED_STEP_VALUES)  # parsed apart, as the classifier's walk counts it
+    # Extensions are left in (``_walk`` passes them by): stripping them first would visit
+    # every message the contents hold before one is counted.
+    contents, why = unpacked_any(packed, keep_extensions=True)
     if contents is None:
         raise UpstreamError(
             reasons.STREAM_VALUE_SPLIT,
@@ -954,6 +980,6 @@ def _any(packed: Message, path: str, shown: str, depth: int) -> Iterator[_Text]:
             "so it is not sent",
         )
     if contents.DESCRIPTOR.full_name == ANY_TYPE:
-        yield from _any(contents, path, shown, depth + 1)
+        yield from _any(contents, path, shown, depth + 1, values)
     else:
-        yield from _walk(contents, f"{path}{{}}.", f"{shown}{{}}.", depth + 1)
+        yield from _walk(contents, f"{path}{{}}.", f"{shown}{{}}.", depth + 1, values)

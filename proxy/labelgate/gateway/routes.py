@@ -228,11 +228,15 @@ async def _mapped(replies: AsyncIterator[Any], relay: Relay | None = None) -> As
         raise upstream_error(error) from None
 
 
-async def held(replies: AsyncIterator[Message], splitter: SplitValues) -> AsyncIterator[Message]:
+async def held(
+    replies: AsyncIterator[Message], splitter: SplitValues, max_values: int | None = None
+) -> AsyncIterator[Message]:
     """A token stream's replies, each held until no detected value can straddle it and the
-    next; a split value ends the stream (``STREAM_VALUE_SPLIT``). When the upstream's stream
-    fails, what was held is released first, as at its end, unless that release is refused.
-    Its refusals and the upstream's are recorded once, by ``Pipeline.upstream_replies``."""
+    next; a split value ends the stream (``STREAM_VALUE_SPLIT``), and so does a reply of more
+    than ``max_values`` values (``limits.max_message_values``: ``SplitValues.hold``). When the
+    upstream's stream fails, what was held is released first, as at its end, unless that
+    release is refused. Its refusals and the upstream's are recorded once, by
+    ``Pipeline.upstream_replies``."""
     upstream = aiter(replies)
     while True:
         try:
@@ -243,7 +247,7 @@ async def held(replies: AsyncIterator[Message], splitter: SplitValues) -> AsyncI
             for ready in splitter.flush():
                 yield ready
             raise
-        for ready in splitter.hold(reply):
+        for ready in splitter.hold(reply, max_values):
             yield ready
     for ready in splitter.flush():
         yield ready
@@ -295,7 +299,11 @@ def typed_handler(
                     await pipeline.record_failure(call, subject, target, error)
                     raise
                 mapped = _mapped(replies, relay)
-                kept = held(mapped, pipeline.split_values()) if hold_split_values else mapped
+                kept = (
+                    held(mapped, pipeline.split_values(), pipeline.limits.max_message_values)
+                    if hold_split_values
+                    else mapped
+                )
                 checked = pipeline.upstream_replies(call, subject, target, kept)
                 try:
                     async for reply in checked:
