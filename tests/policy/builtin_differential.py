@@ -678,11 +678,15 @@ def embedded_results(
 ) -> dict[str, list[Any]]:
     """name -> per input: {"value": v}, {"undefined": true}, {"error": name} or {"refused":
     message}. An expression that stalls or kills the child is an error on the inputs it did not
-    finish; the child is restarted after it. ``unchecked``: compiled without the load-time
-    check, to show what a refused builtin would have answered."""
+    finish; the child is restarted after it. ``timeout`` bounds one child, so on a slow machine a
+    child may run out of time on an expression that is only late: each such expression is run
+    again first in a fresh child, with the whole ``timeout`` to itself, before it counts as
+    stalled (no result may depend on the machine's speed). ``unchecked``: compiled without the
+    load-time check, to show what a refused builtin would have answered."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proxy")])}
     results: dict[str, list[Any]] = {}
     pending = list(suite.expressions)
+    retried: set[str] = set()
     with tempfile.TemporaryDirectory() as directory:
         spec = Path(directory) / "suite.json"
         spec.write_text(json.dumps(asdict(suite), ensure_ascii=False))
@@ -707,6 +711,9 @@ def embedded_results(
             for name in pending:
                 if len(found.get(name, [])) == len(suite.inputs):
                     results[name] = found[name]
+                elif name not in retried:  # late or stalled: once more, first, in a fresh child
+                    retried.add(name)
+                    break
                 else:  # the child stalled or died here: what it finished stands, the rest failed
                     reached = found.get(name, [])
                     results[name] = reached + [{"error": "stalled or crashed"}] * (
