@@ -158,10 +158,14 @@ MAP_STEP_VALUES = 8
 # references, is read again decoded and folded, at 10-115 ns a byte: its bytes weigh
 # DECODED_TEXT_WEIGHT times as much. And each detection counts DETECTION_VALUES, charged as
 # the scan hands them over, before any is looked at (``DetectorSet.counting``): each costs
-# 2-8 µs of Python after the scan (handed out, merged, labelled, its span recorded).
+# 2-8 µs of Python after the scan (handed out, merged, labelled, its span recorded). IPv6
+# candidates are confirmed in Python (``ipaddress``), about 4 µs each found or not, and each
+# holds two colons at least: a text's colons count a value per COLONS_PER_VALUE (12.7 MB of
+# ``1::2::3`` passed the byte charge and cost 6 s: review, seventh round).
 TEXT_BYTES_PER_VALUE = 128
 DECODED_TEXT_WEIGHT = 4
 DETECTION_VALUES = 2
+COLONS_PER_VALUE = 2
 
 _option_cache: dict[FieldDescriptor, frozenset[str]] = {}
 
@@ -274,12 +278,13 @@ class MessageValues:
 
     def take_text(self, text: bytes) -> None:
         """``text`` is to be scanned: its bytes, weighed, a value per ``TEXT_BYTES_PER_VALUE``
-        (the rest ride on the value its field counts), taken before the scan, so a text of
-        megabytes is refused before any of it is read."""
+        (the rest ride on the value its field counts), and its colons (``COLONS_PER_VALUE``),
+        taken before the scan, so a text of megabytes is refused before any of it is read."""
         if self.left is None or len(text) * DECODED_TEXT_WEIGHT < TEXT_BYTES_PER_VALUE:
             return
         plain = text.isascii() and not may_escape(text)
-        self.take((len(text) if plain else len(text) * DECODED_TEXT_WEIGHT) // TEXT_BYTES_PER_VALUE)
+        weighed = (len(text) if plain else len(text) * DECODED_TEXT_WEIGHT) // TEXT_BYTES_PER_VALUE
+        self.take(weighed + text.count(b":") // COLONS_PER_VALUE)
 
     def found(self, detections: int) -> None:
         """A scan found ``detections`` (``DetectorSet.counting``): taken before any is handed out."""
