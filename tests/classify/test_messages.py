@@ -389,6 +389,18 @@ def test_a_card_or_an_email_in_character_codes_is_found_too() -> None:
     assert sources(result)["u32[]{email}"] == {"internal": ["detector:email"]}
 
 
+def test_a_secret_with_no_digit_in_character_codes_is_found_too() -> None:
+    # Review, seventh round: only a digit or an "@" let integers be read, and a token of
+    # letters holds neither (one AWS key id in 28).
+    result = classify_message(
+        Codes(i64=codes("key AKIAABCDEFGHIJKLMNOP end"), u32=codes("tok sk_live_abcdefghijklmnopqrstuvwx")),
+        CATALOG,
+        DETECTORS,
+    )
+    assert sources(result)["i64[]{secret}"] == {"restricted": ["detector:secret"]}
+    assert sources(result)["u32[]{secret}"] == {"restricted": ["detector:secret"]}
+
+
 def test_character_codes_are_read_in_nested_repeated_and_folded_messages() -> None:
     message = Codes(
         children=[Codes(), Codes(i64=codes(SSN_TEXT))],

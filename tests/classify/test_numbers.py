@@ -141,6 +141,25 @@ def code_units(text: str) -> list[int]:
     return list(np.frombuffer(text.encode("utf-16-le"), dtype="<u2").tolist())
 
 
+@pytest.mark.parametrize("datatype", ["INT16", "INT32", "INT64", "UINT32"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "key AKIAABCDEFGHIJKLMNOP end",
+        "tok ghp_abcdefghijklmnopqrstuvwxyzABCDEFGHIJ end",
+        "tok sk_live_abcdefghijklmnopqrstuvwx end",
+        "key \uff21\uff2b\uff29\uff21ABCDEFGHIJKLMNOP end",  # its prefix in full-width letters
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiGwBAQEFAASCBKcwggSjAgEAAoIBAQC\n"
+        "-----END PRIVATE KEY-----",
+    ],
+)
+def test_a_secret_with_no_digit_in_a_wider_integer_tensor_is_found(datatype: str, text: str) -> None:
+    # Review, seventh round: only a digit or an "@" let the characters be scanned, and a
+    # token of letters (one AWS key id in 28) or a key's block may hold neither.
+    assert not any(char.isdigit() for char in text)
+    assert "secret" in found(Tensor("t", datatype, [len(text)], [ord(char) for char in text]))
+
+
 def test_wide_text_is_folded_and_utf16_pairs_are_one_character() -> None:
     text = "\U0001f600 ssn \uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19 ok"
     units = code_units(text)

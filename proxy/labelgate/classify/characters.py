@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from labelgate.classify import credentials
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
 from labelgate.classify.folding import (
     CONTROLS,
@@ -266,8 +267,12 @@ def _read(
     if array.dtype == object or unsigned.min() < _NOT_A_CHARACTER:  # else no character at all
         points = code_points(array)
         view = _folded_view(points)
-        # Built-in matches all hold a digit or an "@": none in any form, nothing to scan.
-        if ((view >= 0x30) & (view <= 0x39) | (view == 0x40) | (view == _LONGER)).any():
+        # Built-in matches hold a digit or an "@", but for a secret's (``_may_hold_secret``):
+        # none in any form, nothing to scan.
+        may_match = bool(((view >= 0x30) & (view <= 0x39) | (view == 0x40) | (view == _LONGER)).any())
+        if not may_match and credentials.NAME in detectors.names:
+            may_match = _may_hold_secret(view[view < 0x80].astype(np.uint8).tobytes())
+        if may_match:
             characters = np.flatnonzero(points >= 0)  # a pair's second unit is no character
             written = np.where(points < 0x80, points, _OTHER).astype(np.uint8)[characters].tobytes()
             _scan(written, points >= 0, detectors, found)
@@ -335,8 +340,11 @@ def ascii_characters(raw: bytes, itemsize: int) -> bytes | None:
 
 def _scan_ascii(text: bytes, detectors: DetectorSet, found: set[Detection]) -> bool:
     """``text``, one character an element, as written and folded (its control characters
-    and terminal sequences dropped); whether it was scanned (some digit or ``@`` in it)."""
-    if _MAY_MATCH.search(text) is None:
+    and terminal sequences dropped); whether it was scanned (some digit or ``@`` in it, or
+    what a secret opens with)."""
+    if _MAY_MATCH.search(text) is None and not (
+        credentials.NAME in detectors.names and _may_hold_secret(text.translate(None, CONTROLS))
+    ):
         return False
     _scan(text, None, detectors, found)
     shown = text.translate(None, CONTROLS)
@@ -363,8 +371,19 @@ def _order(hit: Detection) -> tuple[int, str]:
 
 # ASCII with the controls folding drops as ``_DROPPED``.
 _CONTROLS_DROPPED: Final = bytes(_DROPPED if code in CONTROLS else code for code in range(256))
-# A byte some built-in match needs: a digit or "@" (what cannot match is not scanned).
+# A byte some built-in match needs: a digit or "@" (what cannot match is not scanned), but
+# for a secret's: a vendor token, a JWT or a PEM marker may hold neither (``AKIA`` and 16
+# capitals: one AWS key id in 28), so what those open with is looked for too.
 _MAY_MATCH: Final = re.compile(rb"[0-9@]")
+_SECRET_STARTS: Final = (*credentials.PREFIXES, b"PRIVATE")
+
+
+def _may_hold_secret(text: bytes) -> bool:
+    """Whether ``text`` (ASCII as folded, what folding drops left out) holds what a secret
+    the ``secret`` detector finds opens with. C-level searches."""
+    return any(start in text for start in _SECRET_STARTS)
+
+
 # ``folding``'s terminal sequences and styling ones, over bytes (they are ASCII).
 _TERMINAL: Final = re.compile(TERMINAL_SEQUENCES.pattern.encode("ascii"))
 _STYLING: Final = re.compile(STYLING_SEQUENCES.pattern.encode("ascii"))

@@ -33,10 +33,13 @@ CHARACTER_DTYPES: dict[int, np.dtype[Any]] = {
     FieldDescriptor.CPPTYPE_INT64: np.dtype("<i8"),
     FieldDescriptor.CPPTYPE_UINT64: np.dtype("<u8"),
 }
-# What a character a built-in match needs reads as (``characters.points_reading_as``); and what
-# a PEM marker needs: a "K" (of "PRIVATE KEY"), or an escape that may decode to one.
+# What a character a built-in match needs reads as (``characters.points_reading_as``); what a
+# PEM marker needs: a "K" (of "PRIVATE KEY"), or an escape that may decode to one; and what
+# a secret needs besides: a vendor token's or a JWT's first letter (``AKIA`` and 16 capitals
+# hold no digit).
 _MATCHED_BYTES = b"0123456789@"
 _MARKER_BYTES = b"K\\&"
+_SECRET_BYTES = _MARKER_BYTES + bytes(sorted({prefix[0] for prefix in credentials.PREFIXES}))
 
 
 class CharacterRead(NamedTuple):
@@ -65,7 +68,7 @@ def character_points(names: tuple[str, ...]) -> frozenset[int] | None:
     without one reading as a digit or an "@", and a PEM marker (``secret``) needs a "K"."""
     if not BUILTIN_LABELS.keys() >= set(names):
         return None
-    marker = _MARKER_BYTES if credentials.NAME in names else b""
+    marker = _SECRET_BYTES if credentials.NAME in names else b""
     return characters.points_reading_as(_MATCHED_BYTES + marker)
 
 
