@@ -43,9 +43,12 @@ SPOOFED = (
     ("x-labelgate-groups", "break-glass,data-stewards"),
     ("x-labelgate-subject", "root"),
     ("x-labelgate-labels", "public"),
-    ("x-labelgate-approval", "granted"),
-    ("x-labelgate-approval-id", "fake-grant-0001"),
     ("x-labelgate-decision", "allow"),
+)
+# Approval options that claim a grant: malformed options, refused on any call that sends them.
+SPOOFED_APPROVAL = (
+    (("x-labelgate-approval", "granted"), "APPROVAL_MODE_INVALID"),
+    (("x-labelgate-approval-id", "fake-grant-0001"), "APPROVAL_ID_INVALID"),
 )
 
 
@@ -139,6 +142,13 @@ async def test_spoofed_labelgate_metadata_changes_nothing(
     steward = await refused(gateway.address, request, [*token_issuer.headers("steward").items(), *SPOOFED])
     assert (steward.code, steward.reason) == (grpc.StatusCode.PERMISSION_DENIED, "APPROVAL_REQUIRED")
 
+    # A claimed grant is no option at all: refused whether or not the call would be held
+    # (it was ignored where nothing was held: first-user review, seventh round).
+    for who in ("analyst", "steward"):
+        for header, reason in SPOOFED_APPROVAL:
+            claimed = await refused(gateway.address, request, [*token_issuer.headers(who).items(), header])
+            assert (claimed.code, claimed.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason), (who, header)
+
 
 async def test_neither_spoofed_metadata_nor_the_callers_token_reach_the_backend(
     gateway: Gateway, backend: str, token_issuer: TokenIssuer
@@ -153,6 +163,7 @@ async def test_neither_spoofed_metadata_nor_the_callers_token_reach_the_backend(
     headers = [
         *bearer(caller_token).items(),
         *SPOOFED,
+        ("x-labelgate-approval", "async"),  # a well-formed option: read, never forwarded
         *identities,
         ("x-labelgate-session", "s-1"),
         ("x-request-id", marker),  # allow-listed by default: it travels, and finds the call

@@ -130,10 +130,21 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
+_OPTION_HEADERS = frozenset((MODE_HEADER, APPROVAL_ID_HEADER, JUSTIFICATION_HEADER))
+
+
+def check_options(metadata: tuple[tuple[str, Any], ...]) -> None:
+    """Refuse malformed approval options on every call that sends any (``read_options``), held
+    or not: a caller who asked for ``async`` as ``sometimes`` learns it now, not once a call of
+    theirs is first held."""
+    if any(key.lower() in _OPTION_HEADERS for key, _ in metadata):
+        read_options(metadata)
+
+
 def read_options(metadata: tuple[tuple[str, Any], ...]) -> Options:
     values: dict[str, list[str]] = {}
     for key, value in metadata:
-        if key.lower() in (MODE_HEADER, APPROVAL_ID_HEADER, JUSTIFICATION_HEADER):
+        if key.lower() in _OPTION_HEADERS:
             values.setdefault(key.lower(), []).append(_text(value).strip())
     for key, found in values.items():
         if len(found) > 1:

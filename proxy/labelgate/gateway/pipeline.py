@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from labelgate import tracing
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.approvals.hold import ApprovalStage, reply_kept
+from labelgate.approvals.stage import check_options
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth import reasons as auth_reasons
 from labelgate.background import BackgroundTasks
@@ -369,6 +370,7 @@ class Pipeline:
         """Request phase: bounds, then deny or hold before the upstream runs anything."""
         with tracing.stage("admit"):
             check_target(target, self.limits)
+            check_options(call.metadata)
             await self.decide(call, subject, target, "request", list(fields), outcome)
 
     # -- decide and hold (both phases) -------------------------------------------------
