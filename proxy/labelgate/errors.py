@@ -92,6 +92,13 @@ class Overloaded(LabelgateError):
     http_status = 503
 
 
+class Unimplemented(LabelgateError):
+    """A method the gateway does not serve."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 501
+
+
 class Unsupported(LabelgateError):
     """The caller asked for something the gateway cannot do safely (shared memory, ...)."""
 

@@ -23,6 +23,8 @@ LISTEN_FAILED = "LISTEN_FAILED"
 LISTEN_INVALID = "LISTEN_INVALID"
 LISTEN_IN_USE = "LISTEN_IN_USE"
 PATH_TOO_LONG = "PATH_TOO_LONG"
+# A gRPC method the gateway serves nowhere (gateway/unserved.py).
+METHOD_NOT_SERVED = "METHOD_NOT_SERVED"
 # A gRPC request body that does not parse as its method's message (INVALID_ARGUMENT).
 REQUEST_NOT_PARSED = "REQUEST_NOT_PARSED"
 # The process holds limits.max_request_bytes_in_flight of requests already (gateway/inflight.py).

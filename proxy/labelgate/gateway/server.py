@@ -64,6 +64,7 @@ from labelgate.gateway.record import (
 )
 from labelgate.gateway.rest import RestGateway, start_rest
 from labelgate.gateway.routes import RoutedServices
+from labelgate.gateway.unserved import UnservedMethods
 from labelgate.gateway.upstream import Router, Upstream
 from labelgate.logs import configure, get_logger
 from labelgate.policy.bundle_client import BundleClient
@@ -349,6 +350,7 @@ class Gateway:
         if self.settings.routes:
             routed = RoutedServices.from_settings(self.pipeline, self.settings.routes, self._upstream_for)
             self.server.add_generic_rpc_handlers([routed])
+        self.server.add_generic_rpc_handlers([UnservedMethods()])  # last: what nothing above serves
         # grpc_health answers SERVING for "" until told otherwise: not before every listener is up.
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
