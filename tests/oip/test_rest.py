@@ -447,3 +447,13 @@ def test_an_integer_too_long_for_any_tensor_is_refused_in_plain_words() -> None:
     assert "more than 64 digits" in caught.value.message
     ordinary = b'{"inputs":[{"name":"x","datatype":"UINT64","shape":[1],"data":[18446744073709551615]}]}'
     assert rest.infer_request("m", "", ordinary, None, max_raw_bytes=LIMIT)[0].inputs[0].name == "x"
+
+
+def test_a_number_out_of_a_doubles_range_is_refused_not_read_as_infinity() -> None:
+    """Review, seventh round: ``1e400`` from a REST upstream became ``inf`` for a gRPC caller."""
+    body = b'{"inputs":[{"name":"x","datatype":"FP64","shape":[1],"data":[1e400]}]}'
+    with pytest.raises(InvalidInput) as caught:
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+    assert caught.value.reason == "REST_REQUEST_INVALID"
+    assert "out of a double's range" in caught.value.message
+    assert rest.parse_json(b"[1e308, -2.5e-300, 0.1]") == [1e308, -2.5e-300, 0.1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeGuard, TypeVar
@@ -108,7 +109,12 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 def parse_json(text: bytes, what: str = "the request") -> Any:
     try:
-        value = json.loads(text.decode("utf-8"), parse_constant=_no_constant, parse_int=_bounded_int)
+        value = json.loads(
+            text.decode("utf-8"),
+            parse_constant=_no_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
     except RecursionError:
         # Python's words name its decoder ("maximum recursion depth exceeded while decoding").
         raise _invalid(f"{what} nests too deeply to read as JSON") from None
@@ -124,6 +130,15 @@ def _no_constant(name: str) -> Any:
 # No number the protocol carries (int64, uint64) has more digits; Python's own refusal of a
 # longer one (past 4,300 digits) names its interpreter setting, not the caller's mistake.
 _INT_DIGITS = 64
+
+
+def _finite_float(text: str) -> float:
+    # ``1e400`` is valid JSON that no float holds: Python reads it as infinity, which JSON
+    # cannot write back (a REST caller would get an error, a gRPC caller ``inf``).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:32]} is out of a double's range")
+    return value
 
 
 def _bounded_int(text: str) -> int:
