@@ -27,6 +27,16 @@ together, and joined by a space, a hyphen and a comma, as an inference reply's s
 labelled and masked the same way. A map's integer values are read both ways too, in the
 map's order and in its keys' order, labelling the map.
 
+So is an integer field of a repeated message, one value an element: ``chars[].c`` of
+``repeated Char chars`` (``Char { int32 c; }``) reads back as text as ``repeated int32`` does.
+Its values, across the elements in order (at any depth of repeated messages: ``a[].b[].c``,
+``a[].b.c``), are read as characters as one field's values are: what is found adds
+``<path>{<detector>}`` and a leaf for every value (``chars[].c`` of each element), so masking
+zeroes them all. A map's message values are read so too (``attrs{}.c``, in the map's order
+only), labelling the map. Not as digit runs: records of counts joined read as cards too often
+(``_read_digit_runs``), so a value split over such numbers (``[4111, 1111, 1111, 1111]`` as
+four records' ids) is not found.
+
 A PEM private key is the one value that spans texts (``key_blocks``): a text that opens a
 block it does not close makes every text of the whole reply, in every pass and every folded
 message, count as found by ``secret`` (fail closed): each string, bytes or scanned number
@@ -332,6 +342,11 @@ class _Walker:
         self._map_runs: list[tuple[str, list[bytes]]] = []
         # Repeated fields whose numbers are scanned one by one too (``number_types``).
         self._scanned_alone: set[Location] = set()
+        # Integer fields of repeated messages (``chars[].c``), by path and type, gathered as the
+        # walk meets them: their values' locations and the values, read together on ``scan``.
+        self._gathered: dict[tuple[str, int], tuple[list[Location], list[int]]] = {}
+        # The leaves of what was gathered, by the key it is read under in ``_characters``.
+        self._gathered_leaves: dict[Location, list[Location]] = {}
         # Fields whose folded messages (map values, Anys' contents) this walker scanned apart.
         self._folds: list[str] = []
         # Whether a PEM block crosses texts here, or in a message folded into this one.
@@ -353,6 +368,9 @@ class _Walker:
         present = message.ListFields()
         # Counted before any is looked at: a field of a million elements is refused at once.
         self.values.take(len(present) + sum(len(value) for field, value in present if field.is_repeated))
+        # Under a repeated message (or a map's message values) an integer field has a value per
+        # element, which a client reads one after another as it reads a repeated field.
+        gathering = "[]." in prefix or "{}." in prefix
         for descriptor, value in present:
             if descriptor.is_extension:
                 continue
@@ -412,6 +430,10 @@ class _Walker:
             else:
                 self._label(path, labels, touch=True)
                 self._queue(descriptor, here, path, value)
+                if gathering and descriptor.cpp_type in CHARACTER_DTYPES:
+                    leaves, numbers = self._gathered.setdefault((path, descriptor.cpp_type), ([], []))
+                    leaves.append(here)
+                    numbers.append(value)
 
     def _label(self, path: str, labels: set[str], touch: bool) -> None:
         if touch:
@@ -443,6 +465,26 @@ class _Walker:
                 if runs:
                     self._map_runs.append((path, [*runs, *digit_runs(orders[1])]))
         return texts
+
+    def _read_gathered(self) -> None:
+        """Queue the integer fields of repeated messages gathered by ``walk`` to be read as a
+        repeated integer field is, charged as one is: each under its path and type as its
+        key, a location no field has (a field name holds no ``[]``), whose values' leaves are
+        kept apart (``_characters_found``). One value says nothing read with others."""
+        for (path, cpp_type), (leaves, numbers) in self._gathered.items():
+            if len(numbers) < 2:
+                continue
+            key: Location = (path, cpp_type)
+            dtype: np.dtype[Any] | None = CHARACTER_DTYPES[cpp_type]
+            if worth_reading(numbers, self.detectors):
+                self.values.take(FIXED_STEP_VALUES)
+            else:
+                dtype = None
+            if cpp_type in self.number_types:  # each number was scanned alone too (``_queue``)
+                self._scanned_alone.add(key)
+            self._gathered_leaves[key] = leaves
+            self._characters.append((key, path, numbers, dtype))
+        self._gathered.clear()
 
     def _queue(self, descriptor: FieldDescriptor, location: Location, path: str, value: Any) -> None:
         if descriptor.type == FieldDescriptor.TYPE_BYTES:
@@ -515,6 +557,7 @@ class _Walker:
         """Scan what ``walk`` queued. ``cover_open_keys``: this is the reply's own walker, the
         last to scan (folded messages were scanned by theirs as they were walked), and a PEM
         block crossing texts anywhere in the reply covers every text of it (the module docstring)."""
+        self._read_gathered()
         texts = [text for _, _, text in self._texts]
         found_per_text = self.detectors.scan_many(texts)
         # JSON escapes and character references hide values from a raw scan, as in output
@@ -608,6 +651,12 @@ class _Walker:
         # Whose each run is: a field's location (None: a map's), path, values and separator.
         owners: list[tuple[Location | None, str, Any, str]] = []
         for location, path, values, _ in self._characters:
+            if location in self._gathered_leaves:
+                # One value an element of a repeated message (statistics' counts, a record's
+                # id): read as characters only. Numbers of four digits joined read as a card one
+                # window in ten or so, and records of counts hold many (every ModelStatistics
+                # reply of 1,024 models did): a value split over such numbers is the residual.
+                continue
             for run, separator in zip(digit_runs(values), RUN_SEPARATORS, strict=False):  # none, or all
                 runs.append(run)
                 owners.append((location, path, values, separator))
@@ -653,13 +702,17 @@ class _Walker:
         return texts, fields
 
     def _characters_found(self, location: Location, path: str, count: int, found: list[Detection]) -> None:
-        """What reading the ``count`` values of the repeated field at ``location`` as characters
-        found: a field per detector, and a leaf per value, so a mask zeroes every value (the
-        module docstring); each leaf's detections span its one value."""
+        """What reading the ``count`` values of the repeated field at ``location`` (or gathered
+        under that key: ``_read_gathered``) as characters found: a field per detector, and a
+        leaf per value, so a mask zeroes every value (the module docstring); each leaf's
+        detections span its one value."""
         for hit in found:
             self.fields.add(f"{path}{{{hit.detector}}}", [hit.label], detector_source(hit.detector))
         per_value = tuple(dict.fromkeys(Detection(hit.detector, hit.label, 0, 1) for hit in found))
-        self.spans.extend(LeafSpans((*location, index), path, per_value) for index in range(count))
+        leaves = self._gathered_leaves.get(location)
+        if leaves is None:
+            leaves = [(*location, index) for index in range(count)]
+        self.spans.extend(LeafSpans(leaf, path, per_value) for leaf in leaves)
 
 
 def unpacked_any(packed: Message, *, keep_extensions: bool = False) -> tuple[Message | None, str]:
