@@ -20,6 +20,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 
 from labelgate.classify.split_values import SplitValues
 from labelgate.config import UpstreamSettings
@@ -118,11 +120,16 @@ HOLD_METHOD = "/labelgateheld.Tokens/Stream"
 
 
 async def _held_stream(
-    replies: list[bytes], split_values: Callable[[], SplitValues] | None = None
+    replies: list[bytes],
+    split_values: Callable[[], SplitValues] | None = None,
+    service: Any = TOKENS,
+    method_path: str = HOLD_METHOD,
+    reply_type: Any = Token,
 ) -> tuple[list[Any], grpc.aio.AioRpcError | None, list]:
     """What a caller of a ``hold`` route gets (the messages, then the error if any) and the
     records, for an upstream streaming ``replies``; ``split_values`` stands in for the
-    pipeline's own splitter."""
+    pipeline's own splitter. ``service``' ``Stream`` method at ``method_path``, replying
+    ``reply_type``: another service's."""
     upstream_server = grpc.aio.server()
 
     async def answer(request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -130,7 +137,7 @@ async def _held_stream(
             yield reply
 
     upstream_server.add_generic_rpc_handlers(
-        [_Only(grpc.unary_stream_rpc_method_handler(answer), HOLD_METHOD)]
+        [_Only(grpc.unary_stream_rpc_method_handler(answer), method_path)]
     )
     upstream_port = upstream_server.add_insecure_port("127.0.0.1:0")
     await upstream_server.start()
@@ -139,9 +146,9 @@ async def _held_stream(
         pipeline.split_values = split_values
     upstream = Upstream(UpstreamSettings(address=f"127.0.0.1:{upstream_port}"), 4 << 20)
     gateway = grpc.aio.server()
-    method = TOKENS.methods_by_name["Stream"]
-    handler = typed_handler(pipeline, upstream, HOLD_METHOD, method, hold_split_values=True)
-    gateway.add_generic_rpc_handlers([_Only(handler, HOLD_METHOD)])
+    method = service.methods_by_name["Stream"]
+    handler = typed_handler(pipeline, upstream, method_path, method, hold_split_values=True)
+    gateway.add_generic_rpc_handlers([_Only(handler, method_path)])
     gateway_port = gateway.add_insecure_port("127.0.0.1:0")
     await gateway.start()
     got: list[Any] = []
@@ -149,10 +156,10 @@ async def _held_stream(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
             stream = channel.unary_stream(
-                HOLD_METHOD, request_serializer=Note.SerializeToString, response_deserializer=Token.FromString
+                method_path, request_serializer=bytes, response_deserializer=reply_type.FromString
             )
             try:
-                async for reply in stream(Note(), timeout=10):
+                async for reply in stream(b"", timeout=10):
                     got.append(reply)
             except grpc.aio.AioRpcError as error:
                 failed = error
@@ -236,3 +243,57 @@ def test_an_unexpected_failure_ending_a_routed_stream_is_internal_and_recorded()
         "deny",
         None,
     )
+
+
+def _integer_tokens() -> tuple[Any, Any]:
+    """A token of integers (``codes``, a character a value; ``n``, one a message) and a
+    service streaming them, in the default pool (its own file and package)."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="labelgate_tests/held_codes.proto", package="labelgateheldcodes", syntax="proto3"
+    )
+    codes = file.message_type.add(name="Codes")
+    codes.field.add(name="codes", number=1, type=F.TYPE_INT32, label=F.LABEL_REPEATED)
+    codes.field.add(name="n", number=2, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+    file.service.add(name="CodeStream").method.add(
+        name="Stream",
+        input_type=".labelgateheldcodes.Codes",
+        output_type=".labelgateheldcodes.Codes",
+        server_streaming=True,
+    )
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    reply_type = message_factory.GetMessageClass(pool.FindMessageTypeByName("labelgateheldcodes.Codes"))
+    return pool.FindServiceByName("labelgateheldcodes.CodeStream"), reply_type
+
+
+CODES_SERVICE, Codes = _integer_tokens()
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        [{"codes": [ord(c) for c in "ssn 123-4"]}, {"codes": [ord(c) for c in "5-6789 ok"]}],
+        [{"n": ord(c)} for c in "ssn 123-45-6789 ok"],
+    ],
+    ids=["repeated", "scalar"],
+)
+def test_a_hold_stream_refuses_a_value_split_across_integer_fields_before_any_piece_leaves(
+    replies: list[dict[str, Any]],
+) -> None:
+    """The review's: each message masked on its own, the SSN went out in clear."""
+    got, failed, records = asyncio.run(
+        _held_stream(
+            [Codes(**reply).SerializeToString() for reply in replies],
+            service=CODES_SERVICE,
+            method_path="/labelgateheldcodes.CodeStream/Stream",
+            reply_type=Codes,
+        )
+    )
+    assert failed is not None, [str(reply) for reply in got]
+    info = error_info(failed)
+    assert (failed.code(), info.reason if info else None) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "STREAM_VALUE_SPLIT",
+    )
+    assert "".join(chr(code) for reply in got for code in [*reply.codes, reply.n] if code) == ""
+    assert (records[-1].refusal, records[-1].status_code) == ("STREAM_VALUE_SPLIT", "UNAVAILABLE")
