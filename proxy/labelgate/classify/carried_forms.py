@@ -308,10 +308,24 @@ class CharacterReader:
             last &= 0xFFFF
             if 0xD800 <= last < 0xE000:  # half a UTF-16 pair: the other half tells
                 return False
-        view = characters.folds_to(last)  # (no character: ``OTHER``, it joins nothing)
+        return self.apart(last)
+
+    def apart(self, code: int) -> bool:
+        """Whether the character ``code`` (a code point or a UTF-16 unit that is no half of a
+        pair) reads as one no value holds, nor an escape sequence: no run goes on past it."""
+        view = characters.folds_to(code)  # (no character: ``OTHER``, it joins nothing)
         if view == characters.LONGER:
-            view = self._longer[last]
+            view = self._longer[code]
         return bool(self._apart[view])
+
+    def run_of(self, units: np.ndarray[Any, Any]) -> tuple[int, bool]:
+        """The run of characters a value may be made of that ``units`` (read whole: nothing
+        before them) end in, and whether it holds one a value may begin with."""
+        read = self._read(units, PackedEnd())
+        if read is None:  # (read whole, it shows where its run starts): all of it, to be safe
+            return len(units), True
+        run, starts, _, _ = read
+        return run, starts
 
     def _longer_as(self, form: bytes) -> int:
         """The byte a character folding makes ``form`` of is read as in a run (``_longer``)."""

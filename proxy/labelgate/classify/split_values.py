@@ -39,8 +39,8 @@ move text between messages. A route whose server streams are token streams
 
 Integer fields (repeated, scalar, a map's values), which a client reads back with ``chr`` as
 the classifier reads a repeated one (``integer_text``), are followed by path too
-(``_follow_integers``): the run of characters a value may be made of the path's values end in
-(at most ``_INTEGER_TAIL``) is read with the next message's values, and a value only their
+(``held_integers``): the run of characters a value may be made of the path's values end in
+(at most ``held_integers.INTEGER_TAIL``) is read with the next message's values, and a value only their
 joining shows ends the stream; the messages such a run takes are held meanwhile.
 
 A PEM private key is the one value that spans fields (``key_blocks``): a message whose text
@@ -82,14 +82,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from labelgate.classify import characters, credentials, key_blocks, reasons
-from labelgate.classify.carried_forms import CharacterReader, PackedEnd
+from labelgate.classify import credentials, key_blocks, reasons
 from labelgate.classify.carryover import CarryOver
-from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
+from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.folding import (
     CONTROLS,
     LEGACY_ENCODINGS,
@@ -103,7 +101,8 @@ from labelgate.classify.folding import (
     rendered_reading,
     wide_folded,
 )
-from labelgate.classify.integer_text import CHARACTER_DTYPES, character_hits, worth_reading
+from labelgate.classify.held_integers import PATH_COST, PIECE_COST, HeldIntegers
+from labelgate.classify.integer_text import CHARACTER_DTYPES
 from labelgate.classify.jsonpaths import (
     _ESCAPE,
     MAX_UNESCAPE_LEVELS,
@@ -117,39 +116,21 @@ from labelgate.classify.messages import (
     ANY_REPLY_FIELD,
     ANY_TYPE,
     FIXED_STEP_VALUES,
-    RUN_SEPARATORS,
     MessageValues,
-    _number_text,
     _text,
-    digit_runs,
     is_map,
     is_message,
     message_type_of,
-    smallest_scanned,
     unpacked_any,
 )
 from labelgate.classify.numbers import _LOOSE, _LOOSE_SHORTEST
 from labelgate.errors import ResourceExhausted, UpstreamError
 
-# How many of an integer path's last values are read with a message's new ones
-# (``SplitValues._follow_integers``): more than the longest value a built-in detector finds
-# read as characters, a value a character (a vendor token's 255, an email's 254; a card's 23
-# with its spaces, an IBAN's 42), and far more than a value's digits take read as digit runs
-# (a number brings one digit at least). A value longer still that the tail cuts into is
-# found by its end, which a value's end still is (an email's last characters, a digit run's),
-# and spans the messages it takes.
-_INTEGER_TAIL = 256
-# How far back an ESC may begin an escape sequence the last value is read in (as the
-# carry-over reads a tensor's end: ``carried_forms``).
-_ESCAPE_REACH = 16
 # Deeper than this, a path is not followed (classification refuses such replies anyway).
 _MAX_DEPTH = 32
-# What a path's state costs beyond its text, counted toward the hold limit: the object, its
-# name twice (as a key, as shown) and, per piece recorded, two 8-byte numbers. And what a
-# held message costs beyond its serialized size: a parsed message of one string in a map
-# takes about 1.7 KB (measured), so a stream of tiny messages is bounded too.
-_PATH_COST = 512
-_PIECE_COST = 16
+# What a held message costs beyond its serialized size (a path's state: ``PATH_COST``,
+# ``PIECE_COST``): a parsed message of one string in a map takes about 1.7 KB (measured), so
+# a stream of tiny messages is bounded too.
 _MESSAGE_COST = 1024
 # Its cut was not read since its text changed; it holds nothing back (no piece ends past its cut).
 _DIRTY, _FREE = -1, 1 << 62
@@ -182,25 +163,6 @@ class _Path:
     glued: bytes = b""
 
 
-@dataclass
-class _IntegerTail:
-    """One integer path's last values across the stream's messages (at most ``_INTEGER_TAIL``),
-    and, for each, the detectors whose values the reading of its own message found on it:
-    its message's masking zeroes it for them (``messages``: a repeated field whole for what
-    reading it as characters or digits finds; a number for what its own digits hold)."""
-
-    shown: str
-    values: list[int] = field(default_factory=list)
-    covered: list[frozenset[str]] = field(default_factory=list)
-    messages: list[int] = field(default_factory=list)  # the number of each value's message
-    # How many of its last values read as a run of characters a value may be made of
-    # (``_integer_run``): a value the next values go on starts in them. And the first
-    # message they hold back (``_FREE``: none, when the run holds no character a value may
-    # begin with).
-    run: int = 0
-    blocks: int = _FREE
-
-
 class SplitValues:
     """Holds a token stream's messages until no value can still straddle them (module docstring)."""
 
@@ -229,9 +191,7 @@ class SplitValues:
         self._secrets = credentials.NAME in detectors.names
         self._marked: set[int] = set()
         self._keys_open: frozenset[bytes] = frozenset()
-        self._integers: dict[str, _IntegerTail] = {}
-        self._smallest = smallest_scanned(detectors)
-        self._runs = CharacterReader(custom_patterns=not BUILTIN_LABELS.keys() >= set(detectors.names))
+        self._integers = HeldIntegers(detectors, max_paths)
 
     def hold(self, message: Message, max_values: int | None = None) -> list[Message]:
         """Take the next message; the messages that may leave now, in order. ``max_values``
@@ -258,15 +218,15 @@ class SplitValues:
                         "(limits.max_fields)",
                     )
                 state = self._paths[path] = _Path(shown)
-                self._held_bytes += _PATH_COST + len(path) + len(shown)
+                self._held_bytes += PATH_COST + len(path) + len(shown)
             self._appended(state, piece)
             state.messages.append(number)
             state.text += piece
             state.ends.append(state.base + len(state.text))
-            self._held_bytes += len(piece) + _PIECE_COST
+            self._held_bytes += len(piece) + PIECE_COST
         for path, shown, numbers, repeated in integers:
-            self._follow_integers(number, path, shown, numbers, repeated, counted)
-        if self._held_bytes > self.hold_limit:
+            self._integers.follow(number, path, shown, numbers, repeated, counted)
+        if self._held_bytes + self._integers.held_bytes > self.hold_limit:
             raise ResourceExhausted(
                 reasons.STREAM_HELD_TOO_LARGE,
                 f"a stream holds more than {self.hold_limit} bytes of messages a value may still straddle",
@@ -321,8 +281,7 @@ class SplitValues:
             if state.cut is None:
                 return 0
             least = min(least, state.blocks)
-        for integers in self._integers.values():
-            least = min(least, integers.blocks)
+        least = min(least, self._integers.first_held())
         return max(0, least - first)
 
     def _read(self, state: _Path) -> None:
@@ -377,13 +336,13 @@ class SplitValues:
             boundary = state.ends[taken - 1] - state.base
             del state.text[:boundary], state.messages[:taken], state.ends[:taken]
             state.base += boundary
-            self._held_bytes -= boundary + taken * _PIECE_COST
+            self._held_bytes -= boundary + taken * PIECE_COST
             if state.cut is None:
                 self._whole -= 1
             state.blocks, state.cut, state.awaits, state.glued = _DIRTY, 0, b"", b""
             if not state.text:  # what pieces are left of it are empty
                 self._held_bytes -= (
-                    len(state.messages) * _PIECE_COST + _PATH_COST + len(path) + len(state.shown)
+                    len(state.messages) * PIECE_COST + PATH_COST + len(path) + len(state.shown)
                 )
                 del self._paths[path]
         return released
@@ -428,122 +387,6 @@ class SplitValues:
                     opened |= key_blocks.awaited_after(text)
             awaited = awaited | frozenset(opened)
         self._keys_open = awaited
-
-    def _forget_settled_integers(self) -> None:
-        """Drop the integer paths whose values end in no run a value may go on in (``run`` 0):
-        nothing of theirs can join a later value, so a long stream whose paths change (map
-        keys, element indices) keeps going while at most ``max_paths`` are open at once."""
-        settled = [path for path, state in self._integers.items() if state.run == 0]
-        for path in settled:
-            state = self._integers.pop(path)
-            self._held_bytes -= _PATH_COST + len(path) + len(state.shown) + _INTEGER_TAIL * _PIECE_COST
-
-    def _follow_integers(
-        self, number: int, path: str, shown: str, numbers: list[int], repeated: bool, values: MessageValues
-    ) -> None:
-        """An integer field's ``numbers`` in this message, after the values the messages
-        before it brought at its path, read together as characters as the classifier reads
-        a repeated integer field (``_joined_hits``: written and folded; not as digit runs,
-        which ids run together always make): a value some value of which no value of the
-        same detector its own message's reading finds covers (``_own_cover``), and that
-        takes values of both, is one only their joining makes: the stream ends
-        (``STREAM_VALUE_SPLIT``), as for a string path (``straddled``: where, not how
-        many). Only the run of characters a value may be made of the path's values ended in
-        (``_integer_run``, at most ``_INTEGER_TAIL`` values) is read with the new ones: a
-        stream costs the same per message however long it runs, and token ids, which
-        seldom end in such a run, mostly cost no reading. The messages that run takes are
-        held while it holds a character a value may begin with, so no piece of a value
-        leaves before the message that completes it. Counted against the message's
-        ``max_values`` as the classifier counts reading a field."""
-        if not numbers:
-            return
-        state = self._integers.get(path)
-        if state is None:
-            if len(self._integers) >= self.max_paths:
-                self._forget_settled_integers()
-            if len(self._integers) >= self.max_paths:
-                raise ResourceExhausted(
-                    reasons.STREAM_HELD_TOO_LARGE,
-                    f"a stream carries more than {self.max_paths} integer fields "
-                    "(limits.max_fields), each read across its messages",
-                )
-            state = self._integers[path] = _IntegerTail(shown)
-            # Kept for the stream's life: its name, and a tail of numbers and their detectors.
-            self._held_bytes += _PATH_COST + len(path) + len(shown) + _INTEGER_TAIL * _PIECE_COST
-        before = state.run
-        tail, covered = (
-            state.values[len(state.values) - before :],
-            state.covered[len(state.covered) - before :],
-        )
-        kept = numbers[-_INTEGER_TAIL:]
-        state.values = [*state.values, *kept][-_INTEGER_TAIL:]
-        state.messages = [*state.messages, *([number] * len(kept))][-_INTEGER_TAIL:]
-        state.run, starts = self._integer_run(state.values)
-        # What its own message masks each value for matters only to a value read across
-        # messages: with the run before these values, or in the run they end in.
-        if before or state.run:
-            own = self._own_cover(numbers, repeated, values)
-        else:
-            own = [frozenset()] * len(numbers)
-        if before:
-            # A value the joining makes takes the run the path's values ended in, and no
-            # value before it (a character no value holds lies between): the rest of the
-            # tail is not read again, so most token ids cost no reading at all.
-            joined = [*tail, *numbers[:_INTEGER_TAIL]]
-            covered = [*covered, *own[:_INTEGER_TAIL]]
-            for detector, first, end in _joined_hits(joined, self.detectors, values):
-                if first < before < end and any(detector not in covered[at] for at in range(first, end)):
-                    raise UpstreamError(
-                        reasons.STREAM_VALUE_SPLIT,
-                        f"the upstream split a value its detectors call {detector} across the messages "
-                        f"of a stream (integer field {shown}, read as characters); each message is "
-                        "masked on its own, so it is not sent",
-                    )
-        state.covered = [*state.covered, *own[-_INTEGER_TAIL:]][-_INTEGER_TAIL:]
-        state.blocks = state.messages[len(state.values) - state.run] if state.run and starts else _FREE
-
-    def _integer_run(self, tail: list[int]) -> tuple[int, bool]:
-        """How many of an integer path's last values (``tail``) the next values may still
-        make a value with, read as characters: the run of characters a value may be made of
-        they end in (``CharacterReader``, as the carry-over reads a tensor's last elements),
-        at most the tail (no value is longer); and whether it holds one a value may begin
-        with. The last value alone mostly tells (token ids): one no value holds ends no run."""
-        last = tail[-1]
-        if 0x1B not in tail[-_ESCAPE_REACH:]:
-            view = characters.folds_to(last)
-            if view == characters.LONGER:
-                view = self._runs._longer[last]
-            if self._runs._apart[view]:
-                return 0, False
-        dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_INT64]
-        if any(value >= 1 << 63 for value in tail):
-            dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_UINT64]
-        # Read whole (no run before it): a run the tail is all of is one as long as it, or
-        # longer, and no value is.
-        read = self._runs._read(np.fromiter(tail, dtype=dtype, count=len(tail)), PackedEnd())
-        if read is None:  # (read whole, it shows where its run starts): held, to be safe
-            return len(tail), True
-        run, starts, _, _ = read
-        return run, starts
-
-    def _own_cover(self, numbers: list[int], repeated: bool, values: MessageValues) -> list[frozenset[str]]:
-        """For each of one message's ``numbers`` at a path, the detectors its own
-        classification masks it for (``_IntegerTail``)."""
-        whole: frozenset[str] = frozenset()
-        if repeated:
-            whole = frozenset(detector for detector, _, _ in _integer_hits(numbers, self.detectors, values))
-        smallest = self._smallest
-        if smallest is None or not any(abs(number) >= smallest for number in numbers):
-            return [whole] * len(numbers)
-        covered = []
-        for number in numbers:
-            alone: frozenset[str] = frozenset()
-            if abs(number) >= smallest:
-                text = _number_text(number)
-                values.take_text(text)
-                alone = frozenset(hit.detector for hit in self.detectors.scan(text))
-            covered.append(whole | alone)
-        return covered
 
     def _refuse_split(self, path: str, pieces: list[bytes]) -> None:
         straddling = straddled(self.detectors, pieces)
@@ -848,67 +691,6 @@ def _placed(forms: Sequence[bytes | None], form: bytes) -> list[int] | None:
     return list(itertools.accumulate((len(part or b"") for part in forms), initial=0))
 
 
-# (detector, first value, end value) of a value found in integers read as text.
-_IntegerHit = tuple[str, int, int]
-
-
-def _joined_hits(numbers: list[int], detectors: DetectorSet, values: MessageValues) -> list[_IntegerHit]:
-    """What reading an integer path's values across messages as characters (``_integer_hits``)
-    finds that can only be a value, not a guess; a stream is refused on it, where a message
-    is masked on a guess. Not digit runs: ids run together are digits without end, whose
-    cards and SSNs ended 6 in 10 streams of 10,000 random ids below 50,000 (one a message)
-    and every stream of 1 to 8 a message. Not every detector over all of them: that is how
-    characters read an escape sequence that moves a cursor (``characters``: a token id 27
-    then a letter's), not a value. Not an IPv6 address or an email shorter than
-    ``numbers._LOOSE_SHORTEST`` characters not all ASCII as written: folded ids make them
-    by chance (``٩⩴``, ids 1641 and 10868, read ``9::``), as binary does (``_chance``)."""
-    found = _integer_hits(numbers, detectors, values, runs=False)
-    whole = {detector for detector, start, end in found if start == 0 and end == len(numbers)}
-    if whole and whole >= set(detectors.names):
-        found = [hit for hit in found if not (hit[1] == 0 and hit[2] == len(numbers))]
-    return [
-        (detector, start, end)
-        for detector, start, end in found
-        if not (
-            detector in _LOOSE
-            and end - start < _LOOSE_SHORTEST
-            and not all(0 <= value < 0x80 for value in numbers[start:end])
-        )
-    ]
-
-
-def _integer_hits(
-    numbers: list[int], detectors: DetectorSet, values: MessageValues, runs: bool = True
-) -> list[_IntegerHit]:
-    """(detector, first value, end value) of what the classifier finds in ``numbers`` read
-    as a repeated integer field is (``messages``): as characters (``integer_text``; when
-    worth it) and, if ``runs``, as digit runs (``messages.digit_runs``), counted against
-    ``values`` as it counts them."""
-    found: list[_IntegerHit] = []
-    if worth_reading(numbers, detectors):
-        values.take(FIXED_STEP_VALUES)
-        dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_INT64]
-        if any(number >= 1 << 63 for number in numbers):  # a uint64's: no character either way
-            dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_UINT64]
-        array = np.fromiter(numbers, dtype=dtype, count=len(numbers))
-        found += [(hit.detector, hit.start, hit.end) for hit in character_hits(array, detectors)]
-    digits = digit_runs(numbers) if runs else []
-    if digits:
-        for run in digits:
-            values.take_text(run)
-        texts = [str(number) for number in numbers]
-        for run_hits, separator in zip((detectors.scan(run) for run in digits), RUN_SEPARATORS, strict=True):
-            if not run_hits:
-                continue
-            # Where each number's digits start in the run, and where the last ends.
-            starts = list(itertools.accumulate((len(text) + len(separator) for text in texts), initial=0))
-            for hit in run_hits:
-                first = bisect_right(starts, hit.start) - 1
-                last = bisect_left(starts, hit.end)  # the first number starting at or past its end
-                found.append((hit.detector, first, max(last, first + 1)))
-    return found
-
-
 def _covers(spans: list[tuple[int, int]], start: int, end: int) -> bool:
     """Whether ``spans`` together cover every byte of ``[start, end)``."""
     reached = start
@@ -1121,7 +903,7 @@ _TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 
 
 # (path, shown path, its values in order, whether a repeated field's): an integer field's
-# values (``SplitValues._follow_integers``).
+# values (``HeldIntegers.follow``).
 _Integers = tuple[str, str, list[int], bool]
 
 
@@ -1155,7 +937,7 @@ def _walk(
         path, named = f"{prefix}{descriptor.name}", f"{shown}{descriptor.name}"
         if not is_message(descriptor) and descriptor.type not in _TEXT_TYPES:
             # No text to hold, no step per element; integers (enums too) are read across
-            # messages as the classifier reads a repeated one (``_follow_integers``).
+            # messages as the classifier reads a repeated one (``held_integers``).
             if integers is not None and descriptor.cpp_type in CHARACTER_DTYPES:
                 numbers = list(value) if descriptor.is_repeated else [value]
                 integers.append((path, named, numbers, descriptor.is_repeated))
