@@ -9,7 +9,9 @@ is (``classify.messages``): the path is labelled and a mask zeroes every one of 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -170,3 +172,30 @@ def test_reading_across_elements_is_charged_as_reading_a_repeated_field() -> Non
     worth = Reply(chars=[Char(c=code) for code in [126] * 14 + [49]])
     plain = Reply(chars=[Char(c=code) for code in [126] * 15])
     assert cheapest(worth) - cheapest(plain) == FIXED_STEP_VALUES
+
+
+# Counts of a statistics reply (one success count a model): a 27 (ESC) and letters' codes
+# after it, which read as characters move a terminal's cursor (review of this fix).
+STATISTICS_COUNTS = [280, 151, 127, 209, 48, 100, 83, 141, 130, 107, 287, 274, 218, 89, 165, 60, 160, 234]
+STATISTICS_COUNTS += [42, 27, 86, 76, 9, 110, 293, 273, 155, 173, 171, 120, 61, 106, 190, 123, 95, 67]
+
+
+def statistics_reply(counts: list[int]) -> Any:
+    from labelgate._proto.inference import model_extensions_pb2 as ext
+
+    reply = ext.ModelStatisticsResponse()
+    for index, count in enumerate(counts):
+        reply.model_stats.add(name=f"m{index}").inference_stats.success.count = count
+    return reply
+
+
+def test_small_counts_of_a_statistics_reply_are_no_data() -> None:
+    # Read as characters, an ESC and a letter after it cover every value with every detector
+    # (a cursor moved): chance in records' numbers, not text (``messages._no_cursor_cover``).
+    assert not detected(statistics_reply(STATISTICS_COUNTS))
+    generator = random.Random(7)
+    for _ in range(200):
+        counts = [generator.randint(0, 300) for _ in range(generator.randint(2, 60))]
+        assert not detected(statistics_reply(counts)), counts
+    # What such counts spell is still found.
+    assert detected(statistics_reply(codes("\x1b[31mssn 123-45-6789")))
