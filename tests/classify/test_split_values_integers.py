@@ -27,18 +27,25 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
         name="labelgate_tests/held_ints.proto", package=_PACKAGE, syntax="proto3"
     )
+    char = file.message_type.add(name="Char")
+    char.field.add(name="c", number=1, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
     tok = file.message_type.add(name="Tok")
     tok.field.add(name="text", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
     tok.field.add(name="codes", number=2, type=F.TYPE_INT32, label=F.LABEL_REPEATED)
     tok.field.add(name="n", number=3, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
     tok.field.add(name="flag", number=4, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
     add_map(tok, f"{_PACKAGE}.Tok", "counts", 5, F.TYPE_STRING, F.TYPE_UINT64)
+    tok.field.add(
+        name="chars", number=6, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=f".{_PACKAGE}.Char"
+    )
     return file
 
 
 descriptor_pool.Default().Add(_file())
 # Built at run time: fields mypy cannot see.
-Tok: Any = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(f"{_PACKAGE}.Tok"))
+_POOL = descriptor_pool.Default()
+Tok: Any = message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.Tok"))
+Char: Any = message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.Char"))
 
 
 def codes(text: str) -> list[int]:
@@ -156,3 +163,30 @@ def test_a_long_stream_whose_integer_paths_change_keeps_going() -> None:
         for index in range(200):  # each key's value reads "a", a letter a value may begin with
             open_runs.hold(Tok(counts={f"request-{index}": ord("a")}))
     assert ended.value.reason == reasons.STREAM_HELD_TOO_LARGE
+
+
+def records(text: str) -> Any:
+    return Tok(chars=[Char(c=code) for code in codes(text)])
+
+
+@pytest.mark.parametrize("pieces", [["ssn 123-", "45-6789 ok"], ["card 4111 1111 11", "11 1111 1111 end"]])
+def test_a_value_split_across_messages_records_ends_the_stream_before_it_leaves(pieces: list[str]) -> None:
+    # Review: a record's field was followed per element (``chars[0].c``), so the classifier's
+    # reading of a message's records together had no counterpart across messages.
+    released, reason = released_before_refusal([records(piece) for piece in pieces])
+    assert reason == reasons.STREAM_VALUE_SPLIT
+    assert released == []
+
+
+def test_a_value_whole_in_one_messages_records_is_its_own_messages_to_mask() -> None:
+    messages = [records("ssn 123-45-6789"), records(" ok"), records(", bye!")]
+    released, reason = released_before_refusal(messages)
+    assert (reason, len(released)) == ("", 3)
+
+
+def test_token_id_records_streams_are_not_refused() -> None:
+    generator = random.Random(11)
+    split = splitter()
+    for _ in range(3_000):
+        split.hold(Tok(chars=[Char(c=generator.randrange(50_000)) for _ in range(generator.randint(1, 8))]))
+    split.flush()

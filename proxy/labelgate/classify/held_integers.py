@@ -101,7 +101,14 @@ class HeldIntegers:
             self.held_bytes -= PATH_COST + len(path) + len(state.shown) + INTEGER_TAIL * PIECE_COST
 
     def follow(
-        self, number: int, path: str, shown: str, numbers: list[int], repeated: bool, values: MessageValues
+        self,
+        number: int,
+        path: str,
+        shown: str,
+        numbers: list[int],
+        repeated: bool,
+        values: MessageValues,
+        records: bool = False,
     ) -> None:
         """An integer field's ``numbers`` in this message, after the values the messages
         before it brought at its path, read together as characters as the classifier reads
@@ -144,7 +151,7 @@ class HeldIntegers:
         # What its own message masks each value for matters only to a value read across
         # messages: with the run before these values, or in the run they end in.
         if before or state.run:
-            own = self._own_cover(numbers, repeated, values)
+            own = self._own_cover(numbers, repeated, values, records)
         else:
             own = [frozenset()] * len(numbers)
         if before:
@@ -179,11 +186,21 @@ class HeldIntegers:
         # longer, and no value is.
         return self._reader.run_of(np.fromiter(tail, dtype=dtype, count=len(tail)))
 
-    def _own_cover(self, numbers: list[int], repeated: bool, values: MessageValues) -> list[frozenset[str]]:
+    def _own_cover(
+        self, numbers: list[int], repeated: bool, values: MessageValues, records: bool = False
+    ) -> list[frozenset[str]]:
         """For each of one message's ``numbers`` at a path, the detectors its own
-        classification masks it for (``IntegerTail``)."""
+        classification masks it for (``IntegerTail``). ``records``: one value a record of a
+        repeated message (``chars[].c``), which the classifier reads together as characters
+        only, two at least, without the cover a moved cursor gives (``messages``)."""
         whole: frozenset[str] = frozenset()
-        if repeated:
+        if records and len(numbers) > 1:
+            found = _integer_hits(numbers, self.detectors, values, runs=False)
+            every = {detector for detector, start, end in found if start == 0 and end == len(numbers)}
+            if every and every >= set(self.detectors.names):
+                found = [hit for hit in found if not (hit[1] == 0 and hit[2] == len(numbers))]
+            whole = frozenset(detector for detector, _, _ in found)
+        elif repeated and not records:
             whole = frozenset(detector for detector, _, _ in _integer_hits(numbers, self.detectors, values))
         smallest = self._smallest
         if smallest is None or not any(abs(number) >= smallest for number in numbers):

@@ -224,8 +224,8 @@ class SplitValues:
             state.text += piece
             state.ends.append(state.base + len(state.text))
             self._held_bytes += len(piece) + PIECE_COST
-        for path, shown, numbers, repeated in integers:
-            self._integers.follow(number, path, shown, numbers, repeated, counted)
+        for path, shown, numbers, repeated, records in _by_field(integers):
+            self._integers.follow(number, path, shown, numbers, repeated, counted, records)
         if self._held_bytes + self._integers.held_bytes > self.hold_limit:
             raise ResourceExhausted(
                 reasons.STREAM_HELD_TOO_LARGE,
@@ -916,6 +916,33 @@ def _texts(
         yield from _any(message, ANY_REPLY_FIELD, ANY_REPLY_FIELD, 0, values, integers)
     else:
         yield from _walk(message, "", "", 0, values, integers)
+
+
+# An element of a repeated message (or a map's message value) in a path: ``chars[0].c``.
+_ELEMENT = re.compile(r"\[\d+\](?=\.)")
+
+
+def _by_field(integers: list[_Integers]) -> list[tuple[str, str, list[int], bool, bool]]:
+    """A message's integer paths, the elements of a repeated message's one field taken
+    together in order (``chars[0].c``, ``chars[1].c``: ``chars[].c``, whether ``records``), as
+    the classifier reads them (``messages``: an integer field of a repeated message); the rest
+    as they are. A record's field followed per element let a value split across messages'
+    records out (review)."""
+    fields: dict[str, tuple[str, list[int], bool, bool]] = {}
+    for path, shown, numbers, repeated in integers:
+        field_path = _ELEMENT.sub("[]", path)
+        records = field_path != path and not repeated
+        if records:
+            path, shown = field_path, _ELEMENT.sub("[]", shown)
+        known = fields.get(path)
+        if known is None:
+            fields[path] = (shown, list(numbers), repeated, records)
+        else:
+            known[1].extend(numbers)
+    return [
+        (path, shown, numbers, repeated, records)
+        for path, (shown, numbers, repeated, records) in fields.items()
+    ]
 
 
 def _walk(
