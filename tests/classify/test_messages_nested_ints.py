@@ -191,7 +191,7 @@ def statistics_reply(counts: list[int]) -> Any:
 
 def test_small_counts_of_a_statistics_reply_are_no_data() -> None:
     # Read as characters, an ESC and a letter after it cover every value with every detector
-    # (a cursor moved): chance in records' numbers, not text (``messages._no_cursor_cover``).
+    # (a cursor moved): chance in records' numbers, not text (``messages.no_cursor_cover``).
     assert not detected(statistics_reply(STATISTICS_COUNTS))
     generator = random.Random(7)
     for _ in range(200):

@@ -31,6 +31,7 @@ from labelgate.classify.messages import (
     MessageValues,
     _number_text,
     digit_runs,
+    no_cursor_cover,
     smallest_scanned,
 )
 from labelgate.classify.numbers import _LOOSE, _LOOSE_SHORTEST
@@ -195,10 +196,7 @@ class HeldIntegers:
         only, two at least, without the cover a moved cursor gives (``messages``)."""
         whole: frozenset[str] = frozenset()
         if records and len(numbers) > 1:
-            found = _integer_hits(numbers, self.detectors, values, runs=False)
-            every = {detector for detector, start, end in found if start == 0 and end == len(numbers)}
-            if every and every >= set(self.detectors.names):
-                found = [hit for hit in found if not (hit[1] == 0 and hit[2] == len(numbers))]
+            found = _integer_hits(numbers, self.detectors, values, records=True)
             whole = frozenset(detector for detector, _, _ in found)
         elif repeated and not records:
             whole = frozenset(detector for detector, _, _ in _integer_hits(numbers, self.detectors, values))
@@ -230,10 +228,7 @@ def _joined_hits(numbers: list[int], detectors: DetectorSet, values: MessageValu
     then a letter's), not a value. Not an IPv6 address or an email shorter than
     ``numbers._LOOSE_SHORTEST`` characters not all ASCII as written: folded ids make them
     by chance (``٩⩴``, ids 1641 and 10868, read ``9::``), as binary does (``_chance``)."""
-    found = _integer_hits(numbers, detectors, values, runs=False)
-    whole = {detector for detector, start, end in found if start == 0 and end == len(numbers)}
-    if whole and whole >= set(detectors.names):
-        found = [hit for hit in found if not (hit[1] == 0 and hit[2] == len(numbers))]
+    found = _integer_hits(numbers, detectors, values, records=True)
     return [
         (detector, start, end)
         for detector, start, end in found
@@ -246,12 +241,13 @@ def _joined_hits(numbers: list[int], detectors: DetectorSet, values: MessageValu
 
 
 def _integer_hits(
-    numbers: list[int], detectors: DetectorSet, values: MessageValues, runs: bool = True
+    numbers: list[int], detectors: DetectorSet, values: MessageValues, records: bool = False
 ) -> list[_IntegerHit]:
     """(detector, first value, end value) of what the classifier finds in ``numbers`` read
     as a repeated integer field is (``messages``): as characters (``integer_text``; when
-    worth it) and, if ``runs``, as digit runs (``messages.digit_runs``), counted against
-    ``values`` as it counts them."""
+    worth it) and as digit runs (``messages.digit_runs``), counted against ``values`` as it
+    counts them. ``records``: as it reads records' numbers (and values across messages):
+    characters only, without the cover a moved cursor gives (``messages.no_cursor_cover``)."""
     found: list[_IntegerHit] = []
     if worth_reading(numbers, detectors):
         values.take(FIXED_STEP_VALUES)
@@ -259,8 +255,11 @@ def _integer_hits(
         if any(number >= 1 << 63 for number in numbers):  # a uint64's: no character either way
             dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_UINT64]
         array = np.fromiter(numbers, dtype=dtype, count=len(numbers))
-        found += [(hit.detector, hit.start, hit.end) for hit in character_hits(array, detectors)]
-    digits = digit_runs(numbers) if runs else []
+        hits = character_hits(array, detectors)
+        if records:
+            hits = no_cursor_cover(hits, len(numbers), detectors)
+        found += [(hit.detector, hit.start, hit.end) for hit in hits]
+    digits = digit_runs(numbers) if not records else []
     if digits:
         for run in digits:
             values.take_text(run)

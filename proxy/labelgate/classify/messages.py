@@ -634,7 +634,7 @@ class _Walker:
                 array = np.fromiter(values, dtype=dtype, count=len(values))
                 found = character_hits(array, detectors)
                 if location in self._gathered_leaves:
-                    found = _no_cursor_cover(found, len(values), detectors)
+                    found = no_cursor_cover(found, len(values), detectors)
                 read.append(CharacterRead(location, path, [(values, array)], found))
         for path, orders, dtype in self._map_characters:
             arrays = [(values, np.fromiter(values, dtype=dtype, count=len(values))) for values in orders]
@@ -716,7 +716,7 @@ class _Walker:
         self.spans.extend(LeafSpans(leaf, path, per_value) for leaf in leaves)
 
 
-def _no_cursor_cover(found: list[Detection], count: int, detectors: DetectorSet) -> list[Detection]:
+def no_cursor_cover(found: list[Detection], count: int, detectors: DetectorSet) -> list[Detection]:
     """``found`` without the cover every detector gets over all ``count`` values when, read
     as characters, an ESC and what follows move a terminal's cursor (``characters``): in
     records' numbers (statistics' counts: a 27 then a letter's code, 9 replies in 200 of

@@ -101,7 +101,7 @@ from labelgate.classify.folding import (
     rendered_reading,
     wide_folded,
 )
-from labelgate.classify.held_integers import PATH_COST, PIECE_COST, HeldIntegers
+from labelgate.classify.held_integers import FREE, PATH_COST, PIECE_COST, HeldIntegers
 from labelgate.classify.integer_text import CHARACTER_DTYPES
 from labelgate.classify.jsonpaths import (
     _ESCAPE,
@@ -133,7 +133,7 @@ _MAX_DEPTH = 32
 # a stream of tiny messages is bounded too.
 _MESSAGE_COST = 1024
 # Its cut was not read since its text changed; it holds nothing back (no piece ends past its cut).
-_DIRTY, _FREE = -1, 1 << 62
+_DIRTY, _FREE = -1, FREE
 # How many of a path's last bytes an appended piece is read with while a key block holds its
 # cut (``CarryOver.keeps_cut``): more than the longest END marker.
 _AWAITED_END = 128
