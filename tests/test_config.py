@@ -710,3 +710,52 @@ def test_check_config_loads_the_client_certificate_authority(tmp_path: Path) -> 
     assert problems(ca.write(tmp_path)) == []
     (problem,) = problems(not_pem)
     assert problem.startswith(f"auth.mtls.ca_file: {not_pem} holds no PEM certificate"), problem
+
+
+# -- release.parameters: a label, or a label and the value types it may carry ----------------
+
+
+def test_released_parameters_load_in_the_short_and_the_typed_form(tmp_path: Path) -> None:
+    from labelgate.config import ReleasedParameter
+
+    config = tmp_path / "labelgate.yaml"
+    config.write_text(
+        "auth: {api_keys: {}}\n"
+        "release:\n"
+        "  parameters:\n"
+        "    sequence_id: internal\n"  # the short form: any type, as before
+        "    triton_final_response: {label: public, types: [bool]}\n"
+        "    score: {label: internal, types: [double, int64]}\n"
+    )
+    released = load_settings(config).release.parameters
+    assert released == {
+        "sequence_id": "internal",
+        "triton_final_response": ReleasedParameter(label="public", types=["bool"]),
+        "score": ReleasedParameter(label="internal", types=["double", "int64"]),
+    }
+
+
+def test_the_final_flag_is_released_as_a_bool_only_by_default() -> None:
+    from labelgate.config import ReleasedParameter
+
+    released = load_settings(auth=AUTH).release.parameters
+    assert released == {"triton_final_response": ReleasedParameter(label="public", types=["bool"])}
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ({"label": "public", "types": []}, "at least 1 item"),
+        ({"label": "public", "types": ["float"]}, "'bool', 'int64', 'uint64', 'double' or 'string'"),
+        ({"label": "public"}, "Field required"),
+        ({"label": "secret", "types": ["bool"]}, "'public', 'internal', 'confidential' or 'restricted'"),
+        ({"label": "public", "types": ["bool"], "type": "bool"}, "Extra inputs"),
+        ("secret", "'public', 'internal', 'confidential' or 'restricted'"),
+    ],
+)
+def test_a_released_parameter_that_does_not_fit_either_form_is_refused(value: Any, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH, release={"parameters": {"flag": value}})
+    assert "  - release.parameters.flag" in refused.value.message, refused.value.message
+    assert says in refused.value.message, refused.value.message
+    assert refused.value.message.count("  - ") == 1, "one problem, of the form written"

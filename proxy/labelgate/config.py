@@ -19,15 +19,17 @@ import math
 from collections.abc import Callable, Mapping
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -44,6 +46,7 @@ from labelgate import reasons
 from labelgate.auth.assertion import SubjectAssertionSettings
 from labelgate.auth.settings import AuthSettings
 from labelgate.classify.labels import LABELS
+from labelgate.classify.parameters import ParameterType
 from labelgate.config_paths import ConfigPath, config_folder_context, from_config_file
 from labelgate.digits import whole_number
 from labelgate.errors import ConfigError
@@ -428,12 +431,36 @@ class RestSettings(Section):
     max_connections: int = Field(1024, ge=1, le=100_000)
 
 
+class ReleasedParameter(Section):
+    """A released parameter name: the label it carries, and the value types it may hold (the
+    ``InferParameter`` choices). A value of another type is dropped, as an unreleased name is."""
+
+    label: Label
+    types: list[ParameterType] = Field(min_length=1)
+
+
+def _release_form(value: Any) -> str:
+    return "label" if isinstance(value, str) else "typed"
+
+
+# ``name: label`` or ``name: {label, types}``, told apart by form so that a mistake in either is
+# reported against that form alone.
+ParameterRelease = Annotated[
+    Annotated[Label, Tag("label")] | Annotated[ReleasedParameter, Tag("typed")],
+    Discriminator(_release_form),
+]
+
+
 class ReleaseSettings(Section):
     """What of an upstream reply's side channels may reach a caller, besides its outputs."""
 
-    # Reply and output parameters released, each with the label it carries (string values
-    # are also scanned by the detectors); every other parameter is dropped.
-    parameters: dict[str, Label] = {"triton_final_response": "public"}
+    # Reply and output parameters released, each with the label it carries (string values,
+    # and numbers as their digits, are also scanned by the detectors); every other parameter
+    # is dropped. ``name: label`` releases a value of any type; ``name: {label, types}`` only
+    # those types (a REST upstream's whole numbers arrive as int64). The final flag is a bool.
+    parameters: dict[str, ParameterRelease] = {
+        "triton_final_response": ReleasedParameter(label="public", types=["bool"])
+    }
 
 
 ApprovalEvent = Literal["requested", "granted", "denied", "expired", "abandoned"]

@@ -1,10 +1,14 @@
-"""Reply parameters: only released names are read, each labelled and scanned."""
+"""Reply parameters: only released names are read, of the types they were released with, each
+labelled and scanned."""
 
 from __future__ import annotations
 
+import pytest
+
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify.detectors import DetectorSet
-from labelgate.classify.parameters import classify_parameters, released_parameters
+from labelgate.classify.parameters import PARAMETER_TYPES, classify_parameters, released_parameters
+from labelgate.config import ReleasedParameter
 
 RELEASED = {"triton_final_response": "public", "note": "internal"}
 
@@ -85,3 +89,69 @@ def test_parameters_hiding_a_value_in_markup_are_found() -> None:
     assert labels["outputs.text.parameters.note{us_ssn}"] == {"confidential"}
     [hit] = result.spans["parameters.note"]
     assert (hit.start, hit.end) == (0, len(tags)), "found only rendered: the whole value"
+
+
+# -- a released name carries only the types it was released with -------------------------------
+
+TYPED = {
+    "triton_final_response": ReleasedParameter(label="public", types=["bool"]),
+    "score": ReleasedParameter(label="internal", types=["double"]),
+    "count": ReleasedParameter(label="internal", types=["int64", "uint64"]),
+    "any": "internal",
+}
+PROFILE = "Jane Doe lives at 42 Elm Street, diagnosis HIV+"  # no detector finds it
+
+
+def typed_reply() -> pb.ModelInferResponse:
+    reply = pb.ModelInferResponse(model_name="m")
+    reply.parameters["triton_final_response"].string_param = PROFILE
+    reply.parameters["score"].int64_param = 1234
+    reply.parameters["count"].uint64_param = 2**64 - 1
+    reply.parameters["any"].string_param = "kept"
+    output = reply.outputs.add(name="text", datatype="BYTES", shape=[1])
+    output.parameters["triton_final_response"].bool_param = True
+    output.parameters["score"].double_param = 0.5
+    output.parameters["count"].string_param = PROFILE
+    output.parameters["any"].double_param = 2.5
+    return reply
+
+
+def test_a_released_name_holding_a_value_of_another_type_is_dropped_unseen() -> None:
+    # Found by review: triton_final_response was released whatever its type, so an upstream's
+    # string there (a name and a diagnosis: no detector's) reached every caller as public.
+    found = released_parameters(typed_reply(), TYPED)
+    assert [(p.output, p.name, p.value) for p in found] == [
+        ("", "any", "kept"),
+        ("", "count", 2**64 - 1),
+        ("text", "any", 2.5),
+        ("text", "score", 0.5),
+        ("text", "triton_final_response", True),
+    ]
+    result = classify_parameters(found, TYPED, DetectorSet.default())
+    assert {field.path for field in result.fields} == {
+        "parameters.any",
+        "parameters.count",
+        "outputs.text.parameters.any",
+        "outputs.text.parameters.score",
+        "outputs.text.parameters.triton_final_response",
+    }
+    assert {field.path: set(field.labels) for field in result.fields}[
+        "outputs.text.parameters.triton_final_response"
+    ] == {"public"}
+
+
+@pytest.mark.parametrize("kind", PARAMETER_TYPES)
+def test_each_type_passes_only_where_it_was_released(kind: str) -> None:
+    values = {"bool": True, "int64": -7, "uint64": 7, "double": 0.25, "string": "text"}
+    reply = pb.ModelInferResponse(model_name="m")
+    for name in PARAMETER_TYPES:
+        setattr(reply.parameters[name], f"{name}_param", values[name])
+    released = {name: ReleasedParameter(label="public", types=[kind]) for name in PARAMETER_TYPES}
+    found = released_parameters(reply, released)
+    assert [(p.name, p.value) for p in found] == [(kind, values[kind])]
+
+
+def test_a_released_name_without_a_value_is_dropped() -> None:
+    reply = pb.ModelInferResponse(model_name="m")
+    reply.parameters["any"].SetInParent()
+    assert released_parameters(reply, TYPED) == []

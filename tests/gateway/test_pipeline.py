@@ -652,23 +652,54 @@ async def test_a_call_held_for_an_approver_is_not_in_flight() -> None:
     assert pipeline.in_flight() == 0
 
 
-async def test_a_string_final_flag_is_kept_on_replies_that_are_not_final() -> None:
+async def test_a_bool_final_flag_is_kept_as_false_on_replies_that_are_not_final() -> None:
     pipeline, _, _, _ = make_pipeline()
 
     def answer(sent: Any) -> list[Any]:
         replies = []
-        for position in range(2):
+        for final in (False, True):
             message = reply("chat", [Tensor("text", "BYTES", [1], [b"x"])], sent.id)
-            if position == 0:
-                message.parameters["triton_final_response"].string_param = ""  # not final
-            else:
-                message.parameters["triton_final_response"].bool_param = True
+            message.parameters["triton_final_response"].bool_param = final
             replies.append(stream_reply(message))
         return replies
 
     first, last = await collect(pipeline, FakeStream(answer), request("chat"))
-    assert first.infer_response.parameters["triton_final_response"].WhichOneof("parameter_choice")
+    assert (
+        first.infer_response.parameters["triton_final_response"].WhichOneof("parameter_choice")
+        == "bool_param"
+    )
+    assert first.infer_response.parameters["triton_final_response"].bool_param is False
     assert last.infer_response.parameters["triton_final_response"].bool_param is True
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        {"string_param": ""},  # read as false, it kept the request open
+        {"string_param": f"Jane Doe, ssn {SSN}"},  # read as true, it ended it
+        {"int64_param": 1},
+        {"double_param": 0.0},
+        {},  # no value at all
+    ],
+)
+async def test_a_final_flag_that_is_not_a_bool_ends_the_stream_as_malformed(flag: dict[str, Any]) -> None:
+    # Found by review: any text counted as final and a string "" as not final, the upstream
+    # choosing when a request's held text was released.
+    pipeline, _, _, recorder = make_pipeline()
+
+    def answer(sent: Any) -> list[Any]:
+        message = reply("chat", [Tensor("text", "BYTES", [1], [b"x"])], sent.id)
+        message.parameters["triton_final_response"].CopyFrom(pb.InferParameter(**flag))
+        return [stream_reply(message)]
+
+    released = []
+    with pytest.raises(MalformedUpstream):
+        async for item in pipeline.stream_infer(
+            make_call(STREAM), requests_of(request("chat")), FakeStream(answer)
+        ):
+            released.append(item)
+    assert released == []
+    assert recorder.records[-1].refusal == "UPSTREAM_MALFORMED"
 
 
 async def test_an_anonymous_callers_request_is_not_hashed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ import pytest
 from google.protobuf import unknown_fields
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.config import LimitSettings
 from labelgate.demo.data import customer
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, encode_inputs
@@ -740,6 +741,8 @@ async def test_7_thousands_of_requested_outputs_are_refused_while_others_are_ser
 
 
 async def test_7_a_reply_with_more_fields_than_the_limit_is_refused(planted: AuditedStack) -> None:
+    # The upstream's reply is past the bound: its fault (UNAVAILABLE), not the caller's, and
+    # the text does not say how many fields it had (a number of the upstream's choosing).
     secret = token("many")
     request = plant_request(
         {"reply": {"outputs": [bytes_output("col", secret, copies=MAX_FIELDS + 100)]}},
@@ -747,7 +750,8 @@ async def test_7_a_reply_with_more_fields_than_the_limit_is_refused(planted: Aud
         request_id="caller-7f",
     )
     received = await capture_unary(planted.address, request, planted.headers("analyst"))
-    assert (received.code, received.reason()) == (grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_FIELDS")
+    assert (received.code, received.reason()) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_TOO_MANY_FIELDS")
+    assert re.findall(r"\d+", received.details) == [str(LimitSettings().max_fields)], received.details
     assert not leaked(received.blob(), [secret])
 
 
@@ -762,7 +766,11 @@ async def test_7_a_field_path_longer_than_the_limit_is_refused(planted: AuditedS
         outputs=[long_name] if side == "requested" else [],
     )
     received = await capture_unary(planted.address, request, planted.headers("analyst"))
-    assert (received.code, received.reason()) == (grpc.StatusCode.INVALID_ARGUMENT, "PATH_TOO_LONG")
+    if side == "requested":  # the caller's request: its fault
+        assert (received.code, received.reason()) == (grpc.StatusCode.INVALID_ARGUMENT, "PATH_TOO_LONG")
+    else:  # the upstream's reply: its fault, and the length it chose is not told
+        assert (received.code, received.reason()) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_PATH_TOO_LONG")
+        assert re.findall(r"\d+", received.details) == [str(LimitSettings().max_path_bytes)], received.details
     assert not leaked(received.blob(), [secret])
 
 

@@ -22,7 +22,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
 from labelgate.calls import Target
 from labelgate.config import LimitSettings
-from labelgate.errors import InvalidInput, Overloaded, ResourceExhausted
+from labelgate.errors import Overloaded, ResourceExhausted, UpstreamError
 from labelgate.gateway.streams import (
     IdleClock,
     OpenRequest,
@@ -99,7 +99,7 @@ async def test_a_request_whose_replies_name_too_many_outputs_is_refused(
     opened_requests: list[OpenRequest],
 ) -> None:
     # Naming none, a request releases every output: each reply's names are kept, up to
-    # limits.max_fields of them in all.
+    # limits.max_fields of them in all. The upstream named them: its fault, not the caller's.
     pipeline, _, _, recorder = make_pipeline()
     pipeline.limits = LimitSettings(max_fields=8)
 
@@ -107,14 +107,15 @@ async def test_a_request_whose_replies_name_too_many_outputs_is_refused(
         return [labelled_reply(sent.id, [f"fresh-{i}"]) for i in range(20)]
 
     released = []
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(UpstreamError) as refused:
         async for item in pipeline.stream_infer(
             make_call(STREAM), requests_of(request("chat")), FakeStream(answer)
         ):
             released.append(item)
-    assert refused.value.reason == "TOO_MANY_FIELDS"
+    assert refused.value.reason == "UPSTREAM_TOO_MANY_FIELDS"
+    assert (refused.value.code, refused.value.http_status) == (grpc.StatusCode.UNAVAILABLE, 502)
     assert len(released) == 7, "text and seven fresh names fill eight; the eighth is refused"
-    assert recorder.records[-1].refusal == "TOO_MANY_FIELDS"
+    assert recorder.records[-1].refusal == "UPSTREAM_TOO_MANY_FIELDS"
     (kept,) = opened_requests
     assert len(kept.backend) <= 8
 
@@ -123,10 +124,11 @@ def test_a_kept_name_is_bounded_like_a_field_path() -> None:
     held = OpenRequest("lg-1", Target(service="s", model="chat"), make_call(STREAM))
     limits = LimitSettings(max_path_bytes=32)
     keep_backend_labels(held, {"short": {"public"}}, limits)
-    with pytest.raises(InvalidInput) as refused:
+    with pytest.raises(UpstreamError) as refused:
         keep_backend_labels(held, {"n" * 30: {"public"}}, limits)
-    assert refused.value.reason == "PATH_TOO_LONG"
+    assert refused.value.reason == "UPSTREAM_PATH_TOO_LONG", "the upstream's fault, not the caller's"
     assert "n" * 30 not in refused.value.message, "the upstream's text stays out of the message"
+    assert "38" not in refused.value.message, "nor the length it chose (outputs. and 30 bytes)"
     keep_backend_labels(held, {"short": {"confidential"}}, limits)
     assert held.backend == {"short": {"public", "confidential"}}, "a later reply cannot lower them"
 

@@ -3,9 +3,11 @@
 A reply's ``parameters`` (and each output's) are a side channel: an uncatalogued model can
 put a card number in one. Only the names the operator released (``release.parameters``,
 with the label each carries) are read at all; every other parameter is dropped unseen.
-A released parameter becomes the field ``parameters.<name>`` (or
-``outputs.<tensor>.parameters.<name>``) with its configured label (source ``config``), and
-its text form is scanned by the detectors like any output text (with JSON escapes and
+A released name may also say which value types it carries (``bool``, ``int64``, ``uint64``,
+``double``, ``string``: the ``InferParameter`` choices); a value of another type is dropped
+unseen too (``released_parameters``). A released parameter becomes the field
+``parameters.<name>`` (or ``outputs.<tensor>.parameters.<name>``) with its configured label
+(source ``config``), and its text form is scanned by the detectors like any output text (with JSON escapes and
 character references decoded and other scripts' digits, invisible and control characters
 folded too), adding ``<path>{<detector>}`` fields.
 ``labelgate.labels`` is the backend's labelling channel (read by ``backend_labels``) and is
@@ -14,9 +16,9 @@ never released.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import Field, FieldSet, detector_source
@@ -28,6 +30,24 @@ SOURCE_CONFIG = "config"
 BACKEND_LABELS_PARAMETER = "labelgate.labels"
 
 ParameterValue = bool | int | float | str
+ParameterType = Literal["bool", "int64", "uint64", "double", "string"]
+PARAMETER_TYPES: tuple[ParameterType, ...] = ("bool", "int64", "uint64", "double", "string")
+# The ``InferParameter`` choice -> its type's name.
+_CHOICE_TYPES: dict[str, ParameterType] = {f"{name}_param": name for name in PARAMETER_TYPES}
+
+
+class TypedRelease(Protocol):
+    """A released name with the value types it may carry (``config.ReleasedParameter``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def types(self) -> Collection[str]: ...
+
+
+# What the operator released under a name: its label alone (any type), or label and types.
+Release = str | TypedRelease
 
 
 @dataclass(frozen=True)
@@ -52,23 +72,39 @@ class ParameterClassification:
     spans: dict[str, list[Detection]]  # path -> detections in the value's text form
 
 
-def parameter_value(parameter: Any) -> ParameterValue | None:
-    """The value of an ``InferParameter`` (None when no choice is set)."""
-    choice = parameter.WhichOneof("parameter_choice")
-    return None if choice is None else getattr(parameter, choice)
+def release_label(release: Release) -> str:
+    return release if isinstance(release, str) else release.label
 
 
-def released_parameters(response: Any, released: Mapping[str, str]) -> list[Parameter]:
-    """The reply's parameters whose names ``released`` names, reply level first."""
+def release_types(release: Release) -> Collection[str]:
+    return PARAMETER_TYPES if isinstance(release, str) else release.types
+
+
+def released_parameters(response: Any, released: Mapping[str, Release]) -> list[Parameter]:
+    """The reply's parameters whose names ``released`` names, each holding a value of a
+    type its release allows, reply level first.
+
+    A released name holding a value of another type is dropped unseen, as an unreleased name
+    is, and the reply goes on without it: the operator released the name for what it carries
+    (Triton's ``triton_final_response`` is a bool) and labelled it for that. Released
+    whatever its type, an upstream could put text there (a name and a diagnosis, which no
+    detector finds) or a number below the detectors' lengths, and it would reach every
+    caller the label lets see it, however the reply's outputs are masked for them. Dropping
+    it takes nothing the operator meant to give, and keeps the rest of the reply, as an
+    unreleased name does; refusing the reply would fail the call over a value the caller was
+    never to see. (A stream's final flag is also checked where it
+    ends a request: a wrong type there is a malformed reply, ``gateway/streams.is_final``.)"""
     found: list[Parameter] = []
     scopes = [("", response.parameters)] + [(o.name, o.parameters) for o in response.outputs]
     for output, parameters in scopes:
         if not parameters:
             continue
         for name in sorted(set(parameters) & released.keys() - {BACKEND_LABELS_PARAMETER}):
-            value = parameter_value(parameters[name])
-            if value is not None:
-                found.append(Parameter(output, name, value))
+            parameter = parameters[name]
+            kind = _CHOICE_TYPES.get(parameter.WhichOneof("parameter_choice") or "")
+            if kind is None or kind not in release_types(released[name]):
+                continue
+            found.append(Parameter(output, name, getattr(parameter, f"{kind}_param")))
     return found
 
 
@@ -80,12 +116,12 @@ def text_of(value: ParameterValue) -> bytes | None:
 
 
 def classify_parameters(
-    parameters: list[Parameter], released: Mapping[str, str], detectors: DetectorSet
+    parameters: list[Parameter], released: Mapping[str, Release], detectors: DetectorSet
 ) -> ParameterClassification:
     fields = FieldSet()
     texts: list[tuple[str, bytes]] = []
     for parameter in parameters:
-        fields.add(parameter.path, (released[parameter.name],), SOURCE_CONFIG)
+        fields.add(parameter.path, (release_label(released[parameter.name]),), SOURCE_CONFIG)
         text = text_of(parameter.value)
         if text is not None:
             texts.append((parameter.path, text))

@@ -1,5 +1,9 @@
 """Bounds checked before policy runs: what a caller asks for and what a reply classifies to
-must stay small enough that deciding on it is cheap, whoever sent it. Pure."""
+must stay small enough that deciding on it is cheap, whoever sent it. Pure.
+
+Who is refused depends on who sent the excess: the caller's request is INVALID_ARGUMENT
+(``check_target``, ``check_fields``), the upstream's reply an upstream error
+(``check_reply_fields``), whose text names only the configured bound."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Sequence
 from labelgate.calls import Target
 from labelgate.classify import Field
 from labelgate.config import LimitSettings
-from labelgate.errors import InvalidInput
+from labelgate.errors import InvalidInput, UpstreamError
 from labelgate.gateway import reasons
 
 
@@ -37,15 +41,40 @@ def check_target(target: Target, limits: LimitSettings) -> None:
         )
 
 
+def _longest_path(fields: Sequence[Field]) -> int:
+    return max((len(item.path.encode("utf-8", "surrogatepass")) for item in fields), default=0)
+
+
 def check_fields(fields: Sequence[Field], limits: LimitSettings) -> None:
+    """The request phase's fields: the caller's request, the caller's fault (INVALID_ARGUMENT).
+    The counts are the caller's own choice, so its refusal may tell it them."""
     if len(fields) > limits.max_fields:
         raise InvalidInput(
             reasons.TOO_MANY_FIELDS,
-            f"the reply classifies to {len(fields)} fields; at most {limits.max_fields} (limits.max_fields)",
+            f"the request classifies to {len(fields)} fields; at most {limits.max_fields} "
+            "(limits.max_fields)",
         )
-    longest = max((len(item.path.encode("utf-8", "surrogatepass")) for item in fields), default=0)
+    longest = _longest_path(fields)
     if longest > limits.max_path_bytes:
         raise InvalidInput(
             reasons.PATH_TOO_LONG,
             f"a field path has {longest} bytes; at most {limits.max_path_bytes} (limits.max_path_bytes)",
+        )
+
+
+def check_reply_fields(fields: Sequence[Field], limits: LimitSettings) -> None:
+    """The response phase's fields: the upstream's reply, the upstream's fault (UNAVAILABLE /
+    502), never the caller's. The text is fixed but for the configured bound: a count or a
+    length the upstream chose, quoted to the caller, would carry whatever number it liked past
+    the policy (a card's digits as a field count)."""
+    if len(fields) > limits.max_fields:
+        raise UpstreamError(
+            reasons.UPSTREAM_TOO_MANY_FIELDS,
+            f"the upstream's reply classifies to more than {limits.max_fields} fields (limits.max_fields)",
+        )
+    if _longest_path(fields) > limits.max_path_bytes:
+        raise UpstreamError(
+            reasons.UPSTREAM_PATH_TOO_LONG,
+            f"the upstream's reply has a field path longer than {limits.max_path_bytes} bytes "
+            "(limits.max_path_bytes)",
         )

@@ -67,7 +67,7 @@ from labelgate.errors import (
 )
 from labelgate.gateway import inflight, metrics
 from labelgate.gateway import reasons as gateway_reasons
-from labelgate.gateway.bounds import check_fields, check_target
+from labelgate.gateway.bounds import check_fields, check_reply_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.record import AFTER_UNACKNOWLEDGED, Recorder, recorded_text
 from labelgate.gateway.streams import OpenStreams
@@ -377,7 +377,8 @@ class Pipeline:
     async def decide(
         self, call: Call, subject: Subject, target: Target, phase: str, fields: list[Field], outcome: Outcome
     ) -> Decision:
-        check_fields(fields, self.limits)
+        # The response phase's fields are the upstream's reply: its excess is not the caller's fault.
+        (check_reply_fields if phase == "response" else check_fields)(fields, self.limits)
         # The catalog and detectors ``fields`` were worked out with (nothing awaited since).
         classified_by = self.classifier.classifier
 

@@ -43,6 +43,11 @@ STREAM_SPANS_UPSTREAMS = "STREAM_SPANS_UPSTREAMS"
 STREAM_IDLE = "STREAM_IDLE"
 # The upstream ended a ModelStreamInfer stream with requests of the caller unanswered.
 UPSTREAM_STREAM_ENDED = "UPSTREAM_STREAM_ENDED"
+# The upstream's reply classifies to more fields than limits.max_fields, or to a path longer
+# than limits.max_path_bytes (UNAVAILABLE / 502): the upstream's fault, where TOO_MANY_FIELDS
+# and PATH_TOO_LONG are the caller's request's (INVALID_ARGUMENT / 400).
+UPSTREAM_TOO_MANY_FIELDS = "UPSTREAM_TOO_MANY_FIELDS"
+UPSTREAM_PATH_TOO_LONG = "UPSTREAM_PATH_TOO_LONG"
 TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
 # A gateway worker (``workers`` > 1) ended while starting without saying why (killed, a signal).
 WORKER_EXITED = "WORKER_EXITED"

@@ -10,7 +10,7 @@ id names no open request is the upstream's fault and ends the stream (fail close
 
 A request stays open until its final reply: the reply carrying
 ``triton_final_response: true``, or any reply without that parameter (a model that is
-not decoupled answers once).
+not decoupled answers once). That flag is a bool; any other value is a malformed reply.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import grpc
 
 from labelgate.calls import Call, Target
 from labelgate.classify.catalog import OUTPUTS_PREFIX
-from labelgate.classify.parameters import parameter_value
 from labelgate.config import LimitSettings
-from labelgate.errors import InvalidInput, LabelgateError, Overloaded, ResourceExhausted
+from labelgate.errors import LabelgateError, Overloaded, ResourceExhausted, UpstreamError
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
@@ -75,10 +74,17 @@ class StreamLedger:
 
 
 def is_final(response: object) -> bool:
+    """Whether ``response`` is its request's last reply. A flag that is not a bool is the
+    upstream's fault, not an answer: read as truthy, any text would close the request (and
+    release what it holds) early; read as false, it would keep it open. Neither is safe to
+    guess, so the stream ends (``MalformedUpstream``)."""
     parameters = response.parameters  # type: ignore[attr-defined]
     if FINAL_PARAMETER not in parameters:
         return True
-    return bool(parameter_value(parameters[FINAL_PARAMETER]))
+    flag = parameters[FINAL_PARAMETER]
+    if flag.WhichOneof("parameter_choice") != "bool_param":
+        raise MalformedUpstream(f"a streamed reply's {FINAL_PARAMETER} parameter is not a bool")
+    return bool(flag.bool_param)
 
 
 def keep_backend_labels(
@@ -90,8 +96,9 @@ def keep_backend_labels(
     outputs the request names, or every output when it names none): an upstream naming fresh
     outputs on every reply would otherwise grow the request without end. What is kept is
     bounded like a reply's fields: each name's path by ``limits.max_path_bytes``, the names by
-    ``limits.max_fields`` (INVALID_ARGUMENT ``PATH_TOO_LONG`` / ``TOO_MANY_FIELDS``, as
-    ``bounds.check_fields`` refuses a reply). Merged in place: a reply costs its own outputs.
+    ``limits.max_fields`` (UNAVAILABLE ``UPSTREAM_PATH_TOO_LONG`` / ``UPSTREAM_TOO_MANY_FIELDS``,
+    as ``bounds.check_reply_fields`` refuses a reply: the upstream's fault, in a fixed text that
+    names only the bound). Merged in place: a reply costs its own outputs.
     """
     kept = request.backend
     wanted = request.target.requested_outputs
@@ -100,16 +107,15 @@ def keep_backend_labels(
             continue
         known = kept.get(name)
         if known is None:
-            path_bytes = len((OUTPUTS_PREFIX + name).encode("utf-8", "surrogatepass"))
-            if path_bytes > limits.max_path_bytes:
-                raise InvalidInput(
-                    reasons.PATH_TOO_LONG,
-                    f"a streamed reply's output path has {path_bytes} bytes; at most "
-                    f"{limits.max_path_bytes} (limits.max_path_bytes)",
+            if len((OUTPUTS_PREFIX + name).encode("utf-8", "surrogatepass")) > limits.max_path_bytes:
+                raise UpstreamError(
+                    reasons.UPSTREAM_PATH_TOO_LONG,
+                    "a streamed reply names an output whose path is longer than "
+                    f"{limits.max_path_bytes} bytes (limits.max_path_bytes)",
                 )
             if len(kept) >= limits.max_fields:
-                raise InvalidInput(
-                    reasons.TOO_MANY_FIELDS,
+                raise UpstreamError(
+                    reasons.UPSTREAM_TOO_MANY_FIELDS,
                     f"a streamed request's replies name more than {limits.max_fields} outputs "
                     "(limits.max_fields)",
                 )
