@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "proxy" / "labelgate"
 # layer: they wire everything together and nothing imports them.
 LAYERS: list[set[str]] = [
     {"errors", "reasons", "_proto"},
-    {"native", "untrusted_text", "shown_urls", "unique_keys"},
+    {"native", "untrusted_text", "shown_urls", "unique_keys", "expiry"},
     {
         "logs",
         "timestamps",

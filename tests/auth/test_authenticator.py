@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from labelgate.auth import (
 from labelgate.auth.api_keys import ApiKeyStore
 from labelgate.auth.mtls import MtlsIdentifier
 from labelgate.errors import ConfigError, Unauthenticated
+from labelgate.expiry import earliest_expiry
 from tests.support.pki import SigningKey, claims, create_ca
 
 
@@ -181,3 +183,55 @@ def test_built_directly_from_settings(jwt_settings, rsa_key, api_key) -> None:
     assert authenticator.authenticate(bearer, None).name == "alice"
     with pytest.raises(ValueError, match="not both"):
         Authenticator(AuthSettings(jwt=jwt_settings), api_keys=ApiKeyStore.load(api_key[1]))
+
+
+def test_each_other_credential_is_kept_whole_for_policy(jwt_settings, rsa_key, api_key) -> None:
+    """Review (fail-open): only the other credentials' ids were kept, so a token's ``exp`` and
+    ``jti`` behind a client certificate were lost to the stream's expiry check, the decision
+    cache and any policy refusing a revoked token id."""
+    cert = create_ca().issue("workload", uris=["spiffe://t/workload"])
+    context = {"transport_security_type": [b"ssl"], "x509_pem_cert": [cert.cert_pem]}
+    authenticator = Authenticator(
+        mtls=MtlsIdentifier(),
+        jwt=Authenticator.from_settings(AuthSettings(jwt=jwt_settings)).jwt,
+        api_keys=ApiKeyStore.load(api_key[1]),
+    )
+    token = claims(jti="token-7", groups=("analysts",))
+    metadata = [("authorization", f"Bearer {rsa_key.sign(token)}"), ("x-api-key", api_key[0])]
+    subject = authenticator.authenticate(metadata, context)
+    assert (subject.id, subject.auth) == ("mtls:spiffe://t/workload", "mtls")
+    assert subject.attributes["also_verified"] == {  # unchanged: approvals read it
+        "jwt": "jwt:https://idp.test#alice",
+        "api_key": "api_key:ci-pipeline",
+    }
+    others = subject.to_policy()["attributes"]["also_verified_credentials"]
+    assert others == {
+        "jwt": {
+            "id": "jwt:https://idp.test#alice",
+            "name": "alice",
+            "groups": ["analysts"],
+            "auth": "jwt",
+            "attributes": {
+                "iss": "https://idp.test",
+                "exp": token["exp"],
+                "jti": "token-7",
+                "kid": "rsa-1",
+                "key_source": others["jwt"]["attributes"]["key_source"],
+            },
+        },
+        "api_key": {
+            "id": "api_key:ci-pipeline",
+            "name": "ci-pipeline",
+            "groups": ["automation"],
+            "auth": "api_key",
+            "attributes": {"key_id": "ci-pipeline"},
+        },
+    }
+    assert earliest_expiry(subject.attributes) == token["exp"]  # the token's, not "none"
+    json.dumps(subject.to_policy())  # plain JSON for every engine
+
+
+def test_a_single_credential_has_no_others(jwt_authenticator, rsa_key) -> None:
+    subject = jwt_authenticator.authenticate([("authorization", f"Bearer {rsa_key.sign(claims())}")], None)
+    assert "also_verified" not in subject.attributes
+    assert "also_verified_credentials" not in subject.attributes

@@ -113,3 +113,19 @@ def test_the_short_name_is_derived_from_a_qualified_id() -> None:
 def test_a_jwt_subject_needs_an_issuer_without_a_hash(issuer) -> None:
     with pytest.raises(ValueError):
         Subject.proven("jwt", "olivia", issuer=issuer)
+
+
+def test_a_subject_with_other_credentials_matches_the_input_schema() -> None:
+    behind = Subject.proven("jwt", "bob", issuer="i", groups=("analysts",), attributes={"exp": 5, "jti": "j"})
+    subject = Subject.proven(
+        "mtls",
+        "alice",
+        attributes={
+            "cert_sha256": "ab",
+            "also_verified": {"jwt": behind.id},
+            "also_verified_credentials": {"jwt": behind.to_policy()},
+        },
+    )
+    policy = subject.to_policy()
+    jsonschema.validate(policy, SCHEMA["properties"]["subject"])
+    assert policy["attributes"]["also_verified_credentials"]["jwt"]["attributes"] == {"exp": 5, "jti": "j"}

@@ -11,11 +11,15 @@ from typing import Any
 
 import pytest
 
+from labelgate.auth import Authenticator, JwtSettings
+from labelgate.auth.jwt_verifier import JwtVerifier
+from labelgate.auth.mtls import MtlsIdentifier
 from labelgate.policy.cache import CachingEngine, cache_key, cache_keys, cached_from, memo_key
 from labelgate.policy.contract import Decision
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.engine import PolicyEngine
 from tests.policy.conftest import write_policy
+from tests.support.pki import claims, create_ca, rsa_signing_key, write_jwks
 
 # The input chooses the TTL; no input.ttl -> undefined -> a fail-closed deny.
 POLICY = """result := {
@@ -284,6 +288,32 @@ def test_a_new_token_is_another_cache_key_and_the_same_stored_input() -> None:
     assert cache_key(doc("a", 1)) != cache_key({**doc("a", 1), "subject": {"id": "jwt:i#bob"}})
     memo, canonical = cache_keys(doc("c", 3, session="s3"))  # the same through the memo
     assert memo == memo_key(doc("c", 3, session="s3")) and canonical == cache_key(doc("a", 1))
+
+
+def test_a_new_token_beside_a_certificate_is_another_cache_key_and_the_same_stored_input() -> None:
+    """The same for a token presented beside a client certificate: its claims, kept in
+    ``also_verified_credentials``, are in the cache key and out of the canonical one."""
+
+    def doc(jti: str, exp: int) -> dict[str, Any]:
+        token = {
+            "id": "jwt:i#ann",
+            "groups": ["analysts"],
+            "attributes": {"jti": jti, "exp": exp, "iss": "i"},
+        }
+        attributes = {"cert_sha256": "ab", "also_verified_credentials": {"jwt": token}}
+        return {
+            "subject": {"id": "mtls:wl", "groups": [], "attributes": attributes},
+            "request": {"model": "m"},
+        }
+
+    assert memo_key(doc("a", 1)) != memo_key(doc("b", 1)) and memo_key(doc("a", 1)) != memo_key(doc("a", 2))
+    assert cache_key(doc("a", 1)) == cache_key(doc("b", 2))
+    other_issuer = doc("a", 1)
+    other_issuer["subject"]["attributes"]["also_verified_credentials"]["jwt"]["attributes"]["iss"] = "j"
+    assert cache_key(other_issuer) != cache_key(doc("a", 1))
+    assert (
+        doc("a", 1)["subject"]["attributes"]["also_verified_credentials"]["jwt"]["attributes"]["jti"] == "a"
+    )
 
 
 def test_the_cache_keys_on_the_relevant_part_the_canonical_key_leaves_out_no_more_of() -> None:
@@ -677,9 +707,11 @@ async def test_an_entry_never_outlives_the_token_it_was_decided_for(counted: Cou
         (float("inf"), 60),
         (float("-inf"), None),
         (float("nan"), None),  # no telling when it expires: not stored
-        (True, 60),  # not a number of seconds: no expiry
-        ("1900000010", 60),
-        (None, 60),
+        # Not a number of seconds: expired (fail closed), never "no expiry" (it was, review:
+        # the gateway's tokens always carry a number, so only a malformed input gets here).
+        (True, None),
+        ("1900000010", None),
+        (None, None),
     ],
     ids=["huge", "huge-negative", "inf", "minus-inf", "nan", "bool", "string", "null"],
 )
@@ -702,6 +734,135 @@ async def test_an_odd_token_expiry_never_stores_past_it_nor_raises(exp: Any, sto
     assert cache.cached(key) is not None
     clock.now += 0.1
     assert cache.cached(key) is None
+
+
+# ------------------------------------------------------------------ a token beside a certificate
+# Review (fail-open): the subject of a call with a client certificate and a bearer token is
+# the certificate's (mTLS comes first in the default order); the token was kept as its id
+# only, so its ``exp`` and ``jti`` were invisible to the cache and to policy. Each other
+# credential is now whole in ``subject.attributes.also_verified_credentials``.
+
+
+def behind_certificate(exp: Any, ttl: int = 60, jti: str = "t2") -> dict[str, Any]:
+    """An input whose subject is a client certificate (no ``exp`` of its own) with a bearer
+    token presented beside it, as the authenticator writes them."""
+    out = doc(ttl=ttl)
+    token = {"id": "jwt:i#alice", "name": "alice", "groups": [], "auth": "jwt"}
+    out["subject"]["attributes"] = {
+        "cert_sha256": "ab",
+        "also_verified": {"jwt": token["id"]},
+        "also_verified_credentials": {"jwt": {**token, "attributes": {"iss": "i", "exp": exp, "jti": jti}}},
+    }
+    return out
+
+
+async def test_an_entry_never_outlives_a_token_presented_beside_a_certificate(
+    counted: CountingEngine,
+) -> None:
+    clock, wall = Clock(), WallClock()
+    cache = CachingEngine(counted, clock=clock, wall_clock=wall)
+    expiring = behind_certificate(wall.now + 10)  # 10 s left on the token, a TTL of 60
+    await cache.decide(expiring)
+    clock.now += 9.9
+    wall.now += 9.9
+    assert (await cache.decide(expiring)).cached
+    clock.now += 0.1
+    wall.now += 0.1
+    assert not (await cache.decide(expiring)).cached  # the token's time is up, certificate or not
+    assert counted.calls == 2 and len(cache) == 0
+
+
+@pytest.mark.parametrize(
+    ("exp", "stored_for"),
+    [(10**400, 60), (float("nan"), None), (True, None), ("1900000010", None), (None, None)],
+    ids=["huge", "nan", "bool", "string", "null"],
+)
+async def test_an_odd_expiry_beside_a_certificate_never_stores_past_it(
+    exp: Any, stored_for: int | None
+) -> None:
+    class Allowing:
+        name, revision = "allowing", "r1"
+
+        async def decide(self, input: dict[str, Any]) -> Decision:
+            return Decision(allow=True, reason="ok", cache_ttl_seconds=60, engine="allowing", revision="r1")
+
+    clock = Clock()
+    cache = CachingEngine(Allowing(), clock=clock, wall_clock=WallClock())  # type: ignore[arg-type]
+    key = memo_key(behind_certificate(exp))
+    assert key is not None
+    await cache.decide(behind_certificate(exp), key=key)
+    if stored_for is None:
+        assert len(cache) == 0
+        return
+    clock.now += stored_for - 0.1
+    assert cache.cached(key) is not None
+    clock.now += 0.1
+    assert cache.cached(key) is None
+
+
+# A REVOKING policy that reads every credential of the call: the subject's and each one
+# presented beside it. (The default pack keeps no revocation list.)
+REVOKING_EVERY_CREDENTIAL = """import rego.v1
+
+credentials contains input.subject
+
+credentials contains credential if {
+	some credential in object.get(input.subject, ["attributes", "also_verified_credentials"], {})
+}
+
+revoked if {
+	some credential in credentials
+	credential.attributes.jti in data.labelgate.tables.revoked_jtis
+}
+
+default result := {
+	"allow": false, "reason": "denied", "mask": [], "require_approval": null, "cache_ttl_seconds": 0,
+}
+
+result := {"allow": true, "reason": "ok", "mask": [], "require_approval": null, "cache_ttl_seconds": 60} if {
+	not revoked
+}
+"""
+
+
+async def test_a_revoked_token_id_is_refused_behind_a_client_certificate(tmp_path: Path) -> None:
+    """End to end from the authenticator: a certificate and a revoked token (the certificate
+    is the subject) are refused, and a cached allow for the same certificate with a good
+    token is not served to them."""
+    signing = rsa_signing_key("rsa-1")
+    jwks = write_jwks(tmp_path / "jwks.json", signing)
+    authenticator = Authenticator(
+        mtls=MtlsIdentifier(),
+        jwt=JwtVerifier.from_settings(
+            JwtSettings(issuer="https://idp.test", audience="labelgate", jwks_file=jwks)
+        ),
+    )
+    cert = create_ca().issue("workload", uris=["spiffe://t/workload"])
+    tls = {"transport_security_type": [b"ssl"], "x509_pem_cert": [cert.cert_pem]}
+
+    def call(jti: str) -> dict[str, Any]:
+        token = signing.sign(claims(jti=jti))
+        subject = authenticator.authenticate([("authorization", f"Bearer {token}")], tls)
+        assert subject.auth == "mtls"  # the certificate is the subject, the token beside it
+        out = doc()
+        out["subject"] = subject.to_policy()
+        return out
+
+    engine = EmbeddedEngine(
+        write_policy(tmp_path / "policy", REVOKING_EVERY_CREDENTIAL, data={"revoked_jtis": ["stolen"]}),
+        watch_interval=None,
+    )
+    await engine.start()
+    try:
+        cache = CachingEngine(engine, clock=Clock())
+        good = call("good")
+        assert (await cache.decide(good, key=cache_keys(good)[0])).allow
+        assert (await cache.decide(good, key=cache_keys(good)[0])).cached
+        stolen = call("stolen")
+        decision = await cache.decide(stolen, key=cache_keys(stolen)[0])
+        assert (decision.allow, decision.cached) == (False, False)
+    finally:
+        await engine.close()
 
 
 # ------------------------------------------------------------------ bounds

@@ -8,7 +8,16 @@ Credentials, in the default order: the mTLS client certificate, ``authorization:
   credential behind a good one;
 - the subject is the first presented method in ``AuthSettings.order``; the identities the
   other credentials proved are kept in ``attributes["also_verified"]`` ({method: id}) so
-  policy can still see, e.g., the workload (mTLS) behind a user token;
+  policy can still see, e.g., the workload (mTLS) behind a user token, and each of those
+  credentials whole in ``attributes["also_verified_credentials"]`` ({method: its own
+  subject object, as ``Subject.to_policy`` writes it: ``id``, ``name``, ``groups``, ``auth``,
+  ``attributes``}), so a policy can judge every credential (a revoked token id is refused
+  behind a client certificate too: ``subject.attributes.also_verified_credentials.jwt
+  .attributes.jti``);
+- a call lasts no longer than its first credential to expire: a stream's per-message check
+  and the decision cache read ``earliest_expiry``, the least ``exp`` of the subject's and of
+  every other credential's (a token next to a client certificate ends the stream when it
+  expires, as it would alone);
 - a header credential for a method this gateway does not accept is refused
   (``AUTH_METHOD_NOT_ENABLED``) rather than ignored: the caller meant something by it.
   A client certificate when mTLS is not configured is transport detail and is ignored.
@@ -29,6 +38,7 @@ from labelgate.auth.mtls import AuthContext, MtlsIdentifier
 from labelgate.auth.settings import AuthSettings
 from labelgate.auth.subject import AUTH_METHODS, AuthMethod, Subject
 from labelgate.errors import ConfigError, Unauthenticated
+from labelgate.expiry import ALSO_VERIFIED, ALSO_VERIFIED_CREDENTIALS
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
@@ -90,8 +100,12 @@ class Authenticator:
         subject = verified[primary]
         if not others:
             return subject
+        # The others' ids for approvals (``requester_of``) and the default policy; their whole
+        # credentials for what else a policy or the expiry checks need (exp, jti, groups).
         also = {method: verified[method].id for method in others}
-        return dataclasses.replace(subject, attributes={**subject.attributes, "also_verified": also})
+        credentials = {method: verified[method].to_policy() for method in others}
+        attributes = {**subject.attributes, ALSO_VERIFIED: also, ALSO_VERIFIED_CREDENTIALS: credentials}
+        return dataclasses.replace(subject, attributes=attributes)
 
     def _presented(
         self, metadata: MetadataInput, auth_context: AuthContext | None

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from labelgate.expiry import ALSO_VERIFIED
+
 AuthMethod = Literal["mtls", "jwt", "api_key"]
 AUTH_METHODS: tuple[AuthMethod, ...] = ("mtls", "jwt", "api_key")
+
 
 
 def qualified_id(auth: AuthMethod, name: str, issuer: str | None = None) -> str:
@@ -55,8 +58,9 @@ class Subject:
     """Who is calling. ``id`` is the qualified id (see the module docstring; the
     authenticators build it with ``Subject.proven``), ``name`` its short form (derived from
     ``id`` when not given). ``groups`` is normalised to sorted unique names; ``attributes``
-    holds non-secret facts about the credential (JWT ``iss``/``kid``, certificate
-    fingerprint, key id) and is read-only."""
+    holds non-secret facts about the credential (JWT ``iss``/``kid``/``exp``, certificate
+    fingerprint, key id) and, when the call proved several identities, about the others
+    (``expiry.ALSO_VERIFIED``, ``expiry.ALSO_VERIFIED_CREDENTIALS``); it is read-only."""
 
     id: str
     groups: tuple[str, ...] = ()
@@ -166,7 +170,7 @@ def requester_of(subject: Subject) -> str:
     proved (another user's token on the same workload is another requester), and none of
     them may vote on the request (separation of duties). A qualified id never starts with
     ``[``, so the two forms cannot be mistaken for each other."""
-    also = subject.attributes.get("also_verified")
+    also = subject.attributes.get(ALSO_VERIFIED)
     if not also:
         return subject.id
     return json.dumps([subject.id, *(str(other) for other in also.values())], ensure_ascii=False)

@@ -65,6 +65,7 @@ from labelgate.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from labelgate.expiry import earliest_expiry
 from labelgate.gateway import inflight, metrics
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_reply_fields, check_target
@@ -635,9 +636,11 @@ class Pipeline:
 
 
 def still_valid(subject: Subject) -> None:
-    """A stream outlives the token that opened it: each message checks the token's expiry."""
-    expires = subject.attributes.get("exp")
-    if isinstance(expires, int | float) and time.time() >= expires:
+    """A stream outlives the credentials that opened it: each message checks that none has
+    expired, the subject's token or one presented beside it (a bearer token next to a client
+    certificate: ``earliest_expiry``). An expiry that cannot be read counts as passed."""
+    expires = earliest_expiry(subject.attributes)
+    if expires is not None and not time.time() < expires:
         raise Unauthenticated(auth_reasons.TOKEN_EXPIRED, "the token this stream was opened with has expired")
 
 

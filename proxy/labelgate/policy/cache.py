@@ -12,14 +12,16 @@ address without its port, ``calls.peer_address``, so a client's calls share a ke
 of ``subject.attributes``, the token's ``jti``, ``iat``, ``exp`` and ``nbf`` included (a
 policy may keep a revocation list of token ids, or want a minimum lifetime left): a new
 token is a miss, never another one's answer. An entry also never outlives the
-token it was decided for: when ``subject.attributes.exp`` is a number (a JWT's, seconds
-since the epoch) the entry expires by then, whatever the TTL (``_lifetime``).
+token it was decided for, nor any credential presented beside it: an entry expires by the
+first ``exp`` of the subject's and of ``also_verified_credentials`` (a JWT's, seconds since
+the epoch; ``expiry.earliest_expiry``), whatever the TTL (``_lifetime``).
 
 Two keys. The cache itself keys on a pickle of that part (``memo_key``), several times
 cheaper than a JSON walk and exact. ``cache_key`` names an input for what is stored and
 compared later (the decision-input store, audit records, ``labelgate policy impact``):
 canonical JSON (sorted keys), stable across processes and key order, of that part without
-the per-token claims (``jti``, ``iat``, ``exp``, ``nbf``) as well, so one person's calls
+the per-token claims (``jti``, ``iat``, ``exp``, ``nbf``, the subject's and its other
+credentials') as well, so one person's calls
 are one stored input across tokens. Each ``memo_key`` has one
 ``cache_key``, not the other way round. The pickle is exact: equal bytes load
 back as equal values of equal types, so a hit is never a different input. The pickler runs
@@ -77,6 +79,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from labelgate.expiry import ALSO_VERIFIED_CREDENTIALS, earliest_expiry
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
 from labelgate.policy.contract import CONTRACT_VERSION, MAX_CACHE_TTL_SECONDS, PHASES, Decision
@@ -347,32 +350,46 @@ def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical_part(doc: dict[str, Any]) -> dict[str, Any]:
-    """What ``cache_key`` names: ``_relevant(doc)`` without the per-token claims as well
-    (copied where they are deleted: ``doc`` is not modified). Only when ``cache_keys`` has not
+    """What ``cache_key`` names: ``_relevant(doc)`` without the per-token claims as well, the
+    subject's and those of the credentials presented beside it (``also_verified_credentials``;
+    copied where they are deleted: ``doc`` is not modified). Only when ``cache_keys`` has not
     seen the input before, so off the path of a hit."""
     relevant = _relevant(doc)
     subject = relevant.get("subject")
     if isinstance(subject, dict):
         attributes = subject.get("attributes")
-        if isinstance(attributes, dict) and not _TOKEN_ATTRIBUTES.isdisjoint(attributes):
-            attributes = attributes.copy()
-            if "jti" in attributes:
-                del attributes["jti"]
-            if "iat" in attributes:
-                del attributes["iat"]
-            if "exp" in attributes:
-                del attributes["exp"]
-            if "nbf" in attributes:
-                del attributes["nbf"]
+        if isinstance(attributes, dict):
+            attributes = _without_token_claims(attributes)
+            others = attributes.get(ALSO_VERIFIED_CREDENTIALS)
+            if isinstance(others, dict):
+                attributes = {**attributes, ALSO_VERIFIED_CREDENTIALS: _others_without_token_claims(others)}
             relevant["subject"] = {**subject, "attributes": attributes}
     return relevant
 
 
+def _without_token_claims(attributes: dict[str, Any]) -> dict[str, Any]:
+    if _TOKEN_ATTRIBUTES.isdisjoint(attributes):
+        return attributes
+    return {name: value for name, value in attributes.items() if name not in _TOKEN_ATTRIBUTES}
+
+
+def _others_without_token_claims(others: dict[str, Any]) -> dict[str, Any]:
+    canonical: dict[str, Any] = {}
+    for method, credential in others.items():
+        own = credential.get("attributes") if isinstance(credential, dict) else None
+        if isinstance(own, dict):
+            credential = {**credential, "attributes": _without_token_claims(own)}
+        canonical[method] = credential
+    return canonical
+
+
 def _lifetime(input: dict[str, Any], ttl: int, wall_now: float) -> float:
     """How long a decision for ``input`` may be served: its ``ttl`` (at most
-    ``MAX_CACHE_TTL_SECONDS``), and never past the token's expiry when
-    ``subject.attributes.exp`` is a number (seconds since the epoch; ``wall_now`` is the
-    wall clock's time). 0 or less: not stored. On the store path only."""
+    ``MAX_CACHE_TTL_SECONDS``), and never past the first of the call's credentials to expire
+    (``earliest_expiry`` of ``subject.attributes``: its ``exp`` and that of every credential in
+    ``also_verified_credentials``, a token beside a client certificate; seconds since the
+    epoch, ``wall_now`` is the wall clock's time; an ``exp`` that is not a number has passed).
+    0 or less: not stored. On the store path only."""
     ttl = min(ttl, MAX_CACHE_TTL_SECONDS)
     subject = input.get("subject")
     if type(subject) is not dict:
@@ -380,11 +397,11 @@ def _lifetime(input: dict[str, Any], ttl: int, wall_now: float) -> float:
     attributes = subject.get("attributes")
     if type(attributes) is not dict:
         return ttl
-    expires = attributes.get("exp")
-    if type(expires) is not int and type(expires) is not float:  # bool is no expiry
+    expires = earliest_expiry(attributes)
+    if expires is None:
         return ttl
     # Compared before subtracted: an int of any size compares exactly with a float, but one
-    # beyond a float's range cannot be subtracted from one. NaN expires at once.
+    # beyond a float's range cannot be subtracted from one.
     if not expires > wall_now:
         return 0
     if expires >= wall_now + ttl:
