@@ -12,12 +12,16 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
-from labelgate.calls import Call, Outcome
+from labelgate.calls import Call, CallRecord, Outcome
+from labelgate.classify import Catalog, Classifier, DetectorSet, to_policy_fields
+from labelgate.enforce import Mask, apply_masks
+from labelgate.enforce.replies import infer_response
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import encode_outputs
 from labelgate.policy.contract import DecidedMask, Decision
-from labelgate.recording.entries import recording_key
+from labelgate.recording.entries import call_entry, recording_key
 from tests.support.postgres import PostgresServer, running_postgres
+from tests.support.procs import REPO
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 PEER = "ipv4:127.0.0.1:50123"
@@ -96,6 +100,45 @@ def make_outcome(delivered: Any = None, **overrides: Any) -> Outcome:
     for key, value in overrides.items():
         setattr(outcome, key, value)
     return outcome
+
+
+GLUED_SSN = "536-22-1234"
+STEWARD = Subject.proven("jwt", "stella", issuer="labelgate-dev", groups=("data-stewards",))
+_PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+
+
+def masked_before_recording(hash_key: bytes = b"live-call-hash-key-0123456789abcd") -> dict[str, Any]:
+    """A data steward's call to ``sentiment`` (public by the catalog) whose reply held two SSNs
+    (confidential: the steward sees them), a private key block right after the second one and
+    a cloud key split around another (restricted: nulled for the steward). Classified and masked
+    by the data path's own code (the repository's catalog, the default detectors); the
+    recording holds the reply as delivered, the key blocks gone, so ``.5`` now follows the
+    second SSN and a scan of the recorded bytes no longer reads it as one."""
+    text = f"first 537-33-5678 then {GLUED_SSN}{_PEM}.5 key AKIA{_PEM}ABCDEFGHIJKLMNOP end".encode()
+    classifier = Classifier(
+        Catalog.from_file(REPO / "rego/labelgate/catalog/data.json"), DetectorSet.default()
+    )
+    upstream = [Tensor("label", "BYTES", [1], [text])]
+    live = classifier.classify_response("sentiment", upstream)
+    nulled = Mask("outputs.label{secret}", "null")
+    delivered = apply_masks(upstream, live, [nulled], hash_key)
+    response = infer_response(
+        model="sentiment", model_version="", caller_id="1", tensors=delivered, raw=False
+    )
+    masked = [{"path": nulled.path, "strategy": "null", "label": "restricted"}]
+    outcome = make_outcome(
+        response,
+        subject=STEWARD,
+        model="sentiment",
+        masked=masked,
+        labels={label for item in live.fields for label in item.labels},
+        decision_inputs=[("response", "h", {"fields": to_policy_fields(live.fields)})],
+    )
+    return call_entry(CallRecord.of(make_call(), outcome, None, Clock()()), record_input_values=False)
 
 
 @pytest.fixture(scope="session")

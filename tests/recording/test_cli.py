@@ -21,7 +21,15 @@ from labelgate.recording.entries import call_entry, decode_message, encode_line
 from labelgate.recording.files import FileSessionStore
 from labelgate.recording.postgres import PostgresSessionStore
 from labelgate.recording.store import SessionStore
-from tests.recording.conftest import Clock, delivered_response, key, make_call, make_outcome
+from tests.recording.conftest import (
+    GLUED_SSN,
+    Clock,
+    delivered_response,
+    key,
+    make_call,
+    make_outcome,
+    masked_before_recording,
+)
 from tests.support.postgres import PostgresServer
 from tests.support.procs import REPO
 
@@ -148,6 +156,26 @@ def test_show_and_replay_go_through_policy_for_the_viewer(tmp_path: Path) -> Non
     denied = shown("ops")  # not a replay viewer in the policy pack
     assert [entry["response"] for entry in denied] == [None, None]
     assert denied[0]["replay"]["outcome"] == "denied" and "request_message" not in denied[0]
+
+
+def test_replay_masks_what_the_call_found_though_the_recording_hides_it(tmp_path: Path) -> None:
+    """Review (replay masks): the steward's reply, recorded after the live masks glued an SSN
+    to what followed, replayed to an auditor by ``show`` and ``replay``: live, the auditor
+    gets that SSN redacted; the replay must not show it either."""
+    entry = masked_before_recording()
+    FileSessionStore(tmp_path).append_blocking(entry["session_id"], [entry], 1 << 20)
+    auditor = viewer(tmp_path, "auditors")
+    replay = invoke("replay", "session-a", "--dir", str(tmp_path), *auditor)
+    assert replay.exit_code == 0, replay.output
+    assert "shown to you: masked" in replay.output and "masked: null" in replay.output
+    assert GLUED_SSN not in replay.output and "537-33-5678" not in replay.output
+    raw = invoke("show", "session-a", "--dir", str(tmp_path), "--json", *auditor)
+    assert raw.exit_code == 0, raw.output
+    viewed = json.loads(raw.stdout)
+    message = decode_message(viewed["response"])
+    assert message is not None
+    assert {t.name: t.values for t in decode_outputs(message)} == {"label": [b""]}  # type: ignore[arg-type]
+    assert viewed["replay"]["outcome"] == "masked"
 
 
 def test_errors_are_clear(tmp_path: Path) -> None:

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from labelgate._proto.labelgate.v1 import demo_pb2
 from labelgate.auth import Subject
 from labelgate.calls import CallRecord
 from labelgate.classify import Catalog, Classifier, DetectorSet
+from labelgate.classify.detectors import CustomPattern
 from labelgate.enforce.replies import infer_response
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs
@@ -28,7 +30,14 @@ from labelgate.policy.opa import OpaEngine
 from labelgate.policy.wasm import WasmEngine
 from labelgate.recording.entries import call_entry, decode_message, encode_message
 from labelgate.recording.viewing import ReplayPolicy, view_call, view_entries
-from tests.recording.conftest import Clock, delivered_response, make_call, make_outcome
+from tests.recording.conftest import (
+    GLUED_SSN,
+    Clock,
+    delivered_response,
+    make_call,
+    make_outcome,
+    masked_before_recording,
+)
 from tests.support.procs import REPO, free_port
 
 CLEAR_SSN = "536-22-1234"
@@ -88,13 +97,13 @@ async def test_an_auditor_sees_the_policy_masks_not_the_delivered_values(engine:
     values = shown(view)
     assert values["customer_id"] == [1, 2]  # public
     assert values["ssn"] == [b"[REDACTED]", b"[REDACTED]"]  # confidential, redacted for auditors
-    assert values["notes"] == [b"[REDACTED]", b"[REDACTED]"]  # internal
+    # internal, but an SSN was found in them: a replay masks the whole field for it (null)
+    assert values["notes"] == [b"", b""]
     assert values["risk_score"] == [0.0, 0.0]  # internal FP32: zeroed
     assert CLEAR_SSN.encode() not in json.dumps(view).encode()
     assert view["replay"]["outcome"] == "masked" and view["replay"]["approval"] is None
     assert {m["path"]: m["strategy"] for m in view["replay"]["masked"]} == {
-        "outputs.notes": "redact",
-        "outputs.notes{us_ssn}": "redact",  # the SSN found in the notes: confidential
+        "outputs.notes": "null",  # widened from outputs.notes{us_ssn} (redact)
         "outputs.risk_score": "redact",
         "outputs.ssn": "redact",
     }
@@ -105,8 +114,9 @@ async def test_an_approval_gated_viewer_sees_masked_values_and_is_told_so(engine
     view = await view_call(policy_of(engine.decide), STEWARD_AUDITOR, recorded())
     values = shown(view)
     assert values["ssn"] == [b"", b""]  # nulled until an approval, never clear
-    # notes are internal (in clear for stewards), but the SSN found in them is confidential
-    assert values["notes"][0].startswith(b"call me, SSN ") and CLEAR_SSN.encode() not in values["notes"][0]
+    # notes are internal (in clear for stewards), but the SSN found in them is confidential:
+    # its mask is widened to the whole field, as every part-field mask of a replay is
+    assert values["notes"] == [b"", b""]
     assert view["replay"]["outcome"] == "approval_required"
     assert view["replay"]["approval"] == "confidential data needs 1 approval(s) from data-owners"
     assert view["replay"]["approver_groups"] == ["data-owners"]
@@ -314,6 +324,65 @@ async def test_a_replay_never_shows_more_of_a_span_than_its_own_mask() -> None:
     view = await view_call(policy_of(masks), AUDITOR, entry)
     assert shown(view) == {"label": [b""]}
     assert b"MPLE" not in json.dumps(view).encode()
+
+
+async def test_a_value_the_call_found_but_the_recorded_bytes_hide_is_masked(engine: PolicyEngine) -> None:
+    """Review (replay masks, case a): the recording holds the reply after the caller's masks,
+    which glued an SSN to the ``.5`` after a nulled key block. Today's scan of those bytes
+    finds the other SSN, so ``outputs.label{us_ssn}`` is still there today, yet it would miss
+    this one: every part-field mask of a replay masks its whole field."""
+    entry = masked_before_recording()
+    today = classifier().classify_response("sentiment", decode_outputs(decode_message(entry["response"])))  # type: ignore[arg-type]
+    assert "outputs.label{us_ssn}" in {item.path for item in today.fields}  # the path is still found...
+    assert GLUED_SSN.encode() in shown({"response": entry["response"]})["label"][0]  # ...not this value
+    view = await view_call(policy_of(engine.decide), AUDITOR, entry)
+    assert shown(view) == {"label": [b""]}
+    assert GLUED_SSN not in json.dumps(view) and "537-33-5678" not in json.dumps(view)
+    assert view["replay"]["outcome"] == "masked"
+    assert view["replay"]["masked"] == [{"path": "outputs.label", "strategy": "null", "label": "restricted"}]
+
+
+async def test_a_detector_narrowed_since_the_call_masks_the_whole_field(engine: PolicyEngine) -> None:
+    """Review (replay masks, case b): ``emp_id`` (``EMP-\\d{4,8}`` then) found two ids when
+    the call was made; redefined since (the same name, a narrower pattern), it finds one of
+    them, so ``outputs.label{emp_id}`` is found today and a mask on it alone would show the
+    other id."""
+    now = Classifier(
+        Catalog.from_file(REPO / "rego/labelgate/catalog/data.json"),
+        DetectorSet(None, [CustomPattern("emp_id", r"EMP-\d{4}(?!\d)", "restricted")]),
+    )
+    entry = _recorded_sentiment(
+        b"ids EMP-1234 and EMP-87654321",
+        [
+            {"path": "outputs.label", "labels": ["public"]},
+            {"path": "outputs.label{emp_id}", "labels": ["restricted"]},
+        ],
+    )
+    today = now.classify_response("sentiment", decode_outputs(decode_message(entry["response"])))  # type: ignore[arg-type]
+    assert "outputs.label{emp_id}" in {item.path for item in today.fields}
+    policy = ReplayPolicy(decide=engine.decide, classifier=lambda: now, hash_key=HASH_KEY, deadline_seconds=5)
+    view = await view_call(policy, AUDITOR, entry)
+    assert shown(view) == {"label": [b""]}
+    assert b"EMP-87654321" not in json.dumps(view).encode()
+    assert view["replay"]["masked"] == [{"path": "outputs.label", "strategy": "null", "label": "restricted"}]
+
+
+async def test_a_span_mask_on_a_typed_reply_masks_the_whole_field() -> None:
+    """The same for a routed typed reply: ``notes{us_ssn}`` of a ``Customer`` is found today
+    (the first SSN), not for the glued one; the replay clears ``notes``."""
+
+    async def masks(_: dict[str, Any]) -> Decision:
+        return Decision(allow=True, reason="masked", masks=(DecidedMask("notes{us_ssn}", "redact"),))
+
+    notes = decode_outputs(decode_message(masked_before_recording()["response"]))[0].values[0]  # type: ignore[arg-type]
+    entry = _recorded_sentiment(b"", [{"path": "notes{us_ssn}", "labels": ["confidential"]}])
+    entry.update(method="/labelgate.v1.demo.CustomerService/Get", model="")
+    entry["response"] = encode_message(demo_pb2.Customer(customer_id=1, notes=notes.decode()))
+    view = await view_call(policy_of(masks), AUDITOR, entry)
+    message = decode_message(view["response"])
+    assert isinstance(message, demo_pb2.Customer)
+    assert message.customer_id == 1 and message.notes == ""
+    assert [(m["path"], m["strategy"]) for m in view["replay"]["masked"]] == [("notes", "null")]
 
 
 def _catalog_labelling_ssn(label: str) -> Classifier:

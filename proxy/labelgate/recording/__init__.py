@@ -12,7 +12,10 @@ decision (outcome, reason, per-phase results, masked paths, labels) and the resp
 (``entries.py``). ``labelgate sessions list|show|replay`` and the inbox's session pages
 (``cli.py``, ``replay.py``, ``web.py``) show them back only through the policy's replay phase
 for the viewer (``viewing.py``): the policy's masks for the viewer are applied to the recorded
-response, and a deny or an engine error shows none of its values.
+response, and a deny or an engine error shows none of its values. A mask on part of a field (a
+detector span, a JSON node) masks that whole field (``null``) in a replay: the recorded bytes
+are the reply after the caller's masks, and today's detectors may differ, so a scan of them now
+can miss values the call's classification found.
 
 Decisions, and why:
 

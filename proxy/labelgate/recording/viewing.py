@@ -16,11 +16,18 @@ when the policy allowed nothing) and names the approval; never clear values. Req
 so no view shows them.
 
 The policy decides on the recorded fields as well as today's, but masks are applied against
-today's classification of the response: a mask on a detector span (``outputs.t{d}``) or a
-JSON node (``outputs.t[].k``) that today's classification did not find would be a no-op. So
-such a mask, and a glob mask for each recorded field it names that today's classification
-lacks, becomes a ``null`` mask on the whole field it is part of (``outputs.t``; for a
-message, the field before ``{``): fail closed.
+today's classification of the response, and that can find fewer values than the call's did:
+the recording holds the reply after the caller's masks (a key block nulled can glue an SSN to
+the digit after it, or take away the BEGIN line that made other outputs part of a key), and a
+detector may have been redefined since. A mask on part of a field, a detector span
+(``outputs.t{d}``) or a JSON node (``outputs.t[].k``), reaches only what today's scan finds,
+and finding that path today says nothing about finding the same values. So in a replay every
+such mask, and a glob mask for each part-field path of the call or of today that it names,
+becomes a ``null`` mask on the whole field it is part of (``outputs.t``; for a message, the
+field before ``{``), always: no replay shows a value the call's classification found, at the
+cost of the rest of that field. Keeping part masks only when today's scan provably reads what
+the call's read would need the call's bytes before any mask and its exact detectors and
+catalog; the recording holds neither.
 
 ``ReplayPolicy`` is handed in by whoever runs the viewer (the gateway's admin app, the CLI)
 with the engine the gateway runs; this module never builds one.
@@ -43,6 +50,7 @@ from labelgate.classify.catalog import OUTPUTS_PREFIX, compile_glob, is_glob, te
 from labelgate.classify.labels import rank
 from labelgate.enforce import Mask, MaskIndex, apply_masks, apply_message_masks
 from labelgate.enforce.replies import infer_response, masked_markers
+from labelgate.enforce.strategies import strongest
 from labelgate.errors import LabelgateError
 from labelgate.logs import get_logger
 from labelgate.oip.tensor import Tensor
@@ -286,30 +294,28 @@ async def _decide(policy: ReplayPolicy, policy_input: dict[str, Any]) -> Decisio
 
 
 def _applicable(masks: list[Mask], response: _Response, fields: Sequence[Field]) -> list[Mask]:
-    """The masks, each one that could miss a value widened to its whole field (``null``).
+    """The masks, each one on part of a field widened to that whole field (``null``), one per
+    path (the most protective).
 
-    A partial mask (a ``{detector}`` span, a JSON node) only reaches what today's
-    classification found; one whose path today's fields do not hold, e.g. a span a detector
-    found when the call was made, would leave the value in clear.
+    A part mask (a ``{detector}`` span, a JSON node) reaches only what today's classification
+    of the recorded bytes finds, which may be less than the call's (module docstring): so none
+    is applied as it is. A glob is kept for the whole fields it names, and widened for every
+    part-field path, recorded or found today, that it names.
     """
-    today = {item.path for item in response.classification.fields}
     tensors = response.tensors is not None
     applicable: list[Mask] = []
     for mask in masks:
-        whole = _whole_path(mask.path, tensors)
-        if mask.path in today or whole == mask.path:
-            applicable.append(mask)
-        elif not is_glob(mask.path):
-            applicable.append(Mask(whole, "null"))
-        else:  # kept for what it matches today, and widened for every recorded path it names
-            applicable.append(mask)
-            pattern = compile_glob(mask.path)
-            for item in fields:
-                if item.path not in today and pattern.fullmatch(item.path):
-                    widened = _whole_path(item.path, tensors)
-                    if widened != item.path:
-                        applicable.append(Mask(widened, "null"))
-    return applicable
+        if not is_glob(mask.path):
+            whole = _whole_path(mask.path, tensors)
+            applicable.append(mask if whole == mask.path else Mask(whole, "null"))
+            continue
+        applicable.append(mask)
+        pattern = compile_glob(mask.path)
+        for item in fields:
+            whole = _whole_path(item.path, tensors)
+            if whole != item.path and pattern.fullmatch(item.path):
+                applicable.append(Mask(whole, "null"))
+    return list(strongest(applicable).values())
 
 
 def _whole_path(path: str, tensors: bool) -> str:
