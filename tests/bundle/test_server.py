@@ -23,8 +23,17 @@ from labelgate.bundle.build import read_tarball
 from labelgate.bundle.fleet import FleetStore
 from labelgate.bundle.reports import decision_events, status_report
 from labelgate.bundle.server import BUNDLE_MEDIA_TYPE, ServerSettings, create_app, etag_matches, prefer_wait
+from labelgate.bundle.signing import Signer
 from labelgate.errors import ConfigError, InvalidInput
-from tests.bundle.helpers import INSTANCE, READER_TOKEN, TOKEN, set_plain_ttl
+from tests.bundle.helpers import (
+    INSTANCE,
+    READER_TOKEN,
+    TABLES,
+    TOKEN,
+    make_key_pair,
+    set_plain_ttl,
+    write_atomically,
+)
 from tests.support.procs import opa_binary
 
 BUNDLE = "/bundles/labelgate"
@@ -138,6 +147,48 @@ async def test_long_poll_is_answered_by_the_next_revision(served: Served, policy
     assert response.headers["etag"] != f'"{before}"'
     tables = json.loads(read_tarball(response.content)["labelgate/tables/data.json"])
     assert tables["cache_ttl_seconds"]["plain"] == 61
+
+
+async def test_a_revert_signed_anew_is_fetched_by_a_client_holding_the_older_signing(
+    policy_source: Path, tmp_path: Path
+) -> None:
+    """A revert publishes the earlier content (its revision) signed with a fresh sequence. A
+    client still holding that revision's earlier signing must get the new one, not a 304,
+    so that its rollback floor rises past the revision the revert revoked (review, eighth
+    round)."""
+    keys = make_key_pair("RS256")
+    settings = ServerSettings(
+        source=policy_source,
+        credentials=credentials(),
+        allowed_hosts=("bundles",),
+        state_dir=tmp_path / "state",
+        opa=opa_binary(),
+        poll_interval=0.05,
+        signer=Signer.from_pem(keys.private_pem, "RS256"),
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bundles", headers=headers
+        ) as client:
+            served = Served(app, client, client)
+            first = await client.get(BUNDLE)
+            original, original_etag = served.revision, first.headers["etag"]
+            assert original_etag != f'"{original}"'  # signed: the sequence is in the ETag
+            tables = policy_source / TABLES
+            as_it_was = tables.read_bytes()
+            set_plain_ttl(policy_source, 61)
+            await served.wait(lambda: served.revision != original, "the edit to be published")
+            write_atomically(tables, as_it_was)  # the revert
+            await served.wait(lambda: served.revision == original, "the revert to be published")
+            response = await client.get(BUNDLE, headers={"If-None-Match": original_etag})
+            assert response.status_code == 200
+            assert json.loads(read_tarball(response.content)[".manifest"])["revision"] == original
+            assert response.headers["etag"] not in (original_etag, f'"{original}"')
+            again = await client.get(BUNDLE, headers={"If-None-Match": response.headers["etag"]})
+            assert again.status_code == 304
 
 
 async def test_a_rejected_edit_is_never_served_and_is_reported(served: Served, policy_source: Path) -> None:

@@ -202,6 +202,38 @@ async def test_the_revision_in_force_served_with_an_older_sequence_changes_nothi
     assert engine.revision == after_restart.revision
 
 
+async def test_the_revision_in_force_signed_again_later_raises_the_floor(
+    served: Served, follow: Any, keys: KeyPair, signer: Signer, tmp_path: Path
+) -> None:
+    """A revert (review, eighth round): N is in force, M is published while this gateway is
+    cut off, then M is reverted: N's content signed again with a sequence above M's. The
+    gateway, still on N, must then refuse M replayed to it, and so must it after a restart."""
+    state_file = tmp_path / "state" / "bundle.json"
+    in_force = build_bundle(policy(False), signer)
+    revoked = build_bundle(policy(True), signer)  # published while the gateway was cut off
+    reverted = build_bundle(policy(False), signer)
+    assert reverted.revision == in_force.revision
+    assert (in_force.sequence or 0) < (revoked.sequence or 0) < (reverted.sequence or 0)
+    served.serve(in_force)
+    engine = await follow(served.url, key=key_of(keys), state_file=state_file)
+    assert engine.bundle is not None
+    status = engine.bundle.status
+
+    served.honour_etag = False  # the re-signed bundle may carry the same ETag: read it, not 304
+    served.serve(reverted)
+    await eventually(lambda: status.sequence == reverted.sequence, "the re-signed revision's sequence")
+    await eventually(
+        lambda: read_mark(state_file) == BundleMark(reverted.revision, reverted.sequence or -1),
+        "the re-signed revision's mark",
+    )
+    refused = status.refused
+    served.serve(revoked)  # replayed by anyone answering the bundle URL
+    await eventually(lambda: status.refused > refused, "the revoked revision to be refused")
+    assert status.last_error == "BUNDLE_ROLLBACK"
+    assert engine.revision == in_force.revision and not await allows(engine)
+    assert status.loaded == 1  # the re-signed revision changed no decision
+
+
 def signed_without_sequence(files: list[tuple[str, bytes]], signer: Signer) -> bytes:
     """What a signer that knows no ordering writes (e.g. ``opa build --signing-key``)."""
     bundle = build_bundle(files, signer)

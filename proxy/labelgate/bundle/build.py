@@ -77,7 +77,13 @@ class Bundle:
 
     @property
     def etag(self) -> str:
-        return f'"{self.revision}"'
+        """The revision, and the sequence of a signed bundle: a revert republishes older content
+        (the same revision) signed with a fresh sequence, and a client holding that revision
+        must fetch it (not get a 304), or its rollback floor would stay below the revision the
+        revert revoked (``policy/bundle_client.py``)."""
+        if self.sequence is None:
+            return f'"{self.revision}"'
+        return f'"{self.revision}-{self.sequence}"'
 
 
 def is_test_module(name: str) -> bool:

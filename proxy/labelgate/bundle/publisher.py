@@ -277,12 +277,13 @@ class Publisher:
                 await asyncio.to_thread(self.revisions.supersede_held)
             self._accept(bundle, time.monotonic() - started)
 
-    async def wait_for_change(self, revision: str | None, seconds: float) -> Bundle | None:
-        """The served bundle once its revision differs from ``revision``; None after ``seconds``."""
+    async def wait_for_change(self, etag: str | None, seconds: float) -> Bundle | None:
+        """The served bundle once its ETag differs from ``etag`` (a new revision, or the same
+        one signed again: ``Bundle.etag``); None after ``seconds``."""
         deadline = time.monotonic() + seconds
         while True:
             current = self._current
-            if current is not None and current.revision != revision:
+            if current is not None and current.etag != etag:
                 return current
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -278,8 +278,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise BundleUnavailable(
                 reasons.BUNDLE_NOT_READY, "no source revision has passed validation yet (see GET /status)"
             )
-        if etag_matches(request.headers.get("if-none-match", ""), bundle.revision):
-            newer = await publisher.wait_for_change(bundle.revision, wait) if wait else None
+        if etag_matches(request.headers.get("if-none-match", ""), bundle.etag):
+            newer = await publisher.wait_for_change(bundle.etag, wait) if wait else None
             if newer is None:
                 return Response(status_code=304, headers=_bundle_headers(bundle.etag))
             bundle = newer
@@ -576,11 +576,13 @@ def prefer_wait(values: list[str], maximum: int) -> int:
     return min(wait, maximum)
 
 
-def etag_matches(header: str, revision: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (the bundle's, quoted or not)."""
+    wanted = etag.strip('"')
     for candidate in header.split(","):
         tag = candidate.strip()
         tag = tag.removeprefix("W/")
-        if tag == "*" or tag.strip('"') == revision:
+        if tag == "*" or tag.strip('"') == wanted:
             return True
     return False
 

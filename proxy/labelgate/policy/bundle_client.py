@@ -20,8 +20,10 @@ hashes, so the signed ``.manifest`` carries an order (``metadata.labelgate_seque
 by ``labelgate.bundle.build``), and a signed revision whose sequence is not above the one in
 force is refused (``BUNDLE_ROLLBACK``; none at all: ``BUNDLE_SEQUENCE_MISSING``), or else the
 bundle server, or anyone answering its URL when TLS is off, could hand back an earlier,
-revoked signed revision. The revision in force served again is a no-op, whatever its
-sequence. The high-water mark is kept in memory, and on disk with ``state_file``
+revoked signed revision. The revision in force served again changes no decision; signed
+again with a higher sequence (a revert publishes older content anew) it raises the floor to
+that sequence, so the revision the revert revoked is refused even by a gateway that never
+applied it. The high-water mark is kept in memory, and on disk with ``state_file``
 (``bundle_mark.py``): without one, a restarted gateway takes the first signed revision it is
 served, then refuses anything older. Without a key nothing proves the order, and any revision
 is followed, as before.
@@ -310,8 +312,17 @@ class BundleClient:
         if self.key is not None and other:
             shared = await self._read_shared_mark() if self.state_file is not None else None
             self._refuse_unless_newer(source.revision, sequence, shared)
+        # The revision in force signed again, later (a revert republishes older content with a
+        # fresh sequence): it changes no decision, but it raises the floor, or a gateway that
+        # never applied the revision it reverts would still take that one when replayed.
+        resealed = (
+            not other
+            and self.key is not None
+            and sequence is not None
+            and (status.sequence is None or sequence > status.sequence)
+        )
         changed = await apply(source)
-        if other:
+        if other or resealed:
             # The mark first: a revision reported in force is already the floor of every
             # worker sharing the state file (CI saw the status run ahead of the file).
             if self.state_file is not None and sequence is not None:
