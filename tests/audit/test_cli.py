@@ -102,6 +102,24 @@ def test_verify_runs_as_a_module(written: Path, keys: tuple[Path, Path]) -> None
     assert "hash_mismatch" in tampered.stdout and "line 1, seq 1" in tampered.stdout
 
 
+def test_python_dash_m_labelgate_audit_runs_verify_and_still_starts_the_writer(
+    written: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # ``python -m labelgate.audit verify DIR`` ran the writer: "Missing option '--socket'".
+    args = [sys.executable, "-m", "labelgate.audit", "verify", str(written), "--public-key", str(keys[1])]
+    verified = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "chain intact" in verified.stdout
+    helped = subprocess.run(
+        [sys.executable, "-m", "labelgate.audit", "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0 and "--socket" in helped.stdout and "--log-dir" in helped.stdout
+    # The writer's own options as before (every deployment starts it so: tests/audit/conftest.py).
+    sock, log_dir = tmp_path / "again.sock", tmp_path / "again"
+    with writer_process(sock, log_dir):
+        assert sock.exists()
+
+
 def test_verify_does_not_say_plain_ok_for_records_no_checkpoint_signs(
     written: Path, keys: tuple[Path, Path]
 ) -> None:

@@ -61,6 +61,9 @@ def test_a_frame_larger_than_the_read_buffer_is_received_whole() -> None:
         (HEADER.pack(10) + b"not json!!", "not JSON"),
         (HEADER.pack(2) + b"[]", "not a JSON object"),
         (HEADER.pack(MAX_FRAME + 1), "larger than"),
+        # Past Python's 4,300-digit limit json.loads raises a plain ValueError: it escaped the
+        # read callback into asyncio's fatal-error path instead of the protocol's refusal.
+        (HEADER.pack(5007) + b'{"x":' + b"9" * 5000 + b"}", "not JSON"),
     ],
 )
 def test_a_broken_frame_stops_the_reading(data: bytes, message: str) -> None:
@@ -103,7 +106,12 @@ def test_decode_reads_what_json_loads_reads(body: bytes) -> None:
     assert decode(body) == json.loads(body)
 
 
-@pytest.mark.parametrize("body", [b'{"a":"\xff"}', b'{"a":1}x', b'{"a":', b'{"', b'{"a":NaN'])
+TOO_MANY_DIGITS = b"9" * 5000  # past Python's 4,300-digit limit: a plain ValueError, not a JSONDecodeError
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"a":"\xff"}', b'{"a":1}x', b'{"a":', b'{"', b'{"a":NaN', b'{"a":' + TOO_MANY_DIGITS + b"}"]
+)
 def test_decode_refuses_what_json_loads_refuses(body: bytes) -> None:
     with pytest.raises(ValueError):
         json.loads(body)
@@ -156,7 +164,12 @@ def test_the_client_reads_replies_as_json_loads_does(body: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b'{"id":01,"ok":true,"seq":1,"hash":"' + b"0" * 64 + b'"}', b'{"id":1,"ok":tru']
+    "body",
+    [
+        b'{"id":01,"ok":true,"seq":1,"hash":"' + b"0" * 64 + b'"}',
+        b'{"id":1,"ok":tru',
+        b'{"id":1,"ok":true,"seq":' + b"9" * 5000 + b',"hash":"' + b"0" * 64 + b'"}',
+    ],
 )
 def test_the_client_refuses_replies_json_loads_refuses(body: bytes) -> None:
     with pytest.raises(FrameError):

@@ -12,6 +12,7 @@ import pytest
 
 from labelgate.audit.records import (
     GENESIS,
+    MAX_STRING,
     AuditEventInvalid,
     JsonEncoder,
     _plainly_valid_event,
@@ -135,6 +136,15 @@ def test_events_at_the_limits_are_valid() -> None:
     validate_event(make_event(reason="x" * 4096, labels=["l"] * 1024, details={"a": nested}))
 
 
+def test_a_key_longer_than_a_string_may_be_is_refused_without_quoting_it() -> None:
+    # A 100,000-character key under ``details`` was accepted where such a value is refused.
+    for details in ({"k" * 100_000: 1}, {"names": [{"k" * (MAX_STRING + 1): True}]}):
+        with pytest.raises(AuditEventInvalid, match=f"key longer than {MAX_STRING}") as refused:
+            validate_event(make_event(details=details))
+        assert len(refused.value.message) < 200
+    validate_event(make_event(details={"k" * MAX_STRING: 1}))
+
+
 def test_a_data_named_key_is_refused_every_time_it_is_seen() -> None:
     for _ in range(3):
         with pytest.raises(AuditEventInvalid, match="never data"):
@@ -244,6 +254,9 @@ _VARIANTS: list[dict[str, Any]] = [
     {"labels": ["ok", "a\udfffb"]},
     {"details": {"\ud800": 1}},
     {"details": {"k": {"caf\u00e9\udc80": 1}}},
+    {"details": {"k" * 4096: 1}},
+    {"details": {"k" * 4097: 1}},
+    {"details": {"n": [{"k" * 100_000: 1}]}},
 ]
 
 

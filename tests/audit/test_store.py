@@ -103,3 +103,22 @@ def test_a_last_line_nested_past_the_parsers_depth_is_a_corrupt_log_not_a_crash(
     assert store_module.parse_record(b"[" * 100_000) is None
     with pytest.raises(store_module.AuditLogCorrupt):
         LogStore(tmp_path / "log").open()
+
+
+def test_a_last_line_with_a_number_past_the_digit_limit_is_a_corrupt_log_not_a_crash(tmp_path: Path) -> None:
+    """json.loads raises a plain ValueError for an integer of more than 4,300 digits: the
+    writer died at start-up with it instead of refusing the log (AUDIT_LOG_CORRUPT)."""
+    store = LogStore(tmp_path / "log")
+    store.open()
+    first, _ = lines(1, GENESIS, 2)
+    store.append(first, 1)
+    store.close()
+    [(_, segment)] = list_segments(tmp_path / "log")
+    with segment.open("ab") as handle:
+        zeros = b"0" * 64
+        handle.write(
+            b'{"event":{},"hash":"' + zeros + b'","prev":"' + zeros + b'","seq":' + b"9" * 5000 + b"}\n"
+        )
+    assert store_module.parse_record(segment.read_bytes().splitlines()[-1]) is None
+    with pytest.raises(store_module.AuditLogCorrupt):
+        LogStore(tmp_path / "log").open()

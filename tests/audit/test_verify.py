@@ -129,6 +129,23 @@ def test_text_or_a_number_no_record_can_hold_is_a_malformed_line_not_a_crash(
     assert report.records == 24 and report.last_verified is not None and report.last_verified.seq == 20
 
 
+def test_a_number_past_the_digit_limit_is_a_malformed_line_not_a_crash(log: Path, key) -> None:
+    """json.loads raises a plain ValueError past 4,300 digits: ``audit verify`` ended in an
+    internal error instead of locating the edited line, or the edited checkpoint."""
+    path = segment(log)
+    content = lines(path)
+    content[24] = content[24].replace(b'"latency_ms":1.25', b'"latency_ms":' + b"9" * 5000)
+    write_lines(path, content)
+    report = verify_log(log, key)
+    problem = report.record_problem
+    assert problem is not None and (problem.kind, problem.line) == ("malformed", 25)
+    assert report.records == 24
+    checkpoints = log / "checkpoints.jsonl"
+    write_lines(checkpoints, [*lines(checkpoints), b'{"seq":' + b"9" * 5000 + b"}\n"])
+    problem = verify_log(log, key).checkpoint_problem
+    assert problem is not None and (problem.kind, problem.line) == ("checkpoint_malformed", 7)
+
+
 def test_a_deleted_record_is_located(log: Path, key) -> None:
     path = segment(log)
     content = lines(path)
@@ -334,3 +351,129 @@ def test_records_no_signed_checkpoint_covers_are_counted(log: Path, key) -> None
     assert verify_log(log, key).uncovered == 5
     (log / "checkpoints.jsonl").unlink()
     assert verify_log(log, None).uncovered == 25
+
+
+# -- one segment verified on its own -----------------------------------------------------------
+# 30 records in segments of 6 (audit-1, -7, -13, -19, -25), a checkpoint every 5 records: the
+# reviewer's layout. A segment given alone is checked against its name, the next segment's
+# name and every checkpoint that falls inside it.
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(log dir, public key): 30 records in 5 segments of 6, checkpoints at 5, 10, ... 30."""
+    base = tmp_path_factory.mktemp("segmented")
+    private_path, public_path, _ = generate_keypair(base / "keys")
+    sock, log_dir = base / "w.sock", base / "log"
+    events = [make_event(request_id=f"request-{n:02d}") for n in range(1, 31)]
+    size = len(make_line(10, "0" * 64, events[9])[0])  # every line within a byte of this
+    every = ("--checkpoint-every", "5", "--max-segment-bytes", str(5 * size + size // 2))
+
+    async def fill() -> None:
+        async with AuditClient(sock) as client:
+            for event in events:
+                await client.append(event)
+
+    with writer_process(sock, log_dir, "--signing-key", str(private_path), *every):
+        asyncio.run(fill())
+    (log_dir / ".lock").unlink()
+    firsts = [int(path.name[6:18]) for path in sorted(log_dir.glob("audit-*.jsonl"))]
+    assert firsts == [1, 7, 13, 19, 25]
+    checkpoints = [json.loads(line)["seq"] for line in lines(log_dir / "checkpoints.jsonl")]
+    assert checkpoints == [5, 10, 15, 20, 25, 30]
+    return log_dir, public_path
+
+
+@pytest.fixture
+def segments(segmented: tuple[Path, Path], tmp_path: Path) -> Path:
+    return Path(shutil.copytree(segmented[0], tmp_path / "log"))
+
+
+@pytest.fixture
+def segments_key(segmented: tuple[Path, Path]):
+    return load_public_key(segmented[1])
+
+
+def named(log: Path, first: int) -> Path:
+    return log / f"audit-{first:012d}.jsonl"
+
+
+def test_every_untouched_segment_verifies_alone(segments: Path, segments_key) -> None:
+    for first in (1, 7, 13, 19, 25):
+        report = verify_log(named(segments, first), segments_key)
+        assert report.ok, (first, report.problems)
+        assert (report.first_seq, report.last_seq) == (first, first + 5)
+
+
+def test_a_segment_alone_with_its_first_record_cut_is_tampered(segments: Path, segments_key) -> None:
+    # It verified "OK, NOT ALL SIGNED": the walk started wherever the file did.
+    path = named(segments, 1)
+    write_lines(path, lines(path)[1:])
+    report = verify_log(path, segments_key)
+    assert not report.ok
+    problem = report.record_problem
+    assert problem is not None and (problem.kind, problem.file, problem.line) == ("segment_name", path, 1)
+    assert verify_log(segments, segments_key).record_problem == problem  # as the folder walk says
+
+
+def test_a_segment_alone_with_the_records_of_a_checkpoint_cut_from_its_start_is_tampered(
+    segments: Path, segments_key
+) -> None:
+    path = named(segments, 7)
+    write_lines(path, lines(path)[4:])  # records 7..10 gone, and with them checkpoint 10's record
+    report = verify_log(path, segments_key)
+    assert not report.ok
+    problem = report.record_problem
+    assert problem is not None and (problem.kind, problem.file, problem.line) == ("segment_name", path, 1)
+    assert "seq 7" in problem.message and "11" in problem.message
+
+
+def test_a_segment_alone_with_the_records_of_a_checkpoint_cut_from_its_tail_is_tampered(
+    segments: Path, segments_key
+) -> None:
+    # Checkpoint 15 lies inside this segment (13..18): the later segment does not excuse it.
+    path = named(segments, 13)
+    write_lines(path, lines(path)[:2])  # records 15..18 gone
+    report = verify_log(path, segments_key)
+    assert not report.ok
+    problem = report.checkpoint_problem
+    assert problem is not None and (problem.kind, problem.file, problem.seq) == ("truncated", path, 15)
+    assert "records 15..18" in problem.message
+    assert "3 checkpoint(s) cover later segments and were not checked" in report.notes  # 20, 25, 30
+
+
+def test_a_segment_alone_cut_short_of_the_next_one_is_tampered_without_a_checkpoint_in_the_cut(
+    segments: Path, segments_key
+) -> None:
+    path = named(segments, 13)
+    write_lines(path, lines(path)[:4])  # 13..16 kept (checkpoint 15 still matches), 17..18 gone
+    report = verify_log(path, segments_key)
+    assert not report.ok
+    (problem,) = report.problems
+    assert (problem.kind, problem.file, problem.seq) == ("truncated", path, 17)
+    assert "records 17..18" in problem.message and named(segments, 19).name in problem.message
+
+
+def test_an_emptied_segment_alone_is_tampered(segments: Path, segments_key) -> None:
+    path = named(segments, 19)
+    write_lines(path, [])
+    report = verify_log(path, segments_key)
+    assert not report.ok and report.checkpoint_problem is not None
+    assert (report.checkpoint_problem.kind, report.checkpoint_problem.seq) == ("truncated", 19)
+
+
+def test_the_last_segment_alone_cut_at_its_tail_is_tampered(segments: Path, segments_key) -> None:
+    path = named(segments, 25)
+    write_lines(path, lines(path)[:4])
+    problem = verify_log(path, segments_key).checkpoint_problem
+    assert problem is not None and (problem.kind, problem.seq) == ("truncated", 29)
+
+
+def test_an_anchor_inside_a_segment_given_alone_is_checked(segments: Path, segments_key) -> None:
+    path = named(segments, 13)
+    assert verify_log(path, segments_key, expect_seq=16).ok
+    later = verify_log(path, segments_key, expect_seq=22)
+    assert later.ok and any("later segment" in note for note in later.notes)
+    write_lines(path, lines(path)[:2])
+    report = verify_log(path, segments_key, expect_seq=16)
+    assert report.anchor_problem is not None and report.anchor_problem.seq == 15

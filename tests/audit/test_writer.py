@@ -267,18 +267,30 @@ async def test_a_batch_the_disk_cuts_short_is_refused_and_none_of_it_stays_in_th
     assert recorded == {"before", *acknowledged}
 
 
-async def test_a_broken_frame_closes_only_that_connection(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json!!",
+        # Past Python's 4,300-digit limit json.loads raises a plain ValueError: it reached
+        # asyncio's fatal-error path (a traceback in the writer's log) instead of the refusal.
+        b'{"id":1,"op":"append","event":{"x":' + b"9" * 5000 + b"}}",
+    ],
+)
+async def test_a_broken_frame_closes_only_that_connection(tmp_path: Path, body: bytes) -> None:
     sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
-    with writer_process(sock, log_dir):
+    with writer_process(sock, log_dir) as writer:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
             raw.connect(str(sock))
-            raw.sendall(struct.pack(">I", 10) + b"not json!!")
+            raw.sendall(struct.pack(">I", len(body)) + body)
             raw.settimeout(5)
             assert raw.recv(100) == b""  # the writer hung up
             raw2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         async with AuditClient(sock) as client:
             assert (await client.append(make_event())).seq == 1
         raw2.close()
+        output = writer.output()
+    assert "audit_frame_error" in output
+    assert "Traceback" not in output and "Fatal error" not in output
 
 
 async def test_torn_final_line_is_cut_off_and_reported_on_restart(tmp_path: Path, keys, public_key) -> None:
@@ -377,6 +389,7 @@ async def test_writer_refuses_a_log_shorter_than_its_last_checkpoint(tmp_path: P
     [
         (b'"model":"customer-profile"', b'"model":"\\ud800"'),
         (b'"latency_ms":1.25', b'"latency_ms":1e400'),
+        (b'"latency_ms":1.25', b'"latency_ms":' + b"9" * 5000),  # past the digit limit: ValueError
     ],
 )
 async def test_writer_refuses_a_last_record_no_record_can_hold(

@@ -328,4 +328,10 @@ def test_approval_state_changes_join_the_audit_trail(tmp_path: Path, demo_backen
     )
     released = [e for e in events if e.get("session_id") == "s-held" and e["decision"] in ("allow", "mask")]
     assert released, events
+    # The release's own record (durable before delivery) names who approved it and the grant:
+    # the approval records above go through a background sink that a writer restart can lose.
+    (release,) = released
+    assert release["approvers"] == ["jwt:labelgate-dev#olivia"]
+    (grant_id,) = release["details"]["grant_ids"]
+    assert grant_id.startswith("grant-")
     assert verify_log(logs).ok

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from labelgate.audit.records import MAX_ITEMS, validate_event
+from labelgate.audit import AuditClient, AuditUnavailable
+from labelgate.audit.protocol import MAX_FRAME, encode
+from labelgate.audit.records import MAX_ITEMS, MAX_STRING, validate_event
+from labelgate.audit.verify import verify_log
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome
 from labelgate.errors import InvalidInput
 from labelgate.gateway.record import LogAndMetricsRecorder, audit_event, recorded_text
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import Decision
+from tests.audit.conftest import read_records, writer_process
 from tests.policy.test_cache import Clock, IdentifyingEngine, doc
 
 LONG = "m" * 5000
@@ -135,3 +141,106 @@ def test_the_log_line_bounds_the_texts_a_caller_chose(caplog: pytest.LogCaptureF
     assert line.model == recorded_text(huge) and line.model.startswith("<1020000 characters, sha256 ")
     assert line.subject == recorded_text("s" * 5000) and line.groups == [recorded_text("g" * 5000)]
     assert all(len(str(value)) <= 1100 for key, value in vars(line).items() if key != "msg")
+
+
+# -- what a call masked: bounded like the texts a caller chose ------------------------------
+
+
+def _masking_call(count: int, path_length: int) -> tuple[Call, Outcome]:
+    call = Call("/inference.GRPCInferenceService/ModelInfer", "ipv4:127.0.0.1:1", (), {}, "s", "r")
+    outcome = Outcome(subject=Subject("ana", ("analysts",)), model="m")
+    outcome.masked = [
+        {"path": f"outputs.f{n}.".ljust(path_length, "x"), "strategy": "redact", "label": "pii"}
+        for n in range(count)
+    ]
+    outcome.labels = {"pii"}
+    return call, outcome
+
+
+# limits.max_fields allows 1,000,000 fields and limits.max_path_bytes 65,536-byte paths; the
+# writer refuses more than MAX_ITEMS masks, a path over MAX_STRING and a frame over MAX_FRAME.
+_TOO_MUCH = [(MAX_ITEMS + 1, 20), (10, MAX_STRING + 1), (1000, 1024), (20_000, 65_536)]
+
+
+@pytest.mark.parametrize(("count", "path_length"), _TOO_MUCH)
+def test_a_call_that_masks_more_than_a_record_holds_still_has_its_release_and_refusal_recorded(
+    count: int, path_length: int
+) -> None:
+    # The writer refused the release record, and the refusal record built from the same
+    # outcome too: the call was in no record at all.
+    call, outcome = _masking_call(count, path_length)
+    for error in (None, AuditUnavailable("no durable acknowledgement")):
+        event = audit_event(CallRecord.of(call, outcome, error))
+        validate_event(event)
+        assert len(encode({"id": 1, "op": "append", "event": event})) <= MAX_FRAME
+        kept, omitted = event["masked"], event.get("details", {}).get("masked_omitted", 0)
+        assert len(kept) + omitted == count and len(kept) >= 10
+        first = outcome.masked[0]["path"]
+        assert kept[0] == {"path": recorded_text(first), "strategy": "redact", "label": "pii"}
+        assert all(len(mask["path"]) <= MAX_STRING for mask in kept)
+
+
+def test_what_a_record_holds_of_the_masks_is_recorded_as_it_is() -> None:
+    call, outcome = _masking_call(MAX_ITEMS // 4, 200)
+    event = audit_event(CallRecord.of(call, outcome, None))
+    assert event["masked"] == outcome.masked and "details" not in event
+
+
+def test_a_call_that_masks_more_than_a_record_holds_is_recorded_by_a_real_writer(tmp_path: Path) -> None:
+    call, outcome = _masking_call(5000, 5000)
+    sock, logs = tmp_path / "w.sock", tmp_path / "log"
+
+    async def append_both() -> None:
+        async with AuditClient(sock) as client:
+            for error in (None, AuditUnavailable("no durable acknowledgement")):
+                await client.append(audit_event(CallRecord.of(call, outcome, error)))
+
+    with writer_process(sock, logs):
+        asyncio.run(append_both())
+    written = [record["event"] for record in read_records(logs)]
+    assert [event["decision"] for event in written] == ["mask", "deny"]
+    assert all(event["details"]["masked_omitted"] + len(event["masked"]) == 5000 for event in written)
+    assert verify_log(logs).ok
+
+
+# -- a release under an approval grant names who approved it --------------------------------
+
+
+def _granted(grant_id: str, *approvers: str) -> dict[str, Any]:
+    return {
+        "state": "granted",
+        "grant_id": grant_id,
+        "approved_by": sorted(approvers),
+        "approvers": [{"id": person, "groups": ["data-owners"]} for person in approvers],
+    }
+
+
+def _held_then_released(error: BaseException | None = None) -> CallRecord:
+    """A call held in its request phase, re-decided under grant ``g-old`` (not enforced: the
+    policy asked for more), then released under ``g-1``; its response phase decided plainly."""
+    outcome = Outcome(subject=Subject("sam", ("data-stewards",)), model="m")
+    outcome.decision_inputs = [
+        ("request", "a" * 64, {"approval": {"state": "none"}}),
+        ("request", "b" * 64, {"approval": _granted("g-old", "jwt:idp#carol")}),
+        ("request", "c" * 64, {"approval": _granted("g-1", "jwt:idp#olivia", "jwt:idp#dan")}),
+        ("response", "d" * 64, {"approval": {"state": "none"}}),
+    ]
+    outcome.superseded_inputs = (0, 1)
+    call = Call("/inference.GRPCInferenceService/ModelInfer", "ipv4:127.0.0.1:1", (), {}, "s", "r")
+    return CallRecord.of(call, outcome, error)
+
+
+def test_a_call_released_under_a_grant_names_the_grant_and_its_approvers_in_its_own_record() -> None:
+    # The approval-state records go through a background sink without retry: a writer restart
+    # as an approver clicked left the log with no trace of who approved a release.
+    event = audit_event(_held_then_released())
+    validate_event(event)
+    assert event["approvers"] == ["jwt:idp#dan", "jwt:idp#olivia"]  # ids only, not groups
+    assert event["details"] == {"grant_ids": ["g-1"]}
+
+
+def test_a_call_not_released_or_not_held_names_no_approvers() -> None:
+    refused = audit_event(_held_then_released(AuditUnavailable("no durable acknowledgement")))
+    plain = audit_event(_call_record("m", "OK"))
+    for event in (refused, plain):
+        assert "approvers" not in event and "grant_ids" not in event.get("details", {})

@@ -150,7 +150,9 @@ def audit_writer_command(
     ] = None,
     log_level: Annotated[LogLevel, typer.Option(help="log level")] = LogLevel.info,
 ) -> None:
-    """Run the audit writer: append events durably (group commit) and sign checkpoints."""
+    """Run the audit writer: append events durably (group commit) and sign checkpoints.
+
+    To check a log: ``labelgate audit verify DIR`` (or ``python -m labelgate.audit verify DIR``)."""
     from labelgate.audit.writer import WriterSettings, run_writer
     from labelgate.logs import configure
 
@@ -174,10 +176,21 @@ def audit_writer_command(
         raise typer.Exit(status)
 
 
-def writer_cli() -> None:
-    """``python -m labelgate.audit``: the writer command on its own."""
-    from labelgate.cli_backstop import run_guarded
+def writer_cli(args: list[str] | None = None) -> None:
+    """``python -m labelgate.audit``: the writer command on its own (its options, as every
+    deployment and test starts it); ``python -m labelgate.audit verify|keygen|writer ...`` is
+    that ``labelgate audit`` command (``verify DIR`` was taken for the writer's arguments)."""
+    import sys
 
+    from labelgate.cli_backstop import report_internal_error, run_guarded
+
+    args = sys.argv[1:] if args is None else args
+    if args and args[0] in {command.name for command in audit_app.registered_commands}:
+        try:
+            audit_app(args, prog_name="python -m labelgate.audit")
+        except Exception as error:  # the CLI backstop (labelgate.cli_backstop)
+            report_internal_error(error)
+        return
     run_guarded(audit_writer_command)
 
 

@@ -53,6 +53,8 @@ def decode(body: bytes | bytearray) -> dict[str, Any]:
             message = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FrameError(f"frame is not JSON: {error}") from None
+    except ValueError:  # an integer past Python's digit limit (sys.get_int_max_str_digits)
+        raise FrameError("frame is not JSON this side can read: a number of too many digits") from None
     except RecursionError:
         raise FrameError("frame is not JSON: nested too deeply") from None
     if not isinstance(message, dict):

@@ -305,7 +305,9 @@ def _plain_dict(value: dict[Any, Any], depth: int) -> bool:
     if len(value) > MAX_ITEMS:
         return False
     for key in value:
-        if type(key) is not str or (_data_key_seen.get(key) is not False and _is_data_key(key)):
+        if type(key) is not str or len(key) > MAX_STRING:
+            return False
+        if _data_key_seen.get(key) is not False and _is_data_key(key):
             return False
         if not (key.isascii() or _encodes(key)):
             return False
@@ -353,6 +355,8 @@ def _check_value(value: Any, where: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise AuditEventInvalid(f"{where} has a non-string key")
+            if len(key) > MAX_STRING:  # not quoted: the message would be as long
+                raise AuditEventInvalid(f"{where} has a key longer than {MAX_STRING} characters")
             if not _encodes(key):
                 raise AuditEventInvalid(
                     f"{where} has a key that is not valid Unicode text (a lone surrogate)"

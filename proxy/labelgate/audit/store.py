@@ -103,7 +103,9 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     """A structurally valid record whose hash matches its own contents, else None."""
     try:
         record = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # nested past the parser's depth
+    # ValueError: not JSON, or an integer past Python's digit limit; RecursionError: nested
+    # past the parser's depth.
+    except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or set(record) != RECORD_KEYS:
         return None

@@ -9,6 +9,10 @@ What each kind of tampering looks like to the walk:
 - a rewritten chain (every hash recomputed after an edit): the record at a checkpoint's
   seq no longer has the signed head (``checkpoint_mismatch``);
 - a truncated tail: a checkpoint covers more records than the log holds (``truncated``);
+- one segment given alone: its name says which record it starts with (record 1 links to
+  ``GENESIS``), the next segment's name where it must end, and every checkpoint between the
+  two must match one of its records; records cut from either end are ``segment_name`` or
+  ``truncated``. Only the chain before it and after it goes unchecked;
 - a forged or edited checkpoint: its signature fails or was made with another key
   (``checkpoint_signature``). Without ``--public-key`` signatures are not checked, only
   counts and heads, and the report says so.
@@ -41,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from labelgate.audit import reasons
 from labelgate.audit.checkpoints import CHECKPOINT_KEYS, check_signature
 from labelgate.audit.records import GENESIS, RECORD_KEYS, canonical_json, is_hex_digest, record_hash
-from labelgate.audit.store import CHECKPOINTS_NAME, SEGMENT_PATTERN, list_segments
+from labelgate.audit.store import CHECKPOINTS_NAME, SEGMENT_PATTERN, list_segments, segment_name
 from labelgate.errors import ConfigError
 from labelgate.reasons import OPTION_INVALID
 
@@ -79,6 +83,11 @@ class VerifyReport:
     checkpoints_file: Path | None
     signatures_checked: bool
     records: int = 0
+    # Where the walk starts: seq 1 for a folder, the seq a single segment's name says.
+    start_seq: int = 1
+    # For a single segment: the seq the next segment's name says it starts with (this one
+    # must end just before it); None for a folder or the last segment.
+    next_seq: int | None = None
     first_seq: int | None = None
     last_seq: int = 0
     head: str = GENESIS
@@ -138,7 +147,7 @@ def verify_log(
         raise ConfigError(OPTION_INVALID, "--expect-head: a record hash is 64 lowercase hex digits")
     anchor = Anchor(expect_seq, expect_head) if expect_seq is not None or expect_head is not None else None
     if path.is_dir():
-        files, checkpoints_file, anchored = [p for _, p in list_segments(path)], path / CHECKPOINTS_NAME, True
+        files, checkpoints_file, start_seq = [p for _, p in list_segments(path)], path / CHECKPOINTS_NAME, 1
         if not files and not checkpoints_file.exists():
             raise ConfigError(
                 reasons.AUDIT_LOG_MISSING, f"{path} holds no audit log (no audit-*.jsonl files)"
@@ -147,13 +156,14 @@ def verify_log(
         # Decided by the name alone, never by the contents: whoever rewrites a segment's first
         # line must still get TAMPERED. The writer names every segment it makes this way, and a
         # segment renamed out of the pattern drops out of its folder's walk (which then fails).
-        if _name_seq(path) is None:
+        name_seq = _name_seq(path)
+        if name_seq is None:
             raise ConfigError(
                 reasons.AUDIT_LOG_MISSING,
                 f"{path} is not an audit log: its segments are named audit-<12-digit seq>.jsonl "
                 "(give one, or the folder that holds them)",
             )
-        files, checkpoints_file, anchored = [path], path.parent / CHECKPOINTS_NAME, False
+        files, checkpoints_file, start_seq = [path], path.parent / CHECKPOINTS_NAME, name_seq
     else:
         raise ConfigError(reasons.AUDIT_LOG_MISSING, f"{path} does not exist")
     report = VerifyReport(
@@ -161,12 +171,15 @@ def verify_log(
         files=files,
         checkpoints_file=checkpoints_file if checkpoints_file.exists() else None,
         signatures_checked=public_key is not None,
+        start_seq=start_seq,
+        next_seq=_next_segment_seq(path) if path.is_file() else None,
     )
     checkpoints = _load_checkpoints(report, public_key)
     seen = _AnchorSeen()
-    _walk_chain(report, anchored, {c.seq: c for c in checkpoints}, anchor, seen)
+    _walk_chain(report, {c.seq: c for c in checkpoints}, anchor, seen)
     if report.record_problem is None:
-        _check_tail(report, checkpoints, path)
+        _check_tail(report, checkpoints)
+        _check_segment_end(report)
     if anchor is not None:
         _check_anchor(report, anchor, seen, path)
     elif public_key is not None and report.records:
@@ -218,6 +231,8 @@ def _parse_checkpoint(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         checkpoint = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None, "checkpoint line is not JSON"
+    except ValueError:  # an integer past Python's digit limit (sys.get_int_max_str_digits)
+        return None, "checkpoint line holds a number longer than any checkpoint's: edited?"
     except RecursionError:
         return None, "checkpoint line is nested too deeply"
     if not isinstance(checkpoint, dict) or set(checkpoint) != CHECKPOINT_KEYS:
@@ -232,21 +247,27 @@ def _parse_checkpoint(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
 
 def _walk_chain(
     report: VerifyReport,
-    anchored: bool,
     checkpoints: dict[int, CheckpointRef],
     anchor: Anchor | None = None,
     seen: _AnchorSeen | None = None,
 ) -> None:
-    expected_seq, head = (1, GENESIS) if anchored else (None, None)
+    # A single segment starts where its name says, and only the first one links to GENESIS:
+    # the prev of a later segment's first record is the earlier segment's, not checked here.
+    expected_seq: int | None = report.start_seq
+    head = GENESIS if report.start_seq == 1 else None
     for path in report.files:
         name_seq = _name_seq(path)
         with open(path, "rb") as handle:
             for number, raw in enumerate(handle, 1):
-                if number == 1 and anchored and name_seq is not None:
-                    # A renamed segment is a sign of meddling even when the chain still links.
+                if number == 1 and name_seq is not None:
+                    # A renamed segment, or one whose first records were cut, is a sign of
+                    # meddling even when the chain still links.
                     first = _peek_seq(raw)
                     if first is not None and first != name_seq:
                         why = f"file name says seq {name_seq} but its first record is {first}"
+                        if first > name_seq:
+                            cut = f"records {name_seq}..{first - 1}"
+                            why += f": {cut} were cut from its start (or the file was renamed)"
                         report.record_problem = Problem("segment_name", why, path, 1)
                         return
                 problem, record = _check_line(raw, expected_seq, head)
@@ -256,10 +277,10 @@ def _walk_chain(
                     report.record_problem = Problem(kind, message, path, number, seq)
                     return
                 assert record is not None
-                if expected_seq is None and record["seq"] != 1:
+                if report.first_seq is None and record["seq"] != 1:
                     report.notes.append(
-                        f"chain start not anchored: verified from seq {record['seq']} "
-                        "(earlier segments were not checked)"
+                        f"verified from seq {record['seq']}: the segments before it were not checked "
+                        "(nor the link to them)"
                     )
                 if report.first_seq is None:
                     report.first_seq = record["seq"]
@@ -283,6 +304,8 @@ def _check_line(
         record = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return ("malformed", f"line is not JSON ({error}): edited?"), None
+    except ValueError:  # an integer past Python's digit limit (sys.get_int_max_str_digits)
+        return ("malformed", "line holds a number longer than any record's: edited?"), None
     except RecursionError:
         return ("malformed", "line is nested too deeply: edited?"), None
     if not isinstance(record, dict) or set(record) != RECORD_KEYS:
@@ -334,22 +357,51 @@ def _match_checkpoint(report: VerifyReport, checkpoint: CheckpointRef | None, pa
     report.last_verified = checkpoint
 
 
-def _check_tail(report: VerifyReport, checkpoints: list[CheckpointRef], target: Path) -> None:
-    beyond = [c for c in checkpoints if c.seq > report.last_seq]
+def _ends_at(report: VerifyReport) -> int:
+    """The seq of the last verified record (the one before the start, when there is none)."""
+    return report.last_seq if report.records else report.start_seq - 1
+
+
+def _check_segment_end(report: VerifyReport) -> None:
+    """A single segment ends just before the next one starts: the writer starts a segment only
+    once the one before it holds every record up to it. (A cut no checkpoint falls in.)"""
+    following, ends_at = report.next_seq, _ends_at(report)
+    if following is None or ends_at == following - 1:
+        return
+    path, next_name = report.files[0], segment_name(following)
+    if ends_at < following - 1:
+        if report.checkpoint_problem is None:  # else that already says what is missing
+            why = (
+                f"it ends at seq {ends_at} but the next segment, {next_name}, starts at seq {following}: "
+                f"records {ends_at + 1}..{following - 1} were cut from its tail"
+            )
+            report.checkpoint_problem = Problem("truncated", why, path, None, ends_at + 1)
+    else:
+        why = f"it runs to seq {ends_at} but the next segment, {next_name}, starts at seq {following}"
+        report.record_problem = Problem("segment_name", why, path, None, following)
+
+
+def _check_tail(report: VerifyReport, checkpoints: list[CheckpointRef]) -> None:
+    ends_at = _ends_at(report)
+    beyond = [c for c in checkpoints if c.seq > ends_at]
+    if report.next_seq is not None:
+        # Those past the next segment's start vouch for records this file does not hold.
+        later = [c for c in beyond if c.seq >= report.next_seq]
+        beyond = [c for c in beyond if c.seq < report.next_seq]
+        if later:
+            report.notes.append(f"{len(later)} checkpoint(s) cover later segments and were not checked")
     if not beyond or report.checkpoint_problem is not None:
         return
-    if target.is_file() and _has_later_segment(target):
-        report.notes.append(f"{len(beyond)} checkpoint(s) cover later segments and were not checked")
-        return
     first = beyond[0]
-    last_file = report.files[-1] if report.files else target
+    last_file = report.files[-1] if report.files else report.target
+    removed = report.next_seq - 1 if report.next_seq is not None else first.seq
     report.checkpoint_problem = Problem(
         "truncated",
         f"checkpoint #{first.number} ({first.time}) covers {first.seq} records but the log ends at seq "
-        f"{report.last_seq}: records {report.last_seq + 1}..{first.seq} were removed",
+        f"{ends_at}: records {ends_at + 1}..{removed} were removed",
         last_file,
         None,
-        report.last_seq + 1,
+        ends_at + 1,
     )
 
 
@@ -359,18 +411,19 @@ def _check_anchor(report: VerifyReport, anchor: Anchor, seen: _AnchorSeen, targe
         report.notes.append("the anchor was not checked: the chain breaks before it could be reached")
         return
     last_file = report.files[-1] if report.files else target
-    if anchor.seq is not None and report.first_seq is not None and anchor.seq < report.first_seq:
+    ends_at = _ends_at(report)
+    if anchor.seq is not None and anchor.seq < report.start_seq:
         report.notes.append(f"the anchor's record {anchor.seq} is in an earlier segment: not checked")
         return
-    if anchor.seq is not None and anchor.seq > report.last_seq:
-        if target.is_file() and _has_later_segment(target):
+    if anchor.seq is not None and anchor.seq > ends_at:
+        if report.next_seq is not None and anchor.seq >= report.next_seq:
             report.notes.append(f"the anchor's record {anchor.seq} is in a later segment: not checked")
             return
         why = (
-            f"the log ends at seq {report.last_seq}, but a copy kept elsewhere holds record {anchor.seq}: "
-            f"records {report.last_seq + 1}..{anchor.seq} were removed (with their checkpoints)"
+            f"the log ends at seq {ends_at}, but a copy kept elsewhere holds record {anchor.seq}: "
+            f"records {ends_at + 1}..{anchor.seq} were removed (with their checkpoints)"
         )
-        report.anchor_problem = Problem("anchor", why, last_file, None, report.last_seq + 1)
+        report.anchor_problem = Problem("anchor", why, last_file, None, ends_at + 1)
     elif anchor.seq is not None and anchor.head is not None and seen.hash_at_seq != anchor.head:
         why = (
             f"record {anchor.seq} has hash {seen.hash_at_seq}, not {anchor.head} as the copy kept elsewhere: "
@@ -398,6 +451,8 @@ def _peek_seq(raw: bytes) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
-def _has_later_segment(path: Path) -> bool:
+def _next_segment_seq(path: Path) -> int | None:
+    """The seq the segment after ``path`` (by name) starts with; None for the last one."""
     own = _name_seq(path)
-    return own is not None and any(first > own for first, _ in list_segments(path.parent))
+    later = [first for first, _ in list_segments(path.parent) if own is not None and first > own]
+    return min(later, default=None)

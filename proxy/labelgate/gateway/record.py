@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -100,7 +100,7 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
         "model": recorded_text(entry.model),
         "phase": last[0] if last else "",
         "labels": list(entry.labels),
-        "masked": list(entry.masked),
+        "masked": recorded_masks(entry.masked),
         "decision": entry.outcome,
         "reason": entry.reason,
         "engine": last[1].engine if last else None,
@@ -110,9 +110,23 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
         "upstream_status": entry.upstream_status,
         "latency_ms": entry.latency_ms,
     }
+    details: dict[str, Any] = {}
     omitted = len(entry.decision_inputs) - len(event["decision_inputs"])
     if omitted:
-        event["details"] = {"decision_inputs_omitted": omitted}
+        details["decision_inputs_omitted"] = omitted
+    omitted = len(entry.masked) - len(event["masked"])
+    if omitted:
+        details["masked_omitted"] = omitted
+    grants, approvers = released_under(entry)
+    if grants or approvers:
+        # In the release record itself, durable before anything is delivered: the approval
+        # records go through a background sink, and may be lost (a writer restart).
+        # Bounded as masks are (the writer refuses longer lists): a grant needs a few approvers.
+        event["approvers"] = [recorded_text(person) for person in approvers[:_RECORDED_MASKS]]
+        if grants:
+            details["grant_ids"] = [recorded_text(grant) for grant in grants[:_RECORDED_MASKS]]
+    if details:
+        event["details"] = details
     if last is not None and last[1].cached:
         # Not evaluated for this call: ``decision_id`` is None, the evaluation it came from is
         # named as such (OPA's decision log has it under that id, with another call's input).
@@ -138,6 +152,52 @@ def decision_inputs(entry: CallRecord) -> list[dict[str, Any]]:
     if len(inputs) > _RECORDED_INPUTS:
         inputs = [*inputs[: _RECORDED_INPUTS - 1], inputs[-1]]
     return inputs
+
+
+# ``limits.max_fields`` lets a call mask up to a million fields, at paths of up to
+# ``limits.max_path_bytes``, and the writer refuses a list longer than
+# ``audit.records.MAX_ITEMS``, a string past ``MAX_STRING`` and a frame past
+# ``protocol.MAX_FRAME``: past this many masks, or this many bytes of them, the record names the
+# first ones and counts the others (``details.masked_omitted``; the log line keeps them all).
+_RECORDED_MASKS = 256
+_RECORDED_MASK_BYTES = 64 * 1024
+
+
+def recorded_masks(masked: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The first of ``masked`` a record holds, their texts bounded (``recorded_text``: a path
+    holds names an upstream or a caller chose). A record must never be refused for how much a
+    call masked: its refusal's record, made from the same outcome, would be refused too."""
+    kept: list[dict[str, str]] = []
+    size = 0
+    for mask in masked[:_RECORDED_MASKS]:
+        recorded = {key: recorded_text(text) for key, text in mask.items()}
+        # ASCII-escaped, never shorter than the frame's UTF-8 (escaped controls count in full).
+        size += len(json.dumps(recorded)) + 1
+        if size > _RECORDED_MASK_BYTES:
+            break
+        kept.append(recorded)
+    return kept
+
+
+def released_under(entry: CallRecord) -> tuple[list[str], list[str]]:
+    """(grant ids, approver ids) of the approval grants a released call was decided under: the
+    ``approval`` of each decision input whose decision was enforced (``superseded_inputs``
+    marks the others), where ``approvals.model.policy_approval`` put them. A refused call names
+    none: what it was last decided under is not what refused it."""
+    if entry.refusal is not None:
+        return [], []
+    superseded = set(entry.superseded_inputs)
+    grants: list[str] = []
+    approvers: set[str] = set()
+    for position, (_, _, doc) in enumerate(entry.decision_inputs):
+        approval = doc.get("approval") if position not in superseded else None
+        if not isinstance(approval, dict) or approval.get("state") != "granted":
+            continue
+        grant = approval.get("grant_id")
+        if isinstance(grant, str) and grant not in grants:
+            grants.append(grant)
+        approvers.update(person for person in approval.get("approved_by") or () if isinstance(person, str))
+    return grants, sorted(approvers)
 
 
 class LogAndMetricsRecorder:
