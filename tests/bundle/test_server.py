@@ -67,19 +67,23 @@ class Served:
             await asyncio.sleep(0.02)
 
 
+def server_settings(policy_source: Path, tmp_path: Path, **overrides: Any) -> ServerSettings:
+    settings: dict[str, Any] = {
+        "source": policy_source,
+        "credentials": credentials(),
+        "allowed_hosts": ("bundles",),
+        "state_dir": tmp_path / "state",
+        "opa": opa_binary(),
+        "poll_interval": 0.05,
+        "max_upload_bytes": 64 * 1024,
+        "max_events_per_batch": 100,
+    }
+    return ServerSettings(**{**settings, **overrides})
+
+
 @pytest.fixture
 async def served(policy_source: Path, tmp_path: Path) -> AsyncIterator[Served]:
-    settings = ServerSettings(
-        source=policy_source,
-        credentials=credentials(),
-        allowed_hosts=("bundles",),
-        state_dir=tmp_path / "state",
-        opa=opa_binary(),
-        poll_interval=0.05,
-        max_upload_bytes=64 * 1024,
-        max_events_per_batch=100,
-    )
-    app = create_app(settings)
+    app = create_app(server_settings(policy_source, tmp_path))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with (
@@ -157,16 +161,8 @@ async def test_a_revert_signed_anew_is_fetched_by_a_client_holding_the_older_sig
     so that its rollback floor rises past the revision the revert revoked (review, eighth
     round)."""
     keys = make_key_pair("RS256")
-    settings = ServerSettings(
-        source=policy_source,
-        credentials=credentials(),
-        allowed_hosts=("bundles",),
-        state_dir=tmp_path / "state",
-        opa=opa_binary(),
-        poll_interval=0.05,
-        signer=Signer.from_pem(keys.private_pem, "RS256"),
-    )
-    app = create_app(settings)
+    signer = Signer.from_pem(keys.private_pem, "RS256")
+    app = create_app(server_settings(policy_source, tmp_path, signer=signer))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {TOKEN}"}
