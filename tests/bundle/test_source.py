@@ -149,3 +149,134 @@ def test_links_inside_the_source_and_a_linked_source_folder_read(policy_source: 
     files = dict(read_snapshot(linked).files)
     assert files["labelgate/copy/data.json"] == files["labelgate/tables/data.json"] == tables.read_bytes()
     assert fingerprint(linked)
+
+
+# A production rule written in a test file: `opa test` passes with it, the served bundle (which
+# leaves test files out) lacks it, and every gateway allows what the test showed denied.
+QUARANTINE_IN_A_TEST = """package labelgate.decision
+
+# Quarantined models: every call to them is refused.
+_model_admin_denied if input.request.model == "customer-profile"
+
+test_quarantined_model_is_refused if {
+	_model_admin_denied with input as {"request": {"model": "customer-profile"}}
+}
+"""
+
+
+def test_a_rule_the_decision_uses_in_a_test_file_is_refused_naming_it(policy_source: Path) -> None:
+    (policy_source / "labelgate" / "decision" / "quarantine_test.rego").write_text(QUARANTINE_IN_A_TEST)
+    with pytest.raises(PolicyRejected) as error:
+        validate(policy_source)
+    assert error.value.reason == "POLICY_RULE_IN_TEST_FILE"
+    assert (
+        "labelgate/decision/quarantine_test.rego defines data.labelgate.decision._model_admin_denied"
+        in error.value.message
+    )
+    assert "move each such rule to a module whose name does not end in _test.rego" in error.value.message
+    assert error.value.output == (
+        "labelgate/decision/quarantine_test.rego: data.labelgate.decision._model_admin_denied"
+    )
+    assert "labelgate-bundle-" not in error.value.message
+
+
+def test_fixtures_in_a_test_file_are_allowed(policy_source: Path) -> None:
+    """Inputs, expected values and helper functions that only tests read are not served policy."""
+    (policy_source / "labelgate" / "decision" / "fixtures_test.rego").write_text(
+        """package labelgate.decision
+
+steward_call := {"request": {"model": "customer-profile", "method": "ModelReady"}}
+
+at(path, mask) := object.union({"path": path}, mask)
+
+_fixture_ttl := 5
+
+test_fixtures_are_usable if {
+	at("outputs.ssn", {"kind": "hash"}).path == "outputs.ssn"
+	steward_call.request.model == "customer-profile"
+	_fixture_ttl == 5
+}
+"""
+    )
+    validate(policy_source)
+
+
+# (production module or None, test module path, test module, the rule the refusal names)
+VARIANTS = {
+    "else": (
+        """package labelgate.decision
+
+default _quarantine_level := 0
+
+_model_admin_denied if _quarantine_level > 0
+""",
+        "labelgate/decision/quarantine_test.rego",
+        """package labelgate.decision
+
+_quarantine_level := 2 if input.request.model == "customer-profile" else := 0
+
+test_quarantine_level if _quarantine_level == 2 with input as {"request": {"model": "customer-profile"}}
+""",
+        "data.labelgate.decision._quarantine_level",
+    ),
+    "function": (
+        """package labelgate.decision
+
+_quarantined(model) if model == "retired-model"
+
+_model_admin_denied if _quarantined(input.request.model)
+""",
+        "labelgate/decision/quarantine_test.rego",
+        """package labelgate.decision
+
+_quarantined(model) if model == "customer-profile"
+
+test_quarantined if _quarantined("customer-profile")
+""",
+        "data.labelgate.decision._quarantined",
+    ),
+    "import": (
+        """package labelgate.decision
+
+import data.labelgate.quarantine
+
+_model_admin_denied if input.request.model in quarantine.models
+""",
+        "labelgate/quarantine/models_test.rego",
+        """package labelgate.quarantine
+
+models contains "customer-profile"
+
+test_customer_profile_is_quarantined if "customer-profile" in models
+""",
+        "data.labelgate.quarantine.models",
+    ),
+    "dynamic key": (
+        """package labelgate.decision
+
+_model_admin_denied if data.labelgate.quarantine[input.request.model]
+""",
+        "labelgate/quarantine_test.rego",
+        """package labelgate
+
+quarantine["customer-profile"] := true
+
+test_customer_profile_is_quarantined if quarantine["customer-profile"]
+""",
+        'data.labelgate.quarantine["customer-profile"]',
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_test_file_rule_reached_through_else_functions_imports_or_keys_is_refused(
+    policy_source: Path, variant: str
+) -> None:
+    production, test_path, test_module, rule = VARIANTS[variant]
+    (policy_source / "labelgate" / "decision" / "quarantine.rego").write_text(production)
+    (policy_source / test_path).parent.mkdir(parents=True, exist_ok=True)
+    (policy_source / test_path).write_text(test_module)
+    with pytest.raises(PolicyRejected) as error:
+        validate(policy_source)
+    assert error.value.reason == "POLICY_RULE_IN_TEST_FILE", error.value.message
+    assert f"{test_path} defines {rule}," in error.value.message

@@ -12,7 +12,10 @@ Validation runs the real ``opa`` binary on the snapshot, never on the live folde
 
 1. ``opa check --strict --bundle BUNDLE.tar.gz``: the exact tarball to be served, manifest
    roots included, compiles in strict mode;
-2. ``opa test DIR``: the snapshot with its tests passes.
+2. ``opa test DIR``: the snapshot with its tests passes;
+3. ``opa deps`` and ``opa eval`` (``rules_in_tests``): no rule written in a ``*_test.rego``
+   file, which the bundle leaves out, is one the served decision depends on, or step 2
+   would have tested a policy that no gateway runs.
 
 Before OPA, the server's command line has the publisher load the bundle's data and its
 classification catalog exactly as a gateway following the bundle does (``bundle/cli.py``
@@ -25,6 +28,7 @@ Blocking (files, subprocesses): the publisher calls these from a worker thread.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -33,7 +37,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from labelgate.bundle import reasons
+from labelgate.bundle import reasons, rules_in_tests
 from labelgate.bundle.build import DATA_FILE, UNSUPPORTED_DATA_FILES, Bundle, SourceFile, content_revision
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import get_logger
@@ -124,7 +128,8 @@ def read_snapshot(root: Path) -> SourceSnapshot:
 
 
 class OpaValidator:
-    """Runs ``opa check --strict`` and ``opa test`` on a snapshot and the bundle built from it."""
+    """Runs ``opa check --strict`` and ``opa test`` on a snapshot and the bundle built from it,
+    and refuses rules in test files that the served decision depends on."""
 
     def __init__(self, opa: str | None = None, timeout: float = OPA_TIMEOUT_SECONDS) -> None:
         self.opa = opa or default_opa_binary()
@@ -135,7 +140,8 @@ class OpaValidator:
             )
 
     def validate(self, snapshot: SourceSnapshot, bundle: Bundle) -> None:
-        """Raise ``PolicyRejected`` unless OPA compiles the bundle strictly and the tests pass."""
+        """Raise ``PolicyRejected`` unless OPA compiles the bundle strictly, the tests pass and
+        the decision depends on no rule of a test file."""
         with tempfile.TemporaryDirectory(prefix="labelgate-bundle-") as scratch:
             work = Path(scratch)
             tarball = work / "bundle.tar.gz"
@@ -152,8 +158,24 @@ class OpaValidator:
                 log.warning("bundle_source_without_tests", files=len(snapshot.files))
             source.mkdir(exist_ok=True)
             self._run(["test", str(source)], work, "POLICY_TEST_FAILED", "opa test")
+            self._refuse_rules_in_test_files(snapshot, source, work)
 
-    def _run(self, args: list[str], work: Path, reason: str, what: str) -> None:
+    def _refuse_rules_in_test_files(self, snapshot: SourceSnapshot, source: Path, work: Path) -> None:
+        """After ``opa test``: every test file parses, so a failure here is OPA's, not the author's."""
+        texts = rules_in_tests.texts_of_test_modules(snapshot.files)
+        if not texts:
+            return
+        modules_input = work / "test-modules.json"
+        modules_input.write_text(json.dumps(texts))
+        reason = reasons.POLICY_RULE_IN_TEST_FILE
+        deps = self._run(rules_in_tests.deps_args(source), work, reason, "opa deps")
+        parsed = self._run(rules_in_tests.parse_args(modules_input), work, reason, "opa eval (parse tests)")
+        found = rules_in_tests.depended_on(deps, parsed)
+        if found:
+            listing = "\n".join(f"{each.file}: {each.rule}" for each in found)
+            raise PolicyRejected(reason, rules_in_tests.refusal(found), listing[:OUTPUT_LIMIT])
+
+    def _run(self, args: list[str], work: Path, reason: str, what: str) -> bytes:
         try:
             result = subprocess.run(
                 [self.opa, *args], capture_output=True, timeout=self.timeout, check=False, cwd=work
@@ -169,6 +191,7 @@ class OpaValidator:
             raise PolicyRejected(
                 reason, f"{what} failed (exit {result.returncode}): {_summary(output)}", output[:OUTPUT_LIMIT]
             )
+        return result.stdout
 
 
 def _summary(output: str) -> str:
