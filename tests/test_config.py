@@ -751,6 +751,12 @@ def test_the_final_flag_is_released_as_a_bool_only_by_default() -> None:
         ({"label": "secret", "types": ["bool"]}, "'public', 'internal', 'confidential' or 'restricted'"),
         ({"label": "public", "types": ["bool"], "type": "bool"}, "Extra inputs"),
         ("secret", "'public', 'internal', 'confidential' or 'restricted'"),
+        # Neither a label nor a mapping: told the labels it may be (review: it named the typed
+        # form's internal tag and Python class).
+        (None, "'public', 'internal', 'confidential' or 'restricted'"),
+        (5, "'public', 'internal', 'confidential' or 'restricted'"),
+        (True, "'public', 'internal', 'confidential' or 'restricted'"),
+        ({"label": "public", "types": ["bool", "bool"]}, "each type once"),
     ],
 )
 def test_a_released_parameter_that_does_not_fit_either_form_is_refused(value: Any, says: str) -> None:
@@ -759,3 +765,16 @@ def test_a_released_parameter_that_does_not_fit_either_form_is_refused(value: An
     assert "  - release.parameters.flag" in refused.value.message, refused.value.message
     assert says in refused.value.message, refused.value.message
     assert refused.value.message.count("  - ") == 1, "one problem, of the form written"
+
+
+def test_the_final_flag_may_be_released_only_as_a_bool() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            auth=AUTH,
+            release={
+                "parameters": {"triton_final_response": {"label": "public", "types": ["bool", "string"]}}
+            },
+        )
+    assert "Triton's final-response flag, a bool" in refused.value.message
+    short = load_settings(auth=AUTH, release={"parameters": {"triton_final_response": "public"}})
+    assert short.release.parameters == {"triton_final_response": "public"}  # a bool all the same

@@ -46,7 +46,7 @@ from labelgate import reasons
 from labelgate.auth.assertion import SubjectAssertionSettings
 from labelgate.auth.settings import AuthSettings
 from labelgate.classify.labels import LABELS
-from labelgate.classify.parameters import ParameterType
+from labelgate.classify.parameters import FINAL_PARAMETER, FINAL_PARAMETER_TYPES, ParameterType
 from labelgate.config_paths import ConfigPath, config_folder_context, from_config_file
 from labelgate.digits import whole_number
 from labelgate.errors import ConfigError
@@ -438,9 +438,18 @@ class ReleasedParameter(Section):
     label: Label
     types: list[ParameterType] = Field(min_length=1)
 
+    @field_validator("types")
+    @classmethod
+    def _each_type_once(cls, types: list[ParameterType]) -> list[ParameterType]:
+        if len(set(types)) != len(types):
+            raise ValueError(f"each type once: {types}")
+        return types
+
 
 def _release_form(value: Any) -> str:
-    return "label" if isinstance(value, str) else "typed"
+    # Anything but a mapping is read as a label, so a null or a number is told the labels it
+    # may be (a mapping gets the typed form's own errors).
+    return "typed" if isinstance(value, dict | ReleasedParameter) else "label"
 
 
 # ``name: label`` or ``name: {label, types}``, told apart by form so that a mistake in either is
@@ -457,10 +466,22 @@ class ReleaseSettings(Section):
     # Reply and output parameters released, each with the label it carries (string values,
     # and numbers as their digits, are also scanned by the detectors); every other parameter
     # is dropped. ``name: label`` releases a value of any type; ``name: {label, types}`` only
-    # those types (a REST upstream's whole numbers arrive as int64). The final flag is a bool.
+    # those types (a REST upstream's whole numbers arrive as int64). The final flag
+    # (``triton_final_response``) is released as a bool only, whatever the form.
     parameters: dict[str, ParameterRelease] = {
-        "triton_final_response": ReleasedParameter(label="public", types=["bool"])
+        FINAL_PARAMETER: ReleasedParameter(label="public", types=list(FINAL_PARAMETER_TYPES))
     }
+
+    @field_validator("parameters")
+    @classmethod
+    def _final_flag_is_a_bool(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        final = parameters.get(FINAL_PARAMETER)
+        if isinstance(final, ReleasedParameter) and set(final.types) != set(FINAL_PARAMETER_TYPES):
+            raise ValueError(
+                f"{FINAL_PARAMETER} is Triton's final-response flag, a bool: release it as "
+                f"`{FINAL_PARAMETER}: <label>` or with types [bool] (it is only ever released as a bool)"
+            )
+        return parameters
 
 
 ApprovalEvent = Literal["requested", "granted", "denied", "expired", "abandoned"]

@@ -151,6 +151,20 @@ def test_each_type_passes_only_where_it_was_released(kind: str) -> None:
     assert [(p.name, p.value) for p in found] == [(kind, values[kind])]
 
 
+@pytest.mark.parametrize("kind", [kind for kind in PARAMETER_TYPES if kind != "bool"])
+def test_the_final_flag_released_in_the_short_form_is_still_a_bool_only(kind: str) -> None:
+    """Review, eighth round: re-listed beside another name in the short form (as the old default
+    was written), ``triton_final_response`` released text again on unary replies."""
+    values = {"int64": 7, "uint64": 7, "double": 0.25, "string": "Jane Doe, diagnosis HIV+"}
+    reply = pb.ModelInferResponse(model_name="m")
+    setattr(reply.parameters["triton_final_response"], f"{kind}_param", values[kind])
+    reply.parameters["sequence_id"].string_param = "s-1"
+    released = {"triton_final_response": "public", "sequence_id": "internal"}
+    assert [(p.name, p.value) for p in released_parameters(reply, released)] == [("sequence_id", "s-1")]
+    reply.parameters["triton_final_response"].bool_param = True
+    assert [p.name for p in released_parameters(reply, released)] == ["sequence_id", "triton_final_response"]
+
+
 def test_a_released_name_without_a_value_is_dropped() -> None:
     reply = pb.ModelInferResponse(model_name="m")
     reply.parameters["any"].SetInParent()

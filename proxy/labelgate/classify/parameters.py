@@ -32,6 +32,11 @@ BACKEND_LABELS_PARAMETER = "labelgate.labels"
 ParameterValue = bool | int | float | str
 ParameterType = Literal["bool", "int64", "uint64", "double", "string"]
 PARAMETER_TYPES: tuple[ParameterType, ...] = ("bool", "int64", "uint64", "double", "string")
+# Triton's final-response flag of a streamed reply: a bool, whatever form released it (the
+# short form ``triton_final_response: public``, re-listed beside another name, released text
+# there on unary replies: review, eighth round).
+FINAL_PARAMETER = "triton_final_response"
+FINAL_PARAMETER_TYPES: tuple[ParameterType, ...] = ("bool",)
 # The ``InferParameter`` choice -> its type's name.
 _CHOICE_TYPES: dict[str, ParameterType] = {f"{name}_param": name for name in PARAMETER_TYPES}
 
@@ -76,7 +81,9 @@ def release_label(release: Release) -> str:
     return release if isinstance(release, str) else release.label
 
 
-def release_types(release: Release) -> Collection[str]:
+def release_types(name: str, release: Release) -> Collection[str]:
+    if name == FINAL_PARAMETER:
+        return FINAL_PARAMETER_TYPES
     return PARAMETER_TYPES if isinstance(release, str) else release.types
 
 
@@ -102,7 +109,7 @@ def released_parameters(response: Any, released: Mapping[str, Release]) -> list[
         for name in sorted(set(parameters) & released.keys() - {BACKEND_LABELS_PARAMETER}):
             parameter = parameters[name]
             kind = _CHOICE_TYPES.get(parameter.WhichOneof("parameter_choice") or "")
-            if kind is None or kind not in release_types(released[name]):
+            if kind is None or kind not in release_types(name, released[name]):
                 continue
             found.append(Parameter(output, name, getattr(parameter, f"{kind}_param")))
     return found

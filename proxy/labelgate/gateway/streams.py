@@ -26,13 +26,13 @@ import grpc
 
 from labelgate.calls import Call, Target
 from labelgate.classify.catalog import OUTPUTS_PREFIX
+from labelgate.classify.parameters import FINAL_PARAMETER
 from labelgate.config import LimitSettings
 from labelgate.errors import LabelgateError, Overloaded, ResourceExhausted, UpstreamError
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 
-FINAL_PARAMETER = "triton_final_response"
 log = get_logger(__name__)
 
 
