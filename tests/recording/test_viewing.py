@@ -18,7 +18,7 @@ import pytest
 from labelgate._proto.labelgate.v1 import demo_pb2
 from labelgate.auth import Subject
 from labelgate.calls import CallRecord
-from labelgate.classify import Catalog, Classifier, DetectorSet
+from labelgate.classify import Catalog, Classifier, DetectorSet, to_policy_fields
 from labelgate.classify.detectors import CustomPattern
 from labelgate.enforce.replies import infer_response
 from labelgate.oip.tensor import Tensor
@@ -421,3 +421,35 @@ async def test_a_catalog_replaced_on_every_decision_shows_nothing() -> None:
     view = await view_call(policy, AUDITOR, recorded())
     assert view["response"] is None and view["replay"]["outcome"] == "error"
     assert "changed while the recording was viewed" in view["replay"]["reason"]
+
+
+def _recorded_output(name: str, text: bytes) -> dict[str, Any]:
+    """A call to ``sentiment`` whose one output, named by the upstream, holds ``text``, with
+    the fields the call's decision saw."""
+    tensors = [Tensor(name, "BYTES", [1], [text])]
+    live = classifier().classify_response("sentiment", tensors)
+    response = infer_response(model="sentiment", model_version="", caller_id="1", tensors=tensors, raw=False)
+    return recorded(
+        model="sentiment",
+        response=encode_message(response),
+        decision={
+            "outcome": "allowed",
+            "labels": sorted({label for item in live.fields for label in item.labels}),
+            "masked": [],
+            "fields": to_policy_fields(live.fields),
+        },
+    )
+
+
+@pytest.mark.parametrize("name", ["a{b", "x[y", "a{us_ssn}", "n[]"])
+async def test_an_output_named_with_braces_is_masked_whole_in_a_replay(
+    engine: PolicyEngine, name: str
+) -> None:
+    """Review of the replay fix (eighth round): the whole field was found by cutting a path at
+    its first brace, so an output the upstream named ``a{b`` was masked as ``outputs.a`` (no
+    such output) and its SSN shown in clear."""
+    view = await view_call(
+        policy_of(engine.decide), AUDITOR, _recorded_output(name, b"call me, SSN 536-22-1234")
+    )
+    assert "536-22-1234" not in json.dumps(view)
+    assert shown(view) == {name: [b""]}

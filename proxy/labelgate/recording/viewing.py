@@ -178,7 +178,8 @@ async def view_call(policy: ReplayPolicy, viewer: Subject, entry: dict[str, Any]
         return shown
     outcome = APPROVAL_REQUIRED if decision.require_approval else MASKED if masks else SHOWN
     widened = {mask.path for mask in masks if mask not in decided}
-    shown["replay"] = _verdict(outcome, decision.reason, decision, _summary(masks, fields, widened))
+    names = None if response.tensors is None else {tensor.name for tensor in response.tensors}
+    shown["replay"] = _verdict(outcome, decision.reason, decision, _summary(masks, fields, widened, names))
     return shown
 
 
@@ -302,28 +303,37 @@ def _applicable(masks: list[Mask], response: _Response, fields: Sequence[Field])
     is applied as it is. A glob is kept for the whole fields it names, and widened for every
     part-field path, recorded or found today, that it names.
     """
-    tensors = response.tensors is not None
+    names = None if response.tensors is None else {tensor.name for tensor in response.tensors}
     applicable: list[Mask] = []
     for mask in masks:
         if not is_glob(mask.path):
-            whole = _whole_path(mask.path, tensors)
-            applicable.append(mask if whole == mask.path else Mask(whole, "null"))
+            wholes = _whole_paths(mask.path, names)
+            applicable += [mask if whole == mask.path else Mask(whole, "null") for whole in wholes]
             continue
         applicable.append(mask)
         pattern = compile_glob(mask.path)
         for item in fields:
-            whole = _whole_path(item.path, tensors)
-            if whole != item.path and pattern.fullmatch(item.path):
-                applicable.append(Mask(whole, "null"))
+            if pattern.fullmatch(item.path):
+                wholes = _whole_paths(item.path, names)
+                applicable += [Mask(whole, "null") for whole in wholes if whole != item.path]
     return list(strongest(applicable).values())
 
 
-def _whole_path(path: str, tensors: bool) -> str:
-    """The whole field a path is part of: ``outputs.t`` for ``outputs.t{d}`` or
-    ``outputs.t[].k`` (an inference response); the field before ``{`` in a message."""
-    if tensors and path.startswith(OUTPUTS_PREFIX):
-        return OUTPUTS_PREFIX + tensor_part(path)
-    return path.split("{", 1)[0]
+def _whole_paths(path: str, names: set[str] | None) -> list[str]:
+    """The whole fields a path is part of, or is: for an inference response (``names``: its
+    outputs), ``outputs.t`` of ``outputs.t{d}`` or ``outputs.t[].k`` for every output ``t`` the
+    path can be read as (an upstream names its outputs, ``a{b`` and ``x[y`` included, so a
+    path is not cut at its first brace: review, eighth round; each reading is masked); the
+    field before ``{`` in a message (field names hold no braces)."""
+    if names is None or not path.startswith(OUTPUTS_PREFIX):
+        return [path.split("{", 1)[0]]
+    rest = path.removeprefix(OUTPUTS_PREFIX)
+    wholes = [
+        OUTPUTS_PREFIX + name
+        for name in names
+        if rest == name or (rest.startswith(name) and rest[len(name)] in "{[")
+    ]
+    return sorted(wholes) or [OUTPUTS_PREFIX + tensor_part(path)]
 
 
 def _masked(policy: ReplayPolicy, response: _Response, masks: list[Mask]) -> Message:
@@ -349,12 +359,14 @@ def _masked(policy: ReplayPolicy, response: _Response, masks: list[Mask]) -> Mes
     )
 
 
-def _summary(masks: Sequence[Mask], fields: Sequence[Field], widened: set[str]) -> list[dict[str, str]]:
+def _summary(
+    masks: Sequence[Mask], fields: Sequence[Field], widened: set[str], names: set[str] | None
+) -> list[dict[str, str]]:
     labels = {item.path: max(item.labels, key=rank) for item in fields}
     # A mask widened to a whole field (``_applicable``) is there for what was found inside it.
     inside: dict[str, str] = {}
     for item in fields:
-        for whole in {_whole_path(item.path, True), _whole_path(item.path, False)} - {item.path}:
+        for whole in set(_whole_paths(item.path, names)) - {item.path}:
             if whole not in inside or rank(labels[item.path]) > rank(inside[whole]):
                 inside[whole] = labels[item.path]
     summary = []
