@@ -14,13 +14,22 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 
-from labelgate.approvals import reasons
-from labelgate.approvals.oidc import OidcSignin, OidcUnavailable, Pending, endpoint_allowed
+from labelgate.admin.app import build_admin_app
+from labelgate.approvals import reasons, signed
+from labelgate.approvals.api import ApprovalsContext
+from labelgate.approvals.db import SqliteDatabase
+from labelgate.approvals.oidc import OidcSignin, OidcUnavailable, Pending, endpoint_allowed, seal
+from labelgate.approvals.service import ApprovalService
+from labelgate.approvals.web import MAX_COOKIE_BYTES, SESSION_FORMAT, open_session
+from labelgate.auth import Authenticator
+from labelgate.auth.settings import AuthSettings, JwtSettings
 from labelgate.config import OidcSettings
 from tests.support.http import serving
 from tests.support.pki import SigningKey, jwks, rsa_signing_key
@@ -54,9 +63,12 @@ class FakeProvider:
             "jwks_uri": f"{self.issuer}/jwks",
         }
 
+    # How long the ID tokens it issues last (negative: already expired when issued).
+    lifetime: int = 300
+
     def id_token(self, sub: str = "olivia") -> str:
         now = int(time.time())
-        claims = {"iss": self.issuer, "aud": CLIENT_ID, "sub": sub, "iat": now, "exp": now + 300}
+        claims = {"iss": self.issuer, "aud": CLIENT_ID, "sub": sub, "iat": now, "exp": now + self.lifetime}
         return self.key.sign({**claims, "nonce": NONCE, "groups": ["data-owners"]})
 
 
@@ -183,3 +195,69 @@ async def test_an_http_endpoint_in_discovery_is_refused(
 )
 def test_which_endpoints_the_inbox_may_use(url: str, issuer: str, allowed: bool) -> None:
     assert endpoint_allowed(url, issuer) is allowed
+
+
+KEY = b"oidc-session-test-key-0123456789abcdef"
+
+
+async def _ready() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@contextlib.asynccontextmanager
+async def inbox_for(
+    provider: FakeProvider, folder: Path
+) -> AsyncIterator[tuple[ApprovalsContext, httpx.AsyncClient]]:
+    """The real admin app, in process, signing approvers in with ``provider``."""
+    service = ApprovalService(
+        SqliteDatabase(folder / "approvals.db"), node_id="n", link_base="http://inbox.test"
+    )
+    await service.start(sweep=False)
+    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+    await authenticator.start()
+    ctx = ApprovalsContext(service, authenticator, session_key=KEY, oidc=signin_for(provider.issuer))
+    transport = httpx.ASGITransport(app=build_admin_app(_ready, ctx), raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:9090") as client:
+            yield ctx, client
+    finally:
+        await service.close()
+        await authenticator.close()
+
+
+async def callback(client: httpx.AsyncClient) -> httpx.Response:
+    """The provider's redirect back, with the pending sign-in's cookie this browser holds."""
+    return await client.get(
+        "/inbox/oidc/callback",
+        params={"state": "state-of-this-sign-in", "code": "the-code"},
+        headers={"cookie": f"labelgate_oidc={seal(KEY, pending())}"},
+    )
+
+
+async def test_an_oidc_session_ends_when_the_id_token_does(provider_key: SigningKey, tmp_path: Path) -> None:
+    """Review finding: an OpenID Connect session lasted ``admin.session_max_seconds`` (8 h)
+    whatever the ID token's ``exp``, carrying the groups it named all that time. Now it ends
+    by the ID token's expiry, as a session opened with a pasted bearer token ends by its."""
+    async with fake_provider(provider_key) as provider, inbox_for(provider, tmp_path) as (ctx, client):
+        before = int(time.time())
+        answer = await callback(client)
+        after = int(time.time())
+    assert answer.status_code == 200, answer.text
+    value = answer.cookies.get("labelgate_session")
+    claims = signed.verify(KEY, b"session", SESSION_FORMAT, value, MAX_COOKIE_BYTES)
+    assert claims is not None and claims["sub"]["id"] == f"jwt:{provider.issuer}#olivia"
+    assert before + provider.lifetime <= claims["exp"] <= after + provider.lifetime
+    max_age = int(answer.headers["set-cookie"].partition("Max-Age=")[2].partition(";")[0])
+    assert 0 < max_age <= provider.lifetime
+    assert open_session(ctx, value, now=claims["exp"] - 1) is not None
+    assert open_session(ctx, value, now=claims["exp"]) is None
+
+
+async def test_an_id_token_already_expired_within_the_leeway_opens_no_session(
+    provider_key: SigningKey, tmp_path: Path
+) -> None:
+    async with fake_provider(provider_key) as provider, inbox_for(provider, tmp_path) as (_, client):
+        provider.lifetime = -10  # within the 30 s leeway the ID token is verified with
+        answer = await callback(client)
+    assert answer.status_code == 401 and reasons.OIDC_ID_TOKEN_INVALID in answer.text
+    assert "labelgate_session" not in answer.cookies

@@ -103,6 +103,44 @@ def test_what_a_grant_covers() -> None:
     assert not rules.grant_satisfies(wrong_group, TWO_FROM_SECURITY)
 
 
+def test_a_grant_lives_no_longer_than_the_policy_in_force_allows() -> None:
+    """Review finding: a grant made under ``grant_ttl_seconds: 3600`` kept releasing calls for
+    an hour after a policy revision said 60: only the expiry stored at grant time was read."""
+    grant = Grant(
+        "grant-1", "apr-1", BINDING, (("sam", ("security",)), ("sol", ("security",))), NOW, NOW + 3600
+    )
+    shorter = dataclasses.replace(TWO_FROM_SECURITY, grant_ttl_seconds=60)
+    assert rules.grant_mismatch(grant, BINDING, NOW + 59, shorter) is None
+    assert rules.grant_mismatch(grant, BINDING, NOW + 60, shorter) == (
+        "the policy now lets a grant last at most 60 s"
+    )
+    assert rules.grant_mismatch(grant, BINDING, NOW + 600, shorter) is not None
+    # A longer lifetime now never lengthens the grant: its own expiry still ends it.
+    longer = dataclasses.replace(TWO_FROM_SECURITY, grant_ttl_seconds=86400)
+    assert rules.grant_mismatch(grant, BINDING, NOW + 600, longer) is None
+    assert rules.grant_mismatch(grant, BINDING, NOW + 3600, longer) == "the grant has expired"
+    # Without a requirement (what a named grant for another round is checked against): its own expiry.
+    assert rules.grant_lapsed(grant, None, NOW + 600) is None
+    assert rules.grant_lapsed(grant, shorter, NOW + 600) is not None
+
+
+def test_a_vote_counts_in_the_groups_the_request_asked_for_only() -> None:
+    """Review finding: a vote recorded all of the approver's groups, so a data owner who is in
+    security too, approving a data-owners request, made a grant that counted as a security
+    approval nobody asked for (in ``grant_satisfies`` and in the policy's approvers)."""
+    owners = request(requirement=Requirement(("data-owners",), 1, 900))
+    sam = Subject("sam", ("data-owners", "security", "admins"))
+    assert rules.voting_groups(sam, owners) == ("data-owners",)
+    assert rules.voting_groups(sam, request()) == ("security",)
+    either = request(requirement=Requirement(("security", "data-owners"), 1, 900))
+    assert rules.voting_groups(sam, either) == ("data-owners", "security")
+    # A vote stored with every group (before votes were narrowed) still makes a narrow grant.
+    wide = vote("sam", "data-owners", "security")
+    assert rules.counted_approvers([wide], owners.requirement, "bea") == {"sam": ("data-owners",)}
+    grant = Grant("grant-1", "apr-1", BINDING, (("sam", ("data-owners",)),), NOW, NOW + 900)
+    assert not rules.grant_satisfies(grant, Requirement(("security",), 1, 900))
+
+
 def test_client_options_from_metadata() -> None:
     options = read_options((("x-labelgate-approval", "async"), ("x-labelgate-justification", b"ticket\n42")))
     assert options.mode == "async" and options.justification == "ticket 42" and options.approval_id is None

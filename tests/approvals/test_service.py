@@ -136,16 +136,60 @@ async def test_two_people_from_security_and_a_person_counts_once(new_database: C
         grant = await service.get_grant(done.grant_id)
         assert grant is not None and grant.approved_by == ["sam", "sol"]
         # The policy gets each approver's groups (as they voted), to count each requirement
-        # by its own approver groups.
+        # by its own approver groups: only those the request asked for (sam is a data owner
+        # too, and was not asked as one).
         assert grant.to_policy() == {
             "state": "granted",
             "grant_id": grant.id,
             "approved_by": ["sam", "sol"],
             "approvers": [
-                {"id": "sam", "groups": ["data-owners", "security"]},
+                {"id": "sam", "groups": ["security"]},
                 {"id": "sol", "groups": ["security"]},
             ],
         }
+
+
+async def test_a_vote_is_recorded_in_the_groups_the_request_asked_for_only(
+    new_database: Callable, recorded
+) -> None:
+    """Review finding: a vote recorded all of the approver's groups, copied into the grant, so
+    a data owner who is in security too made, by approving a data-owners request, a grant that
+    released the call when the policy held it for security (no security request opened)."""
+    olga = Subject("olga", ("data-owners", "security", "analysts"))
+    one_from_security = Requirement(
+        ("security",), 1, 900, "restricted data needs 1 approval(s) from security"
+    )
+    async with running_service(new_database) as service:
+        request = await service.open(draft(mode="async"))
+        done = await service.approve(olga, request.id, "ticket 7")
+        assert done.state is State.GRANTED and done.grant_id is not None
+        assert [vote.groups for vote in done.votes] == [("data-owners",)]
+        grant = await service.get_grant(done.grant_id)
+        assert grant is not None and grant.approvers == (("olga", ("data-owners",)),)
+        binding = Binding("steve", METHOD, "customer-profile", ("public", "confidential"), DIGEST)
+        assert await service.find_grant(binding, OWNERS) is not None
+        assert await service.find_grant(binding, one_from_security) is None
+    vote = next(p for e, p in recorded if e == "approval.vote" and p.get("approval_id") == request.id)
+    assert vote["groups"] == ["data-owners"]
+
+
+async def test_a_policy_that_shortens_grant_ttl_shortens_the_grants_already_made(
+    new_database: Callable,
+) -> None:
+    """Review finding: a grant made under ``grant_ttl_seconds: 3600`` was still found 10 min
+    later under a policy revision that says 60: only the expiry set at grant time counted."""
+    clock = Clock()
+    hour = dataclasses.replace(OWNERS, grant_ttl_seconds=3600)
+    minute = dataclasses.replace(OWNERS, grant_ttl_seconds=60)
+    binding = Binding("steve", METHOD, "customer-profile", ("public", "confidential"), DIGEST)
+    async with running_service(new_database, clock=clock) as service:
+        request = await service.open(dataclasses.replace(draft(mode="async"), requirement=hour))
+        await service.approve(OLIVIA, request.id)
+        clock.now += 30
+        assert await service.find_grant(binding, minute) is not None
+        clock.now += 570
+        assert await service.find_grant(binding, hour) is not None
+        assert await service.find_grant(binding, minute) is None
 
 
 async def test_nobody_decides_their_own_request_admins_included(new_database: Callable) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,11 +25,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from labelgate.approvals import reasons
 from labelgate.approvals import repository as repo
 from labelgate.approvals.db import SqliteDatabase
 from labelgate.approvals.errors import ApprovalPending
 from labelgate.approvals.hold import note_request
-from labelgate.approvals.model import Binding, Grant
+from labelgate.approvals.model import Binding, Grant, Requirement
 from labelgate.approvals.postgres import PostgresDatabase
 from labelgate.approvals.service import GRANT_SPENT, ApprovalService
 from labelgate.approvals.stage import HoldForApproval
@@ -145,8 +147,8 @@ def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[],
 
 
 @contextlib.asynccontextmanager
-async def service_on(db: Any) -> AsyncIterator[ApprovalService]:
-    service = ApprovalService(db, node_id=f"node-{id(db)}", link_base="http://inbox.test")
+async def service_on(db: Any, clock: Callable[[], float] = time.time) -> AsyncIterator[ApprovalService]:
+    service = ApprovalService(db, node_id=f"node-{id(db)}", link_base="http://inbox.test", clock=clock)
     await service.start(sweep=False)
     try:
         yield service
@@ -376,3 +378,84 @@ async def test_naming_the_last_approval_releases_a_call_whose_first_requirement_
         assert request is not None and request.grant_id is not None
         used = await service.get_grant(request.grant_id)
         assert used is not None and used.used_by == last.request_id
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# A security grant that spends nothing (not single-use, no budget), under a policy that asks for one.
+PLAIN_SECURITY = held("security", "restricted data needs 1 approval(s) from security", single_use=False)
+
+
+@pytest.mark.parametrize(
+    ("kind", "first"),
+    [({"row_budget": 5}, SECURITY), ({"single_use": False}, PLAIN_SECURITY)],
+    ids=["spends", "spends-nothing"],
+)
+async def test_an_earlier_rounds_grant_that_expired_while_the_next_was_held_releases_nothing(
+    new_database: Callable[[], Any], kind: dict[str, Any], first: Decision
+) -> None:
+    """Review finding: round 1 found a live security grant; it expired while the call was held
+    for a data owner, who approved after that; the call was released on the expired grant (and
+    a single-use one spent on it): the earlier rounds' grants were used unchecked. Now the call
+    is refused (GRANT_EXPIRED, naming the approval), nothing used; called again, it finds the
+    data owner's grant still live and is asked for security only. A grant that spends nothing
+    (not single-use, no budget) is checked too."""
+    clock = Clock()
+    async with service_on(new_database(), clock) as service:
+        stage = HoldForApproval(service, hold_timeout_seconds=20, clock=clock)
+        security = dataclasses.replace(grant(SAM, **kind), created_at=clock.now, expires_at=clock.now + 2)
+        await insert(service, security)
+        changed: asyncio.Queue[str] = asyncio.Queue()
+        service.db.on_change(changed.put_nowait)
+
+        async def approve_after_the_security_grant_expired() -> str:
+            request_id = await changed.get()
+            clock.now += 5
+            await service.approve(OLGA, request_id, "ticket CS-7")
+            return request_id
+
+        approving = asyncio.create_task(approve_after_the_security_grant_expired())
+        answer = await asyncio.wait_for(stage.hold(call(), STEVE, POLICY_INPUT, first, Policy()), 30)
+        owners_request = await asyncio.wait_for(approving, 30)
+        assert not answer.allow and answer.fail_reason == reasons.GRANT_EXPIRED
+        assert security.request_id in answer.reason and "expired" in answer.reason
+        assert await unspent(service, security)
+        asked = await service.get(owners_request)
+        assert asked is not None and asked.grant_id is not None
+        assert (await service.get_grant(asked.grant_id)).used_by is None  # type: ignore[union-attr]
+
+        with pytest.raises(ApprovalPending) as again:
+            await asyncio.wait_for(stage.hold(call(*ASYNC), STEVE, POLICY_INPUT, first, Policy()), 30)
+        renewed = await service.get(again.value.details["approval_id"])
+        assert renewed is not None and renewed.requirement.approver_groups == ("security",)
+
+
+async def test_using_grants_refuses_one_past_its_expiry_or_the_ttl_it_is_held_to(
+    new_database: Callable[[], Any],
+) -> None:
+    clock = Clock()
+    async with service_on(new_database(), clock) as service:
+        spent_on_use, plain = grant(OLGA), grant(SAM, single_use=False)
+        older = dataclasses.replace(grant(OLGA, single_use=False), expires_at=clock.now + 100)
+        await insert(service, spent_on_use, plain, older)
+        clock.now += 101
+        # Grants that spend nothing are used without a transaction: checked all the same.
+        used = await service.use_grants([(plain, None), (older, None)], "req-this")
+        assert not used.released and used.refused == older and used.refusal == reasons.GRANT_EXPIRED
+        # With one that spends: the live one is not spent on a call that is not released.
+        used = await service.use_grants([(spent_on_use, None), (older, None)], "req-this")
+        assert not used.released and used.refusal == reasons.GRANT_EXPIRED
+        assert await unspent(service, spent_on_use)
+        clock.now -= 101
+        # Within its own expiry, but older than the grant_ttl_seconds of the requirement it met.
+        clock.now += 300
+        one_minute = Requirement(("security",), 1, 60)
+        used = await service.use_grants([(plain, one_minute)], "req-this")
+        assert not used.released and used.refused == plain and used.refusal == reasons.GRANT_EXPIRED
+        assert (await service.use_grants([(plain, None)], "req-this")).released

@@ -85,3 +85,28 @@ def test_async_mode_asks_for_the_next_requirement_when_the_first_is_named(stack:
     assert all(done.outputs["account_secret"])
     # Both grants live: a repeat call of the same query passes at once.
     assert grpc_infer(stack.grpc, bob_token).code == "OK"
+
+
+def test_a_security_approver_who_is_a_data_owner_too_does_not_approve_for_data_owners(stack: Stack) -> None:
+    """Review finding: a vote recorded all of the approver's groups, and the policy counts each
+    requirement by the groups in ``approval.approvers``. Two security members, one of them a
+    data owner too, approving the security round released the SSN with no data-owners request
+    ever opened. A vote now counts in the groups its request asked for only."""
+    bob = person("bob")
+    owner_token = token(person("owner"), "data-owners")
+    call = held(stack.grpc, token(bob, "data-stewards", "break-glass"))
+    first = stack.api.pending_of(bob, token(person("sec"), "security"))
+    assert first["approver_groups"] == ["security"]
+    sam, sol = token(person("sam"), "security", "data-owners"), token(person("sol"), "security")
+    for approver in (sam, sol):
+        answer = stack.api.approve(first["id"], approver, "incident INC-7")
+        assert answer.status_code == 200, answer.text
+    assert [vote["groups"] for vote in stack.api.show(first["id"], sol)["votes"]] == [["security"]] * 2
+
+    second = stack.api.pending_of(bob, owner_token)
+    assert (second["approver_groups"], second["min_approvals"]) == (["data-owners"], 1)
+    assert not call.done(), "the SSN must wait for a data owner's own approval"
+    assert stack.api.approve(second["id"], owner_token, "ticket CS-7").json()["state"] == "granted"
+    result = call.result(timeout=60)
+    assert "error" not in result, result
+    assert all(SSN.match(value) for value in result["outputs"]["ssn"]["values"])

@@ -365,5 +365,11 @@ class OidcSignin:
             sub,
             issuer=self.issuer,
             groups=sorted(set(groups)),
-            attributes={"iss": self.issuer, "via": "oidc"},
+            # The ID token's expiry (``_verify`` makes it essential): the inbox session it opens
+            # ends by then, as one opened with a pasted bearer token ends at the token's.
+            attributes={
+                "iss": self.issuer,
+                "via": "oidc",
+                **({"exp": claims["exp"]} if "exp" in claims else {}),
+            },
         )

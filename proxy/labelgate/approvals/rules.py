@@ -18,7 +18,12 @@ The rules, all checked here and nowhere else:
   inputs and requested outputs); it counts for a requirement only when enough of its
   approvers were in the required groups when they voted; a single-use grant releases one
   call; a grant with a row budget releases at most that many rows in total (each call is
-  charged its row count once, when the grant releases it).
+  charged its row count once, when the grant releases it);
+- a vote is recorded in the groups the request asked for only (``voting_groups``), so a
+  grant never counts for a requirement its approvers were not asked about;
+- a grant lasts no longer than the policy in force allows: past its own expiry, or past
+  ``grant_ttl_seconds`` of the requirement it is checked against now (``grant_lapsed``), it
+  releases nothing, whichever round of a call it was found for.
 """
 
 from __future__ import annotations
@@ -89,11 +94,21 @@ def vote_refusal(
     return None
 
 
+def voting_groups(person: Subject, request: ApprovalRequest) -> tuple[str, ...]:
+    """The groups a vote by ``person`` on ``request`` is cast in: those of theirs the request
+    asked for, never the others. A vote is a decision on this requirement only: recorded
+    with all of an approver's groups, an approval asked of a data owner who is in security
+    too would count, in the grant and in the policy, as a security approval nobody asked for."""
+    asked = set(request.requirement.approver_groups)
+    return tuple(group for group in person.groups if group in asked)
+
+
 def counted_approvers(
     votes: Iterable[Vote], requirement: Requirement, requester: str
 ) -> dict[str, tuple[str, ...]]:
     """The distinct people whose approvals count: approve votes by someone other than the
-    requester who was in an approver group when they voted. person -> their groups."""
+    requester who was in an approver group when they voted. person -> the approver groups
+    they were in (only those ``requirement`` names)."""
     required = set(requirement.approver_groups)
     people: dict[str, tuple[str, ...]] = {}
     for vote in votes:
@@ -103,7 +118,10 @@ def counted_approvers(
             continue
         if any(same_person(vote.approver, counted) for counted in people):
             continue  # one name, two methods: one person
-        people[vote.approver] = vote.groups
+        # Only the groups the request asked for: a grant says who approved as what, and an
+        # approver's other groups were never asked (votes recorded before votes were
+        # narrowed carry them all).
+        people[vote.approver] = tuple(group for group in vote.groups if group in required)
     return people
 
 
@@ -128,8 +146,9 @@ def grant_mismatch(
     digest; an unknown digest never matches). A model-scoped grant covers every query to
     the model, unless the policy now asks for a query-scoped one (``requirement``). A spent
     single-use grant covers only the call it was spent on."""
-    if grant.expires_at <= now:
-        return "the grant has expired"
+    lapsed = grant_lapsed(grant, requirement, now)
+    if lapsed is not None:
+        return lapsed
     if grant.binding.subject != binding.subject:
         return "the grant belongs to another subject"
     if grant.binding.method != binding.method:
@@ -146,6 +165,18 @@ def grant_mismatch(
     tighter = requirement.row_budget if requirement is not None else None
     if tighter is not None and (grant.row_budget is None or grant.row_budget > tighter):
         return f"the policy now allows at most {tighter} rows per grant"
+    return None
+
+
+def grant_lapsed(grant: Grant, requirement: Requirement | None, now: float) -> str | None:
+    """Why ``grant`` is too old to release a call now (None when it is not): past the expiry
+    it was made with, or older than the ``grant_ttl_seconds`` the policy asks for now (a
+    revision that shortens the lifetime shortens the grants already made, as it does a row
+    budget: a grant never lives longer than the policy in force allows)."""
+    if grant.expires_at <= now:
+        return "the grant has expired"
+    if requirement is not None and grant.created_at + requirement.grant_ttl_seconds <= now:
+        return f"the policy now lets a grant last at most {requirement.grant_ttl_seconds} s"
     return None
 
 

@@ -98,9 +98,9 @@ class _NotReleased(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class GrantUse:
-    """What using a grant for one call did: released or not (``refusal``: GRANT_SPENT, or
-    APPROVAL_BUDGET_EXHAUSTED), and for a budgeted grant charged now, the rows charged and
-    the grant as it stands after the charge."""
+    """What using a grant for one call did: released or not (``refusal``: GRANT_SPENT,
+    GRANT_EXPIRED or APPROVAL_BUDGET_EXHAUSTED), and for a budgeted grant charged now, the
+    rows charged and the grant as it stands after the charge."""
 
     released: bool
     refusal: str | None = None
@@ -478,12 +478,19 @@ class ApprovalService:
         another call spent one of them, or its budget, first, the transaction rolls back and
         none is spent or charged (a call held for two requirements that is not released must
         not use up the one-call grant of the other). Rows are locked in the order of the grant
-        ids, so two replicas using overlapping grants queue rather than deadlock."""
+        ids, so two replicas using overlapping grants queue rather than deadlock.
+
+        A grant that has lapsed since it was found (an earlier round's, while a later round
+        was held) releases nothing: refused with ``GRANT_EXPIRED``, none used. Checked before
+        anything is spent, and for grants that spend nothing too."""
+        now = self.clock()
+        for grant, needed in grants:
+            if rules.grant_lapsed(grant, needed, now) is not None:
+                return GrantsUse(refused=grant, refusal=reasons.GRANT_EXPIRED)
         if not any(rules.spends(grant, needed) or grant.row_budget is not None for grant, needed in grants):
             return GrantsUse(uses=tuple(GrantUse(released=True) for _ in grants))
         # A call always has a request id; never let an empty one match another's mark.
         call = call_request_id or new_id("call")
-        now = self.clock()
         uses: dict[int, GrantUse] = {}
         try:
             async with self.db.transaction() as tx:
@@ -554,12 +561,14 @@ class ApprovalService:
     async def _vote(self, person: Subject, request_id: str, verdict: str, reason: str) -> ApprovalRequest:
         now = self.clock()
         refusal: LabelgateError | None = None
-        vote = Vote(approver=person.id, groups=person.groups, verdict=verdict, reason=reason, at=now)  # type: ignore[arg-type]
         async with self.db.transaction() as tx:
             request = await repo.get_request(tx, request_id, for_update=True)
             if request is None or not rules.may_view(person, request, self.admin_groups):
                 raise NotFound(reasons.APPROVAL_NOT_FOUND, f"no approval {request_id} that you may see")
             refusal = rules.vote_refusal(person, request, verdict, self.admin_groups, now)
+            # In the groups the request asked for only (never all of the approver's).
+            groups = rules.voting_groups(person, request)
+            vote = Vote(approver=person.id, groups=groups, verdict=verdict, reason=reason, at=now)  # type: ignore[arg-type]
             if refusal is None:
                 await repo.insert_vote(tx, request_id, vote)
                 await self._settle(tx, dataclasses.replace(request, votes=(*request.votes, vote)), now)
@@ -578,7 +587,7 @@ class ApprovalService:
             "approval.vote",
             final,
             approver=person.id,
-            groups=list(person.groups),
+            groups=list(vote.groups),
             verdict=verdict,
             reason=reason,
             at=now,

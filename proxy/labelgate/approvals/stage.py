@@ -405,17 +405,34 @@ class HoldForApproval:
         if used.released:
             for (held, _), use in zip(at.earlier, used.uses[:-1], strict=True):
                 grant_used(held, subject, call, at.binding, use, at.rows)
+        elif used.refusal == reasons.GRANT_EXPIRED and used.refused is not None:
+            events.record(
+                "approval.grant_refused",
+                None,
+                subject=subject.id,
+                **grant_and_call(used.refused, call, at.binding),
+                refusal="the grant expired before the call was released",
+                expires_at=used.refused.expires_at,
+                request_id=call.request_id,
+            )
         return used
 
     @staticmethod
     def _spent_first(decision: Decision, used: GrantsUse) -> Decision:
-        """Refused: another call spent one of the grants (or its budget) first; none is spent."""
+        """Refused, none of the grants spent: another call spent one of them (or its budget)
+        first, or one lapsed (``GRANT_EXPIRED``: an earlier round's grant, while a later round
+        was held). Not held again: the window the call had is spent, and a call held anew for
+        the lapsed requirement could lapse the next one in turn. Called again, the call finds
+        the grants still live and is asked for the lapsed requirement only."""
         assert used.refused is not None
+        if used.refusal == reasons.GRANT_EXPIRED:
+            why = "its grant expired before the call's other approvals were granted"
+        else:
+            why = "another call used its grant first"
         return refusal(
             decision,
             used.refusal or "GRANT_NOT_APPLICABLE",
-            f"approval {used.refused.request_id} was granted, but another call used its grant first; "
-            "call again to ask anew",
+            f"approval {used.refused.request_id} was granted, but {why}; call again to ask anew",
         )
 
     def _over_budget(

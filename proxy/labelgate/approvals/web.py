@@ -3,9 +3,10 @@
 Signing in: the approver pastes a bearer token (the same JWT the gateway accepts) once; it
 is verified, and the session cookie then holds a **derived session token**, never the
 bearer token: the verified subject and an expiry (the token's, at most
-``admin.session_max_seconds``), signed with HMAC-SHA256 under the session key
-(``ApprovalsContext.session_key``: ``admin.session_key[_file]``, shared by the replicas
-behind one inbox URL, else random per process). The cookie is HttpOnly and SameSite=Strict;
+``admin.session_max_seconds``; signed in with OpenID Connect, the ID token's, at most the
+same), signed with HMAC-SHA256 under the session key (``ApprovalsContext.session_key``:
+``admin.session_key[_file]``, shared by the replicas behind one inbox URL, else random per
+process). The cookie is HttpOnly and SameSite=Strict;
 over plain HTTP it is ``labelgate_session`` scoped to ``Path=/inbox``, and with HTTPS
 (``admin.tls``, or an ``https://`` ``approvals.public_url`` behind a TLS proxy) it is
 ``__Host-labelgate_session`` with ``Secure`` and ``Path=/`` (the ``__Host-`` prefix demands
@@ -150,6 +151,18 @@ def issue_session(ctx: ApprovalsContext, person: Subject, expires_at: float) -> 
         "sid": secrets.token_urlsafe(12),
     }
     return signed.sign(ctx.session_key, b"session", SESSION_FORMAT, claims)
+
+
+def session_until(ctx: ApprovalsContext, person: Subject, now: float) -> float:
+    """When a session for ``person`` ends: ``admin.session_max_seconds`` from now, or when the
+    credential they signed in with expires (a pasted bearer token's ``exp``, the ID token's),
+    if sooner. The session carries the groups that credential named and is never checked
+    against the provider again, so it must not vouch for them longer than the credential did."""
+    until = now + ctx.session_max_seconds
+    exp = person.attributes.get("exp")
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        until = min(until, float(exp))
+    return until
 
 
 def open_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> Subject | None:
@@ -388,10 +401,7 @@ async def signin(request: Request) -> Response:
     except LabelgateError as error:
         return _signin_page(request, next_url, f"That token was refused: {error.message}.", 401)
     now = time.time()
-    exp = person.attributes.get("exp")
-    until = now + ctx.session_max_seconds
-    if isinstance(exp, int | float):
-        until = min(until, float(exp))
+    until = session_until(ctx, person, now)
     value = issue_session(ctx, person, until)
     if len(value) > MAX_COOKIE_BYTES:
         return _signin_page(
@@ -462,7 +472,13 @@ async def oidc_callback(request: Request) -> Response:
     params = {key: value for key, value in request.query_params.items() if len(value) <= 4096}
     person = await signin.finish(pending, params)
     assert pending is not None  # finish refuses a missing pending login
-    until = time.time() + ctx.session_max_seconds
+    now = time.time()
+    until = session_until(ctx, person, now)
+    if until <= now:  # within the provider's clock leeway, but already over
+        raise Unauthenticated(
+            reasons.OIDC_ID_TOKEN_INVALID,
+            "the identity provider's ID token has already expired: sign in again",
+        )
     value = issue_session(ctx, person, until)
     if len(value) > MAX_COOKIE_BYTES:
         raise InvalidInput(
@@ -471,7 +487,7 @@ async def oidc_callback(request: Request) -> Response:
     # A page, not a redirect: the browser withholds SameSite=Strict cookies on a redirect chain
     # that began at another site, so the inbox would not see the session just set.
     response = _page(request, "signed_in.html", next=pending.next_url, person=None)
-    _start_session(request, response, value, ctx.session_max_seconds)
+    _start_session(request, response, value, until - now)
     response.delete_cookie(name, path=path, secure=_secure(request), httponly=True, samesite="lax")
     log.info("inbox sign-in", subject=person.id, via="oidc", until=int(until))
     return response
