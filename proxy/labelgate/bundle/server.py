@@ -1,12 +1,12 @@
 """The bundle server's HTTP face (FastAPI): OPA's bundle, status and decision-log APIs.
 
-- ``GET /bundles/{name}``: the tarball with ``ETag: "<revision>"``; ``304`` when
-  ``If-None-Match`` matches. Every bundle reply carries ``Content-Type:
-  application/vnd.openpolicyagent.bundles``: OPA turns long polling on when it sees that
-  type (on a 200) and keeps it while 304s come back, and without ``long_polling_timeout_seconds``
-  in its config it just polls on its usual schedule. With ``Prefer: ...wait=N`` and a
-  matching ETag the request is held until a new revision is published or N seconds pass
-  (then ``304``).
+- ``GET /bundles/{name}``: the tarball with ``ETag: "<revision>"`` (``"<revision>-<sequence>"``
+  when signed: ``build.Bundle.etag``); ``304`` when ``If-None-Match`` matches. Every bundle
+  reply carries ``Content-Type: application/vnd.openpolicyagent.bundles``: OPA turns long
+  polling on when it sees that type (on a 200) and keeps it while 304s come back, and without
+  ``long_polling_timeout_seconds`` in its config it just polls on its usual schedule. With
+  ``Prefer: ...wait=N`` and a matching ETag the request is held until a new revision is
+  published or N seconds pass (then ``304``).
 - ``POST /status``, ``POST /logs``: OPA's reports and decision logs (``Content-Type:
   application/json``, gzip or plain), read strictly (``reports.py``) and stored under the
   posting credential's instance before the ``200`` (see ``fleet.py``).
