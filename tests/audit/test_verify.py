@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from labelgate.audit import AuditClient
 from labelgate.audit.checkpoints import CheckpointSigner, generate_keypair, load_private_key, load_public_key
-from labelgate.audit.records import canonical_json, make_line
+from labelgate.audit.records import GENESIS, canonical_json, make_line, record_hash
 from labelgate.audit.verify import verify_log
 from labelgate.errors import ConfigError
 from tests.audit.conftest import make_event, writer_process
@@ -452,6 +452,31 @@ def test_a_segment_alone_cut_short_of_the_next_one_is_tampered_without_a_checkpo
     (problem,) = report.problems
     assert (problem.kind, problem.file, problem.seq) == ("truncated", path, 17)
     assert "records 17..18" in problem.message and named(segments, 19).name in problem.message
+
+
+@pytest.mark.parametrize("decoy", ["empty", "unchained"])
+def test_a_file_dropped_beside_a_segment_alone_does_not_vouch_for_its_cut_tail(
+    segments: Path, segments_key, decoy: str
+) -> None:
+    """Review of the single-segment fix (eighth round): a segment's tail cut, and a file named
+    where the cut began dropped beside it, had the checkpoints inside the cut waved off as
+    covering later segments. An empty file is no segment; one whose first record does not
+    continue this segment's chain does not bound it."""
+    path = named(segments, 13)
+    kept = lines(path)[:2]  # 13..14 kept, 15..18 (checkpoint 15 among them) gone
+    write_lines(path, kept)
+    beside = named(segments, 15)
+    if decoy == "empty":
+        write_lines(beside, [])
+    else:  # a well-formed record 15 of another chain
+        event = {"kind": "call", "request_id": "decoy"}
+        digest = record_hash(15, GENESIS, event)
+        record = {"seq": 15, "prev": GENESIS, "hash": digest, "event": event}
+        write_lines(beside, [canonical_json(record) + b"\n"])
+    report = verify_log(path, segments_key)
+    assert not report.ok, report.notes
+    (problem,) = report.problems
+    assert problem.kind in ("truncated", "broken_link") and problem.seq == 15
 
 
 def test_an_emptied_segment_alone_is_tampered(segments: Path, segments_key) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -236,7 +238,23 @@ def test_a_call_released_under_a_grant_names_the_grant_and_its_approvers_in_its_
     event = audit_event(_held_then_released())
     validate_event(event)
     assert event["approvers"] == ["jwt:idp#dan", "jwt:idp#olivia"]  # ids only, not groups
-    assert event["details"] == {"grant_ids": ["g-1"]}
+    # Every grant the call was decided under, round by round (an input names only its last
+    # grant: review of the fix, a call held for two requirements named the second alone).
+    assert event["details"] == {"grant_ids": ["g-old", "g-1"]}
+
+
+def test_approvers_and_grant_ids_are_bounded_in_bytes_as_masks_are() -> None:
+    record = _held_then_released()
+    many = [f"jwt:idp#{'x' * 1000}{n}" for n in range(260)]
+    record = dataclasses.replace(
+        record,
+        decision_inputs=[("request", "c" * 64, {"approval": _granted("g-1", *many)})],
+        superseded_inputs=(),
+    )
+    event = audit_event(record)
+    validate_event(event)
+    assert 0 < len(event["approvers"]) < 260
+    assert len(json.dumps(event)) < 64 * 1024
 
 
 def test_a_call_not_released_or_not_held_names_no_approvers() -> None:

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from labelgate.audit import reasons
 from labelgate.audit.checkpoints import CHECKPOINT_KEYS, check_signature
 from labelgate.audit.records import GENESIS, RECORD_KEYS, canonical_json, is_hex_digest, record_hash
-from labelgate.audit.store import CHECKPOINTS_NAME, SEGMENT_PATTERN, list_segments, segment_name
+from labelgate.audit.store import CHECKPOINTS_NAME, SEGMENT_PATTERN, list_segments, parse_record, segment_name
 from labelgate.errors import ConfigError
 from labelgate.reasons import OPTION_INVALID
 
@@ -88,6 +88,8 @@ class VerifyReport:
     # For a single segment: the seq the next segment's name says it starts with (this one
     # must end just before it); None for a folder or the last segment.
     next_seq: int | None = None
+    # The ``prev`` of that segment's first record: it must be this one's last record's hash.
+    next_prev: str | None = None
     first_seq: int | None = None
     last_seq: int = 0
     head: str = GENESIS
@@ -172,8 +174,9 @@ def verify_log(
         checkpoints_file=checkpoints_file if checkpoints_file.exists() else None,
         signatures_checked=public_key is not None,
         start_seq=start_seq,
-        next_seq=_next_segment_seq(path) if path.is_file() else None,
     )
+    if path.is_file():
+        report.next_seq, report.next_prev = _next_segment(path)
     checkpoints = _load_checkpoints(report, public_key)
     seen = _AnchorSeen()
     _walk_chain(report, {c.seq: c for c in checkpoints}, anchor, seen)
@@ -366,9 +369,19 @@ def _check_segment_end(report: VerifyReport) -> None:
     """A single segment ends just before the next one starts: the writer starts a segment only
     once the one before it holds every record up to it. (A cut no checkpoint falls in.)"""
     following, ends_at = report.next_seq, _ends_at(report)
-    if following is None or ends_at == following - 1:
+    if following is None:
         return
     path, next_name = report.files[0], segment_name(following)
+    if ends_at == following - 1:
+        # The next segment must continue this one's chain, or a file dropped beside this one
+        # (named where this one's cut tail began) would vouch for the cut: review, eighth round.
+        if report.next_prev != report.head:
+            why = (
+                f"the next segment, {next_name}, does not continue this one's chain: its first "
+                f"record's prev is not the hash of seq {ends_at} here"
+            )
+            report.record_problem = Problem("broken_link", why, path, None, following)
+        return
     if ends_at < following - 1:
         if report.checkpoint_problem is None:  # else that already says what is missing
             why = (
@@ -451,8 +464,23 @@ def _peek_seq(raw: bytes) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
-def _next_segment_seq(path: Path) -> int | None:
-    """The seq the segment after ``path`` (by name) starts with; None for the last one."""
+def _next_segment(path: Path) -> tuple[int | None, str | None]:
+    """(the seq, the ``prev``) of the first record of the segment after ``path``: the first
+    later file whose first line is a record of the seq its name says; (None, None) for the last
+    segment. A file that is not such a segment (empty, or a decoy dropped beside this one:
+    review, eighth round) says nothing about where this one ends; one that is must continue
+    this one's chain (``_check_segment_end``)."""
     own = _name_seq(path)
-    later = [first for first, _ in list_segments(path.parent) if own is not None and first > own]
-    return min(later, default=None)
+    if own is None:
+        return None, None
+    for first, later in list_segments(path.parent):
+        if first <= own:
+            continue
+        try:
+            with later.open("rb") as lines:
+                record = parse_record(lines.readline().rstrip(b"\n"))
+        except OSError:
+            continue
+        if record is not None and record["seq"] == first:
+            return first, record["prev"]
+    return None, None

@@ -121,10 +121,11 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
     if grants or approvers:
         # In the release record itself, durable before anything is delivered: the approval
         # records go through a background sink, and may be lost (a writer restart).
-        # Bounded as masks are (the writer refuses longer lists): a grant needs a few approvers.
-        event["approvers"] = [recorded_text(person) for person in approvers[:_RECORDED_MASKS]]
+        # Bounded as masks are, in count and in bytes (the writer refuses a longer list, and a
+        # frame past its size): a grant needs a few approvers.
+        event["approvers"] = _bounded_texts(approvers)
         if grants:
-            details["grant_ids"] = [recorded_text(grant) for grant in grants[:_RECORDED_MASKS]]
+            details["grant_ids"] = _bounded_texts(grants)
     if details:
         event["details"] = details
     if last is not None and last[1].cached:
@@ -161,6 +162,8 @@ def decision_inputs(entry: CallRecord) -> list[dict[str, Any]]:
 # first ones and counts the others (``details.masked_omitted``; the log line keeps them all).
 _RECORDED_MASKS = 256
 _RECORDED_MASK_BYTES = 64 * 1024
+# Approvers and grant ids, each list: the writer's frame holds the masks' and these with room to spare.
+_RECORDED_TEXT_BYTES = 16 * 1024
 
 
 def recorded_masks(masked: Sequence[dict[str, str]]) -> list[dict[str, str]]:
@@ -179,24 +182,43 @@ def recorded_masks(masked: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return kept
 
 
+def _bounded_texts(texts: Sequence[str]) -> list[str]:
+    """The first of ``texts`` a record holds: each bounded as chosen text, at most
+    ``_RECORDED_MASKS`` of them within ``_RECORDED_TEXT_BYTES``."""
+    kept: list[str] = []
+    size = 0
+    for text in texts[:_RECORDED_MASKS]:
+        recorded = recorded_text(text)
+        size += len(json.dumps(recorded)) + 1
+        if size > _RECORDED_TEXT_BYTES:
+            break
+        kept.append(recorded)
+    return kept
+
+
 def released_under(entry: CallRecord) -> tuple[list[str], list[str]]:
-    """(grant ids, approver ids) of the approval grants a released call was decided under: the
-    ``approval`` of each decision input whose decision was enforced (``superseded_inputs``
-    marks the others), where ``approvals.model.policy_approval`` put them. A refused call names
-    none: what it was last decided under is not what refused it."""
+    """(grant ids, approver ids) of the approval grants a released call was decided under.
+    Approvers: of each decision input whose decision was enforced (``superseded_inputs``
+    marks the others), where ``approvals.model.policy_approval`` put every grant's. Grant ids:
+    of every granted decision input of the call, since an input names only its last grant and
+    a call held for several requirements is decided once per round (review, eighth round: the
+    earlier rounds' grants were in no record). A refused call names none: what it was last
+    decided under is not what refused it."""
     if entry.refusal is not None:
         return [], []
     superseded = set(entry.superseded_inputs)
     grants: list[str] = []
     approvers: set[str] = set()
     for position, (_, _, doc) in enumerate(entry.decision_inputs):
-        approval = doc.get("approval") if position not in superseded else None
+        approval = doc.get("approval")
         if not isinstance(approval, dict) or approval.get("state") != "granted":
             continue
         grant = approval.get("grant_id")
         if isinstance(grant, str) and grant not in grants:
             grants.append(grant)
-        approvers.update(person for person in approval.get("approved_by") or () if isinstance(person, str))
+        if position not in superseded:
+            people = approval.get("approved_by") or ()
+            approvers.update(person for person in people if isinstance(person, str))
     return grants, sorted(approvers)
 
 
