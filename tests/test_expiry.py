@@ -52,4 +52,3 @@ def test_an_expiry_that_cannot_be_read_has_passed(attributes: Any) -> None:
     """Fail closed: never read as "no expiry", which would let a stream or a cached decision
     outlive the token."""
     assert earliest_expiry(attributes) == UNREADABLE_EXPIRY == float("-inf")
-

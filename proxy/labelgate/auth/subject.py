@@ -28,7 +28,6 @@ AuthMethod = Literal["mtls", "jwt", "api_key"]
 AUTH_METHODS: tuple[AuthMethod, ...] = ("mtls", "jwt", "api_key")
 
 
-
 def qualified_id(auth: AuthMethod, name: str, issuer: str | None = None) -> str:
     """The qualified subject id: ``jwt:<issuer>#<name>``, ``mtls:<name>``, ``api_key:<name>``."""
     if auth not in AUTH_METHODS:

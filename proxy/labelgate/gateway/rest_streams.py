@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.classify.parameters import FINAL_PARAMETER
 from labelgate.errors import LabelgateError
 from labelgate.gateway import inflight
-from labelgate.gateway.streams import FINAL_PARAMETER
 from labelgate.gateway.upstream import MalformedUpstream, UpstreamStatus
 from labelgate.logs import get_logger
 
