@@ -125,6 +125,29 @@ async def test_a_client_deadline_shorter_than_the_window_ends_the_hold_there(
     assert request.expires_at - request.created_at == pytest.approx(1.25, abs=0.2)
 
 
+async def test_a_token_expiring_before_the_window_ends_the_hold_there(stage: HoldForApproval) -> None:
+    """A grant after the caller's credential expired releases nothing (the pipeline refuses it
+    TOKEN_EXPIRED), so the hold, and the request approvers see, end with the token: here one
+    presented beside a client certificate, 1.5 s from expiry, in a 30 s window."""
+    behind = {"id": "jwt:https://idp.test#steve", "attributes": {"exp": time.time() + 1.5}}
+    subject = Subject.proven(
+        "mtls",
+        "workload",
+        groups=["data-stewards"],
+        attributes={"also_verified_credentials": {"jwt": behind}},
+    )
+    answer = await stage.hold(call(), subject, POLICY_INPUT, held_decision(hold_seconds=30), never)
+    assert not answer.allow and answer.fail_reason == "APPROVAL_EXPIRED"
+    [request] = await stage.service.visible_to(subject, [State.EXPIRED])
+    assert request.expires_at - request.created_at == pytest.approx(1.5, abs=0.3)
+
+
+async def test_a_token_already_expired_is_not_held(stage: HoldForApproval) -> None:
+    subject = Subject.proven("jwt", "steve", issuer="https://idp.test", attributes={"exp": time.time() - 1})
+    answer = await stage.hold(call(), subject, POLICY_INPUT, held_decision(hold_seconds=30), never)
+    assert answer.fail_reason == "APPROVAL_DEADLINE_TOO_SHORT" and "token" in answer.reason
+
+
 def test_a_grpc_client_deadline_ends_the_held_call_with_deadline_exceeded(stack: Stack) -> None:
     steward, owner = person("steward"), person("olivia")
     answer = grpc_infer(stack.grpc, token(steward, "data-stewards"), timeout=3)

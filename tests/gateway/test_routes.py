@@ -26,6 +26,7 @@ from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
 from labelgate.gateway.upstream import Upstream
 from tests.gateway.harness import recorded_calls
+from tests.gateway.pipeline_clock import moved_clock
 from tests.support.grpc_servers import serving_grpc
 from tests.support.procs import REPO, free_port, labelgate_command, running
 
@@ -401,12 +402,16 @@ def expired_within_leeway(sub: str, *groups: str) -> tuple[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def stalling_upstream(*replies: demo_pb2.Customer) -> AsyncIterator[tuple[str, asyncio.Event]]:
+async def stalling_upstream(
+    *replies: demo_pb2.Customer, arrived: Callable[[], None] = lambda: None
+) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """A directory upstream whose ListCustomers sends ``replies``, then waits until it is
-    cancelled, which sets the event it yields: the upstream's own view of its stream ending."""
+    cancelled, which sets the event it yields: the upstream's own view of its stream ending.
+    ``arrived`` is called as a request reaches it, before any reply is sent."""
     cancelled = asyncio.Event()
 
     async def send_then_stall(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        arrived()
         # Cancelled wherever it is: the gateway may refuse the first reply while later ones
         # are still being sent (it stalled only once all were out, and a cancel that came
         # before went unseen: the test waited out its 20 s). Cancelled while grpc writes a
@@ -471,12 +476,21 @@ async def test_a_routed_stream_the_gateway_refuses_is_cancelled_upstream(
         await asyncio.wait_for(cancelled.wait(), 20)
 
 
-async def test_an_opaque_stream_the_gateway_refuses_is_cancelled_upstream(tmp_path: Path) -> None:
+async def test_an_opaque_stream_the_gateway_refuses_is_cancelled_upstream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The opaque route's end by the token that opened it (TOKEN_EXPIRED) likewise left the
-    upstream's stream open until the upstream timeout."""
+    upstream's stream open until the upstream timeout. The token expires once the request is
+    upstream (the pipeline's clock moved an hour on): one already expired as the request is
+    read sends nothing upstream (``pipeline.while_valid``)."""
+    clock = moved_clock(monkeypatch)
+
+    def an_hour_later() -> None:
+        clock.ahead = 3600
+
     policy = {"dir": str(opaque_policy(tmp_path))}
     async with (
-        stalling_upstream(demo_pb2.Customer(customer_id=1)) as (upstream, cancelled),
+        stalling_upstream(demo_pb2.Customer(customer_id=1), arrived=an_hour_later) as (upstream, cancelled),
         gateway_in_process(
             upstream,
             upstream_timeout=LONG_UPSTREAM_TIMEOUT,
@@ -484,7 +498,7 @@ async def test_an_opaque_stream_the_gateway_refuses_is_cancelled_upstream(tmp_pa
             routes=[{"method_prefix": DIRECTORY}],
         ) as listen,
     ):
-        refused = await _refused(listen, expired_within_leeway("ann", "analysts"))
+        refused = await _refused(listen, token("ann", "analysts"))
         info = error_info(refused)
         assert info is not None and info.reason == "TOKEN_EXPIRED", refused
         await asyncio.wait_for(cancelled.wait(), 20)

@@ -66,6 +66,7 @@ from labelgate.approvals.model import (
 from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantsUse, GrantUse
 from labelgate.auth.subject import requester_of
 from labelgate.errors import InvalidInput, ResourceExhausted
+from labelgate.expiry import earliest_expiry
 from labelgate.logs import get_logger
 from labelgate.policy.contract import ApprovalRequirement, Decision
 
@@ -549,12 +550,18 @@ class HoldForApproval:
                 # Answer before the client gives up, so it learns why.
                 until = now + left - self.deadline_margin_seconds
                 cut_by_deadline = True
+            expires = earliest_expiry(subject.attributes)
+            if expires is not None and expires < until:
+                # A grant after the caller's credential expired releases nothing (the pipeline
+                # refuses it TOKEN_EXPIRED), so the hold, and its request to approvers, end then.
+                until = now if expires <= now else float(expires)
             if until - now < self.min_hold_seconds:
                 return refusal(
                     decision,
                     "APPROVAL_DEADLINE_TOO_SHORT",
-                    f"held for approval ({requirement.reason}) but the call's deadline leaves no time "
-                    f"to wait; set a longer deadline or send {MODE_HEADER}: async",
+                    f"held for approval ({requirement.reason}) but the call's deadline or its token's "
+                    f"expiry leaves no time to wait; set a longer deadline, use a fresher token or send "
+                    f"{MODE_HEADER}: async",
                 )
         draft = Draft(
             binding=binding,

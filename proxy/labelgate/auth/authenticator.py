@@ -14,10 +14,12 @@ Credentials, in the default order: the mTLS client certificate, ``authorization:
   ``attributes``}), so a policy can judge every credential (a revoked token id is refused
   behind a client certificate too: ``subject.attributes.also_verified_credentials.jwt
   .attributes.jti``);
-- a call lasts no longer than its first credential to expire: a stream's per-message check
-  and the decision cache read ``earliest_expiry``, the least ``exp`` of the subject's and of
-  every other credential's (a token next to a client certificate ends the stream when it
-  expires, as it would alone);
+- a call lasts no longer than its first credential to expire (``expiry.earliest_expiry``, the
+  least ``exp`` of the subject's and of every other credential's): a stream's messages, a
+  routed client stream's messages and its reply, a call released after an approval hold
+  (which ends at that expiry) and the end-of-stream flush check it, and the decision cache
+  keeps no entry past it (a token next to a client certificate ends them as it would alone);
+  a plain unary call is checked when it is authenticated only;
 - a header credential for a method this gateway does not accept is refused
   (``AUTH_METHOD_NOT_ENABLED``) rather than ignored: the caller meant something by it.
   A client certificate when mTLS is not configured is transport detail and is ignored.

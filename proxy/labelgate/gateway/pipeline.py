@@ -179,14 +179,23 @@ class Pipeline:
         send: Send,
         narrow: Narrow | None = None,
         gate: Gate | None = None,
+        *,
+        client_stream: bool = False,
     ) -> Message:
         """Metadata RPCs and routed unary methods: admitted on the method, reply classified
         as a message. ``narrow`` (the repository index, statistics) takes out of the reply what
         the subject may not know about before it is classified (``usable_models``); ``gate``
-        (a model named by ``ModelConfig`` or ``ModelStatistics``) may refuse it before it is sent."""
+        (a model named by ``ModelConfig`` or ``ModelStatistics``) may refuse it before it is sent.
+
+        ``client_stream``: ``request`` is a routed client stream's messages (``stream Chunk ->
+        Receipt``), which reach the upstream for as long as the caller goes on sending. Such a
+        call ends with its caller's first credential to expire, as a stream does: each message
+        is checked before it goes upstream (``while_valid``), and the reply before it is released."""
         async with self.recording(call, target) as outcome:
             subject = outcome.subject = self.authenticate(call)
             await self.admit(call, subject, target, outcome)
+            if client_stream:
+                request = cast(Message, while_valid(subject, cast(AsyncIterator[Any], request)))
             deciding = _DECIDING_FOR.set(outcome) if gate is not None or narrow is not None else None
             try:
                 if gate is not None:
@@ -197,7 +206,11 @@ class Pipeline:
             finally:
                 if deciding is not None:
                     _DECIDING_FOR.reset(deciding)
-            return await self.release_message(call, subject, target, reply, outcome)
+            released = await self.release_message(call, subject, target, reply, outcome)
+            if client_stream:
+                # The upstream answers when it likes (at the stream's end, or long after it).
+                still_valid(subject)
+            return released
 
     async def usable_models(self, call: Call, subject: Subject, models: Iterable[str]) -> set[str]:
         """The models among ``models`` the subject may call ``ModelInfer`` on: for each, the
@@ -449,6 +462,14 @@ class Pipeline:
                 )
                 outcome.decisions.append((phase, refused))
                 return refused
+            if not is_valid(subject):
+                # A hold lasts minutes, longer than a token may: an approval granted after the
+                # caller's credential expired releases nothing. Refused here, before the stage
+                # spends or charges the grant (it is left for the caller's next call, with a
+                # fresh token); ``still_valid`` below makes it the caller's TOKEN_EXPIRED.
+                expired = Decision.deny(auth_reasons.TOKEN_EXPIRED, _EXPIRED_WHILE_HELD)
+                outcome.decisions.append((phase, expired))
+                return expired
             redo = policy_input(approval)
             memo, key = cache_keys(redo)
             before = len(outcome.decision_inputs)
@@ -470,6 +491,11 @@ class Pipeline:
         finally:
             self.in_flight.count += 1
             inflight.take_back(aside)  # counted here again while it goes on (or ends)
+        if decision.allow or decision.fail_reason == auth_reasons.TOKEN_EXPIRED:
+            # Nothing goes upstream (a request phase) or to the caller (a response phase) once
+            # the first of the caller's credentials has expired, granted or not: ``again`` saw
+            # it at the grant, and it may have expired since (the grant's use is awaited).
+            still_valid(subject, _EXPIRED_WHILE_HELD)
         enforced = next((before for made, before in redecided if made is decision), None)
         if enforced is not None:
             outcome.superseded_inputs += tuple(range(start, enforced))
@@ -635,13 +661,31 @@ class Pipeline:
         return released
 
 
-def still_valid(subject: Subject) -> None:
-    """A stream outlives the credentials that opened it: each message checks that none has
-    expired, the subject's token or one presented beside it (a bearer token next to a client
-    certificate: ``earliest_expiry``). An expiry that cannot be read counts as passed."""
+_EXPIRED_WHILE_HELD = "the token this call was made with expired while it was held for approval"
+
+
+def is_valid(subject: Subject) -> bool:
+    """None of the subject's credentials has expired, its own token or one presented beside it
+    (a bearer token next to a client certificate: ``earliest_expiry``). An expiry that cannot be
+    read counts as passed."""
     expires = earliest_expiry(subject.attributes)
-    if expires is not None and not time.time() < expires:
-        raise Unauthenticated(auth_reasons.TOKEN_EXPIRED, "the token this stream was opened with has expired")
+    return expires is None or time.time() < expires
+
+
+def still_valid(subject: Subject, why: str = "the token this stream was opened with has expired") -> None:
+    """A call outlives the credentials it was made with (a stream, a call held for approval, a
+    client stream's messages): each message, and each release after a wait, checks that none
+    has expired (``is_valid``), refused UNAUTHENTICATED TOKEN_EXPIRED otherwise."""
+    if not is_valid(subject):
+        raise Unauthenticated(auth_reasons.TOKEN_EXPIRED, why)
+
+
+async def while_valid(subject: Subject, messages: AsyncIterator[R]) -> AsyncIterator[R]:
+    """A client stream's messages, each checked (``still_valid``) as it is read, before it is
+    handed on to the upstream: the first read once a credential has expired ends the stream."""
+    async for message in messages:
+        still_valid(subject)
+        yield message
 
 
 def decoded_outputs(response: pb.ModelInferResponse) -> list[Tensor]:

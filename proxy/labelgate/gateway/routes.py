@@ -28,7 +28,7 @@ from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import inflight, reasons
 from labelgate.gateway.inference import make_call, message_parser, refuse_unparsed, serving
-from labelgate.gateway.pipeline import Pipeline, still_valid
+from labelgate.gateway.pipeline import Pipeline, still_valid, while_valid
 from labelgate.gateway.upstream import Upstream, upstream_error
 
 
@@ -148,9 +148,10 @@ class OpaqueCall:
             # A stream whatever its messages: counted as the typed ones are (it was not).
             with self.pipeline.open_streams.opened(), contextlib.ExitStack() as counted:
                 subject = await self.pipeline.admit_stream(call, target, counted)
-                # A message refused as it is read (shed for want of request bytes) is kept by the
-                # relay: grpc's request pump swallows it and cancels the upstream call.
-                relay = Relay(_relay(requests))
+                # A message refused as it is read (shed for want of request bytes, or read once
+                # the caller's token expired) is kept by the relay: grpc's request pump swallows
+                # it and cancels the upstream call.
+                relay = Relay(while_valid(subject, _relay(requests)))
                 stream = self.upstream.stream_stream(self.method, None, None)(
                     relay.messages(),
                     metadata=self.upstream.metadata(call.metadata),
@@ -292,7 +293,10 @@ def typed_handler(
             with pipeline.open_streams.opened(), contextlib.ExitStack() as counted:
                 request = await parsed(request, call)
                 subject = await pipeline.admit_stream(call, target, counted)
-                relay = Relay(request) if client_streams else None
+                # Each of the caller's messages is checked before it goes upstream: the stream
+                # ends with the first of its credentials to expire (its replies are checked by
+                # ``release_reply``).
+                relay = Relay(while_valid(subject, request)) if client_streams else None
                 try:
                     replies = stub(relay.messages() if relay else request, **options(call, context))
                 except LabelgateError as error:  # opening the upstream stream failed: recorded
@@ -327,7 +331,9 @@ def typed_handler(
             return reply
 
         async with serving(pipeline, context, 0 if client_streams else len(request)):
-            return await pipeline.unary_message(call, target, await parsed(request, call), send)
+            return await pipeline.unary_message(
+                call, target, await parsed(request, call), send, client_stream=client_streams
+            )
         raise AssertionError("unreachable: refusals() aborts the call")
 
     make = {

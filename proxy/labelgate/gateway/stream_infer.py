@@ -23,12 +23,12 @@ from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome, Target, infer_target, target_summary
 from labelgate.classify import backend_labels
 from labelgate.classify.carryover import CarryOver
+from labelgate.classify.parameters import FINAL_PARAMETER
 from labelgate.enforce import replies as build
 from labelgate.errors import LabelgateError, UpstreamError
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.pipeline import Pipeline, decoded_outputs, still_valid
 from labelgate.gateway.streams import (
-    FINAL_PARAMETER,
     IdleClock,
     StreamIdle,
     StreamLedger,
@@ -140,6 +140,10 @@ async def _served(
             ending.parameters["triton_final_response"].bool_param = True
             async with pipeline.recording(call, held.target) as outcome:
                 outcome.subject, outcome.upstream_status = subject, "OK"
+                # The upstream chose when its stream ends, the caller's token may be gone by
+                # then: checked as each reply is (its refusal ends the stream, the requests
+                # still held and unanswered recorded as ended by it, below).
+                still_valid(subject)
                 released = await pipeline.release_inference(
                     held.call,
                     subject,
