@@ -32,7 +32,7 @@ from labelgate.logs import get_logger
 from labelgate.migrations import upgrade_sqlite
 from labelgate.policy.cache import cached_from
 from labelgate.timestamps import format_time, utc_now
-from labelgate.untrusted_text import bounded
+from labelgate.untrusted_text import BOUNDED_TEXT, bounded
 
 log = get_logger("labelgate.decision")
 
@@ -170,6 +170,8 @@ def recorded_masks(masked: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     """The first of ``masked`` a record holds, their texts bounded (``recorded_text``: a path
     holds names an upstream or a caller chose). A record must never be refused for how much a
     call masked: its refusal's record, made from the same outcome, would be refused too."""
+    if _fits_as_is(masked):
+        return list(masked)  # the usual call: a few short paths, nothing to bound or measure
     kept: list[dict[str, str]] = []
     size = 0
     for mask in masked[:_RECORDED_MASKS]:
@@ -180,6 +182,20 @@ def recorded_masks(masked: Sequence[dict[str, str]]) -> list[dict[str, str]]:
             break
         kept.append(recorded)
     return kept
+
+
+def _fits_as_is(masked: Sequence[dict[str, str]]) -> bool:
+    """Whether ``masked`` is within the record's bounds however its texts are escaped (at most
+    six characters a character, ``\\uXXXX``, and room for each mask's keys)."""
+    if len(masked) > _RECORDED_MASKS:
+        return False
+    chars = 0
+    for mask in masked:
+        for text in mask.values():
+            if len(text) > BOUNDED_TEXT:
+                return False
+            chars += len(text)
+    return chars * 6 + len(masked) * 64 <= _RECORDED_MASK_BYTES
 
 
 def _bounded_texts(texts: Sequence[str]) -> list[str]:
