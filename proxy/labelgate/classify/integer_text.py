@@ -33,6 +33,13 @@ CHARACTER_DTYPES: dict[int, np.dtype[Any]] = {
     FieldDescriptor.CPPTYPE_INT64: np.dtype("<i8"),
     FieldDescriptor.CPPTYPE_UINT64: np.dtype("<u8"),
 }
+# Float and double fields: read as integers are when every value is a whole number
+# (``whole_numbers``).
+FLOAT_CPP_TYPES = frozenset({FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE})
+_INT64: np.dtype[Any] = np.dtype("<i8")
+_UINT64: np.dtype[Any] = np.dtype("<u8")
+# What an int64 or a uint64 field holds: the integers the integer readers take.
+_LOWEST, _PAST_HIGHEST = -(2.0**63), 2.0**64
 # What a character a built-in match needs reads as (``characters.points_reading_as``); what a
 # PEM marker needs: a "K" (of "PRIVATE KEY"), or an escape that may decode to one; and what
 # a secret needs besides: a vendor token's or a JWT's first letter (``AKIA`` and 16 capitals
@@ -96,3 +103,36 @@ def key_order(key: Any) -> tuple[int, int, str]:
         return 0, key, ""
     text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
     return (0, len(text), text) if text.isdecimal() else (1, 0, text)
+
+
+def whole_numbers(values: Any) -> tuple[list[int], np.dtype[Any]] | None:
+    """A float or double field's ``values`` as the integers a client reads them as, and the
+    dtype to read those as characters with (``character_array``): a JavaScript client's
+    ``String.fromCharCode(...xs)`` and ``xs.join(" ")`` read ``[49.0, 50.0]`` and ``[4111.0,
+    1111.0]`` as an int list (``String(4111.0)`` is "4111"). None unless every value is a
+    whole number an int64 or a uint64 field could hold: a list holding a fraction (embeddings,
+    probabilities) is not read so, and costs one ``float.is_integer`` at its first fraction."""
+    if not all(map(float.is_integer, values)):  # NaN and infinities are not whole either
+        return None
+    if not values:
+        return [], _INT64
+    low, high = min(values), max(values)
+    if low < _LOWEST or high >= _PAST_HIGHEST:
+        return None
+    # Both signs past 2**63 (``[-1.0, 2.0**63, ...]``) fit neither: int64, the large ones read
+    # as no character (``character_array``), as they would be in any dtype.
+    dtype = _UINT64 if low >= 0 and high >= 2.0**63 else _INT64
+    return list(map(int, values)), dtype
+
+
+def character_array(values: Sequence[int], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """Integer ``values`` as a ``dtype`` array to read as characters (``character_hits``). Whole
+    numbers of a float field may span int64 and uint64 (``whole_numbers``): one past int64 is
+    no character, so it is read as -1, which is none either."""
+    try:
+        return np.fromiter(values, dtype=dtype, count=len(values))
+    except OverflowError:
+        past = 2**63
+        return np.fromiter(
+            (-1 if value >= past else value for value in values), dtype=dtype, count=len(values)
+        )

@@ -27,6 +27,16 @@ together, and joined by a space, a hyphen and a comma, as an inference reply's s
 labelled and masked the same way. A map's integer values are read both ways too, in the
 map's order and in its keys' order, labelling the map.
 
+A float or double field is read so too, wherever an integer field is (repeated, across
+repeated messages, a map's values), when every value is a whole number an int64 or a uint64
+holds (``_as_integers``, ``integer_text.whole_numbers``): a JavaScript client's
+``String.fromCharCode(...xs)`` and ``xs.join(" ")`` read ``[49.0, 50.0, 51.0]`` and
+``[4111.0, 1111.0, 1111.0, 1111.0]`` as an int list (``String(4111.0)`` is "4111"). A list
+holding a fraction (or a NaN, an infinity, a number past 2**64) is not: embeddings and
+probabilities cost one ``float.is_integer`` more. The residual: one such value planted among
+code points or digits, which ``fromCharCode`` reads as a character (truncated) and ``join``
+prints apart from the rest.
+
 So is an integer field of a repeated message, one value an element: ``chars[].c`` of
 ``repeated Char chars`` (``Char { int32 c; }``) reads back as text as ``repeated int32`` does.
 Its values, across the elements in order (at any depth of repeated messages: ``a[].b[].c``,
@@ -102,9 +112,12 @@ from labelgate.classify.fields import (
 from labelgate.classify.folding import hidden_by_folding
 from labelgate.classify.integer_text import (
     CHARACTER_DTYPES,
+    FLOAT_CPP_TYPES,
     CharacterRead,
+    character_array,
     character_hits,
     key_order,
+    whole_numbers,
     worth_reading,
 )
 from labelgate.classify.json_elements import hidden_by_escapes
@@ -333,8 +346,9 @@ class _Walker:
         self._texts: list[tuple[Location, str, bytes]] = []
         # Map fields: (path, texts) whose hits label the map field itself.
         self._maps: list[tuple[str, list[bytes]]] = []
-        # Repeated integer fields: (location, item path, values, dtype to read them as characters
-        # with, None when not worth it: ``integer_text.worth_reading``);
+        # Repeated integer fields (and float ones of whole numbers, as ints: ``_as_integers``):
+        # (location, item path, values, dtype to read them as characters with, None when not
+        # worth it: ``integer_text.worth_reading``);
         # and maps' integer values read so, in each order, labelling the map: (path, values, dtype).
         # Both are read as digits too (``digit_runs``); maps' values in each order: (path, runs).
         self._characters: list[tuple[Location, str, Any, np.dtype[Any] | None]] = []
@@ -420,17 +434,13 @@ class _Walker:
                 elif descriptor.cpp_type == FieldDescriptor.CPPTYPE_STRING:  # string and bytes
                     for index, item in enumerate(value):
                         self._queue(descriptor, (*here, index), item_path, item)
-                dtype = CHARACTER_DTYPES.get(descriptor.cpp_type)
-                if dtype is not None:  # read as digits, and as characters if worth it
-                    if worth_reading(value, self.detectors):
-                        self.values.take(FIXED_STEP_VALUES)
-                    else:
-                        dtype = None
-                    self._characters.append((here, item_path, value, dtype))
+                integers = _as_integers(descriptor.cpp_type, value)
+                if integers is not None:  # read as digits, and as characters if worth it
+                    self._characters.append((here, item_path, *self._worth_reading(*integers)))
             else:
                 self._label(path, labels, touch=True)
                 self._queue(descriptor, here, path, value)
-                if gathering and descriptor.cpp_type in CHARACTER_DTYPES:
+                if gathering and _may_be_integers(descriptor.cpp_type):
                     leaves, numbers = self._gathered.setdefault((path, descriptor.cpp_type), ([], []))
                     leaves.append(here)
                     numbers.append(value)
@@ -451,14 +461,19 @@ class _Walker:
         elif value_field.cpp_type in self.number_types:
             numbers = _large_numbers(list(value.values()), self.smallest)
             texts.extend(_number_text(number) for _, number in numbers)
-        dtype = CHARACTER_DTYPES.get(value_field.cpp_type)
-        if dtype is not None:
-            in_order = list(value.values())
+        integers = None
+        if _may_be_integers(value_field.cpp_type):
+            integers = _as_integers(value_field.cpp_type, list(value.values()))
+        if integers is not None:
+            in_order, dtype = integers
             runs = digit_runs(in_order)  # the same digits in any order: none, none by key either
             characters = worth_reading(in_order, self.detectors)
             if runs or characters:
                 # A map has no order of its own: as it iterates (and is written), and by key.
-                orders = [in_order, [value[key] for key in sorted(value, key=key_order)]]
+                by_key = [value[key] for key in sorted(value, key=key_order)]
+                if value_field.cpp_type in FLOAT_CPP_TYPES:  # whole numbers (``whole_numbers``)
+                    by_key = list(map(int, by_key))
+                orders = [in_order, by_key]
                 if characters:
                     self.values.take(FIXED_STEP_VALUES * len(orders))
                     self._map_characters.append((path, orders, dtype))
@@ -474,17 +489,23 @@ class _Walker:
         for (path, cpp_type), (leaves, numbers) in self._gathered.items():
             if len(numbers) < 2:
                 continue
+            integers = _as_integers(cpp_type, numbers)
+            if integers is None:  # a float field holding a fraction
+                continue
             key: Location = (path, cpp_type)
-            dtype: np.dtype[Any] | None = CHARACTER_DTYPES[cpp_type]
-            if worth_reading(numbers, self.detectors):
-                self.values.take(FIXED_STEP_VALUES)
-            else:
-                dtype = None
             if cpp_type in self.number_types:  # each number was scanned alone too (``_queue``)
                 self._scanned_alone.add(key)
             self._gathered_leaves[key] = leaves
-            self._characters.append((key, path, numbers, dtype))
+            self._characters.append((key, path, *self._worth_reading(*integers)))
         self._gathered.clear()
+
+    def _worth_reading(self, numbers: Any, dtype: np.dtype[Any]) -> tuple[Any, np.dtype[Any] | None]:
+        """``numbers`` and the dtype to read them as characters with, charged for that, or None
+        when not worth it (``integer_text.worth_reading``): they are read as digits either way."""
+        if not worth_reading(numbers, self.detectors):
+            return numbers, None
+        self.values.take(FIXED_STEP_VALUES)
+        return numbers, dtype
 
     def _queue(self, descriptor: FieldDescriptor, location: Location, path: str, value: Any) -> None:
         if descriptor.type == FieldDescriptor.TYPE_BYTES:
@@ -631,13 +652,13 @@ class _Walker:
         read: list[CharacterRead] = []
         for location, path, values, dtype in self._characters:
             if dtype is not None:
-                array = np.fromiter(values, dtype=dtype, count=len(values))
+                array = character_array(values, dtype)
                 found = character_hits(array, detectors)
                 if location in self._gathered_leaves:
                     found = no_cursor_cover(found, len(values), detectors)
                 read.append(CharacterRead(location, path, [(values, array)], found))
         for path, orders, dtype in self._map_characters:
-            arrays = [(values, np.fromiter(values, dtype=dtype, count=len(values))) for values in orders]
+            arrays = [(values, character_array(values, dtype)) for values in orders]
             found = [hit for _, array in arrays for hit in character_hits(array, detectors)]
             read.append(CharacterRead(None, path, arrays, found))
         return read
@@ -771,6 +792,23 @@ def without_extensions(message: Message) -> Message:
             else:
                 without_extensions(value)
     return message
+
+
+def _may_be_integers(cpp_type: int) -> bool:
+    """Whether a field of ``cpp_type`` is read as integers (``_as_integers``)."""
+    return cpp_type in CHARACTER_DTYPES or cpp_type in FLOAT_CPP_TYPES
+
+
+def _as_integers(cpp_type: int, values: Any) -> tuple[Any, np.dtype[Any]] | None:
+    """A repeated field's ``values`` (or a field's across repeated messages, or a map's) as the
+    integers it is read as, and the dtype to read them as characters with; None when it is not
+    read so. An integer field as it is; a float or double field when every value is a whole
+    number (``integer_text.whole_numbers``): ``[49.0, 50.0, 51.0]`` prints, and reads back as
+    code points, as ``[49, 50, 51]`` does."""
+    dtype = CHARACTER_DTYPES.get(cpp_type)
+    if dtype is not None:
+        return values, dtype
+    return whole_numbers(values) if cpp_type in FLOAT_CPP_TYPES else None
 
 
 def _rebase(scopes: list[tuple[str, str]], nested_prefix: str) -> list[tuple[str, str]]:
