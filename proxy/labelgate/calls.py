@@ -131,6 +131,8 @@ class Outcome:
     # Positions in ``decision_inputs`` whose decision was not the one enforced: a later
     # decision of the same phase replaced it (the held call re-decided under its approval).
     superseded_inputs: tuple[int, ...] = ()
+    # (grant id, approval id) of each approval grant the call was released under, every round's.
+    released_under: tuple[tuple[str, str], ...] = ()
 
 
 class CallsInFlight:
@@ -280,6 +282,7 @@ class CallRecord:
     decision_inputs: tuple[tuple[str, str, dict[str, Any]], ...] = ()
     status_code: str = "OK"  # the gRPC status code name the caller got
     superseded_inputs: tuple[int, ...] = ()  # as ``Outcome.superseded_inputs``
+    released_under: tuple[tuple[str, str], ...] = ()  # as ``Outcome.released_under``
 
     @classmethod
     def of(
@@ -311,6 +314,7 @@ class CallRecord:
             decision_inputs=tuple(outcome.decision_inputs),
             status_code=_status_code(error),
             superseded_inputs=outcome.superseded_inputs,
+            released_under=outcome.released_under,
         )
         return record
 

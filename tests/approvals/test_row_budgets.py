@@ -28,7 +28,6 @@ import psycopg
 import pytest
 
 from labelgate.admin.app import build_admin_app
-from labelgate.approvals import repository as repo
 from labelgate.approvals import rules
 from labelgate.approvals.api import ApprovalsContext
 from labelgate.approvals.db import SqliteDatabase
@@ -41,6 +40,7 @@ from labelgate.auth.settings import AuthSettings, JwtSettings
 from labelgate.gateway.record import approval_audit_event
 from labelgate.policy.contract import validate_result
 from tests.approvals.conftest import Answer, Api, gateway_config, person, running_gateway, token
+from tests.approvals.stored_grants import store_grant
 from tests.approvals.test_query_grants import ASYNC, approval_of, ask, clear_ssns
 from tests.support.postgres import PostgresServer
 from tests.support.procs import REPO, free_port, labelgate_command, running
@@ -210,7 +210,7 @@ async def service_on(db: Any) -> AsyncIterator[ApprovalService]:
 
 async def insert(service: ApprovalService, grant: Grant) -> None:
     async with service.db.transaction() as tx:
-        await repo.insert_grant(tx, grant)
+        await store_grant(tx, grant)
 
 
 async def test_sqlite_charges_each_call_once_and_never_past_the_budget(tmp_path: Path) -> None:

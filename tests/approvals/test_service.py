@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -171,6 +172,67 @@ async def test_a_vote_is_recorded_in_the_groups_the_request_asked_for_only(
         assert await service.find_grant(binding, one_from_security) is None
     vote = next(p for e, p in recorded if e == "approval.vote" and p.get("approval_id") == request.id)
     assert vote["groups"] == ["data-owners"]
+
+
+ONE_FROM_SECURITY = Requirement(("security",), 1, 900, "restricted data needs 1 approval(s) from security")
+BINDING = Binding("steve", METHOD, "customer-profile", ("public", "confidential"), DIGEST)
+
+
+async def test_a_grant_stored_with_an_approvers_other_groups_counts_only_in_those_its_request_asked(
+    new_database: Callable,
+) -> None:
+    """Review finding: a grant stored before votes were narrowed (its approvers with all their
+    groups) was used as stored, so for up to grant_ttl_seconds after an upgrade a security
+    grant approved by someone also in data-owners met a data-owners requirement, and the
+    policy was told so. Read back, it counts in the groups its own request asked for only."""
+    sam = Subject("sam", ("security", "data-owners"))
+    async with running_service(new_database) as service:
+        request = await service.open(dataclasses.replace(draft(mode="async"), requirement=ONE_FROM_SECURITY))
+        done = await service.approve(sam, request.id)
+        assert done.state is State.GRANTED and done.grant_id is not None
+        async with service.db.transaction() as tx:  # the row as the release before wrote it
+            await tx.execute(
+                "UPDATE approval_grants SET approvers = ? WHERE id = ?",
+                (json.dumps([["sam", ["data-owners", "security"]]]), done.grant_id),
+            )
+        assert await service.find_grant(BINDING, OWNERS) is None
+        found = await service.find_grant(BINDING, ONE_FROM_SECURITY)
+        assert found is not None and found.approvers == (("sam", ("security",)),)
+        grant = await service.get_grant(done.grant_id)
+        assert grant is not None and grant.to_policy()["approvers"] == [{"id": "sam", "groups": ["security"]}]
+
+
+async def test_a_grant_whose_request_is_gone_counts_for_no_group(new_database: Callable) -> None:
+    """Nothing left says what its approvers were asked: fail closed."""
+    async with running_service(new_database) as service:
+        request = await service.open(draft(mode="async"))
+        done = await service.approve(OLIVIA, request.id)
+        assert done.grant_id is not None and await service.find_grant(BINDING, OWNERS) is not None
+        async with service.db.transaction() as tx:
+            for table in ("approval_votes", "approval_request_groups"):
+                await tx.execute(f"DELETE FROM {table} WHERE request_id = ?", (request.id,))  # noqa: S608
+            await tx.execute("DELETE FROM approval_requests WHERE id = ?", (request.id,))
+        assert await service.find_grant(BINDING, OWNERS) is None
+        grant = await service.get_grant(done.grant_id)
+        assert grant is not None and grant.approvers == ()
+
+
+async def test_a_granted_request_is_kept_as_long_as_its_grant(new_database: Callable) -> None:
+    """A grant counts only with its request: a retention shorter than grant_ttl_seconds must
+    not purge the request under a live grant (and so end the grant early)."""
+    clock = Clock()
+    async with running_service(new_database, clock=clock, retention_seconds=60) as service:
+        request = await service.open(draft(mode="async"))
+        done = await service.approve(OLIVIA, request.id)
+        assert done.grant_id is not None
+        clock.now += 120
+        await service.sweep()
+        assert await service.get(request.id) is not None
+        assert await service.find_grant(BINDING, OWNERS) is not None
+        clock.now += 900
+        await service.sweep()
+        assert await service.get(request.id) is None
+        assert await service.get_grant(done.grant_id) is None
 
 
 async def test_a_policy_that_shortens_grant_ttl_shortens_the_grants_already_made(

@@ -26,10 +26,9 @@ import psycopg
 import pytest
 
 from labelgate.approvals import reasons
-from labelgate.approvals import repository as repo
 from labelgate.approvals.db import SqliteDatabase
 from labelgate.approvals.errors import ApprovalPending
-from labelgate.approvals.hold import note_request
+from labelgate.approvals.hold import grants_noted, note_request
 from labelgate.approvals.model import Binding, Grant, Requirement
 from labelgate.approvals.postgres import PostgresDatabase
 from labelgate.approvals.service import GRANT_SPENT, ApprovalService
@@ -38,6 +37,7 @@ from labelgate.auth import Subject
 from labelgate.auth.subject import requester_of
 from labelgate.calls import Call
 from labelgate.policy.contract import Decision, validate_result
+from tests.approvals.stored_grants import store_grant
 from tests.approvals.test_row_budgets import until_waiting_on_locks
 from tests.support.postgres import PostgresServer
 
@@ -162,10 +162,12 @@ async def stage(new_database: Callable[[], Any]) -> AsyncIterator[HoldForApprova
         yield HoldForApproval(service, hold_timeout_seconds=20, deadline_margin_seconds=0.25)
 
 
-async def insert(service: ApprovalService, *grants: Grant) -> None:
+async def insert(service: ApprovalService, *grants: Grant, asked: tuple[str, ...] | None = None) -> None:
+    """Store ``grants``, each with the granted request it was made for, which asked ``asked``
+    (default: the groups its approvers are recorded in)."""
     async with service.db.transaction() as tx:
         for one in grants:
-            await repo.insert_grant(tx, one)
+            await store_grant(tx, one, asked)
 
 
 async def stored(service: ApprovalService, one: Grant) -> Grant:
@@ -459,3 +461,59 @@ async def test_using_grants_refuses_one_past_its_expiry_or_the_ttl_it_is_held_to
         used = await service.use_grants([(plain, one_minute)], "req-this")
         assert not used.released and used.refused == plain and used.refusal == reasons.GRANT_EXPIRED
         assert (await service.use_grants([(plain, None)], "req-this")).released
+
+
+async def test_a_token_expiring_while_the_call_is_decided_under_the_grants_spends_none(
+    new_database: Callable[[], Any],
+) -> None:
+    """Review of the expiry fix (eighth round): the credential was checked when the grant was
+    found, then the policy decided under it (time passes), and the grants were spent on a call
+    the pipeline then refused TOKEN_EXPIRED. Checked again right before they are used."""
+    clock = Clock()
+    expiring = dataclasses.replace(STEVE, attributes={"exp": clock.now + 10})
+    async with service_on(new_database(), clock) as service:
+        stage = HoldForApproval(service, hold_timeout_seconds=20, clock=clock)
+        security, owners = grant(SAM, row_budget=5), grant(OLGA)  # as SECURITY asks
+        await insert(service, security, owners)  # the binding: the same requester, exp aside
+
+        async def token_runs_out(_: dict[str, Any]) -> None:
+            clock.now += 20
+
+        with grants_noted() as noted:
+            answer = await asyncio.wait_for(
+                stage.hold(call(), expiring, POLICY_INPUT, SECURITY, Policy(token_runs_out)), 30
+            )
+        assert not answer.allow and answer.fail_reason == "TOKEN_EXPIRED"
+        assert noted == []
+        for each in (security, owners):
+            assert (await service.get_grant(each.id)).used_by is None  # type: ignore[union-attr]
+
+
+async def test_the_grants_a_call_is_released_under_are_noted_for_its_record(
+    new_database: Callable[[], Any],
+) -> None:
+    async with service_on(new_database()) as service:
+        stage = HoldForApproval(service, hold_timeout_seconds=20)
+        security, owners = grant(SAM, row_budget=5), grant(OLGA)  # as SECURITY asks
+        await insert(service, security, owners)
+        with grants_noted() as noted:
+            answer = await asyncio.wait_for(stage.hold(call(), STEVE, POLICY_INPUT, SECURITY, Policy()), 30)
+        assert answer.allow
+        assert sorted(noted) == sorted([(security.id, security.request_id), (owners.id, owners.request_id)])
+
+
+async def test_a_security_grant_stored_with_its_approvers_other_groups_never_stands_in_for_a_data_owner(
+    stage: HoldForApproval,
+) -> None:
+    """Review finding: a grant stored before votes were narrowed, made on a security request
+    by someone also in data-owners, carries both groups; read as stored, it met the data
+    owner's round too (released, no data-owners request opened). Read back, it counts as
+    security only: the call is asked for a data owner."""
+    sam_both = Subject.proven("jwt", "sam", issuer="https://idp.test", groups=["security", "data-owners"])
+    legacy = grant(sam_both, single_use=False)
+    assert dict(legacy.approvers)[sam_both.id] == ("data-owners", "security")
+    await insert(stage.service, legacy, asked=("security",))
+    with pytest.raises(ApprovalPending) as pending:
+        await asyncio.wait_for(stage.hold(call(*ASYNC), STEVE, POLICY_INPUT, PLAIN_SECURITY, Policy()), 30)
+    asked = await stage.service.get(pending.value.details["approval_id"])
+    assert asked is not None and asked.requirement.approver_groups == ("data-owners",)

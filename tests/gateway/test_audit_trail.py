@@ -332,6 +332,7 @@ def test_approval_state_changes_join_the_audit_trail(tmp_path: Path, demo_backen
     # the approval records above go through a background sink that a writer restart can lose.
     (release,) = released
     assert release["approvers"] == ["jwt:labelgate-dev#olivia"]
-    (grant_id,) = release["details"]["grant_ids"]
+    (grant_id,) = release["details"]["grant_ids"]  # both phases released under it: named once
     assert grant_id.startswith("grant-")
+    assert release["approval_id"] == by_decision["approval_granted"]["approval_id"]
     assert verify_log(logs).ok

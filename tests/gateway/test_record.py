@@ -228,6 +228,7 @@ def _held_then_released(error: BaseException | None = None) -> CallRecord:
         ("response", "d" * 64, {"approval": {"state": "none"}}),
     ]
     outcome.superseded_inputs = (0, 1)
+    outcome.released_under = (("g-1", "apr-1"),)  # what the approval stage used to release it
     call = Call("/inference.GRPCInferenceService/ModelInfer", "ipv4:127.0.0.1:1", (), {}, "s", "r")
     return CallRecord.of(call, outcome, error)
 
@@ -238,9 +239,21 @@ def test_a_call_released_under_a_grant_names_the_grant_and_its_approvers_in_its_
     event = audit_event(_held_then_released())
     validate_event(event)
     assert event["approvers"] == ["jwt:idp#dan", "jwt:idp#olivia"]  # ids only, not groups
-    # Every grant the call was decided under, round by round (an input names only its last
-    # grant: review of the fix, a call held for two requirements named the second alone).
-    assert event["details"] == {"grant_ids": ["g-old", "g-1"]}
+    # The grants the approval stage used, not g-old, which an input named (review of the fix:
+    # a grant another call spent was named as this one's too).
+    assert event["details"] == {"grant_ids": ["g-1"]} and event["approval_id"] == "apr-1"
+
+
+def test_a_call_released_under_several_rounds_names_every_grant() -> None:
+    """Review of the fix: an input names only its last grant, so a call held for a data owner
+    and then security named only the security grant."""
+    record = dataclasses.replace(
+        _held_then_released(), released_under=(("g-owner", "apr-a"), ("g-security", "apr-b"))
+    )
+    event = audit_event(record)
+    validate_event(event)
+    assert event["details"]["grant_ids"] == ["g-owner", "g-security"]
+    assert event["details"]["approval_ids"] == ["apr-a", "apr-b"] and event["approval_id"] == "apr-b"
 
 
 def test_approvers_and_grant_ids_are_bounded_in_bytes_as_masks_are() -> None:

@@ -86,6 +86,33 @@ def request_bytes() -> int | None:
     return size if reply is None else size + reply.ByteSize()
 
 
+# The grants the current call is released under, noted by the approval stage as it uses them
+# (``grants_noted``): the pipeline puts them in the call's own audit record, which is durable
+# before anything is released (the approval records go through a background sink).
+_released_under: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "labelgate_released_under", default=None
+)
+
+
+@contextlib.contextmanager
+def grants_noted() -> Iterator[list[tuple[str, str]]]:
+    """A list that holds (grant id, approval id) of each grant the call is released under, once
+    ``note_grants_used`` is called within this block (in the same task)."""
+    noted: list[tuple[str, str]] = []
+    token = _released_under.set(noted)
+    try:
+        yield noted
+    finally:
+        _released_under.reset(token)
+
+
+def note_grants_used(grants: list[tuple[str, str]]) -> None:
+    """(grant id, approval id) of every grant used together to release the current call."""
+    noted = _released_under.get()
+    if noted is not None:
+        noted[:] = grants
+
+
 class ApprovalStage(Protocol):
     async def hold(
         self,

@@ -5,6 +5,9 @@ so "exactly this label set" is a plain equality. A request's approver groups are
 one row per group (``approval_request_groups``), so an inbox is filtered in SQL by the
 viewer's groups (and own requests) and paginated by (created_at, id), however many
 requests one requester opened.
+
+A grant is always read with the approver groups of the request it was made for
+(``rules.grant_as_asked``), and a granted request is kept as long as its grant is.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labelgate.approvals import rules
 from labelgate.approvals.db import Row, Tx
 from labelgate.approvals.model import (
     ApprovalRequest,
@@ -275,7 +279,23 @@ async def insert_grant(tx: Tx, grant: Grant) -> None:
     )
 
 
+# Every grant is read with the approver groups its own request asked for (NULL when that
+# request is gone), never as stored alone: see ``_grant``.
+_GRANTS = (
+    "SELECT g.*, r.approver_groups AS request_approver_groups FROM approval_grants g "
+    "LEFT JOIN approval_requests r ON r.id = g.request_id"
+)
+
+
 def _grant(row: Row) -> Grant:
+    """A grant row (from ``_GRANTS``), its approvers counted only in the groups its request
+    asked for: rows written before votes were narrowed carry all of their groups."""
+    asked = row["request_approver_groups"]
+    stored = _stored_grant(row)
+    return rules.grant_as_asked(stored, None if asked is None else tuple(json.loads(asked)))
+
+
+def _stored_grant(row: Row) -> Grant:
     return Grant(
         id=row["id"],
         request_id=row["request_id"],
@@ -338,24 +358,27 @@ async def charge_grant(tx: Tx, grant_id: str, call_request_id: str, rows: int, n
 
 
 async def get_grant(tx: Tx, grant_id: str) -> Grant | None:
-    rows = await tx.fetch("SELECT * FROM approval_grants WHERE id = ?", (grant_id,))
+    rows = await tx.fetch(f"{_GRANTS} WHERE g.id = ?", (grant_id,))
     return _grant(rows[0]) if rows else None
 
 
 async def live_grants(tx: Tx, binding: Binding, now: float) -> list[Grant]:
     rows = await tx.fetch(
-        "SELECT * FROM approval_grants WHERE subject = ? AND method = ? AND model = ? AND labels = ? "
-        "AND expires_at > ? ORDER BY expires_at DESC",
+        f"{_GRANTS} WHERE g.subject = ? AND g.method = ? AND g.model = ? AND g.labels = ? "
+        "AND g.expires_at > ? ORDER BY g.expires_at DESC",
         (binding.subject, binding.method, binding.model, _labels_key(binding.labels), now),
     )
     return [_grant(row) for row in rows]
 
 
 async def purge(tx: Tx, resolved_before: float) -> list[str]:
-    """Delete requests resolved, and grants ended, before ``resolved_before``."""
+    """Delete requests resolved, and grants ended, before ``resolved_before``. A granted
+    request stays while its grant does (a grant whose request is gone counts for no group),
+    and goes with it."""
     rows = await tx.fetch(
-        "SELECT id FROM approval_requests WHERE state <> ? AND resolved_at < ?",
-        (State.PENDING.value, resolved_before),
+        "SELECT id FROM approval_requests WHERE state <> ? AND resolved_at < ? "
+        "AND id NOT IN (SELECT request_id FROM approval_grants WHERE expires_at >= ?)",
+        (State.PENDING.value, resolved_before, resolved_before),
     )
     ids = [row["id"] for row in rows]
     if ids:

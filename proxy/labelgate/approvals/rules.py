@@ -20,7 +20,9 @@ The rules, all checked here and nowhere else:
   call; a grant with a row budget releases at most that many rows in total (each call is
   charged its row count once, when the grant releases it);
 - a vote is recorded in the groups the request asked for only (``voting_groups``), so a
-  grant never counts for a requirement its approvers were not asked about;
+  grant never counts for a requirement its approvers were not asked about; a stored grant
+  is read back the same way (``grant_as_asked``), however it was written: its approvers
+  count only in the groups its own request asked for, and in none when that request is gone;
 - a grant lasts no longer than the policy in force allows: past its own expiry, or past
   ``grant_ttl_seconds`` of the requirement it is checked against now (``grant_lapsed``), it
   releases nothing, whichever round of a call it was found for.
@@ -28,7 +30,8 @@ The rules, all checked here and nowhere else:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 
 from labelgate.approvals import reasons
 from labelgate.approvals.errors import ApprovalConflict
@@ -94,13 +97,20 @@ def vote_refusal(
     return None
 
 
+def asked_groups_only(groups: Iterable[str], asked: Iterable[str]) -> tuple[str, ...]:
+    """Of ``groups`` (an approver's), those a request asked for (its ``approver_groups``): the
+    only groups an approval on that request counts in. The one rule behind a vote, the
+    approvers a grant is made with, and a stored grant read back."""
+    wanted = set(asked)
+    return tuple(group for group in groups if group in wanted)
+
+
 def voting_groups(person: Subject, request: ApprovalRequest) -> tuple[str, ...]:
     """The groups a vote by ``person`` on ``request`` is cast in: those of theirs the request
     asked for, never the others. A vote is a decision on this requirement only: recorded
     with all of an approver's groups, an approval asked of a data owner who is in security
     too would count, in the grant and in the policy, as a security approval nobody asked for."""
-    asked = set(request.requirement.approver_groups)
-    return tuple(group for group in person.groups if group in asked)
+    return asked_groups_only(person.groups, request.requirement.approver_groups)
 
 
 def counted_approvers(
@@ -121,7 +131,7 @@ def counted_approvers(
         # Only the groups the request asked for: a grant says who approved as what, and an
         # approver's other groups were never asked (votes recorded before votes were
         # narrowed carry them all).
-        people[vote.approver] = tuple(group for group in vote.groups if group in required)
+        people[vote.approver] = asked_groups_only(vote.groups, required)
     return people
 
 
@@ -131,6 +141,21 @@ def outcome(request: ApprovalRequest) -> State:
         return State.DENIED
     people = counted_approvers(request.votes, request.requirement, request.requester)
     return State.GRANTED if len(people) >= request.requirement.min_approvals else State.PENDING
+
+
+def grant_as_asked(grant: Grant, asked: Sequence[str] | None) -> Grant:
+    """``grant`` with each approver counted only in the groups its own request asked for
+    (``asked``: that request's ``approver_groups``); an approver left with none is dropped.
+    Grants stored before votes were narrowed carry every group of their approvers, and were
+    used as stored: a security grant approved by someone also in data-owners met a
+    data-owners requirement, in ``grant_satisfies`` and in the policy. ``asked`` None (the
+    request is gone): nothing says what its approvers were asked, so it counts for no group."""
+    if asked is None:
+        return dataclasses.replace(grant, approvers=())
+    approvers = tuple(
+        (person, kept) for person, groups in grant.approvers if (kept := asked_groups_only(groups, asked))
+    )
+    return dataclasses.replace(grant, approvers=approvers)
 
 
 def grant_mismatch(

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from labelgate import untrusted_text
 from labelgate.approvals import deadline, events, reasons, rules
 from labelgate.approvals.errors import ApprovalPending, HoldDeadlineExceeded
-from labelgate.approvals.hold import Reevaluate, request_bytes
+from labelgate.approvals.hold import Reevaluate, note_grants_used, request_bytes
 from labelgate.approvals.model import (
     Binding,
     FieldAtStake,
@@ -64,6 +64,7 @@ from labelgate.approvals.model import (
     policy_approval,
 )
 from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, GrantsUse, GrantUse
+from labelgate.auth.reasons import TOKEN_EXPIRED
 from labelgate.auth.subject import requester_of
 from labelgate.errors import InvalidInput, ResourceExhausted
 from labelgate.expiry import earliest_expiry
@@ -365,6 +366,8 @@ class HoldForApproval:
                     return again  # refused anyway: nothing released, nothing spent or charged
                 # Spent and charged only now that the grants do release the call: all of
                 # them, or (another call spent one first) none.
+                if not self._credentials_live(subject):
+                    return self._expired(decision)
                 used = await self._use_all(at, grant, requirement, call, subject)
                 if used.released:
                     grant_used(grant, subject, call, binding, used.uses[-1], rows)
@@ -395,6 +398,19 @@ class HoldForApproval:
             )
         return await self._ask(call, subject, policy_input, decision, requirement, reevaluate, at)
 
+    def _credentials_live(self, subject: Subject) -> bool:
+        """None of the caller's credentials has expired (``earliest_expiry``): checked again
+        right before grants are spent, since deciding under them takes time (review, eighth
+        round: a token expiring meanwhile had the grant spent and the call refused)."""
+        expires = earliest_expiry(subject.attributes)
+        return expires is None or self.clock() < expires
+
+    @staticmethod
+    def _expired(decision: Decision) -> Decision:
+        """The call's credential expired while it was held: nothing spent, the caller's
+        TOKEN_EXPIRED (the pipeline checks the credentials again and says so)."""
+        return refusal(decision, TOKEN_EXPIRED, "the token this call was made with expired while it was held")
+
     async def _use_all(
         self, at: Round, grant: Grant, requirement: Requirement, call: Call, subject: Subject
     ) -> GrantsUse:
@@ -406,6 +422,7 @@ class HoldForApproval:
         if used.released:
             for (held, _), use in zip(at.earlier, used.uses[:-1], strict=True):
                 grant_used(held, subject, call, at.binding, use, at.rows)
+            note_grants_used([(each.id, each.request_id) for each, _ in [*at.earlier, (grant, requirement)]])
         elif used.refusal == reasons.GRANT_EXPIRED and used.refused is not None:
             events.record(
                 "approval.grant_refused",
@@ -538,7 +555,7 @@ class HoldForApproval:
     ) -> Decision:
         options, binding, rows = at.options, at.binding, at.rows
         now = self.clock()
-        cut_by_deadline = False
+        cut_by_deadline = cut_by_token = False
         if options.mode == "async":
             until = now + self.async_timeout_seconds
         else:
@@ -553,8 +570,10 @@ class HoldForApproval:
             expires = earliest_expiry(subject.attributes)
             if expires is not None and expires < until:
                 # A grant after the caller's credential expired releases nothing (the pipeline
-                # refuses it TOKEN_EXPIRED), so the hold, and its request to approvers, end then.
+                # refuses it TOKEN_EXPIRED), so the hold, and its request to approvers, end then;
+                # the caller is told its token expired, not its deadline.
                 until = now if expires <= now else float(expires)
+                cut_by_deadline, cut_by_token = False, True
             if until - now < self.min_hold_seconds:
                 return refusal(
                     decision,
@@ -606,6 +625,8 @@ class HoldForApproval:
                     return again
                 # The held call is the grant's first use (a single-use grant is spent on it,
                 # a budgeted one charged its rows), with the earlier rounds' grants: all or none.
+                if not self._credentials_live(subject):
+                    return self._expired(decision)
                 used = await self._use_all(at, grant, requirement, call, subject)
                 if not used.released:
                     return self._spent_first(decision, used)
@@ -619,6 +640,13 @@ class HoldForApproval:
                         **charge_fields(use, rows),
                     )
                 return again
+        if cut_by_token and final.state is State.EXPIRED:
+            return refusal(
+                decision,
+                TOKEN_EXPIRED,
+                f"approval {final.id} was not decided before the token this call was made with "
+                "expired; it is expired (call again with a fresh token)",
+            )
         if cut_by_deadline and final.state is State.EXPIRED:
             raise HoldDeadlineExceeded(
                 reasons.APPROVAL_DEADLINE_EXCEEDED,

@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 
 from labelgate import tracing
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.approvals.hold import ApprovalStage, reply_kept
+from labelgate.approvals.hold import ApprovalStage, grants_noted, reply_kept
 from labelgate.approvals.stage import check_options
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth import reasons as auth_reasons
@@ -486,7 +486,7 @@ class Pipeline:
         aside = inflight.set_aside()
         self.in_flight.count -= 1
         try:
-            with tracing.stage("hold"):
+            with tracing.stage("hold"), grants_noted() as grants:
                 decision = await self.approvals.hold(call, subject, first, held, again)
         finally:
             self.in_flight.count += 1
@@ -496,6 +496,8 @@ class Pipeline:
             # the first of the caller's credentials has expired, granted or not: ``again`` saw
             # it at the grant, and it may have expired since (the grant's use is awaited).
             still_valid(subject, _EXPIRED_WHILE_HELD)
+        if decision.allow:  # both phases may be released under one grant: named once
+            outcome.released_under += tuple(grant for grant in grants if grant not in outcome.released_under)
         enforced = next((before for made, before in redecided if made is decision), None)
         if enforced is not None:
             outcome.superseded_inputs += tuple(range(start, enforced))

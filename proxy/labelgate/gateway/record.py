@@ -126,6 +126,10 @@ def audit_event(entry: CallRecord) -> dict[str, Any]:
         event["approvers"] = _bounded_texts(approvers)
         if grants:
             details["grant_ids"] = _bounded_texts(grants)
+            # The approval requests the grants answered (``apr-...``), as the inbox names them.
+            event["approval_id"] = recorded_text(entry.released_under[-1][1])
+            if len(entry.released_under) > 1:
+                details["approval_ids"] = _bounded_texts([approval for _, approval in entry.released_under])
     if details:
         event["details"] = details
     if last is not None and last[1].cached:
@@ -213,29 +217,24 @@ def _bounded_texts(texts: Sequence[str]) -> list[str]:
 
 
 def released_under(entry: CallRecord) -> tuple[list[str], list[str]]:
-    """(grant ids, approver ids) of the approval grants a released call was decided under.
-    Approvers: of each decision input whose decision was enforced (``superseded_inputs``
-    marks the others), where ``approvals.model.policy_approval`` put every grant's. Grant ids:
-    of every granted decision input of the call, since an input names only its last grant and
-    a call held for several requirements is decided once per round (review, eighth round: the
-    earlier rounds' grants were in no record). A refused call names none: what it was last
-    decided under is not what refused it."""
+    """(grant ids, approver ids) of the approval grants a released call was released under.
+    Grants: those the approval stage used together to release it, every round's
+    (``Outcome.released_under``: an input names only its last grant, and a superseded one a
+    grant that may have gone to another call: review, eighth round). Approvers: of each
+    decision input whose decision was enforced (``superseded_inputs`` marks the others), where
+    ``approvals.model.policy_approval`` put every grant's. A refused call names none: what it
+    was last decided under is not what refused it."""
     if entry.refusal is not None:
         return [], []
     superseded = set(entry.superseded_inputs)
-    grants: list[str] = []
     approvers: set[str] = set()
     for position, (_, _, doc) in enumerate(entry.decision_inputs):
         approval = doc.get("approval")
-        if not isinstance(approval, dict) or approval.get("state") != "granted":
+        if position in superseded or not isinstance(approval, dict) or approval.get("state") != "granted":
             continue
-        grant = approval.get("grant_id")
-        if isinstance(grant, str) and grant not in grants:
-            grants.append(grant)
-        if position not in superseded:
-            people = approval.get("approved_by") or ()
-            approvers.update(person for person in people if isinstance(person, str))
-    return grants, sorted(approvers)
+        people = approval.get("approved_by") or ()
+        approvers.update(person for person in people if isinstance(person, str))
+    return [grant for grant, _ in entry.released_under], sorted(approvers)
 
 
 class LogAndMetricsRecorder:
