@@ -386,6 +386,13 @@ class LimitSettings(Section):
     # the gateway hold. Past it a request is refused at once (RESOURCE_EXHAUSTED /
     # 503, REQUEST_BYTES_EXHAUSTED). Calls held for approval count under approvals.max_held_bytes.
     max_request_bytes_in_flight: int = Field(128 * 1024 * 1024, ge=1024, le=2**40)
+    # What the streams of split_values: hold routes hold at once, per process, while a value
+    # may still straddle their messages (each stream alone is bounded by max_message_bytes):
+    # messages as the hold counts them (serialized, parsed, their text; binary is held to the
+    # stream's end). Past it the stream that would pass it ends (RESOURCE_EXHAUSTED,
+    # STREAM_HELD_BYTES_EXHAUSTED), nothing of what it holds released. Sized for a 2-core,
+    # 4 GiB host: held bytes cost 1.6 to 2 times as much resident memory (docs/OPERATING.md).
+    max_stream_held_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=2**40)
     # Streams (ModelStreamInfer and routed streaming methods) open at once, per process: each
     # holds memory however little it sends. Past it a stream is refused at once
     # (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS), before anything is opened upstream.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
@@ -24,7 +25,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from labelgate.classify import reasons
 from labelgate.classify.carried_forms import CharacterReader
 from labelgate.classify.detectors import BUILTIN_LABELS, DetectorSet
-from labelgate.classify.integer_text import CHARACTER_DTYPES, character_hits, worth_reading
+from labelgate.classify.integer_text import CHARACTER_DTYPES, character_array, character_hits, worth_reading
 from labelgate.classify.messages import (
     FIXED_STEP_VALUES,
     RUN_SEPARATORS,
@@ -180,12 +181,9 @@ class HeldIntegers:
         with. The last value alone mostly tells (token ids): one no value holds ends no run."""
         if 0x1B not in tail[-_ESCAPE_REACH:] and self._reader.apart(tail[-1]):
             return 0, False
-        dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_INT64]
-        if any(value >= 1 << 63 for value in tail):
-            dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_UINT64]
         # Read whole (no run before it): a run the tail is all of is one as long as it, or
         # longer, and no value is.
-        return self._reader.run_of(np.fromiter(tail, dtype=dtype, count=len(tail)))
+        return self._reader.run_of(_as_characters(tail))
 
     def _own_cover(
         self, numbers: list[int], repeated: bool, values: MessageValues, records: bool = False
@@ -251,11 +249,7 @@ def _integer_hits(
     found: list[_IntegerHit] = []
     if worth_reading(numbers, detectors):
         values.take(FIXED_STEP_VALUES)
-        dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_INT64]
-        if any(number >= 1 << 63 for number in numbers):  # a uint64's: no character either way
-            dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_UINT64]
-        array = np.fromiter(numbers, dtype=dtype, count=len(numbers))
-        hits = character_hits(array, detectors)
+        hits = character_hits(_as_characters(numbers), detectors)
         if records:
             hits = no_cursor_cover(hits, len(numbers), detectors)
         found += [(hit.detector, hit.start, hit.end) for hit in hits]
@@ -274,3 +268,15 @@ def _integer_hits(
                 last = bisect_left(starts, hit.end)  # the first number starting at or past its end
                 found.append((hit.detector, first, max(last, first + 1)))
     return found
+
+
+def _as_characters(numbers: list[int]) -> np.ndarray[Any, Any]:
+    """A path's integers as an array to read as characters: int64, or uint64 when one is past
+    int64 and none is negative (a uint64 field's: no character either way). A float field's
+    whole numbers (``integer_text.whole_numbers``) may hold both signs past int64, which no
+    integer field does (``[-1.0, 2.0**63]``): those past it read as -1, none either
+    (``integer_text.character_array``)."""
+    dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_INT64]
+    if numbers and max(numbers) >= 1 << 63 and min(numbers) >= 0:
+        dtype = CHARACTER_DTYPES[FieldDescriptor.CPPTYPE_UINT64]
+    return character_array(numbers, dtype)

@@ -38,7 +38,8 @@ move text between messages. A route whose server streams are token streams
   (``_Binary``), never because some other message of the path is.
 
 Integer fields (repeated, scalar, a map's values), which a client reads back with ``chr`` as
-the classifier reads a repeated one (``integer_text``), are followed by path too
+the classifier reads a repeated one (``integer_text``), and float and double ones whose values
+are whole numbers, as it reads those (``_by_field``), are followed by path too
 (``held_integers``): the run of characters a value may be made of the path's values end in
 (at most ``held_integers.INTEGER_TAIL``) is read with the next message's values, and a value only their
 joining shows ends the stream; the messages such a run takes are held meanwhile.
@@ -54,7 +55,10 @@ field's messages does. A BEGIN marker is looked for in the same texts.
 Messages held beyond ``hold_limit`` bytes (serialized, plus a parsed message's own cost,
 plus their text, plus what is kept per path: its name and where each of its pieces ends)
 fail the stream closed, and so does a stream holding text of more than ``max_paths`` paths
-at once (``limits.max_fields``): paths are the upstream's choice (a map key each). Each
+at once (``limits.max_fields``): paths are the upstream's choice (a map key each); the
+gateway bounds what a process's streams hold together (``gateway/inflight.py``). Reading the
+released messages across (``_release``, at the stream's end too) is counted against
+``limits.max_message_values`` as one reply's classification is. Each
 path records only the messages that carry it, and its cut is computed again only when its
 text changed and only when it may matter: while one path holds the first held message
 back, or text that cannot be cut (None, final for that text and any longer one) holds
@@ -102,7 +106,7 @@ from labelgate.classify.folding import (
     wide_folded,
 )
 from labelgate.classify.held_integers import FREE, PATH_COST, PIECE_COST, HeldIntegers
-from labelgate.classify.integer_text import CHARACTER_DTYPES
+from labelgate.classify.integer_text import CHARACTER_DTYPES, FLOAT_CPP_TYPES, whole_numbers
 from labelgate.classify.jsonpaths import (
     _ESCAPE,
     MAX_UNESCAPE_LEVELS,
@@ -226,16 +230,23 @@ class SplitValues:
             self._held_bytes += len(piece) + PIECE_COST
         for path, shown, numbers, repeated, records in _by_field(integers):
             self._integers.follow(number, path, shown, numbers, repeated, counted, records)
-        if self._held_bytes + self._integers.held_bytes > self.hold_limit:
+        if self.held_bytes > self.hold_limit:
             raise ResourceExhausted(
                 reasons.STREAM_HELD_TOO_LARGE,
                 f"a stream holds more than {self.hold_limit} bytes of messages a value may still straddle",
             )
-        return self._release(self._releasable())
+        return self._release(self._releasable(), max_values)
 
-    def flush(self) -> list[Message]:
-        """The end of the stream: every message held, once no value straddles them."""
-        return self._release(len(self._held))
+    def flush(self, max_values: int | None = None) -> list[Message]:
+        """The end of the stream: every message held, once no value straddles them. Its
+        reading is bounded as any release's is (``_release``: ``max_values``)."""
+        return self._release(len(self._held), max_values)
+
+    @property
+    def held_bytes(self) -> int:
+        """What the messages held cost, as ``hold_limit`` counts it: a process's hold streams
+        together are bounded by it too (``gateway/inflight.py``: ``HeldBytes``)."""
+        return self._held_bytes + self._integers.held_bytes
 
     def _appended(self, state: _Path, piece: bytes) -> None:
         """``piece`` is about to extend ``state``'s text: whether its cut must be read again."""
@@ -305,23 +316,31 @@ class SplitValues:
         else:
             state.members = b""
 
-    def _release(self, count: int) -> list[Message]:
+    def _release(self, count: int, max_values: int | None = None) -> list[Message]:
+        """The first ``count`` messages held, once no value straddles them. What reading them
+        across takes (each path's pieces joined, in every reading, and the texts a PEM block
+        may run on into) is counted against ``max_values`` as one reply's classification is
+        (``messages.MessageValues``: a text's bytes, a value per 128, four times that when it
+        is read again decoded; each detection two), before it is read: past it the stream
+        ends (``MESSAGE_TOO_MANY_VALUES``) and nothing is released. Unbounded, the end of a
+        stream of 6 MiB of binary read it for 10 s (review); each path's text is weighed
+        before any is read, so a large one is refused at once."""
         if count == 0:
             return []
         last = self._first + count  # the first message kept
+        values = MessageValues(max_values)
+        across = []  # the paths whose pieces are read joined
         for state in self._paths.values():
-            taken = bisect_left(state.messages, last)
-            if taken > 1:
-                edges = [state.base, *state.ends[:taken]]
-                pieces = [
-                    bytes(state.text[start - state.base : end - state.base])
-                    for start, end in itertools.pairwise(edges)
-                ]
-                pieces = [piece for piece in pieces if piece]
-                if len(pieces) > 1:
-                    self._refuse_split(state.shown, pieces)
+            pieces = _released_pieces(state, last)
+            if len(pieces) > 1:
+                values.take(len(pieces))
+                values.take_text(b"".join(pieces))
+                across.append(state)
+        detectors = self.detectors if max_values is None else self.detectors.counting(values.found)
+        for state in across:  # its pieces taken again: one path's copy at a time
+            self._refuse_split(state.shown, _released_pieces(state, last), detectors)
         if self._keys_open or (self._marked and min(self._marked) < last):
-            self._follow_keys(count)
+            self._follow_keys(count, values)
         released = []
         for _ in range(count):
             message, size = self._held.popleft()
@@ -347,7 +366,7 @@ class SplitValues:
                 del self._paths[path]
         return released
 
-    def _follow_keys(self, count: int) -> None:
+    def _follow_keys(self, count: int, values: MessageValues) -> None:
         """A PEM block one message's text opens and does not close runs on into the messages
         after it, on every path: each message is classified on its own, and the key's lines
         in a later message's other field (or its own) show no marker (``key_blocks``). The
@@ -356,7 +375,8 @@ class SplitValues:
         form the scan reads) and blank ones, are not empty would carry lines of the key no
         mask covers: the stream ends (``STREAM_VALUE_SPLIT``) before it leaves, as a value
         split across one path's messages does. Asked only while a block is open or of
-        messages whose text may spell a marker (``_may_spell_key``)."""
+        messages whose text may spell a marker (``_may_spell_key``); each message walked and
+        each text read counted against ``values`` (the release's: ``_release``)."""
         awaited = self._keys_open
         for offset in range(count):
             number = self._first + offset
@@ -364,7 +384,9 @@ class SplitValues:
             if not awaited and not marked:
                 continue
             self._marked.discard(number)
-            texts = list(all_texts(self._held[offset][0]))
+            texts = [text for _, _, text in _texts(self._held[offset][0], values)]
+            for text in texts:
+                values.take_text(text)  # read in every form the scan reads (``key_blocks``)
             opened: set[bytes] = set()
             if awaited:
                 found: set[bytes] = set()
@@ -388,8 +410,8 @@ class SplitValues:
             awaited = awaited | frozenset(opened)
         self._keys_open = awaited
 
-    def _refuse_split(self, path: str, pieces: list[bytes]) -> None:
-        straddling = straddled(self.detectors, pieces)
+    def _refuse_split(self, path: str, pieces: list[bytes], detectors: DetectorSet) -> None:
+        straddling = straddled(detectors, pieces)
         if straddling == UNREADABLE:
             raise UpstreamError(
                 reasons.STREAM_VALUE_SPLIT,
@@ -832,6 +854,19 @@ class _Readings:
         return self.levels[level]
 
 
+def _released_pieces(state: _Path, last: int) -> list[bytes]:
+    """The pieces of ``state``'s text that the messages before ``last`` carry, empty ones left
+    out (they hold no byte of a value)."""
+    taken = bisect_left(state.messages, last)
+    if taken < 2:
+        return []
+    edges = [state.base, *state.ends[:taken]]
+    pieces = [
+        bytes(state.text[start - state.base : end - state.base]) for start, end in itertools.pairwise(edges)
+    ]
+    return [piece for piece in pieces if piece]
+
+
 def _glued_run(carry: CarryOver, text: bytes, cut: int) -> bytes:
     """For ``text`` cut at ``cut`` by ``carry``: the bytes that, appended, leave the cut where
     it is because a run glued to a closed PEM block's END marker holds it at the block's start
@@ -890,21 +925,15 @@ def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
     return _texts(message, MessageValues(None))
 
 
-def all_texts(message: Message) -> Iterator[bytes]:
-    """Every string and bytes field set in ``message``, at any depth, Anys' contents too: what
-    a PEM block left open may run on into (``SplitValues._follow_keys``)."""
-    for _, _, text in _texts(message, MessageValues(None)):  # a message ``hold`` counted
-        yield text
-
-
 # (path, shown path, text)
 _Text = tuple[str, str, bytes]
 _TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 
 
-# (path, shown path, its values in order, whether a repeated field's): an integer field's
-# values (``HeldIntegers.follow``).
-_Integers = tuple[str, str, list[int], bool]
+# (path, shown path, its values in order, whether a repeated field's, whether a float or
+# double field's): an integer field's values (``HeldIntegers.follow``), or a float field's,
+# read as integers where the classifier reads them so (``_by_field``).
+_Integers = tuple[str, str, list[Any], bool, bool]
 
 
 def _texts(
@@ -927,22 +956,31 @@ def _by_field(integers: list[_Integers]) -> list[tuple[str, str, list[int], bool
     together in order (``chars[0].c``, ``chars[1].c``: ``chars[].c``, whether ``records``), as
     the classifier reads them (``messages``: an integer field of a repeated message); the rest
     as they are. A record's field followed per element let a value split across messages'
-    records out (review)."""
-    fields: dict[str, tuple[str, list[int], bool, bool]] = {}
-    for path, shown, numbers, repeated in integers:
+    records out (review). A float or double field's values are integers where they are all
+    whole numbers (``integer_text.whole_numbers``: a repeated field's, a records' field's
+    across the records, a scalar), as the classifier reads them (``messages._as_integers``);
+    else they are not followed: ``double`` code points one a message went out where int64
+    ones ended the stream (review)."""
+    fields: dict[str, tuple[str, list[Any], bool, bool, bool]] = {}
+    for path, shown, numbers, repeated, floats in integers:
         field_path = _ELEMENT.sub("[]", path)
         records = field_path != path and not repeated
         if records:
             path, shown = field_path, _ELEMENT.sub("[]", shown)
         known = fields.get(path)
         if known is None:
-            fields[path] = (shown, list(numbers), repeated, records)
+            fields[path] = (shown, list(numbers), repeated, records, floats)
         else:
             known[1].extend(numbers)
-    return [
-        (path, shown, numbers, repeated, records)
-        for path, (shown, numbers, repeated, records) in fields.items()
-    ]
+    found = []
+    for path, (shown, numbers, repeated, records, floats) in fields.items():
+        if floats:
+            whole = whole_numbers(numbers)
+            if whole is None:
+                continue  # a fraction among them: not read as integers
+            numbers = whole[0]
+        found.append((path, shown, numbers, repeated, records))
+    return found
 
 
 def _walk(
@@ -964,13 +1002,18 @@ def _walk(
         path, named = f"{prefix}{descriptor.name}", f"{shown}{descriptor.name}"
         if not is_message(descriptor) and descriptor.type not in _TEXT_TYPES:
             # No text to hold, no step per element; integers (enums too) are read across
-            # messages as the classifier reads a repeated one (``held_integers``).
-            if integers is not None and descriptor.cpp_type in CHARACTER_DTYPES:
+            # messages as the classifier reads a repeated one (``held_integers``), and so are
+            # floats and doubles where they are whole numbers (``_by_field``).
+            if integers is not None and _may_be_integers(descriptor):
                 numbers = list(value) if descriptor.is_repeated else [value]
-                integers.append((path, named, numbers, descriptor.is_repeated))
+                floats = descriptor.cpp_type in FLOAT_CPP_TYPES
+                integers.append((path, named, numbers, descriptor.is_repeated, floats))
             continue
         if is_map(descriptor):
             value_field = message_type_of(descriptor).fields_by_name["value"]
+            if value_field.cpp_type in FLOAT_CPP_TYPES and whole_numbers(list(value.values())) is None:
+                # As the classifier reads a map's values: whole numbers all, or not integers.
+                continue
             # A map of Any is shown as the classifier names it, its contents under ``anys{}.``.
             opened = (
                 "" if is_message(value_field) and message_type_of(value_field).full_name == ANY_TYPE else "{}"
@@ -1011,9 +1054,9 @@ def _value(
             yield from _any(value, path, shown, depth + 1, values, integers)
         else:
             yield from _walk(value, f"{path}.", f"{shown}.", depth + 1, values, integers)
-    elif descriptor.cpp_type in CHARACTER_DTYPES:
-        if integers is not None:  # a map's integer value, one a key
-            integers.append((path, shown, [value], False))
+    elif _may_be_integers(descriptor):
+        if integers is not None:  # a map's integer value, one a key (a float: whole, ``_walk``)
+            integers.append((path, shown, [value], False, descriptor.cpp_type in FLOAT_CPP_TYPES))
     elif descriptor.type in _TEXT_TYPES:
         if descriptor.type == FieldDescriptor.TYPE_STRING and not in_map and not isinstance(value, str):
             # As the classifier refuses it (``messages._Walker._queue``), before it is held.
@@ -1025,6 +1068,12 @@ def _value(
         # (and a map's string value that is not UTF-8, which proto2 hands over as bytes) as
         # they are.
         yield path, shown, _text(value)
+
+
+def _may_be_integers(descriptor: FieldDescriptor) -> bool:
+    """Whether a field's values are read as integers (``_by_field``): an integer or enum
+    field's, a float or double field's when they are whole numbers."""
+    return descriptor.cpp_type in CHARACTER_DTYPES or descriptor.cpp_type in FLOAT_CPP_TYPES
 
 
 def _any(

@@ -14,6 +14,13 @@ last one's. A call held for approval hands its bytes to the approval service's o
 (``approvals.max_held_bytes``), so calls waiting for a person do not shed everyone else's,
 and takes them back when the hold ends.
 
+The messages a ``split_values: hold`` route's stream holds while a value may still straddle
+them (``classify/split_values.py``) count against a budget of their own
+(``limits.max_stream_held_bytes``, ``HeldBytes``): each stream is bounded by
+``limits.max_message_bytes``, but 40 streams holding 6.5 MiB of binary each took a gateway
+from 181 to 970 MiB (review). A stream whose hold would pass it ends (RESOURCE_EXHAUSTED,
+``STREAM_HELD_BYTES_EXHAUSTED``), nothing of what it holds released.
+
 Pure bookkeeping: one event loop per process, so no lock.
 """
 
@@ -151,3 +158,47 @@ def take_back(size: int) -> None:
     if lease is not None and size and not lease.size and not lease.ended:
         lease._budget.take_anyway(size)
         lease.size = size
+
+
+class HeldBytes:
+    """The bytes the hold streams of one process hold (``SplitValues.held_bytes``, as the
+    stream's own ``hold_limit`` counts them); ``limit`` in all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+
+class HeldShare:
+    """What one hold stream holds of its process's ``HeldBytes``."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: HeldBytes) -> None:
+        self._budget = budget
+        self.size = 0
+
+    def hold(self, size: int) -> None:
+        """The stream holds ``size`` bytes now. Raises ``Overloaded`` when what it holds grew
+        past what is left (its share stays as it was: the stream ends, and gives it back)."""
+        grown = size - self.size
+        budget = self._budget
+        if grown > 0 and budget.in_use + grown > budget.limit:
+            log.warning("hold stream refused", bytes=size, held=budget.in_use, limit=budget.limit)
+            raise Overloaded(
+                reasons.STREAM_HELD_BYTES_EXHAUSTED,
+                "the gateway's token streams hold as many bytes as they may "
+                "(limits.max_stream_held_bytes); retry later",
+            )
+        budget.in_use += grown
+        self.size = size
+
+    def release(self) -> None:
+        self.hold(0)
+
+    def handed_over(self) -> HeldShare:
+        """A share holding what this one held, which holds nothing from here on: for what
+        outlives the stream (its end read in a thread the stream no longer waits for)."""
+        other = HeldShare(self._budget)
+        other.size, self.size = self.size, 0
+        return other

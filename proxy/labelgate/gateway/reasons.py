@@ -38,6 +38,9 @@ REST_UPSTREAM_UNSUPPORTED = "REST_UPSTREAM_UNSUPPORTED"
 ROUTE_INVALID = "ROUTE_INVALID"
 SHARED_MEMORY_UNSUPPORTED = "SHARED_MEMORY_UNSUPPORTED"
 STREAM_SPANS_UPSTREAMS = "STREAM_SPANS_UPSTREAMS"
+# The process's split_values: hold streams hold limits.max_stream_held_bytes already
+# (RESOURCE_EXHAUSTED; gateway/inflight.py): the stream whose hold would pass it ends.
+STREAM_HELD_BYTES_EXHAUSTED = "STREAM_HELD_BYTES_EXHAUSTED"
 # A ModelStreamInfer stream waited for its caller's next request longer than
 # limits.stream_idle_seconds, with nothing of it unanswered (DEADLINE_EXCEEDED).
 STREAM_IDLE = "STREAM_IDLE"

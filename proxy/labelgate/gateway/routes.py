@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,12 @@ class RoutedServices(grpc.GenericRpcHandler):
         self.pipeline = pipeline
         self.routes = routes
 
+    @functools.cached_property
+    def held_bytes(self) -> inflight.HeldBytes:
+        """What every hold stream of this process holds at once (one ``RoutedServices`` a
+        process: ``server.Gateway``)."""
+        return inflight.HeldBytes(self.pipeline.limits.max_stream_held_bytes)
+
     @classmethod
     def from_settings(
         cls, pipeline: Pipeline, routes: list[RouteSettings], upstream_for: Callable[[str | None], Upstream]
@@ -112,7 +120,14 @@ class RoutedServices(grpc.GenericRpcHandler):
                 OpaqueCall(self.pipeline, route.upstream, method).serve
             )
         hold = route.settings.split_values == "hold"
-        return typed_handler(self.pipeline, route.upstream, method, descriptor, hold_split_values=hold)
+        return typed_handler(
+            self.pipeline,
+            route.upstream,
+            method,
+            descriptor,
+            hold_split_values=hold,
+            held_bytes=self.held_bytes,
+        )
 
 
 def _check_streams_say_what_they_carry(route: Route) -> None:
@@ -230,28 +245,83 @@ async def _mapped(replies: AsyncIterator[Any], relay: Relay | None = None) -> As
 
 
 async def held(
-    replies: AsyncIterator[Message], splitter: SplitValues, max_values: int | None = None
+    replies: AsyncIterator[Message],
+    splitter: SplitValues,
+    max_values: int | None = None,
+    budget: inflight.HeldBytes | None = None,
 ) -> AsyncIterator[Message]:
     """A token stream's replies, each held until no detected value can straddle it and the
     next; a split value ends the stream (``STREAM_VALUE_SPLIT``), and so does a reply of more
-    than ``max_values`` values (``limits.max_message_values``: ``SplitValues.hold``). When the
-    upstream's stream fails, what was held is released first, as at its end, unless that
-    release is refused. Its refusals and the upstream's are recorded once, by
+    than ``max_values`` values (``limits.max_message_values``: ``SplitValues.hold``), or a
+    release whose reading across messages would count more (``SplitValues._release``). What
+    it holds counts against its process's ``budget`` (``limits.max_stream_held_bytes``): a
+    message that would take it past ends the stream (``STREAM_HELD_BYTES_EXHAUSTED``) before
+    anything it let go leaves. When the upstream's stream fails, what was held is released
+    first, as at its end, unless that release is refused; both are read in a thread
+    (``_flushed``). Its refusals and the upstream's are recorded once, by
     ``Pipeline.upstream_replies``."""
+    share = inflight.HeldShare(budget) if budget is not None else None
     upstream = aiter(replies)
-    while True:
-        try:
-            reply = await anext(upstream)
-        except StopAsyncIteration:
-            break
-        except LabelgateError:
-            for ready in splitter.flush():
+    try:
+        while True:
+            try:
+                reply = await anext(upstream)
+            except StopAsyncIteration:
+                break
+            except LabelgateError:
+                for ready in await _flushed(splitter, max_values, share):
+                    yield ready
+                raise
+            released = splitter.hold(reply, max_values)
+            if share is not None:
+                share.hold(splitter.held_bytes)
+            for ready in released:
                 yield ready
-            raise
-        for ready in splitter.hold(reply, max_values):
+        for ready in await _flushed(splitter, max_values, share):
             yield ready
-    for ready in splitter.flush():
-        yield ready
+    finally:
+        if share is not None:
+            share.release()
+
+
+# Threads that read the end of hold streams (``_flushed``): it is Python (the GIL), so more
+# would not read faster, only take the event loop's turns more often.
+_FLUSH_THREADS = 1
+
+
+@functools.cache
+def _flush_threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_FLUSH_THREADS, thread_name_prefix="labelgate-hold-flush")
+
+
+async def _flushed(
+    splitter: SplitValues, max_values: int | None, share: inflight.HeldShare | None
+) -> list[Message]:
+    """What a hold stream still holds at its end, once no value straddles it
+    (``SplitValues.flush``), read in a thread of its own: the stream has ended, so nothing
+    else touches its splitter. Bounded by ``max_values`` (about 2 s of binary at the default),
+    it still took the worker's event loop for that long, every call of the worker waiting
+    (6 MiB of binary held its health check 9.8 s before it was bounded: review). A caller that
+    leaves meanwhile does not wait for it: a read not begun is dropped with the splitter,
+    one under way keeps the stream's share of ``HeldBytes`` until it ends."""
+    kept = [splitter]  # emptied when the read is dropped before it begins: freed at once
+    job = _flush_threads().submit(lambda: kept.pop().flush(max_values))
+    try:
+        return await asyncio.wrap_future(job)
+    except asyncio.CancelledError:
+        if job.cancel():
+            kept.clear()
+        elif share is not None:
+            moved = share.handed_over()
+            loop = asyncio.get_running_loop()
+            job.add_done_callback(lambda _: _call_soon(loop, moved.release))
+        raise
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """``callback`` on ``loop``, from another thread; nothing once the loop closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 def typed_handler(
@@ -261,7 +331,10 @@ def typed_handler(
     descriptor: MethodDescriptor,
     *,
     hold_split_values: bool = False,
+    held_bytes: inflight.HeldBytes | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
+    """``held_bytes``: the process's bound on what hold streams hold (``RoutedServices``;
+    none: unbounded but for each stream's own)."""
     request_type = message_factory.GetMessageClass(descriptor.input_type)
     response_type = message_factory.GetMessageClass(descriptor.output_type)
     target = _target(method, opaque=False)
@@ -304,7 +377,7 @@ def typed_handler(
                     raise
                 mapped = _mapped(replies, relay)
                 kept = (
-                    held(mapped, pipeline.split_values(), pipeline.limits.max_message_values)
+                    held(mapped, pipeline.split_values(), pipeline.limits.max_message_values, held_bytes)
                     if hold_split_values
                     else mapped
                 )
