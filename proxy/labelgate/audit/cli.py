@@ -152,7 +152,7 @@ def audit_writer_command(
 ) -> None:
     """Run the audit writer: append events durably (group commit) and sign checkpoints.
 
-    To check a log: ``labelgate audit verify DIR`` (or ``python -m labelgate.audit verify DIR``)."""
+    To check a log: labelgate audit verify DIR (or python -m labelgate.audit verify DIR)."""
     from labelgate.audit.writer import WriterSettings, run_writer
     from labelgate.logs import configure
 
