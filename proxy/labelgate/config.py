@@ -524,6 +524,8 @@ class ApprovalSettings(Section):
     min_hold_seconds: float = Field(1.0, ge=0, le=60)
     # Resolve a held call this long before the client's deadline, so the caller sees why.
     deadline_margin_seconds: float = Field(0.25, ge=0, le=10)
+    # Decided requests are purged this long after they end; a granted one is kept while its
+    # grant lives (a grant counts only in the groups its request asked for).
     retention_seconds: int = Field(7 * 86400, ge=0)
     sweep_interval_seconds: float = Field(1.0, gt=0, le=60)
     # Base URL of the web inbox in links (notifications, async answers); default: the admin listener.
