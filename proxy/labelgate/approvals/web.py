@@ -58,6 +58,7 @@ from labelgate.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from labelgate.expiry import earliest_expiry
 from labelgate.logs import get_logger
 from labelgate.recording.web import InboxHooks, sessions_router
 from labelgate.untrusted_text import cleaned
@@ -159,9 +160,9 @@ def session_until(ctx: ApprovalsContext, person: Subject, now: float) -> float:
     if sooner. The session carries the groups that credential named and is never checked
     against the provider again, so it must not vouch for them longer than the credential did."""
     until = now + ctx.session_max_seconds
-    exp = person.attributes.get("exp")
-    if isinstance(exp, int | float) and not isinstance(exp, bool):
-        until = min(until, float(exp))
+    expires = earliest_expiry(person.attributes)  # an exp that cannot be read has passed
+    if expires is not None and expires < until:
+        until = now if expires <= now else float(expires)
     return until
 
 

@@ -137,7 +137,7 @@ async def _served(
             held = ledger.match(str(upstream_id))
             ledger.close(held)  # answered by what was held
             ending = pb.ModelInferResponse(id=held.upstream_id)
-            ending.parameters["triton_final_response"].bool_param = True
+            ending.parameters[FINAL_PARAMETER].bool_param = True
             async with pipeline.recording(call, held.target) as outcome:
                 outcome.subject, outcome.upstream_status = subject, "OK"
                 # The upstream chose when its stream ends, the caller's token may be gone by

@@ -1,8 +1,10 @@
 """Follow the bundle server the way OPA does: long-poll ``GET {url}/bundles/{name}``.
 
-Each request sends the ETag of the revision we hold (``If-None-Match``) and ``Prefer:
-modes=snapshot;wait=N``, so the server holds it until a new revision is published or N
-seconds pass (``304``, and we ask again at once). A ``200`` brings a tarball: it is read and
+Each request sends the ETag of the bundle we hold (``If-None-Match``: the revision, and the
+sequence of a signed one) and ``Prefer: modes=snapshot;wait=N``, so the server holds it until
+a new revision is published or N seconds pass (``304``, and we ask again at once; a ``200``
+that changes nothing, the revision in force signed by another server, is followed by a
+pause of ``retry_max``). A ``200`` brings a tarball: it is read and
 its signature checked in a worker thread (``PolicySource.from_bundle``), then handed to
 ``apply`` (``EmbeddedEngine.load``: compiled in a worker thread, swapped in atomically).
 
