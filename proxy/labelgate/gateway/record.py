@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from labelgate import tracing
 from labelgate.audit import AuditClient
@@ -35,6 +35,7 @@ from labelgate.timestamps import format_time, utc_now
 from labelgate.untrusted_text import BOUNDED_TEXT, bounded
 
 log = get_logger("labelgate.decision")
+T = TypeVar("T")
 
 
 # Set, in the task that writes it, for the record of a call refused because its release's audit
@@ -176,16 +177,10 @@ def recorded_masks(masked: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     call masked: its refusal's record, made from the same outcome, would be refused too."""
     if _fits_as_is(masked):
         return list(masked)  # the usual call: a few short paths, nothing to bound or measure
-    kept: list[dict[str, str]] = []
-    size = 0
-    for mask in masked[:_RECORDED_MASKS]:
-        recorded = {key: recorded_text(text) for key, text in mask.items()}
-        # ASCII-escaped, never shorter than the frame's UTF-8 (escaped controls count in full).
-        size += len(json.dumps(recorded)) + 1
-        if size > _RECORDED_MASK_BYTES:
-            break
-        kept.append(recorded)
-    return kept
+    return _first_within(
+        [{key: recorded_text(text) for key, text in mask.items()} for mask in masked[:_RECORDED_MASKS]],
+        _RECORDED_MASK_BYTES,
+    )
 
 
 def _fits_as_is(masked: Sequence[dict[str, str]]) -> bool:
@@ -205,14 +200,19 @@ def _fits_as_is(masked: Sequence[dict[str, str]]) -> bool:
 def _bounded_texts(texts: Sequence[str]) -> list[str]:
     """The first of ``texts`` a record holds: each bounded as chosen text, at most
     ``_RECORDED_MASKS`` of them within ``_RECORDED_TEXT_BYTES``."""
-    kept: list[str] = []
+    return _first_within([recorded_text(text) for text in texts[:_RECORDED_MASKS]], _RECORDED_TEXT_BYTES)
+
+
+def _first_within(items: list[T], limit: int) -> list[T]:
+    """The first of ``items`` whose JSON, ASCII-escaped (never shorter than the frame's UTF-8:
+    escaped controls count in full), fits in ``limit`` bytes together."""
+    kept: list[T] = []
     size = 0
-    for text in texts[:_RECORDED_MASKS]:
-        recorded = recorded_text(text)
-        size += len(json.dumps(recorded)) + 1
-        if size > _RECORDED_TEXT_BYTES:
+    for item in items:
+        size += len(json.dumps(item)) + 1
+        if size > limit:
             break
-        kept.append(recorded)
+        kept.append(item)
     return kept
 
 
