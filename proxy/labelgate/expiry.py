@@ -60,3 +60,10 @@ def _expiry(attributes: Mapping[str, Any]) -> int | float | None:
     if expires != expires:  # NaN: no telling when it expires
         return UNREADABLE_EXPIRY
     return expires
+
+
+def credentials_live(attributes: Mapping[str, Any], now: float) -> bool:
+    """None of the credentials ``attributes`` names has expired at ``now`` (``earliest_expiry``;
+    one that cannot be read has)."""
+    expires = earliest_expiry(attributes)
+    return expires is None or now < expires

@@ -67,7 +67,7 @@ from labelgate.approvals.service import APPROVAL_ID, ApprovalService, Draft, Gra
 from labelgate.auth.reasons import TOKEN_EXPIRED
 from labelgate.auth.subject import requester_of
 from labelgate.errors import InvalidInput, ResourceExhausted
-from labelgate.expiry import earliest_expiry
+from labelgate.expiry import credentials_live, earliest_expiry
 from labelgate.logs import get_logger
 from labelgate.policy.contract import ApprovalRequirement, Decision
 
@@ -402,8 +402,7 @@ class HoldForApproval:
         """None of the caller's credentials has expired (``earliest_expiry``): checked again
         right before grants are spent, since deciding under them takes time (review, eighth
         round: a token expiring meanwhile had the grant spent and the call refused)."""
-        expires = earliest_expiry(subject.attributes)
-        return expires is None or self.clock() < expires
+        return credentials_live(subject.attributes, self.clock())
 
     @staticmethod
     def _expired(decision: Decision) -> Decision:

@@ -65,7 +65,7 @@ from labelgate.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from labelgate.expiry import earliest_expiry
+from labelgate.expiry import credentials_live
 from labelgate.gateway import inflight, metrics
 from labelgate.gateway import reasons as gateway_reasons
 from labelgate.gateway.bounds import check_fields, check_reply_fields, check_target
@@ -670,8 +670,7 @@ def is_valid(subject: Subject) -> bool:
     """None of the subject's credentials has expired, its own token or one presented beside it
     (a bearer token next to a client certificate: ``earliest_expiry``). An expiry that cannot be
     read counts as passed."""
-    expires = earliest_expiry(subject.attributes)
-    return expires is None or time.time() < expires
+    return credentials_live(subject.attributes, time.time())
 
 
 def still_valid(subject: Subject, why: str = "the token this stream was opened with has expired") -> None:
