@@ -30,7 +30,7 @@ from labelgate.calls import Target
 from labelgate.classify.split_values import SplitValues
 from labelgate.config import LimitSettings, RouteSettings, UpstreamSettings
 from labelgate.errors import LabelgateError, Overloaded
-from labelgate.gateway import inflight, reasons
+from labelgate.gateway import inflight, metrics, reasons
 from labelgate.gateway.routes import Route, RoutedServices, held
 from labelgate.gateway.status import error_info
 from labelgate.gateway.upstream import Upstream
@@ -64,7 +64,12 @@ def holding(chunks: list[bytes]) -> int:
     return stream.held_bytes
 
 
+def shed(bound: str) -> float:
+    return metrics.REQUESTS_SHED.labels(bound)._value.get()
+
+
 async def test_hold_streams_share_one_budget_and_the_one_past_it_ends() -> None:
+    shed_before = shed("stream_held_bytes")
     two = holding(AUDIO[:2])
     budget = inflight.HeldBytes(two + holding(AUDIO[:1]))
     sent, keep_open = asyncio.Event(), asyncio.Event()
@@ -80,6 +85,7 @@ async def test_hold_streams_share_one_budget_and_the_one_past_it_ends() -> None:
     await sent.wait()
     await asyncio.sleep(0)
     assert budget.in_use == two
+    assert metrics.STREAM_HELD_BYTES._value.get() == two
 
     async def second_upstream() -> AsyncIterator[Message]:
         for chunk in AUDIO:
@@ -92,10 +98,13 @@ async def test_hold_streams_share_one_budget_and_the_one_past_it_ends() -> None:
     assert refused.value.reason == reasons.STREAM_HELD_BYTES_EXHAUSTED
     assert got == []  # nothing it held left
     assert budget.in_use == two  # its own share given back, the first's kept
+    # Counted where every bound's refusals are (the request budget's are not).
+    assert shed("stream_held_bytes") == shed_before + 1
     keep_open.set()
     assert data(await waiting) == AUDIO[0]
     assert [data(message) async for message in first] == AUDIO[1:2]
     assert budget.in_use == 0
+    assert metrics.STREAM_HELD_BYTES._value.get() == 0
 
 
 async def test_the_end_of_a_hold_stream_is_read_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,9 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import ClassVar
+
+from prometheus_client import Gauge
 
 from labelgate.errors import Overloaded
 from labelgate.gateway import metrics, reasons
@@ -42,7 +45,7 @@ class Lease:
 
     __slots__ = ("_budget", "ended", "size")
 
-    def __init__(self, budget: RequestBytes) -> None:
+    def __init__(self, budget: ByteBudget) -> None:
         self._budget = budget
         self.size = 0
         self.ended = False  # its call ended: nothing is taken back (``take_back``)
@@ -64,8 +67,16 @@ _CURRENT: contextvars.ContextVar[Lease | None] = contextvars.ContextVar(
 )
 
 
-class RequestBytes:
-    """The budget of one process; ``limit`` bytes in all."""
+class ByteBudget:
+    """One process's bound on bytes of one kind, ``limit`` in all: what is taken counts in a
+    gauge, and what does not fit is refused (RESOURCE_EXHAUSTED with the budget's reason)
+    and counted in ``labelgate_requests_shed_total`` under the budget's bound."""
+
+    bound: ClassVar[str]  # its label in labelgate_requests_shed_total
+    reason: ClassVar[str]
+    refusal: ClassVar[str]
+    gauge: ClassVar[Gauge]
+    logged: ClassVar[str]
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -73,24 +84,31 @@ class RequestBytes:
 
     def take(self, size: int) -> None:
         if self.in_use + size > self.limit:
-            metrics.REQUESTS_SHED.labels("request_bytes").inc()
-            log.warning("request shed", bytes=size, in_flight=self.in_use, limit=self.limit)
-            raise Overloaded(
-                reasons.REQUEST_BYTES_EXHAUSTED,
-                "the gateway holds as many request bytes as it may (limits.max_request_bytes_in_flight); "
-                "retry later",
-            )
-        self.in_use += size
-        metrics.REQUEST_BYTES_IN_FLIGHT.set(self.in_use)
+            metrics.REQUESTS_SHED.labels(self.bound).inc()
+            log.warning(self.logged, bound=self.bound, bytes=size, in_flight=self.in_use, limit=self.limit)
+            raise Overloaded(self.reason, self.refusal)
+        self.take_anyway(size)
 
     def take_anyway(self, size: int) -> None:
         """``size`` bytes taken whether or not they fit (``take_back``)."""
         self.in_use += size
-        metrics.REQUEST_BYTES_IN_FLIGHT.set(self.in_use)
+        self.gauge.set(self.in_use)
 
     def give_back(self, size: int) -> None:
         self.in_use -= size
-        metrics.REQUEST_BYTES_IN_FLIGHT.set(self.in_use)
+        self.gauge.set(self.in_use)
+
+
+class RequestBytes(ByteBudget):
+    """Callers' request bytes (``limits.max_request_bytes_in_flight``)."""
+
+    bound = "request_bytes"
+    reason = reasons.REQUEST_BYTES_EXHAUSTED
+    refusal = (
+        "the gateway holds as many request bytes as it may (limits.max_request_bytes_in_flight); retry later"
+    )
+    gauge = metrics.REQUEST_BYTES_IN_FLIGHT
+    logged = "request shed"
 
     @contextmanager
     def call(self, size: int = 0) -> Iterator[Lease]:
@@ -160,13 +178,18 @@ def take_back(size: int) -> None:
         lease.size = size
 
 
-class HeldBytes:
+class HeldBytes(ByteBudget):
     """The bytes the hold streams of one process hold (``SplitValues.held_bytes``, as the
-    stream's own ``hold_limit`` counts them); ``limit`` in all."""
+    stream's own ``hold_limit`` counts them; ``limits.max_stream_held_bytes``)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_use = 0
+    bound = "stream_held_bytes"
+    reason = reasons.STREAM_HELD_BYTES_EXHAUSTED
+    refusal = (
+        "the gateway's token streams hold as many bytes as they may "
+        "(limits.max_stream_held_bytes); retry later"
+    )
+    gauge = metrics.STREAM_HELD_BYTES
+    logged = "hold stream refused"
 
 
 class HeldShare:
@@ -182,15 +205,10 @@ class HeldShare:
         """The stream holds ``size`` bytes now. Raises ``Overloaded`` when what it holds grew
         past what is left (its share stays as it was: the stream ends, and gives it back)."""
         grown = size - self.size
-        budget = self._budget
-        if grown > 0 and budget.in_use + grown > budget.limit:
-            log.warning("hold stream refused", bytes=size, held=budget.in_use, limit=budget.limit)
-            raise Overloaded(
-                reasons.STREAM_HELD_BYTES_EXHAUSTED,
-                "the gateway's token streams hold as many bytes as they may "
-                "(limits.max_stream_held_bytes); retry later",
-            )
-        budget.in_use += grown
+        if grown > 0:
+            self._budget.take(grown)
+        elif grown < 0:
+            self._budget.give_back(-grown)
         self.size = size
 
     def release(self) -> None:

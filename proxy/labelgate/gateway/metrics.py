@@ -41,11 +41,17 @@ REQUEST_BYTES_IN_FLIGHT = Gauge(
     "labelgate_request_bytes_in_flight",
     "Request bytes the calls in progress hold (limits.max_request_bytes_in_flight)",
 )
+STREAM_HELD_BYTES = Gauge(
+    "labelgate_stream_held_bytes",
+    "Bytes the split_values: hold streams in progress hold (limits.max_stream_held_bytes)",
+)
 REQUESTS_SHED = Counter(
     "labelgate_requests_shed_total",
     "Requests refused at once, before anything was read, by the bound they met "
     "(request_bytes: limits.max_request_bytes_in_flight; open_streams: limits.max_open_streams; "
-    "open_streams_per_caller: limits.max_open_streams_per_caller; health_watches: limits.max_health_watches)",
+    "open_streams_per_caller: limits.max_open_streams_per_caller; "
+    "health_watches: limits.max_health_watches), and hold streams ended when what they hold would pass it "
+    "(stream_held_bytes: limits.max_stream_held_bytes)",
     ["bound"],
 )
 EVENT_LOOP_LAG = Gauge(
