@@ -47,6 +47,8 @@ CREATE TABLE approval_requests (
     call_request_id TEXT NOT NULL, session_id TEXT NOT NULL, grant_id TEXT
 );
 """
+# The approval store's migrations, in order (labelgate/migrations/approvals).
+APPROVALS_MIGRATIONS = ["0001_baseline", "0002_signed_out_sessions"]
 LATER = '''"""A migration a later release might add (test only)."""
 
 from yoyo import step
@@ -101,12 +103,12 @@ async def test_sqlite_approval_store_upgrades_from_todays_schema_keeping_its_row
 
     assert await _reopened(SqliteDatabase(path), ids) == before
     with sqlite3.connect(path) as conn:
-        assert applied(conn) == ["0001_baseline"]
+        assert applied(conn) == APPROVALS_MIGRATIONS
         assert conn.execute("SELECT count(*) FROM approval_votes").fetchone()[0] == 1
     # Opening again applies nothing more.
     assert await _reopened(SqliteDatabase(path), ids) == before
     with sqlite3.connect(path) as conn:
-        assert applied(conn) == ["0001_baseline"]
+        assert applied(conn) == APPROVALS_MIGRATIONS
 
 
 async def test_postgres_approval_store_upgrades_from_todays_schema_keeping_its_rows(
@@ -119,7 +121,7 @@ async def test_postgres_approval_store_upgrades_from_todays_schema_keeping_its_r
 
     assert await _reopened(PostgresDatabase(dsn), ids) == before
     with psycopg.connect(dsn) as conn:
-        assert applied(conn) == ["0001_baseline"]
+        assert applied(conn) == APPROVALS_MIGRATIONS
         assert conn.execute("SELECT count(*) FROM approval_votes").fetchone()[0] == 1  # type: ignore[index]
     assert upgrade_postgres(dsn, "approvals") == []
 
@@ -128,9 +130,9 @@ def test_a_later_migration_applies_once_after_the_baseline_on_postgres(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     dsn = postgres.create_database()
-    (tmp_path / "0002_ticket.py").write_text(LATER)
-    assert upgrade_postgres(dsn, "approvals") == ["0001_baseline"]
-    assert upgrade_postgres(dsn, "approvals", extra=[tmp_path]) == ["0002_ticket"]
+    (tmp_path / "0099_ticket.py").write_text(LATER)
+    assert upgrade_postgres(dsn, "approvals") == APPROVALS_MIGRATIONS
+    assert upgrade_postgres(dsn, "approvals", extra=[tmp_path]) == ["0099_ticket"]
     assert upgrade_postgres(dsn, "approvals", extra=[tmp_path]) == []
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT ticket FROM approval_requests")
@@ -152,8 +154,11 @@ def test_the_oldest_sqlite_approval_store_gets_later_columns_and_its_group_index
         tuple(values.values()),
     )
     (tmp_path / "later").mkdir()
-    (tmp_path / "later" / "0002_ticket.py").write_text(LATER)
-    assert upgrade_sqlite(conn, "approvals", extra=[tmp_path / "later"]) == ["0001_baseline", "0002_ticket"]
+    (tmp_path / "later" / "0099_ticket.py").write_text(LATER)
+    assert upgrade_sqlite(conn, "approvals", extra=[tmp_path / "later"]) == [
+        *APPROVALS_MIGRATIONS,
+        "0099_ticket",
+    ]
     row = conn.execute(
         "SELECT id, digest, grant_scope, single_use, row_budget, ticket FROM approval_requests"
     ).fetchone()

@@ -4,6 +4,7 @@ recorded response shown through the real embedded engine's replay decision for t
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -50,6 +51,20 @@ def context(service: ApprovalService, authenticator: Authenticator) -> Approvals
     return ApprovalsContext(service, authenticator, session_key=KEY)
 
 
+@contextlib.asynccontextmanager
+async def approval_service(*viewer_groups: str) -> AsyncIterator[ApprovalService]:
+    """A started service on an in-memory store: the inbox asks it whether a session was
+    signed out before any page reads the session."""
+    service = ApprovalService(
+        SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=viewer_groups
+    )
+    await service.start(sweep=False)
+    try:
+        yield service
+    finally:
+        await service.close()
+
+
 def cookie(sub: str, *groups: str) -> dict[str, str]:
     """A signed-in person's session cookie: a derived session token, never a bearer token."""
     person = Subject(sub, groups, "jwt", {"iss": "labelgate-dev"})
@@ -93,15 +108,14 @@ async def client(tmp_path: Path, engine: EmbeddedEngine) -> AsyncIterator[httpx.
     await recorder.record(CallRecord.of(make_call(f"s-{ATTACK}"), hostile, None, clock()))
     await recorder.close()
 
-    service = ApprovalService(
-        SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors", "ops"]
-    )
-    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
-    app = build_admin_app(_ready, context(service, authenticator))
-    app.state.session_store = FileSessionStore(tmp_path / "sessions")
-    app.state.replay_policy = replay_policy(engine)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
-        yield http
+    async with approval_service("auditors", "ops") as service:
+        authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+        app = build_admin_app(_ready, context(service, authenticator))
+        app.state.session_store = FileSessionStore(tmp_path / "sessions")
+        app.state.replay_policy = replay_policy(engine)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+            yield http
 
 
 async def test_an_auditor_sees_the_timeline_with_the_tensors_as_policy_masks_them(
@@ -199,23 +213,23 @@ async def test_recorded_text_is_escaped(client: httpx.AsyncClient) -> None:
 
 
 async def test_without_a_recording_store_the_page_says_so(tmp_path: Path) -> None:
-    service = ApprovalService(
-        SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors"]
-    )
-    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
-    app = build_admin_app(_ready, context(service, authenticator))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
-        page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors"))
+    async with approval_service("auditors") as service:
+        authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+        app = build_admin_app(_ready, context(service, authenticator))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+            page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors"))
     assert page.status_code == 404 and "SESSIONS_NOT_RECORDED" in page.text
 
 
 async def test_with_no_admin_group_configured_nobody_sees_sessions(tmp_path: Path) -> None:
-    service = ApprovalService(SqliteDatabase(None), node_id="t", link_base="http://t")
-    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
-    app = build_admin_app(_ready, context(service, authenticator))
-    app.state.session_store = FileSessionStore(tmp_path)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
-        page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors", "admins"))
+    async with approval_service() as service:
+        authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+        app = build_admin_app(_ready, context(service, authenticator))
+        app.state.session_store = FileSessionStore(tmp_path)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+            page = await http.get("/inbox/sessions", headers=cookie("ana", "auditors", "admins"))
     assert page.status_code == 403 and "SESSIONS_NO_ADMIN_GROUP" in page.text
 
 

@@ -87,6 +87,12 @@ class BridgedApprovalService:
     async def healthy(self) -> bool:
         return await self._bridge.call(self._service.healthy)
 
+    async def sign_out_session(self, session_id: str, ends_at: float) -> None:
+        await self._bridge.call(self._service.sign_out_session, session_id, ends_at)
+
+    async def session_signed_out(self, session_id: str) -> bool:
+        return bool(await self._bridge.call(self._service.session_signed_out, session_id))
+
 
 class BridgedSessionStore:
     """A recording store's read side (the inbox's session pages), run on the gateway's loop."""

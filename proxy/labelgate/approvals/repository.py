@@ -396,3 +396,25 @@ async def purge(tx: Tx, resolved_before: float) -> list[str]:
     )
     await tx.execute("DELETE FROM approval_grants WHERE expires_at < ?", (resolved_before,))
     return ids
+
+
+# -- inbox sessions signed out (labelgate/migrations/approvals/0002_signed_out_sessions) ------
+async def sign_out_session(tx: Tx, session_id: str, ends_at: float) -> None:
+    """Record a signed-out session until ``ends_at``; signing it out again changes nothing."""
+    await tx.execute(
+        "INSERT INTO inbox_signed_out_sessions (session_id, ends_at) VALUES (?, ?) "
+        "ON CONFLICT (session_id) DO NOTHING",
+        (session_id, ends_at),
+    )
+
+
+async def signed_out(tx: Tx, session_id: str) -> bool:
+    rows = await tx.fetch(
+        "SELECT 1 AS found FROM inbox_signed_out_sessions WHERE session_id = ?", (session_id,)
+    )
+    return bool(rows)
+
+
+async def prune_signed_out(tx: Tx, ended_before: float) -> int:
+    """Forget signed-out sessions that ended before ``ended_before``; how many."""
+    return await tx.execute("DELETE FROM inbox_signed_out_sessions WHERE ends_at < ?", (ended_before,))

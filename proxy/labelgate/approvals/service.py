@@ -70,6 +70,9 @@ LOCAL_RECHECK_SECONDS = 0.5
 # ... and, as a safety net only, when it can (PostgreSQL NOTIFY is the main path).
 NOTIFY_RECHECK_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 60.0
+# A signed-out inbox session is remembered this long past its end: a gateway whose clock runs
+# behind the sweeping one's still takes the cookie as unexpired until its own clock gets there.
+SIGNED_OUT_KEPT_PAST_END_SECONDS = 300.0
 # One page of an inbox or of the API's list (``limit`` may ask for fewer, never more).
 LIST_LIMIT = 500
 DEFAULT_PAGE = 100
@@ -620,6 +623,19 @@ class ApprovalService:
             why = f"approved by {', '.join(sorted(people))}"
             await repo.resolve(tx, request.id, State.GRANTED, why, now, grant_id=grant.id)
 
+    # -- inbox sessions -----------------------------------------------------------------------
+    async def sign_out_session(self, session_id: str, ends_at: float) -> None:
+        """Refuse the inbox session ``session_id`` from now until ``ends_at``, on every
+        process sharing this store (the cookie itself cannot be taken back from its copies)."""
+        async with self.db.transaction() as tx:
+            await repo.sign_out_session(tx, session_id, ends_at)
+
+    async def session_signed_out(self, session_id: str) -> bool:
+        """Whether the inbox session ``session_id`` was signed out. A store that cannot be read
+        raises (``ApprovalsUnavailable``): the caller refuses the session, never guesses."""
+        async with self.db.transaction() as tx:
+            return await repo.signed_out(tx, session_id)
+
     # -- expiry, retention, restarts ----------------------------------------------------------
     async def _resolve(self, request_id: str, state: State, why: str) -> None:
         async with self.db.transaction() as tx:
@@ -656,6 +672,7 @@ class ApprovalService:
         if purge:
             async with self.db.transaction() as tx:
                 purged = await repo.purge(tx, now - self.retention_seconds)
+                await repo.prune_signed_out(tx, now - SIGNED_OUT_KEPT_PAST_END_SECONDS)
             if purged:
                 events.record("approval.purged", None, approval_ids=purged, count=len(purged))
 

@@ -18,6 +18,13 @@ uses a double-submit cookie. Forms are also refused when the browser says they c
 another origin. A vote or sign-out is checked against the session cookie before its body is
 read; bodies are read with a bound (``MAX_FORM_BYTES``, 413 past it).
 
+Signing out (a POST with the session's CSRF token) records the session's id (``sid``, random,
+in the signed cookie) as signed out until the session's end, in the approval store every
+gateway shares, and every inbox route refuses a signed-out session as it refuses an expired
+one (``accept_session``, run before each of them): a copy of the cookie taken before the
+sign-out (a shared machine, a proxy log) no longer shows or grants anything, on any gateway.
+A store that cannot be read accepts no session (503).
+
 Recorded sessions (``/inbox/sessions``, ``/inbox/sessions/{id}``) are
 ``labelgate.recording.web``, mounted here with the inbox's sign-in and layout: only
 signed-in members of the viewer groups (``approvals.viewer_groups``, formerly
@@ -27,6 +34,7 @@ shown as the policy's replay decision for that viewer allows.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -36,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -166,21 +174,43 @@ def session_until(ctx: ApprovalsContext, person: Subject, now: float) -> float:
     return until
 
 
-def open_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> Subject | None:
-    """The subject of a session token this server (or a replica with the same key) issued and
-    that has not expired; None for anything else."""
+@dataclasses.dataclass(frozen=True)
+class InboxSession:
+    """An open session cookie: who, its id (what sign-out records), its end, and the cookie's
+    value (CSRF tokens derive from it)."""
+
+    person: Subject
+    sid: str
+    ends_at: int
+    value: str
+
+
+def read_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> InboxSession | None:
+    """A session token this server (or a replica with the same key) issued, that has not
+    expired and has an id; None for anything else. Whether it was signed out is the store's
+    (``accept_session``)."""
     claims = signed.verify(ctx.session_key, b"session", SESSION_FORMAT, value, MAX_COOKIE_BYTES)
-    if claims is None or not isinstance(claims.get("exp"), int):
+    if claims is None or not isinstance(claims.get("exp"), int) or value is None:
+        return None
+    sid = claims.get("sid")
+    if not isinstance(sid, str) or not sid:  # a session no sign-out could end: none is issued
         return None
     try:
         if claims["exp"] <= (time.time() if now is None else now):
             return None
         sub = claims["sub"]
-        return Subject(
+        person = Subject(
             id=sub["id"], groups=tuple(sub["groups"]), auth=sub["auth"], attributes=sub["attributes"]
         )
     except (ValueError, KeyError, TypeError):
         return None
+    return InboxSession(person, sid, claims["exp"], value)
+
+
+def open_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> Subject | None:
+    """The subject of ``read_session``'s session; None for anything else."""
+    session = read_session(ctx, value, now)
+    return None if session is None else session.person
 
 
 def csrf_token(ctx: ApprovalsContext, session_value: str) -> str:
@@ -198,10 +228,31 @@ def _cookie_names(request: Request) -> tuple[str, str, str]:
     return SESSION_COOKIE, SIGNIN_COOKIE, COOKIE_PATH
 
 
+# Where ``accept_session`` leaves the session it accepted for the rest of the request.
+_ACCEPTED = "labelgate_inbox_session"
+
+
+async def accept_session(request: Request) -> None:
+    """Before every inbox route (``mount_inbox``): the session cookie is accepted when it is
+    signed, unexpired and not signed out, as the shared store says. Once per request, so the
+    synchronous readers (``_session``: the error page, the session pages' hook) see the same
+    answer. A store that cannot be read raises ``ApprovalsUnavailable`` (503): no session is
+    accepted unchecked."""
+    ctx = context(request)
+    session = read_session(ctx, request.cookies.get(_cookie_names(request)[0]))
+    if session is not None and not await ctx.service.session_signed_out(session.sid):
+        setattr(request.state, _ACCEPTED, session)
+
+
+def _accepted(request: Request) -> InboxSession | None:
+    """The session ``accept_session`` accepted; None when it did not (or did not run)."""
+    session = getattr(request.state, _ACCEPTED, None)
+    return session if isinstance(session, InboxSession) else None
+
+
 def _session(request: Request) -> tuple[Subject, str] | None:
-    value = request.cookies.get(_cookie_names(request)[0])
-    person = open_session(context(request), value)
-    return (person, value) if person is not None and value else None
+    session = _accepted(request)
+    return None if session is None else (session.person, session.value)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -496,9 +547,12 @@ async def oidc_callback(request: Request) -> Response:
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
-    session = _session(request)
+    session = _accepted(request)
     if session is not None:  # checked first: without a session the body is never read
-        _check_csrf(request, await _form(request), session[1])
+        _check_csrf(request, await _form(request), session.value)
+        # Until the session's own end: past it the cookie is refused as expired anyway.
+        await context(request).service.sign_out_session(session.sid, session.ends_at)
+        log.info("inbox sign-out", subject=session.person.id, until=session.ends_at)
     session_cookie, _, path = _cookie_names(request)
     response = _redirect(f"{COOKIE_PATH}?flash=signed-out")
     response.delete_cookie(
@@ -586,6 +640,10 @@ def _session_page(request: Request, name: str, person: Subject, token: str, **va
 
 def mount_inbox(app: FastAPI) -> None:
     # The session pages first: ``/inbox/{approval_id}`` would otherwise take ``/inbox/sessions``.
-    app.include_router(sessions_router(InboxHooks(viewer=_auditor, render=_session_page)))
-    app.include_router(router)
+    # Every route checks the session cookie against the signed-out sessions before it runs.
+    checked = [Depends(accept_session)]
+    app.include_router(
+        sessions_router(InboxHooks(viewer=_auditor, render=_session_page)), dependencies=checked
+    )
+    app.include_router(router, dependencies=checked)
     app.mount(f"{COOKIE_PATH}/static", StaticFiles(directory=str(HERE / "static")), name="inbox-static")
