@@ -10,7 +10,8 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import Catalog, DetectorSet, classify_message, classify_outputs, native
-from labelgate.classify.folding import UNFOLDABLE, folded, hidden_by_folding
+from labelgate.classify.folding import UNFOLDABLE, folded
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.parameters import classify_parameters, released_parameters
 from labelgate.enforce import apply_masks
 from labelgate.oip import tensors as oip

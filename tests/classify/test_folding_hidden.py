@@ -12,15 +12,8 @@ import pytest
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.classify import DetectorSet, classify_message, classify_outputs, native
 from labelgate.classify.carryover import CarryOver
-from labelgate.classify.folding import (
-    UNFOLDABLE,
-    UNICODE_VERSION,
-    folded,
-    hidden_by_folding,
-    may_hide,
-    wide_encoding,
-    wide_folded,
-)
+from labelgate.classify.folding import UNFOLDABLE, UNICODE_VERSION, folded, may_hide
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.parameters import classify_parameters, released_parameters
 from labelgate.enforce import apply_masks
 from labelgate.errors import UpstreamError
@@ -283,30 +276,6 @@ NOT_ASCII = {
     "soft hyphens in a card": "card " + spread(CARD, "\u00ad"),
     "no-break spaces in a card": "card 4111\u00a01111\u00a01111\u00a01111",
 }
-WIDE_ENCODINGS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
-
-
-@pytest.mark.parametrize("encoding", WIDE_ENCODINGS)
-@pytest.mark.parametrize("text", NOT_ASCII.values(), ids=NOT_ASCII.keys())
-def test_utf16_and_utf32_text_is_read_decoded_and_folded(text: str, encoding: str) -> None:
-    data = text.encode(encoding)
-    hidden = hidden_by_folding([data], DETECTORS, DETECTORS.scan_each([data]))
-    assert [(hit.start, hit.end) for hit in hidden.get(0, ())] == [(0, len(data))], data
-
-
-def test_utf16_is_known_by_its_nuls_whatever_pads_it() -> None:
-    text = NOT_ASCII["full-width SSN"]
-    for data in (b"\x00" * 64 + text.encode("utf-16-le") + b"\x00" * 400, text.encode("utf-16-be") + b"\xff"):
-        assert hidden_by_folding([data], DETECTORS, DETECTORS.scan_each([data])), data
-
-
-def test_bytes_that_are_not_utf16_or_utf32_are_not_decoded_so() -> None:
-    noise = bytes(range(256)) * 8
-    padded = b"card 4111 1111 1111 1111" + b"\x00" * 500
-    for data in (noise, bytes(300), padded, b"ok", "plain é".encode()):
-        assert wide_encoding(data) is None, data
-    assert wide_folded(padded) is None
-    assert hidden_by_folding([padded], DETECTORS, DETECTORS.scan_each([padded])) == {}, "found raw already"
 
 
 # Found by review: the runtime's Unicode database (Python 3.11: 14.0) reads digits and marks of

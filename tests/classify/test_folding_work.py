@@ -3,7 +3,7 @@ five: random binary cost 1-3 s a MB, since each of its escape levels was folded 
 a tensor of many one-byte non-UTF-8 elements 2.4 s a MB, each read in every legacy
 encoding). The forms of one text share a ``FoldMemo``: a text folded a chunk at a time
 folds exactly as it does whole, and each form is folded where it differs from the others.
-Identical elements are read once."""
+Identical elements are read once: ``test_hidden_values``."""
 
 from __future__ import annotations
 
@@ -13,21 +13,11 @@ import numpy as np
 import pytest
 import unicodedata2 as unicode_data
 
-from labelgate.classify import DetectorSet, folding, json_elements, jsonpaths
-from labelgate.classify.detectors import Detection
-from labelgate.classify.folding import (
-    _NOT_TEXT,
-    UNFOLDABLE,
-    FoldMemo,
-    _chunk_cuts,
-    _fold,
-    _fold_chunks,
-    _strays,
-    _utf8_read,
-    folded,
-    hidden_by_folding,
-    reads_as_text,
-)
+from labelgate.classify import DetectorSet, folding, jsonpaths
+from labelgate.classify.decoded_text import utf8_read
+from labelgate.classify.fold_chunks import chunk_cuts
+from labelgate.classify.folding import UNFOLDABLE, FoldMemo, _fold_chunks, fold_decoded, folded
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.json_elements import hidden_by_escapes
 
 DETECTORS = DetectorSet.default()
@@ -98,7 +88,7 @@ TEXTS = [
 
 @pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
 def test_a_text_folded_a_chunk_at_a_time_folds_as_it_does_whole(text: bytes) -> None:
-    whole = _fold(_utf8_read(text))
+    whole = fold_decoded(utf8_read(text))
     memo = FoldMemo()
     assert _fold_chunks(text, memo) == whole
     assert (_fold_chunks(text, memo) is UNFOLDABLE) == (whole is UNFOLDABLE)  # from the memo
@@ -106,16 +96,9 @@ def test_a_text_folded_a_chunk_at_a_time_folds_as_it_does_whole(text: bytes) -> 
 
 
 def test_the_texts_above_meet_each_verdict_and_are_cut() -> None:
-    verdicts = [_fold(_utf8_read(text)) is UNFOLDABLE for text in TEXTS]
+    verdicts = [fold_decoded(utf8_read(text)) is UNFOLDABLE for text in TEXTS]
     assert verdicts[-5:] == [True, True, True, False, False]
-    assert all(len(_chunk_cuts(text)) > 2 for text in TEXTS[:-1])  # cut inside
-
-
-def test_strays_are_counted_as_the_pattern_finds_them() -> None:
-    for size in (100, 5000, 100_000):
-        text = RNG.bytes(size).decode("utf-8", "replace") + "\U0001f600\ufffd\x85\udfff"
-        assert _strays(text) == len(_NOT_TEXT.findall(text))
-        assert reads_as_text(text) == (len(_NOT_TEXT.findall(text)) * 8 <= len(text))
+    assert all(len(chunk_cuts(text)) > 2 for text in TEXTS[:-1])  # cut inside
 
 
 class Counting:
@@ -165,48 +148,3 @@ def test_forms_folded_with_a_memo_show_what_they_show_folded_alone() -> None:
     for form in jsonpaths.unescaped_forms(data):
         assert folded(form, memo) == folded(form)
     assert "us_ssn" in {hit.detector for hit in hidden_by_escapes([data], DETECTORS)[0]}
-
-
-def test_identical_elements_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"legacy": 0, "forms": 0}
-    legacy_readings = folding.legacy_readings
-    unescaped_forms = jsonpaths.unescaped_forms
-
-    def counted_legacy(*args: Any) -> Any:
-        calls["legacy"] += 1
-        return legacy_readings(*args)
-
-    def counted_forms(data: bytes) -> list[bytes]:
-        calls["forms"] += 1
-        return unescaped_forms(data)
-
-    monkeypatch.setattr(folding, "legacy_readings", counted_legacy)
-    monkeypatch.setattr(json_elements.jsonpaths, "unescaped_forms", counted_forms)
-    texts = [b"\xe9", b"\xa3\xb1", b"\\u0031"] * 1000
-    assert hidden_by_folding(texts, DETECTORS) == {}
-    assert calls["legacy"] == 2  # the two that are not UTF-8, once each
-    assert hidden_by_escapes(texts, DETECTORS) == {}
-    assert calls["forms"] == 1
-
-
-def test_identical_elements_each_get_what_they_hide() -> None:
-    hidden = "\uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19".encode()
-    escaped = b"\\u0031\\u0032\\u0033-45-6789"
-    texts = [b"plain", hidden, escaped, hidden, b"plain", escaped]
-    found = hidden_by_folding(texts, DETECTORS)
-    assert sorted(found) == [1, 3]
-    assert found[1] == found[3] == [Detection("us_ssn", DETECTORS.label_of("us_ssn"), 0, len(hidden))]
-    assert sorted(hidden_by_escapes(texts, DETECTORS)) == [2, 5]
-
-
-def test_identical_elements_are_placed_against_their_own_detections() -> None:
-    # A PEM block from an element before covers one copy whole and not the other.
-    hidden = "\uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19".encode()
-    covering = [Detection("us_ssn", DETECTORS.label_of("us_ssn"), 0, len(hidden))]
-    found = hidden_by_folding([hidden, hidden, hidden], DETECTORS, {1: covering})
-    assert sorted(found) == [0, 2]
-
-
-def test_the_sequences_no_cut_falls_in_are_the_terminals() -> None:
-    # ``_chunk_cuts`` reads ``TERMINAL_SEQUENCES``' escape sequences in bytes: kept the same.
-    assert folding.TERMINAL_SEQUENCES.pattern == folding._ESCAPE_SEQUENCES.decode() + r"|[^\x08]\x08"

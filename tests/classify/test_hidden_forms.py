@@ -64,7 +64,7 @@ FORMS = {
     "soft hyphen references": ("card " + "&shy;".join(CARD)).encode(),
     "no-break spaces, no semicolons": b"card 4111&nbsp1111&nbsp1111&nbsp1111",
     # Found by review (rev-rest-render 2): bytes that are not UTF-8, in the encoding a client
-    # decodes them as (``folding.legacy_readings``, ``folding._utf8_read``).
+    # decodes them as (``other_encodings.legacy_readings``, ``decoded_text.utf8_read``).
     "CESU-8, mathematical bold digits": cesu8(f"card {digits_from(CARD, 0x1D7CE)}"),
     "GBK, full-width": f"card {digits_from(CARD, 0xFF10)} ssn {digits_from(SSN, 0xFF10)}".encode("gbk"),
     "Shift_JIS, full-width": f"ssn {digits_from(SSN, 0xFF10)}".encode("shift_jis"),

@@ -137,7 +137,7 @@ FULL_SSN = digits_from("123-45-6789", 0xFF10)  # full-width digits
 @pytest.mark.parametrize("encoding", ["gbk", "shift_jis", "euc_jp", "big5"])
 def test_a_value_split_in_a_legacy_encoding_ends_the_stream(encoding: str) -> None:
     """The classifier reads bytes that are not UTF-8 in legacy encodings too (full-width digits
-    in GBK: ``folding.legacy_readings``); so is their joined text."""
+    in GBK: ``other_encodings.legacy_readings``); so is their joined text."""
     split = [f"ssn {FULL_SSN[:7]}".encode(encoding), f"{FULL_SSN[7:]} ok".encode(encoding)]
     assert straddled(DETECTORS, split) == "us_ssn"
     with pytest.raises(UpstreamError) as refused:

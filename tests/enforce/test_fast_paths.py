@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from labelgate.classify import Catalog, DetectorSet, classify_outputs
-from labelgate.classify.folding import reads_wide
 from labelgate.classify.jsonpaths import KeyNames
+from labelgate.classify.other_encodings import reads_wide
 from labelgate.enforce import apply_masks
 from labelgate.enforce.strategies import Mask, Masker, MaskIndex, _partial, covering
 from labelgate.oip.tensor import Tensor

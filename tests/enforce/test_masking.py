@@ -496,8 +496,9 @@ def _digits_shown(data: bytes) -> int:
     """The most ASCII digits a reading the classifier uses shows of ``data``: as it is,
     folded, decoded as the UTF-16 or UTF-32 it reads as and folded; and for a JSON object,
     each string leaf read so too."""
-    from labelgate.classify.folding import UNFOLDABLE, folded, wide_folded
+    from labelgate.classify.folding import UNFOLDABLE, folded
     from labelgate.classify.jsonpaths import parse_object
+    from labelgate.classify.other_encodings import wide_folded
 
     forms = [data]
     for form in (folded(data), wide_folded(data)):

@@ -290,7 +290,7 @@ def test_partial_on_booleans_numbers_and_nulls_is_null_both_ways() -> None:
 
 def test_partial_in_a_leaf_with_a_nul_is_left_to_python() -> None:
     """Review (F1): a leaf whose text may read as UTF-16 (a NUL in it) is starred whole by
-    Python when it does (``folding.reads_wide``); the extension leaves such leaves to it."""
+    Python when it does (``other_encodings.reads_wide``); the extension leaves such leaves to it."""
     wide = "name Ann Smith".encode("utf-16-le").decode("ascii")  # ASCII with NULs: UTF-16
     elements = [doc({"a": wide, "b": 1}), doc({"a": "x\u0000 " + CARD, "b": 1}), doc({"a": SSN, "b": 1})]
     classification = classify(elements)

@@ -184,7 +184,7 @@ def test_spans_the_extension_refuses_are_left_to_python() -> None:
 
 
 # An ASCII span in elements that may read as UTF-16 or UTF-32 (review F1): a NUL anywhere, a
-# byte order mark at the start. Python decides (``folding.reads_wide``) and stars the span
+# byte order mark at the start. Python decides (``other_encodings.reads_wide``) and stars the span
 # whole where the element does read so.
 MAY_READ_WIDE = [
     ("SSN " + SSN).encode("utf-16-le"),  # NULs: UTF-16 by them

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labelgate.classify.folding import UNFOLDABLE, folded, wide_folded
+from labelgate.classify.folding import UNFOLDABLE, folded
+from labelgate.classify.other_encodings import wide_folded
 from labelgate.enforce.strategies import (
     HASH_KEY_INVALID,
     MASK_INVALID,

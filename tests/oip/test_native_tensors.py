@@ -251,7 +251,7 @@ def test_a_whole_partial_mask_of_a_decoded_tensor_agrees(values: list[bytes], ke
     assert fast[1][:2] == reference[1][:2]
     assert fast[1][0] == Masker(KEY).raw_all(values, mask)
     # Built only to read them here: text beyond ASCII, or with a NUL (it may read as UTF-16,
-    # which Python decides: ``folding.reads_wide``).
+    # which Python decides: ``other_encodings.reads_wide``).
     assert fast[1][2] is not all(value.isascii() and 0 not in value for value in values)
 
 

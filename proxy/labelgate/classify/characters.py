@@ -29,7 +29,7 @@ characters too, and reads as many of them (27% of the ids below 128,256, an LLM'
 ids, are unassigned): failing each such tensor closed would zero them all. An escape
 sequence that moves a terminal's cursor fails the tensor closed as it fails text closed
 (every detector spans all of it), when the tensor reads as text (``folding``: a control
-character in at most one in ``_STRAY`` elements; a segmentation mask's class ids read as
+character in at most one in ``STRAY`` elements; a segmentation mask's class ids read as
 ESC-letter pairs, and as many controls), else reads as a space.
 
 A tensor of rank 2 or more may be a string per row (a fixed-width character array, NUL-padded
@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from labelgate.classify import credentials
+from labelgate.classify.decoded_text import STRAY
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
 from labelgate.classify.folding import (
     CONTROLS,
@@ -76,7 +77,6 @@ _DROPPED: Final = 0  # NUL: a control character, never kept by folding, so free 
 _OTHER: Final = 0x80  # any character read as nothing the detectors match: non-ASCII
 _LONGER: Final = 0x81  # a character folding makes several of (spliced in from ``longer``)
 _SPACE: Final = 0x20  # what a cursor movement reads as where it is not failed closed
-_STRAY: Final = 8  # ``folding``'s: a control character in more than one in eight is not text
 _NOT_A_CHARACTER: Final = 0x110000
 # What ``shown_view`` reads elements as, for readings of one's own (``carried_forms``).
 DROPPED: Final = _DROPPED
@@ -407,9 +407,9 @@ def _unshown(written: bytes, elements: np.ndarray[Any, Any]) -> tuple[list[int],
 
 
 def _reads_as_text(written: bytes) -> bool:
-    """``folding.reads_as_text`` of ``written`` (a byte per character, non-ASCII ones as
-    ``_OTHER``, each counted as text): at most one in ``_STRAY`` a control character."""
-    return (len(written) - len(written.translate(None, CONTROLS))) * _STRAY <= len(written)
+    """``decoded_text.reads_as_text`` of ``written`` (a byte per character, non-ASCII ones as
+    ``_OTHER``, each counted as text): at most one in ``STRAY`` a control character."""
+    return (len(written) - len(written.translate(None, CONTROLS))) * STRAY <= len(written)
 
 
 def _folded_view(points: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -48,7 +48,7 @@ field ``outputs.<tensor>{<detector>}``. BYTES tensors are free text and go throu
   bytes.
 - Markup a browser or a Markdown renderer drops between a value's characters hides it too
   (``123<b></b>-45-6789``, ``12**3**-45-6789``): text holding such markup next to a digit is
-  also read rendered (``markup``, ``folding.rendered_reading``), and a value found only that
+  also read rendered (``markup``, ``shown_text.rendered_reading``), and a value found only that
   way spans the whole element.
 - A private key written one line per element is one PEM block from the element that opens
   it (text, JSON leaf or opaque element, its marker in any form the scan reads) to its END
@@ -94,7 +94,8 @@ from labelgate.classify.fields import (
     to_policy_fields,
     union_labels,
 )
-from labelgate.classify.folding import CONTROLS, hidden_by_folding, may_hide
+from labelgate.classify.folding import CONTROLS, may_hide
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.json_elements import (
     FOLDED_TEXT,
     JsonObjects,
@@ -702,7 +703,7 @@ def _fold_json_elements(
 ) -> None:
     """A JSON element whose text, folded (``folding``) as written or with its escapes
     decoded, shows a match that no match in the same text unfolded covers
-    (``folding.uncovered``) is opaque (``FOLDED_TEXT``): its leaves cannot say which holds the
+    (``hidden_values.uncovered``) is opaque (``FOLDED_TEXT``): its leaves cannot say which holds the
     value, so a mask on that detector rewrites the element whole. Left out of the leaf scan,
     it no longer carries a PEM block from the elements before it to those after: the native
     reader's elements from the first where a block may open are read again by Python

@@ -49,15 +49,10 @@ from labelgate.classify.fields import (
     detector_source,
     fail_closed_source,
 )
-from labelgate.classify.folding import (
-    UNFOLDABLE,
-    FoldMemo,
-    folded,
-    may_hide,
-    rendered_reading,
-    unfoldable_spans,
-)
+from labelgate.classify.folding import UNFOLDABLE, FoldMemo, folded, may_hide
+from labelgate.classify.hidden_values import unfoldable_spans
 from labelgate.classify.jsonpaths import JsonShape, KeyNames
+from labelgate.classify.shown_text import rendered_reading
 from labelgate.errors import LabelgateError
 from labelgate.reasons import NATIVE_KERNEL_FAILED
 
@@ -141,7 +136,7 @@ def _add_forms(
     """``text``'s ``decoded`` forms, and each folded, to scan (``hidden_by_escapes``)."""
     # Decoded text may be in other scripts' digits (``\\uff11`` is a full-width 1): folded
     # too (folding.py); what cannot be folded hides anything. And markup (``\\u003cb>``):
-    # rendered too (``folding.rendered_reading``). The forms differ from each other where
+    # rendered too (``shown_text.rendered_reading``). The forms differ from each other where
     # escapes or references were decoded, no more: each folded where it differs (``FoldMemo``).
     memo = FoldMemo()
     for each in list(decoded):

@@ -37,9 +37,11 @@ from typing import Any
 
 from labelgate.classify import characters, credentials
 from labelgate.classify.detectors import Detection
-from labelgate.classify.folding import UNFOLDABLE, folded, may_hide, rendered_reading, wide_folded
+from labelgate.classify.folding import UNFOLDABLE, folded, may_hide
 from labelgate.classify.integer_text import CharacterRead, unread_marker
 from labelgate.classify.jsonpaths import may_escape, unescaped_forms
+from labelgate.classify.other_encodings import wide_folded
+from labelgate.classify.shown_text import rendered_reading
 
 # The detector whose PEM blocks span texts.
 SECRET = credentials.NAME

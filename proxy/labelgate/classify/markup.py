@@ -26,8 +26,8 @@ reply is asked: with the native extension, one pass that copies nothing
 (``labelgate_native.may_render``, the same answer; in Python, a translated copy and a regular
 expression's search cost the benchmark's 10,000-row reply 3 ms, 0.3 µs a row); else a
 C-level translate for text without a markup byte or with underscores only within words (most
-text), and a regular expression's search for the rest. ``folding.hidden_by_folding`` scans
-the reading beside the folded one (``folding.rendered_reading``), and every path that reads
+text), and a regular expression's search for the rest. ``hidden_values.hidden_by_folding`` scans
+the reading beside the folded one (``shown_text.rendered_reading``), and every path that reads
 folded or decoded text (tensor elements, JSON elements, message strings, parameters, output
 names, streamed and routed text) reads it: a value only it shows that no raw detection
 covers spans the whole text. Not read: markup between letters (``jo<b></b>hn@example.com``),

@@ -109,7 +109,7 @@ from labelgate.classify.fields import (
     detector_source,
     fail_closed_source,
 )
-from labelgate.classify.folding import hidden_by_folding
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.integer_text import (
     CHARACTER_DTYPES,
     FLOAT_CPP_TYPES,

@@ -11,7 +11,7 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
 - 8-bit tensors (UINT8, INT8) also as text: their bytes, as one text, scanned as a BYTES
   element is (with JSON escapes and character references decoded and other scripts' digits
   folded too, when the bytes are UTF-8 text; decoded as UTF-16 or UTF-32 too when they read
-  as such, ``folding.wide_folded``).
+  as such, ``other_encodings.wide_folded``).
 - Wider integer tensors also as text, an element a character, as a client reads them back
   with ``chr`` (``characters``).
 - Every tensor wider than 8 bits (INT16..UINT64, FP16, BF16, FP32, FP64) also as the text of
@@ -55,17 +55,11 @@ import numpy as np
 
 from labelgate.classify import characters
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
-from labelgate.classify.folding import (
-    CONTROLS,
-    UNFOLDABLE,
-    hidden_by_folding,
-    may_hide,
-    uncovered,
-    unfoldable_spans,
-    wide_folded,
-)
+from labelgate.classify.folding import CONTROLS, UNFOLDABLE, may_hide
+from labelgate.classify.hidden_values import hidden_by_folding, uncovered, unfoldable_spans
 from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.jsonpaths import may_escape
+from labelgate.classify.other_encodings import wide_folded
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import RAW_DTYPES
 
@@ -417,7 +411,7 @@ def _text_detections(
     Bytes that are not UTF-8 are an image's, UTF-16 or UTF-32 text, or text with a few stray
     bytes (a byte of another encoding). Their control characters are dropped as folding
     drops them (UTF-16 text of ASCII is its bytes with NULs between), and bytes that read
-    as UTF-16 or UTF-32 (``folding.wide_folded``) are decoded so and folded.
+    as UTF-16 or UTF-32 (``other_encodings.wide_folded``) are decoded so and folded.
     Text that is UTF-8 but for at most one byte in ``_STRAY`` of its first ``_SAMPLE`` bytes
     is then read as a decoder replacing the stray bytes reads it: escapes decoded, other
     scripts' digits folded. An image's bytes are not (read as text they cost about 20 ms per
@@ -476,8 +470,8 @@ def _wide_row_detections(
     text: bytes, width: int, detectors: DetectorSet, hits: list[Detection]
 ) -> list[Detection]:
     """What ``detectors`` find in the rows of ``text`` (of ``width`` bytes) decoded each on its
-    own as the UTF-16 or UTF-32 ``text`` reads as (``folding.wide_folded``), that ``hits``
-    do not cover (``folding.uncovered``): each spans the whole text (decoded offsets do not
+    own as the UTF-16 or UTF-32 ``text`` reads as (``other_encodings.wide_folded``), that ``hits``
+    do not cover (``hidden_values.uncovered``): each spans the whole text (decoded offsets do not
     index it). One search for a NUL for bytes without one or a byte order mark."""
     decoded = wide_folded(text, width)
     if decoded is None:

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import Field, FieldSet, detector_source
-from labelgate.classify.folding import hidden_by_folding
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.jsonpaths import may_escape, scannable
 

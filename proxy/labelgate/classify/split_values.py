@@ -92,19 +92,7 @@ from google.protobuf.message import Message
 from labelgate.classify import credentials, key_blocks, reasons
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.folding import (
-    CONTROLS,
-    LEGACY_ENCODINGS,
-    UNFOLDABLE,
-    FoldMemo,
-    _legacy_folded,
-    folded,
-    is_utf8,
-    legacy_readings,
-    may_hide,
-    rendered_reading,
-    wide_folded,
-)
+from labelgate.classify.folding import CONTROLS, UNFOLDABLE, FoldMemo, folded, may_hide
 from labelgate.classify.held_integers import FREE, PATH_COST, PIECE_COST, HeldIntegers
 from labelgate.classify.integer_text import CHARACTER_DTYPES, FLOAT_CPP_TYPES, whole_numbers
 from labelgate.classify.jsonpaths import (
@@ -128,6 +116,14 @@ from labelgate.classify.messages import (
     unpacked_any,
 )
 from labelgate.classify.numbers import _LOOSE, _LOOSE_SHORTEST
+from labelgate.classify.other_encodings import (
+    LEGACY_ENCODINGS,
+    is_utf8,
+    legacy_folded,
+    legacy_readings,
+    wide_folded,
+)
+from labelgate.classify.shown_text import rendered_reading
 from labelgate.errors import ResourceExhausted, UpstreamError
 
 # Deeper than this, a path is not followed (classification refuses such replies anyway).
@@ -431,7 +427,7 @@ class SplitValues:
 UNREADABLE: Final = "\x00unreadable"
 # A reading of text (``_Readings``): how many levels of JSON escapes are decoded, whether
 # character references are then decoded, and whether it is folded (``_FOLDED``), or folded
-# and rendered (``_RENDERED``: ``folding.rendered_reading``); or the wide decode; or the
+# and rendered (``_RENDERED``: ``shown_text.rendered_reading``); or the wide decode; or the
 # decode in one legacy encoding, folded (``_LEGACY``, by encoding).
 _Kind = tuple[int, bool, int]
 _FOLDED: Final = 1
@@ -517,7 +513,7 @@ _POOLED: Final = 64
 
 def _is_noise(text: bytes, stray: int = _NOISE_STRAY, slack: int = _NOISE_SLACK) -> bool:
     """Whether ``text`` is binary, not text: not UTF-8 (no string is), and more control bytes
-    than one in ``_NOISE_STRAY`` plus ``slack``, NULs aside, as ``folding.legacy_readings``
+    than one in ``_NOISE_STRAY`` plus ``slack``, NULs aside, as ``other_encodings.legacy_readings``
     tells binary from text in an encoding. C-level passes (a decode stops at binary's first
     stray byte)."""
     if text.isascii() or is_utf8(text):
@@ -730,7 +726,7 @@ class _Readings:
     as written, with up to ``MAX_UNESCAPE_LEVELS`` levels of JSON escapes decoded, each of those
     with its character references decoded, each folded, its wide decode, and, for bytes that
     are not UTF-8 (a bytes field's), each legacy encoding it reads as text in
-    (``folding.legacy_readings``). The same reading of the joined text and of each piece is
+    (``other_encodings.legacy_readings``). The same reading of the joined text and of each piece is
     the same kind: a piece with no escape decodes to itself. Worked out when asked for: most
     joined text needs its raw reading only."""
 
@@ -799,7 +795,7 @@ class _Readings:
         wide decode) or cannot be folded."""
         form: bytes | None
         if kind[0] < -1:
-            form = _legacy_folded(LEGACY_ENCODINGS[-2 - kind[0]], self.levels[0])
+            form = legacy_folded(LEGACY_ENCODINGS[-2 - kind[0]], self.levels[0])
         else:
             form = self.form(kind)
             if form is None and kind[2] == _RENDERED:
@@ -826,7 +822,7 @@ class _Readings:
         return self._folds[text]
 
     def _legacy_forms(self) -> dict[str, bytes]:
-        """The legacy readings of this text, by encoding (``folding.legacy_readings``)."""
+        """The legacy readings of this text, by encoding (``other_encodings.legacy_readings``)."""
         if self._legacy is None:
             self._legacy = dict(legacy_readings(self.levels[0]))
         return self._legacy
@@ -844,7 +840,7 @@ class _Readings:
             return text if form is None else form
         if is_utf8(text):
             return None
-        form = _legacy_folded(encoding, text)
+        form = legacy_folded(encoding, text)
         return form if form in self._legacy_forms().values() else None
 
     def _level(self, level: int) -> bytes:

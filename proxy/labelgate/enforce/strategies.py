@@ -3,7 +3,7 @@
 ``redact``   the value becomes ``params.replacement`` (default ``[REDACTED]``)
 ``partial``  every character but the last ``params.keep_last`` (default 4) becomes ``*``;
              a value no longer than ``keep_last`` is starred entirely, never shown whole,
-             and so is text that also reads as UTF-16 or UTF-32 (``folding.reads_wide``:
+             and so is text that also reads as UTF-16 or UTF-32 (``other_encodings.reads_wide``:
              there "the last characters" of its UTF-8 reading may be any number of
              characters). Text only: a JSON number, boolean or null becomes JSON ``null``
              (``false`` starred would still read ``*alse``, a number its magnitude)
@@ -29,7 +29,8 @@ from typing import Any
 
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import compile_glob, is_glob
-from labelgate.classify.folding import read_length, reads_wide
+from labelgate.classify.folding import read_length
+from labelgate.classify.other_encodings import reads_wide
 from labelgate.enforce import reasons
 from labelgate.errors import ConfigError, PolicyUnavailable
 from labelgate.oip import native
@@ -261,7 +262,7 @@ def _starred(value: bytes) -> bytes:
 
 def _partial(value: str, keep_last: int) -> str:
     """``partial`` on text: ``_partial_text``, or every character starred when the text (as
-    UTF-8) also reads as UTF-16 or UTF-32 (``folding.reads_wide``). Read so, a character
+    UTF-8) also reads as UTF-16 or UTF-32 (``other_encodings.reads_wide``). Read so, a character
     ``read_length`` counts as none (``\\x11\\x18``, two control characters) is one that counts
     (a Mongolian digit), so no count of the UTF-8 text bounds what its last characters show."""
     if ("\x00" in value or not value.isascii()) and reads_wide(value.encode("utf-8", "surrogatepass")):
@@ -302,7 +303,7 @@ def replace_spans(data: bytes, spans: Iterable[tuple[int, int, Mask]], masker: M
     The text is rebuilt from the original offsets in one pass, so a replacement of a
     different length never shifts a later span. Overlapping spans merge (the most
     protective mask wins) so no byte of either escapes. In ``data`` that reads as UTF-16 or
-    UTF-32 (``folding.reads_wide``) a ``partial`` span is starred whole, whatever it holds:
+    UTF-32 (``other_encodings.reads_wide``) a ``partial`` span is starred whole, whatever it holds:
     read so, its kept bytes would be other characters than the ones counted.
     """
     if type(spans) is not list:

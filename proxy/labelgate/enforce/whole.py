@@ -70,7 +70,7 @@ def _partial_fixed_width(
     grid = np.frombuffer(raw, dtype=np.uint8).reshape(len(values), stride)
     if length and (int(grid[:, 4:].max()) >= 0x80 or int(grid[:, 4:].min()) == 0):
         # Characters, not bytes, are kept: the general path counts them; and an element with
-        # a NUL may read as UTF-16 or UTF-32, which it stars whole (``folding.reads_wide``).
+        # a NUL may read as UTF-16 or UTF-32, which it stars whole (``other_encodings.reads_wide``).
         return None
     hidden = length if length <= keep_last else length - keep_last
     out = grid.copy()

@@ -1,5 +1,5 @@
 """Binary payloads whose NULs look like UTF-16 or UTF-32 text are not failed closed
-(``folding.wide_folded``): arrays of small integers decode to code points a few of which are
+(``other_encodings.wide_folded``): arrays of small integers decode to code points a few of which are
 unassigned, and only text that reads as text is failed closed for those. Found by review
 (rev-new A1): an ``.npy`` of class ids got every detector, ``secret`` included, and the shipped
 policy emptied it."""
@@ -12,17 +12,11 @@ import zlib
 
 import numpy as np
 import pytest
-import unicodedata2 as unicode_data
 
 from labelgate.classify import DetectorSet, classify_outputs, native
-from labelgate.classify.folding import (
-    _SPACES,
-    UNFOLDABLE,
-    _nuls,
-    hidden_by_folding,
-    wide_encoding,
-    wide_folded,
-)
+from labelgate.classify.folding import UNFOLDABLE
+from labelgate.classify.hidden_values import hidden_by_folding
+from labelgate.classify.other_encodings import _nuls, wide_encoding, wide_folded
 from labelgate.oip.tensor import Tensor
 from tests.classify.test_folding import CATALOG
 from tests.classify.test_folding_hidden import text_tensor_of_bytes
@@ -148,13 +142,8 @@ def test_unassigned_code_points_in_a_guess_that_reads_as_no_text_are_read_as_not
     assert [(hit.detector, hit.start, hit.end) for hit in hits] == [("credit_card", 0, len(data))]
 
 
-def test_the_spaces_a_guessed_decode_needs_are_every_space_separator() -> None:
-    separators = "".join(chr(code) for code in range(0x110000) if unicode_data.category(chr(code)) == "Zs")
-    assert "".join(_SPACES.findall(separators)) == separators
-
-
 def test_nuls_are_counted_alike_in_short_and_long_texts() -> None:
-    # Long texts' NULs are counted by numpy (``folding._nuls``), short ones by ``bytes.count``.
+    # Long texts' NULs are counted by numpy (``other_encodings._nuls``), short ones by ``bytes.count``.
     for data in (*BINARY.values(), "ssn １２３-４５-６７８９ ".encode("utf-16-le") * 400):
         for start, stop, step in (
             (0, None, 1),
@@ -166,7 +155,7 @@ def test_nuls_are_counted_alike_in_short_and_long_texts() -> None:
 
 
 def test_rows_are_decoded_alike_however_many() -> None:
-    # A few rows are joined by slices, more by numpy (``folding.wide_folded``).
+    # A few rows are joined by slices, more by numpy (``other_encodings.wide_folded``).
     row = "ref ４１１１".ljust(12, "\0")
     for count in (2, 15, 16, 17, 40):
         data = (row * count).encode("utf-16-le")

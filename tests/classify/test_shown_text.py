@@ -1,7 +1,7 @@
 """Values that show only in the order a reader sees the text in: written backwards inside a
 RIGHT-TO-LEFT OVERRIDE (``ssn \\u202e9876-54-321\\u202c`` shows as ``ssn 123-45-6789``),
 or in digit groups a right-to-left embedding, letter or mark shows in reverse order. Found by
-``folding`` (its display readings, ``display_order``) on every path that folds text: text
+``shown_text`` (its display readings, ``display_order``) on every path that folds text: text
 tensors, JSON leaves, message strings, parameters, output names, integer tensors read as
 characters, a stream's pieces; and what that costs right-to-left text that hides nothing."""
 
@@ -15,10 +15,12 @@ import pytest
 from labelgate.classify import DetectorSet, classify_message, classify_outputs, native
 from labelgate.classify.classifier import names_detected
 from labelgate.classify.detectors import Detection
-from labelgate.classify.folding import hidden_by_folding, may_hide, rendered_reading
+from labelgate.classify.folding import may_hide
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.markup import gates_forced
 from labelgate.classify.parameters import Parameter, classify_parameters
+from labelgate.classify.shown_text import rendered_reading
 from labelgate.classify.split_values import straddled
 from labelgate.enforce import apply_masks
 from tests.classify.order_proto import Order

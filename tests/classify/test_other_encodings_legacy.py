@@ -1,6 +1,6 @@
 """Bytes that are not UTF-8 are read as a client that decodes them otherwise reads them
-(``folding.legacy_readings``: GB18030, CP932, EUC-JP, CP949, Big5, Windows-1252; surrogates
-written as UTF-8, CESU-8, joined in pairs: ``folding._utf8_read``), on every path that reads
+(``other_encodings.legacy_readings``: GB18030, CP932, EUC-JP, CP949, Big5, Windows-1252; surrogates
+written as UTF-8, CESU-8, joined in pairs: ``decoded_text.utf8_read``), on every path that reads
 text folded. Found by review (rev-rest-render 2): a card and an SSN in full-width digits in
 GBK or Shift_JIS, or in mathematical digits in CESU-8, reached gRPC and binary REST callers
 unmasked, the raw scan and the UTF-8 reading seeing only replacement characters."""
@@ -10,24 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelgate.classify import DetectorSet, classify_message, classify_outputs, folding, native
-from labelgate.classify.folding import (
-    decoded_readings,
-    folded,
-    hidden_by_folding,
-    is_utf8,
-    legacy_readings,
-    wide_folded,
-)
+from labelgate.classify import DetectorSet, classify_message, classify_outputs, hidden_values, native
+from labelgate.classify.folding import folded
+from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.key_blocks import opens_key_block
+from labelgate.classify.other_encodings import decoded_readings, is_utf8, legacy_readings, wide_folded
 from labelgate.classify.split_values import straddled
 from labelgate.enforce import apply_masks
 from labelgate.oip.tensor import Tensor
 from tests.classify.order_proto import Order
 from tests.classify.test_folding import CATALOG, KEY, SSN
-from tests.classify.test_folding_binary import BINARY
 from tests.classify.test_folding_hidden import text_tensor_of_bytes
 from tests.classify.test_hidden_forms import cesu8, circled, digits_from
+from tests.classify.test_other_encodings_binary import BINARY
 
 DETECTORS = DetectorSet.default()
 CARD = "4111111111111111"
@@ -164,14 +159,14 @@ def test_random_bytes_are_flagged_no_more_than_before(monkeypatch: pytest.Monkey
     # bytes alone rule them out.
     assert [data for data in blobs if len(data) >= 256 and legacy_readings(data)] == []
     now = flagged(blobs)
-    monkeypatch.setattr(folding, "legacy_readings", lambda text, width=0: [])
+    monkeypatch.setattr(hidden_values, "legacy_readings", lambda text, width=0: [])
     assert now == flagged(blobs)
 
 
 def test_binary_payloads_are_flagged_no_more_than_before(monkeypatch: pytest.MonkeyPatch) -> None:
     blobs = list(BINARY.values())
     now = flagged(blobs)
-    monkeypatch.setattr(folding, "legacy_readings", lambda text, width=0: [])
+    monkeypatch.setattr(hidden_values, "legacy_readings", lambda text, width=0: [])
     assert now == flagged(blobs) == []
 
 

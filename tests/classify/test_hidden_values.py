@@ -1,19 +1,32 @@
-"""Values only the folded form shows are placed, not counted (``folding.hidden_by_folding``).
+"""Values only the folded form shows are placed, not counted (``hidden_values.hidden_by_folding``).
 
 A decoy: a plain value the raw scan finds that folding joins to the digit after it
 (``111-22-3333\\u200b0`` folds to ``111-22-33330``, no SSN). Counted per detector, the
 decoy's raw SSN stood in for a second SSN only the folded form shows (full-width digits),
-and that one went out in clear (review s13, rev-labels finding 1)."""
+and that one went out in clear (review s13, rev-labels finding 1).
+
+Identical elements are read once, each placed against its own detections."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.classify import classify_message, classify_outputs, native
-from labelgate.classify.folding import folded, hidden_by_folding
+from labelgate.classify import (
+    classify_message,
+    classify_outputs,
+    hidden_values,
+    json_elements,
+    jsonpaths,
+    native,
+)
+from labelgate.classify.detectors import Detection
+from labelgate.classify.folding import folded
+from labelgate.classify.hidden_values import hidden_by_folding
+from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.parameters import classify_parameters, released_parameters
 from labelgate.enforce import apply_masks
 from labelgate.oip.tensor import Tensor
@@ -121,3 +134,43 @@ def test_a_value_behind_a_decoy_in_parameters_and_message_strings_is_spanned_who
     [leaf] = classify_message(Order(id=text), CATALOG, DETECTORS).message_spans
     whole = {(hit.detector, hit.start, hit.end) for hit in leaf.detections}
     assert {("us_ssn", 0, size), ("credit_card", 0, size)} <= whole
+
+
+def test_identical_elements_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"legacy": 0, "forms": 0}
+    legacy_readings = hidden_values.legacy_readings
+    unescaped_forms = jsonpaths.unescaped_forms
+
+    def counted_legacy(*args: Any) -> Any:
+        calls["legacy"] += 1
+        return legacy_readings(*args)
+
+    def counted_forms(data: bytes) -> list[bytes]:
+        calls["forms"] += 1
+        return unescaped_forms(data)
+
+    monkeypatch.setattr(hidden_values, "legacy_readings", counted_legacy)
+    monkeypatch.setattr(json_elements.jsonpaths, "unescaped_forms", counted_forms)
+    texts = [b"\xe9", b"\xa3\xb1", b"\\u0031"] * 1000
+    assert hidden_by_folding(texts, DETECTORS) == {}
+    assert calls["legacy"] == 2  # the two that are not UTF-8, once each
+    assert hidden_by_escapes(texts, DETECTORS) == {}
+    assert calls["forms"] == 1
+
+
+def test_identical_elements_each_get_what_they_hide() -> None:
+    hidden = "\uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19".encode()
+    escaped = b"\\u0031\\u0032\\u0033-45-6789"
+    texts = [b"plain", hidden, escaped, hidden, b"plain", escaped]
+    found = hidden_by_folding(texts, DETECTORS)
+    assert sorted(found) == [1, 3]
+    assert found[1] == found[3] == [Detection("us_ssn", DETECTORS.label_of("us_ssn"), 0, len(hidden))]
+    assert sorted(hidden_by_escapes(texts, DETECTORS)) == [2, 5]
+
+
+def test_identical_elements_are_placed_against_their_own_detections() -> None:
+    # A PEM block from an element before covers one copy whole and not the other.
+    hidden = "\uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19".encode()
+    covering = [Detection("us_ssn", DETECTORS.label_of("us_ssn"), 0, len(hidden))]
+    found = hidden_by_folding([hidden, hidden, hidden], DETECTORS, {1: covering})
+    assert sorted(found) == [0, 2]
