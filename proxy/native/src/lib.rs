@@ -10,6 +10,7 @@
 //! elements masked and written back (`json_mask`), as `labelgate.enforce.masking` does.
 
 mod anchors;
+mod bidi;
 mod bytes;
 mod digit_led;
 mod email;
@@ -327,6 +328,7 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(spans::scan_spans_raw, module)?)?;
     module.add_function(wrap_pyfunction!(markup::may_render_py, module)?)?;
     module.add_function(wrap_pyfunction!(markup::may_hide_py, module)?)?;
+    module.add_function(wrap_pyfunction!(bidi::bidi_order_py, module)?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
