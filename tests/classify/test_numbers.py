@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -439,3 +440,26 @@ def test_a_decoy_value_does_not_hide_one_only_the_wide_rows_show() -> None:
     decoy = [Detection("us_ssn", "confidential", 0, 2)]
     more = _wide_row_detections(text, width, DetectorSet.default(), decoy)
     assert _covers(more, "us_ssn", 0, len(text))
+
+
+def test_the_folded_text_of_code_points_splices_every_form_in_its_place() -> None:
+    """``_folded_text`` places what folds to several characters with numpy: it must read as
+    each element's own form, joined, with each element's length (random code points, many
+    of them such forms, dropped ones and tags among them)."""
+    rng = random.Random(17)
+    longer = sorted(characters.longer_forms())
+    for _ in range(2000):
+        choices = [rng.randint(0, 0x2FFF), rng.choice(longer), 0x200B, 0x202E, 0x41, 0x31, 0xE0001]
+        points = np.array([rng.choice(choices) for _ in range(rng.randint(0, 40))], dtype=np.int64)
+        view = characters._folded_view(points)
+        forms = [
+            b""
+            if byte == characters.DROPPED
+            else characters.longer_forms()[int(code)]
+            if byte == characters.LONGER
+            else bytes([byte])
+            for byte, code in zip(view.tolist(), points.tolist(), strict=True)
+        ]
+        text, lengths = characters._folded_text(view, points)
+        assert text == b"".join(forms)
+        assert lengths.tolist() == [len(form) for form in forms]

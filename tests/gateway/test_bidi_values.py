@@ -63,8 +63,13 @@ def note_type(descriptors: Path) -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("labelgate.test.bidi.Note"))
 
 
+# The catalog labels every output of this model public: what the caller gets is what the
+# detectors leave of it.
+MODEL = "sentiment"
+
+
 def infer_reply(text: str) -> bytes:
-    reply = pb.ModelInferResponse(model_name="notes", id="1")
+    reply = pb.ModelInferResponse(model_name=MODEL, id="1")
     oip.encode_outputs(reply, [Tensor("text", "BYTES", [1], [text.encode()])], raw=True)
     return reply.SerializeToString()
 
@@ -97,7 +102,7 @@ async def test_values_reversed_in_an_override_are_masked_for_a_caller_without_gr
         get: Any = channel.unary_unary(f"/{SERVICE}/Get")
         routed = await get(b"", metadata=token("alice"), timeout=10)
         model_infer: Any = channel.unary_unary(f"/{INFERENCE}/ModelInfer")
-        request = pb.ModelInferRequest(model_name="notes", id="1")
+        request = pb.ModelInferRequest(model_name=MODEL, id="1")
         inferred = await model_infer(request.SerializeToString(), metadata=token("alice"), timeout=10)
     assert inferred, f"{name}: nothing released"  # a masked field may clear a message whole
     for what, data in (("routed string field", routed), ("ModelInfer BYTES output", inferred)):
@@ -106,3 +111,40 @@ async def test_values_reversed_in_an_override_are_masked_for_a_caller_without_gr
     assert Note.FromString(routed).text != text
     [output] = oip.decode_outputs(pb.ModelInferResponse.FromString(inferred))
     assert output.values != [text.encode()]
+
+
+def code_point_reply(text: str, datatype: str) -> bytes:
+    """``text`` as a tensor of its code points (a character-level model's output)."""
+    reply = pb.ModelInferResponse(model_name=MODEL, id="1")
+    oip.encode_outputs(reply, [Tensor("text", datatype, [len(text)], [ord(char) for char in text])], raw=True)
+    return reply.SerializeToString()
+
+
+@pytest.mark.parametrize("datatype", ["INT32", "UINT32", "INT64"])
+@pytest.mark.parametrize("name", ["overridden", "isolated", "harmless"])
+async def test_values_reversed_in_an_override_as_code_points_are_masked(name: str, datatype: str) -> None:
+    """The same texts as an integer tensor of code points: a client turning them into text
+    with ``chr`` shows the values forwards, so the tensor is read in display order too
+    (10,000 token ids hold right-to-left code points and the controls' own all the time:
+    the native algorithm reads them in about a millisecond). Text without a value in any
+    order comes through as it is."""
+    text = {**TEXTS, "harmless": f"note {RLO}olleh{PDF} \u05d0 12 34"}[name]
+
+    async def infer(request: bytes, context: Any) -> bytes:
+        return code_point_reply(text, datatype)
+
+    services = {INFERENCE: {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}}
+    async with (
+        serving_services(services) as (upstream, _),
+        gateway_in_process(upstream) as listen,
+        grpc.aio.insecure_channel(listen) as channel,
+    ):
+        model_infer: Any = channel.unary_unary(f"/{INFERENCE}/ModelInfer")
+        request = pb.ModelInferRequest(model_name=MODEL, id="1")
+        inferred = await model_infer(request.SerializeToString(), metadata=token("alice"), timeout=10)
+    [output] = oip.decode_outputs(pb.ModelInferResponse.FromString(inferred))
+    shown = "".join(chr(code) for code in output.values if 0 < code < 0x110000)
+    if name == "harmless":
+        assert shown == text
+    else:
+        assert not [value for value in (SSN, CARD, KEY) if value[::-1] in shown], f"released {shown!r}"

@@ -53,6 +53,7 @@ import numpy as np
 from labelgate.classify import credentials
 from labelgate.classify.decoded_text import STRAY
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
+from labelgate.classify.display_order import display_orders, points_reorder
 from labelgate.classify.folding import (
     CONTROLS,
     IGNORABLE_RANGES,
@@ -283,8 +284,36 @@ def _read(
             view[unshown] = _DROPPED
             view[moves] = _SPACE
             _scan(*_folded_text(view, points), detectors, found)
+            _read_in_display_order(points, characters, view, detectors, found)
             return view
     return False
+
+
+def _read_in_display_order(
+    points: np.ndarray[Any, Any],
+    characters: np.ndarray[Any, Any],
+    view: np.ndarray[Any, Any],
+    detectors: DetectorSet,
+    found: set[Detection],
+) -> None:
+    """The folded view (``view``) in each order a reader may see the characters (``points``
+    at ``characters``) in, where a right-to-left character or a bidi control may reorder
+    them (``display_order``): ``[0x202E, 57, 56, 55, 45, ...]`` shows an SSN written
+    backwards forwards, as text does. What such an order shows spans every element, as a
+    value only a display order shows spans its text (``shown_text``); a hit zeroes an integer
+    tensor whole anyway."""
+    shown = points[characters]
+    if not points_reorder(shown):
+        return
+    chars = np.where(shown < _NOT_A_CHARACTER, shown, 0xFFFD).astype(_UNSIGNED[4])
+    hits: set[Detection] = set()
+    for order in display_orders(chars.tobytes().decode("utf-32-le")):
+        elements = characters[order]
+        _scan(_folded_text(view[elements], points[elements])[0], None, detectors, hits)
+    size = len(points)
+    found.update(
+        Detection(name, detectors.label_of(name), 0, size) for name in {hit.detector for hit in hits}
+    )
 
 
 def _several_rows(size: int, width: int) -> bool:
@@ -425,23 +454,26 @@ def _folded_view(points: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def _folded_text(
     view: np.ndarray[Any, Any], points: np.ndarray[Any, Any]
 ) -> tuple[bytes, np.ndarray[Any, Any]]:
-    """The folded text and the bytes of it each element gave (what folds to several spliced in)."""
-    _, longer = _folding_table()
+    """The folded text and the bytes of it each element gave (what folds to several spliced in).
+    Placed by numpy: a tensor of ids holds hundreds of such characters (``⒈``, ``½``)."""
     lengths = (view != _DROPPED).astype(np.int64)
     spliced = np.flatnonzero(view == _LONGER)
     if not len(spliced):
         return view[view != _DROPPED].tobytes(), lengths
-    parts, start = [], 0
-    for index in spliced.tolist():
-        part = view[start:index]
-        parts.append(part[part != _DROPPED].tobytes())
-        form = longer[int(points[index])]
-        parts.append(form)
-        lengths[index] = len(form)
-        start = index + 1
-    tail = view[start:]
-    parts.append(tail[tail != _DROPPED].tobytes())
-    return b"".join(parts), lengths
+    _, longer = _folding_table()
+    forms = [longer[code] for code in points[spliced].tolist()]
+    form_lengths = np.fromiter(map(len, forms), dtype=np.int64, count=len(forms))
+    lengths[spliced] = form_lengths
+    ends = np.cumsum(lengths)
+    text = np.empty(int(ends[-1]), dtype=np.uint8)
+    single = lengths == 1
+    single[spliced] = False  # a form of one byte is placed with the others below
+    text[ends[single] - 1] = view[single]
+    # Each form's bytes from where its element's part starts.
+    firsts = np.repeat(ends[spliced] - form_lengths, form_lengths)
+    within = np.arange(len(firsts)) - np.repeat(np.cumsum(form_lengths) - form_lengths, form_lengths)
+    text[firsts + within] = np.frombuffer(b"".join(forms), dtype=np.uint8)
+    return text.tobytes(), lengths
 
 
 def _scan(

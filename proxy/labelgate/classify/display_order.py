@@ -96,6 +96,12 @@ _NOT_LEADS: Final = bytes(
 _EXPLICIT_BYTES: Final = re.compile(rb"\xe2(?:\x80[\xaa-\xae]|\x81[\xa6-\xa9])")
 
 
+def points_reorder(points: np.ndarray[Any, Any]) -> bool:
+    """``reorders`` of text given as its code points (an integer array): numpy passes over
+    the blocks and controls."""
+    return any(bool(((points >= first) & (points <= last)).any()) for first, last in _REORDERING)
+
+
 def reorders(text: bytes | str) -> bool:
     """Whether ``text`` (UTF-8, or decoded) holds a character that may show it in another
     order than stored: a bidi control or a right-to-left character. C-level passes: for
