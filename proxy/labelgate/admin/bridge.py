@@ -75,11 +75,19 @@ class BridgedApprovalService:
     async def show(self, viewer: Any, request_id: str) -> Any:
         return await self._bridge.call(self._service.show, viewer, request_id)
 
-    async def approve(self, approver: Any, request_id: str, reason: str = "") -> Any:
-        return await self._bridge.call(self._service.approve, approver, request_id, reason)
+    async def approve(
+        self, approver: Any, request_id: str, reason: str = "", *, session_issued_at: float | None = None
+    ) -> Any:
+        return await self._bridge.call(
+            self._service.approve, approver, request_id, reason, session_issued_at=session_issued_at
+        )
 
-    async def deny(self, approver: Any, request_id: str, reason: str) -> Any:
-        return await self._bridge.call(self._service.deny, approver, request_id, reason)
+    async def deny(
+        self, approver: Any, request_id: str, reason: str, *, session_issued_at: float | None = None
+    ) -> Any:
+        return await self._bridge.call(
+            self._service.deny, approver, request_id, reason, session_issued_at=session_issued_at
+        )
 
     async def get(self, request_id: str) -> Any:
         return await self._bridge.call(self._service.get, request_id)
@@ -87,11 +95,11 @@ class BridgedApprovalService:
     async def healthy(self) -> bool:
         return await self._bridge.call(self._service.healthy)
 
-    async def sign_out_session(self, session_id: str, ends_at: float) -> None:
-        await self._bridge.call(self._service.sign_out_session, session_id, ends_at)
+    async def sign_out_session(self, subject_id: str, issued_at: float, ends_at: float) -> None:
+        await self._bridge.call(self._service.sign_out_session, subject_id, issued_at, ends_at)
 
-    async def session_signed_out(self, session_id: str) -> bool:
-        return bool(await self._bridge.call(self._service.session_signed_out, session_id))
+    async def session_signed_out(self, subject_id: str, issued_at: float) -> bool:
+        return bool(await self._bridge.call(self._service.session_signed_out, subject_id, issued_at))
 
 
 class BridgedSessionStore:

@@ -398,23 +398,34 @@ async def purge(tx: Tx, resolved_before: float) -> list[str]:
     return ids
 
 
-# -- inbox sessions signed out (labelgate/migrations/approvals/0002_signed_out_sessions) ------
-async def sign_out_session(tx: Tx, session_id: str, ends_at: float) -> None:
-    """Record a signed-out session until ``ends_at``; signing it out again changes nothing."""
-    await tx.execute(
-        "INSERT INTO inbox_signed_out_sessions (session_id, ends_at) VALUES (?, ?) "
-        "ON CONFLICT (session_id) DO NOTHING",
-        (session_id, ends_at),
-    )
+# -- inbox sign-outs (labelgate/migrations/approvals/0002_signed_out_sessions) --------------
+# Each bound only ever raised: a later sign-out of an older session takes back nothing an
+# earlier one ended. A CASE, the same in SQLite (scalar ``max``) and PostgreSQL (``GREATEST``).
+_SIGN_OUT = """
+INSERT INTO inbox_signed_out_sessions AS stored (subject_id, signed_out_through, ends_at)
+VALUES (?, ?, ?)
+ON CONFLICT (subject_id) DO UPDATE SET
+    signed_out_through = CASE WHEN excluded.signed_out_through > stored.signed_out_through
+        THEN excluded.signed_out_through ELSE stored.signed_out_through END,
+    ends_at = CASE WHEN excluded.ends_at > stored.ends_at THEN excluded.ends_at ELSE stored.ends_at END
+"""
 
 
-async def signed_out(tx: Tx, session_id: str) -> bool:
+async def sign_out_sessions(tx: Tx, subject_id: str, through: float, ends_at: float) -> None:
+    """Refuse ``subject_id``'s sessions issued at or before ``through`` until ``ends_at``: one
+    row per subject, however often it signs out."""
+    await tx.execute(_SIGN_OUT, (subject_id, through, ends_at))
+
+
+async def signed_out(tx: Tx, subject_id: str, issued_at: float) -> bool:
+    """Whether ``subject_id``'s session issued at ``issued_at`` was signed out (it or a later one)."""
     rows = await tx.fetch(
-        "SELECT 1 AS found FROM inbox_signed_out_sessions WHERE session_id = ?", (session_id,)
+        "SELECT 1 AS found FROM inbox_signed_out_sessions WHERE subject_id = ? AND signed_out_through >= ?",
+        (subject_id, issued_at),
     )
     return bool(rows)
 
 
 async def prune_signed_out(tx: Tx, ended_before: float) -> int:
-    """Forget signed-out sessions that ended before ``ended_before``; how many."""
+    """Forget sign-outs whose sessions all ended before ``ended_before``; how many."""
     return await tx.execute("DELETE FROM inbox_signed_out_sessions WHERE ends_at < ?", (ended_before,))

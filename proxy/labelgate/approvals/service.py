@@ -52,7 +52,7 @@ from labelgate.approvals.model import (
 from labelgate.approvals.notify import WebhookNotifier
 from labelgate.auth import Subject
 from labelgate.config import ApprovalSettings
-from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExhausted
+from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExhausted, Unauthenticated
 from labelgate.logs import get_logger
 
 log = get_logger(__name__)
@@ -70,9 +70,11 @@ LOCAL_RECHECK_SECONDS = 0.5
 # ... and, as a safety net only, when it can (PostgreSQL NOTIFY is the main path).
 NOTIFY_RECHECK_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 60.0
-# A signed-out inbox session is remembered this long past its end: a gateway whose clock runs
-# behind the sweeping one's still takes the cookie as unexpired until its own clock gets there.
-SIGNED_OUT_KEPT_PAST_END_SECONDS = 300.0
+# A sign-out is remembered this long past the end of the sessions it ended: a gateway whose
+# clock runs behind the sweeping one's still takes their cookies as unexpired until its own
+# clock gets there. An hour: the clocks of gateways sharing a store must agree within it
+# (docs/APPROVALS.md).
+SIGNED_OUT_KEPT_PAST_END_SECONDS = 3600.0
 # One page of an inbox or of the API's list (``limit`` may ask for fewer, never more).
 LIST_LIMIT = 500
 DEFAULT_PAGE = 100
@@ -555,16 +557,27 @@ class ApprovalService:
             raise NotFound(reasons.APPROVAL_NOT_FOUND, f"no approval {request_id} that you may see")
         return request
 
-    async def approve(self, approver: Subject, request_id: str, reason: str = "") -> ApprovalRequest:
-        return await self._vote(approver, request_id, "approve", reason)
+    async def approve(
+        self, approver: Subject, request_id: str, reason: str = "", *, session_issued_at: float | None = None
+    ) -> ApprovalRequest:
+        return await self._vote(approver, request_id, "approve", reason, session_issued_at)
 
-    async def deny(self, approver: Subject, request_id: str, reason: str) -> ApprovalRequest:
-        return await self._vote(approver, request_id, "deny", reason)
+    async def deny(
+        self, approver: Subject, request_id: str, reason: str, *, session_issued_at: float | None = None
+    ) -> ApprovalRequest:
+        return await self._vote(approver, request_id, "deny", reason, session_issued_at)
 
-    async def _vote(self, person: Subject, request_id: str, verdict: str, reason: str) -> ApprovalRequest:
+    async def _vote(
+        self, person: Subject, request_id: str, verdict: str, reason: str, session_issued_at: float | None
+    ) -> ApprovalRequest:
+        """``session_issued_at``: the vote comes from ``person``'s inbox session issued then,
+        checked not signed out in the vote's own transaction (a sign-out while its form was
+        still arriving ends it too)."""
         now = self.clock()
         refusal: LabelgateError | None = None
         async with self.db.transaction() as tx:
+            if session_issued_at is not None and await repo.signed_out(tx, person.id, session_issued_at):
+                raise Unauthenticated(reasons.SESSION_EXPIRED, "your session has ended: sign in again")
             request = await repo.get_request(tx, request_id, for_update=True)
             if request is None or not rules.may_view(person, request, self.admin_groups):
                 raise NotFound(reasons.APPROVAL_NOT_FOUND, f"no approval {request_id} that you may see")
@@ -624,17 +637,20 @@ class ApprovalService:
             await repo.resolve(tx, request.id, State.GRANTED, why, now, grant_id=grant.id)
 
     # -- inbox sessions -----------------------------------------------------------------------
-    async def sign_out_session(self, session_id: str, ends_at: float) -> None:
-        """Refuse the inbox session ``session_id`` from now until ``ends_at``, on every
-        process sharing this store (the cookie itself cannot be taken back from its copies)."""
+    async def sign_out_session(self, subject_id: str, issued_at: float, ends_at: float) -> None:
+        """Refuse ``subject_id``'s inbox sessions issued at or before ``issued_at`` (the one
+        signing out and any older one) from now until ``ends_at``, on every process sharing
+        this store (the cookie itself cannot be taken back from its copies). One row per
+        subject, however often it signs out."""
         async with self.db.transaction() as tx:
-            await repo.sign_out_session(tx, session_id, ends_at)
+            await repo.sign_out_sessions(tx, subject_id, issued_at, ends_at)
 
-    async def session_signed_out(self, session_id: str) -> bool:
-        """Whether the inbox session ``session_id`` was signed out. A store that cannot be read
-        raises (``ApprovalsUnavailable``): the caller refuses the session, never guesses."""
+    async def session_signed_out(self, subject_id: str, issued_at: float) -> bool:
+        """Whether ``subject_id``'s inbox session issued at ``issued_at`` was signed out (it, or
+        one issued later). A store that cannot be read raises (``ApprovalsUnavailable``): the
+        caller refuses the session, never guesses."""
         async with self.db.transaction() as tx:
-            return await repo.signed_out(tx, session_id)
+            return await repo.signed_out(tx, subject_id, issued_at)
 
     # -- expiry, retention, restarts ----------------------------------------------------------
     async def _resolve(self, request_id: str, state: State, why: str) -> None:

@@ -18,12 +18,15 @@ uses a double-submit cookie. Forms are also refused when the browser says they c
 another origin. A vote or sign-out is checked against the session cookie before its body is
 read; bodies are read with a bound (``MAX_FORM_BYTES``, 413 past it).
 
-Signing out (a POST with the session's CSRF token) records the session's id (``sid``, random,
-in the signed cookie) as signed out until the session's end, in the approval store every
-gateway shares, and every inbox route refuses a signed-out session as it refuses an expired
-one (``accept_session``, run before each of them): a copy of the cookie taken before the
-sign-out (a shared machine, a proxy log) no longer shows or grants anything, on any gateway.
-A store that cannot be read accepts no session (503).
+Signing out (a POST with the session's CSRF token) records, in the approval store every
+gateway shares, that the subject's sessions issued at or before this one (its ``iat``, in
+the signed cookie) are signed out, until the last of them could end: one row per subject,
+however often it signs in and out. Every inbox route refuses such a session as it refuses an
+expired one (``accept_session``, run before each of them), and a vote asks again in its own
+transaction: a copy of the cookie taken before the sign-out (a shared machine, a proxy log)
+no longer shows or grants anything, on any gateway; a session signed in later is not
+touched. A cookie from before ``iat`` counts as issued at 0 (ended by any sign-out of its
+subject). A store that cannot be read accepts no session (503).
 
 Recorded sessions (``/inbox/sessions``, ``/inbox/sessions/{id}``) are
 ``labelgate.recording.web``, mounted here with the inbox's sign-in and layout: only
@@ -37,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import secrets
 import time
@@ -153,9 +157,12 @@ templates.env.filters["fields_by_sensitivity"] = fields_by_sensitivity
 
 # -- sessions and CSRF ------------------------------------------------------------------------
 def issue_session(ctx: ApprovalsContext, person: Subject, expires_at: float) -> str:
-    """A session token for ``person``: who they are and until when, signed. Not the bearer token."""
+    """A session token for ``person``: who they are, since when (``iat``: what a sign-out
+    compares) and until when, signed. Not the bearer token. ``sid`` is random only so that no
+    two sessions share a cookie (nor its CSRF tokens)."""
     claims = {
         "sub": person.to_policy(),
+        "iat": time.time(),
         "exp": int(expires_at),
         "sid": secrets.token_urlsafe(12),
     }
@@ -176,24 +183,25 @@ def session_until(ctx: ApprovalsContext, person: Subject, now: float) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class InboxSession:
-    """An open session cookie: who, its id (what sign-out records), its end, and the cookie's
-    value (CSRF tokens derive from it)."""
+    """An open session cookie: who, when it was issued (what a sign-out compares; 0 for a
+    cookie from before ``iat``), its end, and the cookie's value (CSRF tokens derive from it)."""
 
     person: Subject
-    sid: str
+    issued_at: float
     ends_at: int
     value: str
 
 
 def read_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> InboxSession | None:
-    """A session token this server (or a replica with the same key) issued, that has not
-    expired and has an id; None for anything else. Whether it was signed out is the store's
+    """A session token this server (or a replica with the same key) issued and that has not
+    expired; None for anything else. Whether it was signed out is the store's
     (``accept_session``)."""
     claims = signed.verify(ctx.session_key, b"session", SESSION_FORMAT, value, MAX_COOKIE_BYTES)
     if claims is None or not isinstance(claims.get("exp"), int) or value is None:
         return None
-    sid = claims.get("sid")
-    if not isinstance(sid, str) or not sid:  # a session no sign-out could end: none is issued
+    # Issued before ``iat`` was: as if at 0, so any sign-out of its subject ends it.
+    issued_at = claims.get("iat", 0.0)
+    if isinstance(issued_at, bool) or not isinstance(issued_at, int | float) or not math.isfinite(issued_at):
         return None
     try:
         if claims["exp"] <= (time.time() if now is None else now):
@@ -204,7 +212,7 @@ def read_session(ctx: ApprovalsContext, value: str | None, now: float | None = N
         )
     except (ValueError, KeyError, TypeError):
         return None
-    return InboxSession(person, sid, claims["exp"], value)
+    return InboxSession(person, float(issued_at), claims["exp"], value)
 
 
 def open_session(ctx: ApprovalsContext, value: str | None, now: float | None = None) -> Subject | None:
@@ -234,13 +242,13 @@ _ACCEPTED = "labelgate_inbox_session"
 
 async def accept_session(request: Request) -> None:
     """Before every inbox route (``mount_inbox``): the session cookie is accepted when it is
-    signed, unexpired and not signed out, as the shared store says. Once per request, so the
-    synchronous readers (``_session``: the error page, the session pages' hook) see the same
-    answer. A store that cannot be read raises ``ApprovalsUnavailable`` (503): no session is
-    accepted unchecked."""
+    signed, unexpired and not signed out (it, or a later session of its subject), as the shared
+    store says. Once per request, so the synchronous readers (``_session``: the error page,
+    the session pages' hook) see the same answer. A store that cannot be read raises
+    ``ApprovalsUnavailable`` (503): no session is accepted unchecked."""
     ctx = context(request)
     session = read_session(ctx, request.cookies.get(_cookie_names(request)[0]))
-    if session is not None and not await ctx.service.session_signed_out(session.sid):
+    if session is not None and not await ctx.service.session_signed_out(session.person.id, session.issued_at):
         setattr(request.state, _ACCEPTED, session)
 
 
@@ -550,9 +558,15 @@ async def signout(request: Request) -> Response:
     session = _accepted(request)
     if session is not None:  # checked first: without a session the body is never read
         _check_csrf(request, await _form(request), session.value)
-        # Until the session's own end: past it the cookie is refused as expired anyway.
-        await context(request).service.sign_out_session(session.sid, session.ends_at)
-        log.info("inbox sign-out", subject=session.person.id, until=session.ends_at)
+        # This session and the subject's older ones, until the last of them could end: none
+        # outlives its issue plus ``admin.session_max_seconds``, and each was issued by this
+        # one's ``iat`` (a cookie from before ``iat``: by now). Past it they are refused as
+        # expired anyway.
+        ctx = context(request)
+        latest_issue = session.issued_at or time.time()
+        until = max(latest_issue + ctx.session_max_seconds, session.ends_at)
+        await ctx.service.sign_out_session(session.person.id, session.issued_at, until)
+        log.info("inbox sign-out", subject=session.person.id, until=int(until))
     session_cookie, _, path = _cookie_names(request)
     response = _redirect(f"{COOKIE_PATH}?flash=signed-out")
     response.delete_cookie(
@@ -582,10 +596,10 @@ async def detail(request: Request, approval_id: str) -> Response:
 
 
 async def _vote(request: Request, approval_id: str, verdict: str) -> Response:
-    session = _session(request)  # before the body is read
+    session = _accepted(request)  # before the body is read
     if session is None:
         raise Unauthenticated(reasons.SESSION_EXPIRED, "your session has ended: sign in again")
-    person, token = session
+    person, token = session.person, session.value
     form = await _form(request)
     _check_csrf(request, form, token)
     if not _APPROVAL_ID.fullmatch(approval_id):
@@ -593,10 +607,16 @@ async def _vote(request: Request, approval_id: str, verdict: str) -> Response:
     service = context(request).service
     reason = cleaned(form.get("reason", ""))[:1000]  # as the REST API keeps a reason
     if verdict == "approve":
-        result = await service.approve(person, approval_id, reason)
+        # The session is asked again in the vote's transaction: the form may arrive slowly.
+        result = await service.approve(person, approval_id, reason, session_issued_at=session.issued_at)
         flash = "granted" if result.state is State.GRANTED else "approved"
     else:
-        await service.deny(person, approval_id, reason or "denied in the web inbox (no reason given)")
+        await service.deny(
+            person,
+            approval_id,
+            reason or "denied in the web inbox (no reason given)",
+            session_issued_at=session.issued_at,
+        )
         flash = "denied"
     return _redirect(f"{COOKIE_PATH}?flash={flash}&id={quote(approval_id)}")
 

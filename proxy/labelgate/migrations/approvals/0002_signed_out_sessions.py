@@ -1,8 +1,9 @@
-"""Inbox sessions signed out before their end (SQLite and PostgreSQL).
+"""Inbox sign-outs (SQLite and PostgreSQL).
 
-A row per signed-out session id until a while past the session's own end (then the cookie
-is refused as expired anyway, and the sweep drops the row): every gateway on the store
-refuses a copy of the cookie taken before the sign-out.
+One row per subject that signed out of the inbox: every session of that subject issued at or
+before ``signed_out_through`` (the signed-out session's ``iat``) is refused, on every gateway
+on the store, until ``ends_at`` (no such session outlives it); the sweep then drops the row.
+A row per subject, not per session: signing in and out in a loop rewrites one row.
 """
 
 from yoyo import step
@@ -12,7 +13,8 @@ __depends__ = {"0001_baseline"}
 steps = [
     step(
         """CREATE TABLE inbox_signed_out_sessions (
-            session_id TEXT PRIMARY KEY,
+            subject_id TEXT PRIMARY KEY,
+            signed_out_through DOUBLE PRECISION NOT NULL,
             ends_at DOUBLE PRECISION NOT NULL
         )""",
         "DROP TABLE inbox_signed_out_sessions",
