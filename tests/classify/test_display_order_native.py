@@ -3,19 +3,31 @@ its Python reference (``display_order_reference``, the code it replaced) gives: 
 permutation, byte for byte, on the Chromium-checked cases, on random text of every bidi
 class (explicit controls nested past the deepest level, brackets past BD16's stack and past
 ``BRACKET_BUDGET``, several texts a call, both directions, separators as such and as
-spaces), and on the first 10,000 code points; and it refuses malformed input."""
+spaces), and on the first 10,000 code points; and it refuses malformed input. Its one call for
+all the readings of a call (``bidi_orders``, what ``display_orders_of`` and
+``display_orders_of_points`` use) keeps exactly the orders the readings one by one give, each
+text's distinct ones but the stored one, in their order."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
 from labelgate.classify import display_order
-from labelgate.classify.display_order import _CODES, _PAIRS, classes_of, display_orders_of
+from labelgate.classify.display_order import (
+    _BRACKET_TEXT,
+    _CODES,
+    _PAIRS,
+    _REORDERING_TEXT,
+    classes_of,
+    display_orders,
+    display_orders_of,
+    display_orders_of_points,
+)
 from labelgate.errors import LabelgateError
 from tests.classify import display_order_reference as reference
 from tests.classify.test_folding_display_order import SHOWN
@@ -65,6 +77,49 @@ def _reference_order(classes: str, points: bytes, base: int, whole: bool, starts
     character's text, ``owner``, rather than where each text starts)."""
     owner = np.searchsorted(np.array(starts), np.arange(len(classes)), side="right") - 1
     return reference._order(classes, np.frombuffer(points, dtype="<u4"), base, whole, owner)
+
+
+Order = Callable[[str, bytes, int, bool, list[int]], Any]
+
+
+def _one_by_one(texts: Sequence[str], paired: Sequence[bool], order: Order) -> list[list[bytes]]:
+    """What ``display_orders_of`` kept of ``texts`` (all of them, each ``paired`` or not) when it
+    asked for each reading of the joined texts apart (``order``: ``display_order._order`` or
+    the reference's), each order as bytes: per text its distinct orders but the stored one, in
+    the order of the readings, whole ones only when some text holds a separator."""
+    classes, points, starts = _arguments(texts, paired)
+    offsets = [*starts, len(classes)]
+    found: list[dict[bytes, None]] = [{} for _ in texts]
+    modes = (False, True) if "B" in classes or "S" in classes else (False,)
+    for whole in modes:
+        for base in (0, 1):
+            shown = order(classes, points, base, whole, starts) if classes else np.zeros(0, np.int64)
+            for at in range(len(texts)):
+                own = shown[offsets[at] : offsets[at + 1]] - offsets[at]
+                if _REORDERING_TEXT.search(texts[at]) and (np.diff(own) != 1).any():
+                    found[at].setdefault(own.astype(np.int64).tobytes())
+    return [list(each) for each in found]
+
+
+def _budgeted(texts: Sequence[str]) -> list[bool]:
+    """Which of ``texts`` ``display_orders_of`` pairs brackets in (``BRACKET_BUDGET``)."""
+    budget, paired = display_order.BRACKET_BUDGET, []
+    for text in texts:
+        if _REORDERING_TEXT.search(text):
+            budget -= len(_BRACKET_TEXT.findall(text))
+        paired.append(budget >= 0)
+    return paired
+
+
+def _in_one_call(texts: Sequence[str], paired: Sequence[bool]) -> list[list[bytes]]:
+    """The orders of ``texts`` from the extension's one call for every reading (``_orders_of``)."""
+    sizes = [len(text) for text in texts]
+    points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    every = display_order._orders_of(points, sizes, list(paired))
+    for each in every:
+        for order in each:
+            assert order.dtype == np.int64 and order.flags.writeable
+    return [[order.tobytes() for order in each] for each in every]
 
 
 def _arguments(texts: Sequence[str], paired: Sequence[bool]) -> tuple[str, bytes, list[int]]:
@@ -200,13 +255,82 @@ def test_display_orders_are_the_reference_s_past_the_bracket_budget(monkeypatch:
     calls = [[_random_text(rng) for _ in range(rng.randint(1, 6))] for _ in range(150)]
     calls.append(["".join(map(chr, range(10_000)))])
     monkeypatch.setattr(display_order, "BRACKET_BUDGET", 40)
-    native = [display_orders_of(texts) for texts in calls]
-    monkeypatch.setattr(display_order, "_order", _reference_order)
-    expected = [display_orders_of(texts) for texts in calls]
-    for texts, got, wanted in zip(calls, native, expected, strict=True):
-        assert [[order.tobytes() for order in each] for each in got] == [
-            [order.tobytes() for order in each] for each in wanted
-        ], texts
+    for texts in calls:
+        got = [[order.tobytes() for order in each] for each in display_orders_of(texts)]
+        assert got == _one_by_one(texts, _budgeted(texts), _reference_order), texts
+
+
+def test_one_call_keeps_what_the_readings_one_by_one_give() -> None:
+    """``bidi_orders`` against four ``bidi_order`` calls and the dedupe ``display_orders_of``
+    made of them: the random calls (texts past the budget among them), the tables, ids 0..9999."""
+    strings = 0
+    for texts, paired in _random_calls(seed=7321, strings=20_000):
+        assert _in_one_call(texts, paired) == _one_by_one(texts, paired, display_order._order), texts
+        strings += len(texts)
+    assert strings >= 20_000
+    tables = _table_texts()
+    for start in range(0, len(tables), 7):
+        texts = tables[start : start + 7]
+        expected = _one_by_one(texts, [True] * len(texts), _reference_order)
+        assert _in_one_call(texts, [True] * len(texts)) == expected, texts
+    ids = ["".join(map(chr, range(10_000)))]
+    assert _in_one_call(ids, [True]) == _one_by_one(ids, [True], _reference_order)
+
+
+def _runs_text(rng: random.Random) -> str:
+    """Up to 200 characters in runs of one class (1 to 30 long, often past the 8 the extension
+    takes at once), a run now and then after a mark (which takes the type before it: an AL's
+    becomes R, and the run after it must leave W2's state as an R would)."""
+    text = ""
+    while len(text) < rng.randint(20, 200):
+        if rng.random() < 0.3:
+            text += rng.choice(SAMPLES["NSM"])
+        name = rng.choice(["L", "R", "ON", "AL", "EN", "L", "R", "ON", *CLASSES])
+        text += rng.choice(SAMPLES[name]) * rng.choice((1, 2, 9, 10, 17, 30))
+    return text[:200]
+
+
+def test_runs_of_one_class_read_the_same() -> None:
+    """Long runs of L, R and ON (a tensor of token ids is mostly such) take the extension's
+    shortcut: the same orders as the reference's, next to every class."""
+    rng = random.Random(404)
+    for _ in range(1500):
+        assert_same_orders([_runs_text(rng)])
+    # An Arabic letter, a mark (R by W1 and W3), a run of R, digits and a terminator (EN, not
+    # AN: W2 stops at the R; so the terminator is a digit too, W5, and shows with them).
+    for run in ("\u05d0" * 12, "!" * 12, "a" * 12):
+        for tail in ("12$a", "$12a", "1,2a"):
+            assert_same_orders(["\u0627\u0300" + run + tail])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32, np.uint16])
+def test_code_points_read_as_their_text(dtype: Any) -> None:
+    """``display_orders_of_points`` gives what ``display_orders`` gives the text of the points."""
+    rng = random.Random(17)
+    texts = [_random_text(rng) for _ in range(400)] + [_runs_text(rng) for _ in range(100)]
+    texts += ["", "ssn \u202e9876-54-321\u202c", "".join(map(chr, range(10_000)))]
+    for text in texts:
+        points = np.array([ord(each) for each in text], dtype=np.int64)
+        if dtype == np.uint16 and len(points) and points.max() > 0xFFFF:
+            continue
+        got = display_orders_of_points(points.astype(dtype))
+        expected = display_orders(text)
+        assert [order.tobytes() for order in got] == [order.tobytes() for order in expected], text
+        assert all(order.dtype == np.int64 and order.flags.writeable for order in got)
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        np.array([0x05D0, 0x110000]),  # past U+10FFFF
+        np.array([0x05D0, -1]),
+        np.array([0x05D0, 0x31], dtype=np.float64),
+        np.array([True, False]),
+    ],
+)
+def test_what_is_not_code_points_is_refused(points: Any) -> None:
+    with pytest.raises(ValueError):
+        display_orders_of_points(points)
 
 
 OPENERS = np.array(sorted(_PAIRS), dtype="<u4").tobytes()
@@ -254,6 +378,44 @@ def test_well_formed_arguments_give_a_permutation() -> None:
     assert sorted(order.tolist()) == [0, 1, 2]
     assert KERNEL.bidi_order(b"", b"", 0, True, [], OPENERS, CLOSERS) == b""
     assert KERNEL.bidi_order(b"", b"", 0, True, [0, 0], OPENERS, CLOSERS) == b""
+
+
+GOOD_CALL: dict[str, Any] = {
+    "classes": b"RRRLLL",
+    "points": bytes(24),
+    "sizes": [3, 0, 3],
+    "openers": OPENERS,
+    "closers": CLOSERS,
+}
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"classes": b"RRRLLZ"},  # a letter that names no class
+        {"classes": b"RRRLL\x00"},
+        {"points": bytes(20)},  # fewer code points than classes
+        {"points": bytes(25)},
+        {"sizes": [3, 3, 1]},  # more than the characters
+        {"sizes": [3, 2]},  # fewer
+        {"sizes": [7, -1]},
+        {"openers": OPENERS + b"\x00"},
+        {"closers": CLOSERS[:-4]},
+        {"openers": OPENERS[4:] + OPENERS[:4]},
+    ],
+)
+def test_malformed_calls_for_every_reading_are_refused_with_value_error(changed: dict[str, Any]) -> None:
+    arguments = {**GOOD_CALL, **changed}
+    with pytest.raises(ValueError):
+        KERNEL.bidi_orders(*arguments.values())
+
+
+def test_a_call_for_every_reading_gives_each_text_s_count() -> None:
+    shown, counts = KERNEL.bidi_orders(*GOOD_CALL.values())
+    # Every reading shows R R R reversed: one order; nothing of the other two reorders.
+    assert list(counts) == [1, 0, 0]
+    assert np.frombuffer(shown, dtype=np.int64).tolist() == [2, 1, 0]
+    assert KERNEL.bidi_orders(b"", b"", [], OPENERS, CLOSERS) == (bytearray(), b"")
 
 
 def test_without_the_extension_text_that_may_reorder_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

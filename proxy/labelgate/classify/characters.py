@@ -53,7 +53,7 @@ import numpy as np
 from labelgate.classify import credentials
 from labelgate.classify.decoded_text import STRAY
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
-from labelgate.classify.display_order import display_orders, points_reorder
+from labelgate.classify.display_order import display_orders_of_points, points_reorder
 from labelgate.classify.folding import (
     CONTROLS,
     IGNORABLE_RANGES,
@@ -302,14 +302,35 @@ def _read_in_display_order(
     backwards forwards, as text does. What such an order shows spans every element, as a
     value only a display order shows spans its text (``shown_text``); a hit zeroes an integer
     tensor whole anyway."""
-    shown = points[characters]
+    every = len(characters) == len(points)  # then ``characters`` is every index, in order
+    shown = points if every else points[characters]
     if not points_reorder(shown):
         return
-    chars = np.where(shown < _NOT_A_CHARACTER, shown, 0xFFFD).astype(_UNSIGNED[4])
+    orders = display_orders_of_points(np.where(shown < _NOT_A_CHARACTER, shown, 0xFFFD))
+    if not orders:
+        return
+    # An order shows each character's folded form (``_folded_text``: its byte, nothing for
+    # one dropped, what it folds to when that is several) moved whole: its bytes are the
+    # view's gathered in that order, the dropped left out and the longer forms spliced in
+    # where their markers are (a C-level translate and split, not numpy passes per byte).
+    folded = view if every else view[characters]
+    spliced = np.flatnonzero(folded == _LONGER)
+    _, longer = _folding_table()
+    forms = [longer[code] for code in shown[spliced].tolist()]
+    rank = np.zeros(len(folded), dtype=np.int64)
+    rank[spliced] = np.arange(len(spliced))
+    dropped, marker = bytes((_DROPPED,)), bytes((_LONGER,))
     hits: set[Detection] = set()
-    for order in display_orders(chars.tobytes().decode("utf-32-le")):
-        elements = characters[order]
-        _scan(_folded_text(view[elements], points[elements])[0], None, detectors, hits)
+    for order in orders:
+        in_order = folded[order]
+        text = in_order.tobytes().translate(None, dropped)
+        if forms:
+            pieces = text.split(marker)
+            parts = [b""] * (2 * len(pieces) - 1)
+            parts[0::2] = pieces
+            parts[1::2] = [forms[at] for at in rank[order[in_order == _LONGER]].tolist()]
+            text = b"".join(parts)
+        _scan(text, None, detectors, hits)
     size = len(points)
     found.update(
         Detection(name, detectors.label_of(name), 0, size) for name in {hit.detector for hit in hits}

@@ -32,8 +32,10 @@ The Unicode data is ``folding``'s (``unicodedata2``).
 Cost: a C-level search of the text for a right-to-left character or a bidi control
 (``reorders``; most text has none); then, for text with one, a translation to bidi classes
 (numpy, from a table of the Unicode data filled a page at a time) and the algorithm in the
-native extension (``proxy/native/src/bidi.rs``, one call a reading for all the texts of a
-call, without the GIL for large ones): tens of nanoseconds a code point. Its Python
+native extension (``proxy/native/src/bidi.rs``: one call for every reading of all the texts
+of a call, which keeps only each text's distinct orders, without the GIL for large ones):
+about 10 nanoseconds a code point a reading. Text given as code points (a tensor of token
+ids) is read without a ``str`` made of it (``display_orders_of_points``). Its Python
 reference (numpy and regular expressions, about a microsecond a code point) is the tests'
 oracle (``tests/classify/display_order_reference.py``).
 """
@@ -68,6 +70,7 @@ _RIGHT_TO_LEFT_BLOCKS: Final = (
 )
 _CONTROLS: Final = ((0x200F, 0x200F), (0x202A, 0x202E), (0x2066, 0x2069))
 _REORDERING: Final = (*_RIGHT_TO_LEFT_BLOCKS, *_CONTROLS)
+_FIRST_REORDERING: Final = min(first for first, _ in _REORDERING)
 # The explicit formatting characters (embeddings, overrides, isolates): what only a writer
 # who means to reorder text puts there.
 _EXPLICIT: Final = ((0x202A, 0x202E), (0x2066, 0x2069))
@@ -98,7 +101,9 @@ _EXPLICIT_BYTES: Final = re.compile(rb"\xe2(?:\x80[\xaa-\xae]|\x81[\xa6-\xa9])")
 
 def points_reorder(points: np.ndarray[Any, Any]) -> bool:
     """``reorders`` of text given as its code points (an integer array): numpy passes over
-    the blocks and controls."""
+    the blocks and controls, none when every code point is below them all (most text)."""
+    if not len(points) or int(points.max()) < _FIRST_REORDERING:
+        return False
     return any(bool(((points >= first) & (points <= last)).any()) for first, last in _REORDERING)
 
 
@@ -174,12 +179,19 @@ def _read_page(page: int) -> None:
 
 def classes_of(points: np.ndarray[Any, Any]) -> str:
     """The class letters (``_CODES``) of ``points`` (code points), a letter each."""
-    pages = points >> _PAGE_BITS
-    unread = pages[~_PAGES_READ[pages]]
-    for page in np.unique(unread).tolist():
-        _read_page(page)
-    codes: np.ndarray[Any, Any] = _CLASS_OF[points]
-    return codes.tobytes().decode("ascii")
+    return _class_letters(points).decode("ascii")
+
+
+def _class_letters(points: np.ndarray[Any, Any]) -> bytes:
+    """``classes_of``, ASCII: one gather from the table (``take``: a third of indexing's cost
+    with 32-bit code points), and another when some code point's page was not worked out
+    yet (its letter 0)."""
+    codes: np.ndarray[Any, Any] = np.take(_CLASS_OF, points)
+    if not codes.all():
+        for page in np.unique(points[codes == 0] >> _PAGE_BITS).tolist():
+            _read_page(page)
+        codes = np.take(_CLASS_OF, points)
+    return codes.tobytes()
 
 
 # Bracket pairs (BD14, BD15): ASCII, full-width, and the opening punctuation (Ps) that
@@ -214,6 +226,7 @@ def display_orders(text: str) -> list[np.ndarray[Any, Any]]:
 # the latter. (It bounded N0 in Python, microseconds a bracket; the extension's costs far
 # less, but the budget is unchanged: its readings are the reference's.)
 BRACKET_BUDGET: Final = 1 << 17
+_LAST_CODE_POINT: Final = 0x10FFFF
 
 
 def display_orders_of(texts: Sequence[str]) -> list[list[np.ndarray[Any, Any]]]:
@@ -224,34 +237,68 @@ def display_orders_of(texts: Sequence[str]) -> list[list[np.ndarray[Any, Any]]]:
     wanted = [index for index, text in enumerate(texts) if _REORDERING_TEXT.search(text)]
     if not wanted:
         return orders
-    budget = BRACKET_BUDGET
-    paired: list[bool] = []
-    for index in wanted:
-        budget -= len(_BRACKET_TEXT.findall(texts[index]))
-        paired.append(budget >= 0)
-    joined = "".join(texts[index] for index in wanted)
-    sizes = np.array([len(texts[index]) for index in wanted])
-    offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
-    starts = offsets[:-1]
-    encoded = joined.encode("utf-32-le", "surrogatepass")
-    points = np.frombuffer(encoded, dtype="<u4")
-    classes = classes_of(points)
-    if not all(paired):  # past the budget: no bracket is one (N0) in the rest
-        encoded = np.where(np.repeat(paired, sizes), points, 0).astype("<u4").tobytes()
-    found: list[dict[bytes, np.ndarray[Any, Any]]] = [{} for _ in wanted]  # each text's, by order
-    # Read whole (separators as spaces) too when a text holds one, as HTML collapses it.
-    modes = (False, True) if "B" in classes or "S" in classes else (False,)
-    for whole in modes:
-        for base in (0, 1):
-            order = _order(classes, encoded, base, whole, starts)
-            for at in range(len(wanted)):
-                start, end = offsets[at], offsets[at + 1]
-                own = order[start:end] - start
-                if (np.diff(own) != 1).any():  # else as stored
-                    found[at].setdefault(own.tobytes(), own)
+    chosen = [texts[index] for index in wanted]
+    joined = "".join(chosen)
+    if len(joined) <= BRACKET_BUDGET:  # none of them can be past it
+        paired = [True] * len(chosen)
+    else:
+        budget = BRACKET_BUDGET
+        paired = []
+        for text in chosen:
+            budget -= len(_BRACKET_TEXT.findall(text))
+            paired.append(budget >= 0)
+    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    found = _orders_of(points, [len(text) for text in chosen], paired)
     for index, own in zip(wanted, found, strict=True):
-        orders[index] = list(own.values())
+        orders[index] = own
     return orders
+
+
+def display_orders_of_points(points: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    """``display_orders`` of the text of ``points`` (an integer array of code points, each
+    from 0 to U+10FFFF; ValueError for another), without making it a ``str``: a tensor of
+    token ids read as characters is one."""
+    if points.dtype.kind not in "iu":
+        raise ValueError(f"code points are integers, not {points.dtype}")
+    if len(points) and (int(points.min()) < 0 or int(points.max()) > _LAST_CODE_POINT):
+        raise ValueError("a code point past U+10FFFF or below 0")
+    if not points_reorder(points):
+        return []
+    code_points = np.ascontiguousarray(points, dtype="<u4")
+    paired = (
+        len(code_points) <= BRACKET_BUDGET
+        or int(np.isin(code_points, _BRACKET_CODES).sum()) <= BRACKET_BUDGET
+    )
+    return _orders_of(code_points, [len(code_points)], [paired])[0]
+
+
+def _orders_of(
+    points: np.ndarray[Any, Any], sizes: list[int], paired: list[bool]
+) -> list[list[np.ndarray[Any, Any]]]:
+    """``display_orders`` of each of the texts of ``points`` (UTF-32 code points, the texts
+    ``sizes`` long, joined; those not ``paired``, past the bracket budget, read without
+    bracket pairs): every reading of every text in one call of the extension, which keeps
+    only the orders that differ from the one stored and from one another."""
+    kernel = _KERNEL.kernel
+    if kernel is None:
+        raise LabelgateError(NATIVE_KERNEL_FAILED, "the native extension's bidi algorithm is not installed")
+    classes = _class_letters(points)
+    if all(paired):
+        encoded = points.tobytes()
+    else:  # past the budget: no bracket is one (N0) in the rest
+        encoded = np.where(np.repeat(paired, sizes), points, 0).astype("<u4").tobytes()
+    try:
+        shown, counts = kernel.bidi_orders(classes, encoded, sizes, _OPENER_POINTS, _CLOSER_POINTS)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+    every: np.ndarray[Any, Any] = np.frombuffer(shown, dtype=np.int64)  # a bytearray's: writable
+    found: list[list[np.ndarray[Any, Any]]] = []
+    start = 0
+    for size, count in zip(sizes, counts, strict=True):
+        found.append([every[start + size * at : start + size * (at + 1)] for at in range(count)])
+        start += size * count
+    return found
 
 
 class _BidiKernel(Protocol):
@@ -269,11 +316,23 @@ class _BidiKernel(Protocol):
         /,
     ) -> bytes: ...
 
+    def bidi_orders(
+        self,
+        classes: bytes,
+        points: bytes,
+        sizes: list[int],
+        openers: bytes,
+        closers: bytes,
+        /,
+    ) -> tuple[bytearray, bytes]: ...
+
 
 # The algorithm is the extension's alone (its Python reference, about a microsecond a code
 # point, is the tests' oracle): so ``LABELGATE_NATIVE=0`` does not turn it off, and without
 # the extension text that may reorder is refused, never read as stored.
-_KERNEL: Final[NativeSwitch[_BidiKernel]] = NativeSwitch(lambda module: hasattr(module, "bidi_order"))
+_KERNEL: Final[NativeSwitch[_BidiKernel]] = NativeSwitch(
+    lambda module: hasattr(module, "bidi_order") and hasattr(module, "bidi_orders")
+)
 # The bracket pairs as the extension takes them: openers ascending, each one's closer.
 _OPENER_POINTS: Final = np.array(sorted(_PAIRS), dtype="<u4").tobytes()
 _CLOSER_POINTS: Final = np.array([_PAIRS[opener] for opener in sorted(_PAIRS)], dtype="<u4").tobytes()

@@ -329,6 +329,7 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(markup::may_render_py, module)?)?;
     module.add_function(wrap_pyfunction!(markup::may_hide_py, module)?)?;
     module.add_function(wrap_pyfunction!(bidi::bidi_order_py, module)?)?;
+    module.add_function(wrap_pyfunction!(bidi::bidi_orders_py, module)?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).
