@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
@@ -37,6 +36,7 @@ from labelgate.approvals.web import SESSION_FORMAT, csrf_token
 from labelgate.auth import Authenticator
 from labelgate.auth.settings import AuthSettings, JwtSettings
 from tests.approvals.conftest import token
+from tests.approvals.test_inbox_input_checks import hidden
 from tests.approvals.test_service import Clock, draft, new_database  # noqa: F401 - a fixture
 
 KEY = b"sign-out-test-key-0123456789abcdef"  # shared by the gateways behind one inbox URL
@@ -78,12 +78,6 @@ async def gateway(
     finally:
         await service.close()
         await authenticator.close()
-
-
-def hidden(html: str, name: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]+)"', html)
-    assert match, f"no {name} field in the page"
-    return match.group(1)
 
 
 async def sign_in(client: httpx.AsyncClient) -> tuple[str, str]:

@@ -30,7 +30,7 @@ from labelgate.classify.display_order import (
 )
 from labelgate.errors import LabelgateError
 from tests.classify import display_order_reference as reference
-from tests.classify.test_folding_display_order import SHOWN
+from tests.classify.test_folding_display_order import SHOWN, random_texts
 
 KERNEL: Any = display_order._KERNEL.kernel
 MODES = [(base, whole) for whole in (False, True) for base in (0, 1)]
@@ -198,21 +198,7 @@ def _table_texts() -> list[str]:
         "ssn 123-45-6789, café, 東京 ①②",
         "\u202c stray pop",
     ]
-    rng = random.Random(5)  # test_texts_read_together_read_as_each_read_alone's
-    alphabet = list("ab12 -+,.()[]\n\t") + list("\u05d0\u05d1\u0627\u062f\u0661\u06f1\u05b4")
-    alphabet += [
-        "\u202a",
-        "\u202b",
-        "\u202d",
-        "\u202e",
-        "\u202c",
-        "\u2066",
-        "\u2067",
-        "\u2068",
-        "\u2069",
-        "\u200f",
-    ]
-    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+    texts += random_texts()  # test_texts_read_together_read_as_each_read_alone's
     return texts
 
 

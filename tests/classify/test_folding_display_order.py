@@ -66,22 +66,21 @@ def test_text_nothing_reorders_reads_as_stored_only() -> None:
     assert display_orders("\u202c stray pop") == []  # a PDF alone reorders nothing
 
 
+# Letters, digits, brackets and separators of both directions, with every bidi control.
+ALPHABET = [
+    *"ab12 -+,.()[]\n\t",
+    *"\u05d0\u05d1\u0627\u062f\u0661\u06f1\u05b4",
+    *"\u202a\u202b\u202d\u202e\u202c\u2066\u2067\u2068\u2069\u200f",
+]
+
+
+def random_texts(seed: int = 5, count: int = 300) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 30))) for _ in range(count)]
+
+
 def test_texts_read_together_read_as_each_read_alone() -> None:
-    rng = random.Random(5)
-    alphabet = list("ab12 -+,.()[]\n\t") + list("\u05d0\u05d1\u0627\u062f\u0661\u06f1\u05b4")
-    alphabet += [
-        "\u202a",
-        "\u202b",
-        "\u202d",
-        "\u202e",
-        "\u202c",
-        "\u2066",
-        "\u2067",
-        "\u2068",
-        "\u2069",
-        "\u200f",
-    ]
-    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+    texts = random_texts()
     together = display_orders_of(texts)
     for text, orders in zip(texts, together, strict=True):
         alone = display_orders(text)
