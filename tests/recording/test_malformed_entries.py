@@ -18,8 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from labelgate.approvals.db import SqliteDatabase
-from labelgate.approvals.service import ApprovalService
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth.settings import AuthSettings, JwtSettings
 from labelgate.calls import CallRecord
@@ -255,23 +253,21 @@ async def test_the_session_page_shows_the_damaged_entry_and_every_other_call(
     tmp_path: Path, edit: str
 ) -> None:
     from labelgate.admin.app import build_admin_app
-    from tests.approvals.test_session_page import _ready, context, cookie, replay_policy
+    from tests.approvals.test_session_page import _ready, approval_service, context, cookie, replay_policy
 
     path = await asyncio.to_thread(record_three, tmp_path / "s")
     edit_middle_call(path, EDITS[edit])
     engine = EmbeddedEngine(REPO / "rego", watch_interval=None)
     await engine.start()
     try:
-        service = ApprovalService(
-            SqliteDatabase(None), node_id="t", link_base="http://t", admin_groups=["auditors"]
-        )
-        authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
-        app = build_admin_app(_ready, context(service, authenticator))
-        app.state.session_store = FileSessionStore(tmp_path / "s")
-        app.state.replay_policy = replay_policy(engine)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
-            page = await http.get(f"/inbox/sessions/{SESSION}", headers=cookie("ana", "auditors"))
+        async with approval_service("auditors") as service:
+            authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+            app = build_admin_app(_ready, context(service, authenticator))
+            app.state.session_store = FileSessionStore(tmp_path / "s")
+            app.state.replay_policy = replay_policy(engine)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+                page = await http.get(f"/inbox/sessions/{SESSION}", headers=cookie("ana", "auditors"))
     finally:
         await engine.close()
     assert page.status_code == 200
