@@ -130,7 +130,7 @@ def _arguments(texts: Sequence[str], paired: Sequence[bool]) -> tuple[str, bytes
     points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype="<u4")
     classes = classes_of(points)
     kept = np.where(np.repeat(np.array(paired, dtype=bool), sizes), points, 0).astype("<u4")
-    return classes, kept.tobytes(), starts
+    return classes, display_order.bracket_points(kept).tobytes(), starts
 
 
 def assert_same_orders(texts: Sequence[str], paired: Sequence[bool] | None = None) -> None:

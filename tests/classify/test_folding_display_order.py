@@ -107,3 +107,18 @@ def test_the_gates_know_every_character_that_reorders() -> None:
     plain = "ssn 123-45-6789, café “quoted” – € 東京 ① \U0001f600".encode()
     assert not reorders(plain) and not overrides(plain)
     assert not overrides("\u05d0 \u200f".encode())  # right to left, but no explicit control
+
+
+def test_brackets_pair_as_unicode_pairs_them() -> None:
+    """BidiBrackets.txt pairs U+298D with U+2990 and U+298F with U+298E (not their
+    neighbours), and BD16 pairs canonically equivalent brackets (U+2329 with U+3009): read
+    so, ``ssn ⦍123-45-67א89⦐ا`` shows the SSN (ICU, so Chromium, and fribidi agree; review)."""
+    for opener, closer in (
+        ("\u298d", "\u2990"),
+        ("\u298f", "\u298e"),
+        ("\u2329", "\u3009"),
+        ("\u3008", "\u232a"),
+    ):
+        text = f"ssn {opener}123-45-67\u05d089{closer}\u0627"
+        shown = {"".join(text[at] for at in order.tolist()) for order in display_orders(text)}
+        assert f"ssn {opener}123-45-6789\u05d0{closer}\u0627" in shown, (opener, shown)

@@ -463,3 +463,14 @@ def test_the_folded_text_of_code_points_splices_every_form_in_its_place() -> Non
         text, lengths = characters._folded_text(view, points)
         assert text == b"".join(forms)
         assert lengths.tolist() == [len(form) for form in forms]
+
+
+def test_a_row_shown_in_display_order_is_read_on_its_own() -> None:
+    """An override left open in one row runs into the next when the tensor is read flat, but
+    a client reading row by row shows the next row alone (``123 45 6789`` before an Arabic
+    letter, here): rows are read apart whenever the tensor may reorder (review)."""
+    rows = ["id \u202dx\u0627".rjust(12), "\u0627" + "6789 45 123".rjust(11)]
+    codes = [ord(char) for row in rows for char in row]
+    array = np.array(codes, dtype=np.int32)
+    found = characters.detections(array, DetectorSet(), lambda text: [], width=12)
+    assert "us_ssn" in {hit.detector for hit in found}

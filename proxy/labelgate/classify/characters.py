@@ -237,7 +237,13 @@ def detections(
     if not array.flags.aligned:  # a raw buffer's slice: numpy reads it ten times slower
         array = array.copy()
     read = _read(array, detectors, exact, builtins, found)
-    if read is not False and _several_rows(len(array), width) and _rows_may_join(read, width):
+    # A row's own display order may show what the flat reading does not (an override left
+    # open in one row runs into the next there, not in a client reading row by row).
+    if (
+        read is not False
+        and _several_rows(len(array), width)
+        and (_rows_may_join(read, width) or points_reorder(code_points(array)))
+    ):
         breaks = np.full((len(array) // width, 1), ROW_BREAK, dtype=array.dtype)
         rows_array = np.hstack([array.reshape(-1, width), breaks]).ravel()[:-1]
         found.update(unrowed(hit, width, 1) for hit in detections(rows_array, detectors, exact))

@@ -205,6 +205,12 @@ _PAIRS.update(
     and unicode_data.category(chr(code + 1)) == "Pe"
     and code not in _PAIRS
 )
+# Two pairs Unicode's BidiBrackets.txt does not make of neighbours (review: ``⦍123-45-67א89⦐``
+# showed a value in Chromium that this pairing read otherwise).
+_PAIRS.update({0x298D: 0x2990, 0x298F: 0x298E})
+# BD16 matches brackets by canonical equivalence: U+2329/U+232A are U+3008/U+3009. The
+# extension matches code points, so those are read as their equivalents (``_orders_of``).
+_EQUIVALENT: Final = {0x2329: 0x3008, 0x232A: 0x3009}
 _CLOSERS: Final = {closer: opener for opener, closer in _PAIRS.items()}
 _BRACKET_CODES: Final = np.array(sorted([*_PAIRS, *_CLOSERS]), dtype=np.uint32)
 _BRACKET_TEXT: Final = re.compile(
@@ -272,6 +278,17 @@ def display_orders_of_points(points: np.ndarray[Any, Any]) -> list[np.ndarray[An
     return _orders_of(code_points, [len(code_points)], [paired])[0]
 
 
+def bracket_points(points: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``points`` as the extension reads them for bracket pairs: each bracket as the one it
+    is canonically equivalent to (``_EQUIVALENT``), so that ``〈`` closes ``〈``."""
+    if not ((points == 0x2329) | (points == 0x232A)).any():
+        return points
+    points = points.copy()
+    for code, equivalent in _EQUIVALENT.items():
+        points[points == code] = equivalent
+    return points
+
+
 def _orders_of(
     points: np.ndarray[Any, Any], sizes: list[int], paired: list[bool]
 ) -> list[list[np.ndarray[Any, Any]]]:
@@ -283,6 +300,7 @@ def _orders_of(
     if kernel is None:
         raise LabelgateError(NATIVE_KERNEL_FAILED, "the native extension's bidi algorithm is not installed")
     classes = _class_letters(points)
+    points = bracket_points(points)
     if all(paired):
         encoded = points.tobytes()
     else:  # past the budget: no bracket is one (N0) in the rest
