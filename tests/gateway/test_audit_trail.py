@@ -97,7 +97,14 @@ def gateway(
 
 
 def records(logs: Path) -> list[dict]:
-    return [json.loads(line)["event"] for file in sorted(logs.glob("audit-*.jsonl")) for line in file.open()]
+    """The events of the log's complete lines: polled while a writer appends, the last line
+    may be half written (a line is complete with its newline; ``verify_log`` checks the rest)."""
+    return [
+        json.loads(line)["event"]
+        for file in sorted(logs.glob("audit-*.jsonl"))
+        for line in file.open()
+        if line.endswith("\n")
+    ]
 
 
 async def infer(target: str, md: tuple, ids: list[int] = IDS) -> pb.ModelInferResponse:
