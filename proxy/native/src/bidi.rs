@@ -1369,34 +1369,49 @@ fn display_order(
     let size = classes.len();
     let mut shown = Vec::with_capacity(size);
     with_scratch(size, |scratch| {
-        let mut brackets = std::mem::take(&mut scratch.brackets);
-        let mut order = std::mem::take(&mut scratch.order);
-        brackets_of(points, pairs, &mut brackets);
-        let call = Text {
-            classes,
-            points,
-            start: 0,
-            brackets: &brackets,
-            pairs,
-            long_runs: false,
-        };
-        let mut start = 0;
-        for end in starts
-            .iter()
-            .copied()
-            .filter(|&at| at > 0 && at < size)
-            .chain([size])
-        {
-            if end == start {
-                continue;
+        over_call(classes, points, pairs, scratch, |call, scratch, order| {
+            let mut start = 0;
+            for end in starts
+                .iter()
+                .copied()
+                .filter(|&at| at > 0 && at < size)
+                .chain([size])
+            {
+                if end == start {
+                    continue;
+                }
+                read_text(&call.text(start, end), reading, scratch, order);
+                shown.extend(order.iter().map(|&at| (start + at as usize) as i64));
+                start = end;
             }
-            read_text(&call.text(start, end), reading, scratch, &mut order);
-            shown.extend(order.iter().map(|&at| (start + at as usize) as i64));
-            start = end;
-        }
-        (scratch.brackets, scratch.order) = (brackets, order);
+        });
     });
     shown
+}
+
+/// `work` over the whole call's text (its brackets found once for all its texts) with the
+/// thread's reading buffer; both buffers go back to `scratch` for the next call.
+fn over_call<R>(
+    classes: &[u8],
+    points: &[u8],
+    pairs: &Pairs,
+    scratch: &mut Scratch,
+    work: impl FnOnce(&Text, &mut Scratch, &mut Vec<u32>) -> R,
+) -> R {
+    let mut brackets = std::mem::take(&mut scratch.brackets);
+    let mut order = std::mem::take(&mut scratch.order);
+    brackets_of(points, pairs, &mut brackets);
+    let call = Text {
+        classes,
+        points,
+        start: 0,
+        brackets: &brackets,
+        pairs,
+        long_runs: false,
+    };
+    let result = work(&call, scratch, &mut order);
+    (scratch.brackets, scratch.order) = (brackets, order);
+    result
 }
 
 /// What `display_order.display_orders_of` keeps of each text (`classes` and `points` joined,
@@ -1413,18 +1428,7 @@ fn display_orders(
 ) -> Vec<u8> {
     let mut counts = Vec::with_capacity(sizes.len());
     shown.clear();
-    {
-        let mut brackets = std::mem::take(&mut scratch.brackets);
-        let mut order = std::mem::take(&mut scratch.order);
-        brackets_of(points, pairs, &mut brackets);
-        let call = Text {
-            classes,
-            points,
-            start: 0,
-            brackets: &brackets,
-            pairs,
-            long_runs: false,
-        };
+    over_call(classes, points, pairs, scratch, |call, scratch, order| {
         let mut start = 0;
         for &size in sizes {
             let text = call.text(start, start + size);
@@ -1444,7 +1448,7 @@ fn display_orders(
             let first = shown.len();
             let mut count = 0;
             for &reading in readings {
-                read_text(&text, reading, scratch, &mut order);
+                read_text(&text, reading, scratch, order);
                 let stored = order
                     .iter()
                     .enumerate()
@@ -1452,17 +1456,16 @@ fn display_orders(
                 if stored
                     || shown[first..]
                         .chunks_exact(size)
-                        .any(|seen: &[u32]| seen == order)
+                        .any(|seen: &[u32]| seen == order.as_slice())
                 {
                     continue;
                 }
-                shown.extend_from_slice(&order);
+                shown.extend_from_slice(order);
                 count += 1;
             }
             counts.push(count);
         }
-        (scratch.brackets, scratch.order) = (brackets, order);
-    }
+    });
     counts
 }
 
