@@ -226,6 +226,58 @@ def test_a_call_refused_behind_a_slow_audit_disk_is_last_recorded_as_refused(
     assert verify_log(logs).ok
 
 
+def test_a_caller_gone_while_the_release_is_made_durable_is_last_recorded_as_gone(
+    tmp_path: Path, demo_backend: str
+) -> None:
+    """Review (tenth round): a caller's deadline or cancel falling while the release's record
+    waited on the writer left that release ("mask", upstream OK) as the call's only record, and
+    the caller got nothing. Its cancellation is recorded after the release now."""
+    socket, logs, gate = tmp_path / "audit.sock", tmp_path / "audit", tmp_path / "gate"
+
+    async def cancelled_once_written(session: str) -> None:
+        async with grpc.aio.insecure_channel(target) as channel:
+            call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                infer_request(IDS), metadata=metadata("ann", "analysts", session=session), timeout=10
+            )
+            # The release's record is in the log, its acknowledgement stalled: leave now.
+            await asyncio.to_thread(
+                wait_until, lambda: session_records(logs, session), what="the release's record"
+            )
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+
+    async def past_its_deadline(session: str) -> None:
+        async with grpc.aio.insecure_channel(target) as channel:
+            # The stall outlasts the caller's deadline, which falls before the gateway's own
+            # audit deadline (1 s): the handler is cancelled mid-append.
+            await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                infer_request(IDS), metadata=metadata("ann", "analysts", session=session), timeout=0.5
+            )
+
+    with (
+        stalling_writer_process(socket, logs, gate),
+        gateway(tmp_path, demo_backend, socket) as (target, _),
+    ):
+        asyncio.run(infer(target, metadata("ann", "analysts", session="s-before")))
+        os.mkfifo(gate)
+        asyncio.run(cancelled_once_written("s-cancel"))
+        open_gate(gate)
+        wait_until(lambda: len(session_records(logs, "s-cancel")) == 2, what="the cancellation's record")
+        os.mkfifo(gate)
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            asyncio.run(past_its_deadline("s-deadline"))
+        wait_until(lambda: session_records(logs, "s-deadline"), what="the release's record")
+        open_gate(gate)
+        wait_until(lambda: len(session_records(logs, "s-deadline")) == 2, what="the deadline's record")
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for session in ("s-cancel", "s-deadline"):
+        released, gone = session_records(logs, session)
+        assert (released["decision"], released["upstream_status"]) == ("mask", "OK")
+        assert (gone["decision"], gone["reason"]) == ("error", "CancelledError")
+    assert verify_log(logs).ok
+
+
 def test_a_writer_killed_behind_a_slow_disk_leaves_the_release_and_the_gateway_says_so(
     tmp_path: Path, demo_backend: str
 ) -> None:

@@ -393,4 +393,4 @@ class MaskIndex:
 
     def any_under(self, prefix: str) -> bool:
         """Whether some mask may name a path starting with ``prefix`` (globs: assume yes)."""
-        return bool(self._globs) or any(path.startswith(prefix) for path in self._exact)
+        return self.may_name(prefix)

@@ -565,6 +565,12 @@ class Pipeline:
                     # caller got.
                     self.record_later(CallRecord.of(call, outcome, unrecorded), after_unacknowledged=True)
                     raise
+                except asyncio.CancelledError as gone:
+                    # The caller left (its deadline, a cancel) while the release's record was
+                    # being made durable: that record may still land, and the caller got
+                    # nothing, so the cancellation is recorded after it, as a refusal is.
+                    self.record_later(CallRecord.of(call, outcome, gone), after_unacknowledged=True)
+                    raise
         finally:
             in_flight.count -= 1
             if serving is not None:
