@@ -114,13 +114,19 @@ async def test_values_reversed_in_an_override_are_masked_for_a_caller_without_gr
 
 
 def code_point_reply(text: str, datatype: str) -> bytes:
-    """``text`` as a tensor of its code points (a character-level model's output)."""
+    """``text`` as a tensor of its code points (a character-level model's output; floats
+    are read back with ``chr(int(x))``)."""
     reply = pb.ModelInferResponse(model_name=MODEL, id="1")
-    oip.encode_outputs(reply, [Tensor("text", datatype, [len(text)], [ord(char) for char in text])], raw=True)
+    codes: list[Any] = [ord(char) for char in text]
+    if datatype.startswith("FP"):
+        codes = [float(code) for code in codes]
+    oip.encode_outputs(reply, [Tensor("text", datatype, [len(text)], codes)], raw=True)
     return reply.SerializeToString()
 
 
-@pytest.mark.parametrize("datatype", ["INT32", "UINT32", "INT64"])
+# FP32 and FP64 after review (ninth round): float code points went out (FP16 and BF16 cannot
+# hold the override's code point; ``classify/test_float_code_points.py`` reads them too).
+@pytest.mark.parametrize("datatype", ["INT32", "UINT32", "INT64", "FP32", "FP64"])
 @pytest.mark.parametrize("name", ["overridden", "isolated", "harmless"])
 async def test_values_reversed_in_an_override_as_code_points_are_masked(name: str, datatype: str) -> None:
     """The same texts as an integer tensor of code points: a client turning them into text
@@ -143,8 +149,56 @@ async def test_values_reversed_in_an_override_as_code_points_are_masked(name: st
         request = pb.ModelInferRequest(model_name=MODEL, id="1")
         inferred = await model_infer(request.SerializeToString(), metadata=token("alice"), timeout=10)
     [output] = oip.decode_outputs(pb.ModelInferResponse.FromString(inferred))
-    shown = "".join(chr(code) for code in output.values if 0 < code < 0x110000)
+    shown = "".join(chr(int(code)) for code in output.values if 0 < code < 0x110000)
     if name == "harmless":
         assert shown == text
     else:
         assert not [value for value in (SSN, CARD, KEY) if value[::-1] in shown], f"released {shown!r}"
+
+
+def encoded_reply(data: bytes, datatype: str) -> bytes:
+    reply = pb.ModelInferResponse(model_name=MODEL, id="1")
+    tensor = (
+        Tensor("text", "BYTES", [1], [data])
+        if datatype == "BYTES"
+        else Tensor("text", "UINT8", [len(data)], list(data))
+    )
+    oip.encode_outputs(reply, [tensor], raw=True)
+    return reply.SerializeToString()
+
+
+@pytest.mark.parametrize("datatype", ["BYTES", "UINT8"])
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-32-be", "gb18030"])
+@pytest.mark.parametrize("name", ["overridden", "isolated", "harmless"])
+async def test_values_reversed_in_an_override_in_another_encoding_are_masked(
+    name: str, encoding: str, datatype: str
+) -> None:
+    """The same texts in UTF-16, UTF-32 or GB18030 (review, ninth round: decoded otherwise
+    than as UTF-8 they were not read in display order, and went out): a reader decoding
+    them so shows the values forwards. Text without a value in any order comes through."""
+    text = {**TEXTS, "harmless": f"note {RLO}olleh{PDF} \u05d0 12 34"}[name]
+    data = text.encode(encoding)
+
+    async def infer(request: bytes, context: Any) -> bytes:
+        return encoded_reply(data, datatype)
+
+    services: dict[str, dict[str, Any]] = {
+        INFERENCE: {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
+    }
+    async with (
+        serving_services(services) as (upstream, _),
+        gateway_in_process(upstream) as listen,
+        grpc.aio.insecure_channel(listen) as channel,
+    ):
+        model_infer: Any = channel.unary_unary(f"/{INFERENCE}/ModelInfer")
+        request = pb.ModelInferRequest(model_name=MODEL, id="1")
+        inferred = await model_infer(request.SerializeToString(), metadata=token("alice"), timeout=10)
+    [output] = oip.decode_outputs(pb.ModelInferResponse.FromString(inferred))
+    released = (output.values[0] or b"") if datatype == "BYTES" else bytes(output.values)
+    if name == "harmless":
+        assert released == data
+    else:
+        needles = [value.encode(encoding) for value in (SSN, CARD, KEY)]
+        needles += [value[::-1].encode(encoding) for value in (SSN, CARD, KEY)]
+        leaked = [needle for needle in needles if needle in released]
+        assert not leaked, f"{name} {encoding} {datatype}: released {leaked}"

@@ -94,6 +94,7 @@ from labelgate.classify.fields import (
     to_policy_fields,
     union_labels,
 )
+from labelgate.classify.float_characters import FLOAT_DATATYPES
 from labelgate.classify.folding import CONTROLS, may_hide
 from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.json_elements import (
@@ -278,6 +279,7 @@ def classify_outputs(
                     tensor.datatype in numbers.CHARACTER_DATATYPES  # its scan reads no marker
                     or SECRET not in scanning.names
                     or any(hit.detector == SECRET for hits in found.values() for hit in hits)
+                    or numbers.holds_float_characters(tensor)  # nor does a float one's
                 )
             ):
                 unscanned.append(tensor)
@@ -336,14 +338,14 @@ def _opens_unscanned(tensor: Tensor, result: Classification, detectors: Detector
     its last element (``key_blocks.left_open``): a BYTES output not scanned for ``secret``
     (its labels say what it would: a marker there still opens a block for the others, whose
     labels do not), an 8-bit one (its text, scanned as one by ``numbers``), or wider integers
-    read as characters. Cheap C-level gates first: most such outputs cannot spell ``PRIVATE
+    or floats read as characters. Cheap C-level gates first: most such outputs cannot spell ``PRIVATE
     KEY`` in any form. Numbers wider than 8 bits are asked of their raw bytes too
     (``_packed_opens``)."""
     if tensor.datatype in numbers.PACKED_DATATYPES and _packed_opens(tensor, result, detectors):
         return True
-    if tensor.datatype in numbers.CHARACTER_DATATYPES:
+    if tensor.datatype in numbers.CHARACTER_DATATYPES or tensor.datatype in FLOAT_DATATYPES:
         # A character an element: the text as written and folded, as ``messages`` reads a
-        # repeated integer field for markers.
+        # repeated integer field for markers (a float's whole numbers, ``float_characters``).
         # The marker as these forms show it (``characters`` reads code points no other way:
         # not decoded, not rendered), then the block it opens followed through the text.
         forms = numbers.character_forms(tensor, credentials._KEY)

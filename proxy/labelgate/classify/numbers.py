@@ -13,7 +13,9 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
   folded too, when the bytes are UTF-8 text; decoded as UTF-16 or UTF-32 too when they read
   as such, ``other_encodings.wide_folded``).
 - Wider integer tensors also as text, an element a character, as a client reads them back
-  with ``chr`` (``characters``).
+  with ``chr`` (``characters``); float tensors (FP16, BF16, FP32, FP64) too, their whole
+  numbers in the code-point range as characters, any other value as none
+  (``float_characters``).
 - Every tensor wider than 8 bits (INT16..UINT64, FP16, BF16, FP32, FP64) also as the text of
   its raw little-endian bytes, as a client reads them back with ``tobytes()``
   (``packed_detections``): an upstream may pack text into them as into a UINT8 tensor. Bytes
@@ -55,6 +57,7 @@ import numpy as np
 
 from labelgate.classify import characters
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
+from labelgate.classify.float_characters import FLOAT_DATATYPES, code_points_of, float_values
 from labelgate.classify.folding import CONTROLS, UNFOLDABLE, may_hide
 from labelgate.classify.hidden_values import hidden_by_folding, uncovered, unfoldable_spans
 from labelgate.classify.json_elements import hidden_by_escapes
@@ -141,6 +144,9 @@ def numeric_detections(tensor: Tensor, detectors: DetectorSet) -> dict[int, list
     elif datatype in CHARACTER_DATATYPES and dtype is not None and tensor.size:
         usable = raw if raw is not None and len(raw) == tensor.size * dtype.itemsize else None
         for hit in character_detections(_array(raw, tensor, dtype), detectors, usable, width):
+            found.setdefault(hit.start, []).append(hit)
+    elif datatype in FLOAT_DATATYPES and tensor.size:
+        for hit in float_character_detections(tensor, detectors, width):
             found.setdefault(hit.start, []).append(hit)
     if datatype in PACKED_DATATYPES and tensor.size:
         for hit in packed_detections(tensor, detectors, width):
@@ -301,15 +307,39 @@ def character_detections(
     return characters.detections(array, detectors, exact, raw, width)
 
 
+def float_character_detections(tensor: Tensor, detectors: DetectorSet, width: int = 0) -> list[Detection]:
+    """What ``detectors`` find in a float tensor's whole numbers read as code points, any
+    other value as no character (``float_characters``), as a wider integer tensor's elements
+    are (``character_detections``; offsets are elements); none, after one vectorized check,
+    for a tensor holding no whole number in the code-point range (embeddings, scores)."""
+    points = _float_code_points(tensor)
+    return [] if points is None else character_detections(points, detectors, None, width)
+
+
+def holds_float_characters(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a float tensor some value of which is read as a character
+    (``float_characters``): one vectorized check, False for embeddings and scores."""
+    return tensor.datatype in FLOAT_DATATYPES and _float_code_points(tensor) is not None
+
+
+def _float_code_points(tensor: Tensor) -> np.ndarray[Any, Any] | None:
+    values = float_values(tensor)
+    return None if values is None or not len(values) else code_points_of(values)
+
+
 def character_forms(tensor: Tensor, needle: bytes) -> tuple[bytes, ...]:
-    """A wider integer tensor's elements read as characters, as written and folded
-    (``characters.text_forms``), for a reading of one's own (a PEM marker); none when they
-    cannot spell ``needle`` (ASCII) in either form. Small numbers (ASCII code points, the
-    usual ids and counts) are asked without building the forms: their forms only drop what is
-    written (control characters, what a backspace steps over) or move it, a cursor movement
-    read as a space, so ``needle`` needs each of its other bytes written as often as it holds
-    them (ids 0..99 hold every capital once: PRIVATE KEY has two E); without a backspace or
-    an escape they fold only by the control characters they drop."""
+    """A wider integer tensor's elements (a float tensor's whole numbers, ``float_characters``)
+    read as characters, as written and folded (``characters.text_forms``), for a reading of
+    one's own (a PEM marker); none when they cannot spell ``needle`` (ASCII) in either form.
+    Small numbers (ASCII code points, the usual ids and counts) are asked without building the
+    forms: their forms only drop what is written (control characters, what a backspace steps
+    over) or move it, a cursor movement read as a space, so ``needle`` needs each of its other
+    bytes written as often as it holds them (ids 0..99 hold every capital once: PRIVATE KEY
+    has two E); without a backspace or an escape they fold only by the control characters
+    they drop."""
+    if tensor.datatype in FLOAT_DATATYPES:
+        points = _float_code_points(tensor)
+        return () if points is None else characters.text_forms(points)
     array = _array(tensor.raw_form(), tensor, NUMBER_DTYPES[tensor.datatype])
     if array.dtype != object and len(array):
         unsigned = array.view(_UNSIGNED[array.dtype.itemsize])

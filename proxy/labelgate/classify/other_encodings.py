@@ -19,6 +19,14 @@ value only such a reading shows spans the text whole, unless a raw detection of 
 is placed over it (the reading folded a piece at a time, as for the UTF-8 reading,
 ``hidden_values``). Ordinary UTF-8 text pays a search of its folded form for a replacement
 character and one of it for the byte 0xED (a UTF-8 decode when it holds either: Hangul does).
+
+Each decode is also read in each order a reader may see it in, as UTF-8 text is
+(``shown_text``): ``ssn \u202e9876-54-321\u202c`` decoded from UTF-16LE or GB18030 shows
+as ``ssn 123-45-6789``. Its display readings, folded, follow its folded form, a newline
+between (``_with_shown``, through ``shown_orders``, which reads UTF-8 text too); a value
+found there spans the text whole, as one in the decode does. A decode holding no
+right-to-left character or bidi control pays one C-level search of it for one (a legacy
+one none, but in GB18030, the only one of them that holds such a character).
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from typing import Final
 import numpy as np
 
 from labelgate.classify.decoded_text import COUNT_BY_NUMPY, REPLACEMENT, SURROGATES, utf8_read
+from labelgate.classify.display_order import reorders
 from labelgate.classify.folding import CONTROLS, UNFOLDABLE, fold_decoded
+from labelgate.classify.shown_orders import decoded_shown_readings
 
 
 def wide_folded(text: bytes, width: int = 0) -> bytes | None:
@@ -60,7 +70,8 @@ def decoded_readings(text: bytes, width: int = 0) -> list[bytes]:
         if 0xED in text and SURROGATES.search(text) is not None:
             # The UTF-8 reading with surrogates joined (``utf8_read``): a caller that reads
             # bytes that are not UTF-8 only this way (``numbers``) reads it too.
-            readings.append(fold_decoded(utf8_read(_rowed(text, width, b"\n") if width else text)))
+            decoded = utf8_read(_rowed(text, width, b"\n") if width else text)
+            readings.append(_with_shown(decoded, fold_decoded(decoded)))
         readings += [form for _, form in legacy_readings(text, width)]
     return readings
 
@@ -80,7 +91,24 @@ def wide_reading(text: bytes, width: int = 0) -> bytes | None:
         breaks = len(text) // width - 1
         text = _rowed(text, width, newline)
     guessed = not text.startswith(_MARKS)
-    return fold_decoded(text.decode(encoding, "replace"), guessed, breaks)
+    decoded = text.decode(encoding, "replace")
+    return _with_shown(decoded, fold_decoded(decoded, guessed, breaks), guessed, breaks)
+
+
+def _with_shown(decoded: str, form: bytes, guessed: bool = False, breaks: int = 0) -> bytes:
+    """``form`` (``decoded`` folded, ``guessed`` and ``breaks`` as for ``fold_decoded``) and
+    after it, a newline between each, the display readings a reader may see ``decoded`` in
+    that differ from it (``shown_orders.decoded_shown_readings``); ``UNFOLDABLE`` when one
+    of them cannot be folded. ``form`` alone after one C-level search for a decode nothing
+    reorders."""
+    if form is UNFOLDABLE or not reorders(decoded):
+        return form
+    shown = decoded_shown_readings(decoded, form, guessed, breaks)
+    if not shown:
+        return form
+    if any(reading is UNFOLDABLE for reading in shown):
+        return UNFOLDABLE
+    return b"\n".join([form, *shown])
 
 
 def _rowed(text: bytes, width: int, newline: bytes) -> bytes:
@@ -127,6 +155,10 @@ LEGACY_ENCODINGS: Final = ("gb18030", "cp932", "euc_jis_2004", "cp949", "big5hks
 # a decode and a fold. Control bytes are the same characters in every one of these encodings
 # (no multi-byte sequence holds one), so one count of them stops binary data before any decode.
 _LEGACY_STRAY: Final = 32
+# The legacy encodings that hold a right-to-left character or a bidi control: GB18030 alone
+# (its four-byte sequences hold every code point; the others hold no Hebrew, Arabic or bidi
+# control, checked by the tests), whose decodes are read in display order (``_with_shown``).
+_REORDERING_ENCODINGS: Final = frozenset({"gb18030"})
 _LEGACY_SLACK: Final = 4
 
 
@@ -155,14 +187,21 @@ def legacy_readings(text: bytes, width: int = 0) -> list[tuple[str, bytes]]:
         # A guess, as a wide decode without a byte order mark is: an unassigned code point
         # fails it closed only when it reads as words (``fold_decoded``); a cursor movement is the
         # UTF-8 reading's to fail closed (ASCII: the same sequence there).
-        readings.append((encoding, fold_decoded(decoded, True, breaks, moves=False)))
+        form = fold_decoded(decoded, True, breaks, moves=False)
+        if encoding in _REORDERING_ENCODINGS:
+            form = _with_shown(decoded, form, True, breaks)
+        readings.append((encoding, form))
     return readings
 
 
 def legacy_folded(encoding: str, text: bytes) -> bytes:
-    """``text`` decoded as ``encoding`` and folded, as ``legacy_readings`` folds it: how a
-    raw detection's offsets are placed in that reading (``uncovered``)."""
-    return fold_decoded(text.decode(encoding, "replace"), True, moves=False)
+    """``text`` decoded as ``encoding`` and folded, as ``legacy_readings`` folds it (its
+    display readings after it, ``_with_shown``): how a raw detection's offsets are placed in
+    that reading (``uncovered``: a text whose readings are there places none, and a value of
+    a detector its raw scan found too spans it whole)."""
+    decoded = text.decode(encoding, "replace")
+    form = fold_decoded(decoded, True, moves=False)
+    return _with_shown(decoded, form, True) if encoding in _REORDERING_ENCODINGS else form
 
 
 # Byte order marks, UTF-32's first (UTF-32-LE's begins with UTF-16-LE's).

@@ -34,20 +34,19 @@ four readings, each folded and scanned), 80 µs for a 100-byte element of a tens
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
-from labelgate.classify.decoded_text import reads_as_text, utf8_read
+from labelgate.classify.decoded_text import utf8_read
 from labelgate.classify.detectors import Detection
-from labelgate.classify.display_order import display_orders_of, overrides, reorders
-from labelgate.classify.folding import STYLING_SEQUENCES, TERMINAL_SEQUENCES, UNFOLDABLE, fold_decoded, folded
+from labelgate.classify.display_order import overrides, reorders
+from labelgate.classify.folding import UNFOLDABLE, fold_decoded, folded
 from labelgate.classify.markup import may_render, rendered
 from labelgate.classify.other_encodings import is_utf8
+from labelgate.classify.shown_orders import beside_stored, shown_orders_of
 
 
 def rendered_reading(text: bytes, form: bytes | None = None) -> bytes | None:
@@ -110,47 +109,23 @@ def display_readings(text: bytes) -> list[tuple[bytes, Placer | None]]:
 
 def display_readings_of(texts: Sequence[bytes]) -> list[list[tuple[bytes, Placer | None]]]:
     """``display_readings`` of each of ``texts``, their orders worked out at once
-    (``display_order.display_orders_of``)."""
+    (``shown_orders.shown_orders_of``, which text decoded otherwise than as UTF-8 is read
+    through too)."""
     readings: list[list[tuple[bytes, Placer | None]]] = [[] for _ in texts]
-    read: dict[int, tuple[str, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
-    for index, text in enumerate(texts):
-        if text.isascii() or not reorders(text):
+    decoded = {
+        index: utf8_read(text) for index, text in enumerate(texts) if not text.isascii() and reorders(text)
+    }
+    every = shown_orders_of(list(decoded.values()))
+    for (index, each), orders in zip(decoded.items(), every, strict=True):
+        if not orders:
             continue
-        decoded = utf8_read(text)
-        if not reads_as_text(decoded):
-            continue  # bytes of an image, of audio: a letter of theirs reorders nothing shown
-        points = np.frombuffer(decoded.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-        shown, origins = _terminal_shown(decoded, points)
-        read[index] = (shown, points, origins)
-    every = display_orders_of([shown for shown, _, _ in read.values()])
-    for (index, (shown, points, origins)), orders in zip(read.items(), every, strict=True):
         text = texts[index]
-        shown_points = np.frombuffer(shown.encode("utf-32-le", "surrogatepass"), dtype="<u4")
         exact = is_utf8(text)
-        for order in orders:
-            reading = shown_points[order].tobytes().decode("utf-32-le", "surrogatepass")
-            place = partial(_placed, text, points, origins[order]) if exact else None
+        points = np.frombuffer(each.encode("utf-32-le", "surrogatepass"), dtype="<u4") if exact else None
+        for reading, origins in orders:
+            place = partial(_placed, text, points, origins) if points is not None else None
             readings[index].append((reading.encode("utf-8", "surrogatepass"), place))
     return readings
-
-
-def _terminal_shown(decoded: str, points: np.ndarray[Any, Any]) -> tuple[str, np.ndarray[Any, Any]]:
-    """``decoded`` as ``_shown`` shows it (a cursor movement as a space), and where each of its
-    characters was in ``decoded`` (``points``: its code points)."""
-    if "\x1b" not in decoded and "\x08" not in decoded:
-        return decoded, np.arange(len(decoded))
-    kept = np.ones(len(decoded), dtype=bool)
-    spaces: list[int] = []
-    for match in TERMINAL_SEQUENCES.finditer(decoded):
-        start, end = match.span()
-        kept[start:end] = False
-        if decoded[start] == "\x1b" and STYLING_SEQUENCES.match(match.group()) is None:
-            kept[start] = True
-            spaces.append(start)
-    shown = points.copy()
-    shown[spaces] = ord(" ")
-    origins = np.flatnonzero(kept)
-    return shown[origins].tobytes().decode("utf-32-le", "surrogatepass"), origins
 
 
 def _placed(
@@ -194,17 +169,6 @@ def shown_folded(text: bytes) -> bytes:
     return fold_decoded(utf8_read(text), moves=False)
 
 
-# Runs of ASCII in a folded reading: what a built-in detector's value lies in (a character
-# past ASCII joins no value).
-_PAST_ASCII: Final = re.compile(rb"[\x80-\xff]+")
-
-
-def _runs(form: bytes) -> list[bytes]:
-    """``form``'s runs of ASCII (``_PAST_ASCII``), spaces at their ends left out: a space
-    that shows on the other side of a run joins it to nothing."""
-    return [run for run in (each.strip() for each in _PAST_ASCII.split(form)) if run]
-
-
 def shown_readings(text: bytes, form: bytes | None = None, markup: bytes | None = None) -> list[bytes]:
     """``text``'s display readings (``display_readings``), of it and of it with its markup
     rendered (``markup.rendered``, when it may render), folded, for readers that place
@@ -214,9 +178,10 @@ def shown_readings(text: bytes, form: bytes | None = None, markup: bytes | None 
     run apart); for text only right-to-left characters reorder (letters, marks, Arabic
     digits: its runs shown in another order, none reversed within), only the runs of ASCII
     they show more often than ``form`` (``folded(text)``, worked out when None) and
-    ``markup`` (its rendered reading) do (``_runs``): a value read as stored, which such a reader
-    finds anyway, spans nothing more (a token stream in Arabic with an email is not
-    refused for it, ``split_values``). ``UNFOLDABLE`` (in the list) when one cannot be folded."""
+    ``markup`` (its rendered reading) do (``shown_orders.beside_stored``): a value read as
+    stored, which such a reader finds anyway, spans nothing more (a token stream in Arabic
+    with an email is not refused for it, ``split_values``). ``UNFOLDABLE`` (in the list)
+    when one cannot be folded."""
     if text.isascii() or not reorders(text):
         return []
     if form is None:
@@ -228,11 +193,4 @@ def shown_readings(text: bytes, form: bytes | None = None, markup: bytes | None 
     readings = [shown_folded(reading) for own in display_readings_of(sources) for reading, _ in own]
     if any(reading is UNFOLDABLE for reading in readings):
         return [UNFOLDABLE]
-    readings = [reading for reading in dict.fromkeys(readings) if reading != form]
-    if not readings or overrides(text):
-        return readings
-    stored = Counter(_runs(form) + (_runs(markup) if markup else []))
-    changed: dict[bytes, None] = {}
-    for reading in readings:
-        changed.update((run, None) for run, count in Counter(_runs(reading)).items() if count > stored[run])
-    return [b"\n".join(changed)] if changed else []
+    return beside_stored(readings, overrides(text), form, markup)
