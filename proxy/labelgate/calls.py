@@ -72,6 +72,12 @@ class Target:
     ``(name, datatype, shape)``, without values. Both are set for inference requests only
     (``infer_target``); empty means "not known" and a grant then never carries over to
     another call.
+
+    ``input_count`` and ``input_name_bytes`` (the longest input name, in UTF-8 bytes) are what
+    ``check_target`` bounds (``limits.max_inputs``, ``limits.max_path_bytes``). A request past
+    what any configuration allows (``INPUTS_KEPT``, ``INPUT_NAME_BYTES_KEPT``) keeps neither
+    its inputs nor a digest: it is refused, and nothing built for it before then (the record's
+    summary above all) grows with it.
     """
 
     service: str
@@ -82,6 +88,13 @@ class Target:
     caller_id: str = ""
     request_digest: str = ""
     inputs: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+    input_count: int = 0
+    input_name_bytes: int = 0
+
+    @property
+    def inputs_dropped(self) -> bool:
+        """More inputs, or a longer input name, than any configuration allows: not kept."""
+        return self.input_count > INPUTS_KEPT or self.input_name_bytes > INPUT_NAME_BYTES_KEPT
 
     def to_policy(self, call: Call) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -177,24 +190,45 @@ def peer_address(peer: str) -> str:
     return peer
 
 
+# The most inputs, and the longest input name (UTF-8 bytes), any configuration allows: the
+# upper bounds of ``limits.max_inputs`` and ``limits.max_path_bytes``. A target is built before
+# its call's bounds are checked (``check_target``, which knows the configured ones), and its
+# inputs go into the record's summary even when it is refused: past these, none are copied.
+INPUTS_KEPT = 16_384
+INPUT_NAME_BYTES_KEPT = 65_536
+
+
 def infer_target(request: pb.ModelInferRequest, method: str, digest_key: bytes | None) -> Target:
     """The target of a ``ModelInferRequest``; ``digest_key`` keys its ``request_digest`` (None:
-    no digest yet, ``with_digest`` adds it once the caller is authenticated)."""
+    no digest yet, ``with_digest`` adds it once the caller is authenticated). Its inputs are
+    counted and their names measured before they are copied (``Target.inputs_dropped``)."""
+    count = len(request.inputs)
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+    longest = 0
+    if count <= INPUTS_KEPT:
+        inputs = tuple((i.name, i.datatype, tuple(i.shape)) for i in request.inputs)
+        longest = max((len(name.encode("utf-8", "surrogatepass")) for name, _, _ in inputs), default=0)
+    kept = count <= INPUTS_KEPT and longest <= INPUT_NAME_BYTES_KEPT  # not Target.inputs_dropped
     return Target(
         service=method.split("/")[1] if method.count("/") >= 2 else method,
         model=request.model_name,
         model_version=request.model_version,
         requested_outputs=tuple(output.name for output in request.outputs),
         caller_id=request.id,
-        request_digest="" if digest_key is None else request_digest(request, digest_key),
-        inputs=tuple((i.name, i.datatype, tuple(i.shape)) for i in request.inputs),
+        request_digest=request_digest(request, digest_key) if kept and digest_key is not None else "",
+        inputs=inputs if kept else (),
+        input_count=count,
+        input_name_bytes=longest,
     )
 
 
 def with_digest(target: Target, request: pb.ModelInferRequest, digest_key: bytes) -> Target:
     """``target`` with the ``request_digest`` of ``request``. Hashing reads every byte of the
     request (about a millisecond a MiB): done for authenticated callers only, so an anonymous
-    one cannot have the gateway hash 16 MiB bodies that are refused anyway."""
+    one cannot have the gateway hash 16 MiB bodies that are refused anyway; nor for a target
+    whose inputs were dropped (``Target.inputs_dropped``), which is refused too."""
+    if target.inputs_dropped:
+        return target
     return dataclasses.replace(target, request_digest=request_digest(request, digest_key))
 
 

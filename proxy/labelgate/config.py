@@ -45,6 +45,7 @@ from pydantic_settings import (
 from labelgate import reasons
 from labelgate.auth.assertion import SubjectAssertionSettings
 from labelgate.auth.settings import AuthSettings
+from labelgate.calls import INPUT_NAME_BYTES_KEPT, INPUTS_KEPT
 from labelgate.classify.labels import LABELS
 from labelgate.classify.parameters import FINAL_PARAMETER, FINAL_PARAMETER_TYPES, ParameterType
 from labelgate.config_paths import ConfigPath, config_folder_context, from_config_file
@@ -356,8 +357,22 @@ class LimitSettings(Section):
     # engine (256 fields: ~0.3 s, 512: ~1.3 s, 4096: minutes and gigabytes, measured on
     # regopy 1.5.2): these bounds keep one call's decision cheap.
     max_requested_outputs: int = Field(64, ge=1, le=100_000)
+    max_inputs: int = Field(
+        1024,
+        ge=1,
+        le=INPUTS_KEPT,
+        description="Input tensors an inference request may have (ModelInfer, each ModelStreamInfer "
+        "message, REST .../infer); more are refused before anything is built from them "
+        "(INVALID_ARGUMENT / 400, TOO_MANY_INPUTS). Each input's name, datatype and shape is "
+        "copied into the policy input of both phases, the decision cache's key, the request "
+        "digest and the call's record: unbounded, one 15 MiB request of 270,000 empty inputs held "
+        "the event loop 2.6 s and made a 138 MB recording entry. Models take a few, rarely a few "
+        "hundred; the upper bound (16,384) is what the gateway copies of a request before its "
+        "bounds are checked",
+    )
     max_fields: int = Field(512, ge=1, le=1_000_000)
-    max_path_bytes: int = Field(512, ge=16, le=65_536)
+    # Also bounds each requested output's and each input's name (PATH_TOO_LONG).
+    max_path_bytes: int = Field(512, ge=16, le=INPUT_NAME_BYTES_KEPT)
     # Streamed (decoupled) text is held back this many bytes per element, so a value split
     # across replies is scanned whole; at least the longest detector match.
     stream_carry_bytes: int = Field(256, ge=64, le=65_536)

@@ -15,6 +15,7 @@ from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_inputs, decode_outputs, encode_outputs, tensor_to_raw
 
 LIMIT = 1 << 24  # limits.max_message_bytes, far above what these requests need
+MAX_INPUTS = 1024  # limits.max_inputs's default
 
 
 def body_of(document: dict, binary: bytes = b"") -> tuple[bytes, str | None]:
@@ -34,7 +35,9 @@ def test_json_inputs_become_the_grpc_request() -> None:
             "outputs": [{"name": "ssn"}],
         }
     )
-    request, reply_format = rest.infer_request("customer-profile", "", body, length, max_raw_bytes=LIMIT)
+    request, reply_format = rest.infer_request(
+        "customer-profile", "", body, length, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS
+    )
     assert (request.model_name, request.id) == ("customer-profile", "r1")
     assert request.parameters["priority"].int64_param == 2
     assert [(t.name, t.values) for t in decode_inputs(request)] == [
@@ -68,7 +71,9 @@ def test_binary_inputs_are_read_in_order_as_tritonclient_sends_them() -> None:
         },
         ids + text,
     )
-    request, reply_format = rest.infer_request("m", "1", body, length, max_raw_bytes=LIMIT)
+    request, reply_format = rest.infer_request(
+        "m", "1", body, length, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS
+    )
     assert [t.values for t in decode_inputs(request)] == [[4, 5, 6], [b"a", b"bc"]]
     assert "binary_data_size" not in request.inputs[0].parameters
     assert "binary_data_output" not in request.parameters
@@ -76,7 +81,9 @@ def test_binary_inputs_are_read_in_order_as_tritonclient_sends_them() -> None:
 
 
 def test_an_empty_input_list_is_the_upstreams_to_judge_as_over_grpc() -> None:
-    request, _ = rest.infer_request("m", "", json.dumps({"inputs": []}).encode(), None, max_raw_bytes=LIMIT)
+    request, _ = rest.infer_request(
+        "m", "", json.dumps({"inputs": []}).encode(), None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS
+    )
     assert list(request.inputs) == [] and request.model_name == "m"
 
 
@@ -120,7 +127,9 @@ def test_malformed_requests_are_clear_errors(
 ) -> None:
     body, auto = body_of(document, binary)
     with pytest.raises(InvalidInput) as refused:
-        rest.infer_request("m", "", body, auto if length == "auto" else length, max_raw_bytes=LIMIT)
+        rest.infer_request(
+            "m", "", body, auto if length == "auto" else length, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS
+        )
     assert refused.value.reason == reason
 
 
@@ -144,7 +153,7 @@ def test_values_protobuf_cannot_carry_are_clear_errors(body: bytes) -> None:
     """Numbers past int64, bools as dimensions and lone surrogates (valid JSON escapes, no UTF-8
     form) are the caller's 400, not protobuf's ValueError (a 500 with a traceback)."""
     with pytest.raises(InvalidInput) as refused:
-        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS)
     assert refused.value.reason == "REST_REQUEST_INVALID"
 
 
@@ -162,7 +171,7 @@ def test_repository_parameters_protobuf_cannot_carry_are_clear_errors() -> None:
 def test_not_json_and_nan_are_refused() -> None:
     for body in (b"{not json", b'{"inputs": NaN}', b"\xff\xfe"):
         with pytest.raises(InvalidInput):
-            rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+            rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS)
 
 
 def test_shared_memory_is_refused_as_uninspectable() -> None:
@@ -174,7 +183,7 @@ def test_shared_memory_is_refused_as_uninspectable() -> None:
         }
     )
     with pytest.raises(Unsupported) as refused:
-        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS)
     assert refused.value.reason == "SHARED_MEMORY_UNSUPPORTED"
 
 
@@ -404,9 +413,9 @@ def test_an_input_larger_than_the_limit_as_raw_bytes_is_refused_before_it_is_bui
         {"inputs": [{"name": "x", "datatype": datatype, "shape": [count], "data": data}]}
     ).encode()
     with pytest.raises(ResourceExhausted) as refused:
-        rest.infer_request("m", "", body, None, max_raw_bytes=179)
+        rest.infer_request("m", "", body, None, max_raw_bytes=179, max_inputs=MAX_INPUTS)
     assert refused.value.reason == "REQUEST_TOO_LARGE" and "inputs[0]" in refused.value.message
-    request, _ = rest.infer_request("m", "", body, None, max_raw_bytes=800)
+    request, _ = rest.infer_request("m", "", body, None, max_raw_bytes=800, max_inputs=MAX_INPUTS)
     assert len(request.raw_input_contents[0]) <= 800
 
 
@@ -420,9 +429,16 @@ def test_the_binary_part_and_earlier_inputs_count_against_the_limit() -> None:
     }
     body, length = body_of(document, bytes(100))
     with pytest.raises(ResourceExhausted) as refused:
-        rest.infer_request("m", "", body, length, max_raw_bytes=199)
+        rest.infer_request("m", "", body, length, max_raw_bytes=199, max_inputs=MAX_INPUTS)
     assert "inputs[2]" in refused.value.message
-    assert len(rest.infer_request("m", "", body, length, max_raw_bytes=200)[0].raw_input_contents) == 3
+    assert (
+        len(
+            rest.infer_request("m", "", body, length, max_raw_bytes=200, max_inputs=MAX_INPUTS)[
+                0
+            ].raw_input_contents
+        )
+        == 3
+    )
 
 
 @pytest.mark.parametrize("depth", [2_000, 100_000])
@@ -431,7 +447,7 @@ def test_json_nested_too_deeply_is_refused_in_plain_words(depth: int) -> None:
     from a unicode string": the caller gets the gateway's words, not the interpreter's."""
     body = b'{"inputs":' + b"[" * depth + b"]" * depth + b"}"
     with pytest.raises(InvalidInput) as caught:
-        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS)
     assert caught.value.reason == "REST_REQUEST_INVALID"
     assert caught.value.message == "the request nests too deeply to read as JSON"
 
@@ -441,19 +457,24 @@ def test_an_integer_too_long_for_any_tensor_is_refused_in_plain_words() -> None:
     (``sys.set_int_max_str_digits``); the caller gets the gateway's words."""
     body = b'{"inputs":[{"name":"x","datatype":"INT64","shape":[1],"data":[' + b"9" * 5000 + b"]}]}"
     with pytest.raises(InvalidInput) as caught:
-        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS)
     assert caught.value.reason == "REST_REQUEST_INVALID"
     assert "set_int_max_str_digits" not in caught.value.message
     assert "more than 64 digits" in caught.value.message
     ordinary = b'{"inputs":[{"name":"x","datatype":"UINT64","shape":[1],"data":[18446744073709551615]}]}'
-    assert rest.infer_request("m", "", ordinary, None, max_raw_bytes=LIMIT)[0].inputs[0].name == "x"
+    assert (
+        rest.infer_request("m", "", ordinary, None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS)[0]
+        .inputs[0]
+        .name
+        == "x"
+    )
 
 
 def test_a_number_out_of_a_doubles_range_is_refused_not_read_as_infinity() -> None:
     """Review, seventh round: ``1e400`` from a REST upstream became ``inf`` for a gRPC caller."""
     body = b'{"inputs":[{"name":"x","datatype":"FP64","shape":[1],"data":[1e400]}]}'
     with pytest.raises(InvalidInput) as caught:
-        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT)
+        rest.infer_request("m", "", body, None, max_raw_bytes=LIMIT, max_inputs=MAX_INPUTS)
     assert caught.value.reason == "REST_REQUEST_INVALID"
     assert "out of a double's range" in caught.value.message
     assert rest.parse_json(b"[1e308, -2.5e-300, 0.1]") == [1e308, -2.5e-300, 0.1]

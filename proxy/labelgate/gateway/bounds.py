@@ -9,11 +9,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.calls import Target
 from labelgate.classify import Field
 from labelgate.config import LimitSettings
 from labelgate.errors import InvalidInput, UpstreamError
 from labelgate.gateway import reasons
+from labelgate.oip import reasons as oip_reasons
+
+
+def check_inputs(count: int, longest_name_bytes: int, limits: LimitSettings) -> None:
+    """An inference request's inputs: how many (``limits.max_inputs``) and the longest name's
+    UTF-8 bytes (``limits.max_path_bytes``, as an output's name). Each input's name, datatype
+    and shape is copied into every decision input, cache key, digest and record of the call."""
+    if count > limits.max_inputs:
+        raise InvalidInput(
+            oip_reasons.TOO_MANY_INPUTS,
+            f"the request has {count} inputs; at most {limits.max_inputs} (limits.max_inputs)",
+        )
+    if longest_name_bytes > limits.max_path_bytes:
+        raise InvalidInput(
+            reasons.PATH_TOO_LONG,
+            f"an input name has {longest_name_bytes} bytes; at most {limits.max_path_bytes} "
+            "(limits.max_path_bytes)",
+        )
+
+
+def check_request_inputs(request: pb.ModelInferRequest, limits: LimitSettings) -> None:
+    """``check_inputs`` on a ``ModelInferRequest`` itself, before a ``Target`` is made of it
+    (REST: as its body is parsed, where a refusal is recorded without the request's summary)."""
+    check_inputs(len(request.inputs), _longest_name(request.inputs) if request.inputs else 0, limits)
+
+
+def _longest_name(inputs: Sequence[pb.ModelInferRequest.InferInputTensor]) -> int:
+    return max(len(tensor.name.encode("utf-8", "surrogatepass")) for tensor in inputs)
 
 
 def check_target(target: Target, limits: LimitSettings) -> None:
@@ -39,6 +68,8 @@ def check_target(target: Target, limits: LimitSettings) -> None:
             f"a requested output name has {longest} bytes; at most {limits.max_path_bytes} "
             "(limits.max_path_bytes)",
         )
+    # Counted and measured when the target was made (``calls.infer_target``).
+    check_inputs(target.input_count, target.input_name_bytes, limits)
 
 
 def _longest_path(fields: Sequence[Field]) -> int:

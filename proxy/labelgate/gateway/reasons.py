@@ -33,6 +33,9 @@ REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 # A REST request body whose Content-Type says it is neither JSON nor the binary tensor
 # extension's bytes (HTTP 415): the binding reads every body as JSON.
 REST_CONTENT_TYPE_UNSUPPORTED = "REST_CONTENT_TYPE_UNSUPPORTED"
+# A REST request a browser sent for a page (an Origin header, a Sec-Fetch-Site of cross-site
+# or same-site): refused (403) before anything of it is read (gateway/rest.py, NoBrowserPages).
+REST_BROWSER_REQUEST_REFUSED = "REST_BROWSER_REQUEST_REFUSED"
 REST_UPSTREAM_NO_STREAMS = "REST_UPSTREAM_NO_STREAMS"
 REST_UPSTREAM_UNSUPPORTED = "REST_UPSTREAM_UNSUPPORTED"
 ROUTE_INVALID = "ROUTE_INVALID"

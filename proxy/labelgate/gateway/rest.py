@@ -37,8 +37,16 @@ from labelgate.approvals.deadline import note_request, seconds_left, set_deadlin
 from labelgate.calls import Call, Target, rest_peer
 from labelgate.config import RestSettings
 from labelgate.digits import whole_number
-from labelgate.errors import InvalidInput, LabelgateError, NotFound, ResourceExhausted, Unsupported
+from labelgate.errors import (
+    InvalidInput,
+    LabelgateError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unsupported,
+)
 from labelgate.gateway import inflight, reasons
+from labelgate.gateway.bounds import check_request_inputs
 from labelgate.gateway.inference import SERVICE, client_session_id, shared_memory_refusal
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.repository import ABOUT_ONE_MODEL, usable_or_unknown
@@ -130,6 +138,51 @@ class LastResort:
                 await error_response(internal)(scope, receive, send)
 
 
+class BrowserRefused(PermissionDenied):
+    """A request a browser sent for a page (``NoBrowserPages``)."""
+
+
+# What a browser says of a request another site's page made it send (Fetch Metadata).
+_OTHER_SITES = frozenset({b"cross-site", b"same-site"})
+
+
+def sent_for_a_page(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A request a browser sent for a web page: it has an ``Origin`` header (any value,
+    ``null`` too), or ``Sec-Fetch-Site`` says another site (or a sibling subdomain) made it.
+    Browsers add both to cross-origin POSTs and page code cannot remove them; curl,
+    ``tritonclient.http`` and other HTTP clients send neither."""
+    for name, value in headers:
+        if name == b"origin" or (name == b"sec-fetch-site" and value.strip().lower() in _OTHER_SITES):
+            return True
+    return False
+
+
+class NoBrowserPages:
+    """Refuse (403 ``REST_BROWSER_REQUEST_REFUSED``) every request of the data-path REST app a
+    browser sent for a page, before anything of it is read. The binding reads ``text/plain``
+    and form bodies as JSON (``check_content_type``: what ``curl -d`` and tritonclient's aio
+    client send), so a page on any site could POST an inference, or a model load, as a CORS
+    "simple" request, with no preflight; a browser holding a client certificate (mTLS) or a
+    session for the gateway's host would attach it. No page is served here: the approvals
+    inbox and the admin API are other apps on other listeners."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and sent_for_a_page(scope["headers"]):
+            refused = BrowserRefused(
+                reasons.REST_BROWSER_REQUEST_REFUSED,
+                "the REST binding takes no requests from web pages: one with an Origin header, "
+                "or a Sec-Fetch-Site of cross-site or same-site, is refused; call it from a "
+                "program (curl, tritonclient), not a browser",
+            )
+            log.info("REST request refused", reason=refused.reason, method=scope["method"][:16])
+            await error_response(refused)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class HeldRequestBytes:
     """Each request's body, as it is read, holds its bytes of the process's budget until the
     response is sent (``gateway/inflight.py``; ``RestGateway._body`` counts them)."""
@@ -183,7 +236,11 @@ class RestGateway:
         routes += self.shared_memory_routes()
         app = Starlette(
             routes=routes,
-            middleware=[Middleware(LastResort), Middleware(HeldRequestBytes, self.pipeline.request_bytes)],
+            middleware=[
+                Middleware(LastResort),
+                Middleware(NoBrowserPages),
+                Middleware(HeldRequestBytes, self.pipeline.request_bytes),
+            ],
             exception_handlers={404: route_refusal, 405: route_refusal},
         )
         # A trailing slash is an unknown route (404), not a redirect built from the caller's
@@ -338,14 +395,21 @@ class RestGateway:
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["model"], request.path_params.get("version", "")
         call = self._call(request, "ModelInfer")
-        limit = self.max_body_bytes
+        limit, limits = self.max_body_bytes, self.pipeline.limits
+        length = request.headers.get(rest.HEADER_LENGTH)
+
+        def parse(body: bytes) -> tuple[pb.ModelInferRequest, rest.ReplyFormat]:
+            parsed = rest.infer_request(
+                name, version, body, length, max_raw_bytes=limit, max_inputs=limits.max_inputs
+            )
+            # Here, not only in the pipeline's admit: refused as it is parsed, the call's record
+            # holds nothing of its inputs (the pipeline's summary is made before its bounds).
+            check_request_inputs(parsed[0], limits)
+            return parsed
+
         try:
-            length = request.headers.get(rest.HEADER_LENGTH)
             message, reply_format = await self.parsed_body(
-                request,
-                call,
-                Target(service=SERVICE, model=name),
-                lambda body: rest.infer_request(name, version, body, length, max_raw_bytes=limit),
+                request, call, Target(service=SERVICE, model=name), parse
             )
         except LabelgateError as error:
             return error_response(error)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeGuard, TypeVar
 
+import numpy as np
 from google.protobuf.message import Message
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
@@ -89,20 +90,42 @@ def whole_dimensions(shape: Any) -> TypeGuard[list[int]]:
     )
 
 
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words (for a refusal that says what was wrong)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
 def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid(f"{where} must be a JSON object")
+        raise _invalid(f"{where} must be a JSON object, not {_json_kind(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _invalid(f"{where} must be a list, not {_json_kind(value)}")
     return value
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    try:
-        length = int(header_length)
-    except ValueError:
-        raise _invalid(f"{HEADER_LENGTH} must be a whole number") from None
-    if not 0 <= length <= len(body):
+    # ASCII digits only, as Content-Length is read (``digits.whole_number``, which this
+    # package may not import): ``int()`` also takes "1_3", " 13", "+13" and "١٣".
+    if not (header_length.isascii() and header_length.isdigit()):
+        raise _invalid(f"{HEADER_LENGTH} must be a whole number")
+    significant = header_length.lstrip("0") or "0"
+    # More digits than any body has bytes: past it, without int() of thousands of digits.
+    length = int(significant) if len(significant) <= 18 else 10**18
+    if length > len(body):
         raise _invalid(f"{HEADER_LENGTH} {length} does not fit a {len(body)}-byte body")
     return body[:length], body[length:]
 
@@ -225,6 +248,30 @@ def _input_tensor(
     return message, None, values
 
 
+# The float types narrower than a double, as their raw bytes are read, and the largest
+# finite magnitude each is packed from. BF16 is a float32's upper half, cut from it
+# (``tensors.tensor_to_raw``): it overflows where FP32 does, its exponent's bits all set.
+_NARROW_FLOATS = {"FP16": ("<f2", "65504"), "FP32": ("<f4", "3.4028235e38"), "BF16": ("<u2", "3.4028235e38")}
+_BF16_EXPONENT = 0x7F80
+
+
+def _check_in_range(raw: bytes, datatype: str, where: str) -> None:
+    """Refuse JSON numbers a narrower float type cannot hold, as ``_finite_float`` refuses
+    those a double cannot: packed, ``1e300`` becomes infinity, a value the caller never wrote
+    (JSON has no infinity, so any in the packed tensor is an overflow)."""
+    narrow = _NARROW_FLOATS.get(datatype)
+    if narrow is None or not raw:
+        return
+    dtype, largest = narrow
+    packed = np.frombuffer(raw, dtype)
+    if datatype == "BF16":
+        overflowed = bool(((packed & _BF16_EXPONENT) == _BF16_EXPONENT).any())
+    else:
+        overflowed = not bool(np.isfinite(packed).all())
+    if overflowed:
+        raise _invalid(f"{where} has a number out of {datatype}'s range (at most {largest} either way)")
+
+
 def _too_large(where: str, room: int) -> ResourceExhausted:
     return ResourceExhausted(
         reasons.REQUEST_TOO_LARGE,
@@ -237,23 +284,29 @@ def _too_large(where: str, room: int) -> ResourceExhausted:
     "the request holds text that is not valid Unicode (a lone surrogate) or a number too large for its field",
 )
 def infer_request(
-    model: str, version: str, body: bytes, header_length: str | None, *, max_raw_bytes: int
+    model: str, version: str, body: bytes, header_length: str | None, *, max_raw_bytes: int, max_inputs: int
 ) -> tuple[Any, ReplyFormat]:
     """A ``ModelInferRequest`` and the reply format from an ``.../infer`` POST, its tensors
-    at most ``max_raw_bytes`` as raw bytes (the message the upstream is sent)."""
+    at most ``max_raw_bytes`` as raw bytes (the message the upstream is sent), its inputs at
+    most ``max_inputs`` (``limits.max_inputs``), counted before any is built."""
     header, binary = _split_body(body, header_length)
     document = _object(parse_json(header), "the request")
     request = pb.ModelInferRequest(model_name=model, model_version=version)
     if "id" in document:
         if not isinstance(document["id"], str):
-            raise _invalid("id must be a string")
+            raise _invalid(f"id must be a string, not {_json_kind(document['id'])}")
         request.id = document["id"]
     parameters = _object(document.get("parameters", {}), "parameters")
+    inputs = _list(document.get("inputs"), "inputs")  # empty is the upstream's to judge, as over gRPC
+    outputs = document.get("outputs")  # absent or null: none named (the model's own choice)
+    outputs = [] if outputs is None else _list(outputs, "outputs")
+    if len(inputs) > max_inputs:
+        raise InvalidInput(
+            reasons.TOO_MANY_INPUTS,
+            f"the request has {len(inputs)} inputs; at most {max_inputs} (limits.max_inputs)",
+        )
     reply = ReplyFormat(all_binary=parameters.get("binary_data_output") is True)
     set_parameters(request.parameters, parameters, "the request")
-    inputs = document.get("inputs")
-    if not isinstance(inputs, list):  # empty is the upstream's to judge, as over gRPC
-        raise _invalid("inputs must be a list")
     offset, raws, room = 0, [], max_raw_bytes - len(binary)
     for position, raw in enumerate(inputs):
         message, size, values = _input_tensor(_object(raw, f"inputs[{position}]"), position, room)
@@ -264,17 +317,19 @@ def infer_request(
             offset += size
         else:
             try:
-                raws.append(
-                    oip.tensor_to_raw(Tensor(message.name, message.datatype, list(message.shape), values))
-                )
+                # An overflow is refused below, not warned of on the gateway's stderr.
+                with np.errstate(over="ignore"):
+                    tensor = Tensor(message.name, message.datatype, list(message.shape), values)
+                    raws.append(oip.tensor_to_raw(tensor))
             except (ValueError, TypeError) as error:
                 raise _invalid(f"inputs[{position}]: {error}") from None
+            _check_in_range(raws[-1], message.datatype, f"inputs[{position}]")
             room -= len(raws[-1])
         request.inputs.append(message)
     if offset != len(binary):
         raise _invalid(f"{len(binary) - offset} binary bytes belong to no input")
     request.raw_input_contents.extend(raws)
-    for position, raw in enumerate(document.get("outputs") or []):
+    for position, raw in enumerate(outputs):
         output = _object(raw, f"outputs[{position}]")
         name = output.get("name")
         if not isinstance(name, str) or not name:
