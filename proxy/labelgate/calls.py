@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import itertools
 import os
 import time
 import urllib.parse
@@ -90,11 +91,17 @@ class Target:
     inputs: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
     input_count: int = 0
     input_name_bytes: int = 0
+    inputs_malformed: bool = False
 
     @property
     def inputs_dropped(self) -> bool:
-        """More inputs, or a longer input name, than any configuration allows: not kept."""
-        return self.input_count > INPUTS_KEPT or self.input_name_bytes > INPUT_NAME_BYTES_KEPT
+        """More inputs, or a longer input name, than any configuration allows, or an input of
+        more dimensions or a longer datatype than any model takes: not kept."""
+        return (
+            self.input_count > INPUTS_KEPT
+            or self.input_name_bytes > INPUT_NAME_BYTES_KEPT
+            or self.inputs_malformed
+        )
 
     def to_policy(self, call: Call) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -196,6 +203,15 @@ def peer_address(peer: str) -> str:
 # inputs go into the record's summary even when it is refused: past these, none are copied.
 INPUTS_KEPT = 16_384
 INPUT_NAME_BYTES_KEPT = 65_536
+# An input's rank and datatype are copied with it: more dimensions than any model takes (as an
+# output's, ``oip.tensors.MAX_OUTPUT_RANK``) or a datatype longer than any the protocol names
+# (``UINT64``) make the request malformed, and its inputs are not copied (a 16 MiB request can
+# hold a shape of two million dimensions).
+INPUT_RANK_KEPT = 32
+INPUT_DATATYPE_BYTES_KEPT = 16
+# The most requested outputs any configuration allows (``limits.max_requested_outputs``): one
+# more is kept, so that a request past it is refused without every name being copied.
+OUTPUTS_KEPT = 100_000
 
 
 def infer_target(request: pb.ModelInferRequest, method: str, digest_key: bytes | None) -> Target:
@@ -205,20 +221,30 @@ def infer_target(request: pb.ModelInferRequest, method: str, digest_key: bytes |
     count = len(request.inputs)
     inputs: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
     longest = 0
+    malformed = False
     if count <= INPUTS_KEPT:
-        inputs = tuple((i.name, i.datatype, tuple(i.shape)) for i in request.inputs)
-        longest = max((len(name.encode("utf-8", "surrogatepass")) for name, _, _ in inputs), default=0)
-    kept = count <= INPUTS_KEPT and longest <= INPUT_NAME_BYTES_KEPT  # not Target.inputs_dropped
+        malformed = any(
+            len(i.shape) > INPUT_RANK_KEPT or len(i.datatype) > INPUT_DATATYPE_BYTES_KEPT
+            for i in request.inputs
+        )
+        if not malformed:
+            inputs = tuple((i.name, i.datatype, tuple(i.shape)) for i in request.inputs)
+            longest = max((len(name.encode("utf-8", "surrogatepass")) for name, _, _ in inputs), default=0)
+    # not Target.inputs_dropped
+    kept = count <= INPUTS_KEPT and longest <= INPUT_NAME_BYTES_KEPT and not malformed
     return Target(
         service=method.split("/")[1] if method.count("/") >= 2 else method,
         model=request.model_name,
         model_version=request.model_version,
-        requested_outputs=tuple(output.name for output in request.outputs),
+        requested_outputs=tuple(
+            output.name for output in itertools.islice(request.outputs, OUTPUTS_KEPT + 1)
+        ),
         caller_id=request.id,
         request_digest=request_digest(request, digest_key) if kept and digest_key is not None else "",
         inputs=inputs if kept else (),
         input_count=count,
         input_name_bytes=longest,
+        inputs_malformed=malformed,
     )
 
 

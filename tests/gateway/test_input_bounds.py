@@ -18,7 +18,15 @@ import pydantic
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.calls import INPUT_NAME_BYTES_KEPT, INPUTS_KEPT, infer_target, target_summary, with_digest
+from labelgate.calls import (
+    INPUT_NAME_BYTES_KEPT,
+    INPUT_RANK_KEPT,
+    INPUTS_KEPT,
+    OUTPUTS_KEPT,
+    infer_target,
+    target_summary,
+    with_digest,
+)
 from labelgate.config import GatewaySettings, LimitSettings
 from labelgate.errors import InvalidInput, LabelgateError
 from labelgate.gateway.bounds import check_request_inputs, check_target
@@ -90,6 +98,52 @@ def test_a_target_past_any_configurable_bound_copies_nothing_of_its_inputs(count
     with pytest.raises(InvalidInput) as refused:
         check_target(target, limits)
     assert refused.value.reason == ("TOO_MANY_INPUTS" if count > 1 else "PATH_TOO_LONG")
+
+
+@pytest.mark.parametrize(
+    ("shape", "datatype"),
+    [([1] * (INPUT_RANK_KEPT + 1), "BOOL"), ([1] * 2_000_000, "BOOL"), ([0], "B" * (1 << 20))],
+    ids=["33-dimensions", "2m-dimensions", "long-datatype"],
+)
+async def test_an_input_of_more_dimensions_or_a_longer_datatype_than_any_model_takes_is_refused_uncopied(
+    shape: list[int], datatype: str
+) -> None:
+    """Review (tenth round): an input's shape and datatype were copied into the target whatever
+    their size (8 MB of shape: 0.7 s before policy, then in every policy input and record)."""
+    message = pb.ModelInferRequest(model_name="customer-profile")
+    message.inputs.add(name="x", datatype=datatype, shape=shape)
+    target = infer_target(message, INFER, KEY)
+    assert (target.inputs, target.request_digest) == ((), "")
+    with pytest.raises(InvalidInput) as refused:
+        check_target(target, LIMITS)
+    assert refused.value.reason == "MALFORMED_TENSOR"
+    pipeline, journal, _, recorder = make_pipeline()
+    with pytest.raises(LabelgateError) as refused:
+        await pipeline.infer(make_call(), message, upstream_returning(pb.ModelInferResponse(), journal))
+    assert refused.value.reason == "MALFORMED_TENSOR"
+    assert "upstream" not in journal.kinds()
+    (record,) = recorder.records
+    assert record.request_summary["inputs"] == []
+
+
+def test_an_input_of_as_many_dimensions_as_any_model_takes_is_kept() -> None:
+    message = pb.ModelInferRequest(model_name="customer-profile")
+    message.inputs.add(name="x", datatype="UINT64", shape=[1] * INPUT_RANK_KEPT)
+    target = infer_target(message, INFER, KEY)
+    assert target.inputs == (("x", "UINT64", (1,) * INPUT_RANK_KEPT),)
+    check_target(target, LIMITS)
+
+
+def test_requested_outputs_past_any_configurable_bound_are_not_all_copied() -> None:
+    message = pb.ModelInferRequest(model_name="customer-profile")
+    for n in range(OUTPUTS_KEPT + 50):
+        message.outputs.add(name=f"{n:x}")
+    target = infer_target(message, INFER, None)
+    assert len(target.requested_outputs) == OUTPUTS_KEPT + 1
+    with pytest.raises(InvalidInput) as refused:
+        check_target(target, LimitSettings(max_requested_outputs=OUTPUTS_KEPT))
+    assert refused.value.reason == "TOO_MANY_OUTPUTS"
+    assert f"more than {OUTPUTS_KEPT} outputs" in refused.value.message
 
 
 def test_a_target_within_the_bounds_keeps_its_inputs_and_digest() -> None:

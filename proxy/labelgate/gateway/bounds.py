@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.calls import Target
+from labelgate.calls import INPUT_RANK_KEPT, OUTPUTS_KEPT, Target
 from labelgate.classify import Field
 from labelgate.config import LimitSettings
 from labelgate.errors import InvalidInput, UpstreamError
@@ -58,7 +58,7 @@ def check_target(target: Target, limits: LimitSettings) -> None:
     if len(outputs) > limits.max_requested_outputs:
         raise InvalidInput(
             reasons.TOO_MANY_OUTPUTS,
-            f"the request names {len(outputs)} outputs; at most {limits.max_requested_outputs} "
+            f"the request names {_counted(len(outputs))} outputs; at most {limits.max_requested_outputs} "
             "(limits.max_requested_outputs)",
         )
     longest = max((len(name.encode("utf-8", "surrogatepass")) for name in outputs), default=0)
@@ -69,7 +69,18 @@ def check_target(target: Target, limits: LimitSettings) -> None:
             "(limits.max_path_bytes)",
         )
     # Counted and measured when the target was made (``calls.infer_target``).
+    if target.inputs_malformed:
+        raise InvalidInput(
+            oip_reasons.MALFORMED_TENSOR,
+            f"an input has more than {INPUT_RANK_KEPT} dimensions or a datatype the Open Inference "
+            "Protocol does not name",
+        )
     check_inputs(target.input_count, target.input_name_bytes, limits)
+
+
+def _counted(outputs: int) -> str:
+    # A target keeps one output past what any configuration allows (``calls.OUTPUTS_KEPT``).
+    return str(outputs) if outputs <= OUTPUTS_KEPT else f"more than {OUTPUTS_KEPT}"
 
 
 def _longest_path(fields: Sequence[Field]) -> int:
