@@ -76,7 +76,12 @@ EXPRESSIONS: dict[str, str] = {
     "trim_right": "trim_right(input.s, input.t)",
     "trim_prefix": "trim_prefix(input.s, input.t)",
     "trim_suffix": "trim_suffix(input.s, input.t)",
-    "strings.count": "strings.count(input.s, input.t)",
+    # Refused (capabilities.LITERAL_ARGUMENT_BUILTINS): the needle is not a literal.
+    "strings.count/input_needle": "strings.count(input.s, input.t)",
+    "strings.count/literal": (
+        '[strings.count(input.s, "a"), strings.count(input.s, "aa"), strings.count(input.s, "é"),'
+        ' strings.count(input.s, "本"), strings.count(input.s, "😀"), strings.count(input.s, " ")]'
+    ),
     "strings.any_prefix_match": 'strings.any_prefix_match(input.s, [input.t, "x"])',
     "strings.any_suffix_match": 'strings.any_suffix_match(input.s, [input.t, "x"])',
     "count_string": "count(input.s)",
@@ -158,7 +163,10 @@ INPUTS: list[dict[str, Any]] = [
     {"s": "a,b,,c", "t": ",", "n": 123456789012345678901234567890, "k": 2, "a": [-1, -10, -2], "o": {"a": 1}},
     {"s": "{a: 1}", "t": "0x10", "n": -(2**63), "k": 4, "a": ["1", 1], "o": {"k": [1, 2]}},
     {"s": "", "t": "a{2,}", "n": 2**63 - 1, "k": 0, "a": [3000, 1999, 1003], "o": {"": ""}},
+    # An empty needle on non-ASCII text: rego-cpp's strings.count was 7 for "日本", OPA's 3.
+    {"s": "日本aaa😀", "t": "", "n": 3, "k": 1, "a": ["b", "a"], "o": {"日": 1}},
 ]
+EMPTY_NEEDLE_INPUT = len(INPUTS) - 1
 
 HOSTILE = Suite(EXPRESSIONS, INPUTS, {})
 
@@ -182,7 +190,10 @@ ORDINARY_EXPRESSIONS: dict[str, str] = {
     "trim_right": "trim_right(input.s, input.u)",
     "trim_prefix": "trim_prefix(input.s, input.u)",
     "trim_suffix": "trim_suffix(input.s, input.u)",
-    "strings.count": "[strings.count(input.s, input.t), strings.count(input.s, input.u)]",
+    "strings.count": (
+        '[strings.count(input.s, "a"), strings.count(input.s, "é"), strings.count(input.s, ","),'
+        ' strings.count(input.s, "Sales")]'
+    ),
     "strings.any_prefix_match": (
         "[strings.any_prefix_match(input.s, input.a), strings.any_prefix_match(input.a, input.u),"
         " strings.any_prefix_match({input.s}, {input.u})]"
@@ -598,7 +609,61 @@ def key_material() -> dict[str, Any]:
                 for alg, t in found.items()
             }
         per_input.append(found)
-    return {"data": {"k": data}, "tokens": per_input}
+    return {"data": {"k": data}, "tokens": per_input, "odd_tokens": odd_tokens(mine, secret)}
+
+
+def odd_tokens(keys: dict[str, Any], secret: str) -> dict[str, dict[str, str]]:
+    """variant -> algorithm -> a token OPA's io.jwt builtins refuse (undefined) and rego-cpp's
+    take: ``valid`` as signed, ``standard_alphabet`` with the signature in standard base64
+    (``+``, ``/``: each token is signed until its signature holds ``-`` or ``_``), ``stray_pad``
+    with one ``=`` after it (rego-cpp verified both, and decoded the second)."""
+    import jwt
+
+    signing = {alg: secret for alg in ("hs256", "hs384", "hs512")}
+    signing |= {alg: keys["rsa"] for alg in ("rs256", "rs384", "rs512", "ps256", "ps384", "ps512")}
+    signing |= {alg: keys[alg] for alg in ("es256", "es384", "es512")} | {"eddsa": keys["ed25519"]}
+    valid = {}
+    for alg, key in signing.items():
+        for attempt in range(1000):
+            token = jwt.encode(
+                {"sub": "mallory", "n": attempt}, key, algorithm="EdDSA" if alg == "eddsa" else alg.upper()
+            )
+            if set(token.rsplit(".", 1)[1]) & {"-", "_"}:
+                valid[alg] = token
+                break
+    return {
+        "valid": valid,
+        "standard_alphabet": {
+            alg: token.rsplit(".", 1)[0] + "." + token.rsplit(".", 1)[1].replace("-", "+").replace("_", "/")
+            for alg, token in valid.items()
+        },
+        "stray_pad": {alg: token + "=" for alg, token in valid.items()},
+    }
+
+
+# The io.jwt builtins that parse a token, refused (INEXACT_BUILTINS) for what odd_tokens holds.
+JWT_EXPRESSIONS: dict[str, str] = {
+    **{
+        f"io.jwt.verify_{alg}": f"io.jwt.verify_{alg}(input.token.{alg}, data.k.secret)"
+        for alg in ("hs256", "hs384", "hs512")
+    },
+    **{
+        f"io.jwt.verify_{alg}": f"io.jwt.verify_{alg}(input.token.{alg}, data.k.rsa_public)"
+        for alg in ("rs256", "rs384", "rs512", "ps256", "ps384", "ps512")
+    },
+    **{
+        f"io.jwt.verify_{alg}": f"io.jwt.verify_{alg}(input.token.{alg}, data.k.{alg}_public)"
+        for alg in ("es256", "es384", "es512")
+    },
+    "io.jwt.verify_eddsa": "io.jwt.verify_eddsa(input.token.eddsa, data.k.ed25519_public)",
+    "io.jwt.decode": "[io.jwt.decode(input.token.rs256), io.jwt.decode(input.token.eddsa)]",
+}
+
+
+def jwt_suite(material: dict[str, Any]) -> Suite:
+    """JWT_EXPRESSIONS on each variant of ``odd_tokens`` (the valid tokens first)."""
+    inputs = [{"token": tokens} for tokens in material["odd_tokens"].values()]
+    return Suite(JWT_EXPRESSIONS, inputs, material["data"])
 
 
 def ordinary_suite(material: dict[str, Any]) -> Suite:

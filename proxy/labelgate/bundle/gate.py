@@ -23,7 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labelgate.errors import LabelgateError
 
+# The impact report's kinds (labelgate.policy.impact, which this layer may not import; the
+# publish gate's tests hold them equal). A weakened mask may show more of the value: null or
+# redact -> hash -> partial, or a partial keeping another number of characters.
 MASK_REMOVED = "mask removed"
+MASK_WEAKENED = "mask weakened"
 # A call that was refused or held and now goes through releases every field it asks for.
 RELEASING_KINDS = ("deny -> allow", "no longer held")
 
@@ -36,7 +40,8 @@ class HoldRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Hold when a field with one of these labels loses its mask (or its call is newly released).
+    # Hold when a field with one of these labels loses its mask, or its mask now shows more of
+    # it (or its call is newly released).
     unmasked_labels: list[str] = Field(default_factory=lambda: ["confidential", "restricted"])
     # Hold when more distinct inputs than this would be decided differently (None: no limit).
     max_changed_inputs: int | None = Field(None, ge=0)
@@ -154,8 +159,9 @@ def hold_reasons(report: Mapping[str, Any], rule: HoldRule) -> list[str]:
 
 
 def _releases(change: Mapping[str, Any], watched: set[str]) -> bool:
-    """A mask removed from a watched field, or a call with watched fields now released."""
-    if change.get("kind") not in (MASK_REMOVED, *RELEASING_KINDS):
+    """A mask removed from a watched field or weakened on it, or a call with watched fields
+    now released."""
+    if change.get("kind") not in (MASK_REMOVED, MASK_WEAKENED, *RELEASING_KINDS):
         return False
     return bool(set(change.get("labels") or ()) & watched)
 

@@ -14,10 +14,14 @@ differential test assume a decision depends on the input and the policy only.
 OPA's cases are not adversarial, so passing them is not enough: ``INEXACT_BUILTINS`` are
 builtins whose cases pass but that a differential run against real OPA showed to differ,
 with chosen arguments (non-ASCII text, numbers beyond 2^53, odd number and duration syntax,
-empty separators) or with ordinary, valid ones (nested objects to merge, RFC 3339 times
-ending in ``Z``, ``+`` in a query string, a real certificate and key); they are out, with the
-reason the refusal names. What stays is held to real OPA on both kinds of arguments by
-tests/policy/test_builtin_differential.py, every allowed builtin on ordinary ones.
+empty separators, JWTs signed in standard base64) or with ordinary, valid ones (nested
+objects to merge, RFC 3339 times ending in ``Z``, ``+`` in a query string, a real
+certificate and key); they are out, with the reason the refusal names.
+``LITERAL_ARGUMENT_BUILTINS`` differ only on arguments a literal rules out
+(``strings.count`` with an empty needle counts bytes + 1 on non-ASCII text, OPA characters
++ 1): they load only when that argument is a non-empty string literal. What stays is held
+to real OPA on both kinds of arguments by tests/policy/test_builtin_differential.py, every
+allowed builtin on ordinary ones.
 
 ``GUARDED_BUILTINS`` (sort, max, min, json.marshal) differ too but the default pack needs
 them, so they stay, guarded per decision: rego-cpp orders values by their JSON text (``9``
@@ -120,21 +124,7 @@ SUPPORTED_BUILTINS: frozenset[str] = frozenset(
         "gte",
         "internal.member_2",
         "intersection",
-        "io.jwt.decode",
         "io.jwt.encode_sign_raw",
-        "io.jwt.verify_eddsa",
-        "io.jwt.verify_es256",
-        "io.jwt.verify_es384",
-        "io.jwt.verify_es512",
-        "io.jwt.verify_hs256",
-        "io.jwt.verify_hs384",
-        "io.jwt.verify_hs512",
-        "io.jwt.verify_ps256",
-        "io.jwt.verify_ps384",
-        "io.jwt.verify_ps512",
-        "io.jwt.verify_rs256",
-        "io.jwt.verify_rs384",
-        "io.jwt.verify_rs512",
         "is_array",
         "is_boolean",
         "is_null",
@@ -247,11 +237,34 @@ INEXACT_BUILTINS: dict[str, str] = {
     "graph.reachable_paths": "leaves out a path that ends where a cycle returns",
     "io.jwt.encode_sign": "undefined when the claims hold an array from the input",
     "json.patch": "undefined when a test op follows another op",
+    # Found with tokens OPA refuses (tests/policy/builtin_differential.py odd_tokens): a token
+    # whose signature is in standard base64 or ends in a stray "=" verified, where OPA's value
+    # is undefined (an error under strict builtin errors).
+    **{
+        f"io.jwt.verify_{alg}": 'accepts a signature in standard base64 ("+", "/") or with a stray "="'
+        for alg in (
+            *("hs256", "hs384", "hs512", "rs256", "rs384", "rs512", "ps256", "ps384", "ps512"),
+            *("es256", "es384", "es512", "eddsa"),
+        )
+    },
+    "io.jwt.decode": 'decodes a token whose signature ends in a stray "="',
     # Template strings (`$"..."`). Which values reach one cannot be told from the text (any
     # input, data or rule value), so every template is refused, not only those of non-strings.
     "internal.template_string": (
         'template strings ($"..."): writes 2.0 as 2 and 1e2 as 100, strings inside arrays, sets '
         "and objects without OPA's escapes (U+2028), and sets in another order"
+    ),
+}
+
+# Allowed builtins that are exact only when an argument is a non-empty string literal:
+# name -> (the argument's index, what it is, why). rego_text.py refuses any other call of one,
+# and a `with` replacing it or replaced by it (tests/policy/test_builtin_differential.py
+# holds the reason to real OPA).
+LITERAL_ARGUMENT_BUILTINS: dict[str, tuple[int, str, str]] = {
+    "strings.count": (
+        1,
+        "needle",
+        'an empty needle counts bytes, not characters, on non-ASCII text ("日本": 7, OPA 3)',
     ),
 }
 

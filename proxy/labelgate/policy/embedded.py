@@ -21,9 +21,10 @@ policy on 12 fields takes milliseconds, not the ~60 µs quoted for a tiny input 
 and runs in a small thread pool (ctypes releases the GIL during the query, so the event
 loop keeps running and the second core works). The input dict is read in that thread, so
 callers must not change it while ``decide`` runs (the gateway builds one per call). A
-revision moves inline onto the event loop only once its measured average is under
-``inline_budget`` (100 µs): inline saves the ~50-100 µs thread hop, which only pays for a
-decision that blocks the loop no longer than the hop itself would cost.
+decision moves inline onto the event loop only once the revision's measured average is under
+``inline_budget`` (100 µs), and only for an input no larger (``inline.input_size``) than the
+largest one decided within it: inline saves the ~50-100 µs thread hop, which only pays for a
+decision that blocks the loop no longer than the hop itself would cost (inline.py).
 
 Thread safety, measured on regopy 1.5.2: building in one thread while another queries
 (separate interpreters, 1,200 builds / 5,300 queries) and three threads querying one shared
@@ -86,6 +87,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +110,7 @@ from labelgate.policy.contract import (
     validate_result,
 )
 from labelgate.policy.engine import DECISION_PATH
+from labelgate.policy.inline import DEFAULT_BUDGET, InlineGate, input_size, known_size
 from labelgate.policy.opa_check import OpaChecker, OpaCheckMode
 from labelgate.policy.source import PolicySource, policy_fingerprint
 
@@ -383,9 +386,14 @@ class _Compiled:
     bundle: regopy.Bundle
     builder: regopy.Interpreter  # kept alive as long as the bundle it built
     entrypoint: str
-    # Moving average of evaluation time; None until measured (so: evaluate off the loop).
-    average_seconds: float | None = None
+    # What its decisions cost, and so which go inline (the engine sets its budget).
+    inline: InlineGate = field(default_factory=InlineGate)
     _local: threading.local = field(default_factory=threading.local)
+
+    @property
+    def average_seconds(self) -> float | None:
+        """Moving average of evaluation time; None until measured."""
+        return self.inline.average_seconds
 
     @property
     def revision(self) -> str:
@@ -427,8 +435,9 @@ class _Compiled:
         check_source(source.modules, source.origin)
         return cls(source, modules, bundle, builder, entrypoint)
 
-    def evaluate(self, value: Any) -> Any:
-        """The decision rule's value for input ``value``, or UNDEFINED. Raises on any error."""
+    def evaluate(self, value: Any, size: int | None = None) -> Any:
+        """The decision rule's value for input ``value`` (of ``input_size`` ``size``, when the
+        caller measured it), or UNDEFINED. Raises on any error."""
         runner = getattr(self._local, "runner", None)
         if runner is None:
             runner = self._local.runner = _interpreter()
@@ -436,9 +445,7 @@ class _Compiled:
         set_policy_input(runner, value)
         output = runner.query_bundle_entrypoint(self.bundle, self.entrypoint)  # ValueError if not JSON
         elapsed = time.perf_counter() - started
-        previous = self.average_seconds
-        # A lost update between threads only makes the average slightly stale: harmless.
-        self.average_seconds = elapsed if previous is None else previous * 0.9 + elapsed * 0.1
+        self.inline.record(elapsed, partial(input_size, value) if size is None else known_size(size))
         if not output.ok():
             raise regopy.RegoError("evaluation error")
         expressions = output.results[0].expressions if output.results else []
@@ -457,7 +464,7 @@ class EmbeddedEngine:
         bundle: BundleClient | None = None,
         watch_interval: float | None = 2.0,
         decision_path: str = DECISION_PATH,
-        inline_budget: float = 0.0001,
+        inline_budget: float = DEFAULT_BUDGET,
         workers: int | None = None,
         opa_check: OpaCheckMode = "auto",
     ) -> None:
@@ -560,6 +567,7 @@ class EmbeddedEngine:
         if self._compiled is not None and source.revision == self._compiled.revision:
             return False
         compiled = await asyncio.to_thread(_Compiled.build, source, self._entrypoint, self._opa_check)
+        compiled.inline = InlineGate(self._inline_budget)
         commits = [await asyncio.to_thread(hook, source) for hook in self._hooks]
         old = self.revision
         self._compiled = compiled  # the atomic swap: decisions read this once
@@ -582,9 +590,9 @@ class EmbeddedEngine:
             return Decision.deny(POLICY_UNAVAILABLE, engine=self.name, revision=self.revision)
         revision = compiled.revision
         try:
-            average = compiled.average_seconds
-            if average is not None and average <= self._inline_budget:
-                value = compiled.evaluate(input)
+            size = compiled.inline.inline_size(partial(input_size, input))
+            if size is not None:
+                value = compiled.evaluate(input, size)
             else:
                 loop = asyncio.get_running_loop()
                 value = await loop.run_in_executor(executor, compiled.evaluate, input)

@@ -11,8 +11,15 @@ Kinds of change:
   approval counts as held, not as deny);
 - ``newly held``, ``no longer held``: the decision now (no longer) waits for approval;
 - ``approval requirement changed``: held both times, by another requirement;
-- ``mask added``, ``mask removed``, ``mask strategy changed``: per field path, when the
-  outcome did not change (a call that is now refused releases no field at all).
+- ``mask added``, ``mask removed``, ``mask weakened``, ``mask strategy changed``: per field
+  path, when the outcome did not change (a call that is now refused releases no field at
+  all). ``mask weakened`` is a change that may show more of the value (``shows_more``:
+  redact -> hash or -> partial, a partial keeping another number of characters);
+  ``mask strategy changed`` one that shows no more.
+
+A change's labels are those of the input's fields at its path: a glob path (``outputs.*``)
+matches as the enforcer matches it (``*`` and ``?`` as wildcards, the whole path), so a
+removed glob mask carries the labels of every field it masked.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labelgate.classify.catalog import compile_glob, is_glob
 from labelgate.policy.contract import DecidedMask, Decision
 
 CALL = "(call)"  # the "field" of a change that concerns the whole call
@@ -35,12 +43,14 @@ NO_LONGER_HELD = "no longer held"
 APPROVAL_CHANGED = "approval requirement changed"
 MASK_ADDED = "mask added"
 MASK_REMOVED = "mask removed"
+MASK_WEAKENED = "mask weakened"
 MASK_CHANGED = "mask strategy changed"
 KINDS = (
     ALLOW_TO_DENY,
     NEWLY_HELD,
     APPROVAL_CHANGED,
     MASK_REMOVED,
+    MASK_WEAKENED,
     MASK_ADDED,
     MASK_CHANGED,
     NO_LONGER_HELD,
@@ -71,6 +81,62 @@ def describe_mask(mask: DecidedMask | None) -> str:
     return f"{mask.strategy}({params})" if params else mask.strategy
 
 
+# How much of a value each strategy may show: ``null`` and ``redact`` nothing of it, ``hash``
+# no character but equal values come out equal (linkable, and a guessable value confirmable
+# by whoever holds the key), ``partial`` its length and last characters. This layer may not
+# import the enforcer (labelgate.enforce.strategies); tests/policy/test_impact_weakening.py
+# holds this to its order of protection (STRATEGIES), which ranks null before redact only to
+# pick one of two masks, not because redact shows more.
+STRATEGY_EXPOSURE = {"null": 0, "redact": 0, "hash": 1, "partial": 2}
+# The enforcer's order of protection, most protective first: of several masks naming one
+# path it applies the first (``Mask.strength``: this order, then keep_last, then replacement).
+STRATEGY_ORDER = ("null", "redact", "hash", "partial")
+DEFAULT_KEEP_LAST = 4  # the enforcer's, for a partial without keep_last
+DEFAULT_REPLACEMENT = "[REDACTED]"
+
+
+def shows_more(was: DecidedMask, now: DecidedMask) -> bool:
+    """Whether masking with ``now`` may show more of a value than ``was`` did.
+
+    A strategy of higher ``STRATEGY_EXPOSURE`` shows more; one it does not know counts as
+    showing everything (fail closed). A ``partial`` keeping another number of last characters
+    shows more either way, unless it now keeps none: more characters, or fewer, since a value
+    no longer than ``keep_last`` is starred whole (``partial(10)`` hides an 8-character value
+    that ``partial(4)`` shows 4 characters of).
+    """
+    before, after = _exposure(was.strategy), _exposure(now.strategy)
+    if before != after:
+        return after > before
+    if now.strategy != "partial" or was.strategy != "partial":
+        return False
+    kept = _keep_last(now)
+    return kept != 0 and kept != _keep_last(was)
+
+
+def _exposure(strategy: str) -> int:
+    return STRATEGY_EXPOSURE.get(strategy, max(STRATEGY_EXPOSURE.values()) + 1)
+
+
+def _keep_last(mask: DecidedMask) -> int:
+    return int(mask.params.get("keep_last", DEFAULT_KEEP_LAST))
+
+
+def applied_masks(decision: Decision) -> dict[str, DecidedMask]:
+    """Per path, the mask the enforcer applies: the most protective of those naming it (a
+    candidate dropping the stronger of two masks of one path weakens it)."""
+    chosen: dict[str, DecidedMask] = {}
+    for mask in decision.masks:
+        current = chosen.get(mask.path)
+        if current is None or _strength(mask) < _strength(current):
+            chosen[mask.path] = mask
+    return chosen
+
+
+def _strength(mask: DecidedMask) -> tuple[int, int, str]:
+    order = STRATEGY_ORDER.index(mask.strategy) if mask.strategy in STRATEGY_ORDER else -1
+    return (order, _keep_last(mask), str(mask.params.get("replacement", DEFAULT_REPLACEMENT)))
+
+
 def _describe_approval(decision: Decision) -> str:
     requirement = decision.require_approval
     if requirement is None:
@@ -94,8 +160,7 @@ def compare(current: Decision, candidate: Decision) -> list[Change]:
         changes.append(Change(APPROVAL_CHANGED, CALL, detail))
     if before == "deny":
         return changes
-    old = {mask.path: mask for mask in current.masks}
-    new = {mask.path: mask for mask in candidate.masks}
+    old, new = applied_masks(current), applied_masks(candidate)
     for path in sorted(old.keys() | new.keys()):
         was, now = old.get(path), new.get(path)
         if was is None:
@@ -103,7 +168,8 @@ def compare(current: Decision, candidate: Decision) -> list[Change]:
         elif now is None:
             changes.append(Change(MASK_REMOVED, path, f"{describe_mask(was)} -> (none)"))
         elif (was.strategy, dict(was.params)) != (now.strategy, dict(now.params)):
-            changes.append(Change(MASK_CHANGED, path, f"{describe_mask(was)} -> {describe_mask(now)}"))
+            kind = MASK_WEAKENED if shows_more(was, now) else MASK_CHANGED
+            changes.append(Change(kind, path, f"{describe_mask(was)} -> {describe_mask(now)}"))
     return changes
 
 
@@ -152,16 +218,33 @@ class ChangeGroup:
 
 
 def field_labels(doc: Mapping[str, Any], path: str) -> set[str]:
-    """Labels of the input's fields at ``path`` or inside it (every field for ``CALL``)."""
+    """Labels of the input's fields at ``path`` or inside it (every field for ``CALL``).
+
+    A glob ``path`` names what the enforcer's mask of that path names: a field whose path,
+    or the path of a field or element it is inside, the glob matches whole
+    (``labelgate.enforce.strategies.MaskIndex``). A removed ``outputs.*`` collected no label
+    when read literally, and so was never held (found by review)."""
+    glob = compile_glob(path) if path != CALL and is_glob(path) else None
     found: set[str] = set()
     for entry in doc.get("fields") or ():
         if not isinstance(entry, Mapping):
             continue
         where = str(entry.get("path", ""))
-        inside = where == path or (where.startswith(path) and where[len(path) : len(path) + 1] in ".[{")
+        if glob is not None:
+            inside = any(glob.fullmatch(enclosing) for enclosing in _enclosing_paths(where))
+        else:
+            inside = where == path or (where.startswith(path) and where[len(path) : len(path) + 1] in ".[{")
         if path == CALL or inside:
             found.update(str(label) for label in entry.get("labels") or ())
     return found
+
+
+def _enclosing_paths(path: str) -> Iterable[str]:
+    """``path`` and every path it is inside (``a.b[0]`` is inside ``a.b`` and ``a``)."""
+    yield path
+    for index in range(len(path) - 1, 0, -1):
+        if path[index] in ".[{":
+            yield path[:index]
 
 
 @dataclass

@@ -74,6 +74,9 @@ Other divergences that rego-cpp's plan does not show by name, refused when a mod
   comprehension inside an ``every``, a comprehension inside a ``not``, and a negated
   expression whose calls, operands or indexes OPA evaluates before the negation.
 - the ``%`` operator is the builtin ``rem`` (wrong on large numbers in rego-cpp);
+- a call of a ``capabilities.LITERAL_ARGUMENT_BUILTINS`` builtin whose argument is not a
+  non-empty string literal (``strings.count(s, "")`` counts bytes on non-ASCII text), and
+  ``with`` replacing one or replaced by one;
 - ``with`` replacing a guarded builtin or replaced by one (capabilities.GUARDED_BUILTINS):
   the engine swaps their calls for exact versions, which a replacement would bypass;
 - rules named ``__labelgate...``: the names of those exact versions.
@@ -90,6 +93,7 @@ from decimal import Decimal
 from labelgate.policy.capabilities import (
     GUARDED_BUILTINS,
     INEXACT_BUILTINS,
+    LITERAL_ARGUMENT_BUILTINS,
     RESERVED_PREFIX,
     SUPPORTED_BUILTINS,
     TEXT_NAMES,
@@ -566,6 +570,62 @@ def _builtin_findings(name: str, text: str, defined: Definitions) -> list[Findin
     return findings
 
 
+def _literal_argument_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
+    """Calls of a ``LITERAL_ARGUMENT_BUILTINS`` builtin whose argument is not a non-empty string
+    literal, and a ``with`` replacing one or replaced by one (its calls would escape the check)."""
+    code = blank(text)
+    literals = {(token.start, token.end) for token in _lex(text) if token.kind in ("string", "raw")}
+    findings = []
+    for call in call_sites(text, defined):
+        if call.own or call.name not in LITERAL_ARGUMENT_BUILTINS:
+            continue
+        index, role, why = LITERAL_ARGUMENT_BUILTINS[call.name]
+        argument = _argument_span(code, call.end, index)
+        if argument is None or argument not in literals or argument[1] - argument[0] <= 2:
+            findings.append(
+                Finding(
+                    f"builtin `{call.name}` with a {role} that is not a non-empty string literal ({why})",
+                    f"{name}:{call.line}",
+                )
+            )
+    for match in _WITH_AS.finditer(code):
+        for part in (match.group(1), match.group(2)):
+            if part in LITERAL_ARGUMENT_BUILTINS:
+                findings.append(
+                    Finding(
+                        f"`with` replacing or replaced by `{part}`", f"{name}:{_line(code, match.start())}"
+                    )
+                )
+    return findings
+
+
+def _argument_span(code: str, end: int, index: int) -> tuple[int, int] | None:
+    """(start, end) of argument ``index`` of the call whose reference ends at ``end`` in the
+    blanked ``code``, whitespace trimmed; None when the scanner cannot read it."""
+    opening = code.find("(", end)
+    closing = _closing(code, opening) if opening >= 0 else -1
+    if closing < 0:
+        return None
+    bounds, depth = [opening + 1], 0
+    for position in range(opening + 1, closing):
+        char = code[position]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            bounds.append(position + 1)
+    bounds.append(closing + 1)
+    if index + 1 >= len(bounds):
+        return None
+    start, stop = bounds[index], bounds[index + 1] - 1
+    while start < stop and code[start].isspace():
+        start += 1
+    while stop > start and code[stop - 1].isspace():
+        stop -= 1
+    return start, stop
+
+
 def _apart_findings(name: str, text: str, defined: Definitions) -> list[Finding]:
     """A call written with a space, a line break or a comment before its "(": OPA does not
     read it as a call (the module does not parse, or it is two expressions), rego-cpp does."""
@@ -640,6 +700,7 @@ def text_findings(
     scope = modules if (name, text) in modules else ((name, text), *(m for m in modules if m[0] != name))
     return (
         _builtin_findings(name, text, defined)
+        + _literal_argument_findings(name, text, defined)
         + _apart_findings(name, text, defined)
         + _guard_findings(name, text, defined)
         + _string_findings(name, text)

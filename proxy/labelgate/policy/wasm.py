@@ -17,9 +17,10 @@ and by the module's own builtins (``wasm_checks``); the host implements only ``s
 
 Everything else is EmbeddedEngine's (this class extends it): folder watching, bundle
 following, revision hooks (the bundle's catalog), atomic swaps, and the inline budget: a
-decision runs on the event loop once its measured average is under ``inline_budget`` (a
-default-pack decision takes ~50-70 µs here), else in the worker pool. A wasmtime Store is not
-thread-safe, so each thread has its own instance per revision.
+decision runs on the event loop once the revision's measured average is under
+``inline_budget`` (a default-pack decision takes ~50-70 µs here) and its input's JSON text is
+no longer than the longest one decided within it (inline.py), else in the worker pool. A
+wasmtime Store is not thread-safe, so each thread has its own instance per revision.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from labelgate.policy.contract import (
 )
 from labelgate.policy.embedded import UNDEFINED, EmbeddedEngine
 from labelgate.policy.engine import DECISION_PATH
+from labelgate.policy.inline import DEFAULT_BUDGET, InlineGate, known_size
 from labelgate.policy.source import PolicySource
 from labelgate.policy.wasm_checks import check_native, module_findings, sprintf_findings
 from labelgate.policy.wasm_host import (
@@ -136,7 +138,7 @@ class _WasmCompiled:
         self.source = source
         self.policy = policy
         self.data_json = data_json
-        self.average_seconds: float | None = None
+        self.inline = InlineGate()  # what its decisions cost (the engine sets its budget)
         self._local = threading.local()
         self._decisions: dict[bytes, Decision] = {}
         self._fields_json: dict[bytes, str] = {}
@@ -144,6 +146,11 @@ class _WasmCompiled:
     @property
     def revision(self) -> str:
         return self.source.revision
+
+    @property
+    def average_seconds(self) -> float | None:
+        """Moving average of evaluation time; None until measured."""
+        return self.inline.average_seconds
 
     @classmethod
     def build(
@@ -239,9 +246,11 @@ class _WasmCompiled:
         separator = "," if len(rest) > 2 else ""
         return f'{rest[:-1]}{separator}"fields":{fields_json}}}'.encode()
 
-    def evaluate_text(self, value: Any) -> bytes:
-        """The result set as JSON text (``[{"result": ...}]``, ``[]`` when undefined)."""
-        text = self.encode_input(value)
+    def evaluate_text(self, value: Any, text: bytes | None = None) -> bytes:
+        """The result set as JSON text (``[{"result": ...}]``, ``[]`` when undefined); ``text``
+        is ``value`` encoded (``encode_input``) when the caller has it already."""
+        if text is None:
+            text = self.encode_input(value)
         instance = self._instance()
         started = time.perf_counter()
         try:
@@ -249,10 +258,7 @@ class _WasmCompiled:
         except WasmEvalError:
             self._local.instance = None  # a trap may leave the instance in any state: start afresh
             raise
-        elapsed = time.perf_counter() - started
-        previous = self.average_seconds
-        # A lost update between threads only makes the average slightly stale: harmless.
-        self.average_seconds = elapsed if previous is None else previous * 0.9 + elapsed * 0.1
+        self.inline.record(time.perf_counter() - started, known_size(len(text)))
         return output
 
 
@@ -268,7 +274,7 @@ class WasmEngine(EmbeddedEngine):
         bundle: BundleClient | None = None,
         watch_interval: float | None = 2.0,
         decision_path: str = DECISION_PATH,
-        inline_budget: float = 0.0001,
+        inline_budget: float = DEFAULT_BUDGET,
         workers: int | None = None,
         opa: str | None = None,
     ) -> None:
@@ -289,6 +295,7 @@ class WasmEngine(EmbeddedEngine):
             return False
         wasm = getattr(source, "wasm", None)
         compiled = await asyncio.to_thread(_WasmCompiled.build, source, self._entrypoint, self._opa, wasm)
+        compiled.inline = InlineGate(self._inline_budget)
         commits = [await asyncio.to_thread(hook, source) for hook in self._hooks]
         old = self.revision
         self._compiled = compiled  # type: ignore[assignment]  # the atomic swap
@@ -312,12 +319,20 @@ class WasmEngine(EmbeddedEngine):
             return Decision.deny(POLICY_UNAVAILABLE, engine=self.name, revision=self.revision)
         assert isinstance(compiled, _WasmCompiled)
         try:
-            average = compiled.average_seconds
-            if average is not None and average <= self._inline_budget:
-                output = compiled.evaluate_text(input)
+            # Its size is its JSON text's length: encoded here only when it may go inline (as
+            # it would be anyway), and handed to the pool when it may not.
+            text: bytes | None = None
+
+            def measure(limit: int) -> int:
+                nonlocal text
+                text = compiled.encode_input(input)
+                return len(text)
+
+            if compiled.inline.inline_size(measure) is not None:
+                output = compiled.evaluate_text(input, text)
             else:
                 loop = asyncio.get_running_loop()
-                output = await loop.run_in_executor(executor, compiled.evaluate_text, input)
+                output = await loop.run_in_executor(executor, compiled.evaluate_text, input, text)
             return compiled.decision(output, self.name, input_phase(input))
         except Exception as error:  # fail closed on anything the module, the host or the input throws
             log.error(
