@@ -71,6 +71,7 @@ def gateway(
     fail_open: bool = False,
     admin_port: int | None = None,
     commit_delay_ms: float = 0,
+    audit_timeout: float = 1.0,
 ) -> Iterator[tuple[str, Process]]:
     port = free_port()
     config = {
@@ -83,7 +84,7 @@ def gateway(
         "auth": {"jwt": {"trust_dev_key": True}},
         "audit": {
             "socket": str(socket),
-            "timeout_seconds": 1.0,
+            "timeout_seconds": audit_timeout,
             "fail_open": fail_open,
             "commit_delay_ms": commit_delay_ms,
         },
@@ -249,15 +250,16 @@ def test_a_caller_gone_while_the_release_is_made_durable_is_last_recorded_as_gon
 
     async def past_its_deadline(session: str) -> None:
         async with grpc.aio.insecure_channel(target) as channel:
-            # The stall outlasts the caller's deadline, which falls before the gateway's own
-            # audit deadline (1 s): the handler is cancelled mid-append.
+            # The stall outlasts the caller's deadline, which falls long after the call reached
+            # its append and long before the gateway's own audit deadline (60 s): the handler
+            # is cancelled mid-append however slow the machine.
             await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-                infer_request(IDS), metadata=metadata("ann", "analysts", session=session), timeout=0.5
+                infer_request(IDS), metadata=metadata("ann", "analysts", session=session), timeout=5
             )
 
     with (
         stalling_writer_process(socket, logs, gate),
-        gateway(tmp_path, demo_backend, socket) as (target, _),
+        gateway(tmp_path, demo_backend, socket, audit_timeout=60) as (target, _),
     ):
         asyncio.run(infer(target, metadata("ann", "analysts", session="s-before")))
         os.mkfifo(gate)

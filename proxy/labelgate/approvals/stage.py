@@ -83,6 +83,12 @@ JUSTIFICATION_HEADER = "x-labelgate-justification"
 MAX_JUSTIFICATION_CHARS = 500
 # Requirements one call is held for in turn, at most (the default tables have two).
 MAX_REQUIREMENTS = 4
+# Why a held call's approval request is closed when the call stops waiting for it (its task
+# cancelled): its caller left, or the gateway is stopping, unless the cancellation names the
+# gateway's own reason (``Task.cancel(msg)``): the upstream a ``ModelStreamInfer`` request was
+# held for ended its stream (``gateway/stream_infer.py``; closed as the caller's leaving: review).
+CALLER_WENT_AWAY = "the caller went away before a decision"
+UPSTREAM_ENDED_BEFORE_DECISION = "the upstream ended the stream before a decision"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -607,9 +613,9 @@ class HoldForApproval:
             )
         try:
             final = await self.service.wait(request.id, until)
-        except asyncio.CancelledError:
-            # The caller hung up (or the gateway is stopping): nobody waits for this any more.
-            await asyncio.shield(self.service.abandon(request.id, "the caller went away before a decision"))
+        except asyncio.CancelledError as cancelled:
+            # Nobody waits for this any more (``CALLER_WENT_AWAY``).
+            await asyncio.shield(self.service.abandon(request.id, abandoned_because(cancelled)))
             raise
         if final.state is State.GRANTED and final.grant_id is not None:
             grant = await self.service.get_grant(final.grant_id)
@@ -656,3 +662,10 @@ class HoldForApproval:
             )
         code = f"APPROVAL_{final.state.value.upper()}"
         return refusal(decision, code, f"approval {final.id} {final.state.value}: {final.resolution}")
+
+
+def abandoned_because(cancelled: asyncio.CancelledError) -> str:
+    """Why a held call's approval request is closed when ``cancelled`` ends its hold: the
+    reason the cancellation names if it is one of the gateway's, else ``CALLER_WENT_AWAY``."""
+    named = cancelled.args[0] if cancelled.args else None
+    return UPSTREAM_ENDED_BEFORE_DECISION if named == UPSTREAM_ENDED_BEFORE_DECISION else CALLER_WENT_AWAY

@@ -24,7 +24,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from labelgate.calls import Call, Target
+from labelgate.auth import Subject
+from labelgate.calls import Call, CallRecord, Outcome, Target
 from labelgate.classify.split_values import SplitValues
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
@@ -183,9 +184,24 @@ class OpaqueCall:
                         except LabelgateError as error:
                             await self.pipeline.record_failure(call, subject, target, error)
                             raise
-                        yield reply
+                        try:
+                            yield reply
+                        except GeneratorExit:
+                            _record_closed_while_sending(self.pipeline, call, subject, target)
+                            raise
                 finally:
                     await _ended(stream, replies, mapped)
+
+
+def _record_closed_while_sending(pipeline: Pipeline, call: Call, subject: Subject, target: Target) -> None:
+    """A routed stream whose generator is closed at a reply grpc was sending: its caller left
+    or its deadline passed in grpc's send, outside every handler of the pipeline, and the
+    stream's last record was that reply's release, OK (review). Its end is recorded as a
+    cancelled call's is (error, ``CancelledError``), after the releases (each durable before it
+    was handed to grpc), without holding up the close. Once: a cancellation anywhere else is
+    recorded where it falls (``Pipeline.upstream_replies``, ``Pipeline.recording``)."""
+    outcome = Outcome(subject=subject, model=target.model)
+    pipeline.record_later(CallRecord.of(call, outcome, asyncio.CancelledError()))
 
 
 async def _ended(upstream_call: Any, *replies: AsyncIterator[Any]) -> None:
@@ -384,7 +400,12 @@ def typed_handler(
                 checked = pipeline.upstream_replies(call, subject, target, kept)
                 try:
                     async for reply in checked:
-                        yield await pipeline.release_reply(call, subject, target, reply)
+                        released = await pipeline.release_reply(call, subject, target, reply)
+                        try:
+                            yield released
+                        except GeneratorExit:
+                            _record_closed_while_sending(pipeline, call, subject, target)
+                            raise
                 finally:
                     await _ended(replies, checked, kept, mapped)
 

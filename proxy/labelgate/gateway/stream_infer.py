@@ -4,9 +4,10 @@ released on its own, as a unary call is.
 Replies are matched to requests by ids the gateway chose (``StreamLedger``), streamed text is
 scanned across replies (``CarryOver``), and each message is its own call to policy and
 approvals (its request and response phases share it), while its records keep the stream's
-request id. A stream the caller leaves records the requests still unanswered, and one that
+request id. A stream the caller leaves records its end once (``_Ending``), and one that
 waits on its caller with nothing unanswered for ``limits.stream_idle_seconds`` ends
-(``IdleClock``).
+(``IdleClock``). A request goes upstream inside its record, so its reply may come back before
+that record is durable: it is released only once it is (``_Admissions``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.approvals.stage import UPSTREAM_ENDED_BEFORE_DECISION
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome, Target, infer_target, target_summary
 from labelgate.classify import backend_labels
@@ -70,6 +72,79 @@ async def _caller(pipeline: Pipeline, call: Call, counted: contextlib.ExitStack)
     return subject
 
 
+class _Ending:
+    """How the end of a stream the caller leaves (its cancellation, or the generator closed at
+    a reply grpc was sending: GeneratorExit) is recorded, once, as cancelled: by the record the
+    leaving cut (an admission or a release: ``Pipeline.recording``, noted by ``recording``) and
+    by each request it left unanswered; when there is neither, by one record of the stream,
+    after its releases, as a cancelled call's is. With every request answered, a stream left
+    in grpc's send had for its last record the release of a reply never delivered, OK (review)."""
+
+    def __init__(self) -> None:
+        self.recorded = False
+
+    @contextlib.asynccontextmanager
+    async def recording(self, pipeline: Pipeline, call: Call, target: Target) -> AsyncIterator[Outcome]:
+        try:
+            async with pipeline.recording(call, target) as outcome:
+                yield outcome
+        except asyncio.CancelledError:
+            self.recorded = True  # as cancelled, by the record it cut
+            raise
+
+    def record_left(self, pipeline: Pipeline, call: Call, subject: Subject, ledger: StreamLedger) -> None:
+        for unanswered in ledger.pending:
+            outcome = Outcome(subject=subject, model=unanswered.target.model)
+            pipeline.record_later(CallRecord.of(call, outcome, asyncio.CancelledError()))
+            self.recorded = True
+        if not self.recorded:
+            pipeline.record_later(CallRecord.of(call, Outcome(subject=subject), asyncio.CancelledError()))
+            self.recorded = True
+
+
+class _Admissions:
+    """The requests sent upstream whose admission record is not durable yet. A request is
+    written upstream inside its record (so a request the upstream side refuses is recorded as
+    refused), and the upstream may answer before that record is durable, or before the request
+    is refused for want of it (AUDIT_UNAVAILABLE): its reply waits for one or the other. A reply
+    to a request whose admission was refused was released before the stream ended with the
+    refusal, and recorded as released after it (review)."""
+
+    def __init__(self) -> None:
+        self._unrecorded: dict[str, asyncio.Future[None]] = {}
+
+    def sent(self, upstream_id: str) -> None:
+        self._unrecorded[upstream_id] = asyncio.get_running_loop().create_future()
+
+    def recorded(self, upstream_id: str) -> None:
+        waiting = self._unrecorded.pop(upstream_id, None)
+        if waiting is not None:
+            waiting.set_result(None)
+
+    def dropped(self, upstream_id: str) -> None:
+        """Its admission failed (the pump's failure says why): it is not waited on here."""
+        self._unrecorded.pop(upstream_id, None)
+
+    async def durable(self, upstream_id: str, pump: asyncio.Task[None]) -> None:
+        """Returns once ``upstream_id``'s admission is durable; raises the pump's failure (the
+        refusal, recorded by the pump) when it failed first."""
+        waiting = self._unrecorded.get(upstream_id)
+        if waiting is None:
+            return
+        await asyncio.wait({waiting, pump}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            # The pump ends only once each request it sent is recorded or dropped: it failed
+            # (a cancelled pump raises CancelledError here: the stream is ending anyway).
+            failure = pump.exception()
+            raise failure or LabelgateError(gateway_reasons.INTERNAL_ERROR, "internal error in the gateway")
+
+
+def _upstream_ended() -> UpstreamError:
+    return UpstreamError(
+        gateway_reasons.UPSTREAM_STREAM_ENDED, "the upstream ended the stream with requests unanswered"
+    )
+
+
 async def _served(
     pipeline: Pipeline,
     call: Call,
@@ -85,8 +160,15 @@ async def _served(
     )
     numbers = itertools.count(1)
     clock = IdleClock(pipeline.limits.stream_idle_seconds)
+    ending = _Ending()
+    admissions = _Admissions()
+    # Set once the upstream ended its stream: the pump is cancelled for that, not for the caller.
+    upstream_over = False
+    cut_by_upstream = False  # a request being admitted then ended with it (recorded so)
+    settling = False  # a request is sent: only its admission record is left to make durable
 
     async def forward_requests() -> None:
+        nonlocal cut_by_upstream, settling
         reading = _read(pipeline, call, subject, requests)
         while True:
             clock.waiting()
@@ -101,19 +183,47 @@ async def _served(
             # response phases share it): a single-use grant or a row budget is spent per
             # message, not once per stream. Records keep the stream's request id.
             message = dataclasses.replace(call, request_id=f"{call.request_id}.{next(numbers)}")
-            async with pipeline.recording(call, target) as outcome:
-                outcome.subject, outcome.request_summary = subject, target_summary(target)
-                still_valid(subject)
-                await pipeline.admit(message, subject, target, outcome, pipeline.expected_fields(target))
-                # Inside the record: a request the upstream side refuses (shared memory, a
-                # model routed elsewhere) is recorded as refused, not as admitted.
-                request.id = ledger.open(target, message)
-                try:
-                    await upstream.write(request)
-                except BaseException:
-                    # Recorded here as refused or cancelled: not also as left unanswered.
-                    ledger.close(ledger.match(request.id))
-                    raise
+            opened: str | None = None
+            try:
+                async with ending.recording(pipeline, call, target) as outcome:
+                    outcome.subject, outcome.request_summary = subject, target_summary(target)
+                    try:
+                        still_valid(subject)
+                        await pipeline.admit(
+                            message, subject, target, outcome, pipeline.expected_fields(target)
+                        )
+                        # Inside the record: a request the upstream side refuses (shared memory, a
+                        # model routed elsewhere) is recorded as refused, not as admitted.
+                        request.id = opened = ledger.open(target, message)
+                        admissions.sent(opened)
+                        await upstream.write(request)
+                        settling = True
+                    except asyncio.CancelledError:
+                        if not upstream_over:
+                            raise
+                        # The upstream ended its stream while this request was admitted (held
+                        # for an approver, being written): it ends with it, and is recorded so,
+                        # not as its caller's leaving (review).
+                        current = asyncio.current_task()
+                        if current is not None:
+                            current.uncancel()
+                        cut_by_upstream = True
+                        ended = _upstream_ended()
+                        outcome.upstream_status = ended.reason  # as a request left unanswered is
+                        raise ended from None
+            except BaseException:
+                settling = False
+                if opened is not None:
+                    # Recorded here as refused, cancelled or unrecorded: not also as left
+                    # unanswered, and no reply to it is released (``_Admissions``).
+                    with contextlib.suppress(LabelgateError):
+                        ledger.close(ledger.match(opened))
+                    admissions.dropped(opened)
+                raise
+            settling = False
+            admissions.recorded(opened)
+            if upstream_over:
+                return  # it ended while this request's record was made durable: left unanswered
         await upstream.done_writing()
 
     pump = asyncio.create_task(forward_requests())
@@ -123,22 +233,29 @@ async def _served(
 
     try:
         async for reply in _replies(pipeline, call, subject, upstream, pump, idle):
-            yield await _release_streamed(pipeline, call, subject, ledger, carry, reply)
+            answer = await _release_streamed(
+                pipeline, call, subject, ledger, carry, reply, ending, admissions, pump
+            )
+            yield answer
             clock.answered()
         if not pump.done():
             # The upstream ended its stream while the caller's is open: nothing more will be
             # answered, so the caller is not read any longer (it hung to its deadline, and
-            # the record blamed it). A request being admitted records itself as cancelled.
-            pump.cancel()
+            # the record blamed it). A request being admitted (held for an approver) ends
+            # with the stream, recorded so, and its approval request is closed as ended by
+            # the upstream (the cancellation names it), not by the caller.
+            upstream_over = True
+            if not settling:  # else it stops once that record is made durable (or refused)
+                pump.cancel(UPSTREAM_ENDED_BEFORE_DECISION)
         await asyncio.wait({pump})
-        if not pump.cancelled() and (failure := pump.exception()) is not None:
+        if not pump.cancelled() and (failure := pump.exception()) is not None and not cut_by_upstream:
             raise failure
         for upstream_id, tensors in carry.flush():
             held = ledger.match(str(upstream_id))
             ledger.close(held)  # answered by what was held
-            ending = pb.ModelInferResponse(id=held.upstream_id)
-            ending.parameters[FINAL_PARAMETER].bool_param = True
-            async with pipeline.recording(call, held.target) as outcome:
+            ending_reply = pb.ModelInferResponse(id=held.upstream_id)
+            ending_reply.parameters[FINAL_PARAMETER].bool_param = True
+            async with ending.recording(pipeline, call, held.target) as outcome:
                 outcome.subject, outcome.upstream_status = subject, "OK"
                 # The upstream chose when its stream ends, the caller's token may be gone by
                 # then: checked as each reply is (its refusal ends the stream, the requests
@@ -148,17 +265,14 @@ async def _served(
                     held.call,
                     subject,
                     held.target,
-                    ending,
+                    ending_reply,
                     outcome,
                     tensors=tensors,
                     backend=held.backend,
                 )
             yield pb.ModelStreamInferResponse(infer_response=released)
-        if ledger.pending:
-            ended = UpstreamError(
-                gateway_reasons.UPSTREAM_STREAM_ENDED,
-                "the upstream ended the stream with requests unanswered",
-            )
+        if ledger.pending or cut_by_upstream:
+            ended = _upstream_ended()
             for unanswered in ledger.pending:
                 ledger.close(unanswered)  # recorded here, not again below
                 await _record_unanswered(pipeline, subject, unanswered, ended)
@@ -172,18 +286,12 @@ async def _served(
             await _record_unanswered(pipeline, subject, unanswered, error)
         raise
     except (asyncio.CancelledError, GeneratorExit):
-        # The caller left (or the server stops) with admitted requests unanswered: each
-        # is recorded as cancelled, without holding up the cancellation. A caller leaving
-        # while a reply is being sent closes this generator (GeneratorExit) instead. Once
-        # the pump has stopped: a request it was still writing records itself.
-        def record_unanswered(_: object) -> None:
-            for unanswered in ledger.pending:
-                outcome = Outcome(subject=subject, model=unanswered.target.model)
-                left = CallRecord.of(call, outcome, asyncio.CancelledError())
-                pipeline.record_later(left)
-
+        # The caller left (or the server stops): its cancellation, or the generator closed at
+        # the reply grpc was sending (GeneratorExit, outside every handler of the pipeline).
+        # Recorded once (``_Ending``) without holding up the cancellation, once the pump has
+        # stopped: a request it was still admitting or writing records itself.
         pump.cancel()
-        pump.add_done_callback(record_unanswered)
+        pump.add_done_callback(lambda _: ending.record_left(pipeline, call, subject, ledger))
         raise
     finally:
         if not pump.done():
@@ -215,7 +323,15 @@ async def _read(
 
 
 async def _release_streamed(
-    pipeline: Pipeline, call: Call, subject: Subject, ledger: StreamLedger, carry: CarryOver, reply: Any
+    pipeline: Pipeline,
+    call: Call,
+    subject: Subject,
+    ledger: StreamLedger,
+    carry: CarryOver,
+    reply: Any,
+    ending: _Ending,
+    admissions: _Admissions,
+    pump: asyncio.Task[None],
 ) -> pb.ModelStreamInferResponse:
     response = reply.infer_response
     try:
@@ -223,6 +339,9 @@ async def _release_streamed(
     except LabelgateError as error:
         await pipeline.record_failure(call, subject, Target(service=call.service), error)
         raise
+    # Nothing is released for a request before its admission is durable: one refused for want
+    # of its record ends the stream with that refusal here (fail closed).
+    await admissions.durable(held.upstream_id, pump)
     target = held.target
     if reply.error_message:
         # The upstream's text may name anything; the caller gets a stable one.
@@ -234,7 +353,7 @@ async def _release_streamed(
         return build.stream_error(target.caller_id, target.model)
     final = is_final(response)
     try:
-        async with pipeline.recording(call, target) as outcome:
+        async with ending.recording(pipeline, call, target) as outcome:
             outcome.subject, outcome.upstream_status = subject, "OK"
             still_valid(subject)
             keep_backend_labels(held, backend_labels(response), pipeline.limits)
