@@ -24,6 +24,7 @@ from labelgate.logs import configure
 from labelgate.policy import reasons
 from labelgate.policy.contract import Decision, validate_input
 from labelgate.shown_urls import shown_url
+from labelgate.untrusted_text import shown
 
 ENGINES = ("embedded", "wasm", "opa")
 # A person is waiting, not a gateway call: give OPA more time than the data path does.
@@ -494,23 +495,29 @@ def _opa_server(folder: Path) -> Any:
 
 def _print_table(report: Any, *, engine: str, current: Path, candidate: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    def plain(text: object) -> str:
+        # Model names, fields and reasons come from callers and upstreams (the recorded
+        # inputs): shown as text, never obeyed as terminal escapes or rich markup.
+        return escape(shown(str(text)))
 
     console = Console()
     console.print(
-        f"policy impact ({engine}): {candidate} against {current}: {report.distinct} distinct inputs "
-        f"({report.inputs} decisions) replayed, {report.changed} decided differently"
+        f"policy impact ({engine}): {plain(candidate)} against {plain(current)}: {report.distinct} distinct "
+        f"inputs ({report.inputs} decisions) replayed, {report.changed} decided differently"
     )
     if not report.distinct:
         console.print("[bold yellow]no decision inputs were replayed: nothing was compared[/]")
     elif report.groups:
         table = Table("change", "group", "model", "field", "detail", "inputs", "decisions", "example input")
         for g in report.groups:
-            table.add_row(
-                g.kind, g.group, g.model, g.field, g.detail, str(g.inputs), str(g.calls), g.example[:16]
-            )
+            cells = (g.kind, g.group, g.model, g.field, g.detail, g.inputs, g.calls, g.example[:16])
+            table.add_row(*(plain(cell) for cell in cells))
         console.print(table)
     else:
         console.print("no changes")
     for error in report.errors:
-        console.print(f"[red]failed closed[/red] {error['hash'][:16]} ({error['side']}): {error['reason']}")
+        where = f"{plain(error['hash'][:16])} ({plain(error['side'])})"
+        console.print(f"[red]failed closed[/red] {where}: {plain(error['reason'])}")

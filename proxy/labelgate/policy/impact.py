@@ -31,6 +31,7 @@ from typing import Any
 
 from labelgate.classify.catalog import compile_glob, is_glob
 from labelgate.policy.contract import DecidedMask, Decision
+from labelgate.untrusted_text import shown
 
 CALL = "(call)"  # the "field" of a change that concerns the whole call
 NO_GROUP = "(no group)"
@@ -335,9 +336,10 @@ def to_markdown(report: ImpactReport, *, current: str = "current", candidate: st
         lines += ["", "No changes."]
     if report.errors:
         lines += ["", f"**{len(report.errors)} decision(s) failed closed**:"]
-        lines += [f"- `{e['hash'][:16]}` ({e['side']}): {e['reason']}" for e in report.errors[:20]]
+        lines += [f"- `{e['hash'][:16]}` ({e['side']}): {shown(e['reason'])}" for e in report.errors[:20]]
     return "\n".join(lines) + "\n"
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ") or " "
+    # Caller-chosen text (a model name) in a CI comment: escapes shown, never passed raw.
+    return shown(text).replace("|", "\\|") or " "
