@@ -49,6 +49,13 @@ A PEM block is followed across a request's replies in the order its text arrives
 (``carried_keys``): every piece inside one is released in a ``CoveredTensor``, which the
 classifier covers with ``secret``.
 
+Released text is read with what a later reply releases after it, in the order a reader sees
+the two joined (``display_context``): a right-to-left character or a bidi control in one reply
+reorders what comes after it (``ssn \\u202eא`` then ``9876-54-321`` shows ``ssn
+123-45-6789``), and one in a later reply what came before it. A value only the joining shows
+ends the stream (``STREAM_VALUE_SPLIT``) before the reply that completes it leaves; text with
+neither character is not read so (its pieces are kept, a few windows of them).
+
 An output with text held that a later reply carries in another form (another datatype, or
 not as text) fails the reply closed (``STREAM_OUTPUT_CHANGED``): the held text cannot be
 joined to it, and dropping it would lose what the upstream sent without a record.
@@ -62,16 +69,20 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from labelgate.classify import (
     carried_forms,
     carried_keys,
     carry_runs,
     credentials,
+    display_context,
     held_text,
     jsonpaths,
     numbers,
     reasons,
 )
+from labelgate.classify.decoded_text import reads_as_text
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.folding import may_hide
 from labelgate.errors import ResourceExhausted, UpstreamError
@@ -79,6 +90,7 @@ from labelgate.oip.tensor import Tensor
 
 STREAM_HELD_TOO_LARGE = reasons.STREAM_HELD_TOO_LARGE
 STREAM_OUTPUT_CHANGED = reasons.STREAM_OUTPUT_CHANGED
+STREAM_VALUE_SPLIT = reasons.STREAM_VALUE_SPLIT
 # The numbers wider than 8 bits whose raw bytes may be carried as text (``carried_forms``).
 _PACKED = numbers.PACKED_DATATYPES
 # Bytes before a piece read with it for a PEM marker (``carried_keys``).
@@ -131,6 +143,10 @@ class CarryOver:
             detectors, window, self._secrets, custom_patterns=longest != 0
         )
         self._characters = carried_forms.CharacterReader(custom_patterns=longest != 0)
+        # Per request, what of each output's texts was released (``display_context``), by
+        # output name and element (-1: an output read as one text).
+        self._shown: dict[Hashable, display_context.Followed] = {}
+        self._kept_bytes = 0  # what they keep, counted with what is held (``hold_limit``)
 
     def release(self, request: Hashable, tensors: Sequence[Tensor], final: bool) -> list[Tensor]:
         """What of ``tensors`` can be classified and sent now; holds back the rest.
@@ -165,15 +181,30 @@ class CarryOver:
                 and (tensor.datatype in carried_forms.EIGHT_BIT_TEXT or tensor.datatype in _PACKED)
             ]
             released = self._blocks.cover(request, released, pieces, flushed, final, passed)
+        shown = self._shown.pop(request, None) if final else self._shown.get(request)
+        if shown is None:
+            shown = display_context.Followed(self.detectors, self.window)
+            if not final:
+                self._shown[request] = shown
+        kept = shown.kept_bytes
+        for position, tensor in enumerate([*released, *flushed]):
+            self._read_joined(shown, tensor, position)
+        self._kept_bytes += shown.kept_bytes - kept
+        if final:
+            self._kept_bytes -= shown.kept_bytes
+        else:
+            self._hold(0)
         return released + flushed
 
     def flush(self) -> list[tuple[Hashable, list[Tensor]]]:
         """Everything still held, per request (the stream ended before their final replies)."""
         pending, self._held = self._held, {}
         keys = self._blocks.take_all()
+        shown, self._shown = self._shown, {}
+        self._kept_bytes = 0
         self._ends = {}
         self._held_bytes = 0
-        return [
+        flushed = [
             (
                 request,
                 carried_keys.covered_flush(
@@ -183,6 +214,34 @@ class CarryOver:
             for request, outputs in pending.items()
             if any(rest.tails for rest in outputs.values())
         ]
+        for request, tensors in flushed:
+            followed = shown.get(request) or display_context.Followed(self.detectors, self.window)
+            for position, tensor in enumerate(tensors):
+                self._read_joined(followed, tensor, position)
+        return flushed
+
+    def _read_joined(self, shown: display_context.Followed, tensor: Tensor, position: int) -> None:
+        """Read what ``tensor`` releases of each of its texts after what was released of it
+        before, in the order a reader sees them joined (``display_context``): a value only
+        their joining shows ends the stream before this reply leaves."""
+        for key, text in _texts(tensor):
+            found = shown.take(key, text)
+            if found is None:
+                continue
+            if found == display_context.UNREADABLE:
+                raise UpstreamError(
+                    STREAM_VALUE_SPLIT,
+                    f"the upstream sent a right-to-left character or a bidi control (output {position}) "
+                    "after more of a stream's text than the gateway keeps to read it with; the replies "
+                    "are masked one by one, so it is not sent",
+                )
+            raise UpstreamError(
+                STREAM_VALUE_SPLIT,
+                f"the upstream split a value its detectors call {found} across the replies of a stream "
+                f"(output {position}) that only shows in the order a reader displays them joined (a "
+                "right-to-left character or a bidi control in one reply); each reply is masked on its "
+                "own, so it is not sent",
+            )
 
     def _release_tensor(
         self,
@@ -454,7 +513,7 @@ class CarryOver:
 
     def _hold(self, size: int) -> None:
         self._held_bytes += size
-        if self._held_bytes > self.hold_limit:
+        if self._held_bytes + self._kept_bytes > self.hold_limit:
             raise ResourceExhausted(
                 STREAM_HELD_TOO_LARGE,
                 f"a stream holds more than {self.hold_limit} bytes that cannot be "
@@ -560,6 +619,40 @@ class CarryOver:
         while 0 < cut < len(text) and text[cut] & 0xC0 == 0x80:
             cut -= 1
         return cut
+
+
+def _texts(tensor: Tensor) -> list[tuple[tuple[str, int], str]]:
+    """The texts a client reads in ``tensor`` (``display_context``), by output name and element:
+    each BYTES element's UTF-8, an 8-bit text's, integers of a text shape read as characters
+    (UTF-16 units for 16 bits, else code points, as ``characters`` reads them). Bytes that are
+    not text (an image's, audio: ``reads_as_text``) are none, nor are other tensors."""
+    name = tensor.name
+    if tensor.datatype == "BYTES":
+        found = []
+        for index, value in enumerate(tensor.values):
+            if value:
+                text = bytes(value).decode("utf-8", "replace")
+                if text.isascii() or reads_as_text(text):
+                    found.append(((name, index), text))
+        return found
+    if not tensor.size or not carried_forms.is_text_shape(tensor.shape):
+        return []
+    if tensor.datatype in carried_forms.EIGHT_BIT_TEXT:
+        _, data = carried_forms.text_form(tensor)
+        text = (data or b"").decode("utf-8", "replace")
+        return [((name, -1), text)] if text.isascii() or reads_as_text(text) else []
+    if tensor.datatype not in numbers.CHARACTER_DATATYPES:
+        return []
+    dtype = numbers.NUMBER_DTYPES[tensor.datatype]
+    raw = tensor.raw_form()
+    if raw is not None and len(raw) == tensor.size * dtype.itemsize:
+        points = np.frombuffer(raw, dtype=dtype)
+    else:
+        try:
+            points = np.asarray(tensor.values, dtype=dtype)
+        except (OverflowError, TypeError, ValueError):
+            points = np.asarray(tensor.values, dtype=object)
+    return [((name, -1), display_context.text_of_points(points, dtype.itemsize))]
 
 
 def _flushed(name: str, held: _Held) -> Tensor:

@@ -9,7 +9,8 @@ a map's values) keeps its last values (at most ``INTEGER_TAIL``); the run of cha
 value may be made of they end in is read with the next message's values, and a value only
 the joining shows ends the stream (``STREAM_VALUE_SPLIT``). The messages such a run takes are
 held meanwhile (``HeldIntegers.first_held``). Not read as digit runs: ids run together are
-digits without end.
+digits without end. In display order, the values a message releases are read after those that
+left before them (``HeldIntegers.released``, ``display_context``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Any
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 
-from labelgate.classify import reasons
+from labelgate.classify import display_context, reasons
 from labelgate.classify.carried_forms import CharacterReader
 from labelgate.classify.detectors import BUILTIN_LABELS, DetectorSet
 from labelgate.classify.integer_text import CHARACTER_DTYPES, character_array, character_hits, worth_reading
 from labelgate.classify.messages import (
     FIXED_STEP_VALUES,
     RUN_SEPARATORS,
+    TEXT_BYTES_PER_VALUE,
     MessageValues,
     _number_text,
     digit_runs,
@@ -80,14 +82,24 @@ class IntegerTail:
 class HeldIntegers:
     """The integer paths of one stream, each with its tail of values."""
 
-    def __init__(self, detectors: DetectorSet, max_paths: int) -> None:
+    def __init__(self, detectors: DetectorSet, max_paths: int, reach: int = INTEGER_TAIL) -> None:
         self.detectors = detectors
         self.max_paths = max_paths
         self._tails: dict[str, IntegerTail] = {}
+        # Each path's values released so far read as characters, and those released next read
+        # after them in the order a reader sees them joined (``released``): a right-to-left
+        # character or a bidi control one value brings reorders the values after it, and one a
+        # later value brings those before it; ``_run`` reads the values as stored.
+        self._shown = display_context.Followed(detectors, reach, limit=max_paths, per_message=True)
         self._smallest = smallest_scanned(detectors)
         self._reader = CharacterReader(custom_patterns=not BUILTIN_LABELS.keys() >= set(detectors.names))
         # What the tails cost, counted toward the stream's hold limit.
         self.held_bytes = 0
+
+    @property
+    def kept_bytes(self) -> int:
+        """What the paths' texts read in display order keep (``display_context``)."""
+        return self._shown.kept_bytes
 
     def first_held(self) -> int:
         """The first message a path's run holds back (``FREE``: none)."""
@@ -172,6 +184,36 @@ class HeldIntegers:
                     )
         state.covered = [*state.covered, *own[-INTEGER_TAIL:]][-INTEGER_TAIL:]
         state.blocks = state.messages[len(state.values) - state.run] if state.run and starts else FREE
+
+    def released(self, path: str, shown: str, numbers: list[int], values: MessageValues) -> None:
+        """``numbers``, the values at ``path`` of a message about to be released (messages in
+        order), read as characters after those released before them, in the order a reader
+        sees them joined (``display_context``): a value only their joining shows ends the
+        stream before it leaves. A message at a time, as each is classified on its own
+        (``display_context.Followed``: ``per_message``). Counted against the release's
+        ``max_values``."""
+
+        def charge(size: int) -> None:
+            values.take(FIXED_STEP_VALUES + 3 * size // TEXT_BYTES_PER_VALUE)
+
+        text = display_context.text_of_points(_as_characters(numbers))
+        found = self._shown.take(path, text, charge)
+        if found is None:
+            return
+        if found == display_context.UNREADABLE:
+            raise UpstreamError(
+                reasons.STREAM_VALUE_SPLIT,
+                f"the upstream sent a right-to-left character or a bidi control (integer field {shown}, "
+                "read as characters) after more of a stream's values than the gateway keeps to read it "
+                "with; each message is masked on its own, so it is not sent",
+            )
+        raise UpstreamError(
+            reasons.STREAM_VALUE_SPLIT,
+            f"the upstream split a value its detectors call {found} across the messages of a stream "
+            f"(integer field {shown}, read as characters) that only shows in the order a reader "
+            "displays them joined (a right-to-left character or a bidi control in one message); each "
+            "message is masked on its own, so it is not sent",
+        )
 
     def _run(self, tail: list[int]) -> tuple[int, bool]:
         """How many of an integer path's last values (``tail``) the next values may still

@@ -44,6 +44,13 @@ are whole numbers, as it reads those (``_by_field``), are followed by path too
 (at most ``held_integers.INTEGER_TAIL``) is read with the next message's values, and a value only their
 joining shows ends the stream; the messages such a run takes are held meanwhile.
 
+Each path's text (and each integer path's values, read as characters) that left is kept and
+read with what leaves after it in the order a reader sees them joined (``display_context``):
+a right-to-left character or a bidi control in one message reorders what a later one brings
+(``ssn \\u202eא`` then ``9876-54-321``), and one a later message brings what left before it. A
+value only their joining shows ends the stream before the later messages leave; text that
+holds neither character is not read so.
+
 A PEM private key is the one value that spans fields (``key_blocks``): a message whose text
 opens a block it does not close is covered whole by its own classification, but the key's
 lines in later messages (in that field or any other) show no marker. So once a released
@@ -89,8 +96,9 @@ from typing import Any, Final
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from labelgate.classify import credentials, key_blocks, reasons
+from labelgate.classify import credentials, display_context, key_blocks, reasons
 from labelgate.classify.carryover import CarryOver
+from labelgate.classify.decoded_text import reads_as_text
 from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.folding import CONTROLS, UNFOLDABLE, FoldMemo, folded, may_hide
 from labelgate.classify.held_integers import FREE, PATH_COST, PIECE_COST, HeldIntegers
@@ -107,7 +115,9 @@ from labelgate.classify.markup import rendered
 from labelgate.classify.messages import (
     ANY_REPLY_FIELD,
     ANY_TYPE,
+    DECODED_TEXT_WEIGHT,
     FIXED_STEP_VALUES,
+    TEXT_BYTES_PER_VALUE,
     MessageValues,
     _text,
     is_map,
@@ -128,6 +138,8 @@ from labelgate.errors import ResourceExhausted, UpstreamError
 
 # Deeper than this, a path is not followed (classification refuses such replies anyway).
 _MAX_DEPTH = 32
+# What a held message's integer value costs, kept to be read when it is released.
+_NUMBER_COST = 8
 # What a held message costs beyond its serialized size (a path's state: ``PATH_COST``,
 # ``PIECE_COST``): a parsed message of one string in a map takes about 1.7 KB (measured), so
 # a stream of tiny messages is bounded too.
@@ -182,6 +194,9 @@ class SplitValues:
         owner = getattr(cut, "__self__", None)
         self._carry = owner if isinstance(owner, CarryOver) else None
         self._held: deque[tuple[Message, int]] = deque()  # each with its serialized size
+        # Each held message's integer paths and values, read across messages when they are
+        # released (``HeldIntegers.released``).
+        self._fields: deque[list[tuple[str, str, list[int]]]] = deque()
         self._first = 0  # the number of the first message held
         self._held_bytes = 0
         self._paths: dict[str, _Path] = {}
@@ -191,7 +206,13 @@ class SplitValues:
         self._secrets = credentials.NAME in detectors.names
         self._marked: set[int] = set()
         self._keys_open: frozenset[bytes] = frozenset()
-        self._integers = HeldIntegers(detectors, max_paths)
+        # Each path's text released so far, read with what is released after it in the order
+        # a reader sees the two joined (``display_context``): a right-to-left character or a
+        # bidi control one message released reorders what a later one brings, and one a later
+        # message brings what came before it.
+        reach = self._carry.window if self._carry is not None else display_context.DEFAULT_REACH
+        self._shown = display_context.Followed(detectors, reach, limit=max_paths, noted=8 * max_paths)
+        self._integers = HeldIntegers(detectors, max_paths, reach)
 
     def hold(self, message: Message, max_values: int | None = None) -> list[Message]:
         """Take the next message; the messages that may leave now, in order. ``max_values``
@@ -206,6 +227,8 @@ class SplitValues:
         self._held_bytes += size
         counted = MessageValues(max_values)
         integers: list[_Integers] = []
+        fields: list[tuple[str, str, list[int]]] = []
+        self._fields.append(fields)
         for path, shown, piece in _texts(message, counted, integers):
             if self._secrets and number not in self._marked and _may_spell_key(piece):
                 self._marked.add(number)
@@ -226,6 +249,9 @@ class SplitValues:
             self._held_bytes += len(piece) + PIECE_COST
         for path, shown, numbers, repeated, records in _by_field(integers):
             self._integers.follow(number, path, shown, numbers, repeated, counted, records)
+            fields.append((path, shown, numbers))
+            self._held_bytes += _NUMBER_COST * len(numbers)
+            self._held[-1] = (message, self._held[-1][1] + _NUMBER_COST * len(numbers))
         if self.held_bytes > self.hold_limit:
             raise ResourceExhausted(
                 reasons.STREAM_HELD_TOO_LARGE,
@@ -242,7 +268,9 @@ class SplitValues:
     def held_bytes(self) -> int:
         """What the messages held cost, as ``hold_limit`` counts it: a process's hold streams
         together are bounded by it too (``gateway/inflight.py``: ``HeldBytes``)."""
-        return self._held_bytes + self._integers.held_bytes
+        return (
+            self._held_bytes + self._integers.held_bytes + self._integers.kept_bytes + self._shown.kept_bytes
+        )
 
     def _appended(self, state: _Path, piece: bytes) -> None:
         """``piece`` is about to extend ``state``'s text: whether its cut must be read again."""
@@ -337,8 +365,18 @@ class SplitValues:
             self._refuse_split(state.shown, _released_pieces(state, last), detectors)
         if self._keys_open or (self._marked and min(self._marked) < last):
             self._follow_keys(count, values)
+        for path, state in self._paths.items():
+            taken = bisect_left(state.messages, last)
+            if taken:
+                self._read_joined(
+                    path, state, bytes(state.text[: state.ends[taken - 1] - state.base]), values
+                )
+        for offset in range(count):  # a message at a time: each is classified on its own
+            for path, shown, numbers in self._fields[offset]:
+                self._integers.released(path, shown, numbers, values)
         released = []
         for _ in range(count):
+            self._fields.popleft()
             message, size = self._held.popleft()
             self._held_bytes -= size
             released.append(message)
@@ -405,6 +443,37 @@ class SplitValues:
                     opened |= key_blocks.awaited_after(text)
             awaited = awaited | frozenset(opened)
         self._keys_open = awaited
+
+    def _read_joined(self, path: str, state: _Path, text: bytes, values: MessageValues) -> None:
+        """The text of ``path`` the messages being released carry, read after what of it left
+        before, in the order a reader sees them joined (``display_context``); text that is not
+        text (binary: ``_is_noise``, or not UTF-8 where it reads as no text) is not read so. A
+        value only their joining shows ends the stream before they leave."""
+        if not text or _is_noise(text):
+            return
+        decoded = text.decode("utf-8", "replace")
+        if not (decoded.isascii() or reads_as_text(decoded)):
+            return
+
+        def charge(size: int) -> None:
+            values.take(3 * size * DECODED_TEXT_WEIGHT // TEXT_BYTES_PER_VALUE)
+
+        found = self._shown.take(path, decoded, charge)
+        if found == display_context.UNREADABLE:
+            raise UpstreamError(
+                reasons.STREAM_VALUE_SPLIT,
+                f"the upstream sent a right-to-left character or a bidi control (field {state.shown}) after "
+                "more of a stream's text than the gateway keeps to read it with; each message is masked "
+                "on its own, so it is not sent",
+            )
+        if found is not None:
+            raise UpstreamError(
+                reasons.STREAM_VALUE_SPLIT,
+                f"the upstream split a value its detectors call {found} across the messages of a stream "
+                f"(field {state.shown}) that only shows in the order a reader displays them joined (a "
+                "right-to-left character or a bidi control in one message); each message is masked on "
+                "its own, so it is not sent",
+            )
 
     def _refuse_split(self, path: str, pieces: list[bytes], detectors: DetectorSet) -> None:
         straddling = straddled(detectors, pieces)
