@@ -167,6 +167,13 @@ INPUTS: list[dict[str, Any]] = [
     {"s": "日本aaa😀", "t": "", "n": 3, "k": 1, "a": ["b", "a"], "o": {"日": 1}},
 ]
 EMPTY_NEEDLE_INPUT = len(INPUTS) - 1
+# Inputs holding a whole number written as a float ("n": 1.0): OPA indexes arrays by it,
+# rego-cpp does not, so the engine denies such an input unevaluated (EMBEDDED_INPUT_UNSUPPORTED,
+# policy/whole_numbers.py) whatever the expression. The other arguments of input 6 are held to
+# OPA on a copy holding the integer.
+WHOLE_FLOAT_INPUTS = frozenset({6})
+INPUTS.append({**INPUTS[6], "n": 1})
+WHOLE_FLOAT_COPY = len(INPUTS) - 1
 
 HOSTILE = Suite(EXPRESSIONS, INPUTS, {})
 
@@ -228,6 +235,11 @@ ORDINARY_EXPRESSIONS: dict[str, str] = {
     "array.slice": "[array.slice(input.a, input.i, input.j), array.slice(input.b, 0, input.i)]",
     "numbers.range": "[numbers.range(input.i, input.j), numbers.range(input.j, input.i)]",
     "numbers.range_step": "numbers.range_step(input.i, input.j + 7, 3)",
+    # Arrays looked up by a number of the input: OPA takes a whole float (1.0) as the integer,
+    # the in-process engines do not, so WHOLE_FLOAT_INPUT is denied unevaluated.
+    "index/array": "input.a[input.i]",
+    "index/object.get": 'object.get(input.o, ["limits", "fields", input.i], "none")',
+    "index/member_3": "input.i, input.a[0] in input.a",
     # objects
     "object.get": (
         '[object.get(input.o, ["limits", "rows"], 0), object.get(input.o, "name", "none"),'
@@ -485,6 +497,12 @@ _ORDINARY_BASE.append(
         "b": [0.30000000000000004, 0.3, 10.000000000000002],
     }
 )
+
+# An input holding whole numbers written as floats (an index "i": 1.0, as a JWT claim reads
+# in Python): denied unevaluated (EMBEDDED_INPUT_UNSUPPORTED), whatever the expression; OPA
+# looks arrays up by it (``index/...``), rego-cpp would not (policy/whole_numbers.py).
+WHOLE_FLOAT_INPUT = len(_ORDINARY_BASE)
+_ORDINARY_BASE.append({**_ORDINARY_BASE[0], "i": 1.0, "m": 2.0})
 
 # Fields every ordinary input shares: patterns and graphs, valid encodings.
 _ORDINARY_COMMON: dict[str, Any] = {

@@ -22,6 +22,7 @@ from labelgate.errors import ConfigError
 from labelgate.policy.capabilities import UNSUPPORTED
 from labelgate.policy.embedded import EmbeddedEngine
 from labelgate.policy.rego_text import (
+    WHOLE_LITERAL,
     blank,
     call_sites,
     definitions,
@@ -343,6 +344,12 @@ def test_set_is_the_empty_set_not_a_call() -> None:
             "input.f == 1.2345678901234567e5",
             "the number `1.2345678901234567e5` (rego-cpp keeps 16 significant digits)",
         ),
+        # Whole numbers written as floats: OPA looks arrays up by them (whole_numbers.py).
+        ("-0.0 < 0", WHOLE_LITERAL),
+        ("input.a[1.0]", WHOLE_LITERAL),
+        ("input.a[1e0]", WHOLE_LITERAL),
+        ("1.00000000000000001", WHOLE_LITERAL),
+        ('$"{2.0}"', WHOLE_LITERAL),
     ],
 )
 def test_number_literals_rego_cpp_reads_as_another_number_are_refused(expression: str, found: str) -> None:
@@ -355,8 +362,9 @@ def test_number_literals_rego_cpp_reads_as_another_number_are_refused(expression
         "1-0",
         "input.n - 0",
         "-0.5",
-        "-0.0 < 0",
         "0.3000000000000001",
+        "1e16",  # whole, but past 2^53: no array is that long
+        '"1.0"',
         "12345678901234567890",
         '"-0"',
         "1.50000000000000000",

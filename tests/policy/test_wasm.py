@@ -15,6 +15,7 @@ from labelgate.bundle.build import read_tarball, write_tarball
 from labelgate.errors import ConfigError
 from labelgate.policy.bundle_client import BundleSource, read_bundle
 from labelgate.policy.contract import POLICY_ERROR, validate_result
+from labelgate.policy.embedded import UnsupportedInput
 from labelgate.policy.source import PolicySource
 from labelgate.policy.wasm import WasmEngine, _WasmCompiled, compile_wasm, opa_binary
 from labelgate.policy.wasm_host import UNSUPPORTED, WasmInstance, WasmPolicy
@@ -308,7 +309,7 @@ def test_the_input_encoding_is_the_plain_json_and_never_a_remembered_other() -> 
     compiled._fields_json = {}
     base = _analyst_input()
     variants: list[Any] = [base, {}, {"fields": []}, {"fields": "x"}, {"a": 1, "fields": [{"p": None}]}]
-    for value in (1, True, 1.0, "1", [1], None, "é\u2028"):
+    for value in (1, True, 1.5, "1", [1], None, "é\u2028"):
         variants.append({**base, "fields": [{**base["fields"][0], "labels": [value]}]})
     texts = set()
     for value in variants + variants:  # the second pass is served from the memo
@@ -318,8 +319,14 @@ def test_the_input_encoding_is_the_plain_json_and_never_a_remembered_other() -> 
         canonical = json.dumps(json.loads(expected), sort_keys=True)
         assert json.dumps(json.loads(text), sort_keys=True) == canonical
         texts.add(text)
-    assert len(texts) == len(variants)  # 1, true and 1.0 are different inputs
+    assert len(texts) == len(variants)  # 1 and true are different inputs
     assert len(compiled._fields_json) == len(variants) - 2  # {} and "x" have no list to remember
+    # A whole float (1.0 == 1 in Python) is refused, never remembered (whole_numbers.py).
+    whole = {**base, "fields": [{**base["fields"][0], "labels": [1.0]}]}
+    for _ in range(2):
+        with pytest.raises(UnsupportedInput):
+            compiled.encode_input(whole)
+    assert len(compiled._fields_json) == len(variants) - 2
     with pytest.raises(ValueError):
         compiled.encode_input({"fields": [float("nan")]})  # as the plain encoder: fails closed
 

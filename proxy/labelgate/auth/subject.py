@@ -153,12 +153,25 @@ def _copied(value: Any) -> Any:
     return value
 
 
+# Whole floats below this are made integers for the policy (``_plain``); a larger one indexes no
+# array, and its int() is not the number OPA reads from its text (policy/whole_numbers.py).
+_WHOLE_FLOAT_LIMIT = 2**53
+
+
 def _plain(value: Any) -> Any:
-    """JSON-ready copy: read-only mappings and tuples become dicts and lists."""
+    """JSON-ready copy: read-only mappings and tuples become dicts and lists, and a whole number
+    held as a float (a JWT's ``"exp": 1796490140.0``) becomes an integer.
+
+    OPA indexes an array by ``1.0`` as by ``1``; rego-cpp and OPA's Wasm target index by
+    integers only (a rule denying ``xs[subject.attributes.n] == "x"`` did not deny there). The
+    integer is what every engine gets, OPA included, so they decide alike and write the number
+    alike (OPA keeps ``1.0`` as written); worked out once per subject (``to_policy``'s memo)."""
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and -_WHOLE_FLOAT_LIMIT < value < _WHOLE_FLOAT_LIMIT:
+        return int(value)
     return value
 
 

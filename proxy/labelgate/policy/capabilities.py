@@ -70,6 +70,9 @@ Divergences that depend on values rather than names (see the docstring of embedd
 - numbers with a fraction or exponent are kept to 16 significant digits: such literals
   beyond 16 digits and ``-0`` are refused at load (rego_text.py), such floats in the data
   at load and in the input per decision (embedded.py).
+- arrays are looked up by integers only, where OPA takes any whole number (``xs[1.0]``): a
+  whole number written as a float is refused as a literal (rego_text.py) and in the data at
+  load, and denied in the input per decision (whole_numbers.py).
 """
 
 from __future__ import annotations

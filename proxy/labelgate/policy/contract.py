@@ -51,8 +51,8 @@ _FAIL_CLOSED_MESSAGES = {
     POLICY_REVISION_STALE: "policy revision changed while deciding",
     EMBEDDED_INPUT_UNSUPPORTED: (
         'the embedded policy engine cannot decide an input holding a string with ", \\ or a '
-        "control character, or a number with more than 16 significant digits; the opa engine "
-        "(--engine opa) decides such inputs"
+        "control character, a number with more than 16 significant digits, or a whole number "
+        "written as a float (1.0); the opa engine (--engine opa) decides such inputs"
     ),
 }
 # The largest values ``result.json`` admits (its ``maximum``s; a test holds the two to each

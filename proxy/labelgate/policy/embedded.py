@@ -49,6 +49,10 @@ rego-cpp 1.5.2 behaviours this module works around or that policies must avoid:
   and compares ``0.30000000000000004`` as ``0.3``): an input holding a float that 16 digits do
   not hold is denied with EMBEDDED_INPUT_UNSUPPORTED too (only inputs holding a float take the
   JSON-text path, where this is checked), and data holding one is refused when it loads.
+- rego-cpp looks an array up by an integer only, OPA by any whole number (``xs[1.0]`` is
+  ``xs[1]``): an input holding a whole float is denied with EMBEDDED_INPUT_UNSUPPORTED (on
+  that same JSON-text path), data holding one and a policy with such a literal are refused
+  when they load (whole_numbers.py; the gateway hands over subject attributes as integers).
 - rego-cpp iterates an object in the order its keys went in, OPA in sorted order: the input's
   and the data's keys go in sorted, so iterating them (``[k | input.o[k]]``) is OPA's order.
   Objects the policy builds keep their own order (rego_order.py refuses where that shows).
@@ -113,6 +117,7 @@ from labelgate.policy.engine import DECISION_PATH
 from labelgate.policy.inline import DEFAULT_BUDGET, InlineGate, input_size, known_size
 from labelgate.policy.opa_check import OpaChecker, OpaCheckMode
 from labelgate.policy.source import PolicySource, policy_fingerprint
+from labelgate.policy.whole_numbers import holds_whole_float
 
 if TYPE_CHECKING:
     from labelgate.policy.bundle_client import BundleClient
@@ -192,7 +197,8 @@ class _NotBuildable(Exception):
 
 class UnsupportedInput(Exception):
     """The input holds a string (key or value) with ``"``, ``\\`` or a control character, or a
-    float that 16 significant digits do not hold.
+    float that 16 significant digits do not hold, or a whole number written as a float (``1.0``:
+    an array index in OPA, not in rego-cpp nor OPA's Wasm target; whole_numbers.py).
 
     rego-cpp keeps strings in their JSON-escaped form and compares and sorts them by it, so
     such strings order differently from OPA (``a"`` sorts after ``a#``: the escape's ``\\``
@@ -340,7 +346,7 @@ def set_policy_input(runner: regopy.Interpreter, value: Any) -> None:
     """Make ``value`` (a JSON-like Python value) the runner's input, the fastest correct way.
 
     Raises UnsupportedInput when a string in it holds ``"``, ``\\`` or a control character, or
-    a float in it needs more than 16 significant digits.
+    a float in it needs more than 16 significant digits or is a whole number (``1.0``).
     """
     if _set_input is not None:
         try:
@@ -352,7 +358,8 @@ def set_policy_input(runner: regopy.Interpreter, value: Any) -> None:
     # Without ensure_ascii a backslash in the text can only come from escaping one of those
     # in a string (numbers, literals and the syntax have none): the same test, on the text.
     # Floats take this path only (the node-by-node builder hands them over as text).
-    if "\\" in text or rounded_float(value) is not None:
+    # A whole float (``1.0``) is an array index in OPA, not in rego-cpp (whole_numbers.py).
+    if "\\" in text or rounded_float(value) is not None or holds_whole_float(value):
         raise UnsupportedInput
     runner.set_input_term(text)
 

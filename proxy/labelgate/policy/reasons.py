@@ -52,7 +52,9 @@ POLICY_REVISION_STALE = "POLICY_REVISION_STALE"
 POLICY_UNSUPPORTED_BY_EMBEDDED = "POLICY_UNSUPPORTED_BY_EMBEDDED"
 POLICY_UNSUPPORTED_BY_WASM = "POLICY_UNSUPPORTED_BY_WASM"
 # The embedded engine (regopy) refused an input holding a string it would order and compare
-# differently from OPA (``"``, ``\`` or a control character); the opa engine decides such inputs.
+# differently from OPA (``"``, ``\`` or a control character), or either in-process engine (regopy,
+# wasm) one holding a whole number written as a float (``1.0``: an array index in OPA only);
+# the opa engine decides such inputs.
 EMBEDDED_INPUT_UNSUPPORTED = "EMBEDDED_INPUT_UNSUPPORTED"
 # The policy held the call and no approval service can take it: it is refused.
 APPROVAL_REQUIRED = "APPROVAL_REQUIRED"

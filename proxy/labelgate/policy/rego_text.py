@@ -59,8 +59,9 @@ Other divergences that rego-cpp's plan does not show by name, refused when a mod
   these places through a function argument or a ``with``.
 - a comprehension in a function that indexes by one of its arguments (``f(k) := [v | v :=
   m[k]]``): rego-cpp iterates every key there.
-- number literals: ``-0`` (rego-cpp keeps it below 0 and unequal to it), and a fraction or
-  exponent with more than 16 significant digits (rego-cpp rounds it to 16).
+- number literals: ``-0`` (rego-cpp keeps it below 0 and unequal to it), a fraction or
+  exponent with more than 16 significant digits (rego-cpp rounds it to 16), and a whole number
+  written with a fraction or an exponent (``1.0``: OPA indexes arrays by it, rego-cpp does not).
 - string literals: rego-cpp keeps a ``"..."`` literal in its escaped form, exactly as
   written, and compares strings by that form, while input strings go in escaped the one way
   ``json.dumps(ensure_ascii=False)`` escapes (embedded.py): ``"\\u00e9"`` or ``"\\/"`` never
@@ -99,6 +100,7 @@ from labelgate.policy.capabilities import (
     TEXT_NAMES,
     Finding,
 )
+from labelgate.policy.whole_numbers import is_whole_float
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = rf"{_NAME}(?:\.{_NAME})*"
@@ -643,15 +645,39 @@ def _apart_findings(name: str, text: str, defined: Definitions) -> list[Finding]
 _NUMBER = re.compile(r"(?<![\w.])(-?)(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w.])")
 
 
+WHOLE_LITERAL = (
+    "a whole number written with a fraction or an exponent (OPA indexes arrays by `1.0` and "
+    "`1e0` unlike the in-process engines: write the integer)"
+)
+
+
+def whole_number_literals(stripped: str) -> list[tuple[str, int]]:
+    """(literal, offset) of every number literal in ``stripped`` (``strip``'s text) written with
+    a fraction or an exponent whose value, as a float, is a whole number below 2^53 (``1.0``,
+    ``-0.0``, ``1e0``, ``1.00000000000000001``): OPA looks arrays up by it as by the integer
+    (``xs[1.0]`` is ``xs[1]``) and OPA's own reading of ``1e0`` differs from ``1.0``, while
+    rego-cpp and OPA's Wasm target look arrays up by integers only (whole_numbers.py)."""
+    found = []
+    for match in _NUMBER.finditer(stripped):
+        sign, number = match.groups()
+        if not number.isdigit() and is_whole_float(float(number)):
+            found.append((sign + number, match.start()))
+    return found
+
+
 def _number_findings(name: str, stripped: str) -> list[Finding]:
     """Number literals rego-cpp reads as another number than OPA: ``-0`` (an integer below 0
-    there), and a fraction or exponent beyond 16 significant digits (rego-cpp rounds it)."""
+    there), a fraction or exponent beyond 16 significant digits (rego-cpp rounds it), and a
+    whole number written with a fraction or an exponent (``whole_number_literals``)."""
     findings = []
+    whole = {offset for _, offset in whole_number_literals(stripped)}
     for match in _NUMBER.finditer(stripped):
         sign, number = match.groups()
         where = f"{name}:{_line(stripped, match.start())}"
         if sign and number == "0" and not re.search(r"[\w)\]}]\s*$", stripped[: match.start()]):
             findings.append(Finding("the literal `-0` (rego-cpp orders it below 0)", where))
+        elif match.start() in whole:
+            findings.append(Finding(WHOLE_LITERAL, where))
         elif not number.isdigit() and len(Decimal(number).normalize().as_tuple().digits) > 16:
             findings.append(Finding(f"the number `{number}` (rego-cpp keeps 16 significant digits)", where))
     return findings

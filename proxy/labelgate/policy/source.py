@@ -21,7 +21,9 @@ JSON data is read with its numbers as Python floats and ints, which the in-proce
 are handed; OPA keeps each number as written. A number a float64 does not hold exactly
 (``0.1000000000000000055511151231257827``, ``12345678901234567890.5``, ``1e400``) would
 compare differently there, so it is recorded (``inexact_numbers``) and those engines refuse
-the source, naming the file and the number, exactly as they refuse YAML data.
+the source, naming the file and the number, exactly as they refuse YAML data. They refuse a
+whole number written with a fraction or an exponent (``1.0``) too, naming its path: OPA
+indexes arrays by it, they do not (whole_numbers.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from labelgate.bundle.build import manifest_object
 from labelgate.bundle.signing import canonical_json
 from labelgate.errors import ConfigError, InvalidInput
 from labelgate.logs import get_logger
-from labelgate.policy import reasons
+from labelgate.policy import reasons, whole_numbers
 from labelgate.unique_keys import DuplicateKeyError, unique_keys
 
 log = get_logger(__name__)
@@ -196,7 +198,9 @@ class PolicySource:
 
     def refuse_yaml_data(self, engine: str) -> None:
         """Raise ConfigError unless the data is what OPA reads (module docstring): none from YAML
-        (BUNDLE_DATA_UNSUPPORTED), no data.json number a float64 does not hold (POLICY_DATA_INVALID).
+        (BUNDLE_DATA_UNSUPPORTED), no data.json number a float64 does not hold and no whole
+        number written as a float (``1.0``: OPA indexes arrays by it, the in-process engines do
+        not, whole_numbers.py) (POLICY_DATA_INVALID).
 
         Both are the in-process engines' concern only (``--engine opa`` reads the files itself),
         so a source holding them still reads, and each in-process engine calls this as it loads.
@@ -219,6 +223,7 @@ class PolicySource:
                 f"OPA compares the number as written, the {engine} engine would compare the float: "
                 f"write the float's own value, or run this policy with --engine opa",
             )
+        whole_numbers.refuse_data(self.data, self.origin, engine)
 
 
 def _nearest(number: str) -> str:

@@ -11,9 +11,11 @@ policy source's, loaded into each instance once. The host side of the ABI is was
 Exactness: a policy the module would evaluate differently from OPA is refused when it
 loads (POLICY_UNSUPPORTED_BY_WASM, naming what and pointing to ``--engine opa``), by its text
 and by the module's own builtins (``wasm_checks``); the host implements only ``sprintf``
-(wasm_sprintf.py). The default pack needs no host builtin at all (it writes numbers with
-``json.marshal``, which the module implements): a decision is one ``opa_eval`` call
-(rego/labelgate/decision/engines.rego).
+(wasm_sprintf.py). The module looks arrays up by integers only, OPA by any whole number: an
+input holding a whole float (``1.0``) is denied unevaluated (EMBEDDED_INPUT_UNSUPPORTED), data
+holding one or a policy with such a literal is refused at load (whole_numbers.py). The
+default pack needs no host builtin at all (it writes numbers with ``json.marshal``, which
+the module implements): a decision is one ``opa_eval`` call (rego/labelgate/decision/engines.rego).
 
 Everything else is EmbeddedEngine's (this class extends it): folder watching, bundle
 following, revision hooks (the bundle's catalog), atomic swaps, and the inline budget: a
@@ -41,6 +43,7 @@ from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
 from labelgate.policy import reasons
 from labelgate.policy.contract import (
+    EMBEDDED_INPUT_UNSUPPORTED,
     POLICY_ERROR,
     POLICY_UNAVAILABLE,
     POLICY_UNDEFINED,
@@ -50,7 +53,7 @@ from labelgate.policy.contract import (
     input_phase,
     validate_result,
 )
-from labelgate.policy.embedded import UNDEFINED, EmbeddedEngine
+from labelgate.policy.embedded import UNDEFINED, EmbeddedEngine, UnsupportedInput
 from labelgate.policy.engine import DECISION_PATH
 from labelgate.policy.inline import DEFAULT_BUDGET, InlineGate, known_size
 from labelgate.policy.source import PolicySource
@@ -62,6 +65,7 @@ from labelgate.policy.wasm_host import (
     WasmInstance,
     WasmPolicy,
 )
+from labelgate.policy.whole_numbers import holds_whole_float, may_hold_whole_float
 
 if TYPE_CHECKING:
     from labelgate.policy.bundle_client import BundleClient
@@ -129,6 +133,13 @@ def compile_wasm(source: PolicySource, entrypoint: str, opa: str | None = None) 
     if "policy.wasm" not in files:
         raise ConfigError(reasons.POLICY_COMPILE_FAILED, f"{source.origin}: opa build wrote no policy.wasm")
     return files["policy.wasm"]
+
+
+def _decidable(text: str, value: Any) -> str:
+    """``text`` (``value``'s JSON), unless ``value`` holds a whole float: UnsupportedInput."""
+    if may_hold_whole_float(text) and holds_whole_float(value):
+        raise UnsupportedInput
+    return text
 
 
 class _WasmCompiled:
@@ -228,21 +239,27 @@ class _WasmCompiled:
         to the same JSON; a value ``marshal`` refuses is encoded afresh) and spliced in as the
         object's last member. Member order means nothing to OPA's JSON parser. ~3 µs for the
         key against ~11 µs for the encoding (``python -m bench.policy_engines``).
+
+        Raises UnsupportedInput for a value holding a whole float (``1.0``): OPA indexes arrays
+        by it, the module does not (whole_numbers.py). What is encoded afresh is tested on its
+        text; a remembered ``fields`` was tested once, when it was encoded (one that holds such
+        a float is never remembered).
         """
         fields = value.get("fields") if type(value) is dict else None
         if type(fields) is not list:
-            return _ENCODER.encode(value).encode("utf-8")
+            return _decidable(_ENCODER.encode(value), value).encode("utf-8")
         try:
             key = marshal.dumps(fields, _MARSHAL_FORMAT)
         except ValueError:
-            return _ENCODER.encode(value).encode("utf-8")
+            return _decidable(_ENCODER.encode(value), value).encode("utf-8")
         fields_json = self._fields_json.get(key)
         if fields_json is None:
-            fields_json = _ENCODER.encode(fields)
+            fields_json = _decidable(_ENCODER.encode(fields), fields)
             if len(self._fields_json) >= _FIELDS_MEMO_LIMIT:
                 self._fields_json.clear()
             self._fields_json[key] = fields_json
-        rest = _ENCODER.encode({k: v for k, v in value.items() if k != "fields"})
+        rest_value = {k: v for k, v in value.items() if k != "fields"}
+        rest = _decidable(_ENCODER.encode(rest_value), rest_value)
         separator = "," if len(rest) > 2 else ""
         return f'{rest[:-1]}{separator}"fields":{fields_json}}}'.encode()
 
@@ -334,6 +351,9 @@ class WasmEngine(EmbeddedEngine):
                 loop = asyncio.get_running_loop()
                 output = await loop.run_in_executor(executor, compiled.evaluate_text, input, text)
             return compiled.decision(output, self.name, input_phase(input))
+        except UnsupportedInput:
+            log.warning("policy_input_unsupported", engine=self.name, revision=compiled.revision)
+            return Decision.deny(EMBEDDED_INPUT_UNSUPPORTED, engine=self.name, revision=compiled.revision)
         except Exception as error:  # fail closed on anything the module, the host or the input throws
             log.error(
                 "policy_eval_error",

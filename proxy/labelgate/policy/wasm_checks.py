@@ -17,9 +17,13 @@ Builtins the module does not implement itself are called on the host (the ``buil
 export names them). The host implements only ``sprintf`` (wasm_sprintf.py:
 ``%d``, ``%s``, ``%v``, ``%%`` in a literal format, on numbers, strings, booleans and null);
 a policy needing any other host builtin, or a sprintf format that is not a literal or uses
-anything else, is refused when it loads (POLICY_UNSUPPORTED_BY_WASM, naming it and pointing
-to ``--engine opa``), so a followed bundle keeps its last good revision. A sprintf argument
-that is an array, object or set fails the decision closed (POLICY_ERROR) rather than differ.
+anything else, or a ``with ... as sprintf`` (``sprintf_with_findings``: the formats of the
+replaced function's calls are never vetted), is refused when it loads
+(POLICY_UNSUPPORTED_BY_WASM, naming it and pointing to ``--engine opa``), so a followed
+bundle keeps its last good revision. A sprintf argument that is an array, object or set
+fails the decision closed (POLICY_ERROR) rather than differ. A number literal written as a
+float whose value is whole (``1.0``) is refused at load too (``whole_literal_findings``,
+whole_numbers.py).
 The default pack needs no host builtin at all (it writes numbers with ``json.marshal``, which
 the module implements): a decision is one ``opa_eval`` call (rego/labelgate/decision/engines.rego).
 """
@@ -245,7 +249,57 @@ def native_findings(source: PolicySource) -> list[str]:
         + division_findings(source.modules)
         + marshal_findings(source.modules, source.data)
         + order_findings(source.modules)
+        + sprintf_with_findings(source.modules)
+        + whole_literal_findings(source.modules)
     )
+
+
+# ``as sprintf`` but a call (``with x as sprintf("%v", [y])``, a call the call check vets).
+_AS_SPRINTF = re.compile(r"(?<![\w.])as\s+sprintf(?![\w.(])")
+
+
+def sprintf_with_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
+    """Where a ``with`` puts sprintf in another function's place (``concat("%x", xs) == "ff"
+    with concat as sprintf``): the replaced function's calls then reach the host's sprintf
+    with formats ``sprintf_findings`` never sees at a ``sprintf(`` call, refused or not
+    literals at all, and every decision on that path failed closed at runtime (review). Any
+    ``as sprintf`` that is not a call is refused (an import alias named ``sprintf`` too)."""
+    from labelgate.policy.rego_text import blank
+
+    places = []
+    for name, text in modules:
+        code = blank(text)
+        places += [f"{name}:{code.count(chr(10), 0, m.start()) + 1}" for m in _AS_SPRINTF.finditer(code)]
+    if not places:
+        return []
+    more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+    return [
+        f"`sprintf` put in another function's place by `with ... as sprintf` at "
+        f"{', '.join(places[:3])}{more} (its formats are checked at `sprintf(` calls only; call "
+        "sprintf itself with a literal format)"
+    ]
+
+
+def whole_literal_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
+    """Number literals written with a fraction or an exponent whose value is whole (``1.0``,
+    ``1e0``): OPA indexes arrays by them, the module by integers only (``input.fields[1.0]`` and
+    ``1.0, "secret" in input.fields`` were undefined here, true in OPA; whole_numbers.py)."""
+    from labelgate.policy.rego_text import strip, whole_number_literals
+
+    places = []
+    for name, text in modules:
+        stripped, _ = strip(text)
+        places += [
+            f"`{literal}` at {name}:{stripped.count(chr(10), 0, offset) + 1}"
+            for literal, offset in whole_number_literals(stripped)
+        ]
+    if not places:
+        return []
+    more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+    return [
+        f"whole number(s) written with a fraction or an exponent ({', '.join(places[:3])}{more}; "
+        "OPA indexes arrays by them, OPA's wasm target does not: write the integer)"
+    ]
 
 
 def order_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
