@@ -151,6 +151,8 @@ async def test_calls_are_recorded_as_delivered_replayed_and_hold_no_secrets(
             await stream.write(infer_request(ids, f"m{number}"))
         streamed = [await stream.read() for _ in range(2)]
         await stream.done_writing()
+        # Ended by the gateway, not left: a caller leaving a stream is recorded too.
+        assert await stream.code() == grpc.StatusCode.OK
     await recorder.flush()
     assert held.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert recorder.counts == {"stored": 3 + 4}

@@ -24,7 +24,7 @@ from labelgate.oip.tensors import encode_outputs
 from labelgate.recording import RecordingSettings, SessionRecorder, build_session_recorder
 from labelgate.recording.entries import Admission, call_entry
 from labelgate.recording.recorder import entry_bytes
-from labelgate.recording.store import Sealer, SessionInfo
+from labelgate.recording.store import Sealer, SessionInfo, SessionPage
 from tests.gateway.test_pipeline import make_call as pipeline_call
 from tests.gateway.test_pipeline import make_pipeline, request, upstream_returning
 from tests.recording.conftest import Clock, make_call, make_outcome
@@ -63,6 +63,9 @@ class ControlledStore:
 
     async def sessions(self) -> list[SessionInfo]:
         return []
+
+    async def sessions_page(self, limit: int, cursor: str | None = None) -> SessionPage:
+        return SessionPage([])
 
     async def entries(self, session_id: str) -> list[dict[str, Any]] | None:
         return None

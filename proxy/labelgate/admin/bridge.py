@@ -112,6 +112,9 @@ class BridgedSessionStore:
     async def sessions(self) -> Any:
         return await self._bridge.call(self._store.sessions)
 
+    async def sessions_page(self, limit: int, cursor: str | None = None) -> Any:
+        return await self._bridge.call(self._store.sessions_page, limit, cursor)
+
     async def entries(self, session_id: str) -> Any:
         return await self._bridge.call(self._store.entries, session_id)
 

@@ -34,6 +34,13 @@ Decisions, and why:
 - **Size cap per session** (``max_session_bytes``): the call that would exceed it is
   replaced by one explicit ``truncated`` marker, and nothing later of that session is
   recorded, so a replay says plainly that it is incomplete.
+- **Bounded pages.** Session ids and reply sizes are the callers' and upstreams' to choose,
+  so what a viewer's page costs is bounded (``web.py``): the session list comes a page at a
+  time (``sessions_page``, a cursor; the file store reads only the files it shows, PostgreSQL
+  cuts the page in SQL), a session page shows at most 100 calls, 1,000 elements of a tensor and
+  20,000 cells (the rest counted, never built), and rows and HTML are built in a worker thread,
+  off the admin loop that answers ``/healthz``. ``labelgate sessions list`` pages the same way
+  (``--limit``, ``--cursor``).
 - **Retention** (``retention_days``): a sweeper deletes sessions whose latest entry is
   older than that, every ``sweep_interval_seconds`` (``SessionRecorder.sweep(now)``).
 - **What is at rest.** The masked response, as delivered: a caller without clearance has

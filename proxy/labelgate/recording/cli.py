@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from labelgate.errors import LabelgateError
+from labelgate.recording.store import MAX_PAGE_SIZE, PAGE_SIZE
 
 if TYPE_CHECKING:
     from labelgate.auth import Subject
@@ -234,17 +235,28 @@ def list_command(
     postgres_dsn: DsnOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_PAGE_SIZE, help="sessions per page, most recent first")
+    ] = PAGE_SIZE,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="the page after the one that printed this cursor")
+    ] = None,
 ) -> None:
-    """The recorded sessions, most recent first."""
+    """The recorded sessions, most recent first, a page at a time (--limit, --cursor)."""
     from dataclasses import asdict
 
     from labelgate.recording.replay import sessions_table
 
-    sessions = _run(open_store(directory, postgres_dsn, config), lambda s: s.sessions())
+    try:
+        page = _run(open_store(directory, postgres_dsn, config), lambda s: s.sessions_page(limit, cursor))
+    except LabelgateError as error:  # a cursor this store did not write
+        raise _usage(f"{error.message} ({error.reason})") from None
     if json_output:
-        typer.echo(json.dumps([asdict(info) for info in sessions], indent=2))
-        return
-    _console().print(sessions_table(sessions))
+        typer.echo(json.dumps([asdict(info) for info in page.sessions], indent=2))
+    else:
+        _console().print(sessions_table(page.sessions))
+    if page.next is not None:
+        typer.echo(f"more sessions: add --cursor {page.next}", err=True)
 
 
 @sessions_app.command("show")

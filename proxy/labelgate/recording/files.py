@@ -10,6 +10,12 @@ truncation marker stores nothing more, and a sealed entry's ``seq`` says the nex
 Writes are not fsynced: the audit log is the system of record; recordings are
 evidence for replay and a power cut may lose their last moments.
 
+A page of the session list (``sessions_page``) is ordered by the files' modification times,
+most recently written first (a ``stat`` each, from the directory listing), and reads only the
+files it shows: a directory of 300,000 sessions read every one in full for each listing
+(review: 21.6 s for a 105 MB page). A file's modification time is when its latest entry was
+written, so the order is that of the ``last`` times it shows, give or take the writer's batch.
+
 All methods block; the async wrappers run them in a worker thread.
 """
 
@@ -36,7 +42,15 @@ from labelgate.recording.entries import (
     session_header,
     truncation_marker,
 )
-from labelgate.recording.store import Sealer, SessionInfo
+from labelgate.recording.store import (
+    Sealer,
+    SessionInfo,
+    SessionPage,
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+    page_size,
+)
 
 TAIL_BYTES = 64 * 1024
 STATE_BYTES = 4096
@@ -59,6 +73,9 @@ class FileSessionStore:
 
     async def sessions(self) -> list[SessionInfo]:
         return await asyncio.to_thread(self.sessions_blocking)
+
+    async def sessions_page(self, limit: int, cursor: str | None = None) -> SessionPage:
+        return await asyncio.to_thread(self.sessions_page_blocking, limit, cursor)
 
     async def entries(self, session_id: str) -> list[dict[str, Any]] | None:
         return await asyncio.to_thread(self.entries_blocking, session_id)
@@ -142,6 +159,38 @@ class FileSessionStore:
                 found.append(_info(path))
         return sorted(found, key=lambda info: info.last, reverse=True)
 
+    def sessions_page_blocking(self, limit: int, cursor: str | None = None) -> SessionPage:
+        limit = page_size(limit)
+        after = _position(cursor) if cursor else None
+        # Newest first, by (modification time, file name): a stat per file, no file read.
+        ordered = sorted(
+            (position for position in self._positions() if after is None or position < after),
+            reverse=True,
+        )
+        shown: list[SessionInfo] = []
+        for index, (_, name) in enumerate(ordered):
+            if len(shown) == limit:
+                return SessionPage(shown, encode_cursor(*_cursor_parts(ordered[index - 1])))
+            with contextlib.suppress(OSError, ValueError, KeyError, RecursionError):
+                shown.append(_info(self.directory / name))  # gone or not a session: skipped
+        return SessionPage(shown)
+
+    def _positions(self) -> list[tuple[int, str]]:
+        """(modification time in ns, file name) of each session file."""
+        found = []
+        try:
+            listing = os.scandir(self.directory)
+        except FileNotFoundError:
+            return []
+        with listing:
+            for item in listing:
+                try:
+                    if item.name.endswith(".jsonl") and item.is_file():
+                        found.append((item.stat().st_mtime_ns, item.name))
+                except OSError:  # deleted by the sweeper since it was listed
+                    continue
+        return found
+
     def entries_blocking(self, session_id: str) -> list[dict[str, Any]] | None:
         try:
             data = self.path(session_id).read_bytes()
@@ -181,6 +230,17 @@ class FileSessionStore:
             finally:
                 os.close(fd)
         return removed
+
+
+def _cursor_parts(position: tuple[int, str]) -> tuple[str, str]:
+    return str(position[0]), position[1]
+
+
+def _position(cursor: str) -> tuple[int, str]:
+    order, name = decode_cursor(cursor)
+    if not (order.isascii() and order.isdigit()) or len(order) > 20:
+        raise bad_cursor()
+    return int(order), name  # only compared with the listing's positions, never opened
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -5,6 +5,8 @@ first and last time, entry count, bytes, truncated) and ``labelgate_recording_en
 (one row per entry, ``jsonb``, deleted with their session). An append locks the
 session's row (``SELECT ... FOR UPDATE``) so the size check and the insert are one step
 across gateways. The sweeper deletes sessions by ``last_at``; the index makes that cheap.
+A page of the session list is ordered and cut in SQL (``last_at, session_id`` descending,
+``LIMIT``), on an index of those columns.
 
 One connection, used by the recorder's single writer task (and by the sweeper, under the
 same lock); after a connection error it is reopened on the next use.
@@ -28,7 +30,17 @@ from labelgate.recording.entries import (
     parse_time,
     truncation_marker,
 )
-from labelgate.recording.store import Sealer, SessionInfo
+from labelgate.recording.store import (
+    Sealer,
+    SessionInfo,
+    SessionPage,
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+    page_size,
+)
+
+_COLUMNS = "session_id, started_at, last_at, calls, bytes, truncated"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labelgate_recording_sessions (
@@ -41,6 +53,8 @@ CREATE TABLE IF NOT EXISTS labelgate_recording_sessions (
     truncated boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS labelgate_recording_sessions_last_at ON labelgate_recording_sessions (last_at);
+CREATE INDEX IF NOT EXISTS labelgate_recording_sessions_page
+    ON labelgate_recording_sessions (last_at DESC, session_id DESC);
 CREATE TABLE IF NOT EXISTS labelgate_recording_entries (
     session_id text NOT NULL REFERENCES labelgate_recording_sessions (session_id) ON DELETE CASCADE,
     seq integer NOT NULL,
@@ -147,15 +161,31 @@ class PostgresSessionStore:
         async with self._lock:
             conn = await self._connection()
             cursor = await conn.execute(
-                "SELECT session_id, started_at, last_at, calls, bytes, truncated "
-                "FROM labelgate_recording_sessions ORDER BY last_at DESC"
+                f"SELECT {_COLUMNS} FROM labelgate_recording_sessions "  # noqa: S608
+                "ORDER BY last_at DESC, session_id DESC"
             )
-            return [
-                SessionInfo(
-                    row[0], format_time(row[1]), format_time(row[2]), int(row[3]), int(row[4]), bool(row[5])
-                )
-                for row in await cursor.fetchall()
-            ]
+            return [_info(row) for row in await cursor.fetchall()]
+
+    async def sessions_page(self, limit: int, cursor: str | None = None) -> SessionPage:
+        limit = page_size(limit)
+        after = _position(cursor) if cursor else None
+        where, params = "", list[Any]([limit + 1])
+        if after is not None:
+            where = "WHERE (last_at, session_id) < (%s, %s) "
+            params = [after[0], after[1], limit + 1]
+        async with self._lock:
+            conn = await self._connection()
+            found = await conn.execute(
+                f"SELECT {_COLUMNS} FROM labelgate_recording_sessions {where}"  # noqa: S608
+                "ORDER BY last_at DESC, session_id DESC LIMIT %s",
+                params,
+            )
+            rows = await found.fetchall()
+        shown = rows[:limit]
+        more = len(rows) > limit
+        last = shown[-1] if shown else None
+        following = encode_cursor(last[2].isoformat(), last[0]) if more and last is not None else None
+        return SessionPage([_info(row) for row in shown], following)
 
     async def entries(self, session_id: str) -> list[dict[str, Any]] | None:
         async with self._lock:
@@ -182,3 +212,23 @@ class PostgresSessionStore:
                 "DELETE FROM labelgate_recording_sessions WHERE last_at < %s", (cutoff,)
             )
             return cursor.rowcount
+
+
+def _info(row: Any) -> SessionInfo:
+    session_id, started, last, calls, size, truncated = row
+    return SessionInfo(
+        session_id, format_time(started), format_time(last), int(calls), int(size), bool(truncated)
+    )
+
+
+def _position(cursor: str) -> tuple[datetime, str]:
+    """(last_at, session_id) of the last session a page showed: exact to the microsecond,
+    since the column is (the listing shows milliseconds)."""
+    order, session_id = decode_cursor(cursor)
+    try:
+        at = datetime.fromisoformat(order)
+    except ValueError:
+        raise bad_cursor() from None
+    if at.tzinfo is None:
+        raise bad_cursor()
+    return at, session_id

@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from labelgate.errors import ConfigError
 from labelgate.recording import reasons
 from labelgate.recording.entries import Admission
-from labelgate.recording.store import Sealer, SessionInfo, SessionStore
+from labelgate.recording.store import Sealer, SessionInfo, SessionPage, SessionStore
 
 ALGORITHM = "A256GCM"
 CLEAR_KEYS = ("kind", "time", "session_id", "request_id", "seq")
@@ -225,6 +225,9 @@ class SealedStore:
 
     async def sessions(self) -> list[SessionInfo]:
         return await self.inner.sessions()
+
+    async def sessions_page(self, limit: int, cursor: str | None = None) -> SessionPage:
+        return await self.inner.sessions_page(limit, cursor)
 
     async def entries(self, session_id: str) -> list[dict[str, Any]] | None:
         found = await self.inner.entries(session_id)
