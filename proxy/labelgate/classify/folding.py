@@ -105,7 +105,6 @@ _DROPPED_CATEGORIES: Final = frozenset({"Cf", "Mn", "Me"})
 _KEPT_CONTROLS: Final = frozenset("\t\n\r")
 # C0 controls and DEL, but the kept ones: what makes ASCII text worth folding.
 CONTROLS: Final = bytes(code for code in [*range(0x20), 0x7F] if chr(code) not in _KEPT_CONTROLS)
-_ASCII_CONTROLS: Final = frozenset(CONTROLS.decode("ascii"))
 # C0 controls and DEL mapped past ASCII, every other byte kept: ``isascii`` of text so mapped
 # answers both questions of ``may_hide`` in one pass each (a mapping is cheaper than deleting).
 _CONTROLS_PAST_ASCII: Final = bytes(0x80 if code in CONTROLS else code for code in range(256))
@@ -388,10 +387,42 @@ def _slices(text: str) -> list[str]:
 
 
 def read_length(char: str) -> int:
-    """How many characters the detectors read ``char`` as, folded: ``⑪`` is two digits, a
-    zero-width space none. What a ``partial`` mask counts (``enforce.strategies``) in text
-    that does not read as UTF-16 or UTF-32 (``reads_wide``): there a character folding drops
-    here (``\\x11\\x18``) is one that counts (a Mongolian digit), so such text is starred whole."""
+    """How many characters ``char`` counts as where a ``partial`` mask keeps the last ones
+    (``enforce.strategies``): as many as the detectors read it as, folded (``⑪`` is two
+    digits, a zero-width space none), but a control character one, and a number drawn in one
+    glyph (``⓫``, ``❿``, ``㉈``) as many as its digits (``_drawn_digits``). A control
+    character folding drops is half a character of text that reads as UTF-16
+    (``\\x11\\x18``: a Mongolian digit), which no count of none bounds."""
     if char.isascii():
-        return 0 if char in _ASCII_CONTROLS else 1
-    return len(unicode_data.normalize("NFKC", char).translate(_TABLE))
+        return 1
+    category = unicode_data.category(char)
+    if category == "Cc":
+        return 1  # C1: dropped by folding, bytes of UTF-16 units all the same
+    length = len(unicode_data.normalize("NFKC", char).translate(_TABLE))
+    return max(length, _drawn_digits(char)) if category in _DRAWING else length
+
+
+# Characters that draw a number's digits in one glyph and have no decomposition into them,
+# so folding reads them as themselves (one character) where a person reads two digits:
+# circled numbers in the negative, double-circled, dingbat and on-black-square forms (the
+# plain ones, ``⑪``, decompose into their digits). Known by their name, their number by
+# their numeric value; a keycap (``🔟``, no numeric value) by the circled number of its name.
+_DRAWN_NUMBER: Final = re.compile(r"\bCIRCLED (?:SANS-SERIF )?NUMBER ")
+_DRAWING: Final = frozenset({"No", "So"})  # their categories: numbers, and symbols (keycaps)
+_KEYCAP: Final = "KEYCAP "
+
+
+def _drawn_digits(char: str) -> int:
+    """How many digits ``char`` draws when it draws a number of them (``_DRAWN_NUMBER``), else 0."""
+    value = unicode_data.numeric(char, None)
+    if value is None:
+        name = unicode_data.name(char, "")
+        if not name.startswith(_KEYCAP):
+            return 0
+        try:
+            value = unicode_data.numeric(unicode_data.lookup("CIRCLED NUMBER " + name[len(_KEYCAP) :]))
+        except (KeyError, ValueError):
+            return 0
+    elif value < 10 or _DRAWN_NUMBER.search(unicode_data.name(char, "")) is None:
+        return 0
+    return len(str(int(value))) if value == int(value) else 0

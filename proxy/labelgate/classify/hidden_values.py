@@ -31,6 +31,7 @@ from labelgate.classify.other_encodings import (
     is_utf8,
     legacy_folded,
     legacy_readings,
+    read_as_digits,
     wide_reading,
 )
 from labelgate.classify.shown_text import (
@@ -85,15 +86,19 @@ def _hidden_by_folding(
     # Markup in any text as written: one look at them all (a newline between two texts
     # neither joins markup to a value nor parts it from one), not one per text.
     markup = len(texts) < 2 or may_render(b"\n".join(texts))
+    # Texts that may read as UTF-16 digits without a NUL, by index, with their folded form
+    # (None: the text): asked of them together, after.
+    digit_texts: dict[int, bytes | None] = {}
     for index, text in enumerate(texts):
         form = folded(text)
         if form is UNFOLDABLE:
             if detectors:
                 result[index] = unfoldable_spans(len(text), detectors)
             continue
+        plain = text.isascii()
         # A bidi control or a right-to-left character (so not ASCII): each order a reader
         # may see the text in (``display_readings``), read beside the folded form, below.
-        if not text.isascii():
+        if not plain:
             reordering[index] = form
         # Markup a renderer drops next to a value's character (``123<b></b>-45-6789``): the
         # rendered reading too, its pieces rendered whatever they hold (``rendered_folded``).
@@ -104,12 +109,19 @@ def _hidden_by_folding(
             owners.append(index)
             folds.append(rendered_folded)
             shown_in.append(None)
+        # UTF-16 or UTF-32 text: a byte order mark or NULs (two C-level checks: an int is
+        # found with memchr, where ``b"\x00" in text`` takes several times longer; text that
+        # folds to itself has neither), else maybe UTF-16 digits of a script whose code units
+        # hold no NUL (Mongolian's are control bytes, Bengali's not ASCII), asked below. Not
+        # of ASCII text that folds to itself (Devanagari's digits are letters and tabs): a
+        # tensor of only such text is not read here at all (the raw scan reads it as written).
+        marked = wide and form is not None and (0 in text or text.startswith(MARK_STARTS))
+        if wide and not marked and (form is not None or not plain):
+            digit_texts[index] = form
         if form is None:
-            continue  # ASCII without control characters: no NUL, no byte order mark either
+            continue  # text that folds to itself: the raw scan read it
         others: list[tuple[bytes | None, Callable[[bytes], bytes | None] | None]] = []
-        # Two C-level checks before its wide form is worked out (``wide_encoding``); an int is
-        # found with memchr, where ``b"\x00" in text`` takes several times longer.
-        if wide and (0 in text or text.startswith(MARK_STARTS)):
+        if marked:  # worked out (``wide_encoding``) after those checks only
             others.append((wide_reading(text), None))
         # Bytes that do not decode left a replacement character in the folded form, or were
         # surrogates (``utf8_read``): two searches, and a decode for text that holds either
@@ -128,6 +140,19 @@ def _hidden_by_folding(
                 forms.append(other)
                 owners.append(index)
                 folds.append(fold)
+                shown_in.append(None)
+    if digit_texts:  # UTF-16 digits, asked of the texts together (``read_as_digits``)
+        asked = list(digit_texts)
+        for position in sorted(read_as_digits([texts[index] for index in asked])):
+            index = asked[position]
+            other, form = wide_reading(texts[index]), digit_texts[index]
+            if other is UNFOLDABLE:
+                if detectors:
+                    result[index] = unfoldable_spans(len(texts[index]), detectors)
+            elif other is not None and other != (texts[index] if form is None else form):
+                forms.append(other)
+                owners.append(index)
+                folds.append(None)
                 shown_in.append(None)
     if reordering:
         for index in _add_shown(texts, reordering, forms, owners, folds, shown_in):

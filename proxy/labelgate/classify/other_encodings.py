@@ -20,6 +20,20 @@ is placed over it (the reading folded a piece at a time, as for the UTF-8 readin
 ``hidden_values``). Ordinary UTF-8 text pays a search of its folded form for a replacement
 character and one of it for the byte 0xED (a UTF-8 decode when it holds either: Hangul does).
 
+UTF-16 text without a NUL: the digits of most scripts are code units with no zero byte
+(Mongolian U+1811 is ``\\x11\\x18``, Devanagari U+0967 ``g\\t``, full-width U+FF11
+``\\x11\\xff``), so an SSN or a card in them, with dashes or spaces of the same kind, holds
+neither a NUL nor a byte order mark. ``digit_encoding`` reads such text as UTF-16 (either
+byte order) when, so read, it holds a run of at least ``RUN_DIGITS`` digits with only
+characters folding drops or reads as a separator between them (``_UNIT_KINDS``, derived
+from the Unicode data at import, about 30 ms); ``wide_encoding`` asks it of text the NULs
+or marks do not settle. Most text is ruled out by C-level passes (``may_read_digits``: no
+``RUN_DIGITS`` bytes in a row, every other byte, that may be such units' high bytes, about
+2 us a KB), many texts by one pass over them joined (``read_as_digits``, which reads the
+few left at once); numpy reads the rest's code units. A value found in that reading spans
+the text whole, as one in any wide decode does: ASCII text with tabs (``a\\tb\\tc``) decodes
+to letters, and a run of digits that is no value is masked nowhere.
+
 Each decode is also read in each order a reader may see it in, as UTF-8 text is
 (``shown_text``): ``ssn \u202e9876-54-321\u202c`` decoded from UTF-16LE or GB18030 shows
 as ``ssn 123-45-6789``. Its display readings, folded, follow its folded form, a newline
@@ -31,14 +45,22 @@ one none, but in GB18030, the only one of them that holds such a character).
 
 from __future__ import annotations
 
-from typing import Final
+import re
+from collections.abc import Sequence
+from itertools import repeat
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from labelgate.classify.decoded_text import COUNT_BY_NUMPY, REPLACEMENT, SURROGATES, utf8_read
 from labelgate.classify.display_order import reorders
-from labelgate.classify.folding import CONTROLS, UNFOLDABLE, fold_decoded
+from labelgate.classify.folding import CONTROLS, IGNORABLE_RANGES, UNFOLDABLE, fold_decoded, noncharacter
 from labelgate.classify.shown_orders import decoded_shown_readings
+
+if TYPE_CHECKING:
+    import unicodedata as unicode_data  # typeshed's stubs: the same functions
+else:
+    import unicodedata2 as unicode_data  # folding's Unicode data (``folding.UNICODE_VERSION``)
 
 
 def wide_folded(text: bytes, width: int = 0) -> bytes | None:
@@ -218,18 +240,26 @@ MARK_STARTS: Final = tuple(_UTF16_MARKS)
 
 def wide_encoding(text: bytes) -> str | None:
     """The UTF-16 or UTF-32 codec (with its byte order) ``text`` reads as: the one its byte
-    order mark names, else the one whose NULs it has. Of its code units that are not all NUL
-    (padding is), UTF-32's are code points (at most U+10FFFF: a NUL as the high byte, at most
-    0x10 next to it) in seven of eight units, so a few stray units do not hide it; UTF-16's
-    have a NUL as their high byte in one in eight or more (an ASCII character), four times as
-    many as the other way round. None, after one search for a NUL, for text without a byte
-    order mark or NULs, and after one count for text with fewer NULs than either pattern
-    needs (one in sixteen bytes: an image's bytes); else counts over numpy views (``_nuls``)."""
+    order mark names, else the one whose NULs it has (``_nul_encoding``), else UTF-16 in
+    the byte order in which it holds a run of digits (``digit_encoding``: digits of most
+    scripts have no NUL). None, after one search for a NUL and the C-level passes of
+    ``may_read_digits``, for most text without a byte order mark or NULs."""
     if 0 not in text:
-        return _UTF16_MARKS.get(text[:2])
+        return _UTF16_MARKS.get(text[:2]) or digit_encoding(text)
     for mark, encoding in _BYTE_ORDER_MARKS:
         if text.startswith(mark):
             return encoding
+    return _nul_encoding(text) or digit_encoding(text)
+
+
+def _nul_encoding(text: bytes) -> str | None:
+    """The UTF-16 or UTF-32 codec whose NULs ``text`` (holding one, without a byte order
+    mark) has. Of its code units that are not all NUL (padding is), UTF-32's are code points
+    (at most U+10FFFF: a NUL as the high byte, at most 0x10 next to it) in seven of eight
+    units, so a few stray units do not hide it; UTF-16's have a NUL as their high byte in one
+    in eight or more (an ASCII character), four times as many as the other way round. None
+    after one count for text with fewer NULs than either pattern needs (one in sixteen
+    bytes: an image's bytes); else counts over numpy views (``_nuls``)."""
     if _nuls(text) * 16 < len(text):
         return None
     count = len(text) // 4
@@ -258,11 +288,187 @@ def wide_encoding(text: bytes) -> str | None:
 
 
 def reads_wide(text: bytes) -> bool:
-    """Whether ``text`` reads as UTF-16 or UTF-32 text (``wide_encoding``), as
-    ``hidden_by_folding`` reads it. One search for a NUL and a look at the first two bytes
-    for text without either: most text. What a ``partial`` mask asks of a value
-    (``enforce.strategies``): each character of such text is up to four bytes read apart."""
+    """Whether ``text`` reads as UTF-16 or UTF-32 text (``wide_encoding``) by a byte order mark
+    or NULs, as ``hidden_by_folding`` reads it: what a ``partial`` mask asks of a value
+    (``enforce.strategies``), each character of such text being up to four bytes read
+    apart. One search for a NUL and a look at the first two bytes for text without either
+    (most text). Text whose UTF-16 reading is digits without a NUL is not asked here:
+    ``partial`` counts each kept character as at least the UTF-16 digits it may be the high
+    byte of (``may_be_digit_high``), which bounds what any reading of them shows."""
     return (0 in text or text.startswith(MARK_STARTS)) and wide_encoding(text) is not None
+
+
+# --- UTF-16 digits without a NUL (module docstring) -----------------------------------------
+
+# Digits in one run that make text read as UTF-16: a value made of digits has at least this
+# many with only separators between them (an IPv4 address; an SSN's or a card's last group).
+RUN_DIGITS: Final = 4
+# What a code unit is to the run: a digit (a character whose folded form holds one, or a
+# high surrogate of a block holding one), a filler (folding drops it or reads it as a
+# separator a value of digits is written with, so a run goes on through it: marks, format
+# and control characters, spaces, dashes, unassigned code points, which a guessed decode
+# drops; low surrogates), or anything else, which ends a run.
+_OTHER, _FILLER, _DIGIT = 0, 1, 2
+_FILLING_CATEGORIES: Final = frozenset({"Mn", "Me", "Cf", "Cc", "Zs", "Pd"})
+_SEPARATING: Final = frozenset(" \t-.,'_+():\u2212")  # U+2212: folded to "-"
+_HANGUL_SYLLABLES: Final = range(0xAC00, 0xD7A4)  # letters, decomposed into letters
+# Categories of characters that may be a digit or a filler without a decomposition (the
+# separators of ``_SEPARATING`` are punctuation and symbols: Po, Ps, Pe, Pc, Sm).
+_MAY_FILL: Final = frozenset(
+    {"Nd", "No", "Nl", "Mn", "Me", "Cc", "Cf", "Cn", "Zs", "Pd", "Po", "Ps", "Pe", "Pc", "Sm"}
+)
+_PLANE_ONE: Final = range(0x10000, 0x20000)  # every digit past the BMP (checked by the tests)
+
+
+def _part_kind(char: str) -> int:
+    """What ``char``, a character of a code unit's NFKC form, is to a run (``_UNIT_KINDS``)."""
+    if unicode_data.digit(char, None) is not None:
+        return _DIGIT
+    category = unicode_data.category(char)
+    if category in _FILLING_CATEGORIES or char in _SEPARATING:
+        return _FILLER
+    if category == "Cn" and not noncharacter(ord(char)):
+        return _FILLER
+    return _OTHER
+
+
+def _unit_kinds() -> np.ndarray:
+    """``_OTHER``, ``_FILLER`` or ``_DIGIT`` for each UTF-16 code unit, from the Unicode data
+    folding reads (each character's NFKC form, as folding takes it). About 30 ms, once."""
+    kinds = np.zeros(0x10000, dtype=np.uint8)
+    chars = [chr(code) for code in range(0x10000)]
+    decomposed = list(map(unicode_data.decomposition, chars))
+    for code, kind in enumerate(map(unicode_data.category, chars)):
+        # Letters, symbols and other punctuation are none, unless their NFKC form is.
+        if kind in _MAY_FILL or decomposed[code]:
+            kinds[code] = _char_kind(chars[code], bool(decomposed[code]))
+    for first, last in IGNORABLE_RANGES:  # Hangul fillers are letters: ignorable all the same
+        if last <= 0xFFFF:
+            ignorable = kinds[first : last + 1]
+            ignorable[ignorable == _OTHER] = _FILLER
+    # A surrogate pair is one character: its high surrogate a digit when its block of 1,024
+    # code points holds one (a superset: the decode tells), its low one a filler.
+    kinds[0xD800:0xE000] = _FILLER
+    supplementary = map(unicode_data.digit, map(chr, _PLANE_ONE), repeat(None))
+    for code, value in zip(_PLANE_ONE, supplementary, strict=True):
+        if value is not None:
+            kinds[0xD800 + ((code - 0x10000) >> 10)] = _DIGIT
+    return kinds
+
+
+def _char_kind(char: str, decomposed: bool) -> int:
+    """What a code unit's character is to a run (``_UNIT_KINDS``): its NFKC form's parts
+    read (``_part_kind``), a digit if one is, a filler if all are."""
+    if not decomposed or ord(char) in _HANGUL_SYLLABLES:
+        return _part_kind(char)
+    parts = [_part_kind(part) for part in unicode_data.normalize("NFKC", char)]
+    return _DIGIT if _DIGIT in parts else _FILLER if parts and all(parts) else _OTHER
+
+
+_UNIT_KINDS: Final = _unit_kinds()
+
+
+def _high_bytes(ascii_only: bool, least: int) -> bytes:
+    """A ``bytes.translate`` table: 1 for each byte that is the high byte of a code unit of
+    kind ``least`` or more (``_UNIT_KINDS``), else 0; of units both of whose bytes are ASCII
+    with ``ascii_only`` (what ASCII text can hold)."""
+    units = _UNIT_KINDS.reshape(256, 256)  # [high byte, low byte]
+    if ascii_only:
+        units = units[:0x80, :0x80]
+    highs = units.max(axis=1) >= least
+    return bytes(highs.tolist() + [False] * (256 - len(highs)))
+
+
+# High bytes of units a run may hold (digits and fillers), and of digits, for text of any
+# bytes and for ASCII text.
+_RUN_HIGH: Final = _high_bytes(ascii_only=False, least=_FILLER)
+_RUN_HIGH_ASCII: Final = _high_bytes(ascii_only=True, least=_FILLER)
+_DIGIT_HIGH: Final = _high_bytes(ascii_only=False, least=_DIGIT)
+_DIGIT_HIGH_ASCII: Final = _high_bytes(ascii_only=True, least=_DIGIT)
+_RUN: Final = b"\x01" * RUN_DIGITS
+
+
+def may_be_digit_high(encoded: bytes) -> bool:
+    """Whether a byte of ``encoded`` (a character's UTF-8) may be the high byte of a UTF-16
+    code unit that is a digit (``_DIGIT_HIGH``): what a ``partial`` mask counts of a
+    character folding reads as none (``enforce.strategies``)."""
+    return 1 in encoded.translate(_DIGIT_HIGH)
+
+
+def may_read_digits(text: bytes) -> bool:
+    """Whether ``text`` may read as UTF-16 digits (``digit_encoding``), a superset: in one
+    byte order every other byte, ``RUN_DIGITS`` in a row, may be the high byte of a unit of a
+    run (``_RUN_HIGH``), and as many of them may be a digit's. C-level passes only (a
+    translate, two slices and a search; a count more for text that has such a row)."""
+    if len(text) < 2 * RUN_DIGITS:
+        return False
+    plain = text.isascii()
+    highs = text.translate(_RUN_HIGH_ASCII if plain else _RUN_HIGH)
+    parities = [parity for parity in (0, 1) if _RUN in highs[parity::2]]  # BE, then LE
+    if not parities:
+        return False
+    digits = text.translate(_DIGIT_HIGH_ASCII if plain else _DIGIT_HIGH)
+    return any(digits[parity::2].count(1) >= RUN_DIGITS for parity in parities)
+
+
+def digit_run_candidates(texts: Sequence[bytes], joined: bytes) -> list[int]:
+    """The indices of ``texts`` (ascending) that may read as UTF-16 digits
+    (``may_read_digits``, a superset), asked of ``joined`` (``texts`` with a newline between
+    each): those a row of possible high bytes in it ends in. A tensor's many texts cost
+    C-level passes over them joined, and numpy's placing of the rows found, not a call each."""
+    highs = joined.translate(_RUN_HIGH_ASCII if joined.isascii() else _RUN_HIGH)
+    if _RUN not in highs[0::2] and _RUN not in highs[1::2]:
+        return []
+    flags = np.frombuffer(highs, dtype=np.uint8)
+    span = 2 * (RUN_DIGITS - 1)  # from a row's first high byte to its last
+    rows = flags[: len(flags) - span].copy()
+    for step in range(2, span + 1, 2):
+        rows &= flags[step : len(flags) - span + step]
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1)
+    # The text each row's last high byte is in: any row within a text ends in it.
+    found = np.searchsorted(ends, np.flatnonzero(rows) + span, side="right")
+    return [int(index) for index in np.unique(found.clip(0, len(texts) - 1))]
+
+
+def read_as_digits(texts: Sequence[bytes]) -> set[int]:
+    """The indices of ``texts`` that read as UTF-16 digits (``digit_encoding``), asked of
+    them together: the rows of ``digit_run_candidates`` place the few that may, and those
+    are read at once, joined by a noncharacter unit (U+FFFF, which ends a run in either byte
+    order) with any odd last byte cut (a decoder's replacement character)."""
+    if len(texts) < 2:
+        return {index for index, text in enumerate(texts) if digit_encoding(text) is not None}
+    candidates = digit_run_candidates(texts, b"\n".join(texts))
+    if not candidates:
+        return set()
+    whole = [texts[index][: len(texts[index]) // 2 * 2] for index in candidates]
+    joined = b"\xff\xff".join(whole)
+    ends = np.cumsum(np.fromiter((len(text) // 2 + 1 for text in whole), dtype=np.int64, count=len(whole)))
+    found: set[int] = set()
+    for dtype in ("<u2", ">u2"):
+        kinds = _UNIT_KINDS[np.frombuffer(joined, dtype=dtype)].tobytes()
+        starts = [run.start() for run in _DIGIT_RUN.finditer(kinds)]
+        found.update(candidates[at] for at in np.searchsorted(ends, starts, side="right").tolist())
+    return found
+
+
+def digit_encoding(text: bytes) -> str | None:
+    """``utf-16-le`` or ``utf-16-be`` when ``text``, decoded so, holds a run of at least
+    ``RUN_DIGITS`` digits with only fillers between them (``_UNIT_KINDS``); else None. The
+    C-level passes of ``may_read_digits`` settle most text; the rest's code units are looked
+    up by numpy in each byte order and their kinds searched for such a run."""
+    if not may_read_digits(text):
+        return None
+    count = len(text) // 2
+    for encoding, dtype in (("utf-16-le", "<u2"), ("utf-16-be", ">u2")):
+        kinds = _UNIT_KINDS[np.frombuffer(text, dtype=dtype, count=count)].tobytes()
+        if _DIGIT_RUN.search(kinds) is not None:
+            return encoding
+    return None
+
+
+# A run of ``RUN_DIGITS`` digits in a text's unit kinds: fillers only between them (each
+# filler stretch taken whole, so a long one is read once from each digit before it).
+_DIGIT_RUN: Final = re.compile(b"\\x02(?:\\x01*+\\x02){%d}" % (RUN_DIGITS - 1))
 
 
 def _nuls(text: bytes, start: int = 0, stop: int | None = None, step: int = 1) -> int:

@@ -5,8 +5,11 @@
              a value no longer than ``keep_last`` is starred entirely, never shown whole,
              and so is text that also reads as UTF-16 or UTF-32 (``other_encodings.reads_wide``:
              there "the last characters" of its UTF-8 reading may be any number of
-             characters). Text only: a JSON number, boolean or null becomes JSON ``null``
-             (``false`` starred would still read ``*alse``, a number its magnitude)
+             characters). Characters count as they read folded (``folding.read_length``:
+             ``⓫`` two, a control character one, a zero-width space none), and as
+             the UTF-16 digits their bytes may be (``_partial_text``). Text only: a JSON number, boolean
+             or null becomes JSON ``null`` (``false`` starred would still read ``*alse``,
+             a number its magnitude)
 ``hash``     ``hmac:`` + hex HMAC-SHA256 of the value's UTF-8 bytes with the gateway key:
              the same value always gives the same text, so joins still work
 ``null``     the type's zero value: empty bytes / string, 0, 0.0, false, JSON null
@@ -30,7 +33,7 @@ from typing import Any
 from labelgate.classify import jsonpaths
 from labelgate.classify.catalog import compile_glob, is_glob
 from labelgate.classify.folding import read_length
-from labelgate.classify.other_encodings import reads_wide
+from labelgate.classify.other_encodings import may_be_digit_high, reads_wide
 from labelgate.enforce import reasons
 from labelgate.errors import ConfigError, PolicyUnavailable
 from labelgate.oip import native
@@ -273,16 +276,24 @@ def _partial(value: str, keep_last: int) -> str:
 def _partial_text(value: str, keep_last: int) -> str:
     """``value`` starred but for its last characters, as many as read as at most ``keep_last``
     characters once folded (``folding.read_length``): a value found only folded may hold two
-    digits in one character (``⑪``), and keeping four of those would show eight."""
+    digits in one character (``⑪``, ``⓫``), and keeping four of those would show eight.
+
+    Read as UTF-16 (a client decoding the element so), each kept character is the high byte
+    of at most one code unit that is a digit: a control character is half a Mongolian digit
+    (``\\x11\\x18``), so it counts as one; so does a character folding reads as none whose
+    bytes may be such a high byte (``other_encodings.may_be_digit_high``: U+05A8, a Hebrew
+    accent, is ``\\xd6\\xa8``, Saurashtra six in UTF-16-LE). A zero-width space still counts as
+    none. So no reading of what is kept shows more than ``keep_last`` digits (but ``⅒``,
+    U+2152: ``R!`` in UTF-16-LE, three digits in two ASCII characters)."""
     if value.isascii():
         kept = min(keep_last, len(value))
     else:
-        kept, reads = 0, 0
-        for char in reversed(value):
-            reads += read_length(char)
+        kept, reads = len(value), 0
+        for position, char in enumerate(reversed(value)):
+            reads += read_length(char) or may_be_digit_high(char.encode("utf-8"))
             if reads > keep_last:
+                kept = position
                 break
-            kept += 1
     if kept >= len(value):
         return "*" * len(value)
     return "*" * (len(value) - kept) + (value[len(value) - kept :] if kept else "")
