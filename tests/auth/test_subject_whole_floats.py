@@ -56,3 +56,18 @@ def test_whole_floats_become_integers_at_any_depth_and_nothing_else_changes() ->
     assert attributes["inf"] == math.inf and attributes["flag"] is True
     # The subject's own attributes are as proven: only the policy's copy changes.
     assert type(subject.attributes["n"]) is float
+
+
+def test_a_fraction_is_held_to_the_digits_every_engine_keeps() -> None:
+    """Review (tenth round): an ``exp`` of ``time.time() + 3600`` needs 17 significant digits;
+    rego-cpp keeps 16, so the embedded engine denied every call of such a token
+    (``EMBEDDED_INPUT_UNSUPPORTED``, about 3 in 4 such values). Every engine gets the 16-digit
+    float now, OPA included."""
+    from labelgate.policy.embedded import rounded_float
+
+    exp = 1796490140.1234567
+    assert rounded_float({"exp": exp}) is not None  # what the embedded engine refused
+    attributes = Subject(id="jwt:i#alice", attributes={"exp": exp, "nan": math.nan}).to_policy()["attributes"]
+    assert rounded_float(attributes) is None or math.isnan(attributes["nan"])
+    assert rounded_float({"exp": attributes["exp"]}) is None
+    assert abs(attributes["exp"] - exp) < 1e-6

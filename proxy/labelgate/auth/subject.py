@@ -17,6 +17,7 @@ people to read; it is never used to decide *who* someone is.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -165,13 +166,20 @@ def _plain(value: Any) -> Any:
     OPA indexes an array by ``1.0`` as by ``1``; rego-cpp and OPA's Wasm target index by
     integers only (a rule denying ``xs[subject.attributes.n] == "x"`` did not deny there). The
     integer is what every engine gets, OPA included, so they decide alike and write the number
-    alike (OPA keeps ``1.0`` as written); worked out once per subject (``to_policy``'s memo)."""
+    alike (OPA keeps ``1.0`` as written); worked out once per subject (``to_policy``'s memo).
+
+    A float with a fraction is held to 16 significant digits, as rego-cpp holds one (an ``exp``
+    of ``time.time() + 3600``, 17 digits, made the embedded engine deny every call of the
+    token); every engine gets that float too."""
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
-    if isinstance(value, float) and value.is_integer() and -_WHOLE_FLOAT_LIMIT < value < _WHOLE_FLOAT_LIMIT:
-        return int(value)
+    if isinstance(value, float):
+        if value.is_integer() and -_WHOLE_FLOAT_LIMIT < value < _WHOLE_FLOAT_LIMIT:
+            return int(value)
+        if math.isfinite(value):
+            return float(f"{value:.16g}")
     return value
 
 
