@@ -238,3 +238,64 @@ def test_values_only_display_orders_show_never_reach_the_caller_wherever_they_ar
     for pieces, alone in streams_hiding_values(2026, 120):
         got, ended = caller_gets(datatype, pieces)
         assert not labels_of(got) - alone, (pieces, ended)
+
+
+# An earlier copy of the value, masked in its own reply: the caller never sees it, but it reads
+# as the value the released text already showed. The later copy written backwards shows only in
+# the right-to-left reading a letter after it turns on (where the first one reads reversed).
+DECOY = "123 45 6789 "
+BACKWARDS = "6789 45 123!"
+
+
+@pytest.mark.parametrize("window", [64, 256])
+@pytest.mark.parametrize("filler", ["!" * 80, "!" * 300, " ~" * 40])
+@pytest.mark.parametrize("datatype", ["INT32", "BYTES"])
+def test_an_earlier_copy_of_the_value_does_not_let_one_only_the_joining_shows_out(
+    datatype: str, filler: str, window: int
+) -> None:
+    pieces = [DECOY + filler, BACKWARDS + filler, ALEF, " ok"]
+    assert not shows("".join(pieces[1:]).replace(ALEF, ""), "us_ssn")
+    got, ended = caller_gets(datatype, pieces, window)
+    assert not shows(got, "us_ssn"), (got, ended)
+    assert ended in ("", "STREAM_VALUE_SPLIT")
+
+
+@pytest.mark.parametrize(
+    "pieces", [["שלום 123-45-6789 ", "עולם", " ok"], ["4001 1111 1111 4001!", ALEF, " ok"]]
+)
+def test_a_value_its_own_reply_showed_read_again_in_another_order_is_not_refused(pieces: list[str]) -> None:
+    """The same characters showing the same value, even in another order (the card's groups
+    reversed by the letter after them), show the caller nothing their own reply's
+    classification did not read: the stream goes on."""
+    _, ended = caller_gets("INT32", pieces)
+    assert ended == ""
+
+
+# Runs of what shows as nothing: a zero width space, a soft hyphen, a word joiner, marks, a
+# left-to-right filler and mark (strong letters), tag characters, a terminal's OSC string.
+HIDDEN_RUNS = {
+    "zero width space": "\u200b" * 1200,
+    "soft hyphen": "\u00ad" * 1200,
+    "word joiner": "\u2060" * 1200,
+    "space and mark": "\u200b\u0301" * 600,
+    "variation selector": "\ufe0f" * 1200,
+    "hangul filler": "\u3164" * 1200,
+    "left-to-right mark": "\u200e" * 1200,
+    "tag characters": "\U000e0041" * 1200,
+    "OSC string": "\x1b]0;" + "x" * 1200 + "\x07",
+}
+
+
+@pytest.mark.parametrize("window", [64, 256])
+@pytest.mark.parametrize("hidden", HIDDEN_RUNS)
+@pytest.mark.parametrize("datatype", ["INT32", "BYTES"])
+def test_characters_that_show_as_nothing_do_not_push_a_value_out_of_what_is_kept(
+    datatype: str, hidden: str, window: int
+) -> None:
+    """Kept around each place a later piece reaches: a window of characters that show, however
+    many that show as nothing lie between."""
+    pieces = ["card 4111 1111" + HIDDEN_RUNS[hidden] + " " + "\u05d0\u05d1\u05d2 " * 3, "1111 1111", " ok"]
+    assert shows("".join(pieces), "credit_card")
+    got, ended = caller_gets(datatype, pieces, window)
+    assert not shows(got, "credit_card"), (got[:40], ended)
+    assert ended in ("", "STREAM_VALUE_SPLIT")

@@ -99,3 +99,30 @@ def test_values_only_display_orders_show_never_leave_wherever_they_are_cut(form:
     for pieces, alone in streams_hiding_values(2027, 60):
         released, reason = released_before_refusal(as_messages(form, pieces))
         assert not labels_of(shown(form, released)) - alone, (pieces, reason)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("filler", ["!" * 80, "?" * 300])
+def test_an_earlier_copy_of_the_value_does_not_let_one_only_the_joining_shows_leave(
+    form: str, filler: str
+) -> None:
+    """The first message shows the value on its own (masked by its own classification); the
+    copy after it only in the right-to-left reading a letter later turns on."""
+    first = "123 45 6789 " + filler
+    pieces = [first, "6789 45 123!" + filler, ALEF, " ok"]
+    released, reason = released_before_refusal(as_messages(form, pieces))
+    got = shown(form, released)
+    assert not shows(got[len(first) :], "us_ssn"), (got, reason)
+    assert reason in ("", "STREAM_VALUE_SPLIT")
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("hidden", ["\u200b", "\u00ad\u0301", "\u3164"])
+def test_characters_that_show_as_nothing_do_not_push_a_value_out_of_what_is_kept(
+    form: str, hidden: str
+) -> None:
+    run = hidden * (1000 // len(hidden))
+    pieces = ["card 4111 1111" + run + " " + "\u05d0\u05d1\u05d2 " * 3, "1111 1111", " ok"]
+    released, reason = released_before_refusal(as_messages(form, pieces))
+    assert not shows(shown(form, released), "credit_card"), reason
+    assert reason in ("", "STREAM_VALUE_SPLIT")

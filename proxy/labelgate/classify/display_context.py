@@ -9,9 +9,12 @@ and the carry-over cuts between pieces where a value's characters (as stored) ca
 (``carryover``, ``carried_forms``, ``split_values``, ``held_integers``). So each text of a
 stream (a request's output element or output of code points; a routed stream's field path)
 keeps a ``DisplayContext`` of what of it was released, and each piece about to be released is
-read joined to it: a value the joined text shows in an order a reader may see it in, more
-often than the released text and the piece each show it in any reading, is one only their
-joining shows. The piece must not go out: each piece is masked on its own, so the stream ends
+read joined to it: a value the joined text shows in an order a reader may see it in, read
+from characters that neither the released text nor the piece shows it from in any reading of
+its own, is one only their joining shows (a value is its characters, not its text: an earlier
+copy of it, masked in its own reply, says nothing of a later one that only the joining shows;
+the same characters showing it in another order show nothing new). The piece must not go
+out: each piece is masked on its own, so the stream ends
 (``STREAM_VALUE_SPLIT``) before it leaves. A piece is what one classification reads whole (a
 reply's element or output, a routed string path's messages released together, which
 ``split_values.straddled`` reads joined; a routed integer path's message: ``per_message``).
@@ -35,14 +38,17 @@ such code points after a few replies): about 20 µs more a reply of one id, 150 
 
 What is kept is bounded (``_compact``): past ``_ROOM`` windows only what a later piece can
 still reach in some display order is kept, the rest given by a stand-in that keeps the order
-of what is kept. A later piece shows next to the released text's last characters, or next to
-the start of a run it continues: the run of right-to-left characters after the last
-left-to-right letter (and the characters before it, which show beside the run reversed), the
-run of left-to-right letters after the last right-to-left one (a right-to-left reading shows
-it as a block, its start next to what comes after it), a trailing run of digits and their
-separators, each explicit embedding, override or isolate still open (and the characters around
-it), the last paragraph separator; each of these per level of explicit embedding and for the
-open paragraph on its own. While a text (or its open paragraph) holds no right-to-left
+of what is kept. Reach is counted in characters that show: what folding drops (a zero width
+space, a mark, a filler, an escape sequence a terminal reads) shows as nothing, so a run of
+it between a value and where a later piece shows takes no room (``_showing_before``). A later
+piece shows next to the released text's last characters, or next to the start of a run it
+continues: the run of right-to-left characters after the last left-to-right letter (and the
+characters before it, which show beside the run reversed), the run of left-to-right letters
+after the last right-to-left one (a right-to-left reading shows it as a block, its start next
+to what comes after it), a trailing run of digits and their separators, each explicit
+embedding, override or isolate still open (and the characters around it), the last paragraph
+separator; each of these per level of explicit embedding and for the open paragraph on its
+own. While a text (or its open paragraph) holds no right-to-left
 character, its start up to its first left-to-right letter is kept whole when it holds a
 digit. Each dropped stretch leaves its first and last strong character (as a letter no value
 holds, of the same bidi class), the controls in it a kept part opens or closes, and a
@@ -57,8 +63,8 @@ raw bytes of wider numbers read as text, ``carried_forms``).
 
 from __future__ import annotations
 
+import functools
 import re
-from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any, Final
 
@@ -73,6 +79,7 @@ from labelgate.classify.display_order import (
     points_reorder,
     reorders,
 )
+from labelgate.classify.folding import TERMINAL_SEQUENCES
 from labelgate.errors import ResourceExhausted
 
 # What ``DisplayContext.take`` answers for a piece that may reorder text it cannot read.
@@ -106,6 +113,8 @@ _DIGIT: Final = re.compile(r"\d")
 _ASCII_LETTER: Final = re.compile("[A-Za-z\u4e00]")
 _ASCII_DIGIT: Final = re.compile(r"[0-9]")
 _ASCII_SEPARATORS: Final = "\n\r\x1c\x1d\x1e"
+# The ASCII controls folding drops (``characters``): they show as nothing.
+_ASCII_HIDDEN: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A letter no value holds, of each strong class: what a dropped stretch's first and last
 # strong character is given as.
 _STAND_IN: Final = {_L: "\u4e00", _R: "\u05d0", _AL: "\u0627"}
@@ -243,30 +252,37 @@ class DisplayContext:
         return len(self.text)
 
     def _made_by_joining(self, piece: str, shown: _Shown) -> str | None:
+        """The detector of a value a display reading of the kept text and ``piece`` joined
+        shows from characters no reading of either alone shows it from (``_Seen``): the same
+        value read from other characters (an earlier copy, masked in its own reply) is another
+        value, one the caller may never have had."""
         if _terminal(self.text + piece):
             joined = _Shown.of(self.text + piece)  # (a sequence may run across the two)
         else:
             if self._shown is None:
                 self._shown = _Shown.of(self.text)
             joined = self._shown.joined(shown)
-        counts = self._counted(joined.in_display_order())
-        if not counts:
+        found = []
+        for order in joined.display_orders():
+            reading = joined.folded(order)
+            hits = self.detectors.scan(reading)
+            if hits:
+                found.append((order, reading, hits))
+        if not found:
             return None  # (most pieces: no value in any order)
         before = self._shown if self._shown is not None else _Shown.of(self.text)
-        alone = self._counted(before.readings(self.text)) + self._counted(shown.readings(piece))
-        for (detector, value), count in sorted(counts.items()):
-            if count > alone[detector, value]:
-                return detector
-        return None
-
-    def _counted(self, readings: list[bytes]) -> Counter[tuple[str, bytes]]:
-        """Each value the detectors find in ``readings``, and the most times one reading shows it."""
-        most: Counter[tuple[str, bytes]] = Counter()
-        for reading in readings:
-            most |= Counter(
-                (hit.detector, reading[hit.start : hit.end]) for hit in self.detectors.scan(reading)
-            )
-        return most
+        seen = _Seen(self.detectors)
+        seen.add(before, self.text, 0)
+        seen.add(shown, piece, len(self.text))
+        made = set()
+        for order, reading, hits in found:
+            sources = joined.sources(order)
+            made |= {
+                hit.detector
+                for hit in hits
+                if not seen.shows(hit.detector, reading[hit.start : hit.end], sources[hit.start : hit.end])
+            }
+        return min(made) if made else None
 
     def _compact(self) -> None:
         """Keep of ``text`` what a later piece can reach (module docstring), a stand-in for the
@@ -280,19 +296,22 @@ class DisplayContext:
         points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
         classes = np.frombuffer(classes_of(points).encode("ascii"), dtype=np.uint8)
         size, reach = len(points), self.reach
+        # The distance a later piece reaches is counted in characters that show: those that
+        # show as nothing (folding drops them) take no room, however many lie between.
+        shows = _showing_before(text, points)
         keep = np.zeros(size, dtype=bool)
         pairs, anchors = _explicit(points, classes, 0)
         paragraphs = np.flatnonzero(classes == _PARAGRAPH)
         start = int(paragraphs[-1]) if len(paragraphs) else -1
         if self.reordered or self.tail:
-            keep[max(0, size - reach) :] = True
+            keep[_back(shows, size, reach) :] = True
             if start >= 0:
                 anchors.append(start)
                 anchors += _explicit(points[start + 1 :], classes[start + 1 :], start + 1)[1]
             for at in anchors:
-                keep[max(0, at - reach) : at + reach + 1] = True
+                keep[_back(shows, at, reach) : _ahead(shows, at, reach + 1)] = True
         for lead in [0] if start < 0 else [0, start + 1]:
-            span = self._lead(points, classes, lead)
+            span = self._lead(points, classes, lead, shows)
             if span is None:
                 self.blind = True
             else:
@@ -319,7 +338,11 @@ class DisplayContext:
             if first - start > _LEAD_LIMIT * reach:
                 self.blind = True
                 continue
-            kept.append((start, min(len(text), first + reach)))
+            end = first + reach
+            if "\x1b" in text or "\x08" in text or _ASCII_HIDDEN.search(text, first, end) is not None:
+                points = np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype("<u4")
+                end = _ahead(_showing_before(text, points), first, reach)  # (``_compact``)
+            kept.append((start, min(len(text), end)))
         parts, dropped_from = [], 0
         for start, end in kept:
             start = max(start, dropped_from)
@@ -354,7 +377,13 @@ class DisplayContext:
             return False
         return view == characters.OTHER or self._members.search(bytes((view,))) is None
 
-    def _lead(self, points: np.ndarray[Any, Any], classes: np.ndarray[Any, Any], start: int) -> int | None:
+    def _lead(
+        self,
+        points: np.ndarray[Any, Any],
+        classes: np.ndarray[Any, Any],
+        start: int,
+        shows: np.ndarray[Any, Any],
+    ) -> int | None:
         """Where the part of a text (or paragraph) from ``start`` that a right-to-left reading
         a later piece turns on may reverse ends, a window past its first left-to-right letter,
         when a digit comes before that letter; else ``start`` (nothing to keep: no number is
@@ -369,7 +398,7 @@ class DisplayContext:
             return start
         if first > _LEAD_LIMIT * self.reach:
             return None
-        return start + first + self.reach
+        return _ahead(shows, start + first, self.reach)
 
 
 def _ascii_gap(text: str, start: int, end: int) -> str:
@@ -381,6 +410,48 @@ def _ascii_gap(text: str, start: int, end: int) -> str:
         return _STAND_IN[_L] if first else ""
     last = _ASCII_LETTER.search(text, separator + 1, end) is not None
     return (_STAND_IN[_L] if first else "") + "\n" + (_STAND_IN[_L] if last else "")
+
+
+def _showing_before(text: str, points: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Per position of ``text`` (``points``: its code points) and its end, how many of the
+    characters before it show: not those folding drops, nor, where a terminal reads the text,
+    those of an escape sequence or a backspace (``characters.shown_view``, whose every such
+    span is counted here as nothing; the text is not folded, a table look-up)."""
+    table = _hidden_code_points()
+    hidden = table[np.minimum(points, len(table) - 1)]
+    above = np.flatnonzero(points >= len(table))
+    if len(above):  # (rare: a few planes' worth of code points are read one by one)
+        hidden[above] = [characters.folds_to(code) == characters.DROPPED for code in points[above].tolist()]
+    if _terminal(text):
+        for match in TERMINAL_SEQUENCES.finditer(text):
+            hidden[match.start() : match.end()] = True
+    return np.concatenate(([0], np.cumsum(~hidden)))
+
+
+@functools.cache
+def _hidden_code_points() -> np.ndarray[Any, Any]:
+    """Per code point below U+20000, whether folding drops it (``characters.folds_to``): made
+    once, in about 25 ms."""
+    return np.fromiter(
+        (characters.folds_to(code) == characters.DROPPED for code in range(_HIDDEN_TABLE_END)),
+        dtype=bool,
+        count=_HIDDEN_TABLE_END,
+    )
+
+
+_HIDDEN_TABLE_END: Final = 0x20000
+
+
+def _back(shows: np.ndarray[Any, Any], at: int, count: int) -> int:
+    """Where the stretch before ``at`` holding ``count`` characters that show starts (``shows``:
+    ``_showing_before``); 0 if fewer come before it."""
+    return int(np.searchsorted(shows, shows[at] - count, "left"))
+
+
+def _ahead(shows: np.ndarray[Any, Any], at: int, count: int) -> int:
+    """Where the stretch from ``at`` holding ``count`` characters that show ends (past the
+    text's end if fewer come from it)."""
+    return int(np.searchsorted(shows, shows[min(at, len(shows) - 1)] + count, "left"))
 
 
 def _explicit(
@@ -547,17 +618,69 @@ class _Shown:
             text = b"".join(parts)
         return text.translate(None, _DROPPED_BYTE)
 
-    def in_display_order(self) -> list[bytes]:
-        """The text in each order a reader may see it in (``display_order``), folded."""
+    def display_orders(self) -> list[np.ndarray[Any, Any]]:
+        """Each order a reader may see the text in (``display_order``) other than as stored."""
         points = np.where(self.points < _NOT_A_CHARACTER, self.points, _REPLACEMENT)
         if not points_reorder(points):
             return []
-        return [self.folded(order) for order in display_orders_of_points(points)]
+        return display_orders_of_points(points)
 
-    def readings(self, text: str) -> list[bytes]:
-        """``text`` (the text this is of) as stored (its UTF-8, and folded) and in each order a
-        reader may see it in."""
-        return [text.encode("utf-8", "surrogatepass"), self.folded(), *self.in_display_order()]
+    def sources(self, order: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        """For each byte of ``folded(order)``, the position of the character it comes from."""
+        at = np.arange(len(self.points)) if order is None else order
+        view = self.view[at]
+        sizes = (view != characters.DROPPED).astype(np.int64)
+        longer = np.flatnonzero(view == characters.LONGER)
+        if len(longer):
+            forms = characters.longer_forms()
+            sizes[longer] = [len(forms.get(code, _OTHER_BYTE)) for code in self.points[at[longer]].tolist()]
+        return np.repeat(at, sizes)
+
+
+class _Seen:
+    """The values readings of a text alone show (``add``), each with the characters it is
+    read from (their positions in the joined text): what a joined reading shows from the same
+    characters was read by their own classification; anything else is new (``shows``)."""
+
+    __slots__ = ("_detectors", "_seen")
+
+    def __init__(self, detectors: DetectorSet) -> None:
+        self._detectors = detectors
+        self._seen: set[tuple[str, bytes, bytes]] = set()
+
+    def add(self, shown: _Shown, text: str, offset: int) -> None:
+        """What ``text`` (``shown``: its ``_Shown``; ``offset``: where it starts) shows alone:
+        as stored (its UTF-8, and folded), and in each order a reader may see it in."""
+        raw = text.encode("utf-8", "surrogatepass")
+        self._read(raw, lambda: _utf8_sources(text), offset)
+        self._read(shown.folded(), shown.sources, offset)
+        for order in shown.display_orders():
+            self._read(shown.folded(order), functools.partial(shown.sources, order), offset)
+
+    def _read(self, reading: bytes, sources: Callable[[], np.ndarray[Any, Any]], offset: int) -> None:
+        hits = self._detectors.scan(reading)
+        if not hits:
+            return
+        at = sources() + offset
+        self._seen.update(
+            (hit.detector, reading[hit.start : hit.end], _characters(at[hit.start : hit.end])) for hit in hits
+        )
+
+    def shows(self, detector: str, value: bytes, sources: np.ndarray[Any, Any]) -> bool:
+        """Whether a text alone showed ``value`` from the characters at ``sources`` (in any
+        order: the same characters showing the same value show nothing new)."""
+        return (detector, value, _characters(sources)) in self._seen
+
+
+def _characters(sources: np.ndarray[Any, Any]) -> bytes:
+    return np.unique(sources).astype(np.int64).tobytes()
+
+
+def _utf8_sources(text: str) -> np.ndarray[Any, Any]:
+    """For each byte of ``text``'s UTF-8, the position of the character it comes from."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    sizes = 1 + (codes >= 0x80).astype(np.int64) + (codes >= 0x800) + (codes >= 0x10000)
+    return np.repeat(np.arange(len(codes)), sizes)
 
 
 _DROPPED_BYTE: Final = bytes((characters.DROPPED,))
