@@ -15,7 +15,8 @@ the same value in a BYTES output. So numeric tensors are scanned as JSON leaves 
 - Wider integer tensors also as text, an element a character, as a client reads them back
   with ``chr`` (``characters``); float tensors (FP16, BF16, FP32, FP64) too, their whole
   numbers in the code-point range as characters, any other value as none
-  (``float_characters``).
+  (``float_characters``); code points that read as binary (an image's pixels 0-255) as a
+  UINT8 tensor's binary bytes are (``float_character_detections``).
 - Every tensor wider than 8 bits (INT16..UINT64, FP16, BF16, FP32, FP64) also as the text of
   its raw little-endian bytes, as a client reads them back with ``tobytes()``
   (``packed_detections``): an upstream may pack text into them as into a UINT8 tensor. Bytes
@@ -57,7 +58,14 @@ import numpy as np
 
 from labelgate.classify import characters
 from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
-from labelgate.classify.float_characters import FLOAT_DATATYPES, code_points_of, float_values
+from labelgate.classify.float_characters import (
+    FLOAT_DATATYPES,
+    binary_forms,
+    byte_values,
+    code_points_of,
+    float_values,
+    reads_as_noise,
+)
 from labelgate.classify.folding import CONTROLS, UNFOLDABLE, may_hide
 from labelgate.classify.hidden_values import hidden_by_folding, uncovered, unfoldable_spans
 from labelgate.classify.json_elements import hidden_by_escapes
@@ -311,9 +319,53 @@ def float_character_detections(tensor: Tensor, detectors: DetectorSet, width: in
     """What ``detectors`` find in a float tensor's whole numbers read as code points, any
     other value as no character (``float_characters``), as a wider integer tensor's elements
     are (``character_detections``; offsets are elements); none, after one vectorized check,
-    for a tensor holding no whole number in the code-point range (embeddings, scores)."""
+    for a tensor holding no whole number in the code-point range (embeddings, scores). Code
+    points that read as binary (``_float_binary``: an image's pixels) are read as a UINT8
+    tensor's binary bytes are (``_binary_character_detections``)."""
     points = _float_code_points(tensor)
-    return [] if points is None else character_detections(points, detectors, None, width)
+    if points is None:
+        return []
+    data = byte_values(points)
+    if not _float_binary(points, data):
+        return character_detections(points, detectors, None, width)
+    return _binary_character_detections(points, data, detectors, width)
+
+
+def _float_binary(points: np.ndarray[Any, Any], data: bytes | None) -> bool:
+    """Whether a float tensor's code points are binary, not text: by the rule bytes are told
+    by (``float_characters.reads_as_noise``), or, when each is a byte (``data``: pixels
+    0-255), those bytes are not text as a UINT8 tensor's are told (``_mostly_utf8``), so no
+    text reading fails closed pixels that pass as UINT8."""
+    return reads_as_noise(points) or (data is not None and not _mostly_utf8(data))
+
+
+def _binary_character_detections(
+    points: np.ndarray[Any, Any], data: bytes | None, detectors: DetectorSet, width: int
+) -> list[Detection]:
+    """What ``detectors`` find in binary code points (``_float_binary``), read as a UINT8
+    tensor's binary bytes are (``_text_detections``; ``float_characters.binary_forms``): as
+    written, a row at a time too, and with their C0 controls dropped; code points that are
+    each a byte (``data``) in the encodings such bytes are read in too (``wide_folded``, and
+    a row at a time). Also with their C1 controls dropped (``chr`` makes them, bytes do not),
+    where a value of a ``_LOOSE`` detector counts from ``_LOOSE_SHORTEST`` elements, as in
+    other numbers' binary bytes (pixels that dropping them joins make ``8::``). A value only a
+    form without controls or a decode shows spans every element."""
+    written, shown, unshown = binary_forms(points)
+    rowed = 1 < width < len(written) and len(written) % width == 0
+    found = detectors.scan_each([written, shown, unshown, _rows(written, width) if rowed else b""])
+    hits = [*found.get(0, []), *(characters.unrowed(hit, width, 1) for hit in found.get(3, []))]
+    more = [*found.get(1, []), *_kept(found.get(2, []))]
+    if data is not None:
+        decoded = wide_folded(data)
+        if decoded is UNFOLDABLE:
+            more += unfoldable_spans(len(data), detectors)
+        elif decoded is not None:
+            more += detectors.scan_each([decoded]).get(0, [])
+        if rowed:
+            hits += _wide_row_detections(data, width, detectors, hits)
+    named = uncovered(more, hits, len(written), None)
+    hits += [Detection(name, label, 0, len(written)) for name, label in sorted(named.items())]
+    return list(dict.fromkeys(hits))
 
 
 def holds_float_characters(tensor: Tensor) -> bool:
@@ -339,7 +391,11 @@ def character_forms(tensor: Tensor, needle: bytes) -> tuple[bytes, ...]:
     they drop."""
     if tensor.datatype in FLOAT_DATATYPES:
         points = _float_code_points(tensor)
-        return () if points is None else characters.text_forms(points)
+        if points is None:
+            return ()
+        if _float_binary(points, byte_values(points)):
+            return binary_forms(points)  # read as binary (``float_character_detections``)
+        return characters.text_forms(points)
     array = _array(tensor.raw_form(), tensor, NUMBER_DTYPES[tensor.datatype])
     if array.dtype != object and len(array):
         unsigned = array.view(_UNSIGNED[array.dtype.itemsize])
