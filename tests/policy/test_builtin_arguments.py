@@ -20,11 +20,8 @@ from typing import Any
 
 import pytest
 
-from labelgate.errors import ConfigError
-from labelgate.policy.capabilities import INEXACT_BUILTINS, UNSUPPORTED
+from labelgate.policy.capabilities import INEXACT_BUILTINS
 from labelgate.policy.embedded import EmbeddedEngine
-from labelgate.policy.wasm import WasmEngine
-from labelgate.policy.wasm_host import UNSUPPORTED as WASM_UNSUPPORTED
 from tests.policy.builtin_differential import (
     EMPTY_NEEDLE_INPUT,
     HOSTILE,
@@ -36,6 +33,7 @@ from tests.policy.builtin_differential import (
 )
 from tests.policy.conftest import VALID_RESULT, result_rule, write_policy
 from tests.policy.opa_compliance import canonical
+from tests.policy.test_rego_text import _refusals
 from tests.support.procs import opa_binary
 
 EMPTY_NEEDLE = "default n := 0\n\nn := strings.count(input.subject.id, {needle})\n\n"
@@ -50,29 +48,13 @@ def _value(result: dict[str, Any]) -> Any:
     return result.get("value", "<undefined>" if result.get("undefined") else result)
 
 
-async def _refused(folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """engine name -> its refusal's message; both engines refuse, pointing to --engine opa."""
-    monkeypatch.setenv("LABELGATE_OPA", opa_binary())
-    messages = {}
-    for engine, reason in (
-        (EmbeddedEngine(folder, watch_interval=None), UNSUPPORTED),
-        (WasmEngine(folder, watch_interval=None), WASM_UNSUPPORTED),
-    ):
-        with pytest.raises(ConfigError) as refused:
-            await engine.start()
-        await engine.close()
-        assert refused.value.reason == reason and "--engine opa" in refused.value.message
-        messages[engine.name] = refused.value.message
-    return messages
-
-
 @pytest.mark.parametrize("needle", ['""', "``", "input.request.model", 'concat("", [])', 'trim("a", "a")'])
 async def test_strings_count_without_a_literal_needle_does_not_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, needle: str
 ) -> None:
     """The reviewer's case: `allow if n > 3` allowed the subject "日本" (7), OPA denied (3)."""
     body = EMPTY_NEEDLE.format(needle=needle) + result_rule(VALID_RESULT, "n > 3")
-    messages = await _refused(write_policy(tmp_path, body), monkeypatch)
+    messages = await _refusals(write_policy(tmp_path, body), monkeypatch)
     assert (
         "builtin `strings.count` with a needle that is not a non-empty string literal" in messages["embedded"]
     )
@@ -92,7 +74,7 @@ async def test_strings_count_with_a_literal_needle_loads_and_counts_characters(t
     assert not decision.failed_closed and decision.allow
 
 
-def test_an_empty_needle_on_non_ascii_text_differs_from_opa_unless_refused(tmp_path: Path) -> None:
+def test_an_empty_needle_on_non_ascii_text_differs_from_opa_unless_refusals(tmp_path: Path) -> None:
     """Compiled without the load-time check, rego-cpp counts the bytes of the corpus's input:
     the refusal is earned, and the differential corpus carries the case."""
     suite = Suite(
@@ -141,7 +123,7 @@ async def test_the_reviewers_token_does_not_load_a_policy(
 ) -> None:
     body = f'token := "{STANDARD_ALPHABET_TOKEN}"\n\n'
     body += result_rule(VALID_RESULT, 'io.jwt.verify_hs256(token, "secret")')
-    messages = await _refused(write_policy(tmp_path, body), monkeypatch)
+    messages = await _refusals(write_policy(tmp_path, body), monkeypatch)
     assert (
         f"builtin `io.jwt.verify_hs256` ({INEXACT_BUILTINS['io.jwt.verify_hs256']})" in messages["embedded"]
     )
