@@ -83,12 +83,29 @@ JUSTIFICATION_HEADER = "x-labelgate-justification"
 MAX_JUSTIFICATION_CHARS = 500
 # Requirements one call is held for in turn, at most (the default tables have two).
 MAX_REQUIREMENTS = 4
+
+
+class StoppedWaiting(str):
+    """Why the gateway itself stopped waiting for a held call's decision, named by the
+    cancellation that ends its hold (``Task.cancel(msg)``, ``abandoned_because``): the approval
+    request is closed with it. A ``ModelStreamInfer`` request is held inside its stream, which
+    may end for a reason of its own (``gateway/stream_infer.py``)."""
+
+
 # Why a held call's approval request is closed when the call stops waiting for it (its task
-# cancelled): its caller left, or the gateway is stopping, unless the cancellation names the
-# gateway's own reason (``Task.cancel(msg)``): the upstream a ``ModelStreamInfer`` request was
-# held for ended its stream (``gateway/stream_infer.py``; closed as the caller's leaving: review).
+# cancelled): its caller left, or the gateway is stopping, unless the cancellation names a
+# ``StoppedWaiting``: the upstream ended the stream the request was held in, or the stream was
+# refused (both were closed as the caller's leaving: review, tenth round and after).
 CALLER_WENT_AWAY = "the caller went away before a decision"
-UPSTREAM_ENDED_BEFORE_DECISION = "the upstream ended the stream before a decision"
+UPSTREAM_ENDED_BEFORE_DECISION = StoppedWaiting("the upstream ended the stream before a decision")
+
+
+def stream_refused_before_decision(reason: str, message: str) -> StoppedWaiting:
+    """The stream a request was held in was refused: its reason and message (the gateway's own
+    words, as its caller is told them), cleaned as any text an approver reads."""
+    return StoppedWaiting(
+        untrusted_text.cleaned(f"the stream was refused before a decision ({reason}: {message})")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -666,6 +683,7 @@ class HoldForApproval:
 
 def abandoned_because(cancelled: asyncio.CancelledError) -> str:
     """Why a held call's approval request is closed when ``cancelled`` ends its hold: the
-    reason the cancellation names if it is one of the gateway's, else ``CALLER_WENT_AWAY``."""
+    reason the cancellation names if it is the gateway's own (``StoppedWaiting``), else
+    ``CALLER_WENT_AWAY``."""
     named = cancelled.args[0] if cancelled.args else None
-    return UPSTREAM_ENDED_BEFORE_DECISION if named == UPSTREAM_ENDED_BEFORE_DECISION else CALLER_WENT_AWAY
+    return str(named) if isinstance(named, StoppedWaiting) else CALLER_WENT_AWAY

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.approvals.stage import UPSTREAM_ENDED_BEFORE_DECISION
+from labelgate.approvals.stage import UPSTREAM_ENDED_BEFORE_DECISION, stream_refused_before_decision
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome, Target, infer_target, target_summary
 from labelgate.classify import backend_labels
@@ -165,6 +165,8 @@ async def _served(
     # Set once the upstream ended its stream: the pump is cancelled for that, not for the caller.
     upstream_over = False
     cut_by_upstream = False  # a request being admitted then ended with it (recorded so)
+    # Set once the stream is refused: a request still being admitted ends with that refusal.
+    refused: LabelgateError | None = None
     settling = False  # a request is sent: only its admission record is left to make durable
 
     async def forward_requests() -> None:
@@ -199,14 +201,17 @@ async def _served(
                         await upstream.write(request)
                         settling = True
                     except asyncio.CancelledError:
-                        if not upstream_over:
+                        if not upstream_over and refused is None:
                             raise
-                        # The upstream ended its stream while this request was admitted (held
-                        # for an approver, being written): it ends with it, and is recorded so,
-                        # not as its caller's leaving (review).
+                        # The upstream ended its stream, or the stream was refused, while this
+                        # request was admitted (held for an approver, being written): it ends
+                        # with that, and is recorded so, not as its caller's leaving (review).
                         current = asyncio.current_task()
                         if current is not None:
                             current.uncancel()
+                        if refused is not None:
+                            outcome.upstream_status = refused.reason
+                            raise refused from None
                         cut_by_upstream = True
                         ended = _upstream_ended()
                         outcome.upstream_status = ended.reason  # as a request left unanswered is
@@ -279,8 +284,14 @@ async def _served(
             raise ended
     except LabelgateError as error:
         # The stream ends refused (recorded where it was raised): the requests it leaves
-        # unanswered are recorded as ended by it, each under its own call.
-        pump.cancel()
+        # unanswered are recorded as ended by it, each under its own call, and a request held
+        # for an approver has its approval request closed naming the refusal (the cancellation
+        # names it), not as its caller's leaving (review).
+        refused = error
+        if not pump.done():
+            pump.cancel(stream_refused_before_decision(error.reason, error.message))
+            # A request it was admitting records itself as ended by the refusal (above).
+            await asyncio.wait({pump})
         for unanswered in ledger.pending:
             ledger.close(unanswered)
             await _record_unanswered(pipeline, subject, unanswered, error)
