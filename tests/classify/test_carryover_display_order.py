@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from labelgate.classify import DetectorSet, classify_outputs, display_context, display_order
+from labelgate.classify import DetectorSet, classify_outputs, display_order, joined_reading
 from labelgate.classify.carryover import CarryOver
 from labelgate.enforce import apply_masks
 from labelgate.errors import LabelgateError
@@ -135,7 +135,7 @@ def test_ascii_streams_are_not_read_in_display_order(monkeypatch: pytest.MonkeyP
         calls.append(len(texts))
         return real(texts)
 
-    monkeypatch.setattr(display_context, "display_orders_of_points", counting)
+    monkeypatch.setattr(joined_reading, "display_orders_of_points", counting)
     pieces = [
         "6789 45 123 " + "hello world " * 30,
         "and 4111 11",
