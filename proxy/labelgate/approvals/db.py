@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -83,6 +83,7 @@ class _SqliteTx:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         self.changed_ids: list[str] = []
+        self.committed = False  # set on the store thread once its COMMIT has gone through
 
     async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
         return await self._db._run(self._db._fetch, sql, tuple(params))
@@ -103,6 +104,7 @@ class SqliteDatabase(_Subscribers):
     def __init__(self, path: Path | None) -> None:
         super().__init__()
         self.path = path
+        # One thread, so jobs run in the order queued (``_settle_soon`` relies on it).
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="labelgate-approvals-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -137,6 +139,50 @@ class SqliteDatabase(_Subscribers):
         assert self._conn is not None
         return self._conn.execute(sql, params).rowcount
 
+    def _begin(self) -> None:
+        assert self._conn is not None
+        if self._conn.in_transaction:
+            # Not expected (every transaction is ended on this thread); were one left open all
+            # the same, ending it here keeps the store usable instead of failing every BEGIN.
+            log.warning("approval store connection was left in a transaction: rolled back", store="sqlite")
+            self._execute("ROLLBACK", ())
+        # IMMEDIATE takes the write lock now: two processes on one file serialise cleanly.
+        self._execute("BEGIN IMMEDIATE", ())
+
+    def _commit(self, tx: _SqliteTx) -> None:
+        self._execute("COMMIT", ())
+        tx.committed = True
+
+    def _settle(self, tx: _SqliteTx, loop: asyncio.AbstractEventLoop) -> None:
+        """Ends a transaction that did not finish normally, on the store thread.
+
+        It runs after every statement the transaction left there: cancelling an await does not
+        stop the statement it waited for (a BEGIN still begins, a COMMIT still commits).
+        """
+        try:
+            if self._conn is not None and self._conn.in_transaction:
+                self._execute("ROLLBACK", ())
+            elif tx.committed:  # the caller was cancelled as its COMMIT went through
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+                    loop.call_soon_threadsafe(self._publish_all, tx.changed_ids)
+        except sqlite3.Error as error:
+            log.error("approval store rollback failed", store="sqlite", error=str(error))
+
+    def _settle_soon(self, tx: _SqliteTx) -> Future[None] | None:
+        """Queues ``_settle`` on the store thread at once, where no cancellation can withdraw it
+        (unlike a ROLLBACK awaited through ``_run``). The one thread runs jobs in the order
+        queued: after whatever this transaction left running there, before the next
+        transaction's BEGIN. Whichever await was interrupted (BEGIN, a statement, COMMIT), the
+        connection leaves the transaction, and the file's write lock goes with it."""
+        try:
+            return self._executor.submit(self._settle, tx, asyncio.get_running_loop())
+        except RuntimeError:  # closed meanwhile: the connection went, and its transaction with it
+            return None
+
+    def _publish_all(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            self.publish(request_id)
+
     async def start(self) -> None:
         await self._run(self._connect)
 
@@ -154,18 +200,19 @@ class SqliteDatabase(_Subscribers):
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
         if self._conn is None:
             raise ApprovalsUnavailable(reasons.APPROVALS_STORE_CLOSED, "the approval store is not open")
+        tx = _SqliteTx(self)
         async with self._lock:
-            # IMMEDIATE takes the write lock now: two processes on one file serialise cleanly.
-            await self._run(self._execute, "BEGIN IMMEDIATE", ())
-            tx = _SqliteTx(self)
             try:
+                await self._run(self._begin)
                 yield tx
-            except BaseException:
-                await self._run(self._execute, "ROLLBACK", ())
+                await self._run(self._commit, tx)
+            except BaseException as error:
+                settled = self._settle_soon(tx)
+                if settled is not None and isinstance(error, Exception):
+                    # An error waits for its rollback; a cancelled caller is not kept waiting.
+                    await asyncio.wait([asyncio.wrap_future(settled)])
                 raise
-            await self._run(self._execute, "COMMIT", ())
-        for request_id in tx.changed_ids:
-            self.publish(request_id)
+        self._publish_all(tx.changed_ids)
 
 
 def postgres_sql(sql: str) -> str:
