@@ -374,14 +374,19 @@ def _page_query(cursor: str, limit: int) -> str:
 async def _pending_page(
     request: Request, person: Subject, cursor: str, limit: int
 ) -> tuple[list[dict[str, Any]], str | None, str]:
-    """One page of the pending requests the person may see (soonest to expire first within
-    it), the next page's cursor, and a signature that changes when the page would."""
+    """One page of the pending requests the person may see, the next page's cursor, and a
+    signature that changes when the page would.
+
+    Within the page the requests are in the order they arrived, oldest first, which is the
+    order ``static/inbox.js`` keeps: it adds a new request at the end and never moves a card
+    that is shown. Not by expiry: a requester picks their deadline, and an order they pick
+    would move their card into the place of one the approver is about to approve."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInput(reasons.LIMIT_INVALID, f"limit must be 1 to {MAX_PAGE_SIZE}")
     ctx = context(request)
     page = await ctx.service.page(person, [State.PENDING], limit=limit, cursor=cursor or None)
     now = time.time()
-    pending = sorted(page.items, key=lambda r: r.expires_at)
+    pending = sorted(page.items, key=lambda r: (r.created_at, r.id))
     signature = hashlib.sha256(
         json.dumps([(r.id, r.state.value, len(r.votes)) for r in pending]).encode()
     ).hexdigest()[:32]
