@@ -35,7 +35,7 @@ def from_config_file(data: Any) -> Any:
     """``data`` (a parsed config file) with every string value marked ``FromConfigFile``.
 
     A copy, linear in the file's size because ``data`` is a tree: the config loader refuses
-    YAML aliases (``config_loading._ConfigLoader``), whose shared nodes this copy would expand."""
+    YAML aliases (``config.loading._ConfigLoader``), whose shared nodes this copy would expand."""
     if isinstance(data, str):
         return FromConfigFile(data)
     if isinstance(data, dict):

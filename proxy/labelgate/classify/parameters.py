@@ -42,7 +42,7 @@ _CHOICE_TYPES: dict[str, ParameterType] = {f"{name}_param": name for name in PAR
 
 
 class TypedRelease(Protocol):
-    """A released name with the value types it may carry (``config_sections.ReleasedParameter``)."""
+    """A released name with the value types it may carry (``config.sections.ReleasedParameter``)."""
 
     @property
     def label(self) -> str: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from labelgate.calls import INPUT_NAME_BYTES_KEPT, INPUTS_KEPT
-from labelgate.config_sections import Section, refuse
+from labelgate.config.sections import Section, refuse
 
 
 class LimitSettings(Section):

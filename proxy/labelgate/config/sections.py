@@ -5,9 +5,9 @@ channels is released (``release``); with ``Section``, the base every section sha
 the small checks the sections use (``refuse``, ``host_port``).
 
 Each section checks itself (its own validators) and knows nothing of the others: what
-spans sections is in ``config_cross_checks``. The model that holds them all is
-``config.GatewaySettings``; the bounds (``limits``, ``rest``) are in ``config_limits``, and
-audit, approvals and the admin listener in ``config_oversight``.
+spans sections is in ``cross_checks``. The model that holds them all is
+``config.GatewaySettings``; the bounds (``limits``, ``rest``) are in ``limits``, and
+audit, approvals and the admin listener in ``oversight``.
 """
 
 from __future__ import annotations

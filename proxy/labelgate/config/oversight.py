@@ -3,9 +3,9 @@ call), ``approvals`` (calls the policy holds for approvers, and the webhooks tha
 them) and ``admin`` (the listener with the approvals inbox, and its OpenID Connect
 sign-in).
 
-Apart from the sections on a call's path (``config_sections``) because none of these
+Apart from the sections on a call's path (``sections``) because none of these
 changes what a call is answered; whether approvals can work with the rest of the config is
-a check across sections (``config_cross_checks``).
+a check across sections (``cross_checks``).
 """
 
 # These sections are pydantic models (``Section``), which copy a mutable default for each
@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from labelgate.config.sections import Section, ServerTlsSettings, refuse
 from labelgate.config_paths import ConfigPath
-from labelgate.config_sections import Section, ServerTlsSettings, refuse
 from labelgate.retry import RetrySettings
 
 # The audit commit delay's default (AuditSettings.commit_delay_ms): off. Measured on the bench
@@ -163,7 +163,7 @@ class OidcSettings(Section):
     The approver becomes ``jwt:<issuer>#<sub>``: the same person as their API bearer token
     when the identity provider issues both, which is why ``subject_claim`` must be
     ``auth.jwt.subject_claim`` when both name one issuer
-    (``config_cross_checks._one_subject_claim_per_issuer``).
+    (``config.cross_checks._one_subject_claim_per_issuer``).
     Set, it replaces the token-paste sign-in.
     """
 

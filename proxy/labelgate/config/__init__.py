@@ -10,13 +10,13 @@ folder when there is one, so a config works from any working directory.
 ``load_settings`` refuses a config that cannot work, listing every problem at once,
 including settings that could never take effect: each section checks itself (its own
 ``model_validator``), and the few checks that span sections are the small named functions
-in ``config_cross_checks.CROSS_SECTION_CHECKS``.
+in ``config.cross_checks.CROSS_SECTION_CHECKS``.
 
 This module is the model and how it is loaded; the rest is beside it, one idea a module:
-the sections (``config_sections``: the call's path; ``config_limits``: bounds;
-``config_oversight``: audit, approvals, the admin listener), the checks across sections
-(``config_cross_checks``), reading the YAML file and wording its errors
-(``config_loading``), and the start-up checks that read the files a valid config names
+the sections (``sections``: the call's path; ``limits``: bounds;
+``oversight``: audit, approvals, the admin listener), the checks across sections
+(``cross_checks``), reading the YAML file and wording its errors
+(``loading``), and the start-up checks that read the files a valid config names
 (``startup_checks``). Every name other code takes from here stays importable from here
 (``__all__``), so callers need not know the split.
 """
@@ -45,15 +45,15 @@ from pydantic_settings import (
 
 from labelgate import reasons
 from labelgate.auth.settings import AuthSettings
-from labelgate.config_cross_checks import CROSS_SECTION_CHECKS
-from labelgate.config_limits import LimitSettings, RestSettings
-from labelgate.config_loading import (
+from labelgate.config.cross_checks import CROSS_SECTION_CHECKS
+from labelgate.config.limits import LimitSettings, RestSettings
+from labelgate.config.loading import (
     MAX_CONFIG_BYTES,
     ConfigFile,
     environment_problem,
     format_validation_error,
 )
-from labelgate.config_oversight import (
+from labelgate.config.oversight import (
     COMMIT_DELAY_MS,
     AdminSettings,
     ApprovalEvent,
@@ -62,8 +62,7 @@ from labelgate.config_oversight import (
     OidcSettings,
     WebhookSettings,
 )
-from labelgate.config_paths import config_folder_context
-from labelgate.config_sections import (
+from labelgate.config.sections import (
     ClassificationSettings,
     CustomDetector,
     DetectorSettings,
@@ -81,9 +80,10 @@ from labelgate.config_sections import (
     host_port,
     refuse,
 )
+from labelgate.config.startup_checks import check_ca_file, check_tls_pair, startup_problems
+from labelgate.config_paths import config_folder_context
 from labelgate.errors import ConfigError
 from labelgate.recording.settings import RecordingSettings
-from labelgate.startup_checks import check_ca_file, check_tls_pair, startup_problems
 from labelgate.tracing import TracingSettings
 
 # What other code takes from here: the model, its entry point, and what moved out of this
