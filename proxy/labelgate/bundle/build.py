@@ -365,8 +365,10 @@ def read_tarball(
     ``max_bytes`` decompressed bytes in all (headers included) and ``max_members`` members
     (BUNDLE_TOO_LARGE); a GNU long-name or pax header of at most MAX_EXTENDED_HEADER_BYTES
     (BUNDLE_TOO_LARGE); nothing but regular files and folders (a link, a device, a FIFO, a
-    sparse file: BUNDLE_FILE_INVALID, which OPA's own bundles never hold). A member named
-    twice reads as its last copy. Anything else unreadable: BUNDLE_UNREADABLE.
+    sparse file: BUNDLE_FILE_INVALID, which OPA's own bundles never hold). A file named
+    twice is refused (BUNDLE_FILE_INVALID), as OPA refuses it: keeping either copy, the bundle
+    would not mean what OPA, or whoever read the other copy, read. Anything else unreadable:
+    BUNDLE_UNREADABLE.
     """
     files: dict[str, bytes] = {}
     total = members = 0
@@ -386,7 +388,10 @@ def read_tarball(
                     raise InvalidInput(reasons.BUNDLE_TOO_LARGE, f"bundle holds more than {max_bytes} bytes")
                 extracted = tar.extractfile(info)
                 assert extracted is not None  # a regular file always has content
-                files[info.name.lstrip("/")] = extracted.read()
+                name = info.name.lstrip("/")
+                if name in files:
+                    raise InvalidInput(reasons.BUNDLE_FILE_INVALID, f"bundle holds {name} twice")
+                files[name] = extracted.read()
     except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as error:  # ValueError:
         # tarfile's own, on a malformed number in a header (a sparse map, a pax size)
         raise InvalidInput(reasons.BUNDLE_UNREADABLE, f"not a gzip tarball: {error}") from error

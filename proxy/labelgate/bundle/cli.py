@@ -493,15 +493,21 @@ class ServiceApprovals:
 
         from labelgate.approvals.model import Binding, FieldAtStake, Requirement
         from labelgate.approvals.service import Draft
-        from labelgate.bundle.gate import ApprovalTicket
+        from labelgate.bundle.gate import ApprovalTicket, describe_catalog_change
 
         changes = list(report.get("changes", []))
+        catalog = list(report.get("catalog") or ())
         labels = {str(label) for change in changes for label in change.get("labels") or ()}
+        labels |= {str(label) for change in catalog for label in change.get("was") or ()}
         fields = tuple(
             FieldAtStake(
                 f"{c['kind']}: {c['group']} / {c['model']} / {c['field']}", tuple(c.get("labels") or ())
             )
             for c in changes[:100]
+        ) + tuple(
+            # What the candidate's catalog takes from a field is at stake for every caller.
+            FieldAtStake(f"{c['kind']}: {describe_catalog_change(c)}", tuple(c.get("was") or ()))
+            for c in catalog[:100]
         )
         draft = Draft(
             binding=Binding(author, PUBLISH_METHOD, bundle, tuple(labels), revision),

@@ -3,9 +3,11 @@
 Before a validated revision replaces the served one, the publisher asks an ``ImpactAnalyzer``
 what the candidate would decide differently on stored decision inputs (the report of
 ``labelgate policy impact``: counts per change kind, subject group, model and field, an
-example input hash, never a data value). ``hold_reasons`` applies the configured limits to
-that report; a held revision is served only after a person who is not its author approves
-the publish through the approvals service (``PublishApprovals``).
+example input hash, never a data value), with what a replay cannot show: how each changed
+approval requirement weakened, and the labels the candidate's catalog takes from fields (the
+stored inputs carry the labels the served catalog gave). ``hold_reasons`` applies the
+configured limits to that report; a held revision is served only after a person who is not
+its author approves the publish through the approvals service (``PublishApprovals``).
 
 The bundle package sits low in the layer table (below ``policy`` and ``approvals``), so it
 defines only these interfaces and the pure rule; ``labelgate.bundle.cli`` (the command
@@ -30,6 +32,26 @@ MASK_REMOVED = "mask removed"
 MASK_WEAKENED = "mask weakened"
 # A call that was refused or held and now goes through releases every field it asks for.
 RELEASING_KINDS = ("deny -> allow", "no longer held")
+# Held both times, by another requirement. The report says per change how the requirement
+# weakened (``weakened``: fewer approvals, other approver groups, longer or wider grants); an
+# empty list is a change that lets no one more approve and releases no more (a stricter
+# requirement, another reason text). A change that does not say holds (fail closed).
+APPROVAL_CHANGED = "approval requirement changed"
+
+# The report's ``catalog`` section: every way the candidate's catalog (data.labelgate.catalog)
+# may take a label from a field. A replay cannot show these: the stored inputs carry the
+# labels the served catalog gave (``labelgate.policy.cli.catalog_changes``).
+CATALOG_LOWERED = "catalog label lowered"
+# A label replaced by one not less sensitive in rank: the policy need not be monotone in rank
+# (the default tables show ``restricted`` to a granted break-glass caller, never ``confidential``).
+CATALOG_REPLACED = "catalog label replaced"
+CATALOG_REMOVED = "catalog field removed"
+# An entry for a path the served catalog had no entry for, without the default label: what
+# only it matches had the default label (``internal``) and now has its labels instead.
+CATALOG_ADDED_WITHOUT_DEFAULT = "catalog field added without the default label"
+DEFAULT_LABEL_PATH = "(default label)"
+# How many items one hold reason lists before "and N more".
+LISTED = 5
 
 # (current policy folder, candidate policy folder) -> the impact report as JSON
 ImpactAnalyzer = Callable[[Path, Path], dict[str, Any]]
@@ -41,7 +63,8 @@ class HoldRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Hold when a field with one of these labels loses its mask, or its mask now shows more of
-    # it (or its call is newly released).
+    # it (or its call is newly released, or the approval it waits for is weakened), or loses
+    # the label itself in the catalog.
     unmasked_labels: list[str] = Field(default_factory=lambda: ["confidential", "restricted"])
     # Hold when more distinct inputs than this would be decided differently (None: no limit).
     max_changed_inputs: int | None = Field(None, ge=0)
@@ -138,9 +161,20 @@ def hold_reasons(report: Mapping[str, Any], rule: HoldRule) -> list[str]:
         }
     )
     if exposed:
-        more = f" and {len(exposed) - 5} more" if len(exposed) > 5 else ""
         labels = ", ".join(sorted(watched & _labels(report)))
-        reasons.append(f"releases {labels} data: {'; '.join(exposed[:5])}{more}")
+        reasons.append(f"releases {labels} data: {_listed(exposed)}")
+    weakening = [change for change in report.get("changes", []) if _weakens_approval(change, watched)]
+    if weakening:
+        weakened = sorted(
+            {
+                f"{change['detail']} for {change['group']} on {change['model']} "
+                f"({'; '.join(change.get('weakened') or ['how is not reported'])})"
+                for change in weakening
+            }
+        )
+        labels = ", ".join(sorted(watched & _labels({"changes": weakening})))
+        reasons.append(f"weakens the approval of {labels} data: {_listed(weakened)}")
+    reasons += catalog_reasons(report, watched)
     # A report without ``distinct`` compared nothing on purpose (the first revision: nothing
     # served to compare with) or could not be made (held for that already).
     replayed = report.get("distinct")
@@ -156,6 +190,40 @@ def hold_reasons(report: Mapping[str, Any], rule: HoldRule) -> list[str]:
     if report.get("errors"):
         reasons.append(f"{len(report['errors'])} decision(s) failed closed during the replay")
     return reasons
+
+
+def catalog_reasons(report: Mapping[str, Any], watched: set[str]) -> list[str]:
+    """One reason per kind of catalog change that takes a watched label from a field."""
+    found: dict[str, list[str]] = {}
+    for change in report.get("catalog") or ():
+        lost = set(change.get("was") or ()) - set(change.get("now") or ())
+        if lost & watched:
+            found.setdefault(str(change.get("kind")), []).append(describe_catalog_change(change))
+    return [f"{kind}: {_listed(sorted(items))}" for kind, items in sorted(found.items())]
+
+
+def describe_catalog_change(change: Mapping[str, Any]) -> str:
+    """``customer-profile outputs.ssn confidential -> public``: where, and the labels before
+    and after (``(none)``: no entry names the path any more)."""
+    scope = change.get("model") or change.get("message")
+    where = f"{scope} {change['path']}" if scope else str(change["path"])
+    was, now = ("+".join(change.get(side) or ()) or "(none)" for side in ("was", "now"))
+    return f"{where} {was} -> {now}"
+
+
+def _listed(items: Sequence[str]) -> str:
+    more = f" and {len(items) - LISTED} more" if len(items) > LISTED else ""
+    return "; ".join(items[:LISTED]) + more
+
+
+def _weakens_approval(change: Mapping[str, Any], watched: set[str]) -> bool:
+    """A call with watched fields now waits for an approval that is easier to get, or that
+    releases more once granted (a report that does not say how it changed: fail closed)."""
+    if change.get("kind") != APPROVAL_CHANGED:
+        return False
+    if "weakened" in change and not change["weakened"]:
+        return False
+    return bool(set(change.get("labels") or ()) & watched)
 
 
 def _releases(change: Mapping[str, Any], watched: set[str]) -> bool:

@@ -13,16 +13,28 @@ scripts notice the policy could not decide.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from labelgate.classify.catalog import Catalog
 from labelgate.errors import ConfigError, InvalidInput, PolicyUnavailable
 from labelgate.logs import configure
 from labelgate.policy import reasons
-from labelgate.policy.contract import Decision, validate_input
+from labelgate.policy.contract import ApprovalRequirement, Decision, validate_input
+from labelgate.policy.impact import (
+    APPROVAL_CHANGED,
+    ImpactReport,
+    Replayed,
+    compare,
+    model_of,
+    subject_group,
+    summarize,
+)
 from labelgate.shown_urls import shown_url
 from labelgate.untrusted_text import shown
 
@@ -250,13 +262,18 @@ def impact(
     elif output == "markdown":
         from labelgate.policy.impact import to_markdown
 
-        sys.stdout.write(to_markdown(report, current=str(current), candidate=str(candidate)))
+        text = to_markdown(report, current=str(current), candidate=str(candidate))
+        if report.catalog:  # no decision changed, but the catalog did
+            lines = "".join(f"- {shown(line)}\n" for line in report.catalog_lines())
+            text = text.replace("\nNo changes.\n", "\nNo decision changes.\n")
+            text += f"\n**The candidate's catalog takes labels from fields**:\n{lines}"
+        sys.stdout.write(text)
     else:
         _print_table(report, engine=engine, current=current, candidate=candidate)
     sys.stdout.flush()
     if report.errors:
         return IMPACT_ERROR
-    return IMPACT_CHANGED if report.groups else IMPACT_UNCHANGED
+    return IMPACT_CHANGED if report.groups or report.catalog else IMPACT_UNCHANGED
 
 
 def _nothing_replayed(since: str | None) -> str:
@@ -274,15 +291,14 @@ def replay_report(
     *,
     engine: str,
     timing: dict[str, float] | None = None,
-) -> Any:
-    """The ``ImpactReport`` of ``candidate`` against ``current`` over ``stored`` inputs.
+) -> ReplayReport:
+    """The impact of ``candidate`` against ``current`` over ``stored`` inputs, with what the
+    replay cannot show (``ReplayReport``).
 
     Blocking (it runs its own event loop, and ``opa`` servers for ``engine="opa"``): the
     bundle server's publish gate calls it from a worker thread. ``timing`` gets
     ``replay_s``, the seconds spent deciding (both policies loaded), for ``bench``."""
     import contextlib
-
-    from labelgate.policy.impact import summarize
 
     if engine not in ENGINES:
         raise ConfigError(
@@ -291,6 +307,7 @@ def replay_report(
     for name, folder in (("--candidate", candidate), ("--current", current)):
         if not Path(folder).is_dir():
             raise ConfigError(reasons.POLICY_DIR_MISSING, f"{name}: {folder} is not a folder")
+    catalog = catalog_changes(current, candidate)
     with contextlib.ExitStack() as servers:
         # OPA runs as a server per policy (started before the event loop: it blocks until ready).
         urls = (
@@ -299,7 +316,172 @@ def replay_report(
         replays = asyncio.run(
             _replay(stored, engine=engine, folders=(current, candidate), urls=urls, timing=timing)
         )
-    return summarize(replays)
+    return replay_summary(replays, catalog)
+
+
+# -- what the replay cannot show ----------------------------------------------------------
+# The publish gate (``bundle/gate.py``) reads both from the report's JSON.
+
+
+@dataclasses.dataclass
+class ReplayReport(ImpactReport):
+    """The impact report, with per ``approval requirement changed`` group how the requirement
+    weakened (``weakened``), and the ``catalog`` changes that take a label from a field."""
+
+    catalog: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # (group, model, detail) of an ``approval requirement changed`` group -> how it weakened
+    weakened_approvals: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        document = super().to_json()
+        for change, group in zip(document["changes"], self.groups, strict=True):
+            if group.kind == APPROVAL_CHANGED:
+                change["weakened"] = self.weakened_approvals.get((group.group, group.model, group.detail), [])
+        document["catalog"] = list(self.catalog)
+        return document
+
+    def catalog_lines(self) -> list[str]:
+        from labelgate.bundle.gate import describe_catalog_change
+
+        return [f"{change['kind']}: {describe_catalog_change(change)}" for change in self.catalog]
+
+
+def replay_summary(replays: list[Replayed], catalog: list[dict[str, Any]] | None = None) -> ReplayReport:
+    """The report of ``replays`` (``impact.summarize``), how each changed approval weakened,
+    and ``catalog`` (``catalog_changes``)."""
+    report = summarize(replays)
+    return ReplayReport(
+        **{f.name: getattr(report, f.name) for f in dataclasses.fields(report)},
+        catalog=list(catalog or ()),
+        weakened_approvals=weakened_approvals(replays),
+    )
+
+
+# The grant scopes, the one releasing least first (``ApprovalRequirement.grant_scope``).
+GRANT_SCOPES = ("query", "model")
+
+
+def approval_weakenings(was: ApprovalRequirement, now: ApprovalRequirement) -> list[str]:
+    """How ``now`` is easier to get than ``was``, or releases more once granted; empty when it
+    is not (more approvals, fewer approver groups, another reason text)."""
+    found = []
+    if now.min_approvals < was.min_approvals:
+        found.append(f"fewer approvals: {was.min_approvals} -> {now.min_approvals}")
+    other = sorted(set(now.approver_groups) - set(was.approver_groups))
+    if other:
+        found.append(f"other approver groups: {', '.join(other)}")
+    if now.grant_ttl_seconds > was.grant_ttl_seconds:
+        found.append(f"longer grants: {was.grant_ttl_seconds} -> {now.grant_ttl_seconds} s")
+    if _scope_width(now.grant_scope) > _scope_width(was.grant_scope):
+        found.append(f"wider grants: {was.grant_scope} -> {now.grant_scope}")
+    if was.single_use and not now.single_use:
+        found.append("grants no longer single use")
+    if was.row_budget is not None and (now.row_budget is None or now.row_budget > was.row_budget):
+        budget = "none" if now.row_budget is None else now.row_budget
+        found.append(f"larger row budget: {was.row_budget} -> {budget}")
+    return found
+
+
+def _scope_width(scope: str) -> int:
+    # A scope this code does not know releases the most (fail closed).
+    return GRANT_SCOPES.index(scope) if scope in GRANT_SCOPES else len(GRANT_SCOPES)
+
+
+def weakened_approvals(replays: Iterable[Replayed]) -> dict[tuple[str, str, str], list[str]]:
+    """Per ``approval requirement changed`` group (subject group, model, detail, as
+    ``impact.summarize`` groups them): how the requirement weakened on any of its inputs."""
+    found: dict[tuple[str, str, str], set[str]] = {}
+    for replay in replays:
+        was, now = replay.current.require_approval, replay.candidate.require_approval
+        if was is None or now is None:  # not held both times (or failed closed): no such change
+            continue
+        for change in compare(replay.current, replay.candidate):
+            if change.kind == APPROVAL_CHANGED:
+                key = (subject_group(replay.input), model_of(replay.input), change.detail)
+                found.setdefault(key, set()).update(approval_weakenings(was, now))
+    return {key: sorted(weakenings) for key, weakenings in found.items()}
+
+
+# A catalog entry's (model, message, path): the fields it labels.
+Where = tuple[str | None, str | None, str]
+
+
+def catalog_changes(current: Path, candidate: Path) -> list[dict[str, Any]]:
+    """Every way ``candidate``'s catalog (``data.labelgate.catalog``) may take a label from a
+    field that ``current``'s gives it (the kinds of ``labelgate.bundle.gate``).
+
+    The replay cannot show these: the stored inputs carry the labels the served catalog gave,
+    and re-labelling them with the candidate's is not exact. Their paths were spelled with the
+    served catalog's key names (a JSON key no entry names is ``<key:...>``), the detectors that
+    did not run on a field because its catalog label matched theirs would run on it, and what
+    they would find depends on values the inputs do not hold. So the catalogs are compared
+    entry by entry (a field's labels are the union of the entries matching it, so only a
+    changed or removed entry, an added one without the default label, or another default label
+    can take a label from one); adding labels takes none.
+    """
+    from labelgate.bundle import gate
+
+    served = _bundle_catalog(current)
+    if served is None:
+        return []
+    proposed = _bundle_catalog(candidate)
+    if proposed is not None and proposed.same_as(served):
+        return []
+    before = _entry_labels(served)
+    after = _entry_labels(proposed) if proposed is not None else {}
+    changes = []
+    if proposed is not None and proposed.default_label != served.default_label:
+        default: Where = (None, None, gate.DEFAULT_LABEL_PATH)
+        changes.append(_catalog_change(default, {served.default_label}, {proposed.default_label}))
+    for where, was in before.items():
+        now = after.get(where, frozenset())
+        if was - now:
+            changes.append(_catalog_change(where, was, now))
+    for where, now in after.items():
+        if where not in before and served.default_label not in now:
+            changes.append(_catalog_change(where, {served.default_label}, now, added=True))
+    return changes
+
+
+def _bundle_catalog(folder: Path) -> Catalog | None:
+    """The catalog a gateway following ``folder``'s bundle would take; None if it has none."""
+    from labelgate.gateway import reasons as gateway_reasons
+    from labelgate.gateway.classify_stage import bundle_catalog
+    from labelgate.policy.source import PolicySource
+
+    try:
+        return bundle_catalog(PolicySource.from_dir(folder))
+    except ConfigError as error:
+        if error.reason != gateway_reasons.BUNDLE_CATALOG_MISSING:
+            raise
+        return None
+
+
+def _entry_labels(catalog: Catalog) -> dict[Where, frozenset[str]]:
+    labels: dict[Where, frozenset[str]] = {}
+    for entry in catalog.entries:
+        where = (entry.model, entry.message, entry.path)
+        labels[where] = labels.get(where, frozenset()) | entry.labels
+    return labels
+
+
+def _catalog_change(
+    where: Where, was: Iterable[str], now: Iterable[str], *, added: bool = False
+) -> dict[str, Any]:
+    from labelgate.bundle import gate
+    from labelgate.classify.labels import rank
+
+    before, after = sorted(was, key=rank), sorted(now, key=rank)
+    if added:
+        kind = gate.CATALOG_ADDED_WITHOUT_DEFAULT
+    elif not after:
+        kind = gate.CATALOG_REMOVED
+    elif rank(after[-1]) < rank(before[-1]):
+        kind = gate.CATALOG_LOWERED
+    else:
+        kind = gate.CATALOG_REPLACED
+    model, message, path = where
+    return {"kind": kind, "model": model, "message": message, "path": path, "was": before, "now": after}
 
 
 def load_decision_log_inputs(
@@ -508,6 +690,7 @@ def _print_table(report: Any, *, engine: str, current: Path, candidate: Path) ->
         f"policy impact ({engine}): {plain(candidate)} against {plain(current)}: {report.distinct} distinct "
         f"inputs ({report.inputs} decisions) replayed, {report.changed} decided differently"
     )
+    catalog = report.catalog_lines() if isinstance(report, ReplayReport) else []
     if not report.distinct:
         console.print("[bold yellow]no decision inputs were replayed: nothing was compared[/]")
     elif report.groups:
@@ -517,7 +700,9 @@ def _print_table(report: Any, *, engine: str, current: Path, candidate: Path) ->
             table.add_row(*(plain(cell) for cell in cells))
         console.print(table)
     else:
-        console.print("no changes")
+        console.print("no decision changes" if catalog else "no changes")
+    for line in catalog:
+        console.print(f"[bold yellow]the candidate's catalog[/]: {plain(line)}")
     for error in report.errors:
         where = f"{plain(error['hash'][:16])} ({plain(error['side'])})"
         console.print(f"[red]failed closed[/red] {where}: {plain(error['reason'])}")

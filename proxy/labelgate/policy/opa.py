@@ -71,6 +71,11 @@ UNKNOWN_REVISION = "unknown"
 # A data path no policy defines: answering it costs OPA nothing, and the reply still
 # carries provenance (bundle revisions), which is all start() wants.
 _REVISION_PROBE_PATH = "labelgate_revision_probe"
+# How a decision is asked. ``strict-builtin-errors``: by default OPA turns a builtin's error
+# (``count(5)``, ``to_number("x")``) into undefined, so a ``deny`` rule that errs is not true
+# and ``allow if not deny`` allows: fail open. Strict, OPA answers 500 (``eval_*_error``),
+# which is a deny like any other error (``POLICY_ERROR_500``), as the embedded engine's is.
+DECISION_PARAMS = {"provenance": "true", "strict-builtin-errors": "true"}
 
 
 class _OpaSession(AsyncOpaClient):  # type: ignore[misc]  # opa-python-client ships no types
@@ -141,7 +146,7 @@ class _Reconnect(Exception):
 
 
 class OpaEngine:
-    """PolicyEngine backed by ``POST /v1/data/<decision_path>?provenance=true``."""
+    """PolicyEngine backed by ``POST /v1/data/<decision_path>?provenance=true&strict-builtin-errors=true``."""
 
     name = "opa"
 
@@ -252,11 +257,11 @@ class OpaEngine:
     async def decide(self, input: dict[str, Any]) -> Decision:
         # One deadline for the decision, a second question (revision order) included.
         deadline = time.monotonic() + self._timeout
-        body, current = await self._query(input, {"provenance": "true"}, deadline)
+        body, current = await self._query(input, DECISION_PARAMS, deadline)
         if not current:
             # Evaluated under a revision already replaced: ask again, as a request issued
             # after the change, whose answer is under the revision in force (or newer).
-            body, current = await self._query(input, {"provenance": "true"}, deadline)
+            body, current = await self._query(input, DECISION_PARAMS, deadline)
             if not current:
                 # The revision moved again while asking: fail closed rather than use it.
                 return Decision.deny(reasons.POLICY_REVISION_STALE, engine=self.name, revision=self._revision)
