@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from labelgate.classify import classify_outputs
+from labelgate.classify import classify_outputs, native
 from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.other_encodings import (
     digit_encoding,
@@ -161,18 +161,25 @@ def test_a_utf16_reading_masks_only_where_a_detector_matches() -> None:
     assert hidden_by_folding([b"a\tb\tc\t\x01", data], DETECTORS, {}) == {}
 
 
-def test_text_of_ascii_letters_and_tabs_alone_is_read_as_digits_here_only_by_the_gate() -> None:
-    """A Devanagari card with no separator is printable ASCII and tabs: ``digit_encoding``
-    reads it; ``hidden_by_folding`` leaves ASCII text that folds to itself to the raw scan
-    (as the classifier's gate does: such a tensor is not folded at all)."""
+def test_text_of_ascii_letters_and_tabs_alone_is_read_as_digits() -> None:
+    """A Devanagari card with no separator is printable ASCII and tabs, text that folds to
+    itself: ``digit_encoding`` reads it, and so does ``hidden_by_folding`` (what the classifier
+    asks of such text: ``test_self_folding_wide_digits``)."""
     data = _written(CARD, DIGIT_SETS["DEVANAGARI DIGIT ONE"]).encode("utf-16-le")
     assert data.isascii() and b"\x00" not in data
     assert digit_encoding(data) == "utf-16-le"
+    hidden = hidden_by_folding([b"retail", data], DETECTORS, {})
+    assert {
+        index: [(hit.detector, hit.start, hit.end) for hit in hits] for index, hits in hidden.items()
+    } == {1: [("credit_card", 0, len(data))]}
 
 
-def test_many_texts_are_asked_together_as_each_alone() -> None:
-    """``read_as_digits`` (texts joined, candidates placed) agrees with ``digit_encoding``
-    text by text, whatever the lengths and alignments."""
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "python"])
+def test_many_texts_are_asked_together_as_each_alone(use_native: bool) -> None:
+    """``read_as_digits`` (candidates named natively, or texts joined and candidates placed)
+    agrees with ``digit_encoding`` text by text, whatever the lengths and alignments."""
+    if use_native and not native.digit_runs_available():
+        pytest.skip("labelgate_native is not installed")
     rng = random.Random(7)
     pieces = [
         _written(SSN, DIGIT_SETS["MONGOLIAN DIGIT ONE"]).encode("utf-16-le"),
@@ -187,5 +194,6 @@ def test_many_texts_are_asked_together_as_each_alone() -> None:
     texts += [b"\x01" + each for each in texts[:50]]  # the other alignment
     expected = {index for index, each in enumerate(texts) if digit_encoding(each) is not None}
     assert expected and len(expected) < len(texts)
-    assert read_as_digits(texts) == expected
+    with native.digit_runs_forced(use_native):
+        assert read_as_digits(texts) == expected
     assert all(may_read_digits(texts[index]) for index in expected)

@@ -72,7 +72,7 @@ path's either way (``tests/classify/test_native_json.py``, ``test_native_raw_sca
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from itertools import chain, filterfalse
 from operator import itemgetter
 from typing import Any, Final
@@ -116,6 +116,7 @@ from labelgate.classify.key_blocks import SECRET, left_open
 from labelgate.classify.labels import LABELS, check_default_label, is_label, most_sensitive
 from labelgate.classify.markup import may_render
 from labelgate.classify.messages import classify_message, digit_runs
+from labelgate.classify.other_encodings import raw_digit_rows, read_as_digits
 from labelgate.errors import UpstreamError
 from labelgate.oip.tensor import Tensor
 
@@ -572,6 +573,11 @@ def _classify_text_tensor(
             # text as written. (A length prefix may look like such markup: then each element
             # is asked again, ``hidden_by_folding``.)
             folds = not raw.isascii() or may_render(raw)
+            # ASCII text that folds to itself may still read as UTF-16 digits (``f\t`` is
+            # Devanagari's 0 in UTF-16-LE): the elements that do, named in one native pass
+            # over the buffer (None: any may). Ordinary text holds none.
+            if not folds:
+                folds = raw_digit_rows(raw, tensor.size) != []
             if folds:
                 hidden = hidden_by_folding(tensor.byte_elements(), scanning, spans)
                 spans, names = _with_hidden(spans, names, hidden)
@@ -609,9 +615,13 @@ def _classify_text_tensor(
             opaque = dict(sorted((opaque | more).items()))
     # Some element may hide a value from a scan of its raw text (asked only when scanning).
     hiding = bool(scanning) and may_hide(joined)
+    # Or read as UTF-16 digits, ASCII that folds to itself too (``f\t`` is Devanagari's 0 in
+    # UTF-16-LE): the elements that do, asked of all at once (one native pass; ordinary text
+    # holds none). Text that may hide is read so where it is folded (``hidden_by_folding``).
+    wide_digits = read_as_digits(values) if scanning and (objects or not hiding) else set()
     escaped = may_escape(joined)
-    if objects and scanning and (hiding or escaped):
-        _fold_json_elements(values, objects, opaque, leaf_hits, scanning, keys)
+    if objects and scanning and (hiding or escaped or (wide_digits and not wide_digits.isdisjoint(objects))):
+        _fold_json_elements(values, objects, opaque, leaf_hits, scanning, keys, wide_digits)
     if not objects and not opaque:
         texts = list(range(len(values)))
     else:
@@ -620,7 +630,9 @@ def _classify_text_tensor(
     # found: the detectors the spans name, when _scan_texts knows them (and the spans are
     # then in element order); None: count them here, and sort.
     spans, found = (
-        _scan_texts(values, texts, scanning, escaped=escaped, ascii=not hiding) if scanning else ({}, None)
+        _scan_texts(values, texts, scanning, escaped=escaped, ascii=not (hiding or wide_digits))
+        if scanning
+        else ({}, None)
     )
     if opaque:
         # Every label the catalog gives at or under the output (and the default, for keys no
@@ -634,7 +646,7 @@ def _classify_text_tensor(
         found = None
     carried = None
     # Some element may spell a marker (one C-level search of the joined text, asked once).
-    may_open = SECRET in scanning.names and key_may_open(joined, escaped, hiding)
+    may_open = SECRET in scanning.names and key_may_open(joined, escaped, hiding or bool(wide_digits))
     if may_open:
         # A block one element opens runs into the later ones of every kind (``key_blocks``).
         changed, carried = carry_key_blocks(values, spans, objects, opaque, leaf_hits, keys, scanning)
@@ -702,24 +714,32 @@ def _fold_json_elements(
     leaf_hits: LeafHits,
     detectors: DetectorSet,
     keys: KeyNames,
+    wide_digits: Collection[int] = (),
 ) -> None:
     """A JSON element whose text, folded (``folding``) as written or with its escapes
-    decoded, shows a match that no match in the same text unfolded covers
-    (``hidden_values.uncovered``) is opaque (``FOLDED_TEXT``): its leaves cannot say which holds the
-    value, so a mask on that detector rewrites the element whole. Left out of the leaf scan,
-    it no longer carries a PEM block from the elements before it to those after: the native
-    reader's elements from the first where a block may open are read again by Python
-    (``read_after_a_key``)."""
+    decoded, or read as UTF-16 digits (``other_encodings.read_as_digits``: ``wide_digits``,
+    by element index, for the text as written), shows a match that no match in the same text
+    unfolded covers (``hidden_values.uncovered``) is opaque (``FOLDED_TEXT``): its leaves
+    cannot say which holds the value, so a mask on that detector rewrites the element whole.
+    Left out of the leaf scan, it no longer carries a PEM block from the elements before it to
+    those after: the native reader's elements from the first where a block may open are read
+    again by Python (``read_after_a_key``)."""
     dropped = False
-    for index in [index for index in objects if may_hide(values[index]) or may_escape(values[index])]:
+    chosen = [
+        index
+        for index in objects
+        if may_hide(values[index]) or may_escape(values[index]) or index in wide_digits
+    ]
+    for index in chosen:
         # Each form on its own: folding drops control characters, so no separator joining
         # them would still part them once folded.
         forms = [values[index], *unescaped_forms(values[index])]
         # Forms that are ASCII without control characters fold to themselves: nothing to
-        # compare (most decoded references, ``&amp;``, ``&#39;``).
-        if not any(map(may_hide, forms)) or not hidden_by_folding(
-            forms, detectors, detectors.scan_each(forms)
-        ):
+        # compare (most decoded references, ``&amp;``, ``&#39;``), unless one reads as
+        # UTF-16 digits.
+        if not (
+            any(map(may_hide, forms)) or index in wide_digits or read_as_digits(forms[1:])
+        ) or not hidden_by_folding(forms, detectors, detectors.scan_each(forms)):
             continue
         del objects[index]
         leaf_hits.pop(index, None)

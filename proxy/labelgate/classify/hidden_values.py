@@ -11,6 +11,11 @@ text folded a piece at a time, cut where they start and end), and a value of the
 form must lie within them. A count lets a decoy stand in for a hidden value: a plain SSN
 that folding joins to the digit after it (``111-22-3333\u200b0``) is one SSN to the raw
 scan and none folded, where a full-width SSN beside it is one folded and none raw.
+
+Every text, ASCII text that folds to itself too, is also read as UTF-16 where it holds a run
+of digits so (``other_encodings.read_as_digits``: Devanagari's digits are ``f\t``..``o\t`` in
+UTF-16-LE, a client decoding the text so sees an SSN the bytes as written do not show); one
+native pass over the texts finds the few that do.
 """
 
 from __future__ import annotations
@@ -112,11 +117,11 @@ def _hidden_by_folding(
         # UTF-16 or UTF-32 text: a byte order mark or NULs (two C-level checks: an int is
         # found with memchr, where ``b"\x00" in text`` takes several times longer; text that
         # folds to itself has neither), else maybe UTF-16 digits of a script whose code units
-        # hold no NUL (Mongolian's are control bytes, Bengali's not ASCII), asked below. Not
-        # of ASCII text that folds to itself (Devanagari's digits are letters and tabs): a
-        # tensor of only such text is not read here at all (the raw scan reads it as written).
+        # hold no NUL (Mongolian's are control bytes, Bengali's not ASCII), asked below. ASCII
+        # text that folds to itself too: Devanagari's digits are letters and tabs in UTF-16
+        # (``f\t``), superscripts a letter beside a space, circled digits one beside ``$``.
         marked = wide and form is not None and (0 in text or text.startswith(MARK_STARTS))
-        if wide and not marked and (form is not None or not plain):
+        if wide and not marked:
             digit_texts[index] = form
         if form is None:
             continue  # text that folds to itself: the raw scan read it
@@ -141,7 +146,7 @@ def _hidden_by_folding(
                 owners.append(index)
                 folds.append(fold)
                 shown_in.append(None)
-    if digit_texts:  # UTF-16 digits, asked of the texts together (``read_as_digits``)
+    if digit_texts:  # UTF-16 digits, asked of the texts together (``read_as_digits``: native, a pass)
         asked = list(digit_texts)
         for position in sorted(read_as_digits([texts[index] for index in asked])):
             index = asked[position]

@@ -34,6 +34,12 @@ the extension splits and checks itself: no Python object per element crosses ove
 the elements the extension can vouch for reading as Python's ``json`` does (the classifier
 runs its Python path on the others); ``tests/classify/test_native_json.py`` compares the
 classifications with and without it.
+
+``wide_digit_runs`` and ``wide_digit_runs_raw`` name the texts that read as UTF-16 digits
+(``other_encodings.digit_encoding``'s rule, over the unit kinds ``other_encodings`` derives
+from the Unicode data and hands over at import, ``install_unit_kinds``): a prefilter whose
+texts Python reads again, with a switch of its own (``digit_runs_forced``);
+``tests/classify/test_native_wide_digits.py`` checks it finds exactly what Python does.
 """
 
 from __future__ import annotations
@@ -98,6 +104,16 @@ class Kernel(Protocol):
     ) -> ScannedSpans | None: ...
 
 
+class DigitRunKernel(Protocol):
+    """What the extension offers for UTF-16 digits (``proxy/native/src/wide_digits.rs``)."""
+
+    def set_unit_kinds(self, kinds: bytes, run_digits: int, /) -> None: ...
+
+    def wide_digit_runs(self, texts: list[bytes], /) -> list[int] | None: ...
+
+    def wide_digit_runs_raw(self, data: bytes, count: int, /) -> list[int] | None: ...
+
+
 # Bit i of the extension's ``wanted`` is detector i.
 _DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address", "secret")
 _BITS = {name: 1 << bit for bit, name in enumerate(_DETECTORS)}
@@ -123,6 +139,14 @@ _JSON_SWITCH: NativeSwitch[Kernel] = NativeSwitch(
 json_forced = _JSON_SWITCH.forced
 # The detector of each bit of a ``LeafHit``.
 DETECTOR_BITS = _DETECTORS
+# Texts that read as UTF-16 digits: the detectors' scan does not use it, nor it theirs.
+_DIGIT_SWITCH: NativeSwitch[DigitRunKernel] = NativeSwitch(
+    lambda module: all(
+        hasattr(module, name) for name in ("set_unit_kinds", "wide_digit_runs", "wide_digit_runs_raw")
+    )
+)
+digit_runs_forced = _DIGIT_SWITCH.forced
+digit_runs_available = _DIGIT_SWITCH.available
 
 
 def iban_registry() -> tuple[list[tuple[str, BbanFormat]], set[str]]:
@@ -272,6 +296,41 @@ def object_candidates(values: list[bytes], openers: bytes) -> list[int] | None:
         return None
     try:
         return cast(Kernel, _JSON_SWITCH.kernel).object_candidates(values, openers)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+
+
+def install_unit_kinds(kinds: bytes, run_digits: int) -> None:
+    """Hand the extension each UTF-16 code unit's kind (``other_encodings._UNIT_KINDS``, a
+    byte each) and the digits a run needs (``RUN_DIGITS``); nothing without the extension."""
+    if _DIGIT_SWITCH.kernel is not None:
+        _DIGIT_SWITCH.kernel.set_unit_kinds(kinds, run_digits)
+
+
+def wide_digit_runs(texts: Sequence[bytes]) -> list[int] | None:
+    """The indices (ascending) of ``texts`` that read as UTF-16 digits
+    (``other_encodings.digit_encoding``); None when the extension is off or ``texts`` is not
+    a list of exactly ``bytes``: the caller then asks Python."""
+    kernel = _DIGIT_SWITCH.kernel
+    if kernel is None or not _DIGIT_SWITCH.on or type(texts) is not list:
+        return None
+    try:
+        return kernel.wide_digit_runs(texts)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+
+
+def wide_digit_runs_raw(data: bytes, count: int) -> list[int] | None:
+    """``wide_digit_runs`` of the ``count`` elements of a raw BYTES buffer (4-byte
+    little-endian length, then the bytes, per element), without a ``bytes`` object per
+    element; None when the extension is off or ``data`` is not ``count`` such elements."""
+    kernel = _DIGIT_SWITCH.kernel
+    if kernel is None or not _DIGIT_SWITCH.on or type(data) is not bytes:
+        return None
+    try:
+        return kernel.wide_digit_runs_raw(data, count)
     except BaseException as error:
         raise_if_panic(error)
         raise

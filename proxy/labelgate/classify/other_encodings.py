@@ -27,10 +27,15 @@ neither a NUL nor a byte order mark. ``digit_encoding`` reads such text as UTF-1
 byte order) when, so read, it holds a run of at least ``RUN_DIGITS`` digits with only
 characters folding drops or reads as a separator between them (``_UNIT_KINDS``, derived
 from the Unicode data at import, about 30 ms); ``wide_encoding`` asks it of text the NULs
-or marks do not settle. Most text is ruled out by C-level passes (``may_read_digits``: no
+or marks do not settle. ASCII text can be such text (Devanagari's digits are ``f\\t``..``o\\t``
+in UTF-16-LE, superscripts a letter beside a space, circled digits one beside ``$``), so
+every text is asked, ASCII text that folds to itself too: many texts at once by one native
+pass (``read_as_digits``, ``raw_digit_rows``: the extension applies this rule to the same
+kinds, ``native.wide_digit_runs``, well under a nanosecond a byte, and names the few texts
+that hold such a run); numpy reads those texts' code units again here, the rule's reading.
+Without the extension, C-level passes rule most text out (``may_read_digits``: no
 ``RUN_DIGITS`` bytes in a row, every other byte, that may be such units' high bytes, about
-2 us a KB), many texts by one pass over them joined (``read_as_digits``, which reads the
-few left at once); numpy reads the rest's code units. A value found in that reading spans
+2 us a KB; ``digit_run_candidates`` over texts joined). A value found in that reading spans
 the text whole, as one in any wide decode does: ASCII text with tabs (``a\\tb\\tc``) decodes
 to letters, and a run of digits that is no value is masked nowhere.
 
@@ -52,6 +57,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from labelgate.classify import native
 from labelgate.classify.decoded_text import COUNT_BY_NUMPY, REPLACEMENT, SURROGATES, utf8_read
 from labelgate.classify.display_order import reorders
 from labelgate.classify.folding import CONTROLS, IGNORABLE_RANGES, UNFOLDABLE, fold_decoded, noncharacter
@@ -366,6 +372,7 @@ def _char_kind(char: str, decomposed: bool) -> int:
 
 
 _UNIT_KINDS: Final = _unit_kinds()
+native.install_unit_kinds(_UNIT_KINDS.tobytes(), RUN_DIGITS)  # the extension's prefilter reads them
 
 
 def _high_bytes(ascii_only: bool, least: int) -> bytes:
@@ -432,12 +439,17 @@ def digit_run_candidates(texts: Sequence[bytes], joined: bytes) -> list[int]:
 
 def read_as_digits(texts: Sequence[bytes]) -> set[int]:
     """The indices of ``texts`` that read as UTF-16 digits (``digit_encoding``), asked of
-    them together: the rows of ``digit_run_candidates`` place the few that may, and those
-    are read at once, joined by a noncharacter unit (U+FFFF, which ends a run in either byte
-    order) with any odd last byte cut (a decoder's replacement character)."""
-    if len(texts) < 2:
-        return {index for index, text in enumerate(texts) if digit_encoding(text) is not None}
-    candidates = digit_run_candidates(texts, b"\n".join(texts))
+    them together: the extension names the few that may (``native.wide_digit_runs``, this
+    rule over ``_UNIT_KINDS``, at well under a nanosecond a byte: none for most tensors),
+    else the rows of ``digit_run_candidates`` place them; those are read here at once,
+    joined by a noncharacter unit (U+FFFF, which ends a run in either byte order) with any
+    odd last byte cut (a decoder's replacement character). This reading is the rule's; the
+    extension's only spares the rest a look."""
+    candidates = native.wide_digit_runs(texts)
+    if candidates is None:
+        if len(texts) < 2:
+            return {index for index, text in enumerate(texts) if digit_encoding(text) is not None}
+        candidates = digit_run_candidates(texts, b"\n".join(texts))
     if not candidates:
         return set()
     whole = [texts[index][: len(texts[index]) // 2 * 2] for index in candidates]
@@ -449,6 +461,19 @@ def read_as_digits(texts: Sequence[bytes]) -> set[int]:
         starts = [run.start() for run in _DIGIT_RUN.finditer(kinds)]
         found.update(candidates[at] for at in np.searchsorted(ends, starts, side="right").tolist())
     return found
+
+
+def raw_digit_rows(raw: bytes, count: int) -> list[int] | None:
+    """The indices (ascending) of the ``count`` elements of ``raw``, a BYTES tensor's raw
+    form (4-byte little-endian length, then the bytes, per element), that may read as UTF-16
+    digits: the extension's answer (``native.wide_digit_runs_raw``, no element built; an
+    empty list for most tensors); without it (or for a buffer it refuses), an empty list
+    when ``may_read_digits`` rules the whole buffer out (a run in an element is one of the
+    buffer's, at one of its two parities), else None: any element may."""
+    rows = native.wide_digit_runs_raw(raw, count)
+    if rows is not None:
+        return rows
+    return None if may_read_digits(raw) else []
 
 
 def digit_encoding(text: bytes) -> str | None:

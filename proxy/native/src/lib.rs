@@ -1,13 +1,16 @@
 //! labelgate's built-in content detectors over bytes, element by element, with exactly the
 //! semantics of `labelgate.classify.patterns` (its Python code is the reference; the tests
-//! in `tests/classify/test_native.py` compare the two). No I/O; the one piece of state is
-//! the IBAN registry `set_iban_registry` installs.
+//! in `tests/classify/test_native.py` compare the two). No I/O; the two pieces of state are
+//! the IBAN registry `set_iban_registry` installs and the UTF-16 unit kinds `set_unit_kinds`
+//! does.
 //!
 //! Also the per-element work on raw BYTES tensors (`tensors`: splitting, joining, the
 //! `partial` mask on ASCII elements), with the semantics of `labelgate.oip.tensors` and
 //! `labelgate.enforce.strategies`; and JSON-object elements read and scanned in one pass
 //! (`json`), for the elements it can vouch for reading as Python's `json` does; and such
-//! elements masked and written back (`json_mask`), as `labelgate.enforce.masking` does.
+//! elements masked and written back (`json_mask`), as `labelgate.enforce.masking` does; and
+//! which texts read as UTF-16 digits (`wide_digits`), as `other_encodings.digit_encoding`
+//! reads them, a prefilter Python confirms.
 
 mod anchors;
 mod bidi;
@@ -26,6 +29,7 @@ mod secrets;
 mod spans;
 mod tensors;
 mod thousands;
+mod wide_digits;
 
 use std::collections::HashMap;
 
@@ -330,6 +334,9 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(markup::may_hide_py, module)?)?;
     module.add_function(wrap_pyfunction!(bidi::bidi_order_py, module)?)?;
     module.add_function(wrap_pyfunction!(bidi::bidi_orders_py, module)?)?;
+    module.add_function(wrap_pyfunction!(wide_digits::set_unit_kinds, module)?)?;
+    module.add_function(wrap_pyfunction!(wide_digits::wide_digit_runs, module)?)?;
+    module.add_function(wrap_pyfunction!(wide_digits::wide_digit_runs_raw, module)?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).

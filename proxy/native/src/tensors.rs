@@ -15,7 +15,11 @@ const PREFIX: usize = 4;
 
 /// Walks the `count` length-prefixed elements of `data`, handing each one's bounds to `visit`;
 /// false unless `data` holds exactly `count` of them and nothing else.
-fn walk_elements(data: &[u8], count: usize, mut visit: impl FnMut(usize, usize)) -> bool {
+pub(crate) fn walk_elements(
+    data: &[u8],
+    count: usize,
+    mut visit: impl FnMut(usize, usize),
+) -> bool {
     // Each element takes at least its prefix: a larger count cannot fit.
     if count > data.len() / PREFIX {
         return false;
