@@ -11,9 +11,12 @@ a caller or an upstream sent never becomes an attribute, so a trace store is no 
 masked value can leak to; the method and model a caller named are bounded as a record bounds
 them (``untrusted_text.bounded``).
 
-A caller's ``tracestate`` that breaks the W3C grammar is dropped before OpenTelemetry parses
-it: OpenTelemetry would log the offending member verbatim (anonymous callers' text in the
-gateway log, a line per call). Its trace-context loggers are held to errors for the same reason.
+A caller's ``tracestate`` is never adopted: the call span is the child of the caller's trace
+id and span id only, with an empty trace state (W3C lets an intermediary drop it). Its vendor
+text is anyone's, sent before authentication, and OpenTelemetry would copy it onto every span
+exported and into the ``tracestate`` the upstream gets; parsed, a malformed one is logged
+verbatim too. OpenTelemetry's trace-context loggers are held to errors for the same reason (a
+malformed ``traceparent`` is quoted in their warnings).
 
 Zero cost when off: ``stage()`` hands back one shared no-op context manager and nothing
 from the SDK is imported.
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -35,14 +37,6 @@ from labelgate.untrusted_text import bounded
 
 # W3C trace context headers (gRPC metadata keys and HTTP header names, lower case).
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
-# The W3C ``tracestate`` grammar (https://www.w3.org/TR/trace-context/#tracestate-header):
-# list members ``key=value`` joined by commas with optional blanks, unique keys, at most 32
-# members; at most 8192 characters in all, as OpenTelemetry takes.
-_TRACESTATE_KEY = r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
-_TRACESTATE_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
-_TRACESTATE_MEMBER = re.compile(f"({_TRACESTATE_KEY})={_TRACESTATE_VALUE}")
-_TRACESTATE_MEMBERS = 32
-_TRACESTATE_LENGTH = 8192
 # OpenTelemetry's loggers that quote (or count) what a caller's trace headers held.
 _TRACE_CONTEXT_LOGGERS = ("opentelemetry.trace.span", "opentelemetry.trace.propagation.tracecontext")
 _NOTHING = contextlib.nullcontext()
@@ -136,16 +130,16 @@ def _exporter(settings: TracingSettings) -> Any:
 def call_span(
     method: str, model: str, metadata: Sequence[tuple[str, Any]]
 ) -> contextlib.AbstractContextManager[Any]:
-    """The span of one call (or streamed message), the child of the caller's trace context.
-    ``method`` is the caller's text: it is bounded here (``model`` arrives bounded)."""
+    """The span of one call (or streamed message), the child of the caller's ``traceparent``
+    (its trace state empty, see the module's docstring). ``method`` is the caller's text: it is
+    bounded here (``model`` arrives bounded)."""
     if _tracer is None:
         return _NOTHING
     from opentelemetry.trace import SpanKind
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    carrier = {k: v for k, v in metadata if k in TRACE_HEADERS and isinstance(v, str)}
-    if "tracestate" in carrier and not valid_tracestate(carrier["tracestate"]):
-        del carrier["tracestate"]  # the caller's trace id still holds; its vendor state does not
+    # The traceparent alone: its trace id and span id, never the caller's tracestate.
+    carrier = {k: v for k, v in metadata if k == "traceparent" and isinstance(v, str)}
     parent = TraceContextTextMapPropagator().extract(carrier) if carrier else None
     return _tracer.start_as_current_span(  # type: ignore[no-any-return]
         "labelgate.call",
@@ -157,22 +151,6 @@ def call_span(
         record_exception=False,
         set_status_on_exception=False,
     )
-
-
-def valid_tracestate(header: str) -> bool:
-    """Whether ``header`` is a ``tracestate`` by the W3C grammar (unique keys, at most 32)."""
-    if len(header) > _TRACESTATE_LENGTH:
-        return False
-    keys: set[str] = set()
-    for member in header.split(","):
-        member = member.strip(" \t")
-        if not member:
-            continue  # an empty list member is allowed
-        match = _TRACESTATE_MEMBER.fullmatch(member)
-        if match is None or match.group(1) in keys:
-            return False
-        keys.add(match.group(1))
-    return len(keys) <= _TRACESTATE_MEMBERS
 
 
 def stage(name: str, **attributes: str) -> contextlib.AbstractContextManager[Any]:

@@ -5,7 +5,8 @@
 http (default) accepts ``POST /v1/traces`` (``application/x-protobuf``); grpc serves
 ``opentelemetry.proto.collector.trace.v1.TraceService/Export``. Each export is decoded with
 opentelemetry-proto's generated ``ExportTraceServiceRequest`` and one JSON line per span is
-appended to OUT_FILE: service name, span name, ids (hex), parent id, kind and attributes.
+appended to OUT_FILE: service name, span name, ids (hex), parent id, trace state, kind and
+attributes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def spans_of(export: ExportTraceServiceRequest) -> list[dict[str, Any]]:
                         "trace_id": span.trace_id.hex(),
                         "span_id": span.span_id.hex(),
                         "parent_span_id": span.parent_span_id.hex(),
+                        "trace_state": span.trace_state,
                         "kind": span.kind,
                         "attributes": {a.key: _value(a.value) for a in span.attributes},
                     }

@@ -10,7 +10,7 @@ import pytest
 
 from labelgate.approvals.deadline import DeadlineInterceptor, seconds_left
 from labelgate.gateway.grpc_metrics import HANDLED, GrpcServerMetrics
-from labelgate.gateway.metrics import OTHER_METHOD
+from labelgate.gateway.metrics import OTHER_METHOD, serve_services
 
 
 class _Context:
@@ -67,6 +67,7 @@ async def test_every_call_is_counted_through_a_reused_wrapper() -> None:
         return handler
 
     handler = _handler("ok")
+    serve_services(["test.Interceptors"])  # as a route's service is, at the gateway's start
     # No descriptor names this method, so it is counted as ``other`` (``method_labels``),
     # a series other tests here count into too.
     series = HANDLED.labels("unary", "test.Interceptors", OTHER_METHOD, "OK")

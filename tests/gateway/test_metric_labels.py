@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Mapping
 
@@ -24,7 +22,14 @@ from prometheus_client.samples import Sample
 
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.labelgate.v1 import demo_pb2, demo_pb2_grpc
-from labelgate.gateway.metrics import OTHER_METHOD, UNKNOWN, method_label, method_labels
+from labelgate.gateway.metrics import (
+    OTHER_METHOD,
+    UNKNOWN,
+    UNSERVED,
+    method_label,
+    method_labels,
+    serve_services,
+)
 from tests.gateway.aio import as_metadata, channel, infer
 from tests.gateway.harness import Gateway, TokenIssuer, gateway_config, start_gateway
 from tests.gateway.test_routes import DIRECTORY, descriptor_set
@@ -178,26 +183,15 @@ async def test_caller_chosen_model_names_share_one_series_past_the_bound(
 
 def test_method_labels_name_only_described_methods() -> None:
     oip = "inference.GRPCInferenceService"
-    assert method_labels(f"/{oip}/ModelInfer") == (oip, "ModelInfer")
     health = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name  # loaded: described
+    serve_services([oip, health, "demo.Opaque"])  # as the gateway's start does
+    assert method_labels(f"/{oip}/ModelInfer") == (oip, "ModelInfer")
     assert method_labels(f"/{health}/Check") == (health, "Check")
     assert method_labels(f"/{oip}/NoSuchMethod") == (oip, OTHER_METHOD)
     assert method_labels("/demo.Opaque/Anything") == ("demo.Opaque", OTHER_METHOD)
-    # A method's full name split elsewhere is not its path.
-    assert method_labels("/inference/GRPCInferenceService.ModelInfer") == ("inference", OTHER_METHOD)
+    # A method's full name split elsewhere is not its path: no service the gateway serves.
+    assert method_labels("/inference/GRPCInferenceService.ModelInfer") == (UNSERVED, UNSERVED)
     for malformed in ("ModelInfer", "/only-a-service/", "//Method", f"/{oip}/ModelInfer/more"):
         assert method_labels(malformed) == (UNKNOWN, UNKNOWN), malformed
     assert method_label(f"/{oip}/ModelInfer") == f"/{oip}/ModelInfer"
     assert method_label("/demo.Opaque/Anything") == f"/demo.Opaque/{OTHER_METHOD}"
-
-
-def test_undescribed_services_are_bounded_too() -> None:
-    """Routes name their services whole today; past the bound any other is ``unknown``.
-    In a process of its own: the bound is process-wide."""
-    script = (
-        "from labelgate.gateway.metrics import method_labels, MAX_UNDESCRIBED_SERVICES as n\n"
-        "print(len({method_labels(f'/svc{i}.S/M{i}') for i in range(3 * n)}), n)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
-    distinct, bound = map(int, out.split())
-    assert distinct == bound + 1  # the first ``bound`` services, then (unknown, other)

@@ -18,7 +18,7 @@ from labelgate.audit.verify import verify_log
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome
 from labelgate.errors import InvalidInput
-from labelgate.gateway.record import LogAndMetricsRecorder, audit_event, recorded_text
+from labelgate.gateway.record import KnownModels, LogAndMetricsRecorder, audit_event, recorded_text
 from labelgate.policy.cache import CachingEngine
 from labelgate.policy.contract import Decision
 from tests.audit.conftest import read_records, writer_process
@@ -116,22 +116,20 @@ def _model_series() -> set[str]:
     }
 
 
-def test_a_model_gets_its_own_series_only_once_an_upstream_answered_for_it() -> None:
+def test_a_model_gets_its_own_series_only_when_the_gateway_knows_it() -> None:
     # Anonymous callers naming models would otherwise take every slot, and real models would
-    # be counted as ``other`` for the life of the process.
-    recorder = LogAndMetricsRecorder(max_models=4)
+    # be counted as ``other`` for the life of the process; an upstream's OK is no proof
+    # (``tests/gateway/test_metric_models.py``).
+    real = "labelgate-test-model-known"
+    recorder = LogAndMetricsRecorder(KnownModels([real]), max_models=4)
     junk = [f"junk-{uuid}" for uuid in range(10)]
     for name in junk:
         asyncio.run(recorder.record(_call_record(name, None)))
-        asyncio.run(recorder.record(_call_record(name, "NOT_FOUND")))
+        asyncio.run(recorder.record(_call_record(name, "OK")))
     assert not set(junk) & _model_series()
-    real = "labelgate-test-model-answered"
-    asyncio.run(recorder.record(_call_record(real, None)))
-    assert real not in _model_series()
-    asyncio.run(recorder.record(_call_record(real, "OK")))
+    asyncio.run(recorder.record(_call_record(real, None)))  # refused: still the model it is
     assert real in _model_series()
-    asyncio.run(recorder.record(_call_record(real, None)))  # a later refusal keeps its series
-    assert recorder._model_label(real, answered=False) == real
+    assert recorder._model_label(real) == real
 
 
 def test_the_log_line_bounds_the_texts_a_caller_chose(caplog: pytest.LogCaptureFixture) -> None:

@@ -22,6 +22,7 @@ from labelgate.approvals.model import ApprovalRequest, State
 from labelgate.background import BackgroundTasks
 from labelgate.config import WebhookSettings
 from labelgate.logs import get_logger
+from labelgate.shown_urls import shown_url
 
 log = get_logger(__name__)
 DELIVERIES = Counter(
@@ -133,6 +134,24 @@ def generic_payload(event: str, request: ApprovalRequest, link: str) -> dict[str
     return {"event": f"approval.{event}", "approval": request.to_json(), "link": link}
 
 
+def shown_host(url: str) -> str:
+    """The hook's HOST[:PORT] as a log line names it: basic-auth userinfo as ``***``."""
+    return shown_url(url, url.split("/")[2])
+
+
+def shown_problem(url: str, problem: str) -> str:
+    """A failed delivery's message as a log line may quote it: aiohttp's InvalidURL repeats the
+    whole URL, whose userinfo holds credentials and whose path is often the secret itself (a
+    Slack incoming webhook's /services/T…/B…/token). The URL and its path become ``…``, the host
+    stays (the log line names it anyway)."""
+    origin = "/".join(url.split("/")[:3])
+    path = url[len(origin) :]
+    text = problem.replace(url, f"{shown_url(url, origin)}/…")
+    if len(path) > 1:
+        text = text.replace(path, "/…")
+    return shown_url(url, text)
+
+
 class _TryAgain(Exception):
     """A failed delivery worth another attempt (a 5xx, 429, timeout or connection error)."""
 
@@ -193,13 +212,14 @@ class WebhookNotifier:
             except (aiohttp.ClientError, TimeoutError) as error:
                 problem = f"{type(error).__name__}: {error}"
             DELIVERIES.labels(outcome="failed_attempt").inc()
+            problem = shown_problem(hook.url, problem)
             log.warning(
                 "approval webhook failed",
                 approval_id=approval_id,
                 notification=event,
                 attempt=number,
                 problem=problem,
-                host=hook.url.split("/")[2],
+                host=shown_host(hook.url),
             )
             raise (_TryAgain if retryable else _Refused)(problem)
 

@@ -7,10 +7,13 @@ the dashboards and alerts operators already have for gRPC services work on the g
 - ``grpc_server_msg_sent_total{grpc_type, grpc_service, grpc_method}`` (streamed replies)
 
 Every RPC the gRPC listener serves is counted (inference, routed services, health,
-reflection), refused ones too. A method is named only when the gateway has its descriptor;
-the methods of an opaque route are counted as ``other`` of their service (``method_labels``:
-the caller chooses those names). The labelgate-specific view of a call (outcome, model, the
-decision) stays in ``labelgate_calls_total`` and ``labelgate_call_duration_seconds``.
+reflection), refused ones too. A service is named only when the gateway serves it, a method
+only when the gateway also has its descriptor: the methods of an opaque route are counted as
+``other`` of their service, and calls to any service the gateway does not serve (the
+catch-all ``UnservedMethods`` answers them) as service and method ``unserved``
+(``method_labels``: the caller chooses those names, before authentication). The
+labelgate-specific view of a call (outcome, model, the decision) stays in
+``labelgate_calls_total`` and ``labelgate_call_duration_seconds``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
 from google.protobuf import descriptor_pool
@@ -94,19 +95,28 @@ def child(metric: Metric, *values: str) -> Metric:
 
 
 # -- method labels -------------------------------------------------------------------------
-# A route without descriptors serves every method name under its prefix, and the caller picks
-# the name: as a label value each would be a new series in every family that has a method
-# label (dozens per name, kept until the process ends). So a label names only a method the
-# gateway has a descriptor for -- the Open Inference Protocol, health, reflection, a route's
-# descriptor set, all in this process's descriptor pool, loaded at start -- and counts any
-# other as ``OTHER_METHOD`` of its service. The log line and the audit record keep the name.
+# The caller names the service and the method, before anything authenticates it: as a label
+# value each name would be a new series in every family that has a method label (dozens per
+# name, kept until the process ends). So a service is named only when the gateway serves it --
+# its own (the Open Inference Protocol, health, reflection) and its routes', all from code and
+# configuration (``serve_services``, at start) -- and every call to any other service is one
+# ``UNSERVED`` label value, service and method alike. Of a served service, a method is named
+# only when the gateway has its descriptor (in this process's descriptor pool, loaded at
+# start); any other (an opaque route serves every method name under its prefix) is
+# ``OTHER_METHOD`` of its service. The log line and the audit record keep the name.
 OTHER_METHOD = "other"
 UNKNOWN = "unknown"
-# The service of a served method is fixed by configuration (a route's ``method_prefix`` names
-# it whole); this bound only keeps a future route shape from reopening the door.
-MAX_UNDESCRIBED_SERVICES = 64
+UNSERVED = "unserved"
+# Longer names (configured ones, or a descriptor's) are not label values either.
+MAX_LABEL_CHARS = 128
+_SERVED: set[str] = set()  # from code and configuration: bounded by them
 _DESCRIBED: dict[str, tuple[str, str]] = {}  # method -> its labels; bounded by the pool
-_UNDESCRIBED_SERVICES: set[str] = set()
+
+
+def serve_services(services: Iterable[str]) -> None:
+    """Name the services the gateway serves as label values (the gateway's own and its
+    routes'; called at start, before the first call)."""
+    _SERVED.update(name for name in services if 0 < len(name) <= MAX_LABEL_CHARS)
 
 
 def method_labels(full_method: str) -> tuple[str, str]:
@@ -118,13 +128,11 @@ def method_labels(full_method: str) -> tuple[str, str]:
     if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
         return UNKNOWN, UNKNOWN
     service, method = parts[1], parts[2]
-    if _described(service, method):
+    if service not in _SERVED:
+        return UNSERVED, UNSERVED
+    if len(method) <= MAX_LABEL_CHARS and _described(service, method):
         _DESCRIBED[full_method] = (service, method)
         return service, method
-    if service not in _UNDESCRIBED_SERVICES:
-        if len(_UNDESCRIBED_SERVICES) >= MAX_UNDESCRIBED_SERVICES:
-            return UNKNOWN, OTHER_METHOD
-        _UNDESCRIBED_SERVICES.add(service)
     return service, OTHER_METHOD
 
 

@@ -18,9 +18,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from labelgate import tracing
 from labelgate.audit import AuditClient
@@ -33,6 +33,10 @@ from labelgate.migrations import upgrade_sqlite
 from labelgate.policy.cache import cached_from
 from labelgate.timestamps import format_time, utc_now
 from labelgate.untrusted_text import BOUNDED_TEXT, bounded
+
+if TYPE_CHECKING:
+    from labelgate.classify.catalog import Catalog
+    from labelgate.config import GatewaySettings
 
 log = get_logger("labelgate.decision")
 T = TypeVar("T")
@@ -237,25 +241,66 @@ def released_under(entry: CallRecord) -> tuple[list[str], list[str]]:
     return [grant for grant, _ in entry.released_under], sorted(approvers)
 
 
+_GLOB_CHARACTERS = frozenset("*?[")  # fnmatch's, as ``upstreams[].models`` globs use them
+
+
+class KnownModels:
+    """The model names the gateway knows without a caller's word for it: those the
+    classification catalog names (the catalog in force: a reload or a new bundle changes it)
+    and those configuration lists by name (``upstreams[].models`` entries that are no glob).
+
+    An upstream's answer is no such word: Triton answers ``ModelReady`` for a model it does not
+    have with ``ready=false`` and status OK, so any caller could make up names that pass."""
+
+    def __init__(self, configured: Iterable[str] = (), catalog: Callable[[], Catalog] | None = None) -> None:
+        self.configured = frozenset(configured)
+        self._catalog = catalog
+        self._catalogued: tuple[Catalog | None, frozenset[str]] = (None, frozenset())
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, catalog: Callable[[], Catalog] | None) -> KnownModels:
+        named = (
+            name
+            for upstream in settings.upstreams
+            for name in upstream.models
+            if not _GLOB_CHARACTERS & set(name)
+        )
+        return cls(named, catalog)
+
+    def __contains__(self, model: str) -> bool:
+        return model in self.configured or model in self._catalogued_names()
+
+    def _catalogued_names(self) -> frozenset[str]:
+        if self._catalog is None:
+            return frozenset()
+        catalog = self._catalog()
+        seen, names = self._catalogued
+        if seen is not catalog:  # worked out once per catalog (entries never change in one)
+            names = frozenset(entry.model for entry in catalog.entries if entry.model)
+            self._catalogued = (catalog, names)
+        return names
+
+
 class LogAndMetricsRecorder:
     """The log line and the metrics of each call.
 
     The method label names only methods the gateway has a descriptor for
     (``metrics.method_label``); the log line carries the method as called.
     The model label comes from the caller's request, so its values are bounded: a name gets
-    its own series once an upstream answered a call for it (so a model that exists, not any
-    name a caller, even an anonymous one, sends), for the first ``max_models`` such names of
-    up to 128 characters; any other is counted as ``other``.
+    its own series only when the gateway knows the model independently of the caller
+    (``KnownModels``: the catalog names it, or configuration does), for the first
+    ``max_models`` such names of up to 128 characters; any other is counted as ``other``.
     """
 
-    def __init__(self, max_models: int = 64) -> None:
+    def __init__(self, known: KnownModels | None = None, max_models: int = 64) -> None:
+        self.known = known if known is not None else KnownModels()
         self.max_models = max_models
         self._models: set[str] = set()
 
-    def _model_label(self, model: str, answered: bool) -> str:
+    def _model_label(self, model: str) -> str:
         if model in self._models:
             return model
-        if not answered or len(model) > 128 or len(self._models) >= self.max_models:
+        if len(model) > 128 or len(self._models) >= self.max_models or model not in self.known:
             return "other"
         self._models.add(model)
         return model
@@ -264,7 +309,7 @@ class LogAndMetricsRecorder:
         call = entry.call
         method = metrics.method_label(call.method)  # the log line below keeps the real name
         metrics.child(metrics.CALLS, method, entry.outcome, entry.status_code).inc()
-        model = self._model_label(entry.model, answered=entry.upstream_status == "OK")
+        model = self._model_label(entry.model)
         metrics.child(metrics.CALL_SECONDS, method, model, entry.outcome).observe(entry.latency_ms / 1000)
         if entry.masked:  # one increment per label, by the number of its masked fields
             per_label: dict[str, int] = {}

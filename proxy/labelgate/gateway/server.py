@@ -51,13 +51,14 @@ from labelgate.gateway.health import SERVICE as HEALTH_SERVICE
 from labelgate.gateway.health import health_handlers
 from labelgate.gateway.heap import prepare_heap
 from labelgate.gateway.inference import SERVICE, InferenceProxy
-from labelgate.gateway.metrics import watch_loop_lag
+from labelgate.gateway.metrics import serve_services, watch_loop_lag
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.record import (
     ApprovalAuditSink,
     AuditRecorder,
     InputStore,
     InputStoreRecorder,
+    KnownModels,
     LogAndMetricsRecorder,
     Recorder,
     Recorders,
@@ -198,10 +199,13 @@ def build_recorder(
     settings: GatewaySettings,
     sessions: SessionRecorder | None = None,
     in_flight: CallsInFlight | None = None,
+    classifier: ClassifierStage | None = None,
 ) -> Recorder:
     """Logs and metrics, then the durable audit record, then the session recording: a call
     refused for want of an audit record must not be recorded as delivered."""
-    recorders: list[Recorder] = [LogAndMetricsRecorder()]
+    # Model label values: the models the classifier's catalog (as it is now) or the config names.
+    catalog = (lambda: classifier.classifier.catalog) if classifier is not None else None
+    recorders: list[Recorder] = [LogAndMetricsRecorder(KnownModels.from_settings(settings, catalog))]
     audit = settings.audit
     if audit.socket is not None:
         if audit.fail_open:
@@ -279,14 +283,15 @@ def build_pipeline(
 ) -> Pipeline:
     key = hash_key(settings)  # once: its random fallback must be the same for both uses
     in_flight = in_flight or CallsInFlight()  # the pipeline counts, the audit client reads
+    classifier = ClassifierStage.from_settings(
+        settings.classification, from_bundle=settings.policy.bundle_url is not None, key_secret=key
+    )
     return Pipeline(
         authenticator=Authenticator(settings.auth),
-        classifier=ClassifierStage.from_settings(
-            settings.classification, from_bundle=settings.policy.bundle_url is not None, key_secret=key
-        ),
+        classifier=classifier,
         engine=engine,
         approvals=approvals or RefuseUntilApproved(),
-        recorder=build_recorder(settings, sessions, in_flight),
+        recorder=build_recorder(settings, sessions, in_flight, classifier),
         hash_key=key,
         limits=settings.limits,
         release=settings.release,
@@ -343,6 +348,8 @@ class Gateway:
         self.server.add_generic_rpc_handlers([health_handlers(self.health, self.pipeline)])
         services = [SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(services, self.server)
+        # Metric labels name these services; a call to any other is counted as ``unserved``.
+        serve_services([*services, *(route.method_prefix.split("/")[1] for route in self.settings.routes)])
         proxy = InferenceProxy(self.pipeline, self.router)
         self.server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(SERVICE, proxy.handlers())]
