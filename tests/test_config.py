@@ -559,7 +559,7 @@ def test_other_labelgate_variables_still_pass(monkeypatch: pytest.MonkeyPatch) -
     named = {
         name
         for path in sources.rglob("*.py")
-        if path.name != "config.py"  # its docstrings spell typos on purpose
+        if path.parent.name != "config"  # the config package's docstrings spell typos on purpose
         for name in re.findall(r"LABELGATE_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8"))
     }
     service_links = ["LABELGATE_PORT", "LABELGATE_SERVICE_HOST", "LABELGATE_PORT_8443_TCP_ADDR"]
@@ -596,7 +596,9 @@ def test_the_issuer_of_two_subject_claims_is_shown_without_credentials() -> None
     issuer = "https://u:S3cretPW@idp.example.com"
     with pytest.raises(ConfigError) as refused:
         load_settings(auth=jwt_auth(issuer, subject_claim="email"), admin=inbox_oidc(issuer))
-    assert "two ids" in refused.value.message and "S3cret" not in refused.value.message
+    # An inbox issuer carrying credentials is refused on its own (test_url_credentials.py), so
+    # the check of two claims never sees one; the credentials are not quoted either way.
+    assert "admin.oidc.issuer: " in refused.value.message and "S3cret" not in refused.value.message
 
 
 # -- serve --check-config: what each file holds, loaded as serve loads it --------------------

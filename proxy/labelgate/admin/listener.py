@@ -14,8 +14,9 @@ not turn a new connection away while one of its connections is only waiting for 
 (idle, or sending one slowly): it closes the one that has waited longest (408). Connections
 that never finish a head cannot hold every slot, and a probe, which sends its head at once,
 gets in. Only when every connection has a request under way is a new one refused (503).
-Refusals are problem documents with ``connection: close``, logged at most once per interval
-per kind.
+Input that is not HTTP/1.1 (h11 refuses it: a garbled request line, a byte past ASCII in the
+path) is refused 400 like the rest, not with uvicorn's plain text. Refusals are problem
+documents with ``connection: close``, logged at most once per interval per kind.
 
 The socket is bound here, not by uvicorn, so gateway workers can share the port
 (SO_REUSEPORT); with ``admin.tls`` it speaks HTTPS (uvicorn wraps the socket).
@@ -115,6 +116,7 @@ TOO_MANY_CONNECTIONS = ListenerRefusal(
     "TOO_MANY_CONNECTIONS",
     "every connection the listener keeps (admin.max_connections) has a request under way",
 )
+NOT_HTTP = ListenerRefusal(400, "bad request", "REQUEST_INVALID", "the request is not valid HTTP/1.1")
 # Numbers the starts of waits for a request head, so the longest wait is the smallest number.
 _WAITS = itertools.count()
 _last_logged: dict[str, float] = {}
@@ -213,12 +215,18 @@ class AdminHttp(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this from its ``except h11.RemoteProtocolError``: h11 hints 431 when the
-        # head outgrew the limit; uvicorn would answer 400 to it.
+        # head outgrew the limit; uvicorn would answer 400 to it, in plain text.
         error = sys.exc_info()[1]
         if isinstance(error, h11.RemoteProtocolError) and error.error_status_hint == 431:
             self._refuse(HEAD_TOO_LARGE)
-            return
-        super().send_400_response(msg)
+        elif self.cycle is not None and not self.cycle.response_complete:
+            # A request's body that stops parsing: an answer now could cut into its response.
+            self._refused = True
+            self._disarm_head_timer()
+            _log_refusal(NOT_HTTP)
+            self.transport.close()
+        else:
+            self._refuse(NOT_HTTP)
 
     def _waits_for_head(self) -> bool:
         """Refused already (lingering), or between requests or inside a head: no request of

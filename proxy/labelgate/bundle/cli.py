@@ -131,6 +131,21 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), number
 
 
+def on_loopback(host: str) -> bool:
+    """Whether a listen host (as ``parse_listen`` gives it) binds loopback only: ``0.0.0.0`` and
+    ``::`` bind every address, and a name other than ``localhost`` may resolve anywhere."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
+
+
 def server_credentials(
     tokens_file: Path | None,
     token: str | None,
@@ -194,6 +209,14 @@ def bundle_server_command(
     from labelgate.logs import configure
 
     host, port = parse_listen(listen)
+    if insecure_no_auth and not on_loopback(host):
+        # Without credentials, anyone reaching the port pulls the policy, reads every decision
+        # and posts as any instance: only a process on this machine may reach it.
+        raise ConfigError(
+            bundle_reasons.BUNDLE_AUTH_REQUIRED,
+            f"--insecure-no-auth is for loopback only, and --listen {listen} is not: listen on "
+            "127.0.0.1, ::1 or localhost, or give credentials (--tokens-file, or --token and --reader-token)",
+        )
     credentials = server_credentials(tokens_file, token, token_instance, reader_token)
     if (tls_cert_file is None) != (tls_key_file is None):
         raise ConfigError(
@@ -224,7 +247,7 @@ def bundle_server_command(
     )
     app = create_app(settings)
     publisher = app.state.publisher
-    if tls_cert_file is None and host not in ("127.0.0.1", "::1", "localhost"):
+    if tls_cert_file is None and not on_loopback(host):
         from labelgate.logs import get_logger
 
         get_logger(__name__).warning(

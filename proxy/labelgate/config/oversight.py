@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from labelgate.config.sections import Section, ServerTlsSettings, refuse
+from labelgate.config.sections import Section, ServerTlsSettings, refuse, without_credentials
 from labelgate.config_paths import ConfigPath
 from labelgate.retry import RetrySettings
 
@@ -101,6 +101,9 @@ class ApprovalSettings(Section):
     sweep_interval_seconds: float = Field(1.0, gt=0, le=60)
     # Base URL of the web inbox in links (notifications, async answers); default: the admin listener.
     public_url: str | None = Field(None, pattern=r"^https?://[^\s/]+")
+    _check_public_url = field_validator("public_url")(
+        classmethod(lambda cls, v: without_credentials(v, why="it starts the links every approver is sent"))
+    )
     # Names this gateway in held requests, so a restart can mark the calls it lost as abandoned.
     node_id: str | None = Field(None, min_length=1, max_length=200)
     # Viewer groups: may see every request and the recorded sessions, and never vote (neither
@@ -177,6 +180,16 @@ class OidcSettings(Section):
     # Where the provider sends approvers back; default: <approvals.public_url>/inbox/oidc/callback,
     # else the admin listener's own address as the browser reached it.
     redirect_url: str | None = Field(None, pattern=r"^https?://[^\s#]+/inbox/oidc/callback$")
+    # Neither is a place for a password: the issuer names every approver (jwt:<issuer>#<sub>)
+    # and must be the one discovery names; the provider sends browsers to the redirect URL.
+    _check_issuer = field_validator("issuer")(
+        classmethod(
+            lambda cls, v: without_credentials(v, why="an issuer names every approver and holds no password")
+        )
+    )
+    _check_redirect_url = field_validator("redirect_url")(
+        classmethod(lambda cls, v: without_credentials(v, why="the provider sends browsers there"))
+    )
     scopes: list[str] = ["openid", "groups"]
     # Where the approver's groups are: a claim name, or a dotted path into nested claims.
     groups_claim: str = Field(

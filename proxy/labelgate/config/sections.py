@@ -57,6 +57,14 @@ def host_port(value: str) -> str:
     return value
 
 
+def without_credentials(value: str | None, *, why: str) -> str | None:
+    """A URL setting whose userinfo nothing it names checks: refused (``why`` says so), since a
+    password written there would only travel to log lines, links and ids."""
+    if value is not None and shown_url(value) != value:
+        raise ValueError(f"{shown_url(value)!r} carries credentials (user:password@): {why}: remove them")
+    return value
+
+
 def _http_url(value: str) -> str:
     """An http(s) URL a client can open: a scheme, a host and a port that fits (urllib and
     httpx refuse the rest only when the gateway first calls it)."""
@@ -70,6 +78,13 @@ def _http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise ValueError(f"{shown_url(value)!r} is not an http(s)://HOST[:PORT] URL")
     return value
+
+
+def _opa_url(value: str) -> str:
+    # aiohttp would send them as basic auth, which OPA never checks (it takes a bearer token),
+    # and with opa_token set it refuses every request: they could only end up in logs.
+    without_credentials(value, why="OPA checks only a bearer token (policy.opa_token)")
+    return _http_url(value)
 
 
 class UpstreamSettings(Section):
@@ -158,7 +173,7 @@ class PolicySettings(Section):
     # engine opa: retries of a refused or dropped connection (labelgate/retry.py), never past
     # timeout_ms; unset: one retry at once.
     opa_retry: RetrySettings | None = None
-    _check_opa_url = field_validator("opa_url")(classmethod(lambda cls, v: _http_url(v)))
+    _check_opa_url = field_validator("opa_url")(classmethod(lambda cls, v: _opa_url(v)))
     # Any engine: a decision not made by then is a deny (POLICY_TIMEOUT), so a costly input
     # never holds a call, or a worker thread's queue, for long.
     decision_deadline_ms: int = Field(5_000, gt=0, le=60_000)
@@ -170,6 +185,13 @@ class PolicySettings(Section):
     cache_max_bytes: int = Field(64 * 2**20, ge=1)
     # Follow a bundle server (engine embedded): policy and catalog both come from its bundle.
     bundle_url: str | None = Field(None, pattern=r"^https?://[^\s/]+")
+    _check_bundle_url = field_validator("bundle_url")(
+        classmethod(
+            lambda cls, v: without_credentials(
+                v, why="a bundle server checks only a bearer token (policy.bundle_token)"
+            )
+        )
+    )
     bundle_name: str = Field("labelgate", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     bundle_token: SecretStr | None = None
     # Set: only bundles signed with the matching private key load (unsigned ones are refused).

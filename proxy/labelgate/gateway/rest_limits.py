@@ -9,7 +9,9 @@ keeps httptools' parser and uvicorn's request cycle and adds, per connection:
 - a cap on the bytes of a request's head (request line and headers): 431;
 - a deadline for a head (from connecting, or from its first byte) and for a body (from its
   head): 408; the app reading that body sees a disconnect;
-- a cap on open connections, checked as each is accepted: 503 at once, before any byte is read.
+- a cap on open connections, checked as each is accepted: 503 at once, before any byte is read;
+- input that is not HTTP/1.1 (a request line that does not parse, a path that is not ASCII):
+  400, where uvicorn would answer its own plain text.
 
 Refusals are the binding's ``{"error", "reason"}`` JSON with ``connection: close``; the
 connection then lingers briefly, discarding input, so the client can read the answer instead
@@ -36,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from labelgate.config import RestSettings
 from labelgate.gateway import reasons
 from labelgate.logs import get_logger
+from labelgate.oip import reasons as oip_reasons
 
 log = get_logger(__name__)
 
@@ -59,7 +62,12 @@ class Refusal:
 
     def response(self) -> bytes:
         body = json.dumps({"error": self.message, "reason": self.reason}, separators=(",", ":")).encode()
-        phrase = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+        phrase = {
+            400: "Bad Request",
+            408: "Request Timeout",
+            431: "Request Header Fields Too Large",
+            503: "Service Unavailable",
+        }
         return b"".join(
             [
                 f"HTTP/1.1 {self.status} {phrase.get(self.status, '')}\r\n".encode(),
@@ -83,6 +91,7 @@ BODY_TIMEOUT = Refusal(
 TOO_MANY_CONNECTIONS = Refusal(
     503, reasons.TOO_MANY_CONNECTIONS, "the REST listener has rest.max_connections open"
 )
+NOT_HTTP = Refusal(400, oip_reasons.REST_REQUEST_INVALID, "the request is not valid HTTP/1.1")
 
 
 @dataclass
@@ -178,11 +187,10 @@ class BoundedHttpTools(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError:
-            if not self._refused:  # a refusal from a callback stops the parser this way
-                suppressed = _REFUSALS.admit("invalid")
-                if suppressed is not None:
-                    log.warning("invalid HTTP request on the REST listener", suppressed=suppressed)
-                self.send_400_response("Invalid HTTP request received.")
+            # Also what a callback raises: uvicorn's UnicodeDecodeError for a path that is not
+            # ASCII, or ``_Refused`` (a refusal already answered).
+            if not self._refused:
+                self._refuse(NOT_HTTP)
             return
         if self._awaiting_head and self._head_started:  # a head still incomplete
             if head_open_before:
@@ -192,6 +200,10 @@ class BoundedHttpTools(HttpToolsProtocol):
             # else it began after another request in this chunk: counted from the next chunk on
             if self._head_bytes > self.settings.max_header_bytes:
                 self._refuse(HEAD_TOO_LARGE)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to input that does not parse is plain text; the binding's is JSON.
+        self._refuse(NOT_HTTP)
 
     # -- parser callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:

@@ -68,6 +68,13 @@ def evaluate(input_file: Path, *, engine: str, opa_url: str, policy_dir: Path, e
         raise ConfigError(
             reasons.ENGINE_UNKNOWN, f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}"
         )
+    if engine == "opa" and shown_url(opa_url) != opa_url:
+        # Sent as basic auth, which OPA never checks: they would only reach the log lines.
+        raise ConfigError(
+            reasons.POLICY_URL_INVALID,
+            f"--opa-url {shown_url(opa_url)!r} carries credentials (user:password@): OPA checks "
+            "only a bearer token: remove them",
+        )
     doc = read_input(input_file)
     output = asyncio.run(
         _evaluate(doc, engine=engine, opa_url=opa_url, policy_dir=policy_dir, explain=explain)

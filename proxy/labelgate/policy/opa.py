@@ -170,7 +170,8 @@ class OpaEngine:
             base = URL(url.rstrip("/"))
         except ValueError as error:  # a port out of range, a host that is not one
             raise ConfigError(
-                reasons.POLICY_URL_INVALID, f"OPA url {shown_url(url)!r} is not a URL: {error}"
+                reasons.POLICY_URL_INVALID,
+                f"OPA url {shown_url(url)!r} is not a URL: {shown_url(url, str(error))}",
             ) from None
         if base.scheme not in ("http", "https") or not base.host:
             raise ConfigError(
@@ -181,6 +182,8 @@ class OpaEngine:
         if timeout <= 0:
             raise ConfigError(reasons.POLICY_CONFIG_INVALID, f"OPA timeout must be > 0 s, got {timeout}")
         self._base = str(base)
+        # What log lines say: the userinfo a URL may carry (sent as basic auth) never in them.
+        self._shown = shown_url(self._base)
         self._decision_url = f"{self._base}/v1/data/{decision_path.strip('/')}"
         self._timeout = timeout
         # The one retry policy; by default ``retries`` more attempts at once (a few ms apart).
@@ -221,7 +224,8 @@ class OpaEngine:
 
     @property
     def url(self) -> str:
-        return self._base
+        """The server's URL as messages show it (userinfo as ``***``)."""
+        return self._shown
 
     async def start(self) -> None:
         """Open the pooled session and learn the revision. OPA being down is not fatal here:
@@ -239,8 +243,8 @@ class OpaEngine:
             if status == 200:
                 self._note_revision(json.loads(body).get("provenance"), issued)
         except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as error:
-            log.warning("opa_unreachable_at_start", url=self._base, error_type=type(error).__name__)
-        log.info("policy_engine_started", engine=self.name, url=self._base, revision=self._revision)
+            log.warning("opa_unreachable_at_start", url=self._shown, error_type=type(error).__name__)
+        log.info("policy_engine_started", engine=self.name, url=self._shown, revision=self._revision)
 
     async def close(self) -> None:
         await self._client.close_connection()
@@ -304,14 +308,14 @@ class OpaEngine:
                 await self._open()
                 status, raw = await self._post(self._decision_url, params, payload, deadline=deadline)
         except TimeoutError:
-            log.warning("opa_timeout", url=self._base, timeout_s=self._timeout)
+            log.warning("opa_timeout", url=self._shown, timeout_s=self._timeout)
             return self._deny(POLICY_TIMEOUT), True
         except aiohttp.ClientConnectionError as error:
-            log.warning("opa_unavailable", url=self._base, error_type=type(error).__name__)
+            log.warning("opa_unavailable", url=self._shown, error_type=type(error).__name__)
             return self._deny(POLICY_UNAVAILABLE), True
         except (aiohttp.ClientError, TypeError, ValueError, RecursionError) as error:
             # TypeError/ValueError/RecursionError: the input could not be encoded as JSON.
-            log.error("opa_request_failed", url=self._base, error_type=type(error).__name__)
+            log.error("opa_request_failed", url=self._shown, error_type=type(error).__name__)
             return self._deny(POLICY_ERROR), True
         try:
             body = json.loads(raw)
@@ -323,7 +327,7 @@ class OpaEngine:
             # OPA's messages can quote input values: log only the codes and locations.
             log.error(
                 "opa_error_status",
-                url=self._base,
+                url=self._shown,
                 status=status,
                 code=details.get("code"),
                 errors=[
@@ -334,7 +338,7 @@ class OpaEngine:
             )
             return self._deny(f"POLICY_ERROR_{status}"), True
         if not isinstance(body, dict):
-            log.error("opa_reply_not_json_object", url=self._base)
+            log.error("opa_reply_not_json_object", url=self._shown)
             return self._deny(POLICY_ERROR), True
         return body, self._note_revision(body.get("provenance"), issued)
 
@@ -357,7 +361,7 @@ class OpaEngine:
         def note(state: RetryCallState) -> None:
             failed = state.outcome.exception() if state.outcome else None
             cause = failed.__cause__ if failed is not None else None
-            log.info("opa_retry", url=self._base, error_type=type(cause).__name__)
+            log.info("opa_retry", url=self._shown, error_type=type(cause).__name__)
 
         # One deadline covers every attempt: no retry starts, or waits, past the decision's.
         try:
