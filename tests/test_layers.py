@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
         "deadlines",
         "durable",
         "cli_backstop",
+        "warning_notes",
     },
     {"auth", "classify", "bundle", "audit", "demo"},
     {"policy"},

@@ -6,10 +6,7 @@ command only loads what it uses.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -230,10 +227,11 @@ def serve(
 def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
     """``serve --check-config``: settings first (every problem at once), then what start-up reads."""
     from labelgate.config import load_settings, startup_problems
+    from labelgate.warning_notes import warnings_as_notes
 
     where = str(config) if config is not None else "the defaults and LABELGATE_* variables"
     try:
-        with _warnings_as_notes() as warnings:
+        with warnings_as_notes() as warnings:
             problems = startup_problems(load_settings(config, **overrides))
     except LabelgateError as error:
         typer.echo(f"{where}: {error.message} ({error.reason})", err=True)
@@ -247,36 +245,6 @@ def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
             typer.echo(f"  - {problem}", err=True)
         raise typer.Exit(2)
     typer.echo(f"{where}: OK")
-
-
-@contextlib.contextmanager
-def _warnings_as_notes() -> Iterator[list[str]]:
-    """Warnings logged while the check loads what serve loads (``dev_key_trusted``, ...), as
-    sentences: logging is not configured in this mode, so Python would print each as its bare
-    event name, the fields that explain it dropped."""
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            fields = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
-            note = fields.pop("note", None)
-            said = f"{record.getMessage()}: {note}" if note else record.getMessage()
-            details = ", ".join(f"{key} {value}" for key, value in fields.items())
-            collected.append(f"{said} ({details})" if details else said)
-
-    collected: list[str] = []
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    root.handlers[:] = [Collect(logging.WARNING)]
-    root.setLevel(logging.WARNING)
-    try:
-        yield collected
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
-# What every LogRecord carries; the rest are the fields a structured line was logged with.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 @app.command("dev-token")

@@ -35,6 +35,7 @@ from labelgate import reasons
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.approvals import reasons as approvals_reasons
+from labelgate.approvals.service import APPROVAL_ID
 from labelgate.errors import InvalidInput, LabelgateError, PermissionDenied
 from labelgate.gateway.status import error_info
 from labelgate.oip.tensor import Tensor
@@ -275,7 +276,7 @@ class GrpcTransport:
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 
     def where(self) -> str:
-        return self.target
+        return shown_url(self.target)
 
     def _metadata(self, headers: dict[str, str]) -> list[tuple[str, str]]:
         auth = [("authorization", f"Bearer {self.token}")] if self.token else []
@@ -333,6 +334,10 @@ class RestTransport:
             raise InvalidInput(
                 reasons.REST_URL_INVALID, f"--rest takes http(s)://HOST:PORT, got {shown_url(url)!r}"
             )
+        if "?" in url or "#" in url:  # the model's path goes after it
+            raise InvalidInput(
+                reasons.REST_URL_INVALID, f"--rest takes no ?query or #fragment, got {shown_url(url)!r}"
+            )
         self.base = url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -352,7 +357,8 @@ class RestTransport:
                 raise InvalidInput(reasons.TLS_FILE_UNREADABLE, f"cannot read a TLS file: {error}") from None
 
     def where(self) -> str:
-        return self.base
+        """The URL as messages show it: a password in its userinfo as ``***``."""
+        return shown_url(self.base)
 
     def _request(self, path: str, body: dict[str, Any] | None, headers: dict[str, str]) -> dict[str, Any]:
         all_headers = {"accept": "application/json", **headers}
@@ -377,10 +383,12 @@ class RestTransport:
             raise failure(reason, f"HTTP {error.code}: {message}") from None
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             why = getattr(error, "reason", error)
-            raise CallFailed(reasons.SERVER_UNREACHABLE, f"cannot reach {self.base}: {why}") from None
+            raise CallFailed(
+                reasons.SERVER_UNREACHABLE, f"cannot reach {self.where()}: {shown_url(self.base, str(why))}"
+            ) from None
         except http.client.HTTPException as error:  # e.g. a gRPC port: no HTTP/1 status line
             raise CallFailed(
-                reasons.ANSWER_INVALID, f"{self.base} did not answer in HTTP/1.1 ({type(error).__name__})"
+                reasons.ANSWER_INVALID, f"{self.where()} did not answer in HTTP/1.1 ({type(error).__name__})"
             ) from None
 
     def specs(self, model: str) -> ModelSpecs:
@@ -439,11 +447,14 @@ def _json_object(raw: bytes, *, quiet: bool = False) -> dict[str, Any]:
 
 # -- approvals --------------------------------------------------------------------------------
 def _approval_api(link: str, approval_id: str) -> str | None:
-    """The approvals API URL of a request, from its inbox link (``<base>/inbox/<id>``)."""
+    """The approvals API URL of a request, from its inbox link (``<base>/inbox/<id>``); none
+    for an id not of the form approvals have (the gateway's answer puts it in a URL path)."""
     suffix = f"/inbox/{approval_id}"
+    if not APPROVAL_ID.fullmatch(approval_id):
+        return None
     if not link.endswith(suffix) or not link.startswith(("http://", "https://")):
         return None
-    return f"{link.removesuffix(suffix)}/api/v1/approvals/{approval_id}"
+    return f"{link.removesuffix(suffix)}/api/v1/approvals/{quote(approval_id, safe='')}"
 
 
 def _fetch_approval(url: str, token: str | None, timeout: float) -> dict[str, Any] | None:
@@ -564,14 +575,40 @@ def target_host_port(target: str) -> str:
 
 
 def check_token(token: str | None) -> None:
-    """A token travels in one header: a control character would split it (or be refused late)."""
-    if token is not None and any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
+    """A token travels in one header, as a bearer token is: printable ASCII, no spaces. A
+    control character would split the header; anything else failed late, as an encoding
+    error (REST) or an invalid-metadata status (gRPC)."""
+    if token is None:
+        return
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
         raise InvalidInput(reasons.OPTION_INVALID, "--token holds a control character (a newline?)")
+    if not all("!" <= char <= "~" for char in token):
+        raise InvalidInput(
+            reasons.OPTION_INVALID,
+            "--token (or LABELGATE_TOKEN) holds a space or a character outside ASCII: "
+            "a bearer token (a JWT) is printable ASCII",
+        )
+
+
+def check_header_options(ask: InferRequest) -> None:
+    """``--approval-id`` and ``--justification`` travel in headers too: an id of the form
+    approvals have, a justification of printable ASCII (gRPC metadata carries no other)."""
+    if ask.approval_id is not None and not APPROVAL_ID.fullmatch(ask.approval_id):
+        raise InvalidInput(
+            approvals_reasons.APPROVAL_ID_INVALID,
+            f"--approval-id {ask.approval_id!r} is not an approval id (apr- and 16 hex digits)",
+        )
+    if ask.justification is not None and not all(" " <= char <= "~" for char in ask.justification):
+        raise InvalidInput(
+            reasons.OPTION_INVALID,
+            "--justification travels in a header: printable ASCII only (no accents, emoji or newlines)",
+        )
 
 
 def run_infer(ask: InferRequest, console: Console) -> Answer:
     transport: GrpcTransport | RestTransport
     check_token(ask.token)
+    check_header_options(ask)
     if ask.rest is not None:
         transport = RestTransport(ask.rest, ask.tls, ask.token, ask.timeout)
     else:
@@ -603,7 +640,7 @@ def infer_command(ask: InferRequest, json_output: bool) -> None:
     if json_output:
         print(json.dumps(as_json(answer), indent=2))
         return
-    transport = ask.rest or ask.target
+    transport = shown_url(ask.rest or ask.target)
     table = Table(title=f"{answer.model_name or ask.model} through {transport}")
     for tensor in answer.outputs:
         table.add_column(tensor.name, overflow="fold")

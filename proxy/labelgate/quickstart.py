@@ -92,8 +92,10 @@ def banner(settings: GatewaySettings) -> str:
         lines += [
             "  # ...while it waits, approve it as a data owner: in the web inbox, or from a terminal",
             f"  open {admin}/inbox  (sign in with: {lg} dev-token --sub olivia --groups data-owners)",
-            f"  {lg} approvals list --token {owner}",
-            f"  {lg} approvals approve APPROVAL_ID --token {owner} --reason 'chargeback dispute'",
+            # --url always: the default (127.0.0.1:9090) is this config's only by chance.
+            f"  {lg} approvals list --url {admin} --token {owner}",
+            f"  {lg} approvals approve APPROVAL_ID --url {admin} --token {owner}"
+            " --reason 'chargeback dispute'",
             "",
             f"Metrics: curl -s {admin}/metrics | grep labelgate_   Ready: curl -s {admin}/readyz",
         ]

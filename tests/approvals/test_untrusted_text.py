@@ -148,6 +148,9 @@ def stored_item() -> dict[str, Any]:
     }
 
 
+MISSING_ID = "apr-00000000000000ff"  # well formed (the CLI refuses others before asking)
+
+
 @pytest.fixture
 def answers(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     item = stored_item()
@@ -155,7 +158,7 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     def call_api(url: str, token: str | None, path: str, body: Any = None) -> dict[str, Any]:
         if path.startswith("/api/v1/approvals?"):
             return {"items": [item]}
-        if "missing" in path:
+        if path.endswith(MISSING_ID):
             raise approvals_cli.ApiError(404, "NOT_FOUND\x1b[2J", "no approval \x1b]0;x\x07here")
         return item
 
@@ -170,7 +173,7 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         ["approve", "apr-0123456789abcdef"],
         ["deny", "apr-0123456789abcdef", "--reason", "no"],
         ["list"],
-        ["show", "missing"],
+        ["show", MISSING_ID],
     ],
 )
 def test_the_cli_prints_stored_text_with_controls_escaped(

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 import urllib.error
 import urllib.request
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import typer
 
+from labelgate.approvals import reasons
 from labelgate.errors import LabelgateError
 from labelgate.shown_urls import shown_url
 from labelgate.untrusted_text import shown
@@ -31,6 +33,10 @@ Url = Annotated[
 Token = Annotated[str | None, typer.Option(envvar="LABELGATE_TOKEN", help="your bearer token (JWT)")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 DEFAULT_URL = "http://127.0.0.1:9090"
+# The only approval ids there are (``service.APPROVAL_ID``, what ``new_id("apr")`` makes; the
+# API's path pattern): checked here because an id is pasted into a URL path, where a ``#``
+# or ``/`` in it would make ``deny 'apr-…/approve#'`` an approval.
+APPROVAL_ID = re.compile(r"apr-[0-9a-f]{16}")
 
 
 class ListedState(StrEnum):
@@ -47,13 +53,42 @@ class ApiError(Exception):
         self.status, self.reason, self.detail = status, reason, detail
 
 
+def approval_path(approval_id: str, action: str = "") -> str:
+    """``/api/v1/approvals/<id>[/<action>]``; an id not of the form the server makes is
+    refused before any request (exit 2). Quoted as well: the id is the caller's text."""
+    if not APPROVAL_ID.fullmatch(approval_id):
+        raise ApiError(
+            400,
+            reasons.APPROVAL_ID_INVALID,
+            f"{approval_id!r} is not an approval id (apr- and 16 hex digits, as approvals list shows them)",
+        )
+    return f"/api/v1/approvals/{quote(approval_id, safe='')}" + (f"/{action}" if action else "")
+
+
+def _check_token(token: str | None) -> str:
+    """The token goes in one header, as a bearer token is: printable ASCII, no spaces. A
+    control character would split the header; anything else fails late, in words about
+    something else (an encoding error, a JSON answer)."""
+    if not token:
+        raise ApiError(400, "NO_CREDENTIALS", "no token: pass --token or set LABELGATE_TOKEN")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
+        raise ApiError(
+            400, "OPTION_INVALID", "--token (or LABELGATE_TOKEN) holds a control character (a newline?)"
+        )
+    if not all("!" <= char <= "~" for char in token):
+        raise ApiError(
+            400,
+            "OPTION_INVALID",
+            "--token (or LABELGATE_TOKEN) holds a space or a character outside ASCII: "
+            "a bearer token (a JWT) is printable ASCII",
+        )
+    return token
+
+
 def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """One request to the approvals API; a problem response becomes ``ApiError``."""
-    if not token:
-        raise ApiError(401, "NO_CREDENTIALS", "no token: pass --token or set LABELGATE_TOKEN")
+    token = _check_token(token)
     _check_url(url)
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
-        raise ApiError(400, "OPTION_INVALID", "--token holds a control character (a newline?)")
     request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own API
         url.rstrip("/") + path,
         data=json.dumps(body).encode() if body is not None else None,
@@ -62,7 +97,7 @@ def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            answer: object = json.load(response)
+            raw = response.read()
     except urllib.error.HTTPError as error:
         try:
             problem = json.load(error)
@@ -77,10 +112,18 @@ def call_api(url: str, token: str | None, path: str, body: dict[str, Any] | None
         raise ApiError(0, "API_UNREACHABLE", f"cannot reach {shown_url(url)}: {error.reason}") from None
     except (TimeoutError, OSError) as error:
         raise ApiError(0, "API_UNREACHABLE", f"cannot reach {shown_url(url)}: {error}") from None
+    except http.client.InvalidURL:  # a space or a control character in --url's path
+        raise ApiError(400, "OPTION_INVALID", f"--url {shown_url(url)!r} cannot be sent as it is") from None
     except http.client.HTTPException as error:  # e.g. a gRPC port: no HTTP/1 status line
         raise ApiError(
             0, "ANSWER_INVALID", f"{shown_url(url)} did not answer in HTTP/1.1 ({type(error).__name__})"
         ) from None
+    except ValueError as error:  # what urllib cannot send (the message may quote a header)
+        raise ApiError(
+            400, "OPTION_INVALID", f"cannot send a request to {shown_url(url)} ({type(error).__name__})"
+        ) from None
+    try:
+        answer: object = json.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(0, "ANSWER_INVALID", f"{shown_url(url)} did not answer with JSON") from None
     if not isinstance(answer, dict):
@@ -97,6 +140,8 @@ def _check_url(url: str) -> None:
         raise ApiError(400, "OPTION_INVALID", f"--url {shown_url(url)!r} is not a URL ({error})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise ApiError(400, "OPTION_INVALID", f"--url takes http(s)://HOST:PORT, got {shown_url(url)!r}")
+    if "?" in url or "#" in url:  # each command's path goes after it
+        raise ApiError(400, "OPTION_INVALID", f"--url takes no ?query or #fragment, got {shown_url(url)!r}")
 
 
 def _left(item: dict[str, Any]) -> str:
@@ -180,7 +225,7 @@ def list_command(
     """List the requests you may see (pending by default)."""
 
     def action() -> None:
-        items = call_api(url, token, f"/api/v1/approvals?state={state.value}").get("items")
+        items = call_api(url, token, "/api/v1/approvals?" + urlencode({"state": state.value})).get("items")
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise ApiError(0, "ANSWER_INVALID", f"{shown_url(url)} did not answer with a list of requests")
         if json_output:
@@ -201,7 +246,7 @@ def show_command(
     """Show one request with its votes."""
 
     def action() -> None:
-        item = call_api(url, token, f"/api/v1/approvals/{approval_id}")
+        item = call_api(url, token, approval_path(approval_id))
         typer.echo(json.dumps(item, indent=2) if json_output else describe(item))
 
     _run(action)
@@ -217,7 +262,7 @@ def approve_command(
     """Approve a request (one vote; some need several people)."""
 
     def action() -> None:
-        item = call_api(url, token, f"/api/v1/approvals/{approval_id}/approve", {"reason": reason})
+        item = call_api(url, token, approval_path(approval_id, "approve"), {"reason": reason})
         typer.echo(describe(item))
 
     _run(action)
@@ -233,7 +278,7 @@ def deny_command(
     """Deny a request, with a reason."""
 
     def action() -> None:
-        item = call_api(url, token, f"/api/v1/approvals/{approval_id}/deny", {"reason": reason})
+        item = call_api(url, token, approval_path(approval_id, "deny"), {"reason": reason})
         typer.echo(describe(item))
 
     _run(action)

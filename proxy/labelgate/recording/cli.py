@@ -18,8 +18,10 @@ viewer allows (``viewing.py``), with the engine the config names (embedded, wasm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,6 +64,18 @@ def _usage(message: str) -> typer.Exit:
 
 
 KEY_ENV = "LABELGATE_RECORDING__ENCRYPTION_KEY_FILE"
+
+
+@contextlib.contextmanager
+def _config_warnings(config: Path | None) -> Iterator[None]:
+    """What loading the config's store, auth and engine warns of (``dev_key_trusted``, ...)
+    as ``serve --check-config`` shows it: a sentence on stderr naming the config. Logging is
+    not set up in these commands, so Python would print a warning's bare event name."""
+    from labelgate.warning_notes import warnings_as_notes
+
+    where = str(config) if config is not None else "labelgate sessions"
+    with warnings_as_notes(lambda note: typer.echo(f"{where}: warning: {note}", err=True)):
+        yield
 
 
 def open_store(directory: Path | None, dsn: str | None, config: Path | None) -> SessionStore:
@@ -248,7 +262,9 @@ def list_command(
     from labelgate.recording.replay import sessions_table
 
     try:
-        page = _run(open_store(directory, postgres_dsn, config), lambda s: s.sessions_page(limit, cursor))
+        with _config_warnings(config):
+            store = open_store(directory, postgres_dsn, config)
+        page = _run(store, lambda s: s.sessions_page(limit, cursor))
     except LabelgateError as error:  # a cursor this store did not write
         raise _usage(f"{error.message} ({error.reason})") from None
     if json_output:
@@ -271,8 +287,9 @@ def show_command(
     """One line per call of a session; --json prints the entries as the viewer may see them."""
     from labelgate.recording.replay import calls_table
 
-    viewer = _viewer(config, token)
-    found, entries = _viewed_session(open_store(directory, postgres_dsn, config), session_id, viewer)
+    with _config_warnings(config):
+        viewer = _viewer(config, token)
+        found, entries = _viewed_session(open_store(directory, postgres_dsn, config), session_id, viewer)
     if json_output:
         for entry in entries:
             typer.echo(json.dumps(entry, sort_keys=True))
@@ -291,6 +308,7 @@ def replay_command(
     """The session's timeline, call by call, each response as the viewer's replay decision allows."""
     from labelgate.recording.replay import print_replay
 
-    viewer = _viewer(config, token)
-    found, entries = _viewed_session(open_store(directory, postgres_dsn, config), session_id, viewer)
+    with _config_warnings(config):
+        viewer = _viewer(config, token)
+        found, entries = _viewed_session(open_store(directory, postgres_dsn, config), session_id, viewer)
     print_replay(_console(), found, entries)
