@@ -41,6 +41,7 @@ from labelgate.gateway.status import error_info
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, encode_inputs
 from labelgate.shown_urls import shown_url
+from labelgate.untrusted_text import bearer_token_problem
 
 MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"
@@ -575,19 +576,10 @@ def target_host_port(target: str) -> str:
 
 
 def check_token(token: str | None) -> None:
-    """A token travels in one header, as a bearer token is: printable ASCII, no spaces. A
-    control character would split the header; anything else failed late, as an encoding
-    error (REST) or an invalid-metadata status (gRPC)."""
-    if token is None:
-        return
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
-        raise InvalidInput(reasons.OPTION_INVALID, "--token holds a control character (a newline?)")
-    if not all("!" <= char <= "~" for char in token):
-        raise InvalidInput(
-            reasons.OPTION_INVALID,
-            "--token (or LABELGATE_TOKEN) holds a space or a character outside ASCII: "
-            "a bearer token (a JWT) is printable ASCII",
-        )
+    """A token travels in one header, as a bearer token is (``untrusted_text.bearer_token_problem``)."""
+    problem = None if token is None else bearer_token_problem(token)
+    if problem is not None:
+        raise InvalidInput(reasons.OPTION_INVALID, problem)
 
 
 def check_header_options(ask: InferRequest) -> None:

@@ -72,3 +72,18 @@ def bounded(text: str, limit: int = BOUNDED_TEXT) -> str:
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"<{len(text)} characters, sha256 {digest}>"
+
+
+def bearer_token_problem(token: str) -> str | None:
+    """What keeps ``token`` from travelling in one header as a bearer token does (printable
+    ASCII, no spaces), in words for the command that took it; None when nothing does. A
+    control character would split the header; anything else failed late, in words about
+    something else (an encoding error, an invalid-metadata status, a JSON answer)."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
+        return "--token (or LABELGATE_TOKEN) holds a control character (a newline?)"
+    if not all("!" <= char <= "~" for char in token):
+        return (
+            "--token (or LABELGATE_TOKEN) holds a space or a character outside ASCII: "
+            "a bearer token (a JWT) is printable ASCII"
+        )
+    return None

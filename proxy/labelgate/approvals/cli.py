@@ -23,7 +23,7 @@ import typer
 from labelgate.approvals import reasons
 from labelgate.errors import LabelgateError
 from labelgate.shown_urls import shown_url
-from labelgate.untrusted_text import shown
+from labelgate.untrusted_text import bearer_token_problem, shown
 
 approvals_app = typer.Typer(help="Review just-in-time approval requests.", no_args_is_help=True)
 
@@ -66,22 +66,12 @@ def approval_path(approval_id: str, action: str = "") -> str:
 
 
 def _check_token(token: str | None) -> str:
-    """The token goes in one header, as a bearer token is: printable ASCII, no spaces. A
-    control character would split the header; anything else fails late, in words about
-    something else (an encoding error, a JSON answer)."""
+    """The token goes in one header, as a bearer token is (``untrusted_text.bearer_token_problem``)."""
     if not token:
         raise ApiError(400, "NO_CREDENTIALS", "no token: pass --token or set LABELGATE_TOKEN")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
-        raise ApiError(
-            400, "OPTION_INVALID", "--token (or LABELGATE_TOKEN) holds a control character (a newline?)"
-        )
-    if not all("!" <= char <= "~" for char in token):
-        raise ApiError(
-            400,
-            "OPTION_INVALID",
-            "--token (or LABELGATE_TOKEN) holds a space or a character outside ASCII: "
-            "a bearer token (a JWT) is printable ASCII",
-        )
+    problem = bearer_token_problem(token)
+    if problem is not None:
+        raise ApiError(400, "OPTION_INVALID", problem)
     return token
 
 
