@@ -1,5 +1,5 @@
 """The pipeline's clock, moved on by a test: a credential expires when the test says, never
-waited for (``still_valid`` reads ``time.time()`` through the pipeline module)."""
+waited for (``still_valid`` reads ``time.time()`` through ``gateway/credential_expiry.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from labelgate.gateway import pipeline
+from labelgate.gateway import credential_expiry
 
 
 class PipelineClock:
@@ -29,5 +29,5 @@ class PipelineClock:
 def moved_clock(monkeypatch: pytest.MonkeyPatch) -> PipelineClock:
     """A ``PipelineClock`` in place of the pipeline's, until ``monkeypatch`` undoes it."""
     clock = PipelineClock()
-    monkeypatch.setattr(pipeline, "time", clock)
+    monkeypatch.setattr(credential_expiry, "time", clock)
     return clock

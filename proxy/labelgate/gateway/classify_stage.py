@@ -133,7 +133,7 @@ class ClassifierStage:
         self.revision = revision
         if catalog.same_as(self.classifier.catalog):
             # A revision that changed the policy alone: the classifier stays, and with it what
-            # calls held for approval were classified with (``Pipeline._hold``).
+            # calls held for approval were classified with (``DecideStage._hold``).
             log.info("catalog unchanged in bundle", revision=revision)
             return
         # One assignment: atomic.

@@ -9,6 +9,11 @@ and routed unary calls (``unary_message``), routed streams (``admit_stream`` the
 these stages per message from ``gateway/stream_infer.py``). The transports only adapt gRPC
 call shapes to these methods.
 
+Each stage is its own module, called from here in that order: authenticate
+(``labelgate.auth``), classify (``gateway/classify_stage.py``), decide and hold for approval
+(``gateway/decide_stage.py``), enforce (``labelgate.enforce``), record
+(``gateway/recording_stage.py``, handing each outcome to the recorders of ``gateway/record.py``).
+
 Replies are built, never forwarded: the gateway makes each outgoing message itself from
 the parts it classified and decided (``labelgate.enforce.replies``), so nothing the
 classifier did not see (an id, a parameter, an unknown field, an error text) reaches the
@@ -30,11 +35,9 @@ from google.protobuf.message import Message
 
 from labelgate import tracing
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.approvals.hold import ApprovalStage, grants_noted, reply_kept
+from labelgate.approvals.hold import ApprovalStage, reply_kept
 from labelgate.approvals.stage import check_options
 from labelgate.auth import Authenticator, Subject
-from labelgate.auth import reasons as auth_reasons
-from labelgate.background import BackgroundTasks
 from labelgate.calls import (
     PROVEN,
     Call,
@@ -57,27 +60,22 @@ from labelgate.enforce import apply_masks, apply_message_masks
 from labelgate.enforce import replies as build
 from labelgate.enforce.compiled import compile_masks
 from labelgate.enforce.strategies import Mask, Masker
-from labelgate.errors import (
-    InvalidInput,
-    LabelgateError,
-    PermissionDenied,
-    PolicyUnavailable,
-    ResourceExhausted,
-    Unauthenticated,
-)
-from labelgate.expiry import credentials_live
-from labelgate.gateway import inflight, metrics
+from labelgate.errors import InvalidInput, LabelgateError, ResourceExhausted
+from labelgate.gateway import inflight
 from labelgate.gateway import reasons as gateway_reasons
-from labelgate.gateway.bounds import check_fields, check_reply_fields, check_target
+from labelgate.gateway.bounds import check_fields, check_target
 from labelgate.gateway.classify_stage import ClassifierStage
-from labelgate.gateway.record import AFTER_UNACKNOWLEDGED, Recorder, recorded_text
+from labelgate.gateway.credential_expiry import still_valid as still_valid
+from labelgate.gateway.credential_expiry import while_valid as while_valid
+from labelgate.gateway.decide_stage import DecideStage
+from labelgate.gateway.record import Recorder
+from labelgate.gateway.recording_stage import RecordingStage
 from labelgate.gateway.streams import OpenStreams
 from labelgate.gateway.upstream import MalformedUpstream
 from labelgate.logs import get_logger
 from labelgate.oip import tensors as oip
 from labelgate.oip.tensor import Tensor
-from labelgate.policy import reasons as policy_reasons
-from labelgate.policy.cache import CachingEngine, cache_keys
+from labelgate.policy.cache import cache_keys
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.engine import PolicyEngine
 
@@ -88,8 +86,6 @@ def _as_is(reply: pb.ModelInferResponse) -> pb.ModelInferResponse:
     return reply
 
 
-# Fail-closed decisions whose cause is the engine being unreachable, not the policy saying no.
-_UNAVAILABLE_REASONS = frozenset({policy_reasons.POLICY_UNAVAILABLE, policy_reasons.POLICY_TIMEOUT})
 Send = Callable[[Message], Awaitable[Message]]
 # (subject, upstream reply) -> the reply without what the subject may not know about.
 Narrow = Callable[[Subject, Message], Awaitable[Message]]
@@ -123,21 +119,65 @@ class Pipeline:
     ) -> None:
         self.authenticator = authenticator
         self.classifier = classifier
-        self.engine = engine
-        self.approvals = approvals
-        self.recorder = recorder
         self.hash_key = hash_key
-        self.limits = limits or LimitSettings()
         self.release = release or ReleaseSettings()
-        self.decision_deadline_seconds = decision_deadline_seconds
         self.in_flight = in_flight or CallsInFlight()
+        self.deciding = DecideStage(
+            engine=engine,
+            classifier=classifier,
+            approvals=approvals,
+            limits=limits or LimitSettings(),
+            in_flight=self.in_flight,
+            decision_deadline_seconds=decision_deadline_seconds,
+        )
+        self.records = RecordingStage(recorder, self.in_flight)
         # The transports take each request's bytes from it before parsing (gateway/inflight.py).
         self.request_bytes = inflight.RequestBytes(self.limits.max_request_bytes_in_flight)
         # Counted by the transports, health watches apart: probes are not authenticated.
         self.open_streams = OpenStreams(self.limits.max_open_streams, self.limits.max_open_streams_per_caller)
         self.health_watches = OpenStreams(self.limits.max_health_watches, bound="health_watches")
-        self._cancelled_records = BackgroundTasks()  # being written (``recording``)
-        self._open_calls: dict[asyncio.Task[Any], int] = {}  # tasks inside ``recording``, how deep
+
+    # -- what the stages keep, read and set through the pipeline (the server reads the engine
+    # and the deadline; tests put in their own engine, approval stage, recorder or limits) --
+    @property
+    def engine(self) -> PolicyEngine:
+        return self.deciding.engine
+
+    @engine.setter
+    def engine(self, engine: PolicyEngine) -> None:
+        self.deciding.engine = engine
+
+    @property
+    def approvals(self) -> ApprovalStage:
+        return self.deciding.approvals
+
+    @approvals.setter
+    def approvals(self, approvals: ApprovalStage) -> None:
+        self.deciding.approvals = approvals
+
+    @property
+    def limits(self) -> LimitSettings:
+        return self.deciding.limits
+
+    @limits.setter
+    def limits(self, limits: LimitSettings) -> None:
+        self.deciding.limits = limits
+
+    @property
+    def decision_deadline_seconds(self) -> float:
+        return self.deciding.decision_deadline_seconds
+
+    @decision_deadline_seconds.setter
+    def decision_deadline_seconds(self, seconds: float) -> None:
+        self.deciding.decision_deadline_seconds = seconds
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.records.recorder
+
+    @recorder.setter
+    def recorder(self, recorder: Recorder) -> None:
+        self.records.recorder = recorder
 
     # -- the call shapes ------------------------------------------------------------
     async def infer(
@@ -250,7 +290,7 @@ class Pipeline:
                     memo, key = cache_keys(policy_input)
                     if key is not None:
                         inputs[model] = ("request", key.hex(), policy_input)
-                    decision = await self._decide_within_deadline(policy_input, memo)
+                    decision = await self.deciding.decide_within_deadline(policy_input, memo)
             except Exception as error:
                 log.warning("model left out: its decision failed", model=model, error=type(error).__name__)
                 return False
@@ -340,33 +380,6 @@ class Pipeline:
 
         return stream_infer(self, call, requests, upstream)
 
-    def record_later(self, entry: CallRecord, *, after_unacknowledged: bool = False) -> None:
-        """Write ``entry`` without holding up the caller (a cancelled call's record); a stopping
-        gateway waits for it (``finish_records``). ``after_unacknowledged``: the refusal of a call
-        whose release's record went unacknowledged (``recording``)."""
-        task = self._cancelled_records.start(self._record_later(entry, after_unacknowledged))
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-    async def _record_later(self, entry: CallRecord, after_unacknowledged: bool) -> None:
-        if after_unacknowledged:
-            AFTER_UNACKNOWLEDGED.set(True)  # in this task's own context: this record's append only
-        try:
-            await self.recorder.record(entry)
-        except LabelgateError as lost:
-            request_id = entry.call.request_id
-            log.error("a refusal's record was lost", reason=lost.reason, request_id=request_id)
-
-    async def record_failure(
-        self, call: Call, subject: Subject | None, target: Target, error: LabelgateError
-    ) -> None:
-        """Record a refusal made outside ``recording`` (a stream's end, a REST body that does
-        not parse); a failure to record it is left to the refusal itself."""
-        outcome = Outcome(subject=subject, model=target.model, upstream_status=error.reason)
-        try:
-            await self.recorder.record(CallRecord.of(call, outcome, error))
-        except LabelgateError as lost:
-            log.error("a refusal's record was lost", reason=lost.reason, request_id=call.request_id)
-
     # -- stage 1: authenticate -------------------------------------------------------
     def authenticate(self, call: Call) -> Subject:
         with tracing.stage("authenticate"):
@@ -387,207 +400,12 @@ class Pipeline:
             check_options(call.metadata)
             await self.decide(call, subject, target, "request", list(fields), outcome)
 
-    # -- decide and hold (both phases) -------------------------------------------------
+    # -- decide and hold, both phases (``gateway/decide_stage.py``) -------------------------
     async def decide(
         self, call: Call, subject: Subject, target: Target, phase: str, fields: list[Field], outcome: Outcome
     ) -> Decision:
-        # The response phase's fields are the upstream's reply: its excess is not the caller's fault.
-        (check_reply_fields if phase == "response" else check_fields)(fields, self.limits)
-        # The catalog and detectors ``fields`` were worked out with (nothing awaited since).
-        classified_by = self.classifier.classifier
-
-        def policy_input(approval: dict[str, Any] | None) -> dict[str, Any]:
-            return build_input(
-                phase=phase,
-                subject=subject.to_policy(),
-                request=target.to_policy(call),
-                fields=to_policy_fields(fields),
-                approval=approval,
-                time_ns=time.time_ns(),
-            )
-
-        first = policy_input(None)
-        memo, key = cache_keys(first)  # one marshal for both: the cache's key and the store's
-        if key is not None:  # kept by hash so the decision can be replayed (policy impact)
-            outcome.decision_inputs.append((phase, key.hex(), first))
-        started = time.perf_counter()
-        with tracing.stage("decide", **{"labelgate.phase": phase}):
-            decision = await self._decide_within_deadline(first, memo)
-        metrics.child(metrics.DECISION_SECONDS, self.engine.name, phase).observe(
-            time.perf_counter() - started
-        )
-        if decision.require_approval is not None and not decision.allow:
-            decision = await self._hold(
-                call, subject, phase, first, key is not None, decision, policy_input, outcome, classified_by
-            )
-        else:
-            outcome.decisions.append((phase, decision))
-            outcome.labels.update(first["labels"])
-        if not decision.allow:
-            raise _refusal(decision)
-        return decision
-
-    async def _hold(
-        self,
-        call: Call,
-        subject: Subject,
-        phase: str,
-        first: dict[str, Any],
-        first_kept: bool,
-        held: Decision,
-        policy_input: Callable[[dict[str, Any] | None], dict[str, Any]],
-        outcome: Outcome,
-        classified_by: object,
-    ) -> Decision:
-        """Hold the call for an approver (``approvals.hold``); the decision to enforce.
-
-        The record holds the decision that held the call and its labels from the start (a
-        call can end inside the hold: pending, expired, cut by its deadline, cancelled). Each
-        decision made again under an approval joins it, with its input; when the hold releases
-        on one of them, the inputs of this phase before it are marked superseded."""
-        outcome.decisions.append((phase, held))
-        outcome.labels.update(first["labels"])
-        start = len(outcome.decision_inputs) - (1 if first_kept else 0)
-        redecided: list[tuple[Decision, int]] = []  # each, with how many inputs came before it
-
-        async def again(approval: dict[str, Any]) -> Decision:
-            if self.classifier.classifier is not classified_by:
-                # A hold lasts minutes: a bundle or catalog file activated meanwhile would have
-                # the new policy decide on the old catalog's labels, and the masks it names
-                # applied to the old classification. Refused (the grant is left unspent): the
-                # caller calls again, classified and decided under what is in force.
-                refused = Decision.deny(
-                    gateway_reasons.CATALOG_CHANGED,
-                    "the classification catalog changed while the call was held: call again",
-                )
-                outcome.decisions.append((phase, refused))
-                return refused
-            if not is_valid(subject):
-                # A hold lasts minutes, longer than a token may: an approval granted after the
-                # caller's credential expired releases nothing. Refused here, before the stage
-                # spends or charges the grant (it is left for the caller's next call, with a
-                # fresh token); ``still_valid`` below makes it the caller's TOKEN_EXPIRED.
-                expired = Decision.deny(auth_reasons.TOKEN_EXPIRED, _EXPIRED_WHILE_HELD)
-                outcome.decisions.append((phase, expired))
-                return expired
-            redo = policy_input(approval)
-            memo, key = cache_keys(redo)
-            before = len(outcome.decision_inputs)
-            if key is not None:
-                outcome.decision_inputs.append((phase, key.hex(), redo))
-            decision = await self._decide_within_deadline(redo, memo)
-            outcome.decisions.append((phase, decision))
-            redecided.append((decision, before))
-            return decision
-
-        # A call held for an approver writes its record minutes from now, if ever: it does
-        # not count as in flight meanwhile, or every other record would wait for it. Its
-        # request's bytes count under the approval service's own bound from here on.
-        aside = inflight.set_aside()
-        self.in_flight.count -= 1
-        try:
-            with tracing.stage("hold"), grants_noted() as grants:
-                decision = await self.approvals.hold(call, subject, first, held, again)
-        finally:
-            self.in_flight.count += 1
-            inflight.take_back(aside)  # counted here again while it goes on (or ends)
-        if decision.allow or decision.fail_reason == auth_reasons.TOKEN_EXPIRED:
-            # Nothing goes upstream (a request phase) or to the caller (a response phase) once
-            # the first of the caller's credentials has expired, granted or not: ``again`` saw
-            # it at the grant, and it may have expired since (the grant's use is awaited).
-            still_valid(subject, _EXPIRED_WHILE_HELD)
-        if decision.allow:  # both phases may be released under one grant: named once
-            outcome.released_under += tuple(grant for grant in grants if grant not in outcome.released_under)
-        enforced = next((before for made, before in redecided if made is decision), None)
-        if enforced is not None:
-            outcome.superseded_inputs += tuple(range(start, enforced))
-        if outcome.decisions[-1][1] is not decision:  # the approval stage's own refusal
-            outcome.decisions.append((phase, decision))
-        return decision
-
-    async def _decide_within_deadline(
-        self, policy_input: dict[str, Any], memo: bytes | None = None
-    ) -> Decision:
-        """``memo``: ``memo_key(policy_input)`` when the caller has it (the cache's own key)."""
-        engine = self.engine
-        cache = engine if memo is not None and isinstance(engine, CachingEngine) else None
-        if cache is not None and memo is not None:
-            # A hit waits on nothing, so it needs no deadline timer (armed per decision otherwise).
-            hit = cache.cached(memo)
-            if hit is not None:
-                return hit
-        try:
-            async with asyncio.timeout(self.decision_deadline_seconds):
-                if cache is not None:
-                    return await cache.decide(policy_input, key=memo)
-                return await engine.decide(policy_input)
-        except TimeoutError:
-            return Decision.deny("POLICY_TIMEOUT", engine=self.engine.name, revision=self.engine.revision)
-
-    # -- stage: record -------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def recording(self, call: Call, target: Target) -> AsyncIterator[Outcome]:
-        """Every call (or streamed message) is recorded, refused ones too."""
-        outcome = Outcome(model=target.model)
-        in_flight = self.in_flight
-        in_flight.count += 1
-        # The task serving the call, for a stopping gateway to wait on (``finish_records``).
-        serving, open_calls = asyncio.current_task(), self._open_calls
-        if serving is not None:
-            open_calls[serving] = open_calls.get(serving, 0) + 1
-        try:
-            # The model is the caller's text, not yet checked against any bound: a span holds
-            # it as a record does (``recorded_text``).
-            with tracing.call_span(call.method, recorded_text(target.model), call.metadata):
-                try:
-                    yield outcome
-                except asyncio.CancelledError as error:
-                    # The caller is gone; record without holding up the cancellation.
-                    self.record_later(CallRecord.of(call, outcome, error))
-                    raise
-                except BaseException as error:
-                    # The refusal stands whether or not its record could be written.
-                    try:
-                        await self.recorder.record(CallRecord.of(call, outcome, error))
-                    except LabelgateError as lost:
-                        log.error(
-                            "a refusal's record was lost", reason=lost.reason, request_id=call.request_id
-                        )
-                    raise
-                # Nothing is released before its record is durable: a failure here fails the call.
-                try:
-                    await self.recorder.record(CallRecord.of(call, outcome, None))
-                except LabelgateError as unrecorded:
-                    # Refused after all. The release's log line is written, and its audit record
-                    # may still land (read in time, acknowledged late behind a slow fsync): the
-                    # refusal is recorded after them, without the writer's deadline (which the
-                    # release's own stall may outlast), so the call's last record says what the
-                    # caller got.
-                    self.record_later(CallRecord.of(call, outcome, unrecorded), after_unacknowledged=True)
-                    raise
-                except asyncio.CancelledError as gone:
-                    # The caller left (its deadline, a cancel) while the release's record was
-                    # being made durable: that record may still land, and the caller got
-                    # nothing, so the cancellation is recorded after it, as a refusal is.
-                    self.record_later(CallRecord.of(call, outcome, gone), after_unacknowledged=True)
-                    raise
-        finally:
-            in_flight.count -= 1
-            if serving is not None:
-                left = open_calls.pop(serving) - 1
-                if left:
-                    open_calls[serving] = left
-
-    async def finish_records(self, seconds: float) -> None:
-        """Wait, at most ``seconds`` in all, for the calls still in the pipeline (a stopping
-        server has cancelled them; each then records itself) and for the records of cancelled
-        calls still being written: a stopping gateway closes its recorders only after them."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        calls = set(self._open_calls) - {asyncio.current_task()}
-        if calls:
-            await asyncio.wait(calls, timeout=seconds)
-        await self._cancelled_records.wait(max(0.0, deadline - loop.time()))
+        """Decide ``phase`` (held for an approver if the policy asks); raises the refusal."""
+        return await self.deciding.decide(call, subject, target, phase, fields, outcome)
 
     @staticmethod
     async def forward(send: Send, request: Message, outcome: Outcome) -> Message:
@@ -668,31 +486,24 @@ class Pipeline:
         outcome.delivered = released
         return released
 
+    # -- stage: record (``gateway/recording_stage.py``) --------------------------------------
+    def recording(self, call: Call, target: Target) -> contextlib.AbstractAsyncContextManager[Outcome]:
+        """Every call (or streamed message) is recorded, refused ones too."""
+        return self.records.recording(call, target)
 
-_EXPIRED_WHILE_HELD = "the token this call was made with expired while it was held for approval"
+    def record_later(self, entry: CallRecord, *, after_unacknowledged: bool = False) -> None:
+        """Write ``entry`` without holding up the caller (a cancelled call's record)."""
+        self.records.record_later(entry, after_unacknowledged=after_unacknowledged)
 
+    async def record_failure(
+        self, call: Call, subject: Subject | None, target: Target, error: LabelgateError
+    ) -> None:
+        """Record a refusal made outside ``recording`` (a stream's end, a REST body that does not parse)."""
+        await self.records.record_failure(call, subject, target, error)
 
-def is_valid(subject: Subject) -> bool:
-    """None of the subject's credentials has expired, its own token or one presented beside it
-    (a bearer token next to a client certificate: ``earliest_expiry``). An expiry that cannot be
-    read counts as passed."""
-    return credentials_live(subject.attributes, time.time())
-
-
-def still_valid(subject: Subject, why: str = "the token this stream was opened with has expired") -> None:
-    """A call outlives the credentials it was made with (a stream, a call held for approval, a
-    client stream's messages): each message, and each release after a wait, checks that none
-    has expired (``is_valid``), refused UNAUTHENTICATED TOKEN_EXPIRED otherwise."""
-    if not is_valid(subject):
-        raise Unauthenticated(auth_reasons.TOKEN_EXPIRED, why)
-
-
-async def while_valid(subject: Subject, messages: AsyncIterator[R]) -> AsyncIterator[R]:
-    """A client stream's messages, each checked (``still_valid``) as it is read, before it is
-    handed on to the upstream: the first read once a credential has expired ends the stream."""
-    async for message in messages:
-        still_valid(subject)
-        yield message
+    async def finish_records(self, seconds: float) -> None:
+        """Wait, at most ``seconds``, for the calls still open and the records still being written."""
+        await self.records.finish_records(seconds)
 
 
 def decoded_outputs(response: pb.ModelInferResponse) -> list[Tensor]:
@@ -713,16 +524,3 @@ def masked_summary(masks: Sequence[Mask], fields: Sequence[Field]) -> list[dict[
         label = "unknown" if found is None else most_sensitive(found)
         summary.append({"path": mask.path, "strategy": mask.strategy, "label": label})
     return summary
-
-
-def _refusal(decision: Decision) -> PermissionDenied | PolicyUnavailable:
-    details = {"decision_id": decision.decision_id or "", "engine": decision.engine}
-    if decision.fail_reason in _UNAVAILABLE_REASONS:
-        return PolicyUnavailable(decision.fail_reason, "policy engine unavailable: call denied", **details)
-    if decision.require_approval is not None:
-        return PermissionDenied(
-            policy_reasons.APPROVAL_REQUIRED, decision.reason or "approval required", **details
-        )
-    return PermissionDenied(
-        decision.fail_reason or "POLICY_DENIED", decision.reason or "denied by policy", **details
-    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 BUNDLE_CATALOG_MISSING = "BUNDLE_CATALOG_MISSING"
 # A held call's grant arrived after the catalog (or detectors) it was classified under were
-# replaced: its decision under the new policy would read the old labels (``Pipeline._hold``).
+# replaced: its decision under the new policy would read the old labels (``DecideStage._hold``).
 CATALOG_CHANGED = "CATALOG_CHANGED"
 CATALOG_MISSING = "CATALOG_MISSING"
 DESCRIPTOR_SET_INVALID = "DESCRIPTOR_SET_INVALID"
