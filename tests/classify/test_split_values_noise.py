@@ -5,7 +5,7 @@ text, so one message of random bytes (which an upstream may add at will) made a 
 split across two messages of plain text noise too: ``mail ceo@acme`` / ``.io now`` was
 refused alone and released beside 2 KiB of random bytes (review, finding 3). Binary is now
 decided per message: a short value counts for nothing only where every byte of it comes from
-messages whose piece is binary (``split_values._Binary``)."""
+messages whose piece is binary (``binary_pieces.Binary``)."""
 
 from __future__ import annotations
 

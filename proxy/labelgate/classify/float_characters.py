@@ -16,7 +16,7 @@ that failed it closed as us_ssn, secret, iban and credit_card, at 0.3-0.7 s an i
 the same pixels as UINT8 are binary and pass. So code points are told text from binary by
 the rule bytes are (``reads_as_noise``: more than one in ``_NOISE_STRAY``, plus
 ``_NOISE_SLACK``, NULs aside, a control character or no character, as
-``other_encodings.legacy_readings`` and ``split_values._is_noise`` count; or, when every one
+``other_encodings.legacy_readings`` and ``binary_pieces.is_noise`` count; or, when every one
 is a byte, those bytes not text as a UINT8 tensor's are told, ``numbers``). Binary code points
 are read as a UINT8 tensor's binary bytes are (``binary_forms``: as written and with their
 control characters dropped; bytes also as a UINT8 tensor's, ``numbers``): not folded, not
@@ -102,7 +102,7 @@ def code_points_of(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
 
 def reads_as_noise(points: np.ndarray[Any, Any]) -> bool:
     """Whether code points (``code_points_of``) are binary by the rule bytes are told by
-    (``other_encodings.legacy_readings``, ``split_values._is_noise``): more than one in
+    (``other_encodings.legacy_readings``, ``binary_pieces.is_noise``): more than one in
     ``_NOISE_STRAY``, plus ``_NOISE_SLACK``, NULs aside, a control character (``_JUNK``) or no
     character (a fraction, a negative, a surrogate). An image's dark pixels and C1 values, a
     count's or a coordinate's small numbers are; text, with an SSN hidden in it by a few of

@@ -32,14 +32,14 @@ move text between messages. A route whose server streams are token streams
   the last characters of each piece). Where, not how many: a whole value in one piece that
   the next piece's first digit turns into no value must not stand in for one split across
   two others. Whole values side by side (``ann@x.com`` then ``bob@y.com``, one email
-  joined) are covered byte by byte. In binary (``_is_noise``) an IPv6 address or an email
+  joined) are covered byte by byte. In binary (``binary_pieces.is_noise``) an IPv6 address or an email
   counts from 16 bytes on, as in numbers' raw bytes that are not text (``8::`` is noise):
   only where every byte of it comes from messages whose piece is binary itself
-  (``_Binary``), never because some other message of the path is.
+  (``binary_pieces.Binary``), never because some other message of the path is.
 
 Integer fields (repeated, scalar, a map's values), which a client reads back with ``chr`` as
 the classifier reads a repeated one (``integer_text``), and float and double ones whose values
-are whole numbers, as it reads those (``_by_field``), are followed by path too
+are whole numbers, as it reads those (``integer_fields.by_field``), are followed by path too
 (``held_integers``): the run of characters a value may be made of the path's values end in
 (at most ``held_integers.INTEGER_TAIL``) is read with the next message's values, and a value only their
 joining shows ends the stream; the messages such a run takes are held meanwhile.
@@ -73,19 +73,23 @@ everything, nothing else is read; a run the cut stops at (``CarryOver.run_member
 that its own bytes extend does not move it; nor do a key block's lines before its END
 marker once the block holds the cut (``CarryOver.open_block``): its match runs to the end
 of the text, which was read again whole on every message; nor does a run glued to a closed
-block's END marker that its own bytes extend (``_glued_run``): the run pulls the cut back
+block's END marker that its own bytes extend (``held_cuts.glued_run``): the run pulls the cut back
 into the marker, the block to its start, and the whole text was read again per message.
 
 A path is one text only where its position names it: a stream that moves one text between
 list positions (``choices[0]`` carrying choice 1 in some messages) is read per position. A
 record stream (each message a whole record) is not a token stream: its ids side by side are
 one digit run, held to the end and at worst refused; such routes set ``per_message``.
+
+Beside this module: the readings a path's text is compared in, joined and piece by piece
+(``piece_readings``), which pieces are binary (``binary_pieces``), when an appended piece
+leaves a path's cut where it was (``held_cuts``), and which values are read as integers
+(``integer_fields``; followed across messages by ``held_integers``).
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -97,21 +101,16 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from labelgate.classify import credentials, display_context, key_blocks, reasons
+from labelgate.classify.binary_pieces import Binary, is_noise
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.decoded_text import reads_as_text
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.folding import CONTROLS, UNFOLDABLE, FoldMemo, folded, may_hide
+from labelgate.classify.folding import UNFOLDABLE, may_hide
+from labelgate.classify.held_cuts import AWAITED_END, glued_run, stays_cuttable
 from labelgate.classify.held_integers import FREE, PATH_COST, PIECE_COST, HeldIntegers
-from labelgate.classify.integer_text import CHARACTER_DTYPES, FLOAT_CPP_TYPES, whole_numbers
-from labelgate.classify.jsonpaths import (
-    _ESCAPE,
-    MAX_UNESCAPE_LEVELS,
-    _unescape_match,
-    _unreferenced,
-    may_escape,
-    may_reference,
-)
-from labelgate.classify.markup import rendered
+from labelgate.classify.integer_fields import Integers, by_field, may_be_integers
+from labelgate.classify.integer_text import FLOAT_CPP_TYPES, whole_numbers
+from labelgate.classify.jsonpaths import may_escape
 from labelgate.classify.messages import (
     ANY_REPLY_FIELD,
     ANY_TYPE,
@@ -126,14 +125,7 @@ from labelgate.classify.messages import (
     unpacked_any,
 )
 from labelgate.classify.numbers import _LOOSE, _LOOSE_SHORTEST
-from labelgate.classify.other_encodings import (
-    LEGACY_ENCODINGS,
-    is_utf8,
-    legacy_folded,
-    legacy_readings,
-    wide_folded,
-)
-from labelgate.classify.shown_text import rendered_reading
+from labelgate.classify.piece_readings import Readings
 from labelgate.errors import ResourceExhausted, UpstreamError
 
 # Deeper than this, a path is not followed (classification refuses such replies anyway).
@@ -146,9 +138,6 @@ _NUMBER_COST = 8
 _MESSAGE_COST = 1024
 # Its cut was not read since its text changed; it holds nothing back (no piece ends past its cut).
 _DIRTY, _FREE = -1, FREE
-# How many of a path's last bytes an appended piece is read with while a key block holds its
-# cut (``CarryOver.keeps_cut``): more than the longest END marker.
-_AWAITED_END = 128
 
 
 @dataclass
@@ -171,7 +160,7 @@ class _Path:
     # (``CarryOver.open_block``), or nothing.
     awaits: bytes = b""
     # The bytes that, appended, leave the cut where it is because they extend a run glued to
-    # a closed PEM block's END marker (``_glued_run``), or nothing.
+    # a closed PEM block's END marker (``glued_run``), or nothing.
     glued: bytes = b""
 
 
@@ -226,7 +215,7 @@ class SplitValues:
         self._held.append((message, size))
         self._held_bytes += size
         counted = MessageValues(max_values)
-        integers: list[_Integers] = []
+        integers: list[Integers] = []
         fields: list[tuple[str, str, list[int]]] = []
         self._fields.append(fields)
         for path, shown, piece in _texts(message, counted, integers):
@@ -247,7 +236,7 @@ class SplitValues:
             state.text += piece
             state.ends.append(state.base + len(state.text))
             self._held_bytes += len(piece) + PIECE_COST
-        for path, shown, numbers, repeated, records in _by_field(integers):
+        for path, shown, numbers, repeated, records in by_field(integers):
             self._integers.follow(number, path, shown, numbers, repeated, counted, records)
             fields.append((path, shown, numbers))
             self._held_bytes += _NUMBER_COST * len(numbers)
@@ -281,17 +270,17 @@ class SplitValues:
             and state.messages
             and state.messages[0] == state.blocks
             and not piece.lstrip(state.members)
-            and _stays_cuttable(state.text, piece)
+            and stays_cuttable(state.text, piece)
         ):
             # The cut stays at the run's start or before, and it holds back the path's first
             # held piece: the first message it holds back stays the same.
             return
-        if state.glued and not piece.lstrip(state.glued) and _stays_cuttable(state.text, piece):
+        if state.glued and not piece.lstrip(state.glued) and stays_cuttable(state.text, piece):
             return  # a run glued to a closed key block's END marker: the cut stays where it is
         if (
             state.awaits
             and self._carry is not None
-            and self._carry.keeps_cut(bytes(state.text[-_AWAITED_END:]), piece, state.awaits)
+            and self._carry.keeps_cut(bytes(state.text[-AWAITED_END:]), piece, state.awaits)
         ):
             return  # a key block's lines before its END marker: the cut stays where it is
         state.blocks = _DIRTY
@@ -336,7 +325,7 @@ class SplitValues:
             state.members = self._carry.run_members(text[cut:])
             state.awaits = self._carry.open_block(text, cut)
             if not (state.members or state.awaits):
-                state.glued = _glued_run(self._carry, text, cut)
+                state.glued = glued_run(self._carry, text, cut)
         else:
             state.members = b""
 
@@ -447,9 +436,9 @@ class SplitValues:
     def _read_joined(self, path: str, state: _Path, text: bytes, values: MessageValues) -> None:
         """The text of ``path`` the messages being released carry, read after what of it left
         before, in the order a reader sees them joined (``display_context``); text that is not
-        text (binary: ``_is_noise``, or not UTF-8 where it reads as no text) is not read so. A
+        text (binary: ``is_noise``, or not UTF-8 where it reads as no text) is not read so. A
         value only their joining shows ends the stream before they leave."""
-        if not text or _is_noise(text):
+        if not text or is_noise(text):
             return
         decoded = text.decode("utf-8", "replace")
         if not (decoded.isascii() or reads_as_text(decoded)):
@@ -494,22 +483,11 @@ class SplitValues:
 
 # ``straddled``'s answer for joined text one of whose readings cannot be folded.
 UNREADABLE: Final = "\x00unreadable"
-# A reading of text (``_Readings``): how many levels of JSON escapes are decoded, whether
-# character references are then decoded, and whether it is folded (``_FOLDED``), or folded
-# and rendered (``_RENDERED``: ``shown_text.rendered_reading``); or the wide decode; or the
-# decode in one legacy encoding, folded (``_LEGACY``, by encoding).
-_Kind = tuple[int, bool, int]
-_FOLDED: Final = 1
-_RENDERED: Final = 2
-_WIDE: Final[_Kind] = (-1, False, _FOLDED)
-_LEGACY: Final[dict[str, _Kind]] = {
-    encoding: (-2 - index, False, _FOLDED) for index, encoding in enumerate(LEGACY_ENCODINGS)
-}
 
 
 def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
     """A detector that finds a value in the text of ``pieces`` joined, in any reading the
-    classifier gives text (as written, escapes and references decoded, folded: ``_Readings``),
+    classifier gives text (as written, escapes and references decoded, folded: ``Readings``),
     some byte of which no value that detector finds in the same reading of the piece holding
     that byte covers; ``UNREADABLE`` when a reading of the joined text cannot be folded; else
     None. Each message's classification masks every value of any reading of its piece
@@ -520,15 +498,15 @@ def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
     joined) are covered byte by byte. A reading that does not split where the pieces do (an
     escape, a terminal sequence or a combining mark across two pieces) places nothing: a
     value in it is refused."""
-    joined = _Readings(b"".join(pieces), joined=True)
-    parts = [_Readings(piece) for piece in pieces]
+    joined = Readings(b"".join(pieces), joined=True)
+    parts = [Readings(piece) for piece in pieces]
     read: set[bytes] = set()  # readings of the joined text scanned: another like one is the same
     # Binary (audio, a file's chunks) makes values of a few bytes by chance (``8::`` is an IPv6
     # address), in every reading, across pieces too: such a value counts from
     # ``_LOOSE_SHORTEST`` bytes on in it, as in numbers' raw bytes that are not text. Only in
     # the pieces that are binary: another message of random bytes (which the upstream may
     # add at will) must not make a short email split across pieces of text noise too.
-    binary = _Binary(joined.levels[0], pieces)
+    binary = Binary(joined.levels[0], pieces)
     for kind in joined.kinds():
         form = joined.form(kind)
         if form is UNFOLDABLE:
@@ -572,200 +550,10 @@ def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
     return None
 
 
-# A text more than one byte in this many of which (plus a few) is a control byte is binary.
-_NOISE_STRAY: Final = 32
-_NOISE_SLACK: Final = 4
-# A piece at least this long, with more than one control byte in this many, is binary when the
-# run of binary pieces it is in is (``_Binary``).
-_POOLED: Final = 64
-
-
-def _is_noise(text: bytes, stray: int = _NOISE_STRAY, slack: int = _NOISE_SLACK) -> bool:
-    """Whether ``text`` is binary, not text: not UTF-8 (no string is), and more control bytes
-    than one in ``_NOISE_STRAY`` plus ``slack``, NULs aside, as ``other_encodings.legacy_readings``
-    tells binary from text in an encoding. C-level passes (a decode stops at binary's first
-    stray byte)."""
-    if text.isascii() or is_utf8(text):
-        return False
-    nuls = text.count(0)
-    controls = len(text) - len(text.translate(None, CONTROLS)) - nuls
-    return controls > (len(text) - nuls) // stray + slack
-
-
 def _chance(hit: Detection) -> bool:
     """Whether ``hit``, if found in binary, may be a value its noise makes by chance: an IPv6
     address or an email shorter than ``numbers._LOOSE_SHORTEST`` bytes."""
     return hit.detector in _LOOSE and hit.end - hit.start < _LOOSE_SHORTEST
-
-
-class _Binary:
-    """Which of a path's pieces are binary, and whether a value a reading of their joined text
-    shows lies in those alone: then a chance value of binary (``_chance``) counts for nothing.
-    Decided piece by piece, never over the joined text: one message of random bytes (the
-    upstream may add one at will) made the whole path binary, and a short email split across
-    two pieces of plain text beside it noise. A piece is binary when ``_is_noise`` says so of
-    it alone; or, from ``_POOLED`` bytes on, when it is not UTF-8, more than one byte in
-    ``_POOLED`` of it is a control byte (NULs aside) and the run of pieces each binary either
-    way that it is in is binary by ``_is_noise``, joined: of random bytes in chunks of 96
-    bytes (compressed audio's frames) one chunk in 9 holds too few control bytes for the
-    slack (of 160 bytes, one in 150), and a chance value across such a chunk ended its
-    stream. Text (UTF-8, or any bytes without a control byte: a legacy encoding's, a stray
-    byte's) and a piece shorter than that are never binary because of what is beside them.
-    Each piece is read once (C-level passes); runs of pieces alike are read again only where
-    a reading needs them (``_binary_spans``)."""
-
-    def __init__(self, text: bytes, pieces: Sequence[bytes]) -> None:
-        self.text = text  # the pieces joined
-        self.pieces = pieces
-        self.flags = _binary_pieces(pieces)
-        self.some = any(flag and piece for flag, piece in zip(self.flags, pieces, strict=True))
-        self.every = all(self.flags)
-        # Runs of pieces alike (binary or not), each read joined, cut where the pieces are and
-        # with their edges moved (``_runs``); and, per reading and layout, the binary runs'
-        # places in it (``_binary_spans``). Worked out when asked.
-        self._layouts: dict[bool, list[tuple[bool, _Readings]]] = {}
-        self._spans: dict[tuple[_Kind, bool], tuple[list[int], list[int]]] = {}
-
-    def holds(self, hit: Detection, kind: _Kind, form: bytes, starts: list[int] | None) -> bool:
-        """Whether every byte of ``hit``, found in the reading ``kind`` of the joined text
-        (``form``), comes from pieces that are binary; ``starts``: where each piece's reading
-        starts in ``form`` (``_placed``), None when they do not make it (a character split
-        across two binary chunks): then runs of pieces alike are read joined instead, and a
-        value no binary run's reading is placed over is not known to lie in binary: it
-        counts."""
-        if self.every:
-            return True
-        if starts is not None:
-            index = bisect_right(starts, hit.start) - 1
-            while index < len(self.flags) and starts[index] < hit.end:
-                if starts[index + 1] > starts[index] and not self.flags[index]:
-                    return False  # a byte of it from a piece that is not binary
-                index += 1
-            return True
-        for moved in (False, True):
-            firsts, lasts = self._binary_spans(kind, form, moved)
-            index = bisect_right(firsts, hit.start) - 1
-            if index >= 0 and hit.end <= lasts[index]:
-                return True
-        return False
-
-    def _binary_spans(self, kind: _Kind, form: bytes, moved: bool) -> tuple[list[int], list[int]]:
-        """Where the binary runs (cut where the pieces are, or with their edges ``moved``:
-        ``_runs``) lie in the reading ``kind`` of the joined text (``form``), in order: those
-        whose own reading is its bytes there, the runs before them (or after them) placed
-        so too (``_placed_runs``). Worked out once per reading and layout, when a chance
-        value needs it: each byte of the path read at most twice more in that reading."""
-        if (kind, moved) not in self._spans:
-            if moved not in self._layouts:
-                self._layouts[moved] = [
-                    (binary, _Readings(self.text[start:end], joined=True))
-                    for binary, start, end in _runs(self.text, self.pieces, self.flags, moved)
-                ]
-            runs = self._layouts[moved]
-            places = _placed_runs([reading.as_part(kind) for _, reading in runs], form)
-            spans = sorted(place for place, (binary, _) in zip(places, runs, strict=True) if place and binary)
-            self._spans[kind, moved] = ([start for start, _ in spans], [end for _, end in spans])
-        return self._spans[kind, moved]
-
-
-def _placed_runs(forms: Sequence[bytes | None], form: bytes) -> list[tuple[int, int] | None]:
-    """Where each of ``forms`` lies in ``form``, for those placed from its start (each where
-    the one before ended, its bytes there) and from its end likewise, up to the first that
-    is not; None for the others: where the joined reading differs from the runs' (a tag, a
-    style or a hidden element across two runs: markup is not read run by run alike), a value
-    is not placed. Linear."""
-    places: list[tuple[int, int] | None] = [None] * len(forms)
-    start = 0
-    front = 0
-    for index, part in enumerate(forms):
-        if part is None or not form.startswith(part, start):
-            break
-        places[index] = (start, start + len(part))
-        start += len(part)
-        front = index + 1
-    end = len(form)
-    for index in range(len(forms) - 1, front - 1, -1):
-        part = forms[index]
-        if part is None or end - len(part) < start or not form.endswith(part, 0, end):
-            break
-        places[index] = (end - len(part), end)
-        end -= len(part)
-    return places
-
-
-def _binary_pieces(pieces: Sequence[bytes]) -> list[bool]:
-    """Which of ``pieces`` are binary (``_Binary``). An empty piece holds no byte of any
-    value: it is binary, and does not end a run."""
-    flags = [not piece or _is_noise(piece) for piece in pieces]
-    dense = [
-        flag or (len(piece) >= _POOLED and _is_noise(piece, stray=_POOLED, slack=0))
-        for flag, piece in zip(flags, pieces, strict=True)
-    ]
-    start = 0
-    while start < len(pieces):
-        if not dense[start]:
-            start += 1
-            continue
-        end = start
-        while end < len(pieces) and (dense[end] or not pieces[end]):
-            end += 1
-        if _is_noise(b"".join(pieces[start:end])):
-            flags[start:end] = [True] * (end - start)
-        start = end
-    return flags
-
-
-def _runs(
-    text: bytes, pieces: Sequence[bytes], flags: Sequence[bool], moved: bool
-) -> list[tuple[bool, int, int]]:
-    """(binary, start, end) of each run of ``pieces`` alike in ``text`` (their join), empty
-    pieces aside. Cut where the pieces are, a character of binary split there (UTF-8, a
-    legacy encoding's) reads otherwise in the joined reading, which the runs' readings would
-    not make; so, if ``moved``, each edge of a binary run moves into it, up to
-    ``_EDGE_REACH`` bytes, to the nearest place between two ASCII letters or digits (no
-    multi-byte character, no escape and no markup but the rarest holds two side by side), or
-    the text beside it takes it whole. Bytes of binary so given to text count as text's,
-    never the other way. (Given to a short text, they may make it text that cannot be folded
-    where the binary could: the edges where the pieces are are tried first.)"""
-    runs: list[list[Any]] = []
-    at = 0
-    for binary, piece in zip(flags, pieces, strict=True):
-        if piece:
-            if runs and runs[-1][0] == binary:
-                runs[-1][2] = at + len(piece)
-            else:
-                runs.append([binary, at, at + len(piece)])
-        at += len(piece)
-    for index, run in enumerate(runs):
-        binary, start, end = run
-        if not (binary and moved):
-            continue
-        if index:  # text before it: its start moves on
-            found = _BETWEEN_ALNUM.search(text, start, min(end, start + _EDGE_REACH) + 1)
-            start = found.start() if found else end
-            runs[index - 1][2] = start
-        if index + 1 < len(runs):  # text after it: its end moves back
-            places = [
-                found.start()
-                for found in _BETWEEN_ALNUM.finditer(text, max(start, end - _EDGE_REACH), end + 1)
-            ]
-            end = places[-1] if places else start
-            runs[index + 1][1] = end
-        run[1], run[2] = start, end
-    merged: list[tuple[bool, int, int]] = []
-    for binary, start, end in runs:
-        if end <= start:
-            continue  # binary the text beside it took whole: that text is one run
-        if merged and merged[-1][0] == binary:
-            merged[-1] = (binary, merged[-1][1], end)
-        else:
-            merged.append((binary, start, end))
-    return merged
-
-
-# A place between two ASCII letters or digits (``_runs``), and how far into binary it is looked for.
-_BETWEEN_ALNUM: Final = re.compile(rb"(?<=[0-9A-Za-z])(?=[0-9A-Za-z])")
-_EDGE_REACH: Final = 256
 
 
 def _placed(forms: Sequence[bytes | None], form: bytes) -> list[int] | None:
@@ -790,135 +578,6 @@ def _covers(spans: list[tuple[int, int]], start: int, end: int) -> bool:
     return reached >= end
 
 
-class _Readings:
-    """The readings of one text the classifier scans (``hidden_by_escapes``, ``hidden_by_folding``):
-    as written, with up to ``MAX_UNESCAPE_LEVELS`` levels of JSON escapes decoded, each of those
-    with its character references decoded, each folded, its wide decode, and, for bytes that
-    are not UTF-8 (a bytes field's), each legacy encoding it reads as text in
-    (``other_encodings.legacy_readings``). The same reading of the joined text and of each piece is
-    the same kind: a piece with no escape decodes to itself. Worked out when asked for: most
-    joined text needs its raw reading only."""
-
-    def __init__(self, text: bytes, joined: bool = False) -> None:
-        self.levels = [text]
-        self.joined = joined  # the joined text, not a piece of it
-        self._legacy: dict[str, bytes] | None = None  # encoding -> folded form, once read
-        self._unreferenced: dict[int, bytes] = {}  # escape level -> its references decoded
-        self._folds: dict[bytes, bytes | None] = {}  # decoded form -> ``folded``
-        self._memo = FoldMemo()
-
-    def kinds(self) -> Iterator[_Kind]:
-        """The readings of this (joined) text that may differ from the others."""
-        text = self.levels[0]
-        yield (0, False, 0)
-        if may_hide(text):
-            yield (0, False, _FOLDED)
-            yield (0, False, _RENDERED)
-        if 0 in text or text.startswith((b"\xff\xfe", b"\xfe\xff")):
-            yield _WIDE
-        if not text.isascii() and not is_utf8(text):
-            for encoding in self._legacy_forms():
-                yield _LEGACY[encoding]
-        if not may_escape(text):
-            return
-        for level in range(MAX_UNESCAPE_LEVELS + 1):
-            current = self._level(level)
-            if level and current == self._level(level - 1):
-                break
-            if level:
-                yield (level, False, 0)
-                yield (level, False, _FOLDED)
-                yield (level, False, _RENDERED)
-            if may_reference(current):
-                yield (level, True, 0)
-                yield (level, True, _FOLDED)
-                yield (level, True, _RENDERED)
-
-    def form(self, kind: _Kind) -> bytes | None:
-        """This text in the reading ``kind``: None when it does not read so (no wide decode),
-        ``UNFOLDABLE`` when it cannot be folded."""
-        if kind == _WIDE:
-            return wide_folded(self.levels[0])
-        level, unreferenced, folds = kind
-        if level < -1:
-            return self._legacy_form(LEGACY_ENCODINGS[-2 - level])
-        text = self._decoded(level, unreferenced)
-        if not folds:
-            return text
-        form = self._folded(text)
-        if folds == _RENDERED:
-            # The joined text's rendered reading, None when it has none (``straddled`` skips
-            # it); a piece's is rendered whatever it holds (``rendered_folded``), as that of
-            # a text is (``hidden_by_folding``).
-            if form is UNFOLDABLE:
-                return None if self.joined else form
-            if self.joined:
-                return rendered_reading(text, form)
-            return rendered(text if form is None else form)
-        return text if form is None else form
-
-    def as_part(self, kind: _Kind) -> bytes | None:
-        """This (joined) text in the reading ``kind`` as it reads as part of a longer text so
-        read (``_Binary``): as folded where it does not render otherwise, decoded in a legacy
-        encoding whether or not it reads as text there; None when it does not read so (no
-        wide decode) or cannot be folded."""
-        form: bytes | None
-        if kind[0] < -1:
-            form = legacy_folded(LEGACY_ENCODINGS[-2 - kind[0]], self.levels[0])
-        else:
-            form = self.form(kind)
-            if form is None and kind[2] == _RENDERED:
-                form = self.form((kind[0], kind[1], _FOLDED))
-        return None if form is UNFOLDABLE else form
-
-    def _decoded(self, level: int, unreferenced: bool) -> bytes:
-        """The text with ``level`` levels of escapes decoded, then its references if asked."""
-        text = self._level(level)
-        if not unreferenced:
-            return text
-        found = self._unreferenced.get(level)
-        if found is None:
-            found = self._unreferenced[level] = _unreferenced(text)
-        return found
-
-    def _folded(self, text: bytes) -> bytes | None:
-        """``folded(text)`` of one of this text's decoded forms, each worked out once (its
-        folded and rendered readings share it), with one ``FoldMemo`` for them all: they
-        differ where escapes or references were decoded, no more, as the classifier folds
-        them (``json_elements.hidden_by_escapes``)."""
-        if text not in self._folds:
-            self._folds[text] = folded(text, self._memo)
-        return self._folds[text]
-
-    def _legacy_forms(self) -> dict[str, bytes]:
-        """The legacy readings of this text, by encoding (``other_encodings.legacy_readings``)."""
-        if self._legacy is None:
-            self._legacy = dict(legacy_readings(self.levels[0]))
-        return self._legacy
-
-    def _legacy_form(self, encoding: str) -> bytes | None:
-        """This text decoded as ``encoding`` and folded; for a piece, as its own classification
-        reads it: ASCII folded (the same in every one of these encodings), bytes that are not
-        UTF-8 when they read as text in ``encoding`` (``legacy_readings``), else None (UTF-8
-        is read in no legacy encoding): the piece places nothing."""
-        text = self.levels[0]
-        if self.joined:
-            return self._legacy_forms()[encoding]
-        if text.isascii():
-            form = folded(text)
-            return text if form is None else form
-        if is_utf8(text):
-            return None
-        form = legacy_folded(encoding, text)
-        return form if form in self._legacy_forms().values() else None
-
-    def _level(self, level: int) -> bytes:
-        while len(self.levels) <= level:
-            last = self.levels[-1]
-            self.levels.append(_ESCAPE.sub(_unescape_match, last) if b"\\" in last else last)
-        return self.levels[level]
-
-
 def _released_pieces(state: _Path, last: int) -> list[bytes]:
     """The pieces of ``state``'s text that the messages before ``last`` carry, empty ones left
     out (they hold no byte of a value)."""
@@ -930,47 +589,6 @@ def _released_pieces(state: _Path, last: int) -> list[bytes]:
         bytes(state.text[start - state.base : end - state.base]) for start, end in itertools.pairwise(edges)
     ]
     return [piece for piece in pieces if piece]
-
-
-def _glued_run(carry: CarryOver, text: bytes, cut: int) -> bytes:
-    """For ``text`` cut at ``cut`` by ``carry``: the bytes that, appended, leave the cut where
-    it is because a run glued to a closed PEM block's END marker holds it at the block's start
-    or before (``-----END RSA PRIVATE KEY-----1111``...), else nothing. The run's match never
-    ends and the window's cut falls in it (its first bytes at most one window after the
-    block's end), moves back to the run's start inside the END marker (``-`` is a byte of every
-    run), and from there to the block's start, which only the block's own bytes and what comes
-    before them decide: no other match or run reaches from before a PEM marker past its
-    spaces, and custom matches fit the window. So appended bytes of that run (text a raw scan
-    can still judge: ``_stays_cuttable``) leave the cut where it was; the cut read again on
-    every message read the whole text again each time. A token run needs a secret's prefix
-    wholly before the window's cut (a number-like run inside it stops the cut only past it)."""
-    window_at = len(text) - carry.window
-    if window_at <= cut or credentials.NAME not in carry.detectors.names:
-        return b""
-    block = credentials.last_block(text)
-    if block is None:
-        return b""
-    start, end, awaited = block
-    if awaited is not None or cut > start or end >= window_at:
-        return b""
-    rest = text[end:]
-    members = carry.run_members(rest)
-    if members:
-        return members
-    if not rest.lstrip(credentials.RUN_BYTES) and any(
-        prefix in text[end:window_at] for prefix in credentials.PREFIXES
-    ):
-        return credentials.RUN_BYTES
-    return b""
-
-
-def _stays_cuttable(text: bytearray, piece: bytes) -> bool:
-    """Whether ``piece``, appended to cuttable ``text``, leaves it text a raw scan can judge
-    (``CarryOver.cut_point``): it makes no text to fold, no markup next to a value's
-    character (``__1__``), no escape. Their tests look a few bytes around a byte, which the
-    text's last ``_AWAITED_END`` bytes hold. C-level searches over the piece and a few bytes."""
-    joined = bytes(text[-_AWAITED_END:]) + piece
-    return not may_hide(joined) and not may_escape(joined)
 
 
 def _may_spell_key(text: bytes) -> bool:
@@ -995,14 +613,8 @@ _Text = tuple[str, str, bytes]
 _TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 
 
-# (path, shown path, its values in order, whether a repeated field's, whether a float or
-# double field's): an integer field's values (``HeldIntegers.follow``), or a float field's,
-# read as integers where the classifier reads them so (``_by_field``).
-_Integers = tuple[str, str, list[Any], bool, bool]
-
-
 def _texts(
-    message: Message, values: MessageValues, integers: list[_Integers] | None = None
+    message: Message, values: MessageValues, integers: list[Integers] | None = None
 ) -> Iterator[_Text]:
     """``integers``: where to put the integer fields met on the way (none: passed by)."""
     if message.DESCRIPTOR.full_name == ANY_TYPE:
@@ -1012,49 +624,13 @@ def _texts(
         yield from _walk(message, "", "", 0, values, integers)
 
 
-# An element of a repeated message (or a map's message value) in a path: ``chars[0].c``.
-_ELEMENT = re.compile(r"\[\d+\](?=\.)")
-
-
-def _by_field(integers: list[_Integers]) -> list[tuple[str, str, list[int], bool, bool]]:
-    """A message's integer paths, the elements of a repeated message's one field taken
-    together in order (``chars[0].c``, ``chars[1].c``: ``chars[].c``, whether ``records``), as
-    the classifier reads them (``messages``: an integer field of a repeated message); the rest
-    as they are. A record's field followed per element let a value split across messages'
-    records out (review). A float or double field's values are integers where they are all
-    whole numbers (``integer_text.whole_numbers``: a repeated field's, a records' field's
-    across the records, a scalar), as the classifier reads them (``messages._as_integers``);
-    else they are not followed: ``double`` code points one a message went out where int64
-    ones ended the stream (review)."""
-    fields: dict[str, tuple[str, list[Any], bool, bool, bool]] = {}
-    for path, shown, numbers, repeated, floats in integers:
-        field_path = _ELEMENT.sub("[]", path)
-        records = field_path != path and not repeated
-        if records:
-            path, shown = field_path, _ELEMENT.sub("[]", shown)
-        known = fields.get(path)
-        if known is None:
-            fields[path] = (shown, list(numbers), repeated, records, floats)
-        else:
-            known[1].extend(numbers)
-    found = []
-    for path, (shown, numbers, repeated, records, floats) in fields.items():
-        if floats:
-            whole = whole_numbers(numbers)
-            if whole is None:
-                continue  # a fraction among them: not read as integers
-            numbers = whole[0]
-        found.append((path, shown, numbers, repeated, records))
-    return found
-
-
 def _walk(
     message: Message,
     prefix: str,
     shown: str,
     depth: int,
     values: MessageValues,
-    integers: list[_Integers] | None = None,
+    integers: list[Integers] | None = None,
 ) -> Iterator[_Text]:
     if depth > _MAX_DEPTH:
         return
@@ -1068,8 +644,8 @@ def _walk(
         if not is_message(descriptor) and descriptor.type not in _TEXT_TYPES:
             # No text to hold, no step per element; integers (enums too) are read across
             # messages as the classifier reads a repeated one (``held_integers``), and so are
-            # floats and doubles where they are whole numbers (``_by_field``).
-            if integers is not None and _may_be_integers(descriptor):
+            # floats and doubles where they are whole numbers (``by_field``).
+            if integers is not None and may_be_integers(descriptor):
                 numbers = list(value) if descriptor.is_repeated else [value]
                 floats = descriptor.cpp_type in FLOAT_CPP_TYPES
                 integers.append((path, named, numbers, descriptor.is_repeated, floats))
@@ -1111,7 +687,7 @@ def _value(
     depth: int,
     in_map: bool,
     values: MessageValues,
-    integers: list[_Integers] | None = None,
+    integers: list[Integers] | None = None,
 ) -> Iterator[_Text]:
     """One value of a field (an item of a repeated one, a map's value)."""
     if is_message(descriptor):
@@ -1119,7 +695,7 @@ def _value(
             yield from _any(value, path, shown, depth + 1, values, integers)
         else:
             yield from _walk(value, f"{path}.", f"{shown}.", depth + 1, values, integers)
-    elif _may_be_integers(descriptor):
+    elif may_be_integers(descriptor):
         if integers is not None:  # a map's integer value, one a key (a float: whole, ``_walk``)
             integers.append((path, shown, [value], False, descriptor.cpp_type in FLOAT_CPP_TYPES))
     elif descriptor.type in _TEXT_TYPES:
@@ -1135,19 +711,13 @@ def _value(
         yield path, shown, _text(value)
 
 
-def _may_be_integers(descriptor: FieldDescriptor) -> bool:
-    """Whether a field's values are read as integers (``_by_field``): an integer or enum
-    field's, a float or double field's when they are whole numbers."""
-    return descriptor.cpp_type in CHARACTER_DTYPES or descriptor.cpp_type in FLOAT_CPP_TYPES
-
-
 def _any(
     packed: Message,
     path: str,
     shown: str,
     depth: int,
     values: MessageValues,
-    integers: list[_Integers] | None = None,
+    integers: list[Integers] | None = None,
 ) -> Iterator[_Text]:
     """An Any's contents, as release re-encodes them (``messages.unpacked_any``), under
     ``path{}.``; an Any that packs an Any is read through to the message at the end. One the
