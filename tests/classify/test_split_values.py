@@ -9,7 +9,8 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
-from labelgate.classify.split_values import SplitValues, text_fields
+from labelgate.classify.message_texts import text_fields
+from labelgate.classify.split_values import SplitValues
 from labelgate.errors import LabelgateError
 from tests.classify.split_values_proto import Note, Token
 

@@ -13,7 +13,8 @@ from google.protobuf.message import Message
 from labelgate.classify import reasons
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
-from labelgate.classify.split_values import SplitValues, text_fields
+from labelgate.classify.message_texts import text_fields
+from labelgate.classify.split_values import SplitValues
 from labelgate.errors import UpstreamError
 from tests.classify.split_values_proto import Note, Token
 

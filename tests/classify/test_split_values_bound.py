@@ -16,7 +16,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from labelgate._proto.inference import open_inference_pb2 as pb
-from labelgate.classify import messages, split_values
+from labelgate.classify import message_texts, messages
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.messages import FIXED_STEP_VALUES, MESSAGE_TOO_MANY_VALUES
 from labelgate.classify.split_values import SplitValues
@@ -48,13 +48,13 @@ def test_a_reply_is_counted_as_the_classifier_counts_it() -> None:
 
 def test_a_long_field_is_refused_before_any_of_its_items_is_walked(monkeypatch: pytest.MonkeyPatch) -> None:
     looked_at: list[str] = []
-    real = split_values._value
+    real = message_texts._value
 
     def counting(descriptor, *args, **kwargs):
         looked_at.append(descriptor.name)
         return real(descriptor, *args, **kwargs)
 
-    monkeypatch.setattr(split_values, "_value", counting)
+    monkeypatch.setattr(message_texts, "_value", counting)
     shapes = pb.ModelMetadataResponse(name="m", platform="p")
     shapes.outputs.add(name="o", datatype="BYTES", shape=[1] * 100_000)
     assert refused(shapes, 1_000)
@@ -68,13 +68,13 @@ def test_a_long_field_is_refused_before_any_of_its_items_is_walked(monkeypatch: 
 
 def test_the_walk_stops_where_the_count_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
     walked: list[str] = []
-    real = split_values._walk
+    real = message_texts._walk
 
     def counting(message, prefix, *args, **kwargs):
         walked.append(prefix)
         return real(message, prefix, *args, **kwargs)
 
-    monkeypatch.setattr(split_values, "_walk", counting)
+    monkeypatch.setattr(message_texts, "_walk", counting)
     # The root: 3 + 20 values; each output: name, datatype, shape and its 2 dims (5).
     assert refused(metadata(20), 23 + 2 * 5)
     assert walked == ["", "outputs[0].", "outputs[1].", "outputs[2]."]

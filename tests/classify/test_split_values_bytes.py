@@ -17,7 +17,8 @@ from google.protobuf.message import Message
 from labelgate.classify import reasons
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
-from labelgate.classify.split_values import SplitValues, straddled, text_fields
+from labelgate.classify.message_texts import text_fields
+from labelgate.classify.split_values import SplitValues, straddled
 from labelgate.errors import UpstreamError
 from tests.classify.split_values_proto import Note, Token
 from tests.classify.test_hidden_forms import digits_from

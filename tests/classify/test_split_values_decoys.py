@@ -1,5 +1,5 @@
 """A value split across a routed stream's messages is placed, not counted
-(``split_values.straddled``).
+(``straddling.straddled``).
 
 A decoy: a whole value in one piece that the next piece's first character turns into no
 value (``321-54-9876`` + ``1``). Counted per detector, the pieces alone held as many values

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 from google.protobuf.message import Message
 
-from labelgate.classify import reasons, split_values
+from labelgate.classify import reasons, straddling
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.detectors import DetectorSet
 from labelgate.classify.split_values import SplitValues, straddled
@@ -96,7 +96,7 @@ def test_random_binary_in_1_kib_chunks_leaves_whole(
     messages = [in_data(piece) for piece in pieces]
     assert stream(messages) == messages
     # What lets them leave: without the rule their chance values end the stream.
-    monkeypatch.setattr(split_values, "_chance", lambda hit: False)
+    monkeypatch.setattr(straddling, "_chance", lambda hit: False)
     assert straddled(DETECTORS, pieces) == "ip_address"
 
 

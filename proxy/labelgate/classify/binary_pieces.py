@@ -1,7 +1,7 @@
 """Which pieces of a routed stream's text are binary: pure.
 
 Binary (audio, a file's chunks) makes values of a few bytes by chance (``8::`` is an IPv6
-address), across pieces too. ``split_values.straddled`` lets such a value pass only where every
+address), across pieces too. ``straddling.straddled`` lets such a value pass only where every
 byte of it comes from pieces that are binary (``Binary.holds``), and ``is_noise`` tells binary
 from text (``SplitValues`` reads no binary in display order). Decided piece by piece, never
 over the joined text: a message of random bytes, which the upstream may add at will, must not

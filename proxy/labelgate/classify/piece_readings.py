@@ -1,4 +1,4 @@
-"""The readings of a routed stream's text that ``split_values.straddled`` compares: pure.
+"""The readings of a routed stream's text that ``straddling.straddled`` compares: pure.
 
 A value split across a hold stream's messages is one the joined text shows in some reading the
 classifier gives text (as written, JSON escapes and character references decoded, folded,

@@ -91,45 +91,32 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from labelgate.classify import credentials, display_context, key_blocks, reasons
-from labelgate.classify.binary_pieces import Binary, is_noise
+from labelgate.classify.binary_pieces import is_noise
 from labelgate.classify.carryover import CarryOver
 from labelgate.classify.decoded_text import reads_as_text
-from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.folding import UNFOLDABLE, may_hide
+from labelgate.classify.detectors import DetectorSet
+from labelgate.classify.folding import may_hide
 from labelgate.classify.held_cuts import AWAITED_END, glued_run, stays_cuttable
 from labelgate.classify.held_integers import FREE, PATH_COST, PIECE_COST, HeldIntegers
-from labelgate.classify.integer_fields import Integers, by_field, may_be_integers
-from labelgate.classify.integer_text import FLOAT_CPP_TYPES, whole_numbers
+from labelgate.classify.integer_fields import Integers, by_field
 from labelgate.classify.jsonpaths import may_escape
+from labelgate.classify.message_texts import texts_of
 from labelgate.classify.messages import (
-    ANY_REPLY_FIELD,
-    ANY_TYPE,
     DECODED_TEXT_WEIGHT,
-    FIXED_STEP_VALUES,
     TEXT_BYTES_PER_VALUE,
     MessageValues,
-    _text,
-    is_map,
-    is_message,
-    message_type_of,
-    unpacked_any,
 )
-from labelgate.classify.numbers import _LOOSE, _LOOSE_SHORTEST
-from labelgate.classify.piece_readings import Readings
+from labelgate.classify.straddling import UNREADABLE, straddled
 from labelgate.errors import ResourceExhausted, UpstreamError
 
-# Deeper than this, a path is not followed (classification refuses such replies anyway).
-_MAX_DEPTH = 32
 # What a held message's integer value costs, kept to be read when it is released.
 _NUMBER_COST = 8
 # What a held message costs beyond its serialized size (a path's state: ``PATH_COST``,
@@ -218,7 +205,7 @@ class SplitValues:
         integers: list[Integers] = []
         fields: list[tuple[str, str, list[int]]] = []
         self._fields.append(fields)
-        for path, shown, piece in _texts(message, counted, integers):
+        for path, shown, piece in texts_of(message, counted, integers):
             if self._secrets and number not in self._marked and _may_spell_key(piece):
                 self._marked.add(number)
             state = self._paths.get(path)
@@ -407,7 +394,7 @@ class SplitValues:
             if not awaited and not marked:
                 continue
             self._marked.discard(number)
-            texts = [text for _, _, text in _texts(self._held[offset][0], values)]
+            texts = [text for _, _, text in texts_of(self._held[offset][0], values)]
             for text in texts:
                 values.take_text(text)  # read in every form the scan reads (``key_blocks``)
             opened: set[bytes] = set()
@@ -481,103 +468,6 @@ class SplitValues:
             )
 
 
-# ``straddled``'s answer for joined text one of whose readings cannot be folded.
-UNREADABLE: Final = "\x00unreadable"
-
-
-def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
-    """A detector that finds a value in the text of ``pieces`` joined, in any reading the
-    classifier gives text (as written, escapes and references decoded, folded: ``Readings``),
-    some byte of which no value that detector finds in the same reading of the piece holding
-    that byte covers; ``UNREADABLE`` when a reading of the joined text cannot be folded; else
-    None. Each message's classification masks every value of any reading of its piece
-    (at its offsets, or the piece whole), so a value so covered is masked; any other was made
-    by the joining. Where, not how many: a whole value in one piece that the next piece's
-    first digit turns into no value (``321-54-9876`` + ``1``) must not stand in for a value
-    split across two others. Values side by side (``ann@x.com`` + ``bob@y.com``, one email
-    joined) are covered byte by byte. A reading that does not split where the pieces do (an
-    escape, a terminal sequence or a combining mark across two pieces) places nothing: a
-    value in it is refused."""
-    joined = Readings(b"".join(pieces), joined=True)
-    parts = [Readings(piece) for piece in pieces]
-    read: set[bytes] = set()  # readings of the joined text scanned: another like one is the same
-    # Binary (audio, a file's chunks) makes values of a few bytes by chance (``8::`` is an IPv6
-    # address), in every reading, across pieces too: such a value counts from
-    # ``_LOOSE_SHORTEST`` bytes on in it, as in numbers' raw bytes that are not text. Only in
-    # the pieces that are binary: another message of random bytes (which the upstream may
-    # add at will) must not make a short email split across pieces of text noise too.
-    binary = Binary(joined.levels[0], pieces)
-    for kind in joined.kinds():
-        form = joined.form(kind)
-        if form is UNFOLDABLE:
-            return UNREADABLE
-        if form is None or form in read:
-            continue
-        read.add(form)
-        hits = detectors.scan(form)
-        if not hits:
-            continue
-        forms: list[bytes | None] | None = None
-        starts: list[int] | None = None
-        if binary.some and any(_chance(hit) for hit in hits):
-            if not binary.every:  # else no piece's reading is needed to drop them
-                forms = [part.form(kind) for part in parts]
-                starts = _placed(forms, form)
-            hits = [hit for hit in hits if not (_chance(hit) and binary.holds(hit, kind, form, starts))]
-            if not hits:
-                continue
-        if forms is None:
-            forms = [part.form(kind) for part in parts]
-            starts = _placed(forms, form)
-        if starts is None:
-            return min(hit.detector for hit in hits)  # the pieces' readings place nothing
-        found: dict[int, list[Detection]] = {}
-        for hit in hits:
-            first = bisect_right(starts, hit.start) - 1
-            spans = []
-            for index in range(first, len(pieces)):
-                if starts[index] >= hit.end:
-                    break
-                if index not in found:
-                    found[index] = detectors.scan(forms[index] or b"")  # alone: no block runs on
-                spans += [
-                    (starts[index] + own.start, starts[index] + own.end)
-                    for own in found[index]
-                    if own.detector == hit.detector
-                ]
-            if not _covers(spans, hit.start, hit.end):
-                return hit.detector
-    return None
-
-
-def _chance(hit: Detection) -> bool:
-    """Whether ``hit``, if found in binary, may be a value its noise makes by chance: an IPv6
-    address or an email shorter than ``numbers._LOOSE_SHORTEST`` bytes."""
-    return hit.detector in _LOOSE and hit.end - hit.start < _LOOSE_SHORTEST
-
-
-def _placed(forms: Sequence[bytes | None], form: bytes) -> list[int] | None:
-    """Where each of ``forms`` starts in ``form``, and where the last ends, when they make it
-    in order; else None."""
-    if any(part is None or part is UNFOLDABLE for part in forms):
-        return None
-    if b"".join(part for part in forms if part is not None) != form:
-        return None
-    return list(itertools.accumulate((len(part or b"") for part in forms), initial=0))
-
-
-def _covers(spans: list[tuple[int, int]], start: int, end: int) -> bool:
-    """Whether ``spans`` together cover every byte of ``[start, end)``."""
-    reached = start
-    for first, last in sorted(spans):
-        if first > reached:
-            break
-        reached = max(reached, last)
-        if reached >= end:
-            return True
-    return reached >= end
-
-
 def _released_pieces(state: _Path, last: int) -> list[bytes]:
     """The pieces of ``state``'s text that the messages before ``last`` carry, empty ones left
     out (they hold no byte of a value)."""
@@ -596,150 +486,3 @@ def _may_spell_key(text: bytes) -> bool:
     to fold that may spell one. (A marker split across one path's messages is refused there:
     ``straddled``.) C-level searches."""
     return b"PRIVATE KEY" in text or may_escape(text) or may_hide(text)
-
-
-def text_fields(message: Message) -> Iterator[tuple[str, str, bytes]]:
-    """(path, shown path, text) of every string and bytes field set in ``message``, at any
-    depth, an Any's contents (``_any``) too, read as the classifier reads them (``_value``):
-    the texts read across the held messages. The path tells map entries apart by their key;
-    the shown path, for error texts, writes each map key as ``{}`` (a key is the upstream's
-    text, which no policy decided on), and an Any's contents under ``{}.``, as the classifier
-    does (``extra{}.text``)."""
-    return _texts(message, MessageValues(None))
-
-
-# (path, shown path, text)
-_Text = tuple[str, str, bytes]
-_TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
-
-
-def _texts(
-    message: Message, values: MessageValues, integers: list[Integers] | None = None
-) -> Iterator[_Text]:
-    """``integers``: where to put the integer fields met on the way (none: passed by)."""
-    if message.DESCRIPTOR.full_name == ANY_TYPE:
-        # A reply that is itself an Any: one field, named as the classifier names it.
-        yield from _any(message, ANY_REPLY_FIELD, ANY_REPLY_FIELD, 0, values, integers)
-    else:
-        yield from _walk(message, "", "", 0, values, integers)
-
-
-def _walk(
-    message: Message,
-    prefix: str,
-    shown: str,
-    depth: int,
-    values: MessageValues,
-    integers: list[Integers] | None = None,
-) -> Iterator[_Text]:
-    if depth > _MAX_DEPTH:
-        return
-    present = message.ListFields()
-    # Counted before any is looked at, as the classifier counts (a shape of a million dims).
-    values.take(len(present) + sum(len(value) for field, value in present if field.is_repeated))
-    for descriptor, value in present:
-        if descriptor.is_extension:
-            continue  # neither classified nor released (``messages.without_extensions``)
-        path, named = f"{prefix}{descriptor.name}", f"{shown}{descriptor.name}"
-        if not is_message(descriptor) and descriptor.type not in _TEXT_TYPES:
-            # No text to hold, no step per element; integers (enums too) are read across
-            # messages as the classifier reads a repeated one (``held_integers``), and so are
-            # floats and doubles where they are whole numbers (``by_field``).
-            if integers is not None and may_be_integers(descriptor):
-                numbers = list(value) if descriptor.is_repeated else [value]
-                floats = descriptor.cpp_type in FLOAT_CPP_TYPES
-                integers.append((path, named, numbers, descriptor.is_repeated, floats))
-            continue
-        if is_map(descriptor):
-            value_field = message_type_of(descriptor).fields_by_name["value"]
-            if value_field.cpp_type in FLOAT_CPP_TYPES and whole_numbers(list(value.values())) is None:
-                # As the classifier reads a map's values: whole numbers all, or not integers.
-                continue
-            # A map of Any is shown as the classifier names it, its contents under ``anys{}.``.
-            opened = (
-                "" if is_message(value_field) and message_type_of(value_field).full_name == ANY_TYPE else "{}"
-            )
-            for key in sorted(value, key=str):
-                yield from _value(
-                    value_field,
-                    value[key],
-                    f"{path}[{key!r}]",
-                    f"{named}{opened}",
-                    depth,
-                    True,
-                    values,
-                    integers,
-                )
-        elif descriptor.is_repeated:
-            for index, item in enumerate(value):
-                yield from _value(
-                    descriptor, item, f"{path}[{index}]", f"{named}[{index}]", depth, False, values, integers
-                )
-        else:
-            yield from _value(descriptor, value, path, named, depth, False, values, integers)
-
-
-def _value(
-    descriptor: FieldDescriptor,
-    value: Any,
-    path: str,
-    shown: str,
-    depth: int,
-    in_map: bool,
-    values: MessageValues,
-    integers: list[Integers] | None = None,
-) -> Iterator[_Text]:
-    """One value of a field (an item of a repeated one, a map's value)."""
-    if is_message(descriptor):
-        if message_type_of(descriptor).full_name == ANY_TYPE:
-            yield from _any(value, path, shown, depth + 1, values, integers)
-        else:
-            yield from _walk(value, f"{path}.", f"{shown}.", depth + 1, values, integers)
-    elif may_be_integers(descriptor):
-        if integers is not None:  # a map's integer value, one a key (a float: whole, ``_walk``)
-            integers.append((path, shown, [value], False, descriptor.cpp_type in FLOAT_CPP_TYPES))
-    elif descriptor.type in _TEXT_TYPES:
-        if descriptor.type == FieldDescriptor.TYPE_STRING and not in_map and not isinstance(value, str):
-            # As the classifier refuses it (``messages._Walker._queue``), before it is held.
-            raise UpstreamError(
-                reasons.MESSAGE_STRING_INVALID,
-                f"the upstream's reply has a string field ({shown}) that is not UTF-8",
-            )
-        # As the classifier reads it (``messages._text``): a string as its UTF-8 bytes, bytes
-        # (and a map's string value that is not UTF-8, which proto2 hands over as bytes) as
-        # they are.
-        yield path, shown, _text(value)
-
-
-def _any(
-    packed: Message,
-    path: str,
-    shown: str,
-    depth: int,
-    values: MessageValues,
-    integers: list[Integers] | None = None,
-) -> Iterator[_Text]:
-    """An Any's contents, as release re-encodes them (``messages.unpacked_any``), under
-    ``path{}.``; an Any that packs an Any is read through to the message at the end. One the
-    gateway cannot read (its type not in the route's descriptor set, bytes that do not parse)
-    may hold a piece of any text of the stream's other messages, which nothing can join: the
-    stream ends before it leaves. (Its type URL is not read across messages: it ends in a
-    type name the pool knows, so no value runs on across two; each message's classification
-    scans it.)"""
-    if depth > _MAX_DEPTH:
-        return
-    values.take(FIXED_STEP_VALUES)  # parsed apart, as the classifier's walk counts it
-    # Extensions are left in (``_walk`` passes them by): stripping them first would visit
-    # every message the contents hold before one is counted.
-    contents, why = unpacked_any(packed, keep_extensions=True)
-    if contents is None:
-        raise UpstreamError(
-            reasons.STREAM_VALUE_SPLIT,
-            f"the upstream sent a google.protobuf.Any the gateway cannot read (field {shown}: {why}) "
-            "in a stream whose values may straddle its messages; each message is masked on its own, "
-            "so it is not sent",
-        )
-    if contents.DESCRIPTOR.full_name == ANY_TYPE:
-        yield from _any(contents, path, shown, depth + 1, values, integers)
-    else:
-        yield from _walk(contents, f"{path}{{}}.", f"{shown}{{}}.", depth + 1, values, integers)
