@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labelgate.shown_urls import shown_url
+from labelgate.shown_urls import credentials_problem, shown_url
 from labelgate.untrusted_text import bounded
 
 # W3C trace context headers (gRPC metadata keys and HTTP header names, lower case).
@@ -71,6 +71,21 @@ class TracingSettings(BaseModel):
         if not parts.hostname or port == 0 or parts.scheme not in ("grpc", "http", "https"):
             raise ValueError(f"{shown_url(value)!r} is not HOST:PORT or an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _grpc_endpoint_without_credentials(self) -> TracingSettings:
+        # The gRPC exporter hands the whole netloc, userinfo and all, to the channel as its
+        # target: they are never sent as credentials, and its export warnings quote the target.
+        # Over http they are used (the exporter's HTTP session sends them as basic auth), so
+        # they are kept there; nothing labelgate writes quotes the endpoint but through
+        # shown_url, and the exporter's own lines name no URL.
+        if self.protocol == "grpc" and self.endpoint is not None:
+            problem = credentials_problem(
+                self.endpoint, why="the OTLP gRPC exporter never sends them (protocol http does)"
+            )
+            if problem:
+                raise ValueError(f"endpoint {problem}")
+        return self
 
     # Share of new traces kept; a caller's sampled flag is honoured (parent-based).
     sample_ratio: float = Field(1.0, ge=0.0, le=1.0)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from labelgate.approvals.notify import shown_host, shown_problem
+from labelgate.approvals.notify import shown_host
 from labelgate.config import WebhookSettings
+from labelgate.shown_urls import shown_problem
 from tests.approvals.test_notify import draft, eventually, service_with
 from tests.support.procs import free_port
 

@@ -22,7 +22,7 @@ from labelgate.approvals.model import ApprovalRequest, State
 from labelgate.background import BackgroundTasks
 from labelgate.config import WebhookSettings
 from labelgate.logs import get_logger
-from labelgate.shown_urls import shown_url
+from labelgate.shown_urls import shown_problem, shown_url
 
 log = get_logger(__name__)
 DELIVERIES = Counter(
@@ -137,19 +137,6 @@ def generic_payload(event: str, request: ApprovalRequest, link: str) -> dict[str
 def shown_host(url: str) -> str:
     """The hook's HOST[:PORT] as a log line names it: basic-auth userinfo as ``***``."""
     return shown_url(url, url.split("/")[2])
-
-
-def shown_problem(url: str, problem: str) -> str:
-    """A failed delivery's message as a log line may quote it: aiohttp's InvalidURL repeats the
-    whole URL, whose userinfo holds credentials and whose path is often the secret itself (a
-    Slack incoming webhook's /services/T…/B…/token). The URL and its path become ``…``, the host
-    stays (the log line names it anyway)."""
-    origin = "/".join(url.split("/")[:3])
-    path = url[len(origin) :]
-    text = problem.replace(url, f"{shown_url(url, origin)}/…")
-    if len(path) > 1:
-        text = text.replace(path, "/…")
-    return shown_url(url, text)
 
 
 class _TryAgain(Exception):

@@ -48,6 +48,7 @@ from labelgate.auth.subject import group_name_problem
 from labelgate.config import OidcSettings
 from labelgate.errors import LabelgateError, PermissionDenied, Unauthenticated
 from labelgate.logs import get_logger
+from labelgate.shown_urls import shown_url
 
 log = get_logger(__name__)
 CALLBACK_PATH = "/inbox/oidc/callback"
@@ -160,7 +161,7 @@ class OidcSignin:
                 http.get(url, allow_redirects=False) as response,
             ):
                 if _is_redirect(response.status):
-                    log.error("oidc provider redirect refused", url=url, status=response.status)
+                    log.error("oidc provider redirect refused", url=shown_url(url), status=response.status)
                     raise _redirect_refused(response.status, what)
                 if response.status != 200:
                     raise OidcUnavailable(
@@ -168,7 +169,7 @@ class OidcSignin:
                     )
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            log.warning("oidc provider unreachable", url=url, error_type=type(error).__name__)
+            log.warning("oidc provider unreachable", url=shown_url(url), error_type=type(error).__name__)
             raise OidcUnavailable(
                 reasons.OIDC_PROVIDER_UNREACHABLE, "the identity provider cannot be reached"
             ) from None
@@ -184,7 +185,7 @@ class OidcSignin:
                 self.issuer.rstrip("/") + "/.well-known/openid-configuration", "discovery document"
             )
             if found.get("issuer") != self.issuer:
-                log.error("oidc discovery names another issuer", configured=self.issuer)
+                log.error("oidc discovery names another issuer", configured=shown_url(self.issuer))
                 raise OidcUnavailable(
                     reasons.OIDC_ISSUER_MISMATCH,
                     "the identity provider's discovery document names another issuer",
@@ -292,7 +293,7 @@ class OidcSignin:
             ):
                 status = response.status
                 if _is_redirect(status):
-                    log.error("oidc provider redirect refused", url=endpoint, status=status)
+                    log.error("oidc provider redirect refused", url=shown_url(endpoint), status=status)
                     raise _redirect_refused(status, "token endpoint")
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError):

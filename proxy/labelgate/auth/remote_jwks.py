@@ -27,6 +27,7 @@ from labelgate.auth import reasons
 from labelgate.auth.jwks import MAX_JWKS_BYTES, KeyIndex, parse_jwks
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
+from labelgate.shown_urls import shown_url
 
 log = get_logger(__name__)
 
@@ -48,6 +49,9 @@ class RemoteJwks:
         timeout_seconds: float,
     ) -> None:
         self.url = url
+        # What messages and log lines name: settings refuse userinfo in jwks_url, and a
+        # RemoteJwks built otherwise still never logs it (aiohttp would send it as basic auth).
+        self.shown = shown_url(url)
         self._algorithms = list(algorithms)
         self._issuer = issuer
         self._audience = audience
@@ -62,7 +66,7 @@ class RemoteJwks:
         problems = await self._fetch()
         if problems:
             raise ConfigError(
-                reasons.JWKS_UNAVAILABLE, f"cannot load the JWKS from {self.url}: " + "; ".join(problems)
+                reasons.JWKS_UNAVAILABLE, f"cannot load the JWKS from {self.shown}: " + "; ".join(problems)
             )
         self._task = asyncio.create_task(self._refresh_forever(), name="labelgate-jwks-refresh")
 
@@ -78,7 +82,7 @@ class RemoteJwks:
         """Fetch now; True when the key set was replaced."""
         problems = await self._fetch()
         if problems:
-            log.warning("jwks_refresh_failed", url=self.url, problems=problems)
+            log.warning("jwks_refresh_failed", url=self.shown, problems=problems)
         return not problems
 
     def request_refresh(self) -> None:
@@ -100,7 +104,7 @@ class RemoteJwks:
             try:
                 await self.refresh()
             except Exception:  # keep refreshing whatever one attempt did; the last good keys stay
-                log.exception("jwks_refresh_crashed", url=self.url)
+                log.exception("jwks_refresh_crashed", url=self.shown)
 
     async def _fetch(self) -> list[str]:
         try:
@@ -136,9 +140,9 @@ class RemoteJwks:
         if not keys:
             return problems
         if problems:  # some keys were unusable; the usable ones still count
-            log.warning("jwks_keys_skipped", url=self.url, problems=problems)
+            log.warning("jwks_keys_skipped", url=self.shown, problems=problems)
         self.index = KeyIndex(keys)
-        log.info("jwks_loaded", url=self.url, keys=len(keys))
+        log.info("jwks_loaded", url=self.shown, keys=len(keys))
         return []
 
 

@@ -20,7 +20,7 @@ from labelgate.auth.devkeys import DEV_ALGORITHM, DEV_ISSUER, dev_jwks_path
 from labelgate.auth.jwks import ALGORITHM_KEY_TYPES, SYMMETRIC_ALGORITHMS
 from labelgate.auth.subject import AUTH_METHODS, AuthMethod
 from labelgate.config_paths import ConfigPath
-from labelgate.shown_urls import shown_url
+from labelgate.shown_urls import credentials_problem, shown_url
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -87,6 +87,7 @@ class JwtSettings(_Settings):
                 for name in ("issuer", "audience")
                 if not getattr(self, name)
             ]
+        problems += _credentials_problems(self.issuer, self.jwks_url)
         if self.issuer is not None and "#" in self.issuer:
             problems.append("issuer must not contain '#' (subject ids are jwt:<issuer>#<sub>)")
         if self.issuer == DEV_ISSUER:
@@ -126,6 +127,26 @@ def _algorithm_problems(algorithms: list[str]) -> list[str]:
     if len(set(algorithms)) != len(algorithms):
         problems.append("algorithms lists an algorithm twice")
     return problems
+
+
+def _credentials_problems(issuer: str | None, jwks_url: str | None) -> list[str]:
+    """Userinfo in either is refused: no password there is ever checked. A JWKS is the
+    provider's public keys, served to anyone (OIDC's jwks_uri; no setting here authenticates
+    the fetch), yet aiohttp would send them as basic auth and the URL is logged on every
+    refresh. An issuer is never fetched: it is matched against each token's ``iss`` and written
+    into every subject id (``jwt:<issuer>#<sub>``), so audit records and approvals would carry
+    it. Only an issuer written as a URL is checked: ``iss`` may be any string, and a service
+    account's e-mail address (``name@project.iam.gserviceaccount.com``) holds an ``@``."""
+    found = []
+    if issuer is not None and "://" in issuer:
+        problem = credentials_problem(
+            issuer, why="an issuer is matched, never fetched, and names every subject"
+        )
+        found += [f"issuer {problem}"] if problem else []
+    if jwks_url is not None:
+        problem = credentials_problem(jwks_url, why="an identity provider serves its public keys to anyone")
+        found += [f"jwks_url {problem}"] if problem else []
+    return found
 
 
 def _url_problems(url: str) -> list[str]:

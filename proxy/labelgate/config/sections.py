@@ -33,7 +33,7 @@ from labelgate.config_paths import ConfigPath
 from labelgate.digits import whole_number
 from labelgate.errors import ConfigError
 from labelgate.retry import RetrySettings
-from labelgate.shown_urls import shown_url
+from labelgate.shown_urls import credentials_problem, shown_url
 
 # The vocabulary is defined once (classify/labels.py); subscripting with the tuple spells it out.
 Label = Literal[LABELS]  # type: ignore[valid-type]
@@ -60,8 +60,9 @@ def host_port(value: str) -> str:
 def without_credentials(value: str | None, *, why: str) -> str | None:
     """A URL setting whose userinfo nothing it names checks: refused (``why`` says so), since a
     password written there would only travel to log lines, links and ids."""
-    if value is not None and shown_url(value) != value:
-        raise ValueError(f"{shown_url(value)!r} carries credentials (user:password@): {why}: remove them")
+    problem = None if value is None else credentials_problem(value, why=why)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -87,6 +88,16 @@ def _opa_url(value: str) -> str:
     return _http_url(value)
 
 
+def _upstream_address(value: str) -> str:
+    # HOST:PORT has no userinfo; host_port alone took "user:pw@host:port" (its host is what
+    # precedes the last colon). A gRPC channel never sends it; httpx would send it to a REST
+    # upstream as basic auth in place of the configured token's bearer header (no document
+    # or test names that a feature); and the address is the audience of every subject
+    # assertion sent upstream, so the password would travel in each.
+    without_credentials(value, why="the gateway's credential for an upstream is its token (a bearer token)")
+    return host_port(value)
+
+
 class UpstreamSettings(Section):
     address: str = "127.0.0.1:8001"
     tls: bool = False
@@ -103,7 +114,7 @@ class UpstreamSettings(Section):
     # (labelgate.auth.assertion); its JWKS is at the admin listener's /.well-known/jwks.json.
     subject_assertion: SubjectAssertionSettings = SubjectAssertionSettings()
 
-    _check_address = field_validator("address")(classmethod(lambda cls, v: host_port(v)))
+    _check_address = field_validator("address")(classmethod(lambda cls, v: _upstream_address(v)))
 
     @model_validator(mode="after")
     def _tls_settings_need_tls(self) -> UpstreamSettings:

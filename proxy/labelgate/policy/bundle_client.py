@@ -58,6 +58,7 @@ from labelgate.policy import reasons
 from labelgate.policy.bundle_mark import BundleMark, read_mark, write_mark
 from labelgate.policy.source import MAX_BUNDLE_BYTES, BundleKey, PolicySource
 from labelgate.retry import RetrySettings
+from labelgate.shown_urls import shown_problem, shown_url
 
 log = get_logger(__name__)
 
@@ -176,7 +177,8 @@ class BundleClient:
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
-                reasons.BUNDLE_URL_INVALID, f"bundle url {url!r} must start with http:// or https://"
+                reasons.BUNDLE_URL_INVALID,
+                f"bundle url {shown_url(url)!r} must start with http:// or https://",
             )
         if wait_seconds < 0 or start_timeout <= 0 or not 0 < retry_min <= retry_max:
             raise ConfigError(
@@ -188,6 +190,9 @@ class BundleClient:
                 "a bundle state file keeps the order of signed bundles: it needs the bundle's public key",
             )
         self.url = f"{url.rstrip('/')}/bundles/{name}"
+        # What messages, log lines and the status name: policy.bundle_url refuses userinfo, and a
+        # client built otherwise (aiohttp would send it as basic auth) still never shows it.
+        self.shown = shown_url(self.url)
         self.name = name
         self.key = key
         self.wait_seconds = wait_seconds
@@ -234,7 +239,7 @@ class BundleClient:
             raise follower.exception()  # type: ignore[misc]  # a bug in follow(): surface it
         raise ConfigError(
             reasons.POLICY_BUNDLE_UNAVAILABLE,
-            f"no usable bundle from {self.url} within {self.start_timeout:g}s: "
+            f"no usable bundle from {self.shown} within {self.start_timeout:g}s: "
             f"{self.status.last_error or 'no answer'}: {self.status.last_error_detail or ''}".rstrip(": "),
         )
 
@@ -297,9 +302,9 @@ class BundleClient:
                     return None
                 if response.status != 200:
                     detail = await _problem_detail(response)
-                    raise BundleUnavailable(f"BUNDLE_HTTP_{response.status}", f"{self.url}: {detail}")
+                    raise BundleUnavailable(f"BUNDLE_HTTP_{response.status}", f"{self.shown}: {detail}")
                 too_large = BundleUnavailable(
-                    reasons.BUNDLE_TOO_LARGE, f"{self.url}: over {self.max_bytes} bytes"
+                    reasons.BUNDLE_TOO_LARGE, f"{self.shown}: over {self.max_bytes} bytes"
                 )
                 if (response.content_length or 0) > self.max_bytes:
                     raise too_large
@@ -310,9 +315,9 @@ class BundleClient:
                         raise too_large
                 return response.headers.get("ETag", ""), bytes(body)
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise BundleUnavailable(
-                reasons.BUNDLE_SERVER_UNREACHABLE, f"{self.url}: {type(error).__name__}: {error}"
-            ) from error
+            # aiohttp's own text may quote the whole URL (InvalidURL does): shown like the rest.
+            problem = shown_problem(self.url, f"{type(error).__name__}: {error}")
+            raise BundleUnavailable(reasons.BUNDLE_SERVER_UNREACHABLE, f"{self.shown}: {problem}") from None
 
     async def _apply(self, tarball: bytes, apply: Callable[[PolicySource], Awaitable[bool]]) -> str:
         source, sequence = await asyncio.to_thread(self._read, tarball)
@@ -345,7 +350,7 @@ class BundleClient:
             status.history = [*status.history[-19:], source.revision]
             BUNDLE_LAST_LOADED.set(status.last_loaded_at)
             BUNDLE_UPDATES.labels(outcome="loaded").inc()
-            log.info("policy_bundle_loaded", url=self.url, revision=source.revision)
+            log.info("policy_bundle_loaded", url=self.shown, revision=source.revision)
         self._first.set()
         return source.revision
 
@@ -353,7 +358,7 @@ class BundleClient:
         """The verified source and, with a key, its signed sequence (worker thread)."""
         from labelgate.bundle.build import MANIFEST, manifest_sequence
 
-        source, files = _read_bundle(tarball, verify=self.key, origin=self.url, max_bytes=self.max_bytes)
+        source, files = _read_bundle(tarball, verify=self.key, origin=self.shown, max_bytes=self.max_bytes)
         return source, manifest_sequence(files.get(MANIFEST)) if self.key is not None else None
 
     def _refuse_unless_newer(self, revision: str, sequence: int | None, shared: BundleMark | None) -> None:
@@ -410,7 +415,7 @@ class BundleClient:
             status.last_error, status.last_error_detail = error.reason, error.message
             log.error(
                 "policy_bundle_state_unread",
-                url=self.url,
+                url=self.shown,
                 state_file=str(self.state_file),
                 error=error.message,
             )
@@ -435,7 +440,7 @@ class BundleClient:
             status.last_error_detail = f"{self.state_file}: {error.strerror or error}"
             log.error(
                 "policy_bundle_state_unwritten",
-                url=self.url,
+                url=self.shown,
                 state_file=str(self.state_file),
                 revision=mark.revision,
                 error=status.last_error_detail,
@@ -454,7 +459,7 @@ class BundleClient:
         BUNDLE_UPDATES.labels(outcome=outcome).inc()
         log.error(
             "policy_bundle_" + outcome,
-            url=self.url,
+            url=self.shown,
             reason=error.reason,
             error=error.message,
             keeping_revision=status.revision,

@@ -35,7 +35,7 @@ from labelgate.policy.impact import (
     subject_group,
     summarize,
 )
-from labelgate.shown_urls import shown_url
+from labelgate.shown_urls import shown_problem, shown_url
 from labelgate.untrusted_text import shown
 
 ENGINES = ("embedded", "wasm", "opa")
@@ -543,11 +543,13 @@ def _fetch_logged_inputs(url: str, since_seconds: float | None, token: str | Non
         answer = httpx.get(f"{url.rstrip('/')}/decisions/inputs", params=params, headers=headers, timeout=60)
     except httpx.HTTPError as error:
         raise InvalidInput(
-            reasons.INPUTS_UNREADABLE, f"--from: cannot reach {shown_url(url)}: {error}"
+            reasons.INPUTS_UNREADABLE,
+            f"--from: cannot reach {shown_url(url)}: {shown_problem(url, str(error))}",
         ) from None
     except (httpx.InvalidURL, ValueError) as error:  # a URL (or token) the client cannot send
         raise InvalidInput(
-            reasons.INPUTS_UNREADABLE, f"--from: {shown_url(url)!r} cannot be used: {error}"
+            reasons.INPUTS_UNREADABLE,
+            f"--from: {shown_url(url)!r} cannot be used: {shown_problem(url, str(error))}",
         ) from None
     if answer.status_code != 200:
         try:
@@ -561,7 +563,9 @@ def _fetch_logged_inputs(url: str, since_seconds: float | None, token: str | Non
     try:
         return [(item["input"], int(item["seen"])) for item in answer.json()["inputs"]]
     except (ValueError, KeyError, TypeError, RecursionError) as error:
-        raise InvalidInput(reasons.INPUTS_UNREADABLE, f"--from: {url} sent no input list ({error})") from None
+        raise InvalidInput(
+            reasons.INPUTS_UNREADABLE, f"--from: {shown_url(url)} sent no input list ({error})"
+        ) from None
 
 
 async def _replay(

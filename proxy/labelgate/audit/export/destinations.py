@@ -37,6 +37,7 @@ import aiohttp
 from labelgate.audit.export.formats import json_line, octet_counted, syslog_message
 from labelgate.audit.export.tail import LogRecord
 from labelgate.errors import LabelgateError
+from labelgate.shown_urls import shown_problem
 
 try:
     from termios import TIOCOUTQ as _TIOCOUTQ
@@ -204,7 +205,9 @@ class HttpBatch:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise DeliveryFailed(self.name, _describe(error)) from None
+            # aiohttp's text may quote the URL whole (InvalidURL does): its userinfo (sent as
+            # basic auth) and a path that may be the receiver's secret are not repeated.
+            raise DeliveryFailed(self.name, shown_problem(self.url, _describe(error))) from None
         if not 200 <= status < 300:
             raise DeliveryFailed(self.name, f"HTTP {status}")
 

@@ -88,7 +88,7 @@ class ForwarderSettings:
         for url in self.syslog:
             parts = _url_parts(url)
             if parts is None or parts.scheme not in ("tcp", "udp", "syslog+tcp", "syslog+udp"):
-                problems.append(f"--syslog {url!r}: use tcp://HOST:PORT or udp://HOST:PORT")
+                problems.append(f"--syslog {shown_url(url)!r}: use tcp://HOST:PORT or udp://HOST:PORT")
         for url in self.http:
             parts = _url_parts(url)
             if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
