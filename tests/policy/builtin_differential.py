@@ -180,6 +180,8 @@ HOSTILE = Suite(EXPRESSIONS, INPUTS, {})
 
 # -- ordinary arguments --------------------------------------------------------------------
 
+_NUMBERS_CHECKED = "; ".join(f"is_number(input.{name})" for name in "nmij")
+
 # name ("builtin" or "builtin/variant") -> expression. Every builtin of SUPPORTED_BUILTINS has
 # one (test_builtin_differential.py holds the list to that), operators included ("plus" is
 # `+`, "internal.member_2" is `in`, "and"/"or" are `&`/`|` on sets); so do the builtins
@@ -219,10 +221,10 @@ ORDINARY_EXPRESSIONS: dict[str, str] = {
     # types
     "type_name": (
         "[type_name(input.n), type_name(input.s), type_name(input.a), type_name(input.o),"
-        " type_name({x | some x in input.a}), type_name(null), type_name(input.i > 0)]"
+        " type_name({x | some x in input.a}), type_name(null), type_name(count(input.a) > 0)]"
     ),
     "is_array": "[is_array(input.a), is_array(input.o), is_array(input.s)]",
-    "is_boolean": "[is_boolean(input.i > 0), is_boolean(input.n), is_boolean(null)]",
+    "is_boolean": "[is_boolean(count(input.a) > 0), is_boolean(input.n), is_boolean(null)]",
     "is_null": "[is_null(null), is_null(input.n), is_null(input.o)]",
     "is_number": "[is_number(input.n), is_number(input.m), is_number(input.s)]",
     "is_object": "[is_object(input.o), is_object(input.a), is_object({x | some x in input.a})]",
@@ -273,10 +275,12 @@ ORDINARY_EXPRESSIONS: dict[str, str] = {
     "div": "[input.n / input.m, input.i / input.j]",
     "equal": "[input.n == input.m, input.i == input.j, input.o == input.p, input.b == [input.n]]",
     "neq": "[input.n != input.m, input.i != input.j]",
-    "lt": "[input.n < input.m, input.i < input.j]",
-    "lte": "[input.n <= input.m, input.i <= input.j]",
-    "gt": "[input.n > input.m, input.i > input.j]",
-    "gte": "[input.n >= input.m, input.i >= input.j]",
+    # The embedded engine orders numbers only where the text shows them to be numbers
+    # (rego_comparisons.py): checked with is_number first. Strings are refused.
+    "lt": f"[r | {_NUMBERS_CHECKED}; r := [input.n < input.m, input.i < input.j]]",
+    "lte": f"[r | {_NUMBERS_CHECKED}; r := [input.n <= input.m, input.i <= input.j]]",
+    "gt": f"[r | {_NUMBERS_CHECKED}; r := [input.n > input.m, input.i > input.j]]",
+    "gte": f"[r | {_NUMBERS_CHECKED}; r := [input.n >= input.m, input.i >= input.j]]",
     "equal/strings": "[input.s == input.u, input.s != input.u]",
     "lt/strings": "[input.s < input.u, input.s <= input.u, input.s > input.u, input.s >= input.u]",
     "internal.member_2": (

@@ -21,14 +21,18 @@ from labelgate.policy.engine import PolicyEngine
 from tests.policy.conftest import write_policy
 from tests.support.pki import claims, create_ca, rsa_signing_key, write_jwks
 
-# The input chooses the TTL; no input.ttl -> undefined -> a fail-closed deny.
+# The input chooses the TTL; no input.ttl -> undefined -> a fail-closed deny. (is_number first:
+# the embedded engine orders only what the text shows to be numbers, rego_comparisons.py.)
 POLICY = """result := {
 	"allow": true,
 	"reason": concat("", [data.labelgate.tables.tag, input.subject.id]),
 	"mask": [],
 	"require_approval": null,
 	"cache_ttl_seconds": input.ttl,
-} if input.ttl >= 0
+} if {
+	is_number(input.ttl)
+	input.ttl >= 0
+}
 """
 
 

@@ -321,7 +321,7 @@ async def test_numbers_rego_cpp_would_reformat_arrive_exactly(
 
 # rego-cpp keeps a number with a fraction to 16 significant digits: 0.30000000000000004 is 0.3
 # there, so `score > 0.3` failed where OPA holds it.
-THRESHOLD = result_rule(VALID_RESULT, "input.score > 0.3")
+THRESHOLD = result_rule(VALID_RESULT, "is_number(input.score)\n\tinput.score > 0.3")
 
 
 @pytest.mark.parametrize(
@@ -396,7 +396,7 @@ ERRORING_BODIES = {
     "negated_comparison": "v := count(input.n)\n\tnot v > 3",
     "unused_result": "v := count(input.n)",
     "negated_type_test": 'v := concat(",", input.n)\n\tnot is_string(v)',
-    "negated_helper": "v := count(input.n)\n\tnot _over(v)\n}\n\n_over(x) if {\n\tx > 3",
+    "negated_helper": "v := count(input.n)\n\tnot _over(v)\n}\n\n_over(x) if {\n\tis_number(x)\n\tx > 3",
     "in_an_object": 'v := {"size": count(input.n)}',
 }
 ERRORING_INPUT = {"n": 5}

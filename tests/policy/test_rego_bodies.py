@@ -49,7 +49,7 @@ def test_not_inside_every_is_refused(every: str) -> None:
         "every x in input.xs { x != 1 }",
         "every x in input.xs { x != 1 }\n\tnot input.flag",
         'every x in input.xs { x != "not" }',
-        "every x in {1, 2} { x > 0 }",
+        "every x in {1, 2} { is_number(x); x > 0 }",
     ],
 )
 def test_every_without_not_and_not_outside_every_are_accepted(body: str) -> None:
@@ -161,7 +161,7 @@ def test_a_value_evaluated_before_the_negation_is_refused(condition: str) -> Non
         'not input.x == "a"',
         "not input.x == input.y",
         "not _limit == 3",
-        "v := input.user.risk\n\tnot v > 50",
+        "v := input.user.risk\n\tis_number(v)\n\tnot v > 50",
         "some label in input.labels\n\tnot tables.labels[label]",
         "some label in input.labels\n\tnot label in _allowed",
         "some label in input.labels\n\tnot label in _visible",
@@ -229,7 +229,8 @@ async def test_what_fooled_the_first_check_does_not_load(tmp_path: Path, case: s
     "chain",
     [
         "allow if {\n\tsome f in input.a\n\tf.x\n} else if {\n\tsome f in input.b\n\tf.y\n}",
-        "allow if {\n\tv := input.a\n\tv > 1\n} else if {\n\tv := input.b\n\tv > 2\n}",
+        "allow if {\n\tv := input.a\n\tis_number(v)\n\tv > 1\n}"
+        " else if {\n\tv := input.b\n\tis_number(v)\n\tv > 2\n}",
     ],
 )
 def test_a_name_declared_afresh_in_each_part_of_an_else_chain_is_accepted(chain: str) -> None:

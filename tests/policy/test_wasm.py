@@ -742,3 +742,135 @@ async def test_a_set_joined_into_the_reason_does_not_load(tmp_path: Path) -> Non
     assert refused.reason == "POLICY_UNSUPPORTED_BY_WASM"
     assert "an array comprehension over a set" in refused.message
     assert "labelgate/decision/reason.rego:3" in refused.message
+
+
+# -- is_number: module-native, held to OPA ---------------------------------------------------
+
+IS_NUMBER_POLICY = """package t
+
+each := [is_number(v) | some v in input.vs]
+
+built := [
+	is_number({v | some v in input.vs}),
+	is_number(count(input.vs)),
+	is_number(count(input.vs) * 2 - 1),
+	is_number(input.vs),
+	is_number(input),
+]
+
+kept := count([v | some v in input.vs; is_number(v)])
+
+ordered := [b | some v in input.vs; is_number(v); b := v > 1]
+
+x := {"each": each, "built": built, "kept": kept, "ordered": ordered}
+"""
+# Every JSON type, and numbers as OPA reads them unlike float64: beyond 2^64, beyond float64's
+# range, more digits than it holds, a negative zero, exponents.
+IS_NUMBER_VALUES = (
+    "0, -1, 1.5, 1e3, 1E-3, -0, 18446744073709551616, -9223372036854775809, 1e400, -1e400, 4.9e-325, "
+    '0.1000000000000000055511151231257827, "1", "", "1e3", true, false, null, [], [1], {}, {"a": 1}'
+)
+
+
+def test_is_number_in_the_module_matches_opa(tmp_path: Path) -> None:
+    """is_number is module-native (opa_types_is_number): it loads on the wasm engine and answers
+    as OPA on every JSON type, on numbers float64 does not hold, and on values the policy builds."""
+    policy = tmp_path / "p"
+    (policy / "t").mkdir(parents=True)
+    (policy / "t" / "t.rego").write_text(IS_NUMBER_POLICY)
+    compiled = _WasmCompiled.build(PolicySource.from_dir(policy), "t/x")
+    values = [value.strip() for value in IS_NUMBER_VALUES.split(", ") if value.strip()]
+    for text in [f'{{"vs": [{IS_NUMBER_VALUES}]}}', *(f'{{"vs": [{value}]}}' for value in values)]:
+        (tmp_path / "input.json").write_text(text)
+        done = subprocess.run(
+            [
+                pinned_opa(),
+                "eval",
+                "-f",
+                "json",
+                "-d",
+                str(policy),
+                "-i",
+                str(tmp_path / "input.json"),
+                "data.t.x",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        expected = json.loads(done.stdout)["result"][0]["expressions"][0]["value"]
+        results = json.loads(compiled._instance().evaluate(text.encode()))
+        assert (results[0]["result"] if results else None) == expected, text
+    assert expected["built"] == [False, True, True, False, False]
+
+
+# -- arrays built in a set's order -----------------------------------------------------------
+
+SET_GROUPS = "_groups := {g | some g in input.groups}\n\n"
+# 40 groups, listed out of order: OPA sorts the set, the module iterates its own hash order.
+GROUPS_40 = json.dumps({"groups": [f"group-{n:02d}" for n in reversed(range(40))]})
+
+
+def _opa_eval(policy: Path, text: str, query: str = "data.t.x") -> Any:
+    (policy.parent / "input.json").write_text(text)
+    done = subprocess.run(
+        [
+            pinned_opa(),
+            "eval",
+            "-f",
+            "json",
+            "-d",
+            str(policy),
+            "-i",
+            str(policy.parent / "input.json"),
+            query,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(done.stdout)["result"][0]["expressions"][0]["value"]
+
+
+def _package_t(tmp_path: Path, text: str) -> Path:
+    policy = tmp_path / "p"
+    (policy / "t").mkdir(parents=True, exist_ok=True)
+    (policy / "t" / "t.rego").write_text(f"package t\n\n{text}\n")
+    return policy
+
+
+def test_an_array_in_a_sets_order_decided_unlike_opa_and_is_refused(tmp_path: Path) -> None:
+    """The review's case on the wasm engine: the first of a set's elements, and the array of
+    them compared with the sorted input, were another group and false there (true in OPA); the
+    module compiled without the check shows it, and the check refuses the policy."""
+    rule = (
+        'x := {"first": [g | some g in _groups][0], "listed": [g | some g in _groups] == sort(input.groups)}'
+    )
+    policy = _package_t(tmp_path, SET_GROUPS + rule)
+    source = PolicySource.from_dir(policy)
+    expected = _opa_eval(policy, GROUPS_40)
+    assert expected == {"first": "group-00", "listed": True}
+    unchecked = _WasmCompiled(source, WasmPolicy(compile_wasm(source, "t/x"), "t/x", "t"), b"{}")
+    assert unchecked.evaluate(json.loads(GROUPS_40)) != expected
+    with pytest.raises(ConfigError) as raised:
+        _WasmCompiled.build(source, "t/x")
+    assert raised.value.reason == UNSUPPORTED
+    assert "an array comprehension over a set used other than by" in raised.value.message
+    assert "t/t.rego:5, t/t.rego:5" in raised.value.message and "--engine opa" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        'x := {"first": sort([g | some g in _groups])[0], "n": count([g | some g in _groups])}',
+        "x := sort([g | some g in _groups]) == sort(input.groups)",
+        "x := [count([g | some g in _groups]), max([g | some g in _groups]), min([g | some g in _groups])]",
+        'x := ["group-07" in [g | some g in _groups], [g | some g in input.groups][0]]',
+    ],
+)
+def test_an_array_in_a_sets_order_where_the_order_is_lost_loads_and_decides_as_opa(
+    tmp_path: Path, rule: str
+) -> None:
+    policy = _package_t(tmp_path, SET_GROUPS + rule)
+    compiled = _WasmCompiled.build(PolicySource.from_dir(policy), "t/x")
+    assert compiled.evaluate(json.loads(GROUPS_40)) == _opa_eval(policy, GROUPS_40)

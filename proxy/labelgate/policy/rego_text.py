@@ -53,10 +53,13 @@ Other divergences that rego-cpp's plan does not show by name, refused when a mod
     ``count``, ``sort``, ``max`` or ``min`` (whose value does not depend on the order).
     ``o[k]`` with ``k`` bound earlier looks a key up and is not iteration.
 
-  Not refused (a known gap): an array comprehension over a set whose order reaches the
-  decision some other way than a string (the default pack builds such arrays and only looks
-  them up by content, which the differential test confirms), and a set or object reaching
-  these places through a function argument or a ``with``.
+  An array comprehension over a set used any other way than by ``count``, ``sort``, ``max``,
+  ``min`` or a membership ``x in [...]`` is refused too (``rego_comparisons``: indexed, it
+  was another element than OPA's). Not refused (a known gap): a set or object reaching these
+  places through a function argument or a ``with``.
+- ordering comparisons (``<``, ``>``, ``<=``, ``>=``, ``lt`` ... by name) unless the text
+  shows both sides to be numbers (``rego_comparisons``: OPA orders any two values, rego-cpp
+  holds a comparison across types false and orders strings and arrays by their JSON text).
 - a comprehension in a function that indexes by one of its arguments (``f(k) := [v | v :=
   m[k]]``): rego-cpp iterates every key there.
 - number literals: ``-0`` (rego-cpp keeps it below 0 and unequal to it), a fraction or
@@ -718,6 +721,7 @@ def text_findings(
     """Everything in one module the embedded engine refuses; ``modules`` is the whole policy
     (``defined``, its definitions, when the caller has them already)."""
     from labelgate.policy.rego_bodies import body_findings  # imports this module
+    from labelgate.policy.rego_comparisons import comparison_findings, set_order_findings  # likewise
     from labelgate.policy.rego_order import argument_key_findings, order_findings  # imports this module
 
     if defined is None:
@@ -733,5 +737,10 @@ def text_findings(
         + _number_findings(name, stripped)
         + body_findings(name, stripped, scope)
         + argument_key_findings(name, stripped)
-        + [finding for finding in order_findings(scope) if finding.where.rpartition(":")[0] == name]
+        + comparison_findings(name, stripped, defined, scope)
+        + [
+            finding
+            for finding in order_findings(scope) + set_order_findings(scope)
+            if finding.where.rpartition(":")[0] == name
+        ]
     )

@@ -76,7 +76,9 @@ def sprintf_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
 # json.marshal_with_options, to_number, format_int and anything else that formats numbers or
 # serialises in an order, and anything nondeterministic (capabilities.NONDETERMINISTIC).
 # sprintf is a host builtin, checked by sprintf_findings. Add a builtin only with a
-# differential test against OPA that calls it.
+# differential test against OPA that calls it. Beyond the default pack: is_number, the check
+# the embedded engine asks for before an ordering comparison (rego_comparisons.py), so that
+# one policy loads on both (test_wasm.py holds it to OPA on every JSON type).
 WASM_NATIVE_BUILTINS: frozenset[str] = frozenset(
     {
         "array.concat",
@@ -84,6 +86,7 @@ WASM_NATIVE_BUILTINS: frozenset[str] = frozenset(
         "count",
         "is_array",
         "is_boolean",
+        "is_number",
         "is_object",
         "is_string",
         "max",
@@ -249,6 +252,7 @@ def native_findings(source: PolicySource) -> list[str]:
         + division_findings(source.modules)
         + marshal_findings(source.modules, source.data)
         + order_findings(source.modules)
+        + set_order_findings(source.modules)
         + sprintf_with_findings(source.modules)
         + whole_literal_findings(source.modules)
     )
@@ -311,6 +315,33 @@ def order_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
     from labelgate.policy.rego_order import order_findings as found_in
 
     return [f"{finding.what} ({finding.where})" for finding in found_in(modules)]
+
+
+SET_ORDER = (
+    "an array comprehension over a set used other than by `count`, `sort`, `max`, `min` or `in` "
+    "(OPA's wasm target iterates a set in its own hash order, OPA sorts it: `[g | some g in s][0]` "
+    "is another element there; wrap it in `sort(...)`)"
+)
+
+
+def set_order_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:
+    """Where an array comprehension over a set the policy builds keeps the set's order in what
+    the decision reads other than as a string (indexed, compared, iterated with its index),
+    read as for the embedded engine (``rego_comparisons.set_order_findings``; joined into a
+    string it is ``order_findings``'): OPA's wasm target iterates a set in its own hash order
+    (review: with 40 groups, ``[g | some g in s] == sort(input.groups)`` was false there,
+    true in OPA, and ``[g | some g in s][0]`` another group)."""
+    from labelgate.policy import rego_comparisons
+
+    found = rego_comparisons.set_order_findings(modules)
+    places = [finding.where for finding in found if finding.what == rego_comparisons.SET_ORDER]
+    other = [
+        f"{finding.what} ({finding.where})" for finding in found if finding.what != rego_comparisons.SET_ORDER
+    ]
+    if not places:
+        return other
+    more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+    return [f"{SET_ORDER} at {', '.join(places[:3])}{more}", *other]
 
 
 def division_findings(modules: tuple[tuple[str, str], ...]) -> list[str]:

@@ -23,6 +23,10 @@ import data.labelgate.tables
 # least one approval), or with approved_by, enough distinct approvers other than the
 # subject; either only when a single requirement gates the call. A replay never uses a
 # grant: grants are for calls, not for viewing recordings of them.
+# Counts are compared by their difference (`count(people) - min >= 0`), a number or nothing
+# in every engine: a string in the tables orders above every number in OPA and compares false
+# with any in rego-cpp, so the embedded engine refuses an ordering it cannot show to be
+# between numbers (docs/EMBEDDED_COMPLIANCE.md).
 # regal ignore:prefer-set-or-object-rule
 _satisfied_approvals := ({key |
 	input.approval.state == "granted"
@@ -33,7 +37,7 @@ _satisfied_approvals := ({key |
 
 	# regal ignore:prefer-some-in-iteration
 	requirement := tables.approvals[key]
-	requirement.min_approvals >= 1
+	requirement.min_approvals - 1 >= 0
 } | {key |
 	input.approval.state == "granted"
 	input.phase != "replay"
@@ -42,7 +46,7 @@ _satisfied_approvals := ({key |
 
 	# regal ignore:prefer-some-in-iteration
 	requirement := tables.approvals[key]
-	count(_independent_approvers) >= requirement.min_approvals
+	count(_independent_approvers) - requirement.min_approvals >= 0
 }) | {key |
 	input.approval.state == "granted"
 	input.phase != "replay"
@@ -53,7 +57,7 @@ _satisfied_approvals := ({key |
 		some membership in _approver_memberships
 		membership[1] in requirement.approver_groups
 	}
-	count(people) >= requirement.min_approvals
+	count(people) - requirement.min_approvals >= 0
 }
 
 # Every requirement some label of the call could be seen under once it is granted.
