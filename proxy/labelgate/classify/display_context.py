@@ -31,15 +31,30 @@ read joined, a piece at a time, when the piece holds a character a value is made
 reorders: one display reading of the kept text and the piece (the native algorithm), and one
 of each alone when that shows any value. Measured (INT32 token ids below 50,000, which hold
 such code points after a few replies): about 20 µs more a reply of one id, 150 µs of sixteen.
+Compacting what is kept reads it after a dozen to two dozen pieces twice (``_compact``: about
+1-2 ms, every few dozen replies): some 10-20 µs more a reply of Hebrew or Arabic tokens, and
+about 150-200 µs a reply of sixteen random ids (which keep the most).
 
 What of a released text is kept, and what stands in for the rest, is ``kept_text``; how a
 piece is read joined to it, a value told by its characters, is ``joined_reading``. Here: each
 text's ``DisplayContext``, which applies both and bounds what it keeps (``_ROOM``,
 ``_LEAD_LIMIT``, ``_KEPT_LIMIT``), and a stream's texts (``Followed``), how many followed at once.
 
-Not read so: bracket pairs whose opener was dropped (N0 pairs what the kept text holds); text
-a stream gives otherwise than as UTF-8 or code points (UTF-16 and legacy decodes of bytes, the
-raw bytes of wider numbers read as text, ``carried_forms``).
+What is kept is checked rather than trusted: a later piece is read with it as the bidi algorithm
+reads the two (``kept_text.continuations``), what the text shows beside such a piece is kept,
+and what is kept must read after each as the text did (``kept_text.reads_as``), else the text
+is kept whole until it can be compacted so (past ``_KEPT_LIMIT``: ``UNREADABLE``). A bracket
+pair whose opener lies far back, a stretch of numbers with no letter, a closed embedding or a
+closer that closes nothing in what is dropped read as they did (review: each let a value out).
+The check reads a few pieces (a letter of each direction, a digit of each kind, a neutral; the
+explicit controls and the closers of the brackets the text holds): a piece no such one reads
+like is not checked for.
+
+Not read so: text a stream gives otherwise than as UTF-8 or code points (UTF-16 and legacy
+decodes of bytes, the raw bytes of wider numbers read as text, ``carried_forms``); text that
+reorders nothing keeps no more than a number at its (or its paragraph's) start and settles,
+though a right-to-left reading a later piece turns on shows its runs of letters in reverse
+order too (``UIOPASDFGH~`` then ``a\\u2067AKIAQWERTY`` shows ``AKIAQWERTYUIOPASDFGH``).
 """
 
 from __future__ import annotations
@@ -64,12 +79,18 @@ from labelgate.classify.kept_text import (
     RIGHT_TO_LEFT,
     SEPARATORS,
     L,
+    ProbeReadings,
     ahead,
     ascii_gap,
     back,
+    bracket_pairs,
+    continuations,
     explicit,
+    hidden,
+    reads_as,
     settled_after,
     showing_before,
+    shown_beside,
     stand_in,
 )
 from labelgate.errors import ResourceExhausted
@@ -263,16 +284,25 @@ class DisplayContext:
         size, reach = len(points), self.reach
         # The distance a later piece reaches is counted in characters that show: those that
         # show as nothing (folding drops them) take no room, however many lie between.
-        shows = showing_before(text, points)
+        shown = ~hidden(text, points)
+        shows = np.concatenate(([0], np.cumsum(shown)))
         keep = np.zeros(size, dtype=bool)
         pairs, anchors = explicit(points, classes, 0)
+        brackets = bracket_pairs(points, classes)
         paragraphs = np.flatnonzero(classes == PARAGRAPH)
         start = int(paragraphs[-1]) if len(paragraphs) else -1
+        readings = None
         if self.reordered or self.tail:
             keep[back(shows, size, reach) :] = True
             if start >= 0:
                 anchors.append(start)
                 anchors += explicit(points[start + 1 :], classes[start + 1 :], start + 1)[1]
+            if self.reordered:
+                # Where a later piece shows beside the text as the bidi algorithm reads the
+                # two (weak types, bracket pairs, neutrals, the runs they make): what the
+                # class runs above name, and what they miss.
+                readings = ProbeReadings(text, shown, continuations(points, brackets[1]))
+                keep |= shown_beside(readings, reach)
             for at in anchors:
                 keep[back(shows, at, reach) : ahead(shows, at, reach + 1)] = True
         for lead in [0] if start < 0 else [0, start + 1]:
@@ -281,7 +311,17 @@ class DisplayContext:
                 self.blind = True
             else:
                 keep[lead:span] = True
-        self.text, self._shown = stand_in(text, points, classes, keep, pairs), None
+        kept, placed = stand_in(text, points, classes, keep, pairs, brackets)
+        if readings is not None and not keep.all():
+            # What is kept must read, after each of those pieces, as the text did: else it
+            # is kept whole, and compacted again once it has grown (``_room``).
+            kept_points = np.frombuffer(kept.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+            own = np.zeros(len(kept_points), dtype=bool)
+            own[placed[placed >= 0]] = True
+            after = ProbeReadings(kept, ~hidden(kept, kept_points), readings.pieces)
+            if not reads_as(readings, placed, after, own):
+                kept = text
+        self.text, self._shown = kept, None
         self.reordered = reorders(self.text)
         if len(self.text) > _KEPT_LIMIT * reach:
             self.blind, self.text = True, self.text[-2 * reach :]
