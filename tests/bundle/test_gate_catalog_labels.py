@@ -3,7 +3,7 @@ a change relabelling ``outputs.ssn`` (confidential) and ``outputs.account_secret
 ``public`` showed no change and was published: the replay reuses stored inputs, which carry the
 labels the served catalog gave, so the candidate's catalog was never applied).
 
-The catalogs are compared entry by entry (``labelgate.policy.cli.catalog_changes``); the replay
+The catalogs are compared by what they label (``labelgate.policy.catalog_impact``); the replay
 is not re-labelled, since that is not exact (see there).
 """
 
@@ -122,7 +122,11 @@ def test_the_reviewed_downgrade_holds_although_the_replay_shows_no_change(tmp_pa
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
-        (drop("outputs.ssn"), "catalog field removed: customer-profile outputs.ssn confidential -> (none)"),
+        (
+            drop("outputs.ssn"),
+            "catalog field removed: customer-profile outputs.ssn confidential -> internal "
+            "(the default label)",
+        ),
         # Not monotone in rank: restricted is shown to a granted break-glass caller, confidential never.
         (
             relabel("outputs.ssn", "restricted"),

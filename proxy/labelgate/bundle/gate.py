@@ -4,8 +4,10 @@ Before a validated revision replaces the served one, the publisher asks an ``Imp
 what the candidate would decide differently on stored decision inputs (the report of
 ``labelgate policy impact``: counts per change kind, subject group, model and field, an
 example input hash, never a data value), with what a replay cannot show: how each changed
-approval requirement weakened, and the labels the candidate's catalog takes from fields (the
-stored inputs carry the labels the served catalog gave). ``hold_reasons`` applies the
+approval requirement weakened, the labels the candidate's catalog takes from fields (the
+stored inputs carry the labels the served catalog gave), and what the candidate's tables show
+to groups, or let them approve, that the served ones do not (a replay shows that only on the
+calls its window happens to hold). ``hold_reasons`` applies the
 configured limits to that report; a held revision is served only after a person who is not
 its author approves the publish through the approvals service (``PublishApprovals``).
 
@@ -38,18 +40,37 @@ RELEASING_KINDS = ("deny -> allow", "no longer held")
 # requirement, another reason text). A change that does not say holds (fail closed).
 APPROVAL_CHANGED = "approval requirement changed"
 
-# The report's ``catalog`` section: every way the candidate's catalog (data.labelgate.catalog)
-# may take a label from a field. A replay cannot show these: the stored inputs carry the
-# labels the served catalog gave (``labelgate.policy.cli.catalog_changes``).
+# The report's ``catalog`` section: every field to which the candidate's catalog
+# (data.labelgate.catalog) gives fewer labels. A replay cannot show these: the stored inputs
+# carry the labels the served catalog gave (``labelgate.policy.catalog_impact``).
 CATALOG_LOWERED = "catalog label lowered"
 # A label replaced by one not less sensitive in rank: the policy need not be monotone in rank
 # (the default tables show ``restricted`` to a granted break-glass caller, never ``confidential``).
 CATALOG_REPLACED = "catalog label replaced"
+# No entry of the candidate's labels the field: it has the default label (or no catalog).
 CATALOG_REMOVED = "catalog field removed"
-# An entry for a path the served catalog had no entry for, without the default label: what
-# only it matches had the default label (``internal``) and now has its labels instead.
+# An entry for a field no served entry labelled, without the default label: the field had
+# the default label (``internal``) and now has the entry's labels instead.
 CATALOG_ADDED_WITHOUT_DEFAULT = "catalog field added without the default label"
+# A JSON key one catalog names and the other does not is spelled otherwise (``<key:...>`` where
+# no entry of the model names it), so an entry matching one spelling stops matching the field:
+# a candidate naming ``diagnosis`` for one output takes a served ``<key:*>`` glob's label from
+# ``diagnosis`` in every output. The change lists the keys (``respelled_keys``).
+CATALOG_RESPELLED = "catalog key spelled otherwise"
 DEFAULT_LABEL_PATH = "(default label)"
+
+# The report's ``tables`` section: what the candidate's tables (data.labelgate.tables) show a
+# group that the served ones do not, compared as data (``labelgate.policy.table_impact``).
+# Each change names its ``labels``; one that does not holds (fail closed).
+# A group (or any other caller) sees a label in clear, or once approved, that was masked.
+TABLE_SHOWN = "tables show a label"
+# A group sees a label in clear that it saw only after an approval.
+TABLE_APPROVAL_DROPPED = "tables drop an approval"
+# A label's approval (an approvals entry, or the one a group's offer names) is easier to get
+# or releases more once granted; ``how`` says how.
+TABLE_APPROVAL_WEAKENED = "tables weaken an approval"
+# A label is masked with a mask that may show more of it.
+TABLE_MASK_WEAKENED = "tables weaken a mask"
 # How many items one hold reason lists before "and N more".
 LISTED = 5
 
@@ -64,7 +85,7 @@ class HoldRule(BaseModel):
 
     # Hold when a field with one of these labels loses its mask, or its mask now shows more of
     # it (or its call is newly released, or the approval it waits for is weakened), or loses
-    # the label itself in the catalog.
+    # the label itself in the catalog, or the tables show it (or its approval) more readily.
     unmasked_labels: list[str] = Field(default_factory=lambda: ["confidential", "restricted"])
     # Hold when more distinct inputs than this would be decided differently (None: no limit).
     max_changed_inputs: int | None = Field(None, ge=0)
@@ -175,6 +196,7 @@ def hold_reasons(report: Mapping[str, Any], rule: HoldRule) -> list[str]:
         labels = ", ".join(sorted(watched & _labels({"changes": weakening})))
         reasons.append(f"weakens the approval of {labels} data: {_listed(weakened)}")
     reasons += catalog_reasons(report, watched)
+    reasons += table_reasons(report, watched)
     # A report without ``distinct`` compared nothing on purpose (the first revision: nothing
     # served to compare with) or could not be made (held for that already).
     replayed = report.get("distinct")
@@ -204,11 +226,36 @@ def catalog_reasons(report: Mapping[str, Any], watched: set[str]) -> list[str]:
 
 def describe_catalog_change(change: Mapping[str, Any]) -> str:
     """``customer-profile outputs.ssn confidential -> public``: where, and the labels before
-    and after (``(none)``: no entry names the path any more)."""
+    and after (``(none)``: the candidate has no catalog), the keys spelled otherwise."""
     scope = change.get("model") or change.get("message")
     where = f"{scope} {change['path']}" if scope else str(change["path"])
     was, now = ("+".join(change.get(side) or ()) or "(none)" for side in ("was", "now"))
-    return f"{where} {was} -> {now}"
+    if change.get("kind") == CATALOG_REMOVED and change.get("now"):
+        now += " (the default label)"
+    keys = change.get("respelled_keys")
+    spelled = f" (named by one catalog only: {', '.join(keys)})" if keys else ""
+    return f"{where} {was} -> {now}{spelled}"
+
+
+def table_reasons(report: Mapping[str, Any], watched: set[str]) -> list[str]:
+    """One reason per kind of table change that shows a watched label more readily."""
+    found: dict[str, list[str]] = {}
+    for change in report.get("tables") or ():
+        labels = change.get("labels")
+        if labels is None or set(labels) & watched:
+            found.setdefault(str(change.get("kind")), []).append(describe_table_change(change))
+    return [f"{kind}: {_listed(sorted(items))}" for kind, items in sorted(found.items())]
+
+
+def describe_table_change(change: Mapping[str, Any]) -> str:
+    """``confidential for contractors: masked (redact) -> in clear``, or ``approval
+    security_two_person (restricted): fewer approvals: 2 -> 1``."""
+    how = "; ".join(change.get("how") or ())
+    if change.get("approval") is not None:
+        labels = ", ".join(change.get("labels") or ())
+        return f"approval {change['approval']} ({labels}): {how or 'how is not reported'}"
+    where = f"{change.get('label')} for {change.get('group')}"
+    return f"{where}: {change.get('was')} -> {change.get('now')}" + (f" ({how})" if how else "")
 
 
 def _listed(items: Sequence[str]) -> str:

@@ -24,8 +24,8 @@ from typing import Any
 from labelgate.classify.catalog import Catalog
 from labelgate.errors import ConfigError, InvalidInput, PolicyUnavailable
 from labelgate.logs import configure
-from labelgate.policy import reasons
-from labelgate.policy.contract import ApprovalRequirement, Decision, validate_input
+from labelgate.policy import catalog_impact, reasons, table_impact
+from labelgate.policy.contract import Decision, validate_input
 from labelgate.policy.impact import (
     APPROVAL_CHANGED,
     ImpactReport,
@@ -35,6 +35,7 @@ from labelgate.policy.impact import (
     subject_group,
     summarize,
 )
+from labelgate.policy.table_impact import approval_weakenings
 from labelgate.shown_urls import shown_problem, shown_url
 from labelgate.untrusted_text import shown
 
@@ -270,17 +271,22 @@ def impact(
         from labelgate.policy.impact import to_markdown
 
         text = to_markdown(report, current=str(current), candidate=str(candidate))
-        if report.catalog:  # no decision changed, but the catalog did
-            lines = "".join(f"- {shown(line)}\n" for line in report.catalog_lines())
-            text = text.replace("\nNo changes.\n", "\nNo decision changes.\n")
-            text += f"\n**The candidate's catalog takes labels from fields**:\n{lines}"
+        sections = (
+            ("The candidate's catalog takes labels from fields", report.catalog_lines()),
+            ("The candidate's tables show labels more readily", report.table_lines()),
+        )
+        for title, found in sections:
+            if found:  # perhaps no decision changed, but the data did
+                lines = "".join(f"- {shown(line)}\n" for line in found)
+                text = text.replace("\nNo changes.\n", "\nNo decision changes.\n")
+                text += f"\n**{title}**:\n{lines}"
         sys.stdout.write(text)
     else:
         _print_table(report, engine=engine, current=current, candidate=candidate)
     sys.stdout.flush()
     if report.errors:
         return IMPACT_ERROR
-    return IMPACT_CHANGED if report.groups or report.catalog else IMPACT_UNCHANGED
+    return IMPACT_CHANGED if report.groups or report.catalog or report.tables else IMPACT_UNCHANGED
 
 
 def _nothing_replayed(since: str | None) -> str:
@@ -314,7 +320,7 @@ def replay_report(
     for name, folder in (("--candidate", candidate), ("--current", current)):
         if not Path(folder).is_dir():
             raise ConfigError(reasons.POLICY_DIR_MISSING, f"{name}: {folder} is not a folder")
-    catalog = catalog_changes(current, candidate)
+    catalog, tables = catalog_changes(current, candidate), table_changes(current, candidate)
     with contextlib.ExitStack() as servers:
         # OPA runs as a server per policy (started before the event loop: it blocks until ready).
         urls = (
@@ -323,7 +329,7 @@ def replay_report(
         replays = asyncio.run(
             _replay(stored, engine=engine, folders=(current, candidate), urls=urls, timing=timing)
         )
-    return replay_summary(replays, catalog)
+    return replay_summary(replays, catalog, tables)
 
 
 # -- what the replay cannot show ----------------------------------------------------------
@@ -333,9 +339,11 @@ def replay_report(
 @dataclasses.dataclass
 class ReplayReport(ImpactReport):
     """The impact report, with per ``approval requirement changed`` group how the requirement
-    weakened (``weakened``), and the ``catalog`` changes that take a label from a field."""
+    weakened (``weakened``), the ``catalog`` changes that take a label from a field, and the
+    ``tables`` changes that show a label more readily."""
 
     catalog: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    tables: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # (group, model, detail) of an ``approval requirement changed`` group -> how it weakened
     weakened_approvals: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
 
@@ -345,6 +353,7 @@ class ReplayReport(ImpactReport):
             if group.kind == APPROVAL_CHANGED:
                 change["weakened"] = self.weakened_approvals.get((group.group, group.model, group.detail), [])
         document["catalog"] = list(self.catalog)
+        document["tables"] = list(self.tables)
         return document
 
     def catalog_lines(self) -> list[str]:
@@ -352,46 +361,26 @@ class ReplayReport(ImpactReport):
 
         return [f"{change['kind']}: {describe_catalog_change(change)}" for change in self.catalog]
 
+    def table_lines(self) -> list[str]:
+        from labelgate.bundle.gate import describe_table_change
 
-def replay_summary(replays: list[Replayed], catalog: list[dict[str, Any]] | None = None) -> ReplayReport:
+        return [f"{change['kind']}: {describe_table_change(change)}" for change in self.tables]
+
+
+def replay_summary(
+    replays: list[Replayed],
+    catalog: list[dict[str, Any]] | None = None,
+    tables: list[dict[str, Any]] | None = None,
+) -> ReplayReport:
     """The report of ``replays`` (``impact.summarize``), how each changed approval weakened,
-    and ``catalog`` (``catalog_changes``)."""
+    ``catalog`` (``catalog_changes``) and ``tables`` (``table_changes``)."""
     report = summarize(replays)
     return ReplayReport(
         **{f.name: getattr(report, f.name) for f in dataclasses.fields(report)},
         catalog=list(catalog or ()),
+        tables=list(tables or ()),
         weakened_approvals=weakened_approvals(replays),
     )
-
-
-# The grant scopes, the one releasing least first (``ApprovalRequirement.grant_scope``).
-GRANT_SCOPES = ("query", "model")
-
-
-def approval_weakenings(was: ApprovalRequirement, now: ApprovalRequirement) -> list[str]:
-    """How ``now`` is easier to get than ``was``, or releases more once granted; empty when it
-    is not (more approvals, fewer approver groups, another reason text)."""
-    found = []
-    if now.min_approvals < was.min_approvals:
-        found.append(f"fewer approvals: {was.min_approvals} -> {now.min_approvals}")
-    other = sorted(set(now.approver_groups) - set(was.approver_groups))
-    if other:
-        found.append(f"other approver groups: {', '.join(other)}")
-    if now.grant_ttl_seconds > was.grant_ttl_seconds:
-        found.append(f"longer grants: {was.grant_ttl_seconds} -> {now.grant_ttl_seconds} s")
-    if _scope_width(now.grant_scope) > _scope_width(was.grant_scope):
-        found.append(f"wider grants: {was.grant_scope} -> {now.grant_scope}")
-    if was.single_use and not now.single_use:
-        found.append("grants no longer single use")
-    if was.row_budget is not None and (now.row_budget is None or now.row_budget > was.row_budget):
-        budget = "none" if now.row_budget is None else now.row_budget
-        found.append(f"larger row budget: {was.row_budget} -> {budget}")
-    return found
-
-
-def _scope_width(scope: str) -> int:
-    # A scope this code does not know releases the most (fail closed).
-    return GRANT_SCOPES.index(scope) if scope in GRANT_SCOPES else len(GRANT_SCOPES)
 
 
 def weakened_approvals(replays: Iterable[Replayed]) -> dict[tuple[str, str, str], list[str]]:
@@ -409,45 +398,11 @@ def weakened_approvals(replays: Iterable[Replayed]) -> dict[tuple[str, str, str]
     return {key: sorted(weakenings) for key, weakenings in found.items()}
 
 
-# A catalog entry's (model, message, path): the fields it labels.
-Where = tuple[str | None, str | None, str]
-
-
 def catalog_changes(current: Path, candidate: Path) -> list[dict[str, Any]]:
-    """Every way ``candidate``'s catalog (``data.labelgate.catalog``) may take a label from a
-    field that ``current``'s gives it (the kinds of ``labelgate.bundle.gate``).
-
-    The replay cannot show these: the stored inputs carry the labels the served catalog gave,
-    and re-labelling them with the candidate's is not exact. Their paths were spelled with the
-    served catalog's key names (a JSON key no entry names is ``<key:...>``), the detectors that
-    did not run on a field because its catalog label matched theirs would run on it, and what
-    they would find depends on values the inputs do not hold. So the catalogs are compared
-    entry by entry (a field's labels are the union of the entries matching it, so only a
-    changed or removed entry, an added one without the default label, or another default label
-    can take a label from one); adding labels takes none.
-    """
-    from labelgate.bundle import gate
-
-    served = _bundle_catalog(current)
-    if served is None:
-        return []
-    proposed = _bundle_catalog(candidate)
-    if proposed is not None and proposed.same_as(served):
-        return []
-    before = _entry_labels(served)
-    after = _entry_labels(proposed) if proposed is not None else {}
-    changes = []
-    if proposed is not None and proposed.default_label != served.default_label:
-        default: Where = (None, None, gate.DEFAULT_LABEL_PATH)
-        changes.append(_catalog_change(default, {served.default_label}, {proposed.default_label}))
-    for where, was in before.items():
-        now = after.get(where, frozenset())
-        if was - now:
-            changes.append(_catalog_change(where, was, now))
-    for where, now in after.items():
-        if where not in before and served.default_label not in now:
-            changes.append(_catalog_change(where, {served.default_label}, now, added=True))
-    return changes
+    """Every field to which ``candidate``'s catalog (``data.labelgate.catalog``) gives fewer
+    labels than ``current``'s (``labelgate.policy.catalog_impact``, which says why a replay
+    cannot show it, nor a comparison of the entries' text)."""
+    return catalog_impact.catalog_changes(_bundle_catalog(current), _bundle_catalog(candidate))
 
 
 def _bundle_catalog(folder: Path) -> Catalog | None:
@@ -464,31 +419,21 @@ def _bundle_catalog(folder: Path) -> Catalog | None:
         return None
 
 
-def _entry_labels(catalog: Catalog) -> dict[Where, frozenset[str]]:
-    labels: dict[Where, frozenset[str]] = {}
-    for entry in catalog.entries:
-        where = (entry.model, entry.message, entry.path)
-        labels[where] = labels.get(where, frozenset()) | entry.labels
-    return labels
+def table_changes(current: Path, candidate: Path) -> list[dict[str, Any]]:
+    """What ``candidate``'s tables (``data.labelgate.tables``) show more readily than
+    ``current``'s (``labelgate.policy.table_impact``)."""
+    from labelgate.policy.source import PolicySource
+
+    served, proposed = (
+        _data_at(PolicySource.from_dir(folder).data, "labelgate", "tables") for folder in (current, candidate)
+    )
+    return table_impact.table_changes(served, proposed)
 
 
-def _catalog_change(
-    where: Where, was: Iterable[str], now: Iterable[str], *, added: bool = False
-) -> dict[str, Any]:
-    from labelgate.bundle import gate
-    from labelgate.classify.labels import rank
-
-    before, after = sorted(was, key=rank), sorted(now, key=rank)
-    if added:
-        kind = gate.CATALOG_ADDED_WITHOUT_DEFAULT
-    elif not after:
-        kind = gate.CATALOG_REMOVED
-    elif rank(after[-1]) < rank(before[-1]):
-        kind = gate.CATALOG_LOWERED
-    else:
-        kind = gate.CATALOG_REPLACED
-    model, message, path = where
-    return {"kind": kind, "model": model, "message": message, "path": path, "was": before, "now": after}
+def _data_at(node: Any, *keys: str) -> Any:
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
 
 def load_decision_log_inputs(
@@ -702,6 +647,7 @@ def _print_table(report: Any, *, engine: str, current: Path, candidate: Path) ->
         f"inputs ({report.inputs} decisions) replayed, {report.changed} decided differently"
     )
     catalog = report.catalog_lines() if isinstance(report, ReplayReport) else []
+    tables = report.table_lines() if isinstance(report, ReplayReport) else []
     if not report.distinct:
         console.print("[bold yellow]no decision inputs were replayed: nothing was compared[/]")
     elif report.groups:
@@ -711,9 +657,11 @@ def _print_table(report: Any, *, engine: str, current: Path, candidate: Path) ->
             table.add_row(*(plain(cell) for cell in cells))
         console.print(table)
     else:
-        console.print("no decision changes" if catalog else "no changes")
+        console.print("no decision changes" if catalog or tables else "no changes")
     for line in catalog:
         console.print(f"[bold yellow]the candidate's catalog[/]: {plain(line)}")
+    for line in tables:
+        console.print(f"[bold yellow]the candidate's tables[/]: {plain(line)}")
     for error in report.errors:
         where = f"{plain(error['hash'][:16])} ({plain(error['side'])})"
         console.print(f"[red]failed closed[/red] {where}: {plain(error['reason'])}")

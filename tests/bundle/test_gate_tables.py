@@ -1,0 +1,266 @@
+"""The publish gate holds a revision whose tables show a watched label more readily, whatever
+the replay window holds (review: a candidate giving ``security_two_person`` one approval and
+break-glass as approvers, dropping break-glass's approval for ``restricted`` and giving a new
+``contractors`` group ``see`` on ``confidential`` replayed as ``changed 0`` and was published:
+how an approval weakened was worked out only from replayed calls held both times).
+
+The tables are compared as data (``labelgate.policy.table_impact``); a stricter change publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelgate.bundle import gate
+from labelgate.bundle.gate import HoldRule, hold_reasons
+from labelgate.policy import cli
+from labelgate.policy.contract import Decision, build_input
+from labelgate.policy.table_impact import ANY_OTHER_GROUP, describe_treatment
+from tests.bundle.helpers import REGO, TABLES
+from tests.bundle.test_gate_catalog_labels import STORED  # one analysts' response, no held call
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def folders(tmp_path: Path, *edits: Edit) -> tuple[Path, Path]:
+    current, candidate = tmp_path / "current", tmp_path / "candidate"
+    shutil.copytree(REGO, current)
+    shutil.copytree(REGO, candidate)
+    tables = json.loads((candidate / TABLES).read_text())
+    for edit in edits:
+        edit(tables)
+    (candidate / TABLES).write_text(json.dumps(tables))
+    return current, candidate
+
+
+def verdict(tmp_path: Path, *edits: Edit, rule: HoldRule | None = None) -> list[str]:
+    report = {"distinct": 1, "inputs": 1, "changed": 0, "changes": [], "errors": []}
+    report["tables"] = cli.table_changes(*folders(tmp_path, *edits))
+    return hold_reasons(report, rule or HoldRule())
+
+
+def approval(key: str, **changes: Any) -> Edit:
+    return lambda tables: tables["approvals"][key].update(changes)
+
+
+def offer(label: str, group: str, value: dict[str, Any]) -> Edit:
+    return lambda tables: tables["labels"][label]["groups"].__setitem__(group, value)
+
+
+def default_offer(label: str, value: dict[str, Any]) -> Edit:
+    return lambda tables: tables["labels"][label].__setitem__("default", value)
+
+
+def mask(strategy: str, **params: Any) -> dict[str, Any]:
+    return {"mask": {"strategy": strategy, "params": params}}
+
+
+def both(*edits: Edit) -> Edit:
+    def edit(tables: dict[str, Any]) -> None:
+        for each in edits:
+            each(tables)
+
+    return edit
+
+
+REVIEWED = (
+    approval("security_two_person", min_approvals=1, approver_groups=["security", "break-glass"]),
+    offer("restricted", "break-glass", {"see": True}),
+    offer("confidential", "contractors", {"see": True}),
+)
+
+
+def test_the_reviewed_weakening_holds_although_the_replay_shows_no_change(tmp_path: Path) -> None:
+    current, candidate = folders(tmp_path, *REVIEWED)
+    report = cli.replay_report(current, candidate, STORED, engine="embedded").to_json()
+    assert (report["distinct"], report["changed"], report["catalog"]) == (1, 0, [])
+    assert hold_reasons(report, HoldRule()) == [
+        "tables drop an approval: restricted for break-glass: in clear after approval "
+        "security_two_person (2 from security) -> in clear",
+        "tables show a label: confidential for contractors: masked (redact) -> in clear",
+        "tables weaken an approval: approval security_two_person (restricted): fewer approvals: 2 -> 1; "
+        "other approver groups: break-glass",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (
+            approval("security_two_person", min_approvals=1),
+            "tables weaken an approval: approval security_two_person (restricted): fewer approvals: 2 -> 1",
+        ),
+        (
+            approval("data_owner_grant", approver_groups=["data-owners", "analysts"]),
+            "tables weaken an approval: approval data_owner_grant (confidential): "
+            "other approver groups: analysts",
+        ),
+        (
+            approval("data_owner_grant", grant_scope="model", grant_ttl_seconds=3600),
+            "tables weaken an approval: approval data_owner_grant (confidential): "
+            "longer grants: 900 -> 3600 s; wider grants: query -> model",
+        ),
+        (
+            # Another, easier approval for the same group and label.
+            offer("restricted", "break-glass", {"see": True, "approval": "data_owner_grant"}),
+            "tables weaken an approval: restricted for break-glass: in clear after approval "
+            "security_two_person (2 from security) -> in clear after approval data_owner_grant "
+            "(1 from data-owners) (fewer approvals: 2 -> 1; other approver groups: data-owners)",
+        ),
+        (
+            offer("confidential", "data-stewards", {"see": True}),
+            "tables drop an approval: confidential for data-stewards: in clear after approval "
+            "data_owner_grant (1 from data-owners) -> in clear",
+        ),
+        (
+            offer("restricted", "auditors", {"see": True, "approval": "security_two_person"}),
+            "tables show a label: restricted for auditors: masked (null) -> in clear after approval "
+            "security_two_person (2 from security)",
+        ),
+        (
+            default_offer("confidential", {"see": True}),
+            f"tables show a label: confidential for {ANY_OTHER_GROUP}: masked (redact) -> in clear",
+        ),
+        (
+            default_offer("confidential", mask("partial", keep_last=4)),
+            f"tables weaken a mask: confidential for {ANY_OTHER_GROUP}: masked (redact) -> "
+            "masked (partial(keep_last=4))",
+        ),
+        (
+            offer("confidential", "analysts", mask("partial", keep_last=8)),
+            "tables weaken a mask: confidential for analysts: masked (partial(keep_last=4)) -> "
+            "masked (partial(keep_last=8))",
+        ),
+        (
+            # A watched label the tables no longer name is shown as unknown_label says.
+            lambda tables: (
+                tables["labels"].pop("confidential"),
+                tables["unknown_label"].update(default={"see": True}),
+            ),
+            f"tables show a label: confidential for {ANY_OTHER_GROUP}: masked (redact) -> in clear",
+        ),
+        (
+            # The most permissive offer wins: a group offer (partial) beats the default (redact).
+            offer("confidential", "contractors", mask("partial", keep_last=4)),
+            "tables weaken a mask: confidential for contractors: masked (redact) -> "
+            "masked (partial(keep_last=4))",
+        ),
+    ],
+)
+def test_tables_showing_a_watched_label_more_readily_hold(tmp_path: Path, edit: Edit, reason: str) -> None:
+    # One reason per kind lists every such change: the one the edit is about is among them.
+    kind, change = reason.split(": ", 1)
+    reasons = verdict(tmp_path, edit)
+    assert any(found.startswith(f"{kind}: ") and change in found for found in reasons), reasons
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        approval("security_two_person", min_approvals=3),
+        approval("security_two_person", approver_groups=[]),
+        approval("data_owner_grant", grant_ttl_seconds=60, single_use=True, row_budget=10),
+        offer("confidential", "analysts", mask("redact")),
+        offer("confidential", "analysts", mask("hash")),
+        offer("confidential", "contractors", mask("null")),  # the default (redact) still wins
+        both(  # another approval, of more people from the same group
+            lambda tables: tables["approvals"].update(
+                two_owners={"approver_groups": ["data-owners"], "min_approvals": 2, "grant_ttl_seconds": 900}
+            ),
+            offer("confidential", "data-stewards", {"see": True, "approval": "two_owners"}),
+        ),
+        offer("restricted", "break-glass", mask("null")),
+        lambda tables: tables["labels"].pop("confidential"),  # unknown_label: nulled
+        lambda tables: tables["offer_scores"].update(see=0, see_after_approval=0),  # masks win
+        offer("internal", "contractors", {"see": True}),  # internal is not watched by default
+        lambda tables: tables["approvals"].update(unused={"approver_groups": ["x"], "min_approvals": 0}),
+    ],
+)
+def test_a_stricter_or_unwatched_table_change_is_published(tmp_path: Path, edit: Edit) -> None:
+    assert verdict(tmp_path, edit) == []
+
+
+def test_the_rule_watches_the_labels_it_names(tmp_path: Path) -> None:
+    edit = offer("internal", "contractors", {"see": True})
+    assert verdict(tmp_path, edit, rule=HoldRule(unmasked_labels=["internal"])) == [
+        "tables show a label: internal for contractors: masked (redact) -> in clear"
+    ]
+
+
+def test_unchanged_tables_are_no_change(tmp_path: Path) -> None:
+    current, candidate = folders(tmp_path)
+    (candidate / TABLES).write_text(json.dumps(json.loads((current / TABLES).read_text()), indent=4))
+    assert cli.table_changes(current, candidate) == []
+
+
+def test_a_table_change_that_names_no_labels_holds() -> None:
+    report = {"distinct": 1, "changes": [], "errors": [], "tables": [{"kind": gate.TABLE_SHOWN}]}
+    assert len(hold_reasons(report, HoldRule())) == 1
+
+
+# -- the treatments the comparison works out are the ones the policy decides ----------------
+
+
+def response(label: str, group: str) -> dict[str, Any]:
+    """A response with one field labelled ``label``, to a caller in ``group``."""
+    return build_input(
+        phase="response",
+        subject={"id": "jwt:idp#x", "groups": [group], "auth": "jwt", "attributes": {}},
+        request={
+            "service": "inference.GRPCInferenceService",
+            "method": "/inference.GRPCInferenceService/ModelInfer",
+            "model": "m",
+            "requested_outputs": [],
+            "request_id": "r",
+            "session_id": "s",
+            "peer": "ipv4:10.0.0.1",
+            "digest": "f" * 64,
+            "opaque": False,
+        },
+        fields=[{"path": "outputs.x", "labels": [label], "sources": {label: ["catalog"]}}],
+        approval=None,
+        time_ns=1,
+    )
+
+
+def as_treatment(decision: Decision) -> str:
+    if decision.require_approval is not None:
+        requirement = decision.require_approval
+        return f"held: {requirement.min_approvals} from {', '.join(requirement.approver_groups)}"
+    assert decision.allow, decision
+    if not decision.masks:
+        return "in clear"
+    (applied,) = decision.masks
+    return f"masked ({applied.strategy})"
+
+
+def as_decided(treatment: str) -> str:
+    """``in clear after approval KEY (2 from security)`` -> ``held: 2 from security``;
+    ``masked (partial(keep_last=4))`` -> ``masked (partial)``."""
+    if treatment.startswith("in clear after approval"):
+        return "held: " + treatment.split("(", 1)[1].rstrip(")")
+    if treatment.startswith("masked ("):
+        strategy = treatment.removeprefix("masked (").split("(")[0].rstrip(")")
+        return f"masked ({strategy})"
+    return treatment
+
+
+@pytest.mark.parametrize("edits", [(), REVIEWED], ids=["served", "reviewed"])
+def test_each_treatment_is_the_policys_decision(tmp_path: Path, edits: tuple[Edit, ...]) -> None:
+    _, folder = folders(tmp_path, *edits)
+    tables = json.loads((folder / TABLES).read_text())
+    groups = {group for table in tables["labels"].values() for group in table["groups"]} | {"nobody"}
+    slots = [(label, group) for label in tables["labels"] for group in sorted(groups)]
+    stored = [(f"{label} {group}", 1, response(label, group)) for label, group in slots]
+    replays = asyncio.run(cli._replay(stored, engine="embedded", folders=(folder, folder), urls=[]))
+    for (label, group), replay in zip(slots, replays, strict=True):
+        named = group if group in tables["labels"][label]["groups"] else None
+        expected = as_decided(describe_treatment(tables, label, named))
+        assert as_treatment(replay.current) == expected, (label, group)
