@@ -4,7 +4,7 @@ A JavaScript client reads ``repeated double codes = [49, 50, 51, 45, ...]`` back
 ``String.fromCharCode(...codes)`` and prints ``[4111.0, 1111.0, 1111.0, 1111.0]`` with
 ``codes.join(" ")`` exactly as it does an int list (``String(4111.0)`` is "4111"). So a float
 or double field whose values are all whole numbers is read as characters and as digit runs,
-as a repeated integer field is (``classify.messages``: ``_as_integers``), and so are such
+as a repeated integer field is (``classify.messages``: ``message_numbers.as_integers``), and so are such
 fields of repeated messages and a map's such values; a list holding a fraction (embeddings,
 probabilities) is not, and costs nothing more.
 """

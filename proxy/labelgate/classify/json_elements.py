@@ -382,7 +382,7 @@ def carry_key_blocks(
             hits = spans.get(index, [])
             if index in opaque:
                 if not any(hit.detector == SECRET for hit in hits):
-                    # Every detector's span, then the opaque one (``classifier._opaque_spans``).
+                    # Every detector's span, then the opaque one (``text_tensors._opaque_spans``).
                     whole = [hit for hit in hits if hit.detector != OPAQUE_JSON]
                     whole.append(Detection(SECRET, label, 0, end))
                     whole.sort(key=attrgetter("detector"))

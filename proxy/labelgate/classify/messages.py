@@ -27,15 +27,8 @@ together, and joined by a space, a hyphen and a comma, as an inference reply's s
 labelled and masked the same way. A map's integer values are read both ways too, in the
 map's order and in its keys' order, labelling the map.
 
-A float or double field is read so too, wherever an integer field is (repeated, across
-repeated messages, a map's values), when every value is a whole number an int64 or a uint64
-holds (``_as_integers``, ``integer_text.whole_numbers``): a JavaScript client's
-``String.fromCharCode(...xs)`` and ``xs.join(" ")`` read ``[49.0, 50.0, 51.0]`` and
-``[4111.0, 1111.0, 1111.0, 1111.0]`` as an int list (``String(4111.0)`` is "4111"). A list
-holding a fraction (or a NaN, an infinity, a number past 2**64) is not: embeddings and
-probabilities cost one ``float.is_integer`` more. The residual: one such value planted among
-code points or digits, which ``fromCharCode`` reads as a character (truncated) and ``join``
-prints apart from the rest.
+A float or double field of whole numbers is read so too, wherever an integer field is
+(``message_numbers``: which lists hold whole numbers, and why).
 
 So is an integer field of a repeated message, one value an element: ``chars[].c`` of
 ``repeated Char chars`` (``Char { int32 c; }``) reads back as text as ``repeated int32`` does.
@@ -73,34 +66,27 @@ Some fields are one field whose contents label it, and masking it clears it:
 A reply nested deeper than ``MAX_MESSAGE_DEPTH`` is refused (``MESSAGE_TOO_DEEP``):
 protobuf's ``DiscardUnknownFields``, which release relies on, stops at about 60 levels.
 The walk runs in Python, a step per value, on the gateway's event loop: given ``max_values``,
-it counts every present field, repeated element and map entry it comes to (folded messages'
-too) before looking at them, and the steps that cost more than a value for more (reading a
-field as characters, a map, a folded message: ``FIXED_STEP_VALUES``, ``MAP_STEP_VALUES``),
-and refuses a reply holding more (``MESSAGE_TOO_MANY_VALUES``), so no reply costs more than
-that many steps, however it is shaped. Scanning counts too: the bytes of every text, before
-it is scanned (``TEXT_BYTES_PER_VALUE``, more for text read again decoded), and every
-detection the scan finds, before any is looked at (``DETECTION_VALUES``): one string of
-megabytes holding a million e-mail addresses is a few values to the walk, and seconds of
-Python after the scan.
+it counts what it comes to and what it scans before looking at it, and refuses a reply
+holding more (``MESSAGE_TOO_MANY_VALUES``, ``message_values``).
+
+Moved apart: what a walk may cost (``message_values``); how a field is read off its
+descriptor, and extensions stripped (``message_fields``); and which numbers are scanned and
+how integers are read as digit runs and as characters (``message_numbers``). What stays here
+is the walk itself (``_Walker``, whose lookups tests patch here) and reading an Any.
 """
 
 from __future__ import annotations
 
-import bisect
-import functools
-import itertools
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from labelgate._proto.labelgate.v1 import classification_pb2
 from labelgate.classify import reasons
 from labelgate.classify.catalog import Catalog
-from labelgate.classify.detectors import BUILTIN_LABELS, Detection, DetectorSet
+from labelgate.classify.detectors import Detection, DetectorSet
 from labelgate.classify.fields import (
     SOURCE_CATALOG,
     Classification,
@@ -111,26 +97,81 @@ from labelgate.classify.fields import (
 )
 from labelgate.classify.hidden_values import hidden_by_folding
 from labelgate.classify.integer_text import (
-    CHARACTER_DTYPES,
     FLOAT_CPP_TYPES,
     CharacterRead,
     character_array,
     character_hits,
     key_order,
-    whole_numbers,
     worth_reading,
 )
 from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.jsonpaths import Location, may_escape, scannable
 from labelgate.classify.key_blocks import SECRET, crosses_texts
-from labelgate.classify.labels import LABELS, check_default_label, is_label
-from labelgate.classify.numbers import DIGIT_RUN_DETECTORS, SMALLEST_DETECTABLE
-from labelgate.errors import ConfigError, UpstreamError
+from labelgate.classify.labels import LABELS, check_default_label
+from labelgate.classify.message_fields import (
+    FIELD_LABELS_INVALID,
+    is_map,
+    is_message,
+    message_type_of,
+    option_labels,
+    without_extensions,
+)
+from labelgate.classify.message_numbers import (
+    RUN_DIGITS,
+    RUN_SEPARATORS,
+    across_values,
+    as_integers,
+    digit_runs,
+    large_numbers,
+    may_be_integers,
+    no_cursor_cover,
+    number_types,
+    smallest_scanned,
+)
+from labelgate.classify.message_values import (
+    COLONS_PER_VALUE,
+    DECODED_TEXT_WEIGHT,
+    DETECTION_VALUES,
+    FIXED_STEP_VALUES,
+    MAP_STEP_VALUES,
+    MESSAGE_TOO_MANY_VALUES,
+    TEXT_BYTES_PER_VALUE,
+    MessageValues,
+)
+from labelgate.errors import UpstreamError
 
-FIELD_LABELS_INVALID = reasons.FIELD_LABELS_INVALID
+__all__ = [
+    "ANY_REPLY_FIELD",
+    "ANY_TYPE",
+    "COLONS_PER_VALUE",
+    "DECODED_TEXT_WEIGHT",
+    "DETECTION_VALUES",
+    "FIELD_LABELS_INVALID",
+    "FIXED_STEP_VALUES",
+    "MAP_STEP_VALUES",
+    "MAX_MESSAGE_DEPTH",
+    "MESSAGE_STRING_INVALID",
+    "MESSAGE_TOO_DEEP",
+    "MESSAGE_TOO_MANY_VALUES",
+    "RUN_DIGITS",
+    "RUN_SEPARATORS",
+    "TEXT_BYTES_PER_VALUE",
+    "MessageValues",
+    "classify_message",
+    "digit_runs",
+    "is_map",
+    "is_message",
+    "message_type_of",
+    "no_cursor_cover",
+    "option_labels",
+    "smallest_scanned",
+    "unpacked_any",
+    "without_extensions",
+]
+
 MESSAGE_TOO_DEEP = reasons.MESSAGE_TOO_DEEP
 MESSAGE_STRING_INVALID = reasons.MESSAGE_STRING_INVALID
-MESSAGE_TOO_MANY_VALUES = reasons.MESSAGE_TOO_MANY_VALUES
+
 # Well under the ~60 levels protobuf's DiscardUnknownFields reaches (see the docstring).
 MAX_MESSAGE_DEPTH = 32
 ANY_TYPE = "google.protobuf.Any"
@@ -139,106 +180,6 @@ ANY_TYPE = "google.protobuf.Any"
 OPAQUE_ANY_LABELS = tuple(label for label in LABELS if label != "public")
 # The one field of a reply that is itself an Any.
 ANY_REPLY_FIELD = "value"
-# Scalar fields read as numbers (bools are not: no digits).
-NUMBER_CPP_TYPES = frozenset(
-    {
-        FieldDescriptor.CPPTYPE_INT32,
-        FieldDescriptor.CPPTYPE_INT64,
-        FieldDescriptor.CPPTYPE_UINT32,
-        FieldDescriptor.CPPTYPE_UINT64,
-        FieldDescriptor.CPPTYPE_DOUBLE,
-        FieldDescriptor.CPPTYPE_FLOAT,
-        FieldDescriptor.CPPTYPE_ENUM,
-    }
-)
-# Those that can hold a number of 2**32 or more (a float too: it reaches 3.4e38).
-WIDE_NUMBER_CPP_TYPES = frozenset(
-    {
-        FieldDescriptor.CPPTYPE_INT64,
-        FieldDescriptor.CPPTYPE_UINT64,
-        FieldDescriptor.CPPTYPE_DOUBLE,
-        FieldDescriptor.CPPTYPE_FLOAT,
-    }
-)
-
-# Fewer digits than the shortest value a detector looks for (an SSN's nine): a shape such as
-# [100] or [1, 100, 7] says nothing, and most shapes and integer lists are never scanned.
-RUN_DIGITS = 9
-# How a caller prints integers one after another: run together, or joined by these.
-RUN_SEPARATORS = ("", " ", "-", ",")
-# What the steps a reply pays for per field, whatever its size, count for against ``max_values``
-# (a value costs 1-4 µs): reading a field as characters (a map's values: each order) and
-# walking messages folded apart (a map's message values, an Any's contents) are 20-50 µs
-# of Python and numpy each; scanning a map's keys and values apart, about 10 µs.
-FIXED_STEP_VALUES = 32
-MAP_STEP_VALUES = 8
-# What scanning costs against ``max_values`` (measured on the native scan; a value above
-# costs 1.5-3 µs). A text's bytes: a value per TEXT_BYTES_PER_VALUE, the rest riding on the
-# value its field or element counts (the short texts of an ordinary reply add nothing).
-# Plain ASCII scans at 1-9 ns a byte, a text dense with values at up to 60 (the scan hands
-# over each hit, 0.2-0.4 µs, before any can be counted): no text the bound admits takes
-# much more than the walk it stands for. A text not ASCII, or holding escapes or character
-# references, is read again decoded and folded, at 10-115 ns a byte: its bytes weigh
-# DECODED_TEXT_WEIGHT times as much. And each detection counts DETECTION_VALUES, charged as
-# the scan hands them over, before any is looked at (``DetectorSet.counting``): each costs
-# 2-8 µs of Python after the scan (handed out, merged, labelled, its span recorded). IPv6
-# candidates are confirmed in Python (``ipaddress``), about 4 µs each found or not, and each
-# holds two colons at least: a text's colons count a value per COLONS_PER_VALUE (12.7 MB of
-# ``1::2::3`` passed the byte charge and cost 6 s: review, seventh round).
-TEXT_BYTES_PER_VALUE = 128
-DECODED_TEXT_WEIGHT = 4
-DETECTION_VALUES = 2
-COLONS_PER_VALUE = 2
-
-_option_cache: dict[FieldDescriptor, frozenset[str]] = {}
-
-
-def digit_runs(numbers: Sequence[int]) -> list[bytes]:
-    """``numbers`` read one after another, as a caller prints a shape or a list: run together
-    and joined by each of ``RUN_SEPARATORS`` (a negative number brings its own hyphen). None
-    for fewer than two numbers (one is scanned as itself) or fewer than ``RUN_DIGITS`` digits.
-    Shared by inference replies' shapes (``classifier.check_output_shapes``) and messages'
-    repeated integer fields, so both read digits the same way."""
-    if len(numbers) < 2:
-        return []
-    texts = list(map(str, numbers))
-    if sum(map(len, texts)) < RUN_DIGITS:
-        return []
-    return [separator.join(texts).encode("ascii") for separator in RUN_SEPARATORS]
-
-
-def option_labels(descriptor: FieldDescriptor) -> frozenset[str]:
-    """The ``(labelgate.v1.labels)`` option of a field; unknown labels are a ConfigError."""
-    cached = _option_cache.get(descriptor)
-    if cached is None:
-        # The generated stubs type an extension as a plain FieldDescriptor.
-        option: list[str] = descriptor.GetOptions().Extensions[classification_pb2.labels]  # type: ignore[index]
-        labels: frozenset[str] = frozenset(option)
-        unknown = sorted(label for label in labels if not is_label(label))
-        if unknown:
-            raise ConfigError(
-                FIELD_LABELS_INVALID,
-                f"field {descriptor.full_name} has (labelgate.v1.labels) {unknown}; "
-                f"expected some of {list(LABELS)}",
-            )
-        cached = _option_cache[descriptor] = labels
-    return cached
-
-
-def is_map(descriptor: FieldDescriptor) -> bool:
-    return descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry
-
-
-def is_message(descriptor: FieldDescriptor) -> bool:
-    return descriptor.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP)
-
-
-def message_type_of(descriptor: FieldDescriptor) -> Descriptor:
-    """The message type of a message (or map) field."""
-    message_type = descriptor.message_type
-    if message_type is None:
-        raise TypeError(f"{descriptor.full_name} is not a message field")
-    return message_type
 
 
 def classify_message(
@@ -265,65 +206,6 @@ def classify_message(
     )
 
 
-def smallest_scanned(detectors: DetectorSet) -> int | None:
-    """The smallest magnitude of a number worth scanning, or None when no detector can fire on
-    one. A number's text is digits (a sign, a dot): of the built-ins only ``credit_card`` can
-    fire on that (an SSN, a phone number or an IP address needs separators, an IBAN letters,
-    an email an ``@``), and a card has 13 digits at least (``numbers.SMALLEST_DETECTABLE``, as
-    numeric tensors). A custom pattern may match any digits: then every number is scanned."""
-    return _smallest_for(detectors.names)
-
-
-@functools.lru_cache(maxsize=64)
-def _smallest_for(names: tuple[str, ...]) -> int | None:
-    if not BUILTIN_LABELS.keys() >= set(names):
-        return 0
-    return SMALLEST_DETECTABLE if DIGIT_RUN_DETECTORS.intersection(names) else None
-
-
-def _number_types(smallest: int | None) -> frozenset[int]:
-    """The number field types worth scanning: none, or only those that can hold a number of
-    ``smallest`` or more (a 32-bit integer never holds a card)."""
-    if smallest is None:
-        return frozenset()
-    return WIDE_NUMBER_CPP_TYPES if smallest >= 2**32 else NUMBER_CPP_TYPES
-
-
-class MessageValues:
-    """What is left of a reply's ``max_values``, shared by every walker of the reply (and
-    taken by ``split_values``' walk of a held message, which counts as this walk does)."""
-
-    __slots__ = ("left", "limit")
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.left = limit
-
-    def take_text(self, text: bytes) -> None:
-        """``text`` is to be scanned: its bytes, weighed, a value per ``TEXT_BYTES_PER_VALUE``
-        (the rest ride on the value its field counts), and its colons (``COLONS_PER_VALUE``),
-        taken before the scan, so a text of megabytes is refused before any of it is read."""
-        if self.left is None or len(text) * DECODED_TEXT_WEIGHT < TEXT_BYTES_PER_VALUE:
-            return
-        plain = text.isascii() and not may_escape(text)
-        weighed = (len(text) if plain else len(text) * DECODED_TEXT_WEIGHT) // TEXT_BYTES_PER_VALUE
-        self.take(weighed + text.count(b":") // COLONS_PER_VALUE)
-
-    def found(self, detections: int) -> None:
-        """A scan found ``detections`` (``DetectorSet.counting``): taken before any is handed out."""
-        self.take(detections * DETECTION_VALUES)
-
-    def take(self, count: int) -> None:
-        if self.left is None:
-            return
-        self.left -= count
-        if self.left < 0:
-            raise UpstreamError(
-                MESSAGE_TOO_MANY_VALUES,
-                f"the upstream's reply holds more than {self.limit} values (limits.max_message_values)",
-            )
-
-
 class _Walker:
     def __init__(
         self,
@@ -337,7 +219,7 @@ class _Walker:
         self.detectors = detectors
         self.values = values  # the reply's, so folded messages count against it too
         # The number fields scanned, by type, and the smallest magnitude scanned in them.
-        self.number_types = _number_types(smallest)
+        self.number_types = number_types(smallest)
         self.smallest = smallest or 0
         self.depth = depth  # of the messages this walker starts at (folded ones start deeper)
         self.fields = FieldSet()
@@ -346,7 +228,7 @@ class _Walker:
         self._texts: list[tuple[Location, str, bytes]] = []
         # Map fields: (path, texts) whose hits label the map field itself.
         self._maps: list[tuple[str, list[bytes]]] = []
-        # Repeated integer fields (and float ones of whole numbers, as ints: ``_as_integers``):
+        # Repeated integer fields (and float ones of whole numbers, as ints: ``as_integers``):
         # (location, item path, values, dtype to read them as characters with, None when not
         # worth it: ``integer_text.worth_reading``);
         # and maps' integer values read so, in each order, labelling the map: (path, values, dtype).
@@ -429,18 +311,18 @@ class _Walker:
                 self._label(item_path, labels, touch=True)
                 if descriptor.cpp_type in self.number_types:
                     self._scanned_alone.add(here)
-                    for index, number in _large_numbers(value, self.smallest):
+                    for index, number in large_numbers(value, self.smallest):
                         self._queue_text((*here, index), item_path, _number_text(number))
                 elif descriptor.cpp_type == FieldDescriptor.CPPTYPE_STRING:  # string and bytes
                     for index, item in enumerate(value):
                         self._queue(descriptor, (*here, index), item_path, item)
-                integers = _as_integers(descriptor.cpp_type, value)
+                integers = as_integers(descriptor.cpp_type, value)
                 if integers is not None:  # read as digits, and as characters if worth it
                     self._characters.append((here, item_path, *self._worth_reading(*integers)))
             else:
                 self._label(path, labels, touch=True)
                 self._queue(descriptor, here, path, value)
-                if gathering and _may_be_integers(descriptor.cpp_type):
+                if gathering and may_be_integers(descriptor.cpp_type):
                     leaves, numbers = self._gathered.setdefault((path, descriptor.cpp_type), ([], []))
                     leaves.append(here)
                     numbers.append(value)
@@ -459,11 +341,11 @@ class _Walker:
         if value_field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
             texts.extend(_text(item) for item in value.values())
         elif value_field.cpp_type in self.number_types:
-            numbers = _large_numbers(list(value.values()), self.smallest)
+            numbers = large_numbers(list(value.values()), self.smallest)
             texts.extend(_number_text(number) for _, number in numbers)
         integers = None
-        if _may_be_integers(value_field.cpp_type):
-            integers = _as_integers(value_field.cpp_type, list(value.values()))
+        if may_be_integers(value_field.cpp_type):
+            integers = as_integers(value_field.cpp_type, list(value.values()))
         if integers is not None:
             in_order, dtype = integers
             runs = digit_runs(in_order)  # the same digits in any order: none, none by key either
@@ -489,7 +371,7 @@ class _Walker:
         for (path, cpp_type), (leaves, numbers) in self._gathered.items():
             if len(numbers) < 2:
                 continue
-            integers = _as_integers(cpp_type, numbers)
+            integers = as_integers(cpp_type, numbers)
             if integers is None:  # a float field holding a fraction
                 continue
             key: Location = (path, cpp_type)
@@ -695,7 +577,7 @@ class _Walker:
                 maps.setdefault(path, []).extend(hits)
                 continue
             if at in self._scanned_alone:
-                hits = _across_values(values, separator, hits, self.smallest)
+                hits = across_values(values, separator, hits, self.smallest)
             if hits:
                 fields.setdefault(at, (path, len(values), []))[2].extend(hits)
         return fields, list(maps.items())
@@ -737,18 +619,6 @@ class _Walker:
         self.spans.extend(LeafSpans(leaf, path, per_value) for leaf in leaves)
 
 
-def no_cursor_cover(found: list[Detection], count: int, detectors: DetectorSet) -> list[Detection]:
-    """``found`` without the cover every detector gets over all ``count`` values when, read
-    as characters, an ESC and what follows move a terminal's cursor (``characters``): in
-    records' numbers (statistics' counts: a 27 then a letter's code, 9 replies in 200 of
-    random small counts) that is chance, not text, and would label an ordinary reply with
-    every detector. A value they spell is still found as written and folded."""
-    whole = {hit.detector for hit in found if hit.start == 0 and hit.end == count}
-    if not whole or not whole >= set(detectors.names):
-        return found
-    return [hit for hit in found if not (hit.start == 0 and hit.end == count)]
-
-
 def unpacked_any(packed: Message, *, keep_extensions: bool = False) -> tuple[Message | None, str]:
     """The message an Any holds, without the fields its type does not know and without
     extensions (neither is classified), or None and why it cannot be read: its type is looked
@@ -772,75 +642,10 @@ def unpacked_any(packed: Message, *, keep_extensions: bool = False) -> tuple[Mes
     return (contents if keep_extensions else without_extensions(contents)), ""
 
 
-def without_extensions(message: Message) -> Message:
-    """``message`` with every extension removed, at any depth, in place.
-
-    The classifier walks a message's declared fields only, so an extension (like an unknown
-    field) is something it never saw."""
-    for descriptor, value in message.ListFields():
-        if descriptor.is_extension:
-            # ListFields() is typed as plain FieldDescriptors; this one is an extension's.
-            message.ClearExtension(descriptor)  # type: ignore[arg-type]
-        elif is_message(descriptor):
-            if is_map(descriptor):
-                if is_message(message_type_of(descriptor).fields_by_name["value"]):
-                    for item in value.values():
-                        without_extensions(item)
-            elif descriptor.is_repeated:
-                for item in value:
-                    without_extensions(item)
-            else:
-                without_extensions(value)
-    return message
-
-
-def _may_be_integers(cpp_type: int) -> bool:
-    """Whether a field of ``cpp_type`` is read as integers (``_as_integers``)."""
-    return cpp_type in CHARACTER_DTYPES or cpp_type in FLOAT_CPP_TYPES
-
-
-def _as_integers(cpp_type: int, values: Any) -> tuple[Any, np.dtype[Any]] | None:
-    """A repeated field's ``values`` (or a field's across repeated messages, or a map's) as the
-    integers it is read as, and the dtype to read them as characters with; None when it is not
-    read so. An integer field as it is; a float or double field when every value is a whole
-    number (``integer_text.whole_numbers``): ``[49.0, 50.0, 51.0]`` prints, and reads back as
-    code points, as ``[49, 50, 51]`` does."""
-    dtype = CHARACTER_DTYPES.get(cpp_type)
-    if dtype is not None:
-        return values, dtype
-    return whole_numbers(values) if cpp_type in FLOAT_CPP_TYPES else None
-
-
 def _rebase(scopes: list[tuple[str, str]], nested_prefix: str) -> list[tuple[str, str]]:
     """The newest scope (the nested message type) starts at ``nested_prefix``."""
     *outer, (name, _) = scopes
     return [*outer, (name, nested_prefix)]
-
-
-def _large_numbers(values: Any, smallest: int) -> list[tuple[int, Any]]:
-    """(index, number) of the ``values`` at least ``smallest`` in magnitude. ``max`` and
-    ``min`` (in C) rule out the usual case, none, without a step in Python per number; a NaN
-    makes them inconclusive, and then each number is looked at."""
-    if not values:
-        return []
-    if smallest and max(values) < smallest and min(values) > -smallest:
-        return []
-    return [(index, number) for index, number in enumerate(values) if abs(number) >= smallest]
-
-
-def _across_values(
-    values: Sequence[int], separator: str, hits: list[Detection], smallest: int
-) -> list[Detection]:
-    """The ``hits`` in ``values`` joined by ``separator`` (``digit_runs``) but those within the
-    digits of one value of at least ``smallest``: that number is scanned, and masked, alone."""
-    texts = list(map(str, values))
-    starts = list(itertools.accumulate((len(text) + len(separator) for text in texts), initial=0))
-    kept = []
-    for hit in hits:
-        index = bisect.bisect_right(starts, hit.start) - 1
-        if hit.end > starts[index] + len(texts[index]) or abs(values[index]) < smallest:
-            kept.append(hit)
-    return kept
 
 
 def _number_text(number: int | float) -> bytes:
