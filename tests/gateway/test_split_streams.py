@@ -101,3 +101,12 @@ async def test_a_decoy_value_does_not_let_a_split_value_out(pieces: list[str]) -
     got, records, ended = await run(pieces)
     assert got == [] and isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
     assert [record.refusal for record in records] == ["STREAM_VALUE_SPLIT"]
+
+
+@pytest.mark.parametrize("value", ["212-55-4462", "123-45-6789"])
+async def test_a_value_reaching_into_a_message_held_for_its_long_tail_ends_the_stream(value: str) -> None:
+    """The second message's tail, longer than the carry window, moves the cut past the value:
+    the first message was released while the second was held, neither read with the other."""
+    got, records, ended = await run(["x " + value[:7], value[7:] + " " + "z " * 300])
+    assert got == [] and isinstance(ended, LabelgateError) and ended.reason == "STREAM_VALUE_SPLIT"
+    assert [record.refusal for record in records] == ["STREAM_VALUE_SPLIT"]

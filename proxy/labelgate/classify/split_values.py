@@ -22,17 +22,18 @@ move text between messages. A route whose server streams are token streams
   escapes, control characters, markup a renderer drops next to a digit) is held until the
   stream ends: so is a stream of binary bytes (audio, a file's chunks), bounded by
   ``hold_limit``.
-- when messages are released, each path's text across them is scanned as the classifier
-  reads text (raw, escapes and references decoded, folded, bytes that are not UTF-8 in the
-  legacy encodings they read as text in: ``straddled``), and so is each message's piece on
-  its own, in the same reading. A value across the pieces some byte of
-  which no value of the same detector in its own piece covers is one only their joining
+- when messages are released, each path's text across them (and across the held pieces up to
+  the one its cut falls in: a value may reach from a released piece into a held one) is
+  scanned as the classifier reads text (raw, escapes and references decoded, folded, bytes
+  that are not UTF-8 in the legacy encodings they read as text in: ``straddled``), and so is
+  each message's piece on its own, in the same reading. A value across the pieces some byte
+  of which no value of the same detector in its own piece covers is one only their joining
   makes: the stream ends (``STREAM_VALUE_SPLIT``) before any piece of it leaves, since each
-  message is masked on its own and no mask could cover it (a ``partial`` mask would show
-  the last characters of each piece). Where, not how many: a whole value in one piece that
-  the next piece's first digit turns into no value must not stand in for one split across
-  two others. Whole values side by side (``ann@x.com`` then ``bob@y.com``, one email
-  joined) are covered byte by byte. In binary (``binary_pieces.is_noise``) an IPv6 address or an email
+  message is masked on its own and no mask could cover it (a ``partial`` mask would show the
+  last characters of each piece). Where, not how many: a whole value in one piece that the
+  next piece's first digit turns into no value must not stand in for one split across two
+  others. Whole values side by side (``ann@x.com`` then ``bob@y.com``, one email joined) are
+  covered byte by byte. In binary (``binary_pieces.is_noise``) an IPv6 address or an email
   counts from 16 bytes on, as in numbers' raw bytes that are not text (``8::`` is noise):
   only where every byte of it comes from messages whose piece is binary itself
   (``binary_pieces.Binary``), never because some other message of the path is.
@@ -469,9 +470,21 @@ class SplitValues:
 
 
 def _released_pieces(state: _Path, last: int) -> list[bytes]:
-    """The pieces of ``state``'s text that the messages before ``last`` carry, empty ones left
-    out (they hold no byte of a value)."""
+    """The pieces of ``state``'s text that the messages before ``last`` carry and, when some
+    do, the held ones up to the piece its cut falls in; empty ones left out (they hold no byte
+    of a value). A value may reach from a released piece into one held back (``x 212-55-``
+    released, ``4462`` and a tail longer than the window held): it ends before the cut (never
+    the middle of a match), so no later piece changes it, and read with the released pieces
+    only it would leave in two, each message's own classification seeing half of it."""
     taken = bisect_left(state.messages, last)
+    if not taken:
+        return []
+    if taken < len(state.messages):
+        if state.blocks == _DIRTY or state.cut is None:
+            taken = len(state.messages)  # where it falls is not known: every held piece
+        else:
+            cut_in = bisect_left(state.ends, state.base + state.cut + 1)  # the piece it falls in
+            taken = max(taken, min(cut_in + 1, len(state.messages)))
     if taken < 2:
         return []
     edges = [state.base, *state.ends[:taken]]
