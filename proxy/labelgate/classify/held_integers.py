@@ -285,7 +285,7 @@ def _integer_hits(
 ) -> list[_IntegerHit]:
     """(detector, first value, end value) of what the classifier finds in ``numbers`` read
     as a repeated integer field is (``messages``): as characters (``integer_text``; when
-    worth it) and as digit runs (``messages.digit_runs``), counted against ``values`` as it
+    worth it) and as digit runs (``message_numbers.digit_runs``), counted against ``values`` as it
     counts them. ``records``: as it reads records' numbers (and values across messages):
     characters only, without the cover a moved cursor gives (``messages.no_cursor_cover``)."""
     found: list[_IntegerHit] = []

@@ -34,7 +34,7 @@ def by_field(integers: list[Integers]) -> list[tuple[str, str, list[int], bool, 
     as they are. A record's field followed per element let a value split across messages'
     records out (review). A float or double field's values are integers where they are all
     whole numbers (``integer_text.whole_numbers``: a repeated field's, a records' field's
-    across the records, a scalar), as the classifier reads them (``messages._as_integers``);
+    across the records, a scalar), as the classifier reads them (``message_numbers.as_integers``);
     else they are not followed: ``double`` code points one a message went out where int64
     ones ended the stream (review)."""
     fields: dict[str, tuple[str, list[Any], bool, bool, bool]] = {}

@@ -87,7 +87,7 @@ def check_output_shapes(tensors: Sequence[Tensor], detectors: DetectorSet) -> No
     or a factorisation of the element count (``[123, 45, 6789]``), it carries digits to the
     caller through any mask, since masks change values, never the layout. The dimensions are
     read run together and joined by a space, a hyphen and a comma (how a caller prints them:
-    ``messages.digit_runs``, as a message's repeated integers are read)."""
+    ``message_numbers.digit_runs``, as a message's repeated integers are read)."""
     forms = [run for tensor in tensors for run in digit_runs(tensor.shape)]
     if not forms:
         return
