@@ -12,6 +12,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,14 @@ def open_signed_in(page, link: str, bearer: str) -> None:
         page.fill("textarea#token", bearer)
         page.click("button:has-text('Sign in')")
     page.wait_for_url(link)
+
+
+def come_onto(page: Any, approval_id: str) -> None:
+    """Move the pointer onto a request's card from outside it, as a person does before clicking
+    one of its buttons: ``inbox.js`` takes no vote from a card the pointer has not come onto
+    since it appeared (a card the page put under a resting pointer)."""
+    page.mouse.move(2, 2)  # the left margin: on no card
+    page.locator(f"li[data-approval-id='{approval_id}']").hover()
 
 
 def link_from_slack(stack: Stack, requester: str) -> str:
@@ -70,6 +79,8 @@ def test_an_approver_clicks_approve_and_the_held_call_sees_clear_values(
     page.goto(f"{stack.api.base}/inbox")
     card = page.locator(f"li[data-approval-id='{approval_id}']")
     assert "confidential" in card.inner_text() and "outputs.ssn" in card.inner_text()
+    come_onto(page, approval_id)  # its buttons take clicks now (and show so in the screenshot)
+    page.wait_for_selector(f"[data-testid='approve-{approval_id}']:enabled")
     page.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
     if os.environ.get("LABELGATE_UPDATE_DOCS_SCREENSHOT"):  # tests never write into the repo otherwise
         shutil.copy(tmp_path / "inbox.png", REPO / "docs" / "approvals-inbox.png")
@@ -97,6 +108,7 @@ def test_an_approver_clicks_deny_and_the_caller_gets_permission_denied(stack: St
     page.goto(f"{stack.api.base}/inbox")
     card = page.locator(f"li[data-approval-id='{approval_id}']")
     card.locator("input[name=reason]").fill("not covered by a ticket")
+    come_onto(page, approval_id)
     card.locator(f"[data-testid='deny-{approval_id}']").click()
     page.wait_for_url(re.compile(r"/inbox\?flash=denied"))
 

@@ -7,8 +7,8 @@ earlier deadline (a held call with a 30 s deadline) moved their card into the pl
 one under the approver's pointer, and the click meant for it released their call in clear.
 Now a card shown never moves: new requests are added at the end (the server lists them in the
 order they arrived, so a reload agrees), one no longer waiting stays in place, disabled, while
-the approver points at the list, and a card that just appeared or moved takes no click for a
-moment.
+the approver points at the list, and a card that just appeared or moved takes no click until
+the approver's pointer has come onto it (``test_inbox_resting_pointer.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.approvals.conftest import Stack, grpc_infer, held, person, token
-from tests.approvals.test_inbox_browser import open_signed_in
+from tests.approvals.test_inbox_browser import come_onto, open_signed_in
 from tests.support.browser import chromium
 
 SHOWN_IDS = "cards => cards.map(c => c.dataset.approvalId)"
@@ -68,9 +68,11 @@ def wait_enabled(page: Any, approval_id: str, enabled: bool = True) -> None:
 
 
 def rest_pointer_on(page: Any, approval_id: str) -> tuple[float, float]:
-    """The approver's pointer rests on a request's Approve button, once it takes clicks."""
+    """The approver moves onto a request's card and rests the pointer on its Approve button,
+    once that takes clicks."""
     button = page.locator(approve_button(approval_id))
     button.wait_for(timeout=15_000)
+    come_onto(page, approval_id)
     wait_enabled(page, approval_id)
     box = button.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -114,7 +116,7 @@ def test_a_click_meant_for_one_request_never_approves_a_sooner_expiring_one(
     page.close()
 
 
-def test_a_new_request_appears_after_the_shown_ones_and_takes_clicks_once_settled(
+def test_a_new_request_appears_after_the_shown_ones_and_takes_clicks_once_pointed_at(
     stack: Stack, browser: Any
 ) -> None:
     owner, steward, mallory = person("olivia"), person("steward"), person("mallory")
@@ -131,9 +133,11 @@ def test_a_new_request_appears_after_the_shown_ones_and_takes_clicks_once_settle
     b_id = stack.api.pending_of(mallory, owner_token)["id"]
     first = page.evaluate("window.firstNewCard")
     assert first == {"id": b_id, "last": True, "buttons": 2, "disabled": True}  # appeared: no click yet
-    wait_enabled(page, b_id)  # ... and a moment later it takes one
-    assert page.evaluate("window.labelgateNotReloaded") is True  # the inbox followed without a reload
+    page.wait_for_timeout(1500)
+    assert page.locator(approve_button(b_id)).is_disabled()  # nor later, while nobody pointed at it
     assert page.locator(approve_button(a_id)).bounding_box() == a_box
+    rest_pointer_on(page, b_id)  # ... the approver moves onto it: it takes one
+    assert page.evaluate("window.labelgateNotReloaded") is True  # the inbox followed without a reload
     live = shown_ids(page)
     assert live.index(a_id) < live.index(b_id)
 
