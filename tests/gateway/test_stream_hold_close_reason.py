@@ -25,11 +25,7 @@ from labelgate.approvals.stage import (
 )
 from labelgate.audit.verify import verify_log
 from labelgate.gateway.status import error_info
-from tests.audit.conftest import writer_process
-from tests.gateway.test_audit_trail import gateway, infer_request, session_records
-from tests.gateway.test_stream_infer_admissions import INFER, answer, chat, decisions, open_stream, rest_of
-from tests.support.grpc_servers import serving_services
-from tests.support.procs import free_port, port_open, wait_until
+from tests.gateway.test_stream_infer_admissions import answer, decisions, held_then_released
 
 # How the upstream ends the caller's stream once the second request is held, and the reason
 # the caller is refused with.
@@ -49,7 +45,7 @@ async def test_a_request_held_when_the_stream_is_refused_is_closed_with_the_refu
     for an approver; then the stream is refused (``how``). The caller is told the refusal, and
     the held request's approval is closed naming it, and its own record ends with it: not as
     its caller's leaving, nor as the upstream's ending its stream."""
-    socket, logs = tmp_path / "audit.sock", tmp_path / "audit"
+    logs = tmp_path / "audit"  # where held_then_released has the writer keep the log
     session = f"s-held-refused-{how}"
     refuse = asyncio.Event()
 
@@ -65,37 +61,7 @@ async def test_a_request_held_when_the_stream_is_refused_is_closed_with_the_refu
             yield pb.ModelStreamInferResponse(infer_response=stray).SerializeToString()
             await asyncio.Event().wait()
 
-    services: dict[str, dict[str, Any]] = {
-        INFER: {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(answer_then_refuse)}
-    }
-    admin = free_port()
-
-    def recorded(decision: str) -> list[dict[str, Any]]:
-        return [record for record in session_records(logs, session) if record["decision"] == decision]
-
-    with writer_process(socket, logs):
-        async with serving_services(services) as (upstream, _):
-            with gateway(tmp_path, upstream, socket, admin_port=admin) as (target, _):
-                await asyncio.to_thread(wait_until, lambda: port_open(admin), 20, "the admin listener")
-                async with grpc.aio.insecure_channel(target) as channel:
-                    call = open_stream(channel, session, ("sam", "data-stewards"))
-                    await call.write(chat("first"))
-                    first = await call.read()
-                    held = infer_request([1, 2])
-                    held.id = "held"
-                    await call.write(held)
-                    await asyncio.to_thread(
-                        wait_until, lambda: bool(recorded("approval_held")), 20, "the hold"
-                    )
-                    refuse.set()
-                    rest, ended = await rest_of(call)
-                    await asyncio.to_thread(
-                        wait_until,
-                        lambda: bool(recorded("approval_denied")),
-                        20,
-                        "the approval request's close",
-                    )
-            records = session_records(logs, session)
+    first, rest, ended, records = await held_then_released(tmp_path, session, answer_then_refuse, refuse)
     assert first.infer_response.id == "first"
     assert rest == []
     assert ended is not None

@@ -152,7 +152,7 @@ async def test_a_request_held_when_the_upstream_ends_its_stream_ends_with_it(tmp
     held for an approver; then the upstream ends its stream. The caller's stream ends with the
     upstream's (UPSTREAM_STREAM_ENDED, as for a request it left unanswered), and the held
     request's record and its approval request's close say so, not that the caller went away."""
-    socket, logs = tmp_path / "audit.sock", tmp_path / "audit"
+    logs = tmp_path / "audit"  # where held_then_released has the writer keep the log
     session = "s-held-ended"
     end = asyncio.Event()
     asked: list[str] = []
@@ -167,8 +167,35 @@ async def test_a_request_held_when_the_upstream_ends_its_stream_ends_with_it(tmp
             await end.wait()
             return  # the upstream ends its stream (OK) while the caller's is open
 
+    first, rest, ended, records = await held_then_released(tmp_path, session, answer_then_end, end)
+    assert first.infer_response.id == "first"
+    assert asked == ["chat"], "the held request never went upstream"
+    assert rest == []
+    assert ended is not None and ended.code() == grpc.StatusCode.UNAVAILABLE, ended
+    info = error_info(ended)
+    assert info is not None and info.reason == "UPSTREAM_STREAM_ENDED"
+    (closed,) = [record for record in records if record["decision"] == "approval_denied"]
+    assert closed["reason"] == UPSTREAM_ENDED_BEFORE_DECISION
+    calls = [record for record in records if not record["decision"].startswith("approval_")]
+    assert [(record["model"], *step) for record, step in zip(calls, decisions(calls), strict=True)] == [
+        ("chat", "request", "allow", ALLOWED),
+        ("chat", "response", "allow", ALLOWED),
+        ("customer-profile", "request", "deny", "UPSTREAM_STREAM_ENDED"),
+    ]
+    assert calls[-1]["upstream_status"] == "UPSTREAM_STREAM_ENDED"
+    assert verify_log(logs).ok
+
+
+async def held_then_released(
+    tmp_path: Path, session: str, upstream_stream: Any, release: asyncio.Event
+) -> tuple[Any, list[Any], grpc.aio.AioRpcError | None, list[dict[str, Any]]]:
+    """A stream whose first request (chat) is answered and whose second (customer-profile, for
+    a data steward) is held for an approver; then ``release`` is set, for ``upstream_stream``
+    (the upstream's handler) to end or fail its stream. What the caller got, and the session's
+    records once the approval request is closed (the log is ``tmp_path / "audit"``)."""
+    socket, logs = tmp_path / "audit.sock", tmp_path / "audit"
     services: dict[str, dict[str, Any]] = {
-        INFER: {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(answer_then_end)}
+        INFER: {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(upstream_stream)}
     }
     admin = free_port()
 
@@ -189,25 +216,9 @@ async def test_a_request_held_when_the_upstream_ends_its_stream_ends_with_it(tmp
                     await asyncio.to_thread(
                         wait_until, lambda: bool(recorded("approval_held")), 20, "the hold"
                     )
-                    end.set()
+                    release.set()
                     rest, ended = await rest_of(call)
                 await asyncio.to_thread(
                     wait_until, lambda: bool(recorded("approval_denied")), 20, "the approval request's close"
                 )
-            records = session_records(logs, session)
-    assert first.infer_response.id == "first"
-    assert asked == ["chat"], "the held request never went upstream"
-    assert rest == []
-    assert ended is not None and ended.code() == grpc.StatusCode.UNAVAILABLE, ended
-    info = error_info(ended)
-    assert info is not None and info.reason == "UPSTREAM_STREAM_ENDED"
-    (closed,) = [record for record in records if record["decision"] == "approval_denied"]
-    assert closed["reason"] == UPSTREAM_ENDED_BEFORE_DECISION
-    calls = [record for record in records if not record["decision"].startswith("approval_")]
-    assert [(record["model"], *step) for record, step in zip(calls, decisions(calls), strict=True)] == [
-        ("chat", "request", "allow", ALLOWED),
-        ("chat", "response", "allow", ALLOWED),
-        ("customer-profile", "request", "deny", "UPSTREAM_STREAM_ENDED"),
-    ]
-    assert calls[-1]["upstream_status"] == "UPSTREAM_STREAM_ENDED"
-    assert verify_log(logs).ok
+            return first, rest, ended, session_records(logs, session)
