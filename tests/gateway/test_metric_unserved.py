@@ -21,6 +21,7 @@ from labelgate.gateway.metrics import MAX_LABEL_CHARS, UNSERVED, method_label, m
 from tests.gateway.aio import channel
 from tests.gateway.harness import TokenIssuer, gateway_config, start_gateway
 from tests.gateway.test_metric_labels import scrape, series_with_a_method
+from tests.support.procs import wait_until
 
 SERVED = {
     "inference.GRPCInferenceService",
@@ -52,6 +53,15 @@ async def test_unserved_service_names_add_no_series(
     with start_gateway(config, tmp_path) as gateway:
         # One unserved call first: the ``unserved`` series exist from then on.
         assert await _call_unserved(gateway.address, [f"warm.{marker}"]) == {"UNIMPLEMENTED"}
+        # The handled count is made once the call is over, which may be after its caller heard.
+        wait_until(
+            lambda: any(
+                s.name == "grpc_server_handled_total" and s.labels["grpc_service"] == UNSERVED
+                for s in scrape(gateway)
+            ),
+            10,
+            "the warm call's handled count",
+        )
         before = series_with_a_method(gateway)
         size_before = len(gateway.get("/metrics")[1])
         names = [f"ssn.078-05-1120.{marker}.n{i}" for i in range(70)]
