@@ -26,9 +26,11 @@ from labelgate.classify.other_encodings import (
     _UNIT_KINDS,
     RUN_DIGITS,
     digit_encoding,
+    digit_reads,
     may_read_digits,
     raw_digit_rows,
     read_as_digits,
+    reads_as_digits,
 )
 from labelgate.oip.tensor import Tensor
 from tests.classify.test_folding import CATALOG, DETECTORS
@@ -65,11 +67,31 @@ def _read(elements: Sequence[bytes]) -> set[int]:
     return {index for index, element in enumerate(elements) if digit_encoding(element) is not None}
 
 
-def _native(elements: list[bytes]) -> tuple[list[int], list[int]]:
+def _read_quoted(elements: Sequence[bytes]) -> set[int]:
+    """The rule with ``quoted``: from the first byte, or holding a quote from the second."""
+    return {index for index, element in enumerate(elements) if reads_as_digits(element, quoted=True)}
+
+
+def _native(elements: list[bytes], quoted: bool = False) -> tuple[list[int], list[int]]:
     """The extension's answer for ``elements`` as a list and as a raw buffer."""
+    found: list[int] | None
     with native.digit_runs_forced(True):
-        found = native.wide_digit_runs(elements)
-        raw = native.wide_digit_runs_raw(_packed(elements), len(elements))
+        if quoted:
+            answer = native.quoted_digit_runs(elements)
+            assert answer is not None
+            found, escaped = answer
+            named = set(found)
+            assert escaped == [
+                index
+                for index, element in enumerate(elements)
+                if index not in named
+                and b'"' in element
+                and b"\\" in element
+                and len(element) > 2 * RUN_DIGITS
+            ]
+        else:
+            found = native.wide_digit_runs(elements)
+        raw = native.wide_digit_runs_raw(_packed(elements), len(elements), quoted)
     assert found is not None and raw is not None
     return found, raw
 
@@ -114,7 +136,21 @@ def test_the_native_candidates_are_the_elements_digit_encoding_reads(elements: l
     ascii_read = {index for index in read if elements[index].isascii() and 0 not in elements[index]}
     assert ascii_read == {index for index in found if elements[index].isascii() and 0 not in elements[index]}
     with native.digit_runs_forced(True):
-        assert read_as_digits(elements) == read
+        assert digit_reads(elements)[0] == read
+    # Read from the second byte too where an element holds a quote (a JSON string's start):
+    # the same rule, natively and in Python, with the extension and without it.
+    quoted = _read_quoted(elements)
+    found, raw = _native(elements, quoted=True)
+    assert set(found) == quoted and found == sorted(found) and raw == found
+    for use_native in (True, False):
+        with native.digit_runs_forced(use_native):
+            first, second, _ = digit_reads(elements, quoted=True)
+        assert first == read and first | second == quoted
+        assert second == {
+            index
+            for index, element in enumerate(elements)
+            if b'"' in element and digit_encoding(element[1:]) is not None
+        }
 
 
 def test_planted_runs_in_ascii_text_are_found_in_step_and_not_out_of_it() -> None:
@@ -133,6 +169,25 @@ def test_planted_runs_in_ascii_text_are_found_in_step_and_not_out_of_it() -> Non
     assert 500 < len(read) < 3500
     found, raw = _native(elements)
     assert set(found) == read and raw == found
+
+
+def test_planted_runs_after_a_quote_are_found_from_either_byte() -> None:
+    """Runs planted after a quote at random offsets (a JSON string's start): the quoted
+    reading names those out of step with the element's units too, and only where a quote is."""
+    rng = random.Random(20261208)
+    elements: list[bytes] = []
+    for _ in range(3000):
+        units = [rng.choice(rng.choice((DIGITS, DIGITS, FILLERS))) for _ in range(rng.randint(4, 10))]
+        run = b"".join(unit[::-1] for unit in units) if rng.random() < 0.5 else b"".join(units)
+        before = "".join(rng.choice(string.ascii_letters) for _ in range(rng.randint(0, 9))).encode()
+        quote = b'"' if rng.random() < 0.8 else b"'"
+        elements.append(before + quote + run + quote)
+    first, quoted = _read(elements), _read_quoted(elements)
+    shifted = quoted - first
+    assert len(shifted) > 500 and all(b'"' in elements[index] for index in shifted)
+    found, raw = _native(elements, quoted=True)
+    assert set(found) == quoted and raw == found
+    assert set(_native(elements)[0]) == first
 
 
 def test_the_leak_cases_and_ordinary_text() -> None:
@@ -192,12 +247,14 @@ def test_without_the_extension_python_reads_the_same() -> None:
     elements = [data for data, _, _ in CASES.values()] + list(ORDINARY)
     with native.digit_runs_forced(False):
         assert native.wide_digit_runs(elements) is None
-        assert read_as_digits(elements) == _read(elements)
+        assert digit_reads(elements)[0] == _read(elements)
+        assert read_as_digits(elements) == _read_quoted(elements) == _read(elements)
         data = _packed(elements)
         assert raw_digit_rows(data, len(elements)) is None and may_read_digits(data)
         assert raw_digit_rows(_packed([b"plain text", b"more"]), 2) == []
     with native.digit_runs_forced(True):
-        assert raw_digit_rows(data, len(elements)) == sorted(_read(elements))
+        assert read_as_digits(elements) == _read(elements)
+        assert raw_digit_rows(data, len(elements)) == sorted(_read_quoted(elements))
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["values", "raw"])

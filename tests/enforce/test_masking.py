@@ -548,7 +548,9 @@ def test_partial_shows_no_more_than_keep_last_of_text_that_reads_as_utf16(use_na
     assert result["notes"][2] == b"card ************1111"
     assert all(_digits_shown(value) <= 4 for value in result["ssn"] + result["notes"] + result["doc"])
     assert _digits_shown(WIDE_SSN) == 9 and _digits_shown(WIDE_CARD) == 16  # there to find
-    assert json.loads(result["doc"][0])["n"] == "*" * len(WIDE_LEAF)
+    # The card is found in the leaf read as UTF-16 (a JSON string read from its own start): the
+    # element is opaque, so the mask on its leaf starred it whole, keep_last included.
+    assert set(result["doc"][0][:-4]) == {ord("*")} and WIDE_LEAF.encode() not in result["doc"][0]
 
 
 def _raw_reply(tensor: Tensor) -> pb.ModelInferResponse:

@@ -13,9 +13,12 @@ that folding joins to the digit after it (``111-22-3333\u200b0``) is one SSN to 
 scan and none folded, where a full-width SSN beside it is one folded and none raw.
 
 Every text, ASCII text that folds to itself too, is also read as UTF-16 where it holds a run
-of digits so (``other_encodings.read_as_digits``: Devanagari's digits are ``f\t``..``o\t`` in
-UTF-16-LE, a client decoding the text so sees an SSN the bytes as written do not show); one
-native pass over the texts finds the few that do.
+of digits so (``other_encodings.digit_reads``: Devanagari's digits are ``f\t``..``o\t`` in
+UTF-16-LE, a client decoding the text so sees an SSN the bytes as written do not show), in
+each byte order that holds one, text its NULs or mark read in one order too; and so is each
+JSON string in it, escapes decoded, from the string's own first byte
+(``other_encodings.string_readings``: a client parses the JSON, then decodes the string).
+One native pass over the texts finds the few that may.
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ from labelgate.classify.folding import UNFOLDABLE, folded
 from labelgate.classify.markup import may_render, rendered
 from labelgate.classify.other_encodings import (
     MARK_STARTS,
+    digit_encodings,
+    digit_reads,
     is_utf8,
     legacy_folded,
     legacy_readings,
-    read_as_digits,
+    string_candidates,
+    string_readings,
+    wide_encoding,
     wide_reading,
 )
 from labelgate.classify.shown_text import (
@@ -91,9 +98,12 @@ def _hidden_by_folding(
     # Markup in any text as written: one look at them all (a newline between two texts
     # neither joins markup to a value nor parts it from one), not one per text.
     markup = len(texts) < 2 or may_render(b"\n".join(texts))
-    # Texts that may read as UTF-16 digits without a NUL, by index, with their folded form
-    # (None: the text): asked of them together, after.
+    # Texts that may read as UTF-16 digits, by index, with their folded form (None: the
+    # text): asked of them together, after; the encoding a byte order mark or NULs read a
+    # text in already, by index; whether some text holds a backslash (a JSON escape).
     digit_texts: dict[int, bytes | None] = {}
+    read_in: dict[int, tuple[str | None, bytes | None]] = {}
+    escaped = False
     for index, text in enumerate(texts):
         form = folded(text)
         if form is UNFOLDABLE:
@@ -120,14 +130,20 @@ def _hidden_by_folding(
         # hold no NUL (Mongolian's are control bytes, Bengali's not ASCII), asked below. ASCII
         # text that folds to itself too: Devanagari's digits are letters and tabs in UTF-16
         # (``f\t``), superscripts a letter beside a space, circled digits one beside ``$``.
+        # Marked text too: NULs or a mark say how most of it reads, and a run of digits in
+        # the other byte order is what a client decoding it in that order sees.
         marked = wide and form is not None and (0 in text or text.startswith(MARK_STARTS))
-        if wide and not marked:
+        if wide:
             digit_texts[index] = form
+            escaped = escaped or _BACKSLASH in text
         if form is None:
             continue  # text that folds to itself: the raw scan read it
         others: list[tuple[bytes | None, Callable[[bytes], bytes | None] | None]] = []
         if marked:  # worked out (``wide_encoding``) after those checks only
-            others.append((wide_reading(text), None))
+            encoding = wide_encoding(text)
+            reading = wide_reading(text, 0, encoding) if encoding else None
+            read_in[index] = encoding, reading
+            others.append((reading, None))
         # Bytes that do not decode left a replacement character in the folded form, or were
         # surrogates (``utf8_read``): two searches, and a decode for text that holds either
         # as written (a decode stops at the first byte that does not decode).
@@ -146,19 +162,36 @@ def _hidden_by_folding(
                 owners.append(index)
                 folds.append(fold)
                 shown_in.append(None)
-    if digit_texts:  # UTF-16 digits, asked of the texts together (``read_as_digits``: native, a pass)
+    if digit_texts:  # UTF-16 digits, asked of the texts together (``digit_reads``: native, a pass)
         asked = list(digit_texts)
-        for position in sorted(read_as_digits([texts[index] for index in asked])):
+        asked_texts = [texts[index] for index in asked]
+        reads = digit_reads(asked_texts, quoted=True)
+        # The text from its first byte, in each byte order that holds a run and that its
+        # marks did not read it in; and each JSON string in it that holds one, from the
+        # string's own first byte (``string_readings``), at whatever offset it starts.
+        strings = string_candidates(asked_texts, reads, escaped)
+        for position in sorted(reads.first | strings):
             index = asked[position]
-            other, form = wide_reading(texts[index]), digit_texts[index]
-            if other is UNFOLDABLE:
-                if detectors:
-                    result[index] = unfoldable_spans(len(texts[index]), detectors)
-            elif other is not None and other != (texts[index] if form is None else form):
-                forms.append(other)
-                owners.append(index)
-                folds.append(None)
-                shown_in.append(None)
+            text, form = texts[index], digit_texts[index]
+            done, seen = read_in.get(index, (None, None))
+            readings: list[bytes | None] = []
+            if position in reads.first:
+                readings += [
+                    wide_reading(text, 0, encoding) for encoding in digit_encodings(text) if encoding != done
+                ]
+            if position in strings:
+                readings += string_readings(text)
+            for other in readings:
+                if other is UNFOLDABLE:
+                    if detectors:
+                        result[index] = unfoldable_spans(len(text), detectors)
+                    break
+                # UTF-32 text of digits reads as UTF-16 digits too: the same once folded.
+                if other is not None and other != (text if form is None else form) and other != seen:
+                    forms.append(other)
+                    owners.append(index)
+                    folds.append(None)
+                    shown_in.append(None)
     if reordering:
         for index in _add_shown(texts, reordering, forms, owners, folds, shown_in):
             if detectors:
@@ -355,6 +388,7 @@ def _within(merged: Sequence[tuple[int, int]], start: int, end: int) -> bool:
 
 
 _AFTER_ALL: Final = 1 << 62
+_BACKSLASH: Final = 0x5C  # an int: ``in`` finds it with memchr
 
 
 def unfoldable_spans(size: int, detectors: DetectorSet) -> list[Detection]:

@@ -40,6 +40,9 @@ classifications with and without it.
 from the Unicode data and hands over at import, ``install_unit_kinds``): a prefilter whose
 texts Python reads again, with a switch of its own (``digit_runs_forced``);
 ``tests/classify/test_native_wide_digits.py`` checks it finds exactly what Python does.
+``quoted_digit_runs`` (and its raw form) reads a text holding a quote from its second byte
+too, where a JSON string may start (``other_encodings.reads_as_digits``), and names the
+texts holding a quote and a backslash, whose escaped strings Python decodes.
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ class DigitRunKernel(Protocol):
 
     def wide_digit_runs_raw(self, data: bytes, count: int, /) -> list[int] | None: ...
 
+    def quoted_digit_runs(self, texts: list[bytes], /) -> tuple[list[int], list[int]] | None: ...
+
+    def quoted_digit_runs_raw(self, data: bytes, count: int, /) -> list[int] | None: ...
+
 
 # Bit i of the extension's ``wanted`` is detector i.
 _DETECTORS = ("credit_card", "us_ssn", "iban", "email", "phone", "ip_address", "secret")
@@ -142,7 +149,14 @@ DETECTOR_BITS = _DETECTORS
 # Texts that read as UTF-16 digits: the detectors' scan does not use it, nor it theirs.
 _DIGIT_SWITCH: NativeSwitch[DigitRunKernel] = NativeSwitch(
     lambda module: all(
-        hasattr(module, name) for name in ("set_unit_kinds", "wide_digit_runs", "wide_digit_runs_raw")
+        hasattr(module, name)
+        for name in (
+            "set_unit_kinds",
+            "wide_digit_runs",
+            "wide_digit_runs_raw",
+            "quoted_digit_runs",
+            "quoted_digit_runs_raw",
+        )
     )
 )
 digit_runs_forced = _DIGIT_SWITCH.forced
@@ -322,14 +336,32 @@ def wide_digit_runs(texts: Sequence[bytes]) -> list[int] | None:
         raise
 
 
-def wide_digit_runs_raw(data: bytes, count: int) -> list[int] | None:
-    """``wide_digit_runs`` of the ``count`` elements of a raw BYTES buffer (4-byte
-    little-endian length, then the bytes, per element), without a ``bytes`` object per
-    element; None when the extension is off or ``data`` is not ``count`` such elements."""
+def quoted_digit_runs(texts: Sequence[bytes]) -> tuple[list[int], list[int]] | None:
+    """The indices (ascending) of ``texts`` that read as UTF-16 digits from their first byte,
+    or holding a quote from their second (``other_encodings.reads_as_digits``, ``quoted``);
+    and of the others that hold a quote and a backslash and are long enough for a quote and
+    a run after it (a JSON string in them may be escaped). None as for ``wide_digit_runs``."""
+    kernel = _DIGIT_SWITCH.kernel
+    if kernel is None or not _DIGIT_SWITCH.on or type(texts) is not list:
+        return None
+    try:
+        return kernel.quoted_digit_runs(texts)
+    except BaseException as error:
+        raise_if_panic(error)
+        raise
+
+
+def wide_digit_runs_raw(data: bytes, count: int, quoted: bool = False) -> list[int] | None:
+    """``wide_digit_runs`` (with ``quoted``, ``quoted_digit_runs``' first answer) of the
+    ``count`` elements of a raw BYTES buffer (4-byte little-endian length, then the bytes, per
+    element), without a ``bytes`` object per element; None when the extension is off or
+    ``data`` is not ``count`` such elements."""
     kernel = _DIGIT_SWITCH.kernel
     if kernel is None or not _DIGIT_SWITCH.on or type(data) is not bytes:
         return None
     try:
+        if quoted:
+            return kernel.quoted_digit_runs_raw(data, count)
         return kernel.wide_digit_runs_raw(data, count)
     except BaseException as error:
         raise_if_panic(error)

@@ -37,7 +37,19 @@ Without the extension, C-level passes rule most text out (``may_read_digits``: n
 ``RUN_DIGITS`` bytes in a row, every other byte, that may be such units' high bytes, about
 2 us a KB; ``digit_run_candidates`` over texts joined). A value found in that reading spans
 the text whole, as one in any wide decode does: ASCII text with tabs (``a\\tb\\tc``) decodes
-to letters, and a run of digits that is no value is masked nowhere.
+to letters, and a run of digits that is no value is masked nowhere. Each byte order holding
+a run is read (``digit_encodings``), text with NULs or a mark too (``wide_encodings``): the
+NULs of ``name: `` in UTF-16-BE say nothing of Devanagari digits in UTF-16-LE after it.
+
+A JSON string is read from its own first byte (``string_readings``): a client parses the
+text, then decodes a string as UTF-16. ``json.dumps`` writes the tabs of Devanagari digits
+as ``\\t``, and a string may start at an odd offset, so neither the text as written nor its
+decode from its first byte shows the run. Each string, keys too, and JSON in a string up to
+``MAX_UNESCAPE_LEVELS`` deep, is decoded as a reader decodes it (``json_strings``) and read
+in each byte order that holds a run. The native pass names the texts that may hold such a
+string (``string_candidates``, a superset): a text holding a quote is read from its second
+byte too, and a text holding a quote and a backslash, which that pass names as well (no
+more work for text without a quote), is read again here with its escapes decoded.
 
 Each decode is also read in each order a reader may see it in, as UTF-8 text is
 (``shown_text``): ``ssn \u202e9876-54-321\u202c`` decoded from UTF-16LE or GB18030 shows
@@ -51,9 +63,9 @@ one none, but in GB18030, the only one of them that holds such a character).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import repeat
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
 
 import numpy as np
 
@@ -61,6 +73,7 @@ from labelgate.classify import native
 from labelgate.classify.decoded_text import COUNT_BY_NUMPY, REPLACEMENT, SURROGATES, utf8_read
 from labelgate.classify.display_order import reorders
 from labelgate.classify.folding import CONTROLS, IGNORABLE_RANGES, UNFOLDABLE, fold_decoded, noncharacter
+from labelgate.classify.jsonpaths import MAX_UNESCAPE_LEVELS
 from labelgate.classify.shown_orders import decoded_shown_readings
 
 if TYPE_CHECKING:
@@ -85,15 +98,18 @@ def wide_folded(text: bytes, width: int = 0) -> bytes | None:
 
 
 def decoded_readings(text: bytes, width: int = 0) -> list[bytes]:
-    """The folded forms of ``text`` decoded as the UTF-16 or UTF-32 it reads as
-    (``wide_reading``) and, when it is not UTF-8, with surrogates written as UTF-8 joined
-    (``utf8_read``) and as each legacy encoding it reads as text in (``legacy_readings``),
-    ``UNFOLDABLE`` for one that cannot be folded; ``width`` as for
+    """The folded forms of ``text`` decoded as each UTF-16 or UTF-32 it reads as
+    (``wide_encodings``, ``wide_reading``) and, when it is not UTF-8, with surrogates written
+    as UTF-8 joined (``utf8_read``) and as each legacy encoding it reads as text in
+    (``legacy_readings``), ``UNFOLDABLE`` for one that cannot be folded; ``width`` as for
     ``wide_folded``. One search for a NUL, and for UTF-8 text one decode, for most text."""
     readings: list[bytes] = []
-    wide = wide_reading(text, width)
-    if wide is not None:
-        readings.append(wide)
+    for encoding in wide_encodings(text):
+        wide = wide_reading(text, width, encoding)
+        # UTF-32 text of digits reads as UTF-16 digits too (a NUL unit between each): the
+        # same once folded, read once.
+        if wide is not None and wide not in readings:
+            readings.append(wide)
     if not text.isascii() and not is_utf8(text):
         if 0xED in text and SURROGATES.search(text) is not None:
             # The UTF-8 reading with surrogates joined (``utf8_read``): a caller that reads
@@ -104,11 +120,12 @@ def decoded_readings(text: bytes, width: int = 0) -> list[bytes]:
     return readings
 
 
-def wide_reading(text: bytes, width: int = 0) -> bytes | None:
-    """``text`` decoded as the UTF-16 or UTF-32 it reads as (``wide_encoding``) and folded;
-    None when it reads as neither, ``UNFOLDABLE`` when it cannot be folded. ``width`` as for
-    ``wide_folded``: None too when a row is not whole code units."""
-    encoding = wide_encoding(text)
+def wide_reading(text: bytes, width: int = 0, encoding: str | None = None) -> bytes | None:
+    """``text`` decoded as ``encoding``, by default the UTF-16 or UTF-32 it reads as
+    (``wide_encoding``), and folded; None when it reads as neither, ``UNFOLDABLE`` when it
+    cannot be folded. ``width`` as for ``wide_folded``: None too when a row is not whole code
+    units."""
+    encoding = encoding or wide_encoding(text)
     if encoding is None:
         return None
     breaks = 0
@@ -118,7 +135,7 @@ def wide_reading(text: bytes, width: int = 0) -> bytes | None:
             return None
         breaks = len(text) // width - 1
         text = _rowed(text, width, newline)
-    guessed = not text.startswith(_MARKS)
+    guessed = not text.startswith(_MARK_OF[encoding])  # the other byte order's mark is a guess too
     decoded = text.decode(encoding, "replace")
     return _with_shown(decoded, fold_decoded(decoded, guessed, breaks), guessed, breaks)
 
@@ -239,7 +256,7 @@ _BYTE_ORDER_MARKS: Final = (
     (b"\xff\xfe", "utf-16-le"),
     (b"\xfe\xff", "utf-16-be"),
 )
-_MARKS: Final = tuple(mark for mark, _ in _BYTE_ORDER_MARKS)
+_MARK_OF: Final = {encoding: mark for mark, encoding in _BYTE_ORDER_MARKS}
 _UTF16_MARKS: Final = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
 MARK_STARTS: Final = tuple(_UTF16_MARKS)
 
@@ -250,12 +267,33 @@ def wide_encoding(text: bytes) -> str | None:
     the byte order in which it holds a run of digits (``digit_encoding``: digits of most
     scripts have no NUL). None, after one search for a NUL and the C-level passes of
     ``may_read_digits``, for most text without a byte order mark or NULs."""
+    return marked_encoding(text) or digit_encoding(text)
+
+
+def wide_encodings(text: bytes) -> list[str]:
+    """Every UTF-16 or UTF-32 codec ``text`` reads as: ``wide_encoding``'s, then each UTF-16
+    byte order in which it holds a run of digits that is not that one (``digit_encodings``).
+    Marks and NULs say how most of a text reads, not all of it: ``name: `` in UTF-16-BE
+    (NULs of BE) then an SSN in Devanagari digits in UTF-16-LE is the SSN to a client that
+    decodes the text as UTF-16-LE. Costs ``wide_encoding``'s checks and, for text that may
+    hold such a run (``may_read_digits``), a numpy look at it in each byte order."""
+    marked = marked_encoding(text)
+    digits = digit_encodings(text)
+    if marked is None:
+        return digits
+    return [marked, *(encoding for encoding in digits if encoding != marked)]
+
+
+def marked_encoding(text: bytes) -> str | None:
+    """The UTF-16 or UTF-32 codec ``text`` reads as by its byte order mark, else by its NULs
+    (``_nul_encoding``); None for text with neither (one search for a NUL, a look at the
+    first two bytes: most text)."""
     if 0 not in text:
-        return _UTF16_MARKS.get(text[:2]) or digit_encoding(text)
+        return _UTF16_MARKS.get(text[:2])
     for mark, encoding in _BYTE_ORDER_MARKS:
         if text.startswith(mark):
             return encoding
-    return _nul_encoding(text) or digit_encoding(text)
+    return _nul_encoding(text)
 
 
 def _nul_encoding(text: bytes) -> str | None:
@@ -438,39 +476,119 @@ def digit_run_candidates(texts: Sequence[bytes], joined: bytes) -> list[int]:
 
 
 def read_as_digits(texts: Sequence[bytes]) -> set[int]:
-    """The indices of ``texts`` that read as UTF-16 digits (``digit_encoding``), asked of
-    them together: the extension names the few that may (``native.wide_digit_runs``, this
-    rule over ``_UNIT_KINDS``, at well under a nanosecond a byte: none for most tensors),
-    else the rows of ``digit_run_candidates`` place them; those are read here at once,
-    joined by a noncharacter unit (U+FFFF, which ends a run in either byte order) with any
-    odd last byte cut (a decoder's replacement character). This reading is the rule's; the
-    extension's only spares the rest a look."""
-    candidates = native.wide_digit_runs(texts)
+    """The indices of ``texts`` to read as UTF-16 digits, asked of them together: those that
+    read so from their first byte (``digit_encoding``), and those that may hold a JSON string
+    that does from its own (``string_candidates``, a superset: at an odd offset, or written
+    with escapes, ``json.dumps`` writing a tab as ``\\t``). One native pass over ``texts``
+    (``digit_reads``) and, for the few that hold a quote and a backslash, their escapes
+    decoded."""
+    answer = native.quoted_digit_runs(texts)
+    if answer is not None and not answer[0] and not answer[1]:
+        return set()  # most tensors: nothing named, nothing escaped
+    reads = _digit_reads(texts, True, answer)
+    return reads.first | string_candidates(texts, reads)
+
+
+class DigitReads(NamedTuple):
+    """``digit_reads``' answer: the indices of the texts that read as UTF-16 digits from their
+    first byte, of those holding a quote that do from their second, and of those not named
+    that hold a quote and a backslash (None: not known, any text may)."""
+
+    first: set[int]
+    second: set[int]
+    escaped: list[int] | None
+
+
+def digit_reads(texts: Sequence[bytes], quoted: bool = False) -> DigitReads:
+    """The indices of ``texts`` that read as UTF-16 digits from their first byte
+    (``digit_encoding``), and with ``quoted`` those holding a quote that do from their second
+    byte (a JSON string in a text may start at an odd offset, and a reader of it reads it from
+    there: ``string_readings``), asked of them together. The extension names the few that
+    may (``native.wide_digit_runs``, ``quoted_digit_runs``: this rule over ``_UNIT_KINDS``,
+    at well under a nanosecond a byte: none for most tensors), and with ``quoted`` the texts
+    holding a quote and a backslash it did not name, seen in the same pass; else the rows of
+    ``digit_run_candidates`` place them (rows at either parity: both readings' superset).
+    Those are read here at once, joined by a noncharacter unit (U+FFFF, which ends a run in
+    either byte order) with any odd last byte cut (a decoder's replacement character). This
+    reading is the rule's; the extension's only spares the rest a look."""
+    return _digit_reads(texts, quoted, native.quoted_digit_runs(texts) if quoted else None)
+
+
+def _digit_reads(
+    texts: Sequence[bytes], quoted: bool, answer: tuple[list[int], list[int]] | None
+) -> DigitReads:
+    """``digit_reads``, the extension's answer for ``quoted`` (``native.quoted_digit_runs``)
+    already asked."""
+    escaped: list[int] | None = None
+    candidates: list[int] | None
+    if quoted:
+        candidates, escaped = (None, None) if answer is None else answer
+    else:
+        candidates = native.wide_digit_runs(texts)
     if candidates is None:
         if len(texts) < 2:
-            return {index for index, text in enumerate(texts) if digit_encoding(text) is not None}
+            return DigitReads(
+                {index for index, text in enumerate(texts) if digit_encoding(text) is not None},
+                {index for index, text in enumerate(texts) if quoted and _shifted_digits(text)},
+                None,
+            )
         candidates = digit_run_candidates(texts, b"\n".join(texts))
     if not candidates:
-        return set()
-    whole = [texts[index][: len(texts[index]) // 2 * 2] for index in candidates]
-    joined = b"\xff\xff".join(whole)
-    ends = np.cumsum(np.fromiter((len(text) // 2 + 1 for text in whole), dtype=np.int64, count=len(whole)))
-    found: set[int] = set()
-    for dtype in ("<u2", ">u2"):
+        return DigitReads(set(), set(), escaped)
+    owners: list[tuple[int, int]] = []  # (index, first byte read) of each piece
+    pieces: list[bytes] = []
+    for index in candidates:
+        text = texts[index]
+        for start in (0, 1) if quoted and _QUOTE in text else (0,):
+            owners.append((index, start))
+            pieces.append(text[start : start + (len(text) - start) // 2 * 2])
+    found: tuple[set[int], set[int]] = (set(), set())
+    for positions in _pieces_with_runs(pieces).values():
+        for at in positions:
+            index, start = owners[at]
+            found[start].add(index)
+    return DigitReads(*found, escaped)
+
+
+def _pieces_with_runs(pieces: Sequence[bytes]) -> dict[str, set[int]]:
+    """For each UTF-16 byte order, the positions of ``pieces`` (each of whole code units) that
+    hold a run of digits read so (``_DIGIT_RUN``): read at once, joined by a noncharacter unit
+    (U+FFFF, which ends a run in either byte order)."""
+    joined = b"\xff\xff".join(pieces)
+    ends = np.cumsum(
+        np.fromiter((len(piece) // 2 + 1 for piece in pieces), dtype=np.int64, count=len(pieces))
+    )
+    found: dict[str, set[int]] = {}
+    for encoding, dtype in _UTF16_ORDERS:
         kinds = _UNIT_KINDS[np.frombuffer(joined, dtype=dtype)].tobytes()
         starts = [run.start() for run in _DIGIT_RUN.finditer(kinds)]
-        found.update(candidates[at] for at in np.searchsorted(ends, starts, side="right").tolist())
+        found[encoding] = set(np.searchsorted(ends, starts, side="right").tolist())
     return found
+
+
+def reads_as_digits(text: bytes, quoted: bool = False) -> bool:
+    """The rule ``read_as_digits`` applies to one text: ``digit_encoding`` reads it as UTF-16
+    digits; with ``quoted``, or it holds a quote and reads so from its second byte."""
+    return digit_encoding(text) is not None or (quoted and _shifted_digits(text))
+
+
+def _shifted_digits(text: bytes) -> bool:
+    """Whether ``text`` holds a quote and reads as UTF-16 digits from its second byte."""
+    return _QUOTE in text and digit_encoding(text[1:]) is not None
 
 
 def raw_digit_rows(raw: bytes, count: int) -> list[int] | None:
     """The indices (ascending) of the ``count`` elements of ``raw``, a BYTES tensor's raw
     form (4-byte little-endian length, then the bytes, per element), that may read as UTF-16
-    digits: the extension's answer (``native.wide_digit_runs_raw``, no element built; an
-    empty list for most tensors); without it (or for a buffer it refuses), an empty list
-    when ``may_read_digits`` rules the whole buffer out (a run in an element is one of the
+    digits, from their first byte or, holding a quote, their second (``reads_as_digits``,
+    ``quoted``: a JSON string in an element, as written, holds its run in step with one of
+    them; the raw path takes no element with a backslash, so none with escapes): the
+    extension's answer (``native.wide_digit_runs_raw``, no element built; an empty list for
+    most tensors); without it (or for a buffer it refuses), an empty list when
+    ``may_read_digits`` rules the whole buffer out (a run in an element is one of the
     buffer's, at one of its two parities), else None: any element may."""
-    rows = native.wide_digit_runs_raw(raw, count)
+    # No quote anywhere (one memchr; a length prefix may hold one): no JSON string either.
+    rows = native.wide_digit_runs_raw(raw, count, quoted=_QUOTE in raw)
     if rows is not None:
         return rows
     return None if may_read_digits(raw) else []
@@ -483,17 +601,157 @@ def digit_encoding(text: bytes) -> str | None:
     up by numpy in each byte order and their kinds searched for such a run."""
     if not may_read_digits(text):
         return None
-    count = len(text) // 2
-    for encoding, dtype in (("utf-16-le", "<u2"), ("utf-16-be", ">u2")):
-        kinds = _UNIT_KINDS[np.frombuffer(text, dtype=dtype, count=count)].tobytes()
-        if _DIGIT_RUN.search(kinds) is not None:
+    for encoding, dtype in _UTF16_ORDERS:
+        if _holds_run(text, dtype):
             return encoding
     return None
 
 
+def digit_encodings(text: bytes) -> list[str]:
+    """Each UTF-16 byte order (``utf-16-le``, then ``utf-16-be``) in which ``text`` holds a run
+    of digits (``digit_encoding``): text may hold one in each, and a client reads the one its
+    decoder's order shows."""
+    if not may_read_digits(text):
+        return []
+    return [encoding for encoding, dtype in _UTF16_ORDERS if _holds_run(text, dtype)]
+
+
+def _holds_run(text: bytes, dtype: str) -> bool:
+    """Whether ``text``'s code units (numpy's ``dtype`` view: an odd last byte is none) hold a
+    run of digits (``_DIGIT_RUN``) by their kinds."""
+    kinds = _UNIT_KINDS[np.frombuffer(text, dtype=dtype, count=len(text) // 2)].tobytes()
+    return _DIGIT_RUN.search(kinds) is not None
+
+
+_UTF16_ORDERS: Final = (("utf-16-le", "<u2"), ("utf-16-be", ">u2"))
 # A run of ``RUN_DIGITS`` digits in a text's unit kinds: fillers only between them (each
 # filler stretch taken whole, so a long one is read once from each digit before it).
 _DIGIT_RUN: Final = re.compile(b"\\x02(?:\\x01*+\\x02){%d}" % (RUN_DIGITS - 1))
+
+
+# --- UTF-16 digits in JSON strings (module docstring) ---------------------------------------
+
+_QUOTE: Final = 0x22  # ints: ``in`` finds one with memchr
+_BACKSLASH: Final = 0x5C
+# A JSON string as a reader finds it from a quote: characters but a quote or a backslash, and
+# escapes (a backslash and the character after it), up to the closing quote.
+_JSON_STRING: Final = re.compile(rb'"((?:[^"\\]|\\.)*+)"', re.DOTALL)
+# A JSON string's escapes as ``json.loads`` decodes them: a surrogate pair's two escapes are
+# one character, a lone surrogate's is written as UTF-8 (as ``jsonpaths`` writes leaves).
+_JSON_ESCAPE: Final = re.compile(
+    rb'\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|(["\\/bfnrt]))'
+)
+_SIMPLE_ESCAPES: Final = {
+    b'"': b'"',
+    b"\\": b"\\",
+    b"/": b"/",
+    b"b": b"\b",
+    b"f": b"\f",
+    b"n": b"\n",
+    b"r": b"\r",
+    b"t": b"\t",
+}
+
+
+def json_strings(text: bytes, shortest: int = 0) -> list[bytes]:
+    """The JSON strings in ``text``, keys and values, each decoded as a JSON reader decodes
+    it, in UTF-8; and those in such a string in turn (JSON written into a JSON string, up to
+    ``MAX_UNESCAPE_LEVELS`` deep): what a client that parses the text holds. Found from each
+    quote as a reader finds them: in valid JSON exactly its strings, in other text each quoted
+    piece. ``shortest``: strings written in fewer bytes than this are left out (decoding only
+    shortens a string, and a string holds no longer one)."""
+    found: list[bytes] = []
+    level = [text]
+    for _ in range(MAX_UNESCAPE_LEVELS):
+        inner: list[bytes] = []
+        for each in level:
+            if _QUOTE not in each:
+                continue
+            for match in _JSON_STRING.finditer(each):
+                string = match.group(1)
+                if len(string) < shortest:
+                    continue
+                if _BACKSLASH in string:
+                    string = _json_unescaped(string)
+                    if _QUOTE in string:
+                        inner.append(string)
+                found.append(string)
+        if not inner:
+            break
+        level = inner
+    return found
+
+
+def _json_unescaped(data: bytes) -> bytes:
+    """``data`` with its JSON escapes decoded (``_JSON_ESCAPE``), others left as written."""
+    return _JSON_ESCAPE.sub(_unescaped, data)
+
+
+def _unescaped(match: re.Match[bytes]) -> bytes:
+    high, low, code, simple = match.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00).encode("utf-8")
+    if code is not None:
+        return chr(int(code, 16)).encode("utf-8", "surrogatepass")
+    return _SIMPLE_ESCAPES[simple]
+
+
+def string_candidates(texts: Sequence[bytes], reads: DigitReads, escaped: bool = True) -> set[int]:
+    """The indices of ``texts`` that may hold a JSON string reading as UTF-16 digits from its
+    own first byte (``string_readings``), a superset: those holding a quote that read as
+    UTF-16 digits (``reads``: ``digit_reads`` of ``texts``, ``quoted``) as written or, for
+    text with a quote and a backslash (``reads.escaped``; without it, each text is looked at,
+    unless ``escaped`` is False: none holds a backslash), with its JSON escapes decoded, each
+    of ``MAX_UNESCAPE_LEVELS`` levels (``digit_reads`` of those, together). A string's bytes
+    are those of the text so decoded, from the byte after its quote: from the text's first
+    byte or its second, in step, they hold its run."""
+    found = {index for index in reads.first if _QUOTE in texts[index]} | reads.second
+    if reads.escaped is not None:
+        asked: Iterable[int] = reads.escaped
+    elif escaped:
+        asked = (
+            index
+            for index, text in enumerate(texts)
+            if index not in found and _BACKSLASH in text and _QUOTE in text
+        )
+    else:
+        return found
+    levels: list[bytes] = []
+    owners: list[int] = []
+    for index in asked:
+        current = texts[index]
+        for _ in range(MAX_UNESCAPE_LEVELS):
+            decoded = _json_unescaped(current)
+            if decoded == current:
+                break
+            levels.append(decoded)
+            owners.append(index)
+            current = decoded
+    if levels:
+        level_reads = digit_reads(levels, quoted=True)
+        found.update(owners[at] for at in level_reads.first if _QUOTE in levels[at])
+        found.update(owners[at] for at in level_reads.second)
+    return found
+
+
+def string_readings(text: bytes) -> list[bytes]:
+    """The JSON strings of ``text`` (``json_strings``) that read as UTF-16 digits from their
+    own first byte, decoded so (``wide_reading``) and folded, in each byte order that holds a
+    run: what a client that parses the text and decodes a string as UTF-16 sees, at whatever
+    offset in the text the string starts. One reading per byte order, its strings a newline
+    apart (an odd last byte, a decoder's replacement character, left out), so text of many
+    strings costs a regular expression's pass, a numpy look at them and two decodes;
+    ``UNFOLDABLE`` for one that cannot be folded."""
+    strings = [string[: len(string) // 2 * 2] for string in json_strings(text, 2 * RUN_DIGITS)]
+    if not strings:
+        return []
+    readings: list[bytes] = []
+    for encoding, positions in _pieces_with_runs(strings).items():
+        if positions:
+            newline = "\n".encode(encoding)
+            joined = newline.join([strings[position] for position in sorted(positions)])
+            readings.append(cast(bytes, wide_reading(joined, 0, encoding)))
+    return readings
 
 
 def _nuls(text: bytes, start: int = 0, stop: int | None = None, step: int = 1) -> int:

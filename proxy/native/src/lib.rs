@@ -337,6 +337,11 @@ fn labelgate_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(wide_digits::set_unit_kinds, module)?)?;
     module.add_function(wrap_pyfunction!(wide_digits::wide_digit_runs, module)?)?;
     module.add_function(wrap_pyfunction!(wide_digits::wide_digit_runs_raw, module)?)?;
+    module.add_function(wrap_pyfunction!(wide_digits::quoted_digit_runs, module)?)?;
+    module.add_function(wrap_pyfunction!(
+        wide_digits::quoted_digit_runs_raw,
+        module
+    )?)?;
     module.add("DETECTORS", PyTuple::new(module.py(), DETECTORS)?)?;
     // The interface version `labelgate.native.ABI` expects: raise both with any change of a
     // function's signature or results (a mismatched build is then not used at all).

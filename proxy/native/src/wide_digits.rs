@@ -10,6 +10,12 @@
 //! rule is `_DIGIT_RUN`'s over those kinds, and Python reads every text found here again
 //! (`read_as_digits`). A prefilter that finds exactly what that reading finds, never less
 //! (`tests/classify/test_native_wide_digits.py` compares the two).
+//!
+//! A JSON string is read from its own first byte (`other_encodings.string_readings`): so a
+//! text holding a quote is read from its second byte too, and a text not so named that holds
+//! a quote and a backslash (an escaped string, which Python decodes and asks again) is named
+//! apart (`quoted_digit_runs`). The quote and the backslash are seen in the pass that counts
+//! the digits: text without a quote pays a bitwise or a unit.
 
 use std::sync::{Arc, RwLock};
 
@@ -29,20 +35,36 @@ const UNITS: usize = 1 << 16;
 
 /// What the code unit two bytes make is to a run, by that unit in UTF-16-LE (the bytes as
 /// written, `u16::from_le_bytes`): bits 0-1 its kind, bits 2-3 the kind of the unit the same
-/// bytes make in UTF-16-BE, bits 4-5 how many of the two are digits. One lookup reads a pair
-/// in both byte orders.
+/// bytes make in UTF-16-BE, bits 4-5 how many of the two are digits; bit 6 set when one of
+/// its bytes is a quote, bit 7 when one is a backslash (`QUOTE`, `BACKSLASH`). One lookup
+/// reads a pair in both byte orders.
 struct PairKinds {
-    kinds: Box<[u8]>,
+    // A fixed size: a lookup by any `u16` is in bounds, so it needs no check.
+    kinds: Box<[u8; UNITS]>,
     run_digits: u32,
+}
+
+const QUOTE: u8 = 1 << 6;
+const BACKSLASH: u8 = 1 << 7;
+
+/// `QUOTE` or `BACKSLASH` for a byte that is one, else nothing.
+#[inline]
+fn marks(byte: u8) -> u8 {
+    match byte {
+        b'"' => QUOTE,
+        b'\\' => BACKSLASH,
+        _ => 0,
+    }
 }
 
 impl PairKinds {
     fn new(units: &[u8], run_digits: u32) -> Self {
-        let mut kinds = vec![0u8; UNITS].into_boxed_slice();
+        let mut kinds = Box::new([0u8; UNITS]);
         for (unit, slot) in kinds.iter_mut().enumerate() {
             let (little, big) = (units[unit], units[(unit & 0xFF) << 8 | unit >> 8]);
             let digits = u8::from(little == DIGIT) + u8::from(big == DIGIT);
-            *slot = little | big << 2 | digits << 4;
+            let [low, high] = u16::try_from(unit).unwrap_or(0).to_le_bytes();
+            *slot = little | big << 2 | digits << 4 | marks(low) | marks(high);
         }
         Self { kinds, run_digits }
     }
@@ -60,10 +82,19 @@ impl PairKinds {
     /// digits since the last unit of neither kind: `_DIGIT_RUN` matches where one reaches
     /// `run_digits`.
     fn holds_run(&self, text: &[u8]) -> bool {
-        let run = usize::try_from(self.run_digits).unwrap_or(usize::MAX);
-        if text.len() / 2 < run || self.digits(text) < self.run_digits {
-            return false;
-        }
+        text.len() / 2 >= self.run_units()
+            && self.digits(text).0 >= self.run_digits
+            && self.runs(text)
+    }
+
+    /// How many code units a run needs at least.
+    fn run_units(&self) -> usize {
+        usize::try_from(self.run_digits).unwrap_or(usize::MAX)
+    }
+
+    /// Whether `text`'s code units, in either byte order, hold a run (`holds_run`'s second
+    /// pass).
+    fn runs(&self, text: &[u8]) -> bool {
         let (mut little, mut big) = (0u32, 0u32);
         for unit in units(text) {
             let both = self.of(unit);
@@ -76,10 +107,41 @@ impl PairKinds {
         false
     }
 
+    /// `holds_run`, and for a text holding a quote `holds_run` from its second byte too
+    /// (`other_encodings.reads_as_digits` with `quoted`): a JSON string in the text may start
+    /// at an odd offset, and a reader of it reads its code units from there. And whether a
+    /// text not so named holds a quote and a backslash (a JSON string in it may be escaped:
+    /// Python decodes those, `other_encodings.string_candidates`), of a text long enough for
+    /// a quote and a run after it. The quote and the backslash are seen in the pass that
+    /// counts the digits: a text without a quote pays nothing more.
+    fn quoted_reading(&self, text: &[u8]) -> (bool, bool) {
+        if text.len() / 2 < self.run_units() {
+            return (false, false);
+        }
+        let (digits, mut found) = self.digits(text);
+        if text.len() % 2 == 1 {
+            found |= marks(text[text.len() - 1]);
+        }
+        if digits >= self.run_digits && self.runs(text) {
+            return (true, false);
+        }
+        if found & QUOTE == 0 || (text.len() - 1) / 2 < self.run_units() {
+            return (false, false);
+        }
+        let shifted = &text[1..];
+        if self.digits(shifted).0 >= self.run_digits && self.runs(shifted) {
+            return (true, false);
+        }
+        (false, found & BACKSLASH != 0)
+    }
+
     /// How many of `text`'s code units are digits, in both byte orders together: four
-    /// units a word, each with its own sum, so no sum waits on the one before.
-    fn digits(&self, text: &[u8]) -> u32 {
+    /// units a word, each with its own sum, so no sum waits on the one before; and the
+    /// `QUOTE` and `BACKSLASH` marks of its units, joined.
+    #[inline(always)]
+    fn digits(&self, text: &[u8]) -> (u32, u8) {
         let mut sums = [0u32; 4];
+        let mut found = 0u8;
         let mut words = text.chunks_exact(8);
         for word in &mut words {
             let mut bytes = [0u8; 8];
@@ -87,13 +149,18 @@ impl PairKinds {
             let word = u64::from_le_bytes(bytes);
             for (lane, sum) in sums.iter_mut().enumerate() {
                 // The lane's unit: the cast keeps its 16 bits.
-                *sum += u32::from(self.of((word >> (16 * lane)) as u16) >> 4);
+                let both = self.of((word >> (16 * lane)) as u16);
+                *sum += u32::from(both >> 4 & 3);
+                found |= both;
             }
         }
-        let rest: u32 = units(words.remainder())
-            .map(|unit| u32::from(self.of(unit) >> 4))
-            .sum();
-        sums.iter().sum::<u32>() + rest
+        let mut rest = 0u32;
+        for unit in units(words.remainder()) {
+            let both = self.of(unit);
+            rest += u32::from(both >> 4 & 3);
+            found |= both;
+        }
+        (sums.iter().sum::<u32>() + rest, found & (QUOTE | BACKSLASH))
     }
 }
 
@@ -146,6 +213,33 @@ pub fn set_unit_kinds(kinds: &[u8], run_digits: u32) -> PyResult<()> {
 /// asks Python).
 #[pyfunction]
 pub fn wide_digit_runs(texts: &Bound<'_, PyList>) -> PyResult<Option<Vec<usize>>> {
+    named_texts(texts)
+}
+
+/// `wide_digit_runs`, a text holding a quote read from its second byte too
+/// (`PairKinds::quoted_reading`); and the indices (ascending) of the texts not so named that
+/// hold a quote and a backslash, long enough for a run after the quote.
+#[pyfunction]
+pub fn quoted_digit_runs(texts: &Bound<'_, PyList>) -> PyResult<Option<(Vec<usize>, Vec<usize>)>> {
+    let table = installed()?;
+    let (mut found, mut escaped) = (Vec::new(), Vec::new());
+    for (index, text) in texts.iter().enumerate() {
+        let Ok(text) = text.downcast_exact::<PyBytes>() else {
+            return Ok(None);
+        };
+        match table.quoted_reading(text.as_bytes()) {
+            (true, _) => found.push(index),
+            (false, true) => escaped.push(index),
+            (false, false) => {}
+        }
+    }
+    Ok(Some((found, escaped)))
+}
+
+/// The indices (ascending) of the texts of `texts` that read as UTF-16 digits
+/// (`PairKinds::holds_run`); `None` when an item is not exactly `bytes` (the caller then
+/// asks Python).
+fn named_texts(texts: &Bound<'_, PyList>) -> PyResult<Option<Vec<usize>>> {
     let table = installed()?;
     let mut found = Vec::new();
     for (index, text) in texts.iter().enumerate() {
@@ -168,12 +262,32 @@ pub fn wide_digit_runs_raw(
     data: PyBackedBytes,
     count: usize,
 ) -> PyResult<Option<Vec<usize>>> {
+    named_elements(py, &data, count, PairKinds::holds_run)
+}
+
+/// `quoted_digit_runs` of the `count` elements of a raw BYTES tensor, as
+/// `wide_digit_runs_raw` reads them.
+#[pyfunction]
+pub fn quoted_digit_runs_raw(
+    py: Python<'_>,
+    data: PyBackedBytes,
+    count: usize,
+) -> PyResult<Option<Vec<usize>>> {
+    named_elements(py, &data, count, |table, text| table.quoted_reading(text).0)
+}
+
+fn named_elements(
+    py: Python<'_>,
+    data: &[u8],
+    count: usize,
+    holds: impl Fn(&PairKinds, &[u8]) -> bool + Sync,
+) -> PyResult<Option<Vec<usize>>> {
     let table = installed()?;
     Ok(unlocked_if_large(py, data.len(), || {
         let mut found = Vec::new();
         let mut index = 0;
-        let whole = walk_elements(&data, count, |start, end| {
-            if table.holds_run(&data[start..end]) {
+        let whole = walk_elements(data, count, |start, end| {
+            if holds(&table, &data[start..end]) {
                 found.push(index);
             }
             index += 1;
@@ -216,5 +330,22 @@ mod tests {
             devanagari(5).holds_run(b"f\tg\th\ti\tj\t")
                 && !devanagari(5).holds_run(b"f\tg\th\ti\t")
         );
+    }
+
+    #[test]
+    fn a_quoted_text_from_its_second_byte_too() {
+        let kinds = devanagari(4);
+        let named = |text: &[u8]| kinds.quoted_reading(text);
+        assert_eq!(named(b"\"f\tg\th\ti\t\""), (true, false)); // a JSON string at offset 1
+        assert_eq!(named(b"xf\tg\th\ti\t\""), (true, false)); // the quote anywhere, last too
+        assert_eq!(named(b"f\tg\th\ti\t"), (true, false)); // from the first byte, as before
+        assert_eq!(named(b"xf\tg\th\ti\t"), (false, false)); // no quote: no string there
+                                                             // Not read, but a quote and a backslash: Python decodes the escapes.
+        assert_eq!(named(b"{\"a\": \"f\\tg\\t\"}"), (false, true));
+        assert_eq!(named(b"{\"a\": \"f\\tg\\t}"), (false, true));
+        assert_eq!(named(b"{a: f\\tg\\th\\t}"), (false, false)); // no quote
+        assert_eq!(named(b"\"\\t\""), (false, false)); // too short for a run
+        assert_eq!(named(b"\""), (false, false));
+        assert_eq!(named(b""), (false, false));
     }
 }
