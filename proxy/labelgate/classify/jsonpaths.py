@@ -569,7 +569,7 @@ class KeyNames:
 # The escapes of a JSON string. Matches run left to right and never overlap, so "\\u0031"
 # is an escaped backslash and then "u0031", as JSON reads it.
 _ESCAPE = re.compile(rb'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
-_SIMPLE_ESCAPES = {
+SIMPLE_ESCAPES = {
     b'"': b'"',
     b"\\": b"\\",
     b"/": b"/",
@@ -586,7 +586,7 @@ MAX_UNESCAPE_LEVELS = 4
 def _unescape_match(match: re.Match[bytes]) -> bytes:
     code = match.group(1)
     if code is None:
-        return _SIMPLE_ESCAPES[match.group(2)]
+        return SIMPLE_ESCAPES[match.group(2)]
     return chr(int(code, 16)).encode("utf-8", "surrogatepass")
 
 

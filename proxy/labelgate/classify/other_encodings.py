@@ -73,7 +73,7 @@ from labelgate.classify import native
 from labelgate.classify.decoded_text import COUNT_BY_NUMPY, REPLACEMENT, SURROGATES, utf8_read
 from labelgate.classify.display_order import reorders
 from labelgate.classify.folding import CONTROLS, IGNORABLE_RANGES, UNFOLDABLE, fold_decoded, noncharacter
-from labelgate.classify.jsonpaths import MAX_UNESCAPE_LEVELS
+from labelgate.classify.jsonpaths import MAX_UNESCAPE_LEVELS, SIMPLE_ESCAPES
 from labelgate.classify.shown_orders import decoded_shown_readings
 
 if TYPE_CHECKING:
@@ -641,16 +641,6 @@ _JSON_STRING: Final = re.compile(rb'"((?:[^"\\]|\\.)*+)"', re.DOTALL)
 _JSON_ESCAPE: Final = re.compile(
     rb'\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|(["\\/bfnrt]))'
 )
-_SIMPLE_ESCAPES: Final = {
-    b'"': b'"',
-    b"\\": b"\\",
-    b"/": b"/",
-    b"b": b"\b",
-    b"f": b"\f",
-    b"n": b"\n",
-    b"r": b"\r",
-    b"t": b"\t",
-}
 
 
 def json_strings(text: bytes, shortest: int = 0) -> list[bytes]:
@@ -693,7 +683,7 @@ def _unescaped(match: re.Match[bytes]) -> bytes:
         return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00).encode("utf-8")
     if code is not None:
         return chr(int(code, 16)).encode("utf-8", "surrogatepass")
-    return _SIMPLE_ESCAPES[simple]
+    return SIMPLE_ESCAPES[simple]
 
 
 def string_candidates(texts: Sequence[bytes], reads: DigitReads, escaped: bool = True) -> set[int]:
