@@ -154,9 +154,13 @@ def test_a_card_the_approver_came_onto_takes_no_click_once_something_moved_it(
     a_id = ask_async(stack, person("steward"))
     page = browser.new_page()
     open_signed_in(page, f"{stack.api.base}/inbox", owner_token)
+    # A at the top of the view, so that A moved down by its own height is still in view (other
+    # tests' requests may wait above it, and a card at the bottom would be moved out of it).
+    page.locator(card_of(a_id)).evaluate("card => card.scrollIntoView({block: 'start'})")
     x, y = rest_pointer_on(page, a_id)  # the approver came onto A: it takes clicks
     bottom = page.locator(card_of(a_id)).bounding_box()
     shift = bottom["y"] + bottom["height"] - y + 30
+    assert y + shift < page.evaluate("innerHeight") - 10, "A moved by the block would leave the view"
     page.mouse.move(x, y + shift)  # and moved on, below A
     assert page.evaluate(WHAT_IS_AT, [x, y + shift]) != a_id
 
