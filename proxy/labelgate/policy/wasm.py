@@ -13,9 +13,12 @@ loads (POLICY_UNSUPPORTED_BY_WASM, naming what and pointing to ``--engine opa``)
 and by the module's own builtins (``wasm_checks``); the host implements only ``sprintf``
 (wasm_sprintf.py). The module looks arrays up by integers only, OPA by any whole number: an
 input holding a whole float (``1.0``) is denied unevaluated (EMBEDDED_INPUT_UNSUPPORTED), data
-holding one or a policy with such a literal is refused at load (whole_numbers.py). The
-default pack needs no host builtin at all (it writes numbers with ``json.marshal``, which
-the module implements): a decision is one ``opa_eval`` call (rego/labelgate/decision/engines.rego).
+holding one or a policy with such a literal is refused at load (whole_numbers.py). A
+builtin's error fails the decision (POLICY_ERROR), as OPA's strict builtin errors do, where
+OPA's Wasm library makes it undefined: the module, compiled or shipped, is patched before it
+is instantiated (wasm_strict.py). The default pack needs no host builtin at all (it writes
+numbers with ``json.marshal``, which the module implements): a decision is one ``opa_eval``
+call (rego/labelgate/decision/engines.rego).
 
 Everything else is EmbeddedEngine's (this class extends it): folder watching, bundle
 following, revision hooks (the bundle's catalog), atomic swaps, and the inline budget: a
@@ -65,6 +68,7 @@ from labelgate.policy.wasm_host import (
     WasmInstance,
     WasmPolicy,
 )
+from labelgate.policy.wasm_strict import strict_builtin_errors
 from labelgate.policy.whole_numbers import holds_whole_float, may_hold_whole_float
 
 if TYPE_CHECKING:
@@ -173,7 +177,8 @@ class _WasmCompiled:
         what = "the bundle's policy.wasm" if wasm is not None else "the compiled module"
         if wasm is None:
             wasm = compile_wasm(source, entrypoint, opa)
-        policy = WasmPolicy(wasm, entrypoint, source.origin)
+        # A builtin's error traps, as OPA raises it with strict builtin errors (wasm_strict.py).
+        policy = WasmPolicy(strict_builtin_errors(wasm, source.origin), entrypoint, source.origin)
         # The module itself: a bundle's policy.wasm may not be built from the modules beside it.
         findings = module_findings(source, wasm, policy.builtins.values(), what)
         if findings:

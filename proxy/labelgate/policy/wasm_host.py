@@ -328,15 +328,19 @@ class WasmInstance:
             if len(self._sprintf_memo) >= _MEMO_LIMIT:
                 self._sprintf_memo.clear()
             self._sprintf_memo[key] = result
-        return self._parse(result) if result else 0
+        return self._parse(result)
 
 
 def _sprintf_json(format_dump: bytes, arguments_dump: bytes) -> bytes:
-    """sprintf's result as JSON text from its dumped operands; b"" when OPA's would be undefined."""
+    """sprintf's result as JSON text from its dumped operands.
+
+    An operand of the wrong type is an error, as for OPA with strict builtin errors (what the
+    other engines ask for), not an undefined sprintf (what OPA's Wasm target makes of it).
+    """
     try:
         text = sprintf(json.loads(format_dump), parse_arguments(arguments_dump.decode("utf-8")))
-    except (TypeError, ValueError):
-        return b""  # OPA: a builtin's type error makes the expression undefined
+    except (TypeError, ValueError) as error:
+        raise WasmEvalError(f"a builtin error (strict builtin errors): {error}") from error
     except UnsupportedFormat as error:
         raise WasmEvalError(f"sprintf: {error} is not implemented exactly; {ADVICE}") from error
     return json.dumps(text, ensure_ascii=False).encode("utf-8")

@@ -133,7 +133,8 @@ def _render(verb: str, kind: str, value: Any) -> str:
 def sprintf(format: Any, arguments: list[Any]) -> str:
     """Go's fmt.Sprintf of ``format`` with OPA's conversion of ``arguments``.
 
-    Raises TypeError for a format that is not a string (OPA: undefined), UnsupportedFormat for
+    Raises TypeError for a format that is not a string (OPA: an error, a deny under strict builtin
+    errors), UnsupportedFormat for
     anything outside this module's subset.
     """
     if not isinstance(format, str):
