@@ -13,7 +13,13 @@ approval made easier is seen only on calls held both times. So the tables are co
   label where it was masked, drops its approval, asks another, easier approval, or masks it
   with a mask that shows more (``impact.shows_more``) is a change;
 - per approval of ``approvals`` that some label's offer names (in either tables): how it became
-  easier to get or releases more once granted (``approval_weakenings``).
+  easier to get or releases more once granted (``approval_weakenings``);
+- per label and group: a caller who may not see the label, asking for an output with it by
+  name, was denied (its table's ``deny_when_requested`` is ``true``: ``requests.rego``) and now
+  gets the output masked (``REQUEST_NOT_DENIED``); the entry removed, set to another value, or
+  the label left to an ``unknown_label`` that does not deny;
+- who may call an opaque or model admin method, or view recorded calls
+  (``access_table_impact``).
 
 A subject in several groups gets the best offer of its groups, so a change no single group's
 treatment shows cannot show more to several. Pure: the caller loads the tables.
@@ -21,6 +27,7 @@ treatment shows cannot show more to several. Pure: the caller loads the tables.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,10 +35,14 @@ from typing import Any
 
 from labelgate.bundle import gate
 from labelgate.classify.labels import LABELS
+from labelgate.policy.access_table_impact import access_changes, same_json
 from labelgate.policy.contract import GRANT_SCOPES, ApprovalRequirement, DecidedMask
 from labelgate.policy.impact import describe_mask, shows_more
 
 ANY_OTHER_GROUP = "(any other group)"
+# A caller that may not see a label, asking for it by name, is masked where it was denied. (The
+# gate reads any kind: ``gate.table_reasons``; the change names its label like the others.)
+REQUEST_NOT_DENIED = "tables stop denying a requested label"
 
 
 def approval_weakenings(was: ApprovalRequirement, now: ApprovalRequirement) -> list[str]:
@@ -61,21 +72,29 @@ def _scope_width(scope: str) -> int:
 
 
 def table_changes(served: Any, proposed: Any) -> list[dict[str, Any]]:
-    """Every label and group the ``proposed`` tables show more to than the ``served`` ones, and
-    every approval a label's offer names made easier (the kinds of ``labelgate.bundle.gate``).
+    """Every label and group the ``proposed`` tables show more to than the ``served`` ones,
+    every approval a label's offer names made easier (the kinds of ``labelgate.bundle.gate``),
+    every group no longer denied a label it asks for by name (``REQUEST_NOT_DENIED``), and
+    whom they let call a method or view recorded calls (``access_table_impact``).
     No served tables: nothing to compare; no proposed tables deny every call (the decision's
     default), which shows nothing."""
-    if not isinstance(served, Mapping) or not isinstance(proposed, Mapping) or served == proposed:
+    if not isinstance(served, Mapping) or not isinstance(proposed, Mapping) or same_json(served, proposed):
         return []
     before, after = _Tables(served), _Tables(proposed)
     changes = []
     for label in sorted(before.labels | after.labels, key=_label_order):
         for group in [*sorted(before.groups(label) | after.groups(label)), None]:
-            change = _treatment_change(
-                label, group, before.treatment(label, group), after.treatment(label, group)
-            )
+            treated, treats = before.treatment(label, group), after.treatment(label, group)
+            change = _treatment_change(label, group, treated, treats)
             if change is not None:
                 changes.append(change)
+            # Shown now: the treatment's change says so. Masked both times: only the deny differs.
+            if (
+                before.denies_request(label)
+                and not after.denies_request(label)
+                and not (treated.see or treats.see)
+            ):
+                changes.append(_request_change(label, group, before, after, treats))
     for key in sorted(before.approvals.keys() & after.approvals.keys()):
         was, now = before.approvals[key], after.approvals[key]
         how = approval_weakenings(was, now) if was is not None and now is not None else []
@@ -91,7 +110,7 @@ def table_changes(served: Any, proposed: Any) -> list[dict[str, Any]]:
                     "how": how,
                 }
             )
-    return changes
+    return changes + access_changes(served, proposed)
 
 
 def describe_treatment(tables: Mapping[str, Any], label: str, group: str | None) -> str:
@@ -147,6 +166,20 @@ def _treatment_change(
     }
 
 
+def _request_change(
+    label: str, group: str | None, before: _Tables, after: _Tables, now: _Treatment
+) -> dict[str, Any]:
+    return {
+        "kind": REQUEST_NOT_DENIED,
+        "label": label,
+        "group": group or ANY_OTHER_GROUP,
+        "labels": [label],
+        "was": f"denied ({before.request_entry(label)})",
+        "now": f"{now.describe()} ({after.request_entry(label)})",
+        "how": [],
+    }
+
+
 def _mask_shows_more(was: DecidedMask | None, now: DecidedMask | None) -> bool:
     if now is None:  # nulled: nothing shows less
         return False
@@ -170,7 +203,21 @@ class _Tables:
         self.labels = frozenset(LABELS) | frozenset(self.by_label)
 
     def table(self, label: str) -> Mapping[str, Any]:
-        return _mapping(self.by_label[label]) if label in self.by_label else self.unknown
+        # ``not tables.labels[label]`` holds for a label set to false, too: unknown_label's.
+        return self.unknown if self._unknown(label) else _mapping(self.by_label[label])
+
+    def _unknown(self, label: str) -> bool:
+        return self.by_label.get(label, False) is False
+
+    def denies_request(self, label: str) -> bool:
+        """``_deny_when_requested``: the label's table (or unknown_label's) says exactly true."""
+        return self.table(label).get("deny_when_requested") is True
+
+    def request_entry(self, label: str) -> str:
+        """Where ``denies_request`` reads, and what it finds there."""
+        where = "unknown_label" if self._unknown(label) else f"labels.{label}"
+        value = self.table(label).get("deny_when_requested", _ABSENT)
+        return f"{where}.deny_when_requested: {'absent' if value is _ABSENT else json.dumps(value)}"
 
     def groups(self, label: str) -> set[str]:
         return {str(group) for group in _mapping(self.table(label).get("groups"))}
@@ -252,6 +299,9 @@ def _describe_requirement(requirement: ApprovalRequirement | None) -> str:
     if requirement is None:
         return "(unusable)"
     return f"{requirement.min_approvals} from {', '.join(requirement.approver_groups) or '(no group)'}"
+
+
+_ABSENT = object()
 
 
 def _or_most(number: float | None) -> float:
