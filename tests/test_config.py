@@ -601,6 +601,77 @@ def test_the_issuer_of_two_subject_claims_is_shown_without_credentials() -> None
     assert "admin.oidc.issuer: " in refused.value.message and "S3cret" not in refused.value.message
 
 
+# -- every upstream address: one check, one message (THREAT-MODEL, configuration / logs) -----
+ENTRY = {"name": "text", "address": "127.0.0.1:8001", "models": ["m"]}
+ROUTED = {"method_prefix": "/demo.Svc/"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "overrides"),
+    [
+        ("upstream.address", lambda address: {"upstream": {"address": address}}),
+        ("upstreams.0.address", lambda address: {"upstreams": [{**ENTRY, "address": address}]}),
+        (
+            "routes.1.upstream",
+            lambda address: {"routes": [{"method_prefix": "/a.A/"}, {**ROUTED, "upstream": address}]},
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "address",
+    [
+        "triton:S3cretPW@127.0.0.1:8001",
+        "triton:S3cret/PW@127.0.0.1:8001",  # a "/" ended the userinfo a URL's reading sees
+        "triton:S3cret#PW@127.0.0.1:8001",
+        "S3cretPW@127.0.0.1:8001",
+        "triton:S3cretPW@backend",  # no port either: the credentials are named first
+    ],
+)
+def test_every_upstream_address_refuses_credentials_without_quoting_them(
+    setting: str, overrides: Any, address: str
+) -> None:
+    """``routes[].upstream`` was not checked at all: ``user:pw@host:port`` was dialled, and its
+    password was in every subject assertion's audience and every line naming the upstream."""
+    with pytest.raises(ConfigError) as refused:
+        load_settings(auth=AUTH, **overrides(address))
+    message = refused.value.message
+    assert f"  - {setting}: " in message and "carries credentials (user:password@)" in message, message
+    assert "S3cret" not in message and "PW" not in message, message
+    assert "the gateway's credential for an upstream is its token" in message, message
+
+
+def test_a_routes_upstream_is_an_address_like_any_other_or_an_entrys_name() -> None:
+    """Without a port it names an entry of ``upstreams``: one it did not name was dialled as
+    a host on gRPC's default port, at the first call."""
+
+    def refusal(route_upstream: str) -> str:
+        with pytest.raises(ConfigError) as refused:
+            load_settings(auth=AUTH, upstreams=[ENTRY], routes=[{**ROUTED, "upstream": route_upstream}])
+        return refused.value.message
+
+    assert "routes.0.upstream: 'http://backend' is not HOST:PORT" in refusal("http://backend")
+    assert "routes.0.upstream: 'backend:port' is not HOST:PORT" in refusal("backend:port")
+    assert "routes[0].upstream: 'txet' is not HOST:PORT nor the name of an entry of upstreams" in refusal(
+        "txet"
+    )
+    for fine in ("text", "backend:8001", "[::1]:8001", None):
+        settings = load_settings(auth=AUTH, upstreams=[ENTRY], routes=[{**ROUTED, "upstream": fine}])
+        assert settings.routes[0].upstream == fine
+
+
+def test_no_forward_metadata_names_a_tracestate() -> None:
+    """A caller's ``tracestate`` is never forwarded (docs/OPERATING.md, Tracing): it was in the
+    default, and naming it now is refused rather than silently doing nothing."""
+    assert load_settings(auth=AUTH).upstream.forward_metadata == ["traceparent", "x-request-id"]
+    for where, overrides in (
+        ("upstream.forward_metadata", {"upstream": {"forward_metadata": ["traceparent", "TraceState"]}}),
+        ("upstreams.0.forward_metadata", {"upstreams": [{**ENTRY, "forward_metadata": ["tracestate"]}]}),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_settings(auth=AUTH, **overrides)
+        assert f"  - {where}: tracestate is never forwarded" in refused.value.message, refused.value.message
+
+
 # -- serve --check-config: what each file holds, loaded as serve loads it --------------------
 def problems_of(prefixes: tuple[str, ...], **overrides: Any) -> list[str]:
     from labelgate.config import startup_problems

@@ -18,6 +18,11 @@ exported and into the ``tracestate`` the upstream gets; parsed, a malformed one 
 verbatim too. OpenTelemetry's trace-context loggers are held to errors for the same reason (a
 malformed ``traceparent`` is quoted in their warnings).
 
+Tracing off, the upstream gets the caller's ``traceparent`` (when ``forward_metadata`` names
+it) only if it is one W3C version-00 header: anything else is text a caller chose, and is
+dropped with a log line naming the header, never its value. A caller's ``tracestate`` is
+never forwarded, tracing on or off (``forward_metadata`` refuses to name it).
+
 Zero cost when off: ``stage()`` hands back one shared no-op context manager and nothing
 from the SDK is imported.
 """
@@ -26,12 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labelgate.logs import get_logger
 from labelgate.shown_urls import credentials_problem, shown_url
 from labelgate.untrusted_text import bounded
 
@@ -39,8 +46,12 @@ from labelgate.untrusted_text import bounded
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 # OpenTelemetry's loggers that quote (or count) what a caller's trace headers held.
 _TRACE_CONTEXT_LOGGERS = ("opentelemetry.trace.span", "opentelemetry.trace.propagation.tracecontext")
+# W3C Trace Context's traceparent, version 00 (the one version defined): lower-case hex, the
+# all-zero trace id and parent id invalid, nothing after the flags.
+_W3C_TRACEPARENT = re.compile(r"00-(?!0{32}-)[0-9a-f]{32}-(?!0{16}-)[0-9a-f]{16}-[0-9a-f]{2}")
 _NOTHING = contextlib.nullcontext()
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on; None is off
+log = get_logger(__name__)
 
 
 class TracingSettings(BaseModel):
@@ -187,14 +198,39 @@ def annotate(**attributes: str | Sequence[str]) -> None:
     span.set_attributes({key: value for key, value in attributes.items() if value is not None})
 
 
-def outgoing(metadata: Sequence[tuple[str, Any]], allowed: frozenset[str]) -> tuple[tuple[str, Any], ...]:
-    """The upstream's metadata with the caller's trace headers replaced by the current span's
-    (the gateway's ``upstream`` span), for the trace headers the allow-list forwards."""
+def outgoing(
+    metadata: Sequence[tuple[str, Any]], allowed: frozenset[str], *, upstream: str
+) -> tuple[tuple[str, Any], ...]:
+    """The upstream's metadata (the allow-listed part of the caller's) with the caller's trace
+    headers replaced by the current span's (the gateway's ``upstream`` span), for the trace
+    headers the allow-list forwards; tracing off, with the caller's ``traceparent`` only when
+    it is W3C's (``upstream`` names the upstream in the line saying it was not)."""
     if _tracer is None:
-        return tuple(metadata)
+        return _callers_traceparent_only(metadata, upstream)
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier)
     kept = [(k, v) for k, v in metadata if k not in TRACE_HEADERS]
     return (*kept, *((k, v) for k, v in carrier.items() if k in allowed))
+
+
+def _callers_traceparent_only(
+    metadata: Sequence[tuple[str, Any]], upstream: str
+) -> tuple[tuple[str, Any], ...]:
+    """Tracing off: the caller's ``tracestate`` never travels (free text, unvetted, into the
+    upstream's logs), and its ``traceparent`` only as one well-formed W3C header (which lets
+    the caller join the upstream's traces, as W3C means it to, and carries nothing else)."""
+    parents = [value for key, value in metadata if key == "traceparent"]
+    if not parents and not any(key == "tracestate" for key, _ in metadata):
+        return tuple(metadata)  # the common call: nothing to look at
+    valid = len(parents) == 1 and isinstance(parents[0], str) and _W3C_TRACEPARENT.fullmatch(parents[0])
+    if parents and not valid:
+        why = "not a W3C traceparent" if len(parents) == 1 else "more than one traceparent"
+        # The name only: the value is the caller's and may be anything.
+        log.warning("caller header not forwarded", why=why, upstream=upstream, header="traceparent")
+    return tuple(
+        (key, value)
+        for key, value in metadata
+        if key not in TRACE_HEADERS or (key == "traceparent" and valid)
+    )

@@ -257,11 +257,12 @@ def test_a_model_name_an_anonymous_caller_sent_is_bounded_in_its_span(stack) -> 
     assert not [text for text in _attribute_texts(spans) if PLANTED in text]
 
 
-def test_tracing_off_costs_nothing_and_forwards_the_callers_headers() -> None:
+def test_tracing_off_costs_nothing_and_forwards_the_callers_w3c_traceparent() -> None:
     assert TracingSettings().endpoint is None
-    assert call_span("m", "x", [("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01")]) is stage("s")
-    kept = (("traceparent", "t"), ("x-request-id", "r"))
-    assert outgoing(kept, frozenset({"traceparent"})) == kept
+    traceparent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    assert call_span("m", "x", [("traceparent", traceparent)]) is stage("s")
+    kept = (("traceparent", traceparent), ("x-request-id", "r"))
+    assert outgoing(kept, frozenset({"traceparent"}), upstream="default") == kept
 
 
 def test_bad_tracing_settings_are_refused() -> None:

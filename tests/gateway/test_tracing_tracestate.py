@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 import grpc
@@ -18,6 +19,9 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.oip import tensors
 from labelgate.tracing import call_span, outgoing, stage
+from tests.gateway.aio import backend_seen, infer
+from tests.gateway.expected import customer_request
+from tests.gateway.harness import GatewayPool, TokenIssuer
 from tests.gateway.test_tracing import (  # noqa: F401  (memory_tracer, stack: fixtures)
     _caller_context,
     _token,
@@ -25,6 +29,7 @@ from tests.gateway.test_tracing import (  # noqa: F401  (memory_tracer, stack: f
     memory_tracer,
     stack,
 )
+from tests.support.procs import wait_until
 
 MARKER = "ssn:078-05-1120"
 TRACESTATE = f"acme={MARKER},ro@vendor=card:4111111111111111"  # by the W3C grammar
@@ -37,7 +42,7 @@ def test_the_call_span_keeps_the_callers_trace_and_drops_its_tracestate(memory_t
         call_span("/s/M", "m", [("traceparent", traceparent), ("tracestate", TRACESTATE)]),
         stage("upstream"),
     ):
-        sent = dict(outgoing([("tracestate", TRACESTATE), ("x-request-id", "r")], BOTH))
+        sent = dict(outgoing([("tracestate", TRACESTATE), ("x-request-id", "r")], BOTH, upstream="default"))
     spans = memory_tracer.get_finished_spans()
     assert {span.name for span in spans} == {"labelgate.call", "upstream"}
     for span in spans:
@@ -100,3 +105,55 @@ def test_a_callers_tracestate_is_not_forwarded_upstream(stack: dict[str, Any]) -
     seen = _metadata_seen_by(stack["backend"])
     assert any(key == "traceparent" and value.split("-")[1] == trace_id for key, value in seen)
     assert not [value for key, value in seen if key == "tracestate" or MARKER in value]
+
+
+def _lines_not_forwarding_a_traceparent(log: str) -> list[dict[str, Any]]:
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return [
+        entry
+        for entry in entries
+        if entry.get("event") == "caller header not forwarded" and entry.get("header") == "traceparent"
+    ]
+
+
+async def test_tracing_off_the_upstream_gets_a_w3c_traceparent_and_never_a_tracestate(
+    gateways: GatewayPool, backend: str, token_issuer: TokenIssuer
+) -> None:
+    """With tracing off, the default ``forward_metadata`` passed a caller's ``tracestate`` and
+    whatever it sent as ``traceparent`` to the upstream: free text into the upstream's logs.
+    The demo backend records the metadata it got."""
+    gateway = gateways.get("embedded")  # tracing off, the default forward_metadata
+    _, _, traceparent = _caller_context()
+    sent = {"w3c": traceparent, "decorated": f"{traceparent}-{MARKER}", "free text": MARKER}
+    markers = {name: uuid.uuid4().hex for name in sent}
+    dropped_before = len(_lines_not_forwarding_a_traceparent(gateway.output()))
+    for name, value in sent.items():
+        headers = [
+            *token_issuer.headers("analyst").items(),
+            ("traceparent", value),
+            ("tracestate", TRACESTATE),
+            ("x-request-id", markers[name]),
+        ]
+        await infer(gateway.address, customer_request([3]), headers)
+
+    recent = await backend_seen(backend)
+    seen = {
+        name: next(call["metadata"] for call in recent if ["x-request-id", marker] in call["metadata"])
+        for name, marker in markers.items()
+    }
+    assert [value for key, value in seen["w3c"] if key == "traceparent"] == [traceparent]
+    for name in ("decorated", "free text"):
+        assert "traceparent" not in dict(seen[name]), name
+    for name, metadata in seen.items():
+        assert "tracestate" not in dict(metadata), name
+        assert not [value for _, value in metadata if MARKER in value], name
+
+    # One line for each dropped traceparent, naming the header, never its value.
+    wait_until(
+        lambda: len(_lines_not_forwarding_a_traceparent(gateway.output())) >= dropped_before + 2,
+        10,
+        "the gateway's lines for the dropped traceparents",
+    )
+    lines = _lines_not_forwarding_a_traceparent(gateway.output())[dropped_before:]
+    assert [line["why"] for line in lines] == ["not a W3C traceparent"] * 2, lines
+    assert MARKER not in gateway.output()

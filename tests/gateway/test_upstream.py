@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -188,22 +189,65 @@ async def test_a_caller_value_an_upstream_cannot_take_is_left_out() -> None:
     """A REST caller's header arrives as latin-1 text: ``caf\\xe9`` would make grpc refuse the
     whole call (ExecuteBatchError) after policy allowed it. Such values are dropped, for every
     kind of upstream, and the rest of the call goes on."""
-    settings = UpstreamSettings(forward_metadata=["x-request-id", "traceparent", "tracestate", "x-trace-bin"])
+    settings = UpstreamSettings(forward_metadata=["x-request-id", "traceparent", "x-tenant", "x-trace-bin"])
     upstream = Upstream(settings, 1 << 20)
     try:
         sent = upstream.metadata(
             (
                 ("x-request-id", "caf\xe9"),
                 ("traceparent", "00-a\x7fb"),
-                ("tracestate", "vendor=ok"),
+                ("x-tenant", "ok"),
                 ("x-trace-bin", "text under a binary name"),
             )
         )
-        assert dict(sent) == {"tracestate": "vendor=ok"}
+        assert dict(sent) == {"x-tenant": "ok"}
         assert dict(upstream.metadata((("x-trace-bin", b"\x00\xff"), ("x-request-id", "r-1")))) == {
             "x-trace-bin": b"\x00\xff",
             "x-request-id": "r-1",
         }
+    finally:
+        await upstream.close()
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def test_tracing_off_a_callers_tracestate_never_travels_and_its_traceparent_only_as_w3c(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Free text a caller chose reached the upstream (and its logs) unvetted: a ``tracestate``
+    always (it was in the default allow-list), and anything under ``traceparent``."""
+    # Built past the config check (which refuses to name tracestate): the edge drops it anyway.
+    settings = UpstreamSettings.model_construct(
+        forward_metadata=["traceparent", "tracestate", "x-request-id"]
+    )
+    upstream = Upstream(settings, 1 << 20)
+    planted = "ssn:078-05-1120"
+    try:
+        good = upstream.metadata((("traceparent", TRACEPARENT), ("tracestate", f"acme={planted}")))
+        assert [(k, v) for k, v in good if k in ("traceparent", "tracestate")] == [
+            ("traceparent", TRACEPARENT)
+        ]
+        bad = [
+            f"00-{'0' * 32}-b7ad6b7169203331-01",  # the all-zero trace id is invalid
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",  # upper case
+            f"{TRACEPARENT}-{planted}",  # version 00 has nothing after its flags
+            f"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-{planted}",
+            f"ff{TRACEPARENT[2:]}",
+            planted,
+        ]
+        for value in bad:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="labelgate.tracing"):
+                sent = upstream.metadata((("traceparent", value), ("x-request-id", "r-1")))
+            assert [k for k, _ in sent if k != "x-labelgate-subject-assertion"] == ["x-request-id"], value
+            (line,) = [r for r in caplog.records if r.getMessage() == "caller header not forwarded"]
+            fields = {k: getattr(line, k) for k in ("why", "upstream", "header")}
+            assert fields == {"why": "not a W3C traceparent", "upstream": "default", "header": "traceparent"}
+            assert planted not in caplog.text
+        two = upstream.metadata((("traceparent", TRACEPARENT), ("traceparent", TRACEPARENT)))
+        assert "traceparent" not in dict(two), "two traceparents are no W3C trace context"
     finally:
         await upstream.close()
 

@@ -84,6 +84,17 @@ def _route_prefixes_unique(settings: GatewaySettings) -> list[str]:
     return ["routes: a method_prefix appears twice"] if len(set(prefixes)) != len(prefixes) else []
 
 
+def _route_upstreams_name_an_entry(settings: GatewaySettings) -> list[str]:
+    # A routes[].upstream without a port names an entry of upstreams (sections.UPSTREAM_NAME).
+    # One that named none was dialled as a host on gRPC's default port (443), at the first call.
+    names = {entry.name for entry in settings.upstreams}
+    return [
+        f"routes[{index}].upstream: {route.upstream!r} is not HOST:PORT nor the name of an entry of upstreams"
+        for index, route in enumerate(settings.routes)
+        if route.upstream is not None and ":" not in route.upstream and route.upstream not in names
+    ]
+
+
 def _approvals_can_work(settings: GatewaySettings) -> list[str]:
     if "approvals" not in settings.model_fields_set:  # left out: holds are refused unless approvals work
         return []
@@ -163,6 +174,7 @@ CROSS_SECTION_CHECKS: tuple[Callable[[GatewaySettings], list[str]], ...] = (
     _admin_listens_apart,
     _upstream_names_unique,
     _route_prefixes_unique,
+    _route_upstreams_name_an_entry,
     _approvals_can_work,
     _one_subject_claim_per_issuer,
     _postgres_dsns_parse,

@@ -12,6 +12,7 @@ audit, approvals and the admin listener in ``oversight``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -88,13 +89,24 @@ def _opa_url(value: str) -> str:
     return _http_url(value)
 
 
-def _upstream_address(value: str) -> str:
+_UPSTREAM_CREDENTIAL = "the gateway's credential for an upstream is its token (a bearer token)"
+# What ``upstreams[].name`` may be. A ``routes[].upstream`` of this form (no port, no "@")
+# names an entry (``cross_checks``); any other is an address.
+UPSTREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def upstream_address(value: str) -> str:
+    """Every setting that names an upstream by address (``upstream.address``,
+    ``upstreams[].address``, ``routes[].upstream``): HOST:PORT, with no userinfo."""
     # HOST:PORT has no userinfo; host_port alone took "user:pw@host:port" (its host is what
     # precedes the last colon). A gRPC channel never sends it; httpx would send it to a REST
     # upstream as basic auth in place of the configured token's bearer header (no document
     # or test names that a feature); and the address is the audience of every subject
-    # assertion sent upstream, so the password would travel in each.
-    without_credentials(value, why="the gateway's credential for an upstream is its token (a bearer token)")
+    # assertion sent upstream, so the password would travel in each. Everything before the
+    # last "@" is userinfo here: a URL's reading of it (shown_url's) stops at a "/", "?" or
+    # "#", which a password may hold ("u:p/w@host:1" passed, and was quoted whole).
+    _, at, host = value.rpartition("@")
+    without_credentials(f"user@{host}" if at else value, why=_UPSTREAM_CREDENTIAL)
     return host_port(value)
 
 
@@ -108,13 +120,26 @@ class UpstreamSettings(Section):
     # A day at most: a call may stream a long generation, but never for ever (.inf was taken).
     timeout_seconds: float = Field(30.0, gt=0, le=86_400)
     # Caller metadata that travels upstream, by name (lower case); nothing else does.
-    # Credentials and labelgate's own keys never travel, even if named here.
-    forward_metadata: list[str] = ["traceparent", "tracestate", "x-request-id"]
+    # Credentials and labelgate's own keys never travel, even if named here; a traceparent
+    # only as a W3C one, and a tracestate never (labelgate/tracing.py).
+    forward_metadata: list[str] = ["traceparent", "x-request-id"]
     # A short-lived JWT about the caller, signed with the gateway's key, on every upstream call
     # (labelgate.auth.assertion); its JWKS is at the admin listener's /.well-known/jwks.json.
     subject_assertion: SubjectAssertionSettings = SubjectAssertionSettings()
 
-    _check_address = field_validator("address")(classmethod(lambda cls, v: _upstream_address(v)))
+    _check_address = field_validator("address")(classmethod(lambda cls, v: upstream_address(v)))
+
+    @field_validator("forward_metadata")
+    @classmethod
+    def _never_a_tracestate(cls, names: list[str]) -> list[str]:
+        # Refused rather than ignored: listed (it was in the default once), the operator
+        # expects it to travel, and it never does.
+        if any(name.lower() == "tracestate" for name in names):
+            raise ValueError(
+                "tracestate is never forwarded (a caller's is free text that would reach the "
+                "upstream and its logs unvetted, docs/OPERATING.md, Tracing): remove it"
+            )
+        return names
 
     @model_validator(mode="after")
     def _tls_settings_need_tls(self) -> UpstreamSettings:
@@ -130,7 +155,7 @@ class UpstreamConnection(UpstreamSettings):
     token, timeout and forwarded metadata are per upstream; the subject assertion is the
     gateway's one key, set in ``upstream.subject_assertion``."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=UPSTREAM_NAME)
     # Globs this entry routes; with discover, only which discovered names it may claim.
     models: list[str] = []
     # Ask the upstream's RepositoryIndex at start and every discover_interval_seconds. An
@@ -307,6 +332,15 @@ class RouteSettings(Section):
     # straddle it and the next, and a value split across messages ends the stream,
     # classify/split_values.py); "per_message" for record streams (each message whole).
     split_values: Literal["hold", "per_message"] | None = None
+
+    @field_validator("upstream")
+    @classmethod
+    def _name_or_address(cls, value: str | None) -> str | None:
+        # Unchecked, "user:pw@host:port" was dialled, and its password put in every subject
+        # assertion's audience and in every line that names the upstream.
+        if value is None or re.fullmatch(UPSTREAM_NAME, value):
+            return value  # an entry of upstreams: that one exists is checked across sections
+        return upstream_address(value)
 
     @model_validator(mode="after")
     def _not_a_built_in_service(self) -> RouteSettings:

@@ -97,8 +97,8 @@ class UpstreamEdge:
             and k != self._assertion_header
             and self._sendable(k, v)
         ]
-        # Tracing on: the trace headers are the gateway's upstream span's, not the caller's.
-        return (*tracing.outgoing(kept, allowed), *self._credential, *self._assertion())
+        # Trace headers: the gateway's upstream span's; tracing off, a caller's W3C traceparent only.
+        return (*tracing.outgoing(kept, allowed, upstream=self.name), *self._credential, *self._assertion())
 
     def _sendable(self, key: str, value: Any) -> bool:
         if key.endswith("-bin"):
