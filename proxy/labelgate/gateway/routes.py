@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -29,8 +29,8 @@ from labelgate.calls import Call, CallRecord, Outcome, Target
 from labelgate.classify.split_values import SplitValues
 from labelgate.config import RouteSettings
 from labelgate.errors import ConfigError, LabelgateError
-from labelgate.gateway import inflight, reasons
-from labelgate.gateway.inference import make_call, message_parser, refuse_unparsed, serving
+from labelgate.gateway import inflight, reasons, wire_bounds
+from labelgate.gateway.inference import make_call, serving
 from labelgate.gateway.pipeline import Pipeline, still_valid, while_valid
 from labelgate.gateway.upstream import Upstream, upstream_error
 
@@ -224,8 +224,9 @@ async def _relay(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 class Relay:
     """A client stream's messages on their way upstream. grpc's request pump swallows what
-    reading one raises (a message that does not parse, ``message_parser``) and cancels the
-    upstream call: the refusal is kept here, so the call ends with it, not with the cancel."""
+    reading one raises (a message that does not parse or holds too many values,
+    ``typed_handler``'s ``each_parsed``) and cancels the upstream call: the refusal is kept
+    here, so the call ends with it, not with the cancel."""
 
     def __init__(self, requests: AsyncIterator[Any]) -> None:
         self._requests = requests
@@ -365,23 +366,33 @@ def typed_handler(
             "timeout": upstream.timeout(context),
         }
 
-    async def parsed(request: Any, call: Call) -> Any:
-        """A single request arrives as bytes (see ``inference.refuse_unparsed``); the messages
-        of a client stream are parsed as they are read (``message_parser``)."""
-        if client_streams:
-            return request
-        try:
-            return request_type.FromString(request)
-        except DecodeError:
-            await refuse_unparsed(pipeline, call, request_type)
+    # Requests arrive as bytes, a client stream's too, and are parsed only once their caller
+    # is authenticated and admitted, within what their parse may cost (``wire_bounds``): parsed
+    # first, 16 MiB of empty sub-messages took an anonymous caller's call 384 MiB (review).
+    async def parse(body: bytes) -> Message:
+        return await wire_bounds.parsed(request_type, body, pipeline.limits.max_message_values)
+
+    async def each_parsed(bodies: AsyncIterator[bytes]) -> AsyncIterator[Message]:
+        """A client stream's messages, each parsed as the upstream call reads it (after the
+        stream was admitted); its bytes replace the last message's in the call's lease."""
+        async for body in bodies:
+            inflight.message_read(len(body))
+            yield await parse(body)
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         call = make_call(context, method)
         async with serving(pipeline, context, 0 if client_streams else len(request)):
             # Counted from here to its end; refused at once past the bound (``streams.OpenStreams``).
             with pipeline.open_streams.opened(), contextlib.ExitStack() as counted:
-                request = await parsed(request, call)
                 subject = await pipeline.admit_stream(call, target, counted)
+                if client_streams:
+                    request = each_parsed(request)
+                else:
+                    try:
+                        request = await parse(request)
+                    except LabelgateError as error:  # the stream's admission is recorded apart
+                        await pipeline.record_failure(call, subject, target, error)
+                        raise
                 # Each of the caller's messages is checked before it goes upstream: the stream
                 # ends with the first of its credentials to expire (its replies are checked by
                 # ``release_reply``).
@@ -425,9 +436,13 @@ def typed_handler(
             return reply
 
         async with serving(pipeline, context, 0 if client_streams else len(request)):
-            return await pipeline.unary_message(
-                call, target, await parsed(request, call), send, client_stream=client_streams
-            )
+            if client_streams:
+                messages = cast(Message, each_parsed(request))  # as ``unary_message`` reads them
+                return await pipeline.unary_message(call, target, messages, send, client_stream=True)
+            admitted = ParsedOnceAdmitted(request, parse, send)
+            # The bytes go in; the gate parses them once the caller is authenticated and the
+            # method admitted, inside the call's record, and the parsed message goes upstream.
+            return await pipeline.unary_message(call, target, request, admitted.send, gate=admitted.parse)
         raise AssertionError("unreachable: refusals() aborts the call")
 
     make = {
@@ -438,9 +453,38 @@ def typed_handler(
     }[(client_streams, server_streams)]
     return make(
         streaming if server_streams else single,
-        request_deserializer=message_parser(request_type) if client_streams else None,
+        request_deserializer=None,  # bytes: parsed once admitted (``parse``)
         response_serializer=response_type.SerializeToString,
     )
+
+
+class ParsedOnceAdmitted:
+    """A unary request's bytes, parsed by ``Pipeline.unary_message``'s gate (its caller
+    authenticated, its method admitted) and sent as that message. Not closures over the
+    request: a refusal's traceback keeps its functions (``drop_frames`` clears only their
+    frames), and a closure's cells with them: 16 MiB a refused call, until a collection."""
+
+    __slots__ = ("_body", "_message", "_parse", "_send")
+
+    def __init__(
+        self,
+        body: bytes,
+        parse: Callable[[bytes], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[Message]],
+    ) -> None:
+        self._body: bytes | None = body
+        self._message: Message | None = None
+        self._parse, self._send = parse, send
+
+    async def parse(self, _: Subject) -> None:
+        body, self._body = self._body, None
+        assert body is not None, "parsed once"
+        self._message = await self._parse(body)
+
+    async def send(self, _: object) -> Message:
+        message, self._message = self._message, None
+        assert message is not None, "sent once it was parsed"
+        return await self._send(message)
 
 
 def _serialize(message: Message) -> bytes:
