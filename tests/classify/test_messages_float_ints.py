@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 
 from labelgate.classify import Catalog, DetectorSet, classify_message, to_policy_fields
+from labelgate.classify.message_bytes import packed_cost
 from labelgate.classify.messages import FIXED_STEP_VALUES
 from labelgate.enforce import apply_message_masks
 from labelgate.errors import UpstreamError
@@ -178,17 +180,20 @@ def cheapest(message: Any) -> int:
 
 
 def test_whole_floats_are_charged_as_integers_and_fractions_nothing_more() -> None:
+    # Besides: every double field is read as its bytes too (``message_bytes``), charged so;
+    # integers that are ASCII code points are not (``integer_text`` reads their text).
+    as_bytes = packed_cost(FieldDescriptor.CPPTYPE_DOUBLE, len(SSN_TEXT))
     text = codes(SSN_TEXT)
-    assert cheapest(Reply(dbl=text)) == cheapest(Reply(ints=[int(code) for code in text]))
+    assert cheapest(Reply(dbl=text)) - as_bytes == cheapest(Reply(ints=[int(code) for code in text]))
     # Worth reading as characters (a value reads as a digit), found nothing: charged a read.
     worth = [126.0] * 14 + [49.0]
     plain = Reply(flags=[True] * len(worth))
-    assert cheapest(Reply(dbl=worth)) - cheapest(plain) == FIXED_STEP_VALUES
+    assert cheapest(Reply(dbl=worth)) - as_bytes - cheapest(plain) == FIXED_STEP_VALUES
     assert (
         cheapest(Reply(points=[Point(v=v) for v in worth]))
         - cheapest(Reply(points=[Point(v=0.5) for _ in worth]))
         == FIXED_STEP_VALUES
     )
-    # A fraction: not read, so charged as any field of that many values.
-    assert cheapest(Reply(dbl=embeddings(len(worth)))) == cheapest(plain)
-    assert cheapest(Reply(dbl=[*worth[:-1], 49.5])) == cheapest(plain)
+    # A fraction: not read as integers, so charged as any field of that many values.
+    assert cheapest(Reply(dbl=embeddings(len(worth)))) - as_bytes == cheapest(plain)
+    assert cheapest(Reply(dbl=[*worth[:-1], 49.5])) - as_bytes == cheapest(plain)

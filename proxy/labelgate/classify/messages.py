@@ -30,6 +30,13 @@ map's order and in its keys' order, labelling the map.
 A float or double field of whole numbers is read so too, wherever an integer field is
 (``message_numbers``: which lists hold whole numbers, and why).
 
+Every repeated number field (integers of 32 and 64 bits, enums, floats, doubles: not bools),
+one across repeated messages (``rows[].x``) and a map's number values (in both orders) are
+also read as the little-endian bytes a client packs them back in (``np.array(xs,
+"<f8").tobytes()``), as a tensor's raw bytes are, and floats' and doubles' mantissa bytes (a
+NaN's payload) too (``message_bytes``): what is found adds ``<path>[]{<detector>}`` and a leaf
+for every value (a map: labels the map), so masking zeroes them all, and no byte is left.
+
 So is an integer field of a repeated message, one value an element: ``chars[].c`` of
 ``repeated Char chars`` (``Char { int32 c; }``) reads back as text as ``repeated int32`` does.
 Its values, across the elements in order (at any depth of repeated messages: ``a[].b[].c``,
@@ -43,10 +50,11 @@ four records' ids) is not found.
 A PEM private key is the one value that spans texts (``key_blocks``): a text that opens a
 block it does not close makes every text of the whole reply, in every pass and every folded
 message, count as found by ``secret`` (fail closed): each string, bytes or scanned number
-spans ``secret`` whole, each integer field (read as characters or not) gets
-``<path>[]{secret}`` (so its values are all zeroed), and each map and folded field is
-labelled so. A text that cannot be folded spans every detector whole, and is read for a
-BEGIN marker as it is and decoded, as a tensor's elements are.
+spans ``secret`` whole, each integer field (read as characters or not) and each field
+read as bytes gets ``<path>[]{secret}`` (so its values are all zeroed), and each map and
+folded field is labelled so; a block a field's bytes open is such a block. A text that
+cannot be folded spans every detector whole, and is read for a BEGIN marker as it is and
+decoded, as a tensor's elements are.
 
 Some fields are one field whose contents label it, and masking it clears it:
 
@@ -70,8 +78,9 @@ it counts what it comes to and what it scans before looking at it, and refuses a
 holding more (``MESSAGE_TOO_MANY_VALUES``, ``message_values``).
 
 Moved apart: what a walk may cost (``message_values``); how a field is read off its
-descriptor, and extensions stripped (``message_fields``); and which numbers are scanned and
-how integers are read as digit runs and as characters (``message_numbers``). What stays here
+descriptor, and extensions stripped (``message_fields``); which numbers are scanned and how
+integers are read as digit runs and as characters (``message_numbers``); and number fields
+read as their bytes (``message_bytes``). What stays here
 is the walk itself (``_Walker``, whose lookups tests patch here) and reading an Any.
 """
 
@@ -108,6 +117,7 @@ from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.jsonpaths import Location, may_escape, scannable
 from labelgate.classify.key_blocks import SECRET, crosses_texts
 from labelgate.classify.labels import LABELS, check_default_label
+from labelgate.classify.message_bytes import packs, read_fields
 from labelgate.classify.message_fields import (
     FIELD_LABELS_INVALID,
     is_map,
@@ -238,6 +248,11 @@ class _Walker:
         self._map_runs: list[tuple[str, list[bytes]]] = []
         # Repeated fields whose numbers are scanned one by one too (``number_types``).
         self._scanned_alone: set[Location] = set()
+        # Number fields read as their bytes (``message_bytes``): (location, item path, field
+        # type, values), a repeated field's or gathered ones' (``_read_gathered``); and maps'
+        # values so, in each order, labelling the map: (path, field type, orders).
+        self._packed: list[tuple[Location, str, int, Any]] = []
+        self._map_packed: list[tuple[str, int, list[list[Any]]]] = []
         # Integer fields of repeated messages (``chars[].c``), by path and type, gathered as the
         # walk meets them: their values' locations and the values, read together on ``scan``.
         self._gathered: dict[tuple[str, int], tuple[list[Location], list[int]]] = {}
@@ -319,6 +334,8 @@ class _Walker:
                 integers = as_integers(descriptor.cpp_type, value)
                 if integers is not None:  # read as digits, and as characters if worth it
                     self._characters.append((here, item_path, *self._worth_reading(*integers)))
+                if packs(descriptor.cpp_type) and len(value) > 1:
+                    self._packed.append((here, item_path, descriptor.cpp_type, value))
             else:
                 self._label(path, labels, touch=True)
                 self._queue(descriptor, here, path, value)
@@ -343,6 +360,10 @@ class _Walker:
         elif value_field.cpp_type in self.number_types:
             numbers = large_numbers(list(value.values()), self.smallest)
             texts.extend(_number_text(number) for _, number in numbers)
+        if packs(value_field.cpp_type) and len(value) > 1:
+            # In the map's order and in its keys' (a map has no order of its own).
+            orders = [list(value.values()), [value[key] for key in sorted(value, key=key_order)]]
+            self._map_packed.append((path, value_field.cpp_type, orders))
         integers = None
         if may_be_integers(value_field.cpp_type):
             integers = as_integers(value_field.cpp_type, list(value.values()))
@@ -371,10 +392,13 @@ class _Walker:
         for (path, cpp_type), (leaves, numbers) in self._gathered.items():
             if len(numbers) < 2:
                 continue
+            key: Location = (path, cpp_type)
+            if packs(cpp_type):  # read as bytes, fractions or not
+                self._gathered_leaves[key] = leaves
+                self._packed.append((key, path, cpp_type, numbers))
             integers = as_integers(cpp_type, numbers)
             if integers is None:  # a float field holding a fraction
                 continue
-            key: Location = (path, cpp_type)
             if cpp_type in self.number_types:  # each number was scanned alone too (``_queue``)
                 self._scanned_alone.add(key)
             self._gathered_leaves[key] = leaves
@@ -477,15 +501,20 @@ class _Walker:
         maps_found = any(found for _, _, found in found_in_maps) if found_in_maps else False
         read = self._read_characters() if self._characters or self._map_characters else []
         runs, maps_runs = self._read_digit_runs()
+        packed, maps_packed, packed_opens = self._read_packed()
         if (
             not self.key_open
             and SECRET in self.detectors.names
             and (read or maps_found or any(found_per_text))
         ):
             self.key_open = crosses_texts(texts, found_per_text, found_in_maps, read)
+        self.key_open = self.key_open or packed_opens
         cover = cover_open_keys and self.key_open
         if cover:
             found_per_text, read = self._covered(found_per_text, read)
+            self._packed_covered(packed)
+        for location, (path, count, in_bytes) in packed.items():  # the field whole, as runs mask it
+            runs.setdefault(location, (path, count, []))[2].extend(in_bytes)
         for (location, path, _), found in zip(self._texts, found_per_text, strict=True):
             if not found:
                 continue
@@ -507,7 +536,7 @@ class _Walker:
                     self._characters_found(at, path, len(values), [*found, *in_runs])
         for at, (path, count, in_runs) in runs.items():  # fields not worth reading as characters
             self._characters_found(at, path, count, in_runs)
-        for path, in_runs in maps_runs:
+        for path, in_runs in [*maps_runs, *maps_packed]:
             for hit in in_runs:
                 self.fields.add(path, [hit.label], detector_source(hit.detector))
         if cover:
@@ -581,6 +610,42 @@ class _Walker:
             if hits:
                 fields.setdefault(at, (path, len(values), []))[2].extend(hits)
         return fields, list(maps.items())
+
+    def _read_packed(
+        self,
+    ) -> tuple[dict[Location, tuple[str, int, list[Detection]]], list[tuple[str, list[Detection]]], bool]:
+        """What the detectors find in number fields read as their bytes (``message_bytes``), in
+        one reading: by field location, its item path, value count and hits; per map, its
+        path and hits; and whether some field's bytes leave a PEM block open."""
+        if not (self._packed or self._map_packed):
+            return {}, [], False
+        maps = [(path, cpp_type, values) for path, cpp_type, orders in self._map_packed for values in orders]
+        read = read_fields(
+            [(cpp_type, values) for _, _, cpp_type, values in self._packed]
+            + [(cpp_type, values) for _, cpp_type, values in maps],
+            self.detectors,
+            self.values,
+        )
+        fields = {
+            location: (path, len(values), found)
+            for (location, path, _, values), (found, _) in zip(self._packed, read, strict=False)
+            if found
+        }
+        in_maps = [
+            (path, found)
+            for (path, _, _), (found, _) in zip(maps, read[len(self._packed) :], strict=True)
+            if found
+        ]
+        return fields, in_maps, any(opens for _, opens in read)
+
+    def _packed_covered(self, packed: dict[Location, tuple[str, int, list[Detection]]]) -> None:
+        """Every number field read as bytes spans ``secret`` whole, in ``packed`` (a PEM block
+        crosses texts: the module docstring); maps are labelled so apart."""
+        label = self.detectors.label_of(SECRET)
+        for location, path, _, values in self._packed:
+            packed.setdefault(location, (path, len(values), []))[2].append(
+                Detection(SECRET, label, 0, len(values))
+            )
 
     def _covered(
         self, found_per_text: list[list[Detection]], read: list[CharacterRead]
