@@ -30,7 +30,8 @@ def test_what_each_path_keeps_counts_toward_the_hold_limit() -> None:
 
 
 def test_a_stream_holding_more_paths_than_the_bound_is_refused() -> None:
-    splitter = SplitValues(DetectorSet(), lambda text: None, max_paths=8)
+    # Eight keys' values, and the map's keys followed at one path of their own (fields{keys}).
+    splitter = SplitValues(DetectorSet(), lambda text: None, max_paths=9)
     for index in range(8):
         splitter.hold(fresh_key(index))
     with pytest.raises(LabelgateError) as refused:

@@ -79,6 +79,12 @@ into the marker, the block to its start, and the whole text was read again per m
 
 A path is one text only where its position names it: a stream that moves one text between
 list positions (``choices[0]`` carrying choice 1 in some messages) is read per position. A
+map's is read by key and at the map's path too (``message_texts._map_lanes``): its string
+keys (``tags{keys}``) and its string and bytes values whatever their key (``tags{}``), a
+token stream putting its pieces in keys or under keys that change. A message's entries are
+one piece there, in key order; a caller may read them in any order, so each entry of a
+message is also read joined to each entry of the next message on the path
+(``_unread_pairs``, weighed with the rest), a pair once. A
 record stream (each message a whole record) is not a token stream: its ids side by side are
 one digit run, held to the end and at worst refused; such routes set ``per_message``.
 
@@ -90,11 +96,13 @@ leaves a path's cut where it was (``held_cuts``), and which values are read as i
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import secrets
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -115,7 +123,7 @@ from labelgate.classify.messages import (
     TEXT_BYTES_PER_VALUE,
     MessageValues,
 )
-from labelgate.classify.straddling import UNREADABLE, straddled
+from labelgate.classify.straddling import UNREADABLE, straddled, straddled_pairs
 from labelgate.errors import ResourceExhausted, UpstreamError
 
 # What a held message's integer value costs, kept to be read when it is released.
@@ -126,6 +134,11 @@ _NUMBER_COST = 8
 _MESSAGE_COST = 1024
 # Its cut was not read since its text changed; it holds nothing back (no piece ends past its cut).
 _DIRTY, _FREE = -1, FREE
+# The pairs of a map's entries read across messages a path remembers (``_unread_pairs``): so
+# many at most, each of so many bytes at most; and the process's key for the digest of two
+# messages' entries (``_Path.boundary``), which the upstream cannot aim a collision at.
+_PAIRS_KEPT, _PAIR_BYTES = 64, 128
+_BOUNDARY_KEY = secrets.token_bytes(16)
 
 
 @dataclass
@@ -150,6 +163,16 @@ class _Path:
     # The bytes that, appended, leave the cut where it is because they extend a run glued to
     # a closed PEM block's END marker (``glued_run``), or nothing.
     glued: bytes = b""
+    # A map's entries (``message_texts._map_lanes``): one piece a message, its entries joined in
+    # key order, and here the entries of each held message that carries several, which a caller
+    # may read in any order (``_unread_pairs``); the last message whose entries were read with
+    # the message before's, and short pairs read (entries that repeat, metadata or a Struct's
+    # names, are read once), with what they hold.
+    entries: dict[int, list[bytes]] = field(default_factory=dict)
+    paired_upto: int = -1
+    boundary: bytes = b""  # the digest of the last two messages' entries read in pairs
+    paired: set[tuple[bytes, bytes]] = field(default_factory=set)
+    paired_bytes: int = 0
 
 
 class SplitValues:
@@ -206,8 +229,8 @@ class SplitValues:
         integers: list[Integers] = []
         fields: list[tuple[str, str, list[int]]] = []
         self._fields.append(fields)
-        for path, shown, piece in texts_of(message, counted, integers):
-            if self._secrets and number not in self._marked and _may_spell_key(piece):
+        for path, shown, pieces in _by_path(texts_of(message, counted, integers)):
+            if self._secrets and number not in self._marked and any(map(_may_spell_key, pieces)):
                 self._marked.add(number)
             state = self._paths.get(path)
             if state is None:
@@ -219,6 +242,10 @@ class SplitValues:
                     )
                 state = self._paths[path] = _Path(shown)
                 self._held_bytes += PATH_COST + len(path) + len(shown)
+            piece = b"".join(pieces)
+            if len(pieces) > 1:  # a map's entries (``message_texts._map_lanes``)
+                state.entries[number] = pieces
+                self._held_bytes += len(piece) + len(pieces) * PIECE_COST
             self._appended(state, piece)
             state.messages.append(number)
             state.text += piece
@@ -337,9 +364,22 @@ class SplitValues:
                 values.take(len(pieces))
                 values.take_text(b"".join(pieces))
                 across.append(state)
+        for state in across:
+            # A map's entries, several a message (``message_texts._map_lanes``): each of one
+            # message's is read joined to each of the next's, weighed here too.
+            pairs, _ = _unread_pairs(state, last)
+            for pair in pairs:
+                values.take(1)
+                values.take_text(b"".join(pair))
         detectors = self.detectors if max_values is None else self.detectors.counting(values.found)
         for state in across:  # its pieces taken again: one path's copy at a time
             self._refuse_split(state.shown, _released_pieces(state, last), detectors)
+            if state.entries:
+                pairs, state.boundary = _unread_pairs(state, last)
+                self._refuse(state.shown, straddled_pairs(detectors, pairs))
+                for pair in pairs:
+                    self._remember_pair(state, pair)
+            state.paired_upto = state.messages[_released_span(state, last) - 1]
         if self._keys_open or (self._marked and min(self._marked) < last):
             self._follow_keys(count, values)
         for path, state in self._paths.items():
@@ -364,6 +404,10 @@ class SplitValues:
             if not taken:
                 continue  # none of its pieces left: its text and cut stand
             boundary = state.ends[taken - 1] - state.base
+            for number in state.messages[:taken]:
+                entries = state.entries.pop(number, None)
+                if entries is not None:
+                    self._held_bytes -= sum(map(len, entries)) + len(entries) * PIECE_COST
             del state.text[:boundary], state.messages[:taken], state.ends[:taken]
             state.base += boundary
             self._held_bytes -= boundary + taken * PIECE_COST
@@ -371,11 +415,33 @@ class SplitValues:
                 self._whole -= 1
             state.blocks, state.cut, state.awaits, state.glued = _DIRTY, 0, b"", b""
             if not state.text:  # what pieces are left of it are empty
+                held_entries = sum(
+                    sum(map(len, entries)) + len(entries) * PIECE_COST for entries in state.entries.values()
+                )
                 self._held_bytes -= (
-                    len(state.messages) * PIECE_COST + PATH_COST + len(path) + len(state.shown)
+                    len(state.messages) * PIECE_COST
+                    + PATH_COST
+                    + len(path)
+                    + len(state.shown)
+                    + state.paired_bytes
+                    + held_entries
                 )
                 del self._paths[path]
         return released
+
+    def _remember_pair(self, state: _Path, pair: tuple[bytes, bytes]) -> None:
+        """Note a short pair of a map's entries read across messages and found to make no
+        value (``_unread_pairs``), counted as held; past ``_PAIRS_KEPT`` they are forgotten."""
+        size = len(pair[0]) + len(pair[1])
+        if size > _PAIR_BYTES:
+            return
+        if len(state.paired) >= _PAIRS_KEPT:
+            state.paired.clear()
+            self._held_bytes -= state.paired_bytes
+            state.paired_bytes = 0
+        state.paired.add(pair)
+        state.paired_bytes += size + PIECE_COST
+        self._held_bytes += size + PIECE_COST
 
     def _follow_keys(self, count: int, values: MessageValues) -> None:
         """A PEM block one message's text opens and does not close runs on into the messages
@@ -395,7 +461,7 @@ class SplitValues:
             if not awaited and not marked:
                 continue
             self._marked.discard(number)
-            texts = [text for _, _, text in texts_of(self._held[offset][0], values)]
+            texts = [text for _, _, text in texts_of(self._held[offset][0], values, lanes=False)]
             for text in texts:
                 values.take_text(text)  # read in every form the scan reads (``key_blocks``)
             opened: set[bytes] = set()
@@ -453,7 +519,10 @@ class SplitValues:
             )
 
     def _refuse_split(self, path: str, pieces: list[bytes], detectors: DetectorSet) -> None:
-        straddling = straddled(detectors, pieces)
+        self._refuse(path, straddled(detectors, pieces))
+
+    def _refuse(self, path: str, straddling: str | None) -> None:
+        """End the stream when ``straddling`` (``straddled``'s answer) names a split value."""
         if straddling == UNREADABLE:
             raise UpstreamError(
                 reasons.STREAM_VALUE_SPLIT,
@@ -476,15 +545,7 @@ def _released_pieces(state: _Path, last: int) -> list[bytes]:
     released, ``4462`` and a tail longer than the window held): it ends before the cut (never
     the middle of a match), so no later piece changes it, and read with the released pieces
     only it would leave in two, each message's own classification seeing half of it."""
-    taken = bisect_left(state.messages, last)
-    if not taken:
-        return []
-    if taken < len(state.messages):
-        if state.blocks == _DIRTY or state.cut is None:
-            taken = len(state.messages)  # where it falls is not known: every held piece
-        else:
-            cut_in = bisect_left(state.ends, state.base + state.cut + 1)  # the piece it falls in
-            taken = max(taken, min(cut_in + 1, len(state.messages)))
+    taken = _released_span(state, last)
     if taken < 2:
         return []
     edges = [state.base, *state.ends[:taken]]
@@ -492,6 +553,88 @@ def _released_pieces(state: _Path, last: int) -> list[bytes]:
         bytes(state.text[start - state.base : end - state.base]) for start, end in itertools.pairwise(edges)
     ]
     return [piece for piece in pieces if piece]
+
+
+def _released_span(state: _Path, last: int) -> int:
+    """How many of ``state``'s pieces ``_released_pieces`` reads (0: none)."""
+    taken = bisect_left(state.messages, last)
+    if taken and taken < len(state.messages):
+        if state.blocks == _DIRTY or state.cut is None:
+            taken = len(state.messages)  # where it falls is not known: every held piece
+        else:
+            cut_in = bisect_left(state.ends, state.base + state.cut + 1)  # the piece it falls in
+            taken = max(taken, min(cut_in + 1, len(state.messages)))
+    return taken
+
+
+def _unread_pairs(state: _Path, last: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Where a message carries several entries of a map (``_Path.entries``), a caller may read
+    them in any order, so any of them may end it and any of the next message's begin that:
+    each entry of a message with each of the next message carrying the path (of those
+    ``_released_pieces`` reads), to read alone (the pair the path's own order joins too: its
+    reading with the rest is another). Each pair once, and none read before
+    (``_Path.paired_upto``, ``_Path.paired``); none where every message carries one entry. A
+    value over three messages through an entry of one that holds several is read in key
+    order only. With them, the digest of the last two messages' entries they come from
+    (``_Path.boundary``), to note once they are read."""
+    if not state.entries:
+        return [], state.boundary
+    taken = _released_span(state, last)
+    # From the last message whose entries were read with the next's: the rest was read.
+    first = bisect_right(state.messages, state.paired_upto, 0, taken)
+    if first == taken:
+        return [], state.boundary
+    first = max(0, first - 1)
+    starts = [state.ends[first - 1] if first else state.base, *state.ends[first:taken]]
+    groups = []
+    for number, (start, end) in zip(state.messages[first:taken], itertools.pairwise(starts), strict=False):
+        if start == end:
+            continue  # a message whose entries are all empty: its neighbours meet
+        entries = state.entries.get(number)
+        groups.append(
+            [entry for entry in entries if entry]
+            if entries is not None
+            else [bytes(state.text[start - state.base : end - state.base])]
+        )
+    pairs: dict[tuple[bytes, bytes], None] = {}
+    last_read = state.boundary
+    for before, after in itertools.pairwise(groups):
+        if len(before) == 1 and len(after) == 1:
+            continue
+        # The same entries as the two messages before (a map whose entries do not change):
+        # their pairs were read, or are read with these.
+        boundary = _digest(before, after)
+        if boundary == last_read:
+            continue
+        last_read = boundary
+        for pair in itertools.product(before, after):
+            if pair not in state.paired:
+                pairs[pair] = None
+    return list(pairs), last_read
+
+
+def _digest(before: list[bytes], after: list[bytes]) -> bytes:
+    """Names two messages' entries (``_Path.boundary``): each entry's length, then its bytes."""
+    hashed = hashlib.blake2b(digest_size=16, key=_BOUNDARY_KEY)
+    for group in (before, after):
+        hashed.update(len(group).to_bytes(8, "little"))
+        for entry in group:
+            hashed.update(len(entry).to_bytes(8, "little"))
+            hashed.update(entry)
+    return hashed.digest()
+
+
+def _by_path(texts: Iterable[tuple[str, str, bytes]]) -> list[tuple[str, str, list[bytes]]]:
+    """``texts`` (``message_texts.texts_of``) by path, in the order each path first comes: a
+    map's path comes once an entry (``_map_lanes``), its entries in key order."""
+    paths: dict[str, tuple[str, list[bytes]]] = {}
+    for path, shown, text in texts:
+        known = paths.get(path)
+        if known is None:
+            paths[path] = (shown, [text])
+        else:
+            known[1].append(text)
+    return [(path, shown, pieces) for path, (shown, pieces) in paths.items()]
 
 
 def _may_spell_key(text: bytes) -> bool:

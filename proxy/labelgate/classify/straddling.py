@@ -14,7 +14,8 @@ from typing import Final
 
 from labelgate.classify.binary_pieces import Binary
 from labelgate.classify.detectors import Detection, DetectorSet
-from labelgate.classify.folding import UNFOLDABLE
+from labelgate.classify.folding import UNFOLDABLE, may_hide
+from labelgate.classify.jsonpaths import may_escape
 from labelgate.classify.numbers import _LOOSE, _LOOSE_SHORTEST
 from labelgate.classify.piece_readings import Readings
 
@@ -85,6 +86,32 @@ def straddled(detectors: DetectorSet, pieces: Sequence[bytes]) -> str | None:
             if not _covers(spans, hit.start, hit.end):
                 return hit.detector
     return None
+
+
+def straddled_pairs(detectors: DetectorSet, pairs: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """``straddled`` of each of ``pairs`` (two pieces each), the first answer that is not None.
+    Many pairs of short pieces (a map's entries, one message's with the next's: ``split_values``)
+    cost a reading each; those whose joined text reads only as written (ASCII, nothing to
+    fold, decode or unescape: ``Readings.kinds`` yields its raw reading alone) are scanned
+    together first, and only those in which the scan finds something are read one by one (a
+    pair with no detection in its only reading straddles nothing)."""
+    plain: list[tuple[bytes, bytes]] = []
+    read: list[tuple[bytes, bytes]] = []
+    for pair in pairs:
+        (plain if _written_only(pair[0] + pair[1]) else read).append(pair)
+    if plain:
+        found = detectors.scan_each([first + second for first, second in plain])
+        read += [plain[index] for index in sorted(found)]
+    for pair in read:
+        answer = straddled(detectors, pair)
+        if answer is not None:
+            return answer
+    return None
+
+
+def _written_only(text: bytes) -> bool:
+    """Whether ``text`` has no reading but as written (``Readings.kinds``)."""
+    return text.isascii() and 0 not in text and not may_hide(text) and not may_escape(text)
 
 
 def _chance(hit: Detection) -> bool:
