@@ -60,8 +60,9 @@ class LimitSettings(Section):
         "us a value (8 when every value is a detected card), so the default bounds a reply to "
         "0.1-0.4 s of classification, 0.8 s at worst (a 15 MiB reply of 720,000 outputs took 10 s "
         "unbounded). It is sized for statistics of max_index_models models (about 100 values "
-        "each); lower it where no reply is that large. It also bounds a routed request's "
-        "values, counted from its wire bytes after authentication and before it is parsed "
+        "each); lower it where no reply is that large. It also bounds a request's values "
+        "(routed services' and the inference protocol's, where a tensor's contents count one), "
+        "counted from its wire bytes after authentication and before it is parsed "
         "(INVALID_ARGUMENT, MESSAGE_TOO_MANY_VALUES): routes whose requests carry more packed "
         "varints or sub-messages need a higher limit",
     )

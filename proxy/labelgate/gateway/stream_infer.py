@@ -322,7 +322,7 @@ async def _record_unanswered(
 async def _read(
     pipeline: Pipeline, call: Call, subject: Subject, requests: AsyncIterator[pb.ModelInferRequest]
 ) -> AsyncIterator[pb.ModelInferRequest]:
-    """The caller's requests; a message that does not parse (``inference.message_parser``)
+    """The caller's requests; a message that does not parse (``inference.EachParsed``)
     ends the stream, recorded like any refusal. Only reading is guarded here: what the
     consumer does with a request is recorded where it is done."""
     try:

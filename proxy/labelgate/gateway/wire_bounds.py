@@ -18,25 +18,32 @@ Each counted value takes a byte of wire at least, so a body of no more bytes tha
 is parsed without a walk. A larger one is walked and parsed in a worker thread, off the
 event loop (1-1.5 µs a value: 0.1-0.15 s at the default bound, measured).
 
-Transports call this only once the caller is authenticated and admitted
-(``gateway/routes.py``): an anonymous caller's request is never walked nor parsed.
+A request type may say more (``MessageBounds``): message types whose contents are data,
+copied as they are and counted one value (an inference tensor's contents: a legitimate INT64
+or BYTES tensor holds millions of elements, bounded by its bytes), and top-level repeated
+fields with a bound of their own, refused with that bound's own reason past it (a
+``ModelInferRequest``'s inputs and requested outputs: ``gateway/inference.py``).
+
+Transports call this only once the caller is authenticated (``gateway/routes.py``,
+``gateway/inference.py``): an anonymous caller's request is never walked nor parsed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from labelgate.classify.reasons import MESSAGE_TOO_MANY_VALUES
-from labelgate.errors import InvalidInput
-from labelgate.gateway.inference import not_parsed
+from labelgate.errors import InvalidInput, LabelgateError
+from labelgate.gateway import reasons
 
 M = TypeVar("M", bound=Message)
 
@@ -71,44 +78,100 @@ class Malformed(Exception):
     """The bytes are not protobuf's wire format (the parse would fail too)."""
 
 
+class TooManyElements(Exception):
+    """A top-level repeated field passed its own bound (``MessageBounds.elements``)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.number = number
+
+
+@dataclass(frozen=True)
+class ElementBound:
+    """The most elements one top-level repeated field may have, and its refusal past them."""
+
+    most: int
+    refusal: Callable[[], LabelgateError]
+
+
+@dataclass(frozen=True)
+class MessageBounds:
+    """What a request type's walk knows besides the value bound: the message types whose
+    contents are data (full names: one value each, not walked), and the top-level repeated
+    fields bounded apart (by field number). Past such a field's bound the request is
+    refused with its own reason, as the same excess is once parsed, not as too many values."""
+
+    copied: frozenset[str] = frozenset()
+    elements: Mapping[int, ElementBound] = field(default_factory=lambda: MappingProxyType({}))
+
+
+_NO_BOUNDS = MessageBounds()
+
 # How the walk treats a field of a message: a message to walk into (``LEN``), a group to walk
-# into (``START_GROUP``), a field packed of varints whose elements count, or one value.
-_SUBMESSAGE, _GROUP, _PACKED_VARINTS = range(3)
+# into (``START_GROUP``), a field packed of varints whose elements count, a top-level field
+# whose elements are counted against a bound of their own (walked into as a message when
+# ``inner`` is not None), or one value.
+_SUBMESSAGE, _GROUP, _PACKED_VARINTS, _BOUNDED = range(4)
 
 
 @dataclass(frozen=True)
 class _Shape:
     fields: dict[int, tuple[int, Descriptor | None]]
     opaque: bool  # a message set: its contents are extensions the walk does not follow
+    copied: frozenset[str]  # what its sub-messages' shapes copy (``MessageBounds.copied``)
 
 
 @functools.cache
-def _shape(descriptor: Descriptor) -> _Shape:
+def _shape(descriptor: Descriptor, copied: frozenset[str] = frozenset()) -> _Shape:
     fields: dict[int, tuple[int, Descriptor | None]] = {}
     known = [*descriptor.fields, *descriptor.file.pool.FindAllExtensions(descriptor)]
-    for field in known:
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            fields[field.number] = (_SUBMESSAGE, field.message_type)
-        elif field.type == FieldDescriptor.TYPE_GROUP:
-            fields[field.number] = (_GROUP, field.message_type)
-        elif field.is_repeated and field.type in _VARINT_TYPES:
-            fields[field.number] = (_PACKED_VARINTS, None)
-    return _Shape(fields, bool(descriptor.GetOptions().message_set_wire_format))
+    for known_field in known:
+        inner = known_field.message_type
+        if inner is not None and inner.full_name in copied:
+            continue  # data: one value, as text or bytes are
+        if known_field.type == FieldDescriptor.TYPE_MESSAGE:
+            fields[known_field.number] = (_SUBMESSAGE, inner)
+        elif known_field.type == FieldDescriptor.TYPE_GROUP:
+            fields[known_field.number] = (_GROUP, inner)
+        elif known_field.is_repeated and known_field.type in _VARINT_TYPES:
+            fields[known_field.number] = (_PACKED_VARINTS, None)
+    return _Shape(fields, bool(descriptor.GetOptions().message_set_wire_format), copied)
 
 
-_UNKNOWN = _Shape({}, False)
-_OPAQUE = _Shape({}, True)
+@functools.cache
+def _top_shape(descriptor: Descriptor, copied: frozenset[str], bounded: frozenset[int]) -> _Shape:
+    """``_shape``, its ``bounded`` fields counted apart (each a length-delimited field: a
+    message, text or bytes; a group or a packed field is not bounded so)."""
+    shape = _shape(descriptor, copied)
+    fields = dict(shape.fields)
+    for number in bounded:
+        kind, inner = fields.get(number, _NOT_WALKED)
+        if kind not in (None, _SUBMESSAGE):
+            raise ValueError(f"field {number} of {descriptor.full_name} cannot be bounded apart")
+        fields[number] = (_BOUNDED, inner)
+    return _Shape(fields, shape.opaque, copied)
+
+
+_UNKNOWN = _Shape({}, False, frozenset())
+_OPAQUE = _Shape({}, True, frozenset())
 
 
 class _Walk:
     """One body's walk: what is left of its bound (``left``) as it goes. Written for speed (a
     step per value, so locals and the one-byte varints inline): it stands before the parse."""
 
-    __slots__ = ("data", "left")
+    __slots__ = ("data", "elements_left", "left")
 
-    def __init__(self, data: bytes, limit: int) -> None:
+    def __init__(self, data: bytes, limit: int, elements: Mapping[int, int]) -> None:
         self.data = data
         self.left = limit
+        self.elements_left = dict(elements)  # a bounded field's elements still allowed
+
+    def element(self, number: int) -> None:
+        left = self.elements_left[number] - 1
+        if left < 0:
+            raise TooManyElements(number)
+        self.elements_left[number] = left
 
     def packed_varints(self, at: int, stop: int) -> None:
         """A packed varint field's elements, less the value its field counted. Each takes
@@ -158,9 +221,13 @@ class _Walk:
                     raise Malformed
                 kind, inner = fields.get(number, _NOT_WALKED)
                 if kind == _SUBMESSAGE and inner is not None:
-                    self.message(_shape(inner), at, stop, depth + 1)
+                    self.message(_shape(inner, shape.copied), at, stop, depth + 1)
                 elif kind == _PACKED_VARINTS:
                     self.packed_varints(at, stop)
+                elif kind == _BOUNDED:
+                    self.element(number)
+                    if inner is not None:
+                        self.message(_shape(inner, shape.copied), at, stop, depth + 1)
                 elif opaque:
                     self.left -= length
                     if self.left < 0:
@@ -173,7 +240,7 @@ class _Walk:
             elif wire == _START_GROUP:
                 kind, inner = fields.get(number, _NOT_WALKED)
                 if kind == _GROUP and inner is not None:
-                    inner_shape = _shape(inner)
+                    inner_shape = _shape(inner, shape.copied)
                 else:  # kept as unknown bytes, but walked for where it ends
                     inner_shape = _OPAQUE if opaque else _UNKNOWN
                 at = self.message(inner_shape, at, end, depth + 1, number)
@@ -199,27 +266,70 @@ def _varint(data: bytes, at: int, end: int) -> tuple[int, int]:
     raise Malformed
 
 
-def count_values(message_type: type[Message], body: bytes, limit: int) -> int:
+def count_values(
+    message_type: type[Message], body: bytes, limit: int, bounds: MessageBounds = _NO_BOUNDS
+) -> int:
     """The values ``body`` holds as a ``message_type`` (see the module's text). Raises
-    ``TooManyValues`` past ``limit`` (having walked no further), ``Malformed`` when it is not
-    the wire format."""
-    walk = _Walk(body, limit)
-    walk.message(_shape(cast(Descriptor, message_type.DESCRIPTOR)), 0, len(body), 0)
+    ``TooManyValues`` past ``limit`` (having walked no further), ``TooManyElements`` past a
+    bound of ``bounds``, ``Malformed`` when it is not the wire format."""
+    descriptor = cast(Descriptor, message_type.DESCRIPTOR)
+    if bounds.elements:
+        shape = _top_shape(descriptor, bounds.copied, frozenset(bounds.elements))
+    else:
+        shape = _shape(descriptor, bounds.copied)
+    walk = _Walk(body, limit, {number: bound.most for number, bound in bounds.elements.items()})
+    walk.message(shape, 0, len(body), 0)
     return limit - walk.left
 
 
-def parse_within(message_type: type[M], body: bytes, max_values: int) -> M:
+def parse_within(
+    message_type: type[M], body: bytes, max_values: int, bounds: MessageBounds = _NO_BOUNDS
+) -> M:
     """``body`` parsed as ``message_type``, once it is known to hold at most ``max_values``
-    values. Raises ``InvalidInput``: ``MESSAGE_TOO_MANY_VALUES`` (nothing parsed), or
+    values (and no more elements than ``bounds`` allows). Raises ``InvalidInput``:
+    ``MESSAGE_TOO_MANY_VALUES`` or a bound's own refusal (nothing parsed), or
     ``REQUEST_NOT_PARSED``."""
     try:
         if len(body) > max_values:
-            count_values(message_type, body, max_values)
+            count_values(message_type, body, max_values, bounds)
         return message_type.FromString(body)
     except TooManyValues:
         raise too_many_values(message_type, max_values) from None
+    except TooManyElements as past:
+        raise bounds.elements[past.number].refusal() from None
     except (Malformed, DecodeError):
         raise not_parsed(message_type) from None
+
+
+def leading_text(body: bytes, number: int) -> str:
+    """The text of field ``number`` when it is ``body``'s first field, else "" (also when it
+    is not UTF-8), read in constant time without parsing the rest: protobuf's serializers
+    write fields in their numbers' order, so a request's field 1 (the model an inference
+    request names) is first. Only for what a refusal of an unparsed request is recorded
+    under: a later field of the same number would win once parsed."""
+    end = len(body)
+    try:
+        tag, at = _varint(body, 0, end)
+        if tag != (number << 3) | _LEN:
+            return ""
+        length, at = _varint(body, at, end)
+    except Malformed:
+        return ""
+    if at + length > end:
+        return ""
+    try:
+        return str(memoryview(body)[at : at + length], "utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
+def not_parsed(message_type: type[Message]) -> InvalidInput:
+    # The parser's own text is left out: it is grpc's and protobuf's, not a stable message.
+    return InvalidInput(
+        reasons.REQUEST_NOT_PARSED,
+        f"the request is not a valid {message_type.DESCRIPTOR.full_name} message",
+        message_type=message_type.DESCRIPTOR.full_name,
+    )
 
 
 def too_many_values(message_type: type[Message], max_values: int) -> InvalidInput:
@@ -236,12 +346,14 @@ def _parse_threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(_PARSE_THREADS, thread_name_prefix="labelgate-request-parse")
 
 
-async def parsed(message_type: type[M], body: bytes, max_values: int) -> M:
+async def parsed(
+    message_type: type[M], body: bytes, max_values: int, bounds: MessageBounds = _NO_BOUNDS
+) -> M:
     """``parse_within``, in a worker thread when ``body`` must be walked (it is larger than
     ``max_values`` bytes); a small body is parsed at once: no more than a few milliseconds."""
     if len(body) <= max_values:
-        return parse_within(message_type, body, max_values)
-    parse: Callable[[], M] = functools.partial(parse_within, message_type, body, max_values)
+        return parse_within(message_type, body, max_values, bounds)
+    parse: Callable[[], M] = functools.partial(parse_within, message_type, body, max_values, bounds)
     job = _parse_threads().submit(parse)
     try:
         return await asyncio.wrap_future(job)
