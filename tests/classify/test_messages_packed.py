@@ -147,6 +147,18 @@ def test_text_in_the_mantissas_of_finite_doubles_is_found() -> None:
     assert "f64[]{credit_card}" in detected(Reply(f64=values))
 
 
+@pytest.mark.parametrize(("name", "size"), [("f64", 7), ("f32", 3)])
+def test_text_under_the_top_byte_of_finite_values_is_found(name: str, size: int) -> None:
+    # All but the top byte (sign and exponent, here 0xc0: values near -2**N) carry text, as
+    # an FP64 or FP32 tensor's do (``classify.mantissas``).
+    chunks = [SECRET[start : start + size].ljust(size) + b"\xc0" for start in range(0, len(SECRET), size)]
+    values = np.frombuffer(b"".join(chunks), dtype="<f8" if size == 7 else "<f4").tolist()
+    assert all(value == value and abs(value) != float("inf") for value in values)
+    found = detected(Reply(**{name: values}))
+    assert "confidential" in found[f"{name}[]{{us_ssn}}"]
+    assert "confidential" in found[f"{name}[]{{credit_card}}"]
+
+
 def test_a_maps_number_values_packed_with_text_label_the_map_and_masking_clears_it() -> None:
     values = packed(SECRET, "<f8")
     in_order = Reply(weights={f"k{index}": value for index, value in enumerate(values)})
@@ -229,4 +241,5 @@ def test_reading_a_fields_bytes_is_charged_before_it_is_read() -> None:
     plain = Reply(flags=[True] * len(embedding))  # as many values, none read as bytes
     charged = packed_cost(FieldDescriptor.CPPTYPE_DOUBLE, len(embedding))
     assert cheapest(Reply(f64=embedding)) - cheapest(plain) == charged
-    assert charged < len(embedding) // 8  # 140 KB of bytes: far less than walking the values
+    # 210 KB of bytes (raw, 6 and 7 low bytes a value): far less than walking the values.
+    assert charged < len(embedding) // 4
