@@ -24,7 +24,15 @@ from labelgate.bundle.gate import HoldRule, hold_reasons
 from labelgate.policy import cli
 from labelgate.policy.contract import Decision, build_input
 from labelgate.policy.table_impact import ANY_OTHER_GROUP, describe_treatment
-from tests.bundle.helpers import REGO, TABLES, bundle_server, copy_source, wait_for, write_atomically
+from tests.bundle.helpers import (
+    REGO,
+    TABLES,
+    BundleServer,
+    bundle_server,
+    copy_source,
+    wait_for,
+    write_atomically,
+)
 from tests.bundle.test_gate_catalog_labels import STORED  # one analysts' response, no held call
 
 Edit = Callable[[dict[str, Any]], None]
@@ -357,11 +365,8 @@ def test_narrowed_access_is_published(tmp_path: Path, edit: Edit) -> None:
 # -- through the bundle server ---------------------------------------------------------------
 
 
-def test_the_bundle_server_holds_widened_access_the_replay_window_never_saw(tmp_path: Path) -> None:
-    """A real ``labelgate bundle-server --publish-gate``: its window holds one analysts'
-    response (no method call, no replay, no restricted output asked for), so the replay changes
-    nothing; the revision is held, for the reasons above, and the served one stays."""
-    source = copy_source(tmp_path / "source")
+def gate_settings(tmp_path: Path) -> Path:
+    """A ``--publish-gate`` file: the replay window holds one analysts' response (``STORED``)."""
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text("".join(json.dumps(stored) + "\n" for _, _, stored in STORED))
     approvals = tmp_path / "approvals.yaml"
@@ -383,22 +388,163 @@ def test_the_bundle_server_holds_widened_access_the_replay_window_never_saw(tmp_
             }
         )
     )
-    with bundle_server(tmp_path, source, "--publish-gate", str(gate_file)) as server:
+    return gate_file
 
-        def revisions() -> list[dict[str, Any]]:
-            with server.client() as client:
-                found: list[dict[str, Any]] = client.get("/revisions").raise_for_status().json()["revisions"]
-                return found
 
+def revisions(server: BundleServer) -> list[dict[str, Any]]:
+    with server.client() as client:
+        found: list[dict[str, Any]] = client.get("/revisions").raise_for_status().json()["revisions"]
+        return found
+
+
+def test_the_bundle_server_holds_widened_access_the_replay_window_never_saw(tmp_path: Path) -> None:
+    """A real ``labelgate bundle-server --publish-gate``: its window holds one analysts'
+    response (no method call, no replay, no restricted output asked for), so the replay changes
+    nothing; the revision is held, for the reasons above, and the served one stays."""
+    source = copy_source(tmp_path / "source")
+    with bundle_server(tmp_path, source, "--publish-gate", str(gate_settings(tmp_path))) as server:
         wait_for(lambda: server.status()["revision"] is not None, "the first revision")
         served = server.status()["revision"]
         tables = json.loads((source / TABLES).read_text())
         for edit in WIDENED:
             edit(tables)
         write_atomically(source / TABLES, json.dumps(tables, indent=2))
-        wait_for(lambda: len(revisions()) >= 2, "the candidate judged", timeout=120)
-        judged = revisions()[0]
+        wait_for(lambda: len(revisions(server)) >= 2, "the candidate judged", timeout=120)
+        judged = revisions(server)[0]
         assert judged["state"] == "held", judged
         assert (judged["impact"]["distinct"], judged["impact"]["changed"]) == (1, 0)
         assert judged["hold_reasons"] == WIDENED_REASONS
         assert server.status()["revision"] == served
+
+
+# -- tables a module defines -------------------------------------------------------------------
+# (review: the gate compared the data.json alone, but the rules read data.labelgate.tables,
+# which a module can define: a candidate that moved opaque_methods and replay from its
+# data.json into a module giving "*" on a method and contractors the replays read as a
+# narrowing, ``table_changes: []``, and was published. OPA refuses a rule and data on one path,
+# so the keys leave the data.json.)
+
+RULES = "labelgate/tables/access.rego"
+EXPORT = "/acme.audit.v1.Audit/Export"
+# The review's candidate.
+WIDENING_RULES = f"""package labelgate.tables
+
+opaque_methods := {{"{EXPORT}": ["*"]}}
+
+replay := {{"viewer_groups": ["auditors", "contractors"]}}
+"""
+WIDENING_REASONS = [
+    "tables let a group view recorded calls: replay.viewer_groups for contractors: "
+    "may not view recorded calls -> may view recorded calls",
+    f'tables open a method: opaque_methods["{EXPORT}"] for * (any authenticated caller): '
+    "may not call it -> may call it",
+]
+
+
+def by_rules(folder: Path, rules: str, *moved: str, module: str = RULES) -> None:
+    """``moved`` keys of ``folder``'s data.json tables left out, and ``rules`` written to ``module``."""
+    tables = json.loads((folder / TABLES).read_text())
+    for key in moved:
+        tables.pop(key)
+    write_atomically(folder / TABLES, json.dumps(tables, indent=2))
+    write_atomically(folder / module, rules)
+
+
+def test_the_bundle_server_holds_tables_a_module_widens(tmp_path: Path) -> None:
+    """The review's candidate, through a real bundle server: held for what the module grants,
+    and the served revision stays."""
+    source = copy_source(tmp_path / "source")
+    with bundle_server(tmp_path, source, "--publish-gate", str(gate_settings(tmp_path))) as server:
+        wait_for(lambda: server.status()["revision"] is not None, "the first revision")
+        served = server.status()["revision"]
+        by_rules(source, WIDENING_RULES, "opaque_methods", "replay")
+        wait_for(lambda: len(revisions(server)) >= 2, "the candidate judged", timeout=120)
+        judged = revisions(server)[0]
+        assert judged["state"] == "held", judged
+        assert (judged["impact"]["distinct"], judged["impact"]["changed"]) == (1, 0)
+        assert judged["hold_reasons"] == WIDENING_REASONS
+        assert server.status()["revision"] == served
+
+
+def assessed(tmp_path: Path, rules: str, *moved: str, module: str = RULES) -> list[str]:
+    """The publish gate's reasons to hold a candidate that moves ``moved`` into ``rules``: the
+    bundle server's rule (``PublishGate.assess``) over the replay its analyzer runs."""
+    current, candidate = folders(tmp_path)
+    by_rules(candidate, rules, *moved, module=module)
+
+    def analyze(served: Path, proposed: Path) -> dict[str, Any]:
+        return cli.replay_report(served, proposed, STORED, engine="embedded").to_json()
+
+    publish_gate = gate.PublishGate(analyze, HoldRule(), approvals=None)  # type: ignore[arg-type]
+    return publish_gate.assess(current, candidate)[1]
+
+
+def test_a_module_granting_what_the_data_did_is_published(tmp_path: Path) -> None:
+    # The served tables' opaque_methods and replay, written as rules instead of data: no hold.
+    rules = 'package labelgate.tables\n\nopaque_methods := {}\n\nreplay := {"viewer_groups": ["auditors"]}\n'
+    assert assessed(tmp_path, rules, "opaque_methods", "replay") == []
+
+
+def test_the_reviewed_module_is_held_by_the_gates_rule(tmp_path: Path) -> None:
+    assert assessed(tmp_path, WIDENING_RULES, "opaque_methods", "replay") == WIDENING_REASONS
+
+
+def test_a_ref_head_in_another_package_is_compared_too(tmp_path: Path) -> None:
+    rules = (
+        "package labelgate\n\ntables.opaque_methods := {}\n\n"
+        'tables.replay.viewer_groups contains "auditors"\n\n'
+        'tables.replay.viewer_groups contains "contractors"\n'
+    )
+    assert assessed(tmp_path, rules, "opaque_methods", "replay", module="labelgate/more.rego") == [
+        WIDENING_REASONS[0]
+    ]
+
+
+ACCESS = 'replay := {"viewer_groups": ["auditors"]}\n'
+
+
+@pytest.mark.parametrize(
+    ("rules", "reason"),
+    [
+        (
+            # Two values for one key: an evaluation error in every engine.
+            f'opaque_methods["{EXPORT}"] := ["*"]\n\nopaque_methods["{EXPORT}"] := ["auditors"]\n\n{ACCESS}',
+            "the impact could not be computed (POLICY_ERROR): the candidate's tables "
+            "(data.labelgate.tables) cannot be evaluated (`opa eval`, exit 2): "
+            "labelgate/tables/access.rego:5: eval_conflict_error: rule "
+            f'data.labelgate.tables.opaque_methods["{EXPORT}"] produced conflicting values: '
+            '["*"] at labelgate/tables/access.rego:3 ["auditors"] at labelgate/tables/access.rego:5',
+        ),
+        (
+            'opaque_methods := {}\n\nreplay := {"viewer_groups": ["auditors"], "n": 1 / 0}\n',
+            "the impact could not be computed (POLICY_ERROR): the candidate's tables "
+            "(data.labelgate.tables) cannot be evaluated (`opa eval`, exit 2): "
+            "labelgate/tables/access.rego:5: eval_builtin_error: div: divide by zero",
+        ),
+        (
+            # Empty without an input, "*" for whatever method a call names.
+            f'opaque_methods[method] := ["*"] if method := input.request.method\n\n{ACCESS}',
+            "the impact could not be computed (POLICY_DATA_INVALID): the candidate's tables "
+            "(data.labelgate.tables) read input.request.method: a gateway's call or the fleet's data "
+            "can change them, so the gate cannot compare them (write the tables as data)",
+        ),
+        (
+            f'opaque_methods := {{"{EXPORT}": ["*"]}} if data.elsewhere.open\n\n{ACCESS}',
+            "the impact could not be computed (POLICY_DATA_INVALID): the candidate's tables "
+            "(data.labelgate.tables) read data.elsewhere.open: a gateway's call or the fleet's data "
+            "can change them, so the gate cannot compare them (write the tables as data)",
+        ),
+        (
+            f'opaque_methods := {{"{EXPORT}": ["*"]}} if time.now_ns() > 1900000000000000000\n\n{ACCESS}',
+            "the impact could not be computed (POLICY_DATA_INVALID): the candidate's tables "
+            "(data.labelgate.tables) depend on more than the revision (the input, or a builtin such "
+            "as time.now_ns, opa.runtime or http.send): the gate cannot compare them (write the "
+            "tables as data)",
+        ),
+    ],
+    ids=["conflict", "builtin-error", "input", "outside-data", "time"],
+)
+def test_tables_a_module_defines_that_the_gate_cannot_compare_hold(
+    tmp_path: Path, rules: str, reason: str
+) -> None:
+    assert assessed(tmp_path, f"package labelgate.tables\n\n{rules}", "opaque_methods", "replay") == [reason]

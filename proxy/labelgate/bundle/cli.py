@@ -7,6 +7,7 @@ is its ``serve`` command and, hidden, ``labelgate bundle-server`` (the old name)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -208,6 +209,10 @@ def bundle_server_command(
     from labelgate.gateway.ports import ensure_free
     from labelgate.logs import configure
 
+    if opa is not None:
+        # The publish gate's analyzers (the tables as OPA evaluates them, an opa-engine replay)
+        # find the binary as every other part does, by $LABELGATE_OPA: the one named here.
+        os.environ["LABELGATE_OPA"] = opa
     host, port = parse_listen(listen)
     if insecure_no_auth and not on_loopback(host):
         # Without credentials, anyone reaching the port pulls the policy, reads every decision

@@ -59,8 +59,9 @@ CATALOG_ADDED_WITHOUT_DEFAULT = "catalog field added without the default label"
 CATALOG_RESPELLED = "catalog key spelled otherwise"
 DEFAULT_LABEL_PATH = "(default label)"
 
-# The report's ``tables`` section: what the candidate's tables (data.labelgate.tables) show a
-# group that the served ones do not, compared as data (``labelgate.policy.table_impact``).
+# The report's ``tables`` section: what the candidate's tables (data.labelgate.tables, as OPA
+# evaluates it: modules can define it as well as data.json, ``labelgate.policy.evaluated_tables``)
+# show a group that the served ones do not, compared as data (``labelgate.policy.table_impact``).
 # Each change names its ``labels``; one that does not holds (fail closed).
 # A group (or any other caller) sees a label in clear, or once approved, that was masked.
 TABLE_SHOWN = "tables show a label"

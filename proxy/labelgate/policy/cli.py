@@ -421,19 +421,14 @@ def _bundle_catalog(folder: Path) -> Catalog | None:
 
 def table_changes(current: Path, candidate: Path) -> list[dict[str, Any]]:
     """What ``candidate``'s tables (``data.labelgate.tables``) show more readily than
-    ``current``'s (``labelgate.policy.table_impact``)."""
-    from labelgate.policy.source import PolicySource
+    ``current``'s (``labelgate.policy.table_impact``): each the document the rules read, which
+    modules can define as well as data.json (``labelgate.policy.evaluated_tables``, which raises
+    for tables it cannot compare)."""
+    from labelgate.policy.evaluated_tables import evaluated_tables
 
-    served, proposed = (
-        _data_at(PolicySource.from_dir(folder).data, "labelgate", "tables") for folder in (current, candidate)
-    )
+    served = evaluated_tables(current, "the served revision")
+    proposed = evaluated_tables(candidate, "the candidate")
     return table_impact.table_changes(served, proposed)
-
-
-def _data_at(node: Any, *keys: str) -> Any:
-    for key in keys:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node
 
 
 def load_decision_log_inputs(

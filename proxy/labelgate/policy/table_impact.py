@@ -22,7 +22,8 @@ approval made easier is seen only on calls held both times. So the tables are co
   (``access_table_impact``).
 
 A subject in several groups gets the best offer of its groups, so a change no single group's
-treatment shows cannot show more to several. Pure: the caller loads the tables.
+treatment shows cannot show more to several. Pure: the caller loads the tables, as the rules read
+them (``evaluated_tables``: modules can define them, not only data.json).
 """
 
 from __future__ import annotations
