@@ -36,6 +36,10 @@ also read as the little-endian bytes a client packs them back in (``np.array(xs,
 "<f8").tobytes()``), as a tensor's raw bytes are, and floats' and doubles' mantissa bytes (a
 NaN's payload) too (``message_bytes``): what is found adds ``<path>[]{<detector>}`` and a leaf
 for every value (a map: labels the map), so masking zeroes them all, and no byte is left.
+Every number value of the reply is also read so in document order, as a client walking the
+reply packs what it meets (``message_order``: rows across, fields interleaved, single values
+and separate scalars; maps in their order and by key): a hit labels ``<path>{<detector>}`` of
+each field it touches, with a leaf for each touched value (a folded message's: its map or Any).
 
 So is an integer field of a repeated message, one value an element: ``chars[].c`` of
 ``repeated Char chars`` (``Char { int32 c; }``) reads back as text as ``repeated int32`` does.
@@ -80,8 +84,8 @@ holding more (``MESSAGE_TOO_MANY_VALUES``, ``message_values``).
 Moved apart: what a walk may cost (``message_values``); how a field is read off its
 descriptor, and extensions stripped (``message_fields``); which numbers are scanned and how
 integers are read as digit runs and as characters (``message_numbers``); and number fields
-read as their bytes (``message_bytes``). What stays here
-is the walk itself (``_Walker``, whose lookups tests patch here) and reading an Any.
+read as their bytes (``message_bytes``), and in document order (``message_order``). What
+stays here is the walk itself (``_Walker``, whose lookups tests patch here) and reading an Any.
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ from labelgate.classify.json_elements import hidden_by_escapes
 from labelgate.classify.jsonpaths import Location, may_escape, scannable
 from labelgate.classify.key_blocks import SECRET, crosses_texts
 from labelgate.classify.labels import LABELS, check_default_label
-from labelgate.classify.message_bytes import packs, read_fields
+from labelgate.classify.message_bytes import cover_packed, packs, read_packed
 from labelgate.classify.message_fields import (
     FIELD_LABELS_INVALID,
     is_map,
@@ -138,6 +142,7 @@ from labelgate.classify.message_numbers import (
     number_types,
     smallest_scanned,
 )
+from labelgate.classify.message_order import DocumentOrder, apply, every_value, read_document
 from labelgate.classify.message_values import (
     COLONS_PER_VALUE,
     DECODED_TEXT_WEIGHT,
@@ -258,6 +263,8 @@ class _Walker:
         self._gathered: dict[tuple[str, int], tuple[list[Location], list[int]]] = {}
         # The leaves of what was gathered, by the key it is read under in ``_characters``.
         self._gathered_leaves: dict[Location, list[Location]] = {}
+        # Every number value in document order (``message_order``), read on the reply's ``scan``.
+        self.order = DocumentOrder()
         # Fields whose folded messages (map values, Anys' contents) this walker scanned apart.
         self._folds: list[str] = []
         # Whether a PEM block crosses texts here, or in a message folded into this one.
@@ -299,7 +306,7 @@ class _Walker:
                 self._maps.append((path, map_texts))
                 value_field = message_type_of(descriptor).fields_by_name["value"]
                 if is_message(value_field):
-                    self._fold(path, list(value.values()), scopes, depth)
+                    self._fold(path, list(value.values()), scopes, depth, list(value))
             elif is_message(descriptor) and message_type_of(descriptor).full_name == ANY_TYPE:
                 # Entries for the Any's own fields (``payload.value``, or ``value`` of the Any
                 # type) label the Any: it is classified, and masked, as one field.
@@ -336,9 +343,11 @@ class _Walker:
                     self._characters.append((here, item_path, *self._worth_reading(*integers)))
                 if packs(descriptor.cpp_type) and len(value) > 1:
                     self._packed.append((here, item_path, descriptor.cpp_type, value))
+                self.order.add_values(here, item_path, descriptor.cpp_type, value)
             else:
                 self._label(path, labels, touch=True)
                 self._queue(descriptor, here, path, value)
+                self.order.add_value(here, path, descriptor.cpp_type, value)
                 if gathering and may_be_integers(descriptor.cpp_type):
                     leaves, numbers = self._gathered.setdefault((path, descriptor.cpp_type), ([], []))
                     leaves.append(here)
@@ -360,6 +369,7 @@ class _Walker:
         elif value_field.cpp_type in self.number_types:
             numbers = large_numbers(list(value.values()), self.smallest)
             texts.extend(_number_text(number) for _, number in numbers)
+        self.order.add_map(path, value_field.cpp_type, value)
         if packs(value_field.cpp_type) and len(value) > 1:
             # In the map's order and in its keys' (a map has no order of its own).
             orders = [list(value.values()), [value[key] for key in sorted(value, key=key_order)]]
@@ -431,14 +441,19 @@ class _Walker:
         self.values.take_text(text)  # the scan's cost, before it is queued
         self._texts.append((location, path, text))
 
-    def _fold(self, path: str, messages: list[Message], scopes: list[tuple[str, str]], depth: int) -> None:
-        """Walk ``messages`` (a map's values, an Any's contents) as nested messages at
-        ``path{}.``, and give every label found in them to ``path`` itself: masking cannot
-        reach inside such a field, only clear it."""
+    def _fold(
+        self, path: str, messages: list[Message], scopes: list[tuple[str, str]], depth: int, keys: Any = None
+    ) -> None:
+        """Walk ``messages`` (a map's values under ``keys``, an Any's contents) as nested
+        messages at ``path{}.``, and give every label found in them to ``path`` itself:
+        masking cannot reach inside such a field, only clear it."""
         self.values.take(FIXED_STEP_VALUES)
         inner = path + "{}."
         folded = _Walker(self.catalog, self.detectors, self.smallest, self.values, self.depth + depth + 1)
+        entries = self.order.fold(path, keys)
+        folded.order = entries.order
         for item in messages:
+            entries.next()
             if item.DESCRIPTOR.full_name == ANY_TYPE:  # a map of Any values
                 folded._fold_any(path, item, scopes, 0)
                 continue
@@ -501,18 +516,25 @@ class _Walker:
         maps_found = any(found for _, _, found in found_in_maps) if found_in_maps else False
         read = self._read_characters() if self._characters or self._map_characters else []
         runs, maps_runs = self._read_digit_runs()
-        packed, maps_packed, packed_opens = self._read_packed()
+        packed, maps_packed, packed_opens = read_packed(
+            self._packed, self._map_packed, self.detectors, self.values, self._gathered_leaves
+        )
+        in_order, order_opens = (
+            read_document(self.order, self.detectors, self.values) if cover_open_keys else ([], False)
+        )
         if (
             not self.key_open
             and SECRET in self.detectors.names
             and (read or maps_found or any(found_per_text))
         ):
             self.key_open = crosses_texts(texts, found_per_text, found_in_maps, read)
-        self.key_open = self.key_open or packed_opens
+        self.key_open = self.key_open or packed_opens or order_opens
         cover = cover_open_keys and self.key_open
         if cover:
             found_per_text, read = self._covered(found_per_text, read)
-            self._packed_covered(packed)
+            cover_packed(self._packed, self.detectors.label_of(SECRET), packed)
+            in_order += every_value(self.order, Detection(SECRET, self.detectors.label_of(SECRET), 0, 1))
+        apply(in_order, self.fields, self.spans)
         for location, (path, count, in_bytes) in packed.items():  # the field whole, as runs mask it
             runs.setdefault(location, (path, count, []))[2].extend(in_bytes)
         for (location, path, _), found in zip(self._texts, found_per_text, strict=True):
@@ -610,42 +632,6 @@ class _Walker:
             if hits:
                 fields.setdefault(at, (path, len(values), []))[2].extend(hits)
         return fields, list(maps.items())
-
-    def _read_packed(
-        self,
-    ) -> tuple[dict[Location, tuple[str, int, list[Detection]]], list[tuple[str, list[Detection]]], bool]:
-        """What the detectors find in number fields read as their bytes (``message_bytes``), in
-        one reading: by field location, its item path, value count and hits; per map, its
-        path and hits; and whether some field's bytes leave a PEM block open."""
-        if not (self._packed or self._map_packed):
-            return {}, [], False
-        maps = [(path, cpp_type, values) for path, cpp_type, orders in self._map_packed for values in orders]
-        read = read_fields(
-            [(cpp_type, values) for _, _, cpp_type, values in self._packed]
-            + [(cpp_type, values) for _, cpp_type, values in maps],
-            self.detectors,
-            self.values,
-        )
-        fields = {
-            location: (path, len(values), found)
-            for (location, path, _, values), (found, _) in zip(self._packed, read, strict=False)
-            if found
-        }
-        in_maps = [
-            (path, found)
-            for (path, _, _), (found, _) in zip(maps, read[len(self._packed) :], strict=True)
-            if found
-        ]
-        return fields, in_maps, any(opens for _, opens in read)
-
-    def _packed_covered(self, packed: dict[Location, tuple[str, int, list[Detection]]]) -> None:
-        """Every number field read as bytes spans ``secret`` whole, in ``packed`` (a PEM block
-        crosses texts: the module docstring); maps are labelled so apart."""
-        label = self.detectors.label_of(SECRET)
-        for location, path, _, values in self._packed:
-            packed.setdefault(location, (path, len(values), []))[2].append(
-                Detection(SECRET, label, 0, len(values))
-            )
 
     def _covered(
         self, found_per_text: list[list[Detection]], read: list[CharacterRead]
