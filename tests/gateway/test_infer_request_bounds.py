@@ -5,7 +5,11 @@ when its wire bytes show that the parse stays within its bounds (``gateway/wire_
 Parsed first (its model routes and names the call), 16 MiB of empty ``inputs`` cost an
 anonymous caller's ModelInfer 1.6 s of the event loop and 704 MiB, and ``limits.max_inputs``
 (1,024) was checked only once all of it was parsed (review). The repository and directory
-methods parsed first too, and ModelStreamInfer's messages were parsed unbounded."""
+methods parsed first too, and ModelStreamInfer's messages were parsed unbounded.
+
+What a parse builds is bounded too (``limits.max_message_bytes``) and charged to the call's
+lease of the request bytes budget: counted by their wire bytes, 60 inference calls of 50,000
+request parameters each (439 KB) held by their upstream took a gateway +456 MiB."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from google.protobuf.message import Message
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput
-from labelgate.gateway import wire_bounds
+from labelgate.gateway import inflight, wire_bounds
 from labelgate.gateway.status import error_info
 from tests.gateway.test_routed_request_bounds import none_kept_once_the_calls_end, peak_rss_mib
 from tests.gateway.test_routes import gateway_in_process, token
@@ -36,11 +40,15 @@ INFER = f"/{SERVICE}/ModelInfer"
 STREAM_INFER = f"/{SERVICE}/ModelStreamInfer"
 Metadata = tuple[tuple[str, str], ...]
 DEFAULT_MAX_VALUES = 100_000  # limits.max_message_values
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # limits.max_message_bytes
 REPLY = pb.ModelInferResponse(model_name="customer-profile").SerializeToString()
 # 16 MiB of empty inputs (``\x2a\x00``: two bytes of wire each, about 88 once parsed).
 AMPLIFYING = b"\x2a\x00" * (8 * 1024 * 1024 - 64)
 # As many empty request parameters (map entries): no inputs at all, values past the bound.
 MANY_PARAMETERS = b"\x22\x00" * (DEFAULT_MAX_VALUES + 1)
+# Empty request parameters within the value bound: upb builds an entry and its parameter for
+# each (the walk's estimate: 20 MB).
+WIDE_PARAMETERS = b"\x22\x00" * (DEFAULT_MAX_VALUES - 100)
 NOT_PROTOBUF = b"\x2a\x05\x00"  # a field cut short
 
 
@@ -151,7 +159,9 @@ def test_a_tensors_contents_are_data_and_its_inputs_and_outputs_have_their_own_b
     body = request.SerializeToString()
     bounds = infer_bounds()
     assert wire_bounds.count_values(pb.ModelInferRequest, body, DEFAULT_MAX_VALUES, bounds) == 1 + 2 * 5
-    parsed = wire_bounds.parse_within(pb.ModelInferRequest, body, DEFAULT_MAX_VALUES, bounds)
+    parsed = wire_bounds.parse_within(
+        pb.ModelInferRequest, body, DEFAULT_MAX_VALUES, bounds, max_parsed_bytes=DEFAULT_MAX_MESSAGE_BYTES
+    )
     assert len(parsed.inputs[1].contents.bytes_contents) == 1_000_000
     assert parses == [("ModelInferRequest", len(body))]
     del parses[:]
@@ -163,9 +173,59 @@ def test_a_tensors_contents_are_data_and_its_inputs_and_outputs_have_their_own_b
         (MANY_PARAMETERS, "MESSAGE_TOO_MANY_VALUES", "limits.max_message_values"),
     ):
         with pytest.raises(InvalidInput) as caught:
-            wire_bounds.parse_within(pb.ModelInferRequest, wire, DEFAULT_MAX_VALUES, bounds)
+            wire_bounds.parse_within(
+                pb.ModelInferRequest,
+                wire,
+                DEFAULT_MAX_VALUES,
+                bounds,
+                max_parsed_bytes=DEFAULT_MAX_MESSAGE_BYTES,
+            )
         assert caught.value.reason == expected and limit in caught.value.message
     assert parses == []
+
+
+def large_tensors() -> bytes:
+    """A legitimate request: a million INT64 elements and 100,000 BYTES ones."""
+    request = pb.ModelInferRequest(model_name="customer-profile")
+    request.inputs.add(name="ids", datatype="INT64", shape=[1_000_000]).contents.int64_contents.extend(
+        range(1_000_000)
+    )
+    request.inputs.add(name="texts", datatype="BYTES", shape=[100_000]).contents.bytes_contents.extend(
+        [b"abc"] * 100_000
+    )
+    return request.SerializeToString()
+
+
+async def test_what_an_inference_requests_parse_builds_is_bounded_and_charged(
+    parses: list[tuple[str, int]],
+) -> None:
+    bounds = infer_bounds()
+
+    async def parse(body: bytes) -> pb.ModelInferRequest:
+        return await wire_bounds.parsed(
+            pb.ModelInferRequest, body, DEFAULT_MAX_VALUES, bounds, max_parsed_bytes=DEFAULT_MAX_MESSAGE_BYTES
+        )
+
+    # Past what one request may build: refused, not parsed.
+    with pytest.raises(InvalidInput) as caught:
+        await parse(WIDE_PARAMETERS)
+    assert caught.value.reason == "REQUEST_TOO_LARGE" and "limits.max_message_bytes" in caught.value.message
+    assert parses == []
+    # Half as many (100 KB: once parsed at once, unwalked): walked, and charged what it builds.
+    half = WIDE_PARAMETERS[: len(WIDE_PARAMETERS) // 2]
+    cost = wire_bounds.cost_of(pb.ModelInferRequest, half, DEFAULT_MAX_VALUES, bounds)
+    budget = inflight.RequestBytes(128 << 20)
+    with budget.call(len(half)) as lease:
+        await parse(half)
+        assert lease.size == len(half) + cost.parsed_bytes > 50 * len(half)
+    # Large tensors build their data (bounded by their bytes), not messages: charged little.
+    tensors = large_tensors()
+    with budget.call(len(tensors)) as lease:
+        parsed = await parse(tensors)
+        assert len(parsed.inputs[0].contents.int64_contents) == 1_000_000
+        assert len(tensors) < lease.size < len(tensors) + 4096
+    assert parses == [("ModelInferRequest", len(half)), ("ModelInferRequest", len(tensors))]
+    assert budget.in_use == 0
 
 
 # -- through a gateway in this process: what was parsed is counted --------------------------
@@ -220,6 +280,21 @@ async def test_an_authenticated_amplifying_request_is_refused_before_it_is_parse
     ):
         error = await refused(channel, method, amplifying, analyst())
         assert reason(error) == expected, error.details()
+    assert parses == [] and received == []
+
+
+@pytest.mark.parametrize("method", ["ModelInfer", "ModelStreamInfer"])
+async def test_an_inference_request_whose_parse_builds_too_much_is_refused_unparsed(
+    parses: list[tuple[str, int]], method: str
+) -> None:
+    async with (
+        inference_upstream() as (upstream, received),
+        gateway_in_process(upstream) as listen,
+        grpc.aio.insecure_channel(listen) as channel,
+    ):
+        error = await refused(channel, method, WIDE_PARAMETERS, analyst())
+        assert reason(error) == ("INVALID_ARGUMENT", "REQUEST_TOO_LARGE"), error.details()
+        assert "limits.max_message_bytes" in (error.details() or "")
     assert parses == [] and received == []
 
 
@@ -344,3 +419,58 @@ async def test_a_refused_requests_bytes_are_not_kept_past_its_call() -> None:
             await none_kept_once_the_calls_end(len(body), body)
         finally:
             gc.enable()
+
+
+def distinct_parameters(count: int) -> bytes:
+    """A ModelInfer of ``count`` request parameters of distinct names and no value: 439 KB
+    for 50,000, which parsed and held take a gateway 7.6 MB (its estimate: 13 MB)."""
+    entries = (b"\x0a" + bytes([len(name)]) + name for name in (str(n).encode() for n in range(count)))
+    head = pb.ModelInferRequest(model_name="customer-profile").SerializeToString()
+    return head + b"".join(b"\x22" + bytes([len(entry)]) + entry for entry in entries)
+
+
+HELD_CALLS = 60
+# What a gateway may grow by holding 60 such calls, the budget shedding all but a few: their
+# wire bytes (26 MB), grpc's buffers, the few parsed (measured: 100 MiB). Counted by their
+# wire bytes, all 60 were held: +456 MiB.
+HELD_MARGIN_MIB = 224
+
+
+async def test_inference_calls_whose_parses_pass_the_budget_leave_a_real_gateways_memory(
+    tmp_path: Path,
+) -> None:
+    body = distinct_parameters(49_999)  # an entry and its name: two values each
+    cost = wire_bounds.cost_of(pb.ModelInferRequest, body, DEFAULT_MAX_VALUES, infer_bounds())
+    fit = (128 << 20) // (len(body) + cost.parsed_bytes)
+    release = asyncio.Event()
+    received: list[int] = []
+
+    async def infer(request: bytes, _: Any) -> bytes:
+        received.append(len(request))
+        await release.wait()
+        return REPLY
+
+    handlers: dict[str, Any] = {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    async with serving_grpc(SERVICE, handlers) as (upstream, _):
+        with gateway_process(tmp_path, upstream) as (listen, pid):
+            async with grpc.aio.insecure_channel(listen, options=options) as channel:
+                with pytest.raises(grpc.aio.AioRpcError):  # warmed up: its first call's imports
+                    await unary(channel, "ModelInfer", NOT_PROTOBUF, analyst())
+                before = peak_rss_mib(pid)
+                calls = [
+                    asyncio.ensure_future(unary(channel, "ModelInfer", body, analyst()))
+                    for _ in range(HELD_CALLS)
+                ]
+                for _ in range(1200):  # until each call is upstream or refused
+                    if len(received) + sum(done.done() for done in calls) >= HELD_CALLS:
+                        break
+                    await asyncio.sleep(0.05)
+                grown = peak_rss_mib(pid) - before
+                release.set()
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert grown < HELD_MARGIN_MIB, f"the gateway's peak memory grew by {grown:.0f} MiB"
+    shed = [reason(outcome) for outcome in outcomes if isinstance(outcome, grpc.aio.AioRpcError)]
+    assert set(shed) == {("RESOURCE_EXHAUSTED", "REQUEST_BYTES_EXHAUSTED")}
+    # The calls' wire bytes are held from their arrival: fewer may fit than their parses alone.
+    assert 1 <= len(received) <= fit and len(received) + len(shed) == HELD_CALLS

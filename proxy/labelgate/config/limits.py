@@ -17,7 +17,9 @@ from labelgate.config.sections import Section, refuse
 class LimitSettings(Section):
     """Bounds checked before policy runs, so no caller or upstream can make a decision costly."""
 
-    # grpc takes a C int: 2 GiB and above fail at start (OverflowError).
+    # grpc takes a C int: 2 GiB and above fail at start (OverflowError). It also bounds what a
+    # request's parse builds, estimated from its wire bytes before the parse (gateway/
+    # wire_bounds.py; INVALID_ARGUMENT, REQUEST_TOO_LARGE), charged to the in-flight bound.
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=2**31 - 1)
     # The default pack's decision grows faster than linearly in its fields on the embedded
     # engine (256 fields: ~0.3 s, 512: ~1.3 s, 4096: minutes and gigabytes, measured on

@@ -191,13 +191,18 @@ def infer_bounds(max_inputs: int, max_requested_outputs: int) -> wire_bounds.Mes
 
 async def request_parsed(pipeline: Pipeline, message_type: type[M], body: bytes) -> M:
     """``body`` parsed as ``message_type`` within ``limits.max_message_values`` (and, for an
-    inference request, ``infer_bounds``): refused unparsed past them, and walked and parsed
-    off the event loop when large (``wire_bounds.parsed``)."""
+    inference request, ``infer_bounds``), and what its parse builds within
+    ``limits.max_message_bytes``: refused unparsed past them, walked off the event loop when
+    it may be large, and what it builds charged to the call's lease (``wire_bounds.parsed``)."""
     limits = pipeline.limits
-    if message_type is pb.ModelInferRequest:
-        bounds = infer_bounds(limits.max_inputs, limits.max_requested_outputs)
-        return await wire_bounds.parsed(message_type, body, limits.max_message_values, bounds)
-    return await wire_bounds.parsed(message_type, body, limits.max_message_values)
+    bounds = (
+        infer_bounds(limits.max_inputs, limits.max_requested_outputs)
+        if message_type is pb.ModelInferRequest
+        else wire_bounds.MessageBounds()
+    )
+    return await wire_bounds.parsed(
+        message_type, body, limits.max_message_values, bounds, max_parsed_bytes=limits.max_message_bytes
+    )
 
 
 async def parsed_for(

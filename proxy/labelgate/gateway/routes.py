@@ -367,10 +367,14 @@ def typed_handler(
         }
 
     # Requests arrive as bytes, a client stream's too, and are parsed only once their caller
-    # is authenticated and admitted, within what their parse may cost (``wire_bounds``): parsed
-    # first, 16 MiB of empty sub-messages took an anonymous caller's call 384 MiB (review).
+    # is authenticated and admitted, within what their parse may cost (``wire_bounds``: its
+    # values, and what it builds, charged to the call's lease): parsed first, 16 MiB of empty
+    # sub-messages took an anonymous caller's call 384 MiB (review).
     async def parse(body: bytes) -> Message:
-        return await wire_bounds.parsed(request_type, body, pipeline.limits.max_message_values)
+        limits = pipeline.limits
+        return await wire_bounds.parsed(
+            request_type, body, limits.max_message_values, max_parsed_bytes=limits.max_message_bytes
+        )
 
     async def each_parsed(bodies: AsyncIterator[bytes]) -> AsyncIterator[Message]:
         """A client stream's messages, each parsed as the upstream call reads it (after the

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 CLASSIFICATION_UNSUPPORTED = "CLASSIFICATION_UNSUPPORTED"
 REST_REQUEST_INVALID = "REST_REQUEST_INVALID"
-# A request whose tensors, as the upstream would get them, exceed limits.max_message_bytes.
+# A request whose tensors, as the upstream would get them, exceed limits.max_message_bytes;
+# or a gRPC request (routed or inference) whose parse would build more than that of
+# messages' layouts (INVALID_ARGUMENT; gateway/wire_bounds.py).
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 # A BYTES output that is not UTF-8, asked for as JSON: the upstream's bytes (a 502).
 REST_OUTPUT_NOT_TEXT = "REST_OUTPUT_NOT_TEXT"
