@@ -604,7 +604,7 @@ def _beside(wasm: bytes, decoy: str) -> BundleSource:
 
 def _without_names(wasm: bytes) -> bytes:
     """``wasm`` without its ``name`` custom section (as ``wasm-strip`` leaves it)."""
-    from labelgate.policy.wasm_checks import _leb128
+    from labelgate.policy.wasm_strict import read_u32 as _leb128
 
     out, offset = bytearray(wasm[:8]), 8
     while offset < len(wasm):

@@ -36,9 +36,9 @@ from labelgate.policy.wasm_strict import (
     _function_names,
     _imported_functions,
     _read_sized,
-    _read_u32,
     _sections,
     _vector,
+    read_u32,
     strict_builtin_errors,
 )
 from tests.policy.conftest import VALID_RESULT, opa, write_policy
@@ -114,7 +114,7 @@ def test_the_patch_appends_one_function_per_wrapped_one_and_changes_nothing_else
     assert [s for s, _ in before] == [s for s, _ in after]
     changed = {s for (s, a), (_, b) in zip(before, after, strict=True) if a != b}
     assert changed == {3, 10}  # the function and code sections
-    declared = next(_vector(content, _read_u32) for section, content in after if section == 3)
+    declared = next(_vector(content, read_u32) for section, content in after if section == 3)
     assert len(declared) == 5 + 3  # count, max, plus moved to the end
 
 
@@ -170,26 +170,26 @@ _BARE = {0x00, 0x01, 0x05, 0x0B, 0x0F, 0x1A, 0x1B, 0xD1, *range(0x45, 0xC5)}
 
 def _direct_calls(entry: bytes) -> Iterator[int]:
     """The functions a code entry calls with ``call``."""
-    groups, at = _read_u32(entry, 0)
+    groups, at = read_u32(entry, 0)
     for _ in range(groups):
-        _, at = _read_u32(entry, at)
+        _, at = read_u32(entry, at)
         at += 1
     while at < len(entry):
         op, at = entry[at], at + 1
         if op in (0x02, 0x03, 0x04):  # block type: empty or a value type (one byte), or a type index
-            at = at + 1 if 0x40 <= entry[at] < 0x80 else _read_u32(entry, at)[1]
+            at = at + 1 if 0x40 <= entry[at] < 0x80 else read_u32(entry, at)[1]
         elif op in _U32:
-            value, at = _read_u32(entry, at)
+            value, at = read_u32(entry, at)
             if op == 0x10:
                 yield value
         elif op == 0x0E:  # br_table
-            count, at = _read_u32(entry, at)
+            count, at = read_u32(entry, at)
             for _ in range(count + 1):
-                _, at = _read_u32(entry, at)
+                _, at = read_u32(entry, at)
         elif op == 0x11 or 0x28 <= op <= 0x3E:  # call_indirect; loads and stores (memarg)
-            at = _read_u32(entry, _read_u32(entry, at)[1])[1]
+            at = read_u32(entry, read_u32(entry, at)[1])[1]
         elif op == 0x1C:  # typed select
-            count, at = _read_u32(entry, at)
+            count, at = read_u32(entry, at)
             at += count
         elif op in (0x3F, 0x40, 0xD0):
             at += 1
@@ -200,12 +200,12 @@ def _direct_calls(entry: bytes) -> Iterator[int]:
         elif op in (0x43, 0x44):
             at += 4 if op == 0x43 else 8
         elif op == 0xFC:
-            sub, at = _read_u32(entry, at)
+            sub, at = read_u32(entry, at)
             immediates = {8: "ub", 9: "u", 10: "bb", 11: "b", 12: "uu", 13: "u", 14: "uu"}.get(
                 sub, "" if sub <= 7 else "u"
             )
             for kind in immediates:
-                at = at + 1 if kind == "b" else _read_u32(entry, at)[1]
+                at = at + 1 if kind == "b" else read_u32(entry, at)[1]
         else:
             assert op in _BARE, f"opcode {op:#x}: extend this reader"
 
@@ -235,15 +235,15 @@ def test_opas_library_calls_no_wrapped_function_itself() -> None:
 
 def _element_functions(content: bytes) -> Iterator[int]:
     """The function indexes of an element section of active segments with an offset (flag 0)."""
-    count, at = _read_u32(content, 0)
+    count, at = read_u32(content, 0)
     for _ in range(count):
-        flag, at = _read_u32(content, at)
+        flag, at = read_u32(content, at)
         assert flag == 0, f"element segment kind {flag}: extend this reader"
         while content[at] != 0x0B:  # the offset expression: i32.const N, end
             at += 1
-        functions, at = _read_u32(content, at + 1)
+        functions, at = read_u32(content, at + 1)
         for _ in range(functions):
-            index, at = _read_u32(content, at)
+            index, at = read_u32(content, at)
             yield index
 
 

@@ -39,6 +39,7 @@ from labelgate.errors import ConfigError
 from labelgate.policy.wasm_host import ADVICE, HOST_BUILTINS, UNSUPPORTED
 from labelgate.policy.wasm_marshal import marshal_findings
 from labelgate.policy.wasm_sprintf import check_format
+from labelgate.policy.wasm_strict import read_u32
 
 if TYPE_CHECKING:
     from labelgate.policy.source import PolicySource
@@ -376,18 +377,6 @@ def check_native(source: PolicySource) -> None:
         )
 
 
-def _leb128(data: bytes, offset: int) -> tuple[int, int]:
-    """An unsigned LEB128 number at ``offset``, and the offset after it (IndexError past the end)."""
-    value = shift = 0
-    while True:
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, offset
-
-
 def module_function_names(wasm: bytes) -> set[str] | None:
     """The function names of a Wasm module's ``name`` custom section; None when it has none
     (or one that does not read)."""
@@ -396,26 +385,26 @@ def module_function_names(wasm: bytes) -> set[str] | None:
         offset = 8  # magic and version
         while offset < len(wasm):
             section, offset = wasm[offset], offset + 1
-            size, offset = _leb128(wasm, offset)
+            size, offset = read_u32(wasm, offset)
             end = offset + size
             if section == 0:
-                length, at = _leb128(wasm, offset)
+                length, at = read_u32(wasm, offset)
                 if wasm[at : at + length] == b"name":
                     at += length
                     while at < end:
                         subsection, at = wasm[at], at + 1
-                        sub_size, at = _leb128(wasm, at)
+                        sub_size, at = read_u32(wasm, at)
                         if subsection == 1:  # function names: a vector of (index, name)
                             names = set() if names is None else names
-                            count, entry = _leb128(wasm, at)
+                            count, entry = read_u32(wasm, at)
                             for _ in range(count):
-                                _, entry = _leb128(wasm, entry)
-                                length, entry = _leb128(wasm, entry)
+                                _, entry = read_u32(wasm, entry)
+                                length, entry = read_u32(wasm, entry)
                                 names.add(wasm[entry : entry + length].decode("utf-8"))
                                 entry += length
                         at += sub_size
             offset = end
-    except (IndexError, UnicodeDecodeError):
+    except (IndexError, ValueError):
         return None
     return names
 

@@ -109,7 +109,7 @@ def _patched(wasm: bytes) -> bytes:
     contents = dict(sections)
     imported = _imported_functions(contents.get(2, b""))
     signatures = _signatures(contents[1])
-    declared = _vector(contents[3], _read_u32)
+    declared = _vector(contents[3], read_u32)
     bodies = _vector(contents[10], _read_sized)
     if len(declared) != len(bodies):
         raise ValueError("the function and code sections differ in length")
@@ -151,7 +151,9 @@ def _wrapper(arity: int, moved: int, undefined_for: int) -> bytes:
 # -- reading and writing the binary format ------------------------------------------------------
 
 
-def _read_u32(data: bytes, offset: int) -> tuple[int, int]:
+def read_u32(data: bytes, offset: int) -> tuple[int, int]:
+    """An unsigned LEB128 number of at most 32 bits at ``offset``, and the offset after it
+    (IndexError past the end, ValueError past 32 bits)."""
     value = shift = 0
     while True:
         byte = data[offset]
@@ -165,14 +167,14 @@ def _read_u32(data: bytes, offset: int) -> tuple[int, int]:
 
 
 def _read_sized(data: bytes, offset: int) -> tuple[bytes, int]:
-    size, offset = _read_u32(data, offset)
+    size, offset = read_u32(data, offset)
     if offset + size > len(data):
         raise ValueError("an entry runs past its section")
     return data[offset : offset + size], offset + size
 
 
 def _vector(content: bytes, read: Callable[[bytes, int], tuple[_Item, int]]) -> list[_Item]:
-    count, offset = _read_u32(content, 0)
+    count, offset = read_u32(content, 0)
     items = []
     for _ in range(count):
         item, offset = read(content, offset)
@@ -226,9 +228,9 @@ def _function_names(sections: list[tuple[int, bytes]]) -> dict[str, int]:
             sub, at = _read_sized(content, at + 1)
             if subsection != 1:  # function names: a vector of (index, name)
                 continue
-            count, entry = _read_u32(sub, 0)
+            count, entry = read_u32(sub, 0)
             for _ in range(count):
-                index, entry = _read_u32(sub, entry)
+                index, entry = read_u32(sub, entry)
                 raw, entry = _read_sized(sub, entry)
                 name = raw.decode("utf-8")
                 if name in names:
@@ -241,21 +243,21 @@ def _imported_functions(content: bytes) -> int:
     """How many functions the import section imports (they come first in the index space)."""
     if not content:
         return 0
-    count, offset = _read_u32(content, 0)
+    count, offset = read_u32(content, 0)
     functions = 0
     for _ in range(count):
         _, offset = _read_sized(content, offset)  # module
         _, offset = _read_sized(content, offset)  # name
         kind, offset = content[offset], offset + 1
         if kind == 0:  # function: a type index
-            _, offset = _read_u32(content, offset)
+            _, offset = read_u32(content, offset)
             functions += 1
         elif kind in (1, 2):  # table (a reference type first) or memory: limits
             offset += kind == 1
             flags, offset = content[offset], offset + 1
-            _, offset = _read_u32(content, offset)
+            _, offset = read_u32(content, offset)
             if flags & 1:
-                _, offset = _read_u32(content, offset)
+                _, offset = read_u32(content, offset)
         elif kind == 3:  # global: value type, mutability
             offset += 2
         else:
