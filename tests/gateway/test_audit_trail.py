@@ -270,10 +270,19 @@ def test_a_caller_gone_while_the_release_is_made_durable_is_last_recorded_as_gon
             reached_append = session_records(logs, session)[0]["decision"] != "error"
             open_gate(gate)
             if reached_append:
-                wait_until(
-                    lambda session=session: len(session_records(logs, session)) == 2,
-                    what="the deadline's record",
-                )
+                try:
+                    wait_until(
+                        lambda session=session: len(session_records(logs, session)) == 2,
+                        what="the deadline's record",
+                    )
+                except TimeoutError:
+                    # Seen twice in CI under load, not yet explained: say which side stopped.
+                    seen = [(r["decision"], r.get("reason")) for r in session_records(logs, session)]
+                    raise AssertionError(
+                        f"no record after the release: caller got {late.value.code()}, the "
+                        f"writer {'still waits on' if gate.exists() else 'has passed'} the gate, "
+                        f"records {seen}"
+                    ) from None
                 return session, late.value
             # As after the cancellation: the writer has looked for the gate once this is answered.
             asyncio.run(infer(target, metadata("ann", "analysts", session=f"s-retry-{attempt}")))
