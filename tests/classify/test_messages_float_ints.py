@@ -167,7 +167,7 @@ def test_ordinary_float_values_are_not_data(message: Any) -> None:
 
 def cheapest(message: Any) -> int:
     """The smallest ``max_values`` that does not refuse ``message``."""
-    low, high = 0, 100_000
+    low, high = 0, 1_000_000
     while low < high:
         middle = (low + high) // 2
         try:

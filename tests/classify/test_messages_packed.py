@@ -24,8 +24,8 @@ from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 from labelgate.classify import Catalog, DetectorSet, classify_message, to_policy_fields
 from labelgate.classify.message_bytes import packed_cost
 from labelgate.enforce import apply_message_masks
-from labelgate.errors import UpstreamError
 from tests.classify.proto_files import add_map
+from tests.classify.test_messages_float_ints import cheapest
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
@@ -220,20 +220,6 @@ def test_booleans_and_ascii_code_points_are_not_read_as_bytes() -> None:
     assert not [path for path in detected(Reply(flags=[True, False] * 64)) if "{" in path]
     found = [path for path in detected(Reply(i64=list(b"SSN 123-45-6789"))) if "{" in path]
     assert found == ["i64[]{us_ssn}"]
-
-
-def cheapest(message: Any) -> int:
-    """The smallest ``max_values`` that does not refuse ``message``."""
-    low, high = 0, 1_000_000
-    while low < high:
-        middle = (low + high) // 2
-        try:
-            classify_message(message, CATALOG, DETECTORS, max_values=middle)
-        except UpstreamError:
-            low = middle + 1
-        else:
-            high = middle
-    return low
 
 
 def test_reading_a_fields_bytes_is_charged_before_it_is_read() -> None:

@@ -30,7 +30,7 @@ from labelgate.classify.message_values import TEXT_BYTES_PER_VALUE
 from labelgate.demo.backend import ModelCounters, model_config
 from labelgate.demo.models import CUSTOMER_PROFILE, SENTIMENT
 from labelgate.enforce import apply_message_masks
-from labelgate.errors import UpstreamError
+from tests.classify.test_messages_float_ints import cheapest
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(REPO / "rego" / "labelgate" / "catalog" / "data.json")
@@ -371,20 +371,6 @@ def test_the_demo_backends_statistics_and_config_replies_are_no_data() -> None:
     for reply in (statistics, model_config(CUSTOMER_PROFILE), model_config(SENTIMENT)):
         assert not detected(reply)
         assert not classify_message(reply, CATALOG, DETECTORS).message_spans
-
-
-def cheapest(message: Any) -> int:
-    """The smallest ``max_values`` that does not refuse ``message``."""
-    low, high = 0, 1_000_000
-    while low < high:
-        middle = (low + high) // 2
-        try:
-            classify_message(message, CATALOG, DETECTORS, max_values=middle)
-        except UpstreamError:
-            low = middle + 1
-        else:
-            high = middle
-    return low
 
 
 def test_reading_in_document_order_is_charged_before_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
