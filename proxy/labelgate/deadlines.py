@@ -11,6 +11,11 @@ import contextvars
 import time
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("labelgate_deadline", default=None)
+# Whether a reply sent past the deadline is dropped: gRPC's is (its caller already has
+# DEADLINE_EXCEEDED); a REST reply past its ``timeout`` parameter still reaches its caller.
+_late_reply_dropped: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "labelgate_late_reply_dropped", default=False
+)
 
 
 def seconds_left(now: float | None = None) -> float | None:
@@ -21,8 +26,21 @@ def seconds_left(now: float | None = None) -> float | None:
     return deadline - (time.time() if now is None else now)
 
 
-def set_deadline(seconds: float | None) -> contextvars.Token[float | None]:
+def set_deadline(
+    seconds: float | None, *, late_reply_dropped: bool = False
+) -> contextvars.Token[float | None]:
+    """``late_reply_dropped``: the transport drops a reply sent past the deadline (gRPC)."""
+    _late_reply_dropped.set(late_reply_dropped)
     return _deadline.set(None if seconds is None else time.time() + seconds)
+
+
+def reply_too_late() -> bool:
+    """Whether a reply released now would never reach its caller: the transport drops a reply
+    past the caller's deadline, and that deadline has passed."""
+    if not _late_reply_dropped.get():
+        return False
+    left = seconds_left()
+    return left is not None and left <= 0
 
 
 def reset_deadline(token: contextvars.Token[float | None]) -> None:

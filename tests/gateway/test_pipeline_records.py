@@ -31,6 +31,7 @@ from tests.gateway.test_pipeline import (
     CATALOG,
     STREAM,
     FakeStream,
+    ListRecorder,
     customer_reply,
     make_call,
     make_pipeline,
@@ -144,6 +145,75 @@ async def test_the_refusal_after_an_unacknowledged_release_goes_without_the_writ
     # The release, its refusal (no deadline), then the next call as usual: the flag stays in
     # the refusal's own task.
     assert client.appends == [("mask", False), ("deny", True), ("mask", False)]
+
+
+async def past_the_deadline() -> None:
+    """Return once the current call's deadline has passed (by the clock, not by a guess)."""
+    left = deadline.seconds_left()
+    assert left is not None
+    # The loop's timers may fire a clock tick early, and run on another clock than the deadline's.
+    await asyncio.sleep(max(0.0, left) + 0.01)
+    assert (deadline.seconds_left() or 0) <= 0
+
+
+class AcknowledgedPastTheDeadline(ListRecorder):
+    """A writer whose acknowledgement of a release comes after the caller's deadline, with no
+    cancellation from grpc before it (on a loaded gateway grpc's comes behind it)."""
+
+    async def record(self, entry: Any) -> None:
+        await super().record(entry)
+        if entry.refusal is None:
+            await past_the_deadline()
+
+
+async def served_with_deadline(call: Any, seconds: float, *, grpc_deadline: bool) -> None:
+    async def serve() -> None:
+        deadline.set_deadline(seconds, late_reply_dropped=grpc_deadline)  # as each edge does
+        await call()
+
+    await asyncio.create_task(serve())
+
+
+@pytest.mark.parametrize("stalled", ["acknowledgement", "upstream"])
+async def test_a_grpc_reply_its_deadline_passed_under_is_recorded_as_gone_not_released(stalled: str) -> None:
+    """CI under load (eleventh and twelfth rounds): a caller's deadline fell while its release's
+    record awaited the writer, grpc's cancellation of the handler came after the writer's
+    acknowledgement, and the call's only record said released ("mask", OK) while grpc
+    dropped the reply and the caller got DEADLINE_EXCEEDED."""
+    pipeline, journal, _, _ = make_pipeline()
+    recorder = pipeline.recorder = AcknowledgedPastTheDeadline(journal)
+    upstream = upstream_returning(customer_reply(), journal)
+
+    async def late_upstream(message: Any) -> Any:
+        await past_the_deadline()
+        return await upstream(message)
+
+    async def infer() -> None:
+        await pipeline.infer(
+            make_call(), request(), upstream if stalled == "acknowledgement" else late_upstream
+        )
+
+    with pytest.raises(asyncio.CancelledError):
+        await served_with_deadline(infer, 0.05, grpc_deadline=True)
+    await pipeline.finish_records(5)
+    ended = [(r.outcome, r.status_code) for r in recorder.records]
+    if stalled == "acknowledgement":  # the release's record is durable: the cancellation follows it
+        assert ended == [("mask", "OK"), ("error", "DEADLINE_EXCEEDED")]
+    else:  # past its deadline before anything was released: nothing says released
+        assert ended == [("error", "DEADLINE_EXCEEDED")]
+
+
+async def test_a_rest_reply_past_its_timeout_parameter_is_still_released() -> None:
+    # A REST reply past the request's ``timeout`` parameter still reaches its caller.
+    pipeline, journal, _, _ = make_pipeline()
+    recorder = pipeline.recorder = AcknowledgedPastTheDeadline(journal)
+
+    async def infer() -> None:
+        await pipeline.infer(make_call(), request(), upstream_returning(customer_reply(), journal))
+
+    await served_with_deadline(infer, 0.05, grpc_deadline=False)
+    await pipeline.finish_records(5)
+    assert [(r.outcome, r.status_code) for r in recorder.records] == [("mask", "OK")]
 
 
 # -- refusals of requests the gateway cannot serve ------------------------------------------

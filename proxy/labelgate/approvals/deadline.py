@@ -30,7 +30,7 @@ __all__ = ["DeadlineInterceptor", "note_request", "reset_deadline", "seconds_lef
 
 def _remember(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
     """Note the deadline and the request; what the handler gets in place of ``request``."""
-    set_deadline(context.time_remaining())
+    set_deadline(context.time_remaining(), late_reply_dropped=True)
     if isinstance(request, bytes | Message):
         note_request(request)
         return request

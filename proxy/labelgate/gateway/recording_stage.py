@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 from labelgate import tracing
 from labelgate.auth import Subject
 from labelgate.background import BackgroundTasks
 from labelgate.calls import Call, CallRecord, CallsInFlight, Outcome, Target
+from labelgate.deadlines import reply_too_late
 from labelgate.errors import LabelgateError
 from labelgate.gateway.record import AFTER_UNACKNOWLEDGED, Recorder, recorded_text
 from labelgate.logs import get_logger
@@ -65,6 +66,8 @@ class RecordingStage:
                             "a refusal's record was lost", reason=lost.reason, request_id=call.request_id
                         )
                     raise
+                if reply_too_late():
+                    self.end_as_gone(call, outcome)
                 # Nothing is released before its record is durable: a failure here fails the call.
                 try:
                     await self.recorder.record(CallRecord.of(call, outcome, None))
@@ -82,6 +85,11 @@ class RecordingStage:
                     # nothing, so the cancellation is recorded after it, as a refusal is.
                     self.record_later(CallRecord.of(call, outcome, gone), after_unacknowledged=True)
                     raise
+                if reply_too_late():
+                    # Its deadline passed while the release's record was made durable, and
+                    # grpc's cancellation of this handler has not come yet (on a loaded gateway
+                    # it comes behind the acknowledgement; seen in CI).
+                    self.end_as_gone(call, outcome)
         finally:
             in_flight.count -= 1
             if serving is not None:
@@ -99,6 +107,13 @@ class RecordingStage:
         if calls:
             await asyncio.wait(calls, timeout=seconds)
         await self._cancelled_records.wait(max(0.0, deadline - loop.time()))
+
+    def end_as_gone(self, call: Call, outcome: Outcome) -> NoReturn:
+        """End a call whose reply the transport would drop (its caller's gRPC deadline has
+        passed) as grpc's cancellation would: recorded as gone, after any record before it."""
+        gone = asyncio.CancelledError()
+        self.record_later(CallRecord.of(call, outcome, gone))
+        raise gone
 
     def record_later(self, entry: CallRecord, *, after_unacknowledged: bool = False) -> None:
         """Write ``entry`` without holding up the caller (a cancelled call's record); a stopping
