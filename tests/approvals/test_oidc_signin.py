@@ -26,7 +26,7 @@ from tests.approvals.conftest import (
     running_gateway,
     token,
 )
-from tests.approvals.test_inbox_browser import come_onto
+from tests.approvals.test_inbox_browser import vote
 from tests.support.browser import chromium
 from tests.support.oidc import Provider, running_provider
 from tests.support.procs import free_port, labelgate_command, running
@@ -117,9 +117,7 @@ def test_an_approver_signs_in_with_the_provider_and_releases_a_held_tritonclient
     card.wait_for()
     approval_id = card.get_attribute("data-approval-id")
     assert not call.done()
-    come_onto(page, approval_id)
-    card.locator(f"[data-testid='approve-{approval_id}']").click()
-    page.wait_for_url(re.compile(r"/inbox\?flash=granted"))
+    vote(page, approval_id, "approve", "granted")
 
     result = call.result(timeout=60)
     assert "error" not in result, result
