@@ -663,8 +663,10 @@ _SAMPLE: Final = 65_536
 # (``_surely_binary``).
 _NEVER_UTF8: Final = np.zeros(256, dtype=bool)
 _NEVER_UTF8[[0xC0, 0xC1, *range(0xF5, 0x100)]] = True
-# Below this many bytes, decoding to tell costs less than the bound's numpy calls.
-_BOUND_FROM: Final = 512
+# Below this many bytes, decoding to tell costs less than the bound's numpy calls: binary
+# doubles' bytes decode in 3.0 µs at 800 bytes against the bound's 6.4, 7.9 against 10.8 at
+# 2,400, and 24 against 15 at 4,000 (text decodes in under 1.1 µs at 8,000).
+_BOUND_FROM: Final = 2_048
 
 
 def _is_utf8(data: bytes) -> bool:
