@@ -56,7 +56,8 @@ def viewer(folder: Path, *groups: str) -> list[str]:
 
 
 def record_sample(store: SessionStore) -> None:
-    """Session "alpha": a masked call and a refused one; "beta-session": two calls, then the cap."""
+    """Session "alpha": a masked call and a refused one; "beta-session": two calls, then the cap
+    (the third, released with them, recorded after its marker)."""
     one_call = len(
         encode_line(
             call_entry(CallRecord.of(make_call(), make_outcome(), None, Clock()()), record_input_values=False)
@@ -97,7 +98,7 @@ def test_list_show_and_replay_from_files(tmp_path: Path) -> None:
     }
     alpha, beta = sessions[key("alpha")], sessions[key("beta-session")]
     assert alpha["calls"] == 2 and not alpha["truncated"]
-    assert beta["truncated"] and beta["calls"] == 2
+    assert beta["truncated"] and beta["calls"] == 3  # all three released, so all recorded
 
     # an auditor who is also an analyst: sees what nora (an analyst) was delivered
     auditor = viewer(tmp_path, "auditors", "analysts")
@@ -131,7 +132,11 @@ def test_list_show_and_replay_from_files(tmp_path: Path) -> None:
         assert expected in replay.output, expected
 
     cut = invoke("replay", "beta", "--dir", str(tmp_path), *auditor)  # a unique prefix is enough
-    assert cut.exit_code == 0 and "recording truncated" in cut.output and "every later call" in cut.output
+    assert (
+        cut.exit_code == 0
+        and "recording truncated" in cut.output
+        and "refused" in cut.output  # the marker's note, wrapped in its panel
+    )
 
 
 def test_show_and_replay_go_through_policy_for_the_viewer(tmp_path: Path) -> None:
@@ -219,7 +224,7 @@ def test_list_and_replay_from_postgres(postgres: PostgresServer, tmp_path: Path)
     listed = json.loads(invoke("list", "--postgres-dsn", dsn, "--json").stdout)
     assert {s["session_id"]: (s["calls"], s["truncated"]) for s in listed} == {
         key("alpha"): (2, False),
-        key("beta-session"): (2, True),
+        key("beta-session"): (3, True),
     }
     auditor = viewer(tmp_path, "auditors", "analysts")
     replay = invoke("replay", "alpha", "--postgres-dsn", dsn, *auditor)

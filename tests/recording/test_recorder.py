@@ -78,29 +78,50 @@ async def test_calls_are_recorded_in_order_under_their_sessions(new_store: Store
 
 
 @pytest.mark.parametrize("flush_each", [False, True], ids=["one-batch", "batch-per-call"])
-async def test_the_size_cap_writes_one_explicit_marker_then_nothing(
+async def test_the_size_cap_records_every_released_call_then_refuses_the_sessions_next(
     new_store: StoreFactory, flush_each: bool
 ) -> None:
+    """Review (thirteenth round): the store dropped the calls after its marker, though each was
+    released: a caller past 16 MiB received clear values no replay would ever show. Every
+    released call is stored now (after the marker), and the session's later calls are refused."""
     clock = Clock()
     cap = 2 * entry_size(clock) + 600  # room for the file header and two calls, not three
     recorder = SessionRecorder(new_store(), max_session_bytes=cap, clock=clock)
     calls = [make_call("big") for _ in range(5)]
+    released = []
     for call in calls:
         clock.advance(minutes=1)
-        await recorder.record(CallRecord.of(call, make_outcome(), None, clock()))
+        try:
+            await recorder.record(CallRecord.of(call, make_outcome(), None, clock()))
+        except ResourceExhausted as refused:
+            assert refused.reason == "RECORDING_SESSION_FULL" and "x-labelgate-session" in refused.message
+            continue
+        released.append(call.request_id)
         if flush_each:
             await recorder.flush()
     await recorder.record(CallRecord.of(make_call("small"), make_outcome(), None, clock()))
     await recorder.flush()
     entries = await recorder.store.entries(key("big"))
-    assert [e["kind"] for e in entries] == ["call", "call", "truncated"]
-    marker = entries[-1]
+    # Queued together, all five were released before the store said the session was full;
+    # written one by one, the fourth is refused once the third's write said so.
+    assert len(released) == (3 if flush_each else 5)
+    assert [e["kind"] for e in entries] == ["call", "call", "truncated"] + ["call"] * (len(released) - 2)
+    assert [e["request_id"] for e in entries if e["kind"] == "call"] == released
+    marker = entries[2]
     assert marker["request_id"] == calls[2].request_id and marker["limit_bytes"] == cap
     assert marker["time"] == "2026-01-01T09:03:00.000Z"
-    assert recorder.counts == {"stored": 3, "truncated": 1, "dropped_cap": 2}
+    over = len(released) - 3
+    refused = {"refused_session_full": 2} if flush_each else {}
+    assert recorder.counts == {
+        "stored": 3,
+        "truncated": 1,
+        **({"stored_over_cap": over} if over else {}),
+        **refused,
+    }
+    with pytest.raises(ResourceExhausted):  # the session stays full
+        await recorder.record(CallRecord.of(make_call("big"), make_outcome(), None, clock()))
     sessions = {info.session_id: info for info in await recorder.store.sessions()}
-    assert sessions[key("big")].truncated and sessions[key("big")].calls == 2
-    assert sessions[key("big")].bytes <= cap
+    assert sessions[key("big")].truncated and sessions[key("big")].calls == len(released)
     assert not sessions[key("small")].truncated
     await recorder.close()
 
@@ -158,7 +179,8 @@ async def test_the_periodic_sweeper_runs_on_its_own(new_store: StoreFactory) -> 
 
 
 async def test_concurrent_writers_to_one_session_share_the_cap(new_store: StoreFactory) -> None:
-    """Two gateways recording the same session: the cap holds and there is one marker."""
+    """Two gateways recording the same session: one marker, where the cap is passed, and every
+    entry stored (each one's call was released)."""
     clock = Clock()
     cap = 10 * entry_size(clock)
     stores = [new_store(), new_store()]
@@ -180,11 +202,11 @@ async def test_concurrent_writers_to_one_session_share_the_cap(new_store: StoreF
     halves = await asyncio.gather(gateway(stores[0], entries[::2]), gateway(stores[1], entries[1::2]))
     results = halves[0] + halves[1]
     stored = await stores[0].entries("shared")
-    assert [e["kind"] for e in stored].count("truncated") == 1 == results.count("truncate")
-    assert stored[-1]["kind"] == "truncated"
-    assert results.count("store") == len(stored) - 1 >= 8
+    kinds = [e["kind"] for e in stored]
+    assert kinds.count("truncated") == 1 == results.count("truncate")
+    assert kinds.count("call") == 40 and kinds.index("truncated") == results.count("store") >= 8
     info = (await stores[1].sessions())[0]
-    assert info.bytes <= cap
+    assert info.calls == 40 and info.truncated
 
 
 async def test_file_appends_from_threads_share_the_cap(tmp_path: Path) -> None:
@@ -203,8 +225,9 @@ async def test_file_appends_from_threads_share_the_cap(tmp_path: Path) -> None:
         )
     lines = [json.loads(line) for line in (tmp_path / file_name("shared")).read_text().splitlines()]
     assert [line["kind"] for line in lines].count("session") == 1
-    assert [line["kind"] for line in lines].count("truncated") == 1 == results.count("truncate")
-    assert (tmp_path / file_name("shared")).stat().st_size <= cap + 1024
+    kinds = [line["kind"] for line in lines]
+    assert kinds.count("truncated") == 1 == results.count("truncate")
+    assert kinds.count("call") == 40 and kinds.index("truncated") == 1 + results.count("store")
 
 
 async def test_an_entry_that_cannot_be_built_is_counted_never_raised(tmp_path: Path) -> None:
@@ -307,21 +330,27 @@ def padded_call(number: int, pad: int) -> dict:
             "request_id": f"req-{number}", "pad": "x" * pad}  # fmt: skip
 
 
-async def test_nothing_is_recorded_after_the_marker_even_a_call_that_would_fit(
+async def test_a_store_keeps_every_entry_past_the_marker_even_one_that_would_fit(
     new_store: StoreFactory,
 ) -> None:
-    """The marker is written when a call would overflow the cap, so room is left below it: a
-    smaller later call must still not be recorded, and both stores count calls alike."""
+    """The marker is written before the call that takes the session past its cap; that call and
+    later ones (released before the recorder knew) are stored after it, a smaller one too,
+    never dropped, and both stores count calls alike."""
     store = new_store()
     await store.open()
     results = []
     for number, pad in ((1, 3000), (2, 2000), (3, 100)):  # three calls, three batches
         results += await store.append("s~x", [padded_call(number, pad)], 4096)
-    assert results == ["store", "truncate", "drop"]
+    assert results == ["store", "truncate", "over"]
     found = await store.entries("s~x")
-    assert [(e["kind"], e["request_id"]) for e in found] == [("call", "req-1"), ("truncated", "req-2")]
+    assert [(e["kind"], e["request_id"]) for e in found] == [
+        ("call", "req-1"),
+        ("truncated", "req-2"),
+        ("call", "req-2"),
+        ("call", "req-3"),
+    ]
     (info,) = await store.sessions()
-    assert (info.calls, info.truncated) == (1, True)
+    assert (info.calls, info.truncated) == (3, True)
 
 
 async def test_a_file_written_past_its_marker_before_is_listed_as_truncated(tmp_path: Path) -> None:
@@ -331,7 +360,7 @@ async def test_a_file_written_past_its_marker_before_is_listed_as_truncated(tmp_
     with (tmp_path / file_name("s~x")).open("ab") as handle:  # what the file store once did
         handle.write(encode_line(padded_call(3, 10)))
     (info,) = await store.sessions()
-    assert (info.calls, info.truncated) == (2, True)
+    assert (info.calls, info.truncated) == (3, True)
 
 
 async def test_lines_that_are_not_objects_read_as_damaged(tmp_path: Path) -> None:

@@ -382,8 +382,11 @@ def test_the_truncation_marker_is_sealed_too(backend: Backend) -> None:
 
     asyncio.run(run())
     at_rest = backend.stored("capped")
-    assert at_rest[-1]["kind"] == "truncated" and "sealed" in at_rest[-1]
-    assert entries(backend.store(), "capped")[-1]["limit_bytes"] == 6000
+    (marker,) = [e for e in at_rest if e["kind"] == "truncated"]
+    assert "sealed" in marker and at_rest[-1]["kind"] == "call", "the call after its marker is stored"
+    assert [e["seq"] for e in at_rest] == list(range(1, len(at_rest) + 1))
+    (read,) = [e for e in entries(backend.store(), "capped") if e["kind"] == "truncated"]
+    assert read["limit_bytes"] == 6000
 
 
 def legacy_envelope(key: bytes, entry: dict) -> dict:

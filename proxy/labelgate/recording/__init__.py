@@ -31,9 +31,10 @@ Decisions, and why:
 - **Storage**: files by default, one JSONL file per session with a safe name derived from
   the session id (``files.py``); PostgreSQL when ``recording.postgres_dsn`` is set
   (``postgres.py``). Both lock per session so several gateways can share a store.
-- **Size cap per session** (``max_session_bytes``): the call that would exceed it is
-  replaced by one explicit ``truncated`` marker, and nothing later of that session is
-  recorded, so a replay says plainly that it is incomplete.
+- **Size cap per session** (``max_session_bytes``): one explicit ``truncated`` marker is
+  written before the call that takes the session past it, and the session's later calls are
+  refused (``RECORDING_SESSION_FULL``); that call, and those released before the store said
+  so, are recorded after the marker: a released call is never left unrecorded.
 - **Bounded pages.** Session ids and reply sizes are the callers' and upstreams' to choose,
   so what a viewer's page costs is bounded (``web.py``): the session list comes a page at a
   time (``sessions_page``, a cursor; the file store reads only the files it shows, PostgreSQL

@@ -17,8 +17,11 @@ Every stored line (file) or row (PostgreSQL) is one JSON object with a ``kind``:
      "upstream_status", "latency_ms",
      "response": {"type": "inference.ModelInferResponse", "base64", "bytes"} | null}
 
-``truncated`` the explicit marker written once, when the next call would take the session
-              past its size cap; nothing of the session is recorded after it::
+``truncated`` the explicit marker written once, before the call that takes the session past
+              its size cap; that call is stored after it, and so is every call released
+              before the recorder learned of the cap, while later calls of the session are
+              refused (``RECORDING_SESSION_FULL``). Recordings written before that rule end
+              at their marker: the calls after it were released unrecorded::
 
     {"kind": "truncated", "time", "session_id", "limit_bytes", "recorded_bytes", "request_id"}
 
@@ -56,7 +59,10 @@ if TYPE_CHECKING:
 __all__ = ["format_time", "parse_time", "utc_now"]  # re-exported for the stores
 
 FORMAT = 1
-Admission = Literal["store", "truncate", "drop"]
+# What a store did with an entry: stored below the cap; stored after the marker it wrote, the
+# entry taking the session past the cap; stored past the cap (released before the recorder
+# knew of it). Every entry of a released call is stored: a store never drops one.
+Admission = Literal["store", "truncate", "over"]
 
 
 def encode_line(entry: dict[str, Any]) -> bytes:
@@ -167,18 +173,20 @@ def truncation_marker(entry: dict[str, Any], limit: int, recorded: int) -> dict[
         "request_id": entry.get("request_id"),
         "limit_bytes": limit,
         "recorded_bytes": recorded,
-        "note": "session size cap reached: this call and every later call of the session are not recorded",
+        "note": "session size cap reached: this call and the calls released before the gateway knew are "
+        "recorded after this marker; later calls of the session are refused",
     }
 
 
 def admit(recorded: int, truncated: bool, size: int, limit: int) -> Admission:
-    """What to do with an entry of ``size`` bytes for a session holding ``recorded`` bytes.
-
-    The marker itself may take a session past the cap by its own (small) length, so it is
-    always written and the cap is never exceeded by a call.
+    """What to do with an entry of ``size`` bytes for a session holding ``recorded`` bytes
+    (``truncated``: its marker is written). The entry is stored whatever the answer: its call
+    was released (a store that dropped it let a released call go unrecorded: review); the cap
+    is kept by refusing the session's later calls (``SessionRecorder.reserve``), so a session
+    passes it by what was in flight when the recorder learned of it.
     """
     if truncated:
-        return "drop"
+        return "over"
     if recorded + size <= limit:
         return "store"
     return "truncate"

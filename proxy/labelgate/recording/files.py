@@ -5,8 +5,9 @@ a safe slug plus a hash of it). Appends take an exclusive ``flock`` on the file,
 several gateway processes (``workers > 1``) can share a directory: the size check and the
 write are one step, and the sweeper takes the same lock before it deletes a file (an
 append that opened the file just before the delete sees ``st_nlink == 0`` and starts a new
-one). Every append reads the file's last line first (``_state``): a session ending in its
-truncation marker stores nothing more, and a sealed entry's ``seq`` says the next position.
+one). Every append reads the file's last line first (``_state``): a sealed entry's ``seq``
+says the next position, and a session past its cap (or ending in its truncation marker) has
+its marker already.
 Writes are not fsynced: the audit log is the system of record; recordings are
 evidence for replay and a power cut may lose their last moments.
 
@@ -115,26 +116,29 @@ class FileSessionStore:
                 size = len(header)
                 truncated, stored = False, 0
             else:
-                # Once per append, as PostgreSQL reads its row: a marker ends the session even
-                # when a later call would fit below the cap (the marker leaves room there).
+                # Once per append, as PostgreSQL reads its row. A session past its cap has its
+                # marker: the entry written after it took the session past (a file that ends in
+                # its marker was written before entries were stored after it).
                 truncated, stored = _state(fd, size, count=seal is not None)
+                truncated = truncated or size > limit
                 if os.pread(fd, 1, size - 1) != b"\n":
                     lines.append(b"\n")  # a write torn by a crash: end that line, don't glue onto it
                     size += 1
             for entry in entries:
-                if truncated:
-                    results.append("drop")
-                    continue
                 position = stored + 1
                 line = encode_line(seal(entry, position) if seal else entry)
-                result = admit(size, False, len(line), limit)
-                if result == "store":
-                    size += len(line)
-                else:
+                result = admit(size, truncated, len(line), limit)
+                if result == "truncate":
+                    # The marker first, then the entry: its call was released, so it is stored.
                     marker = truncation_marker(entry, limit, size)
-                    line = encode_line(seal(marker, position) if seal else marker)
+                    marked = encode_line(seal(marker, position) if seal else marker)
+                    lines.append(marked)
+                    size += len(marked)
+                    position += 1
+                    line = encode_line(seal(entry, position) if seal else entry)
                     truncated = True
                 lines.append(line)
+                size += len(line)
                 stored = position
                 results.append(result)
             try:
@@ -271,8 +275,9 @@ _SEQ_AT_END = re.compile(rb'"seq":(\d+),"session_id":"(?:[^"\\]|\\.)*","time":"[
 
 
 def _state(fd: int, size: int, *, count: bool) -> tuple[bool, int]:
-    """Whether the session ends in its truncation marker, and (when ``count``: entries are
-    being sealed at their position) how many entries it stores.
+    """Whether the session ends in its truncation marker (written before entries were stored
+    after it), and (when ``count``: entries are being sealed at their position) how many
+    entries it stores, the marker included.
 
     The last line tells both (a sealed entry's ``seq`` is its position), read from the file's
     last ``STATE_BYTES``: the header and a marker are shorter (a session id has at most 128
@@ -288,12 +293,11 @@ def _state(fd: int, size: int, *, count: bool) -> tuple[bool, int]:
             kind, seq = last.get("kind"), last.get("seq")
             if kind == "session":
                 return False, 0
-            if kind == "truncated":
-                return True, 0  # nothing more is stored, so the count does not matter
+            marked = kind == "truncated"
             if kind is not None and not count:
-                return False, 0
+                return marked, 0
             if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
-                return False, seq
+                return marked, seq
         elif not count:
             return False, 0
         elif found := _SEQ_AT_END.search(tail):

@@ -105,21 +105,23 @@ class PostgresSessionStore:
                 rows: list[tuple[Any, ...]] = []
                 last = entries[0]["time"]
                 for entry in entries:
-                    if truncated:
-                        results.append("drop")
-                        continue
                     position = count + 1  # the row's seq, under the row's lock
                     stored = seal(entry, position) if seal else entry
                     length = len(encode_line(stored))
-                    result = admit(size, False, length, limit)
+                    result = admit(size, truncated, length, limit)
                     results.append(result)
-                    if result == "store":
-                        size += length
-                        calls += 1
-                    else:
+                    if result == "truncate":
+                        # The marker first, then the entry: its call was released, so it is stored.
                         marker = truncation_marker(entry, limit, size)
-                        stored = seal(marker, position) if seal else marker
+                        marked = seal(marker, position) if seal else marker
+                        rows.append((session_id, position, parse_time(marked["time"]), Jsonb(marked)))
+                        size += len(encode_line(marked))
+                        position += 1
+                        stored = seal(entry, position) if seal else entry
+                        length = len(encode_line(stored))
                         truncated = True
+                    size += length
+                    calls += 1
                     count = position
                     rows.append((session_id, count, parse_time(stored["time"]), Jsonb(stored)))
                     last = stored["time"]

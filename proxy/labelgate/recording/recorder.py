@@ -27,6 +27,15 @@ An entry that cannot be built, or that the store rejects for what it holds (it c
 encoded, the database refuses its text), would fail on every retry and hold up every
 later call: it is dropped, logged and counted as ``failed`` (``UNSTORABLE``).
 
+**A session's size cap** (``max_session_bytes``) is kept by refusing the session's calls
+once the store has said it is past it (RESOURCE_EXHAUSTED ``RECORDING_SESSION_FULL``, counted
+as ``refused_session_full``): the store never drops an entry, so the call that takes the
+session past the cap and those released before the store said so are recorded after its
+marker (review: the store dropped them, and a caller received clear values that no replay
+would ever show, call after call). A session passes its cap by at most what was queued for
+it then (``max_queue_bytes``), and by one batch after a restart, which forgets which
+sessions are full until their next append.
+
 A periodic sweeper deletes sessions whose latest entry is older than the retention.
 """
 
@@ -44,7 +53,7 @@ from prometheus_client import Counter
 from labelgate.errors import ResourceExhausted
 from labelgate.logs import get_logger
 from labelgate.recording import reasons
-from labelgate.recording.entries import call_entry, utc_now
+from labelgate.recording.entries import Admission, call_entry, utc_now
 from labelgate.recording.sealing import sealed
 from labelgate.recording.settings import RecordingSettings
 from labelgate.recording.store import SessionStore
@@ -55,8 +64,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 ENTRIES = Counter(
     "labelgate_recording_entries_total",
-    "Session recording entries by result: stored, truncated (the marker), dropped_cap, "
-    "refused_queue_full and refused_store_failing (the call was refused), failed (could not "
+    "Session recording entries by result: stored, truncated (stored after the marker), "
+    "stored_over_cap, refused_queue_full, refused_store_failing and refused_session_full "
+    "(the call was refused), failed (could not "
     "be built or stored), lost (not written when the gateway stopped)",
     ["result"],
 )
@@ -72,6 +82,8 @@ BATCH = 256
 ENTRY_BYTES = 4096
 ITEM_BYTES = 512
 RETRY_OPEN_SECONDS = 5.0
+# Sessions known to be past their cap (``_full``): about 100 bytes each.
+MAX_FULL_SESSIONS = 100_000
 RETRY_WRITE_SECONDS = 0.1  # the first retry of a failed write; doubled on each failure up to:
 RETRY_WRITE_MAX_SECONDS = 5.0
 
@@ -148,6 +160,9 @@ class SessionRecorder:
         # The store's latest failure while it is failing (entries kept for a retry, or the
         # store cannot be opened): new calls are refused until a write succeeds.
         self._failure: Exception | None = None
+        # Sessions (recording keys) the store said are past their cap: their calls are refused.
+        # Bounded: one forgotten is learned again at its next append (stored over the cap).
+        self._full: dict[str, None] = {}
 
     @property
     def failing(self) -> bool:
@@ -191,6 +206,14 @@ class SessionRecorder:
                 "recording_entry_failed", request_id=record.call.request_id, error_type=type(failure).__name__
             )
             entry, size = None, 0
+        if self._full and entry is not None and entry["session_id"] in self._full:
+            self._count("refused_session_full")
+            raise ResourceExhausted(
+                reasons.RECORDING_SESSION_FULL,
+                f"this session's recording has reached its size cap ({self.max_session_bytes} bytes, "
+                "recording.max_session_bytes); the call was not released: continue in a new session "
+                "(x-labelgate-session)",
+            )
         # An entry alone is always taken: a bound below one reply must not refuse every such
         # call while the store is idle.
         held = self._bytes + self._reserved_bytes
@@ -294,6 +317,7 @@ class SessionRecorder:
         """Delete the sessions idle for longer than the retention period; how many."""
         removed = await self.store.sweep((now or self.clock()) - self.retention)
         if removed:
+            self._full.clear()  # a deleted session starts again; the others are learned again
             SWEPT.inc(removed)
             log.info("recording_sessions_swept", sessions=removed)
         return removed
@@ -382,10 +406,18 @@ class SessionRecorder:
                     return settled
             return len(entries)
         for result in results:
-            self._count({"store": "stored", "truncate": "truncated", "drop": "dropped_cap"}[result])
+            self._count({"store": "stored", "truncate": "truncated", "over": "stored_over_cap"}[result])
+        if results[-1] != "store":
+            self._session_full(session_id, results)
+        return len(entries)
+
+    def _session_full(self, session_id: str, results: list[Admission]) -> None:
+        if session_id not in self._full:
+            if len(self._full) >= MAX_FULL_SESSIONS:
+                del self._full[next(iter(self._full))]
+            self._full[session_id] = None
         if "truncate" in results:
             log.warning("recording_session_truncated", session_id=session_id, limit=self.max_session_bytes)
-        return len(entries)
 
     def _write_failed(self, session_id: str, entries: int, failure: Exception) -> None:
         self._failure = failure

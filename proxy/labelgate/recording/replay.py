@@ -186,10 +186,12 @@ def _outcome_text(decision: dict[str, Any]) -> Text:
 
 def _marker_text(entry: dict[str, Any]) -> str:
     limit, recorded = human_bytes(entry["limit_bytes"]), human_bytes(entry["recorded_bytes"])
-    return (
-        f"size cap of {limit} reached after {recorded}: "
-        f"request {_text(str(entry.get('request_id')))} and every later call are not recorded"
-    )
+    # The marker's own note says what followed it: written before entries were stored after
+    # it, it says that request and the later calls are not recorded.
+    note = entry.get("note")
+    after = _text(note) if isinstance(note, str) else "see the calls after this mark"
+    request = _text(str(entry.get("request_id")))
+    return f"size cap of {limit} reached after {recorded} at request {request}: {after}"
 
 
 def _damaged_text(entry: dict[str, Any]) -> str:

@@ -29,7 +29,8 @@ class RecordingSettings(BaseModel):
     postgres_dsn: SecretStr | None = None
     # Sessions with no call for this long are deleted by the sweeper.
     retention_days: float = Field(30.0, gt=0, le=3650)
-    # Past this, one truncation marker is written and the rest of the session is not recorded.
+    # Past this, one truncation marker is written and the session's later calls are refused
+    # (RECORDING_SESSION_FULL); the calls already released are recorded after the marker.
     max_session_bytes: int = Field(16 << 20, ge=4096)
     # Off: only input names, datatypes and shapes are kept, never the values a caller sent.
     record_input_values: bool = False
