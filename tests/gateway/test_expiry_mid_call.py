@@ -333,8 +333,8 @@ async def test_a_bidirectional_streams_chunk_read_after_the_token_expired_does_n
         assert token_expired(refused.value), refused.value
         assert receipts == [bytes([8, 1])]
         assert received == [bytes([8, 1])], "nothing read after the expiry went upstream"
-        # The stream's admission, its first receipt (typed: one record each), then its end.
-        assert await last_refusal(tmp_path, session, 3 if typed else 2) == "TOKEN_EXPIRED"
+        # The stream's admission, its first receipt (one record each, opaque too), then its end.
+        assert await last_refusal(tmp_path, session, 3) == "TOKEN_EXPIRED"
 
 
 # -- (c) ModelStreamInfer's end-of-stream flush --------------------------------------------------

@@ -5,9 +5,9 @@
 
 Every call shape runs through these same stages: unary inference (``infer``), metadata
 and routed unary calls (``unary_message``), routed streams (``admit_stream`` then
-``release_reply`` per message) and ``ModelStreamInfer`` (``stream_infer``, which drives
-these stages per message from ``gateway/stream_infer.py``). The transports only adapt gRPC
-call shapes to these methods.
+``release_reply`` per message; ``release_opaque_reply`` on an opaque route, recorded only)
+and ``ModelStreamInfer`` (``stream_infer``, which drives these stages per message from
+``gateway/stream_infer.py``). The transports only adapt gRPC call shapes to these methods.
 
 Each stage is its own module, called from here in that order: authenticate
 (``labelgate.auth``), classify (``gateway/classify_stage.py``), decide and hold for approval
@@ -68,6 +68,7 @@ from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.credential_expiry import still_valid as still_valid
 from labelgate.gateway.credential_expiry import while_valid as while_valid
 from labelgate.gateway.decide_stage import DecideStage
+from labelgate.gateway.opaque_reply import OpaqueReply
 from labelgate.gateway.record import Recorder
 from labelgate.gateway.recording_stage import RecordingStage
 from labelgate.gateway.streams import OpenStreams
@@ -370,6 +371,20 @@ class Pipeline:
             outcome.subject, outcome.upstream_status = subject, "OK"
             still_valid(subject)
             return await self.release_message(call, subject, target, reply, outcome)
+
+    async def release_opaque_reply(self, call: Call, subject: Subject, target: Target, reply: bytes) -> bytes:
+        """One message of an opaque routed stream (bytes: nothing in them is known, so nothing
+        is classified or decided; the stream was admitted for that). Released as
+        ``release_reply`` releases a typed one: only once its record is durable, the session
+        recorder's room reserved first, so a recorder that is failing or full ends the stream
+        with its own refusal instead of letting the reply out unrecorded (review, thirteenth
+        round: the replies went out while every other call was refused ``RECORDING_BACKLOG``,
+        and the recording said none was delivered). Its recording keeps the bytes as delivered
+        (``OpaqueReply``)."""
+        async with self.recording(call, target) as outcome:
+            outcome.subject, outcome.upstream_status = subject, "OK"
+            outcome.delivered = OpaqueReply(reply)
+            return reply
 
     def stream_infer(
         self, call: Call, requests: AsyncIterator[pb.ModelInferRequest], upstream: Any

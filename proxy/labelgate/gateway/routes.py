@@ -174,8 +174,9 @@ class OpaqueCall:
                     timeout=self.upstream.timeout(context),
                 )
                 mapped = _mapped(stream, relay)
-                # The replies are not decided one by one (nothing in them is known), but the
-                # stream's end is recorded as a typed stream's is, and it ends with its token.
+                # The replies are not decided one by one (nothing in them is known), but each is
+                # released only once recorded, as a typed stream's are (``release_opaque_reply``);
+                # the stream's end is recorded as a typed stream's is, and it ends with its token.
                 replies = self.pipeline.upstream_replies(call, subject, target, mapped)
                 try:
                     async for reply in replies:
@@ -184,8 +185,9 @@ class OpaqueCall:
                         except LabelgateError as error:
                             await self.pipeline.record_failure(call, subject, target, error)
                             raise
+                        released = await self.pipeline.release_opaque_reply(call, subject, target, reply)
                         try:
-                            yield reply
+                            yield released
                         except GeneratorExit:
                             _record_closed_while_sending(self.pipeline, call, subject, target)
                             raise
