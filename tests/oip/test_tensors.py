@@ -301,3 +301,17 @@ def test_split_raw_bytes_directly() -> None:
     assert split_raw_bytes(b"\x01\x00\x00\x00a\x00\x00\x00\x00", 2) == [b"a", b""]
     with pytest.raises(InvalidInput, match="tensor: raw BYTES element 0"):
         split_raw_bytes(b"\x02\x00\x00\x00a", 1)
+
+
+def test_an_element_count_stops_multiplying_at_its_cap() -> None:
+    """A shape's dimensions are the caller's or the upstream's: multiplied out in full, 1 MiB
+    of 2**62 dimensions is a 8-million-bit number, built quadratically (review)."""
+    from labelgate.oip.tensors import COUNT_CAP, element_count, shown_shape
+
+    assert element_count([]) == 1 and element_count([3, 4]) == 12 and element_count([2] * 10) == 1024
+    assert element_count([2**62] * 100_000) == COUNT_CAP
+    assert element_count([2**62] * 1_000 + [0]) == 0, "a zero dimension holds nothing, however large the rest"
+    assert element_count([-1] + [2**62] * 9) == -COUNT_CAP
+    assert element_count(iter([5, 5, 5, 5, 5])) == 3125
+    assert shown_shape([1] * 20_000) == "[1, 1, 1, 1, 1, 1, 1, 1, ... (20000 dimensions)]"
+    assert shown_shape([2, 3]) == "[2, 3]"

@@ -97,9 +97,40 @@ _NARROW_INT_RANGES: dict[str, tuple[int, int]] = {
 _LENGTH_PREFIX = struct.Struct("<I")
 
 
+# Past any tensor a message can hold: a count that reaches it is not multiplied further.
+COUNT_CAP = 1 << 64
+
+
 def element_count(shape: Iterable[int]) -> int:
-    """Number of elements a shape holds (1 for the scalar shape ``[]``)."""
-    return math.prod(shape)
+    """Number of elements a shape holds (1 for the scalar shape ``[]``), or ``COUNT_CAP`` (with
+    the product's sign) once the product reaches it: the caller's or the upstream's dimensions
+    multiplied out in full grow a number of their bits times the rank, and multiplying it is
+    quadratic (review: 1 MiB of 2**62 dimensions held the GIL for 8 s, 4 MiB for 129 s, before
+    the rank bound was checked)."""
+    dims = shape if isinstance(shape, list | tuple) else list(shape)
+    if len(dims) <= 4:  # the usual shapes, whose product is small anyway: at C speed
+        return math.prod(dims)
+    if 0 in dims:
+        return 0
+    count = 1
+    for dim in dims:
+        count *= dim
+        if not -COUNT_CAP < count < COUNT_CAP:
+            negative = sum(1 for d in dims if d < 0) % 2
+            return -COUNT_CAP if negative else COUNT_CAP
+    return count
+
+
+def shown_shape(shape: Sequence[int]) -> str:
+    """A shape as an error message shows it: its first dimensions and its rank, never a whole
+    caller's list (a 20,000-dimension shape came back as 60 KB of error)."""
+    if len(shape) <= _SHOWN_DIMENSIONS:
+        return str(list(shape))
+    shown = ", ".join(str(dim) for dim in shape[:_SHOWN_DIMENSIONS])
+    return f"[{shown}, ... ({len(shape)} dimensions)]"
+
+
+_SHOWN_DIMENSIONS = 8
 
 
 def item_size(datatype: str) -> int:
@@ -159,7 +190,7 @@ def _decode(messages: Sequence[Any], raw: Sequence[bytes], kind: str) -> list[Te
             )
         shape = message.shape[:]  # a list; twice as fast as list(message.shape)
         if any(dim < 0 for dim in shape):
-            raise _malformed(f"{where} has a negative dimension in shape {shape}")
+            raise _malformed(f"{where} has a negative dimension in shape {shown_shape(shape)}")
         count = element_count(shape)
         if kind == "output":
             shape = _released_shape(shape, count, where)
@@ -210,7 +241,9 @@ def _decode_contents(
         raise _malformed(f"{where} is {datatype} but carries {', '.join(wrong)}; expected {expected}")
     values = list(getattr(contents, expected))
     if len(values) != count:
-        raise _malformed(f"{where} has {len(values)} elements in {expected}; shape {shape} needs {count}")
+        raise _malformed(
+            f"{where} has {len(values)} elements in {expected}; shape {shown_shape(shape)} needs {count}"
+        )
     bounds = _NARROW_INT_RANGES.get(datatype)
     if bounds and values and (min(values) < bounds[0] or max(values) > bounds[1]):
         raise _malformed(f"{where} has a value outside the {datatype} range {bounds[0]}..{bounds[1]}")
@@ -229,8 +262,8 @@ def _decode_raw(name: str, data: bytes, datatype: str, count: int, shape: list[i
     itemsize = item_size(datatype)
     if len(data) != count * itemsize:
         raise _malformed(
-            f"{where} has {len(data)} raw bytes; {datatype} shape {shape} needs {count * itemsize} "
-            f"({count} x {itemsize})"
+            f"{where} has {len(data)} raw bytes; {datatype} shape {shown_shape(shape)} "
+            f"needs {count * itemsize} ({count} x {itemsize})"
         )
     if datatype == "BOOL":
         array = np.frombuffer(data, dtype=np.uint8)
@@ -444,8 +477,9 @@ def _encode(
         if old is not None:
             if old.datatype != tensor.datatype or old.shape[:] != list(tensor.shape):
                 raise ValueError(
-                    f"tensor '{tensor.name}' is {tensor.datatype} {tensor.shape} but the message has "
-                    f"{old.datatype} {old.shape[:]}; encoding must not change datatype or shape"
+                    f"tensor '{tensor.name}' is {tensor.datatype} {shown_shape(tensor.shape)} but the "
+                    f"message has {old.datatype} {shown_shape(old.shape)}; encoding must not change "
+                    "datatype or shape"
                 )
             if old.parameters:  # most outputs have none: skip the slow map iteration
                 for key, parameter in old.parameters.items():
@@ -462,11 +496,14 @@ def _check_encodable(tensor: Tensor) -> None:
     if tensor.datatype not in DATATYPES:
         raise ValueError(f"tensor '{tensor.name}' has unknown datatype '{tensor.datatype}'")
     if any(dim < 0 for dim in tensor.shape):
-        raise ValueError(f"tensor '{tensor.name}' has a negative dimension in shape {tensor.shape}")
+        raise ValueError(
+            f"tensor '{tensor.name}' has a negative dimension in shape {shown_shape(tensor.shape)}"
+        )
     count = element_count(tensor.shape)
     if tensor.size != count:
         raise ValueError(
-            f"tensor '{tensor.name}' has {tensor.size} values; shape {tensor.shape} needs {count}"
+            f"tensor '{tensor.name}' has {tensor.size} values; "
+            f"shape {shown_shape(tensor.shape)} needs {count}"
         )
 
 
