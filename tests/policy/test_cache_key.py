@@ -24,11 +24,11 @@ from labelgate.policy.cache import (
     _KEY_VOCABULARY,
     _TOKEN_ATTRIBUTES,
     _VOLATILE_REQUEST_KEYS,
-    _canonical_part,
     _per_thread,
     _relevant,
     cache_key,
     cache_keys,
+    canonical_part,
     memo_key,
 )
 
@@ -295,7 +295,7 @@ def test_exactly_the_per_call_request_values_are_left_out() -> None:
 
 
 def test_the_subject_is_keyed_whole_and_the_canonical_key_leaves_out_the_token() -> None:
-    """The cache keys on every token claim (a policy may decide on them); ``_canonical_part``
+    """The cache keys on every token claim (a policy may decide on them); ``canonical_part``
     spells out what the stored-input key leaves out besides: exactly ``_TOKEN_ATTRIBUTES``,
     and ``doc`` is not modified. The session is in neither (``_VOLATILE_REQUEST_KEYS``)."""
     claims = {"jti": "j", "iat": 1, "exp": 2, "nbf": 3}
@@ -303,7 +303,7 @@ def test_the_subject_is_keyed_whole_and_the_canonical_key_leaves_out_the_token()
     base["request"].update(session_id="s-1", digest="d-1", peer="ipv4:10.0.0.1")
     assert _relevant(base)["subject"] == base["subject"]
     assert set(_TOKEN_ATTRIBUTES) == set(claims)
-    stored = _canonical_part(base)
+    stored = canonical_part(base)
     assert stored["subject"]["attributes"] == {"team": "risk"}
     assert set(_relevant(base)["request"]) == set(stored["request"])
     assert "session_id" not in stored["request"]
@@ -365,7 +365,7 @@ def test_the_canonical_key_is_the_documented_json_byte_for_byte(value: Any, othe
 
     def documented(d: dict[str, Any]) -> bytes:
         text = json.dumps(
-            _canonical_part(d), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            canonical_part(d), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
         return hashlib.sha256(text.encode()).digest()
 

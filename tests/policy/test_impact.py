@@ -199,6 +199,29 @@ def test_the_store_keeps_each_input_once_by_hash_and_counts_repeats(tmp_path: Pa
     store.close()
 
 
+def test_the_store_keeps_no_token_claims_and_is_not_world_readable(tmp_path: Path) -> None:
+    """Review (thirteenth round): each stored input kept its token's ``jti``, ``iat``, ``exp``
+    and ``nbf`` (``replayable_input`` said it kept what ``cache_key`` hashes, which leaves them
+    out), in a file created 0644 where recordings are 0640."""
+    store = InputStore(tmp_path / "inputs.db")
+    recorder = InputStoreRecorder(store, flush_seconds=0.01)
+    doc = analyst_input("r1")
+    claims = {"jti": "token-id-1", "iat": 1, "exp": 2_000_000_000, "nbf": 1, "department": "risk"}
+    doc["subject"]["attributes"] = claims
+
+    async def run() -> None:
+        await recorder.record(record_with([("response", doc)]))
+
+    asyncio.run(run())
+    recorder.close()
+    reader = InputStore.open_readonly(tmp_path / "inputs.db")
+    ((_, _, stored),) = list(reader.read())
+    reader.close()
+    assert stored["subject"]["attributes"] == {"department": "risk"}, "token claims out, the rest kept"
+    assert stored == replayable_input(doc)
+    assert (tmp_path / "inputs.db").stat().st_mode & 0o777 == 0o640
+
+
 def test_a_full_queue_drops_inputs_without_failing_the_call(tmp_path: Path) -> None:
     store = InputStore(tmp_path / "inputs.db")
     recorder = InputStoreRecorder(store, queue_size=1, flush_seconds=60)

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import contextvars
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
 from labelgate.logs import get_logger
 from labelgate.migrations import upgrade_sqlite
-from labelgate.policy.cache import cached_from
+from labelgate.policy.cache import cached_from, canonical_part
 from labelgate.timestamps import format_time, utc_now
 from labelgate.untrusted_text import BOUNDED_TEXT, bounded
 
@@ -373,24 +374,15 @@ class AuditRecorder:
 
 
 # -- the decision-input store (for ``labelgate policy impact``) ----------------------------
-# Keys that differ from call to call, session to session or token to token: the store keeps
-# one input per decision-relevant content (``policy.cache.cache_key``, which leaves these and
-# the token's claims out; the decision cache itself keys on the token too),
-# and ``digest`` is a hash of the request's values, which has no place at rest here. A policy
-# that decides on the session or the token is replayed without them (``policy impact``).
-_VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "digest"})
-
-
 def replayable_input(doc: dict[str, Any]) -> dict[str, Any]:
-    """The decision-relevant part of an input (what ``policy.cache.cache_key`` hashes)."""
-    kept = dict(doc)
-    request = kept.get("request")
-    if isinstance(request, dict):
-        kept["request"] = {k: v for k, v in request.items() if k not in _VOLATILE_REQUEST_KEYS}
-    context = kept.get("context")
-    if isinstance(context, dict):
-        kept["context"] = {k: v for k, v in context.items() if k != "time_ns"}
-    return kept
+    """The decision-relevant part of an input, exactly what ``policy.cache.cache_key`` hashes:
+    the store keeps one input per such content. Left out: what differs from call to call,
+    session to session or token to token (request and session ids, the clock, the token's
+    ``jti``, ``iat``, ``exp`` and ``nbf``; review, thirteenth round: the token's claims were
+    kept at rest though the docstring said otherwise), and ``digest``, a hash of the request's
+    values, which has no place at rest here. A policy that decides on the session or the token
+    is replayed without them (``policy impact``)."""
+    return canonical_part(doc)
 
 
 class InputStore:
@@ -405,6 +397,9 @@ class InputStore:
         self.retention_seconds = retention_days * 86400
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Created readable by its owner and group only, as recordings are (review: 0644); SQLite
+        # gives its WAL files the database file's mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         upgrade_sqlite(self._db, "inputs")  # versioned schema: labelgate/migrations/inputs

@@ -98,7 +98,7 @@ _VOLATILE_REQUEST_KEYS = frozenset({"request_id", "session_id", "digest"})
 # Left out of the canonical key (``cache_key``), never out of the cache's own: a policy may
 # decide on the token (a revocation list of ``jti``, a minimum lifetime left), so the cache
 # keys on it; what is stored for impact analysis names one person's calls as one input
-# across tokens. Spelt out in ``_canonical_part`` (a test holds them to it).
+# across tokens. Spelt out in ``canonical_part`` (a test holds them to it).
 _TOKEN_ATTRIBUTES = frozenset({"jti", "iat", "exp", "nbf"})
 # Protocol 4 and later write short ASCII strings with a one-byte length (shorter keys).
 _PICKLE_PROTOCOL = 5
@@ -228,7 +228,7 @@ def cache_keys(doc: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     try:
         # Not JSON (TypeError, ValueError), or text UTF-8 cannot encode (a lone surrogate:
         # UnicodeEncodeError, a ValueError): no canonical key, as for any input not JSON.
-        key = hashlib.sha256(encode(_canonical_part(doc)).encode()).digest()
+        key = hashlib.sha256(encode(canonical_part(doc)).encode()).digest()
     except (TypeError, ValueError):
         return fast, None
     if fast is not None:
@@ -349,7 +349,7 @@ def _relevant(doc: dict[str, Any]) -> dict[str, Any]:
     return relevant
 
 
-def _canonical_part(doc: dict[str, Any]) -> dict[str, Any]:
+def canonical_part(doc: dict[str, Any]) -> dict[str, Any]:
     """What ``cache_key`` names: ``_relevant(doc)`` without the per-token claims as well, the
     subject's and those of the credentials presented beside it (``also_verified_credentials``;
     copied where they are deleted: ``doc`` is not modified). Only when ``cache_keys`` has not
