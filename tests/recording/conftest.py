@@ -14,6 +14,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome
 from labelgate.classify import Catalog, Classifier, DetectorSet, to_policy_fields
+from labelgate.config import GatewaySettings
 from labelgate.enforce import Mask, apply_masks
 from labelgate.enforce.replies import infer_response
 from labelgate.oip.tensor import Tensor
@@ -21,7 +22,7 @@ from labelgate.oip.tensors import encode_outputs
 from labelgate.policy.contract import DecidedMask, Decision
 from labelgate.recording.entries import call_entry, recording_key
 from tests.support.postgres import PostgresServer, running_postgres
-from tests.support.procs import REPO
+from tests.support.procs import REPO, free_port
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 PEER = "ipv4:127.0.0.1:50123"
@@ -145,3 +146,18 @@ def masked_before_recording(hash_key: bytes = b"live-call-hash-key-0123456789abc
 def postgres() -> Iterator[PostgresServer]:
     with running_postgres() as server:
         yield server
+
+
+def gateway_settings(demo_backend: str, **sections: Any) -> GatewaySettings:
+    """A gateway in front of the demo backend with the repository's policy and catalog and the
+    dev key trusted, on a free port; ``sections`` (recording, audit, ...) added as given."""
+    return GatewaySettings(
+        listen=f"127.0.0.1:{free_port()}",
+        admin_listen=None,
+        upstream={"address": demo_backend},
+        policy={"dir": str(REPO / "rego")},
+        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
+        masking={"hash_key": "recording-test-hash-key"},
+        auth={"jwt": {"trust_dev_key": True}},
+        **sections,
+    )

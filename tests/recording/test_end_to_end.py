@@ -21,7 +21,6 @@ from typer.testing import CliRunner, Result
 from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth import Subject, mint_dev_token
-from labelgate.config import GatewaySettings
 from labelgate.demo.data import customer
 from labelgate.gateway.record import Recorders
 from labelgate.gateway.server import Gateway
@@ -32,7 +31,8 @@ from labelgate.recording.cli import sessions_app
 from labelgate.recording.entries import file_name, recording_key
 from labelgate.recording.files import FileSessionStore
 from tests.audit.conftest import writer_process
-from tests.support.procs import REPO, free_port
+from tests.recording.conftest import gateway_settings
+from tests.support.procs import REPO
 
 IDS = list(range(1, 13))  # every kind of notes (ssn, card, email, iban, json, plain), twice
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}\d{10,30}\b")
@@ -109,16 +109,7 @@ async def cli(*args: str) -> Result:
 @pytest.fixture
 async def gateway(tmp_path: Path, demo_backend: str):
     sock, audit_dir = tmp_path / "audit.sock", tmp_path / "audit"
-    settings = GatewaySettings(
-        listen=f"127.0.0.1:{free_port()}",
-        admin_listen=None,
-        upstream={"address": demo_backend},
-        policy={"dir": str(REPO / "rego")},
-        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
-        masking={"hash_key": "recording-test-hash-key"},
-        auth={"jwt": {"trust_dev_key": True}},
-        audit={"socket": str(sock), "timeout_seconds": 5},
-    )
+    settings = gateway_settings(demo_backend, audit={"socket": str(sock), "timeout_seconds": 5})
     recorder = SessionRecorder(FileSessionStore(tmp_path / "sessions"))
     with writer_process(sock, audit_dir):
         gw = Gateway(settings)

@@ -16,13 +16,12 @@ import pytest
 
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth import Subject
-from labelgate.config import GatewaySettings
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
 from labelgate.recording.entries import recording_key
 from labelgate.recording.files import FileSessionStore
+from tests.recording.conftest import gateway_settings
 from tests.recording.test_store_failing import infer_request, metadata
-from tests.support.procs import REPO, free_port
 
 CAP = 16_384  # a few calls of the demo's one-row reply
 
@@ -31,16 +30,7 @@ async def test_calls_past_a_sessions_cap_are_refused_and_every_released_one_is_r
     tmp_path: Path, demo_backend: str
 ) -> None:
     directory = tmp_path / "sessions"
-    settings = GatewaySettings(
-        listen=f"127.0.0.1:{free_port()}",
-        admin_listen=None,
-        upstream={"address": demo_backend},
-        policy={"dir": str(REPO / "rego")},
-        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
-        masking={"hash_key": "recording-test-hash-key"},
-        auth={"jwt": {"trust_dev_key": True}},
-        recording={"dir": str(directory), "max_session_bytes": CAP},
-    )
+    settings = gateway_settings(demo_backend, recording={"dir": str(directory), "max_session_bytes": CAP})
     gateway = Gateway(settings)
     recorder = gateway.sessions
     assert recorder is not None

@@ -27,7 +27,6 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
 from labelgate.auth import Subject, mint_dev_token
 from labelgate.calls import CallRecord
-from labelgate.config import GatewaySettings
 from labelgate.errors import ResourceExhausted
 from labelgate.gateway.server import Gateway
 from labelgate.gateway.status import error_info
@@ -38,9 +37,9 @@ from labelgate.recording.entries import call_entry, file_name, recording_key
 from labelgate.recording.files import FileSessionStore
 from labelgate.recording.postgres import PostgresSessionStore
 from labelgate.recording.store import SessionStore
-from tests.recording.conftest import Clock, key, make_call, make_outcome
+from tests.recording.conftest import Clock, gateway_settings, key, make_call, make_outcome
 from tests.support.postgres import PostgresServer
-from tests.support.procs import REPO, free_port
+from tests.support.procs import free_port
 
 WAIT = 30  # seconds: a bound on waiting, never a measure of speed
 
@@ -199,16 +198,7 @@ async def test_a_gateway_refuses_calls_while_its_recording_store_fails_and_serve
     directory.mkdir()
     session_key = recording_key(Subject.proven("jwt", "ann", issuer="labelgate-dev"), "", "s1")
     repair = break_file(directory / file_name(session_key), "disk-full")
-    settings = GatewaySettings(
-        listen=f"127.0.0.1:{free_port()}",
-        admin_listen=None,
-        upstream={"address": demo_backend},
-        policy={"dir": str(REPO / "rego")},
-        classification={"catalog_file": str(REPO / "rego/labelgate/catalog/data.json")},
-        masking={"hash_key": "recording-test-hash-key"},
-        auth={"jwt": {"trust_dev_key": True}},
-        recording={"dir": str(directory)},
-    )
+    settings = gateway_settings(demo_backend, recording={"dir": str(directory)})
     gateway = Gateway(settings)
     recorder = gateway.sessions
     assert recorder is not None
