@@ -114,7 +114,8 @@ def test_admission_under_a_cap() -> None:
     assert admit(100, False, 50, 200) == "store"
     assert admit(150, False, 50, 200) == "store"
     assert admit(151, False, 50, 200) == "truncate"
-    assert admit(0, True, 1, 200) == "over"  # stored past the cap: its call was released
+    assert admit(199, True, 50, 200) == "over"  # stored past the cap: its call was released
+    assert admit(0, True, 1, 200) == "store"  # below the cap again: it was raised since the marker
     entry = call_entry(CallRecord.of(make_call(), make_outcome(), None, Clock()()), record_input_values=False)
     marker = truncation_marker(entry, 200, 151)
     assert marker["kind"] == "truncated" and marker["request_id"] == entry["request_id"]

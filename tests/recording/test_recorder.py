@@ -15,6 +15,7 @@ from labelgate.calls import CallRecord
 from labelgate.errors import ResourceExhausted
 from labelgate.gateway.record import Recorders
 from labelgate.recording import RecordingSettings, SessionRecorder, build_session_recorder
+from labelgate.recording import recorder as recorder_module
 from labelgate.recording.entries import call_entry, encode_line, file_name
 from labelgate.recording.files import FileSessionStore
 from labelgate.recording.postgres import PostgresSessionStore
@@ -175,6 +176,35 @@ async def test_the_periodic_sweeper_runs_on_its_own(new_store: StoreFactory) -> 
     clock.advance(days=2)
     await asyncio.wait_for(store.swept.wait(), 20)
     assert await store.sessions() == []
+    await recorder.close()
+
+
+async def test_a_full_session_is_forgotten_after_a_while_and_its_next_call_recorded_over_the_cap(
+    new_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (thirteenth round): a full session was remembered until this process's own sweep
+    deleted something, so one another gateway's sweeper had deleted stayed refused. It is
+    remembered for ``FULL_REMEMBERED_SECONDS``; then its next call is released, recorded over
+    the cap, and the store says again that it is full."""
+    clock = Clock()
+    recorder = SessionRecorder(new_store(), max_session_bytes=2 * entry_size(clock) + 600, clock=clock)
+
+    async def one() -> None:
+        await recorder.record(CallRecord.of(make_call("big"), make_outcome(), None, clock()))
+        await recorder.flush()
+
+    for _ in range(3):
+        await one()
+    with pytest.raises(ResourceExhausted):
+        await one()
+    monkeypatch.setattr(recorder_module, "FULL_REMEMBERED_SECONDS", 0.0)
+    await one()  # forgotten: released, and recorded
+    assert recorder.counts["stored_over_cap"] == 1
+    kinds = [e["kind"] for e in await recorder.store.entries(key("big"))]
+    assert kinds == ["call", "call", "truncated", "call", "call"]
+    monkeypatch.setattr(recorder_module, "FULL_REMEMBERED_SECONDS", 300.0)
+    with pytest.raises(ResourceExhausted):  # learned again from that append
+        await one()
     await recorder.close()
 
 
@@ -351,6 +381,9 @@ async def test_a_store_keeps_every_entry_past_the_marker_even_one_that_would_fit
     ]
     (info,) = await store.sessions()
     assert (info.calls, info.truncated) == (3, True)
+    # The cap raised since (review): below it again, an entry is stored as any other, in both
+    # stores (PostgreSQL's row keeps its marker's flag).
+    assert await store.append("s~x", [padded_call(4, 100)], 1 << 20) == ["store"]
 
 
 async def test_a_file_written_past_its_marker_before_is_listed_as_truncated(tmp_path: Path) -> None:
@@ -361,6 +394,9 @@ async def test_a_file_written_past_its_marker_before_is_listed_as_truncated(tmp_
         handle.write(encode_line(padded_call(3, 10)))
     (info,) = await store.sessions()
     assert (info.calls, info.truncated) == (3, True)
+    # The cap raised since (review): below it again, an entry is stored as any other, in both
+    # stores (PostgreSQL's row keeps its marker's flag).
+    assert await store.append("s~x", [padded_call(4, 100)], 1 << 20) == ["store"]
 
 
 async def test_lines_that_are_not_objects_read_as_damaged(tmp_path: Path) -> None:

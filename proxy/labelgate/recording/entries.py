@@ -165,6 +165,15 @@ def session_header(session_id: str, started: str) -> dict[str, Any]:
     return {"kind": "session", "format": FORMAT, "session_id": session_id, "started": started}
 
 
+# What a marker means, as viewers say it: a marker's own ``note`` is not shown, because a
+# recording written before entries were stored after markers has the old note ("every later
+# call ... not recorded") above calls recorded since.
+MARKER_MEANING = (
+    "the calls listed after this mark were released before the gateway knew, and the session's "
+    "later calls were refused; a recording made before 2026-12-07 may miss calls released after it"
+)
+
+
 def truncation_marker(entry: dict[str, Any], limit: int, recorded: int) -> dict[str, Any]:
     return {
         "kind": "truncated",
@@ -183,13 +192,12 @@ def admit(recorded: int, truncated: bool, size: int, limit: int) -> Admission:
     (``truncated``: its marker is written). The entry is stored whatever the answer: its call
     was released (a store that dropped it let a released call go unrecorded: review); the cap
     is kept by refusing the session's later calls (``SessionRecorder.reserve``), so a session
-    passes it by what was in flight when the recorder learned of it.
+    passes it by what was in flight when the recorder learned of it. An entry that fits is
+    below the cap whatever came before (the cap may have been raised since the marker).
     """
-    if truncated:
-        return "over"
     if recorded + size <= limit:
         return "store"
-    return "truncate"
+    return "over" if truncated else "truncate"
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

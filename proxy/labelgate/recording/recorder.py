@@ -33,8 +33,9 @@ as ``refused_session_full``): the store never drops an entry, so the call that t
 session past the cap and those released before the store said so are recorded after its
 marker (review: the store dropped them, and a caller received clear values that no replay
 would ever show, call after call). A session passes its cap by at most what was queued for
-it then (``max_queue_bytes``), and by one batch after a restart, which forgets which
-sessions are full until their next append.
+it then (``max_queue_bytes``), and by one batch each time the recorder forgets that it is
+full: after ``FULL_REMEMBERED_SECONDS`` (so that a session another gateway's sweeper deleted
+is not refused for ever), and at a restart.
 
 A periodic sweeper deletes sessions whose latest entry is older than the retention.
 """
@@ -44,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -82,8 +84,10 @@ BATCH = 256
 ENTRY_BYTES = 4096
 ITEM_BYTES = 512
 RETRY_OPEN_SECONDS = 5.0
-# Sessions known to be past their cap (``_full``): about 100 bytes each.
+# Sessions known to be past their cap (``_full``): about 100 bytes each, each remembered this
+# long; then the session's next batch is stored (over the cap) and the store says it again.
 MAX_FULL_SESSIONS = 100_000
+FULL_REMEMBERED_SECONDS = 300.0
 RETRY_WRITE_SECONDS = 0.1  # the first retry of a failed write; doubled on each failure up to:
 RETRY_WRITE_MAX_SECONDS = 5.0
 
@@ -160,9 +164,10 @@ class SessionRecorder:
         # The store's latest failure while it is failing (entries kept for a retry, or the
         # store cannot be opened): new calls are refused until a write succeeds.
         self._failure: Exception | None = None
-        # Sessions (recording keys) the store said are past their cap: their calls are refused.
-        # Bounded: one forgotten is learned again at its next append (stored over the cap).
-        self._full: dict[str, None] = {}
+        # Sessions (recording keys) the store said are past their cap, and when (monotonic):
+        # their calls are refused. Bounded in count and time: one forgotten is learned again
+        # at its next append (stored over the cap).
+        self._full: dict[str, float] = {}
 
     @property
     def failing(self) -> bool:
@@ -206,7 +211,7 @@ class SessionRecorder:
                 "recording_entry_failed", request_id=record.call.request_id, error_type=type(failure).__name__
             )
             entry, size = None, 0
-        if self._full and entry is not None and entry["session_id"] in self._full:
+        if self._full and entry is not None and self._known_full(entry["session_id"]):
             self._count("refused_session_full")
             raise ResourceExhausted(
                 reasons.RECORDING_SESSION_FULL,
@@ -317,7 +322,6 @@ class SessionRecorder:
         """Delete the sessions idle for longer than the retention period; how many."""
         removed = await self.store.sweep((now or self.clock()) - self.retention)
         if removed:
-            self._full.clear()  # a deleted session starts again; the others are learned again
             SWEPT.inc(removed)
             log.info("recording_sessions_swept", sessions=removed)
         return removed
@@ -409,13 +413,24 @@ class SessionRecorder:
             self._count({"store": "stored", "truncate": "truncated", "over": "stored_over_cap"}[result])
         if results[-1] != "store":
             self._session_full(session_id, results)
+        elif self._full:
+            self._full.pop(session_id, None)  # below its cap again (the cap was raised)
         return len(entries)
 
+    def _known_full(self, session_id: str) -> bool:
+        learned = self._full.get(session_id)
+        if learned is None:
+            return False
+        if time.monotonic() - learned < FULL_REMEMBERED_SECONDS:
+            return True
+        del self._full[session_id]  # the store says again whether it is (a sweeper may have deleted it)
+        return False
+
     def _session_full(self, session_id: str, results: list[Admission]) -> None:
-        if session_id not in self._full:
-            if len(self._full) >= MAX_FULL_SESSIONS:
-                del self._full[next(iter(self._full))]
-            self._full[session_id] = None
+        self._full.pop(session_id, None)  # the newest last: the oldest goes first
+        if len(self._full) >= MAX_FULL_SESSIONS:
+            del self._full[next(iter(self._full))]
+        self._full[session_id] = time.monotonic()
         if "truncate" in results:
             log.warning("recording_session_truncated", session_id=session_id, limit=self.max_session_bytes)
 

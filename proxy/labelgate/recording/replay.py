@@ -29,7 +29,7 @@ from labelgate._proto.inference import open_inference_pb2 as pb
 from labelgate.errors import InvalidInput
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs
-from labelgate.recording.entries import decode_message
+from labelgate.recording.entries import MARKER_MEANING, decode_message
 from labelgate.recording.store import SessionInfo
 from labelgate.untrusted_text import shown
 
@@ -186,12 +186,8 @@ def _outcome_text(decision: dict[str, Any]) -> Text:
 
 def _marker_text(entry: dict[str, Any]) -> str:
     limit, recorded = human_bytes(entry["limit_bytes"]), human_bytes(entry["recorded_bytes"])
-    # The marker's own note says what followed it: written before entries were stored after
-    # it, it says that request and the later calls are not recorded.
-    note = entry.get("note")
-    after = _text(note) if isinstance(note, str) else "see the calls after this mark"
     request = _text(str(entry.get("request_id")))
-    return f"size cap of {limit} reached after {recorded} at request {request}: {after}"
+    return f"size cap of {limit} reached after {recorded} at request {request}: {MARKER_MEANING}"
 
 
 def _damaged_text(entry: dict[str, Any]) -> str:

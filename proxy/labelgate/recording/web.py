@@ -47,7 +47,7 @@ from labelgate.logs import get_logger
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, item_size
 from labelgate.recording import reasons
-from labelgate.recording.entries import checked, decode_message
+from labelgate.recording.entries import MARKER_MEANING, checked, decode_message
 from labelgate.recording.store import PAGE_SIZE, SessionPage, SessionStore
 from labelgate.recording.viewing import ReplayPolicy, view_entries
 
@@ -234,7 +234,7 @@ def timeline(
             number += 1
             items.append({"kind": "call", "number": number, **_call(entry, budget)})
         elif kind == "truncated":
-            items.append({"kind": "truncated", **entry})
+            items.append({"kind": "truncated", **entry, "meaning": MARKER_MEANING})
         elif kind != "session":
             items.append({"kind": "damaged", "line": entry.get("line", "?"), "note": entry.get("note", "")})
     return items
