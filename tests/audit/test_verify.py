@@ -502,3 +502,50 @@ def test_an_anchor_inside_a_segment_given_alone_is_checked(segments: Path, segme
     write_lines(path, lines(path)[:2])
     report = verify_log(path, segments_key, expect_seq=16)
     assert report.anchor_problem is not None and report.anchor_problem.seq == 15
+
+
+def _append(sock: Path, log_dir: Path, count: int, *writer_args: str) -> None:
+    async def fill() -> None:
+        async with AuditClient(sock) as client:
+            for n in range(count):
+                await client.append(make_event(request_id=f"request-{n + 1}"))
+
+    with writer_process(sock, log_dir, "--checkpoint-every", "5", *writer_args):
+        asyncio.run(fill())
+
+
+def test_a_key_given_to_a_running_log_vouches_from_its_first_checkpoint(tmp_path: Path) -> None:
+    # An operator adds a signing key (or a new one) to a writer whose log already holds
+    # checkpoints: those are unsigned (or another key's), the later ones are the key's.
+    first_private, _, _ = generate_keypair(tmp_path / "first")
+    private, public, _ = generate_keypair(tmp_path / "keys")
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    _append(sock, log_dir, 10)
+    _append(sock, log_dir, 10, "--signing-key", str(first_private))
+    _append(sock, log_dir, 10, "--signing-key", str(private))
+    report = verify_log(log_dir, load_public_key(public))
+    assert report.ok, report.problems
+    assert report.records == 30 and report.last_verified is not None and report.last_verified.seq == 30
+    note = "4 checkpoint(s) before the first one this key signed (up to seq 20)"
+    assert any(note in line for line in report.notes)
+
+
+def test_checkpoints_after_the_keys_first_must_all_be_its_own(tmp_path: Path) -> None:
+    private, public, _ = generate_keypair(tmp_path / "keys")
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    _append(sock, log_dir, 10, "--signing-key", str(private))
+    _append(sock, log_dir, 10)  # the key dropped: unsigned checkpoints after signed ones
+    problem = verify_log(log_dir, load_public_key(public)).checkpoint_problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("checkpoint_signature", 3, 15)
+    assert problem.message == "checkpoint is unsigned"
+
+
+def test_a_log_the_key_signed_nothing_of_is_refused_at_its_first_checkpoint(tmp_path: Path) -> None:
+    _, public, _ = generate_keypair(tmp_path / "keys")
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    _append(sock, log_dir, 10)
+    report = verify_log(log_dir, load_public_key(public))
+    problem = report.checkpoint_problem
+    assert problem is not None and (problem.kind, problem.line, problem.seq) == ("checkpoint_signature", 1, 5)
+    assert not report.ok

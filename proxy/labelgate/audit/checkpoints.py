@@ -59,6 +59,11 @@ class CheckpointSigner:
         return {"seq": seq, "head": head, "time": time, "key_id": kid, "signature": signature}
 
 
+def signed_by(checkpoint: dict[str, Any], public_key: Ed25519PublicKey) -> bool:
+    """Whether the checkpoint claims to be signed by ``public_key`` (the signature unchecked)."""
+    return checkpoint.get("signature") is not None and checkpoint.get("key_id") == key_id(public_key)
+
+
 def check_signature(checkpoint: dict[str, Any], public_key: Ed25519PublicKey) -> str | None:
     """None when the checkpoint is signed by ``public_key``, else what is wrong with it."""
     if checkpoint.get("signature") is None:

@@ -15,7 +15,9 @@ What each kind of tampering looks like to the walk:
   ``truncated``. Only the chain before it and after it goes unchecked;
 - a forged or edited checkpoint: its signature fails or was made with another key
   (``checkpoint_signature``). Without ``--public-key`` signatures are not checked, only
-  counts and heads, and the report says so.
+  counts and heads, and the report says so. Checkpoints before the first one the key signed
+  (a writer given its key, or a new key, after it started) are not checked and the report
+  counts them; from that checkpoint on, each one must be the key's.
 
 What the log and its checkpoints cannot show on their own, because both lie on the same host
 and whoever can cut one can cut the other:
@@ -43,7 +45,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from labelgate.audit import reasons
-from labelgate.audit.checkpoints import CHECKPOINT_KEYS, check_signature
+from labelgate.audit.checkpoints import CHECKPOINT_KEYS, check_signature, signed_by
 from labelgate.audit.records import GENESIS, RECORD_KEYS, canonical_json, is_hex_digest, record_hash
 from labelgate.audit.store import CHECKPOINTS_NAME, SEGMENT_PATTERN, list_segments, parse_record, segment_name
 from labelgate.errors import ConfigError
@@ -202,21 +204,33 @@ def verify_log(
 
 
 def _load_checkpoints(report: VerifyReport, public_key: Ed25519PublicKey | None) -> list[CheckpointRef]:
-    """The checkpoints up to the first bad one (which becomes the report's checkpoint problem)."""
+    """The checkpoints up to the first bad one (which becomes the report's checkpoint problem).
+
+    With ``public_key``, checkpoints before the first one that key signed may be unsigned or
+    signed by another key: a log whose writer was given its key (or a new one) later. They are
+    not loaded, only counted in a note: the first checkpoint the key signed vouches for every
+    record before it through the chain. From that one on, each must carry the key's signature.
+    """
     path = report.checkpoints_file
     if path is None:
         return []
     loaded: list[CheckpointRef] = []
+    earlier: list[tuple[Problem, int]] = []  # (why each is not the key's, its seq), until one is
+    last_seq = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
             report.checkpoints += 1
             checkpoint, why = _parse_checkpoint(raw)
             kind = "checkpoint_malformed"
-            if checkpoint is not None and loaded and checkpoint["seq"] <= loaded[-1].seq:
+            if checkpoint is not None and report.checkpoints > 1 and checkpoint["seq"] <= last_seq:
                 kind = "checkpoint_order"
-                why = f"covers {checkpoint['seq']} records, not more than checkpoint #{loaded[-1].number}"
+                why = f"covers {checkpoint['seq']} records, not more than checkpoint #{number - 1}"
             if checkpoint is not None and why is None and public_key is not None:
                 kind, why = "checkpoint_signature", check_signature(checkpoint, public_key)
+                if why is not None and not loaded and not signed_by(checkpoint, public_key):
+                    earlier.append((Problem(kind, why, path, number, checkpoint["seq"]), checkpoint["seq"]))
+                    last_seq = checkpoint["seq"]
+                    continue
             if why is not None:
                 seq = checkpoint["seq"] if checkpoint else None
                 report.checkpoint_problem = Problem(kind, why, path, number, seq)
@@ -224,6 +238,15 @@ def _load_checkpoints(report: VerifyReport, public_key: Ed25519PublicKey | None)
             assert checkpoint is not None
             seq, head, time, kid = (checkpoint[k] for k in ("seq", "head", "time", "key_id"))
             loaded.append(CheckpointRef(number, seq, head, time, kid))
+            last_seq = seq
+    if earlier and not loaded:
+        report.checkpoint_problem = earlier[0][0]  # the key signed none of them
+    elif earlier and loaded:
+        report.notes.append(
+            f"{len(earlier)} checkpoint(s) before the first one this key signed (up to seq "
+            f"{earlier[-1][1]}) are unsigned or signed by another key: not checked; checkpoint "
+            f"#{loaded[0].number} vouches for the records before it"
+        )
     return loaded
 
 
