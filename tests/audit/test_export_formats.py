@@ -177,3 +177,60 @@ def test_json_line_is_one_ascii_line() -> None:
     line = json_line(document(reason="line\nbreak é"))
     assert line.endswith(b"\n") and line.count(b"\n") == 1 and line.isascii()
     assert json.loads(line)["reason"] == "line\nbreak é"
+
+
+# Characters a receiver that reads syslog by line (syslog-ng network(), Logstash and Fluent Bit
+# tcp inputs, a UDP receiver splitting on LF) or by Unicode line (U+2028/U+2029, NEL) would
+# take for the end of a record; the rest of the C0 and C1 controls and DEL for good measure.
+LINE_BREAKERS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\x0b",
+    "\x0c",
+    "\x1b",
+    "\x7f",
+    "\x9b",
+]
+FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@pytest.mark.parametrize("breaker", LINE_BREAKERS)
+def test_caller_text_with_control_characters_cannot_forge_a_second_syslog_record(breaker: str) -> None:
+    forged = (
+        f'x"]{breaker}<110>1 2026-01-01T00:00:00.000Z gw labelgate - allow [labelgate@32473 decision="allow"]'
+    )
+    record = document(
+        model="resnet" + forged,
+        reason=f"a{breaker}b",
+        subject={"id": f"eve{breaker}", "groups": [], "auth": "jwt"},
+        request_id=f"r{breaker}",
+        decision="deny",
+    )
+    raw = syslog_message(record, hostname="gw")
+    text = raw.decode("utf-8")
+    assert not FORBIDDEN.search(text), text
+    message = parse_rfc5424(raw)
+    params = message.sd["labelgate@32473"]
+    escaped = f"\\u{ord(breaker[-1]):04x}"
+    assert params["reason"].startswith("a\\u") and params["reason"].endswith(f"{escaped}b")
+    assert params["subject"].startswith("eve\\u") and params["decision"] == "deny"
+    assert message.document() == record  # the JSON body keeps the exact values
+
+
+def test_json_lines_carry_no_raw_control_character_and_keep_exact_values() -> None:
+    record = document(model="a\x7fb\u2028c\x85d\x00")
+    line = json_line(record)
+    assert not FORBIDDEN.search(line[:-1].decode("ascii"))
+    assert json.loads(line) == record
+
+
+def test_a_time_or_sd_id_followed_by_a_newline_is_refused() -> None:
+    message = parse_rfc5424(syslog_message(document(time="2026-01-01T00:00:00.000Z\n"), hostname="h"))
+    assert message.timestamp == "-"
+    with pytest.raises(ValueError):
+        check_sd_id("labelgate@32473\n")

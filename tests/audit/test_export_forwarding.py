@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from labelgate.audit import AuditClient
-from labelgate.audit.export.forwarder import destination_name
+from labelgate.audit.export.forwarder import destination_name, http_destination_name
 from tests.audit.conftest import make_event, read_records, writer_process
 from tests.audit.test_export_formats import parse_rfc5424, split_octet_counted
 from tests.support.procs import Process, free_port, running, wait_until
@@ -234,7 +234,7 @@ def test_every_event_arrives_nothing_is_lost_while_receivers_are_down_and_restar
             during = append(sock, 40)
             wait_for(receivers, ("udp",), during, process)  # the forwarder has read them
             tcp_name = destination_name("syslog-tcp", f"127.0.0.1:{receivers.tcp_port}")
-            http_name = destination_name("http", f"127.0.0.1:{receivers.http_port}/ingest")
+            http_name = http_destination_name(f"http://127.0.0.1:{receivers.http_port}/ingest")
             wait_until(
                 lambda: {tcp_name, http_name} <= log_events(process, "audit_export_destination_down"),
                 what="the forwarder to notice both outages",
@@ -465,3 +465,240 @@ def test_the_module_entry_point_stops_an_unexpected_error_at_the_backstop(
     assert stopped.value.code == 1
     err = capsys.readouterr().err
     assert "labelgate: internal error (RuntimeError)" in err and "Traceback" not in err
+
+
+@contextlib.contextmanager
+def serving(*sites: tuple[web.Application, str, int]) -> Iterator[None]:
+    """aiohttp applications on loopback, served from an event loop in a background thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runners: list[web.AppRunner] = []
+
+    async def start() -> None:
+        for app, host, port in sites:
+            runner = web.AppRunner(app, shutdown_timeout=1)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, host, port).start()
+
+    async def stop() -> None:
+        for runner in runners:
+            await runner.cleanup()
+
+    try:
+        asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def saved_cursors(state: Path) -> dict[str, int]:
+    return {path.name: json.loads(path.read_text())["seq"] for path in state.glob("*.cursor.json")}
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_not_delivered(tmp_path: Path, status: int) -> None:
+    """Followed, a 301/302/303 became a GET without the batch whose 200 counted as delivered
+    (the records lost, the cursor moved); a 307/308 POSTed the batch, token and all, to a host
+    the operator never named."""
+    sock, log_dir, state = tmp_path / "w.sock", tmp_path / "log", tmp_path / "state"
+    port, elsewhere_port = free_port(), free_port()
+    posted: list[int] = []
+    followed: list[str] = []
+
+    async def ingest(request: web.Request) -> web.Response:
+        posted.append(len(await request.read()))
+        same_origin = status in (301, 302, 303)
+        location = "/ok" if same_origin else f"http://127.0.0.2:{elsewhere_port}/collect"
+        return web.Response(status=status, headers={"Location": location})
+
+    async def ok(request: web.Request) -> web.Response:
+        followed.append(f"{request.method} {request.path} {len(await request.read())}")
+        return web.Response(status=200, text="fine")
+
+    app = web.Application()
+    app.router.add_post("/ingest", ingest)
+    app.router.add_route("*", "/ok", ok)
+    elsewhere = web.Application()
+    elsewhere.router.add_route("*", "/collect", ok)
+    (tmp_path / "token").write_text("s3cr3t-token\n")
+    with (
+        writer_process(sock, log_dir),
+        serving((app, "127.0.0.1", port), (elsewhere, "127.0.0.2", elsewhere_port)),
+    ):
+        append(sock, 3)
+        status_code, output = run_once(
+            log_dir,
+            state,
+            "--http",
+            f"http://127.0.0.1:{port}/ingest",
+            "--http-token-file",
+            str(tmp_path / "token"),
+            "--retry-attempts",
+            "2",
+            "--retry-max-seconds",
+            "0.05",
+        )
+    assert status_code == 1, output
+    assert len(posted) == 2 and followed == []  # asked twice (a retry), nothing followed
+    assert list(saved_cursors(state).values()) == [0]  # nothing counted delivered
+    warnings = [json.loads(line) for line in output.splitlines() if "audit_export_destination_down" in line]
+    assert len(warnings) == 1 and f"HTTP {status}" in warnings[0]["error"]
+    assert "redirects are not followed" in warnings[0]["error"]
+
+
+def test_a_different_log_exported_into_the_same_directory_is_refused_not_skipped(tmp_path: Path) -> None:
+    """The export directory held seq 1..5 of log A; log B's seq 1..5 are other records. Skipped
+    by seq alone, B's first five vanished while its cursor moved past them."""
+    out = tmp_path / "out"
+    for name, count in (("a", 5), ("b", 7)):
+        with writer_process(tmp_path / f"{name}.sock", tmp_path / name):
+            append(tmp_path / f"{name}.sock", count)
+    assert run_once(tmp_path / "a", tmp_path / "state-a", "--jsonl-dir", str(out))[0] == 0
+    status, output = run_once(
+        tmp_path / "b",
+        tmp_path / "state-b",
+        "--jsonl-dir",
+        str(out),
+        "--retry-attempts",
+        "2",
+        "--retry-max-seconds",
+        "0.05",
+    )
+    assert status == 1, output
+    assert list(saved_cursors(tmp_path / "state-b").values()) == [0]
+    warning = next(
+        json.loads(line) for line in output.splitlines() if "audit_export_destination_down" in line
+    )
+    assert str(out) in warning["error"] and "record 1" in warning["error"]
+    exported = [
+        json.loads(line) for path in sorted(out.glob("*.jsonl")) for line in path.read_text().splitlines()
+    ]
+    log_a = read_records(tmp_path / "a")
+    assert [(line["seq"], line["hash"]) for line in exported] == [(r["seq"], r["hash"]) for r in log_a]
+
+
+def test_a_batch_sent_again_after_a_crash_is_checked_record_by_record(tmp_path: Path) -> None:
+    """The batch in flight when the forwarder died comes again: each of its records already
+    written is skipped because the line for its seq has its hash; the rest is appended."""
+    import asyncio as aio
+
+    from labelgate.audit.export.destinations import DeliveryFailed, JsonlFiles
+    from labelgate.audit.export.tail import Cursor, LogRecord
+
+    def record(seq: int, tag: str = "") -> LogRecord:
+        return LogRecord(seq, f"{seq:062x}{tag or '00'}", {"event_id": f"e-{seq}{tag}"}, Cursor())
+
+    async def scenario() -> str:
+        files = JsonlFiles("jsonl-test", tmp_path, max_bytes=10_000, keep=100)
+        await files.deliver([record(n) for n in range(1, 9)])
+        await files.deliver([record(n) for n in range(9, 11)])  # 1..10 in one file
+        # Restarted (so it knows only the last seq written), with a file per batch from now on.
+        again = JsonlFiles("jsonl-test", tmp_path, max_bytes=100, keep=100)
+        await again.deliver([record(n) for n in range(4, 13)])  # 4..10 found mid-file: 11, 12 new
+        await again.deliver([record(n) for n in range(13, 15)])
+        third = JsonlFiles("jsonl-test", tmp_path, max_bytes=100, keep=100)
+        await third.deliver([record(n) for n in range(10, 17)])  # across three files; 15, 16 new
+        with pytest.raises(DeliveryFailed) as refused:
+            await third.deliver([record(6), record(7, "ff")])
+        return refused.value.message
+
+    message = aio.run(scenario())
+    assert "record 7 " in message and "another hash" in message and str(tmp_path) in message
+    files = sorted(tmp_path.glob("*.jsonl"))
+    lines = [json.loads(line) for path in files for line in path.read_text().splitlines()]
+    assert [(line["seq"], line["event_id"]) for line in lines] == [(n, f"e-{n}") for n in range(1, 17)]
+    assert [path.name[7:-6] for path in files] == [
+        "000000000001",
+        "000000000011",
+        "000000000013",
+        "000000000015",
+    ]
+
+
+SECRET_PATH = "/services/T0AAAAAAA/B0BBBBBBB/Zx9SECRETwebhookTOKEN42"
+SECRET = "Zx9SECRETwebhookTOKEN42"
+
+
+def test_an_http_urls_path_is_in_no_log_line_and_no_state_file(tmp_path: Path) -> None:
+    """A webhook's path is its secret: the destination is named by origin and a hash of its URL."""
+    sock, log_dir, state = tmp_path / "w.sock", tmp_path / "log", tmp_path / "state"
+    with writer_process(sock, log_dir):
+        append(sock, 1)
+    port = free_port()  # nobody listens: the destination is down
+    url = f"http://127.0.0.1:{port}{SECRET_PATH}"
+    status, output = run_once(
+        log_dir, state, "--http", url, "--retry-attempts", "2", "--retry-max-seconds", "0.05"
+    )
+    assert status == 1 and "audit_export_destination_down" in output
+    assert "services" not in output and SECRET not in output
+    for path in state.iterdir():
+        assert "services" not in path.name and SECRET not in path.name and SECRET not in path.read_text()
+    assert list(saved_cursors(state)) == [f"{http_destination_name(url)}.cursor.json"]
+    assert http_destination_name(url).startswith(f"http-127.0.0.1-{port}-")
+
+
+def test_a_cursor_saved_under_the_former_http_name_is_taken_over_not_started_again(tmp_path: Path) -> None:
+    """Before, an HTTP destination was named after host, port and path; its cursor file, found
+    under that name, is moved to the new one, or every record would be sent again."""
+    sock, log_dir, state = tmp_path / "w.sock", tmp_path / "log", tmp_path / "state"
+    port = free_port()
+    received: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.extend(document["seq"] for document in await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post(SECRET_PATH, hook)
+    url = f"http://127.0.0.1:{port}{SECRET_PATH}"
+    former = destination_name("http", f"127.0.0.1:{port}{SECRET_PATH}")  # how it was named before
+    with writer_process(sock, log_dir), serving((app, "127.0.0.1", port)):
+        append(sock, 4)
+        assert run_once(log_dir, state, "--http", url)[0] == 0
+        (current,) = state.glob("*.cursor.json")
+        saved = json.loads(current.read_text())
+        current.unlink()
+        (state / f"{former}.cursor.json").write_text(json.dumps({**saved, "destination": former}))
+        append(sock, 3)
+        status, output = run_once(log_dir, state, "--http", url)
+    assert status == 0, output
+    assert received == list(range(1, 8))  # 1..4 once, then only 5..7: the old cursor was used
+    assert saved_cursors(state) == {current.name: 7}
+    assert all(SECRET not in path.name and SECRET not in path.read_text() for path in state.iterdir())
+    assert "audit_export_cursor_renamed" in output and SECRET not in output
+
+
+def test_an_endless_answer_is_read_only_as_far_as_a_small_prefix(tmp_path: Path) -> None:
+    """A 2xx answer whose body never ends (or is huge) was read whole into memory: the
+    forwarder reached 642 MiB. It reads a bounded prefix and lets the connection go."""
+    sock, log_dir, state = tmp_path / "w.sock", tmp_path / "log", tmp_path / "state"
+    port = free_port()
+    sent = [0]
+    chunk = b"x" * (1 << 20)
+    give_up_at = 256 << 20  # the receiver stops here, so a forwarder that reads it all still ends
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while sent[0] < give_up_at:
+                await response.write(chunk)
+                sent[0] += len(chunk)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/ingest", endless)
+    with writer_process(sock, log_dir), serving((app, "127.0.0.1", port)):
+        append(sock, 2)
+        status, output = run_once(
+            log_dir, state, "--http", f"http://127.0.0.1:{port}/ingest", "--retry-attempts", "1"
+        )
+    assert status == 0, output
+    assert list(saved_cursors(state).values()) == [2]
+    # What the loopback's socket buffers (at most tcp_rmem's 32 MiB here) held, never more.
+    assert sent[0] < 64 << 20, sent[0]

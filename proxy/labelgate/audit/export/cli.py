@@ -4,6 +4,10 @@ Register with ``app.command("audit-forwarder")(audit_forwarder_command)``; it al
 its own as ``python -m labelgate.audit.export``. Exit codes: 0 stopped cleanly (with
 ``--once``: everything delivered), 1 a destination could not be reached (``--once``),
 2 bad settings, or a log the forwarder will not follow without skipping records.
+
+Bad settings (an address without a host, a host DNS cannot carry, credentials where nothing
+sends them, a token file that cannot be read) end in one ``error: ... (AUDIT_FORWARDER_CONFIG)``
+line before anything starts, never in a traceback or an internal error.
 """
 
 from __future__ import annotations
@@ -22,10 +26,18 @@ def audit_forwarder_command(
     state_dir: Annotated[Path, typer.Option("--state-dir", help="where each destination's cursor is kept")],
     syslog: Annotated[
         list[str] | None,
-        typer.Option("--syslog", help="tcp://HOST:PORT (RFC 6587 octet counting) or udp://HOST:PORT"),
+        typer.Option(
+            "--syslog",
+            help="tcp://HOST[:PORT] (RFC 6587 octet counting) or udp://HOST[:PORT]; PORT 514 if not given",
+        ),
     ] = None,
     http: Annotated[
-        list[str] | None, typer.Option("--http", help="URL that receives batches as JSON arrays")
+        list[str] | None,
+        typer.Option(
+            "--http",
+            help="URL that receives batches as JSON arrays (POST; 2xx delivered; redirects not followed; "
+            "user:password@ sent as basic auth, refused with --http-token-file)",
+        ),
     ] = None,
     jsonl_dir: Annotated[
         list[Path] | None, typer.Option("--jsonl-dir", help="directory for rotated JSON-lines export files")

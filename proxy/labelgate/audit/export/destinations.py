@@ -7,6 +7,11 @@ the same batch again. What "delivered" means per destination:
 - ``http``: a 2xx answer to the POST of the batch (a JSON array). Every other status,
   4xx included, is a failure and the batch is retried: an audit event is never dropped
   because a receiver refused it; the forwarder logs the status until someone fixes it.
+  A redirect (3xx) is a failure too, and is not followed: a 301/302/303 would be followed
+  as a GET without the batch (whose 2xx would count as delivered), a 307/308 would send
+  the batch, and the token, to an address the operator never named. Of the answer's body
+  at most ``ANSWER_READ_LIMIT`` bytes are read (so a small one leaves the connection
+  reusable); the rest is never read, and the connection is closed.
 - ``syslog+tcp``: every byte of the batch acknowledged by the receiver's TCP stack (Linux
   ``SIOCOUTQ`` reaches 0 on a connection that is still open). That is the most plain
   syslog over TCP can tell: a receiver that dies after its kernel acknowledged but before
@@ -15,7 +20,16 @@ the same batch again. What "delivered" means per destination:
   best-effort by nature, whatever the forwarder does. A refused port (ICMP) is noticed on
   the next send and that batch is retried.
 - ``jsonl``: the lines written and fsynced. On start the destination reads the seq of the
-  last line it wrote and skips what is already there, so files get each record once.
+  last line it wrote; a record at or below it (the batch in flight when the forwarder
+  stopped, or everything again after a lost cursor) is skipped only when the line written
+  for its seq has its hash, so files get each record once. A seq written there with
+  another hash (a different log exported into the same directory), or one missing though
+  later ones are there (rotated away), is refused: the delivery fails, naming the
+  directory, rather than hide one log's records behind another's.
+
+A host a syslog destination cannot even resolve (a name the IDNA codec refuses) is a
+failed delivery of that destination like any other, never an error that stops the
+forwarder's other destinations.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ import re
 import socket
 import struct
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import aiohttp
 
@@ -82,7 +96,7 @@ class SyslogTcp:
                 writer.write(frames)
                 await writer.drain()
                 await self._acknowledged(writer)
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, ValueError) as error:  # ValueError: a host IDNA refuses
             await self.close()
             raise DeliveryFailed(self.name, _describe(error)) from None
 
@@ -165,7 +179,7 @@ class SyslogUdp:
                     max_bytes=self.max_datagram,
                 )
                 await loop.sock_sendall(sock, datagram)
-        except OSError as error:
+        except (OSError, ValueError) as error:  # ValueError: a host IDNA refuses
             await self.close()
             raise DeliveryFailed(self.name, _describe(error)) from None
 
@@ -186,9 +200,18 @@ class SyslogUdp:
             sock.close()
 
 
+# Of a receiver's answer at most this much is read: its content is never used, and a body
+# without end (or a huge one) was read whole into memory (642 MiB before the timeout).
+ANSWER_READ_LIMIT = 64 << 10
+
+
 class HttpBatch:
-    def __init__(self, name: str, url: str, *, token: str | None, timeout: float) -> None:
+    def __init__(
+        self, name: str, url: str, *, token: str | None, timeout: float, former_names: tuple[str, ...] = ()
+    ) -> None:
         self.name, self.url, self.timeout = name, url, timeout
+        # Names this destination had in earlier versions: a cursor saved under one is taken over.
+        self.former_names = former_names
         self.headers = {"Content-Type": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -201,13 +224,19 @@ class HttpBatch:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as response:
-                await response.read()
+            async with self._session.post(
+                self.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                await _read_at_most(response, ANSWER_READ_LIMIT)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
             # aiohttp's text may quote the URL whole (InvalidURL does): its userinfo (sent as
             # basic auth) and a path that may be the receiver's secret are not repeated.
             raise DeliveryFailed(self.name, shown_problem(self.url, _describe(error))) from None
+        if 300 <= status < 400:
+            raise DeliveryFailed(
+                self.name, f"HTTP {status}: redirects are not followed (give the URL that takes the POST)"
+            )
         if not 200 <= status < 300:
             raise DeliveryFailed(self.name, f"HTTP {status}")
 
@@ -215,6 +244,14 @@ class HttpBatch:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> None:
+    """Read and drop up to ``limit`` bytes of the body: all of a small one, so the connection
+    goes back to the pool; leaving the ``async with`` releases the response, which closes a
+    connection whose body was not read to its end."""
+    while limit > 0 and (chunk := await response.content.read(limit)):
+        limit -= len(chunk)
 
 
 EXPORT_FILE = re.compile(r"^export-(\d{12})\.jsonl$")
@@ -251,6 +288,9 @@ class JsonlFiles:
         files = self._files()
         if self._last_seq is None:
             self._last_seq = _last_written_seq(files[-1][1]) if files else 0
+        already = [r for r in records if r.seq <= self._last_seq]
+        if already:
+            self._check_written(files, already)
         fresh = [r for r in records if r.seq > self._last_seq]
         if not fresh:
             return
@@ -281,8 +321,82 @@ class JsonlFiles:
         for _, old in self._files()[: -self.keep]:
             old.unlink(missing_ok=True)
 
+    def _check_written(self, files: list[tuple[int, Path]], records: list[LogRecord]) -> None:
+        """Records at or below the last seq written are skipped only if the line written for
+        each seq has its hash. A seq alone says nothing: another log (a new one after an
+        archive, another forwarder's) has a seq 1 too, and skipping it would hide its records."""
+        try:
+            written = _written_hashes(files, records[0].seq, records[-1].seq)
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise DeliveryFailed(
+                self.name, f"{self.directory}: an export file holds a line that is not an exported record"
+            ) from None
+        for record in records:
+            found = written.get(record.seq)
+            if found == record.hash:
+                continue
+            why = (
+                "was written there with another hash: the files hold a different log's records"
+                if found is not None
+                else "is missing though later ones are there (rotated away?): cannot tell it is the same"
+            )
+            raise DeliveryFailed(
+                self.name,
+                f"{self.directory}: record {record.seq} {why}; nothing is skipped "
+                "(export each log to a directory of its own)",
+            )
+
     async def close(self) -> None:
         return None
+
+
+def _written_hashes(files: list[tuple[int, Path]], first: int, last: int) -> dict[int, str]:
+    """seq -> hash of the lines with ``first <= seq <= last`` in export files (in seq order,
+    as they are written): each file that may hold some is bisected to the first of them."""
+    found: dict[int, str] = {}
+    for index, (start, path) in enumerate(files):
+        next_start = files[index + 1][0] if index + 1 < len(files) else None
+        if start > last or (next_start is not None and next_start <= first):
+            continue
+        with open(path, "rb") as handle:
+            handle.seek(_first_line_from(handle, os.fstat(handle.fileno()).st_size, first))
+            for line in handle:
+                seq, digest = _seq_and_hash(line)
+                if seq > last:
+                    break
+                if seq >= first:
+                    found[seq] = digest
+    return found
+
+
+def _first_line_from(handle: BinaryIO, size: int, seq: int) -> int:
+    """The offset of the first line whose seq is ``seq`` or more (the file's size if none)."""
+    low, high = 0, size
+    while low < high:
+        middle = (low + high) // 2
+        _line_start(handle, middle)
+        line = handle.readline()
+        if not line or _seq_and_hash(line)[0] >= seq:
+            high = middle
+        else:
+            low = middle + 1
+    return _line_start(handle, low)
+
+
+def _line_start(handle: BinaryIO, offset: int) -> int:
+    """Seek to the start of the first line at or after ``offset``; return it."""
+    handle.seek(max(offset - 1, 0))
+    if offset > 0:
+        handle.readline()  # to the end of the line holding byte offset - 1
+    return handle.tell()
+
+
+def _seq_and_hash(line: bytes) -> tuple[int, str]:
+    document = json.loads(line)
+    seq, digest = document["seq"], document["hash"]
+    if type(seq) is not int or not isinstance(digest, str):
+        raise TypeError("seq or hash of the wrong type")
+    return seq, digest
 
 
 def _last_written_seq(path: Path) -> int:

@@ -16,9 +16,18 @@ Syslog (RFC 5424)::
 - MSGID: the decision, so a SIEM can route on it without parsing the body.
 - STRUCTURED-DATA: the keys a SIEM correlates on (event_id first: de-duplicate on it).
   ``32473`` is the private enterprise number RFC 5612 reserves for documentation; an
-  operator with their own PEN sets ``--sd-id name@PEN``.
-- MSG: the exported record as JSON with every non-ASCII character escaped. Pure ASCII is a
-  valid MSG-ANY without a BOM, which some collectors mishandle.
+  operator with their own PEN sets ``--sd-id name@PEN``. Values are caller text (a model
+  name, a reason): besides RFC 5424's ``\\"``, ``\\\\`` and ``\\]``, every control character
+  (C0, DEL, C1) and U+2028/U+2029 becomes ``\\uXXXX``, so no value can end a line and a
+  receiver that splits on line breaks never reads a forged second record. (RFC 5424 keeps a
+  backslash before any other character, so such a value reads as the escape's text; the
+  JSON in MSG holds the exact value.)
+- MSG: the exported record as JSON with every non-ASCII character and every control
+  character escaped (``json_line``). Pure ASCII is a valid MSG-ANY without a BOM, which
+  some collectors mishandle. The header fields are printable ASCII without spaces, and
+  TIMESTAMP the event's time only when it is one whole RFC 3339 timestamp.
+
+A message therefore holds no control character and no Unicode line separator anywhere.
 
 RFC 6587 octet counting (TCP): ``LEN SP MSG`` with LEN the byte length of MSG, so messages
 may contain newlines and a receiver never has to guess where one ends. UDP (RFC 5426): one
@@ -48,8 +57,12 @@ SEVERITY = {
 }
 # Correlation keys carried in the structured data, in this order.
 SD_KEYS = ("event_id", "seq", "hash", "session_id", "request_id", "subject", "model", "decision", "reason")
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
-_SD_ID = re.compile(r"^[!-~]{1,32}$")
+# Matched whole (fullmatch): "$" also matches before a final newline.
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
+_SD_ID = re.compile(r"[!-~]{1,32}")
+# What PARAM-VALUE escaping replaces: RFC 5424's three, and every character that could end a
+# line for some receiver (C0, DEL, C1 with NEL, U+2028/U+2029) or not encode (a lone surrogate).
+_SD_ESCAPED = re.compile(r'[\\"\]]|[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
 
 
 def json_line(document: dict[str, Any]) -> bytes:
@@ -58,7 +71,7 @@ def json_line(document: dict[str, Any]) -> bytes:
 
 def check_sd_id(sd_id: str) -> str:
     """An SD-ID: 1-32 printable ASCII characters without ``=``, space, ``]`` or ``"``."""
-    if not _SD_ID.match(sd_id) or any(c in sd_id for c in '= ]"'):
+    if not _SD_ID.fullmatch(sd_id) or any(c in sd_id for c in '= ]"'):
         raise ValueError(f"{sd_id!r} is not a valid RFC 5424 SD-ID (e.g. labelgate@32473)")
     return sd_id
 
@@ -70,8 +83,14 @@ def header_field(value: str, limit: int) -> str:
 
 
 def sd_escape(value: str) -> str:
-    """PARAM-VALUE escaping: backslash before ``"``, ``\\`` and ``]`` (RFC 5424 section 6.3.3)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    """PARAM-VALUE escaping: backslash before ``"``, ``\\`` and ``]`` (RFC 5424 section 6.3.3),
+    and ``\\uXXXX`` for a control character, a Unicode line separator or a lone surrogate."""
+    return _SD_ESCAPED.sub(_sd_escaped, value)
+
+
+def _sd_escaped(found: re.Match[str]) -> str:
+    char = found.group()
+    return "\\" + char if char in '\\"]' else f"\\u{ord(char):04x}"
 
 
 def _sd_value(document: dict[str, Any], key: str) -> str | None:
@@ -95,7 +114,7 @@ def syslog_message(
     decision = str(document.get("decision", ""))
     pri = facility * 8 + SEVERITY.get(decision, 5)
     time = str(document.get("time", ""))
-    timestamp = time if _TIMESTAMP.match(time) else "-"
+    timestamp = time if _TIMESTAMP.fullmatch(time) else "-"
     params = " ".join(
         f'{key}="{sd_escape(value)}"' for key in SD_KEYS if (value := _sd_value(document, key)) is not None
     )

@@ -11,6 +11,20 @@ crash or kill at any point re-sends at most the batch in flight: at-least-once, 
 gap. While a destination is down, the backlog is simply the part of the log after its
 cursor: the audit log is the on-disk spool, already durable and hash-chained, and the
 forwarder holds no more than one batch in memory however long the outage lasts.
+
+Destination names (in every log line, and the cursor file's name) show no secret: an HTTP
+destination is ``<scheme>-<host>-<port>-<hash of its URL>``, as a webhook's path (and a
+query) may be its token. A cursor saved under the name earlier versions gave it (host, port
+and path) is taken over on start and its file removed, rather than every record sent again.
+
+Settings are checked before anything starts (``ForwarderSettings.check``), each problem
+named: a syslog address is ``tcp://HOST[:PORT]`` or ``udp://HOST[:PORT]`` (``syslog+`` in
+front allowed; PORT 514 when not given), nothing else (no path, no credentials: a typo such
+as ``tcp:host:6514`` was sent to 127.0.0.1:514); a host must be an IP address or a valid DNS
+name (labels of at most 63 characters); an HTTP URL's ``user:password@`` is sent as basic
+auth, and refused together with ``--http-token-file`` (a request has one Authorization
+header); ``--hostname`` (syslog) is 1-255 printable ASCII characters; ``--max-datagram`` is
+480..65507 bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import math
 import re
 import signal
@@ -38,7 +53,7 @@ from labelgate.audit.export.destinations import (
     SyslogTcp,
     SyslogUdp,
 )
-from labelgate.audit.export.formats import DEFAULT_FACILITY, DEFAULT_SD_ID, check_sd_id
+from labelgate.audit.export.formats import DEFAULT_FACILITY, DEFAULT_SD_ID, check_sd_id, header_field
 from labelgate.audit.export.tail import (
     Cursor,
     CursorFile,
@@ -50,12 +65,17 @@ from labelgate.audit.export.tail import (
 from labelgate.errors import ConfigError
 from labelgate.logs import get_logger
 from labelgate.retry import RetrySettings
-from labelgate.shown_urls import shown_url
+from labelgate.shown_urls import credentials_problem, shown_url
 
 log = get_logger(__name__)
 FIRST_RETRY_SECONDS = 0.2
 # --once: a destination that still fails after this many attempts makes the run fail.
 ONCE_ATTEMPTS = 5
+SYSLOG_SCHEMES = ("tcp", "udp", "syslog+tcp", "syslog+udp")
+SYSLOG_DEFAULT_PORT = 514
+SYSLOG_FORM = f"use tcp://HOST[:PORT] or udp://HOST[:PORT] (PORT {SYSLOG_DEFAULT_PORT} if not given)"
+# RFC 5426's smallest limit a receiver must take; the largest payload of a UDP datagram (IPv4).
+DATAGRAM_BYTES = (480, 65507)
 
 
 @dataclass(frozen=True)
@@ -86,13 +106,31 @@ class ForwarderSettings:
         if not (self.syslog or self.http or self.jsonl_dirs):
             problems.append("no destination: give --syslog, --http or --jsonl-dir")
         for url in self.syslog:
-            parts = _url_parts(url)
-            if parts is None or parts.scheme not in ("tcp", "udp", "syslog+tcp", "syslog+udp"):
-                problems.append(f"--syslog {shown_url(url)!r}: use tcp://HOST:PORT or udp://HOST:PORT")
+            if problem := _syslog_problem(url):
+                problems.append(f"--syslog {shown_url(url)!r}: {problem}")
         for url in self.http:
             parts = _url_parts(url)
-            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            if (
+                parts is None
+                or parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.port == 0
+            ):
                 problems.append(f"--http {shown_url(url)!r}: use http(s)://HOST[:PORT]/PATH")
+            elif problem := _host_problem(parts.hostname):
+                problems.append(f"--http {shown_url(url)!r}: {problem}")
+            elif self.http_token_file is not None and (
+                problem := credentials_problem(
+                    url,
+                    why="--http-token-file sends the token, and a request carries one Authorization header",
+                )
+            ):
+                problems.append(f"--http {problem}")
+        if self.syslog and header_field(self.hostname, 255) != self.hostname:
+            problems.append(
+                f"--hostname {self.hostname!r} is not an RFC 5424 HOSTNAME: 1-255 printable ASCII "
+                "characters without spaces"
+            )
         if self.batch_size < 1:
             problems.append("batch size must be positive")
         # ``nan`` compares false with everything: ``<= 0`` let it through, and waiting ``nan``
@@ -106,8 +144,11 @@ class ForwarderSettings:
                 problems.append(f"{option} {seconds} must be a finite positive number of seconds")
         if not 0 <= self.facility <= 23:
             problems.append("the syslog facility is 0..23")
-        if self.max_datagram < 480:
-            problems.append("a syslog datagram limit below 480 bytes is not allowed (RFC 5426)")
+        if not DATAGRAM_BYTES[0] <= self.max_datagram <= DATAGRAM_BYTES[1]:
+            problems.append(
+                f"--max-datagram is {DATAGRAM_BYTES[0]}..{DATAGRAM_BYTES[1]} bytes "
+                "(RFC 5426's smallest limit, UDP's largest payload)"
+            )
         if self.jsonl_keep < 1 or self.jsonl_max_bytes < 1:
             problems.append("jsonl keep and max bytes must be positive")
         try:
@@ -128,6 +169,40 @@ def _url_parts(url: str) -> SplitResult | None:
     return parts
 
 
+def _syslog_problem(url: str) -> str | None:
+    """What is wrong with a ``--syslog`` address, or None. Every part but a port must be
+    there: ``urlsplit`` reads ``tcp:host:6514`` or ``udp://`` without complaint, and a
+    missing host became 127.0.0.1."""
+    parts = _url_parts(url)
+    if parts is None or parts.scheme not in SYSLOG_SCHEMES or not parts.hostname or parts.port == 0:
+        return SYSLOG_FORM
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"a syslog address has no path or query: {SYSLOG_FORM}"
+    if shown_url(url) != url:
+        return "carries credentials (user:password@), which syslog never sends: remove them"
+    return _host_problem(parts.hostname)
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+def _host_problem(host: str) -> str | None:
+    """None for an IP address or a name DNS can carry (IDNA-encoded labels of 1-63 letters,
+    digits, ``-`` or ``_``); a name the IDNA codec refuses failed at connect time, as an
+    internal error that ended the forwarder."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return None
+    try:
+        name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        name = ""
+    labels = name.removesuffix(".").split(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return f"{host!r} is not a valid host name (an IP address, or labels of at most 63 characters)"
+    return None
+
+
 def _read_token(path: Path) -> str:
     """The one bearer token the file holds (surrounding whitespace and a final newline
     dropped). Whitespace or a control character inside is refused here: a header cannot carry
@@ -137,6 +212,10 @@ def _read_token(path: Path) -> str:
     except UnicodeDecodeError:
         raise ConfigError(
             reasons.AUDIT_FORWARDER_CONFIG, f"--http-token-file {path} is not UTF-8 text"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            reasons.AUDIT_FORWARDER_CONFIG, f"--http-token-file {path}: {error.strerror or error}"
         ) from None
     if not token:
         raise ConfigError(reasons.AUDIT_FORWARDER_CONFIG, f"--http-token-file {path} holds no token")
@@ -149,18 +228,37 @@ def _read_token(path: Path) -> str:
     return token
 
 
-def destination_name(kind: str, target: str) -> str:
-    """A stable file-name-safe id for a destination: its cursor file is ``<name>.cursor.json``."""
+def destination_name(kind: str, target: str, identity: str | None = None) -> str:
+    """A stable file-name-safe id for a destination: its cursor file is ``<name>.cursor.json``.
+    ``target`` is shown (so never a secret); the hash is of ``identity`` (default ``target``)."""
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", target).strip("-")[:60]
-    return f"{kind}-{slug}-{hashlib.sha256(f'{kind} {target}'.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(f"{kind} {target if identity is None else identity}".encode()).hexdigest()[:8]
+    return f"{kind}-{slug}-{digest}"
+
+
+def http_destination_name(url: str) -> str:
+    """``<scheme>-<host>-<port>-<hash>``: the path and query may be the receiver's secret (a
+    webhook's token) and are only hashed, with the origin; userinfo is left out of both, so a
+    changed password keeps the destination's cursor."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    origin = f"{parts.scheme}://{parts.hostname}:{port}"
+    identity = origin + parts.path + (f"?{parts.query}" if parts.query else "")
+    return destination_name(parts.scheme, f"{parts.hostname}:{port}", identity)
+
+
+def _former_http_name(url: str) -> str:
+    """The name versions before gave an HTTP destination (its path shown): its cursor is taken over."""
+    parts = urlsplit(url)
+    return destination_name("http", f"{parts.hostname}:{parts.port or ''}{parts.path}")
 
 
 def build_destinations(settings: ForwarderSettings) -> list[Destination]:
     destinations: list[Destination] = []
     token = _read_token(settings.http_token_file) if settings.http_token_file else None
     for url in settings.syslog:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 514
+        parts = urlsplit(url)  # check() made sure the host is there
+        host, port = parts.hostname or "", parts.port or SYSLOG_DEFAULT_PORT
         common: dict[str, Any] = {
             "hostname": settings.hostname,
             "facility": settings.facility,
@@ -173,10 +271,15 @@ def build_destinations(settings: ForwarderSettings) -> list[Destination]:
             name = destination_name("syslog-tcp", f"{host}:{port}")
             destinations.append(SyslogTcp(name, host, port, timeout=settings.timeout_seconds, **common))
     for url in settings.http:
-        parts = urlsplit(url)
-        shown = f"{parts.hostname}:{parts.port or ''}{parts.path}"  # no credentials or query in names
-        name = destination_name("http", shown)
-        destinations.append(HttpBatch(name, url, token=token, timeout=settings.timeout_seconds))
+        destinations.append(
+            HttpBatch(
+                http_destination_name(url),
+                url,
+                token=token,
+                timeout=settings.timeout_seconds,
+                former_names=(_former_http_name(url),),
+            )
+        )
     for directory in settings.jsonl_dirs:
         directory = directory.resolve()
         name = destination_name("jsonl", str(directory))
@@ -203,10 +306,13 @@ class Forwarder:
     async def run(self) -> int:
         """0: stopped (or, with ``once``, everything delivered); 1: undelivered; 2: the log is broken."""
         if not self.settings.log_dir.is_dir():
+            what = "is not a directory" if self.settings.log_dir.exists() else "does not exist"
             raise ConfigError(
-                reasons.AUDIT_FORWARDER_CONFIG,
-                f"the audit log directory {self.settings.log_dir} does not exist",
+                reasons.AUDIT_FORWARDER_CONFIG, f"the audit log directory {self.settings.log_dir} {what}"
             )
+        # One at a time, before any destination starts: two may share a former name.
+        for destination in self.destinations:
+            await asyncio.to_thread(_take_over_former_cursor, self.settings.state_dir, destination)
         tasks = [asyncio.create_task(self._follow(d), name=d.name) for d in self.destinations]
         stopper = asyncio.create_task(self.stopping.wait())
         try:
@@ -320,6 +426,32 @@ class Forwarder:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+
+def _take_over_former_cursor(state_dir: Path, destination: Destination) -> None:
+    """A cursor saved under a name the destination had before becomes its cursor (unless it has
+    one already), and the former file, whose name shows the URL's path, is removed."""
+    current = CursorFile(state_dir / f"{destination.name}.cursor.json")
+    for former_name in getattr(destination, "former_names", ()):
+        if former_name == destination.name:
+            continue
+        former = CursorFile(state_dir / f"{former_name}.cursor.json")
+        try:
+            cursor = former.load()
+        except ConfigError:
+            # Its own message would name the file, and so the path.
+            raise ConfigError(
+                reasons.AUDIT_EXPORT_CURSOR_INVALID,
+                f"the cursor {destination.name} has under its former name in {state_dir} (a file named "
+                "after the URL's path) cannot be read: remove that file to start this destination anew",
+            ) from None
+        if cursor is None:
+            continue
+        if current.load() is None:
+            current.save(cursor, destination=destination.name)
+            # The former name is not logged: it holds the path this renaming hides.
+            log.info("audit_export_cursor_renamed", destination=destination.name, seq=cursor.seq)
+        former.remove()
 
 
 async def serve(settings: ForwarderSettings) -> int:
