@@ -8,8 +8,11 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from labelgate.policy.engine import PolicyEngine
 from labelgate.policy.opa import OpaEngine, revision_from_provenance
 from tests.policy.conftest import VALID_RESULT, opa, result_rule, write_policy
 from tests.support.pki import create_ca
-from tests.support.procs import free_port
+from tests.support.procs import Process, free_port, opa_binary, running
 
 INPUT = {"subject": {"id": "alice"}, "a": True, "b": True}
 
@@ -245,12 +248,16 @@ async def test_tls_and_bearer_token(tmp_path: Path, engines: list) -> None:
         "--authentication=token", "--authorization=basic",
     )  # fmt: skip
     with opa(tmp_path, policy, args=args, scheme="https") as (url, _):
-        trusted = await make(engines, url, ca_file=ca_file, token="s3cret-token").decide(INPUT)
+        trusted_engine = make(engines, url, ca_file=ca_file, token="s3cret-token")
+        trusted = await trusted_engine.decide(INPUT)
+        trusted_healthy = await trusted_engine.healthy()  # /health?bundles with the token, too
+        untrusted_healthy = await make(engines, url, ca_file=ca_file).healthy()
         no_token = await make(engines, url, ca_file=ca_file).decide(INPUT)
         wrong_token = await make(engines, url, ca_file=ca_file, token="guess").decide(INPUT)
         untrusted_ca = await make(engines, url, token="s3cret-token").decide(INPUT)
         unverified = await make(engines, url, verify=False, token="s3cret-token").decide(INPUT)
     assert trusted.fail_reason is None and trusted.allow is True
+    assert (trusted_healthy, untrusted_healthy) == (True, False)
     assert no_token.fail_reason == "POLICY_ERROR_401"
     assert wrong_token.fail_reason == "POLICY_ERROR_401"
     assert untrusted_ca.fail_reason == "POLICY_UNAVAILABLE"  # certificate not trusted: no connection
@@ -528,3 +535,171 @@ async def test_the_decision_cache_never_stores_nor_serves_an_answer_from_a_repla
     assert [m.path for m in first.masks] == ["outputs.ssn"]
     assert later.revision == "R2" and [m.path for m in later.masks] == ["outputs.ssn"]
     assert again is not None and again.revision == "R2" and [m.path for m in again.masks] == ["outputs.ssn"]
+
+
+# ------------------------------------------------------------------ readiness: the policy is there
+# OPA's plain /health is 200 as soon as it listens, before the bundle it follows is activated:
+# a gateway asking it was ready while every call was refused POLICY_UNDEFINED (review: after
+# an OPA restart, or while the bundle server is down).
+
+
+class BundleService:
+    """OPA's bundle service on loopback, in a thread of its own (so a test blocked on a
+    process start does not stall OPA's downloads): ``GET /bundles/labelgate`` answers
+    ``tarball`` while ``serving``, else 500 (counted in ``failed``). Its port is chosen up
+    front, so OPA can be configured with it before it listens: until ``start``, connections
+    are refused."""
+
+    def __init__(self, tarball: bytes) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tarball = tarball
+        self.serving = True
+        self.failed = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/bundles/labelgate":
+                    self.send_error(404)
+                elif not service.serving:
+                    service.failed += 1
+                    self.send_error(500, "bundle store unavailable")
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/gzip")
+                    self.send_header("Content-Length", str(len(service.tarball)))
+                    self.end_headers()
+                    self.wfile.write(service.tarball)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # OPA polls every second: not worth the test output
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def bundle_tarball(source: Path, target: Path) -> bytes:
+    """``opa build -b source``: the bundle as OPA itself builds and reads it."""
+    subprocess.run([opa_binary(), "build", "-b", str(source), "-o", str(target)], check=True)
+    return target.read_bytes()
+
+
+def following_config(directory: Path, service_url: str) -> Path:
+    """An OPA config following bundle ``labelgate`` at ``service_url``, polled every second
+    (OPA's configuration is YAML, which JSON is)."""
+    bundle = {
+        "service": "bundles",
+        "resource": "bundles/labelgate",
+        "polling": {"min_delay_seconds": 1, "max_delay_seconds": 1},
+    }
+    config = {"services": {"bundles": {"url": service_url}}, "bundles": {"labelgate": bundle}}
+    path = directory / f"opa-following-{free_port()}.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@contextlib.contextmanager
+def opa_at(log_dir: Path, port: int, config: Path) -> Iterator[Process]:
+    """A real ``opa run --server`` with ``config`` at a given port (so it can be restarted
+    where the engine already looks)."""
+    command = [opa_binary(), "run", "--server", "--addr", f"127.0.0.1:{port}", "--config-file", str(config)]
+    with running(command, log_dir / f"opa-{port}-{time.monotonic_ns()}.log", port=port) as process:
+        yield process
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:
+    """Poll ``check`` until it is true (a condition, not a timed assertion)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("service", ["refusing", "never answering"])
+async def test_an_opa_whose_bundle_was_never_activated_is_not_healthy(
+    service: str, stalling_server: StallingServer, tmp_path: Path, engines: list[OpaEngine]
+) -> None:
+    # The reviewer's reproduction (a dead bundle server), and one that accepts and stalls.
+    url = f"http://127.0.0.1:{free_port() if service == 'refusing' else stalling_server.port}"
+    with opa(tmp_path, args=("--config-file", str(following_config(tmp_path, url)))) as (opa_url, _):
+        engine = make(engines, opa_url)
+        await engine.start()
+        undefined = await engine.decide(INPUT)
+        healthy = await engine.healthy()
+    assert undefined.fail_reason == "POLICY_UNDEFINED"  # what every call got while "ready"
+    assert healthy is False
+
+
+@pytest.mark.parametrize("loaded", ["files", "--bundle"])
+async def test_an_opa_with_its_policy_from_files_is_healthy(
+    loaded: str, tmp_path: Path, engines: list[OpaEngine]
+) -> None:
+    # No bundle is configured: OPA reads the files before it listens.
+    policy = write_policy(tmp_path / "policy", result_rule(VALID_RESULT))
+    args = ("--bundle",) if loaded == "--bundle" else ()
+    with opa(tmp_path, policy, args=args) as (url, _):
+        engine = make(engines, url)
+        await engine.start()
+        decision = await engine.decide(INPUT)
+        healthy = await engine.healthy()
+    assert decision.fail_reason is None
+    assert healthy is True
+
+
+async def test_an_opa_following_a_bundle_is_healthy_while_it_has_the_bundle_activated(
+    tmp_path: Path, engines: list[OpaEngine]
+) -> None:
+    policy = write_policy(tmp_path / "policy", result_rule(VALID_RESULT))
+    (policy / ".manifest").write_text(json.dumps({"revision": "rev-1", "roots": ["labelgate"]}))
+    service = BundleService(bundle_tarball(policy, tmp_path / "bundle.tar.gz"))
+    config = following_config(tmp_path, service.url)
+    opa_port = free_port()
+    engine = make(engines, f"http://127.0.0.1:{opa_port}")
+
+    async def activated() -> bool:
+        return (await engine.decide(INPUT)).fail_reason is None
+
+    try:
+        with opa_at(tmp_path, opa_port, config):
+            await engine.start()
+            # The bundle server is not up yet: nothing activated, not healthy.
+            assert (await engine.decide(INPUT)).fail_reason == "POLICY_UNDEFINED"
+            assert await engine.healthy() is False
+
+            service.start()
+            await eventually(activated, "the bundle activated")
+            assert await engine.healthy() is True
+            assert engine.revision == "rev-1"
+
+            # The bundle server fails from now on: the activated bundle keeps deciding, so
+            # OPA stays healthy (it does not forget its policy when a download fails).
+            service.serving = False
+
+            async def download_failed() -> bool:
+                return service.failed > 0
+
+            await eventually(download_failed, "a failed bundle download")
+            assert await engine.healthy() is True
+            assert (await engine.decide(INPUT)).fail_reason is None
+
+        # OPA restarted while the bundle server still fails: up, answering, no policy.
+        with opa_at(tmp_path, opa_port, config):
+            assert (await engine.decide(INPUT)).fail_reason == "POLICY_UNDEFINED"
+            assert await engine.healthy() is False
+
+            service.serving = True
+            await eventually(activated, "the bundle activated after the restart")
+            assert await engine.healthy() is True
+    finally:
+        service.stop()

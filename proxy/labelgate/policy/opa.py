@@ -1,9 +1,10 @@
 """Decisions from an OPA server over its REST Data API, failing closed.
 
 The session comes from ``opa_client.AsyncOpaClient`` (bearer token header, one pooled
-aiohttp session, health check). The decision call itself goes straight through that
-client's session rather than ``AsyncOpaClient.query_rule``, because query_rule (via
-``_request``) was measured/read to:
+aiohttp session). The health check goes through that session too, not the client's
+``check_health``: readiness needs ``/health?bundles`` (``OpaEngine.healthy``). The decision
+call itself goes straight through that client's session rather than
+``AsyncOpaClient.query_rule``, because query_rule (via ``_request``) was measured/read to:
 
 - retry 500/502/504 and every ``aiohttp.ClientConnectionError`` - which includes aiohttp's
   own timeout errors - after a 0.3 s backoff sleep: longer than our whole 250 ms budget,
@@ -185,6 +186,7 @@ class OpaEngine:
         # What log lines say: the userinfo a URL may carry (sent as basic auth) never in them.
         self._shown = shown_url(self._base)
         self._decision_url = f"{self._base}/v1/data/{decision_path.strip('/')}"
+        self._health_url = f"{self._base}/health"
         self._timeout = timeout
         # The one retry policy; by default ``retries`` more attempts at once (a few ms apart).
         self._retry = retry or RetrySettings(
@@ -251,11 +253,30 @@ class OpaEngine:
         self._opened = False
 
     async def healthy(self) -> bool:
+        """Whether OPA answers and has its policy: ``GET /health?bundles`` is 200 within
+        ``health_timeout``.
+
+        Plain ``/health`` is 200 as soon as OPA listens, also before the bundle it follows is
+        activated (after an OPA restart, or while the bundle server is down), when every
+        decision is undefined (``POLICY_UNDEFINED``). With ``bundles`` OPA answers 500 until
+        every bundle it is configured with has been activated once, and 200 from then on,
+        also while later downloads fail (the activated policy keeps deciding). An OPA that
+        reads its policy from files (``opa run --server rego/``, or ``--bundle``) has no
+        bundle configured and reads the files before it listens: 200 there too. The one case
+        this cannot see is an OPA with neither, whose policy is pushed through its Policy
+        API: that OPA is healthy with or without it.
+
+        One cheap request (readiness asks every couple of seconds), no retry: the next poll
+        asks again. Connection errors and timeouts are False.
+        """
         await self._open()
         try:
-            async with asyncio.timeout(self._health_timeout):
-                return bool(await self._client.check_health(diagnostic_url=f"{self._base}/health"))
-        except TimeoutError:
+            async with (
+                asyncio.timeout(self._health_timeout),
+                self._client.session.get(self._health_url, params={"bundles": "true"}) as response,
+            ):
+                return response.status == 200
+        except (TimeoutError, aiohttp.ClientError):
             return False
 
     async def decide(self, input: dict[str, Any]) -> Decision:
