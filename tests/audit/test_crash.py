@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from labelgate.audit import AuditClient, AuditReceipt, AuditUnavailable
+from labelgate.audit.store import read_committed
 from labelgate.audit.verify import verify_log
 from tests.audit.conftest import make_event, read_records, writer_process
 
@@ -42,6 +43,11 @@ async def test_kill_9_loses_no_acknowledged_record(tmp_path: Path, keys, public_
 
     assert len(acknowledged) >= 300
     assert refused == 16  # every worker was cut off mid-append, and told so
+    # The committed mark (what the export may ship) covers every acknowledged record, and names
+    # a record the log holds: it is rewritten after the sync, before the answers.
+    mark, on_disk = read_committed(log_dir), {r["seq"]: r["hash"] for r in read_records(log_dir)}
+    assert mark is not None and mark.seq >= max(receipt.seq for receipt in acknowledged.values())
+    assert on_disk[mark.seq] == mark.head
 
     with writer_process(sock, log_dir, *args):  # recovery, then one more append on the same chain
         async with AuditClient(sock) as client:

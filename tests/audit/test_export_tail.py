@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from labelgate.audit import AuditClient
+from labelgate.audit import AuditClient, AuditUnavailable
 from labelgate.audit.export.tail import Cursor, CursorFile, ExportLogBroken, end_cursor, read_batch
-from labelgate.audit.store import list_segments
+from labelgate.audit.store import CHECKPOINTS_NAME, COMMITTED_NAME, committed_line, list_segments
 from labelgate.errors import ConfigError
-from tests.audit.conftest import make_event, read_records, writer_process
+from tests.audit.conftest import make_event, read_records, writer_args, writer_process
+from tests.support.procs import Process
 
 
 async def append(sock: Path, count: int) -> list[str]:
@@ -190,3 +199,163 @@ def test_loading_a_cursor_removes_what_a_forwarder_killed_mid_save_left(tmp_path
     (tmp_path / ".dest.cursor.json.x9y8.tmp").write_text('{"seq": 4')
     assert state.load() == Cursor()
     assert [p.name for p in tmp_path.iterdir()] == ["dest.cursor.json"]
+
+
+# The writer with a disk whose next fdatasync hangs and then fails: while the FIFO ``argv[1]``
+# exists, the sync blocks until the test has opened the FIFO and closed it again
+# (``failing_sync_gate``), then fails with EIO, as a dying disk's does. The write before it
+# went through, so the batch's lines are complete in the file while the sync hangs.
+_FAILING_SYNC = """
+import errno, os, runpy, sys
+from labelgate.audit import store
+gate, real_sync = sys.argv[1], store._sync
+def failing_sync(fd):
+    if not os.path.exists(gate):
+        return real_sync(fd)
+    with open(gate, "rb") as fifo:
+        fifo.read()
+    os.unlink(gate)
+    raise OSError(errno.EIO, "Input/output error (injected)")
+store._sync = failing_sync
+sys.argv = ["labelgate.audit", *sys.argv[2:]]
+runpy.run_module("labelgate.audit", run_name="__main__")
+"""
+
+
+@contextlib.contextmanager
+def failing_sync_writer(sock: Path, log_dir: Path, gate: Path) -> Iterator[Process]:
+    extra = ("--checkpoint-seconds", "3600")  # no checkpoint sync runs into the failing one
+    args = [sys.executable, "-c", _FAILING_SYNC, str(gate), *writer_args(sock, log_dir, *extra)[3:]]
+    process = Process(args, log_dir.parent / "failing-writer.log", name="audit writer, failing disk")
+    try:
+        process.wait_for_socket(sock, timeout=20)
+        yield process
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def failing_sync_gate(gate: Path, process: Process) -> Iterator[None]:
+    """Held while the writer hangs in its fdatasync; leaving it makes that sync fail.
+
+    Opening the FIFO for writing succeeds only once the writer has it open for reading (it is
+    inside the sync): from then on it reads until this end is closed, so the block runs while
+    the writer is certainly stuck in the sync, with the batch written and not acknowledged."""
+    while True:
+        try:
+            fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as error:  # ENXIO: no reader yet, the writer has not reached the sync
+            if error.errno != errno.ENXIO or not process.alive():
+                raise
+            time.sleep(0.01)  # polls for the writer's arrival; the order is the FIFO's
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_forwarder_once(log_dir: Path, state: Path, out: Path) -> tuple[int, str]:
+    args = [sys.executable, "-m", "labelgate.audit.export", "--log-dir", str(log_dir)]
+    args += ["--state-dir", str(state), "--once", "--jsonl-dir", str(out)]
+    process = Process(args, state.parent / "forwarder.log", name="audit forwarder")
+    try:
+        return process.popen.wait(timeout=60), process.output()
+    finally:
+        process.stop()
+
+
+def exported(out: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for path in sorted(out.glob("export-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_a_batch_whose_sync_fails_is_never_exported_and_the_export_goes_on_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The reviewer's race: the forwarder read the complete lines of a batch while the writer's
+    fdatasync ran; the sync failed, the writer took the batch back and refused its call, and
+    the SIEM held an ``allow`` record of a refused call. After the restart the same seq was
+    another record, and the forwarder stopped for good ("shorter than the export cursor")."""
+    sock, log_dir, gate = tmp_path / "w.sock", tmp_path / "log", tmp_path / "gate"
+    state, out = tmp_path / "state", tmp_path / "out"
+    refused_call = make_event(decision="allow", reason="released?", request_id="call-A")
+    with failing_sync_writer(sock, log_dir, gate) as writer:
+        first = asyncio.run(append(sock, 2))
+        os.mkfifo(gate)  # the next fdatasync hangs, then fails
+
+        async def refused_append() -> None:
+            async with AuditClient(sock, timeout=60) as client:
+                with pytest.raises(AuditUnavailable, match="AUDIT_WRITE_FAILED"):
+                    await client.append(refused_call)
+
+        with ThreadPoolExecutor(1) as pool:
+            appending = pool.submit(asyncio.run, refused_append())
+            with failing_sync_gate(gate, writer):
+                assert refused_call["event_id"].encode() in list_segments(log_dir)[-1][1].read_bytes()
+                during = read_batch(log_dir, Cursor(), 10)
+                status, output = run_forwarder_once(log_dir, state, out)
+                assert status == 0, output
+            appending.result(timeout=60)
+        assert writer.popen.wait(timeout=20) != 0  # a writer that cannot write stops
+    assert [r.event["event_id"] for r in during] == first  # not the batch awaiting its sync
+    assert [d["event_id"] for d in exported(out)] == first
+    assert refused_call["event_id"] not in {r["event"]["event_id"] for r in read_records(log_dir)}
+
+    with writer_process(sock, log_dir):
+        after = asyncio.run(append(sock, 2))
+    records, _ = read_all(log_dir, during[-1].after)
+    assert [(r.seq, r.event["event_id"]) for r in records] == [(3, after[0]), (4, after[1])]
+    status, output = run_forwarder_once(log_dir, state, out)
+    assert status == 0, output  # the forwarder goes on: nothing it sent was taken back
+    assert [(d["seq"], d["event_id"]) for d in exported(out)] == list(enumerate(first + after, start=1))
+
+
+def test_the_export_stops_at_the_committed_mark_and_waits_out_one_read_mid_rewrite(tmp_path: Path) -> None:
+    log_dir, ids = write_log(tmp_path, 5, max_segment_bytes=1 << 20)
+    (log_dir / CHECKPOINTS_NAME).unlink()  # the mark alone says what is committed
+    mark = log_dir / COMMITTED_NAME
+    hashes = [record["hash"] for record in read_records(log_dir)]
+    mark.write_bytes(committed_line(3, hashes[2]))
+    records, cursor = read_all(log_dir, Cursor())
+    assert [r.event["event_id"] for r in records] == ids[:3]
+    assert end_cursor(log_dir) == cursor
+
+    old, new = committed_line(3, hashes[2]), committed_line(5, hashes[4])
+    for torn in (new[:40] + old[40:], old[:40] + new[40:], b"", new[:-1]):
+        mark.write_bytes(torn)  # a read that caught the writer's rewrite half done
+        assert read_batch(log_dir, cursor, 10) == []
+    mark.write_bytes(committed_line(5, hashes[3]))  # whole, but not this log's record 5
+    with pytest.raises(ExportLogBroken, match="not the record the writer committed"):
+        read_all(log_dir, cursor)
+    mark.write_bytes(new)
+    rest, _ = read_all(log_dir, cursor)
+    assert [r.event["event_id"] for r in rest] == ids[3:]
+
+
+def test_a_log_without_the_committed_mark_is_exported_up_to_its_last_checkpoint(tmp_path: Path) -> None:
+    """A log an older writer wrote (or continued: then its checkpoints pass a mark left behind)."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir, "--checkpoint-every", "4"):
+        ids = asyncio.run(append(sock, 6))
+    (log_dir / COMMITTED_NAME).unlink()
+    checkpoints = (log_dir / CHECKPOINTS_NAME).read_bytes()
+    assert [json.loads(line)["seq"] for line in checkpoints.splitlines()] == [4, 6]  # every 4, and at stop
+    (log_dir / CHECKPOINTS_NAME).write_bytes(checkpoints.splitlines(keepends=True)[0])
+    records, cursor = read_all(log_dir, Cursor())
+    assert [r.event["event_id"] for r in records] == ids[:4]
+    (log_dir / CHECKPOINTS_NAME).write_bytes(b"")
+    assert read_batch(log_dir, Cursor(), 10) == []  # no checkpoint yet: nothing is known committed
+
+    (log_dir / COMMITTED_NAME).write_bytes(committed_line(records[1].seq, records[1].hash))  # behind
+    (log_dir / CHECKPOINTS_NAME).write_bytes(checkpoints)
+    rest, cursor = read_all(log_dir, cursor)
+    assert [r.event["event_id"] for r in rest] == ids[4:]
+
+    with writer_process(sock, log_dir):  # today's writer on that log: the mark from its start
+        more = asyncio.run(append(sock, 1))
+    last, _ = read_all(log_dir, cursor)
+    assert [r.event["event_id"] for r in last] == more

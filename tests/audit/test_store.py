@@ -11,7 +11,7 @@ import pytest
 
 from labelgate.audit import store as store_module
 from labelgate.audit.records import GENESIS, make_line
-from labelgate.audit.store import LogStore, list_segments
+from labelgate.audit.store import COMMITTED_NAME, Checkpoint, LogStore, list_segments, read_committed
 from labelgate.audit.verify import verify_log
 from tests.audit.conftest import make_event, read_records
 
@@ -48,6 +48,42 @@ def test_a_batch_whose_fsync_fails_is_taken_back_whole(
     assert segment.read_bytes() == first
     assert [record["seq"] for record in read_records(tmp_path / "log")] == [1, 2]
     assert verify_log(tmp_path / "log").ok
+
+
+def test_the_committed_mark_moves_only_when_published_and_a_failed_batch_never_moves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark is what the export may ship: a batch is in it only once the writer publishes
+    it (after the sync, before the answers), never because its lines are in the file."""
+    log_dir = tmp_path / "log"
+    store = LogStore(log_dir)
+    store.open()
+    assert read_committed(log_dir) == Checkpoint(0, GENESIS)
+    first, head = lines(1, GENESIS, 2)
+    store.append(first, 1)
+    assert read_committed(log_dir) == Checkpoint(0, GENESIS)  # written and synced, not yet answered
+    store.publish_committed(2, head)
+    assert read_committed(log_dir) == Checkpoint(2, head)
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store_module, "_sync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        store.append(lines(3, head, 4)[0], 3)
+    monkeypatch.undo()
+    assert read_committed(log_dir) == Checkpoint(2, head)
+    store.close()
+
+    (log_dir / COMMITTED_NAME).write_bytes(b"an older, longer file " * 20)
+    more, last = lines(3, head, 1)
+    [(_, segment)] = list_segments(log_dir)
+    with segment.open("ab") as handle:  # complete, and never synced by a writer: kept by recovery
+        handle.write(more)
+    store = LogStore(log_dir)
+    store.open()  # publishes the end recovery kept, once that is synced
+    assert read_committed(log_dir) == Checkpoint(3, last)
+    store.close()
 
 
 # Appends the batch in file argv[3] to the log in argv[2] under a file size limit of argv[1];

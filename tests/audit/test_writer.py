@@ -15,7 +15,14 @@ import pytest
 
 from labelgate.audit import AuditClient, AuditRejected, AuditUnavailable
 from labelgate.audit.records import GENESIS
-from labelgate.audit.store import list_segments, parse_record
+from labelgate.audit.store import (
+    COMMITTED_NAME,
+    Checkpoint,
+    committed_line,
+    list_segments,
+    parse_record,
+    read_committed,
+)
 from labelgate.audit.verify import verify_log
 from labelgate.audit.writer import AuditWriter, WriterSettings, _Connection
 from tests.audit.conftest import (
@@ -230,6 +237,8 @@ async def test_a_write_error_fails_closed_and_loses_no_acknowledged_record(
         assert process.popen.wait(timeout=10) == 1
         assert "audit_write_failed" in process.output()
     assert 0 < len(acknowledged) < 100
+    mark = read_committed(log_dir)  # what the export may ship: the acknowledged, not the refused
+    assert mark is not None and mark.seq == acknowledged[-1]
 
     with writer_process(sock, log_dir, "--signing-key", str(keys[0])) as process:
         async with AuditClient(sock) as client:
@@ -291,6 +300,33 @@ async def test_a_broken_frame_closes_only_that_connection(tmp_path: Path, body: 
         output = writer.output()
     assert "audit_frame_error" in output
     assert "Traceback" not in output and "Fatal error" not in output
+
+
+async def test_the_committed_mark_names_each_acknowledged_batch_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Published before the answers, so an acknowledged record is always within it; on start,
+    the end recovery kept, whatever the file held (a crash can leave it behind, or torn)."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+    with writer_process(sock, log_dir):
+        assert read_committed(log_dir) == Checkpoint(0, GENESIS)  # an empty log: nothing yet
+        async with AuditClient(sock) as client:
+            for _ in range(3):
+                receipt = await client.append(make_event())
+                assert read_committed(log_dir) == Checkpoint(receipt.seq, receipt.hash)
+    third = Checkpoint(3, receipt.hash)
+    assert read_committed(log_dir) == third  # kept after the stop
+
+    (log_dir / COMMITTED_NAME).write_bytes(committed_line(1, GENESIS)[:30])  # torn, and behind
+    with writer_process(sock, log_dir):
+        assert read_committed(log_dir) == third  # before any append
+        async with AuditClient(sock) as client:
+            fourth = await client.append(make_event())
+        assert read_committed(log_dir) == Checkpoint(4, fourth.hash)
+    (log_dir / COMMITTED_NAME).unlink()  # as in a log of a writer from before the mark
+    with writer_process(sock, log_dir):
+        assert read_committed(log_dir) == Checkpoint(4, fourth.hash)
+    assert len((log_dir / COMMITTED_NAME).read_bytes()) == len(committed_line(0, GENESIS))
 
 
 async def test_torn_final_line_is_cut_off_and_reported_on_restart(tmp_path: Path, keys, public_key) -> None:

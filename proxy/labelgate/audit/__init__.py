@@ -19,6 +19,12 @@ Design, and why:
   ``audit-<first seq>.jsonl``, rotated by size with the chain running across files. The
   hash is ``SHA-256(0x01 || prev || SHA-256(0x00 || canonical(event, seq)))``: the
   leading byte keeps leaf and chain inputs apart (``records.py``).
+- **Committed mark**: ``committed`` beside the segments holds the last acknowledged record's
+  seq and hash (one fixed-length line with a CRC32, rewritten in place after each batch's
+  ``fdatasync`` returned and before it is answered, and at start for the recovered end;
+  never fsynced, so a crash leaves it behind, never ahead). Readers of a live log (the
+  export) take nothing past it: complete lines beyond it may be a batch whose sync is still
+  running, which the writer takes back if the sync fails (``store.py``).
 - **Signed checkpoints** every N records or T seconds, and at shutdown and after
   recovery: Ed25519 over (record count, head hash, time, key id) in ``checkpoints.jsonl``
   (``checkpoints.py``). Without them, cutting the tail of a hash chain leaves a valid

@@ -2,6 +2,7 @@
 
     <log_dir>/audit-<first seq, 12 digits>.jsonl   records, append-only, rotated by size
     <log_dir>/checkpoints.jsonl                    signed checkpoints
+    <log_dir>/committed                            the writer's committed mark (below)
     <log_dir>/.lock                                flock held by the running writer
 
 The chain runs across segments: a new segment's first record links to the previous
@@ -13,6 +14,16 @@ An append that fails (a write cut short by a full disk, a failed fsync) is cut b
 where its batch began before the writer refuses it: every append in it is refused, and a
 whole line of it left behind would say a refused call was released.
 
+The committed mark says how far the log is durable and acknowledged, for readers of a log
+that is still being written (the export, ``export/tail.py``): complete lines past it may
+be a batch whose fsync has not returned, and that batch is taken back if it fails. It is
+one fixed-length line, ``v1 <seq, 20 digits> <that record's hash> <crc32, 8 hex digits>\n``
+(the checksum over what precedes it), rewritten in place (``pwrite``) after each batch's
+fsync returned and before its appends are answered, and on open once the recovered log is
+synced. It is never fsynced itself: a crash can leave it behind the log (or unreadable until
+the writer starts again), never ahead, since the records it names were durable before it
+was written. A reader that catches a rewrite half done sees a checksum that does not match.
+
 Recovery on open: a final line without its newline is a write the crash interrupted
 (never acknowledged, since acknowledgement waits for fsync); it is cut off and reported.
 A complete line that does not parse, or a log shorter than its last checkpoint, is not
@@ -23,10 +34,12 @@ a chain it cannot vouch for (``labelgate audit verify`` says what is wrong).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +52,7 @@ from labelgate.logs import get_logger
 log = get_logger(__name__)
 
 CHECKPOINTS_NAME = "checkpoints.jsonl"
+COMMITTED_NAME = "committed"
 SEGMENT_PATTERN = re.compile(r"^audit-(\d{12})\.jsonl$")
 
 
@@ -76,8 +90,47 @@ class Repair:
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A place in the chain, record ``seq`` and its hash: a checkpoint's, or the committed mark's."""
+
     seq: int
     head: str
+
+
+def committed_line(seq: int, head: str) -> bytes:
+    """The committed mark's one line: always ``COMMITTED_LENGTH`` bytes, so a rewrite in place
+    replaces all of it."""
+    body = b"v1 %020d %s" % (seq, head.encode("ascii"))
+    return body + b" %08x\n" % zlib.crc32(body)
+
+
+COMMITTED_LENGTH = len(committed_line(0, GENESIS))
+_COMMITTED_PATTERN = re.compile(rb"(v1 ([0-9]{20}) ([0-9a-f]{64})) ([0-9a-f]{8})\n")
+
+
+def parse_committed(data: bytes) -> Checkpoint | None:
+    """The mark's (seq, head), or None for anything but one whole line the writer wrote (a
+    read that caught a rewrite half done, a file just created, or garbage)."""
+    match = _COMMITTED_PATTERN.fullmatch(data)
+    if match is None or zlib.crc32(match.group(1)) != int(match.group(4), 16):
+        return None
+    return Checkpoint(int(match.group(2)), match.group(3).decode("ascii"))
+
+
+def read_committed(directory: Path) -> Checkpoint | None:
+    """The committed mark of the log in ``directory``: None if there is no such file (a log
+    of a writer from before the mark); raises ``ValueError`` if it does not read whole."""
+    try:
+        fd = os.open(directory / COMMITTED_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.pread(fd, COMMITTED_LENGTH + 1, 0)
+    finally:
+        os.close(fd)
+    mark = parse_committed(data)
+    if mark is None:
+        raise ValueError(f"{COMMITTED_NAME} does not hold one whole mark")
+    return mark
 
 
 def read_tail(path: Path) -> tuple[bytes | None, int, int]:
@@ -155,11 +208,13 @@ class LogStore:
         self.recovered_hash = GENESIS
         self.last_checkpoint: Checkpoint | None = None
         self.repairs: list[Repair] = []
+        self._head_segment: Path | None = None  # the file holding the recovered last record
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self._segment: Path | None = None  # the file ``_fd`` appends to
         self._size = 0
         self._checkpoint_fd: int | None = None
+        self._committed_fd: int | None = None
 
     # -- open and recover ------------------------------------------------------------
     def open(self) -> None:
@@ -179,7 +234,21 @@ class LogStore:
             self.last_checkpoint = self._last_checkpoint(checkpoints)
             self._check_against_checkpoint(segments)
         self._checkpoint_fd = os.open(checkpoints, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._publish_recovered_end()
         _sync_directory(self.directory)
+
+    def _publish_recovered_end(self) -> None:
+        """Mark everything recovery kept as committed, once it is durable: a writer killed
+        during a batch's fsync leaves that batch's complete lines, which recovery keeps."""
+        if self.fsync and self._head_segment is not None:
+            fd = os.open(self._head_segment, os.O_RDONLY)
+            try:
+                _sync(fd)
+            finally:
+                os.close(fd)
+        self._committed_fd = os.open(self.directory / COMMITTED_NAME, os.O_WRONLY | os.O_CREAT, 0o640)
+        os.ftruncate(self._committed_fd, COMMITTED_LENGTH)  # whatever an older file held past it
+        self.publish_committed(self.recovered_seq, self.recovered_hash)
 
     def _lock(self) -> None:
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
@@ -214,6 +283,7 @@ class LogStore:
             if record is None or record["seq"] < first_seq:
                 raise AuditLogCorrupt(f"the last record of {path} is not a valid record")
             self.recovered_seq, self.recovered_hash = record["seq"], record["hash"]
+            self._head_segment = path
             return
 
     def _last_checkpoint(self, path: Path) -> Checkpoint | None:
@@ -272,6 +342,18 @@ class LogStore:
         if self.fsync:
             self.fsyncs += 1
 
+    def publish_committed(self, seq: int, head: str) -> None:
+        """Say that the log is durable and acknowledged up to record ``seq`` (hash ``head``).
+
+        Called after the batch's ``append`` returned, before its appends are answered. One
+        ``pwrite`` and no fsync (the writer's cost per batch stays one sync): lost in a crash,
+        the mark is only behind, and the writer publishes its recovered end when it starts.
+        """
+        assert self._committed_fd is not None
+        line = committed_line(seq, head)
+        if os.pwrite(self._committed_fd, line, 0) != len(line):
+            raise OSError(errno.EIO, f"{COMMITTED_NAME}: a short write")
+
     def _take_back(self, fd: int, size: int) -> None:
         try:
             os.ftruncate(fd, size)
@@ -307,8 +389,8 @@ class LogStore:
         self.last_checkpoint = Checkpoint(checkpoint["seq"], checkpoint["head"])
 
     def close(self) -> None:
-        for fd in (self._fd, self._checkpoint_fd, self._lock_fd):
+        for fd in (self._fd, self._checkpoint_fd, self._committed_fd, self._lock_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._fd = self._checkpoint_fd = self._lock_fd = None
+        self._fd = self._checkpoint_fd = self._committed_fd = self._lock_fd = None

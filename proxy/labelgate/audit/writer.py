@@ -10,6 +10,10 @@ thread and back cost about as much CPU as the sync itself. Events that arrive wh
 runs wait in the socket buffers and are all read as the next batch, so under load one
 fsync covers many records, and a lone event is still written at once (no timer to wait for).
 
+After the fsync, and before the answers, the store rewrites the committed mark (the last
+record's seq and hash in ``committed`` beside the log, one ``pwrite``, no fsync): the export
+ships nothing past it, so never a line of a batch whose fsync has not returned.
+
 If a write or fsync fails the file's state is unknown (a failed fsync may have dropped
 dirty pages), so the store cuts the file back to where the batch began (no line of a
 refused append stays to say its call was released), the writer answers every waiting
@@ -401,6 +405,8 @@ class AuditWriter:
             self._fail(error, batch)
             return False
         self.seq, self.head = seq, head
+        # Before the answers: once a caller holds its acknowledgement, the export may ship it.
+        self._publish_committed()
         stats, size = self.stats, len(batch)
         stats.records += size
         stats.batches += 1
@@ -419,6 +425,16 @@ class AuditWriter:
         if self.seq - self._covered_seq >= self.settings.checkpoint_every:
             self._checkpoint()
         return True
+
+    def _publish_committed(self) -> None:
+        try:
+            self.store.publish_committed(self.seq, self.head)
+        except OSError as error:
+            # The batch is durable and is answered; but the export cannot pass a mark it cannot
+            # move, so stop (as for a checkpoint), and the next start publishes the log's end.
+            log.error("audit_commit_mark_failed", error=str(error), seq=self.seq)
+            self.failed = error
+            self.request_stop()
 
     def _fail(self, error: OSError, batch: list[_Pending]) -> None:
         log.error("audit_write_failed", error=str(error), lost_requests=len(batch) + len(self._pending))

@@ -10,8 +10,9 @@ every record, in order, to each configured destination:
 
 Destinations (``destinations.py``): syslog RFC 5424 over TCP with RFC 6587 octet counting
 and over UDP (``formats.py``), an HTTP endpoint receiving batches as a JSON array (2xx =
-delivered), and JSON-lines files ``export-<first seq>.jsonl`` rotated by size for log
-shippers. Each exported record is the audit event's fields plus ``seq`` and ``hash``.
+delivered; a redirect is a failure, never followed), and JSON-lines files
+``export-<first seq>.jsonl`` rotated by size for log shippers. Each exported record is the
+audit event's fields plus ``seq`` and ``hash``.
 
 **At least once, with the log as the spool.** Each destination has a cursor file in the
 state directory (last delivered seq and hash, file and byte offset of the next record),
@@ -32,6 +33,14 @@ SQL: a unique key on ``event_id`` with ``ON CONFLICT DO NOTHING``). ``seq`` is c
 per log, so a consumer can also detect a gap: ``max(seq) - min(seq) + 1`` distinct
 records means none is missing. HTTP batches carry ``X-Labelgate-Batch: <first>-<last>``
 (the same on a retry of the same batch).
+
+**Only what the writer acknowledged leaves.** The forwarder exports records up to the
+writer's committed mark (``committed`` in the log directory: the seq and hash of the last
+record whose ``fdatasync`` returned, published before the writer answers), never a complete
+line past it: that may be a batch whose sync then fails, which the writer takes back and
+refuses, and whose seqs then go to other records. A log without the mark (written by an
+older writer) is exported up to its last checkpoint, so up to a checkpoint interval late
+(``tail.py``).
 
 **Nothing unverified leaves.** The forwarder checks each record's hash and its link to the
 one before, across files and restarts, and stops (exit 2) rather than skip records or

@@ -12,9 +12,17 @@ a byte offset in it). Reading from a cursor:
   (``ExportLogBroken``) instead of shipping records it cannot vouch for;
 - never skips: if the next record's file is gone (segments archived away while a
   destination was down) that is an ``ExportLogBroken`` too, with the missing range;
-- ``fsync``s the segment before handing records out, so nothing is exported that a power
-  loss could still take out of the log (the writer acknowledges only after its own fsync;
-  the forwarder may read a line a moment before that fsync returns).
+- takes only what the writer has committed: records up to its committed mark (``committed``
+  beside the log: seq and hash, rewritten after each batch's fsync returned, before the
+  batch is answered; ``store.py``). Complete lines past the mark may be a batch whose fsync
+  is still running, which the writer takes back if it fails: shipped, they would say a
+  refused call was released, and their seqs come back as other records after the restart.
+  So whatever leaves is durable, with no fsync here. The record at the mark's seq must carry
+  the mark's hash, or this is not the log the writer committed (``ExportLogBroken``). A mark
+  that does not read whole (caught mid-rewrite) counts as none for that read. Without a
+  mark (a log of a writer from before it), or when the mark is behind it (a log continued
+  by such a writer), the last checkpoint counts instead: a writer checkpoints only records
+  it has committed, so such a log is exported up to a checkpoint interval late.
 
 All of this blocks; the forwarder runs it in a worker thread.
 """
@@ -30,7 +38,15 @@ from typing import Any
 
 from labelgate.audit import reasons
 from labelgate.audit.records import GENESIS, is_hex_digest
-from labelgate.audit.store import list_segments, parse_record, segment_name
+from labelgate.audit.store import (
+    CHECKPOINTS_NAME,
+    Checkpoint,
+    list_segments,
+    parse_record,
+    read_committed,
+    read_tail,
+    segment_name,
+)
 from labelgate.durable import remove_leftovers, replace_durably
 from labelgate.errors import ConfigError, LabelgateError
 
@@ -73,7 +89,9 @@ class LogRecord:
 def read_batch(
     log_dir: Path, cursor: Cursor, max_records: int, max_bytes: int = READ_CHUNK
 ) -> list[LogRecord]:
-    """The records after ``cursor`` (at most ``max_records``), checked, each with its next cursor."""
+    """The committed records after ``cursor`` (at most ``max_records``), checked, each with its
+    next cursor."""
+    committed = committed_end(log_dir, cursor.seq)  # None: nothing new, but the cursor is still checked
     while True:
         segments = list_segments(log_dir)  # listed BEFORE reading: see _next_segment
         if not segments:
@@ -83,9 +101,13 @@ def read_batch(
             if cursor.segment is None:
                 return []
         assert cursor.segment is not None
-        records = _read_from(log_dir / segment_name(cursor.segment), cursor, max_records, max_bytes)
+        records = _read_from(
+            log_dir / segment_name(cursor.segment), cursor, max_records, max_bytes, committed
+        )
         if records:
             return records
+        if committed is None or cursor.seq >= committed.seq:
+            return []  # the next record is not committed yet, wherever it is
         following = _next_segment(segments, cursor)
         if following is None:
             return []
@@ -97,6 +119,41 @@ def read_batch(
                 f"ends at seq {cursor.seq} and the next file starts at {following}"
             )
         cursor = Cursor(cursor.seq, cursor.hash, following, 0)
+
+
+def committed_end(log_dir: Path, after_seq: int) -> Checkpoint | None:
+    """How far the log is committed, when that is past record ``after_seq``; else None.
+
+    The writer's committed mark; the last checkpoint when there is no mark (an older writer's
+    log), when the mark is behind it, or when the mark does not read whole (mid-rewrite:
+    the next read sees it whole). Either is read from the file each time, so a writer that
+    restarts is followed at once."""
+    try:
+        mark = read_committed(log_dir)
+    except (OSError, ValueError):
+        mark = None
+    if mark is not None and mark.seq > after_seq:
+        return mark
+    checkpoint = _last_checkpoint(log_dir)
+    if checkpoint is not None and checkpoint.seq > after_seq:
+        return checkpoint
+    return None
+
+
+def _last_checkpoint(log_dir: Path) -> Checkpoint | None:
+    """The last whole checkpoint line's (seq, head), or None (no file, none yet, or not one the
+    writer wrote: then nothing is taken from it)."""
+    try:
+        line, _, _ = read_tail(log_dir / CHECKPOINTS_NAME)
+        checkpoint = json.loads(line) if line is not None else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(checkpoint, dict):
+        return None
+    seq, head = checkpoint.get("seq"), checkpoint.get("head")
+    if type(seq) is not int or seq < 0 or not is_hex_digest(head):
+        return None
+    return Checkpoint(seq, str(head))
 
 
 def _next_segment(segments: list[tuple[int, Path]], cursor: Cursor) -> int | None:
@@ -135,7 +192,9 @@ def _locate(log_dir: Path, segments: list[tuple[int, Path]], cursor: Cursor) -> 
     return Cursor(cursor.seq, cursor.hash, first, offset)
 
 
-def _read_from(path: Path, cursor: Cursor, max_records: int, max_bytes: int) -> list[LogRecord]:
+def _read_from(
+    path: Path, cursor: Cursor, max_records: int, max_bytes: int, committed: Checkpoint | None
+) -> list[LogRecord]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -146,6 +205,8 @@ def _read_from(path: Path, cursor: Cursor, max_records: int, max_bytes: int) -> 
                 f"{path.name} is shorter than the export cursor (byte {cursor.offset}, after seq "
                 f"{cursor.seq}): the log was cut or rewritten behind it"
             )
+        if committed is None or cursor.seq >= committed.seq:
+            return []
         os.lseek(fd, cursor.offset, os.SEEK_SET)
         data = os.read(fd, max_bytes)
         complete = data[: data.rfind(b"\n") + 1]
@@ -153,19 +214,15 @@ def _read_from(path: Path, cursor: Cursor, max_records: int, max_bytes: int) -> 
             raise ExportLogBroken(
                 f"{path.name} at byte {cursor.offset}: a line longer than {max_bytes} bytes"
             )
-        if complete:
-            # Make what we are about to export durable in the log first (usually a no-op: the
-            # writer's own fsync for these lines has returned or is about to).
-            os.fsync(fd)
     finally:
         os.close(fd)
     records: list[LogRecord] = []
     seq, prev, offset = cursor.seq, cursor.hash, cursor.offset
     for line in complete.splitlines(keepends=True):
-        if len(records) >= max_records:
-            break
+        if len(records) >= max_records or seq >= committed.seq:
+            break  # past the committed mark: maybe a batch whose fsync has not returned yet
         record = parse_record(line)
-        problem = _problem(record, seq, prev)
+        problem = _problem(record, seq, prev, committed)
         if problem is not None:
             if records:
                 break  # deliver what is good first; the next read starts at the bad record
@@ -176,18 +233,20 @@ def _read_from(path: Path, cursor: Cursor, max_records: int, max_bytes: int) -> 
     return records
 
 
-def _problem(record: dict[str, Any] | None, seq: int, prev: str) -> str | None:
+def _problem(record: dict[str, Any] | None, seq: int, prev: str, committed: Checkpoint) -> str | None:
     if record is None:
         return "not a valid record (its hash does not match its contents)"
     if record["seq"] != seq + 1:
         return f"expected seq {seq + 1}, found {record['seq']}"
     if record["prev"] != prev:
         return f"record {record['seq']} does not link to record {seq}"
+    if record["seq"] == committed.seq and record["hash"] != committed.head:
+        return f"record {committed.seq} is not the record the writer committed (its hash differs)"
     return None
 
 
 def end_cursor(log_dir: Path) -> Cursor:
-    """A cursor after the last complete record: for a new destination that wants only what comes next."""
+    """A cursor after the last committed record: for a new destination that wants only what comes next."""
     cursor = Cursor()
     while batch := read_batch(log_dir, cursor, 10_000, 16 * READ_CHUNK):
         cursor = batch[-1].after
