@@ -1,12 +1,13 @@
 """Development secrets of the compose stack, made once by its `init` service (idempotent).
 
-    python init_secrets.py DIR [--uid 10001] [--postgres-uid 999]
+    python init_secrets.py DIR [--cli-dir CLI_DIR] [--uid 10001] [--postgres-uid 999]
 
 Writes into DIR (the `secrets` volume) only what is missing:
 
 | file | for | mode, owner |
 |---|---|---|
 | hash.key | gateway (`masking.hash_key_file`) | 0400 labelgate |
+| recording.key | gateway (`recording.encryption_key_file`): seals session recordings | 0400 labelgate |
 | audit-signing.key, .pub | audit writer (`--signing-key`); `audit verify` | 0400 / 0444 labelgate |
 | bundle-token | OPA's instance credential (`credentials.bearer.token_path`) | 0400 labelgate |
 | bundle-reader-token | reading the bundle server's /fleet, /fleet/page, /decisions | 0400 labelgate |
@@ -16,6 +17,8 @@ Writes into DIR (the `secrets` volume) only what is missing:
 | pgpass | gateway and approvals server (libpq `passfile`) | 0600 labelgate |
 
 Each is random and stays on this machine's volume; `docker compose down -v` forgets them.
+CLI_DIR (the `cli-secrets` volume, all the `cli` service mounts of them) gets a copy of the
+two it needs, `bundle-reader-token` and `audit-signing.pub`, refreshed on every run.
 `bundle-tokens.yaml` is derived from the two token files, and rewritten when it no longer
 matches them.
 Ownership is set only when run as root (the init service is); elsewhere (tests) files keep
@@ -92,6 +95,9 @@ def make_secrets(directory: Path, uid: int = 10001, postgres_uid: int = 999) -> 
     written = []
     if _write(directory / "hash.key", secrets.token_hex(32).encode() + b"\n", 0o400, uid):
         written.append("hash.key")
+    # AES-256-GCM, 32 bytes as hex (what `labelgate sessions generate-key` makes, as base64).
+    if _write(directory / "recording.key", secrets.token_hex(32).encode() + b"\n", 0o400, uid):
+        written.append("recording.key")
     if _key_pair(
         directory / "audit-signing.key", directory / "audit-signing.pub", uid, Ed25519PrivateKey.generate
     ):
@@ -125,14 +131,38 @@ def make_secrets(directory: Path, uid: int = 10001, postgres_uid: int = 999) -> 
     return written
 
 
+# What the `cli` service reads: the fleet's reader token, and the key `audit verify` checks with.
+CLI_FILES = {"bundle-reader-token": 0o400, "audit-signing.pub": 0o444}
+
+
+def share_with_cli(directory: Path, cli_directory: Path, uid: int = 10001) -> list[str]:
+    """Copy ``CLI_FILES`` from ``directory`` into ``cli_directory`` where they differ (a rotated
+    token reaches the CLI at the next start); return the names written."""
+    cli_directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(cli_directory, 0o755)  # noqa: S103 - holds only what the cli service may read
+    written = []
+    for name, mode in CLI_FILES.items():
+        content, copy = (directory / name).read_bytes(), cli_directory / name
+        if copy.exists() and copy.read_bytes() == content:
+            continue
+        copy.unlink(missing_ok=True)
+        _write(copy, content, mode, uid)
+        written.append(name)
+    return written
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
+    parser.add_argument("--cli-dir", type=Path, help="where the cli service's copies go")
     parser.add_argument("--uid", type=int, default=10001, help="owner of the labelgate services' files")
     parser.add_argument("--postgres-uid", type=int, default=999, help="owner of postgres-password")
     args = parser.parse_args()
     written = make_secrets(args.directory, args.uid, args.postgres_uid)
     print(f"secrets in {args.directory}: " + (f"created {', '.join(written)}" if written else "all present"))
+    if args.cli_dir is not None:
+        shared = share_with_cli(args.directory, args.cli_dir, args.uid)
+        print(f"the cli's in {args.cli_dir}: " + (f"copied {', '.join(shared)}" if shared else "current"))
     return 0
 
 

@@ -143,6 +143,8 @@ SECRET_SAMPLES = {
     "session.key": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
     "jwks.json": (DEPLOY / "quickstart" / "dev-keys" / "jwks.json").read_text(),
     "postgres-dsn": "postgresql://labelgate:sample@postgres:5432/labelgate",
+    # 32 bytes as hex, as `recording.encryption_key_file` takes them.
+    "recording.key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
 }
 
 

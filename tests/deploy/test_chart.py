@@ -122,7 +122,11 @@ def test_every_container_is_hardened(profile: str) -> None:
 
 
 def _gateway(manifests: tuple[dict, ...]) -> dict:
-    return next(m for m in manifests if m["kind"] == "StatefulSet")
+    return next(
+        m
+        for m in manifests
+        if m["kind"] == "StatefulSet" and m["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
+    )
 
 
 def test_gateway_probes_native_grpc_health_and_opa_probes_its_diagnostic_port() -> None:
@@ -149,7 +153,7 @@ def test_grpc_tls_comes_from_a_secret_and_probes_move_to_readyz() -> None:
     }
 
 
-def test_only_the_gateway_and_the_audit_writer_share_the_audit_socket() -> None:
+def test_only_the_processes_that_append_share_the_audit_socket() -> None:
     for profile in PROFILES:
         for workload in workloads(rendered(profile)):
             sharing = {
@@ -157,7 +161,54 @@ def test_only_the_gateway_and_the_audit_writer_share_the_audit_socket() -> None:
                 for c in containers_of(workload)
                 if any(m["name"] == "audit-socket" for m in c.get("volumeMounts", []))
             }
-            assert sharing in (set(), {"gateway", "audit-writer"}), (profile, workload["metadata"]["name"])
+            assert sharing in (
+                set(),
+                {"gateway", "audit-writer"},
+                {"gateway", "audit-writer", "approvals"},
+                {"audit-writer", "approvals"},
+            ), (profile, workload["metadata"]["name"])
+
+
+AUDIT_CASES = {
+    **{profile: profile_args(profile) for profile in PROFILES},
+    "postgres-one-approvals-server-no-persistence": [
+        *profile_args("quickstart"),
+        "--set", "approvals.store=postgres,approvals.postgres.dsnSecret.name=db",
+        "--set", "audit.persistence.enabled=false",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", AUDIT_CASES)
+def test_every_approvals_server_reaches_an_audit_writer_in_its_pod(case: str, tmp_path: Path) -> None:
+    """Votes cast in the inbox are audited: each ``approvals serve`` container reads a config
+    naming the audit socket, and mounts the socket's folder from the volume an audit writer of
+    the same pod listens in, whose log is kept as the gateways' are."""
+    manifests = documents(template(*AUDIT_CASES[case]))
+    servers = 0
+    for workload in workloads(manifests):
+        containers = containers_of(workload)
+        for spec in containers:
+            if command_words(spec.get("args", [])) != ("approvals", "serve"):
+                continue
+            servers += 1
+            where = f"{workload['metadata']['name']}/{spec['name']}"
+            container = pod_container(tmp_path / where, manifests, workload, spec["name"])
+            with patched_environ(container.env):
+                settings = load_settings(config_in(container, container.option("--config")))
+            socket = settings.audit.socket
+            assert socket is not None, where
+            writer = next(c for c in containers if command_words(c.get("args", [])) == ("audit", "writer"))
+            assert parse_command(writer["args"])[1]["socket_path"] == socket, where
+            folder = str(socket.parent)
+            mounted = {m["mountPath"]: m["name"] for m in spec["volumeMounts"]}
+            assert mounted.get(folder) == "audit-socket", where
+            assert {m["mountPath"]: m["name"] for m in writer["volumeMounts"]}[folder] == "audit-socket"
+            assert container.writable(folder), where  # connecting to a socket needs write access
+            claims = [t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])]
+            persistent = "audit.persistence.enabled=false" not in AUDIT_CASES[case]
+            assert ("audit-log" in claims) == persistent, where
+    assert servers == 1
 
 
 def test_ha_profile_has_what_high_availability_needs() -> None:
@@ -167,9 +218,11 @@ def test_ha_profile_has_what_high_availability_needs() -> None:
     gateway = _gateway(manifests)
     assert [t["metadata"]["name"] for t in gateway["spec"]["volumeClaimTemplates"]] == ["audit-log"]
     approvals = next(
-        m for m in manifests if m["metadata"]["name"] == "labelgate-approvals" and m["kind"] == "Deployment"
+        m for m in manifests if m["metadata"]["name"] == "labelgate-approvals" and m["kind"] == "StatefulSet"
     )
     assert approvals["spec"]["replicas"] == 2
+    # Each approvals server keeps the audit log of its votes on a claim of its own.
+    assert [t["metadata"]["name"] for t in approvals["spec"]["volumeClaimTemplates"]] == ["audit-log"]
     services = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Service"}
     assert services["labelgate-approvals"]["spec"]["selector"]["app.kubernetes.io/component"] == "approvals"
     assert [p["name"] for p in services["labelgate"]["spec"]["ports"]] == ["grpc"]
@@ -214,9 +267,11 @@ def _check_pod(tmp_path: Path, manifests: tuple[dict, ...] | list[dict]) -> list
                 session_key(settings.admin)
             if words == ("approvals", "serve"):  # what it reads: the store, JWT settings, session key
                 approvals_server_check(settings)
-            for path in (settings.approvals.sqlite_file, settings.recording.dir):
-                if path is not None and settings.approvals.store == "sqlite":
-                    assert container.writable("/" + str(path.relative_to(container.root))), path
+            sqlite_file = settings.approvals.sqlite_file
+            if sqlite_file is not None and settings.approvals.store == "sqlite":  # both write it
+                assert container.writable("/" + str(sqlite_file.relative_to(container.root))), sqlite_file
+            if words == ("serve",) and settings.recording.dir is not None:  # the gateway records
+                assert container.writable("/" + str(settings.recording.dir.relative_to(container.root)))
     return failures
 
 
@@ -385,7 +440,7 @@ def test_replicas_without_a_shared_key_are_refused(profile: str, values: list[st
 
 def test_one_process_needs_no_shared_key_and_assertions_can_be_off() -> None:
     quickstart = _config_of(rendered("quickstart"))
-    assert "admin" not in quickstart
+    assert quickstart["admin"] == {"approvals": False}  # no session_key_file
     assert "subject_assertion" not in quickstart["upstream"]
     manifests = documents(
         template(
@@ -428,6 +483,70 @@ def test_ha_replicas_share_the_inbox_session_key_and_the_subject_assertion_key(t
                 assert "assertion-key" not in mounts, where  # the signing key stays in the gateway
     assert set(keys) == {"labelgate/gateway", "labelgate-approvals/approvals"}
     assert None not in keys.values() and len(set(keys.values())) == 1, keys
+
+
+# -- what the admin port serves, and session recordings --------------------------------------
+
+
+@pytest.mark.parametrize("case", [*PROFILES, *VARIANTS])
+def test_the_gateways_admin_port_takes_no_votes(case: str, tmp_path: Path) -> None:
+    """The admin port is open to ``networkPolicy.adminFrom`` (every namespace by default), for
+    metrics and probes; the approvals API and inbox are the approvals server's alone, behind
+    ``networkPolicy.approvalsFrom``."""
+    manifests = rendered(case) if case in PROFILES else tuple(documents(template(*VARIANTS[case])))
+    gateway = _gateway(manifests)
+    container = pod_container(tmp_path, list(manifests), gateway, "gateway")
+    with patched_environ(container.env):
+        settings = load_settings(config_in(container, container.option("--config")))
+    assert settings.admin_listen is not None
+    assert settings.admin.approvals is False
+    policy = next(m for m in manifests if m["metadata"]["name"] == "labelgate-gateway")
+    admin_rule = next(
+        r for r in policy["spec"]["ingress"] if {"port": "admin", "protocol": "TCP"} in r["ports"]
+    )
+    assert admin_rule["ports"] == [{"port": "admin", "protocol": "TCP"}]
+
+
+def test_a_single_process_keeps_the_approvals_on_its_admin_port_by_default() -> None:
+    # `make run`, the image's own config: one gateway, no approvals server beside it.
+    from labelgate.config import AdminSettings
+
+    assert AdminSettings().approvals is True
+    image = yaml.safe_load((DEPLOY / "docker" / "labelgate.yaml").read_text())
+    assert "approvals" not in image.get("admin", {})
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_gateway_records_sessions_on_the_pods_audit_volume(profile: str, tmp_path: Path) -> None:
+    manifests = rendered(profile)
+    gateway = _gateway(manifests)
+    container = pod_container(tmp_path, list(manifests), gateway, "gateway")
+    with patched_environ(container.env):
+        settings = load_settings(config_in(container, container.option("--config")))
+    assert settings.recording.enabled and settings.recording.dir is not None
+    folder = "/" + str(settings.recording.dir.relative_to(container.root))
+    assert container.writable(folder)
+    spec = next(c for c in containers_of(gateway) if c["name"] == "gateway")
+    mount = next(m for m in spec["volumeMounts"] if m["mountPath"] == folder)
+    # Kept with the audit log (the pod's claim), in a folder of its own: not the log's.
+    assert (mount["name"], mount["subPath"]) == ("audit-log", "sessions")
+    assert "audit-log" in [t["metadata"]["name"] for t in gateway["spec"]["volumeClaimTemplates"]]
+    writer = next(c for c in containers_of(gateway) if c["name"] == "audit-writer")
+    log_dir = Path(parse_command(writer["args"])[1]["log_dir"])
+    writer_mount = next(m for m in writer["volumeMounts"] if m["name"] == "audit-log")
+    assert log_dir.relative_to(writer_mount["mountPath"]).parts[0] != "sessions"
+    sealed = settings.recording.encryption_key_file is not None
+    assert sealed == (profile == "ha"), "the ha profile seals recordings at rest"
+
+
+def test_recording_can_be_off_or_kept_without_the_audit_writer(tmp_path: Path) -> None:
+    off = documents(template(*profile_args("quickstart"), "--set", "recording.enabled=false"))
+    assert "recording" not in _config_of(off)
+    manifests = documents(template(*profile_args("quickstart"), "--set", "audit.enabled=false"))
+    assert _check_pod(tmp_path, manifests) == []
+    pod = _gateway(tuple(manifests))["spec"]["template"]["spec"]
+    assert {"name": "sessions", "emptyDir": {}} in pod["volumes"]
+    assert validate(tuple(manifests)) == []
 
 
 # -- NetworkPolicy and the upstream's port ---------------------------------------------------

@@ -17,6 +17,7 @@ import yaml
 from labelgate.config import load_settings
 from tests.deploy.support import (
     DEPLOY,
+    IMAGE_DIRS,
     approvals_server_check,
     check_config,
     compose_container,
@@ -48,6 +49,7 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     written = make_secrets(directory)
     assert set(written) == {
         "hash.key",
+        "recording.key",
         "audit-signing.key",
         "audit-signing.pub",
         "bundle-token",
@@ -101,16 +103,83 @@ def test_images_are_pinned() -> None:
     assert "latest" not in text
 
 
-def test_only_the_gateway_and_the_audit_writer_mount_the_audit_socket() -> None:
+def test_only_the_processes_that_append_mount_the_audit_socket() -> None:
     services = load()["services"]
     sharing = {
         n for n, s in services.items() if any(v.startswith("audit-socket:") for v in s.get("volumes", []))
     }
-    assert sharing == {"gateway", "audit-writer"}
+    assert sharing == {"gateway", "audit-writer", "approvals"}
+
+
+def test_every_approvals_server_reaches_the_audit_writer(tmp_path: Path, secrets: Path) -> None:
+    """Votes cast in the inbox are audited: every ``approvals serve`` service reads a config
+    naming the writer's socket, mounts the socket's volume, and starts after the writer."""
+    compose = load()
+    writer = compose_container(tmp_path, compose, "audit-writer", secrets)
+    servers = [
+        n for n, s in compose["services"].items() if s.get("command", [])[:2] == ["approvals", "serve"]
+    ]
+    assert servers == ["approvals"]
+    for name in servers:
+        server = compose_container(tmp_path, compose, name, secrets)
+        with patched_environ(server.env):
+            settings = load_settings(config_in(server, server.option("--config")))
+        assert settings.audit.socket is not None
+        assert str(settings.audit.socket) == writer.option("--socket")
+        folder = str(settings.audit.socket.parent)
+        assert f"audit-socket:{folder}" in compose["services"][name]["volumes"]
+        assert server.writable(folder)  # connecting to a socket needs write access
+        assert compose["services"][name]["depends_on"]["audit-writer"] == {"condition": "service_healthy"}
+
+
+def test_the_gateway_records_sessions_sealed_on_a_volume_of_its_own(tmp_path: Path, secrets: Path) -> None:
+    compose = load()
+    gateway = compose_container(tmp_path, compose, "gateway", secrets)
+    settings = load_settings(config_in(gateway, gateway.option("--config")))
+    assert settings.recording.dir is not None
+    folder = "/" + str(settings.recording.dir.relative_to(gateway.root))
+    assert gateway.writable(folder)
+    # A named volume mounted where the image has a folder of the gateway's user: Docker copies
+    # its ownership into the new volume, so the gateway (UID 10001) can write there.
+    volume = next(
+        v for v in compose["services"]["gateway"]["volumes"] if folder.startswith(v.split(":")[1] + "/")
+    )
+    assert volume.split(":")[1] in IMAGE_DIRS and volume.split(":")[0] in compose["volumes"]
+    assert settings.recording.encryption_key_file is not None
+    assert str(settings.recording.encryption_key_file).endswith("/run/secrets/labelgate/recording.key")
+
+
+def test_the_cli_sees_only_the_secrets_it_reads(tmp_path: Path) -> None:
+    compose = load()
+    cli = compose["services"]["cli"]
+    assert not [v for v in cli["volumes"] if v.startswith("secrets:")]
+    init = load_module(DEPLOY / "compose" / "init_secrets.py")
+    secrets_dir, cli_dir = tmp_path / "secrets", tmp_path / "cli"
+    init.make_secrets(secrets_dir)
+    assert sorted(init.share_with_cli(secrets_dir, cli_dir)) == ["audit-signing.pub", "bundle-reader-token"]
+    assert sorted(p.name for p in cli_dir.iterdir()) == ["audit-signing.pub", "bundle-reader-token"]
+    assert init.share_with_cli(secrets_dir, cli_dir) == []
+    (secrets_dir / "bundle-reader-token").unlink()  # rotated: the next start copies the new one
+    init.make_secrets(secrets_dir)
+    assert init.share_with_cli(secrets_dir, cli_dir) == ["bundle-reader-token"]
+    assert (cli_dir / "bundle-reader-token").read_text() == (secrets_dir / "bundle-reader-token").read_text()
+    assert stat.S_IMODE((cli_dir / "bundle-reader-token").stat().st_mode) == 0o400
+    # What the cli service's docs use them for, at the paths they name.
+    command = compose["services"]["init"]["entrypoint"]
+    where = command[command.index("--cli-dir") + 1]
+    assert f"cli-secrets:{where}" in compose["services"]["init"]["volumes"]
+    assert "cli-secrets:/run/secrets/labelgate:ro" in cli["volumes"]
 
 
 def test_init_secrets_are_private(secrets: Path) -> None:
-    private = ("hash.key", "audit-signing.key", "bundle-token", "bundle-reader-token", "bundle-tokens.yaml")
+    private = (
+        "hash.key",
+        "recording.key",
+        "audit-signing.key",
+        "bundle-token",
+        "bundle-reader-token",
+        "bundle-tokens.yaml",
+    )
     for name in (*private, "bundle-signing.key", "postgres-password"):
         assert stat.S_IMODE((secrets / name).stat().st_mode) == 0o400, name
     assert stat.S_IMODE((secrets / "pgpass").stat().st_mode) == 0o600  # libpq ignores a looser one

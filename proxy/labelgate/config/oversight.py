@@ -224,7 +224,8 @@ class OidcSettings(Section):
 
 
 class AdminSettings(Section):
-    """The admin listener (``admin_listen``): health, metrics, the approvals API and inbox.
+    """The admin listener (``admin_listen``): health, metrics and (``approvals``) the approvals
+    API and inbox.
 
     It runs on an event loop (and thread) of its own, so nothing sent to it delays inference.
     """
@@ -247,6 +248,11 @@ class AdminSettings(Section):
     session_key: SecretStr | None = None
     # Approvers sign in to the inbox with OpenID Connect (then the token-paste form is off).
     oidc: OidcSettings | None = None
+    # The approvals API (/api/v1/approvals) and the inbox (/inbox, with the recorded sessions'
+    # pages) on the gateway's admin listener. Off where a separate approvals server serves
+    # approvers (compose, the Helm chart): the admin port, open to metrics scrapers, then
+    # answers 404 there and takes no votes. `labelgate approvals serve` serves them either way.
+    approvals: bool = True
 
     @model_validator(mode="after")
     def _one_key(self) -> AdminSettings:

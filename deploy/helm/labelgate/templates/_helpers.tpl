@@ -63,7 +63,8 @@ engine use the short one (labelgate.bundleUrl). */}}
 {{- default (printf "http://%s-approvals.%s.svc:%d" (include "labelgate.fullname" .) .Release.Namespace (int .Values.approvals.service.port)) .Values.approvals.publicUrl -}}
 {{- end -}}
 
-{{/* The approvals server runs beside the gateway (SQLite) or as its own Deployment (PostgreSQL). */}}
+{{/* The approvals server runs beside the gateway (SQLite) or as its own workload (PostgreSQL:
+the StatefulSet <fullname>-approvals, approvals.yaml). */}}
 {{- define "labelgate.approvalsSidecar" -}}
 {{- if and .Values.approvals.enabled (eq .Values.approvals.store "sqlite") -}}true{{- end -}}
 {{- end -}}
@@ -75,9 +76,10 @@ engine use the short one (labelgate.bundleUrl). */}}
 {{- define "labelgate.gatewayReplicated" -}}
 {{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}true{{- end -}}
 {{- end -}}
-{{/* More than one process serves the approvals inbox: gateways (admin port) or approvals servers. */}}
+{{/* More than one process serves the approvals inbox: approvals servers (the gateways' admin
+ports do not serve it: admin.approvals is false in the chart's config). */}}
 {{- define "labelgate.inboxReplicated" -}}
-{{- if or (include "labelgate.gatewayReplicated" .) (and (include "labelgate.approvalsDeployment" .) (gt (int .Values.approvals.replicaCount) 1)) -}}true{{- end -}}
+{{- if and (include "labelgate.approvalsDeployment" .) (gt (int .Values.approvals.replicaCount) 1) -}}true{{- end -}}
 {{- end -}}
 
 {{/* Refuse combinations that could never work, before anything is applied. */}}
@@ -100,7 +102,7 @@ engine use the short one (labelgate.bundleUrl). */}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.approvals.enabled (include "labelgate.inboxReplicated" .) (not .Values.approvals.sessionKeySecret.name) -}}
-{{- fail "more than one approvals server or gateway replica needs approvals.sessionKeySecret.name (a Secret with a key of >= 32 bytes, e.g. `openssl rand -hex 32`): the inbox is served by every approvals server and every gateway's admin port, and without a shared key each process signs session cookies with its own random key, so a sign-in made on one replica is refused by the next" -}}
+{{- fail "more than one approvals server needs approvals.sessionKeySecret.name (a Secret with a key of >= 32 bytes, e.g. `openssl rand -hex 32`): the inbox is served by every approvals server, and without a shared key each process signs session cookies with its own random key, so a sign-in made on one replica is refused by the next" -}}
 {{- end -}}
 {{- if and (include "labelgate.gatewayReplicated" .) .Values.upstream.subjectAssertion.enabled (not .Values.upstream.subjectAssertion.keySecret.name) -}}
 {{- fail "more than one replica needs upstream.subjectAssertion.keySecret.name (a Secret with a P-256 private key, PEM): without it each replica signs subject assertions with a key of its own, and the JWKS one replica publishes does not verify another's (or set upstream.subjectAssertion.enabled=false)" -}}
@@ -178,11 +180,15 @@ policy:
 classification:
   catalog_file: /etc/labelgate/rego/labelgate/catalog/data.json
 {{- end }}
-{{- if and .Values.approvals.enabled .Values.approvals.sessionKeySecret.name }}
 admin:
-  # Signs inbox session cookies: the same key in every approvals server and gateway.
+  # The approvals API and inbox are the approvals server's alone (its own Service, and
+  # networkPolicy.approvalsFrom): the gateway's admin port, open to networkPolicy.adminFrom for
+  # metrics and probes, answers 404 there. The approvals server serves them whatever this says.
+  approvals: false
+  {{- if and .Values.approvals.enabled .Values.approvals.sessionKeySecret.name }}
+  # Signs inbox session cookies: the same key in every approvals server.
   session_key_file: /etc/labelgate/secrets/session-key/{{ .Values.approvals.sessionKeySecret.key }}
-{{- end }}
+  {{- end }}
 {{- if .Values.masking.hashKeySecret.name }}
 masking:
   hash_key_file: /etc/labelgate/secrets/hash-key/{{ .Values.masking.hashKeySecret.key }}
@@ -207,6 +213,15 @@ auth:
 {{- if .Values.audit.enabled }}
 audit:
   socket: /run/labelgate/audit/audit.sock
+{{- end }}
+{{- if .Values.recording.enabled }}
+recording:
+  # The sessions/ folder of the pod's audit-log volume (gateway.yaml).
+  dir: /var/lib/labelgate/sessions
+  retention_days: {{ .Values.recording.retentionDays }}
+  {{- if .Values.recording.encryptionKeySecret.name }}
+  encryption_key_file: /etc/labelgate/secrets/recording-key/{{ .Values.recording.encryptionKeySecret.key }}
+  {{- end }}
 {{- end }}
 approvals:
   enabled: {{ .Values.approvals.enabled }}
@@ -302,4 +317,88 @@ names it, in every container serving the inbox: call with the root context. */}}
     defaultMode: 0400
     items: [{key: {{ .Values.approvals.sessionKeySecret.key }}, path: {{ .Values.approvals.sessionKeySecret.key }}}]
 {{- end -}}
+{{- end -}}
+
+{{/* The audit writer, a native sidecar (restartPolicy: Always) of every pod whose processes
+append to the audit log (the gateways; the approvals servers, for their votes): up before them,
+stopped only after them, so their last records still reach the log. One writer and one hash
+chain per pod, the log on the pod's audit-log volume. */}}
+{{- define "labelgate.auditWriter" -}}
+# A native sidecar (restartPolicy: Always): up before the processes that append to the log,
+# and stopped only after them, so their last records still reach it.
+- name: audit-writer
+  image: {{ include "labelgate.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  restartPolicy: Always
+  args:
+    - audit
+    - writer
+    - --socket
+    - /run/labelgate/audit/audit.sock
+    - --log-dir
+    - /var/lib/labelgate/audit/log
+    {{- if .Values.audit.signingKeySecret.name }}
+    - --signing-key
+    - /etc/labelgate/audit-key/{{ .Values.audit.signingKeySecret.key }}
+    {{- end }}
+    - --log-level
+    - {{ .Values.logLevel }}
+  securityContext:
+    {{- include "labelgate.containerSecurityContext" . | nindent 4 }}
+  startupProbe:
+    {{- include "labelgate.auditProbe" . | nindent 4 }}
+    periodSeconds: 1
+    failureThreshold: 30
+  livenessProbe:
+    {{- include "labelgate.auditProbe" . | nindent 4 }}
+    periodSeconds: 20
+    timeoutSeconds: 5
+  resources:
+    {{- toYaml .Values.audit.resources | nindent 4 }}
+  volumeMounts:
+    - {name: audit-socket, mountPath: /run/labelgate/audit}
+    - {name: audit-log, mountPath: /var/lib/labelgate/audit}
+    - {name: tmp, mountPath: /tmp}
+    {{- if .Values.audit.signingKeySecret.name }}
+    - {name: audit-key, mountPath: /etc/labelgate/audit-key, readOnly: true}
+    {{- end }}
+{{- end -}}
+
+{{/* The audit writer's volumes (with audit.enabled): its socket's folder, shared only with
+the containers that append (the gateway, the approvals server); the log's emptyDir without
+persistence (else the pod's audit-log claim); the checkpoint signing key. */}}
+{{- define "labelgate.auditVolumes" -}}
+{{- if .Values.audit.enabled -}}
+# Only the audit writer and the processes that append (gateway, approvals server) mount it.
+- name: audit-socket
+  emptyDir: {medium: Memory, sizeLimit: 1Mi}
+{{- if not .Values.audit.persistence.enabled }}
+- name: audit-log
+  emptyDir: {}
+{{- end }}
+{{- if .Values.audit.signingKeySecret.name }}
+- name: audit-key
+  secret:
+    secretName: {{ .Values.audit.signingKeySecret.name }}
+    defaultMode: 0400
+    items: [{key: {{ .Values.audit.signingKeySecret.key }}, path: {{ .Values.audit.signingKeySecret.key }}}]
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's audit-log PersistentVolumeClaim template: call with (list $ "component"). */}}
+{{- define "labelgate.auditLogClaim" -}}
+{{- $root := index . 0 -}}
+- metadata:
+    name: audit-log
+    labels:
+      {{- include "labelgate.selectorLabels" . | nindent 6 }}
+  spec:
+    accessModes: [ReadWriteOnce]
+    {{- with $root.Values.audit.persistence.storageClassName }}
+    storageClassName: {{ . }}
+    {{- end }}
+    resources:
+      requests:
+        storage: {{ $root.Values.audit.persistence.size }}
 {{- end -}}
