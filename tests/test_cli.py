@@ -257,3 +257,51 @@ def test_check_config_names_a_missing_file_plainly_and_explains_its_warnings(tmp
     assert f"{config}: warning: dev_key_trusted: INSECURE: anyone with the repository can mint tokens" in (
         result.output
     )
+
+
+AUDIT_OFF = (
+    "warning: audit_off: audit.socket is not set: calls are released with structured logs only, "
+    "no durable audit record"
+)
+RECORDING_OFF = (
+    "warning: recording_off: no recording section (recording.dir or recording.postgres_dsn): "
+    "sessions are not recorded"
+)
+
+
+def checkable_config(tmp_path: Any, extra: str = "") -> Any:
+    """A config ``serve --check-config`` finds nothing wrong with, plus ``extra`` (YAML)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    jwks = repo / "deploy" / "quickstart" / "dev-keys" / "jwks.json"
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"policy: {{dir: {repo / 'rego'}}}\n"
+        f"classification: {{catalog_file: {repo / 'rego/labelgate/catalog/data.json'}}}\n"
+        "masking: {hash_key: test-insecure-hash-key-0123456789}\n"
+        f"auth: {{jwt: {{issuer: https://idp.test/, audience: labelgate, jwks_file: {jwks}}}}}\n" + extra
+    )
+    return config
+
+
+def test_check_config_warns_when_calls_are_neither_audited_nor_recorded(tmp_path: Any) -> None:
+    """Found by review: the image's default config (no audit writer, no recording) released
+    data with no audit record, and ``--check-config`` said OK and nothing else. Still OK
+    (exit 0): audit and recording are optional, the operator is told."""
+    config = checkable_config(tmp_path)
+    result = runner.invoke(app, ["serve", "--config", str(config), "--check-config"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"{config}: {AUDIT_OFF}" in lines, result.output
+    assert f"{config}: {RECORDING_OFF}" in lines, result.output
+    assert lines[-1] == f"{config}: OK"
+
+
+def test_check_config_says_nothing_of_audit_or_recording_when_both_are_on(tmp_path: Any) -> None:
+    extra = f"audit: {{socket: {tmp_path / 'audit.sock'}}}\nrecording: {{dir: {tmp_path / 'sessions'}}}\n"
+    config = checkable_config(tmp_path, extra)
+    result = runner.invoke(app, ["serve", "--config", str(config), "--check-config"])
+    assert result.exit_code == 0, result.output
+    assert "audit_off" not in result.output and "recording_off" not in result.output, result.output
+    assert result.output.splitlines()[-1] == f"{config}: OK"

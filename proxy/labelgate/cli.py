@@ -227,12 +227,15 @@ def serve(
 def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
     """``serve --check-config``: settings first (every problem at once), then what start-up reads."""
     from labelgate.config import load_settings, startup_problems
+    from labelgate.gateway.server import warn_what_is_not_kept
     from labelgate.warning_notes import warnings_as_notes
 
     where = str(config) if config is not None else "the defaults and LABELGATE_* variables"
     try:
         with warnings_as_notes() as warnings:
-            problems = startup_problems(load_settings(config, **overrides))
+            settings = load_settings(config, **overrides)
+            warn_what_is_not_kept(settings)  # as the gateway warns at start; still OK
+            problems = startup_problems(settings)
     except LabelgateError as error:
         typer.echo(f"{where}: {error.message} ({error.reason})", err=True)
         raise typer.Exit(2) from None

@@ -63,3 +63,19 @@ def test_an_inbox_oidc_section_that_can_work_loads() -> None:
         auth=JWT, admin={"oidc": {"issuer": "http://127.0.0.1:9000", "client_id": "inbox"}}
     )
     assert settings.admin.oidc is not None and settings.admin.oidc.scopes == ["openid", "groups"]
+
+
+def test_inbox_links_need_a_listener_that_serves_the_inbox() -> None:
+    # admin.approvals off: the admin port answers 404 there, so links must name the approvals server.
+    with pytest.raises(ConfigError, match=r"approvals need approvals.public_url"):
+        load_settings(
+            auth=JWT, admin_listen="127.0.0.1:9090", admin={"approvals": False}, approvals={"enabled": True}
+        )
+    served = load_settings(
+        auth=JWT,
+        admin_listen="127.0.0.1:9090",
+        admin={"approvals": False},
+        approvals={"public_url": "https://approvals.example.com"},
+    )
+    assert not served.admin.approvals
+    assert load_settings(auth=JWT, admin_listen="127.0.0.1:9090", approvals={"enabled": True}).admin.approvals

@@ -54,6 +54,15 @@ async def test_reflection_lists_the_gateways_services(gateway: Gateway) -> None:
     assert "grpc.health.v1.Health" in names
 
 
+def test_the_start_up_log_warns_that_calls_are_neither_audited_nor_recorded(gateway: Gateway) -> None:
+    """The pooled gateways have no audit writer and no recording: found by review, such a
+    gateway released data with no audit record and said nothing at start."""
+    lines = [json.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
+    warned = {line["event"]: line for line in lines if line.get("level") == "warning"}
+    assert "structured logs only" in warned["audit_off"]["note"], lines
+    assert "sessions are not recorded" in warned["recording_off"]["note"], lines
+
+
 def scrape(gateway: Gateway) -> list[Sample]:
     status, body = gateway.get("/metrics")
     assert status == 200

@@ -98,8 +98,10 @@ def _route_upstreams_name_an_entry(settings: GatewaySettings) -> list[str]:
 def _approvals_can_work(settings: GatewaySettings) -> list[str]:
     if "approvals" not in settings.model_fields_set:  # left out: holds are refused unless approvals work
         return []
+    # With admin.approvals off the admin port serves no inbox: links must name the one that does.
+    inbox_listen = settings.admin_listen if settings.admin.approvals else None
     return settings.approvals.problems(
-        workers=settings.workers, has_jwt=settings.auth.jwt is not None, admin_listen=settings.admin_listen
+        workers=settings.workers, has_jwt=settings.auth.jwt is not None, admin_listen=inbox_listen
     )
 
 

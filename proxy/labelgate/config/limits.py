@@ -92,6 +92,13 @@ class LimitSettings(Section):
     # so they are counted apart from max_open_streams and cannot take the callers' streams.
     # Past it a Watch is refused at once (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS).
     max_health_watches: int = Field(64, ge=1, le=1_000_000)
+    # grpc.reflection ServerReflectionInfo streams open at once, per process: reflection is
+    # not authenticated either (grpcurl and IDEs list and describe services with it), so its
+    # streams are counted apart, as health watches are. An operator's tool holds one or a few
+    # for a moment; unbounded, 40 anonymous streams holding one 15 MiB request each took a
+    # gateway from 720 MiB to 2.9 GiB. Past it a stream is refused at once
+    # (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS).
+    max_reflection_streams: int = Field(16, ge=1, le=1_000_000)
     # A ModelStreamInfer stream waiting for its caller's next request, with none of its
     # requests unanswered, ends after this long (DEADLINE_EXCEEDED, STREAM_IDLE): its upstream
     # stream, and upstream.timeout_seconds, only start with its first request.

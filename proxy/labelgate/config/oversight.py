@@ -156,7 +156,10 @@ class ApprovalSettings(Section):
         if not has_jwt:
             found.append("approvals need auth.jwt: approvers sign in with the gateway's JWT configuration")
         if self.public_url is None and admin_listen is None:
-            found.append("approvals need approvals.public_url or admin_listen for the inbox links")
+            found.append(
+                "approvals need approvals.public_url (the approvals server's inbox), or admin_listen "
+                "with admin.approvals on, for the inbox links"
+            )
         return found
 
 

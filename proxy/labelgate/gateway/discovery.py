@@ -12,7 +12,10 @@ own credential and no caller's. The upstream is untrusted, so what it lists is b
   a default route) until one stops listing it: a caller never gets whichever answered last;
 - a failed refresh keeps the last good list until it is ``discover_max_stale_seconds`` old,
   then the upstream serves nothing until a refresh succeeds (a staleness bound, not forever);
-- more than ``MAX_MODELS`` names, or a reply that does not parse, is a failed refresh.
+- more than ``MAX_MODELS`` entries (counted before any is read: duplicates count, since an
+  index of 1.29 million entries all named ``ab`` passed as one model and held the event
+  loop ~0.5 s every refresh), a gRPC reply larger than ``MAX_INDEX_BYTES`` (refused before it
+  is parsed), or a reply that does not parse, is a failed refresh.
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from google.protobuf.message import DecodeError
+
 from labelgate._proto.inference import model_extensions_pb2 as ext
+from labelgate.config.limits import LimitSettings
 from labelgate.errors import LabelgateError
 from labelgate.gateway import reasons
 from labelgate.logs import get_logger, text_digest
+from labelgate.oip import reasons as oip_reasons
 
 if TYPE_CHECKING:
     from labelgate.gateway.upstream import UpstreamEdge
@@ -35,6 +42,11 @@ log = get_logger(__name__)
 INDEX_METHOD = "/inference.GRPCInferenceService/RepositoryIndex"
 # An index longer than this is refused whole (a hostile upstream cannot grow the table).
 MAX_MODELS = 10_000
+# What an index of MAX_MODELS entries takes on the wire: each a name no longer than the
+# default limits.max_path_bytes (a caller cannot name a longer model unless it is raised), a
+# version and a state (READY: no reason text). A gRPC reply larger is refused unparsed:
+# parsing the 16 MiB grpc lets through took 0.11 s of the event loop.
+MAX_INDEX_BYTES = MAX_MODELS * (LimitSettings.model_fields["max_path_bytes"].default + 32)
 Clock = Callable[[], float]
 
 
@@ -66,16 +78,15 @@ class Discovery:
 
     async def refresh(self) -> bool:
         """Ask the index once; on any failure keep the last good list (``names`` ages it)."""
-        stub = self.upstream.unary_unary(
-            INDEX_METHOD, ext.RepositoryIndexRequest.SerializeToString, ext.RepositoryIndexResponse.FromString
-        )
+        # No deserializer: a gRPC upstream's reply comes as bytes, sized before it is parsed.
+        stub = self.upstream.unary_unary(INDEX_METHOD, ext.RepositoryIndexRequest.SerializeToString, None)
         try:
             reply = await stub(
                 ext.RepositoryIndexRequest(ready=True),
                 metadata=self.upstream.metadata(()),
                 timeout=self.upstream.settings.timeout_seconds,
             )
-            names = self._claimable(reply.models)
+            names = self._claimable(bounded_index(reply).models)
         except LabelgateError as error:
             log.warning("model discovery failed", upstream=self.upstream.name, reason=error.reason)
             return False
@@ -88,11 +99,35 @@ class Discovery:
     def _claimable(self, models: Iterable[ext.RepositoryIndexResponse.ModelIndex]) -> frozenset[str]:
         # READY only, even when the upstream ignores the request's `ready`.
         names = {model.name for model in models if model.name and model.state == "READY"}
-        if len(names) > MAX_MODELS:
-            raise LabelgateError(reasons.DISCOVERY_TOO_MANY_MODELS, f"more than {MAX_MODELS} models")
         if self.allowed:
             names = {name for name in names if any(fnmatch.fnmatchcase(name, g) for g in self.allowed)}
         return frozenset(names)
+
+
+def too_many_models() -> LabelgateError:
+    return LabelgateError(
+        reasons.DISCOVERY_TOO_MANY_MODELS,
+        f"the index lists more than {MAX_MODELS} models, or is larger than {MAX_INDEX_BYTES} bytes",
+    )
+
+
+def bounded_index(reply: bytes | ext.RepositoryIndexResponse) -> ext.RepositoryIndexResponse:
+    """An upstream's index reply, refused (``DISCOVERY_TOO_MANY_MODELS``) when it has more
+    than ``MAX_MODELS`` entries, before any entry is read. A gRPC upstream's reply is its
+    bytes, refused unparsed past ``MAX_INDEX_BYTES``; a REST upstream's comes parsed (its body
+    read within ``limits.max_message_bytes``, ``rest_upstream``)."""
+    if isinstance(reply, bytes):
+        if len(reply) > MAX_INDEX_BYTES:
+            raise too_many_models()
+        try:
+            reply = ext.RepositoryIndexResponse.FromString(reply)
+        except DecodeError:
+            raise LabelgateError(
+                oip_reasons.UPSTREAM_MALFORMED, "the upstream's repository index does not parse"
+            ) from None
+    if len(reply.models) > MAX_MODELS:
+        raise too_many_models()
+    return reply
 
 
 class DiscoveredRoutes:

@@ -51,7 +51,8 @@ REQUESTS_SHED = Counter(
     "Requests refused at once, before anything was read, by the bound they met "
     "(request_bytes: limits.max_request_bytes_in_flight; open_streams: limits.max_open_streams; "
     "open_streams_per_caller: limits.max_open_streams_per_caller; "
-    "health_watches: limits.max_health_watches), and hold streams ended when what they hold would pass it "
+    "health_watches: limits.max_health_watches; reflection_streams: limits.max_reflection_streams), "
+    "and hold streams ended when what they hold would pass it "
     "(stream_held_bytes: limits.max_stream_held_bytes)",
     ["bound"],
 )

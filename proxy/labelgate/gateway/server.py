@@ -27,7 +27,6 @@ from typing import Any
 import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2
-from grpc_reflection.v1alpha import reflection
 
 from labelgate import tracing
 from labelgate.admin.app import add_jwks_route, admin_approvals_context, build_admin_app, start_admin
@@ -63,6 +62,8 @@ from labelgate.gateway.record import (
     Recorder,
     Recorders,
 )
+from labelgate.gateway.reflection import SERVICE as REFLECTION_SERVICE
+from labelgate.gateway.reflection import reflection_handlers
 from labelgate.gateway.rest import RestGateway, start_rest
 from labelgate.gateway.routes import RoutedServices
 from labelgate.gateway.unserved import UnservedMethods
@@ -195,6 +196,24 @@ async def audit_writer_answers(probe: AuditClient) -> bool:
     return True
 
 
+def warn_what_is_not_kept(settings: GatewaySettings) -> None:
+    """Warn that calls leave no durable audit record (no ``audit.socket``) or that sessions
+    are not recorded (no ``recording`` store), at start and in ``serve --check-config``. Both
+    are optional, so neither is refused; found by review, a gateway with neither (the image's
+    default config) released data, ``--check-config`` said OK and the log said nothing."""
+    if settings.audit.socket is None:
+        log.warning(
+            "audit_off",
+            note="audit.socket is not set: calls are released with structured logs only, "
+            "no durable audit record",
+        )
+    if not settings.recording.enabled:
+        log.warning(
+            "recording_off",
+            note="no recording section (recording.dir or recording.postgres_dsn): sessions are not recorded",
+        )
+
+
 def build_recorder(
     settings: GatewaySettings,
     sessions: SessionRecorder | None = None,
@@ -303,6 +322,7 @@ def build_pipeline(
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
+        warn_what_is_not_kept(settings)
         self.engine = build_engine(settings)
         self.approvals = build_approvals(settings)
         self.sessions = build_session_recorder(settings.recording)
@@ -344,10 +364,11 @@ class Gateway:
             await self.approvals.start()
         if self.sessions is not None:
             self.sessions.start()
-        # Bounded and counted before grpc_health's servicer sees a request (gateway/health.py).
+        # Bounded and counted before grpc_health's and grpcio-reflection's servicers see a
+        # request (gateway/health.py, gateway/reflection.py): neither is authenticated.
         self.server.add_generic_rpc_handlers([health_handlers(self.health, self.pipeline)])
-        services = [SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(services, self.server)
+        services = [SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE]
+        self.server.add_generic_rpc_handlers([reflection_handlers(services, self.pipeline)])
         # Metric labels name these services; a call to any other is counted as ``unserved``.
         serve_services([*services, *(route.method_prefix.split("/")[1] for route in self.settings.routes)])
         proxy = InferenceProxy(self.pipeline, self.router)
@@ -385,7 +406,7 @@ class Gateway:
         admin = self.settings.admin
         bridge = LoopBridge(asyncio.get_running_loop())
         approvals = None
-        if self.approvals is not None:
+        if self.approvals is not None and admin.approvals:  # else the approvals server serves them
             approvals = admin_approvals_context(
                 BridgedApprovalService(self.approvals, bridge), self.pipeline.authenticator, self.settings
             )
