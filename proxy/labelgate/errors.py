@@ -92,6 +92,13 @@ class Overloaded(LabelgateError):
     http_status = 503
 
 
+class Stopping(LabelgateError):
+    """The gateway stopped while the call ran (a stop's grace ran out): the caller may retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
 class Unimplemented(LabelgateError):
     """A method the gateway does not serve."""
 

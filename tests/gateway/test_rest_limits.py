@@ -6,6 +6,7 @@ small and deadlines short so each refusal comes at once; nothing here times anyt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -145,6 +146,52 @@ async def test_an_unfinished_body_gets_408(short: Gateway) -> None:
         + b'{"inputs": ['
     )
     assert status_and_reason(await answer_to(short, sent)) == (408, "REQUEST_TIMEOUT")
+    await grpc_serves(short)
+
+
+async def trickle(writer: asyncio.StreamWriter, closed: asyncio.Event) -> None:
+    """One more body byte every so often (well inside every deadline) until the connection
+    ends: each byte would reset a keep-alive timer, and none finishes the body."""
+    while not closed.is_set():
+        try:
+            writer.write(b" ")
+            await writer.drain()
+        except ConnectionError:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closed.wait(), SHORT["body_timeout_seconds"] / 6)
+
+
+@pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "authenticated"])
+async def test_a_body_pipelined_behind_another_request_and_trickled_gets_408(
+    short: Gateway, authenticated: bool
+) -> None:
+    """A request queued behind another on one connection had no body deadline once its turn
+    came (it was armed at its head only when nothing was queued), and the keep-alive timer is
+    reset by any byte: a byte now and then held the connection, and its slot, for good."""
+    authorization = f"authorization: {bearer()}\r\n".encode() if authenticated else b""
+    sent = (
+        b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n" + authorization + b"\r\n"
+        b"POST /v2/models/customer-profile/infer HTTP/1.1\r\nhost: x\r\n"
+        + authorization
+        + b"content-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", rest_port(short))
+    closed = asyncio.Event()
+    trickling = asyncio.create_task(trickle(writer, closed))
+    try:
+        writer.write(sent)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), NEVER)  # until the listener closes
+    finally:
+        closed.set()
+        await trickling
+        writer.close()
+    # The first request is answered (200, or 401 without a token); the queued one, whatever
+    # the app made of it meanwhile, is cut off by its body's deadline.
+    assert answer.startswith(b"HTTP/1.1 200" if authenticated else b"HTTP/1.1 401"), answer[:200]
+    last = answer[answer.rindex(b"HTTP/1.1 ") :]
+    assert status_and_reason(last) == (408, "REQUEST_TIMEOUT")
     await grpc_serves(short)
 
 

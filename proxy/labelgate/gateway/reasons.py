@@ -13,6 +13,8 @@ CATALOG_CHANGED = "CATALOG_CHANGED"
 CATALOG_MISSING = "CATALOG_MISSING"
 DESCRIPTOR_SET_INVALID = "DESCRIPTOR_SET_INVALID"
 DISCOVERY_TOO_MANY_MODELS = "DISCOVERY_TOO_MANY_MODELS"
+# A REST call still running when a stop's grace ran out (503): the caller may retry elsewhere.
+GATEWAY_STOPPING = "GATEWAY_STOPPING"
 HASH_KEY_UNREADABLE = "HASH_KEY_UNREADABLE"
 # The REST listener's own refusals, before a request reaches the app (rest_limits.py).
 HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"

@@ -43,6 +43,7 @@ from labelgate.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Stopping,
     Unsupported,
 )
 from labelgate.gateway import inflight, reasons
@@ -116,7 +117,9 @@ class LastResort:
     """Any exception a route lets through becomes a fixed 500 in the binding's error form, and
     only its type is logged. Starlette's own handler would answer ``text/plain`` and re-raise,
     and the server would log the traceback, whose text may quote a caller's or an upstream's
-    data. A pure ASGI middleware, inside Starlette's: the exception stops here."""
+    data. A pure ASGI middleware, inside Starlette's: the exception stops here. So does the
+    cancellation of a request's task (uvicorn's, past a stop's grace): one line, and a 503
+    ``GATEWAY_STOPPING`` the caller may retry elsewhere."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -131,11 +134,39 @@ class LastResort:
 
         try:
             await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            # uvicorn cancels the request's task when a stop's grace runs out (nothing else
+            # cancels it); the call was cancelled on the way (held calls abandoned, every call
+            # recorded). Nothing needs the cancellation to go on: uvicorn never reads the task's
+            # result, and the gateway's stop waits only for the task to end. Re-raised, it would
+            # reach uvicorn's ``run_asgi``, which logs it with a traceback and answers its own
+            # text/plain 500. Ended here, the caller is told the gateway stopped (503).
+            # A CancelledError while the task is not being cancelled (another task's, re-raised
+            # by its result) is an unexpected error like any other: the fixed 500.
+            task = asyncio.current_task()
+            task_cancelled = task is not None and task.cancelling() > 0
+            if task is not None and task_cancelled:
+                task.uncancel()  # handled here, as a structured block would count it
+            log.warning("REST request cancelled", task_cancelled=task_cancelled, response_started=started)
+            stopping = Stopping(reasons.GATEWAY_STOPPING, "the gateway stopped while the call ran; retry")
+            await self._answer(scope, receive, send, started, stopping if task_cancelled else None)
         except Exception as error:
             log.error("unexpected error in a REST route", error_type=type(error).__name__)
-            if scope["type"] == "http" and not started:  # else the connection just ends
-                internal = LabelgateError(reasons.INTERNAL_ERROR, "internal error in the gateway")
-                await error_response(internal)(scope, receive, send)
+            await self._answer(scope, receive, send, started)
+
+    @staticmethod
+    async def _answer(
+        scope: Scope, receive: Receive, send: Send, started: bool, error: LabelgateError | None = None
+    ) -> None:
+        """``error``, or a fixed 500, unless a response is under way (then the connection ends)."""
+        if scope["type"] != "http" or started:
+            return
+        if error is None:
+            error = LabelgateError(reasons.INTERNAL_ERROR, "internal error in the gateway")
+        try:
+            await error_response(error)(scope, receive, send)
+        except asyncio.CancelledError:  # cancelled again while answering: nobody to tell
+            log.warning("REST request cancelled while answering")
 
 
 class BrowserRefused(PermissionDenied):

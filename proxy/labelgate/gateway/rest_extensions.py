@@ -11,7 +11,9 @@
 Each route makes the gRPC request, runs the call shape the gRPC transport runs, and writes the
 reply the pipeline built as JSON (``labelgate.oip.extensions``). A body (index, load, unload) is
 read only once the caller is authenticated: an unauthenticated request is refused (and
-recorded) without its body being read or parsed, and a body refused is recorded too.
+recorded) without its body being read or parsed, and a body refused is recorded too. As
+rest.py's routes, each is served ``unless_hung_up`` (a body route once its body is read): a
+caller that hangs up cancels its call, upstream too, and the call is recorded as cancelled.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from labelgate.calls import Call, Target
 from labelgate.errors import LabelgateError
 from labelgate.gateway.inference import SERVICE
 from labelgate.gateway.repository import ModelDirectory, SendTo, usable_or_unknown
-from labelgate.gateway.rest import RestGateway, error_response
+from labelgate.gateway.rest import RestGateway, bodiless, error_response, unless_hung_up
 from labelgate.gateway.upstream import UpstreamEdge
 from labelgate.oip import extensions as json_form
 
@@ -44,16 +46,20 @@ class ExtensionRoutes:
 
     def routes(self) -> list[Route]:
         """Before the model routes: ``/v2/models/stats`` is not a model named ``stats``."""
+        # Served ``unless_hung_up`` as rest.py's routes are: a caller who hangs up cancels its
+        # call (upstream too), recorded as cancelled, not as delivered. The body routes start
+        # the watch once their body is read (it reads what is left of the request).
+        statistics = bodiless(self.statistics)
         routes = [
-            Route("/v2/models/stats", self.statistics, methods=["GET"]),
+            Route("/v2/models/stats", statistics, methods=["GET"]),
             Route("/v2/repository/index", self.index, methods=["POST"]),
             Route("/v2/repository/models/{model}/load", self.load, methods=["POST"]),
             Route("/v2/repository/models/{model}/unload", self.unload, methods=["POST"]),
         ]
         for path in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [
-                Route(f"{path}/config", self.config, methods=["GET"]),
-                Route(f"{path}/stats", self.statistics, methods=["GET"]),
+                Route(f"{path}/config", bodiless(self.config), methods=["GET"]),
+                Route(f"{path}/stats", statistics, methods=["GET"]),
             ]
         return routes
 
@@ -94,13 +100,18 @@ class ExtensionRoutes:
     async def index(self, request: Request) -> Response:
         call = self.gateway._call(request, "RepositoryIndex")
         send_to = self._send_to("RepositoryIndex", ext.RepositoryIndexResponse, call)
+        try:
+            message = await self._parsed_body(request, call, json_form.index_request)
+        except LabelgateError as error:
+            return error_response(error)
+        note_request(message)
 
         async def run() -> Message:
-            message = await self._parsed_body(request, call, json_form.index_request)
-            note_request(message)
             return await self.directory.index(call, message, send_to)
 
-        return await _answer(run, lambda reply: JSONResponse(json_form.index_json(reply)))
+        # The body is read: from here on a caller that hangs up cancels the call.
+        answer = _answer(run, lambda reply: JSONResponse(json_form.index_json(reply)))
+        return await unless_hung_up(request, answer)
 
     async def load(self, request: Request) -> Response:
         return await self._repository(request, "RepositoryModelLoad", ext.RepositoryModelLoadRequest)
@@ -114,19 +125,23 @@ class ExtensionRoutes:
 
         call = self.gateway._call(request, method)
         send = self.gateway._send(method, response_type, call, name)
+        message: Any = request_type(model_name=name)
+
+        def parse(body: bytes) -> None:
+            json_form.repository_parameters(body, message.parameters)
+
+        try:
+            await self._parsed_body(request, call, parse)
+        except LabelgateError as error:
+            return error_response(error)
+        note_request(message)
 
         async def run() -> Message:
-            message: Any = request_type(model_name=name)
-
-            def parse(body: bytes) -> None:
-                json_form.repository_parameters(body, message.parameters)
-
-            await self._parsed_body(request, call, parse)
-            note_request(message)
             target = Target(service=SERVICE, model=name)
             return await self.gateway.pipeline.unary_message(call, target, message, send)
 
-        return await _answer(run, lambda _: Response(status_code=200))
+        # The body is read: from here on a caller that hangs up cancels the call.
+        return await unless_hung_up(request, _answer(run, lambda _: Response(status_code=200)))
 
     async def _parsed_body(self, request: Request, call: Call, parse: Callable[[bytes], T]) -> T:
         """What ``parse`` makes of the body, read only once ``call``'s caller is authenticated;

@@ -8,7 +8,8 @@ keeps httptools' parser and uvicorn's request cycle and adds, per connection:
 
 - a cap on the bytes of a request's head (request line and headers): 431;
 - a deadline for a head (from connecting, or from its first byte) and for a body (from its
-  head): 408; the app reading that body sees a disconnect;
+  head, or for a request pipelined behind another from its turn): 408; the app reading
+  that body sees a disconnect;
 - a cap on open connections, checked as each is accepted: 503 at once, before any byte is read;
 - input that is not HTTP/1.1 (a request line that does not parse, a path that is not ASCII):
   400, where uvicorn would answer its own plain text.
@@ -220,6 +221,17 @@ class BoundedHttpTools(HttpToolsProtocol):
             raise _Refused
         super().on_headers_complete()
         if not self.pipeline:  # a queued request's body is not read until its turn
+            self._arm(self.settings.body_timeout_seconds, self._body_expired)
+
+    def on_response_complete(self) -> None:
+        queued = bool(self.pipeline)
+        super().on_response_complete()
+        # uvicorn has started the next queued request (unless it is closing). When that is the
+        # last one parsed and its body is still coming, its deadline runs from its turn:
+        # nothing else would end it (no head is open, and each byte resets the keep-alive).
+        # An earlier queued request's body is complete: the parser is past it.
+        cycle = self.cycle
+        if queued and not self.pipeline and not self._refused and cycle is not None and cycle.more_body:
             self._arm(self.settings.body_timeout_seconds, self._body_expired)
 
     def on_message_complete(self) -> None:
