@@ -30,6 +30,7 @@ import pytest
 from labelgate.admin.app import build_admin_app
 from labelgate.approvals import rules
 from labelgate.approvals.api import ApprovalsContext
+from labelgate.approvals.audit_sink import approval_audit_event
 from labelgate.approvals.db import SqliteDatabase
 from labelgate.approvals.model import Binding, Grant, InputSummary, Query, Requirement
 from labelgate.approvals.postgres import PostgresDatabase
@@ -37,7 +38,6 @@ from labelgate.approvals.service import ApprovalService, Draft
 from labelgate.approvals.web import issue_session
 from labelgate.auth import Authenticator, Subject
 from labelgate.auth.settings import AuthSettings, JwtSettings
-from labelgate.gateway.record import approval_audit_event
 from labelgate.policy.contract import validate_result
 from tests.approvals.conftest import Answer, Api, gateway_config, person, running_gateway, token
 from tests.approvals.stored_grants import store_grant

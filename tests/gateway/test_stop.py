@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2_grpc as pb_grpc
+from labelgate.approvals.audit_sink import ApprovalAuditSink
 from labelgate.auth import mint_dev_token
 from labelgate.config import GatewaySettings
 from labelgate.gateway.record import (
-    ApprovalAuditSink,
     AuditRecorder,
     InputStoreRecorder,
     LogAndMetricsRecorder,

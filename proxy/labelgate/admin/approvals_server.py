@@ -7,7 +7,7 @@ made here within ``LOCAL_RECHECK_SECONDS`` (PostgreSQL wakes them at once).
 
 Votes cast here, and the grants, denials and expiries they and its sweeps make, join the
 audit trail as the gateway's do: with ``audit.socket`` set, every approval event goes to the
-audit writer (``ApprovalAuditSink``, the gateway's). The writer must answer when the server
+audit writer (``approvals/audit_sink.py``, as the gateway's). The writer must answer when the server
 starts, and ``/readyz`` fails while it does not (unless ``audit.fail_open``), so approvers are
 not sent to a server whose votes leave no trace. Without ``audit.socket`` it says at start
 that votes are only logged.
@@ -22,6 +22,7 @@ import socket
 
 from labelgate import reasons
 from labelgate.approvals import events as approval_events
+from labelgate.approvals.audit_sink import ApprovalAuditSink
 from labelgate.approvals.service import ApprovalService
 from labelgate.audit import AuditClient, AuditUnavailable
 from labelgate.auth import Authenticator
@@ -81,7 +82,6 @@ async def require_writer(probe: AuditClient, audit: AuditSettings) -> None:
 async def serve(settings: GatewaySettings, listen: str) -> None:
     from labelgate.admin.app import admin_approvals_context, build_admin_app, start_admin
     from labelgate.admin.bridge import BridgedApprovalService, LoopBridge, bridged_ready
-    from labelgate.gateway.record import ApprovalAuditSink
 
     check(settings)
     audit = settings.audit

@@ -18,21 +18,19 @@ import queue
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from labelgate import tracing
 from labelgate.audit import AuditClient
-from labelgate.background import BackgroundTasks
 from labelgate.calls import CallRecord
 from labelgate.errors import LabelgateError
 from labelgate.gateway import metrics
 from labelgate.logs import get_logger
 from labelgate.migrations import upgrade_sqlite
 from labelgate.policy.cache import cached_from, canonical_part
-from labelgate.timestamps import format_time, utc_now
+from labelgate.timestamps import format_time
 from labelgate.untrusted_text import BOUNDED_TEXT, bounded
 
 if TYPE_CHECKING:
@@ -642,84 +640,3 @@ class Recorders:
             finally:
                 for left in reserved:
                     left.unreserve(entry)
-
-
-# Approval state changes as audit decisions (the approval service's event names).
-_APPROVAL_DECISIONS = {
-    "approval.requested": "approval_held",
-    "approval.vote": "approval_held",
-    "approval.vote_refused": "approval_held",
-    "approval.granted": "approval_granted",
-    "approval.grant_used": "approval_granted",
-    "approval.denied": "approval_denied",
-    "approval.grant_refused": "approval_denied",
-    "approval.abandoned": "approval_denied",
-    "approval.expired": "approval_expired",
-}
-
-
-# Carried into an approval record's details when the event has them: the verdict of a vote,
-# and a row-budget charge (rows asked, charged, used so far, the budget) or refusal.
-_AUDITED_DETAILS = ("verdict", "grant_id", "rows", "rows_charged", "rows_used", "row_budget")
-
-
-def approval_audit_event(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The audit record of one approval state change; None for housekeeping events."""
-    decision = _APPROVAL_DECISIONS.get(name)
-    if decision is None:
-        return None
-    requester = payload.get("requester") or payload.get("subject")
-    people = [p for p in (payload.get("approver"), payload.get("person")) if p]
-    return {
-        "time": format_time(utc_now()),
-        "event_id": str(uuid.uuid4()),
-        "session_id": payload.get("session_id"),
-        "request_id": payload.get("request_id"),
-        "subject": {"id": requester, "groups": payload.get("requester_groups") or [], "auth": "jwt"}
-        if requester
-        else None,
-        "method": payload.get("method"),
-        "model": payload.get("model"),
-        "phase": payload.get("phase") or "",
-        "labels": payload.get("labels") or [],
-        "decision": decision,
-        "reason": payload.get("reason") or payload.get("refusal") or payload.get("resolution"),
-        "approval_id": payload.get("approval_id"),
-        "approvers": people,
-        "details": {
-            "event": name,
-            **{key: payload[key] for key in _AUDITED_DETAILS if payload.get(key) is not None},
-        },
-    }
-
-
-class ApprovalAuditSink:
-    """Feed approval state changes to the audit writer.
-
-    Approval events happen outside any one call's release path (an approver's click), so
-    they are appended in the background; a failure is logged and counted, while the call
-    a grant releases still writes its own audit record before anything is delivered.
-    """
-
-    def __init__(self, client: AuditClient) -> None:
-        self.client = client
-        self._pending = BackgroundTasks()
-
-    def __call__(self, name: str, payload: dict[str, Any]) -> None:
-        event = approval_audit_event(name, payload)
-        if event is None:
-            return
-        self._pending.start(self._append(event))
-
-    async def drain(self, seconds: float) -> None:
-        """Wait, at most ``seconds``, for the events still being appended."""
-        await self._pending.wait(seconds)
-
-    async def _append(self, event: dict[str, Any]) -> None:
-        try:
-            await self.client.append(event)
-        except LabelgateError as failure:
-            metrics.ERRORS.labels(kind=failure.reason).inc()
-            log.error(
-                "approval audit record lost", reason=failure.reason, approval_id=event.get("approval_id")
-            )

@@ -33,6 +33,7 @@ from labelgate.admin.app import add_jwks_route, admin_approvals_context, build_a
 from labelgate.admin.bridge import BridgedApprovalService, BridgedSessionStore, LoopBridge, bridged_ready
 from labelgate.admin.listener import AdminListener
 from labelgate.approvals import events as approval_events
+from labelgate.approvals.audit_sink import ApprovalAuditSink
 from labelgate.approvals.deadline import DeadlineInterceptor
 from labelgate.approvals.hold import ApprovalStage, RefuseUntilApproved
 from labelgate.approvals.service import ApprovalService
@@ -43,7 +44,7 @@ from labelgate.calls import CallsInFlight
 from labelgate.cli_backstop import DEBUG_VARIABLE, INTERNAL_ERROR_EXIT, internal_error_line
 from labelgate.config import GatewaySettings, PolicySettings, check_tls_pair
 from labelgate.errors import ConfigError, LabelgateError
-from labelgate.gateway import reasons
+from labelgate.gateway import metrics, reasons
 from labelgate.gateway.classify_stage import ClassifierStage
 from labelgate.gateway.grpc_metrics import GrpcServerMetrics
 from labelgate.gateway.health import SERVICE as HEALTH_SERVICE
@@ -53,7 +54,6 @@ from labelgate.gateway.inference import SERVICE, InferenceProxy
 from labelgate.gateway.metrics import serve_services, watch_loop_lag
 from labelgate.gateway.pipeline import Pipeline
 from labelgate.gateway.record import (
-    ApprovalAuditSink,
     AuditRecorder,
     InputStore,
     InputStoreRecorder,
@@ -264,6 +264,10 @@ def build_approvals(settings: GatewaySettings) -> ApprovalService | None:
     )
 
 
+def count_lost_approval_record(reason: str) -> None:
+    metrics.ERRORS.labels(kind=reason).inc()
+
+
 def node_id(settings: GatewaySettings) -> str:
     """What names this gateway process in the calls it holds (``approvals.node_id``, else host
     and listen address): its next start abandons the held calls of its previous run."""
@@ -359,7 +363,7 @@ class Gateway:
         self.pipeline.classifier.start()
         if self.approvals is not None:
             if self.audit_client is not None:  # every approval state change joins the audit trail
-                self._approval_sink = ApprovalAuditSink(self.audit_client)
+                self._approval_sink = ApprovalAuditSink(self.audit_client, count_lost_approval_record)
                 approval_events.add_sink(self._approval_sink)
             await self.approvals.start()
         if self.sessions is not None:
