@@ -149,15 +149,22 @@ k8s-render: venv tools
 	$(PY) -m tests.deploy.support --write
 
 # The demo needs the package only: no test or bench extras (Playwright, matplotlib, ...).
+# A venv `make venv` (or `make test`) finished after the last change to these sources has it
+# all already, the native extension included: then this marker is only set, nothing installed.
 $(VENV)/.installed-app: pyproject.toml $(NATIVE_SOURCES)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
-	@if PATH="$(CARGO_PATH)" command -v cargo >/dev/null 2>&1; then \
+	@if [ -f $(VENV)/.installed ] && [ -z "$$(find $^ -newer $(VENV)/.installed)" ]; then \
+	  echo "$(VENV) is up to date (make venv): nothing to install"; touch $@; exit 0; \
+	fi; \
+	set -e; \
+	echo "installing the package into $(VENV)"; \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	$(PY) -m pip install --quiet --upgrade pip; \
+	$(PY) -m pip install --quiet -e .; \
+	if PATH="$(CARGO_PATH)" command -v cargo >/dev/null 2>&1; then \
 	  PATH="$(CARGO_PATH)" $(PY) -m pip install --quiet ./proxy/native; \
 	else \
 	  echo "no cargo found: the Python detectors and tensor code are used (install Rust to build proxy/native)"; \
-	fi
+	fi; \
 	touch $@
 
 # The package alone in .venv (what `make run` starts with): for the CLI, e.g. minting tokens.

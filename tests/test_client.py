@@ -8,12 +8,13 @@ import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from labelgate.client import Spec, typed_inputs
+from labelgate.client import Spec, describe, typed_inputs
 from labelgate.errors import InvalidInput
 from tests.approvals.conftest import Api, gateway_config, person, running_gateway, token
 from tests.support.procs import REPO, free_port, labelgate_command, running, wait_until
@@ -141,7 +142,8 @@ def test_a_held_call_shows_its_approval_and_completes_once_granted(gateway: Gate
             owner = token(person("olivia"), "data-owners")
             request = gateway.api.pending_of(steward, owner)
             wait_until(lambda: request["id"] in log.read_text(), 20, "the approval id on the terminal")
-            assert "data-owners" in log.read_text() and "left" in log.read_text()
+            shown = log.read_text()
+            assert "data-owners" in shown and "request expires in" in shown and "(--wait)" in shown, shown
             assert gateway.api.approve(request["id"], owner, "ticket 7").status_code == 200
             assert held.wait(timeout=60) == 0, log.read_text()
         finally:
@@ -153,12 +155,37 @@ def test_a_held_call_shows_its_approval_and_completes_once_granted(gateway: Gate
     assert f"approval {request['id']} granted" in log.read_text()
 
 
-def test_without_waiting_the_approval_id_is_printed(gateway: Gateway) -> None:
-    done = infer(
-        gateway, "--input", "customer_ids=[2]", "--wait", "0", bearer=token(person("sam"), "data-stewards")
+@pytest.mark.parametrize("rest", [False, True], ids=["grpc", "rest"])
+def test_without_waiting_the_approval_id_is_printed(gateway: Gateway, rest: bool) -> None:
+    """Review (docs): `--wait 0` printed the gateway's own words (`call again with
+    x-labelgate-approval-id: apr-...`), a header no `infer` user sets. It is one line naming
+    the id and the flag to present it with, exit 1 (APPROVAL_PENDING), as docs/APPROVALS.md says."""
+    steward = token(person("sam"), "data-stewards")
+    done = infer(gateway, "--input", "customer_ids=[2]", "--wait", "0", bearer=steward, rest=rest)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    found = re.search(r"apr-[0-9a-f]{16}", line)
+    assert found is not None, line
+    assert line.startswith(f"error: held for approval {found.group(0)}") and line.endswith(
+        "(APPROVAL_PENDING)"
     )
-    assert done.returncode == 1 and re.search(r"apr-[0-9a-f]{16}", done.stderr), done.stderr
-    assert "(APPROVAL_PENDING)" in done.stderr
+    assert f"--approval-id {found.group(0)}" in line and "x-labelgate-approval-id" not in line, line
+
+
+def test_the_countdown_shows_when_the_request_expires_and_how_long_infer_waits() -> None:
+    """Review (docs): the spinner showed the request's expiry ("14 min 59 s left") while infer
+    gave up after --wait (300 s): both are shown, each said for what it is."""
+    expires = (datetime.now(UTC) + timedelta(minutes=15)).isoformat()
+    shown = {"approvals": 0, "min_approvals": 1, "approver_groups": ["data-owners"], "expires_at": expires}
+    line = describe("apr-0123456789abcdef", shown, 300)
+    assert line.startswith("held for approval apr-0123456789abcdef: 0 of 1 approval(s) from data-owners; "), (
+        line
+    )
+    assert re.search(r"the request expires in 1[45] min \d\d s", line), line
+    assert line.endswith("waiting up to 5 min 00 s more (--wait)"), line
+    assert describe("apr-0123456789abcdef", None, 42.5) == (
+        "held for approval apr-0123456789abcdef (waiting up to 42 s more (--wait))"
+    )
 
 
 def test_shapes_follow_the_metadata() -> None:

@@ -81,6 +81,13 @@ def test_quickstart_prints_calls_that_work(tmp_path: Path) -> None:
         assert counted is not None and int(counted.group(1)) >= 4, verified.stdout
         sessions = run_shell(next(line for line in banner.splitlines() if line.startswith("Sessions:"))[9:])
         assert sessions.returncode == 0 and "conn-" in sessions.stdout
+        # The printed `sessions show` opens what this gateway sealed (review: every call DAMAGED).
+        session = re.search(r"conn-[0-9a-f]{8}", sessions.stdout)
+        assert session is not None, sessions.stdout
+        show = next(line.strip() for line in banner.splitlines() if " sessions show " in line)
+        shown = run_shell(f"COLUMNS=200 {show.replace('SESSION_ID', session.group(0))}")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert "ModelInfer" in shown.stdout and "DAMAGED" not in shown.stdout, shown.stdout
         assert shlex.split(analyst)[0].endswith("labelgate")
         # The full JSON log is in the state folder; the terminal has a short line per call.
         logged = [json.loads(line) for line in (tmp_path / "state/gateway.log").read_text().splitlines()]

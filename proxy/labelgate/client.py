@@ -7,9 +7,10 @@ gives each input its datatype and shape. Over gRPC (``--target``) or REST (``--r
 with TLS, a timeout, and a table or ``--json`` (KServe v2's response JSON, either way).
 
 Held for approval: the call is made in async mode, so the gateway answers at once with the
-approval's id; a spinner then shows the id, who must approve and the time left (from the
-approvals API, where requesters may read their own requests) for up to ``--wait`` seconds,
-and once granted the call is made again presenting the approval (``--approval-id``).
+approval's id; a spinner then shows the id, who must approve, when the request expires (from
+the approvals API, where requesters may read their own requests) and how long it still waits,
+for up to ``--wait`` seconds, and once granted the call is made again presenting the approval
+(``--approval-id``). ``--wait 0`` stops at once, naming the id and that flag (exit 1).
 """
 
 from __future__ import annotations
@@ -468,25 +469,48 @@ def _fetch_approval(url: str, token: str | None, timeout: float) -> dict[str, An
         return None
 
 
+def _duration(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    return f"{whole // 60} min {whole % 60:02d} s" if whole >= 60 else f"{whole} s"
+
+
 def _left(expires_at: str) -> str:
     from datetime import datetime
 
     try:
-        seconds = datetime.fromisoformat(expires_at).timestamp() - time.time()
+        return _duration(datetime.fromisoformat(expires_at).timestamp() - time.time())
     except ValueError:
         return "?"
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def describe(approval_id: str, shown: dict[str, Any] | None, waited_left: float) -> str:
-    """The spinner's line: the id, who must approve, and the time left."""
+    """The spinner's line: the id, who must approve, when the request expires, and how long
+    ``infer`` waits yet (``--wait``): two clocks, each named, since either may end first."""
+    waiting = f"waiting up to {_duration(waited_left)} more (--wait)"
     if not shown:
-        return f"held for approval {approval_id} (waiting up to {int(waited_left)} s more)"
+        return f"held for approval {approval_id} ({waiting})"
     groups = ", ".join(shown.get("approver_groups", [])) or "?"
     return (
         f"held for approval {approval_id}: {shown.get('approvals', 0)} of {shown.get('min_approvals', '?')} "
-        f"approval(s) from {groups}; {_left(str(shown.get('expires_at', '')))} left"
+        f"approval(s) from {groups}; the request expires in {_left(str(shown.get('expires_at', '')))}, "
+        f"{waiting}"
+    )
+
+
+def not_waited_for(held: HeldForApproval) -> HeldForApproval:
+    """``--wait 0``: the call is held and ``infer`` stops. One line with the approval's id and
+    how to continue with this command's own flag; the gateway's text names the header a raw
+    client would set instead. Still exit 1 (``APPROVAL_PENDING``): nothing was returned."""
+    approval_id = held.details.get("approval_id", "")
+    if not APPROVAL_ID.fullmatch(approval_id):  # not an answer of ours: its own words, as sent
+        return held
+    link = held.details.get("link", "")
+    where = f" (approvers: {link})" if _approval_api(link, approval_id) else ""  # the inbox's form only
+    return HeldForApproval(
+        PENDING_REASON,
+        f"held for approval {approval_id}, not waited for (--wait 0): once it is granted, run the "
+        f"same command with --approval-id {approval_id}{where}",
+        **held.details,
     )
 
 
@@ -618,7 +642,7 @@ def run_infer(ask: InferRequest, console: Console) -> Answer:
             return transport.infer(ask.model, tensors, ask.outputs, {**headers, MODE_HEADER: "async"})
         except HeldForApproval as held:
             if ask.wait_seconds <= 0:
-                raise
+                raise not_waited_for(held) from None
             granted = wait_for_approval(held, ask.token, ask.wait_seconds, console)
             console.print(f"approval {granted} granted: calling again with it", style="green")
             return transport.infer(ask.model, tensors, ask.outputs, {**headers, APPROVAL_ID_HEADER: granted})

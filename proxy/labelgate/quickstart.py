@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import shlex
 import socket
 import subprocess
 import sys
@@ -13,6 +13,10 @@ from labelgate import reasons
 from labelgate.config import GatewaySettings, load_settings
 from labelgate.errors import ConfigError
 from labelgate.terminal_log import CallSummaryStream
+
+# recording.encryption_key_file as an environment setting (prefix LABELGATE_, sections split
+# by __): `labelgate sessions` reads it as the key, with or without --config.
+KEY_VARIABLE = "LABELGATE_RECORDING__ENCRYPTION_KEY_FILE"
 
 
 def _wait_for(address: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -33,13 +37,49 @@ def _wait_for(address: str, process: subprocess.Popen[bytes], timeout: float = 2
     )
 
 
+def _as_typed(path: Path) -> str:
+    """``path`` as a user types it in this working directory: relative when it is under it."""
+    try:
+        relative = path.relative_to(Path.cwd())
+    except ValueError:
+        return shlex.quote(str(path))
+    shown = str(relative)
+    return shlex.quote(shown if "/" in shown else f"./{shown}")  # a bare name would search PATH
+
+
 def _command() -> str:
+    """This environment's ``labelgate``, as the user must type it. Never the bare name, even
+    when it is on PATH here: ``make run`` puts ``.venv/bin`` on PATH for its own recipe only,
+    so in the user's shell a bare ``labelgate`` is "command not found"."""
     local = Path(sys.executable).parent / "labelgate"
-    on_path = shutil.which("labelgate")
-    return "labelgate" if on_path and Path(on_path) == local else str(local)
+    if not local.is_file():  # run as `python -m labelgate.cli`, no script installed
+        return f"{shlex.quote(sys.executable)} -m labelgate.cli"
+    return _as_typed(local)
 
 
-def banner(settings: GatewaySettings) -> str:
+def _sessions_lines(lg: str, settings: GatewaySettings, config: Path | None) -> list[str]:
+    """How to list the recorded sessions and show one through policy, as an auditor (the
+    policy's replay viewers). The quickstart seals recordings with the key it generates in
+    its state folder (``with_generated_keys``). Its config does not name that key, so that
+    ``serve --check-config`` of it passes on a fresh checkout, before any ``make run`` made
+    the key: ``show`` is given the key by its variable."""
+    recording = settings.recording
+    if recording.dir is None:
+        return []
+    auditor = f'"$({lg} dev-token --sub audrey --groups auditors)"'
+    key = recording.encryption_key_file
+    with_key = f"{KEY_VARIABLE}={_as_typed(key)} " if key is not None else ""
+    where = _as_typed(config) if config is not None else "CONFIG"
+    return [
+        f"Sessions: {lg} sessions list --dir {_as_typed(recording.dir)}",
+        "  # a session's calls as an auditor may see them (SESSION_ID: one listed, or its start)",
+        f"  {with_key}{lg} sessions show SESSION_ID --config {where} --token {auditor}",
+    ]
+
+
+def banner(settings: GatewaySettings, config: Path | None = None) -> str:
+    """What ``make run`` prints once the gateway is up; ``config`` is the file it was started
+    with (the ``sessions show`` command names it)."""
     lg = _command()
     target = f"--target {settings.listen}"
     token = f'"$({lg} dev-token --sub {{sub}}{{groups}})"'
@@ -66,7 +106,8 @@ def banner(settings: GatewaySettings) -> str:
         "  # asking for a restricted output by name is refused outright",
         call("alice", extra=" --outputs account_secret"),
         "  # data-stewards: confidential needs an approval from data-owners: the call is held",
-        "  # (infer shows the approval id, who must approve and the time left; --wait SECONDS)",
+        "  # (infer shows the approval id, who must approve, when the request expires and how",
+        "  # long it waits, --wait SECONDS; --wait 0 prints the id and the --approval-id to add)",
         call("sam", "data-stewards"),
         "  # once granted, the same query is released until the grant expires; another query",
         "  # (other ids) is held again, as is any query after the grant's TTL:",
@@ -101,11 +142,10 @@ def banner(settings: GatewaySettings) -> str:
         ]
     if settings.audit.socket:
         lines += [
-            f"Audit log: {lg} audit verify {settings.audit.socket.parent / 'audit'}"
-            f" --public-key {settings.audit.socket.parent / 'audit-signing.pub'}",
+            f"Audit log: {lg} audit verify {_as_typed(settings.audit.socket.parent / 'audit')}"
+            f" --public-key {_as_typed(settings.audit.socket.parent / 'audit-signing.pub')}",
         ]
-    if settings.recording.dir:
-        lines += [f"Sessions: {lg} sessions list --dir {settings.recording.dir}"]
+    lines += _sessions_lines(lg, settings, config)
     lines += ["", "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
@@ -143,7 +183,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def _with_generated_keys(settings: GatewaySettings) -> GatewaySettings:
+def with_generated_keys(settings: GatewaySettings) -> GatewaySettings:
     """The quickstart's keys, generated once in its state folder (next to the approvals
     database) so they stay the same across ``make run``s: the subject assertion signing key
     (its JWKS at the admin listener) and the recording encryption key."""
@@ -186,7 +226,7 @@ def _demo_addresses(settings: GatewaySettings) -> list[str]:
 def run_quickstart(config: Path) -> None:
     from labelgate.gateway.server import run
 
-    settings = _with_generated_keys(load_settings(config))
+    settings = with_generated_keys(load_settings(config))
     for state in (settings.approvals.sqlite_file, settings.recording.dir):
         if state is not None:
             (state if state.suffix == "" else state.parent).mkdir(parents=True, exist_ok=True)
@@ -206,7 +246,7 @@ def run_quickstart(config: Path) -> None:
         print(f"Gateway log: {log_file} (a short line per call below)", file=terminal, flush=True)
 
         def started() -> None:  # "up" only once it is: a failed start prints its error instead
-            print(banner(settings), file=terminal, flush=True)
+            print(banner(settings, config), file=terminal, flush=True)
 
         # The gateway's log handler writes to sys.stderr: the full JSON goes to the file ...
         summaries = CallSummaryStream(log_file, sys.__stderr__ or terminal)

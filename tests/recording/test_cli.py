@@ -20,6 +20,7 @@ from labelgate.recording.cli import sessions_app
 from labelgate.recording.entries import call_entry, decode_message, encode_line
 from labelgate.recording.files import FileSessionStore
 from labelgate.recording.postgres import PostgresSessionStore
+from labelgate.recording.sealing import sealed, write_key_file
 from labelgate.recording.store import SessionStore
 from tests.recording.conftest import (
     GLUED_SSN,
@@ -234,3 +235,59 @@ def test_list_and_replay_from_postgres(postgres: PostgresServer, tmp_path: Path)
     assert "recording truncated" in cut.output
     down = invoke("list", "--postgres-dsn", "postgresql://nobody@127.0.0.1:1/none")
     assert down.exit_code == 2 and "PostgreSQL" in down.output
+
+
+def test_every_refusal_is_one_line_naming_its_reason(tmp_path: Path) -> None:
+    """README: every command reports a problem as one line on stderr naming its reason. Review
+    (docs): `sessions show` without --config said what to give, but no reason."""
+    record_sample(FileSessionStore(tmp_path))
+    auditor = viewer(tmp_path, "auditors")
+    for args, exit_code, reason in (
+        (["show", "alpha", "--dir", str(tmp_path)], 2, "SESSIONS_NO_POLICY"),
+        (["replay", "alpha", "--dir", str(tmp_path)], 2, "SESSIONS_NO_POLICY"),
+        (["replay", "nope", "--dir", str(tmp_path), *auditor], 1, "SESSION_NOT_FOUND"),
+        (["list"], 2, "OPTION_INVALID"),
+        (["list", "--dir", str(tmp_path / "absent")], 2, "OPTION_INVALID"),
+    ):
+        done = invoke(*args)
+        assert done.exit_code == exit_code, (args, done.output)
+        lines = [line for line in done.stderr.splitlines() if "warning: dev_key_trusted" not in line]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, done.stderr)
+        assert lines[0].endswith(f"({reason})"), (args, done.stderr)
+
+
+def record_sealed(sessions: Path, key_file: Path) -> None:
+    async def run() -> None:
+        recorder = SessionRecorder(sealed(FileSessionStore(sessions), key_file), clock=Clock())
+        outcome = make_outcome(delivered_response("***-**-4321", "Call me"))
+        await recorder.record(CallRecord.of(make_call("alpha"), outcome, None, Clock()()))
+        await recorder.close()
+
+    sessions.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run())
+
+
+def test_a_sealed_session_read_without_its_key_is_said_to_be_sealed_not_damaged(tmp_path: Path) -> None:
+    """Review (docs): the quickstart's sealed sessions, read with a config that names no key,
+    showed every call as DAMAGED with no word on what to do. Without a key the command says
+    the entries are sealed, not damaged, and how to give the key; with it they show."""
+    key_file = write_key_file(tmp_path / "recording.key")
+    sessions = tmp_path / "sessions"
+    record_sealed(sessions, key_file)
+    auditor = viewer(tmp_path, "auditors")
+
+    without = invoke("show", "alpha", "--dir", str(sessions), *auditor)
+    assert without.exit_code == 0, without.output
+    notes = [line for line in without.stderr.splitlines() if "warning: dev_key_trusted" not in line]
+    assert len(notes) == 1, without.stderr
+    assert "1 entry of this session is sealed (encrypted at rest) and no key is configured" in notes[0]
+    assert "not damaged" in notes[0] and "LABELGATE_RECORDING__ENCRYPTION_KEY_FILE" in notes[0]
+
+    keyed = CliRunner().invoke(
+        sessions_app,
+        ["show", "alpha", "--dir", str(sessions), *auditor],
+        env={"COLUMNS": "200", "LABELGATE_RECORDING__ENCRYPTION_KEY_FILE": str(key_file)},
+    )
+    assert keyed.exit_code == 0, keyed.output
+    assert "ModelInfer" in keyed.stdout and "DAMAGED" not in keyed.stdout
+    assert "no key is configured" not in keyed.stderr

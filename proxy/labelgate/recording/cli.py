@@ -5,9 +5,11 @@ Register with ``app.add_typer(sessions_app, name="sessions")``. Where the record
 ``--config`` (the gateway config's ``recording`` section). Encrypted recordings are opened
 with the ``--config``'s ``recording.encryption_key_file`` (and ``decryption_key_files``), also
 when ``--dir``/``--postgres-dsn`` say where they are, or else with the key file in
-``LABELGATE_RECORDING__ENCRYPTION_KEY_FILE``; without a key, sealed entries show as sealed.
+``LABELGATE_RECORDING__ENCRYPTION_KEY_FILE``; without a key, sealed entries show as sealed
+(a note on stderr says they are not damaged, and how to give the key).
 ``labelgate sessions generate-key FILE`` writes a new key. A session id may be given by a
-unique prefix. Exit codes: 0 ok, 1 no such session, 2 usage errors.
+unique prefix. Exit codes: 0 ok, 1 no such session (``SESSION_NOT_FOUND``), 2 usage errors;
+each refusal is one line on stderr naming its reason.
 
 ``show`` and ``replay`` show recorded calls to a viewer, so they need one: ``--token`` (or
 ``LABELGATE_TOKEN``), a bearer token the gateway config's ``auth`` verifies, and ``--config``
@@ -28,7 +30,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from labelgate import reasons as cli_reasons
 from labelgate.errors import LabelgateError
+from labelgate.recording import reasons
 from labelgate.recording.store import MAX_PAGE_SIZE, PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from labelgate.config import GatewaySettings
     from labelgate.recording.store import SessionStore
 
-sessions_app = typer.Typer(help="Recorded sessions: list, show, replay.", no_args_is_help=True)
+sessions_app = typer.Typer(help="Recorded sessions: list, show, replay; generate-key.", no_args_is_help=True)
 
 DirOption = Annotated[Path | None, typer.Option("--dir", help="directory of session recording files")]
 DsnOption = Annotated[
@@ -58,9 +62,15 @@ TokenOption = Annotated[
 ]
 
 
-def _usage(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+def _usage(message: str, reason: str | None = cli_reasons.OPTION_INVALID) -> typer.Exit:
+    """Exit 2 with one line on stderr naming the reason, as every labelgate command reports.
+    ``None`` only where no reason constant says it yet (a store that cannot be read)."""
+    typer.echo(f"error: {message}" + (f" ({reason})" if reason else ""), err=True)
     return typer.Exit(2)
+
+
+def _refused(error: LabelgateError) -> typer.Exit:
+    return _usage(error.message, error.reason)
 
 
 KEY_ENV = "LABELGATE_RECORDING__ENCRYPTION_KEY_FILE"
@@ -92,13 +102,13 @@ def open_store(directory: Path | None, dsn: str | None, config: Path | None) -> 
         try:
             recording = getattr(load_settings(config), "recording", None)
         except LabelgateError as error:
-            raise _usage(f"{error.message} ({error.reason})") from None
+            raise _refused(error) from None
         if recording is not None and recording.encryption_key_file is not None:
             keys = (recording.encryption_key_file, list(recording.decryption_key_files))
     try:
         return sealed(_plain_store(directory, dsn, config), *keys)
     except LabelgateError as error:
-        raise _usage(f"{error.message} ({error.reason})") from None
+        raise _refused(error) from None
 
 
 @sessions_app.command("generate-key")
@@ -125,9 +135,11 @@ def _plain_store(directory: Path | None, dsn: str | None, config: Path | None) -
         try:
             recording = getattr(load_settings(config), "recording", None)
         except LabelgateError as error:
-            raise _usage(f"{error.message} ({error.reason})") from None
+            raise _refused(error) from None
         if recording is None or not recording.enabled:
-            raise _usage(f"{config} has no recording section with a dir or postgres_dsn")
+            raise _usage(
+                f"{config} has no recording section with a dir or postgres_dsn", reasons.SESSIONS_NOT_RECORDED
+            )
         directory = recording.dir
         dsn = recording.postgres_dsn.get_secret_value() if recording.postgres_dsn else None
     if dsn is not None:
@@ -154,10 +166,10 @@ def _run(store: SessionStore, work: Any) -> Any:
     try:
         return asyncio.run(_with_store(store, work))
     except OSError as error:
-        raise _usage(f"cannot read the recordings: {error}") from None
+        raise _usage(f"cannot read the recordings: {error}", None) from None
     except Exception as error:
         if type(error).__module__.startswith("psycopg"):
-            raise _usage(f"cannot read the recordings from PostgreSQL: {error}") from None
+            raise _usage(f"cannot read the recordings from PostgreSQL: {error}", None) from None
         raise
 
 
@@ -186,13 +198,35 @@ def _viewer(config: Path | None, token: str | None) -> _Viewer:
     from labelgate.config import load_settings
 
     if config is None or not token:
-        raise _usage("recorded calls are shown only through policy: give --config and --token (the viewer)")
+        raise _usage(
+            "recorded calls are shown only through policy: give --config and --token (the viewer)",
+            reasons.SESSIONS_NO_POLICY,
+        )
     try:
         settings = load_settings(config)
         subject = Authenticator(settings.auth).authenticate([("authorization", f"Bearer {token}")], None)
     except LabelgateError as error:
-        raise _usage(f"{error.message} ({error.reason})") from None
+        raise _refused(error) from None
     return _Viewer(subject, settings)
+
+
+def _still_sealed(entries: list[dict[str, Any]]) -> int:
+    """How many of a session's stored entries are still sealed: read with no key configured
+    (with a key, the sealed store opens each one or says what is wrong with it)."""
+    return sum(1 for entry in entries if isinstance(entry, dict) and "sealed" in entry)
+
+
+def _sealed_note(count: int) -> str:
+    """Why entries show as damaged when only their key is missing, and how to give it: the
+    viewing code marks an entry it cannot open as damaged, which read like tampering."""
+    one = count == 1
+    what = f"{count} {'entry' if one else 'entries'} of this session {'is' if one else 'are'}"
+    it, they = ("it", "it is") if one else ("them", "they are")
+    return (
+        f"note: {what} sealed (encrypted at rest) and no key is configured to open {it}; {they} not "
+        f"damaged, though marked so below: give the key with a --config whose "
+        f"recording.encryption_key_file names it, or with {KEY_ENV}=FILE"
+    )
 
 
 async def _view(store: SessionStore, wanted: str, viewer: _Viewer) -> tuple[str, list[dict[str, Any]]] | None:
@@ -204,6 +238,9 @@ async def _view(store: SessionStore, wanted: str, viewer: _Viewer) -> tuple[str,
     resolved = await _resolve(store, wanted)
     if resolved is None:
         return None
+    sealed = _still_sealed(resolved[1])
+    if sealed:
+        typer.echo(_sealed_note(sealed), err=True)
     settings = viewer.settings
     key = hash_key(settings)  # the gateway's classifier and masking key, as build_pipeline sets them
     classifier = ClassifierStage.from_settings(
@@ -230,9 +267,10 @@ def _viewed_session(
     try:
         resolved = _run(store, lambda s: _view(s, session_id, viewer))
     except LabelgateError as error:
-        raise _usage(f"{error.message} ({error.reason})") from None
+        raise _refused(error) from None
     if resolved is None:
-        typer.echo(f"error: no recorded session {session_id!r} (or the prefix is not unique)", err=True)
+        missing = f"no recorded session {session_id!r} (or the prefix is not unique)"
+        typer.echo(f"error: {missing} ({reasons.SESSION_NOT_FOUND})", err=True)
         raise typer.Exit(1)
     return resolved  # type: ignore[no-any-return]
 
@@ -266,7 +304,7 @@ def list_command(
             store = open_store(directory, postgres_dsn, config)
         page = _run(store, lambda s: s.sessions_page(limit, cursor))
     except LabelgateError as error:  # a cursor this store did not write
-        raise _usage(f"{error.message} ({error.reason})") from None
+        raise _refused(error) from None
     if json_output:
         typer.echo(json.dumps([asdict(info) for info in page.sessions], indent=2))
     else:
