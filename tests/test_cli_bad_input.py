@@ -462,3 +462,48 @@ def test_a_url_with_credentials_is_never_echoed_whole(argv: list[object]) -> Non
     assert "S3cretPW" not in done.stderr + done.stdout, done.stderr
     assert "***@127.0.0.1" in done.stderr, done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+# An error message may quote text labelgate did not write (a model's input names, an OPA
+# check error quoting a .rego string literal, a path): an OSC sequence that sets the window
+# title and a bidi override that reorders what follows.
+PLANTED_IN_MESSAGE = "name\x1b]0;X\x1b\\ and \u202eevil"
+
+
+@pytest.mark.parametrize("module", ["labelgate.cli", "labelgate.bundle.cli", "labelgate.audit.cli"])
+def test_fail_shows_a_quoted_escape_sequence_as_text(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from labelgate.errors import ConfigError
+
+    fail = importlib.import_module(module)._fail
+    exit_ = fail(ConfigError("INPUT_UNKNOWN", f"the model has no input {PLANTED_IN_MESSAGE}"))
+    printed = capsys.readouterr().err
+    assert exit_.exit_code == 2
+    assert "\x1b" not in printed and "\u202e" not in printed, repr(printed)
+    assert printed == "error: the model has no input name\\x1b]0;X\\x1b\\ and \\u202eevil (INPUT_UNKNOWN)\n"
+
+
+def test_fail_keeps_a_message_of_ordinary_text_and_its_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from labelgate.cli import _fail
+    from labelgate.errors import ConfigError
+
+    message = "the config has 2 problems:\n  - listen: Zoë's [port] 🙂\n  - auth: a\\b"
+    _fail(ConfigError("CONFIG_INVALID", message))
+    assert capsys.readouterr().err == f"error: {message} (CONFIG_INVALID)\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        lambda planted: ["serve", "--config", f"/nonexistent/{planted}.yaml"],
+        lambda planted: ["bundle", "build", f"/nonexistent/{planted}", "--output", "/nonexistent/b.tar.gz"],
+    ],
+    ids=["serve-config", "bundle-build-source"],
+)
+def test_an_error_quoting_a_planted_name_reaches_stderr_escaped(argv: object) -> None:
+    done = run_cli(argv(PLANTED_IN_MESSAGE))  # type: ignore[operator]
+    assert done.returncode == 2, done.stderr
+    assert "internal error" not in done.stderr and done.stderr.startswith("error: "), done.stderr
+    assert "\x1b" not in done.stderr and "\u202e" not in done.stderr, repr(done.stderr)
+    assert "name\\x1b]0;X\\x1b\\ and \\u202eevil" in done.stderr, done.stderr

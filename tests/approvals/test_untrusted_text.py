@@ -133,6 +133,16 @@ def stored_item() -> dict[str, Any]:
         "model": "customer-profile\x1b[1A\u202e",
         "phase": "request",
         "labels": ["confidential"],
+        "fields": [{"path": "outputs.ssn\x1b[8m", "labels": ["confidential"]}],
+        "query": {
+            "inputs": [{"name": "ids\u202e", "datatype": "INT64", "shape": [1]}],
+            "requested_outputs": ["ssn\x1b]8;;https://evil.example/\x07"],
+            "rows": 1,
+        },
+        "grant_scope": "query",
+        "single_use": False,
+        "row_budget": None,
+        "grant_ttl_seconds": 900,
         "policy_reason": "confidential data needs 1 approval(s) from data-owners",
         "justification": "ticket\r\x1b[2Kall clear",
         "approver_groups": ["data-owners"],
@@ -188,12 +198,15 @@ def test_the_cli_prints_stored_text_with_controls_escaped(
 
 def test_describe_shows_each_planted_string_escaped(answers: dict[str, Any]) -> None:
     text = approvals_cli.describe(answers)
-    assert f"by jwt:dev#olivia at 2999-01-01T00:01:00: {shown(PLANTED)}" in text
+    # Runs of spaces are one space: the planted "  labels:        public" cannot line up.
+    assert f"by jwt:dev#olivia at 2999-01-01T00:01:00: {' '.join(shown(PLANTED).split())}" in text
     assert "\\u202edeneid" in text and "\\x9b2J" in text and "\\r" in text
     assert "justification: ticket\\r\\x1b[2Kall clear" in text
     assert "model customer-profile\\x1b[1A\\u202e" in text
     assert re.search(r"^  labels: +confidential$", text, re.MULTILINE)
-    assert len(text.splitlines()) == 11  # no line added or hidden by a planted newline
+    assert "fields:        outputs.ssn\\x1b[8m (confidential)" in text and "ids\\u202e INT64 [1]" in text
+    assert "outputs:       ssn\\x1b]8;;https://evil.example/\\x07" in text
+    assert len(text.splitlines()) == 17  # no line added or hidden by a planted newline
 
 
 def test_shown_escapes_only_what_is_not_printable() -> None:

@@ -188,3 +188,61 @@ def test_verify_still_calls_a_segment_with_its_first_line_rewritten_tampered(
     result = runner.invoke(audit_app, ["verify", str(path), "--public-key", str(keys[1])])
     assert result.exit_code == 1, result.output
     assert f"TAMPERED malformed at {segment.name}, line 1" in result.output
+
+
+@pytest.fixture
+def unsigned(tmp_path: Path) -> Path:
+    """A log whose writer had no signing key: its checkpoints' time and key_id go unchecked."""
+    sock, log_dir = tmp_path / "w.sock", tmp_path / "log"
+
+    async def fill() -> None:
+        async with AuditClient(sock) as client:
+            for _ in range(20):
+                await client.append(make_event())
+
+    with writer_process(sock, log_dir, "--checkpoint-every", "5"):
+        asyncio.run(fill())
+    return log_dir
+
+
+def _rewrite_checkpoint(log_dir: Path, number: int, **fields: object) -> None:
+    import json
+
+    from labelgate.audit.records import canonical_json
+
+    path = log_dir / "checkpoints.jsonl"
+    checkpoints = [json.loads(line) for line in path.read_bytes().splitlines()]
+    checkpoints[number - 1].update(fields)
+    path.write_bytes(b"".join(canonical_json(checkpoint) + b"\n" for checkpoint in checkpoints))
+
+
+@pytest.mark.parametrize("planted", ["\x1b[1A\x1b[2K[bold green]OK[/] chain intact", "[/]", "\u202e\x9b2K"])
+def test_verify_shows_a_forged_checkpoint_time_as_text_not_as_terminal_commands(
+    unsigned: Path, planted: str
+) -> None:
+    # The reviewer's tampered log: record 12 edited, and the time of unsigned checkpoint #2
+    # (seq 10, the last one verified) moving the cursor up to erase the TAMPERED line and
+    # print a green OK in its place; "[/]" alone was an internal error (rich's MarkupError).
+    (segment,) = unsigned.glob("audit-*.jsonl")
+    content = segment.read_bytes().splitlines(keepends=True)
+    content[11] = content[11].replace(b'"decision":"mask"', b'"decision":"allow"', 1)
+    segment.write_bytes(b"".join(content))
+    _rewrite_checkpoint(unsigned, 2, time=planted, key_id="k[/]\x1b]0;title\x1b\\")
+    args = [sys.executable, "-m", "labelgate.audit", "verify", str(unsigned)]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "internal error" not in output and "Traceback" not in output, output
+    assert "\x1b" not in output and "\u202e" not in output and "\x9b" not in output, repr(output)
+    assert f"TAMPERED hash_mismatch at {segment.name}, line 12, seq 12" in result.stdout
+    assert not any(line.startswith("OK") for line in result.stdout.splitlines()), result.stdout
+    assert "last verified checkpoint: #2 at seq 10" in result.stdout
+    assert "[/]" in result.stdout and "\\x1b" in result.stdout  # shown, as written in the file
+
+
+def test_verify_refuses_a_checkpoint_key_id_that_is_no_string(unsigned: Path) -> None:
+    _rewrite_checkpoint(unsigned, 2, key_id={"[bold]": "x"})
+    result = runner.invoke(audit_app, ["verify", str(unsigned)])
+    assert result.exit_code == 1, result.output
+    assert "TAMPERED checkpoint_malformed at checkpoints.jsonl, line 2" in result.output
+    assert "key_id" in result.output

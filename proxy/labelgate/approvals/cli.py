@@ -141,27 +141,174 @@ def _left(item: dict[str, Any]) -> str:
     return f"{max(0, int(seconds))}s"
 
 
+# The most characters of other people's text one value of ``describe`` shows: a justification
+# or a reason may hold 1000 (the inbox and ``--json`` show them whole).
+SHOWN_TEXT = 240
+# Where ``describe``'s values start ("  justification: "): a value wrapped on a terminal goes on
+# under it, never back to the column its labels and votes start in.
+VALUE_COLUMN = 17
+_LABEL = "  {:<" + str(VALUE_COLUMN - 3) + "} "
+_GRANT_SCOPES = {
+    "query": "this query only (the same inputs and outputs)",
+    "model": "any query to the model",
+}
+
+
+def _said(value: object, limit: int = SHOWN_TEXT) -> str:
+    """Other people's text on one line of the terminal: what is not printable as its escape
+    (``shown``), a run of spaces as one (200 spaces pushed the rest of a justification to the
+    start of a terminal row, where it read as a vote), cut to ``limit`` with an ellipsis."""
+    text = " ".join(shown(str(value)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _texts(value: object) -> list[str]:
+    """A list of strings in an answer, else the answer is not a request (TypeError)."""
+    if not isinstance(value, list) or not all(isinstance(text, str) for text in value):
+        raise TypeError("not a list of strings")
+    return value
+
+
+def _listed(value: object) -> str:
+    return _said(", ".join(_texts(value)))
+
+
+def _count(value: object) -> int:
+    """A count in an answer, else the answer is not a request (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("not a count")
+    return value
+
+
+def _count_or_none(value: object) -> int | None:
+    return None if value is None else _count(value)
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min" + (f" {seconds % 60} s" if seconds % 60 else "")
+    if seconds < 86400:
+        hours, minutes = divmod(seconds // 60, 60)
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    days, hours = divmod(seconds // 3600, 24)
+    return f"{days} d" + (f" {hours} h" if hours else "")
+
+
+def _labelled(label: str, values: list[str]) -> list[str]:
+    """``label`` and its values, one a line, the later ones under the first."""
+    first, *rest = values or ["-"]
+    return [_LABEL.format(label + ":") + first, *(" " * VALUE_COLUMN + value for value in rest)]
+
+
+def _grant(item: dict[str, Any]) -> list[str]:
+    """What a grant made from this request releases (the inbox's "Grant" line)."""
+    scope = item["grant_scope"]
+    if scope not in _GRANT_SCOPES:
+        raise ValueError("not a grant scope")
+    single_use = item["single_use"]
+    if not isinstance(single_use, bool):
+        raise TypeError("single_use is not a bool")
+    ttl, budget = _count(item["grant_ttl_seconds"]), _count_or_none(item["row_budget"])
+    rows = "none" if budget is None else f"{budget} row(s) in total"
+    return [
+        f"{_duration(ttl)}, scope {scope}: {_GRANT_SCOPES[scope]}",
+        f"single use: {'yes' if single_use else 'no'}; row budget: {rows}",
+    ]
+
+
+def _query(item: dict[str, Any]) -> list[str]:
+    """What the held call asked: its inputs (no values), the outputs it named, its rows."""
+    query = item["query"]
+    inputs = [
+        f"{_said(one['name'])} {_said(one['datatype'])} [{', '.join(str(_count(n)) for n in one['shape'])}]"
+        for one in query["inputs"]
+    ]
+    rows = _count_or_none(query["rows"])
+    return [
+        *_labelled("inputs", inputs),
+        *_labelled("outputs", [_listed(query["requested_outputs"]) or "all"]),
+        *_labelled("rows", ["not known" if rows is None else str(rows)]),
+    ]
+
+
 def describe(item: dict[str, Any]) -> str:
+    """One request as ``show``, ``approve`` and ``deny`` print it: who asks, for what (the
+    fields at stake, the query, what a grant would release), and the votes so far.
+
+    Requesters, models, justifications and reasons are other people's text (and the whole
+    answer a server's): each value is ``_said``, so no control or format character reaches the
+    terminal and no value makes a line of its own. An answer without a request's fields raises
+    KeyError, TypeError or ValueError (``_described`` makes that ANSWER_INVALID)."""
+    approvals = f"{_count(item['approvals'])} of {_count(item['min_approvals'])} approval(s)"
     lines = [
-        f"{item['id']}  {item['state']}  ({item['approvals']} of {item['min_approvals']} approval(s) "
-        f"from {', '.join(item['approver_groups'])})",
-        f"  requester:     {item['requester']} ({', '.join(item['requester_groups']) or 'no groups'})",
-        f"  call:          {item['method']} model {item['model'] or '-'}",
-        f"                 ({item['phase']} phase, {item['mode']})",
-        f"  labels:        {', '.join(item['labels'])}",
-        f"  why held:      {item['policy_reason']}",
-        f"  justification: {item['justification'] or '-'}",
-        f"  asked:         {item['created_at']}   expires: {item['expires_at']}",
+        f"{_said(item['id'])}  {_said(item['state'])}  ({approvals} from {_listed(item['approver_groups'])})",
+        f"  requester:     {_said(item['requester'])} ({_listed(item['requester_groups']) or 'no groups'})",
+        f"  call:          {_said(item['method'])} model {_said(item['model']) or '-'}",
+        f"                 ({_said(item['phase'])} phase, {_said(item['mode'])})",
+        f"  labels:        {_listed(item['labels'])}",
+        *_labelled("fields", [f"{_said(f['path'])} ({_listed(f['labels'])})" for f in item["fields"]]),
+        *_query(item),
+        *_labelled("grant", _grant(item)),
+        f"  why held:      {_said(item['policy_reason'])}",
+        f"  justification: {_said(item['justification']) or '-'}",
+        f"  asked:         {_said(item['created_at'])}   expires: {_said(item['expires_at'])}",
     ]
     if item["resolution"]:
-        lines.append(f"  outcome:       {item['resolution']}")
+        lines.append(f"  outcome:       {_said(item['resolution'])}")
     for vote in item["votes"]:
-        why = vote["reason"] or "-"
-        lines.append(f"  vote:          {vote['verdict']} by {vote['approver']} at {vote['at']}: {why}")
-    lines.append(f"  inbox:         {item['link']}")
-    # Requesters, models, justifications and reasons are other people's text: a control or
-    # format character in one is printed as its escape, never sent to the terminal.
+        by = f"{_said(vote['verdict'])} by {_said(vote['approver'])} at {_said(vote['at'])}"
+        lines.append(f"  vote:          {by}: {_said(vote['reason']) or '-'}")
+    lines.append(f"  inbox:         {_said(item['link'])}")
     return "\n".join(shown(line) for line in lines)
+
+
+def _described(item: dict[str, Any], url: str, vote: str = "") -> str:
+    """``describe(item)``, or ANSWER_INVALID in one line when the answer is not a request
+    (``vote``: what the server accepted before it answered so, said, since it counts)."""
+    try:
+        return describe(item)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        recorded = f"your {vote} was recorded, but " if vote else ""
+        raise ApiError(
+            0, "ANSWER_INVALID", f"{recorded}{shown_url(url)} did not answer with a request"
+        ) from None
+
+
+def _echo_described(text: str) -> None:
+    """``describe``'s text; on a terminal, a line wider than it wraps under the values' column
+    (``_fitted``) rather than back to the first column, where labels and votes start."""
+    import shutil
+    import sys
+
+    if sys.stdout.isatty():
+        width = shutil.get_terminal_size().columns
+        text = "\n".join(part for line in text.splitlines() for part in _fitted(line, width))
+    typer.echo(text)
+
+
+def _fitted(line: str, width: int) -> list[str]:
+    """``line`` in parts of at most ``width`` cells, cut at a space where one fits, the later
+    parts indented to ``VALUE_COLUMN`` (a terminal too narrow for that wraps the line itself)."""
+    from rich.cells import cell_len, chop_cells
+
+    if cell_len(line) <= width or width < VALUE_COLUMN + 20:
+        return [line]
+    parts: list[str] = []
+    rest, room, after = line, width, VALUE_COLUMN  # the first part is cut in its value only
+    while cell_len(rest) > room:
+        piece = chop_cells(rest, room)[0]
+        space = piece.rfind(" ")
+        if space > after:
+            parts.append(piece[:space].rstrip(" "))
+            rest = rest[space + 1 :].lstrip(" ")
+        else:  # a word longer than the room: cut inside it
+            parts.append(piece)
+            rest = rest[len(piece) :]
+        room, after = width - VALUE_COLUMN, 0
+    parts.append(rest)
+    return [parts[0], *(" " * VALUE_COLUMN + part for part in parts[1:])]
 
 
 def _run(action: Any) -> None:
@@ -237,7 +384,10 @@ def show_command(
 
     def action() -> None:
         item = call_api(url, token, approval_path(approval_id))
-        typer.echo(json.dumps(item, indent=2) if json_output else describe(item))
+        if json_output:
+            typer.echo(json.dumps(item, indent=2))
+            return
+        _echo_described(_described(item, url))
 
     _run(action)
 
@@ -253,7 +403,7 @@ def approve_command(
 
     def action() -> None:
         item = call_api(url, token, approval_path(approval_id, "approve"), {"reason": reason})
-        typer.echo(describe(item))
+        _echo_described(_described(item, url, "approval"))
 
     _run(action)
 
@@ -269,7 +419,7 @@ def deny_command(
 
     def action() -> None:
         item = call_api(url, token, approval_path(approval_id, "deny"), {"reason": reason})
-        typer.echo(describe(item))
+        _echo_described(_described(item, url, "denial"))
 
     _run(action)
 

@@ -15,6 +15,7 @@ import typer
 
 from labelgate.errors import LabelgateError
 from labelgate.logs import LogLevel
+from labelgate.untrusted_text import shown
 
 if TYPE_CHECKING:
     from labelgate.audit.verify import VerifyReport
@@ -23,7 +24,11 @@ audit_app = typer.Typer(help="The durable, tamper-evident audit log.", no_args_i
 
 
 def _fail(error: LabelgateError) -> typer.Exit:
-    typer.echo(f"error: {error.message} ({error.reason})", err=True)
+    # A message may quote text labelgate did not write (a model's input names, an OPA check
+    # error quoting a .rego string, a path): what is not printable is shown as its escape,
+    # line by line (a config check lists its problems one a line).
+    message = "\n".join(shown(line) for line in error.message.split("\n"))
+    typer.echo(f"error: {message} ({shown(error.reason)})", err=True)
     return typer.Exit(error.exit_code)
 
 
@@ -72,38 +77,45 @@ def _print_report(report: VerifyReport) -> None:
     from rich.console import Console
     from rich.markup import escape
 
+    def text(value: object) -> str:
+        # Whatever the files hold (a checkpoint's time and key id, text quoted in a finding)
+        # is data, not markup or terminal commands: a forged time moved the cursor up, erased
+        # the TAMPERED line and printed a green OK in its place. rich's escape only covers
+        # markup ("[/]" was an internal error); shown writes ESC and the like as escapes.
+        return escape(shown(str(value)))
+
     # soft_wrap: one finding per line, also when the output goes to a file or a CI log.
     console = Console(highlight=False, soft_wrap=True)
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
     console.print(
-        f"audit log {escape(str(report.target))}: {len(report.files)} file(s), {report.records} record(s) "
+        f"audit log {text(report.target)}: {len(report.files)} file(s), {report.records} record(s) "
         f"verified ({span}), {report.checkpoints} checkpoint(s)"
     )
     for problem in report.problems:
-        where, what = escape(problem.where()), escape(problem.message)
-        console.print(f"[bold red]TAMPERED[/] [red]{problem.kind}[/] at {where}: {what}")
+        kind, where, what = text(problem.kind), text(problem.where()), text(problem.message)
+        console.print(f"[bold red]TAMPERED[/] [red]{kind}[/] at {where}: {what}")
     signed = "signature and head" if report.signatures_checked else "head only, signature not checked"
     if report.ok and report.uncovered:
         first, which = report.last_seq - report.uncovered + 1, "signed " if report.signatures_checked else ""
         one = first == report.last_seq
         records = f"record {first} is" if one else f"records {first}..{report.last_seq} are"
         console.print(
-            f"[bold yellow]OK, NOT ALL SIGNED[/] chain intact, head {report.head}; {records} covered by no "
-            f"{which}checkpoint: {'it' if one else 'they'} may have been appended, or records after "
+            f"[bold yellow]OK, NOT ALL SIGNED[/] chain intact, head {text(report.head)}; {records} covered "
+            f"by no {which}checkpoint: {'it' if one else 'they'} may have been appended, or records after "
             f"{'it' if one else 'them'} cut, without trace"
         )
     elif report.ok:
-        console.print(f"[bold green]OK[/] chain intact, head {report.head}")
+        console.print(f"[bold green]OK[/] chain intact, head {text(report.head)}")
     last = report.last_verified
     if last is not None:
         console.print(
             f"last verified checkpoint: #{last.number} at seq {last.seq} "
-            f"({last.time}, key {last.key_id}; {signed})"
+            f"({text(last.time)}, key {text(last.key_id)}; {signed})"
         )
     else:
         console.print("last verified checkpoint: none")
     for note in report.notes:
-        console.print(f"[yellow]note[/] {escape(note)}")
+        console.print(f"[yellow]note[/] {text(note)}")
 
 
 @audit_app.command("keygen")

@@ -268,6 +268,9 @@ def _parse_checkpoint(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "checkpoint seq or head is not valid"
     if not isinstance(checkpoint["time"], str):
         return None, "checkpoint time is not a string"
+    if checkpoint["key_id"] is not None and not isinstance(checkpoint["key_id"], str):
+        # A writer writes a key id or null (no signing key); anything else was put there.
+        return None, "checkpoint key_id is neither a string nor null"
     return checkpoint, None
 
 

@@ -20,6 +20,7 @@ from labelgate.bundle.build import Bundle
 from labelgate.digits import whole_number
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import LogLevel, get_logger
+from labelgate.untrusted_text import shown
 
 log = get_logger(__name__)
 
@@ -46,7 +47,11 @@ ALLOWED_HOSTS_ENV = "LABELGATE_BUNDLE_ALLOWED_HOSTS"
 
 
 def _fail(error: LabelgateError) -> typer.Exit:
-    typer.echo(f"error: {error.message} ({error.reason})", err=True)
+    # A message may quote text labelgate did not write (a model's input names, an OPA check
+    # error quoting a .rego string, a path): what is not printable is shown as its escape,
+    # line by line (a config check lists its problems one a line).
+    message = "\n".join(shown(line) for line in error.message.split("\n"))
+    typer.echo(f"error: {message} ({shown(error.reason)})", err=True)
     return typer.Exit(error.exit_code)
 
 
