@@ -22,6 +22,7 @@ from labelgate.cli_backstop import GuardedTyper
 from labelgate.errors import LabelgateError
 from labelgate.logs import LogLevel
 from labelgate.recording.cli import sessions_app
+from labelgate.untrusted_text import shown
 
 app = GuardedTyper(
     name="labelgate",
@@ -72,7 +73,11 @@ def main(
 
 
 def _fail(error: LabelgateError) -> typer.Exit:
-    typer.echo(f"error: {error.message} ({error.reason})", err=True)
+    # A message may quote text labelgate did not write (a model's input names, an OPA check
+    # error quoting a .rego string, a path): what is not printable is shown as its escape,
+    # line by line (a config check lists its problems one a line).
+    message = "\n".join(shown(line) for line in error.message.split("\n"))
+    typer.echo(f"error: {message} ({shown(error.reason)})", err=True)
     return typer.Exit(error.exit_code)
 
 
@@ -234,8 +239,9 @@ def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
     try:
         with warnings_as_notes() as warnings:
             settings = load_settings(config, **overrides)
-            warn_what_is_not_kept(settings)  # as the gateway warns at start; still OK
             problems = startup_problems(settings)
+            if not problems:  # as the gateway warns once started; still OK
+                warn_what_is_not_kept(settings)
     except LabelgateError as error:
         typer.echo(f"{where}: {error.message} ({error.reason})", err=True)
         raise typer.Exit(2) from None
@@ -342,7 +348,8 @@ def infer(
         if rest is not None and tls_options and not rest.lower().startswith("https://"):
             raise InvalidInput(
                 reasons.OPTION_INVALID,
-                f"{', '.join(tls_options)} need an https:// URL for --rest (TLS is the URL's scheme)",
+                f"{', '.join(tls_options)} {'needs' if len(tls_options) == 1 else 'need'} an https:// URL "
+                "for --rest (TLS is the URL's scheme)",
             )
         ask = InferRequest(
             model=model,

@@ -326,7 +326,6 @@ def build_pipeline(
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        warn_what_is_not_kept(settings)
         self.engine = build_engine(settings)
         self.approvals = build_approvals(settings)
         self.sessions = build_session_recorder(settings.recording)
@@ -402,6 +401,7 @@ class Gateway:
         self._tasks.append(asyncio.create_task(watch_loop_lag()))
         prepare_heap()
         log.info("gateway started", listen=self.settings.listen, port=self.port, engine=self.settings.engine)
+        warn_what_is_not_kept(self.settings)  # once started: a gateway that fails to start says why alone
 
     async def _start_admin(self, listen: str) -> None:
         """The admin listener, on a thread and event loop of its own: nothing sent to it runs on
