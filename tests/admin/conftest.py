@@ -55,6 +55,8 @@ def write_config(folder: Path, backend: str, admin: dict[str, Any], **extra: Any
         "admin": admin,
         **extra,
     }
+    if admin.get("approvals") is False:  # the admin port serves no inbox: links name the one that does
+        config["approvals"]["public_url"] = "https://approvals.test"
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, f"127.0.0.1:{port}", admin_port
