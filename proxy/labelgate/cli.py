@@ -235,7 +235,10 @@ def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
     from labelgate.gateway.server import warn_what_is_not_kept
     from labelgate.warning_notes import warnings_as_notes
 
-    where = str(config) if config is not None else "the defaults and LABELGATE_* variables"
+    # The config's path and the paths and texts it holds are not labelgate's words: what is not
+    # printable is shown as its escape (as _fail does), so each path, problem and warning stays
+    # on its line, and only a message that lists problems one a line spans lines.
+    where = shown(str(config)) if config is not None else "the defaults and LABELGATE_* variables"
     try:
         with warnings_as_notes() as warnings:
             settings = load_settings(config, **overrides)
@@ -243,15 +246,16 @@ def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
             if not problems:  # as the gateway warns once started; still OK
                 warn_what_is_not_kept(settings)
     except LabelgateError as error:
-        typer.echo(f"{where}: {error.message} ({error.reason})", err=True)
+        message = "\n".join(shown(line) for line in error.message.split("\n"))
+        typer.echo(f"{where}: {message} ({shown(error.reason)})", err=True)
         raise typer.Exit(2) from None
     for warning in warnings:
-        typer.echo(f"{where}: warning: {warning}", err=True)
+        typer.echo(f"{where}: warning: {shown(warning)}", err=True)
     if problems:
         count = len(problems)
         typer.echo(f"{where}: {count} problem{'s' if count != 1 else ''} at start-up:", err=True)
         for problem in problems:
-            typer.echo(f"  - {problem}", err=True)
+            typer.echo(f"  - {shown(problem)}", err=True)
         raise typer.Exit(2)
     typer.echo(f"{where}: OK")
 
@@ -312,7 +316,12 @@ def infer(
     ] = None,
     justification: Annotated[str | None, typer.Option(help="why, for the approvers")] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="print KServe v2 JSON instead of a table")
+        bool,
+        typer.Option(
+            "--json",
+            help="print KServe v2 JSON instead of a table (strict JSON: NaN and infinities as the strings "
+            '"NaN", "Infinity", "-Infinity")',
+        ),
     ] = False,
 ) -> None:
     """Call a model through the gateway (gRPC or REST) and show what came back; a call held for

@@ -6,6 +6,13 @@ that is not JSON is taken as a string) or a JSON file (``{"name": value}`` or KS
 gives each input its datatype and shape. Over gRPC (``--target``) or REST (``--rest URL``),
 with TLS, a timeout, and a table or ``--json`` (KServe v2's response JSON, either way).
 
+What the server sent is shown as text it cannot act with: the table's title, headers and
+cells are rich ``Text`` (never markup) of ``untrusted_text.shown`` (no terminal controls);
+messages quote the model's input and output names through ``shown`` too, so each stays one
+line; and ``--json`` is strict JSON: NaN and the infinities, which JSON has no numbers for,
+are written as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (what ``float()``
+in Python and ``Number()`` in JavaScript read back).
+
 Held for approval: the call is made in async mode, so the gateway answers at once with the
 approval's id; a spinner then shows the id, who must approve, when the request expires (from
 the approvals API, where requesters may read their own requests) and how long it still waits,
@@ -22,7 +29,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ from urllib.parse import quote, urlsplit
 import grpc
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from labelgate import reasons
 from labelgate._proto.inference import open_inference_pb2 as pb
@@ -42,7 +50,7 @@ from labelgate.gateway.status import error_info
 from labelgate.oip.tensor import Tensor
 from labelgate.oip.tensors import decode_outputs, encode_inputs
 from labelgate.shown_urls import shown_url
-from labelgate.untrusted_text import bearer_token_problem
+from labelgate.untrusted_text import bearer_token_problem, shown
 
 MODE_HEADER = "x-labelgate-approval"
 APPROVAL_ID_HEADER = "x-labelgate-approval-id"
@@ -190,7 +198,7 @@ def _shape(name: str, declared: tuple[int, ...], nested: list[int], count: int) 
             return shape
     raise InvalidInput(
         reasons.INPUT_SHAPE_MISMATCH,
-        f"input {name}: {count} value(s) do not fit the model's shape {list(declared)}",
+        f"input {shown(name)}: {count} value(s) do not fit the model's shape {list(declared)}",
     )
 
 
@@ -199,30 +207,42 @@ def _convert(name: str, datatype: str, value: Any) -> Any:
         if isinstance(value, str):
             return value.encode()
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is BYTES: give strings")
+            raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {shown(name)} is BYTES: give strings")
         return json.dumps(value).encode()
     if datatype == "BOOL":
         if isinstance(value, bool):
             return value
         if value in (0, 1, "true", "false"):
             return value in (1, "true")
-        raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is BOOL: give true or false")
+        raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {shown(name)} is BOOL: give true or false")
     if datatype in INTEGER_TYPES:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is {datatype}: give integers")
+            raise InvalidInput(
+                reasons.INPUT_TYPE_MISMATCH, f"input {shown(name)} is {datatype}: give integers"
+            )
         low, high = _INTEGER_RANGES[datatype]
         if not low <= value <= high:
             raise InvalidInput(
-                reasons.INPUT_TYPE_MISMATCH, f"input {name} is {datatype}: {value} is outside {low}..{high}"
+                reasons.INPUT_TYPE_MISMATCH,
+                f"input {shown(name)} is {datatype}: {value} is outside {low}..{high}",
             )
         return value
     if datatype in FLOAT_TYPES:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(reasons.INPUT_TYPE_MISMATCH, f"input {name} is {datatype}: give numbers")
+            raise InvalidInput(
+                reasons.INPUT_TYPE_MISMATCH, f"input {shown(name)} is {datatype}: give numbers"
+            )
         return float(value)
     raise InvalidInput(
-        reasons.INPUT_TYPE_UNSUPPORTED, f"input {name} has datatype {datatype}, which infer cannot send"
+        reasons.INPUT_TYPE_UNSUPPORTED,
+        f"input {shown(name)} has datatype {shown(datatype)}, which infer cannot send",
     )
+
+
+def _names(names: Iterable[str]) -> str:
+    """Names for a message, the model's (its metadata) or the caller's, each through ``shown``:
+    a control character in one is its escape, and a newline in one does not end the line."""
+    return ", ".join(shown(name) for name in names)
 
 
 def typed_inputs(values: dict[str, Any], specs: Sequence[Spec]) -> list[Tensor]:
@@ -232,17 +252,17 @@ def typed_inputs(values: dict[str, Any], specs: Sequence[Spec]) -> list[Tensor]:
     if unknown:
         raise InvalidInput(
             reasons.INPUT_UNKNOWN,
-            f"the model has no input {', '.join(unknown)} (its inputs: {', '.join(known) or 'none'})",
+            f"the model has no input {_names(unknown)} (its inputs: {_names(known) or 'none'})",
         )
     missing = [name for name in known if name not in values]
     if missing:
-        raise InvalidInput(reasons.INPUT_MISSING, f"the model also needs input {', '.join(missing)}")
+        raise InvalidInput(reasons.INPUT_MISSING, f"the model also needs input {_names(missing)}")
     tensors = []
     for name, spec in known.items():
         try:
             flat, nested = _flatten(values[name])
         except ValueError as error:
-            raise InvalidInput(reasons.INPUT_SHAPE_MISMATCH, f"input {name}: {error}") from None
+            raise InvalidInput(reasons.INPUT_SHAPE_MISMATCH, f"input {shown(name)}: {error}") from None
         shape = _shape(name, spec.shape, nested, len(flat))
         tensors.append(Tensor(name, spec.datatype, shape, [_convert(name, spec.datatype, v) for v in flat]))
     return tensors
@@ -255,7 +275,7 @@ def check_outputs(asked: Sequence[str], outputs: Sequence[str]) -> None:
     if unknown:
         raise InvalidInput(
             reasons.OPTION_INVALID,
-            f"the model has no output {', '.join(unknown)} (its outputs: {', '.join(outputs) or 'none'})",
+            f"the model has no output {_names(unknown)} (its outputs: {_names(outputs) or 'none'})",
         )
 
 
@@ -393,13 +413,25 @@ class RestTransport:
                 reasons.ANSWER_INVALID, f"{self.where()} did not answer in HTTP/1.1 ({type(error).__name__})"
             ) from None
 
+    def _not_the_protocols(self, what: str) -> CallFailed:
+        """A JSON object without the protocol's keys (KServe v2), in one line, not a KeyError."""
+        return CallFailed(reasons.ANSWER_INVALID, f"{self.where()} did not answer with {what}")
+
     def specs(self, model: str) -> ModelSpecs:
         found = self._request(f"/v2/models/{quote(model, safe='')}", None, {})
-        inputs = found.get("inputs") or []
-        return ModelSpecs(
-            [Spec(str(i["name"]), str(i["datatype"]), tuple(int(n) for n in i["shape"])) for i in inputs],
-            [str(o["name"]) for o in found.get("outputs") or []],
+        invalid = self._not_the_protocols(
+            "the model's metadata (every input needs a name, a datatype and a shape; every output a name)"
         )
+        inputs = []
+        for item in _listed(found, "inputs", invalid):
+            name, datatype, shape = _tensor_keys(item, invalid)
+            inputs.append(Spec(name, datatype, tuple(shape)))
+        outputs = []
+        for item in _listed(found, "outputs", invalid):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise invalid
+            outputs.append(item["name"])
+        return ModelSpecs(inputs, outputs)
 
     def infer(self, model: str, tensors: list[Tensor], outputs: list[str], headers: dict[str, str]) -> Answer:
         body: dict[str, Any] = {
@@ -416,10 +448,16 @@ class RestTransport:
         if outputs:
             body["outputs"] = [{"name": name} for name in outputs]
         found = self._request(f"/v2/models/{quote(model, safe='')}/infer", body, headers)
-        tensors_out = [
-            Tensor(str(o["name"]), str(o["datatype"]), [int(n) for n in o["shape"]], list(o.get("data", [])))
-            for o in found.get("outputs", [])
-        ]
+        invalid = self._not_the_protocols(
+            "an inference reply (every output needs a name, a datatype, a shape and its data as a list)"
+        )
+        tensors_out = []
+        for item in _listed(found, "outputs", invalid):
+            name, datatype, shape = _tensor_keys(item, invalid)
+            data = item.get("data", [])  # none: the outputs came as binary data, which infer does not ask for
+            if not isinstance(data, list):
+                raise invalid
+            tensors_out.append(Tensor(name, datatype, shape, data))
         return Answer(str(found.get("model_name", model)), str(found.get("model_version", "")), tensors_out)
 
     def close(self) -> None:
@@ -433,6 +471,28 @@ def _read(path: Path | None) -> bytes | None:
         return path.read_bytes()
     except OSError as error:
         raise InvalidInput(reasons.TLS_FILE_UNREADABLE, f"cannot read {path}: {error.strerror}") from None
+
+
+def _listed(found: dict[str, Any], key: str, invalid: CallFailed) -> list[Any]:
+    """``found[key]`` as a list: none (absent or null) is an empty one, anything else is ``invalid``."""
+    items = found.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise invalid
+    return items
+
+
+def _tensor_keys(item: object, invalid: CallFailed) -> tuple[str, str, list[int]]:
+    """A KServe v2 tensor's name, datatype and shape, each of the protocol's type, else ``invalid``."""
+    if not isinstance(item, dict):
+        raise invalid
+    name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
+    if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
+        raise invalid
+    if not all(isinstance(size, int) and not isinstance(size, bool) for size in shape):
+        raise invalid
+    return name, datatype, shape
 
 
 def _json_object(raw: bytes, *, quiet: bool = False) -> dict[str, Any]:
@@ -483,18 +543,23 @@ def _left(expires_at: str) -> str:
         return "?"
 
 
-def describe(approval_id: str, shown: dict[str, Any] | None, waited_left: float) -> str:
+def describe(approval_id: str, request: dict[str, Any] | None, waited_left: float) -> str:
     """The spinner's line: the id, who must approve, when the request expires, and how long
     ``infer`` waits yet (``--wait``): two clocks, each named, since either may end first."""
     waiting = f"waiting up to {_duration(waited_left)} more (--wait)"
-    if not shown:
+    if not request:
         return f"held for approval {approval_id} ({waiting})"
-    groups = ", ".join(shown.get("approver_groups", [])) or "?"
+    groups = ", ".join(str(group) for group in request.get("approver_groups", [])) or "?"
     return (
-        f"held for approval {approval_id}: {shown.get('approvals', 0)} of {shown.get('min_approvals', '?')} "
-        f"approval(s) from {groups}; the request expires in {_left(str(shown.get('expires_at', '')))}, "
-        f"{waiting}"
+        f"held for approval {approval_id}: {request.get('approvals', 0)} of "
+        f"{request.get('min_approvals', '?')} approval(s) from {groups}; the request expires in "
+        f"{_left(str(request.get('expires_at', '')))}, {waiting}"
     )
+
+
+def _line(text: str) -> Text:
+    """``text`` quoting what a server sent, for rich: not markup, and no terminal controls."""
+    return Text(shown(text))
 
 
 def not_waited_for(held: HeldForApproval) -> HeldForApproval:
@@ -527,17 +592,17 @@ def wait_for_approval(
     until = clock() + wait_seconds
     first = _fetch_approval(api, token, 5.0) if api else None
     # One plain line first: a terminal that is not interactive (a log, CI) shows no spinner.
-    console.print(describe(approval_id, first, wait_seconds), highlight=False)
-    with console.status(describe(approval_id, first, wait_seconds)) as status:
+    console.print(_line(describe(approval_id, first, wait_seconds)))
+    with console.status(_line(describe(approval_id, first, wait_seconds))) as status:
         while True:
-            shown = _fetch_approval(api, token, 5.0) if api else None
-            state = (shown or {}).get("state", "pending")
+            request = _fetch_approval(api, token, 5.0) if api else None
+            state = (request or {}).get("state", "pending")
             if state == "granted":
                 return approval_id
             if state != "pending":
                 raise PermissionDenied(
                     f"APPROVAL_{str(state).upper()}",
-                    f"approval {approval_id} {state}: {(shown or {}).get('resolution', '')}",
+                    f"approval {approval_id} {state}: {(request or {}).get('resolution', '')}",
                 )
             left = until - clock()
             if left <= 0:
@@ -547,7 +612,7 @@ def wait_for_approval(
                     f"run again with --approval-id {approval_id} once it is granted "
                     f"({held.details.get('link', '')})",
                 )
-            status.update(describe(approval_id, shown, left))
+            status.update(_line(describe(approval_id, request, left)))
             time.sleep(min(POLL_SECONDS, left))
 
 
@@ -556,8 +621,23 @@ def _show(value: object) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _json_value(value: Any) -> Any:
+    """``value`` as strict JSON holds it: BYTES as text, NaN and the infinities as the strings
+    ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no numbers for them; a released reply
+    is still shown), lists and objects (a REST server's data may nest) item by item."""
+    if isinstance(value, bytes):
+        return _show(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    return value
+
+
 def as_json(answer: Answer) -> dict[str, Any]:
-    """KServe v2's response JSON, whichever transport was used."""
+    """KServe v2's response JSON, whichever transport was used (``_json_value``: strict JSON)."""
     return {
         "model_name": answer.model_name,
         "model_version": answer.model_version,
@@ -566,11 +646,25 @@ def as_json(answer: Answer) -> dict[str, Any]:
                 "name": t.name,
                 "datatype": t.datatype,
                 "shape": list(t.shape),
-                "data": [_show(v) if isinstance(v, bytes) else v for v in t.values],
+                "data": [_json_value(v) for v in t.values],
             }
             for t in answer.outputs
         ],
     }
+
+
+def result_table(answer: Answer, model: str, where: str) -> Table:
+    """The reply as a table. Its title, headers and cells are the server's text (the model's
+    name, output names, BYTES values): each is ``Text`` (markup would turn ``[link=...]`` into
+    a terminal link, and ``[/]`` into an error after the call was released) of ``shown`` text
+    (an escape in a value would write the clipboard, set the title, reorder the line)."""
+    table = Table(title=_line(f"{answer.model_name or model} through {where}"))
+    for tensor in answer.outputs:
+        table.add_column(_line(tensor.name), overflow="fold")
+    rows = max((len(t.values) for t in answer.outputs), default=0)
+    for row in range(rows):
+        table.add_row(*(_line(_show(t.values[row]) if row < len(t.values) else "") for t in answer.outputs))
+    return table
 
 
 @dataclass(frozen=True)
@@ -654,13 +748,7 @@ def infer_command(ask: InferRequest, json_output: bool) -> None:
     errors = Console(stderr=True)
     answer = run_infer(ask, errors)
     if json_output:
-        print(json.dumps(as_json(answer), indent=2))
+        # allow_nan=False: a non-finite float left unconverted fails here, never prints NaN.
+        print(json.dumps(as_json(answer), indent=2, allow_nan=False))
         return
-    transport = shown_url(ask.rest or ask.target)
-    table = Table(title=f"{answer.model_name or ask.model} through {transport}")
-    for tensor in answer.outputs:
-        table.add_column(tensor.name, overflow="fold")
-    rows = max((len(t.values) for t in answer.outputs), default=0)
-    for row in range(rows):
-        table.add_row(*(_show(t.values[row]) if row < len(t.values) else "" for t in answer.outputs))
-    Console().print(table)
+    Console().print(result_table(answer, ask.model, shown_url(ask.rest or ask.target)))
