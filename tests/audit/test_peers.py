@@ -27,7 +27,7 @@ from labelgate.audit import AuditClient
 os.setgid({uid}); os.setuid({uid})
 async def main():
     try:
-        receipt = await AuditClient(sys.argv[1], 5).append({event})
+        receipt = await AuditClient(sys.argv[1], 30).append({event})  # loaded CI: not a speed test
         print("APPENDED", receipt)
     except Exception as error:
         print("REFUSED", type(error).__name__, getattr(error, "reason", ""))
