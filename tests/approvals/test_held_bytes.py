@@ -121,9 +121,28 @@ async def test_a_call_whose_transport_noted_nothing_is_not_held_but_may_ask_asyn
         await service.close()
 
 
-class _NoDeadline:
+class _ClientStream:
+    """A client stream's servicer context (no deadline; its messages read with ``read``) and
+    the request iterator grpc hands its handler, over the same messages: whether the latter
+    was used is noted (it must not be: an async generator in a reference cycle, holding the
+    message it yielded last)."""
+
+    def __init__(self, messages: AsyncIterator[bytes]) -> None:
+        self._messages = messages
+        self.iterator_used = False
+
     def time_remaining(self) -> None:
         return None
+
+    async def read(self) -> Any:
+        return await anext(self._messages, grpc.aio.EOF)
+
+    def __aiter__(self) -> _ClientStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.iterator_used = True
+        return await anext(self._messages)
 
 
 async def test_each_task_of_a_client_stream_sees_the_message_read_last() -> None:
@@ -137,8 +156,10 @@ async def test_each_task_of_a_client_stream_sees_the_message_read_last() -> None
         await go_on.wait()
         yield second
 
+    stream = _ClientStream(caller())
+
     async def handler() -> list[int | None]:
-        requests = deadline._remember(caller(), _NoDeadline())  # type: ignore[arg-type]
+        requests, _ = deadline._remember(stream, stream)  # type: ignore[arg-type]
         seen: list[int | None] = [request_bytes()]  # nothing read yet
 
         async def pump() -> None:
@@ -156,6 +177,52 @@ async def test_each_task_of_a_client_stream_sees_the_message_read_last() -> None
         return seen
 
     assert await asyncio.create_task(handler()) == [None, 300, 300, 700, None]
+    assert not stream.iterator_used
+
+
+async def test_a_task_started_while_a_message_is_read_sees_the_message_read_last() -> None:
+    """A task started while the reader worked on a message (a copy of its context: on
+    ModelStreamInfer, the upstream call opened with the first request) sees the message read
+    last, and nothing once the handler ended, even one that never read the stream's end (a
+    refused stream). The message itself was noted there: each stream's first request was
+    kept, counted by nothing, for as long as its upstream call lived (review)."""
+    first, second = b"a" * 300, b"b" * 700
+    second_read, measured, handler_ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    seen: list[int | None] = []
+    started: list[asyncio.Task[None]] = []
+
+    async def caller() -> AsyncIterator[bytes]:
+        yield first
+        yield second
+        await asyncio.Event().wait()  # the caller's side stays open
+
+    async def opened_with_the_first() -> None:
+        await second_read.wait()
+        seen.append(request_bytes())  # the stream goes on: its message read last
+        measured.set()
+        await handler_ended.wait()
+        seen.append(request_bytes())  # the handler ended: nothing
+
+    async def handler(requests: AsyncIterator[bytes], _: Any) -> AsyncIterator[bytes]:
+        async for request in requests:
+            if request == first:
+                started.append(asyncio.create_task(opened_with_the_first()))
+            else:
+                second_read.set()
+                await measured.wait()
+                break  # ends without reading the stream's end, as a refused stream does
+        yield b"answer"
+
+    stream = _ClientStream(caller())
+    wrapped = deadline.DeadlineInterceptor().wrap(
+        "/test.Streams/Chat", grpc.stream_stream_rpc_method_handler(handler)
+    )
+    serve: Any = wrapped.stream_stream  # as grpc calls it: grpc's request iterator, the context
+    assert [answer async for answer in serve(stream, stream)] == [b"answer"]
+    handler_ended.set()
+    await started[0]
+    assert seen == [700, None]
+    assert not stream.iterator_used
 
 
 # -- through a real gateway --------------------------------------------------------------------

@@ -23,7 +23,7 @@ import contextlib
 import functools
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 
 from labelgate._proto.inference import model_extensions_pb2 as ext
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.approvals.deadline import read_noted
 from labelgate.auth import Subject
 from labelgate.calls import Call, Target, transport_peer, uuid4_hex
 from labelgate.enforce import replies
@@ -236,25 +237,36 @@ async def serving(
 
 
 class EachParsed(Generic[M]):
-    """A stream's messages, each parsed as the handler reads it (``request_parsed``), once the
-    stream's caller is authenticated (``stream_infer`` reads none before): a refusal reaches
-    the handler's own ``refusals`` (and its record) like any other. Each message's bytes
-    replace the last one's in its call's lease (``gateway/inflight.py``). An iterator, not an
-    async generator: one left unfinished by a refused stream is not left for the event loop
-    to close."""
+    """A client stream's messages, each read as the handler asks for it, counted, and parsed
+    (``parse``) once the stream's caller is authenticated (``stream_infer`` reads none before):
+    a refusal reaches the handler's own ``refusals`` (and its record) like any other. Each
+    message's bytes replace the last one's in its call's lease (``gateway/inflight.py``).
 
-    __slots__ = ("_bodies", "_message_type", "_pipeline")
+    Read with ``context.read()`` (``approvals.deadline.read_noted``), never through the request
+    iterator grpc hands the handler: that iterator is an async generator in a reference cycle
+    with its owner, holding the message it yielded last, and a refused stream never resumes it:
+    one caller refusing a 15 MiB message a stream grew a gateway by as much each time, until the
+    rare collection (``heap.py``; review), a completed stream's last message the same. Here a
+    message is referenced only while it is read and parsed, and by the stream's ``LastRead``
+    (counted in its lease). An iterator, not an async generator: one left unfinished by a
+    refused stream holds nothing and is not left for the event loop to close."""
 
-    def __init__(self, pipeline: Pipeline, message_type: type[M], bodies: AsyncIterator[bytes]) -> None:
-        self._pipeline, self._message_type, self._bodies = pipeline, message_type, bodies
+    __slots__ = ("_context", "_parse")
+
+    def __init__(
+        self, context: grpc.aio.ServicerContext[Any, Any], parse: Callable[[bytes], Awaitable[M]]
+    ) -> None:
+        self._context, self._parse = context, parse
 
     def __aiter__(self) -> EachParsed[M]:
         return self
 
     async def __anext__(self) -> M:
-        body = await anext(self._bodies)
+        body = await read_noted(self._context)
+        if body is grpc.aio.EOF:
+            raise StopAsyncIteration
         inflight.message_read(len(body))
-        return await request_parsed(self._pipeline, self._message_type, body)
+        return await self._parse(body)
 
 
 CLASSIFICATION = "classification"
@@ -423,7 +435,7 @@ class InferenceProxy:
         return handle
 
     async def model_stream_infer(
-        self, bodies: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+        self, _bodies: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each request and each reply is decided and enforced on its own; a refusal of any
         message ends the whole stream with that status. The upstream stream opens on the first
@@ -431,7 +443,8 @@ class InferenceProxy:
         method = f"/{SERVICE}/{STREAM_METHOD}"
         call = make_call(context, method)
         upstream_call = RoutedStream(self.router, method, call, context)
-        requests = EachParsed(self.pipeline, pb.ModelInferRequest, bodies)
+        # ``_bodies`` (grpc's request iterator) is left unstarted: read with context.read.
+        requests = EachParsed(context, functools.partial(request_parsed, self.pipeline, pb.ModelInferRequest))
         try:
             async with serving(self.pipeline, context):
                 # Counted from here to its end; refused at once past the bound (``streams.OpenStreams``).

@@ -28,9 +28,9 @@ from labelgate.auth import Subject
 from labelgate.calls import Call, CallRecord, Outcome, Target
 from labelgate.classify.split_values import SplitValues
 from labelgate.config import RouteSettings
-from labelgate.errors import ConfigError, LabelgateError
+from labelgate.errors import ConfigError, LabelgateError, drop_frames
 from labelgate.gateway import inflight, reasons, wire_bounds
-from labelgate.gateway.inference import make_call, serving
+from labelgate.gateway.inference import EachParsed, make_call, serving
 from labelgate.gateway.pipeline import Pipeline, still_valid, while_valid
 from labelgate.gateway.upstream import Upstream, upstream_error
 
@@ -157,8 +157,10 @@ class OpaqueCall:
         self.pipeline, self.upstream, self.method = pipeline, upstream, method
 
     async def serve(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+        self, _requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
+        # ``_requests`` (grpc's request iterator) is left unstarted: read with context.read
+        # (``EachParsed``), so grpc's iterator never holds a message.
         call, target = make_call(context, self.method), _target(self.method, opaque=True)
         async with serving(self.pipeline, context):
             # A stream whatever its messages: counted as the typed ones are (it was not).
@@ -167,7 +169,7 @@ class OpaqueCall:
                 # A message refused as it is read (shed for want of request bytes, or read once
                 # the caller's token expired) is kept by the relay: grpc's request pump swallows
                 # it and cancels the upstream call.
-                relay = Relay(while_valid(subject, _relay(requests)))
+                relay = Relay(while_valid(subject, EachParsed(context, _as_read)))
                 stream = self.upstream.stream_stream(self.method, None, None)(
                     relay.messages(),
                     metadata=self.upstream.metadata(call.metadata),
@@ -218,17 +220,17 @@ async def _ended(upstream_call: Any, *replies: AsyncIterator[Any]) -> None:
             await generator.aclose()
 
 
-async def _relay(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    async for request in requests:
-        inflight.message_read(len(request))  # bytes in: no parser counts them
-        yield request
+async def _as_read(body: bytes) -> bytes:
+    """An opaque stream's message goes on as it was read (bytes in: no parser counts them,
+    ``EachParsed`` holds them in the call's lease)."""
+    return body
 
 
 class Relay:
     """A client stream's messages on their way upstream. grpc's request pump swallows what
     reading one raises (a message that does not parse or holds too many values,
-    ``typed_handler``'s ``each_parsed``) and cancels the upstream call: the refusal is kept
-    here, so the call ends with it, not with the cancel."""
+    ``EachParsed``) and cancels the upstream call: the refusal is kept here, so the call ends
+    with it, not with the cancel."""
 
     def __init__(self, requests: AsyncIterator[Any]) -> None:
         self._requests = requests
@@ -239,6 +241,11 @@ class Relay:
             async for request in self._requests:
                 yield request
         except LabelgateError as error:
+            # Re-raised where the cancel is handled (``check``), it loses what it was raised
+            # from (``__context__``), which ``drop_frames`` would have cleared at the call's
+            # end: a walk's refusal (``wire_bounds``), whose frames hold the message in a
+            # cycle with the walk's future, until a collection (``heap.py``). Cleared here.
+            drop_frames(error)
             self.refusal = error
             raise
 
@@ -378,13 +385,6 @@ def typed_handler(
             request_type, body, limits.max_message_values, max_parsed_bytes=limits.max_message_bytes
         )
 
-    async def each_parsed(bodies: AsyncIterator[bytes]) -> AsyncIterator[Message]:
-        """A client stream's messages, each parsed as the upstream call reads it (after the
-        stream was admitted); its bytes replace the last message's in the call's lease."""
-        async for body in bodies:
-            inflight.message_read(len(body))
-            yield await parse(body)
-
     async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         call = make_call(context, method)
         async with serving(pipeline, context, 0 if client_streams else len(request)):
@@ -392,7 +392,10 @@ def typed_handler(
             with pipeline.open_streams.opened(), contextlib.ExitStack() as counted:
                 subject = await pipeline.admit_stream(call, target, counted)
                 if client_streams:
-                    request = each_parsed(request)
+                    # Each message parsed as the upstream call reads it (after the stream was
+                    # admitted), read with context.read: grpc's request iterator is left
+                    # unstarted, so it never holds one (``EachParsed``).
+                    request = EachParsed(context, parse)
                 else:
                     try:
                         request = await parse(request)
@@ -443,7 +446,8 @@ def typed_handler(
 
         async with serving(pipeline, context, 0 if client_streams else len(request)):
             if client_streams:
-                messages = cast(Message, each_parsed(request))  # as ``unary_message`` reads them
+                # Read as a streamed call's are (``streaming``); as ``unary_message`` reads them.
+                messages = cast(Message, EachParsed(context, parse))
                 return await pipeline.unary_message(call, target, messages, send, client_stream=True)
             admitted = ParsedOnceAdmitted(request, parse, send)
             # The bytes go in; the gate parses them once the caller is authenticated and the

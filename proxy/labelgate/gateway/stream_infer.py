@@ -169,9 +169,11 @@ async def _served(
     refused: LabelgateError | None = None
     settling = False  # a request is sent: only its admission record is left to make durable
 
+    reading = _CallerRequests(pipeline, call, subject, requests)
+    del requests  # reached through ``reading`` only, which the stream's end lets go of
+
     async def forward_requests() -> None:
         nonlocal cut_by_upstream, settling
-        reading = _read(pipeline, call, subject, requests)
         while True:
             clock.waiting()
             try:
@@ -305,6 +307,7 @@ async def _served(
         pump.add_done_callback(lambda _: ending.record_left(pipeline, call, subject, ledger))
         raise
     finally:
+        reading.drop()
         if not pump.done():
             pump.cancel()
 
@@ -319,18 +322,42 @@ async def _record_unanswered(
         log.error("a refusal's record was lost", reason=lost.reason, request_id=unanswered.call.request_id)
 
 
-async def _read(
-    pipeline: Pipeline, call: Call, subject: Subject, requests: AsyncIterator[pb.ModelInferRequest]
-) -> AsyncIterator[pb.ModelInferRequest]:
-    """The caller's requests; a message that does not parse (``inference.EachParsed``)
-    ends the stream, recorded like any refusal. Only reading is guarded here: what the
-    consumer does with a request is recorded where it is done."""
-    try:
-        async for request in requests:
-            yield request
-    except LabelgateError as error:
-        await pipeline.record_failure(call, subject, Target(service=call.service), error)
-        raise
+class _CallerRequests:
+    """The caller's requests as the stream's pump reads them; a message that does not parse
+    (``inference.EachParsed``) ends the stream, recorded like any refusal. Only reading is
+    guarded here: what the pump does with a request is recorded where it is done.
+
+    Not a closure's cell nor an async generator, and let go of when the stream ends (``drop``):
+    a refusal's traceback keeps the pump's function (``drop_frames`` clears only its frames)
+    and with it what its closure holds, and an async generator a refused stream leaves
+    suspended holds the message it yielded; either kept the stream's last message in a
+    reference cycle until the rare collection (``heap.py``; 15.6 MiB a refused stream,
+    review), as ``routes.ParsedOnceAdmitted`` does for a unary request."""
+
+    __slots__ = ("_call", "_pipeline", "_requests", "_subject")
+
+    def __init__(
+        self, pipeline: Pipeline, call: Call, subject: Subject, requests: AsyncIterator[pb.ModelInferRequest]
+    ) -> None:
+        self._pipeline, self._call, self._subject = pipeline, call, subject
+        self._requests: AsyncIterator[pb.ModelInferRequest] | None = requests
+
+    def __aiter__(self) -> _CallerRequests:
+        return self
+
+    async def __anext__(self) -> pb.ModelInferRequest:
+        requests = self._requests
+        if requests is None:  # the stream ended
+            raise StopAsyncIteration
+        try:
+            return await anext(requests)
+        except LabelgateError as error:
+            target = Target(service=self._call.service)
+            await self._pipeline.record_failure(self._call, self._subject, target, error)
+            raise
+
+    def drop(self) -> None:
+        self._requests = None
 
 
 async def _release_streamed(
