@@ -28,6 +28,7 @@ import grpc
 import pytest
 
 from labelgate._proto.inference import open_inference_pb2 as pb
+from labelgate.gateway import metrics
 from tests.gateway.test_routed_request_bounds import (
     DEFAULT_MAX_VALUES,
     bytes_kept,
@@ -219,3 +220,50 @@ async def test_a_routed_client_streams_refused_message_is_not_kept_once_it_ended
             del error
             await none_kept_once_the_calls_end(len(body), body)
         assert received == []
+
+
+async def test_a_half_closed_streams_last_message_is_no_longer_counted() -> None:
+    """Review of the fix: once the caller half-closed, nothing refers to its last message, yet
+    its lease went on counting it in ``request_bytes_in_flight`` until the stream ended (up to
+    the call's deadline, with a reply still awaited)."""
+    body = infer_request(2_000_000 + 77)
+    upstream_read_all = asyncio.Event()
+
+    async def stalling(context_requests: Any, context: Any) -> AsyncIterator[bytes]:
+        while (message := await context.read()) is not grpc.aio.EOF:
+            del message
+        upstream_read_all.set()
+        await asyncio.Event().wait()  # never answers
+        yield b""
+
+    handlers: dict[str, Any] = {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(stalling)}
+    async with (
+        serving_grpc(SERVICE, handlers) as (upstream, _),
+        gateway_in_process(upstream) as listen,
+        grpc.aio.insecure_channel(listen) as channel,
+    ):
+        half_close = asyncio.Event()
+
+        async def requests() -> AsyncIterator[bytes]:
+            yield body
+            await half_close.wait()
+
+        open_stream: Any = channel.stream_stream(STREAM_INFER)
+        stream = open_stream(requests(), metadata=analyst(), timeout=60)
+        await until(lambda: in_flight() >= len(body), "the message counted")
+        half_close.set()
+        await asyncio.wait_for(upstream_read_all.wait(), 30)  # the gateway passed on the end
+        await until(lambda: in_flight() == 0, "nothing counted once the caller half-closed")
+        stream.cancel()
+
+
+def in_flight() -> float:
+    return float(metrics.REQUEST_BYTES_IN_FLIGHT._value.get())
+
+
+async def until(check: Any, what: str, seconds: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {in_flight():.0f} bytes in flight")
+        await asyncio.sleep(0.02)

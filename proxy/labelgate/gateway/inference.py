@@ -264,6 +264,10 @@ class EachParsed(Generic[M]):
     async def __anext__(self) -> M:
         body = await read_noted(self._context)
         if body is grpc.aio.EOF:
+            # The caller half-closed: nothing holds its last message any more (``read_noted``
+            # emptied the stream's LastRead), so its lease holds nothing either; else a caller
+            # waiting on slow replies kept its last message counted until the stream's end.
+            inflight.message_read(0)
             raise StopAsyncIteration
         inflight.message_read(len(body))
         return await self._parse(body)
