@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -17,10 +18,23 @@ from typing import Any
 import pytest
 
 from labelgate.audit import AuditClient, AuditUnavailable
-from labelgate.audit.export.tail import Cursor, CursorFile, ExportLogBroken, end_cursor, read_batch
+from labelgate.audit.export.tail import (
+    MARK_TORN_READS_TOLERATED,
+    MARK_WARNING_SECONDS,
+    CommittedMark,
+    Cursor,
+    CursorFile,
+    ExportLogBroken,
+    Leftover,
+    LogRecord,
+    end_cursor,
+    left_behind,
+    read_batch,
+)
 from labelgate.audit.store import CHECKPOINTS_NAME, COMMITTED_NAME, committed_line, list_segments
 from labelgate.errors import ConfigError
 from tests.audit.conftest import make_event, read_records, writer_args, writer_process
+from tests.audit.test_export_cli import log_past_its_last_checkpoint
 from tests.support.procs import Process
 
 
@@ -40,9 +54,11 @@ def write_log(tmp_path: Path, count: int, max_segment_bytes: int = 1500) -> tupl
     return log_dir, ids
 
 
-def read_all(log_dir: Path, cursor: Cursor, batch: int = 4) -> tuple[list, Cursor]:
-    records = []
-    while chunk := read_batch(log_dir, cursor, batch):
+def read_all(
+    log_dir: Path, cursor: Cursor, batch: int = 4, marks: CommittedMark | None = None
+) -> tuple[list[LogRecord], Cursor]:
+    records: list[LogRecord] = []
+    while chunk := read_batch(log_dir, cursor, batch, marks=marks):
         assert len(chunk) <= batch
         records += chunk
         cursor = chunk[-1].after
@@ -64,7 +80,7 @@ def test_reads_every_record_in_order_across_segments_and_resumes_from_a_saved_cu
     middle = first[10].after
     state.save(middle, destination="d")
     loaded = state.load()
-    assert loaded == middle
+    assert loaded is not None and loaded == middle
     rest, _ = read_all(log_dir, loaded)
     assert [r.seq for r in rest] == list(range(12, 26))
     # A cursor without a file position (e.g. written by hand) is located by scanning.
@@ -359,3 +375,95 @@ def test_a_log_without_the_committed_mark_is_exported_up_to_its_last_checkpoint(
         more = asyncio.run(append(sock, 1))
     last, _ = read_all(log_dir, cursor)
     assert [r.event["event_id"] for r in last] == more
+
+
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.getMessage() == event]
+
+
+def test_a_committed_mark_that_cannot_be_read_is_warned_with_its_errno_and_the_checkpoint_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reviewer's forwarder could not read ``committed`` (EACCES): it exported up to the last
+    checkpoint, silently, for good. A directory in its place fails the same way (EISDIR), as
+    root too."""
+    log_dir, ids, _ = log_past_its_last_checkpoint(tmp_path)
+    mark = log_dir / COMMITTED_NAME
+    mark.mkdir()
+    now = [1000.0]
+    marks = CommittedMark(log_dir, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="labelgate.audit.export.tail"):
+        records, cursor = read_all(log_dir, Cursor(), batch=1, marks=marks)  # a read per record
+        assert [r.event["event_id"] for r in records] == ids[:4]
+        (warning,) = logged(caplog, "audit_export_committed_mark_unreadable")  # once a while, not per read
+        assert (warning.path, warning.errno, warning.levelno) == (str(mark), "EISDIR", logging.WARNING)  # type: ignore[attr-defined]
+        now[0] += MARK_WARNING_SECONDS  # still unreadable a while later: said again
+        assert read_batch(log_dir, cursor, 10, marks=marks) == []
+        assert len(logged(caplog, "audit_export_committed_mark_unreadable")) == 2
+        left = left_behind(log_dir, cursor, marks)
+    assert left is not None and (left.records, left.after_seq) == (2, 4)
+    assert str(mark) in left.why and "EISDIR" in left.why
+
+
+def test_a_log_without_the_mark_is_named_once_per_run_and_its_records_past_the_checkpoint_are_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_dir, ids, _ = log_past_its_last_checkpoint(tmp_path)
+    marks = CommittedMark(log_dir)
+    with caplog.at_level(logging.WARNING, logger="labelgate.audit.export.tail"):
+        for _ in range(20):  # polls
+            records, cursor = read_all(log_dir, Cursor(), marks=marks)
+        assert [r.event["event_id"] for r in records] == ids[:4]
+        (warning,) = logged(caplog, "audit_export_committed_mark_missing")
+        assert warning.path == str(log_dir / COMMITTED_NAME)  # type: ignore[attr-defined]
+        left = left_behind(log_dir, cursor, marks)
+        assert left is not None and (left.records, left.after_seq) == (2, 4)
+        assert "no committed mark" in left.why
+        assert left_behind(log_dir, Cursor(), marks) == Leftover(6, 0, left.why)  # nothing delivered yet
+        assert len(logged(caplog, "audit_export_committed_mark_missing")) == 1
+        assert logged(caplog, "audit_export_committed_mark_unreadable") == []
+
+
+def test_a_mark_that_keeps_failing_its_checksum_is_warned_and_one_torn_read_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_dir, ids, _ = log_past_its_last_checkpoint(tmp_path)
+    mark = log_dir / COMMITTED_NAME
+    hashes = [record["hash"] for record in read_records(log_dir)]
+    whole = committed_line(6, hashes[5])
+    marks = CommittedMark(log_dir)
+    with caplog.at_level(logging.WARNING, logger="labelgate.audit.export.tail"):
+        mark.write_bytes(whole[:40] + committed_line(5, hashes[4])[40:])  # one read mid-rewrite
+        records, cursor = read_all(log_dir, Cursor(), batch=10, marks=marks)
+        assert [r.seq for r in records] == [1, 2, 3, 4]  # the checkpoint stood in for that read
+        mark.write_bytes(whole)
+        records, cursor = read_all(log_dir, cursor, marks=marks)
+        assert [r.event["event_id"] for r in records] == ids[4:]
+        assert logged(caplog, "audit_export_committed_mark_invalid") == []
+
+        mark.write_bytes(b"v1 garbage\n")  # a mark that never reads whole
+        for _ in range(MARK_TORN_READS_TOLERATED):
+            assert read_batch(log_dir, Cursor(), 10, marks=marks) != []
+        assert logged(caplog, "audit_export_committed_mark_invalid") == []
+        read_batch(log_dir, Cursor(), 10, marks=marks)
+        (warning,) = logged(caplog, "audit_export_committed_mark_invalid")
+        assert warning.path == str(mark)  # type: ignore[attr-defined]
+
+
+def test_lines_past_a_mark_that_reads_are_not_left_behind_but_lines_past_a_checkpoint_ahead_of_it_are(
+    tmp_path: Path,
+) -> None:
+    """Past a whole mark: a batch whose sync has not returned (never exported, rightly). A mark
+    behind the last checkpoint: a log an older writer continued, or a mark a crash left behind."""
+    log_dir, _, _ = log_past_its_last_checkpoint(tmp_path)
+    mark = log_dir / COMMITTED_NAME
+    records = read_records(log_dir)
+    mark.write_bytes(committed_line(5, records[4]["hash"]))
+    marks = CommittedMark(log_dir)
+    exported, cursor = read_all(log_dir, Cursor(), marks=marks)
+    assert [r.seq for r in exported] == [1, 2, 3, 4, 5]
+    assert left_behind(log_dir, cursor, marks) is None
+    mark.write_bytes(committed_line(2, records[1]["hash"]))
+    left = left_behind(log_dir, exported[3].after, marks)
+    assert left is not None and (left.records, left.after_seq) == (2, 4)
+    assert "behind the last checkpoint" in left.why

@@ -2,8 +2,11 @@
 
 Register with ``app.command("audit-forwarder")(audit_forwarder_command)``; it also runs on
 its own as ``python -m labelgate.audit.export``. Exit codes: 0 stopped cleanly (with
-``--once``: everything delivered), 1 a destination could not be reached (``--once``),
-2 bad settings, or a log the forwarder will not follow without skipping records.
+``--once``: everything delivered), 1 not everything was delivered (``--once``): a
+destination could not be reached, or records were left past the last checkpoint because no
+committed mark vouched for them (missing, unreadable, or behind the checkpoint: one
+``error: N records ... (AUDIT_EXPORT_INCOMPLETE)`` line says how many and why), 2 bad
+settings, or a log the forwarder will not follow without skipping records.
 
 Bad settings (an address without a host, a host DNS cannot carry, credentials where nothing
 sends them, a token file that cannot be read) end in one ``error: ... (AUDIT_FORWARDER_CONFIG)``
@@ -62,7 +65,15 @@ def audit_forwarder_command(
     max_datagram: Annotated[int, typer.Option(help="largest UDP syslog message in bytes")] = 8192,
     jsonl_max_bytes: Annotated[int, typer.Option(help="start a new export file past this size")] = 64 << 20,
     jsonl_keep: Annotated[int, typer.Option(help="export files to keep")] = 10,
-    once: Annotated[bool, typer.Option("--once", help="deliver what the log holds now, then exit")] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="deliver what the log holds now, then exit: 0 everything delivered; 1 a destination "
+            "could not be reached, or records were left past the last checkpoint because the log's "
+            "committed mark is missing or cannot be read (the error line says how many and why)",
+        ),
+    ] = False,
     log_level: Annotated[LogLevel, typer.Option(help="log level")] = LogLevel.info,
 ) -> None:
     """Forward the audit log to SIEMs: syslog, HTTP and JSON-lines files, at least once."""

@@ -55,14 +55,17 @@ from labelgate.audit.export.destinations import (
 )
 from labelgate.audit.export.formats import DEFAULT_FACILITY, DEFAULT_SD_ID, check_sd_id, header_field
 from labelgate.audit.export.tail import (
+    CommittedMark,
     Cursor,
     CursorFile,
     ExportLogBroken,
+    Leftover,
     LogRecord,
     end_cursor,
+    left_behind,
     read_batch,
 )
-from labelgate.errors import ConfigError
+from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import get_logger
 from labelgate.retry import RetrySettings
 from labelgate.shown_urls import credentials_problem, shown_url
@@ -76,6 +79,23 @@ SYSLOG_DEFAULT_PORT = 514
 SYSLOG_FORM = f"use tcp://HOST[:PORT] or udp://HOST[:PORT] (PORT {SYSLOG_DEFAULT_PORT} if not given)"
 # RFC 5426's smallest limit a receiver must take; the largest payload of a UDP datagram (IPv4).
 DATAGRAM_BYTES = (480, 65507)
+
+
+class ExportIncomplete(LabelgateError):
+    """``--once`` delivered everything it could, and yet left records of the log unexported:
+    no committed mark vouched for them (missing, unreadable, or behind the last checkpoint),
+    so the export stopped at the last checkpoint. Exit 1, as for a destination that could not
+    be reached: not everything was delivered, and the log itself is not broken (that is 2)."""
+
+    exit_code = 1
+
+    def __init__(self, leftover: Leftover) -> None:
+        super().__init__(
+            reasons.AUDIT_EXPORT_INCOMPLETE,
+            f"{leftover.records} records in the log after seq {leftover.after_seq} were not exported: "
+            f"{leftover.why}",
+        )
+        self.leftover = leftover
 
 
 @dataclass(frozen=True)
@@ -299,12 +319,19 @@ class Forwarder:
         self.destinations = destinations if destinations is not None else build_destinations(settings)
         self.stopping = asyncio.Event()
         self.delivered: dict[str, int] = {d.name: 0 for d in self.destinations}
+        # One reader of the committed mark for the run: its warnings are per run, not per poll.
+        self.marks = CommittedMark(settings.log_dir)
+        # With ``once``: what each destination left in the log that no committed mark vouched for.
+        self.left_behind: dict[str, Leftover] = {}
 
     def request_stop(self) -> None:
         self.stopping.set()
 
     async def run(self) -> int:
-        """0: stopped (or, with ``once``, everything delivered); 1: undelivered; 2: the log is broken."""
+        """0: stopped (or, with ``once``, everything delivered); 1: undelivered; 2: the log is broken.
+
+        With ``once``, records left in the log because no committed mark vouched for them
+        raise ``ExportIncomplete`` (exit 1) once every destination has finished."""
         if not self.settings.log_dir.is_dir():
             what = "is not a directory" if self.settings.log_dir.exists() else "does not exist"
             raise ConfigError(
@@ -328,6 +355,10 @@ class Forwarder:
             if not self.settings.once:
                 return 0
             finished = all(t.done() and not t.cancelled() and t.result() for t in tasks)
+            if finished and self.left_behind:
+                # All stopped at the same bound, so they left the same records (the largest count,
+                # should the log have grown between their looks).
+                raise ExportIncomplete(max(self.left_behind.values(), key=lambda left: left.records))
             return 0 if finished else 1
         except ExportLogBroken as error:
             log.error("audit_export_stopped", reason=error.reason, error=error.message)
@@ -350,14 +381,19 @@ class Forwarder:
             cursor = (
                 Cursor()
                 if settings.start == "beginning"
-                else await asyncio.to_thread(end_cursor, settings.log_dir)
+                else await asyncio.to_thread(end_cursor, settings.log_dir, self.marks)
             )
             await asyncio.to_thread(cursor_file.save, cursor, destination=destination.name)
             log.info("audit_export_cursor_created", destination=destination.name, seq=cursor.seq)
         while not self.stopping.is_set():
-            batch = await asyncio.to_thread(read_batch, settings.log_dir, cursor, settings.batch_size)
+            batch = await asyncio.to_thread(
+                read_batch, settings.log_dir, cursor, settings.batch_size, marks=self.marks
+            )
             if not batch:
                 if settings.once:
+                    leftover = await asyncio.to_thread(left_behind, settings.log_dir, cursor, self.marks)
+                    if leftover is not None:
+                        self.left_behind[destination.name] = leftover
                     return True
                 await self._pause(settings.poll_seconds)
                 continue

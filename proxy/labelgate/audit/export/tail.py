@@ -23,6 +23,13 @@ a byte offset in it). Reading from a cursor:
   mark (a log of a writer from before it), or when the mark is behind it (a log continued
   by such a writer), the last checkpoint counts instead: a writer checkpoints only records
   it has committed, so such a log is exported up to a checkpoint interval late.
+- says when that fallback is in use (``CommittedMark``, one per forwarder run): no mark is
+  warned once; a mark that cannot be read (EACCES, EIO, ...) when it first fails and again
+  every ``MARK_WARNING_SECONDS`` while it does, with its path and errno; a mark that fails
+  its checksum only after more than ``MARK_TORN_READS_TOLERATED`` reads in a row (one read
+  that catches a rewrite is expected). Silently, a forwarder that could not read the mark
+  stayed a checkpoint interval behind for good. ``left_behind`` counts the complete records
+  the fallback held back, for ``--once`` to fail on rather than report everything delivered.
 
 All of this blocks; the forwarder runs it in a worker thread.
 """
@@ -30,8 +37,12 @@ All of this blocks; the forwarder runs it in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +51,7 @@ from labelgate.audit import reasons
 from labelgate.audit.records import GENESIS, is_hex_digest
 from labelgate.audit.store import (
     CHECKPOINTS_NAME,
+    COMMITTED_NAME,
     Checkpoint,
     list_segments,
     parse_record,
@@ -49,9 +61,18 @@ from labelgate.audit.store import (
 )
 from labelgate.durable import remove_leftovers, replace_durably
 from labelgate.errors import ConfigError, LabelgateError
+from labelgate.logs import get_logger
+
+log = get_logger(__name__)
 
 # One read takes at most this much of a segment; a batch never needs more.
 READ_CHUNK = 1 << 20
+# A mark that cannot be read is warned when it first fails, then at most this often while it
+# keeps failing: every poll (4 a second by default) would bury the rest of the log.
+MARK_WARNING_SECONDS = 60.0
+# Reads in a row that may find the mark failing its checksum before that is warned: one read
+# catching the writer's rewrite in place is expected now and then, several in a row are not.
+MARK_TORN_READS_TOLERATED = 5
 
 
 class ExportLogBroken(LabelgateError):
@@ -61,7 +82,7 @@ class ExportLogBroken(LabelgateError):
 
     def __init__(self, message: str) -> None:
         super().__init__(
-            "AUDIT_EXPORT_LOG_BROKEN",
+            reasons.AUDIT_EXPORT_LOG_BROKEN,
             message + " (run `labelgate audit verify` on the log; the forwarder does not skip records)",
         )
 
@@ -87,11 +108,17 @@ class LogRecord:
 
 
 def read_batch(
-    log_dir: Path, cursor: Cursor, max_records: int, max_bytes: int = READ_CHUNK
+    log_dir: Path,
+    cursor: Cursor,
+    max_records: int,
+    max_bytes: int = READ_CHUNK,
+    marks: CommittedMark | None = None,
 ) -> list[LogRecord]:
     """The committed records after ``cursor`` (at most ``max_records``), checked, each with its
-    next cursor."""
-    committed = committed_end(log_dir, cursor.seq)  # None: nothing new, but the cursor is still checked
+    next cursor. ``marks`` reads the committed mark (a forwarder keeps one for its run, so its
+    warnings are per run; without it, a reader for this call alone)."""
+    marks = marks if marks is not None else CommittedMark(log_dir)
+    committed = committed_end(marks, cursor.seq)  # None: nothing new, but the cursor is still checked
     while True:
         segments = list_segments(log_dir)  # listed BEFORE reading: see _next_segment
         if not segments:
@@ -121,23 +148,186 @@ def read_batch(
         cursor = Cursor(cursor.seq, cursor.hash, following, 0)
 
 
-def committed_end(log_dir: Path, after_seq: int) -> Checkpoint | None:
+@dataclass(frozen=True)
+class MarkRead:
+    """One read of the committed mark: the mark, or why there is none to go by."""
+
+    mark: Checkpoint | None
+    why_none: str = ""  # with no mark: what an operator is told records were left for
+    torn: bool = False  # it failed its checksum: maybe a read that caught the writer's rewrite
+
+
+class CommittedMark:
+    """Reads the writer's committed mark for one forwarder run, and warns when it cannot.
+
+    Every read falls back to the last checkpoint without the mark (``committed_end``); what
+    is warned (see the module's docstring) is kept here, so a forwarder's destinations,
+    which poll from their own threads, share one reader and one set of warnings."""
+
+    def __init__(self, log_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.log_dir = log_dir
+        self.path = log_dir / COMMITTED_NAME
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._warned_at: dict[str, float] = {}  # errno name, or "missing" / "invalid" -> when
+        self._invalid_reads = 0  # reads in a row that failed the checksum
+
+    def read(self) -> MarkRead:
+        try:
+            mark = read_committed(self.log_dir)
+        except ValueError:
+            return self._invalid()
+        except OSError as error:
+            return self._unreadable(error)
+        if mark is None:
+            return self._missing()
+        with self._lock:
+            self._invalid_reads = 0
+        return MarkRead(mark)
+
+    def read_settled(self) -> MarkRead:
+        """A read that does not stop at one caught mid-rewrite: up to as many reads as are
+        tolerated before a warning, for a decision a single torn read must not make."""
+        for _ in range(MARK_TORN_READS_TOLERATED):
+            result = self.read()
+            if not result.torn:
+                return result
+        return self.read()
+
+    def _missing(self) -> MarkRead:
+        with self._lock:
+            self._invalid_reads = 0
+            first = "missing" not in self._warned_at
+            self._warned_at.setdefault("missing", self._clock())
+        if first:  # once per run: a log of an older writer stays one, polls need not repeat it
+            log.warning(
+                "audit_export_committed_mark_missing",
+                path=str(self.path),
+                meaning="a log of a writer from before the committed mark: records are exported "
+                "up to the last checkpoint only, so up to a checkpoint interval late",
+            )
+        return MarkRead(
+            None,
+            f"the log has no committed mark ({self.path}: a log of a writer from before it), so only "
+            "records up to its last checkpoint count as committed; a current writer started on the log "
+            "creates the mark",
+        )
+
+    def _unreadable(self, error: OSError) -> MarkRead:
+        code = errno.errorcode.get(error.errno or 0, str(error.errno))
+        reason = error.strerror or str(error)
+        with self._lock:
+            self._invalid_reads = 0
+            warn = self._due(code)
+        if warn:
+            log.warning(
+                "audit_export_committed_mark_unreadable",
+                path=str(self.path),
+                errno=code,
+                error=reason,
+                meaning="records are exported up to the last checkpoint only, so up to a checkpoint "
+                "interval late, until the forwarder can read the mark",
+            )
+        return MarkRead(
+            None,
+            f"the committed mark {self.path} cannot be read ({code}: {reason}), so only records up to "
+            "the last checkpoint count as committed; let the forwarder read it",
+        )
+
+    def _invalid(self) -> MarkRead:
+        with self._lock:
+            self._invalid_reads += 1
+            reads = self._invalid_reads
+            warn = reads > MARK_TORN_READS_TOLERATED and self._due("invalid")
+        if warn:
+            log.warning(
+                "audit_export_committed_mark_invalid",
+                path=str(self.path),
+                reads_in_a_row=reads,
+                meaning="the mark does not hold one whole line the writer wrote; records are exported "
+                "up to the last checkpoint only until it does",
+            )
+        return MarkRead(
+            None,
+            f"the committed mark {self.path} does not hold one whole mark ({reads} reads in a row), "
+            "so only records up to the last checkpoint count as committed",
+            torn=True,
+        )
+
+    def _due(self, key: str) -> bool:
+        """Whether a warning of ``key`` is due now (and if so, it is taken as given). Held lock."""
+        now = self._clock()
+        last = self._warned_at.get(key)
+        if last is not None and now - last < MARK_WARNING_SECONDS:
+            return False
+        self._warned_at[key] = now
+        return True
+
+
+def committed_end(marks: CommittedMark, after_seq: int) -> Checkpoint | None:
     """How far the log is committed, when that is past record ``after_seq``; else None.
 
     The writer's committed mark; the last checkpoint when there is no mark (an older writer's
     log), when the mark is behind it, or when the mark does not read whole (mid-rewrite:
-    the next read sees it whole). Either is read from the file each time, so a writer that
-    restarts is followed at once."""
-    try:
-        mark = read_committed(log_dir)
-    except (OSError, ValueError):
-        mark = None
+    the next read sees it whole; or it cannot be read at all: ``marks`` warns). Either is
+    read from the file each time, so a writer that restarts is followed at once."""
+    mark = marks.read().mark
     if mark is not None and mark.seq > after_seq:
         return mark
-    checkpoint = _last_checkpoint(log_dir)
+    checkpoint = _last_checkpoint(marks.log_dir)
     if checkpoint is not None and checkpoint.seq > after_seq:
         return checkpoint
     return None
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Complete records in the log past the export cursor that no committed mark vouched for."""
+
+    records: int
+    after_seq: int  # the cursor's seq: where the fallback's bound stopped the export
+    why: str
+
+
+def left_behind(log_dir: Path, cursor: Cursor, marks: CommittedMark) -> Leftover | None:
+    """With the export caught up to ``cursor``: the complete records past it that were not
+    exported because the last checkpoint stood in for the mark, or None.
+
+    A mark that reads, and is not behind the last checkpoint, is the writer's own word: lines
+    past it are a batch whose sync has not returned, rightly not exported, and nothing is left."""
+    result = marks.read_settled()
+    checkpoint = _last_checkpoint(log_dir)
+    if result.mark is not None:
+        if checkpoint is None or result.mark.seq >= checkpoint.seq:
+            return None
+        why = (
+            f"the committed mark (seq {result.mark.seq}) is behind the last checkpoint (seq "
+            f"{checkpoint.seq}): a writer from before the mark continued the log, or a crash left the "
+            "mark behind; only records up to the checkpoint count as committed until a current writer "
+            "starts on the log"
+        )
+    else:
+        why = result.why_none
+    records = _complete_lines_after(log_dir, cursor)
+    return Leftover(records, cursor.seq, why) if records else None
+
+
+def _complete_lines_after(log_dir: Path, cursor: Cursor) -> int:
+    """How many complete lines the segments hold after ``cursor``'s record."""
+    segments = list_segments(log_dir)
+    if not segments:
+        return 0
+    if cursor.segment is None or not (log_dir / segment_name(cursor.segment)).exists():
+        cursor = _locate(log_dir, segments, cursor)
+    count = 0
+    for first, path in segments:
+        if cursor.segment is None or first < cursor.segment:
+            continue
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
+            handle.seek(cursor.offset if first == cursor.segment else 0)
+            while chunk := handle.read(READ_CHUNK):
+                count += chunk.count(b"\n")  # a line without its newline is not complete
+    return count
 
 
 def _last_checkpoint(log_dir: Path) -> Checkpoint | None:
@@ -245,10 +435,11 @@ def _problem(record: dict[str, Any] | None, seq: int, prev: str, committed: Chec
     return None
 
 
-def end_cursor(log_dir: Path) -> Cursor:
+def end_cursor(log_dir: Path, marks: CommittedMark | None = None) -> Cursor:
     """A cursor after the last committed record: for a new destination that wants only what comes next."""
     cursor = Cursor()
-    while batch := read_batch(log_dir, cursor, 10_000, 16 * READ_CHUNK):
+    marks = marks if marks is not None else CommittedMark(log_dir)
+    while batch := read_batch(log_dir, cursor, 10_000, 16 * READ_CHUNK, marks):
         cursor = batch[-1].after
     return cursor
 
