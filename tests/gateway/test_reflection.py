@@ -1,10 +1,13 @@
 """gRPC server reflection behind the gateway's own handler (``gateway/reflection.py``), on a
 gateway in this process: what grpcurl-style clients ask still works; an anonymous client can
-no longer make the gateway hold what it likes.
+no longer make the gateway hold what it likes, nor read what a route's descriptors say.
 
 Found by review: registered as grpcio-reflection ships it, an anonymous client writing one
 15 MiB request (``file_containing_symbol``) per stream and never reading held ~50 MiB per
-stream (40 streams: 720 MiB -> 2.9 GiB RSS), counted by no bound of the gateway.
+stream (40 streams: 720 MiB -> 2.9 GiB RSS), counted by no bound of the gateway. And it
+answered from protobuf's default pool, where every route's descriptor set is loaded: a client
+with no token read an unrouted service of a route's set (``InternalAdmin.WipeAllRecords``) and
+every field's ``labelgate.v1.labels`` option (which fields are confidential or restricted).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_tools import protoc
 
 from labelgate.config import GatewaySettings
 from labelgate.gateway.reflection import MAX_REQUEST_BYTES
@@ -33,7 +39,7 @@ DEV_KEYS = REPO / "deploy" / "quickstart" / "dev-keys"
 
 
 @contextlib.asynccontextmanager
-async def serving(**limits: int) -> AsyncIterator[Gateway]:
+async def serving(routes: list[dict[str, Any]] | None = None, **limits: int) -> AsyncIterator[Gateway]:
     settings = GatewaySettings(
         listen=f"127.0.0.1:{free_port()}",
         admin_listen=None,
@@ -43,6 +49,7 @@ async def serving(**limits: int) -> AsyncIterator[Gateway]:
         masking={"hash_key": "reflection-test-hash-key-0123456789"},
         limits=limits,
         auth={"jwt": {"trust_dev_key": True, "dev_keys_dir": str(DEV_KEYS)}},
+        routes=routes or [],
     )
     gateway = Gateway(settings)
     await gateway.start()
@@ -201,3 +208,86 @@ async def test_a_refused_request_is_not_kept_once_its_stream_is_refused(gateway:
         assert large_bytes_held() <= before
         for stream in streams:
             stream.cancel()
+
+
+# A route's descriptor set with a service the route does not serve, and labelled fields. Its
+# own package and file name: protobuf's default pool is one per process, shared by every test.
+ROUTED_PROTO = """
+syntax = "proto3";
+package reflected.hr;
+import "labelgate/v1/classification.proto";
+
+message EmployeeRequest { int64 id = 1; }
+message Employee {
+  int64 id = 1 [(labelgate.v1.labels) = "public"];
+  string ssn = 2 [(labelgate.v1.labels) = "confidential"];
+  int64 salary_cents = 3 [(labelgate.v1.labels) = "restricted"];
+}
+message WipeRequest { string reason = 1; }
+message WipeReply {}
+service Directory { rpc GetEmployee(EmployeeRequest) returns (Employee); }
+service InternalAdmin { rpc WipeAllRecords(WipeRequest) returns (WipeReply); }
+"""
+ROUTED_FILE = "reflected/hr.proto"
+
+
+def routed_descriptor_set(folder: Path) -> Path:
+    (folder / "reflected").mkdir()
+    (folder / ROUTED_FILE).write_text(ROUTED_PROTO)
+    out = folder / "hr.binpb"
+    include = Path(protoc.__file__).parent / "_proto"
+    args = ["protoc", f"-I{folder}", f"-I{REPO / 'proto'}", f"-I{include}", "--include_imports"]
+    assert protoc.main([*args, f"--descriptor_set_out={out}", ROUTED_FILE]) == 0
+    return out
+
+
+async def test_reflection_answers_from_the_gateways_own_services_not_a_routes_descriptors(
+    tmp_path: Path,
+) -> None:
+    """Routed services are not listed, and nothing of their descriptor sets is described:
+    not the unrouted service, not the routed one, not the file nor its labelled messages."""
+    route = {
+        "method_prefix": "/reflected.hr.Directory/",
+        "descriptor_set": str(routed_descriptor_set(tmp_path)),
+    }
+    asked = [
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="reflected.hr.InternalAdmin"),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="reflected.hr.InternalAdmin.WipeAllRecords"
+        ),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="reflected.hr.Directory"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="reflected.hr.Employee"),
+        reflection_pb2.ServerReflectionRequest(file_by_filename=ROUTED_FILE),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_extension=reflection_pb2.ExtensionRequest(
+                containing_type="reflected.hr.Employee", extension_number=1
+            )
+        ),
+        reflection_pb2.ServerReflectionRequest(all_extension_numbers_of_type="reflected.hr.Employee"),
+    ]
+    async with (
+        serving(routes=[route]) as gateway,
+        grpc.aio.insecure_channel(address(gateway)) as channel,  # no token
+    ):
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(timeout=10)
+        answers = []
+        for request in asked:
+            await stream.write(request)
+            answers.append(await stream.read())
+        await stream.write(list_services())
+        listed = await stream.read()
+        await stream.write(reflection_pb2.ServerReflectionRequest(file_containing_symbol=INFERENCE))
+        described = await stream.read()
+        await stream.done_writing()
+    for request, answer in zip(asked, answers, strict=True):
+        assert answer.WhichOneof("message_response") == "error_response", (request, answer)
+        assert answer.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    names = {service.name for service in listed.list_services_response.service}
+    assert names == {INFERENCE, "grpc.health.v1.Health", REFLECTION}
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    assert "inference/open_inference.proto" in {file.name for file in files}
+    assert INFERENCE.rpartition(".")[2] in {service.name for file in files for service in file.service}
+    assert not [file.name for file in files if file.package == "reflected.hr"]

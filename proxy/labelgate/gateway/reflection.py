@@ -11,6 +11,13 @@ until the next one or the stream's end (``inflight.message_read``); and a stream
 open stream of its own kind (``limits.max_reflection_streams``). Reflection is not
 authenticated (grpcurl, IDEs), so its streams are counted apart from the callers': an
 anonymous client holding every reflection place takes no stream from anyone else.
+
+It answers from a descriptor pool of its own, holding only the files of the services it lists
+and their dependencies. grpcio-reflection answers from protobuf's default pool unless told
+otherwise, and every route's descriptor set is loaded there (``routes.load_descriptor_set``):
+found by review, a client with no token was shown a service of a route's set that no route
+serves (an ``InternalAdmin`` with ``WipeAllRecords``) and every field's ``labelgate.v1.labels``
+option (which fields are confidential or restricted). Routed services are not reflected.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any, cast
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message import DecodeError
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -82,9 +91,34 @@ class _EachBounded:
         return _parsed(body)
 
 
+def own_pool(service_names: Iterable[str]) -> descriptor_pool.DescriptorPool:
+    """A pool of the files that define ``service_names`` and what they import, copied from
+    the default pool, where this process's protos are: nothing else of the default pool (a
+    route's descriptors) can be found in it."""
+    source = descriptor_pool.Default()
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file: FileDescriptor) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:  # a file is added after what it imports
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+        added.add(file.name)
+
+    for name in service_names:
+        add(source.FindFileContainingSymbol(name))
+    return pool
+
+
 def reflection_handlers(service_names: Iterable[str], pipeline: Pipeline) -> grpc.GenericRpcHandler:
-    """Reflection over ``service_names``, each stream counted and each request bounded first."""
-    servicer = reflection.aio.ReflectionServicer(service_names)
+    """Reflection over ``service_names`` (described from their own files only), each stream
+    counted and each request bounded first."""
+    names = list(service_names)
+    servicer = reflection.aio.ReflectionServicer(names, pool=own_pool(names))
     streams = OpenStreams(pipeline.limits.max_reflection_streams, bound="reflection_streams")
 
     async def info(
