@@ -248,6 +248,12 @@ def test_every_refusal_is_one_line_naming_its_reason(tmp_path: Path) -> None:
         (["replay", "nope", "--dir", str(tmp_path), *auditor], 1, "SESSION_NOT_FOUND"),
         (["list"], 2, "OPTION_INVALID"),
         (["list", "--dir", str(tmp_path / "absent")], 2, "OPTION_INVALID"),
+        # A PostgreSQL store nobody serves (port 1): the error names its reason too.
+        (
+            ["list", "--postgres-dsn", "postgresql://labelgate@127.0.0.1:1/x?connect_timeout=5"],
+            2,
+            "SESSIONS_UNREADABLE",
+        ),
     ):
         done = invoke(*args)
         assert done.exit_code == exit_code, (args, done.output)

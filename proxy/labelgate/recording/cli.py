@@ -62,10 +62,9 @@ TokenOption = Annotated[
 ]
 
 
-def _usage(message: str, reason: str | None = cli_reasons.OPTION_INVALID) -> typer.Exit:
-    """Exit 2 with one line on stderr naming the reason, as every labelgate command reports.
-    ``None`` only where no reason constant says it yet (a store that cannot be read)."""
-    typer.echo(f"error: {message}" + (f" ({reason})" if reason else ""), err=True)
+def _usage(message: str, reason: str = cli_reasons.OPTION_INVALID) -> typer.Exit:
+    """Exit 2 with one line on stderr naming the reason, as every labelgate command reports."""
+    typer.echo(f"error: {message} ({reason})", err=True)
     return typer.Exit(2)
 
 
@@ -166,10 +165,13 @@ def _run(store: SessionStore, work: Any) -> Any:
     try:
         return asyncio.run(_with_store(store, work))
     except OSError as error:
-        raise _usage(f"cannot read the recordings: {error}", None) from None
+        raise _usage(f"cannot read the recordings: {error}", reasons.SESSIONS_UNREADABLE) from None
     except Exception as error:
         if type(error).__module__.startswith("psycopg"):
-            raise _usage(f"cannot read the recordings from PostgreSQL: {error}", None) from None
+            said = " ".join(str(error).split())  # libpq's text runs over lines: one line
+            raise _usage(
+                f"cannot read the recordings from PostgreSQL: {said}", reasons.SESSIONS_UNREADABLE
+            ) from None
         raise
 
 
