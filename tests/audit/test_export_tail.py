@@ -34,16 +34,8 @@ from labelgate.audit.export.tail import (
 from labelgate.audit.store import CHECKPOINTS_NAME, COMMITTED_NAME, committed_line, list_segments
 from labelgate.errors import ConfigError
 from tests.audit.conftest import make_event, read_records, writer_args, writer_process
-from tests.audit.test_export_cli import log_past_its_last_checkpoint
+from tests.audit.test_export_cli import append, log_past_its_last_checkpoint
 from tests.support.procs import Process
-
-
-async def append(sock: Path, count: int) -> list[str]:
-    async with AuditClient(sock, timeout=10) as client:
-        events = [make_event() for _ in range(count)]
-        for event in events:
-            await client.append(event)
-    return [event["event_id"] for event in events]
 
 
 def write_log(tmp_path: Path, count: int, max_segment_bytes: int = 1500) -> tuple[Path, list[str]]:
