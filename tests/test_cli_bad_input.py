@@ -476,7 +476,7 @@ def test_fail_shows_a_quoted_escape_sequence_as_text(module: str, capsys: pytest
 
     from labelgate.errors import ConfigError
 
-    fail = importlib.import_module(module)._fail
+    fail = importlib.import_module(module).refused  # each command module's, the one shared helper
     exit_ = fail(ConfigError("INPUT_UNKNOWN", f"the model has no input {PLANTED_IN_MESSAGE}"))
     printed = capsys.readouterr().err
     assert exit_.exit_code == 2
@@ -485,11 +485,11 @@ def test_fail_shows_a_quoted_escape_sequence_as_text(module: str, capsys: pytest
 
 
 def test_fail_keeps_a_message_of_ordinary_text_and_its_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    from labelgate.cli import _fail
+    from labelgate.cli_backstop import refused
     from labelgate.errors import ConfigError
 
     message = "the config has 2 problems:\n  - listen: Zoë's [port] 🙂\n  - auth: a\\b"
-    _fail(ConfigError("CONFIG_INVALID", message))
+    refused(ConfigError("CONFIG_INVALID", message))
     assert capsys.readouterr().err == f"error: {message} (CONFIG_INVALID)\n"
 
 

@@ -18,11 +18,11 @@ from labelgate.approvals.cli import approvals_app, approvals_server_cli
 from labelgate.audit.cli import audit_app, audit_writer_command
 from labelgate.audit.export.cli import audit_forwarder_command
 from labelgate.bundle.cli import bundle_app, bundle_server_cli
-from labelgate.cli_backstop import GuardedTyper
+from labelgate.cli_backstop import GuardedTyper, refused
 from labelgate.errors import LabelgateError
 from labelgate.logs import LogLevel
 from labelgate.recording.cli import sessions_app
-from labelgate.untrusted_text import shown
+from labelgate.untrusted_text import error_line, shown
 
 app = GuardedTyper(
     name="labelgate",
@@ -72,15 +72,6 @@ def main(
     """A data-classification gateway for inference services."""
 
 
-def _fail(error: LabelgateError) -> typer.Exit:
-    # A message may quote text labelgate did not write (a model's input names, an OPA check
-    # error quoting a .rego string, a path): what is not printable is shown as its escape,
-    # line by line (a config check lists its problems one a line).
-    message = "\n".join(shown(line) for line in error.message.split("\n"))
-    typer.echo(f"error: {message} ({shown(error.reason)})", err=True)
-    return typer.Exit(error.exit_code)
-
-
 @app.command("demo-backend")
 def demo_backend(
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve the demo inference backend on")] = (
@@ -103,7 +94,7 @@ def demo_backend(
         ensure_free(listen, "--listen")
         run(listen, debug_model=debug_model)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
 
 
 @policy_app.command("eval")
@@ -122,7 +113,7 @@ def policy_eval(
     try:
         evaluate(input_file, engine=engine.value, opa_url=opa_url, policy_dir=policy_dir, explain=explain)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
 
 
 @policy_app.command("impact")
@@ -177,7 +168,7 @@ def policy_impact(
             token=token,
         )
     except LabelgateError as error:
-        typer.echo(f"error: {error.message} ({error.reason})", err=True)
+        typer.echo(f"error: {error_line(error.message, error.reason)}", err=True)
         raise typer.Exit(IMPACT_ERROR) from None
     raise typer.Exit(code)
 
@@ -226,30 +217,28 @@ def serve(
         settings = load_settings(config, **overrides)
         run(settings)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
 
 
 def _check_config(config: Path | None, overrides: dict[str, Any]) -> None:
     """``serve --check-config``: settings first (every problem at once), then what start-up reads."""
-    from labelgate.config import load_settings, startup_problems
-    from labelgate.gateway.server import warn_what_is_not_kept
+    from labelgate.config import load_settings, startup_notes, startup_problems
     from labelgate.warning_notes import warnings_as_notes
 
     # The config's path and the paths and texts it holds are not labelgate's words: what is not
-    # printable is shown as its escape (as _fail does), so each path, problem and warning stays
-    # on its line, and only a message that lists problems one a line spans lines.
+    # printable is shown as its escape (as in every error line), so each path, problem and
+    # warning stays on its line, and only a message that lists problems one a line spans lines.
     where = shown(str(config)) if config is not None else "the defaults and LABELGATE_* variables"
     try:
         with warnings_as_notes() as warnings:
             settings = load_settings(config, **overrides)
             problems = startup_problems(settings)
-            if not problems:  # as the gateway warns once started; still OK
-                warn_what_is_not_kept(settings)
     except LabelgateError as error:
-        message = "\n".join(shown(line) for line in error.message.split("\n"))
-        typer.echo(f"{where}: {message} ({shown(error.reason)})", err=True)
+        typer.echo(f"{where}: {error_line(error.message, error.reason)}", err=True)
         raise typer.Exit(2) from None
-    for warning in warnings:
+    # What a gateway that starts warns of once started (no audit, no recording); still OK.
+    notes = [] if problems else [f"{event}: {note}" for event, note in startup_notes(settings)]
+    for warning in [*warnings, *notes]:
         typer.echo(f"{where}: warning: {shown(warning)}", err=True)
     if problems:
         count = len(problems)
@@ -272,7 +261,7 @@ def dev_token(
     try:
         typer.echo(dev_token_command(sub, groups, ttl))
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
 
 
 @app.command("infer")
@@ -375,7 +364,7 @@ def infer(
         )
         infer_command(ask, json_output)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
 
 
 @app.command("quickstart")
@@ -388,7 +377,7 @@ def quickstart(
     try:
         run_quickstart(config)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ ends in one line on stderr and exit code 1, never in a Python traceback (which c
 paths, values and the program's insides to whoever reads the terminal or the CI log).
 
 ``LABELGATE_DEBUG=1`` prints the traceback as well, for a bug report.
+
+``refused`` is the other way a command ends in one line: a ``LabelgateError`` it expected,
+as ``error: <message> (<REASON>)`` (``untrusted_text.error_line``) and its exit code.
 """
 
 from __future__ import annotations
@@ -14,17 +17,29 @@ from typing import Any, NoReturn
 
 import typer
 
+from labelgate.errors import LabelgateError
+from labelgate.untrusted_text import error_line, shown
+
 DEBUG_VARIABLE = "LABELGATE_DEBUG"
 INTERNAL_ERROR_EXIT = 1
 _MESSAGE_LIMIT = 500
 
 
 def internal_error_line(error: BaseException) -> str:
-    """``labelgate: internal error (<type>): <message>``, on one line, bounded."""
+    """``labelgate: internal error (<type>): <message>``, on one line, bounded, and what is not
+    printable in it shown as its escape (the message may quote a path or a value)."""
     message = " ".join(str(error).split())
     if len(message) > _MESSAGE_LIMIT:
         message = message[:_MESSAGE_LIMIT] + "..."
-    return f"labelgate: internal error ({type(error).__name__}): {message}"
+    return f"labelgate: internal error ({type(error).__name__}): {shown(message)}"
+
+
+def refused(error: LabelgateError) -> typer.Exit:
+    """Print ``error`` as ``error: <message> (<REASON>)`` on stderr; the exit to raise. Its
+    message may quote text labelgate did not write (a model's input names, an OPA check error
+    quoting a .rego string, a path), so it is ``error_line``'s."""
+    typer.echo(f"error: {error_line(error.message, error.reason)}", err=True)
+    return typer.Exit(error.exit_code)
 
 
 def report_internal_error(error: BaseException) -> NoReturn:

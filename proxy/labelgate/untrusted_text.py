@@ -18,6 +18,11 @@ stored before it was cleaned, or sent by another server, cannot move the cursor,
 line, set a title or reorder what an approver reads. (``labelgate.logs`` only drops ESC-led
 sequences from log lines, which leaves C1 controls, carriage returns and bidi characters.)
 
+``error_line`` is what every command prints after ``error: `` (or a config's path): its
+message ``shown`` line by line, so a message that lists problems one a line keeps its lines
+while a path, libpq's text or a server's detail inside one cannot set a title or move the
+cursor, then `` (REASON)``.
+
 ``bounded`` is applied where such text becomes a log field or a span attribute: past a length
 it is replaced by that length and a digest (the form ``gateway.record.recorded_text`` gives a
 record, so a log line, a span and an audit record name one long text alike).
@@ -59,6 +64,13 @@ def shown(text: str) -> str:
     return "".join(
         char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text
     )
+
+
+def error_line(message: str, reason: str | None) -> str:
+    """``message`` for a terminal, each of its lines ``shown`` (the line breaks between them
+    kept), then `` (REASON)`` when there is a reason."""
+    said = "\n".join(shown(line) for line in message.split("\n"))
+    return f"{said} ({shown(reason)})" if reason is not None else said
 
 
 # The longest text ``bounded`` keeps as it is (records, log lines and spans alike).

@@ -61,3 +61,32 @@ def test_held_calls_are_decided_through_the_approvals_server(gateway: Admin, tmp
         assert api.show(approval_id, owner)["state"] == "pending"
         assert api.get("/inbox", None).status_code in (200, 303)
         assert api.approve(approval_id, owner, "through the approvals server").json()["state"] == "granted"
+
+
+async def test_the_admin_app_serves_the_approvals_its_caller_gives_it(tmp_path: Path) -> None:
+    """``admin.approvals`` is decided where the approvals context is made (the gateway
+    withholds it; ``approvals serve`` gives it whatever the setting says): the app serves the
+    API and the inbox when given one, and answers 404 problems when not. In process."""
+    from labelgate.admin.app import build_admin_app
+    from labelgate.approvals.api import ApprovalsContext
+    from labelgate.approvals.db import SqliteDatabase
+    from labelgate.approvals.service import ApprovalService
+    from labelgate.auth import Authenticator
+    from labelgate.auth.settings import AuthSettings, JwtSettings
+    from labelgate.config import AdminSettings
+
+    async def ready() -> dict[str, bool]:
+        return {"ok": True}
+
+    service = ApprovalService(SqliteDatabase(tmp_path / "approvals.db"), node_id="n", link_base="http://a")
+    authenticator = Authenticator(AuthSettings(jwt=JwtSettings(trust_dev_key=True)))
+    context = ApprovalsContext(service, authenticator, session_key=b"k" * 32)
+    settings = AdminSettings(approvals=False)  # what the approvals server reads from the same config
+    for given, served in ((context, True), (None, False)):
+        app = build_admin_app(ready, given, settings=settings)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+            spec = (await client.get("/api/v1/openapi.json")).json()
+            assert any(p.startswith("/api/v1/approvals") for p in spec["paths"]) is served
+            if not served:
+                answer = await client.get("/inbox")
+                assert answer.status_code == 404 and answer.headers["content-type"] == PROBLEM

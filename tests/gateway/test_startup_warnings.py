@@ -2,7 +2,7 @@
 starts (``audit_off``, ``recording_off``): both are optional, and found by review, a gateway
 with neither (the image's default config) released data and said nothing. A gateway in this
 process, started and stopped; the log of a running ``labelgate serve`` is checked in
-``test_operations.py``."""
+``test_operations.py``, and ``serve --check-config``'s lines in ``tests/test_cli.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from labelgate.config import GatewaySettings
+from labelgate.config import GatewaySettings, startup_notes
 from labelgate.gateway.server import Gateway, warn_what_is_not_kept
 from tests.support.procs import REPO, free_port
 
@@ -65,3 +65,13 @@ async def test_a_gateway_with_audit_and_recording_warns_of_neither(
     with caplog.at_level(logging.WARNING):
         warn_what_is_not_kept(built)
     assert warned(caplog) == {}
+    assert startup_notes(built) == []
+
+
+def test_the_notes_come_from_the_settings_alone() -> None:
+    """What the gateway logs once started is what ``serve --check-config`` prints, found in
+    the config package (the check loads none of the gateway)."""
+    notes = dict(startup_notes(settings()))
+    assert list(notes) == list(WARNINGS)
+    assert "structured logs only" in notes["audit_off"]
+    assert "sessions are not recorded" in notes["recording_off"]

@@ -1,8 +1,9 @@
 """The admin web app: /healthz (alive), /readyz (can serve; a problem response on 503),
-/metrics (Prometheus), and, when approvals are on and ``admin.approvals`` lets this listener
-serve them, the approvals REST API (/api/v1/approvals, OpenAPI at /api/v1/openapi.json) and
-the web inbox (/inbox); the API docs at /api-docs/ when ``admin.api_docs`` is set
-(``docs.py``). Without them, their paths answer 404 like any other unknown path.
+/metrics (Prometheus), and, when given an approvals context (the gateway gives one when
+approvals are on and ``admin.approvals`` lets its listener serve them), the approvals REST API
+(/api/v1/approvals, OpenAPI at /api/v1/openapi.json) and the web inbox (/inbox); the API docs
+at /api-docs/ when ``admin.api_docs`` is set (``docs.py``). Without them, their paths answer
+404 like any other unknown path.
 
 It is served by ``listener.AdminListener`` on a thread and event loop of its own, behind
 ``guards.AdminGuard`` (authentication before any body, a body limit while reading, a body
@@ -52,11 +53,10 @@ def build_admin_app(
     title: str = "labelgate admin",
     settings: AdminSettings | None = None,
 ) -> FastAPI:
+    """The admin app; the approvals API and inbox only when given their context (whether this
+    listener serves them, ``admin.approvals``, is its caller's to decide: the gateway withholds
+    the context when it is off, ``approvals serve`` always gives it)."""
     settings = settings or AdminSettings()
-    if not settings.approvals:
-        # A separate approvals server serves approvers: this listener takes no votes, and
-        # whoever may scrape its metrics cannot reach the API or the inbox through it.
-        approvals = None
     app = FastAPI(
         title=title,
         description="Health, metrics and just-in-time approvals of a labelgate gateway.",

@@ -100,7 +100,8 @@ async def serve(settings: GatewaySettings, listen: str) -> None:
         await authenticator.start()
         running.push_async_callback(authenticator.close)
         if events is not None:
-            # Before the service starts: its first sweep may already expire requests.
+            # Before the service starts: its first sweep may already expire requests. A record
+            # that cannot be appended is logged (the gateway's labelgate_errors_total is not here).
             sink = ApprovalAuditSink(events)
             approval_events.add_sink(sink)
 
@@ -129,12 +130,12 @@ async def serve(settings: GatewaySettings, listen: str) -> None:
         bridge = LoopBridge(asyncio.get_running_loop())
         context = admin_approvals_context(BridgedApprovalService(service, bridge), authenticator, settings)
         # Serving approvers is what this server is for, whatever admin.approvals says (that
-        # setting turns them off on the gateways' admin listeners, which read the same config).
-        admin_settings = settings.admin.model_copy(update={"approvals": True})
+        # setting turns them off on the gateways' admin listeners, which read the same config):
+        # the context is always given.
         app = build_admin_app(
-            bridged_ready(ready, bridge), context, title="labelgate approvals", settings=admin_settings
+            bridged_ready(ready, bridge), context, title="labelgate approvals", settings=settings.admin
         )
-        admin = await start_admin(app, listen, admin_settings)
+        admin = await start_admin(app, listen, settings.admin)
         running.push_async_callback(admin.cleanup)
         if settings.approvals.public_url is None:
             scheme = "https" if settings.admin.tls is not None else "http"

@@ -70,13 +70,16 @@ class ApprovalAuditSink:
     """Feed approval state changes to the audit writer.
 
     Approval events happen outside any one call's release path (an approver's click), so
-    they are appended in the background; a failure is logged and counted, while the call
-    a grant releases still writes its own audit record before anything is delivered.
+    they are appended in the background; a record that could not be appended is logged
+    (``approval audit record lost``, with its reason) and handed to ``on_lost``: the gateway
+    counts it in ``labelgate_errors_total``, ``labelgate approvals serve`` gives none and
+    only logs it. The call a grant releases still writes its own audit record before
+    anything is delivered.
     """
 
     def __init__(self, client: AuditClient, on_lost: Callable[[str], None] | None = None) -> None:
         self.client = client
-        self.on_lost = on_lost  # the gateway counts a lost record in labelgate_errors_total
+        self.on_lost = on_lost  # called with the failure's reason; None: the log line alone
         self._pending = BackgroundTasks()
 
     def __call__(self, name: str, payload: dict[str, Any]) -> None:

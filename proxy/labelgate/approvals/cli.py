@@ -21,9 +21,10 @@ from urllib.parse import quote, urlencode, urlsplit
 import typer
 
 from labelgate.approvals import reasons
+from labelgate.cli_backstop import refused
 from labelgate.errors import LabelgateError
 from labelgate.shown_urls import shown_url
-from labelgate.untrusted_text import bearer_token_problem, shown
+from labelgate.untrusted_text import bearer_token_problem, error_line, shown
 
 approvals_app = typer.Typer(help="Review just-in-time approval requests.", no_args_is_help=True)
 
@@ -315,7 +316,9 @@ def _run(action: Any) -> None:
     try:
         action()
     except ApiError as error:
-        typer.echo(shown(f"error: {error.detail} ({error.reason})"), err=True)
+        # The detail may be the server's: shown whole first, so its line breaks are escapes too
+        # and it cannot print a line that reads as this command's own.
+        typer.echo(f"error: {error_line(shown(str(error.detail)), str(error.reason))}", err=True)
         raise typer.Exit(2 if error.status in (400, 404, 409) else 1) from None
 
 
@@ -440,5 +443,4 @@ def approvals_server_cli(
         ensure_free(listen, "--listen")
         run(load_settings(config), listen)
     except LabelgateError as error:
-        typer.echo(f"error: {error.message} ({error.reason})", err=True)
-        raise typer.Exit(error.exit_code) from None
+        raise refused(error) from None

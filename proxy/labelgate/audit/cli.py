@@ -13,23 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from labelgate.cli_backstop import refused
 from labelgate.errors import LabelgateError
 from labelgate.logs import LogLevel
-from labelgate.untrusted_text import shown
+from labelgate.untrusted_text import error_line, shown
 
 if TYPE_CHECKING:
     from labelgate.audit.verify import VerifyReport
 
 audit_app = typer.Typer(help="The durable, tamper-evident audit log.", no_args_is_help=True)
-
-
-def _fail(error: LabelgateError) -> typer.Exit:
-    # A message may quote text labelgate did not write (a model's input names, an OPA check
-    # error quoting a .rego string, a path): what is not printable is shown as its escape,
-    # line by line (a config check lists its problems one a line).
-    message = "\n".join(shown(line) for line in error.message.split("\n"))
-    typer.echo(f"error: {message} ({shown(error.reason)})", err=True)
-    return typer.Exit(error.exit_code)
 
 
 @audit_app.command("verify")
@@ -64,9 +56,10 @@ def verify_command(
         key = load_public_key(public_key) if public_key is not None else None
         report = verify_log(path, key, expect_seq=expect_seq, expect_head=expect_head)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
     except OSError as error:
-        typer.echo(f"error: cannot read {error.filename or path}: {error.strerror}", err=True)
+        said = error_line(f"cannot read {error.filename or path}: {error.strerror}", None)
+        typer.echo(f"error: {said}", err=True)
         raise typer.Exit(2) from None
     _print_report(report)
     if not report.ok:
@@ -133,9 +126,10 @@ def keygen_command(
             raise ConfigError(reasons.AUDIT_KEY_INVALID, f"--out {out} is a file: name a folder")
         private_path, public_path, kid = generate_keypair(out, force=force)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
     except OSError as error:
-        typer.echo(f"error: cannot write the key pair into {out}: {error.strerror or error}", err=True)
+        said = error_line(f"cannot write the key pair into {out}: {error.strerror or error}", None)
+        typer.echo(f"error: {said}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"signing key: {private_path}\npublic key:  {public_path}\nkey id:      {kid}")
 
@@ -183,7 +177,7 @@ def audit_writer_command(
     try:
         status = run_writer(settings)
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
     if status:
         raise typer.Exit(status)
 

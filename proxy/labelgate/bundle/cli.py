@@ -17,10 +17,10 @@ import typer
 
 from labelgate.bundle import reasons as bundle_reasons
 from labelgate.bundle.build import Bundle
+from labelgate.cli_backstop import refused
 from labelgate.digits import whole_number
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.logs import LogLevel, get_logger
-from labelgate.untrusted_text import shown
 
 log = get_logger(__name__)
 
@@ -44,15 +44,6 @@ TOKEN_ENV = "LABELGATE_BUNDLE_TOKEN"  # noqa: S105 - the name of the variable, n
 READER_TOKEN_ENV = "LABELGATE_BUNDLE_READER_TOKEN"  # noqa: S105 - the name of the variable
 TOKENS_FILE_ENV = "LABELGATE_BUNDLE_TOKENS_FILE"
 ALLOWED_HOSTS_ENV = "LABELGATE_BUNDLE_ALLOWED_HOSTS"
-
-
-def _fail(error: LabelgateError) -> typer.Exit:
-    # A message may quote text labelgate did not write (a model's input names, an OPA check
-    # error quoting a .rego string, a path): what is not printable is shown as its escape,
-    # line by line (a config check lists its problems one a line).
-    message = "\n".join(shown(line) for line in error.message.split("\n"))
-    typer.echo(f"error: {message} ({shown(error.reason)})", err=True)
-    return typer.Exit(error.exit_code)
 
 
 def _signer(key: Path | None, algorithm: str, key_id: str) -> Signer | None:
@@ -125,7 +116,7 @@ def build(
             sequence=sequence,
         )
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
     typer.echo(revision)
 
 
@@ -405,7 +396,7 @@ def bundle_server_cli(
             publish_gate=publish_gate,
         )
     except LabelgateError as error:
-        raise _fail(error) from None
+        raise refused(error) from None
 
 
 # -- the publish gate's parts from the layers above bundle ---------------------------------------

@@ -80,7 +80,7 @@ from labelgate.config.sections import (
     host_port,
     refuse,
 )
-from labelgate.config.startup_checks import check_ca_file, check_tls_pair, startup_problems
+from labelgate.config.startup_checks import check_ca_file, check_tls_pair, startup_notes, startup_problems
 from labelgate.config_paths import config_folder_context
 from labelgate.errors import ConfigError
 from labelgate.recording.settings import RecordingSettings
@@ -120,6 +120,7 @@ __all__ = [
     "format_validation_error",
     "load_settings",
     "misspelt_variables",
+    "startup_notes",
     "startup_problems",
 ]
 

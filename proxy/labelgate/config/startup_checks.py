@@ -1,7 +1,8 @@
 """What would still stop a gateway with valid settings from starting, found without the
 network (``labelgate serve --check-config``, ``startup_problems``): the files a config names
 read and loaded as serve loads them (TLS pairs, trusted certificates, descriptor sets, the
-policy folder compiled by its engine, keys), and the folders it writes into writable.
+policy folder compiled by its engine, keys), and the folders it writes into writable. And
+what such a gateway would start without keeping (``startup_notes``: no audit, no recording).
 
 Apart from the settings model because these touch the file system (and start a policy
 engine), where the model only checks values. ``check_tls_pair`` is also what both listeners
@@ -121,6 +122,32 @@ def _compile_policy(settings: GatewaySettings) -> None:
             await engine.close()
 
     asyncio.run(start_and_close())
+
+
+def startup_notes(settings: GatewaySettings) -> list[tuple[str, str]]:
+    """What a gateway with these settings does not keep, as (event, note): no durable audit
+    record (no ``audit.socket``, ``audit_off``), no session recording (no ``recording`` store,
+    ``recording_off``). Both are optional, so neither is a problem; found by review, a gateway
+    with neither (the image's default config) released data, ``--check-config`` said OK and
+    the log said nothing. The gateway logs them once started, ``serve --check-config`` prints
+    them; from the settings alone, so the check loads none of the gateway."""
+    notes: list[tuple[str, str]] = []
+    if settings.audit.socket is None:
+        notes.append(
+            (
+                "audit_off",
+                "audit.socket is not set: calls are released with structured logs only, "
+                "no durable audit record",
+            )
+        )
+    if not settings.recording.enabled:
+        notes.append(
+            (
+                "recording_off",
+                "no recording section (recording.dir or recording.postgres_dsn): sessions are not recorded",
+            )
+        )
+    return notes
 
 
 def startup_problems(settings: GatewaySettings) -> list[str]:

@@ -42,7 +42,7 @@ from labelgate.audit import AuditClient
 from labelgate.auth import Authenticator, server_credentials
 from labelgate.calls import CallsInFlight
 from labelgate.cli_backstop import DEBUG_VARIABLE, INTERNAL_ERROR_EXIT, internal_error_line
-from labelgate.config import GatewaySettings, PolicySettings, check_tls_pair
+from labelgate.config import GatewaySettings, PolicySettings, check_tls_pair, startup_notes
 from labelgate.errors import ConfigError, LabelgateError
 from labelgate.gateway import metrics, reasons
 from labelgate.gateway.classify_stage import ClassifierStage
@@ -197,21 +197,10 @@ async def audit_writer_answers(probe: AuditClient) -> bool:
 
 
 def warn_what_is_not_kept(settings: GatewaySettings) -> None:
-    """Warn that calls leave no durable audit record (no ``audit.socket``) or that sessions
-    are not recorded (no ``recording`` store), at start and in ``serve --check-config``. Both
-    are optional, so neither is refused; found by review, a gateway with neither (the image's
-    default config) released data, ``--check-config`` said OK and the log said nothing."""
-    if settings.audit.socket is None:
-        log.warning(
-            "audit_off",
-            note="audit.socket is not set: calls are released with structured logs only, "
-            "no durable audit record",
-        )
-    if not settings.recording.enabled:
-        log.warning(
-            "recording_off",
-            note="no recording section (recording.dir or recording.postgres_dsn): sessions are not recorded",
-        )
+    """Log ``startup_notes`` (no audit, no recording) as warnings, once the gateway started
+    (``serve --check-config`` prints the same notes)."""
+    for event, note in startup_notes(settings):
+        log.warning(event, note=note)
 
 
 def build_recorder(

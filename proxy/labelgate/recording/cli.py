@@ -34,6 +34,7 @@ from labelgate import reasons as cli_reasons
 from labelgate.errors import LabelgateError
 from labelgate.recording import reasons
 from labelgate.recording.store import MAX_PAGE_SIZE, PAGE_SIZE
+from labelgate.untrusted_text import error_line, shown
 
 if TYPE_CHECKING:
     from labelgate.auth import Subject
@@ -63,8 +64,9 @@ TokenOption = Annotated[
 
 
 def _usage(message: str, reason: str = cli_reasons.OPTION_INVALID) -> typer.Exit:
-    """Exit 2 with one line on stderr naming the reason, as every labelgate command reports."""
-    typer.echo(f"error: {message} ({reason})", err=True)
+    """Exit 2 with one line on stderr naming the reason, as every labelgate command reports
+    (the message's paths, DSN and libpq text escaped: ``error_line``)."""
+    typer.echo(f"error: {error_line(message, reason)}", err=True)
     return typer.Exit(2)
 
 
@@ -82,8 +84,8 @@ def _config_warnings(config: Path | None) -> Iterator[None]:
     not set up in these commands, so Python would print a warning's bare event name."""
     from labelgate.warning_notes import warnings_as_notes
 
-    where = str(config) if config is not None else "labelgate sessions"
-    with warnings_as_notes(lambda note: typer.echo(f"{where}: warning: {note}", err=True)):
+    where = shown(str(config)) if config is not None else "labelgate sessions"
+    with warnings_as_notes(lambda note: typer.echo(f"{where}: warning: {shown(note)}", err=True)):
         yield
 
 
@@ -272,7 +274,7 @@ def _viewed_session(
         raise _refused(error) from None
     if resolved is None:
         missing = f"no recorded session {session_id!r} (or the prefix is not unique)"
-        typer.echo(f"error: {missing} ({reasons.SESSION_NOT_FOUND})", err=True)
+        typer.echo(f"error: {error_line(missing, reasons.SESSION_NOT_FOUND)}", err=True)
         raise typer.Exit(1)
     return resolved  # type: ignore[no-any-return]
 

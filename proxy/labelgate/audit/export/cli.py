@@ -20,8 +20,10 @@ from typing import Annotated
 
 import typer
 
+from labelgate.cli_backstop import refused, run_guarded
 from labelgate.errors import LabelgateError
 from labelgate.logs import LogLevel
+from labelgate.untrusted_text import error_line
 
 
 def audit_forwarder_command(
@@ -101,7 +103,7 @@ def audit_forwarder_command(
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'retry'}: {e['msg']}" for e in error.errors())
-        typer.echo(f"error: retry settings: {problems}", err=True)
+        typer.echo(f"error: {error_line(f'retry settings: {problems}', None)}", err=True)
         raise typer.Exit(2) from None
     settings = ForwarderSettings(
         log_dir=log_dir,
@@ -126,11 +128,11 @@ def audit_forwarder_command(
     )
     try:
         status = run_forwarder(settings)
-    except LabelgateError as error:
-        typer.echo(f"error: {error.message} ({error.reason})", err=True)
-        raise typer.Exit(error.exit_code) from None
+    except LabelgateError as error:  # its message names the --log-dir and addresses it was given
+        raise refused(error) from None
     except OSError as error:
-        typer.echo(f"error: {error.filename or ''} {error.strerror or error}".strip(), err=True)
+        said = error_line(f"{error.filename or ''} {error.strerror or error}".strip(), None)
+        typer.echo(f"error: {said}", err=True)
         raise typer.Exit(2) from None
     if status:
         raise typer.Exit(status)
@@ -138,6 +140,4 @@ def audit_forwarder_command(
 
 def forwarder_cli() -> None:
     """``python -m labelgate.audit.export``: the forwarder command behind the CLI backstop."""
-    from labelgate.cli_backstop import run_guarded
-
     run_guarded(audit_forwarder_command)
