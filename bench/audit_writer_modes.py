@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
 import tempfile
 import time
@@ -38,16 +37,8 @@ APPENDS = {1: 500, 32: 3200}
 
 
 def process_cpu_s(pid: int) -> float:
-    """CPU seconds of every live thread of ``pid``, to the nanosecond where the kernel says."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return cpu_seconds(pid)
-    total = 0
-    for task in tasks:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-    return total / 1e9 if total else cpu_seconds(pid)
+    """CPU seconds of ``pid``, to the nanosecond where the kernel says (``procs.cpu_seconds``)."""
+    return cpu_seconds(pid)
 
 
 async def measure(sock: Path, writer_pid: int, concurrency: int) -> dict[str, float]:
