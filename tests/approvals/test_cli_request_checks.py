@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -65,17 +65,25 @@ def item(state: str = "granted", verdict: str = "approve") -> dict[str, Any]:
     }
 
 
+def stub_answer(method: str, path: str) -> dict[str, Any]:
+    """A listing, a request pending, or a vote answered with the state its path's last part says."""
+    if method == "GET":
+        return {"items": [item("pending")]} if "?" in path else item("pending")
+    return item("denied", "deny") if path.endswith("/deny") else item("granted", "approve")
+
+
 class StubApi:
     """The approvals API as far as these commands go: each request's method and raw path is
-    kept; a vote answers with the request in the state the path's last part says."""
+    kept; ``answer(method, path)`` is the JSON body of the reply (``stub_answer`` by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[str, str], dict[str, Any]] = stub_answer) -> None:
         self.seen: list[tuple[str, str]] = []
-        stub = self
+        seen = self.seen
 
         class Handler(BaseHTTPRequestHandler):
-            def _answer(self, body: dict[str, Any]) -> None:
-                raw = json.dumps(body).encode()
+            def _answer(self, method: str) -> None:
+                seen.append((method, self.path))
+                raw = json.dumps(answer(method, self.path)).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(raw)))
@@ -83,14 +91,11 @@ class StubApi:
                 self.wfile.write(raw)
 
             def do_GET(self) -> None:
-                stub.seen.append(("GET", self.path))
-                self._answer({"items": [item("pending")]} if "?" in self.path else item("pending"))
+                self._answer("GET")
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", "0")))
-                stub.seen.append(("POST", self.path))
-                denied = self.path.endswith("/deny")
-                self._answer(item("denied", "deny") if denied else item("granted", "approve"))
+                self._answer("POST")
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -99,15 +104,18 @@ class StubApi:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
-@pytest.fixture
-def api() -> Iterator[StubApi]:
-    stub = StubApi()
+def serving(stub: StubApi) -> Iterator[StubApi]:
     thread = threading.Thread(target=stub.server.serve_forever, daemon=True)
     thread.start()
     yield stub
     stub.server.shutdown()
     stub.server.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def api() -> Iterator[StubApi]:
+    yield from serving(StubApi())
 
 
 def approvals(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,22 +11,19 @@ case runs the real program on a pseudo-terminal 80 columns wide.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import pty
 import re
 import struct
 import subprocess
 import termios
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from labelgate.approvals import cli as approvals_cli
-from tests.approvals.test_cli_request_checks import GOOD_ID, approvals, item
+from tests.approvals.test_cli_request_checks import GOOD_ID, StubApi, approvals, item, serving
 from tests.support.procs import REPO, labelgate_command
 
 # The review's justification: 200 spaces push "vote:" to the start of a terminal row.
@@ -43,55 +40,19 @@ def padded_item() -> dict[str, Any]:
     return {**item("pending", "approve"), "justification": PADDED}
 
 
-class FixedApi:
-    """Answers every GET and POST with one JSON body; keeps what reached it."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.seen: list[tuple[str, str]] = []
-        raw, seen = json.dumps(body).encode(), self.seen
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self) -> None:
-                seen.append(("GET", self.path))
-                self._answer()
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                seen.append(("POST", self.path))
-                self._answer()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-def serving(body: dict[str, Any]) -> Iterator[FixedApi]:
-    api = FixedApi(body)
-    thread = threading.Thread(target=api.server.serve_forever, daemon=True)
-    thread.start()
-    yield api
-    api.server.shutdown()
-    api.server.server_close()
-    thread.join(5)
+def fixed(body: dict[str, Any]) -> Iterator[StubApi]:
+    """The approvals API answering every GET and POST with ``body``."""
+    yield from serving(StubApi(lambda _method, _path: body))
 
 
 @pytest.fixture
-def malformed() -> Iterator[FixedApi]:
-    yield from serving({"items": [{"id": "x"}], "id": "x"})
+def malformed() -> Iterator[StubApi]:
+    yield from fixed({"items": [{"id": "x"}], "id": "x"})
 
 
 @pytest.fixture
-def padded() -> Iterator[FixedApi]:
-    yield from serving(padded_item())
+def padded() -> Iterator[StubApi]:
+    yield from fixed(padded_item())
 
 
 def test_describe_names_what_the_grant_releases() -> None:
@@ -132,7 +93,7 @@ def test_other_peoples_text_is_cut_to_a_bounded_length() -> None:
     assert "x…" in approvals_cli.describe(long)
 
 
-def test_on_a_terminal_a_long_value_wraps_under_its_own_column(padded: FixedApi) -> None:
+def test_on_a_terminal_a_long_value_wraps_under_its_own_column(padded: StubApi) -> None:
     # The review's case on a real terminal: the value wraps, indented under the values,
     # never back to the column where labels and votes start.
     controller, terminal = pty.openpty()
@@ -176,7 +137,7 @@ def test_on_a_terminal_a_long_value_wraps_under_its_own_column(padded: FixedApi)
     ],
 )
 def test_an_answer_that_is_no_request_is_one_line_not_an_internal_error(
-    malformed: FixedApi, command: list[str], says: str | None
+    malformed: StubApi, command: list[str], says: str | None
 ) -> None:
     done = approvals(*command, "--url", malformed.url, "--token", "t")
     assert done.returncode == 1, done.stdout + done.stderr
